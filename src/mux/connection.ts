@@ -1,0 +1,200 @@
+// One IIP connection: a socket, the incremental decoder on its read side, the ordered writer on
+// its write side, the per-channel receive state (status state machine and reassembly of
+// multi-packet messages) and the close of it all, once, with a reason. The session above
+// (server or client) gets whole messages and decides what they mean.
+import type * as net from "node:net"
+import { Limits, StatusNone, SystemChannel } from "../protocol/constants.ts"
+import { PacketDecoder } from "../protocol/decoder.ts"
+import { ProtocolError } from "../protocol/errors.ts"
+import { isFirstPacket, isLastPacket, type Role, statusAllowed } from "../protocol/status.ts"
+import { ConnectionClosed } from "./errors.ts"
+import { PacketWriter } from "./writer.ts"
+
+export interface ConnectionLimits {
+  /** Largest whole message (all packets of it) this side reassembles. */
+  readonly maxMessageBytes: number
+  readonly maxReceivePathBytes: number
+  readonly writeHighWaterBytes: number
+  readonly maxWriteQueueBytes: number
+}
+
+export const defaultConnectionLimits: ConnectionLimits = {
+  maxMessageBytes: 64 * 1024 * 1024,
+  maxReceivePathBytes: Limits.maxReceivePathBytes,
+  writeHighWaterBytes: 1024 * 1024,
+  maxWriteQueueBytes: 256 * 1024 * 1024
+}
+
+/** Where a connection reports what it decided on its own (protocol violations). */
+export type ConnectionLog = (event: string, fields: Record<string, unknown>) => void
+
+/** What a session does with a connection's traffic. */
+export interface MessageSink {
+  /** A whole message arrived on an open channel; `path` is its first packet's path. */
+  onMessage(channelId: number, path: string, data: Buffer): void
+  /** The connection closed; called exactly once. */
+  onClose(error: ConnectionClosed): void
+}
+
+/** Receive state of one channel (PROTOCOL.md §4.4). */
+interface ChannelReceive {
+  last: number
+  path: string
+  parts: Array<Buffer>
+  bytes: number
+}
+
+export class Connection {
+  readonly writer: PacketWriter
+  readonly remoteAddress: string
+  private readonly decoder: PacketDecoder
+  private readonly channels = new Map<number, ChannelReceive>()
+  private sink: MessageSink | undefined
+  private closedWith: ConnectionClosed | undefined
+  private readPaused = 0
+  readonly socket: net.Socket
+  readonly role: Role
+  private readonly limits: ConnectionLimits
+  private readonly log: ConnectionLog
+
+  constructor(socket: net.Socket, role: Role, limits: ConnectionLimits = defaultConnectionLimits, log: ConnectionLog = () => {}) {
+    this.socket = socket
+    this.role = role
+    this.limits = limits
+    this.log = log
+    this.remoteAddress = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`
+    socket.setNoDelay(true)
+    this.writer = new PacketWriter(socket, {
+      highWaterBytes: limits.writeHighWaterBytes,
+      maxQueuedBytes: limits.maxWriteQueueBytes
+    })
+    this.decoder = new PacketDecoder(
+      {
+        checkHeader: (status, channelId) => this.checkHeader(status, channelId),
+        onPacket: (status, path, channelId, data) => this.onPacket(status, path, channelId, data)
+      },
+      { maxPathBytes: limits.maxReceivePathBytes }
+    )
+    this.openChannel(SystemChannel)
+    socket.on("data", (chunk: Buffer) => {
+      const result = this.decoder.push(chunk)
+      if (result === "close") this.close("peer sent status 8 (close connection)", false)
+      else if (result !== undefined) this.protocolViolation(result)
+    })
+    socket.on("end", () => {
+      const partial = this.decoder.idle ? "" : " in the middle of a packet"
+      this.close(`peer closed the connection${partial}`, false)
+    })
+    socket.on("error", (error: NodeJS.ErrnoException) => this.close(`socket error: ${error.code ?? error.message}`, false))
+    socket.on("close", () => this.close("socket closed", false))
+  }
+
+  /** Starts delivering messages to `sink`. Call once, right after construction. */
+  attach(sink: MessageSink): void {
+    this.sink = sink
+  }
+
+  get closed(): boolean {
+    return this.closedWith !== undefined
+  }
+
+  /** The close reason once closed. */
+  get closeError(): ConnectionClosed | undefined {
+    return this.closedWith
+  }
+
+  hasChannel(id: number): boolean {
+    return this.channels.has(id)
+  }
+
+  get channelCount(): number {
+    return this.channels.size
+  }
+
+  /** Accepts packets on channel `id` from now on. */
+  openChannel(id: number): void {
+    if (!this.channels.has(id)) this.channels.set(id, { last: StatusNone, path: "", parts: [], bytes: 0 })
+  }
+
+  /** Stops accepting packets on channel `id`: a later packet for it closes the connection. */
+  closeChannel(id: number): void {
+    this.channels.delete(id)
+  }
+
+  /** Stops reading from the socket until `resumeReading` is called as many times. */
+  pauseReading(): void {
+    if (this.readPaused++ === 0) this.socket.pause()
+  }
+
+  resumeReading(): void {
+    if (this.readPaused > 0 && --this.readPaused === 0 && !this.closed) this.socket.resume()
+  }
+
+  /** Closes the connection once; `graceful` ends the socket after queued writes instead of destroying it. */
+  close(reason: string, graceful: boolean): void {
+    if (this.closedWith !== undefined) return
+    this.closedWith = new ConnectionClosed({ message: `connection ${this.remoteAddress} closed: ${reason}`, sent: true })
+    this.decoder.stop()
+    if (graceful) {
+      this.socket.end()
+      // A peer that never reads must not keep the socket alive forever.
+      this.socket.setTimeout(5000, () => this.socket.destroy())
+    } else {
+      this.writer.close()
+      this.socket.destroy()
+    }
+    this.channels.clear()
+    this.sink?.onClose(this.closedWith)
+  }
+
+  private protocolViolation(error: ProtocolError): void {
+    this.log("protocol-violation", { remote: this.remoteAddress, rule: error.rule, message: error.message })
+    this.close(`protocol violation (${error.rule}): ${error.message}`, false)
+  }
+
+  private checkHeader(status: number, channelId: number): ProtocolError | undefined {
+    const channel = this.channels.get(channelId)
+    if (channel === undefined) {
+      return new ProtocolError({ rule: "unknown-channel", message: `packet (status ${status}) for channel ${channelId}, which is not open: invalid channel id: ${channelId}` })
+    }
+    if (!statusAllowed(this.role, channel.last, status)) {
+      return new ProtocolError({
+        rule: "status-order",
+        message: `packet on channel ${channelId}: invalid protocol, prev status: ${channel.last}, current ${status}`
+      })
+    }
+    return undefined
+  }
+
+  private onPacket(status: number, path: string, channelId: number, data: Buffer): void {
+    const channel = this.channels.get(channelId)!
+    channel.last = status
+    if (isFirstPacket(status)) {
+      if (isLastPacket(status)) {
+        this.sink?.onMessage(channelId, path, data)
+        return
+      }
+      channel.path = path
+      channel.parts = [data]
+      channel.bytes = data.length
+      return
+    }
+    channel.bytes += data.length
+    if (channel.bytes > this.limits.maxMessageBytes) {
+      this.protocolViolation(
+        new ProtocolError({
+          rule: "message-too-large",
+          message: `multi-packet message on channel ${channelId} exceeds ${this.limits.maxMessageBytes} bytes`
+        })
+      )
+      return
+    }
+    channel.parts.push(data)
+    if (isLastPacket(status)) {
+      const whole = Buffer.concat(channel.parts, channel.bytes)
+      channel.parts = []
+      channel.bytes = 0
+      this.sink?.onMessage(channelId, channel.path, whole)
+    }
+  }
+}

@@ -1,0 +1,33 @@
+// Errors a connection reports to the code above it. Every request that does not succeed ends in
+// exactly one of these (or a handler's own answer), never in silence.
+import { Data } from "effect"
+
+/** The connection is gone; `reason` says why (peer closed, protocol rule, socket error, local close). */
+export class ConnectionClosed extends Data.TaggedError("ConnectionClosed")<{
+  readonly message: string
+  /** Whether the request was already written: if so the peer may have processed it. */
+  readonly sent: boolean
+}> {}
+
+/** No answer arrived within the request's timeout. The channel stays paired: the late answer is consumed. */
+export class RequestTimeout extends Data.TaggedError("RequestTimeout")<{
+  readonly message: string
+  readonly timeoutMs: number
+}> {}
+
+/** A limit was reached (pending requests, queued bytes, connections, channels); nothing was sent. */
+export class Overloaded extends Data.TaggedError("Overloaded")<{
+  readonly message: string
+  readonly limit: string
+}> {}
+
+/** The peer refused or botched `/sys/new_channel`. */
+export class ChannelOpenFailed extends Data.TaggedError("ChannelOpenFailed")<{
+  readonly message: string
+}> {}
+
+/** The TCP connection could not be made. */
+export class ConnectFailed extends Data.TaggedError("ConnectFailed")<{
+  readonly message: string
+  readonly address: string
+}> {}

@@ -1,0 +1,203 @@
+// Incremental IIP packet decoder (PROTOCOL.md §2.5). The connection reader feeds it every socket
+// chunk as it arrives; it accepts any split of the byte stream, checks every length before it
+// allocates, and hands whole packets to its sink synchronously. It never touches a socket.
+import { Limits, Status } from "./constants.ts"
+import { ProtocolError } from "./errors.ts"
+
+export interface DecoderSink {
+  /**
+   * Called once status, path and channel id are known and before the length is read, so the
+   * receiver can reject an unknown channel or a status its state machine forbids without reading
+   * (or allocating) the body, as the reference does.
+   */
+  readonly checkHeader: (status: number, channelId: number) => ProtocolError | undefined
+  readonly onPacket: (status: number, path: string, channelId: number, data: Buffer) => void
+}
+
+export interface DecoderLimits {
+  readonly maxPathBytes: number
+  readonly maxDataBytes: number
+}
+
+/** What `push` reports: keep going, the peer asked to close (status 8), or a broken rule. */
+export type DecodeResult = undefined | "close" | ProtocolError
+
+const STAGE_STATUS = 0
+const STAGE_PATH = 1
+const STAGE_FIXED = 2
+const STAGE_DATA = 3
+
+const describe = (status: number, path: string) => `packet (status ${status}, path ${JSON.stringify(path.slice(0, 80))})`
+
+export class PacketDecoder {
+  private stage = STAGE_STATUS
+  private status = 0
+  /** Path bytes gathered across chunks; only used when a path is split. */
+  private pathParts: Array<Buffer> = []
+  private pathPartsBytes = 0
+  private path = ""
+  private readonly fixed = Buffer.alloc(8)
+  private fixedFill = 0
+  private channelId = 0
+  private data: Buffer | undefined = undefined
+  private dataFill = 0
+  private stopped = false
+  private readonly sink: DecoderSink
+  private readonly limits: DecoderLimits
+
+  constructor(sink: DecoderSink, limits: Partial<DecoderLimits> = {}) {
+    this.sink = sink
+    this.limits = {
+      maxPathBytes: limits.maxPathBytes ?? Limits.maxReceivePathBytes,
+      maxDataBytes: limits.maxDataBytes ?? Limits.maxPacketData
+    }
+  }
+
+  /** Stops decoding: later chunks are ignored (the connection is closing). */
+  stop(): void {
+    this.stopped = true
+  }
+
+  /** True when no packet is partly read (the stream ended on a packet boundary). */
+  get idle(): boolean {
+    return this.stage === STAGE_STATUS
+  }
+
+  push(chunk: Buffer): DecodeResult {
+    let offset = 0
+    const end = chunk.length
+    while (offset < end && !this.stopped) {
+      switch (this.stage) {
+        case STAGE_STATUS: {
+          const status = chunk[offset++]!
+          if (status === Status.Close) return this.finish("close")
+          if (status > Status.Close) {
+            return this.finish(new ProtocolError({ rule: "invalid-status", message: `invalid status value: ${status}` }))
+          }
+          this.status = status
+          this.stage = STAGE_PATH
+          // Fast path: the whole header is in this chunk.
+          const nul = chunk.indexOf(0, offset)
+          if (nul !== -1 && nul + 9 <= end) {
+            const pathBytes = nul - offset
+            if (pathBytes > this.limits.maxPathBytes) return this.finish(this.pathTooLong(pathBytes))
+            if (pathBytes === 0) return this.finish(this.pathEmpty())
+            this.path = chunk.toString("utf8", offset, nul)
+            this.channelId = chunk.readUInt32BE(nul + 1)
+            const headerError = this.sink.checkHeader(status, this.channelId)
+            if (headerError !== undefined) return this.finish(headerError)
+            const length = chunk.readUInt32BE(nul + 5)
+            const lengthError = this.checkLength(length)
+            if (lengthError !== undefined) return this.finish(lengthError)
+            offset = nul + 9
+            if (end - offset >= length) {
+              const data = chunk.subarray(offset, offset + length)
+              offset += length
+              this.stage = STAGE_STATUS
+              this.sink.onPacket(status, this.path, this.channelId, data)
+            } else {
+              this.data = Buffer.allocUnsafe(length)
+              this.dataFill = 0
+              this.stage = STAGE_DATA
+            }
+          }
+          break
+        }
+        case STAGE_PATH: {
+          const nul = chunk.indexOf(0, offset)
+          const stop = nul === -1 ? end : nul
+          const total = this.pathPartsBytes + (stop - offset)
+          if (total > this.limits.maxPathBytes) return this.finish(this.pathTooLong(total))
+          if (nul === -1) {
+            this.pathParts.push(chunk.subarray(offset, end))
+            this.pathPartsBytes = total
+            offset = end
+          } else {
+            this.pathParts.push(chunk.subarray(offset, nul))
+            if (total === 0) return this.finish(this.pathEmpty())
+            this.path = Buffer.concat(this.pathParts, total).toString("utf8")
+            this.pathParts = []
+            this.pathPartsBytes = 0
+            offset = nul + 1
+            this.fixedFill = 0
+            this.stage = STAGE_FIXED
+          }
+          break
+        }
+        case STAGE_FIXED: {
+          const take = Math.min(8 - this.fixedFill, end - offset)
+          chunk.copy(this.fixed, this.fixedFill, offset, offset + take)
+          this.fixedFill += take
+          offset += take
+          if (this.fixedFill < 8) break
+          this.channelId = this.fixed.readUInt32BE(0)
+          const headerError = this.sink.checkHeader(this.status, this.channelId)
+          if (headerError !== undefined) return this.finish(headerError)
+          const length = this.fixed.readUInt32BE(4)
+          const lengthError = this.checkLength(length)
+          if (lengthError !== undefined) return this.finish(lengthError)
+          if (end - offset >= length) {
+            // The body is wholly in this chunk: hand out a view, no copy.
+            const data = chunk.subarray(offset, offset + length)
+            offset += length
+            this.stage = STAGE_STATUS
+            this.sink.onPacket(this.status, this.path, this.channelId, data)
+          } else {
+            this.data = Buffer.allocUnsafe(length) // length was checked just above
+            this.dataFill = 0
+            this.stage = STAGE_DATA
+          }
+          break
+        }
+        case STAGE_DATA: {
+          const data = this.data!
+          const take = Math.min(data.length - this.dataFill, end - offset)
+          chunk.copy(data, this.dataFill, offset, offset + take)
+          this.dataFill += take
+          offset += take
+          if (this.dataFill === data.length) {
+            this.data = undefined
+            this.stage = STAGE_STATUS
+            this.sink.onPacket(this.status, this.path, this.channelId, data)
+          }
+          break
+        }
+      }
+    }
+    return undefined
+  }
+
+  private finish(result: "close" | ProtocolError): DecodeResult {
+    this.stopped = true
+    this.data = undefined
+    this.pathParts = []
+    return result
+  }
+
+  private checkLength(length: number): ProtocolError | undefined {
+    if (length === 0) {
+      return new ProtocolError({
+        rule: "length-zero",
+        message: `${describe(this.status, this.path)} on channel ${this.channelId}: invalid data len: 0`
+      })
+    }
+    if (length > this.limits.maxDataBytes) {
+      return new ProtocolError({
+        rule: "length-too-large",
+        message: `${describe(this.status, this.path)} on channel ${this.channelId}: data len ${length} exceeds ${this.limits.maxDataBytes}`
+      })
+    }
+    return undefined
+  }
+
+  private pathTooLong(bytes: number): ProtocolError {
+    return new ProtocolError({
+      rule: "path-too-long",
+      message: `packet (status ${this.status}): no path terminator within ${this.limits.maxPathBytes} bytes (${bytes} read)`
+    })
+  }
+
+  private pathEmpty(): ProtocolError {
+    return new ProtocolError({ rule: "path-empty", message: `packet (status ${this.status}): empty path` })
+  }
+}
