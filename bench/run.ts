@@ -1,0 +1,27 @@
+// Benchmark dispatcher: `npm run -s bench -- <name> [flags]` runs bench/<name>.ts's `main` with
+// the remaining arguments. Each bench prints a table and, as its last stdout line, one JSON object.
+// Add a bench with one line in `benches` below.
+
+interface Bench {
+  readonly main: (args: ReadonlyArray<string>) => Promise<void>
+}
+
+const benches: Record<string, () => Promise<Bench>> = {
+  echo: () => import("./echo.ts")
+}
+
+const [name, ...rest] = process.argv.slice(2)
+const load = name === undefined ? undefined : benches[name]
+if (load === undefined) {
+  process.stderr.write(
+    `${name === undefined ? "no bench named" : `unknown bench ${JSON.stringify(name)}`}\n` +
+      `usage: npm run -s bench -- <name> [flags]\navailable: ${Object.keys(benches).join(", ")}\n`
+  )
+  process.exit(2)
+}
+try {
+  await (await load()).main(rest)
+} catch (error) {
+  process.stderr.write(`bench ${name} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)
+  process.exit(1)
+}

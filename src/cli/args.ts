@@ -1,0 +1,36 @@
+// Parsing of the CLI's address and duration arguments, shared by its commands. Pure.
+import { Data, Effect } from "effect"
+
+export interface HostPort {
+  readonly host: string
+  readonly port: number
+}
+
+export class ArgumentError extends Data.TaggedError("ArgumentError")<{ readonly message: string }> {}
+
+/** Runs a parser inside Effect, its ArgumentError as the typed failure. */
+export const parseWith = <A>(parse: () => A) => Effect.try({ try: parse, catch: (error) => error as ArgumentError })
+
+/** "HOST:PORT" (IPv6 as "[::1]:PORT"); port 0 is allowed for listening. */
+export const parseHostPort = (text: string): HostPort => {
+  const match = /^(?:\[([^\]]+)\]|([^:/\s]*)):(\d{1,5})$/.exec(text)
+  const port = match === null ? NaN : Number(match[3])
+  if (match === null || port > 65535) throw new ArgumentError({ message: `expected HOST:PORT, got ${JSON.stringify(text)}` })
+  return { host: match[1] ?? (match[2] === "" ? "127.0.0.1" : match[2]!), port }
+}
+
+/** "HOST:PORT/path?query" as `iq` takes it: split at the first "/" after the port. */
+export const parseTarget = (text: string): HostPort & { readonly path: string } => {
+  const slash = text.indexOf("/", text.startsWith("[") ? text.indexOf("]") : 0)
+  if (slash === -1) throw new ArgumentError({ message: `expected HOST:PORT/path, got ${JSON.stringify(text)}` })
+  return { ...parseHostPort(text.slice(0, slash)), path: text.slice(slash) }
+}
+
+/** "1s", "500ms", "2m" or a bare number of seconds, as milliseconds. */
+export const parseDuration = (text: string): number => {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim())
+  if (match === null) throw new ArgumentError({ message: `expected a duration like 1s or 500ms, got ${JSON.stringify(text)}` })
+  const value = Number(match[1])
+  const unit = match[2] ?? "s"
+  return Math.round(unit === "ms" ? value : unit === "s" ? value * 1000 : value * 60_000)
+}

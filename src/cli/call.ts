@@ -1,0 +1,44 @@
+// `iip-mesh call HOST:PORT/path?query [--data TEXT | --data-file F] [--timeout 1s]`: one request,
+// like the reference's `iq`. The answer goes to stdout as it came; a failure is one line on
+// stderr and exit code 1.
+import { Effect, Option } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import { readFile } from "node:fs/promises"
+import * as Client from "../iip/client.ts"
+import { messageOf } from "../iip/log.ts"
+import { ArgumentError, parseDuration, parseTarget, parseWith } from "./args.ts"
+
+const target = Argument.String("target").pipe(Argument.withDescription("HOST:PORT/path?query"))
+const data = Flag.String("data").pipe(Flag.withDescription("request body (default {})"), Flag.optional)
+const dataFile = Flag.String("data-file").pipe(Flag.withDescription("read the request body from this file"), Flag.optional)
+const timeout = Flag.String("timeout").pipe(Flag.withDescription("how long to wait for the answer"), Flag.withDefault("1s"))
+
+const fail = (message: string) =>
+  Effect.sync(() => {
+    process.stderr.write(`iip-mesh call: ${message}\n`)
+    process.exitCode = 1
+  })
+
+export const call = Command.make("call", { target, data, dataFile, timeout }, (input) =>
+  Effect.gen(function*() {
+    if (Option.isSome(input.data) && Option.isSome(input.dataFile)) {
+      return yield* new ArgumentError({ message: "give --data or --data-file, not both" })
+    }
+    const { host, port, path } = yield* parseWith(() => parseTarget(input.target))
+    const timeoutMs = yield* parseWith(() => parseDuration(input.timeout))
+    const file = input.dataFile
+    const body = Option.isSome(file)
+      ? yield* Effect.tryPromise({
+        try: () => readFile(file.value),
+        catch: (e) => new ArgumentError({ message: `cannot read --data-file: ${messageOf(e)}` })
+      })
+      : Option.getOrElse(input.data, () => "")
+    const client = yield* Client.make({ host, port, maxConnections: 1, maxChannelsPerConnection: 1, connectTimeoutMs: timeoutMs, log: () => {} })
+    const answer = yield* client.request(path, body, { timeoutMs })
+    yield* Effect.sync(() => process.stdout.write(answer))
+  }).pipe(
+    Effect.scoped,
+    Effect.catchDefect((error) => fail(messageOf(error))),
+    Effect.catch((error) => fail(messageOf(error)))
+  )
+).pipe(Command.withDescription("Send one IIP request and print the answer"))
