@@ -6,7 +6,7 @@ import { ProtocolError } from "./errors.ts"
 
 export interface DecoderSink {
   /**
-   * Called once status, path and channel id are known and before the length is read, so the
+   * Called as soon as status, path and channel id are known, before the length is read, so the
    * receiver can reject an unknown channel or a status its state machine forbids without reading
    * (or allocating) the body, as the reference does.
    */
@@ -125,14 +125,18 @@ export class PacketDecoder {
           break
         }
         case STAGE_FIXED: {
-          const take = Math.min(8 - this.fixedFill, end - offset)
-          chunk.copy(this.fixed, this.fixedFill, offset, offset + take)
+          const before = this.fixedFill
+          const take = Math.min(8 - before, end - offset)
+          chunk.copy(this.fixed, before, offset, offset + take)
           this.fixedFill += take
           offset += take
+          if (before < 4 && this.fixedFill >= 4) {
+            // The channel id is complete: judge it now, as the reference does, not after the length.
+            this.channelId = this.fixed.readUInt32BE(0)
+            const headerError = this.sink.checkHeader(this.status, this.channelId)
+            if (headerError !== undefined) return this.finish(headerError)
+          }
           if (this.fixedFill < 8) break
-          this.channelId = this.fixed.readUInt32BE(0)
-          const headerError = this.sink.checkHeader(this.status, this.channelId)
-          if (headerError !== undefined) return this.finish(headerError)
           const length = this.fixed.readUInt32BE(4)
           const lengthError = this.checkLength(length)
           if (lengthError !== undefined) return this.finish(lengthError)

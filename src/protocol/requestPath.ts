@@ -57,6 +57,51 @@ const schemeLength = (s: string): number => {
   return 0
 }
 
+const isDigit = (c: number) => c >= 0x30 && c <= 0x39
+/** Go's validOptionalPort. */
+const validOptionalPort = (port: string): boolean => {
+  if (port === "") return true
+  if (port.charCodeAt(0) !== 0x3a) return false
+  for (let i = 1; i < port.length; i++) if (!isDigit(port.charCodeAt(i))) return false
+  return true
+}
+/** Go's unescape(s, encodeHost) succeeds: %XX only with XX >= 0x80 or "%25"; ASCII must be a host byte. */
+const validHostChars = (s: string): boolean => {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c === 0x25) {
+      if (i + 2 >= s.length || !isHex(s.charCodeAt(i + 1)) || !isHex(s.charCodeAt(i + 2))) return false
+      if (hexValue(s.charCodeAt(i + 1)) < 8 && s.slice(i, i + 3) !== "%25") return false
+      i += 2
+    } else if (c < 0x80 && !(isAlpha(c) || isDigit(c) || "-_.~!$&'()*+,;=:[]<>\"".includes(s[i]!))) {
+      return false
+    }
+  }
+  return true
+}
+/** Go's parseAuthority succeeds (userinfo and host checks; IPv6 zones are not special-cased). */
+const validAuthority = (authority: string): boolean => {
+  const at = authority.lastIndexOf("@")
+  const host = at === -1 ? authority : authority.slice(at + 1)
+  if (host.startsWith("[")) {
+    const close = host.lastIndexOf("]")
+    if (close === -1 || !validOptionalPort(host.slice(close + 1))) return false
+  } else {
+    const colon = host.lastIndexOf(":")
+    if (colon !== -1 && !validOptionalPort(host.slice(colon))) return false
+  }
+  if (!validHostChars(host)) return false
+  if (at === -1) return true
+  const userinfo = authority.slice(0, at)
+  for (let i = 0; i < userinfo.length; i++) {
+    const c = userinfo.charCodeAt(i)
+    if (!(isAlpha(c) || isDigit(c) || "-._:~!$&'()*+,;=%@".includes(userinfo[i]!))) return false
+  }
+  const colon = userinfo.indexOf(":")
+  const parts = colon === -1 ? [userinfo] : [userinfo.slice(0, colon), userinfo.slice(colon + 1)]
+  return parts.every((part) => unescape(part, false) !== undefined)
+}
+
 /**
  * Parses a request path as the reference does. When Go's url.Parse would fail, the reference keeps
  * the raw path and an empty query; so do we.
@@ -70,13 +115,14 @@ export const parseRequestPath = (raw: string): ParsedRequestPath => {
     }
   }
   const failed = { path: raw, rawQuery: "" }
-  if (hasControlByte(raw)) return failed
   let rest = raw
   const hash = rest.indexOf("#")
   if (hash !== -1) {
     if (unescape(rest.slice(hash + 1), false) === undefined) return failed
     rest = rest.slice(0, hash)
   }
+  // Go checks control bytes only before the "#" (url.Parse cuts the fragment off first).
+  if (hasControlByte(rest)) return failed
   if (rest === "*") return { path: "*", rawQuery: "" }
   const scheme = schemeLength(rest)
   if (scheme === -1) return failed
@@ -96,6 +142,7 @@ export const parseRequestPath = (raw: string): ParsedRequestPath => {
   }
   if ((hasScheme || !rest.startsWith("///")) && rest.startsWith("//")) {
     const slash = rest.indexOf("/", 2)
+    if (!validAuthority(slash === -1 ? rest.slice(2) : rest.slice(2, slash))) return failed
     rest = slash === -1 ? "" : rest.slice(slash)
   }
   const path = unescape(rest, false)

@@ -2,9 +2,22 @@
 // byte for byte as Go's encoding/json writes them. Pure.
 import { ErrorCode } from "./constants.ts"
 
-/** JSON string literal the way Go's encoding/json writes it (HTML-safe escapes included). */
+/**
+ * JSON string literal the way Go 1.19's encoding/json writes it: HTML-safe escapes, \b and \f as
+ * \u0008 and \u000c, and a lone surrogate as U+FFFD.
+ */
 export const goJsonString = (s: string): string =>
-  JSON.stringify(s).replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+  JSON.stringify(s).replace(/\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\\[\s\S]|[<>&\u2028\u2029]/g, (m) =>
+    m.length === 6
+      ? "\\ufffd"
+      : m === "\\b"
+      ? "\\u0008"
+      : m === "\\f"
+      ? "\\u000c"
+      : m.length === 2
+      ? m
+      : `\\u${m.charCodeAt(0).toString(16).padStart(4, "0")}`
+  )
 
 /** `{"code":N,"message":"..."}` with the reference's field order; empty message and zero id omitted. */
 export const systemBody = (code: number, message: string, channelId = 0): Buffer => {
