@@ -1,0 +1,76 @@
+// The `iip-mesh` CLI as a user runs it: `echo-server` prints its real port, `call` prints the
+// answer and exits 0, and a failure is one line on stderr with a non-zero exit.
+import { type ChildProcess, spawn } from "node:child_process"
+import { writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+
+const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
+
+const run = (args: Array<string>): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+  new Promise((done) => {
+    const child = spawn(process.execPath, [main, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    child.on("close", (code) => done({ code, stdout, stderr }))
+  })
+
+describe("iip-mesh CLI", () => {
+  let server: ChildProcess
+  let address = ""
+
+  beforeAll(async () => {
+    server = spawn(process.execPath, [main, "echo-server", "--listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "inherit"] })
+    address = await new Promise<string>((found, failed) => {
+      let out = ""
+      server.stdout!.on("data", (chunk: Buffer) => {
+        out += chunk.toString()
+        const match = /listening on (\S+:\d+)\n/.exec(out)
+        if (match !== null) found(match[1]!)
+      })
+      server.once("exit", (code) => failed(new Error(`echo-server exited with ${code}`)))
+    })
+  })
+
+  afterAll(() => {
+    server.kill("SIGKILL")
+  })
+
+  it("echo-server listens on a real port when given port 0", () => {
+    expect(address).toMatch(/^127\.0\.0\.1:[1-9]\d*$/)
+  })
+
+  it("call prints the answer of /echo and exits 0", async () => {
+    const result = await run(["call", `${address}/echo`, "--data", "hello"])
+    expect(result).toStrictEqual({ code: 0, stdout: "hello", stderr: "" })
+  })
+
+  it("call sends {} when no data is given, and reads --data-file", async () => {
+    expect((await run(["call", `${address}/echo_benchmark`])).stdout).toBe("{}")
+    const file = join(tmpdir(), `iip-mesh-cli-${process.pid}.bin`)
+    writeFileSync(file, "from a file")
+    expect((await run(["call", `${address}/echo`, "--data-file", file])).stdout).toBe("from a file")
+  })
+
+  it("call prints the reference's in-band error for an unknown path, as iq does", async () => {
+    const result = await run(["call", `${address}/nosuch`])
+    expect(result.stdout).toBe('{"code":102,"message":"handle error"}')
+  })
+
+  it("call reports an unreachable server in one line on stderr with a non-zero exit", async () => {
+    const result = await run(["call", "127.0.0.1:1/echo", "--timeout", "2s"])
+    expect(result.code).not.toBe(0)
+    expect(result.stdout).toBe("")
+    expect(result.stderr.trim().split("\n")).toHaveLength(1)
+    expect(result.stderr).toMatch(/cannot connect to 127\.0\.0\.1:1/)
+  })
+
+  it("call rejects a target without a path", async () => {
+    const result = await run(["call", address])
+    expect(result.code).not.toBe(0)
+    expect(result.stderr).toMatch(/expected HOST:PORT\/path/)
+  })
+})
