@@ -90,6 +90,11 @@ export class IipClient {
     return { connections: this.pool.length, channels, pending: this.pending, queued: this.queue.length }
   }
 
+  /** The live connections of the pool (for inspection: writer congestion, channels). */
+  get sessions(): ReadonlyArray<ClientSession> {
+    return this.pool.map((pooled) => pooled.session)
+  }
+
   /** Sends one request; `callback` is called exactly once. The core of `call` and `request`. */
   send(path: string, data: Uint8Array, timeoutMs: number, callback: ClientCallback): void {
     if (this.closed) return callback(new ConnectionClosed({ message: "client is closed", sent: false }), undefined)

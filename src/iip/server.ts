@@ -36,7 +36,7 @@ const toBody = (value: Body): Uint8Array => (typeof value === "string" ? Buffer.
 
 export class IipServer {
   readonly router = new Router<Handler>()
-  private readonly sessions = new Set<ServerSession>()
+  private readonly live = new Set<ServerSession>()
   private readonly listener: net.Server
   private readonly log: Log
   private readonly options: ServerOptions
@@ -66,8 +66,13 @@ export class IipServer {
     return { host: address.address, port: address.port }
   }
 
+  /** The live connections (for inspection: paused reading, writer congestion, channels). */
+  get sessions(): ReadonlySet<ServerSession> {
+    return this.live
+  }
+
   get connectionCount(): number {
-    return this.sessions.size
+    return this.live.size
   }
 
   listen(): Promise<void> {
@@ -83,13 +88,13 @@ export class IipServer {
 
   /** Stops listening and closes every connection at once. */
   close(): Promise<void> {
-    for (const session of this.sessions) session.connection.close("server closed", false)
+    for (const session of this.live) session.connection.close("server closed", false)
     return new Promise((resolve) => this.listener.close(() => resolve()))
   }
 
   private accept(socket: net.Socket): void {
     const max = this.options.maxConnections ?? 1000
-    if (this.sessions.size >= max) {
+    if (this.live.size >= max) {
       this.log("connection-refused", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: `server connections limited (${max})` })
       socket.destroy()
       return
@@ -102,9 +107,9 @@ export class IipServer {
         maxChannels: this.options.maxChannelsPerConnection ?? defaultServerSessionLimits.maxChannels,
         maxQueuedRequests: this.options.maxQueuedRequestsPerConnection ?? defaultServerSessionLimits.maxQueuedRequests
       },
-      (closed) => this.sessions.delete(closed)
+      (closed) => this.live.delete(closed)
     )
-    this.sessions.add(session)
+    this.live.add(session)
   }
 
   private readonly dispatch = (request: IncomingRequest): Uint8Array | PromiseLike<Uint8Array> => {
