@@ -23,7 +23,7 @@ export interface WriterLimits {
 }
 
 /** Bodies at least this large are written by reference instead of being copied into the batch. */
-const COPY_LIMIT = 64 * 1024
+const COPY_LIMIT = 8 * 1024
 
 export class PacketWriter {
   private statuses: Array<number> = []
