@@ -6,15 +6,19 @@
 import { Cause, Data, Effect, Exit, type Scope } from "effect"
 import * as net from "node:net"
 import { type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
-import { defaultServerSessionLimits, type IncomingRequest, ServerSession } from "../mux/serverSession.ts"
-import { handlerFailedBody, noResponseBody, unknownPathBody } from "../protocol/systemMessages.ts"
+import { type Failure, failure, type IncomingRequest, type Outcome, type Reply } from "../mux/request.ts"
+import { defaultServerSessionLimits, ServerSession } from "../mux/serverSession.ts"
+import { MeshErrorCode } from "../protocol/mesh.ts"
 import { type Log, messageOf, stderrLog } from "./log.ts"
 import { Router } from "./router.ts"
 
-export type { IncomingRequest } from "../mux/serverSession.ts"
+export type { Failure, IncomingRequest, Reply } from "../mux/request.ts"
+export { failure, reply } from "../mux/request.ts"
 
 export type Body = Uint8Array | string
-export type HandlerResult = Body | PromiseLike<Body> | Effect.Effect<Body, unknown>
+/** What a handler gives back: a body, a body with metadata or streaming out (`reply`), or a typed `failure`. */
+export type HandlerValue = Body | Reply | Failure
+export type HandlerResult = HandlerValue | PromiseLike<HandlerValue> | Effect.Effect<HandlerValue, unknown>
 export type Handler = (request: IncomingRequest) => HandlerResult
 
 export class ListenFailed extends Data.TaggedError("ListenFailed")<{ readonly message: string }> {}
@@ -32,7 +36,9 @@ export interface ServerOptions {
   readonly log?: Log
 }
 
-const toBody = (value: Body): Uint8Array => (typeof value === "string" ? Buffer.from(value, "utf8") : value)
+const toOutcome = (value: HandlerValue): Outcome => (typeof value === "string" ? Buffer.from(value, "utf8") : value)
+const failed = (error: unknown): Failure => failure(MeshErrorCode.handlerFailed, messageOf(error), true)
+const noResponse = failure(MeshErrorCode.noResponse, "handle no response", true)
 
 export class IipServer {
   readonly router = new Router<Handler>()
@@ -112,32 +118,33 @@ export class IipServer {
     this.live.add(session)
   }
 
-  private readonly dispatch = (request: IncomingRequest): Uint8Array | PromiseLike<Uint8Array> => {
+  private readonly dispatch = (request: IncomingRequest): Outcome | PromiseLike<Outcome> => {
     const handler = this.router.lookup(request.path)
-    if (handler === undefined) return unknownPathBody
+    if (handler === undefined) return failure(MeshErrorCode.notFound, `no handler for ${request.path}`, false)
     let result: HandlerResult
     try {
       result = handler(request)
     } catch (error) {
-      return handlerFailedBody(messageOf(error))
+      return failed(error)
     }
-    if (typeof result === "string" || result instanceof Uint8Array) return toBody(result)
+    if (typeof result === "string" || result instanceof Uint8Array) return toOutcome(result)
     if (Effect.isEffect(result)) return this.runEffect(request, result)
-    return Promise.resolve(result).then(toBody, (error: unknown) => handlerFailedBody(messageOf(error)))
+    if ("_tag" in result) return result
+    return Promise.resolve(result).then(toOutcome, failed)
   }
 
-  private runEffect(request: IncomingRequest, effect: Effect.Effect<Body, unknown>): Promise<Uint8Array> {
+  private runEffect(request: IncomingRequest, effect: Effect.Effect<HandlerValue, unknown>): Promise<Outcome> {
     return Effect.runPromiseExit(effect, { signal: request.signal }).then((exit) => {
-      if (Exit.isSuccess(exit)) return toBody(exit.value)
+      if (Exit.isSuccess(exit)) return toOutcome(exit.value)
       const cause = exit.cause
       if (Cause.hasFails(cause)) {
         const found = Cause.findErrorOption(cause)
-        return handlerFailedBody(found._tag === "Some" ? messageOf(found.value) : "failed")
+        return failed(found._tag === "Some" ? found.value : "failed")
       }
       if (Cause.hasDies(cause)) {
         this.log("handler-crashed", { path: request.path, remote: request.remoteAddress, cause: Cause.pretty(cause) })
       }
-      return noResponseBody
+      return noResponse
     })
   }
 }

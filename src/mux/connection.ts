@@ -32,17 +32,24 @@ export type ConnectionLog = (event: string, fields: Record<string, unknown>) => 
 export interface MessageSink {
   /** A whole message arrived on an open channel; `path` is its first packet's path. */
   onMessage(channelId: number, path: string, data: Buffer): void
+  /** In mesh mode every packet comes here instead, unassembled (streams are consumed as they arrive). */
+  onPacket?(channelId: number, status: number, path: string, data: Buffer): void
   /** The connection closed; called exactly once. */
   onClose(error: ConnectionClosed): void
 }
 
 /** Receive state of one channel (PROTOCOL.md §4.4). */
 interface ChannelReceive {
+  /** Whether this side receives requests (server) or responses (client) on the channel. */
+  role: Role
   last: number
   path: string
   parts: Array<Buffer>
   bytes: number
 }
+
+/** In mesh mode the dialer opens channels below 2^31 and the acceptor at or above it. */
+const isPeerChannel = (peerOpensHigh: boolean, id: number): boolean => (id >= 0x8000_0000) === peerOpensHigh && id !== 0 && id !== 0x8000_0000
 
 export class Connection {
   readonly writer: PacketWriter
@@ -52,6 +59,8 @@ export class Connection {
   private sink: MessageSink | undefined
   private closedWith: ConnectionClosed | undefined
   private readPaused = 0
+  /** Set once two iip-mesh peers agreed on mesh mode (PROTOCOL.md §10). */
+  private mesh: { readonly peerOpensHigh: boolean; readonly maxPeerChannels: number; peerChannels: number } | undefined
   readonly socket: net.Socket
   readonly role: Role
   private readonly limits: ConnectionLimits
@@ -111,9 +120,25 @@ export class Connection {
     return this.channels.size
   }
 
-  /** Accepts packets on channel `id` from now on. */
-  openChannel(id: number): void {
-    if (!this.channels.has(id)) this.channels.set(id, { last: StatusNone, path: "", parts: [], bytes: 0 })
+  /** Accepts packets on channel `id` from now on; `role` defaults to the connection's. */
+  openChannel(id: number, role: Role = this.role): void {
+    if (!this.channels.has(id)) this.channels.set(id, { role, last: StatusNone, path: "", parts: [], bytes: 0 })
+  }
+
+  /**
+   * Switches to mesh mode: the peer may open channels in its own id range by simply using them,
+   * on this side's channels this side receives responses, and every packet goes to the sink's
+   * `onPacket` unassembled.
+   */
+  enableMesh(isDialer: boolean, ownControl: number, peerControl: number, maxPeerChannels: number): void {
+    this.mesh = { peerOpensHigh: isDialer, maxPeerChannels, peerChannels: 0 }
+    this.channels.clear()
+    this.openChannel(ownControl, "client")
+    this.openChannel(peerControl, "server")
+  }
+
+  get meshMode(): boolean {
+    return this.mesh !== undefined
   }
 
   /** Stops accepting packets on channel `id`: a later packet for it closes the connection. */
@@ -153,11 +178,19 @@ export class Connection {
   }
 
   private checkHeader(status: number, channelId: number): ProtocolError | undefined {
-    const channel = this.channels.get(channelId)
+    let channel = this.channels.get(channelId)
+    if (channel === undefined && this.mesh !== undefined && isPeerChannel(this.mesh.peerOpensHigh, channelId)) {
+      if (this.mesh.peerChannels >= this.mesh.maxPeerChannels) {
+        return new ProtocolError({ rule: "too-many-channels", message: `peer opened channel ${channelId} beyond the agreed ${this.mesh.maxPeerChannels}` })
+      }
+      this.mesh.peerChannels++
+      this.openChannel(channelId, "server")
+      channel = this.channels.get(channelId)
+    }
     if (channel === undefined) {
       return new ProtocolError({ rule: "unknown-channel", message: `packet (status ${status}) for channel ${channelId}, which is not open: invalid channel id: ${channelId}` })
     }
-    if (!statusAllowed(this.role, channel.last, status)) {
+    if (!statusAllowed(channel.role, channel.last, status)) {
       return new ProtocolError({
         rule: "status-order",
         message: `packet on channel ${channelId}: invalid protocol, prev status: ${channel.last}, current ${status}`
@@ -169,6 +202,10 @@ export class Connection {
   private onPacket(status: number, path: string, channelId: number, data: Buffer): void {
     const channel = this.channels.get(channelId)!
     channel.last = status
+    if (this.mesh !== undefined) {
+      this.sink?.onPacket?.(channelId, status, path, data)
+      return
+    }
     if (isFirstPacket(status)) {
       if (isLastPacket(status)) {
         this.sink?.onMessage(channelId, path, data)

@@ -1,49 +1,16 @@
-// The serving side of one connection: channel 0 and `/sys/new_channel` / `/sys/delete_channel`
-// exactly as the reference (PROTOCOL.md §4), ids handed out 1, 2, 3, and one actor per channel
-// that handles its requests strictly in order. What a request means is the dispatcher's business
-// (the iip Server passes its router in); this layer only guarantees one answer per request, in order.
-import { Status, SystemChannel, SystemPath } from "../protocol/constants.ts"
+// The serving side of one plain-IIP connection: channel 0 and `/sys/new_channel` /
+// `/sys/delete_channel` exactly as the reference (PROTOCOL.md §4), ids handed out 1, 2, 3, and one
+// actor per channel that handles its requests strictly in order. Outcomes become the reference's
+// answers: data as is, failures as its JSON bodies (§6). A `/sys/hello` from an iip-mesh dialer
+// hands the connection over to a mesh session (§10).
+import { Limits, Status, SystemChannel, SystemPath } from "../protocol/constants.ts"
 import { PacketEncodeError } from "../protocol/errors.ts"
-import { type ParsedRequestPath, parseQuery, parseRequestPath } from "../protocol/requestPath.ts"
-import { channelLimitBody, newChannelBody, noResponseBody } from "../protocol/systemMessages.ts"
+import { emptyMeta, MeshErrorCode, MeshPath } from "../protocol/mesh.ts"
+import { parseRequestPath } from "../protocol/requestPath.ts"
+import { channelLimitBody, handlerFailedBody, newChannelBody, noResponseBody, unknownPathBody } from "../protocol/systemMessages.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import type { ConnectionClosed } from "./errors.ts"
-
-export class IncomingRequest {
-  private parsedQuery: Map<string, Array<string>> | undefined
-  readonly channelId: number
-  /** The path as it was on the wire. */
-  readonly rawPath: string
-  /** The parsed, percent-decoded path: what routing uses and the answer carries. */
-  readonly path: string
-  readonly rawQuery: string
-  readonly data: Buffer
-  readonly remoteAddress: string
-  /** Aborted when the connection closes: the answer can no longer be delivered. */
-  readonly signal: AbortSignal
-
-  constructor(channelId: number, rawPath: string, parsed: ParsedRequestPath, data: Buffer, remoteAddress: string, signal: AbortSignal) {
-    this.channelId = channelId
-    this.rawPath = rawPath
-    this.path = parsed.path
-    this.rawQuery = parsed.rawQuery
-    this.data = data
-    this.remoteAddress = remoteAddress
-    this.signal = signal
-  }
-
-  /** Query parameters as Go's URL.Query() gives them to a reference handler. */
-  get query(): ReadonlyMap<string, ReadonlyArray<string>> {
-    return (this.parsedQuery ??= parseQuery(this.rawQuery))
-  }
-}
-
-/**
- * Produces the answer body for a request. Synchronous answers are written at once; a promise
- * holds that channel's later requests until it settles. Must not throw or reject: failures are
- * answers too (the iip Server maps them to the reference's JSON bodies).
- */
-export type Dispatch = (request: IncomingRequest) => Uint8Array | PromiseLike<Uint8Array>
+import { type Dispatch, IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
 
 export interface ServerSessionLimits {
   /** Channels a peer may open on one connection, channel 0 not counted. */
@@ -53,6 +20,35 @@ export interface ServerSessionLimits {
 }
 
 export const defaultServerSessionLimits: ServerSessionLimits = { maxChannels: 1024, maxQueuedRequests: 1024 }
+
+/**
+ * Answers a `/sys/hello` with the bytes to send back and a function to call right after they are
+ * queued (it switches the connection to mesh mode); undefined to answer as a plain server would.
+ */
+export type HelloHandler = (data: Buffer) => { readonly answer: Uint8Array; readonly upgrade: () => void } | undefined
+
+/** The plain-IIP answer for an outcome (PROTOCOL.md §6). */
+const plainBody = (outcome: Outcome): Uint8Array | PromiseLike<Uint8Array> => {
+  if (outcome instanceof Uint8Array) return outcome.length > 0 ? outcome : noResponseBody
+  if (outcome._tag === "Failure") {
+    if (outcome.code === MeshErrorCode.notFound) return unknownPathBody
+    if (outcome.code === MeshErrorCode.noResponse) return noResponseBody
+    return handlerFailedBody(outcome.message)
+  }
+  const body = outcome.body
+  if (body instanceof Uint8Array) return body.length > 0 ? body : noResponseBody
+  // A plain peer takes one packet: gather the stream, within the packet limit.
+  return (async () => {
+    const parts: Array<Uint8Array> = []
+    let total = 0
+    for await (const chunk of body) {
+      total += chunk.length
+      if (total > Limits.maxPacketData) return handlerFailedBody(`answer exceeds ${Limits.maxPacketData} bytes`)
+      parts.push(chunk)
+    }
+    return total === 0 ? noResponseBody : Buffer.concat(parts, total)
+  })().catch(() => noResponseBody)
+}
 
 /**
  * A channel actor: a mailbox handled in order, one request at a time. It is plain code rather
@@ -126,21 +122,33 @@ export class ServerSession implements MessageSink {
   private pausedForQueue = false
   private pausedForWriter = false
   private readonly abort = new AbortController()
+  private readonly context
   readonly connection: Connection
   private readonly dispatch: Dispatch
   private readonly limits: ServerSessionLimits
   private readonly onClosed: (session: ServerSession, error: ConnectionClosed) => void
+  private readonly onHello: HelloHandler | undefined
 
   constructor(
     connection: Connection,
     dispatch: Dispatch,
     limits: ServerSessionLimits,
-    onClosed: (session: ServerSession, error: ConnectionClosed) => void
+    onClosed: (session: ServerSession, error: ConnectionClosed) => void,
+    onHello?: HelloHandler
   ) {
     this.connection = connection
     this.dispatch = dispatch
     this.limits = limits
     this.onClosed = onClosed
+    this.onHello = onHello
+    this.context = {
+      remoteAddress: connection.remoteAddress,
+      signal: this.abort.signal,
+      meta: emptyMeta,
+      deadline: 0,
+      stream: undefined,
+      oneway: false
+    }
     this.actors.set(SystemChannel, new ChannelActor(SystemChannel, this))
     connection.attach(this)
   }
@@ -162,10 +170,15 @@ export class ServerSession implements MessageSink {
       this.actorIdle(actor)
       return
     }
-    const parsed = parseRequestPath(rawPath)
-    actor.deliver(
-      new IncomingRequest(channelId, rawPath, parsed, data, this.connection.remoteAddress, this.abort.signal)
-    )
+    if (rawPath === MeshPath.hello && this.onHello !== undefined && this.isPristine()) {
+      const hello = this.onHello(data)
+      if (hello !== undefined) {
+        this.connection.writer.send(Status.ResponseWhole, MeshPath.hello, SystemChannel, hello.answer)
+        hello.upgrade()
+        return
+      }
+    }
+    actor.deliver(new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), data, this.context))
   }
 
   onClose(error: ConnectionClosed): void {
@@ -176,11 +189,13 @@ export class ServerSession implements MessageSink {
   /** The answer for one request: system paths here, everything else through the dispatcher. */
   answer(request: IncomingRequest): Uint8Array | PromiseLike<Uint8Array> {
     if (request.rawPath === SystemPath.newChannel) return this.createChannel()
+    let outcome: Outcome | PromiseLike<Outcome>
     try {
-      return this.dispatch(request)
+      outcome = this.dispatch(request)
     } catch {
       return noResponseBody
     }
+    return isPromiseLike(outcome) ? Promise.resolve(outcome).then(plainBody) : plainBody(outcome)
   }
 
   reply(request: IncomingRequest, data: Uint8Array): void {
@@ -218,8 +233,13 @@ export class ServerSession implements MessageSink {
   actorIdle(actor: ChannelActor): void {
     if (actor.closing && actor.idle && this.actors.get(actor.id) === actor) {
       this.actors.delete(actor.id)
-      this.freeId(actor.id)
+      this.freedIds.push(actor.id)
     }
+  }
+
+  /** A hello upgrades only a connection that has done nothing yet. */
+  private isPristine(): boolean {
+    return this.actors.size === 1 && this.nextChannelId === 1 && this.actors.get(SystemChannel)!.idle
   }
 
   private createChannel(): Uint8Array {
@@ -238,9 +258,5 @@ export class ServerSession implements MessageSink {
       return this.freedIds.splice(lowest, 1)[0]!
     }
     return this.nextChannelId++
-  }
-
-  private freeId(id: number): void {
-    this.freedIds.push(id)
   }
 }

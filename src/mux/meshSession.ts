@@ -1,0 +1,633 @@
+// One connection in mesh mode (PROTOCOL.md §10-§14): both peers call and serve on it. This side
+// opens channels in its own id range without a handshake and calls on them (FIFO per channel,
+// checked by request id); it serves the channels the peer opens (one actor per channel, in
+// order, each request interruptible by cancel or deadline); and both sides talk on their control
+// channels: ping, go-away, cancel and stream-window grants. Errors travel typed.
+import { Data } from "effect"
+import { Status } from "../protocol/constants.ts"
+import {
+  AcceptorControlChannel,
+  decodeChannelPair,
+  decodeEnvelope,
+  decodeErrorBody,
+  DialerControlChannel,
+  emptyMeta,
+  encodeChannelPair,
+  encodeEnvelope,
+  encodeErrorBody,
+  EnvelopeFlag,
+  EnvelopeKind,
+  type Hello,
+  MeshDefaults,
+  MeshErrorCode,
+  MeshPath,
+  type Meta,
+  MetaKey
+} from "../protocol/mesh.ts"
+import { parseRequestPath } from "../protocol/requestPath.ts"
+import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
+import type { Connection, MessageSink } from "./connection.ts"
+import { ConnectionClosed, RequestTimeout } from "./errors.ts"
+import { type Dispatch, failure, type Failure, IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
+import { IncomingStream, SendWindow, StreamFailed } from "./streams.ts"
+
+/** The peer answered with a typed error. `processed: false` means it never ran the handler. */
+export class RemoteError extends Data.TaggedError("RemoteError")<{
+  readonly code: string
+  readonly message: string
+  readonly processed: boolean
+}> {}
+
+/** The caller gave up on the request (its AbortSignal fired); the peer was told to stop. */
+export class Cancelled extends Data.TaggedError("Cancelled")<{ readonly message: string }> {}
+
+export type MeshCallError = ConnectionClosed | RequestTimeout | RemoteError | Cancelled | StreamFailed
+
+export interface MeshReply {
+  readonly meta: Meta
+  /** The whole body, unless the caller asked for a stream. */
+  readonly data: Buffer
+  /** The body as it streams in, when the caller asked for a stream. */
+  readonly stream: IncomingStream | undefined
+}
+
+export interface CallOptions {
+  readonly meta?: Meta
+  /** 0 for none. Travels to the peer as the remaining deadline. */
+  readonly timeoutMs?: number
+  /** Aborting it cancels the request at the peer. */
+  readonly signal?: AbortSignal
+  /** Deliver the answer's body as a stream (as it arrives) instead of whole. */
+  readonly streamResponse?: boolean
+}
+
+export type CallCallback = (error: MeshCallError | undefined, reply: MeshReply | undefined) => void
+
+interface Call {
+  readonly requestId: number
+  readonly callback: CallCallback
+  readonly streamResponse: boolean
+  readonly channel: OwnChannel
+  timer: NodeJS.Timeout | undefined
+  timeoutMs: number
+  /** The caller has its result. */
+  done: boolean
+  /** The answer's body while it streams in. */
+  incoming: IncomingStream | undefined
+  detach: (() => void) | undefined
+}
+
+/** A channel this side opened: its calls in the order they were sent. */
+export class OwnChannel {
+  readonly id: number
+  readonly fifo: Array<Call> = []
+  nextRequestId = 1
+  /** Set while a streamed request body is being sent on it. */
+  sending: SendWindow | undefined
+
+  constructor(id: number) {
+    this.id = id
+  }
+
+  get outstanding(): number {
+    return this.fifo.length
+  }
+}
+
+/** A request being served on a peer's channel. */
+interface Served {
+  readonly request: IncomingRequest
+  readonly requestId: number
+  readonly abort: AbortController
+  timer: NodeJS.Timeout | undefined
+  /** Set when it must be answered with this failure instead of running (cancelled or refused while queued). */
+  refusal: Failure | undefined
+  answered: boolean
+}
+
+/** A channel the peer opened: its requests, served one at a time in order. */
+class PeerChannel {
+  readonly id: number
+  readonly mailbox: Array<Served> = []
+  running: Served | undefined
+  /** The request body still streaming in on this channel. */
+  receiving: IncomingStream | undefined
+  /** Set while a streamed answer is being sent on it, with the request it answers. */
+  sending: SendWindow | undefined
+  sendingFor: Served | undefined
+
+  constructor(id: number) {
+    this.id = id
+  }
+}
+
+export interface MeshSessionOptions {
+  readonly isDialer: boolean
+  readonly agreed: Hello
+  /** The stream window this side advertised: how much the peer may send before a grant. */
+  readonly receiveWindow: number
+  /** Serves the peer's requests; undefined answers every one with not_found. */
+  readonly dispatch: Dispatch | undefined
+  readonly maxMessageBytes: number
+  readonly log: (event: string, fields: Record<string, unknown>) => void
+}
+
+const chunkHeader = Buffer.of(0)
+
+/** Request ids run 1..2^32-1 per channel and wrap, skipping 0. */
+const nextRequestId = (channel: OwnChannel): number => {
+  const id = channel.nextRequestId
+  channel.nextRequestId = (id % 0xffff_ffff) + 1
+  return id
+}
+
+async function* once(body: Uint8Array): AsyncIterable<Uint8Array> {
+  yield body
+}
+const noDispatch: Dispatch = (request) => failure(MeshErrorCode.notFound, `no handler for ${request.path}`, false)
+
+export class MeshSession implements MessageSink {
+  readonly connection: Connection
+  readonly agreed: Hello
+  readonly ownControl: OwnChannel
+  private readonly peerControl: number
+  private readonly own = new Map<number, OwnChannel>()
+  private readonly peer = new Map<number, PeerChannel>()
+  private nextOwnId: number
+  private readonly dispatch: Dispatch
+  private readonly options: MeshSessionOptions
+  private readonly closeListeners: Array<(error: ConnectionClosed) => void> = []
+  private readonly drainListeners: Array<() => void> = []
+  /** Packets received so far: the keep-alive watches it to tell an idle connection. */
+  packetsReceived = 0
+  /** The peer said go-away: no new calls from this side. */
+  peerDraining = false
+  /** This side said go-away: new requests from the peer are refused with `draining`. */
+  localDraining = false
+  /** Round-trip time of the last answered ping, in ms. */
+  lastRttMs: number | undefined
+
+  constructor(connection: Connection, options: MeshSessionOptions) {
+    this.connection = connection
+    this.options = options
+    this.agreed = options.agreed
+    this.dispatch = options.dispatch ?? noDispatch
+    const ownControlId = options.isDialer ? DialerControlChannel : AcceptorControlChannel
+    this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
+    this.nextOwnId = ownControlId + 1
+    connection.enableMesh(options.isDialer, ownControlId, this.peerControl, options.agreed.maxChannels)
+    this.ownControl = new OwnChannel(ownControlId)
+    this.own.set(ownControlId, this.ownControl)
+    connection.attach(this)
+  }
+
+  get closed(): boolean {
+    return this.connection.closed
+  }
+
+  get remoteNode(): string {
+    return this.agreed.node
+  }
+
+  /** Own channels, control channel not counted. */
+  get channelCount(): number {
+    return this.own.size - 1
+  }
+
+  /** Requests being served or waiting on the peer's channels. */
+  get servingCount(): number {
+    let n = 0
+    for (const channel of this.peer.values()) n += channel.mailbox.length + (channel.running === undefined ? 0 : 1)
+    return n
+  }
+
+  /** Calls this side still waits for, control channel excluded. */
+  get callingCount(): number {
+    let n = 0
+    for (const channel of this.own.values()) if (channel !== this.ownControl) n += channel.fifo.length
+    return n
+  }
+
+  onClosed(listener: (error: ConnectionClosed) => void): void {
+    this.closeListeners.push(listener)
+  }
+
+  /** Called when the peer says go-away. */
+  onPeerDraining(listener: () => void): void {
+    this.drainListeners.push(listener)
+  }
+
+  /** Opens a channel in this side's range. No round trip: the peer opens it on first use. */
+  openChannel(): OwnChannel {
+    const channel = new OwnChannel(this.nextOwnId++)
+    this.own.set(channel.id, channel)
+    this.connection.openChannel(channel.id, "client")
+    return channel
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Calling
+
+  /**
+   * Sends a request on `channel`; `callback` runs exactly once. A body given as an AsyncIterable
+   * streams out under the peer's window. Throws (nothing sent) when the request cannot be encoded.
+   */
+  call(channel: OwnChannel, path: string, body: Uint8Array | AsyncIterable<Uint8Array>, options: CallOptions, callback: CallCallback): void {
+    if (this.connection.closed) {
+      return callback(new ConnectionClosed({ message: this.connection.closeError!.message, sent: false }), undefined)
+    }
+    const timeoutMs = options.timeoutMs ?? 0
+    let meta = options.meta ?? emptyMeta
+    if (timeoutMs > 0) meta = new Map(meta).set(MetaKey.deadline, String(timeoutMs))
+    const requestId = nextRequestId(channel)
+    const call: Call = {
+      requestId,
+      callback,
+      streamResponse: options.streamResponse === true,
+      channel,
+      timer: undefined,
+      timeoutMs,
+      done: false,
+      incoming: undefined,
+      detach: undefined
+    }
+    const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
+    const head = encodeEnvelope(EnvelopeKind.request, 0, requestId, meta, whole ? body : new Uint8Array(0), this.agreed.maxMetaBytes)
+    this.connection.writer.send(whole ? Status.RequestWhole : Status.RequestFirstMore, path, channel.id, head)
+    channel.fifo.push(call)
+    if (!whole) void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => (channel.sending = window))
+    if (timeoutMs > 0) call.timer = setTimeout(() => this.giveUp(call, new RequestTimeout({ message: `no answer within ${timeoutMs} ms`, timeoutMs })), timeoutMs)
+    const signal = options.signal
+    if (signal !== undefined) {
+      const onAbort = () => this.giveUp(call, new Cancelled({ message: "request cancelled by the caller" }))
+      if (signal.aborted) return onAbort()
+      signal.addEventListener("abort", onAbort, { once: true })
+      call.detach = () => signal.removeEventListener("abort", onAbort)
+    }
+  }
+
+  /** Sends a request that gets no answer (a push). */
+  push(channel: OwnChannel, path: string, body: Uint8Array, meta: Meta = emptyMeta): void {
+    const requestId = nextRequestId(channel)
+    this.connection.writer.send(Status.RequestWhole, path, channel.id, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, requestId, meta, body, this.agreed.maxMetaBytes))
+  }
+
+  /** Measures the round trip to the peer. */
+  ping(callback: (error: MeshCallError | undefined, rttMs: number) => void): void {
+    const started = performance.now()
+    const stamp = Buffer.allocUnsafe(8)
+    stamp.writeDoubleBE(started)
+    this.call(this.ownControl, MeshPath.ping, stamp, {}, (error) => {
+      const rtt = performance.now() - started
+      if (error === undefined) this.lastRttMs = rtt
+      callback(error, rtt)
+    })
+  }
+
+  /** Says go-away: the peer sends no new requests; new ones that cross it are refused with `draining`. */
+  goAway(reason: string): void {
+    if (this.localDraining || this.connection.closed) return
+    this.localDraining = true
+    this.push(this.ownControl, MeshPath.goAway, Buffer.from(JSON.stringify({ reason }), "utf8"))
+  }
+
+  /** The caller stops waiting: tell the peer to stop, keep the slot so pairing holds. */
+  private giveUp(call: Call, error: MeshCallError): void {
+    if (call.done) return
+    this.finishCall(call, error, undefined)
+    call.incoming?.fail(error)
+    if (!this.connection.closed) {
+      this.push(this.ownControl, MeshPath.cancel, encodeChannelPair(call.channel.id, call.requestId))
+    }
+  }
+
+  private finishCall(call: Call, error: MeshCallError | undefined, reply: MeshReply | undefined): void {
+    if (call.done) return
+    call.done = true
+    if (call.timer !== undefined) clearTimeout(call.timer)
+    call.detach?.()
+    call.callback(error, reply)
+  }
+
+  private onResponse(channel: OwnChannel, status: number, data: Buffer): void {
+    const call = channel.fifo[0]
+    if (call === undefined) return this.violation("unexpected-response", `response on channel ${channel.id} with no request outstanding`)
+    if (!isFirstPacket(status)) {
+      // A continuation of a streamed answer: 0x00 + bytes, or 0x01 + error on the last packet.
+      if (data[0] === 1) {
+        const body = decodeErrorBody(data.subarray(1))
+        call.incoming?.fail(new RemoteError(body))
+      } else if (call.incoming !== undefined && !call.incoming.push(data.subarray(1))) {
+        return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)
+      }
+      if (isLastPacket(status)) {
+        channel.fifo.shift()
+        call.incoming?.end()
+      }
+      return
+    }
+    const envelope = this.readEnvelope(data)
+    if (envelope === undefined) return
+    if (envelope.requestId !== call.requestId) {
+      return this.violation("request-id", `answer for request ${envelope.requestId} on channel ${channel.id}, expected ${call.requestId}`)
+    }
+    const body = data.subarray(envelope.bodyOffset)
+    if (envelope.kind === EnvelopeKind.error) {
+      if (isLastPacket(status)) channel.fifo.shift()
+      return this.finishCall(call, new RemoteError(decodeErrorBody(body)), undefined)
+    }
+    if (isLastPacket(status)) {
+      channel.fifo.shift()
+      return this.finishCall(call, undefined, { meta: envelope.meta, data: body, stream: undefined })
+    }
+    // A streamed answer begins.
+    const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes))
+    call.incoming = incoming
+    if (body.length > 0) incoming.push(body)
+    if (call.streamResponse) return this.finishCall(call, undefined, { meta: envelope.meta, data: Buffer.alloc(0), stream: incoming })
+    incoming.readAll(this.options.maxMessageBytes).then(
+      (whole) => this.finishCall(call, undefined, { meta: envelope.meta, data: whole, stream: undefined }),
+      (error: MeshCallError) => this.finishCall(call, error instanceof RemoteError || error instanceof StreamFailed ? error : new StreamFailed({ message: String(error) }), undefined)
+    )
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Serving
+
+  private onRequest(channelId: number, status: number, rawPath: string, data: Buffer): void {
+    let channel = this.peer.get(channelId)
+    if (channel === undefined) {
+      channel = new PeerChannel(channelId)
+      this.peer.set(channelId, channel)
+    }
+    if (!isFirstPacket(status)) {
+      const receiving = channel.receiving
+      if (data[0] === 1) receiving?.fail(new StreamFailed({ message: `caller aborted the request body: ${decodeErrorBody(data.subarray(1)).message}` }))
+      else if (receiving !== undefined && !receiving.push(data.subarray(1))) {
+        return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
+      }
+      if (isLastPacket(status)) {
+        receiving?.end()
+        channel.receiving = undefined
+      }
+      return
+    }
+    const envelope = this.readEnvelope(data)
+    if (envelope === undefined) return
+    const stream = isLastPacket(status) ? undefined : new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channelId, bytes))
+    channel.receiving = stream
+    const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
+    const body = data.subarray(envelope.bodyOffset)
+    if (stream !== undefined && body.length > 0) stream.push(body)
+    if (channelId === this.peerControl) return this.onControl(rawPath, envelope.requestId, body, oneway)
+    const remaining = Number(envelope.meta.get(MetaKey.deadline) ?? "0")
+    const abort = new AbortController()
+    const closed = this.connection.closeError
+    if (closed !== undefined) abort.abort(closed)
+    const request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), stream === undefined ? body : Buffer.alloc(0), {
+      remoteAddress: this.connection.remoteAddress,
+      signal: abort.signal,
+      meta: envelope.meta,
+      deadline: remaining > 0 ? Date.now() + remaining : 0,
+      stream,
+      oneway
+    })
+    if (oneway) {
+      this.runOneway(request)
+      return
+    }
+    const served: Served = { request, requestId: envelope.requestId, abort, timer: undefined, refusal: undefined, answered: false }
+    if (this.localDraining) {
+      served.refusal = failure(MeshErrorCode.draining, "server is draining; retry elsewhere", false)
+      abort.abort()
+    }
+    if (remaining > 0) served.timer = setTimeout(() => this.interrupt(channel, served, MeshErrorCode.deadlineExceeded, `deadline of ${remaining} ms passed`), remaining)
+    channel.mailbox.push(served)
+    if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
+  }
+
+  private runOneway(request: IncomingRequest): void {
+    let outcome: Outcome | PromiseLike<Outcome>
+    try {
+      outcome = this.dispatch(request)
+    } catch (error) {
+      outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
+    }
+    Promise.resolve(outcome).then((result) => {
+      if (!(result instanceof Uint8Array) && result._tag === "Failure") {
+        this.options.log("push-failed", { path: request.path, code: result.code, message: result.message })
+      }
+    })
+  }
+
+  private runNext(channel: PeerChannel): void {
+    for (;;) {
+      const served = channel.mailbox.shift()
+      if (served === undefined) return
+      if (served.refusal !== undefined) {
+        if (served.timer !== undefined) clearTimeout(served.timer)
+        this.answer(channel, served, served.refusal)
+        continue
+      }
+      channel.running = served
+      let outcome: Outcome | PromiseLike<Outcome>
+      try {
+        outcome = this.dispatch(served.request)
+      } catch (error) {
+        outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
+      }
+      if (isPromiseLike(outcome)) {
+        const settle = (result: Outcome) => {
+          if (this.complete(channel, served, result)) this.runNext(channel)
+        }
+        Promise.resolve(outcome).then(settle, (error: unknown) => settle(failure(MeshErrorCode.handlerFailed, String(error), true)))
+        return
+      }
+      if (!this.complete(channel, served, outcome)) return
+    }
+  }
+
+  /**
+   * A handler finished: answer it unless cancel or deadline already did (they moved the channel on
+   * themselves). True when the caller should go on with the mailbox; false while an answer streams.
+   */
+  private complete(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
+    if (served.answered) return false
+    channel.running = undefined
+    if (served.timer !== undefined) clearTimeout(served.timer)
+    return !this.answer(channel, served, outcome)
+  }
+
+  /** Cancel or deadline: stop the handler and answer now; later requests on the channel go on. */
+  private interrupt(channel: PeerChannel, served: Served, code: string, message: string): void {
+    if (served.timer !== undefined) clearTimeout(served.timer)
+    served.abort.abort(new Cancelled({ message }))
+    if (channel.sendingFor === served) {
+      // Its answer is streaming out: end the stream with the error instead.
+      channel.sending?.close(new RemoteError({ code, message, processed: true }))
+      return
+    }
+    if (served.answered) return
+    if (channel.running !== served) {
+      served.refusal = failure(code, `${message} before it ran`, false) // answered in its turn, without running
+      return
+    }
+    channel.running = undefined
+    this.answer(channel, served, failure(code, message, true))
+    this.runNext(channel)
+  }
+
+  /** Writes an outcome; true when it streams out (the channel stays busy until it is done). */
+  private answer(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
+    served.answered = true
+    if (this.connection.closed) return false
+    const path = served.request.path
+    let kind: number = EnvelopeKind.response
+    let meta: Meta = emptyMeta
+    let body: Uint8Array | AsyncIterable<Uint8Array>
+    if (outcome instanceof Uint8Array) body = outcome
+    else if (outcome._tag === "Failure") {
+      kind = EnvelopeKind.error
+      body = encodeErrorBody(outcome)
+    } else {
+      meta = outcome.meta
+      body = outcome.body
+    }
+    const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
+    try {
+      const head = encodeEnvelope(kind, 0, served.requestId, meta, whole ? (body as Uint8Array) : new Uint8Array(0), this.agreed.maxMetaBytes)
+      this.connection.writer.send(whole ? Status.ResponseWhole : Status.ResponseFirstMore, path, channel.id, head)
+    } catch (error) {
+      const fallback: Failure = failure(MeshErrorCode.handlerFailed, `answer cannot be sent: ${String(error)}`, true)
+      this.connection.writer.send(Status.ResponseWhole, path, channel.id, encodeEnvelope(EnvelopeKind.error, 0, served.requestId, emptyMeta, encodeErrorBody(fallback), this.agreed.maxMetaBytes))
+      return false
+    }
+    if (whole) return false
+    channel.sendingFor = served
+    void this.sendStream(channel, path, Status.ResponseContinue, Status.ResponseLast, body, (window) => (channel.sending = window)).then(() => {
+      channel.sendingFor = undefined
+      if (channel.running === undefined) this.runNext(channel)
+    })
+    return true
+  }
+
+  private onControl(path: string, requestId: number, body: Buffer, oneway: boolean): void {
+    switch (path) {
+      case MeshPath.ping:
+        this.connection.writer.send(Status.ResponseWhole, path, this.peerControl, encodeEnvelope(EnvelopeKind.response, 0, requestId, emptyMeta, body, this.agreed.maxMetaBytes))
+        return
+      case MeshPath.cancel: {
+        const pair = decodeChannelPair(body)
+        const channel = pair === undefined ? undefined : this.peer.get(pair[0])
+        const served = channel === undefined ? undefined : channel.running?.requestId === pair![1] ? channel.running : channel.mailbox.find((s) => s.requestId === pair![1])
+        if (served !== undefined) this.interrupt(channel!, served, MeshErrorCode.cancelled, "cancelled by the caller")
+        return
+      }
+      case MeshPath.window: {
+        const pair = decodeChannelPair(body)
+        if (pair === undefined) return this.violation("bad-control", "malformed window grant")
+        const window = this.own.get(pair[0])?.sending ?? this.peer.get(pair[0])?.sending
+        window?.add(pair[1])
+        return
+      }
+      case MeshPath.goAway:
+        this.peerDraining = true
+        for (const listener of this.drainListeners.splice(0)) listener()
+        return
+      default:
+        if (!oneway) {
+          const error = encodeErrorBody(failure(MeshErrorCode.notFound, `unknown control path ${path}`, false))
+          this.connection.writer.send(Status.ResponseWhole, path, this.peerControl, encodeEnvelope(EnvelopeKind.error, 0, requestId, emptyMeta, error, this.agreed.maxMetaBytes))
+        }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Streams and the rest
+
+  /** Sends a body as continuation packets of at most one chunk, within the peer's window. */
+  private async sendStream(
+    channel: { readonly id: number },
+    path: string,
+    more: number,
+    last: number,
+    body: Uint8Array | AsyncIterable<Uint8Array>,
+    register: (window: SendWindow | undefined) => void
+  ): Promise<void> {
+    const window = new SendWindow(this.agreed.streamWindow)
+    register(window)
+    const closeWindow = (error: ConnectionClosed) => window.close(error)
+    this.closeListeners.push(closeWindow)
+    try {
+      const source = body instanceof Uint8Array ? once(body) : body
+      for await (const piece of source) {
+        let offset = 0
+        while (offset < piece.length) {
+          const size = await window.take(Math.min(MeshDefaults.chunkBytes, piece.length - offset))
+          await new Promise<void>((resolve) => this.connection.writer.whenWritable(resolve))
+          if (this.connection.closed) return
+          this.connection.writer.send(more, path, channel.id, Buffer.concat([chunkHeader, piece.subarray(offset, offset + size)]))
+          offset += size
+        }
+      }
+      if (!this.connection.closed) this.connection.writer.send(last, path, channel.id, chunkHeader)
+    } catch (error) {
+      if (this.connection.closed) return
+      const abort = encodeErrorBody(
+        error instanceof RemoteError ? error : failure(MeshErrorCode.handlerFailed, error instanceof Error ? error.message : String(error), true)
+      )
+      this.connection.writer.send(last, path, channel.id, Buffer.concat([Buffer.of(1), abort]))
+    } finally {
+      register(undefined)
+      const index = this.closeListeners.indexOf(closeWindow)
+      if (index !== -1) this.closeListeners.splice(index, 1)
+    }
+  }
+
+  private grant(channelId: number, bytes: number): void {
+    if (!this.connection.closed) this.push(this.ownControl, MeshPath.window, encodeChannelPair(channelId, bytes))
+  }
+
+  private readEnvelope(data: Buffer) {
+    try {
+      return decodeEnvelope(data, this.agreed.maxMetaBytes)
+    } catch (error) {
+      this.violation("bad-envelope", (error as Error).message)
+      return undefined
+    }
+  }
+
+  private violation(rule: string, message: string): void {
+    this.options.log("protocol-violation", { remote: this.connection.remoteAddress, rule, message })
+    this.connection.close(`protocol violation (${rule}): ${message}`, false)
+  }
+
+  onMessage(): void {
+    // Mesh mode delivers packets through onPacket.
+  }
+
+  onPacket(channelId: number, status: number, path: string, data: Buffer): void {
+    this.packetsReceived++
+    const own = this.own.get(channelId)
+    if (own !== undefined) this.onResponse(own, status, data)
+    else this.onRequest(channelId, status, path, data)
+  }
+
+  onClose(error: ConnectionClosed): void {
+    for (const channel of this.own.values()) {
+      for (const call of channel.fifo.splice(0)) {
+        call.incoming?.fail(error)
+        this.finishCall(call, error, undefined)
+      }
+    }
+    for (const channel of this.peer.values()) {
+      channel.receiving?.fail(error)
+      for (const served of [channel.running, ...channel.mailbox]) {
+        if (served === undefined) continue
+        if (served.timer !== undefined) clearTimeout(served.timer)
+        served.abort.abort(error)
+      }
+    }
+    for (const listener of this.closeListeners.splice(0)) listener(error)
+  }
+}

@@ -1,0 +1,123 @@
+// Streamed message bodies in mesh mode (PROTOCOL.md §12). An IncomingStream buffers what the
+// peer sent on one channel, at most one window of it, and grants the peer more as the consumer
+// reads; a StreamSender cuts an outgoing body into chunks and waits for the peer's grants and for
+// the connection's writer, so a slow reader slows only its own channel.
+import { Data } from "effect"
+
+export class StreamFailed extends Data.TaggedError("StreamFailed")<{ readonly message: string }> {}
+
+export class IncomingStream implements AsyncIterable<Buffer> {
+  private readonly chunks: Array<Buffer> = []
+  private buffered = 0
+  private ended = false
+  private failure: Error | undefined
+  private wake: (() => void) | undefined
+  private consumed = 0
+  private readonly window: number
+  private readonly grant: (bytes: number) => void
+
+  constructor(window: number, grant: (bytes: number) => void) {
+    this.window = window
+    this.grant = grant
+  }
+
+  /**
+   * Adds a chunk from the peer; false when the peer sent more than its window allows. A grant
+   * meant for the previous stream on the channel may arrive after it ended and count for this
+   * one, so up to twice the window is tolerated.
+   */
+  push(chunk: Buffer): boolean {
+    if (this.ended) return true
+    this.buffered += chunk.length
+    if (this.buffered > 2 * this.window) return false
+    this.chunks.push(chunk)
+    this.notify()
+    return true
+  }
+
+  end(): void {
+    this.ended = true
+    this.notify()
+  }
+
+  fail(error: Error): void {
+    if (this.ended) return
+    this.failure = error
+    this.ended = true
+    this.notify()
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    for (;;) {
+      const chunk = this.chunks.shift()
+      if (chunk !== undefined) {
+        this.buffered -= chunk.length
+        this.consumed += chunk.length
+        // Grant in batches of half a window: fewer control packets, the pipe never runs dry.
+        if (this.consumed >= this.window / 2 && !this.ended) {
+          this.grant(this.consumed)
+          this.consumed = 0
+        }
+        yield chunk
+        continue
+      }
+      if (this.failure !== undefined) throw this.failure
+      if (this.ended) return
+      await new Promise<void>((resolve) => (this.wake = resolve))
+    }
+  }
+
+  /** The whole body, up to `maxBytes`. */
+  async readAll(maxBytes: number): Promise<Buffer> {
+    const parts: Array<Buffer> = []
+    let total = 0
+    for await (const chunk of this) {
+      total += chunk.length
+      if (total > maxBytes) throw new StreamFailed({ message: `streamed body exceeds ${maxBytes} bytes` })
+      parts.push(chunk)
+    }
+    return Buffer.concat(parts, total)
+  }
+
+  private notify(): void {
+    const wake = this.wake
+    this.wake = undefined
+    wake?.()
+  }
+}
+
+/** Credit for one channel's outgoing stream; `take` waits while the peer has granted nothing. */
+export class SendWindow {
+  private credit: number
+  private waiters: Array<() => void> = []
+  private closedWith: Error | undefined
+
+  constructor(initial: number) {
+    this.credit = initial
+  }
+
+  add(bytes: number): void {
+    this.credit += bytes
+    const waiters = this.waiters
+    this.waiters = []
+    for (const w of waiters) w()
+  }
+
+  close(error: Error): void {
+    this.closedWith = error
+    this.add(0)
+  }
+
+  /** Waits for credit, then takes up to `want` bytes of it. */
+  async take(want: number): Promise<number> {
+    for (;;) {
+      if (this.closedWith !== undefined) throw this.closedWith
+      if (this.credit > 0) {
+        const granted = Math.min(want, this.credit)
+        this.credit -= granted
+        return granted
+      }
+      await new Promise<void>((resolve) => this.waiters.push(resolve))
+    }
+  }
+}

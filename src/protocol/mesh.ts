@@ -1,0 +1,248 @@
+// The mesh extensions of IIP (PROTOCOL.md part 2): what two iip-mesh peers agree on in their
+// hello, the envelope at the head of every mesh message, metadata, typed errors and the bodies of
+// the control messages. Everything is still ordinary IIP packets; this module only gives their
+// data a shape. Pure.
+import { Data } from "effect"
+import { ErrorCode } from "./constants.ts"
+
+export const MeshVersion = 1
+
+export const MeshPath = {
+  hello: "/sys/hello",
+  ping: "/sys/ping",
+  goAway: "/sys/goaway",
+  cancel: "/sys/cancel",
+  window: "/sys/window"
+} as const
+
+export const MeshFeatures = ["ping", "drain", "cancel", "deadline", "stream", "push", "reverse", "meta"] as const
+export type MeshFeature = (typeof MeshFeatures)[number]
+
+/** Channel ids: the dialer opens 1..2^31-1, the acceptor 2^31+1..2^32-1; each side's control channel is the base. */
+export const AcceptorChannelBase = 0x8000_0000
+export const DialerControlChannel = 0
+export const AcceptorControlChannel = AcceptorChannelBase
+export const isAcceptorChannel = (id: number): boolean => id >= AcceptorChannelBase
+
+export const MeshDefaults = {
+  /** Largest metadata block of one message. */
+  maxMetaBytes: 8 * 1024,
+  /** Bytes a peer may send on one channel's stream before the receiver grants more. */
+  streamWindow: 256 * 1024,
+  /** Body bytes per packet of a streamed message. */
+  chunkBytes: 64 * 1024,
+  /** Channels a peer may open on one connection. */
+  maxChannels: 1024
+} as const
+
+export interface Hello {
+  readonly version: number
+  readonly node: string
+  readonly features: ReadonlyArray<string>
+  readonly maxMetaBytes: number
+  readonly streamWindow: number
+  readonly maxChannels: number
+}
+
+export const encodeHello = (hello: Hello, answer: boolean): Buffer =>
+  Buffer.from(
+    JSON.stringify({
+      ...(answer ? { code: 0 } : {}),
+      iipmesh: hello.version,
+      node: hello.node,
+      features: hello.features,
+      maxMetaBytes: hello.maxMetaBytes,
+      streamWindow: hello.streamWindow,
+      maxChannels: hello.maxChannels
+    }),
+    "utf8"
+  )
+
+const positiveInt = (value: unknown, max: number): number | undefined =>
+  typeof value === "number" && Number.isInteger(value) && value > 0 && value <= max ? value : undefined
+
+/** Reads a hello (or its answer); undefined when the bytes are not a mesh hello (a plain IIP error, say). */
+export const decodeHello = (data: Uint8Array): Hello | undefined => {
+  let value: unknown
+  try {
+    value = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("utf8"))
+  } catch {
+    return undefined
+  }
+  if (typeof value !== "object" || value === null) return undefined
+  const r = value as Record<string, unknown>
+  const version = positiveInt(r.iipmesh, 0xffff)
+  const maxMetaBytes = positiveInt(r.maxMetaBytes, 0xffff)
+  const streamWindow = positiveInt(r.streamWindow, 0x7fff_ffff)
+  const maxChannels = positiveInt(r.maxChannels, 0x7fff_ffff)
+  if (version === undefined || maxMetaBytes === undefined || streamWindow === undefined || maxChannels === undefined) return undefined
+  if (r.code !== undefined && r.code !== 0) return undefined
+  const features = Array.isArray(r.features) ? r.features.filter((f): f is string => typeof f === "string") : []
+  return { version, node: typeof r.node === "string" ? r.node : "", features, maxMetaBytes, streamWindow, maxChannels }
+}
+
+/** What both sides use: the lower version and limits, the common features. */
+export const agree = (mine: Hello, theirs: Hello): Hello => ({
+  version: Math.min(mine.version, theirs.version),
+  node: theirs.node,
+  features: mine.features.filter((f) => theirs.features.includes(f)),
+  maxMetaBytes: Math.min(mine.maxMetaBytes, theirs.maxMetaBytes),
+  streamWindow: theirs.streamWindow,
+  maxChannels: theirs.maxChannels
+})
+
+// ---------------------------------------------------------------------------------------------
+// Envelope: the first 8 bytes of the first packet of every mesh message.
+//   0 u8 kind   1 u8 flags   2 u16 meta length M   4 u32 request id   8 M meta   8+M body
+
+export const EnvelopeKind = { request: 1, response: 2, error: 3 } as const
+export const EnvelopeFlag = { oneway: 1 } as const
+export const EnvelopeBytes = 8
+
+export type Meta = ReadonlyMap<string, string>
+export const emptyMeta: Meta = new Map()
+
+export interface Envelope {
+  readonly kind: number
+  readonly flags: number
+  readonly requestId: number
+  readonly meta: Meta
+  /** Offset of the body in the data. */
+  readonly bodyOffset: number
+}
+
+/** A mesh message whose envelope or metadata breaks the rules; it closes the connection. */
+export class EnvelopeError extends Data.TaggedError("EnvelopeError")<{ readonly message: string }> {}
+
+/** Encoded size of a metadata block; throws EnvelopeError over `maxMetaBytes`. */
+export const metaByteLength = (meta: Meta, maxMetaBytes: number): number => {
+  let bytes = 0
+  for (const [key, value] of meta) {
+    const keyBytes = Buffer.byteLength(key, "utf8")
+    const valueBytes = Buffer.byteLength(value, "utf8")
+    if (keyBytes === 0 || keyBytes > 255) throw new EnvelopeError({ message: `metadata key ${JSON.stringify(key.slice(0, 40))} must be 1..255 bytes` })
+    bytes += 3 + keyBytes + valueBytes
+  }
+  if (bytes > maxMetaBytes) throw new EnvelopeError({ message: `metadata of ${bytes} bytes exceeds the ${maxMetaBytes}-byte limit` })
+  return bytes
+}
+
+/** Builds the first packet's data: envelope, metadata and the first body bytes. */
+export const encodeEnvelope = (
+  kind: number,
+  flags: number,
+  requestId: number,
+  meta: Meta,
+  body: Uint8Array,
+  maxMetaBytes: number
+): Buffer => {
+  const metaBytes = meta.size === 0 ? 0 : metaByteLength(meta, maxMetaBytes)
+  const out = Buffer.allocUnsafe(EnvelopeBytes + metaBytes + body.length)
+  out[0] = kind
+  out[1] = flags
+  out.writeUInt16BE(metaBytes, 2)
+  out.writeUInt32BE(requestId >>> 0, 4)
+  let offset = EnvelopeBytes
+  for (const [key, value] of meta) {
+    const keyBytes = out.write(key, offset + 1, "utf8")
+    out[offset] = keyBytes
+    offset += 1 + keyBytes
+    const valueBytes = out.write(value, offset + 2, "utf8")
+    out.writeUInt16BE(valueBytes, offset)
+    offset += 2 + valueBytes
+  }
+  out.set(body, offset)
+  return out
+}
+
+/** Reads the envelope of a first packet; throws EnvelopeError when it is malformed. */
+export const decodeEnvelope = (data: Uint8Array, maxMetaBytes: number): Envelope => {
+  if (data.length < EnvelopeBytes) throw new EnvelopeError({ message: `mesh message of ${data.length} bytes is shorter than its envelope` })
+  const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  const kind = view[0]!
+  if (kind < EnvelopeKind.request || kind > EnvelopeKind.error) throw new EnvelopeError({ message: `unknown envelope kind ${kind}` })
+  const metaBytes = view.readUInt16BE(2)
+  if (metaBytes > maxMetaBytes) throw new EnvelopeError({ message: `metadata of ${metaBytes} bytes exceeds the ${maxMetaBytes}-byte limit` })
+  const bodyOffset = EnvelopeBytes + metaBytes
+  if (bodyOffset > view.length) throw new EnvelopeError({ message: `metadata length ${metaBytes} runs past the message` })
+  let meta: Meta = emptyMeta
+  if (metaBytes > 0) {
+    const entries = new Map<string, string>()
+    let offset = EnvelopeBytes
+    while (offset < bodyOffset) {
+      const keyBytes = view[offset]!
+      if (keyBytes === 0 || offset + 1 + keyBytes + 2 > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
+      const key = view.toString("utf8", offset + 1, offset + 1 + keyBytes)
+      offset += 1 + keyBytes
+      const valueBytes = view.readUInt16BE(offset)
+      if (offset + 2 + valueBytes > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
+      entries.set(key, view.toString("utf8", offset + 2, offset + 2 + valueBytes))
+      offset += 2 + valueBytes
+    }
+    meta = entries
+  }
+  return { kind, flags: view[1]!, requestId: view.readUInt32BE(4), meta, bodyOffset }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed errors: the body of an envelope of kind `error`.
+
+export const MeshErrorCode = {
+  notFound: "not_found",
+  handlerFailed: "handler_failed",
+  noResponse: "no_response",
+  cancelled: "cancelled",
+  deadlineExceeded: "deadline_exceeded",
+  overloaded: "overloaded",
+  draining: "draining",
+  badRequest: "bad_request"
+} as const
+
+export interface MeshErrorBody {
+  readonly code: string
+  readonly message: string
+  /** False when the handler never started: the request is safe to retry anywhere. */
+  readonly processed: boolean
+}
+
+export const encodeErrorBody = (error: MeshErrorBody): Buffer =>
+  Buffer.from(JSON.stringify({ code: error.code, message: error.message, processed: error.processed }), "utf8")
+
+export const decodeErrorBody = (data: Uint8Array): MeshErrorBody => {
+  try {
+    const r = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("utf8")) as Record<string, unknown>
+    return {
+      code: typeof r.code === "string" ? r.code : "unknown",
+      message: typeof r.message === "string" ? r.message : "",
+      processed: r.processed !== false
+    }
+  } catch {
+    return { code: "unknown", message: "unreadable error body", processed: true }
+  }
+}
+
+/** The plain-IIP error code a mesh error maps to when it has to be shown to a plain peer. */
+export const plainCodeOf = (code: string): number =>
+  code === MeshErrorCode.notFound ? ErrorCode.handleError : code === MeshErrorCode.noResponse ? ErrorCode.handleNoResponse : ErrorCode.handlerFailed
+
+// ---------------------------------------------------------------------------------------------
+// Control bodies: cancel names (channel, request id); window grants bytes on a channel.
+
+export const encodeChannelPair = (channelId: number, value: number): Buffer => {
+  const out = Buffer.allocUnsafe(8)
+  out.writeUInt32BE(channelId >>> 0, 0)
+  out.writeUInt32BE(value >>> 0, 4)
+  return out
+}
+
+export const decodeChannelPair = (data: Uint8Array): readonly [number, number] | undefined => {
+  if (data.length !== 8) return undefined
+  const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  return [view.readUInt32BE(0), view.readUInt32BE(4)]
+}
+
+/** Metadata keys the library itself reads. */
+export const MetaKey = {
+  /** Milliseconds the caller still waits, as decimal ASCII. */
+  deadline: "deadline-ms"
+} as const
