@@ -5,8 +5,9 @@
 // Each server runs in its own child process (this file with `--serve <kind>`; it prints its port
 // as one stdout line), the clients run in this process. Closed loop: exactly N requests in flight,
 // warm-up first, then a fixed measuring window; every echoed length is checked (a wrong one aborts).
-// Cases: 1 and 64 in flight x 1,024 and 14,410-byte payloads, plus `iip-promise` (the `call()`
-// Promise API) at 64 in flight, 1 KiB. Rounds run the systems in rotating order; the table shows
+// Cases: 1 and 64 in flight x 1,024 and 14,410-byte payloads. `iip` is plain IIP (what a Go peer
+// speaks); `iip-mesh` the same client and server in mesh mode (envelope, metadata, per-request
+// cancel and deadline) at 1 KiB; `iip-promise` the `call()` Promise API at 64 in flight, 1 KiB. Rounds run the systems in rotating order; the table shows
 // the median over rounds of req/s, p50 and p99 (each round's percentiles come from its recorded
 // per-request latencies). The last stdout line is one JSON object (see `summary` below).
 //
@@ -30,7 +31,7 @@ const HOST = "127.0.0.1"
 const IIP_PATH = "/echo_benchmark"
 const SERVER_KINDS = ["iip", "http1", "http2", "raw"] as const
 type ServerKind = (typeof SERVER_KINDS)[number]
-type System = ServerKind | "iip-promise"
+type System = ServerKind | "iip-promise" | "iip-mesh"
 const PAYLOADS: ReadonlyArray<number> = [1024, 14410]
 const INFLIGHTS: ReadonlyArray<number> = [1, 64]
 
@@ -247,16 +248,17 @@ interface Driver {
   close(): void
 }
 
-const iipDriver = (port: number, payload: Buffer, channels: number): Driver => {
-  const client = new IipClient({ host: HOST, port, maxConnections: 1, maxChannelsPerConnection: channels, idleChannelsAhead: 1 })
+const iipDriver = (port: number, payload: Buffer, channels: number, mesh: boolean): Driver => {
+  const client = new IipClient({ host: HOST, port, maxConnections: 1, maxChannelsPerConnection: channels, idleChannelsAhead: 1, mesh })
+  const options = { timeoutMs: 10_000 }
   return {
-    send: (done) => client.send(IIP_PATH, payload, 10_000, (error, data) => done(error, data === undefined ? -1 : data.length)),
+    send: (done) => client.send(IIP_PATH, payload, options, (error, data) => done(error, data === undefined ? -1 : data.length)),
     close: () => client.close()
   }
 }
 
 const iipPromiseDriver = (port: number, payload: Buffer, channels: number): Driver => {
-  const client = new IipClient({ host: HOST, port, maxConnections: 1, maxChannelsPerConnection: channels, idleChannelsAhead: 1 })
+  const client = new IipClient({ host: HOST, port, maxConnections: 1, maxChannelsPerConnection: channels, idleChannelsAhead: 1, mesh: false })
   return {
     send: (done) =>
       client.call(IIP_PATH, payload, { timeoutMs: 10_000 }).then(
@@ -426,7 +428,7 @@ const parseArgs = (args: ReadonlyArray<string>): Options => {
     if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag}: not a positive number: ${v}`)
     return n
   }
-  const all: ReadonlyArray<System> = ["iip", "http1", "http2", "raw", "iip-promise"]
+  const all: ReadonlyArray<System> = ["iip", "http1", "http2", "raw", "iip-promise", "iip-mesh"]
   const only = value("--only")
   const systems = only === undefined ? all : all.filter((s) => only.split(",").includes(s))
   if (systems.length === 0) throw new Error(`--only: none of ${all.join(", ")}`)
@@ -525,7 +527,9 @@ const makeDriver = (c: Case, ports: ReadonlyMap<ServerKind, number>, payload: Bu
   const port = (kind: ServerKind) => ports.get(kind)!
   switch (c.system) {
     case "iip":
-      return iipDriver(port("iip"), payload, options.iipChannels)
+      return iipDriver(port("iip"), payload, options.iipChannels, false)
+    case "iip-mesh":
+      return iipDriver(port("iip"), payload, options.iipChannels, true)
     case "iip-promise":
       return iipPromiseDriver(port("iip"), payload, options.iipChannels)
     case "http1":
@@ -543,12 +547,13 @@ const round = (value: number, digits: number): number => (Number.isFinite(value)
 
 export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const options = parseArgs(args)
-  const kinds = SERVER_KINDS.filter((k) => options.systems.some((s) => s === k || (s === "iip-promise" && k === "iip")))
+  const kinds = SERVER_KINDS.filter((k) => options.systems.some((s) => s === k || (s.startsWith("iip-") && k === "iip")))
   const cases: Array<Case> = []
   for (const inflight of options.inflights) {
     for (const payload of options.payloads) {
       for (const system of options.systems) {
         if (system === "iip-promise" && !(inflight === 64 && payload === 1024)) continue
+        if (system === "iip-mesh" && payload !== 1024) continue
         cases.push({ system, inflight, payload })
       }
     }

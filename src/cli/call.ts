@@ -32,13 +32,13 @@ export const call = Command.make("call", { target, data, dataFile, timeout }, (i
         try: () => readFile(file.value),
         catch: (e) => new ArgumentError({ message: `cannot read --data-file: ${messageOf(e)}` })
       })
-      : Option.getOrElse(input.data, () => "")
+      : Option.getOrElse(input.data, () => "{}") // what iq sends without data
     const client = yield* Client.make({ host, port, maxConnections: 1, maxChannelsPerConnection: 1, connectTimeoutMs: timeoutMs, log: () => {} })
     const answer = yield* client.request(path, body, { timeoutMs })
     yield* Effect.sync(() => process.stdout.write(answer))
   }).pipe(
     Effect.scoped,
     Effect.catchDefect((error) => fail(messageOf(error))),
-    Effect.catch((error) => fail(messageOf(error)))
+    Effect.catch((error) => fail(error._tag === "RemoteError" ? `${error.message} (${error.code})` : messageOf(error)))
   )
 ).pipe(Command.withDescription("Send one IIP request and print the answer"))

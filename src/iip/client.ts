@@ -1,18 +1,32 @@
 // The IIP client for one server address: a pool of connections, each with channels opened ahead
-// of need (PROTOCOL.md §4.2). A request goes to the least-loaded channel that can take it; while
-// none can (none open yet, or every connection's writer is congested) it waits in a bounded queue
-// with its deadline running. Every request ends exactly once: an answer, RequestTimeout,
-// ConnectionClosed (with whether it had been sent), ConnectFailed, Overloaded or PacketEncodeError.
+// of need. Every connection starts with a hello (PROTOCOL.md §10): an iip-mesh server agrees to
+// mesh mode (typed errors, metadata, deadlines, cancel, calls back to us), a plain IIP server
+// answers with its unknown-path error and the connection stays plain. A request goes to the
+// least-loaded channel that can take it; while none can, it waits in a bounded queue with its
+// deadline running; a lost connection is redialled with exponential backoff and jitter, and
+// requests that were never sent go out on the new one. Every request ends exactly once.
 import { Effect, type Scope } from "effect"
 import * as net from "node:net"
+import { type ClientChannel, ClientSession } from "../mux/clientSession.ts"
 import { type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
-import { type ClientChannel, ClientSession, type ResponseCallback } from "../mux/clientSession.ts"
 import { type ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, type RequestTimeout } from "../mux/errors.ts"
+import { Cancelled, type MeshCallError, MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
+import { agree, decodeHello, emptyMeta, encodeHello, type Hello, MeshDefaults, MeshErrorCode, MeshFeatures, MeshPath, MeshVersion, type Meta } from "../protocol/mesh.ts"
+import { type Handler, makeDispatch } from "./dispatch.ts"
+import { defaultKeepAlive, keepAlive, type KeepAliveOptions } from "./keepAlive.ts"
 import { type Log, stderrLog } from "./log.ts"
+import { Router } from "./router.ts"
+import { Supervisor } from "./supervisor.ts"
 
-export type ClientError = ConnectionClosed | RequestTimeout | Overloaded | ChannelOpenFailed | ConnectFailed | PacketEncodeError
+export type ClientError = ConnectionClosed | RequestTimeout | Overloaded | ChannelOpenFailed | ConnectFailed | PacketEncodeError | MeshCallError
 export type ClientCallback = (error: ClientError | undefined, data: Buffer | undefined) => void
+
+export interface ReconnectOptions {
+  /** First redial delay; each failure doubles it, up to `maxMs`; each delay is jittered to 50-100%. */
+  readonly baseMs: number
+  readonly maxMs: number
+}
 
 export interface ClientOptions {
   readonly host: string
@@ -27,36 +41,64 @@ export interface ClientOptions {
   /** Default per-request timeout; 0 means none. */
   readonly requestTimeoutMs?: number
   readonly connectionLimits?: Partial<ConnectionLimits>
+  /** Offer mesh mode (default true). A plain IIP server declines and the connection stays plain. */
+  readonly mesh?: boolean
+  /** This node's name in hellos. */
+  readonly node?: string
+  readonly keepAlive?: KeepAliveOptions | false
+  readonly reconnect?: ReconnectOptions
   readonly log?: Log
+  readonly supervisor?: Supervisor
 }
 
 export interface RequestOptions {
   readonly timeoutMs?: number
+  /** Sent with the request in mesh mode (trace context and the like); a plain peer cannot take it. */
+  readonly meta?: Meta
+  /** Aborting it cancels the request (at the peer too, in mesh mode). */
+  readonly signal?: AbortSignal
 }
 
-interface Queued {
+/** One request on its way, kept whole so it can wait, or move to another connection. */
+interface Pending {
   readonly path: string
   readonly data: Uint8Array
+  readonly timeoutMs: number
+  /** Date.now() after which the caller stops waiting; 0 for never. */
   readonly deadline: number
+  readonly meta: Meta
+  readonly signal: AbortSignal | undefined
   readonly callback: ClientCallback
   timer: NodeJS.Timeout | undefined
 }
 
+type Link = { readonly mode: "plain"; readonly session: ClientSession } | { readonly mode: "mesh"; readonly session: MeshSession }
+
 /** One pooled connection and the channels opened on it. */
 interface Pooled {
-  readonly session: ClientSession
-  readonly channels: Array<ClientChannel>
+  readonly link: Link
+  readonly channels: Array<ClientChannel | OwnChannel>
   opening: number
   waitingWritable: boolean
+  /** The server said go-away: no new requests here. */
+  draining: boolean
 }
 
 const toBytes = (data: Uint8Array | string | undefined): Uint8Array =>
   data === undefined ? new Uint8Array(0) : typeof data === "string" ? Buffer.from(data, "utf8") : data
 
+/** The redial delay after `failures` failed attempts. */
+export const backoffDelay = (failures: number, options: ReconnectOptions, random: number): number => {
+  const ceiling = Math.min(options.maxMs, options.baseMs * 2 ** Math.min(failures, 30))
+  return Math.round(ceiling * (0.5 + random / 2))
+}
+
 export class IipClient {
+  readonly router = new Router<Handler>()
+  readonly address: string
   private readonly pool: Array<Pooled> = []
-  private readonly queue: Array<Queued> = []
-  private dialing = 0
+  private readonly queue: Array<Pending> = []
+  private dialing = false
   private pending = 0
   private closed = false
   private readonly maxConnections: number
@@ -66,9 +108,12 @@ export class IipClient {
   private readonly connectTimeoutMs: number
   private readonly requestTimeoutMs: number
   private readonly limits: ConnectionLimits
+  private readonly reconnect: ReconnectOptions
   private readonly log: Log
-  readonly address: string
   private readonly options: ClientOptions
+  private readonly supervisor: Supervisor
+  private readonly hello: Hello
+  private readonly dispatchReverse
 
   constructor(options: ClientOptions) {
     this.options = options
@@ -80,78 +125,160 @@ export class IipClient {
     this.connectTimeoutMs = options.connectTimeoutMs ?? 3000
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000
     this.limits = { ...defaultConnectionLimits, ...options.connectionLimits }
+    this.reconnect = options.reconnect ?? { baseMs: 100, maxMs: 5000 }
     this.log = options.log ?? stderrLog
+    this.supervisor = options.supervisor ?? new Supervisor()
+    this.dispatchReverse = makeDispatch(this.router, this.log)
+    this.hello = {
+      version: MeshVersion,
+      node: options.node ?? `iip-mesh-${process.pid}`,
+      features: [...MeshFeatures],
+      maxMetaBytes: MeshDefaults.maxMetaBytes,
+      streamWindow: MeshDefaults.streamWindow,
+      maxChannels: MeshDefaults.maxChannels
+    }
+  }
+
+  /** Registers a handler the server may call on this client's mesh connections (calls in both directions). */
+  handle(path: string, handler: Handler): this {
+    this.router.add(path, handler)
+    return this
   }
 
   /** Connections, channels and requests right now. */
-  get stats(): { readonly connections: number; readonly channels: number; readonly pending: number; readonly queued: number } {
+  get stats(): { readonly connections: number; readonly mesh: number; readonly channels: number; readonly pending: number; readonly queued: number } {
     let channels = 0
-    for (const pooled of this.pool) channels += pooled.channels.length
-    return { connections: this.pool.length, channels, pending: this.pending, queued: this.queue.length }
+    let mesh = 0
+    for (const pooled of this.pool) {
+      channels += pooled.channels.length
+      if (pooled.link.mode === "mesh") mesh++
+    }
+    return { connections: this.pool.length, mesh, channels, pending: this.pending, queued: this.queue.length }
   }
 
-  /** The live connections of the pool (for inspection: writer congestion, channels). */
+  /** The live plain-IIP connections of the pool (for inspection: writer congestion, channels). */
   get sessions(): ReadonlyArray<ClientSession> {
-    return this.pool.map((pooled) => pooled.session)
+    return this.pool.flatMap((pooled) => (pooled.link.mode === "plain" ? [pooled.link.session] : []))
+  }
+
+  /** The live mesh connections of the pool. */
+  get meshSessions(): ReadonlyArray<MeshSession> {
+    return this.pool.flatMap((pooled) => (pooled.link.mode === "mesh" ? [pooled.link.session] : []))
   }
 
   /** Sends one request; `callback` is called exactly once. The core of `call` and `request`. */
-  send(path: string, data: Uint8Array, timeoutMs: number, callback: ClientCallback): void {
+  send(path: string, data: Uint8Array, options: RequestOptions, callback: ClientCallback): void {
     if (this.closed) return callback(new ConnectionClosed({ message: "client is closed", sent: false }), undefined)
     if (this.pending >= this.maxPending) {
       return callback(new Overloaded({ message: `${this.pending} requests pending to ${this.address}`, limit: "maxPending" }), undefined)
     }
     this.pending++
-    const done: ClientCallback = (error, answer) => {
-      this.pending--
-      callback(error, answer)
+    const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs
+    const request: Pending = {
+      path,
+      data,
+      timeoutMs,
+      deadline: timeoutMs > 0 ? Date.now() + timeoutMs : 0,
+      meta: options.meta ?? emptyMeta,
+      signal: options.signal,
+      callback: (error, answer) => {
+        this.pending--
+        callback(error, answer)
+      },
+      timer: undefined
     }
-    const channel = this.pickChannel()
-    if (channel !== undefined) this.dispatch(channel, path, data, timeoutMs, done)
-    else this.enqueue(path, data, timeoutMs, done)
-    this.grow()
+    this.route(request)
   }
 
-  /** Promise form of `send`. Empty data is sent as `{}`, as the reference does. */
-  call(path: string, data?: Uint8Array | string, options?: RequestOptions): Promise<Buffer> {
+  /** Promise form of `send`. Empty data is sent as `{}` to plain peers, as the reference does. */
+  call(path: string, data?: Uint8Array | string, options: RequestOptions = {}): Promise<Buffer> {
     return new Promise((resolve, reject) =>
-      this.send(path, toBytes(data), options?.timeoutMs ?? this.requestTimeoutMs, (error, answer) =>
-        error === undefined ? resolve(answer!) : reject(error)
-      )
+      this.send(path, toBytes(data), options, (error, answer) => (error === undefined ? resolve(answer!) : reject(error)))
     )
   }
 
-  /** Effect form of `send`. Interrupting it abandons the answer; plain IIP cannot cancel a sent request. */
-  request(path: string, data?: Uint8Array | string, options?: RequestOptions): Effect.Effect<Buffer, ClientError> {
-    return Effect.callback<Buffer, ClientError>((resume) =>
-      this.send(path, toBytes(data), options?.timeoutMs ?? this.requestTimeoutMs, (error, answer) =>
+  /** Effect form of `send`. Interrupting it cancels the request (at the peer too, in mesh mode). */
+  request(path: string, data?: Uint8Array | string, options: RequestOptions = {}): Effect.Effect<Buffer, ClientError> {
+    return Effect.callback<Buffer, ClientError>((resume, signal) =>
+      this.send(path, toBytes(data), { ...options, signal: options.signal ?? signal }, (error, answer) =>
         resume(error === undefined ? Effect.succeed(answer!) : Effect.fail(error))
       )
     )
+  }
+
+  /** Sends a message that gets no answer (mesh mode only: a plain peer would answer it). */
+  push(path: string, data: Uint8Array | string, meta: Meta = emptyMeta): void {
+    for (const pooled of this.pool) {
+      if (pooled.link.mode === "mesh" && !pooled.draining && pooled.channels.length > 0) {
+        pooled.link.session.push(pooled.channels[0] as OwnChannel, path, toBytes(data), meta)
+        return
+      }
+    }
+    throw new ConnectionClosed({ message: `no mesh connection to ${this.address} to push on`, sent: false })
   }
 
   /** Closes every connection; outstanding requests fail with ConnectionClosed. */
   close(): void {
     if (this.closed) return
     this.closed = true
+    this.supervisor.interruptAll()
     this.failQueued(new ConnectionClosed({ message: "client is closed", sent: false }))
-    for (const pooled of this.pool.splice(0)) pooled.session.connection.close("client closed", false)
+    for (const pooled of this.pool.splice(0)) pooled.link.session.connection.close("client closed", false)
   }
 
-  private dispatch(channel: ClientChannel, path: string, data: Uint8Array, timeoutMs: number, done: ClientCallback): void {
+  private route(request: Pending): void {
+    const picked = this.pick()
+    if (picked !== undefined) this.dispatch(picked[0], picked[1], request)
+    else this.enqueue(request)
+    this.grow()
+  }
+
+  private dispatch(pooled: Pooled, channel: ClientChannel | OwnChannel, request: Pending): void {
+    const remaining = request.deadline === 0 ? 0 : Math.max(1, request.deadline - Date.now())
     try {
-      channel.session.request(channel, path, data, timeoutMs, done as ResponseCallback)
+      if (pooled.link.mode === "plain") {
+        this.dispatchPlain(pooled.link.session, channel as ClientChannel, request, remaining)
+        return
+      }
+      const options = { timeoutMs: remaining, meta: request.meta, ...(request.signal === undefined ? {} : { signal: request.signal }) }
+      pooled.link.session.call(channel as OwnChannel, request.path, request.data, options, (error, reply) => {
+        if (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed && !this.closed) {
+          // The server is stopping and never ran it: move it to another connection.
+          pooled.draining = true
+          return this.route(request)
+        }
+        request.callback(error, reply?.data)
+      })
     } catch (error) {
-      done(error as Overloaded | PacketEncodeError, undefined)
+      request.callback(error as Overloaded | PacketEncodeError, undefined)
     }
   }
 
-  /** The open channel with the fewest outstanding requests on a connection that is not congested. */
-  private pickChannel(): ClientChannel | undefined {
-    let best: ClientChannel | undefined
+  /** Plain IIP cannot cancel: an aborted request fails here at once and its late answer is consumed. */
+  private dispatchPlain(session: ClientSession, channel: ClientChannel, request: Pending, timeoutMs: number): void {
+    const signal = request.signal
+    if (signal === undefined) return session.request(channel, request.path, request.data, timeoutMs, request.callback)
+    let settled = false
+    const settle: ClientCallback = (error, answer) => {
+      if (settled) return
+      settled = true
+      signal.removeEventListener("abort", onAbort)
+      request.callback(error, answer)
+    }
+    const onAbort = () => settle(new Cancelled({ message: "request cancelled by the caller" }), undefined)
+    signal.addEventListener("abort", onAbort, { once: true })
+    session.request(channel, request.path, request.data, timeoutMs, settle)
+    if (signal.aborted) onAbort()
+  }
+
+  /** The open channel with the fewest outstanding requests on a connection that can take one. */
+  private pick(): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
+    let best: ClientChannel | OwnChannel | undefined
+    let bestPooled: Pooled | undefined
     for (let p = 0; p < this.pool.length; p++) {
       const pooled = this.pool[p]!
-      if (pooled.session.connection.writer.congested) {
+      if (pooled.draining) continue
+      if (pooled.link.session.connection.writer.congested) {
         this.waitWritable(pooled)
         continue
       }
@@ -160,49 +287,48 @@ export class IipClient {
         const channel = channels[c]!
         if (best === undefined || channel.outstanding < best.outstanding) {
           best = channel
-          if (channel.outstanding === 0) return best
+          bestPooled = pooled
+          if (channel.outstanding === 0) return [pooled, channel]
         }
       }
     }
-    return best
+    return best === undefined ? undefined : [bestPooled!, best]
   }
 
-  private enqueue(path: string, data: Uint8Array, timeoutMs: number, callback: ClientCallback): void {
-    const entry: Queued = { path, data, deadline: timeoutMs > 0 ? Date.now() + timeoutMs : 0, callback, timer: undefined }
-    if (timeoutMs > 0) {
-      entry.timer = setTimeout(() => {
-        const index = this.queue.indexOf(entry)
+  private enqueue(request: Pending): void {
+    if (request.deadline > 0) {
+      request.timer = setTimeout(() => {
+        const index = this.queue.indexOf(request)
         if (index === -1) return
         this.queue.splice(index, 1)
-        callback(new ConnectionClosed({ message: `no channel to ${this.address} became available within ${timeoutMs} ms`, sent: false }), undefined)
-      }, timeoutMs)
+        request.callback(new ConnectionClosed({ message: `no connection to ${this.address} became available within ${request.timeoutMs} ms`, sent: false }), undefined)
+      }, Math.max(1, request.deadline - Date.now()))
     }
-    this.queue.push(entry)
+    this.queue.push(request)
   }
 
   /** Moves waiting requests onto channels that can take them. */
   private drainQueue(): void {
     while (this.queue.length > 0) {
-      const channel = this.pickChannel()
-      if (channel === undefined) return
-      const entry = this.queue.shift()!
-      if (entry.timer !== undefined) clearTimeout(entry.timer)
-      const remaining = entry.deadline === 0 ? 0 : Math.max(1, entry.deadline - Date.now())
-      this.dispatch(channel, entry.path, entry.data, remaining, entry.callback)
+      const picked = this.pick()
+      if (picked === undefined) return
+      const request = this.queue.shift()!
+      if (request.timer !== undefined) clearTimeout(request.timer)
+      this.dispatch(picked[0], picked[1], request)
     }
   }
 
   private failQueued(error: ClientError): void {
-    for (const entry of this.queue.splice(0)) {
-      if (entry.timer !== undefined) clearTimeout(entry.timer)
-      entry.callback(error, undefined)
+    for (const request of this.queue.splice(0)) {
+      if (request.timer !== undefined) clearTimeout(request.timer)
+      request.callback(error, undefined)
     }
   }
 
   private waitWritable(pooled: Pooled): void {
     if (pooled.waitingWritable) return
     pooled.waitingWritable = true
-    pooled.session.connection.writer.whenWritable(() => {
+    pooled.link.session.connection.writer.whenWritable(() => {
       pooled.waitingWritable = false
       this.drainQueue()
     })
@@ -213,22 +339,34 @@ export class IipClient {
     if (this.closed) return
     let idle = 0
     let opening = 0
+    let usable = 0
     for (const pooled of this.pool) {
+      if (pooled.draining) continue
+      usable++
       opening += pooled.opening
       for (const channel of pooled.channels) if (channel.outstanding === 0) idle++
     }
     const wanted = Math.max(this.idleChannelsAhead - idle - opening, this.queue.length > 0 && opening === 0 ? 1 : 0)
     for (let i = 0; i < wanted; i++) {
-      const pooled = this.pool.find((p) => p.channels.length + p.opening < this.maxChannelsPerConnection)
+      const pooled = this.pool.find((p) => !p.draining && p.channels.length + p.opening < this.maxChannelsPerConnection)
       if (pooled !== undefined) this.openChannel(pooled)
-      else if (this.pool.length + this.dialing < this.maxConnections) this.dial()
-      else return
+      else if (!this.dialing && usable < this.maxConnections) {
+        this.dialing = true
+        this.supervisor.fork(this.redial())
+        return
+      } else return
     }
   }
 
   private openChannel(pooled: Pooled): void {
+    const link = pooled.link
+    if (link.mode === "mesh") {
+      pooled.channels.push(link.session.openChannel())
+      this.drainQueue()
+      return
+    }
     pooled.opening++
-    pooled.session.openChannel(this.connectTimeoutMs, (error, channel) => {
+    link.session.openChannel(this.connectTimeoutMs, (error, channel) => {
       pooled.opening--
       if (channel !== undefined) {
         pooled.channels.push(channel)
@@ -237,38 +375,85 @@ export class IipClient {
         return
       }
       this.log("channel-open-failed", { address: this.address, reason: error!.message })
-      if (pooled.channels.length === 0 && this.queue.length > 0 && this.pool.every((p) => p.channels.length === 0)) {
-        this.failQueued(error!)
-      }
+      if (this.queue.length > 0 && this.pool.every((p) => p.channels.length === 0)) this.failQueued(error!)
     })
   }
 
-  private dial(): void {
-    this.dialing++
-    const socket = net.connect({ host: this.options.host, port: this.options.port, noDelay: true })
-    const fail = (reason: string) => {
-      socket.destroy()
-      this.dialing--
-      if (this.pool.length === 0 && this.dialing === 0) {
-        this.failQueued(new ConnectFailed({ message: `cannot connect to ${this.address}: ${reason}`, address: this.address }))
+  /**
+   * Dials until a connection is up, waiting longer after each failure (on Effect's Clock, so
+   * tests drive it). Gives up when nothing waits for a connection any more.
+   */
+  private redial(): Effect.Effect<void> {
+    const client = this
+    return Effect.gen(function*() {
+      for (let failures = 0; ; failures++) {
+        const error = yield* Effect.callback<ConnectFailed | undefined>((resume) => client.dialOnce((e) => resume(Effect.succeed(e))))
+        if (error === undefined || client.closed) break
+        client.log("connect-failed", { address: client.address, reason: error.message, failures: failures + 1 })
+        if (client.queue.length === 0 || client.pool.length > 0) break
+        if (failures === 0 || client.queue.every((r) => r.deadline > 0 && r.deadline - Date.now() < client.reconnect.baseMs)) {
+          // Requests that cannot outlive the next attempt learn the reason now rather than at their timeout.
+          client.failQueued(error)
+          if (client.queue.length === 0) break
+        }
+        yield* Effect.sleep(backoffDelay(failures, client.reconnect, Math.random()))
       }
+    }).pipe(Effect.ensuring(Effect.sync(() => (client.dialing = false))))
+  }
+
+  /** One connection attempt, hello included; `done` gets undefined on success. */
+  private dialOnce(done: (error: ConnectFailed | undefined) => void): void {
+    const socket = net.connect({ host: this.options.host, port: this.options.port, noDelay: true })
+    let finished = false
+    const fail = (reason: string) => {
+      if (finished) return
+      finished = true
+      socket.destroy()
+      done(new ConnectFailed({ message: `cannot connect to ${this.address}: ${reason}`, address: this.address }))
     }
     const timer = setTimeout(() => fail(`no connection within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs)
-    socket.once("error", (error: NodeJS.ErrnoException) => {
-      clearTimeout(timer)
-      fail(error.code ?? error.message)
-    })
+    socket.once("error", (error: NodeJS.ErrnoException) => fail(error.code ?? error.message))
     socket.once("connect", () => {
-      clearTimeout(timer)
       socket.removeAllListeners("error")
-      this.dialing--
-      if (this.closed) return void socket.destroy()
-      const session = new ClientSession(new Connection(socket, "client", this.limits, this.log))
-      const pooled: Pooled = { session, channels: [], opening: 0, waitingWritable: false }
-      this.pool.push(pooled)
-      session.onClosed(() => this.drop(pooled))
-      this.openChannel(pooled)
+      if (this.closed) return fail("client closed")
+      const connection = new Connection(socket, "client", this.limits, this.log)
+      const plain = new ClientSession(connection)
+      const adopt = (link: Link) => {
+        clearTimeout(timer)
+        finished = true
+        this.adopt(link)
+        done(undefined)
+      }
+      if (this.options.mesh === false) return adopt({ mode: "plain", session: plain })
+      plain.request(plain.system, MeshPath.hello, encodeHello(this.hello, false), this.connectTimeoutMs, (error, data) => {
+        if (error !== undefined) return fail(`no answer to hello: ${error.message}`)
+        const theirs = decodeHello(data!)
+        if (theirs === undefined) return adopt({ mode: "plain", session: plain })
+        const mesh = new MeshSession(connection, {
+          isDialer: true,
+          agreed: agree(this.hello, theirs),
+          receiveWindow: this.hello.streamWindow,
+          dispatch: this.dispatchReverse,
+          maxMessageBytes: this.limits.maxMessageBytes,
+          log: this.log
+        })
+        adopt({ mode: "mesh", session: mesh })
+      })
     })
+  }
+
+  private adopt(link: Link): void {
+    const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false }
+    this.pool.push(pooled)
+    link.session.onClosed(() => this.drop(pooled))
+    if (link.mode === "mesh") {
+      link.session.onPeerDraining(() => {
+        pooled.draining = true
+        this.grow()
+      })
+      if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(link.session, this.options.keepAlive ?? defaultKeepAlive))
+    }
+    this.openChannel(pooled)
   }
 
   private drop(pooled: Pooled): void {
@@ -278,9 +463,9 @@ export class IipClient {
   }
 }
 
-/** A client whose connections close with the current Scope. */
+/** A client whose connections close with the current Scope; its timers run on the caller's Clock. */
 export const make = (options: ClientOptions): Effect.Effect<IipClient, never, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.sync(() => new IipClient(options)),
+    Effect.map(Supervisor.current, (supervisor) => new IipClient({ ...options, supervisor: options.supervisor ?? supervisor })),
     (client) => Effect.sync(() => client.close())
   )

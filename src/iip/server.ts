@@ -1,25 +1,22 @@
-// The IIP server: a TCP listener, one ServerSession per connection, a Router of handlers, and
-// the mapping of handler outcomes to the reference's answers (PROTOCOL.md §5): unknown path ->
-// 102, a handler that throws or fails -> -1 "handler fail:<message>", a handler that returns
-// nothing or dies (an Effect defect) -> 101. Its lifetime is a Scope: closing it closes every
-// connection.
-import { Cause, Data, Effect, Exit, type Scope } from "effect"
+// The IIP server: a TCP listener, one session per connection and a Router of handlers. Plain IIP
+// peers get the reference's behaviour; an iip-mesh dialer that says hello gets mesh mode on that
+// connection (typed errors, deadlines, cancel, streams, calls back to it). Its lifetime is a Scope:
+// closing it closes every connection; `drain` says go-away first and lets in-flight work finish.
+import { Data, Effect, type Scope } from "effect"
 import * as net from "node:net"
 import { type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
-import { type Failure, failure, type IncomingRequest, type Outcome, type Reply } from "../mux/request.ts"
+import { MeshSession } from "../mux/meshSession.ts"
 import { defaultServerSessionLimits, ServerSession } from "../mux/serverSession.ts"
-import { MeshErrorCode } from "../protocol/mesh.ts"
+import { agree, decodeHello, encodeHello, type Hello, MeshDefaults, MeshFeatures, MeshVersion } from "../protocol/mesh.ts"
+import { type Handler, makeDispatch } from "./dispatch.ts"
+import { defaultKeepAlive, keepAlive, type KeepAliveOptions } from "./keepAlive.ts"
 import { type Log, messageOf, stderrLog } from "./log.ts"
 import { Router } from "./router.ts"
+import { Supervisor } from "./supervisor.ts"
 
+export type { Body, Handler, HandlerResult, HandlerValue } from "./dispatch.ts"
 export type { Failure, IncomingRequest, Reply } from "../mux/request.ts"
 export { failure, reply } from "../mux/request.ts"
-
-export type Body = Uint8Array | string
-/** What a handler gives back: a body, a body with metadata or streaming out (`reply`), or a typed `failure`. */
-export type HandlerValue = Body | Reply | Failure
-export type HandlerResult = HandlerValue | PromiseLike<HandlerValue> | Effect.Effect<HandlerValue, unknown>
-export type Handler = (request: IncomingRequest) => HandlerResult
 
 export class ListenFailed extends Data.TaggedError("ListenFailed")<{ readonly message: string }> {}
 
@@ -33,25 +30,43 @@ export interface ServerOptions {
   /** Requests read but not answered per connection before reading pauses. */
   readonly maxQueuedRequestsPerConnection?: number
   readonly connectionLimits?: Partial<ConnectionLimits>
+  /** Accept mesh mode from iip-mesh dialers (default true). */
+  readonly mesh?: boolean
+  /** This node's name in hellos. */
+  readonly node?: string
+  readonly keepAlive?: KeepAliveOptions | false
   readonly log?: Log
+  readonly supervisor?: Supervisor
 }
-
-const toOutcome = (value: HandlerValue): Outcome => (typeof value === "string" ? Buffer.from(value, "utf8") : value)
-const failed = (error: unknown): Failure => failure(MeshErrorCode.handlerFailed, messageOf(error), true)
-const noResponse = failure(MeshErrorCode.noResponse, "handle no response", true)
 
 export class IipServer {
   readonly router = new Router<Handler>()
-  private readonly live = new Set<ServerSession>()
+  private readonly plain = new Set<ServerSession>()
+  private readonly meshes = new Set<MeshSession>()
   private readonly listener: net.Server
   private readonly log: Log
   private readonly options: ServerOptions
   private readonly limits: ConnectionLimits
+  private readonly hello: Hello
+  private readonly supervisor: Supervisor
+  private readonly meshListeners: Array<(session: MeshSession) => void> = []
+  private readonly dispatch
+  private draining = false
 
   constructor(options: ServerOptions) {
     this.options = options
     this.log = options.log ?? stderrLog
     this.limits = { ...defaultConnectionLimits, ...options.connectionLimits }
+    this.supervisor = options.supervisor ?? new Supervisor()
+    this.dispatch = makeDispatch(this.router, this.log)
+    this.hello = {
+      version: MeshVersion,
+      node: options.node ?? `iip-mesh-${process.pid}`,
+      features: [...MeshFeatures],
+      maxMetaBytes: MeshDefaults.maxMetaBytes,
+      streamWindow: MeshDefaults.streamWindow,
+      maxChannels: options.maxChannelsPerConnection ?? MeshDefaults.maxChannels
+    }
     this.listener = net.createServer({ noDelay: true }, (socket) => this.accept(socket))
   }
 
@@ -67,23 +82,35 @@ export class IipServer {
     return this
   }
 
+  /** Calls `listener` with every connection that enters mesh mode: it can call the dialer back. */
+  onMeshConnection(listener: (session: MeshSession) => void): this {
+    this.meshListeners.push(listener)
+    return this
+  }
+
   get address(): { readonly host: string; readonly port: number } {
     const address = this.listener.address() as net.AddressInfo
     return { host: address.address, port: address.port }
   }
 
-  /** The live connections (for inspection: paused reading, writer congestion, channels). */
+  /** The live plain-IIP connections (for inspection: paused reading, writer congestion, channels). */
   get sessions(): ReadonlySet<ServerSession> {
-    return this.live
+    return this.plain
+  }
+
+  /** The live mesh connections. */
+  get meshSessions(): ReadonlySet<MeshSession> {
+    return this.meshes
   }
 
   get connectionCount(): number {
-    return this.live.size
+    return this.plain.size + this.meshes.size
   }
 
   listen(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const onError = (error: NodeJS.ErrnoException) => reject(new ListenFailed({ message: `cannot listen on ${this.options.host ?? "127.0.0.1"}:${this.options.port ?? 0}: ${error.code ?? error.message}` }))
+      const onError = (error: NodeJS.ErrnoException) =>
+        reject(new ListenFailed({ message: `cannot listen on ${this.options.host ?? "127.0.0.1"}:${this.options.port ?? 0}: ${error.code ?? error.message}` }))
       this.listener.once("error", onError)
       this.listener.listen(this.options.port ?? 0, this.options.host ?? "127.0.0.1", () => {
         this.listener.off("error", onError)
@@ -94,14 +121,40 @@ export class IipServer {
 
   /** Stops listening and closes every connection at once. */
   close(): Promise<void> {
-    for (const session of this.live) session.connection.close("server closed", false)
-    return new Promise((resolve) => this.listener.close(() => resolve()))
+    this.supervisor.interruptAll()
+    for (const session of this.plain) session.connection.close("server closed", false)
+    for (const session of this.meshes) session.connection.close("server closed", false)
+    return new Promise((resolve) => (this.listener.listening ? this.listener.close(() => resolve()) : resolve()))
+  }
+
+  /**
+   * Graceful stop (PROTOCOL.md §11): stop accepting, say go-away on every mesh connection, let
+   * in-flight requests finish, and close each connection once it is idle or at `deadlineMs`.
+   * Plain peers cannot be told; their connections close once idle or at the deadline too.
+   */
+  drain(deadlineMs: number): Effect.Effect<void> {
+    const server = this
+    return Effect.gen(function*() {
+      server.draining = true
+      if (server.listener.listening) server.listener.close()
+      for (const session of server.meshes) session.goAway("server is stopping")
+      const started = Date.now()
+      for (let waited = 0; waited < deadlineMs; waited += 10) {
+        for (const session of server.meshes) if (session.servingCount === 0) session.connection.close("drained", true)
+        for (const session of server.plain) if (session.idle) session.connection.close("drained", true)
+        if (server.connectionCount === 0) return
+        yield* Effect.sleep(Math.min(10, deadlineMs - waited))
+      }
+      server.log("drain-deadline", { open: server.connectionCount, afterMs: Date.now() - started })
+      yield* Effect.promise(() => server.close())
+    })
   }
 
   private accept(socket: net.Socket): void {
     const max = this.options.maxConnections ?? 1000
-    if (this.live.size >= max) {
-      this.log("connection-refused", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: `server connections limited (${max})` })
+    if (this.connectionCount >= max || this.draining) {
+      const reason = this.draining ? "server is draining" : `server connections limited (${max})`
+      this.log("connection-refused", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason })
       socket.destroy()
       return
     }
@@ -113,52 +166,49 @@ export class IipServer {
         maxChannels: this.options.maxChannelsPerConnection ?? defaultServerSessionLimits.maxChannels,
         maxQueuedRequests: this.options.maxQueuedRequestsPerConnection ?? defaultServerSessionLimits.maxQueuedRequests
       },
-      (closed) => this.live.delete(closed)
+      (closed) => this.plain.delete(closed),
+      this.options.mesh === false ? undefined : (data) => this.upgrade(session, connection, data)
     )
-    this.live.add(session)
+    this.plain.add(session)
   }
 
-  private readonly dispatch = (request: IncomingRequest): Outcome | PromiseLike<Outcome> => {
-    const handler = this.router.lookup(request.path)
-    if (handler === undefined) return failure(MeshErrorCode.notFound, `no handler for ${request.path}`, false)
-    let result: HandlerResult
-    try {
-      result = handler(request)
-    } catch (error) {
-      return failed(error)
+  /** Answers an iip-mesh hello and moves the connection to a mesh session. */
+  private upgrade(session: ServerSession, connection: Connection, data: Buffer) {
+    const theirs = decodeHello(data)
+    if (theirs === undefined) return undefined
+    const agreed = agree(this.hello, theirs)
+    return {
+      answer: encodeHello({ ...this.hello, features: agreed.features }, true),
+      upgrade: () => {
+        this.plain.delete(session)
+        const mesh = new MeshSession(connection, {
+          isDialer: false,
+          agreed,
+          receiveWindow: this.hello.streamWindow,
+          dispatch: this.dispatch,
+          maxMessageBytes: this.limits.maxMessageBytes,
+          log: this.log
+        })
+        this.meshes.add(mesh)
+        mesh.onClosed(() => this.meshes.delete(mesh))
+        if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(mesh, this.options.keepAlive ?? defaultKeepAlive))
+        for (const listener of this.meshListeners) listener(mesh)
+      }
     }
-    if (typeof result === "string" || result instanceof Uint8Array) return toOutcome(result)
-    if (Effect.isEffect(result)) return this.runEffect(request, result)
-    if ("_tag" in result) return result
-    return Promise.resolve(result).then(toOutcome, failed)
-  }
-
-  private runEffect(request: IncomingRequest, effect: Effect.Effect<HandlerValue, unknown>): Promise<Outcome> {
-    return Effect.runPromiseExit(effect, { signal: request.signal }).then((exit) => {
-      if (Exit.isSuccess(exit)) return toOutcome(exit.value)
-      const cause = exit.cause
-      if (Cause.hasFails(cause)) {
-        const found = Cause.findErrorOption(cause)
-        return failed(found._tag === "Some" ? found.value : "failed")
-      }
-      if (Cause.hasDies(cause)) {
-        this.log("handler-crashed", { path: request.path, remote: request.remoteAddress, cause: Cause.pretty(cause) })
-      }
-      return noResponse
-    })
   }
 }
 
-/** Starts a server whose lifetime is the current Scope. */
+/** Starts a server whose lifetime is the current Scope; its timers run on the caller's Clock. */
 export const make = (options: ServerOptions = {}): Effect.Effect<IipServer, ListenFailed, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.tryPromise({
-      try: async () => {
-        const server = new IipServer(options)
-        await server.listen()
-        return server
-      },
-      catch: (error) => (error instanceof ListenFailed ? error : new ListenFailed({ message: messageOf(error) }))
+    Effect.gen(function*() {
+      const supervisor = options.supervisor ?? (yield* Supervisor.current)
+      const server = new IipServer({ ...options, supervisor })
+      yield* Effect.tryPromise({
+        try: () => server.listen(),
+        catch: (error) => (error instanceof ListenFailed ? error : new ListenFailed({ message: messageOf(error) }))
+      })
+      return server
     }),
     (server) => Effect.promise(() => server.close())
   )

@@ -157,6 +157,12 @@ export class ServerSession implements MessageSink {
     return this.actors.size - 1
   }
 
+  /** No request is being handled or waiting. */
+  get idle(): boolean {
+    for (const actor of this.actors.values()) if (!actor.idle) return false
+    return true
+  }
+
   onMessage(channelId: number, rawPath: string, data: Buffer): void {
     const actor = this.actors.get(channelId)!
     if (rawPath === SystemPath.deleteChannel) {

@@ -55,9 +55,11 @@ describe("iip-mesh CLI", () => {
     expect((await run(["call", `${address}/echo`, "--data-file", file])).stdout).toBe("from a file")
   })
 
-  it("call prints the reference's in-band error for an unknown path, as iq does", async () => {
+  it("call reports an unknown path as a one-line typed error (our server speaks mesh mode)", async () => {
     const result = await run(["call", `${address}/nosuch`])
-    expect(result.stdout).toBe('{"code":102,"message":"handle error"}')
+    expect(result.code).not.toBe(0)
+    expect(result.stdout).toBe("")
+    expect(result.stderr).toBe("iip-mesh call: no handler for /nosuch (not_found)\n")
   })
 
   it("call reports an unreachable server in one line on stderr with a non-zero exit", async () => {

@@ -76,7 +76,7 @@ describe("back-pressure against a peer that stops reading", () => {
         }
       })
     })
-    const c = new IipClient({ host: "127.0.0.1", port, maxConnections: 1, maxChannelsPerConnection: 1, idleChannelsAhead: 1, maxPending: MAX_PENDING, log: () => {} })
+    const c = new IipClient({ host: "127.0.0.1", mesh: false, port, maxConnections: 1, maxChannelsPerConnection: 1, idleChannelsAhead: 1, maxPending: MAX_PENDING, log: () => {} })
     cleanup.add(() => c.close())
 
     const before = liveArrayBuffers()
@@ -85,7 +85,7 @@ describe("back-pressure against a peer that stops reading", () => {
     const allSettled = deferred()
     const fire = (seq: number) => {
       let inSend = true
-      c.send("/req", body(seq), 0, (error, answer) => {
+      c.send("/req", body(seq), { timeoutMs: 0 }, (error, answer) => {
         outcomes[seq] = { error, answer, synchronous: inSend }
         if (++settled === TOTAL + 1) allSettled.resolve()
       })
@@ -125,7 +125,7 @@ describe("back-pressure against a peer that stops reading", () => {
       expect(outcome.error).toBeUndefined()
       expect(outcome.answer!.readUInt32BE(0)).toBe(seq)
     }
-    expect(c.stats).toEqual({ connections: 1, channels: 1, pending: 0, queued: 0 })
+    expect(c.stats).toEqual({ connections: 1, mesh: 0, channels: 1, pending: 0, queued: 0 })
   })
 
   it("server: stops reading a client that does not read its answers, stays bounded, then delivers every answer in order", async () => {

@@ -4,6 +4,8 @@
 // mid-request (every outstanding request fails with ConnectionClosed at once, not at its timeout),
 // and a server that answers a request nobody made (the client closes that connection and fails
 // what was pending on it).
+// These run the client in plain IIP (`mesh: false`), as it talks to a Go server; test/iip/mesh*.test.ts
+// cover mesh mode.
 import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
 import * as readline from "node:readline"
@@ -37,7 +39,7 @@ describe("IipClient against IipServer", () => {
   afterEach(() => cleanup.run())
 
   const client = (options: Partial<ConstructorParameters<typeof IipClient>[0]> = {}) => {
-    const c = new IipClient({ host: "127.0.0.1", port: server.address.port, log: () => {}, ...options })
+    const c = new IipClient({ host: "127.0.0.1", mesh: false, port: server.address.port, log: () => {}, ...options })
     cleanup.add(() => c.close())
     return c
   }
@@ -172,7 +174,7 @@ describe("IipClient when the server process is killed", () => {
 
   it("fails all 5 outstanding requests with ConnectionClosed within 500 ms of SIGKILL, not at their timeout", async () => {
     const { child, port, messages } = await startChild()
-    const c = new IipClient({ host: "127.0.0.1", port, maxConnections: 1, maxChannelsPerConnection: 8, idleChannelsAhead: 5, log: () => {} })
+    const c = new IipClient({ host: "127.0.0.1", mesh: false, port, maxConnections: 1, maxChannelsPerConnection: 8, idleChannelsAhead: 5, log: () => {} })
     cleanup.add(() => c.close())
     expect((await c.call("/echo", "warm-up")).toString()).toBe("warm-up")
     await waitFor(() => c.stats.channels >= 5, 5000, "five channels open")
@@ -241,7 +243,7 @@ describe("IipClient facing a server that answers a request nobody made", () => {
   it("closes the connection and fails pending requests on an answer for a channel it never opened", async () => {
     const { port, state } = await startFakeServer()
     const events: Array<{ event: string; fields: Record<string, unknown> }> = []
-    const c = new IipClient({ host: "127.0.0.1", port, maxConnections: 1, maxChannelsPerConnection: 1, log: (event, fields) => void events.push({ event, fields }) })
+    const c = new IipClient({ host: "127.0.0.1", mesh: false, port, maxConnections: 1, maxChannelsPerConnection: 1, log: (event, fields) => void events.push({ event, fields }) })
     cleanup.add(() => c.close())
     const calls = ["a", "b"].map((data) => c.call("/x", data, { timeoutMs: 10_000 }).then(() => undefined, (error: unknown) => error))
     await waitFor(() => state.requests.length === 2, 5000, "both requests at the fake server")
@@ -255,7 +257,7 @@ describe("IipClient facing a server that answers a request nobody made", () => {
 
   it("closes the connection and fails pending requests on an answer on a channel with nothing outstanding", async () => {
     const { port, state } = await startFakeServer()
-    const c = new IipClient({ host: "127.0.0.1", port, maxConnections: 1, maxChannelsPerConnection: 2, idleChannelsAhead: 2, log: () => {} })
+    const c = new IipClient({ host: "127.0.0.1", mesh: false, port, maxConnections: 1, maxChannelsPerConnection: 2, idleChannelsAhead: 2, log: () => {} })
     cleanup.add(() => c.close())
     const calls = ["a", "b"].map((data) => c.call("/x", data, { timeoutMs: 10_000 }).then(() => undefined, (error: unknown) => error))
     await waitFor(() => state.requests.length === 2 && state.opened === 2 && c.stats.channels === 2, 5000, "two requests and two channels")
