@@ -10,7 +10,7 @@ import * as net from "node:net"
 import { type ClientChannel, ClientSession } from "../mux/clientSession.ts"
 import { type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { type ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, type RequestTimeout } from "../mux/errors.ts"
-import { Cancelled, type MeshCallError, MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
+import { Cancelled, type MeshCallError, type MeshReply, MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
 import { agree, decodeHello, emptyMeta, encodeHello, type Hello, MeshDefaults, MeshErrorCode, MeshFeatures, MeshPath, MeshVersion, type Meta } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch } from "./dispatch.ts"
@@ -62,7 +62,9 @@ export interface RequestOptions {
 /** One request on its way, kept whole so it can wait, or move to another connection. */
 interface Pending {
   readonly path: string
-  readonly data: Uint8Array
+  readonly data: Uint8Array | AsyncIterable<Uint8Array>
+  /** Set for `stream`: the answer is handed over as it starts, its body streaming (mesh mode only). */
+  readonly onStream: ((error: ClientError | undefined, reply: MeshReply | undefined) => void) | undefined
   readonly timeoutMs: number
   /** Date.now() after which the caller stops waiting; 0 for never. */
   readonly deadline: number
@@ -177,6 +179,7 @@ export class IipClient {
     const request: Pending = {
       path,
       data,
+      onStream: undefined,
       timeoutMs,
       deadline: timeoutMs > 0 ? Date.now() + timeoutMs : 0,
       meta: options.meta ?? emptyMeta,
@@ -188,6 +191,36 @@ export class IipClient {
       timer: undefined
     }
     this.route(request)
+  }
+
+  /**
+   * A request whose body and answer may both stream (mesh mode): `body` as an AsyncIterable goes
+   * out in chunks under the server's window; the answer comes back as soon as it starts, its
+   * body an AsyncIterable that grants the server more as it is read. `timeoutMs` covers the whole
+   * exchange; abort `signal` to stop it early.
+   */
+  stream(path: string, body: Uint8Array | AsyncIterable<Uint8Array>, options: RequestOptions = {}): Promise<MeshReply> {
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new ConnectionClosed({ message: "client is closed", sent: false }))
+      const timeoutMs = options.timeoutMs ?? 0
+      this.pending++
+      const finish = (error: ClientError | undefined, reply: MeshReply | undefined) => {
+        this.pending--
+        if (error === undefined) resolve(reply!)
+        else reject(error)
+      }
+      this.route({
+        path,
+        data: body,
+        onStream: finish,
+        timeoutMs,
+        deadline: timeoutMs > 0 ? Date.now() + timeoutMs : 0,
+        meta: options.meta ?? emptyMeta,
+        signal: options.signal,
+        callback: (error) => finish(error, undefined),
+        timer: undefined
+      })
+    })
   }
 
   /** Promise form of `send`. Empty data is sent as `{}` to plain peers, as the reference does. */
@@ -237,17 +270,26 @@ export class IipClient {
     const remaining = request.deadline === 0 ? 0 : Math.max(1, request.deadline - Date.now())
     try {
       if (pooled.link.mode === "plain") {
-        this.dispatchPlain(pooled.link.session, channel as ClientChannel, request, remaining)
+        if (!(request.data instanceof Uint8Array)) {
+          return request.callback(new ConnectionClosed({ message: `${this.address} speaks plain IIP: streaming needs mesh mode`, sent: false }), undefined)
+        }
+        this.dispatchPlain(pooled.link.session, channel as ClientChannel, request.data, request, remaining)
         return
       }
-      const options = { timeoutMs: remaining, meta: request.meta, ...(request.signal === undefined ? {} : { signal: request.signal }) }
+      const options = {
+        timeoutMs: remaining,
+        meta: request.meta,
+        streamResponse: request.onStream !== undefined,
+        ...(request.signal === undefined ? {} : { signal: request.signal })
+      }
       pooled.link.session.call(channel as OwnChannel, request.path, request.data, options, (error, reply) => {
         if (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed && !this.closed) {
           // The server is stopping and never ran it: move it to another connection.
           pooled.draining = true
           return this.route(request)
         }
-        request.callback(error, reply?.data)
+        if (request.onStream !== undefined) request.onStream(error, reply)
+        else request.callback(error, reply?.data)
       })
     } catch (error) {
       request.callback(error as Overloaded | PacketEncodeError, undefined)
@@ -255,9 +297,9 @@ export class IipClient {
   }
 
   /** Plain IIP cannot cancel: an aborted request fails here at once and its late answer is consumed. */
-  private dispatchPlain(session: ClientSession, channel: ClientChannel, request: Pending, timeoutMs: number): void {
+  private dispatchPlain(session: ClientSession, channel: ClientChannel, data: Uint8Array, request: Pending, timeoutMs: number): void {
     const signal = request.signal
-    if (signal === undefined) return session.request(channel, request.path, request.data, timeoutMs, request.callback)
+    if (signal === undefined) return session.request(channel, request.path, data, timeoutMs, request.callback)
     let settled = false
     const settle: ClientCallback = (error, answer) => {
       if (settled) return
@@ -267,7 +309,7 @@ export class IipClient {
     }
     const onAbort = () => settle(new Cancelled({ message: "request cancelled by the caller" }), undefined)
     signal.addEventListener("abort", onAbort, { once: true })
-    session.request(channel, request.path, request.data, timeoutMs, settle)
+    session.request(channel, request.path, data, timeoutMs, settle)
     if (signal.aborted) onAbort()
   }
 
@@ -285,6 +327,8 @@ export class IipClient {
       const channels = pooled.channels
       for (let c = 0; c < channels.length; c++) {
         const channel = channels[c]!
+        // A channel whose request body is still streaming out cannot start another request.
+        if ((channel as OwnChannel).sending !== undefined) continue
         if (best === undefined || channel.outstanding < best.outstanding) {
           best = channel
           bestPooled = pooled
