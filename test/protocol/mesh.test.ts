@@ -1,0 +1,105 @@
+// Pins the mesh extensions' bytes (PROTOCOL.md §10-§16): hello and its answer, the envelope with
+// metadata, answers and typed errors, control bodies and streamed messages; and the envelope
+// decoder's refusals of malformed input.
+import { describe, expect, it } from "vitest"
+import {
+  agree,
+  decodeEnvelope,
+  decodeErrorBody,
+  decodeHello,
+  encodeChannelPair,
+  encodeEnvelope,
+  encodeErrorBody,
+  encodeHello,
+  EnvelopeError,
+  MeshFeatures
+} from "../../src/protocol/mesh.ts"
+import { encodePacket } from "../../src/protocol/packet.ts"
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex")
+const hello = { version: 1, node: "a", features: [...MeshFeatures], maxMetaBytes: 8192, streamWindow: 262144, maxChannels: 1024 }
+const json = (text: string) => Buffer.from(text).toString("hex")
+
+describe("mesh vectors", () => {
+  it("hello and its answer", () => {
+    const body =
+      '{"iipmesh":1,"node":"a","features":["ping","drain","cancel","deadline","stream","push","reverse","meta"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024}'
+    expect(hex(encodePacket(1, "/sys/hello", 0, encodeHello(hello, false)))).toBe(`012f7379732f68656c6c6f0000000000000000a6${json(body)}`)
+    const answer = encodeHello({ ...hello, node: "b" }, true)
+    expect(answer.toString()).toBe(body.replace('{"iipmesh":1,"node":"a"', '{"code":0,"iipmesh":1,"node":"b"'))
+    expect(decodeHello(answer)).toStrictEqual({ ...hello, node: "b" })
+  })
+
+  it("a plain server's answer to hello is not a hello", () => {
+    expect(decodeHello(Buffer.from('{"code":102,"message":"handle error"}'))).toBeUndefined()
+  })
+
+  it("agreement takes the common features and the smaller metadata limit", () => {
+    const theirs = { ...hello, node: "b", features: ["ping", "cancel", "future"], maxMetaBytes: 1024, streamWindow: 1 << 20 }
+    expect(agree(hello, theirs)).toStrictEqual({ ...theirs, features: ["ping", "cancel"], maxMetaBytes: 1024 })
+  })
+
+  it("request with metadata, answer, error answer", () => {
+    const request = encodePacket(1, "/echo", 1, encodeEnvelope(1, 0, 1, new Map([["deadline-ms", "1000"]]), Buffer.from("hi"), 8192))
+    expect(hex(request)).toBe("012f6563686f00000000010000001c01000012000000010b646561646c696e652d6d730004313030306869")
+    expect(hex(encodePacket(5, "/echo", 1, encodeEnvelope(2, 0, 1, new Map(), Buffer.from("hi"), 8192)))).toBe(
+      "052f6563686f00000000010000000a02000000000000016869"
+    )
+    const error = encodeErrorBody({ code: "not_found", message: "no handler for /x", processed: false })
+    expect(hex(encodePacket(5, "/x", 1, encodeEnvelope(3, 0, 2, new Map(), error, 8192)))).toBe(
+      `052f7800000000010000004c0300000000000002${json('{"code":"not_found","message":"no handler for /x","processed":false}')}`
+    )
+    expect(decodeErrorBody(error)).toStrictEqual({ code: "not_found", message: "no handler for /x", processed: false })
+  })
+
+  it("envelope round trip", () => {
+    const data = encodeEnvelope(1, 1, 0xffff_ffff, new Map([["traceparent", "00-ab-cd-01"], ["k", "é"]]), Buffer.from("body"), 8192)
+    const envelope = decodeEnvelope(data, 8192)
+    expect(envelope.kind).toBe(1)
+    expect(envelope.flags).toBe(1)
+    expect(envelope.requestId).toBe(0xffff_ffff)
+    expect([...envelope.meta]).toStrictEqual([["traceparent", "00-ab-cd-01"], ["k", "é"]])
+    expect(data.subarray(envelope.bodyOffset).toString()).toBe("body")
+  })
+
+  it("control bodies: cancel, window, ping and push", () => {
+    expect(hex(encodePacket(1, "/sys/cancel", 0, encodeEnvelope(1, 1, 7, new Map(), encodeChannelPair(1, 3), 8192)))).toBe(
+      "012f7379732f63616e63656c00000000000000001001010000000000070000000100000003"
+    )
+    expect(hex(encodePacket(1, "/sys/window", 0x8000_0000, encodeEnvelope(1, 1, 4, new Map(), encodeChannelPair(1, 131072), 8192)))).toBe(
+      "012f7379732f77696e646f7700800000000000001001010000000000040000000100020000"
+    )
+    expect(hex(encodePacket(1, "/events", 0x8000_0001, encodeEnvelope(1, 1, 1, new Map(), Buffer.from("e1"), 8192)))).toBe(
+      "012f6576656e747300800000010000000a01010000000000016531"
+    )
+  })
+
+  it("a streamed request: first packet with the envelope, then 00-prefixed chunks", () => {
+    expect(hex(encodePacket(0, "/up", 2, encodeEnvelope(1, 0, 1, new Map(), Buffer.from("ab"), 8192)))).toBe(
+      "002f757000000000020000000a01000000000000016162"
+    )
+    expect(hex(encodePacket(2, "/up", 2, Buffer.of(0, 0x63, 0x64)))).toBe("022f7570000000000200000003006364")
+    expect(hex(encodePacket(3, "/up", 2, Buffer.of(0)))).toBe("032f757000000000020000000100")
+  })
+})
+
+describe("envelope refusals", () => {
+  const refuse = (data: Uint8Array, max = 8192) => () => decodeEnvelope(data, max)
+
+  it("refuses a message shorter than the envelope, an unknown kind, and metadata past its limit or the message", () => {
+    expect(refuse(Buffer.of(1, 0, 0))).toThrow(EnvelopeError)
+    expect(refuse(Buffer.of(9, 0, 0, 0, 0, 0, 0, 1))).toThrow(/unknown envelope kind 9/)
+    expect(refuse(Buffer.of(1, 0, 0x20, 0, 0, 0, 0, 1), 16)).toThrow(/exceeds the 16-byte limit/)
+    expect(refuse(Buffer.of(1, 0, 0, 5, 0, 0, 0, 1, 1))).toThrow(/runs past the message/)
+  })
+
+  it("refuses malformed metadata entries", () => {
+    expect(refuse(Buffer.of(1, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0))).toThrow(/malformed metadata/) // key length 0
+    expect(refuse(Buffer.of(1, 0, 0, 5, 0, 0, 0, 1, 1, 0x6b, 0, 9, 0))).toThrow(/malformed metadata/) // value runs past
+  })
+
+  it("refuses to encode metadata over the limit or with an empty key", () => {
+    expect(() => encodeEnvelope(1, 0, 1, new Map([["k", "x".repeat(100)]]), Buffer.alloc(0), 64)).toThrow(/exceeds the 64-byte limit/)
+    expect(() => encodeEnvelope(1, 0, 1, new Map([["", "x"]]), Buffer.alloc(0), 64)).toThrow(/must be 1..255 bytes/)
+  })
+})
