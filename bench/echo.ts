@@ -18,13 +18,13 @@
 //        --iip-channels N (maxChannelsPerConnection, default 16),
 //        --cpu-prof-dir DIR (children run with --cpu-prof into DIR; profile the client with
 //        `node --cpu-prof bench/run.ts echo ...`).
-import { type ChildProcess, spawn } from "node:child_process"
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { IipClient } from "../src/iip/client.ts"
+import { type Child, killChild, listenOn, serveChild, spawnServer } from "./children.ts"
 import { IipServer } from "../src/iip/server.ts"
 
 const HOST = "127.0.0.1"
@@ -197,7 +197,7 @@ const startServer = async (kind: ServerKind): Promise<number> => {
           res.end(body)
         })
       )
-      return listenOn(server)
+      return listenOn(server, HOST)
     }
     case "http2": {
       // Large flow-control windows so 64 streams of 14 KB are not held back by the 64 KiB default.
@@ -209,7 +209,7 @@ const startServer = async (kind: ServerKind): Promise<number> => {
           stream.end(body)
         })
       )
-      return listenOn(server)
+      return listenOn(server, HOST)
     }
     case "raw": {
       const server = net.createServer({ noDelay: true }, (socket) => {
@@ -218,24 +218,14 @@ const startServer = async (kind: ServerKind): Promise<number> => {
         socket.on("data", (chunk: Buffer) => reader.push(chunk))
         socket.on("error", () => socket.destroy())
       })
-      return listenOn(server)
+      return listenOn(server, HOST)
     }
   }
 }
 
-const listenOn = (server: net.Server | http.Server | http2.Http2Server): Promise<number> =>
-  new Promise((resolve, reject) => {
-    server.once("error", reject)
-    server.listen(0, HOST, () => resolve((server.address() as net.AddressInfo).port))
-  })
-
 const serve = async (kind: string): Promise<void> => {
   if (!(SERVER_KINDS as ReadonlyArray<string>).includes(kind)) throw new Error(`--serve: unknown kind ${kind}`)
-  const port = await startServer(kind as ServerKind)
-  // Exit with the parent: stdin is a pipe from it and ends when it goes away.
-  process.stdin.on("end", () => process.exit(0))
-  process.stdin.resume()
-  process.stdout.write(`${port}\n`)
+  await serveChild(() => startServer(kind as ServerKind))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -451,54 +441,6 @@ const parseArgs = (args: ReadonlyArray<string>): Options => {
   }
 }
 
-interface Child {
-  readonly process: ChildProcess
-  readonly port: number
-}
-
-const spawnServer = (kind: ServerKind, cpuProfDir: string | undefined): Promise<Child> =>
-  new Promise((resolve, reject) => {
-    const execArgv = cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=server-${kind}.cpuprofile`]
-    const child = spawn(process.execPath, [...execArgv, fileURLToPath(import.meta.url), "--serve", kind], {
-      stdio: ["pipe", "pipe", "inherit"]
-    })
-    let out = ""
-    const timer = setTimeout(() => fail(new Error(`${kind} server did not report its port within 10 s`)), 10_000)
-    const fail = (error: Error) => {
-      clearTimeout(timer)
-      if (child.pid !== undefined) killChild(child)
-      reject(error)
-    }
-    child.on("error", fail)
-    child.on("exit", (code) => fail(new Error(`${kind} server exited with ${code} before reporting its port`)))
-    child.stdout!.setEncoding("utf8")
-    child.stdout!.on("data", (text: string) => {
-      out += text
-      const nl = out.indexOf("\n")
-      if (nl === -1) return
-      clearTimeout(timer)
-      child.removeAllListeners("exit")
-      const port = Number(out.slice(0, nl))
-      if (!Number.isInteger(port) || port <= 0) return fail(new Error(`${kind} server printed ${JSON.stringify(out.slice(0, nl))}, not a port`))
-      resolve({ process: child, port })
-    })
-  })
-
-/** Ends a child by its pid: closing its stdin lets it exit by itself (and write a CPU profile). */
-const killChild = (child: ChildProcess): Promise<void> =>
-  new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve()
-    const force = setTimeout(() => {
-      if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, "SIGKILL")
-    }, 3000)
-    child.once("exit", () => {
-      clearTimeout(force)
-      resolve()
-    })
-    child.stdin?.end()
-    if (child.pid !== undefined) setTimeout(() => child.exitCode === null && child.signalCode === null && process.kill(child.pid!, "SIGTERM"), 1000).unref()
-  })
-
 interface Case {
   readonly system: System
   readonly inflight: number
@@ -566,7 +508,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       `${cases.length} cases, iip channels ${options.iipChannels}`
   )
   try {
-    for (const kind of kinds) children.push(await spawnServer(kind, options.cpuProfDir))
+    for (const kind of kinds) children.push(await spawnServer(import.meta.url, kind, options.cpuProfDir))
     const ports = new Map(kinds.map((kind, i) => [kind, children[i]!.port] as const))
     for (let round = 0; round < options.rounds; round++) {
       for (const inflight of options.inflights) {

@@ -7,7 +7,8 @@ interface Bench {
 }
 
 const benches: Record<string, () => Promise<Bench>> = {
-  echo: () => import("./echo.ts")
+  echo: () => import("./echo.ts"),
+  stream: () => import("./stream.ts")
 }
 
 const [name, ...rest] = process.argv.slice(2)

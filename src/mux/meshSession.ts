@@ -563,10 +563,16 @@ export class MeshSession implements MessageSink {
       for await (const piece of source) {
         let offset = 0
         while (offset < piece.length) {
-          const size = await window.take(Math.min(MeshDefaults.chunkBytes, piece.length - offset))
-          await new Promise<void>((resolve) => this.connection.writer.whenWritable(resolve))
+          const want = Math.min(MeshDefaults.chunkBytes, piece.length - offset)
+          // Await only when there is a reason to: no credit, or a congested writer.
+          const size = window.takeNow(want) || (await window.take(want))
+          const writer = this.connection.writer
+          if (writer.congested) await new Promise<void>((resolve) => writer.whenWritable(resolve))
           if (this.connection.closed) return
-          this.connection.writer.send(more, path, channel.id, Buffer.concat([chunkHeader, piece.subarray(offset, offset + size)]))
+          const packet = Buffer.allocUnsafe(1 + size)
+          packet[0] = 0
+          packet.set(piece.subarray(offset, offset + size), 1)
+          writer.send(more, path, channel.id, packet)
           offset += size
         }
       }

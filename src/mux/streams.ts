@@ -108,6 +108,14 @@ export class SendWindow {
     this.add(0)
   }
 
+  /** Takes up to `want` bytes of credit if there is any (0 when there is none, or the window closed). */
+  takeNow(want: number): number {
+    if (this.closedWith !== undefined || this.credit <= 0) return 0
+    const granted = Math.min(want, this.credit)
+    this.credit -= granted
+    return granted
+  }
+
   /** Waits for credit, then takes up to `want` bytes of it. */
   async take(want: number): Promise<number> {
     for (;;) {

@@ -28,7 +28,7 @@ export const MeshDefaults = {
   /** Largest metadata block of one message. */
   maxMetaBytes: 8 * 1024,
   /** Bytes a peer may send on one channel's stream before the receiver grants more. */
-  streamWindow: 256 * 1024,
+  streamWindow: 1024 * 1024,
   /** Body bytes per packet of a streamed message. */
   chunkBytes: 64 * 1024,
   /** Channels a peer may open on one connection. */

@@ -1,0 +1,68 @@
+// Server processes for the benches: each server runs in a child process (the bench file itself
+// with `--serve <kind>`), prints its port as one stdout line, and exits when its stdin closes.
+import { type ChildProcess, spawn } from "node:child_process"
+import type * as net from "node:net"
+import { fileURLToPath } from "node:url"
+
+export interface Child {
+  readonly process: ChildProcess
+  readonly port: number
+}
+
+/** Starts `benchFile --serve kind` and waits for the port it prints. */
+export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string | undefined): Promise<Child> =>
+  new Promise((resolve, reject) => {
+    const execArgv = cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=server-${kind}.cpuprofile`]
+    const child = spawn(process.execPath, [...execArgv, fileURLToPath(benchFile), "--serve", kind], {
+      stdio: ["pipe", "pipe", "inherit"]
+    })
+    let out = ""
+    const timer = setTimeout(() => fail(new Error(`${kind} server did not report its port within 10 s`)), 10_000)
+    const fail = (error: Error) => {
+      clearTimeout(timer)
+      if (child.pid !== undefined) void killChild(child)
+      reject(error)
+    }
+    child.on("error", fail)
+    child.on("exit", (code) => fail(new Error(`${kind} server exited with ${code} before reporting its port`)))
+    child.stdout!.setEncoding("utf8")
+    child.stdout!.on("data", (text: string) => {
+      out += text
+      const nl = out.indexOf("\n")
+      if (nl === -1) return
+      clearTimeout(timer)
+      child.removeAllListeners("exit")
+      const port = Number(out.slice(0, nl))
+      if (!Number.isInteger(port) || port <= 0) return fail(new Error(`${kind} server printed ${JSON.stringify(out.slice(0, nl))}, not a port`))
+      resolve({ process: child, port })
+    })
+  })
+
+/** Ends a child by its pid: closing its stdin lets it exit by itself (and write a CPU profile). */
+export const killChild = (child: ChildProcess): Promise<void> =>
+  new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve()
+    const force = setTimeout(() => {
+      if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, "SIGKILL")
+    }, 3000)
+    child.once("exit", () => {
+      clearTimeout(force)
+      resolve()
+    })
+    child.stdin?.end()
+    if (child.pid !== undefined) setTimeout(() => child.exitCode === null && child.signalCode === null && process.kill(child.pid!, "SIGTERM"), 1000).unref()
+  })
+
+/** The child side: serve, print the port, exit with the parent. */
+export const serveChild = async (start: () => Promise<number>): Promise<void> => {
+  const port = await start()
+  process.stdin.on("end", () => process.exit(0))
+  process.stdin.resume()
+  process.stdout.write(`${port}\n`)
+}
+
+export const listenOn = (server: Pick<net.Server, "once" | "listen" | "address">, host: string): Promise<number> =>
+  new Promise((resolve, reject) => {
+    server.once("error", reject)
+    server.listen(0, host, () => resolve((server.address() as net.AddressInfo).port))
+  })

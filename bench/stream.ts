@@ -1,0 +1,144 @@
+// Streaming throughput: one large body through one IIP channel in mesh mode (chunks of 64 KiB,
+// per-channel flow control) against a raw node:net socket copying the same bytes, in the same
+// run. Two directions: `upload` (client -> server, the server answers with the byte count) and
+// `echo` (the server streams every byte back as it arrives). Each server runs in a child process.
+//
+//   npm run -s bench -- stream            256 MiB per case, 3 rounds
+//   npm run -s bench -- stream --quick    64 MiB per case, 1 round
+// The last stdout line is one JSON object: MB/s per system and case, and iip/raw ratios.
+import * as net from "node:net"
+import { fileURLToPath } from "node:url"
+import { IipClient } from "../src/iip/client.ts"
+import { IipServer, reply } from "../src/iip/server.ts"
+import { type Child, killChild, listenOn, serveChild, spawnServer } from "./children.ts"
+
+const HOST = "127.0.0.1"
+const CHUNK = 1024 * 1024
+const KINDS = ["iip", "raw"] as const
+type Kind = (typeof KINDS)[number]
+type Direction = "upload" | "echo"
+
+/** Raw protocol: 1 mode byte ("u" upload, "e" echo), an 8-byte length, then the bytes. */
+const startRaw = (): Promise<number> => {
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    let header: Buffer | undefined
+    let remaining = 0
+    let echo = false
+    socket.on("data", (chunk: Buffer) => {
+      if (header === undefined) {
+        header = chunk.subarray(0, 9)
+        echo = header[0] === 0x65
+        remaining = Number(header.readBigUInt64BE(1))
+        chunk = chunk.subarray(9)
+      }
+      remaining -= chunk.length
+      if (echo && chunk.length > 0 && !socket.write(chunk)) {
+        socket.pause()
+        socket.once("drain", () => socket.resume())
+      }
+      if (remaining === 0 && !echo) socket.write("done")
+    })
+  })
+  return listenOn(server, HOST)
+}
+
+const startIip = async (): Promise<number> => {
+  const server = new IipServer({ host: HOST, port: 0, log: () => {} })
+  server.handle("/upload", async (request) => {
+    let bytes = 0
+    for await (const chunk of request.context.stream ?? [request.data]) bytes += chunk.length
+    return String(bytes)
+  })
+  server.handle("/echo", (request) => reply(request.context.stream ?? request.data))
+  await server.listen()
+  return server.address.port
+}
+
+async function* source(total: number): AsyncIterable<Uint8Array> {
+  const chunk = Buffer.alloc(CHUNK, 0x5a)
+  for (let sent = 0; sent < total; sent += CHUNK) yield chunk.subarray(0, Math.min(CHUNK, total - sent))
+}
+
+const runIip = async (port: number, direction: Direction, total: number): Promise<number> => {
+  const client = new IipClient({ host: HOST, port, maxConnections: 1, log: () => {} })
+  try {
+    const started = performance.now()
+    const answer = await client.stream(direction === "upload" ? "/upload" : "/echo", source(total))
+    let received = 0
+    if (answer.stream !== undefined) for await (const chunk of answer.stream) received += chunk.length
+    else received = answer.data.length
+    const elapsed = performance.now() - started
+    const ok = direction === "upload" ? Buffer.from(answer.data).toString() === String(total) || received === total : received === total
+    if (!ok) throw new Error(`iip ${direction}: got ${received} bytes back, expected ${total}`)
+    return elapsed
+  } finally {
+    client.close()
+  }
+}
+
+const runRaw = (port: number, direction: Direction, total: number): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const socket = net.connect({ host: HOST, port, noDelay: true })
+    const started = performance.now()
+    let received = 0
+    socket.on("error", reject)
+    socket.on("data", (chunk: Buffer) => {
+      received += chunk.length
+      const done = direction === "upload" ? received >= 4 : received === total
+      if (done) {
+        socket.destroy()
+        resolve(performance.now() - started)
+      }
+    })
+    socket.once("connect", async () => {
+      const header = Buffer.alloc(9)
+      header[0] = direction === "upload" ? 0x75 : 0x65
+      header.writeBigUInt64BE(BigInt(total), 1)
+      socket.write(header)
+      for await (const chunk of source(total)) {
+        if (!socket.write(chunk)) await new Promise((r) => socket.once("drain", r))
+      }
+    })
+  })
+
+const median = (values: ReadonlyArray<number>) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
+
+export const main = async (args: ReadonlyArray<string>): Promise<void> => {
+  const quick = args.includes("--quick")
+  const total = (quick ? 64 : 256) * 1024 * 1024
+  const rounds = quick ? 1 : 3
+  const children = new Map<Kind, Child>()
+  try {
+    for (const kind of KINDS) children.set(kind, await spawnServer(import.meta.url, kind, undefined))
+    const results: Record<string, number> = {}
+    process.stderr.write(`stream bench: node ${process.version}, ${total / 1024 / 1024} MiB per case, ${rounds} round(s)\n`)
+    console.log("system  direction      MB/s   vs raw")
+    for (const direction of ["upload", "echo"] as const) {
+      const rates = new Map<Kind, Array<number>>(KINDS.map((k) => [k, []]))
+      for (let round = 0; round < rounds; round++) {
+        for (const kind of KINDS) {
+          const port = children.get(kind)!.port
+          const ms = kind === "iip" ? await runIip(port, direction, total) : await runRaw(port, direction, total)
+          rates.get(kind)!.push(total / 1e6 / (ms / 1000))
+        }
+      }
+      const raw = median(rates.get("raw")!)
+      for (const kind of KINDS) {
+        const rate = median(rates.get(kind)!)
+        results[`${kind}_${direction}_mbps`] = Math.round(rate)
+        console.log(`${kind.padEnd(7)} ${direction.padEnd(9)} ${rate.toFixed(0).padStart(9)} ${(rate / raw).toFixed(2).padStart(7)}x`)
+      }
+      results[`iip_vs_raw_${direction}`] = Number((median(rates.get("iip")!) / raw).toFixed(3))
+    }
+    console.log(JSON.stringify({ bench: "stream", bytes: total, rounds, ...results, node: process.version, quick }))
+  } finally {
+    await Promise.all([...children.values()].map((child) => killChild(child.process)))
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const i = process.argv.indexOf("--serve")
+  const kind = process.argv[i + 1]
+  if (i === -1 || (kind !== "iip" && kind !== "raw")) throw new Error("usage: stream.ts --serve iip|raw")
+  void serveChild(kind === "iip" ? startIip : startRaw)
+}
