@@ -1,7 +1,7 @@
 // The `iip-mesh` command line: one subcommand per tool. Run from a checkout with
 // `npm run -s iip-mesh -- <command> [args]`.
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Effect } from "effect"
+import { Cause, Effect, Exit, Runtime } from "effect"
 import { Command } from "effect/cli"
 import { call } from "./call.ts"
 import { echoServer } from "./echoServer.ts"
@@ -11,4 +11,8 @@ const root = Command.make("iip-mesh").pipe(
   Command.withSubcommands([echoServer, call])
 )
 
-Command.run(root, { version: "0.1.0" }).pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain)
+/** A server stopped by SIGTERM or SIGINT has drained in its finalizers: that is a clean exit. */
+const teardown: Runtime.Teardown = (exit, onExit) =>
+  Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
+
+Command.run(root, { version: "0.1.0" }).pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain({ teardown }))

@@ -35,6 +35,8 @@ export interface ServerOptions {
   /** This node's name in hellos. */
   readonly node?: string
   readonly keepAlive?: KeepAliveOptions | false
+  /** How long closing the Scope of `make` lets in-flight requests finish (default 5 s). */
+  readonly drainTimeoutMs?: number
   readonly log?: Log
   readonly supervisor?: Supervisor
 }
@@ -198,7 +200,10 @@ export class IipServer {
   }
 }
 
-/** Starts a server whose lifetime is the current Scope; its timers run on the caller's Clock. */
+/**
+ * Starts a server whose lifetime is the current Scope; its timers run on the caller's Clock.
+ * Closing the Scope (SIGTERM under NodeRuntime.runMain, say) drains it first (`drainTimeoutMs`).
+ */
 export const make = (options: ServerOptions = {}): Effect.Effect<IipServer, ListenFailed, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.gen(function*() {
@@ -210,5 +215,5 @@ export const make = (options: ServerOptions = {}): Effect.Effect<IipServer, List
       })
       return server
     }),
-    (server) => Effect.promise(() => server.close())
+    (server) => server.drain(options.drainTimeoutMs ?? 5000).pipe(Effect.andThen(Effect.promise(() => server.close())))
   )

@@ -75,4 +75,12 @@ describe("iip-mesh CLI", () => {
     expect(result.code).not.toBe(0)
     expect(result.stderr).toMatch(/expected HOST:PORT\/path/)
   })
+
+  it("echo-server drains and exits 0 on SIGTERM", async () => {
+    const child = spawn(process.execPath, [main, "echo-server", "--listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "pipe"] })
+    const exited = new Promise<number | null>((done) => child.on("exit", (code) => done(code)))
+    await new Promise<void>((listening) => child.stdout.on("data", (chunk: Buffer) => chunk.toString().includes("listening") && listening()))
+    child.kill("SIGTERM")
+    expect(await exited).toBe(0)
+  })
 })
