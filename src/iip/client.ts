@@ -45,6 +45,8 @@ export interface ClientOptions {
   readonly mesh?: boolean
   /** This node's name in hellos. */
   readonly node?: string
+  /** Largest metadata block this side accepts per message in mesh mode (default 8 KiB, at most 65535). */
+  readonly maxMetaBytes?: number
   readonly keepAlive?: KeepAliveOptions | false
   readonly reconnect?: ReconnectOptions
   readonly log?: Log
@@ -100,7 +102,11 @@ export class IipClient {
   readonly address: string
   private readonly pool: Array<Pooled> = []
   private readonly queue: Array<Pending> = []
+  /** Callers of `mode` waiting for a connection. */
+  private readonly modeWaiters: Array<(error: ClientError | undefined, mode: "mesh" | "plain" | undefined) => void> = []
   private dialing = false
+  /** Why the last connection attempt failed, for requests that time out waiting for one. */
+  private lastConnectError: ConnectFailed | undefined
   private pending = 0
   private closed = false
   private readonly maxConnections: number
@@ -135,7 +141,7 @@ export class IipClient {
       version: MeshVersion,
       node: options.node ?? `iip-mesh-${process.pid}`,
       features: [...MeshFeatures],
-      maxMetaBytes: MeshDefaults.maxMetaBytes,
+      maxMetaBytes: Math.min(0xffff, options.maxMetaBytes ?? MeshDefaults.maxMetaBytes),
       streamWindow: MeshDefaults.streamWindow,
       maxChannels: MeshDefaults.maxChannels
     }
@@ -220,6 +226,17 @@ export class IipClient {
         callback: (error) => finish(error, undefined),
         timer: undefined
       })
+    })
+  }
+
+  /** Connects if there is no connection yet and tells whether the server speaks mesh mode or plain IIP. */
+  mode(): Promise<"mesh" | "plain"> {
+    const live = this.pool.find((p) => !p.draining)
+    if (live !== undefined) return Promise.resolve(live.link.mode)
+    if (this.closed) return Promise.reject(new ConnectionClosed({ message: "client is closed", sent: false }))
+    return new Promise((resolve, reject) => {
+      this.modeWaiters.push((error, mode) => (error === undefined ? resolve(mode!) : reject(error)))
+      this.grow()
     })
   }
 
@@ -327,8 +344,9 @@ export class IipClient {
       const channels = pooled.channels
       for (let c = 0; c < channels.length; c++) {
         const channel = channels[c]!
-        // A channel whose request body is still streaming out cannot start another request.
-        if ((channel as OwnChannel).sending !== undefined) continue
+        // A channel busy with a stream (its request body going out, or its answer coming in and
+        // perhaps not read yet) must not hold up a new request: skip it, `grow` opens another.
+        if ((channel as OwnChannel).streaming === true) continue
         if (best === undefined || channel.outstanding < best.outstanding) {
           best = channel
           bestPooled = pooled
@@ -345,7 +363,14 @@ export class IipClient {
         const index = this.queue.indexOf(request)
         if (index === -1) return
         this.queue.splice(index, 1)
-        request.callback(new ConnectionClosed({ message: `no connection to ${this.address} became available within ${request.timeoutMs} ms`, sent: false }), undefined)
+        const waited = `no connection to ${this.address} within ${request.timeoutMs} ms`
+        const last = this.lastConnectError
+        request.callback(
+          last === undefined
+            ? new ConnectionClosed({ message: waited, sent: false })
+            : new ConnectFailed({ message: `${waited}; last attempt: ${last.message}`, address: this.address }),
+          undefined
+        )
       }, Math.max(1, request.deadline - Date.now()))
     }
     this.queue.push(request)
@@ -363,6 +388,7 @@ export class IipClient {
   }
 
   private failQueued(error: ClientError): void {
+    for (const waiter of this.modeWaiters.splice(0)) waiter(error, undefined)
     for (const request of this.queue.splice(0)) {
       if (request.timer !== undefined) clearTimeout(request.timer)
       request.callback(error, undefined)
@@ -390,7 +416,8 @@ export class IipClient {
       opening += pooled.opening
       for (const channel of pooled.channels) if (channel.outstanding === 0) idle++
     }
-    const wanted = Math.max(this.idleChannelsAhead - idle - opening, this.queue.length > 0 && opening === 0 ? 1 : 0)
+    const waiting = this.queue.length > 0 || this.modeWaiters.length > 0
+    const wanted = Math.max(this.idleChannelsAhead - idle - opening, waiting && opening === 0 ? 1 : 0)
     for (let i = 0; i < wanted; i++) {
       const pooled = this.pool.find((p) => !p.draining && p.channels.length + p.opening < this.maxChannelsPerConnection)
       if (pooled !== undefined) this.openChannel(pooled)
@@ -434,12 +461,11 @@ export class IipClient {
         const error = yield* Effect.callback<ConnectFailed | undefined>((resume) => client.dialOnce((e) => resume(Effect.succeed(e))))
         if (error === undefined || client.closed) break
         client.log("connect-failed", { address: client.address, reason: error.message, failures: failures + 1 })
-        if (client.queue.length === 0 || client.pool.length > 0) break
-        if (failures === 0 || client.queue.every((r) => r.deadline > 0 && r.deadline - Date.now() < client.reconnect.baseMs)) {
-          // Requests that cannot outlive the next attempt learn the reason now rather than at their timeout.
-          client.failQueued(error)
-          if (client.queue.length === 0) break
-        }
+        if ((client.queue.length === 0 && client.modeWaiters.length === 0) || client.pool.length > 0) break
+        client.lastConnectError = error
+        // `mode` callers want an answer now; requests wait for the next attempt while their deadline allows.
+        for (const waiter of client.modeWaiters.splice(0)) waiter(error, undefined)
+        if (client.queue.length === 0) break
         yield* Effect.sleep(backoffDelay(failures, client.reconnect, Math.random()))
       }
     }).pipe(Effect.ensuring(Effect.sync(() => (client.dialing = false))))
@@ -489,6 +515,8 @@ export class IipClient {
   private adopt(link: Link): void {
     const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false }
     this.pool.push(pooled)
+    this.lastConnectError = undefined
+    for (const waiter of this.modeWaiters.splice(0)) waiter(undefined, link.mode)
     link.session.onClosed(() => this.drop(pooled))
     if (link.mode === "mesh") {
       link.session.onPeerDraining(() => {
@@ -498,6 +526,7 @@ export class IipClient {
       if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(link.session, this.options.keepAlive ?? defaultKeepAlive))
     }
     this.openChannel(pooled)
+    this.grow()
   }
 
   private drop(pooled: Pooled): void {

@@ -34,6 +34,8 @@ export interface ServerOptions {
   readonly mesh?: boolean
   /** This node's name in hellos. */
   readonly node?: string
+  /** Largest metadata block this side accepts per message in mesh mode (default 8 KiB, at most 65535). */
+  readonly maxMetaBytes?: number
   readonly keepAlive?: KeepAliveOptions | false
   /** How long closing the Scope of `make` lets in-flight requests finish (default 5 s). */
   readonly drainTimeoutMs?: number
@@ -65,7 +67,7 @@ export class IipServer {
       version: MeshVersion,
       node: options.node ?? `iip-mesh-${process.pid}`,
       features: [...MeshFeatures],
-      maxMetaBytes: MeshDefaults.maxMetaBytes,
+      maxMetaBytes: Math.min(0xffff, options.maxMetaBytes ?? MeshDefaults.maxMetaBytes),
       streamWindow: MeshDefaults.streamWindow,
       maxChannels: options.maxChannelsPerConnection ?? MeshDefaults.maxChannels
     }

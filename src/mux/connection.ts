@@ -161,7 +161,8 @@ export class Connection {
     this.closedWith = new ConnectionClosed({ message: `connection ${this.remoteAddress} closed: ${reason}`, sent: true })
     this.decoder.stop()
     if (graceful) {
-      this.socket.end()
+      // Packets queued in this same tick (a go-away, say) go out before the FIN.
+      this.writer.finish(() => this.socket.end())
       // A peer that never reads must not keep the socket alive forever.
       this.socket.setTimeout(5000, () => this.socket.destroy())
     } else {

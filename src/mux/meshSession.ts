@@ -92,6 +92,11 @@ export class OwnChannel {
   get outstanding(): number {
     return this.fifo.length
   }
+
+  /** A request body is streaming out, or the oldest answer is streaming in. */
+  get streaming(): boolean {
+    return this.sending !== undefined || this.fifo[0]?.incoming !== undefined
+  }
 }
 
 /** A request being served on a peer's channel. */
@@ -197,7 +202,9 @@ export class MeshSession implements MessageSink {
   /** Requests being served or waiting on the peer's channels. */
   get servingCount(): number {
     let n = 0
-    for (const channel of this.peer.values()) n += channel.mailbox.length + (channel.running === undefined ? 0 : 1)
+    for (const channel of this.peer.values()) {
+      n += channel.mailbox.length + (channel.running === undefined && channel.sendingFor === undefined ? 0 : 1)
+    }
     return n
   }
 

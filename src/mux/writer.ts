@@ -35,6 +35,8 @@ export class PacketWriter {
   private scheduled = false
   private waitingDrain = false
   private closed = false
+  /** Set by `finish`: called once everything queued is written. */
+  private finishing: (() => void) | undefined
   private readonly writableWaiters: Array<() => void> = []
   private readonly flushNow = () => this.flush()
   private readonly onDrain = () => {
@@ -62,7 +64,7 @@ export class PacketWriter {
   /** Queues one packet. Throws PacketEncodeError (nothing queued) or Overloaded. */
   send(status: number, path: string, channelId: number, data: Uint8Array): void {
     const size = checkPacket(status, path, channelId, data.length)
-    if (this.closed) throw new Overloaded({ message: "connection is closed", limit: "closed" })
+    if (this.closed || this.finishing !== undefined) throw new Overloaded({ message: "connection is closed", limit: "closed" })
     if (this.queuedBytes + size > this.limits.maxQueuedBytes && this.queuedBytes > 0) {
       throw new Overloaded({
         message: `write queue holds ${this.queuedBytes} bytes, limit ${this.limits.maxQueuedBytes}`,
@@ -87,6 +89,13 @@ export class PacketWriter {
     else this.writableWaiters.push(callback)
   }
 
+  /** Writes what is queued, refuses anything new, and calls `then` once all of it reached the socket. */
+  finish(then: () => void): void {
+    if (this.closed) return then()
+    this.finishing = then
+    this.flush()
+  }
+
   /** Stops writing; queued packets are discarded (the connection is gone). */
   close(): void {
     this.closed = true
@@ -104,6 +113,7 @@ export class PacketWriter {
     if (this.closed || this.waitingDrain) return
     if (this.statuses.length === 0) {
       if (!this.congested) this.releaseWaiters()
+      this.finishIfDone()
       return
     }
     const { statuses, paths, channels, datas, sizes } = this
@@ -143,9 +153,18 @@ export class PacketWriter {
     if (!ok) {
       this.waitingDrain = true
       this.sink.once("drain", this.onDrain)
-    } else if (!this.congested) {
-      this.releaseWaiters()
+    } else {
+      if (!this.congested) this.releaseWaiters()
+      this.finishIfDone()
     }
+  }
+
+  private finishIfDone(): void {
+    const then = this.finishing
+    if (then === undefined || this.statuses.length > 0 || this.waitingDrain) return
+    this.finishing = undefined
+    this.closed = true
+    then()
   }
 
   private allSmall(datas: Array<Uint8Array>): boolean {
