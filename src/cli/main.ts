@@ -5,6 +5,7 @@ import { Cause, Effect, Exit, Runtime } from "effect"
 import { Command } from "effect/cli"
 import { call } from "./call.ts"
 import { echoServer } from "./echoServer.ts"
+import { runSidecar } from "./sidecar.ts"
 
 const root = Command.make("iip-mesh").pipe(
   Command.withDescription("IIP library tools and the iip-mesh sidecar"),
@@ -15,4 +16,8 @@ const root = Command.make("iip-mesh").pipe(
 const teardown: Runtime.Teardown = (exit, onExit) =>
   Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
 
-Command.run(root, { version: "0.1.0" }).pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain({ teardown }))
+// The sidecar reads its flags together with its environment and config file (src/config), so it
+// takes its arguments as they come rather than through the command parser.
+const [command, ...rest] = process.argv.slice(2)
+const program = command === "sidecar" ? runSidecar(rest) : Command.run(root, { version: "0.1.0" }).pipe(Effect.provide(NodeServices.layer))
+program.pipe(NodeRuntime.runMain({ teardown }))

@@ -1,0 +1,45 @@
+// `iip-mesh sidecar [flags]`: loads the configuration (flags > environment > config file >
+// defaults), starts the admin server, then the sidecar, prints one line with its addresses and
+// runs until SIGTERM/SIGINT, which drains it (src/sidecar/sidecar.ts) before exiting 0.
+import { Effect, Result } from "effect"
+import * as Admin from "../admin/adminServer.ts"
+import { loadSidecarConfig, parseFlags, settings } from "../config/sidecarConfig.ts"
+import type { Sidecar } from "../sidecar/sidecar.ts"
+import * as SidecarLive from "../sidecar/sidecar.ts"
+
+export const sidecarHelp = (): string =>
+  [
+    "iip-mesh sidecar: carries the local app's HTTP over IIP to other services' sidecars",
+    "",
+    "settings (flag / environment variable): ",
+    ...settings.map((s) => `  ${s.flag.padEnd(18)} ${s.env.padEnd(26)} ${s.help}`),
+    `  ${"--config FILE".padEnd(18)} ${"IIP_MESH_CONFIG".padEnd(26)} a JSON file with any of the settings above (keys as in /config)`
+  ].join("\n")
+
+export const runSidecar = (argv: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    if (argv.includes("--help")) {
+      process.stdout.write(`${sidecarHelp()}\n`)
+      return
+    }
+    const loaded = loadSidecarConfig({ flags: parseFlags(argv), env: process.env })
+    if (Result.isFailure(loaded)) {
+      process.stderr.write(`iip-mesh sidecar: ${loaded.failure.message}\n`)
+      process.exitCode = 2
+      return
+    }
+    const config = loaded.success
+    let sidecar: Sidecar | undefined
+    const admin = yield* Admin.make(config.admin, () => sidecar)
+    sidecar = yield* SidecarLive.make(config)
+    const line = {
+      event: "sidecar-ready",
+      service: config.service,
+      node: config.node,
+      outbound: `${sidecar.outbound.host}:${sidecar.outbound.port}`,
+      inbound: `${sidecar.inbound.host}:${sidecar.inbound.port}`,
+      admin: `${admin.host}:${admin.port}`
+    }
+    process.stdout.write(`${JSON.stringify(line)}\n`)
+    return yield* Effect.never
+  }).pipe(Effect.scoped)

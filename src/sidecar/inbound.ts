@@ -1,0 +1,85 @@
+// Inbound: a request from another sidecar (or a plain IIP caller), forwarded to the local app
+// over keep-alive HTTP, the app's answer streamed back on the same channel. A cancel or a passed
+// deadline aborts the request to the app. An app that cannot be reached is `app_unavailable`
+// (not processed: safe to retry on another instance).
+import * as http from "node:http"
+import type { HandlerValue } from "../iip/dispatch.ts"
+import { failure, type IncomingRequest, reply } from "../iip/server.ts"
+import { endToEndHeaders, headersFromPlainQuery, headersOf, HttpMeta, responseMeta, toOutgoing } from "./httpEnvelope.ts"
+import { AppErrorCode } from "./proxyError.ts"
+
+const WHOLE_BODY_LIMIT = 64 * 1024
+
+export interface InboundOptions {
+  readonly appHost: string
+  readonly appPort: number
+}
+
+/** A request without HTTP metadata came from a plain IIP caller using the reference adapter's convention. */
+const plainRequest = (request: IncomingRequest) => {
+  const headerArg = request.query.get("__http_hdr__")?.[0]
+  const params = new URLSearchParams(request.rawQuery)
+  params.delete("__http_hdr__")
+  const query = params.toString()
+  const isEmpty = request.data.length === 2 && request.data[0] === 0x7b && request.data[1] === 0x7d
+  return {
+    method: isEmpty ? "GET" : "POST",
+    path: query === "" ? request.path : `${request.path}?${query}`,
+    headers: headerArg === undefined ? [] : headersFromPlainQuery(headerArg),
+    body: isEmpty ? Buffer.alloc(0) : request.data
+  }
+}
+
+const collect = async (source: AsyncIterable<Buffer>): Promise<Buffer> => {
+  const parts: Array<Buffer> = []
+  for await (const chunk of source) parts.push(chunk)
+  return Buffer.concat(parts)
+}
+
+export const makeInboundHandler = (options: InboundOptions) => {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
+  return (request: IncomingRequest): Promise<HandlerValue> =>
+    new Promise<HandlerValue>((resolve) => {
+      const plain = !request.meta.has(HttpMeta.method)
+      const head = plain
+        ? plainRequest(request)
+        : { method: request.meta.get(HttpMeta.method)!, path: request.rawPath, headers: headersOf(request.meta), body: request.data }
+      const authority = request.meta.get(HttpMeta.authority)
+      const appRequest = http.request({
+        host: options.appHost,
+        port: options.appPort,
+        method: head.method,
+        path: head.path,
+        headers: { ...toOutgoing(head.headers), ...(authority === undefined ? {} : { host: authority }) },
+        agent,
+        signal: request.signal
+      })
+      appRequest.on("error", (error: NodeJS.ErrnoException) => {
+        const refused = error.code === "ECONNREFUSED" || error.code === "ENOTFOUND"
+        resolve(failure(refused ? AppErrorCode.unavailable : AppErrorCode.failed, `app at ${options.appHost}:${options.appPort}: ${error.code ?? error.message}`, !refused))
+      })
+      appRequest.on("response", (response) => {
+        const length = Number(response.headers["content-length"] ?? NaN)
+        const meta = responseMeta(response.statusCode ?? 502, endToEndHeaders(response.rawHeaders))
+        if (plain || length <= WHOLE_BODY_LIMIT) {
+          collect(response).then(
+            (body) => resolve(plain ? (body.length === 0 ? "{}" : body) : reply(body, meta)),
+            (error: Error) => resolve(failure(AppErrorCode.failed, `app answer broke off: ${error.message}`, true))
+          )
+        } else {
+          resolve(reply(response as AsyncIterable<Buffer>, meta))
+        }
+      })
+      const stream = request.context.stream
+      if (stream === undefined) {
+        appRequest.end(head.body)
+        return
+      }
+      ;(async () => {
+        for await (const chunk of stream) {
+          if (!appRequest.write(chunk)) await new Promise((r) => appRequest.once("drain", r))
+        }
+        appRequest.end()
+      })().catch((error: Error) => appRequest.destroy(error))
+    })
+}

@@ -1,0 +1,162 @@
+// Outbound: the local app's HTTP call, in the order it happens. The app names the target service
+// by Host (`catalog`, `catalog.mesh`) or by an absolute URI (so HTTP_PROXY works); the registry
+// picks an endpoint; the request goes over that endpoint's pooled IIP connection (mesh mode: head
+// in metadata, body streamed; plain IIP: the reference adapter's `__http_hdr__` convention); the
+// answer streams back to the app. Bodies are never gathered beyond one small chunk.
+import type { IncomingMessage, ServerResponse } from "node:http"
+import type { IipClient } from "../iip/client.ts"
+import type { MeshReply } from "../mux/meshSession.ts"
+import { EnvelopeError } from "../protocol/mesh.ts"
+import { parseSystemAnswer } from "../protocol/systemMessages.ts"
+import { type EndpointRegistry, endpointKey } from "./endpoints.ts"
+import { endToEndHeaders, headersOf, HttpMeta, plainRequestPath, requestMeta, toOutgoing, withForwarded } from "./httpEnvelope.ts"
+import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
+
+/** Bodies up to this size travel as one message; larger or unknown-length ones stream. */
+const WHOLE_BODY_LIMIT = 64 * 1024
+/** A plain IIP peer takes one packet. */
+const PLAIN_BODY_LIMIT = 16 * 1024 * 1024
+
+export interface Target {
+  readonly service: string
+  /** Path and query, as the app sent them. */
+  readonly uri: string
+  readonly authority: string
+}
+
+export interface AccessRecord {
+  readonly service: string
+  readonly endpoint: string
+  readonly method: string
+  readonly uri: string
+  readonly status: number
+  readonly durationMs: number
+  readonly error?: { readonly hop: string; readonly reason: string }
+}
+
+export interface OutboundOptions {
+  readonly registry: EndpointRegistry
+  readonly requestTimeoutMs: number
+  readonly onAccess: (record: AccessRecord) => void
+}
+
+/** Which service a request is for: the absolute URI's host, else the Host header; `.mesh` and the port dropped. */
+export const targetOf = (req: IncomingMessage): Target => {
+  const url = req.url ?? "/"
+  let authority = req.headers.host ?? ""
+  let uri = url
+  if (!url.startsWith("/")) {
+    const absolute = URL.canParse(url) ? new URL(url) : undefined
+    if (absolute === undefined || absolute.protocol !== "http:") {
+      throw new ProxyError({ status: 400, reason: "bad_target", hop: "outbound", message: `cannot proxy ${JSON.stringify(url.slice(0, 100))}` })
+    }
+    authority = absolute.host
+    uri = `${absolute.pathname}${absolute.search}`
+  }
+  const host = authority.startsWith("[") ? authority.slice(0, authority.indexOf("]") + 1) : authority.split(":")[0]!
+  const service = host.toLowerCase().replace(/\.mesh$/, "").replace(/\.$/, "")
+  if (service === "") throw new ProxyError({ status: 400, reason: "no_target", hop: "outbound", message: "name the service in the Host header or an absolute URI" })
+  return { service, uri, authority }
+}
+
+const hasBody = (req: IncomingMessage): boolean =>
+  req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0")
+
+const readBody = async (req: IncomingMessage, limit: number): Promise<Buffer> => {
+  const parts: Array<Buffer> = []
+  let total = 0
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    total += chunk.length
+    if (total > limit) throw new ProxyError({ status: 413, reason: "body_too_large", hop: "outbound", message: `a plain IIP service takes at most ${limit} bytes` })
+    parts.push(chunk)
+  }
+  return Buffer.concat(parts, total)
+}
+
+/** Writes a streamed body to the app, waiting for it to drain; stops when the app goes away. */
+const pipeToResponse = async (res: ServerResponse, body: AsyncIterable<Uint8Array>): Promise<void> => {
+  for await (const chunk of body) {
+    if (res.destroyed) return
+    if (!res.write(chunk)) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          res.off("drain", done)
+          res.off("close", done)
+          resolve()
+        }
+        res.on("drain", done)
+        res.on("close", done)
+      })
+    }
+  }
+  res.end()
+}
+
+/** A plain IIP service's in-band error bodies (PROTOCOL.md §6) become HTTP statuses, not 200. */
+const plainStatus = (data: Buffer): { readonly status: number; readonly error: ProxyError | undefined } => {
+  if (data.length > 200 || data[0] !== 0x7b) return { status: 200, error: undefined }
+  const answer = parseSystemAnswer(data)
+  if (answer === undefined || !(answer.code === 102 || answer.code === 101 || answer.code === -1)) return { status: 200, error: undefined }
+  if (answer.code === 102) return { status: 404, error: undefined }
+  return { status: 502, error: new ProxyError({ status: 502, reason: answer.code === 101 ? "no_response" : "handler_failed", hop: "app", message: answer.message }) }
+}
+
+export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingMessage, res: ServerResponse): void => {
+  const started = performance.now()
+  let target: Target | undefined
+  let endpointName = "-"
+  const finish = (status: number, error?: ProxyError) =>
+    options.onAccess({
+      service: target?.service ?? "-",
+      endpoint: endpointName,
+      method: req.method ?? "GET",
+      uri: target?.uri ?? req.url ?? "",
+      status,
+      durationMs: performance.now() - started,
+      ...(error === undefined ? {} : { error: { hop: error.hop, reason: error.reason } })
+    })
+  const fail = (error: unknown) => {
+    const proxyError = error instanceof EnvelopeError
+      ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
+      : proxyErrorOf(error, endpointName)
+    sendProxyError(res, proxyError)
+    finish(proxyError.status, proxyError)
+  }
+  const forward = async () => {
+    target = targetOf(req)
+    const endpoint = options.registry.pick(target.service)
+    if (endpoint === undefined) {
+      throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${target.service}` })
+    }
+    endpointName = endpointKey(endpoint)
+    if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
+    const client = options.registry.clientOf(endpoint)
+    const abort = new AbortController()
+    res.once("close", () => res.writableFinished || abort.abort())
+    const headers = withForwarded(endToEndHeaders(req.rawHeaders), req.socket.remoteAddress ?? "", target.authority)
+    const mode = await client.mode()
+    if (mode === "plain") return forwardPlain(client, target, headers, abort.signal)
+    const length = Number(req.headers["content-length"] ?? NaN)
+    const body = !hasBody(req) ? Buffer.alloc(0) : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)
+    const reply: MeshReply = await client.stream(target.uri, body, {
+      meta: requestMeta(req.method ?? "GET", target.authority, headers),
+      timeoutMs: options.requestTimeoutMs,
+      signal: abort.signal
+    })
+    const status = Number(reply.meta.get(HttpMeta.status) ?? "502")
+    res.writeHead(status, toOutgoing(headersOf(reply.meta)))
+    if (reply.stream !== undefined) await pipeToResponse(res, reply.stream)
+    else res.end(reply.data)
+    finish(status)
+  }
+  const forwardPlain = async (client: IipClient, target: Target, headers: ReadonlyArray<readonly [string, string]>, signal: AbortSignal) => {
+    const body = await readBody(req, PLAIN_BODY_LIMIT)
+    const data = await client.call(plainRequestPath(target.uri, headers), body.length === 0 ? "{}" : body, { timeoutMs: options.requestTimeoutMs, signal })
+    const { status, error } = plainStatus(data)
+    if (error !== undefined) throw error
+    res.writeHead(status, { "content-length": data.length })
+    res.end(data)
+    finish(status)
+  }
+  forward().catch(fail)
+}

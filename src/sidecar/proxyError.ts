@@ -1,0 +1,66 @@
+// Why a proxied request failed, as the app sees it (PROTOCOL.md §17.4): 502 when the upstream
+// failed, 503 when there is no endpoint or it is overloaded or draining, 504 when the deadline
+// passed. Each carries the hop that failed and a short reason, in a JSON body and in the
+// `x-iip-mesh-error` header, so the app can act on it.
+import { Data } from "effect"
+import type { ServerResponse } from "node:http"
+import { ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
+import { Cancelled, RemoteError } from "../mux/meshSession.ts"
+import { MeshErrorCode } from "../protocol/mesh.ts"
+
+/** Which sidecar decided: the caller's (`outbound`), the callee's (`inbound`), or the callee app. */
+export type Hop = "outbound" | "inbound" | "app"
+
+export class ProxyError extends Data.TaggedError("ProxyError")<{
+  readonly status: 400 | 413 | 414 | 502 | 503 | 504
+  readonly reason: string
+  readonly hop: Hop
+  readonly message: string
+}> {}
+
+/** Mesh error codes the inbound sidecar uses for its app. */
+export const AppErrorCode = {
+  unavailable: "app_unavailable",
+  failed: "app_failed"
+} as const
+
+/** The ProxyError for whatever a forwarded request failed with. */
+export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
+  if (error instanceof ProxyError) return error
+  if (error instanceof RequestTimeout) return new ProxyError({ status: 504, reason: "deadline", hop: "outbound", message: `no answer from ${endpoint} in time` })
+  if (error instanceof ConnectFailed) return new ProxyError({ status: 502, reason: "connect_failed", hop: "outbound", message: error.message })
+  if (error instanceof Overloaded) return new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: error.message })
+  if (error instanceof ConnectionClosed) return new ProxyError({ status: 502, reason: "connection_lost", hop: "outbound", message: error.message })
+  if (error instanceof Cancelled) return new ProxyError({ status: 502, reason: "cancelled", hop: "outbound", message: error.message })
+  if (error instanceof RemoteError) {
+    switch (error.code) {
+      case MeshErrorCode.deadlineExceeded:
+        return new ProxyError({ status: 504, reason: "deadline", hop: "inbound", message: error.message })
+      case MeshErrorCode.overloaded:
+      case MeshErrorCode.draining:
+        return new ProxyError({ status: 503, reason: error.code, hop: "inbound", message: error.message })
+      case AppErrorCode.unavailable:
+      case AppErrorCode.failed:
+        return new ProxyError({ status: 502, reason: error.code, hop: "app", message: error.message })
+      default:
+        return new ProxyError({ status: 502, reason: error.code, hop: "inbound", message: error.message })
+    }
+  }
+  return new ProxyError({ status: 502, reason: "upstream_failed", hop: "outbound", message: error instanceof Error ? error.message : String(error) })
+}
+
+/** Answers the app with the error, unless the response has already started. */
+export const sendProxyError = (res: ServerResponse, error: ProxyError): void => {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  const body = JSON.stringify({ error: error.reason, message: error.message, hop: error.hop })
+  res.writeHead(error.status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+    "x-iip-mesh-error": `${error.hop}; reason=${error.reason}`,
+    ...(error.status === 503 ? { "retry-after": "1" } : {})
+  })
+  res.end(body)
+}

@@ -1,0 +1,118 @@
+// One sidecar: the inbound IIP server in front of the local app, the outbound HTTP listener for
+// the app's calls, and the endpoint registry between them. Its lifetime is a Scope: closing it
+// (SIGTERM) turns it not ready, drains the IIP connections, lets in-flight requests finish
+// within the drain timeout, then closes everything.
+import { Effect, type Scope } from "effect"
+import * as http from "node:http"
+import type * as net from "node:net"
+import * as Server from "../iip/server.ts"
+import { type Log, stderrLog } from "../iip/log.ts"
+import { Supervisor } from "../iip/supervisor.ts"
+import type { SidecarConfig } from "../config/sidecarConfig.ts"
+import { type Endpoint, EndpointRegistry } from "./endpoints.ts"
+import { makeInboundHandler } from "./inbound.ts"
+import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
+
+export interface HostPort {
+  readonly host: string
+  readonly port: number
+}
+
+export const splitAddress = (address: string): HostPort => {
+  const colon = address.lastIndexOf(":")
+  const host = address.slice(0, colon)
+  return { host: host.startsWith("[") ? host.slice(1, -1) : host, port: Number(address.slice(colon + 1)) }
+}
+
+export interface Sidecar {
+  readonly config: SidecarConfig
+  readonly registry: EndpointRegistry
+  readonly outbound: HostPort
+  readonly inbound: HostPort
+  /** False from the moment a stop begins. */
+  readonly ready: () => boolean
+  /** Marks the sidecar not ready: the first step of a stop, before anything closes. */
+  readonly beginStop: () => void
+  readonly inFlight: () => number
+}
+
+/** Metadata blocks up to this size: HTTP heads can be larger than the library's 8 KiB default. */
+const SIDECAR_META_BYTES = 60 * 1024
+
+const listen = (server: http.Server, address: HostPort) =>
+  Effect.callback<HostPort, Server.ListenFailed>((resume) => {
+    const onError = (error: NodeJS.ErrnoException) =>
+      resume(Effect.fail(new Server.ListenFailed({ message: `cannot listen on ${address.host}:${address.port}: ${error.code ?? error.message}` })))
+    server.once("error", onError)
+    server.listen(address.port, address.host, () => {
+      server.off("error", onError)
+      const bound = server.address() as net.AddressInfo
+      resume(Effect.succeed({ host: bound.address, port: bound.port }))
+    })
+  })
+
+export const staticEndpoints = (config: SidecarConfig): Map<string, Array<Endpoint>> =>
+  new Map(
+    Object.entries(config.endpoints).map(([service, specs]) => [
+      service,
+      specs.map((spec) => ({ service, ...splitAddress(spec.address), weight: spec.weight, source: "static" }))
+    ])
+  )
+
+export const make = (config: SidecarConfig, log: Log = stderrLog): Effect.Effect<Sidecar, Server.ListenFailed, Scope.Scope> =>
+  Effect.gen(function*() {
+    const supervisor = yield* Supervisor.current
+    let ready = false
+    let inFlight = 0
+    const registry = new EndpointRegistry({ node: config.node, requestTimeoutMs: config.requestTimeoutMs, log, supervisor })
+    yield* Effect.addFinalizer(() => Effect.sync(() => registry.close()))
+    for (const [service, endpoints] of staticEndpoints(config)) registry.set(service, endpoints)
+
+    // Inbound: other sidecars -> this app. Its Scope drains it on close.
+    const inboundAddress = splitAddress(config.inbound)
+    const inbound = yield* Server.make({
+      ...inboundAddress,
+      node: config.node,
+      maxMetaBytes: SIDECAR_META_BYTES,
+      drainTimeoutMs: config.drainTimeoutMs,
+      supervisor,
+      log
+    })
+    if (config.app !== null) {
+      const app = splitAddress(config.app)
+      inbound.handlePrefix("/", makeInboundHandler({ appHost: app.host, appPort: app.port }))
+    }
+
+    // Outbound: this app -> other services.
+    const onAccess = config.accessLog
+      ? (record: AccessRecord) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`)
+      : () => {}
+    const handler = makeOutboundHandler({ registry, requestTimeoutMs: config.requestTimeoutMs, onAccess })
+    const outboundServer = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+      inFlight++
+      res.once("close", () => inFlight--)
+      handler(req, res)
+    })
+    const outbound = yield* Effect.acquireRelease(listen(outboundServer, splitAddress(config.outbound)), () =>
+      Effect.gen(function*() {
+        // Stop taking new requests, let the running ones finish within the drain timeout.
+        ready = false
+        outboundServer.close()
+        outboundServer.closeIdleConnections()
+        for (let waited = 0; inFlight > 0 && waited < config.drainTimeoutMs; waited += 10) yield* Effect.sleep(10)
+        outboundServer.closeAllConnections()
+      })
+    )
+    ready = true
+    // Registered last, so it runs first when the Scope closes.
+    yield* Effect.addFinalizer(() => Effect.sync(() => (ready = false)))
+    return {
+      config,
+      registry,
+      outbound,
+      inbound: inbound.address,
+      ready: () => ready,
+      beginStop: () => (ready = false),
+      inFlight: () => inFlight
+    }
+  })
