@@ -5,6 +5,7 @@ import { Cause, Effect, Exit, Runtime } from "effect"
 import { Command } from "effect/cli"
 import { call } from "./call.ts"
 import { echoServer } from "./echoServer.ts"
+import { runDemo } from "./demo.ts"
 import { runSidecar } from "./sidecar.ts"
 
 const root = Command.make("iip-mesh").pipe(
@@ -17,7 +18,11 @@ const teardown: Runtime.Teardown = (exit, onExit) =>
   Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
 
 // The sidecar reads its flags together with its environment and config file (src/config), so it
-// takes its arguments as they come rather than through the command parser.
+// and the demo built on it take their arguments as they come rather than through the command parser.
 const [command, ...rest] = process.argv.slice(2)
-const program = command === "sidecar" ? runSidecar(rest) : Command.run(root, { version: "0.1.0" }).pipe(Effect.provide(NodeServices.layer))
+const program: Effect.Effect<unknown, unknown> = command === "sidecar"
+  ? runSidecar(rest)
+  : command === "demo"
+  ? runDemo(rest)
+  : Command.run(root, { version: "0.1.0" }).pipe(Effect.provide(NodeServices.layer))
 program.pipe(NodeRuntime.runMain({ teardown }))

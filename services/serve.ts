@@ -1,0 +1,56 @@
+// Shared start-up of the demo services: listen on PORT (0 picks one), print one JSON line with
+// the port, stop cleanly on SIGTERM/SIGINT, and exit when stdin closes (so a demo that dies
+// leaves no service behind).
+import * as http from "node:http"
+import type * as net from "node:net"
+
+export type Route = (req: http.IncomingMessage, url: URL) => Promise<{ readonly status?: number; readonly type?: string; readonly body: string }>
+
+export const serve = (service: string, route: Route): void => {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://localhost")
+    route(req, url).then(
+      ({ status = 200, type = "application/json", body }) => {
+        res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body) })
+        res.end(body)
+      },
+      (error: unknown) => {
+        const body = JSON.stringify({ error: error instanceof Error ? error.message : String(error) })
+        res.writeHead(502, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+        res.end(body)
+      }
+    )
+  })
+  server.listen(Number(process.env.PORT ?? 0), process.env.HOST ?? "127.0.0.1", () => {
+    const port = (server.address() as net.AddressInfo).port
+    process.stdout.write(`${JSON.stringify({ event: "listening", service, port })}\n`)
+  })
+  const stop = () => server.close(() => process.exit(0))
+  process.once("SIGTERM", stop)
+  process.once("SIGINT", stop)
+  if (process.env.EXIT_WITH_STDIN === "1") {
+    process.stdin.once("end", stop)
+    process.stdin.resume()
+  }
+}
+
+/** Calls another service through this service's sidecar: plain HTTP, the service named by Host. */
+export const callService = (service: string, path: string): Promise<unknown> =>
+  new Promise((resolve, reject) => {
+    const sidecar = new URL(process.env.SIDECAR_URL ?? "http://127.0.0.1:4140")
+    const req = http.request({ host: sidecar.hostname, port: sidecar.port, path, headers: { host: service } }, (res) => {
+      let text = ""
+      res.setEncoding("utf8")
+      res.on("data", (chunk: string) => (text += chunk))
+      res.on("end", () => {
+        if ((res.statusCode ?? 500) >= 400) return reject(new Error(`${service}${path}: ${res.statusCode} ${text}`))
+        try {
+          resolve(JSON.parse(text))
+        } catch {
+          reject(new Error(`${service}${path}: not JSON`))
+        }
+      })
+    })
+    req.on("error", reject)
+    req.end()
+  })

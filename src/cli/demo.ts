@@ -1,0 +1,111 @@
+// `iip-mesh demo [--ready-file PATH]` (what `npm start` runs): the demo services of services/ as
+// child processes, each fronted by a sidecar in this process, wired by static endpoints on this
+// host (nothing leaves loopback). Prints what to open; Ctrl-C drains the sidecars and stops the
+// services. Services also exit when this process's pipe to them closes, so none outlives it.
+import { Data, Effect, Result, type Scope } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import { writeFileSync } from "node:fs"
+import { resolve } from "node:path"
+import * as Admin from "../admin/adminServer.ts"
+import { loadSidecarConfig } from "../config/sidecarConfig.ts"
+import type { Sidecar } from "../sidecar/sidecar.ts"
+import * as SidecarLive from "../sidecar/sidecar.ts"
+
+export class DemoFailed extends Data.TaggedError("DemoFailed")<{ readonly message: string }> {}
+
+const servicesDir = resolve(import.meta.dirname, "../../services")
+
+interface App {
+  readonly name: string
+  readonly port: number
+  readonly pid: number
+}
+
+const stopChild = (child: ChildProcess) =>
+  Effect.callback<void>((resume) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+    const force = setTimeout(() => child.kill("SIGKILL"), 3000)
+    child.once("exit", () => {
+      clearTimeout(force)
+      resume(Effect.void)
+    })
+    child.kill("SIGTERM")
+  })
+
+/** Starts services/<script>.ts and waits for its "listening" line. */
+const startApp = (name: string, script: string, env: Record<string, string>): Effect.Effect<App, DemoFailed, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.callback<readonly [ChildProcess, number], DemoFailed>((resume) => {
+      const child = spawn(process.execPath, [resolve(servicesDir, `${script}.ts`)], {
+        env: { ...process.env, ...env, PORT: "0", EXIT_WITH_STDIN: "1" },
+        stdio: ["pipe", "pipe", "inherit"]
+      })
+      let out = ""
+      child.once("exit", (code) => resume(Effect.fail(new DemoFailed({ message: `${name} exited with ${code} while starting` }))))
+      child.stdout!.on("data", (chunk: Buffer) => {
+        out += chunk.toString()
+        const line = out.split("\n").find((l) => l.includes('"listening"'))
+        if (line === undefined) return
+        child.removeAllListeners("exit")
+        resume(Effect.succeed([child, (JSON.parse(line) as { port: number }).port] as const))
+      })
+    }),
+    ([child]) => stopChild(child)
+  ).pipe(Effect.map(([child, port]) => ({ name, port, pid: child.pid ?? 0 })))
+
+/** A sidecar (with its admin server) in this process, configured as `iip-mesh sidecar` would be. */
+const startSidecar = (service: string, app: App | undefined, endpoints: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const flags = new Map<string, Array<string>>([
+      ["--service", [service]],
+      ["--node", [`${app?.name ?? service}-sidecar`]],
+      ["--app", [app === undefined ? "none" : `127.0.0.1:${app.port}`]],
+      ["--outbound", ["127.0.0.1:0"]],
+      ["--inbound", ["127.0.0.1:0"]],
+      ["--admin", ["127.0.0.1:0"]],
+      ["--drain-timeout", ["3s"]],
+      ...(endpoints.length > 0 ? [["--endpoint", [...endpoints]] as [string, Array<string>]] : [])
+    ])
+    const loaded = loadSidecarConfig({ flags, env: {} })
+    if (Result.isFailure(loaded)) return yield* new DemoFailed({ message: loaded.failure.message })
+    let sidecar: Sidecar | undefined
+    const admin = yield* Admin.make(loaded.success.admin, () => sidecar)
+    sidecar = yield* SidecarLive.make(loaded.success)
+    return { sidecar, admin: `http://${admin.host}:${admin.port}` }
+  })
+
+const address = (sidecar: Sidecar) => `${sidecar.inbound.host}:${sidecar.inbound.port}`
+
+export const runDemo = (argv: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const readyAt = argv.indexOf("--ready-file")
+    const readyFile = readyAt === -1 ? undefined : argv[readyAt + 1]
+    const catalogApp = yield* startApp("catalog", "catalog", {})
+    const pricingA = yield* startApp("pricing-a", "pricing", { INSTANCE: "pricing-a (weight 3)" })
+    const pricingB = yield* startApp("pricing-b", "pricing", { INSTANCE: "pricing-b (weight 1)" })
+    const catalog = yield* startSidecar("catalog", catalogApp, [])
+    const pricingSidecarA = yield* startSidecar("pricing", pricingA, [])
+    const pricingSidecarB = yield* startSidecar("pricing", pricingB, [])
+    const store = yield* startSidecar("storefront", undefined, [
+      `catalog=${address(catalog.sidecar)}`,
+      `pricing=${address(pricingSidecarA.sidecar)}#3`,
+      `pricing=${address(pricingSidecarB.sidecar)}#1`
+    ])
+    const outbound = `${store.sidecar.outbound.host}:${store.sidecar.outbound.port}`
+    const storefront = yield* startApp("storefront", "storefront", { SIDECAR_URL: `http://${outbound}` })
+    const entry = `http://127.0.0.1:${storefront.port}/`
+    const admins = [store, catalog, pricingSidecarA, pricingSidecarB].map((s) => s.admin)
+    process.stdout.write(
+      [
+        "iip-mesh demo is up: storefront -> (sidecar) -> catalog, pricing x2 (weights 3:1), all on this host.",
+        `  open      ${entry}`,
+        `  try       curl -H 'Host: catalog' http://${outbound}/products`,
+        `  admins    ${admins.join("  ")}`,
+        "  stop      Ctrl-C",
+        ""
+      ].join("\n")
+    )
+    const pids = [catalogApp, pricingA, pricingB, storefront].map((app) => app.pid)
+    if (readyFile !== undefined) writeFileSync(readyFile, JSON.stringify({ entry, outbound: `http://${outbound}`, admins, pids }, null, 2))
+    return yield* Effect.never
+  }).pipe(Effect.scoped)

@@ -1,0 +1,88 @@
+// `npm start` is `iip-mesh demo`: the demo services come up behind their sidecars, the storefront
+// page is served with data from catalog and pricing through the mesh, pricing calls follow the
+// 3:1 weights, and SIGINT stops everything with exit 0, leaving no service process behind.
+import { type ChildProcess, spawn } from "node:child_process"
+import { readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+
+const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
+const readyFile = join(tmpdir(), `iip-mesh-demo-${process.pid}.json`)
+
+interface Ready {
+  readonly entry: string
+  readonly outbound: string
+  readonly admins: ReadonlyArray<string>
+  readonly pids: ReadonlyArray<number>
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+describe("iip-mesh demo", () => {
+  let demo: ChildProcess
+  let ready: Ready
+  let exited: Promise<number | null>
+
+  beforeAll(async () => {
+    demo = spawn(process.execPath, [main, "demo", "--ready-file", readyFile], { stdio: ["ignore", "pipe", "inherit"] })
+    exited = new Promise((done) => demo.once("exit", (code) => done(code)))
+    await new Promise<void>((up, failed) => {
+      let out = ""
+      demo.stdout!.on("data", (chunk: Buffer) => {
+        out += chunk.toString()
+        if (out.includes("stop      Ctrl-C")) up()
+      })
+      demo.once("exit", (code) => failed(new Error(`demo exited with ${code} before it was up`)))
+    })
+    ready = JSON.parse(readFileSync(readyFile, "utf8")) as Ready
+  }, 30_000)
+
+  afterAll(() => {
+    if (demo.exitCode === null) demo.kill("SIGKILL")
+    rmSync(readyFile, { force: true })
+  })
+
+  it("writes the ready file with the entry URL and every sidecar's admin URL", () => {
+    expect(ready.entry).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/)
+    expect(ready.admins).toHaveLength(4)
+    expect(ready.pids.every(alive)).toBe(true)
+  })
+
+  it("serves the storefront page with products from catalog and prices from pricing", async () => {
+    const page = await (await fetch(ready.entry)).text()
+    expect(page).toContain("Espresso cup")
+    expect(page).toMatch(/prices from <b>pricing-[ab]/)
+    const api = (await (await fetch(`${ready.entry}api/products`)).json()) as { products: Array<{ price: number | null }> }
+    expect(api.products).toHaveLength(4)
+    expect(api.products.every((p) => typeof p.price === "number")).toBe(true)
+  })
+
+  it("spreads pricing calls 3:1 over its two instances", async () => {
+    const seen: Record<string, number> = {}
+    for (let i = 0; i < 40; i++) {
+      const api = (await (await fetch(`${ready.entry}api/products`)).json()) as { pricedBy: string }
+      seen[api.pricedBy] = (seen[api.pricedBy] ?? 0) + 1
+    }
+    expect(seen).toStrictEqual({ "pricing-a (weight 3)": 30, "pricing-b (weight 1)": 10 })
+  })
+
+  it("every sidecar's admin reports ready and its view of the mesh", async () => {
+    for (const admin of ready.admins) expect((await fetch(`${admin}/ready`)).status).toBe(200)
+    const mesh = (await (await fetch(`${ready.admins[0]}/mesh`)).json()) as { services: Record<string, Array<{ weight: number }>> }
+    expect(mesh.services.pricing!.map((e) => e.weight).sort()).toStrictEqual([1, 3])
+  })
+
+  it("stops on SIGINT with exit 0 and leaves no service process behind", async () => {
+    demo.kill("SIGINT")
+    expect(await exited).toBe(0)
+    expect(ready.pids.filter(alive)).toStrictEqual([])
+  }, 20_000)
+})
