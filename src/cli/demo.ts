@@ -80,9 +80,14 @@ export const runDemo = (argv: ReadonlyArray<string>) =>
   Effect.gen(function*() {
     const readyAt = argv.indexOf("--ready-file")
     const readyFile = readyAt === -1 ? undefined : argv[readyAt + 1]
-    const catalogApp = yield* startApp("catalog", "catalog", {})
-    const pricingA = yield* startApp("pricing-a", "pricing", { INSTANCE: "pricing-a (weight 3)" })
-    const pricingB = yield* startApp("pricing-b", "pricing", { INSTANCE: "pricing-b (weight 1)" })
+    const [catalogApp, pricingA, pricingB] = yield* Effect.all(
+      [
+        startApp("catalog", "catalog", {}),
+        startApp("pricing-a", "pricing", { INSTANCE: "pricing-a (weight 3)" }),
+        startApp("pricing-b", "pricing", { INSTANCE: "pricing-b (weight 1)" })
+      ],
+      { concurrency: "unbounded" }
+    )
     const catalog = yield* startSidecar("catalog", catalogApp, [])
     const pricingSidecarA = yield* startSidecar("pricing", pricingA, [])
     const pricingSidecarB = yield* startSidecar("pricing", pricingB, [])
