@@ -144,7 +144,9 @@ export class IipServer {
       for (const session of server.meshes) session.goAway("server is stopping")
       const started = Date.now()
       for (let waited = 0; waited < deadlineMs; waited += 10) {
-        for (const session of server.meshes) if (session.servingCount === 0) session.connection.close("drained", true)
+        for (const session of server.meshes) {
+          if (session.goAwayAcknowledged && session.servingCount === 0) session.connection.close("drained", true)
+        }
         for (const session of server.plain) if (session.idle) session.connection.close("drained", true)
         if (server.connectionCount === 0) return
         yield* Effect.sleep(Math.min(10, deadlineMs - waited))

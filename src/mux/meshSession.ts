@@ -169,6 +169,11 @@ export class MeshSession implements MessageSink {
   peerDraining = false
   /** This side said go-away: new requests from the peer are refused with `draining`. */
   localDraining = false
+  /**
+   * The peer answered our go-away. It answers once it has stopped sending new requests, and TCP
+   * keeps order, so every request it sent before is already here: closing is safe from now on.
+   */
+  goAwayAcknowledged = false
   /** Round-trip time of the last answered ping, in ms. */
   lastRttMs: number | undefined
 
@@ -291,11 +296,17 @@ export class MeshSession implements MessageSink {
     })
   }
 
-  /** Says go-away: the peer sends no new requests; new ones that cross it are refused with `draining`. */
+  /**
+   * Says go-away: the peer sends no new requests; new ones that cross it are refused with
+   * `draining` (not processed, so the peer sends them elsewhere). The peer's answer sets
+   * `goAwayAcknowledged`.
+   */
   goAway(reason: string): void {
     if (this.localDraining || this.connection.closed) return
     this.localDraining = true
-    this.push(this.ownControl, MeshPath.goAway, Buffer.from(JSON.stringify({ reason }), "utf8"))
+    this.call(this.ownControl, MeshPath.goAway, Buffer.from(JSON.stringify({ reason }), "utf8"), {}, (error) => {
+      if (error === undefined) this.goAwayAcknowledged = true
+    })
   }
 
   /** The caller stops waiting: tell the peer to stop, keep the slot so pairing holds. */
@@ -540,6 +551,10 @@ export class MeshSession implements MessageSink {
       case MeshPath.goAway:
         this.peerDraining = true
         for (const listener of this.drainListeners.splice(0)) listener()
+        // The listeners stopped new requests on this connection; the answer tells the peer so.
+        if (!oneway) {
+          this.connection.writer.send(Status.ResponseWhole, path, this.peerControl, encodeEnvelope(EnvelopeKind.response, 0, requestId, emptyMeta, new Uint8Array(0), this.agreed.maxMetaBytes))
+        }
         return
       default:
         if (!oneway) {

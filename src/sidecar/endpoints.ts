@@ -32,6 +32,8 @@ interface ServiceSet {
 
 export class EndpointRegistry {
   private readonly services = new Map<string, ServiceSet>()
+  /** Endpoints that just refused a request, and until when (Date.now()) pickers avoid them. */
+  private readonly downUntil = new Map<string, number>()
   private readonly clients = new Map<string, IipClient>()
   private readonly options: EndpointRegistryOptions
 
@@ -61,9 +63,21 @@ export class EndpointRegistry {
     return [...this.services.keys()]
   }
 
-  /** The next endpoint for `service` by weight; undefined when it has none. */
-  pick(service: string): Endpoint | undefined {
-    return this.services.get(service)?.picker.pick()
+  /**
+   * The next endpoint for `service` by weight, skipping `exclude` and endpoints marked down (unless
+   * nothing else is left); undefined when it has none.
+   */
+  pick(service: string, exclude: ReadonlySet<string> = new Set()): Endpoint | undefined {
+    const set = this.services.get(service)
+    if (set === undefined) return undefined
+    const now = Date.now()
+    const up = (e: Endpoint) => !exclude.has(endpointKey(e)) && (this.downUntil.get(endpointKey(e)) ?? 0) <= now
+    return set.picker.pick(up) ?? set.picker.pick((e) => !exclude.has(endpointKey(e)))
+  }
+
+  /** Keeps pickers away from an endpoint for `ms` (it refused a request without running it). */
+  markDown(endpoint: Endpoint, ms: number): void {
+    this.downUntil.set(endpointKey(endpoint), Date.now() + ms)
   }
 
   /** The pooled client of an endpoint, made on first use. */

@@ -2,15 +2,32 @@
 // by Host (`catalog`, `catalog.mesh`) or by an absolute URI (so HTTP_PROXY works); the registry
 // picks an endpoint; the request goes over that endpoint's pooled IIP connection (mesh mode: head
 // in metadata, body streamed; plain IIP: the reference adapter's `__http_hdr__` convention); the
-// answer streams back to the app. Bodies are never gathered beyond one small chunk.
+// answer streams back to the app. Bodies are never gathered beyond one small chunk. A request
+// refused without being run (no connection, a draining peer, its app not listening) goes to
+// another endpoint, when its body is small enough to have been held whole.
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { IipClient } from "../iip/client.ts"
-import type { MeshReply } from "../mux/meshSession.ts"
+import { ConnectFailed, ConnectionClosed } from "../mux/errors.ts"
+import { type MeshReply, RemoteError } from "../mux/meshSession.ts"
 import { EnvelopeError } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import { type EndpointRegistry, endpointKey } from "./endpoints.ts"
 import { endToEndHeaders, headersOf, HttpMeta, plainRequestPath, requestMeta, toOutgoing, withForwarded } from "./httpEnvelope.ts"
 import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
+
+/** Attempts per request when an endpoint refuses it without running it. */
+const MAX_ATTEMPTS = 3
+/** How long an endpoint that refused a request is skipped by the picker. */
+const DOWN_MS = 2000
+
+/**
+ * A failure after which another endpoint may safely take the request: it never reached a handler
+ * (no connection, refused while draining or overloaded, the app not listening).
+ */
+const notProcessed = (error: unknown): boolean =>
+  error instanceof ConnectFailed ||
+  (error instanceof ConnectionClosed && !error.sent) ||
+  (error instanceof RemoteError && !error.processed)
 
 /** Bodies up to this size travel as one message; larger or unknown-length ones stream. */
 const WHOLE_BODY_LIMIT = 64 * 1024
@@ -124,33 +141,54 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
   }
   const forward = async () => {
     target = targetOf(req)
-    const endpoint = options.registry.pick(target.service)
-    if (endpoint === undefined) {
-      throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${target.service}` })
-    }
-    endpointName = endpointKey(endpoint)
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
-    const client = options.registry.clientOf(endpoint)
     const abort = new AbortController()
     res.once("close", () => res.writableFinished || abort.abort())
     const headers = withForwarded(endToEndHeaders(req.rawHeaders), req.socket.remoteAddress ?? "", target.authority)
-    const mode = await client.mode()
-    if (mode === "plain") return forwardPlain(client, target, headers, abort.signal)
     const length = Number(req.headers["content-length"] ?? NaN)
+    // A body held whole can be sent again to another endpoint; a streamed one cannot.
     const body = !hasBody(req) ? Buffer.alloc(0) : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)
-    const reply: MeshReply = await client.stream(target.uri, body, {
-      meta: requestMeta(req.method ?? "GET", target.authority, headers),
-      timeoutMs: options.requestTimeoutMs,
-      signal: abort.signal
-    })
+    const tried = new Set<string>()
+    let reply: MeshReply | undefined
+    let lastError: unknown
+    for (let attempt = 1; reply === undefined; attempt++) {
+      const endpoint = options.registry.pick(target.service, tried)
+      if (endpoint === undefined) {
+        if (lastError !== undefined) throw lastError
+        throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${target.service}` })
+      }
+      endpointName = endpointKey(endpoint)
+      tried.add(endpointName)
+      const client = options.registry.clientOf(endpoint)
+      try {
+        const mode = await client.mode()
+        if (mode === "plain") return await forwardPlain(client, target, headers, body, abort.signal)
+        reply = await client.stream(target.uri, body, {
+          meta: requestMeta(req.method ?? "GET", target.authority, headers),
+          timeoutMs: options.requestTimeoutMs,
+          signal: abort.signal
+        })
+      } catch (error) {
+        if (notProcessed(error)) options.registry.markDown(endpoint, DOWN_MS)
+        const retry = notProcessed(error) && body instanceof Uint8Array && attempt < MAX_ATTEMPTS && !abort.signal.aborted
+        if (!retry) throw error
+        lastError = error
+      }
+    }
     const status = Number(reply.meta.get(HttpMeta.status) ?? "502")
     res.writeHead(status, toOutgoing(headersOf(reply.meta)))
     if (reply.stream !== undefined) await pipeToResponse(res, reply.stream)
     else res.end(reply.data)
     finish(status)
   }
-  const forwardPlain = async (client: IipClient, target: Target, headers: ReadonlyArray<readonly [string, string]>, signal: AbortSignal) => {
-    const body = await readBody(req, PLAIN_BODY_LIMIT)
+  const forwardPlain = async (
+    client: IipClient,
+    target: Target,
+    headers: ReadonlyArray<readonly [string, string]>,
+    held: Uint8Array | AsyncIterable<Buffer>,
+    signal: AbortSignal
+  ) => {
+    const body = held instanceof Uint8Array ? held : await readBody(req, PLAIN_BODY_LIMIT)
     const data = await client.call(plainRequestPath(target.uri, headers), body.length === 0 ? "{}" : body, { timeoutMs: options.requestTimeoutMs, signal })
     const { status, error } = plainStatus(data)
     if (error !== undefined) throw error
