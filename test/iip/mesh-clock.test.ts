@@ -34,6 +34,13 @@ const useCleanup = Effect.acquireRelease(
 /** Real I/O, bounded in real time. */
 const awaitReal = <A>(promise: Promise<A>, what: string, timeoutMs = 5000) => Effect.promise(() => withTimeout(promise, timeoutMs, what))
 
+/** Resolves once `condition` holds, checking after each turn of the event loop (real I/O only). */
+const waitUntil = (condition: () => boolean): Promise<void> =>
+  new Promise((resolve) => {
+    const check = () => (condition() ? resolve() : setImmediate(check))
+    check()
+  })
+
 /** A port that nothing listens on: the OS picks it, we close it. */
 const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
@@ -195,8 +202,15 @@ describe("drain on the TestClock", () => {
       expect((yield* Effect.promise(() => client.call("/echo", "a", { timeoutMs: 0 }))).toString()).toBe("a")
       const clientSession = client.meshSessions[0]!
       const closed = new Promise<string>((resolve) => clientSession.onClosed((error) => resolve(error.message)))
-      yield* server.drain(5000) // idle: closes at once, no clock needed
+      const goAway = new Promise<void>((resolve) => clientSession.onPeerDraining(resolve))
+      const drain = yield* Effect.forkChild(server.drain(5000))
+      yield* awaitReal(goAway, "the client to see the go-away")
+      // Its answer to the go-away is on the way back (real I/O): step the drain's 10 ms checks until it closes.
+      const serverSession = [...server.meshSessions][0]!
+      yield* awaitReal(waitUntil(() => serverSession.goAwayAcknowledged), "the server to get the go-away answered")
+      yield* TestClock.adjust("10 millis")
       const reason = yield* awaitReal(closed, "the client to see the close")
+      yield* Fiber.join(drain)
       expect({ goAwaySeen: clientSession.peerDraining, reason }).toMatchObject({ goAwaySeen: true })
     }))
 
