@@ -234,6 +234,8 @@ export class IipClient {
     const live = this.pool.find((p) => !p.draining)
     if (live !== undefined) return Promise.resolve(live.link.mode)
     if (this.closed) return Promise.reject(new ConnectionClosed({ message: "client is closed", sent: false }))
+    // Between failed attempts the answer is known: do not make the caller wait for the next one.
+    if (this.dialing && this.lastConnectError !== undefined) return Promise.reject(this.lastConnectError)
     return new Promise((resolve, reject) => {
       this.modeWaiters.push((error, mode) => (error === undefined ? resolve(mode!) : reject(error)))
       this.grow()
@@ -301,9 +303,10 @@ export class IipClient {
       }
       pooled.link.session.call(channel as OwnChannel, request.path, request.data, options, (error, reply) => {
         if (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed && !this.closed) {
-          // The server is stopping and never ran it: move it to another connection.
+          // The server is stopping and never ran it: move it to another live connection if there
+          // is one; otherwise hand the refusal back, so the caller can go to another server now.
           pooled.draining = true
-          return this.route(request)
+          if (this.pool.some((p) => !p.draining)) return this.route(request)
         }
         if (request.onStream !== undefined) request.onStream(error, reply)
         else request.callback(error, reply?.data)

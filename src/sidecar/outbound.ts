@@ -149,6 +149,8 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
     const body = !hasBody(req) ? Buffer.alloc(0) : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)
     const tried = new Set<string>()
+    // One deadline for the whole request, however many endpoints it tries.
+    const deadline = Date.now() + options.requestTimeoutMs
     let reply: MeshReply | undefined
     let lastError: unknown
     for (let attempt = 1; reply === undefined; attempt++) {
@@ -162,10 +164,10 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
       const client = options.registry.clientOf(endpoint)
       try {
         const mode = await client.mode()
-        if (mode === "plain") return await forwardPlain(client, target, headers, body, abort.signal)
+        if (mode === "plain") return await forwardPlain(client, target, headers, body, Math.max(1, deadline - Date.now()), abort.signal)
         reply = await client.stream(target.uri, body, {
           meta: requestMeta(req.method ?? "GET", target.authority, headers),
-          timeoutMs: options.requestTimeoutMs,
+          timeoutMs: Math.max(1, deadline - Date.now()),
           signal: abort.signal
         })
       } catch (error) {
@@ -186,10 +188,11 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
     target: Target,
     headers: ReadonlyArray<readonly [string, string]>,
     held: Uint8Array | AsyncIterable<Buffer>,
+    timeoutMs: number,
     signal: AbortSignal
   ) => {
     const body = held instanceof Uint8Array ? held : await readBody(req, PLAIN_BODY_LIMIT)
-    const data = await client.call(plainRequestPath(target.uri, headers), body.length === 0 ? "{}" : body, { timeoutMs: options.requestTimeoutMs, signal })
+    const data = await client.call(plainRequestPath(target.uri, headers), body.length === 0 ? "{}" : body, { timeoutMs, signal })
     const { status, error } = plainStatus(data)
     if (error !== undefined) throw error
     res.writeHead(status, { "content-length": data.length })

@@ -1,4 +1,4 @@
-// Why a proxied request failed, as the app sees it (PROTOCOL.md §17.4): 502 when the upstream
+// Why a proxied request failed, as the app sees it (PROTOCOL.md §17.3): 502 when the upstream
 // failed, 503 when there is no endpoint or it is overloaded or draining, 504 when the deadline
 // passed. Each carries the hop that failed and a short reason, in a JSON body and in the
 // `x-iip-mesh-error` header, so the app can act on it.

@@ -1,0 +1,190 @@
+// Graceful stop of a sidecar: closing its Scope (what SIGTERM does under the CLI) first turns it
+// not ready (sidecar.ready() and the admin's /ready), then drains: a slow request already in
+// flight through A -> B finishes with 200 within the drain timeout, and the Scope finishes closing
+// once it has (not at the drain deadline). The CLI `iip-mesh sidecar` does the same and exits 0
+// on SIGTERM.
+import { Effect, Exit, Scope } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import type * as http from "node:http"
+import { resolve } from "node:path"
+import { afterEach, describe, expect, it } from "vitest"
+import * as Admin from "../../src/admin/adminServer.ts"
+import * as SidecarLive from "../../src/sidecar/sidecar.ts"
+import { Cleanup, deferred, withTimeout } from "../support/iipRaw.ts"
+import { call, quietLog, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+
+/** GETs the admin's /ready until it answers `status`, at most `timeoutMs` (readiness announces itself with no event). */
+const waitForReady = async (adminPort: number, status: number, timeoutMs: number): Promise<number> => {
+  const deadline = performance.now() + timeoutMs
+  for (;;) {
+    const answer = await call(adminPort, { path: "/ready", headers: { host: "admin" }, timeoutMs: 1000 }).catch(() => undefined)
+    if (answer?.status === status) return performance.now()
+    if (performance.now() > deadline) throw new Error(`admin /ready did not answer ${status} within ${timeoutMs} ms (last: ${answer?.status})`)
+    await new Promise<void>((r) => setTimeout(r, 5))
+  }
+}
+
+/** An app whose requests wait until the test releases them. */
+const slowApp = () => {
+  const got = deferred()
+  const release = deferred()
+  const state = { finishedAt: 0 }
+  const handler: http.RequestListener = (req, res) => {
+    req.resume()
+    got.resolve()
+    res.once("finish", () => (state.finishedAt = performance.now()))
+    release.promise.then(() => res.end("finished slowly"))
+  }
+  return { got, release, handler, state }
+}
+
+describe("graceful stop", () => {
+  let cleanup = new Cleanup()
+  afterEach(async () => {
+    await cleanup.run()
+    cleanup = new Cleanup()
+  })
+
+  it("closing B's Scope turns B not ready first (ready() and admin /ready), then lets the in-flight request finish with 200", async () => {
+    const slow = slowApp()
+    const app = await startApp(cleanup, slow.handler)
+    // B with its admin server in one Scope, as the CLI runs them (admin first, so it answers during the drain).
+    const scope = await Effect.runPromise(Scope.make())
+    let closing: Promise<void> | undefined
+    const stopB = () => (closing ??= Effect.runPromise(Scope.close(scope, Exit.void)))
+    cleanup.add(stopB)
+    let b: SidecarLive.Sidecar | undefined
+    const bConfig = sidecarConfig({ service: "catalog", app: app.address, drainTimeoutMs: 5000 })
+    const admin = await Effect.runPromise(Admin.make(bConfig.admin, () => b).pipe(Scope.provide(scope)))
+    b = await Effect.runPromise(SidecarLive.make(bConfig, quietLog).pipe(Scope.provide(scope)))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: `127.0.0.1:${b.inbound.port}`, weight: 1 }] } }))
+
+    expect(b.ready()).toBe(true)
+    expect((await call(admin.port, { path: "/ready" })).status).toBe(200)
+
+    let answeredAt = 0
+    const inFlight = call(a.outboundPort, { path: "/slow", timeoutMs: 10_000 }).then((answer) => {
+      answeredAt = performance.now()
+      return answer
+    })
+    await withTimeout(slow.got.promise, 5000, "the app to receive the slow request")
+
+    const stopStarted = performance.now()
+    let closedAt = 0
+    const closed = stopB().then(() => (closedAt = performance.now()))
+    const readyFalseAt = await waitForReady(admin.port, 503, 2000)
+    expect(b.ready()).toBe(false)
+    const readyBody = await call(admin.port, { path: "/ready" })
+    expect(JSON.parse(readyBody.body.toString())).toStrictEqual({ ready: false })
+    // Still draining: the request is in flight, the Scope not closed.
+    expect(answeredAt).toBe(0)
+    expect(closedAt).toBe(0)
+
+    slow.release.resolve()
+    const answer = await inFlight
+    expect(answer.status).toBe(200)
+    expect(answer.body.toString()).toBe("finished slowly")
+    await withTimeout(closed, 5000, "B's Scope to finish closing")
+    expect(readyFalseAt).toBeLessThan(answeredAt)
+    // The Scope stayed open until the app had answered (B then relays it; A may deliver it a moment after B closed).
+    expect(slow.state.finishedAt).toBeGreaterThan(0)
+    expect(slow.state.finishedAt).toBeLessThanOrEqual(closedAt)
+    // It closed once idle, not at the 5 s drain deadline.
+    expect(closedAt - stopStarted).toBeLessThan(4000)
+  })
+
+  it("a stop with nothing in flight finishes at once, far below the drain timeout", async () => {
+    const app = await startApp(cleanup, (_req, res) => res.end("ok"))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, drainTimeoutMs: 5000 }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    expect((await call(a.outboundPort, { path: "/" })).status).toBe(200)
+    const started = performance.now()
+    await withTimeout(b.stop(), 5000, "B to stop")
+    expect(b.sidecar.ready()).toBe(false)
+    expect(performance.now() - started).toBeLessThan(1000)
+  })
+
+  describe("the CLI", () => {
+    const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
+    let child: ChildProcess | undefined
+    afterEach(() => {
+      if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(child.pid, "SIGKILL")
+      child = undefined
+    })
+
+    interface ReadyLine {
+      readonly event: string
+      readonly outbound: string
+      readonly inbound: string
+      readonly admin: string
+    }
+
+    const startCli = (args: ReadonlyArray<string>) => {
+      const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_")))
+      const proc = spawn(process.execPath, [main, "sidecar", ...args], { stdio: ["ignore", "pipe", "pipe"], env })
+      child = proc
+      let stderr = ""
+      proc.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => proc.on("exit", (code, signal) => done({ code, signal })))
+      const ready = withTimeout(
+        new Promise<ReadyLine>((found, failed) => {
+          let out = ""
+          proc.stdout!.on("data", (chunk: Buffer) => {
+            out += chunk.toString()
+            const newline = out.indexOf("\n")
+            if (newline !== -1) found(JSON.parse(out.slice(0, newline)) as ReadyLine)
+          })
+          proc.once("exit", (code) => failed(new Error(`sidecar exited with ${code} before it was ready: ${stderr}`)))
+        }),
+        15_000,
+        "the sidecar-ready line"
+      )
+      return { proc, ready, exited, stderr: () => stderr }
+    }
+
+    const portOf = (address: string) => Number(address.slice(address.lastIndexOf(":") + 1))
+
+    it("`iip-mesh sidecar` exits 0 on SIGTERM", async () => {
+      const cli = startCli(["--service", "catalog", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+      const line = await cli.ready
+      expect(line.event).toBe("sidecar-ready")
+      expect(portOf(line.outbound)).toBeGreaterThan(0)
+      expect((await call(portOf(line.admin), { path: "/ready" })).status).toBe(200)
+      cli.proc.kill("SIGTERM")
+      const exit = await withTimeout(cli.exited, 10_000, "the sidecar to exit after SIGTERM")
+      expect(exit, cli.stderr()).toStrictEqual({ code: 0, signal: null })
+    })
+
+    it("on SIGTERM the CLI sidecar turns not ready, finishes the in-flight request with 200, then exits 0", async () => {
+      const slow = slowApp()
+      const app = await startApp(cleanup, slow.handler)
+      const cli = startCli([
+        "--service", "catalog",
+        "--app", app.address,
+        "--outbound", "127.0.0.1:0",
+        "--inbound", "127.0.0.1:0",
+        "--admin", "127.0.0.1:0",
+        "--drain-timeout", "5s"
+      ])
+      const line = await cli.ready
+      const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: line.inbound, weight: 1 }] } }))
+      let answeredAt = 0
+      const inFlight = call(a.outboundPort, { path: "/slow", timeoutMs: 10_000 }).then((answer) => {
+        answeredAt = performance.now()
+        return answer
+      })
+      await withTimeout(slow.got.promise, 5000, "the app to receive the slow request")
+      cli.proc.kill("SIGTERM")
+      const readyFalseAt = await waitForReady(portOf(line.admin), 503, 3000)
+      expect(answeredAt).toBe(0)
+      expect(cli.proc.exitCode).toBeNull()
+      slow.release.resolve()
+      const answer = await inFlight
+      expect(answer.status).toBe(200)
+      expect(answer.body.toString()).toBe("finished slowly")
+      expect(readyFalseAt).toBeLessThan(answeredAt)
+      const exit = await withTimeout(cli.exited, 10_000, "the sidecar to exit after the drain")
+      expect(exit, cli.stderr()).toStrictEqual({ code: 0, signal: null })
+    })
+  })
+})

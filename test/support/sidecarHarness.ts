@@ -1,0 +1,203 @@
+// Helpers for the sidecar tests (test/sidecar): real node:http apps on 127.0.0.1 port 0,
+// in-process sidecars whose lifetime is a Scope the test closes (or the Cleanup closes for it),
+// the usual app <- sidecar B <- sidecar A topology, and a small HTTP client that returns status,
+// raw headers and body. Everything started is registered with a Cleanup, so it goes away even
+// when the test fails.
+import { Effect, Exit, Scope } from "effect"
+import * as http from "node:http"
+import type * as net from "node:net"
+import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import type { Log } from "../../src/iip/log.ts"
+import * as SidecarLive from "../../src/sidecar/sidecar.ts"
+import type { Cleanup } from "./iipRaw.ts"
+
+export const LOOPBACK = "127.0.0.1"
+
+/** A node:http app on 127.0.0.1:0; `close` ends it and every connection it has. */
+export interface App {
+  readonly server: http.Server
+  readonly port: number
+  readonly address: string
+  /** Every request the app received, in order (method, url, headers as node parsed them). */
+  readonly seen: Array<{ readonly method: string; readonly url: string; readonly headers: http.IncomingHttpHeaders; readonly rawHeaders: ReadonlyArray<string> }>
+  readonly close: () => Promise<void>
+}
+
+export const startApp = async (cleanup: Cleanup, handler: http.RequestListener, port = 0): Promise<App> => {
+  const seen: Array<App["seen"][number]> = []
+  const server = http.createServer((req, res) => {
+    seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, rawHeaders: req.rawHeaders })
+    handler(req, res)
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject)
+    server.listen(port, LOOPBACK, () => {
+      server.off("error", reject)
+      resolve()
+    })
+  })
+  const bound = (server.address() as net.AddressInfo).port
+  let closed: Promise<void> | undefined
+  const close = () =>
+    (closed ??= new Promise<void>((resolve) => {
+      server.close(() => resolve())
+      server.closeAllConnections()
+    }))
+  cleanup.add(close)
+  return { server, port: bound, address: `${LOOPBACK}:${bound}`, seen, close }
+}
+
+/** A sidecar configuration for tests: every listener on 127.0.0.1:0, quiet, short drain. */
+export const sidecarConfig = (overrides: Partial<SidecarConfig> & Pick<SidecarConfig, "service">): SidecarConfig => ({
+  node: `test-${overrides.service}`,
+  app: null,
+  outbound: `${LOOPBACK}:0`,
+  inbound: `${LOOPBACK}:0`,
+  admin: `${LOOPBACK}:0`,
+  endpoints: {},
+  requestTimeoutMs: 10_000,
+  drainTimeoutMs: 1000,
+  accessLog: false,
+  ...overrides
+})
+
+export interface RunningSidecar {
+  readonly sidecar: SidecarLive.Sidecar
+  readonly scope: Scope.Closeable
+  /** "127.0.0.1:PORT" of the inbound IIP listener, as another sidecar's endpoint. */
+  readonly inboundAddress: string
+  readonly outboundPort: number
+  /** Closes the sidecar's Scope (a graceful stop); idempotent. */
+  readonly stop: () => Promise<void>
+}
+
+/** Library log events of all sidecars a test starts (kept for diagnosis, never printed). */
+export const quietLog: Log = () => {}
+
+/** Starts a sidecar in its own Scope; the Cleanup closes the Scope unless the test already did. */
+export const startSidecar = async (cleanup: Cleanup, config: SidecarConfig, log: Log = quietLog): Promise<RunningSidecar> => {
+  const scope = await Effect.runPromise(Scope.make())
+  let stopped: Promise<void> | undefined
+  const stop = () => (stopped ??= Effect.runPromise(Scope.close(scope, Exit.void)))
+  cleanup.add(stop)
+  const sidecar = await Effect.runPromise(SidecarLive.make(config, log).pipe(Scope.provide(scope)))
+  return {
+    sidecar,
+    scope,
+    inboundAddress: `${LOOPBACK}:${sidecar.inbound.port}`,
+    outboundPort: sidecar.outbound.port,
+    stop
+  }
+}
+
+export interface Mesh {
+  readonly app: App
+  /** The callee's sidecar, in front of `app` (service "catalog"). */
+  readonly b: RunningSidecar
+  /** The caller's sidecar (service "store"), endpoints catalog = B's inbound. */
+  readonly a: RunningSidecar
+}
+
+/** app <- sidecar B ("catalog") <- sidecar A ("store"). */
+export const startMesh = async (
+  cleanup: Cleanup,
+  handler: http.RequestListener,
+  options: { readonly a?: Partial<SidecarConfig>; readonly b?: Partial<SidecarConfig> } = {}
+): Promise<Mesh> => {
+  const app = await startApp(cleanup, handler)
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, ...options.b }))
+  const a = await startSidecar(
+    cleanup,
+    sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] }, ...options.a })
+  )
+  return { app, b, a }
+}
+
+export interface Answer {
+  readonly status: number
+  readonly headers: http.IncomingHttpHeaders
+  readonly rawHeaders: ReadonlyArray<string>
+  readonly body: Buffer
+}
+
+export interface CallOptions {
+  readonly method?: string
+  readonly path?: string
+  readonly headers?: http.OutgoingHttpHeaders | ReadonlyArray<string>
+  readonly body?: string | Buffer
+  readonly agent?: http.Agent | false
+  /** Destroys the request and rejects after this long (a hang must fail the test, not stall it). */
+  readonly timeoutMs?: number
+  /** Told which socket carries the request (keep-alive checks). */
+  readonly onSocket?: (socket: net.Socket) => void
+}
+
+/** One HTTP request to 127.0.0.1:`port`; the whole answer read. Rejects on a socket error or after `timeoutMs`. */
+export const call = (port: number, options: CallOptions = {}): Promise<Answer> =>
+  new Promise<Answer>((resolve, reject) => {
+    const timeoutMs = options.timeoutMs ?? 10_000
+    const req = http.request({
+      host: LOOPBACK,
+      port,
+      method: options.method ?? "GET",
+      path: options.path ?? "/",
+      headers: (options.headers ?? { host: "catalog" }) as http.OutgoingHttpHeaders,
+      agent: options.agent ?? false
+    })
+    const timer = setTimeout(() => {
+      req.destroy()
+      reject(new Error(`no answer to ${options.method ?? "GET"} ${options.path ?? "/"} within ${timeoutMs} ms`))
+    }, timeoutMs)
+    if (options.onSocket !== undefined) req.on("socket", options.onSocket)
+    req.on("error", (error) => {
+      clearTimeout(timer)
+      reject(error)
+    })
+    req.on("response", (res) => {
+      const parts: Array<Buffer> = []
+      res.on("data", (chunk: Buffer) => parts.push(chunk))
+      res.on("error", (error) => {
+        clearTimeout(timer)
+        reject(error)
+      })
+      res.on("end", () => {
+        clearTimeout(timer)
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body: Buffer.concat(parts) })
+      })
+    })
+    req.end(options.body)
+  })
+
+/** The values of every header named `name` (any case) in raw header pairs, in order. */
+export const rawValues = (rawHeaders: ReadonlyArray<string>, name: string): Array<string> => {
+  const out: Array<string> = []
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === name) out.push(rawHeaders[i + 1]!)
+  return out
+}
+
+/** An app handler that answers with JSON describing the request it got (method, url, headers, body). */
+export const echoRequest: http.RequestListener = (req, res) => {
+  const parts: Array<Buffer> = []
+  req.on("data", (chunk: Buffer) => parts.push(chunk))
+  req.on("end", () => {
+    const body = JSON.stringify({
+      method: req.method,
+      url: req.url,
+      headers: req.headers,
+      rawHeaders: req.rawHeaders,
+      body: Buffer.concat(parts).toString("utf8")
+    })
+    res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+    res.end(body)
+  })
+}
+
+export interface EchoedRequest {
+  readonly method: string
+  readonly url: string
+  readonly headers: http.IncomingHttpHeaders
+  readonly rawHeaders: ReadonlyArray<string>
+  readonly body: string
+}
+
+export const echoed = (answer: Answer): EchoedRequest => JSON.parse(answer.body.toString("utf8")) as EchoedRequest
