@@ -1,7 +1,8 @@
 // The admin HTTP server of a sidecar, loopback-only by default: liveness (`/health`), readiness
 // (`/ready`, 503 once a stop began), the endpoints it knows per service (`/mesh`) and the
 // effective configuration (`/config`).
-import { Effect, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import * as http from "node:http"
 import type * as net from "node:net"
 import { ListenFailed } from "../iip/server.ts"

@@ -1,5 +1,6 @@
 // Parsing of the CLI's address and duration arguments, shared by its commands. Pure.
-import { Data, Effect } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
 
 export interface HostPort {
   readonly host: string

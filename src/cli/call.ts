@@ -1,7 +1,8 @@
 // `iip-mesh call HOST:PORT/path?query [--data TEXT | --data-file F] [--timeout 1s]`: one request,
 // like the reference's `iq`. The answer goes to stdout as it came; a failure is one line on
 // stderr and exit code 1.
-import { Effect, Option } from "effect"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { Argument, Command, Flag } from "effect/cli"
 import { readFile } from "node:fs/promises"
 import * as Client from "../iip/client.ts"

@@ -2,7 +2,10 @@
 // child processes, each fronted by a sidecar in this process, wired by static endpoints on this
 // host (nothing leaves loopback). Prints what to open; Ctrl-C drains the sidecars and stops the
 // services. Services also exit when this process's pipe to them closes, so none outlives it.
-import { Data, Effect, Result, type Scope } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
+import type * as Scope from "effect/Scope"
 import { type ChildProcess, spawn } from "node:child_process"
 import { writeFileSync } from "node:fs"
 import { resolve } from "node:path"

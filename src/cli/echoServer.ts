@@ -1,6 +1,7 @@
 // `iip-mesh echo-server --listen HOST:PORT`: the reference's example echo server (`/echo`,
 // `/echo_benchmark`), for trying the CLI and for the Go interop checks. Runs until interrupted.
-import { Console, Effect } from "effect"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
 import { Command, Flag } from "effect/cli"
 import * as Server from "../iip/server.ts"
 import { parseHostPort, parseWith } from "./args.ts"

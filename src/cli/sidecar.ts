@@ -1,7 +1,8 @@
 // `iip-mesh sidecar [flags]`: loads the configuration (flags > environment > config file >
 // defaults), starts the admin server, then the sidecar, prints one line with its addresses and
 // runs until SIGTERM/SIGINT, which drains it (src/sidecar/sidecar.ts) before exiting 0.
-import { Effect, Result } from "effect"
+import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
 import * as Admin from "../admin/adminServer.ts"
 import { loadSidecarConfig, parseFlags, settings } from "../config/sidecarConfig.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"

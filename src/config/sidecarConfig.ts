@@ -2,7 +2,10 @@
 // its environment variable and its flag. Sources are merged as defaults < config file <
 // environment < flags, then validated once with Schema; a bad start-up names every wrong setting,
 // where it came from and what is expected.
-import { Data, Result, Schema, SchemaIssue } from "effect"
+import * as Data from "effect/Data"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
 import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
 

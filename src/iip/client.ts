@@ -5,7 +5,8 @@
 // least-loaded channel that can take it; while none can, it waits in a bounded queue with its
 // deadline running; a lost connection is redialled with exponential backoff and jitter, and
 // requests that were never sent go out on the new one. Every request ends exactly once.
-import { Effect, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import { type ClientChannel, ClientSession } from "../mux/clientSession.ts"
 import { type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"

@@ -2,7 +2,9 @@
 // Effect becomes an Outcome; a throw, rejection or Effect failure becomes `handler_failed`, an
 // Effect defect `no_response` (logged), an unknown path `not_found`. Shared by the server and by
 // clients that serve calls from the other side.
-import { Cause, Effect, Exit } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import { type Dispatch, type Failure, failure, type IncomingRequest, type Outcome, type Reply } from "../mux/request.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { type Log, messageOf } from "./log.ts"

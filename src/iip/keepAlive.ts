@@ -1,7 +1,8 @@
 // Liveness of a mesh connection (PROTOCOL.md §11): after `intervalMs` without a packet from the
 // peer, ping it; no answer within `timeoutMs` closes the connection with that reason. Runs as a
 // fiber under the owner's Supervisor, on Effect's Clock.
-import { Effect, Option } from "effect"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import type { MeshSession } from "../mux/meshSession.ts"
 
 export interface KeepAliveOptions {

@@ -1,6 +1,6 @@
 // Path routing of an IIP server: exact paths as the reference matches them (PROTOCOL.md §6.2),
 // plus prefix routes (longest prefix wins) that the reference lacks. Lookup is on the parsed path.
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import { Limits } from "../protocol/constants.ts"
 import { pathByteLength } from "../protocol/packet.ts"
 import { parseRequestPath } from "../protocol/requestPath.ts"

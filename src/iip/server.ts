@@ -2,7 +2,9 @@
 // peers get the reference's behaviour; an iip-mesh dialer that says hello gets mesh mode on that
 // connection (typed errors, deadlines, cancel, streams, calls back to it). Its lifetime is a Scope:
 // closing it closes every connection; `drain` says go-away first and lets in-flight work finish.
-import { Data, Effect, type Scope } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import { type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { MeshSession } from "../mux/meshSession.ts"

@@ -1,7 +1,8 @@
 // The background work of servers and clients (keep-alive pings, drains, redials) as Effect fibers
 // in the runtime their creator ran in, so a test's TestClock drives their timers, and all of them
 // stop when their owner closes.
-import { Effect, type Fiber } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 
 type Run = (effect: Effect.Effect<void>) => Fiber.Fiber<void>
 

@@ -1,6 +1,6 @@
 // Errors a connection reports to the code above it. Every request that does not succeed ends in
 // exactly one of these (or a handler's own answer), never in silence.
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 /** The connection is gone; `reason` says why (peer closed, protocol rule, socket error, local close). */
 export class ConnectionClosed extends Data.TaggedError("ConnectionClosed")<{

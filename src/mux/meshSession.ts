@@ -3,7 +3,7 @@
 // checked by request id); it serves the channels the peer opens (one actor per channel, in
 // order, each request interruptible by cancel or deadline); and both sides talk on their control
 // channels: ping, go-away, cancel and stream-window grants. Errors travel typed.
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import { Status } from "../protocol/constants.ts"
 import {
   AcceptorControlChannel,

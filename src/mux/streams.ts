@@ -2,7 +2,7 @@
 // peer sent on one channel, at most one window of it, and grants the peer more as the consumer
 // reads; a StreamSender cuts an outgoing body into chunks and waits for the peer's grants and for
 // the connection's writer, so a slow reader slows only its own channel.
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 export class StreamFailed extends Data.TaggedError("StreamFailed")<{ readonly message: string }> {}
 

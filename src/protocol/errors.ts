@@ -1,6 +1,6 @@
 // Errors of the byte layer. A ProtocolError always closes the connection it happened on
 // (as the reference does); its `rule` names which rule of PROTOCOL.md the peer broke.
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 /** A packet received from the peer broke a wire rule. */
 export class ProtocolError extends Data.TaggedError("ProtocolError")<{

@@ -2,7 +2,7 @@
 // hello, the envelope at the head of every mesh message, metadata, typed errors and the bodies of
 // the control messages. Everything is still ordinary IIP packets; this module only gives their
 // data a shape. Pure.
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import { ErrorCode } from "./constants.ts"
 
 export const MeshVersion = 1

@@ -2,7 +2,7 @@
 // failed, 503 when there is no endpoint or it is overloaded or draining, 504 when the deadline
 // passed. Each carries the hop that failed and a short reason, in a JSON body and in the
 // `x-iip-mesh-error` header, so the app can act on it.
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import type { ServerResponse } from "node:http"
 import { ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled, RemoteError } from "../mux/meshSession.ts"

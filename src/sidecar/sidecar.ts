@@ -2,7 +2,8 @@
 // the app's calls, and the endpoint registry between them. Its lifetime is a Scope: closing it
 // (SIGTERM) turns it not ready, drains the IIP connections, lets in-flight requests finish
 // within the drain timeout, then closes everything.
-import { Effect, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import * as http from "node:http"
 import type * as net from "node:net"
 import * as Server from "../iip/server.ts"
