@@ -230,6 +230,12 @@ export class IipClient {
     })
   }
 
+  /** The mode of a live connection, if there is one (no waiting, no dialing). */
+  get currentMode(): "mesh" | "plain" | undefined {
+    for (const pooled of this.pool) if (!pooled.draining) return pooled.link.mode
+    return undefined
+  }
+
   /** Connects if there is no connection yet and tells whether the server speaks mesh mode or plain IIP. */
   mode(): Promise<"mesh" | "plain"> {
     const live = this.pool.find((p) => !p.draining)

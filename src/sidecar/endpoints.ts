@@ -15,8 +15,17 @@ export interface Endpoint {
   readonly source: string
 }
 
-export const endpointKey = (endpoint: { readonly host: string; readonly port: number }): string =>
-  endpoint.host.includes(":") ? `[${endpoint.host}]:${endpoint.port}` : `${endpoint.host}:${endpoint.port}`
+const keys = new WeakMap<object, string>()
+
+/** "host:port" ("[v6]:port"), computed once per endpoint object: pickers ask for it per request. */
+export const endpointKey = (endpoint: { readonly host: string; readonly port: number }): string => {
+  let key = keys.get(endpoint)
+  if (key === undefined) {
+    key = endpoint.host.includes(":") ? `[${endpoint.host}]:${endpoint.port}` : `${endpoint.host}:${endpoint.port}`
+    keys.set(endpoint, key)
+  }
+  return key
+}
 
 export interface EndpointRegistryOptions {
   readonly node: string

@@ -30,11 +30,14 @@ const plainRequest = (request: IncomingRequest) => {
   }
 }
 
-const collect = async (source: AsyncIterable<Buffer>): Promise<Buffer> => {
-  const parts: Array<Buffer> = []
-  for await (const chunk of source) parts.push(chunk)
-  return Buffer.concat(parts)
-}
+/** Gathers a (small) body with events rather than an async iterator: this runs per request. */
+const collect = (source: http.IncomingMessage): Promise<Buffer> =>
+  new Promise((resolve, reject) => {
+    const parts: Array<Buffer> = []
+    source.on("data", (chunk: Buffer) => parts.push(chunk))
+    source.once("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts)))
+    source.once("error", reject)
+  })
 
 export const makeInboundHandler = (options: InboundOptions) => {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })

@@ -79,16 +79,21 @@ export const targetOf = (req: IncomingMessage): Target => {
 const hasBody = (req: IncomingMessage): boolean =>
   req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0")
 
-const readBody = async (req: IncomingMessage, limit: number): Promise<Buffer> => {
-  const parts: Array<Buffer> = []
-  let total = 0
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    total += chunk.length
-    if (total > limit) throw new ProxyError({ status: 413, reason: "body_too_large", hop: "outbound", message: `a plain IIP service takes at most ${limit} bytes` })
-    parts.push(chunk)
-  }
-  return Buffer.concat(parts, total)
-}
+/** Gathers a body of at most `limit` bytes (events, not an async iterator: this runs per request). */
+const readBody = (req: IncomingMessage, limit: number): Promise<Buffer> =>
+  new Promise((resolve, reject) => {
+    const parts: Array<Buffer> = []
+    let total = 0
+    req.on("data", (chunk: Buffer) => {
+      total += chunk.length
+      if (total > limit) {
+        req.destroy()
+        reject(new ProxyError({ status: 413, reason: "body_too_large", hop: "outbound", message: `a plain IIP service takes at most ${limit} bytes` }))
+      } else parts.push(chunk)
+    })
+    req.once("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)))
+    req.once("error", reject)
+  })
 
 /** Writes a streamed body to the app, waiting for it to drain; stops when the app goes away. */
 const pipeToResponse = async (res: ServerResponse, body: AsyncIterable<Uint8Array>): Promise<void> => {
@@ -163,7 +168,7 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
       tried.add(endpointName)
       const client = options.registry.clientOf(endpoint)
       try {
-        const mode = await client.mode()
+        const mode = client.currentMode ?? (await client.mode())
         if (mode === "plain") return await forwardPlain(client, target, headers, body, Math.max(1, deadline - Date.now()), abort.signal)
         reply = await client.stream(target.uri, body, {
           meta: requestMeta(req.method ?? "GET", target.authority, headers),
