@@ -356,7 +356,7 @@ export class IipClient {
         const channel = channels[c]!
         // A channel busy with a stream (its request body going out, or its answer coming in and
         // perhaps not read yet) must not hold up a new request: skip it, `grow` opens another.
-        if ((channel as OwnChannel).streaming === true) continue
+        if (channel.streaming) continue
         if (best === undefined || channel.outstanding < best.outstanding) {
           best = channel
           bestPooled = pooled
@@ -417,6 +417,8 @@ export class IipClient {
   /** Opens channels (and connections) ahead of need, within the limits. */
   private grow(): void {
     if (this.closed) return
+    // Per request with every channel busy: answer "nothing to open" without scanning the channels.
+    if (this.queue.length === 0 && this.modeWaiters.length === 0 && this.atCapacity()) return
     let idle = 0
     let opening = 0
     let usable = 0
@@ -437,6 +439,14 @@ export class IipClient {
         return
       } else return
     }
+  }
+
+  private atCapacity(): boolean {
+    if (this.pool.length < this.maxConnections) return false
+    for (const pooled of this.pool) {
+      if (!pooled.draining && pooled.channels.length + pooled.opening < this.maxChannelsPerConnection) return false
+    }
+    return true
   }
 
   private openChannel(pooled: Pooled): void {

@@ -26,6 +26,8 @@ export class ClientChannel {
   /** Requests whose caller still waits (the FIFO minus timed-out ones). */
   waiting = 0
   closed = false
+  /** Plain IIP does not stream; the field keeps channel shapes alike for the pool's picker. */
+  readonly streaming = false
   readonly id: number
   readonly session: ClientSession
 
