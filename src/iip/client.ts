@@ -13,7 +13,7 @@ import { type ConnectionLimits, Connection, defaultConnectionLimits } from "../m
 import { type ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, type RequestTimeout } from "../mux/errors.ts"
 import { Cancelled, type MeshCallError, type MeshReply, MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
-import { agree, decodeHello, emptyMeta, encodeHello, type Hello, MeshDefaults, MeshErrorCode, MeshFeatures, MeshPath, MeshVersion, type Meta } from "../protocol/mesh.ts"
+import { agree, decodeHello, emptyMeta, encodeHello, type Hello, localHello, MeshErrorCode, MeshPath, type Meta } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch } from "./dispatch.ts"
 import { defaultKeepAlive, keepAlive, type KeepAliveOptions } from "./keepAlive.ts"
 import { type Log, stderrLog } from "./log.ts"
@@ -138,14 +138,7 @@ export class IipClient {
     this.log = options.log ?? stderrLog
     this.supervisor = options.supervisor ?? new Supervisor()
     this.dispatchReverse = makeDispatch(this.router, this.log)
-    this.hello = {
-      version: MeshVersion,
-      node: options.node ?? `iip-mesh-${process.pid}`,
-      features: [...MeshFeatures],
-      maxMetaBytes: Math.min(0xffff, options.maxMetaBytes ?? MeshDefaults.maxMetaBytes),
-      streamWindow: MeshDefaults.streamWindow,
-      maxChannels: MeshDefaults.maxChannels
-    }
+    this.hello = localHello({ node: options.node, maxMetaBytes: options.maxMetaBytes })
   }
 
   /** Registers a handler the server may call on this client's mesh connections (calls in both directions). */

@@ -9,7 +9,7 @@ import * as net from "node:net"
 import { type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { MeshSession } from "../mux/meshSession.ts"
 import { defaultServerSessionLimits, ServerSession } from "../mux/serverSession.ts"
-import { agree, decodeHello, encodeHello, type Hello, MeshDefaults, MeshFeatures, MeshVersion } from "../protocol/mesh.ts"
+import { agree, decodeHello, encodeHello, type Hello, localHello } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch } from "./dispatch.ts"
 import { defaultKeepAlive, keepAlive, type KeepAliveOptions } from "./keepAlive.ts"
 import { type Log, messageOf, stderrLog } from "./log.ts"
@@ -65,14 +65,7 @@ export class IipServer {
     this.limits = { ...defaultConnectionLimits, ...options.connectionLimits }
     this.supervisor = options.supervisor ?? new Supervisor()
     this.dispatch = makeDispatch(this.router, this.log)
-    this.hello = {
-      version: MeshVersion,
-      node: options.node ?? `iip-mesh-${process.pid}`,
-      features: [...MeshFeatures],
-      maxMetaBytes: Math.min(0xffff, options.maxMetaBytes ?? MeshDefaults.maxMetaBytes),
-      streamWindow: MeshDefaults.streamWindow,
-      maxChannels: options.maxChannelsPerConnection ?? MeshDefaults.maxChannels
-    }
+    this.hello = localHello({ node: options.node, maxMetaBytes: options.maxMetaBytes, maxChannels: options.maxChannelsPerConnection })
     this.listener = net.createServer({ noDelay: true }, (socket) => this.accept(socket))
   }
 

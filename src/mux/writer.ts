@@ -99,13 +99,20 @@ export class PacketWriter {
   /** Stops writing; queued packets are discarded (the connection is gone). */
   close(): void {
     this.closed = true
+    this.takeQueue()
+    this.releaseWaiters()
+  }
+
+  /** Empties the queue and returns what it held. */
+  private takeQueue() {
+    const taken = { statuses: this.statuses, paths: this.paths, channels: this.channels, datas: this.datas, sizes: this.sizes }
     this.statuses = []
     this.paths = []
     this.channels = []
     this.datas = []
     this.sizes = []
     this.queuedBytes = 0
-    this.releaseWaiters()
+    return taken
   }
 
   private flush(): void {
@@ -116,14 +123,8 @@ export class PacketWriter {
       this.finishIfDone()
       return
     }
-    const { statuses, paths, channels, datas, sizes } = this
+    const { statuses, paths, channels, datas, sizes } = this.takeQueue()
     const count = statuses.length
-    this.statuses = []
-    this.paths = []
-    this.channels = []
-    this.datas = []
-    this.sizes = []
-    this.queuedBytes = 0
     let ok = true
     if (count === 1 || this.allSmall(datas)) {
       let total = 0

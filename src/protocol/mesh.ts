@@ -4,6 +4,7 @@
 // data a shape. Pure.
 import * as Data from "effect/Data"
 import { ErrorCode } from "./constants.ts"
+import { parseJsonObject } from "./systemMessages.ts"
 
 export const MeshVersion = 1
 
@@ -63,14 +64,8 @@ const positiveInt = (value: unknown, max: number): number | undefined =>
 
 /** Reads a hello (or its answer); undefined when the bytes are not a mesh hello (a plain IIP error, say). */
 export const decodeHello = (data: Uint8Array): Hello | undefined => {
-  let value: unknown
-  try {
-    value = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("utf8"))
-  } catch {
-    return undefined
-  }
-  if (typeof value !== "object" || value === null) return undefined
-  const r = value as Record<string, unknown>
+  const r = parseJsonObject(data)
+  if (r === undefined) return undefined
   const version = positiveInt(r.iipmesh, 0xffff)
   const maxMetaBytes = positiveInt(r.maxMetaBytes, 0xffff)
   const streamWindow = positiveInt(r.streamWindow, 0x7fff_ffff)
@@ -80,6 +75,16 @@ export const decodeHello = (data: Uint8Array): Hello | undefined => {
   const features = Array.isArray(r.features) ? r.features.filter((f): f is string => typeof f === "string") : []
   return { version, node: typeof r.node === "string" ? r.node : "", features, maxMetaBytes, streamWindow, maxChannels }
 }
+
+/** This side's hello, from its options. */
+export const localHello = (options: { readonly node?: string | undefined; readonly maxMetaBytes?: number | undefined; readonly maxChannels?: number | undefined }): Hello => ({
+  version: MeshVersion,
+  node: options.node ?? `iip-mesh-${process.pid}`,
+  features: [...MeshFeatures],
+  maxMetaBytes: Math.min(0xffff, options.maxMetaBytes ?? MeshDefaults.maxMetaBytes),
+  streamWindow: MeshDefaults.streamWindow,
+  maxChannels: options.maxChannels ?? MeshDefaults.maxChannels
+})
 
 /** What both sides use: the lower version and limits, the common features. */
 export const agree = (mine: Hello, theirs: Hello): Hello => ({
@@ -209,15 +214,12 @@ export const encodeErrorBody = (error: MeshErrorBody): Buffer =>
   Buffer.from(JSON.stringify({ code: error.code, message: error.message, processed: error.processed }), "utf8")
 
 export const decodeErrorBody = (data: Uint8Array): MeshErrorBody => {
-  try {
-    const r = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("utf8")) as Record<string, unknown>
-    return {
-      code: typeof r.code === "string" ? r.code : "unknown",
-      message: typeof r.message === "string" ? r.message : "",
-      processed: r.processed !== false
-    }
-  } catch {
-    return { code: "unknown", message: "unreadable error body", processed: true }
+  const r = parseJsonObject(data)
+  if (r === undefined) return { code: "unknown", message: "unreadable error body", processed: true }
+  return {
+    code: typeof r.code === "string" ? r.code : "unknown",
+    message: typeof r.message === "string" ? r.message : "",
+    processed: r.processed !== false
   }
 }
 

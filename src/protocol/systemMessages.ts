@@ -44,17 +44,20 @@ export interface SystemAnswer {
   readonly channelId: number
 }
 
-/** Reads a system answer; undefined when the bytes are not one. */
-export const parseSystemAnswer = (data: Uint8Array): SystemAnswer | undefined => {
-  let value: unknown
+/** The bytes as a JSON object; undefined when they are not one. */
+export const parseJsonObject = (data: Uint8Array): Record<string, unknown> | undefined => {
   try {
-    value = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("utf8"))
+    const value: unknown = JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("utf8"))
+    return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined
   } catch {
     return undefined
   }
-  if (typeof value !== "object" || value === null) return undefined
-  const record = value as Record<string, unknown>
-  if (typeof record.code !== "number") return undefined
+}
+
+/** Reads a system answer; undefined when the bytes are not one. */
+export const parseSystemAnswer = (data: Uint8Array): SystemAnswer | undefined => {
+  const record = parseJsonObject(data)
+  if (record === undefined || typeof record.code !== "number") return undefined
   return {
     code: record.code,
     message: typeof record.message === "string" ? record.message : "",
