@@ -26,6 +26,7 @@ import { fileURLToPath } from "node:url"
 import { IipClient } from "../src/iip/client.ts"
 import { type Child, killChild, listenOn, serveChild, spawnServer } from "./children.ts"
 import { IipServer } from "../src/iip/server.ts"
+import { benchArgs, printSummary } from "./args.ts"
 
 const HOST = "127.0.0.1"
 const IIP_PATH = "/echo_benchmark"
@@ -403,21 +404,7 @@ interface Options {
 }
 
 const parseArgs = (args: ReadonlyArray<string>): Options => {
-  const quick = args.includes("--quick")
-  const value = (flag: string): string | undefined => {
-    const i = args.indexOf(flag)
-    if (i === -1) return undefined
-    const v = args[i + 1]
-    if (v === undefined) throw new Error(`${flag} needs a value`)
-    return v
-  }
-  const number = (flag: string, fallback: number): number => {
-    const v = value(flag)
-    if (v === undefined) return fallback
-    const n = Number(v)
-    if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag}: not a positive number: ${v}`)
-    return n
-  }
+  const { quick, value, number } = benchArgs(args)
   const all: ReadonlyArray<System> = ["iip", "http1", "http2", "raw", "iip-promise", "iip-mesh"]
   const only = value("--only")
   const systems = only === undefined ? all : all.filter((s) => only.split(",").includes(s))
@@ -590,8 +577,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     node: process.version,
     quick: options.quick
   }
-  // JSON has no NaN: a system left out with --only shows as null.
-  process.stdout.write(`${JSON.stringify(summary, (_key, value: unknown) => (typeof value === "number" && !Number.isFinite(value) ? null : value))}\n`)
+  printSummary(summary)
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -39,6 +39,7 @@ import * as http from "node:http"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import { type Child, killChild, listenOn, serveChild, spawnServer } from "./children.ts"
+import { benchArgs, printSummary } from "./args.ts"
 
 const HOST = "127.0.0.1"
 const PAYLOAD_BYTES = 1024
@@ -365,21 +366,7 @@ interface Options {
 }
 
 const parseArgs = (args: ReadonlyArray<string>): Options => {
-  const quick = args.includes("--quick")
-  const value = (flag: string): string | undefined => {
-    const i = args.indexOf(flag)
-    if (i === -1) return undefined
-    const v = args[i + 1]
-    if (v === undefined) throw new Error(`${flag} needs a value`)
-    return v
-  }
-  const number = (flag: string, fallback: number): number => {
-    const v = value(flag)
-    if (v === undefined) return fallback
-    const n = Number(v)
-    if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag}: not a positive number: ${v}`)
-    return n
-  }
+  const { quick, value, number } = benchArgs(args)
   const subset = <A extends string>(flag: string, all: ReadonlyArray<A>): ReadonlyArray<A> => {
     const v = value(flag)
     const picked = v === undefined ? all : all.filter((a) => v.split(",").includes(a))
@@ -674,8 +661,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     node: process.version,
     quick: options.quick
   }
-  // JSON has no NaN: a reading that failed (no /proc) or a phase left out shows as null.
-  process.stdout.write(`${JSON.stringify(summary, (_key, value: unknown) => (typeof value === "number" && !Number.isFinite(value) ? null : value))}\n`)
+  printSummary(summary)
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
