@@ -43,8 +43,18 @@ export const SidecarConfigSchema = Schema.Struct({
   inbound: Address,
   /** Health, readiness and the mesh view; loopback by default. */
   admin: Address,
-  /** Static endpoints per service (until discovery finds them). */
-  endpoints: Schema.Record(ServiceName, Schema.Array(EndpointSpec)),
+  /**
+   * Static endpoints per service (until discovery finds them). The names are checked on the whole
+   * record: a Record with a checked key type would drop a bad name silently instead of reporting it.
+   */
+  endpoints: Schema.Record(Schema.String, Schema.Array(EndpointSpec)).pipe(
+    Schema.check(
+      Schema.makeFilter((record: Readonly<Record<string, unknown>>) => {
+        const bad = Object.keys(record).filter((name) => !servicePattern.test(name))
+        return bad.length === 0 ? undefined : `Expected service names that are DNS labels (a-z, 0-9, -), got ${bad.map((b) => JSON.stringify(b)).join(", ")}`
+      })
+    )
+  ),
   requestTimeoutMs: PositiveMs,
   drainTimeoutMs: PositiveMs,
   accessLog: Schema.Boolean

@@ -49,6 +49,12 @@ describe("loadSidecarConfig", () => {
     }
   })
 
+  it("a service name in --endpoint that is not a DNS label is reported, not dropped", () => {
+    expect(problems(load(["--service", "store", "--endpoint", "Bad_Svc=127.0.0.1:80"])).problems).toStrictEqual([
+      `endpoints (from --endpoint): Expected service names that are DNS labels (a-z, 0-9, -), got "Bad_Svc"`
+    ])
+  })
+
   it("a bad value names the environment variable or the config file it came from", () => {
     const file = writeJson("bad-values.json", { drainTimeoutMs: -5, outbound: "nowhere" })
     const error = problems(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_APP: "x", IIP_MESH_CONFIG: file }))

@@ -1,0 +1,141 @@
+// The discovery service, the middle of the flow: sources (static lists, files, DNS SRV, mDNS, ...)
+// are registered here and report updates; each source's state is folded on its own, the sources are
+// merged per service (endpointSet.ts), and subscribers (the sidecar's endpoint registry, the admin
+// view) receive the merged changes: a Reset when they subscribe, then Add, Remove and Change.
+import { messageOf, stderrLog, type Log } from "../iip/log.ts"
+import { applyUpdate, diff, emptyState, merged, type MergedEndpoint, type MergedState, type SourceState } from "./endpointSet.ts"
+import { endpointKey, type DiscoverySource, type EndpointUpdate } from "./types.ts"
+
+export type DiscoveryListener = (update: EndpointUpdate<MergedEndpoint>) => void
+
+/** The admin view: per service (sorted), its endpoints (sorted by address) and who reported them. */
+export interface DiscoverySnapshot {
+  readonly services: Record<string, ReadonlyArray<MergedEndpoint & { readonly address: string }>>
+}
+
+export interface DiscoveryOptions {
+  /** Where a listener that throws is reported; stderr by default. */
+  readonly log?: Log
+}
+
+interface Registration {
+  state: SourceState
+  stop: () => void
+}
+
+interface Subscription {
+  readonly service: string
+  readonly listener: DiscoveryListener
+}
+
+const updateService = (update: EndpointUpdate): string =>
+  update._tag === "Reset" || update._tag === "Remove" ? update.service : update.endpoint.service
+
+export class Discovery {
+  /** In registration order, which breaks ties between sources of the same priority. */
+  private readonly registrations = new Set<Registration>()
+  private readonly subscriptions = new Set<Subscription>()
+  private view = new Map<string, ReadonlyMap<string, MergedEndpoint>>()
+  private readonly log: Log
+
+  constructor(options: DiscoveryOptions = {}) {
+    this.log = options.log ?? stderrLog
+  }
+
+  /** Starts `source`; the returned function stops it and withdraws everything it reported. */
+  register(source: DiscoverySource): () => void {
+    const registration: Registration = { state: emptyState, stop: () => {} }
+    this.registrations.add(registration)
+    try {
+      registration.stop = source.start((update) => {
+        if (this.registrations.has(registration)) this.apply(registration, update)
+      })
+    } catch (error) {
+      this.withdraw(registration)
+      throw error
+    }
+    return () => {
+      if (!this.registrations.has(registration)) return
+      this.withdraw(registration)
+      registration.stop()
+    }
+  }
+
+  /**
+   * Calls `listener` with the changes of `service`, or of every service for "*". It first gets a
+   * Reset with the current endpoints (for "*", one per service that has endpoints). Returns the
+   * unsubscribe function.
+   */
+  subscribe(service: string, listener: DiscoveryListener): () => void {
+    const subscription: Subscription = { service, listener }
+    this.subscriptions.add(subscription)
+    const services = service === "*" ? [...this.view.keys()] : [service]
+    for (const name of services) this.deliver(subscription, { _tag: "Reset", service: name, endpoints: this.endpoints(name) })
+    return () => {
+      this.subscriptions.delete(subscription)
+    }
+  }
+
+  /** The merged endpoints of `service` now. */
+  endpoints(service: string): ReadonlyArray<MergedEndpoint> {
+    return [...(this.view.get(service)?.values() ?? [])]
+  }
+
+  snapshot(): DiscoverySnapshot {
+    const services: Record<string, ReadonlyArray<MergedEndpoint & { readonly address: string }>> = {}
+    for (const service of [...this.view.keys()].sort()) {
+      services[service] = this.endpoints(service)
+        .map((endpoint) => ({ address: endpointKey(endpoint), ...endpoint }))
+        .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0))
+    }
+    return { services }
+  }
+
+  /** Stops every source and drops every subscriber, without telling them. */
+  close(): void {
+    const registrations = [...this.registrations.values()]
+    this.registrations.clear()
+    this.subscriptions.clear()
+    this.view = new Map()
+    for (const registration of registrations) registration.stop()
+  }
+
+  private apply(registration: Registration, update: EndpointUpdate): void {
+    const next = applyUpdate(registration.state, update)
+    if (next === registration.state) return
+    registration.state = next
+    this.refresh(updateService(update))
+  }
+
+  private withdraw(registration: Registration): void {
+    this.registrations.delete(registration)
+    for (const service of registration.state.keys()) this.refresh(service)
+  }
+
+  /** Re-merges one service and tells its subscribers what changed. */
+  private refresh(service: string): void {
+    const states = [...this.registrations.values()].map((registration) => registration.state)
+    const after: MergedState = merged(states, [service])
+    const previous = this.view.get(service)
+    const before: MergedState = previous === undefined ? new Map() : new Map([[service, previous]])
+    const updates = diff(before, after)
+    if (updates.length === 0) return
+    const now = after.get(service)
+    if (now === undefined) this.view.delete(service)
+    else this.view.set(service, now)
+    for (const subscription of [...this.subscriptions]) {
+      if (subscription.service !== "*" && subscription.service !== service) continue
+      for (const update of updates) {
+        if (this.subscriptions.has(subscription)) this.deliver(subscription, update)
+      }
+    }
+  }
+
+  private deliver(subscription: Subscription, update: EndpointUpdate<MergedEndpoint>): void {
+    try {
+      subscription.listener(update)
+    } catch (error) {
+      this.log("discovery.listener-failed", { service: subscription.service, message: messageOf(error) })
+    }
+  }
+}

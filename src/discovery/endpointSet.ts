@@ -1,0 +1,142 @@
+// The pure core of discovery, between the sources and the Discovery service: `applyUpdate` folds
+// one source's updates into what that source currently reports; `merged` joins the sources into one
+// de-duplicated set per service; `diff` turns two merged sets into the fewest updates that lead from
+// one to the other, which is what subscribers receive. No I/O, no clocks, no mutation of inputs.
+import { endpointKey, type DiscoveredEndpoint, type EndpointUpdate } from "./types.ts"
+
+/** What one source currently reports: service -> endpoint key -> endpoint. */
+export type SourceState = ReadonlyMap<string, ReadonlyMap<string, DiscoveredEndpoint>>
+
+/** An endpoint after merging: the fields of its highest-priority report, and every source that reported it. */
+export interface MergedEndpoint extends DiscoveredEndpoint {
+  /** The reporting sources, highest priority first; `source` is the first of them. */
+  readonly sources: ReadonlyArray<string>
+}
+
+/** The merged view: service -> endpoint key -> endpoint. A service with no endpoints is absent. */
+export type MergedState = ReadonlyMap<string, ReadonlyMap<string, MergedEndpoint>>
+
+export const emptyState: SourceState = new Map()
+
+/**
+ * Which report wins when several sources report the same host:port, most specific first: what an
+ * operator wrote (static lists and files), then the Kubernetes API (authoritative in a cluster), then
+ * DNS (derived from it), then mDNS (what peers say about themselves). The kind is the part of
+ * `source` before the first ":"; unknown kinds come last; ties go to the source registered first.
+ */
+const sourcePriority: ReadonlyArray<string> = ["static", "kubernetes", "dns", "mdns"]
+
+const rank = (source: string): number => {
+  const index = sourcePriority.indexOf(source.split(":", 1)[0]!)
+  return index === -1 ? sourcePriority.length : index
+}
+
+const withService = (
+  state: SourceState,
+  service: string,
+  endpoints: ReadonlyMap<string, DiscoveredEndpoint>
+): SourceState => {
+  const next = new Map(state)
+  if (endpoints.size === 0) next.delete(service)
+  else next.set(service, endpoints)
+  return next
+}
+
+/**
+ * One source's state after one of its updates. A Reset keeps only endpoints of its own service;
+ * Add of a known key replaces it, Change of an unknown key adds it; an update that changes nothing
+ * returns `state` itself.
+ */
+export const applyUpdate = (state: SourceState, update: EndpointUpdate): SourceState => {
+  switch (update._tag) {
+    case "Reset": {
+      const endpoints = update.endpoints.filter((endpoint) => endpoint.service === update.service)
+      if (endpoints.length === 0 && !state.has(update.service)) return state
+      return withService(state, update.service, new Map(endpoints.map((endpoint) => [endpointKey(endpoint), endpoint])))
+    }
+    case "Add":
+    case "Change": {
+      const { endpoint } = update
+      return withService(state, endpoint.service, new Map(state.get(endpoint.service)).set(endpointKey(endpoint), endpoint))
+    }
+    case "Remove": {
+      const endpoints = state.get(update.service)
+      if (endpoints === undefined || !endpoints.has(update.key)) return state
+      const rest = new Map(endpoints)
+      rest.delete(update.key)
+      return withService(state, update.service, rest)
+    }
+  }
+}
+
+/**
+ * One endpoint from all its reports (in registration order): the winner's fields (see
+ * sourcePriority); zone, version and node filled from the next report that has them when the winner
+ * lacks them; features from the first report that lists any.
+ */
+const mergeReports = (reports: ReadonlyArray<DiscoveredEndpoint>): MergedEndpoint => {
+  const ordered = reports.toSorted((a, b) => rank(a.source) - rank(b.source))
+  const winner = ordered[0]!
+  const zone = ordered.find((report) => report.zone !== undefined)?.zone
+  const version = ordered.find((report) => report.version !== undefined)?.version
+  const node = ordered.find((report) => report.node !== undefined)?.node
+  return {
+    ...winner,
+    ...(zone === undefined ? {} : { zone }),
+    ...(version === undefined ? {} : { version }),
+    ...(node === undefined ? {} : { node }),
+    features: ordered.find((report) => report.features.length > 0)?.features ?? [],
+    sources: [...new Set(ordered.map((report) => report.source))]
+  }
+}
+
+/**
+ * The merged view of `services` (by default every service any source reports), from the sources'
+ * states in registration order.
+ */
+export const merged = (stateBySource: Iterable<SourceState>, services?: Iterable<string>): MergedState => {
+  const states = [...stateBySource]
+  const names = services === undefined ? new Set(states.flatMap((state) => [...state.keys()])) : new Set(services)
+  const result = new Map<string, ReadonlyMap<string, MergedEndpoint>>()
+  for (const service of names) {
+    const reports = new Map<string, Array<DiscoveredEndpoint>>()
+    for (const state of states) {
+      for (const [key, endpoint] of state.get(service) ?? []) {
+        const list = reports.get(key)
+        if (list === undefined) reports.set(key, [endpoint])
+        else list.push(endpoint)
+      }
+    }
+    if (reports.size > 0) result.set(service, new Map([...reports].map(([key, list]) => [key, mergeReports(list)])))
+  }
+  return result
+}
+
+const sameList = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean =>
+  a.length === b.length && a.every((item, i) => item === b[i])
+
+/** Whether a subscriber would see a difference between two merged endpoints with the same key. */
+const sameEndpoint = (a: MergedEndpoint, b: MergedEndpoint): boolean =>
+  a.weight === b.weight &&
+  a.zone === b.zone &&
+  a.version === b.version &&
+  a.node === b.node &&
+  a.source === b.source &&
+  sameList(a.features, b.features) &&
+  sameList(a.sources, b.sources)
+
+/** The Remove, Add and Change updates (in that order per service) that turn `before` into `after`. */
+export const diff = (before: MergedState, after: MergedState): Array<EndpointUpdate<MergedEndpoint>> => {
+  const updates: Array<EndpointUpdate<MergedEndpoint>> = []
+  for (const service of new Set([...before.keys(), ...after.keys()])) {
+    const old = before.get(service) ?? new Map<string, MergedEndpoint>()
+    const now = after.get(service) ?? new Map<string, MergedEndpoint>()
+    for (const key of old.keys()) if (!now.has(key)) updates.push({ _tag: "Remove", service, key })
+    for (const [key, endpoint] of now) {
+      const previous = old.get(key)
+      if (previous === undefined) updates.push({ _tag: "Add", endpoint })
+      else if (!sameEndpoint(previous, endpoint)) updates.push({ _tag: "Change", endpoint })
+    }
+  }
+  return updates
+}
