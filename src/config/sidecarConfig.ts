@@ -55,6 +55,12 @@ export const SidecarConfigSchema = Schema.Struct({
       })
     )
   ),
+  /** A JSON file of endpoints shaped like `endpoints`, re-read when it changes; null for none. */
+  endpointsFile: Schema.NullOr(Schema.NonEmptyString),
+  /** DNS SRV names per service (a Kubernetes headless Service's full name). */
+  dnsSrv: Schema.Record(Schema.String, Schema.NonEmptyString),
+  /** DNS servers for the SRV lookups ("ip" or "ip:port"); empty for the system's. */
+  dnsServers: Schema.Array(Schema.String),
   requestTimeoutMs: PositiveMs,
   drainTimeoutMs: PositiveMs,
   accessLog: Schema.Boolean
@@ -73,6 +79,9 @@ export const settings = [
   { key: "inbound", env: "IIP_MESH_INBOUND", flag: "--inbound", help: "IIP listener for other sidecars (default 127.0.0.1:4143)" },
   { key: "admin", env: "IIP_MESH_ADMIN", flag: "--admin", help: "admin HTTP listener (default 127.0.0.1:9990)" },
   { key: "endpoints", env: "IIP_MESH_ENDPOINTS", flag: "--endpoint", help: "SERVICE=HOST:PORT[#WEIGHT], comma-separated or repeated" },
+  { key: "endpointsFile", env: "IIP_MESH_ENDPOINTS_FILE", flag: "--endpoints-file", help: "a JSON file of endpoints, re-read when it changes" },
+  { key: "dnsSrv", env: "IIP_MESH_DNS_SRV", flag: "--dns-srv", help: "SERVICE=SRV-NAME (full name), comma-separated or repeated" },
+  { key: "dnsServers", env: "IIP_MESH_DNS_SERVERS", flag: "--dns-server", help: "DNS servers for SRV lookups, IP[:PORT] (default: the system's)" },
   { key: "requestTimeoutMs", env: "IIP_MESH_REQUEST_TIMEOUT", flag: "--request-timeout", help: "deadline of a proxied request (default 15s)" },
   { key: "drainTimeoutMs", env: "IIP_MESH_DRAIN_TIMEOUT", flag: "--drain-timeout", help: "how long a stop lets requests finish (default 10s)" },
   { key: "accessLog", env: "IIP_MESH_ACCESS_LOG", flag: "--access-log", help: "one JSON line per request on stdout (default off)" }
@@ -88,6 +97,9 @@ export const defaults = (): Record<Key, unknown> => ({
   inbound: "127.0.0.1:4143",
   admin: "127.0.0.1:9990",
   endpoints: {},
+  endpointsFile: null,
+  dnsSrv: {},
+  dnsServers: [],
   requestTimeoutMs: 15_000,
   drainTimeoutMs: 10_000,
   accessLog: false
@@ -121,6 +133,12 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
   switch (key) {
     case "endpoints":
       return parseEndpointList(values)
+    case "dnsSrv":
+      return Object.fromEntries(
+        values.flatMap((v) => v.split(",")).map((e) => e.trim()).filter((e) => e !== "").map((e) => [e.slice(0, Math.max(0, e.indexOf("="))), e.slice(e.indexOf("=") + 1)])
+      )
+    case "dnsServers":
+      return values.flatMap((v) => v.split(",")).map((e) => e.trim()).filter((e) => e !== "")
     case "requestTimeoutMs":
     case "drainTimeoutMs":
       return parseDurationMs(last)

@@ -10,7 +10,10 @@ import * as Server from "../iip/server.ts"
 import { type Log, stderrLog } from "../iip/log.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
-import { type Endpoint, EndpointRegistry } from "./endpoints.ts"
+import { Discovery } from "../discovery/discovery.ts"
+import { dnsSrvSource } from "../discovery/dnsSrvSource.ts"
+import { configSource, fileSource } from "../discovery/staticSource.ts"
+import { EndpointRegistry } from "./endpoints.ts"
 import { makeInboundHandler } from "./inbound.ts"
 import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
 
@@ -28,6 +31,7 @@ export const splitAddress = (address: string): HostPort => {
 export interface Sidecar {
   readonly config: SidecarConfig
   readonly registry: EndpointRegistry
+  readonly discovery: Discovery
   readonly outbound: HostPort
   readonly inbound: HostPort
   /** False from the moment a stop begins. */
@@ -52,13 +56,16 @@ const listen = (server: http.Server, address: HostPort) =>
     })
   })
 
-export const staticEndpoints = (config: SidecarConfig): Map<string, Array<Endpoint>> =>
-  new Map(
-    Object.entries(config.endpoints).map(([service, specs]) => [
-      service,
-      specs.map((spec) => ({ service, ...splitAddress(spec.address), weight: spec.weight, source: "static" }))
-    ])
-  )
+/** The discovery sources the configuration asks for: static list, endpoints file, DNS SRV names. */
+const startDiscovery = (config: SidecarConfig, log: Log): Discovery => {
+  const discovery = new Discovery({ log })
+  discovery.register(configSource(config.endpoints))
+  if (config.endpointsFile !== null) discovery.register(fileSource({ path: config.endpointsFile, log }))
+  for (const [service, name] of Object.entries(config.dnsSrv)) {
+    discovery.register(dnsSrvSource({ service, name, servers: config.dnsServers, log }))
+  }
+  return discovery
+}
 
 export const make = (config: SidecarConfig, log: Log = stderrLog): Effect.Effect<Sidecar, Server.ListenFailed, Scope.Scope> =>
   Effect.gen(function*() {
@@ -67,7 +74,16 @@ export const make = (config: SidecarConfig, log: Log = stderrLog): Effect.Effect
     let inFlight = 0
     const registry = new EndpointRegistry({ node: config.node, requestTimeoutMs: config.requestTimeoutMs, log, supervisor })
     yield* Effect.addFinalizer(() => Effect.sync(() => registry.close()))
-    for (const [service, endpoints] of staticEndpoints(config)) registry.set(service, endpoints)
+    // Discovery feeds the registry: every change to a service replaces its endpoint set.
+    const discovery = startDiscovery(config, log)
+    yield* Effect.addFinalizer(() => Effect.sync(() => discovery.close()))
+    discovery.subscribe("*", (update) => {
+      const service = update._tag === "Reset" || update._tag === "Remove" ? update.service : update.endpoint.service
+      registry.set(
+        service,
+        discovery.endpoints(service).map((e) => ({ service, host: e.host, port: e.port, weight: e.weight, source: e.sources.join(",") }))
+      )
+    })
 
     // Inbound: other sidecars -> this app. Its Scope drains it on close.
     const inboundAddress = splitAddress(config.inbound)
@@ -110,6 +126,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog): Effect.Effect
     return {
       config,
       registry,
+      discovery,
       outbound,
       inbound: inbound.address,
       ready: () => ready,

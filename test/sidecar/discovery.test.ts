@@ -1,0 +1,82 @@
+// The sidecar routes by what discovery finds (issue 5): an endpoints file that changes while it
+// runs, and the DNS SRV records of a headless Service served by a real DNS server on loopback.
+// The registry follows each change, and the admin's /mesh view names the reporting source.
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterEach, describe, expect, it } from "vitest"
+import { LoopbackDnsServer } from "../discovery/dnsServer.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { call, echoRequest, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+
+describe("sidecar endpoints from discovery", () => {
+  const cleanup = new Cleanup()
+  afterEach(() => cleanup.run())
+
+  const twoInstances = async () => {
+    const app1 = await startApp(cleanup, (_req, res) => res.end("one"))
+    const app2 = await startApp(cleanup, (_req, res) => res.end("two"))
+    const b1 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app1.address }))
+    const b2 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app2.address }))
+    return { b1, b2 }
+  }
+
+  it("follows an endpoints file that is rewritten while it runs", async () => {
+    const { b1, b2 } = await twoInstances()
+    const dir = mkdtempSync(join(tmpdir(), "iip-mesh-endpoints-"))
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }))
+    const file = join(dir, "endpoints.json")
+    const write = (address: string) => {
+      writeFileSync(`${file}.tmp`, JSON.stringify({ catalog: [{ address, weight: 1 }] }))
+      renameSync(`${file}.tmp`, file) // as an editor or a ConfigMap update does
+    }
+    write(b1.inboundAddress)
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpointsFile: file }))
+    const body = async () => (await call(a.outboundPort, { headers: { host: "catalog" }, timeoutMs: 5000 })).body.toString()
+    await waitFor(() => a.sidecar.registry.endpointsOf("catalog").length === 1, 5000, "the file's endpoint")
+    expect(await body()).toBe("one")
+    write(b2.inboundAddress)
+    await waitFor(() => a.sidecar.registry.endpointsOf("catalog")[0]?.port === b2.sidecar.inbound.port, 5000, "the rewritten file")
+    expect(await body()).toBe("two")
+    expect(a.sidecar.registry.endpointsOf("catalog")[0]?.source).toBe("static:file")
+  })
+
+  it("routes to the targets of a DNS SRV name and follows a changed answer", async () => {
+    const { b1, b2 } = await twoInstances()
+    const name = "_mesh._tcp.catalog.shop.svc.cluster.local"
+    // Targets are names with A records: their 1 s TTL sets how soon the sidecar asks again.
+    const zone = (ports: ReadonlyArray<number>) => ({
+      srv: { [name]: ports.map((port, i) => ({ weight: 1, port, target: `catalog-${i}.shop.svc.cluster.local` })) },
+      a: Object.fromEntries(ports.map((_port, i) => [`catalog-${i}.shop.svc.cluster.local`, ["127.0.0.1"]])),
+      ttl: 1
+    })
+    const dns = await LoopbackDnsServer.start(zone([b1.sidecar.inbound.port]))
+    cleanup.add(() => dns.close())
+    const a = await startSidecar(
+      cleanup,
+      sidecarConfig({ service: "store", dnsSrv: { catalog: name }, dnsServers: [`127.0.0.1:${dns.port}`] })
+    )
+    await waitFor(() => a.sidecar.registry.endpointsOf("catalog").length === 1, 5000, "the SRV answer")
+    expect((await call(a.outboundPort, { headers: { host: "catalog" }, timeoutMs: 5000 })).body.toString()).toBe("one")
+    expect(a.sidecar.registry.endpointsOf("catalog")[0]?.source).toBe("dns")
+    dns.zone = zone([b2.sidecar.inbound.port])
+    await waitFor(() => a.sidecar.registry.endpointsOf("catalog")[0]?.port === b2.sidecar.inbound.port, 10_000, "the changed SRV answer")
+    expect((await call(a.outboundPort, { headers: { host: "catalog" }, timeoutMs: 5000 })).body.toString()).toBe("two")
+  })
+
+  it("merges a static list with a file: one endpoint reported by both is listed once with both sources", async () => {
+    const app = await startApp(cleanup, echoRequest)
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address }))
+    const dir = mkdtempSync(join(tmpdir(), "iip-mesh-endpoints-"))
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }))
+    const file = join(dir, "endpoints.json")
+    writeFileSync(file, JSON.stringify({ catalog: [{ address: b.inboundAddress, weight: 1 }] }))
+    const a = await startSidecar(
+      cleanup,
+      sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 5 }] }, endpointsFile: file })
+    )
+    await waitFor(() => a.sidecar.registry.endpointsOf("catalog")[0]?.source === "static,static:file", 5000, "both sources")
+    expect(a.sidecar.registry.endpointsOf("catalog")).toHaveLength(1)
+    expect(a.sidecar.registry.endpointsOf("catalog")[0]?.weight).toBe(5) // the static list wins
+  })
+})
