@@ -103,6 +103,9 @@ export const runDemo = (argv: ReadonlyArray<string>) =>
     const storefront = yield* startApp("storefront", "storefront", { SIDECAR_URL: `http://${outbound}` })
     const entry = `http://127.0.0.1:${storefront.port}/`
     const admins = [store, catalog, pricingSidecarA, pricingSidecarB].map((s) => s.admin)
+    // The ready file first: whoever waits for the banner may read it at once.
+    const pids = [catalogApp, pricingA, pricingB, storefront].map((app) => app.pid)
+    if (readyFile !== undefined) writeFileSync(readyFile, JSON.stringify({ entry, outbound: `http://${outbound}`, admins, pids }, null, 2))
     process.stdout.write(
       [
         "iip-mesh demo is up: storefront -> (sidecar) -> catalog, pricing x2 (weights 3:1), all on this host.",
@@ -113,7 +116,5 @@ export const runDemo = (argv: ReadonlyArray<string>) =>
         ""
       ].join("\n")
     )
-    const pids = [catalogApp, pricingA, pricingB, storefront].map((app) => app.pid)
-    if (readyFile !== undefined) writeFileSync(readyFile, JSON.stringify({ entry, outbound: `http://${outbound}`, admins, pids }, null, 2))
     return yield* Effect.never
   }).pipe(Effect.scoped)
