@@ -1,0 +1,335 @@
+// Discovery by mDNS / DNS-SD (bonjour-service): each sidecar announces its service under the
+// service type "_iip-mesh._tcp.local" and browses for the others, with no control plane.
+//
+// TXT record of an announcement (all values strings; empty ones are left out):
+//   service  the mesh service name        weight   relative share of traffic (integer >= 1)
+//   version  the app's version            zone     locality (zone, rack...)
+//   node     the sidecar's id             mesh     the mesh name: records of another mesh are ignored
+//   proto    the IIP mesh protocol version features  comma-separated protocol features
+//   addr     the address the sidecar really listens on (the endpoint's host)
+// When `addr` is absent the browser uses the source address of the mDNS answer.
+//
+// Instance names are "<service> <node> <port> <mesh>" (dots turned into "-", clamped to 63 bytes
+// with a hash), unique by construction, so probing is off by default: a new publisher is seen in
+// milliseconds instead of about a second.
+//
+// Liveness: bonjour-service never expires entries (a SIGKILLed publisher stays listed forever).
+// Every `queryIntervalMs` this source starts a fresh browser (which sends a PTR query; every live
+// publisher answers it) and drops the endpoints nobody re-confirmed within `silenceMs`. A goodbye
+// (unpublishAll on stop) removes an endpoint at once. With the defaults (1000 / 2500 ms) a killed
+// publisher is dropped 1.5–3.5 s after its death, and a host that comes back is listed again within
+// about one interval.
+//
+// Time: `timer` ({ now, every }; default performance.now and setInterval) drives the re-query and
+// the silence check, so a test can move time by hand (test/support/netnsMdnsChild.ts "tick"). The
+// liveness rules themselves live in MdnsEndpointTable, which takes the time as an argument and is
+// tested with no network and no timers.
+import os from "node:os"
+import { createHash } from "node:crypto"
+import Bonjour from "bonjour-service"
+import { MeshVersion } from "../protocol/mesh.ts"
+import { type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate, endpointKey } from "./types.ts"
+
+export const MdnsServiceType = "iip-mesh"
+export const MdnsDefaults = { queryIntervalMs: 1000, silenceMs: 2500 } as const
+
+type Log = (event: string, fields: Record<string, unknown>) => void
+
+/** A clock and a repeating timer; `every` returns its cancel. */
+export interface MdnsTimer {
+  readonly now: () => number
+  readonly every: (ms: number, tick: () => void) => () => void
+}
+
+export const systemTimer: MdnsTimer = {
+  now: () => performance.now(),
+  every: (ms, tick) => {
+    const handle = setInterval(tick, ms)
+    handle.unref()
+    return () => clearInterval(handle)
+  }
+}
+
+/** One service this sidecar announces. */
+export interface MdnsAnnouncement {
+  readonly service: string
+  readonly port: number
+  /** The address the sidecar listens on for this service; a wildcard (0.0.0.0, ::) is not announced. */
+  readonly address?: string
+  readonly weight?: number
+  readonly zone?: string
+  readonly version?: string
+  /** Defaults to ["mesh/<protocol version>"]. */
+  readonly features?: ReadonlyArray<string>
+}
+
+export interface MdnsSourceOptions {
+  /** Keeps meshes on one LAN apart: only records with this mesh name are reported. */
+  readonly mesh: string
+  /** This sidecar's id (TXT "node"); its own records are not reported unless `includeSelf`. */
+  readonly node: string
+  readonly announce?: ReadonlyArray<MdnsAnnouncement>
+  /** Browse for others (default true); false only announces. */
+  readonly browse?: boolean
+  readonly includeSelf?: boolean
+  /** IPv4 address of the interface to send and join multicast on (default: all interfaces). */
+  readonly interface?: string
+  /** SRV target host name (default: the machine's host name). */
+  readonly host?: string
+  /** Probe for name conflicts before announcing (about 1 s); default false. */
+  readonly probe?: boolean
+  readonly queryIntervalMs?: number
+  readonly silenceMs?: number
+  readonly timer?: MdnsTimer
+  readonly log?: Log
+}
+
+const isWildcard = (address: string | undefined): boolean =>
+  address === undefined || address === "" || address === "0.0.0.0" || address === "::" || address === "[::]"
+
+/** "<service> <node> <port> <mesh>" as a DNS label: no dots, at most 63 bytes (clamped with a hash). */
+export const instanceName = (mesh: string, node: string, announcement: MdnsAnnouncement): string => {
+  const full = `${announcement.service} ${node} ${announcement.port} ${mesh}`.replaceAll(".", "-")
+  if (Buffer.byteLength(full) <= 63) return full
+  const hash = createHash("sha256").update(full).digest("hex").slice(0, 10)
+  let head = full.slice(0, 52)
+  while (Buffer.byteLength(head) > 52) head = head.slice(0, -1)
+  return `${head}~${hash}`
+}
+
+/** The TXT record announcing `announcement`. */
+export const encodeTxt = (options: MdnsSourceOptions, announcement: MdnsAnnouncement): Record<string, string> => {
+  const txt: Record<string, string> = {
+    service: announcement.service,
+    weight: String(Math.max(1, Math.round(announcement.weight ?? 1))),
+    node: options.node,
+    mesh: options.mesh,
+    proto: String(MeshVersion),
+    features: (announcement.features ?? [`mesh/${MeshVersion}`]).join(",")
+  }
+  if (announcement.version !== undefined && announcement.version !== "") txt.version = announcement.version
+  if (announcement.zone !== undefined && announcement.zone !== "") txt.zone = announcement.zone
+  const address = isWildcard(announcement.address) ? options.interface : announcement.address
+  if (!isWildcard(address)) txt.addr = address!
+  return txt
+}
+
+/** What a browser reports about one instance (the parts of bonjour's Service this source reads). */
+export interface SeenService {
+  readonly fqdn: string
+  readonly port: number
+  readonly host: string
+  readonly txt?: Record<string, unknown>
+  readonly referer?: { readonly address: string }
+  readonly addresses?: ReadonlyArray<string>
+}
+
+export type Decoded =
+  | { readonly ok: true; readonly endpoint: DiscoveredEndpoint }
+  | { readonly ok: false; readonly reason: "mesh" | "self" | "malformed" }
+
+const text = (txt: Record<string, unknown>, key: string): string | undefined => {
+  const value = txt[key]
+  return typeof value === "string" && value !== "" ? value : undefined
+}
+
+/** The endpoint an answer describes, or why it is not reported. */
+export const decodeService = (seen: SeenService, mesh: string, self: string | undefined): Decoded => {
+  const txt = seen.txt ?? {}
+  if (text(txt, "mesh") !== mesh) return { ok: false, reason: "mesh" }
+  const node = text(txt, "node")
+  if (self !== undefined && node === self) return { ok: false, reason: "self" }
+  const service = text(txt, "service")
+  const port = seen.port
+  if (service === undefined || !Number.isInteger(port) || port <= 0 || port > 65535) return { ok: false, reason: "malformed" }
+  const host = text(txt, "addr") ?? seen.referer?.address ?? seen.addresses?.find((a) => !a.includes(":")) ?? seen.host
+  const weight = Number(text(txt, "weight") ?? "1")
+  const features = (text(txt, "features") ?? "").split(",").filter((f) => f !== "")
+  const proto = text(txt, "proto")
+  if (proto !== undefined && !features.some((f) => f.startsWith("mesh/"))) features.unshift(`mesh/${proto}`)
+  const version = text(txt, "version")
+  const zone = text(txt, "zone")
+  return {
+    ok: true,
+    endpoint: {
+      service,
+      host,
+      port,
+      weight: Number.isFinite(weight) && weight >= 1 ? Math.round(weight) : 1,
+      features,
+      source: "mdns",
+      ...(version !== undefined ? { version } : {}),
+      ...(zone !== undefined ? { zone } : {}),
+      ...(node !== undefined ? { node } : {})
+    }
+  }
+}
+
+const sameEndpoint = (a: DiscoveredEndpoint, b: DiscoveredEndpoint): boolean =>
+  a.service === b.service && a.host === b.host && a.port === b.port && a.weight === b.weight && a.zone === b.zone &&
+  a.version === b.version && a.node === b.node && a.source === b.source && a.features.join(",") === b.features.join(",")
+
+/**
+ * The endpoints currently listed, by mDNS instance (fqdn), with the time each was last confirmed.
+ * Pure state: `seen` on every answer, `gone` on a goodbye, `sweep` on every tick.
+ */
+export class MdnsEndpointTable {
+  private readonly entries = new Map<string, { endpoint: DiscoveredEndpoint; lastSeen: number }>()
+  private readonly emit: (update: EndpointUpdate) => void
+  private readonly silenceMs: number
+
+  constructor(emit: (update: EndpointUpdate) => void, silenceMs: number) {
+    this.emit = emit
+    this.silenceMs = silenceMs
+  }
+
+  get size(): number {
+    return this.entries.size
+  }
+
+  endpoints(): Array<DiscoveredEndpoint> {
+    return [...this.entries.values()].map((entry) => entry.endpoint)
+  }
+
+  /** An answer for `fqdn` arrived at `now`. */
+  seen(fqdn: string, endpoint: DiscoveredEndpoint, now: number): void {
+    const key = fqdn.toLowerCase()
+    const entry = this.entries.get(key)
+    this.entries.set(key, { endpoint, lastSeen: now })
+    if (entry === undefined) return this.emit({ _tag: "Add", endpoint })
+    const old = entry.endpoint
+    if (old.service !== endpoint.service || endpointKey(old) !== endpointKey(endpoint)) {
+      this.emit({ _tag: "Remove", service: old.service, key: endpointKey(old) })
+      this.emit({ _tag: "Add", endpoint })
+    } else if (!sameEndpoint(old, endpoint)) {
+      this.emit({ _tag: "Change", endpoint })
+    }
+  }
+
+  /** A goodbye (or a record that no longer qualifies) for `fqdn`. */
+  gone(fqdn: string): void {
+    const key = fqdn.toLowerCase()
+    const entry = this.entries.get(key)
+    if (entry === undefined) return
+    this.entries.delete(key)
+    this.emit({ _tag: "Remove", service: entry.endpoint.service, key: endpointKey(entry.endpoint) })
+  }
+
+  /** Drops every entry not confirmed for more than `silenceMs`; returns the dropped fqdns. */
+  sweep(now: number): Array<string> {
+    const dropped: Array<string> = []
+    for (const [fqdn, entry] of this.entries) if (now - entry.lastSeen > this.silenceMs) dropped.push(fqdn)
+    for (const fqdn of dropped) this.gone(fqdn)
+    return dropped
+  }
+}
+
+type BonjourInstance = InstanceType<typeof Bonjour>
+type BrowserInstance = ReturnType<BonjourInstance["find"]>
+
+/** Announces this sidecar's services and reports the mesh's others, as a DiscoverySource. */
+export class MdnsSource implements DiscoverySource {
+  private readonly options: MdnsSourceOptions
+  private readonly timer: MdnsTimer
+  private readonly log: Log
+  private bonjour: BonjourInstance | undefined
+  private closing: Promise<void> | undefined
+
+  constructor(options: MdnsSourceOptions) {
+    this.options = options
+    this.timer = options.timer ?? systemTimer
+    this.log = options.log ?? (() => {})
+  }
+
+  start(emit: (update: EndpointUpdate) => void): () => void {
+    if (this.bonjour !== undefined || this.closing !== undefined) throw new Error("MdnsSource: start called twice")
+    const { options, log, timer } = this
+    // multicast-dns options (bonjour-service types them wrongly): send and join on `interface`, but
+    // bind the wildcard address, or the socket would not receive multicast.
+    const mdnsOptions = options.interface !== undefined ? { interface: options.interface, bind: "0.0.0.0" } : {}
+    const bonjour = new Bonjour(mdnsOptions as unknown as ConstructorParameters<typeof Bonjour>[0], (error: unknown) => log("mdns-error", { error: String(error) }))
+    this.bonjour = bonjour
+    // bonjour-service does not listen to its socket's errors; an unhandled "error" would crash the process.
+    const mdns = (bonjour as unknown as { server?: { mdns?: NodeJS.EventEmitter } }).server?.mdns
+    mdns?.on("error", (error: unknown) => log("mdns-error", { error: String(error) }))
+    mdns?.on("warning", (error: unknown) => log("mdns-warning", { error: String(error) }))
+
+    for (const announcement of options.announce ?? []) {
+      const name = instanceName(options.mesh, options.node, announcement)
+      const service = bonjour.publish({
+        name,
+        type: MdnsServiceType,
+        protocol: "tcp",
+        port: announcement.port,
+        host: options.host ?? os.hostname(),
+        txt: encodeTxt(options, announcement),
+        probe: options.probe ?? false,
+        disableIPv6: true
+      })
+      service.on("up", () => log("mdns-published", { name, service: announcement.service, port: announcement.port }))
+      service.on("error", (error: unknown) => log("mdns-error", { name, error: String(error) }))
+    }
+
+    if (options.browse === false) return () => void this.shutdown()
+
+    let stopped = false
+    const table = new MdnsEndpointTable((update) => {
+      if (!stopped) emit(update)
+    }, options.silenceMs ?? MdnsDefaults.silenceMs)
+    const ignored = new Set<string>()
+    const self = options.includeSelf === true ? undefined : options.node
+    const onService = (seen: SeenService) => {
+      const decoded = decodeService(seen, options.mesh, self)
+      if (decoded.ok) return table.seen(seen.fqdn, decoded.endpoint, timer.now())
+      table.gone(seen.fqdn)
+      if (decoded.reason !== "self" && !ignored.has(seen.fqdn)) {
+        ignored.add(seen.fqdn)
+        log("mdns-ignored", { fqdn: seen.fqdn, reason: decoded.reason })
+      }
+    }
+    const find = (): BrowserInstance => bonjour.find({ type: MdnsServiceType, protocol: "tcp" })
+    // The long-lived browser reports first answers, updates and goodbyes; the per-tick one only
+    // re-confirms (a fresh browser reports every instance that answers its query as "up").
+    const main = find()
+    main.on("up", (service) => onService(service as SeenService))
+    main.on("txt-update", (service) => onService(service as SeenService))
+    main.on("srv-update", (service) => onService(service as SeenService))
+    main.on("down", (service) => table.gone(service.fqdn))
+    let requery: BrowserInstance | undefined
+    const cancel = timer.every(options.queryIntervalMs ?? MdnsDefaults.queryIntervalMs, () => {
+      requery?.stop()
+      requery = find()
+      requery.on("up", (service) => onService(service as SeenService))
+      for (const fqdn of table.sweep(timer.now())) log("mdns-expired", { fqdn })
+    })
+    return () => {
+      stopped = true
+      cancel()
+      requery?.stop()
+      main.stop()
+      void this.shutdown()
+    }
+  }
+
+  /**
+   * Sends the goodbye for every announced service, then closes the socket. Resolves when done (at
+   * most `timeoutMs` later); the function `start` returns calls it without waiting.
+   */
+  shutdown(timeoutMs = 1000): Promise<void> {
+    if (this.closing !== undefined) return this.closing
+    const bonjour = this.bonjour
+    this.closing = new Promise<void>((resolve) => {
+      if (bonjour === undefined) return resolve()
+      let done = false
+      const finish = () => {
+        if (done) return
+        done = true
+        clearTimeout(fallback)
+        bonjour.destroy(() => resolve())
+      }
+      const fallback = setTimeout(finish, timeoutMs)
+      bonjour.unpublishAll(finish)
+    })
+    return this.closing
+  }
+}

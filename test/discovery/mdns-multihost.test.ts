@@ -1,0 +1,138 @@
+// mDNS discovery across three hosts: network namespaces on a bridge the test creates (as root;
+// see test/support/netnsHosts.ts for the topology and the safety rules). Each host runs one
+// sidecar's discovery (announce "catalog" on its eth0 address, browse the others) in a child
+// process under its own hostname. Asserts: everyone sees everyone and a newcomer within 1 s, a
+// goodbye drops at once, a SIGKILLed host is dropped within 5 s, an unplugged host leaves and
+// rejoins when plugged back. Packet loss is not tested: it needs nftables on the bridge (testing.md)
+// and `nft` is not installed on these machines (tc netem is unavailable on this kernel).
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { mdnsChildScript } from "../support/netnsLo.ts"
+import { type Host, NetnsHosts, probeRootNetns } from "../support/netnsHosts.ts"
+import { assertCapability, gate, type JsonLineProcess } from "../support/netnsProcess.ts"
+
+const capability = probeRootNetns()
+const suite = gate("mDNS discovery across three hosts (network namespaces on a bridge)", capability)
+const port = 7000
+
+const update = (data: Record<string, unknown>) => (data.type === "update" ? (data.update as Record<string, unknown>) : undefined)
+const isAdd = (node: string) => (data: Record<string, unknown>) => {
+  const u = update(data)
+  return u?._tag === "Add" && (u.endpoint as { node?: string }).node === node
+}
+const isRemove = (key: string) => (data: Record<string, unknown>) => {
+  const u = update(data)
+  return u?._tag === "Remove" && u.key === key
+}
+const ms = (n: number) => `${n.toFixed(0)} ms`
+const spread = (values: ReadonlyArray<number>) => values.map(ms).join(", ")
+
+describe.skipIf(suite.skip)(suite.title, () => {
+  let net: NetnsHosts | undefined
+  let running: Array<{ host: Host; proc: JsonLineProcess }> = []
+
+  beforeAll(async () => {
+    assertCapability(capability, "root with iproute2 (network namespaces)")
+    net = await NetnsHosts.create(3)
+  })
+  afterEach(async () => {
+    await Promise.all(running.map(({ proc }) => proc.close()))
+    running = []
+  })
+  afterAll(() => {
+    net?.destroy()
+  })
+
+  const keyOf = (host: Host) => `${host.address}:${port}`
+
+  const start = async (index: number) => {
+    const host = net!.host(index)
+    const options = {
+      mesh: "test",
+      node: host.name,
+      interface: host.address,
+      announce: [{ service: "catalog", port, address: host.address, zone: `zone-${index}` }]
+    }
+    const proc = net!.exec(host, [mdnsChildScript, JSON.stringify({ options, allowedPrefixes: [`${net!.net}.`, "127."] })])
+    running.push({ host, proc })
+    const line = await proc.log.waitFor((d) => d.type === "ready" || d.type === "fatal" || d.type === "exit", 10_000, `${host.name} to start`)
+    if (line.data.type !== "ready") throw new Error(`${host.name} did not start: ${JSON.stringify(line.data)} ${proc.stderr}`)
+    expect(line.data.hostname).toBe(host.name)
+    return { host, proc }
+  }
+
+  /** Waits until every running host lists every other running host (from line `from` on). */
+  const meshed = async (nodes: ReadonlyArray<{ host: Host; proc: JsonLineProcess }>, timeoutMs: number, from = new Map<JsonLineProcess, number>()) => {
+    const waits = nodes.flatMap((a) =>
+      nodes.filter((b) => b !== a).map((b) => a.proc.log.waitFor(isAdd(b.host.name), timeoutMs, `${b.host.name} to appear on ${a.host.name}`, from.get(a.proc) ?? 0))
+    )
+    return Promise.all(waits)
+  }
+
+  it("every host sees the others, and a newcomer within 1 s of its start", async () => {
+    const first = [await start(1), await start(2)]
+    await meshed(first, 3000)
+    const third = await start(3)
+    const started = third.proc.log.find((d) => d.type === "ready")!
+    const seen = await Promise.all(first.map((n) => n.proc.log.waitFor(isAdd(third.host.name), 1000, `h3 to appear on ${n.host.name}`)))
+    await meshed([...first, third], 1000)
+    const latencies = seen.map((line) => line.at - started.at)
+    for (const latency of latencies) expect(latency).toBeLessThan(1000)
+    const endpoint = update(seen[0]!.data)!.endpoint
+    expect(endpoint).toMatchObject({ service: "catalog", host: third.host.address, port, zone: "zone-3", node: third.host.name, source: "mdns" })
+    console.log(
+      `mdns 3 hosts: newcomer appears ${spread(latencies)} after its source started (${spread(seen.map((l) => l.at - third.proc.spawnedAt))} after spawn)`
+    )
+  })
+
+  it("a host's goodbye drops it at once on the others", async () => {
+    const nodes = [await start(1), await start(2), await start(3)]
+    await meshed(nodes, 3000)
+    const [leaving, ...others] = nodes as [(typeof nodes)[0], ...typeof nodes]
+    const sent = performance.now()
+    leaving.proc.send("stop")
+    const removed = await Promise.all(others.map((n) => n.proc.log.waitFor(isRemove(keyOf(leaving.host)), 1000, `the goodbye on ${n.host.name}`)))
+    for (const line of removed) expect(line.at - sent).toBeLessThan(500)
+    await leaving.proc.log.waitFor((d) => d.type === "stopped", 2000, "the host to stop")
+    console.log(`mdns 3 hosts: goodbye drop ${spread(removed.map((l) => l.at - sent))} after stop`)
+  })
+
+  it("a SIGKILLed host is dropped within 5 s on the others", async () => {
+    const nodes = [await start(1), await start(2), await start(3)]
+    await meshed(nodes, 3000)
+    const victim = nodes[2]!
+    const killed = performance.now()
+    victim.proc.kill("SIGKILL")
+    const removed = await Promise.all(
+      nodes.slice(0, 2).map((n) => n.proc.log.waitFor(isRemove(keyOf(victim.host)), 5000, `the killed host to drop on ${n.host.name}`))
+    )
+    for (const line of removed) expect(line.at - killed).toBeLessThan(5000)
+    // The two live hosts still list each other.
+    const [a, b] = nodes as [(typeof nodes)[0], (typeof nodes)[0]]
+    expect(a.proc.log.find(isRemove(keyOf(b.host)))).toBeUndefined()
+    expect(b.proc.log.find(isRemove(keyOf(a.host)))).toBeUndefined()
+    console.log(`mdns 3 hosts: SIGKILL drop ${spread(removed.map((l) => l.at - killed))} after the kill`)
+  })
+
+  it("an unplugged host leaves the others' lists (and they leave its), and rejoins when plugged back", async () => {
+    const nodes = [await start(1), await start(2), await start(3)]
+    await meshed(nodes, 3000)
+    const cut = nodes[1]!
+    const others = [nodes[0]!, nodes[2]!]
+    const unplugged = performance.now()
+    net!.unplug(cut.host)
+    const dropped = await Promise.all(others.map((n) => n.proc.log.waitFor(isRemove(keyOf(cut.host)), 5000, `h2 to drop on ${n.host.name}`)))
+    const alone = await Promise.all(others.map((n) => cut.proc.log.waitFor(isRemove(keyOf(n.host)), 5000, `${n.host.name} to drop on h2`)))
+    for (const line of dropped) expect(line.at - unplugged).toBeLessThan(5000)
+
+    const marks = new Map(nodes.map((n) => [n.proc, n.proc.log.lines.length]))
+    const replugged = performance.now()
+    await net!.replug(cut.host)
+    const back = await Promise.all(others.map((n) => n.proc.log.waitFor(isAdd(cut.host.name), 5000, `h2 to rejoin on ${n.host.name}`, marks.get(n.proc))))
+    await Promise.all(others.map((n) => cut.proc.log.waitFor(isAdd(n.host.name), 5000, `${n.host.name} to reappear on h2`, marks.get(cut.proc))))
+    for (const line of back) expect(line.at - replugged).toBeLessThan(5000)
+    console.log(
+      `mdns 3 hosts: unplug drop ${spread(dropped.map((l) => l.at - unplugged))} (the unplugged host drops the others after ${spread(alone.map((l) => l.at - unplugged))}); ` +
+        `rejoin ${spread(back.map((l) => l.at - replugged))} after replug`
+    )
+  })
+})
