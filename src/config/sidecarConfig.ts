@@ -61,6 +61,14 @@ export const SidecarConfigSchema = Schema.Struct({
   dnsSrv: Schema.Record(Schema.String, Schema.NonEmptyString),
   /** DNS servers for the SRV lookups ("ip" or "ip:port"); empty for the system's. */
   dnsServers: Schema.Array(Schema.String),
+  /** Announce this service and find the others by mDNS on the LAN. */
+  mdns: Schema.Boolean,
+  /** Keeps two meshes on one LAN apart (mDNS). */
+  meshName: ServiceName,
+  /** IPv4 address of the interface mDNS uses; null for all. */
+  mdnsInterface: Schema.NullOr(Schema.String),
+  /** This instance's share of its service's traffic, as announced. */
+  weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 }))),
   requestTimeoutMs: PositiveMs,
   drainTimeoutMs: PositiveMs,
   accessLog: Schema.Boolean
@@ -82,6 +90,10 @@ export const settings = [
   { key: "endpointsFile", env: "IIP_MESH_ENDPOINTS_FILE", flag: "--endpoints-file", help: "a JSON file of endpoints, re-read when it changes" },
   { key: "dnsSrv", env: "IIP_MESH_DNS_SRV", flag: "--dns-srv", help: "SERVICE=SRV-NAME (full name), comma-separated or repeated" },
   { key: "dnsServers", env: "IIP_MESH_DNS_SERVERS", flag: "--dns-server", help: "DNS servers for SRV lookups, IP[:PORT] (default: the system's)" },
+  { key: "mdns", env: "IIP_MESH_MDNS", flag: "--mdns", help: "announce and discover by mDNS on the LAN (default off)" },
+  { key: "meshName", env: "IIP_MESH_MESH_NAME", flag: "--mesh-name", help: "mesh name for mDNS (default: default)" },
+  { key: "mdnsInterface", env: "IIP_MESH_MDNS_INTERFACE", flag: "--mdns-interface", help: "IPv4 address of the interface for mDNS (default: all)" },
+  { key: "weight", env: "IIP_MESH_WEIGHT", flag: "--weight", help: "this instance's weight, as announced (default 1)" },
   { key: "requestTimeoutMs", env: "IIP_MESH_REQUEST_TIMEOUT", flag: "--request-timeout", help: "deadline of a proxied request (default 15s)" },
   { key: "drainTimeoutMs", env: "IIP_MESH_DRAIN_TIMEOUT", flag: "--drain-timeout", help: "how long a stop lets requests finish (default 10s)" },
   { key: "accessLog", env: "IIP_MESH_ACCESS_LOG", flag: "--access-log", help: "one JSON line per request on stdout (default off)" }
@@ -100,6 +112,10 @@ export const defaults = (): Record<Key, unknown> => ({
   endpointsFile: null,
   dnsSrv: {},
   dnsServers: [],
+  mdns: false,
+  meshName: "default",
+  mdnsInterface: null,
+  weight: 1,
   requestTimeoutMs: 15_000,
   drainTimeoutMs: 10_000,
   accessLog: false
@@ -142,6 +158,11 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "requestTimeoutMs":
     case "drainTimeoutMs":
       return parseDurationMs(last)
+    case "weight":
+      return /^\d+$/.test(last) ? Number(last) : last
+    case "mdnsInterface":
+      return last === "" || last === "all" ? null : last
+    case "mdns":
     case "accessLog":
       return last === "" || last === "true" || last === "1" ? true : last === "false" || last === "0" ? false : last
     case "app":

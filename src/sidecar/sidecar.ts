@@ -12,6 +12,7 @@ import { Supervisor } from "../iip/supervisor.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import { Discovery } from "../discovery/discovery.ts"
 import { dnsSrvSource } from "../discovery/dnsSrvSource.ts"
+import { MdnsSource } from "../discovery/mdnsSource.ts"
 import { configSource, fileSource } from "../discovery/staticSource.ts"
 import { EndpointRegistry } from "./endpoints.ts"
 import { makeInboundHandler } from "./inbound.ts"
@@ -98,6 +99,19 @@ export const make = (config: SidecarConfig, log: Log = stderrLog): Effect.Effect
     if (config.app !== null) {
       const app = splitAddress(config.app)
       inbound.handlePrefix("/", makeInboundHandler({ appHost: app.host, appPort: app.port }))
+    }
+    if (config.mdns) {
+      // Announce the address the inbound listener really has; a sidecar with no app only browses.
+      const mdns = new MdnsSource({
+        mesh: config.meshName,
+        node: config.node,
+        announce: config.app === null ? [] : [{ service: config.service, port: inbound.address.port, address: inbound.address.host, weight: config.weight }],
+        ...(config.mdnsInterface === null ? {} : { interface: config.mdnsInterface }),
+        log
+      })
+      discovery.register(mdns)
+      // The goodbye must leave before the process does.
+      yield* Effect.addFinalizer(() => Effect.promise(() => mdns.shutdown()))
     }
 
     // Outbound: this app -> other services.
