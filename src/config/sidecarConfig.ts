@@ -11,6 +11,8 @@ import { hostname } from "node:os"
 
 const addressPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
 const servicePattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
+/** "NAMESPACE/NAME" of a Kubernetes Service: two DNS labels. */
+const kubernetesServicePattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\/[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 
 const Address = Schema.String.pipe(
   Schema.check(
@@ -59,6 +61,23 @@ export const SidecarConfigSchema = Schema.Struct({
   endpointsFile: Schema.NullOr(Schema.NonEmptyString),
   /** DNS SRV names per service (a Kubernetes headless Service's full name). */
   dnsSrv: Schema.Record(Schema.String, Schema.NonEmptyString),
+  /**
+   * Kubernetes Services per mesh service, as "NAMESPACE/NAME": their EndpointSlices are watched
+   * with the in-cluster configuration (port named "mesh"). Optional in the type so configurations
+   * built in code without it stay valid; loadSidecarConfig always fills it.
+   */
+  kubernetes: Schema.optionalKey(
+    Schema.Record(
+      Schema.String,
+      Schema.String.pipe(
+        Schema.check(
+          Schema.makeFilter((text: string) =>
+            kubernetesServicePattern.test(text) ? undefined : `Expected NAMESPACE/NAME (DNS labels), got ${JSON.stringify(text)}`
+          )
+        )
+      )
+    )
+  ),
   /** DNS servers for the SRV lookups ("ip" or "ip:port"); empty for the system's. */
   dnsServers: Schema.Array(Schema.String),
   /** Announce this service and find the others by mDNS on the LAN. */
@@ -89,6 +108,7 @@ export const settings = [
   { key: "endpoints", env: "IIP_MESH_ENDPOINTS", flag: "--endpoint", help: "SERVICE=HOST:PORT[#WEIGHT], comma-separated or repeated" },
   { key: "endpointsFile", env: "IIP_MESH_ENDPOINTS_FILE", flag: "--endpoints-file", help: "a JSON file of endpoints, re-read when it changes" },
   { key: "dnsSrv", env: "IIP_MESH_DNS_SRV", flag: "--dns-srv", help: "SERVICE=SRV-NAME (full name), comma-separated or repeated" },
+  { key: "kubernetes", env: "IIP_MESH_KUBERNETES", flag: "--kubernetes", help: "SERVICE=NAMESPACE/NAME, a Kubernetes Service whose EndpointSlices to watch (in-cluster), comma-separated or repeated" },
   { key: "dnsServers", env: "IIP_MESH_DNS_SERVERS", flag: "--dns-server", help: "DNS servers for SRV lookups, IP[:PORT] (default: the system's)" },
   { key: "mdns", env: "IIP_MESH_MDNS", flag: "--mdns", help: "announce and discover by mDNS on the LAN (default off)" },
   { key: "meshName", env: "IIP_MESH_MESH_NAME", flag: "--mesh-name", help: "mesh name for mDNS (default: default)" },
@@ -111,6 +131,7 @@ export const defaults = (): Record<Key, unknown> => ({
   endpoints: {},
   endpointsFile: null,
   dnsSrv: {},
+  kubernetes: {},
   dnsServers: [],
   mdns: false,
   meshName: "default",
@@ -150,6 +171,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "endpoints":
       return parseEndpointList(values)
     case "dnsSrv":
+    case "kubernetes":
       return Object.fromEntries(
         values.flatMap((v) => v.split(",")).map((e) => e.trim()).filter((e) => e !== "").map((e) => [e.slice(0, Math.max(0, e.indexOf("="))), e.slice(e.indexOf("=") + 1)])
       )

@@ -12,6 +12,7 @@ import { Supervisor } from "../iip/supervisor.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import { Discovery } from "../discovery/discovery.ts"
 import { dnsSrvSource } from "../discovery/dnsSrvSource.ts"
+import { kubernetesSource } from "../discovery/kubernetesSource.ts"
 import { MdnsSource } from "../discovery/mdnsSource.ts"
 import { configSource, fileSource } from "../discovery/staticSource.ts"
 import { EndpointRegistry } from "./endpoints.ts"
@@ -57,13 +58,17 @@ const listen = (server: http.Server, address: HostPort) =>
     })
   })
 
-/** The discovery sources the configuration asks for: static list, endpoints file, DNS SRV names. */
+/** The discovery sources the configuration asks for: static list, endpoints file, DNS SRV names, Kubernetes Services. */
 const startDiscovery = (config: SidecarConfig, log: Log): Discovery => {
   const discovery = new Discovery({ log })
   discovery.register(configSource(config.endpoints))
   if (config.endpointsFile !== null) discovery.register(fileSource({ path: config.endpointsFile, log }))
   for (const [service, name] of Object.entries(config.dnsSrv)) {
     discovery.register(dnsSrvSource({ service, name, servers: config.dnsServers, log }))
+  }
+  for (const [service, namespaced] of Object.entries(config.kubernetes ?? {})) {
+    const [namespace = "", kubernetesService = ""] = namespaced.split("/")
+    discovery.register(kubernetesSource({ service, namespace, kubernetesService, log }))
   }
   return discovery
 }

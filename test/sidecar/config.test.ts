@@ -128,6 +128,19 @@ describe("loadSidecarConfig", () => {
     })
   })
 
+  it("Kubernetes Services from --kubernetes (repeated or comma-separated) or IIP_MESH_KUBERNETES; a bad one is reported", () => {
+    expect(ok(load(["--service", "store"])).kubernetes).toStrictEqual({})
+    expect(ok(load(["--service", "store", "--kubernetes", "catalog=shop/catalog,users=auth/users-v2", "--kubernetes", "pay=shop/pay"])).kubernetes).toStrictEqual({
+      catalog: "shop/catalog",
+      users: "auth/users-v2",
+      pay: "shop/pay"
+    })
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_KUBERNETES: "catalog=shop/catalog" })).kubernetes).toStrictEqual({ catalog: "shop/catalog" })
+    expect(problems(load(["--service", "store", "--kubernetes", "catalog=catalog"])).problems).toStrictEqual([
+      `kubernetes.catalog (from --kubernetes): Expected NAMESPACE/NAME (DNS labels), got "catalog"`
+    ])
+  })
+
   it("an unknown flag is reported (with the other problems), as is an unknown setting in the file", () => {
     const flagError = problems(load(["--service", "store", "--bogus", "1", "--app", "x"]))
     expect(flagError.problems).toContain("--bogus: unknown flag")

@@ -56,6 +56,7 @@ export const sidecarConfig = (overrides: Partial<SidecarConfig> & Pick<SidecarCo
   admin: `${LOOPBACK}:0`,
   endpointsFile: null,
   dnsSrv: {},
+  kubernetes: {},
   dnsServers: [],
   mdns: false,
   meshName: "default",

@@ -1,0 +1,211 @@
+// Kubernetes EndpointSlice source, at the start of the discovery flow: the endpoints of one
+// Kubernetes Service, read from the API server with `@kubernetes/client-node` (an informer: list,
+// then a streamed watch) and reported as a Reset of one mesh service after each change; the
+// Discovery service merges them with the other sources.
+//
+// Which endpoints count: every address of every EndpointSlice labelled
+// `kubernetes.io/service-name=<kubernetesService>` whose conditions say it takes traffic:
+//   not terminating, and (ready, or serving)
+// (a missing `ready` counts as true, a missing `serving` as `ready`, a missing `terminating` as
+// false, as the EndpointSlice API says). A terminating endpoint is dropped even when it still
+// serves, so a draining pod stops receiving new calls. The port is the slice's port named
+// `portName` ("mesh" by default; a slice without it contributes nothing), the weight comes from
+// the slice's annotation `weightAnnotation` (an integer ≥ 1, else 1), the zone from
+// `endpoint.zone`, the node from `endpoint.nodeName`.
+//
+// Reconnecting: the informer itself re-opens a watch that the server closes (from the last
+// resourceVersion; a 410 Gone makes it list again). When it gives up and reports an error (the
+// API server unreachable, 5xx, 403), this source throws the informer away and starts a new one —
+// a fresh list and watch — after a backoff (retryMs doubling up to maxRetryMs; an informer that
+// lived at least maxRetryMs before failing starts the series again). The last reported
+// set stays meanwhile. Changes are coalesced: a list of many slices gives one Reset, and a Reset is
+// only emitted when the set differs from the last one.
+import { DiscoveryV1Api, KubeConfig, makeInformer, type Informer, type ObjectCache, type V1EndpointSlice } from "@kubernetes/client-node"
+import { messageOf, stderrLog, type Log } from "../iip/log.ts"
+import { endpointKey, type DiscoveredEndpoint, type DiscoverySource } from "./types.ts"
+
+export interface KubernetesSourceOptions {
+  /** The mesh service the endpoints belong to. */
+  readonly service: string
+  /** The namespace of the Kubernetes Service. */
+  readonly namespace: string
+  /** The name of the Kubernetes Service whose EndpointSlices are watched. */
+  readonly kubernetesService: string
+  /** The name of the port in the slices (default "mesh"). */
+  readonly portName?: string
+  /** Where the API server is; in-cluster configuration (service account) by default. */
+  readonly kubeConfig?: KubeConfig
+  /** The EndpointSlice annotation holding the weight (default "iip-mesh/weight"). */
+  readonly weightAnnotation?: string
+  /** The first restart delay after the informer failed; doubles per failure (default 1 s). */
+  readonly retryMs?: number
+  /** The longest restart delay (default 30 s). */
+  readonly maxRetryMs?: number
+  /** Receives "discovery.kubernetes-failed", "discovery.kubernetes-no-port" and "discovery.kubernetes-not-in-cluster"; stderr by default. */
+  readonly log?: Log
+}
+
+/** The label the EndpointSlice controller puts on every slice of a Service. */
+export const serviceNameLabel = "kubernetes.io/service-name"
+
+/** The path the informer lists and watches. */
+export const endpointSlicesPath = (namespace: string): string => `/apis/discovery.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/endpointslices`
+
+/** Whether an endpoint takes traffic: not terminating, and ready or serving (missing conditions as the API defines). */
+export const takesTraffic = (conditions: { readonly ready?: boolean; readonly serving?: boolean; readonly terminating?: boolean } | undefined): boolean => {
+  const ready = conditions?.ready ?? true
+  const serving = conditions?.serving ?? ready
+  const terminating = conditions?.terminating ?? false
+  return !terminating && (ready || serving)
+}
+
+/** The weight an annotation value gives: a positive integer, else 1. */
+export const weightOf = (value: string | undefined): number => {
+  if (value === undefined || !/^\s*\d+\s*$/.test(value)) return 1
+  return Math.max(1, Number.parseInt(value, 10))
+}
+
+/**
+ * The endpoints of a set of EndpointSlices (see the top of this file for the rules), de-duplicated
+ * by host and port (the first slice wins). `noPort` is called for each slice without the port.
+ */
+export const endpointsOfSlices = (
+  slices: ReadonlyArray<V1EndpointSlice>,
+  options: { readonly service: string; readonly portName: string; readonly weightAnnotation: string; readonly noPort?: (slice: string) => void }
+): ReadonlyArray<DiscoveredEndpoint> => {
+  const endpoints = new Map<string, DiscoveredEndpoint>()
+  const ordered = [...slices].sort((a, b) => (a.metadata?.name ?? "").localeCompare(b.metadata?.name ?? ""))
+  for (const slice of ordered) {
+    const port = slice.ports?.find((candidate) => (candidate.name ?? "") === options.portName)?.port
+    if (port === undefined) {
+      if ((slice.endpoints ?? []).length > 0) options.noPort?.(slice.metadata?.name ?? "")
+      continue
+    }
+    const weight = weightOf(slice.metadata?.annotations?.[options.weightAnnotation])
+    for (const endpoint of slice.endpoints ?? []) {
+      if (!takesTraffic(endpoint.conditions)) continue
+      for (const address of endpoint.addresses) {
+        const found: DiscoveredEndpoint = {
+          service: options.service,
+          host: address,
+          port,
+          weight,
+          features: [],
+          source: "kubernetes",
+          ...(endpoint.zone === undefined ? {} : { zone: endpoint.zone }),
+          ...(endpoint.nodeName === undefined ? {} : { node: endpoint.nodeName })
+        }
+        const key = endpointKey(found)
+        if (!endpoints.has(key)) endpoints.set(key, found)
+      }
+    }
+  }
+  return [...endpoints.values()]
+}
+
+/** The in-cluster configuration: the service account's token and CA, KUBERNETES_SERVICE_HOST/PORT. */
+export const inClusterConfig = (): KubeConfig => {
+  const kubeConfig = new KubeConfig()
+  kubeConfig.loadFromCluster()
+  return kubeConfig
+}
+
+/** The endpoints of one Kubernetes Service's EndpointSlices, kept current by a reconnecting watch. */
+export const kubernetesSource = (options: KubernetesSourceOptions): DiscoverySource => ({
+  start(emit) {
+    const { service, namespace, kubernetesService } = options
+    const portName = options.portName ?? "mesh"
+    const weightAnnotation = options.weightAnnotation ?? "iip-mesh/weight"
+    const retryMs = options.retryMs ?? 1_000
+    const maxRetryMs = options.maxRetryMs ?? 30_000
+    const log = options.log ?? stderrLog
+    if (options.kubeConfig === undefined && process.env["KUBERNETES_SERVICE_HOST"] === undefined) {
+      // Not in a pod: the in-cluster configuration has no server, every attempt fails ("Invalid URL").
+      log("discovery.kubernetes-not-in-cluster", { service, namespace, kubernetesService })
+    }
+    const kubeConfig = options.kubeConfig ?? inClusterConfig()
+    const api = kubeConfig.makeApiClient(DiscoveryV1Api)
+    const labelSelector = `${serviceNameLabel}=${kubernetesService}`
+    const path = endpointSlicesPath(namespace)
+
+    let stopped = false
+    let informer: (Informer<V1EndpointSlice> & ObjectCache<V1EndpointSlice>) | undefined
+    let listed = false
+    let failures = 0
+    let restartTimer: ReturnType<typeof setTimeout> | undefined
+    let flushScheduled = false
+    let lastReported: string | undefined
+
+    // After a batch of informer events (a whole list arrives as one synchronous run of "add"s),
+    // report the set once, and only when it changed.
+    const flush = (): void => {
+      flushScheduled = false
+      if (stopped || informer === undefined || !listed) return
+      const endpoints = endpointsOfSlices(informer.list(namespace), {
+        service,
+        portName,
+        weightAnnotation,
+        noPort: (slice) => log("discovery.kubernetes-no-port", { service, namespace, kubernetesService, slice, portName })
+      })
+      const fingerprint = JSON.stringify(endpoints)
+      if (fingerprint === lastReported) return
+      lastReported = fingerprint
+      emit({ _tag: "Reset", service, endpoints })
+    }
+    const scheduleFlush = (): void => {
+      if (flushScheduled) return
+      flushScheduled = true
+      setImmediate(flush)
+    }
+
+    const startInformer = (): void => {
+      listed = false
+      const current = makeInformer<V1EndpointSlice>(
+        kubeConfig,
+        path,
+        async () => {
+          const list = await api.listNamespacedEndpointSlice({ namespace, labelSelector })
+          // Stopped while listing: fail the list so this informer does not go on to watch.
+          if (stopped || informer !== current) throw new Error("kubernetes source stopped")
+          listed = true
+          scheduleFlush()
+          return list
+        },
+        labelSelector
+      )
+      informer = current
+      const startedAt = Date.now()
+      const onChange = (): void => {
+        if (informer === current) scheduleFlush()
+        else void current.stop() // a stale informer whose watch opened after it was stopped
+      }
+      current.on("add", onChange)
+      current.on("update", onChange)
+      current.on("delete", onChange)
+      current.on("error", (error?: unknown) => {
+        void current.stop()
+        if (stopped || informer !== current) return
+        // An informer that ran for a while before failing starts a new series of retries.
+        if (Date.now() - startedAt >= maxRetryMs) failures = 0
+        failures += 1
+        const delayMs = Math.min(maxRetryMs, retryMs * 2 ** (failures - 1))
+        log("discovery.kubernetes-failed", { service, namespace, kubernetesService, message: messageOf(error), failures, retryInMs: delayMs })
+        restartTimer = setTimeout(() => {
+          if (!stopped) startInformer()
+        }, delayMs)
+      })
+      current.start().catch((error: unknown) => {
+        if (!stopped && informer === current) log("discovery.kubernetes-failed", { service, namespace, kubernetesService, message: messageOf(error), failures })
+      })
+    }
+
+    startInformer()
+    return () => {
+      stopped = true
+      clearTimeout(restartTimer)
+      const last = informer
+      informer = undefined
+      void last?.stop()
+    }
+  }
+})

@@ -1,0 +1,182 @@
+// Test support for the Kubernetes discovery tests: a small fake API server on 127.0.0.1 (port 0)
+// that serves one namespace's EndpointSlices the way kube-apiserver does for an informer: a list
+// (GET .../endpointslices, with a resourceVersion) and a streamed watch (?watch=true: one JSON
+// event per line, replayed from the requested resourceVersion). The test changes the slices, drops
+// the watch streams, makes the next watches fail or expires the history (410 Gone).
+import type { V1EndpointSlice } from "@kubernetes/client-node"
+import { KubeConfig } from "@kubernetes/client-node"
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import type { AddressInfo } from "node:net"
+import { Recorder } from "./recorder.ts"
+
+export type WatchEventType = "ADDED" | "MODIFIED" | "DELETED"
+
+/** One request the server saw. */
+export interface SeenRequest {
+  readonly kind: "list" | "watch"
+  readonly url: URL
+  readonly authorization: string | undefined
+}
+
+export interface EndpointSpec {
+  readonly ip: string
+  readonly ready?: boolean
+  readonly serving?: boolean
+  readonly terminating?: boolean
+  readonly zone?: string
+  readonly node?: string
+}
+
+/** An EndpointSlice of `service` with a port named `portName` (default "mesh") and the endpoints. */
+export const endpointSlice = (
+  name: string,
+  endpoints: ReadonlyArray<EndpointSpec>,
+  options: { readonly service?: string; readonly port?: number; readonly portName?: string; readonly weight?: string } = {}
+): V1EndpointSlice => ({
+  apiVersion: "discovery.k8s.io/v1",
+  kind: "EndpointSlice",
+  metadata: {
+    name,
+    namespace: "shop",
+    labels: { "kubernetes.io/service-name": options.service ?? "web" },
+    ...(options.weight === undefined ? {} : { annotations: { "iip-mesh/weight": options.weight } })
+  },
+  addressType: "IPv4",
+  ports: [{ name: options.portName ?? "mesh", port: options.port ?? 4143, protocol: "TCP" }],
+  endpoints: endpoints.map((e) => ({
+    addresses: [e.ip],
+    conditions: {
+      ...(e.ready === undefined ? {} : { ready: e.ready }),
+      ...(e.serving === undefined ? {} : { serving: e.serving }),
+      ...(e.terminating === undefined ? {} : { terminating: e.terminating })
+    },
+    ...(e.zone === undefined ? {} : { zone: e.zone }),
+    ...(e.node === undefined ? {} : { nodeName: e.node })
+  }))
+})
+
+export class FakeKubeApi {
+  readonly namespace: string
+  readonly requests = new Recorder<SeenRequest>()
+  /** Watch streams the client closed (or the server ended). */
+  readonly closedWatches = new Recorder<URL>()
+  /** Answer the next this-many watch requests with 500. */
+  failWatches = 0
+  private readonly server: Server
+  private readonly slices = new Map<string, V1EndpointSlice>()
+  private readonly history: Array<{ readonly rv: number; readonly type: WatchEventType; readonly object: V1EndpointSlice }> = []
+  private readonly watches = new Set<{ readonly res: ServerResponse; readonly selector: string | null }>()
+  private rv = 100
+  /** Watches from a resourceVersion below this get 410 Gone. */
+  private oldestRv = 0
+
+  private constructor(namespace: string) {
+    this.namespace = namespace
+    this.server = createServer((req, res) => this.handle(req, res))
+  }
+
+  static async start(namespace = "shop"): Promise<FakeKubeApi> {
+    const api = new FakeKubeApi(namespace)
+    await new Promise<void>((resolve) => api.server.listen(0, "127.0.0.1", resolve))
+    return api
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port
+  }
+
+  /** A KubeConfig pointed at this server, with a bearer token. */
+  kubeConfig(): KubeConfig {
+    const kubeConfig = new KubeConfig()
+    kubeConfig.loadFromOptions({
+      clusters: [{ name: "fake", server: `http://127.0.0.1:${this.port}`, skipTLSVerify: true }],
+      users: [{ name: "mesh", token: "test-token" }],
+      contexts: [{ name: "fake", cluster: "fake", user: "mesh", namespace: this.namespace }],
+      currentContext: "fake"
+    })
+    return kubeConfig
+  }
+
+  /** Change a slice (ADDED and MODIFIED store it, DELETED removes it) and tell the open watches. */
+  apply(type: WatchEventType, slice: V1EndpointSlice): void {
+    this.rv += 1
+    const name = slice.metadata!.name!
+    const object: V1EndpointSlice = { ...slice, metadata: { ...slice.metadata, resourceVersion: String(this.rv) } }
+    if (type === "DELETED") this.slices.delete(name)
+    else this.slices.set(name, object)
+    const event = { rv: this.rv, type, object }
+    this.history.push(event)
+    for (const watch of this.watches) {
+      if (matches(object, watch.selector)) watch.res.write(`${JSON.stringify({ type, object })}\n`)
+    }
+  }
+
+  /** End every open watch stream, as an API server does on restart or timeout. */
+  dropWatches(): void {
+    for (const watch of this.watches) watch.res.end()
+    this.watches.clear()
+  }
+
+  /** Forget the history: a watch from an older resourceVersion gets 410 Gone (the client must list again). */
+  expireHistory(): void {
+    this.oldestRv = this.rv + 1
+  }
+
+  get openWatches(): number {
+    return this.watches.size
+  }
+
+  async close(): Promise<void> {
+    this.dropWatches()
+    this.server.closeAllConnections()
+    await new Promise<void>((resolve) => this.server.close(() => resolve()))
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? "/", "http://127.0.0.1")
+    const path = `/apis/discovery.k8s.io/v1/namespaces/${this.namespace}/endpointslices`
+    const watch = url.searchParams.get("watch") === "true"
+    this.requests.push({ kind: watch ? "watch" : "list", url, authorization: req.headers.authorization })
+    if (req.method !== "GET" || url.pathname !== path) {
+      res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ kind: "Status", code: 404 }))
+      return
+    }
+    const selector = url.searchParams.get("labelSelector")
+    if (!watch) {
+      const items = [...this.slices.values()].filter((slice) => matches(slice, selector))
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end(JSON.stringify({ apiVersion: "discovery.k8s.io/v1", kind: "EndpointSliceList", metadata: { resourceVersion: String(this.rv) }, items }))
+      return
+    }
+    if (this.failWatches > 0) {
+      this.failWatches -= 1
+      res.writeHead(500, { "content-type": "application/json" }).end(JSON.stringify({ kind: "Status", code: 500, message: "injected" }))
+      return
+    }
+    res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" })
+    res.flushHeaders()
+    const from = Number(url.searchParams.get("resourceVersion") ?? "0")
+    if (from < this.oldestRv) {
+      res.end(`${JSON.stringify({ type: "ERROR", object: { kind: "Status", code: 410, reason: "Expired", message: "too old resource version" } })}\n`)
+      return
+    }
+    for (const event of this.history) {
+      if (event.rv > from && matches(event.object, selector)) res.write(`${JSON.stringify({ type: event.type, object: event.object })}\n`)
+    }
+    const entry = { res, selector }
+    this.watches.add(entry)
+    res.on("close", () => {
+      this.watches.delete(entry)
+      this.closedWatches.push(url)
+    })
+  }
+}
+
+/** Equality selectors only ("a=b,c=d"), as the informer sends them. */
+const matches = (slice: V1EndpointSlice, selector: string | null): boolean => {
+  if (selector === null || selector === "") return true
+  return selector.split(",").every((term) => {
+    const [key, value] = term.split("=")
+    return slice.metadata?.labels?.[key!] === value
+  })
+}
