@@ -1,14 +1,17 @@
 // `iip-mesh demo [--ready-file PATH]` (what `npm start` runs): the demo services of services/ as
-// child processes, each fronted by a sidecar in this process, wired by static endpoints on this
-// host (nothing leaves loopback). Prints what to open; Ctrl-C drains the sidecars and stops the
-// services. Services also exit when this process's pipe to them closes, so none outlives it.
+// child processes, each fronted by a sidecar in this process. No sidecar is given an address: they
+// find each other through local discovery (a directory of announcements, src/discovery/
+// directorySource.ts), so nothing leaves loopback and nothing multicasts. Prints what to open;
+// Ctrl-C drains the sidecars and stops the services. Services also exit when this process's pipe
+// to them closes, so none outlives it.
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import { type ChildProcess, spawn } from "node:child_process"
-import { writeFileSync } from "node:fs"
-import { resolve } from "node:path"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
 import * as Admin from "../admin/adminServer.ts"
 import { loadSidecarConfig } from "../config/sidecarConfig.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
@@ -57,7 +60,7 @@ const startApp = (name: string, script: string, env: Record<string, string>): Ef
   ).pipe(Effect.map(([child, port]) => ({ name, port, pid: child.pid ?? 0 })))
 
 /** A sidecar (with its admin server) in this process, configured as `iip-mesh sidecar` would be. */
-const startSidecar = (service: string, app: App | undefined, endpoints: ReadonlyArray<string>) =>
+const startSidecar = (service: string, app: App | undefined, weight: number, discoveryDir: string) =>
   Effect.gen(function*() {
     const flags = new Map<string, Array<string>>([
       ["--service", [service]],
@@ -67,7 +70,9 @@ const startSidecar = (service: string, app: App | undefined, endpoints: Readonly
       ["--inbound", ["127.0.0.1:0"]],
       ["--admin", ["127.0.0.1:0"]],
       ["--drain-timeout", ["3s"]],
-      ...(endpoints.length > 0 ? [["--endpoint", [...endpoints]] as [string, Array<string>]] : [])
+      ["--local-discovery", [discoveryDir]],
+      ["--mesh-name", ["demo"]],
+      ["--weight", [String(weight)]]
     ])
     const loaded = loadSidecarConfig({ flags, env: {} })
     if (Result.isFailure(loaded)) return yield* new DemoFailed({ message: loaded.failure.message })
@@ -76,8 +81,6 @@ const startSidecar = (service: string, app: App | undefined, endpoints: Readonly
     sidecar = yield* SidecarLive.make(loaded.success)
     return { sidecar, admin: `http://${admin.host}:${admin.port}` }
   })
-
-const address = (sidecar: Sidecar) => `${sidecar.inbound.host}:${sidecar.inbound.port}`
 
 export const runDemo = (argv: ReadonlyArray<string>) =>
   Effect.gen(function*() {
@@ -91,14 +94,14 @@ export const runDemo = (argv: ReadonlyArray<string>) =>
       ],
       { concurrency: "unbounded" }
     )
-    const catalog = yield* startSidecar("catalog", catalogApp, [])
-    const pricingSidecarA = yield* startSidecar("pricing", pricingA, [])
-    const pricingSidecarB = yield* startSidecar("pricing", pricingB, [])
-    const store = yield* startSidecar("storefront", undefined, [
-      `catalog=${address(catalog.sidecar)}`,
-      `pricing=${address(pricingSidecarA.sidecar)}#3`,
-      `pricing=${address(pricingSidecarB.sidecar)}#1`
-    ])
+    const discoveryDir = yield* Effect.acquireRelease(
+      Effect.sync(() => mkdtempSync(join(tmpdir(), "iip-mesh-demo-"))),
+      (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
+    )
+    const catalog = yield* startSidecar("catalog", catalogApp, 1, discoveryDir)
+    const pricingSidecarA = yield* startSidecar("pricing", pricingA, 3, discoveryDir)
+    const pricingSidecarB = yield* startSidecar("pricing", pricingB, 1, discoveryDir)
+    const store = yield* startSidecar("storefront", undefined, 1, discoveryDir)
     const outbound = `${store.sidecar.outbound.host}:${store.sidecar.outbound.port}`
     const storefront = yield* startApp("storefront", "storefront", { SIDECAR_URL: `http://${outbound}` })
     const entry = `http://127.0.0.1:${storefront.port}/`

@@ -80,6 +80,8 @@ export const SidecarConfigSchema = Schema.Struct({
   ),
   /** DNS servers for the SRV lookups ("ip" or "ip:port"); empty for the system's. */
   dnsServers: Schema.Array(Schema.String),
+  /** A directory where sidecars on this machine announce themselves and find each other; null for none. */
+  localDiscovery: Schema.NullOr(Schema.NonEmptyString),
   /** Announce this service and find the others by mDNS on the LAN. */
   mdns: Schema.Boolean,
   /** Keeps two meshes on one LAN apart (mDNS). */
@@ -110,6 +112,7 @@ export const settings = [
   { key: "dnsSrv", env: "IIP_MESH_DNS_SRV", flag: "--dns-srv", help: "SERVICE=SRV-NAME (full name), comma-separated or repeated" },
   { key: "kubernetes", env: "IIP_MESH_KUBERNETES", flag: "--kubernetes", help: "SERVICE=NAMESPACE/NAME, a Kubernetes Service whose EndpointSlices to watch (in-cluster), comma-separated or repeated" },
   { key: "dnsServers", env: "IIP_MESH_DNS_SERVERS", flag: "--dns-server", help: "DNS servers for SRV lookups, IP[:PORT] (default: the system's)" },
+  { key: "localDiscovery", env: "IIP_MESH_LOCAL_DISCOVERY", flag: "--local-discovery", help: "a directory where sidecars on this machine find each other" },
   { key: "mdns", env: "IIP_MESH_MDNS", flag: "--mdns", help: "announce and discover by mDNS on the LAN (default off)" },
   { key: "meshName", env: "IIP_MESH_MESH_NAME", flag: "--mesh-name", help: "mesh name for mDNS (default: default)" },
   { key: "mdnsInterface", env: "IIP_MESH_MDNS_INTERFACE", flag: "--mdns-interface", help: "IPv4 address of the interface for mDNS (default: all)" },
@@ -133,6 +136,7 @@ export const defaults = (): Record<Key, unknown> => ({
   dnsSrv: {},
   kubernetes: {},
   dnsServers: [],
+  localDiscovery: null,
   mdns: false,
   meshName: "default",
   mdnsInterface: null,

@@ -13,6 +13,7 @@ import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import { Discovery } from "../discovery/discovery.ts"
 import { dnsSrvSource } from "../discovery/dnsSrvSource.ts"
 import { kubernetesSource } from "../discovery/kubernetesSource.ts"
+import { directorySource } from "../discovery/directorySource.ts"
 import { MdnsSource } from "../discovery/mdnsSource.ts"
 import { configSource, fileSource } from "../discovery/staticSource.ts"
 import { EndpointRegistry } from "./endpoints.ts"
@@ -104,6 +105,12 @@ export const make = (config: SidecarConfig, log: Log = stderrLog): Effect.Effect
     if (config.app !== null) {
       const app = splitAddress(config.app)
       inbound.handlePrefix("/", makeInboundHandler({ appHost: app.host, appPort: app.port }))
+    }
+    const announced = config.app === null
+      ? undefined
+      : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node }
+    if (config.localDiscovery !== null) {
+      discovery.register(directorySource({ directory: config.localDiscovery, mesh: config.meshName, ...(announced === undefined ? {} : { announce: announced }), log }))
     }
     if (config.mdns) {
       // Announce the address the inbound listener really has; a sidecar with no app only browses.

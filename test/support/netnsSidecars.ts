@@ -31,6 +31,7 @@ const config = (service: string, app: string | null): SidecarConfig => ({
   endpointsFile: null,
   dnsSrv: {},
   dnsServers: [],
+  localDiscovery: null,
   mdns: true,
   meshName: "test",
   mdnsInterface: null,

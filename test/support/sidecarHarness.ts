@@ -58,6 +58,7 @@ export const sidecarConfig = (overrides: Partial<SidecarConfig> & Pick<SidecarCo
   dnsSrv: {},
   kubernetes: {},
   dnsServers: [],
+  localDiscovery: null,
   mdns: false,
   meshName: "default",
   mdnsInterface: null,
