@@ -7,6 +7,7 @@ interface Bench {
 }
 
 const benches: Record<string, () => Promise<Bench>> = {
+  balancer: () => import("./balancer.ts"),
   echo: () => import("./echo.ts"),
   sidecar: () => import("./sidecar.ts"),
   stream: () => import("./stream.ts")

@@ -1,0 +1,62 @@
+// EndpointStats: the cold default, the time-decayed EWMA, pending counts, the failure penalty and
+// the cost formula, all on explicit times (no clock).
+import { describe, expect, it } from "vitest"
+import { EndpointStats, weightEpoch } from "../../src/balancer/endpointStats.ts"
+
+describe("EndpointStats", () => {
+  it("starts cold at the default latency and takes its first sample outright", () => {
+    const e = new EndpointStats("a:1", { defaultLatencyMs: 50 })
+    expect(e.cold).toBe(true)
+    expect(e.latencyMs).toBe(50)
+    e.begin(0)
+    e.end(20, 20, true)
+    expect(e.cold).toBe(false)
+    expect(e.latencyMs).toBe(20)
+  })
+
+  it("weighs a sample by the time since the last one: w = exp(-dt/tau)", () => {
+    const e = new EndpointStats("a:1", { tauMs: 10_000 })
+    e.end(0, 10, true)
+    e.end(10_000, 110, true)
+    expect(e.latencyMs).toBeCloseTo(10 * Math.exp(-1) + 110 * (1 - Math.exp(-1)), 9)
+    e.end(10_000, 1_000, true) // dt = 0: no weight at all
+    expect(e.latencyMs).toBeCloseTo(10 * Math.exp(-1) + 110 * (1 - Math.exp(-1)), 9)
+    e.end(1_000_000, 5, true) // long quiet spell: the new sample takes over
+    expect(e.latencyMs).toBeCloseTo(5, 6)
+  })
+
+  it("counts pending and computes cost = (ewma + penalty) * (pending + 1) / weight", () => {
+    const e = new EndpointStats("a:1", { weight: 4, defaultLatencyMs: 8 })
+    e.begin(0)
+    e.begin(0)
+    expect(e.pending).toBe(2)
+    expect(e.load(0)).toBe(24)
+    expect(e.cost(0)).toBe(6)
+    e.end(1, 8, true)
+    expect(e.pending).toBe(1)
+    expect(e.cost(1)).toBe(4)
+  })
+
+  it("a failure adds a penalty that fades with tau and leaves the EWMA alone", () => {
+    const e = new EndpointStats("a:1", { tauMs: 1_000, failurePenaltyMs: 100, defaultLatencyMs: 10 })
+    e.end(0, 10, true)
+    e.begin(0)
+    e.end(0, 1, false)
+    expect(e.latencyMs).toBe(10)
+    expect(e.penaltyMs(0)).toBe(100)
+    expect(e.penaltyMs(1_000)).toBeCloseTo(100 * Math.exp(-1), 9)
+    expect(e.load(1_000)).toBeCloseTo(10 + 100 * Math.exp(-1), 9)
+    expect(e.failures).toBe(1)
+  })
+
+  it("a weight of 0 costs Infinity; setWeight moves the epoch only on a change", () => {
+    const e = new EndpointStats("a:1")
+    const before = weightEpoch()
+    e.setWeight(1)
+    expect(weightEpoch()).toBe(before)
+    e.setWeight(0)
+    expect(weightEpoch()).toBe(before + 1)
+    expect(e.cost(0)).toBe(Number.POSITIVE_INFINITY)
+    expect(e.snapshot(0)).toMatchObject({ id: "a:1", weight: 0, pending: 0, cold: true })
+  })
+})
