@@ -242,18 +242,9 @@ export const leastPending = <E extends { readonly weight: number; readonly pendi
       const offset = start++ % n
       let best: E | undefined = undefined
       let bestScore = Number.POSITIVE_INFINITY
-      // From the rotating offset to the end, then from 0 to the offset: ties go to the first met.
-      for (let i = offset; i < n; i++) {
-        const c = candidates[i]!
-        if (c.weight <= 0) continue
-        const score = (c.pending + 1) / c.weight
-        if (score < bestScore) {
-          best = c
-          bestScore = score
-        }
-      }
-      for (let i = 0; i < offset; i++) {
-        const c = candidates[i]!
+      // Starting at the rotating offset and wrapping round: ties go to the first met.
+      for (let step = 0; step < n; step++) {
+        const c = candidates[(offset + step) % n]!
         if (c.weight <= 0) continue
         const score = (c.pending + 1) / c.weight
         if (score < bestScore) {
