@@ -6,22 +6,13 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import type { MdnsSourceOptions } from "../../src/discovery/mdnsSource.ts"
 import { LoopbackNamespace, mdnsChildScript, type NamespaceChild, probeLoopbackNamespace } from "../support/netnsLo.ts"
-import { assertCapability, gate } from "../support/netnsProcess.ts"
+import { assertCapability, gate, isAdd, isRemove, reportedUpdate } from "../support/netnsProcess.ts"
 
 const capability = probeLoopbackNamespace()
 const suite = gate("mDNS discovery on one host (loopback namespace)", capability)
 
 type ChildOptions = Omit<MdnsSourceOptions, "timer" | "log" | "mesh"> & { readonly mesh?: string }
 
-const update = (data: Record<string, unknown>) => (data.type === "update" ? (data.update as Record<string, unknown>) : undefined)
-const isAdd = (node: string) => (data: Record<string, unknown>) => {
-  const u = update(data)
-  return u?._tag === "Add" && (u.endpoint as { node?: string }).node === node
-}
-const isRemove = (key: string) => (data: Record<string, unknown>) => {
-  const u = update(data)
-  return u?._tag === "Remove" && u.key === key
-}
 const ms = (n: number) => `${n.toFixed(1)} ms`
 
 describe.skipIf(suite.skip)(suite.title, () => {
@@ -61,7 +52,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     const started = p1.log.find((d) => d.type === "ready")!
     const added = await browser.log.waitFor(isAdd("p1"), 2000, "p1 to appear")
     expect(added.at - started.at).toBeLessThan(1000)
-    expect(update(added.data)!.endpoint).toStrictEqual({
+    expect(reportedUpdate(added.data)!.endpoint).toStrictEqual({
       service: "catalog",
       host: "127.0.0.1",
       port: 7001,

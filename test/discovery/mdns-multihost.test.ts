@@ -8,21 +8,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { mdnsChildScript } from "../support/netnsLo.ts"
 import { type Host, NetnsHosts, probeRootNetns } from "../support/netnsHosts.ts"
-import { assertCapability, gate, type JsonLineProcess } from "../support/netnsProcess.ts"
+import { assertCapability, gate, isAdd, isRemove, type JsonLineProcess, reportedUpdate } from "../support/netnsProcess.ts"
 
 const capability = probeRootNetns()
 const suite = gate("mDNS discovery across three hosts (network namespaces on a bridge)", capability)
 const port = 7000
 
-const update = (data: Record<string, unknown>) => (data.type === "update" ? (data.update as Record<string, unknown>) : undefined)
-const isAdd = (node: string) => (data: Record<string, unknown>) => {
-  const u = update(data)
-  return u?._tag === "Add" && (u.endpoint as { node?: string }).node === node
-}
-const isRemove = (key: string) => (data: Record<string, unknown>) => {
-  const u = update(data)
-  return u?._tag === "Remove" && u.key === key
-}
 const ms = (n: number) => `${n.toFixed(0)} ms`
 const spread = (values: ReadonlyArray<number>) => values.map(ms).join(", ")
 
@@ -77,7 +68,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     await meshed([...first, third], 1000)
     const latencies = seen.map((line) => line.at - started.at)
     for (const latency of latencies) expect(latency).toBeLessThan(1000)
-    const endpoint = update(seen[0]!.data)!.endpoint
+    const endpoint = reportedUpdate(seen[0]!.data)!.endpoint
     expect(endpoint).toMatchObject({ service: "catalog", host: third.host.address, port, zone: "zone-3", node: third.host.name, source: "mdns" })
     console.log(
       `mdns 3 hosts: newcomer appears ${spread(latencies)} after its source started (${spread(seen.map((l) => l.at - third.proc.spawnedAt))} after spawn)`

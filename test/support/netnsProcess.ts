@@ -128,3 +128,18 @@ export const gate = (title: string, capability: Capability): { readonly skip: bo
 export const assertCapability = (capability: Capability, what: string): void => {
   if (!capability.ok) throw new Error(`${what} is required${inCi ? " in CI" : ""} but unavailable: ${capability.reason}`)
 }
+
+/** The EndpointUpdate an mDNS child (netnsMdnsChild.ts) reported on a JSON line, if the line is one. */
+export const reportedUpdate = (data: Record<string, unknown>) => (data.type === "update" ? (data.update as Record<string, unknown>) : undefined)
+
+/** Matches the line reporting that the endpoint of `node` was added. */
+export const isAdd = (node: string) => (data: Record<string, unknown>): boolean => {
+  const u = reportedUpdate(data)
+  return u?._tag === "Add" && (u.endpoint as { node?: string }).node === node
+}
+
+/** Matches the line reporting that the endpoint `key` (host:port) was removed. */
+export const isRemove = (key: string) => (data: Record<string, unknown>): boolean => {
+  const u = reportedUpdate(data)
+  return u?._tag === "Remove" && u.key === key
+}
