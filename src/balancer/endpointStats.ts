@@ -3,11 +3,23 @@
 // requests in flight, a failure penalty that fades with the same time constant, and the weight.
 // Pure: time always comes in as `now` (ms), nothing here reads a clock or schedules anything.
 //
-//   cost = (ewma + penalty) * (pending + 1) / weight
+//   load = (estimate + penalty) * (pending / weight + 1)
+//   estimate = ewma * exp(-max(0, now - last sample - staleAfter) / tau)
 //
-// `load` is the same without the weight; a picker that already samples by weight (p2c) compares
-// loads so the weight is not counted twice. A cold endpoint (no sample yet) reports the configured
-// default latency, and its first sample replaces it outright.
+// The estimate fades once no sample has come for `staleAfter` (like Finagle's peak EWMA, which
+// fades at once). Without that, an endpoint that was slow once loses every comparison, so it never
+// gets the sample that would show it recovered; with it, a starved endpoint looks cheaper as time
+// passes, gets one request, and that sample (weighing fully, after the long gap) says whether it is
+// still slow. The grace keeps endpoints in steady use (a sample every few ms) on their plain EWMA,
+// so equal latencies give shares equal to the weights: fading at once would favour whichever
+// endpoint was sampled longest ago.
+//
+// Pending counts per unit of weight: an endpoint of weight 4 carrying four times the requests of
+// one of weight 1 is equally loaded, so a picker that draws by weight (p2c) and compares loads
+// keeps the shares at the weights when latencies are equal, and moves traffic only for a real
+// difference in latency or queueing. A cold endpoint (no sample yet) reports `coldEstimateMs()`
+// (the balancer passes its peers' mean, so a new endpoint gets traffic at once without being
+// flooded: its pending count still rises), and its first sample replaces it outright.
 //
 // Weight changes go through `setWeight`, which bumps a module-wide epoch: pickers that cache
 // something built from weights (prefix sums, rings, the reference's weighted list) rebuild when the
@@ -18,8 +30,12 @@ export interface EndpointStatsOptions {
   readonly weight?: number
   /** EWMA time constant in ms: a sample dt ms after the previous one weighs 1 - exp(-dt/tau). Default 10,000. */
   readonly tauMs?: number
+  /** How long without a sample before the estimate starts to fade, in ms. Default tauMs. */
+  readonly staleAfterMs?: number
   /** What a cold endpoint (no sample yet) is assumed to take, in ms. Default 100. */
   readonly defaultLatencyMs?: number
+  /** The estimate while cold, asked at each comparison. Default: `defaultLatencyMs`. */
+  readonly coldEstimateMs?: () => number
   /** Added to the latency estimate per failure, fading with tau. Default 500. */
   readonly failurePenaltyMs?: number
 }
@@ -30,10 +46,8 @@ export interface Balanced {
   readonly id: string
   readonly weight: number
   readonly pending: number
-  /** (latency + penalty) * (pending + 1), without the weight. */
+  /** (estimate + penalty) * (pending / weight + 1); Infinity for a weight of 0 or less. */
   load(now: number): number
-  /** load / weight; Infinity for a weight of 0 or less. */
-  cost(now: number): number
 }
 
 let epoch = 0
@@ -46,19 +60,22 @@ export interface EndpointSnapshot {
   readonly weight: number
   readonly pending: number
   readonly latencyMs: number
+  readonly estimateMs: number
   readonly penaltyMs: number
   readonly cold: boolean
   readonly samples: number
   readonly failures: number
-  readonly cost: number
+  readonly load: number
 }
 
 export class EndpointStats implements Balanced {
   readonly id: string
   private currentWeight: number
   private readonly tauMs: number
+  private readonly staleAfterMs: number
   private readonly failurePenaltyMs: number
   private ewma: number
+  private readonly coldEstimateMs: (() => number) | undefined
   private lastSampleAt: number | undefined = undefined
   private penalty = 0
   private penaltyUpdatedAt = 0
@@ -71,7 +88,9 @@ export class EndpointStats implements Balanced {
     this.currentWeight = options.weight ?? 1
     this.tauMs = options.tauMs ?? 10_000
     if (!(this.tauMs > 0)) throw new Error(`tauMs must be positive: ${this.tauMs}`)
+    this.staleAfterMs = options.staleAfterMs ?? this.tauMs
     this.ewma = options.defaultLatencyMs ?? 100
+    this.coldEstimateMs = options.coldEstimateMs
     this.failurePenaltyMs = options.failurePenaltyMs ?? 500
   }
 
@@ -103,9 +122,16 @@ export class EndpointStats implements Balanced {
     return this.failureCount
   }
 
-  /** The latency estimate in ms (the default while cold). */
+  /** The latency EWMA in ms as of the last sample (the default while cold). */
   get latencyMs(): number {
     return this.ewma
+  }
+
+  /** The EWMA, faded once it has gone `staleAfterMs` without a sample: what the pickers compare. */
+  estimateMs(now: number): number {
+    if (this.lastSampleAt === undefined) return this.coldEstimateMs === undefined ? this.ewma : this.coldEstimateMs()
+    const stale = now - this.lastSampleAt - this.staleAfterMs
+    return stale <= 0 ? this.ewma : this.ewma * Math.exp(-stale / this.tauMs)
   }
 
   /** The failure penalty as of `now`, faded by exp(-dt/tau) since it was last changed. */
@@ -145,11 +171,8 @@ export class EndpointStats implements Balanced {
   }
 
   load(now: number): number {
-    return (this.ewma + this.penaltyMs(now)) * (this.inFlight + 1)
-  }
-
-  cost(now: number): number {
-    return this.currentWeight > 0 ? this.load(now) / this.currentWeight : Number.POSITIVE_INFINITY
+    const w = this.currentWeight
+    return w > 0 ? (this.estimateMs(now) + this.penaltyMs(now)) * (this.inFlight / w + 1) : Number.POSITIVE_INFINITY
   }
 
   /** For the admin JSON: weight, latency estimate, pending count. */
@@ -159,11 +182,12 @@ export class EndpointStats implements Balanced {
       weight: this.currentWeight,
       pending: this.inFlight,
       latencyMs: this.ewma,
+      estimateMs: this.estimateMs(now),
       penaltyMs: this.penaltyMs(now),
       cold: this.cold,
       samples: this.sampleCount,
       failures: this.failureCount,
-      cost: this.cost(now)
+      load: this.load(now)
     }
   }
 }

@@ -3,13 +3,14 @@
 // in [0, 1)), so tests and the simulation in bench/balancer.ts are deterministic.
 //
 //   p2c             the default: power of two choices. Two endpoints are drawn with probability
-//                   proportional to weight, and the one with the lower load (latency EWMA plus
-//                   failure penalty, times pending + 1) wins; on a tie the first draw wins. So with
+//                   proportional to weight, and the one with the lower load (latency estimate plus
+//                   failure penalty, times pending per weight + 1) wins; on a tie the first draw wins. So with
 //                   equal latencies the shares are exactly the weights, and a slow or busy endpoint
 //                   loses nearly every comparison it is drawn into. The first draw walks a
 //                   golden-ratio sequence (u += 0.618... mod 1, from a random start) instead of
 //                   fresh random numbers: still spread over the weights, but with no sampling noise,
-//                   so the shares track the weights closely over any window. The second is random.
+//                   so the shares track the weights closely over any window. The second is random,
+//                   and wins only when its load is lower by a margin (P2C_MARGIN).
 //   smoothWeighted  nginx's smooth weighted round robin (weightedRoundRobin.ts), as a Picker.
 //   leastPending    the fewest requests in flight per unit of weight; ties rotate.
 //   consistentHash  a ring with virtual nodes in proportion to weight; the key (a header, query
@@ -177,6 +178,14 @@ const buildPrefix = <E extends Balanced>(candidates: ReadonlyArray<E>): Prefix =
 
 const GOLDEN = (Math.sqrt(5) - 1) / 2
 
+/**
+ * The second draw takes the request only when its load is lower by this factor. Loads count whole
+ * requests in flight, so at a few in flight per endpoint equal endpoints differ by 1.25-2x from one
+ * moment to the next; a bare comparison lets that noise pull the shares off the weights (by up to
+ * 30 % at five in flight). A real difference (a 10x slower or a stalled endpoint) clears the margin.
+ */
+const P2C_MARGIN = 1.5
+
 /** Power of two choices over load, drawing by weight (see the top of this file). */
 export const p2c = <E extends Balanced>(options: P2cOptions): Picker<E> => {
   const { random } = options
@@ -213,7 +222,7 @@ export const p2c = <E extends Balanced>(options: P2cOptions): Picker<E> => {
       }
       const ca = candidates[a]!
       const cb = candidates[b]!
-      return cb.load(context.now) < ca.load(context.now) ? cb : ca
+      return cb.load(context.now) * P2C_MARGIN < ca.load(context.now) ? cb : ca
     }
   }
 }

@@ -1,5 +1,5 @@
 // EndpointStats: the cold default, the time-decayed EWMA, pending counts, the failure penalty and
-// the cost formula, all on explicit times (no clock).
+// the load formula, all on explicit times (no clock).
 import { describe, expect, it } from "vitest"
 import { EndpointStats, weightEpoch } from "../../src/balancer/endpointStats.ts"
 
@@ -25,16 +25,32 @@ describe("EndpointStats", () => {
     expect(e.latencyMs).toBeCloseTo(5, 6)
   })
 
-  it("counts pending and computes cost = (ewma + penalty) * (pending + 1) / weight", () => {
+  it("counts pending and computes load = (estimate + penalty) * (pending / weight + 1)", () => {
     const e = new EndpointStats("a:1", { weight: 4, defaultLatencyMs: 8 })
     e.begin(0)
     e.begin(0)
     expect(e.pending).toBe(2)
-    expect(e.load(0)).toBe(24)
-    expect(e.cost(0)).toBe(6)
+    expect(e.load(0)).toBe(12)
     e.end(1, 8, true)
     expect(e.pending).toBe(1)
-    expect(e.cost(1)).toBe(4)
+    expect(e.load(1)).toBe(10)
+  })
+
+  it("a cold endpoint reports coldEstimateMs() until its first sample", () => {
+    let peers = 30
+    const e = new EndpointStats("a:1", { defaultLatencyMs: 100, coldEstimateMs: () => peers })
+    expect(e.estimateMs(0)).toBe(30)
+    peers = 5
+    expect(e.load(0)).toBe(5)
+    e.end(1, 50, true)
+    expect(e.estimateMs(1)).toBe(50)
+  })
+
+  it("fades the estimate once no sample has come for staleAfterMs", () => {
+    const e = new EndpointStats("a:1", { tauMs: 1_000, staleAfterMs: 2_000 })
+    e.end(0, 100, true)
+    expect(e.estimateMs(2_000)).toBe(100)
+    expect(e.estimateMs(3_000)).toBeCloseTo(100 * Math.exp(-1), 9)
   })
 
   it("a failure adds a penalty that fades with tau and leaves the EWMA alone", () => {
@@ -56,7 +72,7 @@ describe("EndpointStats", () => {
     expect(weightEpoch()).toBe(before)
     e.setWeight(0)
     expect(weightEpoch()).toBe(before + 1)
-    expect(e.cost(0)).toBe(Number.POSITIVE_INFINITY)
+    expect(e.load(0)).toBe(Number.POSITIVE_INFINITY)
     expect(e.snapshot(0)).toMatchObject({ id: "a:1", weight: 0, pending: 0, cold: true })
   })
 })

@@ -1,0 +1,274 @@
+// One service's balancer, what the sidecar asks for every outbound request: the endpoints from
+// discovery (with run-time weight overrides from the admin API), each with its latency and pending
+// stats (endpointStats.ts), passive health (outlierDetector.ts), the retry budget
+// (retryBudget.ts), a per-endpoint concurrency limit, and the configured picker (pickers.ts).
+//
+// A pick leaves out ejected endpoints (all of them back in if every endpoint is out: better a
+// failing endpoint than none), endpoints this request already tried, and endpoints at their
+// concurrency limit; when only full ones are left the answer is `overloaded` (the sidecar sheds
+// the request with 503 and retry-after) instead of queueing without bound. A pick returns a lease;
+// ending it feeds the latency or the failure back into the stats and the outlier detector.
+//
+// The common case (nothing excluded, the picked endpoint below its limit) picks from a cached list
+// of usable endpoints, rebuilt only when membership, weights or ejections change.
+
+import { type Balanced, EndpointStats, type EndpointStatsOptions } from "./endpointStats.ts"
+import { type EjectionReason, OutlierDetector, type OutlierOptions } from "./outlierDetector.ts"
+import {
+  consistentHash,
+  ipHash,
+  leastPending,
+  minPending,
+  p2c,
+  type PickContext,
+  type Picker,
+  type Random,
+  random as randomPicker,
+  roundRobin,
+  smoothWeighted,
+  uriParam
+} from "./pickers.ts"
+import { RetryBudget, type RetryBudgetOptions } from "./retryBudget.ts"
+
+/** The pickers by configuration name; the reference's methods under their Go names. */
+export const pickerNames = [
+  "p2c",
+  "weighted-round-robin",
+  "least-pending",
+  "consistent-hash",
+  "MethodRoundrobin",
+  "MethodRandom",
+  "MethodMinPending",
+  "MethodIpHash",
+  "MethodURIParam"
+] as const
+export type PickerName = (typeof pickerNames)[number]
+
+export interface BalancedEndpoint {
+  /** Stable identity, `host:port`. */
+  readonly id: string
+  /** The weight discovery gave it. */
+  readonly weight: number
+}
+
+export interface ServiceBalancerOptions {
+  /** Default p2c. */
+  readonly picker?: PickerName
+  /** MethodURIParam: the query parameter hashed. */
+  readonly paramKey?: string
+  /** Requests in flight per endpoint before it is skipped. Default 1000. */
+  readonly maxPendingPerEndpoint?: number
+  readonly stats?: EndpointStatsOptions
+  readonly outlier?: OutlierOptions
+  readonly retryBudget?: RetryBudgetOptions
+  /** Randomness for p2c and MethodRandom. Default Math.random. */
+  readonly random?: Random
+}
+
+/** An endpoint with its balancing state. */
+class Member<E extends BalancedEndpoint> extends EndpointStats {
+  endpoint: E
+  /** Dropped by discovery: its late results no longer count towards the set's health. */
+  retired = false
+
+  constructor(endpoint: E, weight: number, options: EndpointStatsOptions) {
+    super(endpoint.id, { ...options, weight })
+    this.endpoint = endpoint
+  }
+}
+
+export interface Lease<E> {
+  readonly endpoint: E
+  /** Ends the request: `ok` false for a failure of the endpoint. Returns an ejection it caused. */
+  end(now: number, latencyMs: number, ok: boolean): EjectionReason | undefined
+}
+
+export type PickResult<E> =
+  | { readonly _tag: "Picked"; readonly lease: Lease<E> }
+  /** Nothing to pick: no endpoints, or all already tried. */
+  | { readonly _tag: "NoEndpoint" }
+  /** Every endpoint left is at its concurrency limit. */
+  | { readonly _tag: "Overloaded" }
+
+export interface EndpointView {
+  readonly address: string
+  readonly weight: number
+  /** The weight from discovery, when an override replaces it. */
+  readonly discoveredWeight?: number
+  readonly latencyMs: number
+  readonly pending: number
+  readonly samples: number
+  readonly failures: number
+  readonly health: "healthy" | "ejected"
+  readonly ejection?: { readonly reason: string; readonly forMs: number }
+  readonly ejections: number
+  readonly errorRatePercent: number
+}
+
+const makePicker = <E extends Balanced>(name: PickerName, options: ServiceBalancerOptions): Picker<E> => {
+  const random = options.random ?? Math.random
+  switch (name) {
+    case "p2c":
+      return p2c({ random })
+    case "weighted-round-robin":
+      return smoothWeighted()
+    case "least-pending":
+      return leastPending()
+    case "consistent-hash":
+      return consistentHash()
+    case "MethodRoundrobin":
+      return roundRobin()
+    case "MethodRandom":
+      return randomPicker({ random })
+    case "MethodMinPending":
+      return minPending()
+    case "MethodIpHash":
+      return ipHash()
+    case "MethodURIParam":
+      return uriParam({ paramKey: options.paramKey ?? "" })
+  }
+}
+
+export class ServiceBalancer<E extends BalancedEndpoint> {
+  readonly retryBudget: RetryBudget
+  private readonly picker: Picker<Member<E>>
+  private readonly outliers: OutlierDetector
+  private readonly maxPending: number
+  private members: Array<Member<E>> = []
+  private readonly overrides = new Map<string, number>()
+  /** The members not ejected, and the outlier version it was built at (-1: rebuild). */
+  private usable: Array<Member<E>> = []
+  private usableVersion = -1
+  /** What a cold member is assumed to take: its warm peers' mean estimate, refreshed every 100 ms. */
+  private coldEstimate: number
+  private coldEstimateAt = Number.NEGATIVE_INFINITY
+  private readonly statsOptions: EndpointStatsOptions
+
+  constructor(options: ServiceBalancerOptions = {}) {
+    this.picker = makePicker(options.picker ?? "p2c", options)
+    this.outliers = new OutlierDetector(options.outlier)
+    this.retryBudget = new RetryBudget(options.retryBudget)
+    this.maxPending = options.maxPendingPerEndpoint ?? 1000
+    this.coldEstimate = options.stats?.defaultLatencyMs ?? 100
+    this.statsOptions = { ...options.stats, coldEstimateMs: () => this.coldEstimate }
+  }
+
+  /** Replaces the endpoints; those that stay keep their stats and health. */
+  update(endpoints: ReadonlyArray<E>): void {
+    const previous = new Map(this.members.map((m) => [m.id, m]))
+    this.members = endpoints.map((endpoint) => {
+      const weight = this.overrides.get(endpoint.id) ?? endpoint.weight
+      const member = previous.get(endpoint.id)
+      previous.delete(endpoint.id)
+      if (member === undefined) return new Member(endpoint, weight, this.statsOptions)
+      member.endpoint = endpoint
+      member.setWeight(weight)
+      return member
+    })
+    for (const gone of previous.values()) gone.retired = true
+    this.outliers.retain(this.members.map((m) => m.id))
+    this.usableVersion = -1
+  }
+
+  get endpoints(): ReadonlyArray<E> {
+    return this.members.map((m) => m.endpoint)
+  }
+
+  has(id: string): boolean {
+    return this.members.some((m) => m.id === id)
+  }
+
+  /**
+   * A run-time weight for `id` (the admin API), or undefined to return to discovery's. It outlives
+   * the endpoint leaving discovery, so a flapping or restarting instance keeps what the operator set.
+   */
+  overrideWeight(id: string, weight: number | undefined): boolean {
+    const member = this.members.find((m) => m.id === id)
+    if (member === undefined) return false
+    if (weight === undefined) this.overrides.delete(id)
+    else this.overrides.set(id, weight)
+    member.setWeight(weight ?? member.endpoint.weight)
+    this.usableVersion = -1
+    return true
+  }
+
+  /** One endpoint for a request, leaving out `tried` (ids this request already used). */
+  pick(now: number, context: PickContext, tried?: ReadonlySet<string>): PickResult<E> {
+    if (now - this.coldEstimateAt >= 100) this.refreshColdEstimate(now)
+    const usable = this.usableAt(now)
+    let member = this.picker.pick(usable, context)
+    if (member === undefined || (tried !== undefined && tried.has(member.id)) || member.pending >= this.maxPending) {
+      const open = usable.filter((m) => !(tried?.has(m.id) ?? false))
+      if (open.length === 0) return { _tag: "NoEndpoint" }
+      const below = open.filter((m) => m.pending < this.maxPending)
+      if (below.length === 0) return { _tag: "Overloaded" }
+      member = this.picker.pick(below, context)
+      if (member === undefined) return { _tag: "NoEndpoint" }
+    }
+    return { _tag: "Picked", lease: this.lease(member, now) }
+  }
+
+  /** An active health check's result for `id`. */
+  probed(id: string, now: number, ok: boolean): void {
+    if (!this.has(id)) return
+    if (ok) this.outliers.probeSucceeded(id)
+    else this.outliers.probeFailed(id, now, this.members.length)
+  }
+
+  /** For the admin JSON. */
+  view(now: number): Array<EndpointView> {
+    return this.members.map((m) => {
+      const health = this.outliers.snapshot(m.id, now)
+      return {
+        address: m.id,
+        weight: m.weight,
+        ...(this.overrides.has(m.id) ? { discoveredWeight: m.endpoint.weight } : {}),
+        latencyMs: Math.round(m.estimateMs(now) * 1000) / 1000,
+        pending: m.pending,
+        samples: m.samples,
+        failures: m.failures,
+        health: health.ejected ? "ejected" : "healthy",
+        ...(health.ejected ? { ejection: { reason: health.reason ?? "unknown", forMs: health.ejectedForMs } } : {}),
+        ejections: health.ejections,
+        errorRatePercent: Math.round(health.errorRatePercent * 10) / 10
+      }
+    })
+  }
+
+  private lease(member: Member<E>, now: number): Lease<E> {
+    member.begin(now)
+    let ended = false
+    return {
+      endpoint: member.endpoint,
+      end: (at, latencyMs, ok) => {
+        if (ended) return undefined
+        ended = true
+        member.end(at, latencyMs, ok)
+        if (member.retired) return undefined
+        return this.outliers.record(member.id, at, ok, this.members.length)
+      }
+    }
+  }
+
+  private refreshColdEstimate(now: number): void {
+    this.coldEstimateAt = now
+    let sum = 0
+    let warm = 0
+    for (const m of this.members) {
+      if (m.cold) continue
+      sum += m.estimateMs(now)
+      warm++
+    }
+    if (warm > 0) this.coldEstimate = sum / warm
+  }
+
+  private usableAt(now: number): ReadonlyArray<Member<E>> {
+    const version = this.outliers.versionAt(now)
+    if (version !== this.usableVersion) {
+      const usable = this.members.filter((m) => !this.outliers.isEjected(m.id, now))
+      this.usable = usable.length > 0 ? usable : this.members
+      this.usableVersion = version
+    }
+    return this.usable
+  }
+}

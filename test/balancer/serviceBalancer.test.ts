@@ -1,0 +1,254 @@
+// The service balancer on Effect's TestClock: every `now` it is given is the TestClock's time, and
+// time moves only by TestClock.adjust, so each run is the same. Simulated requests take their
+// latency in clock time: a lease ends when the clock passes its end.
+// - Weighted shares within 2 % of the weights over 100,000 picks (p2c with equal latencies, and
+//   smooth weighted round robin); a run-time weight override moves them.
+// - p2c and a 10x slower endpoint: far less than its share while slow, its share back after it
+//   recovers, with no probes (its estimate fades while it is starved).
+// - Ejection after consecutive failures and by error rate; return after the ejection time; a
+//   second ejection lasts twice as long; never more than the cap out at once; active checks.
+// - Full outage of one endpoint: the retry budget caps the retries at its ratio of the traffic.
+// - Concurrency limit: a full endpoint is skipped; all full is `Overloaded`.
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Effect } from "effect"
+import { TestClock } from "effect/testing"
+import { seededRandom } from "../../src/balancer/pickers.ts"
+import { type Lease, type PickerName, ServiceBalancer, type ServiceBalancerOptions } from "../../src/balancer/serviceBalancer.ts"
+
+interface Ep {
+  readonly id: string
+  readonly weight: number
+}
+
+const endpointsOf = (weights: ReadonlyArray<number>): Array<Ep> => weights.map((weight, i) => ({ id: `10.0.0.${i + 1}:4143`, weight }))
+
+const balancerOf = (picker: PickerName, weights: ReadonlyArray<number>, options: ServiceBalancerOptions = {}) => {
+  const balancer = new ServiceBalancer<Ep>({ picker, random: seededRandom(42), ...options })
+  const endpoints = endpointsOf(weights)
+  balancer.update(endpoints)
+  return { balancer, endpoints }
+}
+
+const now = Clock.currentTimeMillis
+
+type Running = { readonly at: number; readonly lease: Lease<Ep>; readonly latency: number; readonly ok: boolean }
+/** Requests still in flight, per balancer: they end in a later `drive` call, as they would. */
+const inFlight = new WeakMap<ServiceBalancer<Ep>, Array<Running>>()
+
+/**
+ * Runs `count` requests, one every `everyMs` of TestClock time, each taking `latencyOf(endpoint,
+ * t)` ms and failing when `failsOn(endpoint, t)`. Returns the picks per endpoint id.
+ */
+const drive = (
+  balancer: ServiceBalancer<Ep>,
+  count: number,
+  everyMs: number,
+  latencyOf: (e: Ep, t: number) => number,
+  failsOn: (e: Ep, t: number) => boolean = () => false,
+  onPick: (e: Ep, t: number) => void = () => {}
+) =>
+  Effect.gen(function*() {
+    const picks = new Map<string, number>()
+    const running = inFlight.get(balancer) ?? []
+    inFlight.set(balancer, running)
+    for (let i = 0; i < count; i++) {
+      const t = yield* now
+      for (let j = running.length - 1; j >= 0; j--) {
+        const r = running[j]!
+        if (r.at <= t) {
+          r.lease.end(r.at, r.latency, r.ok)
+          running.splice(j, 1)
+        }
+      }
+      const result = balancer.pick(t, { now: t })
+      if (result._tag !== "Picked") throw new Error(`no pick: ${result._tag}`)
+      const e = result.lease.endpoint
+      picks.set(e.id, (picks.get(e.id) ?? 0) + 1)
+      onPick(e, t)
+      const latency = latencyOf(e, t)
+      running.push({ at: t + latency, lease: result.lease, latency, ok: !failsOn(e, t) })
+      if (everyMs > 0) yield* TestClock.adjust(`${everyMs} millis`)
+    }
+    return picks
+  })
+
+const sharesOf = (picks: Map<string, number>, endpoints: ReadonlyArray<Ep>) => {
+  const total = [...picks.values()].reduce((a, b) => a + b, 0)
+  return endpoints.map((e) => (picks.get(e.id) ?? 0) / total)
+}
+
+describe("weighted shares", () => {
+  for (const picker of ["p2c", "weighted-round-robin"] as const) {
+    it.effect(`${picker}: within 2 % of the weights over 100,000 picks, and after an override`, () =>
+      Effect.gen(function*() {
+        const weights = [1, 2, 3, 4]
+        const { balancer, endpoints } = balancerOf(picker, weights)
+        // Equal latencies (5 ms), one request every ms: a few in flight at once.
+        const shares = sharesOf(yield* drive(balancer, 100_000, 1, () => 5), endpoints)
+        weights.forEach((w, i) => expect(Math.abs(shares[i]! - w / 10)).toBeLessThan(0.02 * (w / 10)))
+
+        expect(balancer.overrideWeight(endpoints[0]!.id, 6)).toBe(true)
+        const after = sharesOf(yield* drive(balancer, 100_000, 1, () => 5), endpoints)
+        ;[6, 2, 3, 4].forEach((w, i) => expect(Math.abs(after[i]! - w / 15)).toBeLessThan(0.02 * (w / 15)))
+        expect(balancer.view(yield* now)[0]).toMatchObject({ weight: 6, discoveredWeight: 1 })
+
+        // Discovery's weight again once the override is lifted; an update keeps an override.
+        balancer.overrideWeight(endpoints[0]!.id, 0)
+        balancer.update(endpoints)
+        expect(balancer.view(yield* now)[0]!.weight).toBe(0)
+        balancer.overrideWeight(endpoints[0]!.id, undefined)
+        expect(balancer.view(yield* now)[0]).not.toHaveProperty("discoveredWeight")
+      }))
+  }
+})
+
+describe("p2c and a slow endpoint", () => {
+  it.effect("a 10x slower endpoint gets far less than its share, and its share back once it recovers", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = balancerOf("p2c", [1, 1, 1, 1])
+      const slow = endpoints[3]!
+      let slowNow = true
+      const latency = (e: Ep) => (e === slow && slowNow ? 100 : 10)
+      // 60 s at 200 requests a second.
+      const during = sharesOf(yield* drive(balancer, 12_000, 5, latency), endpoints)
+      expect(during[3]!).toBeLessThan(0.25 / 5)
+      slowNow = false
+      // It is starved of samples, so it takes its estimate's fading to be tried again (< 40 s).
+      yield* drive(balancer, 8_000, 5, latency)
+      const after = sharesOf(yield* drive(balancer, 4_000, 5, latency), endpoints)
+      expect(after[3]!).toBeGreaterThan(0.25 * 0.9)
+      expect(after[3]!).toBeLessThan(0.25 * 1.1)
+    }))
+})
+
+describe("ejection", () => {
+  const outlier = { consecutiveFailures: 5, errorRatePercent: 0, baseEjectionMs: 5_000, maxEjectionMs: 60_000, maxEjectedPercent: 50 }
+
+  it.effect("after 5 failures in a row an endpoint is out for 5 s, then back; failing again, out for 10 s", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = balancerOf("weighted-round-robin", [1, 1, 1, 1], { outlier })
+      const bad = endpoints[1]!
+      let failing = true
+      const failsOn = (e: Ep) => e === bad && failing
+      // Round robin: the bad one gets every 4th request; its 5th failure (request 18) ejects it.
+      yield* drive(balancer, 20, 1, () => 0, failsOn)
+      const view = balancer.view(yield* now)[1]!
+      expect(view).toMatchObject({ health: "ejected", ejections: 1, ejection: { reason: "consecutive_failures" } })
+      const ejectedFor = view.ejection!.forMs
+      expect(ejectedFor).toBeGreaterThan(4_990)
+      expect(ejectedFor).toBeLessThanOrEqual(5_000)
+      // While out it gets nothing.
+      const out = yield* drive(balancer, 300, 10, () => 0)
+      expect(out.get(bad.id)).toBeUndefined()
+      // Back after the 5 s; still failing, it is out again after 5 more, now for 10 s.
+      yield* TestClock.adjust(`${ejectedFor} millis`)
+      expect(balancer.view(yield* now)[1]!.health).toBe("healthy")
+      yield* drive(balancer, 20, 1, () => 0, failsOn)
+      const second = balancer.view(yield* now)[1]!
+      expect(second).toMatchObject({ health: "ejected", ejections: 2 })
+      expect(second.ejection!.forMs).toBeGreaterThan(9_980)
+      // Recovered: once back it takes its share and stays in.
+      failing = false
+      yield* TestClock.adjust(`${second.ejection!.forMs} millis`)
+      const back = yield* drive(balancer, 400, 1, () => 0, failsOn)
+      expect(back.get(bad.id)).toBe(100)
+      expect(balancer.view(yield* now)[1]!.health).toBe("healthy")
+    }))
+
+  it.effect("never more than maxEjectedPercent of the endpoints out at once", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = balancerOf("weighted-round-robin", [1, 1, 1, 1], { outlier })
+      // Three of four fail everything: only two (50 %) go out, the third stays in.
+      yield* drive(balancer, 100, 1, () => 0, (e) => e !== endpoints[0])
+      const health = balancer.view(yield* now).map((v) => v.health)
+      expect(health.filter((h) => h === "ejected")).toHaveLength(2)
+      expect(health[0]).toBe("healthy")
+      // A single endpoint is never ejected (50 % of 1 rounds down to 0).
+      const single = balancerOf("p2c", [1], { outlier })
+      yield* drive(single.balancer, 50, 1, () => 0, () => true)
+      expect(single.balancer.view(yield* now)[0]!.health).toBe("healthy")
+    }))
+
+  it.effect("by error rate over the window, when failures are not in a row", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = balancerOf("weighted-round-robin", [1, 1], {
+        outlier: { consecutiveFailures: 0, errorRatePercent: 50, minRequests: 20, windowMs: 10_000, maxEjectedPercent: 50 }
+      })
+      let n = 0
+      // Endpoint 1 fails every other request: 50 % once it has served 20.
+      yield* drive(balancer, 100, 10, () => 0, (e) => e === endpoints[1] && n++ % 2 === 0)
+      expect(balancer.view(yield* now)[1]).toMatchObject({ health: "ejected", ejection: { reason: "error_rate" } })
+    }))
+
+  it.effect("an active check that fails puts an endpoint out until a check passes", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = balancerOf("p2c", [1, 1, 1], { outlier })
+      balancer.probed(endpoints[2]!.id, yield* now, false)
+      yield* TestClock.adjust("10 minutes")
+      const picks = yield* drive(balancer, 300, 1, () => 1)
+      expect(picks.get(endpoints[2]!.id)).toBeUndefined()
+      balancer.probed(endpoints[2]!.id, yield* now, true)
+      const after = yield* drive(balancer, 300, 1, () => 1)
+      expect(after.get(endpoints[2]!.id)).toBeGreaterThan(50)
+    }))
+})
+
+describe("retry budget", () => {
+  it.effect("during a full outage of one endpoint, retries stay within the budget's ratio of the traffic", () =>
+    Effect.gen(function*() {
+      // Ejection off (a cap of 0 %) so the outage goes on for the whole run.
+      const ratio = 0.1
+      const { balancer, endpoints } = balancerOf("weighted-round-robin", [1, 1, 1, 1], {
+        outlier: { maxEjectedPercent: 0 },
+        retryBudget: { ratio, minPerSecond: 5, windowMs: 10_000 }
+      })
+      const dead = endpoints[0]!
+      let requests = 0
+      let retries = 0
+      let refused = 0
+      // 60 s at 1,000 requests a second; a failure on the dead endpoint is retried when the budget allows.
+      for (let i = 0; i < 60_000; i++) {
+        const t = yield* now
+        requests++
+        balancer.retryBudget.deposit(t)
+        const first = balancer.pick(t, { now: t })
+        if (first._tag !== "Picked") throw new Error(first._tag)
+        const failed = first.lease.endpoint === dead
+        first.lease.end(t, 0, !failed)
+        if (failed) {
+          if (balancer.retryBudget.tryWithdraw(t)) {
+            retries++
+            const again = balancer.pick(t, { now: t }, new Set([dead.id]))
+            if (again._tag !== "Picked") throw new Error(again._tag)
+            again.lease.end(t, 0, true)
+          } else refused++
+        }
+        yield* TestClock.adjust("1 millis")
+      }
+      // A quarter of the requests failed; the budget let through its ratio plus the floor (5/s).
+      expect(refused).toBeGreaterThan(0)
+      const extraLoad = retries / requests
+      expect(extraLoad).toBeLessThanOrEqual(ratio + (5 * 60) / requests + 0.001)
+      expect(extraLoad).toBeGreaterThan(ratio * 0.9)
+    }))
+})
+
+describe("concurrency limit", () => {
+  it.effect("skips an endpoint at its limit, and says Overloaded when every endpoint is", () =>
+    Effect.gen(function*() {
+      const { balancer } = balancerOf("p2c", [1, 1], { maxPendingPerEndpoint: 2 })
+      const t = yield* now
+      const leases: Array<Lease<Ep>> = []
+      for (let i = 0; i < 4; i++) {
+        const result = balancer.pick(t, { now: t })
+        if (result._tag !== "Picked") throw new Error(result._tag)
+        leases.push(result.lease)
+      }
+      expect(balancer.view(t).map((v) => v.pending)).toEqual([2, 2])
+      expect(balancer.pick(t, { now: t })._tag).toBe("Overloaded")
+      leases[0]!.end(t, 1, true)
+      expect(balancer.pick(t, { now: t })._tag).toBe("Picked")
+      // Excluding every endpoint (all tried) is NoEndpoint, not Overloaded.
+      expect(balancer.pick(t, { now: t }, new Set(balancer.endpoints.map((e) => e.id)))._tag).toBe("NoEndpoint")
+    }))
+})
