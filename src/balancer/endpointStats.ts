@@ -1,6 +1,6 @@
 // Per-endpoint balancing state: a latency estimate (an EWMA that decays by the time since the last
 // sample, so a burst after a long quiet spell counts fully and a steady stream averages), the
-// requests in flight, a failure penalty that fades with the same time constant, and the weight.
+// requests in flight, a failure penalty that fades within seconds, and the weight.
 // Pure: time always comes in as `now` (ms), nothing here reads a clock or schedules anything.
 //
 //   load = (estimate + penalty) * (pending / weight + 1)
@@ -38,6 +38,12 @@ export interface EndpointStatsOptions {
   readonly coldEstimateMs?: () => number
   /** Added to the latency estimate per failure, fading with tau. Default 500. */
   readonly failurePenaltyMs?: number
+  /**
+   * The penalty's fading time constant in ms. Default 2,000: long enough to steer traffic off an
+   * endpoint that fails fast, short enough that one back from a restart wins requests again within
+   * seconds (a longer outage is the outlier detector's to handle, and its return clears the penalty).
+   */
+  readonly penaltyTauMs?: number
 }
 
 /** What every picker needs of an endpoint. `EndpointStats` is the implementation. */
@@ -74,6 +80,7 @@ export class EndpointStats implements Balanced {
   private readonly tauMs: number
   private readonly staleAfterMs: number
   private readonly failurePenaltyMs: number
+  private readonly penaltyTauMs: number
   private ewma: number
   private readonly coldEstimateMs: (() => number) | undefined
   private lastSampleAt: number | undefined = undefined
@@ -92,6 +99,7 @@ export class EndpointStats implements Balanced {
     this.ewma = options.defaultLatencyMs ?? 100
     this.coldEstimateMs = options.coldEstimateMs
     this.failurePenaltyMs = options.failurePenaltyMs ?? 500
+    this.penaltyTauMs = options.penaltyTauMs ?? 2_000
   }
 
   get weight(): number {
@@ -134,11 +142,16 @@ export class EndpointStats implements Balanced {
     return stale <= 0 ? this.ewma : this.ewma * Math.exp(-stale / this.tauMs)
   }
 
-  /** The failure penalty as of `now`, faded by exp(-dt/tau) since it was last changed. */
+  /** The failure penalty as of `now`, faded by exp(-dt/penaltyTau) since it was last changed. */
   penaltyMs(now: number): number {
     if (this.penalty === 0) return 0
     const dt = Math.max(0, now - this.penaltyUpdatedAt)
-    return this.penalty * Math.exp(-dt / this.tauMs)
+    return this.penalty * Math.exp(-dt / this.penaltyTauMs)
+  }
+
+  /** A fresh start for an endpoint back from an ejection. */
+  clearPenalty(): void {
+    this.penalty = 0
   }
 
   /** A request to this endpoint starts. */

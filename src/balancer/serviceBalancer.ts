@@ -139,6 +139,8 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
   /** The members not ejected, and the outlier version it was built at (-1: rebuild). */
   private usable: Array<Member<E>> = []
   private usableVersion = -1
+  /** Members out at the last rebuild: one back since then gets its penalty cleared. */
+  private ejected = new Set<Member<E>>()
   /** What a cold member is assumed to take: its warm peers' mean estimate, refreshed every 100 ms. */
   private coldEstimate: number
   private coldEstimateAt = Number.NEGATIVE_INFINITY
@@ -265,7 +267,16 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
   private usableAt(now: number): ReadonlyArray<Member<E>> {
     const version = this.outliers.versionAt(now)
     if (version !== this.usableVersion) {
-      const usable = this.members.filter((m) => !this.outliers.isEjected(m.id, now))
+      const ejected = new Set<Member<E>>()
+      const usable: Array<Member<E>> = []
+      for (const m of this.members) {
+        if (this.outliers.isEjected(m.id, now)) ejected.add(m)
+        else {
+          if (this.ejected.has(m)) m.clearPenalty()
+          usable.push(m)
+        }
+      }
+      this.ejected = ejected
       this.usable = usable.length > 0 ? usable : this.members
       this.usableVersion = version
     }

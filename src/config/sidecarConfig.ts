@@ -8,6 +8,7 @@ import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
 import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
+import { pickerNames } from "../balancer/serviceBalancer.ts"
 
 const addressPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
 const servicePattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
@@ -26,6 +27,15 @@ const ServiceName = Schema.String.pipe(
   Schema.check(Schema.makeFilter((text: string) => (servicePattern.test(text) ? undefined : `Expected a DNS label (a-z, 0-9, -), got ${JSON.stringify(text)}`)))
 )
 const PositiveMs = Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 3_600_000 })))
+const Percent = Schema.Number.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 100 })))
+/** Where consistent hashing and MethodURIParam find their key: a header, a query parameter, or the client's address. */
+const HashKey = Schema.String.pipe(
+  Schema.check(
+    Schema.makeFilter((text: string) =>
+      /^(?:header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|query:.+|client)$/.test(text) ? undefined : `Expected header:NAME, query:NAME or client, got ${JSON.stringify(text)}`
+    )
+  )
+)
 
 const EndpointSpec = Schema.Struct({
   address: Address,
@@ -92,7 +102,30 @@ export const SidecarConfigSchema = Schema.Struct({
   weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 }))),
   requestTimeoutMs: PositiveMs,
   drainTimeoutMs: PositiveMs,
-  accessLog: Schema.Boolean
+  accessLog: Schema.Boolean,
+  /** How a service's endpoint is chosen per request (src/balancer/pickers.ts). */
+  loadBalancer: Schema.Literals(pickerNames),
+  /** The key of consistent-hash and MethodURIParam (MethodIpHash always hashes the client's address); null for none. */
+  hashKey: Schema.NullOr(HashKey),
+  /** Requests in flight per endpoint; past it the endpoint is skipped, and with all full the request is shed (503). */
+  maxPendingPerEndpoint: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 }))),
+  /** Retries may add this share of the requests sent (over 10 s). */
+  retryBudgetRatio: Schema.Number.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 10 }))),
+  /** Retries per second allowed on top of the ratio. */
+  retryBudgetMinPerSecond: Schema.Number.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 100_000 }))),
+  /** Each try's own timeout, inside the request's deadline; null: a try may use all that is left. */
+  perTryTimeoutMs: Schema.NullOr(PositiveMs),
+  /** Failures in a row that eject an endpoint; 0 for never. */
+  ejectConsecutiveFailures: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 1_000_000 }))),
+  /** Error rate (percent over 10 s, at least 20 requests) that ejects an endpoint; 0 for never. */
+  ejectErrorRatePercent: Percent,
+  /** The first ejection's length; each one that follows closely doubles it, up to ejectionMaxMs. */
+  ejectionBaseMs: PositiveMs,
+  ejectionMaxMs: PositiveMs,
+  /** At most this share of a service's endpoints ejected at once. */
+  maxEjectedPercent: Percent,
+  /** Active health checks (a connect and a ping) of every endpoint this often; null for off. */
+  healthCheckIntervalMs: Schema.NullOr(PositiveMs)
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -119,10 +152,38 @@ export const settings = [
   { key: "weight", env: "IIP_MESH_WEIGHT", flag: "--weight", help: "this instance's weight, as announced (default 1)" },
   { key: "requestTimeoutMs", env: "IIP_MESH_REQUEST_TIMEOUT", flag: "--request-timeout", help: "deadline of a proxied request (default 15s)" },
   { key: "drainTimeoutMs", env: "IIP_MESH_DRAIN_TIMEOUT", flag: "--drain-timeout", help: "how long a stop lets requests finish (default 10s)" },
-  { key: "accessLog", env: "IIP_MESH_ACCESS_LOG", flag: "--access-log", help: "one JSON line per request on stdout (default off)" }
+  { key: "accessLog", env: "IIP_MESH_ACCESS_LOG", flag: "--access-log", help: "one JSON line per request on stdout (default off)" },
+  { key: "loadBalancer", env: "IIP_MESH_LOAD_BALANCER", flag: "--load-balancer", help: `${pickerNames.join(", ")} (default p2c)` },
+  { key: "hashKey", env: "IIP_MESH_HASH_KEY", flag: "--hash-key", help: "key of consistent-hash and MethodURIParam: header:NAME, query:NAME or client" },
+  { key: "maxPendingPerEndpoint", env: "IIP_MESH_MAX_PENDING_PER_ENDPOINT", flag: "--max-pending-per-endpoint", help: "requests in flight per endpoint before it is skipped; all full sheds with 503 (default 1000)" },
+  { key: "retryBudgetRatio", env: "IIP_MESH_RETRY_BUDGET_RATIO", flag: "--retry-budget-ratio", help: "retries allowed per request sent, over 10 s (default 0.2)" },
+  { key: "retryBudgetMinPerSecond", env: "IIP_MESH_RETRY_BUDGET_MIN_PER_SECOND", flag: "--retry-budget-min-per-second", help: "retries per second allowed on top (default 10)" },
+  { key: "perTryTimeoutMs", env: "IIP_MESH_PER_TRY_TIMEOUT", flag: "--per-try-timeout", help: "each try's timeout inside the deadline (default none)" },
+  { key: "ejectConsecutiveFailures", env: "IIP_MESH_EJECT_CONSECUTIVE_FAILURES", flag: "--eject-consecutive-failures", help: "failures in a row that eject an endpoint, 0 for never (default 5)" },
+  { key: "ejectErrorRatePercent", env: "IIP_MESH_EJECT_ERROR_RATE", flag: "--eject-error-rate", help: "error rate in percent that ejects an endpoint, 0 for never (default 50)" },
+  { key: "ejectionBaseMs", env: "IIP_MESH_EJECTION_BASE", flag: "--ejection-base", help: "first ejection's length, doubling after (default 5s)" },
+  { key: "ejectionMaxMs", env: "IIP_MESH_EJECTION_MAX", flag: "--ejection-max", help: "longest ejection (default 5m)" },
+  { key: "maxEjectedPercent", env: "IIP_MESH_MAX_EJECTED_PERCENT", flag: "--max-ejected-percent", help: "most of a service's endpoints ejected at once, percent (default 50)" },
+  { key: "healthCheckIntervalMs", env: "IIP_MESH_HEALTH_CHECK_INTERVAL", flag: "--health-check-interval", help: "active health checks this often (default off)" }
 ] as const
 
 type Key = (typeof settings)[number]["key"]
+
+/** The balancing settings at their defaults, for configurations built in code. */
+export const balancerDefaults = {
+  loadBalancer: "p2c",
+  hashKey: null,
+  maxPendingPerEndpoint: 1000,
+  retryBudgetRatio: 0.2,
+  retryBudgetMinPerSecond: 10,
+  perTryTimeoutMs: null,
+  ejectConsecutiveFailures: 5,
+  ejectErrorRatePercent: 50,
+  ejectionBaseMs: 5_000,
+  ejectionMaxMs: 300_000,
+  maxEjectedPercent: 50,
+  healthCheckIntervalMs: null
+} as const satisfies Partial<SidecarConfig>
 
 export const defaults = (): Record<Key, unknown> => ({
   service: undefined,
@@ -143,7 +204,8 @@ export const defaults = (): Record<Key, unknown> => ({
   weight: 1,
   requestTimeoutMs: 15_000,
   drainTimeoutMs: 10_000,
-  accessLog: false
+  accessLog: false,
+  ...balancerDefaults
 })
 
 /** "SERVICE=HOST:PORT[#WEIGHT]" entries into the endpoints shape; malformed entries are kept for the schema to reject. */
@@ -183,9 +245,22 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
       return values.flatMap((v) => v.split(",")).map((e) => e.trim()).filter((e) => e !== "")
     case "requestTimeoutMs":
     case "drainTimeoutMs":
+    case "ejectionBaseMs":
+    case "ejectionMaxMs":
       return parseDurationMs(last)
+    case "perTryTimeoutMs":
+    case "healthCheckIntervalMs":
+      return last === "" || last === "none" || last === "off" ? null : parseDurationMs(last)
+    case "hashKey":
+      return last === "" || last === "none" ? null : last
     case "weight":
-      return /^\d+$/.test(last) ? Number(last) : last
+    case "maxPendingPerEndpoint":
+    case "retryBudgetRatio":
+    case "retryBudgetMinPerSecond":
+    case "ejectConsecutiveFailures":
+    case "ejectErrorRatePercent":
+    case "maxEjectedPercent":
+      return /^\d+(?:\.\d+)?$/.test(last) ? Number(last) : last
     case "mdnsInterface":
       return last === "" || last === "all" ? null : last
     case "mdns":

@@ -10,7 +10,7 @@ import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import { type ClientChannel, ClientSession } from "../mux/clientSession.ts"
 import { type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
-import { type ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, type RequestTimeout } from "../mux/errors.ts"
+import { type ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled, type MeshCallError, type MeshReply, MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
 import { agree, decodeHello, emptyMeta, encodeHello, type Hello, localHello, MeshErrorCode, MeshPath, type Meta } from "../protocol/mesh.ts"
@@ -239,6 +239,28 @@ export class IipClient {
     return new Promise((resolve, reject) => {
       this.modeWaiters.push((error, mode) => (error === undefined ? resolve(mode!) : reject(error)))
       this.grow()
+    })
+  }
+
+  /**
+   * An active health check: connects if there is no connection, and pings over a mesh one (a
+   * plain peer has no ping: a live connection is all it can show). Resolves with the time taken in
+   * ms; fails with the connection's error, or RequestTimeout after `timeoutMs`.
+   */
+  probe(timeoutMs: number): Promise<number> {
+    const started = performance.now()
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new RequestTimeout({ message: `no answer to a health check within ${timeoutMs} ms`, timeoutMs })), timeoutMs)
+      const settle = (error: unknown) => {
+        clearTimeout(timer)
+        if (error === undefined) resolve(performance.now() - started)
+        else reject(error)
+      }
+      this.mode().then(() => {
+        const live = this.pool.find((p) => !p.draining)
+        if (live === undefined || live.link.mode === "plain") return settle(undefined)
+        live.link.session.ping((error) => settle(error))
+      }, settle)
     })
   }
 

@@ -1,7 +1,9 @@
-// Where each service can be reached: per service a weighted set of endpoints (the peers'
-// sidecars, or plain IIP servers), each with its own pooled IipClient. Discovery (or static
-// configuration) replaces a service's set; the outbound side picks from it for every request.
-import { WeightedRoundRobin } from "../balancer/weightedRoundRobin.ts"
+// Where each service can be reached, and which endpoint takes the next request: per service a
+// ServiceBalancer (src/balancer) over the endpoints discovery gives (the peers' sidecars, or plain
+// IIP servers), each endpoint with its own pooled IipClient. Discovery (or static configuration)
+// replaces a service's set, keeping the stats and health of endpoints that stay; the outbound side
+// picks from it for every request; the admin API reads and overrides weights here.
+import { type Lease, type PickerName, type PickResult, ServiceBalancer, type EndpointView } from "../balancer/serviceBalancer.ts"
 import { IipClient } from "../iip/client.ts"
 import type { Log } from "../iip/log.ts"
 import type { Supervisor } from "../iip/supervisor.ts"
@@ -27,22 +29,48 @@ export const endpointKey = (endpoint: { readonly host: string; readonly port: nu
   return key
 }
 
+export interface BalancingOptions {
+  readonly picker: PickerName
+  readonly paramKey?: string
+  readonly maxPendingPerEndpoint: number
+  readonly retryBudgetRatio: number
+  readonly retryBudgetMinPerSecond: number
+  readonly ejectConsecutiveFailures: number
+  readonly ejectErrorRatePercent: number
+  readonly ejectionBaseMs: number
+  readonly ejectionMaxMs: number
+  readonly maxEjectedPercent: number
+}
+
 export interface EndpointRegistryOptions {
   readonly node: string
   readonly requestTimeoutMs: number
+  readonly balancing: BalancingOptions
   readonly log: Log
   readonly supervisor: Supervisor
 }
 
-interface ServiceSet {
-  readonly endpoints: ReadonlyArray<Endpoint>
-  readonly picker: WeightedRoundRobin<Endpoint>
+/** An endpoint as the balancer sees it: identity and weight, with the endpoint itself. */
+interface Member {
+  readonly id: string
+  readonly weight: number
+  readonly endpoint: Endpoint
 }
 
+export interface ServiceView {
+  readonly service: string
+  readonly endpoints: ReadonlyArray<EndpointView & { readonly source: string }>
+  readonly retryBudgetAvailable: number
+}
+
+export type EndpointPick = PickResult<Member>
+export type EndpointLease = Lease<Member>
+
+/** Balancer time: monotonic ms. */
+const now = (): number => performance.now()
+
 export class EndpointRegistry {
-  private readonly services = new Map<string, ServiceSet>()
-  /** Endpoints that just refused a request, and until when (Date.now()) pickers avoid them. */
-  private readonly downUntil = new Map<string, number>()
+  private readonly services = new Map<string, ServiceBalancer<Member>>()
   private readonly clients = new Map<string, IipClient>()
   private readonly options: EndpointRegistryOptions
 
@@ -53,9 +81,16 @@ export class EndpointRegistry {
   /** Replaces the endpoints of `service`; clients of endpoints no longer used by any service close. */
   set(service: string, endpoints: ReadonlyArray<Endpoint>): void {
     if (endpoints.length === 0) this.services.delete(service)
-    else this.services.set(service, { endpoints, picker: new WeightedRoundRobin(endpoints) })
+    else {
+      let balancer = this.services.get(service)
+      if (balancer === undefined) {
+        balancer = this.makeBalancer()
+        this.services.set(service, balancer)
+      }
+      balancer.update(endpoints.map((endpoint) => ({ id: endpointKey(endpoint), weight: endpoint.weight, endpoint })))
+    }
     const used = new Set<string>()
-    for (const set of this.services.values()) for (const endpoint of set.endpoints) used.add(endpointKey(endpoint))
+    for (const balancer of this.services.values()) for (const member of balancer.endpoints) used.add(member.id)
     for (const [key, client] of this.clients) {
       if (!used.has(key)) {
         client.close()
@@ -65,7 +100,7 @@ export class EndpointRegistry {
   }
 
   endpointsOf(service: string): ReadonlyArray<Endpoint> {
-    return this.services.get(service)?.endpoints ?? []
+    return this.services.get(service)?.endpoints.map((m) => m.endpoint) ?? []
   }
 
   get serviceNames(): ReadonlyArray<string> {
@@ -73,20 +108,64 @@ export class EndpointRegistry {
   }
 
   /**
-   * The next endpoint for `service` by weight, skipping `exclude` and endpoints marked down (unless
-   * nothing else is left); undefined when it has none.
+   * An endpoint for a request to `service`, leaving out those it already `tried`. The key feeds
+   * consistent hashing; the client's address MethodIpHash; the URI MethodURIParam.
    */
-  pick(service: string, exclude: ReadonlySet<string> = new Set()): Endpoint | undefined {
-    const set = this.services.get(service)
-    if (set === undefined) return undefined
-    const now = Date.now()
-    const up = (e: Endpoint) => !exclude.has(endpointKey(e)) && (this.downUntil.get(endpointKey(e)) ?? 0) <= now
-    return set.picker.pick(up) ?? set.picker.pick((e) => !exclude.has(endpointKey(e)))
+  pick(service: string, request: { readonly key?: string; readonly clientIp?: string; readonly uri?: string }, tried?: ReadonlySet<string>): EndpointPick {
+    const balancer = this.services.get(service)
+    if (balancer === undefined) return { _tag: "NoEndpoint" }
+    const at = now()
+    return balancer.pick(at, { now: at, ...request }, tried)
   }
 
-  /** Keeps pickers away from an endpoint for `ms` (it refused a request without running it). */
-  markDown(endpoint: Endpoint, ms: number): void {
-    this.downUntil.set(endpointKey(endpoint), Date.now() + ms)
+  /** A first try of a request to `service` goes out: it adds to the retry budget. */
+  countRequest(service: string): void {
+    this.services.get(service)?.retryBudget.deposit(now())
+  }
+
+  /** Whether the retry budget of `service` allows one more retry now (and counts it if so). */
+  allowRetry(service: string): boolean {
+    return this.services.get(service)?.retryBudget.tryWithdraw(now()) ?? false
+  }
+
+  /** Ends a lease now: `ok` false for a failure of the endpoint. Returns an ejection it caused. */
+  endLease(lease: EndpointLease, startedAt: number, ok: boolean): string | undefined {
+    const at = now()
+    return lease.end(at, at - startedAt, ok)
+  }
+
+  /** The admin API's weight override; undefined returns to discovery's. False if there is no such endpoint. */
+  overrideWeight(service: string, address: string, weight: number | undefined): boolean {
+    return this.services.get(service)?.overrideWeight(address, weight) ?? false
+  }
+
+  /** Active health checks: a connect and a ping to every endpoint, each result fed to its balancer. */
+  async probeAll(timeoutMs: number): Promise<void> {
+    const checks: Array<Promise<void>> = []
+    for (const balancer of this.services.values()) {
+      for (const member of balancer.endpoints) {
+        checks.push(
+          this.clientOf(member.endpoint).probe(timeoutMs).then(
+            () => balancer.probed(member.id, now(), true),
+            () => balancer.probed(member.id, now(), false)
+          )
+        )
+      }
+    }
+    await Promise.all(checks)
+  }
+
+  /** For the admin JSON: per service, each endpoint's weight, latency estimate, pending count and health. */
+  view(): ReadonlyArray<ServiceView> {
+    const at = now()
+    return [...this.services.entries()].map(([service, balancer]) => {
+      const sources = new Map(balancer.endpoints.map((m) => [m.id, m.endpoint.source]))
+      return {
+        service,
+        endpoints: balancer.view(at).map((v) => ({ ...v, source: sources.get(v.address) ?? "" })),
+        retryBudgetAvailable: balancer.retryBudget.available(at)
+      }
+    })
   }
 
   /** The pooled client of an endpoint, made on first use. */
@@ -111,5 +190,22 @@ export class EndpointRegistry {
     for (const client of this.clients.values()) client.close()
     this.clients.clear()
     this.services.clear()
+  }
+
+  private makeBalancer(): ServiceBalancer<Member> {
+    const b = this.options.balancing
+    return new ServiceBalancer<Member>({
+      picker: b.picker,
+      ...(b.paramKey === undefined ? {} : { paramKey: b.paramKey }),
+      maxPendingPerEndpoint: b.maxPendingPerEndpoint,
+      retryBudget: { ratio: b.retryBudgetRatio, minPerSecond: b.retryBudgetMinPerSecond },
+      outlier: {
+        consecutiveFailures: b.ejectConsecutiveFailures,
+        errorRatePercent: b.ejectErrorRatePercent,
+        baseEjectionMs: b.ejectionBaseMs,
+        maxEjectionMs: b.ejectionMaxMs,
+        maxEjectedPercent: b.maxEjectedPercent
+      }
+    })
   }
 }

@@ -5,6 +5,9 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http"
 import type { Meta } from "../protocol/mesh.ts"
 
+/** The header an app may set to shorten a request's deadline, and that carries what is left to the next app (ms). */
+export const TIMEOUT_HEADER = "iip-timeout"
+
 export const HttpMeta = {
   method: ":method",
   authority: ":authority",

@@ -1,11 +1,12 @@
 // Inbound: a request from another sidecar (or a plain IIP caller), forwarded to the local app
 // over keep-alive HTTP, the app's answer streamed back on the same channel. A cancel or a passed
 // deadline aborts the request to the app. An app that cannot be reached is `app_unavailable`
-// (not processed: safe to retry on another instance).
+// (not processed: safe to retry on another instance). The time left before the caller's deadline
+// reaches the app as an `iip-timeout` header (ms), for it to pass on to its own calls.
 import * as http from "node:http"
 import type { HandlerValue } from "../iip/dispatch.ts"
 import { failure, type IncomingRequest, reply } from "../iip/server.ts"
-import { endToEndHeaders, headersFromPlainQuery, headersOf, HttpMeta, responseMeta, toOutgoing } from "./httpEnvelope.ts"
+import { endToEndHeaders, headersFromPlainQuery, headersOf, HttpMeta, responseMeta, TIMEOUT_HEADER, toOutgoing } from "./httpEnvelope.ts"
 import { AppErrorCode } from "./proxyError.ts"
 
 const WHOLE_BODY_LIMIT = 64 * 1024
@@ -48,12 +49,17 @@ export const makeInboundHandler = (options: InboundOptions) => {
         ? plainRequest(request)
         : { method: request.meta.get(HttpMeta.method)!, path: request.rawPath, headers: headersOf(request.meta), body: request.data }
       const authority = request.meta.get(HttpMeta.authority)
+      const timeLeft = request.context.deadline > 0 ? Math.max(1, request.context.deadline - Date.now()) : 0
       const appRequest = http.request({
         host: options.appHost,
         port: options.appPort,
         method: head.method,
         path: head.path,
-        headers: { ...toOutgoing(head.headers), ...(authority === undefined ? {} : { host: authority }) },
+        headers: {
+          ...toOutgoing(head.headers),
+          ...(authority === undefined ? {} : { host: authority }),
+          ...(timeLeft === 0 ? {} : { [TIMEOUT_HEADER]: String(timeLeft) })
+        },
         agent,
         signal: request.signal
       })

@@ -1,24 +1,32 @@
 // Outbound: the local app's HTTP call, in the order it happens. The app names the target service
-// by Host (`catalog`, `catalog.mesh`) or by an absolute URI (so HTTP_PROXY works); the registry
-// picks an endpoint; the request goes over that endpoint's pooled IIP connection (mesh mode: head
-// in metadata, body streamed; plain IIP: the reference adapter's `__http_hdr__` convention); the
-// answer streams back to the app. Bodies are never gathered beyond one small chunk. A request
-// refused without being run (no connection, a draining peer, its app not listening) goes to
-// another endpoint, when its body is small enough to have been held whole.
+// by Host (`catalog`, `catalog.mesh`) or by an absolute URI (so HTTP_PROXY works); the registry's
+// balancer picks an endpoint; the request goes over that endpoint's pooled IIP connection (mesh
+// mode: head in metadata, body streamed, the remaining deadline in the envelope; plain IIP: the
+// reference adapter's `__http_hdr__` convention); the answer streams back to the app. Bodies are
+// never gathered beyond one small chunk.
+//
+// Retries go to another endpoint, only where safe: the request was not processed (no connection,
+// refused while draining or overloaded, its app not listening), or its method is idempotent and
+// the try failed in transport (connection lost, per-try timeout, the far side's own error). Every
+// retry needs the service's retry budget and the body held whole; all tries share one deadline,
+// which the app may shorten with an `iip-timeout` header (ms). Every endpoint at its concurrency
+// limit sheds the request: 503 with retry-after.
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { IipClient } from "../iip/client.ts"
-import { ConnectFailed, ConnectionClosed } from "../mux/errors.ts"
+import { queryValue } from "../balancer/pickers.ts"
+import { ConnectFailed, ConnectionClosed, RequestTimeout } from "../mux/errors.ts"
 import { type MeshReply, RemoteError } from "../mux/meshSession.ts"
-import { EnvelopeError } from "../protocol/mesh.ts"
+import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
-import { type EndpointRegistry, endpointKey } from "./endpoints.ts"
-import { endToEndHeaders, headersOf, HttpMeta, plainRequestPath, requestMeta, toOutgoing, withForwarded } from "./httpEnvelope.ts"
+import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
+import { endToEndHeaders, headersOf, HttpMeta, plainRequestPath, requestMeta, TIMEOUT_HEADER, toOutgoing, withForwarded } from "./httpEnvelope.ts"
 import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 
-/** Attempts per request when an endpoint refuses it without running it. */
+/** Tries per request, the first included. */
 const MAX_ATTEMPTS = 3
-/** How long an endpoint that refused a request is skipped by the picker. */
-const DOWN_MS = 2000
+
+/** RFC 9110 idempotent methods: running one twice has the effect of running it once. */
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])
 
 /**
  * A failure after which another endpoint may safely take the request: it never reached a handler
@@ -28,6 +36,13 @@ const notProcessed = (error: unknown): boolean =>
   error instanceof ConnectFailed ||
   (error instanceof ConnectionClosed && !error.sent) ||
   (error instanceof RemoteError && !error.processed)
+
+/** Far-side errors that another endpoint would give too, or that end the request: not worth a retry. */
+const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest])
+
+/** A failure of the try, not of the request: another endpoint may do better. */
+const transportFailure = (error: unknown): boolean =>
+  error instanceof ConnectionClosed || error instanceof RequestTimeout || (error instanceof RemoteError && !FINAL_REMOTE_ERRORS.has(error.code))
 
 /** Bodies up to this size travel as one message; larger or unknown-length ones stream. */
 const WHOLE_BODY_LIMIT = 64 * 1024
@@ -48,13 +63,38 @@ export interface AccessRecord {
   readonly uri: string
   readonly status: number
   readonly durationMs: number
+  /** Tries made (1 when there was no retry; 0 when no endpoint was tried). */
+  readonly attempts: number
   readonly error?: { readonly hop: string; readonly reason: string }
 }
 
 export interface OutboundOptions {
   readonly registry: EndpointRegistry
   readonly requestTimeoutMs: number
+  /** Each try's own timeout inside the deadline; undefined for all that is left. */
+  readonly perTryTimeoutMs?: number
+  /** Where consistent hashing and MethodURIParam find their key: `header:NAME`, `query:NAME` or `client`. */
+  readonly hashKey?: string
   readonly onAccess: (record: AccessRecord) => void
+}
+
+/** The balancer's view of a request: its hash key, the client's address, the URI. */
+const pickContext = (req: IncomingMessage, uri: string, hashKey: string | undefined) => {
+  const clientIp = req.socket.remoteAddress ?? ""
+  if (hashKey === undefined) return { clientIp, uri }
+  const key = hashKey === "client"
+    ? clientIp
+    : hashKey.startsWith("header:")
+    ? String(req.headers[hashKey.slice(7).toLowerCase()] ?? "")
+    : queryValue(uri, hashKey.slice(6))
+  return { key, clientIp, uri }
+}
+
+/** The app's own deadline (the `iip-timeout` header, ms), if it is shorter than ours. */
+const appTimeoutMs = (req: IncomingMessage, configured: number): number => {
+  const header = req.headers[TIMEOUT_HEADER]
+  const asked = typeof header === "string" && /^\d{1,9}$/.test(header) ? Number(header) : 0
+  return asked > 0 ? Math.min(asked, configured) : configured
 }
 
 /** Which service a request is for: the absolute URI's host, else the Host header; `.mesh` and the port dropped. */
@@ -127,6 +167,8 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
   const started = performance.now()
   let target: Target | undefined
   let endpointName = "-"
+  let attempts = 0
+  const { registry } = options
   const finish = (status: number, error?: ProxyError) =>
     options.onAccess({
       service: target?.service ?? "-",
@@ -135,6 +177,7 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
       uri: target?.uri ?? req.url ?? "",
       status,
       durationMs: performance.now() - started,
+      attempts,
       ...(error === undefined ? {} : { error: { hop: error.hop, reason: error.reason } })
     })
   const fail = (error: unknown) => {
@@ -146,38 +189,50 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
   }
   const forward = async () => {
     target = targetOf(req)
+    const service = target.service
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const abort = new AbortController()
     res.once("close", () => res.writableFinished || abort.abort())
-    const headers = withForwarded(endToEndHeaders(req.rawHeaders), req.socket.remoteAddress ?? "", target.authority)
+    const method = req.method ?? "GET"
+    // The deadline travels in the envelope; the header is for the app on the far side (inbound.ts).
+    const headers = withForwarded(endToEndHeaders(req.rawHeaders), req.socket.remoteAddress ?? "", target.authority).filter(([name]) => name.toLowerCase() !== TIMEOUT_HEADER)
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
     const body = !hasBody(req) ? Buffer.alloc(0) : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)
+    const context = pickContext(req, target.uri, options.hashKey)
     const tried = new Set<string>()
     // One deadline for the whole request, however many endpoints it tries.
-    const deadline = Date.now() + options.requestTimeoutMs
+    const deadline = Date.now() + appTimeoutMs(req, options.requestTimeoutMs)
+    registry.countRequest(service)
     let reply: MeshReply | undefined
     let lastError: unknown
-    for (let attempt = 1; reply === undefined; attempt++) {
-      const endpoint = options.registry.pick(target.service, tried)
-      if (endpoint === undefined) {
+    while (reply === undefined) {
+      const picked = registry.pick(service, context, tried)
+      if (picked._tag !== "Picked") {
         if (lastError !== undefined) throw lastError
-        throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${target.service}` })
+        if (picked._tag === "Overloaded") {
+          throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `every endpoint of ${service} is at its concurrency limit` })
+        }
+        throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${service}` })
       }
-      endpointName = endpointKey(endpoint)
+      const { lease } = picked
+      endpointName = lease.endpoint.id
       tried.add(endpointName)
-      const client = options.registry.clientOf(endpoint)
+      attempts++
+      const client = registry.clientOf(lease.endpoint.endpoint)
+      const tryStarted = performance.now()
+      const remaining = Math.max(1, deadline - Date.now())
+      const timeoutMs = options.perTryTimeoutMs === undefined ? remaining : Math.min(remaining, options.perTryTimeoutMs)
       try {
         const mode = client.currentMode ?? (await client.mode())
-        if (mode === "plain") return await forwardPlain(client, target, headers, body, Math.max(1, deadline - Date.now()), abort.signal)
-        reply = await client.stream(target.uri, body, {
-          meta: requestMeta(req.method ?? "GET", target.authority, headers),
-          timeoutMs: Math.max(1, deadline - Date.now()),
-          signal: abort.signal
-        })
+        if (mode === "plain") return await forwardPlain(client, lease, tryStarted, target, headers, body, timeoutMs, abort.signal)
+        reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, headers), timeoutMs, signal: abort.signal })
+        registry.endLease(lease, tryStarted, Number(reply.meta.get(HttpMeta.status) ?? "502") < 500)
       } catch (error) {
-        if (notProcessed(error)) options.registry.markDown(endpoint, DOWN_MS)
-        const retry = notProcessed(error) && body instanceof Uint8Array && attempt < MAX_ATTEMPTS && !abort.signal.aborted
+        // A request the app gave up on says nothing about the endpoint.
+        registry.endLease(lease, tryStarted, abort.signal.aborted)
+        const safe = notProcessed(error) || (IDEMPOTENT.has(method) && transportFailure(error))
+        const retry = safe && body instanceof Uint8Array && attempts < MAX_ATTEMPTS && !abort.signal.aborted && Date.now() < deadline && registry.allowRetry(service)
         if (!retry) throw error
         lastError = error
       }
@@ -190,6 +245,8 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
   }
   const forwardPlain = async (
     client: IipClient,
+    lease: EndpointLease,
+    tryStarted: number,
     target: Target,
     headers: ReadonlyArray<readonly [string, string]>,
     held: Uint8Array | AsyncIterable<Buffer>,
@@ -199,6 +256,7 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
     const body = held instanceof Uint8Array ? held : await readBody(req, PLAIN_BODY_LIMIT)
     const data = await client.call(plainRequestPath(target.uri, headers), body.length === 0 ? "{}" : body, { timeoutMs, signal })
     const { status, error } = plainStatus(data)
+    registry.endLease(lease, tryStarted, status < 500)
     if (error !== undefined) throw error
     res.writeHead(status, { "content-length": data.length })
     res.end(data)

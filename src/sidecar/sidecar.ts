@@ -16,7 +16,7 @@ import { kubernetesSource } from "../discovery/kubernetesSource.ts"
 import { directorySource } from "../discovery/directorySource.ts"
 import { MdnsSource } from "../discovery/mdnsSource.ts"
 import { configSource, fileSource } from "../discovery/staticSource.ts"
-import { EndpointRegistry } from "./endpoints.ts"
+import { type BalancingOptions, EndpointRegistry } from "./endpoints.ts"
 import { makeInboundHandler } from "./inbound.ts"
 import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
 
@@ -74,12 +74,26 @@ const startDiscovery = (config: SidecarConfig, log: Log): Discovery => {
   return discovery
 }
 
+/** The balancing settings as the registry takes them. */
+const balancingOf = (config: SidecarConfig): BalancingOptions => ({
+  picker: config.loadBalancer,
+  ...(config.hashKey?.startsWith("query:") === true ? { paramKey: config.hashKey.slice(6) } : {}),
+  maxPendingPerEndpoint: config.maxPendingPerEndpoint,
+  retryBudgetRatio: config.retryBudgetRatio,
+  retryBudgetMinPerSecond: config.retryBudgetMinPerSecond,
+  ejectConsecutiveFailures: config.ejectConsecutiveFailures,
+  ejectErrorRatePercent: config.ejectErrorRatePercent,
+  ejectionBaseMs: config.ejectionBaseMs,
+  ejectionMaxMs: config.ejectionMaxMs,
+  maxEjectedPercent: config.maxEjectedPercent
+})
+
 export const make = (config: SidecarConfig, log: Log = stderrLog): Effect.Effect<Sidecar, Server.ListenFailed, Scope.Scope> =>
   Effect.gen(function*() {
     const supervisor = yield* Supervisor.current
     let ready = false
     let inFlight = 0
-    const registry = new EndpointRegistry({ node: config.node, requestTimeoutMs: config.requestTimeoutMs, log, supervisor })
+    const registry = new EndpointRegistry({ node: config.node, requestTimeoutMs: config.requestTimeoutMs, balancing: balancingOf(config), log, supervisor })
     yield* Effect.addFinalizer(() => Effect.sync(() => registry.close()))
     // Discovery feeds the registry: every change to a service replaces its endpoint set.
     const discovery = startDiscovery(config, log)
@@ -130,7 +144,18 @@ export const make = (config: SidecarConfig, log: Log = stderrLog): Effect.Effect
     const onAccess = config.accessLog
       ? (record: AccessRecord) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`)
       : () => {}
-    const handler = makeOutboundHandler({ registry, requestTimeoutMs: config.requestTimeoutMs, onAccess })
+    const handler = makeOutboundHandler({
+      registry,
+      requestTimeoutMs: config.requestTimeoutMs,
+      ...(config.perTryTimeoutMs === null ? {} : { perTryTimeoutMs: config.perTryTimeoutMs }),
+      ...(config.hashKey === null ? {} : { hashKey: config.hashKey }),
+      onAccess
+    })
+    if (config.healthCheckIntervalMs !== null) {
+      // Active checks: each round waits for the last, a check gets at most one interval.
+      const interval = config.healthCheckIntervalMs
+      yield* Effect.forkScoped(Effect.forever(Effect.sleep(interval).pipe(Effect.andThen(Effect.promise(() => registry.probeAll(interval))))))
+    }
     const outboundServer = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
       inFlight++
       res.once("close", () => inFlight--)

@@ -53,8 +53,8 @@ describe("EndpointStats", () => {
     expect(e.estimateMs(3_000)).toBeCloseTo(100 * Math.exp(-1), 9)
   })
 
-  it("a failure adds a penalty that fades with tau and leaves the EWMA alone", () => {
-    const e = new EndpointStats("a:1", { tauMs: 1_000, failurePenaltyMs: 100, defaultLatencyMs: 10 })
+  it("a failure adds a penalty that fades with penaltyTau and leaves the EWMA alone; clearPenalty drops it", () => {
+    const e = new EndpointStats("a:1", { tauMs: 5_000, penaltyTauMs: 1_000, failurePenaltyMs: 100, defaultLatencyMs: 10 })
     e.end(0, 10, true)
     e.begin(0)
     e.end(0, 1, false)
@@ -63,6 +63,8 @@ describe("EndpointStats", () => {
     expect(e.penaltyMs(1_000)).toBeCloseTo(100 * Math.exp(-1), 9)
     expect(e.load(1_000)).toBeCloseTo(10 + 100 * Math.exp(-1), 9)
     expect(e.failures).toBe(1)
+    e.clearPenalty()
+    expect(e.penaltyMs(1_000)).toBe(0)
   })
 
   it("a weight of 0 costs Infinity; setWeight moves the epoch only on a change", () => {

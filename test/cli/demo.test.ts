@@ -71,7 +71,13 @@ describe("iip-mesh demo", () => {
       const api = (await (await fetch(`${ready.entry}api/products`)).json()) as { pricedBy: string }
       seen[api.pricedBy] = (seen[api.pricedBy] ?? 0) + 1
     }
-    expect(seen).toStrictEqual({ "pricing-a (weight 3)": 30, "pricing-b (weight 1)": 10 })
+    // p2c draws by weight (3:1) and moves a request only for a clear difference in latency, so
+    // the split follows the weights without being exact.
+    const a = seen["pricing-a (weight 3)"] ?? 0
+    const b = seen["pricing-b (weight 1)"] ?? 0
+    expect(a + b).toBe(40)
+    expect(a).toBeGreaterThan(b)
+    expect(b).toBeGreaterThan(0)
   })
 
   it("every sidecar's admin reports ready and its view of the mesh", async () => {

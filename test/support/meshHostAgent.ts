@@ -51,7 +51,9 @@ const poll = async (admin: string): Promise<void> => {
     try {
       const { status, body } = await get(admin, "/mesh", {}, 1000)
       if (status === 200) {
-        const services = (JSON.parse(body) as { services: Record<string, unknown> }).services
+        // Membership only: latency estimates and pending counts change with every request.
+        const all = (JSON.parse(body) as { services: Record<string, Array<{ address: string; weight: number; source: string }>> }).services
+        const services = Object.fromEntries(Object.entries(all).map(([name, list]) => [name, list.map(({ address, weight, source }) => ({ address, weight, source }))]))
         const text = JSON.stringify(services)
         if (text !== last && watching === admin) {
           last = text

@@ -8,7 +8,7 @@ import * as Scope from "effect/Scope"
 import * as http from "node:http"
 import type * as net from "node:net"
 import { networkInterfaces } from "node:os"
-import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { balancerDefaults, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"
 
 const report = (event: string, fields: Record<string, unknown> = {}) => process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`)
@@ -38,7 +38,8 @@ const config = (service: string, app: string | null): SidecarConfig => ({
   weight: 2,
   requestTimeoutMs: 5000,
   drainTimeoutMs: 1000,
-  accessLog: false
+  accessLog: false,
+  ...balancerDefaults
 })
 
 const start = async (sidecarConfig: SidecarConfig) => {

@@ -6,7 +6,7 @@
 import { Effect, Exit, Scope } from "effect"
 import * as http from "node:http"
 import type * as net from "node:net"
-import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { balancerDefaults, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { Log } from "../../src/iip/log.ts"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"
 import type { Cleanup } from "./iipRaw.ts"
@@ -67,6 +67,7 @@ export const sidecarConfig = (overrides: Partial<SidecarConfig> & Pick<SidecarCo
   requestTimeoutMs: 10_000,
   drainTimeoutMs: 1000,
   accessLog: false,
+  ...balancerDefaults,
   ...overrides
 })
 
