@@ -1,0 +1,275 @@
+// The embedded trace store: the last finished spans, kept in memory so the admin server can show
+// recent traces with no collector running. It sits at the end of the span pipeline, beside the
+// OTLP export: every sidecar's tracer provider (tracing.ts) adds `store.spanProcessor()`, and each
+// span that ends and was sampled is copied here as a compact record. Several sidecars in one
+// process may share one store (the demo does), so one admin URL shows traces across them; each
+// span records the `service.name` (and `service.instance.id`) of the provider that made it.
+//
+// Bounds: at most `maxTraces` traces (default 1000) and `maxSpansPerTrace` spans in each (default
+// 128). When a new trace arrives at the limit the oldest trace (the one the store saw first) is
+// dropped; spans beyond a trace's limit are dropped and counted in `droppedSpans`.
+//
+//   const store = new TraceStore({ maxTraces: 500 })
+//   makeTracing({ service: "catalog", store })          // feeds it
+//   store.recent(20)    // newest first: TraceSummary[] (trace id, root span, services, counts, timing, error)
+//   store.get(traceId)  // SpanJson[] ordered by start time, or undefined when the store holds none
+//
+// Spans are copied on end (a few fields and references to the span's own attribute and event
+// objects) and turned into JSON only when read, so the cost on the request path stays small.
+import type { Attributes, AttributeValue, HrTime } from "@opentelemetry/api"
+import { SpanKind, SpanStatusCode, TraceFlags } from "@opentelemetry/api"
+import type { Resource } from "@opentelemetry/resources"
+import type { ReadableSpan, SpanProcessor } from "@opentelemetry/sdk-trace-base"
+
+export interface TraceStoreOptions {
+  /** How many traces to keep; the oldest goes first. Default 1000. */
+  readonly maxTraces?: number
+  /** How many spans to keep per trace; later ones are counted, not kept. Default 128. */
+  readonly maxSpansPerTrace?: number
+}
+
+export type SpanKindName = "internal" | "server" | "client" | "producer" | "consumer"
+
+export interface SpanEventJson {
+  readonly name: string
+  readonly timeUnixNano: string
+  readonly timeMs: number
+  readonly attributes: Readonly<Record<string, AttributeValue>>
+}
+
+/** One span as `get` returns it. Times are Unix epoch: exact nanoseconds as a string, and ms as a number. */
+export interface SpanJson {
+  readonly traceId: string
+  readonly spanId: string
+  /** null for a root span. The parent may live in another process (the app, or a remote sidecar). */
+  readonly parentSpanId: string | null
+  readonly name: string
+  readonly kind: SpanKindName
+  /** `service.name` of the provider that made the span. */
+  readonly service: string
+  /** `service.instance.id`, when the provider's resource has one. */
+  readonly instance: string | null
+  readonly startTimeUnixNano: string
+  readonly startTimeMs: number
+  readonly durationMs: number
+  readonly status: { readonly code: "unset" | "ok" | "error"; readonly message?: string }
+  readonly attributes: Readonly<Record<string, AttributeValue>>
+  readonly events: ReadonlyArray<SpanEventJson>
+}
+
+export interface TraceSummary {
+  readonly traceId: string
+  /** Name and service of the root span: the earliest span whose parent is not in the store. */
+  readonly rootName: string
+  readonly rootService: string
+  /** Every service with a span in the trace, sorted. */
+  readonly services: ReadonlyArray<string>
+  readonly spanCount: number
+  /** Spans that ended after the trace reached `maxSpansPerTrace`. */
+  readonly droppedSpans: number
+  readonly startTimeMs: number
+  /** From the earliest start to the latest end of the spans held. */
+  readonly durationMs: number
+  /** Whether any span ended with status error. */
+  readonly error: boolean
+}
+
+/** What the store keeps of a span: copied fields and references, no conversion. */
+interface StoredSpan {
+  readonly spanId: string
+  readonly parentSpanId: string | null
+  readonly name: string
+  readonly kind: SpanKind
+  readonly origin: Origin
+  readonly startTime: HrTime
+  readonly duration: HrTime
+  readonly statusCode: SpanStatusCode
+  readonly statusMessage: string | undefined
+  readonly attributes: Attributes
+  readonly events: ReadableSpan["events"]
+}
+
+interface StoredTrace {
+  readonly spans: Array<StoredSpan>
+  dropped: number
+}
+
+interface Origin {
+  readonly service: string
+  readonly instance: string | null
+}
+
+const kindNames: Record<SpanKind, SpanKindName> = {
+  [SpanKind.INTERNAL]: "internal",
+  [SpanKind.SERVER]: "server",
+  [SpanKind.CLIENT]: "client",
+  [SpanKind.PRODUCER]: "producer",
+  [SpanKind.CONSUMER]: "consumer"
+}
+
+const statusNames: Record<SpanStatusCode, "unset" | "ok" | "error"> = {
+  [SpanStatusCode.UNSET]: "unset",
+  [SpanStatusCode.OK]: "ok",
+  [SpanStatusCode.ERROR]: "error"
+}
+
+const hrToMs = (time: HrTime): number => time[0] * 1e3 + time[1] / 1e6
+const hrToNanoString = (time: HrTime): string => (BigInt(time[0]) * 1_000_000_000n + BigInt(time[1])).toString()
+
+/** Drops undefined values (allowed by the OTel `Attributes` type, meaningless in JSON). */
+const attributesJson = (attributes: Attributes | undefined): Record<string, AttributeValue> => {
+  const out: Record<string, AttributeValue> = {}
+  if (attributes === undefined) return out
+  for (const key in attributes) {
+    const value = attributes[key]
+    if (value !== undefined) out[key] = value
+  }
+  return out
+}
+
+export class TraceStore {
+  readonly maxTraces: number
+  readonly maxSpansPerTrace: number
+  /** Insertion order is the order the store first saw each trace: the first key is the oldest. */
+  private readonly traces = new Map<string, StoredTrace>()
+  /** service.name / service.instance.id per resource, read once (resource attributes are a getter). */
+  private readonly origins = new WeakMap<Resource, Origin>()
+
+  constructor(options: TraceStoreOptions = {}) {
+    this.maxTraces = Math.max(1, options.maxTraces ?? 1000)
+    this.maxSpansPerTrace = Math.max(1, options.maxSpansPerTrace ?? 128)
+  }
+
+  /**
+   * A span processor that copies each sampled span into this store when it ends. Give every tracer
+   * provider its own (a provider shuts its processors down with it; this one's shutdown leaves the
+   * store as it is, so other sidecars sharing it go on).
+   */
+  spanProcessor(): SpanProcessor {
+    return {
+      onStart: () => {},
+      onEnd: (span) => this.add(span),
+      forceFlush: () => Promise.resolve(),
+      shutdown: () => Promise.resolve()
+    }
+  }
+
+  /** Records a finished span; unsampled spans are ignored, as an exporter would. */
+  private add(span: ReadableSpan): void {
+    const context = span.spanContext()
+    if ((context.traceFlags & TraceFlags.SAMPLED) === 0) return
+    let trace = this.traces.get(context.traceId)
+    if (trace === undefined) {
+      trace = { spans: [], dropped: 0 }
+      this.traces.set(context.traceId, trace)
+      if (this.traces.size > this.maxTraces) this.traces.delete(this.traces.keys().next().value!)
+    }
+    if (trace.spans.length >= this.maxSpansPerTrace) {
+      trace.dropped++
+      return
+    }
+    trace.spans.push({
+      spanId: context.spanId,
+      parentSpanId: span.parentSpanContext?.spanId ?? null,
+      name: span.name,
+      kind: span.kind,
+      origin: this.originOf(span.resource),
+      startTime: span.startTime,
+      duration: span.duration,
+      statusCode: span.status.code,
+      statusMessage: span.status.message,
+      attributes: span.attributes,
+      events: span.events
+    })
+  }
+
+  /** How many traces the store holds now. */
+  get size(): number {
+    return this.traces.size
+  }
+
+  /** Summaries of the `limit` newest traces (by when the store first saw them), newest first. */
+  recent(limit: number): Array<TraceSummary> {
+    const ids = [...this.traces.keys()]
+    const out: Array<TraceSummary> = []
+    for (let i = ids.length - 1; i >= 0 && out.length < limit; i--) out.push(this.summaryOf(ids[i]!, this.traces.get(ids[i]!)!))
+    return out
+  }
+
+  /** The spans of one trace, ordered by start time; undefined when the store holds none of it. */
+  get(traceId: string): Array<SpanJson> | undefined {
+    const trace = this.traces.get(traceId)
+    if (trace === undefined) return undefined
+    return [...trace.spans].sort(byStart).map((span) => spanJson(traceId, span))
+  }
+
+  private originOf(resource: Resource): Origin {
+    let origin = this.origins.get(resource)
+    if (origin === undefined) {
+      const attributes = resource.attributes
+      const instance = attributes["service.instance.id"]
+      origin = {
+        service: String(attributes["service.name"] ?? "unknown_service"),
+        instance: instance === undefined ? null : String(instance)
+      }
+      this.origins.set(resource, origin)
+    }
+    return origin
+  }
+
+  private summaryOf(traceId: string, trace: StoredTrace): TraceSummary {
+    const ids = new Set(trace.spans.map((span) => span.spanId))
+    const services = new Set<string>()
+    let root: StoredSpan | undefined
+    let start = Infinity
+    let end = -Infinity
+    let error = false
+    for (const span of trace.spans) {
+      services.add(span.origin.service)
+      const spanStart = hrToMs(span.startTime)
+      start = Math.min(start, spanStart)
+      end = Math.max(end, spanStart + hrToMs(span.duration))
+      if (span.statusCode === SpanStatusCode.ERROR) error = true
+      const isRoot = span.parentSpanId === null || !ids.has(span.parentSpanId)
+      if (isRoot && (root === undefined || byStart(span, root) < 0)) root = span
+    }
+    return {
+      traceId,
+      rootName: root?.name ?? "",
+      rootService: root?.origin.service ?? "",
+      services: [...services].sort(),
+      spanCount: trace.spans.length,
+      droppedSpans: trace.dropped,
+      startTimeMs: start,
+      durationMs: end - start,
+      error
+    }
+  }
+}
+
+/** By start time; on a tie (the clock's resolution) a parent comes before its child. */
+const byStart = (a: StoredSpan, b: StoredSpan): number =>
+  a.startTime[0] - b.startTime[0] || a.startTime[1] - b.startTime[1] || (b.parentSpanId === a.spanId ? -1 : a.parentSpanId === b.spanId ? 1 : 0)
+
+const spanJson = (traceId: string, span: StoredSpan): SpanJson => ({
+  traceId,
+  spanId: span.spanId,
+  parentSpanId: span.parentSpanId,
+  name: span.name,
+  kind: kindNames[span.kind],
+  service: span.origin.service,
+  instance: span.origin.instance,
+  startTimeUnixNano: hrToNanoString(span.startTime),
+  startTimeMs: hrToMs(span.startTime),
+  durationMs: hrToMs(span.duration),
+  status: span.statusMessage === undefined || span.statusMessage === ""
+    ? { code: statusNames[span.statusCode] }
+    : { code: statusNames[span.statusCode], message: span.statusMessage },
+  attributes: attributesJson(span.attributes),
+  events: span.events.map((event) => ({
+    name: event.name,
+    timeUnixNano: hrToNanoString(event.time),
+    timeMs: hrToMs(event.time),
+    attributes: attributesJson(event.attributes)
+  }))
+})

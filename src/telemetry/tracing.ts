@@ -1,0 +1,258 @@
+// One sidecar's tracing: an OpenTelemetry tracer provider of its own (several sidecars in one
+// process each keep their service name), fed to the embedded trace store and, when the OTEL_*
+// variables ask for it, to an OTLP exporter; plus the Effect layer that makes Effect.withSpan
+// create spans through the same provider. The sidecar starts its client, server and app spans
+// with `tracer` and carries contexts with propagation.ts.
+//
+//   const tracing = makeTracing({ service: "catalog", store, instanceId: node })
+//   const span = tracing.tracer.startSpan("GET catalog", { kind: SpanKind.CLIENT }, parentContext)
+//   program.pipe(withOtelParent(trace.setSpan(parentContext, span)), Effect.provide(tracing.layer))
+//   await tracing.shutdown()                         // flushes the exporter, then stops it
+//
+// Which variables mean what, and which wins, is in otelEnv.ts. Nothing is registered globally: no
+// global tracer provider, propagator or context manager, so contexts are passed explicitly:
+// startSpan's third argument; `withOtelParent(context)` to run Effect code under an OTel span; and
+// `trace.setSpan(ROOT_CONTEXT, yield* OtelTracer.currentOtelSpan)` for the other way, a plain span
+// under the current Effect span. Exporters are loaded only when configured (the OTLP packages
+// cost about 100 ms to load). OTLP export goes through a BatchSpanProcessor; the SDK reads
+// OTEL_BSP_*, the span limits, the OTLP TLS files and (for gRPC) the OTLP headers from process.env
+// itself, whatever `env` says. A failed export goes to `onExportError`; forceFlush and shutdown
+// never reject, but with the collector down they wait out the export timeout (10 s by default).
+//
+// Times: the SDK starts a span at Date.now() (whole ms) and measures its duration on the monotonic
+// clock; Effect spans are timed the same way. So spans nest in time, except that a child's end may
+// pass its parent's by less than 1 ms (a waterfall should clamp it).
+//
+// `enabled: false` (or OTEL_SDK_DISABLED=true) gives a no-op: `tracer` makes non-recording spans
+// that carry their parent's context (so a traceparent from the app still reaches the next hop
+// unchanged), `layer` turns Effect's tracer off, and nothing is stored or exported.
+import * as OtelTracer from "@effect/opentelemetry/OtelTracer"
+import { type Context, isSpanContextValid, ProxyTracerProvider, trace, type Tracer } from "@opentelemetry/api"
+import { ExportResultCode } from "@opentelemetry/core"
+import type { CompressionAlgorithm } from "@opentelemetry/otlp-exporter-base"
+import { defaultResource, resourceFromAttributes } from "@opentelemetry/resources"
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  ParentBasedSampler,
+  type Sampler,
+  SimpleSpanProcessor,
+  type SpanExporter,
+  type SpanProcessor,
+  TraceIdRatioBasedSampler
+} from "@opentelemetry/sdk-trace-base"
+import * as Effect from "effect/Effect"
+import { dual } from "effect/Function"
+import * as Layer from "effect/Layer"
+import * as References from "effect/References"
+import * as EffectTracer from "effect/Tracer"
+import { createRequire } from "node:module"
+import {
+  type Env,
+  type ExporterSettings,
+  type OtlpProtocol,
+  type OtlpSettings,
+  readTracingSettings,
+  type SamplerSettings,
+  type TelemetryWarning
+} from "./otelEnv.ts"
+import type { TraceStore } from "./traceStore.ts"
+
+export interface TracingOptions {
+  /** The service this sidecar fronts: service.name unless OTEL_SERVICE_NAME is set. */
+  readonly service: string
+  /** Where finished spans are kept for the admin server; several sidecars may share one. */
+  readonly store: TraceStore
+  /** The OTEL_* variables. Default process.env. */
+  readonly env?: Env
+  /** Default: on unless OTEL_SDK_DISABLED=true. False makes tracing a no-op. */
+  readonly enabled?: boolean
+  /** service.instance.id, for example the sidecar's node name. */
+  readonly instanceId?: string
+  /** Told of every failed export (the collector down, or refusing); by default they are dropped. */
+  readonly onExportError?: (error: Error) => void
+}
+
+/** An exporter as /config may show it (headers left out: they may hold credentials). */
+export type ExporterDescription =
+  | { readonly kind: "otlp"; readonly protocol: OtlpProtocol; readonly url: string }
+  | { readonly kind: "console" }
+
+export interface Tracing {
+  readonly enabled: boolean
+  /** The service.name its spans carry. */
+  readonly serviceName: string
+  /** Starts the sidecar's spans; a no-op tracer when disabled. */
+  readonly tracer: Tracer
+  readonly exporters: ReadonlyArray<ExporterDescription>
+  /** OTEL_* values that could not be used (their defaults were). */
+  readonly warnings: ReadonlyArray<TelemetryWarning>
+  /** Installs Effect's tracer over this provider (or turns Effect tracing off when disabled). */
+  readonly layer: Layer.Layer<never>
+  /**
+   * Exports every span ended so far; resolves when the exporters have answered, whatever the answer
+   * (failures go to `onExportError`). With the collector down that takes up to the export timeout
+   * (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default): race it when a stop must be quicker.
+   */
+  forceFlush(): Promise<void>
+  /** Flushes, then stops the exporters; never rejects, like forceFlush. The trace store is left as it is. */
+  shutdown(): Promise<void>
+}
+
+const instrumentationName = "iip-mesh"
+
+export const makeTracing = (options: TracingOptions): Tracing => {
+  const settings = readTracingSettings({
+    service: options.service,
+    env: options.env ?? process.env,
+    ...(options.enabled === undefined ? {} : { enabled: options.enabled }),
+    ...(options.instanceId === undefined ? {} : { instanceId: options.instanceId })
+  })
+  if (!settings.enabled) {
+    return {
+      enabled: false,
+      serviceName: settings.serviceName,
+      tracer: new ProxyTracerProvider().getTracer(instrumentationName),
+      exporters: [],
+      warnings: settings.warnings,
+      layer: Layer.succeed(References.TracerEnabled, false),
+      forceFlush: () => Promise.resolve(),
+      shutdown: () => Promise.resolve()
+    }
+  }
+
+  const warnings = [...settings.warnings]
+  const processors: Array<SpanProcessor> = [options.store.spanProcessor()]
+  const exporters: Array<ExporterDescription> = []
+  for (const exporter of settings.exporters) {
+    try {
+      processors.push(processorOf(exporter, options.onExportError ?? ignore))
+      exporters.push(exporter.kind === "otlp" ? { kind: "otlp", protocol: exporter.protocol, url: exporter.url } : exporter)
+    } catch (error) {
+      warnings.push({ variable: "OTEL_TRACES_EXPORTER", message: `${exporter.kind} exporter not started: ${error instanceof Error ? error.message : String(error)}` })
+    }
+  }
+
+  const provider = new BasicTracerProvider({
+    resource: defaultResource().merge(resourceFromAttributes(settings.resourceAttributes)),
+    sampler: samplerOf(settings.sampler),
+    spanProcessors: processors
+  })
+  const tracer = provider.getTracer(instrumentationName)
+  return {
+    enabled: true,
+    serviceName: settings.serviceName,
+    tracer,
+    exporters,
+    warnings,
+    layer: effectTracer(tracer),
+    forceFlush: () => provider.forceFlush().catch(ignore),
+    shutdown: () => provider.shutdown().catch(ignore)
+  }
+}
+
+/** Export failures reach `onExportError` through `reporting`; the rejections that repeat them are dropped. */
+const ignore = (): void => {}
+
+/**
+ * Runs an effect as a child of the span in an OpenTelemetry context (from `extractContext`, or
+ * `trace.setSpan(context, span)`): its Effect spans join that trace. Without a valid span the
+ * effect runs as it is.
+ */
+export const withOtelParent: {
+  (context: Context): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  <A, E, R>(self: Effect.Effect<A, E, R>, context: Context): Effect.Effect<A, E, R>
+} = dual(2, <A, E, R>(self: Effect.Effect<A, E, R>, context: Context): Effect.Effect<A, E, R> => {
+  const parent = trace.getSpanContext(context)
+  return parent === undefined || !isSpanContextValid(parent) ? self : OtelTracer.withSpanContext(self, parent)
+})
+
+/**
+ * Effect's tracer, making its spans with `tracer`. Two changes to OtelTracer.make's:
+ * - it also runs every Effect step under a span inside Otel.context.with(...), so that a global
+ *   context manager would see Effect spans as active; with none installed that does nothing but
+ *   cost (about 0.3 µs a step, and a span three times as dear), so only its span factory is kept;
+ * - Effect stamps spans with its own clock, which runs up to about 1 ms apart from the SDK's (the
+ *   SDK starts a span at Date.now(), in whole ms, and measures the rest on the monotonic clock), so
+ *   in one waterfall an Effect child could start before its SDK parent. Effect spans are timed the
+ *   SDK's way instead.
+ */
+const effectTracer = (tracer: Tracer): Layer.Layer<never> =>
+  Layer.effect(
+    EffectTracer.Tracer,
+    Effect.map(OtelTracer.make, (otel) =>
+      EffectTracer.make({
+        span: (options) => {
+          const startMs = Date.now()
+          const startMonotonic = performance.now()
+          const now = () => BigInt(startMs) * 1_000_000n + BigInt(Math.round((performance.now() - startMonotonic) * 1e6))
+          const span = otel.span({ ...options, startTime: BigInt(startMs) * 1_000_000n })
+          const end = span.end
+          const event = span.event
+          span.end = (_endTime, exit) => end.call(span, now(), exit)
+          span.event = (name, _startTime, attributes) => event.call(span, name, now(), attributes)
+          return span
+        }
+      }))
+  ).pipe(Layer.provide(Layer.succeed(OtelTracer.OtelTracer, tracer)))
+
+const samplerOf = (settings: SamplerSettings): Sampler => {
+  switch (settings.name) {
+    case "always_on":
+      return new AlwaysOnSampler()
+    case "always_off":
+      return new AlwaysOffSampler()
+    case "traceidratio":
+      return new TraceIdRatioBasedSampler(settings.ratio)
+    case "parentbased_always_on":
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() })
+    case "parentbased_always_off":
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() })
+    case "parentbased_traceidratio":
+      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(settings.ratio) })
+  }
+}
+
+const processorOf = (settings: ExporterSettings, onError: (error: Error) => void): SpanProcessor =>
+  settings.kind === "console"
+    ? new SimpleSpanProcessor(new ConsoleSpanExporter())
+    : new BatchSpanProcessor(reporting(otlpExporter(settings), onError))
+
+/** The exporter, telling `onError` of each batch it fails to deliver. */
+const reporting = (exporter: SpanExporter, onError: (error: Error) => void): SpanExporter => ({
+  export: (spans, done) =>
+    exporter.export(spans, (result) => {
+      if (result.code !== ExportResultCode.SUCCESS) onError(result.error ?? new Error(`span export failed (${spans.length} spans)`))
+      done(result)
+    }),
+  shutdown: () => exporter.shutdown(),
+  forceFlush: () => exporter.forceFlush?.() ?? Promise.resolve()
+})
+
+/** Loads the exporter package for the protocol only now, so a sidecar that exports nothing never loads one. */
+const load = createRequire(import.meta.url)
+
+const otlpExporter = (settings: OtlpSettings): SpanExporter => {
+  const common = {
+    url: settings.url,
+    ...(settings.timeoutMillis === undefined ? {} : { timeoutMillis: settings.timeoutMillis }),
+    ...(settings.compression === undefined ? {} : { compression: settings.compression as CompressionAlgorithm })
+  }
+  switch (settings.protocol) {
+    case "http/protobuf": {
+      const { OTLPTraceExporter } = load("@opentelemetry/exporter-trace-otlp-proto") as typeof import("@opentelemetry/exporter-trace-otlp-proto")
+      return new OTLPTraceExporter({ ...common, headers: { ...settings.headers } })
+    }
+    case "http/json": {
+      const { OTLPTraceExporter } = load("@opentelemetry/exporter-trace-otlp-http") as typeof import("@opentelemetry/exporter-trace-otlp-http")
+      return new OTLPTraceExporter({ ...common, headers: { ...settings.headers } })
+    }
+    case "grpc": {
+      const { OTLPTraceExporter } = load("@opentelemetry/exporter-trace-otlp-grpc") as typeof import("@opentelemetry/exporter-trace-otlp-grpc")
+      return new OTLPTraceExporter(common)
+    }
+  }
+}

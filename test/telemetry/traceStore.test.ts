@@ -1,0 +1,140 @@
+// The embedded trace store (src/telemetry/traceStore.ts): bounded by traces (the oldest evicted)
+// and by spans per trace (the rest counted); summaries name the root, the services, the timing
+// and any error; a trace reads back as JSON spans in start order; the root of a trace continued
+// from elsewhere is its first local span; unsampled spans are not kept; a sidecar's shutdown
+// leaves a shared store alone.
+import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api"
+import { afterEach, describe, expect, it } from "vitest"
+import { extractContext } from "../../src/telemetry/propagation.ts"
+import { TraceStore } from "../../src/telemetry/traceStore.ts"
+import { makeTracing, type Tracing } from "../../src/telemetry/tracing.ts"
+import { Cleanup } from "../support/iipRaw.ts"
+
+describe("TraceStore", () => {
+  const cleanup = new Cleanup()
+  afterEach(() => cleanup.run())
+
+  const tracingFor = (service: string, store: TraceStore, env: Record<string, string> = {}): Tracing => {
+    const tracing = makeTracing({ service, store, env, instanceId: `${service}-1` })
+    cleanup.add(() => tracing.shutdown())
+    return tracing
+  }
+
+  it("keeps the newest maxTraces traces, evicting the oldest first", () => {
+    const store = new TraceStore({ maxTraces: 3 })
+    const tracing = tracingFor("catalog", store)
+    const ids: Array<string> = []
+    for (let i = 0; i < 5; i++) {
+      const span = tracing.tracer.startSpan(`request ${i}`)
+      span.end()
+      ids.push(span.spanContext().traceId)
+    }
+    expect(store.size).toBe(3)
+    expect(store.recent(10).map((summary) => summary.rootName)).toStrictEqual(["request 4", "request 3", "request 2"])
+    expect(store.recent(2).map((summary) => summary.traceId)).toStrictEqual([ids[4], ids[3]])
+    expect(store.get(ids[0]!)).toBeUndefined()
+    expect(store.get(ids[1]!)).toBeUndefined()
+    expect(store.get(ids[2]!)).toHaveLength(1)
+  })
+
+  it("keeps maxSpansPerTrace spans of a trace and counts the rest", () => {
+    const store = new TraceStore({ maxSpansPerTrace: 2 })
+    const tracing = tracingFor("catalog", store)
+    const root = tracing.tracer.startSpan("root")
+    const context = trace.setSpan(extractContext({}), root)
+    for (let i = 0; i < 4; i++) tracing.tracer.startSpan(`child ${i}`, {}, context).end()
+    root.end()
+    const [summary] = store.recent(1)
+    expect(summary).toMatchObject({ spanCount: 2, droppedSpans: 3 })
+    expect(store.get(summary!.traceId)!.map((span) => span.name)).toStrictEqual(["child 0", "child 1"])
+  })
+
+  it("summarises a trace across two sidecars sharing the store", () => {
+    const store = new TraceStore()
+    const storefront = tracingFor("storefront", store)
+    const catalog = tracingFor("catalog", store)
+    const client = storefront.tracer.startSpan("GET catalog", { kind: SpanKind.CLIENT })
+    const server = catalog.tracer.startSpan("GET /items", { kind: SpanKind.SERVER }, trace.setSpan(extractContext({}), client))
+    server.setStatus({ code: SpanStatusCode.ERROR, message: "app failed" })
+    server.end()
+    client.end()
+
+    const [summary] = store.recent(5)
+    expect(summary).toMatchObject({
+      traceId: client.spanContext().traceId,
+      rootName: "GET catalog",
+      rootService: "storefront",
+      services: ["catalog", "storefront"],
+      spanCount: 2,
+      droppedSpans: 0,
+      error: true
+    })
+    const spans = store.get(summary!.traceId)!
+    const end = Math.max(...spans.map((span) => span.startTimeMs + span.durationMs))
+    expect(summary!.startTimeMs).toBe(spans[0]!.startTimeMs)
+    expect(summary!.durationMs).toBeCloseTo(end - spans[0]!.startTimeMs, 6)
+  })
+
+  it("reads a trace back as JSON spans in start order", () => {
+    const store = new TraceStore()
+    const tracing = tracingFor("catalog", store)
+    const server = tracing.tracer.startSpan("GET /items", { kind: SpanKind.SERVER, attributes: { "http.response.status_code": 200, "url.path": "/items" } })
+    const app = tracing.tracer.startSpan("app", { kind: SpanKind.CLIENT }, trace.setSpan(extractContext({}), server))
+    app.addEvent("first byte", { bytes: 12 })
+    app.end()
+    server.setStatus({ code: SpanStatusCode.OK })
+    server.end()
+
+    const traceId = server.spanContext().traceId
+    const spans = store.get(traceId)!
+    expect(JSON.parse(JSON.stringify(spans))).toStrictEqual(spans)
+    const [first, second] = spans
+    expect(first).toMatchObject({
+      traceId,
+      spanId: server.spanContext().spanId,
+      parentSpanId: null,
+      name: "GET /items",
+      kind: "server",
+      service: "catalog",
+      instance: "catalog-1",
+      status: { code: "ok" },
+      attributes: { "http.response.status_code": 200, "url.path": "/items" },
+      events: []
+    })
+    expect(second).toMatchObject({ parentSpanId: server.spanContext().spanId, kind: "client", status: { code: "unset" } })
+    expect(second!.events).toMatchObject([{ name: "first byte", attributes: { bytes: 12 } }])
+    expect(Math.abs(Number(BigInt(first!.startTimeUnixNano) / 1000n) / 1000 - first!.startTimeMs)).toBeLessThan(0.01)
+    expect(Math.abs(second!.events[0]!.timeMs - Number(second!.events[0]!.timeUnixNano) / 1e6)).toBeLessThan(0.01)
+    expect(first!.durationMs).toBeGreaterThanOrEqual(0)
+    expect(first!.startTimeMs).toBeLessThanOrEqual(second!.startTimeMs)
+  })
+
+  it("the root of a trace continued from elsewhere is the first span whose parent it does not hold", () => {
+    const store = new TraceStore()
+    const tracing = tracingFor("catalog", store)
+    const remote = extractContext({ traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" })
+    const server = tracing.tracer.startSpan("GET /items", { kind: SpanKind.SERVER }, remote)
+    tracing.tracer.startSpan("app", {}, trace.setSpan(remote, server)).end()
+    server.end()
+    const [summary] = store.recent(1)
+    expect(summary).toMatchObject({ traceId: "4bf92f3577b34da6a3ce929d0e0e4736", rootName: "GET /items", spanCount: 2 })
+    expect(store.get(summary!.traceId)![0]!.parentSpanId).toBe("00f067aa0ba902b7")
+  })
+
+  it("keeps no unsampled span", () => {
+    const store = new TraceStore()
+    const tracing = tracingFor("catalog", store)
+    tracing.tracer.startSpan("unsampled", {}, extractContext({ traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00" })).end()
+    expect(store.size).toBe(0)
+  })
+
+  it("one sidecar's shutdown leaves the shared store to the others", async () => {
+    const store = new TraceStore()
+    const a = makeTracing({ service: "a", store, env: {} })
+    const b = tracingFor("b", store)
+    a.tracer.startSpan("from a").end()
+    await a.shutdown()
+    b.tracer.startSpan("from b").end()
+    expect(store.recent(10).map((summary) => [summary.rootName, summary.rootService])).toStrictEqual([["from b", "b"], ["from a", "a"]])
+  })
+})
