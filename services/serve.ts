@@ -1,6 +1,7 @@
 // Shared start-up of the demo services: listen on PORT (0 picks one), print one JSON line with
 // the port, stop cleanly on SIGTERM/SIGINT, and exit when stdin closes (so a demo that dies
 // leaves no service behind).
+import { randomBytes } from "node:crypto"
 import * as http from "node:http"
 import type * as net from "node:net"
 
@@ -34,11 +35,25 @@ export const serve = (service: string, route: Route): void => {
   }
 }
 
+/** Headers an instrumented app passes from its request to the calls it makes for it. */
+const carried = ["traceparent", "tracestate", "baggage", "iip-timeout"]
+
+/**
+ * The headers to pass on for one incoming request, as a traced app would: its trace context (or a
+ * new trace's, when the request came without one, so the app's calls share one trace) and deadline.
+ */
+export const contextOf = (req: http.IncomingMessage): Record<string, string> => {
+  const headers: Record<string, string> = {}
+  for (const name of carried) if (typeof req.headers[name] === "string") headers[name] = req.headers[name]
+  headers.traceparent ??= `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`
+  return headers
+}
+
 /** Calls another service through this service's sidecar: plain HTTP, the service named by Host. */
-export const callService = (service: string, path: string): Promise<unknown> =>
+export const callService = (service: string, path: string, context: Record<string, string> = {}): Promise<unknown> =>
   new Promise((resolve, reject) => {
     const sidecar = new URL(process.env.SIDECAR_URL ?? "http://127.0.0.1:4140")
-    const req = http.request({ host: sidecar.hostname, port: sidecar.port, path, headers: { host: service } }, (res) => {
+    const req = http.request({ host: sidecar.hostname, port: sidecar.port, path, headers: { ...context, host: service } }, (res) => {
       let text = ""
       res.setEncoding("utf8")
       res.on("data", (chunk: string) => (text += chunk))

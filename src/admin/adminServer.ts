@@ -1,91 +1,94 @@
-// The admin HTTP server of a sidecar, loopback-only by default: liveness (`/health`), readiness
-// (`/ready`, 503 once a stop began), the endpoints it knows per service with their weight, latency
-// estimate, pending count and health (`/mesh`), run-time weight overrides
-// (`PUT /mesh/<service>/<host:port>/weight` with a number, `DELETE` to return to discovery's) and
-// the effective configuration (`/config`).
+// The admin HTTP server of a sidecar, loopback-only by default:
+//   GET  /                    the dashboard (dashboard.html): mesh table with live rates, trace waterfall
+//   GET  /health, /ready      liveness; readiness (503 while starting and once a stop began)
+//   GET  /mesh                the endpoints per service: weight, latency estimate, pending, health
+//   PUT|DELETE /mesh/<service>/<host:port>/weight   run-time weight override (weights.ts)
+//   GET  /metrics             Prometheus text (src/telemetry/metrics.ts)
+//   GET  /traces[?limit=N]    recent traces held here; GET /traces/<trace id>: their spans
+//   GET  /config              the effective configuration, secrets left out
+//   GET  /dashboard/data      what the dashboard polls
+// In the demo one admin server reports on every sidecar of the process (`mesh`), so one URL shows
+// the whole demo mesh; its sidecars share one trace store.
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import { readFileSync } from "node:fs"
 import * as http from "node:http"
 import type * as net from "node:net"
 import { ListenFailed } from "../iip/server.ts"
 import { type HostPort, type Sidecar, splitAddress } from "../sidecar/sidecar.ts"
+import type { SpanJson, TraceStore, TraceSummary } from "../telemetry/traceStore.ts"
+import { json } from "./respond.ts"
+import { configView, dashboardData, meshView } from "./views.ts"
+import { WEIGHT_PATH, weightOverride } from "./weights.ts"
 
-const json = (res: http.ServerResponse, status: number, body: unknown) => {
-  const text = JSON.stringify(body, null, 2)
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
-  res.end(text)
-}
+export { meshView } from "./views.ts"
 
-export const meshView = (sidecar: Sidecar) => ({
-  service: sidecar.config.service,
-  node: sidecar.config.node,
-  inbound: `${sidecar.inbound.host}:${sidecar.inbound.port}`,
-  loadBalancer: sidecar.config.loadBalancer,
-  services: Object.fromEntries(sidecar.registry.view().map((view) => [view.service, view.endpoints])),
-  retryBudgetAvailable: Object.fromEntries(sidecar.registry.view().map((view) => [view.service, view.retryBudgetAvailable]))
-})
+const dashboardHtml = readFileSync(new URL("./dashboard.html", import.meta.url))
 
-const MAX_BODY = 1024
+const TRACE_PATH = /^\/traces\/([0-9a-f]{32})$/
 
-/** Reads a small request body; undefined when it is larger than MAX_BODY. */
-const smallBody = (req: http.IncomingMessage): Promise<string | undefined> =>
-  new Promise((resolve, reject) => {
-    let text = ""
-    req.setEncoding("utf8")
-    req.on("data", (chunk: string) => {
-      text += chunk
-      if (text.length > MAX_BODY) {
-        req.destroy()
-        resolve(undefined)
-      }
-    })
-    req.once("end", () => resolve(text))
-    req.once("error", reject)
-  })
-
-/** `PUT` a weight (a bare number or {"weight": n}, 0..1000) or `DELETE` the override of one endpoint. */
-const weightOverride = async (sidecar: Sidecar, req: http.IncomingMessage, res: http.ServerResponse, service: string, address: string) => {
-  if (req.method !== "PUT" && req.method !== "DELETE") return json(res, 405, { error: "method_not_allowed", allowed: ["PUT", "DELETE"] })
-  let weight: number | undefined = undefined
-  if (req.method === "PUT") {
-    const text = await smallBody(req)
-    let parsed: unknown = undefined
-    try {
-      parsed = text === undefined ? undefined : JSON.parse(text)
-    } catch {
-      parsed = undefined
-    }
-    const value = typeof parsed === "object" && parsed !== null ? (parsed as { weight?: unknown }).weight : parsed
-    if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > 1000) {
-      return json(res, 400, { error: "bad_weight", message: "send a weight from 0 to 1000, as 3 or {\"weight\": 3}" })
-    }
-    weight = value
+/** The trace stores of the sidecars shown (the demo's share one): traces merged newest first. */
+const tracesOf = (sidecars: ReadonlyArray<Sidecar>) => {
+  const stores = [...new Set<TraceStore>(sidecars.map((s) => s.telemetry.traces))]
+  return {
+    recent: (limit: number): Array<TraceSummary> =>
+      stores.flatMap((store) => store.recent(limit)).sort((a, b) => b.startTimeMs - a.startTimeMs).slice(0, limit),
+    get: (traceId: string): Array<SpanJson> =>
+      stores.flatMap((store) => store.get(traceId) ?? []).sort((a, b) => a.startTimeMs - b.startTimeMs)
   }
-  if (!sidecar.registry.overrideWeight(service, address, weight)) return json(res, 404, { error: "no_such_endpoint", service, address })
-  json(res, 200, { service, address, weight: weight ?? "from discovery" })
 }
 
-const WEIGHT_PATH = /^\/mesh\/([a-z0-9-]+)\/([^/]+)\/weight$/
+const PATHS = ["/", "/health", "/ready", "/mesh", "/mesh/<service>/<host:port>/weight", "/metrics", "/traces", "/traces/<trace id>", "/config", "/dashboard/data"]
+
+export interface AdminOptions {
+  /** Every sidecar the dashboard shows; default the one `current` gives. */
+  readonly mesh?: () => ReadonlyArray<Sidecar>
+}
 
 /**
  * Starts the admin server before the sidecar it reports on (so it answers "not ready" during start
  * and during the drain); `current` gives the sidecar once it is up.
  */
-export const make = (listenOn: string, current: () => Sidecar | undefined): Effect.Effect<HostPort, ListenFailed, Scope.Scope> => {
+export const make = (listenOn: string, current: () => Sidecar | undefined, options: AdminOptions = {}): Effect.Effect<HostPort, ListenFailed, Scope.Scope> => {
+  const shown = (sidecar: Sidecar) => options.mesh?.() ?? [sidecar]
   const server = http.createServer((req, res) => {
-    const path = (req.url ?? "/").split("?")[0]
+    const [path = "/", query = ""] = (req.url ?? "/").split("?")
     const sidecar = current()
     if (path === "/health") return json(res, 200, { status: "ok" })
     if (path === "/ready") return json(res, sidecar?.ready() === true ? 200 : 503, { ready: sidecar?.ready() === true })
     if (sidecar === undefined) return json(res, 503, { error: "starting" })
+    if (path === "/" || path === "/dashboard") {
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8", "content-length": dashboardHtml.length })
+      return res.end(dashboardHtml)
+    }
     if (path === "/mesh") return json(res, 200, meshView(sidecar))
-    const weightPath = WEIGHT_PATH.exec(path ?? "")
+    const weightPath = WEIGHT_PATH.exec(path)
     if (weightPath !== null) {
       weightOverride(sidecar, req, res, weightPath[1]!, decodeURIComponent(weightPath[2]!)).catch(() => res.destroy())
       return
     }
-    if (path === "/config") return json(res, 200, sidecar.config)
-    json(res, 404, { error: "not_found", paths: ["/health", "/ready", "/mesh", "/mesh/<service>/<host:port>/weight", "/config"] })
+    if (path === "/metrics") {
+      sidecar.telemetry.metrics.text().then(
+        ({ contentType, body }) => {
+          res.writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body) })
+          res.end(body)
+        },
+        (error: Error) => json(res, 500, { error: "metrics_failed", message: error.message })
+      )
+      return
+    }
+    if (path === "/traces") {
+      const limit = Math.min(1000, Math.max(1, Number(new URLSearchParams(query).get("limit") ?? "50") || 50))
+      return json(res, 200, { traces: tracesOf(shown(sidecar)).recent(limit) })
+    }
+    const tracePath = TRACE_PATH.exec(path)
+    if (tracePath !== null) {
+      const spans = tracesOf(shown(sidecar)).get(tracePath[1]!)
+      return spans.length === 0 ? json(res, 404, { error: "no_such_trace", traceId: tracePath[1] }) : json(res, 200, { traceId: tracePath[1], spans })
+    }
+    if (path === "/dashboard/data") return json(res, 200, dashboardData(shown(sidecar), tracesOf(shown(sidecar)).recent(30)))
+    if (path === "/config") return json(res, 200, configView(sidecar))
+    json(res, 404, { error: "not_found", paths: PATHS })
   })
   const address = splitAddress(listenOn)
   return Effect.acquireRelease(

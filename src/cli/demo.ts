@@ -16,6 +16,7 @@ import * as Admin from "../admin/adminServer.ts"
 import { loadSidecarConfig } from "../config/sidecarConfig.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import * as SidecarLive from "../sidecar/sidecar.ts"
+import { TraceStore } from "../telemetry/traceStore.ts"
 
 export class DemoFailed extends Data.TaggedError("DemoFailed")<{ readonly message: string }> {}
 
@@ -59,8 +60,17 @@ const startApp = (name: string, script: string, env: Record<string, string>): Ef
     ([child]) => stopChild(child)
   ).pipe(Effect.map(([child, port]) => ({ name, port, pid: child.pid ?? 0 })))
 
+/** What the demo's sidecars share: one trace store and the list of all of them (each admin shows the whole mesh). */
+interface DemoMesh {
+  readonly traces: TraceStore
+  readonly sidecars: Array<Sidecar>
+}
+
+/** OTEL_* from the shell, except a service name: each demo sidecar keeps its own. */
+const { OTEL_SERVICE_NAME: _ignored, ...otelEnv } = process.env
+
 /** A sidecar (with its admin server) in this process, configured as `iip-mesh sidecar` would be. */
-const startSidecar = (service: string, app: App | undefined, weight: number, discoveryDir: string) =>
+const startSidecar = (service: string, app: App | undefined, weight: number, discoveryDir: string, mesh: DemoMesh) =>
   Effect.gen(function*() {
     const flags = new Map<string, Array<string>>([
       ["--service", [service]],
@@ -77,8 +87,9 @@ const startSidecar = (service: string, app: App | undefined, weight: number, dis
     const loaded = loadSidecarConfig({ flags, env: {} })
     if (Result.isFailure(loaded)) return yield* new DemoFailed({ message: loaded.failure.message })
     let sidecar: Sidecar | undefined
-    const admin = yield* Admin.make(loaded.success.admin, () => sidecar)
-    sidecar = yield* SidecarLive.make(loaded.success)
+    const admin = yield* Admin.make(loaded.success.admin, () => sidecar, { mesh: () => mesh.sidecars })
+    sidecar = yield* SidecarLive.make(loaded.success, undefined, { traces: mesh.traces, env: otelEnv })
+    mesh.sidecars.push(sidecar)
     return { sidecar, admin: `http://${admin.host}:${admin.port}` }
   })
 
@@ -98,22 +109,25 @@ export const runDemo = (argv: ReadonlyArray<string>) =>
       Effect.sync(() => mkdtempSync(join(tmpdir(), "iip-mesh-demo-"))),
       (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
     )
-    const catalog = yield* startSidecar("catalog", catalogApp, 1, discoveryDir)
-    const pricingSidecarA = yield* startSidecar("pricing", pricingA, 3, discoveryDir)
-    const pricingSidecarB = yield* startSidecar("pricing", pricingB, 1, discoveryDir)
-    const store = yield* startSidecar("storefront", undefined, 1, discoveryDir)
+    const mesh: DemoMesh = { traces: new TraceStore(), sidecars: [] }
+    const store = yield* startSidecar("storefront", undefined, 1, discoveryDir, mesh)
+    const catalog = yield* startSidecar("catalog", catalogApp, 1, discoveryDir, mesh)
+    const pricingSidecarA = yield* startSidecar("pricing", pricingA, 3, discoveryDir, mesh)
+    const pricingSidecarB = yield* startSidecar("pricing", pricingB, 1, discoveryDir, mesh)
     const outbound = `${store.sidecar.outbound.host}:${store.sidecar.outbound.port}`
     const storefront = yield* startApp("storefront", "storefront", { SIDECAR_URL: `http://${outbound}` })
     const entry = `http://127.0.0.1:${storefront.port}/`
     const admins = [store, catalog, pricingSidecarA, pricingSidecarB].map((s) => s.admin)
     // The ready file first: whoever waits for the banner may read it at once.
     const pids = [catalogApp, pricingA, pricingB, storefront].map((app) => app.pid)
-    if (readyFile !== undefined) writeFileSync(readyFile, JSON.stringify({ entry, outbound: `http://${outbound}`, admins, pids }, null, 2))
+    const dashboard = `${store.admin}/`
+    if (readyFile !== undefined) writeFileSync(readyFile, JSON.stringify({ entry, outbound: `http://${outbound}`, admins, dashboard, pids }, null, 2))
     process.stdout.write(
       [
         "iip-mesh demo is up: storefront -> (sidecar) -> catalog, pricing x2 (weights 3:1), all on this host.",
         `  open      ${entry}`,
         `  try       curl -H 'Host: catalog' http://${outbound}/products`,
+        `  dashboard ${dashboard}  (the whole demo mesh: traffic, health, traces)`,
         `  admins    ${admins.join("  ")}`,
         "  stop      Ctrl-C",
         ""

@@ -103,6 +103,8 @@ export const SidecarConfigSchema = Schema.Struct({
   requestTimeoutMs: PositiveMs,
   drainTimeoutMs: PositiveMs,
   accessLog: Schema.Boolean,
+  /** Spans for every request (kept in the admin's trace store; exported when OTEL_* says so). */
+  tracing: Schema.Boolean,
   /** How a service's endpoint is chosen per request (src/balancer/pickers.ts). */
   loadBalancer: Schema.Literals(pickerNames),
   /** The key of consistent-hash and MethodURIParam (MethodIpHash always hashes the client's address); null for none. */
@@ -153,6 +155,7 @@ export const settings = [
   { key: "requestTimeoutMs", env: "IIP_MESH_REQUEST_TIMEOUT", flag: "--request-timeout", help: "deadline of a proxied request (default 15s)" },
   { key: "drainTimeoutMs", env: "IIP_MESH_DRAIN_TIMEOUT", flag: "--drain-timeout", help: "how long a stop lets requests finish (default 10s)" },
   { key: "accessLog", env: "IIP_MESH_ACCESS_LOG", flag: "--access-log", help: "one JSON line per request on stdout (default off)" },
+  { key: "tracing", env: "IIP_MESH_TRACING", flag: "--tracing", help: "trace every request (default on; OTEL_* variables configure export)" },
   { key: "loadBalancer", env: "IIP_MESH_LOAD_BALANCER", flag: "--load-balancer", help: `${pickerNames.join(", ")} (default p2c)` },
   { key: "hashKey", env: "IIP_MESH_HASH_KEY", flag: "--hash-key", help: "key of consistent-hash and MethodURIParam: header:NAME, query:NAME or client" },
   { key: "maxPendingPerEndpoint", env: "IIP_MESH_MAX_PENDING_PER_ENDPOINT", flag: "--max-pending-per-endpoint", help: "requests in flight per endpoint before it is skipped; all full sheds with 503 (default 1000)" },
@@ -205,6 +208,7 @@ export const defaults = (): Record<Key, unknown> => ({
   requestTimeoutMs: 15_000,
   drainTimeoutMs: 10_000,
   accessLog: false,
+  tracing: true,
   ...balancerDefaults
 })
 
@@ -265,6 +269,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
       return last === "" || last === "all" ? null : last
     case "mdns":
     case "accessLog":
+    case "tracing":
       return last === "" || last === "true" || last === "1" ? true : last === "false" || last === "0" ? false : last
     case "app":
       return last === "none" ? null : last

@@ -7,13 +7,17 @@ import * as http from "node:http"
 import type { HandlerValue } from "../iip/dispatch.ts"
 import { failure, type IncomingRequest, reply } from "../iip/server.ts"
 import { endToEndHeaders, headersFromPlainQuery, headersOf, HttpMeta, responseMeta, TIMEOUT_HEADER, toOutgoing } from "./httpEnvelope.ts"
+import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 
 const WHOLE_BODY_LIMIT = 64 * 1024
 
 export interface InboundOptions {
+  /** This sidecar's service, for its spans and metrics. */
+  readonly service: string
   readonly appHost: string
   readonly appPort: number
+  readonly telemetry: SidecarTelemetry
 }
 
 /** A request without HTTP metadata came from a plain IIP caller using the reference adapter's convention. */
@@ -42,6 +46,7 @@ const collect = (source: http.IncomingMessage): Promise<Buffer> =>
 
 export const makeInboundHandler = (options: InboundOptions) => {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
+  const appAddress = `${options.appHost}:${options.appPort}`
   return (request: IncomingRequest): Promise<HandlerValue> =>
     new Promise<HandlerValue>((resolve) => {
       const plain = !request.meta.has(HttpMeta.method)
@@ -50,24 +55,24 @@ export const makeInboundHandler = (options: InboundOptions) => {
         : { method: request.meta.get(HttpMeta.method)!, path: request.rawPath, headers: headersOf(request.meta), body: request.data }
       const authority = request.meta.get(HttpMeta.authority)
       const timeLeft = request.context.deadline > 0 ? Math.max(1, request.context.deadline - Date.now()) : 0
-      const appRequest = http.request({
-        host: options.appHost,
-        port: options.appPort,
-        method: head.method,
-        path: head.path,
-        headers: {
-          ...toOutgoing(head.headers),
-          ...(authority === undefined ? {} : { host: authority }),
-          ...(timeLeft === 0 ? {} : { [TIMEOUT_HEADER]: String(timeLeft) })
-        },
-        agent,
-        signal: request.signal
-      })
+      const observation = new InboundObservation(options.telemetry, options.service, head.method, head.path, head.headers, request.context.remoteAddress)
+      const headers: http.OutgoingHttpHeaders = {
+        ...toOutgoing(head.headers),
+        ...(authority === undefined ? {} : { host: authority }),
+        ...(timeLeft === 0 ? {} : { [TIMEOUT_HEADER]: String(timeLeft) })
+      }
+      observation.callApp(options.appHost, options.appPort, headers)
+      const appRequest = http.request({ host: options.appHost, port: options.appPort, method: head.method, path: head.path, headers, agent, signal: request.signal })
       appRequest.on("error", (error: NodeJS.ErrnoException) => {
         const refused = error.code === "ECONNREFUSED" || error.code === "ENOTFOUND"
-        resolve(failure(refused ? AppErrorCode.unavailable : AppErrorCode.failed, `app at ${options.appHost}:${options.appPort}: ${error.code ?? error.message}`, !refused))
+        const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
+        observation.end(appAddress, 502, { hop: "app", reason: code })
+        resolve(failure(code, `app at ${appAddress}: ${error.code ?? error.message}`, !refused))
       })
       appRequest.on("response", (response) => {
+        // The spans end with the app's answer: when its body has been read, or the exchange broke off.
+        response.once("end", () => observation.end(appAddress, response.statusCode ?? 502, undefined))
+        response.once("close", () => observation.end(appAddress, response.statusCode ?? 502, response.complete ? undefined : { hop: "app", reason: "answer_broke_off" }))
         const length = Number(response.headers["content-length"] ?? NaN)
         const meta = responseMeta(response.statusCode ?? 502, endToEndHeaders(response.rawHeaders))
         if (plain || length <= WHOLE_BODY_LIMIT) {

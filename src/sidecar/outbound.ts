@@ -19,6 +19,7 @@ import { type MeshReply, RemoteError } from "../mux/meshSession.ts"
 import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
+import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { endToEndHeaders, headersOf, HttpMeta, plainRequestPath, requestMeta, TIMEOUT_HEADER, toOutgoing, withForwarded } from "./httpEnvelope.ts"
 import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 
@@ -65,6 +66,8 @@ export interface AccessRecord {
   readonly durationMs: number
   /** Tries made (1 when there was no retry; 0 when no endpoint was tried). */
   readonly attempts: number
+  /** The trace this request belongs to (absent with tracing off). */
+  readonly traceId?: string
   readonly error?: { readonly hop: string; readonly reason: string }
 }
 
@@ -75,6 +78,7 @@ export interface OutboundOptions {
   readonly perTryTimeoutMs?: number
   /** Where consistent hashing and MethodURIParam find their key: `header:NAME`, `query:NAME` or `client`. */
   readonly hashKey?: string
+  readonly telemetry: SidecarTelemetry
   readonly onAccess: (record: AccessRecord) => void
 }
 
@@ -135,10 +139,12 @@ const readBody = (req: IncomingMessage, limit: number): Promise<Buffer> =>
     req.once("error", reject)
   })
 
-/** Writes a streamed body to the app, waiting for it to drain; stops when the app goes away. */
-const pipeToResponse = async (res: ServerResponse, body: AsyncIterable<Uint8Array>): Promise<void> => {
+/** Writes a streamed body to the app, waiting for it to drain; stops when the app goes away. Returns the bytes written. */
+const pipeToResponse = async (res: ServerResponse, body: AsyncIterable<Uint8Array>): Promise<number> => {
+  let bytes = 0
   for await (const chunk of body) {
-    if (res.destroyed) return
+    if (res.destroyed) return bytes
+    bytes += chunk.length
     if (!res.write(chunk)) {
       await new Promise<void>((resolve) => {
         const done = () => {
@@ -152,6 +158,7 @@ const pipeToResponse = async (res: ServerResponse, body: AsyncIterable<Uint8Arra
     }
   }
   res.end()
+  return bytes
 }
 
 /** A plain IIP service's in-band error bodies (PROTOCOL.md §6) become HTTP statuses, not 200. */
@@ -169,17 +176,23 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
   let endpointName = "-"
   let attempts = 0
   const { registry } = options
-  const finish = (status: number, error?: ProxyError) =>
+  const method = req.method ?? "GET"
+  const observation = new OutboundObservation(options.telemetry, method, req.headers)
+  const finish = (status: number, error?: ProxyError) => {
+    const failure = error === undefined ? undefined : { hop: error.hop, reason: error.reason }
+    const traceId = observation.end(status, endpointName, attempts, failure)
     options.onAccess({
       service: target?.service ?? "-",
       endpoint: endpointName,
-      method: req.method ?? "GET",
+      method,
       uri: target?.uri ?? req.url ?? "",
       status,
       durationMs: performance.now() - started,
       attempts,
-      ...(error === undefined ? {} : { error: { hop: error.hop, reason: error.reason } })
+      ...(traceId === undefined ? {} : { traceId }),
+      ...(failure === undefined ? {} : { error: failure })
     })
+  }
   const fail = (error: unknown) => {
     const proxyError = error instanceof EnvelopeError
       ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
@@ -190,15 +203,19 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
   const forward = async () => {
     target = targetOf(req)
     const service = target.service
+    observation.begin(service, target.uri)
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const abort = new AbortController()
     res.once("close", () => res.writableFinished || abort.abort())
-    const method = req.method ?? "GET"
     // The deadline travels in the envelope; the header is for the app on the far side (inbound.ts).
-    const headers = withForwarded(endToEndHeaders(req.rawHeaders), req.socket.remoteAddress ?? "", target.authority).filter(([name]) => name.toLowerCase() !== TIMEOUT_HEADER)
+    const headers: Array<[string, string]> = withForwarded(endToEndHeaders(req.rawHeaders), req.socket.remoteAddress ?? "", target.authority)
+      .filter(([name]) => name.toLowerCase() !== TIMEOUT_HEADER)
+      .map(([name, value]) => [name, value])
+    observation.propagate(headers)
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
     const body = !hasBody(req) ? Buffer.alloc(0) : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)
+    observation.requestBytes(body instanceof Uint8Array ? body.length : Number.isFinite(length) ? length : 0)
     const context = pickContext(req, target.uri, options.hashKey)
     const tried = new Set<string>()
     // One deadline for the whole request, however many endpoints it tries.
@@ -227,21 +244,28 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
         const mode = client.currentMode ?? (await client.mode())
         if (mode === "plain") return await forwardPlain(client, lease, tryStarted, target, headers, body, timeoutMs, abort.signal)
         reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, headers), timeoutMs, signal: abort.signal })
-        registry.endLease(lease, tryStarted, Number(reply.meta.get(HttpMeta.status) ?? "502") < 500)
+        endLease(lease, tryStarted, Number(reply.meta.get(HttpMeta.status) ?? "502") < 500)
       } catch (error) {
         // A request the app gave up on says nothing about the endpoint.
-        registry.endLease(lease, tryStarted, abort.signal.aborted)
+        endLease(lease, tryStarted, abort.signal.aborted)
         const safe = notProcessed(error) || (IDEMPOTENT.has(method) && transportFailure(error))
         const retry = safe && body instanceof Uint8Array && attempts < MAX_ATTEMPTS && !abort.signal.aborted && Date.now() < deadline && registry.allowRetry(service)
         if (!retry) throw error
+        observation.retried()
         lastError = error
       }
     }
     const status = Number(reply.meta.get(HttpMeta.status) ?? "502")
     res.writeHead(status, toOutgoing(headersOf(reply.meta)))
-    if (reply.stream !== undefined) await pipeToResponse(res, reply.stream)
-    else res.end(reply.data)
+    if (reply.stream !== undefined) observation.responseBytes(await pipeToResponse(res, reply.stream))
+    else {
+      res.end(reply.data)
+      observation.responseBytes(reply.data.length)
+    }
     finish(status)
+  }
+  const endLease = (lease: EndpointLease, tryStarted: number, ok: boolean) => {
+    if (registry.endLease(lease, tryStarted, ok) !== undefined) observation.ejected(target!.service, lease.endpoint.id)
   }
   const forwardPlain = async (
     client: IipClient,
@@ -256,10 +280,11 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
     const body = held instanceof Uint8Array ? held : await readBody(req, PLAIN_BODY_LIMIT)
     const data = await client.call(plainRequestPath(target.uri, headers), body.length === 0 ? "{}" : body, { timeoutMs, signal })
     const { status, error } = plainStatus(data)
-    registry.endLease(lease, tryStarted, status < 500)
+    endLease(lease, tryStarted, status < 500)
     if (error !== undefined) throw error
     res.writeHead(status, { "content-length": data.length })
     res.end(data)
+    observation.responseBytes(data.length)
     finish(status)
   }
   forward().catch(fail)

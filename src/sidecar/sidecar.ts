@@ -16,8 +16,13 @@ import { kubernetesSource } from "../discovery/kubernetesSource.ts"
 import { directorySource } from "../discovery/directorySource.ts"
 import { MdnsSource } from "../discovery/mdnsSource.ts"
 import { configSource, fileSource } from "../discovery/staticSource.ts"
+import { makeMetrics } from "../telemetry/metrics.ts"
+import type { Env } from "../telemetry/otelEnv.ts"
+import { TraceStore } from "../telemetry/traceStore.ts"
+import { makeTracing } from "../telemetry/tracing.ts"
 import { type BalancingOptions, EndpointRegistry } from "./endpoints.ts"
 import { makeInboundHandler } from "./inbound.ts"
+import type { SidecarTelemetry } from "./observe.ts"
 import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
 
 export interface HostPort {
@@ -42,6 +47,14 @@ export interface Sidecar {
   /** Marks the sidecar not ready: the first step of a stop, before anything closes. */
   readonly beginStop: () => void
   readonly inFlight: () => number
+  readonly telemetry: SidecarTelemetry
+}
+
+export interface SidecarOptions {
+  /** Where finished spans are kept; sidecars in one process may share one (the demo does). */
+  readonly traces?: TraceStore
+  /** The OTEL_* variables (default process.env). */
+  readonly env?: Env
 }
 
 /** Metadata blocks up to this size: HTTP heads can be larger than the library's 8 KiB default. */
@@ -88,9 +101,29 @@ const balancingOf = (config: SidecarConfig): BalancingOptions => ({
   maxEjectedPercent: config.maxEjectedPercent
 })
 
-export const make = (config: SidecarConfig, log: Log = stderrLog): Effect.Effect<Sidecar, Server.ListenFailed, Scope.Scope> =>
+/** Tracing (its exporters flushed on close, within the drain timeout) and metrics. */
+const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log) =>
+  Effect.gen(function*() {
+    const traces = options.traces ?? new TraceStore()
+    const tracing = makeTracing({
+      service: config.service,
+      store: traces,
+      enabled: config.tracing,
+      instanceId: config.node,
+      ...(options.env === undefined ? {} : { env: options.env }),
+      onExportError: (error) => log("trace-export-failed", { message: error.message })
+    })
+    for (const warning of tracing.warnings) log("otel-setting-ignored", { ...warning })
+    yield* Effect.addFinalizer(() =>
+      Effect.promise(() => tracing.shutdown()).pipe(Effect.timeoutOption(config.drainTimeoutMs), Effect.asVoid)
+    )
+    return { tracing, metrics: makeMetrics(), traces }
+  })
+
+export const make = (config: SidecarConfig, log: Log = stderrLog, options: SidecarOptions = {}): Effect.Effect<Sidecar, Server.ListenFailed, Scope.Scope> =>
   Effect.gen(function*() {
     const supervisor = yield* Supervisor.current
+    const telemetry = yield* makeTelemetry(config, options, log)
     let ready = false
     let inFlight = 0
     const registry = new EndpointRegistry({ node: config.node, requestTimeoutMs: config.requestTimeoutMs, balancing: balancingOf(config), log, supervisor })
@@ -118,7 +151,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog): Effect.Effect
     })
     if (config.app !== null) {
       const app = splitAddress(config.app)
-      inbound.handlePrefix("/", makeInboundHandler({ appHost: app.host, appPort: app.port }))
+      inbound.handlePrefix("/", makeInboundHandler({ service: config.service, appHost: app.host, appPort: app.port, telemetry }))
     }
     const announced = config.app === null
       ? undefined
@@ -149,6 +182,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog): Effect.Effect
       requestTimeoutMs: config.requestTimeoutMs,
       ...(config.perTryTimeoutMs === null ? {} : { perTryTimeoutMs: config.perTryTimeoutMs }),
       ...(config.hashKey === null ? {} : { hashKey: config.hashKey }),
+      telemetry,
       onAccess
     })
     if (config.healthCheckIntervalMs !== null) {
@@ -182,6 +216,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog): Effect.Effect
       inbound: inbound.address,
       ready: () => ready,
       beginStop: () => (ready = false),
-      inFlight: () => inFlight
+      inFlight: () => inFlight,
+      telemetry
     }
   })

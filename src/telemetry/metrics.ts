@@ -58,6 +58,15 @@ export interface ServiceMetrics {
   responseBytes(bytes: number): void
 }
 
+export interface TrafficSummary {
+  readonly service: string
+  readonly requests: number
+  /** Answered with a 5xx (the mesh's own errors included). */
+  readonly errors: number
+  readonly durationSeconds: number
+  readonly inFlight: number
+}
+
 export interface MeshMetrics {
   /** The mesh metrics (without the process metrics, which `text()` adds). */
   readonly registry: Registry
@@ -70,6 +79,8 @@ export interface MeshMetrics {
   channelClosed(direction: Direction): void
   /** The Prometheus text exposition of the mesh and process metrics. */
   text(): Promise<{ readonly contentType: string; readonly body: string }>
+  /** Running totals per service and direction, for the dashboard (which turns them into rates). */
+  summary(): Record<Direction, ReadonlyArray<TrafficSummary>>
 }
 
 const durationBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
@@ -158,6 +169,10 @@ class ServiceSeries implements ServiceMetrics {
   readonly retries: Tally
   readonly requestBodyBytes: Tally
   readonly responseBodyBytes: Tally
+  /** For the dashboard's rates (summary()): plain running totals. */
+  finished = 0
+  failedWith5xx = 0
+  durationSum = 0
 
   constructor(labels: Labels, duration: Histogram<string>) {
     this.labels = labels
@@ -181,6 +196,9 @@ class ServiceSeries implements ServiceMetrics {
     }
     series.count(methods.has(method) ? method : "_OTHER", code)
     series.observe(seconds)
+    this.finished++
+    if (code >= 500) this.failedWith5xx++
+    this.durationSum += seconds
   }
 
   requestFailed(code: number, hop: string, reason: string): void {
@@ -298,6 +316,17 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     channelClosed: (direction) => {
       openChannels[direction].value--
+    },
+    summary: () => {
+      const of = (direction: Direction) =>
+        [...services[direction].entries()].map(([service, s]) => ({
+          service,
+          requests: s.finished,
+          errors: s.failedWith5xx,
+          durationSeconds: s.durationSum,
+          inFlight: s.inFlight.value
+        }))
+      return { outbound: of("outbound"), inbound: of("inbound") }
     },
     text: async () => {
       const [mesh, process] = await Promise.all([registry.metrics(), processMetrics().metrics()])

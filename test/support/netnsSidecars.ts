@@ -39,6 +39,7 @@ const config = (service: string, app: string | null): SidecarConfig => ({
   requestTimeoutMs: 5000,
   drainTimeoutMs: 1000,
   accessLog: false,
+  tracing: true,
   ...balancerDefaults
 })
 

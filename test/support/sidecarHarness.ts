@@ -67,6 +67,7 @@ export const sidecarConfig = (overrides: Partial<SidecarConfig> & Pick<SidecarCo
   requestTimeoutMs: 10_000,
   drainTimeoutMs: 1000,
   accessLog: false,
+  tracing: true,
   ...balancerDefaults,
   ...overrides
 })

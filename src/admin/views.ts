@@ -1,0 +1,52 @@
+// What the admin server shows, as JSON: one sidecar's view of the mesh (`/mesh`), the effective
+// configuration with what tracing exports to (`/config`; exporter headers are left out, they may
+// hold credentials), and the dashboard's data (`/dashboard/data`): every sidecar the admin server
+// reports on (one, or the whole demo mesh) with its traffic totals, and the recent traces.
+import type { Sidecar } from "../sidecar/sidecar.ts"
+import type { TraceSummary } from "../telemetry/traceStore.ts"
+
+export const meshView = (sidecar: Sidecar) => {
+  const services = sidecar.registry.view()
+  return {
+    service: sidecar.config.service,
+    node: sidecar.config.node,
+    inbound: `${sidecar.inbound.host}:${sidecar.inbound.port}`,
+    loadBalancer: sidecar.config.loadBalancer,
+    services: Object.fromEntries(services.map((view) => [view.service, view.endpoints])),
+    retryBudgetAvailable: Object.fromEntries(services.map((view) => [view.service, view.retryBudgetAvailable]))
+  }
+}
+
+export const configView = (sidecar: Sidecar) => ({
+  ...sidecar.config,
+  telemetry: {
+    tracing: sidecar.telemetry.tracing.enabled,
+    serviceName: sidecar.telemetry.tracing.serviceName,
+    exporters: sidecar.telemetry.tracing.exporters,
+    warnings: sidecar.telemetry.tracing.warnings
+  }
+})
+
+const sidecarTraffic = (sidecar: Sidecar) => {
+  const summary = sidecar.telemetry.metrics.summary()
+  const endpoints = new Map(sidecar.registry.view().map((view) => [view.service, view.endpoints]))
+  const none = { requests: 0, errors: 0, durationSeconds: 0, inFlight: 0 }
+  const inbound = summary.inbound.find((s) => s.service === sidecar.config.service) ?? none
+  const targets = new Set([...endpoints.keys(), ...summary.outbound.map((s) => s.service)])
+  return {
+    service: sidecar.config.service,
+    node: sidecar.config.node,
+    ready: sidecar.ready(),
+    inbound: { address: `${sidecar.inbound.host}:${sidecar.inbound.port}`, ...inbound },
+    outbound: [...targets].sort().map((service) => ({
+      ...(summary.outbound.find((s) => s.service === service) ?? { ...none, service }),
+      endpoints: endpoints.get(service) ?? []
+    }))
+  }
+}
+
+export const dashboardData = (sidecars: ReadonlyArray<Sidecar>, traces: ReadonlyArray<TraceSummary>) => ({
+  generatedAt: Date.now(),
+  sidecars: sidecars.map(sidecarTraffic),
+  traces
+})
