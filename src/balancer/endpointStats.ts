@@ -1,5 +1,6 @@
-// Per-endpoint balancing state: a latency estimate (an EWMA that decays by the time since the last
-// sample, so a burst after a long quiet spell counts fully and a steady stream averages), the
+// Per-endpoint balancing state: a latency estimate (an EWMA weighted by the time since the last
+// sample, so a burst after a long quiet spell counts fully, with a floor per sample so a fast
+// stream of samples moves it too), the
 // requests in flight, a failure penalty that fades within seconds, and the weight.
 // Pure: time always comes in as `now` (ms), nothing here reads a clock or schedules anything.
 //
@@ -30,6 +31,12 @@ export interface EndpointStatsOptions {
   readonly weight?: number
   /** EWMA time constant in ms: a sample dt ms after the previous one weighs 1 - exp(-dt/tau). Default 10,000. */
   readonly tauMs?: number
+  /**
+   * The least a success sample weighs, however close it follows the last: the first samples weigh
+   * as a running mean (1/2, 1/3 ...) until they reach this floor. Default 0.05 (about the last 20
+   * samples under heavy traffic, the last tau of time under light traffic); 0 weighs by time alone.
+   */
+  readonly minSampleWeight?: number
   /** How long without a sample before the estimate starts to fade, in ms. Default tauMs. */
   readonly staleAfterMs?: number
   /** What a cold endpoint (no sample yet) is assumed to take, in ms. Default 100. */
@@ -79,6 +86,7 @@ export class EndpointStats implements Balanced {
   private currentWeight: number
   private readonly tauMs: number
   private readonly staleAfterMs: number
+  private readonly minSampleWeight: number
   private readonly failurePenaltyMs: number
   private readonly penaltyTauMs: number
   private ewma: number
@@ -96,6 +104,7 @@ export class EndpointStats implements Balanced {
     this.tauMs = options.tauMs ?? 10_000
     if (!(this.tauMs > 0)) throw new Error(`tauMs must be positive: ${this.tauMs}`)
     this.staleAfterMs = options.staleAfterMs ?? this.tauMs
+    this.minSampleWeight = options.minSampleWeight ?? 0.05
     this.ewma = options.defaultLatencyMs ?? 100
     this.coldEstimateMs = options.coldEstimateMs
     this.failurePenaltyMs = options.failurePenaltyMs ?? 500
@@ -175,9 +184,14 @@ export class EndpointStats implements Balanced {
     if (this.lastSampleAt === undefined) {
       this.ewma = sample
     } else {
+      // By time, but never less than the running mean's share (1/2, 1/3 ...) down to the floor:
+      // a burst of samples must move the estimate too (a caller's first requests, slowed by
+      // connecting and warming up, would otherwise set it for the next 10 s).
       const dt = Math.max(0, now - this.lastSampleAt)
-      const w = Math.exp(-dt / this.tauMs)
-      this.ewma = w * this.ewma + (1 - w) * sample
+      const byTime = 1 - Math.exp(-dt / this.tauMs)
+      const meanShare = this.minSampleWeight > 0 ? 1 / (this.sampleCount + 1) : 0
+      const w = Math.max(byTime, this.minSampleWeight, meanShare)
+      this.ewma = (1 - w) * this.ewma + w * sample
     }
     this.lastSampleAt = this.lastSampleAt === undefined ? now : Math.max(this.lastSampleAt, now)
     this.sampleCount++

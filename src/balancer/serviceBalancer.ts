@@ -100,7 +100,8 @@ export interface EndpointView {
   readonly samples: number
   readonly failures: number
   readonly health: "healthy" | "ejected"
-  readonly ejection?: { readonly reason: string; readonly forMs: number }
+  /** forMs is null when a failed active check holds it out (until a check passes). */
+  readonly ejection?: { readonly reason: string; readonly forMs: number | null }
   readonly ejections: number
   readonly errorRatePercent: number
 }
@@ -168,6 +169,8 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
       return member
     })
     for (const gone of previous.values()) gone.retired = true
+    // A new member's cold estimate must be its peers' mean from its first pick on.
+    this.coldEstimateAt = Number.NEGATIVE_INFINITY
     this.outliers.retain(this.members.map((m) => m.id))
     this.usableVersion = -1
   }
@@ -230,7 +233,9 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
         samples: m.samples,
         failures: m.failures,
         health: health.ejected ? "ejected" : "healthy",
-        ...(health.ejected ? { ejection: { reason: health.reason ?? "unknown", forMs: health.ejectedForMs } } : {}),
+        ...(health.ejected
+          ? { ejection: { reason: health.reason ?? "unknown", forMs: Number.isFinite(health.ejectedForMs) ? health.ejectedForMs : null } }
+          : {}),
         ejections: health.ejections,
         errorRatePercent: Math.round(health.errorRatePercent * 10) / 10
       }

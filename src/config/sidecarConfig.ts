@@ -264,7 +264,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "ejectConsecutiveFailures":
     case "ejectErrorRatePercent":
     case "maxEjectedPercent":
-      return /^\d+(?:\.\d+)?$/.test(last) ? Number(last) : last
+      return /^-?\d+(?:\.\d+)?$/.test(last) ? Number(last) : last
     case "mdnsInterface":
       return last === "" || last === "all" ? null : last
     case "mdns":
@@ -299,6 +299,21 @@ export const parseFlags = (argv: ReadonlyArray<string>): Map<string, Array<strin
     flags.set(name, [...(flags.get(name) ?? []), value])
   }
   return flags
+}
+
+/** Settings that are each valid but do not fit together. */
+const crossChecks = (config: SidecarConfig): Array<string> => {
+  const problems: Array<string> = []
+  if (config.loadBalancer === "consistent-hash" && config.hashKey === null) {
+    problems.push("hashKey: consistent-hash needs a key (header:NAME, query:NAME or client); without one every request would go to the same endpoint")
+  }
+  if (config.loadBalancer === "MethodURIParam" && !(config.hashKey?.startsWith("query:") ?? false)) {
+    problems.push("hashKey: MethodURIParam hashes a query parameter: set query:NAME")
+  }
+  if (config.ejectionMaxMs < config.ejectionBaseMs) {
+    problems.push(`ejectionMaxMs: ${config.ejectionMaxMs} ms is shorter than ejectionBaseMs (${config.ejectionBaseMs} ms)`)
+  }
+  return problems
 }
 
 /** Merges the sources and validates the result; every problem is reported at once. */
@@ -349,6 +364,7 @@ export const loadSidecarConfig = (sources: ConfigSources): Result.Result<Sidecar
       problems.push(`${path.join(".")} (from ${origin.get(path[0] ?? "") ?? "default"}): ${expected}${got}`)
     }
   }
+  if (Result.isSuccess(result)) problems.push(...crossChecks(result.success))
   if (problems.length > 0) {
     return Result.fail(new ConfigInvalid({ message: `invalid configuration:\n  ${problems.join("\n  ")}`, problems }))
   }

@@ -186,9 +186,11 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       onAccess
     })
     if (config.healthCheckIntervalMs !== null) {
-      // Active checks: each round waits for the last, a check gets at most one interval.
+      // Active checks: each round waits for the last; a check gets one interval, at least 1 s (a
+      // shorter timeout would eject healthy endpoints of a busy machine).
       const interval = config.healthCheckIntervalMs
-      yield* Effect.forkScoped(Effect.forever(Effect.sleep(interval).pipe(Effect.andThen(Effect.promise(() => registry.probeAll(interval))))))
+      const timeout = Math.max(1000, interval)
+      yield* Effect.forkScoped(Effect.forever(Effect.sleep(interval).pipe(Effect.andThen(Effect.promise(() => registry.probeAll(timeout))))))
     }
     const outboundServer = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
       inFlight++

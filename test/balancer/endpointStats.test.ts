@@ -14,8 +14,8 @@ describe("EndpointStats", () => {
     expect(e.latencyMs).toBe(20)
   })
 
-  it("weighs a sample by the time since the last one: w = exp(-dt/tau)", () => {
-    const e = new EndpointStats("a:1", { tauMs: 10_000 })
+  it("weighs a sample by the time since the last one: w = exp(-dt/tau) (no floor)", () => {
+    const e = new EndpointStats("a:1", { tauMs: 10_000, minSampleWeight: 0 })
     e.end(0, 10, true)
     e.end(10_000, 110, true)
     expect(e.latencyMs).toBeCloseTo(10 * Math.exp(-1) + 110 * (1 - Math.exp(-1)), 9)
@@ -23,6 +23,18 @@ describe("EndpointStats", () => {
     expect(e.latencyMs).toBeCloseTo(10 * Math.exp(-1) + 110 * (1 - Math.exp(-1)), 9)
     e.end(1_000_000, 5, true) // long quiet spell: the new sample takes over
     expect(e.latencyMs).toBeCloseTo(5, 6)
+  })
+
+  it("a burst of samples weighs at least as a running mean, then at least the floor", () => {
+    const e = new EndpointStats("a:1", { tauMs: 10_000, minSampleWeight: 0.05 })
+    e.end(0, 50, true)
+    e.end(0, 10, true) // weight 1/2
+    expect(e.latencyMs).toBeCloseTo(30, 9)
+    e.end(0, 30, true) // weight 1/3
+    expect(e.latencyMs).toBeCloseTo(30, 9)
+    for (let i = 0; i < 200; i++) e.end(0, 10, true)
+    // After the running-mean start every sample weighs 0.05: 200 samples at 10 ms pull it to 10.
+    expect(e.latencyMs).toBeCloseTo(10, 3)
   })
 
   it("counts pending and computes load = (estimate + penalty) * (pending / weight + 1)", () => {

@@ -134,7 +134,7 @@ describe("ejection", () => {
       yield* drive(balancer, 20, 1, () => 0, failsOn)
       const view = balancer.view(yield* now)[1]!
       expect(view).toMatchObject({ health: "ejected", ejections: 1, ejection: { reason: "consecutive_failures" } })
-      const ejectedFor = view.ejection!.forMs
+      const ejectedFor = view.ejection!.forMs!
       expect(ejectedFor).toBeGreaterThan(4_990)
       expect(ejectedFor).toBeLessThanOrEqual(5_000)
       // While out it gets nothing.
@@ -146,10 +146,10 @@ describe("ejection", () => {
       yield* drive(balancer, 20, 1, () => 0, failsOn)
       const second = balancer.view(yield* now)[1]!
       expect(second).toMatchObject({ health: "ejected", ejections: 2 })
-      expect(second.ejection!.forMs).toBeGreaterThan(9_980)
+      expect(second.ejection!.forMs!).toBeGreaterThan(9_980)
       // Recovered: once back it takes its share and stays in.
       failing = false
-      yield* TestClock.adjust(`${second.ejection!.forMs} millis`)
+      yield* TestClock.adjust(`${second.ejection!.forMs!} millis`)
       const back = yield* drive(balancer, 400, 1, () => 0, failsOn)
       expect(back.get(bad.id)).toBe(100)
       expect(balancer.view(yield* now)[1]!.health).toBe("healthy")

@@ -9,7 +9,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
-import { type ConfigInvalid, loadSidecarConfig, parseFlags, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { pickerNames } from "../../src/balancer/serviceBalancer.ts"
+import { balancerDefaults, type ConfigInvalid, loadSidecarConfig, parseFlags, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { withTimeout } from "../support/iipRaw.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "iip-mesh-config-"))
@@ -32,9 +33,10 @@ const problems = (result: Result.Result<SidecarConfig, ConfigInvalid>): ConfigIn
   return result.failure
 }
 
-describe("loadSidecarConfig", () => {
-  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+// After every describe block of the file: the balancing settings' tests write files here too.
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
+describe("loadSidecarConfig", () => {
   it("three bad flag values are reported together in one message, each naming the setting and its source", () => {
     const error = problems(load(["--service", "store", "--app", "localhost:99999", "--request-timeout", "soon", "--endpoint", "catalog=127.0.0.1:80#0"]))
     expect(error.problems).toHaveLength(3)
@@ -156,6 +158,185 @@ describe("loadSidecarConfig", () => {
     expect(error.problems).toHaveLength(1)
     expect(error.problems[0]).toMatch(new RegExp(`^config file ${notJson.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: `))
     expect(problems(load(["--service", "store", "--config", join(dir, "missing.json")])).problems[0]).toMatch(/^config file .*missing\.json: .*ENOENT/)
+  })
+})
+
+describe("loadSidecarConfig: the balancing settings", () => {
+  it("default to the balancer's defaults: p2c, no hash key, 1000 pending, budget 0.2 + 10/s, no per-try timeout, no active checks", () => {
+    expect(ok(load(["--service", "store"]))).toMatchObject({
+      ...balancerDefaults,
+      loadBalancer: "p2c",
+      hashKey: null,
+      maxPendingPerEndpoint: 1000,
+      retryBudgetRatio: 0.2,
+      retryBudgetMinPerSecond: 10,
+      perTryTimeoutMs: null,
+      ejectConsecutiveFailures: 5,
+      ejectErrorRatePercent: 50,
+      ejectionBaseMs: 5000,
+      ejectionMaxMs: 300_000,
+      maxEjectedPercent: 50,
+      healthCheckIntervalMs: null
+    })
+  })
+
+  it("every one is read from its flag, durations with units", () => {
+    const config = ok(
+      load([
+        "--service", "store",
+        "--load-balancer", "weighted-round-robin",
+        "--hash-key", "header:x-user",
+        "--max-pending-per-endpoint", "2",
+        "--retry-budget-ratio", "0.5",
+        "--retry-budget-min-per-second", "0",
+        "--per-try-timeout", "100ms",
+        "--eject-consecutive-failures", "3",
+        "--eject-error-rate", "25.5",
+        "--ejection-base", "1.5s",
+        "--ejection-max", "2m",
+        "--max-ejected-percent", "34",
+        "--health-check-interval", "50ms"
+      ])
+    )
+    expect(config).toMatchObject({
+      loadBalancer: "weighted-round-robin",
+      hashKey: "header:x-user",
+      maxPendingPerEndpoint: 2,
+      retryBudgetRatio: 0.5,
+      retryBudgetMinPerSecond: 0,
+      perTryTimeoutMs: 100,
+      ejectConsecutiveFailures: 3,
+      ejectErrorRatePercent: 25.5,
+      ejectionBaseMs: 1500,
+      ejectionMaxMs: 120_000,
+      maxEjectedPercent: 34,
+      healthCheckIntervalMs: 50
+    })
+  })
+
+  it("every one is read from its environment variable, a bare number of ms too", () => {
+    const config = ok(
+      load([], {
+        IIP_MESH_SERVICE: "store",
+        IIP_MESH_LOAD_BALANCER: "MethodURIParam",
+        IIP_MESH_HASH_KEY: "query:user",
+        IIP_MESH_MAX_PENDING_PER_ENDPOINT: "50",
+        IIP_MESH_RETRY_BUDGET_RATIO: "0",
+        IIP_MESH_RETRY_BUDGET_MIN_PER_SECOND: "2.5",
+        IIP_MESH_PER_TRY_TIMEOUT: "250",
+        IIP_MESH_EJECT_CONSECUTIVE_FAILURES: "0",
+        IIP_MESH_EJECT_ERROR_RATE: "0",
+        IIP_MESH_EJECTION_BASE: "500ms",
+        IIP_MESH_EJECTION_MAX: "30s",
+        IIP_MESH_MAX_EJECTED_PERCENT: "100",
+        IIP_MESH_HEALTH_CHECK_INTERVAL: "1s"
+      })
+    )
+    expect(config).toMatchObject({
+      loadBalancer: "MethodURIParam",
+      hashKey: "query:user",
+      maxPendingPerEndpoint: 50,
+      retryBudgetRatio: 0,
+      retryBudgetMinPerSecond: 2.5,
+      perTryTimeoutMs: 250,
+      ejectConsecutiveFailures: 0,
+      ejectErrorRatePercent: 0,
+      ejectionBaseMs: 500,
+      ejectionMaxMs: 30_000,
+      maxEjectedPercent: 100,
+      healthCheckIntervalMs: 1000
+    })
+  })
+
+  it("from the config file, with the flag over the environment over the file", () => {
+    const file = writeJson("balancing.json", { service: "store", loadBalancer: "least-pending", perTryTimeoutMs: 300, healthCheckIntervalMs: 200, maxPendingPerEndpoint: 7 })
+    expect(ok(load([], {}, file))).toMatchObject({ loadBalancer: "least-pending", perTryTimeoutMs: 300, healthCheckIntervalMs: 200, maxPendingPerEndpoint: 7 })
+    const layered = ok(load(["--load-balancer", "MethodRandom"], { IIP_MESH_LOAD_BALANCER: "MethodIpHash", IIP_MESH_PER_TRY_TIMEOUT: "2s" }, file))
+    expect(layered).toMatchObject({ loadBalancer: "MethodRandom", perTryTimeoutMs: 2000, healthCheckIntervalMs: 200, maxPendingPerEndpoint: 7 })
+  })
+
+  it("perTryTimeoutMs and healthCheckIntervalMs are turned off by off, none or an empty value, also over a value set below", () => {
+    for (const off of ["off", "none", ""]) {
+      const config = ok(load(["--service", "store", "--per-try-timeout", off, "--health-check-interval", off]))
+      expect([off, config.perTryTimeoutMs, config.healthCheckIntervalMs]).toStrictEqual([off, null, null])
+      const fromEnv = ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_PER_TRY_TIMEOUT: off, IIP_MESH_HEALTH_CHECK_INTERVAL: off }))
+      expect([off, fromEnv.perTryTimeoutMs, fromEnv.healthCheckIntervalMs]).toStrictEqual([off, null, null])
+    }
+    const file = writeJson("checks-on.json", { service: "store", perTryTimeoutMs: 100, healthCheckIntervalMs: 50 })
+    expect(ok(load(["--health-check-interval", "off"], { IIP_MESH_PER_TRY_TIMEOUT: "none" }, file))).toMatchObject({ perTryTimeoutMs: null, healthCheckIntervalMs: null })
+  })
+
+  it("a bad duration, zero, or a word other than off/none is reported as a duration problem", () => {
+    expect(problems(load(["--service", "store", "--per-try-timeout", "soon", "--health-check-interval", "0", "--ejection-base", "off", "--ejection-max", "0ms"])).problems).toStrictEqual([
+      `perTryTimeoutMs (from --per-try-timeout): Expected a duration like 15s or 500ms, got "soon"`,
+      `ejectionBaseMs (from --ejection-base): Expected a duration like 15s or 500ms, got "off"`,
+      `ejectionMaxMs (from --ejection-max): Expected a value between 1 and 3600000, got 0`,
+      `healthCheckIntervalMs (from --health-check-interval): Expected a value between 1 and 3600000, got 0`
+    ])
+  })
+
+  it("hashKey takes header:NAME, query:NAME or client, and none for no key; anything else is reported", () => {
+    expect(ok(load(["--service", "store", "--hash-key", "header:X-User-Id"])).hashKey).toBe("header:X-User-Id")
+    expect(ok(load(["--service", "store", "--hash-key", "query:user"])).hashKey).toBe("query:user")
+    expect(ok(load(["--service", "store", "--hash-key", "client"])).hashKey).toBe("client")
+    expect(ok(load(["--service", "store", "--hash-key", "none"])).hashKey).toBeNull()
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_HASH_KEY: "" })).hashKey).toBeNull()
+    for (const bad of ["cookie:session", "header:", "header:two words", "query:", "Client", "x-user"]) {
+      expect(problems(load(["--service", "store", "--hash-key", bad])).problems).toStrictEqual([
+        `hashKey (from --hash-key): Expected header:NAME, query:NAME or client, got ${JSON.stringify(bad)}`
+      ])
+    }
+    const file = writeJson("bad-hash-key.json", { service: "store", hashKey: "ip" })
+    expect(problems(load([], {}, file)).problems).toStrictEqual([`hashKey (from ${file}): Expected header:NAME, query:NAME or client, got "ip"`])
+  })
+
+  it("every picker name is accepted; an unknown one is rejected with a message listing the names", () => {
+    // The hashing pickers need a key; query:NAME serves both.
+    for (const name of pickerNames) expect(ok(load(["--service", "store", "--load-balancer", name, "--hash-key", "query:id"])).loadBalancer).toBe(name)
+    for (const bad of ["round-robin", "P2C", "MethodRoundRobin", ""]) {
+      const error = problems(load(["--service", "store", "--load-balancer", bad]))
+      expect(error.problems).toHaveLength(1)
+      const [problem] = error.problems
+      expect(problem!.startsWith("loadBalancer (from --load-balancer): Expected ")).toBe(true)
+      for (const name of pickerNames) expect(problem).toContain(JSON.stringify(name))
+      expect(problem!.endsWith(`got ${JSON.stringify(bad)}`)).toBe(true)
+    }
+    expect(problems(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_LOAD_BALANCER: "fastest" })).problems[0]).toMatch(/^loadBalancer \(from IIP_MESH_LOAD_BALANCER\): Expected "p2c" \| .*, got "fastest"$/)
+  })
+
+  it("settings that do not fit together are reported: a hashing picker without a key, ejectionMax below ejectionBase", () => {
+    expect(problems(load(["--service", "store", "--load-balancer", "consistent-hash"])).problems).toStrictEqual([
+      "hashKey: consistent-hash needs a key (header:NAME, query:NAME or client); without one every request would go to the same endpoint"
+    ])
+    expect(problems(load(["--service", "store", "--load-balancer", "MethodURIParam", "--hash-key", "header:x-user"])).problems).toStrictEqual([
+      "hashKey: MethodURIParam hashes a query parameter: set query:NAME"
+    ])
+    expect(problems(load(["--service", "store", "--ejection-base", "10s", "--ejection-max", "5s"])).problems).toStrictEqual([
+      "ejectionMaxMs: 5000 ms is shorter than ejectionBaseMs (10000 ms)"
+    ])
+    expect(problems(load(["--service", "store", "--retry-budget-ratio", "-1"])).problems[0]).toMatch(/^retryBudgetRatio \(from --retry-budget-ratio\): .*got -1$/)
+  })
+
+  it("numbers out of range or not numbers are reported together, each with its setting", () => {
+    const error = problems(
+      load([
+        "--service", "store",
+        "--max-pending-per-endpoint", "0",
+        "--retry-budget-ratio", "11",
+        "--retry-budget-min-per-second", "many",
+        "--eject-consecutive-failures", "1.5",
+        "--eject-error-rate", "150",
+        "--max-ejected-percent", "101"
+      ])
+    )
+    expect(error.problems).toStrictEqual([
+      `maxPendingPerEndpoint (from --max-pending-per-endpoint): Expected a value between 1 and 1000000, got 0`,
+      `retryBudgetRatio (from --retry-budget-ratio): Expected a value between 0 and 10, got 11`,
+      `retryBudgetMinPerSecond (from --retry-budget-min-per-second): Expected number, got "many"`,
+      `ejectConsecutiveFailures (from --eject-consecutive-failures): Expected an integer, got 1.5`,
+      `ejectErrorRatePercent (from --eject-error-rate): Expected a value between 0 and 100, got 150`,
+      `maxEjectedPercent (from --max-ejected-percent): Expected a value between 0 and 100, got 101`
+    ])
   })
 })
 
