@@ -1,8 +1,8 @@
 // Passive health: which endpoints of a service to leave out for a while. The balancer reports
 // every request's outcome here; an endpoint is ejected after `consecutiveFailures` failures in a
 // row, or when its error rate over the last `windowMs` reaches `errorRatePercent` (with at least
-// `minRequests` in the window). Active health checks, when on, report through `probeFailed` and
-// `probeSucceeded`.
+// `minRequests` in the window), or at once when a connection to it cannot be made. Active health
+// checks, when on, report through `probeFailed` and `probeSucceeded`.
 //
 // Ejection time grows with each ejection that follows the previous one closely: base, 2 x base,
 // 4 x base ... up to `maxEjectionMs`; an endpoint that stays healthy for `maxEjectionMs` after its
@@ -30,7 +30,7 @@ export interface OutlierOptions {
   readonly maxEjectedPercent?: number
 }
 
-export type EjectionReason = "consecutive_failures" | "error_rate" | "health_check"
+export type EjectionReason = "consecutive_failures" | "error_rate" | "health_check" | "connect_failed"
 
 export interface OutlierSnapshot {
   readonly ejected: boolean
@@ -163,6 +163,16 @@ export class OutlierDetector {
       if (good + failed >= this.minRequests && (failed * 100) / (good + failed) >= this.errorRatePercent) reason = "error_rate"
     }
     return reason !== undefined && this.eject(h, now, total, reason) ? reason : undefined
+  }
+
+  /**
+   * A connection to `id` was refused or could not be made: nothing listens there, so it goes out
+   * at once (for the usual growing time, within the cap) instead of after more failed requests.
+   */
+  connectFailed(id: string, now: number, total: number): boolean {
+    const h = this.stateOf(id)
+    if (h.probeFailing || h.ejectedUntil > now) return false
+    return this.eject(h, now, total, "connect_failed")
   }
 
   /** An active check of `id` failed: out until a check passes (within the cap). */

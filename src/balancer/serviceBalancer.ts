@@ -79,8 +79,11 @@ class Member<E extends BalancedEndpoint> extends EndpointStats {
 
 export interface Lease<E> {
   readonly endpoint: E
-  /** Ends the request: `ok` false for a failure of the endpoint. Returns an ejection it caused. */
-  end(now: number, latencyMs: number, ok: boolean): EjectionReason | undefined
+  /**
+   * Ends the request: `ok` false for a failure of the endpoint, `unreachable` when no connection
+   * could be made to it (it goes out at once). Returns an ejection it caused.
+   */
+  end(now: number, latencyMs: number, ok: boolean, unreachable?: boolean): EjectionReason | undefined
 }
 
 export type PickResult<E> =
@@ -247,12 +250,14 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
     let ended = false
     return {
       endpoint: member.endpoint,
-      end: (at, latencyMs, ok) => {
+      end: (at, latencyMs, ok, unreachable = false) => {
         if (ended) return undefined
         ended = true
         member.end(at, latencyMs, ok)
         if (member.retired) return undefined
-        return this.outliers.record(member.id, at, ok, this.members.length)
+        const reason = this.outliers.record(member.id, at, ok, this.members.length)
+        if (reason === undefined && unreachable && this.outliers.connectFailed(member.id, at, this.members.length)) return "connect_failed"
+        return reason
       }
     }
   }

@@ -128,10 +128,13 @@ export class EndpointRegistry {
     return this.services.get(service)?.retryBudget.tryWithdraw(now()) ?? false
   }
 
-  /** Ends a lease now: `ok` false for a failure of the endpoint. Returns an ejection it caused. */
-  endLease(lease: EndpointLease, startedAt: number, ok: boolean): string | undefined {
+  /**
+   * Ends a lease now: `ok` false for a failure of the endpoint, `unreachable` when no connection
+   * could be made. Returns an ejection it caused.
+   */
+  endLease(lease: EndpointLease, startedAt: number, ok: boolean, unreachable = false): string | undefined {
     const at = now()
-    return lease.end(at, at - startedAt, ok)
+    return lease.end(at, at - startedAt, ok, unreachable)
   }
 
   /** The admin API's weight override; undefined returns to discovery's. False if there is no such endpoint. */

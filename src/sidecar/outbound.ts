@@ -233,6 +233,8 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
         throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${service}` })
       }
       const { lease } = picked
+      // A retry counts once there is another endpoint to send it to.
+      if (lastError !== undefined) observation.retried()
       endpointName = lease.endpoint.id
       tried.add(endpointName)
       attempts++
@@ -246,12 +248,11 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
         reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, headers), timeoutMs, signal: abort.signal })
         endLease(lease, tryStarted, Number(reply.meta.get(HttpMeta.status) ?? "502") < 500)
       } catch (error) {
-        // A request the app gave up on says nothing about the endpoint.
-        endLease(lease, tryStarted, abort.signal.aborted)
+        // A request the app gave up on says nothing about the endpoint; a refused connection, much.
+        endLease(lease, tryStarted, abort.signal.aborted, error instanceof ConnectFailed)
         const safe = notProcessed(error) || (IDEMPOTENT.has(method) && transportFailure(error))
         const retry = safe && body instanceof Uint8Array && attempts < MAX_ATTEMPTS && !abort.signal.aborted && Date.now() < deadline && registry.allowRetry(service)
         if (!retry) throw error
-        observation.retried()
         lastError = error
       }
     }
@@ -264,8 +265,8 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
     }
     finish(status)
   }
-  const endLease = (lease: EndpointLease, tryStarted: number, ok: boolean) => {
-    if (registry.endLease(lease, tryStarted, ok) !== undefined) observation.ejected(target!.service, lease.endpoint.id)
+  const endLease = (lease: EndpointLease, tryStarted: number, ok: boolean, unreachable = false) => {
+    if (registry.endLease(lease, tryStarted, ok, unreachable) !== undefined) observation.ejected(target!.service, lease.endpoint.id)
   }
   const forwardPlain = async (
     client: IipClient,

@@ -180,6 +180,23 @@ describe("ejection", () => {
       expect(balancer.view(yield* now)[1]).toMatchObject({ health: "ejected", ejection: { reason: "error_rate" } })
     }))
 
+  it.effect("an endpoint that refuses the connection goes out at once (within the cap)", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = balancerOf("weighted-round-robin", [1, 1, 1], { outlier })
+      const t = yield* now
+      for (;;) {
+        const picked = balancer.pick(t, { now: t })
+        if (picked._tag !== "Picked") throw new Error(picked._tag)
+        if (picked.lease.endpoint !== endpoints[0]) {
+          picked.lease.end(t, 1, true)
+          continue
+        }
+        expect(picked.lease.end(t, 0, false, true)).toBe("connect_failed")
+        break
+      }
+      expect(balancer.view(t)[0]).toMatchObject({ health: "ejected", ejection: { reason: "connect_failed", forMs: 5_000 } })
+    }))
+
   it.effect("an active check that fails puts an endpoint out until a check passes", () =>
     Effect.gen(function*() {
       const { balancer, endpoints } = balancerOf("p2c", [1, 1, 1], { outlier })
