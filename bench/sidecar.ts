@@ -2,18 +2,25 @@
 // sidecars (client -> sidecar A outbound, Host: echo -> IIP -> sidecar B inbound -> app), in the
 // same run, 1 KiB POST bodies (anchors.md "Targets": added latency <= 0.5 ms p50 / 2 ms p99 at a
 // fixed 1,000 req/s; >= 40% of direct throughput at saturation; sidecar <= 80 MB idle).
+// And the cost of tracing, in the same run: a second pair of sidecars started with
+// `--tracing false` (mode `untraced`) beside the default pair (mode `meshed`, tracing on: a client
+// span at A, a server and an app span at B, each kept in the sidecar's trace store, W3C headers
+// written at both hops; no OTEL_* exporter is configured, so nothing leaves the process). Tracing's
+// added p50/p99 is meshed - untraced; its saturation ratio is meshed / untraced req/s.
 //
 // Processes: the echo app (this file with `--serve app`), sidecar B (service "echo", --app the
 // echo app) and sidecar A (service "client", --endpoint echo=B's inbound), each started as
-// `node src/cli/main.ts sidecar ...` (its ready line gives the addresses); the load generator runs
-// here. Phases, rounds alternating which mode goes first (tables show the median over rounds):
+// `node src/cli/main.ts sidecar ...` (its ready line gives the addresses), and the same pair again
+// with --tracing false; the load generator runs here. Each mode (direct, meshed, untraced) runs in
+// turn, never two at once. Phases, rounds alternating the order of the modes (tables show the
+// median over rounds):
 //   0. priming: both paths get a short closed-loop run, not measured (a cold sidecar is slow for
 //      its first few thousand requests, which at a fixed rate becomes a backlog).
 //   1. open loop at --rate req/s (default 1,000): requests go out on a fixed schedule whether or
 //      not earlier ones answered, latency runs from the intended send time (queueing is not
 //      hidden); warm-up, then a measuring window; p50 / p90 / p99 and meshed - direct.
 //   2. saturation: closed loop, 64 requests in flight (keep-alive agent, maxSockets 64): req/s.
-//   3. memory: each sidecar's VmRSS idle (after start, before any load), peak during the meshed
+//   3. memory: each sidecar's VmRSS idle (after start, before any load), peak during its pair's
 //      saturation runs (sampled every 100 ms), and 5 s and 10 s after the load ended.
 // Also reported, per request and process (load generator, app, each sidecar) in each phase: CPU
 // microseconds (utime + stime from /proc/<pid>/stat; cpuUsage here) and read + write system calls
@@ -27,7 +34,7 @@
 //   npm run -s bench -- sidecar            2 s warm-up + 10 s per window, 3 rounds (~3 min)
 //   npm run -s bench -- sidecar --quick    1 s warm-up + 3 s per window, 1 round (~30 s)
 // Flags: --rounds N, --duration S, --warmup S, --rate R, --inflight N (saturation concurrency),
-//        --only direct|meshed, --phases open,saturation,memory (a subset, for investigating),
+//        --only direct,meshed,untraced (a subset), --phases open,saturation,memory (a subset, for investigating),
 //        --sidecar-node-flags "..." (extra node flags for the sidecars, e.g.
 //        "--max-semi-space-size=2", to try a setting without editing src),
 //        --cpu-prof-dir DIR (app and sidecars run with --cpu-prof into DIR; profile the load
@@ -346,9 +353,13 @@ const closedLoop = (target: Target, payload: Buffer, inflight: number, warmupMs:
 // ---------------------------------------------------------------------------------------------
 // Orchestration.
 
-type Mode = "direct" | "meshed"
+/** direct: client -> app; meshed: through two sidecars (tracing on, the default); untraced: two sidecars started with --tracing false. */
+type Mode = "direct" | "meshed" | "untraced"
 type Phase = "open" | "saturation" | "memory"
-const MODES: ReadonlyArray<Mode> = ["direct", "meshed"]
+const MODES: ReadonlyArray<Mode> = ["direct", "meshed", "untraced"]
+/** The modes that go through a pair of sidecars. */
+type Meshed = Exclude<Mode, "direct">
+const MESHED: ReadonlyArray<Meshed> = ["meshed", "untraced"]
 const PHASES: ReadonlyArray<Phase> = ["open", "saturation", "memory"]
 
 interface Options {
@@ -405,6 +416,17 @@ const round = (value: number, digits: number): number => (Number.isFinite(value)
 type Proc = "client" | "app" | "a" | "b"
 const PROCS: ReadonlyArray<Proc> = ["client", "app", "a", "b"]
 type Usages = Record<Proc, Usage>
+/** VmRSS of one pair's sidecars, MB. */
+interface Rss {
+  idleA: number
+  idleB: number
+  peakA: number
+  peakB: number
+  after5A: number
+  after5B: number
+  after10A: number
+  after10B: number
+}
 
 export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const options = parseArgs(args)
@@ -435,28 +457,41 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const saturated = new Map<Mode, Array<ClosedSample>>(MODES.map((m) => [m, []]))
   /** Per request (CPU in microseconds), per phase and mode, one entry per round. */
   const perRequest = new Map<string, Array<Usages>>()
-  /** The sidecars' share of a core during the meshed open-loop runs. */
-  const vcpuAtRate: Array<{ a: number; b: number }> = []
-  const rss = { idleA: NaN, idleB: NaN, peakA: NaN, peakB: NaN, after5A: NaN, after5B: NaN, after10A: NaN, after10B: NaN }
+  /** Each pair's share of a core during its open-loop runs. */
+  const vcpuAtRate = new Map<Meshed, Array<{ a: number; b: number }>>(MESHED.map((m) => [m, []]))
+  const rss = new Map<Meshed, Rss>(MESHED.map((m) => [m, { idleA: NaN, idleB: NaN, peakA: NaN, peakB: NaN, after5A: NaN, after5B: NaN, after10A: NaN, after10B: NaN }]))
   try {
     app = await spawnServer(import.meta.url, "app", options.cpuProfDir)
     const appPid = app.process.pid!
     const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--drain-timeout", "2s"]
-    const sidecarB = await startSidecar("b", ["--service", "echo", "--app", `${HOST}:${app.port}`, ...common], options, spawned)
-    const sidecarA = await startSidecar("a", ["--service", "client", "--endpoint", `echo=${sidecarB.inbound}`, ...common], options, spawned)
-    log(`  app :${app.port} (pid ${appPid}), sidecar B inbound ${sidecarB.inbound} (pid ${sidecarB.pid}), sidecar A outbound :${sidecarA.outbound.port} (pid ${sidecarA.pid})`)
+    /** B in front of the app, A calling B; `untraced` adds --tracing false to both (and its names get a `-untraced` suffix). */
+    const startPair = async (mode: Meshed) => {
+      const tracing = mode === "meshed" ? [] : ["--tracing", "false"]
+      const suffix = mode === "meshed" ? "" : `-${mode}`
+      const b = await startSidecar(`b${suffix}`, ["--service", "echo", "--app", `${HOST}:${app!.port}`, ...tracing, ...common], options, spawned)
+      const a = await startSidecar(`a${suffix}`, ["--service", "client", "--endpoint", `echo=${b.inbound}`, ...tracing, ...common], options, spawned)
+      log(`  ${mode}: sidecar B inbound ${b.inbound} (pid ${b.pid}), sidecar A outbound :${a.outbound.port} (pid ${a.pid})`)
+      return { a, b }
+    }
+    const pairs = new Map<Meshed, { readonly a: SidecarProcess; readonly b: SidecarProcess }>()
+    for (const mode of MESHED) if (options.modes.includes(mode)) pairs.set(mode, await startPair(mode))
+    log(`  app :${app.port} (pid ${appPid})`)
+    /** The pair a mode goes through (direct: none; its sidecar columns are left out of the report). */
+    const pairOf = (mode: Mode) => (mode === "direct" ? undefined : pairs.get(mode))
 
-    const readUsage = (): Usages => {
+    const readUsage = (mode: Mode): Usages => {
       const self = process.cpuUsage()
+      const pair = pairOf(mode)
+      const none = { cpu: NaN, reads: NaN, writes: NaN }
       return {
         client: { ...usageOf(process.pid), cpu: (self.user + self.system) / 1e6 },
         app: usageOf(appPid),
-        a: usageOf(sidecarA.pid),
-        b: usageOf(sidecarB.pid)
+        a: pair === undefined ? none : usageOf(pair.a.pid),
+        b: pair === undefined ? none : usageOf(pair.b.pid)
       }
     }
-    const noteUsage = (key: string, from: Usages, requests: number): Usages => {
-      const to = readUsage()
+    const noteUsage = (key: string, mode: Mode, from: Usages, requests: number): Usages => {
+      const to = readUsage(mode)
       const per = (p: Proc): Usage => ({
         cpu: ((to[p].cpu - from[p].cpu) * 1e6) / requests,
         reads: (to[p].reads - from[p].reads) / requests,
@@ -468,12 +503,17 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
 
     // Idle: started, nothing sent yet; a second to settle.
     await sleep(1000)
-    rss.idleA = rssMb(sidecarA.pid)
-    rss.idleB = rssMb(sidecarB.pid)
-    log(`  idle RSS: sidecar A ${mb(rss.idleA)} MB, sidecar B ${mb(rss.idleB)} MB`)
+    for (const [mode, pair] of pairs) {
+      const r = rss.get(mode)!
+      r.idleA = rssMb(pair.a.pid)
+      r.idleB = rssMb(pair.b.pid)
+      log(`  idle RSS (${mode}): sidecar A ${mb(r.idleA)} MB, sidecar B ${mb(r.idleB)} MB`)
+    }
 
-    const targetOf = (mode: Mode, maxSockets: number): Target =>
-      mode === "direct" ? makeTarget(HOST, app!.port, undefined, maxSockets) : makeTarget(sidecarA.outbound.host, sidecarA.outbound.port, "echo", maxSockets)
+    const targetOf = (mode: Mode, maxSockets: number): Target => {
+      const pair = pairOf(mode)
+      return pair === undefined ? makeTarget(HOST, app!.port, undefined, maxSockets) : makeTarget(pair.a.outbound.host, pair.a.outbound.port, "echo", maxSockets)
+    }
     // Alternate which mode goes first, so neither always runs on a cold (or hot) machine.
     const orderOf = (round: number): ReadonlyArray<Mode> => (round % 2 === 0 ? options.modes : [...options.modes].reverse())
     const failOn = (what: string, errors: number, firstError: string | undefined, sent: number) => {
@@ -500,14 +540,14 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       for (let round = 0; round < options.rounds; round++) {
         for (const mode of orderOf(round)) {
           const target = targetOf(mode, 256)
-          const usage = readUsage()
+          const usage = readUsage(mode)
           const wallStart = performance.now()
           try {
             const sample = await openLoop(target, payload, options.rate, options.warmupMs, options.measureMs)
-            const after = noteUsage(`open ${mode}`, usage, sample.sent)
-            if (mode === "meshed") {
+            const after = noteUsage(`open ${mode}`, mode, usage, sample.sent)
+            if (mode !== "direct") {
               const wall = (performance.now() - wallStart) / 1000
-              vcpuAtRate.push({ a: (after.a.cpu - usage.a.cpu) / wall, b: (after.b.cpu - usage.b.cpu) / wall })
+              vcpuAtRate.get(mode)!.push({ a: (after.a.cpu - usage.a.cpu) / wall, b: (after.b.cpu - usage.b.cpu) / wall })
             }
             open.get(mode)!.push(sample)
             log(
@@ -528,16 +568,18 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       for (let round = 0; round < options.rounds; round++) {
         for (const mode of orderOf(round)) {
           const target = targetOf(mode, options.inflight)
-          const sampler = mode === "meshed"
+          const pair = pairOf(mode)
+          const r = mode === "direct" ? undefined : rss.get(mode)
+          const sampler = pair !== undefined && r !== undefined
             ? setInterval(() => {
-              rss.peakA = Math.max(Number.isFinite(rss.peakA) ? rss.peakA : 0, rssMb(sidecarA.pid))
-              rss.peakB = Math.max(Number.isFinite(rss.peakB) ? rss.peakB : 0, rssMb(sidecarB.pid))
+              r.peakA = Math.max(Number.isFinite(r.peakA) ? r.peakA : 0, rssMb(pair.a.pid))
+              r.peakB = Math.max(Number.isFinite(r.peakB) ? r.peakB : 0, rssMb(pair.b.pid))
             }, 100)
             : undefined
-          const usage = readUsage()
+          const usage = readUsage(mode)
           try {
             const sample = await closedLoop(target, payload, options.inflight, Math.min(options.warmupMs, 1000), options.measureMs)
-            noteUsage(`saturation ${mode}`, usage, sample.completed)
+            noteUsage(`saturation ${mode}`, mode, usage, sample.completed)
             saturated.get(mode)!.push(sample)
             log(
               `  round ${round + 1} saturation ${pad(mode, 6, true)} ${options.inflight} in flight: ${Math.round(sample.rps)} req/s, ` +
@@ -555,13 +597,18 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
 
     // 3. After the load: does the memory come back?
     if (options.phases.includes("memory")) {
-      log(`  peak RSS under saturation: sidecar A ${mb(rss.peakA)} MB, sidecar B ${mb(rss.peakB)} MB; waiting 10 s for it to settle`)
+      for (const [mode, r] of rss) if (pairs.has(mode)) log(`  peak RSS under saturation (${mode}): sidecar A ${mb(r.peakA)} MB, sidecar B ${mb(r.peakB)} MB`)
+      log(`  waiting 10 s for it to settle`)
       await sleep(5000)
-      rss.after5A = rssMb(sidecarA.pid)
-      rss.after5B = rssMb(sidecarB.pid)
+      for (const [mode, pair] of pairs) {
+        rss.get(mode)!.after5A = rssMb(pair.a.pid)
+        rss.get(mode)!.after5B = rssMb(pair.b.pid)
+      }
       await sleep(5000)
-      rss.after10A = rssMb(sidecarA.pid)
-      rss.after10B = rssMb(sidecarB.pid)
+      for (const [mode, pair] of pairs) {
+        rss.get(mode)!.after10A = rssMb(pair.a.pid)
+        rss.get(mode)!.after10B = rssMb(pair.b.pid)
+      }
     }
   } finally {
     await stopAll()
@@ -572,49 +619,71 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   // ---- Report.
   const o = (mode: Mode, key: "p50" | "p90" | "p99") => median(open.get(mode)!.map((s) => s[key]))
   const s = (mode: Mode, key: "rps" | "p50" | "p99") => median(saturated.get(mode)!.map((x) => x[key]))
-  const added = (key: "p50" | "p90" | "p99") => o("meshed", key) - o("direct", key)
-  const ratio = s("meshed", "rps") / s("direct", "rps")
+  /** Open-loop latency `mode` adds over `base`. */
+  const added = (key: "p50" | "p90" | "p99", mode: Mode = "meshed", base: Mode = "direct") => o(mode, key) - o(base, key)
+  const rpsRatio = (mode: Mode, base: Mode) => s(mode, "rps") / s(base, "rps")
+  const ratio = rpsRatio("meshed", "direct")
   const usageFor = (key: string, p: Proc, k: keyof Usage) => median((perRequest.get(key) ?? []).map((u) => u[p][k]))
   // CPU per request of the whole picture (client + app, plus both sidecars when meshed): on a box
   // where CPU is what runs out, the saturation ratio to expect; steadier than req/s on a shared one.
   const totalCpu = (mode: Mode) => PROCS.reduce((sum, p) => sum + (mode === "direct" && (p === "a" || p === "b") ? 0 : usageFor(`saturation ${mode}`, p, "cpu")), 0)
   const cpuRatio = totalCpu("direct") / totalCpu("meshed")
-  const vcpuA = median(vcpuAtRate.map((c) => c.a))
-  const vcpuB = median(vcpuAtRate.map((c) => c.b))
+  /** Both sidecars' CPU per request at saturation. */
+  const sidecarCpu = (mode: Meshed) => usageFor(`saturation ${mode}`, "a", "cpu") + usageFor(`saturation ${mode}`, "b", "cpu")
+  const vcpu = (mode: Meshed, p: "a" | "b") => median(vcpuAtRate.get(mode)!.map((c) => c[p]))
 
+  const percent = (value: number) => (Number.isFinite(value) ? `${(value * 100).toFixed(1)}%` : "-")
+  const signed = (value: number) => (Number.isFinite(value) ? `${value >= 0 ? "+" : ""}${value.toFixed(3)}` : "-")
   const lines: Array<string> = []
   lines.push(`open loop, ${options.rate} req/s, ${PAYLOAD_BYTES} B, median of ${options.rounds} round(s) of ${options.measureMs / 1000} s`)
   lines.push(`${pad("", 10, true)} ${pad("p50 ms", 9)} ${pad("p90 ms", 9)} ${pad("p99 ms", 9)}`)
   for (const mode of MODES) lines.push(`${pad(mode, 10, true)} ${pad(ms(o(mode, "p50")), 9)} ${pad(ms(o(mode, "p90")), 9)} ${pad(ms(o(mode, "p99")), 9)}`)
-  lines.push(`${pad("added", 10, true)} ${pad(ms(added("p50")), 9)} ${pad(ms(added("p90")), 9)} ${pad(ms(added("p99")), 9)}   (target <= 0.5 / - / 2 ms)`)
+  lines.push(`${pad("added", 10, true)} ${pad(ms(added("p50")), 9)} ${pad(ms(added("p90")), 9)} ${pad(ms(added("p99")), 9)}   (meshed - direct; target <= 0.5 / - / 2 ms)`)
+  lines.push(`${pad("tracing", 10, true)} ${pad(signed(added("p50", "meshed", "untraced")), 9)} ${pad(signed(added("p90", "meshed", "untraced")), 9)} ${pad(signed(added("p99", "meshed", "untraced")), 9)}   (meshed - untraced: what tracing adds)`)
   lines.push(``)
   lines.push(`saturation, ${options.inflight} in flight, closed loop`)
   lines.push(`${pad("", 10, true)} ${pad("req/s", 9)} ${pad("p50 ms", 9)} ${pad("p99 ms", 9)}`)
   for (const mode of MODES) lines.push(`${pad(mode, 10, true)} ${pad(us(s(mode, "rps")), 9)} ${pad(ms(s(mode, "p50")), 9)} ${pad(ms(s(mode, "p99")), 9)}`)
-  const percent = (value: number) => (Number.isFinite(value) ? `${(value * 100).toFixed(1)}%` : "-")
-  lines.push(`${pad("ratio", 10, true)} ${pad(percent(ratio), 9)}   (target >= 40%; by CPU per request: ${percent(cpuRatio)})`)
+  lines.push(`${pad("ratio", 10, true)} ${pad(percent(ratio), 9)}   (meshed / direct; target >= 40%; by CPU per request: ${percent(cpuRatio)})`)
+  lines.push(`${pad("", 10, true)} ${pad(percent(rpsRatio("untraced", "direct")), 9)}   (untraced / direct; by CPU per request: ${percent(totalCpu("direct") / totalCpu("untraced"))})`)
+  lines.push(
+    `${pad("tracing", 10, true)} ${pad(percent(rpsRatio("meshed", "untraced")), 9)}   (meshed / untraced; by CPU per request: ${percent(totalCpu("untraced") / totalCpu("meshed"))}; ` +
+      `sidecars' CPU per request ${us(sidecarCpu("untraced"))} -> ${us(sidecarCpu("meshed"))} us)`
+  )
   lines.push(``)
   lines.push(`per request: CPU us, read + write syscalls`)
-  lines.push(`${pad("", 18, true)} ${pad("client", 13)} ${pad("app", 13)} ${pad("sidecar A", 13)} ${pad("sidecar B", 13)}`)
+  lines.push(`${pad("", 20, true)} ${pad("client", 13)} ${pad("app", 13)} ${pad("sidecar A", 13)} ${pad("sidecar B", 13)}`)
   const cell = (key: string, p: Proc) =>
     pad(`${us(usageFor(key, p, "cpu"))} ${usageFor(key, p, "reads").toFixed(1)}+${usageFor(key, p, "writes").toFixed(1)}`, 13)
   for (const phase of ["open", "saturation"]) {
     for (const mode of MODES) {
       const key = `${phase} ${mode}`
       if (!perRequest.has(key)) continue
-      lines.push(`${pad(key, 18, true)} ${cell(key, "client")} ${cell(key, "app")} ${mode === "direct" ? "" : `${cell(key, "a")} ${cell(key, "b")}`}`)
+      lines.push(`${pad(key, 20, true)} ${cell(key, "client")} ${cell(key, "app")} ${mode === "direct" ? "" : `${cell(key, "a")} ${cell(key, "b")}`}`)
     }
   }
   lines.push(``)
-  lines.push(`sidecar RSS MB   idle   peak  after 5 s  after 10 s   CPU at ${options.rate} req/s`)
-  lines.push(`sidecar A      ${pad(mb(rss.idleA), 6)} ${pad(mb(rss.peakA), 6)} ${pad(mb(rss.after5A), 10)} ${pad(mb(rss.after10A), 11)}   ${Number.isFinite(vcpuA) ? vcpuA.toFixed(2) : "-"} vCPU`)
-  lines.push(`sidecar B      ${pad(mb(rss.idleB), 6)} ${pad(mb(rss.peakB), 6)} ${pad(mb(rss.after5B), 10)} ${pad(mb(rss.after10B), 11)}   ${Number.isFinite(vcpuB) ? vcpuB.toFixed(2) : "-"} vCPU`)
+  lines.push(`sidecar RSS MB            idle   peak  after 5 s  after 10 s   CPU at ${options.rate} req/s`)
+  for (const mode of MESHED) {
+    const r = rss.get(mode)!
+    for (const [name, idle, peak, after5, after10, cpu] of [
+      ["A", r.idleA, r.peakA, r.after5A, r.after10A, vcpu(mode, "a")],
+      ["B", r.idleB, r.peakB, r.after5B, r.after10B, vcpu(mode, "b")]
+    ] as const) {
+      lines.push(
+        `${pad(`sidecar ${name} (${mode})`, 22, true)} ${pad(mb(idle), 7)} ${pad(mb(peak), 6)} ${pad(mb(after5), 10)} ${pad(mb(after10), 11)}   ${Number.isFinite(cpu) ? cpu.toFixed(2) : "-"} vCPU`
+      )
+    }
+  }
   lines.push(`(targets: idle <= 80 MB; after a burst back within 10% of idle)`)
   process.stdout.write(`${lines.join("\n")}\n`)
 
   const errors = (mode: Mode) => open.get(mode)!.reduce((n, x) => n + x.errors, 0) + saturated.get(mode)!.reduce((n, x) => n + x.errors, 0)
   const cpuSummary = (key: string) => Object.fromEntries(PROCS.map((p) => [p, Math.round(usageFor(key, p, "cpu"))]))
   const syscallSummary = (key: string) => Object.fromEntries(PROCS.map((p) => [p, round(usageFor(key, p, "reads") + usageFor(key, p, "writes"), 2)]))
+  const traced = rss.get("meshed")!
+  const untraced = rss.get("untraced")!
+  const rssSummary = (r: Rss, p: "A" | "B") => ({ idle: round(r[`idle${p}`], 1), peak: round(r[`peak${p}`], 1), after5: round(r[`after5${p}`], 1), after10: round(r[`after10${p}`], 1) })
   const summary = {
     bench: "sidecar",
     direct_p50_ms: round(o("direct", "p50"), 4),
@@ -630,28 +699,51 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     mesh_rps_saturated: Math.round(s("meshed", "rps")),
     mesh_vs_direct_saturated: round(ratio, 3),
     mesh_vs_direct_by_cpu: round(cpuRatio, 3),
-    sidecar_rss_idle_mb: round(Math.max(rss.idleA, rss.idleB), 1),
-    sidecar_rss_peak_mb: round(Math.max(rss.peakA, rss.peakB), 1),
-    sidecar_rss_after_mb: round(Math.max(rss.after5A, rss.after5B), 1),
-    sidecar_rss_after10_mb: round(Math.max(rss.after10A, rss.after10B), 1),
-    sidecar_a_rss_mb: { idle: round(rss.idleA, 1), peak: round(rss.peakA, 1), after5: round(rss.after5A, 1), after10: round(rss.after10A, 1) },
-    sidecar_b_rss_mb: { idle: round(rss.idleB, 1), peak: round(rss.peakB, 1), after5: round(rss.after5B, 1), after10: round(rss.after10B, 1) },
-    sidecar_a_vcpu_at_rate: round(vcpuA, 3),
-    sidecar_b_vcpu_at_rate: round(vcpuB, 3),
+    // Tracing's cost: the same mesh with --tracing false, in the same run.
+    untraced_p50_ms: round(o("untraced", "p50"), 4),
+    untraced_p90_ms: round(o("untraced", "p90"), 4),
+    untraced_p99_ms: round(o("untraced", "p99"), 4),
+    untraced_added_p50_ms: round(added("p50", "untraced"), 4),
+    untraced_added_p99_ms: round(added("p99", "untraced"), 4),
+    tracing_added_p50_ms: round(added("p50", "meshed", "untraced"), 4),
+    tracing_added_p90_ms: round(added("p90", "meshed", "untraced"), 4),
+    tracing_added_p99_ms: round(added("p99", "meshed", "untraced"), 4),
+    untraced_rps_saturated: Math.round(s("untraced", "rps")),
+    untraced_vs_direct_saturated: round(rpsRatio("untraced", "direct"), 3),
+    traced_vs_untraced_saturated: round(rpsRatio("meshed", "untraced"), 3),
+    traced_vs_untraced_by_cpu: round(totalCpu("untraced") / totalCpu("meshed"), 3),
+    tracing_sidecar_cpu_us_per_request: round(sidecarCpu("meshed") - sidecarCpu("untraced"), 1),
+    sidecar_rss_idle_mb: round(Math.max(traced.idleA, traced.idleB), 1),
+    sidecar_rss_peak_mb: round(Math.max(traced.peakA, traced.peakB), 1),
+    sidecar_rss_after_mb: round(Math.max(traced.after5A, traced.after5B), 1),
+    sidecar_rss_after10_mb: round(Math.max(traced.after10A, traced.after10B), 1),
+    sidecar_a_rss_mb: rssSummary(traced, "A"),
+    sidecar_b_rss_mb: rssSummary(traced, "B"),
+    untraced_sidecar_a_rss_mb: rssSummary(untraced, "A"),
+    untraced_sidecar_b_rss_mb: rssSummary(untraced, "B"),
+    sidecar_a_vcpu_at_rate: round(vcpu("meshed", "a"), 3),
+    sidecar_b_vcpu_at_rate: round(vcpu("meshed", "b"), 3),
+    untraced_sidecar_a_vcpu_at_rate: round(vcpu("untraced", "a"), 3),
+    untraced_sidecar_b_vcpu_at_rate: round(vcpu("untraced", "b"), 3),
     cpu_us_per_request: {
       open_direct: cpuSummary("open direct"),
       open_meshed: cpuSummary("open meshed"),
+      open_untraced: cpuSummary("open untraced"),
       saturation_direct: cpuSummary("saturation direct"),
-      saturation_meshed: cpuSummary("saturation meshed")
+      saturation_meshed: cpuSummary("saturation meshed"),
+      saturation_untraced: cpuSummary("saturation untraced")
     },
     syscalls_per_request: {
       open_direct: syscallSummary("open direct"),
       open_meshed: syscallSummary("open meshed"),
+      open_untraced: syscallSummary("open untraced"),
       saturation_direct: syscallSummary("saturation direct"),
-      saturation_meshed: syscallSummary("saturation meshed")
+      saturation_meshed: syscallSummary("saturation meshed"),
+      saturation_untraced: syscallSummary("saturation untraced")
     },
     errors_direct: errors("direct"),
     errors_meshed: errors("meshed"),
+    errors_untraced: errors("untraced"),
     rate: options.rate,
     inflight_saturated: options.inflight,
     payload: PAYLOAD_BYTES,

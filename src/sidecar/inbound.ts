@@ -44,6 +44,14 @@ const collect = (source: http.IncomingMessage): Promise<Buffer> =>
     source.once("error", reject)
   })
 
+/** Passes a streamed answer on, telling `count` the size of each chunk. */
+async function* counted(source: AsyncIterable<Buffer>, count: (bytes: number) => void): AsyncIterable<Buffer> {
+  for await (const chunk of source) {
+    count(chunk.length)
+    yield chunk
+  }
+}
+
 export const makeInboundHandler = (options: InboundOptions) => {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 })
   const appAddress = `${options.appHost}:${options.appPort}`
@@ -77,20 +85,25 @@ export const makeInboundHandler = (options: InboundOptions) => {
         const meta = responseMeta(response.statusCode ?? 502, endToEndHeaders(response.rawHeaders))
         if (plain || length <= WHOLE_BODY_LIMIT) {
           collect(response).then(
-            (body) => resolve(plain ? (body.length === 0 ? "{}" : body) : reply(body, meta)),
+            (body) => {
+              observation.responseBytes(body.length)
+              resolve(plain ? (body.length === 0 ? "{}" : body) : reply(body, meta))
+            },
             (error: Error) => resolve(failure(AppErrorCode.failed, `app answer broke off: ${error.message}`, true))
           )
         } else {
-          resolve(reply(response as AsyncIterable<Buffer>, meta))
+          resolve(reply(counted(response, (bytes) => observation.responseBytes(bytes)), meta))
         }
       })
       const stream = request.context.stream
       if (stream === undefined) {
+        observation.requestBytes(head.body.length)
         appRequest.end(head.body)
         return
       }
       ;(async () => {
         for await (const chunk of stream) {
+          observation.requestBytes(chunk.length)
           if (!appRequest.write(chunk)) await new Promise((r) => appRequest.once("drain", r))
         }
         appRequest.end()

@@ -135,11 +135,27 @@ export class InboundObservation {
     this.service.requestStarted()
     if (!telemetry.tracing.enabled) return
     const parent = extractContext(headers)
+    // The peer's "host:port": semantic conventions keep the port apart (client.port).
+    const client = hostAndPort(remoteAddress)
     this.server = telemetry.tracing.tracer.startSpan(`${method} ${service}`, {
       kind: SpanKind.SERVER,
-      attributes: { "http.request.method": method, "url.path": path.split("?")[0]!, "client.address": remoteAddress, "iip_mesh.service": service }
+      attributes: {
+        "http.request.method": method,
+        "url.path": path.split("?")[0]!,
+        "client.address": client.host,
+        ...(Number.isInteger(client.port) && client.port > 0 ? { "client.port": client.port } : {}),
+        "iip_mesh.service": service
+      }
     }, parent)
     this.serverContext = trace.setSpan(parent, this.server)
+  }
+
+  requestBytes(bytes: number): void {
+    this.service.requestBytes(bytes)
+  }
+
+  responseBytes(bytes: number): void {
+    this.service.responseBytes(bytes)
   }
 
   /** The call to the local app starts: its span, a child of the server span, goes into the app's headers. */

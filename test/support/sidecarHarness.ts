@@ -6,6 +6,7 @@
 import { Effect, Exit, Scope } from "effect"
 import * as http from "node:http"
 import type * as net from "node:net"
+import * as Admin from "../../src/admin/adminServer.ts"
 import { balancerDefaults, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { Log } from "../../src/iip/log.ts"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"
@@ -85,13 +86,22 @@ export interface RunningSidecar {
 /** Library log events of all sidecars a test starts (kept for diagnosis, never printed). */
 export const quietLog: Log = () => {}
 
-/** Starts a sidecar in its own Scope; the Cleanup closes the Scope unless the test already did. */
-export const startSidecar = async (cleanup: Cleanup, config: SidecarConfig, log: Log = quietLog): Promise<RunningSidecar> => {
+/**
+ * Starts a sidecar in its own Scope; the Cleanup closes the Scope unless the test already did.
+ * `options` is the sidecar's third argument: a trace store to share, the OTEL_* variables it reads
+ * (instead of process.env).
+ */
+export const startSidecar = async (
+  cleanup: Cleanup,
+  config: SidecarConfig,
+  log: Log = quietLog,
+  options: SidecarLive.SidecarOptions = {}
+): Promise<RunningSidecar> => {
   const scope = await Effect.runPromise(Scope.make())
   let stopped: Promise<void> | undefined
   const stop = () => (stopped ??= Effect.runPromise(Scope.close(scope, Exit.void)))
   cleanup.add(stop)
-  const sidecar = await Effect.runPromise(SidecarLive.make(config, log).pipe(Scope.provide(scope)))
+  const sidecar = await Effect.runPromise(SidecarLive.make(config, log, options).pipe(Scope.provide(scope)))
   return {
     sidecar,
     scope,
@@ -99,6 +109,17 @@ export const startSidecar = async (cleanup: Cleanup, config: SidecarConfig, log:
     outboundPort: sidecar.outbound.port,
     stop
   }
+}
+
+/**
+ * The admin server (src/admin/adminServer.ts) of a running sidecar on 127.0.0.1:0, in a Scope of
+ * its own that the Cleanup closes; its base URL, e.g. "http://127.0.0.1:PORT".
+ */
+export const startAdmin = async (cleanup: Cleanup, running: RunningSidecar): Promise<string> => {
+  const scope = await Effect.runPromise(Scope.make())
+  cleanup.add(() => Effect.runPromise(Scope.close(scope, Exit.void)))
+  const address = await Effect.runPromise(Admin.make(`${LOOPBACK}:0`, () => running.sidecar).pipe(Scope.provide(scope)))
+  return `http://${address.host}:${address.port}`
 }
 
 export interface Mesh {
