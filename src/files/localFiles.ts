@@ -1,0 +1,38 @@
+// Disk helpers shared by the file server (server.ts) and the transfer clients (download.ts,
+// upload.ts): the SHA-256 of a file's first bytes, and positional reads and writes that loop until
+// they are whole.
+import { createHash, type Hash } from "node:crypto"
+import type { FileHandle } from "node:fs/promises"
+
+const blockBytes = 1024 * 1024
+
+/** SHA-256 state after the first `length` bytes (fewer if the file is shorter), to digest or extend. */
+export const hashPrefix = async (handle: FileHandle, length: number): Promise<Hash> => {
+  const hash = createHash("sha256")
+  const block = Buffer.allocUnsafe(Math.min(blockBytes, Math.max(1, length)))
+  for (let position = 0; position < length;) {
+    const { bytesRead } = await handle.read(block, 0, Math.min(block.length, length - position), position)
+    if (bytesRead === 0) break
+    hash.update(block.subarray(0, bytesRead))
+    position += bytesRead
+  }
+  return hash
+}
+
+/** Reads up to `into.length` bytes at `position`; fewer only at the end of the file. */
+export const readAt = async (handle: FileHandle, into: Buffer, position: number): Promise<number> => {
+  let filled = 0
+  while (filled < into.length) {
+    const { bytesRead } = await handle.read(into, filled, into.length - filled, position + filled)
+    if (bytesRead === 0) break
+    filled += bytesRead
+  }
+  return filled
+}
+
+export const writeAt = async (handle: FileHandle, bytes: Uint8Array, position: number): Promise<void> => {
+  for (let written = 0; written < bytes.length;) {
+    const { bytesWritten } = await handle.write(bytes, written, bytes.length - written, position + written)
+    written += bytesWritten
+  }
+}

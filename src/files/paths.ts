@@ -1,0 +1,109 @@
+// Confines the file server to its root (server.ts calls these before any file is opened): a
+// requested path must be relative, short, free of NUL bytes and `..`, and what it names must
+// resolve, symlinks followed, to a place inside the root's real path. Anything else is refused
+// with a PathRefused whose message says why; nothing outside the root is read, created or written.
+import * as Data from "effect/Data"
+import { realpathSync } from "node:fs"
+import { lstat, mkdir, realpath } from "node:fs/promises"
+import { basename, dirname, isAbsolute, join, posix, relative } from "node:path"
+
+export class PathRefused extends Data.TaggedError("PathRefused")<{ readonly message: string }> {}
+
+/** Longest path a client may name, in UTF-8 bytes. */
+export const maxPathBytes = 1024
+/** Longest path component (Linux NAME_MAX). */
+const maxComponentBytes = 255
+/** What an unfinished upload (and an unfinished download, on the client) is called until it is whole. */
+export const partialSuffix = ".iip-part"
+
+const refuse = (requested: string, why: string): PathRefused =>
+  new PathRefused({ message: `path refused: ${JSON.stringify(requested.length > 80 ? `${requested.slice(0, 80)}...` : requested)} ${why}` })
+
+/** Checks a requested path as text and returns it normalised ("a//b/./c" is "a/b/c"). */
+const checkRequestedPath = (requested: string): string => {
+  const bytes = Buffer.byteLength(requested, "utf8")
+  if (bytes === 0) throw refuse(requested, "is empty")
+  if (bytes > maxPathBytes) throw refuse(requested, `is ${bytes} bytes long (at most ${maxPathBytes})`)
+  if (requested.includes("\0")) throw refuse(requested, "contains a NUL byte")
+  if (isAbsolute(requested)) throw refuse(requested, "is absolute: name it relative to the server's root")
+  const parts = requested.split("/")
+  if (parts.includes("..")) throw refuse(requested, "contains '..'")
+  if (parts.some((part) => Buffer.byteLength(part, "utf8") > maxComponentBytes)) throw refuse(requested, `has a component over ${maxComponentBytes} bytes`)
+  const normal = posix.normalize(requested).replace(/\/+$/, "")
+  if (normal === "." || normal === "") throw refuse(requested, "names the root itself, not a file")
+  return normal
+}
+
+const isInside = (root: string, real: string): boolean => {
+  const rel = relative(root, real)
+  return rel === "" || (rel !== ".." && !rel.startsWith("../") && !isAbsolute(rel))
+}
+
+const realOrUndefined = (path: string): Promise<string | undefined> =>
+  realpath(path).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT" || error.code === "ENOTDIR") return undefined
+    throw error
+  })
+
+/**
+ * The real path of an existing file to read; `root` must itself be a real path. Synchronous: the
+ * download handler reads its 10 KiB synchronously too (server.ts says why).
+ */
+export const resolveForRead = (root: string, requested: string): string => {
+  const full = join(root, checkRequestedPath(requested))
+  let real: string
+  try {
+    real = realpathSync.native(full)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === "ENOENT" || code === "ENOTDIR") throw refuse(requested, "does not exist")
+    throw error
+  }
+  if (!isInside(root, real) || real === root) throw refuse(requested, "resolves outside the root")
+  return real
+}
+
+export interface WriteTarget {
+  /** Where the finished file goes. */
+  readonly target: string
+  /** Where it grows until then. */
+  readonly partial: string
+}
+
+/**
+ * Where an upload of `requested` is written. Its directories are created when `create` is set
+ * (each one checked to be inside the root first); without it a missing directory gives undefined.
+ * An existing target that is a symlink must point inside the root (the upload replaces the link,
+ * never writes through it); the partial file must be a regular file.
+ */
+export const resolveForWrite = async (root: string, requested: string, create: boolean): Promise<WriteTarget | undefined> => {
+  const full = join(root, checkRequestedPath(requested))
+  // The deepest directory on the way that exists, and the names still missing below it.
+  const missing: Array<string> = []
+  let dir = dirname(full)
+  let real = await realOrUndefined(dir)
+  while (real === undefined) {
+    missing.unshift(basename(dir))
+    dir = dirname(dir)
+    real = await realOrUndefined(dir)
+  }
+  if (!isInside(root, real)) throw refuse(requested, "resolves outside the root")
+  if (missing.length > 0 && !create) return undefined
+  for (const name of missing) {
+    await mkdir(join(real, name)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== "EEXIST") throw error
+    })
+    real = await realpath(join(real, name))
+    if (!isInside(root, real)) throw refuse(requested, "resolves outside the root")
+  }
+  const target = join(real, basename(full))
+  const existing = await lstat(target).catch(() => undefined)
+  if (existing?.isDirectory() === true) throw refuse(requested, "is a directory")
+  if (existing?.isSymbolicLink() === true) {
+    const points = await realOrUndefined(target)
+    if (points === undefined || !isInside(root, points)) throw refuse(requested, "is a symlink that leads outside the root")
+  }
+  const partial = await lstat(target + partialSuffix).catch(() => undefined)
+  if (partial !== undefined && !partial.isFile()) throw refuse(requested, `has an unfinished upload (${partialSuffix}) that is not a regular file`)
+  return { target, partial: target + partialSuffix }
+}

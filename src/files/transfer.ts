@@ -1,0 +1,100 @@
+// What download.ts and upload.ts share: the options and result of a transfer, its errors, and the
+// one plain IIP connection it runs on (one channel, so requests and answers stay in order exactly
+// as with the Go clients), with `/file_checksum` asked the way a Go server can decline.
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import * as Client from "../iip/client.ts"
+import type { Log } from "../iip/log.ts"
+import { ErrorCode } from "../protocol/constants.ts"
+import { maxPathBytes } from "./paths.ts"
+import { type AnswerProblem, type ChecksumAnswer, type ChecksumRequest, decodeChecksumAnswer, encodeChecksumRequest, FilePath } from "./wire.ts"
+
+/** The transfer stopped: connection, server answer, local file. What is on disk stays for a resume. */
+export class TransferFailed extends Data.TaggedError("TransferFailed")<{ readonly message: string }> {}
+
+/** The whole file's SHA-256 differs between the two sides; the partial copy was discarded. */
+export class ChecksumMismatch extends Data.TaggedError("ChecksumMismatch")<{ readonly message: string }> {}
+
+export interface Progress {
+  /** Bytes of the file now on the receiving side. */
+  readonly done: number
+  /** The file's size, when the server said it (our server does, a Go one does not). */
+  readonly total: number | undefined
+  /** Where this run started. */
+  readonly resumedFrom: number
+}
+
+export interface TransferOptions {
+  readonly host: string
+  readonly port: number
+  /** Per request (default 30 s). */
+  readonly timeoutMs?: number
+  readonly connectTimeoutMs?: number
+  /** Called after every chunk. */
+  readonly onProgress?: (progress: Progress) => void
+  /** The IIP client's own log events (default: none). */
+  readonly log?: Log
+}
+
+export interface TransferResult {
+  readonly bytes: number
+  /** The offset this run started at: 0 for a fresh transfer. */
+  readonly resumedFrom: number
+  /** SHA-256 of the whole file, hex. */
+  readonly sha256: string
+  /** The server confirmed the same SHA-256 (false against a server without `/file_checksum`). */
+  readonly verified: boolean
+  readonly elapsedMs: number
+}
+
+/** The task id the Go clients give their first (and only) task. */
+export const taskId = 1
+
+export interface Remote {
+  readonly client: Client.IipClient
+  readonly timeoutMs: number
+}
+
+export const connect = (options: TransferOptions, remotePath: string): Effect.Effect<Remote, TransferFailed, Scope.Scope> =>
+  Effect.gen(function*() {
+    if (remotePath === "" || Buffer.byteLength(remotePath) > maxPathBytes) {
+      return yield* new TransferFailed({ message: `the remote path must be 1 to ${maxPathBytes} bytes long` })
+    }
+    const client = yield* Client.make({
+      host: options.host,
+      port: options.port,
+      mesh: false,
+      maxConnections: 1,
+      maxChannelsPerConnection: 1,
+      ...(options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: options.connectTimeoutMs }),
+      log: options.log ?? (() => {})
+    })
+    return { client, timeoutMs: options.timeoutMs ?? 30_000 }
+  })
+
+export const ask = (remote: Remote, path: string, data: Uint8Array): Effect.Effect<Buffer, TransferFailed> =>
+  remote.client.request(path, data, { timeoutMs: remote.timeoutMs }).pipe(
+    Effect.mapError((error) => new TransferFailed({ message: error.message }))
+  )
+
+export const describeProblem = (problem: AnswerProblem): string =>
+  problem._tag === "Malformed"
+    ? `the server sent ${problem.message}`
+    : `the server answered with error ${problem.answer.code}: ${problem.answer.message.replace(/^handler fail:/, "")}`
+
+/** The server's checksum answer; undefined when it does not know the path (a Go server). */
+export const askChecksum = (remote: Remote, request: ChecksumRequest): Effect.Effect<ChecksumAnswer | undefined, TransferFailed> =>
+  Effect.gen(function*() {
+    const answer = decodeChecksumAnswer(yield* ask(remote, FilePath.checksum, encodeChecksumRequest(request)))
+    if (!("_tag" in answer)) return answer
+    if (answer._tag === "ServerError" && answer.answer.code === ErrorCode.handleError) return undefined
+    return yield* new TransferFailed({ message: describeProblem(answer) })
+  })
+
+/** Wraps a file system promise: its failure becomes a TransferFailed naming what was being done. */
+export const onDisk = <A>(what: string, run: () => Promise<A>): Effect.Effect<A, TransferFailed> =>
+  Effect.tryPromise({
+    try: run,
+    catch: (error) => new TransferFailed({ message: `cannot ${what}: ${(error as NodeJS.ErrnoException).code ?? String(error)}` })
+  })
