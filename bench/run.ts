@@ -8,6 +8,7 @@ interface Bench {
 
 const benches: Record<string, () => Promise<Bench>> = {
   balancer: () => import("./balancer.ts"),
+  compression: () => import("./compression.ts"),
   echo: () => import("./echo.ts"),
   sidecar: () => import("./sidecar.ts"),
   stream: () => import("./stream.ts")

@@ -1,16 +1,94 @@
-// The tool commands of `iip-mesh` (echo-server, call), parsed with effect/cli.
+// The tool commands of `iip-mesh` (echo-server, call, http-adapter, and the file transfer:
+// file-server, download, upload), parsed with effect/cli.
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Runtime from "effect/Runtime"
-import { Command } from "effect/cli"
+import { Argument, Command, Flag } from "effect/cli"
+import { download } from "../files/download.ts"
+import { ProgressMeter, resultLine } from "../files/progress.ts"
+import { openRoot, serveFiles } from "../files/server.ts"
+import type { ChecksumMismatch, TransferFailed, TransferResult } from "../files/transfer.ts"
+import { upload } from "../files/upload.ts"
+import * as Server from "../iip/server.ts"
+import { messageOf } from "../iip/log.ts"
+import { parseDuration, parseHostPort, parseWith } from "./args.ts"
 import { call } from "./call.ts"
 import { echoServer } from "./echoServer.ts"
+import { httpAdapter } from "./httpAdapter.ts"
+
+/** A command's failure: one line on stderr, exit code 1. */
+const failLine = (command: string) => (error: unknown) =>
+  Effect.sync(() => {
+    process.stderr.write(`iip-mesh ${command}: ${messageOf(error)}\n`)
+    process.exitCode = 1
+  })
+
+const fileServer = Command.make(
+  "file-server",
+  {
+    root: Flag.String("root").pipe(Flag.withDescription("directory served; no path may leave it")),
+    listen: Flag.String("listen").pipe(Flag.withDescription("HOST:PORT; port 0 picks a free port"), Flag.withDefault("127.0.0.1:9091"))
+  },
+  (input) =>
+    Effect.gen(function*() {
+      const { host, port } = yield* parseWith(() => parseHostPort(input.listen))
+      const root = yield* Effect.tryPromise({ try: () => openRoot(input.root), catch: (error) => error })
+      const server = yield* Server.make({ host, port, mesh: false })
+      serveFiles(server, root)
+      yield* Console.log(`iip-mesh file-server listening on ${server.address.host}:${server.address.port}, root ${root}`)
+      return yield* Effect.never
+    }).pipe(Effect.scoped, Effect.catch(failLine("file-server")))
+).pipe(Command.withDescription("Serve /download_file, /upload_file and /file_checksum from a directory (plain IIP, as the Go examples)"))
+
+const server = Argument.String("server").pipe(Argument.withDescription("HOST:PORT of the file server"))
+const timeout = Flag.String("timeout").pipe(Flag.withDescription("how long each request may take"), Flag.withDefault("30s"))
+
+/** Runs a transfer with a progress line on a terminal and prints its result line on stdout. */
+const transfer = (
+  command: "download" | "upload",
+  input: { readonly server: string; readonly timeout: string; readonly from: string; readonly to: string },
+  run: (options: { host: string; port: number; timeoutMs: number; onProgress: ProgressMeter["update"] }) => Effect.Effect<TransferResult, TransferFailed | ChecksumMismatch>
+) =>
+  Effect.gen(function*() {
+    const { host, port } = yield* parseWith(() => parseHostPort(input.server))
+    const timeoutMs = yield* parseWith(() => parseDuration(input.timeout))
+    const meter = new ProgressMeter(process.stderr)
+    const result = yield* run({ host, port, timeoutMs, onProgress: meter.update }).pipe(Effect.ensuring(Effect.sync(() => meter.finish())))
+    yield* Console.log(resultLine(command === "download" ? "downloaded" : "uploaded", input.from, input.to, result))
+  }).pipe(Effect.catch(failLine(command)))
+
+const downloadCommand = Command.make(
+  "download",
+  {
+    server,
+    remotePath: Argument.String("remote-path").pipe(Argument.withDescription("path on the server, relative to its root")),
+    localPath: Argument.String("local-path").pipe(Argument.withDescription("where the file goes; <local-path>.iip-part until it is whole")),
+    timeout
+  },
+  (input) =>
+    transfer("download", { ...input, from: input.remotePath, to: input.localPath }, (options) =>
+      download({ ...options, remotePath: input.remotePath, localPath: input.localPath }))
+).pipe(Command.withDescription("Download a file, resuming from <local-path>.iip-part, checked by SHA-256 when the server can"))
+
+const uploadCommand = Command.make(
+  "upload",
+  {
+    server,
+    localPath: Argument.String("local-path").pipe(Argument.withDescription("the file to send")),
+    remotePath: Argument.String("remote-path").pipe(Argument.withDescription("path on the server, relative to its root")),
+    timeout
+  },
+  (input) =>
+    transfer("upload", { ...input, from: input.localPath, to: input.remotePath }, (options) =>
+      upload({ ...options, localPath: input.localPath, remotePath: input.remotePath }))
+).pipe(Command.withDescription("Upload a file, resuming the server's unfinished copy, checked by SHA-256 when the server can"))
 
 const root = Command.make("iip-mesh").pipe(
   Command.withDescription("IIP library tools and the iip-mesh sidecar (iip-mesh sidecar --help, iip-mesh demo)"),
-  Command.withSubcommands([echoServer, call])
+  Command.withSubcommands([echoServer, call, httpAdapter, fileServer, downloadCommand, uploadCommand])
 )
 
 /** A server stopped by SIGTERM or SIGINT has drained in its finalizers: that is a clean exit. */

@@ -4,14 +4,17 @@
 // answers with its unknown-path error and the connection stays plain. A request goes to the
 // least-loaded channel that can take it; while none can, it waits in a bounded queue with its
 // deadline running; a lost connection is redialled with exponential backoff and jitter, and
-// requests that were never sent go out on the new one. Every request ends exactly once.
+// requests that were never sent go out on the new one. Every request ends exactly once. The
+// connection is TCP, or IIP over WebSocket (`transport: "websocket"`) where only HTTP passes.
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import { type ClientChannel, ClientSession } from "../mux/clientSession.ts"
-import { type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
+import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { type ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled, type MeshCallError, type MeshReply, MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
+import { dialWebSocket } from "../mux/webSocketStream.ts"
+import { compressionFor, type CompressionOptions, offeredCodecs, pickCodec } from "../protocol/compression.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
 import { agree, decodeHello, emptyMeta, encodeHello, type Hello, localHello, MeshErrorCode, MeshPath, type Meta } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch } from "./dispatch.ts"
@@ -32,6 +35,10 @@ export interface ReconnectOptions {
 export interface ClientOptions {
   readonly host: string
   readonly port: number
+  /** "websocket": IIP over WebSocket binary messages (PROTOCOL.md §18) to ws://host:port + `webSocketPath`. Default "tcp". */
+  readonly transport?: "tcp" | "websocket"
+  /** Path of the server's WebSocket endpoint (default "/iip"). */
+  readonly webSocketPath?: string
   readonly maxConnections?: number
   readonly maxChannelsPerConnection?: number
   /** Idle channels kept open ahead of need, so a burst finds channels ready. */
@@ -48,6 +55,12 @@ export interface ClientOptions {
   readonly node?: string
   /** Largest metadata block this side accepts per message in mesh mode (default 8 KiB, at most 65535). */
   readonly maxMetaBytes?: number
+  /**
+   * Body compression in mesh mode (PROTOCOL.md §12.1). Unset: offers zstd and gzip, so it reads what
+   * the peer compresses, and sends its own bodies as they are; `{}` (or codecs, minBytes): also
+   * compresses its bodies from 1 KiB; false: offers none.
+   */
+  readonly compression?: CompressionOptions | false
   readonly keepAlive?: KeepAliveOptions | false
   readonly reconnect?: ReconnectOptions
   readonly log?: Log
@@ -126,7 +139,7 @@ export class IipClient {
 
   constructor(options: ClientOptions) {
     this.options = options
-    this.address = `${options.host}:${options.port}`
+    this.address = options.transport === "websocket" ? `ws://${options.host}:${options.port}${options.webSocketPath ?? "/iip"}` : `${options.host}:${options.port}`
     this.maxConnections = Math.max(1, options.maxConnections ?? 2)
     this.maxChannelsPerConnection = Math.max(1, options.maxChannelsPerConnection ?? 16)
     this.idleChannelsAhead = Math.max(1, options.idleChannelsAhead ?? 1)
@@ -138,7 +151,7 @@ export class IipClient {
     this.log = options.log ?? stderrLog
     this.supervisor = options.supervisor ?? new Supervisor()
     this.dispatchReverse = makeDispatch(this.router, this.log)
-    this.hello = localHello({ node: options.node, maxMetaBytes: options.maxMetaBytes })
+    this.hello = localHello({ node: options.node, maxMetaBytes: options.maxMetaBytes, compression: offeredCodecs(options.compression) })
   }
 
   /** Registers a handler the server may call on this client's mesh connections (calls in both directions). */
@@ -508,18 +521,17 @@ export class IipClient {
 
   /** One connection attempt, hello included; `done` gets undefined on success. */
   private dialOnce(done: (error: ConnectFailed | undefined) => void): void {
-    const socket = net.connect({ host: this.options.host, port: this.options.port, noDelay: true })
     let finished = false
+    let abandon = () => {}
     const fail = (reason: string) => {
       if (finished) return
       finished = true
-      socket.destroy()
+      abandon()
       done(new ConnectFailed({ message: `cannot connect to ${this.address}: ${reason}`, address: this.address }))
     }
     const timer = setTimeout(() => fail(`no connection within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs)
-    socket.once("error", (error: NodeJS.ErrnoException) => fail(error.code ?? error.message))
-    socket.once("connect", () => {
-      socket.removeAllListeners("error")
+    // The stream is open: say hello, and adopt the connection in the mode the server answers with.
+    const opened = (socket: ByteStream) => {
       if (this.closed) return fail("client closed")
       const connection = new Connection(socket, "client", this.limits, this.log)
       const plain = new ClientSession(connection)
@@ -534,16 +546,30 @@ export class IipClient {
         if (error !== undefined) return fail(`no answer to hello: ${error.message}`)
         const theirs = decodeHello(data!)
         if (theirs === undefined) return adopt({ mode: "plain", session: plain })
+        // The acceptor names the codec it picked from our offer (PROTOCOL.md §12.1).
+        const codec = pickCodec(theirs.compression ?? [], this.hello.compression ?? [])
         const mesh = new MeshSession(connection, {
           isDialer: true,
           agreed: agree(this.hello, theirs),
           receiveWindow: this.hello.streamWindow,
           dispatch: this.dispatchReverse,
           maxMessageBytes: this.limits.maxMessageBytes,
+          compression: compressionFor(codec, this.options.compression),
           log: this.log
         })
         adopt({ mode: "mesh", session: mesh })
       })
+    }
+    if (this.options.transport === "websocket") {
+      abandon = dialWebSocket(this.address, (error, stream) => (error === undefined ? opened(stream!) : fail(error)))
+      return
+    }
+    const socket = net.connect({ host: this.options.host, port: this.options.port, noDelay: true })
+    abandon = () => socket.destroy()
+    socket.once("error", (error: NodeJS.ErrnoException) => fail(error.code ?? error.message))
+    socket.once("connect", () => {
+      socket.removeAllListeners("error")
+      opened(socket)
     })
   }
 

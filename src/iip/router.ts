@@ -42,6 +42,11 @@ export class Router<H> {
     return this.exact.delete(path) || this.prefixes.length !== before
   }
 
+  /** Whether `path` has an exact route (what the reference calls a registered path). */
+  has(path: string): boolean {
+    return this.exact.has(path)
+  }
+
   lookup(path: string): H | undefined {
     const handler = this.exact.get(path)
     if (handler !== undefined || this.prefixes.length === 0) return handler

@@ -1,19 +1,25 @@
 // The IIP server: a TCP listener, one session per connection and a Router of handlers. Plain IIP
 // peers get the reference's behaviour; an iip-mesh dialer that says hello gets mesh mode on that
-// connection (typed errors, deadlines, cancel, streams, calls back to it). Its lifetime is a Scope:
-// closing it closes every connection; `drain` says go-away first and lets in-flight work finish.
+// connection (typed errors, deadlines, cancel, streams, calls back to it). `attachWebSocket` also
+// serves IIP over WebSocket on a path of an HTTP server: the same sessions over another byte
+// stream. Its lifetime is a Scope: closing it closes every connection; `drain` says go-away first
+// and lets in-flight work finish.
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import type * as http from "node:http"
 import * as net from "node:net"
-import { type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
+import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { MeshSession } from "../mux/meshSession.ts"
 import { defaultServerSessionLimits, ServerSession } from "../mux/serverSession.ts"
+import { acceptWebSocket, type WebSocketServerOptions } from "../mux/webSocketStream.ts"
+import { compressionFor, type CompressionOptions, offeredCodecs, pickCodec } from "../protocol/compression.ts"
 import { agree, decodeHello, encodeHello, type Hello, localHello } from "../protocol/mesh.ts"
-import { type Handler, makeDispatch } from "./dispatch.ts"
+import { type Handler, makeDispatch, type ServeHook, withHooks } from "./dispatch.ts"
 import { defaultKeepAlive, keepAlive, type KeepAliveOptions } from "./keepAlive.ts"
 import { type Log, messageOf, stderrLog } from "./log.ts"
 import { Router } from "./router.ts"
+import { ServerStatistics, type StatisticsOptions } from "./statistics.ts"
 import { Supervisor } from "./supervisor.ts"
 
 export type { Body, Handler, HandlerResult, HandlerValue } from "./dispatch.ts"
@@ -38,11 +44,19 @@ export interface ServerOptions {
   readonly node?: string
   /** Largest metadata block this side accepts per message in mesh mode (default 8 KiB, at most 65535). */
   readonly maxMetaBytes?: number
+  /**
+   * Body compression in mesh mode (PROTOCOL.md §12.1). Unset: offers zstd and gzip, so it reads what
+   * the peer compresses, and sends its own bodies as they are; `{}` (or codecs, minBytes): also
+   * compresses its bodies from 1 KiB; false: offers none.
+   */
+  readonly compression?: CompressionOptions | false
   readonly keepAlive?: KeepAliveOptions | false
   /** How long closing the Scope of `make` lets in-flight requests finish (default 5 s). */
   readonly drainTimeoutMs?: number
   readonly log?: Log
   readonly supervisor?: Supervisor
+  /** Count requests and serve the reference's /sys statistics paths to the peers it allows (statistics.ts). */
+  readonly statistics?: StatisticsOptions
 }
 
 export class IipServer {
@@ -56,7 +70,11 @@ export class IipServer {
   private readonly hello: Hello
   private readonly supervisor: Supervisor
   private readonly meshListeners: Array<(session: MeshSession) => void> = []
+  /** Detach the WebSocket endpoints from their HTTP servers. */
+  private readonly webSocketDetachers: Array<() => void> = []
   private readonly dispatch
+  private readonly hooks: Array<ServeHook> = []
+  readonly statistics: ServerStatistics | undefined
   private draining = false
 
   constructor(options: ServerOptions) {
@@ -64,20 +82,32 @@ export class IipServer {
     this.log = options.log ?? stderrLog
     this.limits = { ...defaultConnectionLimits, ...options.connectionLimits }
     this.supervisor = options.supervisor ?? new Supervisor()
-    this.dispatch = makeDispatch(this.router, this.log)
-    this.hello = localHello({ node: options.node, maxMetaBytes: options.maxMetaBytes, maxChannels: options.maxChannelsPerConnection })
+    this.statistics = options.statistics === undefined ? undefined : new ServerStatistics(options.statistics, this.router, this)
+    this.dispatch = makeDispatch(this.router, this.log, this.hooks, this.statistics)
+    this.hello = localHello({
+      node: options.node,
+      maxMetaBytes: options.maxMetaBytes,
+      maxChannels: options.maxChannelsPerConnection,
+      compression: offeredCodecs(options.compression)
+    })
     this.listener = net.createServer({ noDelay: true }, (socket) => this.accept(socket))
   }
 
-  /** Registers `handler` for requests whose parsed path is exactly `path`. */
-  handle(path: string, handler: Handler): this {
-    this.router.add(path, handler)
+  /** Registers `handler` for requests whose parsed path is exactly `path`, inside its own `hooks` (dispatch.ts). */
+  handle(path: string, handler: Handler, hooks: ReadonlyArray<ServeHook> = []): this {
+    this.router.add(path, withHooks(handler, hooks, this.log))
     return this
   }
 
   /** Registers `handler` for every path under `prefix` that has no exact route. */
-  handlePrefix(prefix: string, handler: Handler): this {
-    this.router.addPrefix(prefix, handler)
+  handlePrefix(prefix: string, handler: Handler, hooks: ReadonlyArray<ServeHook> = []): this {
+    this.router.addPrefix(prefix, withHooks(handler, hooks, this.log))
+    return this
+  }
+
+  /** Adds a global hook: it sees every request, outside the route hooks (order in dispatch.ts). */
+  use(hook: ServeHook): this {
+    this.hooks.push(hook)
     return this
   }
 
@@ -87,6 +117,18 @@ export class IipServer {
     return this
   }
 
+  /**
+   * Serves IIP over WebSocket (PROTOCOL.md §18) on `options.path` (default "/iip") of an HTTP
+   * server the caller owns and listens with; same routes, both modes, calls in both directions.
+   * Closing this server detaches it and closes those connections; the HTTP server stays.
+   */
+  attachWebSocket(server: http.Server, options: WebSocketServerOptions = {}): this {
+    const refused = (remote: string, reason: string) => this.log("connection-refused", { remote, reason })
+    this.webSocketDetachers.push(acceptWebSocket(server, options, (stream) => this.accept(stream), refused))
+    return this
+  }
+
+  /** The TCP listener's address (after `listen`). */
   get address(): { readonly host: string; readonly port: number } {
     const address = this.listener.address() as net.AddressInfo
     return { host: address.address, port: address.port }
@@ -121,6 +163,7 @@ export class IipServer {
   /** Stops listening and closes every connection at once. */
   close(): Promise<void> {
     this.supervisor.interruptAll()
+    for (const detach of this.webSocketDetachers.splice(0)) detach()
     for (const session of this.plain) session.connection.close("server closed", false)
     for (const session of this.meshes) session.connection.close("server closed", false)
     return new Promise((resolve) => (this.listener.listening ? this.listener.close(() => resolve()) : resolve()))
@@ -136,6 +179,7 @@ export class IipServer {
     return Effect.gen(function*() {
       server.draining = true
       if (server.listener.listening) server.listener.close()
+      for (const detach of server.webSocketDetachers.splice(0)) detach()
       for (const session of server.meshes) session.goAway("server is stopping")
       const started = Date.now()
       for (let waited = 0; waited < deadlineMs; waited += 10) {
@@ -151,7 +195,7 @@ export class IipServer {
     })
   }
 
-  private accept(socket: net.Socket): void {
+  private accept(socket: ByteStream): void {
     const max = this.options.maxConnections ?? 1000
     if (this.connectionCount >= max || this.draining) {
       const reason = this.draining ? "server is draining" : `server connections limited (${max})`
@@ -178,8 +222,10 @@ export class IipServer {
     const theirs = decodeHello(data)
     if (theirs === undefined) return undefined
     const agreed = agree(this.hello, theirs)
+    // This side picks the codec: the first of its own that the dialer offers (PROTOCOL.md §12.1).
+    const codec = pickCodec(this.hello.compression ?? [], theirs.compression ?? [])
     return {
-      answer: encodeHello({ ...this.hello, features: agreed.features }, true),
+      answer: encodeHello({ ...this.hello, features: agreed.features, compression: codec === undefined ? [] : [codec] }, true),
       upgrade: () => {
         this.plain.delete(session)
         const mesh = new MeshSession(connection, {
@@ -188,6 +234,7 @@ export class IipServer {
           receiveWindow: this.hello.streamWindow,
           dispatch: this.dispatch,
           maxMessageBytes: this.limits.maxMessageBytes,
+          compression: compressionFor(codec, this.options.compression),
           log: this.log
         })
         this.meshes.add(mesh)

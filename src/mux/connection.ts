@@ -1,8 +1,9 @@
 // One IIP connection: a socket, the incremental decoder on its read side, the ordered writer on
 // its write side, the per-channel receive state (status state machine and reassembly of
 // multi-packet messages) and the close of it all, once, with a reason. The session above
-// (server or client) gets whole messages and decides what they mean.
-import type * as net from "node:net"
+// (server or client) gets whole messages and decides what they mean. The bytes come from a TCP
+// socket or from a WebSocket seen as a byte stream (webSocketStream.ts): the same either way.
+import type { Duplex } from "node:stream"
 import { Limits, StatusNone, SystemChannel } from "../protocol/constants.ts"
 import { PacketDecoder } from "../protocol/decoder.ts"
 import { ProtocolError } from "../protocol/errors.ts"
@@ -24,6 +25,12 @@ export const defaultConnectionLimits: ConnectionLimits = {
   writeHighWaterBytes: 1024 * 1024,
   maxWriteQueueBytes: 256 * 1024 * 1024
 }
+
+/** What a connection runs over: a TCP socket (with no-delay set by its creator), or a WebSocketStream. */
+export type ByteStream = Duplex & { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined }
+
+/** How long a graceful close waits for the peer to take the last bytes before it destroys the stream. */
+const gracefulCloseMs = 5000
 
 /** Where a connection reports what it decided on its own (protocol violations). */
 export type ConnectionLog = (event: string, fields: Record<string, unknown>) => void
@@ -61,18 +68,17 @@ export class Connection {
   private readPaused = 0
   /** Set once two iip-mesh peers agreed on mesh mode (PROTOCOL.md §10). */
   private mesh: { readonly peerOpensHigh: boolean; readonly maxPeerChannels: number; peerChannels: number } | undefined
-  readonly socket: net.Socket
+  readonly socket: ByteStream
   readonly role: Role
   private readonly limits: ConnectionLimits
   private readonly log: ConnectionLog
 
-  constructor(socket: net.Socket, role: Role, limits: ConnectionLimits = defaultConnectionLimits, log: ConnectionLog = () => {}) {
+  constructor(socket: ByteStream, role: Role, limits: ConnectionLimits = defaultConnectionLimits, log: ConnectionLog = () => {}) {
     this.socket = socket
     this.role = role
     this.limits = limits
     this.log = log
     this.remoteAddress = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`
-    socket.setNoDelay(true)
     this.writer = new PacketWriter(socket, {
       highWaterBytes: limits.writeHighWaterBytes,
       maxQueuedBytes: limits.maxWriteQueueBytes
@@ -164,7 +170,8 @@ export class Connection {
       // Packets queued in this same tick (a go-away, say) go out before the FIN.
       this.writer.finish(() => this.socket.end())
       // A peer that never reads must not keep the socket alive forever.
-      this.socket.setTimeout(5000, () => this.socket.destroy())
+      const timer = setTimeout(() => this.socket.destroy(), gracefulCloseMs)
+      this.socket.once("close", () => clearTimeout(timer))
     } else {
       this.writer.close()
       this.socket.destroy()

@@ -2,11 +2,15 @@
 // opens channels in its own id range without a handshake and calls on them (FIFO per channel,
 // checked by request id); it serves the channels the peer opens (one actor per channel, in
 // order, each request interruptible by cancel or deadline); and both sides talk on their control
-// channels: ping, go-away, cancel and stream-window grants. Errors travel typed.
+// channels: ping, go-away, cancel and stream-window grants. Errors travel typed. Bodies and
+// stream chunks marked compressed are read with the codec both hellos agreed on, and this side
+// compresses its own when it was asked to and it pays (§12.1).
 import * as Data from "effect/Data"
+import { type Codec, type Compression, DecompressionFailed, unpack } from "../protocol/compression.ts"
 import { Status } from "../protocol/constants.ts"
 import {
   AcceptorControlChannel,
+  ChunkHeader,
   decodeChannelPair,
   decodeEnvelope,
   decodeErrorBody,
@@ -41,7 +45,7 @@ export class RemoteError extends Data.TaggedError("RemoteError")<{
 /** The caller gave up on the request (its AbortSignal fired); the peer was told to stop. */
 export class Cancelled extends Data.TaggedError("Cancelled")<{ readonly message: string }> {}
 
-export type MeshCallError = ConnectionClosed | RequestTimeout | RemoteError | Cancelled | StreamFailed
+export type MeshCallError = ConnectionClosed | RequestTimeout | RemoteError | Cancelled | StreamFailed | DecompressionFailed
 
 export interface MeshReply {
   readonly meta: Meta
@@ -134,10 +138,13 @@ export interface MeshSessionOptions {
   /** Serves the peer's requests; undefined answers every one with not_found. */
   readonly dispatch: Dispatch | undefined
   readonly maxMessageBytes: number
+  /** The agreed codec and the smallest body this side compresses; undefined: no codec agreed. */
+  readonly compression: Compression | undefined
   readonly log: (event: string, fields: Record<string, unknown>) => void
 }
 
-const chunkHeader = Buffer.of(0)
+const lastChunk = Buffer.of(ChunkHeader.data)
+const noBody = new Uint8Array(0)
 
 /** Request ids run 1..2^32-1 per channel and wrap, skipping 0. */
 const nextRequestId = (channel: OwnChannel): number => {
@@ -193,6 +200,11 @@ export class MeshSession implements MessageSink {
 
   get closed(): boolean {
     return this.connection.closed
+  }
+
+  /** The codec both hellos agreed on (§12.1), undefined for none. */
+  get codec(): Codec | undefined {
+    return this.options.compression?.codec
   }
 
   get remoteNode(): string {
@@ -264,7 +276,10 @@ export class MeshSession implements MessageSink {
       detach: undefined
     }
     const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
-    const head = encodeEnvelope(EnvelopeKind.request, 0, requestId, meta, whole ? body : new Uint8Array(0), this.agreed.maxMetaBytes)
+    const packed = whole && channel !== this.ownControl ? this.pack(body) : undefined
+    const head = packed !== undefined
+      ? encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.compressed, requestId, meta, packed, this.agreed.maxMetaBytes)
+      : encodeEnvelope(EnvelopeKind.request, 0, requestId, meta, whole ? body : noBody, this.agreed.maxMetaBytes)
     this.connection.writer.send(whole ? Status.RequestWhole : Status.RequestFirstMore, path, channel.id, head)
     channel.fifo.push(call)
     if (!whole) void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => (channel.sending = window))
@@ -281,7 +296,28 @@ export class MeshSession implements MessageSink {
   /** Sends a request that gets no answer (a push). */
   push(channel: OwnChannel, path: string, body: Uint8Array, meta: Meta = emptyMeta): void {
     const requestId = nextRequestId(channel)
-    this.connection.writer.send(Status.RequestWhole, path, channel.id, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, requestId, meta, body, this.agreed.maxMetaBytes))
+    const packed = channel !== this.ownControl ? this.pack(body) : undefined
+    const flags = packed === undefined ? EnvelopeFlag.oneway : EnvelopeFlag.oneway | EnvelopeFlag.compressed
+    this.connection.writer.send(Status.RequestWhole, path, channel.id, encodeEnvelope(EnvelopeKind.request, flags, requestId, meta, packed ?? body, this.agreed.maxMetaBytes))
+  }
+
+  /** The compressed form of a body worth compressing (§12.1), else undefined. */
+  private pack(body: Uint8Array): Buffer | undefined {
+    return this.options.compression?.pack(body)
+  }
+
+  /** The bytes of a stream's continuation packet, decompressed when its header says so. */
+  private chunkOf(data: Buffer): Buffer | DecompressionFailed {
+    return data[0] === ChunkHeader.compressed ? this.unpack(data.subarray(1)) : data.subarray(1)
+  }
+
+  /** The body of a packet whose envelope or chunk header says compressed. */
+  private unpack(bytes: Uint8Array): Buffer | DecompressionFailed {
+    try {
+      return unpack(this.options.compression?.codec, bytes)
+    } catch (error) {
+      return error as DecompressionFailed
+    }
   }
 
   /** Measures the round trip to the peer. */
@@ -311,7 +347,11 @@ export class MeshSession implements MessageSink {
 
   /** The caller stops waiting: tell the peer to stop, keep the slot so pairing holds. */
   private giveUp(call: Call, error: MeshCallError): void {
-    if (call.done) return
+    if (!call.done) this.abandon(call, error)
+  }
+
+  /** Fails a call (and its answer's stream, if the caller already has it) and cancels it at the peer. */
+  private abandon(call: Call, error: MeshCallError): void {
     this.finishCall(call, error, undefined)
     call.incoming?.fail(error)
     if (!this.connection.closed) {
@@ -331,12 +371,17 @@ export class MeshSession implements MessageSink {
     const call = channel.fifo[0]
     if (call === undefined) return this.violation("unexpected-response", `response on channel ${channel.id} with no request outstanding`)
     if (!isFirstPacket(status)) {
-      // A continuation of a streamed answer: 0x00 + bytes, or 0x01 + error on the last packet.
-      if (data[0] === 1) {
+      // A continuation of a streamed answer: a chunk header byte and bytes, or an error on the last packet.
+      if (data[0] === ChunkHeader.error) {
         const body = decodeErrorBody(data.subarray(1))
         call.incoming?.fail(new RemoteError(body))
-      } else if (call.incoming !== undefined && !call.incoming.push(data.subarray(1))) {
-        return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)
+      } else if (call.incoming !== undefined) {
+        const chunk = this.chunkOf(data)
+        if (chunk instanceof DecompressionFailed) {
+          // The answer cannot be read on: the call fails, the peer is told to stop, the rest is dropped unread.
+          this.abandon(call, chunk)
+          call.incoming = undefined
+        } else if (!call.incoming.push(chunk)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)
       }
       if (isLastPacket(status)) {
         channel.fifo.shift()
@@ -349,10 +394,22 @@ export class MeshSession implements MessageSink {
     if (envelope.requestId !== call.requestId) {
       return this.violation("request-id", `answer for request ${envelope.requestId} on channel ${channel.id}, expected ${call.requestId}`)
     }
-    const body = data.subarray(envelope.bodyOffset)
+    let body: Buffer | DecompressionFailed = data.subarray(envelope.bodyOffset)
+    if ((envelope.flags & EnvelopeFlag.compressed) !== 0) body = this.unpack(body)
     if (envelope.kind === EnvelopeKind.error) {
-      if (isLastPacket(status)) channel.fifo.shift()
-      return this.finishCall(call, new RemoteError(decodeErrorBody(body)), undefined)
+      const error = new RemoteError(decodeErrorBody(body instanceof DecompressionFailed ? noBody : body))
+      if (isLastPacket(status)) {
+        // The request failed; if its body is still streaming out (it is the channel's latest
+        // request), the stream stops and its last packet says why.
+        if (channel.sending !== undefined && channel.fifo.length === 1) channel.sending.close(error)
+        channel.fifo.shift()
+      }
+      return this.finishCall(call, error, undefined)
+    }
+    if (body instanceof DecompressionFailed) {
+      if (!isLastPacket(status)) return this.abandon(call, body) // a streamed answer: cancelled, the rest dropped unread
+      channel.fifo.shift()
+      return this.finishCall(call, body, undefined)
     }
     if (isLastPacket(status)) {
       channel.fifo.shift()
@@ -380,9 +437,11 @@ export class MeshSession implements MessageSink {
     }
     if (!isFirstPacket(status)) {
       const receiving = channel.receiving
-      if (data[0] === 1) receiving?.fail(new StreamFailed({ message: `caller aborted the request body: ${decodeErrorBody(data.subarray(1)).message}` }))
-      else if (receiving !== undefined && !receiving.push(data.subarray(1))) {
-        return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
+      if (data[0] === ChunkHeader.error) receiving?.fail(new StreamFailed({ message: `caller aborted the request body: ${decodeErrorBody(data.subarray(1)).message}` }))
+      else if (receiving !== undefined) {
+        const chunk = this.chunkOf(data)
+        if (chunk instanceof DecompressionFailed) receiving.fail(chunk)
+        else if (!receiving.push(chunk)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
       }
       if (isLastPacket(status)) {
         receiving?.end()
@@ -395,8 +454,18 @@ export class MeshSession implements MessageSink {
     const stream = isLastPacket(status) ? undefined : new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channelId, bytes))
     channel.receiving = stream
     const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
-    const body = data.subarray(envelope.bodyOffset)
-    if (stream !== undefined && body.length > 0) stream.push(body)
+    let body: Buffer | DecompressionFailed = data.subarray(envelope.bodyOffset)
+    if ((envelope.flags & EnvelopeFlag.compressed) !== 0) {
+      if (channelId === this.peerControl) return this.violation("bad-control", "control messages are never compressed")
+      body = this.unpack(body)
+    }
+    // A body that cannot be decompressed is refused (bad_request, not processed); the connection goes on.
+    const unreadable = body instanceof DecompressionFailed ? body : undefined
+    if (body instanceof DecompressionFailed) body = Buffer.alloc(0)
+    if (stream !== undefined) {
+      if (unreadable !== undefined) stream.fail(unreadable)
+      else if (body.length > 0) stream.push(body)
+    }
     if (channelId === this.peerControl) return this.onControl(rawPath, envelope.requestId, body, oneway)
     const remaining = Number(envelope.meta.get(MetaKey.deadline) ?? "0")
     const abort = new AbortController()
@@ -411,11 +480,15 @@ export class MeshSession implements MessageSink {
       oneway
     })
     if (oneway) {
-      this.runOneway(request)
+      if (unreadable === undefined) this.runOneway(request)
+      else this.options.log("push-failed", { path: request.path, code: MeshErrorCode.badRequest, message: unreadable.message })
       return
     }
     const served: Served = { request, requestId: envelope.requestId, abort, timer: undefined, refusal: undefined, answered: false }
-    if (this.localDraining) {
+    if (unreadable !== undefined) {
+      served.refusal = failure(MeshErrorCode.badRequest, unreadable.message, false)
+      abort.abort()
+    } else if (this.localDraining) {
       served.refusal = failure(MeshErrorCode.draining, "server is draining; retry elsewhere", false)
       abort.abort()
     }
@@ -512,8 +585,11 @@ export class MeshSession implements MessageSink {
       body = outcome.body
     }
     const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
+    const packed = whole && kind === EnvelopeKind.response ? this.pack(body as Uint8Array) : undefined
     try {
-      const head = encodeEnvelope(kind, 0, served.requestId, meta, whole ? (body as Uint8Array) : new Uint8Array(0), this.agreed.maxMetaBytes)
+      const head = packed !== undefined
+        ? encodeEnvelope(kind, EnvelopeFlag.compressed, served.requestId, meta, packed, this.agreed.maxMetaBytes)
+        : encodeEnvelope(kind, 0, served.requestId, meta, whole ? (body as Uint8Array) : noBody, this.agreed.maxMetaBytes)
       this.connection.writer.send(whole ? Status.ResponseWhole : Status.ResponseFirstMore, path, channel.id, head)
     } catch (error) {
       const fallback: Failure = failure(MeshErrorCode.handlerFailed, `answer cannot be sent: ${String(error)}`, true)
@@ -580,6 +656,7 @@ export class MeshSession implements MessageSink {
     register(window)
     const closeWindow = (error: ConnectionClosed) => window.close(error)
     this.closeListeners.push(closeWindow)
+    const packer = this.options.compression?.streamPacker()
     try {
       const source = body instanceof Uint8Array ? once(body) : body
       for await (const piece of source) {
@@ -591,20 +668,22 @@ export class MeshSession implements MessageSink {
           const writer = this.connection.writer
           if (writer.congested) await new Promise<void>((resolve) => writer.whenWritable(resolve))
           if (this.connection.closed) return
-          const packet = Buffer.allocUnsafe(1 + size)
-          packet[0] = 0
-          packet.set(piece.subarray(offset, offset + size), 1)
+          const raw = piece.subarray(offset, offset + size)
+          const packed = packer?.pack(raw)
+          const packet = Buffer.allocUnsafe(1 + (packed ?? raw).length)
+          packet[0] = packed === undefined ? ChunkHeader.data : ChunkHeader.compressed
+          packet.set(packed ?? raw, 1)
           writer.send(more, path, channel.id, packet)
           offset += size
         }
       }
-      if (!this.connection.closed) this.connection.writer.send(last, path, channel.id, chunkHeader)
+      if (!this.connection.closed) this.connection.writer.send(last, path, channel.id, lastChunk)
     } catch (error) {
       if (this.connection.closed) return
       const abort = encodeErrorBody(
         error instanceof RemoteError ? error : failure(MeshErrorCode.handlerFailed, error instanceof Error ? error.message : String(error), true)
       )
-      this.connection.writer.send(last, path, channel.id, Buffer.concat([Buffer.of(1), abort]))
+      this.connection.writer.send(last, path, channel.id, Buffer.concat([Buffer.of(ChunkHeader.error), abort]))
     } finally {
       register(undefined)
       const index = this.closeListeners.indexOf(closeWindow)

@@ -43,6 +43,8 @@ export interface Hello {
   readonly maxMetaBytes: number
   readonly streamWindow: number
   readonly maxChannels: number
+  /** Codecs for bodies (§12.1): the dialer's offer, or the one the acceptor picked; absent or empty: none. */
+  readonly compression?: ReadonlyArray<string>
 }
 
 export const encodeHello = (hello: Hello, answer: boolean): Buffer =>
@@ -54,7 +56,8 @@ export const encodeHello = (hello: Hello, answer: boolean): Buffer =>
       features: hello.features,
       maxMetaBytes: hello.maxMetaBytes,
       streamWindow: hello.streamWindow,
-      maxChannels: hello.maxChannels
+      maxChannels: hello.maxChannels,
+      ...(hello.compression !== undefined && hello.compression.length > 0 ? { compression: hello.compression } : {})
     }),
     "utf8"
   )
@@ -72,18 +75,26 @@ export const decodeHello = (data: Uint8Array): Hello | undefined => {
   const maxChannels = positiveInt(r.maxChannels, 0x7fff_ffff)
   if (version === undefined || maxMetaBytes === undefined || streamWindow === undefined || maxChannels === undefined) return undefined
   if (r.code !== undefined && r.code !== 0) return undefined
-  const features = Array.isArray(r.features) ? r.features.filter((f): f is string => typeof f === "string") : []
-  return { version, node: typeof r.node === "string" ? r.node : "", features, maxMetaBytes, streamWindow, maxChannels }
+  const strings = (value: unknown) => (Array.isArray(value) ? value.filter((f): f is string => typeof f === "string") : [])
+  const features = strings(r.features)
+  const hello = { version, node: typeof r.node === "string" ? r.node : "", features, maxMetaBytes, streamWindow, maxChannels }
+  return r.compression === undefined ? hello : { ...hello, compression: strings(r.compression) }
 }
 
 /** This side's hello, from its options. */
-export const localHello = (options: { readonly node?: string | undefined; readonly maxMetaBytes?: number | undefined; readonly maxChannels?: number | undefined }): Hello => ({
+export const localHello = (options: {
+  readonly node?: string | undefined
+  readonly maxMetaBytes?: number | undefined
+  readonly maxChannels?: number | undefined
+  readonly compression?: ReadonlyArray<string> | undefined
+}): Hello => ({
   version: MeshVersion,
   node: options.node ?? `iip-mesh-${process.pid}`,
   features: [...MeshFeatures],
   maxMetaBytes: Math.min(0xffff, options.maxMetaBytes ?? MeshDefaults.maxMetaBytes),
   streamWindow: MeshDefaults.streamWindow,
-  maxChannels: options.maxChannels ?? MeshDefaults.maxChannels
+  maxChannels: options.maxChannels ?? MeshDefaults.maxChannels,
+  compression: options.compression ?? []
 })
 
 /** What both sides use: the lower version and limits, the common features. */
@@ -101,7 +112,10 @@ export const agree = (mine: Hello, theirs: Hello): Hello => ({
 //   0 u8 kind   1 u8 flags   2 u16 meta length M   4 u32 request id   8 M meta   8+M body
 
 export const EnvelopeKind = { request: 1, response: 2, error: 3 } as const
-export const EnvelopeFlag = { oneway: 1 } as const
+/** Envelope flags: a one-way request (a push); the body in this packet is compressed with the agreed codec (§12.1). */
+export const EnvelopeFlag = { oneway: 1, compressed: 2 } as const
+/** The first byte of a stream's continuation packet (§13): data, an error that ends the stream, compressed data. */
+export const ChunkHeader = { data: 0, error: 1, compressed: 2 } as const
 export const EnvelopeBytes = 8
 
 export type Meta = ReadonlyMap<string, string>

@@ -1,0 +1,333 @@
+// The load-balance client (iip-protocol.md §8): one IipClient per backend of a `host:port#weight`
+// list (backendList.ts), a ServiceBalancer (src/balancer) that picks one for every call by the
+// reference's methods (MethodRoundrobin, MethodRandom, MethodMinPending, MethodIpHash,
+// MethodURIParam, over its weighted list) or any other picker by name, and a rule function in
+// place of the reference's expression language. Backends come and go at run time.
+//
+//   call > calling hooks (global, then per path) > rule or picker > backend's IipClient > answer
+//   > health fed back to the balancer (passive ejection instead of the reference's pause)
+//
+// Where the reference is broken, this differs: a failed request fails alone (the reference closes
+// the whole shared connection on any error, failing every request pipelined on it); a request
+// that never reached a backend (no connection, a draining or overloaded peer) goes to another one,
+// within `maxTries`, the retry budget and the call's one deadline; removed backends finish what
+// they carry, then close.
+import * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Scope from "effect/Scope"
+import { type Lease, type PickerName, ServiceBalancer, type ServiceBalancerOptions } from "../balancer/serviceBalancer.ts"
+import { type ClientError, type ClientOptions, IipClient } from "../iip/client.ts"
+import { type Hook, Refused, runHooks } from "../iip/dispatch.ts"
+import { messageOf } from "../iip/log.ts"
+import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
+import { RemoteError } from "../mux/meshSession.ts"
+import { MeshErrorCode, type Meta } from "../protocol/mesh.ts"
+import { parseQuery, parseRequestPath } from "../protocol/requestPath.ts"
+import { type BackendEntry, type InvalidBackendList, parseBackend, parseBackendList } from "./backendList.ts"
+
+/** No backend can take the call: none configured, all tried, or the rule chose one that is not there. */
+export class NoBackend extends Data.TaggedError("NoBackend")<{ readonly message: string }> {}
+
+export type LbCallError = ClientError | NoBackend | Refused
+
+/** A call on its way through the calling hooks. */
+export interface OutgoingCall {
+  readonly path: string
+  readonly data: Uint8Array
+  /** Sent with the call in mesh mode; hooks may add to it (a token, trace context). */
+  readonly meta: Map<string, string>
+  readonly clientIp: string | undefined
+}
+
+/** A calling hook: `before` may answer (`Exit.succeed`) or refuse (`Exit.fail(new Refused(...))`) at once. */
+export type CallHook = Hook<OutgoingCall, Exit.Exit<Buffer, LbCallError>>
+
+/** What a rule sees of a call. */
+export interface RuleContext {
+  /** The parsed path (query removed, percent-decoded). */
+  readonly path: string
+  /** The path as given, query included. */
+  readonly uri: string
+  readonly query: ReadonlyMap<string, ReadonlyArray<string>>
+  readonly clientIp: string | undefined
+}
+
+/** Chooses a backend by address (`host:port`), or undefined to leave it to the method. */
+export type Rule = (call: RuleContext) => string | undefined
+
+export interface LoadBalanceClientOptions {
+  /** `host:port#weight,...` or entries already read. */
+  readonly backends: string | ReadonlyArray<BackendEntry>
+  /** Default MethodMinPending, the reference's default. */
+  readonly method?: PickerName
+  /** MethodURIParam: the query parameter hashed. */
+  readonly paramKey?: string
+  readonly rule?: Rule
+  /** Default per-call timeout, covering every try (default 3000 ms). */
+  readonly requestTimeoutMs?: number
+  /** Tries of a call that never reached a backend (default 2; 1 turns retries off). */
+  readonly maxTries?: number
+  /** Whether a call's result shows its backend healthy (default: `backendHealthy`). */
+  readonly healthy?: (error: ClientError | undefined, answer: Buffer | undefined) => boolean
+  /** Options of each backend's IipClient (connections, channels, mesh, log ...). */
+  readonly client?: Omit<ClientOptions, "host" | "port">
+  /** Ejection, retry budget, pending limit and randomness of the balancer. */
+  readonly balancer?: Omit<ServiceBalancerOptions, "picker" | "paramKey">
+}
+
+export interface LbCallOptions {
+  readonly timeoutMs?: number
+  /** MethodIpHash: the address hashed; also shown to rules and hooks. */
+  readonly clientIp?: string
+  readonly meta?: Meta
+  /** Aborting it cancels the call (at the backend too, in mesh mode). */
+  readonly signal?: AbortSignal
+}
+
+export interface BackendStatus {
+  readonly address: string
+  readonly weight: number
+  /** Calls in flight. */
+  readonly pending: number
+  readonly health: "healthy" | "ejected"
+  readonly connections: number
+  readonly mode: "mesh" | "plain" | "unconnected"
+  readonly latencyMs: number
+  readonly failures: number
+  readonly ejections: number
+}
+
+interface Backend {
+  readonly address: string
+  readonly client: IipClient
+  weight: number
+  inFlight: number
+  removed: boolean
+}
+
+interface Endpoint {
+  readonly id: string
+  readonly weight: number
+}
+
+/**
+ * The default health rule: transport failures, timeouts and a peer that says it is overloaded,
+ * draining or out of time count against a backend; answers of its handlers (errors included) and
+ * the caller's own cancel do not.
+ */
+export const backendHealthy = (error: ClientError | undefined): boolean => {
+  if (error === undefined || error._tag === "Cancelled" || error._tag === "PacketEncodeError") return true
+  if (error instanceof RemoteError) {
+    return error.code !== MeshErrorCode.deadlineExceeded && error.code !== MeshErrorCode.overloaded && error.code !== MeshErrorCode.draining
+  }
+  return false
+}
+
+/** A failure of a call that no backend processed, so another one may take it. */
+const notProcessed = (error: LbCallError): boolean =>
+  error instanceof ConnectFailed ||
+  error instanceof Overloaded ||
+  error instanceof ChannelOpenFailed ||
+  (error instanceof ConnectionClosed && !error.sent) ||
+  (error instanceof RemoteError && !error.processed && (error.code === MeshErrorCode.draining || error.code === MeshErrorCode.overloaded))
+
+const hookFailed = (error: unknown): Exit.Exit<Buffer, LbCallError> =>
+  Exit.fail(error instanceof Refused ? error : new Refused({ code: "hook_failed", message: messageOf(error) }))
+
+const toBytes = (data: Uint8Array | string | undefined): Uint8Array =>
+  data === undefined ? new Uint8Array(0) : typeof data === "string" ? Buffer.from(data, "utf8") : data
+
+/** Resolves once `client` has a connection, or with why not within `timeoutMs`. */
+const connected = (client: IipClient, timeoutMs: number): Promise<ClientError | undefined> => {
+  if (client.currentMode !== undefined) return Promise.resolve(undefined)
+  return new Promise((resolve) => {
+    const timer = Number.isFinite(timeoutMs)
+      ? setTimeout(() => resolve(new RequestTimeout({ message: `no connection to ${client.address} within ${timeoutMs} ms`, timeoutMs })), timeoutMs)
+      : undefined
+    const done = (error: ClientError | undefined) => {
+      clearTimeout(timer)
+      resolve(error)
+    }
+    client.mode().then(() => done(undefined), (error: ClientError) => done(error))
+  })
+}
+
+export class LoadBalanceClient {
+  private readonly backends = new Map<string, Backend>()
+  private readonly balancer: ServiceBalancer<Endpoint>
+  private readonly hooks: Array<CallHook> = []
+  private readonly pathHooks = new Map<string, Array<CallHook>>()
+  private readonly options: LoadBalanceClientOptions
+  private readonly requestTimeoutMs: number
+  private readonly maxTries: number
+  private closed = false
+
+  /** Throws InvalidBackendList when the list has a bad entry. */
+  constructor(options: LoadBalanceClientOptions) {
+    this.options = options
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 3000
+    this.maxTries = Math.max(1, options.maxTries ?? 2)
+    this.balancer = new ServiceBalancer<Endpoint>({
+      ...options.balancer,
+      picker: options.method ?? "MethodMinPending",
+      ...(options.paramKey === undefined ? {} : { paramKey: options.paramKey })
+    })
+    const entries = typeof options.backends === "string" ? parseBackendList(options.backends) : options.backends
+    for (const entry of entries) this.backends.set(entry.address, this.connect(entry))
+    this.rebalance()
+  }
+
+  /** Adds a calling hook for every call (outside the per-path hooks). */
+  use(hook: CallHook): this {
+    this.hooks.push(hook)
+    return this
+  }
+
+  /** Adds a calling hook for calls whose parsed path is `path`. */
+  useFor(path: string, hook: CallHook): this {
+    const list = this.pathHooks.get(path)
+    if (list === undefined) this.pathHooks.set(path, [hook])
+    else list.push(hook)
+    return this
+  }
+
+  /** Adds a backend (`host:port#weight` or an entry), or sets the weight of one already there. Throws InvalidBackendList. */
+  addBackend(entry: string | BackendEntry): void {
+    const parsed = typeof entry === "string" ? parseBackend(entry) : entry
+    const known = this.backends.get(parsed.address)
+    if (known !== undefined) known.weight = parsed.weight
+    else this.backends.set(parsed.address, this.connect(parsed))
+    this.rebalance()
+  }
+
+  /** Stops sending to `address` at once; its connections close when the calls it carries end. */
+  removeBackend(address: string): boolean {
+    const backend = this.backends.get(address)
+    if (backend === undefined) return false
+    this.backends.delete(address)
+    this.rebalance()
+    backend.removed = true
+    if (backend.inFlight === 0) backend.client.close()
+    return true
+  }
+
+  /** Every backend, in list order. */
+  status(): Array<BackendStatus> {
+    return this.balancer.view(performance.now()).map((view) => {
+      const client = this.backends.get(view.address)!.client
+      return {
+        address: view.address,
+        weight: view.weight,
+        pending: view.pending,
+        health: view.health,
+        connections: client.stats.connections,
+        mode: client.currentMode ?? "unconnected",
+        latencyMs: view.latencyMs,
+        failures: view.failures,
+        ejections: view.ejections
+      }
+    })
+  }
+
+  /** One call: through the hooks, to the backend the rule or the method picks. */
+  call(path: string, data?: Uint8Array | string, options: LbCallOptions = {}): Promise<Buffer> {
+    const call: OutgoingCall = { path, data: toBytes(data), meta: new Map(options.meta ?? []), clientIp: options.clientIp }
+    const hooks = this.hooksOf(path)
+    const result = hooks.length === 0 ? this.send(call, options) : runHooks(hooks, call, (c) => this.send(c, options), hookFailed)
+    return Promise.resolve(result).then((exit) => {
+      if (Exit.isSuccess(exit)) return exit.value
+      throw Cause.squash(exit.cause)
+    })
+  }
+
+  /** Closes every backend's connections; calls in flight fail with ConnectionClosed. */
+  close(): void {
+    this.closed = true
+    for (const backend of this.backends.values()) backend.client.close()
+    this.backends.clear()
+    this.rebalance()
+  }
+
+  private connect(entry: BackendEntry): Backend {
+    const client = new IipClient({ ...this.options.client, host: entry.host, port: entry.port })
+    return { address: entry.address, client, weight: entry.weight, inFlight: 0, removed: false }
+  }
+
+  private rebalance(): void {
+    this.balancer.update([...this.backends.values()].map((b) => ({ id: b.address, weight: b.weight })))
+  }
+
+  private hooksOf(path: string): ReadonlyArray<CallHook> {
+    if (this.pathHooks.size === 0) return this.hooks
+    const own = this.pathHooks.get(parseRequestPath(path).path)
+    return own === undefined ? this.hooks : [...this.hooks, ...own]
+  }
+
+  /** Picks and calls, moving a call no backend processed to another one while tries, budget and time allow. */
+  private async send(call: OutgoingCall, options: LbCallOptions): Promise<Exit.Exit<Buffer, LbCallError>> {
+    if (this.closed) return Exit.fail(new ConnectionClosed({ message: "the load-balance client is closed", sent: false }))
+    const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs
+    const deadline = timeoutMs > 0 ? performance.now() + timeoutMs : Number.POSITIVE_INFINITY
+    const target = this.options.rule?.(this.ruleContext(call))
+    const tried = new Set<string>()
+    this.balancer.retryBudget.deposit(performance.now())
+    let lastError: LbCallError | undefined
+    for (let attempt = 1; ; attempt++) {
+      const picked = this.pick(call, tried, target)
+      if (!("lease" in picked)) return Exit.fail(lastError ?? picked)
+      const { backend, lease } = picked
+      tried.add(backend.address)
+      backend.inFlight++
+      const started = performance.now()
+      const error = await connected(backend.client, deadline - started)
+      const result = error === undefined ? await this.attempt(backend, call, deadline, options.signal) : { error, answer: undefined }
+      if (--backend.inFlight === 0 && backend.removed) backend.client.close()
+      const ended = performance.now()
+      // A refused connection takes the backend out at once (within the balancer's cap).
+      lease.end(ended, ended - started, (this.options.healthy ?? backendHealthy)(result.error, result.answer), result.error instanceof ConnectFailed)
+      if (result.error === undefined) return Exit.succeed(result.answer!)
+      lastError = result.error
+      const retry = notProcessed(result.error) && target === undefined && attempt < this.maxTries && ended < deadline
+      if (!retry || !this.balancer.retryBudget.tryWithdraw(ended)) return Exit.fail(result.error)
+    }
+  }
+
+  private attempt(backend: Backend, call: OutgoingCall, deadline: number, signal: AbortSignal | undefined) {
+    const timeoutMs = Number.isFinite(deadline) ? Math.max(1, Math.round(deadline - performance.now())) : 0
+    return new Promise<{ readonly error: ClientError | undefined; readonly answer: Buffer | undefined }>((resolve) =>
+      backend.client.send(call.path, call.data, { timeoutMs, meta: call.meta, ...(signal === undefined ? {} : { signal }) }, (error, answer) =>
+        resolve({ error, answer }))
+    )
+  }
+
+  private pick(call: OutgoingCall, tried: ReadonlySet<string>, target: string | undefined): { readonly backend: Backend; readonly lease: Lease<Endpoint> } | NoBackend | Overloaded {
+    let exclude = tried
+    if (target !== undefined) {
+      if (!this.backends.has(target)) return new NoBackend({ message: `the rule chose ${target}, which is not a backend` })
+      // The balancer picks among what is not excluded: leave it only the rule's choice, so the
+      // call still counts as pending there and its result still feeds that backend's health.
+      exclude = new Set([...this.backends.keys()].filter((address) => address !== target))
+    }
+    const now = performance.now()
+    const picked = this.balancer.pick(now, { now, uri: call.path, ...(call.clientIp === undefined ? {} : { clientIp: call.clientIp }) }, exclude)
+    if (picked._tag === "Picked") return { backend: this.backends.get(picked.lease.endpoint.id)!, lease: picked.lease }
+    if (picked._tag === "Overloaded") return new Overloaded({ message: "every backend is at its limit of pending calls", limit: "maxPendingPerEndpoint" })
+    if (this.backends.size === 0) return new NoBackend({ message: "there are no backends" })
+    if (target !== undefined) return new NoBackend({ message: `the rule chose ${target}, which is ejected after failing` })
+    return new NoBackend({ message: `no backend left to try (tried ${[...tried].join(", ")})` })
+  }
+
+  private ruleContext(call: OutgoingCall): RuleContext {
+    const parsed = parseRequestPath(call.path)
+    return { path: parsed.path, uri: call.path, query: parseQuery(parsed.rawQuery), clientIp: call.clientIp }
+  }
+}
+
+/** A load-balance client that closes with the current Scope. */
+export const make = (options: LoadBalanceClientOptions): Effect.Effect<LoadBalanceClient, InvalidBackendList, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.try({ try: () => new LoadBalanceClient(options), catch: (error) => error as InvalidBackendList }),
+    (client) => Effect.sync(() => client.close())
+  )
