@@ -216,6 +216,13 @@ export class MeshSession implements MessageSink {
     return this.own.size - 1
   }
 
+  /** Channels the peer opened on this connection, its control channel not counted. */
+  get peerChannelCount(): number {
+    let n = 0
+    for (const id of this.peer.keys()) if (id !== 0) n++
+    return n
+  }
+
   /** Requests being served or waiting on the peer's channels. */
   get servingCount(): number {
     let n = 0

@@ -171,6 +171,18 @@ export class EndpointRegistry {
     })
   }
 
+  /** Connections and channels this sidecar has dialed, over every endpoint's client. */
+  connectionCounts(): { readonly connections: number; readonly channels: number } {
+    let connections = 0
+    let channels = 0
+    for (const client of this.clients.values()) {
+      const stats = client.stats
+      connections += stats.connections
+      channels += stats.channels
+    }
+    return { connections, channels }
+  }
+
   /** The pooled client of an endpoint, made on first use. */
   clientOf(endpoint: Endpoint): IipClient {
     const key = endpointKey(endpoint)

@@ -149,6 +149,12 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       supervisor,
       log
     })
+    telemetry.metrics.watchConnections(() => {
+      let channels = 0
+      for (const session of inbound.sessions) channels += session.channelCount
+      for (const session of inbound.meshSessions) channels += session.peerChannelCount
+      return { outbound: registry.connectionCounts(), inbound: { connections: inbound.connectionCount, channels } }
+    })
     if (config.app !== null) {
       const app = splitAddress(config.app)
       inbound.handlePrefix("/", makeInboundHandler({ service: config.service, appHost: app.host, appPort: app.port, telemetry }))

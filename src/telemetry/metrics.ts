@@ -20,8 +20,7 @@
 //   iip_mesh_request_bytes_total{direction,service}                   counter: request bodies
 //   iip_mesh_response_bytes_total{direction,service}                  counter: response bodies
 //   iip_mesh_endpoint_ejections_total{service,endpoint}               counter
-//   iip_mesh_open_connections{direction}, iip_mesh_connections_opened_total{direction}
-//   iip_mesh_open_channels{direction},    iip_mesh_channels_opened_total{direction}
+//   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
 //   process_*, nodejs_*                                               prom-client's default metrics
 // direction: outbound (the local app calls out; service is the target) or inbound (a peer calls
 // in; service is this sidecar's own). endpoint: outbound, the peer's host:port that was tried last
@@ -58,6 +57,11 @@ export interface ServiceMetrics {
   responseBytes(bytes: number): void
 }
 
+export interface ConnectionCounts {
+  readonly connections: number
+  readonly channels: number
+}
+
 export interface TrafficSummary {
   readonly service: string
   readonly requests: number
@@ -73,10 +77,8 @@ export interface MeshMetrics {
   /** The metrics of one service in one direction, created on first use and cached. */
   service(direction: Direction, service: string): ServiceMetrics
   endpointEjected(service: string, endpoint: string): void
-  connectionOpened(direction: Direction): void
-  connectionClosed(direction: Direction): void
-  channelOpened(direction: Direction): void
-  channelClosed(direction: Direction): void
+  /** Where the connection and channel gauges are read at each scrape (the sidecar's server and clients). */
+  watchConnections(read: () => Record<Direction, ConnectionCounts>): void
   /** The Prometheus text exposition of the mesh and process metrics. */
   text(): Promise<{ readonly contentType: string; readonly body: string }>
   /** Running totals per service and direction, for the dashboard (which turns them into rates). */
@@ -242,11 +244,11 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const registry = new Registry()
   const services: Record<Direction, Map<string, ServiceSeries>> = { outbound: new Map(), inbound: new Map() }
   const ejections = new Map<string, Tally>()
-  const perDirection = (): Record<Direction, Tally> => ({ outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) })
-  const openConnections = perDirection()
-  const connectionsOpened = perDirection()
-  const openChannels = perDirection()
-  const channelsOpened = perDirection()
+  let readConnections: () => Record<Direction, ConnectionCounts> = () => ({ outbound: { connections: 0, channels: 0 }, inbound: { connections: 0, channels: 0 } })
+  const connectionGauge = (field: keyof ConnectionCounts) => () => {
+    const counts = readConnections()
+    return directions.map((direction) => ({ labels: { direction }, value: counts[direction][field] }))
+  }
 
   const duration = new Histogram({
     name: "iip_mesh_request_duration_seconds",
@@ -263,7 +265,6 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     function*(): Iterable<Tally> {
       for (const series of allServices()) yield pick(series)
     }
-  const byDirection = (tallies: Record<Direction, Tally>) => () => directions.map((direction) => tallies[direction])
 
   fromTallies(registry, "counter", "iip_mesh_requests_total", "Requests the sidecar handled, by the status code sent back.", ["direction", "service", "endpoint", "method", "code"], function*() {
     for (const series of allServices()) for (const endpoint of series.endpoints.values()) yield* endpoint.tallies()
@@ -276,10 +277,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_request_bytes_total", "Bytes of request bodies proxied.", ["direction", "service"], each((s) => s.requestBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_response_bytes_total", "Bytes of response bodies proxied.", ["direction", "service"], each((s) => s.responseBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_endpoint_ejections_total", "Times an endpoint was taken out of balancing for failing.", ["service", "endpoint"], () => ejections.values())
-  fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], byDirection(openConnections))
-  fromTallies(registry, "counter", "iip_mesh_connections_opened_total", "IIP connections opened.", ["direction"], byDirection(connectionsOpened))
-  fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: opened by this sidecar, inbound: by the peer).", ["direction"], byDirection(openChannels))
-  fromTallies(registry, "counter", "iip_mesh_channels_opened_total", "IIP channels opened.", ["direction"], byDirection(channelsOpened))
+  fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], connectionGauge("connections"))
+  fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
   return {
     registry,
@@ -303,19 +302,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
       }
       t.value++
     },
-    connectionOpened: (direction) => {
-      openConnections[direction].value++
-      connectionsOpened[direction].value++
-    },
-    connectionClosed: (direction) => {
-      openConnections[direction].value--
-    },
-    channelOpened: (direction) => {
-      openChannels[direction].value++
-      channelsOpened[direction].value++
-    },
-    channelClosed: (direction) => {
-      openChannels[direction].value--
+    watchConnections: (read) => {
+      readConnections = read
     },
     summary: () => {
       const of = (direction: Direction) =>

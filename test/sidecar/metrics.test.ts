@@ -153,6 +153,17 @@ describe("/metrics counts what went through the sidecars", () => {
     expect(value(m, "iip_mesh_response_bytes_total", { direction: "inbound", service: "catalog" })).toBe(responseBytes)
   })
 
+  it("the connection and channel gauges match both ends: A dialed what B accepted", async () => {
+    const a = await scrape(adminA)
+    const b = await scrape(adminB)
+    const dialed = value(a, "iip_mesh_open_connections", { direction: "outbound" })
+    expect(dialed).toBeGreaterThan(0)
+    expect(value(b, "iip_mesh_open_connections", { direction: "inbound" })).toBe(dialed)
+    expect(value(a, "iip_mesh_open_channels", { direction: "outbound" })).toBeGreaterThan(0)
+    expect(value(b, "iip_mesh_open_channels", { direction: "inbound" })).toBeGreaterThan(0)
+    expect(value(b, "iip_mesh_open_connections", { direction: "outbound" })).toBe(0)
+  })
+
   it("both expose the process metrics", async () => {
     for (const admin of [adminA, adminB]) {
       const m = await scrape(admin)

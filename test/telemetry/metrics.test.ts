@@ -37,12 +37,7 @@ describe("mesh metrics", () => {
     inbound.requestFinished("127.0.0.1:3000", "GET", 404, 0.02)
     metrics.endpointEjected("pricing", "10.0.0.8:4143")
     metrics.endpointEjected("pricing", "10.0.0.8:4143")
-    metrics.connectionOpened("outbound")
-    metrics.connectionOpened("outbound")
-    metrics.connectionClosed("outbound")
-    metrics.connectionOpened("inbound")
-    for (let i = 0; i < 3; i++) metrics.channelOpened("outbound")
-    metrics.channelClosed("outbound")
+    metrics.watchConnections(() => ({ outbound: { connections: 1, channels: 2 }, inbound: { connections: 1, channels: 0 } }))
 
     const m = await scrape(metrics)
     const out = { direction: "outbound", service: "pricing" }
@@ -70,10 +65,8 @@ describe("mesh metrics", () => {
     expect(value(m, "iip_mesh_endpoint_ejections_total", { service: "pricing", endpoint: "10.0.0.8:4143" })).toBe(2)
     expect(value(m, "iip_mesh_open_connections", { direction: "outbound" })).toBe(1)
     expect(value(m, "iip_mesh_open_connections", { direction: "inbound" })).toBe(1)
-    expect(value(m, "iip_mesh_connections_opened_total", { direction: "outbound" })).toBe(2)
     expect(value(m, "iip_mesh_open_channels", { direction: "outbound" })).toBe(2)
-    expect(value(m, "iip_mesh_channels_opened_total", { direction: "outbound" })).toBe(3)
-    expect(value(m, "iip_mesh_channels_opened_total", { direction: "inbound" })).toBe(0)
+    expect(value(m, "iip_mesh_open_channels", { direction: "inbound" })).toBe(0)
 
     expect(m.get("iip_mesh_requests_total")!.type).toBe("counter")
     expect(m.get("iip_mesh_requests_in_flight")!.type).toBe("gauge")
