@@ -25,7 +25,7 @@ import * as Admin from "../../src/admin/adminServer.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { AccessRecord } from "../../src/sidecar/outbound.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { type Answer, type App, call, echoed, echoRequest, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { type Answer, type App, call, echoed, echoRequest, progress, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const childScript = resolve(import.meta.dirname, "../support/meshInstanceChild.ts")
 
@@ -253,24 +253,8 @@ describe("SIGKILL one of three instances under steady load", () => {
     const { a, adminPort } = await startCaller(cleanup, instances.map((i) => i.inbound), { requestTimeoutMs: 5000, accessLog: true })
     const pendingAtA = (address: string) => a.sidecar.registry.view().find((v) => v.service === "catalog")?.endpoints.find((e) => e.address === address)?.pending ?? 0
 
-    // Progress waiters, resolved by the workers as outcomes arrive.
-    const waiters: Array<{ readonly done: () => boolean; readonly resolve: () => void }> = []
-    const until = (done: () => boolean, what: string, timeoutMs = 15_000) =>
-      withTimeout(
-        new Promise<void>((resolve) => {
-          if (done()) return resolve()
-          waiters.push({ done, resolve })
-        }),
-        timeoutMs,
-        what
-      )
-    const record = (outcome: Outcome) => {
-      outcomes.push(outcome)
-      for (const waiter of waiters.splice(0)) {
-        if (waiter.done()) waiter.resolve()
-        else waiters.push(waiter)
-      }
-    }
+    // Resolved by the workers as outcomes arrive (no polling, no sleeps).
+    const { record, until } = progress(outcomes)
     const agent = new Agent({ keepAlive: true, maxSockets: 16 })
     cleanup.add(() => agent.destroy())
     let running = true

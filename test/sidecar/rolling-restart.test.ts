@@ -8,8 +8,8 @@
 import type * as http from "node:http"
 import { Agent } from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
-import { type Answer, call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { Cleanup } from "../support/iipRaw.ts"
+import { type Answer, call, progress, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 interface Outcome {
   readonly startedAt: number
@@ -54,24 +54,8 @@ describe("rolling restart of one of two instances under steady load", () => {
       })
     )
 
-    // Progress waiters: resolved by the workers as outcomes arrive (no polling, no sleeps).
-    const waiters: Array<{ readonly done: () => boolean; readonly resolve: () => void }> = []
-    const until = (done: () => boolean, what: string, timeoutMs = 15_000) =>
-      withTimeout(
-        new Promise<void>((resolve) => {
-          if (done()) return resolve()
-          waiters.push({ done, resolve })
-        }),
-        timeoutMs,
-        what
-      )
-    const record = (outcome: Outcome) => {
-      outcomes.push(outcome)
-      for (const waiter of waiters.splice(0)) {
-        if (waiter.done()) waiter.resolve()
-        else waiters.push(waiter)
-      }
-    }
+    // Resolved by the workers as outcomes arrive (no polling, no sleeps).
+    const { record, until } = progress(outcomes)
 
     const agent = new Agent({ keepAlive: true, maxSockets: 8 })
     cleanup.add(() => agent.destroy())

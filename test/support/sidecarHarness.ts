@@ -10,7 +10,7 @@ import * as Admin from "../../src/admin/adminServer.ts"
 import { balancerDefaults, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { Log } from "../../src/iip/log.ts"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"
-import type { Cleanup } from "./iipRaw.ts"
+import { type Cleanup, withTimeout } from "./iipRaw.ts"
 
 export const LOOPBACK = "127.0.0.1"
 
@@ -233,3 +233,28 @@ export interface EchoedRequest {
 }
 
 export const echoed = (answer: Answer): EchoedRequest => JSON.parse(answer.body.toString("utf8")) as EchoedRequest
+
+/**
+ * A log of outcomes that load workers append to, and waits for a condition on it: `until` resolves
+ * as soon as a `record` makes `done` true (no polling, no sleeps), or fails after `timeoutMs`.
+ */
+export const progress = <T>(outcomes: Array<T>) => {
+  const waiters: Array<{ readonly done: () => boolean; readonly resolve: () => void }> = []
+  const until = (done: () => boolean, what: string, timeoutMs = 15_000) =>
+    withTimeout(
+      new Promise<void>((resolve) => {
+        if (done()) return resolve()
+        waiters.push({ done, resolve })
+      }),
+      timeoutMs,
+      what
+    )
+  const record = (outcome: T) => {
+    outcomes.push(outcome)
+    for (const waiter of waiters.splice(0)) {
+      if (waiter.done()) waiter.resolve()
+      else waiters.push(waiter)
+    }
+  }
+  return { record, until }
+}
