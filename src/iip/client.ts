@@ -555,7 +555,9 @@ export class IipClient {
           dispatch: this.dispatchReverse,
           maxMessageBytes: this.limits.maxMessageBytes,
           compression: compressionFor(codec, this.options.compression),
-          log: this.log
+          log: this.log,
+          // Requests queued behind streaming channels go as soon as one is free.
+          onChannelFree: () => this.drainQueue()
         })
         adopt({ mode: "mesh", session: mesh })
       })

@@ -141,6 +141,8 @@ export interface MeshSessionOptions {
   /** The agreed codec and the smallest body this side compresses; undefined: no codec agreed. */
   readonly compression: Compression | undefined
   readonly log: (event: string, fields: Record<string, unknown>) => void
+  /** One of this side's channels stopped streaming (a request body sent, a streamed answer ended): it can take requests again. */
+  readonly onChannelFree?: () => void
 }
 
 const lastChunk = Buffer.of(ChunkHeader.data)
@@ -289,7 +291,12 @@ export class MeshSession implements MessageSink {
       : encodeEnvelope(EnvelopeKind.request, 0, requestId, meta, whole ? body : noBody, this.agreed.maxMetaBytes)
     this.connection.writer.send(whole ? Status.RequestWhole : Status.RequestFirstMore, path, channel.id, head)
     channel.fifo.push(call)
-    if (!whole) void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => (channel.sending = window))
+    if (!whole) {
+      void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
+        channel.sending = window
+        if (window === undefined) this.options.onChannelFree?.()
+      })
+    }
     if (timeoutMs > 0) call.timer = setTimeout(() => this.giveUp(call, new RequestTimeout({ message: `no answer within ${timeoutMs} ms`, timeoutMs })), timeoutMs)
     const signal = options.signal
     if (signal !== undefined) {
@@ -393,6 +400,7 @@ export class MeshSession implements MessageSink {
       if (isLastPacket(status)) {
         channel.fifo.shift()
         call.incoming?.end()
+        this.options.onChannelFree?.()
       }
       return
     }

@@ -232,4 +232,26 @@ describe("streams in mesh mode", () => {
       await digest(answer.stream!)
     }
   }, 30_000)
+
+  it("a call queued because the only channel is streaming goes out as soon as the streamed answer ends", async () => {
+    const release = deferred<void>()
+    server.handle("/slow-stream", () =>
+      reply(
+        (async function*() {
+          yield Buffer.alloc(KiB, 1)
+          await release.promise
+          yield Buffer.alloc(KiB, 2)
+        })()
+      )
+    )
+    const c = client({ maxConnections: 1, maxChannelsPerConnection: 1, idleChannelsAhead: 1 })
+    const answer = await withTimeout(c.stream("/slow-stream", Buffer.from("go"), { timeoutMs: 0 }), 5000, "the streamed answer to start")
+    // No channel free and none can be opened: the call waits in the queue (its timeout is long).
+    const queued = c.call("/echo", "after the stream", { timeoutMs: 20_000 })
+    release.resolve()
+    await digest(answer.stream!)
+    const started = performance.now()
+    expect((await withTimeout(queued, 5000, "the queued call")).toString()).toBe("after the stream")
+    expect(performance.now() - started).toBeLessThan(2000)
+  }, 30_000)
 })
