@@ -79,4 +79,12 @@ describe("sidecar endpoints from discovery", () => {
     expect(a.sidecar.registry.endpointsOf("catalog")).toHaveLength(1)
     expect(a.sidecar.registry.endpointsOf("catalog")[0]?.weight).toBe(5) // the static list wins
   })
+
+  it("a sidecar watching a Kubernetes Service starts (its client loaded on demand) and says when it is not in a pod", async () => {
+    // Outside a pod the watch cannot reach an API server: the sidecar says so and keeps running.
+    const events: Array<string> = []
+    const watching = await startSidecar(cleanup, sidecarConfig({ service: "store", kubernetes: { catalog: "shop/catalog" } }), (event) => events.push(event))
+    expect(watching.sidecar.ready()).toBe(true)
+    if (process.env["KUBERNETES_SERVICE_HOST"] === undefined) expect(events).toContain("discovery.kubernetes-not-in-cluster")
+  })
 })
