@@ -11,7 +11,7 @@
 // fades at once). Without that, an endpoint that was slow once loses every comparison, so it never
 // gets the sample that would show it recovered; with it, a starved endpoint looks cheaper as time
 // passes, gets one request, and that sample (weighing fully, after the long gap) says whether it is
-// still slow. The grace keeps endpoints in steady use (a sample every few ms) on their plain EWMA,
+// still slow. The grace (1 s) keeps endpoints in steady use (a sample every few ms) on their plain EWMA,
 // so equal latencies give shares equal to the weights: fading at once would favour whichever
 // endpoint was sampled longest ago.
 //
@@ -37,7 +37,7 @@ export interface EndpointStatsOptions {
    * samples under heavy traffic, the last tau of time under light traffic); 0 weighs by time alone.
    */
   readonly minSampleWeight?: number
-  /** How long without a sample before the estimate starts to fade, in ms. Default tauMs. */
+  /** How long without a sample before the estimate starts to fade, in ms. Default 1,000. */
   readonly staleAfterMs?: number
   /** What a cold endpoint (no sample yet) is assumed to take, in ms. Default 100. */
   readonly defaultLatencyMs?: number
@@ -59,6 +59,8 @@ export interface Balanced {
   readonly id: string
   readonly weight: number
   readonly pending: number
+  /** Latency samples so far: an estimate from very few is not trusted to steer traffic. */
+  readonly samples: number
   /** (estimate + penalty) * (pending / weight + 1); Infinity for a weight of 0 or less. */
   load(now: number): number
 }
@@ -103,7 +105,7 @@ export class EndpointStats implements Balanced {
     this.currentWeight = options.weight ?? 1
     this.tauMs = options.tauMs ?? 10_000
     if (!(this.tauMs > 0)) throw new Error(`tauMs must be positive: ${this.tauMs}`)
-    this.staleAfterMs = options.staleAfterMs ?? this.tauMs
+    this.staleAfterMs = options.staleAfterMs ?? 1_000
     this.minSampleWeight = options.minSampleWeight ?? 0.05
     this.ewma = options.defaultLatencyMs ?? 100
     this.coldEstimateMs = options.coldEstimateMs
@@ -191,7 +193,9 @@ export class EndpointStats implements Balanced {
       const byTime = 1 - Math.exp(-dt / this.tauMs)
       const meanShare = this.minSampleWeight > 0 ? 1 / (this.sampleCount + 1) : 0
       const w = Math.max(byTime, this.minSampleWeight, meanShare)
-      this.ewma = (1 - w) * this.ewma + w * sample
+      // Blended from the faded estimate: a starved endpoint's first new sample starts from where its
+      // fading had brought it, not from the stale value that starved it.
+      this.ewma = (1 - w) * this.estimateMs(now) + w * sample
     }
     this.lastSampleAt = this.lastSampleAt === undefined ? now : Math.max(this.lastSampleAt, now)
     this.sampleCount++

@@ -10,7 +10,8 @@
 //                   golden-ratio sequence (u += 0.618... mod 1, from a random start) instead of
 //                   fresh random numbers: still spread over the weights, but with no sampling noise,
 //                   so the shares track the weights closely over any window. The second is random,
-//                   and wins only when its load is lower by a margin (P2C_MARGIN).
+//                   and wins only when its load is lower by a margin (P2C_MARGIN), and only once
+//                   both have a few samples (P2C_MIN_SAMPLES).
 //   smoothWeighted  nginx's smooth weighted round robin (weightedRoundRobin.ts), as a Picker.
 //   leastPending    the fewest requests in flight per unit of weight; ties rotate.
 //   consistentHash  a ring with virtual nodes in proportion to weight; the key (a header, query
@@ -186,6 +187,13 @@ const GOLDEN = (Math.sqrt(5) - 1) / 2
  */
 const P2C_MARGIN = 1.5
 
+/**
+ * Samples both draws need before their loads decide: a first sample carries the connection's setup
+ * and a cold JIT, and an endpoint that loses on it gets no samples to correct it (until its estimate
+ * fades). Until then the first draw, made by weight, takes the request.
+ */
+const P2C_MIN_SAMPLES = 3
+
 /** Power of two choices over load, drawing by weight (see the top of this file). */
 export const p2c = <E extends Balanced>(options: P2cOptions): Picker<E> => {
   const { random } = options
@@ -222,6 +230,7 @@ export const p2c = <E extends Balanced>(options: P2cOptions): Picker<E> => {
       }
       const ca = candidates[a]!
       const cb = candidates[b]!
+      if (ca.samples < P2C_MIN_SAMPLES || cb.samples < P2C_MIN_SAMPLES) return ca
       return cb.load(context.now) * P2C_MARGIN < ca.load(context.now) ? cb : ca
     }
   }

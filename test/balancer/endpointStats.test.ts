@@ -15,7 +15,7 @@ describe("EndpointStats", () => {
   })
 
   it("weighs a sample by the time since the last one: w = exp(-dt/tau) (no floor)", () => {
-    const e = new EndpointStats("a:1", { tauMs: 10_000, minSampleWeight: 0 })
+    const e = new EndpointStats("a:1", { tauMs: 10_000, minSampleWeight: 0, staleAfterMs: Number.POSITIVE_INFINITY })
     e.end(0, 10, true)
     e.end(10_000, 110, true)
     expect(e.latencyMs).toBeCloseTo(10 * Math.exp(-1) + 110 * (1 - Math.exp(-1)), 9)
