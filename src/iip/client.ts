@@ -242,15 +242,32 @@ export class IipClient {
     return undefined
   }
 
-  /** Connects if there is no connection yet and tells whether the server speaks mesh mode or plain IIP. */
-  mode(): Promise<"mesh" | "plain"> {
+  /**
+   * Connects if there is no connection yet and tells whether the server speaks mesh mode or plain
+   * IIP. With `timeoutMs`, fails with ConnectFailed when no connection is up by then (an attempt
+   * can hang in its hello, or the server be on its way back): the caller can go elsewhere.
+   */
+  mode(timeoutMs = 0): Promise<"mesh" | "plain"> {
     const live = this.pool.find((p) => !p.draining)
     if (live !== undefined) return Promise.resolve(live.link.mode)
     if (this.closed) return Promise.reject(new ConnectionClosed({ message: "client is closed", sent: false }))
     // Between failed attempts the answer is known: do not make the caller wait for the next one.
     if (this.dialing && this.lastConnectError !== undefined) return Promise.reject(this.lastConnectError)
     return new Promise((resolve, reject) => {
-      this.modeWaiters.push((error, mode) => (error === undefined ? resolve(mode!) : reject(error)))
+      let timer: NodeJS.Timeout | undefined
+      const waiter = (error: ClientError | undefined, mode: "mesh" | "plain" | undefined) => {
+        clearTimeout(timer)
+        if (error === undefined) resolve(mode!)
+        else reject(error)
+      }
+      this.modeWaiters.push(waiter)
+      if (timeoutMs > 0) {
+        timer = setTimeout(() => {
+          const index = this.modeWaiters.indexOf(waiter)
+          if (index !== -1) this.modeWaiters.splice(index, 1)
+          reject(new ConnectFailed({ message: `no connection to ${this.address} within ${timeoutMs} ms`, address: this.address }))
+        }, timeoutMs)
+      }
       this.grow()
     })
   }

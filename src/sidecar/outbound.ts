@@ -23,6 +23,9 @@ import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { endToEndHeaders, headersOf, HttpMeta, plainRequestPath, requestMeta, TIMEOUT_HEADER, toOutgoing, withForwarded } from "./httpEnvelope.ts"
 import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 
+/** How long a try waits for a connection to its endpoint before it counts as refused. */
+const CONNECT_WAIT_MS = 1000
+
 /** Tries per request, the first included. */
 const MAX_ATTEMPTS = 3
 
@@ -243,7 +246,9 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
       const remaining = Math.max(1, deadline - Date.now())
       const timeoutMs = options.perTryTimeoutMs === undefined ? remaining : Math.min(remaining, options.perTryTimeoutMs)
       try {
-        const mode = client.currentMode ?? (await client.mode())
+        // A connection that does not come up soon is a try that failed before sending: another
+        // endpoint may take the request while the deadline still allows.
+        const mode = client.currentMode ?? (await client.mode(Math.min(timeoutMs, CONNECT_WAIT_MS)))
         if (mode === "plain") return await forwardPlain(client, lease, tryStarted, target, headers, body, timeoutMs, abort.signal)
         reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, headers), timeoutMs, signal: abort.signal })
         endLease(lease, tryStarted, Number(reply.meta.get(HttpMeta.status) ?? "502") < 500)

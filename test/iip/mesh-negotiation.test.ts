@@ -4,7 +4,9 @@
 // still works. Two iip-mesh peers agree on mesh mode; the features both sides use are the
 // intersection of the two hellos (checked from both ends with a hand-played peer), as are the
 // smaller metadata limit and each side's node name.
+import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { ConnectFailed } from "../../src/mux/errors.ts"
 import { decodeHello, encodeHello, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
 import { Cleanup, frame, hex, packetHex, RawClient } from "../support/iipRaw.ts"
 import { helloOf, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
@@ -100,5 +102,20 @@ describe("mesh negotiation", () => {
     expect(session.remoteNode).toBe("small-acceptor")
     client.close()
     expect((await pending).ok).toBe(false)
+  })
+
+  it("mode(timeoutMs) fails with ConnectFailed when a peer takes the TCP connection but never answers the hello", async () => {
+    const silent = net.createServer((socket) => socket.on("data", () => {}))
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => silent.close(() => resolve())))
+    const accepted: Array<net.Socket> = []
+    silent.on("connection", (socket) => accepted.push(socket))
+    cleanup.add(() => accepted.forEach((socket) => socket.destroy()))
+    const client = startClient(cleanup, (silent.address() as net.AddressInfo).port, { maxConnections: 1, connectTimeoutMs: 10_000 })
+    const started = performance.now()
+    const error = await client.mode(150).then(() => undefined, (e: unknown) => e)
+    expect(error).toBeInstanceOf(ConnectFailed)
+    expect((error as ConnectFailed).message).toContain("within 150 ms")
+    expect(performance.now() - started).toBeLessThan(2000)
   })
 })
