@@ -243,14 +243,15 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
       attempts++
       const client = registry.clientOf(lease.endpoint.endpoint)
       const tryStarted = performance.now()
-      const remaining = Math.max(1, deadline - Date.now())
-      const timeoutMs = options.perTryTimeoutMs === undefined ? remaining : Math.min(remaining, options.perTryTimeoutMs)
+      // This try ends at the request's deadline or its own timeout, whichever comes first.
+      const tryDeadline = options.perTryTimeoutMs === undefined ? deadline : Math.min(deadline, Date.now() + options.perTryTimeoutMs)
+      const left = () => Math.max(1, tryDeadline - Date.now())
       try {
         // A connection that does not come up soon is a try that failed before sending: another
         // endpoint may take the request while the deadline still allows.
-        const mode = client.currentMode ?? (await client.mode(Math.min(timeoutMs, CONNECT_WAIT_MS)))
-        if (mode === "plain") return await forwardPlain(client, lease, tryStarted, target, headers, body, timeoutMs, abort.signal)
-        reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, headers), timeoutMs, signal: abort.signal })
+        const mode = client.currentMode ?? (await client.mode(Math.min(left(), CONNECT_WAIT_MS)))
+        if (mode === "plain") return await forwardPlain(client, lease, tryStarted, target, headers, body, left(), abort.signal)
+        reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, headers), timeoutMs: left(), signal: abort.signal })
         endLease(lease, tryStarted, Number(reply.meta.get(HttpMeta.status) ?? "502") < 500)
       } catch (error) {
         // A request the app gave up on says nothing about the endpoint; a refused connection, much.
