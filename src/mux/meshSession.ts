@@ -5,7 +5,6 @@
 // channels: ping, go-away, cancel and stream-window grants. Errors travel typed. Bodies and
 // stream chunks marked compressed are read with the codec both hellos agreed on, and this side
 // compresses its own when it was asked to and it pays (§12.1).
-import * as Data from "effect/Data"
 import { type Codec, type Compression, DecompressionFailed, unpack } from "../protocol/compression.ts"
 import { Status } from "../protocol/constants.ts"
 import {
@@ -33,102 +32,10 @@ import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, RequestTimeout } from "./errors.ts"
 import { type Dispatch, failure, type Failure, IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
+import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, type Served } from "./meshChannels.ts"
 import { IncomingStream, SendWindow, StreamFailed } from "./streams.ts"
 
-/** The peer answered with a typed error. `processed: false` means it never ran the handler. */
-export class RemoteError extends Data.TaggedError("RemoteError")<{
-  readonly code: string
-  readonly message: string
-  readonly processed: boolean
-}> {}
-
-/** The caller gave up on the request (its AbortSignal fired); the peer was told to stop. */
-export class Cancelled extends Data.TaggedError("Cancelled")<{ readonly message: string }> {}
-
-export type MeshCallError = ConnectionClosed | RequestTimeout | RemoteError | Cancelled | StreamFailed | DecompressionFailed
-
-export interface MeshReply {
-  readonly meta: Meta
-  /** The whole body, unless the caller asked for a stream. */
-  readonly data: Buffer
-  /** The body as it streams in, when the caller asked for a stream. */
-  readonly stream: IncomingStream | undefined
-}
-
-export interface CallOptions {
-  readonly meta?: Meta
-  /** 0 for none. Travels to the peer as the remaining deadline. */
-  readonly timeoutMs?: number
-  /** Aborting it cancels the request at the peer. */
-  readonly signal?: AbortSignal
-  /** Deliver the answer's body as a stream (as it arrives) instead of whole. */
-  readonly streamResponse?: boolean
-}
-
-export type CallCallback = (error: MeshCallError | undefined, reply: MeshReply | undefined) => void
-
-interface Call {
-  readonly requestId: number
-  readonly callback: CallCallback
-  readonly streamResponse: boolean
-  readonly channel: OwnChannel
-  timer: NodeJS.Timeout | undefined
-  timeoutMs: number
-  /** The caller has its result. */
-  done: boolean
-  /** The answer's body while it streams in. */
-  incoming: IncomingStream | undefined
-  detach: (() => void) | undefined
-}
-
-/** A channel this side opened: its calls in the order they were sent. */
-export class OwnChannel {
-  readonly id: number
-  readonly fifo: Array<Call> = []
-  nextRequestId = 1
-  /** Set while a streamed request body is being sent on it. */
-  sending: SendWindow | undefined
-
-  constructor(id: number) {
-    this.id = id
-  }
-
-  get outstanding(): number {
-    return this.fifo.length
-  }
-
-  /** A request body is streaming out, or the oldest answer is streaming in. */
-  get streaming(): boolean {
-    return this.sending !== undefined || this.fifo[0]?.incoming !== undefined
-  }
-}
-
-/** A request being served on a peer's channel. */
-interface Served {
-  readonly request: IncomingRequest
-  readonly requestId: number
-  readonly abort: AbortController
-  timer: NodeJS.Timeout | undefined
-  /** Set when it must be answered with this failure instead of running (cancelled or refused while queued). */
-  refusal: Failure | undefined
-  answered: boolean
-}
-
-/** A channel the peer opened: its requests, served one at a time in order. */
-class PeerChannel {
-  readonly id: number
-  readonly mailbox: Array<Served> = []
-  running: Served | undefined
-  /** The request body still streaming in on this channel. */
-  receiving: IncomingStream | undefined
-  /** Set while a streamed answer is being sent on it, with the request it answers. */
-  sending: SendWindow | undefined
-  sendingFor: Served | undefined
-
-  constructor(id: number) {
-    this.id = id
-  }
-}
+export { Cancelled, type CallCallback, type CallOptions, type MeshCallError, type MeshReply, OwnChannel, RemoteError } from "./meshChannels.ts"
 
 export interface MeshSessionOptions {
   readonly isDialer: boolean
