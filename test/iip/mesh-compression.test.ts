@@ -20,20 +20,10 @@ import { encodeHello, MeshPath } from "../../src/protocol/mesh.ts"
 import { prng } from "../helpers/prng.ts"
 import { Cleanup, frame, type RawPacket, RawClient } from "../support/iipRaw.ts"
 import { collectLog, helloOf, rejection, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
+import { jsonLike } from "../helpers/jsonLike.ts"
 
 const KiB = 1024
 
-/** Text that compresses as JSON does: repeated keys, varying values. */
-const jsonLike = (bytes: number): Buffer => {
-  const parts: Array<string> = []
-  let size = 0
-  for (let i = 0; size < bytes; i++) {
-    const item = JSON.stringify({ id: i, name: `item-${i}`, price: ((i * 37) % 1000) / 10, tags: ["a", "b"], ok: i % 2 === 0 })
-    parts.push(item)
-    size += item.length + 1
-  }
-  return Buffer.from(parts.join(",")).subarray(0, bytes)
-}
 
 /** A mesh envelope by hand (§12): kind, flags, no metadata, request id, body. */
 const envelope = (kind: number, flags: number, requestId: number, body: Uint8Array | string): Buffer => {

@@ -8,6 +8,7 @@ import { Compression, compressionFor, DecompressionFailed, offeredCodecs, pickCo
 import { ChunkHeader, decodeEnvelope, decodeHello, encodeEnvelope, encodeHello, EnvelopeFlag, EnvelopeKind, MeshFeatures } from "../../src/protocol/mesh.ts"
 import { encodePacket } from "../../src/protocol/packet.ts"
 import { prng } from "../helpers/prng.ts"
+import { jsonLike } from "../helpers/jsonLike.ts"
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex")
 const json = (text: string) => Buffer.from(text).toString("hex")
@@ -20,17 +21,6 @@ const aaaa = Buffer.alloc(1024, 0x61)
 const zstdFrame = Buffer.from("28b52ffd6400034d00001061610100fb2b800509986b45", "hex")
 const gzipFrame = Buffer.from("1f8b08000000000004034b4c1c05a321301a0223350400b997557c00040000", "hex")
 
-/** Text that compresses as JSON does: repeated keys, varying values. */
-const jsonLike = (bytes: number): Buffer => {
-  const parts: Array<string> = []
-  let size = 0
-  for (let i = 0; size < bytes; i++) {
-    const item = JSON.stringify({ id: i, name: `item-${i}`, price: ((i * 37) % 1000) / 10, tags: ["a", "b"], ok: i % 2 === 0 })
-    parts.push(item)
-    size += item.length + 1
-  }
-  return Buffer.from(parts.join(",")).subarray(0, bytes)
-}
 
 describe("compression vectors", () => {
   it("the hello offers codecs in `compression`; the answer names the acceptor's pick; without codecs the field is absent", () => {
