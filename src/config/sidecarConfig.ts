@@ -105,6 +105,12 @@ export const SidecarConfigSchema = Schema.Struct({
   accessLog: Schema.Boolean,
   /** Spans for every request (kept in the admin's trace store; exported when OTEL_* says so). */
   tracing: Schema.Boolean,
+  /**
+   * Compress bodies sent to other sidecars (zstd or gzip, as the two agree) when it shrinks them.
+   * For slow or metered links: on a LAN it costs more CPU than it saves. Compressed bodies from
+   * peers are read either way.
+   */
+  compress: Schema.Boolean,
   /** How a service's endpoint is chosen per request (src/balancer/pickers.ts). */
   loadBalancer: Schema.Literals(pickerNames),
   /** The key of consistent-hash and MethodURIParam (MethodIpHash always hashes the client's address); null for none. */
@@ -156,6 +162,7 @@ export const settings = [
   { key: "drainTimeoutMs", env: "IIP_MESH_DRAIN_TIMEOUT", flag: "--drain-timeout", help: "how long a stop lets requests finish (default 10s)" },
   { key: "accessLog", env: "IIP_MESH_ACCESS_LOG", flag: "--access-log", help: "one JSON line per request on stdout (default off)" },
   { key: "tracing", env: "IIP_MESH_TRACING", flag: "--tracing", help: "trace every request (default on; OTEL_* variables configure export)" },
+  { key: "compress", env: "IIP_MESH_COMPRESS", flag: "--compress", help: "compress bodies sent to other sidecars when it pays (default off: for slow links)" },
   { key: "loadBalancer", env: "IIP_MESH_LOAD_BALANCER", flag: "--load-balancer", help: `${pickerNames.join(", ")} (default p2c)` },
   { key: "hashKey", env: "IIP_MESH_HASH_KEY", flag: "--hash-key", help: "key of consistent-hash and MethodURIParam: header:NAME, query:NAME or client" },
   { key: "maxPendingPerEndpoint", env: "IIP_MESH_MAX_PENDING_PER_ENDPOINT", flag: "--max-pending-per-endpoint", help: "requests in flight per endpoint before it is skipped; all full sheds with 503 (default 1000)" },
@@ -209,6 +216,7 @@ export const defaults = (): Record<Key, unknown> => ({
   drainTimeoutMs: 10_000,
   accessLog: false,
   tracing: true,
+  compress: false,
   ...balancerDefaults
 })
 
@@ -270,6 +278,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "mdns":
     case "accessLog":
     case "tracing":
+    case "compress":
       return last === "" || last === "true" || last === "1" ? true : last === "false" || last === "0" ? false : last
     case "app":
       return last === "none" ? null : last

@@ -45,6 +45,8 @@ export interface BalancingOptions {
 export interface EndpointRegistryOptions {
   readonly node: string
   readonly requestTimeoutMs: number
+  /** Compress request bodies to endpoints that agree on a codec. */
+  readonly compress: boolean
   readonly balancing: BalancingOptions
   readonly log: Log
   readonly supervisor: Supervisor
@@ -193,6 +195,7 @@ export class EndpointRegistry {
         port: endpoint.port,
         node: this.options.node,
         requestTimeoutMs: this.options.requestTimeoutMs,
+        ...(this.options.compress ? { compression: {} } : {}),
         log: this.options.log,
         supervisor: this.options.supervisor
       })

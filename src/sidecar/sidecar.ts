@@ -134,7 +134,14 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     const telemetry = yield* makeTelemetry(config, options, log)
     let ready = false
     let inFlight = 0
-    const registry = new EndpointRegistry({ node: config.node, requestTimeoutMs: config.requestTimeoutMs, balancing: balancingOf(config), log, supervisor })
+    const registry = new EndpointRegistry({
+      node: config.node,
+      requestTimeoutMs: config.requestTimeoutMs,
+      compress: config.compress,
+      balancing: balancingOf(config),
+      log,
+      supervisor
+    })
     yield* Effect.addFinalizer(() => Effect.sync(() => registry.close()))
     // Discovery feeds the registry: every change to a service replaces its endpoint set.
     const discovery = yield* startDiscovery(config, log)
@@ -154,6 +161,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       node: config.node,
       maxMetaBytes: SIDECAR_META_BYTES,
       drainTimeoutMs: config.drainTimeoutMs,
+      ...(config.compress ? { compression: {} } : {}),
       supervisor,
       log
     })

@@ -40,6 +40,7 @@ const config = (service: string, app: string | null): SidecarConfig => ({
   drainTimeoutMs: 1000,
   accessLog: false,
   tracing: true,
+  compress: false,
   ...balancerDefaults
 })
 

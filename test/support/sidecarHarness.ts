@@ -69,6 +69,7 @@ export const sidecarConfig = (overrides: Partial<SidecarConfig> & Pick<SidecarCo
   drainTimeoutMs: 1000,
   accessLog: false,
   tracing: true,
+  compress: false,
   ...balancerDefaults,
   ...overrides
 })
