@@ -1,4 +1,4 @@
-// One instance of service "catalog" in a child process, for test/sidecar/balancing.test.ts: an
+// One instance of service "catalog" in a child process, for test/sidecar/balancing.solo.test.ts: an
 // HTTP app and its sidecar in the same process, so a SIGKILL takes both down mid-request, as a
 // crashed pod would. Usage: node meshInstanceChild.ts NAME [DELAY_MS]
 //
