@@ -25,7 +25,7 @@ import * as Admin from "../../src/admin/adminServer.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { AccessRecord } from "../../src/sidecar/outbound.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { type Answer, type App, call, echoed, echoRequest, progress, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { type Answer, type App, call, echoed, echoRequest, progress, timedCall, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const childScript = resolve(import.meta.dirname, "../support/meshInstanceChild.ts")
 
@@ -260,14 +260,7 @@ describe("SIGKILL one of three instances under steady load", () => {
     let running = true
     const worker = async (id: number) => {
       for (let i = 0; running; i++) {
-        const startedAt = performance.now()
-        let answer: Answer | undefined
-        let thrown: string | undefined
-        try {
-          answer = await call(a.outboundPort, { path: `/w${id}/${i}`, agent, timeoutMs: 10_000 })
-        } catch (error) {
-          thrown = error instanceof Error ? error.message : String(error)
-        }
+        const { startedAt, answer, thrown } = await timedCall(a.outboundPort, `/w${id}/${i}`, agent)
         const meshError = answer?.headers["x-iip-mesh-error"]
         record({
           startedAt,

@@ -9,7 +9,7 @@ import type * as http from "node:http"
 import { Agent } from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Cleanup } from "../support/iipRaw.ts"
-import { type Answer, call, progress, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { progress, timedCall, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 interface Outcome {
   readonly startedAt: number
@@ -62,14 +62,7 @@ describe("rolling restart of one of two instances under steady load", () => {
     let running = true
     const worker = async (id: number) => {
       for (let i = 0; running; i++) {
-        const startedAt = performance.now()
-        let answer: Answer | undefined
-        let thrown: string | undefined
-        try {
-          answer = await call(a.outboundPort, { path: `/w${id}/${i}`, agent, timeoutMs: 10_000 })
-        } catch (error) {
-          thrown = error instanceof Error ? error.message : String(error)
-        }
+        const { startedAt, answer, thrown } = await timedCall(a.outboundPort, `/w${id}/${i}`, agent)
         const body = answer?.body.toString() ?? ""
         const meshError = answer?.headers["x-iip-mesh-error"]
         record({

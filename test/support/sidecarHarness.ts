@@ -259,3 +259,13 @@ export const progress = <T>(outcomes: Array<T>) => {
   }
   return { record, until }
 }
+
+/** One request of a load worker: when it started, and its answer or why it threw (never rejects). */
+export const timedCall = async (port: number, path: string, agent: http.Agent) => {
+  const startedAt = performance.now()
+  try {
+    return { startedAt, answer: await call(port, { path, agent, timeoutMs: 10_000 }) as Answer | undefined, thrown: undefined }
+  } catch (error) {
+    return { startedAt, answer: undefined, thrown: error instanceof Error ? error.message : String(error) }
+  }
+}
