@@ -23,8 +23,12 @@ import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { endToEndHeaders, headersOf, HttpMeta, plainRequestPath, requestMeta, TIMEOUT_HEADER, toOutgoing, withForwarded } from "./httpEnvelope.ts"
 import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 
-/** How long a try waits for a connection to its endpoint before it counts as refused. */
-const CONNECT_WAIT_MS = 1000
+/**
+ * How long a try waits for a connection to its endpoint before it counts as refused: the client's
+ * connect timeout. Not less: TCP resends a lost SYN after 1 s and again after 3 s, and a request
+ * on a lossy network should take that long, not fail.
+ */
+const CONNECT_WAIT_MS = 3000
 
 /** Tries per request, the first included. */
 const MAX_ATTEMPTS = 3
