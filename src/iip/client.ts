@@ -119,6 +119,8 @@ export class IipClient {
   /** Callers of `mode` waiting for a connection. */
   private readonly modeWaiters: Array<(error: ClientError | undefined, mode: "mesh" | "plain" | undefined) => void> = []
   private dialing = false
+  /** A connection attempt is under way (not the wait between attempts). */
+  private attempting = false
   /** Why the last connection attempt failed, for requests that time out waiting for one. */
   private lastConnectError: ConnectFailed | undefined
   private pending = 0
@@ -252,7 +254,8 @@ export class IipClient {
     if (live !== undefined) return Promise.resolve(live.link.mode)
     if (this.closed) return Promise.reject(new ConnectionClosed({ message: "client is closed", sent: false }))
     // Between failed attempts the answer is known: do not make the caller wait for the next one.
-    if (this.dialing && this.lastConnectError !== undefined) return Promise.reject(this.lastConnectError)
+    // During an attempt it is not (on a lossy network one can take seconds and then succeed).
+    if (this.dialing && !this.attempting && this.lastConnectError !== undefined) return Promise.reject(this.lastConnectError)
     return new Promise((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined
       const waiter = (error: ClientError | undefined, mode: "mesh" | "plain" | undefined) => {
@@ -523,7 +526,9 @@ export class IipClient {
     const client = this
     return Effect.gen(function*() {
       for (let failures = 0; ; failures++) {
+        client.attempting = true
         const error = yield* Effect.callback<ConnectFailed | undefined>((resume) => client.dialOnce((e) => resume(Effect.succeed(e))))
+        client.attempting = false
         if (error === undefined || client.closed) break
         client.log("connect-failed", { address: client.address, reason: error.message, failures: failures + 1 })
         if ((client.queue.length === 0 && client.modeWaiters.length === 0) || client.pool.length > 0) break
@@ -533,7 +538,14 @@ export class IipClient {
         if (client.queue.length === 0) break
         yield* Effect.sleep(backoffDelay(failures, client.reconnect, Math.random()))
       }
-    }).pipe(Effect.ensuring(Effect.sync(() => (client.dialing = false))))
+    }).pipe(
+      Effect.ensuring(
+        Effect.sync(() => {
+          client.dialing = false
+          client.attempting = false
+        })
+      )
+    )
   }
 
   /** One connection attempt, hello included; `done` gets undefined on success. */
@@ -544,7 +556,7 @@ export class IipClient {
       if (finished) return
       finished = true
       abandon()
-      done(new ConnectFailed({ message: `cannot connect to ${this.address}: ${reason}`, address: this.address }))
+      done(new ConnectFailed({ message: `cannot connect to ${this.address}: ${reason}`, address: this.address, refused: reason === "ECONNREFUSED" }))
     }
     const timer = setTimeout(() => fail(`no connection within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs)
     // The stream is open: say hello, and adopt the connection in the mode the server answers with.

@@ -30,4 +30,6 @@ export class ChannelOpenFailed extends Data.TaggedError("ChannelOpenFailed")<{
 export class ConnectFailed extends Data.TaggedError("ConnectFailed")<{
   readonly message: string
   readonly address: string
+  /** The peer's host said nothing listens there (ECONNREFUSED), as opposed to a timeout. */
+  readonly refused?: boolean
 }> {}

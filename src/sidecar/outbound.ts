@@ -258,8 +258,9 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
         reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, headers), timeoutMs: left(), signal: abort.signal })
         endLease(lease, tryStarted, Number(reply.meta.get(HttpMeta.status) ?? "502") < 500)
       } catch (error) {
-        // A request the app gave up on says nothing about the endpoint; a refused connection, much.
-        endLease(lease, tryStarted, abort.signal.aborted, error instanceof ConnectFailed)
+        // A request the app gave up on says nothing about the endpoint; a refused connection, much
+        // (a slow one, on a lossy network, not enough to take the endpoint out at once).
+        endLease(lease, tryStarted, abort.signal.aborted, error instanceof ConnectFailed && error.refused === true)
         const safe = notProcessed(error) || (IDEMPOTENT.has(method) && transportFailure(error))
         const retry = safe && body instanceof Uint8Array && attempts < MAX_ATTEMPTS && !abort.signal.aborted && Date.now() < deadline && registry.allowRetry(service)
         if (!retry) throw error

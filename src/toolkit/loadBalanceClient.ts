@@ -286,7 +286,7 @@ export class LoadBalanceClient {
       if (--backend.inFlight === 0 && backend.removed) backend.client.close()
       const ended = performance.now()
       // A refused connection takes the backend out at once (within the balancer's cap).
-      lease.end(ended, ended - started, (this.options.healthy ?? backendHealthy)(result.error, result.answer), result.error instanceof ConnectFailed)
+      lease.end(ended, ended - started, (this.options.healthy ?? backendHealthy)(result.error, result.answer), result.error instanceof ConnectFailed && result.error.refused === true)
       if (result.error === undefined) return Exit.succeed(result.answer!)
       lastError = result.error
       const retry = notProcessed(result.error) && target === undefined && attempt < this.maxTries && ended < deadline
