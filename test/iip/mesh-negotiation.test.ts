@@ -8,7 +8,7 @@ import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { ConnectFailed } from "../../src/mux/errors.ts"
 import { decodeHello, encodeHello, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
-import { Cleanup, frame, hex, packetHex, RawClient } from "../support/iipRaw.ts"
+import { Cleanup, deferred, frame, hex, packetHex, RawClient, withTimeout } from "../support/iipRaw.ts"
 import { helloOf, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
 
 describe("mesh negotiation", () => {
@@ -117,5 +117,36 @@ describe("mesh negotiation", () => {
     expect(error).toBeInstanceOf(ConnectFailed)
     expect((error as ConnectFailed).message).toContain("within 150 ms")
     expect(performance.now() - started).toBeLessThan(2000)
+  })
+
+  it("mode() waits for a connection attempt under way instead of failing with the previous attempt's error", async () => {
+    const server = await startServer(cleanup)
+    // A relay in front of the server: the first connection is cut at once (a failed attempt); the
+    // second is held until the test opens the gate (a slow attempt, as on a lossy network).
+    const secondArrived = deferred()
+    const gate = deferred()
+    const relayed: Array<net.Socket> = []
+    let connections = 0
+    const relay = net.createServer((socket) => {
+      relayed.push(socket)
+      if (++connections === 1) return socket.destroy()
+      secondArrived.resolve()
+      void gate.promise.then(() => {
+        const upstream = net.connect(server.address.port, "127.0.0.1")
+        relayed.push(upstream)
+        socket.pipe(upstream).pipe(socket)
+      })
+    })
+    await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => relay.close(() => resolve())))
+    cleanup.add(() => relayed.forEach((socket) => socket.destroy()))
+    const client = startClient(cleanup, (relay.address() as net.AddressInfo).port, { maxConnections: 1, connectTimeoutMs: 10_000 })
+    // A queued call keeps the client redialling after the first attempt fails.
+    const queued = settle(client.call("/echo", "x", { timeoutMs: 10_000 }))
+    await withTimeout(secondArrived.promise, 5000, "the second attempt")
+    const mode = settle(client.mode(5000))
+    gate.resolve()
+    expect(await withTimeout(mode, 5000, "mode")).toMatchObject({ ok: true, value: "mesh" })
+    await withTimeout(queued, 5000, "the queued call")
   })
 })
