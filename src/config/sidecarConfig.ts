@@ -179,24 +179,8 @@ export const settings = [
 
 type Key = (typeof settings)[number]["key"]
 
-/** The balancing settings at their defaults, for configurations built in code. */
-export const balancerDefaults = {
-  loadBalancer: "p2c",
-  hashKey: null,
-  maxPendingPerEndpoint: 1000,
-  retryBudgetRatio: 0.2,
-  retryBudgetMinPerSecond: 10,
-  perTryTimeoutMs: null,
-  ejectConsecutiveFailures: 5,
-  ejectErrorRatePercent: 50,
-  ejectionBaseMs: 5_000,
-  ejectionMaxMs: 300_000,
-  maxEjectedPercent: 50,
-  healthCheckIntervalMs: null
-} as const satisfies Partial<SidecarConfig>
-
-export const defaults = (): Record<Key, unknown> => ({
-  service: undefined,
+/** Every setting but `service` at its default: what the loader starts from, and what code that builds a configuration spreads. */
+export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   node: `${hostname()}-${process.pid}`,
   app: null,
   outbound: "127.0.0.1:4140",
@@ -217,7 +201,18 @@ export const defaults = (): Record<Key, unknown> => ({
   accessLog: false,
   tracing: true,
   compress: false,
-  ...balancerDefaults
+  loadBalancer: "p2c",
+  hashKey: null,
+  maxPendingPerEndpoint: 1000,
+  retryBudgetRatio: 0.2,
+  retryBudgetMinPerSecond: 10,
+  perTryTimeoutMs: null,
+  ejectConsecutiveFailures: 5,
+  ejectErrorRatePercent: 50,
+  ejectionBaseMs: 5_000,
+  ejectionMaxMs: 300_000,
+  maxEjectedPercent: 50,
+  healthCheckIntervalMs: null
 })
 
 /** "SERVICE=HOST:PORT[#WEIGHT]" entries into the endpoints shape; malformed entries are kept for the schema to reject. */
@@ -327,7 +322,7 @@ const crossChecks = (config: SidecarConfig): Array<string> => {
 
 /** Merges the sources and validates the result; every problem is reported at once. */
 export const loadSidecarConfig = (sources: ConfigSources): Result.Result<SidecarConfig, ConfigInvalid> => {
-  const raw: Record<string, unknown> = defaults()
+  const raw: Record<string, unknown> = { service: undefined, ...configDefaults() }
   const origin = new Map<string, string>(Object.keys(raw).map((k) => [k, "default"]))
   const problems: Array<string> = []
   const known = new Set<string>([...settings.map((s) => s.flag), "--config"])

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { pickerNames } from "../../src/balancer/serviceBalancer.ts"
-import { balancerDefaults, type ConfigInvalid, loadSidecarConfig, parseFlags, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { type ConfigInvalid, loadSidecarConfig, parseFlags, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { withTimeout } from "../support/iipRaw.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "iip-mesh-config-"))
@@ -164,7 +164,6 @@ describe("loadSidecarConfig", () => {
 describe("loadSidecarConfig: the balancing settings", () => {
   it("default to the balancer's defaults: p2c, no hash key, 1000 pending, budget 0.2 + 10/s, no per-try timeout, no active checks", () => {
     expect(ok(load(["--service", "store"]))).toMatchObject({
-      ...balancerDefaults,
       loadBalancer: "p2c",
       hashKey: null,
       maxPendingPerEndpoint: 1000,

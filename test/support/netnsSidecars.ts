@@ -8,7 +8,7 @@ import * as Scope from "effect/Scope"
 import * as http from "node:http"
 import type * as net from "node:net"
 import { networkInterfaces } from "node:os"
-import { balancerDefaults, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { configDefaults, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"
 
 const report = (event: string, fields: Record<string, unknown> = {}) => process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`)
@@ -21,27 +21,18 @@ if (interfaces.some((name) => name !== "lo")) {
 }
 
 const config = (service: string, app: string | null): SidecarConfig => ({
+  ...configDefaults(),
   service,
   node: `${service}-node`,
   app,
   outbound: "127.0.0.1:0",
   inbound: "127.0.0.1:0",
   admin: "127.0.0.1:0",
-  endpoints: {},
-  endpointsFile: null,
-  dnsSrv: {},
-  dnsServers: [],
-  localDiscovery: null,
   mdns: true,
   meshName: "test",
-  mdnsInterface: null,
   weight: 2,
   requestTimeoutMs: 5000,
-  drainTimeoutMs: 1000,
-  accessLog: false,
-  tracing: true,
-  compress: false,
-  ...balancerDefaults
+  drainTimeoutMs: 1000
 })
 
 const start = async (sidecarConfig: SidecarConfig) => {

@@ -7,7 +7,7 @@ import { Effect, Exit, Scope } from "effect"
 import * as http from "node:http"
 import type * as net from "node:net"
 import * as Admin from "../../src/admin/adminServer.ts"
-import { balancerDefaults, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { configDefaults, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { Log } from "../../src/iip/log.ts"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"
 import { type Cleanup, withTimeout } from "./iipRaw.ts"
@@ -50,27 +50,13 @@ export const startApp = async (cleanup: Cleanup, handler: http.RequestListener, 
 
 /** A sidecar configuration for tests: every listener on 127.0.0.1:0, quiet, short drain. */
 export const sidecarConfig = (overrides: Partial<SidecarConfig> & Pick<SidecarConfig, "service">): SidecarConfig => ({
+  ...configDefaults(),
   node: `test-${overrides.service}`,
-  app: null,
   outbound: `${LOOPBACK}:0`,
   inbound: `${LOOPBACK}:0`,
   admin: `${LOOPBACK}:0`,
-  endpointsFile: null,
-  dnsSrv: {},
-  kubernetes: {},
-  dnsServers: [],
-  localDiscovery: null,
-  mdns: false,
-  meshName: "default",
-  mdnsInterface: null,
-  weight: 1,
-  endpoints: {},
   requestTimeoutMs: 10_000,
   drainTimeoutMs: 1000,
-  accessLog: false,
-  tracing: true,
-  compress: false,
-  ...balancerDefaults,
   ...overrides
 })
 
