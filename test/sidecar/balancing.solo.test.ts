@@ -26,6 +26,7 @@ import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { AccessRecord } from "../../src/sidecar/outbound.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { type Answer, type App, call, echoed, echoRequest, progress, timedCall, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import type { EndpointView } from "../../src/balancer/serviceBalancer.ts"
 
 const childScript = resolve(import.meta.dirname, "../support/meshInstanceChild.ts")
 
@@ -118,19 +119,8 @@ const startCaller = async (cleanup: Cleanup, catalog: ReadonlyArray<string>, con
   return { a, adminPort: admin.port }
 }
 
-interface EndpointJson {
-  readonly address: string
-  readonly weight: number
-  readonly discoveredWeight?: number
-  readonly latencyMs: number
-  readonly pending: number
-  readonly samples: number
-  readonly failures: number
-  readonly health: "healthy" | "ejected"
-  readonly ejection?: { readonly reason: string; readonly forMs: number | null }
-  readonly ejections: number
-  readonly source: string
-}
+/** An endpoint as /mesh shows it. */
+type EndpointJson = EndpointView & { readonly source: string }
 
 interface MeshJson {
   readonly services: Record<string, ReadonlyArray<EndpointJson>>
