@@ -246,10 +246,10 @@ export class IipClient {
 
   /**
    * Connects if there is no connection yet and tells whether the server speaks mesh mode or plain
-   * IIP. With `timeoutMs`, fails with ConnectFailed when no connection is up by then (an attempt
-   * can hang in its hello, or the server be on its way back): the caller can go elsewhere.
+   * IIP. Fails with ConnectFailed when no connection is up within the connect timeout, or within
+   * `timeoutMs` if that is shorter: nothing was sent, so the caller can go elsewhere.
    */
-  mode(timeoutMs = 0): Promise<"mesh" | "plain"> {
+  mode(timeoutMs = this.connectTimeoutMs): Promise<"mesh" | "plain"> {
     const live = this.pool.find((p) => !p.draining)
     if (live !== undefined) return Promise.resolve(live.link.mode)
     if (this.closed) return Promise.reject(new ConnectionClosed({ message: "client is closed", sent: false }))
@@ -264,13 +264,12 @@ export class IipClient {
         else reject(error)
       }
       this.modeWaiters.push(waiter)
-      if (timeoutMs > 0) {
-        timer = setTimeout(() => {
-          const index = this.modeWaiters.indexOf(waiter)
-          if (index !== -1) this.modeWaiters.splice(index, 1)
-          reject(new ConnectFailed({ message: `no connection to ${this.address} within ${timeoutMs} ms`, address: this.address }))
-        }, timeoutMs)
-      }
+      const waitMs = Math.max(1, Math.min(timeoutMs, this.connectTimeoutMs))
+      timer = setTimeout(() => {
+        const index = this.modeWaiters.indexOf(waiter)
+        if (index !== -1) this.modeWaiters.splice(index, 1)
+        reject(new ConnectFailed({ message: `no connection to ${this.address} within ${waitMs} ms`, address: this.address }))
+      }, waitMs)
       this.grow()
     })
   }

@@ -16,7 +16,11 @@ export const HttpMeta = {
   headers: "http-headers"
 } as const
 
-/** Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus what the proxy sets itself. */
+/**
+ * Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus what the proxy sets
+ * itself: the host, and the remaining deadline (it crosses IIP in the envelope; inbound.ts writes
+ * it afresh for the far app).
+ */
 const hopByHop = new Set([
   "connection",
   "keep-alive",
@@ -27,7 +31,8 @@ const hopByHop = new Set([
   "trailer",
   "transfer-encoding",
   "upgrade",
-  "host"
+  "host",
+  TIMEOUT_HEADER
 ])
 
 export type HeaderPairs = ReadonlyArray<readonly [string, string]>

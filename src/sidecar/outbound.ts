@@ -23,13 +23,6 @@ import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { endToEndHeaders, headersOf, HttpMeta, plainRequestPath, requestMeta, TIMEOUT_HEADER, toOutgoing, withForwarded } from "./httpEnvelope.ts"
 import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 
-/**
- * How long a try waits for a connection to its endpoint before it counts as refused: the client's
- * connect timeout. Not less: TCP resends a lost SYN after 1 s and again after 3 s, and a request
- * on a lossy network should take that long, not fail.
- */
-const CONNECT_WAIT_MS = 3000
-
 /** Tries per request, the first included. */
 const MAX_ATTEMPTS = 3
 
@@ -214,10 +207,7 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const abort = new AbortController()
     res.once("close", () => res.writableFinished || abort.abort())
-    // The deadline travels in the envelope; the header is for the app on the far side (inbound.ts).
-    const headers: Array<[string, string]> = withForwarded(endToEndHeaders(req.rawHeaders), req.socket.remoteAddress ?? "", target.authority)
-      .filter(([name]) => name.toLowerCase() !== TIMEOUT_HEADER)
-      .map(([name, value]) => [name, value])
+    const headers = withForwarded(endToEndHeaders(req.rawHeaders), req.socket.remoteAddress ?? "", target.authority)
     observation.propagate(headers)
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
@@ -251,9 +241,9 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
       const tryDeadline = options.perTryTimeoutMs === undefined ? deadline : Math.min(deadline, Date.now() + options.perTryTimeoutMs)
       const left = () => Math.max(1, tryDeadline - Date.now())
       try {
-        // A connection that does not come up soon is a try that failed before sending: another
-        // endpoint may take the request while the deadline still allows.
-        const mode = client.currentMode ?? (await client.mode(Math.min(left(), CONNECT_WAIT_MS)))
+        // No connection within the client's connect timeout (3 s: time for TCP to resend a lost SYN)
+        // is a try that failed before sending: another endpoint may take the request.
+        const mode = client.currentMode ?? (await client.mode(left()))
         if (mode === "plain") return await forwardPlain(client, lease, tryStarted, target, headers, body, left(), abort.signal)
         reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, headers), timeoutMs: left(), signal: abort.signal })
         endLease(lease, tryStarted, Number(reply.meta.get(HttpMeta.status) ?? "502") < 500)

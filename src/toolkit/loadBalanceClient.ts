@@ -21,7 +21,7 @@ import { type Lease, type PickerName, ServiceBalancer, type ServiceBalancerOptio
 import { type ClientError, type ClientOptions, IipClient } from "../iip/client.ts"
 import { type Hook, Refused, runHooks } from "../iip/dispatch.ts"
 import { messageOf } from "../iip/log.ts"
-import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
+import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded } from "../mux/errors.ts"
 import { RemoteError } from "../mux/meshSession.ts"
 import { MeshErrorCode, type Meta } from "../protocol/mesh.ts"
 import { parseQuery, parseRequestPath } from "../protocol/requestPath.ts"
@@ -139,20 +139,11 @@ const hookFailed = (error: unknown): Exit.Exit<Buffer, LbCallError> =>
 const toBytes = (data: Uint8Array | string | undefined): Uint8Array =>
   data === undefined ? new Uint8Array(0) : typeof data === "string" ? Buffer.from(data, "utf8") : data
 
-/** Resolves once `client` has a connection, or with why not within `timeoutMs`. */
-const connected = (client: IipClient, timeoutMs: number): Promise<ClientError | undefined> => {
-  if (client.currentMode !== undefined) return Promise.resolve(undefined)
-  return new Promise((resolve) => {
-    const timer = Number.isFinite(timeoutMs)
-      ? setTimeout(() => resolve(new RequestTimeout({ message: `no connection to ${client.address} within ${timeoutMs} ms`, timeoutMs })), timeoutMs)
-      : undefined
-    const done = (error: ClientError | undefined) => {
-      clearTimeout(timer)
-      resolve(error)
-    }
-    client.mode().then(() => done(undefined), (error: ClientError) => done(error))
-  })
-}
+/** Resolves once `client` has a connection, or with why not (ConnectFailed) within `timeoutMs`. */
+const connected = (client: IipClient, timeoutMs: number): Promise<ClientError | undefined> =>
+  client.currentMode !== undefined
+    ? Promise.resolve(undefined)
+    : client.mode(Number.isFinite(timeoutMs) ? Math.max(1, timeoutMs) : undefined).then(() => undefined, (error: ClientError) => error)
 
 export class LoadBalanceClient {
   private readonly backends = new Map<string, Backend>()
