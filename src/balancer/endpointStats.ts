@@ -70,19 +70,6 @@ let epoch = 0
 /** Moves whenever any endpoint's weight changes; caches built from weights compare it. */
 export const weightEpoch = (): number => epoch
 
-export interface EndpointSnapshot {
-  readonly id: string
-  readonly weight: number
-  readonly pending: number
-  readonly latencyMs: number
-  readonly estimateMs: number
-  readonly penaltyMs: number
-  readonly cold: boolean
-  readonly samples: number
-  readonly failures: number
-  readonly load: number
-}
-
 export class EndpointStats implements Balanced {
   readonly id: string
   private currentWeight: number
@@ -204,21 +191,5 @@ export class EndpointStats implements Balanced {
   load(now: number): number {
     const w = this.currentWeight
     return w > 0 ? (this.estimateMs(now) + this.penaltyMs(now)) * (this.inFlight / w + 1) : Number.POSITIVE_INFINITY
-  }
-
-  /** For the admin JSON: weight, latency estimate, pending count. */
-  snapshot(now: number): EndpointSnapshot {
-    return {
-      id: this.id,
-      weight: this.currentWeight,
-      pending: this.inFlight,
-      latencyMs: this.ewma,
-      estimateMs: this.estimateMs(now),
-      penaltyMs: this.penaltyMs(now),
-      cold: this.cold,
-      samples: this.sampleCount,
-      failures: this.failureCount,
-      load: this.load(now)
-    }
   }
 }

@@ -105,10 +105,6 @@ export class EndpointRegistry {
     return this.services.get(service)?.endpoints.map((m) => m.endpoint) ?? []
   }
 
-  get serviceNames(): ReadonlyArray<string> {
-    return [...this.services.keys()]
-  }
-
   /**
    * An endpoint for a request to `service`, leaving out those it already `tried`. The key feeds
    * consistent hashing; the client's address MethodIpHash; the URI MethodURIParam.

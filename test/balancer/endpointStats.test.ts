@@ -87,6 +87,6 @@ describe("EndpointStats", () => {
     e.setWeight(0)
     expect(weightEpoch()).toBe(before + 1)
     expect(e.load(0)).toBe(Number.POSITIVE_INFINITY)
-    expect(e.snapshot(0)).toMatchObject({ id: "a:1", weight: 0, pending: 0, cold: true })
+    expect(e.weight).toBe(0)
   })
 })
