@@ -478,7 +478,7 @@ export class IipClient {
     const waiting = this.queue.length > 0 || this.modeWaiters.length > 0
     const wanted = Math.max(this.idleChannelsAhead - idle - opening, waiting && opening === 0 ? 1 : 0)
     for (let i = 0; i < wanted; i++) {
-      const pooled = this.pool.find((p) => !p.draining && p.channels.length + p.opening < this.maxChannelsPerConnection)
+      const pooled = this.pool.find((p) => !p.draining && p.channels.length + p.opening < this.channelLimit(p))
       if (pooled !== undefined) this.openChannel(pooled)
       else if (!this.dialing && usable < this.maxConnections) {
         this.dialing = true
@@ -488,10 +488,15 @@ export class IipClient {
     }
   }
 
+  /** Channels this side may open on a connection: its own setting, and in mesh mode no more than the server takes (§10). */
+  private channelLimit(pooled: Pooled): number {
+    return pooled.link.mode === "mesh" ? Math.min(this.maxChannelsPerConnection, pooled.link.session.agreed.maxChannels) : this.maxChannelsPerConnection
+  }
+
   private atCapacity(): boolean {
     if (this.pool.length < this.maxConnections) return false
     for (const pooled of this.pool) {
-      if (!pooled.draining && pooled.channels.length + pooled.opening < this.maxChannelsPerConnection) return false
+      if (!pooled.draining && pooled.channels.length + pooled.opening < this.channelLimit(pooled)) return false
     }
     return true
   }
