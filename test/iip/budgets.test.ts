@@ -1,0 +1,171 @@
+// Inbound budgets against a server in its own process (issue 13, point 3; PROTOCOL.md §8, §15).
+// Each case plays an attacker with raw sockets against test/support/meshServerChild.ts, measures
+// the child's RSS over IIP (after a full collection) before and while the attack is held, prints
+// the figures, and checks that a legitimate client on another connection is still answered:
+// - 20 whole 16 MiB bodies on one channel: refused bad_request from their envelope, never stored;
+// - 20 connections x 1024 channels streaming request bodies to a handler that never reads: each
+//   connection paused at its own budget, the RSS growth bounded by 20 x that budget;
+// - the same with the server's shared budget smaller than the attack: new work is refused with a
+//   typed `overloaded` (not processed) at once instead of hanging, and served again once it ends;
+// - a mesh client that never reads its answers: the server stops reading it (its writer is bounded);
+// - plain IIP, 16 unfinished multi-packet messages on one connection: closed at the budget.
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { IipClient } from "../../src/iip/client.ts"
+import { RemoteError } from "../../src/mux/meshChannels.ts"
+import { decodeEnvelope, decodeErrorBody, EnvelopeKind, MeshDefaults } from "../../src/protocol/mesh.ts"
+import { type Memory, meshChunk, meshDialer, meshRequest, memoryOf, mb, MiB, startServerChild, waitUntilSettled } from "../support/budgetAttack.ts"
+import { Cleanup, frame, RawClient, waitFor } from "../support/iipRaw.ts"
+import { rejection } from "../support/meshTest.ts"
+
+const legitClient = (cleanup: Cleanup, port: number): IipClient => {
+  const client = new IipClient({ host: "127.0.0.1", port, maxConnections: 1, log: () => {} })
+  cleanup.add(() => client.close())
+  return client
+}
+
+const report = (what: string, before: Memory, during: Memory, bound: number) =>
+  console.log(
+    `[budgets] ${what}: server RSS ${mb(before.rss)} -> ${mb(during.rss)} (+${mb(during.rss - before.rss)}, bound +${mb(bound)}); ` +
+      `heap used +${mb(during.heapUsed - before.heapUsed)}, array buffers +${mb(during.arrayBuffers - before.arrayBuffers)}`
+  )
+
+describe("inbound budgets hold a server's memory against a greedy peer", () => {
+  let cleanup: Cleanup
+
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+
+  afterEach(() => cleanup.run())
+
+  it("20 whole 16 MiB mesh bodies on one channel are refused bad_request from their envelope, unstored; the connection and others go on", async () => {
+    const { port } = await startServerChild(cleanup)
+    const legit = legitClient(cleanup, port)
+    const before = await memoryOf(legit)
+    const attacker = await meshDialer(port, cleanup)
+    const body = Buffer.alloc(16 * MiB - 64, 0x61)
+    for (let id = 1; id <= 20; id++) attacker.socket.write(meshRequest(1, "/hang", 1, id, body))
+    await waitFor(() => attacker.packets.length >= 20 || attacker.isClosed, 60_000, "20 answers")
+    const during = await memoryOf(legit)
+    report("20 x 16 MiB whole bodies, one channel", before, during, 64 * MiB)
+    expect(attacker.isClosed).toBe(false)
+    const answers = attacker.packets.splice(0)
+    expect(answers).toHaveLength(20)
+    answers.forEach((answer, i) => {
+      const envelope = decodeEnvelope(answer.data, MeshDefaults.maxMetaBytes)
+      expect(envelope.kind).toBe(EnvelopeKind.error)
+      expect(envelope.requestId).toBe(i + 1)
+      const error = decodeErrorBody(answer.data.subarray(envelope.bodyOffset))
+      expect(error.code).toBe("bad_request")
+      expect(error.processed).toBe(false)
+      expect(error.message).toContain("stream it")
+    })
+    expect(during.rss - before.rss).toBeLessThan(64 * MiB)
+    // The same connection still serves a request of a sane size.
+    attacker.write(meshRequest(1, "/echo", 1, 21, Buffer.from("still here")))
+    const echoed = await attacker.next(5000)
+    expect(echoed.data.subarray(decodeEnvelope(echoed.data, MeshDefaults.maxMetaBytes).bodyOffset).toString()).toBe("still here")
+    expect((await legit.call("/echo", "legit", { timeoutMs: 5000 })).toString()).toBe("legit")
+  }, 120_000)
+
+  it("20 connections x 1024 channels streaming to a handler that never reads: each paused at its 4 MiB budget, RSS bounded, legit calls answered", async () => {
+    const perConnection = 4 * MiB
+    const { port } = await startServerChild(cleanup, { maxQueuedBytesPerConnection: perConnection, maxQueuedBytes: 256 * MiB })
+    const legit = legitClient(cleanup, port)
+    const before = await memoryOf(legit)
+    const chunk = Buffer.alloc(16 * 1024, 0x62)
+    const attackers: Array<RawClient> = []
+    for (let c = 0; c < 20; c++) {
+      const attacker = await meshDialer(port, cleanup)
+      attackers.push(attacker)
+      // 1024 channels, each a streamed request to /hang with 16 KiB of its body (inside the
+      // window, so the peer breaks no rule): 16 MiB offered per connection, 320 MiB in all.
+      for (let channel = 1; channel <= 1024; channel++) {
+        attacker.socket.write(meshRequest(0, "/hang", channel, 1, Buffer.alloc(0)))
+        attacker.socket.write(meshChunk(2, "/hang", channel, chunk))
+      }
+    }
+    await waitUntilSettled(attackers)
+    const started = performance.now()
+    expect((await legit.call("/echo", "legit while attacked", { timeoutMs: 5000 })).toString()).toBe("legit while attacked")
+    const legitMs = performance.now() - started
+    const during = await memoryOf(legit)
+    const bound = 20 * perConnection + 48 * MiB
+    report(`20 connections x 1024 channels x 16 KiB streamed (320 MiB offered), legit call ${legitMs.toFixed(0)} ms`, before, during, bound)
+    expect(attackers.every((a) => !a.isClosed)).toBe(true)
+    expect(attackers.reduce((sum, a) => sum + a.socket.writableLength, 0)).toBeGreaterThan(100 * MiB) // the rest waits at the attacker
+    expect(during.rss - before.rss).toBeLessThan(bound)
+  }, 120_000)
+
+  it("with the server's shared budget spent, a new request is refused overloaded (not processed) at once, and served again once the attackers leave", async () => {
+    const { port } = await startServerChild(cleanup, { maxQueuedBytesPerConnection: 8 * MiB, maxQueuedBytes: 16 * MiB })
+    const legit = legitClient(cleanup, port)
+    expect((await legit.call("/echo", "before", { timeoutMs: 5000 })).toString()).toBe("before")
+    const chunk = Buffer.alloc(32 * 1024, 0x63)
+    const attackers: Array<RawClient> = []
+    for (let c = 0; c < 4; c++) {
+      const attacker = await meshDialer(port, cleanup)
+      attackers.push(attacker)
+      for (let channel = 1; channel <= 512; channel++) {
+        attacker.socket.write(meshRequest(0, "/hang", channel, 1, Buffer.alloc(0)))
+        attacker.socket.write(meshChunk(2, "/hang", channel, chunk))
+      }
+    }
+    await waitUntilSettled(attackers)
+    const started = performance.now()
+    const error = await rejection(legit.call("/echo", "during", { timeoutMs: 5000 }))
+    const refusedMs = performance.now() - started
+    console.log(`[budgets] shared budget spent: legit call refused in ${refusedMs.toFixed(0)} ms with ${String(error)}`)
+    expect(error).toBeInstanceOf(RemoteError)
+    expect((error as RemoteError).code).toBe("overloaded")
+    expect((error as RemoteError).processed).toBe(false)
+    expect(refusedMs).toBeLessThan(2000)
+    for (const attacker of attackers) attacker.destroy()
+    await waitFor(() => attackers.every((a) => a.isClosed), 5000, "the attackers to go")
+    // Their budget went back with their connections.
+    let answer: string | undefined
+    for (let i = 0; i < 50 && answer === undefined; i++) {
+      answer = await legit.call("/echo", "after", { timeoutMs: 5000 }).then((b) => b.toString(), () => undefined)
+      if (answer === undefined) await new Promise<void>((resolve) => setTimeout(resolve, 20))
+    }
+    expect(answer).toBe("after")
+  }, 120_000)
+
+  it("a mesh client that never reads its answers: the server stops reading it instead of queueing answers", async () => {
+    const { port } = await startServerChild(cleanup)
+    const legit = legitClient(cleanup, port)
+    const before = await memoryOf(legit)
+    const attacker = await meshDialer(port, cleanup)
+    attacker.socket.pause() // never reads again
+    const body = Buffer.alloc(64 * 1024 - 64, 0x64)
+    for (let id = 1; id <= 2000; id++) attacker.socket.write(meshRequest(1, "/echo", 1 + (id % 16), Math.ceil(id / 16), body))
+    await waitUntilSettled([attacker])
+    const during = await memoryOf(legit)
+    report("mesh client never reads, 2000 x 64 KiB echoes (125 MiB of answers)", before, during, 48 * MiB)
+    expect(attacker.socket.writableLength).toBeGreaterThan(32 * MiB)
+    expect(during.rss - before.rss).toBeLessThan(48 * MiB)
+    expect((await legit.call("/echo", "legit", { timeoutMs: 5000 })).toString()).toBe("legit")
+  }, 120_000)
+
+  it("plain IIP: 16 unfinished 8 MiB messages on one connection close it at its 16 MiB budget (message-too-large)", async () => {
+    const { port } = await startServerChild(cleanup, { maxQueuedBytesPerConnection: 16 * MiB })
+    const legit = legitClient(cleanup, port)
+    const before = await memoryOf(legit)
+    const attacker = await RawClient.connect(port, cleanup)
+    const channels: Array<number> = []
+    for (let i = 0; i < 16; i++) {
+      const answer = await attacker.newChannel()
+      channels.push(JSON.parse(answer.data.toString()).channel_id as number)
+    }
+    const half = Buffer.alloc(4 * MiB, 0x65)
+    for (const channel of channels) {
+      attacker.socket.write(frame(0, "/hang", channel, half))
+      attacker.socket.write(frame(2, "/hang", channel, half)) // and never the last packet
+    }
+    await attacker.waitClose(30_000)
+    const during = await memoryOf(legit)
+    report("plain, 16 unfinished 8 MiB messages on one connection", before, during, 48 * MiB)
+    expect(during.rss - before.rss).toBeLessThan(48 * MiB)
+    expect((await legit.call("/echo", "legit", { timeoutMs: 5000 })).toString()).toBe("legit")
+  }, 120_000)
+})
