@@ -22,7 +22,7 @@ export interface TimeoutOptions {
 export const defaultTimeouts: TimeoutOptions = { firstPacketMs: 10_000, packetMs: 30_000, idleMs: 300_000 }
 
 interface Watch {
-  /** When the sweep first saw it (within one tick of its accept); -1 until then. */
+  /** When it was accepted; -1 when the sweeper had not started yet (its first sweep sets it). */
   openedAt: number
   /** The connection has nothing in flight. */
   isIdle: () => boolean
@@ -37,6 +37,8 @@ export class ConnectionTimeouts {
   private readonly watched = new Map<Connection, Watch>()
   private running = false
   private stopped = false
+  /** The sweeper's clock, so a connection's time starts at its accept (unset until the sweeper runs). */
+  private clock: Clock.Clock | undefined
   private readonly options: TimeoutOptions
   private readonly supervisor: Supervisor
   private readonly log: Log
@@ -56,7 +58,8 @@ export class ConnectionTimeouts {
     }
     const { firstPacketMs, packetMs, idleMs } = this.options
     if (this.stopped || (firstPacketMs <= 0 && packetMs <= 0 && idleMs <= 0)) return
-    this.watched.set(connection, { openedAt: -1, isIdle, packets: 0, progressAt: -1, partialAt: -1 })
+    const now = this.clock?.currentTimeMillisUnsafe() ?? -1
+    this.watched.set(connection, { openedAt: now, isIdle, packets: 0, progressAt: now, partialAt: -1 })
     if (!this.running) {
       this.running = true
       this.supervisor.fork(this.sweeper())
@@ -74,8 +77,10 @@ export class ConnectionTimeouts {
     const { firstPacketMs, packetMs, idleMs } = this.options
     const tick = Math.max(5, Math.floor(Math.min(...[firstPacketMs, packetMs, idleMs].filter((ms) => ms > 0)) / 4))
     return Effect.gen(function*() {
+      const clock = yield* Clock.Clock
+      timeouts.clock = clock
       while (!timeouts.stopped) {
-        timeouts.sweep(yield* Clock.currentTimeMillis)
+        timeouts.sweep(clock.currentTimeMillisUnsafe())
         yield* Effect.sleep(tick)
       }
     }).pipe(Effect.ensuring(Effect.sync(() => (timeouts.running = false))))
