@@ -1,9 +1,11 @@
 // The timeouts of a server's connections (PROTOCOL.md §15): a new connection must complete its
 // first packet (a mesh dialer's hello) in time, a packet once started must be completed in time
-// (slowloris), and a connection with nothing in flight and no traffic for long is closed, so idle
-// or stalled sockets cannot hold the connection slots. One sweep fiber per server (on Effect's
-// Clock, so tests drive it with TestClock) compares each connection's packet counter with what it
-// saw last time: nothing per packet, nothing per request.
+// (slowloris), a connection this side paused stays paused only while what it holds is being
+// released (else its work is stuck, and a paused socket cannot see its peer leave), and a
+// connection with nothing in flight and no traffic for long is closed, so idle or stalled sockets
+// cannot hold the connection slots. One sweep fiber per server (on Effect's
+// Clock, so tests drive it with TestClock) compares each connection's packet and release counters
+// with what it saw last time: nothing per packet, nothing per request.
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type { Connection } from "../mux/connection.ts"
@@ -13,7 +15,10 @@ import type { Supervisor } from "./supervisor.ts"
 export interface TimeoutOptions {
   /** From accept to the first whole packet; 0: no limit. */
   readonly firstPacketMs: number
-  /** From the start of a packet to its end, while this side is reading; 0: no limit. */
+  /**
+   * From the start of a packet to its end, while this side is reading; also the longest a
+   * connection stays paused while nothing it holds is released; 0: no limit.
+   */
   readonly packetMs: number
   /** No request in flight and no packet received for this long; 0: never. */
   readonly idleMs: number
@@ -27,7 +32,9 @@ interface Watch {
   /** The connection has nothing in flight. */
   isIdle: () => boolean
   packets: number
-  /** When the packet count last moved (or reading was last paused by this side). */
+  /** The connection's budget releases when last seen. */
+  releases: number
+  /** When the packet or release count last moved. */
   progressAt: number
   /** When the packet now partly read was first seen partly read; -1 when none is. */
   partialAt: number
@@ -59,7 +66,7 @@ export class ConnectionTimeouts {
     const { firstPacketMs, packetMs, idleMs } = this.options
     if (this.stopped || (firstPacketMs <= 0 && packetMs <= 0 && idleMs <= 0)) return
     const now = this.clock?.currentTimeMillisUnsafe() ?? -1
-    this.watched.set(connection, { openedAt: now, isIdle, packets: 0, progressAt: now, partialAt: -1 })
+    this.watched.set(connection, { openedAt: now, isIdle, packets: 0, releases: 0, progressAt: now, partialAt: -1 })
     if (!this.running) {
       this.running = true
       this.supervisor.fork(this.sweeper())
@@ -98,11 +105,22 @@ export class ConnectionTimeouts {
         watch.progressAt = now
       }
       const packets = connection.packetsReceived
-      if (packets !== watch.packets || connection.readingPaused) {
-        // Progress, or a stall this side caused by pausing: neither is the peer's fault.
+      const releases = connection.budget.releases
+      if (packets !== watch.packets || releases !== watch.releases) {
         watch.packets = packets
+        watch.releases = releases
         watch.progressAt = now
         watch.partialAt = connection.midPacket && !connection.readingPaused ? now : -1
+        continue
+      }
+      if (connection.readingPaused) {
+        // This side stopped reading (budget, backed-up answers): the clock of a packet in progress
+        // stops too. But when nothing it holds is released for a packet timeout, its work is
+        // stuck, and a paused socket cannot even see its peer leave: it is closed.
+        watch.partialAt = -1
+        if (packetMs > 0 && now - watch.progressAt >= packetMs) {
+          this.expire(connection, "stalled", `reading paused for ${packetMs} ms while nothing it holds was released`, false)
+        }
         continue
       }
       if (packets === 0 && firstPacketMs > 0 && now - watch.openedAt >= firstPacketMs) {

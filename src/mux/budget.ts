@@ -51,6 +51,8 @@ export class InboundBudget {
   readonly own: Budget
   readonly shared: Budget
   private paused = false
+  /** Releases so far: a paused connection whose count stands still holds work that is stuck. */
+  releases = 0
   /** Set by releaseAll: the connection is gone and late releases must not touch the shared budget. */
   private closed = false
   private readonly pause: () => void
@@ -87,6 +89,7 @@ export class InboundBudget {
 
   release(requests: number, bytes: number): void {
     if (this.closed) return
+    this.releases++
     this.own.requests -= requests
     this.own.bytes -= bytes
     this.shared.requests -= requests
@@ -95,6 +98,16 @@ export class InboundBudget {
       this.paused = false
       this.resume()
     }
+  }
+
+  /**
+   * Counts bytes the connection holds that pausing would not give back (the packet being read,
+   * parts of an unfinished message: only more reading finishes them), so without pausing.
+   */
+  hold(bytes: number): void {
+    if (this.closed) return
+    this.own.bytes += bytes
+    this.shared.bytes += bytes
   }
 
   /** Takes one channel from both budgets; false (nothing taken) when either is spent. */

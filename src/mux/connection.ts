@@ -37,6 +37,12 @@ export const defaultConnectionLimits: ConnectionLimits = {
 /** What a connection runs over: a TCP socket (with no-delay set by its creator), or a WebSocketStream. */
 export type ByteStream = Duplex & { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined }
 
+/**
+ * Plain mode, while the server as a whole is full: packets longer than this are skipped unread
+ * and refused, so a peer cannot make the server allocate its 16 MiB packets then.
+ */
+const plainRefuseAboveBytes = 64 * 1024
+
 /** How long a graceful close waits for the peer to take the last bytes before it destroys the stream. */
 const gracefulCloseMs = 5000
 
@@ -88,6 +94,8 @@ export class Connection {
   private assemblingBytes = 0
   /** Requests, bytes and channels the peer makes this side hold (budget.ts). */
   readonly budget: InboundBudget
+  /** Bytes of the packet being read, as held in the budget. */
+  private heldForPacket = 0
   /** Set once two iip-mesh peers agreed on mesh mode (PROTOCOL.md §10). */
   private mesh: { readonly peerOpensHigh: boolean; readonly maxPeerChannels: number; peerChannels: number } | undefined
   readonly socket: ByteStream
@@ -122,9 +130,12 @@ export class Connection {
     )
     this.openChannel(SystemChannel)
     socket.on("data", (chunk: Buffer) => {
+      // A full server reads no new large plain packet: it skips it and refuses it (§8).
+      if (this.mesh === undefined) this.decoder.limitPackets(this.budget.sharedFull ? plainRefuseAboveBytes : Infinity, 0)
       const result = this.decoder.push(chunk)
       if (result === "close") this.close("peer sent status 8 (close connection)", false)
       else if (result !== undefined) this.protocolViolation(result)
+      else if (this.decoder.pendingBytes !== this.heldForPacket) this.holdPacket(this.decoder.pendingBytes)
     })
     socket.on("end", () => {
       const partial = this.decoder.idle ? "" : " in the middle of a packet"
@@ -231,9 +242,36 @@ export class Connection {
     this.sink?.onClose(this.closedWith)
   }
 
+  /** The bytes allocated for a packet still being read count in the budget until it is whole. */
+  private holdPacket(bytes: number): void {
+    if (bytes > this.heldForPacket) this.budget.hold(bytes - this.heldForPacket)
+    else this.budget.release(0, this.heldForPacket - bytes)
+    this.heldForPacket = bytes
+  }
+
   private onOversize(status: number, path: string, channelId: number, prefix: Buffer, length: number): void {
-    this.channels.get(channelId)!.last = status
-    this.sink?.onOversize?.(channelId, status, path, prefix, length)
+    const channel = this.channels.get(channelId)!
+    channel.last = status
+    if (this.mesh !== undefined) {
+      this.sink?.onOversize?.(channelId, status, path, prefix, length)
+      return
+    }
+    // Plain mode: skipped while the server was full. Its message is refused, in its turn.
+    if (isFirstPacket(status)) {
+      if (isLastPacket(status)) return this.sink?.onMessage(channelId, path, prefix, true)
+      channel.path = path
+      channel.parts = []
+      channel.bytes = 0
+    } else if (!channel.refused) {
+      this.assemblingBytes -= channel.bytes
+      this.budget.release(0, channel.bytes)
+      channel.parts = []
+    }
+    channel.refused = true
+    if (isLastPacket(status)) {
+      channel.bytes = 0
+      this.sink?.onMessage(channelId, channel.path, prefix, true)
+    }
   }
 
   private protocolViolation(error: ProtocolError): void {
@@ -299,7 +337,7 @@ export class Connection {
     if (!channel.refused) {
       channel.parts.push(data)
       this.assemblingBytes += data.length
-      this.budget.charge(0, data.length)
+      this.budget.hold(data.length)
     }
     if (isLastPacket(status)) {
       const parts = channel.parts

@@ -72,6 +72,9 @@ export class PacketDecoder {
   /** Stops decoding: later chunks are ignored (the connection is closing). */
   stop(): void {
     this.stopped = true
+    this.data = undefined
+    this.prefix = undefined
+    this.pathParts = []
   }
 
   /**
@@ -82,6 +85,11 @@ export class PacketDecoder {
   limitPackets(bytes: number, prefix: number): void {
     this.oversizeBytes = bytes
     this.oversizePrefix = Math.min(prefix, bytes)
+  }
+
+  /** Bytes allocated for the packet being read (0 between packets, or while one is skipped). */
+  get pendingBytes(): number {
+    return this.data === undefined ? 0 : this.data.length
   }
 
   /** True when no packet is partly read (the stream ended on a packet boundary). */

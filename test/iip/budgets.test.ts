@@ -108,7 +108,8 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
   }, 120_000)
 
   it("with the server's shared budget spent, a new request is refused overloaded (not processed) at once, and served again once the attackers leave", async () => {
-    const { port } = await startServerChild(cleanup, { maxQueuedBytesPerConnection: 8 * MiB, maxQueuedBytes: 16 * MiB })
+    // A short packet timeout: paused connections whose peers left are closed soon (a paused socket does not see them go).
+    const { port } = await startServerChild(cleanup, { maxQueuedBytesPerConnection: 8 * MiB, maxQueuedBytes: 16 * MiB, packetTimeoutMs: 3000 })
     const legit = legitClient(cleanup, port)
     expect((await legit.call("/echo", "before", { timeoutMs: 5000 })).toString()).toBe("before")
     const chunk = Buffer.alloc(32 * 1024, 0x63)
@@ -132,11 +133,11 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
     expect(refusedMs).toBeLessThan(2000)
     for (const attacker of attackers) attacker.destroy()
     await waitFor(() => attackers.every((a) => a.isClosed), 5000, "the attackers to go")
-    // Their budget went back with their connections.
+    // Their budget goes back with their connections (the paused ones within the packet timeout).
     let answer: string | undefined
-    for (let i = 0; i < 50 && answer === undefined; i++) {
+    for (let i = 0; i < 100 && answer === undefined; i++) {
       answer = await legit.call("/echo", "after", { timeoutMs: 5000 }).then((b) => b.toString(), () => undefined)
-      if (answer === undefined) await new Promise<void>((resolve) => setTimeout(resolve, 20))
+      if (answer === undefined) await new Promise<void>((resolve) => setTimeout(resolve, 50))
     }
     expect(answer).toBe("after")
   }, 120_000)
@@ -175,5 +176,29 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
     const during = await memoryOf(legit)
     check("plain, 16 unfinished 8 MiB messages on one connection", before, during, { held: 16 * MiB, rss: 64 * MiB })
     expect((await legit.call("/echo", "legit", { timeoutMs: 5000 })).toString()).toBe("legit")
+  }, 120_000)
+
+  it("plain IIP: 20 connections half-sending 16 MiB packets: only the packets the shared budget has room for are stored, the rest skipped; all closed at the packet timeout", async () => {
+    const { port, memory } = await startServerChild(cleanup, { maxQueuedBytes: 32 * MiB, packetTimeoutMs: 1500 })
+    const legit = legitClient(cleanup, port)
+    const before = await memoryOf(legit)
+    const half = frame(1, "/echo", 0, Buffer.alloc(16 * MiB - 64, 0x66)).subarray(0, 8 * MiB)
+    const attackers: Array<RawClient> = []
+    for (let c = 0; c < 20; c++) {
+      const attacker = await RawClient.connect(port, cleanup)
+      attacker.socket.write(half)
+      attackers.push(attacker)
+    }
+    await waitUntilSettled(attackers, 300)
+    // Packets are stored while the 32 MiB budget has room (3 of them, 48 MiB), later ones skipped
+    // unstored; socket chunks on their way add some.
+    check("plain, 20 connections x half of a 16 MiB packet (160 MiB sent)", before, await memory(), { held: 96 * MiB, rss: 160 * MiB })
+    // The budget is spent: a legitimate call is refused at once (typed), not left hanging.
+    const refused = await rejection(legit.call("/echo", "x", { timeoutMs: 5000 }))
+    expect(refused).toBeInstanceOf(RemoteError)
+    expect((refused as RemoteError).code).toBe("overloaded")
+    await Promise.all(attackers.map((a) => a.waitClose(10_000)))
+    const after = await memoryOf(legit)
+    check("plain, after the packet timeout closed them", before, after, { held: 16 * MiB, rss: 160 * MiB })
   }, 120_000)
 })

@@ -5,6 +5,8 @@
 // - a packet started and never finished (slowloris) is closed packetTimeoutMs after it started;
 // - a plain connection with nothing in flight is closed after idleTimeoutMs; one whose request is
 //   still being handled is not;
+// - a connection paused at its budget whose held requests never finish is closed after
+//   packetTimeoutMs (a paused socket cannot even see its peer leave);
 // - 200 silent sockets fill maxConnections (a new caller is turned away) until the first-packet
 //   timeout frees their slots, and the next caller is served;
 // - a mesh client's keep-alive pings keep its idle connection open for 5 minutes of an idle
@@ -95,6 +97,25 @@ describe("connection timeouts on the TestClock", () => {
       yield* TestClock.adjust("20 seconds")
       expect(server.connectionCount).toBe(1)
       expect(busy.isClosed).toBe(false)
+    }))
+
+  it.effect("a connection paused at its budget while nothing it holds is released is closed after packetTimeoutMs (a paused socket cannot see its peer go)", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const { events, log } = collectLog()
+      const server = yield* Server.make({ ...timeouts, maxQueuedRequestsPerConnection: 2, drainTimeoutMs: 0, log })
+      server.handle("/never", () => new Promise<string>(() => {}))
+      const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* Effect.promise(() => raw.newChannel())
+      raw.write(frame(1, "/never", 1, "a"), frame(1, "/never", 1, "b"), frame(1, "/never", 1, "c"))
+      const session = [...server.sessions][0]!
+      yield* until(() => session.connection.readingPaused, "the connection to pause at its budget")
+      yield* TestClock.adjust("1750 millis")
+      expect(server.connectionCount).toBe(1)
+      yield* TestClock.adjust("750 millis")
+      expect(server.connectionCount).toBe(0)
+      yield* awaitReal(raw.waitClose(), "the close")
+      expect(events.find((e) => e.event === "stalled")?.fields.reason).toBe("reading paused for 2000 ms while nothing it holds was released")
     }))
 
   it.effect("200 silent sockets fill maxConnections until the first-packet timeout frees their slots", () =>

@@ -15,9 +15,12 @@ const childScript = fileURLToPath(new URL("./meshServerChild.ts", import.meta.ur
 export const MiB = 1024 * 1024
 
 /** Starts meshServerChild.ts with `options` (and --expose-gc); resolves with its port once it listens. */
-export const startServerChild = async (cleanup: Cleanup, options: ServerOptions = {}): Promise<{ readonly port: number; readonly child: ChildProcess }> => {
+export const startServerChild = async (
+  cleanup: Cleanup,
+  options: ServerOptions = {}
+): Promise<{ readonly port: number; readonly child: ChildProcess; readonly memory: () => Promise<Memory> }> => {
   const child = spawn(process.execPath, ["--expose-gc", childScript], {
-    stdio: ["ignore", "pipe", "inherit"],
+    stdio: ["pipe", "pipe", "inherit"],
     env: { ...process.env, IIP_TEST_SERVER_OPTIONS: JSON.stringify(options), IIP_TEST_QUIET_HANG: "1" }
   })
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
@@ -25,12 +28,18 @@ export const startServerChild = async (cleanup: Cleanup, options: ServerOptions 
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
     await withTimeout(exited, 5000, `child ${child.pid} to exit`)
   })
-  const first = new Promise<{ port?: number; error?: string }>((resolve) => {
-    readline.createInterface({ input: child.stdout! }).once("line", (line) => resolve(JSON.parse(line) as { port?: number; error?: string }))
-  })
-  const message = await withTimeout(first, 10_000, "the server child to listen")
+  const lines: Array<(line: string) => void> = []
+  readline.createInterface({ input: child.stdout! }).on("line", (line) => lines.shift()?.(line))
+  const nextLine = (what: string) => withTimeout(new Promise<string>((resolve) => lines.push(resolve)), 10_000, what)
+  const message = JSON.parse(await nextLine("the server child to listen")) as { port?: number; error?: string }
   if (message.port === undefined) throw new Error(`server child failed: ${message.error}`)
-  return { port: message.port, child }
+  /** Its memory, asked on stdin: works while it refuses every request. */
+  const memory = async (): Promise<Memory> => {
+    const line = nextLine("the child's memory figures")
+    child.stdin!.write("memory\n")
+    return (JSON.parse(await line) as { memory: Memory }).memory
+  }
+  return { port: message.port, child, memory }
 }
 
 export interface Memory {

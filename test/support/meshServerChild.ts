@@ -7,7 +7,9 @@
 // {"hang":"<data>"} each time a /hang request reaches its handler (with IIP_TEST_QUIET_HANG set,
 // not), and {"error":"..."} (then exits 1) if it cannot listen. /hang never answers; /echo answers
 // with the request data; /memory answers with {"rss","heapUsed","arrayBuffers"} in bytes, after a
-// full collection when the process runs with --expose-gc.
+// full collection when the process runs with --expose-gc, and a line "memory" on stdin prints
+// {"memory":{...}} the same (for when the server refuses requests).
+import * as readline from "node:readline"
 import { IipServer, type ServerOptions } from "../../src/iip/server.ts"
 
 const say = (message: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(message)}\n`)
@@ -21,10 +23,14 @@ server.handle("/hang", (request) => {
   if (!quiet) say({ hang: request.data.toString("utf8") })
   return new Promise<string>(() => {})
 })
-server.handle("/memory", () => {
+const memory = () => {
   ;(globalThis as { gc?: () => void }).gc?.()
   const usage = process.memoryUsage()
-  return JSON.stringify({ rss: usage.rss, heapUsed: usage.heapUsed, arrayBuffers: usage.arrayBuffers })
+  return { rss: usage.rss, heapUsed: usage.heapUsed, arrayBuffers: usage.arrayBuffers }
+}
+server.handle("/memory", () => JSON.stringify(memory()))
+readline.createInterface({ input: process.stdin }).on("line", (line) => {
+  if (line === "memory") say({ memory: memory() })
 })
 try {
   await server.listen()
