@@ -2,6 +2,7 @@
 // - channels: the acceptor keeps its own maxChannelsPerConnection whatever the dialer's hello
 //   declares (2^31-1 here): its answer says the smaller, and one channel more closes the
 //   connection (too-many-channels); a client never opens more than the server takes;
+// - windows: a peer streaming past twice the window it was given (no grant came) is closed, alone;
 // - deadline-ms: a value a timer cannot hold (99999999999, Infinity, 1e309) or that is not plain
 //   digits is never passed to a timer as is: digits only, clamped to 24 h; anything else is no
 //   deadline at all. The request is answered, not failed at once.
@@ -52,6 +53,35 @@ describe("limits a mesh dialer cannot raise", () => {
     expect(answers.map((a) => a.toString())).toEqual(Array.from({ length: 64 }, (_, i) => `n${i}`))
     expect(client.stats.connections).toBe(1)
     expect(client.meshSessions[0]!.channelCount).toBe(4)
+  })
+})
+
+describe("stream windows", () => {
+  let cleanup: Cleanup
+
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+
+  afterEach(() => cleanup.run())
+
+  it("a peer that streams past the window it was given is a protocol error that closes its connection only", async () => {
+    const { events, log } = collectLog()
+    const server = await startServer(cleanup, { log })
+    server.handle("/hang", () => new Promise<string>(() => {}))
+    server.handle("/echo", (request) => request.data)
+    const legit = startClient(cleanup, server.address.port, { maxConnections: 1 })
+    expect((await legit.call("/echo", "before", { timeoutMs: 5000 })).toString()).toBe("before")
+    const raw = await RawClient.connect(server.address.port, cleanup)
+    raw.write(frame(1, MeshPath.hello, 0, encodeHello(helloOf(), false)))
+    const hello = decodeHello((await raw.next()).data)!
+    // The handler never reads, so no grant comes: past twice the window (the tolerance for stale grants) is a violation.
+    raw.write(frame(0, "/hang", 1, encodeEnvelope(EnvelopeKind.request, 0, 1, emptyMeta, Buffer.alloc(0), 8192)))
+    const chunk = Buffer.concat([Buffer.of(0), Buffer.alloc(MeshDefaults.chunkBytes, 0x77)])
+    for (let sent = 0; sent <= 2 * hello.streamWindow; sent += MeshDefaults.chunkBytes) raw.socket.write(frame(2, "/hang", 1, chunk))
+    await raw.waitClose(5000)
+    expect(events.find((e) => e.event === "protocol-violation")?.fields.rule).toBe("window-exceeded")
+    expect((await legit.call("/echo", "after", { timeoutMs: 5000 })).toString()).toBe("after")
   })
 })
 
