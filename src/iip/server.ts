@@ -3,7 +3,8 @@
 // connection (typed errors, deadlines, cancel, streams, calls back to it). `attachWebSocket` also
 // serves IIP over WebSocket on a path of an HTTP server: the same sessions over another byte
 // stream. Its lifetime is a Scope: closing it closes every connection; `drain` says go-away first
-// and lets in-flight work finish.
+// and lets in-flight work finish. Every connection gets a share of the server's budgets (what
+// peers may make it hold, src/mux/budget.ts) and is watched by its timeouts (timeouts.ts).
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"

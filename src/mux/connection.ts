@@ -3,6 +3,8 @@
 // multi-packet messages) and the close of it all, once, with a reason. The session above
 // (server or client) gets whole messages and decides what they mean. The bytes come from a TCP
 // socket or from a WebSocket seen as a byte stream (webSocketStream.ts): the same either way.
+// What the peer makes this side hold is counted in the connection's budget (budget.ts): reading
+// pauses past its own share, and parts of unfinished messages and the packet being read count too.
 import type { Duplex } from "node:stream"
 import { Limits, StatusNone, SystemChannel } from "../protocol/constants.ts"
 import { PacketDecoder } from "../protocol/decoder.ts"
