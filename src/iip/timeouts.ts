@@ -1,7 +1,7 @@
 // The timeouts of a server's connections (PROTOCOL.md §15): a new connection must complete its
 // first packet (a mesh dialer's hello) in time, a packet once started must be completed in time
-// (slowloris), a connection this side paused stays paused only while what it holds is being
-// released (else its work is stuck, and a paused socket cannot see its peer leave), and a
+// (slowloris), a connection this side paused at its budget stays paused only while what it holds
+// is being released (else its work is stuck, and a paused socket cannot see its peer leave), and a
 // connection with nothing in flight and no traffic for long is closed, so idle or stalled sockets
 // cannot hold the connection slots. One sweep fiber per server (on Effect's
 // Clock, so tests drive it with TestClock) compares each connection's packet and release counters
@@ -114,11 +114,14 @@ export class ConnectionTimeouts {
         continue
       }
       if (connection.readingPaused) {
-        // This side stopped reading (budget, backed-up answers): the clock of a packet in progress
-        // stops too. But when nothing it holds is released for a packet timeout, its work is
-        // stuck, and a paused socket cannot even see its peer leave: it is closed.
+        // This side stopped reading: the clock of a packet in progress stops too. Paused for its
+        // answers to drain, the peer's reading pace decides (a slow reader of large answers is
+        // not stuck; a mesh peer that reads nothing fails its pings). Paused at its budget while
+        // nothing it holds is released for a packet timeout, its work is stuck, and a paused
+        // socket cannot even see its peer leave: it is closed.
         watch.partialAt = -1
-        if (packetMs > 0 && now - watch.progressAt >= packetMs) {
+        if (!connection.budget.pausedForBudget) watch.progressAt = now
+        else if (packetMs > 0 && now - watch.progressAt >= packetMs) {
           this.expire(connection, "stalled", `reading paused for ${packetMs} ms while nothing it holds was released`, false)
         }
         continue

@@ -6,7 +6,8 @@
 // - a plain connection with nothing in flight is closed after idleTimeoutMs; one whose request is
 //   still being handled is not;
 // - a connection paused at its budget whose held requests never finish is closed after
-//   packetTimeoutMs (a paused socket cannot even see its peer leave);
+//   packetTimeoutMs (a paused socket cannot even see its peer leave); one paused because its peer
+//   reads its answers slowly is not;
 // - 200 silent sockets fill maxConnections (a new caller is turned away) until the first-packet
 //   timeout frees their slots, and the next caller is served;
 // - a mesh client's keep-alive pings keep its idle connection open for 5 minutes of an idle
@@ -116,6 +117,24 @@ describe("connection timeouts on the TestClock", () => {
       expect(server.connectionCount).toBe(0)
       yield* awaitReal(raw.waitClose(), "the close")
       expect(events.find((e) => e.event === "stalled")?.fields.reason).toBe("reading paused for 2000 ms while nothing it holds was released")
+    }))
+
+  it.effect("a connection paused because its peer reads its answers slowly is not closed for it: the peer's pace decides", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log: () => {} })
+      server.handle("/big", () => Buffer.alloc(8 * 1024 * 1024, 0x62))
+      const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* Effect.promise(() => raw.newChannel())
+      raw.socket.pause()
+      raw.write(frame(1, "/big", 1, "{}"))
+      const connection = [...server.sessions][0]!.connection
+      yield* until(() => connection.readingPaused, "the server to stop reading while its answer backs up")
+      yield* TestClock.adjust("20 seconds")
+      expect(server.connectionCount).toBe(1)
+      raw.socket.resume()
+      const answer = yield* Effect.promise(() => raw.next(10_000))
+      expect(answer.data.length).toBe(8 * 1024 * 1024)
     }))
 
   it.effect("200 silent sockets fill maxConnections until the first-packet timeout frees their slots", () =>
