@@ -9,6 +9,7 @@ import { type Codec, type Compression, DecompressionFailed, unpack } from "../pr
 import { Status } from "../protocol/constants.ts"
 import {
   AcceptorControlChannel,
+  clampDeadlineMs,
   ChunkHeader,
   decodeChannelPair,
   decodeEnvelope,
@@ -25,7 +26,6 @@ import {
   MeshErrorCode,
   MeshPath,
   type Meta,
-  MaxDeadlineMs,
   MetaKey,
   parseDeadlineMs
 } from "../protocol/mesh.ts"
@@ -181,7 +181,7 @@ export class MeshSession implements MessageSink {
     if (this.connection.closed) {
       return callback(new ConnectionClosed({ message: this.connection.closeError!.message, sent: false }), undefined)
     }
-    const timeoutMs = Math.min(Math.max(0, Math.floor(options.timeoutMs ?? 0)) || 0, MaxDeadlineMs)
+    const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
     let meta = options.meta ?? emptyMeta
     if (timeoutMs > 0) meta = new Map(meta).set(MetaKey.deadline, String(timeoutMs))
     const requestId = nextRequestId(channel)

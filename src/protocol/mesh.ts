@@ -267,6 +267,9 @@ export const MetaKey = {
 /** The longest deadline a peer can ask for (24 h); timers take at most 2^31-1 ms. */
 export const MaxDeadlineMs = 24 * 60 * 60 * 1000
 
+/** A caller's timeout as a timer may use it: whole ms, at most MaxDeadlineMs (Infinity too); 0 (none) for NaN, 0 or less. */
+export const clampDeadlineMs = (ms: number): number => (ms > 0 ? Math.min(Math.ceil(ms), MaxDeadlineMs) : 0)
+
 /**
  * A `deadline-ms` value as a timer may use it: digits only (no sign, exponent, fraction or
  * `Infinity`), clamped to MaxDeadlineMs; 0 (none) when absent or malformed.
