@@ -27,6 +27,9 @@ const ServiceName = Schema.String.pipe(
   Schema.check(Schema.makeFilter((text: string) => (servicePattern.test(text) ? undefined : `Expected a DNS label (a-z, 0-9, -), got ${JSON.stringify(text)}`)))
 )
 const PositiveMs = Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 3_600_000 })))
+const Count = Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 10_000_000 })))
+/** A byte count, 1 KiB .. 64 GiB. */
+const Bytes = Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1024, maximum: 64 * 1024 ** 3 })))
 const Percent = Schema.Number.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 100 })))
 /** Where consistent hashing and MethodURIParam find their key: a header, a query parameter, or the client's address. */
 const HashKey = Schema.String.pipe(
@@ -133,7 +136,24 @@ export const SidecarConfigSchema = Schema.Struct({
   /** At most this share of a service's endpoints ejected at once. */
   maxEjectedPercent: Percent,
   /** Active health checks (a connect and a ping) of every endpoint this often; null for off. */
-  healthCheckIntervalMs: Schema.NullOr(PositiveMs)
+  healthCheckIntervalMs: Schema.NullOr(PositiveMs),
+  /** Inbound budgets (src/mux/budget.ts): per connection, past it that connection's reading pauses. */
+  maxQueuedRequestsPerConnection: Count,
+  maxQueuedBytesPerConnection: Bytes,
+  /** Inbound budgets of the whole listener: past them new requests are refused `overloaded`. */
+  maxQueuedRequests: Count,
+  maxQueuedBytes: Bytes,
+  /** Channels a peer may open on one inbound connection, and on all of them together. */
+  maxChannelsPerConnection: Count,
+  maxChannels: Count,
+  /** Most body bytes of a mesh message sent whole (in one packet); a larger one must stream. */
+  maxWholeBodyBytes: Bytes,
+  /** An inbound connection must complete its first packet (its hello) within this; null for no limit. */
+  firstPacketTimeoutMs: Schema.NullOr(PositiveMs),
+  /** A packet, once started, must be complete within this; null for no limit. */
+  packetTimeoutMs: Schema.NullOr(PositiveMs),
+  /** An inbound connection with nothing in flight and no traffic for this long is closed; null for never. */
+  idleTimeoutMs: Schema.NullOr(PositiveMs)
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -174,7 +194,17 @@ export const settings = [
   { key: "ejectionBaseMs", env: "IIP_MESH_EJECTION_BASE", flag: "--ejection-base", help: "first ejection's length, doubling after (default 5s)" },
   { key: "ejectionMaxMs", env: "IIP_MESH_EJECTION_MAX", flag: "--ejection-max", help: "longest ejection (default 5m)" },
   { key: "maxEjectedPercent", env: "IIP_MESH_MAX_EJECTED_PERCENT", flag: "--max-ejected-percent", help: "most of a service's endpoints ejected at once, percent (default 50)" },
-  { key: "healthCheckIntervalMs", env: "IIP_MESH_HEALTH_CHECK_INTERVAL", flag: "--health-check-interval", help: "active health checks this often (default off)" }
+  { key: "healthCheckIntervalMs", env: "IIP_MESH_HEALTH_CHECK_INTERVAL", flag: "--health-check-interval", help: "active health checks this often (default off)" },
+  { key: "maxQueuedRequestsPerConnection", env: "IIP_MESH_MAX_QUEUED_REQUESTS_PER_CONNECTION", flag: "--max-queued-requests-per-connection", help: "inbound requests read and not answered per connection before its reading pauses (default 1024)" },
+  { key: "maxQueuedBytesPerConnection", env: "IIP_MESH_MAX_QUEUED_BYTES_PER_CONNECTION", flag: "--max-queued-bytes-per-connection", help: "inbound bytes held per connection before its reading pauses (default 64MiB)" },
+  { key: "maxQueuedRequests", env: "IIP_MESH_MAX_QUEUED_REQUESTS", flag: "--max-queued-requests", help: "inbound requests held in all; past it new ones are refused overloaded (default 16384)" },
+  { key: "maxQueuedBytes", env: "IIP_MESH_MAX_QUEUED_BYTES", flag: "--max-queued-bytes", help: "inbound bytes held in all; past it new requests are refused overloaded (default 512MiB)" },
+  { key: "maxChannelsPerConnection", env: "IIP_MESH_MAX_CHANNELS_PER_CONNECTION", flag: "--max-channels-per-connection", help: "channels a peer may open on one inbound connection (default 1024)" },
+  { key: "maxChannels", env: "IIP_MESH_MAX_CHANNELS", flag: "--max-channels", help: "inbound channels open in all (default 65536)" },
+  { key: "maxWholeBodyBytes", env: "IIP_MESH_MAX_WHOLE_BODY_BYTES", flag: "--max-whole-body-bytes", help: "largest body a peer may send in one packet; larger ones must stream (default 1MiB)" },
+  { key: "firstPacketTimeoutMs", env: "IIP_MESH_FIRST_PACKET_TIMEOUT", flag: "--first-packet-timeout", help: "an inbound connection must send its first packet within this (default 10s)" },
+  { key: "packetTimeoutMs", env: "IIP_MESH_PACKET_TIMEOUT", flag: "--packet-timeout", help: "a started packet must be complete within this (default 30s)" },
+  { key: "idleTimeoutMs", env: "IIP_MESH_IDLE_TIMEOUT", flag: "--idle-timeout", help: "an inbound connection idle this long is closed (default 5m)" }
 ] as const
 
 type Key = (typeof settings)[number]["key"]
@@ -212,7 +242,17 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   ejectionBaseMs: 5_000,
   ejectionMaxMs: 300_000,
   maxEjectedPercent: 50,
-  healthCheckIntervalMs: null
+  healthCheckIntervalMs: null,
+  maxQueuedRequestsPerConnection: 1024,
+  maxQueuedBytesPerConnection: 64 * 1024 * 1024,
+  maxQueuedRequests: 16_384,
+  maxQueuedBytes: 512 * 1024 * 1024,
+  maxChannelsPerConnection: 1024,
+  maxChannels: 65_536,
+  maxWholeBodyBytes: 1024 * 1024,
+  firstPacketTimeoutMs: 10_000,
+  packetTimeoutMs: 30_000,
+  idleTimeoutMs: 300_000
 })
 
 /** "SERVICE=HOST:PORT[#WEIGHT]" entries into the endpoints shape; malformed entries are kept for the schema to reject. */
@@ -228,6 +268,13 @@ export const parseEndpointList = (entries: ReadonlyArray<string>): Record<string
     ;(out[service] ??= []).push({ address, weight })
   }
   return out
+}
+
+/** "64MiB", "512KiB", "1GiB" or a bare number of bytes; anything else is kept for the schema to reject. */
+const parseBytes = (text: string): unknown => {
+  const match = /^(\d+)(KiB|MiB|GiB)?$/.exec(text.trim())
+  if (match === null) return text
+  return Number(match[1]) * (match[2] === "GiB" ? 1024 ** 3 : match[2] === "MiB" ? 1024 ** 2 : match[2] === "KiB" ? 1024 : 1)
 }
 
 /** "15s", "500ms", "2m" or a bare number of milliseconds; anything else is kept for the schema to reject. */
@@ -257,7 +304,19 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":
+    case "firstPacketTimeoutMs":
+    case "packetTimeoutMs":
+    case "idleTimeoutMs":
       return last === "" || last === "none" || last === "off" ? null : parseDurationMs(last)
+    case "maxQueuedBytesPerConnection":
+    case "maxQueuedBytes":
+    case "maxWholeBodyBytes":
+      return parseBytes(last)
+    case "maxQueuedRequestsPerConnection":
+    case "maxQueuedRequests":
+    case "maxChannelsPerConnection":
+    case "maxChannels":
+      return /^\d+$/.test(last) ? Number(last) : last
     case "hashKey":
       return last === "" || last === "none" ? null : last
     case "weight":

@@ -16,7 +16,7 @@ import { Cancelled, type MeshCallError, type MeshReply, MeshSession, type OwnCha
 import { dialWebSocket } from "../mux/webSocketStream.ts"
 import { compressionFor, type CompressionOptions, offeredCodecs, pickCodec } from "../protocol/compression.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
-import { agree, decodeHello, emptyMeta, encodeHello, type Hello, localHello, MeshErrorCode, MeshPath, type Meta } from "../protocol/mesh.ts"
+import { agree, clampDeadlineMs, decodeHello, emptyMeta, encodeHello, type Hello, localHello, MeshErrorCode, MeshPath, type Meta } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch } from "./dispatch.ts"
 import { defaultKeepAlive, keepAlive, type KeepAliveOptions } from "./keepAlive.ts"
 import { type Log, stderrLog } from "./log.ts"
@@ -190,7 +190,7 @@ export class IipClient {
       return callback(new Overloaded({ message: `${this.pending} requests pending to ${this.address}`, limit: "maxPending" }), undefined)
     }
     this.pending++
-    const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs
+    const timeoutMs = clampDeadlineMs(options.timeoutMs ?? this.requestTimeoutMs)
     const request: Pending = {
       path,
       data,
@@ -217,7 +217,7 @@ export class IipClient {
   stream(path: string, body: Uint8Array | AsyncIterable<Uint8Array>, options: RequestOptions = {}): Promise<MeshReply> {
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new ConnectionClosed({ message: "client is closed", sent: false }))
-      const timeoutMs = options.timeoutMs ?? 0
+      const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
       this.pending++
       const finish = (error: ClientError | undefined, reply: MeshReply | undefined) => {
         this.pending--
@@ -478,7 +478,7 @@ export class IipClient {
     const waiting = this.queue.length > 0 || this.modeWaiters.length > 0
     const wanted = Math.max(this.idleChannelsAhead - idle - opening, waiting && opening === 0 ? 1 : 0)
     for (let i = 0; i < wanted; i++) {
-      const pooled = this.pool.find((p) => !p.draining && p.channels.length + p.opening < this.maxChannelsPerConnection)
+      const pooled = this.pool.find((p) => !p.draining && p.channels.length + p.opening < this.channelLimit(p))
       if (pooled !== undefined) this.openChannel(pooled)
       else if (!this.dialing && usable < this.maxConnections) {
         this.dialing = true
@@ -488,10 +488,15 @@ export class IipClient {
     }
   }
 
+  /** Channels this side may open on a connection: its own setting, and in mesh mode no more than the server takes (§10). */
+  private channelLimit(pooled: Pooled): number {
+    return pooled.link.mode === "mesh" ? Math.min(this.maxChannelsPerConnection, pooled.link.session.agreed.maxChannels) : this.maxChannelsPerConnection
+  }
+
   private atCapacity(): boolean {
     if (this.pool.length < this.maxConnections) return false
     for (const pooled of this.pool) {
-      if (!pooled.draining && pooled.channels.length + pooled.opening < this.maxChannelsPerConnection) return false
+      if (!pooled.draining && pooled.channels.length + pooled.opening < this.channelLimit(pooled)) return false
     }
     return true
   }

@@ -3,12 +3,14 @@
 // connection (typed errors, deadlines, cancel, streams, calls back to it). `attachWebSocket` also
 // serves IIP over WebSocket on a path of an HTTP server: the same sessions over another byte
 // stream. Its lifetime is a Scope: closing it closes every connection; `drain` says go-away first
-// and lets in-flight work finish.
+// and lets in-flight work finish. Every connection gets a share of the server's budgets (what
+// peers may make it hold, src/mux/budget.ts) and is watched by its timeouts (timeouts.ts).
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type * as http from "node:http"
 import * as net from "node:net"
+import { Budget, type BudgetLimits } from "../mux/budget.ts"
 import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { MeshSession } from "../mux/meshSession.ts"
 import { defaultServerSessionLimits, ServerSession } from "../mux/serverSession.ts"
@@ -21,10 +23,20 @@ import { type Log, messageOf, stderrLog } from "./log.ts"
 import { Router } from "./router.ts"
 import { ServerStatistics, type StatisticsOptions } from "./statistics.ts"
 import { Supervisor } from "./supervisor.ts"
+import { ConnectionTimeouts, defaultTimeouts } from "./timeouts.ts"
 
 export type { Body, Handler, HandlerResult, HandlerValue } from "./dispatch.ts"
 export type { Failure, IncomingRequest, Reply } from "../mux/request.ts"
 export { failure, reply } from "../mux/request.ts"
+
+/** Defaults of the budgets (README, PROTOCOL.md §15). */
+export const defaultBudgets = {
+  maxQueuedRequestsPerConnection: 1024,
+  maxQueuedBytesPerConnection: 64 * 1024 * 1024,
+  maxQueuedRequests: 16_384,
+  maxQueuedBytes: 512 * 1024 * 1024,
+  maxChannels: 65_536
+} as const
 
 export class ListenFailed extends Data.TaggedError("ListenFailed")<{ readonly message: string }> {}
 
@@ -35,8 +47,25 @@ export interface ServerOptions {
   /** Connections over this are accepted and closed at once, as the reference does. */
   readonly maxConnections?: number
   readonly maxChannelsPerConnection?: number
-  /** Requests read but not answered per connection before reading pauses. */
+  /** Requests read but not answered per connection before its reading pauses (default 1024). */
   readonly maxQueuedRequestsPerConnection?: number
+  /**
+   * Bytes read but not consumed per connection (queued bodies, unfinished messages, unread stream
+   * chunks) before its reading pauses (default 64 MiB). Also bounds `connectionLimits.maxMessageBytes`.
+   */
+  readonly maxQueuedBytesPerConnection?: number
+  /** Requests read but not answered, all connections together; past it new requests are refused `overloaded` (default 16384). */
+  readonly maxQueuedRequests?: number
+  /** Bytes read but not consumed, all connections together; past it new requests are refused `overloaded` (default 512 MiB). */
+  readonly maxQueuedBytes?: number
+  /** Channels open, all connections together; past it a new one is refused (default 65536). */
+  readonly maxChannels?: number
+  /** A new connection must complete its first packet (its hello) within this (default 10 s; 0: no limit). */
+  readonly firstPacketTimeoutMs?: number
+  /** A packet once started must be complete within this, unless this side paused reading (default 30 s; 0: no limit). */
+  readonly packetTimeoutMs?: number
+  /** A connection with nothing in flight and no packet for this long is closed (default 5 min; 0: never). Mesh pings keep live peers busy. */
+  readonly idleTimeoutMs?: number
   readonly connectionLimits?: Partial<ConnectionLimits>
   /** Accept mesh mode from iip-mesh dialers (default true). */
   readonly mesh?: boolean
@@ -75,13 +104,39 @@ export class IipServer {
   private readonly dispatch
   private readonly hooks: Array<ServeHook> = []
   readonly statistics: ServerStatistics | undefined
+  /** What all connections together may make this server hold (budget.ts). */
+  readonly budget: Budget
+  private readonly connectionBudget: BudgetLimits
+  private readonly timeouts: ConnectionTimeouts
   private draining = false
 
   constructor(options: ServerOptions) {
     this.options = options
     this.log = options.log ?? stderrLog
-    this.limits = { ...defaultConnectionLimits, ...options.connectionLimits }
+    const perConnectionBytes = options.maxQueuedBytesPerConnection ?? defaultBudgets.maxQueuedBytesPerConnection
+    const limits = { ...defaultConnectionLimits, ...options.connectionLimits }
+    // A message that cannot fit in its connection's budget could never be assembled.
+    this.limits = { ...limits, maxMessageBytes: Math.min(limits.maxMessageBytes, perConnectionBytes) }
+    this.connectionBudget = {
+      maxRequests: options.maxQueuedRequestsPerConnection ?? defaultBudgets.maxQueuedRequestsPerConnection,
+      maxBytes: perConnectionBytes,
+      maxChannels: Infinity // per connection: maxChannelsPerConnection, checked by the sessions
+    }
+    this.budget = new Budget({
+      maxRequests: options.maxQueuedRequests ?? defaultBudgets.maxQueuedRequests,
+      maxBytes: options.maxQueuedBytes ?? defaultBudgets.maxQueuedBytes,
+      maxChannels: options.maxChannels ?? defaultBudgets.maxChannels
+    })
     this.supervisor = options.supervisor ?? new Supervisor()
+    this.timeouts = new ConnectionTimeouts(
+      {
+        firstPacketMs: options.firstPacketTimeoutMs ?? defaultTimeouts.firstPacketMs,
+        packetMs: options.packetTimeoutMs ?? defaultTimeouts.packetMs,
+        idleMs: options.idleTimeoutMs ?? defaultTimeouts.idleMs
+      },
+      this.supervisor,
+      this.log
+    )
     this.statistics = options.statistics === undefined ? undefined : new ServerStatistics(options.statistics, this.router, this)
     this.dispatch = makeDispatch(this.router, this.log, this.hooks, this.statistics)
     this.hello = localHello({
@@ -163,6 +218,7 @@ export class IipServer {
   /** Stops listening and closes every connection at once. */
   close(): Promise<void> {
     this.supervisor.interruptAll()
+    this.timeouts.stop()
     for (const detach of this.webSocketDetachers.splice(0)) detach()
     for (const session of this.plain) session.connection.close("server closed", false)
     for (const session of this.meshes) session.connection.close("server closed", false)
@@ -203,18 +259,16 @@ export class IipServer {
       socket.destroy()
       return
     }
-    const connection = new Connection(socket, "server", this.limits, this.log)
+    const connection = new Connection(socket, "server", this.limits, this.log, { own: this.connectionBudget, shared: this.budget })
     const session = new ServerSession(
       connection,
       this.dispatch,
-      {
-        maxChannels: this.options.maxChannelsPerConnection ?? defaultServerSessionLimits.maxChannels,
-        maxQueuedRequests: this.options.maxQueuedRequestsPerConnection ?? defaultServerSessionLimits.maxQueuedRequests
-      },
+      { maxChannels: this.options.maxChannelsPerConnection ?? defaultServerSessionLimits.maxChannels },
       (closed) => this.plain.delete(closed),
       this.options.mesh === false ? undefined : (data) => this.upgrade(session, connection, data)
     )
     this.plain.add(session)
+    this.timeouts.watch(connection, () => session.idle)
   }
 
   /** Answers an iip-mesh hello and moves the connection to a mesh session. */
@@ -239,6 +293,7 @@ export class IipServer {
         })
         this.meshes.add(mesh)
         mesh.onClosed(() => this.meshes.delete(mesh))
+        this.timeouts.watch(connection, () => mesh.servingCount === 0 && mesh.callingCount === 0)
         if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(mesh, this.options.keepAlive ?? defaultKeepAlive))
         for (const listener of this.meshListeners) listener(mesh)
       }

@@ -3,17 +3,26 @@
 // multi-packet messages) and the close of it all, once, with a reason. The session above
 // (server or client) gets whole messages and decides what they mean. The bytes come from a TCP
 // socket or from a WebSocket seen as a byte stream (webSocketStream.ts): the same either way.
+// What the peer makes this side hold is counted in the connection's budget (budget.ts): reading
+// pauses past its own share, and parts of unfinished messages and the packet being read count too.
 import type { Duplex } from "node:stream"
 import { Limits, StatusNone, SystemChannel } from "../protocol/constants.ts"
 import { PacketDecoder } from "../protocol/decoder.ts"
 import { ProtocolError } from "../protocol/errors.ts"
+import { EnvelopeBytes, MeshDefaults } from "../protocol/mesh.ts"
 import { isFirstPacket, isLastPacket, type Role, statusAllowed } from "../protocol/status.ts"
+import { Budget, type BudgetLimits, InboundBudget, unlimitedBudget } from "./budget.ts"
 import { ConnectionClosed } from "./errors.ts"
 import { PacketWriter } from "./writer.ts"
 
 export interface ConnectionLimits {
-  /** Largest whole message (all packets of it) this side reassembles. */
+  /** Largest whole message (all packets of it) this side reassembles; also what all unfinished messages of a connection may hold together. */
   readonly maxMessageBytes: number
+  /**
+   * Mesh mode: the most body bytes a message may carry in its first packet (a larger body must
+   * stream, PROTOCOL.md §13); a request over it is refused with `bad_request` without being stored.
+   */
+  readonly maxWholeBodyBytes: number
   readonly maxReceivePathBytes: number
   readonly writeHighWaterBytes: number
   readonly maxWriteQueueBytes: number
@@ -21,6 +30,7 @@ export interface ConnectionLimits {
 
 export const defaultConnectionLimits: ConnectionLimits = {
   maxMessageBytes: 64 * 1024 * 1024,
+  maxWholeBodyBytes: 1024 * 1024,
   maxReceivePathBytes: Limits.maxReceivePathBytes,
   writeHighWaterBytes: 1024 * 1024,
   maxWriteQueueBytes: 256 * 1024 * 1024
@@ -28,6 +38,12 @@ export const defaultConnectionLimits: ConnectionLimits = {
 
 /** What a connection runs over: a TCP socket (with no-delay set by its creator), or a WebSocketStream. */
 export type ByteStream = Duplex & { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined }
+
+/**
+ * Plain mode, while the server as a whole is full: packets longer than this are skipped unread
+ * and refused, so a peer cannot make the server allocate its 16 MiB packets then.
+ */
+const plainRefuseAboveBytes = 64 * 1024
 
 /** How long a graceful close waits for the peer to take the last bytes before it destroys the stream. */
 const gracefulCloseMs = 5000
@@ -37,10 +53,12 @@ export type ConnectionLog = (event: string, fields: Record<string, unknown>) => 
 
 /** What a session does with a connection's traffic. */
 export interface MessageSink {
-  /** A whole message arrived on an open channel; `path` is its first packet's path. */
-  onMessage(channelId: number, path: string, data: Buffer): void
+  /** A whole message arrived on an open channel; `path` is its first packet's path. `refused`: it was dropped while the server was full. */
+  onMessage(channelId: number, path: string, data: Buffer, refused?: boolean): void
   /** In mesh mode every packet comes here instead, unassembled (streams are consumed as they arrive). */
   onPacket?(channelId: number, status: number, path: string, data: Buffer): void
+  /** Mesh mode: a packet above the whole-body limit; only its first bytes were kept (the envelope). */
+  onOversize?(channelId: number, status: number, path: string, prefix: Buffer, length: number): void
   /** The connection closed; called exactly once. */
   onClose(error: ConnectionClosed): void
 }
@@ -53,6 +71,14 @@ interface ChannelReceive {
   path: string
   parts: Array<Buffer>
   bytes: number
+  /** The message being reassembled was refused (the server is overloaded): its parts are dropped. */
+  refused: boolean
+}
+
+/** Where a connection's inbound work is counted: its own limits and the budget it shares with its server's other connections. */
+export interface ConnectionBudget {
+  readonly own: BudgetLimits
+  readonly shared: Budget
 }
 
 /** In mesh mode the dialer opens channels below 2^31 and the acceptor at or above it. */
@@ -66,6 +92,12 @@ export class Connection {
   private sink: MessageSink | undefined
   private closedWith: ConnectionClosed | undefined
   private readPaused = 0
+  /** Bytes of unfinished multi-packet messages (plain mode), all channels together. */
+  private assemblingBytes = 0
+  /** Requests, bytes and channels the peer makes this side hold (budget.ts). */
+  readonly budget: InboundBudget
+  /** Bytes of the packet being read, as held in the budget. */
+  private heldForPacket = 0
   /** Set once two iip-mesh peers agreed on mesh mode (PROTOCOL.md §10). */
   private mesh: { readonly peerOpensHigh: boolean; readonly maxPeerChannels: number; peerChannels: number } | undefined
   readonly socket: ByteStream
@@ -73,11 +105,18 @@ export class Connection {
   private readonly limits: ConnectionLimits
   private readonly log: ConnectionLog
 
-  constructor(socket: ByteStream, role: Role, limits: ConnectionLimits = defaultConnectionLimits, log: ConnectionLog = () => {}) {
+  constructor(
+    socket: ByteStream,
+    role: Role,
+    limits: ConnectionLimits = defaultConnectionLimits,
+    log: ConnectionLog = () => {},
+    budget: ConnectionBudget = { own: unlimitedBudget, shared: new Budget(unlimitedBudget) }
+  ) {
     this.socket = socket
     this.role = role
     this.limits = limits
     this.log = log
+    this.budget = new InboundBudget(budget.own, budget.shared, () => this.pauseReading(), () => this.resumeReading())
     this.remoteAddress = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`
     this.writer = new PacketWriter(socket, {
       highWaterBytes: limits.writeHighWaterBytes,
@@ -86,15 +125,19 @@ export class Connection {
     this.decoder = new PacketDecoder(
       {
         checkHeader: (status, channelId) => this.checkHeader(status, channelId),
-        onPacket: (status, path, channelId, data) => this.onPacket(status, path, channelId, data)
+        onPacket: (status, path, channelId, data) => this.onPacket(status, path, channelId, data),
+        onOversize: (status, path, channelId, prefix, length) => this.onOversize(status, path, channelId, prefix, length)
       },
       { maxPathBytes: limits.maxReceivePathBytes }
     )
     this.openChannel(SystemChannel)
     socket.on("data", (chunk: Buffer) => {
+      // A full server reads no new large plain packet: it skips it and refuses it (§8).
+      if (this.mesh === undefined) this.decoder.limitPackets(this.budget.sharedFull ? plainRefuseAboveBytes : Infinity, 0)
       const result = this.decoder.push(chunk)
       if (result === "close") this.close("peer sent status 8 (close connection)", false)
       else if (result !== undefined) this.protocolViolation(result)
+      else if (this.decoder.pendingBytes !== this.heldForPacket) this.holdPacket(this.decoder.pendingBytes)
     })
     socket.on("end", () => {
       const partial = this.decoder.idle ? "" : " in the middle of a packet"
@@ -102,6 +145,21 @@ export class Connection {
     })
     socket.on("error", (error: NodeJS.ErrnoException) => this.close(`socket error: ${error.code ?? error.message}`, false))
     socket.on("close", () => this.close("socket closed", false))
+  }
+
+  /** Packets read so far: the server's timeouts watch it for progress. */
+  get packetsReceived(): number {
+    return this.decoder.packets
+  }
+
+  /** True while a packet is partly read. */
+  get midPacket(): boolean {
+    return !this.decoder.idle
+  }
+
+  /** Reading is paused (budget, congested writer): a stalled packet is then not the peer's fault. */
+  get readingPaused(): boolean {
+    return this.readPaused > 0
   }
 
   /** Starts delivering messages to `sink`. Call once, right after construction. */
@@ -128,7 +186,7 @@ export class Connection {
 
   /** Accepts packets on channel `id` from now on; `role` defaults to the connection's. */
   openChannel(id: number, role: Role = this.role): void {
-    if (!this.channels.has(id)) this.channels.set(id, { role, last: StatusNone, path: "", parts: [], bytes: 0 })
+    if (!this.channels.has(id)) this.channels.set(id, { role, last: StatusNone, path: "", parts: [], bytes: 0, refused: false })
   }
 
   /**
@@ -136,8 +194,12 @@ export class Connection {
    * on this side's channels this side receives responses, and every packet goes to the sink's
    * `onPacket` unassembled.
    */
-  enableMesh(isDialer: boolean, ownControl: number, peerControl: number, maxPeerChannels: number): void {
+  enableMesh(isDialer: boolean, ownControl: number, peerControl: number, maxPeerChannels: number, maxMetaBytes: number): void {
     this.mesh = { peerOpensHigh: isDialer, maxPeerChannels, peerChannels: 0 }
+    // A first packet holds the envelope, the metadata and at most maxWholeBodyBytes of body; a
+    // continuation one chunk. Anything longer is read only as far as its envelope.
+    const envelope = EnvelopeBytes + maxMetaBytes
+    this.decoder.limitPackets(envelope + Math.max(this.limits.maxWholeBodyBytes, MeshDefaults.chunkBytes + 1), envelope)
     this.channels.clear()
     this.openChannel(ownControl, "client")
     this.openChannel(peerControl, "server")
@@ -177,7 +239,41 @@ export class Connection {
       this.socket.destroy()
     }
     this.channels.clear()
+    this.assemblingBytes = 0
+    this.budget.releaseAll()
     this.sink?.onClose(this.closedWith)
+  }
+
+  /** The bytes allocated for a packet still being read count in the budget until it is whole. */
+  private holdPacket(bytes: number): void {
+    if (bytes > this.heldForPacket) this.budget.hold(bytes - this.heldForPacket)
+    else this.budget.release(0, this.heldForPacket - bytes)
+    this.heldForPacket = bytes
+  }
+
+  private onOversize(status: number, path: string, channelId: number, prefix: Buffer, length: number): void {
+    const channel = this.channels.get(channelId)!
+    channel.last = status
+    if (this.mesh !== undefined) {
+      this.sink?.onOversize?.(channelId, status, path, prefix, length)
+      return
+    }
+    // Plain mode: skipped while the server was full. Its message is refused, in its turn.
+    if (isFirstPacket(status)) {
+      if (isLastPacket(status)) return this.sink?.onMessage(channelId, path, prefix, true)
+      channel.path = path
+      channel.parts = []
+      channel.bytes = 0
+    } else if (!channel.refused) {
+      this.assemblingBytes -= channel.bytes
+      this.budget.release(0, channel.bytes)
+      channel.parts = []
+    }
+    channel.refused = true
+    if (isLastPacket(status)) {
+      channel.bytes = 0
+      this.sink?.onMessage(channelId, channel.path, prefix, true)
+    }
   }
 
   private protocolViolation(error: ProtocolError): void {
@@ -190,6 +286,9 @@ export class Connection {
     if (channel === undefined && this.mesh !== undefined && isPeerChannel(this.mesh.peerOpensHigh, channelId)) {
       if (this.mesh.peerChannels >= this.mesh.maxPeerChannels) {
         return new ProtocolError({ rule: "too-many-channels", message: `peer opened channel ${channelId} beyond the agreed ${this.mesh.maxPeerChannels}` })
+      }
+      if (!this.budget.openChannel()) {
+        return new ProtocolError({ rule: "too-many-channels", message: `peer opened channel ${channelId} while the server holds all the channels it may (${this.budget.shared.limits.maxChannels})` })
       }
       this.mesh.peerChannels++
       this.openChannel(channelId, "server")
@@ -220,26 +319,37 @@ export class Connection {
         return
       }
       channel.path = path
-      channel.parts = [data]
-      channel.bytes = data.length
-      return
+      // The server as a whole is full: the message is read and dropped, and refused once whole.
+      channel.refused = this.budget.sharedFull
+      channel.parts = []
+      channel.bytes = 0
     }
     channel.bytes += data.length
-    if (channel.bytes > this.limits.maxMessageBytes) {
+    if (channel.bytes > this.limits.maxMessageBytes || (!channel.refused && this.assemblingBytes + data.length > this.limits.maxMessageBytes)) {
       this.protocolViolation(
         new ProtocolError({
           rule: "message-too-large",
-          message: `multi-packet message on channel ${channelId} exceeds ${this.limits.maxMessageBytes} bytes`
+          message: channel.bytes > this.limits.maxMessageBytes
+            ? `multi-packet message on channel ${channelId} exceeds ${this.limits.maxMessageBytes} bytes`
+            : `unfinished multi-packet messages on this connection exceed ${this.limits.maxMessageBytes} bytes together`
         })
       )
       return
     }
-    channel.parts.push(data)
+    if (!channel.refused) {
+      channel.parts.push(data)
+      this.assemblingBytes += data.length
+      this.budget.hold(data.length)
+    }
     if (isLastPacket(status)) {
-      const whole = Buffer.concat(channel.parts, channel.bytes)
+      const parts = channel.parts
+      const bytes = channel.refused ? 0 : channel.bytes
       channel.parts = []
       channel.bytes = 0
-      this.sink?.onMessage(channelId, channel.path, whole)
+      this.assemblingBytes -= bytes
+      this.budget.release(0, bytes)
+      if (channel.refused) this.sink?.onMessage(channelId, channel.path, data, true)
+      else this.sink?.onMessage(channelId, channel.path, Buffer.concat(parts, bytes))
     }
   }
 }

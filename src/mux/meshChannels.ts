@@ -85,6 +85,8 @@ export interface Served {
   /** Set when it must be answered with this failure instead of running (cancelled or refused while queued). */
   refusal: Failure | undefined
   answered: boolean
+  /** Bytes of its body it holds against the connection's budget (0 once released, or when refused unread). */
+  charged: number
 }
 
 /** A channel the peer opened: its requests, served one at a time in order. */

@@ -9,6 +9,7 @@ import { type Codec, type Compression, DecompressionFailed, unpack } from "../pr
 import { Status } from "../protocol/constants.ts"
 import {
   AcceptorControlChannel,
+  clampDeadlineMs,
   ChunkHeader,
   decodeChannelPair,
   decodeEnvelope,
@@ -25,7 +26,8 @@ import {
   MeshErrorCode,
   MeshPath,
   type Meta,
-  MetaKey
+  MetaKey,
+  parseDeadlineMs
 } from "../protocol/mesh.ts"
 import { parseRequestPath } from "../protocol/requestPath.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
@@ -54,6 +56,7 @@ export interface MeshSessionOptions {
 
 const lastChunk = Buffer.of(ChunkHeader.data)
 const noBody = new Uint8Array(0)
+const noData = Buffer.alloc(0)
 
 /** Request ids run 1..2^32-1 per channel and wrap, skipping 0. */
 const nextRequestId = (channel: OwnChannel): number => {
@@ -92,6 +95,8 @@ export class MeshSession implements MessageSink {
   goAwayAcknowledged = false
   /** Round-trip time of the last answered ping, in ms. */
   lastRttMs: number | undefined
+  /** Reading is paused until the writer drains (this side's answers backed up). */
+  private pausedForWriter = false
 
   constructor(connection: Connection, options: MeshSessionOptions) {
     this.connection = connection
@@ -101,7 +106,7 @@ export class MeshSession implements MessageSink {
     const ownControlId = options.isDialer ? DialerControlChannel : AcceptorControlChannel
     this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
     this.nextOwnId = ownControlId + 1
-    connection.enableMesh(options.isDialer, ownControlId, this.peerControl, options.agreed.maxChannels)
+    connection.enableMesh(options.isDialer, ownControlId, this.peerControl, options.agreed.maxChannels, options.agreed.maxMetaBytes)
     this.ownControl = new OwnChannel(ownControlId)
     this.own.set(ownControlId, this.ownControl)
     connection.attach(this)
@@ -176,7 +181,7 @@ export class MeshSession implements MessageSink {
     if (this.connection.closed) {
       return callback(new ConnectionClosed({ message: this.connection.closeError!.message, sent: false }), undefined)
     }
-    const timeoutMs = options.timeoutMs ?? 0
+    const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
     let meta = options.meta ?? emptyMeta
     if (timeoutMs > 0) meta = new Map(meta).set(MetaKey.deadline, String(timeoutMs))
     const requestId = nextRequestId(channel)
@@ -338,7 +343,7 @@ export class MeshSession implements MessageSink {
       return this.finishCall(call, undefined, { meta: envelope.meta, data: body, stream: undefined })
     }
     // A streamed answer begins.
-    const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes))
+    const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), this.connection.budget)
     call.incoming = incoming
     if (body.length > 0) incoming.push(body)
     if (call.streamResponse) return this.finishCall(call, undefined, { meta: envelope.meta, data: Buffer.alloc(0), stream: incoming })
@@ -373,9 +378,13 @@ export class MeshSession implements MessageSink {
     }
     const envelope = this.readEnvelope(data)
     if (envelope === undefined) return
-    const stream = isLastPacket(status) ? undefined : new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channelId, bytes))
-    channel.receiving = stream
     const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
+    const isControl = channelId === this.peerControl
+    // The server as a whole holds all it may: new work is refused at once (overloaded, not
+    // processed, so the caller may go elsewhere) and its body is not kept.
+    const overloaded = !isControl && this.connection.budget.sharedFull
+    const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channelId, bytes), this.connection.budget)
+    channel.receiving = stream
     let body: Buffer | DecompressionFailed = data.subarray(envelope.bodyOffset)
     if ((envelope.flags & EnvelopeFlag.compressed) !== 0) {
       if (channelId === this.peerControl) return this.violation("bad-control", "control messages are never compressed")
@@ -388,8 +397,13 @@ export class MeshSession implements MessageSink {
       if (unreadable !== undefined) stream.fail(unreadable)
       else if (body.length > 0) stream.push(body)
     }
-    if (channelId === this.peerControl) return this.onControl(rawPath, envelope.requestId, body, oneway)
-    const remaining = Number(envelope.meta.get(MetaKey.deadline) ?? "0")
+    if (isControl) return this.onControl(rawPath, envelope.requestId, body, oneway)
+    if (overloaded) body = noData
+    // Held until the request is answered; past the connection's own budget its reading pauses.
+    const charged = body.length
+    this.connection.budget.charge(1, charged)
+    // Never an unchecked wire value into a timer: digits only, clamped (PROTOCOL.md §14).
+    const remaining = parseDeadlineMs(envelope.meta.get(MetaKey.deadline))
     const abort = new AbortController()
     const closed = this.connection.closeError
     if (closed !== undefined) abort.abort(closed)
@@ -402,12 +416,18 @@ export class MeshSession implements MessageSink {
       oneway
     })
     if (oneway) {
-      if (unreadable === undefined) this.runOneway(request)
-      else this.options.log("push-failed", { path: request.path, code: MeshErrorCode.badRequest, message: unreadable.message })
+      if (unreadable === undefined && !overloaded) return this.runOneway(request, charged)
+      this.connection.budget.release(1, charged)
+      stream?.discard()
+      const message = overloaded ? "server overloaded" : unreadable!.message
+      this.options.log("push-failed", { path: request.path, code: overloaded ? MeshErrorCode.overloaded : MeshErrorCode.badRequest, message })
       return
     }
-    const served: Served = { request, requestId: envelope.requestId, abort, timer: undefined, refusal: undefined, answered: false }
-    if (unreadable !== undefined) {
+    const served: Served = { request, requestId: envelope.requestId, abort, timer: undefined, refusal: undefined, answered: false, charged }
+    if (overloaded) {
+      served.refusal = failure(MeshErrorCode.overloaded, "server overloaded; retry elsewhere", false)
+      abort.abort()
+    } else if (unreadable !== undefined) {
       served.refusal = failure(MeshErrorCode.badRequest, unreadable.message, false)
       abort.abort()
     } else if (this.localDraining) {
@@ -419,7 +439,7 @@ export class MeshSession implements MessageSink {
     if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
   }
 
-  private runOneway(request: IncomingRequest): void {
+  private runOneway(request: IncomingRequest, charged: number): void {
     let outcome: Outcome | PromiseLike<Outcome>
     try {
       outcome = this.dispatch(request)
@@ -427,6 +447,8 @@ export class MeshSession implements MessageSink {
       outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
     }
     Promise.resolve(outcome).then((result) => {
+      this.connection.budget.release(1, charged)
+      request.context.stream?.discard()
       if (!(result instanceof Uint8Array) && result._tag === "Failure") {
         this.options.log("push-failed", { path: request.path, code: result.code, message: result.message })
       }
@@ -494,6 +516,29 @@ export class MeshSession implements MessageSink {
   private answer(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
     served.answered = true
     if (this.connection.closed) return false
+    const streams = this.writeAnswer(channel, served, outcome)
+    if (!streams) this.finished(served)
+    return streams
+  }
+
+  /** A request is done with (its answer written): what it held goes back to the budget, its unread body is dropped. */
+  private finished(served: Served): void {
+    this.connection.budget.release(1, served.charged)
+    served.charged = 0
+    served.request.context.stream?.discard()
+    // An acceptor whose answers back up stops reading from that peer until they drain (PROTOCOL.md §8).
+    const writer = this.connection.writer
+    if (!this.options.isDialer && !this.pausedForWriter && writer.congested && !this.connection.closed) {
+      this.pausedForWriter = true
+      this.connection.pauseReading()
+      writer.whenWritable(() => {
+        this.pausedForWriter = false
+        this.connection.resumeReading()
+      })
+    }
+  }
+
+  private writeAnswer(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
     const path = served.request.path
     let kind: number = EnvelopeKind.response
     let meta: Meta = emptyMeta
@@ -515,13 +560,19 @@ export class MeshSession implements MessageSink {
       this.connection.writer.send(whole ? Status.ResponseWhole : Status.ResponseFirstMore, path, channel.id, head)
     } catch (error) {
       const fallback: Failure = failure(MeshErrorCode.handlerFailed, `answer cannot be sent: ${String(error)}`, true)
-      this.connection.writer.send(Status.ResponseWhole, path, channel.id, encodeEnvelope(EnvelopeKind.error, 0, served.requestId, emptyMeta, encodeErrorBody(fallback), this.agreed.maxMetaBytes))
+      try {
+        this.connection.writer.send(Status.ResponseWhole, path, channel.id, encodeEnvelope(EnvelopeKind.error, 0, served.requestId, emptyMeta, encodeErrorBody(fallback), this.agreed.maxMetaBytes))
+      } catch (failed) {
+        // Not even the error fits (the write queue is over its hard limit): pairing cannot hold.
+        this.connection.close(`cannot answer request ${served.requestId} on channel ${channel.id}: ${String(failed)}`, false)
+      }
       return false
     }
     if (whole) return false
     channel.sendingFor = served
     void this.sendStream(channel, path, Status.ResponseContinue, Status.ResponseLast, body, (window) => (channel.sending = window)).then(() => {
       channel.sendingFor = undefined
+      this.finished(served)
       if (channel.running === undefined) this.runNext(channel)
     })
     return true
@@ -640,6 +691,43 @@ export class MeshSession implements MessageSink {
     const own = this.own.get(channelId)
     if (own !== undefined) this.onResponse(own, status, data)
     else this.onRequest(channelId, status, path, data)
+  }
+
+  /**
+   * A packet above the whole-body limit, of which only the envelope was read. A request is refused
+   * (`bad_request`, not processed: its body should have streamed, §13) in its turn; anything else
+   * breaks the rules of §13 and closes the connection.
+   */
+  onOversize(channelId: number, status: number, rawPath: string, prefix: Buffer, length: number): void {
+    this.packetsReceived++
+    if (this.own.has(channelId) || channelId === this.peerControl || !isFirstPacket(status)) {
+      return this.violation("packet-too-large", `packet (status ${status}) of ${length} bytes on channel ${channelId}: a body this large must stream in chunks`)
+    }
+    const envelope = this.readEnvelope(prefix)
+    if (envelope === undefined) return
+    let channel = this.peer.get(channelId)
+    if (channel === undefined) {
+      channel = new PeerChannel(channelId)
+      this.peer.set(channelId, channel)
+    }
+    channel.receiving = undefined // its continuations, if any, are dropped as they come
+    const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
+    const request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), noData, {
+      remoteAddress: this.connection.remoteAddress,
+      signal: AbortSignal.abort(),
+      meta: envelope.meta,
+      deadline: 0,
+      stream: undefined,
+      oneway: false
+    })
+    if ((envelope.flags & EnvelopeFlag.oneway) !== 0) {
+      this.options.log("push-failed", { path: request.path, code: MeshErrorCode.badRequest, message })
+      return
+    }
+    this.connection.budget.charge(1, 0)
+    const refusal = failure(MeshErrorCode.badRequest, message, false)
+    channel.mailbox.push({ request, requestId: envelope.requestId, abort: new AbortController(), timer: undefined, refusal, answered: false, charged: 0 })
+    if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
   }
 
   onClose(error: ConnectionClosed): void {

@@ -15,17 +15,19 @@ import { type Dispatch, IncomingRequest, isPromiseLike, type Outcome } from "./r
 export interface ServerSessionLimits {
   /** Channels a peer may open on one connection, channel 0 not counted. */
   readonly maxChannels: number
-  /** Requests read but not yet answered, over all channels of the connection; above it reading pauses. */
-  readonly maxQueuedRequests: number
 }
 
-export const defaultServerSessionLimits: ServerSessionLimits = { maxChannels: 1024, maxQueuedRequests: 1024 }
+export const defaultServerSessionLimits: ServerSessionLimits = { maxChannels: 1024 }
 
 /**
  * Answers a `/sys/hello` with the bytes to send back and a function to call right after they are
  * queued (it switches the connection to mesh mode); undefined to answer as a plain server would.
  */
 export type HelloHandler = (data: Buffer) => { readonly answer: Uint8Array; readonly upgrade: () => void } | undefined
+
+const noData = Buffer.alloc(0)
+/** A plain peer has no typed errors: the reference's handler-fail body says it (PROTOCOL.md §8). */
+const overloadedBody = handlerFailedBody("server overloaded, retry later")
 
 /** The plain-IIP answer for an outcome (PROTOCOL.md §6). */
 const plainBody = (outcome: Outcome): Uint8Array | PromiseLike<Uint8Array> => {
@@ -75,7 +77,6 @@ class ChannelActor {
   deliver(request: IncomingRequest): void {
     if (this.busy || this.mailbox.length > 0) {
       this.mailbox.push(request)
-      this.session.queued(1)
       return
     }
     this.run(request)
@@ -95,7 +96,6 @@ class ChannelActor {
       this.session.reply(request, answer)
       const next = this.mailbox.shift()
       if (next === undefined) break
-      this.session.queued(-1)
       request = next
     }
     this.session.actorIdle(this)
@@ -109,7 +109,6 @@ class ChannelActor {
       this.session.actorIdle(this)
       return
     }
-    this.session.queued(-1)
     this.run(next)
   }
 }
@@ -118,11 +117,11 @@ export class ServerSession implements MessageSink {
   private readonly actors = new Map<number, ChannelActor>()
   private nextChannelId = 1
   private readonly freedIds: Array<number> = []
-  private queuedRequests = 0
-  private pausedForQueue = false
   private pausedForWriter = false
   private readonly abort = new AbortController()
   private readonly context
+  /** The context of requests refused unread because the server is full (told apart by identity). */
+  private readonly refusedContext
   readonly connection: Connection
   private readonly dispatch: Dispatch
   private readonly limits: ServerSessionLimits
@@ -149,6 +148,7 @@ export class ServerSession implements MessageSink {
       stream: undefined,
       oneway: false
     }
+    this.refusedContext = { ...this.context }
     this.actors.set(SystemChannel, new ChannelActor(SystemChannel, this))
     connection.attach(this)
   }
@@ -163,7 +163,7 @@ export class ServerSession implements MessageSink {
     return true
   }
 
-  onMessage(channelId: number, rawPath: string, data: Buffer): void {
+  onMessage(channelId: number, rawPath: string, data: Buffer, refused = false): void {
     const actor = this.actors.get(channelId)!
     if (rawPath === SystemPath.deleteChannel) {
       if (channelId === SystemChannel) {
@@ -184,6 +184,13 @@ export class ServerSession implements MessageSink {
         return
       }
     }
+    // The server as a whole holds all it may: refused at once, in its turn, instead of queued.
+    if (refused || (this.connection.budget.sharedFull && rawPath !== SystemPath.newChannel)) {
+      actor.deliver(new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), noData, this.refusedContext))
+      return
+    }
+    // Held until answered; past this connection's own budget its reading pauses (budget.ts).
+    this.connection.budget.charge(1, data.length)
     actor.deliver(new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), data, this.context))
   }
 
@@ -194,6 +201,7 @@ export class ServerSession implements MessageSink {
 
   /** The answer for one request: system paths here, everything else through the dispatcher. */
   answer(request: IncomingRequest): Uint8Array | PromiseLike<Uint8Array> {
+    if (request.context === this.refusedContext) return overloadedBody
     if (request.rawPath === SystemPath.newChannel) return this.createChannel()
     let outcome: Outcome | PromiseLike<Outcome>
     try {
@@ -206,6 +214,7 @@ export class ServerSession implements MessageSink {
 
   reply(request: IncomingRequest, data: Uint8Array): void {
     if (this.connection.closed) return
+    if (request.context !== this.refusedContext) this.connection.budget.release(1, request.data.length)
     try {
       this.connection.writer.send(Status.ResponseWhole, request.path, request.channelId, data.length > 0 ? data : noResponseBody)
     } catch (error) {
@@ -224,22 +233,11 @@ export class ServerSession implements MessageSink {
     }
   }
 
-  /** Accounting of requests waiting in mailboxes; reading pauses while there are too many. */
-  queued(delta: number): void {
-    this.queuedRequests += delta
-    if (!this.pausedForQueue && this.queuedRequests >= this.limits.maxQueuedRequests) {
-      this.pausedForQueue = true
-      this.connection.pauseReading()
-    } else if (this.pausedForQueue && this.queuedRequests < this.limits.maxQueuedRequests / 2) {
-      this.pausedForQueue = false
-      this.connection.resumeReading()
-    }
-  }
-
   actorIdle(actor: ChannelActor): void {
     if (actor.closing && actor.idle && this.actors.get(actor.id) === actor) {
       this.actors.delete(actor.id)
       this.freedIds.push(actor.id)
+      this.connection.budget.closeChannel()
     }
   }
 
@@ -249,7 +247,7 @@ export class ServerSession implements MessageSink {
   }
 
   private createChannel(): Uint8Array {
-    if (this.channelCount >= this.limits.maxChannels) return channelLimitBody
+    if (this.channelCount >= this.limits.maxChannels || !this.connection.budget.openChannel()) return channelLimitBody
     const id = this.allocateId()
     this.actors.set(id, new ChannelActor(id, this))
     this.connection.openChannel(id)

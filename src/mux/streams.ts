@@ -1,8 +1,10 @@
 // Streamed message bodies in mesh mode (PROTOCOL.md §12). An IncomingStream buffers what the
 // peer sent on one channel, at most one window of it, and grants the peer more as the consumer
 // reads; a StreamSender cuts an outgoing body into chunks and waits for the peer's grants and for
-// the connection's writer, so a slow reader slows only its own channel.
+// the connection's writer, so a slow reader slows only its own channel. What an IncomingStream
+// holds unread counts against its connection's budget (budget.ts).
 import * as Data from "effect/Data"
+import type { InboundBudget } from "./budget.ts"
 
 export class StreamFailed extends Data.TaggedError("StreamFailed")<{ readonly message: string }> {}
 
@@ -13,12 +15,16 @@ export class IncomingStream implements AsyncIterable<Buffer> {
   private failure: Error | undefined
   private wake: (() => void) | undefined
   private consumed = 0
+  /** Nobody will read on (its request was answered): chunks are dropped and granted back as they come. */
+  private discarded = false
   private readonly window: number
   private readonly grant: (bytes: number) => void
+  private readonly budget: InboundBudget | undefined
 
-  constructor(window: number, grant: (bytes: number) => void) {
+  constructor(window: number, grant: (bytes: number) => void, budget?: InboundBudget) {
     this.window = window
     this.grant = grant
+    this.budget = budget
   }
 
   /**
@@ -27,12 +33,32 @@ export class IncomingStream implements AsyncIterable<Buffer> {
    * one, so up to twice the window is tolerated.
    */
   push(chunk: Buffer): boolean {
+    if (this.discarded) {
+      if (!this.ended) this.grant(chunk.length)
+      return true
+    }
     if (this.ended) return true
     this.buffered += chunk.length
     if (this.buffered > 2 * this.window) return false
     this.chunks.push(chunk)
+    this.budget?.charge(0, chunk.length)
     this.notify()
     return true
+  }
+
+  /**
+   * Drops what is buffered and whatever still comes, granting it back so the sender can finish:
+   * the request this body belongs to was answered, and nobody will read it.
+   */
+  discard(): void {
+    if (this.discarded) return
+    this.discarded = true
+    const dropped = this.buffered
+    this.chunks.length = 0
+    this.buffered = 0
+    this.budget?.release(0, dropped)
+    if (!this.ended && dropped + this.consumed > 0) this.grant(dropped + this.consumed)
+    this.consumed = 0
   }
 
   end(): void {
@@ -52,6 +78,7 @@ export class IncomingStream implements AsyncIterable<Buffer> {
       const chunk = this.chunks.shift()
       if (chunk !== undefined) {
         this.buffered -= chunk.length
+        this.budget?.release(0, chunk.length)
         this.consumed += chunk.length
         // Grant in batches of half a window: fewer control packets, the pipe never runs dry.
         if (this.consumed >= this.window / 2 && !this.ended) {

@@ -12,6 +12,11 @@ export interface DecoderSink {
    */
   readonly checkHeader: (status: number, channelId: number) => ProtocolError | undefined
   readonly onPacket: (status: number, path: string, channelId: number, data: Buffer) => void
+  /**
+   * A packet longer than `oversizeBytes` (see `limitPackets`) was read: only its first `prefix`
+   * bytes were kept, the rest skipped without being stored. `length` is what it declared.
+   */
+  readonly onOversize?: (status: number, path: string, channelId: number, prefix: Buffer, length: number) => void
 }
 
 export interface DecoderLimits {
@@ -26,6 +31,8 @@ const STAGE_STATUS = 0
 const STAGE_PATH = 1
 const STAGE_FIXED = 2
 const STAGE_DATA = 3
+/** Skipping the rest of an oversize packet. */
+const STAGE_SKIP = 4
 
 const describe = (status: number, path: string) => `packet (status ${status}, path ${JSON.stringify(path.slice(0, 80))})`
 
@@ -42,6 +49,15 @@ export class PacketDecoder {
   private data: Buffer | undefined = undefined
   private dataFill = 0
   private stopped = false
+  /** Packets handed out so far (a counter the connection's timeouts watch for progress). */
+  packets = 0
+  /** Longer packets are kept only up to `oversizePrefix` bytes and handed to onOversize. */
+  private oversizeBytes = Infinity
+  private oversizePrefix = 0
+  /** Of the current oversize packet: its declared length, and the bytes still to skip. */
+  private oversizeLength = 0
+  private skipLeft = 0
+  private prefix: Buffer | undefined = undefined
   private readonly sink: DecoderSink
   private readonly limits: DecoderLimits
 
@@ -56,6 +72,24 @@ export class PacketDecoder {
   /** Stops decoding: later chunks are ignored (the connection is closing). */
   stop(): void {
     this.stopped = true
+    this.data = undefined
+    this.prefix = undefined
+    this.pathParts = []
+  }
+
+  /**
+   * From now on a packet whose data exceeds `bytes` is not stored whole: its first `prefix` bytes
+   * go to the sink's onOversize, the rest is read and dropped (mesh mode: a body that should have
+   * streamed is refused without holding it).
+   */
+  limitPackets(bytes: number, prefix: number): void {
+    this.oversizeBytes = bytes
+    this.oversizePrefix = Math.min(prefix, bytes)
+  }
+
+  /** Bytes allocated for the packet being read (0 between packets, or while one is skipped). */
+  get pendingBytes(): number {
+    return this.data === undefined ? 0 : this.data.length
   }
 
   /** True when no packet is partly read (the stream ended on a packet boundary). */
@@ -90,10 +124,12 @@ export class PacketDecoder {
             const lengthError = this.checkLength(length)
             if (lengthError !== undefined) return this.finish(lengthError)
             offset = nul + 9
-            if (end - offset >= length) {
+            if (length > this.oversizeBytes) this.startOversize(length)
+            else if (end - offset >= length) {
               const data = chunk.subarray(offset, offset + length)
               offset += length
               this.stage = STAGE_STATUS
+              this.packets++
               this.sink.onPacket(status, this.path, this.channelId, data)
             } else {
               this.data = Buffer.allocUnsafe(length)
@@ -140,11 +176,13 @@ export class PacketDecoder {
           const length = this.fixed.readUInt32BE(4)
           const lengthError = this.checkLength(length)
           if (lengthError !== undefined) return this.finish(lengthError)
-          if (end - offset >= length) {
+          if (length > this.oversizeBytes) this.startOversize(length)
+          else if (end - offset >= length) {
             // The body is wholly in this chunk: hand out a view, no copy.
             const data = chunk.subarray(offset, offset + length)
             offset += length
             this.stage = STAGE_STATUS
+            this.packets++
             this.sink.onPacket(this.status, this.path, this.channelId, data)
           } else {
             this.data = Buffer.allocUnsafe(length) // length was checked just above
@@ -161,14 +199,47 @@ export class PacketDecoder {
           offset += take
           if (this.dataFill === data.length) {
             this.data = undefined
+            if (this.oversizeLength > 0) {
+              this.prefix = data
+              this.stage = STAGE_SKIP
+              if (this.skipLeft === 0) this.endOversize()
+              break
+            }
             this.stage = STAGE_STATUS
+            this.packets++
             this.sink.onPacket(this.status, this.path, this.channelId, data)
           }
+          break
+        }
+        case STAGE_SKIP: {
+          const take = Math.min(this.skipLeft, end - offset)
+          this.skipLeft -= take
+          offset += take
+          if (this.skipLeft === 0) this.endOversize()
           break
         }
       }
     }
     return undefined
+  }
+
+  /** Reads the first bytes of an oversize packet, to skip the rest. */
+  private startOversize(length: number): void {
+    this.oversizeLength = length
+    this.skipLeft = length - this.oversizePrefix
+    this.data = Buffer.allocUnsafe(this.oversizePrefix)
+    this.dataFill = 0
+    this.stage = STAGE_DATA
+  }
+
+  private endOversize(): void {
+    const prefix = this.prefix!
+    const length = this.oversizeLength
+    this.prefix = undefined
+    this.oversizeLength = 0
+    this.stage = STAGE_STATUS
+    this.packets++
+    this.sink.onOversize?.(this.status, this.path, this.channelId, prefix, length)
   }
 
   private finish(result: "close" | ProtocolError): DecodeResult {

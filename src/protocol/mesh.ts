@@ -104,7 +104,8 @@ export const agree = (mine: Hello, theirs: Hello): Hello => ({
   features: mine.features.filter((f) => theirs.features.includes(f)),
   maxMetaBytes: Math.min(mine.maxMetaBytes, theirs.maxMetaBytes),
   streamWindow: theirs.streamWindow,
-  maxChannels: theirs.maxChannels
+  // Each side's own limit holds whatever the other declared: a peer cannot raise it by asking.
+  maxChannels: Math.min(mine.maxChannels, theirs.maxChannels)
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -262,3 +263,18 @@ export const MetaKey = {
   /** Milliseconds the caller still waits, as decimal ASCII. */
   deadline: "deadline-ms"
 } as const
+
+/** The longest deadline a peer can ask for (24 h); timers take at most 2^31-1 ms. */
+export const MaxDeadlineMs = 24 * 60 * 60 * 1000
+
+/** A caller's timeout as a timer may use it: whole ms, at most MaxDeadlineMs (Infinity too); 0 (none) for NaN, 0 or less. */
+export const clampDeadlineMs = (ms: number): number => (ms > 0 ? Math.min(Math.ceil(ms), MaxDeadlineMs) : 0)
+
+/**
+ * A `deadline-ms` value as a timer may use it: digits only (no sign, exponent, fraction or
+ * `Infinity`), clamped to MaxDeadlineMs; 0 (none) when absent or malformed.
+ */
+export const parseDeadlineMs = (text: string | undefined): number => {
+  if (text === undefined || text.length === 0 || text.length > 16 || !/^[0-9]+$/.test(text)) return 0
+  return Math.min(Number(text), MaxDeadlineMs)
+}

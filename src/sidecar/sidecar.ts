@@ -128,6 +128,20 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
     return { tracing, metrics: makeMetrics(), traces }
   })
 
+/** The inbound listener's budgets, limits and timeouts from the configuration (README, PROTOCOL.md §15). */
+const inboundLimitsOf = (config: SidecarConfig): Partial<Server.ServerOptions> => ({
+  maxQueuedRequestsPerConnection: config.maxQueuedRequestsPerConnection,
+  maxQueuedBytesPerConnection: config.maxQueuedBytesPerConnection,
+  maxQueuedRequests: config.maxQueuedRequests,
+  maxQueuedBytes: config.maxQueuedBytes,
+  maxChannelsPerConnection: config.maxChannelsPerConnection,
+  maxChannels: config.maxChannels,
+  connectionLimits: { maxWholeBodyBytes: config.maxWholeBodyBytes },
+  firstPacketTimeoutMs: config.firstPacketTimeoutMs ?? 0,
+  packetTimeoutMs: config.packetTimeoutMs ?? 0,
+  idleTimeoutMs: config.idleTimeoutMs ?? 0
+})
+
 export const make = (config: SidecarConfig, log: Log = stderrLog, options: SidecarOptions = {}): Effect.Effect<Sidecar, Server.ListenFailed, Scope.Scope> =>
   Effect.gen(function*() {
     const supervisor = yield* Supervisor.current
@@ -161,6 +175,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       node: config.node,
       maxMetaBytes: SIDECAR_META_BYTES,
       drainTimeoutMs: config.drainTimeoutMs,
+      ...inboundLimitsOf(config),
       ...(config.compress ? { compression: {} } : {}),
       supervisor,
       log

@@ -4,6 +4,7 @@
 import { describe, expect, it } from "vitest"
 import {
   agree,
+  clampDeadlineMs,
   decodeEnvelope,
   decodeErrorBody,
   decodeHello,
@@ -12,7 +13,9 @@ import {
   encodeErrorBody,
   encodeHello,
   EnvelopeError,
-  MeshFeatures
+  MaxDeadlineMs,
+  MeshFeatures,
+  parseDeadlineMs
 } from "../../src/protocol/mesh.ts"
 import { encodePacket } from "../../src/protocol/packet.ts"
 
@@ -101,5 +104,27 @@ describe("envelope refusals", () => {
   it("refuses to encode metadata over the limit or with an empty key", () => {
     expect(() => encodeEnvelope(1, 0, 1, new Map([["k", "x".repeat(100)]]), Buffer.alloc(0), 64)).toThrow(/exceeds the 64-byte limit/)
     expect(() => encodeEnvelope(1, 0, 1, new Map([["", "x"]]), Buffer.alloc(0), 64)).toThrow(/must be 1..255 bytes/)
+  })
+})
+
+describe("values from the wire bound before they reach a timer", () => {
+  it("deadline-ms: decimal digits only, clamped to 24 h; anything else is no deadline", () => {
+    expect(parseDeadlineMs("1000")).toBe(1000)
+    expect(parseDeadlineMs("99999999999")).toBe(MaxDeadlineMs)
+    expect(parseDeadlineMs("9".repeat(400))).toBe(0)
+    for (const bad of [undefined, "", "Infinity", "1e309", "1e3", "-5", " 50", "50 ", "0x10", "12abc", "1.5", "+7"]) expect(parseDeadlineMs(bad)).toBe(0)
+    expect(MaxDeadlineMs).toBeLessThanOrEqual(2 ** 31 - 1)
+  })
+
+  it("a caller's timeout: whole ms up to 24 h, none for NaN or 0 or less", () => {
+    expect(clampDeadlineMs(1.2)).toBe(2)
+    expect(clampDeadlineMs(Infinity)).toBe(MaxDeadlineMs)
+    expect(clampDeadlineMs(1e12)).toBe(MaxDeadlineMs)
+    for (const none of [Number.NaN, 0, -1, -Infinity]) expect(clampDeadlineMs(none)).toBe(0)
+  })
+
+  it("agree: maxChannels is the smaller of the two hellos, whoever declares more", () => {
+    expect(agree(hello, { ...hello, maxChannels: 0x7fff_ffff }).maxChannels).toBe(1024)
+    expect(agree({ ...hello, maxChannels: 8 }, hello).maxChannels).toBe(8)
   })
 })

@@ -363,3 +363,60 @@ describe("iip-mesh sidecar with a bad configuration", () => {
     }
   })
 })
+
+describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
+  it("default to 1024 requests and 64 MiB per connection, 16384 and 512 MiB in all, 1024/65536 channels, 1 MiB whole bodies, 10 s / 30 s / 5 min", () => {
+    const config = ok(load(["--service", "a"]))
+    expect(config).toMatchObject({
+      maxQueuedRequestsPerConnection: 1024,
+      maxQueuedBytesPerConnection: 64 * 1024 * 1024,
+      maxQueuedRequests: 16_384,
+      maxQueuedBytes: 512 * 1024 * 1024,
+      maxChannelsPerConnection: 1024,
+      maxChannels: 65_536,
+      maxWholeBodyBytes: 1024 * 1024,
+      firstPacketTimeoutMs: 10_000,
+      packetTimeoutMs: 30_000,
+      idleTimeoutMs: 300_000
+    })
+  })
+
+  it("are read from flags (sizes with KiB/MiB/GiB, durations with units) and environment variables; off turns a timeout off", () => {
+    const fromFlags = ok(load([
+      "--service", "a",
+      "--max-queued-requests-per-connection", "64",
+      "--max-queued-bytes-per-connection", "4MiB",
+      "--max-queued-requests", "2000",
+      "--max-queued-bytes", "1GiB",
+      "--max-channels-per-connection", "16",
+      "--max-channels", "4096",
+      "--max-whole-body-bytes", "256KiB",
+      "--first-packet-timeout", "2s",
+      "--packet-timeout", "500ms",
+      "--idle-timeout", "off"
+    ]))
+    expect(fromFlags).toMatchObject({
+      maxQueuedRequestsPerConnection: 64,
+      maxQueuedBytesPerConnection: 4 * 1024 * 1024,
+      maxQueuedRequests: 2000,
+      maxQueuedBytes: 1024 ** 3,
+      maxChannelsPerConnection: 16,
+      maxChannels: 4096,
+      maxWholeBodyBytes: 256 * 1024,
+      firstPacketTimeoutMs: 2000,
+      packetTimeoutMs: 500,
+      idleTimeoutMs: null
+    })
+    const fromEnv = ok(load(["--service", "a"], { IIP_MESH_MAX_QUEUED_BYTES: "1048576", IIP_MESH_IDLE_TIMEOUT: "2m", IIP_MESH_MAX_CHANNELS: "100" }))
+    expect(fromEnv).toMatchObject({ maxQueuedBytes: 1024 * 1024, idleTimeoutMs: 120_000, maxChannels: 100 })
+  })
+
+  it("bad sizes, counts and durations are reported together, each with its setting", () => {
+    const error = problems(load(["--service", "a", "--max-queued-bytes", "lots", "--max-channels", "0", "--max-whole-body-bytes", "12", "--packet-timeout", "soon"]))
+    expect(error.problems).toHaveLength(4)
+    expect(error.message).toContain("maxQueuedBytes (from --max-queued-bytes)")
+    expect(error.message).toContain("maxChannels (from --max-channels)")
+    expect(error.message).toContain("maxWholeBodyBytes (from --max-whole-body-bytes)")
+    expect(error.message).toContain("packetTimeoutMs (from --packet-timeout): Expected a duration")
+  })
+})

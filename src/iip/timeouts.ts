@@ -1,0 +1,147 @@
+// The timeouts of a server's connections (PROTOCOL.md §15): a new connection must complete its
+// first packet (a mesh dialer's hello) in time, a packet once started must be completed in time
+// (slowloris), a connection this side paused at its budget stays paused only while what it holds
+// is being released (else its work is stuck, and a paused socket cannot see its peer leave), and a
+// connection with nothing in flight and no traffic for long is closed, so idle or stalled sockets
+// cannot hold the connection slots. One sweep fiber per server (on Effect's
+// Clock, so tests drive it with TestClock) compares each connection's packet and release counters
+// with what it saw last time: nothing per packet, nothing per request.
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import type { Connection } from "../mux/connection.ts"
+import type { Log } from "./log.ts"
+import type { Supervisor } from "./supervisor.ts"
+
+export interface TimeoutOptions {
+  /** From accept to the first whole packet; 0: no limit. */
+  readonly firstPacketMs: number
+  /**
+   * From the start of a packet to its end, while this side is reading; also the longest a
+   * connection stays paused while nothing it holds is released; 0: no limit.
+   */
+  readonly packetMs: number
+  /** No request in flight and no packet received for this long; 0: never. */
+  readonly idleMs: number
+}
+
+export const defaultTimeouts: TimeoutOptions = { firstPacketMs: 10_000, packetMs: 30_000, idleMs: 300_000 }
+
+interface Watch {
+  /** When it was accepted; -1 when the sweeper had not started yet (its first sweep sets it). */
+  openedAt: number
+  /** The connection has nothing in flight. */
+  isIdle: () => boolean
+  packets: number
+  /** The connection's budget releases when last seen. */
+  releases: number
+  /** When the packet or release count last moved. */
+  progressAt: number
+  /** When the packet now partly read was first seen partly read; -1 when none is. */
+  partialAt: number
+}
+
+export class ConnectionTimeouts {
+  private readonly watched = new Map<Connection, Watch>()
+  private running = false
+  private stopped = false
+  /** The sweeper's clock, so a connection's time starts at its accept (unset until the sweeper runs). */
+  private clock: Clock.Clock | undefined
+  private readonly options: TimeoutOptions
+  private readonly supervisor: Supervisor
+  private readonly log: Log
+
+  constructor(options: TimeoutOptions, supervisor: Supervisor, log: Log) {
+    this.options = options
+    this.supervisor = supervisor
+    this.log = log
+  }
+
+  /** Watches `connection` from now on; called again (after a mesh upgrade) it replaces `isIdle`. */
+  watch(connection: Connection, isIdle: () => boolean): void {
+    const known = this.watched.get(connection)
+    if (known !== undefined) {
+      known.isIdle = isIdle
+      return
+    }
+    const { firstPacketMs, packetMs, idleMs } = this.options
+    if (this.stopped || (firstPacketMs <= 0 && packetMs <= 0 && idleMs <= 0)) return
+    const now = this.clock?.currentTimeMillisUnsafe() ?? -1
+    this.watched.set(connection, { openedAt: now, isIdle, packets: 0, releases: 0, progressAt: now, partialAt: -1 })
+    if (!this.running) {
+      this.running = true
+      this.supervisor.fork(this.sweeper())
+    }
+  }
+
+  stop(): void {
+    this.stopped = true
+    this.watched.clear()
+  }
+
+  /** Sweeps every quarter of the shortest timeout, so each fires at most a quarter late. */
+  private sweeper(): Effect.Effect<void> {
+    const timeouts = this
+    const { firstPacketMs, packetMs, idleMs } = this.options
+    const tick = Math.max(5, Math.floor(Math.min(...[firstPacketMs, packetMs, idleMs].filter((ms) => ms > 0)) / 4))
+    return Effect.gen(function*() {
+      const clock = yield* Clock.Clock
+      timeouts.clock = clock
+      while (!timeouts.stopped) {
+        timeouts.sweep(clock.currentTimeMillisUnsafe())
+        yield* Effect.sleep(tick)
+      }
+    }).pipe(Effect.ensuring(Effect.sync(() => (timeouts.running = false))))
+  }
+
+  private sweep(now: number): void {
+    const { firstPacketMs, packetMs, idleMs } = this.options
+    for (const [connection, watch] of this.watched) {
+      if (connection.closed) {
+        this.watched.delete(connection)
+        continue
+      }
+      if (watch.openedAt < 0) {
+        watch.openedAt = now
+        watch.progressAt = now
+      }
+      const packets = connection.packetsReceived
+      const releases = connection.budget.releases
+      if (packets !== watch.packets || releases !== watch.releases) {
+        watch.packets = packets
+        watch.releases = releases
+        watch.progressAt = now
+        watch.partialAt = connection.midPacket && !connection.readingPaused ? now : -1
+        continue
+      }
+      if (connection.readingPaused) {
+        // This side stopped reading: the clock of a packet in progress stops too. Paused for its
+        // answers to drain, the peer's reading pace decides (a slow reader of large answers is
+        // not stuck; a mesh peer that reads nothing fails its pings). Paused at its budget while
+        // nothing it holds is released for a packet timeout, its work is stuck, and a paused
+        // socket cannot even see its peer leave: it is closed.
+        watch.partialAt = -1
+        if (!connection.budget.pausedForBudget) watch.progressAt = now
+        else if (packetMs > 0 && now - watch.progressAt >= packetMs) {
+          this.expire(connection, "stalled", `reading paused for ${packetMs} ms while nothing it holds was released`, false)
+        }
+        continue
+      }
+      if (packets === 0 && firstPacketMs > 0 && now - watch.openedAt >= firstPacketMs) {
+        this.expire(connection, "no-first-packet", `no complete first packet within ${firstPacketMs} ms`, false)
+      } else if (connection.midPacket) {
+        if (watch.partialAt < 0) watch.partialAt = now
+        else if (packetMs > 0 && now - watch.partialAt >= packetMs) {
+          this.expire(connection, "packet-timeout", `a packet was started and not completed within ${packetMs} ms`, false)
+        }
+      } else if (idleMs > 0 && now - watch.progressAt >= idleMs && watch.isIdle()) {
+        this.expire(connection, "idle-timeout", `idle for ${idleMs} ms`, true)
+      }
+    }
+  }
+
+  private expire(connection: Connection, event: string, reason: string, graceful: boolean): void {
+    this.watched.delete(connection)
+    this.log(event, { remote: connection.remoteAddress, reason })
+    connection.close(reason, graceful)
+  }
+}

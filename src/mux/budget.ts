@@ -1,0 +1,140 @@
+// Budgets of inbound work (PROTOCOL.md §8, §15): how many requests, bytes and channels a peer may
+// make this process hold before it has answered them. Each connection has its own budget, and all
+// connections of a server share one. A connection over its own budget stops reading from its
+// socket until its handlers catch up (TCP pushes back on that peer alone); when the shared budget
+// is spent, new work from any connection is refused at once (typed `overloaded`), so one greedy
+// peer can neither exhaust memory nor make everybody else's requests hang. Plain counters: the
+// sessions charge and release on every request, so nothing here allocates.
+
+export interface BudgetLimits {
+  /** Requests read and not yet answered. */
+  readonly maxRequests: number
+  /** Bytes read and not yet consumed: queued bodies, unfinished messages, unread stream chunks. */
+  readonly maxBytes: number
+  /** Channels the peers opened. */
+  readonly maxChannels: number
+}
+
+export const unlimitedBudget: BudgetLimits = { maxRequests: Infinity, maxBytes: Infinity, maxChannels: Infinity }
+
+/** One pool of requests, bytes and channels: one connection's, or a whole server's. */
+export class Budget {
+  requests = 0
+  bytes = 0
+  channels = 0
+  readonly limits: BudgetLimits
+
+  constructor(limits: BudgetLimits) {
+    this.limits = limits
+  }
+
+  /** Over its request or byte limit: no more work should be taken in. */
+  get full(): boolean {
+    return this.requests > this.limits.maxRequests || this.bytes > this.limits.maxBytes
+  }
+
+  /** Back under half of both limits: a paused reader may go on (hysteresis, so it does not flap). */
+  get relieved(): boolean {
+    return this.requests <= this.limits.maxRequests / 2 && this.bytes <= this.limits.maxBytes / 2
+  }
+
+  get channelsFull(): boolean {
+    return this.channels >= this.limits.maxChannels
+  }
+}
+
+/**
+ * A connection's accounting: its own budget and the shared one. Charging past its own budget
+ * pauses the connection's reading; releasing back under half resumes it.
+ */
+export class InboundBudget {
+  readonly own: Budget
+  readonly shared: Budget
+  private paused = false
+  /** Releases so far: a paused connection whose count stands still holds work that is stuck. */
+  releases = 0
+  /** Set by releaseAll: the connection is gone and late releases must not touch the shared budget. */
+  private closed = false
+  private readonly pause: () => void
+  private readonly resume: () => void
+
+  constructor(own: BudgetLimits, shared: Budget, pause: () => void, resume: () => void) {
+    this.own = new Budget(own)
+    this.shared = shared
+    this.pause = pause
+    this.resume = resume
+  }
+
+  /** The server as a whole holds all it may: refuse new work instead of queueing it. */
+  get sharedFull(): boolean {
+    return this.shared.full
+  }
+
+  /** Reading is paused because this connection holds all it may. */
+  get pausedForBudget(): boolean {
+    return this.paused
+  }
+
+  charge(requests: number, bytes: number): void {
+    if (this.closed) return
+    this.own.requests += requests
+    this.own.bytes += bytes
+    this.shared.requests += requests
+    this.shared.bytes += bytes
+    if (!this.paused && this.own.full) {
+      this.paused = true
+      this.pause()
+    }
+  }
+
+  release(requests: number, bytes: number): void {
+    if (this.closed) return
+    this.releases++
+    this.own.requests -= requests
+    this.own.bytes -= bytes
+    this.shared.requests -= requests
+    this.shared.bytes -= bytes
+    if (this.paused && this.own.relieved) {
+      this.paused = false
+      this.resume()
+    }
+  }
+
+  /**
+   * Counts bytes the connection holds that pausing would not give back (the packet being read,
+   * parts of an unfinished message: only more reading finishes them), so without pausing.
+   */
+  hold(bytes: number): void {
+    if (this.closed) return
+    this.own.bytes += bytes
+    this.shared.bytes += bytes
+  }
+
+  /** Takes one channel from both budgets; false (nothing taken) when either is spent. */
+  openChannel(): boolean {
+    if (this.closed) return false
+    if (this.own.channelsFull || this.shared.channelsFull) return false
+    this.own.channels++
+    this.shared.channels++
+    return true
+  }
+
+  /** Gives back a channel the peer closed. */
+  closeChannel(): void {
+    if (this.closed) return
+    this.own.channels--
+    this.shared.channels--
+  }
+
+  /** The connection is gone: everything it held goes back to the shared budget. */
+  releaseAll(): void {
+    if (this.closed) return
+    this.closed = true
+    this.shared.requests -= this.own.requests
+    this.shared.bytes -= this.own.bytes
+    this.shared.channels -= this.own.channels
+    this.own.requests = 0
+    this.own.bytes = 0
+    this.own.channels = 0
+  }
+}

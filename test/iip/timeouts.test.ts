@@ -1,0 +1,190 @@
+// Connection timeouts of an IIP server on Effect's TestClock (issue 13, point 5; PROTOCOL.md §15).
+// Servers are made with Server.make inside `it.effect`, so their sweep runs on the test's clock;
+// sockets are real (127.0.0.1, port 0) and real I/O is awaited, bounded in real time.
+// - a connection that sends nothing is closed when firstPacketTimeoutMs passes, not before;
+// - a packet started and never finished (slowloris) is closed packetTimeoutMs after it started;
+// - a plain connection with nothing in flight is closed after idleTimeoutMs; one whose request is
+//   still being handled is not;
+// - a connection paused at its budget whose held requests never finish is closed after
+//   packetTimeoutMs (a paused socket cannot even see its peer leave); one paused because its peer
+//   reads its answers slowly is not;
+// - 200 silent sockets fill maxConnections (a new caller is turned away) until the first-packet
+//   timeout frees their slots, and the next caller is served;
+// - a mesh client's keep-alive pings keep its idle connection open for 5 minutes of an idle
+//   timeout of 1 minute, and it still answers after;
+// - the same first-packet rule holds for IIP over WebSocket.
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { TestClock } from "effect/testing"
+import WebSocket from "ws"
+import * as Client from "../../src/iip/client.ts"
+import * as Server from "../../src/iip/server.ts"
+import { Supervisor } from "../../src/iip/supervisor.ts"
+import { Cleanup, frame, RawClient, withTimeout } from "../support/iipRaw.ts"
+import { collectLog } from "../support/meshTest.ts"
+import { startWebSocketServer } from "./webSocketSupport.ts"
+
+const useCleanup = Effect.acquireRelease(
+  Effect.sync(() => new Cleanup()),
+  (cleanup) => Effect.promise(() => cleanup.run())
+)
+
+/** Real I/O, bounded in real time. */
+const awaitReal = <A>(promise: Promise<A>, what: string, timeoutMs = 5000) => Effect.promise(() => withTimeout(promise, timeoutMs, what))
+
+/** Resolves once `condition` holds, checking after each turn of the event loop (real I/O only). */
+const until = (condition: () => boolean, what: string) =>
+  awaitReal(
+    new Promise<void>((resolve) => {
+      const check = () => (condition() ? resolve() : setImmediate(check))
+      check()
+    }),
+    what
+  )
+
+const timeouts = { firstPacketTimeoutMs: 1000, packetTimeoutMs: 2000, idleTimeoutMs: 4000 }
+
+describe("connection timeouts on the TestClock", () => {
+  it.effect("a connection that sends nothing is closed when firstPacketTimeoutMs passes, not before", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const { events, log } = collectLog()
+      const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log })
+      const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* until(() => server.connectionCount === 1, "the accept")
+      yield* TestClock.adjust("999 millis")
+      expect(server.connectionCount).toBe(1)
+      yield* TestClock.adjust("1 millis")
+      expect(server.connectionCount).toBe(0)
+      yield* awaitReal(raw.waitClose(), "the close")
+      expect(events.find((e) => e.event === "no-first-packet")?.fields.reason).toBe("no complete first packet within 1000 ms")
+    }))
+
+  it.effect("a packet started and never finished is closed packetTimeoutMs after it started", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const { events, log } = collectLog()
+      const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log })
+      const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      const channel = yield* Effect.promise(() => raw.newChannel())
+      expect(channel.data.toString()).toBe('{"code":0,"channel_id":1}')
+      const session = [...server.sessions][0]!
+      // A request declaring 100 bytes, of which 10 ever come.
+      raw.write(frame(1, "/echo", 1, Buffer.alloc(100)).subarray(0, 27))
+      yield* until(() => session.connection.midPacket, "the server to read the start of the packet")
+      yield* TestClock.adjust("1500 millis")
+      expect(server.connectionCount).toBe(1)
+      yield* TestClock.adjust("1000 millis")
+      expect(server.connectionCount).toBe(0)
+      yield* awaitReal(raw.waitClose(), "the close")
+      expect(events.find((e) => e.event === "packet-timeout")?.fields.reason).toBe("a packet was started and not completed within 2000 ms")
+    }))
+
+  it.effect("a connection with nothing in flight is closed after idleTimeoutMs; one whose request is still handled stays", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log: () => {} })
+      server.handle("/never", () => new Promise<string>(() => {}))
+      const idle = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* Effect.promise(() => idle.newChannel())
+      const busy = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* Effect.promise(() => busy.newChannel())
+      busy.write(frame(1, "/never", 1, "{}"))
+      yield* until(() => [...server.sessions].some((s) => !s.idle), "the request to reach its handler")
+      yield* TestClock.adjust("3500 millis")
+      expect(server.connectionCount).toBe(2)
+      yield* TestClock.adjust("1000 millis")
+      yield* awaitReal(idle.waitClose(), "the idle connection to close")
+      yield* TestClock.adjust("20 seconds")
+      expect(server.connectionCount).toBe(1)
+      expect(busy.isClosed).toBe(false)
+    }))
+
+  it.effect("a connection paused at its budget while nothing it holds is released is closed after packetTimeoutMs (a paused socket cannot see its peer go)", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const { events, log } = collectLog()
+      const server = yield* Server.make({ ...timeouts, maxQueuedRequestsPerConnection: 2, drainTimeoutMs: 0, log })
+      server.handle("/never", () => new Promise<string>(() => {}))
+      const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* Effect.promise(() => raw.newChannel())
+      raw.write(frame(1, "/never", 1, "a"), frame(1, "/never", 1, "b"), frame(1, "/never", 1, "c"))
+      const session = [...server.sessions][0]!
+      yield* until(() => session.connection.readingPaused, "the connection to pause at its budget")
+      yield* TestClock.adjust("1750 millis")
+      expect(server.connectionCount).toBe(1)
+      yield* TestClock.adjust("750 millis")
+      expect(server.connectionCount).toBe(0)
+      yield* awaitReal(raw.waitClose(), "the close")
+      expect(events.find((e) => e.event === "stalled")?.fields.reason).toBe("reading paused for 2000 ms while nothing it holds was released")
+    }))
+
+  it.effect("a connection paused because its peer reads its answers slowly is not closed for it: the peer's pace decides", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log: () => {} })
+      server.handle("/big", () => Buffer.alloc(8 * 1024 * 1024, 0x62))
+      const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* Effect.promise(() => raw.newChannel())
+      raw.socket.pause()
+      raw.write(frame(1, "/big", 1, "{}"))
+      const connection = [...server.sessions][0]!.connection
+      yield* until(() => connection.readingPaused, "the server to stop reading while its answer backs up")
+      yield* TestClock.adjust("20 seconds")
+      expect(server.connectionCount).toBe(1)
+      raw.socket.resume()
+      const answer = yield* Effect.promise(() => raw.next(10_000))
+      expect(answer.data.length).toBe(8 * 1024 * 1024)
+    }))
+
+  it.effect("200 silent sockets fill maxConnections until the first-packet timeout frees their slots", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const server = yield* Server.make({ ...timeouts, maxConnections: 200, drainTimeoutMs: 0, log: () => {} })
+      const silent = yield* Effect.promise(() => Promise.all(Array.from({ length: 200 }, () => RawClient.connect(server.address.port, cleanup))))
+      yield* until(() => server.connectionCount === 200, "200 accepts")
+      const turnedAway = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* awaitReal(turnedAway.waitClose(), "the caller beyond maxConnections to be turned away")
+      yield* TestClock.adjust("1 second")
+      expect(server.connectionCount).toBe(0)
+      yield* awaitReal(Promise.all(silent.map((s) => s.waitClose())), "the silent sockets to close")
+      const served = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      const answer = yield* Effect.promise(() => served.newChannel())
+      expect(answer.data.toString()).toBe('{"code":0,"channel_id":1}')
+    }))
+
+  it.effect("a mesh client's keep-alive pings keep its idle connection open through 5 minutes of a 1-minute idle timeout", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.make({ idleTimeoutMs: 60_000, drainTimeoutMs: 0, log: () => {} })
+      server.handle("/echo", (request) => request.data)
+      const client = yield* Client.make({ host: "127.0.0.1", port: server.address.port, maxConnections: 1, log: () => {} })
+      expect((yield* Effect.promise(() => client.call("/echo", "first", { timeoutMs: 0 }))).toString()).toBe("first")
+      const session = client.meshSessions[0]!
+      for (let second = 0; second < 300; second++) {
+        yield* TestClock.adjust("1 second")
+        // Let each ping's answer arrive (real I/O) before the clock moves on.
+        yield* until(() => session.ownControl.outstanding === 0 && [...server.meshSessions].every((s) => s.ownControl.outstanding === 0), "ping answers")
+      }
+      expect(session.closed).toBe(false)
+      expect(session.lastRttMs).toBeDefined()
+      expect((yield* Effect.promise(() => client.call("/echo", "after 5 minutes", { timeoutMs: 0 }))).toString()).toBe("after 5 minutes")
+      expect(client.stats.connections).toBe(1)
+    }))
+
+  it.effect("IIP over WebSocket: a WebSocket that sends nothing is closed at the first-packet timeout", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const supervisor = yield* Supervisor.current
+      const harness = yield* Effect.promise(() => startWebSocketServer(cleanup, {}, { ...timeouts, supervisor }))
+      const ws = new WebSocket(`ws://127.0.0.1:${harness.port}/iip`)
+      cleanup.add(() => ws.terminate())
+      const closed = new Promise<number>((resolve) => ws.once("close", (code: number) => resolve(code)))
+      yield* awaitReal(new Promise<void>((resolve, reject) => ws.once("open", () => resolve()).once("error", reject)), "the WebSocket to open")
+      yield* until(() => harness.server.connectionCount === 1, "the accept")
+      yield* TestClock.adjust("999 millis")
+      expect(harness.server.connectionCount).toBe(1)
+      yield* TestClock.adjust("1 millis")
+      expect(harness.server.connectionCount).toBe(0)
+      expect(yield* awaitReal(closed, "the WebSocket to close")).toBe(1000)
+    }))
+})
