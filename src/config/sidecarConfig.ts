@@ -133,7 +133,13 @@ export const SidecarConfigSchema = Schema.Struct({
   /** At most this share of a service's endpoints ejected at once. */
   maxEjectedPercent: Percent,
   /** Active health checks (a connect and a ping) of every endpoint this often; null for off. */
-  healthCheckIntervalMs: Schema.NullOr(PositiveMs)
+  healthCheckIntervalMs: Schema.NullOr(PositiveMs),
+  /** Sockets the inbound side keeps to its app at most; requests past it wait for one. */
+  appPoolSize: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
+  /** A streamed request body that sends nothing for this long is given up (the app's socket freed). */
+  bodyIdleTimeoutMs: PositiveMs,
+  /** The deadline of an inbound request that carries none (plain IIP callers, pushes). */
+  inboundDefaultTimeoutMs: PositiveMs
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -174,7 +180,10 @@ export const settings = [
   { key: "ejectionBaseMs", env: "IIP_MESH_EJECTION_BASE", flag: "--ejection-base", help: "first ejection's length, doubling after (default 5s)" },
   { key: "ejectionMaxMs", env: "IIP_MESH_EJECTION_MAX", flag: "--ejection-max", help: "longest ejection (default 5m)" },
   { key: "maxEjectedPercent", env: "IIP_MESH_MAX_EJECTED_PERCENT", flag: "--max-ejected-percent", help: "most of a service's endpoints ejected at once, percent (default 50)" },
-  { key: "healthCheckIntervalMs", env: "IIP_MESH_HEALTH_CHECK_INTERVAL", flag: "--health-check-interval", help: "active health checks this often (default off)" }
+  { key: "healthCheckIntervalMs", env: "IIP_MESH_HEALTH_CHECK_INTERVAL", flag: "--health-check-interval", help: "active health checks this often (default off)" },
+  { key: "appPoolSize", env: "IIP_MESH_APP_POOL_SIZE", flag: "--app-pool-size", help: "sockets the inbound side keeps to its app at most (default 256)" },
+  { key: "bodyIdleTimeoutMs", env: "IIP_MESH_BODY_IDLE_TIMEOUT", flag: "--body-idle-timeout", help: "a streamed request body silent this long is given up (default 10s)" },
+  { key: "inboundDefaultTimeoutMs", env: "IIP_MESH_INBOUND_DEFAULT_TIMEOUT", flag: "--inbound-default-timeout", help: "deadline of an inbound request that carries none, and of pushes (default 30s)" }
 ] as const
 
 type Key = (typeof settings)[number]["key"]
@@ -212,7 +221,10 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   ejectionBaseMs: 5_000,
   ejectionMaxMs: 300_000,
   maxEjectedPercent: 50,
-  healthCheckIntervalMs: null
+  healthCheckIntervalMs: null,
+  appPoolSize: 256,
+  bodyIdleTimeoutMs: 10_000,
+  inboundDefaultTimeoutMs: 30_000
 })
 
 /** "SERVICE=HOST:PORT[#WEIGHT]" entries into the endpoints shape; malformed entries are kept for the schema to reject. */
@@ -254,6 +266,8 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "drainTimeoutMs":
     case "ejectionBaseMs":
     case "ejectionMaxMs":
+    case "bodyIdleTimeoutMs":
+    case "inboundDefaultTimeoutMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":
@@ -267,6 +281,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "ejectConsecutiveFailures":
     case "ejectErrorRatePercent":
     case "maxEjectedPercent":
+    case "appPoolSize":
       return /^-?\d+(?:\.\d+)?$/.test(last) ? Number(last) : last
     case "mdnsInterface":
       return last === "" || last === "all" ? null : last
