@@ -301,8 +301,10 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
    */
   const writeAnswer = (status: number, reply: MeshReply, abort: AbortController): number => {
     const headers = headersOf(reply.meta, options.onInvalidHeaders)
-    const declared = status === 204 ? undefined : describedLength(sentValue(reply.meta, "content-length"))
-    if (method === "HEAD" || status === 204 || status === 304) {
+    const bodiless = method === "HEAD" || status === 204 || status === 304
+    // Read apart only where it means something (the filter drops it): a second parse, off the usual path.
+    const declared = status === 204 || (!bodiless && reply.stream === undefined) ? undefined : describedLength(sentValue(reply.meta, "content-length"))
+    if (bodiless) {
       if (declared !== undefined) headers.push(["content-length", declared])
       if (reply.stream !== undefined) abort.abort()
       res.writeHead(status, toOutgoing(headers))

@@ -8,6 +8,7 @@ import * as Data from "effect/Data"
 import type { ServerResponse } from "node:http"
 import { ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled, RemoteError } from "../mux/meshSession.ts"
+import { clampErrorMessage as clampMessage, safeErrorCode as safeReason } from "../protocol/errorText.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { MESH_ERROR_HEADER } from "./headerFilter.ts"
 
@@ -29,18 +30,6 @@ export const AppErrorCode = {
   bodyIdle: "body_idle_timeout"
 } as const
 
-const REASON_MAX = 64
-const MESSAGE_MAX = 1024
-
-/** A reason as it may reach a header, a log or a metric label: token characters [A-Za-z0-9_.-], at most 64. */
-export const safeReason = (reason: string): string => {
-  const clamped = reason.length > REASON_MAX ? reason.slice(0, REASON_MAX) : reason
-  const safe = clamped.replace(/[^A-Za-z0-9_.-]/g, "_")
-  return safe === "" ? "unknown" : safe
-}
-
-/** A far side's message, clamped (JSON escapes the rest where it is written). */
-const clampMessage = (message: string): string => (message.length > MESSAGE_MAX ? `${message.slice(0, MESSAGE_MAX)}...` : message)
 
 /** The ProxyError for whatever a forwarded request failed with. */
 export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
