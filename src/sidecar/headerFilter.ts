@@ -20,7 +20,7 @@ export const MESH_ERROR_HEADER = "x-iip-mesh-error"
 /**
  * Never forwarded: hop-by-hop headers, framing (set by whoever writes the message), the host (the
  * envelope's authority), `expect` (a hop's handshake), and what the mesh itself sets per hop.
- * `proxy-*` is dropped by prefix.
+ * `proxy-*` is dropped by prefix. So whatever passes can key a plain object (httpEnvelope.ts toOutgoing).
  */
 const dropped = new Set([
   "connection",
@@ -34,7 +34,9 @@ const dropped = new Set([
   "host",
   "expect",
   TIMEOUT_HEADER,
-  MESH_ERROR_HEADER
+  MESH_ERROR_HEADER,
+  // Not a header anyone sends, but a token: it would set the prototype of an object keyed by name.
+  "__proto__"
 ])
 
 /** RFC 9110 tchar: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA. */

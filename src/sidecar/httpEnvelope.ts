@@ -62,9 +62,9 @@ export const sentValue = (meta: Meta, name: string): string | undefined => {
   return undefined
 }
 
-/** Header pairs as node's outgoing headers (repeated names become arrays; no prototype, so any name is a plain key). */
+/** Filtered header pairs (no `__proto__` among them) as node's outgoing headers; repeated names become arrays. */
 export const toOutgoing = (pairs: HeaderPairs): OutgoingHttpHeaders => {
-  const out: Record<string, string | Array<string>> = Object.create(null)
+  const out: Record<string, string | Array<string>> = {}
   for (const [name, value] of pairs) {
     const prior = out[name]
     if (prior === undefined) out[name] = value

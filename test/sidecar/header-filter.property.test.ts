@@ -20,7 +20,7 @@ import { type RunningSidecar, sidecarConfig, startSidecar } from "../support/sid
 const SEED = Number(process.env.HEADER_FILTER_SEED ?? 0x5eed13)
 
 /** Never crosses a hop (lower case); `proxy-*` too. */
-const forbidden = new Set(["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings", "content-length", "host", "expect", "iip-timeout", "x-iip-mesh-error"])
+const forbidden = new Set(["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings", "content-length", "host", "expect", "iip-timeout", "x-iip-mesh-error", "__proto__"])
 const isForbidden = (name: string) => forbidden.has(name) || name.startsWith("proxy-")
 
 const randomCase = (rng: Prng, text: string) => [...text].map((c) => (rng.next() < 0.5 ? c.toUpperCase() : c)).join("")
