@@ -44,13 +44,18 @@ const tchar = new Uint8Array(128)
 for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") tchar[c.charCodeAt(0)] = 1
 
 /** A header name (or method): one or more token characters. */
-export const isToken = (text: string): boolean => {
-  if (text.length === 0) return false
+export const isToken = (text: string): boolean => lowerToken(text) !== undefined
+
+/** The name in lower case if it is a token, else undefined; one scan, no copy when it is lower case already. */
+const lowerToken = (text: string): string | undefined => {
+  if (text.length === 0) return undefined
+  let upper = false
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i)
-    if (c >= 128 || tchar[c] === 0) return false
+    if (c >= 128 || tchar[c] === 0) return undefined
+    if (c >= 0x41 && c <= 0x5a) upper = true
   }
-  return true
+  return upper ? text.toLowerCase() : text
 }
 
 /** A header value node:http writes as given: HTAB, visible ASCII and space, or Latin-1 above 0x7f. */
@@ -70,58 +75,57 @@ export type HeaderPair = [string, string]
 /** Counts pairs dropped for an invalid name or value (a metric, so bounded whatever the input). */
 export type OnInvalidHeader = (count: number) => void
 
-/**
- * The end-to-end headers of a message, in order, names lower case. `source` is node's rawHeaders
- * (name, value, name, value ...) when `flat`, else [name, value] pairs of any origin (entries that
- * are not two strings count as invalid).
- */
-const filter = (source: ReadonlyArray<unknown>, flat: boolean, onInvalid: OnInvalidHeader | undefined): Array<HeaderPair> => {
-  const out: Array<HeaderPair> = []
-  let named: Array<string> | undefined
-  let invalid = 0
-  const count = flat ? source.length >> 1 : source.length
-  for (let i = 0; i < count; i++) {
-    let name: unknown
-    let value: unknown
-    if (flat) {
-      name = source[2 * i]
-      value = source[2 * i + 1]
-    } else {
-      const pair = source[i]
-      if (!Array.isArray(pair) || pair.length !== 2) {
-        invalid++
-        continue
-      }
-      name = pair[0]
-      value = pair[1]
+/** Gathers one message's end-to-end headers, pair by pair. */
+class Kept {
+  readonly out: Array<HeaderPair> = []
+  /** Names listed in Connection, other than those dropped anyway. */
+  named: Array<string> | undefined = undefined
+  invalid = 0
+
+  add(name: unknown, value: unknown): void {
+    const lower = typeof name === "string" && typeof value === "string" && isFieldValue(value) ? lowerToken(name) : undefined
+    if (lower === undefined) {
+      this.invalid++
+      return
     }
-    if (typeof name !== "string" || typeof value !== "string" || !isToken(name) || !isFieldValue(value)) {
-      invalid++
-      continue
+    if (!isHopHeader(lower)) {
+      this.out.push([lower, value as string])
+      return
     }
-    const lower = name.toLowerCase()
-    if (isHopHeader(lower)) {
-      if (lower === "connection") {
-        for (const token of value.split(",")) {
-          const option = token.trim().toLowerCase()
-          if (option !== "" && !isHopHeader(option)) (named ??= []).push(option)
-        }
-      }
-      continue
+    if (lower !== "connection") return
+    for (const token of (value as string).split(",")) {
+      const option = token.trim().toLowerCase()
+      if (option !== "" && !isHopHeader(option)) (this.named ??= []).push(option)
     }
-    out.push([lower, value])
   }
-  if (invalid > 0 && onInvalid !== undefined) onInvalid(invalid)
-  if (named === undefined) return out
-  const extra = new Set(named)
-  return out.filter(([name]) => !extra.has(name))
+
+  result(onInvalid: OnInvalidHeader | undefined): Array<HeaderPair> {
+    if (this.invalid > 0 && onInvalid !== undefined) onInvalid(this.invalid)
+    if (this.named === undefined) return this.out
+    const extra = new Set(this.named)
+    return this.out.filter(([name]) => !extra.has(name))
+  }
 }
 
-/** The end-to-end headers of node's `rawHeaders`. */
-export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => filter(rawHeaders, true, onInvalid)
+/** The end-to-end headers of node's `rawHeaders` (name, value, name, value ...), in order, names lower case. */
+export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
+  const kept = new Kept()
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) kept.add(rawHeaders[i], rawHeaders[i + 1])
+  return kept.result(onInvalid)
+}
 
-/** The end-to-end headers of [name, value] pairs from the wire (an envelope, a `__http_hdr__` query). */
-export const endToEndPairs = (pairs: ReadonlyArray<unknown>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => filter(pairs, false, onInvalid)
+/**
+ * The end-to-end headers of [name, value] pairs from the wire (an envelope, a `__http_hdr__`
+ * query), in order, names lower case; an entry that is not two strings counts as invalid.
+ */
+export const endToEndPairs = (pairs: ReadonlyArray<unknown>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
+  const kept = new Kept()
+  for (const pair of pairs) {
+    if (Array.isArray(pair) && pair.length === 2) kept.add(pair[0], pair[1])
+    else kept.invalid++
+  }
+  return kept.result(onInvalid)
+}
 
 /**
  * A content-length that only describes (the answer to HEAD, a 304): carried on as it was when it is
