@@ -1,7 +1,8 @@
 // The HTTP request and response as they cross IIP (PROTOCOL.md §17). In mesh mode the head
 // travels in the envelope's metadata and the body as the (streamed) IIP body; towards a plain IIP
 // service (a Go IIP server) the request uses the reference HTTP adapter's convention: path = the
-// request URI plus `__http_hdr__`, data = the body or `{}`. Pure.
+// request URI plus `__http_hdr__`, data = the body or `{}`. Headers are read from the wire only
+// through the end-to-end filter (headerFilter.ts). Pure.
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http"
 import type { Meta } from "../protocol/mesh.ts"
 import { endToEndPairs, type OnInvalidHeader } from "./headerFilter.ts"
