@@ -153,7 +153,13 @@ export const SidecarConfigSchema = Schema.Struct({
   /** A packet, once started, must be complete within this; null for no limit. */
   packetTimeoutMs: Schema.NullOr(PositiveMs),
   /** An inbound connection with nothing in flight and no traffic for this long is closed; null for never. */
-  idleTimeoutMs: Schema.NullOr(PositiveMs)
+  idleTimeoutMs: Schema.NullOr(PositiveMs),
+  /** Sockets the inbound side keeps to its app at most; requests past it wait for one. */
+  appPoolSize: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
+  /** A streamed request body that sends nothing for this long is given up (the app's socket freed). */
+  bodyIdleTimeoutMs: PositiveMs,
+  /** The deadline of an inbound request that carries none (plain IIP callers, pushes). */
+  inboundDefaultTimeoutMs: PositiveMs
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -204,7 +210,10 @@ export const settings = [
   { key: "maxWholeBodyBytes", env: "IIP_MESH_MAX_WHOLE_BODY_BYTES", flag: "--max-whole-body-bytes", help: "largest body a peer may send in one packet; larger ones must stream (default 1MiB)" },
   { key: "firstPacketTimeoutMs", env: "IIP_MESH_FIRST_PACKET_TIMEOUT", flag: "--first-packet-timeout", help: "an inbound connection must send its first packet within this (default 10s)" },
   { key: "packetTimeoutMs", env: "IIP_MESH_PACKET_TIMEOUT", flag: "--packet-timeout", help: "a started packet must be complete within this (default 30s)" },
-  { key: "idleTimeoutMs", env: "IIP_MESH_IDLE_TIMEOUT", flag: "--idle-timeout", help: "an inbound connection idle this long is closed (default 5m)" }
+  { key: "idleTimeoutMs", env: "IIP_MESH_IDLE_TIMEOUT", flag: "--idle-timeout", help: "an inbound connection idle this long is closed (default 5m)" },
+  { key: "appPoolSize", env: "IIP_MESH_APP_POOL_SIZE", flag: "--app-pool-size", help: "sockets the inbound side keeps to its app at most (default 256)" },
+  { key: "bodyIdleTimeoutMs", env: "IIP_MESH_BODY_IDLE_TIMEOUT", flag: "--body-idle-timeout", help: "a streamed request body silent this long is given up (default 10s)" },
+  { key: "inboundDefaultTimeoutMs", env: "IIP_MESH_INBOUND_DEFAULT_TIMEOUT", flag: "--inbound-default-timeout", help: "deadline of an inbound request that carries none, and of pushes (default 30s)" }
 ] as const
 
 type Key = (typeof settings)[number]["key"]
@@ -252,7 +261,10 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   maxWholeBodyBytes: 1024 * 1024,
   firstPacketTimeoutMs: 10_000,
   packetTimeoutMs: 30_000,
-  idleTimeoutMs: 300_000
+  idleTimeoutMs: 300_000,
+  appPoolSize: 256,
+  bodyIdleTimeoutMs: 10_000,
+  inboundDefaultTimeoutMs: 30_000
 })
 
 /** "SERVICE=HOST:PORT[#WEIGHT]" entries into the endpoints shape; malformed entries are kept for the schema to reject. */
@@ -301,6 +313,8 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "drainTimeoutMs":
     case "ejectionBaseMs":
     case "ejectionMaxMs":
+    case "bodyIdleTimeoutMs":
+    case "inboundDefaultTimeoutMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":
@@ -326,6 +340,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "ejectConsecutiveFailures":
     case "ejectErrorRatePercent":
     case "maxEjectedPercent":
+    case "appPoolSize":
       return /^-?\d+(?:\.\d+)?$/.test(last) ? Number(last) : last
     case "mdnsInterface":
       return last === "" || last === "all" ? null : last

@@ -47,6 +47,8 @@ export interface EndpointRegistryOptions {
   readonly requestTimeoutMs: number
   /** Compress request bodies to endpoints that agree on a codec. */
   readonly compress: boolean
+  /** Largest metadata block the endpoints' clients accept (the sidecar's, not the library's default). */
+  readonly maxMetaBytes: number
   readonly balancing: BalancingOptions
   readonly log: Log
   readonly supervisor: Supervisor
@@ -191,6 +193,7 @@ export class EndpointRegistry {
         port: endpoint.port,
         node: this.options.node,
         requestTimeoutMs: this.options.requestTimeoutMs,
+        maxMetaBytes: this.options.maxMetaBytes,
         ...(this.options.compress ? { compression: {} } : {}),
         log: this.options.log,
         supervisor: this.options.supervisor

@@ -1,12 +1,11 @@
 // The HTTP request and response as they cross IIP (PROTOCOL.md §17). In mesh mode the head
 // travels in the envelope's metadata and the body as the (streamed) IIP body; towards a plain IIP
 // service (a Go IIP server) the request uses the reference HTTP adapter's convention: path = the
-// request URI plus `__http_hdr__`, data = the body or `{}`. Pure.
+// request URI plus `__http_hdr__`, data = the body or `{}`. Headers are read from the wire only
+// through the end-to-end filter (headerFilter.ts). Pure.
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http"
 import type { Meta } from "../protocol/mesh.ts"
-
-/** The header an app may set to shorten a request's deadline, and that carries what is left to the next app (ms). */
-export const TIMEOUT_HEADER = "iip-timeout"
+import { endToEndPairs, type OnInvalidHeader } from "./headerFilter.ts"
 
 export const HttpMeta = {
   method: ":method",
@@ -16,42 +15,7 @@ export const HttpMeta = {
   headers: "http-headers"
 } as const
 
-/**
- * Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus what the proxy sets
- * itself: the host, and the remaining deadline (it crosses IIP in the envelope; inbound.ts writes
- * it afresh for the far app).
- */
-const hopByHop = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "host",
-  TIMEOUT_HEADER
-])
-
 export type HeaderPairs = ReadonlyArray<readonly [string, string]>
-
-/** The end-to-end headers of a message, in order, hop-by-hop ones (and those named in Connection) removed. */
-export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>): Array<[string, string]> => {
-  const named = new Set<string>()
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    if (rawHeaders[i]!.toLowerCase() === "connection") {
-      for (const token of rawHeaders[i + 1]!.split(",")) named.add(token.trim().toLowerCase())
-    }
-  }
-  const out: Array<[string, string]> = []
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i]!.toLowerCase()
-    if (!hopByHop.has(name) && !named.has(name)) out.push([name, rawHeaders[i + 1]!])
-  }
-  return out
-}
 
 /** Adds x-forwarded-for/-proto/-host for a request that entered at `clientAddress` for `host`. */
 export const withForwarded = (headers: Array<[string, string]>, clientAddress: string, host: string): Array<[string, string]> => {
@@ -76,25 +40,37 @@ export const responseMeta = (status: number, headers: HeaderPairs): Map<string, 
     [HttpMeta.headers, JSON.stringify(headers)]
   ])
 
-/** Reads header pairs back from metadata; malformed or missing gives none. */
-export const headersOf = (meta: Meta): Array<[string, string]> => {
+/** The header pairs of metadata as sent, unchecked; malformed or missing gives none. */
+const pairsIn = (meta: Meta): ReadonlyArray<unknown> => {
   const text = meta.get(HttpMeta.headers)
   if (text === undefined) return []
   try {
     const value: unknown = JSON.parse(text)
-    if (!Array.isArray(value)) return []
-    return value.filter((p): p is [string, string] => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string")
+    return Array.isArray(value) ? value : []
   } catch {
     return []
   }
 }
 
-/** Header pairs as Node's outgoing headers (repeated names become arrays). */
+/** The end-to-end headers in metadata (headerFilter.ts): what a peer sent, safe to write. */
+export const headersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<[string, string]> => endToEndPairs(pairsIn(meta), onInvalid)
+
+/** The first value a peer sent for `name` (lower case), before filtering: for the rare header read on its own. */
+export const sentValue = (meta: Meta, name: string): string | undefined => {
+  for (const pair of pairsIn(meta)) {
+    if (Array.isArray(pair) && typeof pair[0] === "string" && pair[0].toLowerCase() === name && typeof pair[1] === "string") return pair[1]
+  }
+  return undefined
+}
+
+/** Filtered header pairs (no `__proto__` among them) as node's outgoing headers; repeated names become arrays. */
 export const toOutgoing = (pairs: HeaderPairs): OutgoingHttpHeaders => {
   const out: Record<string, string | Array<string>> = {}
   for (const [name, value] of pairs) {
     const prior = out[name]
-    out[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value]
+    if (prior === undefined) out[name] = value
+    else if (Array.isArray(prior)) prior.push(value)
+    else out[name] = [prior, value]
   }
   return out
 }

@@ -20,7 +20,8 @@ import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
-import { endToEndHeaders, headersOf, HttpMeta, plainRequestPath, requestMeta, TIMEOUT_HEADER, toOutgoing, withForwarded } from "./httpEnvelope.ts"
+import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
+import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, toOutgoing, withForwarded } from "./httpEnvelope.ts"
 import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 
 /** Tries per request, the first included. */
@@ -80,6 +81,8 @@ export interface OutboundOptions {
   readonly hashKey?: string
   readonly telemetry: SidecarTelemetry
   readonly onAccess: (record: AccessRecord) => void
+  /** Told how many header pairs of a message were dropped as invalid (headerFilter.ts). */
+  readonly onInvalidHeaders?: OnInvalidHeader
 }
 
 /** The balancer's view of a request: its hash key, the client's address, the URI. */
@@ -120,6 +123,12 @@ export const targetOf = (req: IncomingMessage): Target => {
   return { service, uri, authority }
 }
 
+/** The status a peer answered with, if it is one an app may get: a final status, 200-599 (no 1xx, no 101 switch). */
+const statusOf = (meta: MeshReply["meta"]): number | undefined => {
+  const text = meta.get(HttpMeta.status)
+  return text !== undefined && /^[2-5]\d\d$/.test(text) ? Number(text) : undefined
+}
+
 const hasBody = (req: IncomingMessage): boolean =>
   req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0")
 
@@ -139,11 +148,19 @@ const readBody = (req: IncomingMessage, limit: number): Promise<Buffer> =>
     req.once("error", reject)
   })
 
-/** Writes a streamed body to the app, waiting for it to drain; stops when the app goes away. Returns the bytes written. */
-const pipeToResponse = async (res: ServerResponse, body: AsyncIterable<Uint8Array>): Promise<number> => {
+/**
+ * Writes a streamed body to the app, waiting for it to drain; stops when the app goes away. With a
+ * declared `length` (-1 for none), a body that does not match it is cut off: the connection
+ * closes rather than carry a byte past it. Returns the bytes written.
+ */
+const pipeToResponse = async (res: ServerResponse, body: AsyncIterable<Uint8Array>, length: number): Promise<number> => {
   let bytes = 0
   for await (const chunk of body) {
     if (res.destroyed) return bytes
+    if (length >= 0 && bytes + chunk.length > length) {
+      res.destroy()
+      return bytes
+    }
     bytes += chunk.length
     if (!res.write(chunk)) {
       await new Promise<void>((resolve) => {
@@ -157,7 +174,8 @@ const pipeToResponse = async (res: ServerResponse, body: AsyncIterable<Uint8Arra
       })
     }
   }
-  res.end()
+  if (length >= 0 && bytes !== length) res.destroy()
+  else res.end()
   return bytes
 }
 
@@ -193,12 +211,17 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
       ...(failure === undefined ? {} : { error: failure })
     })
   }
+  // Total: whatever the failure, the app gets an answer (or a cut connection), never a rejection.
   const fail = (error: unknown) => {
-    const proxyError = error instanceof EnvelopeError
-      ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
-      : proxyErrorOf(error, endpointName)
-    sendProxyError(res, proxyError)
-    finish(proxyError.status, proxyError)
+    try {
+      const proxyError = error instanceof EnvelopeError
+        ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
+        : proxyErrorOf(error, endpointName)
+      sendProxyError(res, proxyError)
+      finish(proxyError.status, proxyError)
+    } catch {
+      res.destroy()
+    }
   }
   const forward = async () => {
     target = targetOf(req)
@@ -207,18 +230,21 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const abort = new AbortController()
     res.once("close", () => res.writableFinished || abort.abort())
-    const headers = withForwarded(endToEndHeaders(req.rawHeaders), req.socket.remoteAddress ?? "", target.authority)
+    const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.socket.remoteAddress ?? "", target.authority)
     observation.propagate(headers)
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
     const body = !hasBody(req) ? Buffer.alloc(0) : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)
     observation.requestBytes(body instanceof Uint8Array ? body.length : Number.isFinite(length) ? length : 0)
+    // A streamed body of known length declares it (node's parser checked it); the far side holds the body to it.
+    const meshHeaders = body instanceof Uint8Array || !Number.isSafeInteger(length) ? headers : [...headers, ["content-length", String(length)] as [string, string]]
     const context = pickContext(req, target.uri, options.hashKey)
     const tried = new Set<string>()
     // One deadline for the whole request, however many endpoints it tries.
     const deadline = Date.now() + appTimeoutMs(req, options.requestTimeoutMs)
     registry.countRequest(service)
     let reply: MeshReply | undefined
+    let status: number | undefined
     let lastError: unknown
     while (reply === undefined) {
       const picked = registry.pick(service, context, tried)
@@ -245,8 +271,9 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
         // is a try that failed before sending: another endpoint may take the request.
         const mode = client.currentMode ?? (await client.mode(left()))
         if (mode === "plain") return await forwardPlain(client, lease, tryStarted, target, headers, body, left(), abort.signal)
-        reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, headers), timeoutMs: left(), signal: abort.signal })
-        endLease(lease, tryStarted, Number(reply.meta.get(HttpMeta.status) ?? "502") < 500)
+        reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, meshHeaders), timeoutMs: left(), signal: abort.signal })
+        status = statusOf(reply.meta)
+        endLease(lease, tryStarted, status !== undefined && status < 500)
       } catch (error) {
         // A request the app gave up on says nothing about the endpoint; a refused connection, much
         // (a slow one, on a lossy network, not enough to take the endpoint out at once).
@@ -257,14 +284,38 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
         lastError = error
       }
     }
-    const status = Number(reply.meta.get(HttpMeta.status) ?? "502")
-    res.writeHead(status, toOutgoing(headersOf(reply.meta)))
-    if (reply.stream !== undefined) observation.responseBytes(await pipeToResponse(res, reply.stream))
-    else {
-      res.end(reply.data)
-      observation.responseBytes(reply.data.length)
+    if (status === undefined) {
+      abort.abort() // its body, if it streams, is not wanted
+      throw new ProxyError({ status: 502, reason: "bad_response", hop: "inbound", message: `${endpointName} answered with status ${JSON.stringify(String(reply.meta.get(HttpMeta.status)).slice(0, 16))}` })
     }
+    const answerLength = writeAnswer(status, reply, abort)
+    if (reply.stream !== undefined && !res.writableEnded) observation.responseBytes(await pipeToResponse(res, reply.stream, answerLength))
+    else observation.responseBytes(reply.data.length)
     finish(status)
+  }
+  /**
+   * The peer's answer head, end-to-end headers only; framing is ours: the length of a whole body;
+   * for a streamed one the length the peer declared (pipeToResponse holds the body to it), else
+   * chunked; none for the answer to HEAD, 204 or 304 (whose content-length only describes, and
+   * goes on when it is a plain number). Returns the declared length of a streamed body, or -1.
+   */
+  const writeAnswer = (status: number, reply: MeshReply, abort: AbortController): number => {
+    const headers = headersOf(reply.meta, options.onInvalidHeaders)
+    const bodiless = method === "HEAD" || status === 204 || status === 304
+    // Read apart only where it means something (the filter drops it): a second parse, off the usual path.
+    const declared = status === 204 || (!bodiless && reply.stream === undefined) ? undefined : describedLength(sentValue(reply.meta, "content-length"))
+    if (bodiless) {
+      if (declared !== undefined) headers.push(["content-length", declared])
+      if (reply.stream !== undefined) abort.abort()
+      res.writeHead(status, toOutgoing(headers))
+      res.end()
+      return -1
+    }
+    if (reply.stream === undefined) headers.push(["content-length", String(reply.data.length)])
+    else if (declared !== undefined) headers.push(["content-length", declared])
+    res.writeHead(status, toOutgoing(headers))
+    if (reply.stream === undefined) res.end(reply.data)
+    return reply.stream === undefined || declared === undefined ? -1 : Number(declared)
   }
   const endLease = (lease: EndpointLease, tryStarted: number, ok: boolean, unreachable = false) => {
     if (registry.endLease(lease, tryStarted, ok, unreachable) !== undefined) observation.ejected(target!.service, lease.endpoint.id)

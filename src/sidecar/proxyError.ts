@@ -1,28 +1,35 @@
 // Why a proxied request failed, as the app sees it (PROTOCOL.md §17.3): 502 when the upstream
 // failed, 503 when there is no endpoint or it is overloaded or draining, 504 when the deadline
 // passed. Each carries the hop that failed and a short reason, in a JSON body and in the
-// `x-iip-mesh-error` header, so the app can act on it.
+// `x-iip-mesh-error` header, so the app can act on it. A reason can come from the far side (a
+// typed error's code): it is reduced to token characters and clamped before it reaches a header,
+// a log line or a metric label, and writing the answer never throws.
 import * as Data from "effect/Data"
 import type { ServerResponse } from "node:http"
 import { ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled, RemoteError } from "../mux/meshSession.ts"
+import { clampErrorMessage as clampMessage, safeErrorCode as safeReason } from "../protocol/errorText.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
+import { MESH_ERROR_HEADER } from "./headerFilter.ts"
 
 /** Which sidecar decided: the caller's (`outbound`), the callee's (`inbound`), or the callee app. */
 export type Hop = "outbound" | "inbound" | "app"
 
 export class ProxyError extends Data.TaggedError("ProxyError")<{
-  readonly status: 400 | 413 | 414 | 502 | 503 | 504
+  readonly status: 400 | 408 | 413 | 414 | 502 | 503 | 504
   readonly reason: string
   readonly hop: Hop
   readonly message: string
 }> {}
 
-/** Mesh error codes the inbound sidecar uses for its app. */
+/** Mesh error codes the inbound sidecar uses for its app and for the requests it gives up on. */
 export const AppErrorCode = {
   unavailable: "app_unavailable",
-  failed: "app_failed"
+  failed: "app_failed",
+  /** The caller's streamed body sent nothing for the body idle timeout. */
+  bodyIdle: "body_idle_timeout"
 } as const
+
 
 /** The ProxyError for whatever a forwarded request failed with. */
 export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
@@ -33,34 +40,42 @@ export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
   if (error instanceof ConnectionClosed) return new ProxyError({ status: 502, reason: "connection_lost", hop: "outbound", message: error.message })
   if (error instanceof Cancelled) return new ProxyError({ status: 502, reason: "cancelled", hop: "outbound", message: error.message })
   if (error instanceof RemoteError) {
+    const message = clampMessage(error.message)
     switch (error.code) {
       case MeshErrorCode.deadlineExceeded:
-        return new ProxyError({ status: 504, reason: "deadline", hop: "inbound", message: error.message })
+        return new ProxyError({ status: 504, reason: "deadline", hop: "inbound", message })
       case MeshErrorCode.overloaded:
       case MeshErrorCode.draining:
-        return new ProxyError({ status: 503, reason: error.code, hop: "inbound", message: error.message })
+        return new ProxyError({ status: 503, reason: error.code, hop: "inbound", message })
       case AppErrorCode.unavailable:
       case AppErrorCode.failed:
-        return new ProxyError({ status: 502, reason: error.code, hop: "app", message: error.message })
+        return new ProxyError({ status: 502, reason: error.code, hop: "app", message })
+      case AppErrorCode.bodyIdle:
+        return new ProxyError({ status: 408, reason: error.code, hop: "inbound", message })
       default:
-        return new ProxyError({ status: 502, reason: error.code, hop: "inbound", message: error.message })
+        return new ProxyError({ status: 502, reason: safeReason(error.code), hop: "inbound", message })
     }
   }
   return new ProxyError({ status: 502, reason: "upstream_failed", hop: "outbound", message: error instanceof Error ? error.message : String(error) })
 }
 
-/** Answers the app with the error, unless the response has already started. */
+/** Answers the app with the error, unless the response has already started (then it is cut off). Never throws. */
 export const sendProxyError = (res: ServerResponse, error: ProxyError): void => {
-  if (res.headersSent) {
+  if (res.headersSent || res.destroyed) {
     res.destroy()
     return
   }
-  const body = JSON.stringify({ error: error.reason, message: error.message, hop: error.hop })
-  res.writeHead(error.status, {
-    "content-type": "application/json",
-    "content-length": Buffer.byteLength(body),
-    "x-iip-mesh-error": `${error.hop}; reason=${error.reason}`,
-    ...(error.status === 503 ? { "retry-after": "1" } : {})
-  })
-  res.end(body)
+  const reason = safeReason(error.reason)
+  const body = JSON.stringify({ error: reason, message: clampMessage(error.message), hop: error.hop })
+  try {
+    res.writeHead(error.status, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(body),
+      [MESH_ERROR_HEADER]: `${error.hop}; reason=${reason}`,
+      ...(error.status === 503 ? { "retry-after": "1" } : {})
+    })
+    res.end(body)
+  } catch {
+    res.destroy()
+  }
 }

@@ -56,7 +56,7 @@ export interface SidecarOptions {
   readonly env?: Env
 }
 
-/** Metadata blocks up to this size: HTTP heads can be larger than the library's 8 KiB default. */
+/** Metadata blocks up to this size, on both ends (PROTOCOL.md §17.1): HTTP heads can be larger than the library's 8 KiB default. */
 const SIDECAR_META_BYTES = 60 * 1024
 
 const listen = (server: http.Server, address: HostPort) =>
@@ -152,6 +152,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       node: config.node,
       requestTimeoutMs: config.requestTimeoutMs,
       compress: config.compress,
+      maxMetaBytes: SIDECAR_META_BYTES,
       balancing: balancingOf(config),
       log,
       supervisor
@@ -188,7 +189,19 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     })
     if (config.app !== null) {
       const app = splitAddress(config.app)
-      inbound.handlePrefix("/", makeInboundHandler({ service: config.service, appHost: app.host, appPort: app.port, telemetry }))
+      inbound.handlePrefix(
+        "/",
+        makeInboundHandler({
+          service: config.service,
+          appHost: app.host,
+          appPort: app.port,
+          telemetry,
+          appPoolSize: config.appPoolSize,
+          bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
+          defaultTimeoutMs: config.inboundDefaultTimeoutMs,
+          onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count)
+        })
+      )
     }
     const announced = config.app === null
       ? undefined
@@ -220,7 +233,8 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       ...(config.perTryTimeoutMs === null ? {} : { perTryTimeoutMs: config.perTryTimeoutMs }),
       ...(config.hashKey === null ? {} : { hashKey: config.hashKey }),
       telemetry,
-      onAccess
+      onAccess,
+      onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("outbound", count)
     })
     if (config.healthCheckIntervalMs !== null) {
       // Active checks: each round waits for the last; a check gets one interval, at least 1 s (a

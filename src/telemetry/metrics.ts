@@ -20,6 +20,7 @@
 //   iip_mesh_request_bytes_total{direction,service}                   counter: request bodies
 //   iip_mesh_response_bytes_total{direction,service}                  counter: response bodies
 //   iip_mesh_endpoint_ejections_total{service,endpoint}               counter
+//   iip_mesh_invalid_headers_total{direction}                         counter: header pairs dropped as unwritable
 //   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
 //   process_*, nodejs_*                                               prom-client's default metrics
 // direction: outbound (the local app calls out; service is the target) or inbound (a peer calls
@@ -28,7 +29,9 @@
 // outbound means dialed by this sidecar and inbound accepted by it. method is the HTTP method
 // (anything unusual becomes _OTHER); code the HTTP status sent back; hop and reason those of
 // `x-iip-mesh-error`. At most `maxServices` services per direction get series of their own (the
-// target comes from the app's Host header); the rest share service="_other".
+// target comes from the app's Host header); the rest share service="_other". A reason can come
+// from a peer (its typed error's code): past 100 error series per service, new ones share
+// reason="_other".
 //
 // Cost on the request path: counters and gauges are plain numbers on cached objects, handed to
 // prom-client only when scraped (its own label lookup costs 0.2-0.5 µs per update); the duration
@@ -77,6 +80,8 @@ export interface MeshMetrics {
   /** The metrics of one service in one direction, created on first use and cached. */
   service(direction: Direction, service: string): ServiceMetrics
   endpointEjected(service: string, endpoint: string): void
+  /** `count` header pairs were dropped for an invalid name or value (sidecar/headerFilter.ts). */
+  invalidHeaders(direction: Direction, count: number): void
   /** Where the connection and channel gauges are read at each scrape (the sidecar's server and clients). */
   watchConnections(read: () => Record<Direction, ConnectionCounts>): void
   /** The Prometheus text exposition of the mesh and process metrics. */
@@ -162,6 +167,9 @@ class EndpointSeries {
   }
 }
 
+/** Error series per service before new reasons share `_other`. */
+const MAX_ERROR_SERIES = 100
+
 class ServiceSeries implements ServiceMetrics {
   private readonly labels: Labels
   private readonly duration: Histogram<string>
@@ -204,8 +212,13 @@ class ServiceSeries implements ServiceMetrics {
   }
 
   requestFailed(code: number, hop: string, reason: string): void {
-    const key = `${code} ${hop} ${reason}`
+    let key = `${code} ${hop} ${reason}`
     let t = this.errors.get(key)
+    if (t === undefined && this.errors.size >= MAX_ERROR_SERIES) {
+      reason = "_other"
+      key = `${code} ${hop} ${reason}`
+      t = this.errors.get(key)
+    }
     if (t === undefined) {
       t = tally({ ...this.labels, code: String(code), hop, reason })
       this.errors.set(key, t)
@@ -244,6 +257,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const registry = new Registry()
   const services: Record<Direction, Map<string, ServiceSeries>> = { outbound: new Map(), inbound: new Map() }
   const ejections = new Map<string, Tally>()
+  const invalidHeaders: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
   let readConnections: () => Record<Direction, ConnectionCounts> = () => ({ outbound: { connections: 0, channels: 0 }, inbound: { connections: 0, channels: 0 } })
   const connectionGauge = (field: keyof ConnectionCounts) => () => {
     const counts = readConnections()
@@ -277,6 +291,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_request_bytes_total", "Bytes of request bodies proxied.", ["direction", "service"], each((s) => s.requestBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_response_bytes_total", "Bytes of response bodies proxied.", ["direction", "service"], each((s) => s.responseBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_endpoint_ejections_total", "Times an endpoint was taken out of balancing for failing.", ["service", "endpoint"], () => ejections.values())
+  fromTallies(registry, "counter", "iip_mesh_invalid_headers_total", "Header pairs dropped for a name or value that cannot be written.", ["direction"], () => directions.map((d) => invalidHeaders[d]))
   fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], connectionGauge("connections"))
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
@@ -301,6 +316,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
         ejections.set(key, t)
       }
       t.value++
+    },
+    invalidHeaders: (direction, count) => {
+      invalidHeaders[direction].value += count
     },
     watchConnections: (read) => {
       readConnections = read

@@ -22,6 +22,7 @@ import { messageOf } from "../iip/log.ts"
 import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { RemoteError } from "../mux/meshSession.ts"
 import { EmptyBody, Limits } from "../protocol/constants.ts"
+import { clampErrorMessage, safeErrorCode } from "../protocol/errorText.ts"
 import { PacketEncodeError } from "../protocol/errors.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { noResponseBody, parseSystemAnswer, unknownPathBody } from "../protocol/systemMessages.ts"
@@ -105,23 +106,29 @@ export const adapterErrorOf = (error: unknown): AdapterError => {
       case MeshErrorCode.draining:
         return make(503, error.code, error.message)
       default:
-        return make(502, error.code, error.message)
+        // A code of the IIP server's own choosing: it reaches a header, so it is made safe first.
+        return make(502, safeErrorCode(error.code), clampErrorMessage(error.message))
     }
   }
   return make(502, "upstream_failed", messageOf(error))
 }
 
+/** Answers with the error, unless the response has already started (then it is cut off). Never throws. */
 const sendError = (res: http.ServerResponse, error: AdapterError): void => {
-  if (res.headersSent) return void res.destroy()
-  const body = JSON.stringify({ error: error.reason, message: error.message })
-  res.writeHead(error.status, {
-    "content-type": "application/json",
-    "content-length": Buffer.byteLength(body),
-    "x-iip-error": error.reason,
-    ...(error.status === 503 ? { "retry-after": "1" } : {}),
-    ...(error.status === 413 ? { connection: "close" } : {})
-  })
-  res.end(body)
+  if (res.headersSent || res.destroyed) return void res.destroy()
+  const body = JSON.stringify({ error: error.reason, message: clampErrorMessage(error.message) })
+  try {
+    res.writeHead(error.status, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(body),
+      "x-iip-error": safeErrorCode(error.reason),
+      ...(error.status === 503 ? { "retry-after": "1" } : {}),
+      ...(error.status === 413 ? { connection: "close" } : {})
+    })
+    res.end(body)
+  } catch {
+    res.destroy()
+  }
 }
 
 /** The Host header without its port; an IPv6 literal stays whole (`[::1]`), unlike the reference's split at ":". */

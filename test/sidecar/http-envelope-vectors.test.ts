@@ -4,8 +4,8 @@
 import { describe, expect, it } from "vitest"
 import { encodeEnvelope } from "../../src/protocol/mesh.ts"
 import { encodePacket } from "../../src/protocol/packet.ts"
+import { endToEndHeaders } from "../../src/sidecar/headerFilter.ts"
 import {
-  endToEndHeaders,
   headersFromPlainQuery,
   headersOf,
   plainRequestPath,

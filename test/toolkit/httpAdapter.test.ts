@@ -185,6 +185,27 @@ describe("HTTP adapter", () => {
     expect(["timeout", "deadline_exceeded"]).toContain(reason)
   })
 
+  it("a typed error whose code holds CR/LF, wide characters or 10,000 characters is a 502 with a safe, clamped x-iip-error, never a crash", async () => {
+    const unhandled: Array<unknown> = []
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason)
+    process.on("unhandledRejection", onUnhandled)
+    cleanup.add(() => void process.off("unhandledRejection", onUnhandled))
+    const server = await namedServer(cleanup, "rogue")
+    server.handle("/crlf", () => failure("bad\r\nx-injected: 1", "rogue", true))
+    server.handle("/wide", () => failure("caf\u00e9\u2028", "rogue", true))
+    server.handle("/long", () => failure("x".repeat(10_000), "m".repeat(100_000), true))
+    const adapter = await startAdapter({ routes: [{ host: ".*", to: lbFor(server) }] })
+    for (const path of ["/crlf", "/wide", "/long"]) {
+      const answer = await request(adapter.address.port, { path })
+      expect(answer.status, path).toBe(502)
+      expect(answer.headers["x-iip-error"], path).toMatch(/^[A-Za-z0-9_.-]{1,64}$/)
+      expect(answer.headers["x-injected"], path).toBeUndefined()
+      expect(JSON.parse(answer.body).message.length, path).toBeLessThanOrEqual(1100)
+    }
+    expect((await request(adapter.address.port, { path: "/who" })).status).toBe(200)
+    expect(unhandled).toStrictEqual([])
+  })
+
   it("a backend that is down gives 502 naming it; with no backend left, 503 with retry-after", async () => {
     const port = await deadPort()
     const lb = startLb(cleanup, { backends: `127.0.0.1:${port}#1` })

@@ -1,0 +1,135 @@
+// The one filter every HTTP leg of the sidecar passes its headers through, in both directions:
+// the app's request into the envelope (outbound), the envelope's (or `__http_hdr__`'s) headers
+// into the request to the local app (inbound), the app's answer into the envelope (inbound), and
+// the envelope's answer back to the calling app (outbound). What leaves is end-to-end headers only:
+// hop-by-hop ones (RFC 9110 §7.6.1, and whatever Connection names) and framing never cross a hop,
+// since the side that writes a message frames it from the body it really sends; a peer that could
+// pass `content-length: 0` with a body, or `transfer-encoding` with `content-length`, would make
+// the app read a second request (or the calling app a second response) on a keep-alive socket.
+// Names must be tokens and values must be writable (no CR, LF, NUL or other controls, nothing
+// above Latin-1); a pair that is not is dropped and counted, never written. Runs per request: one
+// pass, a table and a Set lookup per header, a second pass only when Connection names extra ones.
+// Pure.
+
+/** The header an app may set to shorten a request's deadline, and that carries what is left to the next app (ms). */
+export const TIMEOUT_HEADER = "iip-timeout"
+
+/** Where a caller learns which hop failed and why; only our sidecars write it, from a typed mesh error. */
+export const MESH_ERROR_HEADER = "x-iip-mesh-error"
+
+/**
+ * Never forwarded: hop-by-hop headers, framing (set by whoever writes the message), the host (the
+ * envelope's authority), `expect` (a hop's handshake), and what the mesh itself sets per hop.
+ * `proxy-*` is dropped by prefix. So whatever passes can key a plain object (httpEnvelope.ts toOutgoing).
+ */
+const dropped = new Set([
+  "connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "http2-settings",
+  "content-length",
+  "host",
+  "expect",
+  TIMEOUT_HEADER,
+  MESH_ERROR_HEADER,
+  // Not a header anyone sends, but a token: it would set the prototype of an object keyed by name.
+  "__proto__"
+])
+
+/** RFC 9110 tchar: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA. */
+const tchar = new Uint8Array(128)
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") tchar[c.charCodeAt(0)] = 1
+
+/** A header name (or method): one or more token characters. */
+export const isToken = (text: string): boolean => lowerToken(text) !== undefined
+
+/** The name in lower case if it is a token, else undefined; one scan, no copy when it is lower case already. */
+const lowerToken = (text: string): string | undefined => {
+  if (text.length === 0) return undefined
+  let upper = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c >= 128 || tchar[c] === 0) return undefined
+    if (c >= 0x41 && c <= 0x5a) upper = true
+  }
+  return upper ? text.toLowerCase() : text
+}
+
+/** A header value node:http writes as given: HTAB, visible ASCII and space, or Latin-1 above 0x7f. */
+export const isFieldValue = (text: string): boolean => {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c < 0x20 ? c !== 0x09 : c === 0x7f || c > 0xff) return false
+  }
+  return true
+}
+
+/** Whether a (lower-case, valid) name never crosses a hop. */
+const isHopHeader = (name: string): boolean => dropped.has(name) || name.startsWith("proxy-")
+
+export type HeaderPair = [string, string]
+
+/** Counts pairs dropped for an invalid name or value (a metric, so bounded whatever the input). */
+export type OnInvalidHeader = (count: number) => void
+
+/** Gathers one message's end-to-end headers, pair by pair. */
+class Kept {
+  readonly out: Array<HeaderPair> = []
+  /** Names listed in Connection, other than those dropped anyway. */
+  named: Array<string> | undefined = undefined
+  invalid = 0
+
+  add(name: unknown, value: unknown): void {
+    const lower = typeof name === "string" && typeof value === "string" && isFieldValue(value) ? lowerToken(name) : undefined
+    if (lower === undefined) {
+      this.invalid++
+      return
+    }
+    if (!isHopHeader(lower)) {
+      this.out.push([lower, value as string])
+      return
+    }
+    if (lower !== "connection") return
+    for (const token of (value as string).split(",")) {
+      const option = token.trim().toLowerCase()
+      if (option !== "" && !isHopHeader(option)) (this.named ??= []).push(option)
+    }
+  }
+
+  result(onInvalid: OnInvalidHeader | undefined): Array<HeaderPair> {
+    if (this.invalid > 0 && onInvalid !== undefined) onInvalid(this.invalid)
+    if (this.named === undefined) return this.out
+    const extra = new Set(this.named)
+    return this.out.filter(([name]) => !extra.has(name))
+  }
+}
+
+/** The end-to-end headers of node's `rawHeaders` (name, value, name, value ...), in order, names lower case. */
+export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
+  const kept = new Kept()
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) kept.add(rawHeaders[i], rawHeaders[i + 1])
+  return kept.result(onInvalid)
+}
+
+/**
+ * The end-to-end headers of [name, value] pairs from the wire (an envelope, a `__http_hdr__`
+ * query), in order, names lower case; an entry that is not two strings counts as invalid.
+ */
+export const endToEndPairs = (pairs: ReadonlyArray<unknown>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
+  const kept = new Kept()
+  for (const pair of pairs) {
+    if (Array.isArray(pair) && pair.length === 2) kept.add(pair[0], pair[1])
+    else kept.invalid++
+  }
+  return kept.result(onInvalid)
+}
+
+/**
+ * A content-length that only describes (the answer to HEAD, a 304): carried on as it was when it is
+ * a plain decimal, since no body follows it; undefined otherwise.
+ */
+export const describedLength = (value: string | undefined): string | undefined =>
+  value !== undefined && /^\d{1,15}$/.test(value) ? value : undefined
