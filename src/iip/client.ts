@@ -530,7 +530,9 @@ export class IipClient {
         client.attempting = false
         if (error === undefined || client.closed) break
         client.log("connect-failed", { address: client.address, reason: error.message, failures: failures + 1 })
-        if ((client.queue.length === 0 && client.modeWaiters.length === 0) || client.pool.length > 0) break
+        // A live connection serves the waiting requests. A draining one does not: it still counts in
+        // the pool until its last answers are in, and the waiters must hear this failure now.
+        if (client.pool.some((p) => !p.draining)) break
         client.lastConnectError = error
         // `mode` callers want an answer now; requests wait for the next attempt while their deadline allows.
         for (const waiter of client.modeWaiters.splice(0)) waiter(error, undefined)
