@@ -133,7 +133,16 @@ export const SidecarConfigSchema = Schema.Struct({
   /** At most this share of a service's endpoints ejected at once. */
   maxEjectedPercent: Percent,
   /** Active health checks (a connect and a ping) of every endpoint this often; null for off. */
-  healthCheckIntervalMs: Schema.NullOr(PositiveMs)
+  healthCheckIntervalMs: Schema.NullOr(PositiveMs),
+  /**
+   * After an endpoint says go-away (or discovery adds it), a refused connection within this long is
+   * a restart: held out without an ejection until it connects again, at most this long.
+   */
+  restartWindowMs: PositiveMs,
+  /** Silence on a connection to an endpoint with requests waiting before it is pinged. */
+  busyPingAfterMs: PositiveMs,
+  /** That ping unanswered this long: the connection is lost (its requests move on) and the endpoint held out. */
+  busyPingTimeoutMs: PositiveMs
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -174,7 +183,10 @@ export const settings = [
   { key: "ejectionBaseMs", env: "IIP_MESH_EJECTION_BASE", flag: "--ejection-base", help: "first ejection's length, doubling after (default 5s)" },
   { key: "ejectionMaxMs", env: "IIP_MESH_EJECTION_MAX", flag: "--ejection-max", help: "longest ejection (default 5m)" },
   { key: "maxEjectedPercent", env: "IIP_MESH_MAX_EJECTED_PERCENT", flag: "--max-ejected-percent", help: "most of a service's endpoints ejected at once, percent (default 50)" },
-  { key: "healthCheckIntervalMs", env: "IIP_MESH_HEALTH_CHECK_INTERVAL", flag: "--health-check-interval", help: "active health checks this often (default off)" }
+  { key: "healthCheckIntervalMs", env: "IIP_MESH_HEALTH_CHECK_INTERVAL", flag: "--health-check-interval", help: "active health checks this often (default off)" },
+  { key: "restartWindowMs", env: "IIP_MESH_RESTART_WINDOW", flag: "--restart-window", help: "after a go-away, refusals this long mean a restart, not a failure (default 30s)" },
+  { key: "busyPingAfterMs", env: "IIP_MESH_BUSY_PING_AFTER", flag: "--busy-ping-after", help: "silence with requests waiting before an endpoint is pinged (default 1s)" },
+  { key: "busyPingTimeoutMs", env: "IIP_MESH_BUSY_PING_TIMEOUT", flag: "--busy-ping-timeout", help: "unanswered that long, the connection is lost and the endpoint held out (default 2s)" }
 ] as const
 
 type Key = (typeof settings)[number]["key"]
@@ -212,7 +224,10 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   ejectionBaseMs: 5_000,
   ejectionMaxMs: 300_000,
   maxEjectedPercent: 50,
-  healthCheckIntervalMs: null
+  healthCheckIntervalMs: null,
+  restartWindowMs: 30_000,
+  busyPingAfterMs: 1_000,
+  busyPingTimeoutMs: 2_000
 })
 
 /** "SERVICE=HOST:PORT[#WEIGHT]" entries into the endpoints shape; malformed entries are kept for the schema to reject. */
@@ -254,6 +269,9 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "drainTimeoutMs":
     case "ejectionBaseMs":
     case "ejectionMaxMs":
+    case "restartWindowMs":
+    case "busyPingAfterMs":
+    case "busyPingTimeoutMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":

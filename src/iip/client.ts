@@ -63,6 +63,11 @@ export interface ClientOptions {
   readonly compression?: CompressionOptions | false
   readonly keepAlive?: KeepAliveOptions | false
   readonly reconnect?: ReconnectOptions
+  /**
+   * Told when the server says go-away (a graceful stop), or when a connection to it is closed for
+   * not answering a ping (a frozen peer): the balancer holds the endpoint out without failing it.
+   */
+  readonly onPeerState?: (state: "go-away" | "unresponsive") => void
   readonly log?: Log
   readonly supervisor?: Supervisor
 }
@@ -360,6 +365,7 @@ export class IipClient {
           // The server is stopping and never ran it: move it to another live connection if there
           // is one; otherwise hand the refusal back, so the caller can go to another server now.
           pooled.draining = true
+          this.options.onPeerState?.("go-away")
           if (this.pool.some((p) => !p.draining)) return this.route(request)
         }
         if (request.onStream !== undefined) request.onStream(error, reply)
@@ -614,9 +620,12 @@ export class IipClient {
     if (link.mode === "mesh") {
       link.session.onPeerDraining(() => {
         pooled.draining = true
+        this.options.onPeerState?.("go-away")
         this.grow()
       })
-      if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(link.session, this.options.keepAlive ?? defaultKeepAlive))
+      if (this.options.keepAlive !== false) {
+        this.supervisor.fork(keepAlive(link.session, this.options.keepAlive ?? defaultKeepAlive, () => this.options.onPeerState?.("unresponsive")))
+      }
     }
     this.openChannel(pooled)
     this.grow()

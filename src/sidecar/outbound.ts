@@ -38,6 +38,13 @@ const notProcessed = (error: unknown): boolean =>
   (error instanceof ConnectionClosed && !error.sent) ||
   (error instanceof RemoteError && !error.processed)
 
+/**
+ * Nothing listens there, or it is stopping and turned the request away unprocessed: the balancer
+ * ejects the endpoint, or holds it out as restarting when it said go-away just before.
+ */
+const refusedOrDraining = (error: unknown): boolean =>
+  (error instanceof ConnectFailed && error.refused === true) || (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
+
 /** Far-side errors that another endpoint would give too, or that end the request: not worth a retry. */
 const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest])
 
@@ -250,7 +257,7 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
       } catch (error) {
         // A request the app gave up on says nothing about the endpoint; a refused connection, much
         // (a slow one, on a lossy network, not enough to take the endpoint out at once).
-        endLease(lease, tryStarted, abort.signal.aborted, error instanceof ConnectFailed && error.refused === true)
+        endLease(lease, tryStarted, abort.signal.aborted, refusedOrDraining(error))
         const safe = notProcessed(error) || (IDEMPOTENT.has(method) && transportFailure(error))
         const retry = safe && body instanceof Uint8Array && attempts < MAX_ATTEMPTS && !abort.signal.aborted && Date.now() < deadline && registry.allowRetry(service)
         if (!retry) throw error

@@ -106,7 +106,10 @@ const balancingOf = (config: SidecarConfig): BalancingOptions => ({
   ejectErrorRatePercent: config.ejectErrorRatePercent,
   ejectionBaseMs: config.ejectionBaseMs,
   ejectionMaxMs: config.ejectionMaxMs,
-  maxEjectedPercent: config.maxEjectedPercent
+  maxEjectedPercent: config.maxEjectedPercent,
+  restartWindowMs: config.restartWindowMs,
+  busyPingAfterMs: config.busyPingAfterMs,
+  busyPingTimeoutMs: config.busyPingTimeoutMs
 })
 
 /** Tracing (its exporters flushed on close, within the drain timeout) and metrics. */
