@@ -1,8 +1,8 @@
 // Endpoints held out of picks for a short while without counting as failing: the balancer
 // (serviceBalancer.ts) asks here besides the outlier detector.
 //
-// - Restarting: an endpoint that said go-away (a graceful stop), or that discovery added just now,
-//   and then refuses connections is restarting, not failing: ejecting it would double its next
+// - Restarting: an endpoint that said go-away (a graceful stop), or that discovery dropped and added
+//   again, and then refuses connections is restarting, not failing: ejecting it would double its next
 //   ejection, so a rolling restart every few minutes would keep a healthy instance out for longer
 //   each time. It is skipped until a connection to it succeeds again (the registry redials it in the
 //   background), or until `windowMs` after the go-away: a refusal after that counts as usual.
@@ -15,7 +15,7 @@ export type HoldReason = "restarting" | "unresponsive"
 
 export interface HoldOutOptions {
   /**
-   * How long after a go-away (or being added) a refused connection means a restart, and the longest
+   * How long after a go-away (or being dropped by discovery) a refused connection means a restart, and the longest
    * an endpoint is held out. Default 30,000.
    */
   readonly windowMs?: number
@@ -64,7 +64,7 @@ export class HoldOuts {
     return h === undefined || h.until <= now || h.reason === undefined ? undefined : { reason: h.reason, forMs: h.until - now }
   }
 
-  /** `id` said go-away, or discovery just added it: a refusal soon after is a restart. */
+  /** `id` said go-away, or discovery dropped it: a refusal soon after is a restart. */
   left(id: string, now: number): void {
     this.stateOf(id).leftAt = now
   }
@@ -94,10 +94,13 @@ export class HoldOuts {
     this.version++
   }
 
-  /** The endpoints now known; the state of the others is dropped. */
-  retain(ids: ReadonlyArray<string>): void {
+  /**
+   * The endpoints now known. The others' state is dropped, but for those that left within the
+   * window as of `now`: back soon (discovery adds it again), a refusal is still a restart.
+   */
+  retain(ids: ReadonlyArray<string>, now: number = Number.POSITIVE_INFINITY): void {
     const keep = new Set(ids)
-    for (const id of this.state.keys()) if (!keep.has(id)) this.state.delete(id)
+    for (const [id, h] of this.state) if (!keep.has(id) && now - h.leftAt >= this.windowMs) this.state.delete(id)
     this.version++
   }
 

@@ -166,8 +166,9 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
   }
 
   /**
-   * Replaces the endpoints; those that stay keep their stats and health. With `now`, a new one may
-   * refuse connections for a while (it is starting) without counting as failing.
+   * Replaces the endpoints; those that stay keep their stats and health. With `now`, one dropped
+   * and added again within the hold window may refuse connections for a while (it is restarting)
+   * without counting as failing.
    */
   update(endpoints: ReadonlyArray<E>, now?: number): void {
     const previous = new Map(this.members.map((m) => [m.id, m]))
@@ -175,19 +176,19 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
       const weight = this.overrides.get(endpoint.id) ?? endpoint.weight
       const member = previous.get(endpoint.id)
       previous.delete(endpoint.id)
-      if (member === undefined) {
-        if (now !== undefined) this.holds.left(endpoint.id, now)
-        return new Member(endpoint, weight, this.statsOptions)
-      }
+      if (member === undefined) return new Member(endpoint, weight, this.statsOptions)
       member.endpoint = endpoint
       member.setWeight(weight)
       return member
     })
-    for (const gone of previous.values()) gone.retired = true
+    for (const gone of previous.values()) {
+      gone.retired = true
+      if (now !== undefined) this.holds.left(gone.id, now)
+    }
     // A new member's cold estimate must be its peers' mean from its first pick on.
     this.coldEstimateAt = Number.NEGATIVE_INFINITY
     this.outliers.retain(this.members.map((m) => m.id))
-    this.holds.retain(this.members.map((m) => m.id))
+    this.holds.retain(this.members.map((m) => m.id), now)
     this.usableVersion = -1
   }
 

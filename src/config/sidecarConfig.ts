@@ -135,7 +135,7 @@ export const SidecarConfigSchema = Schema.Struct({
   /** Active health checks (a connect and a ping) of every endpoint this often; null for off. */
   healthCheckIntervalMs: Schema.NullOr(PositiveMs),
   /**
-   * After an endpoint says go-away (or discovery adds it), a refused connection within this long is
+   * After an endpoint says go-away (or discovery drops it), a refused connection within this long is
    * a restart: held out without an ejection until it connects again, at most this long.
    */
   restartWindowMs: PositiveMs,

@@ -46,7 +46,7 @@ export interface BalancingOptions {
   readonly ejectionBaseMs: number
   readonly ejectionMaxMs: number
   readonly maxEjectedPercent: number
-  /** After a go-away (or being added), how long a refused connection means a restart; the longest hold. */
+  /** After a go-away (or being dropped by discovery), how long a refused connection means a restart; the longest hold. */
   readonly restartWindowMs: number
   /** Silence on a connection with requests waiting before it is pinged. */
   readonly busyPingAfterMs: number

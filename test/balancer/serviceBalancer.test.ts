@@ -7,7 +7,7 @@
 //   of recovering (a starved endpoint is probed about once a second).
 // - p2c after an 8 s stall: the stall's late answers do not blow up the estimate; its share back
 //   within 2 s of recovering.
-// - Restarting (a refusal after a go-away, or after discovery added it) and unresponsive endpoints
+// - Restarting (a refusal after a go-away, or after discovery dropped and re-added it) and unresponsive endpoints
 //   are held out without an ejection until they connect again, at most the window.
 // - Ejection after consecutive failures and by error rate; return after the ejection time; a
 //   second ejection lasts twice as long; never more than the cap out at once; active checks.
@@ -201,16 +201,20 @@ describe("restarting and unresponsive endpoints (held out, not ejected)", () => 
       expect(balancer.view(t)[0]).toMatchObject({ health: "ejected", ejections: 1 })
     }))
 
-  it.effect("discovery adding an endpoint: refusals while it starts hold it out, not eject it", () =>
+  it.effect("discovery dropping an endpoint and adding it again: refusals while it restarts hold it out; a new endpoint that refuses is ejected", () =>
     Effect.gen(function*() {
-      const balancer = new ServiceBalancer<Ep>({ picker: "p2c", random: seededRandom(42) })
-      const endpoints = endpointsOf([1, 1])
-      balancer.update([endpoints[1]!], yield* now)
+      const balancer = new ServiceBalancer<Ep>({ picker: "p2c", random: seededRandom(42), outlier: { maxEjectedPercent: 50 } })
+      const endpoints = endpointsOf([1, 1, 1, 1])
+      balancer.update(endpoints.slice(0, 3), yield* now)
       yield* drive(balancer, 100, 1, () => 2)
+      balancer.update(endpoints.slice(1, 3), yield* now)
+      yield* TestClock.adjust("2 seconds")
       balancer.update(endpoints, yield* now)
       const t = yield* now
       expect(leaseOf(balancer, endpoints[0]!, t).end(t, 0, false, true)).toBe("restarting")
       expect(balancer.view(t)[0]).toMatchObject({ health: "restarting", ejections: 0 })
+      // Never seen before: nothing listens there, as far as anyone knows.
+      expect(leaseOf(balancer, endpoints[3]!, t).end(t, 0, false, true)).toBe("connect_failed")
     }))
 
   it.effect("an unresponsive endpoint (unanswered ping) is not picked until it connects again, at most the window", () =>

@@ -27,7 +27,7 @@ const spawnInstance = async (cleanup: Cleanup, name: string) => {
   const up = new Promise<Record<string, unknown>>((done) => {
     readline.createInterface({ input: child.stdout! }).once("line", (line) => done(JSON.parse(line) as Record<string, unknown>))
   })
-  const first = await withTimeout(Promise.race([up, exited.then(() => ({ error: "exited" }))]), 15_000, `instance ${name} to start`)
+  const first = await withTimeout(Promise.race([up, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), 15_000, `instance ${name} to start`)
   if (typeof first.inbound !== "string") throw new Error(`instance ${name} did not start: ${JSON.stringify(first)}`)
   return { inbound: first.inbound, pid: child.pid! }
 }
