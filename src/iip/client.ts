@@ -64,6 +64,12 @@ export interface ClientOptions {
   readonly keepAlive?: KeepAliveOptions | false
   readonly reconnect?: ReconnectOptions
   /**
+   * Requests queued while no connection is up wait for the next attempt, within their deadline
+   * (default true: one server, worth waiting for). False fails them at once with the attempt's
+   * error (nothing was sent), for a caller with other servers to go to.
+   */
+  readonly waitForReconnect?: boolean
+  /**
    * Told when the server says go-away (a graceful stop), or when a connection to it is closed for
    * not answering a ping (a frozen peer): the balancer holds the endpoint out without failing it.
    */
@@ -542,6 +548,7 @@ export class IipClient {
         client.lastConnectError = error
         // `mode` callers want an answer now; requests wait for the next attempt while their deadline allows.
         for (const waiter of client.modeWaiters.splice(0)) waiter(error, undefined)
+        if (client.options.waitForReconnect === false) client.failQueued(error)
         if (client.queue.length === 0) break
         yield* Effect.sleep(backoffDelay(failures, client.reconnect, Math.random()))
       }

@@ -215,6 +215,8 @@ export class EndpointRegistry {
         ...(this.options.compress ? { compression: {} } : {}),
         keepAlive: { ...defaultKeepAlive, busyIntervalMs: this.options.balancing.busyPingAfterMs, busyTimeoutMs: this.options.balancing.busyPingTimeoutMs },
         onPeerState: (state) => this.peerState(key, state),
+        // Another endpoint takes a request this one cannot: never wait here for a reconnect.
+        waitForReconnect: false,
         log: this.options.log,
         supervisor: this.options.supervisor
       })
