@@ -81,12 +81,16 @@ class Member<E extends BalancedEndpoint> extends EndpointStats {
 
 export interface Lease<E> {
   readonly endpoint: E
+  /** The endpoint's latency estimate when it was picked: what this request is expected to take. */
+  readonly expectedMs: number
   /**
    * Ends the request: `ok` false for a failure of the endpoint, `unreachable` when a connection to
-   * it was refused (it goes out at once). Returns an ejection it caused, or "restarting" when the
-   * refusal came soon after a go-away: held out, not failing.
+   * it was refused (it goes out at once), `slow` when it was given up for taking too long (a
+   * failure penalty, but no failure for the outlier detector: the endpoint may only be busy).
+   * Returns an ejection it caused, or "restarting" when the refusal came soon after a go-away:
+   * held out, not failing.
    */
-  end(now: number, latencyMs: number, ok: boolean, unreachable?: boolean): EjectionReason | "restarting" | undefined
+  end(now: number, latencyMs: number, ok: boolean, unreachable?: boolean, slow?: boolean): EjectionReason | "restarting" | undefined
 }
 
 export type PickResult<E> =
@@ -250,6 +254,12 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
     return { _tag: "Picked", lease: this.lease(member, now) }
   }
 
+  /** Whether a retry of a request that `tried` these would find an endpoint now (not picking one). */
+  hasUntried(now: number, tried: ReadonlySet<string>): boolean {
+    for (const m of this.usableAt(now)) if (!tried.has(m.id) && m.pending < this.maxPending && m.weight > 0) return true
+    return false
+  }
+
   /** An active health check's result for `id`. */
   probed(id: string, now: number, ok: boolean): void {
     if (!this.has(id)) return
@@ -286,15 +296,16 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
     let ended = false
     return {
       endpoint: member.endpoint,
-      end: (at, latencyMs, ok, unreachable = false) => {
+      expectedMs,
+      end: (at, latencyMs, ok, unreachable = false, slow = false) => {
         if (ended) return undefined
         ended = true
         if (unreachable && !member.retired && this.holds.refused(member.id, at)) {
           member.release()
           return "restarting"
         }
-        member.end(at, latencyMs, ok, expectedMs)
-        if (member.retired) return undefined
+        member.end(at, latencyMs, ok && !slow, expectedMs)
+        if (member.retired || slow) return undefined
         const reason = this.outliers.record(member.id, at, ok, this.members.length)
         if (reason === undefined && unreachable && this.outliers.connectFailed(member.id, at, this.members.length)) return "connect_failed"
         return reason

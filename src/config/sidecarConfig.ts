@@ -142,7 +142,12 @@ export const SidecarConfigSchema = Schema.Struct({
   /** Silence on a connection to an endpoint with requests waiting before it is pinged. */
   busyPingAfterMs: PositiveMs,
   /** That ping unanswered this long: the connection is lost (its requests move on) and the endpoint held out. */
-  busyPingTimeoutMs: PositiveMs
+  busyPingTimeoutMs: PositiveMs,
+  /**
+   * Without perTryTimeoutMs: an idempotent try with no answer after this long, or 10x its
+   * endpoint's latency estimate if longer, goes to another endpoint when a retry is possible; null: never.
+   */
+  slowTryFloorMs: Schema.NullOr(PositiveMs)
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -186,7 +191,8 @@ export const settings = [
   { key: "healthCheckIntervalMs", env: "IIP_MESH_HEALTH_CHECK_INTERVAL", flag: "--health-check-interval", help: "active health checks this often (default off)" },
   { key: "restartWindowMs", env: "IIP_MESH_RESTART_WINDOW", flag: "--restart-window", help: "after a go-away, refusals this long mean a restart, not a failure (default 30s)" },
   { key: "busyPingAfterMs", env: "IIP_MESH_BUSY_PING_AFTER", flag: "--busy-ping-after", help: "silence with requests waiting before an endpoint is pinged (default 1s)" },
-  { key: "busyPingTimeoutMs", env: "IIP_MESH_BUSY_PING_TIMEOUT", flag: "--busy-ping-timeout", help: "unanswered that long, the connection is lost and the endpoint held out (default 2s)" }
+  { key: "busyPingTimeoutMs", env: "IIP_MESH_BUSY_PING_TIMEOUT", flag: "--busy-ping-timeout", help: "unanswered that long, the connection is lost and the endpoint held out (default 2s)" },
+  { key: "slowTryFloorMs", env: "IIP_MESH_SLOW_TRY", flag: "--slow-try", help: "an idempotent try unanswered this long (or 10x its endpoint's latency) goes elsewhere if it can (default 2s; off)" }
 ] as const
 
 type Key = (typeof settings)[number]["key"]
@@ -227,7 +233,8 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   healthCheckIntervalMs: null,
   restartWindowMs: 30_000,
   busyPingAfterMs: 1_000,
-  busyPingTimeoutMs: 2_000
+  busyPingTimeoutMs: 2_000,
+  slowTryFloorMs: 2_000
 })
 
 /** "SERVICE=HOST:PORT[#WEIGHT]" entries into the endpoints shape; malformed entries are kept for the schema to reject. */
@@ -275,6 +282,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":
+    case "slowTryFloorMs":
       return last === "" || last === "none" || last === "off" ? null : parseDurationMs(last)
     case "hashKey":
       return last === "" || last === "none" ? null : last

@@ -139,6 +139,11 @@ export class EndpointRegistry {
     this.services.get(service)?.retryBudget.deposit(now())
   }
 
+  /** Whether another endpoint of `service` than those `tried` could take a retry now. */
+  hasUntried(service: string, tried: ReadonlySet<string>): boolean {
+    return this.services.get(service)?.hasUntried(now(), tried) ?? false
+  }
+
   /** Whether the retry budget of `service` allows one more retry now (and counts it if so). */
   allowRetry(service: string): boolean {
     return this.services.get(service)?.retryBudget.tryWithdraw(now()) ?? false
@@ -146,11 +151,11 @@ export class EndpointRegistry {
 
   /**
    * Ends a lease now: `ok` false for a failure of the endpoint, `unreachable` when no connection
-   * could be made. Returns an ejection it caused.
+   * could be made, `slow` when given up for taking too long. Returns an ejection it caused.
    */
-  endLease(lease: EndpointLease, startedAt: number, ok: boolean, unreachable = false): string | undefined {
+  endLease(lease: EndpointLease, startedAt: number, ok: boolean, unreachable = false, slow = false): string | undefined {
     const at = now()
-    const result = lease.end(at, at - startedAt, ok, unreachable)
+    const result = lease.end(at, at - startedAt, ok, unreachable, slow)
     if (result !== "restarting") return result
     this.watch(lease.endpoint.id)
     return undefined

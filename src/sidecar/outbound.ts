@@ -7,7 +7,8 @@
 //
 // Retries go to another endpoint, only where safe: the request was not processed (no connection,
 // refused while draining or overloaded, its app not listening), or its method is idempotent and
-// the try failed in transport (connection lost, per-try timeout, the far side's own error). Every
+// the try failed in transport (connection lost, per-try timeout, the far side's own error), or
+// took so long without an answer that another endpoint is worth a try (slowTry.ts). Every
 // retry needs the service's retry budget and the body held whole; all tries share one deadline,
 // which the app may shorten with an `iip-timeout` header (ms). Every endpoint at its concurrency
 // limit sheds the request: 503 with retry-after.
@@ -22,6 +23,7 @@ import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { endToEndHeaders, headersOf, HttpMeta, plainRequestPath, requestMeta, TIMEOUT_HEADER, toOutgoing, withForwarded } from "./httpEnvelope.ts"
 import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
+import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
 
 /** Tries per request, the first included. */
 const MAX_ATTEMPTS = 3
@@ -83,6 +85,12 @@ export interface OutboundOptions {
   readonly requestTimeoutMs: number
   /** Each try's own timeout inside the deadline; undefined for all that is left. */
   readonly perTryTimeoutMs?: number
+  /**
+   * Without a per-try timeout: an idempotent try with no answer after this long (or 10x its
+   * endpoint's latency estimate, if longer) is given up for another endpoint, when a retry is
+   * possible then (slowTry.ts). Undefined: never.
+   */
+  readonly slowTryFloorMs?: number
   /** Where consistent hashing and MethodURIParam find their key: `header:NAME`, `query:NAME` or `client`. */
   readonly hashKey?: string
   readonly telemetry: SidecarTelemetry
@@ -247,14 +255,26 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
       // This try ends at the request's deadline or its own timeout, whichever comes first.
       const tryDeadline = options.perTryTimeoutMs === undefined ? deadline : Math.min(deadline, Date.now() + options.perTryTimeoutMs)
       const left = () => Math.max(1, tryDeadline - Date.now())
+      const watched = options.perTryTimeoutMs === undefined && options.slowTryFloorMs !== undefined && body instanceof Uint8Array && IDEMPOTENT.has(method)
+      const slowAfterMs = watched ? slowTryAfterMs(options.slowTryFloorMs!, lease.expectedMs) : 0
+      const watch = watched
+        ? new TryWatch(abort.signal, slowAfterMs, () => attempts < MAX_ATTEMPTS && Date.now() < deadline && registry.hasUntried(service, tried) && registry.allowRetry(service))
+        : undefined
+      const signal = watch?.signal ?? abort.signal
       try {
         // No connection within the client's connect timeout (3 s: time for TCP to resend a lost SYN)
         // is a try that failed before sending: another endpoint may take the request.
         const mode = client.currentMode ?? (await client.mode(left()))
-        if (mode === "plain") return await forwardPlain(client, lease, tryStarted, target, headers, body, left(), abort.signal)
-        reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, headers), timeoutMs: left(), signal: abort.signal })
+        if (mode === "plain") return await forwardPlain(client, lease, tryStarted, target, headers, body, left(), signal)
+        reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, headers), timeoutMs: left(), signal })
         endLease(lease, tryStarted, Number(reply.meta.get(HttpMeta.status) ?? "502") < 500)
       } catch (error) {
+        if (watch?.givenUp === true) {
+          // Too slow, and another endpoint may do better: the retry budget already paid for it.
+          endLease(lease, tryStarted, false, false, true)
+          lastError = new RequestTimeout({ message: `no answer from ${lease.endpoint.id} within ${Math.round(slowAfterMs)} ms`, timeoutMs: slowAfterMs })
+          continue
+        }
         // A request the app gave up on says nothing about the endpoint; a refused connection, much
         // (a slow one, on a lossy network, not enough to take the endpoint out at once).
         endLease(lease, tryStarted, abort.signal.aborted, refusedOrDraining(error))
@@ -262,6 +282,8 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
         const retry = safe && body instanceof Uint8Array && attempts < MAX_ATTEMPTS && !abort.signal.aborted && Date.now() < deadline && registry.allowRetry(service)
         if (!retry) throw error
         lastError = error
+      } finally {
+        watch?.settled()
       }
     }
     const status = Number(reply.meta.get(HttpMeta.status) ?? "502")
@@ -273,8 +295,8 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
     }
     finish(status)
   }
-  const endLease = (lease: EndpointLease, tryStarted: number, ok: boolean, unreachable = false) => {
-    if (registry.endLease(lease, tryStarted, ok, unreachable) !== undefined) observation.ejected(target!.service, lease.endpoint.id)
+  const endLease = (lease: EndpointLease, tryStarted: number, ok: boolean, unreachable = false, slow = false) => {
+    if (registry.endLease(lease, tryStarted, ok, unreachable, slow) !== undefined) observation.ejected(target!.service, lease.endpoint.id)
   }
   const forwardPlain = async (
     client: IipClient,

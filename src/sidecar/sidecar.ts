@@ -206,6 +206,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       registry,
       requestTimeoutMs: config.requestTimeoutMs,
       ...(config.perTryTimeoutMs === null ? {} : { perTryTimeoutMs: config.perTryTimeoutMs }),
+      ...(config.slowTryFloorMs === null ? {} : { slowTryFloorMs: config.slowTryFloorMs }),
       ...(config.hashKey === null ? {} : { hashKey: config.hashKey }),
       telemetry,
       onAccess
