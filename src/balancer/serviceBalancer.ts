@@ -4,13 +4,15 @@
 // (retryBudget.ts), a per-endpoint concurrency limit, and the configured picker (pickers.ts).
 //
 // A pick leaves out ejected endpoints and those held out while they restart or stop answering
-// (holdOuts.ts; all of them back in if every endpoint is out: better a failing endpoint than none), endpoints this request already tried, and endpoints at their
-// concurrency limit; when only full ones are left the answer is `overloaded` (the sidecar sheds
-// the request with 503 and retry-after) instead of queueing without bound. A pick returns a lease;
-// ending it feeds the latency or the failure back into the stats and the outlier detector.
+// (holdOuts.ts; all of them back in if every endpoint is out: better a failing endpoint than
+// none), endpoints this request already tried, and endpoints at their concurrency limit; when
+// only full ones are left the answer is `overloaded` (the sidecar sheds the request with 503 and
+// retry-after) instead of queueing without bound. A pick returns a lease; ending it feeds the
+// latency or the failure back into the stats and the outlier detector (a refusal of a restarting
+// endpoint: neither).
 //
 // The common case (nothing excluded, the picked endpoint below its limit) picks from a cached list
-// of usable endpoints, rebuilt only when membership, weights or ejections change.
+// of usable endpoints, rebuilt only when membership, weights, ejections or holds change.
 
 import { type Balanced, EndpointStats, type EndpointStatsOptions } from "./endpointStats.ts"
 import { type HoldOutOptions, type HoldReason, HoldOuts } from "./holdOuts.ts"

@@ -630,12 +630,20 @@ export class IipClient {
         this.options.onPeerState?.("go-away")
         this.grow()
       })
-      if (this.options.keepAlive !== false) {
-        this.supervisor.fork(keepAlive(link.session, this.options.keepAlive ?? defaultKeepAlive, () => this.options.onPeerState?.("unresponsive")))
-      }
+      if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(link.session, this.options.keepAlive ?? defaultKeepAlive, () => this.unresponsive()))
     }
     this.openChannel(pooled)
     this.grow()
+  }
+
+  /**
+   * A connection was closed for an unanswered ping: the peer has stopped (a frozen process), so its
+   * other connections are no better. Closed too, their requests move on now, and no request or
+   * `mode()` call is answered by a connection that only looks alive.
+   */
+  private unresponsive(): void {
+    for (const pooled of [...this.pool]) pooled.link.session.connection.close("peer stopped answering on another connection", false)
+    this.options.onPeerState?.("unresponsive")
   }
 
   private drop(pooled: Pooled): void {
