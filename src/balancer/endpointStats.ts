@@ -20,7 +20,9 @@
 // such a gap is a fresh look: its sample replaces the estimate and clears the failure penalty, so an
 // endpoint back from a stall or an outage wins its share again a second or two after it recovers
 // (fading alone took 25-32 s from a stall's 4 s estimate). Under steady traffic no request starts
-// after such a gap, and the EWMA below is unchanged.
+// after such a gap, and the EWMA below is unchanged. A probe that finds the endpoint no faster than
+// its estimate doubles the gap before the next (up to 4 x staleAfter): one that is really slow
+// costs a request every few seconds, not every second.
 //
 // A success sample counts for at most `sampleCapFactor` times the estimate its request started
 // with (and at least `sampleCapFloorMs` above it): a stall's requests, answered seconds late, must
@@ -85,6 +87,11 @@ export interface Balanced {
 
 let epoch = 0
 
+/** A probe's sample below the estimate by this factor found the endpoint better: the next probe comes soon. */
+const PROBE_BETTER = 1.5
+/** The longest gap between probes of an endpoint that stays slow, in units of staleAfter. */
+const MAX_PROBE_GAP = 4
+
 /** Moves whenever any endpoint's weight changes; caches built from weights compare it. */
 export const weightEpoch = (): number => epoch
 
@@ -100,6 +107,8 @@ export class EndpointStats implements Balanced {
   private readonly coldEstimateMs: (() => number) | undefined
   private lastSampleAt: number | undefined = undefined
   private lastStartAt = Number.NEGATIVE_INFINITY
+  /** Time without a request before a probe: staleAfter, doubled by each probe that found no change. */
+  private probeGapMs: number
   private readonly sampleCapFactor: number
   private readonly sampleCapFloorMs: number
   private penalty = 0
@@ -114,6 +123,7 @@ export class EndpointStats implements Balanced {
     this.tauMs = options.tauMs ?? 10_000
     if (!(this.tauMs > 0)) throw new Error(`tauMs must be positive: ${this.tauMs}`)
     this.staleAfterMs = options.staleAfterMs ?? 1_000
+    this.probeGapMs = this.staleAfterMs
     this.minSampleWeight = options.minSampleWeight ?? 0.05
     this.ewma = options.defaultLatencyMs ?? 100
     this.coldEstimateMs = options.coldEstimateMs
@@ -182,7 +192,7 @@ export class EndpointStats implements Balanced {
   }
 
   probeDue(now: number): boolean {
-    return this.inFlight === 0 && this.lastSampleAt !== undefined && now - Math.max(this.lastSampleAt, this.lastStartAt) >= this.staleAfterMs
+    return this.inFlight === 0 && this.lastSampleAt !== undefined && now - Math.max(this.lastSampleAt, this.lastStartAt) >= this.probeGapMs
   }
 
   /** A request ends saying nothing about the endpoint (it was never reached): no sample, no penalty. */
@@ -211,9 +221,12 @@ export class EndpointStats implements Balanced {
       this.ewma = sample
     } else if (now - latencyMs - this.lastSampleAt >= this.staleAfterMs) {
       // A fresh look after a gap (a probe, or sparse traffic): it says what the endpoint is like now.
+      const better = sample * PROBE_BETTER < this.estimateMs(now)
+      this.probeGapMs = better ? this.staleAfterMs : Math.min(this.probeGapMs * 2, this.staleAfterMs * MAX_PROBE_GAP)
       this.ewma = sample
       this.penalty = 0
     } else {
+      this.probeGapMs = this.staleAfterMs
       // By time, but never less than the running mean's share (1/2, 1/3 ...) down to the floor:
       // a burst of samples must move the estimate too (a caller's first requests, slowed by
       // connecting and warming up, would otherwise set it for the next 10 s).

@@ -111,6 +111,26 @@ describe("EndpointStats", () => {
     expect(e.latencyMs).toBeLessThan(110)
   })
 
+  it("a probe that finds the endpoint no faster doubles the gap before the next, up to 4 x staleAfter; a faster one resets it", () => {
+    const e = new EndpointStats("a:1", { staleAfterMs: 1_000 })
+    e.begin(0)
+    e.end(100, 100, true)
+    let t = 100
+    /** Waits for the next probe, runs it with `latency`; returns how long after the last sample it came. */
+    const probe = (latency: number) => {
+      const from = t
+      while (!e.probeDue(t)) t += 10
+      e.begin(t)
+      t += latency
+      e.end(t, latency, true)
+      return t - latency - from
+    }
+    expect([probe(100), probe(100), probe(100), probe(100)]).toStrictEqual([1_000, 2_000, 4_000, 4_000])
+    expect(probe(10)).toBe(4_000) // faster: the estimate follows, the gap is back to 1 s
+    expect(e.latencyMs).toBe(10)
+    expect(probe(10)).toBe(1_000)
+  })
+
   it("a weight of 0 costs Infinity; setWeight moves the epoch only on a change", () => {
     const e = new EndpointStats("a:1")
     const before = weightEpoch()
