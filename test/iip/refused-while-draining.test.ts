@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest"
 import { IipClient } from "../../src/iip/client.ts"
 import { ConnectFailed } from "../../src/mux/errors.ts"
 import * as Effect from "effect/Effect"
-import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { Cleanup, deferred, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { rejection, startClient, startServer } from "../support/meshTest.ts"
 
 /** A request body that never ends: its channel stays busy streaming it. */
@@ -20,7 +20,11 @@ const endless = (): AsyncIterable<Uint8Array> => ({
 
 const setUp = async (cleanup: Cleanup, waitForReconnect: boolean) => {
   const server = await startServer(cleanup, { drainTimeoutMs: 10_000 })
-  server.handle("/upload", () => new Promise<Uint8Array>(() => {}))
+  const uploading = deferred()
+  server.handle("/upload", () => {
+    uploading.resolve()
+    return new Promise<Uint8Array>(() => {})
+  })
   server.handle("/echo", (request) => request.data)
   const client: IipClient = startClient(cleanup, server.address.port, {
     maxConnections: 1,
@@ -33,7 +37,7 @@ const setUp = async (cleanup: Cleanup, waitForReconnect: boolean) => {
   const abort = new AbortController()
   cleanup.add(() => abort.abort())
   void client.stream("/upload", endless(), { timeoutMs: 20_000, signal: abort.signal }).catch(() => {})
-  await waitFor(() => server.connectionCount === 1 && client.stats.pending === 1, 5000, "the upload to be under way")
+  await withTimeout(uploading.promise, 5000, "the upload to reach its handler")
   return { server, client }
 }
 
