@@ -185,6 +185,14 @@ export class EndpointStats implements Balanced {
     this.penalty = 0
   }
 
+  /** A new process behind the same address: cold again (requests in flight still count). */
+  restart(): void {
+    this.penalty = 0
+    this.lastSampleAt = undefined
+    this.sampleCount = 0
+    this.probeGapMs = this.staleAfterMs
+  }
+
   /** A request to this endpoint starts. */
   begin(now: number): void {
     this.inFlight++

@@ -85,13 +85,15 @@ export class HoldOuts {
     this.hold(this.stateOf(id), now + this.windowMs, "unresponsive")
   }
 
-  /** A connection to `id` succeeded: back in at once. */
-  connected(id: string): void {
+  /** A connection to `id` succeeded: back in at once. Returns why it was held, if it was. */
+  connected(id: string): HoldReason | undefined {
     const h = this.state.get(id)
-    if (h === undefined || h.until === 0) return
+    if (h === undefined || h.until === 0) return undefined
+    const reason = h.reason
     h.until = 0
     h.reason = undefined
     this.version++
+    return reason
   }
 
   /**

@@ -208,9 +208,14 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
     if (this.has(id)) this.holds.unresponsive(id, now)
   }
 
-  /** A connection to `id` succeeded: a hold on it ends. */
+  /**
+   * A connection to `id` succeeded: a hold on it ends. Back from a restart it is a new process:
+   * it starts cold (its peers' estimate, a few requests by weight alone), not with the old one's stats.
+   */
   connected(id: string): void {
-    this.holds.connected(id)
+    if (this.holds.connected(id) !== "restarting") return
+    this.members.find((m) => m.id === id)?.restart()
+    this.coldEstimateAt = Number.NEGATIVE_INFINITY
   }
 
   /** Whether `id` is held out (restarting or unresponsive) as of `now`. */

@@ -173,8 +173,9 @@ describe("restarting and unresponsive endpoints (held out, not ejected)", () => 
         // Held out for the restart's second: nothing goes to it.
         const gap = yield* drive(balancer, 1_000, 1, () => 2)
         expect(gap.get(restarting.id)).toBeUndefined()
-        // It listens again: a connection succeeded.
+        // It listens again: a connection succeeded. A new process: cold, its peers' estimate.
         balancer.connected(restarting.id)
+        expect(balancer.view(yield* now)[0]).toMatchObject({ health: "healthy", samples: 0 })
         const back = sharesOf(yield* drive(balancer, 2_000, 1, () => 2), endpoints)
         expect(back[0]!).toBeGreaterThan(0.4)
         yield* TestClock.adjust("1 minute")
@@ -226,7 +227,10 @@ describe("restarting and unresponsive endpoints (held out, not ejected)", () => 
       expect(balancer.view(yield* now)[2]).toMatchObject({ health: "unresponsive", ejections: 0 })
       const held = yield* drive(balancer, 3_000, 1, () => 2)
       expect(held.get(frozen.id)).toBeUndefined()
+      const samples = balancer.view(yield* now)[2]!.samples
       balancer.connected(frozen.id)
+      // The same process, resumed: it keeps its stats.
+      expect(balancer.view(yield* now)[2]!.samples).toBe(samples)
       const back = yield* drive(balancer, 3_000, 1, () => 2)
       expect(back.get(frozen.id)).toBeGreaterThan(600)
       // Without a connection the hold ends with the window.
