@@ -15,6 +15,20 @@
 // so equal latencies give shares equal to the weights: fading at once would favour whichever
 // endpoint was sampled longest ago.
 //
+// A starved endpoint is probed: once it has gone `staleAfter` with no request started and none in
+// flight, p2c gives it the next request it draws it for (probeDue). A request that started after
+// such a gap is a fresh look: its sample replaces the estimate and clears the failure penalty, so an
+// endpoint back from a stall or an outage wins its share again a second or two after it recovers
+// (fading alone took 25-32 s from a stall's 4 s estimate). Under steady traffic no request starts
+// after such a gap, and the EWMA below is unchanged. A probe that finds the endpoint no faster than
+// its estimate doubles the gap before the next (up to 4 x staleAfter): one that is really slow
+// costs a request every few seconds, not every second.
+//
+// A success sample counts for at most `sampleCapFactor` times the estimate its request started
+// with (and at least `sampleCapFloorMs` above it): a stall's requests, answered seconds late, must
+// not set the estimate to seconds (the requests in flight steer traffic off a stalled endpoint
+// meanwhile). An endpoint that really got slower still climbs, by that factor per round of requests.
+//
 // Pending counts per unit of weight: an endpoint of weight 4 carrying four times the requests of
 // one of weight 1 is equally loaded, so a picker that draws by weight (p2c) and compares loads
 // keeps the shares at the weights when latencies are equal, and moves traffic only for a real
@@ -43,6 +57,10 @@ export interface EndpointStatsOptions {
   readonly defaultLatencyMs?: number
   /** The estimate while cold, asked at each comparison. Default: `defaultLatencyMs`. */
   readonly coldEstimateMs?: () => number
+  /** A success sample counts for at most this many times the estimate its request started with. Default 4. */
+  readonly sampleCapFactor?: number
+  /** ... and for at least this much above it, in ms (small estimates are noisy). Default 20. */
+  readonly sampleCapFloorMs?: number
   /** Added to the latency estimate per failure, fading with tau. Default 500. */
   readonly failurePenaltyMs?: number
   /**
@@ -63,9 +81,16 @@ export interface Balanced {
   readonly samples: number
   /** (estimate + penalty) * (pending / weight + 1); Infinity for a weight of 0 or less. */
   load(now: number): number
+  /** Nothing started or answered for a while and none in flight: its estimate is stale, worth a probe. */
+  probeDue(now: number): boolean
 }
 
 let epoch = 0
+
+/** A probe's sample below the estimate by this factor found the endpoint better: the next probe comes soon. */
+const PROBE_BETTER = 1.5
+/** The longest gap between probes of an endpoint that stays slow, in units of staleAfter. */
+const MAX_PROBE_GAP = 4
 
 /** Moves whenever any endpoint's weight changes; caches built from weights compare it. */
 export const weightEpoch = (): number => epoch
@@ -81,6 +106,11 @@ export class EndpointStats implements Balanced {
   private ewma: number
   private readonly coldEstimateMs: (() => number) | undefined
   private lastSampleAt: number | undefined = undefined
+  private lastStartAt = Number.NEGATIVE_INFINITY
+  /** Time without a request before a probe: staleAfter, doubled by each probe that found no change. */
+  private probeGapMs: number
+  private readonly sampleCapFactor: number
+  private readonly sampleCapFloorMs: number
   private penalty = 0
   private penaltyUpdatedAt = 0
   private inFlight = 0
@@ -93,11 +123,14 @@ export class EndpointStats implements Balanced {
     this.tauMs = options.tauMs ?? 10_000
     if (!(this.tauMs > 0)) throw new Error(`tauMs must be positive: ${this.tauMs}`)
     this.staleAfterMs = options.staleAfterMs ?? 1_000
+    this.probeGapMs = this.staleAfterMs
     this.minSampleWeight = options.minSampleWeight ?? 0.05
     this.ewma = options.defaultLatencyMs ?? 100
     this.coldEstimateMs = options.coldEstimateMs
     this.failurePenaltyMs = options.failurePenaltyMs ?? 500
     this.penaltyTauMs = options.penaltyTauMs ?? 2_000
+    this.sampleCapFactor = Math.max(1, options.sampleCapFactor ?? 4)
+    this.sampleCapFloorMs = Math.max(0, options.sampleCapFloorMs ?? 20)
   }
 
   get weight(): number {
@@ -152,16 +185,35 @@ export class EndpointStats implements Balanced {
     this.penalty = 0
   }
 
+  /** A new process behind the same address: cold again (requests in flight still count). */
+  restart(): void {
+    this.penalty = 0
+    this.lastSampleAt = undefined
+    this.sampleCount = 0
+    this.probeGapMs = this.staleAfterMs
+  }
+
   /** A request to this endpoint starts. */
-  begin(_now: number): void {
+  begin(now: number): void {
     this.inFlight++
+    if (now > this.lastStartAt) this.lastStartAt = now
+  }
+
+  probeDue(now: number): boolean {
+    return this.inFlight === 0 && this.lastSampleAt !== undefined && now - Math.max(this.lastSampleAt, this.lastStartAt) >= this.probeGapMs
+  }
+
+  /** A request ends saying nothing about the endpoint (it was never reached): no sample, no penalty. */
+  release(): void {
+    if (this.inFlight > 0) this.inFlight--
   }
 
   /**
-   * A request ends after `latencyMs`. A success folds the latency into the EWMA; a failure leaves
-   * the EWMA alone (a fast refusal must not make the endpoint look fast) and adds the penalty.
+   * A request ends after `latencyMs`. A success folds the latency into the EWMA (capped, when
+   * `startEstimateMs`, the estimate as the request started, is given); a failure leaves the EWMA
+   * alone (a fast refusal must not make the endpoint look fast) and adds the penalty.
    */
-  end(now: number, latencyMs: number, ok: boolean): void {
+  end(now: number, latencyMs: number, ok: boolean, startEstimateMs?: number): void {
     if (this.inFlight > 0) this.inFlight--
     if (!ok) {
       this.failureCount++
@@ -169,10 +221,20 @@ export class EndpointStats implements Balanced {
       this.penaltyUpdatedAt = now
       return
     }
-    const sample = Math.max(0, latencyMs)
+    let sample = Math.max(0, latencyMs)
+    if (startEstimateMs !== undefined) {
+      sample = Math.min(sample, Math.max(startEstimateMs * this.sampleCapFactor, startEstimateMs + this.sampleCapFloorMs))
+    }
     if (this.lastSampleAt === undefined) {
       this.ewma = sample
+    } else if (now - latencyMs - this.lastSampleAt >= this.staleAfterMs) {
+      // A fresh look after a gap (a probe, or sparse traffic): it says what the endpoint is like now.
+      const better = sample * PROBE_BETTER < this.estimateMs(now)
+      this.probeGapMs = better ? this.staleAfterMs : Math.min(this.probeGapMs * 2, this.staleAfterMs * MAX_PROBE_GAP)
+      this.ewma = sample
+      this.penalty = 0
     } else {
+      this.probeGapMs = this.staleAfterMs
       // By time, but never less than the running mean's share (1/2, 1/3 ...) down to the floor:
       // a burst of samples must move the estimate too (a caller's first requests, slowed by
       // connecting and warming up, would otherwise set it for the next 10 s).

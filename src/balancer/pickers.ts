@@ -11,7 +11,9 @@
 //                   fresh random numbers: still spread over the weights, but with no sampling noise,
 //                   so the shares track the weights closely over any window. The second is random,
 //                   and wins only when its load is lower by a margin (P2C_MARGIN), and only once
-//                   both have a few samples (P2C_MIN_SAMPLES).
+//                   both have a few samples (P2C_MIN_SAMPLES). A draw whose estimate is stale (no
+//                   request for a second, none in flight: probeDue) takes the request whatever its
+//                   load, so a starved endpoint shows within a second or so that it recovered.
 //   smoothWeighted  nginx's smooth weighted round robin (weightedRoundRobin.ts), as a Picker.
 //   leastPending    the fewest requests in flight per unit of weight; ties rotate.
 //   consistentHash  a ring with virtual nodes in proportion to weight; the key (a header, query
@@ -231,6 +233,9 @@ export const p2c = <E extends Balanced>(options: P2cOptions): Picker<E> => {
       const ca = candidates[a]!
       const cb = candidates[b]!
       if (ca.samples < P2C_MIN_SAMPLES || cb.samples < P2C_MIN_SAMPLES) return ca
+      // A starved endpoint's estimate says how it was, not how it is: one request finds out.
+      if (ca.probeDue(context.now)) return ca
+      if (cb.probeDue(context.now)) return cb
       return cb.load(context.now) * P2C_MARGIN < ca.load(context.now) ? cb : ca
     }
   }

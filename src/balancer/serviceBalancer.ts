@@ -3,16 +3,19 @@
 // stats (endpointStats.ts), passive health (outlierDetector.ts), the retry budget
 // (retryBudget.ts), a per-endpoint concurrency limit, and the configured picker (pickers.ts).
 //
-// A pick leaves out ejected endpoints (all of them back in if every endpoint is out: better a
-// failing endpoint than none), endpoints this request already tried, and endpoints at their
-// concurrency limit; when only full ones are left the answer is `overloaded` (the sidecar sheds
-// the request with 503 and retry-after) instead of queueing without bound. A pick returns a lease;
-// ending it feeds the latency or the failure back into the stats and the outlier detector.
+// A pick leaves out ejected endpoints and those held out while they restart or stop answering
+// (holdOuts.ts; all of them back in if every endpoint is out: better a failing endpoint than
+// none), endpoints this request already tried, and endpoints at their concurrency limit; when
+// only full ones are left the answer is `overloaded` (the sidecar sheds the request with 503 and
+// retry-after) instead of queueing without bound. A pick returns a lease; ending it feeds the
+// latency or the failure back into the stats and the outlier detector (a refusal of a restarting
+// endpoint: neither).
 //
 // The common case (nothing excluded, the picked endpoint below its limit) picks from a cached list
-// of usable endpoints, rebuilt only when membership, weights or ejections change.
+// of usable endpoints, rebuilt only when membership, weights, ejections or holds change.
 
 import { type Balanced, EndpointStats, type EndpointStatsOptions } from "./endpointStats.ts"
+import { type HoldOutOptions, type HoldReason, HoldOuts } from "./holdOuts.ts"
 import { type EjectionReason, OutlierDetector, type OutlierOptions } from "./outlierDetector.ts"
 import {
   consistentHash,
@@ -60,6 +63,7 @@ export interface ServiceBalancerOptions {
   readonly maxPendingPerEndpoint?: number
   readonly stats?: EndpointStatsOptions
   readonly outlier?: OutlierOptions
+  readonly holdOut?: HoldOutOptions
   readonly retryBudget?: RetryBudgetOptions
   /** Randomness for p2c and MethodRandom. Default Math.random. */
   readonly random?: Random
@@ -79,11 +83,16 @@ class Member<E extends BalancedEndpoint> extends EndpointStats {
 
 export interface Lease<E> {
   readonly endpoint: E
+  /** The endpoint's latency estimate when it was picked: what this request is expected to take. */
+  readonly expectedMs: number
   /**
-   * Ends the request: `ok` false for a failure of the endpoint, `unreachable` when no connection
-   * could be made to it (it goes out at once). Returns an ejection it caused.
+   * Ends the request: `ok` false for a failure of the endpoint, `unreachable` when a connection to
+   * it was refused (it goes out at once), `slow` when it was given up for taking too long (a
+   * failure penalty, but no failure for the outlier detector: the endpoint may only be busy).
+   * Returns an ejection it caused, or "restarting" when the refusal came soon after a go-away:
+   * held out, not failing.
    */
-  end(now: number, latencyMs: number, ok: boolean, unreachable?: boolean): EjectionReason | undefined
+  end(now: number, latencyMs: number, ok: boolean, unreachable?: boolean, slow?: boolean): EjectionReason | "restarting" | undefined
 }
 
 export type PickResult<E> =
@@ -102,7 +111,7 @@ export interface EndpointView {
   readonly pending: number
   readonly samples: number
   readonly failures: number
-  readonly health: "healthy" | "ejected"
+  readonly health: "healthy" | "ejected" | HoldReason
   /** forMs is null when a failed active check holds it out (until a check passes). */
   readonly ejection?: { readonly reason: string; readonly forMs: number | null }
   readonly ejections: number
@@ -137,12 +146,14 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
   readonly retryBudget: RetryBudget
   private readonly picker: Picker<Member<E>>
   private readonly outliers: OutlierDetector
+  private readonly holds: HoldOuts
   private readonly maxPending: number
   private members: Array<Member<E>> = []
   private readonly overrides = new Map<string, number>()
-  /** The members not ejected, and the outlier version it was built at (-1: rebuild). */
+  /** The members neither ejected nor held out, and the versions it was built at (-1: rebuild). */
   private usable: Array<Member<E>> = []
   private usableVersion = -1
+  private usableHoldVersion = -1
   /** Members out at the last rebuild: one back since then gets its penalty cleared. */
   private ejected = new Set<Member<E>>()
   /** What a cold member is assumed to take: its warm peers' mean estimate, refreshed every 100 ms. */
@@ -153,14 +164,19 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
   constructor(options: ServiceBalancerOptions = {}) {
     this.picker = makePicker(options.picker ?? "p2c", options)
     this.outliers = new OutlierDetector(options.outlier)
+    this.holds = new HoldOuts(options.holdOut)
     this.retryBudget = new RetryBudget(options.retryBudget)
     this.maxPending = options.maxPendingPerEndpoint ?? 1000
     this.coldEstimate = options.stats?.defaultLatencyMs ?? 100
     this.statsOptions = { ...options.stats, coldEstimateMs: () => this.coldEstimate }
   }
 
-  /** Replaces the endpoints; those that stay keep their stats and health. */
-  update(endpoints: ReadonlyArray<E>): void {
+  /**
+   * Replaces the endpoints; those that stay keep their stats and health. With `now`, one dropped
+   * and added again within the hold window may refuse connections for a while (it is restarting)
+   * without counting as failing.
+   */
+  update(endpoints: ReadonlyArray<E>, now?: number): void {
     const previous = new Map(this.members.map((m) => [m.id, m]))
     this.members = endpoints.map((endpoint) => {
       const weight = this.overrides.get(endpoint.id) ?? endpoint.weight
@@ -171,11 +187,40 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
       member.setWeight(weight)
       return member
     })
-    for (const gone of previous.values()) gone.retired = true
+    for (const gone of previous.values()) {
+      gone.retired = true
+      if (now !== undefined) this.holds.left(gone.id, now)
+    }
     // A new member's cold estimate must be its peers' mean from its first pick on.
     this.coldEstimateAt = Number.NEGATIVE_INFINITY
     this.outliers.retain(this.members.map((m) => m.id))
+    this.holds.retain(this.members.map((m) => m.id), now)
     this.usableVersion = -1
+  }
+
+  /** `id` said go-away (a graceful stop): a refused connection soon after is a restart. */
+  wentAway(id: string, now: number): void {
+    if (this.has(id)) this.holds.left(id, now)
+  }
+
+  /** The connection to `id` stopped answering pings: not picked until it connects again. */
+  unresponsive(id: string, now: number): void {
+    if (this.has(id)) this.holds.unresponsive(id, now)
+  }
+
+  /**
+   * A connection to `id` succeeded: a hold on it ends. Back from a restart it is a new process:
+   * it starts cold (its peers' estimate, a few requests by weight alone), not with the old one's stats.
+   */
+  connected(id: string): void {
+    if (this.holds.connected(id) !== "restarting") return
+    this.members.find((m) => m.id === id)?.restart()
+    this.coldEstimateAt = Number.NEGATIVE_INFINITY
+  }
+
+  /** Whether `id` is held out (restarting or unresponsive) as of `now`. */
+  isHeld(id: string, now: number): boolean {
+    return this.holds.isHeld(id, now)
   }
 
   get endpoints(): ReadonlyArray<E> {
@@ -216,6 +261,12 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
     return { _tag: "Picked", lease: this.lease(member, now) }
   }
 
+  /** Whether a retry of a request that `tried` these would find an endpoint now (not picking one). */
+  hasUntried(now: number, tried: ReadonlySet<string>): boolean {
+    for (const m of this.usableAt(now)) if (!tried.has(m.id) && m.pending < this.maxPending && m.weight > 0) return true
+    return false
+  }
+
   /** An active health check's result for `id`. */
   probed(id: string, now: number, ok: boolean): void {
     if (!this.has(id)) return
@@ -235,7 +286,7 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
         pending: m.pending,
         samples: m.samples,
         failures: m.failures,
-        health: health.ejected ? "ejected" : "healthy",
+        health: health.ejected ? "ejected" : (this.holds.snapshot(m.id, now)?.reason ?? "healthy"),
         ...(health.ejected
           ? { ejection: { reason: health.reason ?? "unknown", forMs: Number.isFinite(health.ejectedForMs) ? health.ejectedForMs : null } }
           : {}),
@@ -246,15 +297,22 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
   }
 
   private lease(member: Member<E>, now: number): Lease<E> {
+    // What the endpoint was expected to take: its sample is capped relative to it (endpointStats.ts).
+    const expectedMs = member.estimateMs(now)
     member.begin(now)
     let ended = false
     return {
       endpoint: member.endpoint,
-      end: (at, latencyMs, ok, unreachable = false) => {
+      expectedMs,
+      end: (at, latencyMs, ok, unreachable = false, slow = false) => {
         if (ended) return undefined
         ended = true
-        member.end(at, latencyMs, ok)
-        if (member.retired) return undefined
+        if (unreachable && !member.retired && this.holds.refused(member.id, at)) {
+          member.release()
+          return "restarting"
+        }
+        member.end(at, latencyMs, ok && !slow, expectedMs)
+        if (member.retired || slow) return undefined
         const reason = this.outliers.record(member.id, at, ok, this.members.length)
         if (reason === undefined && unreachable && this.outliers.connectFailed(member.id, at, this.members.length)) return "connect_failed"
         return reason
@@ -276,11 +334,13 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
 
   private usableAt(now: number): ReadonlyArray<Member<E>> {
     const version = this.outliers.versionAt(now)
-    if (version !== this.usableVersion) {
+    const holdVersion = this.holds.versionAt(now)
+    if (version !== this.usableVersion || holdVersion !== this.usableHoldVersion) {
       const ejected = new Set<Member<E>>()
       const usable: Array<Member<E>> = []
       for (const m of this.members) {
         if (this.outliers.isEjected(m.id, now)) ejected.add(m)
+        else if (this.holds.isHeld(m.id, now)) continue
         else {
           if (this.ejected.has(m)) m.clearPenalty()
           usable.push(m)
@@ -289,6 +349,7 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
       this.ejected = ejected
       this.usable = usable.length > 0 ? usable : this.members
       this.usableVersion = version
+      this.usableHoldVersion = holdVersion
     }
     return this.usable
   }

@@ -159,7 +159,21 @@ export const SidecarConfigSchema = Schema.Struct({
   /** A streamed request body that sends nothing for this long is given up (the app's socket freed). */
   bodyIdleTimeoutMs: PositiveMs,
   /** The deadline of an inbound request that carries none (plain IIP callers, pushes). */
-  inboundDefaultTimeoutMs: PositiveMs
+  inboundDefaultTimeoutMs: PositiveMs,
+  /**
+   * After an endpoint says go-away (or discovery drops it), a refused connection within this long is
+   * a restart: held out without an ejection until it connects again, at most this long.
+   */
+  restartWindowMs: PositiveMs,
+  /** Silence on a connection to an endpoint with requests waiting before it is pinged. */
+  busyPingAfterMs: PositiveMs,
+  /** That ping unanswered this long: the connection is lost (its requests move on) and the endpoint held out. */
+  busyPingTimeoutMs: PositiveMs,
+  /**
+   * Without perTryTimeoutMs: an idempotent try with no answer after this long, or 10x its
+   * endpoint's latency estimate if longer, goes to another endpoint when a retry is possible; null: never.
+   */
+  slowTryFloorMs: Schema.NullOr(PositiveMs)
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -213,7 +227,11 @@ export const settings = [
   { key: "idleTimeoutMs", env: "IIP_MESH_IDLE_TIMEOUT", flag: "--idle-timeout", help: "an inbound connection idle this long is closed (default 5m)" },
   { key: "appPoolSize", env: "IIP_MESH_APP_POOL_SIZE", flag: "--app-pool-size", help: "sockets the inbound side keeps to its app at most (default 256)" },
   { key: "bodyIdleTimeoutMs", env: "IIP_MESH_BODY_IDLE_TIMEOUT", flag: "--body-idle-timeout", help: "a streamed request body silent this long is given up (default 10s)" },
-  { key: "inboundDefaultTimeoutMs", env: "IIP_MESH_INBOUND_DEFAULT_TIMEOUT", flag: "--inbound-default-timeout", help: "deadline of an inbound request that carries none, and of pushes (default 30s)" }
+  { key: "inboundDefaultTimeoutMs", env: "IIP_MESH_INBOUND_DEFAULT_TIMEOUT", flag: "--inbound-default-timeout", help: "deadline of an inbound request that carries none, and of pushes (default 30s)" },
+  { key: "restartWindowMs", env: "IIP_MESH_RESTART_WINDOW", flag: "--restart-window", help: "after a go-away, refusals this long mean a restart, not a failure (default 30s)" },
+  { key: "busyPingAfterMs", env: "IIP_MESH_BUSY_PING_AFTER", flag: "--busy-ping-after", help: "silence with requests waiting before an endpoint is pinged (default 1s)" },
+  { key: "busyPingTimeoutMs", env: "IIP_MESH_BUSY_PING_TIMEOUT", flag: "--busy-ping-timeout", help: "unanswered that long, the connection is lost and the endpoint held out (default 2s)" },
+  { key: "slowTryFloorMs", env: "IIP_MESH_SLOW_TRY", flag: "--slow-try", help: "an idempotent try unanswered this long (or 10x its endpoint's latency) goes elsewhere if it can (default 2s; off)" }
 ] as const
 
 type Key = (typeof settings)[number]["key"]
@@ -264,7 +282,11 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   idleTimeoutMs: 300_000,
   appPoolSize: 256,
   bodyIdleTimeoutMs: 10_000,
-  inboundDefaultTimeoutMs: 30_000
+  inboundDefaultTimeoutMs: 30_000,
+  restartWindowMs: 30_000,
+  busyPingAfterMs: 1_000,
+  busyPingTimeoutMs: 2_000,
+  slowTryFloorMs: 2_000
 })
 
 /** "SERVICE=HOST:PORT[#WEIGHT]" entries into the endpoints shape; malformed entries are kept for the schema to reject. */
@@ -315,12 +337,16 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "ejectionMaxMs":
     case "bodyIdleTimeoutMs":
     case "inboundDefaultTimeoutMs":
+    case "restartWindowMs":
+    case "busyPingAfterMs":
+    case "busyPingTimeoutMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":
     case "firstPacketTimeoutMs":
     case "packetTimeoutMs":
     case "idleTimeoutMs":
+    case "slowTryFloorMs":
       return last === "" || last === "none" || last === "off" ? null : parseDurationMs(last)
     case "maxQueuedBytesPerConnection":
     case "maxQueuedBytes":

@@ -63,6 +63,17 @@ export interface ClientOptions {
   readonly compression?: CompressionOptions | false
   readonly keepAlive?: KeepAliveOptions | false
   readonly reconnect?: ReconnectOptions
+  /**
+   * Requests queued while no connection is up wait for the next attempt, within their deadline
+   * (default true: one server, worth waiting for). False fails them at once with the attempt's
+   * error (nothing was sent), for a caller with other servers to go to.
+   */
+  readonly waitForReconnect?: boolean
+  /**
+   * Told when the server says go-away (a graceful stop), or when a connection to it is closed for
+   * not answering a ping (a frozen peer): the balancer holds the endpoint out without failing it.
+   */
+  readonly onPeerState?: (state: "go-away" | "unresponsive") => void
   readonly log?: Log
   readonly supervisor?: Supervisor
 }
@@ -360,6 +371,7 @@ export class IipClient {
           // The server is stopping and never ran it: move it to another live connection if there
           // is one; otherwise hand the refusal back, so the caller can go to another server now.
           pooled.draining = true
+          this.options.onPeerState?.("go-away")
           if (this.pool.some((p) => !p.draining)) return this.route(request)
         }
         if (request.onStream !== undefined) request.onStream(error, reply)
@@ -535,10 +547,13 @@ export class IipClient {
         client.attempting = false
         if (error === undefined || client.closed) break
         client.log("connect-failed", { address: client.address, reason: error.message, failures: failures + 1 })
-        if ((client.queue.length === 0 && client.modeWaiters.length === 0) || client.pool.length > 0) break
+        // A live connection serves the waiting requests. A draining one does not: it still counts in
+        // the pool until its last answers are in, and the waiters must hear this failure now.
+        if (client.pool.some((p) => !p.draining)) break
         client.lastConnectError = error
         // `mode` callers want an answer now; requests wait for the next attempt while their deadline allows.
         for (const waiter of client.modeWaiters.splice(0)) waiter(error, undefined)
+        if (client.options.waitForReconnect === false) client.failQueued(error)
         if (client.queue.length === 0) break
         yield* Effect.sleep(backoffDelay(failures, client.reconnect, Math.random()))
       }
@@ -617,12 +632,23 @@ export class IipClient {
     if (link.mode === "mesh") {
       link.session.onPeerDraining(() => {
         pooled.draining = true
+        this.options.onPeerState?.("go-away")
         this.grow()
       })
-      if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(link.session, this.options.keepAlive ?? defaultKeepAlive))
+      if (this.options.keepAlive !== false) this.supervisor.fork(keepAlive(link.session, this.options.keepAlive ?? defaultKeepAlive, () => this.unresponsive()))
     }
     this.openChannel(pooled)
     this.grow()
+  }
+
+  /**
+   * A connection was closed for an unanswered ping: the peer has stopped (a frozen process), so its
+   * other connections are no better. Closed too, their requests move on now, and no request or
+   * `mode()` call is answered by a connection that only looks alive.
+   */
+  private unresponsive(): void {
+    for (const pooled of [...this.pool]) pooled.link.session.connection.close("peer stopped answering on another connection", false)
+    this.options.onPeerState?.("unresponsive")
   }
 
   private drop(pooled: Pooled): void {

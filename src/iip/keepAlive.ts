@@ -1,6 +1,11 @@
 // Liveness of a mesh connection (PROTOCOL.md §11): after `intervalMs` without a packet from the
-// peer, ping it; no answer within `timeoutMs` closes the connection with that reason. Runs as a
-// fiber under the owner's Supervisor, on Effect's Clock.
+// peer, ping it; no answer within `timeoutMs` closes the connection with that reason. With
+// `busyIntervalMs`, a connection on which this side waits for answers is pinged much sooner (after
+// that much silence, closed after `busyTimeoutMs` unanswered): a frozen peer (SIGSTOP, a stuck
+// event loop) still has its kernel accept and buffer our bytes, so nothing else tells the requests
+// waiting on it to move on. A slow handler does not trip it: its sidecar answers pings meanwhile.
+// Runs as a fiber under the owner's Supervisor, on Effect's Clock.
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type { MeshSession } from "../mux/meshSession.ts"
@@ -10,6 +15,10 @@ export interface KeepAliveOptions {
   readonly intervalMs: number
   /** How long a ping may go unanswered before the connection is closed. */
   readonly timeoutMs: number
+  /** Silence that makes this side ping while it waits for answers (default: `intervalMs`). */
+  readonly busyIntervalMs?: number
+  /** How long that ping may go unanswered (default: `timeoutMs`). */
+  readonly busyTimeoutMs?: number
 }
 
 export const defaultKeepAlive: KeepAliveOptions = { intervalMs: 15_000, timeoutMs: 5_000 }
@@ -17,21 +26,34 @@ export const defaultKeepAlive: KeepAliveOptions = { intervalMs: 15_000, timeoutM
 const ping = (session: MeshSession) =>
   Effect.callback<number>((resume) => session.ping((error, rtt) => resume(error === undefined ? Effect.succeed(rtt) : Effect.never)))
 
-export const keepAlive = (session: MeshSession, options: KeepAliveOptions): Effect.Effect<void> =>
+/** Pings `session` when silent; `onUnanswered` is told when it closes the connection for it. */
+export const keepAlive = (session: MeshSession, options: KeepAliveOptions, onUnanswered: () => void = () => {}): Effect.Effect<void> =>
   Effect.gen(function*() {
+    const busyIntervalMs = Math.min(options.busyIntervalMs ?? options.intervalMs, options.intervalMs)
     let seen = session.packetsReceived
+    let heardAt = yield* Clock.currentTimeMillis
     while (!session.closed) {
-      yield* Effect.sleep(options.intervalMs)
+      // Until the silence would reach the limit; while idle, waking each busy interval to notice calls.
+      const now = yield* Clock.currentTimeMillis
+      const limit = session.callingCount > 0 ? busyIntervalMs : options.intervalMs
+      yield* Effect.sleep(Math.max(1, Math.min(heardAt + limit - now, busyIntervalMs)))
       if (session.closed) return
+      const at = yield* Clock.currentTimeMillis
       if (session.packetsReceived !== seen) {
         seen = session.packetsReceived
+        heardAt = at
         continue
       }
-      const answered = yield* Effect.timeoutOption(ping(session), options.timeoutMs)
+      const busy = session.callingCount > 0
+      if (at - heardAt < (busy ? busyIntervalMs : options.intervalMs)) continue
+      const timeoutMs = busy ? (options.busyTimeoutMs ?? options.timeoutMs) : options.timeoutMs
+      const answered = yield* Effect.timeoutOption(ping(session), timeoutMs)
       if (Option.isNone(answered)) {
-        session.connection.close(`peer stopped answering: no answer to a ping within ${options.timeoutMs} ms`, false)
+        session.connection.close(`peer stopped answering: no answer to a ping within ${timeoutMs} ms`, false)
+        onUnanswered()
         return
       }
       seen = session.packetsReceived
+      heardAt = yield* Clock.currentTimeMillis
     }
   })

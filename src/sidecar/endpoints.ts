@@ -3,8 +3,14 @@
 // IIP servers), each endpoint with its own pooled IipClient. Discovery (or static configuration)
 // replaces a service's set, keeping the stats and health of endpoints that stay; the outbound side
 // picks from it for every request; the admin API reads and overrides weights here.
+//
+// Each client tells its endpoint's balancers when the peer says go-away or stops answering pings;
+// an endpoint the balancer then holds out (restarting, unresponsive: src/balancer/holdOuts.ts) is
+// redialled here in the background, and back in as soon as a connection succeeds.
+import * as Effect from "effect/Effect"
 import { type Lease, type PickerName, type PickResult, ServiceBalancer, type EndpointView } from "../balancer/serviceBalancer.ts"
-import { IipClient } from "../iip/client.ts"
+import { backoffDelay, IipClient } from "../iip/client.ts"
+import { defaultKeepAlive } from "../iip/keepAlive.ts"
 import type { Log } from "../iip/log.ts"
 import type { Supervisor } from "../iip/supervisor.ts"
 
@@ -40,6 +46,12 @@ export interface BalancingOptions {
   readonly ejectionBaseMs: number
   readonly ejectionMaxMs: number
   readonly maxEjectedPercent: number
+  /** After a go-away (or being dropped by discovery), how long a refused connection means a restart; the longest hold. */
+  readonly restartWindowMs: number
+  /** Silence on a connection with requests waiting before it is pinged. */
+  readonly busyPingAfterMs: number
+  /** An unanswered ping closes that connection after this long; its endpoint is held out. */
+  readonly busyPingTimeoutMs: number
 }
 
 export interface EndpointRegistryOptions {
@@ -73,9 +85,15 @@ export type EndpointLease = Lease<Member>
 /** Balancer time: monotonic ms. */
 const now = (): number => performance.now()
 
+/** Redials of an endpoint held out: soon after a go-away, then at most every second. */
+const REDIAL = { baseMs: 100, maxMs: 1000 }
+
 export class EndpointRegistry {
   private readonly services = new Map<string, ServiceBalancer<Member>>()
   private readonly clients = new Map<string, IipClient>()
+  /** Endpoints redialled in the background while held out. */
+  private readonly watched = new Set<string>()
+  private closed = false
   private readonly options: EndpointRegistryOptions
 
   constructor(options: EndpointRegistryOptions) {
@@ -91,7 +109,7 @@ export class EndpointRegistry {
         balancer = this.makeBalancer()
         this.services.set(service, balancer)
       }
-      balancer.update(endpoints.map((endpoint) => ({ id: endpointKey(endpoint), weight: endpoint.weight, endpoint })))
+      balancer.update(endpoints.map((endpoint) => ({ id: endpointKey(endpoint), weight: endpoint.weight, endpoint })), now())
     }
     const used = new Set<string>()
     for (const balancer of this.services.values()) for (const member of balancer.endpoints) used.add(member.id)
@@ -123,6 +141,11 @@ export class EndpointRegistry {
     this.services.get(service)?.retryBudget.deposit(now())
   }
 
+  /** Whether another endpoint of `service` than those `tried` could take a retry now. */
+  hasUntried(service: string, tried: ReadonlySet<string>): boolean {
+    return this.services.get(service)?.hasUntried(now(), tried) ?? false
+  }
+
   /** Whether the retry budget of `service` allows one more retry now (and counts it if so). */
   allowRetry(service: string): boolean {
     return this.services.get(service)?.retryBudget.tryWithdraw(now()) ?? false
@@ -130,11 +153,14 @@ export class EndpointRegistry {
 
   /**
    * Ends a lease now: `ok` false for a failure of the endpoint, `unreachable` when no connection
-   * could be made. Returns an ejection it caused.
+   * could be made, `slow` when given up for taking too long. Returns an ejection it caused.
    */
-  endLease(lease: EndpointLease, startedAt: number, ok: boolean, unreachable = false): string | undefined {
+  endLease(lease: EndpointLease, startedAt: number, ok: boolean, unreachable = false, slow = false): string | undefined {
     const at = now()
-    return lease.end(at, at - startedAt, ok, unreachable)
+    const result = lease.end(at, at - startedAt, ok, unreachable, slow)
+    if (result !== "restarting") return result
+    this.watch(lease.endpoint.id)
+    return undefined
   }
 
   /** The admin API's weight override; undefined returns to discovery's. False if there is no such endpoint. */
@@ -195,6 +221,10 @@ export class EndpointRegistry {
         requestTimeoutMs: this.options.requestTimeoutMs,
         maxMetaBytes: this.options.maxMetaBytes,
         ...(this.options.compress ? { compression: {} } : {}),
+        keepAlive: { ...defaultKeepAlive, busyIntervalMs: this.options.balancing.busyPingAfterMs, busyTimeoutMs: this.options.balancing.busyPingTimeoutMs },
+        onPeerState: (state) => this.peerState(key, state),
+        // Another endpoint takes a request this one cannot: never wait here for a reconnect.
+        waitForReconnect: false,
         log: this.options.log,
         supervisor: this.options.supervisor
       })
@@ -204,9 +234,47 @@ export class EndpointRegistry {
   }
 
   close(): void {
+    this.closed = true
     for (const client of this.clients.values()) client.close()
     this.clients.clear()
     this.services.clear()
+  }
+
+  /** A client's news of its peer, for every service the endpoint serves. */
+  private peerState(key: string, state: "go-away" | "unresponsive"): void {
+    const at = now()
+    for (const balancer of this.services.values()) {
+      if (state === "go-away") balancer.wentAway(key, at)
+      else balancer.unresponsive(key, at)
+    }
+    if (state === "unresponsive") this.watch(key)
+  }
+
+  private isHeld(key: string): boolean {
+    const at = now()
+    for (const balancer of this.services.values()) if (balancer.isHeld(key, at)) return true
+    return false
+  }
+
+  /** Redials a held-out endpoint until a connection succeeds (back in) or the hold ends. */
+  private watch(key: string): void {
+    if (this.closed || this.watched.has(key)) return
+    this.watched.add(key)
+    const registry = this
+    this.options.supervisor.fork(
+      Effect.gen(function*() {
+        for (let failures = 0; !registry.closed && registry.isHeld(key); failures++) {
+          const client = registry.clients.get(key)
+          if (client === undefined) return
+          const connected = yield* Effect.promise(() => client.mode().then(() => true, () => false))
+          if (connected) {
+            for (const balancer of registry.services.values()) balancer.connected(key)
+            return
+          }
+          yield* Effect.sleep(backoffDelay(failures, REDIAL, Math.random()))
+        }
+      }).pipe(Effect.ensuring(Effect.sync(() => registry.watched.delete(key))))
+    )
   }
 
   private makeBalancer(): ServiceBalancer<Member> {
@@ -222,7 +290,8 @@ export class EndpointRegistry {
         baseEjectionMs: b.ejectionBaseMs,
         maxEjectionMs: b.ejectionMaxMs,
         maxEjectedPercent: b.maxEjectedPercent
-      }
+      },
+      holdOut: { windowMs: b.restartWindowMs }
     })
   }
 }

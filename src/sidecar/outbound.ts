@@ -7,7 +7,8 @@
 //
 // Retries go to another endpoint, only where safe: the request was not processed (no connection,
 // refused while draining or overloaded, its app not listening), or its method is idempotent and
-// the try failed in transport (connection lost, per-try timeout, the far side's own error). Every
+// the try failed in transport (connection lost, per-try timeout, the far side's own error), or
+// took so long without an answer that another endpoint is worth a try (slowTry.ts). Every
 // retry needs the service's retry budget and the body held whole; all tries share one deadline,
 // which the app may shorten with an `iip-timeout` header (ms). Every endpoint at its concurrency
 // limit sheds the request: 503 with retry-after.
@@ -23,6 +24,7 @@ import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, toOutgoing, withForwarded } from "./httpEnvelope.ts"
 import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
+import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
 
 /** Tries per request, the first included. */
 const MAX_ATTEMPTS = 3
@@ -38,6 +40,13 @@ const notProcessed = (error: unknown): boolean =>
   error instanceof ConnectFailed ||
   (error instanceof ConnectionClosed && !error.sent) ||
   (error instanceof RemoteError && !error.processed)
+
+/**
+ * Nothing listens there, or it is stopping and turned the request away unprocessed: the balancer
+ * ejects the endpoint, or holds it out as restarting when it said go-away just before.
+ */
+const refusedOrDraining = (error: unknown): boolean =>
+  (error instanceof ConnectFailed && error.refused === true) || (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
 
 /** Far-side errors that another endpoint would give too, or that end the request: not worth a retry. */
 const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest])
@@ -77,6 +86,12 @@ export interface OutboundOptions {
   readonly requestTimeoutMs: number
   /** Each try's own timeout inside the deadline; undefined for all that is left. */
   readonly perTryTimeoutMs?: number
+  /**
+   * Without a per-try timeout: an idempotent try with no answer after this long (or 10x its
+   * endpoint's latency estimate, if longer) is given up for another endpoint, when a retry is
+   * possible then (slowTry.ts). Undefined: never.
+   */
+  readonly slowTryFloorMs?: number
   /** Where consistent hashing and MethodURIParam find their key: `header:NAME`, `query:NAME` or `client`. */
   readonly hashKey?: string
   readonly telemetry: SidecarTelemetry
@@ -266,22 +281,36 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
       // This try ends at the request's deadline or its own timeout, whichever comes first.
       const tryDeadline = options.perTryTimeoutMs === undefined ? deadline : Math.min(deadline, Date.now() + options.perTryTimeoutMs)
       const left = () => Math.max(1, tryDeadline - Date.now())
+      const watched = options.perTryTimeoutMs === undefined && options.slowTryFloorMs !== undefined && body instanceof Uint8Array && IDEMPOTENT.has(method)
+      const slowAfterMs = watched ? slowTryAfterMs(options.slowTryFloorMs!, lease.expectedMs) : 0
+      const watch = watched
+        ? new TryWatch(abort.signal, slowAfterMs, () => attempts < MAX_ATTEMPTS && Date.now() < deadline && registry.hasUntried(service, tried) && registry.allowRetry(service))
+        : undefined
+      const signal = watch?.signal ?? abort.signal
       try {
         // No connection within the client's connect timeout (3 s: time for TCP to resend a lost SYN)
         // is a try that failed before sending: another endpoint may take the request.
         const mode = client.currentMode ?? (await client.mode(left()))
-        if (mode === "plain") return await forwardPlain(client, lease, tryStarted, target, headers, body, left(), abort.signal)
-        reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, meshHeaders), timeoutMs: left(), signal: abort.signal })
+        if (mode === "plain") return await forwardPlain(client, lease, tryStarted, target, headers, body, left(), signal)
+        reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, meshHeaders), timeoutMs: left(), signal })
         status = statusOf(reply.meta)
         endLease(lease, tryStarted, status !== undefined && status < 500)
       } catch (error) {
+        if (watch?.givenUp === true) {
+          // Too slow, and another endpoint may do better: the retry budget already paid for it.
+          endLease(lease, tryStarted, false, false, true)
+          lastError = new RequestTimeout({ message: `no answer from ${lease.endpoint.id} within ${Math.round(slowAfterMs)} ms`, timeoutMs: slowAfterMs })
+          continue
+        }
         // A request the app gave up on says nothing about the endpoint; a refused connection, much
         // (a slow one, on a lossy network, not enough to take the endpoint out at once).
-        endLease(lease, tryStarted, abort.signal.aborted, error instanceof ConnectFailed && error.refused === true)
+        endLease(lease, tryStarted, abort.signal.aborted, refusedOrDraining(error))
         const safe = notProcessed(error) || (IDEMPOTENT.has(method) && transportFailure(error))
         const retry = safe && body instanceof Uint8Array && attempts < MAX_ATTEMPTS && !abort.signal.aborted && Date.now() < deadline && registry.allowRetry(service)
         if (!retry) throw error
         lastError = error
+      } finally {
+        watch?.settled()
       }
     }
     if (status === undefined) {
@@ -317,8 +346,8 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
     if (reply.stream === undefined) res.end(reply.data)
     return reply.stream === undefined || declared === undefined ? -1 : Number(declared)
   }
-  const endLease = (lease: EndpointLease, tryStarted: number, ok: boolean, unreachable = false) => {
-    if (registry.endLease(lease, tryStarted, ok, unreachable) !== undefined) observation.ejected(target!.service, lease.endpoint.id)
+  const endLease = (lease: EndpointLease, tryStarted: number, ok: boolean, unreachable = false, slow = false) => {
+    if (registry.endLease(lease, tryStarted, ok, unreachable, slow) !== undefined) observation.ejected(target!.service, lease.endpoint.id)
   }
   const forwardPlain = async (
     client: IipClient,

@@ -106,7 +106,10 @@ const balancingOf = (config: SidecarConfig): BalancingOptions => ({
   ejectErrorRatePercent: config.ejectErrorRatePercent,
   ejectionBaseMs: config.ejectionBaseMs,
   ejectionMaxMs: config.ejectionMaxMs,
-  maxEjectedPercent: config.maxEjectedPercent
+  maxEjectedPercent: config.maxEjectedPercent,
+  restartWindowMs: config.restartWindowMs,
+  busyPingAfterMs: config.busyPingAfterMs,
+  busyPingTimeoutMs: config.busyPingTimeoutMs
 })
 
 /** Tracing (its exporters flushed on close, within the drain timeout) and metrics. */
@@ -231,6 +234,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       registry,
       requestTimeoutMs: config.requestTimeoutMs,
       ...(config.perTryTimeoutMs === null ? {} : { perTryTimeoutMs: config.perTryTimeoutMs }),
+      ...(config.slowTryFloorMs === null ? {} : { slowTryFloorMs: config.slowTryFloorMs }),
       ...(config.hashKey === null ? {} : { hashKey: config.hashKey }),
       telemetry,
       onAccess,

@@ -17,7 +17,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Scope from "effect/Scope"
-import { type Lease, type PickerName, ServiceBalancer, type ServiceBalancerOptions } from "../balancer/serviceBalancer.ts"
+import { type EndpointView, type Lease, type PickerName, ServiceBalancer, type ServiceBalancerOptions } from "../balancer/serviceBalancer.ts"
 import { type ClientError, type ClientOptions, IipClient } from "../iip/client.ts"
 import { type Hook, Refused, runHooks } from "../iip/dispatch.ts"
 import { messageOf } from "../iip/log.ts"
@@ -91,7 +91,7 @@ export interface BackendStatus {
   readonly weight: number
   /** Calls in flight. */
   readonly pending: number
-  readonly health: "healthy" | "ejected"
+  readonly health: EndpointView["health"]
   readonly connections: number
   readonly mode: "mesh" | "plain" | "unconnected"
   readonly latencyMs: number

@@ -79,6 +79,58 @@ describe("EndpointStats", () => {
     expect(e.penaltyMs(1_000)).toBe(0)
   })
 
+  it("caps a success sample at sampleCapFactor x the estimate its request started with (at least the floor above it)", () => {
+    const e = new EndpointStats("a:1", { sampleCapFactor: 4, sampleCapFloorMs: 20, minSampleWeight: 0.5 })
+    e.end(0, 10, true)
+    e.end(1, 8_000, true, 10) // a stalled request: counts as 40 ms
+    expect(e.latencyMs).toBeCloseTo(25, 9)
+    e.end(2, 8_000, true, 1) // a small estimate: the floor (1 + 20 ms)
+    expect(e.latencyMs).toBeCloseTo((25 + 21) / 2, 9)
+    e.end(3, 30, true, 25) // below the cap: as it is
+    expect(e.latencyMs).toBeCloseTo((23 + 30) / 2, 9)
+  })
+
+  it("is due a probe after staleAfter with nothing started or in flight; a request started after such a gap replaces the estimate and clears the penalty", () => {
+    const e = new EndpointStats("a:1", { staleAfterMs: 1_000, failurePenaltyMs: 500 })
+    expect(e.probeDue(5_000)).toBe(false) // cold: p2c tries it by weight anyway
+    e.begin(0)
+    e.end(100, 100, true)
+    e.begin(200)
+    e.end(250, 50, false)
+    expect(e.probeDue(1_199)).toBe(false)
+    expect(e.probeDue(1_200)).toBe(true)
+    e.begin(1_200)
+    expect(e.probeDue(5_000)).toBe(false) // one probe at a time
+    e.end(1_210, 10, true)
+    expect(e.latencyMs).toBe(10)
+    expect(e.penaltyMs(1_210)).toBe(0)
+    // Under steady traffic a sample only moves the EWMA.
+    e.begin(1_300)
+    e.end(1_310, 110, true)
+    expect(e.latencyMs).toBeGreaterThan(10)
+    expect(e.latencyMs).toBeLessThan(110)
+  })
+
+  it("a probe that finds the endpoint no faster doubles the gap before the next, up to 4 x staleAfter; a faster one resets it", () => {
+    const e = new EndpointStats("a:1", { staleAfterMs: 1_000 })
+    e.begin(0)
+    e.end(100, 100, true)
+    let t = 100
+    /** Waits for the next probe, runs it with `latency`; returns how long after the last sample it came. */
+    const probe = (latency: number) => {
+      const from = t
+      while (!e.probeDue(t)) t += 10
+      e.begin(t)
+      t += latency
+      e.end(t, latency, true)
+      return t - latency - from
+    }
+    expect([probe(100), probe(100), probe(100), probe(100)]).toStrictEqual([1_000, 2_000, 4_000, 4_000])
+    expect(probe(10)).toBe(4_000) // faster: the estimate follows, the gap is back to 1 s
+    expect(e.latencyMs).toBe(10)
+    expect(probe(10)).toBe(1_000)
+  })
+
   it("a weight of 0 costs Infinity; setWeight moves the epoch only on a change", () => {
     const e = new EndpointStats("a:1")
     const before = weightEpoch()

@@ -106,8 +106,8 @@ describe("p2c and a slow endpoint", () => {
     expect(during[3]!).toBeLessThan(0.25 / 3)
     expect(slow.latencyMs).toBeGreaterThan(50)
 
-    // Recovered. No probes: starved of samples, its estimate fades (endpointStats.ts) until it wins
-    // a comparison again; that one fast sample, weighing fully after the long gap, brings it back.
+    // Recovered. Starved of samples, it is probed (p2c) once its estimate is stale: that fast
+    // sample, replacing the estimate after the gap, brings it back.
     simulate(picker, list, latencyOf, recoverAt, recoverAt + 40_000, inFlight)
     expect(slow.latencyMs).toBeLessThan(15)
     const after = simulate(picker, list, latencyOf, recoverAt + 40_000, recoverAt + 60_000, inFlight)

@@ -3,8 +3,12 @@
 // latency in clock time: a lease ends when the clock passes its end.
 // - Weighted shares within 2 % of the weights over 100,000 picks (p2c with equal latencies, and
 //   smooth weighted round robin); a run-time weight override moves them.
-// - p2c and a 10x slower endpoint: far less than its share while slow, its share back after it
-//   recovers, with no probes (its estimate fades while it is starved).
+// - p2c and a 10x slower endpoint: far less than its share while slow, its share back within 2 s
+//   of recovering (a starved endpoint is probed about once a second).
+// - p2c after an 8 s stall: the stall's late answers do not blow up the estimate; its share back
+//   within 2 s of recovering.
+// - Restarting (a refusal after a go-away, or after discovery dropped and re-added it) and unresponsive endpoints
+//   are held out without an ejection until they connect again, at most the window.
 // - Ejection after consecutive failures and by error rate; return after the ejection time; a
 //   second ejection lasts twice as long; never more than the cap out at once; active checks.
 // - Full outage of one endpoint: the retry budget caps the retries at its ratio of the traffic.
@@ -113,11 +117,127 @@ describe("p2c and a slow endpoint", () => {
       const during = sharesOf(yield* drive(balancer, 12_000, 5, latency), endpoints)
       expect(during[3]!).toBeLessThan(0.25 / 5)
       slowNow = false
-      // It is starved of samples, so it takes its estimate's fading to be tried again (< 40 s).
-      yield* drive(balancer, 8_000, 5, latency)
+      // Starved, it is probed about once a second: the first fast probe brings it back (within 2 s).
+      yield* drive(balancer, 400, 5, latency)
       const after = sharesOf(yield* drive(balancer, 4_000, 5, latency), endpoints)
       expect(after[3]!).toBeGreaterThan(0.25 * 0.9)
       expect(after[3]!).toBeLessThan(0.25 * 1.1)
+    }))
+})
+
+describe("p2c after a stall", () => {
+  it.effect("an endpoint that stalled for 8 s gets its share back within 2 s of recovering", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = balancerOf("p2c", [1, 1])
+      const stalled = endpoints[0]!
+      // 1,000 requests a second at 5 ms; the stall answers every request that reached it at its end.
+      yield* drive(balancer, 10_000, 1, () => 5)
+      const stallStart = yield* now
+      const stallEnd = stallStart + 8_000
+      const latency = (e: Ep, t: number) => (e === stalled && t >= stallStart && t < stallEnd ? stallEnd - t + 5 : 5)
+      yield* drive(balancer, 8_000, 1, latency)
+      // Its late answers came in: the estimate is capped, not seconds (it was ~4,000 ms).
+      yield* drive(balancer, 10, 1, latency)
+      expect(balancer.view(yield* now)[0]!.latencyMs).toBeLessThan(100)
+      const first = sharesOf(yield* drive(balancer, 2_000, 1, latency), endpoints)
+      const next = sharesOf(yield* drive(balancer, 2_000, 1, latency), endpoints)
+      console.log(`after an 8 s stall: share ${(first[0]! * 100).toFixed(1)} % in the first 2 s, ${(next[0]! * 100).toFixed(1)} % in the next 2 s`)
+      expect(first[0]!).toBeGreaterThan(0.2)
+      expect(next[0]!).toBeGreaterThan(0.45)
+    }))
+})
+
+describe("restarting and unresponsive endpoints (held out, not ejected)", () => {
+  /** Picks until `target` is picked (ending the others' leases at once); returns its lease. */
+  const leaseOf = (balancer: ServiceBalancer<Ep>, target: Ep, t: number): Lease<Ep> => {
+    for (let i = 0; i < 1000; i++) {
+      const picked = balancer.pick(t, { now: t })
+      if (picked._tag !== "Picked") throw new Error(picked._tag)
+      if (picked.lease.endpoint === target) return picked.lease
+      picked.lease.end(t, 1, true)
+    }
+    throw new Error(`${target.id} was never picked`)
+  }
+
+  it.effect("a refusal after a go-away holds the endpoint out until it connects: four restarts, no ejection, traffic back at once", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = balancerOf("p2c", [1, 1])
+      const restarting = endpoints[0]!
+      yield* drive(balancer, 2_000, 1, () => 2)
+      for (let restart = 0; restart < 4; restart++) {
+        balancer.wentAway(restarting.id, yield* now)
+        yield* TestClock.adjust("100 millis")
+        const t = yield* now
+        expect(leaseOf(balancer, restarting, t).end(t, 0, false, true)).toBe("restarting")
+        expect(balancer.view(t)[0]).toMatchObject({ health: "restarting", ejections: 0, failures: 0 })
+        // Held out for the restart's second: nothing goes to it.
+        const gap = yield* drive(balancer, 1_000, 1, () => 2)
+        expect(gap.get(restarting.id)).toBeUndefined()
+        // It listens again: a connection succeeded. A new process: cold, its peers' estimate.
+        balancer.connected(restarting.id)
+        expect(balancer.view(yield* now)[0]).toMatchObject({ health: "healthy", samples: 0 })
+        const back = sharesOf(yield* drive(balancer, 2_000, 1, () => 2), endpoints)
+        expect(back[0]!).toBeGreaterThan(0.4)
+        yield* TestClock.adjust("1 minute")
+      }
+      expect(balancer.view(yield* now)[0]).toMatchObject({ health: "healthy", ejections: 0, failures: 0 })
+    }))
+
+  it.effect("the hold is bounded by the window, and a refusal long after the go-away ejects as before", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = balancerOf("p2c", [1, 1], { holdOut: { windowMs: 30_000 } })
+      const down = endpoints[0]!
+      yield* drive(balancer, 100, 1, () => 2)
+      balancer.wentAway(down.id, yield* now)
+      let t = yield* now
+      expect(leaseOf(balancer, down, t).end(t, 0, false, true)).toBe("restarting")
+      // Never connects: back in the picks once the window ends.
+      yield* TestClock.adjust("29 seconds")
+      expect(balancer.view(yield* now)[0]!.health).toBe("restarting")
+      yield* TestClock.adjust("1 second")
+      t = yield* now
+      expect(balancer.view(t)[0]!.health).toBe("healthy")
+      // Refused again, past the window: an ejection, as for any endpoint nothing listens on.
+      expect(leaseOf(balancer, down, t).end(t, 0, false, true)).toBe("connect_failed")
+      expect(balancer.view(t)[0]).toMatchObject({ health: "ejected", ejections: 1 })
+    }))
+
+  it.effect("discovery dropping an endpoint and adding it again: refusals while it restarts hold it out; a new endpoint that refuses is ejected", () =>
+    Effect.gen(function*() {
+      const balancer = new ServiceBalancer<Ep>({ picker: "p2c", random: seededRandom(42), outlier: { maxEjectedPercent: 50 } })
+      const endpoints = endpointsOf([1, 1, 1, 1])
+      balancer.update(endpoints.slice(0, 3), yield* now)
+      yield* drive(balancer, 100, 1, () => 2)
+      balancer.update(endpoints.slice(1, 3), yield* now)
+      yield* TestClock.adjust("2 seconds")
+      balancer.update(endpoints, yield* now)
+      const t = yield* now
+      expect(leaseOf(balancer, endpoints[0]!, t).end(t, 0, false, true)).toBe("restarting")
+      expect(balancer.view(t)[0]).toMatchObject({ health: "restarting", ejections: 0 })
+      // Never seen before: nothing listens there, as far as anyone knows.
+      expect(leaseOf(balancer, endpoints[3]!, t).end(t, 0, false, true)).toBe("connect_failed")
+    }))
+
+  it.effect("an unresponsive endpoint (unanswered ping) is not picked until it connects again, at most the window", () =>
+    Effect.gen(function*() {
+      const { balancer, endpoints } = balancerOf("p2c", [1, 1, 1], { holdOut: { windowMs: 10_000 } })
+      const frozen = endpoints[2]!
+      yield* drive(balancer, 300, 1, () => 2)
+      balancer.unresponsive(frozen.id, yield* now)
+      expect(balancer.view(yield* now)[2]).toMatchObject({ health: "unresponsive", ejections: 0 })
+      const held = yield* drive(balancer, 3_000, 1, () => 2)
+      expect(held.get(frozen.id)).toBeUndefined()
+      const samples = balancer.view(yield* now)[2]!.samples
+      balancer.connected(frozen.id)
+      // The same process, resumed: it keeps its stats.
+      expect(balancer.view(yield* now)[2]!.samples).toBe(samples)
+      const back = yield* drive(balancer, 3_000, 1, () => 2)
+      expect(back.get(frozen.id)).toBeGreaterThan(600)
+      // Without a connection the hold ends with the window.
+      balancer.unresponsive(frozen.id, yield* now)
+      yield* drive(balancer, 10_000, 1, () => 2)
+      const after = yield* drive(balancer, 3_000, 1, () => 2)
+      expect(after.get(frozen.id)).toBeGreaterThan(600)
     }))
 })
 

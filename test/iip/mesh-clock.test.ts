@@ -4,7 +4,8 @@
 // with Effect.promise, never with the TestClock.
 // - Keep-alive: against a hand-played mesh peer that answers the hello and then nothing, the
 //   client pings on channel 0 exactly when `intervalMs` of silence has passed and closes the
-//   connection, with a reason naming the ping, exactly `timeoutMs` later.
+//   connection, with a reason naming the ping, exactly `timeoutMs` later; with calls waiting, after
+//   `busyIntervalMs` and `busyTimeoutMs`, telling `onPeerState` the peer is unresponsive.
 // - Drain: `server.drain(5000)` says go-away at once, keeps a connection with a request in flight
 //   open at 4.9 s and closes it at 5 s (the call fails with ConnectionClosed); a connection whose
 //   request finishes first closes at the next drain tick once idle, and its call succeeds.
@@ -94,6 +95,36 @@ describe("keep-alive on the TestClock", () => {
       expect((result.error as ConnectionClosed).message).toContain("ping")
       expect((result.error as ConnectionClosed).sent).toBe(true)
       expect(events.filter((e) => e.event === "protocol-violation")).toEqual([])
+    }))
+
+  it.effect("with calls waiting, pings after busyIntervalMs of silence and closes busyTimeoutMs later, telling onPeerState; an idle connection waits for intervalMs", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const peer = yield* Effect.promise(() => startRawMeshPeer(cleanup))
+      const states: Array<string> = []
+      const keepAlive = { intervalMs: 15_000, timeoutMs: 5_000, busyIntervalMs: 1_000, busyTimeoutMs: 2_000 }
+      const client = yield* Client.make({ host: "127.0.0.1", port: peer.port, maxConnections: 1, keepAlive, onPeerState: (s) => void states.push(s), log: () => {} })
+      // Idle (connected, nothing asked): no ping at the busy interval.
+      yield* awaitReal(client.mode(), "the connection")
+      const session = client.meshSessions[0]!
+      yield* TestClock.adjust("5 seconds")
+      expect(session.ownControl.outstanding).toBe(0)
+      // A call the peer never answers: the next silent second brings a ping.
+      const pending = settle(client.call("/never-answered", "x", { timeoutMs: 0 }))
+      yield* awaitReal(peer.take((p) => p.path === "/never-answered", 5000, "the call"), "the call at the peer")
+      yield* TestClock.adjust("1 second")
+      expect(session.ownControl.outstanding).toBe(1)
+      yield* awaitReal(peer.take((p) => p.path === MeshPath.ping, 5000, "the ping"), "the ping at the peer")
+      yield* TestClock.adjust("1999 millis")
+      expect(session.closed).toBe(false)
+      expect(states).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      expect(session.closed).toBe(true)
+      expect(session.connection.closeError?.message).toContain("no answer to a ping within 2000 ms")
+      expect(states).toEqual(["unresponsive"])
+      const result = yield* awaitReal(pending, "the pending call to fail")
+      assert(!result.ok)
+      expect(result.error).toBeInstanceOf(ConnectionClosed)
     }))
 
   it.effect("does not ping while packets keep arriving", () =>

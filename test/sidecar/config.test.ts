@@ -175,8 +175,30 @@ describe("loadSidecarConfig: the balancing settings", () => {
       ejectionBaseMs: 5000,
       ejectionMaxMs: 300_000,
       maxEjectedPercent: 50,
-      healthCheckIntervalMs: null
+      healthCheckIntervalMs: null,
+      restartWindowMs: 30_000,
+      busyPingAfterMs: 1000,
+      busyPingTimeoutMs: 2000,
+      slowTryFloorMs: 2000
     })
+  })
+
+  it("the restart, frozen-peer and slow-try settings from flags and environment; --slow-try off", () => {
+    expect(ok(load(["--service", "store", "--restart-window", "1m", "--busy-ping-after", "500ms", "--busy-ping-timeout", "3s", "--slow-try", "off"]))).toMatchObject({
+      restartWindowMs: 60_000,
+      busyPingAfterMs: 500,
+      busyPingTimeoutMs: 3000,
+      slowTryFloorMs: null
+    })
+    const fromEnv = load([], {
+      IIP_MESH_SERVICE: "store",
+      IIP_MESH_RESTART_WINDOW: "10s",
+      IIP_MESH_BUSY_PING_AFTER: "2s",
+      IIP_MESH_BUSY_PING_TIMEOUT: "1500",
+      IIP_MESH_SLOW_TRY: "5s"
+    })
+    expect(ok(fromEnv)).toMatchObject({ restartWindowMs: 10_000, busyPingAfterMs: 2000, busyPingTimeoutMs: 1500, slowTryFloorMs: 5000 })
+    expect(problems(load(["--service", "store", "--busy-ping-timeout", "0"])).problems.join("\n")).toMatch(/busyPingTimeoutMs/)
   })
 
   it("every one is read from its flag, durations with units", () => {

@@ -1,0 +1,43 @@
+// The outbound side's watch on one try of an idempotent request (outbound.ts): a try with no
+// answer after `slowTryAfterMs` (the floor, or 10x what its endpoint usually takes, whichever is
+// longer) is given up for another endpoint, when a retry is possible then (another endpoint to
+// try, the retry budget). A peer whose app froze behind a live sidecar answers pings, so only
+// this moves its requests on. A retry that is not possible leaves the try running to the
+// deadline: giving up would fail a request that may yet be answered.
+
+/** How many times its endpoint's latency estimate a try may take before it is given up. */
+export const SLOW_TRY_FACTOR = 10
+
+/** When a try with this endpoint latency estimate is slow: at least `floorMs`. */
+export const slowTryAfterMs = (floorMs: number, expectedMs: number): number =>
+  Math.max(floorMs, SLOW_TRY_FACTOR * (Number.isFinite(expectedMs) ? Math.max(0, expectedMs) : 0))
+
+/**
+ * One try's cancellation: aborted with the request, or by its own watch. `givenUp` tells a try
+ * cancelled for being slow from one the app gave up on.
+ */
+export class TryWatch {
+  readonly signal: AbortSignal
+  givenUp = false
+  private readonly controller = new AbortController()
+  private timer: NodeJS.Timeout | undefined
+
+  /** Gives the try up after `afterMs` if `retryPossible()` says so then (and takes the retry). */
+  constructor(request: AbortSignal, afterMs: number, retryPossible: () => boolean) {
+    this.signal = this.controller.signal
+    // Left in place after the answer starts: the app going away must still stop its body.
+    request.addEventListener("abort", () => this.controller.abort(), { once: true })
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      if (request.aborted || !retryPossible()) return
+      this.givenUp = true
+      this.controller.abort()
+    }, afterMs)
+  }
+
+  /** The answer started (or the try ended): no giving up from here on. */
+  settled(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
+  }
+}

@@ -1,0 +1,122 @@
+// A frozen peer: instance B1 (app and sidecar in a child process, test/support/meshInstanceChild.ts)
+// gets SIGSTOP under load. Its kernel still accepts and buffers our bytes, so only silence shows
+// it: A pings a connection that has requests waiting after 1 s of silence, and an unanswered ping
+// (2 s) loses the connection, so the GETs waiting on it retry on B2, and B1 is held out (not
+// picked) until a connection to it succeeds again, which it does soon after SIGCONT. (From a chaos
+// soak: a SIGSTOPped peer kept getting about a request a second, each waiting until it resumed.)
+import { type ChildProcess, spawn } from "node:child_process"
+import { Agent } from "node:http"
+import type * as http from "node:http"
+import * as path from "node:path"
+import * as readline from "node:readline"
+import { fileURLToPath } from "node:url"
+import { afterEach, describe, expect, it } from "vitest"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { progress, sidecarConfig, startApp, startSidecar, timedCall } from "../support/sidecarHarness.ts"
+
+const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "../support/meshInstanceChild.ts")
+
+/** B1 in a child process; resolves with its inbound address and pid once it is up. */
+const spawnInstance = async (cleanup: Cleanup, name: string) => {
+  const child: ChildProcess = spawn(process.execPath, [childScript, name], { stdio: ["pipe", "pipe", "inherit"] })
+  const exited = new Promise<void>((done) => child.once("exit", () => done()))
+  cleanup.add(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    await withTimeout(exited, 5000, `instance ${name} to exit`)
+  })
+  const up = new Promise<Record<string, unknown>>((done) => {
+    readline.createInterface({ input: child.stdout! }).once("line", (line) => done(JSON.parse(line) as Record<string, unknown>))
+  })
+  const first = await withTimeout(Promise.race([up, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), 15_000, `instance ${name} to start`)
+  if (typeof first.inbound !== "string") throw new Error(`instance ${name} did not start: ${JSON.stringify(first)}`)
+  return { inbound: first.inbound, pid: child.pid! }
+}
+
+const namedApp = (name: string): http.RequestListener => (req, res) => {
+  req.resume()
+  req.once("end", () => res.end(name))
+}
+
+interface Outcome {
+  readonly startedAt: number
+  readonly endedAt: number
+  readonly status: number
+  readonly instance: string | undefined
+  readonly thrown: string | undefined
+}
+
+describe("a peer that stops answering (SIGSTOP)", () => {
+  let cleanup = new Cleanup()
+  afterEach(async () => {
+    await cleanup.run()
+    cleanup = new Cleanup()
+  })
+
+  // With the slow-try watch (default, 2 s) the waiting GETs move on sooner; without it, the ping alone does it.
+  for (const slowTryFloorMs of [2000, null]) {
+    it(`GETs waiting on it move to the other instance within ${slowTryFloorMs === null ? "about 3 s (ping alone)" : "about 2 s (slow try)"}, new ones skip it, and it is back after SIGCONT`, async () => {
+      const b1 = await spawnInstance(cleanup, "b1")
+      const app2 = await startApp(cleanup, namedApp("b2"))
+      const b2 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "b2", app: app2.address }))
+      const a = await startSidecar(
+        cleanup,
+        sidecarConfig({ service: "store", requestTimeoutMs: 8000, slowTryFloorMs, endpoints: { catalog: [{ address: b1.inbound, weight: 1 }, { address: b2.inboundAddress, weight: 1 }] } })
+      )
+      let stopped = false
+      cleanup.add(() => {
+        if (stopped) process.kill(b1.pid, "SIGCONT")
+      })
+
+      const outcomes: Array<Outcome> = []
+      const { record, until } = progress(outcomes)
+      const agent = new Agent({ keepAlive: true, maxSockets: 8 })
+      cleanup.add(() => agent.destroy())
+      let running = true
+      const worker = async (id: number) => {
+        for (let i = 0; running; i++) {
+          const { startedAt, answer, thrown } = await timedCall(a.outboundPort, `/w${id}/${i}`, agent)
+          record({ startedAt, endedAt: performance.now(), status: answer?.status ?? 0, instance: answer?.status === 200 ? answer.body.toString() : undefined, thrown })
+        }
+      }
+      const workers = [0, 1, 2, 3].map(worker)
+      const stopLoad = async () => {
+        running = false
+        await Promise.all(workers)
+      }
+      cleanup.add(stopLoad)
+
+      let frozenAt = 0
+      let resumedAt = 0
+      try {
+        await until(() => outcomes.filter((o) => o.instance === "b1").length >= 20 && outcomes.some((o) => o.instance === "b2"), "load over both instances")
+        process.kill(b1.pid, "SIGSTOP")
+        stopped = true
+        frozenAt = performance.now()
+        await until(() => outcomes.some((o) => o.startedAt > frozenAt + 6000), "6 s of load with B1 frozen", 20_000)
+        process.kill(b1.pid, "SIGCONT")
+        stopped = false
+        resumedAt = performance.now()
+        await until(() => outcomes.some((o) => o.instance === "b1" && o.startedAt > resumedAt), "traffic on B1 after SIGCONT", 15_000)
+      } finally {
+        await stopLoad()
+      }
+      const whileFrozen = outcomes.filter((o) => o.endedAt > frozenAt && o.startedAt < resumedAt)
+      const slowest = Math.max(...whileFrozen.map((o) => o.endedAt - o.startedAt))
+      const afterDetection = whileFrozen.filter((o) => o.startedAt > frozenAt + 4500)
+      const backAfter = outcomes.find((o) => o.instance === "b1" && o.startedAt > resumedAt)!.startedAt - resumedAt
+      console.log(
+        `frozen peer (slow try ${slowTryFloorMs ?? "off"}): ${whileFrozen.length} requests while B1 was stopped, slowest ${slowest.toFixed(0)} ms; ` +
+          `${afterDetection.length} sent from 4.5 s on, slowest ${Math.max(...afterDetection.map((o) => o.endedAt - o.startedAt)).toFixed(1)} ms; ` +
+          `B1 back ${backAfter.toFixed(0)} ms after SIGCONT`
+      )
+      // Every request answered, none by the frozen instance.
+      expect(outcomes.filter((o) => o.status !== 200).map((o) => o.thrown ?? o.status)).toStrictEqual([])
+      expect(whileFrozen.filter((o) => o.instance === "b1" && o.startedAt > frozenAt + 50)).toStrictEqual([])
+      // Those waiting on B1 moved on within the ping's bounds (1 s of silence, then 2 s unanswered, plus a tick).
+      expect(slowest).toBeLessThan(5000)
+      // Once the connection is lost, B1 is not picked: requests go straight to B2.
+      expect(afterDetection.length).toBeGreaterThan(50)
+      expect(Math.max(...afterDetection.map((o) => o.endedAt - o.startedAt))).toBeLessThan(1000)
+    }, 60_000)
+  }
+})
