@@ -11,10 +11,9 @@
 import * as Data from "effect/Data"
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
 import { type FileHandle, lstat, open, realpath, rename, stat } from "node:fs/promises"
-import { relative } from "node:path"
 import type { IipServer } from "../iip/server.ts"
 import { hashPrefix, writeAt } from "./localFiles.ts"
-import { partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
+import { isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
 import { measureRoot, RootUsage } from "./quota.ts"
 import {
   type ChecksumAnswer,
@@ -97,7 +96,7 @@ const partialRefusal = async (root: string, handle: FileHandle): Promise<string 
   if (stats.nlink > 1) return "with other links to it"
   // Where the descriptor really leads (Linux); elsewhere the checks of paths.ts stand alone.
   const real = await realpath(`/proc/self/fd/${handle.fd}`).catch(() => undefined)
-  if (real !== undefined && real.startsWith("/") && relative(root, real).startsWith("..")) return "outside the root"
+  if (real !== undefined && real.startsWith("/") && !isInside(root, real)) return "outside the root"
   return undefined
 }
 
