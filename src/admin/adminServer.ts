@@ -7,6 +7,8 @@
 //   GET  /traces[?limit=N]    recent traces held here; GET /traces/<trace id>: their spans
 //   GET  /config              the effective configuration, secrets left out
 //   GET  /dashboard/data      what the dashboard polls
+// Every request goes through a total handler (respond.ts): a bad request is a 4xx, a bug of ours a
+// logged 500, never an exception out of the server (issue 13: one bad escape used to end the process).
 // In the demo one admin server reports on every sidecar of the process (`mesh`), so one URL shows
 // the whole demo mesh; its sidecars share one trace store.
 import * as Effect from "effect/Effect"
@@ -14,10 +16,11 @@ import type * as Scope from "effect/Scope"
 import { readFileSync } from "node:fs"
 import * as http from "node:http"
 import type * as net from "node:net"
+import { type Log, stderrLog } from "../iip/log.ts"
 import { ListenFailed } from "../iip/server.ts"
 import { type HostPort, type Sidecar, splitAddress } from "../sidecar/sidecar.ts"
 import type { SpanJson, TraceStore, TraceSummary } from "../telemetry/traceStore.ts"
-import { json } from "./respond.ts"
+import { decodeSegment, json, refuseConnect, totalHandler } from "./respond.ts"
 import { configView, dashboardData, meshView } from "./views.ts"
 import { WEIGHT_PATH, weightOverride } from "./weights.ts"
 
@@ -43,6 +46,8 @@ const PATHS = ["/", "/health", "/ready", "/mesh", "/mesh/<service>/<host:port>/w
 export interface AdminOptions {
   /** Every sidecar the dashboard shows; default the one `current` gives. */
   readonly mesh?: () => ReadonlyArray<Sidecar>
+  /** Where a request the admin server failed on is reported (default: stderr). */
+  readonly log?: Log
 }
 
 /**
@@ -51,7 +56,7 @@ export interface AdminOptions {
  */
 export const make = (listenOn: string, current: () => Sidecar | undefined, options: AdminOptions = {}): Effect.Effect<HostPort, ListenFailed, Scope.Scope> => {
   const shown = (sidecar: Sidecar) => options.mesh?.() ?? [sidecar]
-  const server = http.createServer((req, res) => {
+  const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const [path = "/", query = ""] = (req.url ?? "/").split("?")
     const sidecar = current()
     if (path === "/health") return json(res, 200, { status: "ok" })
@@ -59,22 +64,16 @@ export const make = (listenOn: string, current: () => Sidecar | undefined, optio
     if (sidecar === undefined) return json(res, 503, { error: "starting" })
     if (path === "/" || path === "/dashboard") {
       res.writeHead(200, { "content-type": "text/html; charset=utf-8", "content-length": dashboardHtml.length })
-      return res.end(dashboardHtml)
+      res.end(dashboardHtml)
+      return
     }
     if (path === "/mesh") return json(res, 200, meshView(sidecar))
     const weightPath = WEIGHT_PATH.exec(path)
-    if (weightPath !== null) {
-      weightOverride(sidecar, req, res, weightPath[1]!, decodeURIComponent(weightPath[2]!)).catch(() => res.destroy())
-      return
-    }
+    if (weightPath !== null) return weightOverride(sidecar, req, res, weightPath[1]!, decodeSegment(weightPath[2]!))
     if (path === "/metrics") {
-      sidecar.telemetry.metrics.text().then(
-        ({ contentType, body }) => {
-          res.writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body) })
-          res.end(body)
-        },
-        (error: Error) => json(res, 500, { error: "metrics_failed", message: error.message })
-      )
+      const { contentType, body } = await sidecar.telemetry.metrics.text()
+      res.writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body) })
+      res.end(body)
       return
     }
     if (path === "/traces") {
@@ -89,7 +88,9 @@ export const make = (listenOn: string, current: () => Sidecar | undefined, optio
     if (path === "/dashboard/data") return json(res, 200, dashboardData(shown(sidecar), tracesOf(shown(sidecar)).recent(30)))
     if (path === "/config") return json(res, 200, configView(sidecar))
     json(res, 404, { error: "not_found", paths: PATHS })
-  })
+  }
+  const server = http.createServer(totalHandler(route, options.log ?? stderrLog))
+  server.on("connect", refuseConnect)
   const address = splitAddress(listenOn)
   return Effect.acquireRelease(
     Effect.callback<HostPort, ListenFailed>((resume) => {

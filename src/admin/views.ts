@@ -1,6 +1,6 @@
 // What the admin server shows, as JSON: one sidecar's view of the mesh (`/mesh`), the effective
 // configuration with what tracing exports to (`/config`; exporter headers are left out, they may
-// hold credentials), and the dashboard's data (`/dashboard/data`): every sidecar the admin server
+// hold credentials, and exporter URLs come without theirs: telemetry/tracing.ts), and the dashboard's data (`/dashboard/data`): every sidecar the admin server
 // reports on (one, or the whole demo mesh) with its traffic totals, and the recent traces.
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import type { TraceSummary } from "../telemetry/traceStore.ts"

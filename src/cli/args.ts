@@ -1,4 +1,4 @@
-// Parsing of the CLI's address and duration arguments, shared by its commands. Pure.
+// Parsing of the CLI's address, duration and size arguments, shared by its commands. Pure.
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 
@@ -34,4 +34,15 @@ export const parseDuration = (text: string): number => {
   const value = Number(match[1])
   const unit = match[2] ?? "s"
   return Math.round(unit === "ms" ? value : unit === "s" ? value * 1000 : value * 60_000)
+}
+
+const sizeUnits: Readonly<Record<string, number>> = { "": 1, b: 1, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 }
+
+/** "4GiB", "512MiB", "64KiB", "1TiB" or a bare number of bytes, as bytes (a whole, safe number). */
+export const parseSize = (text: string): number => {
+  const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim())
+  const unit = sizeUnits[match?.[2]?.toLowerCase() ?? "?"]
+  const bytes = match === null || unit === undefined ? NaN : Math.floor(Number(match[1]) * unit)
+  if (!Number.isSafeInteger(bytes)) throw new ArgumentError({ message: `expected a size like 4GiB, 512MiB or a number of bytes, got ${JSON.stringify(text)}` })
+  return bytes
 }

@@ -9,12 +9,12 @@ import * as Runtime from "effect/Runtime"
 import { Argument, Command, Flag } from "effect/cli"
 import { download } from "../files/download.ts"
 import { ProgressMeter, resultLine } from "../files/progress.ts"
-import { openRoot, serveFiles } from "../files/server.ts"
+import { defaultMaxFileBytes, defaultQuotaBytes, openRoot, serveFiles } from "../files/server.ts"
 import type { ChecksumMismatch, TransferFailed, TransferResult } from "../files/transfer.ts"
 import { upload } from "../files/upload.ts"
 import * as Server from "../iip/server.ts"
 import { messageOf } from "../iip/log.ts"
-import { parseDuration, parseHostPort, parseWith } from "./args.ts"
+import { parseDuration, parseHostPort, parseSize, parseWith } from "./args.ts"
 import { call } from "./call.ts"
 import { echoServer } from "./echoServer.ts"
 import { httpAdapter } from "./httpAdapter.ts"
@@ -30,14 +30,24 @@ const fileServer = Command.make(
   "file-server",
   {
     root: Flag.String("root").pipe(Flag.withDescription("directory served; no path may leave it")),
-    listen: Flag.String("listen").pipe(Flag.withDescription("HOST:PORT; port 0 picks a free port"), Flag.withDefault("127.0.0.1:9091"))
+    listen: Flag.String("listen").pipe(Flag.withDescription("HOST:PORT; port 0 picks a free port"), Flag.withDefault("127.0.0.1:9091")),
+    maxFileSize: Flag.String("max-file-size").pipe(
+      Flag.withDescription("largest file an upload may grow to, e.g. 4GiB, 512MiB or bytes"),
+      Flag.withDefault(`${defaultMaxFileBytes / 2 ** 30}GiB`)
+    ),
+    quota: Flag.String("quota").pipe(
+      Flag.withDescription("most bytes the root may hold, unfinished uploads included (measured at start)"),
+      Flag.withDefault(`${defaultQuotaBytes / 2 ** 30}GiB`)
+    )
   },
   (input) =>
     Effect.gen(function*() {
       const { host, port } = yield* parseWith(() => parseHostPort(input.listen))
+      const maxFileBytes = yield* parseWith(() => parseSize(input.maxFileSize))
+      const quotaBytes = yield* parseWith(() => parseSize(input.quota))
       const root = yield* Effect.tryPromise({ try: () => openRoot(input.root), catch: (error) => error })
       const server = yield* Server.make({ host, port, mesh: false })
-      serveFiles(server, root)
+      serveFiles(server, root, { maxFileBytes, quotaBytes })
       yield* Console.log(`iip-mesh file-server listening on ${server.address.host}:${server.address.port}, root ${root}`)
       return yield* Effect.never
     }).pipe(Effect.scoped, Effect.catch(failLine("file-server")))

@@ -1,11 +1,18 @@
 // The `iip-mesh` command line. Run from a checkout with `npm run -s iip-mesh -- <command> [args]`.
 // `sidecar` and `demo` read their flags together with the environment and a config file
 // (src/config), so they take their arguments as they come; loading only what each path needs keeps
-// a sidecar's memory down. The other commands go through effect/cli (commands.ts).
+// a sidecar's memory down. The other commands go through effect/cli (commands.ts). The commands
+// that serve until stopped get the process-level last line of defence (lastResort.ts); the
+// one-shot ones (call, download, upload) keep Node's default, a crash with a non-zero exit.
 import * as v8 from "node:v8"
 import { runMain } from "./runMain.ts"
 
 const [command, ...rest] = process.argv.slice(2)
+const longRunning = new Set(["sidecar", "demo", "echo-server", "file-server", "http-adapter"])
+if (command !== undefined && longRunning.has(command) && !rest.includes("--help")) {
+  const { installLastResort } = await import("./lastResort.ts")
+  installLastResort({ command })
+}
 // A sidecar allocates short-lived buffers at a steady rate: a small young generation keeps its
 // resident memory near the idle figure, at no measurable CPU cost (bench/sidecar).
 if (command === "sidecar") v8.setFlagsFromString("--max-semi-space-size=4")

@@ -4,6 +4,7 @@
 // <partial size> bytes: a partial that does not match is started over, and the finished file is
 // compared with the remote one the same way. Against it requests are pipelined (each names its
 // offset); a Go server, which stalls on pipelined answers with its 16 KiB buffers, gets one at a time.
+// The partial file is opened without following a symlink and refused when it has other links.
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import type { Hash } from "node:crypto"
@@ -37,9 +38,13 @@ export const download = (options: DownloadOptions): Effect.Effect<TransferResult
     const started = performance.now()
     const partialPath = options.localPath + partialSuffix
     const handle = yield* Effect.acquireRelease(
-      onDisk(`open ${partialPath}`, () => open(partialPath, constants.O_RDWR | constants.O_CREAT, 0o644)),
+      onDisk(`open ${partialPath}`, () => open(partialPath, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o644)),
       (handle) => Effect.promise(() => handle.close())
     )
+    // The partial file is ours alone: a planted hard link would lead the writes to another file.
+    const opened = yield* onDisk(`read ${partialPath}`, () => handle.stat())
+    if (!opened.isFile()) return yield* new TransferFailed({ message: `${partialPath} is not a regular file: remove it and run again` })
+    if (opened.nlink > 1) return yield* new TransferFailed({ message: `${partialPath} has other links to it (a hard link): remove it and run again` })
     const remote = yield* connect(options, options.remotePath)
     let offset = (yield* onDisk(`read ${partialPath}`, () => handle.stat())).size
     let hash = yield* onDisk(`read ${partialPath}`, () => hashPrefix(handle, offset))

@@ -34,7 +34,8 @@ const checkRequestedPath = (requested: string): string => {
   return normal
 }
 
-const isInside = (root: string, real: string): boolean => {
+/** Whether the real path `real` is `root` or below it. */
+export const isInside = (root: string, real: string): boolean => {
   const rel = relative(root, real)
   return rel === "" || (rel !== ".." && !rel.startsWith("../") && !isAbsolute(rel))
 }

@@ -4,12 +4,17 @@
 // (wire.ts). An upload grows in `<name>.iip-part`, written at the offset each request names, and
 // becomes `<name>` when the request marked Completed arrives; a restarted server resumes from it.
 // A failure answers the reference's handler-fail body, its message naming the path as asked.
+// Uploads are held to a per-file cap and a quota for the whole root (quota.ts), checked before a
+// request writes anything; an unfinished upload is only ever a regular file of the server's own
+// (one link, inside the root), so a hard link or symlink planted in the root cannot be written
+// through or hashed. Requests for one unfinished upload run one at a time.
 import * as Data from "effect/Data"
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
-import { type FileHandle, open, realpath, rename, stat } from "node:fs/promises"
+import { type FileHandle, lstat, open, realpath, rename, stat } from "node:fs/promises"
 import type { IipServer } from "../iip/server.ts"
 import { hashPrefix, writeAt } from "./localFiles.ts"
-import { PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
+import { isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
+import { measureRoot, RootUsage } from "./quota.ts"
 import {
   type ChecksumAnswer,
   type ChecksumRequest,
@@ -32,9 +37,14 @@ export class FileRequestRefused extends Data.TaggedError("FileRequestRefused")<{
 export class RootUnusable extends Data.TaggedError("RootUnusable")<{ readonly message: string }> {}
 
 export interface FileServerOptions {
-  /** Largest file an upload may grow to (default 1 TiB). */
+  /** Largest file an upload may grow to (default 4 GiB). */
   readonly maxFileBytes?: number
+  /** Most bytes the root may hold, unfinished uploads included (default 16 GiB). */
+  readonly quotaBytes?: number
 }
+
+export const defaultMaxFileBytes = 4 * 2 ** 30
+export const defaultQuotaBytes = 16 * 2 ** 30
 
 /** The real path of `root`, which must be a directory. */
 export const openRoot = async (root: string): Promise<string> => {
@@ -65,9 +75,53 @@ const openRegular = async (path: string, flags: number, requested: string): Prom
   return handle
 }
 
+/**
+ * Opens an unfinished upload, which only the server makes: a regular file with no other link (a
+ * hard link planted in the root would lead the writes, or the checksum, to a file elsewhere) that
+ * is, once open, still inside the root (a directory swapped for a symlink after the path was
+ * checked). Checked on the open descriptor, so nothing can change between check and use.
+ */
+const openPartial = async (root: string, path: string, flags: number, requested: string): Promise<FileHandle> => {
+  const handle = await open(path, flags | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o644)
+  const refusal = await partialRefusal(root, handle).catch((error: unknown) => error)
+  if (refusal === undefined) return handle
+  await handle.close()
+  if (typeof refusal === "string") throw new PathRefused({ message: `path refused: ${JSON.stringify(requested)} has an unfinished upload (${partialSuffix}) ${refusal}` })
+  throw refusal
+}
+
+const partialRefusal = async (root: string, handle: FileHandle): Promise<string | undefined> => {
+  const stats = await handle.stat()
+  if (!stats.isFile()) return "that is not a regular file"
+  if (stats.nlink > 1) return "with other links to it"
+  // Where the descriptor really leads (Linux); elsewhere the checks of paths.ts stand alone.
+  const real = await realpath(`/proc/self/fd/${handle.fd}`).catch(() => undefined)
+  if (real !== undefined && real.startsWith("/") && !isInside(root, real)) return "outside the root"
+  return undefined
+}
+
+/** Runs `task` after every earlier task of the same key has finished. */
+const serializer = () => {
+  const tails = new Map<string, Promise<unknown>>()
+  return <A>(key: string, task: () => Promise<A>): Promise<A> => {
+    const previous = tails.get(key) ?? Promise.resolve()
+    const result = previous.then(task, task)
+    const tail = result.catch(() => {})
+    tails.set(key, tail)
+    void tail.then(() => {
+      if (tails.get(key) === tail) tails.delete(key)
+    })
+    return result
+  }
+}
+
 /** Registers the three routes on `server`, serving files under `root` (a real path: see openRoot). */
 export const serveFiles = (server: IipServer, root: string, options: FileServerOptions = {}): void => {
-  const maxFileBytes = options.maxFileBytes ?? 2 ** 40
+  const maxFileBytes = options.maxFileBytes ?? defaultMaxFileBytes
+  const quotaBytes = options.quotaBytes ?? defaultQuotaBytes
+  // Measured in the background: the routes answer at once, an upload waits for the figure.
+  const usage = measureRoot(root).then((measured) => new RootUsage(quotaBytes, measured))
+  const onePerUpload = serializer()
 
   // Synchronous on purpose: a 10 KiB answer costs five file system calls, which take about 40 µs
   // in all when made directly and about 700 µs through the thread pool on these machines.
@@ -96,8 +150,9 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
 
   const upload = async (data: Buffer): Promise<Buffer> => {
     const request = decodeUploadRequest(data)
-    if (request.start + request.content.length > maxFileBytes) {
-      throw new FileRequestRefused({ message: `an upload may not grow past ${maxFileBytes} bytes` })
+    const grownTo = request.start + request.content.length
+    if (grownTo > maxFileBytes) {
+      throw new FileRequestRefused({ message: `${JSON.stringify(request.filePath)} would grow to ${grownTo} bytes, past this server's limit of ${maxFileBytes} bytes per file` })
     }
     await writeChunk(request).catch(explain("write", request.filePath))
     return encodeUploadAnswer(request.taskId, request.content.length)
@@ -105,28 +160,48 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
 
   const writeChunk = async (request: UploadRequest): Promise<void> => {
     const where = (await resolveForWrite(root, request.filePath, true))!
-    // Only the first request (offset 0) starts a file; a later one continues one that exists.
-    const handle = await openRegular(
-      where.partial,
-      constants.O_WRONLY | (request.start === 0 ? constants.O_CREAT | constants.O_TRUNC : 0),
-      request.filePath
-    ).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== "ENOENT") throw error
-      throw new FileRequestRefused({ message: `no unfinished upload of ${JSON.stringify(request.filePath)} to continue at ${request.start}: start at 0` })
-    })
-    try {
-      const size = (await handle.stat()).size
-      if (request.start > size) {
-        throw new FileRequestRefused({ message: `offset ${request.start} is past the ${size} bytes received so far: continue at ${size}` })
+    await onePerUpload(where.partial, async () => {
+      const held = await usage
+      const sizeBefore = (await lstat(where.partial).catch(() => undefined))?.size ?? 0
+      const growth = request.start + request.content.length - sizeBefore
+      const reserved = held.reserve(growth)
+      if (reserved === undefined) {
+        throw new FileRequestRefused({
+          message: `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
+        })
       }
-      await writeAt(handle, request.content, request.start)
-      // What lay beyond this chunk came from an earlier attempt: the file is exactly what was acknowledged.
-      await handle.truncate(request.start + request.content.length)
-      if (request.completed) await handle.datasync()
-    } finally {
-      await handle.close()
-    }
-    if (request.completed) await rename(where.partial, where.target)
+      let sizeAfter = sizeBefore
+      let handle: FileHandle | undefined
+      try {
+        // Only the first request (offset 0) starts a file; a later one continues one that exists.
+        // No O_TRUNC: the checks come first; what lies beyond the chunk is cut after the write.
+        handle = await openPartial(root, where.partial, constants.O_WRONLY | (request.start === 0 ? constants.O_CREAT : 0), request.filePath).catch(
+          (error: NodeJS.ErrnoException) => {
+            if (error.code !== "ENOENT") throw error
+            throw new FileRequestRefused({ message: `no unfinished upload of ${JSON.stringify(request.filePath)} to continue at ${request.start}: start at 0` })
+          }
+        )
+        const size = (await handle.stat()).size
+        if (request.start > size) {
+          throw new FileRequestRefused({ message: `offset ${request.start} is past the ${size} bytes received so far: continue at ${size}` })
+        }
+        await writeAt(handle, request.content, request.start)
+        // What lay beyond this chunk came from an earlier attempt: the file is exactly what was acknowledged.
+        await handle.truncate(request.start + request.content.length)
+        if (request.completed) await handle.datasync()
+      } finally {
+        if (handle !== undefined) {
+          sizeAfter = (await handle.stat().catch(() => undefined))?.size ?? sizeBefore
+          await handle.close()
+        }
+        held.settle(reserved, sizeAfter - sizeBefore)
+      }
+      if (request.completed) {
+        const replaced = await lstat(where.target).catch(() => undefined)
+        await rename(where.partial, where.target)
+        if (replaced?.isFile() === true) held.freed(replaced.size)
+      }
+    })
   }
 
   const checksum = async (data: Buffer): Promise<Buffer> => {
@@ -136,7 +211,12 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
 
   const hashFile = async (request: ChecksumRequest): Promise<ChecksumAnswer> => {
     const path = request.upload ? (await resolveForWrite(root, request.filePath, false))?.partial : resolveForRead(root, request.filePath)
-    const handle = path === undefined ? undefined : await openRegular(path, constants.O_RDONLY, request.filePath).catch((error: NodeJS.ErrnoException) => {
+    const opened = path === undefined
+      ? undefined
+      : request.upload
+      ? openPartial(root, path, constants.O_RDONLY, request.filePath)
+      : openRegular(path, constants.O_RDONLY, request.filePath)
+    const handle = await opened?.catch((error: NodeJS.ErrnoException) => {
       // No unfinished upload is an empty one.
       if (request.upload && error.code === "ENOENT") return undefined
       throw error

@@ -8,6 +8,7 @@ import * as http from "node:http"
 import type * as net from "node:net"
 import * as Server from "../iip/server.ts"
 import { type Log, stderrLog } from "../iip/log.ts"
+import { loggable, redactUrl } from "../iip/redact.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import { Discovery } from "../discovery/discovery.ts"
@@ -122,7 +123,8 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
       enabled: config.tracing,
       instanceId: config.node,
       ...(options.env === undefined ? {} : { env: options.env }),
-      onExportError: (error) => log("trace-export-failed", { message: error.message })
+      // The collector's answer may echo anything, the URL with its credentials included.
+      onExportError: (error) => log("trace-export-failed", { message: loggable(redactUrl(error.message)) })
     })
     for (const warning of tracing.warnings) log("otel-setting-ignored", { ...warning })
     yield* Effect.addFinalizer(() =>

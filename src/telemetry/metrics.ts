@@ -22,6 +22,8 @@
 //   iip_mesh_endpoint_ejections_total{service,endpoint}               counter
 //   iip_mesh_invalid_headers_total{direction}                         counter: header pairs dropped as unwritable
 //   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
+//   iip_mesh_uncaught_errors_total{kind}                              counter: exceptions and rejections
+//                                                                     nothing handled, that the process survived
 //   process_*, nodejs_*                                               prom-client's default metrics
 // direction: outbound (the local app calls out; service is the target) or inbound (a peer calls
 // in; service is this sidecar's own). endpoint: outbound, the peer's host:port that was tried last
@@ -39,6 +41,7 @@
 // per process (prom-client's collectors install GC and event-loop observers that cannot be
 // removed), and every sidecar's `text()` appends them.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client"
+import { processFaults } from "./processFaults.ts"
 
 export type Direction = "outbound" | "inbound"
 
@@ -241,11 +244,13 @@ class ServiceSeries implements ServiceMetrics {
 
 let processRegistry: Registry | undefined
 
-/** prom-client's default metrics, collected once per process whatever the number of sidecars. */
+/** prom-client's default metrics and the process's uncaught errors, collected once per process whatever the number of sidecars. */
 const processMetrics = (): Registry => {
   if (processRegistry === undefined) {
     processRegistry = new Registry()
     collectDefaultMetrics({ register: processRegistry })
+    fromTallies(processRegistry, "counter", "iip_mesh_uncaught_errors_total", "Exceptions (kind=exception) and promise rejections (kind=rejection) nothing handled, logged and survived.", ["kind"], () =>
+      Object.entries(processFaults.counts()).map(([kind, value]) => ({ labels: { kind }, value })))
   }
   return processRegistry
 }

@@ -25,8 +25,11 @@
 //                 the _TRACES_ variable over the general one (headers are merged, the specific
 //                 ones winning). For gRPC the exporter reads headers from process.env itself.
 // Empty values count as unset. A value that cannot be used is reported as a warning (naming the
-// variable) and the default is used instead, as OpenTelemetry SDKs do; nothing here throws.
+// variable) and the default is used instead, as OpenTelemetry SDKs do; nothing here throws. A
+// warning reaches the log and /config, so the value it echoes is `shown`: credentials in URL form
+// blanked, control characters escaped, the length clamped (a misplaced secret may be in any of them).
 import { parseKeyPairsIntoRecord } from "@opentelemetry/core"
+import { quoted, redactUrl } from "../iip/redact.ts"
 
 export type Env = Readonly<Record<string, string | undefined>>
 
@@ -120,6 +123,9 @@ export const readTracingSettings = (input: SettingsInput): TracingSettings => {
 type Get = (name: string) => string | undefined
 type Warn = (variable: string, message: string) => void
 
+/** A value from the environment as a warning quotes it. */
+const shown = (value: string): string => quoted(redactUrl(value), 120)
+
 /** OTEL_RESOURCE_ATTRIBUTES without service.name; one bad entry discards the whole value. */
 const resourceAttributesOf = (raw: string | undefined, warn: Warn): Record<string, string> => {
   const attributes: Record<string, string> = {}
@@ -130,7 +136,7 @@ const resourceAttributesOf = (raw: string | undefined, warn: Warn): Record<strin
     const key = decode(parts[0]?.trim() ?? "")
     const value = parts.length === 2 ? decode(parts[1]!.trim()) : undefined
     if (key === undefined || key === "" || value === undefined) {
-      warn("OTEL_RESOURCE_ATTRIBUTES", `expected key=value pairs with ',' and '=' percent-encoded, got "${entry}"; the variable is ignored`)
+      warn("OTEL_RESOURCE_ATTRIBUTES", `expected key=value pairs with ',' and '=' percent-encoded, got ${shown(entry)}; the variable is ignored`)
       return {}
     }
     if (key !== "service.name") attributes[key] = value
@@ -151,14 +157,14 @@ const samplerOf = (get: Get, warn: Warn): SamplerSettings => {
   let name: SamplerName = "parentbased_always_on"
   if (raw !== undefined) {
     if ((samplerNames as ReadonlyArray<string>).includes(raw)) name = raw as SamplerName
-    else warn("OTEL_TRACES_SAMPLER", `"${raw}" is not supported (one of ${samplerNames.join(", ")}); using parentbased_always_on`)
+    else warn("OTEL_TRACES_SAMPLER", `${shown(raw)} is not supported (one of ${samplerNames.join(", ")}); using parentbased_always_on`)
   }
   let ratio = 1
   const arg = get("OTEL_TRACES_SAMPLER_ARG")
   if (arg !== undefined && name.endsWith("traceidratio")) {
     const parsed = Number(arg)
     if (Number.isFinite(parsed) && parsed >= 0 && parsed <= 1) ratio = parsed
-    else warn("OTEL_TRACES_SAMPLER_ARG", `expected a ratio between 0 and 1, got "${arg}"; using 1`)
+    else warn("OTEL_TRACES_SAMPLER_ARG", `expected a ratio between 0 and 1, got ${shown(arg)}; using 1`)
   }
   return { name, ratio }
 }
@@ -175,7 +181,7 @@ const exportersOf = (get: Get, warn: Warn): Array<ExporterSettings> => {
       const otlp = otlpOf(get, warn)
       if (otlp !== undefined) exporters.push(otlp)
     } else if (name === "console") exporters.push({ kind: "console" })
-    else warn("OTEL_TRACES_EXPORTER", `"${name}" is not supported (otlp, console or none); ignored`)
+    else warn("OTEL_TRACES_EXPORTER", `${shown(name)} is not supported (otlp, console or none); ignored`)
   }
   return exporters
 }
@@ -186,7 +192,7 @@ const otlpOf = (get: Get, warn: Warn): OtlpSettings | undefined => {
   let protocol: OtlpProtocol = "http/protobuf"
   if (rawProtocol !== undefined) {
     if ((protocols as ReadonlyArray<string>).includes(rawProtocol)) protocol = rawProtocol as OtlpProtocol
-    else warn(protocolVariable, `"${rawProtocol}" is not supported (one of ${protocols.join(", ")}); using http/protobuf`)
+    else warn(protocolVariable, `${shown(rawProtocol)} is not supported (one of ${protocols.join(", ")}); using http/protobuf`)
   }
 
   const specific = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -195,7 +201,7 @@ const otlpOf = (get: Get, warn: Warn): OtlpSettings | undefined => {
     ?? (general === undefined ? undefined : protocol === "grpc" ? general : `${general.replace(/\/+$/, "")}/v1/traces`)
     ?? (protocol === "grpc" ? "http://localhost:4317" : "http://localhost:4318/v1/traces")
   if (!URL.canParse(url)) {
-    warn(specific === undefined ? "OTEL_EXPORTER_OTLP_ENDPOINT" : "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", `"${url}" is not a URL; OTLP export is off`)
+    warn(specific === undefined ? "OTEL_EXPORTER_OTLP_ENDPOINT" : "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", `${shown(url)} is not a URL; OTLP export is off`)
     return undefined
   }
 
@@ -205,7 +211,7 @@ const otlpOf = (get: Get, warn: Warn): OtlpSettings | undefined => {
   if (rawTimeout !== undefined) {
     const parsed = Number(rawTimeout)
     if (Number.isFinite(parsed) && parsed > 0) timeoutMillis = parsed
-    else warn(timeoutVariable, `expected a positive number of milliseconds, got "${rawTimeout}"; using the default`)
+    else warn(timeoutVariable, `expected a positive number of milliseconds, got ${shown(rawTimeout)}; using the default`)
   }
 
   const compressionVariable = get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION") === undefined ? "OTEL_EXPORTER_OTLP_COMPRESSION" : "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"
@@ -213,7 +219,7 @@ const otlpOf = (get: Get, warn: Warn): OtlpSettings | undefined => {
   let compression: "gzip" | "none" | undefined
   if (rawCompression !== undefined) {
     if (rawCompression === "gzip" || rawCompression === "none") compression = rawCompression
-    else warn(compressionVariable, `expected gzip or none, got "${rawCompression}"; using none`)
+    else warn(compressionVariable, `expected gzip or none, got ${shown(rawCompression)}; using none`)
   }
 
   return {

@@ -50,6 +50,8 @@ import * as Layer from "effect/Layer"
 import * as References from "effect/References"
 import * as EffectTracer from "effect/Tracer"
 import { createRequire } from "node:module"
+import { messageOf } from "../iip/log.ts"
+import { loggable, redactUrl } from "../iip/redact.ts"
 import {
   type Env,
   type ExporterSettings,
@@ -77,6 +79,7 @@ export interface TracingOptions {
 }
 
 /** An exporter as /config may show it (headers left out: they may hold credentials). */
+/** Where spans go, as shown (`/config`): an OTLP URL's credentials are `***` (iip/redact.ts). */
 export type ExporterDescription =
   | { readonly kind: "otlp"; readonly protocol: OtlpProtocol; readonly url: string }
   | { readonly kind: "console" }
@@ -130,9 +133,10 @@ export const makeTracing = (options: TracingOptions): Tracing => {
   for (const exporter of settings.exporters) {
     try {
       processors.push(processorOf(exporter, options.onExportError ?? ignore))
-      exporters.push(exporter.kind === "otlp" ? { kind: "otlp", protocol: exporter.protocol, url: exporter.url } : exporter)
+      // The description is what /config shows: the URL without its credentials.
+      exporters.push(exporter.kind === "otlp" ? { kind: "otlp", protocol: exporter.protocol, url: redactUrl(exporter.url) } : exporter)
     } catch (error) {
-      warnings.push({ variable: "OTEL_TRACES_EXPORTER", message: `${exporter.kind} exporter not started: ${error instanceof Error ? error.message : String(error)}` })
+      warnings.push({ variable: "OTEL_TRACES_EXPORTER", message: `${exporter.kind} exporter not started: ${loggable(redactUrl(messageOf(error)))}` })
     }
   }
 

@@ -49,9 +49,13 @@ export const startCli = (cleanup: Cleanup, args: ReadonlyArray<string>): { reado
 export const runCli = (cleanup: Cleanup, args: ReadonlyArray<string>, timeoutMs = 20_000): Promise<CliRun> =>
   withTimeout(startCli(cleanup, args).done, timeoutMs, `iip-mesh ${args[0]}`)
 
-/** `iip-mesh file-server --root ROOT --listen 127.0.0.1:0` as a child; resolves once it printed its port. */
-export const startFileServer = async (cleanup: Cleanup, root: string): Promise<{ readonly child: ChildProcess; readonly port: number }> => {
-  const { child, done } = startCli(cleanup, ["file-server", "--root", root, "--listen", "127.0.0.1:0"])
+/** `iip-mesh file-server --root ROOT --listen 127.0.0.1:0 [extra]` as a child; resolves once it printed its port. */
+export const startFileServer = async (
+  cleanup: Cleanup,
+  root: string,
+  extra: ReadonlyArray<string> = []
+): Promise<{ readonly child: ChildProcess; readonly port: number }> => {
+  const { child, done } = startCli(cleanup, ["file-server", "--root", root, "--listen", "127.0.0.1:0", ...extra])
   const port = await withTimeout(
     new Promise<number>((found, failed) => {
       let out = ""

@@ -152,7 +152,7 @@ describe("upload", () => {
     const { root, local, host, port } = await setUp(3 * MiB)
     writeFileSync(join(local, "big.bin"), randomFile(4 * MiB))
     const tooBig = await Effect.runPromise(Effect.flip(upload({ host, port, localPath: join(local, "big.bin"), remotePath: "big.bin" })))
-    expect(tooBig.message).toBe("the server answered with error -1: an upload may not grow past 3145728 bytes")
+    expect(tooBig.message).toBe(`the server answered with error -1: "big.bin" would grow to ${4 * MiB} bytes, past this server's limit of 3145728 bytes per file`)
 
     // An unfinished upload that lost its tail (a different disk, say): the client's resume point is past it.
     writeFileSync(join(local, "f.bin"), randomFile(2 * MiB))

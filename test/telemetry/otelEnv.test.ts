@@ -110,3 +110,17 @@ describe("readTracingSettings", () => {
     expect(read({}, { enabled: false }).enabled).toBe(false)
   })
 })
+
+describe("warnings echo values safely", () => {
+  it("a bad value is quoted with control characters escaped, clamped, and URL credentials blanked", () => {
+    const settings = read({
+      OTEL_TRACES_EXPORTER: "otlp,\u001b]0;title\u0007zipkin",
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://u:pw-secret@ bad host/v1?token=tok-secret",
+      OTEL_RESOURCE_ATTRIBUTES: `a=1,${"b".repeat(10_000)}`
+    })
+    const byVariable = Object.fromEntries(settings.warnings.map((w) => [w.variable, w.message]))
+    expect(byVariable.OTEL_TRACES_EXPORTER).toBe(String.raw`"\u001b]0;title\u0007zipkin" is not supported (otlp, console or none); ignored`)
+    expect(byVariable.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).toBe(`"http://***@ bad host/v1?token=***" is not a URL; OTLP export is off`)
+    expect(byVariable.OTEL_RESOURCE_ATTRIBUTES).toMatch(/got "b{120}\.\.\.\(9880 more\)"; the variable is ignored$/)
+  })
+})

@@ -1,0 +1,82 @@
+// A bad admin request against a real `iip-mesh sidecar` process (issue 13, point 1): a malformed
+// percent-escape in an admin path (`GET /mesh/x/%ZZ/weight`) used to throw URIError out of the
+// admin's request handler and end the process. Now it is a 400 in the admin's JSON error shape and
+// the process keeps serving (/health, /ready and a good weight override still answer afterwards).
+import { type ChildProcess, spawn } from "node:child_process"
+import { resolve } from "node:path"
+import { afterEach, describe, expect, it } from "vitest"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { call } from "../support/sidecarHarness.ts"
+
+const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
+
+interface ReadyLine {
+  readonly admin: string
+}
+
+const portOf = (address: string) => Number(address.slice(address.lastIndexOf(":") + 1))
+
+describe("the admin server of a sidecar process", () => {
+  let cleanup = new Cleanup()
+  let child: ChildProcess | undefined
+  afterEach(async () => {
+    if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    child = undefined
+    await cleanup.run()
+    cleanup = new Cleanup()
+  })
+
+  const startSidecarProcess = async (args: ReadonlyArray<string>) => {
+    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_")))
+    const proc = spawn(process.execPath, [main, "sidecar", ...args], { stdio: ["ignore", "pipe", "pipe"], env })
+    child = proc
+    let stderr = ""
+    proc.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => proc.on("exit", (code, signal) => done({ code, signal })))
+    const line = await withTimeout(
+      new Promise<ReadyLine>((found, failed) => {
+        let out = ""
+        proc.stdout!.on("data", (chunk: Buffer) => {
+          out += chunk.toString()
+          const newline = out.indexOf("\n")
+          if (newline !== -1) found(JSON.parse(out.slice(0, newline)) as ReadyLine)
+        })
+        proc.once("exit", (code) => failed(new Error(`sidecar exited with ${code} before it was ready: ${stderr}`)))
+      }),
+      15_000,
+      "the sidecar-ready line"
+    )
+    return { proc, line, exited, stderr: () => stderr }
+  }
+
+  it("GET /mesh/x/%ZZ/weight is a 400 and the process keeps serving", async () => {
+    const sidecar = await startSidecarProcess([
+      "--service", "store",
+      "--endpoint", "catalog=127.0.0.1:1",
+      "--outbound", "127.0.0.1:0",
+      "--inbound", "127.0.0.1:0",
+      "--admin", "127.0.0.1:0"
+    ])
+    const admin = portOf(sidecar.line.admin)
+    let exit: unknown = undefined
+    void sidecar.exited.then((value) => (exit = value))
+
+    for (const path of ["/mesh/x/%ZZ/weight", "/mesh/catalog/%E0%A4%A/weight", "/mesh/catalog/%/weight"]) {
+      for (const method of ["GET", "PUT", "DELETE"]) {
+        const answer = await call(admin, { method, path, headers: { host: "admin" }, ...(method === "PUT" ? { body: "3" } : {}), timeoutMs: 5000 })
+        expect(answer.status, `${method} ${path}`).toBe(400)
+        expect(answer.headers["content-type"], `${method} ${path}: ${answer.body}`).toBe("application/json")
+        expect(JSON.parse(answer.body.toString())).toMatchObject({ error: "bad_path" })
+      }
+    }
+
+    expect((await call(admin, { path: "/health", headers: { host: "admin" } })).status).toBe(200)
+    expect((await call(admin, { path: "/ready", headers: { host: "admin" } })).status).toBe(200)
+    const put = await call(admin, { method: "PUT", path: "/mesh/catalog/127.0.0.1%3A1/weight", headers: { host: "admin" }, body: "7" })
+    expect(JSON.parse(put.body.toString())).toStrictEqual({ service: "catalog", address: "127.0.0.1:1", weight: 7 })
+    expect(exit, sidecar.stderr()).toBeUndefined()
+    expect(sidecar.proc.exitCode).toBeNull()
+    // Bad input is the client's fault: nothing to report on stderr.
+    expect(sidecar.stderr()).toBe("")
+  })
+})

@@ -1,0 +1,165 @@
+// The file server's limits and its partial files (issue 13, point 8): a per-file size cap and a
+// quota for everything under the root (measured at start, kept up to date with what the server
+// writes), each refused in the protocol's error shape before a byte of the offending request is
+// written; and an unfinished upload (`<path>.iip-part`) that is a hard link to a file elsewhere,
+// or not a regular file, is never written through or hashed. The download client's own partial
+// file is held to the same rule. Also the `file-server` command's --max-file-size and --quota.
+import * as Effect from "effect/Effect"
+import { execFileSync } from "node:child_process"
+import { existsSync, linkSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { afterEach, describe, expect, it } from "vitest"
+import { download } from "../../src/files/download.ts"
+import { type FileServerOptions, openRoot, serveFiles } from "../../src/files/server.ts"
+import { ask, connect, taskId } from "../../src/files/transfer.ts"
+import { upload } from "../../src/files/upload.ts"
+import { encodeUploadRequest, FilePath } from "../../src/files/wire.ts"
+import { IipServer } from "../../src/iip/server.ts"
+import { Cleanup } from "../support/iipRaw.ts"
+import { randomFile, runCli, sha256File, startFileServer, tempDir } from "./support.ts"
+
+const cleanup = new Cleanup()
+afterEach(() => cleanup.run())
+
+const MiB = 1024 * 1024
+const host = "127.0.0.1"
+
+const setUp = async (options: FileServerOptions = {}) => {
+  const root = tempDir(cleanup, "root")
+  const local = tempDir(cleanup, "local")
+  const outside = tempDir(cleanup, "outside")
+  return { root, local, outside, start: () => listen(root, options) }
+}
+
+const listen = async (root: string, options: FileServerOptions) => {
+  const server = new IipServer({ host, port: 0, mesh: false, log: () => {} })
+  serveFiles(server, await openRoot(root), options)
+  await server.listen()
+  cleanup.add(() => server.close())
+  return server.address.port
+}
+
+const uploadFails = async (port: number, localPath: string, remotePath: string) =>
+  (await Effect.runPromise(Effect.flip(upload({ host, port, localPath, remotePath })))).message
+
+describe("file server limits", () => {
+  it("a file may not grow past the per-file cap: the chunk that would is refused, nothing of it written", async () => {
+    const { local, root, start } = await setUp({ maxFileBytes: 2 * MiB + 100 })
+    const port = await start()
+    writeFileSync(join(local, "big.bin"), randomFile(3 * MiB))
+    expect(await uploadFails(port, join(local, "big.bin"), "big.bin")).toBe(
+      `the server answered with error -1: "big.bin" would grow to ${3 * MiB} bytes, past this server's limit of ${2 * MiB + 100} bytes per file`
+    )
+    expect(statSync(join(root, "big.bin.iip-part")).size).toBe(2 * MiB)
+    expect(existsSync(join(root, "big.bin"))).toBe(false)
+  })
+
+  it("the root's quota counts what was there at start and what uploads add; the upload that would pass it is refused before writing", async () => {
+    const { local, root, start } = await setUp({ quotaBytes: 3 * MiB })
+    writeFileSync(join(root, "there-before.bin"), randomFile(MiB / 2))
+    const port = await start()
+    writeFileSync(join(local, "a.bin"), randomFile(2 * MiB))
+    await Effect.runPromise(upload({ host, port, localPath: join(local, "a.bin"), remotePath: "a.bin" }))
+    expect(sha256File(join(root, "a.bin"))).toBe(sha256File(join(local, "a.bin")))
+
+    writeFileSync(join(local, "b.bin"), randomFile(MiB))
+    expect(await uploadFails(port, join(local, "b.bin"), "dir/b.bin")).toBe(
+      `the server answered with error -1: "dir/b.bin" needs ${MiB} more bytes, past this server's quota of ${3 * MiB} bytes for its root (${2.5 * MiB} bytes held)`
+    )
+    expect(existsSync(join(root, "dir", "b.bin.iip-part"))).toBe(false)
+
+    // What fits still goes through: the quota is not a ban.
+    writeFileSync(join(local, "c.bin"), randomFile(MiB / 4))
+    await Effect.runPromise(upload({ host, port, localPath: join(local, "c.bin"), remotePath: "c.bin" }))
+    expect(statSync(join(root, "c.bin")).size).toBe(MiB / 4)
+  })
+
+  it("re-uploading a file counts only the bytes it adds, and a restarted server measures the root again", async () => {
+    const { local, root } = await setUp()
+    writeFileSync(join(local, "a.bin"), randomFile(MiB))
+    const first = await listen(root, { quotaBytes: 2 * MiB + 10 })
+    await Effect.runPromise(upload({ host, port: first, localPath: join(local, "a.bin"), remotePath: "a.bin" }))
+    // A second copy of a.bin grows next to the first until it replaces it: 2 MiB at the peak, within the quota.
+    await Effect.runPromise(upload({ host, port: first, localPath: join(local, "a.bin"), remotePath: "a.bin" }))
+    await Effect.runPromise(upload({ host, port: first, localPath: join(local, "a.bin"), remotePath: "a.bin" }))
+    const second = await listen(root, { quotaBytes: MiB + 10 })
+    writeFileSync(join(local, "b.bin"), randomFile(20))
+    expect(await uploadFails(second, join(local, "b.bin"), "b.bin")).toMatch(/past this server's quota of 1048586 bytes for its root \(1048576 bytes held\)$/)
+  })
+})
+
+describe("partial files the server did not make", () => {
+  it("an unfinished upload hard-linked to a file outside the root is neither written through nor hashed", async () => {
+    const { local, root, outside, start } = await setUp()
+    const port = await start()
+    const victim = join(outside, "victim.txt")
+    writeFileSync(victim, "precious content outside the root\n")
+    linkSync(victim, join(root, "x.bin.iip-part"))
+    writeFileSync(join(local, "x.bin"), randomFile(MiB + 5))
+    expect(await uploadFails(port, join(local, "x.bin"), "x.bin")).toBe(
+      `the server answered with error -1: path refused: "x.bin" has an unfinished upload (.iip-part) with other links to it`
+    )
+    // The write path on its own, as a client that skips the checksum (a Go upload_client) reaches it.
+    for (const start of [0, 34]) {
+      const answer = await Effect.runPromise(
+        Effect.scoped(Effect.gen(function*() {
+          const remote = yield* connect({ host, port }, "x.bin")
+          return yield* ask(remote, FilePath.upload, encodeUploadRequest(taskId, "x.bin", start, false, Buffer.from("overwritten")))
+        }))
+      )
+      expect(answer.toString()).toBe(`{"code":-1,"message":"handler fail:path refused: \\"x.bin\\" has an unfinished upload (.iip-part) with other links to it"}`)
+    }
+    expect(readFileSync(victim, "utf8")).toBe("precious content outside the root\n")
+  })
+
+  it("an unfinished upload that is a symlink or a FIFO is refused as well", async () => {
+    const { local, root, outside, start } = await setUp()
+    const port = await start()
+    writeFileSync(join(outside, "victim.txt"), "precious")
+    symlinkSync(join(outside, "victim.txt"), join(root, "s.bin.iip-part"))
+    execFileSync("mkfifo", [join(root, "f.bin.iip-part")])
+    writeFileSync(join(local, "x.bin"), randomFile(100))
+    expect(await uploadFails(port, join(local, "x.bin"), "s.bin")).toMatch(/unfinished upload \(\.iip-part\) that is not a regular file/)
+    expect(await uploadFails(port, join(local, "x.bin"), "f.bin")).toMatch(/unfinished upload \(\.iip-part\) that is not a regular file/)
+    expect(readFileSync(join(outside, "victim.txt"), "utf8")).toBe("precious")
+  })
+
+  it("the download client does not write through a hard-linked or symlinked <local>.iip-part", async () => {
+    const { local, root, outside, start } = await setUp()
+    const port = await start()
+    writeFileSync(join(root, "f.bin"), randomFile(50_000))
+    const victim = join(outside, "victim.txt")
+    writeFileSync(victim, "precious")
+    linkSync(victim, join(local, "f.bin.iip-part"))
+    const linked = await Effect.runPromise(Effect.flip(download({ host, port, remotePath: "f.bin", localPath: join(local, "f.bin") })))
+    expect(linked.message).toBe(`${join(local, "f.bin.iip-part")} has other links to it (a hard link): remove it and run again`)
+    symlinkSync(victim, join(local, "g.bin.iip-part"))
+    const symlinked = await Effect.runPromise(Effect.flip(download({ host, port, remotePath: "f.bin", localPath: join(local, "g.bin") })))
+    expect(symlinked.message).toBe(`cannot open ${join(local, "g.bin.iip-part")}: ELOOP`)
+    expect(readFileSync(victim, "utf8")).toBe("precious")
+    expect(existsSync(join(local, "f.bin"))).toBe(false)
+  })
+})
+
+describe("iip-mesh file-server --max-file-size --quota", () => {
+  it("takes sizes like 1MiB and refuses what passes them", async () => {
+    const root = tempDir(cleanup, "root")
+    const local = tempDir(cleanup, "local")
+    const { port } = await startFileServer(cleanup, root, ["--max-file-size", "1MiB", "--quota", "1536KiB"])
+    writeFileSync(join(local, "big.bin"), randomFile(MiB + 1))
+    const tooBig = await runCli(cleanup, ["upload", `${host}:${port}`, join(local, "big.bin"), "big.bin"])
+    expect(tooBig.code).toBe(1)
+    expect(tooBig.stderr).toBe(`iip-mesh upload: the server answered with error -1: "big.bin" would grow to ${MiB + 1} bytes, past this server's limit of ${MiB} bytes per file\n`)
+    writeFileSync(join(local, "small.bin"), randomFile(MiB / 2))
+    const fits = await runCli(cleanup, ["upload", `${host}:${port}`, join(local, "small.bin"), "small.bin"])
+    expect(fits.code, fits.stderr).toBe(0)
+  })
+
+  it("a bad size is one line on stderr and exit code 1", async () => {
+    const root = tempDir(cleanup, "root")
+    const run = await runCli(cleanup, ["file-server", "--root", root, "--listen", "127.0.0.1:0", "--quota", "lots"])
+    expect(run.code).toBe(1)
+    expect(run.stderr).toBe(`iip-mesh file-server: expected a size like 4GiB, 512MiB or a number of bytes, got "lots"\n`)
+  })
+})
+
