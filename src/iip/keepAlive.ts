@@ -4,6 +4,8 @@
 // that much silence, closed after `busyTimeoutMs` unanswered): a frozen peer (SIGSTOP, a stuck
 // event loop) still has its kernel accept and buffer our bytes, so nothing else tells the requests
 // waiting on it to move on. A slow handler does not trip it: its sidecar answers pings meanwhile.
+// While this side has paused its own reading (a budget, a congested writer) silence is ours, not the
+// peer's: it counts only from when reading resumes.
 // Runs as a fiber under the owner's Supervisor, on Effect's Clock.
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
@@ -39,7 +41,7 @@ export const keepAlive = (session: MeshSession, options: KeepAliveOptions, onUna
       yield* Effect.sleep(Math.max(1, Math.min(heardAt + limit - now, busyIntervalMs)))
       if (session.closed) return
       const at = yield* Clock.currentTimeMillis
-      if (session.packetsReceived !== seen) {
+      if (session.packetsReceived !== seen || session.connection.readingPaused) {
         seen = session.packetsReceived
         heardAt = at
         continue
@@ -48,7 +50,7 @@ export const keepAlive = (session: MeshSession, options: KeepAliveOptions, onUna
       if (at - heardAt < (busy ? busyIntervalMs : options.intervalMs)) continue
       const timeoutMs = busy ? (options.busyTimeoutMs ?? options.timeoutMs) : options.timeoutMs
       const answered = yield* Effect.timeoutOption(ping(session), timeoutMs)
-      if (Option.isNone(answered)) {
+      if (Option.isNone(answered) && !session.connection.readingPaused) {
         session.connection.close(`peer stopped answering: no answer to a ping within ${timeoutMs} ms`, false)
         onUnanswered()
         return

@@ -5,7 +5,8 @@
 // - Keep-alive: against a hand-played mesh peer that answers the hello and then nothing, the
 //   client pings on channel 0 exactly when `intervalMs` of silence has passed and closes the
 //   connection, with a reason naming the ping, exactly `timeoutMs` later; with calls waiting, after
-//   `busyIntervalMs` and `busyTimeoutMs`, telling `onPeerState` the peer is unresponsive.
+//   `busyIntervalMs` and `busyTimeoutMs`, telling `onPeerState` the peer is unresponsive; silence
+//   while this side's own reading is paused does not count.
 // - Drain: `server.drain(5000)` says go-away at once, keeps a connection with a request in flight
 //   open at 4.9 s and closes it at 5 s (the call fails with ConnectionClosed); a connection whose
 //   request finishes first closes at the next drain tick once idle, and its call succeeds.
@@ -125,6 +126,30 @@ describe("keep-alive on the TestClock", () => {
       const result = yield* awaitReal(pending, "the pending call to fail")
       assert(!result.ok)
       expect(result.error).toBeInstanceOf(ConnectionClosed)
+    }))
+
+  it.effect("with calls waiting, silence while this side has paused its own reading is not the peer's: no close then, the count starts on resume", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const peer = yield* Effect.promise(() => startRawMeshPeer(cleanup))
+      const keepAlive = { intervalMs: 15_000, timeoutMs: 5_000, busyIntervalMs: 1_000, busyTimeoutMs: 2_000 }
+      const client = yield* Client.make({ host: "127.0.0.1", port: peer.port, maxConnections: 1, keepAlive, log: () => {} })
+      yield* awaitReal(client.mode(), "the connection")
+      const session = client.meshSessions[0]!
+      const pending = settle(client.call("/never-answered", "x", { timeoutMs: 0 }))
+      yield* awaitReal(peer.take((p) => p.path === "/never-answered", 5000, "the call"), "the call at the peer")
+      // Paused (as a budget or a congested writer pauses it): a minute of silence closes nothing.
+      session.connection.pauseReading()
+      yield* TestClock.adjust("60 seconds")
+      expect(session.closed).toBe(false)
+      // Resumed: the busy interval counts from here, then the unanswered ping closes as usual.
+      session.connection.resumeReading()
+      yield* TestClock.adjust("1 second")
+      yield* awaitReal(peer.take((p) => p.path === MeshPath.ping, 5000, "the ping"), "the ping at the peer")
+      yield* TestClock.adjust("2 seconds")
+      expect(session.closed).toBe(true)
+      expect(session.connection.closeError?.message).toContain("no answer to a ping within 2000 ms")
+      yield* awaitReal(pending, "the pending call to fail")
     }))
 
   it.effect("does not ping while packets keep arriving", () =>
