@@ -13,7 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { IipClient } from "../../src/iip/client.ts"
 import { RemoteError } from "../../src/mux/meshChannels.ts"
 import { decodeEnvelope, decodeErrorBody, EnvelopeKind, MeshDefaults } from "../../src/protocol/mesh.ts"
-import { type Memory, meshChunk, meshDialer, meshRequest, memoryOf, mb, MiB, startServerChild, waitUntilSettled } from "../support/budgetAttack.ts"
+import { type Memory, meshChunk, meshDialer, meshRequest, memoryOf, mb, MiB, startServerChild } from "../support/budgetAttack.ts"
 import { Cleanup, frame, RawClient, waitFor } from "../support/iipRaw.ts"
 import { rejection } from "../support/meshTest.ts"
 
@@ -79,7 +79,7 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
 
   it("20 connections x 1024 channels streaming to a handler that never reads: each paused at its 4 MiB budget, RSS bounded, legit calls answered", async () => {
     const perConnection = 4 * MiB
-    const { port } = await startServerChild(cleanup, { maxQueuedBytesPerConnection: perConnection, maxQueuedBytes: 256 * MiB })
+    const { port, until } = await startServerChild(cleanup, { maxQueuedBytesPerConnection: perConnection, maxQueuedBytes: 256 * MiB })
     const legit = legitClient(cleanup, port)
     const before = await memoryOf(legit)
     const chunk = Buffer.alloc(16 * 1024, 0x62)
@@ -94,7 +94,7 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
         attacker.socket.write(meshChunk(2, "/hang", channel, chunk))
       }
     }
-    await waitUntilSettled(attackers)
+    await until((state) => state.paused === 20, "all 20 attackers paused at their budgets")
     const started = performance.now()
     expect((await legit.call("/echo", "legit while attacked", { timeoutMs: 5000 })).toString()).toBe("legit while attacked")
     const legitMs = performance.now() - started
@@ -109,7 +109,7 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
 
   it("with the server's shared budget spent, a new request is refused overloaded (not processed) at once, and served again once the attackers leave", async () => {
     // A short packet timeout: paused connections whose peers left are closed soon (a paused socket does not see them go).
-    const { port } = await startServerChild(cleanup, { maxQueuedBytesPerConnection: 8 * MiB, maxQueuedBytes: 16 * MiB, packetTimeoutMs: 3000 })
+    const { port, until } = await startServerChild(cleanup, { maxQueuedBytesPerConnection: 8 * MiB, maxQueuedBytes: 16 * MiB, packetTimeoutMs: 3000 })
     const legit = legitClient(cleanup, port)
     expect((await legit.call("/echo", "before", { timeoutMs: 5000 })).toString()).toBe("before")
     const chunk = Buffer.alloc(32 * 1024, 0x63)
@@ -122,7 +122,7 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
         attacker.socket.write(meshChunk(2, "/hang", channel, chunk))
       }
     }
-    await waitUntilSettled(attackers)
+    await until((state) => state.sharedFull, "its shared budget spent")
     const started = performance.now()
     const error = await rejection(legit.call("/echo", "during", { timeoutMs: 5000 }))
     const refusedMs = performance.now() - started
@@ -143,14 +143,14 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
   }, 120_000)
 
   it("a mesh client that never reads its answers: the server stops reading it instead of queueing answers", async () => {
-    const { port } = await startServerChild(cleanup)
+    const { port, until } = await startServerChild(cleanup)
     const legit = legitClient(cleanup, port)
     const before = await memoryOf(legit)
     const attacker = await meshDialer(port, cleanup)
     attacker.socket.pause() // never reads again
     const body = Buffer.alloc(64 * 1024 - 64, 0x64)
     for (let id = 1; id <= 2000; id++) attacker.socket.write(meshRequest(1, "/echo", 1 + (id % 16), Math.ceil(id / 16), body))
-    await waitUntilSettled([attacker])
+    await until((state) => state.paused === 1, "reading paused on the attacker")
     const during = await memoryOf(legit)
     check("mesh client never reads, 2000 x 64 KiB echoes (125 MiB of answers)", before, during, { held: 16 * MiB, rss: 64 * MiB })
     expect(attacker.socket.writableLength).toBeGreaterThan(32 * MiB)
@@ -179,7 +179,7 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
   }, 120_000)
 
   it("plain IIP: 20 connections half-sending 16 MiB packets: only the packets the shared budget has room for are stored, the rest skipped; all closed at the packet timeout", async () => {
-    const { port, memory } = await startServerChild(cleanup, { maxQueuedBytes: 32 * MiB, packetTimeoutMs: 1500 })
+    const { port, memory, until } = await startServerChild(cleanup, { maxQueuedBytes: 32 * MiB, packetTimeoutMs: 1500 })
     const legit = legitClient(cleanup, port)
     const before = await memoryOf(legit)
     const half = frame(1, "/echo", 0, Buffer.alloc(16 * MiB - 64, 0x66)).subarray(0, 8 * MiB)
@@ -189,7 +189,7 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
       attacker.socket.write(half)
       attackers.push(attacker)
     }
-    await waitUntilSettled(attackers, 300)
+    await until((state) => state.bytesRead >= 20 * half.length, "every half packet read")
     // Packets are stored while the 32 MiB budget has room (3 of them, 48 MiB), later ones skipped
     // unstored; socket chunks on their way add some.
     check("plain, 20 connections x half of a 16 MiB packet (160 MiB sent)", before, await memory(), { held: 96 * MiB, rss: 160 * MiB })

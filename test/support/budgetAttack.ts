@@ -1,6 +1,6 @@
 // Helpers of the budget tests (test/iip/budgets.test.ts): a mesh server in a child process (so
 // its RSS is measured alone), its memory figures over IIP, hand-played mesh dialers that say hello
-// and then write raw packets, and a bounded wait until the server has read all it will read.
+// and then write raw packets, and a bounded wait on the server's own counts (what it read, holds, paused).
 import { type ChildProcess, spawn } from "node:child_process"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
@@ -18,7 +18,12 @@ export const MiB = 1024 * 1024
 export const startServerChild = async (
   cleanup: Cleanup,
   options: ServerOptions = {}
-): Promise<{ readonly port: number; readonly child: ChildProcess; readonly memory: () => Promise<Memory> }> => {
+): Promise<{
+  readonly port: number
+  readonly child: ChildProcess
+  readonly memory: () => Promise<Memory>
+  readonly until: (condition: (state: ServerState) => boolean, what: string, timeoutMs?: number) => Promise<ServerState>
+}> => {
   const child = spawn(process.execPath, ["--expose-gc", childScript], {
     stdio: ["pipe", "pipe", "inherit"],
     env: { ...process.env, IIP_TEST_SERVER_OPTIONS: JSON.stringify(options), IIP_TEST_QUIET_HANG: "1" }
@@ -39,7 +44,33 @@ export const startServerChild = async (
     child.stdin!.write("memory\n")
     return (JSON.parse(await line) as { memory: Memory }).memory
   }
-  return { port: message.port, child, memory }
+  const state = async (): Promise<ServerState> => {
+    const line = nextLine("the child's state")
+    child.stdin!.write("state\n")
+    return (JSON.parse(await line) as { state: ServerState }).state
+  }
+  /** Polls the server's own counts until `condition` holds: what it has read, held and paused, not how quiet the attackers' sockets look. */
+  const until = async (condition: (state: ServerState) => boolean, what: string, timeoutMs = 60_000): Promise<ServerState> => {
+    const deadline = performance.now() + timeoutMs
+    for (;;) {
+      const now = await state()
+      if (condition(now)) return now
+      if (performance.now() > deadline) throw new Error(`the server never reached ${what} within ${timeoutMs} ms: ${JSON.stringify(now)}`)
+      await new Promise<void>((resolve) => setTimeout(resolve, 20))
+    }
+  }
+  return { port: message.port, child, memory, until }
+}
+
+/** What the server child says of itself (meshServerChild.ts, "state"). */
+export interface ServerState {
+  readonly requests: number
+  readonly bytes: number
+  readonly channels: number
+  readonly sharedFull: boolean
+  readonly connections: number
+  readonly paused: number
+  readonly bytesRead: number
 }
 
 export interface Memory {
@@ -67,24 +98,4 @@ export const meshDialer = async (port: number, cleanup: Cleanup): Promise<RawCli
   const answer = await raw.next(5000)
   if (answer.path !== MeshPath.hello || !answer.data.toString("utf8").includes('"iipmesh"')) throw new Error(`no mesh hello answer: ${answer.data.toString("utf8")}`)
   return raw
-}
-
-/**
- * Waits until the server has read all it is going to: every attacker socket has written everything
- * or has stopped moving for `stillMs` (the server paused it). Bounded by `timeoutMs`.
- */
-export const waitUntilSettled = async (raws: ReadonlyArray<RawClient>, stillMs = 600, timeoutMs = 30_000): Promise<void> => {
-  const deadline = performance.now() + timeoutMs
-  let last = -1
-  let stillSince = performance.now()
-  for (;;) {
-    const pending = raws.reduce((sum, raw) => sum + (raw.isClosed ? 0 : raw.socket.writableLength), 0)
-    if (pending === 0) return
-    if (pending !== last) {
-      last = pending
-      stillSince = performance.now()
-    } else if (performance.now() - stillSince >= stillMs) return
-    if (performance.now() > deadline) throw new Error(`attacker sockets still moving after ${timeoutMs} ms`)
-    await new Promise<void>((resolve) => setTimeout(resolve, 50))
-  }
 }

@@ -6,9 +6,12 @@
 // limits). It reports on stdout, one JSON object per line: {"port":N,"pid":P} once listening,
 // {"hang":"<data>"} each time a /hang request reaches its handler (with IIP_TEST_QUIET_HANG set,
 // not), and {"error":"..."} (then exits 1) if it cannot listen. /hang never answers; /echo answers
-// with the request data; /memory answers with {"rss","heapUsed","arrayBuffers"} in bytes, after a
-// full collection when the process runs with --expose-gc, and a line "memory" on stdin prints
-// {"memory":{...}} the same (for when the server refuses requests).
+// with the request data; /memory answers with {"rss","heapUsed","arrayBuffers"} in bytes, after
+// full collections when the process runs with --expose-gc, and a line "memory" on stdin prints
+// {"memory":{...}} the same (for when the server refuses requests); a line "state" prints
+// {"state":{...}}: the shared budget's counts, the open connections, how many of them have their
+// reading paused, and the bytes read from them (tests wait on these instead of on quiet sockets).
+import type * as net from "node:net"
 import * as readline from "node:readline"
 import { IipServer, type ServerOptions } from "../../src/iip/server.ts"
 
@@ -23,14 +26,31 @@ server.handle("/hang", (request) => {
   if (!quiet) say({ hang: request.data.toString("utf8") })
   return new Promise<string>(() => {})
 })
-const memory = () => {
-  ;(globalThis as { gc?: () => void }).gc?.()
+/** After two full collections a turn of the event loop apart: buffers of a connection closed just now are let go only after its close callbacks ran. */
+const memory = async () => {
+  const gc = (globalThis as { gc?: () => void }).gc
+  gc?.()
+  await new Promise<void>((resolve) => setImmediate(resolve))
+  gc?.()
   const usage = process.memoryUsage()
   return { rss: usage.rss, heapUsed: usage.heapUsed, arrayBuffers: usage.arrayBuffers }
 }
-server.handle("/memory", () => JSON.stringify(memory()))
+server.handle("/memory", async () => JSON.stringify(await memory()))
+const state = () => {
+  const connections = [...new Set([...server.sessions].map((s) => s.connection).concat([...server.meshSessions].map((s) => s.connection)))]
+  return {
+    requests: server.budget.requests,
+    bytes: server.budget.bytes,
+    channels: server.budget.channels,
+    sharedFull: server.budget.full,
+    connections: connections.filter((c) => !c.closed).length,
+    paused: connections.filter((c) => !c.closed && c.readingPaused).length,
+    bytesRead: connections.reduce((sum, c) => sum + (c.socket as net.Socket).bytesRead, 0)
+  }
+}
 readline.createInterface({ input: process.stdin }).on("line", (line) => {
-  if (line === "memory") say({ memory: memory() })
+  if (line === "memory") void memory().then((figures) => say({ memory: figures }))
+  if (line === "state") say({ state: state() })
 })
 try {
   await server.listen()
