@@ -2,51 +2,26 @@
 // percent-escape in an admin path (`GET /mesh/x/%ZZ/weight`) used to throw URIError out of the
 // admin's request handler and end the process. Now it is a 400 in the admin's JSON error shape and
 // the process keeps serving (/health, /ready and a good weight override still answer afterwards).
-import { type ChildProcess, spawn } from "node:child_process"
-import { resolve } from "node:path"
+import type { ChildProcess } from "node:child_process"
 import { afterEach, describe, expect, it } from "vitest"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup } from "../support/iipRaw.ts"
 import { call } from "../support/sidecarHarness.ts"
-
-const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
-
-interface ReadyLine {
-  readonly admin: string
-}
-
-const portOf = (address: string) => Number(address.slice(address.lastIndexOf(":") + 1))
+import { killIfRunning, portOf, spawnSidecarProcess } from "../support/sidecarProcess.ts"
 
 describe("the admin server of a sidecar process", () => {
   let cleanup = new Cleanup()
   let child: ChildProcess | undefined
   afterEach(async () => {
-    if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    killIfRunning(child)
     child = undefined
     await cleanup.run()
     cleanup = new Cleanup()
   })
 
   const startSidecarProcess = async (args: ReadonlyArray<string>) => {
-    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_")))
-    const proc = spawn(process.execPath, [main, "sidecar", ...args], { stdio: ["ignore", "pipe", "pipe"], env })
-    child = proc
-    let stderr = ""
-    proc.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => proc.on("exit", (code, signal) => done({ code, signal })))
-    const line = await withTimeout(
-      new Promise<ReadyLine>((found, failed) => {
-        let out = ""
-        proc.stdout!.on("data", (chunk: Buffer) => {
-          out += chunk.toString()
-          const newline = out.indexOf("\n")
-          if (newline !== -1) found(JSON.parse(out.slice(0, newline)) as ReadyLine)
-        })
-        proc.once("exit", (code) => failed(new Error(`sidecar exited with ${code} before it was ready: ${stderr}`)))
-      }),
-      15_000,
-      "the sidecar-ready line"
-    )
-    return { proc, line, exited, stderr: () => stderr }
+    const sidecar = spawnSidecarProcess(args)
+    child = sidecar.proc
+    return { ...sidecar, line: await sidecar.ready }
   }
 
   it("GET /mesh/x/%ZZ/weight is a 400 and the process keeps serving", async () => {

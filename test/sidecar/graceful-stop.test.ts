@@ -4,14 +4,14 @@
 // once it has (not at the drain deadline). The CLI `iip-mesh sidecar` does the same and exits 0
 // on SIGTERM.
 import { Effect, Exit, Scope } from "effect"
-import { type ChildProcess, spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
 import type * as http from "node:http"
-import { resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import * as Admin from "../../src/admin/adminServer.ts"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"
 import { Cleanup, deferred, withTimeout } from "../support/iipRaw.ts"
 import { call, quietLog, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { killIfRunning, portOf, spawnSidecarProcess } from "../support/sidecarProcess.ts"
 
 /** GETs the admin's /ready until it answers `status`, at most `timeoutMs` (readiness announces itself with no event). */
 const waitForReady = async (adminPort: number, status: number, timeoutMs: number): Promise<number> => {
@@ -105,44 +105,17 @@ describe("graceful stop", () => {
   })
 
   describe("the CLI", () => {
-    const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
     let child: ChildProcess | undefined
     afterEach(() => {
-      if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(child.pid, "SIGKILL")
+      killIfRunning(child)
       child = undefined
     })
 
-    interface ReadyLine {
-      readonly event: string
-      readonly outbound: string
-      readonly inbound: string
-      readonly admin: string
-    }
-
     const startCli = (args: ReadonlyArray<string>) => {
-      const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_")))
-      const proc = spawn(process.execPath, [main, "sidecar", ...args], { stdio: ["ignore", "pipe", "pipe"], env })
-      child = proc
-      let stderr = ""
-      proc.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => proc.on("exit", (code, signal) => done({ code, signal })))
-      const ready = withTimeout(
-        new Promise<ReadyLine>((found, failed) => {
-          let out = ""
-          proc.stdout!.on("data", (chunk: Buffer) => {
-            out += chunk.toString()
-            const newline = out.indexOf("\n")
-            if (newline !== -1) found(JSON.parse(out.slice(0, newline)) as ReadyLine)
-          })
-          proc.once("exit", (code) => failed(new Error(`sidecar exited with ${code} before it was ready: ${stderr}`)))
-        }),
-        15_000,
-        "the sidecar-ready line"
-      )
-      return { proc, ready, exited, stderr: () => stderr }
+      const cli = spawnSidecarProcess(args)
+      child = cli.proc
+      return cli
     }
-
-    const portOf = (address: string) => Number(address.slice(address.lastIndexOf(":") + 1))
 
     it("`iip-mesh sidecar` exits 0 on SIGTERM", async () => {
       const cli = startCli(["--service", "catalog", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])

@@ -13,9 +13,8 @@ import type { IipClient } from "../../src/iip/client.ts"
 import { endToEndHeaders, endToEndPairs } from "../../src/sidecar/headerFilter.ts"
 import { type Prng, prng } from "../helpers/prng.ts"
 import { Cleanup } from "../support/iipRaw.ts"
-import { startClient } from "../support/meshTest.ts"
-import { type RawApp, startRawApp } from "../support/rawHttp.ts"
-import { type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import type { RawApp } from "../support/rawHttp.ts"
+import { startInboundOverRawApp } from "../support/inboundOverRawApp.ts"
 
 const SEED = Number(process.env.HEADER_FILTER_SEED ?? 0x5eed13)
 
@@ -96,15 +95,11 @@ describe("end-to-end header filter, property", () => {
 describe("end-to-end header filter, through a real inbound side to a raw-socket app", () => {
   const cleanup = new Cleanup()
   let app: RawApp
-  let b: RunningSidecar
   let mesh: IipClient
   let plain: IipClient
 
   beforeAll(async () => {
-    app = await startRawApp(cleanup)
-    b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, tracing: false }))
-    mesh = startClient(cleanup, b.sidecar.inbound.port)
-    plain = startClient(cleanup, b.sidecar.inbound.port, { mesh: false })
+    ;({ app, mesh, plain } = await startInboundOverRawApp(cleanup))
   })
   afterAll(() => cleanup.run())
 

@@ -7,9 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import { RemoteError } from "../../src/mux/meshSession.ts"
 import { Cleanup } from "../support/iipRaw.ts"
-import { rejection, startClient } from "../support/meshTest.ts"
-import { type RawApp, type RawMessage, startRawApp } from "../support/rawHttp.ts"
-import { type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { rejection } from "../support/meshTest.ts"
+import type { RawApp, RawMessage } from "../support/rawHttp.ts"
+import { startInboundOverRawApp } from "../support/inboundOverRawApp.ts"
 
 const smuggled = "GET /smuggled HTTP/1.1\r\nhost: catalog\r\n\r\n"
 
@@ -32,15 +32,11 @@ const plainHeaderArg = (header: Record<string, Array<string>>) => Buffer.from(JS
 describe("inbound side: request smuggling and header filtering", () => {
   const cleanup = new Cleanup()
   let app: RawApp
-  let b: RunningSidecar
   let mesh: IipClient
   let plain: IipClient
 
   beforeAll(async () => {
-    app = await startRawApp(cleanup)
-    b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, tracing: false }))
-    mesh = startClient(cleanup, b.sidecar.inbound.port)
-    plain = startClient(cleanup, b.sidecar.inbound.port, { mesh: false })
+    ;({ app, mesh, plain } = await startInboundOverRawApp(cleanup))
   })
   afterAll(() => cleanup.run())
 

@@ -1,0 +1,53 @@
+// An `iip-mesh sidecar` in a process of its own (src/cli/main.ts), for tests that need the real
+// process: its exit code, its signals, its last-resort handler. The environment is the test's
+// without IIP_MESH_* and OTEL_* (so only the given flags configure it); `ready` resolves with the
+// first stdout line, the sidecar-ready JSON, or fails with stderr if the process exits first.
+import { type ChildProcess, spawn } from "node:child_process"
+import { resolve } from "node:path"
+import { withTimeout } from "./iipRaw.ts"
+
+const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
+
+export interface SidecarReadyLine {
+  readonly event: string
+  readonly outbound: string
+  readonly inbound: string
+  readonly admin: string
+}
+
+export interface SidecarProcess {
+  readonly proc: ChildProcess
+  readonly ready: Promise<SidecarReadyLine>
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  readonly stderr: () => string
+}
+
+export const spawnSidecarProcess = (args: ReadonlyArray<string>): SidecarProcess => {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_")))
+  const proc = spawn(process.execPath, [main, "sidecar", ...args], { stdio: ["ignore", "pipe", "pipe"], env })
+  let stderr = ""
+  proc.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => proc.on("exit", (code, signal) => done({ code, signal })))
+  const ready = withTimeout(
+    new Promise<SidecarReadyLine>((found, failed) => {
+      let out = ""
+      proc.stdout!.on("data", (chunk: Buffer) => {
+        out += chunk.toString()
+        const newline = out.indexOf("\n")
+        if (newline !== -1) found(JSON.parse(out.slice(0, newline)) as SidecarReadyLine)
+      })
+      proc.once("exit", (code) => failed(new Error(`sidecar exited with ${code} before it was ready: ${stderr}`)))
+    }),
+    15_000,
+    "the sidecar-ready line"
+  )
+  return { proc, ready, exited, stderr: () => stderr }
+}
+
+/** The port of a "host:port" address the ready line names. */
+export const portOf = (address: string): number => Number(address.slice(address.lastIndexOf(":") + 1))
+
+/** SIGKILLs a process that is still running. */
+export const killIfRunning = (proc: ChildProcess | undefined): void => {
+  if (proc?.pid !== undefined && proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL")
+}
