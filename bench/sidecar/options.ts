@@ -1,0 +1,64 @@
+// The sidecar bench's paths, phases and flags (see the header of bench/sidecar.ts).
+import { fileURLToPath } from "node:url"
+import { benchArgs } from "../args.ts"
+
+/**
+ * direct: client -> app. The others go through two proxies, client -> A -> B -> app: meshed, two
+ * sidecars with their defaults (tracing on); untraced, two sidecars with --tracing false; nginx,
+ * nginx -> nginx; haproxy, haproxy -> haproxy.
+ */
+export type Mode = "direct" | "meshed" | "untraced" | "nginx" | "haproxy"
+export const MODES: ReadonlyArray<Mode> = ["direct", "meshed", "untraced", "nginx", "haproxy"]
+/** The modes that go through a pair of proxies. */
+export type Proxied = Exclude<Mode, "direct">
+export const PROXIED: ReadonlyArray<Proxied> = ["meshed", "untraced", "nginx", "haproxy"]
+/** The pairs of iip-mesh sidecars. */
+export type Meshed = "meshed" | "untraced"
+export const isMeshed = (mode: Mode): mode is Meshed => mode === "meshed" || mode === "untraced"
+
+export type Phase = "open" | "saturation" | "memory"
+export const PHASES: ReadonlyArray<Phase> = ["open", "saturation", "memory"]
+
+/** The sidecar's entry point: the one place to point the bench at compiled JavaScript (or pass --sidecar-main). */
+export const DEFAULT_SIDECAR_MAIN = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url))
+
+export interface Options {
+  readonly quick: boolean
+  readonly rounds: number
+  readonly warmupMs: number
+  readonly measureMs: number
+  readonly rate: number
+  readonly inflight: number
+  readonly modes: ReadonlyArray<Mode>
+  readonly phases: ReadonlyArray<Phase>
+  readonly cpuProfDir: string | undefined
+  /** Extra node flags for the sidecar processes (e.g. `--max-semi-space-size=2`), to try settings without editing src. */
+  readonly sidecarNodeFlags: ReadonlyArray<string>
+  /** The script `node` runs as the sidecar (`node <flags> <sidecarMain> sidecar ...`). */
+  readonly sidecarMain: string
+}
+
+export const parseArgs = (args: ReadonlyArray<string>): Options => {
+  const { quick, value, number } = benchArgs(args)
+  const subset = <A extends string>(flag: string, all: ReadonlyArray<A>): ReadonlyArray<A> => {
+    const v = value(flag)
+    if (v === undefined) return all
+    const asked = v.split(",")
+    const unknown = asked.filter((a) => !(all as ReadonlyArray<string>).includes(a))
+    if (unknown.length > 0) throw new Error(`${flag}: unknown ${unknown.join(", ")} (choose from ${all.join(", ")})`)
+    return all.filter((a) => asked.includes(a))
+  }
+  return {
+    quick,
+    rounds: Math.min(10, Math.round(number("--rounds", quick ? 1 : 3))),
+    warmupMs: Math.min(30_000, number("--warmup", quick ? 1 : 2) * 1000),
+    measureMs: Math.min(60_000, number("--duration", quick ? 3 : 10) * 1000),
+    rate: Math.min(20_000, number("--rate", 1000)),
+    inflight: Math.min(1024, Math.round(number("--inflight", 64))),
+    modes: subset("--only", MODES),
+    phases: subset("--phases", PHASES),
+    cpuProfDir: value("--cpu-prof-dir"),
+    sidecarNodeFlags: (value("--sidecar-node-flags") ?? "").split(" ").filter((flag) => flag !== ""),
+    sidecarMain: value("--sidecar-main") ?? DEFAULT_SIDECAR_MAIN
+  }
+}

@@ -1,0 +1,56 @@
+// /proc readings for the sidecar bench (Linux; NaN elsewhere): a process's RSS, and the CPU time and
+// system calls it has used so far, read before and after a run to get them per request.
+import { readFileSync } from "node:fs"
+
+/** Clock ticks per second of /proc/<pid>/stat's times (USER_HZ: 100 on every Linux we run on). */
+const TICKS = 100
+
+export const rssMb = (pid: number): number => {
+  try {
+    const match = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))
+    return match === null ? NaN : Number(match[1]) / 1024
+  } catch {
+    return NaN
+  }
+}
+
+/** What a process has used so far: CPU seconds, and read and write system calls (sockets included). */
+export interface Usage {
+  readonly cpu: number
+  readonly reads: number
+  readonly writes: number
+}
+
+export const NO_USAGE: Usage = { cpu: NaN, reads: NaN, writes: NaN }
+
+/** The fields of /proc/<pid>/stat after the command name (which may hold spaces): [0] is the state. */
+const statFields = (pid: number | "self"): ReadonlyArray<string> => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+}
+
+/** User + system CPU (utime, stime) and syscr/syscw of /proc/<pid>/io. */
+export const usageOf = (pid: number): Usage => {
+  try {
+    const fields = statFields(pid)
+    const io = readFileSync(`/proc/${pid}/io`, "utf8")
+    const count = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, "m").exec(io)?.[1] ?? NaN)
+    return { cpu: (Number(fields[11]) + Number(fields[12])) / TICKS, reads: count("syscr"), writes: count("syscw") }
+  } catch {
+    return NO_USAGE
+  }
+}
+
+/**
+ * CPU seconds of this process's children that have exited and been waited for (cutime + cstime):
+ * read before and after a wrk run, the difference is wrk's CPU (the bench's other children, the
+ * app and the proxies, only exit at its end).
+ */
+export const reapedChildrenCpu = (): number => {
+  try {
+    const fields = statFields("self")
+    return (Number(fields[13]) + Number(fields[14])) / TICKS
+  } catch {
+    return NaN
+  }
+}

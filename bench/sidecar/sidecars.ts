@@ -1,0 +1,80 @@
+// The iip-mesh rows of the sidecar bench: sidecar B (service "echo", --app the echo app) and sidecar
+// A (service "client", --endpoint echo=B's inbound), each `node <flags> <sidecar main> sidecar ...`
+// with its ready line giving its addresses; `untraced` starts both with --tracing false.
+import { spawn } from "node:child_process"
+import { killChild } from "../children.ts"
+import type { Meshed, Options } from "./options.ts"
+import type { Hop, ProxyPair } from "./pair.ts"
+import { HOST } from "./request.ts"
+
+/**
+ * Loaded into each sidecar before its main module: the sidecar stops (SIGTERM, its graceful path)
+ * when its stdin closes, so killChild works on it and no sidecar outlives a bench killed hard.
+ */
+const EXIT_WITH_PARENT = `--import=data:text/javascript,process.stdin.on("end",()=>process.kill(process.pid,"SIGTERM")).resume()`
+
+interface Sidecar extends Hop {
+  readonly outbound: { readonly host: string; readonly port: number }
+  readonly inbound: string
+}
+
+const splitHostPort = (address: string): { host: string; port: number } => {
+  const colon = address.lastIndexOf(":")
+  return { host: address.slice(0, colon), port: Number(address.slice(colon + 1)) }
+}
+
+/** The sidecar's command line, in one place: node, profiling and extra flags, the main script. */
+const sidecarCommand = (name: string, options: Options): ReadonlyArray<string> => {
+  const dir = options.cpuProfDir
+  const prof = dir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${dir}`, `--cpu-prof-name=sidecar-${name}.cpuprofile`]
+  return [...prof, ...options.sidecarNodeFlags, EXIT_WITH_PARENT, options.sidecarMain, "sidecar"]
+}
+
+/** Starts one sidecar and waits for its ready line (its stop is registered at once, ready or not). */
+const startSidecar = (name: string, args: ReadonlyArray<string>, options: Options, spawned: Array<() => Promise<void>>): Promise<Sidecar> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...sidecarCommand(name, options), ...args], { stdio: ["pipe", "pipe", "inherit"] })
+    const stop = () => killChild(child)
+    spawned.push(stop)
+    let out = ""
+    let settled = false
+    const timer = setTimeout(() => fail(new Error(`sidecar ${name} did not print its ready line within 20 s`)), 20_000)
+    const fail = (error: Error) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      reject(error)
+    }
+    child.on("error", fail)
+    child.once("exit", (code, signal) => fail(new Error(`sidecar ${name} exited (${code ?? signal}) before it was ready; output: ${JSON.stringify(out.slice(0, 500))}`)))
+    child.stdout!.setEncoding("utf8")
+    child.stdout!.on("data", (text: string) => {
+      if (settled) return // keep draining whatever else it prints
+      out += text
+      for (let nl = out.indexOf("\n"); nl !== -1; nl = out.indexOf("\n")) {
+        const line = out.slice(0, nl)
+        out = out.slice(nl + 1)
+        let ready: { event?: unknown; outbound?: unknown; inbound?: unknown } | undefined
+        try {
+          ready = JSON.parse(line) as typeof ready
+        } catch {
+          continue
+        }
+        if (ready?.event !== "sidecar-ready" || typeof ready.outbound !== "string" || typeof ready.inbound !== "string") continue
+        settled = true
+        clearTimeout(timer)
+        resolve({ name, process: child, pid: child.pid!, stop, outbound: splitHostPort(ready.outbound), inbound: ready.inbound })
+        return
+      }
+    })
+  })
+
+/** B in front of the app, A calling B; `untraced` adds --tracing false to both (and its names get a `-untraced` suffix). */
+export const startSidecarPair = async (mode: Meshed, appPort: number, options: Options, spawned: Array<() => Promise<void>>): Promise<ProxyPair> => {
+  const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--drain-timeout", "2s"]
+  const tracing = mode === "meshed" ? [] : ["--tracing", "false"]
+  const suffix = mode === "meshed" ? "" : `-${mode}`
+  const b = await startSidecar(`b${suffix}`, ["--service", "echo", "--app", `${HOST}:${appPort}`, ...tracing, ...common], options, spawned)
+  const a = await startSidecar(`a${suffix}`, ["--service", "client", "--endpoint", `echo=${b.inbound}`, ...tracing, ...common], options, spawned)
+  return { a, b, entry: a.outbound }
+}
