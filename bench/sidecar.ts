@@ -34,8 +34,8 @@
 // Every answer of the Node generator is checked (status 200, 1,024 bytes back); wrk's errors and
 // non-2xx answers are counted; more than 1% of a run failing aborts the bench.
 //
-//   npm run -s bench -- sidecar            2 s warm-up + 10 s per window, 3 rounds (~6 min)
-//   npm run -s bench -- sidecar --quick    1 s warm-up + 3 s per window, 1 round (~1.5 min)
+//   npm run -s bench -- sidecar            2 s warm-up + 10 s per window, 3 rounds (~7 min)
+//   npm run -s bench -- sidecar --quick    1 s warm-up + 3 s per window, 1 round (~70 s)
 // Flags: --rounds N, --duration S, --warmup S, --rate R, --inflight N (saturation connections),
 //        --only direct,meshed,untraced,nginx,haproxy (a subset; "added" and the ratios need direct, the
 //        targets nginx), --phases open,saturation,memory (a subset, for investigating),
