@@ -50,6 +50,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { performance } from "node:perf_hooks"
+import { Data } from "effect"
 import { printSummary } from "./args.ts"
 import { type Child, killChild, spawnServer } from "./children.ts"
 import { APP_FILE } from "./sidecar/app.ts"
@@ -65,6 +66,9 @@ import { emptyResults, type Proc, type SaturationSample, type Usages } from "./s
 import { startSidecarPair } from "./sidecar/sidecars.ts"
 import { findExecutable } from "./sidecar/which.ts"
 import { runWrk, WRK_INSTALL_HINT, writeWrkScript } from "./sidecar/wrk.ts"
+
+/** More than 1% of a run's requests failed: its figures would not mean what they say. */
+export class TooManyFailures extends Data.TaggedError("TooManyFailures")<{ readonly message: string }> {}
 
 export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const options = parseArgs(args)
@@ -158,7 +162,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     const orderOf = (round: number): ReadonlyArray<Mode> => (round % 2 === 0 ? modes : [...modes].reverse())
     const failOn = (what: string, errors: number, firstError: string | undefined, sent: number) => {
       if (errors > 0) log(`    ${what}: ${errors} failed requests (first: ${firstError})`)
-      if (errors > sent * 0.01) throw new Error(`${what}: ${errors} of ${sent} requests failed (first: ${firstError})`)
+      if (errors > sent * 0.01) throw new TooManyFailures({ message: `${what}: ${errors} of ${sent} requests failed (first: ${firstError})` })
     }
 
     // Priming: a cold sidecar (JIT, first connections, lazily loaded code) runs far slower for its

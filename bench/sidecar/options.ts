@@ -1,6 +1,10 @@
 // The sidecar bench's paths, phases and flags (see the header of bench/sidecar.ts).
 import { fileURLToPath } from "node:url"
+import { Data } from "effect"
 import { benchArgs } from "../args.ts"
+
+/** A flag names something the bench does not have. */
+export class BadFlag extends Data.TaggedError("BadFlag")<{ readonly message: string }> {}
 
 /**
  * direct: client -> app. The others go through two proxies, client -> A -> B -> app: meshed, two
@@ -45,7 +49,7 @@ export const parseArgs = (args: ReadonlyArray<string>): Options => {
     if (v === undefined) return all
     const asked = v.split(",")
     const unknown = asked.filter((a) => !(all as ReadonlyArray<string>).includes(a))
-    if (unknown.length > 0) throw new Error(`${flag}: unknown ${unknown.join(", ")} (choose from ${all.join(", ")})`)
+    if (unknown.length > 0) throw new BadFlag({ message: `${flag}: unknown ${unknown.join(", ")} (choose from ${all.join(", ")})` })
     return all.filter((a) => asked.includes(a))
   }
   return {

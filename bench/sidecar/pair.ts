@@ -1,10 +1,11 @@
 // What the sidecar bench knows of a path's two hops, whatever runs them (iip-mesh sidecars, nginx,
 // haproxy): client -> A -> B -> app, the pids it reads /proc for, and how to stop each.
-import type { ChildProcess } from "node:child_process"
+import { Data } from "effect"
+
+/** A hop did not come up: it exited, never said it was ready, or could not be started. */
+export class HopFailed extends Data.TaggedError("HopFailed")<{ readonly message: string }> {}
 
 export interface Hop {
-  readonly name: string
-  readonly process: ChildProcess
   readonly pid: number
   /** Ends the process and resolves once it has exited. */
   readonly stop: () => Promise<void>

@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { closeSync, openSync, readFileSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
 import { join } from "node:path"
-import type { Hop, ProxyPair } from "./pair.ts"
+import { type Hop, HopFailed, type ProxyPair } from "./pair.ts"
 import { HOST } from "./request.ts"
 import { findExecutable } from "./which.ts"
 
@@ -95,16 +95,16 @@ const tail = (file: string): string => {
 const waitForListener = (child: ChildProcess, name: string, port: number, diagnostics: () => string): Promise<void> =>
   new Promise((resolve, reject) => {
     let settled = false
-    const settle = (error: Error | undefined) => {
+    const settle = (error: HopFailed | undefined) => {
       if (settled) return
       settled = true
       clearTimeout(deadline)
       child.off("exit", onExit)
       error === undefined ? resolve() : reject(error)
     }
-    const onExit = (code: number | null, signal: string | null) => settle(new Error(`${name} exited (${code ?? signal}) before listening on ${port}: ${diagnostics()}`))
+    const onExit = (code: number | null, signal: string | null) => settle(new HopFailed({ message: `${name} exited (${code ?? signal}) before listening on ${port}: ${diagnostics()}` }))
     child.once("exit", onExit)
-    const deadline = setTimeout(() => settle(new Error(`${name} did not listen on ${port} within 5 s: ${diagnostics()}`)), 5000)
+    const deadline = setTimeout(() => settle(new HopFailed({ message: `${name} did not listen on ${port} within 5 s: ${diagnostics()}` })), 5000)
     const attempt = () => {
       if (settled) return
       const socket = net.connect(port, HOST)
@@ -163,10 +163,10 @@ const startHop = async (kind: ProxyKind, binary: string, name: string, nextPort:
   spawned.push(stop)
   await new Promise<void>((resolve, reject) => {
     child.once("spawn", resolve)
-    child.once("error", reject)
+    child.once("error", (error) => reject(new HopFailed({ message: `${name} did not start: ${error.message}` })))
   })
   await waitForListener(child, name, port, () => [tail(logFile), tail(join(dir, `${name}.error.log`))].filter((t) => t !== "").join("\n"))
-  return { name, process: child, pid: child.pid!, stop, port }
+  return { pid: child.pid!, stop, port }
 }
 
 /**

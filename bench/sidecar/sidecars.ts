@@ -4,7 +4,7 @@
 import { spawn } from "node:child_process"
 import { killChild } from "../children.ts"
 import type { Meshed, Options } from "./options.ts"
-import type { Hop, ProxyPair } from "./pair.ts"
+import { type Hop, HopFailed, type ProxyPair } from "./pair.ts"
 import { HOST } from "./request.ts"
 
 /**
@@ -38,15 +38,15 @@ const startSidecar = (name: string, args: ReadonlyArray<string>, options: Option
     spawned.push(stop)
     let out = ""
     let settled = false
-    const timer = setTimeout(() => fail(new Error(`sidecar ${name} did not print its ready line within 20 s`)), 20_000)
-    const fail = (error: Error) => {
+    const timer = setTimeout(() => fail(new HopFailed({ message: `sidecar ${name} did not print its ready line within 20 s` })), 20_000)
+    const fail = (error: HopFailed) => {
       if (settled) return
       settled = true
       clearTimeout(timer)
       reject(error)
     }
-    child.on("error", fail)
-    child.once("exit", (code, signal) => fail(new Error(`sidecar ${name} exited (${code ?? signal}) before it was ready; output: ${JSON.stringify(out.slice(0, 500))}`)))
+    child.on("error", (error) => fail(new HopFailed({ message: `sidecar ${name} did not start: ${error.message}` })))
+    child.once("exit", (code, signal) => fail(new HopFailed({ message: `sidecar ${name} exited (${code ?? signal}) before it was ready; output: ${JSON.stringify(out.slice(0, 500))}` })))
     child.stdout!.setEncoding("utf8")
     child.stdout!.on("data", (text: string) => {
       if (settled) return // keep draining whatever else it prints
@@ -63,7 +63,7 @@ const startSidecar = (name: string, args: ReadonlyArray<string>, options: Option
         if (ready?.event !== "sidecar-ready" || typeof ready.outbound !== "string" || typeof ready.inbound !== "string") continue
         settled = true
         clearTimeout(timer)
-        resolve({ name, process: child, pid: child.pid!, stop, outbound: splitHostPort(ready.outbound), inbound: ready.inbound })
+        resolve({ pid: child.pid!, stop, outbound: splitHostPort(ready.outbound), inbound: ready.inbound })
         return
       }
     })
