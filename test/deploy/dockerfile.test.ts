@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { describe, expect, it } from "vitest"
 import type { IContainer } from "kubernetes-models/v1/Container"
-import { checkDockerfile, type DockerCheckId, dockerCheckIds, type DockerProblem, isIgnored, parseDockerignore } from "./dockerfileChecks.ts"
+import { checkDockerfile, type DockerCheckId, dockerCheckIds, type DockerProblem, isIgnored, parseDockerfile, parseDockerignore } from "./dockerfileChecks.ts"
 import { containersOf, imageName, podTemplates, renderKustomization } from "./kube.ts"
 
 const repo = resolve(import.meta.dirname, "../..")
@@ -53,6 +53,16 @@ describe("deploy/docker/Dockerfile", () => {
     expect([...sidecar.files.keys()].filter((path) => path.startsWith("/app/src/") || path.includes("/typescript/"))).toEqual([])
     const services = [...images.get("services")!.files.keys()].sort()
     expect(services).toEqual(["/app/package.json", "/app/services/catalog.ts", "/app/services/pricing.ts", "/app/services/serve.ts", "/app/services/storefront.ts"])
+  })
+
+  it("node runs with the heap sizing of bin/iip-mesh.js's first line, in the image as in package.json's scripts", () => {
+    const shebang = readFileSync(join(repo, "bin/iip-mesh.js"), "utf8").split("\n")[0]!
+    const flags = shebang.replace(/^#!\/usr\/bin\/env -S node ?/, "").split(" ").filter((f) => f !== "")
+    expect(flags).toContain("--max-semi-space-size=2")
+    const entrypoint = parseDockerfile(readFileSync(dockerfile, "utf8")).find((s) => s.name === "sidecar")!.instructions.find((i) => i.keyword === "ENTRYPOINT")!
+    expect(entrypoint.exec).toEqual(["node", ...flags, "bin/iip-mesh.js"])
+    const scripts = (JSON.parse(readFileSync(join(repo, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts
+    for (const name of ["start", "iip-mesh"]) expect(scripts[name], name).toContain(`node ${flags.join(" ")} dist/cli/main.js`)
   })
 
   it("the context is an allow-list: tests, node_modules and local files stay out", () => {
