@@ -15,7 +15,18 @@ const src = join(root, "src")
 const dist = join(root, "dist")
 
 rmSync(dist, { recursive: true, force: true })
-const tsc = join(dirname(createRequire(import.meta.url).resolve("typescript/package.json")), "bin", "tsc")
+const typescript = (() => {
+  try {
+    return createRequire(import.meta.url).resolve("typescript/package.json")
+  } catch {
+    return undefined
+  }
+})()
+if (typescript === undefined) {
+  process.stderr.write("build: TypeScript is not installed (a devDependency): run `npm install` with the devDependencies, or bring a dist/ built elsewhere\n")
+  process.exit(1)
+}
+const tsc = join(dirname(typescript), "bin", "tsc")
 const emitted = spawnSync(process.execPath, [tsc, "-p", join(root, "tsconfig.build.json"), "--noCheck"], { stdio: "inherit" })
 if (emitted.status !== 0) {
   process.stderr.write(`build: tsc exited with ${emitted.status ?? emitted.signal}\n`)
