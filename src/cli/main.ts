@@ -4,7 +4,6 @@
 // a sidecar's memory down. The other commands go through effect/cli (commands.ts). The commands
 // that serve until stopped get the process-level last line of defence (lastResort.ts); the
 // one-shot ones (call, download, upload) keep Node's default, a crash with a non-zero exit.
-import * as v8 from "node:v8"
 import { runMain } from "./runMain.ts"
 
 const [command, ...rest] = process.argv.slice(2)
@@ -13,9 +12,6 @@ if (command !== undefined && longRunning.has(command) && !rest.includes("--help"
   const { installLastResort } = await import("./lastResort.ts")
   installLastResort({ command })
 }
-// A sidecar allocates short-lived buffers at a steady rate: a small young generation keeps its
-// resident memory near the idle figure, at no measurable CPU cost (bench/sidecar).
-if (command === "sidecar") v8.setFlagsFromString("--max-semi-space-size=4")
 if (command === "sidecar") runMain((await import("./sidecar.ts")).runSidecar(rest))
 else if (command === "demo") runMain((await import("./demo.ts")).runDemo(rest))
 else (await import("./commands.ts")).runCommands()

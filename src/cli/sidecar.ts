@@ -1,12 +1,15 @@
 // `iip-mesh sidecar [flags]`: loads the configuration (flags > environment > config file >
 // defaults), starts the admin server, then the sidecar, prints one line with its addresses and
-// runs until SIGTERM/SIGINT, which drains it (src/sidecar/sidecar.ts) before exiting 0.
+// runs until SIGTERM/SIGINT, which drains it (src/sidecar/sidecar.ts) before exiting 0. Once
+// ready, it gives memory back after bursts (memoryRelease.ts, `--idle-gc`).
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import * as Admin from "../admin/adminServer.ts"
 import { loadSidecarConfig, parseFlags, settings } from "../config/sidecarConfig.ts"
+import { stderrLog } from "../iip/log.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import * as SidecarLive from "../sidecar/sidecar.ts"
+import { startMemoryRelease } from "./memoryRelease.ts"
 
 export const sidecarHelp = (): string =>
   [
@@ -42,5 +45,9 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
       admin: `${admin.host}:${admin.port}`
     }
     process.stdout.write(`${JSON.stringify(line)}\n`)
+    if (config.idleGcMs !== null) {
+      const stop = startMemoryRelease(config.idleGcMs, stderrLog)
+      yield* Effect.addFinalizer(() => Effect.sync(stop))
+    }
     return yield* Effect.never
   }).pipe(Effect.scoped)

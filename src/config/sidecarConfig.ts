@@ -173,7 +173,12 @@ export const SidecarConfigSchema = Schema.Struct({
    * Without perTryTimeoutMs: an idempotent try with no answer after this long, or 10x its
    * endpoint's latency estimate if longer, goes to another endpoint when a retry is possible; null: never.
    */
-  slowTryFloorMs: Schema.NullOr(PositiveMs)
+  slowTryFloorMs: Schema.NullOr(PositiveMs),
+  /**
+   * Quiet this long after its memory grew by a tenth (a burst), the sidecar runs one full garbage
+   * collection that hands the heap's freed pages back to the system (src/cli/memoryRelease.ts); null: never.
+   */
+  idleGcMs: Schema.NullOr(PositiveMs)
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -231,7 +236,8 @@ export const settings = [
   { key: "restartWindowMs", env: "IIP_MESH_RESTART_WINDOW", flag: "--restart-window", help: "after a go-away, refusals this long mean a restart, not a failure (default 30s)" },
   { key: "busyPingAfterMs", env: "IIP_MESH_BUSY_PING_AFTER", flag: "--busy-ping-after", help: "silence with requests waiting before an endpoint is pinged (default 1s)" },
   { key: "busyPingTimeoutMs", env: "IIP_MESH_BUSY_PING_TIMEOUT", flag: "--busy-ping-timeout", help: "unanswered that long, the connection is lost and the endpoint held out (default 2s)" },
-  { key: "slowTryFloorMs", env: "IIP_MESH_SLOW_TRY", flag: "--slow-try", help: "an idempotent try unanswered this long (or 10x its endpoint's latency) goes elsewhere if it can (default 2s; off)" }
+  { key: "slowTryFloorMs", env: "IIP_MESH_SLOW_TRY", flag: "--slow-try", help: "an idempotent try unanswered this long (or 10x its endpoint's latency) goes elsewhere if it can (default 2s; off)" },
+  { key: "idleGcMs", env: "IIP_MESH_IDLE_GC", flag: "--idle-gc", help: "quiet this long after a burst grew its memory, one full GC gives the memory back (default 2s; off)" }
 ] as const
 
 type Key = (typeof settings)[number]["key"]
@@ -286,7 +292,8 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   restartWindowMs: 30_000,
   busyPingAfterMs: 1_000,
   busyPingTimeoutMs: 2_000,
-  slowTryFloorMs: 2_000
+  slowTryFloorMs: 2_000,
+  idleGcMs: 2_000
 })
 
 /** "SERVICE=HOST:PORT[#WEIGHT]" entries into the endpoints shape; malformed entries are kept for the schema to reject. */
@@ -347,6 +354,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "packetTimeoutMs":
     case "idleTimeoutMs":
     case "slowTryFloorMs":
+    case "idleGcMs":
       return last === "" || last === "none" || last === "off" ? null : parseDurationMs(last)
     case "maxQueuedBytesPerConnection":
     case "maxQueuedBytes":

@@ -26,7 +26,8 @@
 // tested with no network and no timers.
 import os from "node:os"
 import { createHash } from "node:crypto"
-import Bonjour from "bonjour-service"
+import { createRequire } from "node:module"
+import type Bonjour from "bonjour-service"
 import { MeshVersion } from "../protocol/mesh.ts"
 import { type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate, endpointKey } from "./types.ts"
 
@@ -247,7 +248,9 @@ export class MdnsSource implements DiscoverySource {
     // multicast-dns options (bonjour-service types them wrongly): send and join on `interface`, but
     // bind the wildcard address, or the socket would not receive multicast.
     const mdnsOptions = options.interface !== undefined ? { interface: options.interface, bind: "0.0.0.0" } : {}
-    const bonjour = new Bonjour(mdnsOptions as unknown as ConstructorParameters<typeof Bonjour>[0], (error: unknown) => log("mdns-error", { error: String(error) }))
+    // bonjour-service (and multicast-dns under it) is loaded here, so only a sidecar with mDNS on loads it.
+    const BonjourClass = createRequire(import.meta.url)("bonjour-service") as typeof Bonjour
+    const bonjour = new BonjourClass(mdnsOptions as unknown as ConstructorParameters<typeof Bonjour>[0], (error: unknown) => log("mdns-error", { error: String(error) }))
     this.bonjour = bonjour
     // bonjour-service does not listen to its socket's errors; an unhandled "error" would crash the process.
     const mdns = (bonjour as unknown as { server?: { mdns?: NodeJS.EventEmitter } }).server?.mdns

@@ -4,11 +4,20 @@
 // one, or several. We send each write of the connection's writer as messages of at most 64 KiB
 // and refuse text messages. Back-pressure crosses in both directions: a full read buffer pauses
 // the WebSocket's socket, and a write completes only once the socket took it. Also here: the
-// server side (the upgrade on a node:http server's path) and the client's dial.
+// server side (the upgrade on a node:http server's path) and the client's dial. The ws package
+// is loaded on first use (an upgrade listener attached, a dial): a sidecar on TCP never loads it.
 import * as Data from "effect/Data"
 import type * as http from "node:http"
+import { createRequire } from "node:module"
 import { Duplex } from "node:stream"
-import WebSocket, { WebSocketServer } from "ws"
+import type WebSocket from "ws"
+import type { WebSocketServer } from "ws"
+
+/** What require("ws") gives: the client class, the server class as its property. */
+type WsPackage = typeof WebSocket & { readonly WebSocketServer: typeof WebSocketServer }
+let wsPackage: WsPackage | undefined
+/** The ws package, loaded the first time it is needed (synchronously: it is CommonJS). */
+const wsLibrary = (): WsPackage => (wsPackage ??= createRequire(import.meta.url)("ws") as WsPackage)
 
 /** Most bytes of the IIP stream in one message we send; also the default limit of a message we accept. */
 export const WebSocketMessageBytes = 64 * 1024
@@ -64,11 +73,11 @@ export class WebSocketStream extends Duplex {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (this.ws.readyState === WebSocket.OPEN) {
+    if (this.ws.readyState === this.ws.OPEN) {
       // Read on, so the peer's close frame arrives even while reading was paused.
       this.ws.resume()
       this.ws.close(error === null ? 1000 : 1011)
-    } else if (this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate()
+    } else if (this.ws.readyState === this.ws.CONNECTING) this.ws.terminate()
     callback(error)
   }
 
@@ -126,7 +135,7 @@ export const acceptWebSocket = (
 ): (() => void) => {
   const path = options.path ?? "/iip"
   const maxConnections = options.maxConnections ?? 1000
-  const wss = new WebSocketServer({ noServer: true, maxPayload: options.maxMessageBytes ?? WebSocketMessageBytes, perMessageDeflate: false, clientTracking: false })
+  const wss = new (wsLibrary().WebSocketServer)({ noServer: true, maxPayload: options.maxMessageBytes ?? WebSocketMessageBytes, perMessageDeflate: false, clientTracking: false })
   let open = 0
   const onUpgrade = (request: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     const remote = `${request.socket.remoteAddress ?? "?"}:${request.socket.remotePort ?? 0}`
@@ -156,7 +165,7 @@ export const acceptWebSocket = (
 export const dialWebSocket = (url: string, done: (error: string | undefined, stream: WebSocketStream | undefined) => void): (() => void) => {
   let ws: WebSocket
   try {
-    ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: WebSocketMessageBytes })
+    ws = new (wsLibrary())(url, { perMessageDeflate: false, maxPayload: WebSocketMessageBytes })
   } catch (error) {
     done((error as Error).message, undefined)
     return () => {}

@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { describe, expect, it } from "vitest"
 import type { IContainer } from "kubernetes-models/v1/Container"
-import { checkDockerfile, type DockerCheckId, dockerCheckIds, type DockerProblem, isIgnored, parseDockerignore } from "./dockerfileChecks.ts"
+import { checkDockerfile, type DockerCheckId, dockerCheckIds, type DockerProblem, isIgnored, parseDockerfile, parseDockerignore } from "./dockerfileChecks.ts"
 import { containersOf, imageName, podTemplates, renderKustomization } from "./kube.ts"
 
 const repo = resolve(import.meta.dirname, "../..")
@@ -25,7 +25,7 @@ const fixtures: Record<string, { readonly fails: ReadonlyArray<DockerCheckId>; r
   "named-user": { fails: ["docker-user"], says: /USER node: give a numeric UID/ },
   "shell-entrypoint": { fails: ["docker-entrypoint"], says: /shell form runs \/bin\/sh as PID 1/ },
   "dev-deps": { fails: ["docker-deps"], says: /npm ci without --omit=dev/ },
-  "missing-src": { fails: ["docker-imports"], says: /bin\/iip-mesh\.js imports \.\.\/src\/cli\/main\.ts, which is not in the image/ },
+  "missing-dist": { fails: ["docker-imports"], says: /bin\/iip-mesh\.js imports \.\.\/dist\/cli\/main\.js, which is not in the image/ },
   "dev-import": { fails: ["docker-imports"], says: /app\/main\.js imports yaml: yaml is not installed by npm ci --omit=dev/ }
 }
 
@@ -48,14 +48,26 @@ describe("deploy/docker/Dockerfile", () => {
   it("the sidecar image holds the CLI and everything it imports; the services image only the demo services", () => {
     const sidecar = images.get("sidecar")!
     expect(sidecar.files.has("/app/bin/iip-mesh.js")).toBe(true)
-    expect(sidecar.files.has("/app/src/cli/main.ts")).toBe(true)
+    expect(sidecar.files.has("/app/dist/cli/main.js")).toBe(true)
+    expect(sidecar.files.has("/app/dist/admin/dashboard.html")).toBe(true)
+    expect([...sidecar.files.keys()].filter((path) => path.startsWith("/app/src/") || path.includes("/typescript/"))).toEqual([])
     const services = [...images.get("services")!.files.keys()].sort()
     expect(services).toEqual(["/app/package.json", "/app/services/catalog.ts", "/app/services/pricing.ts", "/app/services/serve.ts", "/app/services/storefront.ts"])
   })
 
+  it("node runs with the heap sizing of bin/iip-mesh.js's first line, in the image as in package.json's scripts", () => {
+    const shebang = readFileSync(join(repo, "bin/iip-mesh.js"), "utf8").split("\n")[0]!
+    const flags = shebang.replace(/^#!\/usr\/bin\/env -S node ?/, "").split(" ").filter((f) => f !== "")
+    expect(flags).toContain("--max-semi-space-size=2")
+    const entrypoint = parseDockerfile(readFileSync(dockerfile, "utf8")).find((s) => s.name === "sidecar")!.instructions.find((i) => i.keyword === "ENTRYPOINT")!
+    expect(entrypoint.exec).toEqual(["node", ...flags, "bin/iip-mesh.js"])
+    const scripts = (JSON.parse(readFileSync(join(repo, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts
+    for (const name of ["start", "iip-mesh"]) expect(scripts[name], name).toContain(`node ${flags.join(" ")} dist/cli/main.js`)
+  })
+
   it("the context is an allow-list: tests, node_modules and local files stay out", () => {
     const patterns = parseDockerignore(readFileSync(realIgnore, "utf8"))
-    for (const path of ["src/cli/main.ts", "bin/iip-mesh.js", "services/serve.ts", "package-lock.json"]) expect(isIgnored(path, patterns), path).toBe(false)
+    for (const path of ["src/cli/main.ts", "bin/iip-mesh.js", "tsconfig.build.json", "scripts/build.ts", "services/serve.ts", "package-lock.json"]) expect(isIgnored(path, patterns), path).toBe(false)
     for (const path of ["node_modules/effect/package.json", ".git/config", "test/deploy/kube.ts", "deploy/README.md", ".tmp/x", "README.md"]) expect(isIgnored(path, patterns), path).toBe(true)
   })
 

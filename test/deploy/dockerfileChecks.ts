@@ -3,6 +3,9 @@
 // run: its base, what every COPY takes from the context (and whether the .dockerignore lets it
 // in), the user it runs as, how node is started (PID 1, exec form), whether node_modules holds
 // production dependencies only, and whether every module the copied code imports is in the image.
+// A stage that runs the project's build (`npm run build`, scripts/build.ts) is taken to emit what
+// that script does: dist/<path>.js for each src/<path>.ts it holds, the other non-.md files as they
+// are; COPY --from takes a stage's files, built ones included.
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs"
 import { builtinModules } from "node:module"
 import { basename, join, posix, relative } from "node:path"
@@ -173,6 +176,12 @@ export const productionPackages = (lockFile: string): ReadonlySet<string> => {
   )
 }
 
+/** A file of a stage: its source in the context, and whether the build emitted it from that source (dist/x.js from src/x.ts). */
+interface StageFile {
+  readonly file: string
+  readonly emitted: boolean
+}
+
 /** What a target stage's image holds: its working directory and its files (path in the image -> path in the context). */
 export interface Image {
   readonly workdir: string
@@ -218,6 +227,55 @@ export const checkDockerfile = (input: DockerfileInput): { readonly problems: Re
     const base = byName(stage.from, stage.index)
     return base === undefined ? [stage] : [...chain(base), stage]
   }
+  /** A stage's files (in its chain), each with where it comes from in the context and whether the build emitted it from that source. */
+  const stageFiles = (stage: Stage): { readonly workdir: string; readonly files: Map<string, StageFile> } => {
+    let workdir = "/"
+    const files = new Map<string, StageFile>()
+    for (const instruction of chain(stage).flatMap((s) => s.instructions)) {
+      if (instruction.keyword === "WORKDIR") workdir = posix.resolve(workdir, instruction.text)
+      if (instruction.keyword === "RUN" && /\bnpm\s+run\s+(-s\s+)?build\b|scripts\/build\.ts/.test(instruction.text)) {
+        const src = posix.join(workdir, "src/")
+        for (const [inImage, from] of [...files]) {
+          if (!inImage.startsWith(src) || inImage.endsWith(".md")) continue
+          const out = posix.join(workdir, "dist", inImage.slice(src.length)).replace(/\.ts$/, ".js")
+          files.set(out, { file: from.file, emitted: inImage.endsWith(".ts") })
+        }
+      }
+      if (instruction.keyword !== "COPY") continue
+      const parts = instruction.exec ?? instruction.text.split(/\s+/)
+      const destination = posix.resolve(workdir, parts.at(-1)!)
+      const sources = parts.slice(0, -1)
+      const from = instruction.options["from"]
+      if (from !== undefined) {
+        const origin = byName(from, stage.index + 1)
+        if (origin === undefined) continue
+        const theirs = stageFiles(origin)
+        for (const source of sources) {
+          const path = posix.resolve(theirs.workdir, source)
+          for (const [there, f] of theirs.files) {
+            if (there === path) files.set(parts.at(-1)!.endsWith("/") ? posix.join(destination, posix.basename(there)) : destination, f)
+            else if (there.startsWith(`${path}/`)) files.set(posix.join(destination, there.slice(path.length + 1)), f)
+          }
+        }
+        continue
+      }
+      for (const source of sources) {
+        const path = posix.normalize(source).replace(/^\/+/, "").replace(/\/$/, "") || "."
+        if (!existsSync(join(context, path))) continue
+        const isDir = statSync(join(context, path)).isDirectory()
+        for (const file of filesUnder(context, path)) {
+          if (isIgnored(file, ignore)) continue
+          const inImage = isDir
+            ? posix.join(destination, posix.relative(path === "." ? "" : path, file))
+            : parts.at(-1)!.endsWith("/") || sources.length > 1
+              ? posix.join(destination, posix.basename(file))
+              : destination
+          files.set(inImage, { file, emitted: false })
+        }
+      }
+    }
+    return { workdir, files }
+  }
   const production = existsSync(join(context, "package-lock.json")) ? productionPackages(join(context, "package-lock.json")) : new Set<string>()
 
   for (const stage of stages) {
@@ -240,7 +298,6 @@ export const checkDockerfile = (input: DockerfileInput): { readonly problems: Re
       if (instruction.keyword !== "RUN") continue
       if (/\bnpm\s+(install|i|add)\b/.test(instruction.text)) add("docker-deps", `${name}:${instruction.line}`, "npm install: use npm ci, which installs exactly the lock file")
       if (/\bnpm\s+ci\b/.test(instruction.text)) {
-        if (!/--omit[= ]dev\b/.test(instruction.text)) add("docker-deps", `${name}:${instruction.line}`, "npm ci without --omit=dev installs the devDependencies too")
         const copiesLock = chain(stage).some((s) => s.instructions.some((i) => i.keyword === "COPY" && i.text.includes("package-lock.json")))
         if (!copiesLock) add("docker-deps", `${name}:${instruction.line}`, "npm ci needs package-lock.json copied in first")
       }
@@ -263,51 +320,34 @@ export const checkDockerfile = (input: DockerfileInput): { readonly problems: Re
     else if (entrypoint.exec[0] !== "node") add("docker-entrypoint", label, `ENTRYPOINT starts ${entrypoint.exec[0]}, not node`)
     if (cmd !== undefined && cmd.exec === undefined) add("docker-entrypoint", label, `CMD ${cmd.text}: use the exec form`)
 
-    // The image's files: what each COPY from the context puts where.
-    let workdir = "/"
-    const files = new Map<string, string>()
+    // The image's files: what each COPY puts where (from the context or an earlier stage).
+    const { workdir, files } = stageFiles(target)
+    // node_modules from another stage: installed there by npm ci, without the devDependencies.
     let nodeModules = false
     for (const instruction of all) {
-      if (instruction.keyword === "WORKDIR") workdir = posix.resolve(workdir, instruction.text)
-      if (instruction.keyword !== "COPY") continue
-      const parts = instruction.exec ?? instruction.text.split(/\s+/)
-      const destination = posix.resolve(workdir, parts.at(-1)!)
       const from = instruction.options["from"]
-      if (from !== undefined) {
-        if (parts.slice(0, -1).some((p) => p.endsWith("node_modules"))) {
-          nodeModules = true
-          const source = byName(from, target.index + 1)
-          const installs = source !== undefined && chain(source).some((s) => s.instructions.some((i) => i.keyword === "RUN" && /\bnpm\s+ci\b/.test(i.text)))
-          if (!installs) add("docker-deps", label, `node_modules comes from stage ${from}, which runs no npm ci`)
-        }
-        continue
-      }
-      const sources = parts.slice(0, -1)
-      for (const source of sources) {
-        const path = posix.normalize(source).replace(/^\/+/, "").replace(/\/$/, "") || "."
-        if (!existsSync(join(context, path))) continue
-        const isDir = statSync(join(context, path)).isDirectory()
-        for (const file of filesUnder(context, path)) {
-          if (isIgnored(file, ignore)) continue
-          const inImage = isDir
-            ? posix.join(destination, posix.relative(path === "." ? "" : path, file))
-            : parts.at(-1)!.endsWith("/") || sources.length > 1
-              ? posix.join(destination, posix.basename(file))
-              : destination
-          files.set(inImage, file)
-        }
+      const parts = instruction.exec ?? instruction.text.split(/\s+/)
+      if (instruction.keyword !== "COPY" || from === undefined || !parts.slice(0, -1).some((p) => p.endsWith("node_modules"))) continue
+      nodeModules = true
+      const source = byName(from, target.index + 1)
+      const installs = source === undefined ? [] : chain(source).flatMap((s) => s.instructions.filter((i) => i.keyword === "RUN" && /\bnpm\s+ci\b/.test(i.text)))
+      if (installs.length === 0) add("docker-deps", label, `node_modules comes from stage ${from}, which runs no npm ci`)
+      for (const install of installs.filter((i) => !/--omit[= ]dev\b/.test(i.text))) {
+        add("docker-deps", `${name}:${install.line}`, "npm ci without --omit=dev installs the devDependencies too, and this node_modules ships in the image")
       }
     }
-    images.set(target.name ?? String(target.index), { workdir, files })
+    images.set(target.name ?? String(target.index), { workdir, files: new Map([...files].map(([inImage, f]) => [inImage, f.file])) })
     // Everything the copied code imports is in the image: relative imports among the copied files,
     // packages among the production dependencies.
     const script = entrypoint?.exec?.slice(1).find((a) => !a.startsWith("-")) ?? cmd?.exec?.find((a) => !a.startsWith("-"))
     if (script !== undefined && /\.(m?js|ts)$/.test(script) && !files.has(posix.resolve(workdir, script))) {
       add("docker-imports", label, `node runs ${script}, which is not in the image`)
     }
-    for (const [inImage, file] of files) {
-      if (!/\.(m?[jt]s)$/.test(file)) continue
-      for (const specifier of importsOf(readFileSync(join(context, file), "utf8"))) {
+    for (const [inImage, { file, emitted }] of files) {
+      if (!/\.(m?[jt]s)$/.test(inImage)) continue
+      for (const imported of importsOf(readFileSync(join(context, file), "utf8"))) {
+        // The build rewrites relative .ts imports to .js (rewriteRelativeImportExtensions).
+        const specifier = emitted && imported.startsWith(".") ? imported.replace(/\.ts$/, ".js") : imported
         if (specifier.startsWith(".") || specifier.startsWith("/")) {
           const resolved = posix.resolve(posix.dirname(inImage), specifier)
           if (!files.has(resolved)) add("docker-imports", label, `${file} imports ${specifier}, which is not in the image`)

@@ -179,8 +179,16 @@ describe("loadSidecarConfig: the balancing settings", () => {
       restartWindowMs: 30_000,
       busyPingAfterMs: 1000,
       busyPingTimeoutMs: 2000,
-      slowTryFloorMs: 2000
+      slowTryFloorMs: 2000,
+      idleGcMs: 2000
     })
+  })
+
+  it("--idle-gc: a duration from the flag or IIP_MESH_IDLE_GC, off for never, a bad value named", () => {
+    expect(ok(load(["--service", "store", "--idle-gc", "5s"])).idleGcMs).toBe(5000)
+    expect(ok(load(["--service", "store", "--idle-gc", "off"])).idleGcMs).toBeNull()
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_IDLE_GC: "500ms" })).idleGcMs).toBe(500)
+    expect(problems(load(["--service", "store", "--idle-gc", "0"])).problems.join("\n")).toMatch(/idleGcMs/)
   })
 
   it("the restart, frozen-peer and slow-try settings from flags and environment; --slow-try off", () => {

@@ -22,9 +22,10 @@ export interface SidecarProcess {
   readonly stderr: () => string
 }
 
-export const spawnSidecarProcess = (args: ReadonlyArray<string>): SidecarProcess => {
+/** `nodeArgs` go to node before the script (--import, V8 flags). */
+export const spawnSidecarProcess = (args: ReadonlyArray<string>, nodeArgs: ReadonlyArray<string> = []): SidecarProcess => {
   const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_")))
-  const proc = spawn(process.execPath, [main, "sidecar", ...args], { stdio: ["ignore", "pipe", "pipe"], env })
+  const proc = spawn(process.execPath, [...nodeArgs, main, "sidecar", ...args], { stdio: ["ignore", "pipe", "pipe"], env })
   let stderr = ""
   proc.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => proc.on("exit", (code, signal) => done({ code, signal })))

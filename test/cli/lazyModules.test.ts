@@ -1,0 +1,38 @@
+// What a sidecar loads before it is ready: the heavy packages of features it was not asked for
+// (Kubernetes client, mDNS, WebSocket) and the other commands' code (file server, demo, effect/cli
+// commands) stay unloaded until used, which keeps an idle sidecar's memory down (issue 14). The
+// child runs with test/support/loadedModules.ts preloaded, which logs every module it loads.
+import { resolve } from "node:path"
+import { afterEach, describe, expect, it } from "vitest"
+import { killIfRunning, type SidecarProcess, spawnSidecarProcess } from "../support/sidecarProcess.ts"
+
+const moduleLog = resolve(import.meta.dirname, "../support/loadedModules.ts")
+
+/** Module URLs loaded so far, from the child's stderr. */
+const loaded = (sidecar: SidecarProcess): ReadonlyArray<string> =>
+  sidecar.stderr().split("\n").filter((line) => line.startsWith("loaded ")).map((line) => line.slice("loaded ".length))
+
+describe("a sidecar loads only what it uses", () => {
+  let sidecar: SidecarProcess | undefined
+  afterEach(() => killIfRunning(sidecar?.proc))
+
+  it("with no Kubernetes, mDNS or WebSocket settings it never loads their packages, nor the other commands", async () => {
+    sidecar = spawnSidecarProcess(["--service", "lazy", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"], ["--import", moduleLog])
+    await sidecar.ready
+    const urls = loaded(sidecar)
+    // The log works: the sidecar's own modules and effect are in it.
+    expect(urls.some((url) => url.endsWith("/src/sidecar/sidecar.ts"))).toBe(true)
+    expect(urls.some((url) => url.includes("/node_modules/effect/"))).toBe(true)
+    const unwanted = [
+      "/node_modules/@kubernetes/",
+      "/node_modules/bonjour-service/",
+      "/node_modules/multicast-dns/",
+      "/node_modules/ws/",
+      "/src/discovery/kubernetesSource.ts",
+      "/src/files/",
+      "/src/cli/demo.ts",
+      "/src/cli/commands.ts"
+    ]
+    expect(urls.filter((url) => unwanted.some((part) => url.includes(part)))).toEqual([])
+  })
+})
