@@ -13,7 +13,7 @@
 // `iip_mesh.`.
 import { type Context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api"
 import type { MeshMetrics, ServiceMetrics } from "../telemetry/metrics.ts"
-import { extractContext, type HeaderPairs, type HeaderRecord, injectContext, type MutableHeaderRecord, propagationHeaders } from "../telemetry/propagation.ts"
+import { extractContext, type HeaderPairs, type HeaderRecord, injectContext } from "../telemetry/propagation.ts"
 import type { TraceStore } from "../telemetry/traceStore.ts"
 import type { Tracing } from "../telemetry/tracing.ts"
 
@@ -158,15 +158,13 @@ export class InboundObservation {
     this.service.responseBytes(bytes)
   }
 
-  /** The call to the local app starts: its span, a child of the server span, goes into the app's headers. */
-  callApp(appHost: string, appPort: number, headers: MutableHeaderRecord): void {
+  /** The call to the local app starts: its span, a child of the server span, goes into the app's headers (replacing the peer's). */
+  callApp(appHost: string, appPort: number, headers: Array<[string, string]>): void {
     if (this.server === undefined) return
     this.app = this.telemetry.tracing.tracer.startSpan(this.method, {
       kind: SpanKind.CLIENT,
       attributes: { "http.request.method": this.method, "server.address": appHost, "server.port": appPort, "iip_mesh.hop": "app" }
     }, this.serverContext)
-    // The headers keep the app's spelling: drop every case of the old trace headers first.
-    for (const name of Object.keys(headers)) if (propagationHeaders.includes(name.toLowerCase())) delete headers[name]
     injectContext(trace.setSpan(this.serverContext, this.app), headers)
   }
 

@@ -96,6 +96,11 @@ const startDiscovery = (config: SidecarConfig, log: Log) =>
     return discovery
   })
 
+const appAddressOf = (address: string) => {
+  const { host, port } = splitAddress(address)
+  return { appHost: host, appPort: port }
+}
+
 /** The balancing settings as the registry takes them. */
 const balancingOf = (config: SidecarConfig): BalancingOptions => ({
   picker: config.loadBalancer,
@@ -174,6 +179,18 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       )
     })
 
+    // The app leg: its pool closes after the inbound server has drained (finalizers run in reverse).
+    const appLeg = config.app === null ? undefined : makeInboundHandler({
+      service: config.service,
+      ...appAddressOf(config.app),
+      telemetry,
+      appPoolSize: config.appPoolSize,
+      bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
+      defaultTimeoutMs: config.inboundDefaultTimeoutMs,
+      onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count)
+    })
+    if (appLeg !== undefined) yield* Effect.addFinalizer(() => Effect.promise(() => appLeg.close()))
+
     // Inbound: other sidecars -> this app. Its Scope drains it on close.
     const inboundAddress = splitAddress(config.inbound)
     const inbound = yield* Server.make({
@@ -192,22 +209,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       for (const session of inbound.meshSessions) channels += session.peerChannelCount
       return { outbound: registry.connectionCounts(), inbound: { connections: inbound.connectionCount, channels } }
     })
-    if (config.app !== null) {
-      const app = splitAddress(config.app)
-      inbound.handlePrefix(
-        "/",
-        makeInboundHandler({
-          service: config.service,
-          appHost: app.host,
-          appPort: app.port,
-          telemetry,
-          appPoolSize: config.appPoolSize,
-          bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
-          defaultTimeoutMs: config.inboundDefaultTimeoutMs,
-          onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count)
-        })
-      )
-    }
+    if (appLeg !== undefined) inbound.handlePrefix("/", appLeg.handle)
     const announced = config.app === null
       ? undefined
       : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node }
