@@ -1,5 +1,7 @@
 // The one ordered writer of a connection (PROTOCOL.md §2.6). Packets are encoded into a batch
-// and written once per tick, in the order they were sent, each packet whole. When the socket
+// and written once per turn of the event loop (after the I/O callbacks of the turn, so requests
+// that arrived on many sockets at once leave in one write), in the order they were sent, each
+// packet whole. When the socket
 // pushes back, packets wait here; producers see `congested` and stop producing (the server stops
 // reading requests, the client holds new requests), so memory stays bounded. Nothing is dropped:
 // past the hard limit `send` throws instead.
@@ -79,7 +81,7 @@ export class PacketWriter {
     this.queuedBytes += size
     if (!this.scheduled && !this.waitingDrain) {
       this.scheduled = true
-      process.nextTick(this.flushNow)
+      setImmediate(this.flushNow)
     }
   }
 
