@@ -146,14 +146,17 @@ const attributesJson = (attributes: Attributes | undefined): Record<string, Attr
 export class TraceStore {
   readonly maxTraces: number
   readonly maxSpansPerTrace: number
-  /** Insertion order is the order the store first saw each trace: the first key is the oldest. */
   private readonly traces = new Map<string, StoredTrace>()
+  /** Trace ids in the order the store first saw them, a ring: `next` is the oldest once it is full. */
+  private readonly order: Array<string>
+  private next = 0
   /** service.name / service.instance.id per resource, read once (resource attributes are a getter). */
   private readonly origins = new WeakMap<Resource, Origin>()
 
   constructor(options: TraceStoreOptions = {}) {
     this.maxTraces = Math.max(1, options.maxTraces ?? 1000)
     this.maxSpansPerTrace = Math.max(1, options.maxSpansPerTrace ?? 128)
+    this.order = []
   }
 
   /**
@@ -194,8 +197,11 @@ export class TraceStore {
     let trace = this.traces.get(traceId)
     if (trace === undefined) {
       trace = { spans: [], dropped: 0 }
+      // The oldest trace makes room (a ring of ids: a Map's own oldest key is a scan past deleted entries).
+      if (this.order.length === this.maxTraces) this.traces.delete(this.order[this.next]!)
+      this.order[this.next] = traceId
+      this.next = (this.next + 1) % this.maxTraces
       this.traces.set(traceId, trace)
-      if (this.traces.size > this.maxTraces) this.traces.delete(this.traces.keys().next().value!)
     }
     if (trace.spans.length >= this.maxSpansPerTrace) {
       trace.dropped++
@@ -211,9 +217,12 @@ export class TraceStore {
 
   /** Summaries of the `limit` newest traces (by when the store first saw them), newest first. */
   recent(limit: number): Array<TraceSummary> {
-    const ids = [...this.traces.keys()]
     const out: Array<TraceSummary> = []
-    for (let i = ids.length - 1; i >= 0 && out.length < limit; i--) out.push(this.summaryOf(ids[i]!, this.traces.get(ids[i]!)!))
+    const held = this.order.length
+    for (let back = 1; back <= held && out.length < limit; back++) {
+      const id = this.order[(this.next - back + held) % held]!
+      out.push(this.summaryOf(id, this.traces.get(id)!))
+    }
     return out
   }
 
