@@ -17,14 +17,24 @@ export const HttpMeta = {
 
 export type HeaderPairs = ReadonlyArray<readonly [string, string]>
 
-/** Adds x-forwarded-for/-proto/-host for a request that entered at `clientAddress` for `host`. */
+/**
+ * Adds x-forwarded-for/-proto/-host for a request that entered at `clientAddress` for `host`, in
+ * place (one pass): the first x-forwarded-for the app sent is extended, the others dropped.
+ */
 export const withForwarded = (headers: Array<[string, string]>, clientAddress: string, host: string): Array<[string, string]> => {
-  const prior = headers.find(([name]) => name === "x-forwarded-for")
-  const rest = headers.filter(([name]) => name !== "x-forwarded-for" && name !== "x-forwarded-proto" && name !== "x-forwarded-host")
-  rest.push(["x-forwarded-for", prior === undefined ? clientAddress : `${prior[1]}, ${clientAddress}`])
-  rest.push(["x-forwarded-proto", "http"])
-  rest.push(["x-forwarded-host", host])
-  return rest
+  let prior: string | undefined
+  let kept = 0
+  for (let i = 0; i < headers.length; i++) {
+    const pair = headers[i]!
+    const name = pair[0]
+    if (name === "x-forwarded-for") prior ??= pair[1]
+    else if (name !== "x-forwarded-proto" && name !== "x-forwarded-host") headers[kept++] = pair
+  }
+  headers.length = kept
+  headers.push(["x-forwarded-for", prior === undefined ? clientAddress : `${prior}, ${clientAddress}`])
+  headers.push(["x-forwarded-proto", "http"])
+  headers.push(["x-forwarded-host", host])
+  return headers
 }
 
 export const requestMeta = (method: string, authority: string, headers: HeaderPairs): Map<string, string> =>

@@ -233,7 +233,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     // Outbound: this app -> other services.
     const onAccess = config.accessLog
       ? (record: AccessRecord) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`)
-      : () => {}
+      : undefined
     const handler = makeOutboundHandler({
       registry,
       requestTimeoutMs: config.requestTimeoutMs,
@@ -241,7 +241,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       ...(config.slowTryFloorMs === null ? {} : { slowTryFloorMs: config.slowTryFloorMs }),
       ...(config.hashKey === null ? {} : { hashKey: config.hashKey }),
       telemetry,
-      onAccess,
+      ...(onAccess === undefined ? {} : { onAccess }),
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("outbound", count)
     })
     if (config.healthCheckIntervalMs !== null) {
