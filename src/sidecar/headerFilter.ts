@@ -20,7 +20,7 @@ export const MESH_ERROR_HEADER = "x-iip-mesh-error"
 /**
  * Never forwarded: hop-by-hop headers, framing (set by whoever writes the message), the host (the
  * envelope's authority), `expect` (a hop's handshake), and what the mesh itself sets per hop.
- * `proxy-*` is dropped by prefix. So whatever passes can key a plain object (httpEnvelope.ts toOutgoing).
+ * `proxy-*` is dropped by prefix. (`__proto__` too, so whatever passes could key a plain object.)
  */
 const dropped = new Set([
   "connection",

@@ -3,7 +3,7 @@
 // service (a Go IIP server) the request uses the reference HTTP adapter's convention: path = the
 // request URI plus `__http_hdr__`, data = the body or `{}`. Headers are read from the wire only
 // through the end-to-end filter (headerFilter.ts). Pure.
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http"
+import type { IncomingHttpHeaders } from "node:http"
 import type { Meta } from "../protocol/mesh.ts"
 import { endToEndPairs, type OnInvalidHeader } from "./headerFilter.ts"
 
@@ -71,18 +71,6 @@ export const sentValue = (meta: Meta, name: string): string | undefined => {
     if (Array.isArray(pair) && typeof pair[0] === "string" && pair[0].toLowerCase() === name && typeof pair[1] === "string") return pair[1]
   }
   return undefined
-}
-
-/** Filtered header pairs (no `__proto__` among them) as node's outgoing headers; repeated names become arrays. */
-export const toOutgoing = (pairs: HeaderPairs): OutgoingHttpHeaders => {
-  const out: Record<string, string | Array<string>> = {}
-  for (const [name, value] of pairs) {
-    const prior = out[name]
-    if (prior === undefined) out[name] = value
-    else if (Array.isArray(prior)) prior.push(value)
-    else out[name] = [prior, value]
-  }
-  return out
 }
 
 /** Go's textproto.CanonicalMIMEHeaderKey: "content-type" -> "Content-Type". */

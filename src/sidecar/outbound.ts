@@ -22,7 +22,7 @@ import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
-import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, toOutgoing, withForwarded } from "./httpEnvelope.ts"
+import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, withForwarded } from "./httpEnvelope.ts"
 import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
 
@@ -99,6 +99,8 @@ export interface OutboundOptions {
   readonly onAccess?: (record: AccessRecord) => void
   /** Told how many header pairs of a message were dropped as invalid (headerFilter.ts). */
   readonly onInvalidHeaders?: OnInvalidHeader
+  /** Requests begun whose response has not closed yet (the sidecar's drain waits for 0). */
+  readonly inFlight?: { value: number }
 }
 
 /** The balancer's view of a request: its hash key, the client's address, the URI. */
@@ -235,8 +237,13 @@ class OutboundExchange {
   }
 
   run(): void {
-    this.res.once("close", () => {
-      if (this.res.writableFinished) return
+    const { res, options } = this
+    const count = options.inFlight
+    if (count !== undefined) count.value++
+    // 'close' comes once: a plain listener, not once()'s wrapper.
+    res.on("close", () => {
+      if (count !== undefined) count.value--
+      if (res.writableFinished) return
       this.appGone = true
       this.tryControl?.abort()
     })
@@ -358,13 +365,13 @@ class OutboundExchange {
     if (bodiless) {
       if (declared !== undefined) headers.push(["content-length", declared])
       if (reply.stream !== undefined) this.tryControl?.abort()
-      res.writeHead(status, toOutgoing(headers))
+      res.writeHead(status, headers)
       res.end()
       return -1
     }
     if (reply.stream === undefined) headers.push(["content-length", String(reply.data.length)])
     else if (declared !== undefined) headers.push(["content-length", declared])
-    res.writeHead(status, toOutgoing(headers))
+    res.writeHead(status, headers)
     if (reply.stream === undefined) res.end(reply.data)
     return reply.stream === undefined || declared === undefined ? -1 : Number(declared)
   }

@@ -157,7 +157,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     const supervisor = yield* Supervisor.current
     const telemetry = yield* makeTelemetry(config, options, log)
     let ready = false
-    let inFlight = 0
+    const inFlight = { value: 0 }
     const registry = new EndpointRegistry({
       node: config.node,
       requestTimeoutMs: config.requestTimeoutMs,
@@ -242,6 +242,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       ...(config.hashKey === null ? {} : { hashKey: config.hashKey }),
       telemetry,
       ...(onAccess === undefined ? {} : { onAccess }),
+      inFlight,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("outbound", count)
     })
     if (config.healthCheckIntervalMs !== null) {
@@ -251,18 +252,14 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       const timeout = Math.max(1000, interval)
       yield* Effect.forkScoped(Effect.forever(Effect.sleep(interval).pipe(Effect.andThen(Effect.promise(() => registry.probeAll(timeout))))))
     }
-    const outboundServer = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
-      inFlight++
-      res.once("close", () => inFlight--)
-      handler(req, res)
-    })
+    const outboundServer = http.createServer({ keepAliveTimeout: 60_000 }, handler)
     const outbound = yield* Effect.acquireRelease(listen(outboundServer, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout.
         ready = false
         outboundServer.close()
         outboundServer.closeIdleConnections()
-        for (let waited = 0; inFlight > 0 && waited < config.drainTimeoutMs; waited += 10) yield* Effect.sleep(10)
+        for (let waited = 0; inFlight.value > 0 && waited < config.drainTimeoutMs; waited += 10) yield* Effect.sleep(10)
         outboundServer.closeAllConnections()
       })
     )
@@ -277,7 +274,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       inbound: inbound.address,
       ready: () => ready,
       beginStop: () => (ready = false),
-      inFlight: () => inFlight,
+      inFlight: () => inFlight.value,
       telemetry
     }
   })
