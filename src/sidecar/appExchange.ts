@@ -97,9 +97,14 @@ export class AppExchange implements Dispatcher.DispatchHandler {
     }, this)
   }
 
-  /** The caller went away or its deadline passed (the mesh session aborted the request). */
+  /**
+   * The caller went away or its deadline passed (the mesh session aborted the request and answers
+   * for it): the exchange stops, its spans and metrics end as cancelled at this hop.
+   */
   cancel(reason: Error): void {
+    if (this.done) return
     this.finish()
+    this.observation.end(this.leg.address, this.status === 0 ? 502 : this.status, { hop: "inbound", reason: MeshErrorCode.cancelled })
     this.abort(reason)
   }
 
