@@ -1,5 +1,8 @@
 // The one ordered writer of a connection (PROTOCOL.md §2.6). Packets are encoded into a batch
-// and written once per tick, in the order they were sent, each packet whole. When the socket
+// and written in the order they were sent, each packet whole: small ones once per turn of the
+// event loop (after the I/O callbacks of the turn, so requests that arrived on many sockets at
+// once leave in one write), a large body or a large batch at the end of the current tick (a
+// stream's chunks gain nothing by waiting, and its flow control would wait on them). When the socket
 // pushes back, packets wait here; producers see `congested` and stop producing (the server stops
 // reading requests, the client holds new requests), so memory stays bounded. Nothing is dropped:
 // past the hard limit `send` throws instead.
@@ -24,6 +27,8 @@ export interface WriterLimits {
 
 /** Bodies at least this large are written by reference instead of being copied into the batch. */
 const COPY_LIMIT = 8 * 1024
+/** A batch this large is written at the end of the tick rather than the turn. */
+const PROMPT_BYTES = 64 * 1024
 
 export class PacketWriter {
   private statuses: Array<number> = []
@@ -32,13 +37,22 @@ export class PacketWriter {
   private datas: Array<Uint8Array> = []
   private sizes: Array<number> = []
   private queuedBytes = 0
+  /** A flush waits for the end of the turn (setImmediate) / of the tick (nextTick). */
   private scheduled = false
+  private scheduledSoon = false
   private waitingDrain = false
   private closed = false
   /** Set by `finish`: called once everything queued is written. */
   private finishing: (() => void) | undefined
   private readonly writableWaiters: Array<() => void> = []
-  private readonly flushNow = () => this.flush()
+  private readonly flushAtTurnEnd = () => {
+    this.scheduled = false
+    this.flush()
+  }
+  private readonly flushAtTickEnd = () => {
+    this.scheduledSoon = false
+    this.flush()
+  }
   private readonly onDrain = () => {
     this.waitingDrain = false
     this.flush()
@@ -77,9 +91,15 @@ export class PacketWriter {
     this.datas.push(data)
     this.sizes.push(size)
     this.queuedBytes += size
-    if (!this.scheduled && !this.waitingDrain) {
+    if (this.waitingDrain) return
+    if (data.length >= COPY_LIMIT || this.queuedBytes >= PROMPT_BYTES) {
+      if (!this.scheduledSoon) {
+        this.scheduledSoon = true
+        process.nextTick(this.flushAtTickEnd)
+      }
+    } else if (!this.scheduled) {
       this.scheduled = true
-      process.nextTick(this.flushNow)
+      setImmediate(this.flushAtTurnEnd)
     }
   }
 
@@ -116,7 +136,6 @@ export class PacketWriter {
   }
 
   private flush(): void {
-    this.scheduled = false
     if (this.closed || this.waitingDrain) return
     if (this.statuses.length === 0) {
       if (!this.congested) this.releaseWaiters()

@@ -20,7 +20,7 @@ export const MESH_ERROR_HEADER = "x-iip-mesh-error"
 /**
  * Never forwarded: hop-by-hop headers, framing (set by whoever writes the message), the host (the
  * envelope's authority), `expect` (a hop's handshake), and what the mesh itself sets per hop.
- * `proxy-*` is dropped by prefix. So whatever passes can key a plain object (httpEnvelope.ts toOutgoing).
+ * `proxy-*` is dropped by prefix. (`__proto__` too, so whatever passes could key a plain object.)
  */
 const dropped = new Set([
   "connection",
@@ -111,6 +111,21 @@ class Kept {
 export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
   const kept = new Kept()
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) kept.add(rawHeaders[i], rawHeaders[i + 1])
+  return kept.result(onInvalid)
+}
+
+/**
+ * The end-to-end headers of a parsed record (undici's answer headers: lower-case names, a repeated
+ * header as an array of its values), in order of first appearance.
+ */
+export const endToEndRecord = (headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
+  const kept = new Kept()
+  for (const name of Object.keys(headers)) {
+    const value = headers[name]
+    if (typeof value === "string") kept.add(name, value)
+    else if (Array.isArray(value)) for (const one of value) kept.add(name, one)
+    else kept.invalid++
+  }
   return kept.result(onInvalid)
 }
 

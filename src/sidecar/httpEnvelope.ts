@@ -3,7 +3,7 @@
 // service (a Go IIP server) the request uses the reference HTTP adapter's convention: path = the
 // request URI plus `__http_hdr__`, data = the body or `{}`. Headers are read from the wire only
 // through the end-to-end filter (headerFilter.ts). Pure.
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http"
+import type { IncomingHttpHeaders } from "node:http"
 import type { Meta } from "../protocol/mesh.ts"
 import { endToEndPairs, type OnInvalidHeader } from "./headerFilter.ts"
 
@@ -17,14 +17,24 @@ export const HttpMeta = {
 
 export type HeaderPairs = ReadonlyArray<readonly [string, string]>
 
-/** Adds x-forwarded-for/-proto/-host for a request that entered at `clientAddress` for `host`. */
+/**
+ * Adds x-forwarded-for/-proto/-host for a request that entered at `clientAddress` for `host`, in
+ * place (one pass): the first x-forwarded-for the app sent is extended, the others dropped.
+ */
 export const withForwarded = (headers: Array<[string, string]>, clientAddress: string, host: string): Array<[string, string]> => {
-  const prior = headers.find(([name]) => name === "x-forwarded-for")
-  const rest = headers.filter(([name]) => name !== "x-forwarded-for" && name !== "x-forwarded-proto" && name !== "x-forwarded-host")
-  rest.push(["x-forwarded-for", prior === undefined ? clientAddress : `${prior[1]}, ${clientAddress}`])
-  rest.push(["x-forwarded-proto", "http"])
-  rest.push(["x-forwarded-host", host])
-  return rest
+  let prior: string | undefined
+  let kept = 0
+  for (let i = 0; i < headers.length; i++) {
+    const pair = headers[i]!
+    const name = pair[0]
+    if (name === "x-forwarded-for") prior ??= pair[1]
+    else if (name !== "x-forwarded-proto" && name !== "x-forwarded-host") headers[kept++] = pair
+  }
+  headers.length = kept
+  headers.push(["x-forwarded-for", prior === undefined ? clientAddress : `${prior}, ${clientAddress}`])
+  headers.push(["x-forwarded-proto", "http"])
+  headers.push(["x-forwarded-host", host])
+  return headers
 }
 
 export const requestMeta = (method: string, authority: string, headers: HeaderPairs): Map<string, string> =>
@@ -61,18 +71,6 @@ export const sentValue = (meta: Meta, name: string): string | undefined => {
     if (Array.isArray(pair) && typeof pair[0] === "string" && pair[0].toLowerCase() === name && typeof pair[1] === "string") return pair[1]
   }
   return undefined
-}
-
-/** Filtered header pairs (no `__proto__` among them) as node's outgoing headers; repeated names become arrays. */
-export const toOutgoing = (pairs: HeaderPairs): OutgoingHttpHeaders => {
-  const out: Record<string, string | Array<string>> = {}
-  for (const [name, value] of pairs) {
-    const prior = out[name]
-    if (prior === undefined) out[name] = value
-    else if (Array.isArray(prior)) prior.push(value)
-    else out[name] = [prior, value]
-  }
-  return out
 }
 
 /** Go's textproto.CanonicalMIMEHeaderKey: "content-type" -> "Content-Type". */

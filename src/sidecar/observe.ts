@@ -11,9 +11,10 @@
 //
 // Attribute names follow the OpenTelemetry HTTP semantic conventions; the mesh's own are under
 // `iip_mesh.`.
-import { type Context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api"
+import { SpanKind, SpanStatusCode } from "@opentelemetry/api"
 import type { MeshMetrics, ServiceMetrics } from "../telemetry/metrics.ts"
-import { extractContext, type HeaderPairs, type HeaderRecord, injectContext, type MutableHeaderRecord, propagationHeaders } from "../telemetry/propagation.ts"
+import { type HeaderPairs, type HeaderRecord, type IncomingTrace, incomingTraceOfPairs, incomingTraceOfRecord, replaceTraceHeaders } from "../telemetry/propagation.ts"
+import type { SpanRecord, SpanRecorder } from "../telemetry/spanRecord.ts"
 import type { TraceStore } from "../telemetry/traceStore.ts"
 import type { Tracing } from "../telemetry/tracing.ts"
 
@@ -29,20 +30,30 @@ export interface Failure {
   readonly reason: string
 }
 
+/** The path of a URI: what comes before its query. */
+const pathOf = (uri: string): string => {
+  const q = uri.indexOf("?")
+  return q === -1 ? uri : uri.slice(0, q)
+}
+
+/** "host:port" or "[v6]:port" apart. */
 const hostAndPort = (address: string): { readonly host: string; readonly port: number } => {
   const colon = address.lastIndexOf(":")
-  return { host: address.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(address.slice(colon + 1)) }
+  const host = address.slice(0, colon)
+  return { host: host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host, port: Number(address.slice(colon + 1)) }
 }
 
 /** The span's status and error attributes for an HTTP status and a mesh failure. */
-const settle = (span: Span, status: number, failure: Failure | undefined): void => {
-  span.setAttribute("http.response.status_code", status)
+const settle = (span: SpanRecord, status: number, failure: Failure | undefined): void => {
+  const attributes = span.attributes
+  attributes["http.response.status_code"] = status
   if (failure !== undefined) {
-    span.setAttribute("error.type", failure.reason)
-    span.setAttribute("iip_mesh.error.hop", failure.hop)
+    attributes["error.type"] = failure.reason
+    attributes["iip_mesh.error.hop"] = failure.hop
   }
   if (status >= 500 || failure !== undefined) {
-    span.setStatus({ code: SpanStatusCode.ERROR, message: failure === undefined ? `HTTP ${status}` : `${failure.hop}: ${failure.reason}` })
+    span.statusCode = SpanStatusCode.ERROR
+    span.statusMessage = failure === undefined ? `HTTP ${status}` : `${failure.hop}: ${failure.reason}`
   }
 }
 
@@ -50,32 +61,38 @@ const settle = (span: Span, status: number, failure: Failure | undefined): void 
 export class OutboundObservation {
   private readonly telemetry: SidecarTelemetry
   private readonly method: string
-  private readonly parent: Context
-  private span: Span | undefined = undefined
+  /** The app's trace headers (tracing on only: off, they go on untouched as end-to-end headers). */
+  private readonly incoming: IncomingTrace | undefined
+  private span: SpanRecord | undefined = undefined
   private service: ServiceMetrics | undefined = undefined
   private readonly started = performance.now()
 
   constructor(telemetry: SidecarTelemetry, method: string, appHeaders: HeaderRecord) {
     this.telemetry = telemetry
     this.method = method
-    // Tracing off: the app's own trace headers go on untouched, as end-to-end headers.
-    this.parent = telemetry.tracing.enabled ? extractContext(appHeaders) : ROOT_CONTEXT
+    this.incoming = telemetry.tracing.spans === undefined ? undefined : incomingTraceOfRecord(appHeaders)
   }
 
   /** The target is known: the client span starts, the request counts as in flight. */
   begin(service: string, uri: string): void {
     this.service = this.telemetry.metrics.service("outbound", service)
     this.service.requestStarted()
-    if (!this.telemetry.tracing.enabled) return
-    this.span = this.telemetry.tracing.tracer.startSpan(`${this.method} ${service}`, {
-      kind: SpanKind.CLIENT,
-      attributes: { "http.request.method": this.method, "url.path": uri.split("?")[0]!, "iip_mesh.service": service }
-    }, this.parent)
+    const spans = this.telemetry.tracing.spans
+    if (spans === undefined) return
+    const incoming = this.incoming!
+    const span = spans.start(`${this.method} ${service}`, SpanKind.CLIENT, incoming.parent, incoming.traceState)
+    if (span.sampled) {
+      const attributes = span.attributes
+      attributes["http.request.method"] = this.method
+      attributes["url.path"] = pathOf(uri)
+      attributes["iip_mesh.service"] = service
+    }
+    this.span = span
   }
 
   /** Puts this span's context into the headers that cross IIP (replacing the app's). */
   propagate(headers: Array<[string, string]>): void {
-    if (this.span !== undefined) injectContext(trace.setSpan(this.parent, this.span), headers)
+    if (this.span !== undefined) replaceTraceHeaders(headers, this.span.traceparent(), this.incoming!)
   }
 
   retried(): void {
@@ -103,51 +120,55 @@ export class OutboundObservation {
     if (failure !== undefined) service.requestFailed(status, failure.hop, failure.reason)
     const span = this.span
     if (span === undefined) return undefined
-    if (endpoint !== "-") {
-      const { host, port } = hostAndPort(endpoint)
-      span.setAttribute("server.address", host)
-      span.setAttribute("server.port", port)
+    if (span.sampled) {
+      const attributes = span.attributes
+      if (endpoint !== "-") {
+        const { host, port } = hostAndPort(endpoint)
+        attributes["server.address"] = host
+        attributes["server.port"] = port
+      }
+      attributes["iip_mesh.attempts"] = attempts
+      if (attempts > 1) attributes["http.request.resend_count"] = attempts - 1
+      settle(span, status, failure)
     }
-    span.setAttribute("iip_mesh.attempts", attempts)
-    if (attempts > 1) span.setAttribute("http.request.resend_count", attempts - 1)
-    settle(span, status, failure)
-    span.end()
-    return span.spanContext().traceId
+    this.telemetry.tracing.spans!.end(span)
+    return span.traceId
   }
 }
 
 /** One inbound request: a peer's call, served by the local app. */
 export class InboundObservation {
-  private readonly telemetry: SidecarTelemetry
   private readonly method: string
   private readonly service: ServiceMetrics
   private readonly started = performance.now()
-  private server: Span | undefined = undefined
-  /** The caller's context (its baggage included) with the server span in it. */
-  private serverContext: Context = ROOT_CONTEXT
-  private app: Span | undefined = undefined
+  private readonly spans: SpanRecorder | undefined
+  /** The caller's trace headers (tracing on only). */
+  private incoming: IncomingTrace | undefined = undefined
+  private server: SpanRecord | undefined = undefined
+  private app: SpanRecord | undefined = undefined
   private ended = false
 
   constructor(telemetry: SidecarTelemetry, service: string, method: string, path: string, headers: HeaderPairs, remoteAddress: string) {
-    this.telemetry = telemetry
     this.method = method
     this.service = telemetry.metrics.service("inbound", service)
     this.service.requestStarted()
-    if (!telemetry.tracing.enabled) return
-    const parent = extractContext(headers)
-    // The peer's "host:port": semantic conventions keep the port apart (client.port).
-    const client = hostAndPort(remoteAddress)
-    this.server = telemetry.tracing.tracer.startSpan(`${method} ${service}`, {
-      kind: SpanKind.SERVER,
-      attributes: {
-        "http.request.method": method,
-        "url.path": path.split("?")[0]!,
-        "client.address": client.host,
-        ...(Number.isInteger(client.port) && client.port > 0 ? { "client.port": client.port } : {}),
-        "iip_mesh.service": service
-      }
-    }, parent)
-    this.serverContext = trace.setSpan(parent, this.server)
+    const spans = telemetry.tracing.spans
+    this.spans = spans
+    if (spans === undefined) return
+    const incoming = incomingTraceOfPairs(headers)
+    this.incoming = incoming
+    const server = spans.start(`${method} ${service}`, SpanKind.SERVER, incoming.parent, incoming.traceState)
+    if (server.sampled) {
+      // The peer's "host:port": semantic conventions keep the port apart (client.port).
+      const client = hostAndPort(remoteAddress)
+      const attributes = server.attributes
+      attributes["http.request.method"] = method
+      attributes["url.path"] = pathOf(path)
+      attributes["client.address"] = client.host
+      if (Number.isInteger(client.port) && client.port > 0) attributes["client.port"] = client.port
+      attributes["iip_mesh.service"] = service
+    }
+    this.server = server
   }
 
   requestBytes(bytes: number): void {
@@ -158,16 +179,19 @@ export class InboundObservation {
     this.service.responseBytes(bytes)
   }
 
-  /** The call to the local app starts: its span, a child of the server span, goes into the app's headers. */
-  callApp(appHost: string, appPort: number, headers: MutableHeaderRecord): void {
+  /** The call to the local app starts: its span, a child of the server span, goes into the app's headers (replacing the peer's). */
+  callApp(appHost: string, appPort: number, headers: Array<[string, string]>): void {
     if (this.server === undefined) return
-    this.app = this.telemetry.tracing.tracer.startSpan(this.method, {
-      kind: SpanKind.CLIENT,
-      attributes: { "http.request.method": this.method, "server.address": appHost, "server.port": appPort, "iip_mesh.hop": "app" }
-    }, this.serverContext)
-    // The headers keep the app's spelling: drop every case of the old trace headers first.
-    for (const name of Object.keys(headers)) if (propagationHeaders.includes(name.toLowerCase())) delete headers[name]
-    injectContext(trace.setSpan(this.serverContext, this.app), headers)
+    const app = this.spans!.start(this.method, SpanKind.CLIENT, this.server)
+    if (app.sampled) {
+      const attributes = app.attributes
+      attributes["http.request.method"] = this.method
+      attributes["server.address"] = appHost
+      attributes["server.port"] = appPort
+      attributes["iip_mesh.hop"] = "app"
+    }
+    this.app = app
+    replaceTraceHeaders(headers, app.traceparent(), this.incoming!)
   }
 
   /** The request ended (exactly once): both spans end, the metrics count it. */
@@ -176,10 +200,13 @@ export class InboundObservation {
     this.ended = true
     this.service.requestFinished(appAddress, this.method, status, (performance.now() - this.started) / 1000)
     if (failure !== undefined) this.service.requestFailed(status, failure.hop, failure.reason)
-    for (const span of [this.app, this.server]) {
-      if (span === undefined) continue
-      settle(span, status, failure)
-      span.end()
-    }
+    this.endSpan(this.app, status, failure)
+    this.endSpan(this.server, status, failure)
+  }
+
+  private endSpan(span: SpanRecord | undefined, status: number, failure: Failure | undefined): void {
+    if (span === undefined) return
+    if (span.sampled) settle(span, status, failure)
+    this.spans!.end(span)
   }
 }

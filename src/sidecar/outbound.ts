@@ -22,7 +22,7 @@ import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
-import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, toOutgoing, withForwarded } from "./httpEnvelope.ts"
+import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, withForwarded } from "./httpEnvelope.ts"
 import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
 
@@ -95,9 +95,12 @@ export interface OutboundOptions {
   /** Where consistent hashing and MethodURIParam find their key: `header:NAME`, `query:NAME` or `client`. */
   readonly hashKey?: string
   readonly telemetry: SidecarTelemetry
-  readonly onAccess: (record: AccessRecord) => void
+  /** Told of each request as it ends (the access log); undefined: no record is made. */
+  readonly onAccess?: (record: AccessRecord) => void
   /** Told how many header pairs of a message were dropped as invalid (headerFilter.ts). */
   readonly onInvalidHeaders?: OnInvalidHeader
+  /** Requests begun whose response has not closed yet (the sidecar's drain waits for 0). */
+  readonly inFlight?: { value: number }
 }
 
 /** The balancer's view of a request: its hash key, the client's address, the URI. */
@@ -203,58 +206,71 @@ const plainStatus = (data: Buffer): { readonly status: number; readonly error: P
   return { status: 502, error: new ProxyError({ status: 502, reason: answer.code === 101 ? "no_response" : "handler_failed", hop: "app", message: answer.message }) }
 }
 
-export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingMessage, res: ServerResponse): void => {
-  const started = performance.now()
-  let target: Target | undefined
-  let endpointName = "-"
-  let attempts = 0
-  const { registry } = options
-  const method = req.method ?? "GET"
-  const observation = new OutboundObservation(options.telemetry, method, req.headers)
-  const finish = (status: number, error?: ProxyError) => {
-    const failure = error === undefined ? undefined : { hop: error.hop, reason: error.reason }
-    const traceId = observation.end(status, endpointName, attempts, failure)
-    options.onAccess({
-      service: target?.service ?? "-",
-      endpoint: endpointName,
-      method,
-      uri: target?.uri ?? req.url ?? "",
-      status,
-      durationMs: performance.now() - started,
-      attempts,
-      ...(traceId === undefined ? {} : { traceId }),
-      ...(failure === undefined ? {} : { error: failure })
+/**
+ * One request from the app, from its head to the end of its answer. A class rather than closures:
+ * its steps are methods, its state fields, so a request allocates this object and little else.
+ */
+class OutboundExchange {
+  private readonly options: OutboundOptions
+  private readonly req: IncomingMessage
+  private readonly res: ServerResponse
+  private readonly started = performance.now()
+  private readonly method: string
+  private readonly observation: OutboundObservation
+  private target: Target | undefined = undefined
+  private endpointName = "-"
+  private attempts = 0
+  /** The first endpoint tried; a Set only once there is a second (a retry). */
+  private firstTried: string | undefined = undefined
+  private tried: Set<string> | undefined = undefined
+  /** The app went away before its answer was written: the current try (and its body) stop. */
+  private appGone = false
+  /** The current try's cancellation; it stays the current one while the answer streams. */
+  private tryControl: AbortController | undefined = undefined
+
+  constructor(options: OutboundOptions, req: IncomingMessage, res: ServerResponse) {
+    this.options = options
+    this.req = req
+    this.res = res
+    this.method = req.method ?? "GET"
+    this.observation = new OutboundObservation(options.telemetry, this.method, req.headers)
+  }
+
+  run(): void {
+    const { res, options } = this
+    const count = options.inFlight
+    if (count !== undefined) count.value++
+    // 'close' comes once: a plain listener, not once()'s wrapper.
+    res.on("close", () => {
+      if (count !== undefined) count.value--
+      if (res.writableFinished) return
+      this.appGone = true
+      this.tryControl?.abort()
     })
+    this.forward().catch((error: unknown) => this.fail(error))
   }
-  // Total: whatever the failure, the app gets an answer (or a cut connection), never a rejection.
-  const fail = (error: unknown) => {
-    try {
-      const proxyError = error instanceof EnvelopeError
-        ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
-        : proxyErrorOf(error, endpointName)
-      sendProxyError(res, proxyError)
-      finish(proxyError.status, proxyError)
-    } catch {
-      res.destroy()
-    }
-  }
-  const forward = async () => {
-    target = targetOf(req)
+
+  private async forward(): Promise<void> {
+    const { req, options, method, observation } = this
+    const { registry } = options
+    const target = targetOf(req)
+    this.target = target
     const service = target.service
     observation.begin(service, target.uri)
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
-    const abort = new AbortController()
-    res.once("close", () => res.writableFinished || abort.abort())
     const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.socket.remoteAddress ?? "", target.authority)
     observation.propagate(headers)
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
-    const body = !hasBody(req) ? Buffer.alloc(0) : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)
-    observation.requestBytes(body instanceof Uint8Array ? body.length : Number.isFinite(length) ? length : 0)
-    // A streamed body of known length declares it (node's parser checked it); the far side holds the body to it.
-    const meshHeaders = body instanceof Uint8Array || !Number.isSafeInteger(length) ? headers : [...headers, ["content-length", String(length)] as [string, string]]
+    const body = !hasBody(req) ? noBody : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)
+    const whole = body instanceof Uint8Array
+    observation.requestBytes(whole ? body.length : Number.isFinite(length) ? length : 0)
+    // A streamed body of known length declares it to a mesh peer (node's parser checked it); the far side holds the body to it.
+    const declares = !whole && Number.isSafeInteger(length)
+    if (declares) headers.push(["content-length", String(length)])
+    const meta = requestMeta(method, target.authority, headers)
+    if (declares) headers.pop()
     const context = pickContext(req, target.uri, options.hashKey)
-    const tried = new Set<string>()
     // One deadline for the whole request, however many endpoints it tries.
     const deadline = Date.now() + appTimeoutMs(req, options.requestTimeoutMs)
     registry.countRequest(service)
@@ -262,7 +278,7 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
     let status: number | undefined
     let lastError: unknown
     while (reply === undefined) {
-      const picked = registry.pick(service, context, tried)
+      const picked = registry.pick(service, context, this.triedSet())
       if (picked._tag !== "Picked") {
         if (lastError !== undefined) throw lastError
         if (picked._tag === "Overloaded") {
@@ -273,40 +289,41 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
       const { lease } = picked
       // A retry counts once there is another endpoint to send it to.
       if (lastError !== undefined) observation.retried()
-      endpointName = lease.endpoint.id
-      tried.add(endpointName)
-      attempts++
+      this.endpointName = lease.endpoint.id
+      this.addTried(lease.endpoint.id)
+      this.attempts++
       const client = registry.clientOf(lease.endpoint.endpoint)
       const tryStarted = performance.now()
       // This try ends at the request's deadline or its own timeout, whichever comes first.
       const tryDeadline = options.perTryTimeoutMs === undefined ? deadline : Math.min(deadline, Date.now() + options.perTryTimeoutMs)
-      const left = () => Math.max(1, tryDeadline - Date.now())
-      const watched = options.perTryTimeoutMs === undefined && options.slowTryFloorMs !== undefined && body instanceof Uint8Array && IDEMPOTENT.has(method)
+      const control = new AbortController()
+      this.tryControl = control
+      if (this.appGone) control.abort()
+      const watched = options.perTryTimeoutMs === undefined && options.slowTryFloorMs !== undefined && whole && IDEMPOTENT.has(method)
       const slowAfterMs = watched ? slowTryAfterMs(options.slowTryFloorMs!, lease.expectedMs) : 0
       const watch = watched
-        ? new TryWatch(abort.signal, slowAfterMs, () => attempts < MAX_ATTEMPTS && Date.now() < deadline && registry.hasUntried(service, tried) && registry.allowRetry(service))
+        ? new TryWatch(control, slowAfterMs, () => this.attempts < MAX_ATTEMPTS && Date.now() < deadline && registry.hasUntried(service, this.triedSet()!) && registry.allowRetry(service))
         : undefined
-      const signal = watch?.signal ?? abort.signal
       try {
         // No connection within the client's connect timeout (3 s: time for TCP to resend a lost SYN)
         // is a try that failed before sending: another endpoint may take the request.
-        const mode = client.currentMode ?? (await client.mode(left()))
-        if (mode === "plain") return await forwardPlain(client, lease, tryStarted, target, headers, body, left(), signal)
-        reply = await client.stream(target.uri, body, { meta: requestMeta(method, target.authority, meshHeaders), timeoutMs: left(), signal })
+        const mode = client.currentMode ?? (await client.mode(Math.max(1, tryDeadline - Date.now())))
+        if (mode === "plain") return await this.forwardPlain(client, lease, tryStarted, target, headers, body, Math.max(1, tryDeadline - Date.now()), control.signal)
+        reply = await client.stream(target.uri, body, { meta, timeoutMs: Math.max(1, tryDeadline - Date.now()), signal: control.signal })
         status = statusOf(reply.meta)
-        endLease(lease, tryStarted, status !== undefined && status < 500)
+        this.endLease(lease, tryStarted, status !== undefined && status < 500)
       } catch (error) {
         if (watch?.givenUp === true) {
           // Too slow, and another endpoint may do better: the retry budget already paid for it.
-          endLease(lease, tryStarted, false, false, true)
+          this.endLease(lease, tryStarted, false, false, true)
           lastError = new RequestTimeout({ message: `no answer from ${lease.endpoint.id} within ${Math.round(slowAfterMs)} ms`, timeoutMs: slowAfterMs })
           continue
         }
         // A request the app gave up on says nothing about the endpoint; a refused connection, much
         // (a slow one, on a lossy network, not enough to take the endpoint out at once).
-        endLease(lease, tryStarted, abort.signal.aborted, refusedOrDraining(error))
+        this.endLease(lease, tryStarted, this.appGone, refusedOrDraining(error))
         const safe = notProcessed(error) || (IDEMPOTENT.has(method) && transportFailure(error))
-        const retry = safe && body instanceof Uint8Array && attempts < MAX_ATTEMPTS && !abort.signal.aborted && Date.now() < deadline && registry.allowRetry(service)
+        const retry = safe && whole && this.attempts < MAX_ATTEMPTS && !this.appGone && Date.now() < deadline && registry.allowRetry(service)
         if (!retry) throw error
         lastError = error
       } finally {
@@ -314,42 +331,56 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
       }
     }
     if (status === undefined) {
-      abort.abort() // its body, if it streams, is not wanted
-      throw new ProxyError({ status: 502, reason: "bad_response", hop: "inbound", message: `${endpointName} answered with status ${JSON.stringify(String(reply.meta.get(HttpMeta.status)).slice(0, 16))}` })
+      this.tryControl?.abort() // its body, if it streams, is not wanted
+      throw new ProxyError({ status: 502, reason: "bad_response", hop: "inbound", message: `${this.endpointName} answered with status ${JSON.stringify(String(reply.meta.get(HttpMeta.status)).slice(0, 16))}` })
     }
-    const answerLength = writeAnswer(status, reply, abort)
-    if (reply.stream !== undefined && !res.writableEnded) observation.responseBytes(await pipeToResponse(res, reply.stream, answerLength))
+    const answerLength = this.writeAnswer(status, reply)
+    if (reply.stream !== undefined && !this.res.writableEnded) observation.responseBytes(await pipeToResponse(this.res, reply.stream, answerLength))
     else observation.responseBytes(reply.data.length)
-    finish(status)
+    this.finish(status)
   }
+
+  private triedSet(): ReadonlySet<string> | undefined {
+    if (this.tried === undefined && this.firstTried !== undefined) this.tried = new Set([this.firstTried])
+    return this.tried
+  }
+
+  private addTried(endpoint: string): void {
+    if (this.firstTried === undefined) this.firstTried = endpoint
+    else (this.tried ??= new Set([this.firstTried])).add(endpoint)
+  }
+
   /**
    * The peer's answer head, end-to-end headers only; framing is ours: the length of a whole body;
    * for a streamed one the length the peer declared (pipeToResponse holds the body to it), else
    * chunked; none for the answer to HEAD, 204 or 304 (whose content-length only describes, and
    * goes on when it is a plain number). Returns the declared length of a streamed body, or -1.
    */
-  const writeAnswer = (status: number, reply: MeshReply, abort: AbortController): number => {
-    const headers = headersOf(reply.meta, options.onInvalidHeaders)
+  private writeAnswer(status: number, reply: MeshReply): number {
+    const { res, method } = this
+    const headers = headersOf(reply.meta, this.options.onInvalidHeaders)
     const bodiless = method === "HEAD" || status === 204 || status === 304
     // Read apart only where it means something (the filter drops it): a second parse, off the usual path.
     const declared = status === 204 || (!bodiless && reply.stream === undefined) ? undefined : describedLength(sentValue(reply.meta, "content-length"))
     if (bodiless) {
       if (declared !== undefined) headers.push(["content-length", declared])
-      if (reply.stream !== undefined) abort.abort()
-      res.writeHead(status, toOutgoing(headers))
+      if (reply.stream !== undefined) this.tryControl?.abort()
+      res.writeHead(status, headers)
       res.end()
       return -1
     }
     if (reply.stream === undefined) headers.push(["content-length", String(reply.data.length)])
     else if (declared !== undefined) headers.push(["content-length", declared])
-    res.writeHead(status, toOutgoing(headers))
+    res.writeHead(status, headers)
     if (reply.stream === undefined) res.end(reply.data)
     return reply.stream === undefined || declared === undefined ? -1 : Number(declared)
   }
-  const endLease = (lease: EndpointLease, tryStarted: number, ok: boolean, unreachable = false, slow = false) => {
-    if (registry.endLease(lease, tryStarted, ok, unreachable, slow) !== undefined) observation.ejected(target!.service, lease.endpoint.id)
+
+  private endLease(lease: EndpointLease, tryStarted: number, ok: boolean, unreachable = false, slow = false): void {
+    if (this.options.registry.endLease(lease, tryStarted, ok, unreachable, slow) !== undefined) this.observation.ejected(this.target!.service, lease.endpoint.id)
   }
-  const forwardPlain = async (
+
+  private async forwardPlain(
     client: IipClient,
     lease: EndpointLease,
     tryStarted: number,
@@ -358,16 +389,53 @@ export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingM
     held: Uint8Array | AsyncIterable<Buffer>,
     timeoutMs: number,
     signal: AbortSignal
-  ) => {
-    const body = held instanceof Uint8Array ? held : await readBody(req, PLAIN_BODY_LIMIT)
+  ): Promise<void> {
+    const body = held instanceof Uint8Array ? held : await readBody(this.req, PLAIN_BODY_LIMIT)
     const data = await client.call(plainRequestPath(target.uri, headers), body.length === 0 ? "{}" : body, { timeoutMs, signal })
     const { status, error } = plainStatus(data)
-    endLease(lease, tryStarted, status < 500)
+    this.endLease(lease, tryStarted, status < 500)
     if (error !== undefined) throw error
-    res.writeHead(status, { "content-length": data.length })
-    res.end(data)
-    observation.responseBytes(data.length)
-    finish(status)
+    this.res.writeHead(status, { "content-length": data.length })
+    this.res.end(data)
+    this.observation.responseBytes(data.length)
+    this.finish(status)
   }
-  forward().catch(fail)
+
+  /** The request ended (exactly once): its span and metrics, and the access log line when it is on. */
+  private finish(status: number, error?: ProxyError): void {
+    const failure = error === undefined ? undefined : { hop: error.hop, reason: error.reason }
+    const traceId = this.observation.end(status, this.endpointName, this.attempts, failure)
+    const onAccess = this.options.onAccess
+    if (onAccess === undefined) return
+    onAccess({
+      service: this.target?.service ?? "-",
+      endpoint: this.endpointName,
+      method: this.method,
+      uri: this.target?.uri ?? this.req.url ?? "",
+      status,
+      durationMs: performance.now() - this.started,
+      attempts: this.attempts,
+      ...(traceId === undefined ? {} : { traceId }),
+      ...(failure === undefined ? {} : { error: failure })
+    })
+  }
+
+  /** Total: whatever the failure, the app gets an answer (or a cut connection), never a rejection. */
+  private fail(error: unknown): void {
+    try {
+      const proxyError = error instanceof EnvelopeError
+        ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
+        : proxyErrorOf(error, this.endpointName)
+      sendProxyError(this.res, proxyError)
+      this.finish(proxyError.status, proxyError)
+    } catch {
+      this.res.destroy()
+    }
+  }
+}
+
+const noBody = Buffer.alloc(0)
+
+export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingMessage, res: ServerResponse): void => {
+  new OutboundExchange(options, req, res).run()
 }

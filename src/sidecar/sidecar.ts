@@ -96,6 +96,11 @@ const startDiscovery = (config: SidecarConfig, log: Log) =>
     return discovery
   })
 
+const appAddressOf = (address: string) => {
+  const { host, port } = splitAddress(address)
+  return { appHost: host, appPort: port }
+}
+
 /** The balancing settings as the registry takes them. */
 const balancingOf = (config: SidecarConfig): BalancingOptions => ({
   picker: config.loadBalancer,
@@ -152,7 +157,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     const supervisor = yield* Supervisor.current
     const telemetry = yield* makeTelemetry(config, options, log)
     let ready = false
-    let inFlight = 0
+    const inFlight = { value: 0 }
     const registry = new EndpointRegistry({
       node: config.node,
       requestTimeoutMs: config.requestTimeoutMs,
@@ -174,6 +179,18 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       )
     })
 
+    // The app leg: its pool closes after the inbound server has drained (finalizers run in reverse).
+    const appLeg = config.app === null ? undefined : makeInboundHandler({
+      service: config.service,
+      ...appAddressOf(config.app),
+      telemetry,
+      appPoolSize: config.appPoolSize,
+      bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
+      defaultTimeoutMs: config.inboundDefaultTimeoutMs,
+      onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count)
+    })
+    if (appLeg !== undefined) yield* Effect.addFinalizer(() => Effect.promise(() => appLeg.close()))
+
     // Inbound: other sidecars -> this app. Its Scope drains it on close.
     const inboundAddress = splitAddress(config.inbound)
     const inbound = yield* Server.make({
@@ -192,22 +209,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       for (const session of inbound.meshSessions) channels += session.peerChannelCount
       return { outbound: registry.connectionCounts(), inbound: { connections: inbound.connectionCount, channels } }
     })
-    if (config.app !== null) {
-      const app = splitAddress(config.app)
-      inbound.handlePrefix(
-        "/",
-        makeInboundHandler({
-          service: config.service,
-          appHost: app.host,
-          appPort: app.port,
-          telemetry,
-          appPoolSize: config.appPoolSize,
-          bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
-          defaultTimeoutMs: config.inboundDefaultTimeoutMs,
-          onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count)
-        })
-      )
-    }
+    if (appLeg !== undefined) inbound.handlePrefix("/", appLeg.handle)
     const announced = config.app === null
       ? undefined
       : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node }
@@ -231,7 +233,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     // Outbound: this app -> other services.
     const onAccess = config.accessLog
       ? (record: AccessRecord) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`)
-      : () => {}
+      : undefined
     const handler = makeOutboundHandler({
       registry,
       requestTimeoutMs: config.requestTimeoutMs,
@@ -239,7 +241,8 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       ...(config.slowTryFloorMs === null ? {} : { slowTryFloorMs: config.slowTryFloorMs }),
       ...(config.hashKey === null ? {} : { hashKey: config.hashKey }),
       telemetry,
-      onAccess,
+      ...(onAccess === undefined ? {} : { onAccess }),
+      inFlight,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("outbound", count)
     })
     if (config.healthCheckIntervalMs !== null) {
@@ -249,18 +252,14 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       const timeout = Math.max(1000, interval)
       yield* Effect.forkScoped(Effect.forever(Effect.sleep(interval).pipe(Effect.andThen(Effect.promise(() => registry.probeAll(timeout))))))
     }
-    const outboundServer = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
-      inFlight++
-      res.once("close", () => inFlight--)
-      handler(req, res)
-    })
+    const outboundServer = http.createServer({ keepAliveTimeout: 60_000 }, handler)
     const outbound = yield* Effect.acquireRelease(listen(outboundServer, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout.
         ready = false
         outboundServer.close()
         outboundServer.closeIdleConnections()
-        for (let waited = 0; inFlight > 0 && waited < config.drainTimeoutMs; waited += 10) yield* Effect.sleep(10)
+        for (let waited = 0; inFlight.value > 0 && waited < config.drainTimeoutMs; waited += 10) yield* Effect.sleep(10)
         outboundServer.closeAllConnections()
       })
     )
@@ -275,7 +274,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       inbound: inbound.address,
       ready: () => ready,
       beginStop: () => (ready = false),
-      inFlight: () => inFlight,
+      inFlight: () => inFlight.value,
       telemetry
     }
   })

@@ -13,25 +13,20 @@ export const slowTryAfterMs = (floorMs: number, expectedMs: number): number =>
   Math.max(floorMs, SLOW_TRY_FACTOR * (Number.isFinite(expectedMs) ? Math.max(0, expectedMs) : 0))
 
 /**
- * One try's cancellation: aborted with the request, or by its own watch. `givenUp` tells a try
- * cancelled for being slow from one the app gave up on.
+ * The watch on one try: gives the try up (aborts its controller) after `afterMs` if
+ * `retryPossible()` says so then (and takes the retry). `givenUp` tells a try cancelled for being
+ * slow from one the app gave up on (which aborts the same controller).
  */
 export class TryWatch {
-  readonly signal: AbortSignal
   givenUp = false
-  private readonly controller = new AbortController()
   private timer: NodeJS.Timeout | undefined
 
-  /** Gives the try up after `afterMs` if `retryPossible()` says so then (and takes the retry). */
-  constructor(request: AbortSignal, afterMs: number, retryPossible: () => boolean) {
-    this.signal = this.controller.signal
-    // Left in place after the answer starts: the app going away must still stop its body.
-    request.addEventListener("abort", () => this.controller.abort(), { once: true })
+  constructor(controller: AbortController, afterMs: number, retryPossible: () => boolean) {
     this.timer = setTimeout(() => {
       this.timer = undefined
-      if (request.aborted || !retryPossible()) return
+      if (controller.signal.aborted || !retryPossible()) return
       this.givenUp = true
-      this.controller.abort()
+      controller.abort()
     }, afterMs)
   }
 

@@ -36,11 +36,11 @@
 // reason="_other".
 //
 // Cost on the request path: counters and gauges are plain numbers on cached objects, handed to
-// prom-client only when scraped (its own label lookup costs 0.2-0.5 µs per update); the duration
-// histogram is prom-client's, one bound observe per request. The process metrics are collected once
+// prom-client only when scraped (its own label lookup costs 0.2-0.5 µs per update), the duration
+// histogram too (bucket counts per endpoint, rendered in prom-client's histogram form). The process metrics are collected once
 // per process (prom-client's collectors install GC and event-loop observers that cannot be
 // removed), and every sidecar's `text()` appends them.
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client"
+import { collectDefaultMetrics, Counter, Gauge, type Metric, Registry } from "prom-client"
 import { processFaults } from "./processFaults.ts"
 
 export type Direction = "outbound" | "inbound"
@@ -141,14 +141,60 @@ const fromTallies = (
   }
 }
 
+/** One label set's duration histogram: counts per bucket (not cumulative), sum, count. */
+class DurationTally {
+  readonly labels: Labels
+  readonly counts = new Float64Array(durationBuckets.length)
+  sum = 0
+  count = 0
+
+  constructor(labels: Labels) {
+    this.labels = labels
+  }
+
+  observe(seconds: number): void {
+    this.sum += seconds
+    this.count++
+    for (let i = 0; i < durationBuckets.length; i++) {
+      if (seconds <= durationBuckets[i]!) {
+        this.counts[i]!++
+        return
+      }
+    }
+  }
+}
+
+/**
+ * The duration histogram, read from DurationTallies at scrape time in prom-client's own form
+ * (`_bucket` lines with `le` first, `+Inf`, `_sum`, `_count` per label set): prom-client's
+ * Histogram checks and hashes the labels on every observe, even bound ones.
+ */
+const durationHistogram = (registry: Registry, name: string, help: string, tallies: () => Iterable<DurationTally>): void => {
+  const get = () => {
+    const values: Array<{ metricName: string; labels: Labels | { le: number | string }; sharedLabels: Labels; value: number }> = []
+    for (const t of tallies()) {
+      let cumulative = 0
+      for (let i = 0; i < durationBuckets.length; i++) {
+        cumulative += t.counts[i]!
+        values.push({ metricName: `${name}_bucket`, labels: { le: durationBuckets[i]! }, sharedLabels: t.labels, value: cumulative })
+      }
+      values.push({ metricName: `${name}_bucket`, labels: { le: "+Inf" }, sharedLabels: t.labels, value: t.count })
+      values.push({ metricName: `${name}_sum`, labels: {}, sharedLabels: t.labels, value: t.sum })
+      values.push({ metricName: `${name}_count`, labels: {}, sharedLabels: t.labels, value: t.count })
+    }
+    return { name, help, type: "histogram" as const, values, aggregator: "sum" as const }
+  }
+  registry.registerMetric({ name, help, type: "histogram", aggregator: "sum", get: () => Promise.resolve(get()) } as unknown as Metric)
+}
+
 class EndpointSeries {
   private readonly base: Labels
   private readonly byMethod = new Map<string, Map<number, Tally>>()
-  readonly observe: (seconds: number) => void
+  readonly duration: DurationTally
 
-  constructor(base: Labels, duration: Histogram<string>) {
+  constructor(base: Labels) {
     this.base = base
-    this.observe = duration.labels(base).observe
+    this.duration = new DurationTally(base)
   }
 
   count(method: string, code: number): void {
@@ -175,7 +221,6 @@ const MAX_ERROR_SERIES = 100
 
 class ServiceSeries implements ServiceMetrics {
   private readonly labels: Labels
-  private readonly duration: Histogram<string>
   readonly endpoints = new Map<string, EndpointSeries>()
   readonly errors = new Map<string, Tally>()
   readonly inFlight: Tally
@@ -187,9 +232,8 @@ class ServiceSeries implements ServiceMetrics {
   failedWith5xx = 0
   durationSum = 0
 
-  constructor(labels: Labels, duration: Histogram<string>) {
+  constructor(labels: Labels) {
     this.labels = labels
-    this.duration = duration
     this.inFlight = tally(labels)
     this.retries = tally(labels)
     this.requestBodyBytes = tally(labels)
@@ -204,11 +248,11 @@ class ServiceSeries implements ServiceMetrics {
     this.inFlight.value--
     let series = this.endpoints.get(endpoint)
     if (series === undefined) {
-      series = new EndpointSeries({ ...this.labels, endpoint }, this.duration)
+      series = new EndpointSeries({ ...this.labels, endpoint })
       this.endpoints.set(endpoint, series)
     }
     series.count(methods.has(method) ? method : "_OTHER", code)
-    series.observe(seconds)
+    series.duration.observe(seconds)
     this.finished++
     if (code >= 500) this.failedWith5xx++
     this.durationSum += seconds
@@ -269,14 +313,6 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     return directions.map((direction) => ({ labels: { direction }, value: counts[direction][field] }))
   }
 
-  const duration = new Histogram({
-    name: "iip_mesh_request_duration_seconds",
-    help: "Time from a request's arrival at the sidecar to the end of its answer, per service and endpoint.",
-    labelNames: ["direction", "service", "endpoint"],
-    buckets: durationBuckets,
-    registers: [registry]
-  })
-
   function* allServices(): Iterable<ServiceSeries> {
     for (const direction of directions) yield* services[direction].values()
   }
@@ -285,6 +321,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
       for (const series of allServices()) yield pick(series)
     }
 
+  durationHistogram(registry, "iip_mesh_request_duration_seconds", "Time from a request's arrival at the sidecar to the end of its answer, per service and endpoint.", function*() {
+    for (const series of allServices()) for (const endpoint of series.endpoints.values()) yield endpoint.duration
+  })
   fromTallies(registry, "counter", "iip_mesh_requests_total", "Requests the sidecar handled, by the status code sent back.", ["direction", "service", "endpoint", "method", "code"], function*() {
     for (const series of allServices()) for (const endpoint of series.endpoints.values()) yield* endpoint.tallies()
   })
@@ -308,7 +347,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
       if (series === undefined) {
         // Past the cap, every new name shares one series.
         const name = known.size < maxServices ? service : "_other"
-        series = known.get(name) ?? new ServiceSeries({ direction, service: name }, duration)
+        series = known.get(name) ?? new ServiceSeries({ direction, service: name })
         known.set(name, series)
       }
       return series

@@ -13,7 +13,7 @@
 // An invalid `traceparent` is ignored: the context has no remote span, so a new trace starts.
 // `injectContext` first removes the three headers, so the next hop never sees a stale value.
 import { type Context, ROOT_CONTEXT, type TextMapGetter, type TextMapSetter } from "@opentelemetry/api"
-import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from "@opentelemetry/core"
+import { CompositePropagator, TraceState, W3CBaggagePropagator, W3CTraceContextPropagator } from "@opentelemetry/core"
 
 export type HeaderRecord = Readonly<Record<string, string | ReadonlyArray<string> | number | undefined>>
 export type MutableHeaderRecord = Record<string, string | ReadonlyArray<string> | number | undefined>
@@ -82,3 +82,135 @@ export const injectContext = (context: Context, headers: MutableHeaderRecord | A
 }
 
 const isPairs = (headers: HeaderRecord | HeaderPairs): headers is HeaderPairs => Array.isArray(headers)
+
+// ---------------------------------------------------------------------------------------------
+// The request path's form: no Context objects. A traceparent is read and written by hand (no
+// regular expression, no intermediate objects); tracestate and baggage, rare on the request path,
+// are normalized by the same W3C propagators as above, and only when a request carries them.
+
+/** A parent span as a `traceparent` header gives it. */
+export interface TraceParent {
+  readonly traceId: string
+  readonly spanId: string
+  readonly sampled: boolean
+}
+
+/** Lower-case hex digits, n of them from `start`, not all zero. */
+const isHexId = (text: string, start: number, length: number): boolean => {
+  let nonZero = false
+  for (let i = start; i < start + length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 0x30) continue
+    if (!((c > 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false
+    nonZero = true
+  }
+  return nonZero
+}
+
+const hexValue = (c: number): number => (c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : -1)
+
+const isSpace = (c: number): boolean => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d || c === 0x0b || c === 0x0c
+
+/**
+ * A W3C traceparent, as @opentelemetry/core's propagator reads it: `vv-<32 hex>-<16 hex>-ff`,
+ * lower-case hex, neither id all zeros, version not ff, more fields only after a version other
+ * than 00; one space or tab around it tolerated. Anything else: undefined.
+ */
+export const parseTraceparent = (value: string | undefined): TraceParent | undefined => {
+  if (value === undefined) return undefined
+  let start = 0
+  let end = value.length
+  if (end > 0 && isSpace(value.charCodeAt(0))) start++
+  if (end > start && isSpace(value.charCodeAt(end - 1))) end--
+  if (end - start < 55) return undefined
+  const v0 = hexValue(value.charCodeAt(start))
+  const v1 = hexValue(value.charCodeAt(start + 1))
+  if (v0 < 0 || v1 < 0 || (v0 === 15 && v1 === 15)) return undefined
+  if (value.charCodeAt(start + 2) !== 0x2d || value.charCodeAt(start + 35) !== 0x2d || value.charCodeAt(start + 52) !== 0x2d) return undefined
+  if (!isHexId(value, start + 3, 32) || !isHexId(value, start + 36, 16)) return undefined
+  const f0 = hexValue(value.charCodeAt(start + 53))
+  const f1 = hexValue(value.charCodeAt(start + 54))
+  if (f0 < 0 || f1 < 0) return undefined
+  if (end - start > 55 && (value.charCodeAt(start + 55) !== 0x2d || (v0 === 0 && v1 === 0))) return undefined
+  return { traceId: value.slice(start + 3, start + 35), spanId: value.slice(start + 36, start + 52), sampled: (f1 & 1) === 1 }
+}
+
+export const formatTraceparent = (traceId: string, spanId: string, sampled: boolean): string => `00-${traceId}-${spanId}-${sampled ? "01" : "00"}`
+
+/** A tracestate as the next hop gets it (invalid members dropped, at most 32), or undefined when nothing is left. */
+export const passedTraceState = (raw: string | undefined): string | undefined => {
+  if (raw === undefined || raw === "") return undefined
+  const serialized = new TraceState(raw).serialize()
+  return serialized === "" ? undefined : serialized
+}
+
+const baggagePropagator = new W3CBaggagePropagator()
+
+/** Baggage as the next hop gets it (the W3C propagator's parse and limits), or undefined when nothing is left. */
+export const passedBaggage = (raw: string | undefined): string | undefined => {
+  if (raw === undefined || raw === "") return undefined
+  const out: MutableHeaderRecord = {}
+  baggagePropagator.inject(baggagePropagator.extract(ROOT_CONTEXT, { baggage: raw }, recordGetter), out, recordSetter)
+  const value = out.baggage
+  return typeof value === "string" && value !== "" ? value : undefined
+}
+
+/** The trace headers a request came with, as the request path keeps them. */
+export interface IncomingTrace {
+  readonly parent: TraceParent | undefined
+  /** Normalized, and only with a valid parent (a tracestate belongs to its traceparent). */
+  readonly traceState: string | undefined
+  readonly baggage: string | undefined
+}
+
+const noTrace: IncomingTrace = { parent: undefined, traceState: undefined, baggage: undefined }
+
+const incoming = (traceparent: string | undefined, tracestate: string | undefined, baggage: string | undefined): IncomingTrace => {
+  const parent = parseTraceparent(traceparent)
+  if (parent === undefined && baggage === undefined) return noTrace
+  return { parent, traceState: parent === undefined ? undefined : passedTraceState(tracestate), baggage: passedBaggage(baggage) }
+}
+
+/** Several values of one header, as one (tracestate and baggage lists join with commas). */
+const joined = (value: string | ReadonlyArray<string> | number | undefined): string | undefined =>
+  value === undefined ? undefined : typeof value === "string" ? value : typeof value === "number" ? String(value) : value.join(",")
+
+/** The trace headers of node's incoming headers (lower-case names); a repeated traceparent counts by its first value. */
+export const incomingTraceOfRecord = (headers: HeaderRecord): IncomingTrace => {
+  const traceparent = headers.traceparent
+  const first = Array.isArray(traceparent) ? (traceparent as ReadonlyArray<string>)[0] : typeof traceparent === "string" ? traceparent : undefined
+  const baggage = headers.baggage
+  if (first === undefined && baggage === undefined) return noTrace
+  return incoming(first, joined(headers.tracestate), joined(baggage))
+}
+
+/** The trace headers of header pairs (any case). */
+export const incomingTraceOfPairs = (pairs: HeaderPairs): IncomingTrace => {
+  let traceparent: string | undefined
+  let tracestate: string | undefined
+  let baggage: string | undefined
+  for (const [name, value] of pairs) {
+    if (name.length === 11 && name.toLowerCase() === "traceparent") traceparent ??= value
+    else if (name.length === 10 && name.toLowerCase() === "tracestate") tracestate = tracestate === undefined ? value : `${tracestate},${value}`
+    else if (name.length === 7 && name.toLowerCase() === "baggage") baggage = baggage === undefined ? value : `${baggage},${value}`
+  }
+  if (traceparent === undefined && baggage === undefined) return noTrace
+  return incoming(traceparent, tracestate, baggage)
+}
+
+/**
+ * Replaces the trace headers in `pairs` (any case, in place) with this hop's: its span's
+ * traceparent, then the tracestate and baggage it passes on.
+ */
+export const replaceTraceHeaders = (pairs: Array<[string, string]>, traceparent: string, trace: IncomingTrace): void => {
+  let kept = 0
+  for (const pair of pairs) {
+    const name = pair[0]
+    const isTraceHeader = (name.length === 11 || name.length === 10 || name.length === 7) && propagationHeaders.includes(name.toLowerCase())
+    if (!isTraceHeader) pairs[kept++] = pair
+  }
+  pairs.length = kept
+  pairs.push(["traceparent", traceparent])
+  if (trace.traceState !== undefined) pairs.push(["tracestate", trace.traceState])
+  if (trace.baggage !== undefined) pairs.push(["baggage", trace.baggage])
+}

@@ -14,8 +14,9 @@
 //   store.recent(20)    // newest first: TraceSummary[] (trace id, root span, services, counts, timing, error)
 //   store.get(traceId)  // SpanJson[] ordered by start time, or undefined when the store holds none
 //
-// Spans are copied on end (a few fields and references to the span's own attribute and event
-// objects) and turned into JSON only when read, so the cost on the request path stays small.
+// The request path's spans (spanRecord.ts) are kept as the records they are; SDK spans (Effect's)
+// are copied on end (a few fields and references to the span's own attribute and event objects).
+// Both are turned into JSON only when read, so the cost on the request path stays small.
 import type { Attributes, AttributeValue, HrTime } from "@opentelemetry/api"
 import { SpanKind, SpanStatusCode, TraceFlags } from "@opentelemetry/api"
 import type { Resource } from "@opentelemetry/resources"
@@ -74,15 +75,19 @@ export interface TraceSummary {
   readonly error: boolean
 }
 
-/** What the store keeps of a span: copied fields and references, no conversion. */
-interface StoredSpan {
+/**
+ * What the store keeps of a span: a SpanRecord as it is (spanRecord.ts: the request path's spans),
+ * or for an SDK span (Effect's, through `spanProcessor`) its fields and references, no conversion.
+ * `start` is epoch ms (a record's, from Date.now()) or the SDK's HrTime.
+ */
+export interface StoredSpan {
   readonly spanId: string
   readonly parentSpanId: string | null
   readonly name: string
   readonly kind: SpanKind
   readonly origin: Origin
-  readonly startTime: HrTime
-  readonly duration: HrTime
+  readonly start: number | HrTime
+  readonly durationMs: number
   readonly statusCode: SpanStatusCode
   readonly statusMessage: string | undefined
   readonly attributes: Attributes
@@ -94,9 +99,17 @@ interface StoredTrace {
   dropped: number
 }
 
-interface Origin {
+/** Which sidecar made a span: `service.name` and `service.instance.id` of its resource. */
+export interface Origin {
   readonly service: string
   readonly instance: string | null
+}
+
+/** The origin of spans made under `resource`. */
+export const originOf = (resource: Resource): Origin => {
+  const attributes = resource.attributes
+  const instance = attributes["service.instance.id"]
+  return { service: String(attributes["service.name"] ?? "unknown_service"), instance: instance === undefined ? null : String(instance) }
 }
 
 const kindNames: Record<SpanKind, SpanKindName> = {
@@ -115,6 +128,9 @@ const statusNames: Record<SpanStatusCode, "unset" | "ok" | "error"> = {
 
 const hrToMs = (time: HrTime): number => time[0] * 1e3 + time[1] / 1e6
 const hrToNanoString = (time: HrTime): string => (BigInt(time[0]) * 1_000_000_000n + BigInt(time[1])).toString()
+const startMs = (span: StoredSpan): number => (typeof span.start === "number" ? span.start : hrToMs(span.start))
+const startNanoString = (span: StoredSpan): string =>
+  typeof span.start === "number" ? (BigInt(Math.round(span.start * 1e3)) * 1000n).toString() : hrToNanoString(span.start)
 
 /** Drops undefined values (allowed by the OTel `Attributes` type, meaningless in JSON). */
 const attributesJson = (attributes: Attributes | undefined): Record<string, AttributeValue> => {
@@ -130,14 +146,17 @@ const attributesJson = (attributes: Attributes | undefined): Record<string, Attr
 export class TraceStore {
   readonly maxTraces: number
   readonly maxSpansPerTrace: number
-  /** Insertion order is the order the store first saw each trace: the first key is the oldest. */
   private readonly traces = new Map<string, StoredTrace>()
+  /** Trace ids in the order the store first saw them, a ring: `next` is the oldest once it is full. */
+  private readonly order: Array<string>
+  private next = 0
   /** service.name / service.instance.id per resource, read once (resource attributes are a getter). */
   private readonly origins = new WeakMap<Resource, Origin>()
 
   constructor(options: TraceStoreOptions = {}) {
     this.maxTraces = Math.max(1, options.maxTraces ?? 1000)
     this.maxSpansPerTrace = Math.max(1, options.maxSpansPerTrace ?? 128)
+    this.order = []
   }
 
   /**
@@ -154,33 +173,41 @@ export class TraceStore {
     }
   }
 
-  /** Records a finished span; unsampled spans are ignored, as an exporter would. */
+  /** Records a finished SDK span; unsampled spans are ignored, as an exporter would. */
   private add(span: ReadableSpan): void {
     const context = span.spanContext()
     if ((context.traceFlags & TraceFlags.SAMPLED) === 0) return
-    let trace = this.traces.get(context.traceId)
-    if (trace === undefined) {
-      trace = { spans: [], dropped: 0 }
-      this.traces.set(context.traceId, trace)
-      if (this.traces.size > this.maxTraces) this.traces.delete(this.traces.keys().next().value!)
-    }
-    if (trace.spans.length >= this.maxSpansPerTrace) {
-      trace.dropped++
-      return
-    }
-    trace.spans.push({
+    this.record(context.traceId, {
       spanId: context.spanId,
       parentSpanId: span.parentSpanContext?.spanId ?? null,
       name: span.name,
       kind: span.kind,
       origin: this.originOf(span.resource),
-      startTime: span.startTime,
-      duration: span.duration,
+      start: span.startTime,
+      durationMs: hrToMs(span.duration),
       statusCode: span.status.code,
       statusMessage: span.status.message,
       attributes: span.attributes,
       events: span.events
     })
+  }
+
+  /** Keeps a finished, sampled span (a SpanRecord as it is), within the bounds. */
+  record(traceId: string, span: StoredSpan): void {
+    let trace = this.traces.get(traceId)
+    if (trace === undefined) {
+      trace = { spans: [], dropped: 0 }
+      // The oldest trace makes room (a ring of ids: a Map's own oldest key is a scan past deleted entries).
+      if (this.order.length === this.maxTraces) this.traces.delete(this.order[this.next]!)
+      this.order[this.next] = traceId
+      this.next = (this.next + 1) % this.maxTraces
+      this.traces.set(traceId, trace)
+    }
+    if (trace.spans.length >= this.maxSpansPerTrace) {
+      trace.dropped++
+      return
+    }
+    trace.spans.push(span)
   }
 
   /** How many traces the store holds now. */
@@ -190,9 +217,12 @@ export class TraceStore {
 
   /** Summaries of the `limit` newest traces (by when the store first saw them), newest first. */
   recent(limit: number): Array<TraceSummary> {
-    const ids = [...this.traces.keys()]
     const out: Array<TraceSummary> = []
-    for (let i = ids.length - 1; i >= 0 && out.length < limit; i--) out.push(this.summaryOf(ids[i]!, this.traces.get(ids[i]!)!))
+    const held = this.order.length
+    for (let back = 1; back <= held && out.length < limit; back++) {
+      const id = this.order[(this.next - back + held) % held]!
+      out.push(this.summaryOf(id, this.traces.get(id)!))
+    }
     return out
   }
 
@@ -206,12 +236,7 @@ export class TraceStore {
   private originOf(resource: Resource): Origin {
     let origin = this.origins.get(resource)
     if (origin === undefined) {
-      const attributes = resource.attributes
-      const instance = attributes["service.instance.id"]
-      origin = {
-        service: String(attributes["service.name"] ?? "unknown_service"),
-        instance: instance === undefined ? null : String(instance)
-      }
+      origin = originOf(resource)
       this.origins.set(resource, origin)
     }
     return origin
@@ -226,9 +251,9 @@ export class TraceStore {
     let error = false
     for (const span of trace.spans) {
       services.add(span.origin.service)
-      const spanStart = hrToMs(span.startTime)
+      const spanStart = startMs(span)
       start = Math.min(start, spanStart)
-      end = Math.max(end, spanStart + hrToMs(span.duration))
+      end = Math.max(end, spanStart + span.durationMs)
       if (span.statusCode === SpanStatusCode.ERROR) error = true
       const isRoot = span.parentSpanId === null || !ids.has(span.parentSpanId)
       if (isRoot && (root === undefined || byStart(span, root) < 0)) root = span
@@ -249,7 +274,7 @@ export class TraceStore {
 
 /** By start time; on a tie (the clock's resolution) a parent comes before its child. */
 const byStart = (a: StoredSpan, b: StoredSpan): number =>
-  a.startTime[0] - b.startTime[0] || a.startTime[1] - b.startTime[1] || (b.parentSpanId === a.spanId ? -1 : a.parentSpanId === b.spanId ? 1 : 0)
+  startMs(a) - startMs(b) || (b.parentSpanId === a.spanId ? -1 : a.parentSpanId === b.spanId ? 1 : 0)
 
 const spanJson = (traceId: string, span: StoredSpan): SpanJson => ({
   traceId,
@@ -259,9 +284,9 @@ const spanJson = (traceId: string, span: StoredSpan): SpanJson => ({
   kind: kindNames[span.kind],
   service: span.origin.service,
   instance: span.origin.instance,
-  startTimeUnixNano: hrToNanoString(span.startTime),
-  startTimeMs: hrToMs(span.startTime),
-  durationMs: hrToMs(span.duration),
+  startTimeUnixNano: startNanoString(span),
+  startTimeMs: startMs(span),
+  durationMs: span.durationMs,
   status: span.statusMessage === undefined || span.statusMessage === ""
     ? { code: statusNames[span.statusCode] }
     : { code: statusNames[span.statusCode], message: span.statusMessage },

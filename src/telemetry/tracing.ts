@@ -2,7 +2,8 @@
 // process each keep their service name), fed to the embedded trace store and, when the OTEL_*
 // variables ask for it, to an OTLP exporter; plus the Effect layer that makes Effect.withSpan
 // create spans through the same provider. The sidecar starts its client, server and app spans
-// with `tracer` and carries contexts with propagation.ts.
+// as compact records through `spans` (spanRecord.ts; the same sampler, store and exporters) and
+// carries their context with propagation.ts; `tracer` is the SDK's, for Effect and other code.
 //
 //   const tracing = makeTracing({ service: "catalog", store, instanceId: node })
 //   const span = tracing.tracer.startSpan("GET catalog", { kind: SpanKind.CLIENT }, parentContext)
@@ -61,7 +62,8 @@ import {
   type SamplerSettings,
   type TelemetryWarning
 } from "./otelEnv.ts"
-import type { TraceStore } from "./traceStore.ts"
+import { SpanRecorder } from "./spanRecord.ts"
+import { originOf, type TraceStore } from "./traceStore.ts"
 
 export interface TracingOptions {
   /** The service this sidecar fronts: service.name unless OTEL_SERVICE_NAME is set. */
@@ -88,8 +90,10 @@ export interface Tracing {
   readonly enabled: boolean
   /** The service.name its spans carry. */
   readonly serviceName: string
-  /** Starts the sidecar's spans; a no-op tracer when disabled. */
+  /** Starts spans through the SDK (Effect's, and other code's off the request path); a no-op tracer when disabled. */
   readonly tracer: Tracer
+  /** The request path's spans, as compact records (spanRecord.ts); undefined when disabled. */
+  readonly spans: SpanRecorder | undefined
   readonly exporters: ReadonlyArray<ExporterDescription>
   /** OTEL_* values that could not be used (their defaults were). */
   readonly warnings: ReadonlyArray<TelemetryWarning>
@@ -119,6 +123,7 @@ export const makeTracing = (options: TracingOptions): Tracing => {
       enabled: false,
       serviceName: settings.serviceName,
       tracer: new ProxyTracerProvider().getTracer(instrumentationName),
+      spans: undefined,
       exporters: [],
       warnings: settings.warnings,
       layer: Layer.succeed(References.TracerEnabled, false),
@@ -128,11 +133,11 @@ export const makeTracing = (options: TracingOptions): Tracing => {
   }
 
   const warnings = [...settings.warnings]
-  const processors: Array<SpanProcessor> = [options.store.spanProcessor()]
+  const exporting: Array<SpanProcessor> = []
   const exporters: Array<ExporterDescription> = []
   for (const exporter of settings.exporters) {
     try {
-      processors.push(processorOf(exporter, options.onExportError ?? ignore))
+      exporting.push(processorOf(exporter, options.onExportError ?? ignore))
       // The description is what /config shows: the URL without its credentials.
       exporters.push(exporter.kind === "otlp" ? { kind: "otlp", protocol: exporter.protocol, url: redactUrl(exporter.url) } : exporter)
     } catch (error) {
@@ -140,16 +145,27 @@ export const makeTracing = (options: TracingOptions): Tracing => {
     }
   }
 
+  const resource = defaultResource().merge(resourceFromAttributes(settings.resourceAttributes))
+  // The provider shuts the exporting processors down (and flushes them), for its spans and the records'.
   const provider = new BasicTracerProvider({
-    resource: defaultResource().merge(resourceFromAttributes(settings.resourceAttributes)),
+    resource,
     sampler: samplerOf(settings.sampler),
-    spanProcessors: processors
+    spanProcessors: [options.store.spanProcessor(), ...exporting]
   })
   const tracer = provider.getTracer(instrumentationName)
+  const spans = new SpanRecorder({
+    sampler: settings.sampler,
+    store: options.store,
+    origin: originOf(resource),
+    exporters: exporting,
+    resource,
+    scope: { name: instrumentationName }
+  })
   return {
     enabled: true,
     serviceName: settings.serviceName,
     tracer,
+    spans,
     exporters,
     warnings,
     layer: effectTracer(tracer),

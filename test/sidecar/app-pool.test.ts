@@ -102,6 +102,30 @@ describe("the inbound side's app pool cannot be starved", () => {
     await waitFor(() => inFlight(b) === 0, 5000, "the in-flight gauge back to 0")
   })
 
+  it("requests whose own deadline passes (the session aborts them) free their app socket; their spans and the in-flight gauge end", async () => {
+    const { app, b, client, closedEarly } = await setUp({ appPoolSize: 2, inboundDefaultTimeoutMs: 600_000, tracing: true })
+    const held = [
+      settle(client.call("/hang", "", { meta: meta("GET"), timeoutMs: 300 })),
+      settle(client.call("/hang", "", { meta: meta("GET"), timeoutMs: 300 }))
+    ]
+    await waitFor(() => app.seen.length >= 2, 5000, "the app pool filled by requests nobody answers")
+    // The caller gives up at the same deadline (its own timer or the session's answer, whichever is first).
+    for (const outcome of await withTimeout(Promise.all(held), 5000, "the held requests to end")) expect(outcome.ok).toBe(false)
+    await waitFor(() => closedEarly.count === 2, 5000, "the app requests destroyed")
+    await waitFor(() => inFlight(b) === 0, 5000, "the in-flight gauge back to 0")
+    // Both spans of each request ended, marked as cancelled at the inbound hop.
+    const traces = b.sidecar.telemetry.traces.recent(10)
+    expect(traces.length).toBe(2)
+    for (const trace of traces) {
+      const spans = b.sidecar.telemetry.traces.get(trace.traceId)!
+      expect(spans.map((span) => [span.kind, span.attributes["error.type"], span.attributes["iip_mesh.error.hop"]])).toStrictEqual([
+        ["server", "cancelled", "inbound"],
+        ["client", "cancelled", "inbound"]
+      ])
+    }
+    expect((await client.call("/legit", "", { meta: meta("GET"), timeoutMs: 5000 })).toString()).toBe("ok")
+  })
+
   it("pushes whose streamed answer nobody reads give their socket back; the in-flight gauge returns to 0", async () => {
     const { app, b, client } = await setUp({ appPoolSize: 2 })
     expect((await client.call("/legit", "", { meta: meta("GET"), timeoutMs: 5000 })).toString()).toBe("ok")

@@ -1,0 +1,336 @@
+// The inbound side's leg to the local app: one request over a keep-alive pool (undici's Pool,
+// through its dispatch API: no request or response objects, no streams in between), its answer
+// handed back as a whole body or as a stream the mesh session reads at its own pace. inbound.ts
+// checks the peer's head and builds the app's request; this runs the exchange and holds its
+// limits: the body idle timeout and the declared length on a streamed request body, back-pressure
+// both ways (the request body is pulled as undici writes it; the answer pauses the socket while
+// more than a window of it waits unread), and every failure becomes one typed outcome, once.
+import type { Readable } from "node:stream"
+import type { Dispatcher } from "undici"
+import type { HandlerValue } from "../iip/dispatch.ts"
+import { failure, reply } from "../iip/server.ts"
+import { IncomingStream, StreamFailed } from "../mux/streams.ts"
+import { type Meta, MeshErrorCode } from "../protocol/mesh.ts"
+import { describedLength, endToEndRecord, type OnInvalidHeader } from "./headerFilter.ts"
+import { responseMeta } from "./httpEnvelope.ts"
+import type { Failure, InboundObservation } from "./observe.ts"
+import { AppErrorCode } from "./proxyError.ts"
+
+/** Answers up to this size (declared by the app) go back as one message; larger or chunked ones stream. */
+const WHOLE_BODY_LIMIT = 64 * 1024
+/** An answer streaming back pauses the app's socket while this much of it waits unread. */
+const ANSWER_HIGH_WATER = 64 * 1024
+
+/** What every exchange of one sidecar shares. */
+export interface AppLeg {
+  readonly pool: Dispatcher
+  /** host:port, for messages, metrics and spans. */
+  readonly address: string
+  readonly bodyIdleTimeoutMs: number
+  readonly onInvalidHeaders: OnInvalidHeader | undefined
+}
+
+/** One request as it goes to the app. */
+export interface AppRequest {
+  readonly method: string
+  readonly path: string
+  /** Flat name, value list, filtered (headerFilter.ts) plus the hop's own (host, iip-timeout, content-length). */
+  readonly headers: Array<string>
+  /** A whole body, or the peer's stream (with the length it declared, -1 for none). */
+  readonly body: Buffer | IncomingStream
+  readonly declaredLength: number
+  /** A plain IIP caller: the answer goes back as bare bytes (`{}` when empty), never streamed. */
+  readonly plain: boolean
+  /** A push: its answer is read and dropped, so the socket goes back to the pool. */
+  readonly oneway: boolean
+}
+
+type Mode = "waiting" | "collect" | "stream" | "drop"
+
+/**
+ * One exchange, as undici's dispatch handler. `settle` gets the outcome exactly once; the
+ * observation ends exactly once, when the answer has come in whole or the exchange broke off.
+ */
+export class AppExchange implements Dispatcher.DispatchHandler {
+  readonly leg: AppLeg
+  private readonly request: AppRequest
+  private readonly observation: InboundObservation
+  private readonly resolve: (value: HandlerValue) => void
+  private controller: Dispatcher.DispatchController | undefined = undefined
+  /** Set when the exchange is given up before undici handed over its controller. */
+  private abortReason: Error | undefined = undefined
+  private mode: Mode = "waiting"
+  private status = 0
+  private settled = false
+  /** The exchange is over (answered, failed or given up): later events change nothing. */
+  private done = false
+  private parts: Array<Buffer> = []
+  private bytes = 0
+  private answer: AnswerStream | undefined = undefined
+  private timer: NodeJS.Timeout | undefined = undefined
+  /** The answer's metadata, while a whole answer is being collected. */
+  private meta: Meta | undefined = undefined
+
+  constructor(leg: AppLeg, request: AppRequest, observation: InboundObservation, resolve: (value: HandlerValue) => void) {
+    this.leg = leg
+    this.request = request
+    this.observation = observation
+    this.resolve = resolve
+  }
+
+  /** Sends the request; `deadlineMs` > 0 arms our own deadline (requests without one, and pushes). */
+  start(deadlineMs: number): void {
+    if (deadlineMs > 0) this.timer = setTimeout(() => this.giveUp(MeshErrorCode.deadlineExceeded, 504, `no answer from the app within ${deadlineMs} ms`), deadlineMs)
+    const { body } = this.request
+    this.leg.pool.dispatch({
+      path: this.request.path,
+      method: this.request.method,
+      headers: this.request.headers,
+      // undici writes an async iterable as it is pulled (its types list only node streams).
+      body: body instanceof IncomingStream ? requestBody(body, this.request.declaredLength, this.leg.bodyIdleTimeoutMs, this) as unknown as Readable : body.length === 0 ? null : body,
+      // Keep the socket after a body on GET and the like (undici closes it by default); a head it
+      // cannot write is refused before anything is sent.
+      reset: false,
+      // Our deadlines bound the exchange; undici's own timers would only cost.
+      headersTimeout: 0,
+      bodyTimeout: 0
+    }, this)
+  }
+
+  /**
+   * The caller went away or its deadline passed (the mesh session aborted the request and answers
+   * for it): the exchange stops, its spans and metrics end as cancelled at this hop.
+   */
+  cancel(reason: Error): void {
+    if (this.done) return
+    this.finish()
+    this.observation.end(this.leg.address, this.status === 0 ? 502 : this.status, { hop: "inbound", reason: MeshErrorCode.cancelled })
+    this.abort(reason)
+  }
+
+  /** Our own limits: the exchange ends, the caller gets a typed error. */
+  giveUp(code: string, status: number, message: string): void {
+    if (this.done) return
+    this.finish()
+    this.observation.end(this.leg.address, status, { hop: "inbound", reason: code })
+    this.settle(failure(code, message, true))
+    this.abort(new StreamFailed({ message }))
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller
+    if (this.abortReason !== undefined) controller.abort(this.abortReason)
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, status: number, headers: Record<string, string | Array<string> | undefined>): void {
+    if (this.done) return
+    this.status = status
+    if (status < 200 || status > 599) {
+      this.fail(502, { hop: "app", reason: AppErrorCode.failed }, failure(AppErrorCode.failed, `app at ${this.leg.address} answered with status ${status}`, true))
+      return this.abort(new StreamFailed({ message: `status ${status}` }))
+    }
+    if (this.request.oneway) {
+      this.mode = "drop"
+      return
+    }
+    const answerHeaders = endToEndRecord(headers, this.leg.onInvalidHeaders)
+    const sentLength = headers["content-length"]
+    const bodiless = this.request.method === "HEAD" || status === 304
+    const described = bodiless && typeof sentLength === "string" ? describedLength(sentLength) : undefined
+    if (described !== undefined) answerHeaders.push(["content-length", described])
+    const length = typeof sentLength === "string" ? Number(sentLength) : NaN
+    if (this.request.plain || bodiless || length <= WHOLE_BODY_LIMIT) {
+      this.mode = "collect"
+      this.meta = responseMeta(status, answerHeaders)
+      return
+    }
+    // A streamed answer of known length keeps it (undici's parser holds the app to it).
+    if (Number.isSafeInteger(length)) answerHeaders.push(["content-length", String(length)])
+    this.mode = "stream"
+    this.answer = new AnswerStream(controller, this)
+    this.settle(reply(this.answer, responseMeta(status, answerHeaders)))
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.done) return
+    if (this.mode === "collect") {
+      this.parts.push(chunk)
+      this.bytes += chunk.length
+    } else if (this.mode === "stream") {
+      this.observation.responseBytes(chunk.length)
+      this.answer!.push(chunk)
+    }
+  }
+
+  onResponseEnd(): void {
+    if (this.done) return
+    this.finish()
+    this.observation.end(this.leg.address, this.status, undefined)
+    if (this.mode === "stream") return this.answer!.end()
+    if (this.mode === "drop") return this.settle(Buffer.alloc(0))
+    const body = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes)
+    this.parts = []
+    this.observation.responseBytes(body.length)
+    this.settle(this.request.plain ? (body.length === 0 ? "{}" : body) : reply(body, this.meta!))
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | null, error: Error): void {
+    if (this.done) return
+    if (this.mode === "waiting") {
+      const code = (error as NodeJS.ErrnoException).code
+      if (code === "UND_ERR_INVALID_ARG" || code === "UND_ERR_NOT_SUPPORTED") {
+        // A head undici would not write: refused before anything was sent.
+        this.fail(400, { hop: "inbound", reason: MeshErrorCode.badRequest }, failure(MeshErrorCode.badRequest, `cannot form the request to the app: ${error.message}`, false))
+        return this.abort(error)
+      }
+      const refused = code === "ECONNREFUSED" || code === "ENOTFOUND"
+      const appCode = refused ? AppErrorCode.unavailable : AppErrorCode.failed
+      this.fail(502, { hop: "app", reason: appCode }, failure(appCode, `app at ${this.leg.address}: ${code ?? error.message}`, !refused))
+      return this.abort(error)
+    }
+    const broke = { hop: "app", reason: "answer_broke_off" }
+    if (this.mode === "stream") {
+      this.finish()
+      this.observation.end(this.leg.address, this.status, broke)
+      return this.abort(new StreamFailed({ message: `app answer broke off: ${error.message}` }))
+    }
+    this.fail(this.status, broke, failure(AppErrorCode.failed, `app answer broke off: ${error.message}`, true))
+    this.abort(error)
+  }
+
+  /** The streamed answer's reader stopped before its end: the exchange is not wanted any more. */
+  readerGone(): void {
+    if (this.done) return
+    this.finish()
+    this.observation.end(this.leg.address, this.status, { hop: "app", reason: "answer_broke_off" })
+    this.abort(new StreamFailed({ message: "nobody reads the answer" }))
+  }
+
+  private fail(status: number, reason: Failure, outcome: HandlerValue): void {
+    this.finish()
+    this.observation.end(this.leg.address, status, reason)
+    this.settle(outcome)
+  }
+
+  /** Counts a chunk of the streamed request body on its way to the app. */
+  requestBytes(bytes: number): void {
+    this.observation.requestBytes(bytes)
+  }
+
+  private finish(): void {
+    this.done = true
+    if (this.timer !== undefined) clearTimeout(this.timer)
+  }
+
+  /** Stops the exchange where it is: the app's request, the peer's body, the answer's reader. */
+  private abort(reason: Error): void {
+    const body = this.request.body
+    if (body instanceof IncomingStream) body.fail(new StreamFailed({ message: "request aborted" }))
+    if (this.controller !== undefined) this.controller.abort(reason)
+    else this.abortReason ??= reason
+    this.answer?.fail(reason)
+  }
+
+  private settle(value: HandlerValue): void {
+    if (this.settled) return
+    this.settled = true
+    this.resolve(value)
+  }
+}
+
+/**
+ * The peer's streamed body as undici pulls it: held to its declared length (a body that does not
+ * match it is cut off, never written past it), given up when it sends nothing for the body idle
+ * timeout. Time undici spends waiting for the app to take a chunk is not the body's idleness.
+ */
+async function* requestBody(stream: IncomingStream, length: number, idleMs: number, exchange: AppExchange): AsyncGenerator<Buffer> {
+  let waiting = false
+  const idle = setTimeout(function onIdle() {
+    if (waiting) exchange.giveUp(AppErrorCode.bodyIdle, 408, `the request body sent nothing for ${idleMs} ms`)
+    else idle.refresh()
+  }, idleMs)
+  const mismatch = () => exchange.giveUp(MeshErrorCode.badRequest, 400, `the streamed body does not match its content-length of ${length}`)
+  const chunks = stream[Symbol.asyncIterator]()
+  let sent = 0
+  try {
+    for (;;) {
+      waiting = true
+      idle.refresh()
+      const next = await chunks.next()
+      waiting = false
+      if (next.done === true) break
+      const chunk = next.value
+      sent += chunk.length
+      if (length >= 0 && sent > length) return mismatch()
+      exchange.requestBytes(chunk.length)
+      yield chunk
+    }
+    if (length >= 0 && sent !== length) mismatch()
+  } finally {
+    clearTimeout(idle)
+  }
+}
+
+/** The app's answer as the mesh session reads it: chunks queue here, the socket pauses while too many wait. */
+class AnswerStream implements AsyncIterable<Buffer> {
+  private readonly controller: Dispatcher.DispatchController
+  private readonly exchange: AppExchange
+  private readonly chunks: Array<Buffer> = []
+  private queued = 0
+  private ended = false
+  private failure: Error | undefined = undefined
+  private wake: (() => void) | undefined = undefined
+
+  constructor(controller: Dispatcher.DispatchController, exchange: AppExchange) {
+    this.controller = controller
+    this.exchange = exchange
+  }
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk)
+    this.queued += chunk.length
+    if (this.queued > ANSWER_HIGH_WATER) this.controller.pause()
+    this.notify()
+  }
+
+  end(): void {
+    this.ended = true
+    this.notify()
+  }
+
+  fail(error: Error): void {
+    if (this.ended) return
+    this.failure = error
+    this.ended = true
+    this.notify()
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    let complete = false
+    try {
+      for (;;) {
+        const chunk = this.chunks.shift()
+        if (chunk !== undefined) {
+          this.queued -= chunk.length
+          if (this.queued <= ANSWER_HIGH_WATER / 2 && this.controller.paused) this.controller.resume()
+          yield chunk
+          continue
+        }
+        if (this.failure !== undefined) throw this.failure
+        if (this.ended) {
+          complete = true
+          return
+        }
+        await new Promise<void>((resolve) => (this.wake = resolve))
+      }
+    } finally {
+      if (!complete) this.exchange.readerGone()
+    }
+  }
+
+  private notify(): void {
+    const wake = this.wake
+    this.wake = undefined
+    wake?.()
+  }
+}

@@ -1,0 +1,186 @@
+// The sidecar's own spans on the request path (client, server and app spans, observe.ts), as
+// compact records rather than OpenTelemetry SDK spans: the sampling decision comes first, ids come
+// from a pool of random bytes, attributes are one plain object, and no Context is built. An ended
+// record goes to the trace store as it is (it has the fields the store keeps), and becomes an
+// OpenTelemetry ReadableSpan only when an exporter is configured (OTEL_* variables, tracing.ts).
+//
+//   const span = recorder.start("GET catalog", SpanKind.CLIENT, parent)   // parent: a TraceParent, a record, or none
+//   if (span.sampled) span.attributes["url.path"] = "/items"
+//   headers.push(["traceparent", span.traceparent()])
+//   recorder.end(span)                                                       // exactly once
+//
+// Times: like the SDK, a span starts at Date.now() (whole ms) and its duration is measured on the
+// monotonic clock.
+import { type Attributes, ROOT_CONTEXT, type SpanKind, type SpanStatusCode, TraceFlags } from "@opentelemetry/api"
+import { TraceState } from "@opentelemetry/core"
+import type { Resource } from "@opentelemetry/resources"
+import { type ReadableSpan, SamplingDecision, type SpanProcessor, TraceIdRatioBasedSampler } from "@opentelemetry/sdk-trace-base"
+import { randomFillSync } from "node:crypto"
+import type { SamplerSettings } from "./otelEnv.ts"
+import { formatTraceparent, type TraceParent } from "./propagation.ts"
+import type { Origin, StoredSpan, TraceStore } from "./traceStore.ts"
+
+/** Random bytes for ids, refilled a page at a time. */
+const idBytes = Buffer.allocUnsafe(4096)
+let idOffset = idBytes.length
+
+/** `bytes` random bytes as lower-case hex, never all zeros (an invalid id). */
+const randomId = (bytes: number): string => {
+  for (;;) {
+    if (idOffset + bytes > idBytes.length) {
+      randomFillSync(idBytes)
+      idOffset = 0
+    }
+    const id = idBytes.toString("hex", idOffset, idOffset + bytes)
+    idOffset += bytes
+    for (let i = 0; i < id.length; i++) if (id.charCodeAt(i) !== 0x30) return id
+  }
+}
+
+const noEvents: StoredSpan["events"] = []
+
+/** One span of the request path. Mutable until it ends; the store keeps it as it is. */
+export class SpanRecord implements StoredSpan, TraceParent {
+  readonly traceId: string
+  readonly spanId: string
+  readonly parentSpanId: string | null
+  /** The parent came from another process (a traceparent header). */
+  readonly parentRemote: boolean
+  readonly sampled: boolean
+  /** Passed on from the parent (normalized), for the next hop and the exporter. */
+  readonly traceState: string | undefined
+  readonly name: string
+  readonly kind: SpanKind
+  readonly origin: Origin
+  readonly start: number
+  durationMs = 0
+  statusCode: SpanStatusCode = 0
+  statusMessage: string | undefined = undefined
+  /** Filled by the caller only when `sampled`; nothing reads it otherwise. */
+  readonly attributes: Attributes = {}
+  readonly events = noEvents
+  private readonly startMonotonic: number
+
+  constructor(
+    traceId: string,
+    parentSpanId: string | null,
+    parentRemote: boolean,
+    sampled: boolean,
+    traceState: string | undefined,
+    name: string,
+    kind: SpanKind,
+    origin: Origin
+  ) {
+    this.traceId = traceId
+    this.spanId = randomId(8)
+    this.parentSpanId = parentSpanId
+    this.parentRemote = parentRemote
+    this.sampled = sampled
+    this.traceState = traceState
+    this.name = name
+    this.kind = kind
+    this.origin = origin
+    this.start = Date.now()
+    this.startMonotonic = performance.now()
+  }
+
+  /** This span as the next hop's parent: a W3C traceparent. */
+  traceparent(): string {
+    return formatTraceparent(this.traceId, this.spanId, this.sampled)
+  }
+
+  /** Called by the recorder's `end`. */
+  stop(): void {
+    this.durationMs = performance.now() - this.startMonotonic
+  }
+}
+
+export interface RecorderOptions {
+  readonly sampler: SamplerSettings
+  readonly store: TraceStore
+  /** service.name and service.instance.id, as the store shows them. */
+  readonly origin: Origin
+  /** Exporting processors (OTLP, console), fed ReadableSpans; none: nothing is converted. */
+  readonly exporters: ReadonlyArray<SpanProcessor>
+  readonly resource: Resource
+  readonly scope: { readonly name: string }
+}
+
+/** Starts and ends SpanRecords under one sampler; ended sampled ones go to the store and the exporters. */
+export class SpanRecorder {
+  private readonly options: RecorderOptions
+  /** Decides a root span (and, for the non-parent-based samplers, every span). */
+  private readonly root: (traceId: string) => boolean
+  private readonly parentBased: boolean
+
+  constructor(options: RecorderOptions) {
+    this.options = options
+    const { name, ratio } = options.sampler
+    this.parentBased = name.startsWith("parentbased_")
+    const rootName = this.parentBased ? name.slice("parentbased_".length) : name
+    if (rootName === "traceidratio") {
+      const ratioSampler = new TraceIdRatioBasedSampler(ratio)
+      this.root = (traceId) => ratioSampler.shouldSample(ROOT_CONTEXT, traceId).decision === SamplingDecision.RECORD_AND_SAMPLED
+    } else {
+      const always = rootName === "always_on"
+      this.root = () => always
+    }
+  }
+
+  /**
+   * A span under `parent`: another process's (a traceparent header, with the tracestate it came
+   * with) or one of this recorder's records (whose tracestate it inherits); none: a new trace's root.
+   */
+  start(name: string, kind: SpanKind, parent: TraceParent | undefined, remoteTraceState?: string): SpanRecord {
+    const local = parent instanceof SpanRecord
+    const traceId = parent?.traceId ?? randomId(16)
+    // The decision comes before anything else is made (the parent-based samplers follow the parent's flag).
+    const sampled = parent !== undefined && this.parentBased ? parent.sampled : this.root(traceId)
+    const traceState = local ? parent.traceState : parent === undefined ? undefined : remoteTraceState
+    return new SpanRecord(traceId, parent?.spanId ?? null, parent !== undefined && !local, sampled, traceState, name, kind, this.options.origin)
+  }
+
+  /** Ends a span (exactly once): a sampled one is stored, and exported when an exporter is configured. */
+  end(span: SpanRecord): void {
+    span.stop()
+    if (!span.sampled) return
+    this.options.store.record(span.traceId, span)
+    const exporters = this.options.exporters
+    if (exporters.length === 0) return
+    const readable = toReadableSpan(span, this.options.resource, this.options.scope)
+    for (const exporter of exporters) exporter.onEnd(readable)
+  }
+}
+
+const hrTime = (ms: number): [number, number] => {
+  const seconds = Math.floor(ms / 1000)
+  return [seconds, Math.round((ms - seconds * 1000) * 1e6)]
+}
+
+/** What an exporter takes: the record as the SDK would have ended it. */
+const toReadableSpan = (span: SpanRecord, resource: Resource, scope: { readonly name: string }): ReadableSpan => {
+  const traceState = span.traceState === undefined ? undefined : new TraceState(span.traceState)
+  const context = { traceId: span.traceId, spanId: span.spanId, traceFlags: TraceFlags.SAMPLED, ...(traceState === undefined ? {} : { traceState }) }
+  return {
+    name: span.name,
+    kind: span.kind,
+    spanContext: () => context,
+    ...(span.parentSpanId === null
+      ? {}
+      : { parentSpanContext: { traceId: span.traceId, spanId: span.parentSpanId, traceFlags: TraceFlags.SAMPLED, isRemote: span.parentRemote } }),
+    startTime: hrTime(span.start),
+    endTime: hrTime(span.start + span.durationMs),
+    duration: hrTime(span.durationMs),
+    status: span.statusMessage === undefined ? { code: span.statusCode } : { code: span.statusCode, message: span.statusMessage },
+    attributes: span.attributes,
+    links: [],
+    events: [],
+    ended: true,
+    resource,
+    instrumentationScope: scope,
+    droppedAttributesCount: 0,
+    droppedEventsCount: 0,
+    droppedLinksCount: 0
+  }
+}
+

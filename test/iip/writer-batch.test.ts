@@ -1,0 +1,54 @@
+// The connection writer (src/mux/writer.ts) writes once per turn of the event loop: packets sent
+// from separate callbacks of one turn (requests that arrived on many sockets at once, each
+// handled in its own I/O callback with its own nextTick queue) leave in one write, in order.
+import { describe, expect, it } from "vitest"
+import { PacketWriter } from "../../src/mux/writer.ts"
+import { PacketDecoder } from "../../src/protocol/decoder.ts"
+
+/** The packets in one written buffer: path, channel, body. */
+const decodePackets = (bytes: Buffer): Array<[string, number, string]> => {
+  const packets: Array<[string, number, string]> = []
+  const decoder = new PacketDecoder({ checkHeader: () => undefined, onPacket: (_status, path, channelId, data) => packets.push([path, channelId, data.toString()]) })
+  expect(decoder.push(bytes)).toBeUndefined()
+  return packets
+}
+
+/** A socket stand-in that records each write. */
+const recordingSink = () => {
+  const writes: Array<Buffer> = []
+  return {
+    writes,
+    sink: {
+      write: (chunk: Uint8Array) => {
+        writes.push(Buffer.from(chunk))
+        return true
+      },
+      cork: () => {},
+      uncork: () => {},
+      writableLength: 0,
+      once: () => undefined
+    }
+  }
+}
+
+describe("PacketWriter batching", () => {
+  it("packets sent from a callback, its nextTick queue and a later microtask of the same turn leave in one write, in order", async () => {
+    const { writes, sink } = recordingSink()
+    const writer = new PacketWriter(sink, { highWaterBytes: 1 << 20, maxQueuedBytes: 1 << 24 })
+    await new Promise<void>((resolve) => {
+      setImmediate(() => {
+        writer.send(1, "/a", 1, Buffer.from("one"))
+        process.nextTick(() => writer.send(1, "/b", 2, Buffer.from("two")))
+        void Promise.resolve().then(() => writer.send(1, "/c", 3, Buffer.from("three")))
+        setImmediate(resolve)
+      })
+    })
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    expect(writes.length).toBe(1)
+    expect(decodePackets(writes[0]!)).toStrictEqual([
+      ["/a", 1, "one"],
+      ["/b", 2, "two"],
+      ["/c", 3, "three"]
+    ])
+  })
+})
