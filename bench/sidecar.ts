@@ -46,7 +46,9 @@
 //        --cpu-prof-dir DIR (app and sidecars run with --cpu-prof into DIR; profile the load
 //        generator with `node --cpu-prof bench/run.ts sidecar ...`).
 // The last stdout line is one JSON object (report.ts).
+import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
+import { fileURLToPath } from "node:url"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { performance } from "node:perf_hooks"
@@ -73,6 +75,9 @@ export class TooManyFailures extends Data.TaggedError("TooManyFailures")<{ reado
 export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const options = parseArgs(args)
   const log = (line: string) => process.stderr.write(`${line}\n`)
+  // The sidecars run the compiled CLI: build it from the sources as they are now.
+  execFileSync(process.execPath, [fileURLToPath(new URL("../scripts/build.ts", import.meta.url))], { stdio: "inherit" })
+  log(`sidecars: node ${options.sidecarNodeFlags.join(" ")} ${options.sidecarMain}`)
   const payload = makePayload()
   const wrk = findExecutable("wrk")
   log(

@@ -23,8 +23,13 @@ export const isMeshed = (mode: Mode): mode is Meshed => mode === "meshed" || mod
 export type Phase = "open" | "saturation" | "memory"
 export const PHASES: ReadonlyArray<Phase> = ["open", "saturation", "memory"]
 
-/** The sidecar's entry point: the one place to point the bench at compiled JavaScript (or pass --sidecar-main). */
-export const DEFAULT_SIDECAR_MAIN = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url))
+/**
+ * The sidecar as shipped: the compiled CLI (dist/, which the bench rebuilds before it starts) with
+ * the node flags bin/iip-mesh.js and the image give it. --sidecar-main and --sidecar-node-flags
+ * replace them (e.g. --sidecar-main src/cli/main.ts to run the TypeScript sources).
+ */
+export const DEFAULT_SIDECAR_MAIN = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url))
+export const SHIPPED_NODE_FLAGS = "--max-semi-space-size=2"
 
 export interface Options {
   readonly quick: boolean
@@ -62,7 +67,7 @@ export const parseArgs = (args: ReadonlyArray<string>): Options => {
     modes: subset("--only", MODES),
     phases: subset("--phases", PHASES),
     cpuProfDir: value("--cpu-prof-dir"),
-    sidecarNodeFlags: (value("--sidecar-node-flags") ?? "").split(" ").filter((flag) => flag !== ""),
+    sidecarNodeFlags: (value("--sidecar-node-flags") ?? SHIPPED_NODE_FLAGS).split(" ").filter((flag) => flag !== ""),
     sidecarMain: value("--sidecar-main") ?? DEFAULT_SIDECAR_MAIN
   }
 }
