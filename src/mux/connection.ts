@@ -87,6 +87,12 @@ const isPeerChannel = (peerOpensHigh: boolean, id: number): boolean => (id >= 0x
 export class Connection {
   readonly writer: PacketWriter
   readonly remoteAddress: string
+  /**
+   * The peer's identity as the transport proved it (the SPIFFE ID of a verified TLS client
+   * certificate), set by whoever accepted the socket before the first request is read; undefined
+   * over plain TCP. Every request of the connection carries it (RequestContext.peerIdentity).
+   */
+  peerIdentity: string | undefined = undefined
   private readonly decoder: PacketDecoder
   private readonly channels = new Map<number, ChannelReceive>()
   private sink: MessageSink | undefined

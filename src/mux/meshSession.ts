@@ -409,6 +409,7 @@ export class MeshSession implements MessageSink {
     if (closed !== undefined) abort.abort(closed)
     const request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), stream === undefined ? body : Buffer.alloc(0), {
       remoteAddress: this.connection.remoteAddress,
+      peerIdentity: this.connection.peerIdentity,
       signal: abort.signal,
       meta: envelope.meta,
       deadline: remaining > 0 ? Date.now() + remaining : 0,
@@ -714,6 +715,7 @@ export class MeshSession implements MessageSink {
     const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
     const request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), noData, {
       remoteAddress: this.connection.remoteAddress,
+      peerIdentity: this.connection.peerIdentity,
       signal: AbortSignal.abort(),
       meta: envelope.meta,
       deadline: 0,

@@ -6,6 +6,8 @@ import type { IncomingStream } from "./streams.ts"
 
 export interface RequestContext {
   readonly remoteAddress: string
+  /** The caller's identity as its TLS certificate proved it (a SPIFFE ID); undefined over plain TCP. */
+  readonly peerIdentity: string | undefined
   /** Aborted when the answer can no longer matter: connection closed, request cancelled or past its deadline. */
   readonly signal: AbortSignal
   /** Metadata sent with the request (mesh mode; empty for plain IIP). */

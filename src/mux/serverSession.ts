@@ -142,6 +142,7 @@ export class ServerSession implements MessageSink {
     this.onHello = onHello
     this.context = {
       remoteAddress: connection.remoteAddress,
+      peerIdentity: connection.peerIdentity,
       signal: this.abort.signal,
       meta: emptyMeta,
       deadline: 0,
