@@ -5,7 +5,8 @@
 // least-loaded channel that can take it; while none can, it waits in a bounded queue with its
 // deadline running; a lost connection is redialled with exponential backoff and jitter, and
 // requests that were never sent go out on the new one. Every request ends exactly once. The
-// connection is TCP, or IIP over WebSocket (`transport: "websocket"`) where only HTTP passes.
+// connection is TCP, TLS over TCP (`tls`: mutual TLS between sidecars, or the Go reference's TLS
+// mode), or IIP over WebSocket (`transport: "websocket"`) where only HTTP passes.
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as net from "node:net"
@@ -22,6 +23,7 @@ import { defaultKeepAlive, keepAlive, type KeepAliveOptions } from "./keepAlive.
 import { type Log, stderrLog } from "./log.ts"
 import { Router } from "./router.ts"
 import { Supervisor } from "./supervisor.ts"
+import { type ClientTlsOptions, decodeTlsRefusal, dialTls, type TlsRefusal } from "./tls.ts"
 
 export type ClientError = ConnectionClosed | RequestTimeout | Overloaded | ChannelOpenFailed | ConnectFailed | PacketEncodeError | MeshCallError
 export type ClientCallback = (error: ClientError | undefined, data: Buffer | undefined) => void
@@ -74,6 +76,11 @@ export interface ClientOptions {
    * not answering a ping (a frozen peer): the balancer holds the endpoint out without failing it.
    */
   readonly onPeerState?: (state: "go-away" | "unresponsive") => void
+  /**
+   * Run every connection inside TLS (PROTOCOL.md §19): mutual TLS with a mesh peer, or the Go
+   * reference's TLS mode. A refused handshake fails with ConnectFailed naming the reason (`tls`).
+   */
+  readonly tls?: ClientTlsOptions
   readonly log?: Log
   readonly supervisor?: Supervisor
 }
@@ -567,15 +574,24 @@ export class IipClient {
     )
   }
 
-  /** One connection attempt, hello included; `done` gets undefined on success. */
+  /** One connection attempt, TLS handshake and hello included; `done` gets undefined on success. */
   private dialOnce(done: (error: ConnectFailed | undefined) => void): void {
     let finished = false
     let abandon = () => {}
-    const fail = (reason: string) => {
+    /** Over TLS: the refusal behind a connection that failed after its handshake (TLS 1.3: the server's verdict on our certificate comes then). */
+    let refusedAfterHandshake: () => TlsRefusal | undefined = () => undefined
+    const fail = (reason: string, refusal?: TlsRefusal) => {
       if (finished) return
       finished = true
       abandon()
-      done(new ConnectFailed({ message: `cannot connect to ${this.address}: ${reason}`, address: this.address, refused: reason === "ECONNREFUSED" }))
+      done(
+        new ConnectFailed({
+          message: `cannot connect to ${this.address}: ${refusal?.message ?? reason}`,
+          address: this.address,
+          refused: reason === "ECONNREFUSED",
+          ...(refusal === undefined ? {} : { tls: refusal.reason })
+        })
+      )
     }
     const timer = setTimeout(() => fail(`no connection within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs)
     // The stream is open: say hello, and adopt the connection in the mode the server answers with.
@@ -591,7 +607,12 @@ export class IipClient {
       }
       if (this.options.mesh === false) return adopt({ mode: "plain", session: plain })
       plain.request(plain.system, MeshPath.hello, encodeHello(this.hello, false), this.connectTimeoutMs, (error, data) => {
-        if (error !== undefined) return fail(`no answer to hello: ${error.message}`)
+        if (error !== undefined) return fail(`no answer to hello: ${error.message}`, refusedAfterHandshake())
+        const refusal = this.options.tls === undefined ? undefined : decodeTlsRefusal(data!)
+        if (refusal !== undefined) {
+          this.options.tls!.onRefused?.(refusal, undefined)
+          return fail(refusal.message, refusal)
+        }
         const theirs = decodeHello(data!)
         if (theirs === undefined) return adopt({ mode: "plain", session: plain })
         // The acceptor names the codec it picked from our offer (PROTOCOL.md §12.1).
@@ -612,6 +633,12 @@ export class IipClient {
     }
     if (this.options.transport === "websocket") {
       abandon = dialWebSocket(this.address, (error, stream) => (error === undefined ? opened(stream!) : fail(error)))
+      return
+    }
+    if (this.options.tls !== undefined) {
+      const dial = dialTls(this.options.host, this.options.port, this.options.tls, opened, fail)
+      abandon = dial.abandon
+      refusedAfterHandshake = dial.refusedAfterHandshake
       return
     }
     const socket = net.connect({ host: this.options.host, port: this.options.port, noDelay: true })
