@@ -9,6 +9,7 @@ import * as SchemaIssue from "effect/SchemaIssue"
 import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { pickerNames } from "../balancer/serviceBalancer.ts"
+import { parseSpiffeId } from "../identity/spiffe.ts"
 
 const addressPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
 const servicePattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
@@ -40,9 +41,22 @@ const HashKey = Schema.String.pipe(
   )
 )
 
+const SpiffeIdText = Schema.String.pipe(
+  Schema.check(Schema.makeFilter((text: string) => (parseSpiffeId(text) === undefined ? `Expected a SPIFFE ID (spiffe://TRUST-DOMAIN/PATH), got ${JSON.stringify(text.slice(0, 200))}` : undefined)))
+)
+
+/** How an endpoint is reached (src/sidecar/meshTls.ts): mutual TLS, the Go reference's TLS mode, or plain TCP. */
+export const endpointSecurities = ["mtls", "tls", "plain"] as const
+
 const EndpointSpec = Schema.Struct({
   address: Address,
-  weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 })))
+  weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 }))),
+  /** The SPIFFE ID the endpoint must present over mTLS. */
+  identity: Schema.optionalKey(SpiffeIdText),
+  /** Unset: as `mtls` says (src/sidecar/meshTls.ts). */
+  security: Schema.optionalKey(Schema.Literals(endpointSecurities)),
+  /** For security "tls": a PEM file of the CA the server's certificate must chain to; unset, it is not verified (as the reference). */
+  ca: Schema.optionalKey(Schema.NonEmptyString)
 })
 
 export const SidecarConfigSchema = Schema.Struct({
@@ -178,7 +192,16 @@ export const SidecarConfigSchema = Schema.Struct({
    * Quiet this long after its memory grew by a tenth (a burst), the sidecar runs one full garbage
    * collection that hands the heap's freed pages back to the system (src/cli/memoryRelease.ts); null: never.
    */
-  idleGcMs: Schema.NullOr(PositiveMs)
+  idleGcMs: Schema.NullOr(PositiveMs),
+  /**
+   * Mutual TLS between sidecars: on (TLS only), permissive (also plain IIP from peers, counted),
+   * off; null: on when the sidecar has credentials, off (said in the log) without.
+   */
+  mtls: Schema.NullOr(Schema.Literals(["on", "permissive", "off"])),
+  /** For tests and benches: fixed credentials from key.pem, chain.pem and bundle.pem in this directory (never renewed). */
+  tlsCredentialsDir: Schema.NullOr(Schema.NonEmptyString),
+  /** From accept (or dial) to a finished TLS handshake. */
+  tlsHandshakeTimeoutMs: PositiveMs
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -193,7 +216,7 @@ export const settings = [
   { key: "outbound", env: "IIP_MESH_OUTBOUND", flag: "--outbound", help: "HTTP listener for the app's calls (default 127.0.0.1:4140)" },
   { key: "inbound", env: "IIP_MESH_INBOUND", flag: "--inbound", help: "IIP listener for other sidecars (default 127.0.0.1:4143)" },
   { key: "admin", env: "IIP_MESH_ADMIN", flag: "--admin", help: "admin HTTP listener (default 127.0.0.1:9990)" },
-  { key: "endpoints", env: "IIP_MESH_ENDPOINTS", flag: "--endpoint", help: "SERVICE=HOST:PORT[#WEIGHT], comma-separated or repeated" },
+  { key: "endpoints", env: "IIP_MESH_ENDPOINTS", flag: "--endpoint", help: "SERVICE=HOST:PORT[#WEIGHT][;identity=ID][;security=mtls|tls|plain][;ca=FILE], comma-separated or repeated" },
   { key: "endpointsFile", env: "IIP_MESH_ENDPOINTS_FILE", flag: "--endpoints-file", help: "a JSON file of endpoints, re-read when it changes" },
   { key: "dnsSrv", env: "IIP_MESH_DNS_SRV", flag: "--dns-srv", help: "SERVICE=SRV-NAME (full name), comma-separated or repeated" },
   { key: "kubernetes", env: "IIP_MESH_KUBERNETES", flag: "--kubernetes", help: "SERVICE=NAMESPACE/NAME, a Kubernetes Service whose EndpointSlices to watch (in-cluster), comma-separated or repeated" },
@@ -237,7 +260,10 @@ export const settings = [
   { key: "busyPingAfterMs", env: "IIP_MESH_BUSY_PING_AFTER", flag: "--busy-ping-after", help: "silence with requests waiting before an endpoint is pinged (default 1s)" },
   { key: "busyPingTimeoutMs", env: "IIP_MESH_BUSY_PING_TIMEOUT", flag: "--busy-ping-timeout", help: "unanswered that long, the connection is lost and the endpoint held out (default 2s)" },
   { key: "slowTryFloorMs", env: "IIP_MESH_SLOW_TRY", flag: "--slow-try", help: "an idempotent try unanswered this long (or 10x its endpoint's latency) goes elsewhere if it can (default 2s; off)" },
-  { key: "idleGcMs", env: "IIP_MESH_IDLE_GC", flag: "--idle-gc", help: "quiet this long after a burst grew its memory, one full GC gives the memory back (default 2s; off)" }
+  { key: "idleGcMs", env: "IIP_MESH_IDLE_GC", flag: "--idle-gc", help: "quiet this long after a burst grew its memory, one full GC gives the memory back (default 2s; off)" },
+  { key: "mtls", env: "IIP_MESH_MTLS", flag: "--mtls", help: "mutual TLS between sidecars: on, permissive or off (default: on with credentials, off without)" },
+  { key: "tlsCredentialsDir", env: "IIP_MESH_TLS_CREDENTIALS_DIR", flag: "--tls-credentials-dir", help: "tests and benches: fixed credentials from key.pem, chain.pem, bundle.pem here" },
+  { key: "tlsHandshakeTimeoutMs", env: "IIP_MESH_TLS_HANDSHAKE_TIMEOUT", flag: "--tls-handshake-timeout", help: "a TLS handshake must finish within this (default 10s)" }
 ] as const
 
 type Key = (typeof settings)[number]["key"]
@@ -293,20 +319,32 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   busyPingAfterMs: 1_000,
   busyPingTimeoutMs: 2_000,
   slowTryFloorMs: 2_000,
-  idleGcMs: 2_000
+  idleGcMs: 2_000,
+  mtls: null,
+  tlsCredentialsDir: null,
+  tlsHandshakeTimeoutMs: 10_000
 })
 
-/** "SERVICE=HOST:PORT[#WEIGHT]" entries into the endpoints shape; malformed entries are kept for the schema to reject. */
-export const parseEndpointList = (entries: ReadonlyArray<string>): Record<string, Array<{ address: string; weight: unknown }>> => {
-  const out: Record<string, Array<{ address: string; weight: unknown }>> = {}
+/**
+ * "SERVICE=HOST:PORT[#WEIGHT][;identity=SPIFFE-ID][;security=mtls|tls|plain][;ca=FILE]" entries into
+ * the endpoints shape; malformed entries (and unknown keys) are kept for the schema to reject.
+ */
+export const parseEndpointList = (entries: ReadonlyArray<string>): Record<string, Array<Record<string, unknown>>> => {
+  const out: Record<string, Array<Record<string, unknown>>> = {}
   for (const entry of entries.flatMap((e) => e.split(",")).map((e) => e.trim()).filter((e) => e !== "")) {
-    const eq = entry.indexOf("=")
-    const service = eq === -1 ? entry : entry.slice(0, eq)
-    const rest = eq === -1 ? "" : entry.slice(eq + 1)
+    const [head = "", ...options] = entry.split(";")
+    const eq = head.indexOf("=")
+    const service = eq === -1 ? head : head.slice(0, eq)
+    const rest = eq === -1 ? "" : head.slice(eq + 1)
     const hash = rest.lastIndexOf("#")
     const address = hash === -1 ? rest : rest.slice(0, hash)
     const weight = hash === -1 ? 1 : /^\d+$/.test(rest.slice(hash + 1)) ? Number(rest.slice(hash + 1)) : rest.slice(hash + 1)
-    ;(out[service] ??= []).push({ address, weight })
+    const spec: Record<string, unknown> = { address, weight }
+    for (const option of options) {
+      const split = option.indexOf("=")
+      if (split > 0) spec[option.slice(0, split).trim()] = option.slice(split + 1).trim()
+    }
+    ;(out[service] ??= []).push(spec)
   }
   return out
 }
@@ -347,6 +385,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "restartWindowMs":
     case "busyPingAfterMs":
     case "busyPingTimeoutMs":
+    case "tlsHandshakeTimeoutMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":
@@ -378,6 +417,10 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
       return /^-?\d+(?:\.\d+)?$/.test(last) ? Number(last) : last
     case "mdnsInterface":
       return last === "" || last === "all" ? null : last
+    case "mtls":
+      return last === "" || last === "auto" ? null : last
+    case "tlsCredentialsDir":
+      return last === "" || last === "none" ? null : last
     case "mdns":
     case "accessLog":
     case "tracing":

@@ -608,9 +608,9 @@ export class IipClient {
       if (this.options.mesh === false) return adopt({ mode: "plain", session: plain })
       plain.request(plain.system, MeshPath.hello, encodeHello(this.hello, false), this.connectTimeoutMs, (error, data) => {
         if (error !== undefined) return fail(`no answer to hello: ${error.message}`, refusedAfterHandshake())
-        const refusal = this.options.tls === undefined ? undefined : decodeTlsRefusal(data!)
+        const refusal = decodeTlsRefusal(data!)
         if (refusal !== undefined) {
-          this.options.tls!.onRefused?.(refusal, undefined)
+          this.options.tls?.onRefused?.(refusal, undefined)
           return fail(refusal.message, refusal)
         }
         const theirs = decodeHello(data!)

@@ -341,11 +341,7 @@ export class IipServer {
         return
       }
       this.handshaking.delete(socket)
-      if (tlsOptions.acceptPlain !== true) {
-        this.refused({ reason: "plain_refused", message: "peer speaks plain IIP; this side requires TLS" }, socket, undefined)
-        socket.destroy()
-        return
-      }
+      if (tlsOptions.acceptPlain !== true) return this.refuseClient(socket, { reason: "plain_refused", message: "peer speaks plain IIP; this side requires TLS" }, undefined)
       tlsOptions.onPlain?.(`${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`)
       this.accept(socket, undefined)
       socket.resume()
@@ -371,7 +367,7 @@ export class IipServer {
   }
 
   /** Tells a refused client why (an answer to its hello, §19), without reading anything it sent, and closes. */
-  private refuseClient(socket: tls.TLSSocket, refusal: TlsRefusal, peer: X509Certificate | undefined): void {
+  private refuseClient(socket: net.Socket, refusal: TlsRefusal, peer: X509Certificate | undefined): void {
     this.refused(refusal, socket, peer)
     socket.on("error", () => socket.destroy())
     // Whatever it sent is dropped unread; reading on lets its close be seen.

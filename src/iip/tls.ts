@@ -151,13 +151,15 @@ export const dialTls = (
     port,
     secureContext: options.secureContext(),
     ALPNProtocols: [...alpn],
-    rejectUnauthorized: verify,
+    // The verdict is taken at secureConnect below, where the certificate the peer showed can still
+    // be read for the log; nothing is sent to a peer that failed it.
+    rejectUnauthorized: false,
     ...(servername === undefined ? {} : { servername }),
     checkServerIdentity: (name, certificate) => {
       if (!verify) return undefined
       if (options.checkPeer === undefined) return checkServerIdentity(servername ?? name, certificate)
       identityRefusal = options.checkPeer(new X509Certificate(certificate.raw))
-      return identityRefusal === undefined ? undefined : Object.assign(new Error(identityRefusal.message), { code: "ERR_IIP_PEER_IDENTITY" })
+      return identityRefusal === undefined ? undefined : new Error(identityRefusal.message)
     }
   })
   socket.setNoDelay(true)
@@ -174,10 +176,15 @@ export const dialTls = (
       return
     }
     if (!tcpUp) return fail(error.code ?? error.message)
-    refuse(identityRefusal ?? classifyTlsError(error))
+    refuse(classifyTlsError(error))
   })
   socket.once("secureConnect", () => {
     secure = true
+    if (verify && !socket.authorized) {
+      // node:tls keeps only the error's code (or message) as authorizationError.
+      const code = String(socket.authorizationError)
+      return refuse(identityRefusal ?? classifyTlsError({ name: "Error", message: code, code }))
+    }
     if (options.requireAlpn === true && socket.alpnProtocol !== alpn[0]) {
       return refuse({ reason: "tls_handshake", message: `peer did not agree on ALPN ${alpn[0]} (got ${String(socket.alpnProtocol)})` })
     }
@@ -197,10 +204,11 @@ export const dialTls = (
 }
 
 /**
- * A mesh server that refuses a client's certificate says why in-band (§19): in TLS 1.3 the client
- * is done with its handshake before the server judges its certificate, so it has sent its hello;
- * the server answers that hello (status 5, channel 0, /sys/hello) with this body and closes. No
- * request of the client is read. The body is an in-band error (§6) with the refusal's reason.
+ * A mesh server that refuses a client says why in-band (§19): in TLS 1.3 the client is done with
+ * its handshake before the server judges its certificate, so it has sent its hello; the server
+ * answers that hello (status 5, channel 0, /sys/hello) with this packet and closes. A plain IIP
+ * peer refused by a server that requires TLS gets the same answer, in plain IIP. No request of the
+ * client is read. The body is an in-band error (§6) with the refusal's reason.
  */
 export const encodeTlsRefusal = (refusal: TlsRefusal): Buffer =>
   encodePacket(Status.ResponseWhole, MeshPath.hello, SystemChannel, Buffer.from(JSON.stringify({ code: -1, message: refusal.message, tls_refused: refusal.reason })))
@@ -210,5 +218,5 @@ export const decodeTlsRefusal = (data: Uint8Array): TlsRefusal | undefined => {
   const body = parseJsonObject(data)
   if (body === undefined || typeof body.tls_refused !== "string" || typeof body.message !== "string") return undefined
   const reason = safeErrorCode(body.tls_refused)
-  return { reason: "tls_refused", message: `peer refused this side's certificate: ${reason}: ${clampErrorMessage(body.message)}` }
+  return { reason: "tls_refused", message: `peer refused the connection: ${reason}: ${clampErrorMessage(body.message)}` }
 }

@@ -35,7 +35,11 @@ export const AppErrorCode = {
 export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
   if (error instanceof ProxyError) return error
   if (error instanceof RequestTimeout) return new ProxyError({ status: 504, reason: "deadline", hop: "outbound", message: `no answer from ${endpoint} in time` })
-  if (error instanceof ConnectFailed) return new ProxyError({ status: 502, reason: "connect_failed", hop: "outbound", message: error.message })
+  if (error instanceof ConnectFailed) {
+    // A refused TLS handshake names why: this side refused the peer (peer_*), or the peer refused this side (tls_refused).
+    if (error.tls !== undefined) return new ProxyError({ status: 502, reason: error.tls, hop: error.tls === "tls_refused" ? "inbound" : "outbound", message: error.message })
+    return new ProxyError({ status: 502, reason: "connect_failed", hop: "outbound", message: error.message })
+  }
   if (error instanceof Overloaded) return new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: error.message })
   if (error instanceof ConnectionClosed) return new ProxyError({ status: 502, reason: "connection_lost", hop: "outbound", message: error.message })
   if (error instanceof Cancelled) return new ProxyError({ status: 502, reason: "cancelled", hop: "outbound", message: error.message })

@@ -1,5 +1,6 @@
 // One sidecar: the inbound IIP server in front of the local app, the outbound HTTP listener for
-// the app's calls, and the endpoint registry between them. Its lifetime is a Scope: closing it
+// the app's calls, and the endpoint registry between them; with credentials, every connection
+// between sidecars runs inside mutual TLS (meshTls.ts). Its lifetime is a Scope: closing it
 // (SIGTERM) turns it not ready, drains the IIP connections, lets in-flight requests finish
 // within the drain timeout, then closes everything.
 import * as Effect from "effect/Effect"
@@ -11,6 +12,7 @@ import { type Log, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
+import type { CredentialSource } from "../identity/credentials.ts"
 import { Discovery } from "../discovery/discovery.ts"
 import { dnsSrvSource } from "../discovery/dnsSrvSource.ts"
 import { directorySource } from "../discovery/directorySource.ts"
@@ -22,6 +24,7 @@ import { TraceStore } from "../telemetry/traceStore.ts"
 import { makeTracing } from "../telemetry/tracing.ts"
 import { type BalancingOptions, EndpointRegistry } from "./endpoints.ts"
 import { makeInboundHandler } from "./inbound.ts"
+import { MeshTls, MtlsUnavailable, readCredentialsDir } from "./meshTls.ts"
 import type { SidecarTelemetry } from "./observe.ts"
 import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
 
@@ -55,6 +58,8 @@ export interface SidecarOptions {
   readonly traces?: TraceStore
   /** The OTEL_* variables (default process.env). */
   readonly env?: Env
+  /** This workload's mTLS credentials, renewed as they change (the identity client); else `tlsCredentialsDir`'s, if set. */
+  readonly credentials?: CredentialSource
 }
 
 /** Metadata blocks up to this size, on both ends (PROTOCOL.md §17.1): HTTP heads can be larger than the library's 8 KiB default. */
@@ -138,6 +143,11 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
     return { tracing, metrics: makeMetrics(), traces }
   })
 
+const tlsOption = (meshTls: MeshTls): { readonly tls?: NonNullable<Server.ServerOptions["tls"]> } => {
+  const tls = meshTls.serverOptions()
+  return tls === undefined ? {} : { tls }
+}
+
 /** The inbound listener's budgets, limits and timeouts from the configuration (README, PROTOCOL.md §15). */
 const inboundLimitsOf = (config: SidecarConfig): Partial<Server.ServerOptions> => ({
   maxQueuedRequestsPerConnection: config.maxQueuedRequestsPerConnection,
@@ -152,10 +162,32 @@ const inboundLimitsOf = (config: SidecarConfig): Partial<Server.ServerOptions> =
   idleTimeoutMs: config.idleTimeoutMs ?? 0
 })
 
-export const make = (config: SidecarConfig, log: Log = stderrLog, options: SidecarOptions = {}): Effect.Effect<Sidecar, Server.ListenFailed, Scope.Scope> =>
+/**
+ * mTLS as configured: the mode (`mtls`, or on with credentials and off without) and the
+ * credentials (the caller's, or the fixed ones of `tlsCredentialsDir`). Says in the log which.
+ */
+const makeMeshTls = (config: SidecarConfig, options: SidecarOptions, telemetry: SidecarTelemetry, log: Log) =>
+  Effect.gen(function*() {
+    const credentials = options.credentials ?? (config.tlsCredentialsDir === null ? undefined : yield* readCredentialsDir(config.tlsCredentialsDir))
+    const mode = config.mtls ?? (credentials === undefined ? "off" : "on")
+    const meshTls = MeshTls.make({ mode, credentials, handshakeTimeoutMs: config.tlsHandshakeTimeoutMs, metrics: telemetry.metrics, log })
+    if (meshTls instanceof MtlsUnavailable) return yield* meshTls
+    yield* Effect.addFinalizer(() => Effect.sync(() => meshTls.close()))
+    if (mode === "off") {
+      log("mtls-off", { message: "mutual TLS is OFF: connections between sidecars are plain text and unauthenticated", credentials: credentials !== undefined })
+    } else {
+      log("mtls", { mode, identity: meshTls.identity, ...(mode === "permissive" ? { message: "plain IIP peers are accepted (counted in iip_mesh_plain_connections_total)" } : {}) })
+    }
+    return meshTls
+  })
+
+export const make = (config: SidecarConfig, log: Log = stderrLog, options: SidecarOptions = {}): Effect.Effect<Sidecar, Server.ListenFailed | MtlsUnavailable, Scope.Scope> =>
   Effect.gen(function*() {
     const supervisor = yield* Supervisor.current
     const telemetry = yield* makeTelemetry(config, options, log)
+    const meshTls = yield* makeMeshTls(config, options, telemetry, log)
+    /** The identity this sidecar announces to discovery: what peers must find in its certificate. */
+    const announcedIdentity = meshTls.mode === "off" ? {} : { identity: meshTls.identity }
     let ready = false
     const inFlight = { value: 0 }
     const registry = new EndpointRegistry({
@@ -165,7 +197,8 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       maxMetaBytes: SIDECAR_META_BYTES,
       balancing: balancingOf(config),
       log,
-      supervisor
+      supervisor,
+      clientTls: (endpoint) => meshTls.clientOptions(endpoint)
     })
     yield* Effect.addFinalizer(() => Effect.sync(() => registry.close()))
     // Discovery feeds the registry: every change to a service replaces its endpoint set.
@@ -175,7 +208,16 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       const service = update._tag === "Reset" || update._tag === "Remove" ? update.service : update.endpoint.service
       registry.set(
         service,
-        discovery.endpoints(service).map((e) => ({ service, host: e.host, port: e.port, weight: e.weight, source: e.sources.join(",") }))
+        discovery.endpoints(service).map((e) => ({
+          service,
+          host: e.host,
+          port: e.port,
+          weight: e.weight,
+          source: e.sources.join(","),
+          identity: e.identity,
+          security: e.security,
+          ca: e.ca
+        }))
       )
     })
 
@@ -200,9 +242,11 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       drainTimeoutMs: config.drainTimeoutMs,
       ...inboundLimitsOf(config),
       ...(config.compress ? { compression: {} } : {}),
+      ...tlsOption(meshTls),
       supervisor,
       log
     })
+    meshTls.attach(inbound)
     telemetry.metrics.watchConnections(() => {
       let channels = 0
       for (const session of inbound.sessions) channels += session.channelCount
@@ -212,7 +256,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     if (appLeg !== undefined) inbound.handlePrefix("/", appLeg.handle)
     const announced = config.app === null
       ? undefined
-      : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node }
+      : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node, ...announcedIdentity }
     if (config.localDiscovery !== null) {
       discovery.register(directorySource({ directory: config.localDiscovery, mesh: config.meshName, ...(announced === undefined ? {} : { announce: announced }), log }))
     }
@@ -221,7 +265,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       const mdns = new MdnsSource({
         mesh: config.meshName,
         node: config.node,
-        announce: config.app === null ? [] : [{ service: config.service, port: inbound.address.port, address: inbound.address.host, weight: config.weight }],
+        announce: config.app === null ? [] : [{ service: config.service, port: inbound.address.port, address: inbound.address.host, weight: config.weight, ...announcedIdentity }],
         ...(config.mdnsInterface === null ? {} : { interface: config.mdnsInterface }),
         log
       })

@@ -132,7 +132,7 @@ describe("mutual TLS under IIP", () => {
     ] as const) {
       const error = await refusedWith(clientTls(credentials, B))
       expect(error.tls, error.message).toBe("tls_refused")
-      expect(error.message).toContain(`peer refused this side's certificate: ${why}`)
+      expect(error.message).toContain(`peer refused the connection: ${why}`)
     }
     expect(seen).toStrictEqual([])
     expect(serverRefusals.map((r) => r.reason)).toStrictEqual(["peer_untrusted", "peer_expired", "peer_no_certificate"])
