@@ -5,6 +5,7 @@
 // certificate) against a client that does not verify, the IIP inside byte-identical to the
 // captured vectors of iip-protocol.md §12.
 import { X509Certificate } from "node:crypto"
+import * as net from "node:net"
 import type { AddressInfo } from "node:net"
 import * as tls from "node:tls"
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
@@ -199,5 +200,32 @@ describe("the Go reference's TLS mode", () => {
     socket.write(Buffer.from(V.echoHelloRequest, "hex"))
     await waitFor(() => answers.length >= 2, 5000, "echo answer")
     expect(answers.map(packetHex)).toStrictEqual([V.newChannel1, V.echoHelloAnswer])
+  })
+})
+
+describe("handshake timeouts", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("a connection that sends nothing, or starts a handshake and stalls, is closed at the handshake timeout", async () => {
+    const refusals: Array<TlsRefusal> = []
+    const server = new IipServer({ port: 0, log: () => {}, tls: { ...serverTls(serverCredentials, refusals), handshakeTimeoutMs: 300 } })
+    server.handle("/who", () => "never")
+    await server.listen()
+    cleanup.add(() => server.close())
+    for (const first of [Buffer.alloc(0), Buffer.from([0x16, 0x03, 0x01])]) {
+      const socket = net.connect(server.address.port, "127.0.0.1")
+      cleanup.add(() => socket.destroy())
+      const started = performance.now()
+      socket.on("connect", () => socket.write(first))
+      socket.on("error", () => {})
+      await withTimeout(new Promise((resolve) => socket.once("close", resolve)), 5000, "the close")
+      expect(performance.now() - started).toBeLessThan(3000)
+    }
+    await waitFor(() => refusals.length === 2, 2000, "both refusals")
+    expect(refusals.map((r) => r.reason)).toStrictEqual(["tls_handshake", "tls_handshake"])
   })
 })

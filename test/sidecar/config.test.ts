@@ -130,6 +130,26 @@ describe("loadSidecarConfig", () => {
     })
   })
 
+  it("endpoint options after ';': identity, security and ca; a bad identity or security is reported", () => {
+    const config = ok(load(["--service", "store", "--endpoint", "catalog=10.0.0.5:4143#2;identity=spiffe://iip-mesh.local/svc/catalog,legacy=10.0.0.9:9000;security=tls;ca=/etc/ca.pem"]))
+    expect(config.endpoints).toStrictEqual({
+      catalog: [{ address: "10.0.0.5:4143", weight: 2, identity: "spiffe://iip-mesh.local/svc/catalog" }],
+      legacy: [{ address: "10.0.0.9:9000", weight: 1, security: "tls", ca: "/etc/ca.pem" }]
+    })
+    const bad = problems(load(["--service", "store", "--endpoint", "catalog=10.0.0.5:4143;identity=catalog;security=tcp"])).problems.join("\n")
+    expect(bad).toMatch(/endpoints\.catalog\.0\.identity .*Expected a SPIFFE ID/)
+    expect(bad).toMatch(/endpoints\.catalog\.0\.security/)
+  })
+
+  it("--mtls on|permissive|off (unset: decided by the credentials), --tls-credentials-dir, --tls-handshake-timeout", () => {
+    const defaults = ok(load(["--service", "store"]))
+    expect([defaults.mtls, defaults.tlsCredentialsDir, defaults.tlsHandshakeTimeoutMs]).toStrictEqual([null, null, 10_000])
+    const set = ok(load(["--service", "store", "--mtls", "permissive", "--tls-credentials-dir", "/run/creds", "--tls-handshake-timeout", "2s"]))
+    expect([set.mtls, set.tlsCredentialsDir, set.tlsHandshakeTimeoutMs]).toStrictEqual(["permissive", "/run/creds", 2000])
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_MTLS: "off" })).mtls).toBe("off")
+    expect(problems(load(["--service", "store", "--mtls", "maybe"])).problems.join("\n")).toMatch(/mtls \(from --mtls\)/)
+  })
+
   it("Kubernetes Services from --kubernetes (repeated or comma-separated) or IIP_MESH_KUBERNETES; a bad one is reported", () => {
     expect(ok(load(["--service", "store"])).kubernetes).toStrictEqual({})
     expect(ok(load(["--service", "store", "--kubernetes", "catalog=shop/catalog,users=auth/users-v2", "--kubernetes", "pay=shop/pay"])).kubernetes).toStrictEqual({

@@ -2,17 +2,22 @@
 // requests; a peer with a certificate from another CA, an expired one, one for another identity
 // than discovery promised, or none is refused before any request reaches the app, and the calling
 // app sees why in x-iip-mesh-error; a leaf renewed and a root rotated (two-root bundle) under a
-// steady 200 req/s load lose no request; permissive mode takes a plain peer and counts it.
+// steady 200 req/s load lose no request; permissive mode takes a plain peer and counts it; plain IIP
+// servers (the reference, plain or in its TLS mode) stay reachable per endpoint.
 import { X509Certificate } from "node:crypto"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import * as tls from "node:tls"
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import { makeCredentialHolder, type WorkloadCredentials } from "../../src/identity/credentials.ts"
+import { IipServer } from "../../src/iip/server.ts"
 import { MESH_ALPN } from "../../src/iip/tls.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
-import { expiredCredentials, makeTestPki, type TestPki } from "../support/testPki.ts"
+import { expiredCredentials, ipServerCertificate, makeTestPki, type TestPki } from "../support/testPki.ts"
 
 const STORE = "spiffe://iip-mesh.local/svc/store"
 const CATALOG = "spiffe://iip-mesh.local/svc/catalog"
@@ -262,5 +267,54 @@ describe("credentials change under load", () => {
     await rotated
     expect(statuses.filter((s) => s !== 200)).toStrictEqual([])
     expect(fresh).toStrictEqual([200, 200, 200, 200])
+  })
+})
+
+describe("plain IIP endpoints next to mTLS", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("a sidecar with mTLS on reaches a plain IIP server in the reference's TLS mode (security=tls, verified with ca=) and a plain one (security=plain)", async () => {
+    const reference = await ipServerCertificate(pki, "127.0.0.1")
+    const tlsServer = new IipServer({ port: 0, mesh: false, log: () => {}, tls: { credentials: reference, requireClientCertificate: false, minVersion: "TLSv1.2" } })
+    const plainServer = new IipServer({ port: 0, mesh: false, log: () => {} })
+    for (const [server, name] of [[tlsServer, "tls"], [plainServer, "plain"]] as const) {
+      server.handlePrefix("/", () => `from ${name}`)
+      await server.listen()
+      cleanup.add(() => server.close())
+    }
+    const dir = mkdtempSync(join(tmpdir(), "mtls-ca-"))
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }))
+    const ca = join(dir, "ca.pem")
+    writeFileSync(ca, pki.root.certificatePem)
+    const caller = await startSidecar(
+      cleanup,
+      sidecarConfig({
+        service: "store",
+        endpoints: {
+          secured: [{ address: `127.0.0.1:${tlsServer.address.port}`, weight: 1, security: "tls", ca }],
+          legacy: [{ address: `127.0.0.1:${plainServer.address.port}`, weight: 1, security: "plain" }]
+        }
+      }),
+      undefined,
+      { credentials: makeCredentialHolder(await pki.credentials(STORE)) }
+    )
+    const secured = await call(caller.outboundPort, { headers: { host: "secured" } })
+    expect([secured.status, String(secured.body)]).toStrictEqual([200, "from tls"])
+    const legacy = await call(caller.outboundPort, { headers: { host: "legacy" } })
+    expect([legacy.status, String(legacy.body)]).toStrictEqual([200, "from plain"])
+    // Against a CA that did not sign it, the reference server is refused.
+    writeFileSync(join(dir, "other.pem"), foreign.root.certificatePem)
+    const strict = await startSidecar(
+      cleanup,
+      sidecarConfig({ service: "store", node: "strict", endpoints: { secured: [{ address: `127.0.0.1:${tlsServer.address.port}`, weight: 1, security: "tls", ca: join(dir, "other.pem") }] } }),
+      undefined,
+      { credentials: makeCredentialHolder(await pki.credentials(STORE)) }
+    )
+    const refused = await call(strict.outboundPort, { headers: { host: "secured" } })
+    expect([refused.status, refused.headers["x-iip-mesh-error"]]).toStrictEqual([502, "outbound; reason=peer_untrusted"])
   })
 })

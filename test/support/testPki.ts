@@ -1,6 +1,9 @@
 // A small PKI for the mTLS tests and benches: a root and an intermediate made in memory, and
-// workload credentials under them (good, expired, for another identity), or under a foreign root.
-import { X509Certificate } from "node:crypto"
+// workload credentials under them (good, expired, for another identity), or under a foreign root;
+// and an IP-named server certificate like a Go reference server's in TLS mode.
+import "reflect-metadata"
+import * as x509 from "@peculiar/x509"
+import { webcrypto, X509Certificate } from "node:crypto"
 import { createIntermediateCa, createRootCa, generateKeyPair, issueLeaf, type CertifiedKey } from "../../src/identity/certificates.ts"
 import type { WorkloadCredentials } from "../../src/identity/credentials.ts"
 
@@ -41,3 +44,26 @@ export const makeTestPki = async (name = "test"): Promise<TestPki> => {
 /** Credentials whose leaf expired an hour ago (issued two hours ago for one hour). */
 export const expiredCredentials = (pki: TestPki, spiffeId: string): Promise<WorkloadCredentials> =>
   pki.credentials(spiffeId, { notBefore: new Date(Date.now() - 2 * 3_600_000), lifetimeMs: 3_600_000 })
+
+/**
+ * A server certificate for an IP address (an IP SAN, no SPIFFE ID), as a Go reference server in TLS
+ * mode would have, under this PKI's intermediate; key and chain PEM.
+ */
+export const ipServerCertificate = async (pki: TestPki, ip: string): Promise<{ readonly key: string; readonly cert: string }> => {
+  const pair = await generateKeyPair()
+  const issuer = new x509.X509Certificate(pki.intermediate.certificatePem)
+  const body = pki.intermediate.privateKeyPem.replace(/-----[A-Z ]+-----/g, "").replace(/\s+/g, "")
+  const signingKey = await webcrypto.subtle.importKey("pkcs8", Buffer.from(body, "base64"), { name: "ECDSA", namedCurve: "P-256" }, false, ["sign"])
+  const certificate = await x509.X509CertificateGenerator.create({
+    serialNumber: "01",
+    subject: "CN=reference server",
+    issuer: issuer.subject,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 86_400_000),
+    publicKey: pair.keys.publicKey,
+    signingKey,
+    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: "ip", value: ip }])]
+  })
+  return { key: pair.privateKeyPem, cert: certificate.toString("pem") + "\n" + pki.intermediate.certificatePem }
+}
