@@ -69,7 +69,7 @@ export class MeshTls {
   private readonly options: MeshTlsOptions
   private readonly credentials: CredentialSource | undefined
   private clientContext: tls.SecureContext | undefined
-  private trustDomain = ""
+  private domain = ""
   /** Contexts of the reference-TLS endpoints, per CA file ("" for none): read once. */
   private readonly referenceContexts = new Map<string, tls.SecureContext>()
   private readonly servers = new Set<IipServer>()
@@ -96,6 +96,11 @@ export class MeshTls {
       this.adopt(next)
       this.options.log("mtls-credentials-renewed", { identity: next.spiffeId, notAfter: next.notAfter.toISOString() })
     })
+  }
+
+  /** The trust domain of this sidecar's identity: where peers that discovery names no identity for must be. */
+  get trustDomain(): string {
+    return this.domain
   }
 
   /** This sidecar's own identity, for logs. */
@@ -175,7 +180,7 @@ export class MeshTls {
 
   private adopt(credentials: WorkloadCredentials): void {
     this.clientContext = contextOf(credentials)
-    this.trustDomain = trustDomainOf(credentials)
+    this.domain = trustDomainOf(credentials)
     for (const server of this.servers) server.updateTlsCredentials(tlsCredentialsOf(credentials))
   }
 
