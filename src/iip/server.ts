@@ -376,10 +376,10 @@ export class IipServer {
     setTimeout(() => socket.destroy(), 1000).unref()
   }
 
-  /** Refuses (and closes) a connection over the limit or while draining. */
+  /** Refuses (and closes) a connection over the limit (handshakes under way count) or while draining. */
   private full(socket: ByteStream): boolean {
     const max = this.options.maxConnections ?? 1000
-    if (this.connectionCount < max && !this.draining) return false
+    if (this.connectionCount + this.handshaking.size < max && !this.draining) return false
     const reason = this.draining ? "server is draining" : `server connections limited (${max})`
     this.log("connection-refused", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason })
     socket.destroy()
