@@ -15,7 +15,7 @@ import { makeCredentialHolder, type WorkloadCredentials } from "../../src/identi
 import { IipServer } from "../../src/iip/server.ts"
 import { MESH_ALPN } from "../../src/iip/tls.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import { expiredCredentials, ipServerCertificate, makeTestPki, type TestPki } from "../support/testPki.ts"
 
@@ -233,6 +233,15 @@ describe("credentials change under load", () => {
     await withTimeout(new Promise((resolve) => socket.once("secureConnect", resolve)), 5000, "handshake")
     expect(socket.getPeerX509Certificate()!.serialNumber).toBe(new X509Certificate(catalog.certificateChainPem).serialNumber)
     expect(await freshCaller(store)).toBe(200)
+    // A's connection from before the renewal carried the whole load; the next one A dials presents A's new leaf.
+    const client = a.sidecar.registry.clientOf(a.sidecar.registry.endpointsOf("catalog")[0]!)
+    const before = client.meshSessions[0]!.connection.socket as tls.TLSSocket
+    expect(before.getX509Certificate()!.serialNumber).not.toBe(new X509Certificate(store.certificateChainPem).serialNumber)
+    before.end()
+    await waitFor(() => client.meshSessions.every((session) => session.connection.socket !== before), 5000, "the old connection closed")
+    expect((await call(a.outboundPort)).status).toBe(200)
+    const after = client.meshSessions[0]!.connection.socket as tls.TLSSocket
+    expect(after.getX509Certificate()!.serialNumber).toBe(new X509Certificate(store.certificateChainPem).serialNumber)
   })
 
   it("a root rotated with a two-root bundle under a steady 200 req/s load loses no request", async () => {
