@@ -90,7 +90,7 @@ export interface ServerTlsOptions {
   readonly onPlain?: (remote: string) => void
 }
 
-const expired = new Set(["CERT_HAS_EXPIRED", "CERT_NOT_YET_VALID", "ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED"])
+const expired = new Set(["CERT_HAS_EXPIRED", "CERT_NOT_YET_VALID"])
 const untrusted = new Set([
   "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
   "UNABLE_TO_GET_ISSUER_CERT",
@@ -107,7 +107,7 @@ const untrusted = new Set([
 export const classifyTlsError = (error: NodeJS.ErrnoException): TlsRefusal => {
   const code = error.code ?? ""
   const message = error.message.slice(0, 300)
-  if (expired.has(code) && !code.startsWith("ERR_SSL")) return { reason: "peer_expired", message: `peer certificate expired or not yet valid (${code})` }
+  if (expired.has(code)) return { reason: "peer_expired", message: `peer certificate expired or not yet valid (${code})` }
   if (untrusted.has(code)) return { reason: "peer_untrusted", message: `peer certificate does not chain to the trust bundle (${code})` }
   if (code === "ERR_TLS_CERT_ALTNAME_INVALID") return { reason: "peer_identity", message }
   if (code === "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE") return { reason: "peer_no_certificate", message: "peer presented no certificate" }
