@@ -132,7 +132,7 @@ export const report = (results: Results): { readonly text: string; readonly summ
   const handshakes = results.handshakes.get("meshed")
   const handshakeRate = handshakes === undefined ? NaN : handshakes.count / handshakes.seconds
   const mtlsTargets: ReadonlyArray<Target> = [
-    target("mtls_cpu_overhead", "mTLS: sidecars' CPU per request at saturation over mtls-off", mtlsCpu, `+${percent(mtlsCpu)}`, "<= +15%", (v) => v <= 0.15),
+    target("mtls_cpu_overhead", "mTLS: sidecars' CPU per request at saturation over mtls-off", mtlsCpu, `${mtlsCpu >= 0 ? "+" : ""}${percent(mtlsCpu)}`, "<= +15%", (v) => v <= 0.15),
     target("mtls_added_p99_ms", `mTLS: p99 at ${options.rate} req/s over mtls-off`, mtlsP99, `${signed(mtlsP99)} ms`, "<= 0.3 ms", (v) => v <= 0.3)
   ]
   lines.push(``)
