@@ -35,7 +35,17 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
     const config = loaded.success
     let sidecar: Sidecar | undefined
     const admin = yield* Admin.make(config.admin, () => sidecar)
-    sidecar = yield* SidecarLive.make(config)
+    // mTLS asked for without credentials (or unreadable ones) is a configuration problem, said as one.
+    const started = yield* SidecarLive.make(config).pipe(
+      Effect.catchTag("MtlsUnavailable", (error) =>
+        Effect.sync(() => {
+          process.stderr.write(`iip-mesh sidecar: ${error.message}\n`)
+          process.exitCode = 2
+          return undefined
+        }))
+    )
+    if (started === undefined) return
+    sidecar = started
     const line = {
       event: "sidecar-ready",
       service: config.service,

@@ -412,6 +412,21 @@ describe("iip-mesh sidecar with a bad configuration", () => {
       if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid, "SIGKILL")
     }
   })
+
+  it("--mtls on without credentials exits 2 with one line saying what is missing", async () => {
+    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_")))
+    const listeners = ["--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+    const child = spawn(process.execPath, [main, "sidecar", "--service", "store", "--mtls", "on", ...listeners], { stdio: ["ignore", "pipe", "pipe"], env })
+    try {
+      let stderr = ""
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+      const code = await withTimeout(new Promise<number | null>((done) => child.on("close", (c) => done(c))), 15_000, "the sidecar to exit")
+      expect(code).toBe(2)
+      expect(stderr).toBe("iip-mesh sidecar: --mtls on needs workload credentials (an identity issuer, or --tls-credentials-dir for tests and benches)\n")
+    } finally {
+      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid, "SIGKILL")
+    }
+  })
 })
 
 describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
