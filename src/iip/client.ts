@@ -79,6 +79,7 @@ export interface ClientOptions {
   /**
    * Run every connection inside TLS (PROTOCOL.md §19): mutual TLS with a mesh peer, or the Go
    * reference's TLS mode. A refused handshake fails with ConnectFailed naming the reason (`tls`).
+   * TCP transport only: over WebSocket it is not used.
    */
   readonly tls?: ClientTlsOptions
   readonly log?: Log
