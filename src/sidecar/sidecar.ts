@@ -1,8 +1,9 @@
-// One sidecar: the inbound IIP server in front of the local app, the outbound HTTP listener for
-// the app's calls, and the endpoint registry between them. Its lifetime is a Scope: closing it
+// One sidecar: the inbound IIP server in front of the local app (behind the authorization policy),
+// the outbound HTTP listener for the app's calls, and the endpoint registry between them. Its lifetime is a Scope: closing it
 // (SIGTERM) turns it not ready, drains the IIP connections, lets in-flight requests finish
 // within the drain timeout, then closes everything.
 import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as http from "node:http"
 import type * as net from "node:net"
@@ -20,6 +21,10 @@ import { makeMetrics } from "../telemetry/metrics.ts"
 import type { Env } from "../telemetry/otelEnv.ts"
 import { TraceStore } from "../telemetry/traceStore.ts"
 import { makeTracing } from "../telemetry/tracing.ts"
+import { allowAllPolicy } from "../identity/policy.ts"
+import { type PolicyFileInvalid, watchPolicyFile } from "../identity/policyFile.ts"
+import { defaultTrustDomain, serviceSpiffeId } from "../identity/spiffe.ts"
+import { InboundAuthorization } from "./authorization.ts"
 import { type BalancingOptions, EndpointRegistry } from "./endpoints.ts"
 import { makeInboundHandler } from "./inbound.ts"
 import type { SidecarTelemetry } from "./observe.ts"
@@ -152,7 +157,23 @@ const inboundLimitsOf = (config: SidecarConfig): Partial<Server.ServerOptions> =
   idleTimeoutMs: config.idleTimeoutMs ?? 0
 })
 
-export const make = (config: SidecarConfig, log: Log = stderrLog, options: SidecarOptions = {}): Effect.Effect<Sidecar, Server.ListenFailed, Scope.Scope> =>
+/** The policy file, loaded (the start fails when it is not a policy) and watched until the Scope closes. */
+const watchPolicy = (config: SidecarConfig, telemetry: SidecarTelemetry, log: Log) =>
+  Effect.acquireRelease(
+    Effect.promise(() =>
+      watchPolicyFile({
+        path: config.authzPolicy!,
+        service: config.service,
+        trustDomain: defaultTrustDomain,
+        pollMs: config.authzPolicyPollMs,
+        log,
+        onLoad: (result) => telemetry.metrics.authzPolicyReloaded(result)
+      })
+    ).pipe(Effect.flatMap((loaded) => (Result.isSuccess(loaded) ? Effect.succeed(loaded.success) : Effect.fail(loaded.failure)))),
+    (watch) => Effect.sync(() => watch.close())
+  )
+
+export const make = (config: SidecarConfig, log: Log = stderrLog, options: SidecarOptions = {}): Effect.Effect<Sidecar, Server.ListenFailed | PolicyFileInvalid, Scope.Scope> =>
   Effect.gen(function*() {
     const supervisor = yield* Supervisor.current
     const telemetry = yield* makeTelemetry(config, options, log)
@@ -179,6 +200,17 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       )
     })
 
+    // Authorization: the policy file's, kept current; none: every caller is allowed.
+    const policy = config.authzPolicy === null ? undefined : yield* watchPolicy(config, telemetry, log)
+    const authorization = new InboundAuthorization({
+      service: config.service,
+      // Until the sidecar holds its certificate's identity, the one its service name gives.
+      localIdentity: serviceSpiffeId(defaultTrustDomain, config.service),
+      policy: policy === undefined ? () => allowAllPolicy : policy.current,
+      metrics: telemetry.metrics,
+      log
+    })
+
     // The app leg: its pool closes after the inbound server has drained (finalizers run in reverse).
     const appLeg = config.app === null ? undefined : makeInboundHandler({
       service: config.service,
@@ -187,7 +219,8 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       appPoolSize: config.appPoolSize,
       bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
-      onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count)
+      onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
+      authorization
     })
     if (appLeg !== undefined) yield* Effect.addFinalizer(() => Effect.promise(() => appLeg.close()))
 
