@@ -71,7 +71,7 @@ const startSidecar = (name: string, args: ReadonlyArray<string>, options: Option
 
 /** B in front of the app, A calling B; `untraced` adds --tracing false to both (and its names get a `-untraced` suffix). */
 export const startSidecarPair = async (mode: Meshed, appPort: number, options: Options, spawned: Array<() => Promise<void>>): Promise<ProxyPair> => {
-  const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--drain-timeout", "2s"]
+  const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--admin-control", `${HOST}:0`, "--drain-timeout", "2s"]
   const tracing = mode === "meshed" ? [] : ["--tracing", "false"]
   const suffix = mode === "meshed" ? "" : `-${mode}`
   const b = await startSidecar(`b${suffix}`, ["--service", "echo", "--app", `${HOST}:${appPort}`, ...tracing, ...common], options, spawned)

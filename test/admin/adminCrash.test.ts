@@ -32,7 +32,7 @@ describe("the admin server of a sidecar process", () => {
       "--inbound", "127.0.0.1:0",
       "--admin", "127.0.0.1:0"
     ])
-    const admin = portOf(sidecar.line.admin)
+    const admin = portOf(sidecar.line.adminControl)
     let exit: unknown = undefined
     void sidecar.exited.then((value) => (exit = value))
 

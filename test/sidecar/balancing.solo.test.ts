@@ -115,8 +115,8 @@ const startCaller = async (cleanup: Cleanup, catalog: ReadonlyArray<string>, con
     sidecarConfig({ service: "store", node: "a", endpoints: { catalog: catalog.map((address) => ({ address, weight: 1 })) }, ...config })
   )
   // In A's Scope: it closes with A.
-  const admin = await Effect.runPromise(Admin.make("127.0.0.1:0", () => a.sidecar).pipe(Scope.provide(a.scope)))
-  return { a, adminPort: admin.port }
+  const admin = await Effect.runPromise(Admin.make({ admin: "127.0.0.1:0", control: "127.0.0.1:0", token: undefined }, () => a.sidecar).pipe(Scope.provide(a.scope)))
+  return { a, adminPort: admin.control.port }
 }
 
 /** An endpoint as /mesh shows it. */
