@@ -35,6 +35,8 @@ export interface PolicyFileOptions {
   readonly onLoad?: (result: PolicyLoad) => void
   /** How long a burst of watch events is let settle before the file is read (default 50 ms). */
   readonly debounceMs?: number
+  /** False: the poll alone (a file system where watching sees nothing); default true. */
+  readonly watch?: boolean
 }
 
 const isYaml = (path: string): boolean => /\.ya?ml$/i.test(path)
@@ -132,14 +134,16 @@ export const watchPolicyFile = async (options: PolicyFileOptions): Promise<Resul
 
   let timer: ReturnType<typeof setTimeout> | undefined
   let watcher: FSWatcher | undefined
-  try {
-    watcher = watch(dirname(path), () => {
-      clearTimeout(timer)
-      timer = setTimeout(() => void check(), options.debounceMs ?? 50)
-    })
-    watcher.on("error", (error) => log("authz-policy-watch-failed", { path: loggable(path), message: loggable(messageOf(error)) }))
-  } catch (error) {
-    log("authz-policy-watch-failed", { path: loggable(path), message: loggable(messageOf(error)) })
+  if (options.watch !== false) {
+    try {
+      watcher = watch(dirname(path), () => {
+        clearTimeout(timer)
+        timer = setTimeout(() => void check(), options.debounceMs ?? 50)
+      })
+      watcher.on("error", (error) => log("authz-policy-watch-failed", { path: loggable(path), message: loggable(messageOf(error)) }))
+    } catch (error) {
+      log("authz-policy-watch-failed", { path: loggable(path), message: loggable(messageOf(error)) })
+    }
   }
   const poll = setInterval(() => void check(), options.pollMs)
   poll.unref()

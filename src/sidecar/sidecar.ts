@@ -11,6 +11,7 @@ import * as Server from "../iip/server.ts"
 import { type Log, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import { Supervisor } from "../iip/supervisor.ts"
+import type { MeshSession } from "../mux/meshSession.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import { Discovery } from "../discovery/discovery.ts"
 import { dnsSrvSource } from "../discovery/dnsSrvSource.ts"
@@ -60,6 +61,11 @@ export interface SidecarOptions {
   readonly traces?: TraceStore
   /** The OTEL_* variables (default process.env). */
   readonly env?: Env
+  /**
+   * Told of each mesh connection the inbound side accepts, before its requests are served: where
+   * a test sets the connection's peerIdentity as a TLS acceptor does once it verified the peer.
+   */
+  readonly onInboundMeshConnection?: (session: MeshSession) => void
 }
 
 /** Metadata blocks up to this size, on both ends (PROTOCOL.md §17.1): HTTP heads can be larger than the library's 8 KiB default. */
@@ -243,6 +249,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       return { outbound: registry.connectionCounts(), inbound: { connections: inbound.connectionCount, channels } }
     })
     if (appLeg !== undefined) inbound.handlePrefix("/", appLeg.handle)
+    if (options.onInboundMeshConnection !== undefined) inbound.onMeshConnection(options.onInboundMeshConnection)
     const announced = config.app === null
       ? undefined
       : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node }
