@@ -26,6 +26,8 @@ export interface AuthorizationOptions {
   readonly policy: () => CompiledPolicy
   readonly metrics: MeshMetrics
   readonly log: Log
+  /** The clock of the log's rate limit (default Date.now). */
+  readonly now?: () => number
 }
 
 export class InboundAuthorization {
@@ -50,7 +52,7 @@ export class InboundAuthorization {
   }
 
   private logDenied(identity: string | undefined, method: string, target: string, remoteAddress: string, verdict: string, source: string): void {
-    const now = Date.now()
+    const now = (this.options.now ?? Date.now)()
     if (now - this.windowStart >= LOG_WINDOW_MS) {
       this.windowStart = now
       this.linesInWindow = 0

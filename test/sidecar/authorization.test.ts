@@ -15,7 +15,10 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { compilePolicy } from "../../src/identity/policy.ts"
 import type { MeshSession } from "../../src/mux/meshSession.ts"
+import { InboundAuthorization } from "../../src/sidecar/authorization.ts"
+import { makeMetrics } from "../../src/telemetry/metrics.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { startClient } from "../support/meshTest.ts"
 import { type App, call, echoed, echoRequest, progress, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
@@ -195,5 +198,37 @@ describe("x-iip-mesh-client-id cannot be spoofed", () => {
     const answer = await plain.call(`/who?__http_hdr__=${arg}`, "{}", { timeoutMs: 5000 })
     expect((JSON.parse(Buffer.from(answer).toString()) as { headers: Record<string, string> }).headers[CLIENT_ID]).toBeUndefined()
     expect(callee.app.seen).toHaveLength(2)
+  })
+})
+
+describe("the authz-denied log line", () => {
+  it("at most 20 per 10 s, the rest counted in the next; every value sanitized; the query never logged", () => {
+    const lines: Array<Record<string, unknown>> = []
+    let now = 1_000_000
+    const metrics = makeMetrics()
+    const policy = compilePolicy({ services: { catalog: { rules: [{ from: [storefront], paths: ["/products"] }] } } }, "catalog", td)
+    const gate = new InboundAuthorization({
+      service: "catalog",
+      localIdentity: `spiffe://${td}/svc/catalog`,
+      policy: () => policy,
+      metrics,
+      log: (event, fields) => lines.push({ event, ...fields }),
+      now: () => now
+    })
+    expect(gate.check(storefront, "GET", "/products?x=1", "127.0.0.1:1")).toBeUndefined()
+    for (let i = 0; i < 25; i++) {
+      const denied = gate.check(reports, "GET", `/admin/${i}?token=s3cret`, "127.0.0.1:1")
+      expect(denied).toMatchObject({ _tag: "Failure", code: "forbidden", processed: true })
+    }
+    expect(lines).toHaveLength(20)
+    expect(lines.some((l) => "suppressedBefore" in l)).toBe(false)
+    now += 10_000
+    gate.check(undefined, "GET\r\n", "/a\u001b[2J\u2028b?token=s3cret", "127.0.0.1:1\n")
+    expect(lines).toHaveLength(21)
+    const last = lines.at(-1)!
+    expect(last).toMatchObject({ event: "authz-denied", caller: "none (no verified identity)", reason: "unauthenticated", suppressedBefore: 5 })
+    expect(JSON.stringify(lines)).not.toContain("s3cret")
+    expect(JSON.stringify(last)).not.toMatch(/[\u0000-\u001f\u2028]/)
+    expect(last.method).toBe("GET\\r\\n")
   })
 })
