@@ -11,7 +11,8 @@
 //     GET  /config              the effective configuration, secrets redacted (views.ts)
 //     GET  /dashboard/data      what the dashboard polls
 // With a token configured (adminToken / adminTokenFile) every control request must carry
-// `Authorization: Bearer <token>`, compared in constant time; without one, 401.
+// `Authorization: Bearer <token>`, compared in constant time; without one, 401. Without a token
+// (loopback only), a request must name a loopback host: a DNS-rebinding page cannot drive it.
 // Every request goes through a total handler (respond.ts): a bad request is a 4xx, a bug of ours a
 // logged 500, never an exception out of the server (issue 13: one bad escape used to end the process).
 // In the demo one admin server reports on every sidecar of the process (`mesh`), so one URL shows
@@ -97,6 +98,19 @@ const bearerCheck = (token: string): ((req: http.IncomingMessage) => boolean) =>
   }
 }
 
+/**
+ * Whether a Host header names a loopback address: what a client on this machine sends to a
+ * loopback listener. A page of another name that reaches it is a DNS rebinding (a browser on this
+ * machine made to call the control listener as that page's own origin): refused.
+ */
+const loopbackHost = (host: string | undefined): boolean => {
+  if (host === undefined) return false
+  const name = host.startsWith("[") ? host.slice(1, host.indexOf("]")) : host.replace(/:\d{1,5}$/, "")
+  return name === "localhost" || name === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name)
+}
+
+const BAD_HOST = JSON.stringify({ error: "bad_host", message: "without a token the admin control listener answers only requests for a loopback host (127.0.0.1, localhost, [::1])" })
+
 const UNAUTHORIZED = JSON.stringify({ error: "unauthorized", message: "the admin control listener needs Authorization: Bearer <token>" })
 
 export interface AdminOptions {
@@ -152,6 +166,11 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
     if (authorized !== undefined && !authorized(req)) {
       res.writeHead(401, { "content-type": "application/json", "content-length": UNAUTHORIZED.length, "www-authenticate": 'Bearer realm="iip-mesh-admin"' })
       res.end(UNAUTHORIZED)
+      return
+    }
+    if (authorized === undefined && !loopbackHost(req.headers.host)) {
+      res.writeHead(403, { "content-type": "application/json", "content-length": BAD_HOST.length })
+      res.end(BAD_HOST)
       return
     }
     const [path = "/", query = ""] = (req.url ?? "/").split("?")

@@ -1,7 +1,7 @@
 // The admin split (issue 15): a read-only listener with /health, /ready and /metrics only, and a
 // control listener with everything else (dashboard and its data, /mesh, /traces, /config, weight
 // overrides), on loopback by default; with a token, every control request needs it as a bearer
-// token. The bind checks run in a network namespace of the test's own where 10.44.0.2 stands for
+// token, without one a request must name a loopback host (a DNS-rebinding page cannot drive it). The bind checks run in a network namespace of the test's own where 10.44.0.2 stands for
 // the pod's address: the control listener cannot be reached there by default, even with the
 // read-only one on 0.0.0.0. /config never shows a secret.
 import { spawnSync } from "node:child_process"
@@ -33,45 +33,61 @@ describe("admin listeners", () => {
     const running = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: "127.0.0.1:1", weight: 1 }] } }))
     const { readOnly, control } = await startAdminListeners(cleanup, running)
     for (const path of ["/health", "/ready", "/metrics"]) {
-      expect((await call(portOf(readOnly), { path, headers: { host: "admin" } })).status, `read-only ${path}`).toBe(200)
-      expect((await call(portOf(control), { path, headers: { host: "admin" } })).status, `control ${path}`).toBe(200)
+      expect((await call(portOf(readOnly), { path, headers: { host: "127.0.0.1" } })).status, `read-only ${path}`).toBe(200)
+      expect((await call(portOf(control), { path, headers: { host: "127.0.0.1" } })).status, `control ${path}`).toBe(200)
     }
     for (const path of ["/", "/dashboard", "/mesh", "/traces", "/config", "/dashboard/data"]) {
-      const refused = await call(portOf(readOnly), { path, headers: { host: "admin" } })
+      const refused = await call(portOf(readOnly), { path, headers: { host: "127.0.0.1" } })
       expect(refused.status, `read-only ${path}`).toBe(404)
       expect(JSON.parse(refused.body.toString()), `read-only ${path}`).toMatchObject({ error: "not_found", paths: ["/health", "/ready", "/metrics"] })
-      expect((await call(portOf(control), { path, headers: { host: "admin" } })).status, `control ${path}`).toBe(200)
+      expect((await call(portOf(control), { path, headers: { host: "127.0.0.1" } })).status, `control ${path}`).toBe(200)
     }
-    const put = await call(portOf(readOnly), { method: "PUT", path: "/mesh/catalog/127.0.0.1:1/weight", body: "0", headers: { host: "admin" } })
+    const put = await call(portOf(readOnly), { method: "PUT", path: "/mesh/catalog/127.0.0.1:1/weight", body: "0", headers: { host: "127.0.0.1" } })
     expect(put.status).toBe(404)
     expect(running.sidecar.registry.view()[0]!.endpoints[0]!.weight).toBe(1)
-    expect((await call(portOf(control), { method: "PUT", path: "/mesh/catalog/127.0.0.1:1/weight", body: "0", headers: { host: "admin" } })).status).toBe(200)
+    expect((await call(portOf(control), { method: "PUT", path: "/mesh/catalog/127.0.0.1:1/weight", body: "0", headers: { host: "127.0.0.1" } })).status).toBe(200)
     expect(running.sidecar.registry.view()[0]!.endpoints[0]!.weight).toBe(0)
+  })
+
+  it("without a token, the control listener answers only requests for a loopback host (no DNS rebinding); the read-only one any", async () => {
+    const running = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: "127.0.0.1:1", weight: 1 }] } }))
+    const { readOnly, control } = await startAdminListeners(cleanup, running)
+    const port = portOf(control)
+    for (const host of ["evil.example", `evil.example:${port}`, "127.0.0.1.nip.io", "admin", "0.0.0.0", "[::ffff:7f00:1]"]) {
+      const refused = await call(port, { method: "PUT", path: "/mesh/catalog/127.0.0.1:1/weight", body: "0", headers: { host } })
+      expect(refused.status, host).toBe(403)
+      expect(JSON.parse(refused.body.toString()), host).toMatchObject({ error: "bad_host" })
+    }
+    expect(running.sidecar.registry.view()[0]!.endpoints[0]!.weight).toBe(1)
+    for (const host of ["127.0.0.1", `127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, "127.1.2.3"]) {
+      expect((await call(port, { path: "/mesh", headers: { host } })).status, host).toBe(200)
+    }
+    expect((await call(portOf(readOnly), { path: "/ready", headers: { host: "evil.example" } })).status).toBe(200)
   })
 
   it("with a token, a control request without it or with a wrong one is 401 and changes nothing; the right one works", async () => {
     const running = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: "127.0.0.1:1", weight: 1 }] } }))
     const { readOnly, control } = await startAdminListeners(cleanup, running, { token })
     const weight = (authorization?: string) =>
-      call(portOf(control), { method: "PUT", path: "/mesh/catalog/127.0.0.1:1/weight", body: "5", headers: { host: "admin", ...(authorization === undefined ? {} : { authorization }) } })
+      call(portOf(control), { method: "PUT", path: "/mesh/catalog/127.0.0.1:1/weight", body: "5", headers: { host: "127.0.0.1", ...(authorization === undefined ? {} : { authorization }) } })
     for (const authorization of [undefined, "Bearer wrong", `Bearer ${token}x`, `Bearer ${token.slice(0, -1)}`, token, `Basic ${token}`]) {
       const answer = await weight(authorization)
       expect(answer.status, String(authorization)).toBe(401)
       expect(answer.headers["www-authenticate"]).toBe('Bearer realm="iip-mesh-admin"')
-      expect((await call(portOf(control), { path: "/mesh", headers: { host: "admin", ...(authorization === undefined ? {} : { authorization }) } })).status).toBe(401)
+      expect((await call(portOf(control), { path: "/mesh", headers: { host: "127.0.0.1", ...(authorization === undefined ? {} : { authorization }) } })).status).toBe(401)
     }
     expect(running.sidecar.registry.view()[0]!.endpoints[0]!.weight).toBe(1)
     expect((await weight(`Bearer ${token}`)).status).toBe(200)
     expect((await weight(`bearer  ${token} `)).status).toBe(200)
     expect(running.sidecar.registry.view()[0]!.endpoints[0]!.weight).toBe(5)
     // Probes and Prometheus carry no token: the read-only listener never asks for one.
-    expect((await call(portOf(readOnly), { path: "/ready", headers: { host: "admin" } })).status).toBe(200)
+    expect((await call(portOf(readOnly), { path: "/ready", headers: { host: "127.0.0.1" } })).status).toBe(200)
   })
 
   it("/config never shows a secret: the token (by its setting's marking), and any setting named like one", async () => {
     const running = await startSidecar(cleanup, sidecarConfig({ service: "store", adminToken: token }))
     const { control } = await startAdminListeners(cleanup, running, { token })
-    const answer = await call(portOf(control), { path: "/config", headers: { host: "admin", authorization: `Bearer ${token}` } })
+    const answer = await call(portOf(control), { path: "/config", headers: { host: "127.0.0.1", authorization: `Bearer ${token}` } })
     expect(answer.status).toBe(200)
     expect(answer.body.toString()).not.toContain(token)
     const body = JSON.parse(answer.body.toString()) as Record<string, unknown>
