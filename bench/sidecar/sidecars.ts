@@ -90,7 +90,7 @@ export const startSidecarPair = async (
   spawned: Array<() => Promise<void>>,
   credentials: Readonly<Record<"echo" | "client", string>>
 ): Promise<ProxyPair> => {
-  const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--drain-timeout", "2s"]
+  const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--admin-control", `${HOST}:0`, "--drain-timeout", "2s"]
   const tracing = mode === "untraced" ? ["--tracing", "false"] : []
   const tls = (service: "echo" | "client") => (mode === "mtls-off" ? ["--mtls", "off"] : ["--tls-credentials-dir", credentials[service]])
   const suffix = mode === "meshed" ? "" : `-${mode}`

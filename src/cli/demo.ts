@@ -79,6 +79,7 @@ const startSidecar = (service: string, app: App | undefined, weight: number, dis
       ["--outbound", ["127.0.0.1:0"]],
       ["--inbound", ["127.0.0.1:0"]],
       ["--admin", ["127.0.0.1:0"]],
+      ["--admin-control", ["127.0.0.1:0"]],
       ["--drain-timeout", ["3s"]],
       ["--local-discovery", [discoveryDir]],
       ["--mesh-name", ["demo"]],
@@ -87,10 +88,11 @@ const startSidecar = (service: string, app: App | undefined, weight: number, dis
     const loaded = loadSidecarConfig({ flags, env: {} })
     if (Result.isFailure(loaded)) return yield* new DemoFailed({ message: loaded.failure.message })
     let sidecar: Sidecar | undefined
-    const admin = yield* Admin.make(loaded.success.admin, () => sidecar, { mesh: () => mesh.sidecars })
+    // Both admin listeners on loopback, no token: the control one serves the dashboard.
+    const admin = yield* Admin.make({ admin: loaded.success.admin, control: loaded.success.adminControl, token: undefined }, () => sidecar, { mesh: () => mesh.sidecars })
     sidecar = yield* SidecarLive.make(loaded.success, undefined, { traces: mesh.traces, env: otelEnv })
     mesh.sidecars.push(sidecar)
-    return { sidecar, admin: `http://${admin.host}:${admin.port}` }
+    return { sidecar, admin: `http://${admin.readOnly.host}:${admin.readOnly.port}`, control: `http://${admin.control.host}:${admin.control.port}` }
   })
 
 export const runDemo = (argv: ReadonlyArray<string>) =>
@@ -117,18 +119,21 @@ export const runDemo = (argv: ReadonlyArray<string>) =>
     const outbound = `${store.sidecar.outbound.host}:${store.sidecar.outbound.port}`
     const storefront = yield* startApp("storefront", "storefront", { SIDECAR_URL: `http://${outbound}` })
     const entry = `http://127.0.0.1:${storefront.port}/`
-    const admins = [store, catalog, pricingSidecarA, pricingSidecarB].map((s) => s.admin)
+    const sidecars = [store, catalog, pricingSidecarA, pricingSidecarB]
+    const admins = sidecars.map((s) => s.admin)
+    const controls = sidecars.map((s) => s.control)
     // The ready file first: whoever waits for the banner may read it at once.
     const pids = [catalogApp, pricingA, pricingB, storefront].map((app) => app.pid)
-    const dashboard = `${store.admin}/`
-    if (readyFile !== undefined) writeFileSync(readyFile, JSON.stringify({ entry, outbound: `http://${outbound}`, admins, dashboard, pids }, null, 2))
+    const dashboard = `${store.control}/`
+    if (readyFile !== undefined) writeFileSync(readyFile, JSON.stringify({ entry, outbound: `http://${outbound}`, admins, controls, dashboard, pids }, null, 2))
     process.stdout.write(
       [
         "iip-mesh demo is up: storefront -> (sidecar) -> catalog, pricing x2 (weights 3:1), all on this host.",
         `  open      ${entry}`,
         `  try       curl -H 'Host: catalog' http://${outbound}/products`,
         `  dashboard ${dashboard}  (the whole demo mesh: traffic, health, traces)`,
-        `  admins    ${admins.join("  ")}`,
+        `  admins    ${admins.join("  ")}  (read-only: /health, /ready, /metrics)`,
+        `  controls  ${controls.join("  ")}  (dashboard, /mesh, /traces, /config, weights)`,
         "  stop      Ctrl-C",
         ""
       ].join("\n")

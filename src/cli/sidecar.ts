@@ -33,8 +33,14 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
       return
     }
     const config = loaded.success
+    const listeners = Admin.adminListenersOf(config)
+    if (Result.isFailure(listeners)) {
+      process.stderr.write(`iip-mesh sidecar: ${listeners.failure.message}\n`)
+      process.exitCode = 2
+      return
+    }
     let sidecar: Sidecar | undefined
-    const admin = yield* Admin.make(config.admin, () => sidecar)
+    const admin = yield* Admin.make(listeners.success, () => sidecar)
     // mTLS asked for without credentials (or unreadable ones) is a configuration problem, said as one.
     const started = yield* SidecarLive.make(config).pipe(
       Effect.catchTag("MtlsUnavailable", (error) =>
@@ -52,7 +58,8 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
       node: config.node,
       outbound: `${sidecar.outbound.host}:${sidecar.outbound.port}`,
       inbound: `${sidecar.inbound.host}:${sidecar.inbound.port}`,
-      admin: `${admin.host}:${admin.port}`
+      admin: `${admin.readOnly.host}:${admin.readOnly.port}`,
+      adminControl: `${admin.control.host}:${admin.control.port}`
     }
     process.stdout.write(`${JSON.stringify(line)}\n`)
     if (config.idleGcMs !== null) {

@@ -70,7 +70,7 @@ export const SidecarConfigSchema = Schema.Struct({
   outbound: Address,
   /** Where other sidecars reach this one over IIP. */
   inbound: Address,
-  /** Health, readiness and the mesh view; loopback by default. */
+  /** The read-only admin listener: /health, /ready, /metrics (probes and Prometheus; safe on the pod address). */
   admin: Address,
   /**
    * Static endpoints per service (until discovery finds them). The names are checked on the whole
@@ -193,6 +193,19 @@ export const SidecarConfigSchema = Schema.Struct({
    * collection that hands the heap's freed pages back to the system (src/cli/memoryRelease.ts); null: never.
    */
   idleGcMs: Schema.NullOr(PositiveMs),
+  /** The authorization policy file (JSON, or YAML for .yaml/.yml), re-read on change; null: every caller is allowed. */
+  authzPolicy: Schema.NullOr(Schema.NonEmptyString),
+  /** The policy file is stat'ed this often besides the directory watch (which can miss events). */
+  authzPolicyPollMs: PositiveMs,
+  /**
+   * The admin control listener: the dashboard and its data, /mesh, /traces, /config and weight
+   * overrides. Loopback by default; anywhere else only with a token (adminToken or adminTokenFile).
+   */
+  adminControl: Address,
+  /** The bearer token the control listener requires (when set, on any address); secret: never shown. */
+  adminToken: Schema.NullOr(Schema.String.pipe(Schema.check(Schema.isMinLength(16)))),
+  /** A file holding that token (a mounted Secret), read at start; null for none. */
+  adminTokenFile: Schema.NullOr(Schema.NonEmptyString),
   /**
    * Mutual TLS between sidecars: on (TLS only), permissive (also plain IIP from peers, counted),
    * off; null: on when the sidecar has credentials, off (said in the log) without.
@@ -215,7 +228,7 @@ export const settings = [
   { key: "app", env: "IIP_MESH_APP", flag: "--app", help: "the local app, HOST:PORT, or none" },
   { key: "outbound", env: "IIP_MESH_OUTBOUND", flag: "--outbound", help: "HTTP listener for the app's calls (default 127.0.0.1:4140)" },
   { key: "inbound", env: "IIP_MESH_INBOUND", flag: "--inbound", help: "IIP listener for other sidecars (default 127.0.0.1:4143)" },
-  { key: "admin", env: "IIP_MESH_ADMIN", flag: "--admin", help: "admin HTTP listener (default 127.0.0.1:9990)" },
+  { key: "admin", env: "IIP_MESH_ADMIN", flag: "--admin", help: "read-only admin listener: /health, /ready, /metrics (default 127.0.0.1:9990)" },
   { key: "endpoints", env: "IIP_MESH_ENDPOINTS", flag: "--endpoint", help: "SERVICE=HOST:PORT[#WEIGHT][;identity=ID][;security=mtls|tls|plain][;ca=FILE], comma-separated or repeated" },
   { key: "endpointsFile", env: "IIP_MESH_ENDPOINTS_FILE", flag: "--endpoints-file", help: "a JSON file of endpoints, re-read when it changes" },
   { key: "dnsSrv", env: "IIP_MESH_DNS_SRV", flag: "--dns-srv", help: "SERVICE=SRV-NAME (full name), comma-separated or repeated" },
@@ -261,10 +274,18 @@ export const settings = [
   { key: "busyPingTimeoutMs", env: "IIP_MESH_BUSY_PING_TIMEOUT", flag: "--busy-ping-timeout", help: "unanswered that long, the connection is lost and the endpoint held out (default 2s)" },
   { key: "slowTryFloorMs", env: "IIP_MESH_SLOW_TRY", flag: "--slow-try", help: "an idempotent try unanswered this long (or 10x its endpoint's latency) goes elsewhere if it can (default 2s; off)" },
   { key: "idleGcMs", env: "IIP_MESH_IDLE_GC", flag: "--idle-gc", help: "quiet this long after a burst grew its memory, one full GC gives the memory back (default 2s; off)" },
+  { key: "authzPolicy", env: "IIP_MESH_AUTHZ_POLICY", flag: "--authz-policy", help: "authorization policy file, JSON or YAML, re-read on change (default none: allow all)" },
+  { key: "authzPolicyPollMs", env: "IIP_MESH_AUTHZ_POLICY_POLL", flag: "--authz-policy-poll", help: "the policy file is checked this often besides its watch (default 5s)" },
+  { key: "adminControl", env: "IIP_MESH_ADMIN_CONTROL", flag: "--admin-control", help: "admin control listener: dashboard, /mesh, /traces, /config, weights (default 127.0.0.1:9991)" },
+  { key: "adminToken", env: "IIP_MESH_ADMIN_TOKEN", flag: "--admin-token", help: "bearer token the control listener requires (16+ chars; a flag shows in ps: prefer the env or a file)", secret: true },
+  { key: "adminTokenFile", env: "IIP_MESH_ADMIN_TOKEN_FILE", flag: "--admin-token-file", help: "a file holding that token, read at start" },
   { key: "mtls", env: "IIP_MESH_MTLS", flag: "--mtls", help: "mutual TLS between sidecars: on, permissive or off (default: on with credentials, off without)" },
   { key: "tlsCredentialsDir", env: "IIP_MESH_TLS_CREDENTIALS_DIR", flag: "--tls-credentials-dir", help: "tests and benches: fixed credentials from key.pem, chain.pem, bundle.pem here" },
   { key: "tlsHandshakeTimeoutMs", env: "IIP_MESH_TLS_HANDSHAKE_TIMEOUT", flag: "--tls-handshake-timeout", help: "a TLS handshake must finish within this (default 10s)" }
 ] as const
+
+/** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
+export const secretSettings: ReadonlySet<string> = new Set(settings.filter((s) => "secret" in s && s.secret).map((s) => s.key))
 
 type Key = (typeof settings)[number]["key"]
 
@@ -320,6 +341,11 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   busyPingTimeoutMs: 2_000,
   slowTryFloorMs: 2_000,
   idleGcMs: 2_000,
+  authzPolicy: null,
+  authzPolicyPollMs: 5_000,
+  adminControl: "127.0.0.1:9991",
+  adminToken: null,
+  adminTokenFile: null,
   mtls: null,
   tlsCredentialsDir: null,
   tlsHandshakeTimeoutMs: 10_000
@@ -386,6 +412,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "busyPingAfterMs":
     case "busyPingTimeoutMs":
     case "tlsHandshakeTimeoutMs":
+    case "authzPolicyPollMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":
@@ -428,6 +455,10 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
       return last === "" || last === "true" || last === "1" ? true : last === "false" || last === "0" ? false : last
     case "app":
       return last === "none" ? null : last
+    case "authzPolicy":
+    case "adminToken":
+    case "adminTokenFile":
+      return last === "" || last === "none" ? null : last
     default:
       return last
   }
@@ -456,6 +487,12 @@ export const parseFlags = (argv: ReadonlyArray<string>): Map<string, Array<strin
   return flags
 }
 
+/** An address only this machine (this pod) can reach: 127.0.0.0/8, ::1, localhost. */
+export const isLoopbackAddress = (address: string): boolean => {
+  const host = address.slice(0, address.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1").toLowerCase()
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || /^::ffff:127\./.test(host)
+}
+
 /** Settings that are each valid but do not fit together. */
 const crossChecks = (config: SidecarConfig): Array<string> => {
   const problems: Array<string> = []
@@ -464,6 +501,12 @@ const crossChecks = (config: SidecarConfig): Array<string> => {
   }
   if (config.loadBalancer === "MethodURIParam" && !(config.hashKey?.startsWith("query:") ?? false)) {
     problems.push("hashKey: MethodURIParam hashes a query parameter: set query:NAME")
+  }
+  if (config.adminToken !== null && config.adminTokenFile !== null) {
+    problems.push("adminToken: set the token or a file that holds it, not both")
+  }
+  if (!isLoopbackAddress(config.adminControl) && config.adminToken === null && config.adminTokenFile === null) {
+    problems.push(`adminControl: ${config.adminControl} is not a loopback address: the control listener changes weights and shows the mesh, so off loopback it needs a token (adminToken or adminTokenFile)`)
   }
   if (config.ejectionMaxMs < config.ejectionBaseMs) {
     problems.push(`ejectionMaxMs: ${config.ejectionMaxMs} ms is shorter than ejectionBaseMs (${config.ejectionBaseMs} ms)`)
@@ -515,7 +558,8 @@ export const loadSidecarConfig = (sources: ConfigSources): Result.Result<Sidecar
       if (path[0] === "service" && raw.service === undefined) continue
       const value = path.reduce<unknown>((at, key) => (typeof at === "object" && at !== null ? (at as Record<string, unknown>)[key] : undefined), raw)
       const expected = path[0]!.endsWith("Ms") && typeof value === "string" ? "Expected a duration like 15s or 500ms" : issue.message
-      const got = expected.includes(", got ") ? "" : `, got ${JSON.stringify(value)}`
+      // A secret is never echoed, not even a wrong one.
+      const got = secretSettings.has(path[0] ?? "") ? "" : expected.includes(", got ") ? "" : `, got ${JSON.stringify(value)}`
       problems.push(`${path.join(".")} (from ${origin.get(path[0] ?? "") ?? "default"}): ${expected}${got}`)
     }
   }

@@ -23,7 +23,7 @@ import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, withForwarded } from "./httpEnvelope.ts"
-import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
+import { AppErrorCode, ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
 
 /** Tries per request, the first included. */
@@ -49,7 +49,10 @@ const refusedOrDraining = (error: unknown): boolean =>
   (error instanceof ConnectFailed && error.refused === true) || (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
 
 /** Far-side errors that another endpoint would give too, or that end the request: not worth a retry. */
-const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest])
+const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest, AppErrorCode.forbidden])
+
+/** The far side's policy refused the caller: a verdict, not a failure of the endpoint (no ejection). */
+const refusedByPolicy = (error: unknown): boolean => error instanceof RemoteError && error.code === AppErrorCode.forbidden
 
 /** A failure of the try, not of the request: another endpoint may do better. */
 const transportFailure = (error: unknown): boolean =>
@@ -321,7 +324,7 @@ class OutboundExchange {
         }
         // A request the app gave up on says nothing about the endpoint; a refused connection, much
         // (a slow one, on a lossy network, not enough to take the endpoint out at once).
-        this.endLease(lease, tryStarted, this.appGone, refusedOrDraining(error))
+        this.endLease(lease, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
         const safe = notProcessed(error) || (IDEMPOTENT.has(method) && transportFailure(error))
         const retry = safe && whole && this.attempts < MAX_ATTEMPTS && !this.appGone && Date.now() < deadline && registry.allowRetry(service)
         if (!retry) throw error

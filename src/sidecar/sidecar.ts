@@ -1,9 +1,10 @@
-// One sidecar: the inbound IIP server in front of the local app, the outbound HTTP listener for
-// the app's calls, and the endpoint registry between them; with credentials, every connection
-// between sidecars runs inside mutual TLS (meshTls.ts). Its lifetime is a Scope: closing it
+// One sidecar: the inbound IIP server in front of the local app (behind the authorization policy),
+// the outbound HTTP listener for the app's calls, and the endpoint registry between them; with
+// credentials, every connection between sidecars runs inside mutual TLS (meshTls.ts). Its lifetime is a Scope: closing it
 // (SIGTERM) turns it not ready, drains the IIP connections, lets in-flight requests finish
 // within the drain timeout, then closes everything.
 import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as http from "node:http"
 import type * as net from "node:net"
@@ -11,6 +12,7 @@ import * as Server from "../iip/server.ts"
 import { type Log, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import { Supervisor } from "../iip/supervisor.ts"
+import type { MeshSession } from "../mux/meshSession.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import type { CredentialSource } from "../identity/credentials.ts"
 import { Discovery } from "../discovery/discovery.ts"
@@ -22,6 +24,10 @@ import { makeMetrics } from "../telemetry/metrics.ts"
 import type { Env } from "../telemetry/otelEnv.ts"
 import { TraceStore } from "../telemetry/traceStore.ts"
 import { makeTracing } from "../telemetry/tracing.ts"
+import { allowAllPolicy } from "../identity/policy.ts"
+import { type PolicyFileInvalid, watchPolicyFile } from "../identity/policyFile.ts"
+import { defaultTrustDomain, serviceSpiffeId } from "../identity/spiffe.ts"
+import { InboundAuthorization } from "./authorization.ts"
 import { type BalancingOptions, EndpointRegistry } from "./endpoints.ts"
 import { makeInboundHandler } from "./inbound.ts"
 import { MeshTls, MtlsUnavailable, readCredentialsDir } from "./meshTls.ts"
@@ -58,6 +64,11 @@ export interface SidecarOptions {
   readonly traces?: TraceStore
   /** The OTEL_* variables (default process.env). */
   readonly env?: Env
+  /**
+   * Told of each mesh connection the inbound side accepts, before its requests are served: where
+   * a test sets the connection's peerIdentity as a TLS acceptor does once it verified the peer.
+   */
+  readonly onInboundMeshConnection?: (session: MeshSession) => void
   /** This workload's mTLS credentials, renewed as they change (the identity client); else `tlsCredentialsDir`'s, if set. */
   readonly credentials?: CredentialSource
 }
@@ -181,7 +192,23 @@ const makeMeshTls = (config: SidecarConfig, options: SidecarOptions, telemetry: 
     return meshTls
   })
 
-export const make = (config: SidecarConfig, log: Log = stderrLog, options: SidecarOptions = {}): Effect.Effect<Sidecar, Server.ListenFailed | MtlsUnavailable, Scope.Scope> =>
+/** The policy file, loaded (the start fails when it is not a policy) and watched until the Scope closes. */
+const watchPolicy = (config: SidecarConfig, telemetry: SidecarTelemetry, log: Log) =>
+  Effect.acquireRelease(
+    Effect.promise(() =>
+      watchPolicyFile({
+        path: config.authzPolicy!,
+        service: config.service,
+        trustDomain: defaultTrustDomain,
+        pollMs: config.authzPolicyPollMs,
+        log,
+        onLoad: (result) => telemetry.metrics.authzPolicyReloaded(result)
+      })
+    ).pipe(Effect.flatMap((loaded) => (Result.isSuccess(loaded) ? Effect.succeed(loaded.success) : Effect.fail(loaded.failure)))),
+    (watch) => Effect.sync(() => watch.close())
+  )
+
+export const make = (config: SidecarConfig, log: Log = stderrLog, options: SidecarOptions = {}): Effect.Effect<Sidecar, Server.ListenFailed | PolicyFileInvalid | MtlsUnavailable, Scope.Scope> =>
   Effect.gen(function*() {
     const supervisor = yield* Supervisor.current
     const telemetry = yield* makeTelemetry(config, options, log)
@@ -221,6 +248,17 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       )
     })
 
+    // Authorization: the policy file's, kept current; none: every caller is allowed.
+    const policy = config.authzPolicy === null ? undefined : yield* watchPolicy(config, telemetry, log)
+    const authorization = new InboundAuthorization({
+      service: config.service,
+      // Its certificate's identity; without mTLS, the one its service name gives.
+      localIdentity: meshTls.mode === "off" ? serviceSpiffeId(defaultTrustDomain, config.service) : meshTls.identity,
+      policy: policy === undefined ? () => allowAllPolicy : policy.current,
+      metrics: telemetry.metrics,
+      log
+    })
+
     // The app leg: its pool closes after the inbound server has drained (finalizers run in reverse).
     const appLeg = config.app === null ? undefined : makeInboundHandler({
       service: config.service,
@@ -229,7 +267,8 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       appPoolSize: config.appPoolSize,
       bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
-      onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count)
+      onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
+      authorization
     })
     if (appLeg !== undefined) yield* Effect.addFinalizer(() => Effect.promise(() => appLeg.close()))
 
@@ -254,6 +293,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       return { outbound: registry.connectionCounts(), inbound: { connections: inbound.connectionCount, channels } }
     })
     if (appLeg !== undefined) inbound.handlePrefix("/", appLeg.handle)
+    if (options.onInboundMeshConnection !== undefined) inbound.onMeshConnection(options.onInboundMeshConnection)
     const announced = config.app === null
       ? undefined
       : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node, ...announcedIdentity }

@@ -14,6 +14,8 @@ interface Ready {
   readonly entry: string
   readonly outbound: string
   readonly admins: ReadonlyArray<string>
+  readonly controls: ReadonlyArray<string>
+  readonly dashboard: string
   readonly pids: ReadonlyArray<number>
 }
 
@@ -50,9 +52,14 @@ describe("iip-mesh demo", () => {
     rmSync(readyFile, { force: true })
   })
 
-  it("writes the ready file with the entry URL and every sidecar's admin URL", () => {
+  it("writes the ready file with the entry URL and every sidecar's admin URLs, the dashboard on the store's control listener", async () => {
     expect(ready.entry).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/)
     expect(ready.admins).toHaveLength(4)
+    expect(ready.controls).toHaveLength(4)
+    expect(ready.dashboard).toBe(`${ready.controls[0]}/`)
+    const page = await fetch(ready.dashboard)
+    expect(page.status).toBe(200)
+    expect(page.headers.get("content-type")).toContain("text/html")
     expect(ready.pids.every(alive)).toBe(true)
   })
 
@@ -80,9 +87,10 @@ describe("iip-mesh demo", () => {
     expect(b).toBeGreaterThan(0)
   })
 
-  it("every sidecar's admin reports ready and its view of the mesh", async () => {
+  it("every sidecar's admin reports ready, and its control listener its view of the mesh", async () => {
     for (const admin of ready.admins) expect((await fetch(`${admin}/ready`)).status).toBe(200)
-    const mesh = (await (await fetch(`${ready.admins[0]}/mesh`)).json()) as { services: Record<string, Array<{ weight: number }>> }
+    expect((await fetch(`${ready.admins[0]}/mesh`)).status).toBe(404)
+    const mesh = (await (await fetch(`${ready.controls[0]}/mesh`)).json()) as { services: Record<string, Array<{ weight: number }>> }
     expect(mesh.services.pricing!.map((e) => e.weight).sort()).toStrictEqual([1, 3])
   })
 

@@ -485,3 +485,48 @@ describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
     expect(error.message).toContain("packetTimeoutMs (from --packet-timeout): Expected a duration")
   })
 })
+
+describe("authorization policy and admin listener settings (issue 15)", () => {
+  it("default to no policy file (allow all) polled every 5 s, the control listener on 127.0.0.1:9991 without a token", () => {
+    expect(ok(load(["--service", "store"]))).toMatchObject({
+      authzPolicy: null,
+      authzPolicyPollMs: 5000,
+      admin: "127.0.0.1:9990",
+      adminControl: "127.0.0.1:9991",
+      adminToken: null,
+      adminTokenFile: null
+    })
+  })
+
+  it("are read from flags and environment variables", () => {
+    expect(ok(load(["--service", "store", "--authz-policy", "/etc/p.yaml", "--authz-policy-poll", "2s", "--admin-control", "127.0.0.1:7000", "--admin-token-file", "/run/t"]))).toMatchObject({
+      authzPolicy: "/etc/p.yaml",
+      authzPolicyPollMs: 2000,
+      adminControl: "127.0.0.1:7000",
+      adminTokenFile: "/run/t"
+    })
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_AUTHZ_POLICY: "/p.json", IIP_MESH_ADMIN_CONTROL: "[::1]:7000", IIP_MESH_ADMIN_TOKEN: "0123456789abcdef" }))).toMatchObject({
+      authzPolicy: "/p.json",
+      adminControl: "[::1]:7000",
+      adminToken: "0123456789abcdef"
+    })
+  })
+
+  it("the read-only listener may go on the pod address; the control listener only with a token; a short token is refused without being echoed", () => {
+    expect(ok(load(["--service", "store", "--admin", "0.0.0.0:9990"])).adminControl).toBe("127.0.0.1:9991")
+    for (const control of ["0.0.0.0:9991", "10.1.2.3:9991", "[::]:9991", "pod.local:9991"]) {
+      expect(problems(load(["--service", "store", "--admin-control", control])).problems, control).toStrictEqual([
+        `adminControl: ${control} is not a loopback address: the control listener changes weights and shows the mesh, so off loopback it needs a token (adminToken or adminTokenFile)`
+      ])
+    }
+    for (const control of ["127.0.0.1:0", "127.0.0.2:9991", "localhost:9991", "[::1]:9991"]) expect(ok(load(["--service", "store", "--admin-control", control])).adminControl).toBe(control)
+    expect(ok(load(["--service", "store", "--admin-control", "0.0.0.0:9991", "--admin-token-file", "/run/t"])).adminControl).toBe("0.0.0.0:9991")
+    const short = problems(load(["--service", "store"], { IIP_MESH_ADMIN_TOKEN: "hunter2" }))
+    expect(short.problems).toHaveLength(1)
+    expect(short.problems[0]).toMatch(/^adminToken \(from IIP_MESH_ADMIN_TOKEN\): /)
+    expect(short.message).not.toContain("hunter2")
+    expect(problems(load(["--service", "store", "--admin-token-file", "/run/t"], { IIP_MESH_ADMIN_TOKEN: "0123456789abcdef" })).problems).toStrictEqual([
+      "adminToken: set the token or a file that holds it, not both"
+    ])
+  })
+})
