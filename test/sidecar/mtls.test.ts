@@ -327,3 +327,34 @@ describe("plain IIP endpoints next to mTLS", () => {
     expect([refused.status, refused.headers["x-iip-mesh-error"]]).toStrictEqual([502, "outbound; reason=peer_untrusted"])
   })
 })
+
+describe("the identity mTLS proves is what the authorization policy sees", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("a caller proven as store is allowed and named to the app in x-iip-mesh-client-id; one proven as another identity is forbidden", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mtls-authz-"))
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }))
+    const policy = join(dir, "policy.json")
+    writeFileSync(policy, JSON.stringify({ services: { catalog: { default: "deny", rules: [{ from: [STORE], paths: ["/*"], methods: ["GET"] }] } } }))
+    const app = await startApp(cleanup, (req, res) => res.end(String(req.headers["x-iip-mesh-client-id"])))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, authzPolicy: policy }), undefined, { credentials: makeCredentialHolder(await pki.credentials(CATALOG)) })
+    const caller = async (identity: string) =>
+      startSidecar(
+        cleanup,
+        sidecarConfig({ service: "store", node: `caller-${identity.split("/").at(-1)}`, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1, identity: CATALOG }] } }),
+        undefined,
+        { credentials: makeCredentialHolder(await pki.credentials(identity)) }
+      )
+    const store = await caller(STORE)
+    const allowed = await call(store.outboundPort, { path: "/item", headers: { host: "catalog", "x-iip-mesh-client-id": "spiffe://iip-mesh.local/svc/admin" } })
+    expect([allowed.status, String(allowed.body)]).toStrictEqual([200, STORE])
+    const intruder = await caller("spiffe://iip-mesh.local/svc/intruder")
+    const denied = await call(intruder.outboundPort, { path: "/item" })
+    expect([denied.status, denied.headers["x-iip-mesh-error"]]).toStrictEqual([403, "inbound; reason=forbidden"])
+    expect(app.seen.length).toBe(1)
+  })
+})
