@@ -87,7 +87,8 @@ export class MeshTls {
     this.options = options
     this.mode = options.mode
     this.credentials = options.credentials
-    if (this.credentials === undefined || this.mode === "off") {
+    // With mTLS off, credentials still serve the endpoints configured `security=mtls`.
+    if (this.credentials === undefined) {
       this.unsubscribe = () => {}
       return
     }
@@ -147,8 +148,12 @@ export class MeshTls {
     const security = endpoint.security ?? this.defaultSecurity(endpoint)
     if (security === "plain") return undefined
     if (security === "tls") return this.referenceOptions(endpoint)
-    if (this.clientContext === undefined) return undefined
     const { metrics, log } = this.options
+    if (this.clientContext === undefined) {
+      // Asked for (security=mtls) without credentials: the dial happens, and is refused for it, by name.
+      this.clientContext = tls.createSecureContext({ minVersion: "TLSv1.3" })
+      log("mtls-without-credentials", { endpoint: `${endpoint.host}:${endpoint.port}`, message: "an endpoint requires mTLS and this sidecar has no credentials: its peer will refuse it" })
+    }
     const expected = endpoint.identity
     const address = `${endpoint.host}:${endpoint.port}`
     return {

@@ -358,3 +358,25 @@ describe("the identity mTLS proves is what the authorization policy sees", () =>
     expect(app.seen.length).toBe(1)
   })
 })
+
+describe("security=mtls on an endpoint", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("is honoured with --mtls off when the sidecar has credentials, and refused by name without any", async () => {
+    const app = await startApp(cleanup, ok)
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address }), undefined, { credentials: makeCredentialHolder(await pki.credentials(CATALOG)) })
+    const endpoints = { catalog: [{ address: b.inboundAddress, weight: 1, security: "mtls" as const }] }
+    const off = await startSidecar(cleanup, sidecarConfig({ service: "store", node: "off", mtls: "off", endpoints }), undefined, { credentials: makeCredentialHolder(await pki.credentials(STORE)) })
+    expect((await call(off.outboundPort)).status).toBe(200)
+    const log: Array<string> = []
+    const bare = await startSidecar(cleanup, sidecarConfig({ service: "store", node: "bare", endpoints }), (event) => void log.push(event))
+    const refused = await call(bare.outboundPort)
+    expect([refused.status, refused.headers["x-iip-mesh-error"]]).toStrictEqual([502, "outbound; reason=peer_untrusted"])
+    expect(log).toContain("mtls-without-credentials")
+    expect(app.seen.length).toBe(1)
+  })
+})
