@@ -74,6 +74,7 @@ export const checkIds = [
   "sidecar-wiring",
   "authz-policy",
   "discovery",
+  "mesh-identity",
   "drain",
   "security",
   "resources",
@@ -647,6 +648,26 @@ const discovery: Check = (context) => [
 ]
 
 /**
+ * Every Service in front of mesh sidecars names the identity its pods present over mTLS: the label
+ * iip-mesh/service-account (which the EndpointSlice controller copies onto the slices --kubernetes
+ * reads, src/discovery/kubernetesSource.ts) is the ServiceAccount every selected pod runs as. A
+ * wrong one makes every caller refuse those pods (peer_identity); a missing one lets any identity
+ * of the trust domain answer for the service.
+ */
+const meshIdentity: Check = ({ objects, pods, sidecars }) =>
+  objects.flatMap((object) => {
+    if (object.kind !== "Service") return []
+    const fronting = selectedPods(object, pods).filter((pod) => sidecars.some((s) => s.pod === pod))
+    if (fronting.length === 0) return []
+    const account = object.metadata?.labels?.["iip-mesh/service-account"]
+    if (account === undefined) return [problem("mesh-identity", nameOf(object), "fronts mesh sidecars but has no label iip-mesh/service-account naming its pods' ServiceAccount")]
+    return fronting.flatMap((pod) => {
+      const runsAs = pod.template.spec?.serviceAccountName ?? "default"
+      return runsAs === account ? [] : [problem("mesh-identity", nameOf(object), `label iip-mesh/service-account is ${account}, but ${nameOf(pod.owner)} runs as ServiceAccount ${runsAs}`)]
+    })
+  })
+
+/**
  * The drain fits: on deletion the app's preStop runs (so peers stop picking the pod), the app
  * stops, then the sidecar drains for up to drainTimeoutMs; terminationGracePeriodSeconds must cover
  * preStop + drain + 5 s. Apps that receive mesh traffic have a preStop.
@@ -898,6 +919,7 @@ export const checks: Record<Exclude<CheckId, "unknown-fields">, Check> = {
   "sidecar-wiring": sidecarWiring,
   "authz-policy": authzPolicy,
   discovery,
+  "mesh-identity": meshIdentity,
   drain,
   security,
   resources,

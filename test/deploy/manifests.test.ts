@@ -50,6 +50,7 @@ const fixtures: Record<string, { readonly fails: ReadonlyArray<CheckId>; readonl
   "authz-policy-unknown-account": { fails: ["authz-policy"], says: /services\.catalog allows spiffe:\/\/iip-mesh\.local\/ns\/iip-mesh-demo\/sa\/store-front, but no pod runs as ServiceAccount iip-mesh-demo\/store-front/ },
   "app-port": { fails: ["sidecar-wiring"], says: /app port 3000 is no port of the pod's app containers/ },
   "discovery-wrong-service": { fails: ["discovery"], says: /catalog -> Service iip-mesh-demo\/catalogue does not exist/ },
+  "mesh-identity-wrong-account": { fails: ["mesh-identity"], says: /label iip-mesh\/service-account is catalogue, but .*catalog runs as ServiceAccount catalog/ },
   "drain-grace": { fails: ["drain"], says: /terminationGracePeriodSeconds 10 < app preStop 5 s \+ sidecar drain 10 s/ },
   "drain-no-prestop": { fails: ["drain"], says: /has no preStop wait/ },
   "security-writable-root": { fails: ["security"], says: /readOnlyRootFilesystem is not true/ },
