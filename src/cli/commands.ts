@@ -15,6 +15,7 @@ import { upload } from "../files/upload.ts"
 import * as Server from "../iip/server.ts"
 import { messageOf } from "../iip/log.ts"
 import { parseDuration, parseHostPort, parseSize, parseWith } from "./args.ts"
+import { ca } from "./ca.ts"
 import { call } from "./call.ts"
 import { echoServer } from "./echoServer.ts"
 import { httpAdapter } from "./httpAdapter.ts"
@@ -98,7 +99,7 @@ const uploadCommand = Command.make(
 
 const root = Command.make("iip-mesh").pipe(
   Command.withDescription("IIP library tools and the iip-mesh sidecar (iip-mesh sidecar --help, iip-mesh demo)"),
-  Command.withSubcommands([echoServer, call, httpAdapter, fileServer, downloadCommand, uploadCommand])
+  Command.withSubcommands([echoServer, call, httpAdapter, fileServer, downloadCommand, uploadCommand, ca])
 )
 
 /** A server stopped by SIGTERM or SIGINT has drained in its finalizers: that is a clean exit. */
