@@ -13,7 +13,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
 import type * as Scope from "effect/Scope"
-import { createPublicKey, X509Certificate } from "node:crypto"
+import { createPublicKey, type KeyObject, X509Certificate } from "node:crypto"
 import { type Log, messageOf } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import { generateKeyPair } from "./certificates.ts"
@@ -34,8 +34,8 @@ export interface IdentityClientOptions {
   /** The identity to ask for (join tokens, development); undefined lets the proof decide (Kubernetes). */
   readonly requestedId: string | undefined
   /** Share of a leaf's life after which it is renewed (default 0.7). */
-  readonly renewAt?: number
-  /** Plus or minus this share of the life around renewAt (default 0.05). */
+  readonly renewAtFraction?: number
+  /** Plus or minus this share of the life around renewAtFraction (default 0.05). */
   readonly jitter?: number
   /** First retry after this; doubling up to retryMaxMs (defaults 1 s and 60 s). */
   readonly retryBaseMs?: number
@@ -47,6 +47,8 @@ export interface IdentityClientOptions {
 export interface IdentityStatus {
   readonly spiffeId: string
   readonly notAfter: string
+  /** When the next renewal is due (ISO time; a renewal failing now retries with backoff). */
+  readonly renewAt: string
   readonly renewals: number
   readonly lastError: string | undefined
 }
@@ -55,7 +57,7 @@ export interface IdentityClient extends CredentialSource {
   readonly status: () => IdentityStatus
 }
 
-const publicKeyDer = (key: Parameters<typeof createPublicKey>[0]) => createPublicKey(key).export({ type: "spki", format: "der" })
+const spkiOf = (key: KeyObject): Buffer => key.export({ type: "spki", format: "der" })
 
 /** Checks an answer against the key we hold and the identity we asked for; the credentials when it holds. */
 const credentialsOf = (response: SignResponse, privateKeyPem: string, options: IdentityClientOptions, now: Date): WorkloadCredentials => {
@@ -68,7 +70,7 @@ const credentialsOf = (response: SignResponse, privateKeyPem: string, options: I
   const problem = chainProblem(response.certificateChainPem, response.trustBundlePem, now)
   if (problem !== undefined) fail(problem)
   const leaf = new X509Certificate(chain[0]!)
-  if (!publicKeyDer(leaf.publicKey).equals(publicKeyDer(privateKeyPem))) fail("the leaf does not certify our key")
+  if (!spkiOf(leaf.publicKey).equals(spkiOf(createPublicKey(privateKeyPem)))) fail("the leaf does not certify our key")
   const id = spiffeIdOfCertificate(leaf)
   if (id === undefined) fail("the leaf names no SPIFFE ID")
   if (id!.trustDomain !== options.trustDomain) fail(`the leaf is for trust domain ${loggable(id!.trustDomain)}, not ${options.trustDomain}`)
@@ -114,6 +116,7 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
     const retryMaxMs = options.retryMaxMs ?? 60_000
     let renewals = 0
     let lastError: string | undefined
+    let renewAt = 0
 
     /** Obtains credentials, retrying with backoff (and jitter) until it does. */
     const obtainPatiently = Effect.gen(function*() {
@@ -135,15 +138,23 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
     const holder = makeCredentialHolder(first)
     options.log("identity-obtained", { spiffeId: first.spiffeId, notAfter: first.notAfter.toISOString() })
 
+    /** Picks the next renewal time (so the status shows it before the renewal fiber runs). */
+    const schedule = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const delay = renewalDelayMs(holder.current(), now, yield* Random.next, options.renewAtFraction, options.jitter)
+      renewAt = now + delay
+      return delay
+    })
+    let delay = yield* schedule
     yield* Effect.forkScoped(
       Effect.forever(
         Effect.gen(function*() {
-          const delay = renewalDelayMs(holder.current(), yield* Clock.currentTimeMillis, yield* Random.next, options.renewAt, options.jitter)
           yield* Effect.sleep(delay)
           const next = yield* obtainPatiently
           renewals++
           holder.update(next)
           options.log("identity-renewed", { spiffeId: next.spiffeId, notAfter: next.notAfter.toISOString() })
+          delay = yield* schedule
         })
       )
     )
@@ -153,7 +164,7 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
       subscribe: holder.subscribe,
       status: () => {
         const current = holder.current()
-        return { spiffeId: current.spiffeId, notAfter: current.notAfter.toISOString(), renewals, lastError }
+        return { spiffeId: current.spiffeId, notAfter: current.notAfter.toISOString(), renewAt: new Date(renewAt).toISOString(), renewals, lastError }
       }
     }
   })
