@@ -178,7 +178,27 @@ export const SidecarConfigSchema = Schema.Struct({
    * Quiet this long after its memory grew by a tenth (a burst), the sidecar runs one full garbage
    * collection that hands the heap's freed pages back to the system (src/cli/memoryRelease.ts); null: never.
    */
-  idleGcMs: Schema.NullOr(PositiveMs)
+  idleGcMs: Schema.NullOr(PositiveMs),
+  /** The identity issuer (`iip-mesh identity`), https://HOST:PORT; null: no issuer. */
+  identityIssuer: Schema.NullOr(
+    Schema.String.pipe(
+      Schema.check(Schema.makeFilter((text: string) => (/^https:\/\/[^\s/?#]+\/?$/.test(text) ? undefined : `Expected https://HOST:PORT, got ${JSON.stringify(text)}`)))
+    )
+  ),
+  /** A projected ServiceAccount token (audience: the issuer's), re-read on every request; proves a Kubernetes identity. */
+  identityTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  /** A file holding a join token the issuer knows; proves spiffe://<td>/svc/<service>. */
+  identityJoinTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  /** The roots (PEM) the issuer is verified against. */
+  trustBundleFile: Schema.NullOr(Schema.NonEmptyString),
+  /** The mesh's SPIFFE trust domain. */
+  trustDomain: Schema.String.pipe(
+    Schema.check(Schema.makeFilter((text: string) => (/^[a-z0-9._-]{1,255}$/.test(text) ? undefined : `Expected a trust domain (a-z, 0-9, ., -, _), got ${JSON.stringify(text)}`)))
+  ),
+  /** Development only: a CA directory whose intermediate key this sidecar signs its own certificate with. */
+  identityDevCaDir: Schema.NullOr(Schema.NonEmptyString),
+  /** A request to the issuer must be answered within this. */
+  identityRequestTimeoutMs: PositiveMs
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -237,7 +257,14 @@ export const settings = [
   { key: "busyPingAfterMs", env: "IIP_MESH_BUSY_PING_AFTER", flag: "--busy-ping-after", help: "silence with requests waiting before an endpoint is pinged (default 1s)" },
   { key: "busyPingTimeoutMs", env: "IIP_MESH_BUSY_PING_TIMEOUT", flag: "--busy-ping-timeout", help: "unanswered that long, the connection is lost and the endpoint held out (default 2s)" },
   { key: "slowTryFloorMs", env: "IIP_MESH_SLOW_TRY", flag: "--slow-try", help: "an idempotent try unanswered this long (or 10x its endpoint's latency) goes elsewhere if it can (default 2s; off)" },
-  { key: "idleGcMs", env: "IIP_MESH_IDLE_GC", flag: "--idle-gc", help: "quiet this long after a burst grew its memory, one full GC gives the memory back (default 2s; off)" }
+  { key: "idleGcMs", env: "IIP_MESH_IDLE_GC", flag: "--idle-gc", help: "quiet this long after a burst grew its memory, one full GC gives the memory back (default 2s; off)" },
+  { key: "identityIssuer", env: "IIP_MESH_IDENTITY_ISSUER", flag: "--identity-issuer", help: "the identity issuer, https://HOST:PORT (default none)" },
+  { key: "identityTokenFile", env: "IIP_MESH_IDENTITY_TOKEN_FILE", flag: "--identity-token-file", help: "projected ServiceAccount token for the issuer (Kubernetes)" },
+  { key: "identityJoinTokenFile", env: "IIP_MESH_IDENTITY_JOIN_TOKEN_FILE", flag: "--identity-join-token-file", help: "file with a join token the issuer knows (outside Kubernetes)" },
+  { key: "trustBundleFile", env: "IIP_MESH_TRUST_BUNDLE", flag: "--trust-bundle", help: "the mesh's root certificates, PEM (the issuer is verified against it)" },
+  { key: "trustDomain", env: "IIP_MESH_TRUST_DOMAIN", flag: "--trust-domain", help: "the mesh's SPIFFE trust domain (default iip-mesh.local)" },
+  { key: "identityDevCaDir", env: "IIP_MESH_IDENTITY_DEV_CA_DIR", flag: "--identity-dev-ca-dir", help: "DEVELOPMENT ONLY: sign this sidecar's own certificate with the CA in this directory" },
+  { key: "identityRequestTimeoutMs", env: "IIP_MESH_IDENTITY_REQUEST_TIMEOUT", flag: "--identity-request-timeout", help: "a request to the issuer must be answered within this (default 10s)" }
 ] as const
 
 type Key = (typeof settings)[number]["key"]
@@ -293,7 +320,14 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   busyPingAfterMs: 1_000,
   busyPingTimeoutMs: 2_000,
   slowTryFloorMs: 2_000,
-  idleGcMs: 2_000
+  idleGcMs: 2_000,
+  identityIssuer: null,
+  identityTokenFile: null,
+  identityJoinTokenFile: null,
+  trustBundleFile: null,
+  trustDomain: "iip-mesh.local",
+  identityDevCaDir: null,
+  identityRequestTimeoutMs: 10_000
 })
 
 /** "SERVICE=HOST:PORT[#WEIGHT]" entries into the endpoints shape; malformed entries are kept for the schema to reject. */
@@ -347,6 +381,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "restartWindowMs":
     case "busyPingAfterMs":
     case "busyPingTimeoutMs":
+    case "identityRequestTimeoutMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":
@@ -385,6 +420,12 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
       return last === "" || last === "true" || last === "1" ? true : last === "false" || last === "0" ? false : last
     case "app":
       return last === "none" ? null : last
+    case "identityIssuer":
+    case "identityTokenFile":
+    case "identityJoinTokenFile":
+    case "trustBundleFile":
+    case "identityDevCaDir":
+      return last === "" || last === "none" ? null : last
     default:
       return last
   }
@@ -421,6 +462,14 @@ const crossChecks = (config: SidecarConfig): Array<string> => {
   }
   if (config.loadBalancer === "MethodURIParam" && !(config.hashKey?.startsWith("query:") ?? false)) {
     problems.push("hashKey: MethodURIParam hashes a query parameter: set query:NAME")
+  }
+  const proofs = [config.identityTokenFile, config.identityJoinTokenFile].filter((file) => file !== null).length
+  if (config.identityIssuer !== null) {
+    if (config.identityDevCaDir !== null) problems.push("identityDevCaDir: a sidecar gets its certificate from the issuer or (development) signs it itself, not both")
+    if (config.trustBundleFile === null) problems.push("trustBundleFile: required with identityIssuer (the issuer is verified against it)")
+    if (proofs !== 1) problems.push("identityIssuer: set exactly one of identityTokenFile (Kubernetes) and identityJoinTokenFile")
+  } else if (proofs > 0) {
+    problems.push("identityIssuer: required with identityTokenFile or identityJoinTokenFile")
   }
   if (config.ejectionMaxMs < config.ejectionBaseMs) {
     problems.push(`ejectionMaxMs: ${config.ejectionMaxMs} ms is shorter than ejectionBaseMs (${config.ejectionBaseMs} ms)`)

@@ -12,6 +12,7 @@
 // TokenReview call's time and answer, and the signings in flight.
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import { X509Certificate } from "node:crypto"
 import * as https from "node:https"
 import type * as net from "node:net"
 import { ListenFailed } from "../iip/server.ts"
@@ -189,7 +190,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       const notBefore = new Date(Date.now() - 60_000)
       const leaf = await issueLeaf(options.ca.intermediate, { spiffeId, publicKey: csr.publicKey, notBefore, lifetimeMs: options.leafLifetimeMs + 60_000 })
       signed[request.proof.kind]++
-      const notAfter = new Date(notBefore.getTime() + options.leafLifetimeMs + 60_000).toISOString()
+      const notAfter = new Date(new X509Certificate(leaf).validTo).toISOString()
       options.log("identity-issued", { spiffeId, proof: request.proof.kind, notAfter })
       return { spiffeId, certificateChainPem: leaf + options.ca.intermediate.certificatePem, trustBundlePem: options.ca.trustBundlePem, notAfter }
     }

@@ -4,6 +4,7 @@
 //   (kubelet rotates projected tokens; a join-token file may be replaced).
 // - developmentSigner: the sidecar holds the issuer's CA directory and signs its own leaf. For a
 //   laptop only: anyone who can read that directory can be anyone in the mesh, and the log says so.
+import { X509Certificate } from "node:crypto"
 import { readFileSync } from "node:fs"
 import * as https from "node:https"
 import type { TLSSocket } from "node:tls"
@@ -107,7 +108,7 @@ export const developmentSigner = (options: DevelopmentSignerOptions): Signer => 
       spiffeId: request.requestedId,
       certificateChainPem: leaf + ca.intermediate.certificatePem,
       trustBundlePem: ca.trustBundlePem,
-      notAfter: new Date(notBefore.getTime() + options.leafLifetimeMs + 60_000).toISOString()
+      notAfter: new Date(new X509Certificate(leaf).validTo).toISOString()
     }
   }
 }

@@ -11,6 +11,7 @@ import { type Log, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
+import type { CredentialSource } from "../identity/credentials.ts"
 import { Discovery } from "../discovery/discovery.ts"
 import { dnsSrvSource } from "../discovery/dnsSrvSource.ts"
 import { directorySource } from "../discovery/directorySource.ts"
@@ -55,6 +56,8 @@ export interface SidecarOptions {
   readonly traces?: TraceStore
   /** The OTEL_* variables (default process.env). */
   readonly env?: Env
+  /** This sidecar's workload credentials (its identity for mTLS), when it has some. */
+  readonly credentials?: CredentialSource
 }
 
 /** Metadata blocks up to this size, on both ends (PROTOCOL.md §17.1): HTTP heads can be larger than the library's 8 KiB default. */
