@@ -8,7 +8,7 @@ import type * as Scope from "effect/Scope"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import { type Log, messageOf } from "../iip/log.ts"
 import * as IdentityClient from "../identity/identityClient.ts"
-import { issuerDefaults } from "../identity/issuer.ts"
+import { defaultLeafLifetimeMs } from "../identity/certificates.ts"
 import { developmentSigner, issuerSigner, readSecretFile } from "../identity/signers.ts"
 import { readFileSync } from "node:fs"
 
@@ -27,7 +27,7 @@ export const sidecarIdentity = (config: SidecarConfig, log: Log): Effect.Effect<
     if (config.identityDevCaDir !== null) {
       const caDir = config.identityDevCaDir
       const signer = yield* Effect.try({
-        try: () => developmentSigner({ caDir, leafLifetimeMs: issuerDefaults.leafLifetimeMs, log }),
+        try: () => developmentSigner({ caDir, leafLifetimeMs: defaultLeafLifetimeMs, log }),
         catch: (error) => new IdentityConfigInvalid({ message: `identityDevCaDir: ${messageOf(error)}` })
       })
       return yield* IdentityClient.make({ signer, trustDomain: config.trustDomain, requestedId: serviceId, log })

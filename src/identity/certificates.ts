@@ -78,6 +78,12 @@ export interface CaName {
 const trustDomainName = (options: CaName): Array<x509.Extension> =>
   options.trustDomain === undefined ? [] : [new x509.SubjectAlternativeNameExtension([{ type: "url", value: `spiffe://${options.trustDomain}` }])]
 
+/** How long a workload leaf lives unless the issuer is told otherwise. */
+export const defaultLeafLifetimeMs = 24 * 3_600_000
+
+/** Valid from a minute ago (clock skew between hosts) until `lifetimeMs` from now: what the issuer signs. */
+export const validFromNow = (lifetimeMs: number): Validity => ({ notBefore: new Date(Date.now() - 60_000), lifetimeMs: lifetimeMs + 60_000 })
+
 /** A self-signed root CA (offline: only `ca init` and rotations use its key). */
 export const createRootCa = async (options: Validity & CaName): Promise<CertifiedKey> => {
   const pair = await generateKeyPair()

@@ -97,13 +97,16 @@ const obtain = (options: IdentityClientOptions) =>
     return yield* Effect.try({ try: () => credentialsOf(response, pair.privateKeyPem, options, now), catch: (e) => e as IdentityUnavailable })
   })
 
-/** When to renew credentials, in ms from `now`: at renewAt +- jitter of the leaf's life. */
+/**
+ * When to renew credentials just received, in ms from `now`: at renewAt +- jitter of their life,
+ * counted from when they became usable here (their notBefore, or now if the issuer backdated it
+ * for clock skew), and never sooner than a second so a short-lived leaf cannot make a busy loop.
+ */
 export const renewalDelayMs = (credentials: WorkloadCredentials, now: number, random: number, renewAt = 0.7, jitter = 0.05): number => {
   const leaf = new X509Certificate(certificatesOfPem(credentials.certificateChainPem)[0]!)
-  const notBefore = new Date(leaf.validFrom).getTime()
-  const life = credentials.notAfter.getTime() - notBefore
+  const start = Math.max(new Date(leaf.validFrom).getTime(), now)
   const fraction = renewAt + (random * 2 - 1) * jitter
-  return Math.max(0, Math.round(notBefore + life * fraction - now))
+  return Math.max(1_000, Math.round(start + (credentials.notAfter.getTime() - start) * fraction - now))
 }
 
 /**

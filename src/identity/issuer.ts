@@ -19,10 +19,10 @@ import { ListenFailed } from "../iip/server.ts"
 import { type Log } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import type { IssuingCa } from "./caDirectory.ts"
-import { generateKeyPair, issueLeaf } from "./certificates.ts"
+import { defaultLeafLifetimeMs, generateKeyPair, issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest, RequestMalformed } from "./certificateRequest.ts"
 import { checkJoinToken, type JoinToken, ProofRefused, type RefusalReason, refusalReasons, reviewServiceAccountToken, type TokenReviewOptions } from "./proofs.ts"
-import { kubernetesSpiffeId, parseSpiffeId, serviceSpiffeId } from "./spiffe.ts"
+import { issuerSpiffeId, kubernetesSpiffeId, parseSpiffeId, serviceSpiffeId } from "./spiffe.ts"
 
 export const proofKinds = ["kubernetes", "join"] as const
 export type ProofKind = (typeof proofKinds)[number]
@@ -40,9 +40,6 @@ export interface SignResponse {
   readonly trustBundlePem: string
   readonly notAfter: string
 }
-
-/** The identity the issuer's own TLS leaf names; sidecars check it. */
-export const issuerSpiffeId = (trustDomain: string): string => `spiffe://${trustDomain}/issuer`
 
 export interface IssuerOptions {
   readonly ca: IssuingCa
@@ -65,7 +62,7 @@ export interface IssuerOptions {
 }
 
 export const issuerDefaults = {
-  leafLifetimeMs: 24 * 3_600_000,
+  leafLifetimeMs: defaultLeafLifetimeMs,
   maxRequestBytes: 16 * 1024,
   requestTimeoutMs: 10_000,
   maxInFlight: 64
@@ -144,7 +141,7 @@ const listenTls = (server: https.Server, host: string, port: number) =>
 /** The issuer's own serving credentials: a fresh in-memory key and a leaf under the intermediate. */
 const servingCredentials = async (options: IssuerOptions) => {
   const pair = await generateKeyPair()
-  const leaf = await issueLeaf(options.ca.intermediate, { spiffeId: issuerSpiffeId(options.trustDomain), publicKey: pair.keys.publicKey, lifetimeMs: options.leafLifetimeMs })
+  const leaf = await issueLeaf(options.ca.intermediate, { spiffeId: issuerSpiffeId(options.trustDomain), publicKey: pair.keys.publicKey, ...validFromNow(options.leafLifetimeMs) })
   return { key: pair.privateKeyPem, cert: leaf + options.ca.intermediate.certificatePem }
 }
 
@@ -187,8 +184,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       if (csr.requestedId !== undefined && csr.requestedId !== spiffeId) {
         throw new ProofRefused({ reason: "identity-not-allowed", detail: `the request asks for ${loggable(csr.requestedId, 200)}; the proof earns ${spiffeId}` })
       }
-      const notBefore = new Date(Date.now() - 60_000)
-      const leaf = await issueLeaf(options.ca.intermediate, { spiffeId, publicKey: csr.publicKey, notBefore, lifetimeMs: options.leafLifetimeMs + 60_000 })
+      const leaf = await issueLeaf(options.ca.intermediate, { spiffeId, publicKey: csr.publicKey, ...validFromNow(options.leafLifetimeMs) })
       signed[request.proof.kind]++
       const notAfter = new Date(new X509Certificate(leaf).validTo).toISOString()
       options.log("identity-issued", { spiffeId, proof: request.proof.kind, notAfter })

@@ -11,10 +11,11 @@ import type { TLSSocket } from "node:tls"
 import { type Log } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import { loadIssuingCa } from "./caDirectory.ts"
-import { issueLeaf } from "./certificates.ts"
+import { issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest } from "./certificateRequest.ts"
 import type { Signer } from "./identityClient.ts"
-import { issuerSpiffeId, type ProofKind, type SignResponse } from "./issuer.ts"
+import type { ProofKind, SignResponse } from "./issuer.ts"
+import { issuerSpiffeId } from "./spiffe.ts"
 
 export interface IssuerSignerOptions {
   /** https://HOST:PORT of the issuer. */
@@ -101,8 +102,7 @@ export const developmentSigner = (options: DevelopmentSignerOptions): Signer => 
   return async (csrPem) => {
     const request = await readCertificateRequest(csrPem)
     if (request.requestedId === undefined) throw new Error("a development signer needs the request to name its identity")
-    const notBefore = new Date(Date.now() - 60_000)
-    const leaf = await issueLeaf(ca.intermediate, { spiffeId: request.requestedId, publicKey: request.publicKey, notBefore, lifetimeMs: options.leafLifetimeMs + 60_000 })
+    const leaf = await issueLeaf(ca.intermediate, { spiffeId: request.requestedId, publicKey: request.publicKey, ...validFromNow(options.leafLifetimeMs) })
     options.log("identity-development-signed", { spiffeId: request.requestedId, warning })
     return {
       spiffeId: request.requestedId,

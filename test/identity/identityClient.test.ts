@@ -58,17 +58,22 @@ const startClient = (signer: IdentityClient.Signer, events: Array<{ event: strin
 const notBeforeOf = (credentials: WorkloadCredentials) => new Date(new X509Certificate(credentials.certificateChainPem.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n").validFrom).getTime()
 
 describe("identity client", () => {
-  it("renewalDelayMs: 70 % of the life from the leaf's notBefore, the jitter within +- 5 %", async () => {
+  it("renewalDelayMs: 70 % +- 5 % of the life left when received, from notBefore at the earliest, at least 1 s", async () => {
     const ca = await makeIssuingCa()
     const pair = await generateKeyPair()
     const notBefore = new Date(Date.UTC(2030, 0, 1))
     const leaf = await issueLeaf(ca.intermediate, { spiffeId: catalogId, publicKey: pair.keys.publicKey, notBefore, lifetimeMs: lifetime })
     const credentials = { spiffeId: catalogId, privateKeyPem: pair.privateKeyPem, certificateChainPem: leaf, trustBundlePem: ca.trustBundlePem, notAfter: new Date(notBefore.getTime() + lifetime) }
-    const at = notBefore.getTime() + hour
-    expect(IdentityClient.renewalDelayMs(credentials, at, 0.5)).toBe(6 * hour)
-    expect(IdentityClient.renewalDelayMs(credentials, at, 0)).toBe(5.5 * hour)
-    expect(IdentityClient.renewalDelayMs(credentials, at, 0.999999)).toBeCloseTo(6.5 * hour, -2)
-    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime() + 9 * hour, 0.5)).toBe(0)
+    // Received at notBefore: 70 % of the life, +- 5 %.
+    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime(), 0.5)).toBe(7 * hour)
+    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime(), 0)).toBe(6.5 * hour)
+    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime(), 0.999999)).toBeCloseTo(7.5 * hour, -2)
+    // Backdated by the issuer (received an hour after notBefore): 70 % of what is left.
+    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime() + hour, 0.5)).toBe(0.7 * 9 * hour)
+    // Received before notBefore (skew the other way): from notBefore.
+    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime() - hour, 0.5)).toBe(8 * hour)
+    // Never a busy loop.
+    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime() + lifetime - 10, 0.5)).toBe(1_000)
   })
 
   it.effect("renews at 70 % +- 5 % of the leaf's life on the clock, not before; the key is new and listeners hear it", () =>
