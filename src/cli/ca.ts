@@ -10,9 +10,9 @@ import { caFiles, finishRotation, initCa, rotateCa } from "../identity/caDirecto
 import { defaultTrustDomain } from "../identity/spiffe.ts"
 
 const dir = Flag.String("dir").pipe(Flag.withDescription("the CA directory (created 0700; keys are written 0600)"))
-const trustDomain = Flag.String("trust-domain").pipe(Flag.withDescription("the mesh's SPIFFE trust domain"), Flag.withDefault(defaultTrustDomain))
-const intermediateDays = Flag.Int("intermediate-days").pipe(Flag.withDescription("the intermediate's lifetime in days"), Flag.withDefault(365))
-const rootDays = Flag.Int("root-days").pipe(Flag.withDescription("the root's lifetime in days"), Flag.withDefault(3650))
+const trustDomain = Flag.String("trust-domain").pipe(Flag.withDescription(`the mesh's SPIFFE trust domain (default ${defaultTrustDomain})`), Flag.withDefault(defaultTrustDomain))
+const intermediateDays = Flag.Int("intermediate-days").pipe(Flag.withDescription("the intermediate's lifetime in days (default 365)"), Flag.withDefault(365))
+const rootDays = Flag.Int("root-days").pipe(Flag.withDescription("the root's lifetime in days (default 3650)"), Flag.withDefault(3650))
 
 const failLine = (command: string) => (error: unknown) =>
   Effect.sync(() => {

@@ -18,19 +18,19 @@ export const defaultIssuerAudience = "iip-mesh-identity"
 
 const flags = {
   caDir: Flag.String("ca-dir").pipe(Flag.withDescription("directory with intermediate.pem, intermediate.key.pem and bundle.pem (ca init, or the mounted Secret)")),
-  listen: Flag.String("listen").pipe(Flag.withDescription("HOST:PORT of the HTTPS listener"), Flag.withDefault("127.0.0.1:8443")),
+  listen: Flag.String("listen").pipe(Flag.withDescription("HOST:PORT of the HTTPS listener (default 127.0.0.1:8443)"), Flag.withDefault("127.0.0.1:8443")),
   trustDomain: Flag.String("trust-domain").pipe(Flag.withDescription("the mesh's trust domain (default: the one the intermediate names, else iip-mesh.local)"), Flag.optional),
-  leafLifetime: Flag.String("leaf-lifetime").pipe(Flag.withDescription("lifetime of the certificates signed, e.g. 24h or 90m"), Flag.withDefault("24h")),
-  audience: Flag.String("audience").pipe(Flag.withDescription("the audience sidecars' ServiceAccount tokens must be minted for"), Flag.withDefault(defaultIssuerAudience)),
+  leafLifetime: Flag.String("leaf-lifetime").pipe(Flag.withDescription("lifetime of the certificates signed, e.g. 24h or 90m (default 24h)"), Flag.withDefault("24h")),
+  audience: Flag.String("audience").pipe(Flag.withDescription(`the audience sidecars' ServiceAccount tokens must be minted for (default ${defaultIssuerAudience})`), Flag.withDefault(defaultIssuerAudience)),
   joinTokens: Flag.String("join-tokens").pipe(Flag.withDescription("file of join tokens: TOKEN SERVICE[,SERVICE...] per line (TOKEN may be sha256:<hex>)"), Flag.optional),
   kubernetes: Flag.Literals("kubernetes", ["auto", "on", "off"]).pipe(
-    Flag.withDescription("check ServiceAccount tokens with the TokenReview API (auto: when running in a cluster)"),
+    Flag.withDescription("check ServiceAccount tokens with the TokenReview API (default auto: when running in a cluster)"),
     Flag.withDefault("auto")
   ),
-  tokenReviewTimeout: Flag.String("token-review-timeout").pipe(Flag.withDescription("a TokenReview call must be answered within this"), Flag.withDefault("5s")),
-  maxRequestSize: Flag.String("max-request-size").pipe(Flag.withDescription("largest request body"), Flag.withDefault("16KiB")),
-  requestTimeout: Flag.String("request-timeout").pipe(Flag.withDescription("a request must be received and answered within this"), Flag.withDefault("10s")),
-  maxInFlight: Flag.Int("max-in-flight").pipe(Flag.withDescription("signings in progress at once; past it requests are refused overloaded"), Flag.withDefault(64))
+  tokenReviewTimeout: Flag.String("token-review-timeout").pipe(Flag.withDescription("a TokenReview call must be answered within this (default 5s)"), Flag.withDefault("5s")),
+  maxRequestSize: Flag.String("max-request-size").pipe(Flag.withDescription("largest request body (default 16KiB)"), Flag.withDefault("16KiB")),
+  requestTimeout: Flag.String("request-timeout").pipe(Flag.withDescription("a request must be received and answered within this (default 10s)"), Flag.withDefault("10s")),
+  maxInFlight: Flag.Int("max-in-flight").pipe(Flag.withDescription("signings in progress at once; past it requests are refused overloaded (default 64)"), Flag.withDefault(64))
 }
 
 const bounded = (name: string, value: number, min: number, max: number): number => {
