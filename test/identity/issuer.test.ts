@@ -92,6 +92,26 @@ describe("issuer: Kubernetes ServiceAccount tokens", () => {
     await expect(ask("kubernetes", "good", `spiffe://${trustDomain}/ns/shop/sa/catalog`)).resolves.toMatchObject({ id: `spiffe://${trustDomain}/ns/shop/sa/catalog` })
   })
 
+  it("over HTTPS the API server is verified against the given CA: a token reviewed there is granted; with another CA nothing is", async () => {
+    const secure = await startFakeApiServer({ "good": { username: "system:serviceaccount:shop:catalog", audiences: [audience] } }, { tls: true })
+    const trusting = await startIssuer(ca, { apiUrl: secure.url, apiCa: secure.ca })
+    const distrusting = await startIssuer(ca, { apiUrl: secure.url, apiCa: ca.trustBundlePem })
+    try {
+      const signVia = async (issuerUrl: string) => {
+        const pair = await generateKeyPair()
+        const signer = issuerSigner({ issuerUrl, trustDomain, trustBundle: () => ca.trustBundlePem, proof: () => ({ kind: "kubernetes", token: "good" }) })
+        return signer(await createCertificateRequest(pair.keys, undefined))
+      }
+      expect((await signVia(trusting.url)).spiffeId).toBe(`spiffe://${trustDomain}/ns/shop/sa/catalog`)
+      await expect(signVia(distrusting.url)).rejects.toThrow(/503 token-review-unavailable/)
+      expect(secure.reviews).toHaveLength(1)
+    } finally {
+      await trusting.stop()
+      await distrusting.stop()
+      await secure.close()
+    }
+  })
+
   it("an API server that does not answer in time is token-review-unavailable (503), not a grant", async () => {
     const silent = await import("node:http").then((http) => http.createServer(() => {}))
     await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve))

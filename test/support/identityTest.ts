@@ -5,10 +5,13 @@
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
+import "reflect-metadata"
+import * as x509 from "@peculiar/x509"
 import * as http from "node:http"
+import * as https from "node:https"
 import type { AddressInfo } from "node:net"
 import type { IssuingCa } from "../../src/identity/caDirectory.ts"
-import { createIntermediateCa, createRootCa } from "../../src/identity/certificates.ts"
+import { createIntermediateCa, createRootCa, generateKeyPair } from "../../src/identity/certificates.ts"
 import * as Issuer from "../../src/identity/issuer.ts"
 import type { JoinToken } from "../../src/identity/proofs.ts"
 import { collectLog } from "./meshTest.ts"
@@ -39,9 +42,26 @@ export interface FakeApiServer {
   readonly close: () => Promise<void>
 }
 
-export const startFakeApiServer = async (tokens: Readonly<Record<string, FakeToken>>): Promise<FakeApiServer> => {
+/** A self-signed certificate for 127.0.0.1 (an IP SAN, as node:tls checks a host that is an address): the fake API server's. */
+const apiServerCertificate = async (): Promise<{ key: string; cert: string }> => {
+  const pair = await generateKeyPair()
+  const certificate = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: "01",
+    name: "CN=fake-kube-apiserver",
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 86_400_000),
+    keys: pair.keys,
+    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: "ip", value: "127.0.0.1" }])]
+  })
+  return { key: pair.privateKeyPem, cert: certificate.toString("pem") }
+}
+
+/** Starts the fake API server, over HTTPS with its own certificate (`ca`) when `tls` is set. */
+export const startFakeApiServer = async (tokens: Readonly<Record<string, FakeToken>>, options: { readonly tls?: boolean } = {}): Promise<FakeApiServer & { readonly ca?: string }> => {
   const reviews: FakeApiServer["reviews"] = []
-  const server = http.createServer((request, response) => {
+  const credentials = options.tls === true ? await apiServerCertificate() : undefined
+  const handler = (request: http.IncomingMessage, response: http.ServerResponse) => {
     let text = ""
     request.on("data", (chunk: Buffer) => (text += chunk.toString()))
     request.on("end", () => {
@@ -63,11 +83,13 @@ export const startFakeApiServer = async (tokens: Readonly<Record<string, FakeTok
       response.writeHead(201, { "content-type": "application/json" })
       response.end(JSON.stringify({ apiVersion: "authentication.k8s.io/v1", kind: "TokenReview", spec: body.spec, status }))
     })
-  })
+  }
+  const server = credentials === undefined ? http.createServer(handler) : https.createServer(credentials, handler)
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: `${credentials === undefined ? "http" : "https"}://127.0.0.1:${(server.address() as AddressInfo).port}`,
     reviews,
+    ...(credentials === undefined ? {} : { ca: credentials.cert }),
     close: () => new Promise((resolve) => server.close(() => resolve()))
   }
 }
@@ -81,7 +103,7 @@ export interface RunningIssuer {
 
 export const startIssuer = async (
   ca: IssuingCa,
-  options: { readonly apiUrl?: string; readonly joinTokens?: ReadonlyArray<JoinToken> } & Partial<Issuer.IssuerOptions> = {}
+  options: { readonly apiUrl?: string; readonly apiCa?: string | undefined; readonly joinTokens?: ReadonlyArray<JoinToken> } & Partial<Issuer.IssuerOptions> = {}
 ): Promise<RunningIssuer> => {
   const { events, log } = collectLog()
   const scope = await Effect.runPromise(Scope.make())
@@ -92,7 +114,7 @@ export const startIssuer = async (
       host: "127.0.0.1",
       port: 0,
       ...Issuer.issuerDefaults,
-      tokenReview: options.apiUrl === undefined ? undefined : { apiUrl: options.apiUrl, bearerToken: () => "issuer-own-token", audience, timeoutMs: 2_000 },
+      tokenReview: options.apiUrl === undefined ? undefined : { apiUrl: options.apiUrl, ca: options.apiCa, bearerToken: () => "issuer-own-token", audience, timeoutMs: 2_000 },
       joinTokens: options.joinTokens ?? [],
       log,
       ...options
