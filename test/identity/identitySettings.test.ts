@@ -3,12 +3,13 @@
 // start, a development CA directory makes a sidecar sign its own certificate and say so loudly,
 // and a broken one stops the start with a clear line.
 import { Result } from "effect"
-import { mkdtempSync, rmSync } from "node:fs"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, afterEach, describe, expect, it } from "vitest"
 import { type ConfigInvalid, loadSidecarConfig, parseFlags, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { initCa } from "../../src/identity/caDirectory.ts"
+import { audience, makeIssuingCa, startFakeApiServer, startIssuer, trustDomain } from "../support/identityTest.ts"
 import { killIfRunning, type SidecarProcess, spawnSidecarProcess } from "../support/sidecarProcess.ts"
 
 const work = mkdtempSync(join(tmpdir(), "iip-mesh-identity-settings-"))
@@ -63,6 +64,27 @@ describe("iip-mesh sidecar with identity settings", () => {
     expect(hours).toBeGreaterThan(23.9)
     expect(hours).toBeLessThanOrEqual(24)
     expect(sidecar.stderr()).toMatch(/"event":"identity-development-signing".*DEVELOPMENT ONLY/)
+  })
+
+  it("--identity-token-file: a projected ServiceAccount token earns the account's identity, whatever the service is called", async () => {
+    const ca = await makeIssuingCa()
+    const api = await startFakeApiServer({ "projected-token": { username: "system:serviceaccount:shop:storefront-sa", audiences: [audience] } })
+    const issuer = await startIssuer(ca, { apiUrl: api.url })
+    try {
+      writeFileSync(join(work, "token"), "projected-token\n")
+      writeFileSync(join(work, "bundle.pem"), ca.trustBundlePem)
+      sidecar = spawnSidecarProcess([
+        "--service", "storefront", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+        "--identity-issuer", issuer.url, "--identity-token-file", join(work, "token"), "--trust-bundle", join(work, "bundle.pem"), "--trust-domain", trustDomain
+      ])
+      const ready = (await sidecar.ready) as unknown as { identity: string }
+      expect(ready.identity).toBe(`spiffe://${trustDomain}/ns/shop/sa/storefront-sa`)
+      expect(api.reviews.map((r) => r.body.spec.token)).toStrictEqual(["projected-token"])
+    } finally {
+      killIfRunning(sidecar?.proc)
+      await issuer.stop()
+      await api.close()
+    }
   })
 
   it("a development CA directory that holds no CA stops the start with one clear line, exit 2", async () => {
