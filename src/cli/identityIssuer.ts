@@ -1,14 +1,17 @@
 // `iip-mesh identity --ca-dir D [flags]`: runs the issuer (src/identity/issuer.ts) with the
 // intermediate and bundle from D (the `ca init` directory, or a Kubernetes Secret mounted there).
 // In a cluster it checks ServiceAccount tokens with TokenReview (its own in-cluster credentials);
-// join tokens come from a file. Runs until SIGTERM.
+// join tokens come from a file. The CA directory is re-read periodically, so a rotation step (a
+// Secret update) needs no restart. Runs until SIGTERM.
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { Command, Flag } from "effect/cli"
+import { createHash } from "node:crypto"
 import { readFileSync } from "node:fs"
+import { join } from "node:path"
 import { messageOf, stderrLog } from "../iip/log.ts"
-import { checkTrustDomain, loadIssuingCa } from "../identity/caDirectory.ts"
+import { caFiles, checkTrustDomain, loadIssuingCa } from "../identity/caDirectory.ts"
 import * as Issuer from "../identity/issuer.ts"
 import { inClusterTokenReview, type JoinToken, parseJoinTokens } from "../identity/proofs.ts"
 import { defaultTrustDomain } from "../identity/spiffe.ts"
@@ -30,6 +33,10 @@ const flags = {
   tokenReviewTimeout: Flag.String("token-review-timeout").pipe(Flag.withDescription("a TokenReview call must be answered within this (default 5s)"), Flag.withDefault("5s")),
   maxRequestSize: Flag.String("max-request-size").pipe(Flag.withDescription("largest request body (default 16KiB)"), Flag.withDefault("16KiB")),
   requestTimeout: Flag.String("request-timeout").pipe(Flag.withDescription("a request must be received and answered within this (default 10s)"), Flag.withDefault("10s")),
+  caReloadInterval: Flag.String("ca-reload-interval").pipe(
+    Flag.withDescription("how often --ca-dir is re-read; a changed, valid CA replaces the current one (a rotation step) (default 30s)"),
+    Flag.withDefault("30s")
+  ),
   maxInFlight: Flag.Int("max-in-flight").pipe(Flag.withDescription("signings in progress at once; past it requests are refused overloaded (default 64)"), Flag.withDefault(64))
 }
 
@@ -37,6 +44,47 @@ const bounded = (name: string, value: number, min: number, max: number): number 
   if (!(value >= min && value <= max)) throw new ArgumentError({ message: `--${name}: expected ${min}..${max}, got ${value}` })
   return value
 }
+
+/** What the CA directory holds now, as one hash (a Secret update swaps all three files at once). */
+const caDirectoryHash = (dir: string): string => {
+  const hash = createHash("sha256")
+  for (const name of [caFiles.intermediate, caFiles.intermediateKey, caFiles.bundle]) {
+    try {
+      hash.update(readFileSync(join(dir, name)))
+    } catch {
+      hash.update("missing")
+    }
+    hash.update("\0")
+  }
+  return hash.digest("hex")
+}
+
+/**
+ * Re-reads the CA directory every `intervalMs`: a changed CA that loads and verifies replaces the
+ * issuer's (the steps of a root rotation, or a new intermediate, without a restart); one that does
+ * not is logged once and the current CA stays.
+ */
+const watchCaDirectory = (dir: string, trustDomain: string, intervalMs: number, issuer: Issuer.Issuer) =>
+  Effect.gen(function*() {
+    let seen = caDirectoryHash(dir)
+    for (;;) {
+      yield* Effect.sleep(intervalMs)
+      const now = caDirectoryHash(dir)
+      if (now === seen) continue
+      seen = now
+      const loaded = yield* Effect.result(Effect.try({ try: () => loadIssuingCa(dir), catch: (error) => error }))
+      if (loaded._tag === "Failure") {
+        stderrLog("identity-ca-reload-failed", { dir, error: messageOf(loaded.failure), keeping: "the current CA" })
+        continue
+      }
+      if (loaded.success.trustDomain !== undefined && loaded.success.trustDomain !== trustDomain) {
+        stderrLog("identity-ca-reload-failed", { dir, error: `the new intermediate names trust domain ${loaded.success.trustDomain}, not ${trustDomain}`, keeping: "the current CA" })
+        continue
+      }
+      const replaced = yield* Effect.result(Effect.tryPromise({ try: () => issuer.replaceCa(loaded.success), catch: (error) => error }))
+      if (replaced._tag === "Failure") stderrLog("identity-ca-reload-failed", { dir, error: messageOf(replaced.failure), keeping: "the current CA" })
+    }
+  })
 
 export const identityIssuer = Command.make("identity", flags, (input) =>
   Effect.gen(function*() {
@@ -46,6 +94,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
     const maxRequestBytes = yield* parseWith(() => bounded("max-request-size", parseSize(input.maxRequestSize), 4096, 1024 * 1024))
     const requestTimeoutMs = yield* parseWith(() => bounded("request-timeout", parseDuration(input.requestTimeout), 100, 300_000))
     const maxInFlight = yield* parseWith(() => bounded("max-in-flight", input.maxInFlight, 1, 100_000))
+    const caReloadMs = yield* parseWith(() => bounded("ca-reload-interval", parseDuration(input.caReloadInterval), 100, 3_600_000))
     const ca = yield* Effect.try({ try: () => loadIssuingCa(input.caDir), catch: (error) => error })
     const trustDomain = yield* Effect.try({
       try: () => {
@@ -85,6 +134,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
       maxInFlight,
       log: stderrLog
     })
+    yield* Effect.forkScoped(watchCaDirectory(input.caDir, trustDomain, caReloadMs, issuer))
     yield* Console.log(JSON.stringify({ event: "identity-ready", listen: `${issuer.host}:${issuer.port}`, trustDomain, kubernetes: inCluster !== undefined, joinTokens: joinTokens.length }))
     return yield* Effect.never
   }).pipe(

@@ -22,6 +22,7 @@ import type { IssuingCa } from "./caDirectory.ts"
 import { defaultLeafLifetimeMs, generateKeyPair, issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest, RequestMalformed } from "./certificateRequest.ts"
 import { checkJoinToken, type JoinToken, ProofRefused, type RefusalReason, refusalReasons, reviewServiceAccountToken, type TokenReviewOptions } from "./proofs.ts"
+import { certificatesOfPem } from "./trustBundle.ts"
 import { issuerSpiffeId, kubernetesSpiffeId, parseSpiffeId, serviceSpiffeId } from "./spiffe.ts"
 
 export const proofKinds = ["kubernetes", "join"] as const
@@ -42,6 +43,7 @@ export interface SignResponse {
 }
 
 export interface IssuerOptions {
+  /** The CA it starts with (replaceCa swaps it). */
   readonly ca: IssuingCa
   readonly trustDomain: string
   readonly host: string
@@ -73,6 +75,11 @@ export interface Issuer {
   readonly port: number
   readonly signed: () => Readonly<Record<ProofKind, number>>
   readonly refused: () => Readonly<Record<RefusalReason, number>>
+  /**
+   * Signs with `ca` from now on (a new intermediate, a new bundle: a rotation step); the issuer's
+   * own leaf is re-issued under it. Requests being signed finish with the CA they started with.
+   */
+  readonly replaceCa: (ca: IssuingCa) => Promise<void>
 }
 
 const statusOf: Record<RefusalReason, number> = {
@@ -139,14 +146,15 @@ const listenTls = (server: https.Server, host: string, port: number) =>
   })
 
 /** The issuer's own serving credentials: a fresh in-memory key and a leaf under the intermediate. */
-const servingCredentials = async (options: IssuerOptions) => {
+const servingCredentials = async (ca: IssuingCa, options: IssuerOptions) => {
   const pair = await generateKeyPair()
-  const leaf = await issueLeaf(options.ca.intermediate, { spiffeId: issuerSpiffeId(options.trustDomain), publicKey: pair.keys.publicKey, ...validFromNow(options.leafLifetimeMs) })
-  return { key: pair.privateKeyPem, cert: leaf + options.ca.intermediate.certificatePem }
+  const leaf = await issueLeaf(ca.intermediate, { spiffeId: issuerSpiffeId(options.trustDomain), publicKey: pair.keys.publicKey, ...validFromNow(options.leafLifetimeMs) })
+  return { key: pair.privateKeyPem, cert: leaf + ca.intermediate.certificatePem, minVersion: "TLSv1.3" as const }
 }
 
 export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed, Scope.Scope> =>
   Effect.gen(function*() {
+    let ca = options.ca
     const signed: Record<ProofKind, number> = { kubernetes: 0, join: 0 }
     const refused = Object.fromEntries(refusalReasons.map((reason) => [reason, 0])) as Record<RefusalReason, number>
     let inFlight = 0
@@ -172,6 +180,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     }
 
     const sign = async (body: string): Promise<SignResponse> => {
+      const signingCa = ca
       const request = parseSignRequest(body)
       let csr
       try {
@@ -184,11 +193,11 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       if (csr.requestedId !== undefined && csr.requestedId !== spiffeId) {
         throw new ProofRefused({ reason: "identity-not-allowed", detail: `the request asks for ${loggable(csr.requestedId, 200)}; the proof earns ${spiffeId}` })
       }
-      const leaf = await issueLeaf(options.ca.intermediate, { spiffeId, publicKey: csr.publicKey, ...validFromNow(options.leafLifetimeMs) })
+      const leaf = await issueLeaf(signingCa.intermediate, { spiffeId, publicKey: csr.publicKey, ...validFromNow(options.leafLifetimeMs) })
       signed[request.proof.kind]++
       const notAfter = new Date(new X509Certificate(leaf).validTo).toISOString()
       options.log("identity-issued", { spiffeId, proof: request.proof.kind, notAfter })
-      return { spiffeId, certificateChainPem: leaf + options.ca.intermediate.certificatePem, trustBundlePem: options.ca.trustBundlePem, notAfter }
+      return { spiffeId, certificateChainPem: leaf + signingCa.intermediate.certificatePem, trustBundlePem: signingCa.trustBundlePem, notAfter }
     }
 
     const answer = (response: import("node:http").ServerResponse, status: number, body: unknown, contentType = "application/json") => {
@@ -216,8 +225,8 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         ""
       ].join("\n")
 
-    const serving = yield* Effect.promise(() => servingCredentials(options))
-    const server = https.createServer({ ...serving, minVersion: "TLSv1.3" }, (request, response) => {
+    const serving = yield* Effect.promise(() => servingCredentials(ca, options))
+    const server = https.createServer(serving, (request, response) => {
       const remote = request.socket.remoteAddress
       const path = (request.url ?? "").split("?")[0]
       if (request.method === "GET" && path === "/health") return answer(response, 200, "ok\n", "text/plain")
@@ -244,11 +253,17 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     yield* Effect.forkScoped(
       Effect.forever(
         Effect.sleep(options.leafLifetimeMs / 2).pipe(
-          Effect.andThen(Effect.promise(() => servingCredentials(options))),
-          Effect.tap((next) => Effect.sync(() => server.setSecureContext({ ...next, minVersion: "TLSv1.3" })))
+          Effect.andThen(Effect.promise(() => servingCredentials(ca, options))),
+          Effect.tap((next) => Effect.sync(() => server.setSecureContext(next)))
         )
       )
     )
     options.log("identity-issuer-ready", { address: `${bound.host}:${bound.port}`, trustDomain: options.trustDomain, kubernetes: options.tokenReview !== undefined, joinTokens: options.joinTokens.length })
-    return { ...bound, signed: () => ({ ...signed }), refused: () => ({ ...refused }) }
+    const replaceCa = async (next: IssuingCa): Promise<void> => {
+      const nextServing = await servingCredentials(next, options)
+      ca = next
+      server.setSecureContext(nextServing)
+      options.log("identity-ca-replaced", { intermediate: new X509Certificate(next.intermediate.certificatePem).subject, roots: certificatesOfPem(next.trustBundlePem).length })
+    }
+    return { ...bound, signed: () => ({ ...signed }), refused: () => ({ ...refused }), replaceCa }
   })

@@ -3,11 +3,13 @@
 // and it refuses to start with no proof it could take, outside a cluster with --kubernetes on, or
 // with a trust domain its intermediate does not name.
 import { type ChildProcess, execFile, spawn } from "node:child_process"
+import { X509Certificate } from "node:crypto"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { initCa } from "../../src/identity/caDirectory.ts"
+import { initCa, rotateCa } from "../../src/identity/caDirectory.ts"
+import { certificatesOfPem } from "../../src/identity/trustBundle.ts"
 import { generateKeyPair } from "../../src/identity/certificates.ts"
 import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import { issuerSigner } from "../../src/identity/signers.ts"
@@ -61,6 +63,47 @@ describe("iip-mesh identity", () => {
       expect(await exited).toBe(0)
     } finally {
       if (child.exitCode === null) child.kill("SIGKILL")
+    }
+  })
+
+  it("picks up a rotated CA directory without a restart, and keeps its CA when the directory turns invalid", async () => {
+    const dir = join(work, "rotating")
+    await initCa({ dir, trustDomain: "cmd.mesh" })
+    const oldRoot = readFileSync(join(dir, "root.pem"), "utf8")
+    const child: ChildProcess = spawn(
+      process.execPath,
+      [main, "identity", "--ca-dir", dir, "--listen", "127.0.0.1:0", "--join-tokens", join(work, "join-tokens"), "--ca-reload-interval", "100ms"],
+      { env, stdio: ["ignore", "pipe", "pipe"] }
+    )
+    let stderr = ""
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    const waitFor = (pattern: RegExp) =>
+      new Promise<void>((found, failed) => {
+        const started = Date.now()
+        const poll = () => (pattern.test(stderr) ? found() : Date.now() - started > 15_000 ? failed(new Error(`no ${pattern} within 15 s: ${stderr}`)) : setTimeout(poll, 20))
+        poll()
+      })
+    try {
+      await waitFor(/"identity-issuer-ready"/)
+      const listen = /"address":"([^"]+)"/.exec(stderr)![1]!
+      const sign = async () => {
+        const pair = await generateKeyPair()
+        const signer = issuerSigner({ issuerUrl: `https://${listen}`, trustDomain: "cmd.mesh", trustBundle: () => readFileSync(join(dir, "bundle.pem"), "utf8"), proof: () => ({ kind: "join", token }) })
+        const answer = await signer(await createCertificateRequest(pair.keys, "spiffe://cmd.mesh/svc/catalog"))
+        const chain = certificatesOfPem(answer.certificateChainPem).map((pem) => new X509Certificate(pem))
+        const roots = certificatesOfPem(answer.trustBundlePem)
+        return { issuedBy: roots.find((root) => chain[1]!.verify(new X509Certificate(root).publicKey)), roots: roots.length }
+      }
+      expect(await sign()).toStrictEqual({ issuedBy: oldRoot, roots: 1 })
+      await rotateCa({ dir, trustDomain: "cmd.mesh" })
+      await waitFor(/"identity-ca-replaced".*"roots":2/)
+      const newRoot = readFileSync(join(dir, "root.pem"), "utf8")
+      expect(await sign()).toStrictEqual({ issuedBy: newRoot, roots: 2 })
+      writeFileSync(join(dir, "intermediate.pem"), "not a certificate\n")
+      await waitFor(/"identity-ca-reload-failed".*must hold exactly one certificate/)
+      expect(await sign()).toStrictEqual({ issuedBy: newRoot, roots: 2 })
+    } finally {
+      child.kill("SIGKILL")
     }
   })
 
