@@ -61,22 +61,20 @@ const spkiOf = (key: KeyObject): Buffer => key.export({ type: "spki", format: "d
 
 /** Checks an answer against the key we hold and the identity we asked for; the credentials when it holds. */
 const credentialsOf = (response: SignResponse, privateKeyPem: string, options: IdentityClientOptions, now: Date): WorkloadCredentials => {
-  const fail = (why: string) => {
-    throw new IdentityUnavailable({ message: `the signer's answer is refused: ${why}` })
-  }
-  if (typeof response?.certificateChainPem !== "string" || typeof response.trustBundlePem !== "string") fail("not a sign response")
+  const refused = (why: string) => new IdentityUnavailable({ message: `the signer's answer is refused: ${why}` })
+  if (typeof response?.certificateChainPem !== "string" || typeof response.trustBundlePem !== "string") throw refused("not a sign response")
   const chain = certificatesOfPem(response.certificateChainPem)
-  if (chain.length === 0) fail("no certificate")
+  if (chain.length === 0) throw refused("no certificate")
   const problem = chainProblem(response.certificateChainPem, response.trustBundlePem, now)
-  if (problem !== undefined) fail(problem)
+  if (problem !== undefined) throw refused(problem)
   const leaf = new X509Certificate(chain[0]!)
-  if (!spkiOf(leaf.publicKey).equals(spkiOf(createPublicKey(privateKeyPem)))) fail("the leaf does not certify our key")
+  if (!spkiOf(leaf.publicKey).equals(spkiOf(createPublicKey(privateKeyPem)))) throw refused("the leaf does not certify our key")
   const id = spiffeIdOfCertificate(leaf)
-  if (id === undefined) fail("the leaf names no SPIFFE ID")
-  if (id!.trustDomain !== options.trustDomain) fail(`the leaf is for trust domain ${loggable(id!.trustDomain)}, not ${options.trustDomain}`)
-  if (options.requestedId !== undefined && id!.text !== options.requestedId) fail(`the leaf names ${loggable(id!.text)}, not ${options.requestedId}`)
+  if (id === undefined) throw refused("the leaf names no SPIFFE ID")
+  if (id.trustDomain !== options.trustDomain) throw refused(`the leaf is for trust domain ${loggable(id.trustDomain)}, not ${options.trustDomain}`)
+  if (options.requestedId !== undefined && id.text !== options.requestedId) throw refused(`the leaf names ${loggable(id.text)}, not ${options.requestedId}`)
   return {
-    spiffeId: id!.text,
+    spiffeId: id.text,
     privateKeyPem,
     certificateChainPem: chain.join(""),
     trustBundlePem: certificatesOfPem(response.trustBundlePem).join(""),
@@ -94,7 +92,10 @@ const obtain = (options: IdentityClientOptions) =>
     })
     const response = yield* Effect.tryPromise({ try: () => options.signer(csr), catch: (e) => new IdentityUnavailable({ message: messageOf(e) }) })
     const now = new Date(yield* Clock.currentTimeMillis)
-    return yield* Effect.try({ try: () => credentialsOf(response, pair.privateKeyPem, options, now), catch: (e) => e as IdentityUnavailable })
+    return yield* Effect.try({
+      try: () => credentialsOf(response, pair.privateKeyPem, options, now),
+      catch: (e) => (e instanceof IdentityUnavailable ? e : new IdentityUnavailable({ message: `the signer's answer is refused: ${messageOf(e)}` }))
+    })
   })
 
 /**

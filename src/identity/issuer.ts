@@ -13,6 +13,7 @@
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { X509Certificate } from "node:crypto"
+import type { IncomingMessage, ServerResponse } from "node:http"
 import * as https from "node:https"
 import type * as net from "node:net"
 import { ListenFailed } from "../iip/server.ts"
@@ -117,7 +118,7 @@ const parseSignRequest = (text: string): SignRequest => {
 }
 
 /** Reads the body up to `maxBytes`; a larger one is refused without reading the rest. */
-const readBody = (request: import("node:http").IncomingMessage, maxBytes: number) =>
+const readBody = (request: IncomingMessage, maxBytes: number) =>
   new Promise<string>((resolve, reject) => {
     const declared = Number(request.headers["content-length"] ?? 0)
     if (declared > maxBytes) return reject(new ProofRefused({ reason: "bad-request", detail: `body larger than ${maxBytes} bytes` }))
@@ -200,14 +201,14 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       return { spiffeId, certificateChainPem: leaf + signingCa.intermediate.certificatePem, trustBundlePem: signingCa.trustBundlePem, notAfter }
     }
 
-    const answer = (response: import("node:http").ServerResponse, status: number, body: unknown, contentType = "application/json") => {
+    const answer = (response: ServerResponse, status: number, body: unknown, contentType = "application/json") => {
       if (response.headersSent || response.destroyed) return
       const text = typeof body === "string" ? body : JSON.stringify(body)
       response.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(text), "cache-control": "no-store" })
       response.end(text)
     }
 
-    const refuse = (response: import("node:http").ServerResponse, remote: string | undefined, error: unknown) => {
+    const refuse = (response: ServerResponse, remote: string | undefined, error: unknown) => {
       const refusal = error instanceof ProofRefused ? error : new ProofRefused({ reason: "bad-request", detail: `unexpected: ${loggable(error instanceof Error ? error.message : String(error))}` })
       refused[refusal.reason]++
       options.log("identity-refused", { reason: refusal.reason, detail: refusal.detail, remote })

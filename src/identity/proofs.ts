@@ -80,15 +80,13 @@ const postJson = (url: URL, body: string, headers: Record<string, string>, optio
     const request = (url.protocol === "https:" ? https : http).request(url, {
       method: "POST",
       headers: { ...headers, "content-type": "application/json", accept: "application/json", "content-length": String(Buffer.byteLength(body)) },
-      ...(url.protocol === "https:" && options.ca !== undefined ? { ca: options.ca } : {}),
-      timeout: options.timeoutMs
+      ...(url.protocol === "https:" && options.ca !== undefined ? { ca: options.ca } : {})
     })
     const timer = setTimeout(() => request.destroy(new Error(`no answer within ${options.timeoutMs} ms`)), options.timeoutMs)
     request.on("error", (error) => {
       clearTimeout(timer)
       reject(error)
     })
-    request.on("timeout", () => request.destroy(new Error(`no answer within ${options.timeoutMs} ms`)))
     request.on("response", (response) => {
       const chunks: Array<Buffer> = []
       let size = 0

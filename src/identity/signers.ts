@@ -7,7 +7,6 @@
 import { X509Certificate } from "node:crypto"
 import { readFileSync } from "node:fs"
 import * as https from "node:https"
-import type { TLSSocket } from "node:tls"
 import { type Log } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import { loadIssuingCa } from "./caDirectory.ts"
@@ -79,8 +78,6 @@ export const issuerSigner = (options: IssuerSignerOptions): Signer => (csrPem) =
         if (response.statusCode !== 200) {
           return reject(new Error(`the issuer refused (${response.statusCode} ${loggable(String(json.error), 64)}): ${loggable(String(json.message))}`))
         }
-        const peer = (response.socket as TLSSocket | null)?.authorized
-        if (peer === false) return reject(new Error("the issuer's connection is not authorized"))
         resolve(json as SignResponse)
       })
     })
