@@ -37,6 +37,7 @@ const flags = {
     Flag.withDescription("how often --ca-dir is re-read; a changed, valid CA replaces the current one (a rotation step) (default 30s)"),
     Flag.withDefault("30s")
   ),
+  maxConnections: Flag.Int("max-connections").pipe(Flag.withDescription("connections open at once; past it new ones are dropped (default 1024)"), Flag.withDefault(1024)),
   maxInFlight: Flag.Int("max-in-flight").pipe(Flag.withDescription("signings in progress at once; past it requests are refused overloaded (default 64)"), Flag.withDefault(64))
 }
 
@@ -94,6 +95,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
     const maxRequestBytes = yield* parseWith(() => bounded("max-request-size", parseSize(input.maxRequestSize), 4096, 1024 * 1024))
     const requestTimeoutMs = yield* parseWith(() => bounded("request-timeout", parseDuration(input.requestTimeout), 100, 300_000))
     const maxInFlight = yield* parseWith(() => bounded("max-in-flight", input.maxInFlight, 1, 100_000))
+    const maxConnections = yield* parseWith(() => bounded("max-connections", input.maxConnections, 1, 1_000_000))
     const caReloadMs = yield* parseWith(() => bounded("ca-reload-interval", parseDuration(input.caReloadInterval), 100, 3_600_000))
     const ca = yield* Effect.try({ try: () => loadIssuingCa(input.caDir), catch: (error) => error })
     const trustDomain = yield* Effect.try({
@@ -132,6 +134,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
       maxRequestBytes,
       requestTimeoutMs,
       maxInFlight,
+      maxConnections,
       log: stderrLog
     })
     yield* Effect.forkScoped(watchCaDirectory(input.caDir, trustDomain, caReloadMs, issuer))

@@ -61,6 +61,8 @@ export interface IssuerOptions {
   readonly requestTimeoutMs: number
   /** Signings in progress at once; past it requests are refused `overloaded` (default 64). */
   readonly maxInFlight: number
+  /** Connections open at once; past it new ones are dropped (default 1024). */
+  readonly maxConnections: number
   readonly log: Log
 }
 
@@ -68,7 +70,8 @@ export const issuerDefaults = {
   leafLifetimeMs: defaultLeafLifetimeMs,
   maxRequestBytes: 16 * 1024,
   requestTimeoutMs: 10_000,
-  maxInFlight: 64
+  maxInFlight: 64,
+  maxConnections: 1024
 } as const
 
 export interface Issuer {
@@ -227,7 +230,8 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       ].join("\n")
 
     const serving = yield* Effect.promise(() => servingCredentials(ca, options))
-    const server = https.createServer(serving, (request, response) => {
+    // The TLS handshake is bounded like the request that follows it.
+    const server = https.createServer({ ...serving, handshakeTimeout: options.requestTimeoutMs }, (request, response) => {
       const remote = request.socket.remoteAddress
       const path = (request.url ?? "").split("?")[0]
       if (request.method === "GET" && path === "/health") return answer(response, 200, "ok\n", "text/plain")
@@ -244,6 +248,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     server.requestTimeout = options.requestTimeoutMs
     server.headersTimeout = Math.min(options.requestTimeoutMs, 60_000)
     server.keepAliveTimeout = 5_000
+    server.maxConnections = options.maxConnections
     server.on("tlsClientError", () => {})
     const bound = yield* Effect.acquireRelease(listenTls(server, options.host, options.port), () =>
       Effect.callback<void>((resume) => {

@@ -112,16 +112,25 @@ describe("issuer: Kubernetes ServiceAccount tokens", () => {
     }
   })
 
-  it("an API server that does not answer in time is token-review-unavailable (503), not a grant", async () => {
-    const silent = await import("node:http").then((http) => http.createServer(() => {}))
+  it("an API server that does not answer in time is token-review-unavailable (503), not a grant; signings past maxInFlight are refused overloaded", async () => {
+    let reviewArrived: () => void = () => {}
+    const arrived = new Promise<void>((resolve) => (reviewArrived = resolve))
+    const silent = await import("node:http").then((http) => http.createServer(() => reviewArrived()))
     await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve))
-    const slow = await startIssuer(ca, { apiUrl: `http://127.0.0.1:${(silent.address() as import("node:net").AddressInfo).port}` })
+    const slow = await startIssuer(ca, { apiUrl: `http://127.0.0.1:${(silent.address() as import("node:net").AddressInfo).port}`, maxInFlight: 1 })
     try {
       const pair = await generateKeyPair()
       const signer = issuerSigner({ issuerUrl: slow.url, trustDomain, trustBundle: () => ca.trustBundlePem, proof: () => ({ kind: "kubernetes", token: "good" }) })
+      const csr = await createCertificateRequest(pair.keys, undefined)
       const started = Date.now()
-      await expect(signer(await createCertificateRequest(pair.keys, undefined))).rejects.toThrow(/503 token-review-unavailable/)
+      const first = signer(csr)
+      first.catch(() => {})
+      await arrived
+      // The first is waiting for the API server: the second finds the one slot taken.
+      await expect(signer(csr)).rejects.toThrow(/503 overloaded/)
+      await expect(first).rejects.toThrow(/503 token-review-unavailable/)
       expect(Date.now() - started).toBeLessThan(5_000)
+      expect(slow.issuer.refused()).toMatchObject({ "overloaded": 1, "token-review-unavailable": 1 })
     } finally {
       await slow.stop()
       silent.closeAllConnections()
