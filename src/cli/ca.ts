@@ -1,4 +1,4 @@
-// `iip-mesh ca init|rotate|finish-rotation --dir D`: the mesh's offline CA (src/identity/
+// `iip-mesh ca init|renew-intermediate|rotate|finish-rotation --dir D`: the mesh's offline CA (src/identity/
 // caDirectory.ts). Run it on a machine that keeps the root key; give the issuer only the
 // intermediate and the bundle (deploy/README.md shows the Kubernetes Secret).
 import * as Console from "effect/Console"
@@ -6,7 +6,7 @@ import * as Effect from "effect/Effect"
 import { Command, Flag } from "effect/cli"
 import { join } from "node:path"
 import { messageOf } from "../iip/log.ts"
-import { caFiles, finishRotation, initCa, rotateCa } from "../identity/caDirectory.ts"
+import { caFiles, finishRotation, initCa, renewIntermediate, rotateCa } from "../identity/caDirectory.ts"
 import { defaultTrustDomain } from "../identity/spiffe.ts"
 
 const dir = Flag.String("dir").pipe(Flag.withDescription("the CA directory (created 0700; keys are written 0600)"))
@@ -49,6 +49,13 @@ const rotate = Command.make("rotate", { dir, trustDomain, intermediateDays, root
   )
 ).pipe(Command.withDescription("Start a root rotation: a new root and intermediate, and a bundle with both roots"))
 
+const renew = Command.make("renew-intermediate", { dir, intermediateDays }, (input) =>
+  Effect.tryPromise({ try: () => renewIntermediate({ dir: input.dir, intermediateLifetimeMs: days(input.intermediateDays) }), catch: (error) => error }).pipe(
+    Effect.andThen(Console.log(`wrote ${join(input.dir, caFiles.intermediate)} and ${join(input.dir, caFiles.intermediateKey)} under the current root (the issuer's Secret)`)),
+    Effect.catch(failLine("renew-intermediate"))
+  )
+).pipe(Command.withDescription("Issue a new intermediate under the current root; the root and the bundle stay"))
+
 const finish = Command.make("finish-rotation", { dir }, (input) =>
   Effect.try({ try: () => finishRotation({ dir: input.dir }), catch: (error) => error }).pipe(
     Effect.andThen(Console.log(`${join(input.dir, caFiles.bundle)} holds the current root only; the previous root's files are removed`)),
@@ -57,6 +64,6 @@ const finish = Command.make("finish-rotation", { dir }, (input) =>
 ).pipe(Command.withDescription("End a root rotation: drop the previous root from the bundle"))
 
 export const ca = Command.make("ca").pipe(
-  Command.withDescription("The mesh's certificate authority: init, rotate, finish-rotation"),
-  Command.withSubcommands([init, rotate, finish])
+  Command.withDescription("The mesh's certificate authority: init, renew-intermediate, rotate, finish-rotation"),
+  Command.withSubcommands([init, renew, rotate, finish])
 )

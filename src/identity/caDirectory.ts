@@ -7,7 +7,8 @@
 //   bundle.pem                                 the roots peers are verified against
 //   previous-root.pem  previous-root.key.pem   during a rotation only: the root being retired
 //
-// A rotation without downtime: `ca rotate` makes a new root and intermediate and a bundle with
+// `ca renew-intermediate` replaces only the intermediate (the root and the bundle stay): the yearly
+// renewal. A root rotation without downtime: `ca rotate` makes a new root and intermediate and a bundle with
 // both roots; once every sidecar holds that bundle (their next renewal), the issuer switches to
 // the new intermediate; once every leaf under the old root has expired, `ca finish-rotation`
 // drops the old root from the bundle. Keys are written mode 0600 and never overwritten in place.
@@ -55,6 +56,29 @@ const writeAtomically = (dir: string, name: string, content: string, mode: numbe
   renameSync(temporary, join(dir, name))
 }
 
+const readText = (path: string): string => {
+  try {
+    return readFileSync(path, "utf8")
+  } catch (cause) {
+    throw new CaDirectoryError({ message: `cannot read ${path}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}` })
+  }
+}
+
+/** The trust domain a CA certificate names (its `spiffe://<td>` URI SAN), if any. */
+const trustDomainOf = (certificate: X509Certificate): string | undefined =>
+  (certificate.subjectAltName?.split(", ") ?? [])
+    .map((name) => (name.startsWith("URI:") ? parseSpiffeId(name.slice(4)) : undefined))
+    .find((id) => id !== undefined && id.path === "")?.trustDomain
+
+const keyMatches = (privateKeyPem: string, certificate: X509Certificate): boolean => {
+  try {
+    const spki = (key: ReturnType<typeof createPublicKey>) => key.export({ type: "spki", format: "der" })
+    return spki(createPublicKey(createPrivateKey(privateKeyPem))).equals(spki(certificate.publicKey))
+  } catch {
+    return false
+  }
+}
+
 const makeCa = async (trustDomain: string, lifetimes: CaLifetimes) => {
   const stamp = new Date().toISOString().slice(0, 10)
   const root = await createRootCa({ commonName: `iip-mesh root ${trustDomain} ${stamp}`, trustDomain, lifetimeMs: lifetimes.rootLifetimeMs ?? 3650 * day })
@@ -98,6 +122,27 @@ export const rotateCa = async (options: { readonly dir: string; readonly trustDo
   writeCa(options.dir, ca, ca.root.certificatePem + oldRootPem)
 }
 
+/**
+ * A new intermediate under the current root (the yearly renewal, or after the intermediate's key
+ * was exposed): the root and the bundle stay, so nothing else changes; the issuer picks it up
+ * (`--ca-reload-interval`) and leaves signed from then on chain to it.
+ */
+export const renewIntermediate = async (options: { readonly dir: string } & CaLifetimes): Promise<void> => {
+  const at = (name: string) => join(options.dir, name)
+  if (!existsSync(at(caFiles.root)) || !existsSync(at(caFiles.rootKey))) throw new CaDirectoryError({ message: `${options.dir} holds no root (ca init first)` })
+  const root = { certificatePem: readText(at(caFiles.root)), privateKeyPem: readText(at(caFiles.rootKey)) }
+  if (!keyMatches(root.privateKeyPem, new X509Certificate(root.certificatePem))) throw new CaDirectoryError({ message: `${at(caFiles.rootKey)} is not the key of ${at(caFiles.root)}` })
+  const trustDomain = trustDomainOf(new X509Certificate(root.certificatePem))
+  const stamp = new Date().toISOString().slice(0, 10)
+  const intermediate = await createIntermediateCa(root, {
+    commonName: ["iip-mesh intermediate", trustDomain, stamp].filter((part) => part !== undefined).join(" "),
+    ...(trustDomain === undefined ? {} : { trustDomain }),
+    lifetimeMs: options.intermediateLifetimeMs ?? 365 * day
+  })
+  writeAtomically(options.dir, caFiles.intermediateKey, intermediate.privateKeyPem, 0o600)
+  writeAtomically(options.dir, caFiles.intermediate, intermediate.certificatePem, 0o644)
+}
+
 /** Ends a rotation: the bundle holds the current root only, the previous root's files are removed. */
 export const finishRotation = (options: { readonly dir: string }): void => {
   const at = (name: string) => join(options.dir, name)
@@ -115,23 +160,6 @@ export interface IssuingCa {
   readonly trustDomain: string | undefined
 }
 
-const readText = (path: string): string => {
-  try {
-    return readFileSync(path, "utf8")
-  } catch (cause) {
-    throw new CaDirectoryError({ message: `cannot read ${path}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}` })
-  }
-}
-
-const keyMatches = (privateKeyPem: string, certificate: X509Certificate): boolean => {
-  try {
-    const spki = (key: ReturnType<typeof createPublicKey>) => key.export({ type: "spki", format: "der" })
-    return spki(createPublicKey(createPrivateKey(privateKeyPem))).equals(spki(certificate.publicKey))
-  } catch {
-    return false
-  }
-}
-
 /**
  * Reads the intermediate and the bundle from `dir` (the ca directory, or a Kubernetes Secret
  * mounted as files with the same names) and checks that the intermediate leads to a bundle root
@@ -146,7 +174,5 @@ export const loadIssuingCa = (dir: string, now = new Date()): IssuingCa => {
   if (problem !== undefined) throw new CaDirectoryError({ message: `intermediate in ${dir} does not verify against its bundle: ${problem}` })
   const certificate = new X509Certificate(certificatePem)
   if (!keyMatches(privateKeyPem, certificate)) throw new CaDirectoryError({ message: `${join(dir, caFiles.intermediateKey)} is not the key of ${join(dir, caFiles.intermediate)}` })
-  const names = certificate.subjectAltName?.split(", ") ?? []
-  const trustDomain = names.map((name) => (name.startsWith("URI:") ? parseSpiffeId(name.slice(4)) : undefined)).find((id) => id !== undefined && id.path === "")
-  return { intermediate: { certificatePem, privateKeyPem }, trustBundlePem, trustDomain: trustDomain?.trustDomain }
+  return { intermediate: { certificatePem, privateKeyPem }, trustBundlePem, trustDomain: trustDomainOf(certificate) }
 }

@@ -82,6 +82,23 @@ describe("iip-mesh ca", () => {
     expect(read(dir, "root.pem")).toBe(root.toString())
   })
 
+  it("renew-intermediate: a new intermediate under the same root; the bundle stays, old and new leaves verify each other", async () => {
+    const before = { root: read(dir, "root.pem"), bundle: read(dir, "bundle.pem"), intermediate: read(dir, "intermediate.pem") }
+    const oldLeaf = await leafUnder(dir, "spiffe://shop.example/svc/catalog")
+    const result = await cli("ca", "renew-intermediate", "--dir", dir)
+    expect(result.stderr).toBe("")
+    expect(result.code).toBe(0)
+    expect(read(dir, "intermediate.pem")).not.toBe(before.intermediate)
+    expect({ root: read(dir, "root.pem"), bundle: read(dir, "bundle.pem") }).toStrictEqual({ root: before.root, bundle: before.bundle })
+    expect(statSync(join(dir, "intermediate.key.pem")).mode & 0o777).toBe(0o600)
+    const root = new X509Certificate(before.root)
+    const intermediate = new X509Certificate(read(dir, "intermediate.pem"))
+    expect(intermediate.checkIssued(root) && intermediate.verify(root.publicKey)).toBe(true)
+    expect(intermediate.subjectAltName).toBe("URI:spiffe://shop.example")
+    const newLeaf = await leafUnder(dir, "spiffe://shop.example/svc/pricing")
+    expect(await mutualTls(oldLeaf, newLeaf, before.bundle)).toMatchObject({ ok: true })
+  })
+
   it("rotate: a two-root bundle carries mutual TLS between a leaf under the old root and one under the new; finish-rotation drops the old", async () => {
     const oldLeaf = await leafUnder(dir, "spiffe://shop.example/svc/catalog")
     const oldRoot = read(dir, "root.pem")
