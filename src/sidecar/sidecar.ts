@@ -13,6 +13,7 @@ import { loggable, redactUrl } from "../iip/redact.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import type { MeshSession } from "../mux/meshSession.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
+import type { CredentialSource } from "../identity/credentials.ts"
 import { Discovery } from "../discovery/discovery.ts"
 import { dnsSrvSource } from "../discovery/dnsSrvSource.ts"
 import { directorySource } from "../discovery/directorySource.ts"
@@ -66,6 +67,8 @@ export interface SidecarOptions {
    * a test sets the connection's peerIdentity as a TLS acceptor does once it verified the peer.
    */
   readonly onInboundMeshConnection?: (session: MeshSession) => void
+  /** This sidecar's workload credentials (its identity for mTLS), when it has some. */
+  readonly credentials?: CredentialSource
 }
 
 /** Metadata blocks up to this size, on both ends (PROTOCOL.md §17.1): HTTP heads can be larger than the library's 8 KiB default. */
