@@ -25,7 +25,7 @@ import { TraceStore } from "../telemetry/traceStore.ts"
 import { makeTracing } from "../telemetry/tracing.ts"
 import { allowAllPolicy } from "../identity/policy.ts"
 import { type PolicyFileInvalid, watchPolicyFile } from "../identity/policyFile.ts"
-import { defaultTrustDomain, serviceSpiffeId } from "../identity/spiffe.ts"
+import { serviceSpiffeId } from "../identity/spiffe.ts"
 import { InboundAuthorization } from "./authorization.ts"
 import { type BalancingOptions, EndpointRegistry } from "./endpoints.ts"
 import { makeInboundHandler } from "./inbound.ts"
@@ -173,7 +173,7 @@ const watchPolicy = (config: SidecarConfig, telemetry: SidecarTelemetry, log: Lo
       watchPolicyFile({
         path: config.authzPolicy!,
         service: config.service,
-        trustDomain: defaultTrustDomain,
+        trustDomain: config.trustDomain,
         pollMs: config.authzPolicyPollMs,
         log,
         onLoad: (result) => telemetry.metrics.authzPolicyReloaded(result)
@@ -213,8 +213,8 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     const policy = config.authzPolicy === null ? undefined : yield* watchPolicy(config, telemetry, log)
     const authorization = new InboundAuthorization({
       service: config.service,
-      // Until the sidecar holds its certificate's identity, the one its service name gives.
-      localIdentity: serviceSpiffeId(defaultTrustDomain, config.service),
+      // The identity its certificate names; without credentials, the one its service name gives.
+      localIdentity: options.credentials?.current().spiffeId ?? serviceSpiffeId(config.trustDomain, config.service),
       policy: policy === undefined ? () => allowAllPolicy : policy.current,
       metrics: telemetry.metrics,
       log
