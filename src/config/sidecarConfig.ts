@@ -206,6 +206,26 @@ export const SidecarConfigSchema = Schema.Struct({
   adminToken: Schema.NullOr(Schema.String.pipe(Schema.check(Schema.isMinLength(16)))),
   /** A file holding that token (a mounted Secret), read at start; null for none. */
   adminTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  /** The identity issuer (`iip-mesh identity`), https://HOST:PORT; null: no issuer. */
+  identityIssuer: Schema.NullOr(
+    Schema.String.pipe(
+      Schema.check(Schema.makeFilter((text: string) => (/^https:\/\/[^\s/?#]+\/?$/.test(text) ? undefined : `Expected https://HOST:PORT, got ${JSON.stringify(text)}`)))
+    )
+  ),
+  /** A projected ServiceAccount token (audience: the issuer's), re-read on every request; proves a Kubernetes identity. */
+  identityTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  /** A file holding a join token the issuer knows; proves spiffe://<td>/svc/<service>. */
+  identityJoinTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  /** The roots (PEM) the issuer is verified against. */
+  trustBundleFile: Schema.NullOr(Schema.NonEmptyString),
+  /** The mesh's SPIFFE trust domain. */
+  trustDomain: Schema.String.pipe(
+    Schema.check(Schema.makeFilter((text: string) => (/^[a-z0-9._-]{1,255}$/.test(text) ? undefined : `Expected a trust domain (a-z, 0-9, ., -, _), got ${JSON.stringify(text)}`)))
+  ),
+  /** Development only: a CA directory whose intermediate key this sidecar signs its own certificate with. */
+  identityDevCaDir: Schema.NullOr(Schema.NonEmptyString),
+  /** A request to the issuer must be answered within this. */
+  identityRequestTimeoutMs: PositiveMs,
   /**
    * Mutual TLS between sidecars: on (TLS only), permissive (also plain IIP from peers, counted),
    * off; null: on when the sidecar has credentials, off (said in the log) without.
@@ -279,6 +299,13 @@ export const settings = [
   { key: "adminControl", env: "IIP_MESH_ADMIN_CONTROL", flag: "--admin-control", help: "admin control listener: dashboard, /mesh, /traces, /config, weights (default 127.0.0.1:9991)" },
   { key: "adminToken", env: "IIP_MESH_ADMIN_TOKEN", flag: "--admin-token", help: "bearer token the control listener requires (16+ chars; a flag shows in ps: prefer the env or a file)", secret: true },
   { key: "adminTokenFile", env: "IIP_MESH_ADMIN_TOKEN_FILE", flag: "--admin-token-file", help: "a file holding that token, read at start" },
+  { key: "identityIssuer", env: "IIP_MESH_IDENTITY_ISSUER", flag: "--identity-issuer", help: "the identity issuer, https://HOST:PORT (default none)" },
+  { key: "identityTokenFile", env: "IIP_MESH_IDENTITY_TOKEN_FILE", flag: "--identity-token-file", help: "projected ServiceAccount token for the issuer (Kubernetes)" },
+  { key: "identityJoinTokenFile", env: "IIP_MESH_IDENTITY_JOIN_TOKEN_FILE", flag: "--identity-join-token-file", help: "file with a join token the issuer knows (outside Kubernetes)" },
+  { key: "trustBundleFile", env: "IIP_MESH_TRUST_BUNDLE", flag: "--trust-bundle", help: "the mesh's root certificates, PEM (the issuer is verified against it)" },
+  { key: "trustDomain", env: "IIP_MESH_TRUST_DOMAIN", flag: "--trust-domain", help: "the mesh's SPIFFE trust domain (default iip-mesh.local)" },
+  { key: "identityDevCaDir", env: "IIP_MESH_IDENTITY_DEV_CA_DIR", flag: "--identity-dev-ca-dir", help: "DEVELOPMENT ONLY: sign this sidecar's own certificate with the CA in this directory" },
+  { key: "identityRequestTimeoutMs", env: "IIP_MESH_IDENTITY_REQUEST_TIMEOUT", flag: "--identity-request-timeout", help: "a request to the issuer must be answered within this (default 10s)" },
   { key: "mtls", env: "IIP_MESH_MTLS", flag: "--mtls", help: "mutual TLS between sidecars: on, permissive or off (default: on with credentials, off without)" },
   { key: "tlsCredentialsDir", env: "IIP_MESH_TLS_CREDENTIALS_DIR", flag: "--tls-credentials-dir", help: "tests and benches: fixed credentials from key.pem, chain.pem, bundle.pem here" },
   { key: "tlsHandshakeTimeoutMs", env: "IIP_MESH_TLS_HANDSHAKE_TIMEOUT", flag: "--tls-handshake-timeout", help: "a TLS handshake must finish within this (default 10s)" }
@@ -346,6 +373,13 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   adminControl: "127.0.0.1:9991",
   adminToken: null,
   adminTokenFile: null,
+  identityIssuer: null,
+  identityTokenFile: null,
+  identityJoinTokenFile: null,
+  trustBundleFile: null,
+  trustDomain: "iip-mesh.local",
+  identityDevCaDir: null,
+  identityRequestTimeoutMs: 10_000,
   mtls: null,
   tlsCredentialsDir: null,
   tlsHandshakeTimeoutMs: 10_000
@@ -413,6 +447,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "busyPingTimeoutMs":
     case "tlsHandshakeTimeoutMs":
     case "authzPolicyPollMs":
+    case "identityRequestTimeoutMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":
@@ -458,6 +493,11 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "authzPolicy":
     case "adminToken":
     case "adminTokenFile":
+    case "identityIssuer":
+    case "identityTokenFile":
+    case "identityJoinTokenFile":
+    case "trustBundleFile":
+    case "identityDevCaDir":
       return last === "" || last === "none" ? null : last
     default:
       return last
@@ -507,6 +547,14 @@ const crossChecks = (config: SidecarConfig): Array<string> => {
   }
   if (!isLoopbackAddress(config.adminControl) && config.adminToken === null && config.adminTokenFile === null) {
     problems.push(`adminControl: ${config.adminControl} is not a loopback address: the control listener changes weights and shows the mesh, so off loopback it needs a token (adminToken or adminTokenFile)`)
+  }
+  const proofs = [config.identityTokenFile, config.identityJoinTokenFile].filter((file) => file !== null).length
+  if (config.identityIssuer !== null) {
+    if (config.identityDevCaDir !== null) problems.push("identityDevCaDir: a sidecar gets its certificate from the issuer or (development) signs it itself, not both")
+    if (config.trustBundleFile === null) problems.push("trustBundleFile: required with identityIssuer (the issuer is verified against it)")
+    if (proofs !== 1) problems.push("identityIssuer: set exactly one of identityTokenFile (Kubernetes) and identityJoinTokenFile")
+  } else if (proofs > 0) {
+    problems.push("identityIssuer: required with identityTokenFile or identityJoinTokenFile")
   }
   if (config.ejectionMaxMs < config.ejectionBaseMs) {
     problems.push(`ejectionMaxMs: ${config.ejectionMaxMs} ms is shorter than ejectionBaseMs (${config.ejectionBaseMs} ms)`)

@@ -69,8 +69,23 @@ const validity = (options: Validity): { notBefore: Date; notAfter: Date } => {
   return { notBefore, notAfter: new Date(notBefore.getTime() + options.lifetimeMs) }
 }
 
+/** What names a CA: its common name and, when given, its trust domain (`spiffe://<td>` as URI SAN, as the X.509-SVID spec suggests for signing certificates). */
+export interface CaName {
+  readonly commonName: string
+  readonly trustDomain?: string
+}
+
+const trustDomainName = (options: CaName): Array<x509.Extension> =>
+  options.trustDomain === undefined ? [] : [new x509.SubjectAlternativeNameExtension([{ type: "url", value: `spiffe://${options.trustDomain}` }])]
+
+/** How long a workload leaf lives unless the issuer is told otherwise. */
+export const defaultLeafLifetimeMs = 24 * 3_600_000
+
+/** Valid from a minute ago (clock skew between hosts) until `lifetimeMs` from now: what the issuer signs. */
+export const validFromNow = (lifetimeMs: number): Validity => ({ notBefore: new Date(Date.now() - 60_000), lifetimeMs: lifetimeMs + 60_000 })
+
 /** A self-signed root CA (offline: only `ca init` and rotations use its key). */
-export const createRootCa = async (options: Validity & { readonly commonName: string }): Promise<CertifiedKey> => {
+export const createRootCa = async (options: Validity & CaName): Promise<CertifiedKey> => {
   const pair = await generateKeyPair()
   const certificate = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serialNumber(),
@@ -81,7 +96,8 @@ export const createRootCa = async (options: Validity & { readonly commonName: st
     extensions: [
       new x509.BasicConstraintsExtension(true, 1, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(pair.keys.publicKey)
+      await x509.SubjectKeyIdentifierExtension.create(pair.keys.publicKey),
+      ...trustDomainName(options)
     ]
   })
   return { certificatePem: certificate.toString("pem") + "\n", privateKeyPem: pair.privateKeyPem }
@@ -99,7 +115,7 @@ const issuerOf = async (issuer: CertifiedKey): Promise<{ certificate: x509.X509C
 /** An intermediate CA under `root`: what the issuer holds and signs leaves with. */
 export const createIntermediateCa = async (
   root: CertifiedKey,
-  options: Validity & { readonly commonName: string }
+  options: Validity & CaName
 ): Promise<CertifiedKey> => {
   const parent = await issuerOf(root)
   const pair = await generateKeyPair()
@@ -115,7 +131,8 @@ export const createIntermediateCa = async (
       new x509.BasicConstraintsExtension(true, 0, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
       await x509.SubjectKeyIdentifierExtension.create(pair.keys.publicKey),
-      await x509.AuthorityKeyIdentifierExtension.create(parent.certificate)
+      await x509.AuthorityKeyIdentifierExtension.create(parent.certificate),
+      ...trustDomainName(options)
     ]
   })
   return { certificatePem: certificate.toString("pem") + "\n", privateKeyPem: pair.privateKeyPem }

@@ -46,6 +46,9 @@ export const kubernetesSpiffeId = (trustDomain: string, namespace: string, servi
 export const serviceSpiffeId = (trustDomain: string, service: string): string =>
   checked(`spiffe://${trustDomain}/svc/${service}`)
 
+/** `spiffe://<td>/issuer`: the identity issuer's own TLS leaf; sidecars check the issuer by it. */
+export const issuerSpiffeId = (trustDomain: string): string => checked(`spiffe://${trustDomain}/issuer`)
+
 /**
  * Whether an identity matches a policy pattern: the exact ID, or a pattern with `*` standing for
  * any run of characters inside one path segment (`spiffe://td/ns/shop/sa/*`) and a trailing `/**`

@@ -104,9 +104,14 @@ export class MeshTls {
     return this.domain
   }
 
+  /** This sidecar's own identity (its certificate's SPIFFE ID), if it has credentials. */
+  get ownIdentity(): string | undefined {
+    return this.credentials?.current().spiffeId
+  }
+
   /** This sidecar's own identity, for logs. */
   get identity(): string {
-    return this.credentials?.current().spiffeId ?? "none"
+    return this.ownIdentity ?? "none"
   }
 
   close(): void {

@@ -26,7 +26,7 @@ import { TraceStore } from "../telemetry/traceStore.ts"
 import { makeTracing } from "../telemetry/tracing.ts"
 import { allowAllPolicy } from "../identity/policy.ts"
 import { type PolicyFileInvalid, watchPolicyFile } from "../identity/policyFile.ts"
-import { defaultTrustDomain, serviceSpiffeId } from "../identity/spiffe.ts"
+import { serviceSpiffeId } from "../identity/spiffe.ts"
 import { InboundAuthorization } from "./authorization.ts"
 import { type BalancingOptions, EndpointRegistry } from "./endpoints.ts"
 import { makeInboundHandler } from "./inbound.ts"
@@ -199,7 +199,7 @@ const watchPolicy = (config: SidecarConfig, telemetry: SidecarTelemetry, log: Lo
       watchPolicyFile({
         path: config.authzPolicy!,
         service: config.service,
-        trustDomain: defaultTrustDomain,
+        trustDomain: config.trustDomain,
         pollMs: config.authzPolicyPollMs,
         log,
         onLoad: (result) => telemetry.metrics.authzPolicyReloaded(result)
@@ -252,8 +252,8 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     const policy = config.authzPolicy === null ? undefined : yield* watchPolicy(config, telemetry, log)
     const authorization = new InboundAuthorization({
       service: config.service,
-      // Its certificate's identity; without mTLS, the one its service name gives.
-      localIdentity: meshTls.mode === "off" ? serviceSpiffeId(defaultTrustDomain, config.service) : meshTls.identity,
+      // The identity its certificate names; without credentials, the one its service name gives.
+      localIdentity: meshTls.ownIdentity ?? serviceSpiffeId(config.trustDomain, config.service),
       policy: policy === undefined ? () => allowAllPolicy : policy.current,
       metrics: telemetry.metrics,
       log

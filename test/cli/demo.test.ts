@@ -2,6 +2,7 @@
 // page is served with data from catalog and pricing through the mesh, pricing calls follow the
 // 3:1 weights, and SIGINT stops everything with exit 0, leaving no service process behind.
 import { type ChildProcess, spawn } from "node:child_process"
+import * as https from "node:https"
 import { readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
@@ -17,6 +18,7 @@ interface Ready {
   readonly controls: ReadonlyArray<string>
   readonly dashboard: string
   readonly pids: ReadonlyArray<number>
+  readonly issuer: string
 }
 
 const alive = (pid: number) => {
@@ -61,6 +63,17 @@ describe("iip-mesh demo", () => {
     expect(page.status).toBe(200)
     expect(page.headers.get("content-type")).toContain("text/html")
     expect(ready.pids.every(alive)).toBe(true)
+  })
+
+  it("gives every sidecar a certificate from its in-process issuer (join tokens), none refused", async () => {
+    const metrics = await new Promise<string>((done, failed) =>
+      https.get(`${ready.issuer}/metrics`, { rejectUnauthorized: false }, (response) => {
+        let text = ""
+        response.on("data", (chunk: Buffer) => (text += chunk.toString()))
+        response.on("end", () => done(text))
+      }).on("error", failed))
+    expect(metrics).toMatch(/^iip_mesh_issuer_signed_total\{proof="join"\} 4$/m)
+    expect(metrics).not.toMatch(/^iip_mesh_issuer_refused_total\{[^}]*\} [1-9]/m)
   })
 
   it("serves the storefront page with products from catalog and prices from pricing", async () => {

@@ -1,5 +1,5 @@
 // What a sidecar loads before it is ready: the heavy packages of features it was not asked for
-// (Kubernetes client, mDNS, WebSocket) and the other commands' code (file server, demo, effect/cli
+// (Kubernetes client, mDNS, WebSocket, X.509 for workload identities) and the other commands' code (file server, demo, effect/cli
 // commands) stay unloaded until used, which keeps an idle sidecar's memory down (issue 14). The
 // child runs with test/support/loadedModules.ts preloaded, which logs every module it loads.
 import { resolve } from "node:path"
@@ -16,7 +16,7 @@ describe("a sidecar loads only what it uses", () => {
   let sidecar: SidecarProcess | undefined
   afterEach(() => killIfRunning(sidecar?.proc))
 
-  it("with no Kubernetes, mDNS or WebSocket settings it never loads their packages, nor the other commands", async () => {
+  it("with no Kubernetes, mDNS, WebSocket or identity settings it never loads their packages, nor the other commands", async () => {
     sidecar = spawnSidecarProcess(["--service", "lazy", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"], ["--import", moduleLog])
     await sidecar.ready
     const urls = loaded(sidecar)
@@ -28,6 +28,8 @@ describe("a sidecar loads only what it uses", () => {
       "/node_modules/bonjour-service/",
       "/node_modules/multicast-dns/",
       "/node_modules/ws/",
+      "/node_modules/@peculiar/",
+      "/src/cli/sidecarIdentity.ts",
       "/src/discovery/kubernetesSource.ts",
       "/src/files/",
       "/src/cli/demo.ts",

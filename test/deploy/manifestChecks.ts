@@ -32,6 +32,7 @@ import { ServiceAccount, type IServiceAccount } from "kubernetes-models/v1/Servi
 import { loadSidecarConfig, parseFlags, settings, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { parsePolicyDocument, type PolicyDocument } from "../../src/identity/policy.ts"
 import { defaultTrustDomain, parseSpiffeId } from "../../src/identity/spiffe.ts"
+import { identity } from "./identityChecks.ts"
 import {
   containersOf,
   nameOf,
@@ -46,6 +47,7 @@ import {
   type KubeObject,
   labelsMatch,
   namespaceOf,
+  operatorProvided,
   parseQuantity,
   podTemplates,
   type PodTemplate,
@@ -80,7 +82,8 @@ export const checkIds = [
   "resources",
   "prometheus",
   "tracing",
-  "images"
+  "images",
+  "identity"
 ] as const
 
 export type CheckId = (typeof checkIds)[number]
@@ -177,7 +180,7 @@ export const makeContext = (objects: ReadonlyArray<KubeObject>): Context => {
   return { objects, pods, sidecars }
 }
 
-type Check = (context: Context) => ReadonlyArray<Problem>
+export type Check = (context: Context) => ReadonlyArray<Problem>
 
 const problem = (check: CheckId, at: string, message: string): Problem => ({ check, where: at, message })
 
@@ -353,8 +356,11 @@ const rbac: Check = ({ objects, sidecars }) => [
 const configRefs: Check = ({ objects, pods }) =>
   pods.flatMap((pod) => {
     const out: Array<Problem> = []
-    const exists = (kind: "ConfigMap" | "Secret", name: string | undefined): KubeObject | undefined =>
-      objects.find((o) => o.kind === kind && o.metadata.name === name && namespaceOf(o) === pod.namespace)
+    const exists = (kind: "ConfigMap" | "Secret", name: string | undefined): KubeObject | undefined => {
+      const found = objects.find((o) => o.kind === kind && o.metadata.name === name && namespaceOf(o) === pod.namespace)
+      const provided = operatorProvided.find((o) => o.kind === kind && o.name === name)
+      return found ?? (provided === undefined ? undefined : { apiVersion: "v1", kind, metadata: { name: provided.name, namespace: pod.namespace }, data: Object.fromEntries(provided.keys.map((key) => [key, ""])) })
+    }
     const keys = (object: KubeObject | undefined): ReadonlySet<string> =>
       new Set([...Object.keys((object?.["data"] ?? {}) as object), ...Object.keys((object?.["binaryData"] ?? object?.["stringData"] ?? {}) as object)])
     const volumes = pod.template.spec?.volumes ?? []
@@ -925,7 +931,8 @@ export const checks: Record<Exclude<CheckId, "unknown-fields">, Check> = {
   resources,
   prometheus,
   tracing,
-  images
+  images,
+  identity
 }
 
 /** Every check but the typed one (typedCheck.ts, which batches renders into one compiler run). */

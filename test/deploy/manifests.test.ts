@@ -61,7 +61,9 @@ const fixtures: Record<string, { readonly fails: ReadonlyArray<CheckId>; readonl
   "tracing-endpoint": { fails: ["tracing"], says: /Service otel-collector has no port 4318/ },
   "tracing-exporter": { fails: ["tracing"], says: /exporter otlp_grpc\/jaeger: jaeger-collector:4317: no Service jaeger-collector/ },
   "tracing-jaeger-listen": { fails: ["tracing"], says: /JAEGER_LISTEN_HOST/ },
-  "images-unpinned": { fails: ["images"], says: /iip-mesh-demo-services:latest is not pinned/ }
+  "images-unpinned": { fails: ["images"], says: /iip-mesh-demo-services:latest is not pinned/ },
+  "identity-audience": { fails: ["identity"], says: /identityTokenFile's audience https:\/\/kubernetes\.default\.svc is not the issuer's --audience iip-mesh-identity/ },
+  "identity-no-tokenreview": { fails: ["identity"], says: /ServiceAccount iip-mesh-demo\/iip-mesh-identity may not create authentication\.k8s\.io tokenreviews/ }
 }
 
 const fixtureNames = readdirSync(fixturesDir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort()
@@ -105,7 +107,12 @@ describe("deploy/kubernetes", () => {
         "Deployment/storefront",
         "Service/catalog",
         "Service/pricing",
-        "Service/storefront"
+        "Service/storefront",
+        "ServiceAccount/iip-mesh-identity",
+        "ClusterRole/iip-mesh-identity-tokenreview",
+        "ClusterRoleBinding/iip-mesh-identity-tokenreview",
+        "Deployment/iip-mesh-identity",
+        "Service/iip-mesh-identity"
       ])
     )
     expect(kinds.some((k) => k.startsWith("ConfigMap/iip-mesh-sidecar-"))).toBe(true)
@@ -119,6 +126,9 @@ describe("deploy/kubernetes", () => {
     for (const sidecar of context.sidecars) {
       expect(sidecar.init && sidecar.container.restartPolicy === "Always").toBe(true)
       expect(sidecar.config?.drainTimeoutMs).toBe(10_000)
+      // Each pod's identity: its own ServiceAccount, a token for the issuer's audience.
+      expect(sidecar.config).toMatchObject({ identityIssuer: "https://iip-mesh-identity:8443", identityTokenFile: "/var/run/iip-mesh/identity/token" })
+      expect(sidecar.pod.template.spec?.serviceAccountName).toBe(sidecar.config?.service)
     }
     expect(deployment("pricing").spec?.replicas).toBe(2)
     for (const name of ["catalog", "pricing", "storefront"]) {
