@@ -1,6 +1,7 @@
 // `npm start` is `iip-mesh demo`: the demo services come up behind their sidecars, the storefront
 // page is served with data from catalog and pricing through the mesh, pricing calls follow the
-// 3:1 weights, and SIGINT stops everything with exit 0, leaving no service process behind.
+// 3:1 weights, the sidecars speak mutual TLS with the certificates the demo's issuer gave them, and
+// SIGINT stops everything with exit 0, leaving no service process behind.
 import { type ChildProcess, spawn } from "node:child_process"
 import * as https from "node:https"
 import { readFileSync, rmSync } from "node:fs"
@@ -98,6 +99,15 @@ describe("iip-mesh demo", () => {
     expect(a + b).toBe(40)
     expect(a).toBeGreaterThan(b)
     expect(b).toBeGreaterThan(0)
+  })
+
+  it("its sidecars speak mutual TLS with each other: every handshake ok, none refused, no plain peer", async () => {
+    const metrics = await Promise.all(ready.admins.map(async (admin) => (await fetch(`${admin}/metrics`)).text()))
+    const all = metrics.join("\n")
+    expect(all).toMatch(/^iip_mesh_tls_handshakes_total\{direction="outbound",result="ok"\} [1-9]/m)
+    expect(all).toMatch(/^iip_mesh_tls_handshakes_total\{direction="inbound",result="ok"\} [1-9]/m)
+    expect(all).not.toMatch(/^iip_mesh_tls_handshakes_total\{direction="[a-z]+",result="(?!ok")[^"]*"\} [1-9]/m)
+    expect(all).not.toMatch(/^iip_mesh_plain_connections_total\{result="[a-z]+"\} [1-9]/m)
   })
 
   it("every sidecar's admin reports ready, and its control listener its view of the mesh", async () => {
