@@ -20,21 +20,25 @@ const run = (args: Array<string>): Promise<{ code: number | null; stdout: string
     child.on("close", (code) => done({ code, stdout, stderr }))
   })
 
+/** The address an echo-server child says it listens on. */
+const listeningAddress = (server: ChildProcess): Promise<string> =>
+  new Promise<string>((found, failed) => {
+    let out = ""
+    server.stdout!.on("data", (chunk: Buffer) => {
+      out += chunk.toString()
+      const match = /listening on (\S+:\d+)\n/.exec(out)
+      if (match !== null) found(match[1]!)
+    })
+    server.once("exit", (code) => failed(new Error(`echo-server exited with ${code}`)))
+  })
+
 describe("iip-mesh CLI", () => {
   let server: ChildProcess
   let address = ""
 
   beforeAll(async () => {
     server = spawn(process.execPath, [main, "echo-server", "--listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "inherit"] })
-    address = await new Promise<string>((found, failed) => {
-      let out = ""
-      server.stdout!.on("data", (chunk: Buffer) => {
-        out += chunk.toString()
-        const match = /listening on (\S+:\d+)\n/.exec(out)
-        if (match !== null) found(match[1]!)
-      })
-      server.once("exit", (code) => failed(new Error(`echo-server exited with ${code}`)))
-    })
+    address = await listeningAddress(server)
   })
 
   afterAll(() => {
@@ -100,15 +104,7 @@ describe("iip-mesh CLI in the reference's TLS mode", () => {
     writeFileSync(join(dir, "ca.pem"), pki.root.certificatePem)
     writeFileSync(join(dir, "other-ca.pem"), (await makeTestPki("other")).root.certificatePem)
     server = spawn(process.execPath, [main, "echo-server", "--listen", "127.0.0.1:0", "--tls-cert", join(dir, "cert.pem"), "--tls-key", join(dir, "key.pem")], { stdio: ["ignore", "pipe", "inherit"] })
-    address = await new Promise<string>((found, failed) => {
-      let out = ""
-      server.stdout!.on("data", (chunk: Buffer) => {
-        out += chunk.toString()
-        const match = /listening on (\S+:\d+)\n/.exec(out)
-        if (match !== null) found(match[1]!)
-      })
-      server.once("exit", (code) => failed(new Error(`echo-server exited with ${code}`)))
-    })
+    address = await listeningAddress(server)
   })
 
   afterAll(() => {
