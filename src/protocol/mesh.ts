@@ -134,10 +134,11 @@ export interface Envelope {
 /** A mesh message whose envelope or metadata breaks the rules; it closes the connection. */
 export class EnvelopeError extends Data.TaggedError("EnvelopeError")<{ readonly message: string }> {}
 
-/** Encoded size of a metadata block; throws EnvelopeError over `maxMetaBytes`. */
-export const metaByteLength = (meta: Meta, maxMetaBytes: number): number => {
-  let bytes = 0
+/** Encoded size of a metadata block (`deadline`: an entry added in place of meta's own); throws EnvelopeError over `maxMetaBytes`. */
+export const metaByteLength = (meta: Meta, maxMetaBytes: number, deadline = ""): number => {
+  let bytes = deadline === "" ? 0 : 3 + MetaKey.deadline.length + deadline.length
   for (const [key, value] of meta) {
+    if (deadline !== "" && key === MetaKey.deadline) continue
     const keyBytes = Buffer.byteLength(key, "utf8")
     const valueBytes = Buffer.byteLength(value, "utf8")
     if (keyBytes === 0 || keyBytes > 255) throw new EnvelopeError({ message: `metadata key ${JSON.stringify(key.slice(0, 40))} must be 1..255 bytes` })
@@ -147,16 +148,32 @@ export const metaByteLength = (meta: Meta, maxMetaBytes: number): number => {
   return bytes
 }
 
-/** Builds the first packet's data: envelope, metadata and the first body bytes. */
+/** One metadata entry written at `offset`; returns the offset after it. */
+const writeEntry = (out: Buffer, offset: number, key: string, value: string): number => {
+  const keyBytes = out.write(key, offset + 1, "utf8")
+  out[offset] = keyBytes
+  offset += 1 + keyBytes
+  const valueBytes = out.write(value, offset + 2, "utf8")
+  out.writeUInt16BE(valueBytes, offset)
+  return offset + 2 + valueBytes
+}
+
+/**
+ * Builds the first packet's data: envelope, metadata and the first body bytes. `deadlineMs` > 0
+ * is written as the deadline entry, in place of one `meta` may hold (a call's remaining time,
+ * without copying its metadata into a new Map per request).
+ */
 export const encodeEnvelope = (
   kind: number,
   flags: number,
   requestId: number,
   meta: Meta,
   body: Uint8Array,
-  maxMetaBytes: number
+  maxMetaBytes: number,
+  deadlineMs = 0
 ): Buffer => {
-  const metaBytes = meta.size === 0 ? 0 : metaByteLength(meta, maxMetaBytes)
+  const deadline = deadlineMs > 0 ? String(deadlineMs) : ""
+  const metaBytes = meta.size === 0 && deadline === "" ? 0 : metaByteLength(meta, maxMetaBytes, deadline)
   const out = Buffer.allocUnsafe(EnvelopeBytes + metaBytes + body.length)
   out[0] = kind
   out[1] = flags
@@ -164,13 +181,9 @@ export const encodeEnvelope = (
   out.writeUInt32BE(requestId >>> 0, 4)
   let offset = EnvelopeBytes
   for (const [key, value] of meta) {
-    const keyBytes = out.write(key, offset + 1, "utf8")
-    out[offset] = keyBytes
-    offset += 1 + keyBytes
-    const valueBytes = out.write(value, offset + 2, "utf8")
-    out.writeUInt16BE(valueBytes, offset)
-    offset += 2 + valueBytes
+    if (deadline === "" || key !== MetaKey.deadline) offset = writeEntry(out, offset, key, value)
   }
+  if (deadline !== "") offset = writeEntry(out, offset, MetaKey.deadline, deadline)
   out.set(body, offset)
   return out
 }
