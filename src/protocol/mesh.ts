@@ -137,13 +137,14 @@ export class EnvelopeError extends Data.TaggedError("EnvelopeError")<{ readonly 
 /** Encoded size of a metadata block (`deadline`: an entry added in place of meta's own); throws EnvelopeError over `maxMetaBytes`. */
 export const metaByteLength = (meta: Meta, maxMetaBytes: number, deadline = ""): number => {
   let bytes = deadline === "" ? 0 : 3 + MetaKey.deadline.length + deadline.length
-  for (const [key, value] of meta) {
-    if (deadline !== "" && key === MetaKey.deadline) continue
+  // forEach, not for-of: no [key, value] array per entry (this runs twice per request).
+  meta.forEach((value, key) => {
+    if (deadline !== "" && key === MetaKey.deadline) return
     const keyBytes = Buffer.byteLength(key, "utf8")
     const valueBytes = Buffer.byteLength(value, "utf8")
     if (keyBytes === 0 || keyBytes > 255) throw new EnvelopeError({ message: `metadata key ${JSON.stringify(key.slice(0, 40))} must be 1..255 bytes` })
     bytes += 3 + keyBytes + valueBytes
-  }
+  })
   if (bytes > maxMetaBytes) throw new EnvelopeError({ message: `metadata of ${bytes} bytes exceeds the ${maxMetaBytes}-byte limit` })
   return bytes
 }
@@ -180,9 +181,9 @@ export const encodeEnvelope = (
   out.writeUInt16BE(metaBytes, 2)
   out.writeUInt32BE(requestId >>> 0, 4)
   let offset = EnvelopeBytes
-  for (const [key, value] of meta) {
+  meta.forEach((value, key) => {
     if (deadline === "" || key !== MetaKey.deadline) offset = writeEntry(out, offset, key, value)
-  }
+  })
   if (deadline !== "") offset = writeEntry(out, offset, MetaKey.deadline, deadline)
   out.set(body, offset)
   return out
@@ -191,7 +192,7 @@ export const encodeEnvelope = (
 /** Reads the envelope of a first packet; throws EnvelopeError when it is malformed. */
 export const decodeEnvelope = (data: Uint8Array, maxMetaBytes: number): Envelope => {
   if (data.length < EnvelopeBytes) throw new EnvelopeError({ message: `mesh message of ${data.length} bytes is shorter than its envelope` })
-  const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
   const kind = view[0]!
   if (kind < EnvelopeKind.request || kind > EnvelopeKind.error) throw new EnvelopeError({ message: `unknown envelope kind ${kind}` })
   const metaBytes = view.readUInt16BE(2)
@@ -267,7 +268,7 @@ export const encodeChannelPair = (channelId: number, value: number): Buffer => {
 
 export const decodeChannelPair = (data: Uint8Array): readonly [number, number] | undefined => {
   if (data.length !== 8) return undefined
-  const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
   return [view.readUInt32BE(0), view.readUInt32BE(4)]
 }
 
