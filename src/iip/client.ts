@@ -411,6 +411,7 @@ export class IipClient {
   /** The open channel with the fewest outstanding requests on a connection that can take one. */
   private pick(): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
     let best: ClientChannel | OwnChannel | undefined
+    let bestOutstanding = 0
     let bestPooled: Pooled | undefined
     for (let p = 0; p < this.pool.length; p++) {
       const pooled = this.pool[p]!
@@ -422,14 +423,16 @@ export class IipClient {
       const channels = pooled.channels
       for (let c = 0; c < channels.length; c++) {
         const channel = channels[c]!
+        // The load first: at saturation every channel is busy and most lose on it alone.
+        const outstanding = channel.outstanding
+        if (best !== undefined && outstanding >= bestOutstanding) continue
         // A channel busy with a stream (its request body going out, or its answer coming in and
         // perhaps not read yet) must not hold up a new request: skip it, `grow` opens another.
         if (channel.streaming) continue
-        if (best === undefined || channel.outstanding < best.outstanding) {
-          best = channel
-          bestPooled = pooled
-          if (channel.outstanding === 0) return [pooled, channel]
-        }
+        if (outstanding === 0) return [pooled, channel]
+        best = channel
+        bestOutstanding = outstanding
+        bestPooled = pooled
       }
     }
     return best === undefined ? undefined : [bestPooled!, best]
