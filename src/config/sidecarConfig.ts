@@ -234,7 +234,12 @@ export const SidecarConfigSchema = Schema.Struct({
   /** For tests and benches: fixed credentials from key.pem, chain.pem and bundle.pem in this directory (never renewed). */
   tlsCredentialsDir: Schema.NullOr(Schema.NonEmptyString),
   /** From accept (or dial) to a finished TLS handshake. */
-  tlsHandshakeTimeoutMs: PositiveMs
+  tlsHandshakeTimeoutMs: PositiveMs,
+  /**
+   * New traces the admin's trace store keeps per second (the rest are still exported when OTEL_*
+   * says so); null: every one. Under load a sample, instead of the whole store turning over.
+   */
+  traceStoreRate: Schema.NullOr(Count)
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -308,7 +313,8 @@ export const settings = [
   { key: "identityRequestTimeoutMs", env: "IIP_MESH_IDENTITY_REQUEST_TIMEOUT", flag: "--identity-request-timeout", help: "a request to the issuer must be answered within this (default 10s)" },
   { key: "mtls", env: "IIP_MESH_MTLS", flag: "--mtls", help: "mutual TLS between sidecars: on, permissive or off (default: on with credentials, off without)" },
   { key: "tlsCredentialsDir", env: "IIP_MESH_TLS_CREDENTIALS_DIR", flag: "--tls-credentials-dir", help: "tests and benches: fixed credentials from key.pem, chain.pem, bundle.pem here" },
-  { key: "tlsHandshakeTimeoutMs", env: "IIP_MESH_TLS_HANDSHAKE_TIMEOUT", flag: "--tls-handshake-timeout", help: "a TLS handshake must finish within this (default 10s)" }
+  { key: "tlsHandshakeTimeoutMs", env: "IIP_MESH_TLS_HANDSHAKE_TIMEOUT", flag: "--tls-handshake-timeout", help: "a TLS handshake must finish within this (default 10s)" },
+  { key: "traceStoreRate", env: "IIP_MESH_TRACE_STORE_RATE", flag: "--trace-store-rate", help: "new traces the admin's trace store keeps per second (default 100; off: all)" }
 ] as const
 
 /** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
@@ -382,7 +388,8 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   identityRequestTimeoutMs: 10_000,
   mtls: null,
   tlsCredentialsDir: null,
-  tlsHandshakeTimeoutMs: 10_000
+  tlsHandshakeTimeoutMs: 10_000,
+  traceStoreRate: 100
 })
 
 /**
@@ -477,6 +484,8 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "maxEjectedPercent":
     case "appPoolSize":
       return /^-?\d+(?:\.\d+)?$/.test(last) ? Number(last) : last
+    case "traceStoreRate":
+      return last === "" || last === "off" || last === "none" ? null : /^\d+$/.test(last) ? Number(last) : last
     case "mdnsInterface":
       return last === "" || last === "all" ? null : last
     case "mtls":

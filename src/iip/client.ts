@@ -10,6 +10,7 @@
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as net from "node:net"
+import type { CancelSignal } from "../mux/cancellation.ts"
 import { type ClientChannel, ClientSession } from "../mux/clientSession.ts"
 import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { type ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
@@ -90,8 +91,8 @@ export interface RequestOptions {
   readonly timeoutMs?: number
   /** Sent with the request in mesh mode (trace context and the like); a plain peer cannot take it. */
   readonly meta?: Meta
-  /** Aborting it cancels the request (at the peer too, in mesh mode). */
-  readonly signal?: AbortSignal
+  /** Aborting it cancels the request (at the peer too, in mesh mode): an AbortSignal or a Cancellation (src/mux/cancellation.ts). */
+  readonly signal?: CancelSignal
 }
 
 /** One request on its way, kept whole so it can wait, or move to another connection. */
@@ -104,7 +105,7 @@ interface Pending {
   /** Date.now() after which the caller stops waiting; 0 for never. */
   readonly deadline: number
   readonly meta: Meta
-  readonly signal: AbortSignal | undefined
+  readonly signal: CancelSignal | undefined
   readonly callback: ClientCallback
   timer: NodeJS.Timeout | undefined
 }
@@ -402,7 +403,7 @@ export class IipClient {
       request.callback(error, answer)
     }
     const onAbort = () => settle(new Cancelled({ message: "request cancelled by the caller" }), undefined)
-    signal.addEventListener("abort", onAbort, { once: true })
+    signal.addEventListener("abort", onAbort)
     session.request(channel, request.path, data, timeoutMs, settle)
     if (signal.aborted) onAbort()
   }
@@ -410,6 +411,7 @@ export class IipClient {
   /** The open channel with the fewest outstanding requests on a connection that can take one. */
   private pick(): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
     let best: ClientChannel | OwnChannel | undefined
+    let bestOutstanding = 0
     let bestPooled: Pooled | undefined
     for (let p = 0; p < this.pool.length; p++) {
       const pooled = this.pool[p]!
@@ -421,14 +423,16 @@ export class IipClient {
       const channels = pooled.channels
       for (let c = 0; c < channels.length; c++) {
         const channel = channels[c]!
+        // The load first: at saturation every channel is busy and most lose on it alone.
+        const outstanding = channel.outstanding
+        if (best !== undefined && outstanding >= bestOutstanding) continue
         // A channel busy with a stream (its request body going out, or its answer coming in and
         // perhaps not read yet) must not hold up a new request: skip it, `grow` opens another.
         if (channel.streaming) continue
-        if (best === undefined || channel.outstanding < best.outstanding) {
-          best = channel
-          bestPooled = pooled
-          if (channel.outstanding === 0) return [pooled, channel]
-        }
+        if (outstanding === 0) return [pooled, channel]
+        best = channel
+        bestOutstanding = outstanding
+        bestPooled = pooled
       }
     }
     return best === undefined ? undefined : [bestPooled!, best]

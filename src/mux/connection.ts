@@ -140,7 +140,14 @@ export class Connection {
     socket.on("data", (chunk: Buffer) => {
       // A full server reads no new large plain packet: it skips it and refuses it (§8).
       if (this.mesh === undefined) this.decoder.limitPackets(this.budget.sharedFull ? plainRefuseAboveBytes : Infinity, 0)
-      const result = this.decoder.push(chunk)
+      // What the bytes read make this side send leaves at the end of this tick (writer.ts).
+      let result
+      this.writer.inRead = true
+      try {
+        result = this.decoder.push(chunk)
+      } finally {
+        this.writer.inRead = false
+      }
       if (result === "close") this.close("peer sent status 8 (close connection)", false)
       else if (result !== undefined) this.protocolViolation(result)
       else if (this.decoder.pendingBytes !== this.heldForPacket) this.holdPacket(this.decoder.pendingBytes)

@@ -144,6 +144,7 @@ export class ServerSession implements MessageSink {
       remoteAddress: connection.remoteAddress,
       peerIdentity: connection.peerIdentity,
       signal: this.abort.signal,
+      cancel: this.abort.signal,
       meta: emptyMeta,
       deadline: 0,
       stream: undefined,

@@ -157,9 +157,10 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
         plain,
         oneway
       }, observation, resolve)
-      const signal = request.signal
-      if (signal.aborted) return exchange.cancel(new StreamFailed({ message: "request aborted" }))
-      signal.addEventListener("abort", () => exchange.cancel(new StreamFailed({ message: "request aborted" })), { once: true })
+      // The context's cancellation, not its AbortSignal: that one would be made for this alone.
+      const cancel = request.context.cancel
+      if (cancel.aborted) return exchange.cancel(new StreamFailed({ message: "request aborted" }))
+      cancel.addEventListener("abort", () => exchange.cancel(new StreamFailed({ message: "request aborted" })))
       // The mesh session enforces a deadline it was given, except for a push; the rest get ours.
       exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0)
     })

@@ -211,6 +211,15 @@ describe("loadSidecarConfig: the balancing settings", () => {
     expect(problems(load(["--service", "store", "--idle-gc", "0"])).problems.join("\n")).toMatch(/idleGcMs/)
   })
 
+  it("--trace-store-rate: a count from the flag or IIP_MESH_TRACE_STORE_RATE (default 100), off for every trace, a bad value named", () => {
+    expect(ok(load(["--service", "store"])).traceStoreRate).toBe(100)
+    expect(ok(load(["--service", "store", "--trace-store-rate", "20"])).traceStoreRate).toBe(20)
+    expect(ok(load(["--service", "store", "--trace-store-rate", "off"])).traceStoreRate).toBeNull()
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_TRACE_STORE_RATE: "5" })).traceStoreRate).toBe(5)
+    expect(problems(load(["--service", "store", "--trace-store-rate", "0"])).problems.join("\n")).toMatch(/traceStoreRate/)
+    expect(problems(load(["--service", "store", "--trace-store-rate", "many"])).problems.join("\n")).toMatch(/traceStoreRate/)
+  })
+
   it("the restart, frozen-peer and slow-try settings from flags and environment; --slow-try off", () => {
     expect(ok(load(["--service", "store", "--restart-window", "1m", "--busy-ping-after", "500ms", "--busy-ping-timeout", "3s", "--slow-try", "off"]))).toMatchObject({
       restartWindowMs: 60_000,
