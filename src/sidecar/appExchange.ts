@@ -1,17 +1,16 @@
-// The inbound side's leg to the local app: one request over a keep-alive pool (undici's Pool,
-// through its dispatch API: no request or response objects, no streams in between), its answer
+// The inbound side's leg to the local app: one request over a keep-alive pool (appPool.ts: llhttp
+// over a socket, no request or response objects, no streams in between), its answer
 // handed back as a whole body or as a stream the mesh session reads at its own pace. inbound.ts
 // checks the peer's head and builds the app's request; this runs the exchange and holds its
 // limits: the body idle timeout and the declared length on a streamed request body, back-pressure
-// both ways (the request body is pulled as undici writes it; the answer pauses the socket while
+// both ways (the request body is pulled as the pool writes it; the answer pauses the socket while
 // more than a window of it waits unread), and every failure becomes one typed outcome, once.
-import type { Readable } from "node:stream"
-import type { Dispatcher } from "undici"
 import type { HandlerValue } from "../iip/dispatch.ts"
 import { failure, reply } from "../iip/server.ts"
 import { IncomingStream, StreamFailed } from "../mux/streams.ts"
 import { type Meta, MeshErrorCode } from "../protocol/mesh.ts"
-import { describedLength, endToEndRecord, type OnInvalidHeader } from "./headerFilter.ts"
+import { type AppController, type AppPool, type AppPoolHandler, InvalidRequestHead } from "./appPool.ts"
+import { describedLength, endToEndHeaders, type OnInvalidHeader } from "./headerFilter.ts"
 import { responseMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
@@ -23,7 +22,7 @@ const ANSWER_HIGH_WATER = 64 * 1024
 
 /** What every exchange of one sidecar shares. */
 export interface AppLeg {
-  readonly pool: Dispatcher
+  readonly pool: AppPool
   /** host:port, for messages, metrics and spans. */
   readonly address: string
   readonly bodyIdleTimeoutMs: number
@@ -48,16 +47,16 @@ export interface AppRequest {
 type Mode = "waiting" | "collect" | "stream" | "drop"
 
 /**
- * One exchange, as undici's dispatch handler. `settle` gets the outcome exactly once; the
+ * One exchange, as the pool's handler. `settle` gets the outcome exactly once; the
  * observation ends exactly once, when the answer has come in whole or the exchange broke off.
  */
-export class AppExchange implements Dispatcher.DispatchHandler {
+export class AppExchange implements AppPoolHandler {
   readonly leg: AppLeg
   private readonly request: AppRequest
   private readonly observation: InboundObservation
   private readonly resolve: (value: HandlerValue) => void
-  private controller: Dispatcher.DispatchController | undefined = undefined
-  /** Set when the exchange is given up before undici handed over its controller. */
+  private controller: AppController | undefined = undefined
+  /** Set when the exchange is given up before the pool handed over its controller. */
   private abortReason: Error | undefined = undefined
   private mode: Mode = "waiting"
   private status = 0
@@ -86,14 +85,7 @@ export class AppExchange implements Dispatcher.DispatchHandler {
       path: this.request.path,
       method: this.request.method,
       headers: this.request.headers,
-      // undici writes an async iterable as it is pulled (its types list only node streams).
-      body: body instanceof IncomingStream ? requestBody(body, this.request.declaredLength, this.leg.bodyIdleTimeoutMs, this) as unknown as Readable : body.length === 0 ? null : body,
-      // Keep the socket after a body on GET and the like (undici closes it by default); a head it
-      // cannot write is refused before anything is sent.
-      reset: false,
-      // Our deadlines bound the exchange; undici's own timers would only cost.
-      headersTimeout: 0,
-      bodyTimeout: 0
+      body: body instanceof IncomingStream ? requestBody(body, this.request.declaredLength, this.leg.bodyIdleTimeoutMs, this) : body
     }, this)
   }
 
@@ -117,12 +109,12 @@ export class AppExchange implements Dispatcher.DispatchHandler {
     this.abort(new StreamFailed({ message }))
   }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
+  onRequestStart(controller: AppController): void {
     this.controller = controller
     if (this.abortReason !== undefined) controller.abort(this.abortReason)
   }
 
-  onResponseStart(controller: Dispatcher.DispatchController, status: number, headers: Record<string, string | Array<string> | undefined>): void {
+  onResponseStart(controller: AppController, status: number, headers: ReadonlyArray<string>, sentLength: string | undefined): void {
     if (this.done) return
     this.status = status
     if (status < 200 || status > 599) {
@@ -133,25 +125,24 @@ export class AppExchange implements Dispatcher.DispatchHandler {
       this.mode = "drop"
       return
     }
-    const answerHeaders = endToEndRecord(headers, this.leg.onInvalidHeaders)
-    const sentLength = headers["content-length"]
+    const answerHeaders = endToEndHeaders(headers, this.leg.onInvalidHeaders)
     const bodiless = this.request.method === "HEAD" || status === 304
-    const described = bodiless && typeof sentLength === "string" ? describedLength(sentLength) : undefined
+    const described = bodiless && sentLength !== undefined ? describedLength(sentLength) : undefined
     if (described !== undefined) answerHeaders.push(["content-length", described])
-    const length = typeof sentLength === "string" ? Number(sentLength) : NaN
+    const length = sentLength !== undefined ? Number(sentLength) : NaN
     if (this.request.plain || bodiless || length <= WHOLE_BODY_LIMIT) {
       this.mode = "collect"
       this.meta = responseMeta(status, answerHeaders)
       return
     }
-    // A streamed answer of known length keeps it (undici's parser holds the app to it).
+    // A streamed answer of known length keeps it (llhttp holds the app to it).
     if (Number.isSafeInteger(length)) answerHeaders.push(["content-length", String(length)])
     this.mode = "stream"
     this.answer = new AnswerStream(controller, this)
     this.settle(reply(this.answer, responseMeta(status, answerHeaders)))
   }
 
-  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+  onResponseData(_controller: AppController, chunk: Buffer): void {
     if (this.done) return
     if (this.mode === "collect") {
       this.parts.push(chunk)
@@ -174,12 +165,12 @@ export class AppExchange implements Dispatcher.DispatchHandler {
     this.settle(this.request.plain ? (body.length === 0 ? "{}" : body) : reply(body, this.meta!))
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController | null, error: Error): void {
+  onResponseError(_controller: AppController, error: Error): void {
     if (this.done) return
     if (this.mode === "waiting") {
       const code = (error as NodeJS.ErrnoException).code
-      if (code === "UND_ERR_INVALID_ARG" || code === "UND_ERR_NOT_SUPPORTED") {
-        // A head undici would not write: refused before anything was sent.
+      if (error instanceof InvalidRequestHead) {
+        // A head the pool would not write: refused before anything was sent.
         this.fail(400, { hop: "inbound", reason: MeshErrorCode.badRequest }, failure(MeshErrorCode.badRequest, `cannot form the request to the app: ${error.message}`, false))
         return this.abort(error)
       }
@@ -239,9 +230,9 @@ export class AppExchange implements Dispatcher.DispatchHandler {
 }
 
 /**
- * The peer's streamed body as undici pulls it: held to its declared length (a body that does not
+ * The peer's streamed body as the pool pulls it: held to its declared length (a body that does not
  * match it is cut off, never written past it), given up when it sends nothing for the body idle
- * timeout. Time undici spends waiting for the app to take a chunk is not the body's idleness.
+ * timeout. Time the pool spends waiting for the app to take a chunk is not the body's idleness.
  */
 async function* requestBody(stream: IncomingStream, length: number, idleMs: number, exchange: AppExchange): AsyncGenerator<Buffer> {
   let waiting = false
@@ -273,7 +264,7 @@ async function* requestBody(stream: IncomingStream, length: number, idleMs: numb
 
 /** The app's answer as the mesh session reads it: chunks queue here, the socket pauses while too many wait. */
 class AnswerStream implements AsyncIterable<Buffer> {
-  private readonly controller: Dispatcher.DispatchController
+  private readonly controller: AppController
   private readonly exchange: AppExchange
   private readonly chunks: Array<Buffer> = []
   private queued = 0
@@ -281,7 +272,7 @@ class AnswerStream implements AsyncIterable<Buffer> {
   private failure: Error | undefined = undefined
   private wake: (() => void) | undefined = undefined
 
-  constructor(controller: Dispatcher.DispatchController, exchange: AppExchange) {
+  constructor(controller: AppController, exchange: AppExchange) {
     this.controller = controller
     this.exchange = exchange
   }

@@ -17,12 +17,12 @@
 //
 // Then the authorization policy decides (authorization.ts): a refused call never reaches the app;
 // an allowed one carries the caller's verified identity to it in `x-iip-mesh-client-id`.
-import { Pool } from "undici"
 import type { HandlerValue } from "../iip/dispatch.ts"
 import { failure, type IncomingRequest } from "../iip/server.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
+import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
 import { CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnvelope.ts"
@@ -101,9 +101,6 @@ const badHead = (head: AppRequestHead, authority: string | undefined): string | 
   return undefined
 }
 
-/** The pool's origin: an IPv6 host goes in brackets. */
-const originOf = (host: string, port: number): string => `http://${host.includes(":") ? `[${host}]` : host}:${port}`
-
 export interface InboundHandler {
   readonly handle: (request: IncomingRequest) => Promise<HandlerValue>
   /** Closes the app pool's sockets (the sidecar is stopping). */
@@ -111,7 +108,7 @@ export interface InboundHandler {
 }
 
 export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
-  const pool = new Pool(originOf(options.appHost, options.appPort), { connections: options.appPoolSize, pipelining: 1 })
+  const pool = new AppPool(options.appHost, options.appPort, options.appPoolSize)
   const leg: AppLeg = {
     pool,
     address: `${options.appHost}:${options.appPort}`,
@@ -139,7 +136,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       const timeLeft = deadline > 0 ? Math.max(1, deadline - Date.now()) : 0
       const observation = new InboundObservation(options.telemetry, options.service, head.method, head.path, head.headers, request.context.remoteAddress)
       observation.callApp(options.appHost, options.appPort, head.headers)
-      // One flat list, as undici takes it; the hop's own headers after the peer's filtered ones.
+      // One flat list, as the pool takes it; the hop's own headers after the peer's filtered ones.
       const headers: Array<string> = []
       for (const [name, value] of head.headers) headers.push(name, value)
       if (authority !== undefined) headers.push("host", authority)

@@ -1,0 +1,467 @@
+// The inbound side's keep-alive HTTP/1.1 client to the local app, under appExchange.ts: at most
+// `size` sockets, requests past that wait in order for one; each socket carries one exchange at a
+// time (no pipelining). Answers are parsed by llhttp through node's own binding (the `HTTPParser`
+// node:http uses), strict: no lenient flag, node's header size limit. It replaces undici's Pool on
+// the hot path for its CPU (issue 14): one head string and one write per request, the answer's
+// headers as llhttp's flat list, no request objects or queues of closures.
+//
+// What undici gave us stays: a head that cannot be written as it is (a name that is not a token, a
+// value with CR, LF or NUL) is refused before a byte is sent (`InvalidRequestHead`); a refused
+// connection keeps the socket error's code (ECONNREFUSED: the app never saw the request); a
+// socket is reused only after a whole exchange that both sides keep alive, and is closed while
+// idle 2 s before the app's announced keep-alive timeout (4 s without one), so a reused socket is
+// rarely one the app is closing. Bytes the app sends with no request waiting end the socket.
+import { createRequire } from "node:module"
+import * as http from "node:http"
+import * as net from "node:net"
+import { isFieldValue, isToken } from "./headerFilter.ts"
+
+/** node's llhttp binding, as node:http itself loads it (the module is public, its typings are not). */
+interface LlhttpParser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void
+  execute(data: Buffer): number | Error
+  finish(): number | Error | undefined
+  [key: number]: unknown
+}
+interface LlhttpParserClass {
+  new (): LlhttpParser
+  readonly RESPONSE: number
+  readonly kLenientNone: number
+  readonly kOnHeaders: number
+  readonly kOnHeadersComplete: number
+  readonly kOnBody: number
+  readonly kOnMessageComplete: number
+}
+const { HTTPParser } = createRequire(import.meta.url)("_http_common") as { readonly HTTPParser: LlhttpParserClass }
+
+/** Until the app accepts the connection. */
+const CONNECT_TIMEOUT_MS = 10_000
+/** An idle socket is closed after this long when the app announced no keep-alive timeout of its own. */
+const DEFAULT_IDLE_MS = 4_000
+/** Taken off the app's announced keep-alive timeout: the socket closes on our side first. */
+const IDLE_MARGIN_MS = 2_000
+const MAX_IDLE_MS = 600_000
+/** Methods whose request carries a body by their semantics: an empty one is still declared (undici's rule). */
+const EXPECTS_PAYLOAD = new Set(["PUT", "POST", "PATCH", "QUERY", "PROPFIND", "PROPPATCH"])
+
+/** A request head that cannot be written to the app as it is; nothing was sent. */
+export class InvalidRequestHead extends Error {
+  readonly code = "ERR_INVALID_REQUEST_HEAD"
+}
+
+/** The app's socket failed or closed mid-exchange; `code` is the socket's own when it has one. */
+export class AppSocketError extends Error {
+  readonly code: string
+  constructor(message: string, code: string) {
+    super(message)
+    this.code = code
+  }
+}
+
+export interface AppPoolRequest {
+  readonly method: string
+  readonly path: string
+  /** Flat name, value list; framing (content-length, transfer-encoding) only as the pool adds it, or a declared content-length. */
+  readonly headers: ReadonlyArray<string>
+  /** A whole body, or one written as pulled: with a declared content-length in `headers` as is, else chunked. */
+  readonly body: Buffer | AsyncIterable<Buffer>
+}
+
+/** The exchange's handle, handed to the handler first. */
+export interface AppController {
+  readonly paused: boolean
+  /** Stops reading the answer (the socket pauses) until resume(). */
+  pause(): void
+  resume(): void
+  /** Ends the exchange where it is; its socket is closed (never reused). */
+  abort(reason: Error): void
+}
+
+export interface AppPoolHandler {
+  onRequestStart(controller: AppController): void
+  /** `headers` is llhttp's flat name, value list; `contentLength` the value of that header, if any (llhttp holds the body to it). */
+  onResponseStart(controller: AppController, status: number, headers: ReadonlyArray<string>, contentLength: string | undefined): void
+  onResponseData(controller: AppController, chunk: Buffer): void
+  onResponseEnd(controller: AppController): void
+  /** Once at most, and never after onResponseEnd. */
+  onResponseError(controller: AppController, error: Error): void
+}
+
+/** One request, from dispatch to its end: the controller the handler holds. */
+class Exchange implements AppController {
+  readonly request: AppPoolRequest
+  readonly handler: AppPoolHandler
+  /** The request head, framing included, ready to write; for a chunked body, all but its framing. */
+  head = ""
+  /** A streamed body without a declared length goes chunked. */
+  chunked = false
+  connection: Connection | undefined = undefined
+  ended = false
+  paused = false
+
+  constructor(request: AppPoolRequest, handler: AppPoolHandler) {
+    this.request = request
+    this.handler = handler
+  }
+
+  pause(): void {
+    this.paused = true
+    this.connection?.socket.pause()
+  }
+
+  resume(): void {
+    this.paused = false
+    this.connection?.socket.resume()
+  }
+
+  abort(reason: Error): void {
+    if (this.ended) return
+    const connection = this.connection
+    if (connection === undefined) this.end(reason)
+    else connection.fail(reason)
+  }
+
+  /** The exchange is over: with `error`, the handler hears of it (once). */
+  end(error: Error | undefined): void {
+    if (this.ended) return
+    this.ended = true
+    if (error !== undefined) this.handler.onResponseError(this, error)
+  }
+}
+
+/** One keep-alive socket to the app and its parser. */
+class Connection {
+  readonly socket: net.Socket
+  private readonly pool: AppPool
+  private readonly parser: LlhttpParser
+  private current: Exchange | undefined = undefined
+  /** The current exchange's answer ended inside this execute(): the socket is released after it. */
+  private completed = false
+  private keepAlive = false
+  private idleMs = DEFAULT_IDLE_MS
+  /** The request is still being written (a streamed body). */
+  private writing = false
+  private connected = false
+  private closed = false
+  private idleTimer: NodeJS.Timeout | undefined = undefined
+  /** Headers llhttp handed over before the head was complete (a long head, or one split across reads). */
+  private pendingHeaders: Array<string> = []
+
+  constructor(pool: AppPool, exchange: Exchange) {
+    this.pool = pool
+    this.parser = new HTTPParser()
+    this.parser.initialize(HTTPParser.RESPONSE, {}, http.maxHeaderSize, HTTPParser.kLenientNone)
+    this.parser[HTTPParser.kOnHeaders] = (headers: Array<string>) => {
+      for (const one of headers) this.pendingHeaders.push(one)
+    }
+    this.parser[HTTPParser.kOnHeadersComplete] = this.onHeadersComplete.bind(this)
+    this.parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
+      const exchange = this.current
+      if (exchange !== undefined && !exchange.ended) exchange.handler.onResponseData(exchange, chunk)
+    }
+    this.parser[HTTPParser.kOnMessageComplete] = () => {
+      this.completed = true
+    }
+    const socket = net.connect({ host: pool.host, port: pool.port, noDelay: true })
+    this.socket = socket
+    socket.setTimeout(CONNECT_TIMEOUT_MS)
+    socket.on("timeout", () => {
+      if (!this.connected) this.fail(new AppSocketError(`no connection within ${CONNECT_TIMEOUT_MS} ms`, "ETIMEDOUT"))
+    })
+    socket.once("connect", () => {
+      this.connected = true
+      socket.setTimeout(0)
+    })
+    socket.on("data", (data: Buffer) => this.onData(data))
+    socket.on("end", () => this.onEnd())
+    socket.on("error", (error: NodeJS.ErrnoException) => this.fail(new AppSocketError(error.message, error.code ?? "ECONNRESET")))
+    socket.on("close", () => this.fail(new AppSocketError("the app closed the connection", "ECONNRESET")))
+    this.run(exchange)
+  }
+
+  /** Takes the next exchange (the socket is idle and alive). */
+  run(exchange: Exchange): void {
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer)
+    this.current = exchange
+    this.completed = false
+    exchange.connection = this
+    if (exchange.paused) this.socket.pause()
+    const { request, head } = exchange
+    const body = request.body
+    if (body instanceof Buffer) {
+      if (body.length === 0) this.socket.write(head, "latin1")
+      else {
+        this.socket.cork()
+        this.socket.write(head, "latin1")
+        this.socket.write(body)
+        this.socket.uncork()
+      }
+    } else {
+      if (!exchange.chunked) this.socket.write(head, "latin1")
+      this.writing = true
+      this.writeBody(exchange, body as AsyncIterable<Buffer>, exchange.chunked).catch((error: unknown) => this.fail(error instanceof Error ? error : new Error(String(error))))
+    }
+  }
+
+  /** Writes a streamed body as it is pulled, waiting for the socket to drain; stops when the exchange ends. */
+  private async writeBody(exchange: Exchange, body: AsyncIterable<Buffer>, chunked: boolean): Promise<void> {
+    const socket = this.socket
+    let head = chunked ? `${exchange.head}transfer-encoding: chunked\r\n\r\n` : ""
+    for await (const chunk of body) {
+      if (exchange.ended || this.closed) return
+      if (chunk.length === 0) continue
+      let flushed: boolean
+      if (chunked) {
+        socket.cork()
+        socket.write(`${head}${chunk.length.toString(16)}\r\n`, "latin1")
+        socket.write(chunk)
+        flushed = socket.write("\r\n", "latin1")
+        socket.uncork()
+        head = ""
+      } else flushed = socket.write(chunk)
+      if (!flushed) await this.drained()
+      if (exchange.ended || this.closed) return
+    }
+    if (exchange.ended || this.closed) return
+    // Not a byte came: the request goes without a body (declared empty where the method expects one).
+    if (head !== "") socket.write(`${exchange.head}${EXPECTS_PAYLOAD.has(exchange.request.method) ? "content-length: 0\r\n" : ""}\r\n`, "latin1")
+    else if (chunked) socket.write("0\r\n\r\n", "latin1")
+    this.writing = false
+    if (this.completed) this.release()
+  }
+
+  private drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.socket.off("drain", done)
+        this.socket.off("close", done)
+        resolve()
+      }
+      this.socket.on("drain", done)
+      this.socket.on("close", done)
+    })
+  }
+
+  private onHeadersComplete(
+    _major: number,
+    _minor: number,
+    headers: Array<string> | undefined,
+    _method: unknown,
+    _url: unknown,
+    status: number,
+    _statusMessage: unknown,
+    upgrade: boolean,
+    shouldKeepAlive: boolean
+  ): number {
+    const exchange = this.current
+    let raw = headers ?? []
+    if (this.pendingHeaders.length > 0) {
+      raw = this.pendingHeaders.concat(raw)
+      this.pendingHeaders = []
+    }
+    if (exchange === undefined || exchange.ended) {
+      // An answer nobody asked for: the socket cannot be trusted any more.
+      this.fail(new AppSocketError("the app sent an answer with no request waiting", "UNSOLICITED_RESPONSE"))
+      return 2
+    }
+    let contentLength: string | undefined
+    let chunked = false
+    let idleMs = DEFAULT_IDLE_MS
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const name = raw[i]!
+      if (name.length === 14 && name.toLowerCase() === "content-length") contentLength = raw[i + 1]
+      else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") chunked = true
+      else if (name.length === 10 && name.toLowerCase() === "keep-alive") idleMs = announcedIdleMs(raw[i + 1]!)
+    }
+    // A 204 or 304 that frames a body may have sent one, which would read as the next answer (undici's rule).
+    const framesBody = (status === 204 || status === 304) && (chunked || (contentLength !== undefined && contentLength !== "0"))
+    this.keepAlive = shouldKeepAlive && !upgrade && status >= 200 && idleMs > 0 && !framesBody
+    this.idleMs = idleMs
+    exchange.handler.onResponseStart(exchange, status, raw, contentLength)
+    // The handler gives up on a status outside 200-599 (it aborts: this socket is gone).
+    if (upgrade || exchange.ended) return 2
+    return exchange.request.method === "HEAD" ? 1 : 0
+  }
+
+  private onData(data: Buffer): void {
+    if (this.closed) return
+    if (this.current === undefined) {
+      return this.fail(new AppSocketError("the app sent bytes with no request waiting", "UNSOLICITED_RESPONSE"))
+    }
+    const result = this.parser.execute(data)
+    if (result instanceof Error) return this.fail(parseError(result))
+    this.afterParse()
+  }
+
+  private onEnd(): void {
+    if (this.closed) return
+    // An answer that runs to the end of the connection ends here.
+    if (this.current !== undefined && !this.completed) {
+      const result = this.parser.finish()
+      if (result instanceof Error) return this.fail(parseError(result))
+      this.keepAlive = false
+      this.afterParse()
+    }
+    this.fail(new AppSocketError("the app closed the connection", "ECONNRESET"))
+  }
+
+  private afterParse(): void {
+    if (!this.completed || this.closed) return
+    const exchange = this.current!
+    if (!exchange.ended) {
+      exchange.ended = true
+      exchange.handler.onResponseEnd(exchange)
+    }
+    // Answered before the body was all sent: what is left of it cannot go on this socket.
+    if (this.writing) return this.fail(undefined)
+    this.release()
+  }
+
+  /** The exchange is done: the socket goes back to the pool, or closes. */
+  private release(): void {
+    const exchange = this.current
+    this.current = undefined
+    this.completed = false
+    if (exchange !== undefined && exchange.paused) this.socket.resume()
+    if (!this.keepAlive || this.closed) return this.fail(undefined)
+    this.pool.released(this)
+  }
+
+  /** Waits idle in the pool until taken or the idle timeout. */
+  idle(): void {
+    this.idleTimer = setTimeout(() => this.fail(undefined), this.idleMs)
+  }
+
+  /** Closes the socket (never reused); the current exchange, if any and not over, ends with `error`. */
+  fail(error: Error | undefined): void {
+    const exchange = this.current
+    this.current = undefined
+    if (exchange !== undefined && !exchange.ended) exchange.end(error ?? new AppSocketError("the app connection closed", "ECONNRESET"))
+    if (this.closed) return
+    this.closed = true
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer)
+    this.socket.destroy()
+    this.pool.closed(this)
+  }
+}
+
+/**
+ * The request head as it goes on the wire, or why it cannot: every name a token, every value free
+ * of CR, LF and NUL (method and path the inbound side checked). The framing is ours: the body's
+ * length, a streamed body's declared length as given, else chunked.
+ */
+const writeHead = (exchange: Exchange, authority: string): InvalidRequestHead | undefined => {
+  const { request } = exchange
+  let head = `${request.method} ${request.path} HTTP/1.1\r\n`
+  const headers = request.headers
+  let host = false
+  let declared = false
+  for (let i = 0; i + 1 < headers.length; i += 2) {
+    const name = headers[i]!
+    const value = headers[i + 1]!
+    if (!isToken(name) || !isFieldValue(value)) return new InvalidRequestHead(`the header ${JSON.stringify(name.slice(0, 64))} cannot be written as it is`)
+    if (name.length === 4 && name.toLowerCase() === "host") host = true
+    else if (name.length === 14 && name.toLowerCase() === "content-length") declared = true
+    else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") return new InvalidRequestHead("the pool frames the body itself")
+    head += `${name}: ${value}\r\n`
+  }
+  if (!host) head += `host: ${authority}\r\n`
+  head += "connection: keep-alive\r\n"
+  const body = request.body
+  if (body instanceof Buffer) {
+    if (declared) return new InvalidRequestHead("a whole body takes its own content-length")
+    if (body.length > 0 || EXPECTS_PAYLOAD.has(request.method)) head += `content-length: ${body.length}\r\n`
+  } else if (!declared) {
+    // Its framing waits for the first byte (writeBody): a body that sends none is no body at all.
+    exchange.head = head
+    exchange.chunked = true
+    return undefined
+  }
+  exchange.head = `${head}\r\n`
+  return undefined
+}
+
+/** `timeout=N` (seconds) of a keep-alive header, less our margin, in ms; 0: do not reuse the socket. */
+const announcedIdleMs = (value: string): number => {
+  const match = /(?:^|[,;\s])timeout\s*=\s*(\d{1,9})/i.exec(value)
+  if (match === null) return DEFAULT_IDLE_MS
+  return Math.max(0, Math.min(Number(match[1]) * 1000 - IDLE_MARGIN_MS, MAX_IDLE_MS))
+}
+
+const parseError = (error: Error): AppSocketError => {
+  const code = (error as { code?: unknown }).code
+  return new AppSocketError(`the app's answer is not valid HTTP/1.1: ${error.message}`, typeof code === "string" ? code : "HPE_INVALID")
+}
+
+/** At most `size` keep-alive sockets to one app; requests past that wait in order. */
+export class AppPool {
+  readonly host: string
+  readonly port: number
+  /** The Host header of a request that names none. */
+  readonly authority: string
+  private readonly size: number
+  private readonly connections = new Set<Connection>()
+  private readonly idleSockets: Array<Connection> = []
+  private readonly waiting: Array<Exchange> = []
+  private waitingHead = 0
+  private destroyed = false
+
+  constructor(host: string, port: number, size: number) {
+    this.host = host
+    this.port = port
+    this.size = size
+    this.authority = `${host.includes(":") ? `[${host}]` : host}:${port}`
+  }
+
+  dispatch(request: AppPoolRequest, handler: AppPoolHandler): void {
+    const exchange = new Exchange(request, handler)
+    handler.onRequestStart(exchange)
+    if (exchange.ended) return
+    const invalid = writeHead(exchange, this.authority)
+    if (invalid !== undefined) return exchange.end(invalid)
+    if (this.destroyed) return exchange.end(new AppSocketError("the app pool is closed", "POOL_CLOSED"))
+    const idle = this.idleSockets.pop()
+    if (idle !== undefined) return idle.run(exchange)
+    if (this.connections.size < this.size) return void this.connections.add(new Connection(this, exchange))
+    this.waiting.push(exchange)
+  }
+
+  /** A socket finished its exchange and stays open: the next waiting request takes it, else it idles. */
+  released(connection: Connection): void {
+    const next = this.nextWaiting()
+    if (next !== undefined) return connection.run(next)
+    this.idleSockets.push(connection)
+    connection.idle()
+  }
+
+  /** A socket closed: a waiting request gets a new one in its place. */
+  closed(connection: Connection): void {
+    this.connections.delete(connection)
+    const at = this.idleSockets.indexOf(connection)
+    if (at !== -1) this.idleSockets.splice(at, 1)
+    if (this.destroyed) return
+    const next = this.nextWaiting()
+    if (next !== undefined) this.connections.add(new Connection(this, next))
+  }
+
+  private nextWaiting(): Exchange | undefined {
+    while (this.waitingHead < this.waiting.length) {
+      const exchange = this.waiting[this.waitingHead]!
+      this.waiting[this.waitingHead++] = undefined as unknown as Exchange
+      if (this.waitingHead === this.waiting.length) {
+        this.waiting.length = 0
+        this.waitingHead = 0
+      }
+      if (!exchange.ended) return exchange
+    }
+    return undefined
+  }
+
+  /** Closes every socket; requests still waiting end with an error. */
+  destroy(): Promise<void> {
+    this.destroyed = true
+    for (let next = this.nextWaiting(); next !== undefined; next = this.nextWaiting()) next.end(new AppSocketError("the app pool is closed", "POOL_CLOSED"))
+    for (const connection of [...this.connections]) connection.fail(new AppSocketError("the app pool is closed", "POOL_CLOSED"))
+    return Promise.resolve()
+  }
+}
