@@ -41,6 +41,8 @@ const DEFAULT_IDLE_MS = 4_000
 /** Taken off the app's announced keep-alive timeout: the socket closes on our side first. */
 const IDLE_MARGIN_MS = 2_000
 const MAX_IDLE_MS = 600_000
+/** A whole body up to this size is copied behind its head, for a single write; a larger one goes by writev. */
+const ONE_WRITE_LIMIT = 16 * 1024
 /** Methods whose request carries a body by their semantics: an empty one is still declared (undici's rule). */
 const EXPECTS_PAYLOAD = new Set(["PUT", "POST", "PATCH", "QUERY", "PROPFIND", "PROPPATCH"])
 
@@ -135,7 +137,7 @@ class Connection {
   private readonly pool: AppPool
   private readonly parser: LlhttpParser
   private current: Exchange | undefined = undefined
-  /** The current exchange's answer ended inside this execute(): the socket is released after it. */
+  /** The current exchange's answer is complete (the handler was told): the socket is released after this read. */
   private completed = false
   private keepAlive = false
   private idleMs = DEFAULT_IDLE_MS
@@ -160,7 +162,13 @@ class Connection {
       if (exchange !== undefined && !exchange.ended) exchange.handler.onResponseData(exchange, chunk)
     }
     this.parser[HTTPParser.kOnMessageComplete] = () => {
+      // The exchange ends now: whatever follows in the same read is no part of its answer.
       this.completed = true
+      const exchange = this.current
+      if (exchange !== undefined && !exchange.ended) {
+        exchange.ended = true
+        exchange.handler.onResponseEnd(exchange)
+      }
     }
     const socket = net.connect({ host: pool.host, port: pool.port, noDelay: true })
     this.socket = socket
@@ -190,7 +198,14 @@ class Connection {
     const body = request.body
     if (body instanceof Buffer) {
       if (body.length === 0) this.socket.write(head, "latin1")
-      else {
+      else if (body.length <= ONE_WRITE_LIMIT) {
+        // Head and body in one buffer, one write (a writev costs more for a small body). The head
+        // is Latin-1 by construction (writeHead checked every value), one byte a character.
+        const out = Buffer.allocUnsafe(head.length + body.length)
+        out.write(head, 0, "latin1")
+        body.copy(out, head.length)
+        this.socket.write(out)
+      } else {
         this.socket.cork()
         this.socket.write(head, "latin1")
         this.socket.write(body)
@@ -227,7 +242,6 @@ class Connection {
     if (head !== "") socket.write(`${exchange.head}${EXPECTS_PAYLOAD.has(exchange.request.method) ? "content-length: 0\r\n" : ""}\r\n`, "latin1")
     else if (chunked) socket.write("0\r\n\r\n", "latin1")
     this.writing = false
-    if (this.completed) this.release()
   }
 
   private drained(): Promise<void> {
@@ -259,7 +273,7 @@ class Connection {
       raw = this.pendingHeaders.concat(raw)
       this.pendingHeaders = []
     }
-    if (exchange === undefined || exchange.ended) {
+    if (exchange === undefined || exchange.ended || this.completed) {
       // An answer nobody asked for: the socket cannot be trusted any more.
       this.fail(new AppSocketError("the app sent an answer with no request waiting", "UNSOLICITED_RESPONSE"))
       return 2
@@ -307,11 +321,6 @@ class Connection {
 
   private afterParse(): void {
     if (!this.completed || this.closed) return
-    const exchange = this.current!
-    if (!exchange.ended) {
-      exchange.ended = true
-      exchange.handler.onResponseEnd(exchange)
-    }
     // Answered before the body was all sent: what is left of it cannot go on this socket.
     if (this.writing) return this.fail(undefined)
     this.release()

@@ -1,0 +1,159 @@
+// The inbound side's own HTTP/1.1 client (src/sidecar/appPool.ts), against real apps on loopback:
+// sockets reused and bounded, the head refused before a byte is sent when it cannot be written,
+// a refused connection told apart (the app never saw the request), llhttp's strictness on the
+// answer (a framing it rejects ends the exchange and the socket), bytes nobody asked for end the
+// socket, and a streamed body framed from what really comes.
+import * as http from "node:http"
+import type * as net from "node:net"
+import { afterEach, describe, expect, it } from "vitest"
+import { type AppController, AppPool, type AppPoolHandler, type AppPoolRequest, InvalidRequestHead } from "../../src/sidecar/appPool.ts"
+import { Cleanup, startRawServer, withTimeout } from "../support/iipRaw.ts"
+
+interface Outcome {
+  readonly status: number
+  readonly headers: ReadonlyArray<string>
+  readonly body: string
+  readonly error: (Error & { code?: string }) | undefined
+}
+
+/** Runs one exchange to its end: the answer, or the error the handler was told of. */
+const exchange = (pool: AppPool, request: Partial<AppPoolRequest>): Promise<Outcome> =>
+  new Promise((resolve) => {
+    let status = 0
+    let headers: ReadonlyArray<string> = []
+    const parts: Array<Buffer> = []
+    const handler: AppPoolHandler = {
+      onRequestStart: (_c: AppController) => {},
+      onResponseStart: (_c, s, h) => {
+        status = s
+        headers = h
+      },
+      onResponseData: (_c, chunk) => void parts.push(chunk),
+      onResponseEnd: () => resolve({ status, headers, body: Buffer.concat(parts).toString(), error: undefined }),
+      onResponseError: (_c, error) => resolve({ status, headers, body: Buffer.concat(parts).toString(), error })
+    }
+    pool.dispatch({ method: "GET", path: "/", headers: [], body: Buffer.alloc(0), ...request }, handler)
+  })
+
+/** A node:http app answering with what it saw; counts its connections. */
+const startApp = async (cleanup: Cleanup) => {
+  const seen: Array<{ method: string; url: string; rawHeaders: Array<string>; body: string }> = []
+  const server = http.createServer((req, res) => {
+    let body = ""
+    req.on("data", (c: Buffer) => (body += c.toString()))
+    req.on("end", () => {
+      seen.push({ method: req.method!, url: req.url!, rawHeaders: req.rawHeaders, body })
+      res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) })
+      res.end(body)
+    })
+  })
+  let connections = 0
+  server.on("connection", () => connections++)
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  cleanup.add(() => new Promise<void>((resolve) => {
+    server.closeAllConnections()
+    server.close(() => resolve())
+  }))
+  return { port: (server.address() as net.AddressInfo).port, seen, connections: () => connections }
+}
+
+const valueOf = (rawHeaders: ReadonlyArray<string>, name: string): string | undefined => {
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) if (rawHeaders[i]!.toLowerCase() === name) return rawHeaders[i + 1]
+  return undefined
+}
+
+describe("the inbound side's app client", () => {
+  let cleanup = new Cleanup()
+  afterEach(async () => {
+    await cleanup.run()
+    cleanup = new Cleanup()
+  })
+
+  const poolFor = (port: number, size: number) => {
+    const pool = new AppPool("127.0.0.1", port, size)
+    cleanup.add(() => pool.destroy())
+    return pool
+  }
+
+  it("reuses a kept-alive socket, opens at most `size`, and serves the requests past it in order", async () => {
+    const app = await startApp(cleanup)
+    const pool = poolFor(app.port, 2)
+    for (let i = 0; i < 3; i++) expect((await exchange(pool, { method: "POST", path: `/one/${i}`, body: Buffer.from(`b${i}`) })).body).toBe(`b${i}`)
+    expect(app.connections()).toBe(1)
+    const many = await withTimeout(Promise.all(Array.from({ length: 8 }, (_, i) => exchange(pool, { method: "POST", path: `/many/${i}`, body: Buffer.from(`m${i}`) }))), 5000, "eight requests")
+    expect(many.map((o) => o.body)).toStrictEqual(Array.from({ length: 8 }, (_, i) => `m${i}`))
+    expect(app.connections()).toBe(2)
+    // The host the pool names when the request names none; content-length from the body.
+    const last = app.seen.at(-1)!
+    expect(valueOf(last.rawHeaders, "host")).toBe(`127.0.0.1:${app.port}`)
+    expect(valueOf(last.rawHeaders, "content-length")).toBe("2")
+  })
+
+  it("a head it cannot write is refused before a byte is sent", async () => {
+    const app = await startApp(cleanup)
+    const pool = poolFor(app.port, 2)
+    for (const headers of [["x-a", "one\r\ninjected: yes"], ["bad name", "v"], ["x-nul", "a\0b"], ["transfer-encoding", "chunked"]]) {
+      const outcome = await exchange(pool, { headers })
+      expect(outcome.error).toBeInstanceOf(InvalidRequestHead)
+    }
+    expect(app.connections()).toBe(0)
+    expect((await exchange(pool, { headers: ["x-a", "fine"] })).status).toBe(200)
+  })
+
+  it("a refused connection keeps ECONNREFUSED (the app never saw the request)", async () => {
+    const app = await startApp(cleanup)
+    const port = app.port
+    await cleanup.run()
+    cleanup = new Cleanup()
+    const outcome = await withTimeout(exchange(poolFor(port, 2), {}), 5000, "the refused request")
+    expect(outcome.error?.code).toBe("ECONNREFUSED")
+  })
+
+  it("an answer llhttp rejects (content-length with transfer-encoding) ends the exchange and its socket", async () => {
+    let connections = 0
+    const raw = await startRawServer(cleanup, (socket) => {
+      connections++
+      socket.once("data", () => socket.write("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
+    })
+    const pool = poolFor(raw.port, 1)
+    const first = await withTimeout(exchange(pool, {}), 5000, "the smuggling answer")
+    expect(first.error?.code).toMatch(/^HPE_/)
+    expect(first.status).toBe(0)
+    await withTimeout(exchange(pool, {}), 5000, "a second request")
+    expect(connections).toBe(2)
+  })
+
+  it("bytes the app sends with no request waiting end the socket; the next request gets a fresh one", async () => {
+    let connections = 0
+    const raw = await startRawServer(cleanup, (socket) => {
+      connections++
+      // A whole answer, then a second one nobody asked for, in the same write.
+      socket.once("data", () => socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nevil"))
+    })
+    const pool = poolFor(raw.port, 1)
+    const first = await withTimeout(exchange(pool, {}), 5000, "the first answer")
+    expect(first.body).toBe("ok")
+    const second = await withTimeout(exchange(pool, {}), 5000, "the second request")
+    expect(second.body).toBe("ok")
+    expect(connections).toBe(2)
+  })
+
+  it("a streamed body is framed from what comes: nothing on GET, content-length 0 on POST, chunked once a byte is sent", async () => {
+    const app = await startApp(cleanup)
+    const pool = poolFor(app.port, 1)
+    async function* nothing(): AsyncGenerator<Buffer> {}
+    async function* twoParts(): AsyncGenerator<Buffer> {
+      yield Buffer.from("part one, ")
+      yield Buffer.from("part two")
+    }
+    await exchange(pool, { method: "GET", path: "/get", body: nothing() })
+    await exchange(pool, { method: "POST", path: "/post-empty", body: nothing() })
+    const chunked = await exchange(pool, { method: "POST", path: "/post", body: twoParts() })
+    expect(chunked.body).toBe("part one, part two")
+    const [get, postEmpty, post] = app.seen
+    expect([valueOf(get!.rawHeaders, "content-length"), valueOf(get!.rawHeaders, "transfer-encoding")]).toStrictEqual([undefined, undefined])
+    expect([valueOf(postEmpty!.rawHeaders, "content-length"), valueOf(postEmpty!.rawHeaders, "transfer-encoding")]).toStrictEqual(["0", undefined])
+    expect([valueOf(post!.rawHeaders, "content-length"), valueOf(post!.rawHeaders, "transfer-encoding")]).toStrictEqual([undefined, "chunked"])
+    expect(app.connections()).toBe(1)
+  })
+})
