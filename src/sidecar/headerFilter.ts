@@ -122,21 +122,6 @@ export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: O
 }
 
 /**
- * The end-to-end headers of a parsed record (undici's answer headers: lower-case names, a repeated
- * header as an array of its values), in order of first appearance.
- */
-export const endToEndRecord = (headers: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
-  const kept = new Kept()
-  for (const name of Object.keys(headers)) {
-    const value = headers[name]
-    if (typeof value === "string") kept.add(name, value)
-    else if (Array.isArray(value)) for (const one of value) kept.add(name, one)
-    else kept.invalid++
-  }
-  return kept.result(onInvalid)
-}
-
-/**
  * The end-to-end headers of [name, value] pairs from the wire (an envelope, a `__http_hdr__`
  * query), in order, names lower case; an entry that is not two strings counts as invalid.
  */
