@@ -164,6 +164,8 @@ class Connection {
     this.parser[HTTPParser.kOnMessageComplete] = () => {
       // The exchange ends now: whatever follows in the same read is no part of its answer.
       this.completed = true
+      // Trailers (llhttp hands them over as headers) are dropped: no hop forwards them.
+      this.pendingHeaders = []
       const exchange = this.current
       if (exchange !== undefined && !exchange.ended) {
         exchange.ended = true

@@ -138,6 +138,25 @@ describe("the inbound side's app client", () => {
     expect(connections).toBe(2)
   })
 
+  it("an answer's trailers are dropped: they never become the next answer's headers", async () => {
+    let connections = 0
+    const raw = await startRawServer(cleanup, (socket) => {
+      connections++
+      let answered = 0
+      socket.on("data", () => {
+        answered++
+        if (answered === 1) socket.write("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-trailer\r\n\r\n2\r\nok\r\n0\r\nx-trailer: late\r\n\r\n")
+        else socket.write("HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-second: yes\r\n\r\ntwo")
+      })
+    })
+    const pool = poolFor(raw.port, 1)
+    expect((await withTimeout(exchange(pool, {}), 5000, "the chunked answer")).body).toBe("ok")
+    const second = await withTimeout(exchange(pool, {}), 5000, "the second answer")
+    expect(second.body).toBe("two")
+    expect(second.headers).toStrictEqual(["content-length", "3", "x-second", "yes"])
+    expect(connections).toBe(1)
+  })
+
   it("a streamed body is framed from what comes: nothing on GET, content-length 0 on POST, chunked once a byte is sent", async () => {
     const app = await startApp(cleanup)
     const pool = poolFor(app.port, 1)
