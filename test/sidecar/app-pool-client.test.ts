@@ -157,6 +157,29 @@ describe("the inbound side's app client", () => {
     expect(connections).toBe(1)
   })
 
+  it("a socket is not reused after an answer that came before the body was all sent, nor when the app's keep-alive timeout is too short", async () => {
+    let connections = 0
+    const raw = await startRawServer(cleanup, (socket) => {
+      connections++
+      socket.once("data", (data: Buffer) => {
+        const early = data.toString("latin1").startsWith("POST /early")
+        socket.write(early ? "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n" : "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nkeep-alive: timeout=1\r\n\r\nok")
+      })
+    })
+    const pool = poolFor(raw.port, 1)
+    const never = Promise.withResolvers<void>()
+    cleanup.add(() => never.resolve())
+    async function* stuck(): AsyncGenerator<Buffer> {
+      yield Buffer.from("first bytes, then nothing")
+      await never.promise
+    }
+    expect((await withTimeout(exchange(pool, { method: "POST", path: "/early", body: stuck() }), 5000, "the early answer")).status).toBe(413)
+    // timeout=1 s, less the pool's 2 s margin: nothing left, so the socket is not kept.
+    expect((await withTimeout(exchange(pool, {}), 5000, "the short keep-alive answer")).body).toBe("ok")
+    expect((await withTimeout(exchange(pool, {}), 5000, "a third request")).body).toBe("ok")
+    expect(connections).toBe(3)
+  })
+
   it("a streamed body is framed from what comes: nothing on GET, content-length 0 on POST, chunked once a byte is sent", async () => {
     const app = await startApp(cleanup)
     const pool = poolFor(app.port, 1)
