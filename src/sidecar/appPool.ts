@@ -333,7 +333,12 @@ class Connection {
     const exchange = this.current
     this.current = undefined
     this.completed = false
-    if (exchange !== undefined && exchange.paused) this.socket.resume()
+    if (exchange !== undefined) {
+      // Its reader may still pause or resume it (a streamed answer read after its end): that no
+      // longer touches this socket, which the next exchange may hold.
+      exchange.connection = undefined
+      if (exchange.paused) this.socket.resume()
+    }
     if (!this.keepAlive || this.closed) return this.fail(undefined)
     this.pool.released(this)
   }

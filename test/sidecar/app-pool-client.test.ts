@@ -10,6 +10,7 @@ import { type AppController, AppPool, type AppPoolHandler, type AppPoolRequest, 
 import { Cleanup, startRawServer, withTimeout } from "../support/iipRaw.ts"
 
 interface Outcome {
+  readonly controller: AppController | undefined
   readonly status: number
   readonly headers: ReadonlyArray<string>
   readonly body: string
@@ -20,17 +21,18 @@ interface Outcome {
 const exchange = (pool: AppPool, request: Partial<AppPoolRequest>): Promise<Outcome> =>
   new Promise((resolve) => {
     let status = 0
+    let controller: AppController | undefined
     let headers: ReadonlyArray<string> = []
     const parts: Array<Buffer> = []
     const handler: AppPoolHandler = {
-      onRequestStart: (_c: AppController) => {},
+      onRequestStart: (c) => void (controller = c),
       onResponseStart: (_c, s, h) => {
         status = s
         headers = h
       },
       onResponseData: (_c, chunk) => void parts.push(chunk),
-      onResponseEnd: () => resolve({ status, headers, body: Buffer.concat(parts).toString(), error: undefined }),
-      onResponseError: (_c, error) => resolve({ status, headers, body: Buffer.concat(parts).toString(), error })
+      onResponseEnd: () => resolve({ controller, status, headers, body: Buffer.concat(parts).toString(), error: undefined }),
+      onResponseError: (_c, error) => resolve({ controller, status, headers, body: Buffer.concat(parts).toString(), error })
     }
     pool.dispatch({ method: "GET", path: "/", headers: [], body: Buffer.alloc(0), ...request }, handler)
   })
@@ -178,6 +180,17 @@ describe("the inbound side's app client", () => {
     expect((await withTimeout(exchange(pool, {}), 5000, "the short keep-alive answer")).body).toBe("ok")
     expect((await withTimeout(exchange(pool, {}), 5000, "a third request")).body).toBe("ok")
     expect(connections).toBe(3)
+  })
+
+  it("an exchange that is over cannot pause or resume the socket the next one holds", async () => {
+    const app = await startApp(cleanup)
+    const pool = poolFor(app.port, 1)
+    const first = await exchange(pool, { method: "POST", body: Buffer.from("one") })
+    // A reader that pauses late (a streamed answer read after its end) touches nothing any more.
+    first.controller!.pause()
+    const second = await withTimeout(exchange(pool, { method: "POST", body: Buffer.from("two") }), 5000, "the second answer on the same socket")
+    expect(second.body).toBe("two")
+    expect(app.connections()).toBe(1)
   })
 
   it("a streamed body is framed from what comes: nothing on GET, content-length 0 on POST, chunked once a byte is sent", async () => {
