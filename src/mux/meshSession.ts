@@ -648,10 +648,9 @@ export class MeshSession implements MessageSink {
           if (this.connection.closed) return
           const raw = piece.subarray(offset, offset + size)
           const packed = packer?.pack(raw)
-          const packet = Buffer.allocUnsafe(1 + (packed ?? raw).length)
-          packet[0] = packed === undefined ? ChunkHeader.data : ChunkHeader.compressed
-          packet.set(packed ?? raw, 1)
-          writer.send(more, path, channel.id, packet)
+          // Bulk, by reference: the writer serves it in turn with other channels' chunks, after small packets.
+          if (packed === undefined) writer.sendChunk(more, path, channel.id, ChunkHeader.data, raw)
+          else writer.sendChunk(more, path, channel.id, ChunkHeader.compressed, packed)
           offset += size
         }
       }
