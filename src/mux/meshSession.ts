@@ -99,6 +99,8 @@ export class MeshSession implements MessageSink {
   lastRttMs: number | undefined
   /** Reading is paused until the writer drains (this side's answers backed up). */
   private pausedForWriter = false
+  /** The pieces of a compressed or error chunk read in parts (onPacketPart), until its last. */
+  private assembling: Array<Buffer> | undefined = undefined
   /** Deadlines of this side's calls and of the requests it serves: one timer each, not one per request. */
   private readonly callDeadlines = new Deadlines<Call>((call) =>
     this.giveUp(call, new RequestTimeout({ message: `no answer within ${call.timeoutMs} ms`, timeoutMs: call.timeoutMs }))
@@ -695,6 +697,38 @@ export class MeshSession implements MessageSink {
     const own = this.own.get(channelId)
     if (own !== undefined) this.onResponse(own, status, data)
     else this.onRequest(channelId, status, path, data)
+  }
+
+  /**
+   * A continuation packet in the pieces it arrives in. A plain data chunk goes to its stream piece
+   * by piece, as views of the socket's chunks (no copy, no buffer per packet); a compressed or
+   * error chunk is assembled (it is read whole) and handled as a packet.
+   */
+  onPacketPart(channelId: number, status: number, path: string, part: Buffer, first: boolean, last: boolean): void {
+    if (first) {
+      // At most one packet is being read at a time on a connection: one assembly at a time.
+      if (part[0] === ChunkHeader.data) {
+        this.assembling = undefined
+        part = part.subarray(1)
+      } else this.assembling = []
+    }
+    const assembling = this.assembling
+    if (assembling !== undefined) {
+      assembling.push(part)
+      if (!last) return
+      this.assembling = undefined
+      return this.onPacket(channelId, status, path, Buffer.concat(assembling))
+    }
+    if (part.length > 0) {
+      const own = this.own.get(channelId)
+      if (own !== undefined && own.fifo.length === 0) return this.violation("unexpected-response", `response on channel ${channelId} with no request outstanding`)
+      const stream = own !== undefined ? own.fifo[0]!.incoming : this.peer.get(channelId)?.receiving
+      if (stream !== undefined && !stream.push(part)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
+    }
+    if (!last) return
+    // A last packet ends its stream as a whole one does; any other only counts.
+    if (isLastPacket(status)) this.onPacket(channelId, status, path, lastChunk)
+    else this.packetsReceived++
   }
 
   /**
