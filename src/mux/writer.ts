@@ -40,6 +40,9 @@ const COPY_LIMIT = 8 * 1024
 /** A batch this large is written at the end of the tick rather than the turn. */
 const PROMPT_BYTES = 64 * 1024
 
+/** Bulk packets the socket may hold at once: one, so a small packet waits behind at most one chunk (more measured no faster). */
+const BULK_IN_FLIGHT = 1
+
 /** A packet waiting in a channel's lane: a stream chunk (its header byte, then `data`), or a packet sent behind one. */
 interface LanePacket {
   readonly status: number
@@ -78,10 +81,10 @@ export class PacketWriter {
   private readonly lanes = new Map<number, Lane>()
   private ring: Array<Lane> = []
   private nextLane = 0
-  /** A bulk packet was written and the socket has not taken it yet. */
-  private bulkInFlight = false
+  /** Bulk packets written that the socket has not taken yet. */
+  private bulkInFlight = 0
   private readonly onBulkWritten = () => {
-    this.bulkInFlight = false
+    this.bulkInFlight--
     this.flush()
   }
   private readonly flushAtTurnEnd = () => {
@@ -163,7 +166,7 @@ export class PacketWriter {
     }
     lane.packets.push({ status, path, chunkHeader, data, size })
     this.queuedBytes += size
-    if (this.waitingDrain || this.bulkInFlight || this.scheduledSoon) return
+    if (this.waitingDrain || this.bulkInFlight >= BULK_IN_FLIGHT || this.scheduledSoon) return
     this.scheduledSoon = true
     process.nextTick(this.flushAtTickEnd)
   }
@@ -225,8 +228,10 @@ export class PacketWriter {
 
   private flush(): void {
     if (this.closed || this.waitingDrain) return
-    let ok = this.statuses.length === 0 || this.writeQueue()
-    if (ok && !this.bulkInFlight && this.ring.length > 0) ok = this.writeBulk()
+    const ok = this.statuses.length === 0 || this.writeQueue()
+    // A bulk packet's own write callback starts the next one: the socket's push-back on it is not
+    // a reason to hold small packets (grants, answers) back until the socket is empty.
+    if (ok) while (this.bulkInFlight < BULK_IN_FLIGHT && this.ring.length > 0) this.writeBulk()
     if (!ok) {
       this.waitingDrain = true
       this.sink.once("drain", this.onDrain)
@@ -241,7 +246,7 @@ export class PacketWriter {
    * bulk one; the lanes take turns. Written with a callback: the next bulk packet waits for the
    * socket to take this one.
    */
-  private writeBulk(): boolean {
+  private writeBulk(): void {
     if (this.nextLane >= this.ring.length) this.nextLane = 0
     const lane = this.ring[this.nextLane]!
     const packets = lane.packets
@@ -254,11 +259,11 @@ export class PacketWriter {
     const header = Buffer.allocUnsafe(headerBytes)
     const at = encodeHeaderInto(header, 0, first.status, first.path, lane.channelId, first.data.length + (first.chunkHeader === -1 ? 0 : 1))
     if (first.chunkHeader !== -1) header[at] = first.chunkHeader
-    let ok = this.sink.write(header)
+    this.sink.write(header)
     const behind = end - lane.head
-    if (behind === 0) ok = this.sink.write(first.data, this.onBulkWritten) && ok
+    if (behind === 0) this.sink.write(first.data, this.onBulkWritten)
     else {
-      ok = this.sink.write(first.data) && ok
+      this.sink.write(first.data)
       let total = 0
       for (let i = lane.head; i < end; i++) total += packets[i]!.size
       const out = Buffer.allocUnsafe(total)
@@ -268,10 +273,10 @@ export class PacketWriter {
         offset = encodePacketInto(out, offset, p.status, p.path, lane.channelId, p.data)
       }
       bytes += total
-      ok = this.sink.write(out, this.onBulkWritten) && ok
+      this.sink.write(out, this.onBulkWritten)
     }
     this.sink.uncork()
-    this.bulkInFlight = true
+    this.bulkInFlight++
     this.queuedBytes -= bytes
     lane.head = end
     if (lane.head === packets.length) {
@@ -284,7 +289,6 @@ export class PacketWriter {
       }
       this.nextLane++
     }
-    return ok
   }
 
   /** Writes the packets sent whole, in order: small ones copied into one buffer, large bodies by reference. */
@@ -324,7 +328,7 @@ export class PacketWriter {
 
   private finishIfDone(): void {
     const then = this.finishing
-    if (then === undefined || this.statuses.length > 0 || this.ring.length > 0 || this.bulkInFlight || this.waitingDrain) return
+    if (then === undefined || this.statuses.length > 0 || this.ring.length > 0 || this.bulkInFlight > 0 || this.waitingDrain) return
     this.finishing = undefined
     this.closed = true
     then()
