@@ -189,6 +189,14 @@ export const encodeEnvelope = (
   return out
 }
 
+const deadlineKeyBytes = Buffer.from("deadline-ms", "latin1")
+
+const isDeadlineKey = (view: Buffer, at: number, length: number): boolean => {
+  if (length !== deadlineKeyBytes.length) return false
+  for (let i = 0; i < length; i++) if (view[at + i] !== deadlineKeyBytes[i]) return false
+  return true
+}
+
 /** Reads the envelope of a first packet; throws EnvelopeError when it is malformed. */
 export const decodeEnvelope = (data: Uint8Array, maxMetaBytes: number): Envelope => {
   if (data.length < EnvelopeBytes) throw new EnvelopeError({ message: `mesh message of ${data.length} bytes is shorter than its envelope` })
@@ -206,7 +214,8 @@ export const decodeEnvelope = (data: Uint8Array, maxMetaBytes: number): Envelope
     while (offset < bodyOffset) {
       const keyBytes = view[offset]!
       if (keyBytes === 0 || offset + 1 + keyBytes + 2 > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
-      const key = view.toString("utf8", offset + 1, offset + 1 + keyBytes)
+      // The one key nearly every request carries is not decoded into a new string each time.
+      const key = isDeadlineKey(view, offset + 1, keyBytes) ? MetaKey.deadline : view.toString("utf8", offset + 1, offset + 1 + keyBytes)
       offset += 1 + keyBytes
       const valueBytes = view.readUInt16BE(offset)
       if (offset + 2 + valueBytes > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
