@@ -101,6 +101,7 @@ export class MeshSession implements MessageSink {
   private pausedForWriter = false
   /** The pieces of a compressed or error chunk read in parts (onPacketPart), until its last. */
   private assembling: Array<Buffer> | undefined = undefined
+  private assemblingBytes = 0
   /** Deadlines of this side's calls and of the requests it serves: one timer each, not one per request. */
   private readonly callDeadlines = new Deadlines<Call>((call) =>
     this.giveUp(call, new RequestTimeout({ message: `no answer within ${call.timeoutMs} ms`, timeoutMs: call.timeoutMs }))
@@ -714,10 +715,16 @@ export class MeshSession implements MessageSink {
     }
     const assembling = this.assembling
     if (assembling !== undefined) {
+      // Held in the budget while it is assembled, as the decoder holds a packet it assembles.
       assembling.push(part)
+      this.assemblingBytes += part.length
+      this.connection.budget.hold(part.length)
       if (!last) return
+      const bytes = this.assemblingBytes
       this.assembling = undefined
-      return this.onPacket(channelId, status, path, Buffer.concat(assembling))
+      this.assemblingBytes = 0
+      this.connection.budget.release(0, bytes)
+      return this.onPacket(channelId, status, path, Buffer.concat(assembling, bytes))
     }
     if (part.length > 0) {
       const own = this.own.get(channelId)
