@@ -5,12 +5,18 @@
 //
 //   npm run -s bench -- stream            256 MiB per case, 3 rounds
 //   npm run -s bench -- stream --quick    64 MiB per case, 1 round
+//   npm run -s bench -- stream --mixed    head-of-line blocking: 1 KiB calls at a fixed rate with
+//                                         and without a bulk upload on the same connection
+//                                         (streamMixed.ts; --seconds S, default 3, 2 with --quick;
+//                                         --rate N calls/s, default 500)
 // The last stdout line is one JSON object: MB/s per system and case, and iip/raw ratios.
 import * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import { IipClient } from "../src/iip/client.ts"
 import { IipServer, reply } from "../src/iip/server.ts"
+import { benchArgs, printSummary } from "./args.ts"
 import { type Child, killChild, listenOn, serveChild, spawnServer } from "./children.ts"
+import { runMixed } from "./streamMixed.ts"
 
 const HOST = "127.0.0.1"
 const CHUNK = 1024 * 1024
@@ -50,6 +56,7 @@ const startIip = async (): Promise<number> => {
     return String(bytes)
   })
   server.handle("/echo", (request) => reply(request.context.stream ?? request.data))
+  server.handle("/echo1k", (request) => request.data)
   await server.listen()
   return server.address.port
 }
@@ -103,7 +110,22 @@ const runRaw = (port: number, direction: Direction, total: number): Promise<numb
 
 const median = (values: ReadonlyArray<number>) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
 
+const mainMixed = async (args: ReadonlyArray<string>): Promise<void> => {
+  const { quick, number } = benchArgs(args)
+  const seconds = number("--seconds", quick ? 2 : 3)
+  const ratePerSecond = number("--rate", 500)
+  const child = await spawnServer(import.meta.url, "iip", undefined)
+  try {
+    process.stderr.write(`stream bench --mixed: node ${process.version}, ${seconds} s per phase, ${ratePerSecond} calls/s\n`)
+    const results = await runMixed(child.port, { seconds, ratePerSecond })
+    printSummary({ bench: "stream-mixed", seconds, rate: ratePerSecond, ...results, node: process.version, quick })
+  } finally {
+    await killChild(child.process)
+  }
+}
+
 export const main = async (args: ReadonlyArray<string>): Promise<void> => {
+  if (args.includes("--mixed")) return mainMixed(args)
   const quick = args.includes("--quick")
   const total = (quick ? 64 : 256) * 1024 * 1024
   const rounds = quick ? 1 : 3

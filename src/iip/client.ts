@@ -232,7 +232,8 @@ export class IipClient {
    * A request whose body and answer may both stream (mesh mode): `body` as an AsyncIterable goes
    * out in chunks under the server's window; the answer comes back as soon as it starts, its
    * body an AsyncIterable that grants the server more as it is read. `timeoutMs` covers the whole
-   * exchange; abort `signal` to stop it early.
+   * exchange; abort `signal` to stop it early. The pieces `body` yields are sent by reference, not
+   * copied: as with a Node writable stream, a piece must not be changed once yielded.
    */
   stream(path: string, body: Uint8Array | AsyncIterable<Uint8Array>, options: RequestOptions = {}): Promise<MeshReply> {
     return new Promise((resolve, reject) => {

@@ -57,6 +57,11 @@ export interface MessageSink {
   onMessage(channelId: number, path: string, data: Buffer, refused?: boolean): void
   /** In mesh mode every packet comes here instead, unassembled (streams are consumed as they arrive). */
   onPacket?(channelId: number, status: number, path: string, data: Buffer): void
+  /**
+   * Mesh mode: a stream's continuation packet that runs past the socket chunk it starts in comes
+   * here in the pieces it arrives in (views, not copies), the first piece with its chunk header byte.
+   */
+  onPacketPart?(channelId: number, status: number, path: string, part: Buffer, first: boolean, last: boolean): void
   /** Mesh mode: a packet above the whole-body limit; only its first bytes were kept (the envelope). */
   onOversize?(channelId: number, status: number, path: string, prefix: Buffer, length: number): void
   /** The connection closed; called exactly once. */
@@ -132,7 +137,13 @@ export class Connection {
       {
         checkHeader: (status, channelId) => this.checkHeader(status, channelId),
         onPacket: (status, path, channelId, data) => this.onPacket(status, path, channelId, data),
-        onOversize: (status, path, channelId, prefix, length) => this.onOversize(status, path, channelId, prefix, length)
+        onOversize: (status, path, channelId, prefix, length) => this.onOversize(status, path, channelId, prefix, length),
+        splits: (status) => this.mesh !== undefined && !isFirstPacket(status) && this.sink?.onPacketPart !== undefined,
+        onPart: (status, path, channelId, part, first, last) => {
+          const channel = first ? this.channels.get(channelId) : undefined
+          if (channel !== undefined) channel.last = status
+          this.sink!.onPacketPart!(channelId, status, path, part, first, last)
+        }
       },
       { maxPathBytes: limits.maxReceivePathBytes }
     )

@@ -46,7 +46,9 @@ export interface Call {
   readonly callback: CallCallback
   readonly streamResponse: boolean
   readonly channel: OwnChannel
-  timer: NodeJS.Timeout | undefined
+  /** Its place among the session's deadlines (deadlines.ts); -1 without one. */
+  deadlineSlot: number
+  deadlineAt: number
   timeoutMs: number
   /** The caller has its result. */
   done: boolean
@@ -82,7 +84,10 @@ export interface Served {
   readonly request: IncomingRequest
   readonly requestId: number
   readonly abort: Cancellation
-  timer: NodeJS.Timeout | undefined
+  /** The deadline the caller gave, in ms (0: none), and its place among the session's deadlines (deadlines.ts). */
+  readonly deadlineMs: number
+  deadlineSlot: number
+  deadlineAt: number
   /** Set when it must be answered with this failure instead of running (cancelled or refused while queued). */
   refusal: Failure | undefined
   answered: boolean

@@ -32,6 +32,7 @@ import {
 import { parseRequestPath } from "../protocol/requestPath.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
 import { Cancellation, cancelled } from "./cancellation.ts"
+import { Deadlines } from "./deadlines.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, RequestTimeout } from "./errors.ts"
 import { CancellableContext, type Dispatch, failure, type Failure, IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
@@ -98,6 +99,17 @@ export class MeshSession implements MessageSink {
   lastRttMs: number | undefined
   /** Reading is paused until the writer drains (this side's answers backed up). */
   private pausedForWriter = false
+  /** The pieces of a compressed or error chunk read in parts (onPacketPart), until its last. */
+  private assembling: Array<Buffer> | undefined = undefined
+  private assemblingBytes = 0
+  /** Deadlines of this side's calls and of the requests it serves: one timer each, not one per request. */
+  private readonly callDeadlines = new Deadlines<Call>((call) =>
+    this.giveUp(call, new RequestTimeout({ message: `no answer within ${call.timeoutMs} ms`, timeoutMs: call.timeoutMs }))
+  )
+  private readonly servedDeadlines = new Deadlines<Served>((served) => {
+    const channel = this.peer.get(served.request.channelId)
+    if (channel !== undefined) this.interrupt(channel, served, MeshErrorCode.deadlineExceeded, `deadline of ${served.deadlineMs} ms passed`)
+  })
 
   constructor(connection: Connection, options: MeshSessionOptions) {
     this.connection = connection
@@ -190,7 +202,8 @@ export class MeshSession implements MessageSink {
       callback,
       streamResponse: options.streamResponse === true,
       channel,
-      timer: undefined,
+      deadlineSlot: -1,
+      deadlineAt: 0,
       timeoutMs,
       done: false,
       incoming: undefined,
@@ -209,7 +222,7 @@ export class MeshSession implements MessageSink {
         if (window === undefined) this.options.onChannelFree?.()
       })
     }
-    if (timeoutMs > 0) call.timer = setTimeout(() => this.giveUp(call, new RequestTimeout({ message: `no answer within ${timeoutMs} ms`, timeoutMs })), timeoutMs)
+    if (timeoutMs > 0) this.callDeadlines.add(call, timeoutMs)
     const signal = options.signal
     if (signal !== undefined) {
       const onAbort = () => this.giveUp(call, new Cancelled({ message: "request cancelled by the caller" }))
@@ -289,7 +302,7 @@ export class MeshSession implements MessageSink {
   private finishCall(call: Call, error: MeshCallError | undefined, reply: MeshReply | undefined): void {
     if (call.done) return
     call.done = true
-    if (call.timer !== undefined) clearTimeout(call.timer)
+    this.callDeadlines.remove(call)
     call.detach?.()
     call.callback(error, reply)
   }
@@ -418,7 +431,7 @@ export class MeshSession implements MessageSink {
       this.options.log("push-failed", { path: request.path, code: overloaded ? MeshErrorCode.overloaded : MeshErrorCode.badRequest, message })
       return
     }
-    const served: Served = { request, requestId: envelope.requestId, abort, timer: undefined, refusal: undefined, answered: false, charged }
+    const served: Served = { request, requestId: envelope.requestId, abort, deadlineMs: remaining, deadlineSlot: -1, deadlineAt: 0, refusal: undefined, answered: false, charged }
     if (overloaded) {
       served.refusal = failure(MeshErrorCode.overloaded, "server overloaded; retry elsewhere", false)
       abort.abort()
@@ -429,7 +442,7 @@ export class MeshSession implements MessageSink {
       served.refusal = failure(MeshErrorCode.draining, "server is draining; retry elsewhere", false)
       abort.abort()
     }
-    if (remaining > 0) served.timer = setTimeout(() => this.interrupt(channel, served, MeshErrorCode.deadlineExceeded, `deadline of ${remaining} ms passed`), remaining)
+    if (remaining > 0) this.servedDeadlines.add(served, remaining)
     channel.mailbox.push(served)
     if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
   }
@@ -455,7 +468,7 @@ export class MeshSession implements MessageSink {
       const served = channel.mailbox.shift()
       if (served === undefined) return
       if (served.refusal !== undefined) {
-        if (served.timer !== undefined) clearTimeout(served.timer)
+        this.servedDeadlines.remove(served)
         this.answer(channel, served, served.refusal)
         continue
       }
@@ -484,13 +497,13 @@ export class MeshSession implements MessageSink {
   private complete(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
     if (served.answered) return false
     channel.running = undefined
-    if (served.timer !== undefined) clearTimeout(served.timer)
+    this.servedDeadlines.remove(served)
     return !this.answer(channel, served, outcome)
   }
 
   /** Cancel or deadline: stop the handler and answer now; later requests on the channel go on. */
   private interrupt(channel: PeerChannel, served: Served, code: string, message: string): void {
-    if (served.timer !== undefined) clearTimeout(served.timer)
+    this.servedDeadlines.remove(served)
     served.abort.abort(new Cancelled({ message }))
     if (channel.sendingFor === served) {
       // Its answer is streaming out: end the stream with the error instead.
@@ -638,10 +651,9 @@ export class MeshSession implements MessageSink {
           if (this.connection.closed) return
           const raw = piece.subarray(offset, offset + size)
           const packed = packer?.pack(raw)
-          const packet = Buffer.allocUnsafe(1 + (packed ?? raw).length)
-          packet[0] = packed === undefined ? ChunkHeader.data : ChunkHeader.compressed
-          packet.set(packed ?? raw, 1)
-          writer.send(more, path, channel.id, packet)
+          // Bulk, by reference: the writer serves it in turn with other channels' chunks, after small packets.
+          if (packed === undefined) writer.sendChunk(more, path, channel.id, ChunkHeader.data, raw)
+          else writer.sendChunk(more, path, channel.id, ChunkHeader.compressed, packed)
           offset += size
         }
       }
@@ -689,6 +701,44 @@ export class MeshSession implements MessageSink {
   }
 
   /**
+   * A continuation packet in the pieces it arrives in. A plain data chunk goes to its stream piece
+   * by piece, as views of the socket's chunks (no copy, no buffer per packet); a compressed or
+   * error chunk is assembled (it is read whole) and handled as a packet.
+   */
+  onPacketPart(channelId: number, status: number, path: string, part: Buffer, first: boolean, last: boolean): void {
+    if (first) {
+      // At most one packet is being read at a time on a connection: one assembly at a time.
+      if (part[0] === ChunkHeader.data) {
+        this.assembling = undefined
+        part = part.subarray(1)
+      } else this.assembling = []
+    }
+    const assembling = this.assembling
+    if (assembling !== undefined) {
+      // Held in the budget while it is assembled, as the decoder holds a packet it assembles.
+      assembling.push(part)
+      this.assemblingBytes += part.length
+      this.connection.budget.hold(part.length)
+      if (!last) return
+      const bytes = this.assemblingBytes
+      this.assembling = undefined
+      this.assemblingBytes = 0
+      this.connection.budget.release(0, bytes)
+      return this.onPacket(channelId, status, path, Buffer.concat(assembling, bytes))
+    }
+    if (part.length > 0) {
+      const own = this.own.get(channelId)
+      if (own !== undefined && own.fifo.length === 0) return this.violation("unexpected-response", `response on channel ${channelId} with no request outstanding`)
+      const stream = own !== undefined ? own.fifo[0]!.incoming : this.peer.get(channelId)?.receiving
+      if (stream !== undefined && !stream.push(part)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
+    }
+    if (!last) return
+    // A last packet ends its stream as a whole one does; any other only counts.
+    if (isLastPacket(status)) this.onPacket(channelId, status, path, lastChunk)
+    else this.packetsReceived++
+  }
+
+  /**
    * A packet above the whole-body limit, of which only the envelope was read. A request is refused
    * (`bad_request`, not processed: its body should have streamed, §13) in its turn; anything else
    * breaks the rules of §13 and closes the connection.
@@ -716,7 +766,7 @@ export class MeshSession implements MessageSink {
     }
     this.connection.budget.charge(1, 0)
     const refusal = failure(MeshErrorCode.badRequest, message, false)
-    channel.mailbox.push({ request, requestId: envelope.requestId, abort, timer: undefined, refusal, answered: false, charged: 0 })
+    channel.mailbox.push({ request, requestId: envelope.requestId, abort, deadlineMs: 0, deadlineSlot: -1, deadlineAt: 0, refusal, answered: false, charged: 0 })
     if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
   }
 
@@ -731,10 +781,12 @@ export class MeshSession implements MessageSink {
       channel.receiving?.fail(error)
       for (const served of [channel.running, ...channel.mailbox]) {
         if (served === undefined) continue
-        if (served.timer !== undefined) clearTimeout(served.timer)
+        this.servedDeadlines.remove(served)
         served.abort.abort(error)
       }
     }
+    this.callDeadlines.clear()
+    this.servedDeadlines.clear()
     for (const listener of this.closeListeners.splice(0)) listener(error)
   }
 }

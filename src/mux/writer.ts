@@ -1,21 +1,27 @@
-// The one ordered writer of a connection (PROTOCOL.md §2.6). Packets are encoded into a batch
-// and written in the order they were sent, each packet whole. When: what is sent while the
-// connection's own read callback runs (answers a server gives at once, the next requests a
+// The one writer of a connection (PROTOCOL.md §2.6). Packets are encoded into a batch and
+// written in the order they were sent on each channel, each packet whole. When: what is sent while
+// the connection's own read callback runs (answers a server gives at once, the next requests a
 // client sends from its answers' callbacks) at the end of that tick, all that one read produced in
 // one write; other small packets once per turn of the event loop, after the turn's I/O callbacks
 // (requests a sidecar takes from many HTTP sockets, each in its own callback, or answers its app
 // gives on many, leave in one write instead of one each); a large body or a large batch at the end
-// of the tick (a stream's chunks gain nothing by waiting, and its flow control would wait on
-// them). When the socket
-// pushes back, packets wait here; producers see `congested` and stop producing (the server stops
-// reading requests, the client holds new requests), so memory stays bounded. Nothing is dropped:
+// of the tick.
+// Stream chunks (`sendChunk`) are bulk: they wait in a lane per channel and go out one at a time,
+// the lanes taken in turn, the next only once the socket has taken the previous one, while every
+// other packet goes out at its flush ahead of them. A small call on a connection that carries a
+// bulk stream therefore waits behind at most one chunk here, not behind all the stream has queued
+// (no head-of-line blocking between channels); order within a channel holds, since a packet sent
+// on a channel whose lane is not empty joins the lane. When the socket pushes back, packets wait
+// here; producers see `congested` and stop producing (the server stops reading requests, the
+// client holds new requests, a stream sender waits), so memory stays bounded. Nothing is dropped:
 // past the hard limit `send` throws instead.
 import { checkPacket, encodeHeaderInto, encodePacketInto } from "../protocol/packet.ts"
 import { Overloaded } from "./errors.ts"
 
 /** What the writer needs of a socket (net.Socket satisfies it). */
 export interface ByteSink {
-  write(chunk: Uint8Array): boolean
+  /** `callback` runs once the chunk left for the operating system (or the write failed). */
+  write(chunk: Uint8Array, callback?: (error?: Error | null) => void): boolean
   cork(): void
   uncork(): void
   readonly writableLength: number
@@ -34,6 +40,26 @@ const COPY_LIMIT = 8 * 1024
 /** A batch this large is written at the end of the tick rather than the turn. */
 const PROMPT_BYTES = 64 * 1024
 
+/** Bulk packets the socket may hold at once: one, so a small packet waits behind at most one chunk (more measured no faster). */
+const BULK_IN_FLIGHT = 1
+
+/** A packet waiting in a channel's lane: a stream chunk (its header byte, then `data`), or a packet sent behind one. */
+interface LanePacket {
+  readonly status: number
+  readonly path: string
+  /** The chunk header byte written before `data` (PROTOCOL.md §12), or -1 for a packet sent whole. */
+  readonly chunkHeader: number
+  readonly data: Uint8Array
+  readonly size: number
+}
+
+/** The bulk packets of one channel, in order, and whatever was sent on the channel behind them. */
+interface Lane {
+  readonly channelId: number
+  readonly packets: Array<LanePacket>
+  head: number
+}
+
 export class PacketWriter {
   private statuses: Array<number> = []
   private paths: Array<string> = []
@@ -51,6 +77,16 @@ export class PacketWriter {
   /** Set by `finish`: called once everything queued is written. */
   private finishing: (() => void) | undefined
   private readonly writableWaiters: Array<() => void> = []
+  /** Channels with bulk packets waiting, by id, and the same lanes in the order they are served. */
+  private readonly lanes = new Map<number, Lane>()
+  private ring: Array<Lane> = []
+  private nextLane = 0
+  /** Bulk packets written that the socket has not taken yet. */
+  private bulkInFlight = 0
+  private readonly onBulkWritten = () => {
+    this.bulkInFlight--
+    this.flush()
+  }
   private readonly flushAtTurnEnd = () => {
     this.scheduled = false
     this.flush()
@@ -85,11 +121,15 @@ export class PacketWriter {
   send(status: number, path: string, channelId: number, data: Uint8Array): void {
     const size = checkPacket(status, path, channelId, data.length)
     if (this.closed || this.finishing !== undefined) throw new Overloaded({ message: "connection is closed", limit: "closed" })
-    if (this.queuedBytes + size > this.limits.maxQueuedBytes && this.queuedBytes > 0) {
-      throw new Overloaded({
-        message: `write queue holds ${this.queuedBytes} bytes, limit ${this.limits.maxQueuedBytes}`,
-        limit: "writeQueueBytes"
-      })
+    this.admit(size)
+    if (this.lanes.size > 0) {
+      const lane = this.lanes.get(channelId)
+      if (lane !== undefined) {
+        // Behind this channel's bulk packets: order within a channel holds.
+        lane.packets.push({ status, path, chunkHeader: -1, data, size })
+        this.queuedBytes += size
+        return
+      }
     }
     this.statuses.push(status)
     this.paths.push(path)
@@ -106,6 +146,44 @@ export class PacketWriter {
     } else if (!this.scheduled) {
       this.scheduled = true
       setImmediate(this.flushAtTurnEnd)
+    }
+  }
+
+  /**
+   * Queues one stream chunk: a packet whose data is the byte `chunkHeader` then `data` (written by
+   * reference, not copied). Bulk: it waits in its channel's lane (see the top of this file).
+   * Throws PacketEncodeError (nothing queued) or Overloaded.
+   */
+  sendChunk(status: number, path: string, channelId: number, chunkHeader: number, data: Uint8Array): void {
+    const size = checkPacket(status, path, channelId, 1 + data.length)
+    if (this.closed || this.finishing !== undefined) throw new Overloaded({ message: "connection is closed", limit: "closed" })
+    this.admit(size)
+    let lane = this.lanes.get(channelId)
+    if (lane === undefined) {
+      lane = { channelId, packets: [], head: 0 }
+      this.lanes.set(channelId, lane)
+      this.ring.push(lane)
+    }
+    lane.packets.push({ status, path, chunkHeader, data, size })
+    this.queuedBytes += size
+    if (this.waitingDrain || this.bulkInFlight >= BULK_IN_FLIGHT || this.scheduledSoon) return
+    this.scheduledSoon = true
+    process.nextTick(this.flushAtTickEnd)
+  }
+
+  /** Packets waiting in lanes (stream chunks and what was sent behind them), all channels together (the bench prints it). */
+  get queuedChunks(): number {
+    let n = 0
+    for (const lane of this.ring) n += lane.packets.length - lane.head
+    return n
+  }
+
+  private admit(size: number): void {
+    if (this.queuedBytes + size > this.limits.maxQueuedBytes && this.queuedBytes > 0) {
+      throw new Overloaded({
+        message: `write queue holds ${this.queuedBytes} bytes, limit ${this.limits.maxQueuedBytes}`,
+        limit: "writeQueueBytes"
+      })
     }
   }
 
@@ -126,10 +204,11 @@ export class PacketWriter {
   close(): void {
     this.closed = true
     this.takeQueue()
+    this.dropLanes()
     this.releaseWaiters()
   }
 
-  /** Empties the queue and returns what it held. */
+  /** Empties the queue of packets sent whole and returns what it held. */
   private takeQueue() {
     const taken = { statuses: this.statuses, paths: this.paths, channels: this.channels, datas: this.datas, sizes: this.sizes }
     this.statuses = []
@@ -137,17 +216,83 @@ export class PacketWriter {
     this.channels = []
     this.datas = []
     this.sizes = []
-    this.queuedBytes = 0
     return taken
+  }
+
+  private dropLanes(): void {
+    this.lanes.clear()
+    this.ring = []
+    this.nextLane = 0
+    this.queuedBytes = 0
   }
 
   private flush(): void {
     if (this.closed || this.waitingDrain) return
-    if (this.statuses.length === 0) {
+    const ok = this.statuses.length === 0 || this.writeQueue()
+    // A bulk packet's own write callback starts the next one: the socket's push-back on it is not
+    // a reason to hold small packets (grants, answers) back until the socket is empty.
+    if (ok) while (this.bulkInFlight < BULK_IN_FLIGHT && this.ring.length > 0) this.writeBulk()
+    if (!ok) {
+      this.waitingDrain = true
+      this.sink.once("drain", this.onDrain)
+    } else {
       if (!this.congested) this.releaseWaiters()
       this.finishIfDone()
-      return
     }
+  }
+
+  /**
+   * The next lane's first bulk packet and what was sent behind it on its channel up to the next
+   * bulk one; the lanes take turns. Written with a callback: the next bulk packet waits for the
+   * socket to take this one.
+   */
+  private writeBulk(): void {
+    if (this.nextLane >= this.ring.length) this.nextLane = 0
+    const lane = this.ring[this.nextLane]!
+    const packets = lane.packets
+    const first = packets[lane.head++]!
+    let end = lane.head
+    while (end < packets.length && packets[end]!.chunkHeader === -1) end++
+    let bytes = first.size
+    this.sink.cork()
+    const headerBytes = first.size - first.data.length
+    const header = Buffer.allocUnsafe(headerBytes)
+    const at = encodeHeaderInto(header, 0, first.status, first.path, lane.channelId, first.data.length + (first.chunkHeader === -1 ? 0 : 1))
+    if (first.chunkHeader !== -1) header[at] = first.chunkHeader
+    this.sink.write(header)
+    const behind = end - lane.head
+    if (behind === 0) this.sink.write(first.data, this.onBulkWritten)
+    else {
+      this.sink.write(first.data)
+      let total = 0
+      for (let i = lane.head; i < end; i++) total += packets[i]!.size
+      const out = Buffer.allocUnsafe(total)
+      let offset = 0
+      for (let i = lane.head; i < end; i++) {
+        const p = packets[i]!
+        offset = encodePacketInto(out, offset, p.status, p.path, lane.channelId, p.data)
+      }
+      bytes += total
+      this.sink.write(out, this.onBulkWritten)
+    }
+    this.sink.uncork()
+    this.bulkInFlight++
+    this.queuedBytes -= bytes
+    lane.head = end
+    if (lane.head === packets.length) {
+      this.lanes.delete(lane.channelId)
+      this.ring.splice(this.nextLane, 1)
+    } else {
+      if (lane.head > 64) {
+        packets.splice(0, lane.head)
+        lane.head = 0
+      }
+      this.nextLane++
+    }
+  }
+
+  /** Writes the packets sent whole, in order: small ones copied into one buffer, large bodies by reference. */
+  private writeQueue(): boolean {
     const { statuses, paths, channels, datas, sizes } = this.takeQueue()
     const count = statuses.length
     let ok = true
@@ -157,6 +302,7 @@ export class PacketWriter {
       const out = Buffer.allocUnsafe(total)
       let offset = 0
       for (let i = 0; i < count; i++) offset = encodePacketInto(out, offset, statuses[i]!, paths[i]!, channels[i]!, datas[i]!)
+      this.queuedBytes -= total
       ok = this.sink.write(out)
     } else {
       // Mixed batch: copy small packets together, write large bodies by reference (writev).
@@ -167,6 +313,7 @@ export class PacketWriter {
         if (i > start) ok = this.writeCopied(statuses, paths, channels, datas, sizes, start, i) && ok
         if (i < count) {
           const data = datas[i]!
+          this.queuedBytes -= sizes[i]!
           const header = Buffer.allocUnsafe(sizes[i]! - data.length)
           encodeHeaderInto(header, 0, statuses[i]!, paths[i]!, channels[i]!, data.length)
           ok = this.sink.write(header) && ok
@@ -176,18 +323,12 @@ export class PacketWriter {
       }
       this.sink.uncork()
     }
-    if (!ok) {
-      this.waitingDrain = true
-      this.sink.once("drain", this.onDrain)
-    } else {
-      if (!this.congested) this.releaseWaiters()
-      this.finishIfDone()
-    }
+    return ok
   }
 
   private finishIfDone(): void {
     const then = this.finishing
-    if (then === undefined || this.statuses.length > 0 || this.waitingDrain) return
+    if (then === undefined || this.statuses.length > 0 || this.ring.length > 0 || this.bulkInFlight > 0 || this.waitingDrain) return
     this.finishing = undefined
     this.closed = true
     then()
@@ -209,6 +350,7 @@ export class PacketWriter {
   ): boolean {
     let total = 0
     for (let i = from; i < to; i++) total += sizes[i]!
+    this.queuedBytes -= total
     const out = Buffer.allocUnsafe(total)
     let offset = 0
     for (let i = from; i < to; i++) offset = encodePacketInto(out, offset, statuses[i]!, paths[i]!, channels[i]!, datas[i]!)

@@ -17,6 +17,13 @@ export interface DecoderSink {
    * bytes were kept, the rest skipped without being stored. `length` is what it declared.
    */
   readonly onOversize?: (status: number, path: string, channelId: number, prefix: Buffer, length: number) => void
+  /**
+   * Asked when a packet's data runs past the socket chunk it starts in: true to have it handed to
+   * `onPart` in the pieces it arrives in (views of the chunks, no copy, nothing held here) instead
+   * of being assembled into one buffer.
+   */
+  readonly splits?: (status: number, channelId: number) => boolean
+  readonly onPart?: (status: number, path: string, channelId: number, part: Buffer, first: boolean, last: boolean) => void
 }
 
 export interface DecoderLimits {
@@ -33,6 +40,8 @@ const STAGE_FIXED = 2
 const STAGE_DATA = 3
 /** Skipping the rest of an oversize packet. */
 const STAGE_SKIP = 4
+/** Handing a packet's data to onPart as it arrives. */
+const STAGE_PARTS = 5
 
 const describe = (status: number, path: string) => `packet (status ${status}, path ${JSON.stringify(path.slice(0, 80))})`
 
@@ -58,6 +67,9 @@ export class PacketDecoder {
   private oversizeLength = 0
   private skipLeft = 0
   private prefix: Buffer | undefined = undefined
+  /** Of a packet handed out in parts: the bytes still to come, and whether the next part is its first. */
+  private partLeft = 0
+  private partFirst = false
   private readonly sink: DecoderSink
   private readonly limits: DecoderLimits
 
@@ -131,11 +143,7 @@ export class PacketDecoder {
               this.stage = STAGE_STATUS
               this.packets++
               this.sink.onPacket(status, this.path, this.channelId, data)
-            } else {
-              this.data = Buffer.allocUnsafe(length)
-              this.dataFill = 0
-              this.stage = STAGE_DATA
-            }
+            } else this.startData(length)
           }
           break
         }
@@ -184,11 +192,7 @@ export class PacketDecoder {
             this.stage = STAGE_STATUS
             this.packets++
             this.sink.onPacket(this.status, this.path, this.channelId, data)
-          } else {
-            this.data = Buffer.allocUnsafe(length) // length was checked just above
-            this.dataFill = 0
-            this.stage = STAGE_DATA
-          }
+          } else this.startData(length)
           break
         }
         case STAGE_DATA: {
@@ -211,6 +215,21 @@ export class PacketDecoder {
           }
           break
         }
+        case STAGE_PARTS: {
+          const take = Math.min(this.partLeft, end - offset)
+          const part = chunk.subarray(offset, offset + take)
+          offset += take
+          this.partLeft -= take
+          const first = this.partFirst
+          const last = this.partLeft === 0
+          this.partFirst = false
+          if (last) {
+            this.stage = STAGE_STATUS
+            this.packets++
+          }
+          this.sink.onPart!(this.status, this.path, this.channelId, part, first, last)
+          break
+        }
         case STAGE_SKIP: {
           const take = Math.min(this.skipLeft, end - offset)
           this.skipLeft -= take
@@ -221,6 +240,19 @@ export class PacketDecoder {
       }
     }
     return undefined
+  }
+
+  /** A packet whose data runs past this chunk (its length checked): assembled, or handed out in parts if the sink asks. */
+  private startData(length: number): void {
+    if (this.sink.splits?.(this.status, this.channelId) === true) {
+      this.partLeft = length
+      this.partFirst = true
+      this.stage = STAGE_PARTS
+      return
+    }
+    this.data = Buffer.allocUnsafe(length)
+    this.dataFill = 0
+    this.stage = STAGE_DATA
   }
 
   /** Reads the first bytes of an oversize packet, to skip the rest. */

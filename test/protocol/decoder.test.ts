@@ -95,6 +95,42 @@ describe("PacketDecoder: valid streams", () => {
     }
   })
 
+  it("property: packets whose sink asks for parts (odd channels) arrive as views of the chunks, in order, first and last marked, nothing held (300 seeds)", () => {
+    for (let seed = 2000; seed < 2300; seed++) {
+      const rng = prng(seed)
+      const packets = Array.from({ length: rng.int(1, 12) }, () => randomPacket(rng))
+      const stream = encodeAll(packets)
+      const seen: Array<Seen> = []
+      let parts: Array<Buffer> = []
+      let views = true
+      let holding = 0
+      const chunks = randomSplit(rng, stream, rng.pick([1, 7, 64, 1024, 100_000]))
+      let current: Buffer = Buffer.alloc(0)
+      const decoder: PacketDecoder = new PacketDecoder({
+        checkHeader: () => undefined,
+        onPacket: (status, path, channelId, data) => seen.push({ status, path, channelId, data: Buffer.from(data) }),
+        splits: (_status, channelId) => channelId % 2 === 1,
+        onPart: (status, path, channelId, part, first, last) => {
+          expect(first, `seed ${seed}`).toBe(parts.length === 0)
+          views &&= part.buffer === current.buffer
+          holding = Math.max(holding, decoder.pendingBytes)
+          parts.push(Buffer.from(part))
+          if (!last) return
+          seen.push({ status, path, channelId, data: Buffer.concat(parts) })
+          parts = []
+        }
+      })
+      for (const chunk of chunks) {
+        current = chunk
+        expect(decoder.push(chunk), `seed ${seed}`).toBeUndefined()
+      }
+      expect(seen, `seed ${seed}`).toStrictEqual(packets)
+      expect(views, `seed ${seed}`).toBe(true)
+      expect(holding, `seed ${seed}`).toBe(0)
+      expect(decoder.idle, `seed ${seed}`).toBe(true)
+    }
+  })
+
   it("property: one byte at a time (50 seeds), idle only on packet boundaries", () => {
     for (let seed = 1000; seed < 1050; seed++) {
       const rng = prng(seed)

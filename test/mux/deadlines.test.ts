@@ -1,0 +1,73 @@
+// The session's deadline heap (src/mux/deadlines.ts) on fake timers: items expire in the order
+// of their deadlines, each exactly once and not before it is due; a removed item never expires and
+// leaves nothing behind; one Node timer serves them all; clear() stops everything.
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
+import { Deadlines, type Expiring } from "../../src/mux/deadlines.ts"
+
+interface Item extends Expiring {
+  readonly name: string
+}
+const item = (name: string): Item => ({ name, deadlineSlot: -1, deadlineAt: 0 })
+
+describe("Deadlines", () => {
+  beforeEach(() => {
+    vi.useFakeTimers()
+  })
+  afterEach(() => {
+    vi.useRealTimers()
+  })
+
+  it("expires items in deadline order, each once and only when due", () => {
+    const expired: Array<string> = []
+    const deadlines = new Deadlines<Item>((i) => expired.push(i.name))
+    const durations = [50, 10, 30, 20, 40, 10]
+    durations.forEach((ms, n) => deadlines.add(item(`${ms}-${n}`), ms))
+    expect(vi.getTimerCount()).toBe(1)
+    vi.advanceTimersByTime(9)
+    expect(expired).toEqual([])
+    vi.advanceTimersByTime(1)
+    expect(expired.sort()).toEqual(["10-1", "10-5"])
+    vi.advanceTimersByTime(25)
+    expect(expired.slice(2)).toEqual(["20-3", "30-2"])
+    vi.advanceTimersByTime(100)
+    expect(expired.slice(4)).toEqual(["40-4", "50-0"])
+    expect(deadlines.size).toBe(0)
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
+  it("never expires a removed item and keeps only what is pending", () => {
+    const expired: Array<string> = []
+    const deadlines = new Deadlines<Item>((i) => expired.push(i.name))
+    const items = Array.from({ length: 100 }, (_, n) => item(String(n)))
+    items.forEach((i, n) => deadlines.add(i, 10 + (n % 7)))
+    for (const i of items) if (Number(i.name) % 2 === 0) deadlines.remove(i)
+    deadlines.remove(items[0]!) // twice: no-op
+    expect(deadlines.size).toBe(50)
+    expect(items.filter((i) => Number(i.name) % 2 === 0).every((i) => i.deadlineSlot === -1)).toBe(true)
+    vi.advanceTimersByTime(20)
+    expect(expired.map(Number).sort((a, b) => a - b)).toEqual(items.map((_, n) => n).filter((n) => n % 2 === 1))
+    // Each in its deadline's order: 10 + n % 7 never decreases along the list.
+    const dueOf = (name: string) => 10 + (Number(name) % 7)
+    expect(expired.map(dueOf)).toEqual(expired.map(dueOf).sort((a, b) => a - b))
+    expect(deadlines.size).toBe(0)
+  })
+
+  it("re-arms for the next item when the earliest was removed, and clear() stops the timer", () => {
+    const expired: Array<string> = []
+    const deadlines = new Deadlines<Item>((i) => expired.push(i.name))
+    const first = item("first")
+    deadlines.add(first, 10)
+    deadlines.add(item("second"), 30)
+    deadlines.remove(first)
+    vi.advanceTimersByTime(10)
+    expect(expired).toEqual([])
+    expect(vi.getTimerCount()).toBe(1)
+    vi.advanceTimersByTime(20)
+    expect(expired).toEqual(["second"])
+    deadlines.add(item("third"), 5)
+    deadlines.clear()
+    expect(vi.getTimerCount()).toBe(0)
+    vi.advanceTimersByTime(50)
+    expect(expired).toEqual(["second"])
+  })
+})
