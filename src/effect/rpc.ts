@@ -1,0 +1,198 @@
+// Effect RPC (effect/rpc) over IIP mesh mode: an RpcClient Protocol and an RpcServer Protocol.
+// Each RPC is one IIP request on a channel of its own: the client sends the Request message as
+// the body, the server answers with a stream of response messages (a streaming RPC's chunks go
+// out under the channel's window, so a slow consumer slows the server's stream; the Exit ends
+// it). Interrupting the caller cancels the IIP request, which interrupts the server's handler
+// fiber. Messages are encoded by the RpcSerialization in context (JSON, NDJSON, JSON-RPC,
+// Effect's binary SchemaBinary) and framed by a 4-byte length each, so unframed serializations
+// work too; a frame larger than `maxFrameBytes` fails the exchange before it is buffered. The
+// Request's trace context travels in the message (the server's span is its child) and as a
+// `traceparent` in the IIP metadata, where the sidecars read it.
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { RpcClient, RpcClientError, RpcMessage, RpcSerialization, RpcServer } from "effect/rpc"
+import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
+import { StreamFailed } from "../mux/streams.ts"
+import { IipClient } from "./client.ts"
+import { IipServer } from "./server.ts"
+
+export interface RpcOverIipOptions {
+  /** The IIP path RPCs go to (default "/rpc"). */
+  readonly path?: string
+  /** The largest message either side accepts (default 16 MiB). */
+  readonly maxFrameBytes?: number
+}
+
+const defaultPath = "/rpc"
+const defaultMaxFrameBytes = 16 * 1024 * 1024
+const encoder = new TextEncoder()
+
+/** One message as a frame: its length (4 bytes, big-endian), then its bytes. */
+const frame = (encoded: Uint8Array | string): Uint8Array => {
+  const bytes = typeof encoded === "string" ? encoder.encode(encoded) : encoded
+  const out = new Uint8Array(4 + bytes.length)
+  new DataView(out.buffer).setUint32(0, bytes.length)
+  out.set(bytes, 4)
+  return out
+}
+
+/** Cuts a byte stream into frames, whatever its chunk boundaries; a frame over `max` is refused. */
+const unframe = (max: number) => {
+  let pending: Uint8Array = new Uint8Array(0)
+  return (chunk: Uint8Array): Array<Uint8Array> | StreamFailed => {
+    if (pending.length === 0) pending = chunk
+    else {
+      const joined = new Uint8Array(pending.length + chunk.length)
+      joined.set(pending)
+      joined.set(chunk, pending.length)
+      pending = joined
+    }
+    const frames: Array<Uint8Array> = []
+    let offset = 0
+    while (pending.length - offset >= 4) {
+      const length = new DataView(pending.buffer, pending.byteOffset + offset, 4).getUint32(0)
+      if (length > max) return new StreamFailed({ message: `rpc message of ${length} bytes exceeds ${max}` })
+      if (pending.length - offset - 4 < length) break
+      frames.push(pending.subarray(offset + 4, offset + 4 + length))
+      offset += 4 + length
+    }
+    pending = pending.subarray(offset)
+    return frames
+  }
+}
+
+/** Decoded messages of a framed byte stream. */
+const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, parser: RpcSerialization.Parser, max: number): Stream.Stream<unknown, E | StreamFailed> => {
+  const cut = unframe(max)
+  return bytes.pipe(
+    Stream.mapEffect((chunk) => {
+      const frames = cut(chunk)
+      if (frames instanceof StreamFailed) return Effect.fail(frames)
+      return Effect.try({ try: () => frames.flatMap((f) => parser.decode(f)), catch: (cause) => new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` }) })
+    }),
+    Stream.flatMap((messages) => Stream.fromIterable(messages))
+  )
+}
+
+const traceparentOf = (request: RpcMessage.RequestEncoded): Map<string, string> | undefined =>
+  request.traceId !== undefined && request.spanId !== undefined && /^[0-9a-f]{32}$/.test(request.traceId) && /^[0-9a-f]{16}$/.test(request.spanId)
+    ? new Map([["traceparent", `00-${request.traceId}-${request.spanId}-0${request.sampled === false ? 0 : 1}`]])
+    : undefined
+
+const clientDefect = (message: string, cause: unknown) => new RpcClientError.RpcClientError({ reason: new RpcClientError.RpcClientDefect({ message, cause }) })
+
+/**
+ * The RpcClient Protocol over the IipClient in context: RpcClient.make(group) on top of it calls
+ * the server that client points at.
+ */
+export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
+  RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
+    const serialization = yield* RpcSerialization.RpcSerialization
+    const client = yield* IipClient
+    const path = options.path ?? defaultPath
+    const max = options.maxFrameBytes ?? defaultMaxFrameBytes
+    const exchange = (clientId: number, request: RpcMessage.RequestEncoded) =>
+      Effect.gen(function*() {
+        const parser = serialization.makeUnsafe()
+        const encoded = parser.encode(request)
+        if (encoded === undefined) return
+        const meta = traceparentOf(request)
+        let ended = false
+        yield* decodeFrames(client.stream(path, Stream.make(frame(encoded)), meta === undefined ? {} : { meta }), parser, max).pipe(
+          Stream.runForEach((message) => {
+            const response = message as FromServerEncoded
+            if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) ended = true
+            return writeResponse(clientId, response)
+          }),
+          Effect.mapError((error) => clientDefect(`rpc over iip: ${error.message}`, error))
+        )
+        if (!ended && request.isNotification !== true) return yield* clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
+      })
+    return {
+      // A Request is one IIP exchange run by the calling fiber: interrupting it cancels the exchange,
+      // so the Interrupt message itself needs no sending. Acks are not needed: the window paces streams.
+      send: (clientId: number, request: FromClientEncoded) => (request._tag === "Request" ? exchange(clientId, request) : Effect.void),
+      supportsAck: false,
+      supportsTransferables: false,
+      codecFor: serialization.codecFor
+    }
+  }))
+
+/** `makeClientProtocol` as a layer (needs an IipClient and an RpcSerialization). */
+export const layerClientProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcClient.Protocol, never, IipClient | RpcSerialization.RpcSerialization> =>
+  Layer.effect(RpcClient.Protocol, makeClientProtocol(options))
+
+interface Exchange {
+  readonly queue: Queue.Queue<Uint8Array, import("effect/Cause").Done>
+  readonly parser: RpcSerialization.Parser
+}
+
+/**
+ * The RpcServer Protocol on the IipServer in context: it serves `options.path`, each IIP request
+ * there one client of the RPC server, gone (its RPCs interrupted) when the request is cancelled,
+ * its deadline passes or its connection closes.
+ */
+export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
+  Effect.gen(function*() {
+    const serialization = yield* RpcSerialization.RpcSerialization
+    const server = yield* IipServer
+    const max = options.maxFrameBytes ?? defaultMaxFrameBytes
+    const disconnects = yield* Queue.make<number>()
+    const exchanges = new Map<number, Exchange>()
+    let nextClientId = 0
+    let writeRequest: ((clientId: number, message: FromClientEncoded) => Effect.Effect<void>) | undefined
+    const protocol = yield* RpcServer.Protocol.make((write) => {
+      writeRequest = write
+      return Effect.succeed({
+        disconnects,
+        send: (clientId: number, response: FromServerEncoded) => {
+          const exchange = exchanges.get(clientId)
+          if (exchange === undefined) return Effect.void
+          const encoded = exchange.parser.encode(response)
+          return encoded === undefined ? Effect.void : Queue.offer(exchange.queue, frame(encoded)).pipe(Effect.asVoid)
+        },
+        end: (clientId: number) => {
+          const exchange = exchanges.get(clientId)
+          return exchange === undefined ? Effect.void : Queue.end(exchange.queue).pipe(Effect.asVoid)
+        },
+        clientIds: Effect.sync(() => new Set(exchanges.keys()) as ReadonlySet<number>),
+        initialMessage: Effect.succeedNone,
+        supportsAck: false,
+        supportsTransferables: false,
+        supportsSpanPropagation: true,
+        supportsNotifications: true,
+        codecFor: serialization.codecFor
+      })
+    })
+    yield* server.handleStream(options.path ?? defaultPath, (_request, body) =>
+      Stream.unwrap(Effect.gen(function*() {
+        const id = nextClientId++
+        // A few responses ahead at most: past them the RPC's stream waits for the IIP window.
+        const queue = yield* Queue.bounded<Uint8Array, import("effect/Cause").Done>(16)
+        const parser = serialization.makeUnsafe()
+        exchanges.set(id, { queue, parser })
+        const scope = yield* Effect.scope
+        yield* Scope.addFinalizerExit(scope, () =>
+          Effect.sync(() => {
+            exchanges.delete(id)
+            Queue.offerUnsafe(disconnects, id)
+          })
+        )
+        yield* decodeFrames(body, parser, max).pipe(
+          Stream.runForEach((message) => writeRequest!(id, message as FromClientEncoded)),
+          Effect.andThen(writeRequest!(id, RpcMessage.constEof)),
+          Effect.catch((error) => Queue.offer(queue, frame(parser.encode(RpcMessage.ResponseDefectEncoded(String(error.message))) ?? "")).pipe(Effect.andThen(Queue.end(queue)))),
+          Effect.forkScoped
+        )
+        return Stream.fromQueue(queue)
+      }))
+    )
+    return protocol
+  })
+
+/** `makeServerProtocol` as a layer (needs an IipServer and an RpcSerialization). */
+export const layerServerProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcServer.Protocol, never, IipServer | RpcSerialization.RpcSerialization> =>
+  Layer.effect(RpcServer.Protocol, makeServerProtocol(options))
