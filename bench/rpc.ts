@@ -9,7 +9,8 @@
 //
 //   npm run -s bench -- rpc            3 rounds, 1 s warm-up + 3 s per case (~1 min)
 //   npm run -s bench -- rpc --quick    1 round, 0.3 s warm-up + 1 s per case (~10 s)
-// Flags: --rounds N, --duration S, --warmup S.
+// Flags: --rounds N, --duration S, --warmup S, --only iip,socket,http,
+//        --cpu-prof-dir DIR (server children run with --cpu-prof).
 import { NodeHttpClient, NodeHttpServer, NodeSocket, NodeSocketServer } from "@effect/platform-node"
 import { Context, Effect, Fiber, Layer, Schema } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
@@ -133,16 +134,18 @@ const median = (values: ReadonlyArray<number>): number => {
 }
 
 export const main = async (args: ReadonlyArray<string>): Promise<void> => {
-  const { quick, number } = benchArgs(args)
+  const { quick, number, value } = benchArgs(args)
   const rounds = number("--rounds", quick ? 1 : 3)
   const measureMs = number("--duration", quick ? 1 : 3) * 1000
   const warmupMs = number("--warmup", quick ? 0.3 : 1) * 1000
+  const only = value("--only")?.split(",")
+  const kinds = KINDS.filter((kind) => only === undefined || only.includes(kind))
   const children: Array<[Kind, Child]> = []
-  for (const kind of KINDS) children.push([kind, await spawnServer(import.meta.url, kind, undefined)])
+  for (const kind of kinds) children.push([kind, await spawnServer(import.meta.url, kind, value("--cpu-prof-dir"))])
   const samples = new Map<string, Array<Sample>>()
   try {
     for (let round = 0; round < rounds; round++) {
-      for (let k = 0; k < KINDS.length; k++) {
+      for (let k = 0; k < kinds.length; k++) {
         const [kind, child] = children[(k + round) % children.length]!
         const serverPid = child.process.pid!
         const cpuNow = () => {
@@ -171,7 +174,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const summary: Record<string, Record<string, number>> = {}
   process.stdout.write(`Effect RPC Echo (1 KiB, NDJSON), median of ${rounds} round(s)\n`)
   process.stdout.write(`${"transport".padEnd(10)} ${"in flight".padStart(9)} ${"req/s".padStart(8)} ${"p50 ms".padStart(8)} ${"p99 ms".padStart(8)} ${"CPU us/req".padStart(11)}\n`)
-  for (const kind of KINDS) {
+  for (const kind of kinds) {
     for (const inflight of INFLIGHTS) {
       const list = samples.get(`${kind}/${inflight}`) ?? []
       const row = { rps: median(list.map((s) => s.rps)), p50: median(list.map((s) => s.p50)), p99: median(list.map((s) => s.p99)), cpuUs: median(list.map((s) => s.cpuUs)) }

@@ -30,7 +30,8 @@ export interface CallOptions {
 export type StreamError = ClientError | StreamFailed
 
 const knownErrors = new Set(["ConnectionClosed", "RequestTimeout", "Overloaded", "ChannelOpenFailed", "ConnectFailed", "PacketEncodeError", "RemoteError", "Cancelled", "StreamFailed", "DecompressionFailed"])
-const asStreamError = (error: unknown): StreamError =>
+/** An error out of the plain client or an IIP stream, typed: ours as they are, anything else a StreamFailed. */
+export const asStreamError = (error: unknown): StreamError =>
   typeof error === "object" && error !== null && knownErrors.has((error as { _tag?: string })._tag ?? "")
     ? (error as StreamError)
     : new StreamFailed({ message: error instanceof Error ? error.message : String(error) })
@@ -44,17 +45,17 @@ export interface IipClientService {
   /** One request, its answer whole. Interrupting it cancels it at the server. */
   readonly request: (path: string, body?: Uint8Array | string, options?: CallOptions) => Effect.Effect<Buffer, ClientError>
   /**
-   * A request whose body and answer both stream (mesh mode). `body` is pulled only as the
+   * A request whose body and answer both stream (mesh mode). `body` (a Stream) is pulled only as the
    * server's window allows; the answer is pulled by the consumer, and the server sends only as
    * fast as it is consumed. Interrupting the consumer (or ending it early) cancels the call.
    */
-  readonly stream: <E, R>(path: string, body: Stream.Stream<Uint8Array, E, R>, options?: CallOptions) => Stream.Stream<Uint8Array, StreamError, R>
+  readonly stream: <E = never, R = never>(path: string, body: Stream.Stream<Uint8Array, E, R> | Uint8Array, options?: CallOptions) => Stream.Stream<Uint8Array, StreamError, R>
 }
 
 const service = (core: CoreClient): IipClientService => ({
   core,
   request: (path, body, options) => core.request(path, body, { ...timeoutOf(options), ...(options?.meta === undefined ? {} : { meta: options.meta }) }),
-  stream: <E, R>(path: string, body: Stream.Stream<Uint8Array, E, R>, options?: CallOptions) =>
+  stream: <E = never, R = never>(path: string, body: Stream.Stream<Uint8Array, E, R> | Uint8Array, options?: CallOptions) =>
     Stream.unwrap(
       Effect.gen(function*() {
         const context = yield* Effect.context<R>()
@@ -64,7 +65,8 @@ const service = (core: CoreClient): IipClientService => ({
         yield* Effect.addFinalizer(() => Effect.sync(() => cancel.abort()))
         const reply = yield* Effect.tryPromise({
           try: () =>
-            core.stream(path, toOutgoing(body, context, cancel), {
+            // A body in hand goes out whole (one packet when small); only a Stream streams.
+            core.stream(path, body instanceof Uint8Array ? body : toOutgoing(body, context, cancel), {
               ...timeoutOf(options),
               ...(options?.meta === undefined ? {} : { meta: options.meta }),
               signal: cancel

@@ -1,23 +1,32 @@
 // Effect RPC (effect/rpc) over IIP mesh mode: an RpcClient Protocol and an RpcServer Protocol.
-// Each RPC is one IIP request on a channel of its own: the client sends the Request message as
-// the body, the server answers with a stream of response messages (a streaming RPC's chunks go
-// out under the channel's window, so a slow consumer slows the server's stream; the Exit ends
-// it). Interrupting the caller cancels the IIP request, which interrupts the server's handler
-// fiber. Messages are encoded by the RpcSerialization in context (JSON, NDJSON, JSON-RPC,
-// Effect's binary SchemaBinary) and framed by a 4-byte length each, so unframed serializations
-// work too; a frame larger than `maxFrameBytes` fails the exchange before it is buffered. The
-// Request's trace context travels in the message (the server's span is its child) and as a
-// `traceparent` in the IIP metadata, where the sidecars read it.
+// Each RPC is one IIP request on a channel: the client sends the Request message as the body;
+// the server answers a unary RPC with its Exit in one whole answer, and a streaming RPC with a
+// streamed answer (its chunks go out under the channel's window, so a slow consumer slows the
+// server's stream; the Exit ends it). Interrupting the caller cancels the IIP request, which
+// interrupts the server's handler fiber. Messages are encoded by the RpcSerialization in context
+// (JSON, NDJSON, JSON-RPC, Effect's binary SchemaBinary) and framed by a 4-byte length each, so
+// unframed serializations work too; a frame larger than `maxFrameBytes` fails the exchange before
+// it is buffered. Whole bodies are decoded with plain loops (a Stream pipeline per RPC cost more
+// than the RPC). The Request's trace context travels in the message (the server's span is its
+// child) and as a `traceparent` in the IIP metadata, where the sidecars read it.
+import type * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
+import * as Result from "effect/Result"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { RpcClient, RpcClientError, RpcMessage, RpcSerialization, RpcServer } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
+import { reply } from "../iip/server.ts"
+import { Cancellation } from "../mux/cancellation.ts"
+import type { MeshReply } from "../mux/meshSession.ts"
 import { StreamFailed } from "../mux/streams.ts"
-import { IipClient } from "./client.ts"
+import { asStreamError, IipClient, type StreamError } from "./client.ts"
 import { IipServer } from "./server.ts"
+import { fromIncoming, toOutgoing } from "./streams.ts"
 
 export interface RpcOverIipOptions {
   /** The IIP path RPCs go to (default "/rpc"). */
@@ -100,14 +109,35 @@ export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
         const encoded = parser.encode(request)
         if (encoded === undefined) return
         const meta = traceparentOf(request)
+        const cancel = new Cancellation()
         let ended = false
-        yield* decodeFrames(client.stream(path, Stream.make(frame(encoded)), meta === undefined ? {} : { meta }), parser, max).pipe(
-          Stream.runForEach((message) => {
-            const response = message as FromServerEncoded
-            if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) ended = true
-            return writeResponse(clientId, response)
-          }),
-          Effect.mapError((error) => clientDefect(`rpc over iip: ${error.message}`, error))
+        const cut = unframe(max)
+        // Decoded and handed over in order; plain loops, no Stream, for a whole answer (most RPCs).
+        const deliver = (bytes: Uint8Array) =>
+          Effect.suspend(() => {
+            const frames = cut(bytes)
+            if (frames instanceof StreamFailed) return Effect.fail(frames)
+            const messages = frames.flatMap((f) => parser.decode(f)) as Array<FromServerEncoded>
+            return Effect.forEach(messages, (response) => {
+              if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) ended = true
+              return writeResponse(clientId, response)
+            }, { discard: true })
+          })
+        yield* Effect.gen(function*() {
+          const answer = yield* Effect.callback<MeshReply, StreamError>((resume) => {
+            client.core.stream(path, frame(encoded), { ...(meta === undefined ? {} : { meta }), signal: cancel }).then(
+              (reply) => resume(Effect.succeed(reply)),
+              (error: unknown) => resume(Effect.fail(asStreamError(error)))
+            )
+            return Effect.sync(() => cancel.abort())
+          })
+          if (answer.stream === undefined) return yield* deliver(answer.data)
+          // A streamed answer: read as delivered, so the server sends only as fast as the caller takes.
+          yield* fromIncoming(answer.stream, asStreamError).pipe(Stream.runForEach(deliver))
+        }).pipe(
+          Effect.ensuring(Effect.sync(() => cancel.abort())),
+          Effect.mapError((error) => clientDefect(`rpc over iip: ${error.message}`, error)),
+          Effect.catchDefect((cause) => clientDefect("rpc over iip: undecodable answer", cause))
         )
         if (!ended && request.isNotification !== true) return yield* clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
       })
@@ -126,8 +156,10 @@ export const layerClientProtocol = (options: RpcOverIipOptions = {}): Layer.Laye
   Layer.effect(RpcClient.Protocol, makeClientProtocol(options))
 
 interface Exchange {
-  readonly queue: Queue.Queue<Uint8Array, import("effect/Cause").Done>
+  readonly queue: Queue.Queue<Uint8Array, Cause.Done>
   readonly parser: RpcSerialization.Parser
+  /** Its RPC's Exit has been sent: nothing follows. */
+  exited: boolean
 }
 
 /**
@@ -151,6 +183,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
         send: (clientId: number, response: FromServerEncoded) => {
           const exchange = exchanges.get(clientId)
           if (exchange === undefined) return Effect.void
+          if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) exchange.exited = true
           const encoded = exchange.parser.encode(response)
           return encoded === undefined ? Effect.void : Queue.offer(exchange.queue, frame(encoded)).pipe(Effect.asVoid)
         },
@@ -167,28 +200,53 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
         codecFor: serialization.codecFor
       })
     })
-    yield* server.handleStream(options.path ?? defaultPath, (_request, body) =>
-      Stream.unwrap(Effect.gen(function*() {
+    yield* server.handle(options.path ?? defaultPath, (request) =>
+      Effect.gen(function*() {
         const id = nextClientId++
         // A few responses ahead at most: past them the RPC's stream waits for the IIP window.
-        const queue = yield* Queue.bounded<Uint8Array, import("effect/Cause").Done>(16)
+        const queue = yield* Queue.bounded<Uint8Array, Cause.Done>(16)
         const parser = serialization.makeUnsafe()
-        exchanges.set(id, { queue, parser })
-        const scope = yield* Effect.scope
-        yield* Scope.addFinalizerExit(scope, () =>
-          Effect.sync(() => {
-            exchanges.delete(id)
-            Queue.offerUnsafe(disconnects, id)
-          })
-        )
-        yield* decodeFrames(body, parser, max).pipe(
-          Stream.runForEach((message) => writeRequest!(id, message as FromClientEncoded)),
-          Effect.andThen(writeRequest!(id, RpcMessage.constEof)),
-          Effect.catch((error) => Queue.offer(queue, frame(parser.encode(RpcMessage.ResponseDefectEncoded(String(error.message))) ?? "")).pipe(Effect.andThen(Queue.end(queue)))),
-          Effect.forkScoped
-        )
-        return Stream.fromQueue(queue)
-      }))
+        const exchange: Exchange = { queue, parser, exited: false }
+        exchanges.set(id, exchange)
+        // The exchange may outlive this handler (a streamed answer): closed when the answer is
+        // written whole, or when the streamed answer ends or is cancelled.
+        let scope: Scope.Closeable | undefined
+        const close = Effect.suspend(() => {
+          if (!exchanges.delete(id)) return Effect.void
+          Queue.offerUnsafe(disconnects, id)
+          return scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
+        })
+        const refuse = (error: StreamFailed) =>
+          Queue.offer(queue, frame(parser.encode(RpcMessage.ResponseDefectEncoded(error.message)) ?? "")).pipe(Effect.andThen(Queue.end(queue)))
+        const stream = request.context.stream
+        if (stream === undefined) {
+          // The whole request in hand (most RPCs): decoded with plain loops, no Stream.
+          const frames = unframe(max)(request.data)
+          const messages = frames instanceof StreamFailed ? frames : Result.try({ try: () => frames.flatMap((f) => parser.decode(f)), catch: (cause) => new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` }) })
+          if (messages instanceof StreamFailed) yield* refuse(messages)
+          else if (Result.isFailure(messages)) yield* refuse(messages.failure)
+          else {
+            yield* Effect.forEach(messages.success, (message) => writeRequest!(id, message as FromClientEncoded), { discard: true })
+            yield* writeRequest!(id, RpcMessage.constEof)
+          }
+        } else {
+          scope = yield* Scope.make()
+          yield* decodeFrames(fromIncoming(stream, (error) => new StreamFailed({ message: String(error) })), parser, max).pipe(
+            Stream.runForEach((message) => writeRequest!(id, message as FromClientEncoded)),
+            Effect.andThen(writeRequest!(id, RpcMessage.constEof)),
+            Effect.catch(refuse),
+            Effect.forkIn(scope)
+          )
+        }
+        const first = yield* Queue.take(queue).pipe(Effect.onInterrupt(() => close))
+        // A unary RPC: its one response is its Exit, written whole in one packet.
+        if (exchange.exited && Queue.sizeUnsafe(queue) === 0) {
+          yield* close
+          return first
+        }
+        const rest = Stream.fromQueue(queue).pipe(Stream.ensuring(close))
+        return reply(toOutgoing(Stream.concat(Stream.make(first), rest), Context.empty(), request.context.cancel))
+      }).pipe(Effect.catch(() => Effect.succeed(new Uint8Array(0))))
     )
     return protocol
   })
