@@ -24,7 +24,7 @@ import { reply } from "../iip/server.ts"
 import { Cancellation } from "../mux/cancellation.ts"
 import type { MeshReply } from "../mux/meshSession.ts"
 import { StreamFailed } from "../mux/streams.ts"
-import { asStreamError, IipClient, type StreamError } from "./client.ts"
+import { asStreamError, IipClient, IipLoadBalancer, type StreamError } from "./client.ts"
 import { IipServer } from "./server.ts"
 import { fromIncoming, toOutgoing } from "./streams.ts"
 
@@ -154,6 +154,47 @@ export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
 /** `makeClientProtocol` as a layer (needs an IipClient and an RpcSerialization). */
 export const layerClientProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcClient.Protocol, never, IipClient | RpcSerialization.RpcSerialization> =>
   Layer.effect(RpcClient.Protocol, makeClientProtocol(options))
+
+/**
+ * The RpcClient Protocol over the load-balance client in context: each RPC goes to the backend
+ * its balancer picks (retried elsewhere when it never reached one, within the call's tries). The
+ * answer arrives whole, so a streaming RPC's items are delivered when it ends; interrupting the
+ * caller cancels the call at its backend.
+ */
+export const makeBalancedClientProtocol = (options: RpcOverIipOptions = {}) =>
+  RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
+    const serialization = yield* RpcSerialization.RpcSerialization
+    const balancer = yield* IipLoadBalancer
+    const path = options.path ?? defaultPath
+    const max = options.maxFrameBytes ?? defaultMaxFrameBytes
+    const exchange = (clientId: number, request: RpcMessage.RequestEncoded) =>
+      Effect.gen(function*() {
+        const parser = serialization.makeUnsafe()
+        const encoded = parser.encode(request)
+        if (encoded === undefined) return
+        const meta = traceparentOf(request)
+        const answer = yield* balancer.request(path, frame(encoded), meta === undefined ? {} : { meta }).pipe(
+          Effect.mapError((error) => clientDefect(`rpc over iip: ${error.message}`, error))
+        )
+        const frames = unframe(max)(answer)
+        if (frames instanceof StreamFailed) return yield* clientDefect(`rpc over iip: ${frames.message}`, frames)
+        const messages = yield* Effect.try({ try: () => frames.flatMap((f) => parser.decode(f)) as Array<FromServerEncoded>, catch: (cause) => clientDefect("rpc over iip: undecodable answer", cause) })
+        if (!messages.some((m) => m._tag === "Exit" || RpcMessage.isTerminalResponse(m)) && request.isNotification !== true) {
+          return yield* clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
+        }
+        yield* Effect.forEach(messages, (response) => writeResponse(clientId, response), { discard: true })
+      })
+    return {
+      send: (clientId: number, request: FromClientEncoded) => (request._tag === "Request" ? exchange(clientId, request) : Effect.void),
+      supportsAck: false,
+      supportsTransferables: false,
+      codecFor: serialization.codecFor
+    }
+  }))
+
+/** `makeBalancedClientProtocol` as a layer (needs an IipLoadBalancer and an RpcSerialization). */
+export const layerBalancedClientProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcClient.Protocol, never, IipLoadBalancer | RpcSerialization.RpcSerialization> =>
+  Layer.effect(RpcClient.Protocol, makeBalancedClientProtocol(options))
 
 interface Exchange {
   readonly queue: Queue.Queue<Uint8Array, Cause.Done>

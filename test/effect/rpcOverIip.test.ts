@@ -6,11 +6,13 @@
 // - A typed error decodes to its Schema class (instanceof, fields).
 // - Interrupting the caller interrupts the server's handler (its finalizer observed) within 50 ms.
 // - The server handler's span is in the caller's trace (same trace id, the caller's span its parent).
+// - Through the load-balance client (IipLoadBalancer, round robin over two servers): both serve,
+//   and typed errors and streaming RPCs (delivered whole) still decode.
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Fiber, Layer, Schema, Stream } from "effect"
 import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
-import { IipClient } from "../../src/effect/client.ts"
-import { layerClientProtocol, layerServerProtocol } from "../../src/effect/rpc.ts"
+import { IipClient, IipLoadBalancer } from "../../src/effect/client.ts"
+import { layerBalancedClientProtocol, layerClientProtocol, layerServerProtocol } from "../../src/effect/rpc.ts"
 import { IipServer } from "../../src/effect/server.ts"
 
 class NotFound extends Schema.TaggedError<NotFound>()("NotFound", { id: Schema.String }) {}
@@ -108,6 +110,44 @@ describe.each(serializations)("Effect RPC over IIP (%s)", (_name, serialization)
       const [callerSpan, seen] = yield* Effect.all([Effect.currentSpan, client.Trace()]).pipe(Effect.withSpan("caller"))
       assert.strictEqual(seen.traceId, callerSpan.traceId)
       expect(seen.parent).not.toBe("")
+    })
+  )
+})
+
+describe("Effect RPC through the load-balance client", () => {
+  it.live("RPCs go to the backends the balancer picks; typed errors and streaming RPCs still decode", () =>
+    Effect.gen(function*() {
+      const ports: Array<number> = []
+      const seen: Array<string> = []
+      for (const name of ["a", "b"]) {
+        const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
+        ports.push(Context.get(server, IipServer).address.port)
+        const named = TestRpcs.toLayer({
+          Echo: ({ text }) => Effect.sync(() => void seen.push(name)).pipe(Effect.as(`${name}:${text}`)),
+          Count: ({ n }) => Stream.range(1, n),
+          Find: ({ id }) => Effect.fail(new NotFound({ id })),
+          Hang: () => Effect.never,
+          Trace: () => Effect.succeed({ traceId: "", parent: "" })
+        })
+        yield* Layer.build(
+          RpcServer.layer(TestRpcs).pipe(Layer.provide([named, layerServerProtocol()]), Layer.provide([Layer.succeedContext(server), RpcSerialization.layerNdjson]))
+        )
+      }
+      const protocol = yield* Layer.build(
+        layerBalancedClientProtocol().pipe(
+          Layer.provide([
+            IipLoadBalancer.layer({ backends: ports.map((p) => `127.0.0.1:${p}#1`).join(","), method: "MethodRoundrobin", client: quiet }),
+            RpcSerialization.layerNdjson
+          ])
+        )
+      )
+      const client = yield* RpcClient.make(TestRpcs).pipe(Effect.provide(protocol))
+      const answers = yield* Effect.forEach([1, 2, 3, 4], (i) => client.Echo({ text: String(i) }))
+      expect(answers.map((a) => a.slice(2))).toStrictEqual(["1", "2", "3", "4"])
+      expect(new Set(seen)).toStrictEqual(new Set(["a", "b"]))
+      assert.deepStrictEqual(yield* Stream.runCollect(client.Count({ n: 3 })), [1, 2, 3])
+      const error = yield* Effect.flip(client.Find({ id: "x" }))
+      assert.instanceOf(error, NotFound)
     })
   )
 })
