@@ -4,14 +4,9 @@
 // peer's window allows. Neither side buffers beyond one chunk, so both directions keep the
 // window's back-pressure; closing the iterable (the session gave up, or the request was
 // cancelled) interrupts the fiber running the Stream, so its finalizers run.
-import * as Context from "effect/Context"
+import type * as Context from "effect/Context"
 import * as Stream from "effect/Stream"
 import type { CancelSignal } from "../mux/cancellation.ts"
-import { StreamFailed } from "../mux/streams.ts"
-
-/** An error thrown out of an IIP stream, kept when it is one of ours (tagged), wrapped otherwise. */
-export const toStreamError = <E>(isKnown: (error: unknown) => error is E) => (error: unknown): E | StreamFailed =>
-  isKnown(error) ? error : new StreamFailed({ message: error instanceof Error ? error.message : String(error) })
 
 /** An incoming IIP body as a Stream; `onError` types what its iteration throws. */
 export const fromIncoming = <E>(body: AsyncIterable<Uint8Array>, onError: (error: unknown) => E): Stream.Stream<Uint8Array, E> =>
