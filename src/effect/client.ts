@@ -4,19 +4,26 @@
 // the request body is pulled only as the server's window opens, the answer's body grants the
 // server more only as the consumer pulls, and interrupting the consumer cancels the call at the
 // server (mesh mode). A deadline is a Duration; it travels to the server, which stops the handler
-// when it passes. The hot path underneath is the plain client (src/iip/client.ts).
+// when it passes. Calls from the server are served by supervised Effect handlers as on the server
+// (server.ts); its pushes come as a Stream. The hot path underneath is the plain client
+// (src/iip/client.ts).
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import { type ClientError, type ClientOptions, IipClient as CoreClient, make as makeCore } from "../iip/client.ts"
+import type { HandlerValue } from "../iip/dispatch.ts"
 import { Cancellation } from "../mux/cancellation.ts"
+import type { IncomingRequest } from "../mux/request.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import type { Meta } from "../protocol/mesh.ts"
 import type { InvalidBackendList } from "../toolkit/backendList.ts"
 import { type LbCallError, type LoadBalanceClient as CoreLoadBalancer, type LoadBalanceClientOptions, make as makeLoadBalancer } from "../toolkit/loadBalanceClient.ts"
+import { type EffectHandler, type RunFork, supervise } from "./server.ts"
 import { fromIncoming, toOutgoing } from "./streams.ts"
 
 export interface CallOptions {
@@ -50,10 +57,35 @@ export interface IipClientService {
    * fast as it is consumed. Interrupting the consumer (or ending it early) cancels the call.
    */
   readonly stream: <E = never, R = never>(path: string, body: Stream.Stream<Uint8Array, E, R> | Uint8Array, options?: CallOptions) => Stream.Stream<Uint8Array, StreamError, R>
+  /** Serves calls the server makes to this client on `path` (mesh mode), each in a supervised fiber as on the server. */
+  readonly handle: <E, R>(path: string, handler: EffectHandler<E, R>) => Effect.Effect<void, never, R>
+  /**
+   * The server's pushes to `path` as a Stream, from when it is run. At most `bufferSize` (default
+   * 256) wait for the consumer; past that new ones are dropped (a push has no answer to slow its sender).
+   */
+  readonly pushes: (path: string, bufferSize?: number) => Stream.Stream<IncomingRequest>
 }
 
-const service = (core: CoreClient): IipClientService => ({
+const noAnswer = new Uint8Array(0)
+
+const service = (core: CoreClient, fibers: FiberSet.FiberSet<HandlerValue>): IipClientService => ({
   core,
+  handle: <E, R>(path: string, handler: EffectHandler<E, R>) =>
+    Effect.gen(function*() {
+      const runFork = (yield* FiberSet.runtime(fibers)<R>()) as unknown as RunFork
+      core.handle(path, (request) => supervise(runFork, request, Effect.suspend(() => handler(request)) as Effect.Effect<HandlerValue, E>))
+    }),
+  pushes: (path, bufferSize = 256) =>
+    Stream.callback<IncomingRequest>(
+      (queue) =>
+        Effect.sync(() =>
+          core.handle(path, (request) => {
+            Queue.offerUnsafe(queue, request)
+            return noAnswer
+          })
+        ),
+      { bufferSize, strategy: "dropping" }
+    ),
   request: (path, body, options) => core.request(path, body, { ...timeoutOf(options), ...(options?.meta === undefined ? {} : { meta: options.meta }) }),
   stream: <E = never, R = never>(path: string, body: Stream.Stream<Uint8Array, E, R> | Uint8Array, options?: CallOptions) =>
     Stream.unwrap(
@@ -78,6 +110,12 @@ const service = (core: CoreClient): IipClientService => ({
     )
 })
 
+const makeService = Effect.fnUntraced(function*(options: ClientOptions) {
+  // Made before the client, so closed after it: handlers of the server's calls end with the connections.
+  const fibers = yield* FiberSet.make<HandlerValue>()
+  return service(yield* makeCore(options), fibers)
+})
+
 /** Settings of a client read from Config: `<prefix>_HOST`, `_PORT`, `_DEADLINE` (a Duration), `_MAX_CONNECTIONS`, `_NODE`. */
 export const clientConfig = (prefix = "IIP_CLIENT"): Config.Config<ClientOptions> =>
   Config.all({
@@ -92,10 +130,10 @@ export const clientConfig = (prefix = "IIP_CLIENT"): Config.Config<ClientOptions
 
 export class IipClient extends Context.Service<IipClient, IipClientService>()("iip-mesh/IipClient") {
   /** A client of one server; closed with the layer. */
-  static readonly layer = (options: ClientOptions): Layer.Layer<IipClient> => Layer.effect(IipClient, Effect.map(makeCore(options), service))
+  static readonly layer = (options: ClientOptions): Layer.Layer<IipClient> => Layer.effect(IipClient, makeService(options))
   /** The same, its settings read from Config (see `clientConfig`). */
   static readonly layerConfig = (config: Config.Config<ClientOptions> = clientConfig()): Layer.Layer<IipClient, Config.ConfigError> =>
-    Layer.effect(IipClient, Effect.flatMap(config, (options: ClientOptions) => Effect.map(makeCore(options), service)))
+    Layer.effect(IipClient, Effect.flatMap(config, (options: ClientOptions) => makeService(options)))
 }
 
 export interface IipLoadBalancerService {

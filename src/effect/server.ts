@@ -26,7 +26,7 @@ import { fromIncoming, toOutgoing } from "./streams.ts"
 export type EffectHandler<E, R> = (request: IncomingRequest) => Effect.Effect<HandlerValue, E, R>
 export type StreamHandler<E, R> = (request: IncomingRequest, body: Stream.Stream<Uint8Array, StreamFailed>) => Stream.Stream<Uint8Array, E, R>
 
-type RunFork = (effect: Effect.Effect<HandlerValue>) => Fiber.Fiber<HandlerValue>
+export type RunFork = (effect: Effect.Effect<HandlerValue>) => Fiber.Fiber<HandlerValue>
 
 const messageOf = (error: unknown): string => {
   if (typeof error === "object" && error !== null) {
@@ -62,7 +62,7 @@ const withDeadline = (request: IncomingRequest, effect: Effect.Effect<HandlerVal
 const interrupted = failure(MeshErrorCode.cancelled, "handler interrupted", true)
 
 /** Runs one request's Effect in a supervised fiber; the promise settles with what to answer. */
-const supervise = (runFork: RunFork, request: IncomingRequest, effect: Effect.Effect<HandlerValue, unknown>): Promise<HandlerValue> =>
+export const supervise = (runFork: RunFork, request: IncomingRequest, effect: Effect.Effect<HandlerValue, unknown>): Promise<HandlerValue> =>
   new Promise((resolve) => {
     const cancel = request.context.cancel
     if (cancel.aborted) return resolve(interrupted)

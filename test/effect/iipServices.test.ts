@@ -13,6 +13,8 @@
 //   closing the server's layer (drain) interrupts the handlers still running after the drain timeout.
 // - A defect gives the caller a typed RemoteError (handler_failed), its cause is logged, and the
 //   server keeps serving.
+// - A call from the server runs the client's Effect handler; the server's pushes arrive on the
+//   client as a Stream.
 import { assert, describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Context, Deferred, Effect, Exit, Fiber, Layer, Logger, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
@@ -247,3 +249,28 @@ describe("handlers as supervised fibers", () => {
     })
   )
 })
+
+describe("calls and pushes from the server", () => {
+  it.live("the server's call runs the client's Effect handler; its pushes arrive as a Stream", () =>
+    Effect.gen(function*() {
+      const { server, client } = yield* serverAndClient
+      server.core.handle("/ping", () => "pong")
+      yield* client.handle("/whoami", (request) => Effect.succeed(`client, asked by ${request.data.toString()}`))
+      const pushes = yield* Effect.forkChild(client.pushes("/notify").pipe(Stream.take(2), Stream.map((r) => r.data.toString()), Stream.runCollect))
+      assert.strictEqual((yield* client.request("/ping")).toString(), "pong")
+      yield* Effect.promise(() => waitUntil(() => server.core.meshSessions.size === 1 && client.core.router.lookup("/notify") !== undefined))
+      const session = [...server.core.meshSessions][0]!
+      const answer = yield* Effect.callback<string, unknown>((resume) =>
+        session.call(session.openChannel(), "/whoami", Buffer.from("server"), { timeoutMs: 5000 }, (error, reply) =>
+          resume(error === undefined ? Effect.succeed(reply!.data.toString()) : Effect.fail(error))
+        )
+      )
+      assert.strictEqual(answer, "client, asked by server")
+      const channel = session.openChannel()
+      session.push(channel, "/notify", Buffer.from("n1"))
+      session.push(channel, "/notify", Buffer.from("n2"))
+      assert.deepStrictEqual(yield* Fiber.join(pushes), ["n1", "n2"])
+    })
+  )
+})
+
