@@ -11,6 +11,7 @@ const benches: Record<string, () => Promise<Bench>> = {
   compression: () => import("./compression.ts"),
   echo: () => import("./echo.ts"),
   sidecar: () => import("./sidecar.ts"),
+  rpc: () => import("./rpc.ts"),
   stream: () => import("./stream.ts")
 }
 

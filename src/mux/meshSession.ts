@@ -225,7 +225,9 @@ export class MeshSession implements MessageSink {
     if (timeoutMs > 0) this.callDeadlines.add(call, timeoutMs)
     const signal = options.signal
     if (signal !== undefined) {
-      const onAbort = () => this.giveUp(call, new Cancelled({ message: "request cancelled by the caller" }))
+      // Before the answer: the call fails. While a streamed answer comes in: its stream fails and
+      // the peer stops sending it (the caller stopped reading, an Effect consumer was interrupted).
+      const onAbort = () => (call.done ? this.cancelAnswer(call) : this.giveUp(call, new Cancelled({ message: "request cancelled by the caller" })))
       if (signal.aborted) return onAbort()
       // An abort fires once: no `once` option to allocate.
       signal.addEventListener("abort", onAbort)
@@ -303,8 +305,17 @@ export class MeshSession implements MessageSink {
     if (call.done) return
     call.done = true
     this.callDeadlines.remove(call)
-    call.detach?.()
+    // A streamed answer stays cancellable until its last packet (`answerEnded`).
+    if (reply?.stream === undefined) call.detach?.()
     call.callback(error, reply)
+  }
+
+  /** A streamed answer's caller gave up: its stream fails, the peer is told to stop. */
+  private cancelAnswer(call: Call): void {
+    const incoming = call.incoming
+    if (incoming === undefined || call.channel.fifo[0] !== call) return
+    incoming.fail(new Cancelled({ message: "request cancelled by the caller" }))
+    if (!this.connection.closed) this.push(this.ownControl, MeshPath.cancel, encodeChannelPair(call.channel.id, call.requestId))
   }
 
   private onResponse(channel: OwnChannel, status: number, data: Buffer): void {
@@ -326,6 +337,7 @@ export class MeshSession implements MessageSink {
       if (isLastPacket(status)) {
         channel.fifo.shift()
         call.incoming?.end()
+        call.detach?.()
         this.options.onChannelFree?.()
       }
       return
@@ -594,7 +606,14 @@ export class MeshSession implements MessageSink {
       case MeshPath.cancel: {
         const pair = decodeChannelPair(body)
         const channel = pair === undefined ? undefined : this.peer.get(pair[0])
-        const served = channel === undefined ? undefined : channel.running?.requestId === pair![1] ? channel.running : channel.mailbox.find((s) => s.requestId === pair![1])
+        // Running, waiting in the mailbox, or done running with its answer still streaming out.
+        const served = channel === undefined
+          ? undefined
+          : channel.running?.requestId === pair![1]
+          ? channel.running
+          : channel.sendingFor?.requestId === pair![1]
+          ? channel.sendingFor
+          : channel.mailbox.find((s) => s.requestId === pair![1])
         if (served !== undefined) this.interrupt(channel!, served, MeshErrorCode.cancelled, "cancelled by the caller")
         return
       }

@@ -1,0 +1,297 @@
+// Effect RPC (effect/rpc) over IIP mesh mode: an RpcClient Protocol and an RpcServer Protocol.
+// Each RPC is one IIP request on a channel: the client sends the Request message as the body;
+// the server answers a unary RPC with its Exit in one whole answer, and a streaming RPC with a
+// streamed answer (its chunks go out under the channel's window, so a slow consumer slows the
+// server's stream; the Exit ends it). Interrupting the caller cancels the IIP request, which
+// interrupts the server's handler fiber. Messages are encoded by the RpcSerialization in context
+// (JSON, NDJSON, JSON-RPC, Effect's binary SchemaBinary) and framed by a 4-byte length each, so
+// unframed serializations work too; a frame larger than `maxFrameBytes` fails the exchange before
+// it is buffered. Whole bodies are decoded with plain loops (a Stream pipeline per RPC cost more
+// than the RPC). The Request's trace context travels in the message (the server's span is its
+// child) and as a `traceparent` in the IIP metadata, where the sidecars read it.
+import type * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
+import * as Result from "effect/Result"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { RpcClient, RpcClientError, RpcMessage, RpcSerialization, RpcServer } from "effect/rpc"
+import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
+import { reply } from "../iip/server.ts"
+import { Cancellation } from "../mux/cancellation.ts"
+import type { MeshReply } from "../mux/meshSession.ts"
+import { StreamFailed } from "../mux/streams.ts"
+import { asStreamError, IipClient, IipLoadBalancer, type StreamError } from "./client.ts"
+import { IipServer } from "./server.ts"
+import { fromIncoming, toOutgoing } from "./streams.ts"
+
+export interface RpcOverIipOptions {
+  /** The IIP path RPCs go to (default "/rpc"). */
+  readonly path?: string
+  /** The largest message either side accepts (default 16 MiB). */
+  readonly maxFrameBytes?: number
+}
+
+const defaultPath = "/rpc"
+const defaultMaxFrameBytes = 16 * 1024 * 1024
+const encoder = new TextEncoder()
+
+/** One message as a frame: its length (4 bytes, big-endian), then its bytes. */
+const frame = (encoded: Uint8Array | string): Uint8Array => {
+  const bytes = typeof encoded === "string" ? encoder.encode(encoded) : encoded
+  const out = new Uint8Array(4 + bytes.length)
+  new DataView(out.buffer).setUint32(0, bytes.length)
+  out.set(bytes, 4)
+  return out
+}
+
+/** Cuts a byte stream into frames, whatever its chunk boundaries; a frame over `max` is refused. */
+const unframe = (max: number) => {
+  let pending: Uint8Array = new Uint8Array(0)
+  return (chunk: Uint8Array): Array<Uint8Array> | StreamFailed => {
+    if (pending.length === 0) pending = chunk
+    else {
+      const joined = new Uint8Array(pending.length + chunk.length)
+      joined.set(pending)
+      joined.set(chunk, pending.length)
+      pending = joined
+    }
+    const frames: Array<Uint8Array> = []
+    let offset = 0
+    while (pending.length - offset >= 4) {
+      const length = new DataView(pending.buffer, pending.byteOffset + offset, 4).getUint32(0)
+      if (length > max) return new StreamFailed({ message: `rpc message of ${length} bytes exceeds ${max}` })
+      if (pending.length - offset - 4 < length) break
+      frames.push(pending.subarray(offset + 4, offset + 4 + length))
+      offset += 4 + length
+    }
+    pending = pending.subarray(offset)
+    return frames
+  }
+}
+
+/** Decoded messages of a framed byte stream. */
+const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, parser: RpcSerialization.Parser, max: number): Stream.Stream<unknown, E | StreamFailed> => {
+  const cut = unframe(max)
+  return bytes.pipe(
+    Stream.mapEffect((chunk) => {
+      const frames = cut(chunk)
+      if (frames instanceof StreamFailed) return Effect.fail(frames)
+      return Effect.try({ try: () => frames.flatMap((f) => parser.decode(f)), catch: (cause) => new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` }) })
+    }),
+    Stream.flatMap((messages) => Stream.fromIterable(messages))
+  )
+}
+
+const traceparentOf = (request: RpcMessage.RequestEncoded): Map<string, string> | undefined =>
+  request.traceId !== undefined && request.spanId !== undefined && /^[0-9a-f]{32}$/.test(request.traceId) && /^[0-9a-f]{16}$/.test(request.spanId)
+    ? new Map([["traceparent", `00-${request.traceId}-${request.spanId}-0${request.sampled === false ? 0 : 1}`]])
+    : undefined
+
+const clientDefect = (message: string, cause: unknown) => new RpcClientError.RpcClientError({ reason: new RpcClientError.RpcClientDefect({ message, cause }) })
+
+/**
+ * The RpcClient Protocol over the IipClient in context: RpcClient.make(group) on top of it calls
+ * the server that client points at.
+ */
+export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
+  RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
+    const serialization = yield* RpcSerialization.RpcSerialization
+    const client = yield* IipClient
+    const path = options.path ?? defaultPath
+    const max = options.maxFrameBytes ?? defaultMaxFrameBytes
+    const exchange = (clientId: number, request: RpcMessage.RequestEncoded) =>
+      Effect.gen(function*() {
+        const parser = serialization.makeUnsafe()
+        const encoded = parser.encode(request)
+        if (encoded === undefined) return
+        const meta = traceparentOf(request)
+        const cancel = new Cancellation()
+        let ended = false
+        const cut = unframe(max)
+        // Decoded and handed over in order; plain loops, no Stream, for a whole answer (most RPCs).
+        const deliver = (bytes: Uint8Array) =>
+          Effect.suspend(() => {
+            const frames = cut(bytes)
+            if (frames instanceof StreamFailed) return Effect.fail(frames)
+            const messages = frames.flatMap((f) => parser.decode(f)) as Array<FromServerEncoded>
+            return Effect.forEach(messages, (response) => {
+              if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) ended = true
+              return writeResponse(clientId, response)
+            }, { discard: true })
+          })
+        yield* Effect.gen(function*() {
+          const answer = yield* Effect.callback<MeshReply, StreamError>((resume) => {
+            client.core.stream(path, frame(encoded), { ...(meta === undefined ? {} : { meta }), signal: cancel }).then(
+              (reply) => resume(Effect.succeed(reply)),
+              (error: unknown) => resume(Effect.fail(asStreamError(error)))
+            )
+            return Effect.sync(() => cancel.abort())
+          })
+          if (answer.stream === undefined) return yield* deliver(answer.data)
+          // A streamed answer: read as delivered, so the server sends only as fast as the caller takes.
+          yield* fromIncoming(answer.stream, asStreamError).pipe(Stream.runForEach(deliver))
+        }).pipe(
+          Effect.ensuring(Effect.sync(() => cancel.abort())),
+          Effect.mapError((error) => clientDefect(`rpc over iip: ${error.message}`, error)),
+          Effect.catchDefect((cause) => clientDefect("rpc over iip: undecodable answer", cause))
+        )
+        if (!ended && request.isNotification !== true) return yield* clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
+      })
+    return {
+      // A Request is one IIP exchange run by the calling fiber: interrupting it cancels the exchange,
+      // so the Interrupt message itself needs no sending. Acks are not needed: the window paces streams.
+      send: (clientId: number, request: FromClientEncoded) => (request._tag === "Request" ? exchange(clientId, request) : Effect.void),
+      supportsAck: false,
+      supportsTransferables: false,
+      codecFor: serialization.codecFor
+    }
+  }))
+
+/** `makeClientProtocol` as a layer (needs an IipClient and an RpcSerialization). */
+export const layerClientProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcClient.Protocol, never, IipClient | RpcSerialization.RpcSerialization> =>
+  Layer.effect(RpcClient.Protocol, makeClientProtocol(options))
+
+/**
+ * The RpcClient Protocol over the load-balance client in context: each RPC goes to the backend
+ * its balancer picks (retried elsewhere when it never reached one, within the call's tries). The
+ * answer arrives whole, so a streaming RPC's items are delivered when it ends; interrupting the
+ * caller cancels the call at its backend.
+ */
+export const makeBalancedClientProtocol = (options: RpcOverIipOptions = {}) =>
+  RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
+    const serialization = yield* RpcSerialization.RpcSerialization
+    const balancer = yield* IipLoadBalancer
+    const path = options.path ?? defaultPath
+    const max = options.maxFrameBytes ?? defaultMaxFrameBytes
+    const exchange = (clientId: number, request: RpcMessage.RequestEncoded) =>
+      Effect.gen(function*() {
+        const parser = serialization.makeUnsafe()
+        const encoded = parser.encode(request)
+        if (encoded === undefined) return
+        const meta = traceparentOf(request)
+        const answer = yield* balancer.request(path, frame(encoded), meta === undefined ? {} : { meta }).pipe(
+          Effect.mapError((error) => clientDefect(`rpc over iip: ${error.message}`, error))
+        )
+        const frames = unframe(max)(answer)
+        if (frames instanceof StreamFailed) return yield* clientDefect(`rpc over iip: ${frames.message}`, frames)
+        const messages = yield* Effect.try({ try: () => frames.flatMap((f) => parser.decode(f)) as Array<FromServerEncoded>, catch: (cause) => clientDefect("rpc over iip: undecodable answer", cause) })
+        if (!messages.some((m) => m._tag === "Exit" || RpcMessage.isTerminalResponse(m)) && request.isNotification !== true) {
+          return yield* clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
+        }
+        yield* Effect.forEach(messages, (response) => writeResponse(clientId, response), { discard: true })
+      })
+    return {
+      send: (clientId: number, request: FromClientEncoded) => (request._tag === "Request" ? exchange(clientId, request) : Effect.void),
+      supportsAck: false,
+      supportsTransferables: false,
+      codecFor: serialization.codecFor
+    }
+  }))
+
+/** `makeBalancedClientProtocol` as a layer (needs an IipLoadBalancer and an RpcSerialization). */
+export const layerBalancedClientProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcClient.Protocol, never, IipLoadBalancer | RpcSerialization.RpcSerialization> =>
+  Layer.effect(RpcClient.Protocol, makeBalancedClientProtocol(options))
+
+interface Exchange {
+  readonly queue: Queue.Queue<Uint8Array, Cause.Done>
+  readonly parser: RpcSerialization.Parser
+  /** Its RPC's Exit has been sent: nothing follows. */
+  exited: boolean
+}
+
+/**
+ * The RpcServer Protocol on the IipServer in context: it serves `options.path`, each IIP request
+ * there one client of the RPC server, gone (its RPCs interrupted) when the request is cancelled,
+ * its deadline passes or its connection closes.
+ */
+export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
+  Effect.gen(function*() {
+    const serialization = yield* RpcSerialization.RpcSerialization
+    const server = yield* IipServer
+    const max = options.maxFrameBytes ?? defaultMaxFrameBytes
+    const disconnects = yield* Queue.make<number>()
+    const exchanges = new Map<number, Exchange>()
+    let nextClientId = 0
+    let writeRequest: ((clientId: number, message: FromClientEncoded) => Effect.Effect<void>) | undefined
+    const protocol = yield* RpcServer.Protocol.make((write) => {
+      writeRequest = write
+      return Effect.succeed({
+        disconnects,
+        send: (clientId: number, response: FromServerEncoded) => {
+          const exchange = exchanges.get(clientId)
+          if (exchange === undefined) return Effect.void
+          if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) exchange.exited = true
+          const encoded = exchange.parser.encode(response)
+          return encoded === undefined ? Effect.void : Queue.offer(exchange.queue, frame(encoded)).pipe(Effect.asVoid)
+        },
+        end: (clientId: number) => {
+          const exchange = exchanges.get(clientId)
+          return exchange === undefined ? Effect.void : Queue.end(exchange.queue).pipe(Effect.asVoid)
+        },
+        clientIds: Effect.sync(() => new Set(exchanges.keys()) as ReadonlySet<number>),
+        initialMessage: Effect.succeedNone,
+        supportsAck: false,
+        supportsTransferables: false,
+        supportsSpanPropagation: true,
+        supportsNotifications: true,
+        codecFor: serialization.codecFor
+      })
+    })
+    yield* server.handle(options.path ?? defaultPath, (request) =>
+      Effect.gen(function*() {
+        const id = nextClientId++
+        // A few responses ahead at most: past them the RPC's stream waits for the IIP window.
+        const queue = yield* Queue.bounded<Uint8Array, Cause.Done>(16)
+        const parser = serialization.makeUnsafe()
+        const exchange: Exchange = { queue, parser, exited: false }
+        exchanges.set(id, exchange)
+        // The exchange may outlive this handler (a streamed answer): closed when the answer is
+        // written whole, or when the streamed answer ends or is cancelled.
+        let scope: Scope.Closeable | undefined
+        const close = Effect.suspend(() => {
+          if (!exchanges.delete(id)) return Effect.void
+          Queue.offerUnsafe(disconnects, id)
+          return scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
+        })
+        const refuse = (error: StreamFailed) =>
+          Queue.offer(queue, frame(parser.encode(RpcMessage.ResponseDefectEncoded(error.message)) ?? "")).pipe(Effect.andThen(Queue.end(queue)))
+        const stream = request.context.stream
+        if (stream === undefined) {
+          // The whole request in hand (most RPCs): decoded with plain loops, no Stream.
+          const frames = unframe(max)(request.data)
+          const messages = frames instanceof StreamFailed ? frames : Result.try({ try: () => frames.flatMap((f) => parser.decode(f)), catch: (cause) => new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` }) })
+          if (messages instanceof StreamFailed) yield* refuse(messages)
+          else if (Result.isFailure(messages)) yield* refuse(messages.failure)
+          else {
+            yield* Effect.forEach(messages.success, (message) => writeRequest!(id, message as FromClientEncoded), { discard: true })
+            yield* writeRequest!(id, RpcMessage.constEof)
+          }
+        } else {
+          scope = yield* Scope.make()
+          yield* decodeFrames(fromIncoming(stream, (error) => new StreamFailed({ message: String(error) })), parser, max).pipe(
+            Stream.runForEach((message) => writeRequest!(id, message as FromClientEncoded)),
+            Effect.andThen(writeRequest!(id, RpcMessage.constEof)),
+            Effect.catch(refuse),
+            Effect.forkIn(scope)
+          )
+        }
+        const first = yield* Queue.take(queue).pipe(Effect.onInterrupt(() => close))
+        // A unary RPC: its one response is its Exit, written whole in one packet.
+        if (exchange.exited && Queue.sizeUnsafe(queue) === 0) {
+          yield* close
+          return first
+        }
+        const rest = Stream.fromQueue(queue).pipe(Stream.ensuring(close))
+        return reply(toOutgoing(Stream.concat(Stream.make(first), rest), Context.empty(), request.context.cancel))
+      }).pipe(Effect.catch(() => Effect.succeed(new Uint8Array(0))))
+    )
+    return protocol
+  })
+
+/** `makeServerProtocol` as a layer (needs an IipServer and an RpcSerialization). */
+export const layerServerProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcServer.Protocol, never, IipServer | RpcSerialization.RpcSerialization> =>
+  Layer.effect(RpcServer.Protocol, makeServerProtocol(options))

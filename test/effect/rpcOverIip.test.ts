@@ -1,0 +1,153 @@
+// Effect RPC over IIP mesh mode (src/effect/rpc.ts): one RpcGroup with a unary, a streaming, a
+// failing and a hanging RPC, served by RpcServer over an IipServer and called by RpcClient over
+// an IipClient (real sockets on 127.0.0.1, port 0), with NDJSON, JSON and Effect's SchemaBinary
+// serializations.
+// - Unary and streaming answers arrive whole and in order; a streaming RPC of 2,000 items too.
+// - A typed error decodes to its Schema class (instanceof, fields).
+// - Interrupting the caller interrupts the server's handler (its finalizer observed) within 50 ms.
+// - The server handler's span is in the caller's trace (same trace id, the caller's span its parent).
+// - Through the load-balance client (IipLoadBalancer, round robin over two servers): both serve,
+//   and typed errors and streaming RPCs (delivered whole) still decode.
+import { assert, describe, expect, it } from "@effect/vitest"
+import { Context, Deferred, Effect, Fiber, Layer, Schema, Stream } from "effect"
+import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
+import { IipClient, IipLoadBalancer } from "../../src/effect/client.ts"
+import { layerBalancedClientProtocol, layerClientProtocol, layerServerProtocol } from "../../src/effect/rpc.ts"
+import { IipServer } from "../../src/effect/server.ts"
+
+class NotFound extends Schema.TaggedError<NotFound>()("NotFound", { id: Schema.String }) {}
+
+class TestRpcs extends RpcGroup.make(
+  Rpc.make("Echo", { payload: { text: Schema.String }, success: Schema.String }),
+  Rpc.make("Count", { payload: { n: Schema.Int }, success: Schema.Int, stream: true }),
+  Rpc.make("Find", { payload: { id: Schema.String }, success: Schema.String, error: NotFound }),
+  Rpc.make("Hang", { success: Schema.Void }),
+  Rpc.make("Trace", { success: Schema.Struct({ traceId: Schema.String, parent: Schema.String }) })
+) {}
+
+interface Probes {
+  readonly hangStarted: Deferred.Deferred<void>
+  readonly hangFinalized: Deferred.Deferred<number>
+}
+
+const handlers = (probes: Probes) =>
+  TestRpcs.toLayer({
+    Echo: ({ text }) => Effect.succeed(text),
+    Count: ({ n }) => Stream.range(1, n),
+    Find: ({ id }) => (id === "known" ? Effect.succeed("found") : Effect.fail(new NotFound({ id }))),
+    Hang: () =>
+      Deferred.succeed(probes.hangStarted, undefined).pipe(
+        Effect.andThen(Effect.never),
+        Effect.ensuring(Effect.suspend(() => Deferred.succeed(probes.hangFinalized, performance.now())))
+      ),
+    Trace: () =>
+      Effect.gen(function*() {
+        const span = yield* Effect.currentSpan
+        const parent = span.parent._tag === "Some" ? span.parent.value.spanId : ""
+        return { traceId: span.traceId, parent }
+      }).pipe(Effect.orDie)
+  })
+
+const quiet = { log: () => {} }
+
+const serializations = [
+  ["ndjson", RpcSerialization.layerNdjson],
+  ["json", RpcSerialization.layerJson],
+  ["SchemaBinary", RpcSerialization.layerSchemaBinary()]
+] as const
+
+/** An RPC server on an IIP server and an RPC client over an IIP client to it, in the current scope. */
+const setUp = (serialization: Layer.Layer<RpcSerialization.RpcSerialization>, probes: Probes) =>
+  Effect.gen(function*() {
+    const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
+    const port = Context.get(server, IipServer).address.port
+    yield* Layer.build(
+      RpcServer.layer(TestRpcs).pipe(
+        Layer.provide([handlers(probes), layerServerProtocol()]),
+        Layer.provide([Layer.succeedContext(server), serialization])
+      )
+    )
+    const clientContext = yield* Layer.build(
+      layerClientProtocol().pipe(Layer.provide([IipClient.layer({ host: "127.0.0.1", port, requestTimeoutMs: 0, ...quiet }), serialization]))
+    )
+    return yield* RpcClient.make(TestRpcs).pipe(Effect.provide(clientContext))
+  })
+
+const makeProbes = Effect.all({ hangStarted: Deferred.make<void>(), hangFinalized: Deferred.make<number>() })
+
+describe.each(serializations)("Effect RPC over IIP (%s)", (_name, serialization) => {
+  it.live("unary, streaming and failing RPCs; typed errors decode to their Schema class", () =>
+    Effect.gen(function*() {
+      const client = yield* setUp(serialization, yield* makeProbes)
+      assert.strictEqual(yield* client.Echo({ text: "hello" }), "hello")
+      assert.deepStrictEqual(yield* Stream.runCollect(client.Count({ n: 5 })), [1, 2, 3, 4, 5])
+      const many = yield* Stream.runCollect(client.Count({ n: 2000 }))
+      assert.strictEqual(many.length, 2000)
+      assert.strictEqual(many[1999], 2000)
+      assert.strictEqual(yield* client.Find({ id: "known" }), "found")
+      const error = yield* Effect.flip(client.Find({ id: "nope" }))
+      assert.instanceOf(error, NotFound)
+      assert.strictEqual((error as NotFound).id, "nope")
+    })
+  )
+
+  it.live("interrupting the caller interrupts the server's handler within 50 ms", () =>
+    Effect.gen(function*() {
+      const probes = yield* makeProbes
+      const client = yield* setUp(serialization, probes)
+      const caller = yield* Effect.forkChild(client.Hang())
+      yield* Deferred.await(probes.hangStarted).pipe(Effect.timeout("5 seconds"))
+      const interruptedAt = performance.now()
+      yield* Fiber.interrupt(caller)
+      const finalizedAt = yield* Deferred.await(probes.hangFinalized).pipe(Effect.timeout("5 seconds"))
+      expect(finalizedAt - interruptedAt).toBeLessThan(50)
+    })
+  )
+
+  it.live("the server's span joins the caller's trace", () =>
+    Effect.gen(function*() {
+      const client = yield* setUp(serialization, yield* makeProbes)
+      const [callerSpan, seen] = yield* Effect.all([Effect.currentSpan, client.Trace()]).pipe(Effect.withSpan("caller"))
+      assert.strictEqual(seen.traceId, callerSpan.traceId)
+      expect(seen.parent).not.toBe("")
+    })
+  )
+})
+
+describe("Effect RPC through the load-balance client", () => {
+  it.live("RPCs go to the backends the balancer picks; typed errors and streaming RPCs still decode", () =>
+    Effect.gen(function*() {
+      const ports: Array<number> = []
+      const seen: Array<string> = []
+      for (const name of ["a", "b"]) {
+        const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
+        ports.push(Context.get(server, IipServer).address.port)
+        const named = TestRpcs.toLayer({
+          Echo: ({ text }) => Effect.sync(() => void seen.push(name)).pipe(Effect.as(`${name}:${text}`)),
+          Count: ({ n }) => Stream.range(1, n),
+          Find: ({ id }) => Effect.fail(new NotFound({ id })),
+          Hang: () => Effect.never,
+          Trace: () => Effect.succeed({ traceId: "", parent: "" })
+        })
+        yield* Layer.build(
+          RpcServer.layer(TestRpcs).pipe(Layer.provide([named, layerServerProtocol()]), Layer.provide([Layer.succeedContext(server), RpcSerialization.layerNdjson]))
+        )
+      }
+      const protocol = yield* Layer.build(
+        layerBalancedClientProtocol().pipe(
+          Layer.provide([
+            IipLoadBalancer.layer({ backends: ports.map((p) => `127.0.0.1:${p}#1`).join(","), method: "MethodRoundrobin", client: quiet }),
+            RpcSerialization.layerNdjson
+          ])
+        )
+      )
+      const client = yield* RpcClient.make(TestRpcs).pipe(Effect.provide(protocol))
+      const answers = yield* Effect.forEach([1, 2, 3, 4], (i) => client.Echo({ text: String(i) }))
+      expect(answers.map((a) => a.slice(2))).toStrictEqual(["1", "2", "3", "4"])
+      expect(new Set(seen)).toStrictEqual(new Set(["a", "b"]))
+      assert.deepStrictEqual(yield* Stream.runCollect(client.Count({ n: 3 })), [1, 2, 3])
+      const error = yield* Effect.flip(client.Find({ id: "x" }))
+      assert.instanceOf(error, NotFound)
+    })
+  )
+})
