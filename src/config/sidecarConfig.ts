@@ -239,7 +239,13 @@ export const SidecarConfigSchema = Schema.Struct({
    * New traces the admin's trace store keeps per second (the rest are still exported when OTEL_*
    * says so); null: every one. Under load a sample, instead of the whole store turning over.
    */
-  traceStoreRate: Schema.NullOr(Count)
+  traceStoreRate: Schema.NullOr(Count),
+  /** Routes (path templates, gRPC methods) per served service with golden metrics of their own; later ones share `_other`. */
+  goldenRoutes: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1_000 }))),
+  /** Live tap: listeners at once, records a second each takes, records queued for a slow reader. */
+  tapListeners: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 256 }))),
+  tapRate: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
+  tapQueue: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 })))
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -314,7 +320,11 @@ export const settings = [
   { key: "mtls", env: "IIP_MESH_MTLS", flag: "--mtls", help: "mutual TLS between sidecars: on, permissive or off (default: on with credentials, off without)" },
   { key: "tlsCredentialsDir", env: "IIP_MESH_TLS_CREDENTIALS_DIR", flag: "--tls-credentials-dir", help: "tests and benches: fixed credentials from key.pem, chain.pem, bundle.pem here" },
   { key: "tlsHandshakeTimeoutMs", env: "IIP_MESH_TLS_HANDSHAKE_TIMEOUT", flag: "--tls-handshake-timeout", help: "a TLS handshake must finish within this (default 10s)" },
-  { key: "traceStoreRate", env: "IIP_MESH_TRACE_STORE_RATE", flag: "--trace-store-rate", help: "new traces the admin's trace store keeps per second (default 100; off: all)" }
+  { key: "traceStoreRate", env: "IIP_MESH_TRACE_STORE_RATE", flag: "--trace-store-rate", help: "new traces the admin's trace store keeps per second (default 100; off: all)" },
+  { key: "goldenRoutes", env: "IIP_MESH_GOLDEN_ROUTES", flag: "--golden-routes", help: "routes per served service with golden metrics of their own (default 50; then _other)" },
+  { key: "tapListeners", env: "IIP_MESH_TAP_LISTENERS", flag: "--tap-listeners", help: "live tap streams at once (default 16)" },
+  { key: "tapRate", env: "IIP_MESH_TAP_RATE", flag: "--tap-rate", help: "records a second each tap stream takes; the rest sampled out (default 100)" },
+  { key: "tapQueue", env: "IIP_MESH_TAP_QUEUE", flag: "--tap-queue", help: "records queued for a slow tap reader; the rest dropped, counted (default 1000)" }
 ] as const
 
 /** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
@@ -389,7 +399,11 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   mtls: null,
   tlsCredentialsDir: null,
   tlsHandshakeTimeoutMs: 10_000,
-  traceStoreRate: 100
+  traceStoreRate: 100,
+  goldenRoutes: 50,
+  tapListeners: 16,
+  tapRate: 100,
+  tapQueue: 1000
 })
 
 /**
@@ -483,6 +497,10 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "ejectErrorRatePercent":
     case "maxEjectedPercent":
     case "appPoolSize":
+    case "goldenRoutes":
+    case "tapListeners":
+    case "tapRate":
+    case "tapQueue":
       return /^-?\d+(?:\.\d+)?$/.test(last) ? Number(last) : last
     case "traceStoreRate":
       return last === "" || last === "off" || last === "none" ? null : /^\d+$/.test(last) ? Number(last) : last

@@ -151,7 +151,11 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
     yield* Effect.addFinalizer(() =>
       Effect.promise(() => tracing.shutdown()).pipe(Effect.timeoutOption(config.drainTimeoutMs), Effect.asVoid)
     )
-    return { tracing, metrics: makeMetrics(), traces }
+    const metrics = makeMetrics({
+      golden: { self: config.service, maxRoutes: config.goldenRoutes },
+      tap: { maxListeners: config.tapListeners, ratePerSecond: config.tapRate, maxQueued: config.tapQueue }
+    })
+    return { tracing, metrics, traces }
   })
 
 const tlsOption = (meshTls: MeshTls): { readonly tls?: NonNullable<Server.ServerOptions["tls"]> } => {

@@ -47,13 +47,19 @@
 // per process (prom-client's collectors install GC and event-loop observers that cannot be
 // removed), and every sidecar's `text()` appends them.
 import { collectDefaultMetrics, Counter, Gauge, type Metric, Registry } from "prom-client"
+import { type GoldenMetrics, type GoldenOptions, makeGolden } from "./golden.ts"
 import { processFaults } from "./processFaults.ts"
+import { Tap, type TapLimits } from "./tap.ts"
 
 export type Direction = "outbound" | "inbound"
 
 export interface MetricsOptions {
   /** Services per direction with series of their own; later ones count as `_other`. Default 500. */
   readonly maxServices?: number
+  /** The golden metrics' caps and clock (golden.ts). */
+  readonly golden?: GoldenOptions
+  /** The live tap's limits (tap.ts). */
+  readonly tap?: Partial<TapLimits>
 }
 
 export interface ServiceMetrics {
@@ -86,6 +92,10 @@ export interface TrafficSummary {
 export interface MeshMetrics {
   /** The mesh metrics (without the process metrics, which `text()` adds). */
   readonly registry: Registry
+  /** Success rate, rate and latency percentiles over sliding windows, per service, edge and route (golden.ts). */
+  readonly golden: GoldenMetrics
+  /** Live request records for whoever listens (tap.ts); idle when nobody does. */
+  readonly tap: Tap
   /** The metrics of one service in one direction, created on first use and cached. */
   service(direction: Direction, service: string): ServiceMetrics
   endpointEjected(service: string, endpoint: string): void
@@ -363,6 +373,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
 
   return {
     registry,
+    golden: makeGolden({ maxServices, ...options.golden }),
+    tap: new Tap(options.tap),
     service: (direction, service) => {
       const known = services[direction]
       let series = known.get(service)
