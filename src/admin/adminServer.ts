@@ -10,7 +10,8 @@
 //     GET  /traces[?limit=N]    recent traces held here; GET /traces/<trace id>: their spans
 //     GET  /config              the effective configuration, secrets redacted (views.ts)
 //     GET  /dashboard/data      what the dashboard polls
-//     GET  /golden, /golden/series, /tap   golden metrics, their time series, the live tap (observability.ts)
+//     GET  /golden, /golden/series, /golden/traces, /tap   golden metrics, their time series, an edge's
+//                               slowest traces, the live tap (observability.ts)
 // With a token configured (adminToken / adminTokenFile) every control request must carry
 // `Authorization: Bearer <token>`, compared in constant time; without one, 401. Without a token
 // (loopback only), a request must name a loopback host: a DNS-rebinding page cannot drive it.
@@ -31,7 +32,7 @@ import { type Log, messageOf, stderrLog } from "../iip/log.ts"
 import { ListenFailed } from "../iip/server.ts"
 import { type HostPort, type Sidecar, splitAddress } from "../sidecar/sidecar.ts"
 import type { SpanJson, TraceStore, TraceSummary } from "../telemetry/traceStore.ts"
-import { goldenOf, goldenSeries, tapStream } from "./observability.ts"
+import { edgeTraces, goldenOf, goldenSeries, tapStream } from "./observability.ts"
 import { decodeSegment, json, refuseConnect, totalHandler } from "./respond.ts"
 import { configView, dashboardData, meshView } from "./views.ts"
 import { WEIGHT_PATH, weightOverride } from "./weights.ts"
@@ -54,7 +55,7 @@ const tracesOf = (sidecars: ReadonlyArray<Sidecar>) => {
 }
 
 const READ_ONLY_PATHS = ["/health", "/ready", "/metrics"]
-const CONTROL_PATHS = ["/", ...READ_ONLY_PATHS, "/mesh", "/mesh/<service>/<host:port>/weight", "/traces", "/traces/<trace id>", "/config", "/dashboard/data", "/golden", "/golden/series", "/tap"]
+const CONTROL_PATHS = ["/", ...READ_ONLY_PATHS, "/mesh", "/mesh/<service>/<host:port>/weight", "/traces", "/traces/<trace id>", "/config", "/dashboard/data", "/golden", "/golden/series", "/golden/traces", "/tap"]
 
 /** The token file could not be read, or holds too short a token. */
 export class AdminTokenInvalid extends Data.TaggedError("AdminTokenInvalid")<{ readonly message: string }> {}
@@ -203,6 +204,7 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
       const series = goldenSeries(shown(sidecar), new URLSearchParams(query))
       return series === undefined ? json(res, 404, { error: "no_such_series" }) : json(res, 200, series)
     }
+    if (path === "/golden/traces") return json(res, 200, edgeTraces(tracesOf(shown(sidecar)), new URLSearchParams(query)))
     if (path === "/tap") return tapStream(shown(sidecar), req, res, new URLSearchParams(query))
     json(res, 404, { error: "not_found", paths: CONTROL_PATHS })
   }

@@ -1,6 +1,7 @@
 // The admin control listener's live views of traffic (src/admin/adminServer.ts routes here):
 //   GET /golden                         golden metrics of every sidecar shown, merged (telemetry/golden.ts)
 //   GET /golden/series?service=S        last 10 minutes of a service in 10 s points (or caller=&callee= for an edge)
+//   GET /golden/traces?caller=A&callee=B  the slowest recent traces with a call from A to B
 //   GET /tap?service=&path=&status=&direction=   the live tap as server-sent events (telemetry/tap.ts)
 // A tap stream's records are written while the socket takes them; when the reader is slow they wait
 // in the listener's bounded queue (the rest dropped and counted), and every `stats` event says how
@@ -9,6 +10,7 @@ import type * as http from "node:http"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import { type GoldenView, mergeViews } from "../telemetry/golden.ts"
 import type { TapFilter, TapListener } from "../telemetry/tap.ts"
+import type { SpanJson, TraceSummary } from "../telemetry/traceStore.ts"
 import { AdminRequestInvalid, json } from "./respond.ts"
 
 export const goldenOf = (sidecars: ReadonlyArray<Sidecar>): GoldenView => mergeViews(sidecars.map((s) => s.telemetry.metrics.golden.view()))
@@ -37,6 +39,30 @@ export const goldenSeries = (sidecars: ReadonlyArray<Sidecar>, query: URLSearchP
     return [start, requests, errors, p99]
   })
   return { points }
+}
+
+/** Recent traces searched for an edge's calls, and the slowest kept. */
+const EDGE_TRACES_SEARCHED = 300
+const EDGE_TRACES_SHOWN = 10
+
+export interface TraceAccess {
+  readonly recent: (limit: number) => ReadonlyArray<TraceSummary>
+  readonly get: (traceId: string) => ReadonlyArray<SpanJson>
+}
+
+/** The slowest of the recent traces where `caller`'s sidecar called `callee` (its client span), slowest first. */
+export const edgeTraces = (traces: TraceAccess, query: URLSearchParams) => {
+  const caller = query.get("caller")
+  const callee = query.get("callee")
+  if (caller === null || callee === null) throw new AdminRequestInvalid({ status: 400, error: "bad_query", message: "name ?caller=A&callee=B" })
+  const found: Array<{ readonly traceId: string; readonly durationMs: number; readonly status: number | null; readonly error: boolean; readonly startTimeMs: number }> = []
+  for (const summary of traces.recent(EDGE_TRACES_SEARCHED)) {
+    const call = traces.get(summary.traceId).find((span) => span.kind === "client" && span.service === caller && span.attributes["iip_mesh.service"] === callee)
+    if (call === undefined) continue
+    const status = call.attributes["http.response.status_code"]
+    found.push({ traceId: summary.traceId, durationMs: call.durationMs, status: typeof status === "number" ? status : null, error: call.status.code === "error", startTimeMs: call.startTimeMs })
+  }
+  return { caller, callee, traces: found.sort((a, b) => b.durationMs - a.durationMs).slice(0, EDGE_TRACES_SHOWN) }
 }
 
 const MAX_FILTER_LENGTH = 200

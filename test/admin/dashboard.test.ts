@@ -5,6 +5,9 @@
 // reports them), and a click on a trace that crossed several sidecars draws its waterfall with
 // spans from at least two of them. The page logs no errors and no request of it fails. A screenshot (PNG) is saved under
 // test-results/ and its path printed. Every wait is on a selector or an event, bounded.
+// Under load (page views in a loop), the service graph shows every demo service and edge, the chart
+// of a clicked service updates, and a click on an edge lists its slowest traces, one of which
+// opens in the waterfall (screenshot dashboard-graph.png).
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -160,5 +163,51 @@ describe.skipIf(suite.skip)(suite.title, () => {
     expect(readFileSync(screenshot).subarray(1, 4).toString()).toBe("PNG")
 
     expect(pageErrors).toStrictEqual([])
+  }, 60_000)
+
+  it("under load: the service graph has every demo service and edge, the chart updates, an edge lists its slowest traces", async () => {
+    let loading = true
+    const load = (async () => {
+      while (loading) await fetch(ready.entry).then((r) => r.text())
+    })()
+    try {
+      await page.goto(ready.dashboard)
+      const graph = page.locator("#graph-svg")
+      for (const service of ["storefront", "catalog", "pricing"]) await graph.locator(`g.node[data-service="${service}"]`).waitFor({ timeout: WAIT_MS })
+      for (const callee of ["catalog", "pricing"]) await graph.locator(`g.edge[data-caller="storefront"][data-callee="${callee}"]`).waitFor({ timeout: WAIT_MS })
+      expect(await graph.locator("g.node").evaluateAll((nodes) => nodes.map((n) => n.getAttribute("data-service")).sort())).toStrictEqual(["catalog", "pricing", "storefront"])
+      expect(await graph.locator("g.edge").count()).toBe(2)
+      await expect.poll(() => graph.locator('g.edge[data-callee="catalog"] text').textContent(), { timeout: WAIT_MS }).toMatch(/\/s · 100\.0% · [\d.]+ ms$/)
+
+      // The chart of a service: 60 points, and it moves while load runs.
+      await graph.locator('g.node[data-service="catalog"]').click()
+      const chart = page.locator("#chart-svg")
+      await expect.poll(() => chart.getAttribute("data-points"), { timeout: WAIT_MS }).toBe("60")
+      const first = Number(await chart.getAttribute("data-requests"))
+      const firstUpdate = await chart.getAttribute("data-updated")
+      await expect.poll(async () => Number(await chart.getAttribute("data-requests")), { timeout: WAIT_MS }).toBeGreaterThan(first)
+      expect(await chart.getAttribute("data-updated")).not.toBe(firstUpdate)
+      expect(await chart.locator("path.rps").count()).toBe(1)
+
+      // An edge: its slowest traces, slowest first; one opens in the waterfall.
+      await graph.locator('g.edge[data-caller="storefront"][data-callee="pricing"] path.hit').click({ force: true })
+      const rows = page.locator("#edge-traces tbody tr[data-trace]")
+      await rows.first().waitFor({ timeout: WAIT_MS })
+      const durations = await rows.evaluateAll((found) => found.map((r) => Number(r.children[1]!.textContent)))
+      expect(durations).toStrictEqual([...durations].sort((a, b) => b - a))
+      const traceId = (await rows.first().getAttribute("data-trace"))!
+      await rows.first().click()
+      await expect.poll(() => page.locator("#trace-title").textContent(), { timeout: WAIT_MS }).toContain(traceId)
+      await page.locator('#waterfall .row[data-service="pricing"]').first().waitFor({ timeout: WAIT_MS })
+
+      mkdirSync(resultsDir, { recursive: true })
+      const screenshot = join(resultsDir, "dashboard-graph.png")
+      await page.screenshot({ path: screenshot, fullPage: true })
+      console.log(`dashboard graph screenshot: ${screenshot}`)
+      expect(pageErrors).toStrictEqual([])
+    } finally {
+      loading = false
+      await load
+    }
   }, 60_000)
 })
