@@ -11,7 +11,9 @@
 //     GET  /config              the effective configuration, secrets redacted (views.ts)
 //     GET  /dashboard/data      what the dashboard polls
 //     GET  /golden, /golden/series, /golden/traces, /tap   golden metrics, their time series, an edge's
-//                               slowest traces, the live tap (observability.ts)
+//                               slowest traces, the live tap (observability.ts); /golden?scope=self: this
+//                               sidecar's own, what a federating peer asks for
+//     GET  /federation          the whole mesh: this view and the peer admins' found through discovery (federation.ts)
 // With a token configured (adminToken / adminTokenFile) every control request must carry
 // `Authorization: Bearer <token>`, compared in constant time; without one, 401. Without a token
 // (loopback only), a request must name a loopback host: a DNS-rebinding page cannot drive it.
@@ -32,6 +34,7 @@ import { type Log, messageOf, stderrLog } from "../iip/log.ts"
 import { ListenFailed } from "../iip/server.ts"
 import { type HostPort, type Sidecar, splitAddress } from "../sidecar/sidecar.ts"
 import type { SpanJson, TraceStore, TraceSummary } from "../telemetry/traceStore.ts"
+import { Federation } from "./federation.ts"
 import { edgeTraces, goldenOf, goldenSeries, tapStream } from "./observability.ts"
 import { decodeSegment, json, refuseConnect, totalHandler } from "./respond.ts"
 import { configView, dashboardData, meshView } from "./views.ts"
@@ -55,7 +58,7 @@ const tracesOf = (sidecars: ReadonlyArray<Sidecar>) => {
 }
 
 const READ_ONLY_PATHS = ["/health", "/ready", "/metrics"]
-const CONTROL_PATHS = ["/", ...READ_ONLY_PATHS, "/mesh", "/mesh/<service>/<host:port>/weight", "/traces", "/traces/<trace id>", "/config", "/dashboard/data", "/golden", "/golden/series", "/golden/traces", "/tap"]
+const CONTROL_PATHS = ["/", ...READ_ONLY_PATHS, "/mesh", "/mesh/<service>/<host:port>/weight", "/traces", "/traces/<trace id>", "/config", "/dashboard/data", "/golden", "/golden/series", "/golden/traces", "/tap", "/federation"]
 
 /** The token file could not be read, or holds too short a token. */
 export class AdminTokenInvalid extends Data.TaggedError("AdminTokenInvalid")<{ readonly message: string }> {}
@@ -165,6 +168,7 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
     json(res, 404, { error: "not_found", paths: READ_ONLY_PATHS, message: "the dashboard, /mesh, /traces, /config and weight overrides are on the admin control listener (adminControl)" })
   }
   const authorized = listeners.token === undefined ? undefined : bearerCheck(listeners.token)
+  const federation = new Federation(listeners.token)
   const controlRoute = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     if (authorized !== undefined && !authorized(req)) {
       res.writeHead(401, { "content-type": "application/json", "content-length": UNAUTHORIZED.length, "www-authenticate": 'Bearer realm="iip-mesh-admin"' })
@@ -199,7 +203,8 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
     }
     if (path === "/dashboard/data") return json(res, 200, dashboardData(shown(sidecar), tracesOf(shown(sidecar)).recent(30)))
     if (path === "/config") return json(res, 200, configView(sidecar))
-    if (path === "/golden") return json(res, 200, goldenOf(shown(sidecar)))
+    if (path === "/golden") return json(res, 200, goldenOf(new URLSearchParams(query).get("scope") === "self" ? [sidecar] : shown(sidecar)))
+    if (path === "/federation") return json(res, 200, await federation.view(sidecar, shown(sidecar)))
     if (path === "/golden/series") {
       const series = goldenSeries(shown(sidecar), new URLSearchParams(query))
       return series === undefined ? json(res, 404, { error: "no_such_series" }) : json(res, 200, series)
