@@ -125,6 +125,8 @@ export class GoldenSeries {
   private readonly fine = new Ring(FINE.widthMs, FINE.slots)
   private readonly coarse = new Ring(COARSE.widthMs, COARSE.slots)
   private readonly firstMs: number
+  /** Running totals since the start, for Prometheus (metrics.ts): requests, errors, seconds, per bucket. */
+  readonly totals = { requests: 0, errors: 0, seconds: 0, buckets: new Float64Array(BUCKETS) }
 
   constructor(nowMs: number) {
     this.firstMs = nowMs
@@ -134,6 +136,11 @@ export class GoldenSeries {
     const bucket = bucketOf(seconds)
     this.fine.add(nowMs, error, bucket)
     this.coarse.add(nowMs, error, bucket)
+    const totals = this.totals
+    totals.requests++
+    if (error) totals.errors++
+    totals.seconds += seconds
+    totals.buckets[bucket]!++
   }
 
   window(nowMs: number, name: WindowName): WindowAggregate {
@@ -261,6 +268,8 @@ export interface GoldenMetrics {
   /** The service whose calls `callsTo` records. */
   readonly self: string
   view(): GoldenView
+  /** Every route series and every edge series, for Prometheus (metrics.ts). */
+  series(): { readonly routes: Iterable<{ readonly service: string; readonly route: string; readonly series: GoldenSeries }>; readonly edges: Iterable<{ readonly caller: string; readonly callee: string; readonly series: GoldenSeries }> }
   /** The last 10 minutes of a service's or an edge's series in 10 s points; undefined when unknown. */
   points(selector: { readonly service: string } | { readonly caller: string; readonly callee: string }): Array<readonly [number, number, number, number | null]> | undefined
 }
@@ -356,6 +365,10 @@ export const makeGolden = (options: GoldenOptions = {}): GoldenMetrics => {
           [...s.routes.entries()].map(([route, r]) => ({ service, route, windows: windowsOf(r, nowMs) })))
       }
     },
+    series: () => ({
+      routes: [...served.entries()].flatMap(([service, s]) => [...s.routes.entries()].map(([route, series]) => ({ service, route, series }))),
+      edges: [...edges.entries()].flatMap(([caller, byCallee]) => [...byCallee.entries()].map(([callee, series]) => ({ caller, callee, series })))
+    }),
     points: (selector) => {
       const nowMs = now()
       if ("service" in selector) return served.get(selector.service)?.series.points(nowMs)
