@@ -67,6 +67,10 @@ class Ring {
   readonly data: Uint32Array
   /** The slot number (time / width) each position holds; -1: none yet. */
   readonly epochs: Float64Array
+  /** The slot the last request went to: where it starts in `data`, the time it covers. */
+  private currentBase = 0
+  private currentStartMs = 0
+  private currentEndMs = 0
 
   constructor(widthMs: number, slots: number) {
     this.widthMs = widthMs
@@ -76,6 +80,17 @@ class Ring {
   }
 
   add(nowMs: number, error: boolean, bucket: number): void {
+    // Most requests land in the slot the previous one did: no division then.
+    if (nowMs >= this.currentEndMs || nowMs < this.currentStartMs) this.enter(nowMs)
+    const data = this.data
+    const base = this.currentBase
+    data[base]!++
+    if (error) data[base + 1]!++
+    data[base + 2 + bucket]!++
+  }
+
+  /** Makes the slot of `nowMs` current, zeroed if it held an older time. */
+  private enter(nowMs: number): void {
     const epoch = Math.floor(nowMs / this.widthMs)
     const position = epoch % this.slots
     const base = position * STRIDE
@@ -83,9 +98,9 @@ class Ring {
       this.data.fill(0, base, base + STRIDE)
       this.epochs[position] = epoch
     }
-    this.data[base]!++
-    if (error) this.data[base + 1]!++
-    this.data[base + 2 + bucket]!++
+    this.currentBase = base
+    this.currentStartMs = epoch * this.widthMs
+    this.currentEndMs = this.currentStartMs + this.widthMs
   }
 
   /** The sum of the `count` most recent slots (the current one included), and where they start. */
