@@ -4,11 +4,13 @@
 // SERVICE its routes and the edges to and from it); top prints the busiest routes every
 // --interval; tap prints one line per request record until stopped (or --count records). Views of
 // several admins are merged (telemetry/golden.ts mergeViews); an admin that does not answer is
-// named on stderr and the rest shown.
+// named on stderr and the rest shown. With --mesh each admin answers for the whole mesh it finds
+// through discovery (its /federation), peers that do not answer named on stderr as stale.
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { Argument, Command, Flag } from "effect/cli"
+import type { FederationView } from "../admin/federation.ts"
 import { AdminCallFailed, getAdminJson, openAdminEvents, type SseHandle } from "../admin/adminClient.ts"
 import { messageOf } from "../iip/log.ts"
 import { type GoldenView, mergeViews, type WindowName, type Windows, WINDOWS } from "../telemetry/golden.ts"
@@ -21,6 +23,7 @@ const admin = Flag.String("admin").pipe(
 )
 const adminToken = Flag.String("admin-token").pipe(Flag.withDescription("bearer token of the control listeners (default: IIP_MESH_ADMIN_TOKEN)"), Flag.optional)
 const window = Flag.String("window").pipe(Flag.withDescription("10s, 1m or 10m"), Flag.withDefault("1m"))
+const wholeMesh = Flag.Boolean("mesh").pipe(Flag.withDescription("the whole mesh each admin finds through discovery (its /federation)"), Flag.withDefault(false))
 
 const CALL = { timeoutMs: 5000, maxBytes: 64 << 20 }
 
@@ -32,13 +35,21 @@ const windowOf = (name: string): Effect.Effect<WindowName, ArgumentError> =>
   name in WINDOWS ? Effect.succeed(name as WindowName) : Effect.fail(new ArgumentError({ message: `--window is one of ${Object.keys(WINDOWS).join(", ")}` }))
 
 /** Every admin's golden view, merged; those that failed named on stderr. Fails when none answered. */
-const fetchGolden = (urls: ReadonlyArray<string>, token: string | undefined) =>
+const fetchGolden = (urls: ReadonlyArray<string>, token: string | undefined, federated: boolean) =>
   Effect.gen(function*() {
-    const answers = yield* Effect.promise(() => Promise.allSettled(urls.map((url) => getAdminJson(`${url}/golden`, { token, ...CALL }))))
+    const path = federated ? "/federation" : "/golden"
+    const answers = yield* Effect.promise(() => Promise.allSettled(urls.map((url) => getAdminJson(`${url}${path}`, { token, ...CALL }))))
     const views: Array<GoldenView> = []
     for (const [i, answer] of answers.entries()) {
-      if (answer.status === "fulfilled") views.push(answer.value as GoldenView)
-      else process.stderr.write(`iip-mesh: ${urls[i]}: ${messageOf(answer.reason)}\n`)
+      if (answer.status === "rejected") {
+        process.stderr.write(`iip-mesh: ${urls[i]}: ${messageOf(answer.reason)}\n`)
+      } else if (federated) {
+        const federation = answer.value as FederationView
+        for (const peer of federation.peers) if (peer.stale) process.stderr.write(`iip-mesh: ${urls[i]}: peer ${peer.node ?? peer.admin} is stale (${peer.error ?? "not heard from lately"}): its last view is shown\n`)
+        views.push(federation.golden)
+      } else {
+        views.push(answer.value as GoldenView)
+      }
     }
     if (views.length === 0) return yield* new AdminCallFailed({ url: urls.join(","), message: "no admin answered" })
     return mergeViews(views)
@@ -90,11 +101,11 @@ const fail = (command: string) => (error: unknown) =>
 
 export const stat = Command.make(
   "stat",
-  { service: Argument.String("service").pipe(Argument.withDescription("show this service's routes and edges"), Argument.optional), admin, adminToken, window },
+  { service: Argument.String("service").pipe(Argument.withDescription("show this service's routes and edges"), Argument.optional), admin, adminToken, window, mesh: wholeMesh },
   (input) =>
     Effect.gen(function*() {
       const name = yield* windowOf(input.window)
-      const view = yield* fetchGolden(urlsOf(input.admin), tokenOf(input.adminToken))
+      const view = yield* fetchGolden(urlsOf(input.admin), tokenOf(input.adminToken), input.mesh)
       yield* Console.log(statText(view, name, Option.getOrUndefined(input.service)))
     }).pipe(Effect.catch(fail("stat")))
 ).pipe(Command.withDescription("Golden metrics (success rate, rps, latency p50/p95/p99) per service and edge, from admin control listeners"))
@@ -107,7 +118,8 @@ export const top = Command.make(
     window: Flag.String("window").pipe(Flag.withDescription("10s, 1m or 10m"), Flag.withDefault("10s")),
     interval: Flag.String("interval").pipe(Flag.withDescription("refresh period"), Flag.withDefault("2s")),
     iterations: Flag.Int("iterations").pipe(Flag.withDescription("stop after this many refreshes (default: until stopped)"), Flag.optional),
-    limit: Flag.Int("limit").pipe(Flag.withDescription("routes shown"), Flag.withDefault(20))
+    limit: Flag.Int("limit").pipe(Flag.withDescription("routes shown"), Flag.withDefault(20)),
+    mesh: wholeMesh
   },
   (input) =>
     Effect.gen(function*() {
@@ -118,7 +130,7 @@ export const top = Command.make(
       const iterations = Option.getOrElse(input.iterations, () => Number.POSITIVE_INFINITY)
       for (let i = 0; i < iterations; i++) {
         if (i > 0) yield* Effect.sleep(intervalMs)
-        const view = yield* fetchGolden(urls, token)
+        const view = yield* fetchGolden(urls, token, input.mesh)
         const clear = process.stdout.isTTY ? "\x1b[2J\x1b[H" : ""
         yield* Console.log(`${clear}${topText(view, name, Math.max(1, input.limit))}\n`)
       }

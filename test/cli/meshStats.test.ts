@@ -64,6 +64,11 @@ describe("iip-mesh stat, top and tap on the demo", () => {
     }
     expect(rowOf(result.stdout, "storefront", "catalog"), result.stdout).toBeDefined()
     expect(rowOf(result.stdout, "storefront", "pricing"), result.stdout).toBeDefined()
+    // --mesh: the admin's /federation (in the demo its peers are its own sidecars: the same view).
+    const meshWide = await run(["stat", "--mesh", "--admin", ready.controls[1]!])
+    expect(meshWide.code).toBe(0)
+    for (const service of ["catalog", "pricing"]) expect(rowOf(meshWide.stdout, service), meshWide.stdout).toBeDefined()
+    expect(rowOf(meshWide.stdout, "storefront", "catalog"), meshWide.stdout).toBeDefined()
     const catalog = await run(["stat", "catalog", "--admin", ready.controls[0]!, "--window", "10m"])
     expect(catalog.code).toBe(0)
     expect(catalog.stdout).toMatch(/^ROUTE/m)
