@@ -34,7 +34,7 @@ import { type Log, messageOf, stderrLog } from "../iip/log.ts"
 import { ListenFailed } from "../iip/server.ts"
 import { type HostPort, type Sidecar, splitAddress } from "../sidecar/sidecar.ts"
 import type { SpanJson, TraceStore, TraceSummary } from "../telemetry/traceStore.ts"
-import { Federation } from "./federation.ts"
+import type { Federation } from "./federation.ts"
 import { edgeTraces, goldenOf, goldenSeries, tapStream } from "./observability.ts"
 import { decodeSegment, json, refuseConnect, totalHandler } from "./respond.ts"
 import { configView, dashboardData, meshView } from "./views.ts"
@@ -168,7 +168,8 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
     json(res, 404, { error: "not_found", paths: READ_ONLY_PATHS, message: "the dashboard, /mesh, /traces, /config and weight overrides are on the admin control listener (adminControl)" })
   }
   const authorized = listeners.token === undefined ? undefined : bearerCheck(listeners.token)
-  const federation = new Federation(listeners.token)
+  // Loaded on the first /federation: a sidecar nobody asks for the mesh's view never loads its client.
+  let federation: Federation | undefined
   const controlRoute = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     if (authorized !== undefined && !authorized(req)) {
       res.writeHead(401, { "content-type": "application/json", "content-length": UNAUTHORIZED.length, "www-authenticate": 'Bearer realm="iip-mesh-admin"' })
@@ -204,7 +205,10 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
     if (path === "/dashboard/data") return json(res, 200, dashboardData(shown(sidecar), tracesOf(shown(sidecar)).recent(30)))
     if (path === "/config") return json(res, 200, configView(sidecar))
     if (path === "/golden") return json(res, 200, goldenOf(new URLSearchParams(query).get("scope") === "self" ? [sidecar] : shown(sidecar)))
-    if (path === "/federation") return json(res, 200, await federation.view(sidecar, shown(sidecar)))
+    if (path === "/federation") {
+      federation ??= new (await import("./federation.ts")).Federation(listeners.token)
+      return json(res, 200, await federation.view(sidecar, shown(sidecar)))
+    }
     if (path === "/golden/series") {
       const series = goldenSeries(shown(sidecar), new URLSearchParams(query))
       return series === undefined ? json(res, 404, { error: "no_such_series" }) : json(res, 200, series)
