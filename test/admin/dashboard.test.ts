@@ -210,4 +210,41 @@ describe.skipIf(suite.skip)(suite.title, () => {
       await load
     }
   }, 60_000)
+
+  it("draws 50 services with 500 edges, and a mesh table of 500 endpoints, each in under 250 ms", async () => {
+    await page.goto(ready.dashboard)
+    await page.locator('#graph-svg g.node[data-service="catalog"]').waitFor({ timeout: WAIT_MS })
+    const timings = await page.evaluate(`(() => {
+      const windows = (rps) => Object.fromEntries(["10s", "1m", "10m"].map((w) => [w, { requests: rps * 60, errors: 1, seconds: 60, buckets: [], stats: { requests: rps * 60, rps, successRate: 0.97, p50: 0.002, p95: 0.01, p99: 0.02 } }]))
+      const names = Array.from({ length: 50 }, (_, i) => "svc-" + i)
+      const golden = {
+        generatedAt: Date.now(),
+        services: names.map((service, i) => ({ service, windows: windows(i + 1) })),
+        edges: names.flatMap((caller, i) => Array.from({ length: 10 }, (_, j) => ({ caller, callee: names[(i + j + 1) % 50], windows: windows(j + 1) }))),
+        routes: []
+      }
+      let started = performance.now()
+      renderGraph(golden)
+      const graphMs = performance.now() - started
+      const endpoint = (k) => ({ address: "10.0.0." + k + ":4143", source: "mdns", health: "healthy", weight: 1, latencyMs: 1.5, samples: 3, pending: 0 })
+      const totals = { requests: 100, errors: 1, durationSeconds: 0.5, inFlight: 0 }
+      const data = {
+        generatedAt: Date.now(),
+        sidecars: names.map((service, i) => ({ service, node: service + "-node", ready: true, inbound: { address: "10.0.1." + i + ":4143", ...totals },
+          outbound: [{ service: names[(i + 1) % 50], ...totals, endpoints: Array.from({ length: 10 }, (_, k) => endpoint(k)) }] })),
+        traces: []
+      }
+      started = performance.now()
+      renderMesh(data)
+      const meshMs = performance.now() - started
+      return { graphMs, meshMs, nodes: document.querySelectorAll("#graph-svg g.node").length, edges: document.querySelectorAll("#graph-svg g.edge").length, rows: document.querySelectorAll("#mesh tbody tr[data-endpoint]").length }
+    })()`) as { graphMs: number; meshMs: number; nodes: number; edges: number; rows: number }
+    console.log(`dashboard, 50 services: graph of 500 edges drawn in ${timings.graphMs.toFixed(1)} ms, mesh table of 500 endpoints in ${timings.meshMs.toFixed(1)} ms`)
+    expect(timings).toMatchObject({ nodes: 50, edges: 500, rows: 500 })
+    expect(timings.graphMs).toBeLessThan(250)
+    expect(timings.meshMs).toBeLessThan(250)
+    mkdirSync(resultsDir, { recursive: true })
+    await page.screenshot({ path: join(resultsDir, "dashboard-50-services.png") })
+    expect(pageErrors).toStrictEqual([])
+  }, 60_000)
 })
