@@ -214,7 +214,7 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
       return series === undefined ? json(res, 404, { error: "no_such_series" }) : json(res, 200, series)
     }
     if (path === "/golden/traces") return json(res, 200, edgeTraces(tracesOf(shown(sidecar)), new URLSearchParams(query)))
-    if (path === "/tap") return tapStream(shown(sidecar), req, res, new URLSearchParams(query))
+    if (path === "/tap") return tapStream(shown(sidecar), res, new URLSearchParams(query))
     json(res, 404, { error: "not_found", paths: CONTROL_PATHS })
   }
   const log = options.log ?? stderrLog

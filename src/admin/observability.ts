@@ -92,7 +92,7 @@ export const tapFilterOf = (query: URLSearchParams): TapFilter => {
 const HEARTBEAT_MS = 10_000
 
 /** Streams the tap of every sidecar shown as server-sent events until the reader goes. */
-export const tapStream = (sidecars: ReadonlyArray<Sidecar>, req: http.IncomingMessage, res: http.ServerResponse, query: URLSearchParams): void => {
+export const tapStream = (sidecars: ReadonlyArray<Sidecar>, res: http.ServerResponse, query: URLSearchParams): void => {
   const filter = tapFilterOf(query)
   const taps = [...new Set(sidecars.map((s) => s.telemetry.metrics.tap))]
   const listeners: Array<TapListener> = []
@@ -150,6 +150,6 @@ export const tapStream = (sidecars: ReadonlyArray<Sidecar>, req: http.IncomingMe
   }, HEARTBEAT_MS)
   heartbeat.unref()
   res.write(": tap open\n\n")
-  req.once("close", close)
+  // The response closes when the reader goes (or the server stops): the listeners go with it.
   res.once("close", close)
 }
