@@ -13,7 +13,8 @@
 //     GET  /golden, /golden/series, /golden/traces, /tap   golden metrics, their time series, an edge's
 //                               slowest traces, the live tap (observability.ts); /golden?scope=self: this
 //                               sidecar's own, what a federating peer asks for
-//     GET  /federation          the whole mesh: this view and the peer admins' found through discovery (federation.ts)
+//     GET  /federation          the whole mesh: this view and the peer admins' found through discovery (federation.ts);
+//                               /federation/series?service=S (or caller=&callee=): a series over the whole mesh
 // With a token configured (adminToken / adminTokenFile) every control request must carry
 // `Authorization: Bearer <token>`, compared in constant time; without one, 401. Without a token
 // (loopback only), a request must name a loopback host: a DNS-rebinding page cannot drive it.
@@ -58,7 +59,7 @@ const tracesOf = (sidecars: ReadonlyArray<Sidecar>) => {
 }
 
 const READ_ONLY_PATHS = ["/health", "/ready", "/metrics"]
-const CONTROL_PATHS = ["/", ...READ_ONLY_PATHS, "/mesh", "/mesh/<service>/<host:port>/weight", "/traces", "/traces/<trace id>", "/config", "/dashboard/data", "/golden", "/golden/series", "/golden/traces", "/tap", "/federation"]
+const CONTROL_PATHS = ["/", ...READ_ONLY_PATHS, "/mesh", "/mesh/<service>/<host:port>/weight", "/traces", "/traces/<trace id>", "/config", "/dashboard/data", "/golden", "/golden/series", "/golden/traces", "/tap", "/federation", "/federation/series"]
 
 /** The token file could not be read, or holds too short a token. */
 export class AdminTokenInvalid extends Data.TaggedError("AdminTokenInvalid")<{ readonly message: string }> {}
@@ -205,12 +206,15 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
     if (path === "/dashboard/data") return json(res, 200, dashboardData(shown(sidecar), tracesOf(shown(sidecar)).recent(30)))
     if (path === "/config") return json(res, 200, configView(sidecar))
     if (path === "/golden") return json(res, 200, goldenOf(new URLSearchParams(query).get("scope") === "self" ? [sidecar] : shown(sidecar)))
-    if (path === "/federation") {
+    if (path === "/federation" || path === "/federation/series") {
       federation ??= new (await import("./federation.ts")).Federation(listeners.token)
-      return json(res, 200, await federation.view(sidecar, shown(sidecar)))
+      if (path === "/federation") return json(res, 200, await federation.view(sidecar, shown(sidecar)))
+      const series = await federation.series(sidecar, shown(sidecar), new URLSearchParams(query))
+      return series === undefined ? json(res, 404, { error: "no_such_series" }) : json(res, 200, series)
     }
     if (path === "/golden/series") {
-      const series = goldenSeries(shown(sidecar), new URLSearchParams(query))
+      const params = new URLSearchParams(query)
+      const series = goldenSeries(params.get("scope") === "self" ? [sidecar] : shown(sidecar), params)
       return series === undefined ? json(res, 404, { error: "no_such_series" }) : json(res, 200, series)
     }
     if (path === "/golden/traces") return json(res, 200, edgeTraces(tracesOf(shown(sidecar)), new URLSearchParams(query)))

@@ -12,6 +12,7 @@
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import { type GoldenView, mergeViews } from "../telemetry/golden.ts"
 import { getAdminJson } from "./adminClient.ts"
+import { goldenSeries, type Point } from "./observability.ts"
 
 const MIN_REFRESH_MS = 500
 const FORGET_MS = 10 * 60_000
@@ -94,6 +95,40 @@ export class Federation {
       untracked: this.untracked,
       golden: mergeViews([...local, ...remote])
     }
+  }
+
+  /**
+   * The series of a service or an edge over the whole mesh: this admin's sidecars' and every fresh
+   * peer's (asked now, within the same bounds), counts summed per 10 s slot, p99 the largest.
+   */
+  async series(sidecar: Sidecar, shown: ReadonlyArray<Sidecar>, query: URLSearchParams): Promise<{ readonly points: ReadonlyArray<Point> } | undefined> {
+    const local = goldenSeries(shown, query)
+    const config = sidecar.config
+    const nowMs = this.now()
+    const fresh = [...this.peers.values()].filter((p) => p.error === null && p.lastOkMs !== null && nowMs - p.lastOkMs <= config.federationStaleMs)
+    const options = { token: this.token, timeoutMs: config.federationTimeoutMs, maxBytes: config.federationMaxBytes }
+    const selector = new URLSearchParams([...query.entries()].filter(([key]) => ["service", "caller", "callee"].includes(key)))
+    selector.set("scope", "self")
+    const answers = await Promise.allSettled(fresh.map((peer) => getAdminJson(`http://${peer.admin}/golden/series?${selector}`, options)))
+    const found = [...(local === undefined ? [] : [local.points])]
+    for (const answer of answers) {
+      if (answer.status !== "fulfilled") continue
+      const points = (answer.value as { points?: unknown }).points
+      if (Array.isArray(points)) found.push(points as ReadonlyArray<Point>)
+    }
+    if (found.length === 0) return undefined
+    // Slots start on multiples of 10 s everywhere: summed by start time (hosts' clocks may differ a little).
+    const byStart = new Map<number, [number, number, number, number | null]>()
+    for (const points of found) {
+      for (const [start, requests, errors, p99] of points) {
+        const sum = byStart.get(start) ?? [start, 0, 0, null]
+        sum[1] += requests
+        sum[2] += errors
+        if (p99 !== null) sum[3] = Math.max(sum[3] ?? 0, p99)
+        byStart.set(start, sum)
+      }
+    }
+    return { points: [...byStart.values()].sort((a, b) => a[0] - b[0]).slice(-60) }
   }
 
   /** Peers from discovery (the sidecars of this admin left out), then one call to each. */

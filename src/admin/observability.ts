@@ -15,7 +15,8 @@ import { AdminRequestInvalid, json } from "./respond.ts"
 
 export const goldenOf = (sidecars: ReadonlyArray<Sidecar>): GoldenView => mergeViews(sidecars.map((s) => s.telemetry.metrics.golden.view()))
 
-type Point = readonly [number, number, number, number | null]
+/** One 10 s slot: its start (epoch ms), requests, errors, p99 seconds (null: none). */
+export type Point = readonly [number, number, number, number | null]
 
 /** The series of a service or an edge over the sidecars shown: counts summed per slot, p99 the largest. */
 export const goldenSeries = (sidecars: ReadonlyArray<Sidecar>, query: URLSearchParams): { readonly points: ReadonlyArray<Point> } | undefined => {

@@ -74,6 +74,10 @@ describe("admin federation", () => {
       [[`127.0.0.1:${catalog.control}`, "catalog-node", ["catalog"], false], [`127.0.0.1:${pricing.control}`, "pricing-node", ["pricing"], false]].sort((a, b) =>
         String(a[0]).localeCompare(String(b[0])))
     )
+    // The chart's series of a peer's service, through web's admin.
+    const series = await call(web.control, { path: "/federation/series?service=catalog", headers: { host: "127.0.0.1", authorization: `Bearer ${token}` } })
+    expect(series.status).toBe(200)
+    expect((JSON.parse(series.body.toString()) as { points: Array<[number, number, number, number | null]> }).points.reduce((sum, p) => sum + p[1], 0)).toBe(10)
     const served = Object.fromEntries(view.golden.services.map((s) => [s.service, s.windows["1m"].requests]))
     expect(served).toStrictEqual({ catalog: 10, pricing: 10 })
     expect(view.golden.edges.map((e) => `${e.caller}->${e.callee}:${e.windows["1m"].requests}`).sort()).toStrictEqual(["web->catalog:10", "web->pricing:10"])
