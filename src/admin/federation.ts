@@ -1,7 +1,7 @@
 // Admin federation: one admin server's view of the whole mesh (GET /federation on the control
 // listener). The peers are the other sidecars' admin control listeners, found through the same
 // discovery as endpoints (an endpoint that announces `adminPort`: mDNS TXT "admin", the local
-// directory's announcement, an EndpointSlice port named "admin"); each is asked for its own golden
+// directory's announcement, an EndpointSlice port named "admin-control"); each is asked for its own golden
 // metrics (/golden?scope=self) with this admin's bearer token, and the views are merged with the
 // local one. A peer that does not answer (or not in time, or too much) is kept and marked stale,
 // with its last view, not hidden; one no discovery lists for `FORGET_MS` is forgotten.
