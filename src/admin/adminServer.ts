@@ -10,6 +10,11 @@
 //     GET  /traces[?limit=N]    recent traces held here; GET /traces/<trace id>: their spans
 //     GET  /config              the effective configuration, secrets redacted (views.ts)
 //     GET  /dashboard/data      what the dashboard polls
+//     GET  /golden, /golden/series, /golden/traces, /tap   golden metrics, their time series, an edge's
+//                               slowest traces, the live tap (observability.ts); /golden?scope=self: this
+//                               sidecar's own, what a federating peer asks for
+//     GET  /federation          the whole mesh: this view and the peer admins' found through discovery (federation.ts);
+//                               /federation/series?service=S (or caller=&callee=): a series over the whole mesh
 // With a token configured (adminToken / adminTokenFile) every control request must carry
 // `Authorization: Bearer <token>`, compared in constant time; without one, 401. Without a token
 // (loopback only), a request must name a loopback host: a DNS-rebinding page cannot drive it.
@@ -30,6 +35,8 @@ import { type Log, messageOf, stderrLog } from "../iip/log.ts"
 import { ListenFailed } from "../iip/server.ts"
 import { type HostPort, type Sidecar, splitAddress } from "../sidecar/sidecar.ts"
 import type { SpanJson, TraceStore, TraceSummary } from "../telemetry/traceStore.ts"
+import type { Federation } from "./federation.ts"
+import { edgeTraces, goldenOf, goldenSeries, tapStream } from "./observability.ts"
 import { decodeSegment, json, refuseConnect, totalHandler } from "./respond.ts"
 import { configView, dashboardData, meshView } from "./views.ts"
 import { WEIGHT_PATH, weightOverride } from "./weights.ts"
@@ -52,7 +59,7 @@ const tracesOf = (sidecars: ReadonlyArray<Sidecar>) => {
 }
 
 const READ_ONLY_PATHS = ["/health", "/ready", "/metrics"]
-const CONTROL_PATHS = ["/", ...READ_ONLY_PATHS, "/mesh", "/mesh/<service>/<host:port>/weight", "/traces", "/traces/<trace id>", "/config", "/dashboard/data"]
+const CONTROL_PATHS = ["/", ...READ_ONLY_PATHS, "/mesh", "/mesh/<service>/<host:port>/weight", "/traces", "/traces/<trace id>", "/config", "/dashboard/data", "/golden", "/golden/series", "/golden/traces", "/tap", "/federation", "/federation/series"]
 
 /** The token file could not be read, or holds too short a token. */
 export class AdminTokenInvalid extends Data.TaggedError("AdminTokenInvalid")<{ readonly message: string }> {}
@@ -162,6 +169,8 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
     json(res, 404, { error: "not_found", paths: READ_ONLY_PATHS, message: "the dashboard, /mesh, /traces, /config and weight overrides are on the admin control listener (adminControl)" })
   }
   const authorized = listeners.token === undefined ? undefined : bearerCheck(listeners.token)
+  // Loaded on the first /federation: a sidecar nobody asks for the mesh's view never loads its client.
+  let federation: Federation | undefined
   const controlRoute = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     if (authorized !== undefined && !authorized(req)) {
       res.writeHead(401, { "content-type": "application/json", "content-length": UNAUTHORIZED.length, "www-authenticate": 'Bearer realm="iip-mesh-admin"' })
@@ -196,6 +205,20 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
     }
     if (path === "/dashboard/data") return json(res, 200, dashboardData(shown(sidecar), tracesOf(shown(sidecar)).recent(30)))
     if (path === "/config") return json(res, 200, configView(sidecar))
+    if (path === "/golden") return json(res, 200, goldenOf(new URLSearchParams(query).get("scope") === "self" ? [sidecar] : shown(sidecar)))
+    if (path === "/federation" || path === "/federation/series") {
+      federation ??= new (await import("./federation.ts")).Federation(listeners.token)
+      if (path === "/federation") return json(res, 200, await federation.view(sidecar, shown(sidecar)))
+      const series = await federation.series(sidecar, shown(sidecar), new URLSearchParams(query))
+      return series === undefined ? json(res, 404, { error: "no_such_series" }) : json(res, 200, series)
+    }
+    if (path === "/golden/series") {
+      const params = new URLSearchParams(query)
+      const series = goldenSeries(params.get("scope") === "self" ? [sidecar] : shown(sidecar), params)
+      return series === undefined ? json(res, 404, { error: "no_such_series" }) : json(res, 200, series)
+    }
+    if (path === "/golden/traces") return json(res, 200, edgeTraces(tracesOf(shown(sidecar)), new URLSearchParams(query)))
+    if (path === "/tap") return tapStream(shown(sidecar), res, new URLSearchParams(query))
     json(res, 404, { error: "not_found", paths: CONTROL_PATHS })
   }
   const log = options.log ?? stderrLog

@@ -1,5 +1,6 @@
 // The tool commands of `iip-mesh` (echo-server, call, http-adapter, the file transfer:
-// file-server, download, upload, and the mesh identities: ca, identity), parsed with effect/cli.
+// file-server, download, upload, the mesh identities: ca, identity, and the traffic views: stat,
+// top, tap), parsed with effect/cli.
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
@@ -20,6 +21,7 @@ import { call } from "./call.ts"
 import { echoServer } from "./echoServer.ts"
 import { httpAdapter } from "./httpAdapter.ts"
 import { identityIssuer } from "./identityIssuer.ts"
+import { stat, tap, top } from "./meshStats.ts"
 
 /** A command's failure: one line on stderr, exit code 1. */
 const failLine = (command: string) => (error: unknown) =>
@@ -100,7 +102,7 @@ const uploadCommand = Command.make(
 
 const root = Command.make("iip-mesh").pipe(
   Command.withDescription("IIP library tools and the iip-mesh sidecar (iip-mesh sidecar --help, iip-mesh demo)"),
-  Command.withSubcommands([echoServer, call, httpAdapter, fileServer, downloadCommand, uploadCommand, ca, identityIssuer])
+  Command.withSubcommands([echoServer, call, httpAdapter, fileServer, downloadCommand, uploadCommand, ca, identityIssuer, stat, top, tap])
 )
 
 /** A server stopped by SIGTERM or SIGINT has drained in its finalizers: that is a clean exit. */

@@ -10,6 +10,7 @@ import { stderrLog } from "../iip/log.ts"
 import type { IdentityClient } from "../identity/identityClient.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import * as SidecarLive from "../sidecar/sidecar.ts"
+import { splitAddress } from "../sidecar/sidecar.ts"
 import { startMemoryRelease } from "./memoryRelease.ts"
 
 export const sidecarHelp = (): string =>
@@ -55,7 +56,11 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
       identity = obtained.success
     }
     // mTLS asked for without credentials (or unreadable ones) is a configuration problem, said as one.
-    const started = yield* SidecarLive.make(config, stderrLog, identity === undefined ? {} : { credentials: identity }).pipe(
+    // The control listener's port is announced when peers reach it where they reach the inbound one.
+    const controlHost = admin.control.host
+    const announceAdmin = controlHost === "0.0.0.0" || controlHost === "::" || controlHost === splitAddress(config.inbound).host
+    const options = { ...(announceAdmin ? { adminPort: admin.control.port } : {}), ...(identity === undefined ? {} : { credentials: identity }) }
+    const started = yield* SidecarLive.make(config, stderrLog, options).pipe(
       Effect.catchTag("MtlsUnavailable", (error) =>
         Effect.sync(() => {
           process.stderr.write(`iip-mesh sidecar: ${error.message}\n`)

@@ -239,7 +239,20 @@ export const SidecarConfigSchema = Schema.Struct({
    * New traces the admin's trace store keeps per second (the rest are still exported when OTEL_*
    * says so); null: every one. Under load a sample, instead of the whole store turning over.
    */
-  traceStoreRate: Schema.NullOr(Count)
+  traceStoreRate: Schema.NullOr(Count),
+  /** Routes (path templates, gRPC methods) per served service with golden metrics of their own; later ones share `_other`. */
+  goldenRoutes: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1_000 }))),
+  /** Live tap: listeners at once, records a second each takes, records queued for a slow reader. */
+  tapListeners: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 256 }))),
+  tapRate: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
+  tapQueue: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
+  /** Admin federation: a peer admin's answer must come whole within this, and be at most this large. */
+  federationTimeoutMs: PositiveMs,
+  federationMaxBytes: Bytes,
+  /** A peer admin not heard from for this long (or whose last call failed) is shown stale. */
+  federationStaleMs: PositiveMs,
+  /** Peer admins followed at most (the rest are counted, not called). */
+  federationMaxPeers: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 10_000 })))
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -314,7 +327,15 @@ export const settings = [
   { key: "mtls", env: "IIP_MESH_MTLS", flag: "--mtls", help: "mutual TLS between sidecars: on, permissive or off (default: on with credentials, off without)" },
   { key: "tlsCredentialsDir", env: "IIP_MESH_TLS_CREDENTIALS_DIR", flag: "--tls-credentials-dir", help: "tests and benches: fixed credentials from key.pem, chain.pem, bundle.pem here" },
   { key: "tlsHandshakeTimeoutMs", env: "IIP_MESH_TLS_HANDSHAKE_TIMEOUT", flag: "--tls-handshake-timeout", help: "a TLS handshake must finish within this (default 10s)" },
-  { key: "traceStoreRate", env: "IIP_MESH_TRACE_STORE_RATE", flag: "--trace-store-rate", help: "new traces the admin's trace store keeps per second (default 100; off: all)" }
+  { key: "traceStoreRate", env: "IIP_MESH_TRACE_STORE_RATE", flag: "--trace-store-rate", help: "new traces the admin's trace store keeps per second (default 100; off: all)" },
+  { key: "goldenRoutes", env: "IIP_MESH_GOLDEN_ROUTES", flag: "--golden-routes", help: "routes per served service with golden metrics of their own (default 50; then _other)" },
+  { key: "tapListeners", env: "IIP_MESH_TAP_LISTENERS", flag: "--tap-listeners", help: "live tap streams at once (default 16)" },
+  { key: "tapRate", env: "IIP_MESH_TAP_RATE", flag: "--tap-rate", help: "records a second each tap stream takes; the rest sampled out (default 100)" },
+  { key: "tapQueue", env: "IIP_MESH_TAP_QUEUE", flag: "--tap-queue", help: "records queued for a slow tap reader; the rest dropped, counted (default 1000)" },
+  { key: "federationTimeoutMs", env: "IIP_MESH_FEDERATION_TIMEOUT", flag: "--federation-timeout", help: "a peer admin's answer must come whole within this (default 1s)" },
+  { key: "federationMaxBytes", env: "IIP_MESH_FEDERATION_MAX_BYTES", flag: "--federation-max-bytes", help: "largest answer taken from a peer admin (default 8MiB)" },
+  { key: "federationStaleMs", env: "IIP_MESH_FEDERATION_STALE", flag: "--federation-stale", help: "a peer admin unheard this long (or failing) is shown stale (default 3s)" },
+  { key: "federationMaxPeers", env: "IIP_MESH_FEDERATION_MAX_PEERS", flag: "--federation-max-peers", help: "peer admins followed at most (default 64)" }
 ] as const
 
 /** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
@@ -389,7 +410,15 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   mtls: null,
   tlsCredentialsDir: null,
   tlsHandshakeTimeoutMs: 10_000,
-  traceStoreRate: 100
+  traceStoreRate: 100,
+  goldenRoutes: 50,
+  tapListeners: 16,
+  tapRate: 100,
+  tapQueue: 1000,
+  federationTimeoutMs: 1000,
+  federationMaxBytes: 8 * 1024 * 1024,
+  federationStaleMs: 3000,
+  federationMaxPeers: 64
 })
 
 /**
@@ -455,6 +484,8 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "tlsHandshakeTimeoutMs":
     case "authzPolicyPollMs":
     case "identityRequestTimeoutMs":
+    case "federationTimeoutMs":
+    case "federationStaleMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":
@@ -467,6 +498,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "maxQueuedBytesPerConnection":
     case "maxQueuedBytes":
     case "maxWholeBodyBytes":
+    case "federationMaxBytes":
       return parseBytes(last)
     case "maxQueuedRequestsPerConnection":
     case "maxQueuedRequests":
@@ -483,6 +515,11 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "ejectErrorRatePercent":
     case "maxEjectedPercent":
     case "appPoolSize":
+    case "goldenRoutes":
+    case "tapListeners":
+    case "tapRate":
+    case "tapQueue":
+    case "federationMaxPeers":
       return /^-?\d+(?:\.\d+)?$/.test(last) ? Number(last) : last
     case "traceStoreRate":
       return last === "" || last === "off" || last === "none" ? null : /^\d+$/.test(last) ? Number(last) : last

@@ -8,7 +8,7 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, watch, writeF
 import { join } from "node:path"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { type Log, messageOf } from "../iip/log.ts"
-import { type DiscoveredEndpoint, type DiscoverySource, endpointKey } from "./types.ts"
+import { type DiscoveredEndpoint, type DiscoverySource, endpointKey, validPort } from "./types.ts"
 
 export class AnnouncementInvalid extends Data.TaggedError("AnnouncementInvalid")<{ readonly file: string; readonly message: string }> {}
 
@@ -22,6 +22,8 @@ export interface Announcement {
   readonly pid: number
   /** The SPIFFE ID the sidecar presents over mutual TLS (absent without credentials). */
   readonly identity?: string
+  /** The port of the sidecar's admin control listener on `host` (admin federation). */
+  readonly adminPort?: number
 }
 
 export interface DirectorySourceOptions {
@@ -51,6 +53,7 @@ const parse = (file: string, text: string): Announcement => {
   if (value.identity !== undefined && (typeof value.identity !== "string" || parseSpiffeId(value.identity) === undefined)) {
     throw new AnnouncementInvalid({ file, message: "identity is not a SPIFFE ID" })
   }
+  if (value.adminPort !== undefined && validPort(value.adminPort) === undefined) throw new AnnouncementInvalid({ file, message: "adminPort is not a port" })
   return value as Announcement
 }
 
@@ -66,7 +69,7 @@ export const directorySource = (options: DirectorySourceOptions): DiscoverySourc
     }
     /** Per service, what was last reported: its endpoints' keys and weights. */
     let reported = new Map<string, string>()
-    const signature = (endpoints: ReadonlyArray<DiscoveredEndpoint>) => endpoints.map((e) => `${endpointKey(e)}#${e.weight}#${e.identity ?? ""}`).sort().join()
+    const signature = (endpoints: ReadonlyArray<DiscoveredEndpoint>) => endpoints.map((e) => `${endpointKey(e)}#${e.weight}#${e.identity ?? ""}#${e.adminPort ?? ""}`).sort().join()
     const scan = () => {
       const found = new Map<string, Array<DiscoveredEndpoint>>()
       for (const name of readdirSync(directory)) {
@@ -80,9 +83,13 @@ export const directorySource = (options: DirectorySourceOptions): DiscoverySourc
           continue
         }
         if (announcement.mesh !== mesh || !alive(announcement.pid)) continue
-        const { service, host, port, weight, node, identity } = announcement
+        const { service, host, port, weight, node, identity, adminPort } = announcement
         const list = found.get(service) ?? []
-        list.push({ service, host, port, weight: Math.max(1, weight), node, features: [], source: "local", ...(identity === undefined ? {} : { identity }) })
+        list.push({
+          service, host, port, weight: Math.max(1, weight), node, features: [], source: "local",
+          ...(identity === undefined ? {} : { identity }),
+          ...(adminPort === undefined ? {} : { adminPort })
+        })
         found.set(service, list)
       }
       const now = new Map<string, string>()

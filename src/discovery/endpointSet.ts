@@ -81,9 +81,11 @@ const mergeReports = (reports: ReadonlyArray<DiscoveredEndpoint>): MergedEndpoin
   const version = ordered.find((report) => report.version !== undefined)?.version
   const node = ordered.find((report) => report.node !== undefined)?.node
   const identity = ordered.find((report) => report.identity !== undefined)?.identity
+  const adminPort = ordered.find((report) => report.adminPort !== undefined)?.adminPort
   return {
     ...winner,
     ...(identity === undefined ? {} : { identity }),
+    ...(adminPort === undefined ? {} : { adminPort }),
     ...(zone === undefined ? {} : { zone }),
     ...(version === undefined ? {} : { version }),
     ...(node === undefined ? {} : { node }),

@@ -17,6 +17,9 @@
 // naming its pods' ServiceAccount gives `spiffe://<trustDomain>/ns/<namespace>/sa/<label>` with no
 // further API call and no read access to pods. Without the label (or without `trustDomain`) the
 // endpoints name no identity, and the sidecar accepts any identity of its trust domain there.
+// The slice's port named `adminPortName` ("admin-control"; not "admin", which the manifests give
+// the read-only listener), when the Service names one, is the pods' admin control port (admin
+// federation, src/admin/federation.ts).
 //
 // Reconnecting: the informer itself re-opens a watch that the server closes (from the last
 // resourceVersion; a 410 Gone makes it list again). When it gives up and reports an error (the
@@ -88,6 +91,8 @@ export const endpointsOfSlices = (
     readonly noPort?: (slice: string) => void
     readonly trustDomain?: string | undefined
     readonly identityLabel?: string
+    /** The slice port naming the admin control listener (default "admin-control"). */
+    readonly adminPortName?: string
   }
 ): ReadonlyArray<DiscoveredEndpoint> => {
   const endpoints = new Map<string, DiscoveredEndpoint>()
@@ -98,6 +103,7 @@ export const endpointsOfSlices = (
       if ((slice.endpoints ?? []).length > 0) options.noPort?.(slice.metadata?.name ?? "")
       continue
     }
+    const adminPort = slice.ports?.find((candidate) => (candidate.name ?? "") === (options.adminPortName ?? "admin-control"))?.port
     const weight = weightOf(slice.metadata?.annotations?.[options.weightAnnotation])
     const identity = identityOf(slice, options.trustDomain, options.identityLabel ?? defaultIdentityLabel)
     for (const endpoint of slice.endpoints ?? []) {
@@ -112,7 +118,8 @@ export const endpointsOfSlices = (
           source: "kubernetes",
           ...(endpoint.zone === undefined ? {} : { zone: endpoint.zone }),
           ...(endpoint.nodeName === undefined ? {} : { node: endpoint.nodeName }),
-          ...(identity === undefined ? {} : { identity })
+          ...(identity === undefined ? {} : { identity }),
+          ...(adminPort === undefined ? {} : { adminPort })
         }
         const key = endpointKey(found)
         if (!endpoints.has(key)) endpoints.set(key, found)

@@ -8,6 +8,7 @@
 //   proto    the IIP mesh protocol version features  comma-separated protocol features
 //   addr     the address the sidecar really listens on (the endpoint's host)
 //   id       the SPIFFE ID the sidecar presents over mutual TLS (absent without credentials)
+//   admin    the port of the sidecar's admin control listener on the same address (federation)
 // When `addr` is absent the browser uses the source address of the mDNS answer.
 //
 // Instance names are "<service> <node> <port> <mesh>" (dots turned into "-", clamped to 63 bytes
@@ -31,7 +32,7 @@ import { createRequire } from "node:module"
 import type Bonjour from "bonjour-service"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { MeshVersion } from "../protocol/mesh.ts"
-import { type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate, endpointKey } from "./types.ts"
+import { type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate, endpointKey, validPort } from "./types.ts"
 
 export const MdnsServiceType = "iip-mesh"
 export const MdnsDefaults = { queryIntervalMs: 1000, silenceMs: 2500 } as const
@@ -66,6 +67,8 @@ export interface MdnsAnnouncement {
   readonly identity?: string
   /** Defaults to ["mesh/<protocol version>"]. */
   readonly features?: ReadonlyArray<string>
+  /** The port of this sidecar's admin control listener (TXT "admin"). */
+  readonly adminPort?: number
 }
 
 export interface MdnsSourceOptions {
@@ -115,6 +118,7 @@ export const encodeTxt = (options: MdnsSourceOptions, announcement: MdnsAnnounce
   if (announcement.version !== undefined && announcement.version !== "") txt.version = announcement.version
   if (announcement.zone !== undefined && announcement.zone !== "") txt.zone = announcement.zone
   if (announcement.identity !== undefined && announcement.identity !== "") txt.id = announcement.identity
+  if (announcement.adminPort !== undefined) txt.admin = String(announcement.adminPort)
   const address = isWildcard(announcement.address) ? options.interface : announcement.address
   if (!isWildcard(address)) txt.addr = address!
   return txt
@@ -158,6 +162,7 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
   // An id that is not a SPIFFE ID is left out: the endpoint then needs any identity of the trust domain.
   const identity = text(txt, "id")
   const validIdentity = identity !== undefined && parseSpiffeId(identity) !== undefined ? identity : undefined
+  const adminPort = validPort(text(txt, "admin"))
   return {
     ok: true,
     endpoint: {
@@ -170,14 +175,16 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
       ...(version !== undefined ? { version } : {}),
       ...(zone !== undefined ? { zone } : {}),
       ...(node !== undefined ? { node } : {}),
-      ...(validIdentity !== undefined ? { identity: validIdentity } : {})
+      ...(validIdentity !== undefined ? { identity: validIdentity } : {}),
+      ...(adminPort !== undefined ? { adminPort } : {})
     }
   }
 }
 
 const sameEndpoint = (a: DiscoveredEndpoint, b: DiscoveredEndpoint): boolean =>
   a.service === b.service && a.host === b.host && a.port === b.port && a.weight === b.weight && a.zone === b.zone &&
-  a.version === b.version && a.node === b.node && a.source === b.source && a.features.join(",") === b.features.join(",")
+  a.version === b.version && a.node === b.node && a.source === b.source && a.features.join(",") === b.features.join(",") &&
+  a.adminPort === b.adminPort
 
 /**
  * The endpoints currently listed, by mDNS instance (fqdn), with the time each was last confirmed.

@@ -25,6 +25,14 @@ export interface DiscoveredEndpoint {
   readonly security?: "mtls" | "tls" | "plain"
   /** For "tls": a PEM file of the CA the server's certificate must chain to. */
   readonly ca?: string
+  /** The port of the sidecar's admin control listener on `host`, when it announces one (admin federation). */
+  readonly adminPort?: number
+}
+
+/** A port number as announced (a string or a number); undefined unless 1..65535. */
+export const validPort = (value: unknown): number | undefined => {
+  const port = typeof value === "string" && /^\d{1,5}$/.test(value) ? Number(value) : value
+  return typeof port === "number" && Number.isInteger(port) && port >= 1 && port <= 65535 ? port : undefined
 }
 
 /**

@@ -12,6 +12,7 @@
 // Attribute names follow the OpenTelemetry HTTP semantic conventions; the mesh's own are under
 // `iip_mesh.`.
 import { SpanKind, SpanStatusCode } from "@opentelemetry/api"
+import type { GoldenSeries, ServedGolden } from "../telemetry/golden.ts"
 import type { MeshMetrics, ServiceMetrics } from "../telemetry/metrics.ts"
 import { type HeaderPairs, type HeaderRecord, type IncomingTrace, incomingTraceOfPairs, incomingTraceOfRecord, replaceTraceHeaders } from "../telemetry/propagation.ts"
 import type { SpanRecord, SpanRecorder } from "../telemetry/spanRecord.ts"
@@ -65,6 +66,9 @@ export class OutboundObservation {
   private readonly incoming: IncomingTrace | undefined
   private span: SpanRecord | undefined = undefined
   private service: ServiceMetrics | undefined = undefined
+  private calls: GoldenSeries | undefined = undefined
+  private target = "-"
+  private uri = ""
   private readonly started = performance.now()
 
   constructor(telemetry: SidecarTelemetry, method: string, appHeaders: HeaderRecord) {
@@ -76,6 +80,9 @@ export class OutboundObservation {
   /** The target is known: the client span starts, the request counts as in flight. */
   begin(service: string, uri: string): void {
     this.service = this.telemetry.metrics.service("outbound", service)
+    this.calls = this.telemetry.metrics.golden.callsTo(service)
+    this.target = service
+    this.uri = uri
     this.service.requestStarted()
     const spans = this.telemetry.tracing.spans
     if (spans === undefined) return
@@ -118,7 +125,25 @@ export class OutboundObservation {
     if (this.service === undefined) service.requestStarted()
     service.requestFinished(endpoint, this.method, status, seconds)
     if (failure !== undefined) service.requestFailed(status, failure.hop, failure.reason)
+    const metrics = this.telemetry.metrics
+    this.calls?.record(metrics.golden.now(), seconds, status >= 500 || failure !== undefined)
     const span = this.span
+    if (metrics.tap.active) {
+      metrics.tap.publish({
+        time: Date.now(),
+        direction: "outbound",
+        service: this.target,
+        caller: metrics.golden.self,
+        method: this.method,
+        path: pathOf(this.uri),
+        status,
+        latencyMs: seconds * 1000,
+        endpoint,
+        traceId: span?.traceId ?? null,
+        errorHop: failure?.hop ?? null,
+        errorReason: failure?.reason ?? null
+      })
+    }
     if (span === undefined) return undefined
     if (span.sampled) {
       const attributes = span.attributes
@@ -138,8 +163,12 @@ export class OutboundObservation {
 
 /** One inbound request: a peer's call, served by the local app. */
 export class InboundObservation {
+  private readonly telemetry: SidecarTelemetry
   private readonly method: string
+  private readonly path: string
+  private readonly serviceName: string
   private readonly service: ServiceMetrics
+  private readonly served: ServedGolden
   private readonly started = performance.now()
   private readonly spans: SpanRecorder | undefined
   /** The caller's trace headers (tracing on only). */
@@ -149,8 +178,12 @@ export class InboundObservation {
   private ended = false
 
   constructor(telemetry: SidecarTelemetry, service: string, method: string, path: string, headers: HeaderPairs, remoteAddress: string) {
+    this.telemetry = telemetry
     this.method = method
+    this.path = path
+    this.serviceName = service
     this.service = telemetry.metrics.service("inbound", service)
+    this.served = telemetry.metrics.golden.served(service)
     this.service.requestStarted()
     const spans = telemetry.tracing.spans
     this.spans = spans
@@ -198,8 +231,27 @@ export class InboundObservation {
   end(appAddress: string, status: number, failure: Failure | undefined): void {
     if (this.ended) return
     this.ended = true
-    this.service.requestFinished(appAddress, this.method, status, (performance.now() - this.started) / 1000)
+    const seconds = (performance.now() - this.started) / 1000
+    this.service.requestFinished(appAddress, this.method, status, seconds)
     if (failure !== undefined) this.service.requestFailed(status, failure.hop, failure.reason)
+    const metrics = this.telemetry.metrics
+    this.served.record(this.path, seconds, status >= 500 || failure !== undefined)
+    if (metrics.tap.active) {
+      metrics.tap.publish({
+        time: Date.now(),
+        direction: "inbound",
+        service: this.serviceName,
+        caller: "-",
+        method: this.method,
+        path: pathOf(this.path),
+        status,
+        latencyMs: seconds * 1000,
+        endpoint: appAddress,
+        traceId: this.server?.traceId ?? null,
+        errorHop: failure?.hop ?? null,
+        errorReason: failure?.reason ?? null
+      })
+    }
     this.endSpan(this.app, status, failure)
     this.endSpan(this.server, status, failure)
   }

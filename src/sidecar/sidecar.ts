@@ -71,6 +71,8 @@ export interface SidecarOptions {
   readonly onInboundMeshConnection?: (session: MeshSession) => void
   /** This workload's mTLS credentials, renewed as they change (the identity client); else `tlsCredentialsDir`'s, if set. */
   readonly credentials?: CredentialSource
+  /** The port of this sidecar's admin control listener, announced to discovery beside the inbound address (admin federation). */
+  readonly adminPort?: number
 }
 
 /** Metadata blocks up to this size, on both ends (PROTOCOL.md §17.1): HTTP heads can be larger than the library's 8 KiB default. */
@@ -151,7 +153,11 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
     yield* Effect.addFinalizer(() =>
       Effect.promise(() => tracing.shutdown()).pipe(Effect.timeoutOption(config.drainTimeoutMs), Effect.asVoid)
     )
-    return { tracing, metrics: makeMetrics(), traces }
+    const metrics = makeMetrics({
+      golden: { self: config.service, maxRoutes: config.goldenRoutes },
+      tap: { maxListeners: config.tapListeners, ratePerSecond: config.tapRate, maxQueued: config.tapQueue }
+    })
+    return { tracing, metrics, traces }
   })
 
 const tlsOption = (meshTls: MeshTls): { readonly tls?: NonNullable<Server.ServerOptions["tls"]> } => {
@@ -215,6 +221,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     const meshTls = yield* makeMeshTls(config, options, telemetry, log)
     /** The identity this sidecar announces to discovery: what peers must find in its certificate. */
     const announcedIdentity = meshTls.mode === "off" ? {} : { identity: meshTls.identity }
+    const announcedAdmin = options.adminPort === undefined ? {} : { adminPort: options.adminPort }
     let ready = false
     const inFlight = { value: 0 }
     const registry = new EndpointRegistry({
@@ -296,7 +303,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     if (options.onInboundMeshConnection !== undefined) inbound.onMeshConnection(options.onInboundMeshConnection)
     const announced = config.app === null
       ? undefined
-      : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node, ...announcedIdentity }
+      : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node, ...announcedIdentity, ...announcedAdmin }
     if (config.localDiscovery !== null) {
       discovery.register(directorySource({ directory: config.localDiscovery, mesh: config.meshName, ...(announced === undefined ? {} : { announce: announced }), log }))
     }
@@ -305,7 +312,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       const mdns = new MdnsSource({
         mesh: config.meshName,
         node: config.node,
-        announce: config.app === null ? [] : [{ service: config.service, port: inbound.address.port, address: inbound.address.host, weight: config.weight, ...announcedIdentity }],
+        announce: config.app === null ? [] : [{ service: config.service, port: inbound.address.port, address: inbound.address.host, weight: config.weight, ...announcedIdentity, ...announcedAdmin }],
         ...(config.mdnsInterface === null ? {} : { interface: config.mdnsInterface }),
         log
       })

@@ -30,6 +30,12 @@
 //                                                                     or refused (mtls on)
 //   iip_mesh_uncaught_errors_total{kind}                              counter: exceptions and rejections
 //                                                                     nothing handled, that the process survived
+//   iip_mesh_route_requests_total{service,route,outcome}              counter: served requests per route (golden.ts:
+//                                                                     path template or gRPC method, capped per service)
+//   iip_mesh_route_request_duration_seconds{service,route}            histogram (the golden metrics' buckets)
+//   iip_mesh_edge_requests_total{caller,callee,outcome}               counter: this sidecar's calls per edge
+//   iip_mesh_edge_request_duration_seconds{caller,callee}             histogram
+// outcome: success, or failure (a 5xx or a mesh error), as the golden metrics' success rate counts.
 //   process_*, nodejs_*                                               prom-client's default metrics
 // direction: outbound (the local app calls out; service is the target) or inbound (a peer calls
 // in; service is this sidecar's own). endpoint: outbound, the peer's host:port that was tried last
@@ -47,13 +53,19 @@
 // per process (prom-client's collectors install GC and event-loop observers that cannot be
 // removed), and every sidecar's `text()` appends them.
 import { collectDefaultMetrics, Counter, Gauge, type Metric, Registry } from "prom-client"
+import { GOLDEN_BUCKETS, type GoldenMetrics, type GoldenOptions, type GoldenSeries, makeGolden } from "./golden.ts"
 import { processFaults } from "./processFaults.ts"
+import { Tap, type TapLimits } from "./tap.ts"
 
 export type Direction = "outbound" | "inbound"
 
 export interface MetricsOptions {
   /** Services per direction with series of their own; later ones count as `_other`. Default 500. */
   readonly maxServices?: number
+  /** The golden metrics' caps and clock (golden.ts). */
+  readonly golden?: GoldenOptions
+  /** The live tap's limits (tap.ts). */
+  readonly tap?: Partial<TapLimits>
 }
 
 export interface ServiceMetrics {
@@ -86,6 +98,10 @@ export interface TrafficSummary {
 export interface MeshMetrics {
   /** The mesh metrics (without the process metrics, which `text()` adds). */
   readonly registry: Registry
+  /** Success rate, rate and latency percentiles over sliding windows, per service, edge and route (golden.ts). */
+  readonly golden: GoldenMetrics
+  /** Live request records for whoever listens (tap.ts); idle when nobody does. */
+  readonly tap: Tap
   /** The metrics of one service in one direction, created on first use and cached. */
   service(direction: Direction, service: string): ServiceMetrics
   endpointEjected(service: string, endpoint: string): void
@@ -178,19 +194,27 @@ class DurationTally {
   }
 }
 
+/** What a histogram is read from at scrape time: counts per bucket (not cumulative, the last one past every bound), sum, count. */
+interface BucketCounts {
+  readonly labels: Labels
+  readonly counts: ArrayLike<number>
+  readonly sum: number
+  readonly count: number
+}
+
 /**
  * The duration histogram, read from DurationTallies at scrape time in prom-client's own form
  * (`_bucket` lines with `le` first, `+Inf`, `_sum`, `_count` per label set): prom-client's
  * Histogram checks and hashes the labels on every observe, even bound ones.
  */
-const durationHistogram = (registry: Registry, name: string, help: string, tallies: () => Iterable<DurationTally>): void => {
+const durationHistogram = (registry: Registry, name: string, help: string, tallies: () => Iterable<BucketCounts>, buckets: ReadonlyArray<number> = durationBuckets): void => {
   const get = () => {
     const values: Array<{ metricName: string; labels: Labels | { le: number | string }; sharedLabels: Labels; value: number }> = []
     for (const t of tallies()) {
       let cumulative = 0
-      for (let i = 0; i < durationBuckets.length; i++) {
+      for (let i = 0; i < buckets.length; i++) {
         cumulative += t.counts[i]!
-        values.push({ metricName: `${name}_bucket`, labels: { le: durationBuckets[i]! }, sharedLabels: t.labels, value: cumulative })
+        values.push({ metricName: `${name}_bucket`, labels: { le: buckets[i]! }, sharedLabels: t.labels, value: cumulative })
       }
       values.push({ metricName: `${name}_bucket`, labels: { le: "+Inf" }, sharedLabels: t.labels, value: t.count })
       values.push({ metricName: `${name}_sum`, labels: {}, sharedLabels: t.labels, value: t.sum })
@@ -358,11 +382,31 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_authz_policy_reloads_total", "Re-reads of the authorization policy file: ok, or invalid (the last good policy stays in force).", ["result"], () => [policyReloads.ok, policyReloads.invalid])
   fromTallies(registry, "counter", "iip_mesh_tls_handshakes_total", "Mesh TLS handshakes, by direction and result (ok, or why the peer was refused).", ["direction", "result"], () => handshakes.values())
   fromTallies(registry, "counter", "iip_mesh_plain_connections_total", "Plain IIP peers accepted (mtls permissive) or refused (mtls on).", ["result"], () => Object.values(plainConnections))
+  const golden = makeGolden({ maxServices, ...options.golden })
+  const outcomes = (labels: Labels, totals: GoldenSeries["totals"]): Array<Tally> => [
+    { labels: { ...labels, outcome: "success" }, value: totals.requests - totals.errors },
+    { labels: { ...labels, outcome: "failure" }, value: totals.errors }
+  ]
+  const bucketsOf = (labels: Labels, totals: GoldenSeries["totals"]): BucketCounts => ({ labels, counts: totals.buckets, sum: totals.seconds, count: totals.requests })
+  fromTallies(registry, "counter", "iip_mesh_route_requests_total", "Requests served per route (path template or gRPC method), by outcome: failure is a 5xx or a mesh error.", ["service", "route", "outcome"], function*() {
+    for (const r of golden.series().routes) yield* outcomes({ service: r.service, route: r.route }, r.series.totals)
+  })
+  durationHistogram(registry, "iip_mesh_route_request_duration_seconds", "Time to serve a request, per route.", function*() {
+    for (const r of golden.series().routes) yield bucketsOf({ service: r.service, route: r.route }, r.series.totals)
+  }, GOLDEN_BUCKETS)
+  fromTallies(registry, "counter", "iip_mesh_edge_requests_total", "Calls from this sidecar's service to another, by outcome: failure is a 5xx or a mesh error.", ["caller", "callee", "outcome"], function*() {
+    for (const e of golden.series().edges) yield* outcomes({ caller: e.caller, callee: e.callee }, e.series.totals)
+  })
+  durationHistogram(registry, "iip_mesh_edge_request_duration_seconds", "Time of a call from this sidecar's service to another, per edge.", function*() {
+    for (const e of golden.series().edges) yield bucketsOf({ caller: e.caller, callee: e.callee }, e.series.totals)
+  }, GOLDEN_BUCKETS)
   fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], connectionGauge("connections"))
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
   return {
     registry,
+    golden,
+    tap: new Tap(options.tap),
     service: (direction, service) => {
       const known = services[direction]
       let series = known.get(service)

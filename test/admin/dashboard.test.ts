@@ -5,6 +5,9 @@
 // reports them), and a click on a trace that crossed several sidecars draws its waterfall with
 // spans from at least two of them. The page logs no errors and no request of it fails. A screenshot (PNG) is saved under
 // test-results/ and its path printed. Every wait is on a selector or an event, bounded.
+// Under load (page views in a loop), the service graph shows every demo service and edge, the chart
+// of a clicked service updates, and a click on an edge lists its slowest traces, one of which
+// opens in the waterfall (screenshot dashboard-graph.png).
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -159,6 +162,89 @@ describe.skipIf(suite.skip)(suite.title, () => {
     console.log(`dashboard screenshot: ${screenshot}`)
     expect(readFileSync(screenshot).subarray(1, 4).toString()).toBe("PNG")
 
+    expect(pageErrors).toStrictEqual([])
+  }, 60_000)
+
+  it("under load: the service graph has every demo service and edge, the chart updates, an edge lists its slowest traces", async () => {
+    let loading = true
+    const load = (async () => {
+      while (loading) await fetch(ready.entry).then((r) => r.text())
+    })()
+    try {
+      await page.goto(ready.dashboard)
+      const graph = page.locator("#graph-svg")
+      for (const service of ["storefront", "catalog", "pricing"]) await graph.locator(`g.node[data-service="${service}"]`).waitFor({ timeout: WAIT_MS })
+      for (const callee of ["catalog", "pricing"]) await graph.locator(`g.edge[data-caller="storefront"][data-callee="${callee}"]`).waitFor({ timeout: WAIT_MS })
+      expect(await graph.locator("g.node").evaluateAll((nodes) => nodes.map((n) => n.getAttribute("data-service")).sort())).toStrictEqual(["catalog", "pricing", "storefront"])
+      expect(await graph.locator("g.edge").count()).toBe(2)
+      await expect.poll(() => graph.locator('g.edge[data-callee="catalog"] text').textContent(), { timeout: WAIT_MS }).toMatch(/\/s · 100\.0% · [\d.]+ ms$/)
+
+      // The chart of a service: 60 points, and it moves while load runs.
+      await graph.locator('g.node[data-service="catalog"]').click()
+      const chart = page.locator("#chart-svg")
+      await expect.poll(() => chart.getAttribute("data-points"), { timeout: WAIT_MS }).toBe("60")
+      const first = Number(await chart.getAttribute("data-requests"))
+      const firstUpdate = await chart.getAttribute("data-updated")
+      await expect.poll(async () => Number(await chart.getAttribute("data-requests")), { timeout: WAIT_MS }).toBeGreaterThan(first)
+      expect(await chart.getAttribute("data-updated")).not.toBe(firstUpdate)
+      expect(await chart.locator("path.rps").count()).toBe(1)
+
+      // An edge: its slowest traces, slowest first; one opens in the waterfall.
+      await graph.locator('g.edge[data-caller="storefront"][data-callee="pricing"] path.hit').click({ force: true })
+      const rows = page.locator("#edge-traces tbody tr[data-trace]")
+      await rows.first().waitFor({ timeout: WAIT_MS })
+      const durations = await rows.evaluateAll((found) => found.map((r) => Number(r.children[1]!.textContent)))
+      expect(durations).toStrictEqual([...durations].sort((a, b) => b - a))
+      const traceId = (await rows.first().getAttribute("data-trace"))!
+      await rows.first().click()
+      await expect.poll(() => page.locator("#trace-title").textContent(), { timeout: WAIT_MS }).toContain(traceId)
+      await page.locator('#waterfall .row[data-service="pricing"]').first().waitFor({ timeout: WAIT_MS })
+
+      mkdirSync(resultsDir, { recursive: true })
+      const screenshot = join(resultsDir, "dashboard-graph.png")
+      await page.screenshot({ path: screenshot, fullPage: true })
+      console.log(`dashboard graph screenshot: ${screenshot}`)
+      expect(pageErrors).toStrictEqual([])
+    } finally {
+      loading = false
+      await load
+    }
+  }, 60_000)
+
+  it("draws 50 services with 500 edges, and a mesh table of 500 endpoints, each in under 250 ms", async () => {
+    await page.goto(ready.dashboard)
+    await page.locator('#graph-svg g.node[data-service="catalog"]').waitFor({ timeout: WAIT_MS })
+    const timings = await page.evaluate(`(() => {
+      const windows = (rps) => Object.fromEntries(["10s", "1m", "10m"].map((w) => [w, { requests: rps * 60, errors: 1, seconds: 60, buckets: [], stats: { requests: rps * 60, rps, successRate: 0.97, p50: 0.002, p95: 0.01, p99: 0.02 } }]))
+      const names = Array.from({ length: 50 }, (_, i) => "svc-" + i)
+      const golden = {
+        generatedAt: Date.now(),
+        services: names.map((service, i) => ({ service, windows: windows(i + 1) })),
+        edges: names.flatMap((caller, i) => Array.from({ length: 10 }, (_, j) => ({ caller, callee: names[(i + j + 1) % 50], windows: windows(j + 1) }))),
+        routes: []
+      }
+      let started = performance.now()
+      renderGraph(golden)
+      const graphMs = performance.now() - started
+      const endpoint = (k) => ({ address: "10.0.0." + k + ":4143", source: "mdns", health: "healthy", weight: 1, latencyMs: 1.5, samples: 3, pending: 0 })
+      const totals = { requests: 100, errors: 1, durationSeconds: 0.5, inFlight: 0 }
+      const data = {
+        generatedAt: Date.now(),
+        sidecars: names.map((service, i) => ({ service, node: service + "-node", ready: true, inbound: { address: "10.0.1." + i + ":4143", ...totals },
+          outbound: [{ service: names[(i + 1) % 50], ...totals, endpoints: Array.from({ length: 10 }, (_, k) => endpoint(k)) }] })),
+        traces: []
+      }
+      started = performance.now()
+      renderMesh(data)
+      const meshMs = performance.now() - started
+      return { graphMs, meshMs, nodes: document.querySelectorAll("#graph-svg g.node").length, edges: document.querySelectorAll("#graph-svg g.edge").length, rows: document.querySelectorAll("#mesh tbody tr[data-endpoint]").length }
+    })()`) as { graphMs: number; meshMs: number; nodes: number; edges: number; rows: number }
+    console.log(`dashboard, 50 services: graph of 500 edges drawn in ${timings.graphMs.toFixed(1)} ms, mesh table of 500 endpoints in ${timings.meshMs.toFixed(1)} ms`)
+    expect(timings).toMatchObject({ nodes: 50, edges: 500, rows: 500 })
+    expect(timings.graphMs).toBeLessThan(250)
+    expect(timings.meshMs).toBeLessThan(250)
+    mkdirSync(resultsDir, { recursive: true })
+    await page.screenshot({ path: join(resultsDir, "dashboard-50-services.png") })
     expect(pageErrors).toStrictEqual([])
   }, 60_000)
 })

@@ -1,6 +1,6 @@
 // What a sidecar loads before it is ready: the heavy packages of features it was not asked for
-// (Kubernetes client, mDNS, WebSocket, X.509 for workload identities) and the other commands' code (file server, demo, effect/cli
-// commands) stay unloaded until used, which keeps an idle sidecar's memory down (issue 14). The
+// (Kubernetes client, mDNS, WebSocket, X.509 for workload identities), the other commands' code (file server, demo, effect/cli
+// commands) and the admin federation's client stay unloaded until used, which keeps an idle sidecar's memory down (issue 14). The
 // child runs with test/support/loadedModules.ts preloaded, which logs every module it loads.
 import { resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
@@ -33,7 +33,9 @@ describe("a sidecar loads only what it uses", () => {
       "/src/discovery/kubernetesSource.ts",
       "/src/files/",
       "/src/cli/demo.ts",
-      "/src/cli/commands.ts"
+      "/src/cli/commands.ts",
+      "/src/admin/federation.ts",
+      "/src/admin/adminClient.ts"
     ]
     expect(urls.filter((url) => unwanted.some((part) => url.includes(part)))).toEqual([])
   })

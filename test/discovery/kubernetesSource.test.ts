@@ -91,6 +91,16 @@ describe("endpoint rules (pure)", () => {
   })
 })
 
+describe("the admin control port of Kubernetes endpoints (federation)", () => {
+  it("is the slice's port named admin-control; none without it", () => {
+    const slice = endpointSlice("web-a", [{ ip: "10.1.0.10" }])
+    const withAdmin = { ...slice, ports: [...(slice.ports ?? []), { name: "admin-control", port: 9991 }, { name: "admin", port: 9990 }] }
+    const options = { service: "web", portName: "mesh", weightAnnotation: "iip-mesh/weight" }
+    expect(endpointsOfSlices([withAdmin], options)[0]!.adminPort).toBe(9991)
+    expect(endpointsOfSlices([slice], options)[0]!.adminPort).toBeUndefined()
+  })
+})
+
 describe("the identity of Kubernetes endpoints", () => {
   it("comes from the ServiceAccount label the Service's slices carry, in the sidecar's trust domain; none without it", () => {
     const labelled = endpointSlice("web-a", [{ ip: "10.1.0.10" }])

@@ -10,6 +10,7 @@
 //   {"cmd":"watch","admin":"127.0.0.1:P"}         polls /mesh every 10 ms (no push exists) and reports changes
 //   {"cmd":"unwatch"}                             stops polling (the sidecar is going away)
 //   {"cmd":"request","id":N,"outbound":"127.0.0.1:P","host":"catalog"}  GET / through the outbound
+//   {"cmd":"get","id":N,"admin":"127.0.0.1:P","path":"/federation","token":T}  GET an admin path with a bearer token
 // Exits when stdin closes.
 import * as http from "node:http"
 import type * as net from "node:net"
@@ -83,6 +84,12 @@ lines.on("line", (line) => {
     void poll(admin)
   } else if (command.cmd === "unwatch") {
     watching = undefined
+  } else if (command.cmd === "get") {
+    const id = command.id
+    get(String(command.admin), String(command.path), { authorization: `Bearer ${String(command.token)}` }, Number(command.timeoutMs ?? 5000)).then(
+      (answer) => out({ type: "answer", id, ...answer }),
+      (error: unknown) => out({ type: "answer", id, error: error instanceof Error ? error.message : String(error) })
+    )
   } else if (command.cmd === "request") {
     const id = command.id
     get(String(command.outbound), "/", { host: String(command.host) }, Number(command.timeoutMs ?? 5000)).then(

@@ -1,0 +1,172 @@
+// Admin federation: one admin server's view of the whole mesh (GET /federation on the control
+// listener). The peers are the other sidecars' admin control listeners, found through the same
+// discovery as endpoints (an endpoint that announces `adminPort`: mDNS TXT "admin", the local
+// directory's announcement, an EndpointSlice port named "admin-control"); each is asked for its own golden
+// metrics (/golden?scope=self) with this admin's bearer token, and the views are merged with the
+// local one. A peer that does not answer (or not in time, or too much) is kept and marked stale,
+// with its last view, not hidden; one no discovery lists for `FORGET_MS` is forgotten.
+//
+// Bounded: peers are asked only when someone asks this admin (nothing runs while nobody looks),
+// at most once per `MIN_REFRESH_MS` (concurrent askers share one round), each call within
+// federationTimeoutMs and federationMaxBytes, at most federationMaxPeers peers followed.
+import type { Sidecar } from "../sidecar/sidecar.ts"
+import { type GoldenView, mergeViews } from "../telemetry/golden.ts"
+import { getAdminJson } from "./adminClient.ts"
+import { goldenSeries, type Point } from "./observability.ts"
+
+const MIN_REFRESH_MS = 500
+const FORGET_MS = 10 * 60_000
+
+export interface PeerStatus {
+  /** "host:port" of its admin control listener. */
+  readonly admin: string
+  readonly node: string | null
+  readonly services: ReadonlyArray<string>
+  readonly stale: boolean
+  /** When it last answered (epoch ms); null: never. */
+  readonly lastSeenMs: number | null
+  readonly error: string | null
+}
+
+export interface FederationView {
+  readonly generatedAt: number
+  readonly self: { readonly nodes: ReadonlyArray<string>; readonly services: ReadonlyArray<string> }
+  readonly peers: ReadonlyArray<PeerStatus>
+  /** Peers discovery listed beyond federationMaxPeers: not followed. */
+  readonly untracked: number
+  /** The local view and every peer's last view (stale ones included), merged. */
+  readonly golden: GoldenView
+}
+
+interface Peer {
+  readonly admin: string
+  node: string | null
+  services: Set<string>
+  lastListedMs: number
+  lastOkMs: number | null
+  error: string | null
+  view: GoldenView | undefined
+}
+
+const isView = (value: unknown): value is GoldenView =>
+  typeof value === "object" && value !== null && ["services", "edges", "routes"].every((key) => Array.isArray((value as Record<string, unknown>)[key]))
+
+const adminAddress = (host: string, port: number) => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
+
+export class Federation {
+  private readonly peers = new Map<string, Peer>()
+  private readonly token: string | undefined
+  private readonly now: () => number
+  private untracked = 0
+  private lastRoundMs = Number.NEGATIVE_INFINITY
+  private round: Promise<void> | undefined = undefined
+
+  constructor(token: string | undefined, now: () => number = Date.now) {
+    this.token = token
+    this.now = now
+  }
+
+  /** The mesh as `sidecar`'s admin sees it, `shown` being the sidecars this admin reports on itself. */
+  async view(sidecar: Sidecar, shown: ReadonlyArray<Sidecar>): Promise<FederationView> {
+    const config = sidecar.config
+    const ownNodes = new Set(shown.map((s) => s.config.node))
+    if (this.now() - this.lastRoundMs >= MIN_REFRESH_MS) {
+      this.round ??= this.refresh(sidecar, ownNodes).finally(() => {
+        this.round = undefined
+        this.lastRoundMs = this.now()
+      })
+    }
+    if (this.round !== undefined) await this.round
+    const nowMs = this.now()
+    const peers = [...this.peers.values()].sort((a, b) => a.admin.localeCompare(b.admin)).map((peer): PeerStatus => ({
+      admin: peer.admin,
+      node: peer.node,
+      services: [...peer.services].sort(),
+      stale: peer.error !== null || peer.lastOkMs === null || nowMs - peer.lastOkMs > config.federationStaleMs,
+      lastSeenMs: peer.lastOkMs,
+      error: peer.error
+    }))
+    const local = shown.map((s) => s.telemetry.metrics.golden.view())
+    const remote = [...this.peers.values()].flatMap((peer) => (peer.view === undefined ? [] : [peer.view]))
+    return {
+      generatedAt: nowMs,
+      self: { nodes: [...ownNodes], services: [...new Set(shown.map((s) => s.config.service))] },
+      peers,
+      untracked: this.untracked,
+      golden: mergeViews([...local, ...remote])
+    }
+  }
+
+  /**
+   * The series of a service or an edge over the whole mesh: this admin's sidecars' and every fresh
+   * peer's (asked now, within the same bounds), counts summed per 10 s slot, p99 the largest.
+   */
+  async series(sidecar: Sidecar, shown: ReadonlyArray<Sidecar>, query: URLSearchParams): Promise<{ readonly points: ReadonlyArray<Point> } | undefined> {
+    const local = goldenSeries(shown, query)
+    const config = sidecar.config
+    const nowMs = this.now()
+    const fresh = [...this.peers.values()].filter((p) => p.error === null && p.lastOkMs !== null && nowMs - p.lastOkMs <= config.federationStaleMs)
+    const options = { token: this.token, timeoutMs: config.federationTimeoutMs, maxBytes: config.federationMaxBytes }
+    const selector = new URLSearchParams([...query.entries()].filter(([key]) => ["service", "caller", "callee"].includes(key)))
+    selector.set("scope", "self")
+    const answers = await Promise.allSettled(fresh.map((peer) => getAdminJson(`http://${peer.admin}/golden/series?${selector}`, options)))
+    const found = [...(local === undefined ? [] : [local.points])]
+    for (const answer of answers) {
+      if (answer.status !== "fulfilled") continue
+      const points = (answer.value as { points?: unknown }).points
+      if (Array.isArray(points)) found.push(points as ReadonlyArray<Point>)
+    }
+    if (found.length === 0) return undefined
+    // Slots start on multiples of 10 s everywhere: summed by start time (hosts' clocks may differ a little).
+    const byStart = new Map<number, [number, number, number, number | null]>()
+    for (const points of found) {
+      for (const [start, requests, errors, p99] of points) {
+        const sum = byStart.get(start) ?? [start, 0, 0, null]
+        sum[1] += requests
+        sum[2] += errors
+        if (p99 !== null) sum[3] = Math.max(sum[3] ?? 0, p99)
+        byStart.set(start, sum)
+      }
+    }
+    return { points: [...byStart.values()].sort((a, b) => a[0] - b[0]).slice(-60) }
+  }
+
+  /** Peers from discovery (the sidecars of this admin left out), then one call to each. */
+  private async refresh(sidecar: Sidecar, ownNodes: ReadonlySet<string>): Promise<void> {
+    const config = sidecar.config
+    const nowMs = this.now()
+    let untracked = 0
+    for (const endpoints of Object.values(sidecar.discovery.snapshot().services)) {
+      for (const endpoint of endpoints) {
+        if (endpoint.adminPort === undefined || (endpoint.node !== undefined && ownNodes.has(endpoint.node))) continue
+        const admin = adminAddress(endpoint.host, endpoint.adminPort)
+        let peer = this.peers.get(admin)
+        if (peer === undefined) {
+          if (this.peers.size >= config.federationMaxPeers) {
+            untracked++
+            continue
+          }
+          peer = { admin, node: null, services: new Set(), lastListedMs: nowMs, lastOkMs: null, error: null, view: undefined }
+          this.peers.set(admin, peer)
+        }
+        peer.lastListedMs = nowMs
+        peer.node = endpoint.node ?? peer.node
+        peer.services.add(endpoint.service)
+      }
+    }
+    this.untracked = untracked
+    for (const [admin, peer] of this.peers) if (nowMs - peer.lastListedMs > FORGET_MS) this.peers.delete(admin)
+    const options = { token: this.token, timeoutMs: config.federationTimeoutMs, maxBytes: config.federationMaxBytes }
+    await Promise.all([...this.peers.values()].map(async (peer) => {
+      try {
+        const answer = await getAdminJson(`http://${peer.admin}/golden?scope=self`, options)
+        if (!isView(answer)) throw new Error("the answer is not a golden metrics view")
+        peer.view = answer
+        peer.lastOkMs = this.now()
+        peer.error = null
+      } catch (error) {
+        peer.error = error instanceof Error ? error.message : String(error)
+      }
+    }))
+  }
+}
