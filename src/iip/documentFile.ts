@@ -1,0 +1,155 @@
+// A configuration document kept in a file and kept current (the authorization policy,
+// src/identity/policyFile.ts; the routes, src/sidecar/routesFile.ts): JSON, or YAML for a name
+// ending in .yaml/.yml (the `yaml` parser is loaded only then). Re-read when it changes: its
+// directory is watched (an editor's rename-over and a Kubernetes ConfigMap's symlink swap are both
+// seen), and a bounded poll stats it in case the watch misses an event (network file systems, some
+// container runtimes). A version that cannot be read or checked keeps the last good one in force,
+// says why in the log (`<event>-invalid`) and is counted (`onLoad("invalid")`); at start there is
+// no last good one, so the caller gets the failure.
+import * as Result from "effect/Result"
+import { type FSWatcher, watch } from "node:fs"
+import { readFile, stat } from "node:fs/promises"
+import { dirname } from "node:path"
+import { type Log, messageOf } from "./log.ts"
+import { loggable } from "./redact.ts"
+
+export type DocumentLoad = "ok" | "invalid"
+
+const isYaml = (path: string): boolean => /\.ya?ml$/i.test(path)
+
+/**
+ * The file's content parsed as JSON or YAML (not checked further), or why not: a message for the
+ * caller's own tagged error. A file over `maxBytes` is refused unread; `kind` names it in that message.
+ */
+export const readDocumentFile = async (path: string, maxBytes: number, kind: string): Promise<Result.Result<unknown, string>> => {
+  let text: string
+  try {
+    const info = await stat(path)
+    if (!info.isFile()) return Result.fail("not a regular file")
+    if (info.size > maxBytes) return Result.fail(`${info.size} bytes, more than the ${maxBytes} a ${kind} may hold`)
+    text = await readFile(path, "utf8")
+  } catch (error) {
+    return Result.fail(messageOf(error))
+  }
+  try {
+    if (!isYaml(path)) return Result.succeed(JSON.parse(text) as unknown)
+    const yaml = await import("yaml")
+    return Result.succeed(yaml.parse(text, { maxAliasCount: 100, prettyErrors: false }) as unknown)
+  } catch (error) {
+    return Result.fail(`cannot parse it as ${isYaml(path) ? "YAML" : "JSON"}: ${messageOf(error)}`)
+  }
+}
+
+export interface DocumentWatchOptions<T, E extends { readonly message: string }> {
+  readonly path: string
+  /** Reads and checks the file (readDocumentFile, then the caller's checks). */
+  readonly read: () => Promise<Result.Result<T, E>>
+  /** What is in force, for the log (`applies` of the loaded event, `keeping` of the invalid one). */
+  readonly describe: (value: T) => string
+  /** The log events' prefix: `<event>-loaded`, `<event>-invalid`, `<event>-watch-failed`. */
+  readonly event: string
+  /** More fields of the loaded event. */
+  readonly loadedFields?: Readonly<Record<string, string>>
+  /** The file is stat'ed this often besides the watch. */
+  readonly pollMs: number
+  readonly log: Log
+  /** Told of every load after the first (a reload), good or bad. */
+  readonly onLoad?: (result: DocumentLoad) => void
+  /** How long a burst of watch events is let settle before the file is read (default 50 ms). */
+  readonly debounceMs?: number
+  /** False: the poll alone (a file system where watching sees nothing); default true. */
+  readonly watch?: boolean
+}
+
+/** The value in force and the watch that keeps it current. */
+export interface DocumentWatch<T> {
+  readonly current: () => T
+  /** Reads the file now if it changed (what the watch and the poll call). */
+  readonly check: () => Promise<void>
+  readonly close: () => void
+}
+
+/** What the file looked like when last read: a change of any part means it is read again. */
+const signatureOf = async (path: string): Promise<string> => {
+  try {
+    const info = await stat(path, { bigint: true })
+    return `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}`
+  } catch (error) {
+    return `error:${(error as NodeJS.ErrnoException).code ?? "unknown"}`
+  }
+}
+
+/** Loads the file (failing when `read` fails) and keeps its value current until `close`. */
+export const watchDocumentFile = async <T, E extends { readonly message: string }>(
+  options: DocumentWatchOptions<T, E>
+): Promise<Result.Result<DocumentWatch<T>, E>> => {
+  const { path, log, event, describe } = options
+  const loadedFields = options.loadedFields ?? {}
+  let seen = await signatureOf(path)
+  const first = await options.read()
+  if (Result.isFailure(first)) return Result.fail(first.failure)
+  let value = first.success
+  log(`${event}-loaded`, { path: loggable(path), ...loadedFields, applies: describe(value) })
+  let closed = false
+  /** One check at a time; a change seen meanwhile runs one more after it. */
+  let running: Promise<void> | undefined
+  let again = false
+
+  const load = async (): Promise<void> => {
+    const signature = await signatureOf(path)
+    if (signature === seen || closed) return
+    seen = signature
+    const next = await options.read()
+    if (closed) return
+    if (Result.isFailure(next)) {
+      log(`${event}-invalid`, { path: loggable(path), message: loggable(next.failure.message, 1000), keeping: describe(value) })
+      options.onLoad?.("invalid")
+      return
+    }
+    value = next.success
+    log(`${event}-loaded`, { path: loggable(path), ...loadedFields, applies: describe(value) })
+    options.onLoad?.("ok")
+  }
+  const check = (): Promise<void> => {
+    if (running !== undefined) {
+      again = true
+      return running
+    }
+    running = load()
+      .catch((error: unknown) => log(`${event}-invalid`, { path: loggable(path), message: loggable(messageOf(error)), keeping: describe(value) }))
+      .finally(() => {
+        running = undefined
+        if (again && !closed) {
+          again = false
+          void check()
+        }
+      })
+    return running
+  }
+
+  let timer: ReturnType<typeof setTimeout> | undefined
+  let watcher: FSWatcher | undefined
+  if (options.watch !== false) {
+    try {
+      watcher = watch(dirname(path), () => {
+        clearTimeout(timer)
+        timer = setTimeout(() => void check(), options.debounceMs ?? 50)
+      })
+      watcher.on("error", (error) => log(`${event}-watch-failed`, { path: loggable(path), message: loggable(messageOf(error)) }))
+    } catch (error) {
+      log(`${event}-watch-failed`, { path: loggable(path), message: loggable(messageOf(error)) })
+    }
+  }
+  const poll = setInterval(() => void check(), options.pollMs)
+  poll.unref()
+  return Result.succeed({
+    current: () => value,
+    check,
+    close: () => {
+      closed = true
+      clearTimeout(timer)
+      clearInterval(poll)
+      watcher?.close()
+    }
+  })
+}
