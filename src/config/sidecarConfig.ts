@@ -9,6 +9,7 @@ import * as SchemaIssue from "effect/SchemaIssue"
 import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { pickerNames } from "../balancer/serviceBalancer.ts"
+import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 
 const addressPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
@@ -45,6 +46,11 @@ const SpiffeIdText = Schema.String.pipe(
   Schema.check(Schema.makeFilter((text: string) => (parseSpiffeId(text) === undefined ? `Expected a SPIFFE ID (spiffe://TRUST-DOMAIN/PATH), got ${JSON.stringify(text.slice(0, 200))}` : undefined)))
 )
 
+/** A version label (the subset routes split over, src/sidecar/routes.ts). */
+export const VersionLabel = Schema.String.pipe(
+  Schema.check(Schema.makeFilter((text: string) => (isSubsetLabel(text) ? undefined : `Expected a version label (1-63 of A-Z a-z 0-9 . _ -), got ${JSON.stringify(text.slice(0, 80))}`)))
+)
+
 /** How an endpoint is reached (src/sidecar/meshTls.ts): mutual TLS, the Go reference's TLS mode, or plain TCP. */
 export const endpointSecurities = ["mtls", "tls", "plain"] as const
 
@@ -56,7 +62,9 @@ const EndpointSpec = Schema.Struct({
   /** Unset: as `mtls` says (src/sidecar/meshTls.ts). */
   security: Schema.optionalKey(Schema.Literals(endpointSecurities)),
   /** For security "tls": a PEM file of the CA the server's certificate must chain to; unset, it is not verified (as the reference). */
-  ca: Schema.optionalKey(Schema.NonEmptyString)
+  ca: Schema.optionalKey(Schema.NonEmptyString),
+  /** Its version label: the subset routes send traffic to. */
+  version: Schema.optionalKey(VersionLabel)
 })
 
 export const SidecarConfigSchema = Schema.Struct({
@@ -115,6 +123,8 @@ export const SidecarConfigSchema = Schema.Struct({
   meshName: ServiceName,
   /** IPv4 address of the interface mDNS uses; null for all. */
   mdnsInterface: Schema.NullOr(Schema.String),
+  /** This instance's version, announced (mDNS TXT `version`, the local directory) as its subset label; null: none. */
+  appVersion: Schema.NullOr(VersionLabel),
   /** This instance's share of its service's traffic, as announced. */
   weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 }))),
   requestTimeoutMs: PositiveMs,
@@ -252,7 +262,11 @@ export const SidecarConfigSchema = Schema.Struct({
   /** A peer admin not heard from for this long (or whose last call failed) is shown stale. */
   federationStaleMs: PositiveMs,
   /** Peer admins followed at most (the rest are counted, not called). */
-  federationMaxPeers: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 10_000 })))
+  federationMaxPeers: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 10_000 }))),
+  /** The routes file (JSON, or YAML for .yaml/.yml; src/sidecar/routes.ts), re-read on change; null: no routes. */
+  routes: Schema.NullOr(Schema.NonEmptyString),
+  /** The routes file is stat'ed this often besides the directory watch (which can miss events). */
+  routesPollMs: PositiveMs
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -267,7 +281,7 @@ export const settings = [
   { key: "outbound", env: "IIP_MESH_OUTBOUND", flag: "--outbound", help: "HTTP listener for the app's calls (default 127.0.0.1:4140)" },
   { key: "inbound", env: "IIP_MESH_INBOUND", flag: "--inbound", help: "IIP listener for other sidecars (default 127.0.0.1:4143)" },
   { key: "admin", env: "IIP_MESH_ADMIN", flag: "--admin", help: "read-only admin listener: /health, /ready, /metrics (default 127.0.0.1:9990)" },
-  { key: "endpoints", env: "IIP_MESH_ENDPOINTS", flag: "--endpoint", help: "SERVICE=HOST:PORT[#WEIGHT][;identity=ID][;security=mtls|tls|plain][;ca=FILE], comma-separated or repeated" },
+  { key: "endpoints", env: "IIP_MESH_ENDPOINTS", flag: "--endpoint", help: "SERVICE=HOST:PORT[#WEIGHT][;identity=ID][;security=mtls|tls|plain][;ca=FILE][;version=V], comma-separated or repeated" },
   { key: "endpointsFile", env: "IIP_MESH_ENDPOINTS_FILE", flag: "--endpoints-file", help: "a JSON file of endpoints, re-read when it changes" },
   { key: "dnsSrv", env: "IIP_MESH_DNS_SRV", flag: "--dns-srv", help: "SERVICE=SRV-NAME (full name), comma-separated or repeated" },
   { key: "kubernetes", env: "IIP_MESH_KUBERNETES", flag: "--kubernetes", help: "SERVICE=NAMESPACE/NAME, a Kubernetes Service whose EndpointSlices to watch (in-cluster), comma-separated or repeated" },
@@ -335,7 +349,10 @@ export const settings = [
   { key: "federationTimeoutMs", env: "IIP_MESH_FEDERATION_TIMEOUT", flag: "--federation-timeout", help: "a peer admin's answer must come whole within this (default 1s)" },
   { key: "federationMaxBytes", env: "IIP_MESH_FEDERATION_MAX_BYTES", flag: "--federation-max-bytes", help: "largest answer taken from a peer admin (default 8MiB)" },
   { key: "federationStaleMs", env: "IIP_MESH_FEDERATION_STALE", flag: "--federation-stale", help: "a peer admin unheard this long (or failing) is shown stale (default 3s)" },
-  { key: "federationMaxPeers", env: "IIP_MESH_FEDERATION_MAX_PEERS", flag: "--federation-max-peers", help: "peer admins followed at most (default 64)" }
+  { key: "federationMaxPeers", env: "IIP_MESH_FEDERATION_MAX_PEERS", flag: "--federation-max-peers", help: "peer admins followed at most (default 64)" },
+  { key: "appVersion", env: "IIP_MESH_APP_VERSION", flag: "--app-version", help: "this instance's version, announced as its subset label (default none)" },
+  { key: "routes", env: "IIP_MESH_ROUTES", flag: "--routes", help: "routes file (subset splits per target service), JSON or YAML, re-read on change (default none)" },
+  { key: "routesPollMs", env: "IIP_MESH_ROUTES_POLL", flag: "--routes-poll", help: "the routes file is checked this often besides its watch (default 5s)" }
 ] as const
 
 /** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
@@ -418,11 +435,14 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   federationTimeoutMs: 1000,
   federationMaxBytes: 8 * 1024 * 1024,
   federationStaleMs: 3000,
-  federationMaxPeers: 64
+  federationMaxPeers: 64,
+  appVersion: null,
+  routes: null,
+  routesPollMs: 5_000
 })
 
 /**
- * "SERVICE=HOST:PORT[#WEIGHT][;identity=SPIFFE-ID][;security=mtls|tls|plain][;ca=FILE]" entries into
+ * "SERVICE=HOST:PORT[#WEIGHT][;identity=SPIFFE-ID][;security=mtls|tls|plain][;ca=FILE][;version=V]" entries into
  * the endpoints shape; malformed entries (and unknown keys) are kept for the schema to reject.
  */
 export const parseEndpointList = (entries: ReadonlyArray<string>): Record<string, Array<Record<string, unknown>>> => {
@@ -483,6 +503,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "busyPingTimeoutMs":
     case "tlsHandshakeTimeoutMs":
     case "authzPolicyPollMs":
+    case "routesPollMs":
     case "identityRequestTimeoutMs":
     case "federationTimeoutMs":
     case "federationStaleMs":
@@ -537,6 +558,8 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "app":
       return last === "none" ? null : last
     case "authzPolicy":
+    case "routes":
+    case "appVersion":
     case "adminToken":
     case "adminTokenFile":
     case "identityIssuer":

@@ -6,6 +6,7 @@
 import * as Data from "effect/Data"
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, watch, writeFileSync, type FSWatcher } from "node:fs"
 import { join } from "node:path"
+import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { type Log, messageOf } from "../iip/log.ts"
 import { type DiscoveredEndpoint, type DiscoverySource, endpointKey, validPort } from "./types.ts"
@@ -24,6 +25,8 @@ export interface Announcement {
   readonly identity?: string
   /** The port of the sidecar's admin control listener on `host` (admin federation). */
   readonly adminPort?: number
+  /** The app's version: its subset label. */
+  readonly version?: string
 }
 
 export interface DirectorySourceOptions {
@@ -54,6 +57,7 @@ const parse = (file: string, text: string): Announcement => {
     throw new AnnouncementInvalid({ file, message: "identity is not a SPIFFE ID" })
   }
   if (value.adminPort !== undefined && validPort(value.adminPort) === undefined) throw new AnnouncementInvalid({ file, message: "adminPort is not a port" })
+  if (value.version !== undefined && (typeof value.version !== "string" || !isSubsetLabel(value.version))) throw new AnnouncementInvalid({ file, message: "version is not a version label" })
   return value as Announcement
 }
 
@@ -69,7 +73,7 @@ export const directorySource = (options: DirectorySourceOptions): DiscoverySourc
     }
     /** Per service, what was last reported: its endpoints' keys and weights. */
     let reported = new Map<string, string>()
-    const signature = (endpoints: ReadonlyArray<DiscoveredEndpoint>) => endpoints.map((e) => `${endpointKey(e)}#${e.weight}#${e.identity ?? ""}#${e.adminPort ?? ""}`).sort().join()
+    const signature = (endpoints: ReadonlyArray<DiscoveredEndpoint>) => endpoints.map((e) => `${endpointKey(e)}#${e.weight}#${e.identity ?? ""}#${e.adminPort ?? ""}#${e.version ?? ""}`).sort().join()
     const scan = () => {
       const found = new Map<string, Array<DiscoveredEndpoint>>()
       for (const name of readdirSync(directory)) {
@@ -83,12 +87,13 @@ export const directorySource = (options: DirectorySourceOptions): DiscoverySourc
           continue
         }
         if (announcement.mesh !== mesh || !alive(announcement.pid)) continue
-        const { service, host, port, weight, node, identity, adminPort } = announcement
+        const { service, host, port, weight, node, identity, adminPort, version } = announcement
         const list = found.get(service) ?? []
         list.push({
           service, host, port, weight: Math.max(1, weight), node, features: [], source: "local",
           ...(identity === undefined ? {} : { identity }),
-          ...(adminPort === undefined ? {} : { adminPort })
+          ...(adminPort === undefined ? {} : { adminPort }),
+          ...(version === undefined ? {} : { version })
         })
         found.set(service, list)
       }

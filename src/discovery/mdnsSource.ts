@@ -3,7 +3,7 @@
 //
 // TXT record of an announcement (all values strings; empty ones are left out):
 //   service  the mesh service name        weight   relative share of traffic (integer >= 1)
-//   version  the app's version            zone     locality (zone, rack...)
+//   version  the app's version (subset) zone     locality (zone, rack...)
 //   node     the sidecar's id             mesh     the mesh name: records of another mesh are ignored
 //   proto    the IIP mesh protocol version features  comma-separated protocol features
 //   addr     the address the sidecar really listens on (the endpoint's host)
@@ -30,6 +30,7 @@ import os from "node:os"
 import { createHash } from "node:crypto"
 import { createRequire } from "node:module"
 import type Bonjour from "bonjour-service"
+import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { MeshVersion } from "../protocol/mesh.ts"
 import { type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate, endpointKey, validPort } from "./types.ts"
@@ -157,7 +158,9 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
   const features = (text(txt, "features") ?? "").split(",").filter((f) => f !== "")
   const proto = text(txt, "proto")
   if (proto !== undefined && !features.some((f) => f.startsWith("mesh/"))) features.unshift(`mesh/${proto}`)
-  const version = text(txt, "version")
+  // A version that is not a label is left out: the endpoint then belongs to no subset.
+  const announcedVersion = text(txt, "version")
+  const version = announcedVersion !== undefined && isSubsetLabel(announcedVersion) ? announcedVersion : undefined
   const zone = text(txt, "zone")
   // An id that is not a SPIFFE ID is left out: the endpoint then needs any identity of the trust domain.
   const identity = text(txt, "id")

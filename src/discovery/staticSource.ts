@@ -6,6 +6,7 @@ import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import { readFileSync, statSync, watch, type FSWatcher } from "node:fs"
 import { dirname } from "node:path"
+import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
 import type { DiscoveredEndpoint, DiscoverySource, EndpointUpdate } from "./types.ts"
@@ -17,6 +18,8 @@ export interface StaticEndpointSpec {
   readonly identity?: string
   readonly security?: "mtls" | "tls" | "plain"
   readonly ca?: string
+  /** Its version label: the subset routes send traffic to. */
+  readonly version?: string
 }
 
 /** Service name -> its endpoints, as in the configuration's `endpoints`. */
@@ -50,7 +53,10 @@ const EndpointFile = Schema.fromJsonString(
           Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) => (parseSpiffeId(text) === undefined ? `Expected a SPIFFE ID, got ${JSON.stringify(text.slice(0, 200))}` : undefined))))
         ),
         security: Schema.optionalKey(Schema.Literals(["mtls", "tls", "plain"])),
-        ca: Schema.optionalKey(Schema.NonEmptyString)
+        ca: Schema.optionalKey(Schema.NonEmptyString),
+        version: Schema.optionalKey(
+          Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) => (isSubsetLabel(text) ? undefined : `Expected a version label (1-63 of A-Z a-z 0-9 . _ -), got ${JSON.stringify(text.slice(0, 80))}`))))
+        )
       })
     )
   ).pipe(
@@ -77,7 +83,8 @@ const toEndpoints = (service: string, specs: ReadonlyArray<StaticEndpointSpec>, 
       source,
       ...(spec.identity === undefined ? {} : { identity: spec.identity }),
       ...(spec.security === undefined ? {} : { security: spec.security }),
-      ...(spec.ca === undefined ? {} : { ca: spec.ca })
+      ...(spec.ca === undefined ? {} : { ca: spec.ca }),
+      ...(spec.version === undefined ? {} : { version: spec.version })
     }]
   })
 

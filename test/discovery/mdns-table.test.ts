@@ -74,6 +74,14 @@ describe("TXT record", () => {
     expect(bad.ok && bad.endpoint.identity).toBeUndefined()
   })
 
+  it("carries the version as TXT version, the endpoint's subset label; one that is not a label is left out", () => {
+    const txt = encodeTxt(options, { ...announcement, version: "v2" })
+    const decoded = decodeService(seenOf(txt), "shop", "other")
+    expect(decoded.ok && decoded.endpoint.version).toBe("v2")
+    const bad = decodeService(seenOf({ ...txt, version: "v2 beta" }), "shop", "other")
+    expect(bad.ok && bad.endpoint.version).toBeUndefined()
+  })
+
   it("announces the interface address for a wildcard listen address, and nothing without one (the answer's source is used)", () => {
     expect(encodeTxt({ ...options, interface: "10.1.1.1" }, { ...announcement, address: "0.0.0.0" }).addr).toBe("10.1.1.1")
     const txt = encodeTxt(options, { service: "catalog", port: 7001 })

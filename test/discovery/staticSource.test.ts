@@ -39,6 +39,12 @@ describe("configSource", () => {
     ])
     expect(keys("api")).toStrictEqual(["api.local:90#1"])
   })
+
+  it("keeps each endpoint's version (its subset label) through discovery's merge", () => {
+    discovery = new Discovery()
+    discovery.register(configSource({ pricing: [{ address: "10.0.0.1:80", weight: 9, version: "v1" }, { address: "10.0.0.2:80", weight: 1, version: "v2" }] }))
+    expect(discovery.endpoints("pricing").map((e) => [endpointKey(e), e.version])).toStrictEqual([["10.0.0.1:80", "v1"], ["10.0.0.2:80", "v2"]])
+  })
 })
 
 describe("readEndpointFile", () => {
@@ -49,6 +55,9 @@ describe("readEndpointFile", () => {
     const secured = { web: [{ address: "10.0.0.1:80", weight: 1, identity: "spiffe://iip-mesh.local/svc/web" }], go: [{ address: "10.0.0.2:9000", weight: 1, security: "tls", ca: "/ca.pem" }] }
     writeFileSync(file, JSON.stringify(secured))
     expect(readEndpointFile(file)).toStrictEqual(Result.succeed(secured))
+    const versioned = { pricing: [{ address: "10.0.0.1:80", weight: 9, version: "v1" }, { address: "10.0.0.2:80", weight: 1, version: "v2" }] }
+    writeFileSync(file, JSON.stringify(versioned))
+    expect(readEndpointFile(file)).toStrictEqual(Result.succeed(versioned))
     const cases: Array<[string, string]> = [
       ["{ not json", "JSON"],
       [JSON.stringify({ web: [{ address: "10.0.0.1", weight: 1 }] }), "HOST:PORT"],
@@ -56,7 +65,8 @@ describe("readEndpointFile", () => {
       [JSON.stringify({ Web_1: [] }), "DNS label"],
       [JSON.stringify([]), ""],
       [JSON.stringify({ web: [{ address: "10.0.0.1:80", weight: 1, identity: "web" }] }), "SPIFFE ID"],
-      [JSON.stringify({ web: [{ address: "10.0.0.1:80", weight: 1, security: "ssl" }] }), "security"]
+      [JSON.stringify({ web: [{ address: "10.0.0.1:80", weight: 1, security: "ssl" }] }), "security"],
+      [JSON.stringify({ web: [{ address: "10.0.0.1:80", weight: 1, version: "v2/beta" }] }), "version label"]
     ]
     for (const [text, expected] of cases) {
       writeFileSync(file, text)

@@ -141,6 +141,24 @@ describe("loadSidecarConfig", () => {
     expect(bad).toMatch(/endpoints\.catalog\.0\.security/)
   })
 
+  it("endpoint option ';version=' labels the endpoint's subset; --app-version, --routes and --routes-poll; bad labels are reported", () => {
+    const config = ok(load(["--service", "store", "--endpoint", "pricing=10.0.0.5:4143#3;version=v2,pricing=10.0.0.6:4143;identity=spiffe://iip-mesh.local/svc/pricing;version=v1.0"]))
+    expect(config.endpoints).toStrictEqual({
+      pricing: [
+        { address: "10.0.0.5:4143", weight: 3, version: "v2" },
+        { address: "10.0.0.6:4143", weight: 1, identity: "spiffe://iip-mesh.local/svc/pricing", version: "v1.0" }
+      ]
+    })
+    const defaults = ok(load(["--service", "store"]))
+    expect([defaults.appVersion, defaults.routes, defaults.routesPollMs]).toStrictEqual([null, null, 5_000])
+    const set = ok(load(["--service", "store", "--app-version", "v2", "--routes", "/etc/routes.yaml", "--routes-poll", "2s"]))
+    expect([set.appVersion, set.routes, set.routesPollMs]).toStrictEqual(["v2", "/etc/routes.yaml", 2_000])
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_APP_VERSION: "canary", IIP_MESH_ROUTES: "r.json" })).routes).toBe("r.json")
+    const bad = problems(load(["--service", "store", "--app-version", "v 2", "--endpoint", "pricing=10.0.0.5:4143;version=-v2"])).problems.join("\n")
+    expect(bad).toMatch(/appVersion \(from --app-version\): Expected a version label/)
+    expect(bad).toMatch(/endpoints\.pricing\.0\.version .*Expected a version label/)
+  })
+
   it("--mtls on|permissive|off (unset: decided by the credentials), --tls-credentials-dir, --tls-handshake-timeout", () => {
     const defaults = ok(load(["--service", "store"]))
     expect([defaults.mtls, defaults.tlsCredentialsDir, defaults.tlsHandshakeTimeoutMs]).toStrictEqual([null, null, 10_000])
