@@ -9,6 +9,7 @@
 // redialled here in the background, and back in as soon as a connection succeeds.
 import * as Effect from "effect/Effect"
 import { type Lease, type PickerName, type PickResult, ServiceBalancer, type EndpointView } from "../balancer/serviceBalancer.ts"
+import { leftOut, subsetExclusions } from "../balancer/subsets.ts"
 import { backoffDelay, IipClient } from "../iip/client.ts"
 import { defaultKeepAlive } from "../iip/keepAlive.ts"
 import type { Log } from "../iip/log.ts"
@@ -29,6 +30,8 @@ export interface Endpoint {
   readonly security?: EndpointSecurity | undefined
   /** For "tls": the CA file its certificate must chain to. */
   readonly ca?: string | undefined
+  /** Its version label: the subset a route may send traffic to (src/balancer/subsets.ts). */
+  readonly version?: string | undefined
 }
 
 /** What the connections to an endpoint depend on besides its address: a change makes a new client. */
@@ -103,6 +106,8 @@ const REDIAL = { baseMs: 100, maxMs: 1000 }
 
 export class EndpointRegistry {
   private readonly services = new Map<string, ServiceBalancer<Member>>()
+  /** Per service that has versioned endpoints: per subset, the endpoints outside it. */
+  private readonly subsets = new Map<string, ReadonlyMap<string, ReadonlySet<string>>>()
   private readonly clients = new Map<string, IipClient>()
   /** Per client, the security it was made with (securityOf). */
   private readonly clientSecurity = new Map<string, string>()
@@ -117,6 +122,9 @@ export class EndpointRegistry {
 
   /** Replaces the endpoints of `service`; clients of endpoints no longer used by any service close. */
   set(service: string, endpoints: ReadonlyArray<Endpoint>): void {
+    const exclusions = subsetExclusions(endpoints.map((endpoint) => ({ id: endpointKey(endpoint), subset: endpoint.version })))
+    if (exclusions.size === 0) this.subsets.delete(service)
+    else this.subsets.set(service, exclusions)
     if (endpoints.length === 0) this.services.delete(service)
     else {
       let balancer = this.services.get(service)
@@ -142,15 +150,29 @@ export class EndpointRegistry {
     return this.services.get(service)?.endpoints.map((m) => m.endpoint) ?? []
   }
 
+  /** Whether some endpoint of `service` has the version `subset`. */
+  hasSubset(service: string, subset: string): boolean {
+    return this.subsets.get(service)?.has(subset) ?? false
+  }
+
   /**
-   * An endpoint for a request to `service`, leaving out those it already `tried`. The key feeds
-   * consistent hashing; the client's address MethodIpHash; the URI MethodURIParam.
+   * An endpoint for a request to `service` (within `subset` when given), leaving out those it
+   * already `tried`. The key feeds consistent hashing; the client's address MethodIpHash; the URI
+   * MethodURIParam.
    */
-  pick(service: string, request: { readonly key?: string; readonly clientIp?: string; readonly uri?: string }, tried?: ReadonlySet<string>): EndpointPick {
+  pick(
+    service: string,
+    request: { readonly key?: string; readonly clientIp?: string; readonly uri?: string },
+    tried?: ReadonlySet<string>,
+    subset?: string
+  ): EndpointPick {
     const balancer = this.services.get(service)
     if (balancer === undefined) return { _tag: "NoEndpoint" }
     const at = now()
-    return balancer.pick(at, { now: at, ...request }, tried)
+    if (subset === undefined) return balancer.pick(at, { now: at, ...request }, tried)
+    const outside = this.subsets.get(service)?.get(subset)
+    if (outside === undefined) return { _tag: "NoEndpoint" }
+    return balancer.pick(at, { now: at, ...request }, leftOut(outside, tried))
   }
 
   /** A first try of a request to `service` goes out: it adds to the retry budget. */
@@ -158,9 +180,11 @@ export class EndpointRegistry {
     this.services.get(service)?.retryBudget.deposit(now())
   }
 
-  /** Whether another endpoint of `service` than those `tried` could take a retry now. */
-  hasUntried(service: string, tried: ReadonlySet<string>): boolean {
-    return this.services.get(service)?.hasUntried(now(), tried) ?? false
+  /** Whether another endpoint of `service` (within `subset` when given) than those `tried` could take a retry now. */
+  hasUntried(service: string, tried: ReadonlySet<string>, subset?: string): boolean {
+    if (subset === undefined) return this.services.get(service)?.hasUntried(now(), tried) ?? false
+    const outside = this.subsets.get(service)?.get(subset)
+    return outside !== undefined && (this.services.get(service)?.hasUntried(now(), leftOut(outside, tried)) ?? false)
   }
 
   /** Whether the retry budget of `service` allows one more retry now (and counts it if so). */
@@ -263,6 +287,7 @@ export class EndpointRegistry {
     this.clients.clear()
     this.clientSecurity.clear()
     this.services.clear()
+    this.subsets.clear()
   }
 
   /** A client's news of its peer, for every service the endpoint serves. */

@@ -25,6 +25,8 @@ import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, withForwarded } from "./httpEnvelope.ts"
 import { AppErrorCode, ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
+import { type CompiledRoutes, noRoutes } from "./routes.ts"
+import { addStickyMember, chooseSubset } from "./routing.ts"
 import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
 
 /** Tries per request, the first included. */
@@ -98,6 +100,8 @@ export interface OutboundOptions {
   readonly slowTryFloorMs?: number
   /** Where consistent hashing and MethodURIParam find their key: `header:NAME`, `query:NAME` or `client`. */
   readonly hashKey?: string
+  /** The routes in force (routes.ts); absent: none, though a sticky baggage member still picks a subset (routing.ts). */
+  readonly routes?: () => CompiledRoutes
   readonly telemetry: SidecarTelemetry
   /** Told of each request as it ends (the access log); undefined: no record is made. */
   readonly onAccess?: (record: AccessRecord) => void
@@ -264,6 +268,11 @@ class OutboundExchange {
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.socket.remoteAddress ?? "", target.authority)
     observation.propagate(headers)
+    // Target selection: the subset a route or the sticky baggage member names (none: the whole
+    // service), then the balancer's endpoint within it.
+    const choice = chooseSubset(options.routes?.() ?? noRoutes, registry, service, method, target.uri, req.headers)
+    if (choice?.stick === true) addStickyMember(headers, choice.subset)
+    const subset = choice?.subset
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
     const body = !hasBody(req) ? noBody : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)
@@ -282,13 +291,13 @@ class OutboundExchange {
     let status: number | undefined
     let lastError: unknown
     while (reply === undefined) {
-      const picked = registry.pick(service, context, this.triedSet())
+      const picked = registry.pick(service, context, this.triedSet(), subset)
       if (picked._tag !== "Picked") {
         if (lastError !== undefined) throw lastError
         if (picked._tag === "Overloaded") {
           throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `every endpoint of ${service} is at its concurrency limit` })
         }
-        throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${service}` })
+        throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${service}${subset === undefined ? "" : ` in subset ${subset}`}` })
       }
       const { lease } = picked
       // A retry counts once there is another endpoint to send it to.
@@ -306,7 +315,7 @@ class OutboundExchange {
       const watched = options.perTryTimeoutMs === undefined && options.slowTryFloorMs !== undefined && whole && IDEMPOTENT.has(method)
       const slowAfterMs = watched ? slowTryAfterMs(options.slowTryFloorMs!, lease.expectedMs) : 0
       const watch = watched
-        ? new TryWatch(control, slowAfterMs, () => this.attempts < MAX_ATTEMPTS && Date.now() < deadline && registry.hasUntried(service, this.triedSet()!) && registry.allowRetry(service))
+        ? new TryWatch(control, slowAfterMs, () => this.attempts < MAX_ATTEMPTS && Date.now() < deadline && registry.hasUntried(service, this.triedSet()!, subset) && registry.allowRetry(service))
         : undefined
       try {
         // No connection within the client's connect timeout (3 s: time for TCP to resend a lost SYN)

@@ -26,6 +26,7 @@ import { TraceStore } from "../telemetry/traceStore.ts"
 import { makeTracing } from "../telemetry/tracing.ts"
 import { allowAllPolicy } from "../identity/policy.ts"
 import { type PolicyFileInvalid, watchPolicyFile } from "../identity/policyFile.ts"
+import { type RoutesFileInvalid, watchRoutesFile } from "./routesFile.ts"
 import { serviceSpiffeId } from "../identity/spiffe.ts"
 import { InboundAuthorization } from "./authorization.ts"
 import { type BalancingOptions, EndpointRegistry } from "./endpoints.ts"
@@ -214,7 +215,20 @@ const watchPolicy = (config: SidecarConfig, telemetry: SidecarTelemetry, log: Lo
     (watch) => Effect.sync(() => watch.close())
   )
 
-export const make = (config: SidecarConfig, log: Log = stderrLog, options: SidecarOptions = {}): Effect.Effect<Sidecar, Server.ListenFailed | PolicyFileInvalid | MtlsUnavailable, Scope.Scope> =>
+/** The routes file, loaded (the start fails when it holds no valid routes) and watched until the Scope closes. */
+const watchRoutes = (config: SidecarConfig, log: Log) =>
+  Effect.acquireRelease(
+    Effect.promise(() => watchRoutesFile({ path: config.routes!, pollMs: config.routesPollMs, log })).pipe(
+      Effect.flatMap((loaded) => (Result.isSuccess(loaded) ? Effect.succeed(loaded.success) : Effect.fail(loaded.failure)))
+    ),
+    (watch) => Effect.sync(() => watch.close())
+  )
+
+export const make = (
+  config: SidecarConfig,
+  log: Log = stderrLog,
+  options: SidecarOptions = {}
+): Effect.Effect<Sidecar, Server.ListenFailed | PolicyFileInvalid | RoutesFileInvalid | MtlsUnavailable, Scope.Scope> =>
   Effect.gen(function*() {
     const supervisor = yield* Supervisor.current
     const telemetry = yield* makeTelemetry(config, options, log)
@@ -222,6 +236,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     /** The identity this sidecar announces to discovery: what peers must find in its certificate. */
     const announcedIdentity = meshTls.mode === "off" ? {} : { identity: meshTls.identity }
     const announcedAdmin = options.adminPort === undefined ? {} : { adminPort: options.adminPort }
+    const announcedVersion = config.appVersion === null ? {} : { version: config.appVersion }
     let ready = false
     const inFlight = { value: 0 }
     const registry = new EndpointRegistry({
@@ -250,7 +265,8 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
           source: e.sources.join(","),
           identity: e.identity,
           security: e.security,
-          ca: e.ca
+          ca: e.ca,
+          version: e.version
         }))
       )
     })
@@ -303,7 +319,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     if (options.onInboundMeshConnection !== undefined) inbound.onMeshConnection(options.onInboundMeshConnection)
     const announced = config.app === null
       ? undefined
-      : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node, ...announcedIdentity, ...announcedAdmin }
+      : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node, ...announcedIdentity, ...announcedAdmin, ...announcedVersion }
     if (config.localDiscovery !== null) {
       discovery.register(directorySource({ directory: config.localDiscovery, mesh: config.meshName, ...(announced === undefined ? {} : { announce: announced }), log }))
     }
@@ -312,7 +328,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       const mdns = new MdnsSource({
         mesh: config.meshName,
         node: config.node,
-        announce: config.app === null ? [] : [{ service: config.service, port: inbound.address.port, address: inbound.address.host, weight: config.weight, ...announcedIdentity, ...announcedAdmin }],
+        announce: config.app === null ? [] : [{ service: config.service, port: inbound.address.port, address: inbound.address.host, weight: config.weight, ...announcedIdentity, ...announcedAdmin, ...announcedVersion }],
         ...(config.mdnsInterface === null ? {} : { interface: config.mdnsInterface }),
         log
       })
@@ -325,8 +341,10 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     const onAccess = config.accessLog
       ? (record: AccessRecord) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`)
       : undefined
+    const routes = config.routes === null ? undefined : yield* watchRoutes(config, log)
     const handler = makeOutboundHandler({
       registry,
+      ...(routes === undefined ? {} : { routes: routes.current }),
       requestTimeoutMs: config.requestTimeoutMs,
       ...(config.perTryTimeoutMs === null ? {} : { perTryTimeoutMs: config.perTryTimeoutMs }),
       ...(config.slowTryFloorMs === null ? {} : { slowTryFloorMs: config.slowTryFloorMs }),

@@ -1,0 +1,207 @@
+// Routes: which subset of a target service takes a request (before the balancer picks an endpoint
+// within it, src/sidecar/endpoints.ts). A routes document lists routes per target service; the
+// first whose match accepts the request wins and splits the traffic over subsets by weight. The
+// document comes from a file (routesFile.ts), checked here with Schema (every problem names the
+// route and the field) and compiled once into matchers; the per-request decision is routing.ts.
+//
+//   routes:
+//     - name: pricing-canary          # a label, unique
+//       service: pricing              # the target service
+//       matches:                      # any of them (none: every request)
+//         - path: { prefix: /quote }  # exact, prefix or regex (at most 256 characters)
+//           method: GET
+//           headers: { x-canary: "yes" }      # exact values; names case-insensitive
+//           baggage: { tester: alice }        # W3C baggage members, exact values
+//       split:                        # weights 0-1000 (at least one above 0)
+//         - { subset: v1, weight: 90 }
+//         - { subset: v2, weight: 10 }
+//       sticky: baggage               # later hops follow the subset picked here (routing.ts)
+import * as Data from "effect/Data"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
+import type { IncomingHttpHeaders } from "node:http"
+import { isSubsetLabel } from "../balancer/subsets.ts"
+import { WeightedRoundRobin } from "../balancer/weightedRoundRobin.ts"
+
+/** Routes in one document, at most. */
+export const MAX_ROUTES = 256
+/** Matches per route, conditions (headers, baggage members) per match, subsets per split: at most. */
+const MAX_LIST = 16
+/** A regular expression's source, at most (the path it runs on is at most 2048 bytes: outbound.ts). */
+export const MAX_REGEX_LENGTH = 256
+
+export class RoutesInvalid extends Data.TaggedError("RoutesInvalid")<{ readonly message: string; readonly problems: ReadonlyArray<string> }> {}
+
+const Label = Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) => (isSubsetLabel(text) ? undefined : `Expected a label (1-63 of A-Z a-z 0-9 . _ -), got ${JSON.stringify(text.slice(0, 80))}`))))
+const ServiceName = Schema.String.pipe(
+  Schema.check(Schema.makeFilter((text: string) => (/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/.test(text) ? undefined : `Expected a service name (a DNS label: a-z, 0-9, -), got ${JSON.stringify(text.slice(0, 80))}`)))
+)
+const Text = Schema.String.pipe(Schema.check(Schema.isMaxLength(1024)))
+const HeaderName = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/
+
+/** A record of at most MAX_LIST names (checked by `nameOk`) to exact values. */
+const Conditions = (what: string, nameOk: (name: string) => boolean) =>
+  Schema.Record(Schema.String, Text).pipe(
+    Schema.check(Schema.makeFilter((record: Readonly<Record<string, string>>) => {
+      const names = Object.keys(record)
+      if (names.length > MAX_LIST) return `Expected at most ${MAX_LIST} ${what}, got ${names.length}`
+      const bad = names.find((name) => !nameOk(name))
+      return bad === undefined ? undefined : `Expected ${what} names to be tokens, got ${JSON.stringify(bad.slice(0, 80))}`
+    }))
+  )
+
+const regexProblem = (source: string): string | undefined => {
+  if (source.length > MAX_REGEX_LENGTH) return `Expected a regular expression of at most ${MAX_REGEX_LENGTH} characters, got ${source.length}`
+  try {
+    new RegExp(source)
+    return undefined
+  } catch (error) {
+    return `Expected a regular expression: ${error instanceof Error ? error.message : String(error)}`
+  }
+}
+
+const PathMatch = Schema.Struct({
+  exact: Schema.optionalKey(Text),
+  prefix: Schema.optionalKey(Text),
+  regex: Schema.optionalKey(Schema.String.pipe(Schema.check(Schema.makeFilter(regexProblem))))
+}).pipe(Schema.check(Schema.makeFilter((path: { readonly exact?: string; readonly prefix?: string; readonly regex?: string }) =>
+  Object.keys(path).length === 1 ? undefined : "Expected exactly one of exact, prefix, regex"
+)))
+
+const Match = Schema.Struct({
+  path: Schema.optionalKey(PathMatch),
+  method: Schema.optionalKey(Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) => (/^[A-Z]{1,16}$/.test(text) ? undefined : `Expected an HTTP method in capitals, got ${JSON.stringify(text.slice(0, 80))}`))))),
+  headers: Schema.optionalKey(Conditions("headers", (name) => HeaderName.test(name))),
+  baggage: Schema.optionalKey(Conditions("baggage members", (name) => HeaderName.test(name)))
+})
+
+const SplitEntry = Schema.Struct({
+  subset: Label,
+  weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 1000 })))
+})
+
+const Route = Schema.Struct({
+  name: Label,
+  service: ServiceName,
+  matches: Schema.optionalKey(Schema.Array(Match).pipe(Schema.check(Schema.isMaxLength(MAX_LIST)))),
+  split: Schema.Array(SplitEntry).pipe(
+    Schema.check(Schema.isMinLength(1), Schema.isMaxLength(MAX_LIST)),
+    Schema.check(Schema.makeFilter((split: ReadonlyArray<{ readonly weight: number }>) => (split.some((entry) => entry.weight > 0) ? undefined : "Expected at least one weight above 0")))
+  ),
+  sticky: Schema.optionalKey(Schema.Literal("baggage"))
+})
+
+const RoutesDocument = Schema.Struct({
+  routes: Schema.Array(Route).pipe(
+    Schema.check(Schema.isMaxLength(MAX_ROUTES)),
+    Schema.check(Schema.makeFilter((routes: ReadonlyArray<{ readonly name: string }>) => {
+      const seen = new Set<string>()
+      const twice = routes.find((route) => seen.size === seen.add(route.name).size)
+      return twice === undefined ? undefined : `Expected route names to be unique, got ${JSON.stringify(twice.name)} twice`
+    }))
+  )
+})
+
+export type RoutesDocument = typeof RoutesDocument.Type
+type RouteSpec = RoutesDocument["routes"][number]
+type MatchSpec = NonNullable<RouteSpec["matches"]>[number]
+
+const decodeDocument = Schema.decodeUnknownResult(RoutesDocument)
+const formatIssues = SchemaIssue.makeFormatterStandardSchemaV1()
+
+/** Checks what a parser read (JSON.parse, yaml): the document, or every problem with the route and field it is in. */
+export const parseRoutesDocument = (value: unknown): Result.Result<RoutesDocument, RoutesInvalid> => {
+  const result = decodeDocument(value, { errors: "all", onExcessProperty: "error" })
+  if (Result.isSuccess(result)) return Result.succeed(result.success)
+  const problems = formatIssues(result.failure.issue).issues.map((issue) => {
+    const path = (issue.path ?? []).map((p) => String(typeof p === "object" && p !== null && "key" in p ? p.key : p))
+    // routes.3.split.0.weight -> routes[3] (its name, when it has one).split[0].weight
+    const where = path.map((key, i) => (/^\d+$/.test(key) ? `[${key}]` : i === 0 ? key : `.${key}`)).join("")
+    const index = path[0] === "routes" && /^\d+$/.test(path[1] ?? "") ? Number(path[1]) : undefined
+    const name = index === undefined ? undefined : (value as { routes?: Array<{ name?: unknown }> }).routes?.[index]?.name
+    const named = typeof name === "string" ? ` (route ${JSON.stringify(name.slice(0, 63))})` : ""
+    return `${where === "" ? "document" : where}${named}: ${issue.message}`
+  })
+  return Result.fail(new RoutesInvalid({ message: `not a valid routes file:\n  ${problems.join("\n  ")}`, problems }))
+}
+
+/** What a match looks at: the method, the path (no query), the headers, and the baggage members (read only when a match asks). */
+export interface RouteRequest {
+  readonly method: string
+  readonly path: string
+  readonly headers: IncomingHttpHeaders
+  readonly baggage: () => ReadonlyMap<string, string>
+}
+
+type Matcher = (request: RouteRequest) => boolean
+
+const pathMatcher = (path: NonNullable<MatchSpec["path"]>): (text: string) => boolean => {
+  if (path.exact !== undefined) {
+    const exact = path.exact
+    return (text) => text === exact
+  }
+  if (path.prefix !== undefined) {
+    const prefix = path.prefix
+    return (text) => text.startsWith(prefix)
+  }
+  const regex = new RegExp(path.regex!)
+  return (text) => regex.test(text)
+}
+
+const matcherOf = (spec: MatchSpec): Matcher => {
+  const path = spec.path === undefined ? undefined : pathMatcher(spec.path)
+  const method = spec.method
+  const headers = Object.entries(spec.headers ?? {}).map(([name, value]) => [name.toLowerCase(), value] as const)
+  const baggage = Object.entries(spec.baggage ?? {})
+  return (request) => {
+    if (method !== undefined && request.method !== method) return false
+    if (path !== undefined && !path(request.path)) return false
+    for (const [name, value] of headers) if (request.headers[name] !== value) return false
+    if (baggage.length === 0) return true
+    const members = request.baggage()
+    for (const [name, value] of baggage) if (members.get(name) !== value) return false
+    return true
+  }
+}
+
+/** One route, compiled: its matchers and the smooth weighted round-robin over its split. */
+export interface CompiledRoute {
+  readonly name: string
+  readonly service: string
+  readonly sticky: boolean
+  readonly matches: (request: RouteRequest) => boolean
+  /** The next subset of the split: spread exactly in proportion to the weights, not at random. */
+  readonly nextSubset: () => string
+}
+
+const compileRoute = (spec: RouteSpec): CompiledRoute => {
+  const matchers = (spec.matches ?? []).map(matcherOf)
+  const split = new WeightedRoundRobin(spec.split)
+  return {
+    name: spec.name,
+    service: spec.service,
+    sticky: spec.sticky === "baggage",
+    matches: matchers.length === 0 ? () => true : (request) => matchers.some((match) => match(request)),
+    nextSubset: () => split.pick()!.subset
+  }
+}
+
+/** The routes of a document per target service, in document order; `source` describes them for the log. */
+export interface CompiledRoutes {
+  readonly byService: ReadonlyMap<string, ReadonlyArray<CompiledRoute>>
+  readonly source: string
+}
+
+export const compileRoutes = (document: RoutesDocument): CompiledRoutes => {
+  const byService = new Map<string, Array<CompiledRoute>>()
+  for (const spec of document.routes) {
+    const list = byService.get(spec.service)
+    if (list === undefined) byService.set(spec.service, [compileRoute(spec)])
+    else list.push(compileRoute(spec))
+  }
+  const count = document.routes.length
+  return { byService, source: `${count} route${count === 1 ? "" : "s"} for ${byService.size} service${byService.size === 1 ? "" : "s"}` }
+}
+
+export const noRoutes: CompiledRoutes = { byService: new Map(), source: "no routes" }

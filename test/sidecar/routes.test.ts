@@ -1,0 +1,149 @@
+// Routes as data (src/sidecar/routes.ts, routing.ts, routesFile.ts), no network: the document's
+// checks name the route and the field; matches on path (exact, prefix, regex), method, headers and
+// baggage, first match wins; the split spreads exactly by weight; the sticky baggage member wins
+// over the routes where the target has its subset and is added only once; the baggage header is
+// read within its bounds. A real file in a temp directory for the reader (JSON and YAML).
+import * as Result from "effect/Result"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import type { IncomingHttpHeaders } from "node:http"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll, describe, expect, it } from "vitest"
+import { compileRoutes, MAX_REGEX_LENGTH, noRoutes, parseRoutesDocument } from "../../src/sidecar/routes.ts"
+import { readRoutesFile } from "../../src/sidecar/routesFile.ts"
+import { addStickyMember, baggageMembers, chooseSubset, MAX_BAGGAGE_CHARS, MAX_BAGGAGE_MEMBERS, STICKY_MEMBER } from "../../src/sidecar/routing.ts"
+
+const root = mkdtempSync(join(tmpdir(), "iip-mesh-routes-"))
+afterAll(() => rmSync(root, { recursive: true, force: true }))
+
+const compiled = (routes: ReadonlyArray<unknown>) => {
+  const document = parseRoutesDocument({ routes })
+  if (Result.isFailure(document)) throw new Error(document.failure.message)
+  return compileRoutes(document.success)
+}
+
+/** A directory where pricing has v1 and v2, catalog only v1. */
+const directory = { hasSubset: (service: string, subset: string) => (service === "pricing" ? subset === "v1" || subset === "v2" : subset === "v1") }
+
+const choose = (routes: ReturnType<typeof compiled>, request: { method?: string; uri?: string; headers?: IncomingHttpHeaders; service?: string }) =>
+  chooseSubset(routes, directory, request.service ?? "pricing", request.method ?? "GET", request.uri ?? "/", request.headers ?? {})
+
+describe("routes document", () => {
+  it("names the route and the field of every problem", () => {
+    const result = parseRoutesDocument({
+      routes: [
+        { name: "ok", service: "pricing", split: [{ subset: "v1", weight: 1 }] },
+        { name: "canary", service: "pricing", split: [{ subset: "v2", weight: -1 }], sticky: "cookie" },
+        { name: "paths", service: "pricing", matches: [{ path: { prefix: "/a", exact: "/b" } }, { path: { regex: "(" } }], split: [{ subset: "v1", weight: 0 }] },
+        { name: "extra", service: "Pricing", split: [{ subset: "v 1", weight: 1 }], retries: 3 },
+        { name: "long", service: "pricing", matches: [{ path: { regex: "a".repeat(MAX_REGEX_LENGTH + 1) } }], split: [{ subset: "v1", weight: 1 }] }
+      ]
+    })
+    if (Result.isSuccess(result)) throw new Error("expected the document to be rejected")
+    const problems = result.failure.problems.join("\n")
+    expect(problems).toMatch(/routes\[1\]\.split\[0\]\.weight \(route "canary"\)/)
+    expect(problems).toMatch(/routes\[1\]\.sticky \(route "canary"\)/)
+    expect(problems).toMatch(/routes\[2\]\.matches\[0\]\.path \(route "paths"\): Expected exactly one of exact, prefix, regex/)
+    expect(problems).toMatch(/routes\[2\]\.matches\[1\]\.path\.regex \(route "paths"\): Expected a regular expression/)
+    expect(problems).toMatch(/routes\[2\]\.split \(route "paths"\): Expected at least one weight above 0/)
+    expect(problems).toMatch(/routes\[3\]\.service \(route "extra"\): Expected a service name/)
+    expect(problems).toMatch(/routes\[3\]\.split\[0\]\.subset \(route "extra"\)/)
+    expect(problems).toMatch(/routes\[3\]\.retries \(route "extra"\)/)
+    expect(problems).toMatch(/routes\[4\]\.matches\[0\]\.path\.regex \(route "long"\): Expected a regular expression of at most 256 characters/)
+    expect(problems).not.toMatch(/routes\[0\]/)
+    const twice = parseRoutesDocument({ routes: [{ name: "a", service: "x", split: [{ subset: "v1", weight: 1 }] }, { name: "a", service: "y", split: [{ subset: "v1", weight: 1 }] }] })
+    expect(Result.isFailure(twice) && twice.failure.message).toMatch(/unique, got "a" twice/)
+    expect(Result.isFailure(parseRoutesDocument([]))).toBe(true)
+  })
+
+  it("the file reader takes JSON and YAML, names the file, and refuses what does not parse", async () => {
+    const json = join(root, "routes.json")
+    writeFileSync(json, JSON.stringify({ routes: [{ name: "all", service: "pricing", split: [{ subset: "v1", weight: 1 }] }] }))
+    const fromJson = await readRoutesFile(json)
+    expect(Result.isSuccess(fromJson) && fromJson.success.source).toBe("1 route for 1 service")
+    const yaml = join(root, "routes.yaml")
+    writeFileSync(yaml, "routes:\n  - name: all\n    service: pricing\n    split:\n      - { subset: v2, weight: 1 }\n  - name: other\n    service: catalog\n    split: [{ subset: v1, weight: 1 }]\n")
+    const fromYaml = await readRoutesFile(yaml)
+    if (Result.isFailure(fromYaml)) throw new Error(fromYaml.failure.message)
+    expect(choose(fromYaml.success, {})).toStrictEqual({ subset: "v2", route: "all", stick: false })
+    writeFileSync(yaml, "routes: [ {")
+    const broken = await readRoutesFile(yaml)
+    expect(Result.isFailure(broken) && broken.failure.message).toMatch(new RegExp(`^${yaml}: cannot parse it as YAML`))
+    writeFileSync(json, JSON.stringify({ routes: [{ name: "all", service: "pricing", split: [] }] }))
+    const empty = await readRoutesFile(json)
+    expect(Result.isFailure(empty) && empty.failure.message).toMatch(/routes\[0\]\.split \(route "all"\)/)
+  })
+})
+
+describe("matching", () => {
+  const routes = compiled([
+    { name: "exact", service: "pricing", matches: [{ path: { exact: "/quote" }, method: "GET" }], split: [{ subset: "v2", weight: 1 }] },
+    { name: "orders", service: "pricing", matches: [{ path: { regex: "^/orders/[0-9]+$" }, method: "POST" }], split: [{ subset: "v2", weight: 1 }] },
+    { name: "testers", service: "pricing", matches: [{ headers: { "X-Tester": "yes" } }, { baggage: { tester: "alice" } }], split: [{ subset: "v2", weight: 1 }] },
+    { name: "beta", service: "pricing", matches: [{ path: { prefix: "/beta/" } }], split: [{ subset: "v2", weight: 1 }] },
+    { name: "stable", service: "pricing", split: [{ subset: "v1", weight: 1 }] }
+  ])
+  const routeOf = (request: Parameters<typeof choose>[1]) => choose(routes, request)?.route
+
+  it("path exact, prefix and regex (on the path without its query), method, headers and baggage; the first match wins", () => {
+    expect(routeOf({ uri: "/quote?sku=1" })).toBe("exact")
+    expect(routeOf({ uri: "/quote", method: "POST" })).toBe("stable")
+    expect(routeOf({ uri: "/quote/x" })).toBe("stable")
+    expect(routeOf({ uri: "/orders/12", method: "POST" })).toBe("orders")
+    expect(routeOf({ uri: "/orders/12a", method: "POST" })).toBe("stable")
+    expect(routeOf({ uri: "/orders/12", method: "GET" })).toBe("stable")
+    expect(routeOf({ headers: { "x-tester": "yes" } })).toBe("testers")
+    expect(routeOf({ headers: { "x-tester": "no" } })).toBe("stable")
+    expect(routeOf({ headers: { baggage: "user=bob, tester=alice;ttl=1" } })).toBe("testers")
+    expect(routeOf({ headers: { baggage: "tester=alicia" } })).toBe("stable")
+    expect(routeOf({ uri: "/beta/list" })).toBe("beta")
+    expect(routeOf({ uri: "/quote", headers: { "x-tester": "yes" } })).toBe("exact")
+    expect(choose(routes, { service: "catalog" })).toBeUndefined()
+    expect(choose(noRoutes, {})).toBeUndefined()
+  })
+
+  it("a split spreads exactly by weight: 90/10 gives 900 and 100 of 1000, interleaved", () => {
+    const split = compiled([{ name: "canary", service: "pricing", split: [{ subset: "v1", weight: 90 }, { subset: "v2", weight: 10 }, { subset: "v3", weight: 0 }] }])
+    const picks = Array.from({ length: 1000 }, () => choose(split, {})!.subset)
+    expect(picks.filter((s) => s === "v2").length).toBe(100)
+    expect(picks.filter((s) => s === "v1").length).toBe(900)
+    // Smooth: v2 never twice in a row, and once in every 10.
+    for (let i = 0; i < 1000; i += 10) expect(picks.slice(i, i + 10).filter((s) => s === "v2").length).toBe(1)
+  })
+})
+
+describe("sticky baggage", () => {
+  const routes = compiled([{ name: "canary", service: "pricing", matches: [{ headers: { "x-canary": "on" } }], split: [{ subset: "v2", weight: 1 }], sticky: "baggage" }])
+
+  it("a sticky route says to add the member; a request carrying it goes to its subset where the target has it, ahead of the routes", () => {
+    expect(choose(routes, { headers: { "x-canary": "on" } })).toStrictEqual({ subset: "v2", route: "canary", stick: true })
+    expect(choose(routes, { headers: { baggage: `${STICKY_MEMBER}=v2` } })).toStrictEqual({ subset: "v2", route: "baggage", stick: false })
+    expect(choose(noRoutes, { headers: { baggage: `user=bob,${STICKY_MEMBER}=v1` } })).toStrictEqual({ subset: "v1", route: "baggage", stick: false })
+    // The target has no such subset: the member is ignored here (and not replaced).
+    expect(choose(noRoutes, { service: "catalog", headers: { baggage: `${STICKY_MEMBER}=v2` } })).toBeUndefined()
+    expect(choose(routes, { headers: { "x-canary": "on", baggage: `${STICKY_MEMBER}=v9` } })).toStrictEqual({ subset: "v2", route: "canary", stick: false })
+    expect(choose(noRoutes, { headers: { baggage: `${STICKY_MEMBER}=v%202` } })).toBeUndefined()
+  })
+
+  it("the member is appended to the baggage there is, or is the baggage; not past the size bound", () => {
+    const headers: Array<[string, string]> = [["accept", "*/*"], ["Baggage", "user=bob"]]
+    expect(addStickyMember(headers, "v2")).toBe(true)
+    expect(headers).toStrictEqual([["accept", "*/*"], ["Baggage", `user=bob,${STICKY_MEMBER}=v2`]])
+    const none: Array<[string, string]> = [["accept", "*/*"]]
+    addStickyMember(none, "v2")
+    expect(none).toStrictEqual([["accept", "*/*"], ["baggage", `${STICKY_MEMBER}=v2`]])
+    const full: Array<[string, string]> = [["baggage", `k=${"x".repeat(MAX_BAGGAGE_CHARS - 10)}`]]
+    expect(addStickyMember(full, "v2")).toBe(false)
+    expect(full[0]![1].length).toBe(MAX_BAGGAGE_CHARS - 8)
+  })
+
+  it("the baggage header is read within its bounds: characters, members, malformed members skipped", () => {
+    expect([...baggageMembers(" a = 1 ;p=q, b=%41%42,bad,=x,c=%zz, a=2")]).toStrictEqual([["a", "1"], ["b", "AB"]])
+    const many = Array.from({ length: MAX_BAGGAGE_MEMBERS + 20 }, (_, i) => `k${i}=v`).join(",")
+    expect(baggageMembers(many).size).toBe(MAX_BAGGAGE_MEMBERS)
+    const long = `${"f=".padEnd(MAX_BAGGAGE_CHARS - 5, "x")},late=1,${STICKY_MEMBER}=v2`
+    expect(baggageMembers(long).has("f")).toBe(true)
+    expect(baggageMembers(long).has(STICKY_MEMBER)).toBe(false)
+    expect(baggageMembers("x".repeat(MAX_BAGGAGE_CHARS * 2)).size).toBe(0)
+  })
+})
