@@ -26,7 +26,6 @@ import { TraceStore } from "../telemetry/traceStore.ts"
 import { makeTracing } from "../telemetry/tracing.ts"
 import { allowAllPolicy } from "../identity/policy.ts"
 import { type PolicyFileInvalid, watchPolicyFile } from "../identity/policyFile.ts"
-import { type RoutesFileInvalid, watchRoutesFile } from "./routesFile.ts"
 import { serviceSpiffeId } from "../identity/spiffe.ts"
 import { InboundAuthorization } from "./authorization.ts"
 import { type BalancingOptions, EndpointRegistry } from "./endpoints.ts"
@@ -34,6 +33,7 @@ import { makeInboundHandler } from "./inbound.ts"
 import { MeshTls, MtlsUnavailable, readCredentialsDir } from "./meshTls.ts"
 import type { SidecarTelemetry } from "./observe.ts"
 import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
+import { type RoutesFileInvalid, watchRoutesFile } from "./routesFile.ts"
 
 export interface HostPort {
   readonly host: string
