@@ -11,6 +11,7 @@
 //         - path: { prefix: /quote }  # exact, prefix or regex (at most 256 characters)
 //           method: GET
 //           headers: { x-canary: "yes" }      # exact values; names case-insensitive
+//           query: { beta: "1" }              # query parameters, exact (decoded) values
 //           baggage: { tester: alice }        # W3C baggage members, exact values
 //       split:                        # weights 0-1000 (at least one above 0)
 //         - { subset: v1, weight: 90 }
@@ -21,6 +22,7 @@ import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
 import type { IncomingHttpHeaders } from "node:http"
+import { queryValue } from "../balancer/pickers.ts"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { WeightedRoundRobin } from "../balancer/weightedRoundRobin.ts"
 
@@ -73,6 +75,7 @@ const Match = Schema.Struct({
   path: Schema.optionalKey(PathMatch),
   method: Schema.optionalKey(Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) => (/^[A-Z]{1,16}$/.test(text) ? undefined : `Expected an HTTP method in capitals, got ${JSON.stringify(text.slice(0, 80))}`))))),
   headers: Schema.optionalKey(Conditions("headers", (name) => HeaderName.test(name))),
+  query: Schema.optionalKey(Conditions("query parameters", (name) => name.length > 0 && name.length <= 256)),
   baggage: Schema.optionalKey(Conditions("baggage members", (name) => HeaderName.test(name)))
 })
 
@@ -126,9 +129,10 @@ export const parseRoutesDocument = (value: unknown): Result.Result<RoutesDocumen
   return Result.fail(new RoutesInvalid({ message: `not a valid routes file:\n  ${problems.join("\n  ")}`, problems }))
 }
 
-/** What a match looks at: the method, the path (no query), the headers, and the baggage members (read only when a match asks). */
+/** What a match looks at: the method, the URI and its path (no query), the headers, and the baggage members (read only when a match asks). */
 export interface RouteRequest {
   readonly method: string
+  readonly uri: string
   readonly path: string
   readonly headers: IncomingHttpHeaders
   readonly baggage: () => ReadonlyMap<string, string>
@@ -153,11 +157,13 @@ const matcherOf = (spec: MatchSpec): Matcher => {
   const path = spec.path === undefined ? undefined : pathMatcher(spec.path)
   const method = spec.method
   const headers = Object.entries(spec.headers ?? {}).map(([name, value]) => [name.toLowerCase(), value] as const)
+  const query = Object.entries(spec.query ?? {})
   const baggage = Object.entries(spec.baggage ?? {})
   return (request) => {
     if (method !== undefined && request.method !== method) return false
     if (path !== undefined && !path(request.path)) return false
     for (const [name, value] of headers) if (request.headers[name] !== value) return false
+    for (const [name, value] of query) if (queryValue(request.uri, name) !== value) return false
     if (baggage.length === 0) return true
     const members = request.baggage()
     for (const [name, value] of baggage) if (members.get(name) !== value) return false

@@ -83,7 +83,7 @@ export const chooseSubset = (
   }
   const list = routes.byService.get(service)
   if (list === undefined) return undefined
-  const request: RouteRequest = { method, path: pathOf(uri), headers, baggage: () => (members ??= baggageMembers(header)) }
+  const request: RouteRequest = { method, uri, path: pathOf(uri), headers, baggage: () => (members ??= baggageMembers(header)) }
   for (const route of list) {
     if (!route.matches(request)) continue
     return { subset: route.nextSubset(), route: route.name, stick: route.sticky && members?.has(STICKY_MEMBER) !== true }

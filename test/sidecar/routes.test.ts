@@ -80,12 +80,12 @@ describe("matching", () => {
     { name: "exact", service: "pricing", matches: [{ path: { exact: "/quote" }, method: "GET" }], split: [{ subset: "v2", weight: 1 }] },
     { name: "orders", service: "pricing", matches: [{ path: { regex: "^/orders/[0-9]+$" }, method: "POST" }], split: [{ subset: "v2", weight: 1 }] },
     { name: "testers", service: "pricing", matches: [{ headers: { "X-Tester": "yes" } }, { baggage: { tester: "alice" } }], split: [{ subset: "v2", weight: 1 }] },
-    { name: "beta", service: "pricing", matches: [{ path: { prefix: "/beta/" } }], split: [{ subset: "v2", weight: 1 }] },
+    { name: "beta", service: "pricing", matches: [{ path: { prefix: "/beta/" } }, { query: { beta: "on", "the user": "a&b" } }], split: [{ subset: "v2", weight: 1 }] },
     { name: "stable", service: "pricing", split: [{ subset: "v1", weight: 1 }] }
   ])
   const routeOf = (request: Parameters<typeof choose>[1]) => choose(routes, request)?.route
 
-  it("path exact, prefix and regex (on the path without its query), method, headers and baggage; the first match wins", () => {
+  it("path exact, prefix and regex (on the path without its query), method, headers, query and baggage; the first match wins", () => {
     expect(routeOf({ uri: "/quote?sku=1" })).toBe("exact")
     expect(routeOf({ uri: "/quote", method: "POST" })).toBe("stable")
     expect(routeOf({ uri: "/quote/x" })).toBe("stable")
@@ -97,18 +97,20 @@ describe("matching", () => {
     expect(routeOf({ headers: { baggage: "user=bob, tester=alice;ttl=1" } })).toBe("testers")
     expect(routeOf({ headers: { baggage: "tester=alicia" } })).toBe("stable")
     expect(routeOf({ uri: "/beta/list" })).toBe("beta")
+    expect(routeOf({ uri: "/list?beta=on&the%20user=a%26b" })).toBe("beta")
+    expect(routeOf({ uri: "/list?beta=on" })).toBe("stable")
     expect(routeOf({ uri: "/quote", headers: { "x-tester": "yes" } })).toBe("exact")
     expect(choose(routes, { service: "catalog" })).toBeUndefined()
     expect(choose(noRoutes, {})).toBeUndefined()
   })
 
-  it("a split spreads exactly by weight: 90/10 gives 900 and 100 of 1000, interleaved", () => {
+  it("a split spreads exactly by weight: 90/10 gives 9,000 and 1,000 of 10,000, interleaved", () => {
     const split = compiled([{ name: "canary", service: "pricing", split: [{ subset: "v1", weight: 90 }, { subset: "v2", weight: 10 }, { subset: "v3", weight: 0 }] }])
-    const picks = Array.from({ length: 1000 }, () => choose(split, {})!.subset)
-    expect(picks.filter((s) => s === "v2").length).toBe(100)
-    expect(picks.filter((s) => s === "v1").length).toBe(900)
-    // Smooth: v2 never twice in a row, and once in every 10.
-    for (let i = 0; i < 1000; i += 10) expect(picks.slice(i, i + 10).filter((s) => s === "v2").length).toBe(1)
+    const picks = Array.from({ length: 10_000 }, () => choose(split, {})!.subset)
+    expect(picks.filter((s) => s === "v2").length).toBe(1000)
+    expect(picks.filter((s) => s === "v1").length).toBe(9000)
+    // Smooth: v2 once in every 10.
+    for (let i = 0; i < 10_000; i += 10) expect(picks.slice(i, i + 10).filter((s) => s === "v2").length).toBe(1)
   })
 })
 

@@ -87,7 +87,7 @@ describe("routes over real sidecars", () => {
     expect(v2.app.seen.length).toBe(100)
   })
 
-  it("header, path (prefix, regex) and method matches pick their subset; the first match wins; other traffic takes the last route", async () => {
+  it("header, path (prefix, regex), query and method matches pick their subset; the first match wins; other traffic takes the last route", async () => {
     const v1 = await versioned("pricing", "v1")
     const v2 = await versioned("pricing", "v2")
     const { running } = await router("match.yaml", [
@@ -97,6 +97,7 @@ describe("routes over real sidecars", () => {
       "    matches:",
       "      - headers: { x-tester: \"yes\" }",
       "      - path: { prefix: /beta/ }",
+      "      - query: { beta: \"on\" }",
       "      - { method: POST, path: { regex: \"^/orders/[0-9]+$\" } }",
       "    split: [{ subset: v2, weight: 1 }]",
       "  - name: stable",
@@ -108,11 +109,13 @@ describe("routes over real sidecars", () => {
       expect(await get(running, "pricing", { headers: { "x-tester": "yes" } })).toBe("pricing-v2")
       expect(await get(running, "pricing", { path: "/beta/list?page=2" })).toBe("pricing-v2")
       expect(await get(running, "pricing", { path: "/orders/12", method: "POST" })).toBe("pricing-v2")
+      expect(await get(running, "pricing", { path: "/list?beta=on" })).toBe("pricing-v2")
+      expect(await get(running, "pricing", { path: "/list?beta=off" })).toBe("pricing-v1")
       expect(await get(running, "pricing", { path: "/orders/12" })).toBe("pricing-v1")
       expect(await get(running, "pricing", { headers: { "x-tester": "no" } })).toBe("pricing-v1")
       expect(await get(running, "pricing", { path: "/" })).toBe("pricing-v1")
     }
-    expect(v2.app.seen.map((r) => r.url)).toStrictEqual(Array.from({ length: 5 }, () => ["/", "/beta/list?page=2", "/orders/12"]).flat())
+    expect(v2.app.seen.map((r) => r.url)).toStrictEqual(Array.from({ length: 5 }, () => ["/", "/beta/list?page=2", "/orders/12", "/list?beta=on"]).flat())
   })
 
   it("a changed file takes effect without a restart; a bad one is reported (route and field) and the last good one stays", async () => {
