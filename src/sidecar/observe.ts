@@ -97,6 +97,14 @@ export class OutboundObservation {
     this.span = span
   }
 
+  /** A route (or the sticky baggage member: route "baggage") sent the request to a subset (routing.ts). */
+  routed(route: string, subset: string): void {
+    const span = this.span
+    if (span === undefined || !span.sampled) return
+    span.attributes["iip_mesh.route"] = route
+    span.attributes["iip_mesh.subset"] = subset
+  }
+
   /** Puts this span's context into the headers that cross IIP (replacing the app's). */
   propagate(headers: Array<[string, string]>): void {
     if (this.span !== undefined) replaceTraceHeaders(headers, this.span.traceparent(), this.incoming!)

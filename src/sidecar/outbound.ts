@@ -271,8 +271,12 @@ class OutboundExchange {
     // Target selection: the subset a route or the sticky baggage member names (none: the whole
     // service), then the balancer's endpoint within it.
     const choice = chooseSubset(options.routes?.() ?? noRoutes, registry, service, method, target.uri, req.headers)
-    if (choice?.stick === true) addStickyMember(headers, choice.subset)
-    const subset = choice?.subset
+    let subset: string | undefined
+    if (choice !== undefined) {
+      subset = choice.subset
+      observation.routed(choice.route, subset)
+      if (choice.stick) addStickyMember(headers, subset)
+    }
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
     const body = !hasBody(req) ? noBody : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)

@@ -15,6 +15,7 @@ import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"
+import { TraceStore } from "../../src/telemetry/traceStore.ts"
 import { RoutesFileInvalid } from "../../src/sidecar/routesFile.ts"
 import { STICKY_MEMBER } from "../../src/sidecar/routing.ts"
 import { Cleanup } from "../support/iipRaw.ts"
@@ -39,12 +40,12 @@ const versioned = async (service: string, version: string, handler?: http.Reques
 }
 
 /** A sidecar with these routes (written to a file of that name) and endpoints; its log kept for waits. */
-const router = async (file: string, routes: unknown, config: Partial<SidecarConfig> & Pick<SidecarConfig, "service">) => {
+const router = async (file: string, routes: unknown, config: Partial<SidecarConfig> & Pick<SidecarConfig, "service">, options: SidecarLive.SidecarOptions = {}) => {
   const path = join(dir, file)
   writeFileSync(path, typeof routes === "string" ? routes : JSON.stringify({ routes }))
   const logged: Array<Record<string, unknown>> = []
   const { record, until } = progress(logged)
-  const running = await startSidecar(cleanup, sidecarConfig({ routes: path, routesPollMs: 60_000, ...config }), (event, fields) => record({ event, ...fields }))
+  const running = await startSidecar(cleanup, sidecarConfig({ routes: path, routesPollMs: 60_000, ...config }), (event, fields) => record({ event, ...fields }), options)
   return { running, path, logged, until }
 }
 
@@ -159,7 +160,7 @@ describe("routes over real sidecars", () => {
 })
 
 describe("a canary that follows the call chain by baggage", () => {
-  it("storefront -> catalog -> pricing: a header at the first hop sends both hops to v2; other traffic stays on v1; a request carrying the member is routed by it", async () => {
+  it("storefront -> catalog -> pricing: a header at the first hop sends both hops to v2; other traffic stays on v1; a request carrying the member is routed by it; spans name the route and subset", async () => {
     const pricing = [await versioned("pricing", "v1"), await versioned("pricing", "v2")]
     // Catalog v1 and v2: each calls pricing through its own sidecar, passing the baggage header on
     // (as OpenTelemetry-instrumented apps do), and answers with both names.
@@ -185,10 +186,11 @@ describe("a canary that follows the call chain by baggage", () => {
       outboundPort = running.outboundPort
       return { app, endpoint: { address: running.inboundAddress, weight: 1, version } }
     }))
+    const traces = new TraceStore()
     const { running: storefront } = await router("storefront.json", [
       { name: "canary", service: "catalog", matches: [{ headers: { "x-canary": "on" } }], split: [{ subset: "v2", weight: 1 }], sticky: "baggage" },
       { name: "stable", service: "catalog", split: [{ subset: "v1", weight: 1 }] }
-    ], { service: "storefront", endpoints: { catalog: catalog.map((c) => c.endpoint) } })
+    ], { service: "storefront", endpoints: { catalog: catalog.map((c) => c.endpoint) } }, { traces })
 
     for (let i = 0; i < 10; i++) {
       expect(await get(storefront, "catalog", { headers: { "x-canary": "on", baggage: "user=alice" } })).toBe("catalog-v2 pricing-v2")
@@ -200,5 +202,10 @@ describe("a canary that follows the call chain by baggage", () => {
     expect(atPricing).toHaveLength(20)
     expect(atPricing.filter((b) => b.includes("user=alice") && b.includes(`${STICKY_MEMBER}=v2`))).toHaveLength(10)
     expect(pricing[0]!.app.seen.every((r) => r.headers.baggage === undefined)).toBe(true)
+    // The storefront's client spans carry the route and the subset.
+    const routed = traces.recent(100).flatMap((summary) => traces.get(summary.traceId) ?? []).map((span) => `${span.attributes["iip_mesh.route"]} ${span.attributes["iip_mesh.subset"]}`)
+    expect(routed.filter((r) => r === "canary v2")).toHaveLength(10)
+    expect(routed.filter((r) => r === "stable v1")).toHaveLength(10)
+    expect(routed.filter((r) => r === "baggage v2")).toHaveLength(10)
   })
 })
