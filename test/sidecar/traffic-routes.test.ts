@@ -10,6 +10,7 @@ import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
+import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -138,6 +139,21 @@ describe("routes over real sidecars", () => {
     writeFileSync(path, only("v2"))
     await until(() => logged.filter((l) => l.event === "routes-loaded").length === 2, "the second routes-loaded", 5000)
     for (let i = 0; i < 5; i++) expect(await get(running, "pricing")).toBe("pricing-v2")
+  })
+
+  it("a retry stays within the subset: an unreachable v2 endpoint's requests go to the other v2, never to v1", async () => {
+    const v1 = await versioned("pricing", "v1")
+    const v2 = await versioned("pricing", "v2")
+    const closed = net.createServer()
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve))
+    const deadPort = (closed.address() as net.AddressInfo).port
+    await new Promise<void>((resolve) => closed.close(() => resolve()))
+    const { running } = await router("retry.json", [{ name: "all", service: "pricing", split: [{ subset: "v2", weight: 1 }] }], {
+      service: "store",
+      endpoints: { pricing: [v1.endpoint, v2.endpoint, { address: `127.0.0.1:${deadPort}`, weight: 1, version: "v2" }] }
+    })
+    for (let i = 0; i < 20; i++) expect(await get(running, "pricing")).toBe("pricing-v2")
+    expect(v1.app.seen).toHaveLength(0)
   })
 
   it("a subset with no endpoint answers 503 no_endpoint naming it; a bad file at start stops the start", async () => {
