@@ -2,7 +2,8 @@
 // ServiceBalancer (src/balancer) over the endpoints discovery gives (the peers' sidecars, or plain
 // IIP servers), each endpoint with its own pooled IipClient. Discovery (or static configuration)
 // replaces a service's set, keeping the stats and health of endpoints that stay; the outbound side
-// picks from it for every request; the admin API reads and overrides weights here.
+// picks from it for every request (within the version subset a route chose, src/sidecar/routing.ts);
+// the admin API reads and overrides weights here.
 //
 // Each client tells its endpoint's balancers when the peer says go-away or stops answering pings;
 // an endpoint the balancer then holds out (restarting, unresponsive: src/balancer/holdOuts.ts) is
