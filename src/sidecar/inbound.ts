@@ -14,12 +14,12 @@
 // No request holds an app socket for ever: one that carries no deadline (and every push) gets the
 // default one; a streamed body that sends nothing for the body idle timeout is given up
 // (`body_idle_timeout`); a push's answer is read and dropped, so its socket goes back to the pool.
-import { Pool } from "undici"
 import type { HandlerValue } from "../iip/dispatch.ts"
 import { failure, type IncomingRequest } from "../iip/server.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
+import { Pool } from "./appPool.ts"
 import { describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnvelope.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"

@@ -23,11 +23,14 @@ describe("a sidecar loads only what it uses", () => {
     // The log works: the sidecar's own modules and effect are in it.
     expect(urls.some((url) => url.endsWith("/src/sidecar/sidecar.ts"))).toBe(true)
     expect(urls.some((url) => url.includes("/node_modules/effect/"))).toBe(true)
+    expect(urls.some((url) => url.endsWith("/node_modules/undici/lib/dispatcher/pool.js"))).toBe(true)
     const unwanted = [
       "/node_modules/@kubernetes/",
       "/node_modules/bonjour-service/",
       "/node_modules/multicast-dns/",
       "/node_modules/ws/",
+      // undici's index loads all of undici; the app leg takes its Pool alone (src/sidecar/appPool.ts).
+      "/node_modules/undici/index.js",
       "/src/discovery/kubernetesSource.ts",
       "/src/files/",
       "/src/cli/demo.ts",
