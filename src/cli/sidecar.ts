@@ -1,7 +1,8 @@
 // `iip-mesh sidecar [flags]`: loads the configuration (flags > environment > config file >
 // defaults), starts the admin server, then the sidecar, prints one line with its addresses and
-// runs until SIGTERM/SIGINT, which drains it (src/sidecar/sidecar.ts) before exiting 0. Once
-// ready, it gives memory back after bursts (memoryRelease.ts, `--idle-gc`).
+// runs until SIGTERM/SIGINT, which drains it (src/sidecar/sidecar.ts) before exiting 0. It collects
+// the start-up's garbage before it says it is ready, then gives memory back after bursts
+// (memoryRelease.ts, `--idle-gc`).
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import * as Admin from "../admin/adminServer.ts"
@@ -36,6 +37,11 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
     let sidecar: Sidecar | undefined
     const admin = yield* Admin.make(config.admin, () => sidecar)
     sidecar = yield* SidecarLive.make(config)
+    // Before the ready line: its first collection (the start-up's garbage) pauses the process.
+    if (config.idleGcMs !== null) {
+      const stop = startMemoryRelease(config.idleGcMs, stderrLog)
+      yield* Effect.addFinalizer(() => Effect.sync(stop))
+    }
     const line = {
       event: "sidecar-ready",
       service: config.service,
@@ -45,9 +51,5 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
       admin: `${admin.host}:${admin.port}`
     }
     process.stdout.write(`${JSON.stringify(line)}\n`)
-    if (config.idleGcMs !== null) {
-      const stop = startMemoryRelease(config.idleGcMs, stderrLog)
-      yield* Effect.addFinalizer(() => Effect.sync(stop))
-    }
     return yield* Effect.never
   }).pipe(Effect.scoped)
