@@ -1,7 +1,8 @@
 // What a sidecar loads before it is ready: the heavy packages of features it was not asked for
-// (Kubernetes client, mDNS, WebSocket) and the other commands' code (file server, demo, effect/cli
-// commands) stay unloaded until used, which keeps an idle sidecar's memory down (issue 14). The
-// child runs with test/support/loadedModules.ts preloaded, which logs every module it loads.
+// (Kubernetes client, mDNS, WebSocket, the OpenTelemetry SDK without an exporter, all of undici)
+// and the other commands' code (file server, demo, effect/cli commands) stay unloaded until used,
+// which keeps an idle sidecar's memory down (issue 14). The child runs with
+// test/support/loadedModules.ts preloaded, which logs every module it loads.
 import { resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { killIfRunning, type SidecarProcess, spawnSidecarProcess } from "../support/sidecarProcess.ts"
@@ -31,6 +32,12 @@ describe("a sidecar loads only what it uses", () => {
       "/node_modules/ws/",
       // undici's index loads all of undici; the app leg takes its Pool alone (src/sidecar/appPool.ts).
       "/node_modules/undici/index.js",
+      // Tracing is on, but with no exporter its records need no OpenTelemetry SDK (src/telemetry/otelSdk.ts).
+      "/node_modules/@opentelemetry/core/",
+      "/node_modules/@opentelemetry/resources/",
+      "/node_modules/@opentelemetry/sdk-trace-base/",
+      "/node_modules/@opentelemetry/semantic-conventions/",
+      "/node_modules/@effect/opentelemetry/",
       "/src/discovery/kubernetesSource.ts",
       "/src/files/",
       "/src/cli/demo.ts",
