@@ -9,7 +9,9 @@
 // speaks); `iip-mesh` the same client and server in mesh mode (envelope, metadata, per-request
 // cancel and deadline) at 1 KiB; `iip-promise` the `call()` Promise API at 64 in flight, 1 KiB. Rounds run the systems in rotating order; the table shows
 // the median over rounds of req/s, p50 and p99 (each round's percentiles come from its recorded
-// per-request latencies). The last stdout line is one JSON object (see `summary` below).
+// per-request latencies), and the CPU time client and server used per request in the window
+// (this process's, plus the server child's from /proc: on a shared machine a steadier figure than
+// req/s). The last stdout line is one JSON object (see `summary` below).
 //
 //   npm run -s bench -- echo            full: 1 s warm-up + 3 s per case, 3 rounds (~3.5 min)
 //   npm run -s bench -- echo --quick    1 round, 0.3 s warm-up + 1 s per case (~25 s)
@@ -27,6 +29,7 @@ import { IipClient } from "../src/iip/client.ts"
 import { type Child, killChild, listenOn, serveChild, spawnServer } from "./children.ts"
 import { IipServer } from "../src/iip/server.ts"
 import { benchArgs, printSummary } from "./args.ts"
+import { usageOf } from "./sidecar/procStats.ts"
 
 const HOST = "127.0.0.1"
 const IIP_PATH = "/echo_benchmark"
@@ -329,6 +332,8 @@ interface Sample {
   readonly rps: number
   readonly p50: number
   readonly p99: number
+  /** CPU µs of client and server per request completed in the window. */
+  readonly cpuUs: number
 }
 
 const percentile = (sorted: Float64Array, q: number): number =>
@@ -336,14 +341,18 @@ const percentile = (sorted: Float64Array, q: number): number =>
 
 /**
  * Keeps `inflight` requests going for `warmupMs + measureMs`; counts and times the requests that
- * complete inside the measuring window. Rejects on any error or wrong length, or if it stalls.
+ * complete inside the measuring window, and the CPU seconds `cpuNow` gives across it. Rejects on any
+ * error or wrong length, or if it stalls.
  */
-const closedLoop = (driver: Driver, inflight: number, expected: number, warmupMs: number, measureMs: number): Promise<Sample> =>
+const closedLoop = (driver: Driver, inflight: number, expected: number, warmupMs: number, measureMs: number, cpuNow: () => number): Promise<Sample> =>
   new Promise((resolve, reject) => {
     let latencies = new Float64Array(1 << 16)
     let count = 0
     let outstanding = 0
     let finished = false
+    /** CPU at the first answer inside the window, and at the first after it. */
+    let cpuStart = NaN
+    let cpuEnd = NaN
     const start = performance.now()
     const measureStart = start + warmupMs
     const measureEnd = measureStart + measureMs
@@ -355,7 +364,7 @@ const closedLoop = (driver: Driver, inflight: number, expected: number, warmupMs
       clearTimeout(watchdog)
       if (error !== undefined) return reject(error)
       const sorted = latencies.subarray(0, count).sort()
-      resolve({ rps: count / (measureMs / 1000), p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) })
+      resolve({ rps: count / (measureMs / 1000), p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), cpuUs: ((cpuEnd - cpuStart) * 1e6) / count })
     }
 
     const issue = (): void => {
@@ -374,6 +383,7 @@ const closedLoop = (driver: Driver, inflight: number, expected: number, warmupMs
         if (length !== expected) return finish(new Error(`wrong answer: echoed ${length} bytes, sent ${expected}`))
         const now = performance.now()
         if (now >= measureStart && now < measureEnd) {
+          if (count === 0) cpuStart = cpuNow()
           if (count === latencies.length) {
             const bigger = new Float64Array(latencies.length * 2)
             bigger.set(latencies)
@@ -381,6 +391,7 @@ const closedLoop = (driver: Driver, inflight: number, expected: number, warmupMs
           }
           latencies[count++] = now - sentAt
         }
+        if (now >= measureEnd && Number.isNaN(cpuEnd)) cpuEnd = cpuNow()
         if (now < measureEnd) issue()
         else if (outstanding === 0) finish(undefined)
       }
@@ -438,6 +449,7 @@ interface Row extends Case {
   readonly rps: number
   readonly p50_ms: number
   readonly p99_ms: number
+  readonly cpu_us: number
 }
 
 const median = (values: ReadonlyArray<number>): number => {
@@ -451,6 +463,9 @@ const makePayload = (size: number): Buffer => {
   for (let i = 0; i < size; i++) payload[i] = (i * 31 + 7) & 0xff
   return payload
 }
+
+/** The server child a system talks to. */
+const serverOf = (system: System): ServerKind => (system === "iip-promise" || system === "iip-mesh" ? "iip" : system)
 
 const makeDriver = (c: Case, ports: ReadonlyMap<ServerKind, number>, payload: Buffer, options: Options): Driver => {
   const port = (kind: ServerKind) => ports.get(kind)!
@@ -506,12 +521,17 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
           for (let i = 0; i < group.length; i++) {
             const c = group[(i + round) % group.length]!
             const driver = makeDriver(c, ports, payload, options)
+            const serverPid = children[kinds.indexOf(serverOf(c.system))]!.process.pid ?? 0
+            const cpuNow = () => {
+              const own = process.cpuUsage()
+              return (own.user + own.system) / 1e6 + usageOf(serverPid).cpu
+            }
             try {
-              const sample = await closedLoop(driver, c.inflight, size, options.warmupMs, options.measureMs)
+              const sample = await closedLoop(driver, c.inflight, size, options.warmupMs, options.measureMs, cpuNow)
               samples.get(c)!.push(sample)
               log(
                 `  round ${round + 1} ${pad(c.system, 11, true)} ${pad(String(inflight), 2)} in flight ${pad(String(size), 5)} B: ` +
-                  `${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms, p99 ${sample.p99.toFixed(3)} ms`
+                  `${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms, p99 ${sample.p99.toFixed(3)} ms, CPU ${sample.cpuUs.toFixed(1)} us/req`
               )
             } catch (error) {
               throw new Error(`${c.system}, ${inflight} in flight, ${size} B: ${error instanceof Error ? error.message : String(error)}`)
@@ -529,13 +549,13 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
 
   const rows: Array<Row> = cases.map((c) => {
     const s = samples.get(c)!
-    return { ...c, rps: median(s.map((x) => x.rps)), p50_ms: median(s.map((x) => x.p50)), p99_ms: median(s.map((x) => x.p99)) }
+    return { ...c, rps: median(s.map((x) => x.rps)), p50_ms: median(s.map((x) => x.p50)), p99_ms: median(s.map((x) => x.p99)), cpu_us: median(s.map((x) => x.cpuUs)) }
   })
   const find = (system: System, inflight: number, payload: number): Row | undefined =>
     rows.find((r) => r.system === system && r.inflight === inflight && r.payload === payload)
   const rps = (system: System, inflight = 64, payload = 1024): number => find(system, inflight, payload)?.rps ?? NaN
 
-  const header = `${pad("system", 12, true)} ${pad("in flight", 9)} ${pad("payload", 8)} ${pad("req/s", 9)} ${pad("p50 ms", 8)} ${pad("p99 ms", 8)} ${pad("vs http1", 9)} ${pad("vs raw", 7)}`
+  const header = `${pad("system", 12, true)} ${pad("in flight", 9)} ${pad("payload", 8)} ${pad("req/s", 9)} ${pad("p50 ms", 8)} ${pad("p99 ms", 8)} ${pad("vs http1", 9)} ${pad("vs raw", 7)} ${pad("CPU us/req", 10)}`
   const lines = [header, "-".repeat(header.length)]
   let lastGroup = ""
   for (const r of rows) {
@@ -545,7 +565,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     lines.push(
       `${pad(r.system, 12, true)} ${pad(String(r.inflight), 9)} ${pad(String(r.payload), 8)} ${pad(String(Math.round(r.rps)), 9)} ` +
         `${pad(r.p50_ms.toFixed(3), 8)} ${pad(r.p99_ms.toFixed(3), 8)} ` +
-        `${pad(fmtRatio(r.rps / rps("http1", r.inflight, r.payload)), 9)} ${pad(fmtRatio(r.rps / rps("raw", r.inflight, r.payload)), 7)}`
+        `${pad(fmtRatio(r.rps / rps("http1", r.inflight, r.payload)), 9)} ${pad(fmtRatio(r.rps / rps("raw", r.inflight, r.payload)), 7)} ` +
+        pad(r.cpu_us.toFixed(1), 10)
     )
   }
   process.stdout.write(`${lines.join("\n")}\n`)
@@ -569,7 +590,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       payload: r.payload,
       rps: Math.round(r.rps),
       p50_ms: round(r.p50_ms, 4),
-      p99_ms: round(r.p99_ms, 4)
+      p99_ms: round(r.p99_ms, 4),
+      cpu_us_per_request: round(r.cpu_us, 1)
     })),
     rounds: options.rounds,
     measure_s: options.measureMs / 1000,

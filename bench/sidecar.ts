@@ -5,6 +5,11 @@
 //             sidecars' defaults: tracing on (a client span at A, a server and an app span at B,
 //             kept in each sidecar's trace store, W3C headers written at both hops; no OTEL_*
 //             exporter is configured, so nothing leaves the process)
+//             with mTLS on (their default with credentials: the bench writes fixed ones, see
+//             sidecar/credentials.ts, and starts them with --tls-credentials-dir)
+//   mtls-off  the same with both sidecars started with `--mtls off` (mTLS's cost is meshed -
+//             mtls-off: CPU per request at saturation and added p99 at the fixed rate, against
+//             issue 15's targets; and the handshakes per second the pairs made)
 //   untraced  the same with both sidecars started with `--tracing false` (tracing's cost is
 //             meshed - untraced)
 //   nginx     client -> nginx -> nginx -> app (one process each, upstream keepalive, no access log)
@@ -37,7 +42,7 @@
 //   npm run -s bench -- sidecar            2 s warm-up + 10 s per window, 3 rounds (~7 min)
 //   npm run -s bench -- sidecar --quick    1 s warm-up + 3 s per window, 1 round (~70 s)
 // Flags: --rounds N, --duration S, --warmup S, --rate R, --inflight N (saturation connections),
-//        --only direct,meshed,untraced,nginx,haproxy (a subset; "added" and the ratios need direct, the
+//        --only direct,meshed,mtls-off,untraced,nginx,haproxy (a subset; "added" and the ratios need direct, the
 //        targets nginx), --phases open,saturation,memory (a subset, for investigating),
 //        --sidecar-node-flags "..." (extra node flags for the sidecars, e.g.
 //        "--max-semi-space-size=2", to try a setting without editing src),
@@ -68,6 +73,7 @@ import { report } from "./sidecar/report.ts"
 import { HOST, makePayload, PAYLOAD_BYTES, SERVICE_HOST } from "./sidecar/request.ts"
 import { emptyResults, type Proc, type SaturationSample, type Usages } from "./sidecar/results.ts"
 import { startSidecarPair } from "./sidecar/sidecars.ts"
+import { writeBenchCredentials } from "./sidecar/credentials.ts"
 import { findExecutable } from "./sidecar/which.ts"
 import { runWrk, WRK_INSTALL_HINT, writeWrkScript } from "./sidecar/wrk.ts"
 
@@ -112,9 +118,12 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     app = await spawnServer(APP_FILE, "app", options.cpuProfDir)
     const appPid = app.process.pid!
     const pairs = new Map<Proxied, ProxyPair>()
+    const startedAt = new Map<Proxied, number>()
+    const credentials = await writeBenchCredentials(dir, ["echo", "client"]) as Record<"echo" | "client", string>
     for (const mode of PROXIED) {
       if (!options.modes.includes(mode)) continue
-      const pair = isMeshed(mode) ? await startSidecarPair(mode, app.port, options, spawned) : await startProxyPair(mode, app.port, dir, spawned)
+      startedAt.set(mode, performance.now())
+      const pair = isMeshed(mode) ? await startSidecarPair(mode, app.port, options, spawned, credentials) : await startProxyPair(mode, app.port, dir, spawned)
       if (typeof pair === "string") {
         log(`  ${pair}`)
         results.skipped.set(mode, pair)
@@ -286,6 +295,11 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
         results.rss.get(mode)!.after10A = rssMb(pair.a.pid)
         results.rss.get(mode)!.after10B = rssMb(pair.b.pid)
       }
+    }
+    // How often the pairs handshook: connection reuse should make it a handful over the whole run.
+    for (const [mode, pair] of pairs) {
+      if (pair.handshakes === undefined) continue
+      results.handshakes.set(mode, { count: await pair.handshakes(), seconds: (performance.now() - startedAt.get(mode)!) / 1000 })
     }
   } finally {
     await stopAll()

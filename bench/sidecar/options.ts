@@ -8,17 +8,18 @@ export class BadFlag extends Data.TaggedError("BadFlag")<{ readonly message: str
 
 /**
  * direct: client -> app. The others go through two proxies, client -> A -> B -> app: meshed, two
- * sidecars with their defaults (tracing on); untraced, two sidecars with --tracing false; nginx,
- * nginx -> nginx; haproxy, haproxy -> haproxy.
+ * sidecars with their defaults (tracing on, mTLS on: they have credentials); mtls-off, the same
+ * with --mtls off (plain IIP between them; mTLS's cost is meshed - mtls-off); untraced, two
+ * sidecars with --tracing false (mTLS on); nginx, nginx -> nginx; haproxy, haproxy -> haproxy.
  */
-export type Mode = "direct" | "meshed" | "untraced" | "nginx" | "haproxy"
-export const MODES: ReadonlyArray<Mode> = ["direct", "meshed", "untraced", "nginx", "haproxy"]
+export type Mode = "direct" | "meshed" | "mtls-off" | "untraced" | "nginx" | "haproxy"
+export const MODES: ReadonlyArray<Mode> = ["direct", "meshed", "mtls-off", "untraced", "nginx", "haproxy"]
 /** The modes that go through a pair of proxies. */
 export type Proxied = Exclude<Mode, "direct">
-export const PROXIED: ReadonlyArray<Proxied> = ["meshed", "untraced", "nginx", "haproxy"]
+export const PROXIED: ReadonlyArray<Proxied> = ["meshed", "mtls-off", "untraced", "nginx", "haproxy"]
 /** The pairs of iip-mesh sidecars. */
-export type Meshed = "meshed" | "untraced"
-export const isMeshed = (mode: Mode): mode is Meshed => mode === "meshed" || mode === "untraced"
+export type Meshed = "meshed" | "mtls-off" | "untraced"
+export const isMeshed = (mode: Mode): mode is Meshed => mode === "meshed" || mode === "mtls-off" || mode === "untraced"
 
 export type Phase = "open" | "saturation" | "memory"
 export const PHASES: ReadonlyArray<Phase> = ["open", "saturation", "memory"]

@@ -16,4 +16,6 @@ export interface ProxyPair {
   readonly b: Hop
   /** Where the client sends: A's listening address. */
   readonly entry: { readonly host: string; readonly port: number }
+  /** iip-mesh pairs: TLS handshakes A completed with B so far (from A's /metrics). */
+  readonly handshakes?: () => Promise<number>
 }

@@ -1,6 +1,7 @@
 // The sidecar bench's report: the tables (per path: latency added at the fixed rate, saturation,
 // CPU and system calls per request, proxies' RSS), the sidecars against the nginx and haproxy pairs,
-// issue 14's targets marked met / MISSED, and the summary object printed as the last JSON line.
+// issue 14's targets marked met / MISSED, mTLS's cost (meshed - mtls-off) against issue 15's, and
+// the summary object printed as the last JSON line.
 import { mb, median, ms, pad, percent, round, signed, times, us } from "./format.ts"
 import { type Meshed, type Mode, MODES, PROXIED, type Proxied } from "./options.ts"
 import type { Usage } from "./procStats.ts"
@@ -48,6 +49,7 @@ export const report = (results: Results): { readonly text: string; readonly summ
     lines.push(`${pad(mode, 10, true)} ${pad(ms(o(mode, "p50")), 8)} ${pad(ms(o(mode, "p90")), 8)} ${pad(ms(o(mode, "p99")), 8)}${addedCells}`)
   }
   lines.push(`${pad("tracing", 10, true)} ${pad(signed(added("p50", "meshed", "untraced")), 8)} ${pad(signed(added("p90", "meshed", "untraced")), 8)} ${pad(signed(added("p99", "meshed", "untraced")), 8)}   (meshed - untraced: what tracing adds)`)
+  lines.push(`${pad("mTLS", 10, true)} ${pad(signed(added("p50", "meshed", "mtls-off")), 8)} ${pad(signed(added("p90", "meshed", "mtls-off")), 8)} ${pad(signed(added("p99", "meshed", "mtls-off")), 8)}   (meshed - mtls-off: what mutual TLS adds)`)
   lines.push(``)
   lines.push(`saturation, ${tool}, ${options.measureMs / 1000} s; proxies' CPU = A + B per request (utime + stime / requests)`)
   lines.push(`${pad("", 10, true)} ${pad("req/s", 8)} ${pad("vs direct", 9)} ${pad("p50 ms", 8)} ${pad("p99 ms", 8)} ${pad("proxies' CPU us/req", 20)} ${pad("all CPU vs direct", 18)}`)
@@ -124,6 +126,19 @@ export const report = (results: Results): { readonly text: string; readonly summ
     target("sidecar_rss_peak_mb", `RSS per sidecar, peak of the ${options.inflight}-connection burst`, peakWorst, `${mb(peakWorst)} MB`, "<= 100 MB", (v) => v <= 100),
     target("sidecar_rss_after10_growth", "RSS per sidecar 10 s after the burst, over idle", after10Growth, `+${percent(after10Growth)}`, "<= +10%", (v) => v <= 0.1)
   ]
+  // Issue 15: mutual TLS's cost, the sidecars with their defaults (mTLS on) against --mtls off.
+  const mtlsCpu = pairCpu("meshed") / pairCpu("mtls-off") - 1
+  const mtlsP99 = added("p99", "meshed", "mtls-off")
+  const handshakes = results.handshakes.get("meshed")
+  const handshakeRate = handshakes === undefined ? NaN : handshakes.count / handshakes.seconds
+  const mtlsTargets: ReadonlyArray<Target> = [
+    target("mtls_cpu_overhead", "mTLS: sidecars' CPU per request at saturation over mtls-off", mtlsCpu, `${mtlsCpu >= 0 ? "+" : ""}${percent(mtlsCpu)}`, "<= +15%", (v) => v <= 0.15),
+    target("mtls_added_p99_ms", `mTLS: p99 at ${options.rate} req/s over mtls-off`, mtlsP99, `${signed(mtlsP99)} ms`, "<= 0.3 ms", (v) => v <= 0.3)
+  ]
+  lines.push(``)
+  lines.push(`issue 15 targets (meshed, mTLS on, against mtls-off in the same run)`)
+  for (const t of mtlsTargets) lines.push(`  ${pad(t.label, 58, true)} ${pad(t.shown, 10)}  ${pad(t.limit, 20, true)} ${Number.isFinite(t.value) ? (t.met ? "met" : "MISSED") : "n/a"}`)
+  lines.push(`  TLS handshakes A -> B: ${handshakes === undefined ? "-" : `${handshakes.count} in ${handshakes.seconds.toFixed(0)} s (${handshakeRate.toFixed(3)}/s): connections are reused`}`)
   lines.push(``)
   lines.push(`issue 14 targets (sidecars with their defaults; RSS: the worse of A and B)`)
   for (const t of targets) lines.push(`  ${pad(t.label, 58, true)} ${pad(t.shown, 10)}  ${pad(t.limit, 20, true)} ${Number.isFinite(t.value) ? (t.met ? "met" : "MISSED") : "n/a"}`)
@@ -203,6 +218,15 @@ export const report = (results: Results): { readonly text: string; readonly summ
     sidecar_b_vcpu_at_rate: round(vcpu("meshed", "b"), 3),
     untraced_sidecar_a_vcpu_at_rate: round(vcpu("untraced", "a"), 3),
     untraced_sidecar_b_vcpu_at_rate: round(vcpu("untraced", "b"), 3),
+    // mTLS's cost: the default (on) against --mtls off, in the same run.
+    mtls_off_p99_ms: round(o("mtls-off", "p99"), 4),
+    mtls_added_p99_ms: round(mtlsP99, 4),
+    mtls_off_rps_saturated: Math.round(s("mtls-off", "rps")),
+    mtls_off_cpu_us_per_request: round(pairCpu("mtls-off"), 1),
+    mtls_cpu_overhead: round(mtlsCpu, 3),
+    mtls_handshakes: handshakes?.count ?? null,
+    mtls_handshakes_per_second: round(handshakeRate, 4),
+    mtls_targets: Object.fromEntries(mtlsTargets.map((t) => [t.key, { value: round(t.value, 3), limit: t.limit, met: Number.isFinite(t.value) ? t.met : null }])),
     targets: Object.fromEntries(targets.map((t) => [t.key, { value: round(t.value, 3), limit: t.limit, met: Number.isFinite(t.value) ? t.met : null }])),
     cpu_us_per_request: perPhase(cpuSummary),
     syscalls_per_request: perPhase(syscallSummary),

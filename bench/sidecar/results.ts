@@ -48,6 +48,8 @@ export interface Results {
   /** Each pair's share of a core during its open-loop runs. */
   readonly vcpuAtRate: Map<Proxied, Array<{ a: number; b: number }>>
   readonly rss: Map<Proxied, Rss>
+  /** iip-mesh pairs: TLS handshakes A made with B over the pair's life, and that life in seconds. */
+  readonly handshakes: Map<Proxied, { readonly count: number; readonly seconds: number }>
 }
 
 export const emptyResults = (options: Options): Results => ({
@@ -58,5 +60,6 @@ export const emptyResults = (options: Options): Results => ({
   saturated: new Map(MODES.map((m) => [m, []])),
   perRequest: new Map(),
   vcpuAtRate: new Map(PROXIED.map((m) => [m, []])),
-  rss: new Map(PROXIED.map((m) => [m, { idleA: NaN, idleB: NaN, peakA: NaN, peakB: NaN, after5A: NaN, after5B: NaN, after10A: NaN, after10B: NaN }]))
+  rss: new Map(PROXIED.map((m) => [m, { idleA: NaN, idleB: NaN, peakA: NaN, peakB: NaN, after5A: NaN, after5B: NaN, after10A: NaN, after10B: NaN }])),
+  handshakes: new Map()
 })

@@ -1,6 +1,8 @@
 // The iip-mesh rows of the sidecar bench: sidecar B (service "echo", --app the echo app) and sidecar
 // A (service "client", --endpoint echo=B's inbound), each `node <flags> <sidecar main> sidecar ...`
-// with its ready line giving its addresses; `untraced` starts both with --tracing false.
+// with its ready line giving its addresses; `untraced` starts both with --tracing false. Both get
+// credentials (--tls-credentials-dir, written by credentials.ts), so mTLS is on, its default with
+// credentials; `mtls-off` starts both with --mtls off and none.
 import { spawn } from "node:child_process"
 import { killChild } from "../children.ts"
 import type { Meshed, Options } from "./options.ts"
@@ -16,6 +18,7 @@ const EXIT_WITH_PARENT = `--import=data:text/javascript,process.stdin.on("end",(
 interface Sidecar extends Hop {
   readonly outbound: { readonly host: string; readonly port: number }
   readonly inbound: string
+  readonly admin: string
 }
 
 const splitHostPort = (address: string): { host: string; port: number } => {
@@ -54,7 +57,7 @@ const startSidecar = (name: string, args: ReadonlyArray<string>, options: Option
       for (let nl = out.indexOf("\n"); nl !== -1; nl = out.indexOf("\n")) {
         const line = out.slice(0, nl)
         out = out.slice(nl + 1)
-        let ready: { event?: unknown; outbound?: unknown; inbound?: unknown } | undefined
+        let ready: { event?: unknown; outbound?: unknown; inbound?: unknown; admin?: unknown } | undefined
         try {
           ready = JSON.parse(line) as typeof ready
         } catch {
@@ -63,18 +66,35 @@ const startSidecar = (name: string, args: ReadonlyArray<string>, options: Option
         if (ready?.event !== "sidecar-ready" || typeof ready.outbound !== "string" || typeof ready.inbound !== "string") continue
         settled = true
         clearTimeout(timer)
-        resolve({ pid: child.pid!, stop, outbound: splitHostPort(ready.outbound), inbound: ready.inbound })
+        resolve({ pid: child.pid!, stop, outbound: splitHostPort(ready.outbound), inbound: ready.inbound, admin: String(ready.admin) })
         return
       }
     })
   })
 
-/** B in front of the app, A calling B; `untraced` adds --tracing false to both (and its names get a `-untraced` suffix). */
-export const startSidecarPair = async (mode: Meshed, appPort: number, options: Options, spawned: Array<() => Promise<void>>): Promise<ProxyPair> => {
-  const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--drain-timeout", "2s"]
-  const tracing = mode === "meshed" ? [] : ["--tracing", "false"]
+/** A sidecar's count of completed outbound TLS handshakes, from its admin /metrics. */
+const handshakesOf = async (admin: string): Promise<number> => {
+  const body = await (await fetch(`http://${admin}/metrics`)).text()
+  const line = body.split("\n").find((l) => l.startsWith(`iip_mesh_tls_handshakes_total{direction="outbound",result="ok"} `))
+  return line === undefined ? 0 : Number(line.split(" ").at(-1))
+}
+
+/**
+ * B in front of the app, A calling B; `untraced` adds --tracing false to both, `mtls-off` --mtls
+ * off (and their names get the mode as a suffix). `credentials`: each service's credentials dir.
+ */
+export const startSidecarPair = async (
+  mode: Meshed,
+  appPort: number,
+  options: Options,
+  spawned: Array<() => Promise<void>>,
+  credentials: Readonly<Record<"echo" | "client", string>>
+): Promise<ProxyPair> => {
+  const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--admin-control", `${HOST}:0`, "--drain-timeout", "2s"]
+  const tracing = mode === "untraced" ? ["--tracing", "false"] : []
+  const tls = (service: "echo" | "client") => (mode === "mtls-off" ? ["--mtls", "off"] : ["--tls-credentials-dir", credentials[service]])
   const suffix = mode === "meshed" ? "" : `-${mode}`
-  const b = await startSidecar(`b${suffix}`, ["--service", "echo", "--app", `${HOST}:${appPort}`, ...tracing, ...common], options, spawned)
-  const a = await startSidecar(`a${suffix}`, ["--service", "client", "--endpoint", `echo=${b.inbound}`, ...tracing, ...common], options, spawned)
-  return { a, b, entry: a.outbound }
+  const b = await startSidecar(`b${suffix}`, ["--service", "echo", "--app", `${HOST}:${appPort}`, ...tracing, ...tls("echo"), ...common], options, spawned)
+  const a = await startSidecar(`a${suffix}`, ["--service", "client", "--endpoint", `echo=${b.inbound}`, ...tracing, ...tls("client"), ...common], options, spawned)
+  return { a, b, entry: a.outbound, handshakes: () => handshakesOf(a.admin) }
 }

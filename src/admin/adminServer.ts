@@ -1,22 +1,32 @@
-// The admin HTTP server of a sidecar, loopback-only by default:
-//   GET  /                    the dashboard (dashboard.html): mesh table with live rates, trace waterfall
-//   GET  /health, /ready      liveness; readiness (503 while starting and once a stop began)
-//   GET  /mesh                the endpoints per service: weight, latency estimate, pending, health
-//   PUT|DELETE /mesh/<service>/<host:port>/weight   run-time weight override (weights.ts)
-//   GET  /metrics             Prometheus text (src/telemetry/metrics.ts)
-//   GET  /traces[?limit=N]    recent traces held here; GET /traces/<trace id>: their spans
-//   GET  /config              the effective configuration, secrets left out
-//   GET  /dashboard/data      what the dashboard polls
+// The admin HTTP servers of a sidecar, two listeners:
+//   read-only (`admin`, safe on the pod address: what probes and Prometheus need)
+//     GET  /health, /ready      liveness; readiness (503 while starting and once a stop began)
+//     GET  /metrics             Prometheus text (src/telemetry/metrics.ts)
+//   control (`adminControl`, loopback by default; elsewhere only with a bearer token: it changes
+//   state and reveals the mesh's topology), which serves the read-only paths too:
+//     GET  /                    the dashboard (dashboard.html): mesh table with live rates, trace waterfall
+//     GET  /mesh                the endpoints per service: weight, latency estimate, pending, health
+//     PUT|DELETE /mesh/<service>/<host:port>/weight   run-time weight override (weights.ts)
+//     GET  /traces[?limit=N]    recent traces held here; GET /traces/<trace id>: their spans
+//     GET  /config              the effective configuration, secrets redacted (views.ts)
+//     GET  /dashboard/data      what the dashboard polls
+// With a token configured (adminToken / adminTokenFile) every control request must carry
+// `Authorization: Bearer <token>`, compared in constant time; without one, 401. Without a token
+// (loopback only), a request must name a loopback host: a DNS-rebinding page cannot drive it.
 // Every request goes through a total handler (respond.ts): a bad request is a 4xx, a bug of ours a
 // logged 500, never an exception out of the server (issue 13: one bad escape used to end the process).
 // In the demo one admin server reports on every sidecar of the process (`mesh`), so one URL shows
 // the whole demo mesh; its sidecars share one trace store.
 import * as Effect from "effect/Effect"
+import * as Data from "effect/Data"
+import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
+import { createHash, timingSafeEqual } from "node:crypto"
 import { readFileSync } from "node:fs"
 import * as http from "node:http"
 import type * as net from "node:net"
-import { type Log, stderrLog } from "../iip/log.ts"
+import type { SidecarConfig } from "../config/sidecarConfig.ts"
+import { type Log, messageOf, stderrLog } from "../iip/log.ts"
 import { ListenFailed } from "../iip/server.ts"
 import { type HostPort, type Sidecar, splitAddress } from "../sidecar/sidecar.ts"
 import type { SpanJson, TraceStore, TraceSummary } from "../telemetry/traceStore.ts"
@@ -41,7 +51,67 @@ const tracesOf = (sidecars: ReadonlyArray<Sidecar>) => {
   }
 }
 
-const PATHS = ["/", "/health", "/ready", "/mesh", "/mesh/<service>/<host:port>/weight", "/metrics", "/traces", "/traces/<trace id>", "/config", "/dashboard/data"]
+const READ_ONLY_PATHS = ["/health", "/ready", "/metrics"]
+const CONTROL_PATHS = ["/", ...READ_ONLY_PATHS, "/mesh", "/mesh/<service>/<host:port>/weight", "/traces", "/traces/<trace id>", "/config", "/dashboard/data"]
+
+/** The token file could not be read, or holds too short a token. */
+export class AdminTokenInvalid extends Data.TaggedError("AdminTokenInvalid")<{ readonly message: string }> {}
+
+/** Where the two listeners go and the token the control one requires. */
+export interface AdminListeners {
+  /** The read-only listener, HOST:PORT. */
+  readonly admin: string
+  /** The control listener, HOST:PORT. */
+  readonly control: string
+  /** The bearer token control requests must carry; undefined: none (the configuration allows that on loopback only). */
+  readonly token: string | undefined
+}
+
+export interface AdminAddresses {
+  readonly readOnly: HostPort
+  readonly control: HostPort
+}
+
+/** The listeners a configuration asks for, the token read from its file if it names one (trailing newline dropped). */
+export const adminListenersOf = (config: Pick<SidecarConfig, "admin" | "adminControl" | "adminToken" | "adminTokenFile">): Result.Result<AdminListeners, AdminTokenInvalid> => {
+  let token = config.adminToken ?? undefined
+  if (config.adminTokenFile !== null) {
+    try {
+      token = readFileSync(config.adminTokenFile, "utf8").replace(/\r?\n$/, "")
+    } catch (error) {
+      return Result.fail(new AdminTokenInvalid({ message: `adminTokenFile ${config.adminTokenFile}: ${messageOf(error)}` }))
+    }
+    if (token.length < 16 || /\s/.test(token)) {
+      return Result.fail(new AdminTokenInvalid({ message: `adminTokenFile ${config.adminTokenFile}: expected a token of 16 or more characters without spaces` }))
+    }
+  }
+  return Result.succeed({ admin: config.admin, control: config.adminControl, token })
+}
+
+/** Compares a request's bearer token with the configured one in constant time (both hashed to one length first). */
+const bearerCheck = (token: string): ((req: http.IncomingMessage) => boolean) => {
+  const expected = createHash("sha256").update(token, "utf8").digest()
+  return (req) => {
+    const header = req.headers.authorization
+    if (typeof header !== "string" || !/^bearer /i.test(header)) return false
+    return timingSafeEqual(createHash("sha256").update(header.slice(7).trim(), "utf8").digest(), expected)
+  }
+}
+
+/**
+ * Whether a Host header names a loopback address: what a client on this machine sends to a
+ * loopback listener. A page of another name that reaches it is a DNS rebinding (a browser on this
+ * machine made to call the control listener as that page's own origin): refused.
+ */
+const loopbackHost = (host: string | undefined): boolean => {
+  if (host === undefined) return false
+  const name = host.startsWith("[") ? host.slice(1, host.indexOf("]")) : host.replace(/:\d{1,5}$/, "")
+  return name === "localhost" || name === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name)
+}
+
+const BAD_HOST = JSON.stringify({ error: "bad_host", message: "without a token the admin control listener answers only requests for a loopback host (127.0.0.1, localhost, [::1])" })
+
+const UNAUTHORIZED = JSON.stringify({ error: "unauthorized", message: "the admin control listener needs Authorization: Bearer <token>" })
 
 export interface AdminOptions {
   /** Every sidecar the dashboard shows; default the one `current` gives. */
@@ -50,17 +120,62 @@ export interface AdminOptions {
   readonly log?: Log
 }
 
+const listen = (server: http.Server, listenOn: string, what: string) => {
+  const address = splitAddress(listenOn)
+  return Effect.acquireRelease(
+    Effect.callback<HostPort, ListenFailed>((resume) => {
+      server.once("error", (error: NodeJS.ErrnoException) =>
+        resume(Effect.fail(new ListenFailed({ message: `admin (${what}): cannot listen on ${listenOn}: ${error.code ?? error.message}` }))))
+      server.listen(address.port, address.host, () => {
+        const bound = server.address() as net.AddressInfo
+        resume(Effect.succeed({ host: bound.address, port: bound.port }))
+      })
+    }),
+    () => Effect.sync(() => {
+      server.close()
+      server.closeAllConnections()
+    })
+  )
+}
+
 /**
- * Starts the admin server before the sidecar it reports on (so it answers "not ready" during start
- * and during the drain); `current` gives the sidecar once it is up.
+ * Starts both admin listeners before the sidecar they report on (so they answer "not ready" during
+ * start and during the drain); `current` gives the sidecar once it is up.
  */
-export const make = (listenOn: string, current: () => Sidecar | undefined, options: AdminOptions = {}): Effect.Effect<HostPort, ListenFailed, Scope.Scope> => {
+export const make = (listeners: AdminListeners, current: () => Sidecar | undefined, options: AdminOptions = {}): Effect.Effect<AdminAddresses, ListenFailed, Scope.Scope> => {
   const shown = (sidecar: Sidecar) => options.mesh?.() ?? [sidecar]
-  const route = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
-    const [path = "/", query = ""] = (req.url ?? "/").split("?")
+  /** The read-only paths; false when `path` is not one of them. */
+  const readOnly = async (path: string, res: http.ServerResponse): Promise<boolean> => {
     const sidecar = current()
-    if (path === "/health") return json(res, 200, { status: "ok" })
-    if (path === "/ready") return json(res, sidecar?.ready() === true ? 200 : 503, { ready: sidecar?.ready() === true })
+    if (path === "/health") return (json(res, 200, { status: "ok" }), true)
+    if (path === "/ready") return (json(res, sidecar?.ready() === true ? 200 : 503, { ready: sidecar?.ready() === true }), true)
+    if (path !== "/metrics") return false
+    if (sidecar === undefined) return (json(res, 503, { error: "starting" }), true)
+    const { contentType, body } = await sidecar.telemetry.metrics.text()
+    res.writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body) })
+    res.end(body)
+    return true
+  }
+  const readOnlyRoute = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const [path = "/"] = (req.url ?? "/").split("?")
+    if (await readOnly(path, res)) return
+    json(res, 404, { error: "not_found", paths: READ_ONLY_PATHS, message: "the dashboard, /mesh, /traces, /config and weight overrides are on the admin control listener (adminControl)" })
+  }
+  const authorized = listeners.token === undefined ? undefined : bearerCheck(listeners.token)
+  const controlRoute = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    if (authorized !== undefined && !authorized(req)) {
+      res.writeHead(401, { "content-type": "application/json", "content-length": UNAUTHORIZED.length, "www-authenticate": 'Bearer realm="iip-mesh-admin"' })
+      res.end(UNAUTHORIZED)
+      return
+    }
+    if (authorized === undefined && !loopbackHost(req.headers.host)) {
+      res.writeHead(403, { "content-type": "application/json", "content-length": BAD_HOST.length })
+      res.end(BAD_HOST)
+      return
+    }
+    const [path = "/", query = ""] = (req.url ?? "/").split("?")
+    if (await readOnly(path, res)) return
+    const sidecar = current()
     if (sidecar === undefined) return json(res, 503, { error: "starting" })
     if (path === "/" || path === "/dashboard") {
       res.writeHead(200, { "content-type": "text/html; charset=utf-8", "content-length": dashboardHtml.length })
@@ -70,12 +185,6 @@ export const make = (listenOn: string, current: () => Sidecar | undefined, optio
     if (path === "/mesh") return json(res, 200, meshView(sidecar))
     const weightPath = WEIGHT_PATH.exec(path)
     if (weightPath !== null) return weightOverride(sidecar, req, res, weightPath[1]!, decodeSegment(weightPath[2]!))
-    if (path === "/metrics") {
-      const { contentType, body } = await sidecar.telemetry.metrics.text()
-      res.writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body) })
-      res.end(body)
-      return
-    }
     if (path === "/traces") {
       const limit = Math.min(1000, Math.max(1, Number(new URLSearchParams(query).get("limit") ?? "50") || 50))
       return json(res, 200, { traces: tracesOf(shown(sidecar)).recent(limit) })
@@ -87,20 +196,17 @@ export const make = (listenOn: string, current: () => Sidecar | undefined, optio
     }
     if (path === "/dashboard/data") return json(res, 200, dashboardData(shown(sidecar), tracesOf(shown(sidecar)).recent(30)))
     if (path === "/config") return json(res, 200, configView(sidecar))
-    json(res, 404, { error: "not_found", paths: PATHS })
+    json(res, 404, { error: "not_found", paths: CONTROL_PATHS })
   }
-  const server = http.createServer(totalHandler(route, options.log ?? stderrLog))
-  server.on("connect", refuseConnect)
-  const address = splitAddress(listenOn)
-  return Effect.acquireRelease(
-    Effect.callback<HostPort, ListenFailed>((resume) => {
-      server.once("error", (error: NodeJS.ErrnoException) =>
-        resume(Effect.fail(new ListenFailed({ message: `admin: cannot listen on ${listenOn}: ${error.code ?? error.message}` }))))
-      server.listen(address.port, address.host, () => {
-        const bound = server.address() as net.AddressInfo
-        resume(Effect.succeed({ host: bound.address, port: bound.port }))
-      })
-    }),
-    () => Effect.sync(() => server.close())
-  )
+  const log = options.log ?? stderrLog
+  const server = (route: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>) => {
+    const created = http.createServer(totalHandler(route, log))
+    created.on("connect", refuseConnect)
+    return created
+  }
+  return Effect.gen(function*() {
+    const readOnlyAddress = yield* listen(server(readOnlyRoute), listeners.admin, "read-only")
+    const controlAddress = yield* listen(server(controlRoute), listeners.control, "control")
+    return { readOnly: readOnlyAddress, control: controlAddress }
+  })
 }

@@ -1,7 +1,9 @@
 // What the admin server shows, as JSON: one sidecar's view of the mesh (`/mesh`), the effective
 // configuration with what tracing exports to (`/config`; exporter headers are left out, they may
-// hold credentials, and exporter URLs come without theirs: telemetry/tracing.ts), and the dashboard's data (`/dashboard/data`): every sidecar the admin server
+// hold credentials, and exporter URLs come without theirs: telemetry/tracing.ts; every secret
+// setting, marked so or named like one, is "[redacted]"), and the dashboard's data (`/dashboard/data`): every sidecar the admin server
 // reports on (one, or the whole demo mesh) with its traffic totals, and the recent traces.
+import { secretSettings } from "../config/sidecarConfig.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import type { TraceSummary } from "../telemetry/traceStore.ts"
 
@@ -17,15 +19,33 @@ export const meshView = (sidecar: Sidecar) => {
   }
 }
 
-export const configView = (sidecar: Sidecar) => ({
-  ...sidecar.config,
-  telemetry: {
-    tracing: sidecar.telemetry.tracing.enabled,
-    serviceName: sidecar.telemetry.tracing.serviceName,
-    exporters: sidecar.telemetry.tracing.exporters,
-    warnings: sidecar.telemetry.tracing.warnings
-  }
-})
+/**
+ * Keys whose values are secrets (tokens, keys, passwords, credentials, headers that may carry any of
+ * them), besides the settings marked secret: a setting added later is covered by its name. `hashKey`
+ * names what a hash is taken of, not a key.
+ */
+const SECRET_KEY = /token|secret|passw|credential|authorization|cookie|private|api[-_]?key|headers$|key(?:s|file|pem)?$/i
+const NOT_SECRET = new Set(["hashKey"])
+
+const isSecretKey = (key: string): boolean => secretSettings.has(key) || (SECRET_KEY.test(key) && !NOT_SECRET.has(key))
+
+/** `value` with the value of every secret key (at any depth) replaced by "[redacted]"; unset (null) ones stay null. */
+export const redactSecrets = (value: unknown): unknown => {
+  if (Array.isArray(value)) return value.map(redactSecrets)
+  if (typeof value !== "object" || value === null) return value
+  return Object.fromEntries(Object.entries(value).map(([key, inner]) => [key, isSecretKey(key) && inner !== null && inner !== undefined ? "[redacted]" : redactSecrets(inner)]))
+}
+
+export const configView = (sidecar: Sidecar) =>
+  redactSecrets({
+    ...sidecar.config,
+    telemetry: {
+      tracing: sidecar.telemetry.tracing.enabled,
+      serviceName: sidecar.telemetry.tracing.serviceName,
+      exporters: sidecar.telemetry.tracing.exporters,
+      warnings: sidecar.telemetry.tracing.warnings
+    }
+  })
 
 const sidecarTraffic = (sidecar: Sidecar) => {
   const summary = sidecar.telemetry.metrics.summary()

@@ -27,13 +27,13 @@ export const parseTarget = (text: string): HostPort & { readonly path: string } 
   return { ...parseHostPort(text.slice(0, slash)), path: text.slice(slash) }
 }
 
-/** "1s", "500ms", "2m" or a bare number of seconds, as milliseconds. */
+/** "1s", "500ms", "2m", "24h" or a bare number of seconds, as milliseconds. */
 export const parseDuration = (text: string): number => {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim())
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim())
   if (match === null) throw new ArgumentError({ message: `expected a duration like 1s or 500ms, got ${JSON.stringify(text)}` })
   const value = Number(match[1])
   const unit = match[2] ?? "s"
-  return Math.round(unit === "ms" ? value : unit === "s" ? value * 1000 : value * 60_000)
+  return Math.round(unit === "ms" ? value : unit === "s" ? value * 1000 : unit === "m" ? value * 60_000 : value * 3_600_000)
 }
 
 const sizeUnits: Readonly<Record<string, number>> = { "": 1, b: 1, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 }

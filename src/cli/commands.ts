@@ -1,5 +1,5 @@
-// The tool commands of `iip-mesh` (echo-server, call, http-adapter, and the file transfer:
-// file-server, download, upload), parsed with effect/cli.
+// The tool commands of `iip-mesh` (echo-server, call, http-adapter, the file transfer:
+// file-server, download, upload, and the mesh identities: ca, identity), parsed with effect/cli.
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
@@ -15,9 +15,11 @@ import { upload } from "../files/upload.ts"
 import * as Server from "../iip/server.ts"
 import { messageOf } from "../iip/log.ts"
 import { parseDuration, parseHostPort, parseSize, parseWith } from "./args.ts"
+import { ca } from "./ca.ts"
 import { call } from "./call.ts"
 import { echoServer } from "./echoServer.ts"
 import { httpAdapter } from "./httpAdapter.ts"
+import { identityIssuer } from "./identityIssuer.ts"
 
 /** A command's failure: one line on stderr, exit code 1. */
 const failLine = (command: string) => (error: unknown) =>
@@ -98,7 +100,7 @@ const uploadCommand = Command.make(
 
 const root = Command.make("iip-mesh").pipe(
   Command.withDescription("IIP library tools and the iip-mesh sidecar (iip-mesh sidecar --help, iip-mesh demo)"),
-  Command.withSubcommands([echoServer, call, httpAdapter, fileServer, downloadCommand, uploadCommand])
+  Command.withSubcommands([echoServer, call, httpAdapter, fileServer, downloadCommand, uploadCommand, ca, identityIssuer])
 )
 
 /** A server stopped by SIGTERM or SIGINT has drained in its finalizers: that is a clean exit. */

@@ -7,7 +7,7 @@
 import { runMain } from "./runMain.ts"
 
 const [command, ...rest] = process.argv.slice(2)
-const longRunning = new Set(["sidecar", "demo", "echo-server", "file-server", "http-adapter"])
+const longRunning = new Set(["sidecar", "demo", "echo-server", "file-server", "http-adapter", "identity"])
 if (command !== undefined && longRunning.has(command) && !rest.includes("--help")) {
   const { installLastResort } = await import("./lastResort.ts")
   installLastResort({ command })

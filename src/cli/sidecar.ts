@@ -8,6 +8,7 @@ import * as Result from "effect/Result"
 import * as Admin from "../admin/adminServer.ts"
 import { loadSidecarConfig, parseFlags, settings } from "../config/sidecarConfig.ts"
 import { stderrLog } from "../iip/log.ts"
+import type { IdentityClient } from "../identity/identityClient.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import * as SidecarLive from "../sidecar/sidecar.ts"
 import { startMemoryRelease } from "./memoryRelease.ts"
@@ -34,9 +35,37 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
       return
     }
     const config = loaded.success
+    const listeners = Admin.adminListenersOf(config)
+    if (Result.isFailure(listeners)) {
+      process.stderr.write(`iip-mesh sidecar: ${listeners.failure.message}\n`)
+      process.exitCode = 2
+      return
+    }
     let sidecar: Sidecar | undefined
-    const admin = yield* Admin.make(config.admin, () => sidecar)
-    sidecar = yield* SidecarLive.make(config)
+    const admin = yield* Admin.make(listeners.success, () => sidecar)
+    // The identity comes first: a sidecar that is to speak mTLS does not start without its
+    // certificate (the admin says not ready meanwhile; the client retries an unreachable issuer).
+    let identity: IdentityClient | undefined
+    if (config.identityIssuer !== null || config.identityDevCaDir !== null) {
+      const obtained = yield* Effect.result((yield* Effect.promise(() => import("./sidecarIdentity.ts"))).sidecarIdentity(config, stderrLog))
+      if (Result.isFailure(obtained)) {
+        process.stderr.write(`iip-mesh sidecar: ${obtained.failure.message}\n`)
+        process.exitCode = 2
+        return
+      }
+      identity = obtained.success
+    }
+    // mTLS asked for without credentials (or unreadable ones) is a configuration problem, said as one.
+    const started = yield* SidecarLive.make(config, stderrLog, identity === undefined ? {} : { credentials: identity }).pipe(
+      Effect.catchTag("MtlsUnavailable", (error) =>
+        Effect.sync(() => {
+          process.stderr.write(`iip-mesh sidecar: ${error.message}\n`)
+          process.exitCode = 2
+          return undefined
+        }))
+    )
+    if (started === undefined) return
+    sidecar = started
     // Before the ready line: its first collection (the start-up's garbage) pauses the process.
     if (config.idleGcMs !== null) {
       const stop = startMemoryRelease(config.idleGcMs, stderrLog)
@@ -48,7 +77,9 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
       node: config.node,
       outbound: `${sidecar.outbound.host}:${sidecar.outbound.port}`,
       inbound: `${sidecar.inbound.host}:${sidecar.inbound.port}`,
-      admin: `${admin.host}:${admin.port}`
+      admin: `${admin.readOnly.host}:${admin.readOnly.port}`,
+      adminControl: `${admin.control.host}:${admin.control.port}`,
+      ...(identity === undefined ? {} : { identity: identity.status().spiffeId, identityNotAfter: identity.status().notAfter })
     }
     process.stdout.write(`${JSON.stringify(line)}\n`)
     return yield* Effect.never

@@ -9,6 +9,7 @@ import * as SchemaIssue from "effect/SchemaIssue"
 import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { pickerNames } from "../balancer/serviceBalancer.ts"
+import { parseSpiffeId } from "../identity/spiffe.ts"
 
 const addressPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
 const servicePattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
@@ -40,9 +41,22 @@ const HashKey = Schema.String.pipe(
   )
 )
 
+const SpiffeIdText = Schema.String.pipe(
+  Schema.check(Schema.makeFilter((text: string) => (parseSpiffeId(text) === undefined ? `Expected a SPIFFE ID (spiffe://TRUST-DOMAIN/PATH), got ${JSON.stringify(text.slice(0, 200))}` : undefined)))
+)
+
+/** How an endpoint is reached (src/sidecar/meshTls.ts): mutual TLS, the Go reference's TLS mode, or plain TCP. */
+export const endpointSecurities = ["mtls", "tls", "plain"] as const
+
 const EndpointSpec = Schema.Struct({
   address: Address,
-  weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 })))
+  weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 }))),
+  /** The SPIFFE ID the endpoint must present over mTLS. */
+  identity: Schema.optionalKey(SpiffeIdText),
+  /** Unset: as `mtls` says (src/sidecar/meshTls.ts). */
+  security: Schema.optionalKey(Schema.Literals(endpointSecurities)),
+  /** For security "tls": a PEM file of the CA the server's certificate must chain to; unset, it is not verified (as the reference). */
+  ca: Schema.optionalKey(Schema.NonEmptyString)
 })
 
 export const SidecarConfigSchema = Schema.Struct({
@@ -56,7 +70,7 @@ export const SidecarConfigSchema = Schema.Struct({
   outbound: Address,
   /** Where other sidecars reach this one over IIP. */
   inbound: Address,
-  /** Health, readiness and the mesh view; loopback by default. */
+  /** The read-only admin listener: /health, /ready, /metrics (probes and Prometheus; safe on the pod address). */
   admin: Address,
   /**
    * Static endpoints per service (until discovery finds them). The names are checked on the whole
@@ -178,7 +192,54 @@ export const SidecarConfigSchema = Schema.Struct({
    * Quiet this long after its memory grew by a tenth (a burst), the sidecar runs one full garbage
    * collection that hands the heap's freed pages back to the system (src/cli/memoryRelease.ts); null: never.
    */
-  idleGcMs: Schema.NullOr(PositiveMs)
+  idleGcMs: Schema.NullOr(PositiveMs),
+  /** The authorization policy file (JSON, or YAML for .yaml/.yml), re-read on change; null: every caller is allowed. */
+  authzPolicy: Schema.NullOr(Schema.NonEmptyString),
+  /** The policy file is stat'ed this often besides the directory watch (which can miss events). */
+  authzPolicyPollMs: PositiveMs,
+  /**
+   * The admin control listener: the dashboard and its data, /mesh, /traces, /config and weight
+   * overrides. Loopback by default; anywhere else only with a token (adminToken or adminTokenFile).
+   */
+  adminControl: Address,
+  /** The bearer token the control listener requires (when set, on any address); secret: never shown. */
+  adminToken: Schema.NullOr(Schema.String.pipe(Schema.check(Schema.isMinLength(16)))),
+  /** A file holding that token (a mounted Secret), read at start; null for none. */
+  adminTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  /** The identity issuer (`iip-mesh identity`), https://HOST:PORT; null: no issuer. */
+  identityIssuer: Schema.NullOr(
+    Schema.String.pipe(
+      Schema.check(Schema.makeFilter((text: string) => (/^https:\/\/[^\s/?#]+\/?$/.test(text) ? undefined : `Expected https://HOST:PORT, got ${JSON.stringify(text)}`)))
+    )
+  ),
+  /** A projected ServiceAccount token (audience: the issuer's), re-read on every request; proves a Kubernetes identity. */
+  identityTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  /** A file holding a join token the issuer knows; proves spiffe://<td>/svc/<service>. */
+  identityJoinTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  /** The roots (PEM) the issuer is verified against. */
+  trustBundleFile: Schema.NullOr(Schema.NonEmptyString),
+  /** The mesh's SPIFFE trust domain. */
+  trustDomain: Schema.String.pipe(
+    Schema.check(Schema.makeFilter((text: string) => (/^[a-z0-9._-]{1,255}$/.test(text) ? undefined : `Expected a trust domain (a-z, 0-9, ., -, _), got ${JSON.stringify(text)}`)))
+  ),
+  /** Development only: a CA directory whose intermediate key this sidecar signs its own certificate with. */
+  identityDevCaDir: Schema.NullOr(Schema.NonEmptyString),
+  /** A request to the issuer must be answered within this. */
+  identityRequestTimeoutMs: PositiveMs,
+  /**
+   * Mutual TLS between sidecars: on (TLS only), permissive (also plain IIP from peers, counted),
+   * off; null: on when the sidecar has credentials, off (said in the log) without.
+   */
+  mtls: Schema.NullOr(Schema.Literals(["on", "permissive", "off"])),
+  /** For tests and benches: fixed credentials from key.pem, chain.pem and bundle.pem in this directory (never renewed). */
+  tlsCredentialsDir: Schema.NullOr(Schema.NonEmptyString),
+  /** From accept (or dial) to a finished TLS handshake. */
+  tlsHandshakeTimeoutMs: PositiveMs,
+  /**
+   * New traces the admin's trace store keeps per second (the rest are still exported when OTEL_*
+   * says so); null: every one. Under load a sample, instead of the whole store turning over.
+   */
+  traceStoreRate: Schema.NullOr(Count)
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -192,8 +253,8 @@ export const settings = [
   { key: "app", env: "IIP_MESH_APP", flag: "--app", help: "the local app, HOST:PORT, or none" },
   { key: "outbound", env: "IIP_MESH_OUTBOUND", flag: "--outbound", help: "HTTP listener for the app's calls (default 127.0.0.1:4140)" },
   { key: "inbound", env: "IIP_MESH_INBOUND", flag: "--inbound", help: "IIP listener for other sidecars (default 127.0.0.1:4143)" },
-  { key: "admin", env: "IIP_MESH_ADMIN", flag: "--admin", help: "admin HTTP listener (default 127.0.0.1:9990)" },
-  { key: "endpoints", env: "IIP_MESH_ENDPOINTS", flag: "--endpoint", help: "SERVICE=HOST:PORT[#WEIGHT], comma-separated or repeated" },
+  { key: "admin", env: "IIP_MESH_ADMIN", flag: "--admin", help: "read-only admin listener: /health, /ready, /metrics (default 127.0.0.1:9990)" },
+  { key: "endpoints", env: "IIP_MESH_ENDPOINTS", flag: "--endpoint", help: "SERVICE=HOST:PORT[#WEIGHT][;identity=ID][;security=mtls|tls|plain][;ca=FILE], comma-separated or repeated" },
   { key: "endpointsFile", env: "IIP_MESH_ENDPOINTS_FILE", flag: "--endpoints-file", help: "a JSON file of endpoints, re-read when it changes" },
   { key: "dnsSrv", env: "IIP_MESH_DNS_SRV", flag: "--dns-srv", help: "SERVICE=SRV-NAME (full name), comma-separated or repeated" },
   { key: "kubernetes", env: "IIP_MESH_KUBERNETES", flag: "--kubernetes", help: "SERVICE=NAMESPACE/NAME, a Kubernetes Service whose EndpointSlices to watch (in-cluster), comma-separated or repeated" },
@@ -237,8 +298,27 @@ export const settings = [
   { key: "busyPingAfterMs", env: "IIP_MESH_BUSY_PING_AFTER", flag: "--busy-ping-after", help: "silence with requests waiting before an endpoint is pinged (default 1s)" },
   { key: "busyPingTimeoutMs", env: "IIP_MESH_BUSY_PING_TIMEOUT", flag: "--busy-ping-timeout", help: "unanswered that long, the connection is lost and the endpoint held out (default 2s)" },
   { key: "slowTryFloorMs", env: "IIP_MESH_SLOW_TRY", flag: "--slow-try", help: "an idempotent try unanswered this long (or 10x its endpoint's latency) goes elsewhere if it can (default 2s; off)" },
-  { key: "idleGcMs", env: "IIP_MESH_IDLE_GC", flag: "--idle-gc", help: "quiet this long after a burst grew its memory, one full GC gives the memory back (default 2s; off)" }
+  { key: "idleGcMs", env: "IIP_MESH_IDLE_GC", flag: "--idle-gc", help: "quiet this long after a burst grew its memory, one full GC gives the memory back (default 2s; off)" },
+  { key: "authzPolicy", env: "IIP_MESH_AUTHZ_POLICY", flag: "--authz-policy", help: "authorization policy file, JSON or YAML, re-read on change (default none: allow all)" },
+  { key: "authzPolicyPollMs", env: "IIP_MESH_AUTHZ_POLICY_POLL", flag: "--authz-policy-poll", help: "the policy file is checked this often besides its watch (default 5s)" },
+  { key: "adminControl", env: "IIP_MESH_ADMIN_CONTROL", flag: "--admin-control", help: "admin control listener: dashboard, /mesh, /traces, /config, weights (default 127.0.0.1:9991)" },
+  { key: "adminToken", env: "IIP_MESH_ADMIN_TOKEN", flag: "--admin-token", help: "bearer token the control listener requires (16+ chars; a flag shows in ps: prefer the env or a file)", secret: true },
+  { key: "adminTokenFile", env: "IIP_MESH_ADMIN_TOKEN_FILE", flag: "--admin-token-file", help: "a file holding that token, read at start" },
+  { key: "identityIssuer", env: "IIP_MESH_IDENTITY_ISSUER", flag: "--identity-issuer", help: "the identity issuer, https://HOST:PORT (default none)" },
+  { key: "identityTokenFile", env: "IIP_MESH_IDENTITY_TOKEN_FILE", flag: "--identity-token-file", help: "projected ServiceAccount token for the issuer (Kubernetes)" },
+  { key: "identityJoinTokenFile", env: "IIP_MESH_IDENTITY_JOIN_TOKEN_FILE", flag: "--identity-join-token-file", help: "file with a join token the issuer knows (outside Kubernetes)" },
+  { key: "trustBundleFile", env: "IIP_MESH_TRUST_BUNDLE", flag: "--trust-bundle", help: "the mesh's root certificates, PEM (the issuer is verified against it)" },
+  { key: "trustDomain", env: "IIP_MESH_TRUST_DOMAIN", flag: "--trust-domain", help: "the mesh's SPIFFE trust domain (default iip-mesh.local)" },
+  { key: "identityDevCaDir", env: "IIP_MESH_IDENTITY_DEV_CA_DIR", flag: "--identity-dev-ca-dir", help: "DEVELOPMENT ONLY: sign this sidecar's own certificate with the CA in this directory" },
+  { key: "identityRequestTimeoutMs", env: "IIP_MESH_IDENTITY_REQUEST_TIMEOUT", flag: "--identity-request-timeout", help: "a request to the issuer must be answered within this (default 10s)" },
+  { key: "mtls", env: "IIP_MESH_MTLS", flag: "--mtls", help: "mutual TLS between sidecars: on, permissive or off (default: on with credentials, off without)" },
+  { key: "tlsCredentialsDir", env: "IIP_MESH_TLS_CREDENTIALS_DIR", flag: "--tls-credentials-dir", help: "tests and benches: fixed credentials from key.pem, chain.pem, bundle.pem here" },
+  { key: "tlsHandshakeTimeoutMs", env: "IIP_MESH_TLS_HANDSHAKE_TIMEOUT", flag: "--tls-handshake-timeout", help: "a TLS handshake must finish within this (default 10s)" },
+  { key: "traceStoreRate", env: "IIP_MESH_TRACE_STORE_RATE", flag: "--trace-store-rate", help: "new traces the admin's trace store keeps per second (default 100; off: all)" }
 ] as const
+
+/** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
+export const secretSettings: ReadonlySet<string> = new Set(settings.filter((s) => "secret" in s && s.secret).map((s) => s.key))
 
 type Key = (typeof settings)[number]["key"]
 
@@ -293,20 +373,45 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   busyPingAfterMs: 1_000,
   busyPingTimeoutMs: 2_000,
   slowTryFloorMs: 2_000,
-  idleGcMs: 2_000
+  idleGcMs: 2_000,
+  authzPolicy: null,
+  authzPolicyPollMs: 5_000,
+  adminControl: "127.0.0.1:9991",
+  adminToken: null,
+  adminTokenFile: null,
+  identityIssuer: null,
+  identityTokenFile: null,
+  identityJoinTokenFile: null,
+  trustBundleFile: null,
+  trustDomain: "iip-mesh.local",
+  identityDevCaDir: null,
+  identityRequestTimeoutMs: 10_000,
+  mtls: null,
+  tlsCredentialsDir: null,
+  tlsHandshakeTimeoutMs: 10_000,
+  traceStoreRate: 100
 })
 
-/** "SERVICE=HOST:PORT[#WEIGHT]" entries into the endpoints shape; malformed entries are kept for the schema to reject. */
-export const parseEndpointList = (entries: ReadonlyArray<string>): Record<string, Array<{ address: string; weight: unknown }>> => {
-  const out: Record<string, Array<{ address: string; weight: unknown }>> = {}
+/**
+ * "SERVICE=HOST:PORT[#WEIGHT][;identity=SPIFFE-ID][;security=mtls|tls|plain][;ca=FILE]" entries into
+ * the endpoints shape; malformed entries (and unknown keys) are kept for the schema to reject.
+ */
+export const parseEndpointList = (entries: ReadonlyArray<string>): Record<string, Array<Record<string, unknown>>> => {
+  const out: Record<string, Array<Record<string, unknown>>> = {}
   for (const entry of entries.flatMap((e) => e.split(",")).map((e) => e.trim()).filter((e) => e !== "")) {
-    const eq = entry.indexOf("=")
-    const service = eq === -1 ? entry : entry.slice(0, eq)
-    const rest = eq === -1 ? "" : entry.slice(eq + 1)
+    const [head = "", ...options] = entry.split(";")
+    const eq = head.indexOf("=")
+    const service = eq === -1 ? head : head.slice(0, eq)
+    const rest = eq === -1 ? "" : head.slice(eq + 1)
     const hash = rest.lastIndexOf("#")
     const address = hash === -1 ? rest : rest.slice(0, hash)
     const weight = hash === -1 ? 1 : /^\d+$/.test(rest.slice(hash + 1)) ? Number(rest.slice(hash + 1)) : rest.slice(hash + 1)
-    ;(out[service] ??= []).push({ address, weight })
+    const spec: Record<string, unknown> = { address, weight }
+    for (const option of options) {
+      const split = option.indexOf("=")
+      if (split > 0) spec[option.slice(0, split).trim()] = option.slice(split + 1).trim()
+    }
+    ;(out[service] ??= []).push(spec)
   }
   return out
 }
@@ -347,6 +452,9 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "restartWindowMs":
     case "busyPingAfterMs":
     case "busyPingTimeoutMs":
+    case "tlsHandshakeTimeoutMs":
+    case "authzPolicyPollMs":
+    case "identityRequestTimeoutMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":
@@ -376,8 +484,14 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "maxEjectedPercent":
     case "appPoolSize":
       return /^-?\d+(?:\.\d+)?$/.test(last) ? Number(last) : last
+    case "traceStoreRate":
+      return last === "" || last === "off" || last === "none" ? null : /^\d+$/.test(last) ? Number(last) : last
     case "mdnsInterface":
       return last === "" || last === "all" ? null : last
+    case "mtls":
+      return last === "" || last === "auto" ? null : last
+    case "tlsCredentialsDir":
+      return last === "" || last === "none" ? null : last
     case "mdns":
     case "accessLog":
     case "tracing":
@@ -385,6 +499,15 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
       return last === "" || last === "true" || last === "1" ? true : last === "false" || last === "0" ? false : last
     case "app":
       return last === "none" ? null : last
+    case "authzPolicy":
+    case "adminToken":
+    case "adminTokenFile":
+    case "identityIssuer":
+    case "identityTokenFile":
+    case "identityJoinTokenFile":
+    case "trustBundleFile":
+    case "identityDevCaDir":
+      return last === "" || last === "none" ? null : last
     default:
       return last
   }
@@ -413,6 +536,12 @@ export const parseFlags = (argv: ReadonlyArray<string>): Map<string, Array<strin
   return flags
 }
 
+/** An address only this machine (this pod) can reach: 127.0.0.0/8, ::1, localhost. */
+export const isLoopbackAddress = (address: string): boolean => {
+  const host = address.slice(0, address.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1").toLowerCase()
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || /^::ffff:127\./.test(host)
+}
+
 /** Settings that are each valid but do not fit together. */
 const crossChecks = (config: SidecarConfig): Array<string> => {
   const problems: Array<string> = []
@@ -421,6 +550,20 @@ const crossChecks = (config: SidecarConfig): Array<string> => {
   }
   if (config.loadBalancer === "MethodURIParam" && !(config.hashKey?.startsWith("query:") ?? false)) {
     problems.push("hashKey: MethodURIParam hashes a query parameter: set query:NAME")
+  }
+  if (config.adminToken !== null && config.adminTokenFile !== null) {
+    problems.push("adminToken: set the token or a file that holds it, not both")
+  }
+  if (!isLoopbackAddress(config.adminControl) && config.adminToken === null && config.adminTokenFile === null) {
+    problems.push(`adminControl: ${config.adminControl} is not a loopback address: the control listener changes weights and shows the mesh, so off loopback it needs a token (adminToken or adminTokenFile)`)
+  }
+  const proofs = [config.identityTokenFile, config.identityJoinTokenFile].filter((file) => file !== null).length
+  if (config.identityIssuer !== null) {
+    if (config.identityDevCaDir !== null) problems.push("identityDevCaDir: a sidecar gets its certificate from the issuer or (development) signs it itself, not both")
+    if (config.trustBundleFile === null) problems.push("trustBundleFile: required with identityIssuer (the issuer is verified against it)")
+    if (proofs !== 1) problems.push("identityIssuer: set exactly one of identityTokenFile (Kubernetes) and identityJoinTokenFile")
+  } else if (proofs > 0) {
+    problems.push("identityIssuer: required with identityTokenFile or identityJoinTokenFile")
   }
   if (config.ejectionMaxMs < config.ejectionBaseMs) {
     problems.push(`ejectionMaxMs: ${config.ejectionMaxMs} ms is shorter than ejectionBaseMs (${config.ejectionBaseMs} ms)`)
@@ -472,7 +615,8 @@ export const loadSidecarConfig = (sources: ConfigSources): Result.Result<Sidecar
       if (path[0] === "service" && raw.service === undefined) continue
       const value = path.reduce<unknown>((at, key) => (typeof at === "object" && at !== null ? (at as Record<string, unknown>)[key] : undefined), raw)
       const expected = path[0]!.endsWith("Ms") && typeof value === "string" ? "Expected a duration like 15s or 500ms" : issue.message
-      const got = expected.includes(", got ") ? "" : `, got ${JSON.stringify(value)}`
+      // A secret is never echoed, not even a wrong one.
+      const got = secretSettings.has(path[0] ?? "") ? "" : expected.includes(", got ") ? "" : `, got ${JSON.stringify(value)}`
       problems.push(`${path.join(".")} (from ${origin.get(path[0] ?? "") ?? "default"}): ${expected}${got}`)
     }
   }

@@ -6,6 +6,7 @@
 import * as Data from "effect/Data"
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, watch, writeFileSync, type FSWatcher } from "node:fs"
 import { join } from "node:path"
+import { parseSpiffeId } from "../identity/spiffe.ts"
 import { type Log, messageOf } from "../iip/log.ts"
 import { type DiscoveredEndpoint, type DiscoverySource, endpointKey } from "./types.ts"
 
@@ -19,6 +20,8 @@ export interface Announcement {
   readonly node: string
   readonly mesh: string
   readonly pid: number
+  /** The SPIFFE ID the sidecar presents over mutual TLS (absent without credentials). */
+  readonly identity?: string
 }
 
 export interface DirectorySourceOptions {
@@ -45,6 +48,9 @@ const parse = (file: string, text: string): Announcement => {
   const ok = typeof value.service === "string" && typeof value.host === "string" && Number.isInteger(value.port) &&
     Number.isInteger(value.weight) && typeof value.node === "string" && typeof value.mesh === "string" && Number.isInteger(value.pid)
   if (!ok) throw new AnnouncementInvalid({ file, message: "expected service, host, port, weight, node, mesh and pid" })
+  if (value.identity !== undefined && (typeof value.identity !== "string" || parseSpiffeId(value.identity) === undefined)) {
+    throw new AnnouncementInvalid({ file, message: "identity is not a SPIFFE ID" })
+  }
   return value as Announcement
 }
 
@@ -60,7 +66,7 @@ export const directorySource = (options: DirectorySourceOptions): DiscoverySourc
     }
     /** Per service, what was last reported: its endpoints' keys and weights. */
     let reported = new Map<string, string>()
-    const signature = (endpoints: ReadonlyArray<DiscoveredEndpoint>) => endpoints.map((e) => `${endpointKey(e)}#${e.weight}`).sort().join()
+    const signature = (endpoints: ReadonlyArray<DiscoveredEndpoint>) => endpoints.map((e) => `${endpointKey(e)}#${e.weight}#${e.identity ?? ""}`).sort().join()
     const scan = () => {
       const found = new Map<string, Array<DiscoveredEndpoint>>()
       for (const name of readdirSync(directory)) {
@@ -74,9 +80,9 @@ export const directorySource = (options: DirectorySourceOptions): DiscoverySourc
           continue
         }
         if (announcement.mesh !== mesh || !alive(announcement.pid)) continue
-        const { service, host, port, weight, node } = announcement
+        const { service, host, port, weight, node, identity } = announcement
         const list = found.get(service) ?? []
-        list.push({ service, host, port, weight: Math.max(1, weight), node, features: [], source: "local" })
+        list.push({ service, host, port, weight: Math.max(1, weight), node, features: [], source: "local", ...(identity === undefined ? {} : { identity }) })
         found.set(service, list)
       }
       const now = new Map<string, string>()

@@ -71,7 +71,7 @@ export const applyUpdate = (state: SourceState, update: EndpointUpdate): SourceS
 
 /**
  * One endpoint from all its reports (in registration order): the winner's fields (see
- * sourcePriority); zone, version and node filled from the next report that has them when the winner
+ * sourcePriority); zone, version, node and identity filled from the next report that has them when the winner
  * lacks them; features from the first report that lists any.
  */
 const mergeReports = (reports: ReadonlyArray<DiscoveredEndpoint>): MergedEndpoint => {
@@ -80,8 +80,10 @@ const mergeReports = (reports: ReadonlyArray<DiscoveredEndpoint>): MergedEndpoin
   const zone = ordered.find((report) => report.zone !== undefined)?.zone
   const version = ordered.find((report) => report.version !== undefined)?.version
   const node = ordered.find((report) => report.node !== undefined)?.node
+  const identity = ordered.find((report) => report.identity !== undefined)?.identity
   return {
     ...winner,
+    ...(identity === undefined ? {} : { identity }),
     ...(zone === undefined ? {} : { zone }),
     ...(version === undefined ? {} : { version }),
     ...(node === undefined ? {} : { node }),
@@ -121,6 +123,9 @@ const sameEndpoint = (a: MergedEndpoint, b: MergedEndpoint): boolean =>
   a.zone === b.zone &&
   a.version === b.version &&
   a.node === b.node &&
+  a.identity === b.identity &&
+  a.security === b.security &&
+  a.ca === b.ca &&
   a.source === b.source &&
   sameList(a.features, b.features) &&
   sameList(a.sources, b.sources)

@@ -11,7 +11,12 @@
 // serves, so a draining pod stops receiving new calls. The port is the slice's port named
 // `portName` ("mesh" by default; a slice without it contributes nothing), the weight comes from
 // the slice's annotation `weightAnnotation` (an integer ≥ 1, else 1), the zone from
-// `endpoint.zone`, the node from `endpoint.nodeName`.
+// `endpoint.zone`, the node from `endpoint.nodeName`. The identity the endpoints must present over
+// mutual TLS comes from the slice's label `identityLabel` ("iip-mesh/service-account"): the
+// EndpointSlice controller copies a Service's labels onto its slices, so a label on the Service
+// naming its pods' ServiceAccount gives `spiffe://<trustDomain>/ns/<namespace>/sa/<label>` with no
+// further API call and no read access to pods. Without the label (or without `trustDomain`) the
+// endpoints name no identity, and the sidecar accepts any identity of its trust domain there.
 //
 // Reconnecting: the informer itself re-opens a watch that the server closes (from the last
 // resourceVersion; a 410 Gone makes it list again). When it gives up and reports an error (the
@@ -21,6 +26,7 @@
 // set stays meanwhile. Changes are coalesced: a list of many slices gives one Reset, and a Reset is
 // only emitted when the set differs from the last one.
 import { DiscoveryV1Api, KubeConfig, makeInformer, type Informer, type ObjectCache, type V1EndpointSlice } from "@kubernetes/client-node"
+import { parseSpiffeId } from "../identity/spiffe.ts"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
 import { endpointKey, type DiscoveredEndpoint, type DiscoverySource } from "./types.ts"
 
@@ -37,6 +43,10 @@ export interface KubernetesSourceOptions {
   readonly kubeConfig?: KubeConfig
   /** The EndpointSlice annotation holding the weight (default "iip-mesh/weight"). */
   readonly weightAnnotation?: string
+  /** The trust domain of the identities the endpoints present; unset: they name none. */
+  readonly trustDomain?: string
+  /** The slice (Service) label naming the pods' ServiceAccount (default "iip-mesh/service-account"). */
+  readonly identityLabel?: string
   /** The first restart delay after the informer failed; doubles per failure (default 1 s). */
   readonly retryMs?: number
   /** The longest restart delay (default 30 s). */
@@ -71,7 +81,14 @@ export const weightOf = (value: string | undefined): number => {
  */
 export const endpointsOfSlices = (
   slices: ReadonlyArray<V1EndpointSlice>,
-  options: { readonly service: string; readonly portName: string; readonly weightAnnotation: string; readonly noPort?: (slice: string) => void }
+  options: {
+    readonly service: string
+    readonly portName: string
+    readonly weightAnnotation: string
+    readonly noPort?: (slice: string) => void
+    readonly trustDomain?: string | undefined
+    readonly identityLabel?: string
+  }
 ): ReadonlyArray<DiscoveredEndpoint> => {
   const endpoints = new Map<string, DiscoveredEndpoint>()
   const ordered = [...slices].sort((a, b) => (a.metadata?.name ?? "").localeCompare(b.metadata?.name ?? ""))
@@ -82,6 +99,7 @@ export const endpointsOfSlices = (
       continue
     }
     const weight = weightOf(slice.metadata?.annotations?.[options.weightAnnotation])
+    const identity = identityOf(slice, options.trustDomain, options.identityLabel ?? defaultIdentityLabel)
     for (const endpoint of slice.endpoints ?? []) {
       if (!takesTraffic(endpoint.conditions)) continue
       for (const address of endpoint.addresses) {
@@ -93,7 +111,8 @@ export const endpointsOfSlices = (
           features: [],
           source: "kubernetes",
           ...(endpoint.zone === undefined ? {} : { zone: endpoint.zone }),
-          ...(endpoint.nodeName === undefined ? {} : { node: endpoint.nodeName })
+          ...(endpoint.nodeName === undefined ? {} : { node: endpoint.nodeName }),
+          ...(identity === undefined ? {} : { identity })
         }
         const key = endpointKey(found)
         if (!endpoints.has(key)) endpoints.set(key, found)
@@ -101,6 +120,17 @@ export const endpointsOfSlices = (
     }
   }
   return [...endpoints.values()]
+}
+
+export const defaultIdentityLabel = "iip-mesh/service-account"
+
+/** The SPIFFE ID a slice's ServiceAccount label names in `trustDomain`, if both are there and valid. */
+export const identityOf = (slice: V1EndpointSlice, trustDomain: string | undefined, label: string): string | undefined => {
+  const account = slice.metadata?.labels?.[label]
+  const namespace = slice.metadata?.namespace
+  if (trustDomain === undefined || account === undefined || namespace === undefined) return undefined
+  const id = `spiffe://${trustDomain}/ns/${namespace}/sa/${account}`
+  return parseSpiffeId(id) === undefined ? undefined : id
 }
 
 /** The in-cluster configuration: the service account's token and CA, KUBERNETES_SERVICE_HOST/PORT. */
@@ -145,6 +175,8 @@ export const kubernetesSource = (options: KubernetesSourceOptions): DiscoverySou
         service,
         portName,
         weightAnnotation,
+        trustDomain: options.trustDomain,
+        ...(options.identityLabel === undefined ? {} : { identityLabel: options.identityLabel }),
         noPort: (slice) => log("discovery.kubernetes-no-port", { service, namespace, kubernetesService, slice, portName })
       })
       const fingerprint = JSON.stringify(endpoints)

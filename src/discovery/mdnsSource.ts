@@ -7,6 +7,7 @@
 //   node     the sidecar's id             mesh     the mesh name: records of another mesh are ignored
 //   proto    the IIP mesh protocol version features  comma-separated protocol features
 //   addr     the address the sidecar really listens on (the endpoint's host)
+//   id       the SPIFFE ID the sidecar presents over mutual TLS (absent without credentials)
 // When `addr` is absent the browser uses the source address of the mDNS answer.
 //
 // Instance names are "<service> <node> <port> <mesh>" (dots turned into "-", clamped to 63 bytes
@@ -28,6 +29,7 @@ import os from "node:os"
 import { createHash } from "node:crypto"
 import { createRequire } from "node:module"
 import type Bonjour from "bonjour-service"
+import { parseSpiffeId } from "../identity/spiffe.ts"
 import { MeshVersion } from "../protocol/mesh.ts"
 import { type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate, endpointKey } from "./types.ts"
 
@@ -60,6 +62,8 @@ export interface MdnsAnnouncement {
   readonly weight?: number
   readonly zone?: string
   readonly version?: string
+  /** The SPIFFE ID this sidecar presents over mutual TLS (TXT "id"). */
+  readonly identity?: string
   /** Defaults to ["mesh/<protocol version>"]. */
   readonly features?: ReadonlyArray<string>
 }
@@ -110,6 +114,7 @@ export const encodeTxt = (options: MdnsSourceOptions, announcement: MdnsAnnounce
   }
   if (announcement.version !== undefined && announcement.version !== "") txt.version = announcement.version
   if (announcement.zone !== undefined && announcement.zone !== "") txt.zone = announcement.zone
+  if (announcement.identity !== undefined && announcement.identity !== "") txt.id = announcement.identity
   const address = isWildcard(announcement.address) ? options.interface : announcement.address
   if (!isWildcard(address)) txt.addr = address!
   return txt
@@ -150,6 +155,9 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
   if (proto !== undefined && !features.some((f) => f.startsWith("mesh/"))) features.unshift(`mesh/${proto}`)
   const version = text(txt, "version")
   const zone = text(txt, "zone")
+  // An id that is not a SPIFFE ID is left out: the endpoint then needs any identity of the trust domain.
+  const identity = text(txt, "id")
+  const validIdentity = identity !== undefined && parseSpiffeId(identity) !== undefined ? identity : undefined
   return {
     ok: true,
     endpoint: {
@@ -161,7 +169,8 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
       source: "mdns",
       ...(version !== undefined ? { version } : {}),
       ...(zone !== undefined ? { zone } : {}),
-      ...(node !== undefined ? { node } : {})
+      ...(node !== undefined ? { node } : {}),
+      ...(validIdentity !== undefined ? { identity: validIdentity } : {})
     }
   }
 }

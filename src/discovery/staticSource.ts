@@ -6,13 +6,17 @@ import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import { readFileSync, statSync, watch, type FSWatcher } from "node:fs"
 import { dirname } from "node:path"
+import { parseSpiffeId } from "../identity/spiffe.ts"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
 import type { DiscoveredEndpoint, DiscoverySource, EndpointUpdate } from "./types.ts"
 
-/** One configured endpoint: "host:port" ("[v6]:port") and its weight. */
+/** One configured endpoint: "host:port" ("[v6]:port"), its weight, and how it is secured (types.ts). */
 export interface StaticEndpointSpec {
   readonly address: string
   readonly weight: number
+  readonly identity?: string
+  readonly security?: "mtls" | "tls" | "plain"
+  readonly ca?: string
 }
 
 /** Service name -> its endpoints, as in the configuration's `endpoints`. */
@@ -41,7 +45,12 @@ const EndpointFile = Schema.fromJsonString(
         address: Schema.String.pipe(
           Schema.check(Schema.makeFilter((text: string) => (parseAddress(text) === undefined ? `Expected HOST:PORT, got ${JSON.stringify(text)}` : undefined)))
         ),
-        weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 })))
+        weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 }))),
+        identity: Schema.optionalKey(
+          Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) => (parseSpiffeId(text) === undefined ? `Expected a SPIFFE ID, got ${JSON.stringify(text.slice(0, 200))}` : undefined))))
+        ),
+        security: Schema.optionalKey(Schema.Literals(["mtls", "tls", "plain"])),
+        ca: Schema.optionalKey(Schema.NonEmptyString)
       })
     )
   ).pipe(
@@ -59,7 +68,17 @@ const decodeEndpointFile = Schema.decodeUnknownResult(EndpointFile)
 const toEndpoints = (service: string, specs: ReadonlyArray<StaticEndpointSpec>, source: string): Array<DiscoveredEndpoint> =>
   specs.flatMap((spec) => {
     const address = parseAddress(spec.address)
-    return address === undefined ? [] : [{ service, ...address, weight: spec.weight, features: [], source }]
+    if (address === undefined) return []
+    return [{
+      service,
+      ...address,
+      weight: spec.weight,
+      features: [],
+      source,
+      ...(spec.identity === undefined ? {} : { identity: spec.identity }),
+      ...(spec.security === undefined ? {} : { security: spec.security }),
+      ...(spec.ca === undefined ? {} : { ca: spec.ca })
+    }]
   })
 
 const resets = (endpoints: StaticEndpoints, source: string): Array<EndpointUpdate> =>

@@ -19,6 +19,12 @@ export interface DiscoveredEndpoint {
   readonly source: string
   /** The id of the sidecar behind the endpoint, when the source knows it. */
   readonly node?: string
+  /** The SPIFFE ID the endpoint must present over mutual TLS, when the source knows it. */
+  readonly identity?: string
+  /** How it is reached: "mtls", "tls" (the Go reference's TLS mode) or "plain"; unset: as the sidecar's mtls mode says. */
+  readonly security?: "mtls" | "tls" | "plain"
+  /** For "tls": a PEM file of the CA the server's certificate must chain to. */
+  readonly ca?: string
 }
 
 /**

@@ -5,10 +5,12 @@
 // least-loaded channel that can take it; while none can, it waits in a bounded queue with its
 // deadline running; a lost connection is redialled with exponential backoff and jitter, and
 // requests that were never sent go out on the new one. Every request ends exactly once. The
-// connection is TCP, or IIP over WebSocket (`transport: "websocket"`) where only HTTP passes.
+// connection is TCP, TLS over TCP (`tls`: mutual TLS between sidecars, or the Go reference's TLS
+// mode), or IIP over WebSocket (`transport: "websocket"`) where only HTTP passes.
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as net from "node:net"
+import type { CancelSignal } from "../mux/cancellation.ts"
 import { type ClientChannel, ClientSession } from "../mux/clientSession.ts"
 import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { type ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
@@ -22,6 +24,7 @@ import { defaultKeepAlive, keepAlive, type KeepAliveOptions } from "./keepAlive.
 import { type Log, stderrLog } from "./log.ts"
 import { Router } from "./router.ts"
 import { Supervisor } from "./supervisor.ts"
+import { type ClientTlsOptions, decodeTlsRefusal, dialTls, type TlsRefusal } from "./tls.ts"
 
 export type ClientError = ConnectionClosed | RequestTimeout | Overloaded | ChannelOpenFailed | ConnectFailed | PacketEncodeError | MeshCallError
 export type ClientCallback = (error: ClientError | undefined, data: Buffer | undefined) => void
@@ -74,6 +77,12 @@ export interface ClientOptions {
    * not answering a ping (a frozen peer): the balancer holds the endpoint out without failing it.
    */
   readonly onPeerState?: (state: "go-away" | "unresponsive") => void
+  /**
+   * Run every connection inside TLS (PROTOCOL.md §19): mutual TLS with a mesh peer, or the Go
+   * reference's TLS mode. A refused handshake fails with ConnectFailed naming the reason (`tls`).
+   * TCP transport only: over WebSocket it is not used.
+   */
+  readonly tls?: ClientTlsOptions
   readonly log?: Log
   readonly supervisor?: Supervisor
 }
@@ -82,8 +91,8 @@ export interface RequestOptions {
   readonly timeoutMs?: number
   /** Sent with the request in mesh mode (trace context and the like); a plain peer cannot take it. */
   readonly meta?: Meta
-  /** Aborting it cancels the request (at the peer too, in mesh mode). */
-  readonly signal?: AbortSignal
+  /** Aborting it cancels the request (at the peer too, in mesh mode): an AbortSignal or a Cancellation (src/mux/cancellation.ts). */
+  readonly signal?: CancelSignal
 }
 
 /** One request on its way, kept whole so it can wait, or move to another connection. */
@@ -96,7 +105,7 @@ interface Pending {
   /** Date.now() after which the caller stops waiting; 0 for never. */
   readonly deadline: number
   readonly meta: Meta
-  readonly signal: AbortSignal | undefined
+  readonly signal: CancelSignal | undefined
   readonly callback: ClientCallback
   timer: NodeJS.Timeout | undefined
 }
@@ -394,7 +403,7 @@ export class IipClient {
       request.callback(error, answer)
     }
     const onAbort = () => settle(new Cancelled({ message: "request cancelled by the caller" }), undefined)
-    signal.addEventListener("abort", onAbort, { once: true })
+    signal.addEventListener("abort", onAbort)
     session.request(channel, request.path, data, timeoutMs, settle)
     if (signal.aborted) onAbort()
   }
@@ -402,6 +411,7 @@ export class IipClient {
   /** The open channel with the fewest outstanding requests on a connection that can take one. */
   private pick(): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
     let best: ClientChannel | OwnChannel | undefined
+    let bestOutstanding = 0
     let bestPooled: Pooled | undefined
     for (let p = 0; p < this.pool.length; p++) {
       const pooled = this.pool[p]!
@@ -413,14 +423,16 @@ export class IipClient {
       const channels = pooled.channels
       for (let c = 0; c < channels.length; c++) {
         const channel = channels[c]!
+        // The load first: at saturation every channel is busy and most lose on it alone.
+        const outstanding = channel.outstanding
+        if (best !== undefined && outstanding >= bestOutstanding) continue
         // A channel busy with a stream (its request body going out, or its answer coming in and
         // perhaps not read yet) must not hold up a new request: skip it, `grow` opens another.
         if (channel.streaming) continue
-        if (best === undefined || channel.outstanding < best.outstanding) {
-          best = channel
-          bestPooled = pooled
-          if (channel.outstanding === 0) return [pooled, channel]
-        }
+        if (outstanding === 0) return [pooled, channel]
+        best = channel
+        bestOutstanding = outstanding
+        bestPooled = pooled
       }
     }
     return best === undefined ? undefined : [bestPooled!, best]
@@ -567,15 +579,24 @@ export class IipClient {
     )
   }
 
-  /** One connection attempt, hello included; `done` gets undefined on success. */
+  /** One connection attempt, TLS handshake and hello included; `done` gets undefined on success. */
   private dialOnce(done: (error: ConnectFailed | undefined) => void): void {
     let finished = false
     let abandon = () => {}
-    const fail = (reason: string) => {
+    /** Over TLS: the refusal behind a connection that failed after its handshake (TLS 1.3: the server's verdict on our certificate comes then). */
+    let refusedAfterHandshake: () => TlsRefusal | undefined = () => undefined
+    const fail = (reason: string, refusal?: TlsRefusal) => {
       if (finished) return
       finished = true
       abandon()
-      done(new ConnectFailed({ message: `cannot connect to ${this.address}: ${reason}`, address: this.address, refused: reason === "ECONNREFUSED" }))
+      done(
+        new ConnectFailed({
+          message: `cannot connect to ${this.address}: ${refusal?.message ?? reason}`,
+          address: this.address,
+          refused: reason === "ECONNREFUSED",
+          ...(refusal === undefined ? {} : { tls: refusal.reason })
+        })
+      )
     }
     const timer = setTimeout(() => fail(`no connection within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs)
     // The stream is open: say hello, and adopt the connection in the mode the server answers with.
@@ -591,7 +612,12 @@ export class IipClient {
       }
       if (this.options.mesh === false) return adopt({ mode: "plain", session: plain })
       plain.request(plain.system, MeshPath.hello, encodeHello(this.hello, false), this.connectTimeoutMs, (error, data) => {
-        if (error !== undefined) return fail(`no answer to hello: ${error.message}`)
+        if (error !== undefined) return fail(`no answer to hello: ${error.message}`, refusedAfterHandshake())
+        const refusal = decodeTlsRefusal(data!)
+        if (refusal !== undefined) {
+          this.options.tls?.onRefused?.(refusal, undefined)
+          return fail(refusal.message, refusal)
+        }
         const theirs = decodeHello(data!)
         if (theirs === undefined) return adopt({ mode: "plain", session: plain })
         // The acceptor names the codec it picked from our offer (PROTOCOL.md §12.1).
@@ -612,6 +638,12 @@ export class IipClient {
     }
     if (this.options.transport === "websocket") {
       abandon = dialWebSocket(this.address, (error, stream) => (error === undefined ? opened(stream!) : fail(error)))
+      return
+    }
+    if (this.options.tls !== undefined) {
+      const dial = dialTls(this.options.host, this.options.port, this.options.tls, opened, fail)
+      abandon = dial.abandon
+      refusedAfterHandshake = dial.refusedAfterHandshake
       return
     }
     const socket = net.connect({ host: this.options.host, port: this.options.port, noDelay: true })

@@ -4,12 +4,17 @@
 // serves IIP over WebSocket on a path of an HTTP server: the same sessions over another byte
 // stream. Its lifetime is a Scope: closing it closes every connection; `drain` says go-away first
 // and lets in-flight work finish. Every connection gets a share of the server's budgets (what
-// peers may make it hold, src/mux/budget.ts) and is watched by its timeouts (timeouts.ts).
+// peers may make it hold, src/mux/budget.ts) and is watched by its timeouts (timeouts.ts). With
+// `tls` every connection runs inside TLS (tls.ts, PROTOCOL.md §19): the handshake, and the client
+// certificate's identity check, finish before the connection's first byte of IIP is read; in
+// permissive mode a connection whose first byte is not a TLS record is taken as plain IIP.
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type * as http from "node:http"
+import type { X509Certificate } from "node:crypto"
 import * as net from "node:net"
+import * as tls from "node:tls"
 import { Budget, type BudgetLimits } from "../mux/budget.ts"
 import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { MeshSession } from "../mux/meshSession.ts"
@@ -24,6 +29,7 @@ import { Router } from "./router.ts"
 import { ServerStatistics, type StatisticsOptions } from "./statistics.ts"
 import { Supervisor } from "./supervisor.ts"
 import { ConnectionTimeouts, defaultTimeouts } from "./timeouts.ts"
+import { classifyTlsError, encodeTlsRefusal, MESH_ALPN, type ServerTlsOptions, TLS_HANDSHAKE_RECORD, type TlsCredentials, type TlsRefusal } from "./tls.ts"
 
 export type { Body, Handler, HandlerResult, HandlerValue } from "./dispatch.ts"
 export type { Failure, IncomingRequest, Reply } from "../mux/request.ts"
@@ -86,7 +92,11 @@ export interface ServerOptions {
   readonly supervisor?: Supervisor
   /** Count requests and serve the reference's /sys statistics paths to the peers it allows (statistics.ts). */
   readonly statistics?: StatisticsOptions
+  /** Run connections inside TLS: mutual TLS for mesh peers, or the Go reference's TLS mode (tls.ts). */
+  readonly tls?: ServerTlsOptions
 }
+
+const defaultHandshakeTimeoutMs = 10_000
 
 export class IipServer {
   readonly router = new Router<Handler>()
@@ -109,6 +119,10 @@ export class IipServer {
   private readonly connectionBudget: BudgetLimits
   private readonly timeouts: ConnectionTimeouts
   private draining = false
+  /** Where TLS connections are handshaken (it never listens: the TCP listener hands sockets to it). */
+  private readonly tlsServer: tls.Server | undefined
+  /** Sockets between accept and a finished handshake (or their first byte), closed with the server. */
+  private readonly handshaking = new Set<net.Socket>()
 
   constructor(options: ServerOptions) {
     this.options = options
@@ -145,7 +159,16 @@ export class IipServer {
       maxChannels: options.maxChannelsPerConnection,
       compression: offeredCodecs(options.compression)
     })
-    this.listener = net.createServer({ noDelay: true }, (socket) => this.accept(socket))
+    this.tlsServer = options.tls === undefined ? undefined : this.makeTlsServer(options.tls)
+    this.listener = net.createServer({ noDelay: true }, (socket) => (this.tlsServer === undefined ? this.accept(socket, undefined) : this.sniff(socket)))
+  }
+
+  /**
+   * New credentials (a renewed leaf, a new trust bundle) for connections accepted from now on;
+   * established connections keep theirs.
+   */
+  updateTlsCredentials(credentials: TlsCredentials): void {
+    this.tlsServer?.setSecureContext(this.secureContextOptions(credentials))
   }
 
   /** Registers `handler` for requests whose parsed path is exactly `path`, inside its own `hooks` (dispatch.ts). */
@@ -179,7 +202,7 @@ export class IipServer {
    */
   attachWebSocket(server: http.Server, options: WebSocketServerOptions = {}): this {
     const refused = (remote: string, reason: string) => this.log("connection-refused", { remote, reason })
-    this.webSocketDetachers.push(acceptWebSocket(server, options, (stream) => this.accept(stream), refused))
+    this.webSocketDetachers.push(acceptWebSocket(server, options, (stream) => this.accept(stream, undefined), refused))
     return this
   }
 
@@ -219,6 +242,7 @@ export class IipServer {
   close(): Promise<void> {
     this.supervisor.interruptAll()
     this.timeouts.stop()
+    for (const socket of this.handshaking) socket.destroy()
     for (const detach of this.webSocketDetachers.splice(0)) detach()
     for (const session of this.plain) session.connection.close("server closed", false)
     for (const session of this.meshes) session.connection.close("server closed", false)
@@ -251,15 +275,122 @@ export class IipServer {
     })
   }
 
-  private accept(socket: ByteStream): void {
-    const max = this.options.maxConnections ?? 1000
-    if (this.connectionCount >= max || this.draining) {
-      const reason = this.draining ? "server is draining" : `server connections limited (${max})`
-      this.log("connection-refused", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason })
-      socket.destroy()
-      return
+  private secureContextOptions(credentials: TlsCredentials): tls.SecureContextOptions {
+    return {
+      key: credentials.key,
+      cert: credentials.cert,
+      ...(credentials.ca === undefined ? {} : { ca: credentials.ca }),
+      minVersion: this.options.tls?.minVersion ?? "TLSv1.3"
     }
+  }
+
+  private makeTlsServer(options: ServerTlsOptions): tls.Server {
+    const server = tls.createServer(
+      {
+        ...this.secureContextOptions(options.credentials),
+        // The client's chain is judged in `secured`, not by the handshake: a refusal there can tell
+        // the client why (in TLS 1.3 the handshake's own refusal reaches a client as a bare close).
+        requestCert: options.requireClientCertificate,
+        rejectUnauthorized: false,
+        ALPNProtocols: [...(options.alpn ?? [MESH_ALPN])],
+        handshakeTimeout: options.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs
+      },
+      (socket) => this.secured(socket, options)
+    )
+    server.on("tlsClientError", (error: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+      this.refused(classifyTlsError(error), socket, peerCertificateOf(socket))
+      socket.destroy()
+    })
+    return server
+  }
+
+  private refused(refusal: TlsRefusal, socket: ByteStream, peer: X509Certificate | undefined): void {
+    const remote = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`
+    if (this.options.tls?.onRefused !== undefined) this.options.tls.onRefused(refusal, remote, peer)
+    else this.log("tls-refused", { remote, reason: refusal.reason, message: refusal.message })
+  }
+
+  /** A TLS server's new socket: TLS or (permissive) plain IIP, as its first byte says, within the handshake timeout. */
+  private sniff(socket: net.Socket): void {
+    const tlsOptions = this.options.tls!
+    if (this.full(socket)) return
+    this.handshaking.add(socket)
+    const timeoutMs = tlsOptions.handshakeTimeoutMs ?? defaultHandshakeTimeoutMs
+    const timer = setTimeout(() => {
+      this.refused({ reason: "tls_handshake", message: `nothing received within ${timeoutMs} ms` }, socket, undefined)
+      socket.destroy()
+    }, timeoutMs)
+    const settle = () => {
+      clearTimeout(timer)
+      socket.off("error", onError)
+      socket.off("close", settle)
+    }
+    const onError = () => socket.destroy()
+    socket.on("error", onError)
+    socket.once("close", () => {
+      settle()
+      this.handshaking.delete(socket)
+    })
+    socket.once("data", (chunk: Buffer) => {
+      settle()
+      socket.pause()
+      socket.unshift(chunk)
+      if (chunk[0] === TLS_HANDSHAKE_RECORD) {
+        // Handed to the TLS server; `secured` takes it over once its handshake is done.
+        this.tlsServer!.emit("connection", socket)
+        return
+      }
+      this.handshaking.delete(socket)
+      if (tlsOptions.acceptPlain !== true) return this.refuseClient(socket, { reason: "plain_refused", message: "peer speaks plain IIP; this side requires TLS" }, undefined)
+      tlsOptions.onPlain?.(`${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`)
+      this.accept(socket, undefined)
+      socket.resume()
+    })
+  }
+
+  /** A finished handshake: the client's certificate verified (mesh) and its identity checked, then IIP. */
+  private secured(socket: tls.TLSSocket, options: ServerTlsOptions): void {
+    for (const raw of this.handshaking) if (raw.remotePort === socket.remotePort && raw.remoteAddress === socket.remoteAddress) this.handshaking.delete(raw)
+    let identity: string | undefined
+    if (options.requireClientCertificate) {
+      const peer = peerCertificateOf(socket)
+      const verdict: string | TlsRefusal | undefined = peer === undefined
+        ? { reason: "peer_no_certificate", message: "peer presented no certificate" }
+        : !socket.authorized
+        ? classifyTlsError({ name: "Error", message: String(socket.authorizationError), code: String(socket.authorizationError) })
+        : options.identifyPeer?.(peer)
+      if (verdict !== undefined && typeof verdict !== "string") return this.refuseClient(socket, verdict, peer)
+      identity = verdict
+    }
+    options.onHandshake?.(identity)
+    this.accept(socket, identity)
+  }
+
+  /** Tells a refused client why (an answer to its hello, §19), without reading anything it sent, and closes. */
+  private refuseClient(socket: net.Socket, refusal: TlsRefusal, peer: X509Certificate | undefined): void {
+    this.refused(refusal, socket, peer)
+    socket.on("error", () => socket.destroy())
+    // Whatever it sent is dropped unread; reading on lets its close be seen.
+    socket.resume()
+    socket.end(encodeTlsRefusal(refusal))
+    setTimeout(() => socket.destroy(), 1000).unref()
+  }
+
+  /** Refuses (and closes) a connection over the limit (handshakes under way count) or while draining. */
+  private full(socket: ByteStream): boolean {
+    const max = this.options.maxConnections ?? 1000
+    if (this.connectionCount + this.handshaking.size < max && !this.draining) return false
+    const reason = this.draining ? "server is draining" : `server connections limited (${max})`
+    this.log("connection-refused", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason })
+    socket.destroy()
+    return true
+  }
+
+  private accept(socket: ByteStream, peerIdentity: string | undefined): void {
+    if (this.full(socket)) return
     const connection = new Connection(socket, "server", this.limits, this.log, { own: this.connectionBudget, shared: this.budget })
+    // Before the session exists: it copies the identity into every request's context.
+    connection.peerIdentity = peerIdentity
     const session = new ServerSession(
       connection,
       this.dispatch,
@@ -318,3 +449,11 @@ export const make = (options: ServerOptions = {}): Effect.Effect<IipServer, List
     }),
     (server) => server.drain(options.drainTimeoutMs ?? 5000).pipe(Effect.andThen(Effect.promise(() => server.close())))
   )
+
+const peerCertificateOf = (socket: tls.TLSSocket): X509Certificate | undefined => {
+  try {
+    return socket.getPeerX509Certificate()
+  } catch {
+    return undefined
+  }
+}

@@ -87,6 +87,12 @@ const isPeerChannel = (peerOpensHigh: boolean, id: number): boolean => (id >= 0x
 export class Connection {
   readonly writer: PacketWriter
   readonly remoteAddress: string
+  /**
+   * The peer's identity as the transport proved it (the SPIFFE ID of a verified TLS client
+   * certificate), set by whoever accepted the socket before the first request is read; undefined
+   * over plain TCP. Every request of the connection carries it (RequestContext.peerIdentity).
+   */
+  peerIdentity: string | undefined = undefined
   private readonly decoder: PacketDecoder
   private readonly channels = new Map<number, ChannelReceive>()
   private sink: MessageSink | undefined
@@ -134,7 +140,14 @@ export class Connection {
     socket.on("data", (chunk: Buffer) => {
       // A full server reads no new large plain packet: it skips it and refuses it (§8).
       if (this.mesh === undefined) this.decoder.limitPackets(this.budget.sharedFull ? plainRefuseAboveBytes : Infinity, 0)
-      const result = this.decoder.push(chunk)
+      // What the bytes read make this side send leaves at the end of this tick (writer.ts).
+      let result
+      this.writer.inRead = true
+      try {
+        result = this.decoder.push(chunk)
+      } finally {
+        this.writer.inRead = false
+      }
       if (result === "close") this.close("peer sent status 8 (close connection)", false)
       else if (result !== undefined) this.protocolViolation(result)
       else if (this.decoder.pendingBytes !== this.heldForPacket) this.holdPacket(this.decoder.pendingBytes)

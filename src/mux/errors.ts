@@ -26,10 +26,12 @@ export class ChannelOpenFailed extends Data.TaggedError("ChannelOpenFailed")<{
   readonly message: string
 }> {}
 
-/** The TCP connection could not be made. */
+/** The TCP connection (or the TLS handshake on it) could not be made. */
 export class ConnectFailed extends Data.TaggedError("ConnectFailed")<{
   readonly message: string
   readonly address: string
   /** The peer's host said nothing listens there (ECONNREFUSED), as opposed to a timeout. */
   readonly refused?: boolean
+  /** A TLS refusal's token (src/iip/tls.ts TlsRefusalReason): the connection was made and its handshake refused. */
+  readonly tls?: string
 }> {}

@@ -4,6 +4,7 @@
 import * as Data from "effect/Data"
 import type { DecompressionFailed } from "../protocol/compression.ts"
 import type { Meta } from "../protocol/mesh.ts"
+import type { CancelSignal, Cancellation } from "./cancellation.ts"
 import type { ConnectionClosed, RequestTimeout } from "./errors.ts"
 import type { Failure, IncomingRequest } from "./request.ts"
 import type { IncomingStream, SendWindow, StreamFailed } from "./streams.ts"
@@ -15,7 +16,7 @@ export class RemoteError extends Data.TaggedError("RemoteError")<{
   readonly processed: boolean
 }> {}
 
-/** The caller gave up on the request (its AbortSignal fired); the peer was told to stop. */
+/** The caller gave up on the request (its signal fired); the peer was told to stop. */
 export class Cancelled extends Data.TaggedError("Cancelled")<{ readonly message: string }> {}
 
 export type MeshCallError = ConnectionClosed | RequestTimeout | RemoteError | Cancelled | StreamFailed | DecompressionFailed
@@ -32,8 +33,8 @@ export interface CallOptions {
   readonly meta?: Meta
   /** 0 for none. Travels to the peer as the remaining deadline. */
   readonly timeoutMs?: number
-  /** Aborting it cancels the request at the peer. */
-  readonly signal?: AbortSignal
+  /** Aborting it cancels the request at the peer (an AbortSignal or a Cancellation). */
+  readonly signal?: CancelSignal
   /** Deliver the answer's body as a stream (as it arrives) instead of whole. */
   readonly streamResponse?: boolean
 }
@@ -80,7 +81,7 @@ export class OwnChannel {
 export interface Served {
   readonly request: IncomingRequest
   readonly requestId: number
-  readonly abort: AbortController
+  readonly abort: Cancellation
   timer: NodeJS.Timeout | undefined
   /** Set when it must be answered with this failure instead of running (cancelled or refused while queued). */
   refusal: Failure | undefined

@@ -31,9 +31,10 @@ import {
 } from "../protocol/mesh.ts"
 import { parseRequestPath } from "../protocol/requestPath.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
+import { Cancellation, cancelled } from "./cancellation.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, RequestTimeout } from "./errors.ts"
-import { type Dispatch, failure, type Failure, IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
+import { CancellableContext, type Dispatch, failure, type Failure, IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, type Served } from "./meshChannels.ts"
 import { IncomingStream, SendWindow, StreamFailed } from "./streams.ts"
 
@@ -182,8 +183,7 @@ export class MeshSession implements MessageSink {
       return callback(new ConnectionClosed({ message: this.connection.closeError!.message, sent: false }), undefined)
     }
     const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
-    let meta = options.meta ?? emptyMeta
-    if (timeoutMs > 0) meta = new Map(meta).set(MetaKey.deadline, String(timeoutMs))
+    const meta = options.meta ?? emptyMeta
     const requestId = nextRequestId(channel)
     const call: Call = {
       requestId,
@@ -199,8 +199,8 @@ export class MeshSession implements MessageSink {
     const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
     const packed = whole && channel !== this.ownControl ? this.pack(body) : undefined
     const head = packed !== undefined
-      ? encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.compressed, requestId, meta, packed, this.agreed.maxMetaBytes)
-      : encodeEnvelope(EnvelopeKind.request, 0, requestId, meta, whole ? body : noBody, this.agreed.maxMetaBytes)
+      ? encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.compressed, requestId, meta, packed, this.agreed.maxMetaBytes, timeoutMs)
+      : encodeEnvelope(EnvelopeKind.request, 0, requestId, meta, whole ? body : noBody, this.agreed.maxMetaBytes, timeoutMs)
     this.connection.writer.send(whole ? Status.RequestWhole : Status.RequestFirstMore, path, channel.id, head)
     channel.fifo.push(call)
     if (!whole) {
@@ -214,7 +214,8 @@ export class MeshSession implements MessageSink {
     if (signal !== undefined) {
       const onAbort = () => this.giveUp(call, new Cancelled({ message: "request cancelled by the caller" }))
       if (signal.aborted) return onAbort()
-      signal.addEventListener("abort", onAbort, { once: true })
+      // An abort fires once: no `once` option to allocate.
+      signal.addEventListener("abort", onAbort)
       call.detach = () => signal.removeEventListener("abort", onAbort)
     }
   }
@@ -404,17 +405,11 @@ export class MeshSession implements MessageSink {
     this.connection.budget.charge(1, charged)
     // Never an unchecked wire value into a timer: digits only, clamped (PROTOCOL.md §14).
     const remaining = parseDeadlineMs(envelope.meta.get(MetaKey.deadline))
-    const abort = new AbortController()
+    const abort = new Cancellation()
     const closed = this.connection.closeError
     if (closed !== undefined) abort.abort(closed)
-    const request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), stream === undefined ? body : Buffer.alloc(0), {
-      remoteAddress: this.connection.remoteAddress,
-      signal: abort.signal,
-      meta: envelope.meta,
-      deadline: remaining > 0 ? Date.now() + remaining : 0,
-      stream,
-      oneway
-    })
+    const context = new CancellableContext(this.connection.remoteAddress, this.connection.peerIdentity, abort, envelope.meta, remaining > 0 ? Date.now() + remaining : 0, stream, oneway)
+    const request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), stream === undefined ? body : noData, context)
     if (oneway) {
       if (unreadable === undefined && !overloaded) return this.runOneway(request, charged)
       this.connection.budget.release(1, charged)
@@ -712,21 +707,16 @@ export class MeshSession implements MessageSink {
     }
     channel.receiving = undefined // its continuations, if any, are dropped as they come
     const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
-    const request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), noData, {
-      remoteAddress: this.connection.remoteAddress,
-      signal: AbortSignal.abort(),
-      meta: envelope.meta,
-      deadline: 0,
-      stream: undefined,
-      oneway: false
-    })
+    const abort = cancelled()
+    const context = new CancellableContext(this.connection.remoteAddress, this.connection.peerIdentity, abort, envelope.meta, 0, undefined, false)
+    const request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), noData, context)
     if ((envelope.flags & EnvelopeFlag.oneway) !== 0) {
       this.options.log("push-failed", { path: request.path, code: MeshErrorCode.badRequest, message })
       return
     }
     this.connection.budget.charge(1, 0)
     const refusal = failure(MeshErrorCode.badRequest, message, false)
-    channel.mailbox.push({ request, requestId: envelope.requestId, abort: new AbortController(), timer: undefined, refusal, answered: false, charged: 0 })
+    channel.mailbox.push({ request, requestId: envelope.requestId, abort, timer: undefined, refusal, answered: false, charged: 0 })
     if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
   }
 

@@ -142,7 +142,9 @@ export class ServerSession implements MessageSink {
     this.onHello = onHello
     this.context = {
       remoteAddress: connection.remoteAddress,
+      peerIdentity: connection.peerIdentity,
       signal: this.abort.signal,
+      cancel: this.abort.signal,
       meta: emptyMeta,
       deadline: 0,
       stream: undefined,

@@ -1,8 +1,12 @@
 // The one ordered writer of a connection (PROTOCOL.md §2.6). Packets are encoded into a batch
-// and written in the order they were sent, each packet whole: small ones once per turn of the
-// event loop (after the I/O callbacks of the turn, so requests that arrived on many sockets at
-// once leave in one write), a large body or a large batch at the end of the current tick (a
-// stream's chunks gain nothing by waiting, and its flow control would wait on them). When the socket
+// and written in the order they were sent, each packet whole. When: what is sent while the
+// connection's own read callback runs (answers a server gives at once, the next requests a
+// client sends from its answers' callbacks) at the end of that tick, all that one read produced in
+// one write; other small packets once per turn of the event loop, after the turn's I/O callbacks
+// (requests a sidecar takes from many HTTP sockets, each in its own callback, or answers its app
+// gives on many, leave in one write instead of one each); a large body or a large batch at the end
+// of the tick (a stream's chunks gain nothing by waiting, and its flow control would wait on
+// them). When the socket
 // pushes back, packets wait here; producers see `congested` and stop producing (the server stops
 // reading requests, the client holds new requests), so memory stays bounded. Nothing is dropped:
 // past the hard limit `send` throws instead.
@@ -42,6 +46,8 @@ export class PacketWriter {
   private scheduledSoon = false
   private waitingDrain = false
   private closed = false
+  /** Set by the connection while its read callback runs. */
+  inRead = false
   /** Set by `finish`: called once everything queued is written. */
   private finishing: (() => void) | undefined
   private readonly writableWaiters: Array<() => void> = []
@@ -92,7 +98,7 @@ export class PacketWriter {
     this.sizes.push(size)
     this.queuedBytes += size
     if (this.waitingDrain) return
-    if (data.length >= COPY_LIMIT || this.queuedBytes >= PROMPT_BYTES) {
+    if (this.inRead || data.length >= COPY_LIMIT || this.queuedBytes >= PROMPT_BYTES) {
       if (!this.scheduledSoon) {
         this.scheduledSoon = true
         process.nextTick(this.flushAtTickEnd)

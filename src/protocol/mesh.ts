@@ -134,43 +134,57 @@ export interface Envelope {
 /** A mesh message whose envelope or metadata breaks the rules; it closes the connection. */
 export class EnvelopeError extends Data.TaggedError("EnvelopeError")<{ readonly message: string }> {}
 
-/** Encoded size of a metadata block; throws EnvelopeError over `maxMetaBytes`. */
-export const metaByteLength = (meta: Meta, maxMetaBytes: number): number => {
-  let bytes = 0
-  for (const [key, value] of meta) {
+/** Encoded size of a metadata block (`deadline`: an entry added in place of meta's own); throws EnvelopeError over `maxMetaBytes`. */
+export const metaByteLength = (meta: Meta, maxMetaBytes: number, deadline = ""): number => {
+  let bytes = deadline === "" ? 0 : 3 + MetaKey.deadline.length + deadline.length
+  // forEach, not for-of: no [key, value] array per entry (this runs twice per request).
+  meta.forEach((value, key) => {
+    if (deadline !== "" && key === MetaKey.deadline) return
     const keyBytes = Buffer.byteLength(key, "utf8")
     const valueBytes = Buffer.byteLength(value, "utf8")
     if (keyBytes === 0 || keyBytes > 255) throw new EnvelopeError({ message: `metadata key ${JSON.stringify(key.slice(0, 40))} must be 1..255 bytes` })
     bytes += 3 + keyBytes + valueBytes
-  }
+  })
   if (bytes > maxMetaBytes) throw new EnvelopeError({ message: `metadata of ${bytes} bytes exceeds the ${maxMetaBytes}-byte limit` })
   return bytes
 }
 
-/** Builds the first packet's data: envelope, metadata and the first body bytes. */
+/** One metadata entry written at `offset`; returns the offset after it. */
+const writeEntry = (out: Buffer, offset: number, key: string, value: string): number => {
+  const keyBytes = out.write(key, offset + 1, "utf8")
+  out[offset] = keyBytes
+  offset += 1 + keyBytes
+  const valueBytes = out.write(value, offset + 2, "utf8")
+  out.writeUInt16BE(valueBytes, offset)
+  return offset + 2 + valueBytes
+}
+
+/**
+ * Builds the first packet's data: envelope, metadata and the first body bytes. `deadlineMs` > 0
+ * is written as the deadline entry, in place of one `meta` may hold (a call's remaining time,
+ * without copying its metadata into a new Map per request).
+ */
 export const encodeEnvelope = (
   kind: number,
   flags: number,
   requestId: number,
   meta: Meta,
   body: Uint8Array,
-  maxMetaBytes: number
+  maxMetaBytes: number,
+  deadlineMs = 0
 ): Buffer => {
-  const metaBytes = meta.size === 0 ? 0 : metaByteLength(meta, maxMetaBytes)
+  const deadline = deadlineMs > 0 ? String(deadlineMs) : ""
+  const metaBytes = meta.size === 0 && deadline === "" ? 0 : metaByteLength(meta, maxMetaBytes, deadline)
   const out = Buffer.allocUnsafe(EnvelopeBytes + metaBytes + body.length)
   out[0] = kind
   out[1] = flags
   out.writeUInt16BE(metaBytes, 2)
   out.writeUInt32BE(requestId >>> 0, 4)
   let offset = EnvelopeBytes
-  for (const [key, value] of meta) {
-    const keyBytes = out.write(key, offset + 1, "utf8")
-    out[offset] = keyBytes
-    offset += 1 + keyBytes
-    const valueBytes = out.write(value, offset + 2, "utf8")
-    out.writeUInt16BE(valueBytes, offset)
-    offset += 2 + valueBytes
-  }
+  meta.forEach((value, key) => {
+    if (deadline === "" || key !== MetaKey.deadline) offset = writeEntry(out, offset, key, value)
+  })
+  if (deadline !== "") offset = writeEntry(out, offset, MetaKey.deadline, deadline)
   out.set(body, offset)
   return out
 }
@@ -178,7 +192,7 @@ export const encodeEnvelope = (
 /** Reads the envelope of a first packet; throws EnvelopeError when it is malformed. */
 export const decodeEnvelope = (data: Uint8Array, maxMetaBytes: number): Envelope => {
   if (data.length < EnvelopeBytes) throw new EnvelopeError({ message: `mesh message of ${data.length} bytes is shorter than its envelope` })
-  const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
   const kind = view[0]!
   if (kind < EnvelopeKind.request || kind > EnvelopeKind.error) throw new EnvelopeError({ message: `unknown envelope kind ${kind}` })
   const metaBytes = view.readUInt16BE(2)
@@ -254,7 +268,7 @@ export const encodeChannelPair = (channelId: number, value: number): Buffer => {
 
 export const decodeChannelPair = (data: Uint8Array): readonly [number, number] | undefined => {
   if (data.length !== 8) return undefined
-  const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
   return [view.readUInt32BE(0), view.readUInt32BE(4)]
 }
 

@@ -13,6 +13,8 @@ import { backoffDelay, IipClient } from "../iip/client.ts"
 import { defaultKeepAlive } from "../iip/keepAlive.ts"
 import type { Log } from "../iip/log.ts"
 import type { Supervisor } from "../iip/supervisor.ts"
+import type { ClientTlsOptions } from "../iip/tls.ts"
+import type { EndpointSecurity } from "./meshTls.ts"
 
 export interface Endpoint {
   readonly service: string
@@ -21,7 +23,16 @@ export interface Endpoint {
   readonly weight: number
   /** Where it came from ("static", "mdns", ...), for the admin view. */
   readonly source: string
+  /** The SPIFFE ID it must present over mutual TLS (from discovery). */
+  readonly identity?: string | undefined
+  /** mtls, tls (the Go reference's TLS mode) or plain; unset: as the sidecar's mtls mode says (meshTls.ts). */
+  readonly security?: EndpointSecurity | undefined
+  /** For "tls": the CA file its certificate must chain to. */
+  readonly ca?: string | undefined
 }
+
+/** What the connections to an endpoint depend on besides its address: a change makes a new client. */
+const securityOf = (endpoint: Endpoint): string => `${endpoint.security ?? ""} ${endpoint.identity ?? ""} ${endpoint.ca ?? ""}`
 
 const keys = new WeakMap<object, string>()
 
@@ -64,6 +75,8 @@ export interface EndpointRegistryOptions {
   readonly balancing: BalancingOptions
   readonly log: Log
   readonly supervisor: Supervisor
+  /** The TLS options of an endpoint's connections (meshTls.ts); undefined or absent: plain TCP. */
+  readonly clientTls?: (endpoint: Endpoint) => ClientTlsOptions | undefined
 }
 
 /** An endpoint as the balancer sees it: identity and weight, with the endpoint itself. */
@@ -91,6 +104,8 @@ const REDIAL = { baseMs: 100, maxMs: 1000 }
 export class EndpointRegistry {
   private readonly services = new Map<string, ServiceBalancer<Member>>()
   private readonly clients = new Map<string, IipClient>()
+  /** Per client, the security it was made with (securityOf). */
+  private readonly clientSecurity = new Map<string, string>()
   /** Endpoints redialled in the background while held out. */
   private readonly watched = new Set<string>()
   private closed = false
@@ -111,12 +126,14 @@ export class EndpointRegistry {
       }
       balancer.update(endpoints.map((endpoint) => ({ id: endpointKey(endpoint), weight: endpoint.weight, endpoint })), now())
     }
-    const used = new Set<string>()
-    for (const balancer of this.services.values()) for (const member of balancer.endpoints) used.add(member.id)
+    const used = new Map<string, string>()
+    for (const balancer of this.services.values()) for (const member of balancer.endpoints) used.set(member.id, securityOf(member.endpoint))
     for (const [key, client] of this.clients) {
-      if (!used.has(key)) {
+      // Gone, or now expected to present another identity: its connections are not what discovery says.
+      if (used.get(key) !== this.clientSecurity.get(key)) {
         client.close()
         this.clients.delete(key)
+        this.clientSecurity.delete(key)
       }
     }
   }
@@ -223,20 +240,28 @@ export class EndpointRegistry {
         ...(this.options.compress ? { compression: {} } : {}),
         keepAlive: { ...defaultKeepAlive, busyIntervalMs: this.options.balancing.busyPingAfterMs, busyTimeoutMs: this.options.balancing.busyPingTimeoutMs },
         onPeerState: (state) => this.peerState(key, state),
+        ...this.tlsOf(endpoint),
         // Another endpoint takes a request this one cannot: never wait here for a reconnect.
         waitForReconnect: false,
         log: this.options.log,
         supervisor: this.options.supervisor
       })
       this.clients.set(key, client)
+      this.clientSecurity.set(key, securityOf(endpoint))
     }
     return client
+  }
+
+  private tlsOf(endpoint: Endpoint): { readonly tls?: ClientTlsOptions } {
+    const tls = this.options.clientTls?.(endpoint)
+    return tls === undefined ? {} : { tls }
   }
 
   close(): void {
     this.closed = true
     for (const client of this.clients.values()) client.close()
     this.clients.clear()
+    this.clientSecurity.clear()
     this.services.clear()
   }
 

@@ -18,6 +18,12 @@ export const TIMEOUT_HEADER = "iip-timeout"
 export const MESH_ERROR_HEADER = "x-iip-mesh-error"
 
 /**
+ * The caller's verified identity (its SPIFFE ID), as the inbound sidecar tells its app. Only that
+ * sidecar writes it, after this filter dropped whatever a caller or a peer sent under that name.
+ */
+export const CLIENT_ID_HEADER = "x-iip-mesh-client-id"
+
+/**
  * Never forwarded: hop-by-hop headers, framing (set by whoever writes the message), the host (the
  * envelope's authority), `expect` (a hop's handshake), and what the mesh itself sets per hop.
  * `proxy-*` is dropped by prefix. (`__proto__` too, so whatever passes could key a plain object.)
@@ -35,6 +41,7 @@ const dropped = new Set([
   "expect",
   TIMEOUT_HEADER,
   MESH_ERROR_HEADER,
+  CLIENT_ID_HEADER,
   // Not a header anyone sends, but a token: it would set the prototype of an object keyed by name.
   "__proto__"
 ])

@@ -14,13 +14,17 @@
 // No request holds an app socket for ever: one that carries no deadline (and every push) gets the
 // default one; a streamed body that sends nothing for the body idle timeout is given up
 // (`body_idle_timeout`); a push's answer is read and dropped, so its socket goes back to the pool.
+//
+// Then the authorization policy decides (authorization.ts): a refused call never reaches the app;
+// an allowed one carries the caller's verified identity to it in `x-iip-mesh-client-id`.
 import type { HandlerValue } from "../iip/dispatch.ts"
 import { failure, type IncomingRequest } from "../iip/server.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
 import { Pool } from "./appPool.ts"
-import { describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
+import type { InboundAuthorization } from "./authorization.ts"
+import { CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnvelope.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
 
@@ -40,6 +44,8 @@ export interface InboundOptions {
   readonly defaultTimeoutMs: number
   /** Told how many header pairs of a message were dropped as invalid. */
   readonly onInvalidHeaders?: OnInvalidHeader
+  /** The authorization gate; none: every caller is allowed (the caller's identity still reaches the app). */
+  readonly authorization?: InboundAuthorization
 }
 
 interface AppRequestHead {
@@ -122,6 +128,13 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       const authority = request.meta.get(HttpMeta.authority)
       const refused = badHead(head, authority)
       if (refused !== undefined) return resolve(failure(MeshErrorCode.badRequest, refused, false))
+      const peer = request.context.peerIdentity
+      if (options.authorization !== undefined) {
+        const denied = options.authorization.check(peer, head.method, head.path, request.context.remoteAddress)
+        if (denied !== undefined) return resolve(denied)
+      }
+      // The filter dropped any the caller sent: the app sees the verified identity or nothing.
+      if (peer !== undefined && isFieldValue(peer)) head.headers.push([CLIENT_ID_HEADER, peer])
       const { deadline, oneway, stream } = request.context
       const timeLeft = deadline > 0 ? Math.max(1, deadline - Date.now()) : 0
       const observation = new InboundObservation(options.telemetry, options.service, head.method, head.path, head.headers, request.context.remoteAddress)
@@ -144,9 +157,10 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
         plain,
         oneway
       }, observation, resolve)
-      const signal = request.signal
-      if (signal.aborted) return exchange.cancel(new StreamFailed({ message: "request aborted" }))
-      signal.addEventListener("abort", () => exchange.cancel(new StreamFailed({ message: "request aborted" })), { once: true })
+      // The context's cancellation, not its AbortSignal: that one would be made for this alone.
+      const cancel = request.context.cancel
+      if (cancel.aborted) return exchange.cancel(new StreamFailed({ message: "request aborted" }))
+      cancel.addEventListener("abort", () => exchange.cancel(new StreamFailed({ message: "request aborted" })))
       // The mesh session enforces a deadline it was given, except for a push; the rest get ours.
       exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0)
     })

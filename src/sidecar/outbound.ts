@@ -15,6 +15,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { IipClient } from "../iip/client.ts"
 import { queryValue } from "../balancer/pickers.ts"
+import { Cancellation } from "../mux/cancellation.ts"
 import { ConnectFailed, ConnectionClosed, RequestTimeout } from "../mux/errors.ts"
 import { type MeshReply, RemoteError } from "../mux/meshSession.ts"
 import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
@@ -23,7 +24,7 @@ import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, withForwarded } from "./httpEnvelope.ts"
-import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
+import { AppErrorCode, ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
 
 /** Tries per request, the first included. */
@@ -49,7 +50,10 @@ const refusedOrDraining = (error: unknown): boolean =>
   (error instanceof ConnectFailed && error.refused === true) || (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
 
 /** Far-side errors that another endpoint would give too, or that end the request: not worth a retry. */
-const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest])
+const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest, AppErrorCode.forbidden])
+
+/** The far side's policy refused the caller: a verdict, not a failure of the endpoint (no ejection). */
+const refusedByPolicy = (error: unknown): boolean => error instanceof RemoteError && error.code === AppErrorCode.forbidden
 
 /** A failure of the try, not of the request: another endpoint may do better. */
 const transportFailure = (error: unknown): boolean =>
@@ -226,7 +230,7 @@ class OutboundExchange {
   /** The app went away before its answer was written: the current try (and its body) stop. */
   private appGone = false
   /** The current try's cancellation; it stays the current one while the answer streams. */
-  private tryControl: AbortController | undefined = undefined
+  private tryControl: Cancellation | undefined = undefined
 
   constructor(options: OutboundOptions, req: IncomingMessage, res: ServerResponse) {
     this.options = options
@@ -296,7 +300,7 @@ class OutboundExchange {
       const tryStarted = performance.now()
       // This try ends at the request's deadline or its own timeout, whichever comes first.
       const tryDeadline = options.perTryTimeoutMs === undefined ? deadline : Math.min(deadline, Date.now() + options.perTryTimeoutMs)
-      const control = new AbortController()
+      const control = new Cancellation()
       this.tryControl = control
       if (this.appGone) control.abort()
       const watched = options.perTryTimeoutMs === undefined && options.slowTryFloorMs !== undefined && whole && IDEMPOTENT.has(method)
@@ -308,8 +312,8 @@ class OutboundExchange {
         // No connection within the client's connect timeout (3 s: time for TCP to resend a lost SYN)
         // is a try that failed before sending: another endpoint may take the request.
         const mode = client.currentMode ?? (await client.mode(Math.max(1, tryDeadline - Date.now())))
-        if (mode === "plain") return await this.forwardPlain(client, lease, tryStarted, target, headers, body, Math.max(1, tryDeadline - Date.now()), control.signal)
-        reply = await client.stream(target.uri, body, { meta, timeoutMs: Math.max(1, tryDeadline - Date.now()), signal: control.signal })
+        if (mode === "plain") return await this.forwardPlain(client, lease, tryStarted, target, headers, body, Math.max(1, tryDeadline - Date.now()), control)
+        reply = await client.stream(target.uri, body, { meta, timeoutMs: Math.max(1, tryDeadline - Date.now()), signal: control })
         status = statusOf(reply.meta)
         this.endLease(lease, tryStarted, status !== undefined && status < 500)
       } catch (error) {
@@ -321,7 +325,7 @@ class OutboundExchange {
         }
         // A request the app gave up on says nothing about the endpoint; a refused connection, much
         // (a slow one, on a lossy network, not enough to take the endpoint out at once).
-        this.endLease(lease, tryStarted, this.appGone, refusedOrDraining(error))
+        this.endLease(lease, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
         const safe = notProcessed(error) || (IDEMPOTENT.has(method) && transportFailure(error))
         const retry = safe && whole && this.attempts < MAX_ATTEMPTS && !this.appGone && Date.now() < deadline && registry.allowRetry(service)
         if (!retry) throw error
@@ -388,7 +392,7 @@ class OutboundExchange {
     headers: ReadonlyArray<readonly [string, string]>,
     held: Uint8Array | AsyncIterable<Buffer>,
     timeoutMs: number,
-    signal: AbortSignal
+    signal: Cancellation
   ): Promise<void> {
     const body = held instanceof Uint8Array ? held : await readBody(this.req, PLAIN_BODY_LIMIT)
     const data = await client.call(plainRequestPath(target.uri, headers), body.length === 0 ? "{}" : body, { timeoutMs, signal })

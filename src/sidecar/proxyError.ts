@@ -1,6 +1,6 @@
 // Why a proxied request failed, as the app sees it (PROTOCOL.md §17.3): 502 when the upstream
 // failed, 503 when there is no endpoint or it is overloaded or draining, 504 when the deadline
-// passed. Each carries the hop that failed and a short reason, in a JSON body and in the
+// passed, 403 when the callee's authorization policy refused the caller. Each carries the hop that failed and a short reason, in a JSON body and in the
 // `x-iip-mesh-error` header, so the app can act on it. A reason can come from the far side (a
 // typed error's code): it is reduced to token characters and clamped before it reaches a header,
 // a log line or a metric label, and writing the answer never throws.
@@ -16,7 +16,7 @@ import { MESH_ERROR_HEADER } from "./headerFilter.ts"
 export type Hop = "outbound" | "inbound" | "app"
 
 export class ProxyError extends Data.TaggedError("ProxyError")<{
-  readonly status: 400 | 408 | 413 | 414 | 502 | 503 | 504
+  readonly status: 400 | 403 | 408 | 413 | 414 | 502 | 503 | 504
   readonly reason: string
   readonly hop: Hop
   readonly message: string
@@ -27,7 +27,13 @@ export const AppErrorCode = {
   unavailable: "app_unavailable",
   failed: "app_failed",
   /** The caller's streamed body sent nothing for the body idle timeout. */
-  bodyIdle: "body_idle_timeout"
+  bodyIdle: "body_idle_timeout",
+  /**
+   * The callee's authorization policy refused the caller (src/sidecar/authorization.ts): a final
+   * answer, sent as processed so no endpoint of the service is tried again, and no failure of the
+   * endpoint that gave it.
+   */
+  forbidden: "forbidden"
 } as const
 
 
@@ -35,7 +41,11 @@ export const AppErrorCode = {
 export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
   if (error instanceof ProxyError) return error
   if (error instanceof RequestTimeout) return new ProxyError({ status: 504, reason: "deadline", hop: "outbound", message: `no answer from ${endpoint} in time` })
-  if (error instanceof ConnectFailed) return new ProxyError({ status: 502, reason: "connect_failed", hop: "outbound", message: error.message })
+  if (error instanceof ConnectFailed) {
+    // A refused TLS handshake names why: this side refused the peer (peer_*), or the peer refused this side (tls_refused).
+    if (error.tls !== undefined) return new ProxyError({ status: 502, reason: error.tls, hop: error.tls === "tls_refused" ? "inbound" : "outbound", message: error.message })
+    return new ProxyError({ status: 502, reason: "connect_failed", hop: "outbound", message: error.message })
+  }
   if (error instanceof Overloaded) return new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: error.message })
   if (error instanceof ConnectionClosed) return new ProxyError({ status: 502, reason: "connection_lost", hop: "outbound", message: error.message })
   if (error instanceof Cancelled) return new ProxyError({ status: 502, reason: "cancelled", hop: "outbound", message: error.message })
@@ -52,6 +62,8 @@ export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
         return new ProxyError({ status: 502, reason: error.code, hop: "app", message })
       case AppErrorCode.bodyIdle:
         return new ProxyError({ status: 408, reason: error.code, hop: "inbound", message })
+      case AppErrorCode.forbidden:
+        return new ProxyError({ status: 403, reason: error.code, hop: "inbound", message })
       default:
         return new ProxyError({ status: 502, reason: safeReason(error.code), hop: "inbound", message })
     }

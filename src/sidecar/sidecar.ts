@@ -1,8 +1,10 @@
-// One sidecar: the inbound IIP server in front of the local app, the outbound HTTP listener for
-// the app's calls, and the endpoint registry between them. Its lifetime is a Scope: closing it
+// One sidecar: the inbound IIP server in front of the local app (behind the authorization policy),
+// the outbound HTTP listener for the app's calls, and the endpoint registry between them; with
+// credentials, every connection between sidecars runs inside mutual TLS (meshTls.ts). Its lifetime is a Scope: closing it
 // (SIGTERM) turns it not ready, drains the IIP connections, lets in-flight requests finish
 // within the drain timeout, then closes everything.
 import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as http from "node:http"
 import type * as net from "node:net"
@@ -10,7 +12,9 @@ import * as Server from "../iip/server.ts"
 import { type Log, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import { Supervisor } from "../iip/supervisor.ts"
+import type { MeshSession } from "../mux/meshSession.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
+import type { CredentialSource } from "../identity/credentials.ts"
 import { Discovery } from "../discovery/discovery.ts"
 import { dnsSrvSource } from "../discovery/dnsSrvSource.ts"
 import { directorySource } from "../discovery/directorySource.ts"
@@ -20,8 +24,13 @@ import { makeMetrics } from "../telemetry/metrics.ts"
 import type { Env } from "../telemetry/otelEnv.ts"
 import { TraceStore } from "../telemetry/traceStore.ts"
 import { makeTracing } from "../telemetry/tracing.ts"
+import { allowAllPolicy } from "../identity/policy.ts"
+import { type PolicyFileInvalid, watchPolicyFile } from "../identity/policyFile.ts"
+import { serviceSpiffeId } from "../identity/spiffe.ts"
+import { InboundAuthorization } from "./authorization.ts"
 import { type BalancingOptions, EndpointRegistry } from "./endpoints.ts"
 import { makeInboundHandler } from "./inbound.ts"
+import { MeshTls, MtlsUnavailable, readCredentialsDir } from "./meshTls.ts"
 import type { SidecarTelemetry } from "./observe.ts"
 import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
 
@@ -55,6 +64,13 @@ export interface SidecarOptions {
   readonly traces?: TraceStore
   /** The OTEL_* variables (default process.env). */
   readonly env?: Env
+  /**
+   * Told of each mesh connection the inbound side accepts, before its requests are served: where
+   * a test sets the connection's peerIdentity as a TLS acceptor does once it verified the peer.
+   */
+  readonly onInboundMeshConnection?: (session: MeshSession) => void
+  /** This workload's mTLS credentials, renewed as they change (the identity client); else `tlsCredentialsDir`'s, if set. */
+  readonly credentials?: CredentialSource
 }
 
 /** Metadata blocks up to this size, on both ends (PROTOCOL.md §17.1): HTTP heads can be larger than the library's 8 KiB default. */
@@ -74,10 +90,10 @@ const listen = (server: http.Server, address: HostPort) =>
 
 /**
  * The discovery sources the configuration asks for: static list, endpoints file, DNS SRV names,
- * Kubernetes Services. The Kubernetes client is loaded only when a Service is to be watched: it
+ * Kubernetes Services (their endpoints' identities in `trustDomain`). The Kubernetes client is loaded only when a Service is to be watched: it
  * costs about 85 MB of memory and 0.8 s at start, which a sidecar off Kubernetes should not pay.
  */
-const startDiscovery = (config: SidecarConfig, log: Log) =>
+const startDiscovery = (config: SidecarConfig, log: Log, trustDomain: string | undefined) =>
   Effect.gen(function*() {
     const discovery = new Discovery({ log })
     discovery.register(configSource(config.endpoints))
@@ -90,7 +106,7 @@ const startDiscovery = (config: SidecarConfig, log: Log) =>
       const { kubernetesSource } = yield* Effect.promise(() => import("../discovery/kubernetesSource.ts"))
       for (const [service, namespaced] of watched) {
         const [namespace = "", kubernetesService = ""] = namespaced.split("/")
-        discovery.register(kubernetesSource({ service, namespace, kubernetesService, log }))
+        discovery.register(kubernetesSource({ service, namespace, kubernetesService, log, ...(trustDomain === undefined ? {} : { trustDomain }) }))
       }
     }
     return discovery
@@ -121,7 +137,7 @@ const balancingOf = (config: SidecarConfig): BalancingOptions => ({
 /** Tracing (its exporters flushed on close, within the drain timeout) and metrics. */
 const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log) =>
   Effect.gen(function*() {
-    const traces = options.traces ?? new TraceStore()
+    const traces = options.traces ?? new TraceStore(config.traceStoreRate === null ? {} : { maxNewTracesPerSecond: config.traceStoreRate })
     const tracing = makeTracing({
       service: config.service,
       store: traces,
@@ -138,6 +154,11 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
     return { tracing, metrics: makeMetrics(), traces }
   })
 
+const tlsOption = (meshTls: MeshTls): { readonly tls?: NonNullable<Server.ServerOptions["tls"]> } => {
+  const tls = meshTls.serverOptions()
+  return tls === undefined ? {} : { tls }
+}
+
 /** The inbound listener's budgets, limits and timeouts from the configuration (README, PROTOCOL.md §15). */
 const inboundLimitsOf = (config: SidecarConfig): Partial<Server.ServerOptions> => ({
   maxQueuedRequestsPerConnection: config.maxQueuedRequestsPerConnection,
@@ -152,10 +173,48 @@ const inboundLimitsOf = (config: SidecarConfig): Partial<Server.ServerOptions> =
   idleTimeoutMs: config.idleTimeoutMs ?? 0
 })
 
-export const make = (config: SidecarConfig, log: Log = stderrLog, options: SidecarOptions = {}): Effect.Effect<Sidecar, Server.ListenFailed, Scope.Scope> =>
+/**
+ * mTLS as configured: the mode (`mtls`, or on with credentials and off without) and the
+ * credentials (the caller's, or the fixed ones of `tlsCredentialsDir`). Says in the log which.
+ */
+const makeMeshTls = (config: SidecarConfig, options: SidecarOptions, telemetry: SidecarTelemetry, log: Log) =>
+  Effect.gen(function*() {
+    const credentials = options.credentials ?? (config.tlsCredentialsDir === null ? undefined : yield* readCredentialsDir(config.tlsCredentialsDir))
+    const mode = config.mtls ?? (credentials === undefined ? "off" : "on")
+    const meshTls = MeshTls.make({ mode, credentials, handshakeTimeoutMs: config.tlsHandshakeTimeoutMs, metrics: telemetry.metrics, log })
+    if (meshTls instanceof MtlsUnavailable) return yield* meshTls
+    yield* Effect.addFinalizer(() => Effect.sync(() => meshTls.close()))
+    if (mode === "off") {
+      log("mtls-off", { message: "mutual TLS is OFF: connections between sidecars are plain text and unauthenticated", credentials: credentials !== undefined })
+    } else {
+      log("mtls", { mode, identity: meshTls.identity, ...(mode === "permissive" ? { message: "plain IIP peers are accepted (counted in iip_mesh_plain_connections_total)" } : {}) })
+    }
+    return meshTls
+  })
+
+/** The policy file, loaded (the start fails when it is not a policy) and watched until the Scope closes. */
+const watchPolicy = (config: SidecarConfig, telemetry: SidecarTelemetry, log: Log) =>
+  Effect.acquireRelease(
+    Effect.promise(() =>
+      watchPolicyFile({
+        path: config.authzPolicy!,
+        service: config.service,
+        trustDomain: config.trustDomain,
+        pollMs: config.authzPolicyPollMs,
+        log,
+        onLoad: (result) => telemetry.metrics.authzPolicyReloaded(result)
+      })
+    ).pipe(Effect.flatMap((loaded) => (Result.isSuccess(loaded) ? Effect.succeed(loaded.success) : Effect.fail(loaded.failure)))),
+    (watch) => Effect.sync(() => watch.close())
+  )
+
+export const make = (config: SidecarConfig, log: Log = stderrLog, options: SidecarOptions = {}): Effect.Effect<Sidecar, Server.ListenFailed | PolicyFileInvalid | MtlsUnavailable, Scope.Scope> =>
   Effect.gen(function*() {
     const supervisor = yield* Supervisor.current
     const telemetry = yield* makeTelemetry(config, options, log)
+    const meshTls = yield* makeMeshTls(config, options, telemetry, log)
+    /** The identity this sidecar announces to discovery: what peers must find in its certificate. */
+    const announcedIdentity = meshTls.mode === "off" ? {} : { identity: meshTls.identity }
     let ready = false
     const inFlight = { value: 0 }
     const registry = new EndpointRegistry({
@@ -165,18 +224,39 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       maxMetaBytes: SIDECAR_META_BYTES,
       balancing: balancingOf(config),
       log,
-      supervisor
+      supervisor,
+      clientTls: (endpoint) => meshTls.clientOptions(endpoint)
     })
     yield* Effect.addFinalizer(() => Effect.sync(() => registry.close()))
     // Discovery feeds the registry: every change to a service replaces its endpoint set.
-    const discovery = yield* startDiscovery(config, log)
+    const discovery = yield* startDiscovery(config, log, meshTls.mode === "off" ? undefined : meshTls.trustDomain)
     yield* Effect.addFinalizer(() => Effect.sync(() => discovery.close()))
     discovery.subscribe("*", (update) => {
       const service = update._tag === "Reset" || update._tag === "Remove" ? update.service : update.endpoint.service
       registry.set(
         service,
-        discovery.endpoints(service).map((e) => ({ service, host: e.host, port: e.port, weight: e.weight, source: e.sources.join(",") }))
+        discovery.endpoints(service).map((e) => ({
+          service,
+          host: e.host,
+          port: e.port,
+          weight: e.weight,
+          source: e.sources.join(","),
+          identity: e.identity,
+          security: e.security,
+          ca: e.ca
+        }))
       )
+    })
+
+    // Authorization: the policy file's, kept current; none: every caller is allowed.
+    const policy = config.authzPolicy === null ? undefined : yield* watchPolicy(config, telemetry, log)
+    const authorization = new InboundAuthorization({
+      service: config.service,
+      // The identity its certificate names; without credentials, the one its service name gives.
+      localIdentity: meshTls.ownIdentity ?? serviceSpiffeId(config.trustDomain, config.service),
+      policy: policy === undefined ? () => allowAllPolicy : policy.current,
+      metrics: telemetry.metrics,
+      log
     })
 
     // The app leg: its pool closes after the inbound server has drained (finalizers run in reverse).
@@ -187,7 +267,8 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       appPoolSize: config.appPoolSize,
       bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
-      onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count)
+      onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
+      authorization
     })
     if (appLeg !== undefined) yield* Effect.addFinalizer(() => Effect.promise(() => appLeg.close()))
 
@@ -200,9 +281,11 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       drainTimeoutMs: config.drainTimeoutMs,
       ...inboundLimitsOf(config),
       ...(config.compress ? { compression: {} } : {}),
+      ...tlsOption(meshTls),
       supervisor,
       log
     })
+    meshTls.attach(inbound)
     telemetry.metrics.watchConnections(() => {
       let channels = 0
       for (const session of inbound.sessions) channels += session.channelCount
@@ -210,9 +293,10 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       return { outbound: registry.connectionCounts(), inbound: { connections: inbound.connectionCount, channels } }
     })
     if (appLeg !== undefined) inbound.handlePrefix("/", appLeg.handle)
+    if (options.onInboundMeshConnection !== undefined) inbound.onMeshConnection(options.onInboundMeshConnection)
     const announced = config.app === null
       ? undefined
-      : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node }
+      : { service: config.service, host: inbound.address.host, port: inbound.address.port, weight: config.weight, node: config.node, ...announcedIdentity }
     if (config.localDiscovery !== null) {
       discovery.register(directorySource({ directory: config.localDiscovery, mesh: config.meshName, ...(announced === undefined ? {} : { announce: announced }), log }))
     }
@@ -221,7 +305,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       const mdns = new MdnsSource({
         mesh: config.meshName,
         node: config.node,
-        announce: config.app === null ? [] : [{ service: config.service, port: inbound.address.port, address: inbound.address.host, weight: config.weight }],
+        announce: config.app === null ? [] : [{ service: config.service, port: inbound.address.port, address: inbound.address.host, weight: config.weight, ...announcedIdentity }],
         ...(config.mdnsInterface === null ? {} : { interface: config.mdnsInterface }),
         log
       })

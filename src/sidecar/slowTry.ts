@@ -4,6 +4,7 @@
 // try, the retry budget). A peer whose app froze behind a live sidecar answers pings, so only
 // this moves its requests on. A retry that is not possible leaves the try running to the
 // deadline: giving up would fail a request that may yet be answered.
+import type { Cancellation } from "../mux/cancellation.ts"
 
 /** How many times its endpoint's latency estimate a try may take before it is given up. */
 export const SLOW_TRY_FACTOR = 10
@@ -13,20 +14,20 @@ export const slowTryAfterMs = (floorMs: number, expectedMs: number): number =>
   Math.max(floorMs, SLOW_TRY_FACTOR * (Number.isFinite(expectedMs) ? Math.max(0, expectedMs) : 0))
 
 /**
- * The watch on one try: gives the try up (aborts its controller) after `afterMs` if
+ * The watch on one try: gives the try up (aborts its cancellation) after `afterMs` if
  * `retryPossible()` says so then (and takes the retry). `givenUp` tells a try cancelled for being
- * slow from one the app gave up on (which aborts the same controller).
+ * slow from one the app gave up on (which aborts the same cancellation).
  */
 export class TryWatch {
   givenUp = false
   private timer: NodeJS.Timeout | undefined
 
-  constructor(controller: AbortController, afterMs: number, retryPossible: () => boolean) {
+  constructor(cancellation: Cancellation, afterMs: number, retryPossible: () => boolean) {
     this.timer = setTimeout(() => {
       this.timer = undefined
-      if (controller.signal.aborted || !retryPossible()) return
+      if (cancellation.aborted || !retryPossible()) return
       this.givenUp = true
-      controller.abort()
+      cancellation.abort()
     }, afterMs)
   }
 

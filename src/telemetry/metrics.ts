@@ -22,6 +22,12 @@
 //   iip_mesh_endpoint_ejections_total{service,endpoint}               counter
 //   iip_mesh_invalid_headers_total{direction}                         counter: header pairs dropped as unwritable
 //   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
+//   iip_mesh_authz_denied_total{service,reason}                      counter: inbound calls the policy refused (403)
+//   iip_mesh_authz_policy_reloads_total{result}                       counter: policy file re-reads, ok or invalid (last good kept)
+//   iip_mesh_tls_handshakes_total{direction,result}                   counter: mesh TLS handshakes, result ok or
+//                                                                     the refusal's reason (src/iip/tls.ts)
+//   iip_mesh_plain_connections_total{result}                          counter: plain IIP peers accepted (permissive)
+//                                                                     or refused (mtls on)
 //   iip_mesh_uncaught_errors_total{kind}                              counter: exceptions and rejections
 //                                                                     nothing handled, that the process survived
 //   process_*, nodejs_*                                               prom-client's default metrics
@@ -85,6 +91,14 @@ export interface MeshMetrics {
   endpointEjected(service: string, endpoint: string): void
   /** `count` header pairs were dropped for an invalid name or value (sidecar/headerFilter.ts). */
   invalidHeaders(direction: Direction, count: number): void
+  /** The authorization policy refused an inbound call to `service`; `reason` is its verdict (a small fixed set). */
+  authzDenied(service: string, reason: string): void
+  /** The policy file was read again: it held a policy (ok) or not (invalid: the last good one stays). */
+  authzPolicyReloaded(result: "ok" | "invalid"): void
+  /** A TLS handshake with a peer ended: `result` "ok" or the refusal's reason (a fixed set of tokens). */
+  tlsHandshake(direction: Direction, result: string): void
+  /** A plain IIP peer was taken (permissive mode) or refused (mtls on). */
+  plainConnection(result: "accepted" | "refused"): void
   /** Where the connection and channel gauges are read at each scrape (the sidecar's server and clients). */
   watchConnections(read: () => Record<Direction, ConnectionCounts>): void
   /** The Prometheus text exposition of the mesh and process metrics. */
@@ -307,6 +321,10 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const services: Record<Direction, Map<string, ServiceSeries>> = { outbound: new Map(), inbound: new Map() }
   const ejections = new Map<string, Tally>()
   const invalidHeaders: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
+  const authzDenied = new Map<string, Tally>()
+  const policyReloads = { ok: tally({ result: "ok" }), invalid: tally({ result: "invalid" }) }
+  const handshakes = new Map<string, Tally>()
+  const plainConnections = { accepted: tally({ result: "accepted" }), refused: tally({ result: "refused" }) }
   let readConnections: () => Record<Direction, ConnectionCounts> = () => ({ outbound: { connections: 0, channels: 0 }, inbound: { connections: 0, channels: 0 } })
   const connectionGauge = (field: keyof ConnectionCounts) => () => {
     const counts = readConnections()
@@ -336,6 +354,10 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_response_bytes_total", "Bytes of response bodies proxied.", ["direction", "service"], each((s) => s.responseBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_endpoint_ejections_total", "Times an endpoint was taken out of balancing for failing.", ["service", "endpoint"], () => ejections.values())
   fromTallies(registry, "counter", "iip_mesh_invalid_headers_total", "Header pairs dropped for a name or value that cannot be written.", ["direction"], () => directions.map((d) => invalidHeaders[d]))
+  fromTallies(registry, "counter", "iip_mesh_authz_denied_total", "Inbound calls the authorization policy refused with 403, by the reason of its verdict.", ["service", "reason"], () => authzDenied.values())
+  fromTallies(registry, "counter", "iip_mesh_authz_policy_reloads_total", "Re-reads of the authorization policy file: ok, or invalid (the last good policy stays in force).", ["result"], () => [policyReloads.ok, policyReloads.invalid])
+  fromTallies(registry, "counter", "iip_mesh_tls_handshakes_total", "Mesh TLS handshakes, by direction and result (ok, or why the peer was refused).", ["direction", "result"], () => handshakes.values())
+  fromTallies(registry, "counter", "iip_mesh_plain_connections_total", "Plain IIP peers accepted (mtls permissive) or refused (mtls on).", ["result"], () => Object.values(plainConnections))
   fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], connectionGauge("connections"))
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
@@ -363,6 +385,30 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     invalidHeaders: (direction, count) => {
       invalidHeaders[direction].value += count
+    },
+    authzDenied: (service, reason) => {
+      const key = `${service} ${reason}`
+      let t = authzDenied.get(key)
+      if (t === undefined) {
+        t = tally({ service, reason })
+        authzDenied.set(key, t)
+      }
+      t.value++
+    },
+    authzPolicyReloaded: (result) => {
+      policyReloads[result].value++
+    },
+    tlsHandshake: (direction, result) => {
+      const key = `${direction} ${result}`
+      let t = handshakes.get(key)
+      if (t === undefined) {
+        t = tally({ direction, result })
+        handshakes.set(key, t)
+      }
+      t.value++
+    },
+    plainConnection: (result) => {
+      plainConnections[result].value++
     },
     watchConnections: (read) => {
       readConnections = read

@@ -7,7 +7,12 @@
 //
 // Bounds: at most `maxTraces` traces (default 1000) and `maxSpansPerTrace` spans in each (default
 // 128). When a new trace arrives at the limit the oldest trace (the one the store saw first) is
-// dropped; spans beyond a trace's limit are dropped and counted in `droppedSpans`.
+// dropped; spans beyond a trace's limit are dropped and counted in `droppedSpans`. With
+// `maxNewTracesPerSecond`, at most that many new traces a second are kept (spans of a trace kept
+// still join it): under load the store holds a sample of the traffic instead of turning over its
+// whole content many times a second, each kept span an object that outlives the young generation
+// (issue 14: keeping every trace cost a sidecar at saturation ~1-2 µs a span in the store's Map
+// and its ring, plus the garbage collection of what it let go).
 //
 //   const store = new TraceStore({ maxTraces: 500 })
 //   makeTracing({ service: "catalog", store })          // feeds it
@@ -27,6 +32,10 @@ export interface TraceStoreOptions {
   readonly maxTraces?: number
   /** How many spans to keep per trace; later ones are counted, not kept. Default 128. */
   readonly maxSpansPerTrace?: number
+  /** How many new traces to keep per second (a span of a trace not kept is dropped). Default: all. */
+  readonly maxNewTracesPerSecond?: number
+  /** Wall-clock ms (tests); default Date.now. */
+  readonly now?: () => number
 }
 
 export type SpanKindName = "internal" | "server" | "client" | "producer" | "consumer"
@@ -152,10 +161,21 @@ export class TraceStore {
   private next = 0
   /** service.name / service.instance.id per resource, read once (resource attributes are a getter). */
   private readonly origins = new WeakMap<Resource, Origin>()
+  private readonly maxNewPerSecond: number
+  private readonly now: () => number
+  /** The second new traces are counted in, and how many were kept in it. */
+  private second = -1
+  private keptThisSecond = 0
+  /** The trace of the last span recorded, and the last trace not kept: a request's spans end one after the other. */
+  private lastId = ""
+  private last: StoredTrace | undefined = undefined
+  private notKeptId = ""
 
   constructor(options: TraceStoreOptions = {}) {
     this.maxTraces = Math.max(1, options.maxTraces ?? 1000)
     this.maxSpansPerTrace = Math.max(1, options.maxSpansPerTrace ?? 128)
+    this.maxNewPerSecond = Math.max(0, options.maxNewTracesPerSecond ?? Infinity)
+    this.now = options.now ?? Date.now
     this.order = []
   }
 
@@ -194,20 +214,44 @@ export class TraceStore {
 
   /** Keeps a finished, sampled span (a SpanRecord as it is), within the bounds. */
   record(traceId: string, span: StoredSpan): void {
-    let trace = this.traces.get(traceId)
+    let trace = traceId === this.lastId ? this.last : this.traces.get(traceId)
     if (trace === undefined) {
+      if (traceId === this.notKeptId) return
+      if (!this.admitNew()) {
+        this.notKeptId = traceId
+        return
+      }
       trace = { spans: [], dropped: 0 }
       // The oldest trace makes room (a ring of ids: a Map's own oldest key is a scan past deleted entries).
-      if (this.order.length === this.maxTraces) this.traces.delete(this.order[this.next]!)
+      if (this.order.length === this.maxTraces) {
+        const oldest = this.order[this.next]!
+        this.traces.delete(oldest)
+        if (oldest === this.lastId) this.last = undefined
+      }
       this.order[this.next] = traceId
       this.next = (this.next + 1) % this.maxTraces
       this.traces.set(traceId, trace)
     }
+    this.lastId = traceId
+    this.last = trace
     if (trace.spans.length >= this.maxSpansPerTrace) {
       trace.dropped++
       return
     }
     trace.spans.push(span)
+  }
+
+  /** Whether a new trace may be kept now (maxNewTracesPerSecond), counting it if so. */
+  private admitNew(): boolean {
+    if (this.maxNewPerSecond === Infinity) return true
+    const second = Math.floor(this.now() / 1000)
+    if (second !== this.second) {
+      this.second = second
+      this.keptThisSecond = 0
+    }
+    if (this.keptThisSecond >= this.maxNewPerSecond) return false
+    this.keptThisSecond++
+    return true
   }
 
   /** How many traces the store holds now. */

@@ -26,6 +26,7 @@ const suite = gate("the admin dashboard in headless chromium, on the demo mesh",
 interface Ready {
   readonly entry: string
   readonly admins: ReadonlyArray<string>
+  readonly controls: ReadonlyArray<string>
   readonly dashboard: string
 }
 
@@ -99,7 +100,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
   }, 30_000)
 
   it("lists the demo's sidecars and endpoints, and draws a trace across at least two sidecars", async () => {
-    expect(ready.dashboard).toBe(`${ready.admins[0]}/`)
+    expect(ready.dashboard).toBe(`${ready.controls[0]}/`)
     await page.goto(ready.dashboard)
 
     // The mesh table: a row per sidecar (two for pricing), and every endpoint the storefront knows.
@@ -113,7 +114,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
       "pricing",
       "pricing"
     ])
-    const known = ((await (await fetch(`${ready.admins[0]}/mesh`)).json()) as MeshView).services
+    const known = ((await (await fetch(`${ready.controls[0]}/mesh`)).json()) as MeshView).services
     expect(Object.keys(known).sort()).toStrictEqual(["catalog", "pricing"])
     expect(known.pricing).toHaveLength(2)
     for (const [service, endpoints] of Object.entries(known)) {
@@ -137,7 +138,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     const rows = await waterfall.locator(".row[data-span]").evaluateAll((found) =>
       found.map((r) => ({ span: r.getAttribute("data-span"), service: r.getAttribute("data-service"), instance: r.getAttribute("data-instance") }))
     )
-    const spans = ((await (await fetch(`${ready.admins[0]}/traces/${traceId}`)).json()) as { spans: ReadonlyArray<{ spanId: string }> }).spans
+    const spans = ((await (await fetch(`${ready.controls[0]}/traces/${traceId}`)).json()) as { spans: ReadonlyArray<{ spanId: string }> }).spans
     expect(rows.map((r) => r.span).sort()).toStrictEqual(spans.map((s) => s.spanId).sort())
     expect(new Set(rows.map((r) => r.service)).size).toBeGreaterThanOrEqual(2)
     expect(new Set(rows.map((r) => r.instance)).size).toBeGreaterThanOrEqual(2)

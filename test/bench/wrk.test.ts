@@ -93,7 +93,7 @@ describe("wrk run", () => {
 describe("sidecar bench flags", () => {
   it("--only takes the C proxies beside the sidecar paths, in the bench's order", () => {
     expect(parseArgs(["--only", "haproxy,direct,nginx"]).modes).toStrictEqual(["direct", "nginx", "haproxy"])
-    expect(parseArgs(["--quick"]).modes).toStrictEqual(["direct", "meshed", "untraced", "nginx", "haproxy"])
+    expect(parseArgs(["--quick"]).modes).toStrictEqual(["direct", "meshed", "mtls-off", "untraced", "nginx", "haproxy"])
   })
 
   it("--only names an unknown path in its error", () => {

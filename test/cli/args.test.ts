@@ -1,7 +1,7 @@
-// The CLI's size arguments (src/cli/args.ts parseSize): binary units, bare bytes, and a clear
+// The CLI's size and duration arguments (src/cli/args.ts): binary units, bare bytes, time units, and a clear
 // error for anything else.
 import { describe, expect, it } from "vitest"
-import { parseSize } from "../../src/cli/args.ts"
+import { parseDuration, parseSize } from "../../src/cli/args.ts"
 
 describe("parseSize", () => {
   it("reads bytes and binary units, any case, with or without a space", () => {
@@ -17,5 +17,15 @@ describe("parseSize", () => {
     for (const text of ["4GB", "-1", "lots", "", "1e3", "99999999999TiB"]) {
       expect(() => parseSize(text), text).toThrow(`expected a size like 4GiB, 512MiB or a number of bytes, got ${JSON.stringify(text)}`)
     }
+  })
+})
+
+describe("parseDuration", () => {
+  it("reads ms, s, m and h (the issuer's 24h leaf lifetime), a bare number as seconds", () => {
+    expect(parseDuration("500ms")).toBe(500)
+    expect(parseDuration("2")).toBe(2_000)
+    expect(parseDuration("90m")).toBe(5_400_000)
+    expect(parseDuration("24h")).toBe(86_400_000)
+    expect(() => parseDuration("1d")).toThrow(/expected a duration/)
   })
 })

@@ -1,10 +1,12 @@
 // The `iip-mesh` CLI as a user runs it: `echo-server` prints its real port, `call` prints the
-// answer and exits 0, and a failure is one line on stderr with a non-zero exit.
+// answer and exits 0, and a failure is one line on stderr with a non-zero exit; both in the
+// reference's TLS mode too (echo-server --tls-cert/--tls-key, call --tls or --tls-ca).
 import { type ChildProcess, spawn } from "node:child_process"
-import { writeFileSync } from "node:fs"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { ipServerCertificate, makeTestPki } from "../support/testPki.ts"
 
 const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
 
@@ -18,21 +20,25 @@ const run = (args: Array<string>): Promise<{ code: number | null; stdout: string
     child.on("close", (code) => done({ code, stdout, stderr }))
   })
 
+/** The address an echo-server child says it listens on. */
+const listeningAddress = (server: ChildProcess): Promise<string> =>
+  new Promise<string>((found, failed) => {
+    let out = ""
+    server.stdout!.on("data", (chunk: Buffer) => {
+      out += chunk.toString()
+      const match = /listening on (\S+:\d+)\n/.exec(out)
+      if (match !== null) found(match[1]!)
+    })
+    server.once("exit", (code) => failed(new Error(`echo-server exited with ${code}`)))
+  })
+
 describe("iip-mesh CLI", () => {
   let server: ChildProcess
   let address = ""
 
   beforeAll(async () => {
     server = spawn(process.execPath, [main, "echo-server", "--listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "inherit"] })
-    address = await new Promise<string>((found, failed) => {
-      let out = ""
-      server.stdout!.on("data", (chunk: Buffer) => {
-        out += chunk.toString()
-        const match = /listening on (\S+:\d+)\n/.exec(out)
-        if (match !== null) found(match[1]!)
-      })
-      server.once("exit", (code) => failed(new Error(`echo-server exited with ${code}`)))
-    })
+    address = await listeningAddress(server)
   })
 
   afterAll(() => {
@@ -82,5 +88,35 @@ describe("iip-mesh CLI", () => {
     await new Promise<void>((listening) => child.stdout.on("data", (chunk: Buffer) => chunk.toString().includes("listening") && listening()))
     child.kill("SIGTERM")
     expect(await exited).toBe(0)
+  })
+})
+
+describe("iip-mesh CLI in the reference's TLS mode", () => {
+  let server: ChildProcess
+  let address = ""
+  const dir = mkdtempSync(join(tmpdir(), "iip-mesh-cli-tls-"))
+
+  beforeAll(async () => {
+    const pki = await makeTestPki("cli")
+    const certificate = await ipServerCertificate(pki, "127.0.0.1")
+    writeFileSync(join(dir, "cert.pem"), certificate.cert)
+    writeFileSync(join(dir, "key.pem"), certificate.key)
+    writeFileSync(join(dir, "ca.pem"), pki.root.certificatePem)
+    writeFileSync(join(dir, "other-ca.pem"), (await makeTestPki("other")).root.certificatePem)
+    server = spawn(process.execPath, [main, "echo-server", "--listen", "127.0.0.1:0", "--tls-cert", join(dir, "cert.pem"), "--tls-key", join(dir, "key.pem")], { stdio: ["ignore", "pipe", "inherit"] })
+    address = await listeningAddress(server)
+  })
+
+  afterAll(() => {
+    server.kill("SIGKILL")
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it("call over TLS: unverified (--tls) and verified against the CA (--tls-ca); another CA is refused", async () => {
+    expect(await run(["call", `${address}/echo`, "--data", "hello", "--tls"])).toStrictEqual({ code: 0, stdout: "hello", stderr: "" })
+    expect(await run(["call", `${address}/echo`, "--data", "hello", "--tls-ca", join(dir, "ca.pem")])).toStrictEqual({ code: 0, stdout: "hello", stderr: "" })
+    const refused = await run(["call", `${address}/echo`, "--tls-ca", join(dir, "other-ca.pem"), "--timeout", "2s"])
+    expect(refused.code).not.toBe(0)
+    expect(refused.stderr).toMatch(/does not chain to the trust bundle/)
   })
 })

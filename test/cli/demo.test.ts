@@ -1,7 +1,9 @@
 // `npm start` is `iip-mesh demo`: the demo services come up behind their sidecars, the storefront
 // page is served with data from catalog and pricing through the mesh, pricing calls follow the
-// 3:1 weights, and SIGINT stops everything with exit 0, leaving no service process behind.
+// 3:1 weights, the sidecars speak mutual TLS with the certificates the demo's issuer gave them, and
+// SIGINT stops everything with exit 0, leaving no service process behind.
 import { type ChildProcess, spawn } from "node:child_process"
+import * as https from "node:https"
 import { readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
@@ -14,7 +16,10 @@ interface Ready {
   readonly entry: string
   readonly outbound: string
   readonly admins: ReadonlyArray<string>
+  readonly controls: ReadonlyArray<string>
+  readonly dashboard: string
   readonly pids: ReadonlyArray<number>
+  readonly issuer: string
 }
 
 const alive = (pid: number) => {
@@ -50,10 +55,26 @@ describe("iip-mesh demo", () => {
     rmSync(readyFile, { force: true })
   })
 
-  it("writes the ready file with the entry URL and every sidecar's admin URL", () => {
+  it("writes the ready file with the entry URL and every sidecar's admin URLs, the dashboard on the store's control listener", async () => {
     expect(ready.entry).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/)
     expect(ready.admins).toHaveLength(4)
+    expect(ready.controls).toHaveLength(4)
+    expect(ready.dashboard).toBe(`${ready.controls[0]}/`)
+    const page = await fetch(ready.dashboard)
+    expect(page.status).toBe(200)
+    expect(page.headers.get("content-type")).toContain("text/html")
     expect(ready.pids.every(alive)).toBe(true)
+  })
+
+  it("gives every sidecar a certificate from its in-process issuer (join tokens), none refused", async () => {
+    const metrics = await new Promise<string>((done, failed) =>
+      https.get(`${ready.issuer}/metrics`, { rejectUnauthorized: false }, (response) => {
+        let text = ""
+        response.on("data", (chunk: Buffer) => (text += chunk.toString()))
+        response.on("end", () => done(text))
+      }).on("error", failed))
+    expect(metrics).toMatch(/^iip_mesh_issuer_signed_total\{proof="join"\} 4$/m)
+    expect(metrics).not.toMatch(/^iip_mesh_issuer_refused_total\{[^}]*\} [1-9]/m)
   })
 
   it("serves the storefront page with products from catalog and prices from pricing", async () => {
@@ -80,9 +101,19 @@ describe("iip-mesh demo", () => {
     expect(b).toBeGreaterThan(0)
   })
 
-  it("every sidecar's admin reports ready and its view of the mesh", async () => {
+  it("its sidecars speak mutual TLS with each other: every handshake ok, none refused, no plain peer", async () => {
+    const metrics = await Promise.all(ready.admins.map(async (admin) => (await fetch(`${admin}/metrics`)).text()))
+    const all = metrics.join("\n")
+    expect(all).toMatch(/^iip_mesh_tls_handshakes_total\{direction="outbound",result="ok"\} [1-9]/m)
+    expect(all).toMatch(/^iip_mesh_tls_handshakes_total\{direction="inbound",result="ok"\} [1-9]/m)
+    expect(all).not.toMatch(/^iip_mesh_tls_handshakes_total\{direction="[a-z]+",result="(?!ok")[^"]*"\} [1-9]/m)
+    expect(all).not.toMatch(/^iip_mesh_plain_connections_total\{result="[a-z]+"\} [1-9]/m)
+  })
+
+  it("every sidecar's admin reports ready, and its control listener its view of the mesh", async () => {
     for (const admin of ready.admins) expect((await fetch(`${admin}/ready`)).status).toBe(200)
-    const mesh = (await (await fetch(`${ready.admins[0]}/mesh`)).json()) as { services: Record<string, Array<{ weight: number }>> }
+    expect((await fetch(`${ready.admins[0]}/mesh`)).status).toBe(404)
+    const mesh = (await (await fetch(`${ready.controls[0]}/mesh`)).json()) as { services: Record<string, Array<{ weight: number }>> }
     expect(mesh.services.pricing!.map((e) => e.weight).sort()).toStrictEqual([1, 3])
   })
 

@@ -1,8 +1,8 @@
 // What a sidecar loads before it is ready: the heavy packages of features it was not asked for
-// (Kubernetes client, mDNS, WebSocket, the OpenTelemetry SDK without an exporter, all of undici)
-// and the other commands' code (file server, demo, effect/cli commands) stay unloaded until used,
-// which keeps an idle sidecar's memory down (issue 14). The child runs with
-// test/support/loadedModules.ts preloaded, which logs every module it loads.
+// (Kubernetes client, mDNS, WebSocket, X.509 for workload identities, the OpenTelemetry SDK
+// without an exporter, all of undici) and the other commands' code (file server, demo, effect/cli
+// commands) stay unloaded until used, which keeps an idle sidecar's memory down (issue 14). The
+// child runs with test/support/loadedModules.ts preloaded, which logs every module it loads.
 import { resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { killIfRunning, type SidecarProcess, spawnSidecarProcess } from "../support/sidecarProcess.ts"
@@ -17,7 +17,7 @@ describe("a sidecar loads only what it uses", () => {
   let sidecar: SidecarProcess | undefined
   afterEach(() => killIfRunning(sidecar?.proc))
 
-  it("with no Kubernetes, mDNS or WebSocket settings it never loads their packages, nor the other commands", async () => {
+  it("with no Kubernetes, mDNS, WebSocket or identity settings it never loads their packages, nor the other commands", async () => {
     sidecar = spawnSidecarProcess(["--service", "lazy", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"], ["--import", moduleLog])
     await sidecar.ready
     const urls = loaded(sidecar)
@@ -30,6 +30,8 @@ describe("a sidecar loads only what it uses", () => {
       "/node_modules/bonjour-service/",
       "/node_modules/multicast-dns/",
       "/node_modules/ws/",
+      "/node_modules/@peculiar/",
+      "/src/cli/sidecarIdentity.ts",
       // undici's index loads all of undici; the app leg takes its Pool alone (src/sidecar/appPool.ts).
       "/node_modules/undici/index.js",
       // Tracing is on, but with no exporter its records need no OpenTelemetry SDK (src/telemetry/otelSdk.ts).

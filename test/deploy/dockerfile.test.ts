@@ -77,13 +77,14 @@ describe("deploy/docker/Dockerfile", () => {
     for (const path of ["node_modules/effect/package.json", ".git/config", "test/deploy/kube.ts", "deploy/README.md", ".tmp/x", "README.md"]) expect(isIgnored(path, patterns), path).toBe(true)
   })
 
-  it("the manifests run what the images hold: `sidecar` in the sidecar image, a service script that is in the services image", async () => {
+  it("the manifests run what the images hold: `sidecar` or `identity` in the sidecar image, a service script that is in the services image", async () => {
     const objects = await renderKustomization(join(repo, "deploy/kubernetes/overlays/demo"))
     const ours: Array<IContainer> = podTemplates(objects).flatMap((pod) => containersOf(pod).map(({ container }) => container)).filter((c) => imageName(c.image ?? "").startsWith("iip-mesh-"))
-    expect(ours.length).toBe(6)
+    expect(ours.length).toBe(7)
+    expect(ours.filter((c) => c.args?.[0] === "identity").map((c) => c.name)).toStrictEqual(["issuer"])
     for (const container of ours) {
       expect(container.command, container.name).toBeUndefined()
-      if (imageName(container.image!) === "iip-mesh-sidecar") expect(container.args?.[0]).toBe("sidecar")
+      if (imageName(container.image!) === "iip-mesh-sidecar") expect(["sidecar", "identity"]).toContain(container.args?.[0])
       else {
         expect(imageName(container.image!)).toBe("iip-mesh-demo-services")
         expect(images.get("services")!.files.has(`/app/${container.args?.[0]}`), container.args?.[0]).toBe(true)

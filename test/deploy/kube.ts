@@ -77,8 +77,21 @@ export const isNativeSidecar = (container: IContainer, init: boolean): boolean =
 export const runningContainers = (pod: PodTemplate): ReadonlyArray<IContainer> =>
   containersOf(pod).filter(({ container, init }) => !init || isNativeSidecar(container, init)).map(({ container }) => container)
 
-/** Whether a container runs the iip-mesh sidecar image (by its repository's last path segment). */
-export const isMeshSidecar = (container: IContainer): boolean => imageName(container.image ?? "") === "iip-mesh-sidecar"
+/** Whether a container runs the iip-mesh sidecar image (by its repository's last path segment) as a sidecar. */
+export const isMeshSidecar = (container: IContainer): boolean => imageName(container.image ?? "") === "iip-mesh-sidecar" && !isIdentityIssuer(container)
+
+/** Whether a container runs the identity issuer: the sidecar's image with args `identity ...`. */
+export const isIdentityIssuer = (container: IContainer): boolean => imageName(container.image ?? "") === "iip-mesh-sidecar" && container.args?.[0] === "identity"
+
+/**
+ * What the operator creates from `iip-mesh ca init` before the manifests work (deploy/README.md,
+ * "Identities"), in every namespace the manifests use: the issuer's CA and the sidecars' trust
+ * bundle. They hold keys, so no manifest here carries them.
+ */
+export const operatorProvided: ReadonlyArray<{ readonly kind: "Secret" | "ConfigMap"; readonly name: string; readonly keys: ReadonlyArray<string> }> = [
+  { kind: "Secret", name: "iip-mesh-identity-ca", keys: ["intermediate.pem", "intermediate.key.pem", "bundle.pem"] },
+  { kind: "ConfigMap", name: "iip-mesh-trust-bundle", keys: ["bundle.pem"] }
+]
 
 /** "registry:5000/team/name:tag@sha256:..." -> "name". */
 export const imageName = (image: string): string => {

@@ -8,7 +8,8 @@
 //   references resolve, environment variables are real settings and expand, probes hit ports;
 // - the mesh: each sidecar is a native sidecar whose configuration (ConfigMap file + environment)
 //   loads with the sidecar's own loader, listens where its probes, Services and app expect, can
-//   drain within the grace period, and exports traces to a collector that exists;
+//   drain within the grace period, reads an authorization policy that is one and names
+//   ServiceAccounts that exist, and exports traces to a collector that exists;
 // - hygiene: security contexts, resources (against bench/sidecar's figures), scrape annotations,
 //   pinned images.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
@@ -29,6 +30,9 @@ import type { IProbe } from "kubernetes-models/v1/Probe"
 import { Service, type IService } from "kubernetes-models/v1/Service"
 import { ServiceAccount, type IServiceAccount } from "kubernetes-models/v1/ServiceAccount"
 import { loadSidecarConfig, parseFlags, settings, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { parsePolicyDocument, type PolicyDocument } from "../../src/identity/policy.ts"
+import { defaultTrustDomain, parseSpiffeId } from "../../src/identity/spiffe.ts"
+import { identity } from "./identityChecks.ts"
 import {
   containersOf,
   nameOf,
@@ -43,6 +47,7 @@ import {
   type KubeObject,
   labelsMatch,
   namespaceOf,
+  operatorProvided,
   parseQuantity,
   podTemplates,
   type PodTemplate,
@@ -69,13 +74,16 @@ export const checkIds = [
   "native-sidecar",
   "sidecar-config",
   "sidecar-wiring",
+  "authz-policy",
   "discovery",
+  "mesh-identity",
   "drain",
   "security",
   "resources",
   "prometheus",
   "tracing",
-  "images"
+  "images",
+  "identity"
 ] as const
 
 export type CheckId = (typeof checkIds)[number]
@@ -172,7 +180,7 @@ export const makeContext = (objects: ReadonlyArray<KubeObject>): Context => {
   return { objects, pods, sidecars }
 }
 
-type Check = (context: Context) => ReadonlyArray<Problem>
+export type Check = (context: Context) => ReadonlyArray<Problem>
 
 const problem = (check: CheckId, at: string, message: string): Problem => ({ check, where: at, message })
 
@@ -348,8 +356,11 @@ const rbac: Check = ({ objects, sidecars }) => [
 const configRefs: Check = ({ objects, pods }) =>
   pods.flatMap((pod) => {
     const out: Array<Problem> = []
-    const exists = (kind: "ConfigMap" | "Secret", name: string | undefined): KubeObject | undefined =>
-      objects.find((o) => o.kind === kind && o.metadata.name === name && namespaceOf(o) === pod.namespace)
+    const exists = (kind: "ConfigMap" | "Secret", name: string | undefined): KubeObject | undefined => {
+      const found = objects.find((o) => o.kind === kind && o.metadata.name === name && namespaceOf(o) === pod.namespace)
+      const provided = operatorProvided.find((o) => o.kind === kind && o.name === name)
+      return found ?? (provided === undefined ? undefined : { apiVersion: "v1", kind, metadata: { name: provided.name, namespace: pod.namespace }, data: Object.fromEntries(provided.keys.map((key) => [key, ""])) })
+    }
     const keys = (object: KubeObject | undefined): ReadonlySet<string> =>
       new Set([...Object.keys((object?.["data"] ?? {}) as object), ...Object.keys((object?.["binaryData"] ?? object?.["stringData"] ?? {}) as object)])
     const volumes = pod.template.spec?.volumes ?? []
@@ -518,6 +529,7 @@ const sidecarWiring: Check = ({ sidecars, objects }) =>
     if (isLoopback(inbound.host)) add(`inbound listens on ${config.inbound}: other sidecars reach the pod's IP`)
     if (findPort("mesh", [sidecar.container])?.containerPort !== inbound.port) add(`inbound listens on port ${inbound.port}, the container port named "mesh" is ${findPort("mesh", [sidecar.container])?.containerPort}`)
     if (!isLoopback(outbound.host)) add(`outbound listens on ${config.outbound}: keep it on loopback, or anyone reaching the pod calls as this service`)
+    if (!isLoopback(splitHostPort(config.adminControl).host)) add(`adminControl listens on ${config.adminControl}: keep the control listener on loopback (kubectl port-forward reaches it)`)
     const apps = runningContainers(sidecar.pod).filter((c) => !isMeshSidecar(c))
     if (config.app !== null) {
       const app = splitHostPort(config.app)
@@ -534,6 +546,47 @@ const sidecarWiring: Check = ({ sidecars, objects }) =>
       if (url === undefined) continue
       const parsed = new URL(url)
       if (!isLoopback(parsed.hostname) || Number(parsed.port || 80) !== outbound.port) add(`container ${app.name} calls ${url}, but outbound is ${config.outbound}`)
+    }
+    return out
+  })
+
+/** The policy document a sidecar reads (its ConfigMap file, parsed as the sidecar parses it), or why not. */
+export const policyOf = (sidecar: SidecarView, objects: ReadonlyArray<KubeObject>): { readonly document: PolicyDocument } | { readonly problems: ReadonlyArray<string> } | undefined => {
+  const path = sidecar.config?.authzPolicy
+  if (path === undefined || path === null) return undefined
+  const file = fileFromConfigMap(sidecar.pod, sidecar.container, path, objects)
+  if ("missing" in file) return { problems: [`authzPolicy: ${file.missing}`] }
+  let parsed: unknown
+  try {
+    parsed = /\.ya?ml$/i.test(path) ? parseYaml(file.content) : JSON.parse(file.content)
+  } catch (error) {
+    return { problems: [`authzPolicy ${path}: ${error instanceof Error ? error.message : String(error)}`] }
+  }
+  const document = parsePolicyDocument(parsed)
+  return Result.isSuccess(document) ? { document: document.success } : { problems: document.failure.problems.map((p) => `authzPolicy ${path}: ${p}`) }
+}
+
+/**
+ * The authorization policy a sidecar reads is one (the sidecar's own checks), and every exact
+ * identity it allows in the mesh's trust domain, in a namespace of these manifests, is a
+ * ServiceAccount there that a pod runs as (a typo would lock the real caller out).
+ */
+const authzPolicy: Check = ({ sidecars, objects, pods }) =>
+  sidecars.flatMap((sidecar) => {
+    const policy = policyOf(sidecar, objects)
+    if (policy === undefined) return []
+    if ("problems" in policy) return policy.problems.map((message) => problem("authz-policy", sidecar.where, message))
+    const namespaces = new Set(objects.filter((o) => o.kind === "Namespace").map((o) => o.metadata.name))
+    const out: Array<Problem> = []
+    for (const [service, own] of Object.entries(policy.document.services ?? {})) {
+      for (const id of (own.rules ?? []).flatMap((rule) => rule.from).filter((from) => !from.includes("*"))) {
+        const match = /^\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(parseSpiffeId(id)?.path ?? "")
+        if (parseSpiffeId(id)?.trustDomain !== defaultTrustDomain || match === null || !namespaces.has(match[1]!)) continue
+        const [, namespace, account] = match
+        const exists = objects.some((o) => o.kind === "ServiceAccount" && o.metadata.name === account && namespaceOf(o) === namespace)
+        const used = pods.some((pod) => pod.namespace === namespace && (pod.template.spec?.serviceAccountName ?? "default") === account)
+        if (!exists || !used) out.push(problem("authz-policy", sidecar.where, `services.${service} allows ${id}, but no pod runs as ServiceAccount ${namespace}/${account}${exists ? "" : " (it does not exist)"}`))
+      }
     }
     return out
   })
@@ -599,6 +652,26 @@ const discovery: Check = (context) => [
     ]
   })
 ]
+
+/**
+ * Every Service in front of mesh sidecars names the identity its pods present over mTLS: the label
+ * iip-mesh/service-account (which the EndpointSlice controller copies onto the slices --kubernetes
+ * reads, src/discovery/kubernetesSource.ts) is the ServiceAccount every selected pod runs as. A
+ * wrong one makes every caller refuse those pods (peer_identity); a missing one lets any identity
+ * of the trust domain answer for the service.
+ */
+const meshIdentity: Check = ({ objects, pods, sidecars }) =>
+  objects.flatMap((object) => {
+    if (object.kind !== "Service") return []
+    const fronting = selectedPods(object, pods).filter((pod) => sidecars.some((s) => s.pod === pod))
+    if (fronting.length === 0) return []
+    const account = object.metadata?.labels?.["iip-mesh/service-account"]
+    if (account === undefined) return [problem("mesh-identity", nameOf(object), "fronts mesh sidecars but has no label iip-mesh/service-account naming its pods' ServiceAccount")]
+    return fronting.flatMap((pod) => {
+      const runsAs = pod.template.spec?.serviceAccountName ?? "default"
+      return runsAs === account ? [] : [problem("mesh-identity", nameOf(object), `label iip-mesh/service-account is ${account}, but ${nameOf(pod.owner)} runs as ServiceAccount ${runsAs}`)]
+    })
+  })
 
 /**
  * The drain fits: on deletion the app's preStop runs (so peers stop picking the pod), the app
@@ -850,13 +923,16 @@ export const checks: Record<Exclude<CheckId, "unknown-fields">, Check> = {
   "native-sidecar": nativeSidecar,
   "sidecar-config": sidecarConfig,
   "sidecar-wiring": sidecarWiring,
+  "authz-policy": authzPolicy,
   discovery,
+  "mesh-identity": meshIdentity,
   drain,
   security,
   resources,
   prometheus,
   tracing,
-  images
+  images,
+  identity
 }
 
 /** Every check but the typed one (typedCheck.ts, which batches renders into one compiler run). */

@@ -8,8 +8,10 @@ import { join, resolve } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import type { IDeployment } from "kubernetes-models/apps/v1/Deployment"
 import type { IService } from "kubernetes-models/v1/Service"
-import { type KubeObject, podTemplates, renderKustomization } from "./kube.ts"
-import { checkIds, type CheckId, formatProblems, makeContext, type Problem, runChecks } from "./manifestChecks.ts"
+import { type KubeObject, nameOf, podTemplates, renderKustomization } from "./kube.ts"
+import { compilePolicy } from "../../src/identity/policy.ts"
+import { defaultTrustDomain } from "../../src/identity/spiffe.ts"
+import { checkIds, type CheckId, formatProblems, makeContext, policyOf, type Problem, runChecks } from "./manifestChecks.ts"
 import { typedCheck } from "./typedCheck.ts"
 
 const repo = resolve(import.meta.dirname, "../..")
@@ -34,7 +36,7 @@ const fixtures: Record<string, { readonly fails: ReadonlyArray<CheckId>; readonl
   "target-port-missing": { fails: ["target-ports", "discovery"], says: /targetPort "iip" is no container port/ },
   "port-name-too-long": { fails: ["port-names"], says: /"storefront-page1" is 16 characters/ },
   "rbac-no-watch": { fails: ["rbac"], says: /may not watch discovery\.k8s\.io endpointslices/ },
-  "rbac-wrong-account": { fails: ["rbac"], says: /ServiceAccount iip-mesh-demo\/iip-mesh may not list discovery\.k8s\.io endpointslices/ },
+  "rbac-wrong-account": { fails: ["rbac"], says: /ServiceAccount iip-mesh-demo\/storefront may not list discovery\.k8s\.io endpointslices/ },
   "rbac-no-token": { fails: ["rbac"], says: /mounts no ServiceAccount token/ },
   "configmap-missing": { fails: ["config-refs", "sidecar-config", "discovery"], says: /ConfigMap iip-mesh-config does not exist/ },
   "env-name-unknown": { fails: ["env-names"], says: /IIP_MESH_DISCOVERY is not a setting/ },
@@ -43,8 +45,12 @@ const fixtures: Record<string, { readonly fails: ReadonlyArray<CheckId>; readonl
   "not-native-sidecar": { fails: ["native-sidecar", "probes", "target-ports", "discovery"], says: /without restartPolicy: Always/ },
   "sidecar-config-invalid": { fails: ["sidecar-config", "discovery"], says: /drainTimeoutMs \(from IIP_MESH_DRAIN_TIMEOUT\)/ },
   "admin-loopback": { fails: ["sidecar-wiring"], says: /admin listens on 127\.0\.0\.1:9990/ },
+  "admin-control-exposed": { fails: ["sidecar-wiring"], says: /adminControl listens on 0\.0\.0\.0:9991: keep the control listener on loopback/ },
+  "authz-policy-invalid": { fails: ["authz-policy"], says: /services\.catalog\.default: expected one of allow-all, mesh-authenticated, deny, got "storefront-only"/ },
+  "authz-policy-unknown-account": { fails: ["authz-policy"], says: /services\.catalog allows spiffe:\/\/iip-mesh\.local\/ns\/iip-mesh-demo\/sa\/store-front, but no pod runs as ServiceAccount iip-mesh-demo\/store-front/ },
   "app-port": { fails: ["sidecar-wiring"], says: /app port 3000 is no port of the pod's app containers/ },
   "discovery-wrong-service": { fails: ["discovery"], says: /catalog -> Service iip-mesh-demo\/catalogue does not exist/ },
+  "mesh-identity-wrong-account": { fails: ["mesh-identity"], says: /label iip-mesh\/service-account is catalogue, but .*catalog runs as ServiceAccount catalog/ },
   "drain-grace": { fails: ["drain"], says: /terminationGracePeriodSeconds 10 < app preStop 5 s \+ sidecar drain 10 s/ },
   "drain-no-prestop": { fails: ["drain"], says: /has no preStop wait/ },
   "security-writable-root": { fails: ["security"], says: /readOnlyRootFilesystem is not true/ },
@@ -55,7 +61,9 @@ const fixtures: Record<string, { readonly fails: ReadonlyArray<CheckId>; readonl
   "tracing-endpoint": { fails: ["tracing"], says: /Service otel-collector has no port 4318/ },
   "tracing-exporter": { fails: ["tracing"], says: /exporter otlp_grpc\/jaeger: jaeger-collector:4317: no Service jaeger-collector/ },
   "tracing-jaeger-listen": { fails: ["tracing"], says: /JAEGER_LISTEN_HOST/ },
-  "images-unpinned": { fails: ["images"], says: /iip-mesh-demo-services:latest is not pinned/ }
+  "images-unpinned": { fails: ["images"], says: /iip-mesh-demo-services:latest is not pinned/ },
+  "identity-audience": { fails: ["identity"], says: /identityTokenFile's audience https:\/\/kubernetes\.default\.svc is not the issuer's --audience iip-mesh-identity/ },
+  "identity-no-tokenreview": { fails: ["identity"], says: /ServiceAccount iip-mesh-demo\/iip-mesh-identity may not create authentication\.k8s\.io tokenreviews/ }
 }
 
 const fixtureNames = readdirSync(fixturesDir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort()
@@ -88,7 +96,10 @@ describe("deploy/kubernetes", () => {
     expect(kinds).toEqual(
       expect.arrayContaining([
         "Namespace/iip-mesh-demo",
-        "ServiceAccount/iip-mesh",
+        "ServiceAccount/storefront",
+        "ServiceAccount/catalog",
+        "ServiceAccount/pricing",
+        "ConfigMap/iip-mesh-policy",
         "Role/iip-mesh-discovery",
         "RoleBinding/iip-mesh-discovery",
         "Deployment/catalog",
@@ -96,7 +107,12 @@ describe("deploy/kubernetes", () => {
         "Deployment/storefront",
         "Service/catalog",
         "Service/pricing",
-        "Service/storefront"
+        "Service/storefront",
+        "ServiceAccount/iip-mesh-identity",
+        "ClusterRole/iip-mesh-identity-tokenreview",
+        "ClusterRoleBinding/iip-mesh-identity-tokenreview",
+        "Deployment/iip-mesh-identity",
+        "Service/iip-mesh-identity"
       ])
     )
     expect(kinds.some((k) => k.startsWith("ConfigMap/iip-mesh-sidecar-"))).toBe(true)
@@ -110,6 +126,9 @@ describe("deploy/kubernetes", () => {
     for (const sidecar of context.sidecars) {
       expect(sidecar.init && sidecar.container.restartPolicy === "Always").toBe(true)
       expect(sidecar.config?.drainTimeoutMs).toBe(10_000)
+      // Each pod's identity: its own ServiceAccount, a token for the issuer's audience.
+      expect(sidecar.config).toMatchObject({ identityIssuer: "https://iip-mesh-identity:8443", identityTokenFile: "/var/run/iip-mesh/identity/token" })
+      expect(sidecar.pod.template.spec?.serviceAccountName).toBe(sidecar.config?.service)
     }
     expect(deployment("pricing").spec?.replicas).toBe(2)
     for (const name of ["catalog", "pricing", "storefront"]) {
@@ -117,6 +136,29 @@ describe("deploy/kubernetes", () => {
       expect(service.spec?.clusterIP).toBe("None")
       expect(service.spec?.ports?.[0]?.name).toBe("mesh")
     }
+  })
+
+  it("base: the demo's authorization policy: the storefront may call catalog and pricing; nothing else may", () => {
+    const objects = objectsOf("base")
+    const context = makeContext(objects)
+    const identityOf = (pod: (typeof context.pods)[number]) => `spiffe://${defaultTrustDomain}/ns/${pod.namespace}/sa/${pod.template.spec?.serviceAccountName ?? "default"}`
+    const callers = [...context.pods.map((pod) => ({ name: nameOf(pod.owner), identity: identityOf(pod) as string | undefined })), { name: "no identity", identity: undefined }]
+    const allowed: Array<string> = []
+    for (const sidecar of context.sidecars) {
+      const policy = policyOf(sidecar, objects)
+      if (policy === undefined || "problems" in policy) throw new Error(`${sidecar.where} reads no policy`)
+      const compiled = compilePolicy(policy.document, sidecar.config!.service, defaultTrustDomain)
+      for (const caller of callers) {
+        for (const [method, path] of [["GET", "/products"], ["POST", "/prices"], ["DELETE", "/"]] as const) {
+          if (compiled.decide(caller.identity, method, path) === "allow") allowed.push(`${caller.name} -> ${sidecar.config!.service} ${method}`)
+        }
+      }
+    }
+    expect(allowed.sort()).toStrictEqual(
+      ["Deployment iip-mesh-demo/storefront -> catalog", "Deployment iip-mesh-demo/storefront -> pricing"].flatMap((call) => ["DELETE", "GET", "POST"].map((method) => `${call} ${method}`))
+    )
+    // Each pod runs as its own ServiceAccount: the identities differ.
+    expect(new Set(context.pods.map(identityOf)).size).toBe(context.pods.length)
   })
 
   it("demo: the collector and Jaeger, and every sidecar exporting to the collector", () => {

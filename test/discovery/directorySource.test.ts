@@ -27,18 +27,18 @@ describe("directorySource", () => {
     return { updates, stop }
   }
 
-  it("reports what others announce, with their weight, and drops an announcement at its goodbye", async () => {
+  it("reports what others announce, with their weight and identity, and drops an announcement at its goodbye", async () => {
     dir = mkdtempSync(join(tmpdir(), "iip-mesh-local-"))
     const browser = start()
     const publisher = directorySource({
       directory: dir,
       mesh: "m",
-      announce: { service: "catalog", host: "127.0.0.1", port: 4143, weight: 3, node: "b" },
+      announce: { service: "catalog", host: "127.0.0.1", port: 4143, weight: 3, node: "b", identity: "spiffe://iip-mesh.local/svc/catalog" },
       log: quiet
     })
     const stopPublisher = publisher.start(() => {})
     const seen = await browser.updates.waitFor(resetOf("catalog", 1), { timeoutMs: 2000 })
-    expect(seen).toMatchObject({ endpoints: [{ service: "catalog", host: "127.0.0.1", port: 4143, weight: 3, node: "b", source: "local" }] })
+    expect(seen).toMatchObject({ endpoints: [{ service: "catalog", host: "127.0.0.1", port: 4143, weight: 3, node: "b", source: "local", identity: "spiffe://iip-mesh.local/svc/catalog" }] })
     const from = browser.updates.items.length
     stopPublisher()
     await browser.updates.waitFor(resetOf("catalog", 0), { from, timeoutMs: 2000 })

@@ -91,6 +91,20 @@ describe("endpoint rules (pure)", () => {
   })
 })
 
+describe("the identity of Kubernetes endpoints", () => {
+  it("comes from the ServiceAccount label the Service's slices carry, in the sidecar's trust domain; none without it", () => {
+    const labelled = endpointSlice("web-a", [{ ip: "10.1.0.10" }])
+    const withLabel = { ...labelled, metadata: { ...labelled.metadata, labels: { ...labelled.metadata!.labels, "iip-mesh/service-account": "web" } } }
+    const options = { service: "web", portName: "mesh", weightAnnotation: "iip-mesh/weight" }
+    expect(endpointsOfSlices([withLabel], { ...options, trustDomain: "iip-mesh.local" })[0]!.identity).toBe("spiffe://iip-mesh.local/ns/shop/sa/web")
+    // No trust domain (mTLS off), no label, or a label that makes no valid ID: no identity named.
+    expect(endpointsOfSlices([withLabel], options)[0]!.identity).toBeUndefined()
+    expect(endpointsOfSlices([labelled], { ...options, trustDomain: "iip-mesh.local" })[0]!.identity).toBeUndefined()
+    const bad = { ...withLabel, metadata: { ...withLabel.metadata, labels: { ...withLabel.metadata.labels, "iip-mesh/service-account": "a/../b" } } }
+    expect(endpointsOfSlices([bad], { ...options, trustDomain: "iip-mesh.local" })[0]!.identity).toBeUndefined()
+  })
+})
+
 describe("kubernetesSource against a fake API server", () => {
   it("lists, then follows added slices, removed endpoints, readiness, weights and deleted slices", async () => {
     const { api, updates, start, expectSet } = await setup()

@@ -65,6 +65,15 @@ describe("TXT record", () => {
     })
   })
 
+  it("carries the identity the sidecar presents over mTLS as TXT id; an id that is not a SPIFFE ID is left out", () => {
+    const txt = encodeTxt(options, { ...announcement, identity: "spiffe://iip-mesh.local/svc/catalog" })
+    expect(txt.id).toBe("spiffe://iip-mesh.local/svc/catalog")
+    const decoded = decodeService(seenOf(txt), "shop", "other")
+    expect(decoded.ok && decoded.endpoint.identity).toBe("spiffe://iip-mesh.local/svc/catalog")
+    const bad = decodeService(seenOf({ ...txt, id: "catalog" }), "shop", "other")
+    expect(bad.ok && bad.endpoint.identity).toBeUndefined()
+  })
+
   it("announces the interface address for a wildcard listen address, and nothing without one (the answer's source is used)", () => {
     expect(encodeTxt({ ...options, interface: "10.1.1.1" }, { ...announcement, address: "0.0.0.0" }).addr).toBe("10.1.1.1")
     const txt = encodeTxt(options, { service: "catalog", port: 7001 })

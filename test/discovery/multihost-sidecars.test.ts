@@ -89,6 +89,8 @@ describe.skipIf(suite.skip)(suite.title, () => {
       "127.0.0.1:0",
       "--admin",
       "127.0.0.1:0",
+      "--admin-control",
+      "127.0.0.1:0",
       "--mdns",
       "--mesh-name",
       "test",
@@ -105,7 +107,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     const ready = await proc.log.waitFor((d) => d.event === "sidecar-ready" || d.type === "exit", 15_000, `${h.name}'s sidecar to be ready`)
     if (ready.data.event !== "sidecar-ready") throw new Error(`${h.name}'s sidecar did not start: ${JSON.stringify(ready.data)} ${proc.stderr}`)
     expect(ready.data.inbound).toMatch(new RegExp(`^${h.address.replaceAll(".", "\\.")}:\\d+$`))
-    const sidecar = { proc, ready, outbound: String(ready.data.outbound), admin: String(ready.data.admin) }
+    const sidecar = { proc, ready, outbound: String(ready.data.outbound), admin: String(ready.data.adminControl) }
     sidecars.set(index, sidecar)
     return sidecar
   }

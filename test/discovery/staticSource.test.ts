@@ -46,12 +46,17 @@ describe("readEndpointFile", () => {
     const file = join(root, "read.json")
     writeFileSync(file, JSON.stringify({ web: [{ address: "10.0.0.1:80", weight: 3 }] }))
     expect(readEndpointFile(file)).toStrictEqual(Result.succeed({ web: [{ address: "10.0.0.1:80", weight: 3 }] }))
+    const secured = { web: [{ address: "10.0.0.1:80", weight: 1, identity: "spiffe://iip-mesh.local/svc/web" }], go: [{ address: "10.0.0.2:9000", weight: 1, security: "tls", ca: "/ca.pem" }] }
+    writeFileSync(file, JSON.stringify(secured))
+    expect(readEndpointFile(file)).toStrictEqual(Result.succeed(secured))
     const cases: Array<[string, string]> = [
       ["{ not json", "JSON"],
       [JSON.stringify({ web: [{ address: "10.0.0.1", weight: 1 }] }), "HOST:PORT"],
       [JSON.stringify({ web: [{ address: "10.0.0.1:80", weight: 0 }] }), "weight"],
       [JSON.stringify({ Web_1: [] }), "DNS label"],
-      [JSON.stringify([]), ""]
+      [JSON.stringify([]), ""],
+      [JSON.stringify({ web: [{ address: "10.0.0.1:80", weight: 1, identity: "web" }] }), "SPIFFE ID"],
+      [JSON.stringify({ web: [{ address: "10.0.0.1:80", weight: 1, security: "ssl" }] }), "security"]
     ]
     for (const [text, expected] of cases) {
       writeFileSync(file, text)

@@ -115,8 +115,8 @@ const startCaller = async (cleanup: Cleanup, catalog: ReadonlyArray<string>, con
     sidecarConfig({ service: "store", node: "a", endpoints: { catalog: catalog.map((address) => ({ address, weight: 1 })) }, ...config })
   )
   // In A's Scope: it closes with A.
-  const admin = await Effect.runPromise(Admin.make("127.0.0.1:0", () => a.sidecar).pipe(Scope.provide(a.scope)))
-  return { a, adminPort: admin.port }
+  const admin = await Effect.runPromise(Admin.make({ admin: "127.0.0.1:0", control: "127.0.0.1:0", token: undefined }, () => a.sidecar).pipe(Scope.provide(a.scope)))
+  return { a, adminPort: admin.control.port }
 }
 
 /** An endpoint as /mesh shows it. */
@@ -127,7 +127,7 @@ interface MeshJson {
 }
 
 const meshOf = async (adminPort: number): Promise<MeshJson> => {
-  const answer = await call(adminPort, { path: "/mesh", headers: { host: "admin" }, timeoutMs: 2000 })
+  const answer = await call(adminPort, { path: "/mesh", headers: { host: "127.0.0.1" }, timeoutMs: 2000 })
   expect(answer.status).toBe(200)
   return JSON.parse(answer.body.toString()) as MeshJson
 }
@@ -639,7 +639,7 @@ describe("balancing through real sidecars", () => {
     }
 
     const c2 = addresses[1]!
-    const put = await call(adminPort, { method: "PUT", path: `/mesh/catalog/${c2}/weight`, body: "0", headers: { host: "admin" } })
+    const put = await call(adminPort, { method: "PUT", path: `/mesh/catalog/${c2}/weight`, body: "0", headers: { host: "127.0.0.1" } })
     expect(put.status).toBe(200)
     expect(JSON.parse(bodyOf(put))).toStrictEqual({ service: "catalog", address: c2, weight: 0 })
     expect(endpointIn(await meshOf(adminPort), c2)).toMatchObject({ weight: 0, discoveredWeight: 1 })
@@ -648,7 +648,7 @@ describe("balancing through real sidecars", () => {
     expect(during.get("c1")).toBeGreaterThan(0)
     expect(during.get("c3")).toBeGreaterThan(0)
 
-    const del = await call(adminPort, { method: "DELETE", path: `/mesh/catalog/${c2}/weight`, headers: { host: "admin" } })
+    const del = await call(adminPort, { method: "DELETE", path: `/mesh/catalog/${c2}/weight`, headers: { host: "127.0.0.1" } })
     expect(del.status).toBe(200)
     expect(JSON.parse(bodyOf(del))).toStrictEqual({ service: "catalog", address: c2, weight: "from discovery" })
     const restored = endpointIn(await meshOf(adminPort), c2)
@@ -661,7 +661,7 @@ describe("balancing through real sidecars", () => {
     const instances = await Promise.all(["c1", "c2"].map((name) => startInstance(cleanup, name, namedApp(name))))
     const c1 = instances[0]!.sidecar.inboundAddress
     const { adminPort } = await startCaller(cleanup, instances.map((i) => i.sidecar.inboundAddress))
-    const admin = (method: string, path: string, body?: string) => call(adminPort, { method, path, headers: { host: "admin" }, ...(body === undefined ? {} : { body }) })
+    const admin = (method: string, path: string, body?: string) => call(adminPort, { method, path, headers: { host: "127.0.0.1" }, ...(body === undefined ? {} : { body }) })
     for (const body of ["abc", "-1", "1.5", "1001", `{"weight":"2"}`, `{"weight":null}`, "null", "", "[3]", "x".repeat(2000)]) {
       const answer = await admin("PUT", `/mesh/catalog/${c1}/weight`, body)
       expect([body.slice(0, 20), answer.status, JSON.parse(bodyOf(answer)).error]).toStrictEqual([body.slice(0, 20), 400, "bad_weight"])

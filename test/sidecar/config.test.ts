@@ -130,6 +130,26 @@ describe("loadSidecarConfig", () => {
     })
   })
 
+  it("endpoint options after ';': identity, security and ca; a bad identity or security is reported", () => {
+    const config = ok(load(["--service", "store", "--endpoint", "catalog=10.0.0.5:4143#2;identity=spiffe://iip-mesh.local/svc/catalog,legacy=10.0.0.9:9000;security=tls;ca=/etc/ca.pem"]))
+    expect(config.endpoints).toStrictEqual({
+      catalog: [{ address: "10.0.0.5:4143", weight: 2, identity: "spiffe://iip-mesh.local/svc/catalog" }],
+      legacy: [{ address: "10.0.0.9:9000", weight: 1, security: "tls", ca: "/etc/ca.pem" }]
+    })
+    const bad = problems(load(["--service", "store", "--endpoint", "catalog=10.0.0.5:4143;identity=catalog;security=tcp"])).problems.join("\n")
+    expect(bad).toMatch(/endpoints\.catalog\.0\.identity .*Expected a SPIFFE ID/)
+    expect(bad).toMatch(/endpoints\.catalog\.0\.security/)
+  })
+
+  it("--mtls on|permissive|off (unset: decided by the credentials), --tls-credentials-dir, --tls-handshake-timeout", () => {
+    const defaults = ok(load(["--service", "store"]))
+    expect([defaults.mtls, defaults.tlsCredentialsDir, defaults.tlsHandshakeTimeoutMs]).toStrictEqual([null, null, 10_000])
+    const set = ok(load(["--service", "store", "--mtls", "permissive", "--tls-credentials-dir", "/run/creds", "--tls-handshake-timeout", "2s"]))
+    expect([set.mtls, set.tlsCredentialsDir, set.tlsHandshakeTimeoutMs]).toStrictEqual(["permissive", "/run/creds", 2000])
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_MTLS: "off" })).mtls).toBe("off")
+    expect(problems(load(["--service", "store", "--mtls", "maybe"])).problems.join("\n")).toMatch(/mtls \(from --mtls\)/)
+  })
+
   it("Kubernetes Services from --kubernetes (repeated or comma-separated) or IIP_MESH_KUBERNETES; a bad one is reported", () => {
     expect(ok(load(["--service", "store"])).kubernetes).toStrictEqual({})
     expect(ok(load(["--service", "store", "--kubernetes", "catalog=shop/catalog,users=auth/users-v2", "--kubernetes", "pay=shop/pay"])).kubernetes).toStrictEqual({
@@ -189,6 +209,15 @@ describe("loadSidecarConfig: the balancing settings", () => {
     expect(ok(load(["--service", "store", "--idle-gc", "off"])).idleGcMs).toBeNull()
     expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_IDLE_GC: "500ms" })).idleGcMs).toBe(500)
     expect(problems(load(["--service", "store", "--idle-gc", "0"])).problems.join("\n")).toMatch(/idleGcMs/)
+  })
+
+  it("--trace-store-rate: a count from the flag or IIP_MESH_TRACE_STORE_RATE (default 100), off for every trace, a bad value named", () => {
+    expect(ok(load(["--service", "store"])).traceStoreRate).toBe(100)
+    expect(ok(load(["--service", "store", "--trace-store-rate", "20"])).traceStoreRate).toBe(20)
+    expect(ok(load(["--service", "store", "--trace-store-rate", "off"])).traceStoreRate).toBeNull()
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_TRACE_STORE_RATE: "5" })).traceStoreRate).toBe(5)
+    expect(problems(load(["--service", "store", "--trace-store-rate", "0"])).problems.join("\n")).toMatch(/traceStoreRate/)
+    expect(problems(load(["--service", "store", "--trace-store-rate", "many"])).problems.join("\n")).toMatch(/traceStoreRate/)
   })
 
   it("the restart, frozen-peer and slow-try settings from flags and environment; --slow-try off", () => {
@@ -392,6 +421,21 @@ describe("iip-mesh sidecar with a bad configuration", () => {
       if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid, "SIGKILL")
     }
   })
+
+  it("--mtls on without credentials exits 2 with one line saying what is missing", async () => {
+    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_")))
+    const listeners = ["--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+    const child = spawn(process.execPath, [main, "sidecar", "--service", "store", "--mtls", "on", ...listeners], { stdio: ["ignore", "pipe", "pipe"], env })
+    try {
+      let stderr = ""
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+      const code = await withTimeout(new Promise<number | null>((done) => child.on("close", (c) => done(c))), 15_000, "the sidecar to exit")
+      expect(code).toBe(2)
+      expect(stderr).toBe("iip-mesh sidecar: --mtls on needs workload credentials (an identity issuer, or --tls-credentials-dir for tests and benches)\n")
+    } finally {
+      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid, "SIGKILL")
+    }
+  })
 })
 
 describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
@@ -448,5 +492,50 @@ describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
     expect(error.message).toContain("maxChannels (from --max-channels)")
     expect(error.message).toContain("maxWholeBodyBytes (from --max-whole-body-bytes)")
     expect(error.message).toContain("packetTimeoutMs (from --packet-timeout): Expected a duration")
+  })
+})
+
+describe("authorization policy and admin listener settings (issue 15)", () => {
+  it("default to no policy file (allow all) polled every 5 s, the control listener on 127.0.0.1:9991 without a token", () => {
+    expect(ok(load(["--service", "store"]))).toMatchObject({
+      authzPolicy: null,
+      authzPolicyPollMs: 5000,
+      admin: "127.0.0.1:9990",
+      adminControl: "127.0.0.1:9991",
+      adminToken: null,
+      adminTokenFile: null
+    })
+  })
+
+  it("are read from flags and environment variables", () => {
+    expect(ok(load(["--service", "store", "--authz-policy", "/etc/p.yaml", "--authz-policy-poll", "2s", "--admin-control", "127.0.0.1:7000", "--admin-token-file", "/run/t"]))).toMatchObject({
+      authzPolicy: "/etc/p.yaml",
+      authzPolicyPollMs: 2000,
+      adminControl: "127.0.0.1:7000",
+      adminTokenFile: "/run/t"
+    })
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_AUTHZ_POLICY: "/p.json", IIP_MESH_ADMIN_CONTROL: "[::1]:7000", IIP_MESH_ADMIN_TOKEN: "0123456789abcdef" }))).toMatchObject({
+      authzPolicy: "/p.json",
+      adminControl: "[::1]:7000",
+      adminToken: "0123456789abcdef"
+    })
+  })
+
+  it("the read-only listener may go on the pod address; the control listener only with a token; a short token is refused without being echoed", () => {
+    expect(ok(load(["--service", "store", "--admin", "0.0.0.0:9990"])).adminControl).toBe("127.0.0.1:9991")
+    for (const control of ["0.0.0.0:9991", "10.1.2.3:9991", "[::]:9991", "pod.local:9991"]) {
+      expect(problems(load(["--service", "store", "--admin-control", control])).problems, control).toStrictEqual([
+        `adminControl: ${control} is not a loopback address: the control listener changes weights and shows the mesh, so off loopback it needs a token (adminToken or adminTokenFile)`
+      ])
+    }
+    for (const control of ["127.0.0.1:0", "127.0.0.2:9991", "localhost:9991", "[::1]:9991"]) expect(ok(load(["--service", "store", "--admin-control", control])).adminControl).toBe(control)
+    expect(ok(load(["--service", "store", "--admin-control", "0.0.0.0:9991", "--admin-token-file", "/run/t"])).adminControl).toBe("0.0.0.0:9991")
+    const short = problems(load(["--service", "store"], { IIP_MESH_ADMIN_TOKEN: "hunter2" }))
+    expect(short.problems).toHaveLength(1)
+    expect(short.problems[0]).toMatch(/^adminToken \(from IIP_MESH_ADMIN_TOKEN\): /)
+    expect(short.message).not.toContain("hunter2")
+    expect(problems(load(["--service", "store", "--admin-token-file", "/run/t"], { IIP_MESH_ADMIN_TOKEN: "0123456789abcdef" })).problems).toStrictEqual([
+      "adminToken: set the token or a file that holds it, not both"
+    ])
   })
 })

@@ -55,7 +55,7 @@ describe("graceful stop", () => {
     cleanup.add(stopB)
     let b: SidecarLive.Sidecar | undefined
     const bConfig = sidecarConfig({ service: "catalog", app: app.address, drainTimeoutMs: 5000 })
-    const admin = await Effect.runPromise(Admin.make(bConfig.admin, () => b).pipe(Scope.provide(scope)))
+    const admin = (await Effect.runPromise(Admin.make({ admin: bConfig.admin, control: bConfig.adminControl, token: undefined }, () => b).pipe(Scope.provide(scope)))).readOnly
     b = await Effect.runPromise(SidecarLive.make(bConfig, quietLog).pipe(Scope.provide(scope)))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: `127.0.0.1:${b.inbound.port}`, weight: 1 }] } }))
 

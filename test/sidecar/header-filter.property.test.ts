@@ -19,7 +19,7 @@ import { startInboundOverRawApp } from "../support/inboundOverRawApp.ts"
 const SEED = Number(process.env.HEADER_FILTER_SEED ?? 0x5eed13)
 
 /** Never crosses a hop (lower case); `proxy-*` too. */
-const forbidden = new Set(["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings", "content-length", "host", "expect", "iip-timeout", "x-iip-mesh-error", "__proto__"])
+const forbidden = new Set(["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings", "content-length", "host", "expect", "iip-timeout", "x-iip-mesh-error", "x-iip-mesh-client-id", "__proto__"])
 const isForbidden = (name: string) => forbidden.has(name) || name.startsWith("proxy-")
 
 const randomCase = (rng: Prng, text: string) => [...text].map((c) => (rng.next() < 0.5 ? c.toUpperCase() : c)).join("")
@@ -126,7 +126,8 @@ describe("end-to-end header filter, through a real inbound side to a raw-socket 
       const before = app.requests.length
       if (mode === "plain") {
         // Go's http.Header JSON: canonical-ish names to value lists (only string pairs can be expressed).
-        const header: Record<string, Array<string>> = {}
+        // No prototype: a "__proto__" name is a key like any other.
+        const header: Record<string, Array<string>> = Object.create(null) as Record<string, Array<string>>
         for (const p of headers) if (Array.isArray(p) && typeof p[0] === "string" && typeof p[1] === "string") (header[p[0]] ??= []).push(p[1])
         const arg = Buffer.from(JSON.stringify(header), "utf8").toString("base64url")
         await plain.call(`/run/${run}?__http_hdr__=${arg}`, body.length === 0 ? "{}" : body, { timeoutMs: 5000 })

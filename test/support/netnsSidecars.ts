@@ -28,6 +28,7 @@ const config = (service: string, app: string | null): SidecarConfig => ({
   outbound: "127.0.0.1:0",
   inbound: "127.0.0.1:0",
   admin: "127.0.0.1:0",
+  adminControl: "127.0.0.1:0",
   mdns: true,
   meshName: "test",
   weight: 2,

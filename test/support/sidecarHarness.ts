@@ -55,6 +55,7 @@ export const sidecarConfig = (overrides: Partial<SidecarConfig> & Pick<SidecarCo
   outbound: `${LOOPBACK}:0`,
   inbound: `${LOOPBACK}:0`,
   admin: `${LOOPBACK}:0`,
+  adminControl: `${LOOPBACK}:0`,
   requestTimeoutMs: 10_000,
   drainTimeoutMs: 1000,
   ...overrides
@@ -99,15 +100,26 @@ export const startSidecar = async (
 }
 
 /**
- * The admin server (src/admin/adminServer.ts) of a running sidecar on 127.0.0.1:0, in a Scope of
- * its own that the Cleanup closes; its base URL, e.g. "http://127.0.0.1:PORT".
+ * The admin listeners (src/admin/adminServer.ts) of a running sidecar, in a Scope of their own that
+ * the Cleanup closes: their base URLs, e.g. "http://127.0.0.1:PORT". Both on 127.0.0.1:0 and no
+ * token unless `listeners` says otherwise.
  */
-export const startAdmin = async (cleanup: Cleanup, running: RunningSidecar): Promise<string> => {
+export const startAdminListeners = async (
+  cleanup: Cleanup,
+  running: RunningSidecar,
+  listeners: Partial<Admin.AdminListeners> = {}
+): Promise<{ readonly readOnly: string; readonly control: string }> => {
   const scope = await Effect.runPromise(Scope.make())
   cleanup.add(() => Effect.runPromise(Scope.close(scope, Exit.void)))
-  const address = await Effect.runPromise(Admin.make(`${LOOPBACK}:0`, () => running.sidecar).pipe(Scope.provide(scope)))
-  return `http://${address.host}:${address.port}`
+  const addresses = await Effect.runPromise(
+    Admin.make({ admin: `${LOOPBACK}:0`, control: `${LOOPBACK}:0`, token: undefined, ...listeners }, () => running.sidecar).pipe(Scope.provide(scope))
+  )
+  const url = (address: { readonly host: string; readonly port: number }) => `http://${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`
+  return { readOnly: url(addresses.readOnly), control: url(addresses.control) }
 }
+
+/** The admin control listener of a running sidecar (it serves every admin path, the read-only ones too): its base URL. */
+export const startAdmin = async (cleanup: Cleanup, running: RunningSidecar): Promise<string> => (await startAdminListeners(cleanup, running)).control
 
 export interface Mesh {
   readonly app: App

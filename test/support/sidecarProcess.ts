@@ -12,7 +12,10 @@ export interface SidecarReadyLine {
   readonly event: string
   readonly outbound: string
   readonly inbound: string
+  /** The read-only admin listener (/health, /ready, /metrics). */
   readonly admin: string
+  /** The admin control listener (everything else). */
+  readonly adminControl: string
 }
 
 export interface SidecarProcess {
@@ -22,10 +25,14 @@ export interface SidecarProcess {
   readonly stderr: () => string
 }
 
-/** `nodeArgs` go to node before the script (--import, V8 flags). */
+/**
+ * `nodeArgs` go to node before the script (--import, V8 flags). The admin control listener goes on
+ * 127.0.0.1:0 unless `args` name one (its default is a fixed port).
+ */
 export const spawnSidecarProcess = (args: ReadonlyArray<string>, nodeArgs: ReadonlyArray<string> = []): SidecarProcess => {
   const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_")))
-  const proc = spawn(process.execPath, [...nodeArgs, main, "sidecar", ...args], { stdio: ["ignore", "pipe", "pipe"], env })
+  const control = args.some((arg) => arg.startsWith("--admin-control")) ? [] : ["--admin-control", "127.0.0.1:0"]
+  const proc = spawn(process.execPath, [...nodeArgs, main, "sidecar", ...args, ...control], { stdio: ["ignore", "pipe", "pipe"], env })
   let stderr = ""
   proc.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => proc.on("exit", (code, signal) => done({ code, signal })))

@@ -37,6 +37,32 @@ describe("TraceStore", () => {
     expect(store.get(ids[2]!)).toHaveLength(1)
   })
 
+  it("keeps at most maxNewTracesPerSecond new traces a second; spans of a kept trace still join it, those of one not kept do not", () => {
+    let now = 5_000
+    const store = new TraceStore({ maxNewTracesPerSecond: 2, now: () => now })
+    const tracing = tracingFor("catalog", store)
+    const traceOf = (name: string) => {
+      const root = tracing.tracer.startSpan(name)
+      const child = tracing.tracer.startSpan(`${name} child`, {}, trace.setSpan(extractContext({}), root))
+      child.end()
+      root.end()
+      return root.spanContext().traceId
+    }
+    const first = traceOf("a")
+    const second = traceOf("b")
+    const third = traceOf("c")
+    expect(store.size).toBe(2)
+    expect(store.get(first)!.map((span) => span.name)).toStrictEqual(["a", "a child"])
+    expect(store.get(second)).toHaveLength(2)
+    expect(store.get(third)).toBeUndefined()
+    now += 999
+    expect(store.get(traceOf("d"))).toBeUndefined()
+    now += 1
+    const fifth = traceOf("e")
+    expect(store.get(fifth)!.map((span) => span.name)).toStrictEqual(["e", "e child"])
+    expect(store.recent(10).map((summary) => summary.rootName)).toStrictEqual(["e", "b", "a"])
+  })
+
   it("keeps maxSpansPerTrace spans of a trace and counts the rest", () => {
     const store = new TraceStore({ maxSpansPerTrace: 2 })
     const tracing = tracingFor("catalog", store)

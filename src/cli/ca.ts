@@ -1,0 +1,69 @@
+// `iip-mesh ca init|renew-intermediate|rotate|finish-rotation --dir D`: the mesh's offline CA (src/identity/
+// caDirectory.ts). Run it on a machine that keeps the root key; give the issuer only the
+// intermediate and the bundle (deploy/README.md shows the Kubernetes Secret).
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import { Command, Flag } from "effect/cli"
+import { join } from "node:path"
+import { messageOf } from "../iip/log.ts"
+import { caFiles, finishRotation, initCa, renewIntermediate, rotateCa } from "../identity/caDirectory.ts"
+import { defaultTrustDomain } from "../identity/spiffe.ts"
+
+const dir = Flag.String("dir").pipe(Flag.withDescription("the CA directory (created 0700; keys are written 0600)"))
+const trustDomain = Flag.String("trust-domain").pipe(Flag.withDescription(`the mesh's SPIFFE trust domain (default ${defaultTrustDomain})`), Flag.withDefault(defaultTrustDomain))
+const intermediateDays = Flag.Int("intermediate-days").pipe(Flag.withDescription("the intermediate's lifetime in days (default 365)"), Flag.withDefault(365))
+const rootDays = Flag.Int("root-days").pipe(Flag.withDescription("the root's lifetime in days (default 3650)"), Flag.withDefault(3650))
+
+const failLine = (command: string) => (error: unknown) =>
+  Effect.sync(() => {
+    process.stderr.write(`iip-mesh ca ${command}: ${messageOf(error)}\n`)
+    process.exitCode = 1
+  })
+
+const days = (count: number) => Math.max(1, Math.min(count, 36_500)) * 86_400_000
+
+const written = (directory: string) =>
+  Console.log(
+    [
+      `wrote ${join(directory, caFiles.root)} and ${join(directory, caFiles.rootKey)} (keep this key offline)`,
+      `wrote ${join(directory, caFiles.intermediate)} and ${join(directory, caFiles.intermediateKey)} (the issuer's Secret)`,
+      `wrote ${join(directory, caFiles.bundle)} (the trust bundle every sidecar gets)`
+    ].join("\n")
+  )
+
+const init = Command.make("init", { dir, trustDomain, intermediateDays, rootDays }, (input) =>
+  Effect.tryPromise({
+    try: () => initCa({ dir: input.dir, trustDomain: input.trustDomain, rootLifetimeMs: days(input.rootDays), intermediateLifetimeMs: days(input.intermediateDays) }),
+    catch: (error) => error
+  }).pipe(Effect.andThen(written(input.dir)), Effect.catch(failLine("init")))
+).pipe(Command.withDescription("Create a new mesh's root, intermediate and trust bundle"))
+
+const rotate = Command.make("rotate", { dir, trustDomain, intermediateDays, rootDays }, (input) =>
+  Effect.tryPromise({
+    try: () => rotateCa({ dir: input.dir, trustDomain: input.trustDomain, rootLifetimeMs: days(input.rootDays), intermediateLifetimeMs: days(input.intermediateDays) }),
+    catch: (error) => error
+  }).pipe(
+    Effect.andThen(written(input.dir)),
+    Effect.andThen(Console.log(`the bundle holds the new and the previous root; after every leaf under the previous root has expired, run ca finish-rotation`)),
+    Effect.catch(failLine("rotate"))
+  )
+).pipe(Command.withDescription("Start a root rotation: a new root and intermediate, and a bundle with both roots"))
+
+const renew = Command.make("renew-intermediate", { dir, intermediateDays }, (input) =>
+  Effect.tryPromise({ try: () => renewIntermediate({ dir: input.dir, intermediateLifetimeMs: days(input.intermediateDays) }), catch: (error) => error }).pipe(
+    Effect.andThen(Console.log(`wrote ${join(input.dir, caFiles.intermediate)} and ${join(input.dir, caFiles.intermediateKey)} under the current root (the issuer's Secret)`)),
+    Effect.catch(failLine("renew-intermediate"))
+  )
+).pipe(Command.withDescription("Issue a new intermediate under the current root; the root and the bundle stay"))
+
+const finish = Command.make("finish-rotation", { dir }, (input) =>
+  Effect.try({ try: () => finishRotation({ dir: input.dir }), catch: (error) => error }).pipe(
+    Effect.andThen(Console.log(`${join(input.dir, caFiles.bundle)} holds the current root only; the previous root's files are removed`)),
+    Effect.catch(failLine("finish-rotation"))
+  )
+).pipe(Command.withDescription("End a root rotation: drop the previous root from the bundle"))
+
+export const ca = Command.make("ca").pipe(
+  Command.withDescription("The mesh's certificate authority: init, renew-intermediate, rotate, finish-rotation"),
+  Command.withSubcommands([init, renew, rotate, finish])
+)

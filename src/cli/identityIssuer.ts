@@ -1,0 +1,152 @@
+// `iip-mesh identity --ca-dir D [flags]`: runs the issuer (src/identity/issuer.ts) with the
+// intermediate and bundle from D (the `ca init` directory, or a Kubernetes Secret mounted there).
+// In a cluster it checks ServiceAccount tokens with TokenReview (its own in-cluster credentials);
+// join tokens come from a file. The CA directory is re-read periodically, so a rotation step (a
+// Secret update) needs no restart. Runs until SIGTERM.
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import { Command, Flag } from "effect/cli"
+import { createHash } from "node:crypto"
+import { readFileSync } from "node:fs"
+import { join } from "node:path"
+import { messageOf, stderrLog } from "../iip/log.ts"
+import { caFiles, checkTrustDomain, loadIssuingCa } from "../identity/caDirectory.ts"
+import * as Issuer from "../identity/issuer.ts"
+import { inClusterTokenReview, type JoinToken, parseJoinTokens } from "../identity/proofs.ts"
+import { defaultTrustDomain } from "../identity/spiffe.ts"
+import { ArgumentError, parseDuration, parseHostPort, parseSize, parseWith } from "./args.ts"
+
+export const defaultIssuerAudience = "iip-mesh-identity"
+
+const flags = {
+  caDir: Flag.String("ca-dir").pipe(Flag.withDescription("directory with intermediate.pem, intermediate.key.pem and bundle.pem (ca init, or the mounted Secret)")),
+  listen: Flag.String("listen").pipe(Flag.withDescription("HOST:PORT of the HTTPS listener (default 127.0.0.1:8443)"), Flag.withDefault("127.0.0.1:8443")),
+  trustDomain: Flag.String("trust-domain").pipe(Flag.withDescription("the mesh's trust domain (default: the one the intermediate names, else iip-mesh.local)"), Flag.optional),
+  leafLifetime: Flag.String("leaf-lifetime").pipe(Flag.withDescription("lifetime of the certificates signed, e.g. 24h or 90m (default 24h)"), Flag.withDefault("24h")),
+  audience: Flag.String("audience").pipe(Flag.withDescription(`the audience sidecars' ServiceAccount tokens must be minted for (default ${defaultIssuerAudience})`), Flag.withDefault(defaultIssuerAudience)),
+  joinTokens: Flag.String("join-tokens").pipe(Flag.withDescription("file of join tokens: TOKEN SERVICE[,SERVICE...] per line (TOKEN may be sha256:<hex>)"), Flag.optional),
+  kubernetes: Flag.Literals("kubernetes", ["auto", "on", "off"]).pipe(
+    Flag.withDescription("check ServiceAccount tokens with the TokenReview API (default auto: when running in a cluster)"),
+    Flag.withDefault("auto")
+  ),
+  tokenReviewTimeout: Flag.String("token-review-timeout").pipe(Flag.withDescription("a TokenReview call must be answered within this (default 5s)"), Flag.withDefault("5s")),
+  maxRequestSize: Flag.String("max-request-size").pipe(Flag.withDescription("largest request body (default 16KiB)"), Flag.withDefault("16KiB")),
+  requestTimeout: Flag.String("request-timeout").pipe(Flag.withDescription("a request must be received and answered within this (default 10s)"), Flag.withDefault("10s")),
+  caReloadInterval: Flag.String("ca-reload-interval").pipe(
+    Flag.withDescription("how often --ca-dir is re-read; a changed, valid CA replaces the current one (a rotation step) (default 30s)"),
+    Flag.withDefault("30s")
+  ),
+  maxConnections: Flag.Int("max-connections").pipe(Flag.withDescription("connections open at once; past it new ones are dropped (default 1024)"), Flag.withDefault(1024)),
+  maxInFlight: Flag.Int("max-in-flight").pipe(Flag.withDescription("signings in progress at once; past it requests are refused overloaded (default 64)"), Flag.withDefault(64))
+}
+
+const bounded = (name: string, value: number, min: number, max: number): number => {
+  if (!(value >= min && value <= max)) throw new ArgumentError({ message: `--${name}: expected ${min}..${max}, got ${value}` })
+  return value
+}
+
+/** What the CA directory holds now, as one hash (a Secret update swaps all three files at once). */
+const caDirectoryHash = (dir: string): string => {
+  const hash = createHash("sha256")
+  for (const name of [caFiles.intermediate, caFiles.intermediateKey, caFiles.bundle]) {
+    try {
+      hash.update(readFileSync(join(dir, name)))
+    } catch {
+      hash.update("missing")
+    }
+    hash.update("\0")
+  }
+  return hash.digest("hex")
+}
+
+/**
+ * Re-reads the CA directory every `intervalMs`: a changed CA that loads and verifies replaces the
+ * issuer's (the steps of a root rotation, or a new intermediate, without a restart); one that does
+ * not is logged once and the current CA stays.
+ */
+const watchCaDirectory = (dir: string, trustDomain: string, intervalMs: number, issuer: Issuer.Issuer) =>
+  Effect.gen(function*() {
+    let seen = caDirectoryHash(dir)
+    for (;;) {
+      yield* Effect.sleep(intervalMs)
+      const now = caDirectoryHash(dir)
+      if (now === seen) continue
+      seen = now
+      const loaded = yield* Effect.result(Effect.try({ try: () => loadIssuingCa(dir), catch: (error) => error }))
+      if (loaded._tag === "Failure") {
+        stderrLog("identity-ca-reload-failed", { dir, error: messageOf(loaded.failure), keeping: "the current CA" })
+        continue
+      }
+      if (loaded.success.trustDomain !== undefined && loaded.success.trustDomain !== trustDomain) {
+        stderrLog("identity-ca-reload-failed", { dir, error: `the new intermediate names trust domain ${loaded.success.trustDomain}, not ${trustDomain}`, keeping: "the current CA" })
+        continue
+      }
+      const replaced = yield* Effect.result(Effect.tryPromise({ try: () => issuer.replaceCa(loaded.success), catch: (error) => error }))
+      if (replaced._tag === "Failure") stderrLog("identity-ca-reload-failed", { dir, error: messageOf(replaced.failure), keeping: "the current CA" })
+    }
+  })
+
+export const identityIssuer = Command.make("identity", flags, (input) =>
+  Effect.gen(function*() {
+    const { host, port } = yield* parseWith(() => parseHostPort(input.listen))
+    const leafLifetimeMs = yield* parseWith(() => bounded("leaf-lifetime", parseDuration(input.leafLifetime), 60_000, 366 * 86_400_000))
+    const tokenReviewTimeoutMs = yield* parseWith(() => bounded("token-review-timeout", parseDuration(input.tokenReviewTimeout), 100, 60_000))
+    const maxRequestBytes = yield* parseWith(() => bounded("max-request-size", parseSize(input.maxRequestSize), 4096, 1024 * 1024))
+    const requestTimeoutMs = yield* parseWith(() => bounded("request-timeout", parseDuration(input.requestTimeout), 100, 300_000))
+    const maxInFlight = yield* parseWith(() => bounded("max-in-flight", input.maxInFlight, 1, 100_000))
+    const maxConnections = yield* parseWith(() => bounded("max-connections", input.maxConnections, 1, 1_000_000))
+    const caReloadMs = yield* parseWith(() => bounded("ca-reload-interval", parseDuration(input.caReloadInterval), 100, 3_600_000))
+    const ca = yield* Effect.try({ try: () => loadIssuingCa(input.caDir), catch: (error) => error })
+    const trustDomain = yield* Effect.try({
+      try: () => {
+        const named = Option.getOrUndefined(input.trustDomain)
+        if (named !== undefined && ca.trustDomain !== undefined && named !== ca.trustDomain) {
+          throw new ArgumentError({ message: `--trust-domain ${named}: the intermediate names trust domain ${ca.trustDomain}` })
+        }
+        return checkTrustDomain(named ?? ca.trustDomain ?? defaultTrustDomain)
+      },
+      catch: (error) => error
+    })
+    const joinTokensFile = Option.getOrUndefined(input.joinTokens)
+    const joinTokens: ReadonlyArray<JoinToken> = joinTokensFile === undefined ? [] : yield* Effect.try({
+      try: () => parseJoinTokens(readFileSync(joinTokensFile, "utf8")),
+      catch: (error) => new ArgumentError({ message: `--join-tokens: ${messageOf(error)}` })
+    })
+    const inCluster = input.kubernetes === "off" ? undefined : yield* Effect.try({
+      try: () => inClusterTokenReview(process.env, input.audience, tokenReviewTimeoutMs),
+      catch: (error) => new ArgumentError({ message: `cannot read the in-cluster ServiceAccount credentials: ${messageOf(error)}` })
+    })
+    if (input.kubernetes === "on" && inCluster === undefined) {
+      return yield* new ArgumentError({ message: "--kubernetes on: not running in a cluster (KUBERNETES_SERVICE_HOST is not set)" })
+    }
+    if (inCluster === undefined && joinTokens.length === 0) {
+      return yield* new ArgumentError({ message: "no proof is accepted: run in a cluster (TokenReview) or give --join-tokens" })
+    }
+    const issuer = yield* Issuer.make({
+      ca,
+      trustDomain,
+      host,
+      port,
+      leafLifetimeMs,
+      tokenReview: inCluster,
+      joinTokens,
+      maxRequestBytes,
+      requestTimeoutMs,
+      maxInFlight,
+      maxConnections,
+      log: stderrLog
+    })
+    yield* Effect.forkScoped(watchCaDirectory(input.caDir, trustDomain, caReloadMs, issuer))
+    yield* Console.log(JSON.stringify({ event: "identity-ready", listen: `${issuer.host}:${issuer.port}`, trustDomain, kubernetes: inCluster !== undefined, joinTokens: joinTokens.length }))
+    return yield* Effect.never
+  }).pipe(
+    Effect.scoped,
+    Effect.catch((error) =>
+      Effect.sync(() => {
+        process.stderr.write(`iip-mesh identity: ${messageOf(error)}\n`)
+        process.exitCode = 1
+      })
+    )
+  )
+).pipe(Command.withDescription("Run the identity issuer: signs sidecars' certificate requests (ServiceAccount tokens via TokenReview, join tokens)"))

@@ -1,0 +1,50 @@
+// The sidecar's workload identity, as its settings ask: from the issuer (a ServiceAccount token or
+// a join token as proof) or, in development, signed by the sidecar itself with a CA directory's
+// key. Loaded by `iip-mesh sidecar` only when one of them is configured: the X.509 library costs
+// memory a sidecar without identities should not pay.
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type { SidecarConfig } from "../config/sidecarConfig.ts"
+import { type Log, messageOf } from "../iip/log.ts"
+import * as IdentityClient from "../identity/identityClient.ts"
+import { defaultLeafLifetimeMs } from "../identity/certificates.ts"
+import { developmentSigner, issuerSigner, readSecretFile } from "../identity/signers.ts"
+import { readFileSync } from "node:fs"
+
+export class IdentityConfigInvalid extends Data.TaggedError("IdentityConfigInvalid")<{ readonly message: string }> {}
+
+/**
+ * The identity client the settings describe: its first credentials obtained (retrying while the
+ * issuer is unreachable), renewed for the scope's life.
+ */
+export const sidecarIdentity = (config: SidecarConfig, log: Log): Effect.Effect<IdentityClient.IdentityClient, IdentityConfigInvalid, Scope.Scope> =>
+  Effect.gen(function*() {
+    const serviceId = yield* Effect.try({
+      try: () => IdentityClient.requestedServiceId(config.trustDomain, config.service),
+      catch: (error) => new IdentityConfigInvalid({ message: messageOf(error) })
+    })
+    if (config.identityDevCaDir !== null) {
+      const caDir = config.identityDevCaDir
+      const signer = yield* Effect.try({
+        try: () => developmentSigner({ caDir, leafLifetimeMs: defaultLeafLifetimeMs, log }),
+        catch: (error) => new IdentityConfigInvalid({ message: `identityDevCaDir: ${messageOf(error)}` })
+      })
+      return yield* IdentityClient.make({ signer, trustDomain: config.trustDomain, requestedId: serviceId, log })
+    }
+    const { identityIssuer, identityTokenFile, identityJoinTokenFile, trustBundleFile } = config
+    if (identityIssuer === null || trustBundleFile === null) return yield* new IdentityConfigInvalid({ message: "identityIssuer and trustBundleFile are required" })
+    const signer = issuerSigner({
+      issuerUrl: identityIssuer,
+      trustDomain: config.trustDomain,
+      trustBundle: () => readFileSync(trustBundleFile, "utf8"),
+      proof: () =>
+        identityTokenFile !== null
+          ? { kind: "kubernetes", token: readSecretFile(identityTokenFile) }
+          : { kind: "join", token: readSecretFile(identityJoinTokenFile ?? "") },
+      timeoutMs: config.identityRequestTimeoutMs
+    })
+    // With a ServiceAccount token the issuer decides the identity (the sidecar does not know its
+    // account's name); with a join token the sidecar asks for its service's.
+    return yield* IdentityClient.make({ signer, trustDomain: config.trustDomain, requestedId: identityTokenFile !== null ? undefined : serviceId, log })
+  })

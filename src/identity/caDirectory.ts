@@ -1,0 +1,178 @@
+// The mesh's CA on disk: what `iip-mesh ca init` writes and `iip-mesh identity` (or a sidecar in
+// development mode) reads. A directory holds the offline root, the intermediate the issuer signs
+// with, and the trust bundle every sidecar verifies peers against:
+//
+//   root.pem  root.key.pem                     the root (keep the key offline)
+//   intermediate.pem  intermediate.key.pem     the issuer's signing CA (a Kubernetes Secret)
+//   bundle.pem                                 the roots peers are verified against
+//   previous-root.pem  previous-root.key.pem   during a rotation only: the root being retired
+//
+// `ca renew-intermediate` replaces only the intermediate (the root and the bundle stay): the yearly
+// renewal. A root rotation without downtime: `ca rotate` makes a new root and intermediate and a bundle with
+// both roots; once every sidecar holds that bundle (their next renewal), the issuer switches to
+// the new intermediate; once every leaf under the old root has expired, `ca finish-rotation`
+// drops the old root from the bundle. Keys are written mode 0600 and never overwritten in place.
+import * as Data from "effect/Data"
+import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto"
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { type CertifiedKey, createIntermediateCa, createRootCa } from "./certificates.ts"
+import { parseSpiffeId } from "./spiffe.ts"
+import { certificatesOfPem, chainProblem } from "./trustBundle.ts"
+
+export class CaDirectoryError extends Data.TaggedError("CaDirectoryError")<{ readonly message: string }> {}
+
+export const caFiles = {
+  root: "root.pem",
+  rootKey: "root.key.pem",
+  intermediate: "intermediate.pem",
+  intermediateKey: "intermediate.key.pem",
+  bundle: "bundle.pem",
+  previousRoot: "previous-root.pem",
+  previousRootKey: "previous-root.key.pem"
+} as const
+
+const day = 86_400_000
+
+export interface CaLifetimes {
+  /** Default 10 years. */
+  readonly rootLifetimeMs?: number
+  /** Default 1 year. */
+  readonly intermediateLifetimeMs?: number
+}
+
+export const checkTrustDomain = (trustDomain: string): string => {
+  const parsed = parseSpiffeId(`spiffe://${trustDomain}`)
+  if (parsed === undefined || parsed.path !== "") {
+    throw new CaDirectoryError({ message: `not a trust domain (lowercase letters, digits, dots, dashes, underscores): ${JSON.stringify(trustDomain.slice(0, 100))}` })
+  }
+  return trustDomain
+}
+
+/** Writes `content` to `dir/name` through a temporary file and a rename, so a reader never sees half of it. */
+const writeAtomically = (dir: string, name: string, content: string, mode: number): void => {
+  const temporary = join(dir, `.${name}.${process.pid}.tmp`)
+  writeFileSync(temporary, content, { mode, flag: "wx" })
+  renameSync(temporary, join(dir, name))
+}
+
+const readText = (path: string): string => {
+  try {
+    return readFileSync(path, "utf8")
+  } catch (cause) {
+    throw new CaDirectoryError({ message: `cannot read ${path}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}` })
+  }
+}
+
+/** The trust domain a CA certificate names (its `spiffe://<td>` URI SAN), if any. */
+const trustDomainOf = (certificate: X509Certificate): string | undefined =>
+  (certificate.subjectAltName?.split(", ") ?? [])
+    .map((name) => (name.startsWith("URI:") ? parseSpiffeId(name.slice(4)) : undefined))
+    .find((id) => id !== undefined && id.path === "")?.trustDomain
+
+const keyMatches = (privateKeyPem: string, certificate: X509Certificate): boolean => {
+  try {
+    const spki = (key: ReturnType<typeof createPublicKey>) => key.export({ type: "spki", format: "der" })
+    return spki(createPublicKey(createPrivateKey(privateKeyPem))).equals(spki(certificate.publicKey))
+  } catch {
+    return false
+  }
+}
+
+const makeCa = async (trustDomain: string, lifetimes: CaLifetimes) => {
+  const stamp = new Date().toISOString().slice(0, 10)
+  const root = await createRootCa({ commonName: `iip-mesh root ${trustDomain} ${stamp}`, trustDomain, lifetimeMs: lifetimes.rootLifetimeMs ?? 3650 * day })
+  const intermediate = await createIntermediateCa(root, {
+    commonName: `iip-mesh intermediate ${trustDomain} ${stamp}`,
+    trustDomain,
+    lifetimeMs: lifetimes.intermediateLifetimeMs ?? 365 * day
+  })
+  return { root, intermediate }
+}
+
+const writeCa = (dir: string, ca: { root: CertifiedKey; intermediate: CertifiedKey }, bundlePem: string): void => {
+  writeAtomically(dir, caFiles.rootKey, ca.root.privateKeyPem, 0o600)
+  writeAtomically(dir, caFiles.root, ca.root.certificatePem, 0o644)
+  writeAtomically(dir, caFiles.intermediateKey, ca.intermediate.privateKeyPem, 0o600)
+  writeAtomically(dir, caFiles.intermediate, ca.intermediate.certificatePem, 0o644)
+  writeAtomically(dir, caFiles.bundle, bundlePem, 0o644)
+}
+
+/** A new mesh: root, intermediate and a one-root bundle in `dir` (created 0700), which must not hold a CA yet. */
+export const initCa = async (options: { readonly dir: string; readonly trustDomain: string } & CaLifetimes): Promise<void> => {
+  const trustDomain = checkTrustDomain(options.trustDomain)
+  mkdirSync(options.dir, { recursive: true, mode: 0o700 })
+  for (const name of Object.values(caFiles)) {
+    if (existsSync(join(options.dir, name))) throw new CaDirectoryError({ message: `${join(options.dir, name)} exists: this directory holds a CA already (rotate it with ca rotate)` })
+  }
+  const ca = await makeCa(trustDomain, options)
+  writeCa(options.dir, ca, ca.root.certificatePem)
+}
+
+/** Starts a root rotation: the current root becomes previous-root, a new root and intermediate replace it, the bundle holds both. */
+export const rotateCa = async (options: { readonly dir: string; readonly trustDomain: string } & CaLifetimes): Promise<void> => {
+  const trustDomain = checkTrustDomain(options.trustDomain)
+  const at = (name: string) => join(options.dir, name)
+  if (!existsSync(at(caFiles.root)) || !existsSync(at(caFiles.rootKey))) throw new CaDirectoryError({ message: `${options.dir} holds no root to rotate (ca init first)` })
+  if (existsSync(at(caFiles.previousRoot))) throw new CaDirectoryError({ message: `a rotation is in progress in ${options.dir}: ca finish-rotation first` })
+  const oldRootPem = readFileSync(at(caFiles.root), "utf8")
+  const ca = await makeCa(trustDomain, options)
+  renameSync(at(caFiles.rootKey), at(caFiles.previousRootKey))
+  renameSync(at(caFiles.root), at(caFiles.previousRoot))
+  writeCa(options.dir, ca, ca.root.certificatePem + oldRootPem)
+}
+
+/**
+ * A new intermediate under the current root (the yearly renewal, or after the intermediate's key
+ * was exposed): the root and the bundle stay, so nothing else changes; the issuer picks it up
+ * (`--ca-reload-interval`) and leaves signed from then on chain to it.
+ */
+export const renewIntermediate = async (options: { readonly dir: string } & CaLifetimes): Promise<void> => {
+  const at = (name: string) => join(options.dir, name)
+  if (!existsSync(at(caFiles.root)) || !existsSync(at(caFiles.rootKey))) throw new CaDirectoryError({ message: `${options.dir} holds no root (ca init first)` })
+  const root = { certificatePem: readText(at(caFiles.root)), privateKeyPem: readText(at(caFiles.rootKey)) }
+  if (!keyMatches(root.privateKeyPem, new X509Certificate(root.certificatePem))) throw new CaDirectoryError({ message: `${at(caFiles.rootKey)} is not the key of ${at(caFiles.root)}` })
+  const trustDomain = trustDomainOf(new X509Certificate(root.certificatePem))
+  const stamp = new Date().toISOString().slice(0, 10)
+  const intermediate = await createIntermediateCa(root, {
+    commonName: ["iip-mesh intermediate", trustDomain, stamp].filter((part) => part !== undefined).join(" "),
+    ...(trustDomain === undefined ? {} : { trustDomain }),
+    lifetimeMs: options.intermediateLifetimeMs ?? 365 * day
+  })
+  writeAtomically(options.dir, caFiles.intermediateKey, intermediate.privateKeyPem, 0o600)
+  writeAtomically(options.dir, caFiles.intermediate, intermediate.certificatePem, 0o644)
+}
+
+/** Ends a rotation: the bundle holds the current root only, the previous root's files are removed. */
+export const finishRotation = (options: { readonly dir: string }): void => {
+  const at = (name: string) => join(options.dir, name)
+  if (!existsSync(at(caFiles.previousRoot))) throw new CaDirectoryError({ message: `no rotation in progress in ${options.dir}` })
+  writeAtomically(options.dir, caFiles.bundle, readFileSync(at(caFiles.root), "utf8"), 0o644)
+  rmSync(at(caFiles.previousRoot))
+  rmSync(at(caFiles.previousRootKey), { force: true })
+}
+
+/** What an issuer signs with: the intermediate, the bundle it hands out, and the trust domain it names. */
+export interface IssuingCa {
+  readonly intermediate: CertifiedKey
+  readonly trustBundlePem: string
+  /** From the intermediate's `spiffe://<td>` name, when it has one. */
+  readonly trustDomain: string | undefined
+}
+
+/**
+ * Reads the intermediate and the bundle from `dir` (the ca directory, or a Kubernetes Secret
+ * mounted as files with the same names) and checks that the intermediate leads to a bundle root
+ * and is valid now: an issuer with a broken CA must not start.
+ */
+export const loadIssuingCa = (dir: string, now = new Date()): IssuingCa => {
+  const certificatePem = readText(join(dir, caFiles.intermediate))
+  const privateKeyPem = readText(join(dir, caFiles.intermediateKey))
+  const trustBundlePem = readText(join(dir, caFiles.bundle))
+  if (certificatesOfPem(certificatePem).length !== 1) throw new CaDirectoryError({ message: `${join(dir, caFiles.intermediate)} must hold exactly one certificate` })
+  const problem = chainProblem(certificatePem, trustBundlePem, now)
+  if (problem !== undefined) throw new CaDirectoryError({ message: `intermediate in ${dir} does not verify against its bundle: ${problem}` })
+  const certificate = new X509Certificate(certificatePem)
+  if (!keyMatches(privateKeyPem, certificate)) throw new CaDirectoryError({ message: `${join(dir, caFiles.intermediateKey)} is not the key of ${join(dir, caFiles.intermediate)}` })
+  return { intermediate: { certificatePem, privateKeyPem }, trustBundlePem, trustDomain: trustDomainOf(certificate) }
+}

@@ -1,0 +1,181 @@
+// The sidecar's identity client: obtains its workload credentials and keeps them fresh. Each
+// generation starts with a new ECDSA key pair made in memory (the private key is never written
+// anywhere: it lives in the returned WorkloadCredentials only), a CSR over it, and a signer: the
+// issuer over HTTPS (issuerClient.ts) or, in development, the issuer's key itself. What comes
+// back is checked (the chain leads to the bundle, the leaf certifies our key and names the
+// identity asked for) before it replaces anything.
+//
+// Renewal runs on Effect's Clock: at about 70 % of the leaf's life (plus or minus a jitter, so a
+// fleet started together does not renew together); a failed attempt is retried with exponential
+// backoff while the previous credentials stay in place, until new ones arrive.
+import * as Clock from "effect/Clock"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Random from "effect/Random"
+import type * as Scope from "effect/Scope"
+import { createPublicKey, type KeyObject, X509Certificate } from "node:crypto"
+import { type Log, messageOf } from "../iip/log.ts"
+import { loggable } from "../iip/redact.ts"
+import { generateKeyPair } from "./certificates.ts"
+import { createCertificateRequest } from "./certificateRequest.ts"
+import { type CredentialSource, makeCredentialHolder, type WorkloadCredentials } from "./credentials.ts"
+import type { SignResponse } from "./issuer.ts"
+import { parseSpiffeId, spiffeIdOfCertificate } from "./spiffe.ts"
+import { certificatesOfPem, chainProblem } from "./trustBundle.ts"
+
+/** Sends a CSR (PEM) to whoever signs it and returns the answer; rejects when it cannot. */
+export type Signer = (csrPem: string) => Promise<SignResponse>
+
+export class IdentityUnavailable extends Data.TaggedError("IdentityUnavailable")<{ readonly message: string }> {}
+
+export interface IdentityClientOptions {
+  readonly signer: Signer
+  readonly trustDomain: string
+  /** The identity to ask for (join tokens, development); undefined lets the proof decide (Kubernetes). */
+  readonly requestedId: string | undefined
+  /** Share of a leaf's life after which it is renewed (default 0.7). */
+  readonly renewAtFraction?: number
+  /** Plus or minus this share of the life around renewAtFraction (default 0.05). */
+  readonly jitter?: number
+  /** First retry after this; doubling up to retryMaxMs (defaults 1 s and 60 s). */
+  readonly retryBaseMs?: number
+  readonly retryMaxMs?: number
+  readonly log: Log
+}
+
+/** What the admin and the logs may show: no key. */
+export interface IdentityStatus {
+  readonly spiffeId: string
+  readonly notAfter: string
+  /** When the next renewal is due (ISO time; a renewal failing now retries with backoff). */
+  readonly renewAt: string
+  readonly renewals: number
+  readonly lastError: string | undefined
+}
+
+export interface IdentityClient extends CredentialSource {
+  readonly status: () => IdentityStatus
+}
+
+const spkiOf = (key: KeyObject): Buffer => key.export({ type: "spki", format: "der" })
+
+/** Checks an answer against the key we hold and the identity we asked for; the credentials when it holds. */
+const credentialsOf = (response: SignResponse, privateKeyPem: string, options: IdentityClientOptions, now: Date): WorkloadCredentials => {
+  const refused = (why: string) => new IdentityUnavailable({ message: `the signer's answer is refused: ${why}` })
+  if (typeof response?.certificateChainPem !== "string" || typeof response.trustBundlePem !== "string") throw refused("not a sign response")
+  const chain = certificatesOfPem(response.certificateChainPem)
+  if (chain.length === 0) throw refused("no certificate")
+  const problem = chainProblem(response.certificateChainPem, response.trustBundlePem, now)
+  if (problem !== undefined) throw refused(problem)
+  const leaf = new X509Certificate(chain[0]!)
+  if (!spkiOf(leaf.publicKey).equals(spkiOf(createPublicKey(privateKeyPem)))) throw refused("the leaf does not certify our key")
+  const id = spiffeIdOfCertificate(leaf)
+  if (id === undefined) throw refused("the leaf names no SPIFFE ID")
+  if (id.trustDomain !== options.trustDomain) throw refused(`the leaf is for trust domain ${loggable(id.trustDomain)}, not ${options.trustDomain}`)
+  if (options.requestedId !== undefined && id.text !== options.requestedId) throw refused(`the leaf names ${loggable(id.text)}, not ${options.requestedId}`)
+  return {
+    spiffeId: id.text,
+    privateKeyPem,
+    certificateChainPem: chain.join(""),
+    trustBundlePem: certificatesOfPem(response.trustBundlePem).join(""),
+    notAfter: new Date(leaf.validTo)
+  }
+}
+
+/** One generation: a new key, a CSR, the signer's answer, checked. */
+const obtain = (options: IdentityClientOptions) =>
+  Effect.gen(function*() {
+    const pair = yield* Effect.tryPromise({ try: () => generateKeyPair(), catch: (e) => new IdentityUnavailable({ message: `cannot make a key pair: ${messageOf(e)}` }) })
+    const csr = yield* Effect.tryPromise({
+      try: () => createCertificateRequest(pair.keys, options.requestedId),
+      catch: (e) => new IdentityUnavailable({ message: `cannot make a certificate request: ${messageOf(e)}` })
+    })
+    const response = yield* Effect.tryPromise({ try: () => options.signer(csr), catch: (e) => new IdentityUnavailable({ message: messageOf(e) }) })
+    const now = new Date(yield* Clock.currentTimeMillis)
+    return yield* Effect.try({
+      try: () => credentialsOf(response, pair.privateKeyPem, options, now),
+      catch: (e) => (e instanceof IdentityUnavailable ? e : new IdentityUnavailable({ message: `the signer's answer is refused: ${messageOf(e)}` }))
+    })
+  })
+
+/**
+ * When to renew credentials just received, in ms from `now`: at renewAt +- jitter of their life,
+ * counted from when they became usable here (their notBefore, or now if the issuer backdated it
+ * for clock skew), and never sooner than a second so a short-lived leaf cannot make a busy loop.
+ */
+export const renewalDelayMs = (credentials: WorkloadCredentials, now: number, random: number, renewAt = 0.7, jitter = 0.05): number => {
+  const leaf = new X509Certificate(certificatesOfPem(credentials.certificateChainPem)[0]!)
+  const start = Math.max(new Date(leaf.validFrom).getTime(), now)
+  const fraction = renewAt + (random * 2 - 1) * jitter
+  return Math.max(1_000, Math.round(start + (credentials.notAfter.getTime() - start) * fraction - now))
+}
+
+/**
+ * Obtains the first credentials (retrying until it does) and keeps renewing them for the scope's
+ * life. The returned source always holds the newest credentials that passed the checks.
+ */
+export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClient, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const retryBaseMs = options.retryBaseMs ?? 1_000
+    const retryMaxMs = options.retryMaxMs ?? 60_000
+    let renewals = 0
+    let lastError: string | undefined
+    let renewAt = 0
+
+    /** Obtains credentials, retrying with backoff (and jitter) until it does. */
+    const obtainPatiently = Effect.gen(function*() {
+      for (let attempt = 0;; attempt++) {
+        const result = yield* Effect.result(obtain(options))
+        if (result._tag === "Success") {
+          lastError = undefined
+          return result.success
+        }
+        lastError = result.failure.message
+        const backoff = Math.min(retryMaxMs, retryBaseMs * 2 ** Math.min(attempt, 30))
+        const delay = Math.round(backoff * (0.5 + (yield* Random.next) / 2))
+        options.log("identity-renewal-failed", { error: loggable(lastError), attempt: attempt + 1, retryInMs: delay })
+        yield* Effect.sleep(delay)
+      }
+    })
+
+    const first = yield* obtainPatiently
+    const holder = makeCredentialHolder(first)
+    options.log("identity-obtained", { spiffeId: first.spiffeId, notAfter: first.notAfter.toISOString() })
+
+    /** Picks the next renewal time (so the status shows it before the renewal fiber runs). */
+    const schedule = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const delay = renewalDelayMs(holder.current(), now, yield* Random.next, options.renewAtFraction, options.jitter)
+      renewAt = now + delay
+      return delay
+    })
+    let delay = yield* schedule
+    yield* Effect.forkScoped(
+      Effect.forever(
+        Effect.gen(function*() {
+          yield* Effect.sleep(delay)
+          const next = yield* obtainPatiently
+          renewals++
+          holder.update(next)
+          options.log("identity-renewed", { spiffeId: next.spiffeId, notAfter: next.notAfter.toISOString() })
+          delay = yield* schedule
+        })
+      )
+    )
+
+    return {
+      current: holder.current,
+      subscribe: holder.subscribe,
+      status: () => {
+        const current = holder.current()
+        return { spiffeId: current.spiffeId, notAfter: current.notAfter.toISOString(), renewAt: new Date(renewAt).toISOString(), renewals, lastError }
+      }
+    }
+  })
+
+/** The SPIFFE ID a sidecar asks for outside Kubernetes: spiffe://<td>/svc/<service>. */
+export const requestedServiceId = (trustDomain: string, service: string): string => {
+  const id = `spiffe://${trustDomain}/svc/${service}`
+  if (parseSpiffeId(id) === undefined) throw new IdentityUnavailable({ message: `not a valid identity: ${loggable(id)}` })
+  return id
+}

@@ -1,0 +1,275 @@
+// `iip-mesh identity`: the issuer. It holds the intermediate CA and signs sidecars' certificate
+// requests over HTTPS (its own leaf, spiffe://<td>/issuer, under the same intermediate, so a
+// sidecar verifies it against the trust bundle it already has):
+//
+//   POST /v1/sign  {"csr": PEM, "proof": {"kind": "kubernetes" | "join", "token": "..."}}
+//     200 {"spiffeId", "certificateChainPem" (leaf + intermediate), "trustBundlePem", "notAfter"}
+//     4xx/5xx {"error": <reason>, "message"}
+//   GET /health, GET /metrics (signed and refused counts, Prometheus text)
+//
+// The CSR is checked first (local, cheap), then the proof (proofs.ts), then the identity the CSR
+// names must be the one the proof earns. Every input is bounded: body size, request time, the
+// TokenReview call's time and answer, and the signings in flight.
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import { X509Certificate } from "node:crypto"
+import type { IncomingMessage, ServerResponse } from "node:http"
+import * as https from "node:https"
+import type * as net from "node:net"
+import { ListenFailed } from "../iip/server.ts"
+import { type Log } from "../iip/log.ts"
+import { loggable } from "../iip/redact.ts"
+import type { IssuingCa } from "./caDirectory.ts"
+import { defaultLeafLifetimeMs, generateKeyPair, issueLeaf, validFromNow } from "./certificates.ts"
+import { readCertificateRequest, RequestMalformed } from "./certificateRequest.ts"
+import { checkJoinToken, type JoinToken, ProofRefused, type RefusalReason, refusalReasons, reviewServiceAccountToken, type TokenReviewOptions } from "./proofs.ts"
+import { certificatesOfPem } from "./trustBundle.ts"
+import { issuerSpiffeId, kubernetesSpiffeId, parseSpiffeId, serviceSpiffeId } from "./spiffe.ts"
+
+export const proofKinds = ["kubernetes", "join"] as const
+export type ProofKind = (typeof proofKinds)[number]
+
+/** The body of POST /v1/sign. */
+export interface SignRequest {
+  readonly csr: string
+  readonly proof: { readonly kind: ProofKind; readonly token: string }
+}
+
+/** The answer to a successful POST /v1/sign. */
+export interface SignResponse {
+  readonly spiffeId: string
+  readonly certificateChainPem: string
+  readonly trustBundlePem: string
+  readonly notAfter: string
+}
+
+export interface IssuerOptions {
+  /** The CA it starts with (replaceCa swaps it). */
+  readonly ca: IssuingCa
+  readonly trustDomain: string
+  readonly host: string
+  readonly port: number
+  /** Lifetime of the leaves signed (default 24 h). */
+  readonly leafLifetimeMs: number
+  /** Kubernetes proofs are taken only with this; undefined refuses them. */
+  readonly tokenReview: TokenReviewOptions | undefined
+  /** Join tokens; empty refuses join proofs. */
+  readonly joinTokens: ReadonlyArray<JoinToken>
+  /** Largest request body (default 16 KiB). */
+  readonly maxRequestBytes: number
+  /** A request must be read and answered within this (default 10 s). */
+  readonly requestTimeoutMs: number
+  /** Signings in progress at once; past it requests are refused `overloaded` (default 64). */
+  readonly maxInFlight: number
+  /** Connections open at once; past it new ones are dropped (default 1024). */
+  readonly maxConnections: number
+  readonly log: Log
+}
+
+export const issuerDefaults = {
+  leafLifetimeMs: defaultLeafLifetimeMs,
+  maxRequestBytes: 16 * 1024,
+  requestTimeoutMs: 10_000,
+  maxInFlight: 64,
+  maxConnections: 1024
+} as const
+
+export interface Issuer {
+  readonly host: string
+  readonly port: number
+  readonly signed: () => Readonly<Record<ProofKind, number>>
+  readonly refused: () => Readonly<Record<RefusalReason, number>>
+  /**
+   * Signs with `ca` from now on (a new intermediate, a new bundle: a rotation step); the issuer's
+   * own leaf is re-issued under it. Requests being signed finish with the CA they started with.
+   */
+  readonly replaceCa: (ca: IssuingCa) => Promise<void>
+}
+
+const statusOf: Record<RefusalReason, number> = {
+  "bad-request": 400,
+  "malformed-csr": 400,
+  "wrong-audience": 401,
+  "unauthenticated": 401,
+  "not-a-service-account": 403,
+  "bad-join-token": 401,
+  "identity-not-allowed": 403,
+  "token-review-unavailable": 503,
+  "proof-not-accepted": 403,
+  "overloaded": 503
+}
+
+const maxTokenChars = 8 * 1024
+
+/** The body as a SignRequest, or a bad-request refusal saying what is wrong. */
+const parseSignRequest = (text: string): SignRequest => {
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch {
+    throw new ProofRefused({ reason: "bad-request", detail: "the body is not JSON" })
+  }
+  const { csr, proof } = (typeof body === "object" && body !== null ? body : {}) as { csr?: unknown; proof?: { kind?: unknown; token?: unknown } }
+  if (typeof csr !== "string") throw new ProofRefused({ reason: "bad-request", detail: "csr: expected a PEM string" })
+  if (typeof proof !== "object" || proof === null || !proofKinds.includes(proof.kind as ProofKind)) {
+    throw new ProofRefused({ reason: "bad-request", detail: `proof.kind: expected one of ${proofKinds.join(", ")}` })
+  }
+  if (typeof proof.token !== "string" || proof.token.length === 0 || proof.token.length > maxTokenChars) {
+    throw new ProofRefused({ reason: "bad-request", detail: `proof.token: expected a string of 1..${maxTokenChars} characters` })
+  }
+  return { csr, proof: { kind: proof.kind as ProofKind, token: proof.token } }
+}
+
+/** Reads the body up to `maxBytes`; a larger one is refused without reading the rest. */
+const readBody = (request: IncomingMessage, maxBytes: number) =>
+  new Promise<string>((resolve, reject) => {
+    const declared = Number(request.headers["content-length"] ?? 0)
+    if (declared > maxBytes) return reject(new ProofRefused({ reason: "bad-request", detail: `body larger than ${maxBytes} bytes` }))
+    const chunks: Array<Buffer> = []
+    let size = 0
+    request.on("data", (chunk: Buffer) => {
+      size += chunk.length
+      if (size > maxBytes) {
+        request.pause()
+        reject(new ProofRefused({ reason: "bad-request", detail: `body larger than ${maxBytes} bytes` }))
+      } else chunks.push(chunk)
+    })
+    request.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")))
+    request.on("error", reject)
+  })
+
+const listenTls = (server: https.Server, host: string, port: number) =>
+  Effect.callback<{ host: string; port: number }, ListenFailed>((resume) => {
+    const onError = (error: NodeJS.ErrnoException) => resume(Effect.fail(new ListenFailed({ message: `cannot listen on ${host}:${port}: ${error.code ?? error.message}` })))
+    server.once("error", onError)
+    server.listen(port, host, () => {
+      server.off("error", onError)
+      const bound = server.address() as net.AddressInfo
+      resume(Effect.succeed({ host: bound.address, port: bound.port }))
+    })
+  })
+
+/** The issuer's own serving credentials: a fresh in-memory key and a leaf under the intermediate. */
+const servingCredentials = async (ca: IssuingCa, options: IssuerOptions) => {
+  const pair = await generateKeyPair()
+  const leaf = await issueLeaf(ca.intermediate, { spiffeId: issuerSpiffeId(options.trustDomain), publicKey: pair.keys.publicKey, ...validFromNow(options.leafLifetimeMs) })
+  return { key: pair.privateKeyPem, cert: leaf + ca.intermediate.certificatePem, minVersion: "TLSv1.3" as const }
+}
+
+export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed, Scope.Scope> =>
+  Effect.gen(function*() {
+    let ca = options.ca
+    const signed: Record<ProofKind, number> = { kubernetes: 0, join: 0 }
+    const refused = Object.fromEntries(refusalReasons.map((reason) => [reason, 0])) as Record<RefusalReason, number>
+    let inFlight = 0
+
+    /** The identity a proof earns for a CSR naming `requestedId` (or nothing). */
+    const grant = async (proof: SignRequest["proof"], requestedId: string | undefined): Promise<string> => {
+      if (proof.kind === "kubernetes") {
+        if (options.tokenReview === undefined) throw new ProofRefused({ reason: "proof-not-accepted", detail: "this issuer takes no Kubernetes tokens (not in a cluster)" })
+        const account = await reviewServiceAccountToken(options.tokenReview, proof.token)
+        return kubernetesSpiffeId(options.trustDomain, account.namespace, account.serviceAccount)
+      }
+      if (options.joinTokens.length === 0) throw new ProofRefused({ reason: "proof-not-accepted", detail: "this issuer has no join tokens" })
+      let service: string | undefined
+      if (requestedId !== undefined) {
+        const parsed = parseSpiffeId(requestedId)
+        const segments = parsed?.path.split("/") ?? []
+        if (parsed?.trustDomain !== options.trustDomain || segments.length !== 3 || segments[1] !== "svc") {
+          throw new ProofRefused({ reason: "identity-not-allowed", detail: `a join token earns spiffe://${options.trustDomain}/svc/<service>, not ${loggable(requestedId, 200)}` })
+        }
+        service = segments[2]
+      }
+      return serviceSpiffeId(options.trustDomain, checkJoinToken(options.joinTokens, proof.token, service))
+    }
+
+    const sign = async (body: string): Promise<SignResponse> => {
+      const signingCa = ca
+      const request = parseSignRequest(body)
+      let csr
+      try {
+        csr = await readCertificateRequest(request.csr)
+      } catch (error) {
+        if (error instanceof RequestMalformed) throw new ProofRefused({ reason: "malformed-csr", detail: error.reason })
+        throw error
+      }
+      const spiffeId = await grant(request.proof, csr.requestedId)
+      if (csr.requestedId !== undefined && csr.requestedId !== spiffeId) {
+        throw new ProofRefused({ reason: "identity-not-allowed", detail: `the request asks for ${loggable(csr.requestedId, 200)}; the proof earns ${spiffeId}` })
+      }
+      const leaf = await issueLeaf(signingCa.intermediate, { spiffeId, publicKey: csr.publicKey, ...validFromNow(options.leafLifetimeMs) })
+      signed[request.proof.kind]++
+      const notAfter = new Date(new X509Certificate(leaf).validTo).toISOString()
+      options.log("identity-issued", { spiffeId, proof: request.proof.kind, notAfter })
+      return { spiffeId, certificateChainPem: leaf + signingCa.intermediate.certificatePem, trustBundlePem: signingCa.trustBundlePem, notAfter }
+    }
+
+    const answer = (response: ServerResponse, status: number, body: unknown, contentType = "application/json") => {
+      if (response.headersSent || response.destroyed) return
+      const text = typeof body === "string" ? body : JSON.stringify(body)
+      response.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(text), "cache-control": "no-store" })
+      response.end(text)
+    }
+
+    const refuse = (response: ServerResponse, remote: string | undefined, error: unknown) => {
+      const refusal = error instanceof ProofRefused ? error : new ProofRefused({ reason: "bad-request", detail: `unexpected: ${loggable(error instanceof Error ? error.message : String(error))}` })
+      refused[refusal.reason]++
+      options.log("identity-refused", { reason: refusal.reason, detail: refusal.detail, remote })
+      answer(response, statusOf[refusal.reason], { error: refusal.reason, message: refusal.detail })
+    }
+
+    const metricsText = () =>
+      [
+        "# HELP iip_mesh_issuer_signed_total Leaves signed, by proof kind.",
+        "# TYPE iip_mesh_issuer_signed_total counter",
+        ...proofKinds.map((kind) => `iip_mesh_issuer_signed_total{proof="${kind}"} ${signed[kind]}`),
+        "# HELP iip_mesh_issuer_refused_total Certificate requests refused, by reason.",
+        "# TYPE iip_mesh_issuer_refused_total counter",
+        ...refusalReasons.map((reason) => `iip_mesh_issuer_refused_total{reason="${reason}"} ${refused[reason]}`),
+        ""
+      ].join("\n")
+
+    const serving = yield* Effect.promise(() => servingCredentials(ca, options))
+    // The TLS handshake is bounded like the request that follows it.
+    const server = https.createServer({ ...serving, handshakeTimeout: options.requestTimeoutMs }, (request, response) => {
+      const remote = request.socket.remoteAddress
+      const path = (request.url ?? "").split("?")[0]
+      if (request.method === "GET" && path === "/health") return answer(response, 200, "ok\n", "text/plain")
+      if (request.method === "GET" && path === "/metrics") return answer(response, 200, metricsText(), "text/plain; version=0.0.4")
+      if (path !== "/v1/sign") return answer(response, 404, { error: "not-found", message: "POST /v1/sign" })
+      if (request.method !== "POST") return answer(response, 405, { error: "method-not-allowed", message: "POST /v1/sign" })
+      if (inFlight >= options.maxInFlight) return refuse(response, remote, new ProofRefused({ reason: "overloaded", detail: `${options.maxInFlight} signings in progress` }))
+      inFlight++
+      readBody(request, options.maxRequestBytes)
+        .then(sign)
+        .then((signedResponse) => answer(response, 200, signedResponse), (error) => refuse(response, remote, error))
+        .finally(() => inFlight--)
+    })
+    server.requestTimeout = options.requestTimeoutMs
+    server.headersTimeout = Math.min(options.requestTimeoutMs, 60_000)
+    server.keepAliveTimeout = 5_000
+    server.maxConnections = options.maxConnections
+    server.on("tlsClientError", () => {})
+    const bound = yield* Effect.acquireRelease(listenTls(server, options.host, options.port), () =>
+      Effect.callback<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        server.closeAllConnections()
+      }))
+    // The serving leaf is renewed at half its life; new connections get the new one.
+    yield* Effect.forkScoped(
+      Effect.forever(
+        Effect.sleep(options.leafLifetimeMs / 2).pipe(
+          Effect.andThen(Effect.promise(() => servingCredentials(ca, options))),
+          Effect.tap((next) => Effect.sync(() => server.setSecureContext(next)))
+        )
+      )
+    )
+    options.log("identity-issuer-ready", { address: `${bound.host}:${bound.port}`, trustDomain: options.trustDomain, kubernetes: options.tokenReview !== undefined, joinTokens: options.joinTokens.length })
+    const replaceCa = async (next: IssuingCa): Promise<void> => {
+      const nextServing = await servingCredentials(next, options)
+      ca = next
+      server.setSecureContext(nextServing)
+      options.log("identity-ca-replaced", { intermediate: new X509Certificate(next.intermediate.certificatePem).subject, roots: certificatesOfPem(next.trustBundlePem).length })
+    }
+    return { ...bound, signed: () => ({ ...signed }), refused: () => ({ ...refused }), replaceCa }
+  })

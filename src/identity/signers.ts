@@ -1,0 +1,111 @@
+// The two ways a sidecar's CSR gets signed (identityClient.ts's Signer):
+// - issuerSigner: POST /v1/sign to `iip-mesh identity` over HTTPS, the issuer verified against the
+//   trust bundle and by its SPIFFE ID (spiffe://<td>/issuer), the proof read fresh on every call
+//   (kubelet rotates projected tokens; a join-token file may be replaced).
+// - developmentSigner: the sidecar holds the issuer's CA directory and signs its own leaf. For a
+//   laptop only: anyone who can read that directory can be anyone in the mesh, and the log says so.
+import { X509Certificate } from "node:crypto"
+import { readFileSync } from "node:fs"
+import * as https from "node:https"
+import { type Log } from "../iip/log.ts"
+import { loggable } from "../iip/redact.ts"
+import { loadIssuingCa } from "./caDirectory.ts"
+import { issueLeaf, validFromNow } from "./certificates.ts"
+import { readCertificateRequest } from "./certificateRequest.ts"
+import type { Signer } from "./identityClient.ts"
+import type { ProofKind, SignResponse } from "./issuer.ts"
+import { issuerSpiffeId } from "./spiffe.ts"
+
+export interface IssuerSignerOptions {
+  /** https://HOST:PORT of the issuer. */
+  readonly issuerUrl: string
+  readonly trustDomain: string
+  /** The bundle the issuer's certificate is verified against, read on every call (it may be rotated). */
+  readonly trustBundle: () => string
+  /** The proof, read on every call. */
+  readonly proof: () => { readonly kind: ProofKind; readonly token: string }
+  /** One call's bound (default 10 s). */
+  readonly timeoutMs?: number
+  /** Largest answer read (default 64 KiB). */
+  readonly maxResponseBytes?: number
+}
+
+/** A file's content without its trailing newline; a token file is re-read on every call. */
+export const readSecretFile = (path: string): string => readFileSync(path, "utf8").trim()
+
+export const issuerSigner = (options: IssuerSignerOptions): Signer => (csrPem) =>
+  new Promise<SignResponse>((resolve, reject) => {
+    const timeoutMs = options.timeoutMs ?? 10_000
+    const maxBytes = options.maxResponseBytes ?? 64 * 1024
+    const expected = issuerSpiffeId(options.trustDomain)
+    const body = JSON.stringify({ csr: csrPem, proof: options.proof() })
+    const request = https.request(new URL("/v1/sign", options.issuerUrl), {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)) },
+      ca: options.trustBundle(),
+      minVersion: "TLSv1.3",
+      // The issuer is known by its SPIFFE ID, not by a host name (it may be reached by a Service
+      // name, an address or a port-forward): the chain is checked by node:tls, the name here.
+      checkServerIdentity: (_host, certificate) => {
+        const uris = (certificate.subjectaltname ?? "").split(", ").filter((name) => name.startsWith("URI:"))
+        return uris.length === 1 && uris[0] === `URI:${expected}` ? undefined : new Error(`the issuer's certificate does not name ${expected}`)
+      },
+      agent: false
+    })
+    const timer = setTimeout(() => request.destroy(new Error(`the issuer did not answer within ${timeoutMs} ms`)), timeoutMs)
+    const failed = (error: Error) => {
+      clearTimeout(timer)
+      reject(error)
+    }
+    request.on("error", failed)
+    request.on("response", (response) => {
+      const chunks: Array<Buffer> = []
+      let size = 0
+      response.on("data", (chunk: Buffer) => {
+        size += chunk.length
+        if (size > maxBytes) request.destroy(new Error(`the issuer's answer is larger than ${maxBytes} bytes`))
+        else chunks.push(chunk)
+      })
+      response.on("error", failed)
+      response.on("end", () => {
+        clearTimeout(timer)
+        let json: { error?: unknown; message?: unknown } & Partial<SignResponse>
+        try {
+          json = JSON.parse(Buffer.concat(chunks).toString("utf8"))
+        } catch {
+          return reject(new Error(`the issuer answered ${response.statusCode} without JSON`))
+        }
+        if (response.statusCode !== 200) {
+          return reject(new Error(`the issuer refused (${response.statusCode} ${loggable(String(json.error), 64)}): ${loggable(String(json.message))}`))
+        }
+        resolve(json as SignResponse)
+      })
+    })
+    request.end(body)
+  })
+
+export interface DevelopmentSignerOptions {
+  /** A CA directory (`iip-mesh ca init`) with intermediate.pem, intermediate.key.pem, bundle.pem. */
+  readonly caDir: string
+  readonly leafLifetimeMs: number
+  readonly log: Log
+}
+
+/** Signs this sidecar's own CSRs with the issuer's key from `caDir`, loudly. */
+export const developmentSigner = (options: DevelopmentSignerOptions): Signer => {
+  const ca = loadIssuingCa(options.caDir)
+  const warning = `DEVELOPMENT ONLY: this sidecar signs its own certificate with the issuer key in ${options.caDir}; whoever can read that directory can claim any identity in the mesh`
+  options.log("identity-development-signing", { warning })
+  return async (csrPem) => {
+    const request = await readCertificateRequest(csrPem)
+    if (request.requestedId === undefined) throw new Error("a development signer needs the request to name its identity")
+    const leaf = await issueLeaf(ca.intermediate, { spiffeId: request.requestedId, publicKey: request.publicKey, ...validFromNow(options.leafLifetimeMs) })
+    options.log("identity-development-signed", { spiffeId: request.requestedId, warning })
+    return {
+      spiffeId: request.requestedId,
+      certificateChainPem: leaf + ca.intermediate.certificatePem,
+      trustBundlePem: ca.trustBundlePem,
+      notAfter: new Date(new X509Certificate(leaf).validTo).toISOString()
+    }
+  }
+}

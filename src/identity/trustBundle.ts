@@ -1,0 +1,42 @@
+// PEM bundles and chains as node:crypto sees them: splitting a bundle into its certificates and
+// checking that a chain (leaf first) leads to one of a bundle's roots within its validity. The
+// issuer checks its intermediate with it at start, and the identity client checks every leaf it
+// receives before using it, so a wrong answer never replaces good credentials.
+import { X509Certificate } from "node:crypto"
+
+const pemBlock = /-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----/g
+
+/** The certificates of a PEM text, each as its own PEM block (anything between blocks is ignored). */
+export const certificatesOfPem = (text: string): Array<string> => [...text.matchAll(pemBlock)].map((match) => `${match[0]}\n`)
+
+const validAt = (certificate: X509Certificate, at: Date): boolean =>
+  new Date(certificate.validFrom).getTime() <= at.getTime() && at.getTime() <= new Date(certificate.validTo).getTime()
+
+/**
+ * Why `chainPem` (leaf first, then intermediates) does not lead to a root of `bundlePem` at `at`,
+ * or undefined when it does: each certificate issued and signed by the next, the last by a bundle
+ * root, every one of them within its validity.
+ */
+export const chainProblem = (chainPem: string, bundlePem: string, at: Date): string | undefined => {
+  let chain: Array<X509Certificate>
+  let roots: Array<X509Certificate>
+  try {
+    chain = certificatesOfPem(chainPem).map((pem) => new X509Certificate(pem))
+    roots = certificatesOfPem(bundlePem).map((pem) => new X509Certificate(pem))
+  } catch (cause) {
+    return `a certificate does not parse: ${cause instanceof Error ? cause.message : String(cause)}`
+  }
+  if (chain.length === 0) return "the chain holds no certificate"
+  if (roots.length === 0) return "the trust bundle holds no certificate"
+  for (const [index, certificate] of chain.entries()) {
+    if (!validAt(certificate, at)) return `certificate ${index} of the chain is not valid at ${at.toISOString()} (${certificate.validFrom} .. ${certificate.validTo})`
+    const parent = chain[index + 1]
+    if (parent === undefined) break
+    if (!certificate.checkIssued(parent) || !certificate.verify(parent.publicKey)) return `certificate ${index} of the chain is not signed by the next one`
+  }
+  const top = chain[chain.length - 1]!
+  const root = roots.find((candidate) => top.checkIssued(candidate) && top.verify(candidate.publicKey))
+  if (root === undefined) return "the chain leads to no root of the trust bundle"
+  if (!validAt(root, at)) return `the root is not valid at ${at.toISOString()}`
+  return undefined
+}

@@ -1,0 +1,132 @@
+// `iip-mesh ca init|rotate|finish-rotation` run as the command it is: what it writes verifies
+// with node:crypto (root self-signed, intermediate issued and signed by it, keys 0600), the issuer
+// loads it, and during a rotation the two-root bundle lets a leaf under the old root and a leaf
+// under the new one complete mutual TLS with each other; after finish-rotation the old one fails.
+import { execFile } from "node:child_process"
+import { X509Certificate } from "node:crypto"
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
+import type { AddressInfo } from "node:net"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import * as tls from "node:tls"
+import { afterAll, describe, expect, it } from "vitest"
+import { loadIssuingCa } from "../../src/identity/caDirectory.ts"
+import { generateKeyPair, issueLeaf } from "../../src/identity/certificates.ts"
+import { spiffeIdOfCertificate } from "../../src/identity/spiffe.ts"
+import { certificatesOfPem } from "../../src/identity/trustBundle.ts"
+
+const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
+const work = mkdtempSync(join(tmpdir(), "iip-mesh-ca-test-"))
+afterAll(() => rmSync(work, { recursive: true, force: true }))
+
+const cli = (...args: Array<string>) =>
+  new Promise<{ code: number; stdout: string; stderr: string }>((done) => {
+    execFile(process.execPath, [main, ...args], { timeout: 20_000 }, (error, stdout, stderr) => done({ code: error === null ? 0 : Number(error.code ?? 1), stdout, stderr }))
+  })
+
+const read = (dir: string, name: string) => readFileSync(join(dir, name), "utf8")
+
+/** A leaf for `spiffeId` under the intermediate in `dir` as it is now: key and chain. */
+const leafUnder = async (dir: string, spiffeId: string) => {
+  const ca = loadIssuingCa(dir)
+  const pair = await generateKeyPair()
+  const leaf = await issueLeaf(ca.intermediate, { spiffeId, publicKey: pair.keys.publicKey, lifetimeMs: 3_600_000 })
+  return { key: pair.privateKeyPem, cert: leaf + ca.intermediate.certificatePem }
+}
+
+/** Mutual TLS 1.3 between two leaves, both trusting `bundle`; the SPIFFE IDs each side saw, or the failure. */
+const mutualTls = async (server: { key: string; cert: string }, client: { key: string; cert: string }, bundle: string) => {
+  let serverSaw: string | undefined
+  const listener = tls.createServer({ ...server, ca: bundle, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.3" }, (socket) => {
+    serverSaw = spiffeIdOfCertificate(socket.getPeerX509Certificate()!)?.text
+    socket.end("ok")
+  })
+  listener.on("tlsClientError", () => {})
+  await new Promise<void>((done) => listener.listen(0, "127.0.0.1", done))
+  try {
+    return await new Promise<{ ok: true; serverSaw: string | undefined; clientSaw: string | undefined } | { ok: false; error: string }>((done) => {
+      const socket = tls.connect({ port: (listener.address() as AddressInfo).port, host: "127.0.0.1", ...client, ca: bundle, checkServerIdentity: () => undefined, minVersion: "TLSv1.3" })
+      socket.on("data", () => {
+        const clientSaw = spiffeIdOfCertificate(socket.getPeerX509Certificate()!)?.text
+        socket.destroy()
+        done({ ok: true, serverSaw, clientSaw })
+      })
+      socket.on("error", (error: NodeJS.ErrnoException) => done({ ok: false, error: error.code ?? error.message }))
+      socket.on("close", () => done({ ok: false, error: "closed" }))
+    })
+  } finally {
+    listener.close()
+  }
+}
+
+describe("iip-mesh ca", () => {
+  const dir = join(work, "ca")
+
+  it("init writes a root and an intermediate that verify, keys 0600, a one-root bundle; a second init refuses", async () => {
+    const result = await cli("ca", "init", "--dir", dir, "--trust-domain", "shop.example")
+    expect(result.stderr).toBe("")
+    expect(result.code).toBe(0)
+    expect(statSync(dir).mode & 0o777).toBe(0o700)
+    for (const key of ["root.key.pem", "intermediate.key.pem"]) expect(statSync(join(dir, key)).mode & 0o777, key).toBe(0o600)
+    const root = new X509Certificate(read(dir, "root.pem"))
+    const intermediate = new X509Certificate(read(dir, "intermediate.pem"))
+    expect(root.ca && intermediate.ca).toBe(true)
+    expect(root.checkIssued(root) && root.verify(root.publicKey)).toBe(true)
+    expect(intermediate.checkIssued(root) && intermediate.verify(root.publicKey)).toBe(true)
+    expect(root.subjectAltName).toBe("URI:spiffe://shop.example")
+    expect(certificatesOfPem(read(dir, "bundle.pem"))).toStrictEqual([read(dir, "root.pem")])
+    expect(loadIssuingCa(dir).trustDomain).toBe("shop.example")
+    const again = await cli("ca", "init", "--dir", dir)
+    expect(again.code).toBe(1)
+    expect(again.stderr).toMatch(/holds a CA already/)
+    expect(read(dir, "root.pem")).toBe(root.toString())
+  })
+
+  it("renew-intermediate: a new intermediate under the same root; the bundle stays, old and new leaves verify each other", async () => {
+    const before = { root: read(dir, "root.pem"), bundle: read(dir, "bundle.pem"), intermediate: read(dir, "intermediate.pem") }
+    const oldLeaf = await leafUnder(dir, "spiffe://shop.example/svc/catalog")
+    const result = await cli("ca", "renew-intermediate", "--dir", dir)
+    expect(result.stderr).toBe("")
+    expect(result.code).toBe(0)
+    expect(read(dir, "intermediate.pem")).not.toBe(before.intermediate)
+    expect({ root: read(dir, "root.pem"), bundle: read(dir, "bundle.pem") }).toStrictEqual({ root: before.root, bundle: before.bundle })
+    expect(statSync(join(dir, "intermediate.key.pem")).mode & 0o777).toBe(0o600)
+    const root = new X509Certificate(before.root)
+    const intermediate = new X509Certificate(read(dir, "intermediate.pem"))
+    expect(intermediate.checkIssued(root) && intermediate.verify(root.publicKey)).toBe(true)
+    expect(intermediate.subjectAltName).toBe("URI:spiffe://shop.example")
+    const newLeaf = await leafUnder(dir, "spiffe://shop.example/svc/pricing")
+    expect(await mutualTls(oldLeaf, newLeaf, before.bundle)).toMatchObject({ ok: true })
+  })
+
+  it("rotate: a two-root bundle carries mutual TLS between a leaf under the old root and one under the new; finish-rotation drops the old", async () => {
+    const oldLeaf = await leafUnder(dir, "spiffe://shop.example/svc/catalog")
+    const oldRoot = read(dir, "root.pem")
+    const rotated = await cli("ca", "rotate", "--dir", dir, "--trust-domain", "shop.example")
+    expect(rotated.code).toBe(0)
+    expect(read(dir, "previous-root.pem")).toBe(oldRoot)
+    const bundle = read(dir, "bundle.pem")
+    expect(certificatesOfPem(bundle)).toStrictEqual([read(dir, "root.pem"), oldRoot])
+    expect(read(dir, "root.pem")).not.toBe(oldRoot)
+    const newLeaf = await leafUnder(dir, "spiffe://shop.example/svc/pricing")
+    expect(await mutualTls(oldLeaf, newLeaf, bundle)).toStrictEqual({ ok: true, serverSaw: "spiffe://shop.example/svc/pricing", clientSaw: "spiffe://shop.example/svc/catalog" })
+    expect(await mutualTls(newLeaf, oldLeaf, bundle)).toMatchObject({ ok: true })
+    // The new root alone does not trust the old leaf: the bundle is what carries the rotation.
+    expect(await mutualTls(newLeaf, oldLeaf, read(dir, "root.pem"))).toMatchObject({ ok: false })
+    expect((await cli("ca", "rotate", "--dir", dir, "--trust-domain", "shop.example")).stderr).toMatch(/rotation is in progress/)
+
+    const finished = await cli("ca", "finish-rotation", "--dir", dir)
+    expect(finished.code).toBe(0)
+    const after = read(dir, "bundle.pem")
+    expect(certificatesOfPem(after)).toStrictEqual([read(dir, "root.pem")])
+    expect(await mutualTls(newLeaf, oldLeaf, after)).toMatchObject({ ok: false })
+    expect(await mutualTls(newLeaf, await leafUnder(dir, "spiffe://shop.example/svc/storefront"), after)).toMatchObject({ ok: true })
+  })
+
+  it("a bad trust domain is refused before anything is written", async () => {
+    const result = await cli("ca", "init", "--dir", join(work, "bad"), "--trust-domain", "Shop Example")
+    expect(result.code).toBe(1)
+    expect(result.stderr).toMatch(/not a trust domain/)
+    expect(existsSync(join(work, "bad"))).toBe(false)
+  })
+})

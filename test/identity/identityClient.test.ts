@@ -1,0 +1,162 @@
+// The sidecar's identity client on Effect's TestClock: it renews at 70 % +- 5 % of the leaf's
+// life, retries with backoff while the issuer is down, keeps the old credentials meanwhile, and
+// refuses an answer that does not certify its own key. The signer is in-process (the issuer's
+// HTTP side has its own tests); it signs with the test clock's time as notBefore.
+import { describe, expect, it } from "@effect/vitest"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import { TestClock } from "effect/testing"
+import { X509Certificate } from "node:crypto"
+import { generateKeyPair, issueLeaf } from "../../src/identity/certificates.ts"
+import { readCertificateRequest } from "../../src/identity/certificateRequest.ts"
+import type { WorkloadCredentials } from "../../src/identity/credentials.ts"
+import * as IdentityClient from "../../src/identity/identityClient.ts"
+import type { SignResponse } from "../../src/identity/issuer.ts"
+import { makeIssuingCa, trustDomain } from "../support/identityTest.ts"
+
+const hour = 3_600_000
+const lifetime = 10 * hour
+const catalogId = `spiffe://${trustDomain}/svc/catalog`
+
+/** Resolves when `check` holds, polled on real time; rejects after `ms` so a missing event fails the test. */
+const eventually = (check: () => boolean, ms = 5_000) =>
+  Effect.promise(() =>
+    new Promise<void>((resolve, reject) => {
+      const started = Date.now()
+      const poll = () => (check() ? resolve() : Date.now() - started > ms ? reject(new Error("timed out waiting")) : setTimeout(poll, 5))
+      poll()
+    })
+  )
+
+/** A signer over a fresh in-memory CA, signing at the test clock's time; `down` makes it fail like an unreachable issuer. */
+const makeFakeIssuer = Effect.gen(function*() {
+  const clock = yield* Clock.Clock
+  const ca = yield* Effect.promise(() => makeIssuingCa())
+  const state = { down: false, wrongKey: false, calls: [] as Array<number> }
+  const signer: IdentityClient.Signer = async (csrPem) => {
+    state.calls.push(clock.currentTimeMillisUnsafe())
+    if (state.down) throw new Error("connect ECONNREFUSED 127.0.0.1:8443")
+    const request = await readCertificateRequest(csrPem)
+    const publicKey = state.wrongKey ? (await generateKeyPair()).keys.publicKey : request.publicKey
+    const notBefore = new Date(clock.currentTimeMillisUnsafe())
+    const leaf = await issueLeaf(ca.intermediate, { spiffeId: request.requestedId!, publicKey, notBefore, lifetimeMs: lifetime })
+    const answer: SignResponse = {
+      spiffeId: request.requestedId!,
+      certificateChainPem: leaf + ca.intermediate.certificatePem,
+      trustBundlePem: ca.trustBundlePem,
+      notAfter: new Date(notBefore.getTime() + lifetime).toISOString()
+    }
+    return answer
+  }
+  return { signer, state }
+})
+
+const startClient = (signer: IdentityClient.Signer, events: Array<{ event: string; fields: Record<string, unknown> }>) =>
+  IdentityClient.make({ signer, trustDomain, requestedId: catalogId, log: (event, fields) => void events.push({ event, fields }) })
+
+const notBeforeOf = (credentials: WorkloadCredentials) => new Date(new X509Certificate(credentials.certificateChainPem.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n").validFrom).getTime()
+
+describe("identity client", () => {
+  it("renewalDelayMs: 70 % +- 5 % of the life left when received, from notBefore at the earliest, at least 1 s", async () => {
+    const ca = await makeIssuingCa()
+    const pair = await generateKeyPair()
+    const notBefore = new Date(Date.UTC(2030, 0, 1))
+    const leaf = await issueLeaf(ca.intermediate, { spiffeId: catalogId, publicKey: pair.keys.publicKey, notBefore, lifetimeMs: lifetime })
+    const credentials = { spiffeId: catalogId, privateKeyPem: pair.privateKeyPem, certificateChainPem: leaf, trustBundlePem: ca.trustBundlePem, notAfter: new Date(notBefore.getTime() + lifetime) }
+    // Received at notBefore: 70 % of the life, +- 5 %.
+    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime(), 0.5)).toBe(7 * hour)
+    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime(), 0)).toBe(6.5 * hour)
+    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime(), 0.999999)).toBeCloseTo(7.5 * hour, -2)
+    // Backdated by the issuer (received an hour after notBefore): 70 % of what is left.
+    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime() + hour, 0.5)).toBe(0.7 * 9 * hour)
+    // Received before notBefore (skew the other way): from notBefore.
+    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime() - hour, 0.5)).toBe(8 * hour)
+    // Never a busy loop.
+    expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime() + lifetime - 10, 0.5)).toBe(1_000)
+  })
+
+  it.effect("renews at 70 % +- 5 % of the leaf's life on the clock, not before; the key is new and listeners hear it", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const { signer, state } = yield* makeFakeIssuer
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const client = yield* startClient(signer, events)
+      const first = client.current()
+      expect(first.spiffeId).toBe(catalogId)
+      const heard: Array<WorkloadCredentials> = []
+      client.subscribe((next) => heard.push(next))
+      const start = notBeforeOf(first)
+      const renewAt = Date.parse(client.status().renewAt)
+      expect(renewAt - start).toBeGreaterThanOrEqual(0.65 * lifetime)
+      expect(renewAt - start).toBeLessThanOrEqual(0.75 * lifetime)
+
+      yield* TestClock.adjust(renewAt - (yield* Clock.currentTimeMillis) - 1)
+      yield* Effect.yieldNow
+      expect(state.calls).toHaveLength(1)
+      expect(client.current()).toBe(first)
+
+      yield* TestClock.adjust(1)
+      yield* eventually(() => heard.length === 1)
+      expect(state.calls).toHaveLength(2)
+      expect(state.calls[1]).toBe(renewAt)
+      const second = client.current()
+      expect(second).toBe(heard[0])
+      expect(second.privateKeyPem).not.toBe(first.privateKeyPem)
+      expect(Math.abs(second.notAfter.getTime() - (renewAt + lifetime))).toBeLessThan(1000) // X.509 times are whole seconds
+      expect(client.status()).toMatchObject({ spiffeId: catalogId, renewals: 1, lastError: undefined })
+      // The next one is scheduled the same way from the new leaf.
+      const again = Date.parse(client.status().renewAt) - renewAt
+      expect(again).toBeGreaterThanOrEqual(0.65 * lifetime)
+      expect(again).toBeLessThanOrEqual(0.75 * lifetime)
+      expect(events.map((e) => e.event)).toStrictEqual(["identity-obtained", "identity-renewed"])
+    }).pipe(Effect.scoped))
+
+  it.effect("the issuer down at renewal: retries with growing backoff, the old credentials stay until new ones arrive", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const { signer, state } = yield* makeFakeIssuer
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const client = yield* startClient(signer, events)
+      const first = client.current()
+      state.down = true
+      yield* TestClock.adjust(Date.parse(client.status().renewAt) - (yield* Clock.currentTimeMillis))
+      const failures = () => events.filter((e) => e.event === "identity-renewal-failed")
+      yield* eventually(() => failures().length === 1)
+      const retries: Array<number> = []
+      for (let attempt = 1; attempt <= 4; attempt++) {
+        const retryInMs = failures()[attempt - 1]!.fields.retryInMs as number
+        retries.push(retryInMs)
+        expect(client.current()).toBe(first)
+        expect(client.status().lastError).toMatch(/ECONNREFUSED/)
+        yield* TestClock.adjust(retryInMs)
+        if (attempt < 4) yield* eventually(() => failures().length === attempt + 1)
+        if (attempt === 3) state.down = false
+      }
+      yield* eventually(() => client.current() !== first)
+      // Backoff: 1 s, 2 s, 4 s, 8 s, each scaled by a jitter in [0.5, 1).
+      retries.forEach((ms, i) => {
+        expect(ms).toBeGreaterThanOrEqual(500 * 2 ** i)
+        expect(ms).toBeLessThan(1000 * 2 ** i)
+      })
+      expect(state.calls).toHaveLength(6)
+      expect(client.status()).toMatchObject({ renewals: 1, lastError: undefined })
+      expect(client.current().privateKeyPem).not.toBe(first.privateKeyPem)
+    }).pipe(Effect.scoped))
+
+  it.effect("an answer that does not certify the client's own key is refused and retried; the first credentials wait for a good one", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const { signer, state } = yield* makeFakeIssuer
+      state.wrongKey = true
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const fiber = yield* Effect.forkScoped(startClient(signer, events))
+      yield* eventually(() => events.length === 1)
+      expect(events[0]!.fields.error).toMatch(/the leaf does not certify our key/)
+      state.wrongKey = false
+      yield* TestClock.adjust(events[0]!.fields.retryInMs as number)
+      const client = yield* Fiber.join(fiber)
+      expect(client.current().spiffeId).toBe(catalogId)
+      expect(state.calls).toHaveLength(2)
+    }).pipe(Effect.scoped))
+})

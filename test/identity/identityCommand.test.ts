@@ -1,0 +1,116 @@
+// `iip-mesh identity` as the command it is: it starts from a `ca init` directory and a join-token
+// file, prints its ready line, signs a sidecar's request end to end, stops on SIGTERM with exit 0;
+// and it refuses to start with no proof it could take, outside a cluster with --kubernetes on, or
+// with a trust domain its intermediate does not name.
+import { type ChildProcess, execFile, spawn } from "node:child_process"
+import { X509Certificate } from "node:crypto"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { initCa, rotateCa } from "../../src/identity/caDirectory.ts"
+import { certificatesOfPem } from "../../src/identity/trustBundle.ts"
+import { generateKeyPair } from "../../src/identity/certificates.ts"
+import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
+import { issuerSigner } from "../../src/identity/signers.ts"
+
+const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
+const work = mkdtempSync(join(tmpdir(), "iip-mesh-identity-command-"))
+const caDir = join(work, "ca")
+const token = "t".repeat(40)
+const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("KUBERNETES_")))
+
+beforeAll(async () => {
+  await initCa({ dir: caDir, trustDomain: "cmd.mesh" })
+  writeFileSync(join(work, "join-tokens"), `# demo tokens\n${token} catalog\n`)
+})
+afterAll(() => rmSync(work, { recursive: true, force: true }))
+
+const run = (...args: Array<string>) =>
+  new Promise<{ code: number; stderr: string }>((done) => {
+    execFile(process.execPath, [main, "identity", ...args], { timeout: 20_000, env }, (error, _stdout, stderr) => done({ code: error === null ? 0 : Number(error.code ?? 1), stderr }))
+  })
+
+describe("iip-mesh identity", () => {
+  it("serves signing requests from a ca init directory with join tokens, and stops on SIGTERM with exit 0", async () => {
+    const child: ChildProcess = spawn(process.execPath, [main, "identity", "--ca-dir", caDir, "--listen", "127.0.0.1:0", "--join-tokens", join(work, "join-tokens")], { env, stdio: ["ignore", "pipe", "pipe"] })
+    try {
+      const ready = await new Promise<{ listen: string; trustDomain: string }>((found, failed) => {
+        let out = ""
+        const timer = setTimeout(() => failed(new Error("no ready line within 15 s")), 15_000)
+        child.stdout!.on("data", (chunk: Buffer) => {
+          out += chunk.toString()
+          const line = out.split("\n").find((l) => l.includes('"identity-ready"'))
+          if (line !== undefined) {
+            clearTimeout(timer)
+            found(JSON.parse(line))
+          }
+        })
+        child.once("exit", (code) => failed(new Error(`exited with ${code}`)))
+      })
+      expect(ready.trustDomain).toBe("cmd.mesh")
+      const pair = await generateKeyPair()
+      const signer = issuerSigner({
+        issuerUrl: `https://${ready.listen}`,
+        trustDomain: "cmd.mesh",
+        trustBundle: () => readFileSync(join(caDir, "bundle.pem"), "utf8"),
+        proof: () => ({ kind: "join", token })
+      })
+      const answer = await signer(await createCertificateRequest(pair.keys, "spiffe://cmd.mesh/svc/catalog"))
+      expect(answer.spiffeId).toBe("spiffe://cmd.mesh/svc/catalog")
+      const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)))
+      child.kill("SIGTERM")
+      expect(await exited).toBe(0)
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL")
+    }
+  })
+
+  it("picks up a rotated CA directory without a restart, and keeps its CA when the directory turns invalid", async () => {
+    const dir = join(work, "rotating")
+    await initCa({ dir, trustDomain: "cmd.mesh" })
+    const oldRoot = readFileSync(join(dir, "root.pem"), "utf8")
+    const child: ChildProcess = spawn(
+      process.execPath,
+      [main, "identity", "--ca-dir", dir, "--listen", "127.0.0.1:0", "--join-tokens", join(work, "join-tokens"), "--ca-reload-interval", "100ms"],
+      { env, stdio: ["ignore", "pipe", "pipe"] }
+    )
+    let stderr = ""
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    const waitFor = (pattern: RegExp) =>
+      new Promise<void>((found, failed) => {
+        const started = Date.now()
+        const poll = () => (pattern.test(stderr) ? found() : Date.now() - started > 15_000 ? failed(new Error(`no ${pattern} within 15 s: ${stderr}`)) : setTimeout(poll, 20))
+        poll()
+      })
+    try {
+      await waitFor(/"identity-issuer-ready"/)
+      const listen = /"address":"([^"]+)"/.exec(stderr)![1]!
+      const sign = async () => {
+        const pair = await generateKeyPair()
+        const signer = issuerSigner({ issuerUrl: `https://${listen}`, trustDomain: "cmd.mesh", trustBundle: () => readFileSync(join(dir, "bundle.pem"), "utf8"), proof: () => ({ kind: "join", token }) })
+        const answer = await signer(await createCertificateRequest(pair.keys, "spiffe://cmd.mesh/svc/catalog"))
+        const chain = certificatesOfPem(answer.certificateChainPem).map((pem) => new X509Certificate(pem))
+        const roots = certificatesOfPem(answer.trustBundlePem)
+        return { issuedBy: roots.find((root) => chain[1]!.verify(new X509Certificate(root).publicKey)), roots: roots.length }
+      }
+      expect(await sign()).toStrictEqual({ issuedBy: oldRoot, roots: 1 })
+      await rotateCa({ dir, trustDomain: "cmd.mesh" })
+      await waitFor(/"identity-ca-replaced".*"roots":2/)
+      const newRoot = readFileSync(join(dir, "root.pem"), "utf8")
+      expect(await sign()).toStrictEqual({ issuedBy: newRoot, roots: 2 })
+      writeFileSync(join(dir, "intermediate.pem"), "not a certificate\n")
+      await waitFor(/"identity-ca-reload-failed".*must hold exactly one certificate/)
+      expect(await sign()).toStrictEqual({ issuedBy: newRoot, roots: 2 })
+    } finally {
+      child.kill("SIGKILL")
+    }
+  })
+
+  it("refuses to start with no proof it could take, with --kubernetes on outside a cluster, or with another trust domain", async () => {
+    expect(await run("--ca-dir", caDir, "--listen", "127.0.0.1:0")).toMatchObject({ code: 1, stderr: expect.stringMatching(/no proof is accepted/) })
+    expect(await run("--ca-dir", caDir, "--listen", "127.0.0.1:0", "--kubernetes", "on")).toMatchObject({ code: 1, stderr: expect.stringMatching(/not running in a cluster/) })
+    expect(await run("--ca-dir", caDir, "--join-tokens", join(work, "join-tokens"), "--trust-domain", "other.mesh")).toMatchObject({ code: 1, stderr: expect.stringMatching(/intermediate names trust domain cmd\.mesh/) })
+    expect(await run("--ca-dir", join(work, "missing"), "--join-tokens", join(work, "join-tokens"))).toMatchObject({ code: 1, stderr: expect.stringMatching(/cannot read .*intermediate\.pem/) })
+  })
+})

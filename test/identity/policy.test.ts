@@ -1,0 +1,166 @@
+// The authorization policy on its own (src/identity/policy.ts): a document is checked with every
+// problem named where it is; compiled for one service, it allows and denies by identity (exact,
+// `*` in a segment, trailing `/**`, lone `*`), path (exact, prefix) and method, falls back to the
+// service's default (allow-all, mesh-authenticated, deny) or the document's for a service it does
+// not name; a path that decodes to a dot segment never matches a prefix rule.
+import * as Result from "effect/Result"
+import { describe, expect, it } from "vitest"
+import { compilePolicy, identityMatcher, matchablePath, parsePolicyDocument, type PolicyDocument } from "../../src/identity/policy.ts"
+import { matchesIdentityPattern } from "../../src/identity/spiffe.ts"
+
+const td = "iip-mesh.local"
+const storefront = `spiffe://${td}/ns/shop/sa/storefront`
+const reports = `spiffe://${td}/ns/shop/sa/reports`
+const batch = `spiffe://${td}/ns/jobs/sa/nightly`
+const foreign = "spiffe://other.org/ns/shop/sa/storefront"
+
+const document = (value: unknown): PolicyDocument => {
+  const parsed = parsePolicyDocument(value)
+  if (Result.isFailure(parsed)) throw new Error(parsed.failure.message)
+  return parsed.success
+}
+
+const problems = (value: unknown): ReadonlyArray<string> => {
+  const parsed = parsePolicyDocument(value)
+  if (Result.isSuccess(parsed)) throw new Error("expected the document to be refused")
+  return parsed.failure.problems
+}
+
+describe("policy decisions", () => {
+  const shop = compilePolicy(
+    document({
+      services: {
+        catalog: {
+          default: "deny",
+          rules: [
+            { from: [storefront], paths: ["/products", "/products/*"], methods: ["GET", "head"] },
+            { from: [`spiffe://${td}/ns/shop/sa/*`], paths: ["/health"] },
+            { from: [`spiffe://${td}/ns/jobs/**`], methods: ["POST"], paths: ["/reindex"] }
+          ]
+        }
+      }
+    }),
+    "catalog",
+    td
+  )
+
+  it("allows what a rule allows: its identity, one of its paths (exact or prefix), one of its methods", () => {
+    expect(shop.allowsAll).toBe(false)
+    expect(shop.decide(storefront, "GET", "/products")).toBe("allow")
+    expect(shop.decide(storefront, "GET", "/products/42?currency=EUR")).toBe("allow")
+    expect(shop.decide(storefront, "HEAD", "/products/42")).toBe("allow") // rule methods are upper-cased
+    expect(shop.decide(reports, "DELETE", "/health")).toBe("allow") // `*` in a segment, any method
+    expect(shop.decide(batch, "POST", "/reindex")).toBe("allow") // trailing /**
+  })
+
+  it("denies another method, another path or another identity", () => {
+    expect(shop.decide(storefront, "POST", "/products")).toBe("no-rule-matched")
+    expect(shop.decide(storefront, "get", "/products")).toBe("no-rule-matched") // methods are case-sensitive on the wire
+    expect(shop.decide(storefront, "GET", "/productsX")).toBe("no-rule-matched") // /products is exact, /products/* a prefix
+    expect(shop.decide(storefront, "GET", "/admin")).toBe("no-rule-matched")
+    expect(shop.decide(reports, "GET", "/products")).toBe("no-rule-matched")
+    expect(shop.decide(batch, "GET", "/reindex")).toBe("no-rule-matched")
+    expect(shop.decide(`spiffe://${td}/ns/shop/sa/a/b`, "GET", "/health")).toBe("no-rule-matched") // * stays in one segment
+    expect(shop.decide(foreign, "GET", "/products")).toBe("no-rule-matched")
+    expect(shop.decide(undefined, "GET", "/products")).toBe("unauthenticated")
+  })
+
+  it("matches paths decoded, and never lets a dot segment or a backslash through a prefix rule", () => {
+    expect(shop.decide(storefront, "GET", "/product%73/1")).toBe("allow")
+    for (const sneaky of ["/products/../admin", "/products/%2E%2E/admin", "/products%2F..%2Fadmin", "/products/./x", "/products/..", "/products/x%5C..%5Cadmin", "/products/%zz"]) {
+      expect(shop.decide(storefront, "GET", sneaky), sneaky).toBe("no-rule-matched")
+    }
+    // A rule without paths still applies to such a path (it allows every path anyway).
+    const anyPath = compilePolicy(document({ services: { catalog: { rules: [{ from: [storefront] }] } } }), "catalog", td)
+    expect(anyPath.decide(storefront, "GET", "/a/../b")).toBe("allow")
+    expect(matchablePath("/a%2Fb?x=1")).toBe("/a/b")
+    expect(matchablePath("/a/..b/c")).toBe("/a/..b/c")
+  })
+
+  it("defaults: allow-all allows everyone, mesh-authenticated any identity of the trust domain, deny no one; omitted means deny", () => {
+    const of = (fallback: unknown) => compilePolicy(document({ services: { catalog: fallback === undefined ? {} : { default: fallback } } }), "catalog", td)
+    const allowAll = of("allow-all")
+    expect(allowAll.allowsAll).toBe(true)
+    expect(allowAll.decide(undefined, "DELETE", "/x")).toBe("allow")
+    const authenticated = of("mesh-authenticated")
+    expect(authenticated.decide(storefront, "DELETE", "/x")).toBe("allow")
+    expect(authenticated.decide(`spiffe://${td}`, "GET", "/")).toBe("allow")
+    expect(authenticated.decide(foreign, "GET", "/")).toBe("not-in-trust-domain")
+    expect(authenticated.decide(`spiffe://${td}.evil/x`, "GET", "/")).toBe("not-in-trust-domain")
+    expect(authenticated.decide(undefined, "GET", "/")).toBe("unauthenticated")
+    expect(of("deny").decide(storefront, "GET", "/")).toBe("default-deny")
+    expect(of(undefined).decide(storefront, "GET", "/")).toBe("default-deny")
+  })
+
+  it("mesh-authenticated with rules: the rules can admit identities of another trust domain", () => {
+    const policy = compilePolicy(document({ services: { catalog: { default: "mesh-authenticated", rules: [{ from: [foreign], methods: ["GET"] }] } } }), "catalog", td)
+    expect(policy.decide(foreign, "GET", "/")).toBe("allow")
+    expect(policy.decide(foreign, "POST", "/")).toBe("not-in-trust-domain")
+    expect(policy.decide(reports, "POST", "/")).toBe("allow")
+  })
+
+  it("a service the document does not name gets the document's default (deny when it says none)", () => {
+    expect(compilePolicy(document({ default: "allow-all", services: {} }), "pricing", td).allowsAll).toBe(true)
+    const denied = compilePolicy(document({ services: { catalog: { default: "allow-all" } } }), "pricing", td)
+    expect(denied.decide(storefront, "GET", "/")).toBe("default-deny")
+    expect(denied.source).toContain("names no pricing")
+    expect(compilePolicy(document({}), "catalog", td).decide(storefront, "GET", "/")).toBe("default-deny")
+  })
+
+  it("compiled identity patterns match exactly what spiffe.ts's matchesIdentityPattern matches", () => {
+    const patterns = ["*", storefront, `spiffe://${td}/ns/shop/sa/*`, `spiffe://${td}/ns/*/sa/storefront`, `spiffe://${td}/ns/shop/**`, `spiffe://${td}/ns/sh*p/sa/st*`, `spiffe://${td}/svc/a.b`]
+    const ids = [storefront, reports, batch, foreign, `spiffe://${td}/ns/shop`, `spiffe://${td}/ns/shop/`, `spiffe://${td}/ns/shop/sa/a/b`, `spiffe://${td}/ns/shp/sa/st`, `spiffe://${td}/svc/aXb`, `spiffe://${td}/svc/a.b`]
+    for (const pattern of patterns) {
+      const match = identityMatcher(pattern)
+      for (const id of ids) expect(match(id), `${pattern} vs ${id}`).toBe(matchesIdentityPattern(pattern, id))
+    }
+  })
+})
+
+describe("policy documents", () => {
+  it("names every problem with where it is", () => {
+    const found = problems({
+      default: "maybe",
+      servcies: {},
+      services: {
+        Catalog: {},
+        pricing: {
+          default: "allow",
+          rules: [
+            { paths: ["/x"] },
+            { from: ["storefront", "spiffe://*.local/x", "spiffe://td/a/**/b"], paths: ["x", "/a*b", "/a/../b", "/q?x"], methods: ["GE T"], extra: 1 },
+            { from: [] },
+            "nope"
+          ]
+        }
+      }
+    })
+    expect(found).toStrictEqual([
+      `servcies: unknown key (expected one of default, services)`,
+      `default: expected one of allow-all, mesh-authenticated, deny, got "maybe"`,
+      `services.Catalog: expected a service name (a DNS label: a-z, 0-9, -)`,
+      `services.pricing.default: expected one of allow-all, mesh-authenticated, deny, got "allow"`,
+      `services.pricing.rules[0].from: required (the identities this rule allows; * for any verified one)`,
+      `services.pricing.rules[1].extra: unknown key (expected one of from, paths, methods)`,
+      `services.pricing.rules[1].from[0]: expected a SPIFFE ID pattern (spiffe://...) or *, got "storefront"`,
+      `services.pricing.rules[1].from[1]: * may not stand in the trust domain, got "spiffe://*.local/x"`,
+      `services.pricing.rules[1].from[2]: ** may only end a pattern, as /**, got "spiffe://td/a/**/b"`,
+      `services.pricing.rules[1].paths[0]: expected a path starting with / (or *), got "x"`,
+      `services.pricing.rules[1].paths[1]: * may only end a path pattern (a prefix), got "/a*b"`,
+      `services.pricing.rules[1].paths[2]: a path pattern may not hold . or .. segments, got "/a/../b"`,
+      `services.pricing.rules[1].paths[3]: expected visible ASCII without ?, #, % or \\ (paths are matched decoded), got "/q?x"`,
+      `services.pricing.rules[1].methods[0]: expected an HTTP method (or *), got "GE T"`,
+      `services.pricing.rules[2].from: expected 1 to 256 entries, got 0`,
+      `services.pricing.rules[3]: expected an object with from (and optionally paths, methods)`
+    ])
+  })
+
+  it("refuses what is not an object, and lists too long to be a policy", () => {
+    expect(problems([])).toStrictEqual(["expected an object with default and/or services"])
+    expect(problems(null)).toStrictEqual(["expected an object with default and/or services"])
+    expect(problems({ services: { catalog: { rules: [{ from: Array.from({ length: 300 }, () => "*") }] } } })).toStrictEqual([
+      "services.catalog.rules[0].from: expected 1 to 256 entries, got 300"
+    ])
+    expect(problems({ services: { catalog: { rules: [{ from: [`spiffe://${td}/${"a".repeat(3000)}`] }] } } })[0]).toMatch(/at most 2048 characters/)
+  })
+})
