@@ -12,9 +12,9 @@ import * as net from "node:net"
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
-import { makeCredentialHolder, type WorkloadCredentials } from "../../src/identity/credentials.ts"
+import { makeCredentialHolder } from "../../src/identity/credentials.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
-import { type App, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { type App, call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import { makeTestPki, type TestPki } from "../support/testPki.ts"
 
 const MiB = 1024 * 1024
@@ -43,6 +43,8 @@ const startWsApp = async (cleanup: Cleanup) => {
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
       serverSockets.push(ws)
+      // An app that stops reading: what the client sends must wait in the client, not in the sidecars.
+      if (req.url === "/stall") ws.pause()
       ws.on("message", (data, isBinary) => ws.send(data, { binary: isBinary }))
       ws.on("close", (code, reason) => closes.push({ code, reason: reason.toString() }))
     })
@@ -134,7 +136,7 @@ describe.each([
 
   const sidecars = async (aConfig: Partial<SidecarConfig> = {}) => {
     const credentials = async (id: string): Promise<{ credentials?: ReturnType<typeof makeCredentialHolder> }> =>
-      mtls ? { credentials: makeCredentialHolder((await pki.credentials(id)) as WorkloadCredentials) } : {}
+      mtls ? { credentials: makeCredentialHolder(await pki.credentials(id)) } : {}
     b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address }), undefined, await credentials(CATALOG))
     const endpoint = { address: b.inboundAddress, weight: 1, ...(mtls ? { identity: CATALOG } : {}) }
     a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [endpoint] }, ...aConfig }), undefined, await credentials(STORE))
@@ -210,6 +212,62 @@ describe.each([
     expect(await closed).toEqual({ code: 4002, reason: "app done" })
     expect(wsApp.closes).toEqual([{ code: 4002, reason: "app done" }])
   }, 30_000)
+
+  it("an upgraded connection holds no app pool socket: with a pool of 1 and two WebSockets open, plain requests still go", async () => {
+    b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: 1 }), undefined, mtls ? { credentials: makeCredentialHolder(await pki.credentials(CATALOG)) } : {})
+    const endpoint = { address: b.inboundAddress, weight: 1, ...(mtls ? { identity: CATALOG } : {}) }
+    a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [endpoint] } }), undefined, mtls ? { credentials: makeCredentialHolder(await pki.credentials(STORE)) } : {})
+    const first = await connect(cleanup, a)
+    const second = await connect(cleanup, a)
+    const answer = await call(a.outboundPort, { path: "/plain", headers: { host: "catalog" } })
+    expect(answer.status).toBe(200)
+    expect(answer.body.toString()).toBe("plain")
+    first.send("one")
+    second.send("two")
+    expect(String((await nextMessage(first)).data)).toBe("one")
+    expect(String((await nextMessage(second)).data)).toBe("two")
+  }, 30_000)
+
+  it("the client vanishing (no close frame) closes the app's connection", async () => {
+    await sidecars()
+    const ws = await connect(cleanup, a)
+    ws.terminate()
+    await withTimeout((async () => {
+      while (wsApp.closes.length === 0) await new Promise((r) => setTimeout(r, 10))
+    })(), 5000, "the app's socket to close")
+    expect(wsApp.closes[0]!.code).toBe(1006)
+  }, 30_000)
+
+  it("an app that stops reading: the sidecars hold a bounded amount, the rest waits in the client, and every byte arrives in order once it reads", async () => {
+    await sidecars()
+    const ws = await connect(cleanup, a, "/stall")
+    const COUNT = 48
+    const piece = (i: number) => Buffer.alloc(MiB, i)
+    for (let i = 0; i < COUNT; i++) ws.send(piece(i))
+    // Wait (bounded) until the client's send buffer stops shrinking: everything in between is full.
+    let last = -1
+    let steady = 0
+    await withTimeout((async () => {
+      while (steady < 10) {
+        await new Promise((r) => setTimeout(r, 50))
+        steady = ws.bufferedAmount === last ? steady + 1 : 0
+        last = ws.bufferedAmount
+      }
+    })(), 20_000, "the send buffer to settle")
+    const inFlight = COUNT * (MiB + 14) - ws.bufferedAmount
+    // Three sockets' kernel buffers and the sidecars' windows (about 64 KiB + 256 KiB per direction each), not 48 MiB.
+    expect(inFlight).toBeLessThan(16 * MiB) // measured: 4 MiB
+    const received: Array<number> = []
+    const all = new Promise<void>((resolve) =>
+      wsApp.serverSockets[0]!.on("message", (data: Buffer) => {
+        received.push(data.length === MiB && data.every((b) => b === data[0]) ? data[0]! : -1)
+        if (received.length === COUNT) resolve()
+      })
+    )
+    wsApp.serverSockets[0]!.resume()
+    await withTimeout(all, 30_000, "every message at the app")
+    expect(received).toEqual(Array.from({ length: COUNT }, (_, i) => i))
+  }, 60_000)
 
   it("an idle upgraded connection is closed after the upgrade idle timeout", async () => {
     await sidecars({ upgradeIdleTimeoutMs: 300 })
