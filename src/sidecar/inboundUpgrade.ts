@@ -46,6 +46,7 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
   new Promise<HandlerValue>((resolve) => {
     const peerBytes = request.context.stream
     let answered = false
+    let timer: NodeJS.Timeout | undefined
     const answer = (value: HandlerValue) => {
       if (answered) return
       answered = true
@@ -57,16 +58,22 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
       observation.end(leg.address, status, { hop, reason })
       answer(value)
     }
-    const outgoing = http.request({
-      host: leg.appHost,
-      port: leg.appPort,
-      method: app.method,
-      path: app.path,
-      headers: [...app.headers, "connection", "upgrade", "upgrade", app.protocols],
-      agent: false,
-      setHost: false
-    })
-    const timer = setTimeout(() => {
+    let outgoing: http.ClientRequest
+    try {
+      outgoing = http.request({
+        host: leg.appHost,
+        port: leg.appPort,
+        method: app.method,
+        path: app.path,
+        headers: [...app.headers, "connection", "upgrade", "upgrade", app.protocols],
+        agent: false,
+        setHost: false
+      })
+    } catch (error) {
+      // inbound.ts checked the head as the pool would; node's own checks are the last word.
+      return giveUp(400, MeshErrorCode.badRequest, "inbound", failure(MeshErrorCode.badRequest, `cannot form the upgrade request to the app: ${(error as Error).message}`, false))
+    }
+    timer = setTimeout(() => {
       outgoing.destroy()
       giveUp(504, MeshErrorCode.deadlineExceeded, "inbound", failure(MeshErrorCode.deadlineExceeded, `no answer to the upgrade from the app within ${deadlineMs} ms`, true))
     }, deadlineMs)

@@ -1,11 +1,14 @@
 // WebSocket through the mesh (issue 17, PROTOCOL.md §17.5) with a real peer nobody here wrote: the
 // `ws` package as the app's server and as the calling app's client, app <- sidecar B <- sidecar A.
-// Text and binary frames echo, a 4 MiB message arrives whole, the subprotocol the app picked
-// comes back in the 101, close codes and reasons pass both ways (the app closing, the client
-// closing), an unreachable far sidecar is a clear error before any upgrade, an app that refuses
-// the upgrade answers as it is and the bytes behind the request never reach it as a request, a
-// bad Upgrade value is refused at A, the idle timeout closes a silent connection, one metric
-// sample per connection (status 101), and all of it with mTLS on.
+// Text and binary frames echo, a 4 MiB message arrives whole, 200 messages in order, the
+// subprotocol the app picked comes back in the 101, close codes and reasons pass both ways (the
+// app closing, the client closing), a vanished client closes the app's socket, an app that stops
+// reading leaves the rest waiting in the client (bounded in between), open WebSockets hold no app
+// pool socket, the idle timeout closes a silent connection, an app that refuses the upgrade
+// answers as it is and the bytes behind the request never reach it as a request, one metric
+// sample per connection (status 101), all of it with mTLS on too. Before the upgrade: an
+// unreachable far sidecar, an app not listening, no endpoint, a bad Upgrade value or an upgrade
+// with a body at A, a bad `http-upgrade` from a peer at B: clear errors, and the app sees nothing.
 import { createHash } from "node:crypto"
 import type * as http from "node:http"
 import * as net from "node:net"
@@ -13,7 +16,10 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { makeCredentialHolder } from "../../src/identity/credentials.ts"
+import { RemoteError } from "../../src/mux/meshSession.ts"
+import { HttpMeta, requestMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { rejection, startClient } from "../support/meshTest.ts"
 import { type App, call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import { makeTestPki, type TestPki } from "../support/testPki.ts"
 
@@ -115,6 +121,15 @@ const upgradedCount = async (running: RunningSidecar, direction: string, service
     .filter((line) => line.startsWith("iip_mesh_requests_total{") && line.includes(`direction="${direction}"`) && line.includes(`service="${service}"`) && line.includes('code="101"'))
     .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0)
 }
+
+/** A port nothing listens on (bound, then closed). */
+const freePort = (): Promise<number> =>
+  new Promise((resolve) => {
+    const server = net.createServer().listen(0, "127.0.0.1", () => {
+      const port = (server.address() as net.AddressInfo).port
+      server.close(() => resolve(port))
+    })
+  })
 
 const STORE = "spiffe://iip-mesh.local/svc/store"
 const CATALOG = "spiffe://iip-mesh.local/svc/catalog"
@@ -306,12 +321,7 @@ describe("WebSocket errors before the upgrade", () => {
   afterEach(() => cleanup.run())
 
   it("a far sidecar nobody listens on: 502 connect_failed from the outbound hop, before any upgrade", async () => {
-    const closedPort = await new Promise<number>((resolve) => {
-      const server = net.createServer().listen(0, "127.0.0.1", () => {
-        const port = (server.address() as net.AddressInfo).port
-        server.close(() => resolve(port))
-      })
-    })
+    const closedPort = await freePort()
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: `127.0.0.1:${closedPort}`, weight: 1 }] } }))
     const ws = new WebSocket(`ws://127.0.0.1:${a.outboundPort}/chat`, { headers: { host: "catalog" } })
     // Terminating a socket the refusal already closed says so with an error: not this test's concern.
@@ -322,6 +332,31 @@ describe("WebSocket errors before the upgrade", () => {
     expect(refused.headers["x-iip-mesh-error"]).toBe("outbound; reason=connect_failed")
     expect(refused.headers.connection).toBe("close")
     expect(JSON.parse(refused.body)).toMatchObject({ error: "connect_failed", hop: "outbound" })
+  }, 30_000)
+
+  it("a far app nobody listens on: 502 app_unavailable from the app hop, before any upgrade", async () => {
+    const closedPort = await freePort()
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `127.0.0.1:${closedPort}` }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const ws = new WebSocket(`ws://127.0.0.1:${a.outboundPort}/chat`, { headers: { host: "catalog" } })
+    ws.on("error", () => {})
+    cleanup.add(() => ws.terminate())
+    const refused = await refusedWith(ws)
+    expect(refused.status).toBe(502)
+    expect(refused.headers["x-iip-mesh-error"]).toBe("app; reason=app_unavailable")
+  }, 30_000)
+
+  it("a peer whose http-upgrade is not a protocol list is refused bad_request, unprocessed, and the app sees nothing", async () => {
+    const app = await startWsApp(cleanup)
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.app.address }))
+    const client = startClient(cleanup, Number(b.inboundAddress.split(":")[1]))
+    const meta = requestMeta("GET", "catalog", [["sec-websocket-version", "13"]]).set(HttpMeta.upgrade, "web socket\r\nx: 1")
+    const error = await rejection(client.stream("/chat", (async function*() {})(), { meta, timeoutMs: 5000 }))
+    expect(error).toBeInstanceOf(RemoteError)
+    expect((error as RemoteError).code).toBe("bad_request")
+    expect((error as RemoteError).processed).toBe(false)
+    expect(app.upgrades).toEqual([])
+    expect(app.requests).toEqual([])
   }, 30_000)
 
   it("no endpoint for the service: 503 no_endpoint", async () => {
