@@ -121,8 +121,8 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     bodyIdleTimeoutMs: options.bodyIdleTimeoutMs,
     onInvalidHeaders: options.onInvalidHeaders
   }
-  const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs }
   const onInvalid = options.onInvalidHeaders
+  const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }
   const handle = (request: IncomingRequest): Promise<HandlerValue> =>
     new Promise<HandlerValue>((resolve) => {
       const plain = !request.meta.has(HttpMeta.method)

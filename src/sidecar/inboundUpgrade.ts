@@ -16,7 +16,7 @@ import { failure, reply } from "../iip/server.ts"
 import type { IncomingRequest } from "../mux/request.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
-import { endToEndHeaders, upgradeProtocols } from "./headerFilter.ts"
+import { endToEndHeaders, type OnInvalidHeader, upgradeProtocols } from "./headerFilter.ts"
 import { HttpMeta, responseMeta } from "./httpEnvelope.ts"
 import type { InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
@@ -28,6 +28,7 @@ export interface AppUpgradeLeg {
   /** host:port, for messages, metrics and spans. */
   readonly address: string
   readonly upgradeIdleTimeoutMs: number
+  readonly onInvalidHeaders: OnInvalidHeader | undefined
 }
 
 export interface AppUpgradeRequest {
@@ -97,7 +98,7 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
         response.socket.destroy()
       })
       response.on("error", () => observation.end(leg.address, 502, { hop: "app", reason: "answer_broke_off" }))
-      answer(reply(response, responseMeta(response.statusCode ?? 502, endToEndHeaders(response.rawHeaders))))
+      answer(reply(response, responseMeta(response.statusCode ?? 502, endToEndHeaders(response.rawHeaders, leg.onInvalidHeaders))))
     })
     outgoing.on("upgrade", (response: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
       const switched = upgradeProtocols(response.headers.upgrade)
@@ -119,7 +120,7 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
         observation.responseBytes(appBytes.bytes)
         observation.end(leg.address, 101, undefined)
       })
-      const meta = responseMeta(101, endToEndHeaders(response.rawHeaders)).set(HttpMeta.upgrade, switched)
+      const meta = responseMeta(101, endToEndHeaders(response.rawHeaders, leg.onInvalidHeaders)).set(HttpMeta.upgrade, switched)
       answer(reply(appBytes, meta))
     })
     outgoing.end(noBody)
