@@ -252,7 +252,9 @@ export const SidecarConfigSchema = Schema.Struct({
   /** A peer admin not heard from for this long (or whose last call failed) is shown stale. */
   federationStaleMs: PositiveMs,
   /** Peer admins followed at most (the rest are counted, not called). */
-  federationMaxPeers: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 10_000 })))
+  federationMaxPeers: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 10_000 }))),
+  /** An upgraded connection (WebSocket) with no byte either way for this long is closed, on both sidecars. */
+  upgradeIdleTimeoutMs: PositiveMs
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -335,7 +337,8 @@ export const settings = [
   { key: "federationTimeoutMs", env: "IIP_MESH_FEDERATION_TIMEOUT", flag: "--federation-timeout", help: "a peer admin's answer must come whole within this (default 1s)" },
   { key: "federationMaxBytes", env: "IIP_MESH_FEDERATION_MAX_BYTES", flag: "--federation-max-bytes", help: "largest answer taken from a peer admin (default 8MiB)" },
   { key: "federationStaleMs", env: "IIP_MESH_FEDERATION_STALE", flag: "--federation-stale", help: "a peer admin unheard this long (or failing) is shown stale (default 3s)" },
-  { key: "federationMaxPeers", env: "IIP_MESH_FEDERATION_MAX_PEERS", flag: "--federation-max-peers", help: "peer admins followed at most (default 64)" }
+  { key: "federationMaxPeers", env: "IIP_MESH_FEDERATION_MAX_PEERS", flag: "--federation-max-peers", help: "peer admins followed at most (default 64)" },
+  { key: "upgradeIdleTimeoutMs", env: "IIP_MESH_UPGRADE_IDLE_TIMEOUT", flag: "--upgrade-idle-timeout", help: "an upgraded connection (WebSocket) silent both ways this long is closed (default 5m)" }
 ] as const
 
 /** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
@@ -418,7 +421,8 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   federationTimeoutMs: 1000,
   federationMaxBytes: 8 * 1024 * 1024,
   federationStaleMs: 3000,
-  federationMaxPeers: 64
+  federationMaxPeers: 64,
+  upgradeIdleTimeoutMs: 300_000
 })
 
 /**
@@ -486,6 +490,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "identityRequestTimeoutMs":
     case "federationTimeoutMs":
     case "federationStaleMs":
+    case "upgradeIdleTimeoutMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":

@@ -33,6 +33,7 @@ import { makeInboundHandler } from "./inbound.ts"
 import { MeshTls, MtlsUnavailable, readCredentialsDir } from "./meshTls.ts"
 import type { SidecarTelemetry } from "./observe.ts"
 import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
+import { makeUpgradeHandler } from "./outboundUpgrade.ts"
 
 export interface HostPort {
   readonly host: string
@@ -274,6 +275,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       appPoolSize: config.appPoolSize,
       bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
+      upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
       authorization
     })
@@ -325,7 +327,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     const onAccess = config.accessLog
       ? (record: AccessRecord) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`)
       : undefined
-    const handler = makeOutboundHandler({
+    const outboundOptions = {
       registry,
       requestTimeoutMs: config.requestTimeoutMs,
       ...(config.perTryTimeoutMs === null ? {} : { perTryTimeoutMs: config.perTryTimeoutMs }),
@@ -334,8 +336,9 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       telemetry,
       ...(onAccess === undefined ? {} : { onAccess }),
       inFlight,
-      onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("outbound", count)
-    })
+      onInvalidHeaders: (count: number) => telemetry.metrics.invalidHeaders("outbound", count)
+    }
+    const handler = makeOutboundHandler(outboundOptions)
     if (config.healthCheckIntervalMs !== null) {
       // Active checks: each round waits for the last; a check gets one interval, at least 1 s (a
       // shorter timeout would eject healthy endpoints of a busy machine).
@@ -344,6 +347,8 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
       yield* Effect.forkScoped(Effect.forever(Effect.sleep(interval).pipe(Effect.andThen(Effect.promise(() => registry.probeAll(timeout))))))
     }
     const outboundServer = http.createServer({ keepAliveTimeout: 60_000 }, handler)
+    // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
+    outboundServer.on("upgrade", makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs }))
     const outbound = yield* Effect.acquireRelease(listen(outboundServer, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout.
