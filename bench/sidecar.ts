@@ -46,6 +46,8 @@
 //        targets nginx), --phases open,saturation,memory (a subset, for investigating),
 //        --sidecar-node-flags "..." (extra node flags for the sidecars, e.g.
 //        "--max-semi-space-size=2", to try a setting without editing src),
+//        --sidecar-env "NAME=VALUE ..." (the sidecars' environment on top of the bench's; default
+//        the shipped MALLOC_ARENA_MAX=2, "" for none),
 //        --sidecar-main FILE (the script node runs as the sidecar; default src/cli/main.ts, see
 //        options.ts's DEFAULT_SIDECAR_MAIN),
 //        --cpu-prof-dir DIR (app and sidecars run with --cpu-prof into DIR; profile the load
@@ -83,7 +85,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const log = (line: string) => process.stderr.write(`${line}\n`)
   // The sidecars run the compiled CLI: build it from the sources as they are now.
   execFileSync(process.execPath, [fileURLToPath(new URL("../scripts/build.ts", import.meta.url))], { stdio: "inherit" })
-  log(`sidecars: node ${options.sidecarNodeFlags.join(" ")} ${options.sidecarMain}`)
+  log(`sidecars: ${Object.entries(options.sidecarEnv).map(([k, v]) => `${k}=${v} `).join("")}node ${options.sidecarNodeFlags.join(" ")} ${options.sidecarMain}`)
   const payload = makePayload()
   const wrk = findExecutable("wrk")
   log(

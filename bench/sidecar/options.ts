@@ -26,11 +26,13 @@ export const PHASES: ReadonlyArray<Phase> = ["open", "saturation", "memory"]
 
 /**
  * The sidecar as shipped: the compiled CLI (dist/, which the bench rebuilds before it starts) with
- * the node flags bin/iip-mesh.js and the image give it. --sidecar-main and --sidecar-node-flags
- * replace them (e.g. --sidecar-main src/cli/main.ts to run the TypeScript sources).
+ * the node flags and environment bin/iip-mesh.js and the image give it. --sidecar-main,
+ * --sidecar-node-flags and --sidecar-env replace them (e.g. --sidecar-main src/cli/main.ts to run the TypeScript sources).
  */
 export const DEFAULT_SIDECAR_MAIN = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url))
 export const SHIPPED_NODE_FLAGS = "--max-semi-space-size=2"
+/** The environment bin/iip-mesh.js's first line gives node (glibc's malloc arenas). */
+export const SHIPPED_ENV = "MALLOC_ARENA_MAX=2"
 
 export interface Options {
   readonly quick: boolean
@@ -44,6 +46,8 @@ export interface Options {
   readonly cpuProfDir: string | undefined
   /** Extra node flags for the sidecar processes (e.g. `--max-semi-space-size=2`), to try settings without editing src. */
   readonly sidecarNodeFlags: ReadonlyArray<string>
+  /** Variables set for the sidecar processes on top of the bench's own environment (NAME=VALUE). */
+  readonly sidecarEnv: Readonly<Record<string, string>>
   /** The script `node` runs as the sidecar (`node <flags> <sidecarMain> sidecar ...`). */
   readonly sidecarMain: string
 }
@@ -69,6 +73,18 @@ export const parseArgs = (args: ReadonlyArray<string>): Options => {
     phases: subset("--phases", PHASES),
     cpuProfDir: value("--cpu-prof-dir"),
     sidecarNodeFlags: (value("--sidecar-node-flags") ?? SHIPPED_NODE_FLAGS).split(" ").filter((flag) => flag !== ""),
+    sidecarEnv: parseEnv(value("--sidecar-env") ?? SHIPPED_ENV),
     sidecarMain: value("--sidecar-main") ?? DEFAULT_SIDECAR_MAIN
   }
+}
+
+/** "NAME=VALUE NAME=VALUE" (--sidecar-env; "" for none). */
+const parseEnv = (text: string): Record<string, string> => {
+  const env: Record<string, string> = {}
+  for (const word of text.split(" ").filter((w) => w !== "")) {
+    const eq = word.indexOf("=")
+    if (eq <= 0) throw new BadFlag({ message: `--sidecar-env: expected NAME=VALUE, got ${JSON.stringify(word)}` })
+    env[word.slice(0, eq)] = word.slice(eq + 1)
+  }
+  return env
 }

@@ -36,7 +36,7 @@ const sidecarCommand = (name: string, options: Options): ReadonlyArray<string> =
 /** Starts one sidecar and waits for its ready line (its stop is registered at once, ready or not). */
 const startSidecar = (name: string, args: ReadonlyArray<string>, options: Options, spawned: Array<() => Promise<void>>): Promise<Sidecar> =>
   new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...sidecarCommand(name, options), ...args], { stdio: ["pipe", "pipe", "inherit"] })
+    const child = spawn(process.execPath, [...sidecarCommand(name, options), ...args], { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, ...options.sidecarEnv } })
     const stop = () => killChild(child)
     spawned.push(stop)
     let out = ""

@@ -1,7 +1,8 @@
 // `iip-mesh sidecar [flags]`: loads the configuration (flags > environment > config file >
 // defaults), starts the admin server, then the sidecar, prints one line with its addresses and
-// runs until SIGTERM/SIGINT, which drains it (src/sidecar/sidecar.ts) before exiting 0. Once
-// ready, it gives memory back after bursts (memoryRelease.ts, `--idle-gc`).
+// runs until SIGTERM/SIGINT, which drains it (src/sidecar/sidecar.ts) before exiting 0. It collects
+// the start-up's garbage before it says it is ready, then gives memory back after bursts
+// (memoryRelease.ts, `--idle-gc`).
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import * as Admin from "../admin/adminServer.ts"
@@ -70,6 +71,11 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
     )
     if (started === undefined) return
     sidecar = started
+    // Before the ready line: its first collection (the start-up's garbage) pauses the process.
+    if (config.idleGcMs !== null) {
+      const stop = startMemoryRelease(config.idleGcMs, stderrLog)
+      yield* Effect.addFinalizer(() => Effect.sync(stop))
+    }
     const line = {
       event: "sidecar-ready",
       service: config.service,
@@ -81,9 +87,5 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
       ...(identity === undefined ? {} : { identity: identity.status().spiffeId, identityNotAfter: identity.status().notAfter })
     }
     process.stdout.write(`${JSON.stringify(line)}\n`)
-    if (config.idleGcMs !== null) {
-      const stop = startMemoryRelease(config.idleGcMs, stderrLog)
-      yield* Effect.addFinalizer(() => Effect.sync(stop))
-    }
     return yield* Effect.never
   }).pipe(Effect.scoped)

@@ -263,6 +263,8 @@ export const SidecarConfigSchema = Schema.Struct({
   federationStaleMs: PositiveMs,
   /** Peer admins followed at most (the rest are counted, not called). */
   federationMaxPeers: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 10_000 }))),
+  /** An upgraded connection (WebSocket) with no byte either way for this long is closed, on both sidecars. */
+  upgradeIdleTimeoutMs: PositiveMs,
   /** The routes file (JSON, or YAML for .yaml/.yml; src/sidecar/routes.ts), re-read on change; null: no routes. */
   routes: Schema.NullOr(Schema.NonEmptyString),
   /** The routes file is stat'ed this often besides the directory watch (which can miss events). */
@@ -350,6 +352,7 @@ export const settings = [
   { key: "federationMaxBytes", env: "IIP_MESH_FEDERATION_MAX_BYTES", flag: "--federation-max-bytes", help: "largest answer taken from a peer admin (default 8MiB)" },
   { key: "federationStaleMs", env: "IIP_MESH_FEDERATION_STALE", flag: "--federation-stale", help: "a peer admin unheard this long (or failing) is shown stale (default 3s)" },
   { key: "federationMaxPeers", env: "IIP_MESH_FEDERATION_MAX_PEERS", flag: "--federation-max-peers", help: "peer admins followed at most (default 64)" },
+  { key: "upgradeIdleTimeoutMs", env: "IIP_MESH_UPGRADE_IDLE_TIMEOUT", flag: "--upgrade-idle-timeout", help: "an upgraded connection (WebSocket) silent both ways this long is closed (default 5m)" },
   { key: "appVersion", env: "IIP_MESH_APP_VERSION", flag: "--app-version", help: "this instance's version, announced as its subset label (default none)" },
   { key: "routes", env: "IIP_MESH_ROUTES", flag: "--routes", help: "routes file (subset splits per target service), JSON or YAML, re-read on change (default none)" },
   { key: "routesPollMs", env: "IIP_MESH_ROUTES_POLL", flag: "--routes-poll", help: "the routes file is checked this often besides its watch (default 5s)" }
@@ -436,6 +439,7 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   federationMaxBytes: 8 * 1024 * 1024,
   federationStaleMs: 3000,
   federationMaxPeers: 64,
+  upgradeIdleTimeoutMs: 300_000,
   appVersion: null,
   routes: null,
   routesPollMs: 5_000
@@ -507,6 +511,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "identityRequestTimeoutMs":
     case "federationTimeoutMs":
     case "federationStaleMs":
+    case "upgradeIdleTimeoutMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":

@@ -140,3 +140,27 @@ export const endToEndPairs = (pairs: ReadonlyArray<unknown>, onInvalid?: OnInval
  */
 export const describedLength = (value: string | undefined): string | undefined =>
   value !== undefined && /^\d{1,15}$/.test(value) ? value : undefined
+
+/** Longest Upgrade value carried (a few protocols; anything longer is no real client's). */
+const MAX_UPGRADE_LENGTH = 256
+
+/**
+ * An `Upgrade` value (RFC 9110 §7.8: comma-separated `name[/version]`, each a token) in lower case,
+ * joined by ", "; undefined when it is absent, empty, too long, or any protocol is not tokens. The
+ * only form in which an Upgrade value crosses a hop: it travels apart from the end-to-end headers,
+ * which never carry `upgrade` or `connection`.
+ */
+export const upgradeProtocols = (value: string | undefined): string | undefined => {
+  if (value === undefined || value.length > MAX_UPGRADE_LENGTH) return undefined
+  const protocols: Array<string> = []
+  for (const part of value.split(",")) {
+    const protocol = part.trim()
+    if (protocol === "") continue
+    const slash = protocol.indexOf("/")
+    const name = slash === -1 ? protocol : protocol.slice(0, slash)
+    const version = slash === -1 ? undefined : protocol.slice(slash + 1)
+    if (!isToken(name) || (version !== undefined && !isToken(version))) return undefined
+    protocols.push(protocol.toLowerCase())
+  }
+  return protocols.length === 0 ? undefined : protocols.join(", ")
+}

@@ -12,7 +12,9 @@ export const HttpMeta = {
   authority: ":authority",
   status: ":status",
   /** JSON array of [name, value] pairs, in order, names lower case. */
-  headers: "http-headers"
+  headers: "http-headers",
+  /** An upgrade (PROTOCOL.md §17.5): the protocols asked for (request) or switched to (the 101), as `upgradeProtocols` gives them. */
+  upgrade: "http-upgrade"
 } as const
 
 export type HeaderPairs = ReadonlyArray<readonly [string, string]>

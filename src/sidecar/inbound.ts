@@ -15,6 +15,9 @@
 // default one; a streamed body that sends nothing for the body idle timeout is given up
 // (`body_idle_timeout`); a push's answer is read and dropped, so its socket goes back to the pool.
 //
+// A request carrying `http-upgrade` (WebSocket and the like) goes to inboundUpgrade.ts once checked,
+// authorized and observed like any other.
+//
 // Then the authorization policy decides (authorization.ts): a refused call never reaches the app;
 // an allowed one carries the caller's verified identity to it in `x-iip-mesh-client-id`.
 import type { HandlerValue } from "../iip/dispatch.ts"
@@ -24,8 +27,9 @@ import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
 import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
-import { CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
+import { CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
 import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnvelope.ts"
+import { type AppUpgradeLeg, upgradeApp } from "./inboundUpgrade.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
 
 const HEADER_PARAM = "__http_hdr__"
@@ -42,6 +46,8 @@ export interface InboundOptions {
   readonly bodyIdleTimeoutMs: number
   /** The deadline of a request that carries none, and of pushes. */
   readonly defaultTimeoutMs: number
+  /** An upgraded connection to the app with no byte either way for this long is closed. */
+  readonly upgradeIdleTimeoutMs: number
   /** Told how many header pairs of a message were dropped as invalid. */
   readonly onInvalidHeaders?: OnInvalidHeader
   /** The authorization gate; none: every caller is allowed (the caller's identity still reaches the app). */
@@ -116,6 +122,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     onInvalidHeaders: options.onInvalidHeaders
   }
   const onInvalid = options.onInvalidHeaders
+  const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }
   const handle = (request: IncomingRequest): Promise<HandlerValue> =>
     new Promise<HandlerValue>((resolve) => {
       const plain = !request.meta.has(HttpMeta.method)
@@ -134,8 +141,19 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       if (peer !== undefined && isFieldValue(peer)) head.headers.push([CLIENT_ID_HEADER, peer])
       const { deadline, oneway, stream } = request.context
       const timeLeft = deadline > 0 ? Math.max(1, deadline - Date.now()) : 0
+      const asked = request.meta.get(HttpMeta.upgrade)
+      const protocols = upgradeProtocols(asked)
+      if (asked !== undefined && protocols === undefined) return resolve(failure(MeshErrorCode.badRequest, "the upgrade names no valid protocol list", false))
       const observation = new InboundObservation(options.telemetry, options.service, head.method, head.path, head.headers, request.context.remoteAddress)
       observation.callApp(options.appHost, options.appPort, head.headers)
+      if (protocols !== undefined) {
+        const upgradeHeaders: Array<string> = []
+        for (const [name, value] of head.headers) upgradeHeaders.push(name, value)
+        upgradeHeaders.push("host", authority ?? pool.authority)
+        // The peer's deadline covers the wait for the 101; the upgraded connection has only its idle timeout.
+        const waitMs = timeLeft > 0 ? timeLeft : options.defaultTimeoutMs
+        return resolve(upgradeApp(upgradeLeg, request, { method: head.method, path: head.path, headers: upgradeHeaders, protocols }, observation, waitMs))
+      }
       // One flat list, as the pool takes it; the hop's own headers after the peer's filtered ones.
       const headers: Array<string> = []
       for (const [name, value] of head.headers) headers.push(name, value)

@@ -48,7 +48,7 @@ const notProcessed = (error: unknown): boolean =>
  * Nothing listens there, or it is stopping and turned the request away unprocessed: the balancer
  * ejects the endpoint, or holds it out as restarting when it said go-away just before.
  */
-const refusedOrDraining = (error: unknown): boolean =>
+export const refusedOrDraining = (error: unknown): boolean =>
   (error instanceof ConnectFailed && error.refused === true) || (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
 
 /** Far-side errors that another endpoint would give too, or that end the request: not worth a retry. */
@@ -112,7 +112,7 @@ export interface OutboundOptions {
 }
 
 /** The balancer's view of a request: its hash key, the client's address, the URI. */
-const pickContext = (req: IncomingMessage, uri: string, hashKey: string | undefined) => {
+export const pickContext = (req: IncomingMessage, uri: string, hashKey: string | undefined) => {
   const clientIp = req.socket.remoteAddress ?? ""
   if (hashKey === undefined) return { clientIp, uri }
   const key = hashKey === "client"
@@ -124,7 +124,7 @@ const pickContext = (req: IncomingMessage, uri: string, hashKey: string | undefi
 }
 
 /** The app's own deadline (the `iip-timeout` header, ms), if it is shorter than ours. */
-const appTimeoutMs = (req: IncomingMessage, configured: number): number => {
+export const appTimeoutMs = (req: IncomingMessage, configured: number): number => {
   const header = req.headers[TIMEOUT_HEADER]
   const asked = typeof header === "string" && /^\d{1,9}$/.test(header) ? Number(header) : 0
   return asked > 0 ? Math.min(asked, configured) : configured
@@ -155,7 +155,7 @@ const statusOf = (meta: MeshReply["meta"]): number | undefined => {
   return text !== undefined && /^[2-5]\d\d$/.test(text) ? Number(text) : undefined
 }
 
-const hasBody = (req: IncomingMessage): boolean =>
+export const hasBody = (req: IncomingMessage): boolean =>
   req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0")
 
 /** Gathers a body of at most `limit` bytes (events, not an async iterator: this runs per request). */

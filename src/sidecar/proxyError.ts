@@ -5,7 +5,8 @@
 // typed error's code): it is reduced to token characters and clamped before it reaches a header,
 // a log line or a metric label, and writing the answer never throws.
 import * as Data from "effect/Data"
-import type { ServerResponse } from "node:http"
+import { STATUS_CODES, type ServerResponse } from "node:http"
+import type * as net from "node:net"
 import { ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled, RemoteError } from "../mux/meshSession.ts"
 import { clampErrorMessage as clampMessage, safeErrorCode as safeReason } from "../protocol/errorText.ts"
@@ -78,7 +79,7 @@ export const sendProxyError = (res: ServerResponse, error: ProxyError): void => 
     return
   }
   const reason = safeReason(error.reason)
-  const body = JSON.stringify({ error: reason, message: clampMessage(error.message), hop: error.hop })
+  const body = errorBody(error, reason)
   try {
     res.writeHead(error.status, {
       "content-type": "application/json",
@@ -89,5 +90,24 @@ export const sendProxyError = (res: ServerResponse, error: ProxyError): void => 
     res.end(body)
   } catch {
     res.destroy()
+  }
+}
+
+const errorBody = (error: ProxyError, reason: string): string => JSON.stringify({ error: reason, message: clampMessage(error.message), hop: error.hop })
+
+/**
+ * The same answer written on a raw socket (an upgrade request, whose socket node:http handed over),
+ * then the socket ends: nothing the caller sends after it is read as a request. Never throws.
+ */
+export const writeProxyError = (socket: net.Socket, error: ProxyError): void => {
+  const reason = safeReason(error.reason)
+  const body = errorBody(error, reason)
+  try {
+    socket.end(
+      `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+        `${MESH_ERROR_HEADER}: ${error.hop}; reason=${reason}\r\n${error.status === 503 ? "retry-after: 1\r\n" : ""}connection: close\r\n\r\n${body}`
+    )
+  } catch {
+    socket.destroy()
   }
 }

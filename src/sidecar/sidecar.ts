@@ -33,6 +33,7 @@ import { makeInboundHandler } from "./inbound.ts"
 import { MeshTls, MtlsUnavailable, readCredentialsDir } from "./meshTls.ts"
 import type { SidecarTelemetry } from "./observe.ts"
 import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
+import { makeUpgradeHandler } from "./outboundUpgrade.ts"
 import { type RoutesFileInvalid, watchRoutesFile } from "./routesFile.ts"
 
 export interface HostPort {
@@ -290,6 +291,7 @@ export const make = (
       appPoolSize: config.appPoolSize,
       bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
+      upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
       authorization
     })
@@ -342,7 +344,7 @@ export const make = (
       ? (record: AccessRecord) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`)
       : undefined
     const routes = config.routes === null ? undefined : yield* watchRoutes(config, log)
-    const handler = makeOutboundHandler({
+    const outboundOptions = {
       registry,
       ...(routes === undefined ? {} : { routes: routes.current }),
       requestTimeoutMs: config.requestTimeoutMs,
@@ -352,8 +354,9 @@ export const make = (
       telemetry,
       ...(onAccess === undefined ? {} : { onAccess }),
       inFlight,
-      onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("outbound", count)
-    })
+      onInvalidHeaders: (count: number) => telemetry.metrics.invalidHeaders("outbound", count)
+    }
+    const handler = makeOutboundHandler(outboundOptions)
     if (config.healthCheckIntervalMs !== null) {
       // Active checks: each round waits for the last; a check gets one interval, at least 1 s (a
       // shorter timeout would eject healthy endpoints of a busy machine).
@@ -362,6 +365,8 @@ export const make = (
       yield* Effect.forkScoped(Effect.forever(Effect.sleep(interval).pipe(Effect.andThen(Effect.promise(() => registry.probeAll(timeout))))))
     }
     const outboundServer = http.createServer({ keepAliveTimeout: 60_000 }, handler)
+    // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
+    outboundServer.on("upgrade", makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs }))
     const outbound = yield* Effect.acquireRelease(listen(outboundServer, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout.

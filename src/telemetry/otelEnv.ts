@@ -28,8 +28,8 @@
 // variable) and the default is used instead, as OpenTelemetry SDKs do; nothing here throws. A
 // warning reaches the log and /config, so the value it echoes is `shown`: credentials in URL form
 // blanked, control characters escaped, the length clamped (a misplaced secret may be in any of them).
-import { parseKeyPairsIntoRecord } from "@opentelemetry/core"
 import { quoted, redactUrl } from "../iip/redact.ts"
+import { otelCore } from "./otelSdk.ts"
 
 export type Env = Readonly<Record<string, string | undefined>>
 
@@ -222,6 +222,7 @@ const otlpOf = (get: Get, warn: Warn): OtlpSettings | undefined => {
     else warn(compressionVariable, `expected gzip or none, got ${shown(rawCompression)}; using none`)
   }
 
+  const { parseKeyPairsIntoRecord } = otelCore()
   return {
     kind: "otlp",
     protocol,

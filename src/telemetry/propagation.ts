@@ -2,7 +2,8 @@
 // `baggage` read from the app's HTTP request (or from the header pairs a request carries across
 // IIP) into an OpenTelemetry Context, and written from a Context into the headers of the next hop
 // (the IIP envelope's header pairs, or the HTTP request to the local app). The W3C propagators of
-// @opentelemetry/core, composed; nothing is registered globally.
+// @opentelemetry/core, composed, loaded on first use (otelSdk.ts: the request path needs them only
+// for tracestate and baggage); nothing is registered globally.
 //
 //   const parent = extractContext(req.headers)                   // or extractContext(pairs)
 //   const span = tracing.tracer.startSpan("GET", { kind: SpanKind.CLIENT }, parent)
@@ -12,8 +13,8 @@
 // headers built with lower-case names) or as [name, value] pairs (the envelope's form; any case).
 // An invalid `traceparent` is ignored: the context has no remote span, so a new trace starts.
 // `injectContext` first removes the three headers, so the next hop never sees a stale value.
-import { type Context, ROOT_CONTEXT, type TextMapGetter, type TextMapSetter } from "@opentelemetry/api"
-import { CompositePropagator, TraceState, W3CBaggagePropagator, W3CTraceContextPropagator } from "@opentelemetry/core"
+import { type Context, ROOT_CONTEXT, type TextMapGetter, type TextMapPropagator, type TextMapSetter } from "@opentelemetry/api"
+import { otelCore } from "./otelSdk.ts"
 
 export type HeaderRecord = Readonly<Record<string, string | ReadonlyArray<string> | number | undefined>>
 export type MutableHeaderRecord = Record<string, string | ReadonlyArray<string> | number | undefined>
@@ -22,9 +23,14 @@ export type HeaderPairs = ReadonlyArray<readonly [string, string]>
 /** The headers these helpers read and write. */
 export const propagationHeaders: ReadonlyArray<string> = ["traceparent", "tracestate", "baggage"]
 
-const propagator = new CompositePropagator({
-  propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()]
-})
+let composite: TextMapPropagator | undefined
+const propagator = (): TextMapPropagator => {
+  if (composite === undefined) {
+    const { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } = otelCore()
+    composite = new CompositePropagator({ propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()] })
+  }
+  return composite
+}
 
 const recordGetter: TextMapGetter<HeaderRecord> = {
   keys: (carrier) => Object.keys(carrier),
@@ -62,7 +68,7 @@ const pairsSetter: TextMapSetter<Array<[string, string]>> = {
 
 /** The trace context and baggage in `headers`, on top of `base` (default: the root context). */
 export const extractContext = (headers: HeaderRecord | HeaderPairs, base: Context = ROOT_CONTEXT): Context =>
-  isPairs(headers) ? propagator.extract(base, headers, pairsGetter) : propagator.extract(base, headers, recordGetter)
+  isPairs(headers) ? propagator().extract(base, headers, pairsGetter) : propagator().extract(base, headers, recordGetter)
 
 /**
  * Writes the span context and baggage of `context` into `headers` (in place), after removing any
@@ -74,10 +80,10 @@ export const injectContext = (context: Context, headers: MutableHeaderRecord | A
     let kept = 0
     for (const pair of headers) if (!propagationHeaders.includes(pair[0].toLowerCase())) headers[kept++] = pair
     headers.length = kept
-    propagator.inject(context, headers, pairsSetter)
+    propagator().inject(context, headers, pairsSetter)
   } else {
     for (const name of propagationHeaders) delete headers[name]
-    propagator.inject(context, headers, recordSetter)
+    propagator().inject(context, headers, recordSetter)
   }
 }
 
@@ -140,17 +146,19 @@ export const formatTraceparent = (traceId: string, spanId: string, sampled: bool
 /** A tracestate as the next hop gets it (invalid members dropped, at most 32), or undefined when nothing is left. */
 export const passedTraceState = (raw: string | undefined): string | undefined => {
   if (raw === undefined || raw === "") return undefined
-  const serialized = new TraceState(raw).serialize()
+  const serialized = new (otelCore().TraceState)(raw).serialize()
   return serialized === "" ? undefined : serialized
 }
 
-const baggagePropagator = new W3CBaggagePropagator()
+let baggage: TextMapPropagator | undefined
+const baggagePropagator = (): TextMapPropagator => (baggage ??= new (otelCore().W3CBaggagePropagator)())
 
 /** Baggage as the next hop gets it (the W3C propagator's parse and limits), or undefined when nothing is left. */
 export const passedBaggage = (raw: string | undefined): string | undefined => {
   if (raw === undefined || raw === "") return undefined
   const out: MutableHeaderRecord = {}
-  baggagePropagator.inject(baggagePropagator.extract(ROOT_CONTEXT, { baggage: raw }, recordGetter), out, recordSetter)
+  const w3cBaggage = baggagePropagator()
+  w3cBaggage.inject(w3cBaggage.extract(ROOT_CONTEXT, { baggage: raw }, recordGetter), out, recordSetter)
   const value = out.baggage
   return typeof value === "string" && value !== "" ? value : undefined
 }

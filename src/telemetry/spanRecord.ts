@@ -2,7 +2,8 @@
 // compact records rather than OpenTelemetry SDK spans: the sampling decision comes first, ids come
 // from a pool of random bytes, attributes are one plain object, and no Context is built. An ended
 // record goes to the trace store as it is (it has the fields the store keeps), and becomes an
-// OpenTelemetry ReadableSpan only when an exporter is configured (OTEL_* variables, tracing.ts).
+// OpenTelemetry ReadableSpan only when an exporter is configured (OTEL_* variables, tracing.ts);
+// the SDK is loaded (otelSdk.ts) only then, or for a ratio sampler.
 //
 //   const span = recorder.start("GET catalog", SpanKind.CLIENT, parent)   // parent: a TraceParent, a record, or none
 //   if (span.sampled) span.attributes["url.path"] = "/items"
@@ -12,11 +13,11 @@
 // Times: like the SDK, a span starts at Date.now() (whole ms) and its duration is measured on the
 // monotonic clock.
 import { type Attributes, ROOT_CONTEXT, type SpanKind, type SpanStatusCode, TraceFlags } from "@opentelemetry/api"
-import { TraceState } from "@opentelemetry/core"
 import type { Resource } from "@opentelemetry/resources"
-import { type ReadableSpan, SamplingDecision, type SpanProcessor, TraceIdRatioBasedSampler } from "@opentelemetry/sdk-trace-base"
+import type { ReadableSpan, SpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { randomFillSync } from "node:crypto"
 import type { SamplerSettings } from "./otelEnv.ts"
+import { otelCore, otelSdkTraceBase } from "./otelSdk.ts"
 import { formatTraceparent, type TraceParent } from "./propagation.ts"
 import type { Origin, StoredSpan, TraceStore } from "./traceStore.ts"
 
@@ -102,7 +103,8 @@ export interface RecorderOptions {
   readonly origin: Origin
   /** Exporting processors (OTLP, console), fed ReadableSpans; none: nothing is converted. */
   readonly exporters: ReadonlyArray<SpanProcessor>
-  readonly resource: Resource
+  /** The exported spans' resource, asked for only when there are exporters. */
+  readonly resource: () => Resource
   readonly scope: { readonly name: string }
 }
 
@@ -119,6 +121,7 @@ export class SpanRecorder {
     this.parentBased = name.startsWith("parentbased_")
     const rootName = this.parentBased ? name.slice("parentbased_".length) : name
     if (rootName === "traceidratio") {
+      const { SamplingDecision, TraceIdRatioBasedSampler } = otelSdkTraceBase()
       const ratioSampler = new TraceIdRatioBasedSampler(ratio)
       this.root = (traceId) => ratioSampler.shouldSample(ROOT_CONTEXT, traceId).decision === SamplingDecision.RECORD_AND_SAMPLED
     } else {
@@ -147,7 +150,7 @@ export class SpanRecorder {
     this.options.store.record(span.traceId, span)
     const exporters = this.options.exporters
     if (exporters.length === 0) return
-    const readable = toReadableSpan(span, this.options.resource, this.options.scope)
+    const readable = toReadableSpan(span, this.options.resource(), this.options.scope)
     for (const exporter of exporters) exporter.onEnd(readable)
   }
 }
@@ -159,7 +162,7 @@ const hrTime = (ms: number): [number, number] => {
 
 /** What an exporter takes: the record as the SDK would have ended it. */
 const toReadableSpan = (span: SpanRecord, resource: Resource, scope: { readonly name: string }): ReadableSpan => {
-  const traceState = span.traceState === undefined ? undefined : new TraceState(span.traceState)
+  const traceState = span.traceState === undefined ? undefined : new (otelCore().TraceState)(span.traceState)
   const context = { traceId: span.traceId, spanId: span.spanId, traceFlags: TraceFlags.SAMPLED, ...(traceState === undefined ? {} : { traceState }) }
   return {
     name: span.name,

@@ -15,7 +15,8 @@
 // startSpan's third argument; `withOtelParent(context)` to run Effect code under an OTel span; and
 // `trace.setSpan(ROOT_CONTEXT, yield* OtelTracer.currentOtelSpan)` for the other way, a plain span
 // under the current Effect span. Exporters are loaded only when configured (the OTLP packages
-// cost about 100 ms to load). OTLP export goes through a BatchSpanProcessor; the SDK reads
+// cost about 100 ms to load), and the SDK itself only when an exporter, `tracer` or `layer` needs
+// it (otelSdk.ts): a sidecar that exports nothing keeps its spans as records and never loads it. OTLP export goes through a BatchSpanProcessor; the SDK reads
 // OTEL_BSP_*, the span limits, the OTLP TLS files and (for gRPC) the OTLP headers from process.env
 // itself, whatever `env` says. A failed export goes to `onExportError`; forceFlush and shutdown
 // never reject, but with the collector down they wait out the export timeout (10 s by default).
@@ -27,24 +28,10 @@
 // `enabled: false` (or OTEL_SDK_DISABLED=true) gives a no-op: `tracer` makes non-recording spans
 // that carry their parent's context (so a traceparent from the app still reaches the next hop
 // unchanged), `layer` turns Effect's tracer off, and nothing is stored or exported.
-import * as OtelTracer from "@effect/opentelemetry/OtelTracer"
 import { type Context, isSpanContextValid, ProxyTracerProvider, trace, type Tracer } from "@opentelemetry/api"
-import { ExportResultCode } from "@opentelemetry/core"
 import type { CompressionAlgorithm } from "@opentelemetry/otlp-exporter-base"
-import { defaultResource, resourceFromAttributes } from "@opentelemetry/resources"
-import {
-  AlwaysOffSampler,
-  AlwaysOnSampler,
-  BasicTracerProvider,
-  BatchSpanProcessor,
-  ConsoleSpanExporter,
-  ParentBasedSampler,
-  type Sampler,
-  SimpleSpanProcessor,
-  type SpanExporter,
-  type SpanProcessor,
-  TraceIdRatioBasedSampler
-} from "@opentelemetry/sdk-trace-base"
+import type { Resource } from "@opentelemetry/resources"
+import type { BasicTracerProvider, Sampler, SpanExporter, SpanProcessor } from "@opentelemetry/sdk-trace-base"
 import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
@@ -62,8 +49,9 @@ import {
   type SamplerSettings,
   type TelemetryWarning
 } from "./otelEnv.ts"
+import { effectOtelTracer, otelCore, otelResources, otelSdkTraceBase } from "./otelSdk.ts"
 import { SpanRecorder } from "./spanRecord.ts"
-import { originOf, type TraceStore } from "./traceStore.ts"
+import type { Origin, TraceStore } from "./traceStore.ts"
 
 export interface TracingOptions {
   /** The service this sidecar fronts: service.name unless OTEL_SERVICE_NAME is set. */
@@ -145,34 +133,54 @@ export const makeTracing = (options: TracingOptions): Tracing => {
     }
   }
 
-  const resource = defaultResource().merge(resourceFromAttributes(settings.resourceAttributes))
+  // The SDK (otelSdk.ts) is loaded only when something needs it: an exporter (it takes the SDK's
+  // spans, and the provider flushes and stops it), or the first use of `tracer` or `layer`. The
+  // request path's records need none of it.
+  const resourceAttributes = settings.resourceAttributes
+  let resource: Resource | undefined
+  const resourceNow = (): Resource => {
+    const { defaultResource, resourceFromAttributes } = otelResources()
+    return (resource ??= defaultResource().merge(resourceFromAttributes(resourceAttributes)))
+  }
+  let provider: BasicTracerProvider | undefined
   // The provider shuts the exporting processors down (and flushes them), for its spans and the records'.
-  const provider = new BasicTracerProvider({
-    resource,
-    sampler: samplerOf(settings.sampler),
-    spanProcessors: [options.store.spanProcessor(), ...exporting]
-  })
-  const tracer = provider.getTracer(instrumentationName)
+  const providerNow = (): BasicTracerProvider =>
+    (provider ??= new (otelSdkTraceBase().BasicTracerProvider)({
+      resource: resourceNow(),
+      sampler: samplerOf(settings.sampler),
+      spanProcessors: [options.store.spanProcessor(), ...exporting]
+    }))
+  if (exporting.length > 0) providerNow()
+  let tracer: Tracer | undefined
+  const tracerNow = (): Tracer => (tracer ??= providerNow().getTracer(instrumentationName))
   const spans = new SpanRecorder({
     sampler: settings.sampler,
     store: options.store,
-    origin: originOf(resource),
+    origin: originOfAttributes(resourceAttributes),
     exporters: exporting,
-    resource,
+    resource: resourceNow,
     scope: { name: instrumentationName }
   })
   return {
     enabled: true,
     serviceName: settings.serviceName,
-    tracer,
+    get tracer() {
+      return tracerNow()
+    },
     spans,
     exporters,
     warnings,
-    layer: effectTracer(tracer),
-    forceFlush: () => provider.forceFlush().catch(ignore),
-    shutdown: () => provider.shutdown().catch(ignore)
+    layer: Layer.suspend(() => effectTracer(tracerNow())),
+    forceFlush: () => provider === undefined ? Promise.resolve() : provider.forceFlush().catch(ignore),
+    shutdown: () => provider === undefined ? Promise.resolve() : provider.shutdown().catch(ignore)
   }
 }
+
+/** service.name and service.instance.id as the store shows them (the resource's, which these attributes make). */
+const originOfAttributes = (attributes: Readonly<Record<string, string>>): Origin => ({
+  service: attributes["service.name"] ?? "unknown_service",
+  instance: attributes["service.instance.id"] ?? null
+})
 
 /** Export failures reach `onExportError` through `reporting`; the rejections that repeat them are dropped. */
 const ignore = (): void => {}
@@ -187,7 +195,7 @@ export const withOtelParent: {
   <A, E, R>(self: Effect.Effect<A, E, R>, context: Context): Effect.Effect<A, E, R>
 } = dual(2, <A, E, R>(self: Effect.Effect<A, E, R>, context: Context): Effect.Effect<A, E, R> => {
   const parent = trace.getSpanContext(context)
-  return parent === undefined || !isSpanContextValid(parent) ? self : OtelTracer.withSpanContext(self, parent)
+  return parent === undefined || !isSpanContextValid(parent) ? self : effectOtelTracer().withSpanContext(self, parent)
 })
 
 /**
@@ -200,8 +208,9 @@ export const withOtelParent: {
  *   in one waterfall an Effect child could start before its SDK parent. Effect spans are timed the
  *   SDK's way instead.
  */
-const effectTracer = (tracer: Tracer): Layer.Layer<never> =>
-  Layer.effect(
+const effectTracer = (tracer: Tracer): Layer.Layer<never> => {
+  const OtelTracer: typeof import("@effect/opentelemetry/OtelTracer") = effectOtelTracer()
+  return Layer.effect(
     EffectTracer.Tracer,
     Effect.map(OtelTracer.make, (otel) =>
       EffectTracer.make({
@@ -218,8 +227,10 @@ const effectTracer = (tracer: Tracer): Layer.Layer<never> =>
         }
       }))
   ).pipe(Layer.provide(Layer.succeed(OtelTracer.OtelTracer, tracer)))
+}
 
 const samplerOf = (settings: SamplerSettings): Sampler => {
+  const { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, TraceIdRatioBasedSampler } = otelSdkTraceBase()
   switch (settings.name) {
     case "always_on":
       return new AlwaysOnSampler()
@@ -236,21 +247,26 @@ const samplerOf = (settings: SamplerSettings): Sampler => {
   }
 }
 
-const processorOf = (settings: ExporterSettings, onError: (error: Error) => void): SpanProcessor =>
-  settings.kind === "console"
+const processorOf = (settings: ExporterSettings, onError: (error: Error) => void): SpanProcessor => {
+  const { BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor } = otelSdkTraceBase()
+  return settings.kind === "console"
     ? new SimpleSpanProcessor(new ConsoleSpanExporter())
     : new BatchSpanProcessor(reporting(otlpExporter(settings), onError))
+}
 
 /** The exporter, telling `onError` of each batch it fails to deliver. */
-const reporting = (exporter: SpanExporter, onError: (error: Error) => void): SpanExporter => ({
-  export: (spans, done) =>
-    exporter.export(spans, (result) => {
-      if (result.code !== ExportResultCode.SUCCESS) onError(result.error ?? new Error(`span export failed (${spans.length} spans)`))
-      done(result)
-    }),
-  shutdown: () => exporter.shutdown(),
-  forceFlush: () => exporter.forceFlush?.() ?? Promise.resolve()
-})
+const reporting = (exporter: SpanExporter, onError: (error: Error) => void): SpanExporter => {
+  const { ExportResultCode } = otelCore()
+  return {
+    export: (spans, done) =>
+      exporter.export(spans, (result) => {
+        if (result.code !== ExportResultCode.SUCCESS) onError(result.error ?? new Error(`span export failed (${spans.length} spans)`))
+        done(result)
+      }),
+    shutdown: () => exporter.shutdown(),
+    forceFlush: () => exporter.forceFlush?.() ?? Promise.resolve()
+  }
+}
 
 /** Loads the exporter package for the protocol only now, so a sidecar that exports nothing never loads one. */
 const load = createRequire(import.meta.url)

@@ -1,6 +1,7 @@
 // What a sidecar loads before it is ready: the heavy packages of features it was not asked for
-// (Kubernetes client, mDNS, WebSocket, X.509 for workload identities), the other commands' code (file server, demo, effect/cli
-// commands) and the admin federation's client stay unloaded until used, which keeps an idle sidecar's memory down (issue 14). The
+// (Kubernetes client, mDNS, WebSocket, X.509 for workload identities, the OpenTelemetry SDK
+// without an exporter), the other commands' code (file server, demo, effect/cli commands) and the
+// admin federation's client stay unloaded until used, which keeps an idle sidecar's memory down (issue 14). The
 // child runs with test/support/loadedModules.ts preloaded, which logs every module it loads.
 import { resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
@@ -30,6 +31,14 @@ describe("a sidecar loads only what it uses", () => {
       "/node_modules/ws/",
       "/node_modules/@peculiar/",
       "/src/cli/sidecarIdentity.ts",
+      // The app leg is our own llhttp client (src/sidecar/appPool.ts): no undici at all.
+      "/node_modules/undici/",
+      // Tracing is on, but with no exporter its records need no OpenTelemetry SDK (src/telemetry/otelSdk.ts).
+      "/node_modules/@opentelemetry/core/",
+      "/node_modules/@opentelemetry/resources/",
+      "/node_modules/@opentelemetry/sdk-trace-base/",
+      "/node_modules/@opentelemetry/semantic-conventions/",
+      "/node_modules/@effect/opentelemetry/",
       "/src/discovery/kubernetesSource.ts",
       "/src/files/",
       "/src/cli/demo.ts",

@@ -1,8 +1,9 @@
 // When the sidecar gives memory back after a burst (src/cli/memoryRelease.ts): the decision from
 // the samples alone, no timers. Quiet means under 5 % of a core; a release needs both the quiet
-// time and a tenth of growth above where the last release left the process.
+// time and a tenth of growth above where the last release left the process; and the one collection
+// at start.
 import { describe, expect, it } from "vitest"
-import { type MemorySample, ReleaseDecider } from "../../src/cli/memoryRelease.ts"
+import { type MemorySample, ReleaseDecider, startMemoryRelease } from "../../src/cli/memoryRelease.ts"
 
 const MB = 1024 * 1024
 /** A one-second sample: `cpuMs` of CPU time used in it, resident size `rssMb`. */
@@ -37,5 +38,21 @@ describe("ReleaseDecider", () => {
     expect(decider.observe(second(0, 111))).toBe(false)
     expect(decider.observe(second(0, 115))).toBe(false)
     expect(decider.observe(second(0, 116))).toBe(true)
+  })
+})
+
+describe("startMemoryRelease", () => {
+  it("collects the start-up's garbage once, at once, before any check", () => {
+    let collections = 0
+    const lines: Array<string> = []
+    const stop = startMemoryRelease(2000, (event) => lines.push(event), () => {
+      collections += 1
+    })
+    try {
+      expect(collections).toBe(1)
+      expect(lines).toEqual([]) // the start-up's collection is not logged as a release
+    } finally {
+      stop()
+    }
   })
 })

@@ -55,14 +55,20 @@ describe("deploy/docker/Dockerfile", () => {
     expect(services).toEqual(["/app/package.json", "/app/services/catalog.ts", "/app/services/pricing.ts", "/app/services/serve.ts", "/app/services/storefront.ts"])
   })
 
-  it("node runs with the heap sizing of bin/iip-mesh.js's first line, in the image as in package.json's scripts", () => {
+  it("node runs with the heap sizing and malloc setting of bin/iip-mesh.js's first line, in the image as in package.json's scripts", () => {
     const shebang = readFileSync(join(repo, "bin/iip-mesh.js"), "utf8").split("\n")[0]!
-    const flags = shebang.replace(/^#!\/usr\/bin\/env -S node ?/, "").split(" ").filter((f) => f !== "")
+    const words = shebang.replace(/^#!\/usr\/bin\/env -S /, "").split(" ").filter((f) => f !== "")
+    const node = words.indexOf("node")
+    const env = words.slice(0, node)
+    const flags = words.slice(node + 1)
     expect(flags).toContain("--max-semi-space-size=2")
-    const entrypoint = parseDockerfile(readFileSync(dockerfile, "utf8")).find((s) => s.name === "sidecar")!.instructions.find((i) => i.keyword === "ENTRYPOINT")!
+    expect(env).toEqual(["MALLOC_ARENA_MAX=2"])
+    const sidecar = parseDockerfile(readFileSync(dockerfile, "utf8")).find((s) => s.name === "sidecar")!
+    const entrypoint = sidecar.instructions.find((i) => i.keyword === "ENTRYPOINT")!
     expect(entrypoint.exec).toEqual(["node", ...flags, "bin/iip-mesh.js"])
+    expect(sidecar.instructions.filter((i) => i.keyword === "ENV").map((i) => i.text)).toEqual(env)
     const scripts = (JSON.parse(readFileSync(join(repo, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts
-    for (const name of ["start", "iip-mesh"]) expect(scripts[name], name).toContain(`node ${flags.join(" ")} dist/cli/main.js`)
+    for (const name of ["start", "iip-mesh"]) expect(scripts[name], name).toContain(`${env.join(" ")} node ${flags.join(" ")} dist/cli/main.js`)
   })
 
   it("the context is an allow-list: tests, node_modules and local files stay out", () => {

@@ -1,0 +1,127 @@
+// Inbound upgrades (PROTOCOL.md §17.5): a peer's request that carries `http-upgrade` goes to the
+// app on a connection of its own, never one of the pool's (appPool.ts), since an upgraded socket
+// is never reused and a long-lived one must not hold a pool slot. The head is the one inbound.ts
+// checked and filtered, plus `connection: upgrade` and the protocols, and no body: the peer's
+// streamed body is the upgraded connection's bytes, written to the app only after its 101. A 101
+// goes back with the app's end-to-end headers and the protocol it switched to, its bytes as the
+// streamed answer; any other answer goes back as it is and the app's connection closes (the
+// caller's bytes never reach an app that did not switch). No answer within the deadline is
+// `deadline_exceeded`; a refused connection `app_unavailable` (not processed). After the 101, a
+// connection silent both ways for the upgrade idle timeout is closed; a cancel from the caller
+// closes it at once.
+import * as http from "node:http"
+import type * as net from "node:net"
+import type { HandlerValue } from "../iip/dispatch.ts"
+import { failure, reply } from "../iip/server.ts"
+import type { IncomingRequest } from "../mux/request.ts"
+import { StreamFailed } from "../mux/streams.ts"
+import { MeshErrorCode } from "../protocol/mesh.ts"
+import { endToEndHeaders, type OnInvalidHeader, upgradeProtocols } from "./headerFilter.ts"
+import { HttpMeta, responseMeta } from "./httpEnvelope.ts"
+import type { InboundObservation } from "./observe.ts"
+import { AppErrorCode } from "./proxyError.ts"
+import { pipeToSocket, SocketSource } from "./upgradePipe.ts"
+
+export interface AppUpgradeLeg {
+  readonly appHost: string
+  readonly appPort: number
+  /** host:port, for messages, metrics and spans. */
+  readonly address: string
+  readonly upgradeIdleTimeoutMs: number
+  readonly onInvalidHeaders: OnInvalidHeader | undefined
+}
+
+export interface AppUpgradeRequest {
+  readonly method: string
+  readonly path: string
+  /** Flat name, value list: the filtered end-to-end headers and the hop's own (host). */
+  readonly headers: Array<string>
+  /** The protocols asked for, as `upgradeProtocols` gives them. */
+  readonly protocols: string
+}
+
+const noBody = Buffer.alloc(0)
+
+/** Runs one upgrade with the app; resolves with the answer the peer gets (a 101 streams the app's bytes). */
+export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: AppUpgradeRequest, observation: InboundObservation, deadlineMs: number): Promise<HandlerValue> =>
+  new Promise<HandlerValue>((resolve) => {
+    const peerBytes = request.context.stream
+    let answered = false
+    let timer: NodeJS.Timeout | undefined
+    const answer = (value: HandlerValue) => {
+      if (answered) return
+      answered = true
+      clearTimeout(timer)
+      resolve(value)
+    }
+    const giveUp = (status: number, reason: string, hop: "inbound" | "app", value: HandlerValue) => {
+      peerBytes?.discard()
+      observation.end(leg.address, status, { hop, reason })
+      answer(value)
+    }
+    let outgoing: http.ClientRequest
+    try {
+      outgoing = http.request({
+        host: leg.appHost,
+        port: leg.appPort,
+        method: app.method,
+        path: app.path,
+        headers: [...app.headers, "connection", "upgrade", "upgrade", app.protocols],
+        agent: false,
+        setHost: false
+      })
+    } catch (error) {
+      // inbound.ts checked the head as the pool would; node's own checks are the last word.
+      return giveUp(400, MeshErrorCode.badRequest, "inbound", failure(MeshErrorCode.badRequest, `cannot form the upgrade request to the app: ${(error as Error).message}`, false))
+    }
+    timer = setTimeout(() => {
+      outgoing.destroy()
+      giveUp(504, MeshErrorCode.deadlineExceeded, "inbound", failure(MeshErrorCode.deadlineExceeded, `no answer to the upgrade from the app within ${deadlineMs} ms`, true))
+    }, deadlineMs)
+    const cancel = request.context.cancel
+    const onCancel = () => {
+      outgoing.destroy()
+      giveUp(502, MeshErrorCode.cancelled, "inbound", failure(MeshErrorCode.cancelled, "request aborted", true))
+    }
+    if (cancel.aborted) return onCancel()
+    cancel.addEventListener("abort", onCancel)
+    outgoing.on("error", (error: NodeJS.ErrnoException) => {
+      const refused = error.code === "ECONNREFUSED" || error.code === "ENOTFOUND"
+      const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
+      giveUp(502, code, "app", failure(code, `app at ${leg.address}: ${error.code ?? error.message}`, !refused))
+    })
+    outgoing.on("response", (response: http.IncomingMessage) => {
+      // Not switched: the answer goes back as it is; this connection is the app's no longer.
+      peerBytes?.discard()
+      response.on("end", () => {
+        observation.end(leg.address, response.statusCode ?? 502, undefined)
+        response.socket.destroy()
+      })
+      response.on("error", () => observation.end(leg.address, 502, { hop: "app", reason: "answer_broke_off" }))
+      answer(reply(response, responseMeta(response.statusCode ?? 502, endToEndHeaders(response.rawHeaders, leg.onInvalidHeaders))))
+    })
+    outgoing.on("upgrade", (response: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      const switched = upgradeProtocols(response.headers.upgrade)
+      if (switched === undefined) {
+        socket.destroy()
+        return giveUp(502, AppErrorCode.failed, "app", failure(AppErrorCode.failed, `app at ${leg.address} switched to no protocol it named`, true))
+      }
+      socket.setNoDelay(true)
+      socket.setTimeout(leg.upgradeIdleTimeoutMs, () => socket.destroy())
+      socket.on("error", () => {})
+      cancel.removeEventListener("abort", onCancel)
+      cancel.addEventListener("abort", () => socket.destroy())
+      const appBytes = new SocketSource(socket, head)
+      if (peerBytes === undefined) socket.end()
+      else void pipeToSocket(peerBytes, socket).then((bytes) => observation.requestBytes(bytes))
+      socket.once("close", () => {
+        // The pipe to the app stops waiting for bytes nobody can take.
+        peerBytes?.fail(new StreamFailed({ message: "the app's connection closed" }))
+        observation.responseBytes(appBytes.bytes)
+        observation.end(leg.address, 101, undefined)
+      })
+      const meta = responseMeta(101, endToEndHeaders(response.rawHeaders, leg.onInvalidHeaders)).set(HttpMeta.upgrade, switched)
+      answer(reply(appBytes, meta))
+    })
+    outgoing.end(noBody)
+  })

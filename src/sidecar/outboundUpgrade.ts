@@ -1,0 +1,206 @@
+// Outbound upgrades (WebSocket and other HTTP/1.1 `Upgrade` requests, PROTOCOL.md §17.5): the app's
+// upgrade request, which node:http hands over with its socket ('upgrade' event), becomes one mesh
+// stream to an endpoint the balancer picks once: the request head in metadata (the protocols
+// apart, under `http-upgrade`), the caller's bytes as the streamed body, the far app's answer
+// streaming back. A 101 is written to the app and bytes flow both ways until either side closes;
+// any other answer is written with `connection: close` and the socket ends, so nothing the caller
+// sends after it is ever read as a request. Before the 101, failures are the usual
+// `x-iip-mesh-error` answers, within the request's deadline; no retry (the caller's bytes are
+// already on their way). After it, a connection silent both ways for the upgrade idle timeout is
+// closed. Tracing and metrics see one request, from the head to the close.
+import { type IncomingMessage, STATUS_CODES } from "node:http"
+import type * as net from "node:net"
+import { Cancellation } from "../mux/cancellation.ts"
+import { ConnectFailed } from "../mux/errors.ts"
+import type { MeshReply } from "../mux/meshSession.ts"
+import { EnvelopeError } from "../protocol/mesh.ts"
+import type { EndpointLease } from "./endpoints.ts"
+import { endToEndHeaders, upgradeProtocols } from "./headerFilter.ts"
+import { headersOf, HttpMeta, requestMeta, withForwarded } from "./httpEnvelope.ts"
+import { OutboundObservation } from "./observe.ts"
+import { type AccessRecord, appTimeoutMs, hasBody, type OutboundOptions, pickContext, refusedOrDraining, type Target, targetOf } from "./outbound.ts"
+import { ProxyError, proxyErrorOf, writeProxyError } from "./proxyError.ts"
+import { pipeToSocket, SocketSource } from "./upgradePipe.ts"
+
+export interface OutboundUpgradeOptions extends OutboundOptions {
+  /** An upgraded connection with no byte either way for this long is closed. */
+  readonly upgradeIdleTimeoutMs: number
+}
+
+/** The head written back for a status other than 101: the socket closes after its body. */
+const closingHead = (status: number, headers: ReadonlyArray<readonly [string, string]>): string => {
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n`
+  for (const [name, value] of headers) head += `${name}: ${value}\r\n`
+  return `${head}connection: close\r\n\r\n`
+}
+
+/** One upgrade request, from its head to the close of the upgraded connection. */
+class OutboundUpgrade {
+  private readonly options: OutboundUpgradeOptions
+  private readonly req: IncomingMessage
+  private readonly socket: net.Socket
+  private readonly source: SocketSource
+  private readonly observation: OutboundObservation
+  private readonly method: string
+  private readonly started = performance.now()
+  private readonly control = new Cancellation()
+  private target: Target | undefined = undefined
+  private endpointName = "-"
+  private attempts = 0
+  /** Counted in flight until the answer head is written (the drain waits for that, not for the whole connection). */
+  private counted = false
+  private finished = false
+
+  constructor(options: OutboundUpgradeOptions, req: IncomingMessage, socket: net.Socket, head: Buffer) {
+    this.options = options
+    this.req = req
+    this.socket = socket
+    this.method = req.method ?? "GET"
+    this.observation = new OutboundObservation(options.telemetry, this.method, req.headers)
+    this.source = new SocketSource(socket, head)
+  }
+
+  run(): void {
+    const { socket, options } = this
+    if (options.inFlight !== undefined) {
+      options.inFlight.value++
+      this.counted = true
+    }
+    socket.setNoDelay(true)
+    // A reset socket says so with 'error' and 'close': the close is what ends the exchange.
+    socket.on("error", () => {})
+    socket.on("close", () => {
+      this.uncount()
+      this.control.abort()
+    })
+    this.forward().catch((error: unknown) => this.fail(error))
+  }
+
+  private async forward(): Promise<void> {
+    const { req, options, observation, socket } = this
+    const target = targetOf(req)
+    this.target = target
+    observation.begin(target.service, target.uri)
+    if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
+    const protocols = upgradeProtocols(req.headers.upgrade)
+    if (protocols === undefined) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "the Upgrade header is not a list of protocol tokens" })
+    // The caller's bytes after the head are the upgraded connection's: a body declared as well would be read two ways.
+    if (hasBody(req)) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "an upgrade request carries no body" })
+    const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.socket.remoteAddress ?? "", target.authority)
+    observation.propagate(headers)
+    const meta = requestMeta(this.method, target.authority, headers).set(HttpMeta.upgrade, protocols)
+    const { registry } = options
+    registry.countRequest(target.service)
+    const picked = registry.pick(target.service, pickContext(req, target.uri, options.hashKey), undefined)
+    if (picked._tag === "Overloaded") throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `every endpoint of ${target.service} is at its concurrency limit` })
+    if (picked._tag !== "Picked") throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${target.service}` })
+    const { lease } = picked
+    this.endpointName = lease.endpoint.id
+    this.attempts = 1
+    const client = registry.clientOf(lease.endpoint.endpoint)
+    const tryStarted = performance.now()
+    // Until the answer's head: the request's deadline. After it: the idle timeout, no deadline.
+    const timeoutMs = appTimeoutMs(req, options.requestTimeoutMs)
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      this.control.abort()
+    }, timeoutMs)
+    let reply: MeshReply
+    try {
+      const mode = client.currentMode ?? (await client.mode(timeoutMs))
+      if (mode === "plain") throw new ProxyError({ status: 502, reason: "upgrade_unsupported", hop: "outbound", message: `${lease.endpoint.id} speaks plain IIP, which carries no upgrade` })
+      reply = await client.stream(target.uri, this.source, { meta, signal: this.control })
+    } catch (error) {
+      this.endLease(lease, tryStarted, false, refusedOrDraining(error) || (error instanceof ConnectFailed && error.refused === true))
+      if (timedOut) throw new ProxyError({ status: 504, reason: "deadline", hop: "outbound", message: `no answer to the upgrade from ${lease.endpoint.id} within ${timeoutMs} ms` })
+      throw error
+    } finally {
+      clearTimeout(timer)
+    }
+    // The balancer learns from the time to the answer's head; the connection's life is no latency.
+    const statusText = reply.meta.get(HttpMeta.status) ?? ""
+    const status = /^(101|[2-5]\d\d)$/.test(statusText) ? Number(statusText) : 0
+    this.endLease(lease, tryStarted, status !== 0 && status < 500)
+    const switched = status === 101 ? upgradeProtocols(reply.meta.get(HttpMeta.upgrade)) : undefined
+    if (status === 0 || (status === 101 && (switched === undefined || reply.stream === undefined))) {
+      this.control.abort()
+      throw new ProxyError({ status: 502, reason: "bad_response", hop: "inbound", message: `${this.endpointName} answered the upgrade with status ${JSON.stringify(statusText.slice(0, 16))}` })
+    }
+    const answerHeaders = headersOf(reply.meta, options.onInvalidHeaders)
+    if (status !== 101) {
+      // Not switched: the answer, then the end of this connection; the caller's bytes are not wanted.
+      this.source.stop()
+      socket.write(closingHead(status, answerHeaders), "latin1")
+      this.uncount()
+      const sent = reply.stream === undefined ? (socket.end(reply.data), reply.data.length) : await pipeToSocket(reply.stream, socket)
+      observation.responseBytes(sent)
+      return this.finish(status)
+    }
+    let head = `HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: ${switched}\r\n`
+    for (const [name, value] of answerHeaders) head += `${name}: ${value}\r\n`
+    socket.write(`${head}\r\n`, "latin1")
+    this.uncount()
+    socket.setTimeout(options.upgradeIdleTimeoutMs, () => socket.destroy())
+    const sent = await pipeToSocket(reply.stream!, socket)
+    observation.responseBytes(sent)
+    // The exchange ends when both directions are over: the caller's socket closes.
+    if (socket.closed) this.finishUpgraded()
+    else socket.once("close", () => this.finishUpgraded())
+  }
+
+  private finishUpgraded(): void {
+    this.observation.requestBytes(this.source.bytes)
+    this.finish(101)
+  }
+
+  private uncount(): void {
+    if (!this.counted) return
+    this.counted = false
+    this.options.inFlight!.value--
+  }
+
+  private endLease(lease: EndpointLease, tryStarted: number, ok: boolean, unreachable = false): void {
+    if (this.options.registry.endLease(lease, tryStarted, ok, unreachable, false) !== undefined) this.observation.ejected(this.target!.service, lease.endpoint.id)
+  }
+
+  /** Once: the span and metrics, and the access log line when it is on. */
+  private finish(status: number, error?: ProxyError): void {
+    if (this.finished) return
+    this.finished = true
+    const failure = error === undefined ? undefined : { hop: error.hop, reason: error.reason }
+    const traceId = this.observation.end(status, this.endpointName, this.attempts, failure)
+    const onAccess = this.options.onAccess
+    if (onAccess === undefined) return
+    const record: AccessRecord = {
+      service: this.target?.service ?? "-",
+      endpoint: this.endpointName,
+      method: this.method,
+      uri: this.target?.uri ?? this.req.url ?? "",
+      status,
+      durationMs: performance.now() - this.started,
+      attempts: this.attempts,
+      ...(traceId === undefined ? {} : { traceId }),
+      ...(failure === undefined ? {} : { error: failure })
+    }
+    onAccess(record)
+  }
+
+  /** Total: before the answer's head, the caller gets an error answer; after it, a cut connection. */
+  private fail(error: unknown): void {
+    this.uncount()
+    this.control.abort()
+    const proxyError = error instanceof EnvelopeError
+      ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
+      : proxyErrorOf(error, this.endpointName)
+    this.source.stop()
+    if (this.socket.writable && this.socket.bytesWritten === 0) writeProxyError(this.socket, proxyError)
+    else this.socket.destroy()
+    this.finish(proxyError.status, proxyError)
+  }
+}
+
+/** The outbound listener's 'upgrade' listener. */
+export const makeUpgradeHandler = (options: OutboundUpgradeOptions) => (req: IncomingMessage, socket: net.Socket, head: Buffer): void => {
+  new OutboundUpgrade(options, req, socket, head).run()
+}
