@@ -77,6 +77,12 @@ export const isFieldValue = (text: string): boolean => {
 /** Whether a (lower-case, valid) name never crosses a hop. */
 const isHopHeader = (name: string): boolean => dropped.has(name) || name.startsWith("proxy-")
 
+/** Whether a header name may be written across a hop: a token, and neither hop-by-hop, framing nor the mesh's own. */
+export const isEndToEndName = (name: string): boolean => {
+  const lower = lowerToken(name)
+  return lower !== undefined && !isHopHeader(lower)
+}
+
 export type HeaderPair = [string, string]
 
 /** Counts pairs dropped for an invalid name or value (a metric, so bounded whatever the input). */

@@ -17,6 +17,7 @@ import type { IipClient } from "../iip/client.ts"
 import { queryValue } from "../balancer/pickers.ts"
 import { Cancellation } from "../mux/cancellation.ts"
 import { ConnectFailed, ConnectionClosed, RequestTimeout } from "../mux/errors.ts"
+import { Cancelled } from "../mux/meshChannels.ts"
 import { type MeshReply, RemoteError } from "../mux/meshSession.ts"
 import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
@@ -29,7 +30,7 @@ import { type CompiledRoutes, noRoutes } from "./routes.ts"
 import { addStickyMember, chooseSubset } from "./routing.ts"
 import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
 
-/** Tries per request, the first included. */
+/** Tries per request, the first included (a route may ask for another number: routeActions.ts). */
 const MAX_ATTEMPTS = 3
 
 /** RFC 9110 idempotent methods: running one twice has the effect of running it once. */
@@ -235,6 +236,8 @@ class OutboundExchange {
   private appGone = false
   /** The current try's cancellation; it stays the current one while the answer streams. */
   private tryControl: Cancellation | undefined = undefined
+  /** Ends a route's injected delay early (the app went away): clears its timer. */
+  private releaseHold: (() => void) | undefined = undefined
 
   constructor(options: OutboundOptions, req: IncomingMessage, res: ServerResponse) {
     this.options = options
@@ -254,6 +257,7 @@ class OutboundExchange {
       if (res.writableFinished) return
       this.appGone = true
       this.tryControl?.abort()
+      this.releaseHold?.()
     })
     this.forward().catch((error: unknown) => this.fail(error))
   }
@@ -272,9 +276,12 @@ class OutboundExchange {
     // service), then the balancer's endpoint within it.
     const choice = chooseSubset(options.routes?.() ?? noRoutes, registry, service, method, target.uri, req.headers)
     let subset: string | undefined
+    // The matched route's actions (routeActions.ts): its header modifiers, faults, timeout and retries.
+    const actions = choice?.actions
     if (choice !== undefined) {
       subset = choice.subset
       observation.routed(choice.route, subset)
+      actions?.modifyHeaders?.(headers)
       if (choice.stick) addStickyMember(headers, subset)
     }
     const length = Number(req.headers["content-length"] ?? NaN)
@@ -288,8 +295,14 @@ class OutboundExchange {
     const meta = requestMeta(method, target.authority, headers)
     if (declares) headers.pop()
     const context = pickContext(req, target.uri, options.hashKey)
-    // One deadline for the whole request, however many endpoints it tries.
-    const deadline = Date.now() + appTimeoutMs(req, options.requestTimeoutMs)
+    const aborted = actions?.abortStatus?.()
+    if (aborted !== undefined) throw new ProxyError({ status: aborted, reason: "fault_injected", hop: "outbound", message: `route ${choice!.route} injected a fault` })
+    // One deadline for the whole request, however many endpoints it tries (an injected delay included).
+    const deadline = Date.now() + appTimeoutMs(req, actions?.timeoutMs ?? options.requestTimeoutMs)
+    const delayMs = actions?.delayMs?.() ?? 0
+    if (delayMs > 0) await this.hold(delayMs, deadline)
+    const perTryTimeoutMs = actions?.perTryTimeoutMs ?? options.perTryTimeoutMs
+    const maxAttempts = actions?.attempts ?? MAX_ATTEMPTS
     registry.countRequest(service)
     let reply: MeshReply | undefined
     let status: number | undefined
@@ -312,14 +325,14 @@ class OutboundExchange {
       const client = registry.clientOf(lease.endpoint.endpoint)
       const tryStarted = performance.now()
       // This try ends at the request's deadline or its own timeout, whichever comes first.
-      const tryDeadline = options.perTryTimeoutMs === undefined ? deadline : Math.min(deadline, Date.now() + options.perTryTimeoutMs)
+      const tryDeadline = perTryTimeoutMs === undefined ? deadline : Math.min(deadline, Date.now() + perTryTimeoutMs)
       const control = new Cancellation()
       this.tryControl = control
       if (this.appGone) control.abort()
-      const watched = options.perTryTimeoutMs === undefined && options.slowTryFloorMs !== undefined && whole && IDEMPOTENT.has(method)
+      const watched = perTryTimeoutMs === undefined && options.slowTryFloorMs !== undefined && whole && IDEMPOTENT.has(method)
       const slowAfterMs = watched ? slowTryAfterMs(options.slowTryFloorMs!, lease.expectedMs) : 0
       const watch = watched
-        ? new TryWatch(control, slowAfterMs, () => this.attempts < MAX_ATTEMPTS && Date.now() < deadline && registry.hasUntried(service, this.triedSet()!, subset) && registry.allowRetry(service))
+        ? new TryWatch(control, slowAfterMs, () => this.attempts < maxAttempts && Date.now() < deadline && registry.hasUntried(service, this.triedSet()!, subset) && registry.allowRetry(service))
         : undefined
       try {
         // No connection within the client's connect timeout (3 s: time for TCP to resend a lost SYN)
@@ -340,7 +353,7 @@ class OutboundExchange {
         // (a slow one, on a lossy network, not enough to take the endpoint out at once).
         this.endLease(lease, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
         const safe = notProcessed(error) || (IDEMPOTENT.has(method) && transportFailure(error))
-        const retry = safe && whole && this.attempts < MAX_ATTEMPTS && !this.appGone && Date.now() < deadline && registry.allowRetry(service)
+        const retry = safe && whole && this.attempts < maxAttempts && !this.appGone && Date.now() < deadline && registry.allowRetry(service)
         if (!retry) throw error
         lastError = error
       } finally {
@@ -355,6 +368,29 @@ class OutboundExchange {
     if (reply.stream !== undefined && !this.res.writableEnded) observation.responseBytes(await pipeToResponse(this.res, reply.stream, answerLength))
     else observation.responseBytes(reply.data.length)
     this.finish(status)
+  }
+
+  /**
+   * A route's injected delay: `ms` on a timer, cut short at the deadline (then the request times
+   * out) or when the app goes away (the timer is cleared, the request ends as cancelled).
+   */
+  private async hold(ms: number, deadline: number): Promise<void> {
+    const left = deadline - Date.now()
+    if (!this.appGone) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          this.releaseHold = undefined
+          resolve()
+        }, Math.max(0, Math.min(ms, left)))
+        this.releaseHold = () => {
+          clearTimeout(timer)
+          this.releaseHold = undefined
+          resolve()
+        }
+      })
+    }
+    if (this.appGone) throw new Cancelled({ message: "the app went away during an injected delay" })
+    if (ms >= left) throw new RequestTimeout({ message: `an injected delay of ${ms} ms outlasted the deadline`, timeoutMs: Math.max(0, left) })
   }
 
   private triedSet(): ReadonlySet<string> | undefined {

@@ -17,7 +17,8 @@ import { MESH_ERROR_HEADER } from "./headerFilter.ts"
 export type Hop = "outbound" | "inbound" | "app"
 
 export class ProxyError extends Data.TaggedError("ProxyError")<{
-  readonly status: 400 | 403 | 408 | 413 | 414 | 502 | 503 | 504
+  /** 400, 403, 408, 413, 414, 502, 503 or 504; any 400-599 for a route's injected fault (routeActions.ts). */
+  readonly status: number
   readonly reason: string
   readonly hop: Hop
   readonly message: string

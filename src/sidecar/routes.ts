@@ -17,6 +17,7 @@
 //         - { subset: v1, weight: 90 }
 //         - { subset: v2, weight: 10 }
 //       sticky: baggage               # later hops follow the subset picked here (routing.ts)
+//       timeoutMs: 2000               # and its actions: timeout, retries, requestHeaders, fault (routeActions.ts)
 import * as Data from "effect/Data"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
@@ -25,6 +26,7 @@ import type { IncomingHttpHeaders } from "node:http"
 import { queryValue } from "../balancer/pickers.ts"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { WeightedRoundRobin } from "../balancer/weightedRoundRobin.ts"
+import { compileActions, RouteActionFields, type RouteActions } from "./routeActions.ts"
 
 /** Routes in one document, at most. */
 export const MAX_ROUTES = 256
@@ -92,7 +94,8 @@ const Route = Schema.Struct({
     Schema.check(Schema.isMinLength(1), Schema.isMaxLength(MAX_LIST)),
     Schema.check(Schema.makeFilter((split: ReadonlyArray<{ readonly weight: number }>) => (split.some((entry) => entry.weight > 0) ? undefined : "Expected at least one weight above 0")))
   ),
-  sticky: Schema.optionalKey(Schema.Literal("baggage"))
+  sticky: Schema.optionalKey(Schema.Literal("baggage")),
+  ...RouteActionFields
 })
 
 const RoutesDocument = Schema.Struct({
@@ -179,6 +182,8 @@ export interface CompiledRoute {
   readonly matches: (request: RouteRequest) => boolean
   /** The next subset of the split: spread exactly in proportion to the weights, not at random. */
   readonly nextSubset: () => string
+  /** What it does to its requests besides (routeActions.ts); undefined: nothing. */
+  readonly actions: RouteActions | undefined
 }
 
 const compileRoute = (spec: RouteSpec): CompiledRoute => {
@@ -189,7 +194,8 @@ const compileRoute = (spec: RouteSpec): CompiledRoute => {
     service: spec.service,
     sticky: spec.sticky === "baggage",
     matches: matchers.length === 0 ? () => true : (request) => matchers.some((match) => match(request)),
-    nextSubset: () => split.pick()!.subset
+    nextSubset: () => split.pick()!.subset,
+    actions: compileActions(spec)
   }
 }
 

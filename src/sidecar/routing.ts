@@ -10,6 +10,7 @@
 // holds. The baggage header is read within W3C's bounds (8192 characters, 180 members).
 import type { IncomingHttpHeaders } from "node:http"
 import { isSubsetLabel } from "../balancer/subsets.ts"
+import type { RouteActions } from "./routeActions.ts"
 import type { CompiledRoutes, RouteRequest } from "./routes.ts"
 
 /** The baggage member that carries a sticky subset down the call chain. */
@@ -42,11 +43,16 @@ export const baggageMembers = (header: string | undefined): ReadonlyMap<string, 
   return members
 }
 
-/** The subset a request goes to, the route (or "baggage") that said so, and whether to add the sticky member. */
+/**
+ * The subset a request goes to, the route (or "baggage") that said so, whether to add the sticky
+ * member, and the route's actions (none when the sticky member chose: a later hop follows the
+ * journey's subset, not its own routes).
+ */
 export interface SubsetChoice {
   readonly subset: string
   readonly route: string
   readonly stick: boolean
+  readonly actions?: RouteActions
 }
 
 /** The part of the endpoint registry a choice needs. */
@@ -86,7 +92,8 @@ export const chooseSubset = (
   const request: RouteRequest = { method, uri, path: pathOf(uri), headers, baggage: () => (members ??= baggageMembers(header)) }
   for (const route of list) {
     if (!route.matches(request)) continue
-    return { subset: route.nextSubset(), route: route.name, stick: route.sticky && members?.has(STICKY_MEMBER) !== true }
+    const choice = { subset: route.nextSubset(), route: route.name, stick: route.sticky && members?.has(STICKY_MEMBER) !== true }
+    return route.actions === undefined ? choice : { ...choice, actions: route.actions }
   }
   return undefined
 }

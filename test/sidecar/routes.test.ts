@@ -149,3 +149,82 @@ describe("sticky baggage", () => {
     expect(baggageMembers("x".repeat(MAX_BAGGAGE_CHARS * 2)).size).toBe(0)
   })
 })
+
+describe("route actions (routeActions.ts)", () => {
+  const split = [{ subset: "v1", weight: 1 }]
+  const actionsOf = (fields: Record<string, unknown>) => choose(compiled([{ name: "r", service: "pricing", split, ...fields }]), {})?.actions
+
+  it("are checked: each problem names the route and the field; unknown keys, framing and hop-by-hop headers are refused", () => {
+    const result = parseRoutesDocument({
+      routes: [
+        { name: "ok", service: "pricing", split, timeoutMs: 100, retries: { attempts: 2, perTryTimeoutMs: 50 }, requestHeaders: { set: { "x-a": "1" }, add: { "x-b": "2" }, remove: ["x-c"] }, fault: { abort: { status: 503, percent: 5 }, delay: { ms: 10, percent: 5 } } },
+        { name: "times", service: "pricing", split, timeoutMs: 0, retries: { attempts: 9, perTryTimeoutMs: 1.5, budget: 3 } },
+        { name: "heads", service: "pricing", split, requestHeaders: { set: { "content-length": "0" }, add: { "x-ok": "a\r\nb" }, remove: ["connection"], rename: {} } },
+        { name: "mesh", service: "pricing", split, requestHeaders: { set: { "iip-timeout": "1" }, add: { "transfer-encoding": "chunked" } } },
+        { name: "faults", service: "pricing", split, fault: { abort: { status: 200, percent: 101 }, delay: { ms: 600_000, percent: 5 }, drop: true } }
+      ]
+    })
+    if (Result.isSuccess(result)) throw new Error("expected the document to be rejected")
+    const problems = result.failure.problems.join("\n")
+    expect(problems).not.toMatch(/route "ok"/)
+    expect(problems).toMatch(/routes\[1\]\.timeoutMs \(route "times"\)/)
+    expect(problems).toMatch(/routes\[1\]\.retries\.attempts \(route "times"\): Expected a value between 1 and 5/)
+    expect(problems).toMatch(/routes\[1\]\.retries\.perTryTimeoutMs \(route "times"\)/)
+    expect(problems).toMatch(/routes\[1\]\.retries\.budget \(route "times"\)/)
+    expect(problems).toMatch(/routes\[2\]\.requestHeaders\.set \(route "heads"\): Expected an end-to-end header name .*"content-length"/)
+    expect(problems).toMatch(/routes\[2\]\.requestHeaders\.add \(route "heads"\): Expected a header value/)
+    expect(problems).toMatch(/routes\[2\]\.requestHeaders\.remove\[0\] \(route "heads"\): Expected an end-to-end header name/)
+    expect(problems).toMatch(/routes\[2\]\.requestHeaders\.rename \(route "heads"\)/)
+    expect(problems).toMatch(/routes\[3\]\.requestHeaders\.set \(route "mesh"\): .*"iip-timeout"/)
+    expect(problems).toMatch(/routes\[3\]\.requestHeaders\.add \(route "mesh"\): .*"transfer-encoding"/)
+    expect(problems).toMatch(/routes\[4\]\.fault\.abort\.status \(route "faults"\): Expected a value between 400 and 599/)
+    expect(problems).toMatch(/routes\[4\]\.fault\.abort\.percent \(route "faults"\): Expected a value between 0 and 100/)
+    expect(problems).toMatch(/routes\[4\]\.fault\.delay\.ms \(route "faults"\): Expected a value between 1 and 60000/)
+    expect(problems).toMatch(/routes\[4\]\.fault\.drop \(route "faults"\)/)
+  })
+
+  it("a route without actions carries none; timeout and retries come through as given", () => {
+    expect(actionsOf({})).toBeUndefined()
+    expect(actionsOf({ timeoutMs: 250, retries: { attempts: 1 } })).toStrictEqual({ timeoutMs: 250, attempts: 1 })
+    expect(actionsOf({ retries: { attempts: 4, perTryTimeoutMs: 80 } })).toStrictEqual({ attempts: 4, perTryTimeoutMs: 80 })
+  })
+
+  it("fault percentages are counted: 7 % of 10,000 is exactly 700 aborts, 33 % exactly 3,300 delays, spread out; 0 % never", () => {
+    const actions = actionsOf({ fault: { abort: { status: 418, percent: 7 }, delay: { ms: 25, percent: 33 } } })!
+    let aborts = 0
+    let delays = 0
+    let longestRun = 0
+    let run = 0
+    for (let i = 0; i < 10_000; i++) {
+      const status = actions.abortStatus!()
+      if (status !== undefined) {
+        expect(status).toBe(418)
+        aborts++
+        longestRun = Math.max(longestRun, ++run)
+      } else run = 0
+      const delay = actions.delayMs!()
+      if (delay > 0) {
+        expect(delay).toBe(25)
+        delays++
+      }
+    }
+    expect(aborts).toBe(700)
+    expect(delays).toBe(3300)
+    expect(longestRun).toBe(1)
+    const never = actionsOf({ fault: { abort: { status: 503, percent: 0 } } })!
+    expect(never.abortStatus).toBeUndefined()
+  })
+
+  it("header modifiers: remove and set drop every value of the name (case-insensitive), set and add append; the rest keeps its order", () => {
+    const modify = actionsOf({ requestHeaders: { set: { "X-Env": "canary" }, add: { "x-tag": "route" }, remove: ["X-Debug"] } })!.modifyHeaders!
+    const headers: Array<[string, string]> = [["x-env", "prod"], ["accept", "*/*"], ["x-debug", "1"], ["x-tag", "app"], ["x-env", "again"], ["x-debug", "2"]]
+    modify(headers)
+    expect(headers).toStrictEqual([["accept", "*/*"], ["x-tag", "app"], ["x-env", "canary"], ["x-tag", "route"]])
+  })
+
+  it("a request the sticky member routes gets no route's actions (later hops follow the journey's subset only)", () => {
+    const routes = compiled([{ name: "r", service: "pricing", split, timeoutMs: 5 }])
+    expect(choose(routes, {})?.actions).toStrictEqual({ timeoutMs: 5 })
+    expect(choose(routes, { headers: { baggage: `${STICKY_MEMBER}=v2` } })).toStrictEqual({ subset: "v2", route: "baggage", stick: false })
+  })
+})
