@@ -26,6 +26,7 @@ import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, withForwarded } from "./httpEnvelope.ts"
 import { AppErrorCode, ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
+import { sendMirror } from "./mirror.ts"
 import { type CompiledRoutes, noRoutes } from "./routes.ts"
 import { addStickyMember, chooseSubset } from "./routing.ts"
 import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
@@ -301,6 +302,9 @@ class OutboundExchange {
     const deadline = Date.now() + appTimeoutMs(req, actions?.timeoutMs ?? options.requestTimeoutMs)
     const delayMs = actions?.delayMs?.() ?? 0
     if (delayMs > 0) await this.hold(delayMs, deadline)
+    // A mirror needs the body held whole: a streamed one goes once, to the primary only.
+    const mirrorSubset = actions?.mirrorSubset?.()
+    if (mirrorSubset !== undefined && body instanceof Uint8Array) sendMirror(actions!.mirrorGate!, { registry, service, subset: mirrorSubset, uri: target.uri, body, meta, context, deadline })
     const perTryTimeoutMs = actions?.perTryTimeoutMs ?? options.perTryTimeoutMs
     const maxAttempts = actions?.attempts ?? MAX_ATTEMPTS
     registry.countRequest(service)

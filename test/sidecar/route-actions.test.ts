@@ -1,7 +1,8 @@
 // Route actions through real sidecars and real HTTP apps (src/sidecar/routeActions.ts, applied in
-// outbound.ts): a route's own timeout and retry settings over the sidecar's, its request header
-// modifiers, fault injection (aborts counted exactly and in the metrics, delays timed loosely, a
-// delay the app gives up on ends at once) — the caller's sidecar routes `pricing` by its file.
+// outbound.ts, mirror.ts): a route's own timeout and retry settings over the sidecar's, its request
+// header modifiers, fault injection (aborts counted exactly and in the metrics, delays timed
+// loosely, a delay the app gives up on ends at once), and a mirror whose answers never reach the
+// caller — the caller's sidecar routes `pricing` by its file.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import { tmpdir } from "node:os"
@@ -171,5 +172,56 @@ describe("route fault injection", () => {
     await waitFor(() => running.sidecar.inFlight() === 0, 5000, "the held request to end when its app went away")
     expect(p.app.seen).toHaveLength(0)
     expect(await metric(running, /^iip_mesh_request_errors_total\{direction="outbound",service="pricing",code="502",hop="outbound",reason="cancelled"\}/)).toBe(1)
+  })
+})
+
+describe("route mirror", () => {
+  it("a mirror gets a copy (method, path, body, headers) while the caller's answer is the primary's; bounded in flight, skipped past the bound; a subset with no endpoint changes nothing", async () => {
+    const v1 = await pricing((req, res) => {
+      req.resume()
+      req.on("end", () => res.end("primary"))
+    })
+    // The mirror's app answers 500 to /fail and never answers /hang: neither reaches the caller.
+    const mirrored: Array<{ url: string; body: string }> = []
+    const mirrorApp = await startApp(cleanup, (req, res) => {
+      const parts: Array<Buffer> = []
+      req.on("data", (chunk: Buffer) => parts.push(chunk))
+      req.on("end", () => {
+        mirrored.push({ url: req.url ?? "", body: Buffer.concat(parts).toString("utf8") })
+        if (req.url === "/direct") res.end("direct")
+        else if (req.url !== "/hang") {
+          res.statusCode = 500
+          res.end("mirror failed")
+        }
+      })
+    })
+    const v2Sidecar = await startSidecar(cleanup, sidecarConfig({ service: "pricing", app: mirrorApp.address, node: "pricing-v2" }))
+    const running = await caller([
+      { name: "direct", service: "pricing", matches: [{ path: { exact: "/direct" } }], split: [{ subset: "v2", weight: 1 }] },
+      { name: "bounded", service: "pricing", matches: [{ path: { exact: "/hang" } }], split: [{ subset: "v1", weight: 1 }], mirror: { subset: "v2", maxInFlight: 2 } },
+      { name: "nowhere", service: "pricing", matches: [{ path: { exact: "/nowhere" } }], split: [{ subset: "v1", weight: 1 }], mirror: { subset: "v3" } },
+      { name: "shadow", service: "pricing", split: [{ subset: "v1", weight: 1 }], mirror: { subset: "v2" } }
+    ], [v1.endpoint, { address: v2Sidecar.inboundAddress, weight: 1, version: "v2" }])
+
+    // Mirrors the mirror never answers: two stay in flight, the next three are skipped.
+    for (let i = 0; i < 5; i++) expect((await call(running.outboundPort, { path: "/hang", headers: { host: "pricing" } })).status).toBe(200)
+    await waitFor(() => mirrored.length === 2, 5000, "the two mirrors within the bound")
+    // A request of its own to the mirror's app, after them on the same connection: nothing more came before it.
+    expect((await call(running.outboundPort, { path: "/direct", headers: { host: "pricing" } })).body.toString("utf8")).toBe("direct")
+    expect(mirrored.filter((m) => m.url === "/hang")).toHaveLength(2)
+
+    for (let i = 0; i < 5; i++) {
+      const answer = await call(running.outboundPort, { path: "/fail", method: "POST", headers: { host: "pricing", "x-n": String(i), "content-type": "text/plain" }, body: `order ${i}` })
+      expect(answer.status).toBe(200)
+      expect(answer.body.toString("utf8")).toBe("primary")
+    }
+    await waitFor(() => mirrored.length === 8, 5000, "the five mirrors")
+    expect(mirrored.filter((m) => m.url === "/fail").map((m) => m.body).sort()).toStrictEqual([0, 1, 2, 3, 4].map((i) => `order ${i}`))
+    const copies = mirrorApp.seen.filter((r) => r.url === "/fail")
+    expect(copies.every((r) => r.method === "POST" && r.headers["content-type"] === "text/plain")).toBe(true)
+    expect(copies.map((r) => r.headers["x-n"]).sort()).toStrictEqual(["0", "1", "2", "3", "4"])
+
+    expect((await call(running.outboundPort, { path: "/nowhere", headers: { host: "pricing" } })).body.toString("utf8")).toBe("primary")
+    expect(v1.app.seen.map((r) => r.url)).toStrictEqual([...Array.from({ length: 5 }, () => "/hang"), ...Array.from({ length: 5 }, () => "/fail"), "/nowhere"])
   })
 })

@@ -222,6 +222,26 @@ describe("route actions (routeActions.ts)", () => {
     expect(headers).toStrictEqual([["accept", "*/*"], ["x-tag", "app"], ["x-env", "canary"], ["x-tag", "route"]])
   })
 
+  it("mirror: checked (subset label, percent, bound); counted like the faults; its gate skips past the bound and frees on leave", () => {
+    const bad = parseRoutesDocument({ routes: [{ name: "m", service: "pricing", split, mirror: { subset: "v 2", percent: 150, maxInFlight: 0, to: "x" } }] })
+    if (Result.isSuccess(bad)) throw new Error("expected the document to be rejected")
+    const problems = bad.failure.problems.join("\n")
+    expect(problems).toMatch(/routes\[0\]\.mirror\.subset \(route "m"\): Expected a label/)
+    expect(problems).toMatch(/routes\[0\]\.mirror\.percent \(route "m"\): Expected a value between 0 and 100/)
+    expect(problems).toMatch(/routes\[0\]\.mirror\.maxInFlight \(route "m"\): Expected a value between 1 and 1024/)
+    expect(problems).toMatch(/routes\[0\]\.mirror\.to \(route "m"\)/)
+
+    const actions = actionsOf({ mirror: { subset: "v2", percent: 25, maxInFlight: 2 } })!
+    const picks = Array.from({ length: 8 }, () => actions.mirrorSubset!())
+    expect(picks.filter((p) => p === "v2")).toHaveLength(2)
+    expect(picks.filter((p) => p === undefined)).toHaveLength(6)
+    const gate = actions.mirrorGate!
+    expect([gate.tryEnter(), gate.tryEnter(), gate.tryEnter()]).toStrictEqual([true, true, false])
+    gate.leave()
+    expect([gate.tryEnter(), gate.tryEnter()]).toStrictEqual([true, false])
+    expect(actionsOf({ mirror: { subset: "v2" } })!.mirrorSubset!()).toBe("v2")
+  })
+
   it("a request the sticky member routes gets no route's actions (later hops follow the journey's subset only)", () => {
     const routes = compiled([{ name: "r", service: "pricing", split, timeoutMs: 5 }])
     expect(choose(routes, {})?.actions).toStrictEqual({ timeoutMs: 5 })
