@@ -254,7 +254,9 @@ export const SidecarConfigSchema = Schema.Struct({
   /** Peer admins followed at most (the rest are counted, not called). */
   federationMaxPeers: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 10_000 }))),
   /** An upgraded connection (WebSocket) with no byte either way for this long is closed, on both sidecars. */
-  upgradeIdleTimeoutMs: PositiveMs
+  upgradeIdleTimeoutMs: PositiveMs,
+  /** How the inbound side speaks to its app: HTTP/1.1, or cleartext HTTP/2 (gRPC apps). */
+  appProtocol: Schema.Literals(["http1", "h2c"])
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -338,7 +340,8 @@ export const settings = [
   { key: "federationMaxBytes", env: "IIP_MESH_FEDERATION_MAX_BYTES", flag: "--federation-max-bytes", help: "largest answer taken from a peer admin (default 8MiB)" },
   { key: "federationStaleMs", env: "IIP_MESH_FEDERATION_STALE", flag: "--federation-stale", help: "a peer admin unheard this long (or failing) is shown stale (default 3s)" },
   { key: "federationMaxPeers", env: "IIP_MESH_FEDERATION_MAX_PEERS", flag: "--federation-max-peers", help: "peer admins followed at most (default 64)" },
-  { key: "upgradeIdleTimeoutMs", env: "IIP_MESH_UPGRADE_IDLE_TIMEOUT", flag: "--upgrade-idle-timeout", help: "an upgraded connection (WebSocket) silent both ways this long is closed (default 5m)" }
+  { key: "upgradeIdleTimeoutMs", env: "IIP_MESH_UPGRADE_IDLE_TIMEOUT", flag: "--upgrade-idle-timeout", help: "an upgraded connection (WebSocket) silent both ways this long is closed (default 5m)" },
+  { key: "appProtocol", env: "IIP_MESH_APP_PROTOCOL", flag: "--app-protocol", help: "how the inbound side speaks to the app: http1 or h2c (cleartext HTTP/2, for gRPC apps; default http1)" }
 ] as const
 
 /** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
@@ -422,7 +425,8 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   federationMaxBytes: 8 * 1024 * 1024,
   federationStaleMs: 3000,
   federationMaxPeers: 64,
-  upgradeIdleTimeoutMs: 300_000
+  upgradeIdleTimeoutMs: 300_000,
+  appProtocol: "http1"
 })
 
 /**
