@@ -256,7 +256,9 @@ export const SidecarConfigSchema = Schema.Struct({
   /** An upgraded connection (WebSocket) with no byte either way for this long is closed, on both sidecars. */
   upgradeIdleTimeoutMs: PositiveMs,
   /** How the inbound side speaks to its app: HTTP/1.1, or cleartext HTTP/2 (gRPC apps). */
-  appProtocol: Schema.Literals(["http1", "h2c"])
+  appProtocol: Schema.Literals(["http1", "h2c"]),
+  /** Streams one HTTP/2 connection from the app may have open at once (its SETTINGS_MAX_CONCURRENT_STREAMS). */
+  h2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 })))
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -341,7 +343,8 @@ export const settings = [
   { key: "federationStaleMs", env: "IIP_MESH_FEDERATION_STALE", flag: "--federation-stale", help: "a peer admin unheard this long (or failing) is shown stale (default 3s)" },
   { key: "federationMaxPeers", env: "IIP_MESH_FEDERATION_MAX_PEERS", flag: "--federation-max-peers", help: "peer admins followed at most (default 64)" },
   { key: "upgradeIdleTimeoutMs", env: "IIP_MESH_UPGRADE_IDLE_TIMEOUT", flag: "--upgrade-idle-timeout", help: "an upgraded connection (WebSocket) silent both ways this long is closed (default 5m)" },
-  { key: "appProtocol", env: "IIP_MESH_APP_PROTOCOL", flag: "--app-protocol", help: "how the inbound side speaks to the app: http1 or h2c (cleartext HTTP/2, for gRPC apps; default http1)" }
+  { key: "appProtocol", env: "IIP_MESH_APP_PROTOCOL", flag: "--app-protocol", help: "how the inbound side speaks to the app: http1 or h2c (cleartext HTTP/2, for gRPC apps; default http1)" },
+  { key: "h2MaxStreams", env: "IIP_MESH_H2_MAX_STREAMS", flag: "--h2-max-streams", help: "streams open at once on one HTTP/2 connection from the app (default 256)" }
 ] as const
 
 /** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
@@ -426,7 +429,8 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   federationStaleMs: 3000,
   federationMaxPeers: 64,
   upgradeIdleTimeoutMs: 300_000,
-  appProtocol: "http1"
+  appProtocol: "http1",
+  h2MaxStreams: 256
 })
 
 /**
@@ -524,6 +528,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "ejectErrorRatePercent":
     case "maxEjectedPercent":
     case "appPoolSize":
+    case "h2MaxStreams":
     case "goldenRoutes":
     case "tapListeners":
     case "tapRate":

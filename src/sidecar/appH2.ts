@@ -15,6 +15,9 @@ import { HttpMeta, responseMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 
+/** Like the HTTP/1.1 pool's idle keep-alive sockets, an unused session does not stay open for ever. */
+const SESSION_IDLE_MS = 60_000
+
 export interface AppH2Request {
   readonly method: string
   readonly path: string
@@ -57,9 +60,9 @@ export class AppH2Leg {
   private readonly maxAnswerBytes: number
   private readonly onInvalid: OnInvalidHeader | undefined
 
-  constructor(host: string, port: number, maxAnswerBytes: number, onInvalid: OnInvalidHeader | undefined) {
+  constructor(host: string, port: number, limits: { readonly maxAnswerBytes: number }, onInvalid: OnInvalidHeader | undefined) {
     this.address = `${host}:${port}`
-    this.maxAnswerBytes = maxAnswerBytes
+    this.maxAnswerBytes = limits.maxAnswerBytes
     this.onInvalid = onInvalid
   }
 
@@ -68,6 +71,8 @@ export class AppH2Leg {
     const open = this.session
     if (open !== undefined && !open.closed && !open.destroyed) return open
     const session = http2.connect(`http://${this.address}`)
+    // Idle this long: closed (in-flight streams finish), made again on the next request.
+    session.setTimeout(SESSION_IDLE_MS, () => session.close())
     // Its streams fail with the error; the session is made again on the next request.
     session.on("error", () => {})
     session.on("close", () => {

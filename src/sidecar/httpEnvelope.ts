@@ -13,7 +13,7 @@ export const HttpMeta = {
   status: ":status",
   /** JSON array of [name, value] pairs, in order, names lower case. */
   headers: "http-headers",
-  /** An upgrade (PROTOCOL.md §17.5): the protocols asked for (request) or switched to (the 101), as `upgradeProtocols` gives them. */
+  /** An upgrade (PROTOCOL.md §17.4): the protocols asked for (request) or switched to (the 101), as `upgradeProtocols` gives them. */
   upgrade: "http-upgrade",
   /** The answer's trailers (PROTOCOL.md §17.5), same JSON form as `http-headers`; only on an answer held whole. */
   trailers: "http-trailers"

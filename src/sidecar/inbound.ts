@@ -127,7 +127,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     onInvalidHeaders: options.onInvalidHeaders
   }
   const onInvalid = options.onInvalidHeaders
-  const h2Leg = options.appProtocol === "h2c" ? new AppH2Leg(options.appHost, options.appPort, options.maxAnswerBytes ?? 1024 * 1024, onInvalid) : undefined
+  const h2Leg = options.appProtocol === "h2c" ? new AppH2Leg(options.appHost, options.appPort, { maxAnswerBytes: options.maxAnswerBytes ?? 1024 * 1024 }, onInvalid) : undefined
   const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }
   const handle = (request: IncomingRequest): Promise<HandlerValue> =>
     new Promise<HandlerValue>((resolve) => {

@@ -381,7 +381,7 @@ class OutboundExchange {
     else if (declared !== undefined) headers.push(["content-length", declared])
     res.writeHead(status, headers)
     if (reply.stream !== undefined) return declared === undefined ? -1 : Number(declared)
-    // Trailers (gRPC's status) travel only with an answer held whole (PROTOCOL.md §17.5); node sends them on HTTP/2 and chunked HTTP/1.1.
+    // Trailers (gRPC's status) travel only with an answer held whole (PROTOCOL.md §17.5); node sends them on HTTP/2 (an HTTP/1.1 answer held whole has a length: none).
     const trailers = trailersOf(reply.meta, this.options.onInvalidHeaders)
     if (trailers !== undefined) {
       // An object, as node's HTTP/2 response takes them; a repeated name keeps all its values.

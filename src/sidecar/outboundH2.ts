@@ -35,16 +35,18 @@ export interface H2Listener {
 
 /**
  * Puts the preface check in front of `server`'s own connection handling; HTTP/2 connections go to
- * `handler` (the same as HTTP/1.1 requests'). A connection that sends nothing within `peekTimeoutMs` is closed.
+ * `handler` (the same as HTTP/1.1 requests'). A connection that sends nothing within the idle timeout is closed.
  */
 export const acceptH2c = (
   server: http.Server,
   handler: (req: http.IncomingMessage, res: http.ServerResponse) => void,
-  peekTimeoutMs: number
+  options: { readonly idleTimeoutMs: number; readonly maxStreams: number }
 ): H2Listener => {
-  const h2 = http2.createServer({ Http2ServerRequest: MeshH2Request as typeof http2.Http2ServerRequest }, handler as never)
+  const h2 = http2.createServer({ Http2ServerRequest: MeshH2Request as typeof http2.Http2ServerRequest, settings: { maxConcurrentStreams: options.maxStreams } }, handler as never)
   const sessions = new Set<http2.ServerHttp2Session>()
   h2.on("session", (session: http2.ServerHttp2Session) => {
+    // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive connection.
+    session.setTimeout(options.idleTimeoutMs, () => session.close())
     sessions.add(session)
     session.on("close", () => sessions.delete(session))
     // A broken session is its streams' failure; nothing to do beyond it.
@@ -53,7 +55,7 @@ export const acceptH2c = (
   const http1 = server.listeners("connection") as Array<(socket: net.Socket) => void>
   server.removeAllListeners("connection")
   server.on("connection", (socket: net.Socket) => {
-    socket.setTimeout(peekTimeoutMs, () => socket.destroy())
+    socket.setTimeout(options.idleTimeoutMs, () => socket.destroy())
     let seen: Buffer | undefined
     const peek = () => {
       const chunk = socket.read() as Buffer | null

@@ -353,7 +353,7 @@ export const make = (config: SidecarConfig, log: Log = stderrLog, options: Sidec
     // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
     outboundServer.on("upgrade", makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs }))
     // h2c prior knowledge (gRPC) on the same port: each stream one request (outboundH2.ts).
-    const h2c = acceptH2c(outboundServer, handler, 60_000)
+    const h2c = acceptH2c(outboundServer, handler, { idleTimeoutMs: 60_000, maxStreams: config.h2MaxStreams })
     const outbound = yield* Effect.acquireRelease(listen(outboundServer, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout.
