@@ -5,12 +5,14 @@
 // failing with a status, a message and custom trailer metadata, all passed through; the calls
 // of one client channel spread over two endpoints; no endpoint and a far app not listening reach
 // the caller as UNAVAILABLE with the mesh's `x-iip-mesh-error` in the metadata, a passed
-// `grpc-timeout` as DEADLINE_EXCEEDED; HTTP/1.1 still answered on the same port.
+// `grpc-timeout` as DEADLINE_EXCEEDED; HTTP/1.1 still answered on the same port, and
+// `curl --http2-prior-knowledge` to it reaching an HTTP/1.1 app without pseudo-headers.
 import * as grpc from "@grpc/grpc-js"
+import { execFile } from "node:child_process"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
-import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startMesh, startSidecar } from "../support/sidecarHarness.ts"
 
 const identity = (value: Buffer): Buffer => value
 const METHOD = { path: "/demo.Inventory/Echo", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity }
@@ -166,5 +168,21 @@ describe("unary gRPC through two sidecars, h2c on both app legs", () => {
     const { a } = await mesh([])
     const answer = await call(a.outboundPort, { path: "/x", headers: { host: "nowhere" } })
     expect(answer.status).toBe(503)
+  })
+
+  it("takes curl --http2-prior-knowledge on the outbound port to an HTTP/1.1 app", async () => {
+    const { a, app } = await startMesh(cleanup, (req, res) => {
+      res.setHeader("content-type", "text/plain")
+      res.end(`app saw ${req.method} ${req.url}`)
+    })
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile("curl", ["-sS", "-i", "--max-time", "5", "--http2-prior-knowledge", "-H", "host: catalog", "-H", "x-mine: 1", `http://${LOOPBACK}:${a.outboundPort}/items?q=2`], (error, stdout) =>
+        error === null ? resolve(stdout) : reject(error)
+      )
+    )
+    expect(out).toMatch(/^HTTP\/2 200 ?\r?\n/)
+    expect(out).toContain("app saw GET /items?q=2")
+    expect(app.seen[0]!.headers["x-mine"]).toBe("1")
+    expect(app.seen[0]!.rawHeaders.some((name) => name.startsWith(":"))).toBe(false)
   })
 })
