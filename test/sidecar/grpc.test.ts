@@ -27,7 +27,7 @@ interface Seen {
 }
 
 /** A grpc-js server named `name` on 127.0.0.1:0: "fail" fails with a status and trailers, "slow" answers after 2 s, else it echoes. */
-const startGrpcApp = async (cleanup: Cleanup, name: string, seen: Array<Seen>): Promise<number> => {
+const startGrpcApp = async (cleanup: Cleanup, name: string, seen: Array<Seen>, port = 0): Promise<number> => {
   const server = new grpc.Server()
   server.addService(definition, {
     echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
@@ -52,12 +52,16 @@ const startGrpcApp = async (cleanup: Cleanup, name: string, seen: Array<Seen>): 
       callback(null, Buffer.from(`${name}:${body}`), trailer)
     }
   })
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${LOOPBACK}:0`, grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error)))
+  const bound = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${LOOPBACK}:${port}`, grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error)))
   )
   cleanup.add(() => server.forceShutdown())
-  return port
+  servers.set(bound, server)
+  return bound
 }
+
+/** The grpc-js servers by port, to stop one in a test. */
+const servers = new Map<number, grpc.Server>()
 
 interface Outcome {
   readonly error: grpc.ServiceError | null
@@ -124,6 +128,19 @@ describe("unary gRPC through two sidecars, h2c on both app legs", () => {
     expect(outcome.error?.details).toBe("sku 42 is out of stock")
     expect(outcome.error?.metadata.get("x-reason")).toEqual(["out-of-stock"])
     expect(outcome.error?.metadata.get("x-detail-bin")).toEqual([Buffer.from([0, 1, 2, 255])])
+  })
+
+  it("makes the session to the app again once the app restarted", async () => {
+    const seen: Array<Seen> = []
+    const port = await startGrpcApp(cleanup, "first", seen)
+    const { a } = await mesh([port])
+    const client = clientOf(a)
+    expect((await withTimeout(unary(client, "x"), 5000, "the first call")).value?.toString()).toBe("first:x")
+    servers.get(port)!.forceShutdown()
+    await startGrpcApp(cleanup, "second", seen, port)
+    const again = await withTimeout(unary(client, "y"), 5000, "the call after the restart")
+    expect(again.error).toBeNull()
+    expect(again.value?.toString()).toBe("second:y")
   })
 
   it("spreads the calls of one client channel over two endpoints", async () => {
