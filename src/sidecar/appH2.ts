@@ -17,6 +17,8 @@ import { AppErrorCode } from "./proxyError.ts"
 
 /** Like the HTTP/1.1 pool's idle keep-alive sockets, an unused session does not stay open for ever. */
 const SESSION_IDLE_MS = 60_000
+/** At close, streams the app left open (it reset them without an error code, say) wait no longer than this. */
+const CLOSE_GRACE_MS = 1000
 
 export interface AppH2Request {
   readonly method: string
@@ -89,6 +91,7 @@ export class AppH2Leg {
   forward(request: AppH2Request, observation: InboundObservation, signal: { readonly aborted: boolean; addEventListener(type: "abort", f: () => void): void }): Promise<HandlerValue> {
     return new Promise<HandlerValue>((resolve) => {
       let done = false
+      let timer: NodeJS.Timeout | undefined
       const end = (status: number, reason: Failure | undefined, value: HandlerValue) => {
         if (done) return
         done = true
@@ -111,7 +114,7 @@ export class AppH2Leg {
       } catch (error) {
         return end(502, { hop: "app", reason: AppErrorCode.failed }, failure(AppErrorCode.failed, `app at ${this.address}: ${(error as Error).message}`, true))
       }
-      const timer = setTimeout(() => {
+      timer = setTimeout(() => {
         stream.close(http2.constants.NGHTTP2_CANCEL)
         end(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, failure(MeshErrorCode.deadlineExceeded, `no answer from the app within ${request.timeLeftMs} ms`, true))
       }, request.timeLeftMs)
@@ -131,6 +134,7 @@ export class AppH2Leg {
         answerHeaders = endToEndPairs(pairsOf(head), this.onInvalid)
       })
       stream.on("data", (chunk: Buffer) => {
+        if (done) return
         bytes += chunk.length
         if (bytes > this.maxAnswerBytes) {
           stream.close(http2.constants.NGHTTP2_CANCEL)
@@ -142,6 +146,10 @@ export class AppH2Leg {
         trailers = endToEndPairs(pairsOf(fields), this.onInvalid)
       })
       stream.on("end", () => {
+        if (status === 0) {
+          stream.close(http2.constants.NGHTTP2_CANCEL)
+          return end(502, { hop: "app", reason: AppErrorCode.failed }, failure(AppErrorCode.failed, `app at ${this.address} closed the stream without an answer`, true))
+        }
         if (status < 200 || status > 599) {
           return end(502, { hop: "app", reason: AppErrorCode.failed }, failure(AppErrorCode.failed, `app at ${this.address} answered with status ${status}`, true))
         }
@@ -164,6 +172,10 @@ export class AppH2Leg {
         end(502, { hop: "app", reason: code }, failure(code, `app at ${this.address}: ${error.code ?? error.message}`, !refused))
       })
       const body = request.body
+      // Reset without an error code (or closed before its end): settled here, whatever happened.
+      stream.on("close", () => {
+        if (!done) end(502, { hop: "app", reason: AppErrorCode.failed }, failure(AppErrorCode.failed, `app at ${this.address} closed the stream without an answer`, true))
+      })
       if (!withBody) return
       if (!(body instanceof IncomingStream)) {
         observation.requestBytes(body.length)
@@ -181,7 +193,14 @@ export class AppH2Leg {
     const session = this.session
     this.session = undefined
     if (session === undefined || session.destroyed) return Promise.resolve()
-    return new Promise((resolve) => session.close(() => resolve()))
+    // The inbound side has drained: streams still open get a short grace, then the session ends.
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => session.destroy(), CLOSE_GRACE_MS)
+      session.close(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
   }
 }
 

@@ -4,11 +4,13 @@
 // `appProtocol: "h2c"`). A call with request metadata and a response header and trailer; a call
 // failing with a status, a message and custom trailer metadata, all passed through; the calls
 // of one client channel spread over two endpoints; no endpoint and a far app not listening reach
-// the caller as UNAVAILABLE with the mesh's `x-iip-mesh-error` in the metadata, a passed
+// the caller as UNAVAILABLE with the mesh's `x-iip-mesh-error` in the metadata, an app resetting
+// the stream with no answer as INTERNAL, a passed
 // `grpc-timeout` as DEADLINE_EXCEEDED; HTTP/1.1 still answered on the same port, and
 // `curl --http2-prior-knowledge` to it reaching an HTTP/1.1 app without pseudo-headers.
 import * as grpc from "@grpc/grpc-js"
 import { execFile } from "node:child_process"
+import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
@@ -171,6 +173,19 @@ describe("unary gRPC through two sidecars, h2c on both app legs", () => {
     const refused = await withTimeout(unary(clientOf(a2), "x"), 5000, "the call")
     expect(refused.error?.code).toBe(grpc.status.UNAVAILABLE)
     expect(refused.error?.metadata.get("x-iip-mesh-error")).toEqual(["app; reason=app_unavailable"])
+  })
+
+  it("answers INTERNAL (app_failed) when the app closes the stream with no answer and no error code", async () => {
+    // A misbehaving HTTP/2 app (node:http2): it resets every stream with NO_ERROR before answering.
+    const app = http2.createServer()
+    app.on("stream", (stream) => stream.close(http2.constants.NGHTTP2_NO_ERROR))
+    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+    const { a } = await mesh([(app.address() as net.AddressInfo).port])
+    const outcome = await withTimeout(unary(clientOf(a), "x"), 5000, "the call")
+    expect(outcome.error?.details).toContain("closed the stream without an answer")
+    expect(outcome.error?.code).toBe(grpc.status.INTERNAL)
+    expect(outcome.error?.metadata.get("x-iip-mesh-error")).toEqual(["app; reason=app_failed"])
   })
 
   it("turns grpc-timeout into the mesh deadline: DEADLINE_EXCEEDED", async () => {
