@@ -268,7 +268,11 @@ export const SidecarConfigSchema = Schema.Struct({
   /** The routes file (JSON, or YAML for .yaml/.yml; src/sidecar/routes.ts), re-read on change; null: no routes. */
   routes: Schema.NullOr(Schema.NonEmptyString),
   /** The routes file is stat'ed this often besides the directory watch (which can miss events). */
-  routesPollMs: PositiveMs
+  routesPollMs: PositiveMs,
+  /** How the inbound side speaks to its app: HTTP/1.1, or cleartext HTTP/2 (gRPC apps). */
+  appProtocol: Schema.Literals(["http1", "h2c"]),
+  /** Streams one HTTP/2 connection from the app may have open at once (its SETTINGS_MAX_CONCURRENT_STREAMS). */
+  h2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 })))
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type
@@ -355,7 +359,9 @@ export const settings = [
   { key: "upgradeIdleTimeoutMs", env: "IIP_MESH_UPGRADE_IDLE_TIMEOUT", flag: "--upgrade-idle-timeout", help: "an upgraded connection (WebSocket) silent both ways this long is closed (default 5m)" },
   { key: "appVersion", env: "IIP_MESH_APP_VERSION", flag: "--app-version", help: "this instance's version, announced as its subset label (default none)" },
   { key: "routes", env: "IIP_MESH_ROUTES", flag: "--routes", help: "routes file (subset splits per target service), JSON or YAML, re-read on change (default none)" },
-  { key: "routesPollMs", env: "IIP_MESH_ROUTES_POLL", flag: "--routes-poll", help: "the routes file is checked this often besides its watch (default 5s)" }
+  { key: "routesPollMs", env: "IIP_MESH_ROUTES_POLL", flag: "--routes-poll", help: "the routes file is checked this often besides its watch (default 5s)" },
+  { key: "appProtocol", env: "IIP_MESH_APP_PROTOCOL", flag: "--app-protocol", help: "how the inbound side speaks to the app: http1 or h2c (cleartext HTTP/2, for gRPC apps; default http1)" },
+  { key: "h2MaxStreams", env: "IIP_MESH_H2_MAX_STREAMS", flag: "--h2-max-streams", help: "streams open at once on one HTTP/2 connection from the app (default 256)" }
 ] as const
 
 /** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
@@ -442,7 +448,9 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   upgradeIdleTimeoutMs: 300_000,
   appVersion: null,
   routes: null,
-  routesPollMs: 5_000
+  routesPollMs: 5_000,
+  appProtocol: "http1",
+  h2MaxStreams: 256
 })
 
 /**
@@ -541,6 +549,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "ejectErrorRatePercent":
     case "maxEjectedPercent":
     case "appPoolSize":
+    case "h2MaxStreams":
     case "goldenRoutes":
     case "tapListeners":
     case "tapRate":

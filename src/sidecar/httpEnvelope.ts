@@ -13,8 +13,10 @@ export const HttpMeta = {
   status: ":status",
   /** JSON array of [name, value] pairs, in order, names lower case. */
   headers: "http-headers",
-  /** An upgrade (PROTOCOL.md §17.5): the protocols asked for (request) or switched to (the 101), as `upgradeProtocols` gives them. */
-  upgrade: "http-upgrade"
+  /** An upgrade (PROTOCOL.md §17.4): the protocols asked for (request) or switched to (the 101), as `upgradeProtocols` gives them. */
+  upgrade: "http-upgrade",
+  /** The answer's trailers (PROTOCOL.md §17.5), same JSON form as `http-headers`; only on an answer held whole. */
+  trailers: "http-trailers"
 } as const
 
 export type HeaderPairs = ReadonlyArray<readonly [string, string]>
@@ -47,8 +49,8 @@ export const responseMeta = (status: number, headers: HeaderPairs): Map<string, 
   new Map<string, string>().set(HttpMeta.status, String(status)).set(HttpMeta.headers, JSON.stringify(headers))
 
 /** The header pairs of metadata as sent, unchecked; malformed or missing gives none. */
-const pairsIn = (meta: Meta): ReadonlyArray<unknown> => {
-  const text = meta.get(HttpMeta.headers)
+const pairsIn = (meta: Meta, key: string = HttpMeta.headers): ReadonlyArray<unknown> => {
+  const text = meta.get(key)
   if (text === undefined) return []
   try {
     const value: unknown = JSON.parse(text)
@@ -60,6 +62,10 @@ const pairsIn = (meta: Meta): ReadonlyArray<unknown> => {
 
 /** The end-to-end headers in metadata (headerFilter.ts): what a peer sent, safe to write. */
 export const headersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<[string, string]> => endToEndPairs(pairsIn(meta), onInvalid)
+
+/** The answer's trailers in metadata, filtered like headers; undefined when it carries none. */
+export const trailersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<[string, string]> | undefined =>
+  meta.has(HttpMeta.trailers) ? endToEndPairs(pairsIn(meta, HttpMeta.trailers), onInvalid) : undefined
 
 /** The first value a peer sent for `name` (lower case), before filtering: for the rare header read on its own. */
 export const sentValue = (meta: Meta, name: string): string | undefined => {

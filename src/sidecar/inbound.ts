@@ -25,6 +25,7 @@ import { failure, type IncomingRequest } from "../iip/server.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
+import { AppH2Leg } from "./appH2.ts"
 import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
 import { CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
@@ -48,6 +49,10 @@ export interface InboundOptions {
   readonly defaultTimeoutMs: number
   /** An upgraded connection to the app with no byte either way for this long is closed. */
   readonly upgradeIdleTimeoutMs: number
+  /** How the app is spoken to: HTTP/1.1 (the pool), or h2c (appH2.ts; upgrades still go over HTTP/1.1). */
+  readonly appProtocol?: "http1" | "h2c"
+  /** An h2c app's answer is held whole (for its trailers) up to this many bytes. */
+  readonly maxAnswerBytes?: number
   /** Told how many header pairs of a message were dropped as invalid. */
   readonly onInvalidHeaders?: OnInvalidHeader
   /** The authorization gate; none: every caller is allowed (the caller's identity still reaches the app). */
@@ -122,6 +127,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     onInvalidHeaders: options.onInvalidHeaders
   }
   const onInvalid = options.onInvalidHeaders
+  const h2Leg = options.appProtocol === "h2c" ? new AppH2Leg(options.appHost, options.appPort, { maxAnswerBytes: options.maxAnswerBytes ?? 1024 * 1024 }, onInvalid) : undefined
   const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }
   const handle = (request: IncomingRequest): Promise<HandlerValue> =>
     new Promise<HandlerValue>((resolve) => {
@@ -154,6 +160,11 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
         const waitMs = timeLeft > 0 ? timeLeft : options.defaultTimeoutMs
         return resolve(upgradeApp(upgradeLeg, request, { method: head.method, path: head.path, headers: upgradeHeaders, protocols }, observation, waitMs))
       }
+      if (h2Leg !== undefined) {
+        if (stream === undefined) observation.requestBytes(0)
+        const waitMs = deadline === 0 || oneway ? options.defaultTimeoutMs : timeLeft
+        return resolve(h2Leg.forward({ method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }, observation, request.context.cancel))
+      }
       // One flat list, as the pool takes it; the hop's own headers after the peer's filtered ones.
       const headers: Array<string> = []
       for (const [name, value] of head.headers) headers.push(name, value)
@@ -179,5 +190,8 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       // The mesh session enforces a deadline it was given, except for a push; the rest get ours.
       exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0)
     })
-  return { handle, close: () => pool.destroy() }
+  return { handle, close: async () => {
+    await h2Leg?.close()
+    await pool.destroy()
+  } }
 }

@@ -1,4 +1,4 @@
-// Inbound upgrades (PROTOCOL.md §17.5): a peer's request that carries `http-upgrade` goes to the
+// Inbound upgrades (PROTOCOL.md §17.4): a peer's request that carries `http-upgrade` goes to the
 // app on a connection of its own, never one of the pool's (appPool.ts), since an upgraded socket
 // is never reused and a long-lived one must not hold a pool slot. The head is the one inbound.ts
 // checked and filtered, plus `connection: upgrade` and the protocols, and no body: the peer's

@@ -24,7 +24,8 @@ import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
-import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, withForwarded } from "./httpEnvelope.ts"
+import { grpcTimeoutMs, isGrpc, sendGrpcError } from "./grpcStatus.ts"
+import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, trailersOf, withForwarded } from "./httpEnvelope.ts"
 import { AppErrorCode, ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 import { sendMirror } from "./mirror.ts"
 import { type CompiledRoutes, noRoutes } from "./routes.ts"
@@ -125,10 +126,10 @@ export const pickContext = (req: IncomingMessage, uri: string, hashKey: string |
   return { key, clientIp, uri }
 }
 
-/** The app's own deadline (the `iip-timeout` header, ms), if it is shorter than ours. */
+/** The app's own deadline (the `iip-timeout` header, ms, or a gRPC call's `grpc-timeout`), if it is shorter than ours. */
 export const appTimeoutMs = (req: IncomingMessage, configured: number): number => {
   const header = req.headers[TIMEOUT_HEADER]
-  const asked = typeof header === "string" && /^\d{1,9}$/.test(header) ? Number(header) : 0
+  const asked = typeof header === "string" && /^\d{1,9}$/.test(header) ? Number(header) : grpcTimeoutMs(req.headers["grpc-timeout"] as string | undefined) ?? 0
   return asked > 0 ? Math.min(asked, configured) : configured
 }
 
@@ -157,8 +158,11 @@ const statusOf = (meta: MeshReply["meta"]): number | undefined => {
   return text !== undefined && /^[2-5]\d\d$/.test(text) ? Number(text) : undefined
 }
 
+/** An HTTP/2 request (outboundH2.ts) has a body unless its head ended the stream. */
 export const hasBody = (req: IncomingMessage): boolean =>
-  req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0")
+  req.httpVersionMajor === 2
+    ? (req as unknown as { readonly stream: { readonly endAfterHeaders: boolean } }).stream.endAfterHeaders !== true
+    : req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0")
 
 /** Gathers a body of at most `limit` bytes (events, not an async iterator: this runs per request). */
 const readBody = (req: IncomingMessage, limit: number): Promise<Buffer> =>
@@ -429,8 +433,20 @@ class OutboundExchange {
     if (reply.stream === undefined) headers.push(["content-length", String(reply.data.length)])
     else if (declared !== undefined) headers.push(["content-length", declared])
     res.writeHead(status, headers)
-    if (reply.stream === undefined) res.end(reply.data)
-    return reply.stream === undefined || declared === undefined ? -1 : Number(declared)
+    if (reply.stream !== undefined) return declared === undefined ? -1 : Number(declared)
+    // Trailers (gRPC's status) travel only with an answer held whole (PROTOCOL.md §17.5); node sends them on HTTP/2 (an HTTP/1.1 answer held whole has a length: none).
+    const trailers = trailersOf(reply.meta, this.options.onInvalidHeaders)
+    if (trailers !== undefined) {
+      // An object, as node's HTTP/2 response takes them; a repeated name keeps all its values.
+      const fields: Record<string, string | Array<string>> = {}
+      for (const [name, value] of trailers) {
+        const prior = fields[name]
+        fields[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value]
+      }
+      res.addTrailers(fields)
+    }
+    res.end(reply.data)
+    return -1
   }
 
   private endLease(lease: EndpointLease, tryStarted: number, ok: boolean, unreachable = false, slow = false): void {
@@ -483,7 +499,9 @@ class OutboundExchange {
       const proxyError = error instanceof EnvelopeError
         ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
         : proxyErrorOf(error, this.endpointName)
-      sendProxyError(this.res, proxyError)
+      // A gRPC caller reads failures from grpc-status, not from an HTTP status and a JSON body.
+      if (isGrpc(this.req.headers["content-type"])) sendGrpcError(this.res, proxyError)
+      else sendProxyError(this.res, proxyError)
       this.finish(proxyError.status, proxyError)
     } catch {
       this.res.destroy()

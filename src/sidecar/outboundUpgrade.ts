@@ -1,4 +1,4 @@
-// Outbound upgrades (WebSocket and other HTTP/1.1 `Upgrade` requests, PROTOCOL.md §17.5): the app's
+// Outbound upgrades (WebSocket and other HTTP/1.1 `Upgrade` requests, PROTOCOL.md §17.4): the app's
 // upgrade request, which node:http hands over with its socket ('upgrade' event), becomes one mesh
 // stream to an endpoint the balancer picks once: the request head in metadata (the protocols
 // apart, under `http-upgrade`), the caller's bytes as the streamed body, the far app's answer

@@ -33,6 +33,7 @@ import { makeInboundHandler } from "./inbound.ts"
 import { MeshTls, MtlsUnavailable, readCredentialsDir } from "./meshTls.ts"
 import type { SidecarTelemetry } from "./observe.ts"
 import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
+import { acceptH2c } from "./outboundH2.ts"
 import { makeUpgradeHandler } from "./outboundUpgrade.ts"
 import { type RoutesFileInvalid, watchRoutesFile } from "./routesFile.ts"
 
@@ -292,6 +293,8 @@ export const make = (
       bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
       upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
+      appProtocol: config.appProtocol,
+      maxAnswerBytes: config.maxWholeBodyBytes,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
       authorization
     })
@@ -367,14 +370,18 @@ export const make = (
     const outboundServer = http.createServer({ keepAliveTimeout: 60_000 }, handler)
     // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
     outboundServer.on("upgrade", makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs }))
+    // h2c prior knowledge (gRPC) on the same port: each stream one request (outboundH2.ts).
+    const h2c = acceptH2c(outboundServer, handler, { idleTimeoutMs: 60_000, maxStreams: config.h2MaxStreams })
     const outbound = yield* Effect.acquireRelease(listen(outboundServer, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout.
         ready = false
         outboundServer.close()
         outboundServer.closeIdleConnections()
+        h2c.close()
         for (let waited = 0; inFlight.value > 0 && waited < config.drainTimeoutMs; waited += 10) yield* Effect.sleep(10)
         outboundServer.closeAllConnections()
+        h2c.destroyAll()
       })
     )
     ready = true

@@ -1,5 +1,5 @@
 // The byte pipes of an upgraded connection (WebSocket and other HTTP/1.1 upgrades, PROTOCOL.md
-// §17.5), used on both sides: the outbound sidecar between the calling app's socket and the mesh
+// §17.4), used on both sides: the outbound sidecar between the calling app's socket and the mesh
 // stream, the inbound sidecar between the mesh stream and its app's socket. Bytes are opaque
 // (WebSocket frames, close frames included, pass as they are). Back-pressure both ways: a socket
 // is paused while more than a window of what it sent waits unread by the mesh; a mesh stream is

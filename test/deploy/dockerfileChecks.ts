@@ -3,9 +3,11 @@
 // run: its base, what every COPY takes from the context (and whether the .dockerignore lets it
 // in), the user it runs as, how node is started (PID 1, exec form), whether node_modules holds
 // production dependencies only, and whether every module the copied code imports is in the image.
-// A stage that runs the project's build (`npm run build`, scripts/build.ts) is taken to emit what
-// that script does: dist/<path>.js for each src/<path>.ts it holds, the other non-.md files as they
-// are; COPY --from takes a stage's files, built ones included.
+// A stage that runs the project's build (`npm run build`, scripts/build.ts) is taken to emit
+// dist/<path>.js for each src/<path>.ts it holds, the other non-.md files as they are: the bundle
+// it really writes is made of those modules, so checking each module's imports checks the bundle's
+// (a superset: a bundled package needs no node_modules); COPY --from takes a stage's files, built
+// ones included.
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs"
 import { builtinModules } from "node:module"
 import { basename, join, posix, relative } from "node:path"

@@ -1,4 +1,4 @@
-// WebSocket through the mesh (issue 17, PROTOCOL.md §17.5) with a real peer nobody here wrote: the
+// WebSocket through the mesh (issue 17, PROTOCOL.md §17.4) with a real peer nobody here wrote: the
 // `ws` package as the app's server and as the calling app's client, app <- sidecar B <- sidecar A.
 // Text and binary frames echo, a 4 MiB message arrives whole, 200 messages in order, the
 // subprotocol the app picked comes back in the 101, close codes and reasons pass both ways (the

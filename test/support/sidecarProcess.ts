@@ -26,13 +26,14 @@ export interface SidecarProcess {
 }
 
 /**
- * `nodeArgs` go to node before the script (--import, V8 flags). The admin control listener goes on
- * 127.0.0.1:0 unless `args` name one (its default is a fixed port).
+ * `nodeArgs` go to node before the script (--import, V8 flags); `script` is the CLI to run (the
+ * sources unless a test names a built one). The admin control listener goes on 127.0.0.1:0 unless
+ * `args` name one (its default is a fixed port).
  */
-export const spawnSidecarProcess = (args: ReadonlyArray<string>, nodeArgs: ReadonlyArray<string> = []): SidecarProcess => {
+export const spawnSidecarProcess = (args: ReadonlyArray<string>, nodeArgs: ReadonlyArray<string> = [], script: string = main): SidecarProcess => {
   const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_")))
   const control = args.some((arg) => arg.startsWith("--admin-control")) ? [] : ["--admin-control", "127.0.0.1:0"]
-  const proc = spawn(process.execPath, [...nodeArgs, main, "sidecar", ...args, ...control], { stdio: ["ignore", "pipe", "pipe"], env })
+  const proc = spawn(process.execPath, [...nodeArgs, script, "sidecar", ...args, ...control], { stdio: ["ignore", "pipe", "pipe"], env })
   let stderr = ""
   proc.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => proc.on("exit", (code, signal) => done({ code, signal })))

@@ -1,0 +1,79 @@
+// gRPC at the sidecar's edges (PROTOCOL.md §17.5): which requests are gRPC calls, their
+// `grpc-timeout` read as the mesh deadline and written back for the far app, and a mesh failure
+// written to a gRPC caller the way it understands one: a trailers-only answer (HTTP 200,
+// `grpc-status`, `grpc-message`) instead of an HTTP error body, the `x-iip-mesh-error` hop kept.
+// Pure apart from writing the answer, which never throws.
+import type { ServerResponse } from "node:http"
+import type { ServerHttp2Stream } from "node:http2"
+import { clampErrorMessage, safeErrorCode } from "../protocol/errorText.ts"
+import { MESH_ERROR_HEADER } from "./headerFilter.ts"
+import type { ProxyError } from "./proxyError.ts"
+
+/** gRPC status codes the mesh answers with (grpc/doc/statuscodes.md). */
+export const GrpcCode = { internal: 13, unavailable: 14, deadlineExceeded: 4, permissionDenied: 7, resourceExhausted: 8 } as const
+
+/** A gRPC call: its content-type is `application/grpc` or `application/grpc+...`. */
+export const isGrpc = (contentType: string | undefined): boolean =>
+  contentType !== undefined && contentType.startsWith("application/grpc") && (contentType.length === 16 || contentType[16] === "+" || contentType[16] === ";")
+
+const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 }
+
+/** `grpc-timeout` (1-8 digits and a unit) in ms, at least 1; undefined when absent or malformed. */
+export const grpcTimeoutMs = (value: string | undefined): number | undefined => {
+  if (value === undefined || !/^\d{1,8}[HMSmun]$/.test(value)) return undefined
+  return Math.max(1, Math.ceil(Number(value.slice(0, -1)) * UNIT_MS[value.slice(-1)]!))
+}
+
+/** The time left, as the far app reads it in `grpc-timeout` (ms, 8 digits at most). */
+export const grpcTimeoutValue = (ms: number): string => `${Math.min(99_999_999, Math.max(1, Math.round(ms)))}m`
+
+/** The gRPC status for a mesh failure: the caller may retry UNAVAILABLE; a deadline is DEADLINE_EXCEEDED. */
+export const grpcCodeOf = (error: ProxyError): number => {
+  switch (error.status) {
+    case 504:
+    case 408:
+      return GrpcCode.deadlineExceeded
+    case 403:
+      return GrpcCode.permissionDenied
+    case 413:
+      return GrpcCode.resourceExhausted
+    case 400:
+    case 414:
+      return GrpcCode.internal
+    default:
+      return error.reason === "app_failed" || error.reason === "bad_response" ? GrpcCode.internal : GrpcCode.unavailable
+  }
+}
+
+/** `grpc-message` is percent-encoded outside printable ASCII (and `%` itself). */
+const grpcMessage = (text: string): string =>
+  Array.from(Buffer.from(text, "utf8"), (byte) => (byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`)).join("")
+
+/**
+ * Answers a gRPC caller with the failure as a trailers-only response. Unless the answer has
+ * started (then the stream is reset, which the caller sees as a failed call). Never throws.
+ */
+export const sendGrpcError = (res: ServerResponse, error: ProxyError): void => {
+  if (res.headersSent || res.destroyed) {
+    res.destroy()
+    return
+  }
+  const fields = {
+    "content-type": "application/grpc",
+    "grpc-status": String(grpcCodeOf(error)),
+    "grpc-message": grpcMessage(clampErrorMessage(error.message)),
+    [MESH_ERROR_HEADER]: `${error.hop}; reason=${safeErrorCode(error.reason)}`
+  }
+  try {
+    // Trailers-only is one HEADERS frame that ends the stream: node's compatibility response would
+    // send the head and the end apart, which a gRPC client reads as an answer without a status.
+    const stream = (res as unknown as { readonly stream?: ServerHttp2Stream }).stream
+    if (stream !== undefined) stream.respond({ ":status": 200, ...fields }, { endStream: true })
+    else {
+      res.writeHead(200, fields)
+      res.end()
+    }
+  } catch {
+    res.destroy()
+  }
+}
