@@ -20,7 +20,6 @@ import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage
 import type { HandlerValue } from "../iip/dispatch.ts"
 import { reply } from "../iip/server.ts"
 import { type CancelSignal, Cancellation } from "../mux/cancellation.ts"
-import type { MeshReply } from "../mux/meshSession.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { asStreamError, IipClient, IipLoadBalancer, type StreamError } from "./client.ts"
 import { IipServer } from "./server.ts"
@@ -35,16 +34,26 @@ export interface RpcOverIipOptions {
 
 const defaultPath = "/rpc"
 const defaultMaxFrameBytes = 16 * 1024 * 1024
-const encoder = new TextEncoder()
+const textDecoder = new TextDecoder()
 
-/** One message as a frame: its length (4 bytes, big-endian), then its bytes. */
+/** One message as a frame: its length (4 bytes, big-endian), then its bytes (a string encoded in place). */
 const frame = (encoded: Uint8Array | string): Uint8Array => {
-  const bytes = typeof encoded === "string" ? encoder.encode(encoded) : encoded
-  const out = new Uint8Array(4 + bytes.length)
-  new DataView(out.buffer).setUint32(0, bytes.length)
-  out.set(bytes, 4)
+  const length = typeof encoded === "string" ? Buffer.byteLength(encoded) : encoded.length
+  const out = Buffer.allocUnsafe(4 + length)
+  out.writeUInt32BE(length, 0)
+  if (typeof encoded === "string") out.write(encoded, 4)
+  else out.set(encoded, 4)
   return out
 }
+
+/**
+ * How a whole frame is decoded: a JSON serialization's parser is handed the frame as a string
+ * (decoded by one shared TextDecoder; a parser given bytes makes a TextDecoder of its own, per
+ * RPC here since each exchange has its parser), any other its bytes.
+ */
+type Decode = (parser: RpcSerialization.Parser, bytes: Uint8Array) => ReadonlyArray<unknown>
+const decoderOf = (serialization: RpcSerialization.RpcSerialization["Service"]): Decode =>
+  /json/i.test(serialization.contentType) ? (parser, bytes) => parser.decode(textDecoder.decode(bytes)) : (parser, bytes) => parser.decode(bytes)
 
 /** Cuts a byte stream into frames, whatever its chunk boundaries; a frame over `max` is refused. */
 const unframe = (max: number) => {
@@ -72,13 +81,13 @@ const unframe = (max: number) => {
 }
 
 /** Decoded messages of a framed byte stream. */
-const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, parser: RpcSerialization.Parser, max: number): Stream.Stream<unknown, E | StreamFailed> => {
+const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, decode: Decode, parser: RpcSerialization.Parser, max: number): Stream.Stream<unknown, E | StreamFailed> => {
   const cut = unframe(max)
   return bytes.pipe(
     Stream.mapEffect((chunk) => {
       const frames = cut(chunk)
       if (frames instanceof StreamFailed) return Effect.fail(frames)
-      return Effect.try({ try: () => frames.flatMap((f) => parser.decode(f)), catch: (cause) => new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` }) })
+      return Effect.try({ try: () => frames.flatMap((f) => decode(parser, f)), catch: (cause) => new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` }) })
     }),
     Stream.flatMap((messages) => Stream.fromIterable(messages))
   )
@@ -101,44 +110,56 @@ export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
     const client = yield* IipClient
     const path = options.path ?? defaultPath
     const max = options.maxFrameBytes ?? defaultMaxFrameBytes
-    const exchange = (clientId: number, request: RpcMessage.RequestEncoded) =>
-      Effect.gen(function*() {
-        const parser = serialization.makeUnsafe()
-        const encoded = parser.encode(request)
-        if (encoded === undefined) return
-        const meta = traceparentOf(request)
-        const cancel = new Cancellation()
-        let ended = false
-        const cut = unframe(max)
-        // Decoded and handed over in order; plain loops, no Stream, for a whole answer (most RPCs).
-        const deliver = (bytes: Uint8Array) =>
-          Effect.suspend(() => {
-            const frames = cut(bytes)
-            if (frames instanceof StreamFailed) return Effect.fail(frames)
-            const messages = frames.flatMap((f) => parser.decode(f)) as Array<FromServerEncoded>
-            return Effect.forEach(messages, (response) => {
-              if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) ended = true
-              return writeResponse(clientId, response)
-            }, { discard: true })
-          })
-        yield* Effect.gen(function*() {
-          const answer = yield* Effect.callback<MeshReply, StreamError>((resume) => {
-            client.core.stream(path, frame(encoded), { ...(meta === undefined ? {} : { meta }), signal: cancel }).then(
-              (reply) => resume(Effect.succeed(reply)),
-              (error: unknown) => resume(Effect.fail(asStreamError(error)))
-            )
-            return Effect.sync(() => cancel.abort())
-          })
-          if (answer.stream === undefined) return yield* deliver(answer.data)
-          // A streamed answer: read as delivered, so the server sends only as fast as the caller takes.
-          yield* fromIncoming(answer.stream, asStreamError).pipe(Stream.runForEach(deliver))
-        }).pipe(
+    const decode = decoderOf(serialization)
+    const failed = (error: StreamError) => clientDefect(`rpc over iip: ${error.message}`, error)
+    const endedEarly = (request: RpcMessage.RequestEncoded) => clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
+    const exchange = (clientId: number, request: RpcMessage.RequestEncoded): Effect.Effect<void, RpcClientError.RpcClientError> => {
+      const parser = serialization.makeUnsafe()
+      const encoded = parser.encode(request)
+      if (encoded === undefined) return Effect.void
+      const meta = traceparentOf(request)
+      const cancel = new Cancellation()
+      let ended = false
+      const cut = unframe(max)
+      /** The messages in `bytes`, in order, noting the RPC's end; throws StreamFailed or the parser's error. */
+      const messagesOf = (bytes: Uint8Array): Array<FromServerEncoded> => {
+        const frames = cut(bytes)
+        if (frames instanceof StreamFailed) throw frames
+        const messages = frames.flatMap((f) => decode(parser, f)) as Array<FromServerEncoded>
+        for (const response of messages) if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) ended = true
+        return messages
+      }
+      const undecodable = (cause: unknown) => (cause instanceof StreamFailed ? failed(cause) : clientDefect("rpc over iip: undecodable answer", cause))
+      const hand = (messages: ReadonlyArray<FromServerEncoded>) =>
+        messages.length === 1 ? writeResponse(clientId, messages[0]!) : Effect.forEach(messages, (response) => writeResponse(clientId, response), { discard: true })
+      // A streamed answer: read as delivered, so the server sends only as fast as the caller takes.
+      const streamed = (body: AsyncIterable<Uint8Array>) =>
+        fromIncoming(body, asStreamError).pipe(
+          Stream.runForEach((bytes) => Effect.suspend(() => hand(messagesOf(bytes)))),
           Effect.ensuring(Effect.sync(() => cancel.abort())),
-          Effect.mapError((error) => clientDefect(`rpc over iip: ${error.message}`, error)),
-          Effect.catchDefect((cause) => clientDefect("rpc over iip: undecodable answer", cause))
+          Effect.mapError(failed),
+          Effect.catchDefect(undecodable),
+          Effect.andThen(Effect.suspend(() => (ended || request.isNotification === true ? Effect.void : Effect.fail(endedEarly(request)))))
         )
-        if (!ended && request.isNotification !== true) return yield* clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
+      // One callback per RPC, its answer decoded with plain code: the Effect machinery per exchange
+      // costed more than the exchange. Interrupting the caller cancels the IIP request.
+      return Effect.callback<void, RpcClientError.RpcClientError>((resume) => {
+        client.core.stream(path, frame(encoded), meta === undefined ? { signal: cancel } : { meta, signal: cancel }).then(
+          (answer) => {
+            if (answer.stream !== undefined) return resume(streamed(answer.stream))
+            let messages: Array<FromServerEncoded>
+            try {
+              messages = messagesOf(answer.data)
+            } catch (cause) {
+              return resume(Effect.fail(undecodable(cause)))
+            }
+            resume(ended || request.isNotification === true ? hand(messages) : Effect.andThen(hand(messages), Effect.fail(endedEarly(request))))
+          },
+          (error: unknown) => resume(Effect.fail(failed(asStreamError(error))))
+        )
+        return Effect.sync(() => cancel.abort())
       })
+    }
     return {
       // A Request is one IIP exchange run by the calling fiber: interrupting it cancels the exchange,
       // so the Interrupt message itself needs no sending. Acks are not needed: the window paces streams.
@@ -163,6 +184,7 @@ export const makeBalancedClientProtocol = (options: RpcOverIipOptions = {}) =>
   RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
     const serialization = yield* RpcSerialization.RpcSerialization
     const balancer = yield* IipLoadBalancer
+    const decode = decoderOf(serialization)
     const path = options.path ?? defaultPath
     const max = options.maxFrameBytes ?? defaultMaxFrameBytes
     const exchange = (clientId: number, request: RpcMessage.RequestEncoded) =>
@@ -176,7 +198,7 @@ export const makeBalancedClientProtocol = (options: RpcOverIipOptions = {}) =>
         )
         const frames = unframe(max)(answer)
         if (frames instanceof StreamFailed) return yield* clientDefect(`rpc over iip: ${frames.message}`, frames)
-        const messages = yield* Effect.try({ try: () => frames.flatMap((f) => parser.decode(f)) as Array<FromServerEncoded>, catch: (cause) => clientDefect("rpc over iip: undecodable answer", cause) })
+        const messages = yield* Effect.try({ try: () => frames.flatMap((f) => decode(parser, f)) as Array<FromServerEncoded>, catch: (cause) => clientDefect("rpc over iip: undecodable answer", cause) })
         if (!messages.some((m) => m._tag === "Exit" || RpcMessage.isTerminalResponse(m)) && request.isNotification !== true) {
           return yield* clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
         }
@@ -222,6 +244,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
   Effect.gen(function*() {
     const serialization = yield* RpcSerialization.RpcSerialization
     const server = yield* IipServer
+    const decode = decoderOf(serialization)
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)
     const max = options.maxFrameBytes ?? defaultMaxFrameBytes
@@ -324,7 +347,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
           if (frames instanceof StreamFailed) return resolve(refusal(parser, frames))
           let messages: Array<unknown>
           try {
-            messages = frames.flatMap((f) => parser.decode(f))
+            messages = frames.flatMap((f) => decode(parser, f))
           } catch (cause) {
             return resolve(refusal(parser, new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` })))
           }
@@ -338,7 +361,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
         // A streamed request body: its messages go to the RPC server as they arrive; the fiber
         // reading them stops with the request (cancel, deadline, connection close).
         const reading = runFork(
-          decodeFrames(fromIncoming(stream, (error) => new StreamFailed({ message: String(error) })), parser, max).pipe(
+          decodeFrames(fromIncoming(stream, (error) => new StreamFailed({ message: String(error) })), decode, parser, max).pipe(
             Stream.runForEach((message) => write(id, message as FromClientEncoded)),
             Effect.andThen(write(id, RpcMessage.constEof)),
             Effect.catch((error) =>
