@@ -318,13 +318,29 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
       })
     })
     const write = writeRequest!
+    // Past the protocol's scope the RPC server is gone: what waits and what comes is answered with
+    // a defect at once (the IIP route stays with the IIP server).
+    let stopped = false
+    const stopping = new StreamFailed({ message: "the rpc server is not taking requests" })
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        stopped = true
+        for (const [id, exchange] of [...exchanges]) {
+          forget(id, exchange)
+          exchange.answer?.(refusal(exchange.parser, stopping))
+          exchange.answer = undefined
+          if (exchange.queue !== undefined) Queue.shutdownUnsafe(exchange.queue)
+        }
+      })
+    )
     const refusal = (parser: RpcSerialization.Parser, error: StreamFailed): Uint8Array => frame(parser.encode(RpcMessage.ResponseDefectEncoded(error.message)) ?? "")
     server.core.handle(options.path ?? defaultPath, (request) =>
       new Promise<HandlerValue>((resolve) => {
         const cancel = request.context.cancel
         if (cancel.aborted) return resolve(noAnswer)
-        const id = nextClientId++
         const parser = serialization.makeUnsafe()
+        if (stopped) return resolve(refusal(parser, stopping))
+        const id = nextClientId++
         const exchange: Exchange = {
           parser,
           answer: resolve,
