@@ -4,7 +4,8 @@
 // `--serve <kind>`), the RpcClients run here. Closed loop: N fibers each call Echo with a 1 KiB
 // string, warm-up first, then a fixed window; every answer's length is checked. Cases: 64 in
 // flight (throughput) and 1 in flight (latency). Rounds rotate the order; the table shows the
-// median over rounds of req/s, p50, p99 and the CPU time client and server used per request.
+// median over rounds of req/s, p50, p99 and the CPU time client and server used per request
+// (and the server's share of it, to tell which side an optimisation moved).
 // The target of issue 18: IIP >= the socket protocol's throughput.
 //
 //   npm run -s bench -- rpc            3 rounds, 1 s warm-up + 3 s per case (~1 min)
@@ -95,12 +96,14 @@ interface Sample {
   readonly p50: number
   readonly p99: number
   readonly cpuUs: number
+  /** The server process's share of cpuUs. */
+  readonly serverUs: number
 }
 
 const percentile = (sorted: ReadonlyArray<number>, p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN
 
 /** N fibers calling back to back: warm-up, then `measureMs` of recorded calls. */
-const closedLoop = (call: Effect.Effect<string, unknown>, inflight: number, warmupMs: number, measureMs: number, cpuNow: () => number) =>
+const closedLoop = (call: Effect.Effect<string, unknown>, inflight: number, warmupMs: number, measureMs: number, serverPid: number) =>
   Effect.gen(function*() {
     let measuring = false
     let stop = false
@@ -115,17 +118,20 @@ const closedLoop = (call: Effect.Effect<string, unknown>, inflight: number, warm
     })
     const fibers = yield* Effect.forEach(Array.from({ length: inflight }), () => Effect.forkChild(worker))
     yield* Effect.sleep(warmupMs)
-    const cpuBefore = cpuNow()
+    const clientBefore = process.cpuUsage()
+    const serverBefore = usageOf(serverPid).cpu
     const started = performance.now()
     measuring = true
     yield* Effect.sleep(measureMs)
     measuring = false
     const elapsed = performance.now() - started
-    const cpu = cpuNow() - cpuBefore
+    const serverCpu = usageOf(serverPid).cpu - serverBefore
+    const client = process.cpuUsage(clientBefore)
+    const cpu = (client.user + client.system) / 1e6 + serverCpu
     stop = true
     yield* Fiber.joinAll(fibers)
     latencies.sort((a, b) => a - b)
-    return { rps: latencies.length / (elapsed / 1000), p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), cpuUs: (cpu * 1e6) / latencies.length } satisfies Sample
+    return { rps: latencies.length / (elapsed / 1000), p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), cpuUs: (cpu * 1e6) / latencies.length, serverUs: (serverCpu * 1e6) / latencies.length } satisfies Sample
   })
 
 const median = (values: ReadonlyArray<number>): number => {
@@ -148,22 +154,18 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       for (let k = 0; k < kinds.length; k++) {
         const [kind, child] = children[(k + round) % children.length]!
         const serverPid = child.process.pid!
-        const cpuNow = () => {
-          const own = process.cpuUsage()
-          return (own.user + own.system) / 1e6 + usageOf(serverPid).cpu
-        }
         for (const inflight of INFLIGHTS) {
           const sample = await Effect.runPromise(
             Effect.gen(function*() {
               const client = yield* RpcClient.make(BenchRpcs).pipe(Effect.provide(yield* Layer.build(clientProtocol(kind, child.port))))
-              return yield* closedLoop(client.Echo({ text: PAYLOAD }), inflight, warmupMs, measureMs, cpuNow)
+              return yield* closedLoop(client.Echo({ text: PAYLOAD }), inflight, warmupMs, measureMs, serverPid)
             }).pipe(Effect.scoped)
           )
           const key = `${kind}/${inflight}`
           samples.set(key, [...(samples.get(key) ?? []), sample])
           process.stderr.write(
             `  round ${round + 1} ${kind.padEnd(6)} ${String(inflight).padStart(2)} in flight: ${Math.round(sample.rps)} req/s, ` +
-              `p50 ${sample.p50.toFixed(3)} ms, p99 ${sample.p99.toFixed(3)} ms, CPU ${sample.cpuUs.toFixed(1)} us/req\n`
+              `p50 ${sample.p50.toFixed(3)} ms, p99 ${sample.p99.toFixed(3)} ms, CPU ${sample.cpuUs.toFixed(1)} us/req (server ${sample.serverUs.toFixed(1)})\n`
           )
         }
       }
@@ -173,14 +175,14 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   }
   const summary: Record<string, Record<string, number>> = {}
   process.stdout.write(`Effect RPC Echo (1 KiB, NDJSON), median of ${rounds} round(s)\n`)
-  process.stdout.write(`${"transport".padEnd(10)} ${"in flight".padStart(9)} ${"req/s".padStart(8)} ${"p50 ms".padStart(8)} ${"p99 ms".padStart(8)} ${"CPU us/req".padStart(11)}\n`)
+  process.stdout.write(`${"transport".padEnd(10)} ${"in flight".padStart(9)} ${"req/s".padStart(8)} ${"p50 ms".padStart(8)} ${"p99 ms".padStart(8)} ${"CPU us/req".padStart(11)} ${"of it server".padStart(12)}\n`)
   for (const kind of kinds) {
     for (const inflight of INFLIGHTS) {
       const list = samples.get(`${kind}/${inflight}`) ?? []
-      const row = { rps: median(list.map((s) => s.rps)), p50: median(list.map((s) => s.p50)), p99: median(list.map((s) => s.p99)), cpuUs: median(list.map((s) => s.cpuUs)) }
+      const row = { rps: median(list.map((s) => s.rps)), p50: median(list.map((s) => s.p50)), p99: median(list.map((s) => s.p99)), cpuUs: median(list.map((s) => s.cpuUs)), serverUs: median(list.map((s) => s.serverUs)) }
       summary[`${kind}_${inflight}`] = row
       process.stdout.write(
-        `${kind.padEnd(10)} ${String(inflight).padStart(9)} ${Math.round(row.rps).toString().padStart(8)} ${row.p50.toFixed(3).padStart(8)} ${row.p99.toFixed(3).padStart(8)} ${row.cpuUs.toFixed(1).padStart(11)}\n`
+        `${kind.padEnd(10)} ${String(inflight).padStart(9)} ${Math.round(row.rps).toString().padStart(8)} ${row.p50.toFixed(3).padStart(8)} ${row.p99.toFixed(3).padStart(8)} ${row.cpuUs.toFixed(1).padStart(11)} ${row.serverUs.toFixed(1).padStart(12)}\n`
       )
     }
   }

@@ -12,17 +12,14 @@
 import type * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
-import * as Result from "effect/Result"
-import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { RpcClient, RpcClientError, RpcMessage, RpcSerialization, RpcServer } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
+import type { HandlerValue } from "../iip/dispatch.ts"
 import { reply } from "../iip/server.ts"
-import { Cancellation } from "../mux/cancellation.ts"
-import type { MeshReply } from "../mux/meshSession.ts"
+import { type CancelSignal, Cancellation } from "../mux/cancellation.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { asStreamError, IipClient, IipLoadBalancer, type StreamError } from "./client.ts"
 import { IipServer } from "./server.ts"
@@ -37,16 +34,26 @@ export interface RpcOverIipOptions {
 
 const defaultPath = "/rpc"
 const defaultMaxFrameBytes = 16 * 1024 * 1024
-const encoder = new TextEncoder()
+const textDecoder = new TextDecoder()
 
-/** One message as a frame: its length (4 bytes, big-endian), then its bytes. */
+/** One message as a frame: its length (4 bytes, big-endian), then its bytes (a string encoded in place). */
 const frame = (encoded: Uint8Array | string): Uint8Array => {
-  const bytes = typeof encoded === "string" ? encoder.encode(encoded) : encoded
-  const out = new Uint8Array(4 + bytes.length)
-  new DataView(out.buffer).setUint32(0, bytes.length)
-  out.set(bytes, 4)
+  const length = typeof encoded === "string" ? Buffer.byteLength(encoded) : encoded.length
+  const out = Buffer.allocUnsafe(4 + length)
+  out.writeUInt32BE(length, 0)
+  if (typeof encoded === "string") out.write(encoded, 4)
+  else out.set(encoded, 4)
   return out
 }
+
+/**
+ * How a whole frame is decoded: a JSON serialization's parser is handed the frame as a string
+ * (decoded by one shared TextDecoder; a parser given bytes makes a TextDecoder of its own, per
+ * RPC here since each exchange has its parser), any other its bytes.
+ */
+type Decode = (parser: RpcSerialization.Parser, bytes: Uint8Array) => ReadonlyArray<unknown>
+const decoderOf = (serialization: RpcSerialization.RpcSerialization["Service"]): Decode =>
+  /json/i.test(serialization.contentType) ? (parser, bytes) => parser.decode(textDecoder.decode(bytes)) : (parser, bytes) => parser.decode(bytes)
 
 /** Cuts a byte stream into frames, whatever its chunk boundaries; a frame over `max` is refused. */
 const unframe = (max: number) => {
@@ -74,13 +81,13 @@ const unframe = (max: number) => {
 }
 
 /** Decoded messages of a framed byte stream. */
-const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, parser: RpcSerialization.Parser, max: number): Stream.Stream<unknown, E | StreamFailed> => {
+const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, decode: Decode, parser: RpcSerialization.Parser, max: number): Stream.Stream<unknown, E | StreamFailed> => {
   const cut = unframe(max)
   return bytes.pipe(
     Stream.mapEffect((chunk) => {
       const frames = cut(chunk)
       if (frames instanceof StreamFailed) return Effect.fail(frames)
-      return Effect.try({ try: () => frames.flatMap((f) => parser.decode(f)), catch: (cause) => new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` }) })
+      return Effect.try({ try: () => frames.flatMap((f) => decode(parser, f)), catch: (cause) => new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` }) })
     }),
     Stream.flatMap((messages) => Stream.fromIterable(messages))
   )
@@ -103,44 +110,56 @@ export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
     const client = yield* IipClient
     const path = options.path ?? defaultPath
     const max = options.maxFrameBytes ?? defaultMaxFrameBytes
-    const exchange = (clientId: number, request: RpcMessage.RequestEncoded) =>
-      Effect.gen(function*() {
-        const parser = serialization.makeUnsafe()
-        const encoded = parser.encode(request)
-        if (encoded === undefined) return
-        const meta = traceparentOf(request)
-        const cancel = new Cancellation()
-        let ended = false
-        const cut = unframe(max)
-        // Decoded and handed over in order; plain loops, no Stream, for a whole answer (most RPCs).
-        const deliver = (bytes: Uint8Array) =>
-          Effect.suspend(() => {
-            const frames = cut(bytes)
-            if (frames instanceof StreamFailed) return Effect.fail(frames)
-            const messages = frames.flatMap((f) => parser.decode(f)) as Array<FromServerEncoded>
-            return Effect.forEach(messages, (response) => {
-              if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) ended = true
-              return writeResponse(clientId, response)
-            }, { discard: true })
-          })
-        yield* Effect.gen(function*() {
-          const answer = yield* Effect.callback<MeshReply, StreamError>((resume) => {
-            client.core.stream(path, frame(encoded), { ...(meta === undefined ? {} : { meta }), signal: cancel }).then(
-              (reply) => resume(Effect.succeed(reply)),
-              (error: unknown) => resume(Effect.fail(asStreamError(error)))
-            )
-            return Effect.sync(() => cancel.abort())
-          })
-          if (answer.stream === undefined) return yield* deliver(answer.data)
-          // A streamed answer: read as delivered, so the server sends only as fast as the caller takes.
-          yield* fromIncoming(answer.stream, asStreamError).pipe(Stream.runForEach(deliver))
-        }).pipe(
+    const decode = decoderOf(serialization)
+    const failed = (error: StreamError) => clientDefect(`rpc over iip: ${error.message}`, error)
+    const endedEarly = (request: RpcMessage.RequestEncoded) => clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
+    const exchange = (clientId: number, request: RpcMessage.RequestEncoded): Effect.Effect<void, RpcClientError.RpcClientError> => {
+      const parser = serialization.makeUnsafe()
+      const encoded = parser.encode(request)
+      if (encoded === undefined) return Effect.void
+      const meta = traceparentOf(request)
+      const cancel = new Cancellation()
+      let ended = false
+      const cut = unframe(max)
+      /** The messages in `bytes`, in order, noting the RPC's end; throws StreamFailed or the parser's error. */
+      const messagesOf = (bytes: Uint8Array): Array<FromServerEncoded> => {
+        const frames = cut(bytes)
+        if (frames instanceof StreamFailed) throw frames
+        const messages = frames.flatMap((f) => decode(parser, f)) as Array<FromServerEncoded>
+        for (const response of messages) if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) ended = true
+        return messages
+      }
+      const undecodable = (cause: unknown) => (cause instanceof StreamFailed ? failed(cause) : clientDefect("rpc over iip: undecodable answer", cause))
+      const hand = (messages: ReadonlyArray<FromServerEncoded>) =>
+        messages.length === 1 ? writeResponse(clientId, messages[0]!) : Effect.forEach(messages, (response) => writeResponse(clientId, response), { discard: true })
+      // A streamed answer: read as delivered, so the server sends only as fast as the caller takes.
+      const streamed = (body: AsyncIterable<Uint8Array>) =>
+        fromIncoming(body, asStreamError).pipe(
+          Stream.runForEach((bytes) => Effect.suspend(() => hand(messagesOf(bytes)))),
           Effect.ensuring(Effect.sync(() => cancel.abort())),
-          Effect.mapError((error) => clientDefect(`rpc over iip: ${error.message}`, error)),
-          Effect.catchDefect((cause) => clientDefect("rpc over iip: undecodable answer", cause))
+          Effect.mapError(failed),
+          Effect.catchDefect(undecodable),
+          Effect.andThen(Effect.suspend(() => (ended || request.isNotification === true ? Effect.void : Effect.fail(endedEarly(request)))))
         )
-        if (!ended && request.isNotification !== true) return yield* clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
+      // One callback per RPC, its answer decoded with plain code: the Effect machinery per exchange
+      // costed more than the exchange. Interrupting the caller cancels the IIP request.
+      return Effect.callback<void, RpcClientError.RpcClientError>((resume) => {
+        client.core.stream(path, frame(encoded), meta === undefined ? { signal: cancel } : { meta, signal: cancel }).then(
+          (answer) => {
+            if (answer.stream !== undefined) return resume(streamed(answer.stream))
+            let messages: Array<FromServerEncoded>
+            try {
+              messages = messagesOf(answer.data)
+            } catch (cause) {
+              return resume(Effect.fail(undecodable(cause)))
+            }
+            resume(ended || request.isNotification === true ? hand(messages) : Effect.andThen(hand(messages), Effect.fail(endedEarly(request))))
+          },
+          (error: unknown) => resume(Effect.fail(failed(asStreamError(error))))
+        )
+        return Effect.sync(() => cancel.abort())
       })
+    }
     return {
       // A Request is one IIP exchange run by the calling fiber: interrupting it cancels the exchange,
       // so the Interrupt message itself needs no sending. Acks are not needed: the window paces streams.
@@ -165,6 +184,7 @@ export const makeBalancedClientProtocol = (options: RpcOverIipOptions = {}) =>
   RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
     const serialization = yield* RpcSerialization.RpcSerialization
     const balancer = yield* IipLoadBalancer
+    const decode = decoderOf(serialization)
     const path = options.path ?? defaultPath
     const max = options.maxFrameBytes ?? defaultMaxFrameBytes
     const exchange = (clientId: number, request: RpcMessage.RequestEncoded) =>
@@ -178,7 +198,7 @@ export const makeBalancedClientProtocol = (options: RpcOverIipOptions = {}) =>
         )
         const frames = unframe(max)(answer)
         if (frames instanceof StreamFailed) return yield* clientDefect(`rpc over iip: ${frames.message}`, frames)
-        const messages = yield* Effect.try({ try: () => frames.flatMap((f) => parser.decode(f)) as Array<FromServerEncoded>, catch: (cause) => clientDefect("rpc over iip: undecodable answer", cause) })
+        const messages = yield* Effect.try({ try: () => frames.flatMap((f) => decode(parser, f)) as Array<FromServerEncoded>, catch: (cause) => clientDefect("rpc over iip: undecodable answer", cause) })
         if (!messages.some((m) => m._tag === "Exit" || RpcMessage.isTerminalResponse(m)) && request.isNotification !== true) {
           return yield* clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
         }
@@ -196,42 +216,98 @@ export const makeBalancedClientProtocol = (options: RpcOverIipOptions = {}) =>
 export const layerBalancedClientProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcClient.Protocol, never, IipLoadBalancer | RpcSerialization.RpcSerialization> =>
   Layer.effect(RpcClient.Protocol, makeBalancedClientProtocol(options))
 
+/**
+ * One IIP request being served: one client of the RPC server. A unary RPC's Exit settles
+ * `answer` with its frame (the IIP answer, whole); the first Chunk turns the exchange into a
+ * streamed answer fed through `queue`.
+ */
 interface Exchange {
-  readonly queue: Queue.Queue<Uint8Array, Cause.Done>
   readonly parser: RpcSerialization.Parser
-  /** Its RPC's Exit has been sent: nothing follows. */
-  exited: boolean
+  answer: ((value: HandlerValue) => void) | undefined
+  queue: Queue.Queue<Uint8Array, Cause.Done> | undefined
+  readonly cancel: CancelSignal
+  readonly onCancel: () => void
 }
+
+const noAnswer = new Uint8Array(0)
 
 /**
  * The RpcServer Protocol on the IipServer in context: it serves `options.path`, each IIP request
- * there one client of the RPC server, gone (its RPCs interrupted) when the request is cancelled,
- * its deadline passes or its connection closes.
+ * there one client of the RPC server (so a defect ends only that RPC), gone (its RPCs interrupted)
+ * when the request is cancelled, its deadline passes or its connection closes (the session aborts
+ * the request's cancellation for all three). The IIP handler is plain: the request is handed to the
+ * RPC server in a fiber run from here, whose handler fiber sends the Exit back here, where it
+ * settles the IIP answer directly (no queue, no fiber waiting for it); only a streamed answer goes
+ * through a bounded queue, pulled as the channel's window allows.
  */
 export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
   Effect.gen(function*() {
     const serialization = yield* RpcSerialization.RpcSerialization
     const server = yield* IipServer
+    const decode = decoderOf(serialization)
+    const context = yield* Effect.context<never>()
+    const runFork = Effect.runForkWith(context)
     const max = options.maxFrameBytes ?? defaultMaxFrameBytes
     const disconnects = yield* Queue.make<number>()
     const exchanges = new Map<number, Exchange>()
     let nextClientId = 0
     let writeRequest: ((clientId: number, message: FromClientEncoded) => Effect.Effect<void>) | undefined
+    /** The exchange is over for this side: forget it, stop listening for its cancel. */
+    const forget = (id: number, exchange: Exchange) => {
+      exchanges.delete(id)
+      exchange.cancel.removeEventListener("abort", exchange.onCancel)
+    }
     const protocol = yield* RpcServer.Protocol.make((write) => {
       writeRequest = write
       return Effect.succeed({
         disconnects,
-        send: (clientId: number, response: FromServerEncoded) => {
-          const exchange = exchanges.get(clientId)
-          if (exchange === undefined) return Effect.void
-          if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) exchange.exited = true
-          const encoded = exchange.parser.encode(response)
-          return encoded === undefined ? Effect.void : Queue.offer(exchange.queue, frame(encoded)).pipe(Effect.asVoid)
-        },
-        end: (clientId: number) => {
-          const exchange = exchanges.get(clientId)
-          return exchange === undefined ? Effect.void : Queue.end(exchange.queue).pipe(Effect.asVoid)
-        },
+        send: (clientId: number, response: FromServerEncoded) =>
+          Effect.suspend(() => {
+            const exchange = exchanges.get(clientId)
+            if (exchange === undefined) return Effect.void
+            const encoded = exchange.parser.encode(response)
+            if (encoded === undefined) return Effect.void
+            const terminal = response._tag === "Exit" || RpcMessage.isTerminalResponse(response)
+            if (exchange.answer !== undefined) {
+              const answer = exchange.answer
+              exchange.answer = undefined
+              // A unary RPC (most): its Exit is the whole IIP answer, in one packet.
+              if (terminal) {
+                forget(clientId, exchange)
+                answer(frame(encoded))
+                return Effect.void
+              }
+              // A streamed RPC: the answer streams from a few responses ahead at most; past them
+              // the RPC's stream waits for the IIP window.
+              return Effect.map(Queue.bounded<Uint8Array, Cause.Done>(16), (queue) => {
+                exchange.queue = queue
+                const rest = Stream.fromQueue(queue).pipe(
+                  Stream.ensuring(Effect.sync(() => {
+                    // Ended before the RPC did (the caller went away): interrupt it.
+                    if (exchanges.get(clientId) !== exchange) return
+                    forget(clientId, exchange)
+                    Queue.offerUnsafe(disconnects, clientId)
+                  }))
+                )
+                answer(reply(toOutgoing(Stream.concat(Stream.make(frame(encoded)), rest), Context.empty(), exchange.cancel)))
+              })
+            }
+            if (exchange.queue === undefined) return Effect.void
+            return Queue.offer(exchange.queue, frame(encoded)).pipe(Effect.asVoid)
+          }),
+        end: (clientId: number) =>
+          Effect.suspend(() => {
+            const exchange = exchanges.get(clientId)
+            if (exchange === undefined) return Effect.void
+            if (exchange.answer !== undefined) {
+              // Ended without a response (a notification): an empty answer.
+              forget(clientId, exchange)
+              exchange.answer(noAnswer)
+              return Effect.void
+            }
+            forget(clientId, exchange)
+            return exchange.queue === undefined ? Effect.void : Queue.end(exchange.queue).pipe(Effect.asVoid)
+          }),
         clientIds: Effect.sync(() => new Set(exchanges.keys()) as ReadonlySet<number>),
         initialMessage: Effect.succeedNone,
         supportsAck: false,
@@ -241,53 +317,82 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
         codecFor: serialization.codecFor
       })
     })
-    yield* server.handle(options.path ?? defaultPath, (request) =>
-      Effect.gen(function*() {
-        const id = nextClientId++
-        // A few responses ahead at most: past them the RPC's stream waits for the IIP window.
-        const queue = yield* Queue.bounded<Uint8Array, Cause.Done>(16)
+    const write = writeRequest!
+    // Past the protocol's scope the RPC server is gone: what waits and what comes is answered with
+    // a defect at once (the IIP route stays with the IIP server).
+    let stopped = false
+    const stopping = new StreamFailed({ message: "the rpc server is not taking requests" })
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        stopped = true
+        for (const [id, exchange] of [...exchanges]) {
+          forget(id, exchange)
+          exchange.answer?.(refusal(exchange.parser, stopping))
+          exchange.answer = undefined
+          if (exchange.queue !== undefined) Queue.shutdownUnsafe(exchange.queue)
+        }
+      })
+    )
+    const refusal = (parser: RpcSerialization.Parser, error: StreamFailed): Uint8Array => frame(parser.encode(RpcMessage.ResponseDefectEncoded(error.message)) ?? "")
+    server.core.handle(options.path ?? defaultPath, (request) =>
+      new Promise<HandlerValue>((resolve) => {
+        const cancel = request.context.cancel
+        if (cancel.aborted) return resolve(noAnswer)
         const parser = serialization.makeUnsafe()
-        const exchange: Exchange = { queue, parser, exited: false }
-        exchanges.set(id, exchange)
-        // The exchange may outlive this handler (a streamed answer): closed when the answer is
-        // written whole, or when the streamed answer ends or is cancelled.
-        let scope: Scope.Closeable | undefined
-        const close = Effect.suspend(() => {
-          if (!exchanges.delete(id)) return Effect.void
-          Queue.offerUnsafe(disconnects, id)
-          return scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
-        })
-        const refuse = (error: StreamFailed) =>
-          Queue.offer(queue, frame(parser.encode(RpcMessage.ResponseDefectEncoded(error.message)) ?? "")).pipe(Effect.andThen(Queue.end(queue)))
+        if (stopped) return resolve(refusal(parser, stopping))
+        const id = nextClientId++
+        const exchange: Exchange = {
+          parser,
+          answer: resolve,
+          queue: undefined,
+          cancel,
+          onCancel: () => {
+            if (exchanges.get(id) !== exchange) return
+            forget(id, exchange)
+            exchange.answer?.(noAnswer)
+            exchange.answer = undefined
+            if (exchange.queue !== undefined) Queue.shutdownUnsafe(exchange.queue)
+            // The RPC server interrupts the client's handler fibers (their finalizers run).
+            Queue.offerUnsafe(disconnects, id)
+          }
+        }
         const stream = request.context.stream
         if (stream === undefined) {
           // The whole request in hand (most RPCs): decoded with plain loops, no Stream.
           const frames = unframe(max)(request.data)
-          const messages = frames instanceof StreamFailed ? frames : Result.try({ try: () => frames.flatMap((f) => parser.decode(f)), catch: (cause) => new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` }) })
-          if (messages instanceof StreamFailed) yield* refuse(messages)
-          else if (Result.isFailure(messages)) yield* refuse(messages.failure)
-          else {
-            yield* Effect.forEach(messages.success, (message) => writeRequest!(id, message as FromClientEncoded), { discard: true })
-            yield* writeRequest!(id, RpcMessage.constEof)
+          if (frames instanceof StreamFailed) return resolve(refusal(parser, frames))
+          let messages: Array<unknown>
+          try {
+            messages = frames.flatMap((f) => decode(parser, f))
+          } catch (cause) {
+            return resolve(refusal(parser, new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` })))
           }
-        } else {
-          scope = yield* Scope.make()
-          yield* decodeFrames(fromIncoming(stream, (error) => new StreamFailed({ message: String(error) })), parser, max).pipe(
-            Stream.runForEach((message) => writeRequest!(id, message as FromClientEncoded)),
-            Effect.andThen(writeRequest!(id, RpcMessage.constEof)),
-            Effect.catch(refuse),
-            Effect.forkIn(scope)
+          exchanges.set(id, exchange)
+          cancel.addEventListener("abort", exchange.onCancel)
+          runFork(Effect.forEach(messages, (message) => write(id, message as FromClientEncoded), { discard: true }).pipe(Effect.andThen(write(id, RpcMessage.constEof))))
+          return
+        }
+        exchanges.set(id, exchange)
+        cancel.addEventListener("abort", exchange.onCancel)
+        // A streamed request body: its messages go to the RPC server as they arrive; the fiber
+        // reading them stops with the request (cancel, deadline, connection close).
+        const reading = runFork(
+          decodeFrames(fromIncoming(stream, (error) => new StreamFailed({ message: String(error) })), decode, parser, max).pipe(
+            Stream.runForEach((message) => write(id, message as FromClientEncoded)),
+            Effect.andThen(write(id, RpcMessage.constEof)),
+            Effect.catch((error) =>
+              Effect.sync(() => {
+                if (exchanges.get(id) !== exchange || exchange.answer === undefined) return
+                forget(id, exchange)
+                exchange.answer(refusal(parser, error))
+                exchange.answer = undefined
+                Queue.offerUnsafe(disconnects, id)
+              })
+            )
           )
-        }
-        const first = yield* Queue.take(queue).pipe(Effect.onInterrupt(() => close))
-        // A unary RPC: its one response is its Exit, written whole in one packet.
-        if (exchange.exited && Queue.sizeUnsafe(queue) === 0) {
-          yield* close
-          return first
-        }
-        const rest = Stream.fromQueue(queue).pipe(Stream.ensuring(close))
-        return reply(toOutgoing(Stream.concat(Stream.make(first), rest), Context.empty(), request.context.cancel))
-      }).pipe(Effect.catch(() => Effect.succeed(new Uint8Array(0))))
+        )
+        cancel.addEventListener("abort", () => reading.interruptUnsafe())
+      })
     )
     return protocol
   })

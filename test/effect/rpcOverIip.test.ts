@@ -6,10 +6,12 @@
 // - A typed error decodes to its Schema class (instanceof, fields).
 // - Interrupting the caller interrupts the server's handler (its finalizer observed) within 50 ms.
 // - The server handler's span is in the caller's trace (same trace id, the caller's span its parent).
+// - An RPC server stopped while its IIP server still serves answers an RPC with a defect at once
+//   (the IIP answer is not left waiting).
 // - Through the load-balance client (IipLoadBalancer, round robin over two servers): both serve,
 //   and typed errors and streaming RPCs (delivered whole) still decode.
 import { assert, describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Fiber, Layer, Schema, Stream } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Schema, Scope, Stream } from "effect"
 import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
 import { IipClient, IipLoadBalancer } from "../../src/effect/client.ts"
 import { layerBalancedClientProtocol, layerClientProtocol, layerServerProtocol } from "../../src/effect/rpc.ts"
@@ -110,6 +112,31 @@ describe.each(serializations)("Effect RPC over IIP (%s)", (_name, serialization)
       const [callerSpan, seen] = yield* Effect.all([Effect.currentSpan, client.Trace()]).pipe(Effect.withSpan("caller"))
       assert.strictEqual(seen.traceId, callerSpan.traceId)
       expect(seen.parent).not.toBe("")
+    })
+  )
+})
+
+describe("Effect RPC over IIP, the RPC server stopped", () => {
+  it.live("a request that reaches a stopped RPC server fails at once instead of waiting", () =>
+    Effect.gen(function*() {
+      const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
+      const port = Context.get(server, IipServer).address.port
+      const rpcScope = yield* Scope.make()
+      yield* Layer.build(
+        RpcServer.layer(TestRpcs).pipe(
+          Layer.provide([handlers(yield* makeProbes), layerServerProtocol()]),
+          Layer.provide([Layer.succeedContext(server), RpcSerialization.layerNdjson])
+        )
+      ).pipe(Scope.provide(rpcScope))
+      const clientContext = yield* Layer.build(
+        layerClientProtocol().pipe(Layer.provide([IipClient.layer({ host: "127.0.0.1", port, requestTimeoutMs: 0, ...quiet }), RpcSerialization.layerNdjson]))
+      )
+      const client = yield* RpcClient.make(TestRpcs).pipe(Effect.provide(clientContext))
+      assert.strictEqual(yield* client.Echo({ text: "before" }), "before")
+      yield* Scope.close(rpcScope, Exit.void)
+      const exit = yield* client.Echo({ text: "after" }).pipe(Effect.timeout("2 seconds"), Effect.exit)
+      assert.isTrue(Exit.isFailure(exit))
+      expect(String(exit)).not.toContain("TimeoutError")
     })
   )
 })
