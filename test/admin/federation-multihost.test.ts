@@ -8,6 +8,7 @@
 import { resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { FederationView } from "../../src/admin/federation.ts"
+import { readUntil } from "../support/iipRaw.ts"
 import { NetnsHosts, probeRootNetns } from "../support/netnsHosts.ts"
 import { assertCapability, gate, type JsonLineProcess, type Line } from "../support/netnsProcess.ts"
 
@@ -78,32 +79,19 @@ describe.skipIf(suite.skip)(suite.title, () => {
     const h3 = net!.host(3)
     const peersOf = (view: FederationView) => view.peers.map((p) => `${p.node}:${p.stale ? "stale" : "fresh"}`).sort()
     // Until both peers are found (mDNS) and answer.
-    let view = await federation()
-    const found = performance.now()
-    while (peersOf(view).join() !== `${h2.name}:fresh,${h3.name}:fresh` && performance.now() - found < 10_000) {
-      await new Promise((r) => setTimeout(r, 100))
-      view = await federation()
-    }
+    let view = (await readUntil(federation, (v) => peersOf(v).join() === `${h2.name}:fresh,${h3.name}:fresh`, 10_000)).value
     expect(peersOf(view)).toStrictEqual([`${h2.name}:fresh`, `${h3.name}:fresh`])
     for (const peer of view.peers) expect(peer.admin).toMatch(new RegExp(`^${peer.node === h2.name ? h2.address : h3.address}:\\d+$`))
     for (let i = 0; i < 20; i++) expect(await request()).toMatchObject({ status: 200 })
     // A view is at most 0.5 s old (peers are asked at most twice a second): until it holds the calls.
-    const sent = performance.now()
-    view = await federation()
-    while (view.golden.services.find((s) => s.service === "catalog")?.windows["1m"].requests !== 20 && performance.now() - sent < 3000) {
-      await new Promise((r) => setTimeout(r, 100))
-      view = await federation()
-    }
+    view = (await readUntil(federation, (v) => v.golden.services.find((s) => s.service === "catalog")?.windows["1m"].requests === 20, 3000)).value
     expect(view.golden.services.find((s) => s.service === "catalog")?.windows["1m"].requests).toBe(20)
     expect(view.golden.edges.find((e) => e.caller === "store" && e.callee === "catalog")?.windows["1m"].requests).toBe(20)
 
     net!.unplug(h3)
-    const cut = performance.now()
-    while (view.peers.find((p) => p.node === h3.name)?.stale !== true && performance.now() - cut < 5000) {
-      await new Promise((r) => setTimeout(r, 100))
-      view = await federation()
-    }
-    const staleMs = performance.now() - cut
+    const cut = await readUntil(federation, (v) => v.peers.find((p) => p.node === h3.name)?.stale === true, 5000)
+    view = cut.value
+    const staleMs = cut.elapsedMs
     console.log(`[federation] host3 unplugged: shown stale on host1 after ${staleMs.toFixed(0)} ms`)
     expect(peersOf(view)).toStrictEqual([`${h2.name}:fresh`, `${h3.name}:stale`])
     expect(staleMs).toBeLessThan(5000)

@@ -14,7 +14,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import * as Admin from "../../src/admin/adminServer.ts"
 import type { FederationView } from "../../src/admin/federation.ts"
 import type { Sidecar } from "../../src/sidecar/sidecar.ts"
-import { Cleanup } from "../support/iipRaw.ts"
+import { Cleanup, readUntil } from "../support/iipRaw.ts"
 import { call, quietLog, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const token = "federation-token-0123456789"
@@ -84,13 +84,9 @@ describe("admin federation", () => {
 
     // catalog's admin goes away: stale within 5 s, still listed, its last view kept.
     await catalog.stopAdmin()
-    const cut = performance.now()
-    let after = await federation(web.control)
-    while (after.peers.find((p) => p.node === "catalog-node")?.stale !== true && performance.now() - cut < 5000) {
-      await new Promise((r) => setTimeout(r, 100))
-      after = await federation(web.control)
-    }
-    const staleMs = performance.now() - cut
+    const cut = await readUntil(() => federation(web.control), (v) => v.peers.find((p) => p.node === "catalog-node")?.stale === true, 5000)
+    const after = cut.value
+    const staleMs = cut.elapsedMs
     console.log(`a peer admin that stopped answering shown stale after ${staleMs.toFixed(0)} ms`)
     const gone = after.peers.find((p) => p.node === "catalog-node")!
     expect(gone.stale).toBe(true)

@@ -112,6 +112,20 @@ export const waitFor = async (condition: () => boolean, timeoutMs: number, what:
   }
 }
 
+/**
+ * Reads a state another process holds (an admin's view) until `done` holds or `limitMs` passed,
+ * one read at a time; returns the last value read and how long it took, for the test to assert on.
+ */
+export const readUntil = async <A>(read: () => Promise<A>, done: (value: A) => boolean, limitMs: number): Promise<{ value: A; elapsedMs: number }> => {
+  const start = performance.now()
+  let value = await read()
+  while (!done(value) && performance.now() - start < limitMs) {
+    await new Promise<void>((resolve) => setTimeout(resolve, 20))
+    value = await read()
+  }
+  return { value, elapsedMs: performance.now() - start }
+}
+
 /** A promise with its resolve function outside. */
 export const deferred = <A = void>(): { promise: Promise<A>; resolve: (value: A) => void } => {
   let resolve!: (value: A) => void
