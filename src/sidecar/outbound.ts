@@ -90,6 +90,38 @@ export interface AccessRecord {
   readonly error?: { readonly hop: string; readonly reason: string }
 }
 
+/**
+ * Ends an outbound request (a proxied one or an upgrade): its span and metrics, and its access line
+ * when the log is on; once per request. Positional, so the request path allocates nothing for it.
+ */
+export const recordOutboundEnd = (
+  observation: OutboundObservation,
+  onAccess: ((record: AccessRecord) => void) | undefined,
+  target: Target | undefined,
+  fallbackUri: string,
+  endpoint: string,
+  method: string,
+  status: number,
+  started: number,
+  attempts: number,
+  error: ProxyError | undefined
+): void => {
+  const failure = error === undefined ? undefined : { hop: error.hop, reason: error.reason }
+  const traceId = observation.end(status, endpoint, attempts, failure)
+  if (onAccess === undefined) return
+  onAccess({
+    service: target?.service ?? "-",
+    endpoint,
+    method,
+    uri: target?.uri ?? fallbackUri,
+    status,
+    durationMs: performance.now() - started,
+    attempts,
+    ...(traceId === undefined ? {} : { traceId }),
+    ...(failure === undefined ? {} : { error: failure })
+  })
+}
+
 export interface OutboundOptions {
   readonly registry: EndpointRegistry
   readonly requestTimeoutMs: number
@@ -476,21 +508,7 @@ class OutboundExchange {
 
   /** The request ended (exactly once): its span and metrics, and the access log line when it is on. */
   private finish(status: number, error?: ProxyError): void {
-    const failure = error === undefined ? undefined : { hop: error.hop, reason: error.reason }
-    const traceId = this.observation.end(status, this.endpointName, this.attempts, failure)
-    const onAccess = this.options.onAccess
-    if (onAccess === undefined) return
-    onAccess({
-      service: this.target?.service ?? "-",
-      endpoint: this.endpointName,
-      method: this.method,
-      uri: this.target?.uri ?? this.req.url ?? "",
-      status,
-      durationMs: performance.now() - this.started,
-      attempts: this.attempts,
-      ...(traceId === undefined ? {} : { traceId }),
-      ...(failure === undefined ? {} : { error: failure })
-    })
+    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url ?? "", this.endpointName, this.method, status, this.started, this.attempts, error)
   }
 
   /** Total: whatever the failure, the app gets an answer (or a cut connection), never a rejection. */

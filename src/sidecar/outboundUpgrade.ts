@@ -18,7 +18,7 @@ import type { EndpointLease } from "./endpoints.ts"
 import { endToEndHeaders, upgradeProtocols } from "./headerFilter.ts"
 import { headersOf, HttpMeta, requestMeta, withForwarded } from "./httpEnvelope.ts"
 import { OutboundObservation } from "./observe.ts"
-import { type AccessRecord, appTimeoutMs, hasBody, type OutboundOptions, pickContext, refusedOrDraining, type Target, targetOf } from "./outbound.ts"
+import { appTimeoutMs, hasBody, type OutboundOptions, pickContext, recordOutboundEnd, refusedOrDraining, type Target, targetOf } from "./outbound.ts"
 import { ProxyError, proxyErrorOf, writeProxyError } from "./proxyError.ts"
 import { pipeToSocket, SocketSource } from "./upgradePipe.ts"
 
@@ -168,22 +168,7 @@ class OutboundUpgrade {
   private finish(status: number, error?: ProxyError): void {
     if (this.finished) return
     this.finished = true
-    const failure = error === undefined ? undefined : { hop: error.hop, reason: error.reason }
-    const traceId = this.observation.end(status, this.endpointName, this.attempts, failure)
-    const onAccess = this.options.onAccess
-    if (onAccess === undefined) return
-    const record: AccessRecord = {
-      service: this.target?.service ?? "-",
-      endpoint: this.endpointName,
-      method: this.method,
-      uri: this.target?.uri ?? this.req.url ?? "",
-      status,
-      durationMs: performance.now() - this.started,
-      attempts: this.attempts,
-      ...(traceId === undefined ? {} : { traceId }),
-      ...(failure === undefined ? {} : { error: failure })
-    }
-    onAccess(record)
+    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url ?? "", this.endpointName, this.method, status, this.started, this.attempts, error)
   }
 
   /** Total: before the answer's head, the caller gets an error answer; after it, a cut connection. */
