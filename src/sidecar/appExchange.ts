@@ -14,6 +14,7 @@ import { describedLength, endToEndHeaders, type OnInvalidHeader } from "./header
 import { responseMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
+import { PausingByteQueue } from "./byteQueue.ts"
 
 /** Answers up to this size (declared by the app) go back as one message; larger or chunked ones stream. */
 const WHOLE_BODY_LIMIT = 64 * 1024
@@ -65,7 +66,7 @@ export class AppExchange implements AppPoolHandler {
   private done = false
   private parts: Array<Buffer> = []
   private bytes = 0
-  private answer: AnswerStream | undefined = undefined
+  private answer: PausingByteQueue | undefined = undefined
   private timer: NodeJS.Timeout | undefined = undefined
   /** The answer's metadata, while a whole answer is being collected. */
   private meta: Meta | undefined = undefined
@@ -138,7 +139,7 @@ export class AppExchange implements AppPoolHandler {
     // A streamed answer of known length keeps it (llhttp holds the app to it).
     if (Number.isSafeInteger(length)) answerHeaders.push(["content-length", String(length)])
     this.mode = "stream"
-    this.answer = new AnswerStream(controller, this)
+    this.answer = answerStream(controller, this)
     this.settle(reply(this.answer, responseMeta(status, answerHeaders)))
   }
 
@@ -263,65 +264,10 @@ async function* requestBody(stream: IncomingStream, length: number, idleMs: numb
 }
 
 /** The app's answer as the mesh session reads it: chunks queue here, the socket pauses while too many wait. */
-class AnswerStream implements AsyncIterable<Buffer> {
-  private readonly controller: AppController
-  private readonly exchange: AppExchange
-  private readonly chunks: Array<Buffer> = []
-  private queued = 0
-  private ended = false
-  private failure: Error | undefined = undefined
-  private wake: (() => void) | undefined = undefined
-
-  constructor(controller: AppController, exchange: AppExchange) {
-    this.controller = controller
-    this.exchange = exchange
-  }
-
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk)
-    this.queued += chunk.length
-    if (this.queued > ANSWER_HIGH_WATER) this.controller.pause()
-    this.notify()
-  }
-
-  end(): void {
-    this.ended = true
-    this.notify()
-  }
-
-  fail(error: Error): void {
-    if (this.ended) return
-    this.failure = error
-    this.ended = true
-    this.notify()
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
-    let complete = false
-    try {
-      for (;;) {
-        const chunk = this.chunks.shift()
-        if (chunk !== undefined) {
-          this.queued -= chunk.length
-          if (this.queued <= ANSWER_HIGH_WATER / 2 && this.controller.paused) this.controller.resume()
-          yield chunk
-          continue
-        }
-        if (this.failure !== undefined) throw this.failure
-        if (this.ended) {
-          complete = true
-          return
-        }
-        await new Promise<void>((resolve) => (this.wake = resolve))
-      }
-    } finally {
-      if (!complete) this.exchange.readerGone()
+const answerStream = (controller: AppController, exchange: AppExchange): PausingByteQueue =>
+  new PausingByteQueue(ANSWER_HIGH_WATER, {
+    pause: () => controller.pause(),
+    resumeIfPaused: () => {
+      if (controller.paused) controller.resume()
     }
-  }
-
-  private notify(): void {
-    const wake = this.wake
-    this.wake = undefined
-    wake?.()
-  }
-}
+  }, () => exchange.readerGone())

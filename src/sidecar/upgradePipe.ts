@@ -6,6 +6,7 @@
 // read only as fast as the socket drains.
 import type * as net from "node:net"
 import { StreamFailed } from "../mux/streams.ts"
+import { PausingByteQueue } from "./byteQueue.ts"
 
 /** A socket's bytes wait here, at most about this much, before it is paused. */
 const HIGH_WATER = 64 * 1024
@@ -19,21 +20,21 @@ export class SocketSource implements AsyncIterable<Buffer> {
   /** Bytes read from the socket so far. */
   bytes = 0
   private readonly socket: net.Socket
-  private readonly chunks: Array<Buffer> = []
-  private queued = 0
-  private ended = false
-  private failure: Error | undefined = undefined
-  private wake: (() => void) | undefined = undefined
+  private readonly queue: PausingByteQueue
 
   constructor(socket: net.Socket, first: Buffer) {
     this.socket = socket
+    // Who owns the socket closes it; a reader that stops only stops the holding of its bytes.
+    this.queue = new PausingByteQueue(HIGH_WATER, {
+      pause: () => socket.pause(),
+      resumeIfPaused: () => {
+        if (socket.isPaused()) socket.resume()
+      }
+    }, () => this.stop())
     if (first.length > 0) this.push(first)
     socket.on("data", (chunk: Buffer) => this.push(chunk))
-    socket.on("end", () => {
-      this.ended = true
-      this.notify()
-    })
-    socket.on("close", () => this.fail(new StreamFailed({ message: "the connection closed" })))
+    socket.on("end", () => this.queue.end())
+    socket.on("close", () => this.queue.fail(new StreamFailed({ message: "the connection closed" })))
   }
 
   /**
@@ -41,58 +42,19 @@ export class SocketSource implements AsyncIterable<Buffer> {
    * whatever the socket sent or sends from now on is dropped, and the socket is left to the caller.
    */
   stop(): void {
-    if (this.ended) return
-    this.ended = true
-    this.chunks.length = 0
-    this.queued = 0
+    if (this.queue.isEnded) return
+    this.queue.drop()
     if (this.socket.isPaused()) this.socket.resume()
-    this.notify()
   }
 
-  private fail(error: Error): void {
-    if (this.ended) return
-    this.ended = true
-    this.failure = error
-    this.notify()
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
-    let complete = false
-    try {
-      for (;;) {
-        const chunk = this.chunks.shift()
-        if (chunk !== undefined) {
-          this.queued -= chunk.length
-          if (this.queued <= HIGH_WATER / 2 && this.socket.isPaused() && !this.ended) this.socket.resume()
-          yield chunk
-          continue
-        }
-        if (this.failure !== undefined) throw this.failure
-        if (this.ended) {
-          complete = true
-          return
-        }
-        await new Promise<void>((resolve) => (this.wake = resolve))
-      }
-    } finally {
-      // Who owns the socket closes it; this only stops holding its bytes.
-      if (!complete) this.stop()
-    }
+  [Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    return this.queue[Symbol.asyncIterator]()
   }
 
   private push(chunk: Buffer): void {
-    if (this.ended) return
+    if (this.queue.isEnded) return
     this.bytes += chunk.length
-    this.chunks.push(chunk)
-    this.queued += chunk.length
-    if (this.queued > HIGH_WATER) this.socket.pause()
-    this.notify()
-  }
-
-  private notify(): void {
-    const wake = this.wake
-    this.wake = undefined
-    wake?.()
+    this.queue.push(chunk)
   }
 }
 

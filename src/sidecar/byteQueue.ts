@@ -1,0 +1,93 @@
+// A byte queue between a source that pushes (an app's streamed answer, a socket of an upgraded
+// connection) and the mesh session that pulls it as an AsyncIterable, with back-pressure: past a
+// high-water mark the source is paused, and resumed once half of that is read. The app leg's
+// answers (appExchange.ts) and both byte pipes of an upgrade (upgradePipe.ts) use it.
+
+/** What the queue may do to its source. */
+export interface PausableSource {
+  readonly pause: () => void
+  /** Resumes the source if it is paused (and nothing if not). */
+  readonly resumeIfPaused: () => void
+}
+
+export class PausingByteQueue implements AsyncIterable<Buffer> {
+  private readonly highWater: number
+  private readonly source: PausableSource
+  private readonly onAbandoned: () => void
+  private readonly chunks: Array<Buffer> = []
+  private queued = 0
+  private ended = false
+  private failure: Error | undefined = undefined
+  private wake: (() => void) | undefined = undefined
+
+  /** `onAbandoned`: the reader stopped before the end (it broke off or failed). */
+  constructor(highWater: number, source: PausableSource, onAbandoned: () => void) {
+    this.highWater = highWater
+    this.source = source
+    this.onAbandoned = onAbandoned
+  }
+
+  /** Ended, failed or dropped: pushes are ignored from now on. */
+  get isEnded(): boolean {
+    return this.ended
+  }
+
+  push(chunk: Buffer): void {
+    if (this.ended) return
+    this.chunks.push(chunk)
+    this.queued += chunk.length
+    if (this.queued > this.highWater) this.source.pause()
+    this.notify()
+  }
+
+  /** The source is done: the reader gets what is queued, then the end. */
+  end(): void {
+    this.ended = true
+    this.notify()
+  }
+
+  /** The source broke: the reader gets what is queued, then `error`. */
+  fail(error: Error): void {
+    if (this.ended) return
+    this.ended = true
+    this.failure = error
+    this.notify()
+  }
+
+  /** Ends here, without failing: what is queued is dropped (the reader sees the end). */
+  drop(): void {
+    this.ended = true
+    this.chunks.length = 0
+    this.queued = 0
+    this.notify()
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    let complete = false
+    try {
+      for (;;) {
+        const chunk = this.chunks.shift()
+        if (chunk !== undefined) {
+          this.queued -= chunk.length
+          if (this.queued <= this.highWater / 2) this.source.resumeIfPaused()
+          yield chunk
+          continue
+        }
+        if (this.failure !== undefined) throw this.failure
+        if (this.ended) {
+          complete = true
+          return
+        }
+        await new Promise<void>((resolve) => (this.wake = resolve))
+      }
+    } finally {
+      if (!complete) this.onAbandoned()
+    }
+  }
+
+  private notify(): void {
+    const wake = this.wake
+    this.wake = undefined
+    wake?.()
+  }
+}
