@@ -8,7 +8,8 @@ import { readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { withTimeout } from "../support/iipRaw.ts"
+import { runCli } from "../files/support.ts"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 
 const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
 const readyFile = join(tmpdir(), `iip-mesh-stats-${process.pid}.json`)
@@ -18,15 +19,9 @@ interface Ready {
   readonly controls: ReadonlyArray<string>
 }
 
-const run = (args: Array<string>): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-  new Promise((done) => {
-    const child = spawn(process.execPath, [main, ...args], { stdio: ["ignore", "pipe", "pipe"] })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    child.on("close", (code) => done({ code, stdout, stderr }))
-  })
+/** `iip-mesh <args>` to its exit (bounded), any child left killed after the file. */
+const children = new Cleanup()
+const run = (args: Array<string>) => runCli(children, args)
 
 const rowOf = (text: string, ...cells: Array<string>) => text.split("\n").find((line) => cells.every((cell, i) => line.split(/\s+/)[i] === cell))
 
@@ -48,7 +43,8 @@ describe("iip-mesh stat, top and tap on the demo", () => {
     for (let i = 0; i < 10; i++) expect((await fetch(ready.entry)).status).toBe(200)
   }, 40_000)
 
-  afterAll(() => {
+  afterAll(async () => {
+    await children.run()
     if (demo.exitCode === null) demo.kill("SIGKILL")
     rmSync(readyFile, { force: true })
   })
