@@ -269,6 +269,8 @@ export const SidecarConfigSchema = Schema.Struct({
   routes: Schema.NullOr(Schema.NonEmptyString),
   /** The routes file is stat'ed this often besides the directory watch (which can miss events). */
   routesPollMs: PositiveMs,
+  /** Buckets one keyed rate limit keeps at most (src/sidecar/rateLimits.ts); later keys share one. */
+  rateLimitKeys: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 }))),
   /** How the inbound side speaks to its app: HTTP/1.1, or cleartext HTTP/2 (gRPC apps). */
   appProtocol: Schema.Literals(["http1", "h2c"]),
   /** Streams one HTTP/2 connection from the app may have open at once (its SETTINGS_MAX_CONCURRENT_STREAMS). */
@@ -361,7 +363,8 @@ export const settings = [
   { key: "routes", env: "IIP_MESH_ROUTES", flag: "--routes", help: "routes file (subset splits per target service), JSON or YAML, re-read on change (default none)" },
   { key: "routesPollMs", env: "IIP_MESH_ROUTES_POLL", flag: "--routes-poll", help: "the routes file is checked this often besides its watch (default 5s)" },
   { key: "appProtocol", env: "IIP_MESH_APP_PROTOCOL", flag: "--app-protocol", help: "how the inbound side speaks to the app: http1 or h2c (cleartext HTTP/2, for gRPC apps; default http1)" },
-  { key: "h2MaxStreams", env: "IIP_MESH_H2_MAX_STREAMS", flag: "--h2-max-streams", help: "streams open at once on one HTTP/2 connection from the app (default 256)" }
+  { key: "h2MaxStreams", env: "IIP_MESH_H2_MAX_STREAMS", flag: "--h2-max-streams", help: "streams open at once on one HTTP/2 connection from the app (default 256)" },
+  { key: "rateLimitKeys", env: "IIP_MESH_RATE_LIMIT_KEYS", flag: "--rate-limit-keys", help: "buckets one keyed rate limit keeps (per caller or header value) at most; later values share one (default 1024)" }
 ] as const
 
 /** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
@@ -450,7 +453,8 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   routes: null,
   routesPollMs: 5_000,
   appProtocol: "http1",
-  h2MaxStreams: 256
+  h2MaxStreams: 256,
+  rateLimitKeys: 1024
 })
 
 /**
@@ -550,6 +554,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "maxEjectedPercent":
     case "appPoolSize":
     case "h2MaxStreams":
+    case "rateLimitKeys":
     case "goldenRoutes":
     case "tapListeners":
     case "tapRate":

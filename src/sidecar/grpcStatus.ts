@@ -36,6 +36,7 @@ export const grpcCodeOf = (error: ProxyError): number => {
     case 403:
       return GrpcCode.permissionDenied
     case 413:
+    case 429:
       return GrpcCode.resourceExhausted
     case 400:
     case 414:

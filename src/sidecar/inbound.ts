@@ -19,9 +19,10 @@
 // authorized and observed like any other.
 //
 // Then the authorization policy decides (authorization.ts): a refused call never reaches the app;
-// an allowed one carries the caller's verified identity to it in `x-iip-mesh-client-id`.
+// an allowed one carries the caller's verified identity to it in `x-iip-mesh-client-id`. Then the
+// service's inbound rate limits (rateLimits.ts): a call over one never reaches the app either.
 import type { HandlerValue } from "../iip/dispatch.ts"
-import { failure, type IncomingRequest } from "../iip/server.ts"
+import { type Failure, failure, type IncomingRequest } from "../iip/server.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
@@ -57,6 +58,8 @@ export interface InboundOptions {
   readonly onInvalidHeaders?: OnInvalidHeader
   /** The authorization gate; none: every caller is allowed (the caller's identity still reaches the app). */
   readonly authorization?: InboundAuthorization
+  /** The inbound rate limits' check (rateLimits.ts): the refusal for a call over one, or undefined. */
+  readonly rateLimit?: (identity: string | undefined, remoteAddress: string, headers: ReadonlyArray<[string, string]>) => Failure | undefined
 }
 
 interface AppRequestHead {
@@ -143,6 +146,8 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
         const denied = options.authorization.check(peer, head.method, head.path, request.context.remoteAddress)
         if (denied !== undefined) return resolve(denied)
       }
+      const limited = options.rateLimit?.(peer, request.context.remoteAddress, head.headers)
+      if (limited !== undefined) return resolve(limited)
       // The filter dropped any the caller sent: the app sees the verified identity or nothing.
       if (peer !== undefined && isFieldValue(peer)) head.headers.push([CLIENT_ID_HEADER, peer])
       const { deadline, oneway, stream } = request.context

@@ -28,6 +28,7 @@ import { grpcTimeoutMs, isGrpc, sendGrpcError } from "./grpcStatus.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, trailersOf, withForwarded } from "./httpEnvelope.ts"
 import { AppErrorCode, ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 import { sendMirror } from "./mirror.ts"
+import { limitOutbound } from "./rateLimits.ts"
 import { type CompiledRoutes, noRoutes } from "./routes.ts"
 import { addStickyMember, chooseSubset } from "./routing.ts"
 import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
@@ -55,10 +56,10 @@ export const refusedOrDraining = (error: unknown): boolean =>
   (error instanceof ConnectFailed && error.refused === true) || (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
 
 /** Far-side errors that another endpoint would give too, or that end the request: not worth a retry. */
-const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest, AppErrorCode.forbidden])
+const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest, AppErrorCode.forbidden, AppErrorCode.rateLimited])
 
-/** The far side's policy refused the caller: a verdict, not a failure of the endpoint (no ejection). */
-const refusedByPolicy = (error: unknown): boolean => error instanceof RemoteError && error.code === AppErrorCode.forbidden
+/** The far side's policy or rate limit refused the caller: a verdict, not a failure of the endpoint (no ejection). */
+const refusedByPolicy = (error: unknown): boolean => error instanceof RemoteError && (error.code === AppErrorCode.forbidden || error.code === AppErrorCode.rateLimited)
 
 /** A failure of the try, not of the request: another endpoint may do better. */
 const transportFailure = (error: unknown): boolean =>
@@ -311,7 +312,11 @@ class OutboundExchange {
     observation.propagate(headers)
     // Target selection: the subset a route or the sticky baggage member names (none: the whole
     // service), then the balancer's endpoint within it.
-    const choice = chooseSubset(options.routes?.() ?? noRoutes, registry, service, method, target.uri, req.headers)
+    const routes = options.routes?.() ?? noRoutes
+    const choice = chooseSubset(routes, registry, service, method, target.uri, req.headers)
+    // Over a rate limit of the target (or of the route that matched): 429 before anything else (rateLimits.ts).
+    const limited = routes.limits === undefined ? undefined : limitOutbound(routes.limits, options.telemetry.metrics, service, choice?.route, req.headers, req.socket.remoteAddress ?? "")
+    if (limited !== undefined) throw limited
     let subset: string | undefined
     // The matched route's actions (routeActions.ts): its header modifiers, faults, timeout and retries.
     const actions = choice?.actions

@@ -1,7 +1,7 @@
 // Why a proxied request failed, as the app sees it (PROTOCOL.md §17.3): 502 when the upstream
 // failed, 503 when there is no endpoint or it is overloaded or draining, 504 when the deadline
 // passed, 403 when the callee's authorization policy refused the caller. Each carries the hop that failed and a short reason, in a JSON body and in the
-// `x-iip-mesh-error` header, so the app can act on it. A reason can come from the far side (a
+// `x-iip-mesh-error` header; 429 when a rate limit refused it (with retry-after), so the app can act on it. A reason can come from the far side (a
 // typed error's code): it is reduced to token characters and clamped before it reaches a header,
 // a log line or a metric label, and writing the answer never throws.
 import * as Data from "effect/Data"
@@ -17,11 +17,13 @@ import { MESH_ERROR_HEADER } from "./headerFilter.ts"
 export type Hop = "outbound" | "inbound" | "app"
 
 export class ProxyError extends Data.TaggedError("ProxyError")<{
-  /** 400, 403, 408, 413, 414, 502, 503 or 504; any 400-599 for a route's injected fault (routeActions.ts). */
+  /** 400, 403, 408, 413, 414, 429, 502, 503 or 504; any 400-599 for a route's injected fault (routeActions.ts). */
   readonly status: number
   readonly reason: string
   readonly hop: Hop
   readonly message: string
+  /** A 429's retry-after, whole seconds (default 1). */
+  readonly retryAfterSeconds?: number
 }> {}
 
 /** Mesh error codes the inbound sidecar uses for its app and for the requests it gives up on. */
@@ -35,7 +37,12 @@ export const AppErrorCode = {
    * answer, sent as processed so no endpoint of the service is tried again, and no failure of the
    * endpoint that gave it.
    */
-  forbidden: "forbidden"
+  forbidden: "forbidden",
+  /**
+   * A rate limit of the callee refused the call (src/sidecar/rateLimits.ts): final and processed,
+   * as forbidden is; its message ends "retry after N s".
+   */
+  rateLimited: "rate_limited"
 } as const
 
 
@@ -66,6 +73,10 @@ export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
         return new ProxyError({ status: 408, reason: error.code, hop: "inbound", message })
       case AppErrorCode.forbidden:
         return new ProxyError({ status: 403, reason: error.code, hop: "inbound", message })
+      case AppErrorCode.rateLimited: {
+        const after = /retry after (\d{1,5}) s$/.exec(message)
+        return new ProxyError({ status: 429, reason: error.code, hop: "inbound", message, retryAfterSeconds: after === null ? 1 : Number(after[1]) })
+      }
       default:
         return new ProxyError({ status: 502, reason: safeReason(error.code), hop: "inbound", message })
     }
@@ -86,13 +97,17 @@ export const sendProxyError = (res: ServerResponse, error: ProxyError): void => 
       "content-type": "application/json",
       "content-length": Buffer.byteLength(body),
       [MESH_ERROR_HEADER]: `${error.hop}; reason=${reason}`,
-      ...(error.status === 503 ? { "retry-after": "1" } : {})
+      ...retryAfterOf(error)
     })
     res.end(body)
   } catch {
     res.destroy()
   }
 }
+
+/** 503 (shed, no endpoint) and 429 (rate limited) say when to come back. */
+const retryAfterOf = (error: ProxyError): { readonly "retry-after"?: string } =>
+  error.status === 503 ? { "retry-after": "1" } : error.status === 429 ? { "retry-after": String(error.retryAfterSeconds ?? 1) } : {}
 
 const errorBody = (error: ProxyError, reason: string): string => JSON.stringify({ error: reason, message: clampMessage(error.message), hop: error.hop })
 
@@ -106,7 +121,7 @@ export const writeProxyError = (socket: net.Socket, error: ProxyError): void => 
   try {
     socket.end(
       `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-        `${MESH_ERROR_HEADER}: ${error.hop}; reason=${reason}\r\n${error.status === 503 ? "retry-after: 1\r\n" : ""}connection: close\r\n\r\n${body}`
+        `${MESH_ERROR_HEADER}: ${error.hop}; reason=${reason}\r\n${error.status === 503 || error.status === 429 ? `retry-after: ${retryAfterOf(error)["retry-after"]}\r\n` : ""}connection: close\r\n\r\n${body}`
     )
   } catch {
     socket.destroy()

@@ -18,15 +18,18 @@
 //         - { subset: v2, weight: 10 }
 //       sticky: baggage               # later hops follow the subset picked here (routing.ts)
 //       timeoutMs: 2000               # and its actions: timeout, retries, requestHeaders, fault (routeActions.ts)
+//   rateLimits:                       # token buckets (rateLimits.ts)
+//     - { name: pricing-cap, service: pricing, perSecond: 100 }
 import * as Data from "effect/Data"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
 import type { IncomingHttpHeaders } from "node:http"
 import { queryValue } from "../balancer/pickers.ts"
-import { isSubsetLabel } from "../balancer/subsets.ts"
 import { WeightedRoundRobin } from "../balancer/weightedRoundRobin.ts"
 import { compileActions, RouteActionFields, type RouteActions } from "./routeActions.ts"
+import { compileRateLimits, DEFAULT_RATE_LIMIT_KEYS, rateLimitProblems, RateLimitSpec, type RateLimits } from "./rateLimits.ts"
+import { HEADER_NAME, Label, ServiceName } from "./routeFields.ts"
 
 /** Routes in one document, at most. */
 export const MAX_ROUTES = 256
@@ -37,12 +40,7 @@ export const MAX_REGEX_LENGTH = 256
 
 export class RoutesInvalid extends Data.TaggedError("RoutesInvalid")<{ readonly message: string; readonly problems: ReadonlyArray<string> }> {}
 
-const Label = Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) => (isSubsetLabel(text) ? undefined : `Expected a label (1-63 of A-Z a-z 0-9 . _ -), got ${JSON.stringify(text.slice(0, 80))}`))))
-const ServiceName = Schema.String.pipe(
-  Schema.check(Schema.makeFilter((text: string) => (/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/.test(text) ? undefined : `Expected a service name (a DNS label: a-z, 0-9, -), got ${JSON.stringify(text.slice(0, 80))}`)))
-)
 const Text = Schema.String.pipe(Schema.check(Schema.isMaxLength(1024)))
-const HeaderName = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/
 
 /** A record of at most MAX_LIST names (checked by `nameOk`) to exact values. */
 const Conditions = (what: string, nameOk: (name: string) => boolean) =>
@@ -76,9 +74,9 @@ const PathMatch = Schema.Struct({
 const Match = Schema.Struct({
   path: Schema.optionalKey(PathMatch),
   method: Schema.optionalKey(Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) => (/^[A-Z]{1,16}$/.test(text) ? undefined : `Expected an HTTP method in capitals, got ${JSON.stringify(text.slice(0, 80))}`))))),
-  headers: Schema.optionalKey(Conditions("headers", (name) => HeaderName.test(name))),
+  headers: Schema.optionalKey(Conditions("headers", (name) => HEADER_NAME.test(name))),
   query: Schema.optionalKey(Conditions("query parameters", (name) => name.length > 0 && name.length <= 256)),
-  baggage: Schema.optionalKey(Conditions("baggage members", (name) => HeaderName.test(name)))
+  baggage: Schema.optionalKey(Conditions("baggage members", (name) => HEADER_NAME.test(name)))
 })
 
 const SplitEntry = Schema.Struct({
@@ -106,8 +104,11 @@ const RoutesDocument = Schema.Struct({
       const twice = routes.find((route) => seen.size === seen.add(route.name).size)
       return twice === undefined ? undefined : `Expected route names to be unique, got ${JSON.stringify(twice.name)} twice`
     }))
-  )
-})
+  ),
+  rateLimits: Schema.optionalKey(Schema.Array(RateLimitSpec).pipe(Schema.check(Schema.isMaxLength(MAX_ROUTES))))
+}).pipe(Schema.check(Schema.makeFilter((document: { readonly routes: ReadonlyArray<{ readonly name: string; readonly service: string }>; readonly rateLimits?: ReadonlyArray<RateLimitSpec> }) =>
+  document.rateLimits === undefined ? undefined : rateLimitProblems(document.rateLimits, document.routes)
+)))
 
 export type RoutesDocument = typeof RoutesDocument.Type
 type RouteSpec = RoutesDocument["routes"][number]
@@ -124,9 +125,10 @@ export const parseRoutesDocument = (value: unknown): Result.Result<RoutesDocumen
     const path = (issue.path ?? []).map((p) => String(typeof p === "object" && p !== null && "key" in p ? p.key : p))
     // routes.3.split.0.weight -> routes[3] (its name, when it has one).split[0].weight
     const where = path.map((key, i) => (/^\d+$/.test(key) ? `[${key}]` : i === 0 ? key : `.${key}`)).join("")
-    const index = path[0] === "routes" && /^\d+$/.test(path[1] ?? "") ? Number(path[1]) : undefined
-    const name = index === undefined ? undefined : (value as { routes?: Array<{ name?: unknown }> }).routes?.[index]?.name
-    const named = typeof name === "string" ? ` (route ${JSON.stringify(name.slice(0, 63))})` : ""
+    const list = path[0] === "routes" || path[0] === "rateLimits" ? path[0] : undefined
+    const index = list !== undefined && /^\d+$/.test(path[1] ?? "") ? Number(path[1]) : undefined
+    const name = index === undefined ? undefined : (value as Record<string, Array<{ name?: unknown }> | undefined>)[list!]?.[index]?.name
+    const named = typeof name === "string" ? ` (${list === "routes" ? "route" : "rate limit"} ${JSON.stringify(name.slice(0, 63))})` : ""
     return `${where === "" ? "document" : where}${named}: ${issue.message}`
   })
   return Result.fail(new RoutesInvalid({ message: `not a valid routes file:\n  ${problems.join("\n  ")}`, problems }))
@@ -199,13 +201,20 @@ const compileRoute = (spec: RouteSpec): CompiledRoute => {
   }
 }
 
-/** The routes of a document per target service, in document order; `source` describes them for the log. */
+/** The routes of a document per target service, in document order, and its rate limits; `source` describes them for the log. */
 export interface CompiledRoutes {
   readonly byService: ReadonlyMap<string, ReadonlyArray<CompiledRoute>>
+  /** Undefined when the document has none. */
+  readonly limits: RateLimits | undefined
   readonly source: string
 }
 
-export const compileRoutes = (document: RoutesDocument): CompiledRoutes => {
+export interface CompileOptions {
+  /** Buckets per keyed rate limit at most (rateLimits.ts). */
+  readonly rateLimitKeys?: number
+}
+
+export const compileRoutes = (document: RoutesDocument, options: CompileOptions = {}): CompiledRoutes => {
   const byService = new Map<string, Array<CompiledRoute>>()
   for (const spec of document.routes) {
     const list = byService.get(spec.service)
@@ -213,7 +222,12 @@ export const compileRoutes = (document: RoutesDocument): CompiledRoutes => {
     else list.push(compileRoute(spec))
   }
   const count = document.routes.length
-  return { byService, source: `${count} route${count === 1 ? "" : "s"} for ${byService.size} service${byService.size === 1 ? "" : "s"}` }
+  const limitCount = document.rateLimits?.length ?? 0
+  return {
+    byService,
+    limits: compileRateLimits(document.rateLimits, options.rateLimitKeys ?? DEFAULT_RATE_LIMIT_KEYS),
+    source: `${count} route${count === 1 ? "" : "s"} for ${byService.size} service${byService.size === 1 ? "" : "s"}${limitCount === 0 ? "" : `, ${limitCount} rate limit${limitCount === 1 ? "" : "s"}`}`
+  }
 }
 
-export const noRoutes: CompiledRoutes = { byService: new Map(), source: "no routes" }
+export const noRoutes: CompiledRoutes = { byService: new Map(), limits: undefined, source: "no routes" }

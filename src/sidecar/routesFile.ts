@@ -8,7 +8,7 @@ import * as Data from "effect/Data"
 import * as Result from "effect/Result"
 import { type DocumentWatch, readDocumentFile, watchDocumentFile } from "../iip/documentFile.ts"
 import type { Log } from "../iip/log.ts"
-import { type CompiledRoutes, compileRoutes, parseRoutesDocument } from "./routes.ts"
+import { type CompiledRoutes, type CompileOptions, compileRoutes, parseRoutesDocument } from "./routes.ts"
 
 /** A routes file larger than this is refused unread. */
 export const MAX_ROUTES_FILE_BYTES = 1024 * 1024
@@ -23,22 +23,24 @@ export interface RoutesFileOptions {
   readonly log: Log
   /** How long a burst of watch events is let settle before the file is read (default 50 ms). */
   readonly debounceMs?: number
+  /** How the routes are compiled (the rate limits' bucket bound). */
+  readonly compile?: CompileOptions
 }
 
 /** Reads, parses, checks and compiles the file: its routes, or why not (naming the file). */
-export const readRoutesFile = async (path: string): Promise<Result.Result<CompiledRoutes, RoutesFileInvalid>> => {
+export const readRoutesFile = async (path: string, compile: CompileOptions = {}): Promise<Result.Result<CompiledRoutes, RoutesFileInvalid>> => {
   const parsed = await readDocumentFile(path, MAX_ROUTES_FILE_BYTES, "routes file")
   if (Result.isFailure(parsed)) return Result.fail(new RoutesFileInvalid({ path, message: `${path}: ${parsed.failure}` }))
   const document = parseRoutesDocument(parsed.success)
   if (Result.isFailure(document)) return Result.fail(new RoutesFileInvalid({ path, message: `${path}: ${document.failure.message}` }))
-  return Result.succeed(compileRoutes(document.success))
+  return Result.succeed(compileRoutes(document.success, compile))
 }
 
 /** Loads the file (failing when it holds no valid routes) and keeps its routes current until `close`. */
 export const watchRoutesFile = (options: RoutesFileOptions): Promise<Result.Result<DocumentWatch<CompiledRoutes>, RoutesFileInvalid>> =>
   watchDocumentFile({
     path: options.path,
-    read: () => readRoutesFile(options.path),
+    read: () => readRoutesFile(options.path, options.compile),
     describe: (routes) => routes.source,
     event: "routes",
     pollMs: options.pollMs,

@@ -35,6 +35,7 @@ import type { SidecarTelemetry } from "./observe.ts"
 import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
 import { acceptH2c } from "./outboundH2.ts"
 import { makeUpgradeHandler } from "./outboundUpgrade.ts"
+import { makeInboundLimiter } from "./rateLimits.ts"
 import { type RoutesFileInvalid, watchRoutesFile } from "./routesFile.ts"
 
 export interface HostPort {
@@ -220,7 +221,7 @@ const watchPolicy = (config: SidecarConfig, telemetry: SidecarTelemetry, log: Lo
 /** The routes file, loaded (the start fails when it holds no valid routes) and watched until the Scope closes. */
 const watchRoutes = (config: SidecarConfig, log: Log) =>
   Effect.acquireRelease(
-    Effect.promise(() => watchRoutesFile({ path: config.routes!, pollMs: config.routesPollMs, log })).pipe(
+    Effect.promise(() => watchRoutesFile({ path: config.routes!, pollMs: config.routesPollMs, log, compile: { rateLimitKeys: config.rateLimitKeys } })).pipe(
       Effect.flatMap((loaded) => (Result.isSuccess(loaded) ? Effect.succeed(loaded.success) : Effect.fail(loaded.failure)))
     ),
     (watch) => Effect.sync(() => watch.close())
@@ -284,6 +285,9 @@ export const make = (
       log
     })
 
+    // Routes and rate limits (routes.ts): the file's, kept current; none: only a sticky baggage member picks a subset.
+    const routes = config.routes === null ? undefined : yield* watchRoutes(config, log)
+
     // The app leg: its pool closes after the inbound server has drained (finalizers run in reverse).
     const appLeg = config.app === null ? undefined : makeInboundHandler({
       service: config.service,
@@ -296,7 +300,8 @@ export const make = (
       appProtocol: config.appProtocol,
       maxAnswerBytes: config.maxWholeBodyBytes,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
-      authorization
+      authorization,
+      ...(routes === undefined ? {} : { rateLimit: makeInboundLimiter(() => routes.current().limits, telemetry.metrics, config.service) })
     })
     if (appLeg !== undefined) yield* Effect.addFinalizer(() => Effect.promise(() => appLeg.close()))
 
@@ -346,7 +351,6 @@ export const make = (
     const onAccess = config.accessLog
       ? (record: AccessRecord) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`)
       : undefined
-    const routes = config.routes === null ? undefined : yield* watchRoutes(config, log)
     const outboundOptions = {
       registry,
       ...(routes === undefined ? {} : { routes: routes.current }),

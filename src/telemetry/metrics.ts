@@ -28,6 +28,8 @@
 //                                                                     the refusal's reason (src/iip/tls.ts)
 //   iip_mesh_plain_connections_total{result}                          counter: plain IIP peers accepted (permissive)
 //                                                                     or refused (mtls on)
+//   iip_mesh_rate_limited_total{direction,service,limit}              counter: requests a rate limit answered 429
+//                                                                     (src/sidecar/rateLimits.ts; limit: its name)
 //   iip_mesh_uncaught_errors_total{kind}                              counter: exceptions and rejections
 //                                                                     nothing handled, that the process survived
 //   iip_mesh_route_requests_total{service,route,outcome}              counter: served requests per route (golden.ts:
@@ -113,6 +115,8 @@ export interface MeshMetrics {
   authzPolicyReloaded(result: "ok" | "invalid"): void
   /** A TLS handshake with a peer ended: `result` "ok" or the refusal's reason (a fixed set of tokens). */
   tlsHandshake(direction: Direction, result: string): void
+  /** A rate limit (its name, from the routes document) answered a request to `service` with 429. */
+  rateLimited(direction: Direction, service: string, limit: string): void
   /** A plain IIP peer was taken (permissive mode) or refused (mtls on). */
   plainConnection(result: "accepted" | "refused"): void
   /** Where the connection and channel gauges are read at each scrape (the sidecar's server and clients). */
@@ -339,6 +343,9 @@ const processMetrics = (): Registry => {
 
 const directions: ReadonlyArray<Direction> = ["outbound", "inbound"]
 
+/** Rate limit series at most; later ones share service and limit "_other". */
+const MAX_RATE_LIMIT_SERIES = 1000
+
 export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const maxServices = options.maxServices ?? 500
   const registry = new Registry()
@@ -348,6 +355,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const authzDenied = new Map<string, Tally>()
   const policyReloads = { ok: tally({ result: "ok" }), invalid: tally({ result: "invalid" }) }
   const handshakes = new Map<string, Tally>()
+  const rateLimited = new Map<string, Tally>()
   const plainConnections = { accepted: tally({ result: "accepted" }), refused: tally({ result: "refused" }) }
   let readConnections: () => Record<Direction, ConnectionCounts> = () => ({ outbound: { connections: 0, channels: 0 }, inbound: { connections: 0, channels: 0 } })
   const connectionGauge = (field: keyof ConnectionCounts) => () => {
@@ -381,6 +389,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_authz_denied_total", "Inbound calls the authorization policy refused with 403, by the reason of its verdict.", ["service", "reason"], () => authzDenied.values())
   fromTallies(registry, "counter", "iip_mesh_authz_policy_reloads_total", "Re-reads of the authorization policy file: ok, or invalid (the last good policy stays in force).", ["result"], () => [policyReloads.ok, policyReloads.invalid])
   fromTallies(registry, "counter", "iip_mesh_tls_handshakes_total", "Mesh TLS handshakes, by direction and result (ok, or why the peer was refused).", ["direction", "result"], () => handshakes.values())
+  fromTallies(registry, "counter", "iip_mesh_rate_limited_total", "Requests a rate limit answered with 429, by direction, service and the limit's name.", ["direction", "service", "limit"], () => rateLimited.values())
   fromTallies(registry, "counter", "iip_mesh_plain_connections_total", "Plain IIP peers accepted (mtls permissive) or refused (mtls on).", ["result"], () => Object.values(plainConnections))
   const golden = makeGolden({ maxServices, ...options.golden })
   const outcomes = (labels: Labels, totals: GoldenSeries["totals"]): Array<Tally> => [
@@ -448,6 +457,18 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
       if (t === undefined) {
         t = tally({ direction, result })
         handshakes.set(key, t)
+      }
+      t.value++
+    },
+    rateLimited: (direction, service, limit) => {
+      const key = `${direction} ${service} ${limit}`
+      let t = rateLimited.get(key)
+      if (t === undefined) {
+        // Names come from the routes document (bounded), but reloads may bring new ones: capped.
+        const capped = rateLimited.size < MAX_RATE_LIMIT_SERIES ? { direction, service, limit } : { direction, service: "_other", limit: "_other" }
+        const cappedKey = `${capped.direction} ${capped.service} ${capped.limit}`
+        t = rateLimited.get(cappedKey) ?? tally(capped)
+        rateLimited.set(cappedKey, t)
       }
       t.value++
     },
