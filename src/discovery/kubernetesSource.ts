@@ -21,16 +21,12 @@
 // the read-only listener), when the Service names one, is the pods' admin control port (admin
 // federation, src/admin/federation.ts).
 //
-// Reconnecting: the informer itself re-opens a watch that the server closes (from the last
-// resourceVersion; a 410 Gone makes it list again). When it gives up and reports an error (the
-// API server unreachable, 5xx, 403), this source throws the informer away and starts a new one —
-// a fresh list and watch — after a backoff (retryMs doubling up to maxRetryMs; an informer that
-// lived at least maxRetryMs before failing starts the series again). The last reported
-// set stays meanwhile. Changes are coalesced: a list of many slices gives one Reset, and a Reset is
-// only emitted when the set differs from the last one.
-import { DiscoveryV1Api, KubeConfig, makeInformer, type Informer, type ObjectCache, type V1EndpointSlice } from "@kubernetes/client-node"
+// Reconnecting and coalescing: kubernetesWatch.ts. The last reported set stays while the watch is
+// down, and a Reset is only emitted when the set differs from the last one.
+import { DiscoveryV1Api, KubeConfig, type V1EndpointSlice } from "@kubernetes/client-node"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
+import { watchKubernetes } from "./kubernetesWatch.ts"
 import { endpointKey, type DiscoveredEndpoint, type DiscoverySource } from "./types.ts"
 
 export interface KubernetesSourceOptions {
@@ -163,88 +159,32 @@ export const kubernetesSource = (options: KubernetesSourceOptions): DiscoverySou
     const kubeConfig = options.kubeConfig ?? inClusterConfig()
     const api = kubeConfig.makeApiClient(DiscoveryV1Api)
     const labelSelector = `${serviceNameLabel}=${kubernetesService}`
-    const path = endpointSlicesPath(namespace)
-
-    let stopped = false
-    let informer: (Informer<V1EndpointSlice> & ObjectCache<V1EndpointSlice>) | undefined
-    let listed = false
-    let failures = 0
-    let restartTimer: ReturnType<typeof setTimeout> | undefined
-    let flushScheduled = false
     let lastReported: string | undefined
-
-    // After a batch of informer events (a whole list arrives as one synchronous run of "add"s),
-    // report the set once, and only when it changed.
-    const flush = (): void => {
-      flushScheduled = false
-      if (stopped || informer === undefined || !listed) return
-      const endpoints = endpointsOfSlices(informer.list(namespace), {
-        service,
-        portName,
-        weightAnnotation,
-        trustDomain: options.trustDomain,
-        ...(options.identityLabel === undefined ? {} : { identityLabel: options.identityLabel }),
-        noPort: (slice) => log("discovery.kubernetes-no-port", { service, namespace, kubernetesService, slice, portName })
-      })
-      const fingerprint = JSON.stringify(endpoints)
-      if (fingerprint === lastReported) return
-      lastReported = fingerprint
-      emit({ _tag: "Reset", service, endpoints })
-    }
-    const scheduleFlush = (): void => {
-      if (flushScheduled) return
-      flushScheduled = true
-      setImmediate(flush)
-    }
-
-    const startInformer = (): void => {
-      listed = false
-      const current = makeInformer<V1EndpointSlice>(
-        kubeConfig,
-        path,
-        async () => {
-          const list = await api.listNamespacedEndpointSlice({ namespace, labelSelector })
-          // Stopped while listing: fail the list so this informer does not go on to watch.
-          if (stopped || informer !== current) throw new Error("kubernetes source stopped")
-          listed = true
-          scheduleFlush()
-          return list
-        },
-        labelSelector
-      )
-      informer = current
-      const startedAt = Date.now()
-      const onChange = (): void => {
-        if (informer === current) scheduleFlush()
-        else void current.stop() // a stale informer whose watch opened after it was stopped
-      }
-      current.on("add", onChange)
-      current.on("update", onChange)
-      current.on("delete", onChange)
-      current.on("error", (error?: unknown) => {
-        void current.stop()
-        if (stopped || informer !== current) return
-        // An informer that ran for a while before failing starts a new series of retries.
-        if (Date.now() - startedAt >= maxRetryMs) failures = 0
-        failures += 1
-        const delayMs = Math.min(maxRetryMs, retryMs * 2 ** (failures - 1))
-        log("discovery.kubernetes-failed", { service, namespace, kubernetesService, message: messageOf(error), failures, retryInMs: delayMs })
-        restartTimer = setTimeout(() => {
-          if (!stopped) startInformer()
-        }, delayMs)
-      })
-      current.start().catch((error: unknown) => {
-        if (!stopped && informer === current) log("discovery.kubernetes-failed", { service, namespace, kubernetesService, message: messageOf(error), failures })
-      })
-    }
-
-    startInformer()
-    return () => {
-      stopped = true
-      clearTimeout(restartTimer)
-      const last = informer
-      informer = undefined
-      void last?.stop()
-    }
+    return watchKubernetes<V1EndpointSlice>({
+      kubeConfig,
+      path: endpointSlicesPath(namespace),
+      namespace,
+      labelSelector,
+      list: () => api.listNamespacedEndpointSlice({ namespace, labelSelector }),
+      retryMs,
+      maxRetryMs,
+      // Reported only when the set differs from the last one.
+      onChange: (slices) => {
+        const endpoints = endpointsOfSlices(slices, {
+          service,
+          portName,
+          weightAnnotation,
+          trustDomain: options.trustDomain,
+          ...(options.identityLabel === undefined ? {} : { identityLabel: options.identityLabel }),
+          noPort: (slice) => log("discovery.kubernetes-no-port", { service, namespace, kubernetesService, slice, portName })
+        })
+        const fingerprint = JSON.stringify(endpoints)
+        if (fingerprint === lastReported) return
+        lastReported = fingerprint
+        emit({ _tag: "Reset", service, endpoints })
+      },
+      onFailed: (error, failures, retryInMs) =>
+        log("discovery.kubernetes-failed", { service, namespace, kubernetesService, message: messageOf(error), failures, ...(retryInMs === undefined ? {} : { retryInMs }) })
+    })
   }
 })
