@@ -269,6 +269,14 @@ export const SidecarConfigSchema = Schema.Struct({
   routes: Schema.NullOr(Schema.NonEmptyString),
   /** The routes file is stat'ed this often besides the directory watch (which can miss events). */
   routesPollMs: PositiveMs,
+  /**
+   * Namespaces whose Gateway API HTTPRoutes attached to Services are watched (in-cluster) and
+   * applied after the routes file's (src/sidecar/kubernetesRoutes.ts). Optional in the type, as
+   * `kubernetes` is.
+   */
+  kubernetesRoutes: Schema.optionalKey(Schema.Array(Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) =>
+    /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/.test(text) ? undefined : `Expected a namespace (a DNS label), got ${JSON.stringify(text.slice(0, 80))}`
+  ))))),
   /** Buckets one keyed rate limit keeps at most (src/sidecar/rateLimits.ts); later keys share one. */
   rateLimitKeys: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 }))),
   /** How the inbound side speaks to its app: HTTP/1.1, or cleartext HTTP/2 (gRPC apps). */
@@ -364,6 +372,7 @@ export const settings = [
   { key: "routesPollMs", env: "IIP_MESH_ROUTES_POLL", flag: "--routes-poll", help: "the routes file is checked this often besides its watch (default 5s)" },
   { key: "appProtocol", env: "IIP_MESH_APP_PROTOCOL", flag: "--app-protocol", help: "how the inbound side speaks to the app: http1 or h2c (cleartext HTTP/2, for gRPC apps; default http1)" },
   { key: "h2MaxStreams", env: "IIP_MESH_H2_MAX_STREAMS", flag: "--h2-max-streams", help: "streams open at once on one HTTP/2 connection from the app (default 256)" },
+  { key: "kubernetesRoutes", env: "IIP_MESH_KUBERNETES_ROUTES", flag: "--kubernetes-routes", help: "namespaces whose HTTPRoutes (attached to Services) apply as routes, in-cluster, comma-separated or repeated (default none)" },
   { key: "rateLimitKeys", env: "IIP_MESH_RATE_LIMIT_KEYS", flag: "--rate-limit-keys", help: "buckets one keyed rate limit keeps (per caller or header value) at most; later values share one (default 1024)" }
 ] as const
 
@@ -454,6 +463,7 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   routesPollMs: 5_000,
   appProtocol: "http1",
   h2MaxStreams: 256,
+  kubernetesRoutes: [],
   rateLimitKeys: 1024
 })
 
@@ -507,6 +517,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
         values.flatMap((v) => v.split(",")).map((e) => e.trim()).filter((e) => e !== "").map((e) => [e.slice(0, Math.max(0, e.indexOf("="))), e.slice(e.indexOf("=") + 1)])
       )
     case "dnsServers":
+    case "kubernetesRoutes":
       return values.flatMap((v) => v.split(",")).map((e) => e.trim()).filter((e) => e !== "")
     case "requestTimeoutMs":
     case "drainTimeoutMs":

@@ -97,12 +97,13 @@ export class OutboundObservation {
     this.span = span
   }
 
-  /** A route (or the sticky baggage member: route "baggage") sent the request to a subset (routing.ts). */
-  routed(route: string, subset: string): void {
+  /** A route (or the sticky baggage member: route "baggage") sent the request to a subset, or another service (routing.ts). */
+  routed(route: string, backend: string, subset: string | undefined): void {
     const span = this.span
     if (span === undefined || !span.sampled) return
     span.attributes["iip_mesh.route"] = route
-    span.attributes["iip_mesh.subset"] = subset
+    if (backend !== this.target) span.attributes["iip_mesh.backend"] = backend
+    if (subset !== undefined) span.attributes["iip_mesh.subset"] = subset
   }
 
   /** Puts this span's context into the headers that cross IIP (replacing the app's). */

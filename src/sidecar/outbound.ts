@@ -305,7 +305,7 @@ class OutboundExchange {
     const { registry } = options
     const target = targetOf(req)
     this.target = target
-    const service = target.service
+    let service = target.service
     observation.begin(service, target.uri)
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.socket.remoteAddress ?? "", target.authority)
@@ -322,9 +322,11 @@ class OutboundExchange {
     const actions = choice?.actions
     if (choice !== undefined) {
       subset = choice.subset
-      observation.routed(choice.route, subset)
+      // A split over services (HTTPRoute backendRefs): the balancer picks among the other service's endpoints.
+      if (choice.service !== undefined) service = choice.service
+      observation.routed(choice.route, service, subset)
       actions?.modifyHeaders?.(headers)
-      if (choice.stick) addStickyMember(headers, subset)
+      if (choice.stick) addStickyMember(headers, subset!)
     }
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.

@@ -16,6 +16,7 @@
 //       split:                        # weights 0-1000 (at least one above 0)
 //         - { subset: v1, weight: 90 }
 //         - { subset: v2, weight: 10 }
+//         - { service: pricing-next, weight: 0 }   # another service (subset: one of its subsets)
 //       sticky: baggage               # later hops follow the subset picked here (routing.ts)
 //       timeoutMs: 2000               # and its actions: timeout, retries, requestHeaders, fault (routeActions.ts)
 //   rateLimits:                       # token buckets (rateLimits.ts)
@@ -79,10 +80,14 @@ const Match = Schema.Struct({
   baggage: Schema.optionalKey(Conditions("baggage members", (name) => HEADER_NAME.test(name)))
 })
 
+/** A share of the split: a subset of the route's service, another service (all of it, or one of its subsets). */
 const SplitEntry = Schema.Struct({
-  subset: Label,
+  subset: Schema.optionalKey(Label),
+  service: Schema.optionalKey(ServiceName),
   weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 1000 })))
-})
+}).pipe(Schema.check(Schema.makeFilter((entry: { readonly subset?: string; readonly service?: string }) =>
+  entry.subset !== undefined || entry.service !== undefined ? undefined : "Expected a subset, a service, or both"
+)))
 
 const Route = Schema.Struct({
   name: Label,
@@ -176,27 +181,36 @@ const matcherOf = (spec: MatchSpec): Matcher => {
   }
 }
 
+/** Where a share of a split goes: a subset of the route's service, or another service (or a subset of it). */
+export interface Backend {
+  readonly subset?: string
+  readonly service?: string
+}
+
 /** One route, compiled: its matchers and the smooth weighted round-robin over its split. */
 export interface CompiledRoute {
   readonly name: string
   readonly service: string
+  /** Where it came from: "file", or "HTTPRoute NAMESPACE/NAME" (kubernetesRoutes.ts). */
+  readonly source: string
   readonly sticky: boolean
   readonly matches: (request: RouteRequest) => boolean
-  /** The next subset of the split: spread exactly in proportion to the weights, not at random. */
-  readonly nextSubset: () => string
+  /** The next share of the split: spread exactly in proportion to the weights, not at random. */
+  readonly nextBackend: () => Backend
   /** What it does to its requests besides (routeActions.ts); undefined: nothing. */
   readonly actions: RouteActions | undefined
 }
 
-const compileRoute = (spec: RouteSpec): CompiledRoute => {
+const compileRoute = (spec: RouteSpec, source: string): CompiledRoute => {
   const matchers = (spec.matches ?? []).map(matcherOf)
   const split = new WeightedRoundRobin(spec.split)
   return {
     name: spec.name,
     service: spec.service,
+    source,
     sticky: spec.sticky === "baggage",
     matches: matchers.length === 0 ? () => true : (request) => matchers.some((match) => match(request)),
-    nextSubset: () => split.pick()!.subset,
+    nextBackend: () => split.pick()!,
     actions: compileActions(spec)
   }
 }
@@ -212,14 +226,18 @@ export interface CompiledRoutes {
 export interface CompileOptions {
   /** Buckets per keyed rate limit at most (rateLimits.ts). */
   readonly rateLimitKeys?: number
+  /** Where a route came from (default "file"). */
+  readonly sourceOf?: (route: string) => string
 }
 
 export const compileRoutes = (document: RoutesDocument, options: CompileOptions = {}): CompiledRoutes => {
   const byService = new Map<string, Array<CompiledRoute>>()
+  const sourceOf = options.sourceOf ?? (() => "file")
   for (const spec of document.routes) {
+    const route = compileRoute(spec, sourceOf(spec.name))
     const list = byService.get(spec.service)
-    if (list === undefined) byService.set(spec.service, [compileRoute(spec)])
-    else list.push(compileRoute(spec))
+    if (list === undefined) byService.set(spec.service, [route])
+    else list.push(route)
   }
   const count = document.routes.length
   const limitCount = document.rateLimits?.length ?? 0
@@ -231,3 +249,31 @@ export const compileRoutes = (document: RoutesDocument, options: CompileOptions 
 }
 
 export const noRoutes: CompiledRoutes = { byService: new Map(), limits: undefined, source: "no routes" }
+
+/** Two sets of routes in force together: per service the first's routes, then the second's; the first's rate limits. */
+export const mergeRoutes = (first: CompiledRoutes, second: CompiledRoutes): CompiledRoutes => {
+  const byService = new Map(first.byService)
+  for (const [service, routes] of second.byService) byService.set(service, [...(byService.get(service) ?? []), ...routes])
+  return { byService, limits: first.limits, source: `${first.source}; ${second.source}` }
+}
+
+/**
+ * The routes in force from a file and from Kubernetes (either may be absent: undefined when both
+ * are), merged again only when one of them changed: a request pays two calls and two comparisons.
+ */
+export const routesInForce = (file: (() => CompiledRoutes) | undefined, kubernetes: (() => CompiledRoutes) | undefined): (() => CompiledRoutes) | undefined => {
+  if (file === undefined || kubernetes === undefined) return file ?? kubernetes
+  let lastFile = file()
+  let lastKubernetes = kubernetes()
+  let merged = mergeRoutes(lastFile, lastKubernetes)
+  return () => {
+    const nowFile = file()
+    const nowKubernetes = kubernetes()
+    if (nowFile !== lastFile || nowKubernetes !== lastKubernetes) {
+      lastFile = nowFile
+      lastKubernetes = nowKubernetes
+      merged = mergeRoutes(nowFile, nowKubernetes)
+    }
+    return merged
+  }
+}

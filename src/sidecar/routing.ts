@@ -49,7 +49,10 @@ export const baggageMembers = (header: string | undefined): ReadonlyMap<string, 
  * journey's subset, not its own routes).
  */
 export interface SubsetChoice {
-  readonly subset: string
+  /** Undefined: the whole service. */
+  readonly subset: string | undefined
+  /** Another service than the target, when the route's split says so. */
+  readonly service?: string
   readonly route: string
   readonly stick: boolean
   readonly actions?: RouteActions
@@ -92,7 +95,13 @@ export const chooseSubset = (
   const request: RouteRequest = { method, uri, path: pathOf(uri), headers, baggage: () => (members ??= baggageMembers(header)) }
   for (const route of list) {
     if (!route.matches(request)) continue
-    const choice = { subset: route.nextSubset(), route: route.name, stick: route.sticky && members?.has(STICKY_MEMBER) !== true }
+    const backend = route.nextBackend()
+    const choice: SubsetChoice = {
+      subset: backend.subset,
+      ...(backend.service === undefined ? {} : { service: backend.service }),
+      route: route.name,
+      stick: backend.subset !== undefined && route.sticky && members?.has(STICKY_MEMBER) !== true
+    }
     return route.actions === undefined ? choice : { ...choice, actions: route.actions }
   }
   return undefined

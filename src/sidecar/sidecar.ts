@@ -3,6 +3,7 @@
 // credentials, every connection between sidecars runs inside mutual TLS (meshTls.ts). Its lifetime is a Scope: closing it
 // (SIGTERM) turns it not ready, drains the IIP connections, lets in-flight requests finish
 // within the drain timeout, then closes everything.
+import type { KubeConfig } from "@kubernetes/client-node"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
@@ -36,6 +37,7 @@ import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
 import { acceptH2c } from "./outboundH2.ts"
 import { makeUpgradeHandler } from "./outboundUpgrade.ts"
 import { makeInboundLimiter } from "./rateLimits.ts"
+import { routesInForce } from "./routes.ts"
 import { type RoutesFileInvalid, watchRoutesFile } from "./routesFile.ts"
 
 export interface HostPort {
@@ -77,6 +79,8 @@ export interface SidecarOptions {
   readonly credentials?: CredentialSource
   /** The port of this sidecar's admin control listener, announced to discovery beside the inbound address (admin federation). */
   readonly adminPort?: number
+  /** Where the Kubernetes API server is, for the HTTPRoute watch (tests); in-cluster by default. */
+  readonly kubeConfig?: KubeConfig
 }
 
 /** Metadata blocks up to this size, on both ends (PROTOCOL.md §17.1): HTTP heads can be larger than the library's 8 KiB default. */
@@ -227,6 +231,26 @@ const watchRoutes = (config: SidecarConfig, log: Log) =>
     (watch) => Effect.sync(() => watch.close())
   )
 
+/**
+ * The HTTPRoutes of --kubernetes-routes' namespaces, watched until the Scope closes; the Kubernetes
+ * client is loaded only then. A parent Service that --kubernetes maps to a mesh service is that service.
+ */
+const watchHttpRoutes = (config: SidecarConfig, options: SidecarOptions, log: Log) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const { watchKubernetesRoutes } = await import("./kubernetesRoutes.ts")
+      const meshNames = new Map(Object.entries(config.kubernetes ?? {}).map(([mesh, namespaced]) => [namespaced, mesh]))
+      return watchKubernetesRoutes({
+        namespaces: config.kubernetesRoutes ?? [],
+        meshNameOf: (namespace, name) => meshNames.get(`${namespace}/${name}`) ?? name,
+        log,
+        compile: { rateLimitKeys: config.rateLimitKeys },
+        ...(options.kubeConfig === undefined ? {} : { kubeConfig: options.kubeConfig })
+      })
+    }),
+    (watch) => Effect.sync(() => watch.close())
+  )
+
 export const make = (
   config: SidecarConfig,
   log: Log = stderrLog,
@@ -285,8 +309,10 @@ export const make = (
       log
     })
 
-    // Routes and rate limits (routes.ts): the file's, kept current; none: only a sticky baggage member picks a subset.
-    const routes = config.routes === null ? undefined : yield* watchRoutes(config, log)
+    // Routes and rate limits (routes.ts): the file's and the HTTPRoutes', kept current; none: only a sticky baggage member picks a subset.
+    const fileRoutes = config.routes === null ? undefined : yield* watchRoutes(config, log)
+    const kubernetesRoutes = (config.kubernetesRoutes ?? []).length === 0 ? undefined : yield* watchHttpRoutes(config, options, log)
+    const routes = routesInForce(fileRoutes?.current, kubernetesRoutes?.current)
 
     // The app leg: its pool closes after the inbound server has drained (finalizers run in reverse).
     const appLeg = config.app === null ? undefined : makeInboundHandler({
@@ -301,7 +327,7 @@ export const make = (
       maxAnswerBytes: config.maxWholeBodyBytes,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
       authorization,
-      ...(routes === undefined ? {} : { rateLimit: makeInboundLimiter(() => routes.current().limits, telemetry.metrics, config.service) })
+      ...(routes === undefined ? {} : { rateLimit: makeInboundLimiter(() => routes().limits, telemetry.metrics, config.service) })
     })
     if (appLeg !== undefined) yield* Effect.addFinalizer(() => Effect.promise(() => appLeg.close()))
 
@@ -353,7 +379,7 @@ export const make = (
       : undefined
     const outboundOptions = {
       registry,
-      ...(routes === undefined ? {} : { routes: routes.current }),
+      ...(routes === undefined ? {} : { routes }),
       requestTimeoutMs: config.requestTimeoutMs,
       ...(config.perTryTimeoutMs === null ? {} : { perTryTimeoutMs: config.perTryTimeoutMs }),
       ...(config.slowTryFloorMs === null ? {} : { slowTryFloorMs: config.slowTryFloorMs }),

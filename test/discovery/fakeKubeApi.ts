@@ -1,9 +1,10 @@
 // Test support for the Kubernetes discovery tests: a small fake API server on 127.0.0.1 (port 0)
-// that serves one namespace's EndpointSlices the way kube-apiserver does for an informer: a list
-// (GET .../endpointslices, with a resourceVersion) and a streamed watch (?watch=true: one JSON
-// event per line, replayed from the requested resourceVersion). The test changes the slices, drops
+// that serves one namespace's EndpointSlices (and HTTPRoutes: src/sidecar/kubernetesRoutes.ts) the
+// way kube-apiserver does for an informer: a list (GET .../endpointslices, with a resourceVersion)
+// and a streamed watch (?watch=true: one JSON event per line, replayed from the requested
+// resourceVersion). The test changes the slices, drops
 // the watch streams, makes the next watches fail or expires the history (410 Gone).
-import type { V1EndpointSlice } from "@kubernetes/client-node"
+import type { KubernetesObject, V1EndpointSlice } from "@kubernetes/client-node"
 import { KubeConfig } from "@kubernetes/client-node"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -63,9 +64,10 @@ export class FakeKubeApi {
   /** Answer the next this-many watch requests with 500. */
   failWatches = 0
   private readonly server: Server
-  private readonly slices = new Map<string, V1EndpointSlice>()
-  private readonly history: Array<{ readonly rv: number; readonly type: WatchEventType; readonly object: V1EndpointSlice }> = []
-  private readonly watches = new Set<{ readonly res: ServerResponse; readonly selector: string | null }>()
+  /** Objects by path (the kind's collection) and name. */
+  private readonly objects = new Map<string, Map<string, KubernetesObject>>()
+  private readonly history: Array<{ readonly rv: number; readonly path: string; readonly type: WatchEventType; readonly object: KubernetesObject }> = []
+  private readonly watches = new Set<{ readonly res: ServerResponse; readonly path: string; readonly selector: string | null }>()
   private rv = 100
   /** Watches from a resourceVersion below this get 410 Gone. */
   private oldestRv = 0
@@ -97,17 +99,26 @@ export class FakeKubeApi {
     return kubeConfig
   }
 
-  /** Change a slice (ADDED and MODIFIED store it, DELETED removes it) and tell the open watches. */
-  apply(type: WatchEventType, slice: V1EndpointSlice): void {
+  /** Where objects of this kind are listed and watched. */
+  private pathOf(object: KubernetesObject): string {
+    const plural = object.kind === "HTTPRoute" ? "httproutes" : "endpointslices"
+    return `/apis/${object.apiVersion ?? "discovery.k8s.io/v1"}/namespaces/${this.namespace}/${plural}`
+  }
+
+  /** Change an object (an EndpointSlice, an HTTPRoute; ADDED and MODIFIED store it, DELETED removes it) and tell the open watches. */
+  apply(type: WatchEventType, changed: KubernetesObject): void {
     this.rv += 1
-    const name = slice.metadata!.name!
-    const object: V1EndpointSlice = { ...slice, metadata: { ...slice.metadata, resourceVersion: String(this.rv) } }
-    if (type === "DELETED") this.slices.delete(name)
-    else this.slices.set(name, object)
-    const event = { rv: this.rv, type, object }
+    const name = changed.metadata!.name!
+    const object: KubernetesObject = { ...changed, metadata: { ...changed.metadata, resourceVersion: String(this.rv) } }
+    const path = this.pathOf(object)
+    const stored = this.objects.get(path) ?? new Map<string, KubernetesObject>()
+    this.objects.set(path, stored)
+    if (type === "DELETED") stored.delete(name)
+    else stored.set(name, object)
+    const event = { rv: this.rv, path, type, object }
     this.history.push(event)
     for (const watch of this.watches) {
-      if (matches(object, watch.selector)) watch.res.write(`${JSON.stringify({ type, object })}\n`)
+      if (watch.path === path && matches(object, watch.selector)) watch.res.write(`${JSON.stringify({ type, object })}\n`)
     }
   }
 
@@ -134,18 +145,25 @@ export class FakeKubeApi {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? "/", "http://127.0.0.1")
-    const path = `/apis/discovery.k8s.io/v1/namespaces/${this.namespace}/endpointslices`
+    const paths = [`/apis/discovery.k8s.io/v1/namespaces/${this.namespace}/endpointslices`, `/apis/gateway.networking.k8s.io/v1/namespaces/${this.namespace}/httproutes`]
+    const path = url.pathname
     const watch = url.searchParams.get("watch") === "true"
     this.requests.push({ kind: watch ? "watch" : "list", url, authorization: req.headers.authorization })
-    if (req.method !== "GET" || url.pathname !== path) {
+    if (req.method !== "GET" || !paths.includes(path)) {
       res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ kind: "Status", code: 404 }))
       return
     }
     const selector = url.searchParams.get("labelSelector")
     if (!watch) {
-      const items = [...this.slices.values()].filter((slice) => matches(slice, selector))
+      const items = [...(this.objects.get(path)?.values() ?? [])].filter((object) => matches(object, selector))
+      const httpRoutes = path.endsWith("/httproutes")
       res.writeHead(200, { "content-type": "application/json" })
-      res.end(JSON.stringify({ apiVersion: "discovery.k8s.io/v1", kind: "EndpointSliceList", metadata: { resourceVersion: String(this.rv) }, items }))
+      res.end(JSON.stringify({
+        apiVersion: httpRoutes ? "gateway.networking.k8s.io/v1" : "discovery.k8s.io/v1",
+        kind: httpRoutes ? "HTTPRouteList" : "EndpointSliceList",
+        metadata: { resourceVersion: String(this.rv) },
+        items
+      }))
       return
     }
     if (this.failWatches > 0) {
@@ -161,9 +179,9 @@ export class FakeKubeApi {
       return
     }
     for (const event of this.history) {
-      if (event.rv > from && matches(event.object, selector)) res.write(`${JSON.stringify({ type: event.type, object: event.object })}\n`)
+      if (event.rv > from && event.path === path && matches(event.object, selector)) res.write(`${JSON.stringify({ type: event.type, object: event.object })}\n`)
     }
-    const entry = { res, selector }
+    const entry = { res, path, selector }
     this.watches.add(entry)
     res.on("close", () => {
       this.watches.delete(entry)
@@ -173,10 +191,10 @@ export class FakeKubeApi {
 }
 
 /** Equality selectors only ("a=b,c=d"), as the informer sends them. */
-const matches = (slice: V1EndpointSlice, selector: string | null): boolean => {
+const matches = (object: KubernetesObject, selector: string | null): boolean => {
   if (selector === null || selector === "") return true
   return selector.split(",").every((term) => {
     const [key, value] = term.split("=")
-    return slice.metadata?.labels?.[key!] === value
+    return object.metadata?.labels?.[key!] === value
   })
 }
