@@ -32,6 +32,8 @@ import { ServiceAccount, type IServiceAccount } from "kubernetes-models/v1/Servi
 import { loadSidecarConfig, parseFlags, settings, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { parsePolicyDocument, type PolicyDocument } from "../../src/identity/policy.ts"
 import { defaultTrustDomain, parseSpiffeId } from "../../src/identity/spiffe.ts"
+import { type HttpRouteObject, translateHttpRoute } from "../../src/sidecar/httpRoutes.ts"
+import { parseRoutesDocument } from "../../src/sidecar/routes.ts"
 import { identity } from "./identityChecks.ts"
 import {
   containersOf,
@@ -76,6 +78,7 @@ export const checkIds = [
   "sidecar-wiring",
   "authz-policy",
   "discovery",
+  "httproutes",
   "mesh-identity",
   "drain",
   "security",
@@ -96,8 +99,31 @@ export interface Problem {
 
 export const formatProblems = (problems: ReadonlyArray<Problem>): string => problems.map((p) => `[${p.check}] ${p.where}: ${p.message}`).join("\n")
 
-/** The kinds the manifests may use: their kubernetes-models class and, for typedCheck.ts, their type. */
-export const knownKinds: Record<string, { readonly model: new (data: never) => { validate(): void }; readonly module: string; readonly type: string }> = {
+/**
+ * An HTTPRoute (kubernetes-models has no Gateway API kinds): valid when the sidecar's own
+ * translation takes it whole and the routes it gives pass the routes document's checks
+ * (src/sidecar/httpRoutes.ts, routes.ts), which is what the sidecar will do with it.
+ */
+class HttpRouteModel {
+  private readonly object: HttpRouteObject
+  constructor(object: never) {
+    this.object = object
+  }
+  validate(): void {
+    const translation = translateHttpRoute(this.object, { meshNameOf: (_namespace, name) => name })
+    if (translation._tag === "NotMesh") throw new Error("no parentRef names a Service: the mesh would ignore this HTTPRoute")
+    if (translation._tag === "Refused") throw new Error(translation.reason)
+    const checked = parseRoutesDocument({ routes: translation.routes.map((route) => route.spec) })
+    if (Result.isFailure(checked)) throw new Error(checked.failure.problems.join("; "))
+  }
+}
+
+/**
+ * The kinds the manifests may use: their kubernetes-models class (or our own check) and, for
+ * typedCheck.ts, their type (none: the model's check is all there is).
+ */
+export const knownKinds: Record<string, { readonly model: new (data: never) => { validate(): void }; readonly module?: string; readonly type?: string }> = {
+  "gateway.networking.k8s.io/v1/HTTPRoute": { model: HttpRouteModel },
   "v1/Namespace": { model: Namespace, module: "kubernetes-models/v1/Namespace", type: "INamespace" },
   "v1/ServiceAccount": { model: ServiceAccount, module: "kubernetes-models/v1/ServiceAccount", type: "IServiceAccount" },
   "v1/ConfigMap": { model: ConfigMap, module: "kubernetes-models/v1/ConfigMap", type: "IConfigMap" },
@@ -298,13 +324,13 @@ const rulesOf = (object: KubeObject, objects: ReadonlyArray<KubeObject>): Readon
 }
 
 /** Whether a ServiceAccount may do `verb` on endpointslices in `namespace`. */
-const allowed = (objects: ReadonlyArray<KubeObject>, account: { name: string; namespace: string }, namespace: string, verb: string): boolean =>
+const allowed = (objects: ReadonlyArray<KubeObject>, account: { name: string; namespace: string }, namespace: string, verb: string, group: string, resource: string): boolean =>
   objects.some((object) => {
     const binding = object as unknown as Binding
     const applies = (object.kind === "RoleBinding" && namespaceOf(object) === namespace) || object.kind === "ClusterRoleBinding"
     if (!applies) return false
     const forAccount = (binding.subjects ?? []).some((s) => s.kind === "ServiceAccount" && s.name === account.name && s.namespace === account.namespace)
-    return forAccount && (rulesOf(object, objects) ?? []).some((rule) => ruleAllows(rule, "discovery.k8s.io", "endpointslices", verb))
+    return forAccount && (rulesOf(object, objects) ?? []).some((rule) => ruleAllows(rule, group, resource, verb))
   })
 
 /**
@@ -329,7 +355,11 @@ const rbac: Check = ({ objects, sidecars }) => [
     return out
   }),
   ...sidecars.flatMap((sidecar) => {
-    const watched = Object.values(sidecar.config?.kubernetes ?? {})
+    // What it watches, per namespace: EndpointSlices (--kubernetes), HTTPRoutes (--kubernetes-routes).
+    const watched = [
+      ...Object.values(sidecar.config?.kubernetes ?? {}).map((entry) => ({ namespace: entry.split("/")[0]!, group: "discovery.k8s.io", resource: "endpointslices" })),
+      ...(sidecar.config?.kubernetesRoutes ?? []).map((namespace) => ({ namespace, group: "gateway.networking.k8s.io", resource: "httproutes" }))
+    ]
     if (watched.length === 0) return []
     const spec = sidecar.pod.template.spec
     const accountName = spec?.serviceAccountName ?? "default"
@@ -339,18 +369,46 @@ const rbac: Check = ({ objects, sidecars }) => [
     const out: Array<Problem> = []
     if (account === undefined && accountName !== "default") out.push(problem("rbac", sidecar.where, `ServiceAccount ${accountName} does not exist`))
     if ((spec?.automountServiceAccountToken ?? account?.automountServiceAccountToken ?? true) === false) {
-      out.push(problem("rbac", sidecar.where, `watches EndpointSlices but the pod mounts no ServiceAccount token (automountServiceAccountToken: false)`))
+      out.push(problem("rbac", sidecar.where, `watches the API server but the pod mounts no ServiceAccount token (automountServiceAccountToken: false)`))
     }
-    for (const namespace of new Set(watched.map((entry) => entry.split("/")[0]!))) {
+    const asked = new Set(watched.map((w) => JSON.stringify(w)))
+    for (const { namespace, group, resource } of [...asked].map((w) => JSON.parse(w) as (typeof watched)[number])) {
       for (const verb of ["list", "watch"]) {
-        if (!allowed(objects, { name: accountName, namespace: sidecar.pod.namespace }, namespace, verb)) {
-          out.push(problem("rbac", sidecar.where, `ServiceAccount ${sidecar.pod.namespace}/${accountName} may not ${verb} discovery.k8s.io endpointslices in namespace ${namespace}`))
+        if (!allowed(objects, { name: accountName, namespace: sidecar.pod.namespace }, namespace, verb, group, resource)) {
+          out.push(problem("rbac", sidecar.where, `ServiceAccount ${sidecar.pod.namespace}/${accountName} may not ${verb} ${group} ${resource} in namespace ${namespace}`))
         }
       }
     }
     return out
   })
 ]
+
+/**
+ * An HTTPRoute attaches to a Service of these manifests, and each backendRef is a Service of them
+ * or a version of its parent (`<parent>-<version>`: the subset the sidecar sends it to,
+ * src/sidecar/httpRoutes.ts); some sidecar watches its namespace's HTTPRoutes.
+ */
+const httpRoutes: Check = ({ objects, sidecars }) =>
+  objects.flatMap((object) => {
+    if (object.kind !== "HTTPRoute") return []
+    const route = object as unknown as HttpRouteObject
+    const namespace = namespaceOf(object)
+    const serviceExists = (name: string | undefined, ns: string) => objects.some((o) => o.kind === "Service" && o.metadata.name === name && namespaceOf(o) === ns)
+    const out: Array<Problem> = []
+    const parents = (route.spec?.parentRefs ?? []).filter((ref) => ref.kind === "Service")
+    for (const parent of parents) {
+      const parentNamespace = parent.namespace ?? namespace
+      if (!serviceExists(parent.name, parentNamespace)) out.push(problem("httproutes", nameOf(object), `parentRef Service ${parentNamespace}/${parent.name ?? ""} does not exist`))
+      for (const rule of route.spec?.rules ?? []) {
+        for (const ref of rule.backendRefs ?? []) {
+          const version = ref.name?.startsWith(`${parent.name ?? ""}-`) === true
+          if (!version && !serviceExists(ref.name, ref.namespace ?? namespace)) out.push(problem("httproutes", nameOf(object), `backendRef ${ref.name ?? ""} is neither a Service nor a version of ${parent.name ?? ""}`))
+        }
+      }
+    }
+    if (!sidecars.some((sidecar) => (sidecar.config?.kubernetesRoutes ?? []).includes(namespace))) out.push(problem("httproutes", nameOf(object), `no sidecar watches the HTTPRoutes of namespace ${namespace} (--kubernetes-routes)`))
+    return out
+  })
 
 /** Every ConfigMap a pod refers to (volumes, env, envFrom) exists, with the keys it names; volume mounts name volumes. */
 const configRefs: Check = ({ objects, pods }) =>
@@ -925,6 +983,7 @@ export const checks: Record<Exclude<CheckId, "unknown-fields">, Check> = {
   "sidecar-wiring": sidecarWiring,
   "authz-policy": authzPolicy,
   discovery,
+  httproutes: httpRoutes,
   "mesh-identity": meshIdentity,
   drain,
   security,

@@ -37,6 +37,8 @@ const fixtures: Record<string, { readonly fails: ReadonlyArray<CheckId>; readonl
   "port-name-too-long": { fails: ["port-names"], says: /"storefront-page1" is 16 characters/ },
   "rbac-no-watch": { fails: ["rbac"], says: /may not watch discovery\.k8s\.io endpointslices/ },
   "rbac-wrong-account": { fails: ["rbac"], says: /ServiceAccount iip-mesh-demo\/storefront may not list discovery\.k8s\.io endpointslices/ },
+  "rbac-no-httproutes": { fails: ["rbac"], says: /may not list gateway\.networking\.k8s\.io httproutes in namespace iip-mesh-demo/ },
+  "httproute-unknown-parent": { fails: ["httproutes"], says: /parentRef Service iip-mesh-demo\/prices does not exist/ },
   "rbac-no-token": { fails: ["rbac"], says: /mounts no ServiceAccount token/ },
   "configmap-missing": { fails: ["config-refs", "sidecar-config", "discovery"], says: /ConfigMap iip-mesh-config does not exist/ },
   "env-name-unknown": { fails: ["env-names"], says: /IIP_MESH_DISCOVERY is not a setting/ },

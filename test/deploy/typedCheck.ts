@@ -30,7 +30,7 @@ export const typedCheck = async (renders: ReadonlyArray<Render>): Promise<Readon
   renders.forEach((render, r) => {
     render.objects.forEach((object, o) => {
       const known = knownKinds[kindKey(object)]
-      if (known === undefined) return
+      if (known?.type === undefined || known.module === undefined) return
       imports.set(known.type, known.module)
       const literal = JSON.stringify(object, null, 2).split("\n")
       literal[0] = `export const r${r}o${o}: ${known.type} = ${literal[0]}`
