@@ -1,6 +1,8 @@
 // Shared start-up of the demo services: listen on PORT (0 picks one), print one JSON line with
 // the port, stop cleanly on SIGTERM/SIGINT, and exit when stdin closes (so a demo that dies
-// leaves no service behind).
+// leaves no service behind). A line `{"sidecar":"http://HOST:PORT"}` on stdin says where this
+// service's sidecar takes its calls (the demo starts the sidecar after the app, which it needs
+// the port of); SIDECAR_URL says it otherwise.
 import { randomBytes } from "node:crypto"
 import * as http from "node:http"
 import type * as net from "node:net"
@@ -31,12 +33,34 @@ export const serve = (service: string, route: Route): void => {
   process.once("SIGINT", stop)
   if (process.env.EXIT_WITH_STDIN === "1") {
     process.stdin.once("end", stop)
-    process.stdin.resume()
+    let pending = ""
+    process.stdin.setEncoding("utf8")
+    process.stdin.on("data", (chunk: string) => {
+      pending = (pending + chunk).slice(-4096)
+      const lines = pending.split("\n")
+      pending = lines.pop()!
+      for (const line of lines) {
+        try {
+          const told = JSON.parse(line) as { sidecar?: unknown }
+          if (typeof told.sidecar === "string") sidecarUrl = told.sidecar
+        } catch {
+          // Not a line for us.
+        }
+      }
+    })
   }
 }
 
+let sidecarUrl = process.env.SIDECAR_URL ?? "http://127.0.0.1:4140"
+
+/** This instance's version label (the demo's canary runs v2 instances beside v1). */
+export const version = process.env.VERSION ?? "v1"
+
 /** Headers an instrumented app passes from its request to the calls it makes for it. */
 const carried = ["traceparent", "tracestate", "baggage", "iip-timeout"]
+
+/** The trace a request's context belongs to (what the demo page shows: find it on the dashboard). */
+export const traceIdOf = (context: Record<string, string>): string => context.traceparent?.split("-")[1] ?? ""
 
 /**
  * The headers to pass on for one incoming request, as a traced app would: its trace context (or a
@@ -52,7 +76,7 @@ export const contextOf = (req: http.IncomingMessage): Record<string, string> => 
 /** Calls another service through this service's sidecar: plain HTTP, the service named by Host. */
 export const callService = (service: string, path: string, context: Record<string, string> = {}): Promise<unknown> =>
   new Promise((resolve, reject) => {
-    const sidecar = new URL(process.env.SIDECAR_URL ?? "http://127.0.0.1:4140")
+    const sidecar = new URL(sidecarUrl)
     const req = http.request({ host: sidecar.hostname, port: sidecar.port, path, headers: { ...context, host: service } }, (res) => {
       let text = ""
       res.setEncoding("utf8")

@@ -1,5 +1,8 @@
 // `iip-mesh demo [--ready-file PATH]` (what `npm start` runs): the demo services of services/ as
-// child processes, each fronted by a sidecar in this process. No sidecar is given an address: they
+// child processes, each fronted by a sidecar in this process. Catalog and pricing run v1 and v2
+// instances; the routes file below (every sidecar reads it) keeps traffic on v1 and sends a page
+// asked for with `x-canary: yes` to v2 at every hop: storefront -> catalog v2 -> pricing v2,
+// the choice carried on W3C baggage (src/sidecar/routing.ts). No sidecar is given an address: they
 // find each other through local discovery (a directory of announcements, src/discovery/
 // directorySource.ts), so nothing leaves loopback and nothing multicasts. Each sidecar holds a
 // workload certificate from an issuer in this process (its CA made in memory at start, join
@@ -11,7 +14,7 @@ import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import { type ChildProcess, spawn } from "node:child_process"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { randomBytes } from "node:crypto"
@@ -32,7 +35,30 @@ interface App {
   readonly name: string
   readonly port: number
   readonly pid: number
+  /** Tells the app where its sidecar takes its calls (services/serve.ts reads it from stdin). */
+  readonly useSidecar: (url: string) => void
 }
+
+/**
+ * The demo's routes: v1 for every call, except that a call to catalog carrying `x-canary: yes` goes
+ * to v2 and sticks that choice to the request's baggage, so catalog's own call to pricing (which
+ * passes the baggage on) goes to pricing v2 too, though no route here says so.
+ */
+export const demoRoutes = `# The demo's routes (README "Routes"), read by every demo sidecar.
+routes:
+  - name: canary
+    service: catalog
+    matches:
+      - headers: { x-canary: "yes" }
+    split: [{ subset: v2, weight: 1 }]
+    sticky: baggage
+  - name: catalog-stable
+    service: catalog
+    split: [{ subset: v1, weight: 1 }]
+  - name: pricing-stable
+    service: pricing
+    split: [{ subset: v1, weight: 1 }]
+`
 
 const stopChild = (child: ChildProcess) =>
   Effect.callback<void>((resume) => {
@@ -64,7 +90,7 @@ const startApp = (name: string, script: string, env: Record<string, string>): Ef
       })
     }),
     ([child]) => stopChild(child)
-  ).pipe(Effect.map(([child, port]) => ({ name, port, pid: child.pid ?? 0 })))
+  ).pipe(Effect.map(([child, port]) => ({ name, port, pid: child.pid ?? 0, useSidecar: (url: string) => void child.stdin!.write(`${JSON.stringify({ sidecar: url })}\n`) })))
 
 /** What the demo's sidecars share: one trace store and the list of all of them (each admin shows the whole mesh). */
 interface DemoMesh {
@@ -121,8 +147,19 @@ const startIdentities = (services: ReadonlyArray<string>) =>
     return { issuer: `https://127.0.0.1:${issuer.port}`, credentialsFor }
   })
 
+/** Where the demo's sidecars find each other, and their routes file. */
+interface DemoFiles {
+  readonly discovery: string
+  readonly routes: string
+}
+
+/** Six sidecars would say "routes-loaded" six times: the banner says it once. */
+const quietRoutesLog: Log = (event, fields) => {
+  if (event !== "routes-loaded") stderrLog(event, fields)
+}
+
 /** A sidecar (with its admin server) in this process, configured as `iip-mesh sidecar` would be. */
-const startSidecar = (service: string, app: App | undefined, weight: number, discoveryDir: string, mesh: DemoMesh, credentials: CredentialSource) =>
+const startSidecar = (service: string, app: App | undefined, weight: number, version: string, files: DemoFiles, mesh: DemoMesh, credentials: CredentialSource) =>
   Effect.gen(function*() {
     const flags = new Map<string, Array<string>>([
       ["--service", [service]],
@@ -133,17 +170,20 @@ const startSidecar = (service: string, app: App | undefined, weight: number, dis
       ["--admin", ["127.0.0.1:0"]],
       ["--admin-control", ["127.0.0.1:0"]],
       ["--drain-timeout", ["3s"]],
-      ["--local-discovery", [discoveryDir]],
+      ["--local-discovery", [files.discovery]],
       ["--mesh-name", ["demo"]],
-      ["--weight", [String(weight)]]
+      ["--weight", [String(weight)]],
+      ["--app-version", [version]],
+      ["--routes", [files.routes]]
     ])
     const loaded = loadSidecarConfig({ flags, env: {} })
     if (Result.isFailure(loaded)) return yield* new DemoFailed({ message: loaded.failure.message })
     let sidecar: Sidecar | undefined
     // Both admin listeners on loopback, no token: the control one serves the dashboard.
     const admin = yield* Admin.make({ admin: loaded.success.admin, control: loaded.success.adminControl, token: undefined }, () => sidecar, { mesh: () => mesh.sidecars })
-    sidecar = yield* SidecarLive.make(loaded.success, undefined, { traces: mesh.traces, env: otelEnv, credentials })
+    sidecar = yield* SidecarLive.make(loaded.success, quietRoutesLog, { traces: mesh.traces, env: otelEnv, credentials })
     mesh.sidecars.push(sidecar)
+    app?.useSidecar(`http://${sidecar.outbound.host}:${sidecar.outbound.port}`)
     return { sidecar, admin: `http://${admin.readOnly.host}:${admin.readOnly.port}`, control: `http://${admin.control.host}:${admin.control.port}` }
   })
 
@@ -151,42 +191,52 @@ export const runDemo = (argv: ReadonlyArray<string>) =>
   Effect.gen(function*() {
     const readyAt = argv.indexOf("--ready-file")
     const readyFile = readyAt === -1 ? undefined : argv[readyAt + 1]
-    const [catalogApp, pricingA, pricingB] = yield* Effect.all(
+    const [catalogV1, catalogV2, pricingA, pricingB, pricingC] = yield* Effect.all(
       [
-        startApp("catalog", "catalog", {}),
-        startApp("pricing-a", "pricing", { INSTANCE: "pricing-a (weight 3)" }),
-        startApp("pricing-b", "pricing", { INSTANCE: "pricing-b (weight 1)" })
+        startApp("catalog-1", "catalog", { INSTANCE: "catalog-1", VERSION: "v1", PRICES_FROM: "pricing" }),
+        startApp("catalog-2", "catalog", { INSTANCE: "catalog-2", VERSION: "v2", PRICES_FROM: "pricing" }),
+        startApp("pricing-a", "pricing", { INSTANCE: "pricing-a (weight 3)", VERSION: "v1" }),
+        startApp("pricing-b", "pricing", { INSTANCE: "pricing-b (weight 1)", VERSION: "v1" }),
+        startApp("pricing-c", "pricing", { INSTANCE: "pricing-c (canary)", VERSION: "v2" })
       ],
       { concurrency: "unbounded" }
     )
-    const discoveryDir = yield* Effect.acquireRelease(
+    const dir = yield* Effect.acquireRelease(
       Effect.sync(() => mkdtempSync(join(tmpdir(), "iip-mesh-demo-"))),
-      (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
+      (made) => Effect.sync(() => rmSync(made, { recursive: true, force: true }))
     )
+    // Announcements in a directory of their own (directorySource reads every file there).
+    const files: DemoFiles = { discovery: join(dir, "discovery"), routes: join(dir, "routes.yaml") }
+    mkdirSync(files.discovery)
+    writeFileSync(files.routes, demoRoutes)
     const mesh: DemoMesh = { traces: new TraceStore(), sidecars: [] }
     const identities = yield* startIdentities(["storefront", "catalog", "pricing"])
-    const [storeId, catalogId, pricingIdA, pricingIdB] = yield* Effect.all(
-      ["storefront", "catalog", "pricing", "pricing"].map(identities.credentialsFor),
+    const credentials = yield* Effect.all(
+      ["storefront", "catalog", "catalog", "pricing", "pricing", "pricing"].map(identities.credentialsFor),
       { concurrency: "unbounded" }
     )
-    const store = yield* startSidecar("storefront", undefined, 1, discoveryDir, mesh, storeId!)
-    const catalog = yield* startSidecar("catalog", catalogApp, 1, discoveryDir, mesh, catalogId!)
-    const pricingSidecarA = yield* startSidecar("pricing", pricingA, 3, discoveryDir, mesh, pricingIdA!)
-    const pricingSidecarB = yield* startSidecar("pricing", pricingB, 1, discoveryDir, mesh, pricingIdB!)
+    const store = yield* startSidecar("storefront", undefined, 1, "v1", files, mesh, credentials[0]!)
+    const catalog1 = yield* startSidecar("catalog", catalogV1, 1, "v1", files, mesh, credentials[1]!)
+    const catalog2 = yield* startSidecar("catalog", catalogV2, 1, "v2", files, mesh, credentials[2]!)
+    const pricingSidecarA = yield* startSidecar("pricing", pricingA, 3, "v1", files, mesh, credentials[3]!)
+    const pricingSidecarB = yield* startSidecar("pricing", pricingB, 1, "v1", files, mesh, credentials[4]!)
+    const pricingSidecarC = yield* startSidecar("pricing", pricingC, 1, "v2", files, mesh, credentials[5]!)
     const outbound = `${store.sidecar.outbound.host}:${store.sidecar.outbound.port}`
     const storefront = yield* startApp("storefront", "storefront", { SIDECAR_URL: `http://${outbound}` })
     const entry = `http://127.0.0.1:${storefront.port}/`
-    const sidecars = [store, catalog, pricingSidecarA, pricingSidecarB]
+    const sidecars = [store, catalog1, catalog2, pricingSidecarA, pricingSidecarB, pricingSidecarC]
     const admins = sidecars.map((s) => s.admin)
     const controls = sidecars.map((s) => s.control)
     // The ready file first: whoever waits for the banner may read it at once.
-    const pids = [catalogApp, pricingA, pricingB, storefront].map((app) => app.pid)
+    const pids = [catalogV1, catalogV2, pricingA, pricingB, pricingC, storefront].map((app) => app.pid)
     const dashboard = `${store.control}/`
     if (readyFile !== undefined) writeFileSync(readyFile, JSON.stringify({ entry, outbound: `http://${outbound}`, admins, controls, dashboard, pids, issuer: identities.issuer }, null, 2))
     process.stdout.write(
       [
-        "iip-mesh demo is up: storefront -> (sidecar) -> catalog, pricing x2 (weights 3:1), all on this host.",
+        "iip-mesh demo is up: storefront -> catalog -> pricing x2 (weights 3:1), each behind a sidecar, all on this host;",
+        "  catalog and pricing also run a v2, which only the canary reaches (routes file: " + files.routes + ").",
         `  open      ${entry}`,
+        `  canary    ${entry}?canary=yes  or  curl -H 'x-canary: yes' ${entry}api/products  (v2 at every hop, one trace)`,
         `  try       curl -H 'Host: catalog' http://${outbound}/products`,
         `  dashboard ${dashboard}  (the whole demo mesh: traffic, health, traces)`,
         `  admins    ${admins.join("  ")}  (read-only: /health, /ready, /metrics)`,

@@ -1,6 +1,7 @@
 // `npm start` is `iip-mesh demo`: the demo services come up behind their sidecars, the storefront
 // page is served with data from catalog and pricing through the mesh, pricing calls follow the
-// 3:1 weights, the sidecars speak mutual TLS with the certificates the demo's issuer gave them, and
+// 3:1 weights over the v1 instances, a page asked for with `x-canary: yes` is served by v2 at
+// every hop (storefront -> catalog -> pricing) as one trace, the sidecars speak mutual TLS with the certificates the demo's issuer gave them, and
 // SIGINT stops everything with exit 0, leaving no service process behind.
 import { type ChildProcess, spawn } from "node:child_process"
 import * as https from "node:https"
@@ -57,8 +58,8 @@ describe("iip-mesh demo", () => {
 
   it("writes the ready file with the entry URL and every sidecar's admin URLs, the dashboard on the store's control listener", async () => {
     expect(ready.entry).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/)
-    expect(ready.admins).toHaveLength(4)
-    expect(ready.controls).toHaveLength(4)
+    expect(ready.admins).toHaveLength(6)
+    expect(ready.controls).toHaveLength(6)
     expect(ready.dashboard).toBe(`${ready.controls[0]}/`)
     const page = await fetch(ready.dashboard)
     expect(page.status).toBe(200)
@@ -73,7 +74,7 @@ describe("iip-mesh demo", () => {
         response.on("data", (chunk: Buffer) => (text += chunk.toString()))
         response.on("end", () => done(text))
       }).on("error", failed))
-    expect(metrics).toMatch(/^iip_mesh_issuer_signed_total\{proof="join"\} 4$/m)
+    expect(metrics).toMatch(/^iip_mesh_issuer_signed_total\{proof="join"\} 6$/m)
     expect(metrics).not.toMatch(/^iip_mesh_issuer_refused_total\{[^}]*\} [1-9]/m)
   })
 
@@ -101,6 +102,28 @@ describe("iip-mesh demo", () => {
     expect(b).toBeGreaterThan(0)
   })
 
+  it("x-canary: yes at the storefront sends the whole page to v2 (catalog and pricing), one trace; other pages stay on v1", async () => {
+    interface Api {
+      readonly traceId: string
+      readonly catalog: { readonly version: string }
+      readonly pricing: { readonly instance: string; readonly version: string }
+      readonly products: ReadonlyArray<{ readonly price: number }>
+    }
+    for (let i = 0; i < 5; i++) {
+      const canary = (await (await fetch(`${ready.entry}api/products`, { headers: { "x-canary": "yes" } })).json()) as Api
+      expect([canary.catalog.version, canary.pricing.version, canary.pricing.instance]).toStrictEqual(["v2", "v2", "pricing-c (canary)"])
+      const stable = (await (await fetch(`${ready.entry}api/products`)).json()) as Api
+      expect([stable.catalog.version, stable.pricing.version]).toStrictEqual(["v1", "v1"])
+    }
+    const page = await (await fetch(`${ready.entry}?canary=yes`)).text()
+    expect(page).toMatch(/Products from <b>catalog-2 \(v2\)<\/b>, prices from <b>pricing-c \(canary\)<\/b> \(v2\)/)
+    // One trace across the three sidecars: the storefront's call routed by the canary route, catalog's by the baggage.
+    const { traceId } = (await (await fetch(`${ready.entry}api/products`, { headers: { "x-canary": "yes" } })).json()) as Api
+    const spans = (await (await fetch(`${ready.controls[0]}/traces/${traceId}`)).json()) as { spans: ReadonlyArray<{ kind: string; service: string; attributes: Record<string, unknown> }> }
+    const routed = spans.spans.filter((span) => span.kind === "client" && span.attributes["iip_mesh.route"] !== undefined).map((span) => `${span.service}->${String(span.attributes["iip_mesh.service"])} ${String(span.attributes["iip_mesh.route"])} ${String(span.attributes["iip_mesh.subset"])}`)
+    expect(routed.sort()).toStrictEqual(["catalog->pricing baggage v2", "storefront->catalog canary v2"])
+  })
+
   it("its sidecars speak mutual TLS with each other: every handshake ok, none refused, no plain peer", async () => {
     const metrics = await Promise.all(ready.admins.map(async (admin) => (await fetch(`${admin}/metrics`)).text()))
     const all = metrics.join("\n")
@@ -114,7 +137,7 @@ describe("iip-mesh demo", () => {
     for (const admin of ready.admins) expect((await fetch(`${admin}/ready`)).status).toBe(200)
     expect((await fetch(`${ready.admins[0]}/mesh`)).status).toBe(404)
     const mesh = (await (await fetch(`${ready.controls[0]}/mesh`)).json()) as { services: Record<string, Array<{ weight: number }>> }
-    expect(mesh.services.pricing!.map((e) => e.weight).sort()).toStrictEqual([1, 3])
+    expect(mesh.services.pricing!.map((e) => e.weight).sort()).toStrictEqual([1, 1, 3])
   })
 
   it("stops on SIGINT with exit 0 and leaves no service process behind", async () => {
