@@ -1,4 +1,5 @@
-// What the admin server shows, as JSON: one sidecar's view of the mesh (`/mesh`), the effective
+// What the admin server shows, as JSON: one sidecar's view of the mesh (`/mesh`: endpoints, and the
+// routes in force with their counters), the effective
 // configuration with what tracing exports to (`/config`; exporter headers are left out, they may
 // hold credentials, and exporter URLs come without theirs: telemetry/tracing.ts; every secret
 // setting, marked so or named like one, is "[redacted]"), and the dashboard's data (`/dashboard/data`): every sidecar the admin server
@@ -7,15 +8,39 @@ import { secretSettings } from "../config/sidecarConfig.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import type { TraceSummary } from "../telemetry/traceStore.ts"
 
+/**
+ * The routes in force, in the order they are tried per service: where each came from, its split as
+ * written and as observed, requests and errors since it was loaded; then what the sticky baggage
+ * member routed. Undefined without routes.
+ */
+export const routesView = (sidecar: Sidecar) => {
+  const routes = sidecar.routes()
+  if (routes === undefined) return undefined
+  return {
+    source: routes.source,
+    routes: [...routes.byService.values()].flat().map((route) => ({
+      name: route.name,
+      service: route.service,
+      source: route.source,
+      sticky: route.sticky,
+      split: route.split.map((entry) => ({ backend: entry.service === undefined ? entry.subset! : entry.subset === undefined ? entry.service : `${entry.service}/${entry.subset}`, weight: entry.weight })),
+      ...route.counters.view()
+    })),
+    baggage: routes.baggage.view()
+  }
+}
+
 export const meshView = (sidecar: Sidecar) => {
   const services = sidecar.registry.view()
+  const routes = routesView(sidecar)
   return {
     service: sidecar.config.service,
     node: sidecar.config.node,
     inbound: `${sidecar.inbound.host}:${sidecar.inbound.port}`,
     loadBalancer: sidecar.config.loadBalancer,
     services: Object.fromEntries(services.map((view) => [view.service, view.endpoints])),
-    retryBudgetAvailable: Object.fromEntries(services.map((view) => [view.service, view.retryBudgetAvailable]))
+    retryBudgetAvailable: Object.fromEntries(services.map((view) => [view.service, view.retryBudgetAvailable])),
+    ...(routes === undefined ? {} : { routes })
   }
 }
 
@@ -53,10 +78,12 @@ const sidecarTraffic = (sidecar: Sidecar) => {
   const none = { requests: 0, errors: 0, durationSeconds: 0, inFlight: 0 }
   const inbound = summary.inbound.find((s) => s.service === sidecar.config.service) ?? none
   const targets = new Set([...endpoints.keys(), ...summary.outbound.map((s) => s.service)])
+  const routes = routesView(sidecar)
   return {
     service: sidecar.config.service,
     node: sidecar.config.node,
     ready: sidecar.ready(),
+    ...(routes === undefined ? {} : { routes }),
     inbound: { address: `${sidecar.inbound.host}:${sidecar.inbound.port}`, ...inbound },
     outbound: [...targets].sort().map((service) => ({
       ...(summary.outbound.find((s) => s.service === service) ?? { ...none, service }),

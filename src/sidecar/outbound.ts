@@ -29,6 +29,7 @@ import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, trailers
 import { AppErrorCode, ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 import { sendMirror } from "./mirror.ts"
 import { limitOutbound } from "./rateLimits.ts"
+import type { RouteCounters } from "./routeCounters.ts"
 import { type CompiledRoutes, noRoutes } from "./routes.ts"
 import { addStickyMember, chooseSubset } from "./routing.ts"
 import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
@@ -276,6 +277,8 @@ class OutboundExchange {
   private tryControl: Cancellation | undefined = undefined
   /** Ends a route's injected delay early (the app went away): clears its timer. */
   private releaseHold: (() => void) | undefined = undefined
+  /** The counters of the route that chose the request's subset, if one did (routeCounters.ts). */
+  private routeCounters: RouteCounters | undefined = undefined
 
   constructor(options: OutboundOptions, req: IncomingMessage, res: ServerResponse) {
     this.options = options
@@ -314,6 +317,7 @@ class OutboundExchange {
     // service), then the balancer's endpoint within it.
     const routes = options.routes?.() ?? noRoutes
     const choice = chooseSubset(routes, registry, service, method, target.uri, req.headers)
+    this.routeCounters = choice?.counters
     // Over a rate limit of the target (or of the route that matched): 429 before anything else (rateLimits.ts).
     const limited = routes.limits === undefined ? undefined : limitOutbound(routes.limits, options.telemetry.metrics, service, choice?.route, req.headers, req.socket.remoteAddress ?? "")
     if (limited !== undefined) throw limited
@@ -515,6 +519,7 @@ class OutboundExchange {
 
   /** The request ended (exactly once): its span and metrics, and the access log line when it is on. */
   private finish(status: number, error?: ProxyError): void {
+    this.routeCounters?.finished(status, error !== undefined)
     recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url ?? "", this.endpointName, this.method, status, this.started, this.attempts, error)
   }
 

@@ -30,6 +30,7 @@ import { queryValue } from "../balancer/pickers.ts"
 import { WeightedRoundRobin } from "../balancer/weightedRoundRobin.ts"
 import { compileActions, RouteActionFields, type RouteActions } from "./routeActions.ts"
 import { compileRateLimits, DEFAULT_RATE_LIMIT_KEYS, rateLimitProblems, RateLimitSpec, type RateLimits } from "./rateLimits.ts"
+import { RouteCounters } from "./routeCounters.ts"
 import { HEADER_NAME, Label, ServiceName } from "./routeFields.ts"
 
 /** Routes in one document, at most. */
@@ -199,6 +200,10 @@ export interface CompiledRoute {
   readonly nextBackend: () => Backend
   /** What it does to its requests besides (routeActions.ts); undefined: nothing. */
   readonly actions: RouteActions | undefined
+  /** The split as written. */
+  readonly split: ReadonlyArray<Backend & { readonly weight: number }>
+  /** What it did since it was loaded (routeCounters.ts). */
+  readonly counters: RouteCounters
 }
 
 const compileRoute = (spec: RouteSpec, source: string): CompiledRoute => {
@@ -211,7 +216,9 @@ const compileRoute = (spec: RouteSpec, source: string): CompiledRoute => {
     sticky: spec.sticky === "baggage",
     matches: matchers.length === 0 ? () => true : (request) => matchers.some((match) => match(request)),
     nextBackend: () => split.pick()!,
-    actions: compileActions(spec)
+    actions: compileActions(spec),
+    split: spec.split,
+    counters: new RouteCounters()
   }
 }
 
@@ -221,6 +228,8 @@ export interface CompiledRoutes {
   /** Undefined when the document has none. */
   readonly limits: RateLimits | undefined
   readonly source: string
+  /** What the sticky baggage member routed (routing.ts), since these routes were loaded. */
+  readonly baggage: RouteCounters
 }
 
 export interface CompileOptions {
@@ -243,18 +252,20 @@ export const compileRoutes = (document: RoutesDocument, options: CompileOptions 
   const limitCount = document.rateLimits?.length ?? 0
   return {
     byService,
+    baggage: new RouteCounters(),
     limits: compileRateLimits(document.rateLimits, options.rateLimitKeys ?? DEFAULT_RATE_LIMIT_KEYS),
     source: `${count} route${count === 1 ? "" : "s"} for ${byService.size} service${byService.size === 1 ? "" : "s"}${limitCount === 0 ? "" : `, ${limitCount} rate limit${limitCount === 1 ? "" : "s"}`}`
   }
 }
 
-export const noRoutes: CompiledRoutes = { byService: new Map(), limits: undefined, source: "no routes" }
+/** No routes: what a sidecar without any uses (its baggage counters are not shown: they are every such sidecar's). */
+export const noRoutes: CompiledRoutes = { byService: new Map(), limits: undefined, source: "no routes", baggage: new RouteCounters() }
 
 /** Two sets of routes in force together: per service the first's routes, then the second's; the first's rate limits. */
 export const mergeRoutes = (first: CompiledRoutes, second: CompiledRoutes): CompiledRoutes => {
   const byService = new Map(first.byService)
   for (const [service, routes] of second.byService) byService.set(service, [...(byService.get(service) ?? []), ...routes])
-  return { byService, limits: first.limits, source: `${first.source}; ${second.source}` }
+  return { byService, limits: first.limits, source: `${first.source}; ${second.source}`, baggage: first.baggage }
 }
 
 /**

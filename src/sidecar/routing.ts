@@ -11,6 +11,7 @@
 import type { IncomingHttpHeaders } from "node:http"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import type { RouteActions } from "./routeActions.ts"
+import type { RouteCounters } from "./routeCounters.ts"
 import type { CompiledRoutes, RouteRequest } from "./routes.ts"
 
 /** The baggage member that carries a sticky subset down the call chain. */
@@ -56,6 +57,8 @@ export interface SubsetChoice {
   readonly route: string
   readonly stick: boolean
   readonly actions?: RouteActions
+  /** The route's counters (the request's end is counted there too: outbound.ts). */
+  readonly counters: RouteCounters
 }
 
 /** The part of the endpoint registry a choice needs. */
@@ -88,7 +91,10 @@ export const chooseSubset = (
   if (header !== undefined) {
     members = baggageMembers(header)
     const sticky = members.get(STICKY_MEMBER)
-    if (sticky !== undefined && isSubsetLabel(sticky) && directory.hasSubset(service, sticky)) return { subset: sticky, route: "baggage", stick: false }
+    if (sticky !== undefined && isSubsetLabel(sticky) && directory.hasSubset(service, sticky)) {
+      routes.baggage.chose(sticky)
+      return { subset: sticky, route: "baggage", stick: false, counters: routes.baggage }
+    }
   }
   const list = routes.byService.get(service)
   if (list === undefined) return undefined
@@ -96,11 +102,13 @@ export const chooseSubset = (
   for (const route of list) {
     if (!route.matches(request)) continue
     const backend = route.nextBackend()
+    route.counters.chose(backend.service === undefined ? backend.subset! : backend.subset === undefined ? backend.service : `${backend.service}/${backend.subset}`)
     const choice: SubsetChoice = {
       subset: backend.subset,
       ...(backend.service === undefined ? {} : { service: backend.service }),
       route: route.name,
-      stick: backend.subset !== undefined && route.sticky && members?.has(STICKY_MEMBER) !== true
+      stick: backend.subset !== undefined && route.sticky && members?.has(STICKY_MEMBER) !== true,
+      counters: route.counters
     }
     return route.actions === undefined ? choice : { ...choice, actions: route.actions }
   }

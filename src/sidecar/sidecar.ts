@@ -37,7 +37,7 @@ import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
 import { acceptH2c } from "./outboundH2.ts"
 import { makeUpgradeHandler } from "./outboundUpgrade.ts"
 import { makeInboundLimiter } from "./rateLimits.ts"
-import { routesInForce } from "./routes.ts"
+import { type CompiledRoutes, routesInForce } from "./routes.ts"
 import { type RoutesFileInvalid, watchRoutesFile } from "./routesFile.ts"
 
 export interface HostPort {
@@ -63,6 +63,8 @@ export interface Sidecar {
   readonly beginStop: () => void
   readonly inFlight: () => number
   readonly telemetry: SidecarTelemetry
+  /** The routes in force (file and HTTPRoutes), or undefined when none are configured. */
+  readonly routes: () => CompiledRoutes | undefined
 }
 
 export interface SidecarOptions {
@@ -426,6 +428,7 @@ export const make = (
       ready: () => ready,
       beginStop: () => (ready = false),
       inFlight: () => inFlight.value,
-      telemetry
+      telemetry,
+      routes: () => routes?.()
     }
   })

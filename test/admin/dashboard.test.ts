@@ -106,20 +106,25 @@ describe.skipIf(suite.skip)(suite.title, () => {
     expect(ready.dashboard).toBe(`${ready.controls[0]}/`)
     await page.goto(ready.dashboard)
 
-    // The mesh table: a row per sidecar (two for pricing), and every endpoint the storefront knows.
+    // The mesh table: a row per sidecar (v1 and v2 of catalog, three of pricing), and every endpoint the storefront knows.
     const mesh = page.locator("#mesh tbody")
     await mesh.locator('tr[data-sidecar="storefront"]').waitFor({ timeout: WAIT_MS })
-    await mesh.locator('tr[data-sidecar="catalog"]').waitFor({ timeout: WAIT_MS })
-    await mesh.locator('tr[data-sidecar="pricing"]').nth(1).waitFor({ timeout: WAIT_MS })
+    await mesh.locator('tr[data-sidecar="catalog"]').nth(1).waitFor({ timeout: WAIT_MS })
+    await mesh.locator('tr[data-sidecar="pricing"]').nth(2).waitFor({ timeout: WAIT_MS })
     expect(await mesh.locator("tr[data-sidecar]").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-sidecar")))).toStrictEqual([
       "storefront",
       "catalog",
+      "catalog",
+      "pricing",
       "pricing",
       "pricing"
     ])
     const known = ((await (await fetch(`${ready.controls[0]}/mesh`)).json()) as MeshView).services
     expect(Object.keys(known).sort()).toStrictEqual(["catalog", "pricing"])
-    expect(known.pricing).toHaveLength(2)
+    expect(known.pricing).toHaveLength(3)
+    // The routes table: the demo's routes at every sidecar, the canary's with its source and split.
+    await page.locator('#routes tbody tr').filter({ hasText: "canary" }).first().waitFor({ timeout: WAIT_MS })
+    expect(await page.locator('#routes tbody tr').filter({ hasText: "canary" }).first().textContent()).toContain("filev2 100%")
     for (const [service, endpoints] of Object.entries(known)) {
       for (const { address } of endpoints) {
         await mesh.locator(`tr[data-service="${service}"][data-endpoint="${address}"]`).first().waitFor({ timeout: WAIT_MS })
@@ -174,7 +179,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
       await page.goto(ready.dashboard)
       const graph = page.locator("#graph-svg")
       for (const service of ["storefront", "catalog", "pricing"]) await graph.locator(`g.node[data-service="${service}"]`).waitFor({ timeout: WAIT_MS })
-      for (const callee of ["catalog", "pricing"]) await graph.locator(`g.edge[data-caller="storefront"][data-callee="${callee}"]`).waitFor({ timeout: WAIT_MS })
+      for (const [caller, callee] of [["storefront", "catalog"], ["catalog", "pricing"]]) await graph.locator(`g.edge[data-caller="${caller}"][data-callee="${callee}"]`).waitFor({ timeout: WAIT_MS })
       expect(await graph.locator("g.node").evaluateAll((nodes) => nodes.map((n) => n.getAttribute("data-service")).sort())).toStrictEqual(["catalog", "pricing", "storefront"])
       expect(await graph.locator("g.edge").count()).toBe(2)
       await expect.poll(() => graph.locator('g.edge[data-callee="catalog"] text').textContent(), { timeout: WAIT_MS }).toMatch(/\/s · 100\.0% · [\d.]+ ms$/)
@@ -190,7 +195,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
       expect(await chart.locator("path.rps").count()).toBe(1)
 
       // An edge: its slowest traces, slowest first; one opens in the waterfall.
-      await graph.locator('g.edge[data-caller="storefront"][data-callee="pricing"] path.hit').click({ force: true })
+      await graph.locator('g.edge[data-caller="catalog"][data-callee="pricing"] path.hit').click({ force: true })
       const rows = page.locator("#edge-traces tbody tr[data-trace]")
       await rows.first().waitFor({ timeout: WAIT_MS })
       const durations = await rows.evaluateAll((found) => found.map((r) => Number(r.children[1]!.textContent)))
