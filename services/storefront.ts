@@ -2,7 +2,8 @@
 // price its list itself, pricing) through its sidecar (SIDECAR_URL, the service named by Host) and
 // shows which instances answered, of which version, and the trace the page's calls belong to. A
 // request with `x-canary: yes` (or `?canary=yes`, for a browser) passes that header on to its
-// catalog call, where the demo's routes send it, and everything it leads to, to the v2 instances.
+// calls, where the demo's routes send it, and everything it leads to, to the v2 instances (locally
+// the routes file, demo.ts; on Kubernetes the pricing canary's HTTPRoute).
 import type { IncomingMessage } from "node:http"
 import { callService, contextOf, serve, traceIdOf } from "./serve.ts"
 
@@ -24,12 +25,14 @@ const products = async (req: IncomingMessage, url: URL) => {
   // Every call in one trace: the request's context, or a new one.
   const context = contextOf(req)
   const canary = req.headers["x-canary"] === "yes" || url.searchParams.get("canary") === "yes"
-  const listed = (await callService("catalog", "/products", canary ? { ...context, "x-canary": "yes" } : context)) as
+  const asked = canary ? { ...context, "x-canary": "yes" } : context
+  const listed = (await callService("catalog", "/products", asked)) as
     | Array<Product>
     | { readonly catalog: Instance; readonly pricing: Instance; readonly products: Array<Product> }
   const traceId = traceIdOf(context)
   if (!Array.isArray(listed)) return { canary, traceId, catalog: listed.catalog, pricing: listed.pricing, pricedBy: listed.pricing.instance, products: listed.products }
-  const priced = (await callService("pricing", `/prices?ids=${listed.map((p) => p.id).join(",")}`, context)) as Instance & { readonly prices: Record<string, number> }
+  // Pricing it here (catalog does not, as on Kubernetes): the header goes on to pricing, where an HTTPRoute may route by it.
+  const priced = (await callService("pricing", `/prices?ids=${listed.map((p) => p.id).join(",")}`, asked)) as Instance & { readonly prices: Record<string, number> }
   return { canary, traceId, catalog: undefined, pricing: { instance: priced.instance, version: priced.version }, pricedBy: priced.instance, products: listed.map((p) => ({ ...p, price: priced.prices[p.id] ?? null })) }
 }
 

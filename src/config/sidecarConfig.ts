@@ -15,7 +15,7 @@ import { parseSpiffeId } from "../identity/spiffe.ts"
 const addressPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
 const servicePattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 /** "NAMESPACE/NAME" of a Kubernetes Service: two DNS labels. */
-const kubernetesServicePattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\/[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
+const kubernetesServicePattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\/[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?){0,15}$/
 
 const Address = Schema.String.pipe(
   Schema.check(
@@ -97,8 +97,9 @@ export const SidecarConfigSchema = Schema.Struct({
   /** DNS SRV names per service (a Kubernetes headless Service's full name). */
   dnsSrv: Schema.Record(Schema.String, Schema.NonEmptyString),
   /**
-   * Kubernetes Services per mesh service, as "NAMESPACE/NAME": their EndpointSlices are watched
-   * with the in-cluster configuration (port named "mesh"). Optional in the type so configurations
+   * Kubernetes Services per mesh service, as "NAMESPACE/NAME" or "NAMESPACE/NAME+NAME..." (version
+   * Services that together make the service): their EndpointSlices are watched with the in-cluster
+   * configuration (port named "mesh"). Optional in the type so configurations
    * built in code without it stay valid; loadSidecarConfig always fills it.
    */
   kubernetes: Schema.optionalKey(
@@ -107,7 +108,7 @@ export const SidecarConfigSchema = Schema.Struct({
       Schema.String.pipe(
         Schema.check(
           Schema.makeFilter((text: string) =>
-            kubernetesServicePattern.test(text) ? undefined : `Expected NAMESPACE/NAME (DNS labels), got ${JSON.stringify(text)}`
+            kubernetesServicePattern.test(text) ? undefined : `Expected NAMESPACE/NAME[+NAME...] (DNS labels), got ${JSON.stringify(text)}`
           )
         )
       )
@@ -300,7 +301,7 @@ export const settings = [
   { key: "endpoints", env: "IIP_MESH_ENDPOINTS", flag: "--endpoint", help: "SERVICE=HOST:PORT[#WEIGHT][;identity=ID][;security=mtls|tls|plain][;ca=FILE][;version=V], comma-separated or repeated" },
   { key: "endpointsFile", env: "IIP_MESH_ENDPOINTS_FILE", flag: "--endpoints-file", help: "a JSON file of endpoints, re-read when it changes" },
   { key: "dnsSrv", env: "IIP_MESH_DNS_SRV", flag: "--dns-srv", help: "SERVICE=SRV-NAME (full name), comma-separated or repeated" },
-  { key: "kubernetes", env: "IIP_MESH_KUBERNETES", flag: "--kubernetes", help: "SERVICE=NAMESPACE/NAME, a Kubernetes Service whose EndpointSlices to watch (in-cluster), comma-separated or repeated" },
+  { key: "kubernetes", env: "IIP_MESH_KUBERNETES", flag: "--kubernetes", help: "SERVICE=NAMESPACE/NAME[+NAME...], Kubernetes Services whose EndpointSlices to watch (in-cluster), comma-separated or repeated" },
   { key: "dnsServers", env: "IIP_MESH_DNS_SERVERS", flag: "--dns-server", help: "DNS servers for SRV lookups, IP[:PORT] (default: the system's)" },
   { key: "localDiscovery", env: "IIP_MESH_LOCAL_DISCOVERY", flag: "--local-discovery", help: "a directory where sidecars on this machine find each other" },
   { key: "mdns", env: "IIP_MESH_MDNS", flag: "--mdns", help: "announce and discover by mDNS on the LAN (default off)" },

@@ -17,6 +17,9 @@
 // naming its pods' ServiceAccount gives `spiffe://<trustDomain>/ns/<namespace>/sa/<label>` with no
 // further API call and no read access to pods. Without the label (or without `trustDomain`) the
 // endpoints name no identity, and the sidecar accepts any identity of its trust domain there.
+// The version (the subset routes split over, src/sidecar/routes.ts) comes from the slice's label
+// `iip-mesh/version`, copied the same way from a version Service (GAMMA's `pricing-v2`, selecting
+// the v2 pods): several Services can make one mesh service (--kubernetes pricing=NS/pricing-v1+pricing-v2).
 // The slice's port named `adminPortName` ("admin-control"; not "admin", which the manifests give
 // the read-only listener), when the Service names one, is the pods' admin control port (admin
 // federation, src/admin/federation.ts).
@@ -24,6 +27,7 @@
 // Reconnecting and coalescing: kubernetesWatch.ts. The last reported set stays while the watch is
 // down, and a Reset is only emitted when the set differs from the last one.
 import { DiscoveryV1Api, KubeConfig, type V1EndpointSlice } from "@kubernetes/client-node"
+import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
 import { watchKubernetes } from "./kubernetesWatch.ts"
@@ -102,6 +106,7 @@ export const endpointsOfSlices = (
     const adminPort = slice.ports?.find((candidate) => (candidate.name ?? "") === (options.adminPortName ?? "admin-control"))?.port
     const weight = weightOf(slice.metadata?.annotations?.[options.weightAnnotation])
     const identity = identityOf(slice, options.trustDomain, options.identityLabel ?? defaultIdentityLabel)
+    const version = slice.metadata?.labels?.[versionLabel]
     for (const endpoint of slice.endpoints ?? []) {
       if (!takesTraffic(endpoint.conditions)) continue
       for (const address of endpoint.addresses) {
@@ -115,6 +120,7 @@ export const endpointsOfSlices = (
           ...(endpoint.zone === undefined ? {} : { zone: endpoint.zone }),
           ...(endpoint.nodeName === undefined ? {} : { node: endpoint.nodeName }),
           ...(identity === undefined ? {} : { identity }),
+          ...(version === undefined || !isSubsetLabel(version) ? {} : { version }),
           ...(adminPort === undefined ? {} : { adminPort })
         }
         const key = endpointKey(found)
@@ -126,6 +132,9 @@ export const endpointsOfSlices = (
 }
 
 export const defaultIdentityLabel = "iip-mesh/service-account"
+
+/** The slice (Service) label naming its endpoints' version. */
+export const versionLabel = "iip-mesh/version"
 
 /** The SPIFFE ID a slice's ServiceAccount label names in `trustDomain`, if both are there and valid. */
 export const identityOf = (slice: V1EndpointSlice, trustDomain: string | undefined, label: string): string | undefined => {

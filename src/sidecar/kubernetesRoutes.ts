@@ -74,7 +74,7 @@ const compileAll = (objects: ReadonlyArray<Stored>, options: KubernetesRoutesOpt
   // Each object passed alone; together they can only clash on names, which the object's id keeps apart.
   if (Result.isFailure(document)) return noRoutes
   const compiled = compileRoutes(document.success, { ...options.compile, sourceOf: (name) => sources.get(name) ?? "kubernetes" })
-  return { ...compiled, source: `${count} HTTPRoute${count === 1 ? "" : "s"}: ${compiled.source}` }
+  return { byService: compiled.byService, limits: compiled.limits, source: `${count} HTTPRoute${count === 1 ? "" : "s"}: ${compiled.source}`, baggage: compiled.baggage }
 }
 
 /** Starts watching; the routes are empty until the first list arrives. */

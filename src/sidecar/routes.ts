@@ -250,11 +250,12 @@ export const compileRoutes = (document: RoutesDocument, options: CompileOptions 
   }
   const count = document.routes.length
   const limitCount = document.rateLimits?.length ?? 0
+  // Fields in the order of noRoutes and mergeRoutes: one object shape on the request path.
   return {
     byService,
-    baggage: new RouteCounters(),
     limits: compileRateLimits(document.rateLimits, options.rateLimitKeys ?? DEFAULT_RATE_LIMIT_KEYS),
-    source: `${count} route${count === 1 ? "" : "s"} for ${byService.size} service${byService.size === 1 ? "" : "s"}${limitCount === 0 ? "" : `, ${limitCount} rate limit${limitCount === 1 ? "" : "s"}`}`
+    source: `${count} route${count === 1 ? "" : "s"} for ${byService.size} service${byService.size === 1 ? "" : "s"}${limitCount === 0 ? "" : `, ${limitCount} rate limit${limitCount === 1 ? "" : "s"}`}`,
+    baggage: new RouteCounters()
   }
 }
 

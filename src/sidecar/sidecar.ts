@@ -81,7 +81,7 @@ export interface SidecarOptions {
   readonly credentials?: CredentialSource
   /** The port of this sidecar's admin control listener, announced to discovery beside the inbound address (admin federation). */
   readonly adminPort?: number
-  /** Where the Kubernetes API server is, for the HTTPRoute watch (tests); in-cluster by default. */
+  /** Where the Kubernetes API server is, for the EndpointSlice and HTTPRoute watches (tests); in-cluster by default. */
   readonly kubeConfig?: KubeConfig
 }
 
@@ -105,7 +105,7 @@ const listen = (server: http.Server, address: HostPort) =>
  * Kubernetes Services (their endpoints' identities in `trustDomain`). The Kubernetes client is loaded only when a Service is to be watched: it
  * costs about 85 MB of memory and 0.8 s at start, which a sidecar off Kubernetes should not pay.
  */
-const startDiscovery = (config: SidecarConfig, log: Log, trustDomain: string | undefined) =>
+const startDiscovery = (config: SidecarConfig, log: Log, trustDomain: string | undefined, kubeConfig: KubeConfig | undefined) =>
   Effect.gen(function*() {
     const discovery = new Discovery({ log })
     discovery.register(configSource(config.endpoints))
@@ -117,8 +117,11 @@ const startDiscovery = (config: SidecarConfig, log: Log, trustDomain: string | u
     if (watched.length > 0) {
       const { kubernetesSource } = yield* Effect.promise(() => import("../discovery/kubernetesSource.ts"))
       for (const [service, namespaced] of watched) {
-        const [namespace = "", kubernetesService = ""] = namespaced.split("/")
-        discovery.register(kubernetesSource({ service, namespace, kubernetesService, log, ...(trustDomain === undefined ? {} : { trustDomain }) }))
+        const [namespace = "", names = ""] = namespaced.split("/")
+        // Several (version) Services make one mesh service: one source each, merged by discovery.
+        for (const kubernetesService of names.split("+")) {
+          discovery.register(kubernetesSource({ service, namespace, kubernetesService, log, ...(trustDomain === undefined ? {} : { trustDomain }), ...(kubeConfig === undefined ? {} : { kubeConfig }) }))
+        }
       }
     }
     return discovery
@@ -241,7 +244,11 @@ const watchHttpRoutes = (config: SidecarConfig, options: SidecarOptions, log: Lo
   Effect.acquireRelease(
     Effect.promise(async () => {
       const { watchKubernetesRoutes } = await import("./kubernetesRoutes.ts")
-      const meshNames = new Map(Object.entries(config.kubernetes ?? {}).map(([mesh, namespaced]) => [namespaced, mesh]))
+      // Each Service --kubernetes names (NS/NAME, or NS/NAME+NAME: versions) is that mesh service.
+      const meshNames = new Map(Object.entries(config.kubernetes ?? {}).flatMap(([mesh, namespaced]) => {
+        const [namespace = "", names = ""] = namespaced.split("/")
+        return names.split("+").map((name) => [`${namespace}/${name}`, mesh] as const)
+      }))
       return watchKubernetesRoutes({
         namespaces: config.kubernetesRoutes ?? [],
         meshNameOf: (namespace, name) => meshNames.get(`${namespace}/${name}`) ?? name,
@@ -280,7 +287,7 @@ export const make = (
     })
     yield* Effect.addFinalizer(() => Effect.sync(() => registry.close()))
     // Discovery feeds the registry: every change to a service replaces its endpoint set.
-    const discovery = yield* startDiscovery(config, log, meshTls.mode === "off" ? undefined : meshTls.trustDomain)
+    const discovery = yield* startDiscovery(config, log, meshTls.mode === "off" ? undefined : meshTls.trustDomain, options.kubeConfig)
     yield* Effect.addFinalizer(() => Effect.sync(() => discovery.close()))
     discovery.subscribe("*", (update) => {
       const service = update._tag === "Reset" || update._tag === "Remove" ? update.service : update.endpoint.service

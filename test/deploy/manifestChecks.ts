@@ -690,8 +690,9 @@ const meshTarget = (
 const discovery: Check = (context) => [
   ...context.sidecars.flatMap((sidecar) => [
     ...Object.entries(sidecar.config?.kubernetes ?? {}).flatMap(([meshService, target]) => {
-      const [namespace, name] = target.split("/") as [string, string]
-      return meshTarget("discovery", sidecar.where, context, meshService, namespace, name, "mesh", false)
+      // NAMESPACE/NAME, or NAMESPACE/NAME+NAME...: version Services that make one service.
+      const [namespace, names] = target.split("/") as [string, string]
+      return names.split("+").flatMap((name) => meshTarget("discovery", sidecar.where, context, meshService, namespace, name, "mesh", false))
     }),
     ...Object.entries(sidecar.config?.dnsSrv ?? {}).flatMap(([meshService, srv]) => {
       const match = /^_([a-z0-9-]+)\._(tcp|udp)\.([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local\.?$/.exec(srv)

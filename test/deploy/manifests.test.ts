@@ -119,12 +119,15 @@ describe("deploy/kubernetes", () => {
     )
     expect(kinds.some((k) => k.startsWith("ConfigMap/iip-mesh-sidecar-"))).toBe(true)
     const context = makeContext(objectsOf("base"))
-    expect(context.sidecars.map((s) => s.config?.service).sort()).toEqual(["catalog", "pricing", "storefront"])
-    // The storefront's sidecar finds catalog and pricing by their EndpointSlices, in its own namespace.
-    expect(context.sidecars.find((s) => s.config?.service === "storefront")?.config?.kubernetes).toEqual({
+    expect(context.sidecars.map((s) => s.config?.service).sort()).toEqual(["catalog", "pricing", "pricing", "storefront"])
+    // The storefront's sidecar finds catalog and pricing (its two version Services) by their
+    // EndpointSlices, in its own namespace, and applies the namespace's HTTPRoutes.
+    const storefront = context.sidecars.find((s) => s.config?.service === "storefront")?.config
+    expect(storefront?.kubernetes).toEqual({
       catalog: "iip-mesh-demo/catalog",
-      pricing: "iip-mesh-demo/pricing"
+      pricing: "iip-mesh-demo/pricing-v1+pricing-v2"
     })
+    expect(storefront?.kubernetesRoutes).toEqual(["iip-mesh-demo"])
     for (const sidecar of context.sidecars) {
       expect(sidecar.init && sidecar.container.restartPolicy === "Always").toBe(true)
       expect(sidecar.config?.drainTimeoutMs).toBe(10_000)
@@ -133,7 +136,8 @@ describe("deploy/kubernetes", () => {
       expect(sidecar.pod.template.spec?.serviceAccountName).toBe(sidecar.config?.service)
     }
     expect(deployment("pricing").spec?.replicas).toBe(2)
-    for (const name of ["catalog", "pricing", "storefront"]) {
+    expect(deployment("pricing-v2").spec?.replicas).toBe(1)
+    for (const name of ["catalog", "pricing", "pricing-v1", "pricing-v2", "storefront"]) {
       const service = objectsOf("base").find((o) => o.kind === "Service" && o.metadata.name === name) as unknown as IService
       expect(service.spec?.clusterIP).toBe("None")
       expect(service.spec?.ports?.[0]?.name).toBe("mesh")
@@ -156,11 +160,14 @@ describe("deploy/kubernetes", () => {
         }
       }
     }
+    // Pricing has two sidecars (v1 and v2), each applying the policy for pricing.
     expect(allowed.sort()).toStrictEqual(
-      ["Deployment iip-mesh-demo/storefront -> catalog", "Deployment iip-mesh-demo/storefront -> pricing"].flatMap((call) => ["DELETE", "GET", "POST"].map((method) => `${call} ${method}`))
+      ["Deployment iip-mesh-demo/storefront -> catalog", "Deployment iip-mesh-demo/storefront -> pricing", "Deployment iip-mesh-demo/storefront -> pricing"].flatMap((call) => ["DELETE", "GET", "POST"].map((method) => `${call} ${method}`)).sort()
     )
-    // Each pod runs as its own ServiceAccount: the identities differ.
-    expect(new Set(context.pods.map(identityOf)).size).toBe(context.pods.length)
+    // Each service runs as its own ServiceAccount: the only pods that share an identity are pricing's two versions.
+    const byIdentity = new Map<string, Array<string>>()
+    for (const pod of context.pods) byIdentity.set(identityOf(pod), [...(byIdentity.get(identityOf(pod)) ?? []), nameOf(pod.owner)])
+    expect([...byIdentity.values()].filter((owners) => owners.length > 1)).toStrictEqual([["Deployment iip-mesh-demo/pricing", "Deployment iip-mesh-demo/pricing-v2"]])
   })
 
   it("demo: the collector and Jaeger, and every sidecar exporting to the collector", () => {
@@ -170,7 +177,7 @@ describe("deploy/kubernetes", () => {
       expect(demo.some((o) => o.kind === "Service" && o.metadata.name === name)).toBe(true)
     }
     const sidecars = makeContext(demo).sidecars
-    expect(sidecars).toHaveLength(3)
+    expect(sidecars).toHaveLength(4)
     for (const sidecar of sidecars) {
       expect(sidecar.env["OTEL_EXPORTER_OTLP_ENDPOINT"]).toBe("http://otel-collector:4318")
       expect(sidecar.env["OTEL_EXPORTER_OTLP_PROTOCOL"]).toBe("http/protobuf")

@@ -115,6 +115,17 @@ describe("the identity of Kubernetes endpoints", () => {
   })
 })
 
+describe("the version of Kubernetes endpoints", () => {
+  it("comes from the iip-mesh/version label a version Service's slices carry; none without it or for a value that is no label", () => {
+    const slice = endpointSlice("pricing-v2-a", [{ ip: "10.1.0.20" }], { service: "pricing-v2" })
+    const labelled = (version: string) => ({ ...slice, metadata: { ...slice.metadata, labels: { ...slice.metadata!.labels, "iip-mesh/version": version } } })
+    const options = { service: "pricing", portName: "mesh", weightAnnotation: "iip-mesh/weight" }
+    expect(endpointsOfSlices([labelled("v2")], options)[0]!.version).toBe("v2")
+    expect(endpointsOfSlices([slice], options)[0]!.version).toBeUndefined()
+    expect(endpointsOfSlices([labelled("-bad-")], options)[0]!.version).toBeUndefined()
+  })
+})
+
 describe("kubernetesSource against a fake API server", () => {
   it("lists, then follows added slices, removed endpoints, readiness, weights and deleted slices", async () => {
     const { api, updates, start, expectSet } = await setup()

@@ -177,7 +177,19 @@ describe("loadSidecarConfig", () => {
     })
     expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_KUBERNETES: "catalog=shop/catalog" })).kubernetes).toStrictEqual({ catalog: "shop/catalog" })
     expect(problems(load(["--service", "store", "--kubernetes", "catalog=catalog"])).problems).toStrictEqual([
-      `kubernetes.catalog (from --kubernetes): Expected NAMESPACE/NAME (DNS labels), got "catalog"`
+      `kubernetes.catalog (from --kubernetes): Expected NAMESPACE/NAME[+NAME...] (DNS labels), got "catalog"`
+    ])
+    // Version Services that make one service.
+    expect(ok(load(["--service", "store", "--kubernetes", "pricing=shop/pricing-v1+pricing-v2"])).kubernetes).toStrictEqual({ pricing: "shop/pricing-v1+pricing-v2" })
+    expect(problems(load(["--service", "store", "--kubernetes", "pricing=shop/pricing-v1+"])).problems).toHaveLength(1)
+  })
+
+  it("HTTPRoute namespaces from --kubernetes-routes; a bad one is reported", () => {
+    expect(ok(load(["--service", "store"])).kubernetesRoutes).toStrictEqual([])
+    expect(ok(load(["--service", "store", "--kubernetes-routes", "shop,auth"])).kubernetesRoutes).toStrictEqual(["shop", "auth"])
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_KUBERNETES_ROUTES: "shop" })).kubernetesRoutes).toStrictEqual(["shop"])
+    expect(problems(load(["--service", "store", "--kubernetes-routes", "Shop"])).problems).toStrictEqual([
+      `kubernetesRoutes.0 (from --kubernetes-routes): Expected a namespace (a DNS label), got "Shop"`
     ])
   })
 

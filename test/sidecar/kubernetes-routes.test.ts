@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { byPrecedence, gatewayDurationMs, type HttpRouteObject, translateHttpRoute } from "../../src/sidecar/httpRoutes.ts"
 import { compileRoutes, parseRoutesDocument } from "../../src/sidecar/routes.ts"
 import { chooseSubset } from "../../src/sidecar/routing.ts"
-import { FakeKubeApi } from "../discovery/fakeKubeApi.ts"
+import { endpointSlice, FakeKubeApi } from "../discovery/fakeKubeApi.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { call, progress, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -165,5 +165,36 @@ describe("HTTPRoutes watched from a fake API server", () => {
     // With no route, the canary header means nothing: both versions take traffic again.
     const seen = new Set<string>()
     await untilAnswer(caller, { "x-canary": "yes" }, (body) => seen.add(body).has("pricing-v1") && seen.has("pricing-v2"), 5000)
+  }, 30_000)
+
+  it("in-cluster as the manifests have it: version Services (iip-mesh/version) make one service's subsets, and the HTTPRoute's canary rule reaches v2", async () => {
+    const api = await FakeKubeApi.start("shop")
+    cleanup.add(() => api.close())
+    const pricing = async (version: string) => {
+      const app = await startApp(cleanup, (_req, res) => res.end(`pricing-${version}`))
+      const sidecar = await startSidecar(cleanup, sidecarConfig({ service: "pricing", app: app.address, node: `pricing-${version}` }))
+      const slice = endpointSlice(`pricing-${version}-abc`, [{ ip: "127.0.0.1" }], { service: `pricing-${version}`, port: sidecar.sidecar.inbound.port })
+      api.apply("ADDED", { ...slice, metadata: { ...slice.metadata, labels: { ...slice.metadata!.labels, "iip-mesh/version": version } } })
+    }
+    await pricing("v1")
+    await pricing("v2")
+    api.apply("ADDED", httpRoute("pricing-canary", {
+      parentRefs: pricingParent,
+      rules: [
+        { matches: [{ headers: [{ name: "x-canary", value: "yes" }] }], backendRefs: [{ name: "pricing-v2", port: 4143 }] },
+        { backendRefs: [{ name: "pricing-v1", port: 4143 }] }
+      ]
+    }))
+    const caller = await startSidecar(
+      cleanup,
+      sidecarConfig({ service: "store", kubernetes: { pricing: "shop/pricing-v1+pricing-v2" }, kubernetesRoutes: ["shop"] }),
+      undefined,
+      { kubeConfig: api.kubeConfig() }
+    )
+    await untilAnswer(caller, { "x-canary": "yes" }, (body) => body === "pricing-v2", 5000)
+    for (let i = 0; i < 10; i++) {
+      expect((await call(caller.outboundPort, { headers: { host: "pricing", "x-canary": "yes" } })).body.toString()).toBe("pricing-v2")
+      expect((await call(caller.outboundPort, { headers: { host: "pricing" } })).body.toString()).toBe("pricing-v1")
+    }
   }, 30_000)
 })
