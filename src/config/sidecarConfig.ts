@@ -369,7 +369,7 @@ export const settings = [
   { key: "federationMaxPeers", env: "IIP_MESH_FEDERATION_MAX_PEERS", flag: "--federation-max-peers", help: "peer admins followed at most (default 64)" },
   { key: "upgradeIdleTimeoutMs", env: "IIP_MESH_UPGRADE_IDLE_TIMEOUT", flag: "--upgrade-idle-timeout", help: "an upgraded connection (WebSocket) silent both ways this long is closed (default 5m)" },
   { key: "appVersion", env: "IIP_MESH_APP_VERSION", flag: "--app-version", help: "this instance's version, announced as its subset label (default none)" },
-  { key: "routes", env: "IIP_MESH_ROUTES", flag: "--routes", help: "routes file (subset splits per target service), JSON or YAML, re-read on change (default none)" },
+  { key: "routes", env: "IIP_MESH_ROUTES", flag: "--routes", help: "routes file (subset splits per target service, rate limits), JSON or YAML, re-read on change (default none)" },
   { key: "routesPollMs", env: "IIP_MESH_ROUTES_POLL", flag: "--routes-poll", help: "the routes file is checked this often besides its watch (default 5s)" },
   { key: "appProtocol", env: "IIP_MESH_APP_PROTOCOL", flag: "--app-protocol", help: "how the inbound side speaks to the app: http1 or h2c (cleartext HTTP/2, for gRPC apps; default http1)" },
   { key: "h2MaxStreams", env: "IIP_MESH_H2_MAX_STREAMS", flag: "--h2-max-streams", help: "streams open at once on one HTTP/2 connection from the app (default 256)" },
