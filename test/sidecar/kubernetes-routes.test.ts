@@ -11,7 +11,7 @@ import { byPrecedence, gatewayDurationMs, type HttpRouteObject, translateHttpRou
 import { compileRoutes, parseRoutesDocument } from "../../src/sidecar/routes.ts"
 import { chooseSubset } from "../../src/sidecar/routing.ts"
 import { endpointSlice, FakeKubeApi } from "../discovery/fakeKubeApi.ts"
-import { Cleanup } from "../support/iipRaw.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { call, progress, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const httpRoute = (name: string, spec: NonNullable<HttpRouteObject["spec"]>, created = "2026-01-01T00:00:00Z"): KubernetesObject & HttpRouteObject => ({
@@ -134,6 +134,8 @@ describe("HTTPRoutes watched from a fake API server", () => {
       { kubeConfig: api.kubeConfig() }
     )
     await until(() => logged.some((e) => e["event"] === "httproutes-loaded"), "the first list", 5000)
+    // The watch is open (the informer opens it after the list): from here a change travels as an event.
+    await waitFor(() => api.openWatches === 1, 5000, "the HTTPRoute watch")
 
     const canary = httpRoute("pricing-canary", {
       parentRefs: pricingParent,
