@@ -351,7 +351,8 @@ class OutboundExchange {
     if (delayMs > 0) await this.hold(delayMs, deadline)
     // A mirror needs the body held whole: a streamed one goes once, to the primary only.
     const mirrorSubset = actions?.mirrorSubset?.()
-    if (mirrorSubset !== undefined && body instanceof Uint8Array) sendMirror(actions!.mirrorGate!, { registry, service, subset: mirrorSubset, uri: target.uri, body, meta, context, deadline })
+    // The mirror's subset is one of the route's service, wherever the split sent the request.
+    if (mirrorSubset !== undefined && body instanceof Uint8Array) sendMirror(actions!.mirrorGate!, { registry, service: target.service, subset: mirrorSubset, uri: target.uri, body, meta, context, deadline })
     const perTryTimeoutMs = actions?.perTryTimeoutMs ?? options.perTryTimeoutMs
     const maxAttempts = actions?.attempts ?? MAX_ATTEMPTS
     registry.countRequest(service)
