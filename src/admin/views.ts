@@ -11,7 +11,7 @@ import type { TraceSummary } from "../telemetry/traceStore.ts"
 /**
  * The routes in force, in the order they are tried per service: where each came from, its split as
  * written and as observed, requests and errors since it was loaded; then what the sticky baggage
- * member routed. Undefined without routes.
+ * member routed, and the rate limits with the requests each refused. Undefined without routes.
  */
 export const routesView = (sidecar: Sidecar) => {
   const routes = sidecar.routes()
@@ -26,7 +26,19 @@ export const routesView = (sidecar: Sidecar) => {
       split: route.split.map((entry) => ({ backend: entry.service === undefined ? entry.subset! : entry.subset === undefined ? entry.service : `${entry.service}/${entry.subset}`, weight: entry.weight })),
       ...route.counters.view()
     })),
-    baggage: routes.baggage.view()
+    baggage: routes.baggage.view(),
+    rateLimits: routes.limits === undefined
+      ? []
+      : [...routes.limits.outbound.values(), ...routes.limits.inbound.values()].flat().map((limit) => ({
+        name: limit.name,
+        service: limit.service,
+        direction: limit.direction,
+        ...(limit.route === undefined ? {} : { route: limit.route }),
+        perSecond: limit.perSecond,
+        burst: limit.burst,
+        key: limit.key._tag === "None" ? "none" : limit.key._tag === "Caller" ? "caller" : `header ${limit.key.name}`,
+        refused: limit.refused
+      }))
   }
 }
 

@@ -42,7 +42,8 @@ interface App {
 /**
  * The demo's routes: v1 for every call, except that a call to catalog carrying `x-canary: yes` goes
  * to v2 and sticks that choice to the request's baggage, so catalog's own call to pricing (which
- * passes the baggage on) goes to pricing v2 too, though no route here says so.
+ * passes the baggage on) goes to pricing v2 too, though no route here says so. Each pricing
+ * sidecar takes at most 1000 calls a second from each caller (an inbound rate limit).
  */
 export const demoRoutes = `# The demo's routes (README "Routes"), read by every demo sidecar.
 routes:
@@ -58,6 +59,12 @@ routes:
   - name: pricing-stable
     service: pricing
     split: [{ subset: v1, weight: 1 }]
+rateLimits:
+  - name: pricing-per-caller
+    service: pricing
+    direction: inbound
+    perSecond: 1000
+    key: caller
 `
 
 const stopChild = (child: ChildProcess) =>

@@ -278,8 +278,8 @@ export const SidecarConfigSchema = Schema.Struct({
   kubernetesRoutes: Schema.optionalKey(Schema.Array(Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) =>
     /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/.test(text) ? undefined : `Expected a namespace (a DNS label), got ${JSON.stringify(text.slice(0, 80))}`
   ))))),
-  /** Buckets one keyed rate limit keeps at most (src/sidecar/rateLimits.ts); later keys share one. */
-  rateLimitKeys: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 }))),
+  /** Buckets one keyed rate limit keeps at most (src/sidecar/rateLimits.ts); later keys share one. At most 100,000: a sweep of refilled buckets walks them all. */
+  rateLimitKeys: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
   /** How the inbound side speaks to its app: HTTP/1.1, or cleartext HTTP/2 (gRPC apps). */
   appProtocol: Schema.Literals(["http1", "h2c"]),
   /** Streams one HTTP/2 connection from the app may have open at once (its SETTINGS_MAX_CONCURRENT_STREAMS). */

@@ -29,9 +29,8 @@ import type { HeaderPair } from "./headerFilter.ts"
 import { AppErrorCode, ProxyError } from "./proxyError.ts"
 import { HEADER_NAME, Label, ServiceName } from "./routeFields.ts"
 
-/** Buckets per keyed limit, by default (the `rateLimitKeys` setting). */
+/** Buckets per keyed limit, by default (the `rateLimitKeys` setting, at most 100,000: a sweep walks them all). */
 export const DEFAULT_RATE_LIMIT_KEYS = 1024
-export const MAX_RATE_LIMIT_KEYS = 1_000_000
 /** A key's value is cut to this many characters (memory per bucket stays bounded). */
 const MAX_KEY_CHARS = 256
 /** Refilled buckets are swept out at most this often (ms). */
@@ -139,6 +138,10 @@ export class CompiledLimit {
   readonly direction: Direction
   readonly route: string | undefined
   readonly key: KeyKind
+  readonly perSecond: number
+  readonly burst: number
+  /** Requests it answered 429 since it was loaded (the admin's /mesh view). */
+  refused = 0
   private readonly single: TokenBucket | undefined
   private readonly table: BucketTable | undefined
 
@@ -149,6 +152,8 @@ export class CompiledLimit {
     this.route = spec.route
     this.key = spec.key === undefined ? { _tag: "None" } : spec.key === "caller" ? { _tag: "Caller" } : { _tag: "Header", name: spec.key.header.toLowerCase() }
     const burst = spec.burst ?? Math.max(1, Math.ceil(spec.perSecond))
+    this.perSecond = spec.perSecond
+    this.burst = burst
     if (this.key._tag === "None") this.single = new TokenBucket(spec.perSecond, burst, now)
     else this.table = new BucketTable(spec.perSecond, burst, maxKeys)
   }
@@ -220,6 +225,7 @@ export const limitOutbound = (
     if (limit.route !== undefined && limit.route !== route) continue
     const waitMs = limit.take((key) => (key._tag === "Caller" ? clientAddress : key._tag === "Header" ? headerText(headers[key.name]) : ""), now)
     if (waitMs === 0) continue
+    limit.refused++
     metrics.rateLimited("outbound", service, limit.name)
     return new ProxyError({ status: 429, reason: "rate_limited", hop: "outbound", message: `rate limit ${limit.name} of ${service} reached`, retryAfterSeconds: retryAfterSeconds(waitMs) })
   }
@@ -252,6 +258,7 @@ export const makeInboundLimiter = (limitsOf: () => RateLimits | undefined, metri
     for (const limit of list) {
       const waitMs = limit.take((key) => (key._tag === "Caller" ? identity ?? hostOf(remoteAddress) : key._tag === "Header" ? pairText(headers, key.name) : ""), now)
       if (waitMs === 0) continue
+      limit.refused++
       metrics.rateLimited("inbound", service, limit.name)
       return failure(AppErrorCode.rateLimited, `rate limit ${limit.name} of ${service} reached; retry after ${retryAfterSeconds(waitMs)} s`, true)
     }

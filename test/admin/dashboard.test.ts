@@ -125,6 +125,7 @@ describe.skipIf(suite.skip)(suite.title, () => {
     // The routes table: the demo's routes at every sidecar, the canary's with its source and split.
     await page.locator('#routes tbody tr').filter({ hasText: "canary" }).first().waitFor({ timeout: WAIT_MS })
     expect(await page.locator('#routes tbody tr').filter({ hasText: "canary" }).first().textContent()).toContain("filev2 100%")
+    expect(await page.locator('#routes tbody tr').filter({ hasText: "pricing-per-caller" }).first().textContent()).toContain("1000/s, burst 1000, per caller0 refused")
     for (const [service, endpoints] of Object.entries(known)) {
       for (const { address } of endpoints) {
         await mesh.locator(`tr[data-service="${service}"][data-endpoint="${address}"]`).first().waitFor({ timeout: WAIT_MS })
