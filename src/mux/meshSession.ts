@@ -17,7 +17,6 @@ import {
   DialerControlChannel,
   emptyMeta,
   encodeChannelPair,
-  encodeEnvelope,
   encodeErrorBody,
   EnvelopeFlag,
   EnvelopeKind,
@@ -211,10 +210,18 @@ export class MeshSession implements MessageSink {
     }
     const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
     const packed = whole && channel !== this.ownControl ? this.pack(body) : undefined
-    const head = packed !== undefined
-      ? encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.compressed, requestId, meta, packed, this.agreed.maxMetaBytes, timeoutMs)
-      : encodeEnvelope(EnvelopeKind.request, 0, requestId, meta, whole ? body : noBody, this.agreed.maxMetaBytes, timeoutMs)
-    this.connection.writer.send(whole ? Status.RequestWhole : Status.RequestFirstMore, path, channel.id, head)
+    this.connection.writer.sendEnvelope(
+      whole ? Status.RequestWhole : Status.RequestFirstMore,
+      path,
+      channel.id,
+      EnvelopeKind.request,
+      packed !== undefined ? EnvelopeFlag.compressed : 0,
+      requestId,
+      meta,
+      this.agreed.maxMetaBytes,
+      timeoutMs,
+      packed ?? (whole ? body : noBody)
+    )
     channel.fifo.push(call)
     if (!whole) {
       void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
@@ -240,7 +247,7 @@ export class MeshSession implements MessageSink {
     const requestId = nextRequestId(channel)
     const packed = channel !== this.ownControl ? this.pack(body) : undefined
     const flags = packed === undefined ? EnvelopeFlag.oneway : EnvelopeFlag.oneway | EnvelopeFlag.compressed
-    this.connection.writer.send(Status.RequestWhole, path, channel.id, encodeEnvelope(EnvelopeKind.request, flags, requestId, meta, packed ?? body, this.agreed.maxMetaBytes))
+    this.connection.writer.sendEnvelope(Status.RequestWhole, path, channel.id, EnvelopeKind.request, flags, requestId, meta, this.agreed.maxMetaBytes, 0, packed ?? body)
   }
 
   /** The compressed form of a body worth compressing (§12.1), else undefined. */
@@ -574,14 +581,22 @@ export class MeshSession implements MessageSink {
     const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
     const packed = whole && kind === EnvelopeKind.response ? this.pack(body as Uint8Array) : undefined
     try {
-      const head = packed !== undefined
-        ? encodeEnvelope(kind, EnvelopeFlag.compressed, served.requestId, meta, packed, this.agreed.maxMetaBytes)
-        : encodeEnvelope(kind, 0, served.requestId, meta, whole ? (body as Uint8Array) : noBody, this.agreed.maxMetaBytes)
-      this.connection.writer.send(whole ? Status.ResponseWhole : Status.ResponseFirstMore, path, channel.id, head)
+      this.connection.writer.sendEnvelope(
+        whole ? Status.ResponseWhole : Status.ResponseFirstMore,
+        path,
+        channel.id,
+        kind,
+        packed !== undefined ? EnvelopeFlag.compressed : 0,
+        served.requestId,
+        meta,
+        this.agreed.maxMetaBytes,
+        0,
+        packed ?? (whole ? (body as Uint8Array) : noBody)
+      )
     } catch (error) {
       const fallback: Failure = failure(MeshErrorCode.handlerFailed, `answer cannot be sent: ${String(error)}`, true)
       try {
-        this.connection.writer.send(Status.ResponseWhole, path, channel.id, encodeEnvelope(EnvelopeKind.error, 0, served.requestId, emptyMeta, encodeErrorBody(fallback), this.agreed.maxMetaBytes))
+        this.connection.writer.sendEnvelope(Status.ResponseWhole, path, channel.id, EnvelopeKind.error, 0, served.requestId, emptyMeta, this.agreed.maxMetaBytes, 0, encodeErrorBody(fallback))
       } catch (failed) {
         // Not even the error fits (the write queue is over its hard limit): pairing cannot hold.
         this.connection.close(`cannot answer request ${served.requestId} on channel ${channel.id}: ${String(failed)}`, false)
@@ -601,7 +616,7 @@ export class MeshSession implements MessageSink {
   private onControl(path: string, requestId: number, body: Buffer, oneway: boolean): void {
     switch (path) {
       case MeshPath.ping:
-        this.connection.writer.send(Status.ResponseWhole, path, this.peerControl, encodeEnvelope(EnvelopeKind.response, 0, requestId, emptyMeta, body, this.agreed.maxMetaBytes))
+        this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, body)
         return
       case MeshPath.cancel: {
         const pair = decodeChannelPair(body)
@@ -629,13 +644,13 @@ export class MeshSession implements MessageSink {
         for (const listener of this.drainListeners.splice(0)) listener()
         // The listeners stopped new requests on this connection; the answer tells the peer so.
         if (!oneway) {
-          this.connection.writer.send(Status.ResponseWhole, path, this.peerControl, encodeEnvelope(EnvelopeKind.response, 0, requestId, emptyMeta, new Uint8Array(0), this.agreed.maxMetaBytes))
+          this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, noBody)
         }
         return
       default:
         if (!oneway) {
           const error = encodeErrorBody(failure(MeshErrorCode.notFound, `unknown control path ${path}`, false))
-          this.connection.writer.send(Status.ResponseWhole, path, this.peerControl, encodeEnvelope(EnvelopeKind.error, 0, requestId, emptyMeta, error, this.agreed.maxMetaBytes))
+          this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.error, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, error)
         }
     }
   }

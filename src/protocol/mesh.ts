@@ -159,11 +159,43 @@ const writeEntry = (out: Buffer, offset: number, key: string, value: string): nu
   return offset + 2 + valueBytes
 }
 
+/** The `deadline-ms` entry's value for a deadline in ms; "" for none (0). */
+export const deadlineText = (deadlineMs: number): string => (deadlineMs > 0 ? String(deadlineMs) : "")
+
+/** Encoded size of the metadata block of an envelope (see encodeEnvelopeHeadInto); throws EnvelopeError. */
+export const envelopeMetaBytes = (meta: Meta, maxMetaBytes: number, deadline: string): number =>
+  meta.size === 0 && deadline === "" ? 0 : metaByteLength(meta, maxMetaBytes, deadline)
+
 /**
- * Builds the first packet's data: envelope, metadata and the first body bytes. `deadlineMs` > 0
- * is written as the deadline entry, in place of one `meta` may hold (a call's remaining time,
- * without copying its metadata into a new Map per request).
+ * Writes an envelope and its metadata block (`metaBytes` from envelopeMetaBytes) at `offset`;
+ * returns where the body goes. `deadline` (deadlineText) is written as the deadline entry, in
+ * place of one `meta` may hold (a call's remaining time, without copying its metadata into a new
+ * Map per request). The writer calls it straight into its batch (no buffer per message).
  */
+export const encodeEnvelopeHeadInto = (
+  out: Buffer,
+  offset: number,
+  kind: number,
+  flags: number,
+  requestId: number,
+  meta: Meta,
+  metaBytes: number,
+  deadline: string
+): number => {
+  out[offset] = kind
+  out[offset + 1] = flags
+  out.writeUInt16BE(metaBytes, offset + 2)
+  out.writeUInt32BE(requestId >>> 0, offset + 4)
+  offset += EnvelopeBytes
+  if (metaBytes === 0) return offset
+  meta.forEach((value, key) => {
+    if (deadline === "" || key !== MetaKey.deadline) offset = writeEntry(out, offset, key, value)
+  })
+  if (deadline !== "") offset = writeEntry(out, offset, MetaKey.deadline, deadline)
+  return offset
+}
+
+/** Builds the first packet's data in a buffer of its own: envelope, metadata and the first body bytes. */
 export const encodeEnvelope = (
   kind: number,
   flags: number,
@@ -173,19 +205,10 @@ export const encodeEnvelope = (
   maxMetaBytes: number,
   deadlineMs = 0
 ): Buffer => {
-  const deadline = deadlineMs > 0 ? String(deadlineMs) : ""
-  const metaBytes = meta.size === 0 && deadline === "" ? 0 : metaByteLength(meta, maxMetaBytes, deadline)
+  const deadline = deadlineText(deadlineMs)
+  const metaBytes = envelopeMetaBytes(meta, maxMetaBytes, deadline)
   const out = Buffer.allocUnsafe(EnvelopeBytes + metaBytes + body.length)
-  out[0] = kind
-  out[1] = flags
-  out.writeUInt16BE(metaBytes, 2)
-  out.writeUInt32BE(requestId >>> 0, 4)
-  let offset = EnvelopeBytes
-  meta.forEach((value, key) => {
-    if (deadline === "" || key !== MetaKey.deadline) offset = writeEntry(out, offset, key, value)
-  })
-  if (deadline !== "") offset = writeEntry(out, offset, MetaKey.deadline, deadline)
-  out.set(body, offset)
+  out.set(body, encodeEnvelopeHeadInto(out, 0, kind, flags, requestId, meta, metaBytes, deadline))
   return out
 }
 
