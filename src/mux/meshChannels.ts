@@ -39,11 +39,13 @@ export interface CallOptions {
   readonly streamResponse?: boolean
 }
 
-export type CallCallback = (error: MeshCallError | undefined, reply: MeshReply | undefined) => void
+/** A call's result; `context` is what the caller gave with the call (a caller can pass one shared function, no closure per call). */
+export type CallCallback = (error: MeshCallError | undefined, reply: MeshReply | undefined, context: unknown) => void
 
 export interface Call {
   readonly requestId: number
   readonly callback: CallCallback
+  readonly context: unknown
   readonly streamResponse: boolean
   readonly channel: OwnChannel
   /** Its place among the session's deadlines (deadlines.ts); -1 without one. */

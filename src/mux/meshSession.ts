@@ -30,7 +30,7 @@ import {
 } from "../protocol/mesh.ts"
 import { parseRequestPath } from "../protocol/requestPath.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
-import { Cancellation, cancelled } from "./cancellation.ts"
+import { Cancellation, type CancelSignal, cancelled } from "./cancellation.ts"
 import { Deadlines } from "./deadlines.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, RequestTimeout } from "./errors.ts"
@@ -190,16 +190,34 @@ export class MeshSession implements MessageSink {
    * streams out under the peer's window. Throws (nothing sent) when the request cannot be encoded.
    */
   call(channel: OwnChannel, path: string, body: Uint8Array | AsyncIterable<Uint8Array>, options: CallOptions, callback: CallCallback): void {
+    this.send(channel, path, body, options.timeoutMs ?? 0, options.meta ?? emptyMeta, options.signal, options.streamResponse === true, callback, undefined)
+  }
+
+  /**
+   * `call` with its options as arguments, and a `context` handed back to `callback`: the client's
+   * path, which then needs no options object or closure per request.
+   */
+  send(
+    channel: OwnChannel,
+    path: string,
+    body: Uint8Array | AsyncIterable<Uint8Array>,
+    timeout: number,
+    meta: Meta,
+    signal: CancelSignal | undefined,
+    streamResponse: boolean,
+    callback: CallCallback,
+    context: unknown
+  ): void {
     if (this.connection.closed) {
-      return callback(new ConnectionClosed({ message: this.connection.closeError!.message, sent: false }), undefined)
+      return callback(new ConnectionClosed({ message: this.connection.closeError!.message, sent: false }), undefined, context)
     }
-    const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
-    const meta = options.meta ?? emptyMeta
+    const timeoutMs = clampDeadlineMs(timeout)
     const requestId = nextRequestId(channel)
     const call: Call = {
       requestId,
       callback,
-      streamResponse: options.streamResponse === true,
+      context,
+      streamResponse,
       channel,
       deadlineSlot: -1,
       deadlineAt: 0,
@@ -230,7 +248,6 @@ export class MeshSession implements MessageSink {
       })
     }
     if (timeoutMs > 0) this.callDeadlines.add(call, timeoutMs)
-    const signal = options.signal
     if (signal !== undefined) {
       // Before the answer: the call fails. While a streamed answer comes in: its stream fails and
       // the peer stops sending it (the caller stopped reading, an Effect consumer was interrupted).
@@ -314,7 +331,7 @@ export class MeshSession implements MessageSink {
     this.callDeadlines.remove(call)
     // A streamed answer stays cancellable until its last packet (`answerEnded`).
     if (reply?.stream === undefined) call.detach?.()
-    call.callback(error, reply)
+    call.callback(error, reply, call.context)
   }
 
   /** A streamed answer's caller gave up: its stream fails, the peer is told to stop. */
