@@ -28,14 +28,13 @@ import {
   MetaKey,
   parseDeadlineMs
 } from "../protocol/mesh.ts"
-import { parseRequestPath } from "../protocol/requestPath.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
-import { Cancellation, type CancelSignal, cancelled } from "./cancellation.ts"
+import type { CancelSignal } from "./cancellation.ts"
 import { Deadlines } from "./deadlines.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, RequestTimeout } from "./errors.ts"
-import { CancellableContext, type Dispatch, failure, type Failure, IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
-import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, type Served } from "./meshChannels.ts"
+import { type Dispatch, failure, type Failure, type IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
+import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import { IncomingStream, SendWindow, StreamFailed } from "./streams.ts"
 
 export { Cancelled, type CallCallback, type CallOptions, type MeshCallError, type MeshReply, OwnChannel, RemoteError } from "./meshChannels.ts"
@@ -454,11 +453,10 @@ export class MeshSession implements MessageSink {
     this.connection.budget.charge(1, charged)
     // Never an unchecked wire value into a timer: digits only, clamped (PROTOCOL.md §14).
     const remaining = parseDeadlineMs(envelope.meta.get(MetaKey.deadline))
-    const abort = new Cancellation()
+    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, stream === undefined ? body : noData, envelope.requestId, envelope.meta, remaining, stream, oneway, charged)
     const closed = this.connection.closeError
-    if (closed !== undefined) abort.abort(closed)
-    const context = new CancellableContext(this.connection.remoteAddress, this.connection.peerIdentity, abort, envelope.meta, remaining > 0 ? Date.now() + remaining : 0, stream, oneway)
-    const request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), stream === undefined ? body : noData, context)
+    if (closed !== undefined) served.abort(closed)
+    const request = served.request
     if (oneway) {
       if (unreadable === undefined && !overloaded) return this.runOneway(request, charged)
       this.connection.budget.release(1, charged)
@@ -467,16 +465,15 @@ export class MeshSession implements MessageSink {
       this.options.log("push-failed", { path: request.path, code: overloaded ? MeshErrorCode.overloaded : MeshErrorCode.badRequest, message })
       return
     }
-    const served: Served = { request, requestId: envelope.requestId, abort, deadlineMs: remaining, deadlineSlot: -1, deadlineAt: 0, refusal: undefined, answered: false, charged }
     if (overloaded) {
       served.refusal = failure(MeshErrorCode.overloaded, "server overloaded; retry elsewhere", false)
-      abort.abort()
+      served.abort()
     } else if (unreadable !== undefined) {
       served.refusal = failure(MeshErrorCode.badRequest, unreadable.message, false)
-      abort.abort()
+      served.abort()
     } else if (this.localDraining) {
       served.refusal = failure(MeshErrorCode.draining, "server is draining; retry elsewhere", false)
-      abort.abort()
+      served.abort()
     }
     if (remaining > 0) this.servedDeadlines.add(served, remaining)
     channel.mailbox.push(served)
@@ -540,7 +537,7 @@ export class MeshSession implements MessageSink {
   /** Cancel or deadline: stop the handler and answer now; later requests on the channel go on. */
   private interrupt(channel: PeerChannel, served: Served, code: string, message: string): void {
     this.servedDeadlines.remove(served)
-    served.abort.abort(new Cancelled({ message }))
+    served.abort(new Cancelled({ message }))
     if (channel.sendingFor === served) {
       // Its answer is streaming out: end the stream with the error instead.
       channel.sending?.close(new RemoteError({ code, message, processed: true }))
@@ -808,16 +805,16 @@ export class MeshSession implements MessageSink {
     }
     channel.receiving = undefined // its continuations, if any, are dropped as they come
     const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
-    const abort = cancelled()
-    const context = new CancellableContext(this.connection.remoteAddress, this.connection.peerIdentity, abort, envelope.meta, 0, undefined, false)
-    const request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), noData, context)
-    if ((envelope.flags & EnvelopeFlag.oneway) !== 0) {
-      this.options.log("push-failed", { path: request.path, code: MeshErrorCode.badRequest, message })
+    const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
+    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, noData, envelope.requestId, envelope.meta, 0, undefined, oneway, 0)
+    served.abort()
+    if (oneway) {
+      this.options.log("push-failed", { path: served.request.path, code: MeshErrorCode.badRequest, message })
       return
     }
     this.connection.budget.charge(1, 0)
-    const refusal = failure(MeshErrorCode.badRequest, message, false)
-    channel.mailbox.push({ request, requestId: envelope.requestId, abort, deadlineMs: 0, deadlineSlot: -1, deadlineAt: 0, refusal, answered: false, charged: 0 })
+    served.refusal = failure(MeshErrorCode.badRequest, message, false)
+    channel.mailbox.push(served)
     if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
   }
 
@@ -833,7 +830,7 @@ export class MeshSession implements MessageSink {
       for (const served of [channel.running, ...channel.mailbox]) {
         if (served === undefined) continue
         this.servedDeadlines.remove(served)
-        served.abort.abort(error)
+        served.abort(error)
       }
     }
     this.callDeadlines.clear()
