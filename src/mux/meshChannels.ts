@@ -3,7 +3,7 @@
 // (FIFO of calls) and the ones the peer opened (a mailbox of requests served in order).
 import * as Data from "effect/Data"
 import type { DecompressionFailed } from "../protocol/compression.ts"
-import type { Meta } from "../protocol/mesh.ts"
+import { decodeMeta, type Meta } from "../protocol/mesh.ts"
 import { parseRequestPath } from "../protocol/requestPath.ts"
 import { Cancellation, type CancelSignal } from "./cancellation.ts"
 import type { ConnectionClosed, RequestTimeout } from "./errors.ts"
@@ -89,7 +89,10 @@ export class OwnChannel {
 export class Served extends Cancellation implements RequestContext {
   readonly remoteAddress: string
   readonly peerIdentity: string | undefined
-  readonly meta: Meta
+  /** Its metadata once decoded; until then `head`, the request's first packet, holds it. */
+  private decodedMeta: Meta | undefined
+  private head: Buffer | undefined
+  private readonly bodyOffset: number
   /** When the caller stops waiting, in Date.now() terms; 0: it did not say. */
   readonly deadline: number
   readonly stream: IncomingStream | undefined
@@ -113,7 +116,9 @@ export class Served extends Cancellation implements RequestContext {
     rawPath: string,
     data: Buffer,
     requestId: number,
-    meta: Meta,
+    meta: Meta | undefined,
+    head: Buffer,
+    bodyOffset: number,
     deadlineMs: number,
     stream: IncomingStream | undefined,
     oneway: boolean,
@@ -122,7 +127,9 @@ export class Served extends Cancellation implements RequestContext {
     super()
     this.remoteAddress = remoteAddress
     this.peerIdentity = peerIdentity
-    this.meta = meta
+    this.decodedMeta = meta
+    this.head = meta === undefined ? head : undefined
+    this.bodyOffset = bodyOffset
     this.deadline = deadlineMs > 0 ? Date.now() + deadlineMs : 0
     this.stream = stream
     this.oneway = oneway
@@ -134,6 +141,15 @@ export class Served extends Cancellation implements RequestContext {
 
   get cancel(): Cancellation {
     return this
+  }
+
+  /** Metadata sent with the request, decoded on first read (the session checked it on arrival: scanMeta). */
+  get meta(): Meta {
+    if (this.decodedMeta === undefined) {
+      this.decodedMeta = decodeMeta(this.head!, this.bodyOffset)
+      this.head = undefined
+    }
+    return this.decodedMeta
   }
 }
 

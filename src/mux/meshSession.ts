@@ -13,9 +13,11 @@ import {
   ChunkHeader,
   decodeChannelPair,
   decodeEnvelope,
+  decodeMeta,
   decodeErrorBody,
   DialerControlChannel,
   emptyMeta,
+  envelopeBodyOffset,
   encodeChannelPair,
   encodeErrorBody,
   EnvelopeFlag,
@@ -25,8 +27,7 @@ import {
   MeshErrorCode,
   MeshPath,
   type Meta,
-  MetaKey,
-  parseDeadlineMs
+  scanMeta
 } from "../protocol/mesh.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
 import type { CancelSignal } from "./cancellation.ts"
@@ -425,17 +426,27 @@ export class MeshSession implements MessageSink {
       }
       return
     }
-    const envelope = this.readEnvelope(data)
-    if (envelope === undefined) return
-    const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
+    let bodyOffset: number
+    let remaining: number
+    try {
+      bodyOffset = envelopeBodyOffset(data, this.agreed.maxMetaBytes)
+      // Never an unchecked wire value into a timer: digits only, clamped (PROTOCOL.md §14).
+      remaining = scanMeta(data, bodyOffset)
+    } catch (error) {
+      return this.violation("bad-envelope", (error as Error).message)
+    }
+    const flags = data[1]!
+    const requestId = data.readUInt32BE(4)
+    const oneway = (flags & EnvelopeFlag.oneway) !== 0
     const isControl = channelId === this.peerControl
     // The server as a whole holds all it may: new work is refused at once (overloaded, not
     // processed, so the caller may go elsewhere) and its body is not kept.
     const overloaded = !isControl && this.connection.budget.sharedFull
     const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channelId, bytes), this.connection.budget)
     channel.receiving = stream
-    let body: Buffer | DecompressionFailed = data.subarray(envelope.bodyOffset)
-    if ((envelope.flags & EnvelopeFlag.compressed) !== 0) {
+    let body: Buffer | DecompressionFailed = data.subarray(bodyOffset)
+    const compressed = (flags & EnvelopeFlag.compressed) !== 0
+    if (compressed) {
       if (channelId === this.peerControl) return this.violation("bad-control", "control messages are never compressed")
       body = this.unpack(body)
     }
@@ -446,14 +457,15 @@ export class MeshSession implements MessageSink {
       if (unreadable !== undefined) stream.fail(unreadable)
       else if (body.length > 0) stream.push(body)
     }
-    if (isControl) return this.onControl(rawPath, envelope.requestId, body, oneway)
+    if (isControl) return this.onControl(rawPath, requestId, body, oneway)
     if (overloaded) body = noData
     // Held until the request is answered; past the connection's own budget its reading pauses.
     const charged = body.length
     this.connection.budget.charge(1, charged)
-    // Never an unchecked wire value into a timer: digits only, clamped (PROTOCOL.md §14).
-    const remaining = parseDeadlineMs(envelope.meta.get(MetaKey.deadline))
-    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, stream === undefined ? body : noData, envelope.requestId, envelope.meta, remaining, stream, oneway, charged)
+    // Its metadata is decoded when first read, from `data`, which a whole uncompressed body (a
+    // view of it) keeps anyway; otherwise now, so the request does not hold the packet.
+    const meta = stream === undefined && !overloaded && !compressed ? undefined : decodeMeta(data, bodyOffset)
+    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, stream === undefined ? body : noData, requestId, meta, data, bodyOffset, remaining, stream, oneway, charged)
     const closed = this.connection.closeError
     if (closed !== undefined) served.abort(closed)
     const request = served.request
@@ -806,7 +818,7 @@ export class MeshSession implements MessageSink {
     channel.receiving = undefined // its continuations, if any, are dropped as they come
     const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
     const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
-    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, noData, envelope.requestId, envelope.meta, 0, undefined, oneway, 0)
+    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, noData, envelope.requestId, envelope.meta, prefix, 0, 0, undefined, oneway, 0)
     served.abort()
     if (oneway) {
       this.options.log("push-failed", { path: served.request.path, code: MeshErrorCode.badRequest, message })

@@ -220,34 +220,68 @@ const isDeadlineKey = (view: Buffer, at: number, length: number): boolean => {
   return true
 }
 
-/** Reads the envelope of a first packet; throws EnvelopeError when it is malformed. */
-export const decodeEnvelope = (data: Uint8Array, maxMetaBytes: number): Envelope => {
-  if (data.length < EnvelopeBytes) throw new EnvelopeError({ message: `mesh message of ${data.length} bytes is shorter than its envelope` })
-  const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+/**
+ * Checks the fixed part of a first packet's envelope and returns where its body starts (after the
+ * metadata block); throws EnvelopeError when it is malformed. Kind, flags and request id are then
+ * at their offsets (0, 1, 4).
+ */
+export const envelopeBodyOffset = (view: Buffer, maxMetaBytes: number): number => {
+  if (view.length < EnvelopeBytes) throw new EnvelopeError({ message: `mesh message of ${view.length} bytes is shorter than its envelope` })
   const kind = view[0]!
   if (kind < EnvelopeKind.request || kind > EnvelopeKind.error) throw new EnvelopeError({ message: `unknown envelope kind ${kind}` })
   const metaBytes = view.readUInt16BE(2)
   if (metaBytes > maxMetaBytes) throw new EnvelopeError({ message: `metadata of ${metaBytes} bytes exceeds the ${maxMetaBytes}-byte limit` })
   const bodyOffset = EnvelopeBytes + metaBytes
   if (bodyOffset > view.length) throw new EnvelopeError({ message: `metadata length ${metaBytes} runs past the message` })
-  let meta: Meta = emptyMeta
-  if (metaBytes > 0) {
-    const entries = new Map<string, string>()
-    let offset = EnvelopeBytes
-    while (offset < bodyOffset) {
-      const keyBytes = view[offset]!
-      if (keyBytes === 0 || offset + 1 + keyBytes + 2 > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
-      // The one key nearly every request carries is not decoded into a new string each time.
-      const key = isDeadlineKey(view, offset + 1, keyBytes) ? MetaKey.deadline : view.toString("utf8", offset + 1, offset + 1 + keyBytes)
-      offset += 1 + keyBytes
-      const valueBytes = view.readUInt16BE(offset)
-      if (offset + 2 + valueBytes > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
-      entries.set(key, view.toString("utf8", offset + 2, offset + 2 + valueBytes))
-      offset += 2 + valueBytes
-    }
-    meta = entries
+  return bodyOffset
+}
+
+/**
+ * Checks every entry of the metadata block before `bodyOffset` and returns its deadline entry as
+ * parseDeadlineMs reads it (the last one if repeated; 0: none or malformed), without decoding a
+ * string or building a Map: a served request decodes its metadata only if something reads it.
+ * Throws EnvelopeError when an entry is malformed.
+ */
+export const scanMeta = (view: Buffer, bodyOffset: number): number => {
+  let deadline = 0
+  let offset = EnvelopeBytes
+  while (offset < bodyOffset) {
+    const keyBytes = view[offset]!
+    if (keyBytes === 0 || offset + 1 + keyBytes + 2 > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
+    const isDeadline = isDeadlineKey(view, offset + 1, keyBytes)
+    offset += 1 + keyBytes
+    const valueBytes = view.readUInt16BE(offset)
+    if (offset + 2 + valueBytes > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
+    if (isDeadline) deadline = parseDeadlineBytes(view, offset + 2, offset + 2 + valueBytes)
+    offset += 2 + valueBytes
   }
-  return { kind, flags: view[1]!, requestId: view.readUInt32BE(4), meta, bodyOffset }
+  return deadline
+}
+
+/** The metadata block before `bodyOffset` as a Map; throws EnvelopeError when an entry is malformed. */
+export const decodeMeta = (view: Buffer, bodyOffset: number): Meta => {
+  if (bodyOffset === EnvelopeBytes) return emptyMeta
+  const entries = new Map<string, string>()
+  let offset = EnvelopeBytes
+  while (offset < bodyOffset) {
+    const keyBytes = view[offset]!
+    if (keyBytes === 0 || offset + 1 + keyBytes + 2 > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
+    // The one key nearly every request carries is not decoded into a new string each time.
+    const key = isDeadlineKey(view, offset + 1, keyBytes) ? MetaKey.deadline : view.toString("utf8", offset + 1, offset + 1 + keyBytes)
+    offset += 1 + keyBytes
+    const valueBytes = view.readUInt16BE(offset)
+    if (offset + 2 + valueBytes > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
+    entries.set(key, view.toString("utf8", offset + 2, offset + 2 + valueBytes))
+    offset += 2 + valueBytes
+  }
+  return entries
+}
+
+/** Reads the envelope of a first packet; throws EnvelopeError when it is malformed. */
+export const decodeEnvelope = (data: Uint8Array, maxMetaBytes: number): Envelope => {
+  const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  const bodyOffset = envelopeBodyOffset(view, maxMetaBytes)
+  return { kind: view[0]!, flags: view[1]!, requestId: view.readUInt32BE(4), meta: decodeMeta(view, bodyOffset), bodyOffset }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,6 +360,18 @@ export const parseDeadlineMs = (text: string | undefined): number => {
   let ms = 0
   for (let i = 0; i < text.length; i++) {
     const digit = text.charCodeAt(i) - 48
+    if (digit < 0 || digit > 9) return 0
+    ms = ms * 10 + digit
+  }
+  return Math.min(ms, MaxDeadlineMs)
+}
+
+/** parseDeadlineMs of the UTF-8 bytes from..to of `view` (a digit is one byte, so the same rules hold). */
+const parseDeadlineBytes = (view: Buffer, from: number, to: number): number => {
+  if (to === from || to - from > 16) return 0
+  let ms = 0
+  for (let i = from; i < to; i++) {
+    const digit = view[i]! - 48
     if (digit < 0 || digit > 9) return 0
     ms = ms * 10 + digit
   }
