@@ -20,7 +20,7 @@ export class Batch {
   private readonly requestIds: Array<number> = []
   private readonly metas: Array<Meta> = []
   private readonly metaBytes: Array<number> = []
-  private readonly deadlines: Array<string> = []
+  private readonly deadlines: Array<number> = []
 
   get length(): number {
     return this.statuses.length
@@ -45,7 +45,7 @@ export class Batch {
     requestId: number,
     meta: Meta,
     metaBytes: number,
-    deadline: string,
+    deadlineMs: number,
     body: Uint8Array,
     size: number
   ): void {
@@ -60,7 +60,7 @@ export class Batch {
     this.requestIds.push(requestId)
     this.metas.push(meta)
     this.metaBytes.push(metaBytes)
-    this.deadlines.push(deadline)
+    this.deadlines.push(deadlineMs)
   }
 
   /** Packet `i` whole at `offset` (`out` sized by `sizes`); returns the offset after it. */

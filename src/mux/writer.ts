@@ -16,7 +16,7 @@
 // here; producers see `congested` and stop producing (the server stops reading requests, the
 // client holds new requests, a stream sender waits), so memory stays bounded. Nothing is dropped:
 // past the hard limit `send` throws instead.
-import { deadlineText, encodeEnvelopeHeadInto, EnvelopeBytes, envelopeMetaBytes, type Meta } from "../protocol/mesh.ts"
+import { encodeEnvelopeHeadInto, EnvelopeBytes, envelopeMetaBytes, type Meta } from "../protocol/mesh.ts"
 import { checkPacket, encodeHeaderInto, encodePacketInto } from "../protocol/packet.ts"
 import { Batch } from "./batch.ts"
 import { Overloaded } from "./errors.ts"
@@ -137,7 +137,7 @@ export class PacketWriter {
 
   /**
    * Queues a mesh message's first packet from its parts (PROTOCOL.md §12): envelope, metadata
-   * (`deadlineMs` > 0 written as its deadline entry) and body, encoded at the write straight into
+   * (`deadlineMs` > 0, whole ms, written as its deadline entry) and body, encoded at the write straight into
    * the batch. Throws EnvelopeError or PacketEncodeError (nothing queued) or Overloaded.
    */
   sendEnvelope(
@@ -152,8 +152,7 @@ export class PacketWriter {
     deadlineMs: number,
     body: Uint8Array
   ): void {
-    const deadline = deadlineText(deadlineMs)
-    const metaBytes = envelopeMetaBytes(meta, maxMetaBytes, deadline)
+    const metaBytes = envelopeMetaBytes(meta, maxMetaBytes, deadlineMs)
     const dataLength = EnvelopeBytes + metaBytes + body.length
     const size = checkPacket(status, path, channelId, dataLength)
     if (this.closed || this.finishing !== undefined) throw new Overloaded({ message: "connection is closed", limit: "closed" })
@@ -162,12 +161,12 @@ export class PacketWriter {
     if (lane !== undefined) {
       // Behind this channel's bulk packets, which a lane keeps as buffers of their own.
       const data = Buffer.allocUnsafe(dataLength)
-      data.set(body, encodeEnvelopeHeadInto(data, 0, kind, flags, requestId, meta, metaBytes, deadline))
+      data.set(body, encodeEnvelopeHeadInto(data, 0, kind, flags, requestId, meta, metaBytes, deadlineMs))
       lane.packets.push({ status, path, chunkHeader: -1, data, size })
       this.queuedBytes += size
       return
     }
-    this.batch.pushEnvelope(status, path, channelId, kind, flags, requestId, meta, metaBytes, deadline, body, size)
+    this.batch.pushEnvelope(status, path, channelId, kind, flags, requestId, meta, metaBytes, deadlineMs, body, size)
     this.queued(size, body.length)
   }
 

@@ -134,12 +134,24 @@ export interface Envelope {
 /** A mesh message whose envelope or metadata breaks the rules; it closes the connection. */
 export class EnvelopeError extends Data.TaggedError("EnvelopeError")<{ readonly message: string }> {}
 
-/** Encoded size of a metadata block (`deadline`: an entry added in place of meta's own); throws EnvelopeError over `maxMetaBytes`. */
-export const metaByteLength = (meta: Meta, maxMetaBytes: number, deadline = ""): number => {
-  let bytes = deadline === "" ? 0 : 3 + MetaKey.deadline.length + deadline.length
+/** Decimal digits of a deadline in whole ms; 0 for none (0 or less). */
+const deadlineDigits = (ms: number): number => {
+  if (ms <= 0) return 0
+  let digits = 1
+  for (let rest = ms; rest >= 10; rest = Math.floor(rest / 10)) digits++
+  return digits
+}
+
+/**
+ * Encoded size of a metadata block; `deadlineMs` > 0 (whole ms, as clampDeadlineMs gives) is an
+ * entry added in place of meta's own. Throws EnvelopeError over `maxMetaBytes`.
+ */
+export const metaByteLength = (meta: Meta, maxMetaBytes: number, deadlineMs = 0): number => {
+  const digits = deadlineDigits(deadlineMs)
+  let bytes = digits === 0 ? 0 : 3 + deadlineKeyBytes.length + digits
   // forEach, not for-of: no [key, value] array per entry (this runs twice per request).
   meta.forEach((value, key) => {
-    if (deadline !== "" && key === MetaKey.deadline) return
+    if (digits !== 0 && key === MetaKey.deadline) return
     const keyBytes = Buffer.byteLength(key, "utf8")
     const valueBytes = Buffer.byteLength(value, "utf8")
     if (keyBytes === 0 || keyBytes > 255) throw new EnvelopeError({ message: `metadata key ${JSON.stringify(key.slice(0, 40))} must be 1..255 bytes` })
@@ -159,16 +171,27 @@ const writeEntry = (out: Buffer, offset: number, key: string, value: string): nu
   return offset + 2 + valueBytes
 }
 
-/** The `deadline-ms` entry's value for a deadline in ms; "" for none (0). */
-export const deadlineText = (deadlineMs: number): string => (deadlineMs > 0 ? String(deadlineMs) : "")
+/** The deadline entry (key, then `ms` in decimal ASCII) written at `offset` without a string per request; returns the offset after it. */
+const writeDeadline = (out: Buffer, offset: number, ms: number): number => {
+  const digits = deadlineDigits(ms)
+  out[offset] = deadlineKeyBytes.length
+  offset += 1 + deadlineKeyBytes.copy(out, offset + 1)
+  out.writeUInt16BE(digits, offset)
+  offset += 2
+  for (let i = digits - 1; i >= 0; i--) {
+    out[offset + i] = 48 + (ms % 10)
+    ms = Math.floor(ms / 10)
+  }
+  return offset + digits
+}
 
 /** Encoded size of the metadata block of an envelope (see encodeEnvelopeHeadInto); throws EnvelopeError. */
-export const envelopeMetaBytes = (meta: Meta, maxMetaBytes: number, deadline: string): number =>
-  meta.size === 0 && deadline === "" ? 0 : metaByteLength(meta, maxMetaBytes, deadline)
+export const envelopeMetaBytes = (meta: Meta, maxMetaBytes: number, deadlineMs: number): number =>
+  meta.size === 0 && deadlineMs <= 0 ? 0 : metaByteLength(meta, maxMetaBytes, deadlineMs)
 
 /**
  * Writes an envelope and its metadata block (`metaBytes` from envelopeMetaBytes) at `offset`;
- * returns where the body goes. `deadline` (deadlineText) is written as the deadline entry, in
+ * returns where the body goes. `deadlineMs` > 0 (whole ms) is written as the deadline entry, in
  * place of one `meta` may hold (a call's remaining time, without copying its metadata into a new
  * Map per request). The writer calls it straight into its batch (no buffer per message).
  */
@@ -180,7 +203,7 @@ export const encodeEnvelopeHeadInto = (
   requestId: number,
   meta: Meta,
   metaBytes: number,
-  deadline: string
+  deadlineMs: number
 ): number => {
   out[offset] = kind
   out[offset + 1] = flags
@@ -188,10 +211,12 @@ export const encodeEnvelopeHeadInto = (
   out.writeUInt32BE(requestId >>> 0, offset + 4)
   offset += EnvelopeBytes
   if (metaBytes === 0) return offset
-  meta.forEach((value, key) => {
-    if (deadline === "" || key !== MetaKey.deadline) offset = writeEntry(out, offset, key, value)
-  })
-  if (deadline !== "") offset = writeEntry(out, offset, MetaKey.deadline, deadline)
+  if (meta.size > 0) {
+    meta.forEach((value, key) => {
+      if (deadlineMs <= 0 || key !== MetaKey.deadline) offset = writeEntry(out, offset, key, value)
+    })
+  }
+  if (deadlineMs > 0) offset = writeDeadline(out, offset, deadlineMs)
   return offset
 }
 
@@ -205,10 +230,9 @@ export const encodeEnvelope = (
   maxMetaBytes: number,
   deadlineMs = 0
 ): Buffer => {
-  const deadline = deadlineText(deadlineMs)
-  const metaBytes = envelopeMetaBytes(meta, maxMetaBytes, deadline)
+  const metaBytes = envelopeMetaBytes(meta, maxMetaBytes, deadlineMs)
   const out = Buffer.allocUnsafe(EnvelopeBytes + metaBytes + body.length)
-  out.set(body, encodeEnvelopeHeadInto(out, 0, kind, flags, requestId, meta, metaBytes, deadline))
+  out.set(body, encodeEnvelopeHeadInto(out, 0, kind, flags, requestId, meta, metaBytes, deadlineMs))
   return out
 }
 

@@ -139,6 +139,14 @@ describe("envelope refusals", () => {
     expect(scanMeta(none, envelopeBodyOffset(none, 8192))).toBe(0)
   })
 
+  it("a deadline given in ms is written as the deadline-ms entry, in place of meta's own", () => {
+    for (const ms of [1, 9, 10, 99, 100, 1000, 12_345_678, MaxDeadlineMs]) {
+      const expected = encodeEnvelope(1, 0, 5, new Map([["a", "b"], ["deadline-ms", String(ms)]]), Buffer.from("x"), 8192)
+      expect(hex(encodeEnvelope(1, 0, 5, new Map([["a", "b"], ["deadline-ms", "7"]]), Buffer.from("x"), 8192, ms))).toBe(hex(expected))
+      expect(decodeEnvelope(encodeEnvelope(1, 0, 5, new Map(), Buffer.from("x"), 8192, ms), 8192).meta.get("deadline-ms")).toBe(String(ms))
+    }
+  })
+
   it("refuses to encode metadata over the limit or with an empty key", () => {
     expect(() => encodeEnvelope(1, 0, 1, new Map([["k", "x".repeat(100)]]), Buffer.alloc(0), 64)).toThrow(/exceeds the 64-byte limit/)
     expect(() => encodeEnvelope(1, 0, 1, new Map([["", "x"]]), Buffer.alloc(0), 64)).toThrow(/must be 1..255 bytes/)
