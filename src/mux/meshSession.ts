@@ -366,14 +366,22 @@ export class MeshSession implements MessageSink {
       }
       return
     }
-    const envelope = this.readEnvelope(data)
-    if (envelope === undefined) return
-    if (envelope.requestId !== call.requestId) {
-      return this.violation("request-id", `answer for request ${envelope.requestId} on channel ${channel.id}, expected ${call.requestId}`)
+    // The envelope's fields read where they lie: no Envelope object per answer.
+    let bodyOffset: number
+    let meta: Meta
+    try {
+      bodyOffset = envelopeBodyOffset(data, this.agreed.maxMetaBytes)
+      meta = decodeMeta(data, bodyOffset)
+    } catch (error) {
+      return this.violation("bad-envelope", (error as Error).message)
     }
-    let body: Buffer | DecompressionFailed = data.subarray(envelope.bodyOffset)
-    if ((envelope.flags & EnvelopeFlag.compressed) !== 0) body = this.unpack(body)
-    if (envelope.kind === EnvelopeKind.error) {
+    const requestId = data.readUInt32BE(4)
+    if (requestId !== call.requestId) {
+      return this.violation("request-id", `answer for request ${requestId} on channel ${channel.id}, expected ${call.requestId}`)
+    }
+    let body: Buffer | DecompressionFailed = data.subarray(bodyOffset)
+    if ((data[1]! & EnvelopeFlag.compressed) !== 0) body = this.unpack(body)
+    if (data[0] === EnvelopeKind.error) {
       const error = new RemoteError(decodeErrorBody(body instanceof DecompressionFailed ? noBody : body))
       if (isLastPacket(status)) {
         // The request failed; if its body is still streaming out (it is the channel's latest
@@ -390,15 +398,15 @@ export class MeshSession implements MessageSink {
     }
     if (isLastPacket(status)) {
       channel.fifo.shift()
-      return this.finishCall(call, undefined, { meta: envelope.meta, data: body, stream: undefined })
+      return this.finishCall(call, undefined, { meta, data: body, stream: undefined })
     }
     // A streamed answer begins.
     const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), this.connection.budget)
     call.incoming = incoming
     if (body.length > 0) incoming.push(body)
-    if (call.streamResponse) return this.finishCall(call, undefined, { meta: envelope.meta, data: Buffer.alloc(0), stream: incoming })
+    if (call.streamResponse) return this.finishCall(call, undefined, { meta, data: Buffer.alloc(0), stream: incoming })
     incoming.readAll(this.options.maxMessageBytes).then(
-      (whole) => this.finishCall(call, undefined, { meta: envelope.meta, data: whole, stream: undefined }),
+      (whole) => this.finishCall(call, undefined, { meta, data: whole, stream: undefined }),
       (error: MeshCallError) => this.finishCall(call, error instanceof RemoteError || error instanceof StreamFailed ? error : new StreamFailed({ message: String(error) }), undefined)
     )
   }
