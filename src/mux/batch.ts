@@ -26,6 +26,22 @@ export class Batch {
     return this.statuses.length
   }
 
+  /** Empties it for reuse (the writer keeps two and swaps them), dropping its references to the data. */
+  clear(): void {
+    this.statuses.length = 0
+    this.paths.length = 0
+    this.channels.length = 0
+    this.datas.length = 0
+    this.sizes.length = 0
+    this.envelopeOf.length = 0
+    this.kinds.length = 0
+    this.flags.length = 0
+    this.requestIds.length = 0
+    this.metas.length = 0
+    this.metaBytes.length = 0
+    this.deadlines.length = 0
+  }
+
   push(status: number, path: string, channelId: number, data: Uint8Array, size: number): void {
     this.statuses.push(status)
     this.paths.push(path)

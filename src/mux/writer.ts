@@ -64,8 +64,9 @@ interface Lane {
 }
 
 export class PacketWriter {
-  /** Packets sent whole (not behind a lane), for the next write. */
+  /** Packets sent whole (not behind a lane), for the next write; and an empty one to swap in (none while a write is under way). */
   private batch = new Batch()
+  private spare: Batch | undefined = new Batch()
   private queuedBytes = 0
   /** A flush waits for the end of the turn (setImmediate) / of the tick (nextTick). */
   private scheduled = false
@@ -239,7 +240,7 @@ export class PacketWriter {
   /** Stops writing; queued packets are discarded (the connection is gone). */
   close(): void {
     this.closed = true
-    this.takeQueue()
+    this.recycle(this.takeQueue())
     this.dropLanes()
     this.releaseWaiters()
   }
@@ -247,8 +248,15 @@ export class PacketWriter {
   /** Empties the queue of packets sent whole and returns what it held. */
   private takeQueue(): Batch {
     const taken = this.batch
-    this.batch = new Batch()
+    this.batch = this.spare ?? new Batch()
+    this.spare = undefined
     return taken
+  }
+
+  /** A batch written (or discarded) becomes the spare: no arrays allocated per write. */
+  private recycle(batch: Batch): void {
+    batch.clear()
+    this.spare = batch
   }
 
   private dropLanes(): void {
@@ -350,6 +358,7 @@ export class PacketWriter {
       }
       this.sink.uncork()
     }
+    this.recycle(batch)
     return ok
   }
 
