@@ -108,6 +108,8 @@ interface Pending {
   readonly signal: CancelSignal | undefined
   readonly callback: ClientCallback
   timer: NodeJS.Timeout | undefined
+  /** The connection it was last sent on (mesh mode). */
+  pooled: Pooled | undefined
 }
 
 type Link = { readonly mode: "plain"; readonly session: ClientSession } | { readonly mode: "mesh"; readonly session: MeshSession }
@@ -223,7 +225,8 @@ export class IipClient {
         this.pending--
         callback(error, answer)
       },
-      timer: undefined
+      timer: undefined,
+      pooled: undefined
     }
     this.route(request)
   }
@@ -254,7 +257,8 @@ export class IipClient {
         meta: options.meta ?? emptyMeta,
         signal: options.signal,
         callback: (error) => finish(error, undefined),
-        timer: undefined
+        timer: undefined,
+        pooled: undefined
       })
     })
   }
@@ -370,26 +374,25 @@ export class IipClient {
         this.dispatchPlain(pooled.link.session, channel as ClientChannel, request.data, request, remaining)
         return
       }
-      const options = {
-        timeoutMs: remaining,
-        meta: request.meta,
-        streamResponse: request.onStream !== undefined,
-        ...(request.signal === undefined ? {} : { signal: request.signal })
-      }
-      pooled.link.session.call(channel as OwnChannel, request.path, request.data, options, (error, reply) => {
-        if (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed && !this.closed) {
-          // The server is stopping and never ran it: move it to another live connection if there
-          // is one; otherwise hand the refusal back, so the caller can go to another server now.
-          pooled.draining = true
-          this.options.onPeerState?.("go-away")
-          if (this.pool.some((p) => !p.draining)) return this.route(request)
-        }
-        if (request.onStream !== undefined) request.onStream(error, reply)
-        else request.callback(error, reply?.data)
-      })
+      request.pooled = pooled
+      pooled.link.session.send(channel as OwnChannel, request.path, request.data, remaining, request.meta, request.signal, request.onStream !== undefined, this.onMeshAnswer, request)
     } catch (error) {
       request.callback(error as Overloaded | PacketEncodeError, undefined)
     }
+  }
+
+  /** A mesh call's answer, for the request it was sent for (the call's context): one function for all calls. */
+  private readonly onMeshAnswer = (error: MeshCallError | undefined, reply: MeshReply | undefined, context: unknown): void => {
+    const request = context as Pending
+    if (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed && !this.closed) {
+      // The server is stopping and never ran it: move it to another live connection if there
+      // is one; otherwise hand the refusal back, so the caller can go to another server now.
+      request.pooled!.draining = true
+      this.options.onPeerState?.("go-away")
+      if (this.pool.some((p) => !p.draining)) return this.route(request)
+    }
+    if (request.onStream !== undefined) request.onStream(error, reply)
+    else request.callback(error, reply?.data)
   }
 
   /** Plain IIP cannot cancel: an aborted request fails here at once and its late answer is consumed. */

@@ -60,10 +60,3 @@ export class Cancellation implements CancelSignal {
     this.controller?.abort(reason)
   }
 }
-
-/** A cancellation that has already happened (for requests refused before they run). */
-export const cancelled = (reason?: unknown): Cancellation => {
-  const cancellation = new Cancellation()
-  cancellation.abort(reason)
-  return cancellation
-}

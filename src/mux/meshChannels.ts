@@ -3,10 +3,11 @@
 // (FIFO of calls) and the ones the peer opened (a mailbox of requests served in order).
 import * as Data from "effect/Data"
 import type { DecompressionFailed } from "../protocol/compression.ts"
-import type { Meta } from "../protocol/mesh.ts"
-import type { CancelSignal, Cancellation } from "./cancellation.ts"
+import { decodeMeta, type Meta } from "../protocol/mesh.ts"
+import { parseRequestPath } from "../protocol/requestPath.ts"
+import { Cancellation, type CancelSignal } from "./cancellation.ts"
 import type { ConnectionClosed, RequestTimeout } from "./errors.ts"
-import type { Failure, IncomingRequest } from "./request.ts"
+import { type Failure, IncomingRequest, type RequestContext } from "./request.ts"
 import type { IncomingStream, SendWindow, StreamFailed } from "./streams.ts"
 
 /** The peer answered with a typed error. `processed: false` means it never ran the handler. */
@@ -39,11 +40,13 @@ export interface CallOptions {
   readonly streamResponse?: boolean
 }
 
-export type CallCallback = (error: MeshCallError | undefined, reply: MeshReply | undefined) => void
+/** A call's result; `context` is what the caller gave with the call (a caller can pass one shared function, no closure per call). */
+export type CallCallback = (error: MeshCallError | undefined, reply: MeshReply | undefined, context: unknown) => void
 
 export interface Call {
   readonly requestId: number
   readonly callback: CallCallback
+  readonly context: unknown
   readonly streamResponse: boolean
   readonly channel: OwnChannel
   /** Its place among the session's deadlines (deadlines.ts); -1 without one. */
@@ -79,20 +82,75 @@ export class OwnChannel {
   }
 }
 
-/** A request being served on a peer's channel. */
-export interface Served {
+/**
+ * A request being served on a peer's channel. It is also the request's context (what the handler
+ * sees as `request.context`) and its cancellation: one object per request, not three.
+ */
+export class Served extends Cancellation implements RequestContext {
+  readonly remoteAddress: string
+  readonly peerIdentity: string | undefined
+  /** Its metadata once decoded; until then `head`, the request's first packet, holds it. */
+  private decodedMeta: Meta | undefined
+  private head: Buffer | undefined
+  private readonly bodyOffset: number
+  /** When the caller stops waiting, in Date.now() terms; 0: it did not say. */
+  readonly deadline: number
+  readonly stream: IncomingStream | undefined
+  readonly oneway: boolean
   readonly request: IncomingRequest
   readonly requestId: number
-  readonly abort: Cancellation
   /** The deadline the caller gave, in ms (0: none), and its place among the session's deadlines (deadlines.ts). */
   readonly deadlineMs: number
-  deadlineSlot: number
-  deadlineAt: number
+  deadlineSlot = -1
+  deadlineAt = 0
   /** Set when it must be answered with this failure instead of running (cancelled or refused while queued). */
-  refusal: Failure | undefined
-  answered: boolean
+  refusal: Failure | undefined = undefined
+  answered = false
   /** Bytes of its body it holds against the connection's budget (0 once released, or when refused unread). */
   charged: number
+
+  constructor(
+    remoteAddress: string,
+    peerIdentity: string | undefined,
+    channelId: number,
+    rawPath: string,
+    data: Buffer,
+    requestId: number,
+    meta: Meta | undefined,
+    head: Buffer,
+    bodyOffset: number,
+    deadlineMs: number,
+    stream: IncomingStream | undefined,
+    oneway: boolean,
+    charged: number
+  ) {
+    super()
+    this.remoteAddress = remoteAddress
+    this.peerIdentity = peerIdentity
+    this.decodedMeta = meta
+    this.head = meta === undefined ? head : undefined
+    this.bodyOffset = bodyOffset
+    this.deadline = deadlineMs > 0 ? Date.now() + deadlineMs : 0
+    this.stream = stream
+    this.oneway = oneway
+    this.requestId = requestId
+    this.deadlineMs = deadlineMs
+    this.charged = charged
+    this.request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), data, this)
+  }
+
+  get cancel(): Cancellation {
+    return this
+  }
+
+  /** Metadata sent with the request, decoded on first read (the session checked it on arrival: scanMeta). */
+  get meta(): Meta {
+    if (this.decodedMeta === undefined) {
+      this.decodedMeta = decodeMeta(this.head!, this.bodyOffset)
+      this.head = undefined
+    }
+    return this.decodedMeta
+  }
 }
 
 /** A channel the peer opened: its requests, served one at a time in order. */

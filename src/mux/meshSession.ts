@@ -13,11 +13,12 @@ import {
   ChunkHeader,
   decodeChannelPair,
   decodeEnvelope,
+  decodeMeta,
   decodeErrorBody,
   DialerControlChannel,
   emptyMeta,
+  envelopeBodyOffset,
   encodeChannelPair,
-  encodeEnvelope,
   encodeErrorBody,
   EnvelopeFlag,
   EnvelopeKind,
@@ -26,17 +27,15 @@ import {
   MeshErrorCode,
   MeshPath,
   type Meta,
-  MetaKey,
-  parseDeadlineMs
+  scanMeta
 } from "../protocol/mesh.ts"
-import { parseRequestPath } from "../protocol/requestPath.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
-import { Cancellation, cancelled } from "./cancellation.ts"
+import type { CancelSignal } from "./cancellation.ts"
 import { Deadlines } from "./deadlines.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, RequestTimeout } from "./errors.ts"
-import { CancellableContext, type Dispatch, failure, type Failure, IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
-import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, type Served } from "./meshChannels.ts"
+import { type Dispatch, failure, type Failure, type IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
+import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import { IncomingStream, SendWindow, StreamFailed } from "./streams.ts"
 
 export { Cancelled, type CallCallback, type CallOptions, type MeshCallError, type MeshReply, OwnChannel, RemoteError } from "./meshChannels.ts"
@@ -191,16 +190,34 @@ export class MeshSession implements MessageSink {
    * streams out under the peer's window. Throws (nothing sent) when the request cannot be encoded.
    */
   call(channel: OwnChannel, path: string, body: Uint8Array | AsyncIterable<Uint8Array>, options: CallOptions, callback: CallCallback): void {
+    this.send(channel, path, body, options.timeoutMs ?? 0, options.meta ?? emptyMeta, options.signal, options.streamResponse === true, callback, undefined)
+  }
+
+  /**
+   * `call` with its options as arguments, and a `context` handed back to `callback`: the client's
+   * path, which then needs no options object or closure per request.
+   */
+  send(
+    channel: OwnChannel,
+    path: string,
+    body: Uint8Array | AsyncIterable<Uint8Array>,
+    timeout: number,
+    meta: Meta,
+    signal: CancelSignal | undefined,
+    streamResponse: boolean,
+    callback: CallCallback,
+    context: unknown
+  ): void {
     if (this.connection.closed) {
-      return callback(new ConnectionClosed({ message: this.connection.closeError!.message, sent: false }), undefined)
+      return callback(new ConnectionClosed({ message: this.connection.closeError!.message, sent: false }), undefined, context)
     }
-    const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
-    const meta = options.meta ?? emptyMeta
+    const timeoutMs = clampDeadlineMs(timeout)
     const requestId = nextRequestId(channel)
     const call: Call = {
       requestId,
       callback,
-      streamResponse: options.streamResponse === true,
+      context,
+      streamResponse,
       channel,
       deadlineSlot: -1,
       deadlineAt: 0,
@@ -211,10 +228,18 @@ export class MeshSession implements MessageSink {
     }
     const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
     const packed = whole && channel !== this.ownControl ? this.pack(body) : undefined
-    const head = packed !== undefined
-      ? encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.compressed, requestId, meta, packed, this.agreed.maxMetaBytes, timeoutMs)
-      : encodeEnvelope(EnvelopeKind.request, 0, requestId, meta, whole ? body : noBody, this.agreed.maxMetaBytes, timeoutMs)
-    this.connection.writer.send(whole ? Status.RequestWhole : Status.RequestFirstMore, path, channel.id, head)
+    this.connection.writer.sendEnvelope(
+      whole ? Status.RequestWhole : Status.RequestFirstMore,
+      path,
+      channel.id,
+      EnvelopeKind.request,
+      packed !== undefined ? EnvelopeFlag.compressed : 0,
+      requestId,
+      meta,
+      this.agreed.maxMetaBytes,
+      timeoutMs,
+      packed ?? (whole ? body : noBody)
+    )
     channel.fifo.push(call)
     if (!whole) {
       void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
@@ -223,7 +248,6 @@ export class MeshSession implements MessageSink {
       })
     }
     if (timeoutMs > 0) this.callDeadlines.add(call, timeoutMs)
-    const signal = options.signal
     if (signal !== undefined) {
       // Before the answer: the call fails. While a streamed answer comes in: its stream fails and
       // the peer stops sending it (the caller stopped reading, an Effect consumer was interrupted).
@@ -240,7 +264,7 @@ export class MeshSession implements MessageSink {
     const requestId = nextRequestId(channel)
     const packed = channel !== this.ownControl ? this.pack(body) : undefined
     const flags = packed === undefined ? EnvelopeFlag.oneway : EnvelopeFlag.oneway | EnvelopeFlag.compressed
-    this.connection.writer.send(Status.RequestWhole, path, channel.id, encodeEnvelope(EnvelopeKind.request, flags, requestId, meta, packed ?? body, this.agreed.maxMetaBytes))
+    this.connection.writer.sendEnvelope(Status.RequestWhole, path, channel.id, EnvelopeKind.request, flags, requestId, meta, this.agreed.maxMetaBytes, 0, packed ?? body)
   }
 
   /** The compressed form of a body worth compressing (§12.1), else undefined. */
@@ -307,7 +331,7 @@ export class MeshSession implements MessageSink {
     this.callDeadlines.remove(call)
     // A streamed answer stays cancellable until its last packet (`answerEnded`).
     if (reply?.stream === undefined) call.detach?.()
-    call.callback(error, reply)
+    call.callback(error, reply, call.context)
   }
 
   /** A streamed answer's caller gave up: its stream fails, the peer is told to stop. */
@@ -342,14 +366,22 @@ export class MeshSession implements MessageSink {
       }
       return
     }
-    const envelope = this.readEnvelope(data)
-    if (envelope === undefined) return
-    if (envelope.requestId !== call.requestId) {
-      return this.violation("request-id", `answer for request ${envelope.requestId} on channel ${channel.id}, expected ${call.requestId}`)
+    // The envelope's fields read where they lie: no Envelope object per answer.
+    let bodyOffset: number
+    let meta: Meta
+    try {
+      bodyOffset = envelopeBodyOffset(data, this.agreed.maxMetaBytes)
+      meta = decodeMeta(data, bodyOffset)
+    } catch (error) {
+      return this.violation("bad-envelope", (error as Error).message)
     }
-    let body: Buffer | DecompressionFailed = data.subarray(envelope.bodyOffset)
-    if ((envelope.flags & EnvelopeFlag.compressed) !== 0) body = this.unpack(body)
-    if (envelope.kind === EnvelopeKind.error) {
+    const requestId = data.readUInt32BE(4)
+    if (requestId !== call.requestId) {
+      return this.violation("request-id", `answer for request ${requestId} on channel ${channel.id}, expected ${call.requestId}`)
+    }
+    let body: Buffer | DecompressionFailed = data.subarray(bodyOffset)
+    if ((data[1]! & EnvelopeFlag.compressed) !== 0) body = this.unpack(body)
+    if (data[0] === EnvelopeKind.error) {
       const error = new RemoteError(decodeErrorBody(body instanceof DecompressionFailed ? noBody : body))
       if (isLastPacket(status)) {
         // The request failed; if its body is still streaming out (it is the channel's latest
@@ -366,15 +398,15 @@ export class MeshSession implements MessageSink {
     }
     if (isLastPacket(status)) {
       channel.fifo.shift()
-      return this.finishCall(call, undefined, { meta: envelope.meta, data: body, stream: undefined })
+      return this.finishCall(call, undefined, { meta, data: body, stream: undefined })
     }
     // A streamed answer begins.
     const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), this.connection.budget)
     call.incoming = incoming
     if (body.length > 0) incoming.push(body)
-    if (call.streamResponse) return this.finishCall(call, undefined, { meta: envelope.meta, data: Buffer.alloc(0), stream: incoming })
+    if (call.streamResponse) return this.finishCall(call, undefined, { meta, data: Buffer.alloc(0), stream: incoming })
     incoming.readAll(this.options.maxMessageBytes).then(
-      (whole) => this.finishCall(call, undefined, { meta: envelope.meta, data: whole, stream: undefined }),
+      (whole) => this.finishCall(call, undefined, { meta, data: whole, stream: undefined }),
       (error: MeshCallError) => this.finishCall(call, error instanceof RemoteError || error instanceof StreamFailed ? error : new StreamFailed({ message: String(error) }), undefined)
     )
   }
@@ -402,17 +434,27 @@ export class MeshSession implements MessageSink {
       }
       return
     }
-    const envelope = this.readEnvelope(data)
-    if (envelope === undefined) return
-    const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
+    let bodyOffset: number
+    let remaining: number
+    try {
+      bodyOffset = envelopeBodyOffset(data, this.agreed.maxMetaBytes)
+      // Never an unchecked wire value into a timer: digits only, clamped (PROTOCOL.md §14).
+      remaining = scanMeta(data, bodyOffset)
+    } catch (error) {
+      return this.violation("bad-envelope", (error as Error).message)
+    }
+    const flags = data[1]!
+    const requestId = data.readUInt32BE(4)
+    const oneway = (flags & EnvelopeFlag.oneway) !== 0
     const isControl = channelId === this.peerControl
     // The server as a whole holds all it may: new work is refused at once (overloaded, not
     // processed, so the caller may go elsewhere) and its body is not kept.
     const overloaded = !isControl && this.connection.budget.sharedFull
     const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channelId, bytes), this.connection.budget)
     channel.receiving = stream
-    let body: Buffer | DecompressionFailed = data.subarray(envelope.bodyOffset)
-    if ((envelope.flags & EnvelopeFlag.compressed) !== 0) {
+    let body: Buffer | DecompressionFailed = data.subarray(bodyOffset)
+    const compressed = (flags & EnvelopeFlag.compressed) !== 0
+    if (compressed) {
       if (channelId === this.peerControl) return this.violation("bad-control", "control messages are never compressed")
       body = this.unpack(body)
     }
@@ -423,18 +465,18 @@ export class MeshSession implements MessageSink {
       if (unreadable !== undefined) stream.fail(unreadable)
       else if (body.length > 0) stream.push(body)
     }
-    if (isControl) return this.onControl(rawPath, envelope.requestId, body, oneway)
+    if (isControl) return this.onControl(rawPath, requestId, body, oneway)
     if (overloaded) body = noData
     // Held until the request is answered; past the connection's own budget its reading pauses.
     const charged = body.length
     this.connection.budget.charge(1, charged)
-    // Never an unchecked wire value into a timer: digits only, clamped (PROTOCOL.md §14).
-    const remaining = parseDeadlineMs(envelope.meta.get(MetaKey.deadline))
-    const abort = new Cancellation()
+    // Its metadata is decoded when first read, from `data`, which a whole uncompressed body (a
+    // view of it) keeps anyway; otherwise now, so the request does not hold the packet.
+    const meta = stream === undefined && !overloaded && !compressed ? undefined : decodeMeta(data, bodyOffset)
+    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, stream === undefined ? body : noData, requestId, meta, data, bodyOffset, remaining, stream, oneway, charged)
     const closed = this.connection.closeError
-    if (closed !== undefined) abort.abort(closed)
-    const context = new CancellableContext(this.connection.remoteAddress, this.connection.peerIdentity, abort, envelope.meta, remaining > 0 ? Date.now() + remaining : 0, stream, oneway)
-    const request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), stream === undefined ? body : noData, context)
+    if (closed !== undefined) served.abort(closed)
+    const request = served.request
     if (oneway) {
       if (unreadable === undefined && !overloaded) return this.runOneway(request, charged)
       this.connection.budget.release(1, charged)
@@ -443,16 +485,15 @@ export class MeshSession implements MessageSink {
       this.options.log("push-failed", { path: request.path, code: overloaded ? MeshErrorCode.overloaded : MeshErrorCode.badRequest, message })
       return
     }
-    const served: Served = { request, requestId: envelope.requestId, abort, deadlineMs: remaining, deadlineSlot: -1, deadlineAt: 0, refusal: undefined, answered: false, charged }
     if (overloaded) {
       served.refusal = failure(MeshErrorCode.overloaded, "server overloaded; retry elsewhere", false)
-      abort.abort()
+      served.abort()
     } else if (unreadable !== undefined) {
       served.refusal = failure(MeshErrorCode.badRequest, unreadable.message, false)
-      abort.abort()
+      served.abort()
     } else if (this.localDraining) {
       served.refusal = failure(MeshErrorCode.draining, "server is draining; retry elsewhere", false)
-      abort.abort()
+      served.abort()
     }
     if (remaining > 0) this.servedDeadlines.add(served, remaining)
     channel.mailbox.push(served)
@@ -516,7 +557,7 @@ export class MeshSession implements MessageSink {
   /** Cancel or deadline: stop the handler and answer now; later requests on the channel go on. */
   private interrupt(channel: PeerChannel, served: Served, code: string, message: string): void {
     this.servedDeadlines.remove(served)
-    served.abort.abort(new Cancelled({ message }))
+    served.abort(new Cancelled({ message }))
     if (channel.sendingFor === served) {
       // Its answer is streaming out: end the stream with the error instead.
       channel.sending?.close(new RemoteError({ code, message, processed: true }))
@@ -574,14 +615,22 @@ export class MeshSession implements MessageSink {
     const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
     const packed = whole && kind === EnvelopeKind.response ? this.pack(body as Uint8Array) : undefined
     try {
-      const head = packed !== undefined
-        ? encodeEnvelope(kind, EnvelopeFlag.compressed, served.requestId, meta, packed, this.agreed.maxMetaBytes)
-        : encodeEnvelope(kind, 0, served.requestId, meta, whole ? (body as Uint8Array) : noBody, this.agreed.maxMetaBytes)
-      this.connection.writer.send(whole ? Status.ResponseWhole : Status.ResponseFirstMore, path, channel.id, head)
+      this.connection.writer.sendEnvelope(
+        whole ? Status.ResponseWhole : Status.ResponseFirstMore,
+        path,
+        channel.id,
+        kind,
+        packed !== undefined ? EnvelopeFlag.compressed : 0,
+        served.requestId,
+        meta,
+        this.agreed.maxMetaBytes,
+        0,
+        packed ?? (whole ? (body as Uint8Array) : noBody)
+      )
     } catch (error) {
       const fallback: Failure = failure(MeshErrorCode.handlerFailed, `answer cannot be sent: ${String(error)}`, true)
       try {
-        this.connection.writer.send(Status.ResponseWhole, path, channel.id, encodeEnvelope(EnvelopeKind.error, 0, served.requestId, emptyMeta, encodeErrorBody(fallback), this.agreed.maxMetaBytes))
+        this.connection.writer.sendEnvelope(Status.ResponseWhole, path, channel.id, EnvelopeKind.error, 0, served.requestId, emptyMeta, this.agreed.maxMetaBytes, 0, encodeErrorBody(fallback))
       } catch (failed) {
         // Not even the error fits (the write queue is over its hard limit): pairing cannot hold.
         this.connection.close(`cannot answer request ${served.requestId} on channel ${channel.id}: ${String(failed)}`, false)
@@ -601,7 +650,7 @@ export class MeshSession implements MessageSink {
   private onControl(path: string, requestId: number, body: Buffer, oneway: boolean): void {
     switch (path) {
       case MeshPath.ping:
-        this.connection.writer.send(Status.ResponseWhole, path, this.peerControl, encodeEnvelope(EnvelopeKind.response, 0, requestId, emptyMeta, body, this.agreed.maxMetaBytes))
+        this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, body)
         return
       case MeshPath.cancel: {
         const pair = decodeChannelPair(body)
@@ -629,13 +678,13 @@ export class MeshSession implements MessageSink {
         for (const listener of this.drainListeners.splice(0)) listener()
         // The listeners stopped new requests on this connection; the answer tells the peer so.
         if (!oneway) {
-          this.connection.writer.send(Status.ResponseWhole, path, this.peerControl, encodeEnvelope(EnvelopeKind.response, 0, requestId, emptyMeta, new Uint8Array(0), this.agreed.maxMetaBytes))
+          this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, noBody)
         }
         return
       default:
         if (!oneway) {
           const error = encodeErrorBody(failure(MeshErrorCode.notFound, `unknown control path ${path}`, false))
-          this.connection.writer.send(Status.ResponseWhole, path, this.peerControl, encodeEnvelope(EnvelopeKind.error, 0, requestId, emptyMeta, error, this.agreed.maxMetaBytes))
+          this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.error, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, error)
         }
     }
   }
@@ -776,16 +825,16 @@ export class MeshSession implements MessageSink {
     }
     channel.receiving = undefined // its continuations, if any, are dropped as they come
     const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
-    const abort = cancelled()
-    const context = new CancellableContext(this.connection.remoteAddress, this.connection.peerIdentity, abort, envelope.meta, 0, undefined, false)
-    const request = new IncomingRequest(channelId, rawPath, parseRequestPath(rawPath), noData, context)
-    if ((envelope.flags & EnvelopeFlag.oneway) !== 0) {
-      this.options.log("push-failed", { path: request.path, code: MeshErrorCode.badRequest, message })
+    const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
+    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, noData, envelope.requestId, envelope.meta, prefix, 0, 0, undefined, oneway, 0)
+    served.abort()
+    if (oneway) {
+      this.options.log("push-failed", { path: served.request.path, code: MeshErrorCode.badRequest, message })
       return
     }
     this.connection.budget.charge(1, 0)
-    const refusal = failure(MeshErrorCode.badRequest, message, false)
-    channel.mailbox.push({ request, requestId: envelope.requestId, abort, deadlineMs: 0, deadlineSlot: -1, deadlineAt: 0, refusal, answered: false, charged: 0 })
+    served.refusal = failure(MeshErrorCode.badRequest, message, false)
+    channel.mailbox.push(served)
     if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
   }
 
@@ -801,7 +850,7 @@ export class MeshSession implements MessageSink {
       for (const served of [channel.running, ...channel.mailbox]) {
         if (served === undefined) continue
         this.servedDeadlines.remove(served)
-        served.abort.abort(error)
+        served.abort(error)
       }
     }
     this.callDeadlines.clear()

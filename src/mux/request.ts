@@ -1,7 +1,7 @@
 // What a session hands to the code that serves a request, and what it takes back. Shared by the
 // plain-IIP server session and the mesh session, so one router serves both kinds of peer.
 import { type Meta, emptyMeta } from "../protocol/mesh.ts"
-import type { Cancellation, CancelSignal } from "./cancellation.ts"
+import type { CancelSignal } from "./cancellation.ts"
 import { type ParsedRequestPath, parseQuery } from "../protocol/requestPath.ts"
 import type { IncomingStream } from "./streams.ts"
 
@@ -24,39 +24,6 @@ export interface RequestContext {
   readonly stream: IncomingStream | undefined
   /** No answer is expected (a push). */
   readonly oneway: boolean
-}
-
-/** A mesh request's context: its cancellation is a Cancellation, its AbortSignal made only if read. */
-export class CancellableContext implements RequestContext {
-  readonly remoteAddress: string
-  readonly peerIdentity: string | undefined
-  readonly cancel: Cancellation
-  readonly meta: Meta
-  readonly deadline: number
-  readonly stream: IncomingStream | undefined
-  readonly oneway: boolean
-
-  constructor(
-    remoteAddress: string,
-    peerIdentity: string | undefined,
-    cancel: Cancellation,
-    meta: Meta,
-    deadline: number,
-    stream: IncomingStream | undefined,
-    oneway: boolean
-  ) {
-    this.remoteAddress = remoteAddress
-    this.peerIdentity = peerIdentity
-    this.cancel = cancel
-    this.meta = meta
-    this.deadline = deadline
-    this.stream = stream
-    this.oneway = oneway
-  }
-
-  get signal(): AbortSignal {
-    return this.cancel.signal
-  }
 }
 
 export class IncomingRequest {

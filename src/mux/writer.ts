@@ -5,7 +5,8 @@
 // one write; other small packets once per turn of the event loop, after the turn's I/O callbacks
 // (requests a sidecar takes from many HTTP sockets, each in its own callback, or answers its app
 // gives on many, leave in one write instead of one each); a large body or a large batch at the end
-// of the tick.
+// of the tick. A mesh message's first packet is kept as its parts (envelope fields, metadata,
+// body) and encoded straight into the batch (batch.ts): no buffer of its own per message.
 // Stream chunks (`sendChunk`) are bulk: they wait in a lane per channel and go out one at a time,
 // the lanes taken in turn, the next only once the socket has taken the previous one, while every
 // other packet goes out at its flush ahead of them. A small call on a connection that carries a
@@ -15,7 +16,9 @@
 // here; producers see `congested` and stop producing (the server stops reading requests, the
 // client holds new requests, a stream sender waits), so memory stays bounded. Nothing is dropped:
 // past the hard limit `send` throws instead.
+import { encodeEnvelopeHeadInto, EnvelopeBytes, envelopeMetaBytes, type Meta } from "../protocol/mesh.ts"
 import { checkPacket, encodeHeaderInto, encodePacketInto } from "../protocol/packet.ts"
+import { Batch } from "./batch.ts"
 import { Overloaded } from "./errors.ts"
 
 /** What the writer needs of a socket (net.Socket satisfies it). */
@@ -61,11 +64,9 @@ interface Lane {
 }
 
 export class PacketWriter {
-  private statuses: Array<number> = []
-  private paths: Array<string> = []
-  private channels: Array<number> = []
-  private datas: Array<Uint8Array> = []
-  private sizes: Array<number> = []
+  /** Packets sent whole (not behind a lane), for the next write; and an empty one to swap in (none while a write is under way). */
+  private batch = new Batch()
+  private spare: Batch | undefined = new Batch()
   private queuedBytes = 0
   /** A flush waits for the end of the turn (setImmediate) / of the tick (nextTick). */
   private scheduled = false
@@ -131,14 +132,50 @@ export class PacketWriter {
         return
       }
     }
-    this.statuses.push(status)
-    this.paths.push(path)
-    this.channels.push(channelId)
-    this.datas.push(data)
-    this.sizes.push(size)
+    this.batch.push(status, path, channelId, data, size)
+    this.queued(size, data.length)
+  }
+
+  /**
+   * Queues a mesh message's first packet from its parts (PROTOCOL.md §12): envelope, metadata
+   * (`deadlineMs` > 0, whole ms, written as its deadline entry) and body, encoded at the write straight into
+   * the batch. Throws EnvelopeError or PacketEncodeError (nothing queued) or Overloaded.
+   */
+  sendEnvelope(
+    status: number,
+    path: string,
+    channelId: number,
+    kind: number,
+    flags: number,
+    requestId: number,
+    meta: Meta,
+    maxMetaBytes: number,
+    deadlineMs: number,
+    body: Uint8Array
+  ): void {
+    const metaBytes = envelopeMetaBytes(meta, maxMetaBytes, deadlineMs)
+    const dataLength = EnvelopeBytes + metaBytes + body.length
+    const size = checkPacket(status, path, channelId, dataLength)
+    if (this.closed || this.finishing !== undefined) throw new Overloaded({ message: "connection is closed", limit: "closed" })
+    this.admit(size)
+    const lane = this.lanes.size > 0 ? this.lanes.get(channelId) : undefined
+    if (lane !== undefined) {
+      // Behind this channel's bulk packets, which a lane keeps as buffers of their own.
+      const data = Buffer.allocUnsafe(dataLength)
+      data.set(body, encodeEnvelopeHeadInto(data, 0, kind, flags, requestId, meta, metaBytes, deadlineMs))
+      lane.packets.push({ status, path, chunkHeader: -1, data, size })
+      this.queuedBytes += size
+      return
+    }
+    this.batch.pushEnvelope(status, path, channelId, kind, flags, requestId, meta, metaBytes, deadlineMs, body, size)
+    this.queued(size, body.length)
+  }
+
+  /** Schedules the flush of a packet just added to the batch. */
+  private queued(size: number, bodyLength: number): void {
     this.queuedBytes += size
     if (this.waitingDrain) return
-    if (this.inRead || data.length >= COPY_LIMIT || this.queuedBytes >= PROMPT_BYTES) {
+    if (this.inRead || bodyLength >= COPY_LIMIT || this.queuedBytes >= PROMPT_BYTES) {
       if (!this.scheduledSoon) {
         this.scheduledSoon = true
         process.nextTick(this.flushAtTickEnd)
@@ -203,20 +240,23 @@ export class PacketWriter {
   /** Stops writing; queued packets are discarded (the connection is gone). */
   close(): void {
     this.closed = true
-    this.takeQueue()
+    this.recycle(this.takeQueue())
     this.dropLanes()
     this.releaseWaiters()
   }
 
   /** Empties the queue of packets sent whole and returns what it held. */
-  private takeQueue() {
-    const taken = { statuses: this.statuses, paths: this.paths, channels: this.channels, datas: this.datas, sizes: this.sizes }
-    this.statuses = []
-    this.paths = []
-    this.channels = []
-    this.datas = []
-    this.sizes = []
+  private takeQueue(): Batch {
+    const taken = this.batch
+    this.batch = this.spare ?? new Batch()
+    this.spare = undefined
     return taken
+  }
+
+  /** A batch written (or discarded) becomes the spare: no arrays allocated per write. */
+  private recycle(batch: Batch): void {
+    batch.clear()
+    this.spare = batch
   }
 
   private dropLanes(): void {
@@ -228,7 +268,7 @@ export class PacketWriter {
 
   private flush(): void {
     if (this.closed || this.waitingDrain) return
-    const ok = this.statuses.length === 0 || this.writeQueue()
+    const ok = this.batch.length === 0 || this.writeQueue()
     // A bulk packet's own write callback starts the next one: the socket's push-back on it is not
     // a reason to hold small packets (grants, answers) back until the socket is empty.
     if (ok) while (this.bulkInFlight < BULK_IN_FLIGHT && this.ring.length > 0) this.writeBulk()
@@ -293,29 +333,24 @@ export class PacketWriter {
 
   /** Writes the packets sent whole, in order: small ones copied into one buffer, large bodies by reference. */
   private writeQueue(): boolean {
-    const { statuses, paths, channels, datas, sizes } = this.takeQueue()
-    const count = statuses.length
+    const batch = this.takeQueue()
+    const { datas, sizes } = batch
+    const count = batch.length
     let ok = true
     if (count === 1 || this.allSmall(datas)) {
-      let total = 0
-      for (let i = 0; i < count; i++) total += sizes[i]!
-      const out = Buffer.allocUnsafe(total)
-      let offset = 0
-      for (let i = 0; i < count; i++) offset = encodePacketInto(out, offset, statuses[i]!, paths[i]!, channels[i]!, datas[i]!)
-      this.queuedBytes -= total
-      ok = this.sink.write(out)
+      ok = this.writeCopied(batch, 0, count)
     } else {
       // Mixed batch: copy small packets together, write large bodies by reference (writev).
       this.sink.cork()
       let start = 0
       for (let i = 0; i <= count; i++) {
         if (i < count && datas[i]!.length < COPY_LIMIT) continue
-        if (i > start) ok = this.writeCopied(statuses, paths, channels, datas, sizes, start, i) && ok
+        if (i > start) ok = this.writeCopied(batch, start, i) && ok
         if (i < count) {
           const data = datas[i]!
           this.queuedBytes -= sizes[i]!
           const header = Buffer.allocUnsafe(sizes[i]! - data.length)
-          encodeHeaderInto(header, 0, statuses[i]!, paths[i]!, channels[i]!, data.length)
+          batch.encodeHeadInto(header, 0, i)
           ok = this.sink.write(header) && ok
           ok = this.sink.write(data) && ok
         }
@@ -323,12 +358,13 @@ export class PacketWriter {
       }
       this.sink.uncork()
     }
+    this.recycle(batch)
     return ok
   }
 
   private finishIfDone(): void {
     const then = this.finishing
-    if (then === undefined || this.statuses.length > 0 || this.ring.length > 0 || this.bulkInFlight > 0 || this.waitingDrain) return
+    if (then === undefined || this.batch.length > 0 || this.ring.length > 0 || this.bulkInFlight > 0 || this.waitingDrain) return
     this.finishing = undefined
     this.closed = true
     then()
@@ -339,21 +375,14 @@ export class PacketWriter {
     return true
   }
 
-  private writeCopied(
-    statuses: Array<number>,
-    paths: Array<string>,
-    channels: Array<number>,
-    datas: Array<Uint8Array>,
-    sizes: Array<number>,
-    from: number,
-    to: number
-  ): boolean {
+  private writeCopied(batch: Batch, from: number, to: number): boolean {
+    const sizes = batch.sizes
     let total = 0
     for (let i = from; i < to; i++) total += sizes[i]!
     this.queuedBytes -= total
     const out = Buffer.allocUnsafe(total)
     let offset = 0
-    for (let i = from; i < to; i++) offset = encodePacketInto(out, offset, statuses[i]!, paths[i]!, channels[i]!, datas[i]!)
+    for (let i = from; i < to; i++) offset = batch.encodeInto(out, offset, i)
     return this.sink.write(out)
   }
 

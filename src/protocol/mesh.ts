@@ -134,12 +134,24 @@ export interface Envelope {
 /** A mesh message whose envelope or metadata breaks the rules; it closes the connection. */
 export class EnvelopeError extends Data.TaggedError("EnvelopeError")<{ readonly message: string }> {}
 
-/** Encoded size of a metadata block (`deadline`: an entry added in place of meta's own); throws EnvelopeError over `maxMetaBytes`. */
-export const metaByteLength = (meta: Meta, maxMetaBytes: number, deadline = ""): number => {
-  let bytes = deadline === "" ? 0 : 3 + MetaKey.deadline.length + deadline.length
+/** Decimal digits of a deadline in whole ms; 0 for none (0 or less). */
+const deadlineDigits = (ms: number): number => {
+  if (ms <= 0) return 0
+  let digits = 1
+  for (let rest = ms; rest >= 10; rest = Math.floor(rest / 10)) digits++
+  return digits
+}
+
+/**
+ * Encoded size of a metadata block; `deadlineMs` > 0 (whole ms, as clampDeadlineMs gives) is an
+ * entry added in place of meta's own. Throws EnvelopeError over `maxMetaBytes`.
+ */
+export const metaByteLength = (meta: Meta, maxMetaBytes: number, deadlineMs = 0): number => {
+  const digits = deadlineDigits(deadlineMs)
+  let bytes = digits === 0 ? 0 : 3 + deadlineKeyBytes.length + digits
   // forEach, not for-of: no [key, value] array per entry (this runs twice per request).
   meta.forEach((value, key) => {
-    if (deadline !== "" && key === MetaKey.deadline) return
+    if (digits !== 0 && key === MetaKey.deadline) return
     const keyBytes = Buffer.byteLength(key, "utf8")
     const valueBytes = Buffer.byteLength(value, "utf8")
     if (keyBytes === 0 || keyBytes > 255) throw new EnvelopeError({ message: `metadata key ${JSON.stringify(key.slice(0, 40))} must be 1..255 bytes` })
@@ -159,11 +171,56 @@ const writeEntry = (out: Buffer, offset: number, key: string, value: string): nu
   return offset + 2 + valueBytes
 }
 
+/** The deadline entry (key, then `ms` in decimal ASCII) written at `offset` without a string per request; returns the offset after it. */
+const writeDeadline = (out: Buffer, offset: number, ms: number): number => {
+  const digits = deadlineDigits(ms)
+  out[offset] = deadlineKeyBytes.length
+  offset += 1 + deadlineKeyBytes.copy(out, offset + 1)
+  out.writeUInt16BE(digits, offset)
+  offset += 2
+  for (let i = digits - 1; i >= 0; i--) {
+    out[offset + i] = 48 + (ms % 10)
+    ms = Math.floor(ms / 10)
+  }
+  return offset + digits
+}
+
+/** Encoded size of the metadata block of an envelope (see encodeEnvelopeHeadInto); throws EnvelopeError. */
+export const envelopeMetaBytes = (meta: Meta, maxMetaBytes: number, deadlineMs: number): number =>
+  meta.size === 0 && deadlineMs <= 0 ? 0 : metaByteLength(meta, maxMetaBytes, deadlineMs)
+
 /**
- * Builds the first packet's data: envelope, metadata and the first body bytes. `deadlineMs` > 0
- * is written as the deadline entry, in place of one `meta` may hold (a call's remaining time,
- * without copying its metadata into a new Map per request).
+ * Writes an envelope and its metadata block (`metaBytes` from envelopeMetaBytes) at `offset`;
+ * returns where the body goes. `deadlineMs` > 0 (whole ms) is written as the deadline entry, in
+ * place of one `meta` may hold (a call's remaining time, without copying its metadata into a new
+ * Map per request). The writer calls it straight into its batch (no buffer per message).
  */
+export const encodeEnvelopeHeadInto = (
+  out: Buffer,
+  offset: number,
+  kind: number,
+  flags: number,
+  requestId: number,
+  meta: Meta,
+  metaBytes: number,
+  deadlineMs: number
+): number => {
+  out[offset] = kind
+  out[offset + 1] = flags
+  out.writeUInt16BE(metaBytes, offset + 2)
+  out.writeUInt32BE(requestId >>> 0, offset + 4)
+  offset += EnvelopeBytes
+  if (metaBytes === 0) return offset
+  if (meta.size > 0) {
+    meta.forEach((value, key) => {
+      if (deadlineMs <= 0 || key !== MetaKey.deadline) offset = writeEntry(out, offset, key, value)
+    })
+  }
+  if (deadlineMs > 0) offset = writeDeadline(out, offset, deadlineMs)
+  return offset
+}
+
+/** Builds the first packet's data in a buffer of its own: envelope, metadata and the first body bytes. */
 export const encodeEnvelope = (
   kind: number,
   flags: number,
@@ -173,19 +230,9 @@ export const encodeEnvelope = (
   maxMetaBytes: number,
   deadlineMs = 0
 ): Buffer => {
-  const deadline = deadlineMs > 0 ? String(deadlineMs) : ""
-  const metaBytes = meta.size === 0 && deadline === "" ? 0 : metaByteLength(meta, maxMetaBytes, deadline)
+  const metaBytes = envelopeMetaBytes(meta, maxMetaBytes, deadlineMs)
   const out = Buffer.allocUnsafe(EnvelopeBytes + metaBytes + body.length)
-  out[0] = kind
-  out[1] = flags
-  out.writeUInt16BE(metaBytes, 2)
-  out.writeUInt32BE(requestId >>> 0, 4)
-  let offset = EnvelopeBytes
-  meta.forEach((value, key) => {
-    if (deadline === "" || key !== MetaKey.deadline) offset = writeEntry(out, offset, key, value)
-  })
-  if (deadline !== "") offset = writeEntry(out, offset, MetaKey.deadline, deadline)
-  out.set(body, offset)
+  out.set(body, encodeEnvelopeHeadInto(out, 0, kind, flags, requestId, meta, metaBytes, deadlineMs))
   return out
 }
 
@@ -197,34 +244,68 @@ const isDeadlineKey = (view: Buffer, at: number, length: number): boolean => {
   return true
 }
 
-/** Reads the envelope of a first packet; throws EnvelopeError when it is malformed. */
-export const decodeEnvelope = (data: Uint8Array, maxMetaBytes: number): Envelope => {
-  if (data.length < EnvelopeBytes) throw new EnvelopeError({ message: `mesh message of ${data.length} bytes is shorter than its envelope` })
-  const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+/**
+ * Checks the fixed part of a first packet's envelope and returns where its body starts (after the
+ * metadata block); throws EnvelopeError when it is malformed. Kind, flags and request id are then
+ * at their offsets (0, 1, 4).
+ */
+export const envelopeBodyOffset = (view: Buffer, maxMetaBytes: number): number => {
+  if (view.length < EnvelopeBytes) throw new EnvelopeError({ message: `mesh message of ${view.length} bytes is shorter than its envelope` })
   const kind = view[0]!
   if (kind < EnvelopeKind.request || kind > EnvelopeKind.error) throw new EnvelopeError({ message: `unknown envelope kind ${kind}` })
   const metaBytes = view.readUInt16BE(2)
   if (metaBytes > maxMetaBytes) throw new EnvelopeError({ message: `metadata of ${metaBytes} bytes exceeds the ${maxMetaBytes}-byte limit` })
   const bodyOffset = EnvelopeBytes + metaBytes
   if (bodyOffset > view.length) throw new EnvelopeError({ message: `metadata length ${metaBytes} runs past the message` })
-  let meta: Meta = emptyMeta
-  if (metaBytes > 0) {
-    const entries = new Map<string, string>()
-    let offset = EnvelopeBytes
-    while (offset < bodyOffset) {
-      const keyBytes = view[offset]!
-      if (keyBytes === 0 || offset + 1 + keyBytes + 2 > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
-      // The one key nearly every request carries is not decoded into a new string each time.
-      const key = isDeadlineKey(view, offset + 1, keyBytes) ? MetaKey.deadline : view.toString("utf8", offset + 1, offset + 1 + keyBytes)
-      offset += 1 + keyBytes
-      const valueBytes = view.readUInt16BE(offset)
-      if (offset + 2 + valueBytes > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
-      entries.set(key, view.toString("utf8", offset + 2, offset + 2 + valueBytes))
-      offset += 2 + valueBytes
-    }
-    meta = entries
+  return bodyOffset
+}
+
+/**
+ * Checks every entry of the metadata block before `bodyOffset` and returns its deadline entry as
+ * parseDeadlineMs reads it (the last one if repeated; 0: none or malformed), without decoding a
+ * string or building a Map: a served request decodes its metadata only if something reads it.
+ * Throws EnvelopeError when an entry is malformed.
+ */
+export const scanMeta = (view: Buffer, bodyOffset: number): number => {
+  let deadline = 0
+  let offset = EnvelopeBytes
+  while (offset < bodyOffset) {
+    const keyBytes = view[offset]!
+    if (keyBytes === 0 || offset + 1 + keyBytes + 2 > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
+    const isDeadline = isDeadlineKey(view, offset + 1, keyBytes)
+    offset += 1 + keyBytes
+    const valueBytes = view.readUInt16BE(offset)
+    if (offset + 2 + valueBytes > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
+    if (isDeadline) deadline = parseDeadlineBytes(view, offset + 2, offset + 2 + valueBytes)
+    offset += 2 + valueBytes
   }
-  return { kind, flags: view[1]!, requestId: view.readUInt32BE(4), meta, bodyOffset }
+  return deadline
+}
+
+/** The metadata block before `bodyOffset` as a Map; throws EnvelopeError when an entry is malformed. */
+export const decodeMeta = (view: Buffer, bodyOffset: number): Meta => {
+  if (bodyOffset === EnvelopeBytes) return emptyMeta
+  const entries = new Map<string, string>()
+  let offset = EnvelopeBytes
+  while (offset < bodyOffset) {
+    const keyBytes = view[offset]!
+    if (keyBytes === 0 || offset + 1 + keyBytes + 2 > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
+    // The one key nearly every request carries is not decoded into a new string each time.
+    const key = isDeadlineKey(view, offset + 1, keyBytes) ? MetaKey.deadline : view.toString("utf8", offset + 1, offset + 1 + keyBytes)
+    offset += 1 + keyBytes
+    const valueBytes = view.readUInt16BE(offset)
+    if (offset + 2 + valueBytes > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
+    entries.set(key, view.toString("utf8", offset + 2, offset + 2 + valueBytes))
+    offset += 2 + valueBytes
+  }
+  return entries
+}
+
+/** Reads the envelope of a first packet; throws EnvelopeError when it is malformed. */
+export const decodeEnvelope = (data: Uint8Array, maxMetaBytes: number): Envelope => {
+  const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  const bodyOffset = envelopeBodyOffset(view, maxMetaBytes)
+  return { kind: view[0]!, flags: view[1]!, requestId: view.readUInt32BE(4), meta: decodeMeta(view, bodyOffset), bodyOffset }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,6 +384,18 @@ export const parseDeadlineMs = (text: string | undefined): number => {
   let ms = 0
   for (let i = 0; i < text.length; i++) {
     const digit = text.charCodeAt(i) - 48
+    if (digit < 0 || digit > 9) return 0
+    ms = ms * 10 + digit
+  }
+  return Math.min(ms, MaxDeadlineMs)
+}
+
+/** parseDeadlineMs of the UTF-8 bytes from..to of `view` (a digit is one byte, so the same rules hold). */
+const parseDeadlineBytes = (view: Buffer, from: number, to: number): number => {
+  if (to === from || to - from > 16) return 0
+  let ms = 0
+  for (let i = from; i < to; i++) {
+    const digit = view[i]! - 48
     if (digit < 0 || digit > 9) return 0
     ms = ms * 10 + digit
   }

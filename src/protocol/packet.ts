@@ -28,19 +28,7 @@ export const checkPacket = (status: number, path: string, channelId: number, dat
   if (!Number.isInteger(status) || status < 0 || status > Status.Close) {
     throw new PacketEncodeError({ rule: "invalid-status", message: `cannot send status ${status}` })
   }
-  const pathBytes = pathByteLength(path)
-  if (pathBytes > Limits.maxSendPathBytes) {
-    throw new PacketEncodeError({
-      rule: "path-too-long",
-      message: `path of ${pathBytes} bytes exceeds the ${Limits.maxSendPathBytes}-byte limit`
-    })
-  }
-  if (pathBytes === 0 && status !== Status.Close) {
-    throw new PacketEncodeError({ rule: "path-empty", message: "a packet needs a non-empty path" })
-  }
-  if (path.includes("\0")) {
-    throw new PacketEncodeError({ rule: "path-nul", message: "a path cannot contain NUL" })
-  }
+  const pathBytes = path === lastPath ? lastPathBytes : checkPath(status, path)
   if (!Number.isInteger(channelId) || channelId < 0 || channelId > Limits.maxChannelId) {
     throw new PacketEncodeError({ rule: "invalid-channel", message: `channel id ${channelId} is out of range` })
   }
@@ -54,6 +42,35 @@ export const checkPacket = (status: number, path: string, channelId: number, dat
     throw new PacketEncodeError({ rule: "data-empty", message: "a packet needs at least one data byte" })
   }
   return Limits.packetOverhead + pathBytes + dataLength
+}
+
+/**
+ * The last non-empty path that passed checkPath, and its byte length: a connection sends the same
+ * few paths over and over, and comparing a string with itself is cheaper than scanning it twice.
+ */
+let lastPath: string | undefined = undefined
+let lastPathBytes = 0
+
+/** Checks a path (length, empty, NUL) and returns its byte length; throws PacketEncodeError. */
+const checkPath = (status: number, path: string): number => {
+  const pathBytes = pathByteLength(path)
+  if (pathBytes > Limits.maxSendPathBytes) {
+    throw new PacketEncodeError({
+      rule: "path-too-long",
+      message: `path of ${pathBytes} bytes exceeds the ${Limits.maxSendPathBytes}-byte limit`
+    })
+  }
+  if (pathBytes === 0 && status !== Status.Close) {
+    throw new PacketEncodeError({ rule: "path-empty", message: "a packet needs a non-empty path" })
+  }
+  if (path.includes("\0")) {
+    throw new PacketEncodeError({ rule: "path-nul", message: "a path cannot contain NUL" })
+  }
+  if (pathBytes > 0) {
+    lastPath = path
+    lastPathBytes = pathBytes
+  }
+  return pathBytes
 }
 
 /**

@@ -1,6 +1,6 @@
 // Cancellation (src/mux/cancellation.ts): the AbortSignal stand-in on the hot path.
 import { describe, expect, it } from "vitest"
-import { Cancellation, cancelled } from "../../src/mux/cancellation.ts"
+import { Cancellation } from "../../src/mux/cancellation.ts"
 
 describe("Cancellation", () => {
   it("runs each listener once, in order, on the first abort only", () => {
@@ -35,7 +35,8 @@ describe("Cancellation", () => {
     before.abort("stop")
     expect(signal.aborted).toBe(true)
     expect(signal.reason).toBe("stop")
-    const after = cancelled("gone")
+    const after = new Cancellation()
+    after.abort("gone")
     expect(after.signal.aborted).toBe(true)
     expect(after.signal.reason).toBe("gone")
     expect(after.signal).toBe(after.signal)

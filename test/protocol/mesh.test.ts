@@ -8,14 +8,17 @@ import {
   decodeEnvelope,
   decodeErrorBody,
   decodeHello,
+  decodeMeta,
   encodeChannelPair,
   encodeEnvelope,
   encodeErrorBody,
   encodeHello,
+  envelopeBodyOffset,
   EnvelopeError,
   MaxDeadlineMs,
   MeshFeatures,
-  parseDeadlineMs
+  parseDeadlineMs,
+  scanMeta
 } from "../../src/protocol/mesh.ts"
 import { encodePacket } from "../../src/protocol/packet.ts"
 
@@ -99,6 +102,49 @@ describe("envelope refusals", () => {
   it("refuses malformed metadata entries", () => {
     expect(refuse(Buffer.of(1, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0))).toThrow(/malformed metadata/) // key length 0
     expect(refuse(Buffer.of(1, 0, 0, 5, 0, 0, 0, 1, 1, 0x6b, 0, 9, 0))).toThrow(/malformed metadata/) // value runs past
+  })
+
+  it("the served side's lazy reading (scanMeta on arrival, decodeMeta when read) refuses and reads exactly as decodeEnvelope", () => {
+    const lazy = (data: Buffer, max = 8192) => {
+      const bodyOffset = envelopeBodyOffset(data, max)
+      return { deadline: scanMeta(data, bodyOffset), meta: decodeMeta(data, bodyOffset), bodyOffset }
+    }
+    const malformed = [Buffer.of(1, 0, 0), Buffer.of(9, 0, 0, 0, 0, 0, 0, 1), Buffer.of(1, 0, 0, 5, 0, 0, 0, 1, 1), Buffer.of(1, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0), Buffer.of(1, 0, 0, 5, 0, 0, 0, 1, 1, 0x6b, 0, 9, 0)]
+    for (const data of malformed) expect(() => lazy(data)).toThrow(EnvelopeError)
+    const withDeadline = (value: string, meta: ReadonlyArray<[string, string]> = []) => {
+      const entries = [...meta, ["deadline-ms", value] as [string, string]]
+      // Written by hand: encodeEnvelope writes a deadline given as a number, not any string.
+      const block = Buffer.concat(entries.map(([k, v]) => {
+        const key = Buffer.from(k, "utf8")
+        const val = Buffer.from(v, "utf8")
+        return Buffer.concat([Buffer.of(key.length), key, Buffer.of(val.length >> 8, val.length & 0xff), val])
+      }))
+      const head = Buffer.alloc(8)
+      head[0] = 1
+      head.writeUInt16BE(block.length, 2)
+      head.writeUInt32BE(7, 4)
+      return Buffer.concat([head, block, Buffer.from("body")])
+    }
+    const values = ["1000", "99999999999", "9".repeat(400), "", "1e3", "-5", " 50", "12abc", "+7", "٣", "0", "86400000"]
+    for (const value of values) {
+      for (const data of [withDeadline(value), withDeadline(value, [["traceparent", "00-ab"], ["ключ", "значение"]])]) {
+        const eager = decodeEnvelope(data, 8192)
+        const read = lazy(data)
+        expect(read.deadline).toBe(parseDeadlineMs(eager.meta.get("deadline-ms")))
+        expect(read.meta).toStrictEqual(eager.meta)
+        expect(read.bodyOffset).toBe(eager.bodyOffset)
+      }
+    }
+    const none = encodeEnvelope(1, 0, 3, new Map([["a", "b"]]), Buffer.from("x"), 8192)
+    expect(scanMeta(none, envelopeBodyOffset(none, 8192))).toBe(0)
+  })
+
+  it("a deadline given in ms is written as the deadline-ms entry, in place of meta's own", () => {
+    for (const ms of [1, 9, 10, 99, 100, 1000, 12_345_678, MaxDeadlineMs]) {
+      const expected = encodeEnvelope(1, 0, 5, new Map([["a", "b"], ["deadline-ms", String(ms)]]), Buffer.from("x"), 8192)
+      expect(hex(encodeEnvelope(1, 0, 5, new Map([["a", "b"], ["deadline-ms", "7"]]), Buffer.from("x"), 8192, ms))).toBe(hex(expected))
+      expect(decodeEnvelope(encodeEnvelope(1, 0, 5, new Map(), Buffer.from("x"), 8192, ms), 8192).meta.get("deadline-ms")).toBe(String(ms))
+    }
   })
 
   it("refuses to encode metadata over the limit or with an empty key", () => {

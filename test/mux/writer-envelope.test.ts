@@ -1,0 +1,80 @@
+// The writer encodes a mesh message's first packet from its parts (src/mux/writer.ts
+// sendEnvelope, src/mux/batch.ts) straight into its batch instead of a buffer per message: the
+// bytes on the wire are exactly those of the envelope encoded on its own (src/protocol/mesh.ts
+// encodeEnvelope), for small bodies copied into the batch, large ones written by reference, a
+// message queued behind its channel's stream chunks, metadata with a deadline entry, and a batch
+// mixing envelope packets with plain ones; bad metadata throws at the send and queues nothing.
+import { describe, expect, it } from "vitest"
+import { PacketWriter } from "../../src/mux/writer.ts"
+import { EnvelopeError, encodeEnvelope, EnvelopeFlag, EnvelopeKind } from "../../src/protocol/mesh.ts"
+import { encodePacket } from "../../src/protocol/packet.ts"
+
+const recordingSink = () => {
+  const writes: Array<Buffer> = []
+  const callbacks: Array<() => void> = []
+  return {
+    wire: () => Buffer.concat(writes),
+    taken: () => callbacks.splice(0).forEach((cb) => cb()),
+    sink: {
+      write: (chunk: Uint8Array, callback?: () => void) => {
+        writes.push(Buffer.from(chunk))
+        if (callback !== undefined) callbacks.push(callback)
+        return true
+      },
+      cork: () => {},
+      uncork: () => {},
+      writableLength: 0,
+      once: () => undefined
+    }
+  }
+}
+
+const tick = () => new Promise<void>((resolve) => setImmediate(resolve))
+const limits = { highWaterBytes: 1 << 30, maxQueuedBytes: 1 << 30 }
+const meta = new Map([["traceparent", "00-abc-def-01"], ["deadline-ms", "99"], ["ключ", "значение"]])
+
+describe("PacketWriter.sendEnvelope", () => {
+  it("writes the same bytes as encodeEnvelope, small and large bodies, plain packets between", async () => {
+    const { wire, sink } = recordingSink()
+    const writer = new PacketWriter(sink, limits)
+    const small = Buffer.from("a small body")
+    const large = Buffer.alloc(20 * 1024, 0x61)
+    writer.sendEnvelope(1, "/a", 3, EnvelopeKind.request, 0, 7, meta, 8192, 250, small)
+    writer.send(1, "/plain", 4, Buffer.from("plain"))
+    writer.sendEnvelope(1, "/b", 5, EnvelopeKind.response, EnvelopeFlag.compressed, 0xffff_fffe, new Map(), 8192, 0, large)
+    writer.sendEnvelope(1, "/c", 6, EnvelopeKind.error, 0, 9, meta, 8192, 0, Buffer.from("{}"))
+    await tick()
+    expect(wire().equals(Buffer.concat([
+      encodePacket(1, "/a", 3, encodeEnvelope(EnvelopeKind.request, 0, 7, meta, small, 8192, 250)),
+      encodePacket(1, "/plain", 4, Buffer.from("plain")),
+      encodePacket(1, "/b", 5, encodeEnvelope(EnvelopeKind.response, EnvelopeFlag.compressed, 0xffff_fffe, new Map(), large, 8192)),
+      encodePacket(1, "/c", 6, encodeEnvelope(EnvelopeKind.error, 0, 9, meta, Buffer.from("{}"), 8192))
+    ]))).toBe(true)
+    expect(writer.pendingBytes).toBe(0)
+  })
+
+  it("a message sent behind its channel's stream chunks keeps its place, with the same bytes", async () => {
+    const { wire, sink, taken } = recordingSink()
+    const writer = new PacketWriter(sink, limits)
+    const chunk = Buffer.alloc(64 * 1024, 1)
+    writer.sendChunk(2, "/up", 5, 0, chunk)
+    writer.sendChunk(2, "/up", 5, 0, chunk)
+    writer.sendEnvelope(1, "/next", 5, EnvelopeKind.request, 0, 2, meta, 8192, 10, Buffer.from("next"))
+    for (let i = 0; i < 5; i++) {
+      await tick()
+      taken()
+    }
+    const chunkPacket = encodePacket(2, "/up", 5, Buffer.concat([Buffer.of(0), chunk]))
+    expect(wire().equals(Buffer.concat([chunkPacket, chunkPacket, encodePacket(1, "/next", 5, encodeEnvelope(EnvelopeKind.request, 0, 2, meta, Buffer.from("next"), 8192, 10))]))).toBe(true)
+    expect(writer.pendingBytes).toBe(0)
+  })
+
+  it("metadata over the limit throws EnvelopeError at the send and queues nothing", async () => {
+    const { wire, sink } = recordingSink()
+    const writer = new PacketWriter(sink, limits)
+    expect(() => writer.sendEnvelope(1, "/a", 3, EnvelopeKind.request, 0, 1, new Map([["k", "v".repeat(100)]]), 64, 0, Buffer.from("x"))).toThrow(EnvelopeError)
+    await tick()
+    expect(wire().length).toBe(0)
+    expect(writer.pendingBytes).toBe(0)
+  })
+})
