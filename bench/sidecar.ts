@@ -26,11 +26,14 @@
 //      sidecar is slow for its first few thousand requests, which at a fixed rate becomes a backlog).
 //   1. open loop at --rate req/s (default 1,000), the Node generator (nodeLoad.ts): requests go out
 //      on a fixed schedule whether or not earlier ones answered, latency runs from the intended send
-//      time (queueing is not hidden); a warm-up per path, then the measuring window of each path
-//      in slices of --slice s (default 1), the paths taking turns (every other turn in reverse), so
-//      that a burst of other work on the machine, or a pause of this process, falls on every path
-//      alike; each path's slices pooled into its sample for the round; p50 / p90 / p99 and what
-//      each path adds over direct. (`--slice` as long as `--duration`: one window per path.)
+//      time (queueing is not hidden); a warm-up, then the measuring window of each path, both
+//      in slices of --slice s (default 0.25), the paths taking turns (every other turn in reverse),
+//      so that a burst of other work on the machine, or a pause of this process, falls on every
+//      path alike; each path's slices pooled into its sample for the round; p50 / p90 / p99 and
+//      what each path adds over direct. Slices are short so that no pair waiting for its turn is
+//      quiet for the 2 s after which a sidecar runs its idle GC (memoryRelease.ts): with 1 s
+//      slices and four paths, that full collection (30-130 ms on a loaded machine) ran mid-window.
+//      (`--slice` as long as `--duration`: one window per path, as before.)
 //   2. saturation: `wrk -t1 -c64 --latency` (wrk.ts; a 1 s unmeasured run first), req/s and latency
 //      from its report; without wrk, the Node closed loop with 64 in flight (says how to get wrk).
 //   3. memory: each proxy's VmRSS idle (after start, before any load), peak during its pair's
@@ -201,19 +204,23 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       }
     }
 
-    // 1. Open loop at a fixed rate. The paths take turns slice by slice (--slice, 1 s), so a burst
+    // 1. Open loop at a fixed rate. The paths take turns slice by slice (--slice, 0.25 s), so a burst
     // of other work on this shared machine lands on every path alike instead of on whichever ran
     // its whole window then; each path's slices are pooled into one sample per round.
     if (options.phases.includes("open")) {
       const slices = Math.max(1, Math.round(options.measureMs / options.sliceMs))
       const sliceMs = options.measureMs / slices
+      const warmupSlices = Math.max(1, Math.round(options.warmupMs / options.sliceMs))
       for (let round = 0; round < options.rounds; round++) {
         const order = orderOf(round)
         const targets = new Map(order.map((mode) => [mode, targetOf(mode, 256)]))
         try {
-          for (const mode of order) {
-            const warm = await openLoop(targets.get(mode)!, payload, options.rate, 0, options.warmupMs)
-            failOn(`open loop warm-up ${mode}`, warm.errors, warm.firstError, warm.sent)
+          // The warm-up in turns too (unmeasured): no pair sits idle between its warm-up and its window.
+          for (let slice = 0; slice < warmupSlices; slice++) {
+            for (const mode of order) {
+              const warm = await openLoop(targets.get(mode)!, payload, options.rate, 0, options.warmupMs / warmupSlices)
+              failOn(`open loop warm-up ${mode}`, warm.errors, warm.firstError, warm.sent)
+            }
           }
           const parts = new Map<Mode, Array<OpenSample>>(order.map((mode) => [mode, []]))
           const spent = new Map<Mode, { usage: Usages; wall: number }>(order.map((mode) => [mode, { usage: ZERO_USAGES, wall: 0 }]))
