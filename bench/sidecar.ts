@@ -26,8 +26,14 @@
 //      sidecar is slow for its first few thousand requests, which at a fixed rate becomes a backlog).
 //   1. open loop at --rate req/s (default 1,000), the Node generator (nodeLoad.ts): requests go out
 //      on a fixed schedule whether or not earlier ones answered, latency runs from the intended send
-//      time (queueing is not hidden); warm-up, then a measuring window; p50 / p90 / p99 and what
-//      each path adds over direct.
+//      time (queueing is not hidden); a warm-up, then the measuring window of each path, both
+//      in slices of --slice s (default 0.25), the paths taking turns (every other turn in reverse),
+//      so that a burst of other work on the machine, or a pause of this process, falls on every
+//      path alike; each path's slices pooled into its sample for the round; p50 / p90 / p99 and
+//      what each path adds over direct. Slices are short so that no pair waiting for its turn is
+//      quiet for the 2 s after which a sidecar runs its idle GC (memoryRelease.ts): with 1 s
+//      slices and four paths, that full collection (30-130 ms on a loaded machine) ran mid-window.
+//      (`--slice` as long as `--duration`: one window per path, as before.)
 //   2. saturation: `wrk -t1 -c64 --latency` (wrk.ts; a 1 s unmeasured run first), req/s and latency
 //      from its report; without wrk, the Node closed loop with 64 in flight (says how to get wrk).
 //   3. memory: each proxy's VmRSS idle (after start, before any load), peak during its pair's
@@ -41,7 +47,7 @@
 //
 //   npm run -s bench -- sidecar            2 s warm-up + 10 s per window, 3 rounds (~7 min)
 //   npm run -s bench -- sidecar --quick    1 s warm-up + 3 s per window, 1 round (~70 s)
-// Flags: --rounds N, --duration S, --warmup S, --rate R, --inflight N (saturation connections),
+// Flags: --rounds N, --duration S, --warmup S, --slice S, --rate R, --inflight N (saturation connections),
 //        --only direct,meshed,mtls-off,untraced,nginx,haproxy (a subset; "added" and the ratios need direct, the
 //        targets nginx), --phases open,saturation,memory (a subset, for investigating),
 //        --sidecar-node-flags "..." (extra node flags for the sidecars, e.g.
@@ -64,14 +70,14 @@ import { printSummary } from "./args.ts"
 import { type Child, killChild, spawnServer } from "./children.ts"
 import { APP_FILE } from "./sidecar/app.ts"
 import { mb, ms, pad, sleep } from "./sidecar/format.ts"
-import { closedLoop, makeTarget, openLoop, type Target } from "./sidecar/nodeLoad.ts"
+import { closedLoop, makeTarget, mergeOpen, openLoop, type OpenSample, type Target } from "./sidecar/nodeLoad.ts"
 import { isMeshed, type Mode, parseArgs, PROXIED, type Proxied } from "./sidecar/options.ts"
 import type { ProxyPair } from "./sidecar/pair.ts"
 import { NO_USAGE, reapedChildrenCpu, rssMb, type Usage, usageOf } from "./sidecar/procStats.ts"
 import { startProxyPair } from "./sidecar/proxies.ts"
 import { report } from "./sidecar/report.ts"
 import { HOST, makePayload, PAYLOAD_BYTES, SERVICE_HOST } from "./sidecar/request.ts"
-import { emptyResults, type Proc, type SaturationSample, type Usages } from "./sidecar/results.ts"
+import { addUsages, emptyResults, type Proc, type SaturationSample, type Usages, ZERO_USAGES } from "./sidecar/results.ts"
 import { startSidecarPair } from "./sidecar/sidecars.ts"
 import { writeBenchCredentials } from "./sidecar/credentials.ts"
 import { findExecutable } from "./sidecar/which.ts"
@@ -148,16 +154,18 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
         b: pair === undefined ? NO_USAGE : usageOf(pair.b.pid)
       }
     }
-    const noteUsage = (key: string, mode: Mode, from: Usages, requests: number): Usages => {
+    /** What each process used since `from` (CPU seconds, system calls). */
+    const usageSince = (mode: Mode, from: Usages): Usages => {
       const to = readUsage(mode)
-      const per = (p: Proc): Usage => ({
-        cpu: ((to[p].cpu - from[p].cpu) * 1e6) / requests,
-        reads: (to[p].reads - from[p].reads) / requests,
-        writes: (to[p].writes - from[p].writes) / requests
-      })
-      results.perRequest.set(key, [...(results.perRequest.get(key) ?? []), { client: per("client"), app: per("app"), a: per("a"), b: per("b") }])
-      return to
+      const delta = (p: Proc): Usage => ({ cpu: to[p].cpu - from[p].cpu, reads: to[p].reads - from[p].reads, writes: to[p].writes - from[p].writes })
+      return { client: delta("client"), app: delta("app"), a: delta("a"), b: delta("b") }
     }
+    /** Records one round's use per request (CPU in microseconds). */
+    const notePerRequest = (key: string, used: Usages, requests: number): void => {
+      const per = (p: Proc): Usage => ({ cpu: (used[p].cpu * 1e6) / requests, reads: used[p].reads / requests, writes: used[p].writes / requests })
+      results.perRequest.set(key, [...(results.perRequest.get(key) ?? []), { client: per("client"), app: per("app"), a: per("a"), b: per("b") }])
+    }
+    const noteUsage = (key: string, mode: Mode, from: Usages, requests: number): void => notePerRequest(key, usageSince(mode, from), requests)
 
     // Idle: started, nothing sent yet; a second to settle.
     await sleep(1000)
@@ -196,30 +204,52 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       }
     }
 
-    // 1. Open loop at a fixed rate.
+    // 1. Open loop at a fixed rate. The paths take turns slice by slice (--slice, 0.25 s), so a burst
+    // of other work on this shared machine lands on every path alike instead of on whichever ran
+    // its whole window then; each path's slices are pooled into one sample per round.
     if (options.phases.includes("open")) {
+      const slices = Math.max(1, Math.round(options.measureMs / options.sliceMs))
+      const sliceMs = options.measureMs / slices
+      const warmupSlices = Math.max(1, Math.round(options.warmupMs / options.sliceMs))
       for (let round = 0; round < options.rounds; round++) {
-        for (const mode of orderOf(round)) {
-          const target = targetOf(mode, 256)
-          const usage = readUsage(mode)
-          const wallStart = performance.now()
-          try {
-            const sample = await openLoop(target, payload, options.rate, options.warmupMs, options.measureMs)
-            const after = noteUsage(`open ${mode}`, mode, usage, sample.sent)
-            if (mode !== "direct") {
-              const wall = (performance.now() - wallStart) / 1000
-              results.vcpuAtRate.get(mode)!.push({ a: (after.a.cpu - usage.a.cpu) / wall, b: (after.b.cpu - usage.b.cpu) / wall })
+        const order = orderOf(round)
+        const targets = new Map(order.map((mode) => [mode, targetOf(mode, 256)]))
+        try {
+          // The warm-up in turns too (unmeasured): no pair sits idle between its warm-up and its window.
+          for (let slice = 0; slice < warmupSlices; slice++) {
+            for (const mode of order) {
+              const warm = await openLoop(targets.get(mode)!, payload, options.rate, 0, options.warmupMs / warmupSlices)
+              failOn(`open loop warm-up ${mode}`, warm.errors, warm.firstError, warm.sent)
             }
+          }
+          const parts = new Map<Mode, Array<OpenSample>>(order.map((mode) => [mode, []]))
+          const spent = new Map<Mode, { usage: Usages; wall: number }>(order.map((mode) => [mode, { usage: ZERO_USAGES, wall: 0 }]))
+          for (let slice = 0; slice < slices; slice++) {
+            // Every other slice in reverse, so no path always follows the same one.
+            for (const mode of slice % 2 === 0 ? order : [...order].reverse()) {
+              const usage = readUsage(mode)
+              const wallStart = performance.now()
+              const sample = await openLoop(targets.get(mode)!, payload, options.rate, 0, sliceMs)
+              const s = spent.get(mode)!
+              s.usage = addUsages(s.usage, usageSince(mode, usage))
+              s.wall += (performance.now() - wallStart) / 1000
+              parts.get(mode)!.push(sample)
+              failOn(`open loop ${mode}`, sample.errors, sample.firstError, sample.sent)
+            }
+          }
+          for (const mode of order) {
+            const sample = mergeOpen(parts.get(mode)!)
+            const { usage, wall } = spent.get(mode)!
+            notePerRequest(`open ${mode}`, usage, sample.sent)
+            if (mode !== "direct") results.vcpuAtRate.get(mode)!.push({ a: usage.a.cpu / wall, b: usage.b.cpu / wall })
             results.open.get(mode)!.push(sample)
             log(
               `  round ${round + 1} open loop ${pad(mode, 8, true)} ${options.rate} req/s: p50 ${ms(sample.p50)} p90 ${ms(sample.p90)} p99 ${ms(sample.p99)} ` +
-                `max ${ms(sample.max)} ms, ${sample.maxOutstanding} outstanding at most`
+                `max ${ms(sample.max)} ms, ${sample.maxOutstanding} outstanding at most (${slices} slices of ${sliceMs / 1000} s)`
             )
-            failOn(`open loop ${mode}`, sample.errors, sample.firstError, sample.sent)
-          } finally {
-            target.agent.destroy()
           }
-          await sleep(200)
+        } finally {
+          for (const target of targets.values()) target.agent.destroy()
         }
       }
     }

@@ -68,6 +68,34 @@ export interface OpenSample {
   readonly errors: number
   readonly firstError: string | undefined
   readonly maxOutstanding: number
+  /** The measured latencies, ms, sorted (mergeOpen pools the slices of one path with them). */
+  readonly latencies: Float64Array
+}
+
+/** The percentiles of sorted latencies. */
+const summarizeLatencies = (sorted: Float64Array) => ({
+  p50: percentile(sorted, 0.5),
+  p90: percentile(sorted, 0.9),
+  p99: percentile(sorted, 0.99),
+  max: sorted.length === 0 ? NaN : sorted[sorted.length - 1]!,
+  latencies: sorted
+})
+
+/** One sample of the slices of one path's window (the bench interleaves paths slice by slice): their latencies pooled. */
+export const mergeOpen = (slices: ReadonlyArray<OpenSample>): OpenSample => {
+  const pooled = new Float64Array(slices.reduce((n, s) => n + s.latencies.length, 0))
+  let at = 0
+  for (const s of slices) {
+    pooled.set(s.latencies, at)
+    at += s.latencies.length
+  }
+  return {
+    sent: slices.reduce((n, s) => n + s.sent, 0),
+    errors: slices.reduce((n, s) => n + s.errors, 0),
+    firstError: slices.find((s) => s.firstError !== undefined)?.firstError,
+    maxOutstanding: Math.max(0, ...slices.map((s) => s.maxOutstanding)),
+    ...summarizeLatencies(pooled.sort())
+  }
 }
 
 /**
@@ -92,13 +120,9 @@ export const openLoop = (target: Target, payload: Buffer, rate: number, warmupMs
       if (finished) return
       finished = true
       clearTimeout(watchdog)
-      const sorted = latencies.subarray(0, measured).sort()
       resolve({
         sent: total,
-        p50: percentile(sorted, 0.5),
-        p90: percentile(sorted, 0.9),
-        p99: percentile(sorted, 0.99),
-        max: sorted.length === 0 ? NaN : sorted[sorted.length - 1]!,
+        ...summarizeLatencies(latencies.slice(0, measured).sort()),
         errors: errors.count + outstanding,
         firstError: errors.first ?? (outstanding > 0 ? `${outstanding} requests unanswered 15 s after the last was due` : undefined),
         maxOutstanding

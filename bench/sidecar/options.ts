@@ -39,6 +39,8 @@ export interface Options {
   readonly rounds: number
   readonly warmupMs: number
   readonly measureMs: number
+  /** The open loop's window is run in slices of this length, the paths taking turns (see bench/sidecar.ts). */
+  readonly sliceMs: number
   readonly rate: number
   readonly inflight: number
   readonly modes: ReadonlyArray<Mode>
@@ -67,6 +69,9 @@ export const parseArgs = (args: ReadonlyArray<string>): Options => {
     rounds: Math.min(10, Math.round(number("--rounds", quick ? 1 : 3))),
     warmupMs: Math.min(30_000, number("--warmup", quick ? 1 : 2) * 1000),
     measureMs: Math.min(60_000, number("--duration", quick ? 3 : 10) * 1000),
+    // Short enough that a pair waiting for its turn is never quiet long enough for the sidecar's
+    // idle GC (--idle-gc, 2 s of quiet: a full collection of tens of ms) to run mid-window.
+    sliceMs: Math.min(60_000, number("--slice", 0.25) * 1000),
     rate: Math.min(20_000, number("--rate", 1000)),
     inflight: Math.min(1024, Math.round(number("--inflight", 64))),
     modes: subset("--only", MODES),

@@ -57,7 +57,15 @@ export interface Call {
   done: boolean
   /** The answer's body while it streams in. */
   incoming: IncomingStream | undefined
-  detach: (() => void) | undefined
+  /**
+   * The caller's cancellation and this call's listener on it, until the call is over (meshSession's
+   * `detach`). Fields, not a closure that removes the listener: with such a closure on every call
+   * (over the scope of MeshSession.send), each request's call, its pending answer, its request and
+   * reply metadata (about 2.5 KB) outlived young collections in an outbound sidecar at 1,000 req/s
+   * and filled the old generation: a full mark-compact every 1.5-2 s. As fields, they die young.
+   */
+  signal: CancelSignal | undefined
+  onAbort: (() => void) | undefined
 }
 
 /** A channel this side opened: its calls in the order they were sent. */

@@ -69,6 +69,15 @@ const nextRequestId = (channel: OwnChannel): number => {
 async function* once(body: Uint8Array): AsyncIterable<Uint8Array> {
   yield body
 }
+/** The call is over: its listener leaves the caller's cancellation (see Call.signal). */
+const detach = (call: Call): void => {
+  const signal = call.signal
+  if (signal === undefined) return
+  signal.removeEventListener("abort", call.onAbort!)
+  call.signal = undefined
+  call.onAbort = undefined
+}
+
 const noDispatch: Dispatch = (request) => failure(MeshErrorCode.notFound, `no handler for ${request.path}`, false)
 
 export class MeshSession implements MessageSink {
@@ -224,7 +233,8 @@ export class MeshSession implements MessageSink {
       timeoutMs,
       done: false,
       incoming: undefined,
-      detach: undefined
+      signal: undefined,
+      onAbort: undefined
     }
     const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
     const packed = whole && channel !== this.ownControl ? this.pack(body) : undefined
@@ -255,7 +265,8 @@ export class MeshSession implements MessageSink {
       if (signal.aborted) return onAbort()
       // An abort fires once: no `once` option to allocate.
       signal.addEventListener("abort", onAbort)
-      call.detach = () => signal.removeEventListener("abort", onAbort)
+      call.signal = signal
+      call.onAbort = onAbort
     }
   }
 
@@ -330,7 +341,7 @@ export class MeshSession implements MessageSink {
     call.done = true
     this.callDeadlines.remove(call)
     // A streamed answer stays cancellable until its last packet (`answerEnded`).
-    if (reply?.stream === undefined) call.detach?.()
+    if (reply?.stream === undefined) detach(call)
     call.callback(error, reply, call.context)
   }
 
@@ -361,7 +372,7 @@ export class MeshSession implements MessageSink {
       if (isLastPacket(status)) {
         channel.fifo.shift()
         call.incoming?.end()
-        call.detach?.()
+        detach(call)
         this.options.onChannelFree?.()
       }
       return
