@@ -10,7 +10,7 @@ import { MESH_ERROR_HEADER } from "./headerFilter.ts"
 import type { ProxyError } from "./proxyError.ts"
 
 /** gRPC status codes the mesh answers with (grpc/doc/statuscodes.md). */
-export const GrpcCode = { internal: 13, unavailable: 14, deadlineExceeded: 4, permissionDenied: 7, resourceExhausted: 8 } as const
+export const GrpcCode = { cancelled: 1, internal: 13, unavailable: 14, deadlineExceeded: 4, permissionDenied: 7, resourceExhausted: 8 } as const
 
 /** A gRPC call: its content-type is `application/grpc` or `application/grpc+...`. */
 export const isGrpc = (contentType: string | undefined): boolean =>
@@ -41,6 +41,7 @@ export const grpcCodeOf = (error: ProxyError): number => {
     case 414:
       return GrpcCode.internal
     default:
+      if (error.reason === "cancelled") return GrpcCode.cancelled
       return error.reason === "app_failed" || error.reason === "bad_response" ? GrpcCode.internal : GrpcCode.unavailable
   }
 }
@@ -50,20 +51,26 @@ const grpcMessage = (text: string): string =>
   Array.from(Buffer.from(text, "utf8"), (byte) => (byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`)).join("")
 
 /**
- * Answers a gRPC caller with the failure as a trailers-only response. Unless the answer has
- * started (then the stream is reset, which the caller sees as a failed call). Never throws.
+ * Answers a gRPC caller with the failure as a trailers-only response; once the answer has started
+ * (a streamed answer broke off, its deadline passed), as the trailers that end it. Never throws.
  */
 export const sendGrpcError = (res: ServerResponse, error: ProxyError): void => {
-  if (res.headersSent || res.destroyed) {
-    res.destroy()
-    return
-  }
-  const fields = {
-    "content-type": "application/grpc",
+  if (res.destroyed || res.writableEnded) return
+  const status = {
     "grpc-status": String(grpcCodeOf(error)),
     "grpc-message": grpcMessage(clampErrorMessage(error.message)),
     [MESH_ERROR_HEADER]: `${error.hop}; reason=${safeErrorCode(error.reason)}`
   }
+  if (res.headersSent) {
+    try {
+      res.addTrailers(status)
+      res.end()
+    } catch {
+      res.destroy()
+    }
+    return
+  }
+  const fields = { "content-type": "application/grpc", ...status }
   try {
     // Trailers-only is one HEADERS frame that ends the stream: node's compatibility response would
     // send the head and the end apart, which a gRPC client reads as an answer without a status.

@@ -51,8 +51,6 @@ export interface InboundOptions {
   readonly upgradeIdleTimeoutMs: number
   /** How the app is spoken to: HTTP/1.1 (the pool), or h2c (appH2.ts; upgrades still go over HTTP/1.1). */
   readonly appProtocol?: "http1" | "h2c"
-  /** An h2c app's answer is held whole (for its trailers) up to this many bytes. */
-  readonly maxAnswerBytes?: number
   /** Told how many header pairs of a message were dropped as invalid. */
   readonly onInvalidHeaders?: OnInvalidHeader
   /** The authorization gate; none: every caller is allowed (the caller's identity still reaches the app). */
@@ -127,7 +125,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     onInvalidHeaders: options.onInvalidHeaders
   }
   const onInvalid = options.onInvalidHeaders
-  const h2Leg = options.appProtocol === "h2c" ? new AppH2Leg(options.appHost, options.appPort, { maxAnswerBytes: options.maxAnswerBytes ?? 1024 * 1024 }, onInvalid) : undefined
+  const h2Leg = options.appProtocol === "h2c" ? new AppH2Leg(options.appHost, options.appPort, onInvalid) : undefined
   const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }
   const handle = (request: IncomingRequest): Promise<HandlerValue> =>
     new Promise<HandlerValue>((resolve) => {

@@ -294,7 +294,6 @@ export const make = (
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
       upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
       appProtocol: config.appProtocol,
-      maxAnswerBytes: config.maxWholeBodyBytes,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
       authorization
     })
