@@ -296,7 +296,9 @@ class OutboundExchange {
     // 'close' comes once: a plain listener, not once()'s wrapper.
     res.on("close", () => {
       if (count !== undefined) count.value--
-      if (res.writableFinished) return
+      // The answer was written whole; else the app went away (an HTTP/2 stream reset by the client
+      // counts its writing side finished, so `writableFinished` would not tell).
+      if (res.writableEnded) return
       this.appGone = true
       this.tryControl?.abort()
       this.releaseHold?.()
