@@ -158,6 +158,25 @@ describe("unary gRPC through two sidecars, h2c on both app legs", () => {
     expect(two).toBeGreaterThanOrEqual(8)
   })
 
+  it("spreads 100 concurrent calls of one client channel over three endpoints by their weights (2:3:5), each within 10 % of its share", async () => {
+    const seen: Array<Seen> = []
+    const weights = { one: 2, two: 3, three: 5 }
+    const bs: Array<RunningSidecar> = []
+    for (const name of Object.keys(weights)) {
+      bs.push(await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp(cleanup, name, seen)}`, appProtocol: "h2c" })))
+    }
+    const endpoints = Object.values(weights).map((weight, i) => ({ address: bs[i]!.inboundAddress, weight }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { inventory: endpoints } }))
+    const client = clientOf(a)
+    const outcomes = await withTimeout(Promise.all(Array.from({ length: 100 }, (_, i) => unary(client, `c${i}`))), 20_000, "100 calls")
+    expect(outcomes.every((o) => o.error === null)).toBe(true)
+    for (const [name, weight] of Object.entries(weights)) {
+      const expected = weight * 10
+      const got = seen.filter((s) => s.name === name).length
+      expect(Math.abs(got - expected), `${name}: ${got} calls, ${expected} expected`).toBeLessThanOrEqual(expected * 0.1)
+    }
+  })
+
   it("answers UNAVAILABLE with the mesh's hop for no endpoint and for a far app not listening", async () => {
     const { a } = await mesh([])
     const none = await withTimeout(unary(clientOf(a, "nowhere"), "x"), 5000, "the call")
