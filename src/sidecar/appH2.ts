@@ -16,7 +16,7 @@ import { MeshErrorCode } from "../protocol/mesh.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { grpcTimeoutValue, isGrpc } from "./grpcStatus.ts"
 import { endToEndPairs, type OnInvalidHeader } from "./headerFilter.ts"
-import { HttpMeta, responseMeta } from "./httpEnvelope.ts"
+import { HttpMeta, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 
@@ -70,9 +70,6 @@ const pairsOf = (headers: http2.IncomingHttpHeaders): Array<[string, string]> =>
   }
   return pairs
 }
-
-/** Trailers as they travel in metadata (PROTOCOL.md §17.5). */
-const trailersMeta = (trailers: ReadonlyArray<readonly [string, string]>): Map<string, string> => new Map([[HttpMeta.trailers, JSON.stringify(trailers)]])
 
 export class AppH2Leg {
   private session: http2.ClientHttp2Session | undefined = undefined
