@@ -14,7 +14,7 @@ import { RemoteError } from "../mux/meshChannels.ts"
 import { IncomingStream } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
-import { grpcTimeoutValue, isGrpc } from "./grpcStatus.ts"
+import { grpcStatusIn, grpcTimeoutValue, isGrpc } from "./grpcStatus.ts"
 import { endToEndPairs, type OnInvalidHeader } from "./headerFilter.ts"
 import { HttpMeta, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
@@ -248,9 +248,12 @@ class AppH2Exchange {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address} closed the stream without an answer`)
     }
     this.finish()
-    this.observation.end(leg.address, status, undefined)
     const trailers = this.trailers
-    if (this.answer !== undefined) return this.answer.end(trailers === undefined ? undefined : trailersMeta(trailers))
+    if (this.answer !== undefined) {
+      this.observation.grpcStatus(grpcStatusIn(trailers))
+      this.observation.end(leg.address, status, undefined)
+      return this.answer.end(trailers === undefined ? undefined : trailersMeta(trailers))
+    }
     let headers = this.headers
     let held = trailers
     // A trailers-only answer (a gRPC error): its status and metadata go on as trailers, after an empty body.
@@ -260,6 +263,8 @@ class AppH2Exchange {
     }
     const body = Buffer.concat(this.parts, this.bytes)
     this.observation.responseBytes(body.length)
+    this.observation.grpcStatus(grpcStatusIn(held))
+    this.observation.end(leg.address, status, undefined)
     const meta = responseMeta(status, headers)
     if (held !== undefined) meta.set(HttpMeta.trailers, JSON.stringify(held))
     this.settle(reply(body, meta))

@@ -27,6 +27,27 @@ export const grpcTimeoutMs = (value: string | undefined): number | undefined => 
 /** The time left, as the far app reads it in `grpc-timeout` (ms, 8 digits at most). */
 export const grpcTimeoutValue = (ms: number): string => `${Math.min(99_999_999, Math.max(1, Math.round(ms)))}m`
 
+/**
+ * The OpenTelemetry RPC attributes of a gRPC call's path `/package.Service/Method`: `rpc.system`,
+ * `rpc.service`, `rpc.method`; only the system when the path has no such form.
+ */
+export const rpcAttributes = (attributes: Record<string, unknown>, path: string): void => {
+  attributes["rpc.system"] = "grpc"
+  const q = path.indexOf("?")
+  const bare = q === -1 ? path : path.slice(0, q)
+  const slash = bare.indexOf("/", 1)
+  if (bare.charCodeAt(0) !== 0x2f || slash <= 1 || slash === bare.length - 1 || bare.indexOf("/", slash + 1) !== -1) return
+  attributes["rpc.service"] = bare.slice(1, slash)
+  attributes["rpc.method"] = bare.slice(slash + 1)
+}
+
+/** The `grpc-status` among header pairs (1 or 2 digits), or undefined. */
+export const grpcStatusIn = (pairs: ReadonlyArray<readonly [string, string]> | undefined): number | undefined => {
+  if (pairs === undefined) return undefined
+  for (const [name, value] of pairs) if (name === "grpc-status" && /^\d{1,2}$/.test(value)) return Number(value)
+  return undefined
+}
+
 /** The gRPC status for a mesh failure: the caller may retry UNAVAILABLE; a deadline is DEADLINE_EXCEEDED. */
 export const grpcCodeOf = (error: ProxyError): number => {
   switch (error.status) {
@@ -53,11 +74,13 @@ const grpcMessage = (text: string): string =>
 /**
  * Answers a gRPC caller with the failure as a trailers-only response; once the answer has started
  * (a streamed answer broke off, its deadline passed), as the trailers that end it. Never throws.
+ * Returns the status sent.
  */
-export const sendGrpcError = (res: ServerResponse, error: ProxyError): void => {
-  if (res.destroyed || res.writableEnded) return
+export const sendGrpcError = (res: ServerResponse, error: ProxyError): number => {
+  const code = grpcCodeOf(error)
+  if (res.destroyed || res.writableEnded) return code
   const status = {
-    "grpc-status": String(grpcCodeOf(error)),
+    "grpc-status": String(code),
     "grpc-message": grpcMessage(clampErrorMessage(error.message)),
     [MESH_ERROR_HEADER]: `${error.hop}; reason=${safeErrorCode(error.reason)}`
   }
@@ -68,7 +91,7 @@ export const sendGrpcError = (res: ServerResponse, error: ProxyError): void => {
     } catch {
       res.destroy()
     }
-    return
+    return code
   }
   const fields = { "content-type": "application/grpc", ...status }
   try {
@@ -83,4 +106,5 @@ export const sendGrpcError = (res: ServerResponse, error: ProxyError): void => {
   } catch {
     res.destroy()
   }
+  return code
 }

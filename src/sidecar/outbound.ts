@@ -414,6 +414,7 @@ class OutboundExchange {
     const answerLength = this.writeAnswer(status, reply)
     if (reply.stream !== undefined && !this.res.writableEnded) observation.responseBytes(await pipeToResponse(this.res, reply.stream, answerLength, this.options.onInvalidHeaders))
     else observation.responseBytes(reply.data.length)
+    observation.grpcStatus(undefined, reply.stream?.trailers ?? reply.meta)
     this.finish(status)
   }
 
@@ -516,7 +517,7 @@ class OutboundExchange {
         ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
         : proxyErrorOf(error, this.endpointName)
       // A gRPC caller reads failures from grpc-status, not from an HTTP status and a JSON body.
-      if (isGrpc(this.req.headers["content-type"])) sendGrpcError(this.res, proxyError)
+      if (isGrpc(this.req.headers["content-type"])) this.observation.grpcStatus(sendGrpcError(this.res, proxyError))
       else sendProxyError(this.res, proxyError)
       this.finish(proxyError.status, proxyError)
     } catch {

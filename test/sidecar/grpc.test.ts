@@ -177,6 +177,31 @@ describe("unary gRPC through two sidecars, h2c on both app legs", () => {
     }
   })
 
+  it("records the OpenTelemetry RPC attributes on both sidecars' spans, with the call's gRPC status", async () => {
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp(cleanup, "one", [])}`, appProtocol: "h2c" }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const client = clientOf(a)
+    expect((await withTimeout(unary(client, "hello"), 5000, "the call")).error).toBeNull()
+    expect((await withTimeout(unary(client, "fail"), 5000, "the failing call")).error?.code).toBe(grpc.status.FAILED_PRECONDITION)
+    expect((await withTimeout(unary(clientOf(a, "nowhere"), "x"), 5000, "the call to no endpoint")).error?.code).toBe(grpc.status.UNAVAILABLE)
+    const spansOf = (running: RunningSidecar) => {
+      const traces = running.sidecar.telemetry.traces
+      return traces.recent(100).flatMap((trace) => traces.get(trace.traceId) ?? [])
+    }
+    const rpc = (span: { readonly attributes: Readonly<Record<string, unknown>> }) =>
+      [span.attributes["rpc.system"], span.attributes["rpc.service"], span.attributes["rpc.method"], span.attributes["rpc.grpc.status_code"]]
+    const clientSpans = spansOf(a).filter((span) => span.kind === "client").map(rpc)
+    expect(clientSpans).toEqual(expect.arrayContaining([["grpc", "demo.Inventory", "Echo", 0], ["grpc", "demo.Inventory", "Echo", 9], ["grpc", "demo.Inventory", "Echo", 14]]))
+    expect(clientSpans).toHaveLength(3)
+    const served = spansOf(b).map((span) => [span.kind, ...rpc(span)])
+    expect(served).toEqual(expect.arrayContaining([
+      ["server", "grpc", "demo.Inventory", "Echo", 0],
+      ["client", "grpc", "demo.Inventory", "Echo", 0],
+      ["server", "grpc", "demo.Inventory", "Echo", 9],
+      ["client", "grpc", "demo.Inventory", "Echo", 9]
+    ]))
+  })
+
   it("answers UNAVAILABLE with the mesh's hop for no endpoint and for a far app not listening", async () => {
     const { a } = await mesh([])
     const none = await withTimeout(unary(clientOf(a, "nowhere"), "x"), 5000, "the call")
