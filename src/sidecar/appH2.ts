@@ -2,9 +2,10 @@
 // one pooled session per app, made again when it closes; each mesh request is one stream on it,
 // both ways under flow control: the peer's streamed body is written as the app's stream drains,
 // the app's answer is read as the mesh takes it (the stream pauses past a high-water mark).
-// An answer that is over within one turn of the event loop after its head (a unary call) goes
-// back as one message, its trailers in its metadata; any other streams, and its trailers
-// (`grpc-status`, `grpc-message`, custom ones) close the stream (PROTOCOL.md §13, §17.5).
+// An answer that is over within 1 ms of its head (a unary call: grpc-js sends its trailers a
+// turn or two of the event loop after the message) goes back as one message, its trailers in its
+// metadata; any other streams from then on, and its trailers (`grpc-status`, `grpc-message`,
+// custom ones) close the stream (PROTOCOL.md §13, §17.5).
 // The time left before the caller's deadline reaches a gRPC app as `grpc-timeout`, and bounds
 // the whole call: past it, or when the caller cancels, the app's stream is reset.
 import * as http2 from "node:http2"
@@ -24,8 +25,10 @@ import { AppErrorCode } from "./proxyError.ts"
 const SESSION_IDLE_MS = 60_000
 /** At close, streams the app left open (it reset them without an error code, say) wait no longer than this. */
 const CLOSE_GRACE_MS = 1000
-/** An answer held to go back whole streams instead once this much of it came. */
+/** An answer held to go back whole streams instead once this much of it came... */
 const WHOLE_ANSWER_LIMIT = 64 * 1024
+/** ...or once it is not over this long after its head (what a streaming answer's first message may wait). */
+const WHOLE_ANSWER_WAIT_MS = 1
 /** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
 const ANSWER_HIGH_WATER = 64 * 1024
 
@@ -135,6 +138,8 @@ class AppH2Exchange {
   /** The exchange is over: answered whole, streamed to its end, or failed. */
   private done = false
   private timer: NodeJS.Timeout | undefined = undefined
+  /** Ends the wait for a whole answer. */
+  private holdTimer: NodeJS.Timeout | undefined = undefined
   private status = 0
   private headers: Array<[string, string]> = []
   private parts: Array<Buffer> = []
@@ -208,8 +213,8 @@ class AppH2Exchange {
     if (this.status < 200 || this.status > 599) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
     }
-    // A head that ended the stream is the whole answer; otherwise what is over before the next turn goes back whole.
-    if (!this.stream!.endAfterHeaders) setImmediate(() => this.streamAnswer())
+    // A head that ended the stream is the whole answer; otherwise one that is over soon goes back whole.
+    if (!this.stream!.endAfterHeaders) this.holdTimer = setTimeout(() => this.streamAnswer(), WHOLE_ANSWER_WAIT_MS)
   }
 
   private onData(chunk: Buffer): void {
@@ -289,6 +294,7 @@ class AppH2Exchange {
   private finish(): void {
     this.done = true
     clearTimeout(this.timer)
+    clearTimeout(this.holdTimer)
   }
 
   private settle(value: HandlerValue): void {

@@ -26,6 +26,7 @@ import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { addAnswerTrailers } from "./answerTrailers.ts"
+import { h2Body } from "./outboundH2.ts"
 import { grpcTimeoutMs, isGrpc, sendGrpcError } from "./grpcStatus.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, withForwarded } from "./httpEnvelope.ts"
 import { AppErrorCode, ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
@@ -330,7 +331,13 @@ class OutboundExchange {
     }
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
-    const body = !hasBody(req) ? noBody : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)
+    const body = !hasBody(req)
+      ? noBody
+      : length <= WHOLE_BODY_LIMIT
+      ? await readBody(req, WHOLE_BODY_LIMIT)
+      : req.httpVersionMajor === 2
+      ? await h2Body(req, WHOLE_BODY_LIMIT)
+      : (req as AsyncIterable<Buffer>)
     const whole = body instanceof Uint8Array
     observation.requestBytes(whole ? body.length : Number.isFinite(length) ? length : 0)
     // A streamed body of known length declares it to a mesh peer (node's parser checked it); the far side holds the body to it.
