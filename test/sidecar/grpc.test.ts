@@ -14,7 +14,7 @@ import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
-import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startMesh, startSidecar } from "../support/sidecarHarness.ts"
+import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startMesh, startSidecar } from "../support/sidecarHarness.ts"
 
 const identity = (value: Buffer): Buffer => value
 const METHOD = { path: "/demo.Inventory/Echo", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity }
@@ -238,6 +238,19 @@ describe("unary gRPC through two sidecars, h2c on both app legs", () => {
     const outcome = await withTimeout(unary(clientOf(a), "slow", new grpc.Metadata(), { deadline: Date.now() + 300 }), 5000, "the call")
     expect(outcome.error?.code).toBe(grpc.status.DEADLINE_EXCEEDED)
     expect(Date.now() - started).toBeLessThan(1500)
+  })
+
+  it("--app-protocol auto: gRPC calls reach a gRPC app over h2c, other requests an HTTP/1.1 app over HTTP/1.1", async () => {
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp(cleanup, "one", [])}`, appProtocol: "auto" }))
+    const web = await startApp(cleanup, (req, res) => res.end(`HTTP/${req.httpVersion} ${req.method} ${req.url}`))
+    const c = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: web.address, appProtocol: "auto" }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }], catalog: [{ address: c.inboundAddress, weight: 1 }] } }))
+    const outcome = await withTimeout(unary(clientOf(a), "hi"), 5000, "the gRPC call")
+    expect(outcome.error).toBeNull()
+    expect(outcome.value?.toString()).toBe("one:hi")
+    const answer = await call(a.outboundPort, { path: "/items", headers: { host: "catalog" } })
+    expect(answer.status).toBe(200)
+    expect(answer.body.toString()).toBe("HTTP/1.1 GET /items")
   })
 
   it("still answers HTTP/1.1 on the same outbound port", async () => {
