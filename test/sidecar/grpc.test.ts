@@ -6,7 +6,8 @@
 // of one client channel spread over two endpoints; no endpoint and a far app not listening reach
 // the caller as UNAVAILABLE with the mesh's `x-iip-mesh-error` in the metadata, an app resetting
 // the stream with no answer as INTERNAL, a passed
-// `grpc-timeout` as DEADLINE_EXCEEDED; HTTP/1.1 still answered on the same port, and
+// `grpc-timeout` as DEADLINE_EXCEEDED; a call refused unprocessed retried on another endpoint, a
+// processed one never; RPC span attributes; `--app-protocol auto`; HTTP/1.1 still answered on the same port, and
 // `curl --http2-prior-knowledge` to it reaching an HTTP/1.1 app without pseudo-headers.
 import * as grpc from "@grpc/grpc-js"
 import { execFile, spawnSync } from "node:child_process"
@@ -224,6 +225,35 @@ describe("unary gRPC through two sidecars, h2c on both app legs", () => {
     const refused = await withTimeout(unary(clientOf(a2), "x"), 5000, "the call")
     expect(refused.error?.code).toBe(grpc.status.UNAVAILABLE)
     expect(refused.error?.metadata.get("x-iip-mesh-error")).toEqual(["app; reason=app_unavailable"])
+  })
+
+  it("retries a call the far side never processed on another endpoint, and never one it processed", async () => {
+    const closed = net.createServer()
+    await new Promise<void>((resolve) => closed.listen(0, LOOPBACK, resolve))
+    const deadPort = (closed.address() as net.AddressInfo).port
+    await new Promise<void>((resolve) => closed.close(() => resolve()))
+    const seen: Array<Seen> = []
+    const { a } = await mesh([deadPort, await startGrpcApp(cleanup, "alive", seen)])
+    const client = clientOf(a)
+    // Refused by the far app (app_unavailable, not processed): every call lands on the live endpoint.
+    const outcomes = await withTimeout(Promise.all(Array.from({ length: 10 }, (_, i) => unary(client, `r${i}`))), 10_000, "10 calls")
+    expect(outcomes.map((o) => o.error?.code ?? "ok")).toEqual(Array(10).fill("ok"))
+    expect(seen.length).toBe(10)
+
+    // Reset by the far app after it read the call (app_failed, processed): one try, INTERNAL.
+    let streams = 0
+    const app = http2.createServer()
+    app.on("stream", (stream) => {
+      streams++
+      stream.close(http2.constants.NGHTTP2_NO_ERROR)
+    })
+    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+    const appPort = (app.address() as net.AddressInfo).port
+    const { a: a2 } = await mesh([appPort, appPort])
+    const failed = await withTimeout(unary(clientOf(a2), "x"), 5000, "the call")
+    expect(failed.error?.code).toBe(grpc.status.INTERNAL)
+    expect(streams).toBe(1)
   })
 
   it("answers INTERNAL (app_failed) when the app closes the stream with no answer and no error code", async () => {
