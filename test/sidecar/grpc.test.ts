@@ -3,12 +3,13 @@
 // the same port HTTP/1.1 uses) and as the far app's server (sidecar B speaks h2c to it,
 // `appProtocol: "h2c"`). A call with request metadata and a response header and trailer; a call
 // failing with a status, a message and custom trailer metadata, all passed through; the calls
-// of one client channel spread over two endpoints; no endpoint and a far app not listening reach
-// the caller as UNAVAILABLE with the mesh's `x-iip-mesh-error` in the metadata, an app resetting
-// the stream with no answer as INTERNAL, a passed
-// `grpc-timeout` as DEADLINE_EXCEEDED; a call refused unprocessed retried on another endpoint, a
-// processed one never; RPC span attributes; `--app-protocol auto`; HTTP/1.1 still answered on the same port, and
-// `curl --http2-prior-knowledge` to it reaching an HTTP/1.1 app without pseudo-headers.
+// of one client channel spread over two endpoints, and 100 concurrent ones over three by weight;
+// no endpoint and a far app not listening reach the caller as UNAVAILABLE with the mesh's
+// `x-iip-mesh-error` in the metadata, an app resetting the stream with no answer as INTERNAL, a
+// passed `grpc-timeout` as DEADLINE_EXCEEDED; a call refused unprocessed retried on another
+// endpoint, a processed one never; the RPC span attributes; `--app-protocol auto`; HTTP/1.1 still
+// answered on the same port, and `curl --http2-prior-knowledge` to it reaching an HTTP/1.1 app
+// without pseudo-headers.
 import * as grpc from "@grpc/grpc-js"
 import { execFile, spawnSync } from "node:child_process"
 import * as http2 from "node:http2"
