@@ -293,7 +293,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     "",
     `                                  unary calls/s   download msg/s   chat msg/s (each way)`,
     ...MODES.map((mode) =>
-      `  ${pad(mode, 30, true)} ${pad(String(Math.round(med(saturated.get(mode)!))), 15)} ${pad(String(Math.round(med(downloads.get(mode)!))), 16)} ${pad(String(Math.round(med(chats.get(mode)!))), 22)}`
+      `  ${pad(mode, 30, true)} ${pad(us(med(saturated.get(mode)!)), 15)} ${pad(us(med(downloads.get(mode)!)), 16)} ${pad(us(med(chats.get(mode)!)), 22)}`
     ),
     "",
     "CPU us per call (streams: per message)      client      app  sidecar A  sidecar B",
