@@ -10,6 +10,7 @@ const benches: Record<string, () => Promise<Bench>> = {
   balancer: () => import("./balancer.ts"),
   compression: () => import("./compression.ts"),
   echo: () => import("./echo.ts"),
+  grpc: () => import("./grpc.ts"),
   sidecar: () => import("./sidecar.ts"),
   rpc: () => import("./rpc.ts"),
   stream: () => import("./stream.ts")

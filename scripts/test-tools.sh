@@ -4,6 +4,7 @@
 #   nftables  the discovery tests drop 30 % of the packets on a test bridge (test/discovery)
 #   chromium  the dashboard test drives it with playwright-core (test/admin)
 #   kubectl   test/deploy renders the manifests with `kubectl kustomize` (kustomize v5)
+#   curl      test/sidecar/grpc.test.ts sends `curl --http2-prior-knowledge` to the outbound port
 # Not root, or no apt: it says what is missing; the tests that need a tool then skip with the reason
 # (in CI, CI=true, they fail instead, so a skip never hides a failure there).
 set -euo pipefail
@@ -19,6 +20,7 @@ apt_install() {
 missing=()
 command -v nft >/dev/null || missing+=(nftables)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   if can_install; then
     echo "test-tools: installing ${missing[*]} (apt)" >&2

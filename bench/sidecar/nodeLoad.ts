@@ -1,7 +1,7 @@
 // The Node load generator of the sidecar bench, run in the bench's own process: an open loop at a
 // fixed rate (latency from the intended send time, so queueing is not hidden) for every row, and a
 // closed loop for priming each path (and for saturation where wrk is not installed). Every answer is
-// checked: status 200 and the 1 KiB body back.
+// checked: status 200 and the 1 KiB body back. The loops take any `Send` (the gRPC bench's calls).
 import * as http from "node:http"
 import { performance } from "node:perf_hooks"
 import { PATH, PAYLOAD_BYTES } from "./request.ts"
@@ -30,6 +30,9 @@ export const makeTarget = (host: string, port: number, hostHeader: string | unde
     }
   }
 }
+
+/** Sends one request; `done` runs once, with an error message or undefined. */
+export type Send = (done: (error: string | undefined) => void) => void
 
 /** One request; `done` runs once, with an error message (wrong status or length, a socket error) or undefined. */
 const send = (target: Target, payload: Buffer, callback: (error: string | undefined) => void): void => {
@@ -104,6 +107,10 @@ export const mergeOpen = (slices: ReadonlyArray<OpenSample>): OpenSample => {
  * requests due inside the measuring window count. Waits for every answer (at most 15 s).
  */
 export const openLoop = (target: Target, payload: Buffer, rate: number, warmupMs: number, measureMs: number): Promise<OpenSample> =>
+  openLoopOf((done) => send(target, payload, done), rate, warmupMs, measureMs)
+
+/** The open loop over any request. */
+export const openLoopOf = (send: Send, rate: number, warmupMs: number, measureMs: number): Promise<OpenSample> =>
   new Promise((resolve) => {
     const interval = 1000 / rate
     const total = Math.round(((warmupMs + measureMs) / 1000) * rate)
@@ -132,7 +139,7 @@ export const openLoop = (target: Target, payload: Buffer, rate: number, warmupMs
     const issue = (due: number) => {
       outstanding++
       if (outstanding > maxOutstanding) maxOutstanding = outstanding
-      send(target, payload, (error) => {
+      send((error) => {
         outstanding--
         if (finished) return
         if (error !== undefined) noteError(errors, error)
@@ -161,6 +168,10 @@ export interface ClosedSample {
 
 /** Closed loop: `inflight` requests always outstanding; counts those answered inside the measuring window. */
 export const closedLoop = (target: Target, payload: Buffer, inflight: number, warmupMs: number, measureMs: number): Promise<ClosedSample> =>
+  closedLoopOf((done) => send(target, payload, done), inflight, warmupMs, measureMs)
+
+/** The closed loop over any request. */
+export const closedLoopOf = (send: Send, inflight: number, warmupMs: number, measureMs: number): Promise<ClosedSample> =>
   new Promise((resolve) => {
     let latencies = new Float64Array(1 << 16)
     let count = 0
@@ -190,7 +201,7 @@ export const closedLoop = (target: Target, payload: Buffer, inflight: number, wa
     const issue = () => {
       const sentAt = performance.now()
       outstanding++
-      send(target, payload, (error) => {
+      send((error) => {
         outstanding--
         if (finished) return
         const now = performance.now()

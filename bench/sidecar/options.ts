@@ -84,7 +84,7 @@ export const parseArgs = (args: ReadonlyArray<string>): Options => {
 }
 
 /** "NAME=VALUE NAME=VALUE" (--sidecar-env; "" for none). */
-const parseEnv = (text: string): Record<string, string> => {
+export const parseEnv = (text: string): Record<string, string> => {
   const env: Record<string, string> = {}
   for (const word of text.split(" ").filter((w) => w !== "")) {
     const eq = word.indexOf("=")

@@ -15,7 +15,7 @@ import { HOST } from "./request.ts"
  */
 const EXIT_WITH_PARENT = `--import=data:text/javascript,process.stdin.on("end",()=>process.kill(process.pid,"SIGTERM")).resume()`
 
-interface Sidecar extends Hop {
+export interface Sidecar extends Hop {
   readonly outbound: { readonly host: string; readonly port: number }
   readonly inbound: string
   readonly admin: string
@@ -26,15 +26,18 @@ const splitHostPort = (address: string): { host: string; port: number } => {
   return { host: address.slice(0, colon), port: Number(address.slice(colon + 1)) }
 }
 
+/** How a bench runs a sidecar process (the sidecar bench's flags; the gRPC bench takes the same). */
+export type SidecarProcessOptions = Pick<Options, "cpuProfDir" | "sidecarNodeFlags" | "sidecarEnv" | "sidecarMain">
+
 /** The sidecar's command line, in one place: node, profiling and extra flags, the main script. */
-const sidecarCommand = (name: string, options: Options): ReadonlyArray<string> => {
+const sidecarCommand = (name: string, options: SidecarProcessOptions): ReadonlyArray<string> => {
   const dir = options.cpuProfDir
   const prof = dir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${dir}`, `--cpu-prof-name=sidecar-${name}.cpuprofile`]
   return [...prof, ...options.sidecarNodeFlags, EXIT_WITH_PARENT, options.sidecarMain, "sidecar"]
 }
 
 /** Starts one sidecar and waits for its ready line (its stop is registered at once, ready or not). */
-const startSidecar = (name: string, args: ReadonlyArray<string>, options: Options, spawned: Array<() => Promise<void>>): Promise<Sidecar> =>
+export const startSidecar = (name: string, args: ReadonlyArray<string>, options: SidecarProcessOptions, spawned: Array<() => Promise<void>>): Promise<Sidecar> =>
   new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [...sidecarCommand(name, options), ...args], { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, ...options.sidecarEnv } })
     const stop = () => killChild(child)

@@ -281,7 +281,7 @@ export const SidecarConfigSchema = Schema.Struct({
   /** Buckets one keyed rate limit keeps at most (src/sidecar/rateLimits.ts); later keys share one. At most 100,000: a sweep of refilled buckets walks them all. */
   rateLimitKeys: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
   /** How the inbound side speaks to its app: HTTP/1.1, or cleartext HTTP/2 (gRPC apps). */
-  appProtocol: Schema.Literals(["http1", "h2c"]),
+  appProtocol: Schema.Literals(["http1", "h2c", "auto"]),
   /** Streams one HTTP/2 connection from the app may have open at once (its SETTINGS_MAX_CONCURRENT_STREAMS). */
   h2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 })))
 })
@@ -371,7 +371,7 @@ export const settings = [
   { key: "appVersion", env: "IIP_MESH_APP_VERSION", flag: "--app-version", help: "this instance's version, announced as its subset label (default none)" },
   { key: "routes", env: "IIP_MESH_ROUTES", flag: "--routes", help: "routes file (subset splits per target service, rate limits), JSON or YAML, re-read on change (default none)" },
   { key: "routesPollMs", env: "IIP_MESH_ROUTES_POLL", flag: "--routes-poll", help: "the routes file is checked this often besides its watch (default 5s)" },
-  { key: "appProtocol", env: "IIP_MESH_APP_PROTOCOL", flag: "--app-protocol", help: "how the inbound side speaks to the app: http1 or h2c (cleartext HTTP/2, for gRPC apps; default http1)" },
+  { key: "appProtocol", env: "IIP_MESH_APP_PROTOCOL", flag: "--app-protocol", help: "how the inbound side speaks to the app: http1, h2c (cleartext HTTP/2, for gRPC apps) or auto (gRPC calls over h2c, the rest over HTTP/1.1; default http1)" },
   { key: "h2MaxStreams", env: "IIP_MESH_H2_MAX_STREAMS", flag: "--h2-max-streams", help: "streams open at once on one HTTP/2 connection from the app (default 256)" },
   { key: "kubernetesRoutes", env: "IIP_MESH_KUBERNETES_ROUTES", flag: "--kubernetes-routes", help: "namespaces whose HTTPRoutes (attached to Services) apply as routes, in-cluster, comma-separated or repeated (default none)" },
   { key: "rateLimitKeys", env: "IIP_MESH_RATE_LIMIT_KEYS", flag: "--rate-limit-keys", help: "buckets one keyed rate limit keeps (per caller or header value) at most; later values share one (default 1024)" }

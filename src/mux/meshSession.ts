@@ -15,11 +15,13 @@ import {
   decodeEnvelope,
   decodeMeta,
   decodeErrorBody,
+  decodeTrailersChunk,
   DialerControlChannel,
   emptyMeta,
   envelopeBodyOffset,
   encodeChannelPair,
   encodeErrorBody,
+  encodeTrailersChunk,
   EnvelopeFlag,
   EnvelopeKind,
   type Hello,
@@ -36,7 +38,7 @@ import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, RequestTimeout } from "./errors.ts"
 import { type Dispatch, failure, type Failure, type IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
-import { IncomingStream, SendWindow, StreamFailed } from "./streams.ts"
+import { IncomingStream, SendWindow, StreamFailed, type WithTrailers } from "./streams.ts"
 
 export { Cancelled, type CallCallback, type CallOptions, type MeshCallError, type MeshReply, OwnChannel, RemoteError } from "./meshChannels.ts"
 
@@ -110,6 +112,8 @@ export class MeshSession implements MessageSink {
   /** The pieces of a compressed or error chunk read in parts (onPacketPart), until its last. */
   private assembling: Array<Buffer> | undefined = undefined
   private assemblingBytes = 0
+  /** Both hellos named `trailers`: a streamed body may end with metadata (§13). */
+  private readonly trailersAgreed: boolean
   /** Deadlines of this side's calls and of the requests it serves: one timer each, not one per request. */
   private readonly callDeadlines = new Deadlines<Call>((call) =>
     this.giveUp(call, new RequestTimeout({ message: `no answer within ${call.timeoutMs} ms`, timeoutMs: call.timeoutMs }))
@@ -124,6 +128,7 @@ export class MeshSession implements MessageSink {
     this.options = options
     this.agreed = options.agreed
     this.dispatch = options.dispatch ?? noDispatch
+    this.trailersAgreed = options.agreed.features.includes("trailers")
     const ownControlId = options.isDialer ? DialerControlChannel : AcceptorControlChannel
     this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
     this.nextOwnId = ownControlId + 1
@@ -357,10 +362,13 @@ export class MeshSession implements MessageSink {
     const call = channel.fifo[0]
     if (call === undefined) return this.violation("unexpected-response", `response on channel ${channel.id} with no request outstanding`)
     if (!isFirstPacket(status)) {
-      // A continuation of a streamed answer: a chunk header byte and bytes, or an error on the last packet.
+      // A continuation of a streamed answer: a chunk header byte and bytes, or an error or trailers on the last packet.
+      let trailers: Meta | undefined
       if (data[0] === ChunkHeader.error) {
         const body = decodeErrorBody(data.subarray(1))
         call.incoming?.fail(new RemoteError(body))
+      } else if (data[0] === ChunkHeader.trailers) {
+        trailers = this.trailersOf(data, status, call.incoming)
       } else if (call.incoming !== undefined) {
         const chunk = this.chunkOf(data)
         if (chunk instanceof DecompressionFailed) {
@@ -371,7 +379,7 @@ export class MeshSession implements MessageSink {
       }
       if (isLastPacket(status)) {
         channel.fifo.shift()
-        call.incoming?.end()
+        call.incoming?.end(trailers)
         detach(call)
         this.options.onChannelFree?.()
       }
@@ -433,14 +441,16 @@ export class MeshSession implements MessageSink {
     }
     if (!isFirstPacket(status)) {
       const receiving = channel.receiving
+      let trailers: Meta | undefined
       if (data[0] === ChunkHeader.error) receiving?.fail(new StreamFailed({ message: `caller aborted the request body: ${decodeErrorBody(data.subarray(1)).message}` }))
+      else if (data[0] === ChunkHeader.trailers) trailers = this.trailersOf(data, status, receiving)
       else if (receiving !== undefined) {
         const chunk = this.chunkOf(data)
         if (chunk instanceof DecompressionFailed) receiving.fail(chunk)
         else if (!receiving.push(chunk)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
       }
       if (isLastPacket(status)) {
-        receiving?.end()
+        receiving?.end(trailers)
         channel.receiving = undefined
       }
       return
@@ -736,7 +746,7 @@ export class MeshSession implements MessageSink {
           offset += size
         }
       }
-      if (!this.connection.closed) this.connection.writer.send(last, path, channel.id, lastChunk)
+      if (!this.connection.closed) this.connection.writer.send(last, path, channel.id, this.closingChunk(body))
     } catch (error) {
       if (this.connection.closed) return
       const abort = encodeErrorBody(
@@ -747,6 +757,30 @@ export class MeshSession implements MessageSink {
       register(undefined)
       const index = this.closeListeners.indexOf(closeWindow)
       if (index !== -1) this.closeListeners.splice(index, 1)
+    }
+  }
+
+  /** A stream's last packet: empty, or its trailers (§13) when the body has some and the peer reads them. */
+  private closingChunk(body: Uint8Array | AsyncIterable<Uint8Array>): Buffer {
+    // A Map, not any `trailers` field: node's IncomingMessage has one of its own (a plain object).
+    const trailers = body instanceof Uint8Array ? undefined : (body as Partial<WithTrailers>).trailers
+    return !(trailers instanceof Map) || trailers.size === 0 || !this.trailersAgreed ? lastChunk : encodeTrailersChunk(trailers, this.agreed.maxMetaBytes)
+  }
+
+  /**
+   * The metadata of a trailers chunk, valid only on a stream's last packet. One that is malformed
+   * or comes early fails its stream (the framing is intact: the connection goes on).
+   */
+  private trailersOf(data: Buffer, status: number, stream: IncomingStream | undefined): Meta | undefined {
+    if (!isLastPacket(status)) {
+      stream?.fail(new StreamFailed({ message: "trailers before the end of a stream" }))
+      return undefined
+    }
+    try {
+      return decodeTrailersChunk(data, this.agreed.maxMetaBytes)
+    } catch (error) {
+      stream?.fail(new StreamFailed({ message: `unreadable trailers: ${(error as Error).message}` }))
+      return undefined
     }
   }
 

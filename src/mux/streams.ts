@@ -4,12 +4,23 @@
 // the connection's writer, so a slow reader slows only its own channel. What an IncomingStream
 // holds unread counts against its connection's budget (budget.ts).
 import * as Data from "effect/Data"
+import type { Meta } from "../protocol/mesh.ts"
 import type { InboundBudget } from "./budget.ts"
 
 export class StreamFailed extends Data.TaggedError("StreamFailed")<{ readonly message: string }> {}
 
-export class IncomingStream implements AsyncIterable<Buffer> {
+/**
+ * A streamed body that may end with metadata (trailers, PROTOCOL.md §13): the sender reads
+ * `trailers` once the body is exhausted and closes the stream with them. An IncomingStream is
+ * one, so a relayed stream passes its sender's trailers on.
+ */
+export interface WithTrailers {
+  readonly trailers: Meta | undefined
+}
+
+export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private readonly chunks: Array<Buffer> = []
+  private trailing: Meta | undefined = undefined
   private buffered = 0
   private ended = false
   private failure: Error | undefined
@@ -48,7 +59,8 @@ export class IncomingStream implements AsyncIterable<Buffer> {
 
   /**
    * Drops what is buffered and whatever still comes, granting it back so the sender can finish:
-   * the request this body belongs to was answered, and nobody will read it.
+   * the request this body belongs to was answered, and nobody will read it (a reader still
+   * waiting sees the end).
    */
   discard(): void {
     if (this.discarded) return
@@ -59,11 +71,19 @@ export class IncomingStream implements AsyncIterable<Buffer> {
     this.budget?.release(0, dropped)
     if (!this.ended && dropped + this.consumed > 0) this.grant(dropped + this.consumed)
     this.consumed = 0
+    this.notify()
   }
 
-  end(): void {
+  /** The sender ended the stream, with its trailers if it sent any. */
+  end(trailers?: Meta): void {
+    if (!this.ended) this.trailing = trailers
     this.ended = true
     this.notify()
+  }
+
+  /** The metadata the sender closed the stream with; known once the stream ended. */
+  get trailers(): Meta | undefined {
+    return this.trailing
   }
 
   fail(error: Error): void {
@@ -75,6 +95,7 @@ export class IncomingStream implements AsyncIterable<Buffer> {
 
   async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
     for (;;) {
+      if (this.discarded) return
       const chunk = this.chunks.shift()
       if (chunk !== undefined) {
         this.buffered -= chunk.length

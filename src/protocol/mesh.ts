@@ -16,7 +16,7 @@ export const MeshPath = {
   window: "/sys/window"
 } as const
 
-export const MeshFeatures = ["ping", "drain", "cancel", "deadline", "stream", "push", "reverse", "meta"] as const
+export const MeshFeatures = ["ping", "drain", "cancel", "deadline", "stream", "push", "reverse", "meta", "trailers"] as const
 export type MeshFeature = (typeof MeshFeatures)[number]
 
 /** Channel ids: the dialer opens 1..2^31-1, the acceptor 2^31+1..2^32-1; each side's control channel is the base. */
@@ -115,8 +115,11 @@ export const agree = (mine: Hello, theirs: Hello): Hello => ({
 export const EnvelopeKind = { request: 1, response: 2, error: 3 } as const
 /** Envelope flags: a one-way request (a push); the body in this packet is compressed with the agreed codec (§12.1). */
 export const EnvelopeFlag = { oneway: 1, compressed: 2 } as const
-/** The first byte of a stream's continuation packet (§13): data, an error that ends the stream, compressed data. */
-export const ChunkHeader = { data: 0, error: 1, compressed: 2 } as const
+/**
+ * The first byte of a stream's continuation packet (§13): data, an error that ends the stream,
+ * compressed data, metadata that ends the stream (trailers: only where both hellos name `trailers`).
+ */
+export const ChunkHeader = { data: 0, error: 1, compressed: 2, trailers: 3 } as const
 export const EnvelopeBytes = 8
 
 export type Meta = ReadonlyMap<string, string>
@@ -244,6 +247,46 @@ const isDeadlineKey = (view: Buffer, at: number, length: number): boolean => {
   return true
 }
 
+/** Metadata entries from `start` to `end` of `view`; throws EnvelopeError when one is malformed. */
+const decodeMetaEntries = (view: Buffer, start: number, end: number): Meta => {
+  const entries = new Map<string, string>()
+  let offset = start
+  while (offset < end) {
+    const keyBytes = view[offset]!
+    if (keyBytes === 0 || offset + 1 + keyBytes + 2 > end) throw new EnvelopeError({ message: "malformed metadata entry" })
+    // The one key nearly every request carries is not decoded into a new string each time.
+    const key = isDeadlineKey(view, offset + 1, keyBytes) ? MetaKey.deadline : view.toString("utf8", offset + 1, offset + 1 + keyBytes)
+    offset += 1 + keyBytes
+    const valueBytes = view.readUInt16BE(offset)
+    if (offset + 2 + valueBytes > end) throw new EnvelopeError({ message: "malformed metadata entry" })
+    entries.set(key, view.toString("utf8", offset + 2, offset + 2 + valueBytes))
+    offset += 2 + valueBytes
+  }
+  return entries
+}
+
+/** A stream's closing trailers chunk (§13): header byte `03`, u16 metadata length, the entries. Throws EnvelopeError over `maxMetaBytes`. */
+export const encodeTrailersChunk = (meta: Meta, maxMetaBytes: number): Buffer => {
+  const metaBytes = metaByteLength(meta, maxMetaBytes)
+  const out = Buffer.allocUnsafe(3 + metaBytes)
+  out[0] = ChunkHeader.trailers
+  out.writeUInt16BE(metaBytes, 1)
+  let offset = 3
+  meta.forEach((value, key) => {
+    offset = writeEntry(out, offset, key, value)
+  })
+  return out
+}
+
+/** The metadata of a trailers chunk (its header byte included); throws EnvelopeError when it is malformed or over `maxMetaBytes`. */
+export const decodeTrailersChunk = (data: Buffer, maxMetaBytes: number): Meta => {
+  if (data.length < 3) throw new EnvelopeError({ message: "trailers chunk shorter than its length" })
+  const metaBytes = data.readUInt16BE(1)
+  if (metaBytes > maxMetaBytes) throw new EnvelopeError({ message: `trailers of ${metaBytes} bytes exceed the ${maxMetaBytes}-byte limit` })
+  if (3 + metaBytes !== data.length) throw new EnvelopeError({ message: `trailers length ${metaBytes} does not match the chunk` })
+  return decodeMetaEntries(data, 3, data.length)
+}
+
 /**
  * Checks the fixed part of a first packet's envelope and returns where its body starts (after the
  * metadata block); throws EnvelopeError when it is malformed. Kind, flags and request id are then
@@ -283,23 +326,8 @@ export const scanMeta = (view: Buffer, bodyOffset: number): number => {
 }
 
 /** The metadata block before `bodyOffset` as a Map; throws EnvelopeError when an entry is malformed. */
-export const decodeMeta = (view: Buffer, bodyOffset: number): Meta => {
-  if (bodyOffset === EnvelopeBytes) return emptyMeta
-  const entries = new Map<string, string>()
-  let offset = EnvelopeBytes
-  while (offset < bodyOffset) {
-    const keyBytes = view[offset]!
-    if (keyBytes === 0 || offset + 1 + keyBytes + 2 > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
-    // The one key nearly every request carries is not decoded into a new string each time.
-    const key = isDeadlineKey(view, offset + 1, keyBytes) ? MetaKey.deadline : view.toString("utf8", offset + 1, offset + 1 + keyBytes)
-    offset += 1 + keyBytes
-    const valueBytes = view.readUInt16BE(offset)
-    if (offset + 2 + valueBytes > bodyOffset) throw new EnvelopeError({ message: "malformed metadata entry" })
-    entries.set(key, view.toString("utf8", offset + 2, offset + 2 + valueBytes))
-    offset += 2 + valueBytes
-  }
-  return entries
-}
+export const decodeMeta = (view: Buffer, bodyOffset: number): Meta =>
+  bodyOffset === EnvelopeBytes ? emptyMeta : decodeMetaEntries(view, EnvelopeBytes, bodyOffset)
 
 /** Reads the envelope of a first packet; throws EnvelopeError when it is malformed. */
 export const decodeEnvelope = (data: Uint8Array, maxMetaBytes: number): Envelope => {

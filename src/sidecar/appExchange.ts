@@ -11,7 +11,7 @@ import { IncomingStream, StreamFailed } from "../mux/streams.ts"
 import { type Meta, MeshErrorCode } from "../protocol/mesh.ts"
 import { type AppController, type AppPool, type AppPoolHandler, InvalidRequestHead } from "./appPool.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader } from "./headerFilter.ts"
-import { responseMeta } from "./httpEnvelope.ts"
+import { responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
@@ -154,11 +154,12 @@ export class AppExchange implements AppPoolHandler {
     }
   }
 
-  onResponseEnd(): void {
+  onResponseEnd(_controller: AppController, trailers: ReadonlyArray<string>): void {
     if (this.done) return
     this.finish()
     this.observation.end(this.leg.address, this.status, undefined)
-    if (this.mode === "stream") return this.answer!.end()
+    // A chunked answer's trailers close its stream (PROTOCOL.md §17.5), through the same filter as headers.
+    if (this.mode === "stream") return this.answer!.end(trailers.length === 0 ? undefined : trailersMeta(endToEndHeaders(trailers, this.leg.onInvalidHeaders)))
     if (this.mode === "drop") return this.settle(Buffer.alloc(0))
     const body = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes)
     this.parts = []

@@ -1,17 +1,23 @@
 // The inbound side's leg to an app that speaks cleartext HTTP/2 (`--app-protocol h2c`, gRPC apps):
 // one pooled session per app, made again when it closes; each mesh request is one stream on it,
-// under the session's own flow control. The answer is held whole, so its trailers (`grpc-status`,
-// `grpc-message`, custom ones) travel in the answer's metadata after the body was read
-// (PROTOCOL.md §17.5); an answer past `maxAnswerBytes` fails as app_failed. The time left before
-// the caller's deadline reaches a gRPC app as `grpc-timeout`.
+// both ways under flow control: the peer's streamed body is written as the app's stream drains,
+// the app's answer is read as the mesh takes it (the stream pauses past a high-water mark).
+// An answer that is over within 1 ms of its head (a unary call: grpc-js sends its trailers a
+// turn or two of the event loop after the message) goes back as one message, its trailers in its
+// metadata; any other streams from then on, and its trailers (`grpc-status`, `grpc-message`,
+// custom ones) close the stream (PROTOCOL.md §13, §17.5).
+// The time left before the caller's deadline reaches a gRPC app as `grpc-timeout`, and bounds
+// the whole call: past it, or when the caller cancels, the app's stream is reset.
 import * as http2 from "node:http2"
 import type { HandlerValue } from "../iip/dispatch.ts"
 import { failure, reply } from "../iip/server.ts"
+import { RemoteError } from "../mux/meshChannels.ts"
 import { IncomingStream } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
-import { grpcTimeoutValue, isGrpc } from "./grpcStatus.ts"
+import { PausingByteQueue } from "./byteQueue.ts"
+import { grpcStatusIn, grpcTimeoutValue, isGrpc } from "./grpcStatus.ts"
 import { endToEndPairs, type OnInvalidHeader } from "./headerFilter.ts"
-import { HttpMeta, responseMeta } from "./httpEnvelope.ts"
+import { HttpMeta, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 
@@ -19,6 +25,12 @@ import { AppErrorCode } from "./proxyError.ts"
 const SESSION_IDLE_MS = 60_000
 /** At close, streams the app left open (it reset them without an error code, say) wait no longer than this. */
 const CLOSE_GRACE_MS = 1000
+/** An answer held to go back whole streams instead once this much of it came... */
+const WHOLE_ANSWER_LIMIT = 64 * 1024
+/** ...or once it is not over this long after its head (what a streaming answer's first message may wait). */
+const WHOLE_ANSWER_WAIT_MS = 1
+/** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
+const ANSWER_HIGH_WATER = 64 * 1024
 
 export interface AppH2Request {
   readonly method: string
@@ -29,6 +41,12 @@ export interface AppH2Request {
   readonly body: Buffer | IncomingStream
   /** Time left before the caller's deadline, ms. */
   readonly timeLeftMs: number
+}
+
+/** What cancels the exchange: the caller went away or the mesh's deadline passed (the request's Cancellation). */
+export interface CancelSource {
+  readonly aborted: boolean
+  addEventListener(type: "abort", f: () => void): void
 }
 
 /** HTTP/1.1-only headers an HTTP/2 request must not carry (RFC 9113 §8.2.2); `te` passes only as `trailers`. */
@@ -59,17 +77,15 @@ const pairsOf = (headers: http2.IncomingHttpHeaders): Array<[string, string]> =>
 export class AppH2Leg {
   private session: http2.ClientHttp2Session | undefined = undefined
   readonly address: string
-  private readonly maxAnswerBytes: number
-  private readonly onInvalid: OnInvalidHeader | undefined
+  readonly onInvalid: OnInvalidHeader | undefined
 
-  constructor(host: string, port: number, limits: { readonly maxAnswerBytes: number }, onInvalid: OnInvalidHeader | undefined) {
+  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined) {
     this.address = `${host}:${port}`
-    this.maxAnswerBytes = limits.maxAnswerBytes
     this.onInvalid = onInvalid
   }
 
   /** The pooled session, connecting again once the last one closed or failed. */
-  private current(): http2.ClientHttp2Session {
+  current(): http2.ClientHttp2Session {
     const open = this.session
     if (open !== undefined && !open.closed && !open.destroyed) return open
     const session = http2.connect(`http://${this.address}`)
@@ -87,106 +103,9 @@ export class AppH2Leg {
     return session
   }
 
-  /** One request: settles exactly once; `cancel` (the caller gone, the deadline passed) resets the stream. */
-  forward(request: AppH2Request, observation: InboundObservation, signal: { readonly aborted: boolean; addEventListener(type: "abort", f: () => void): void }): Promise<HandlerValue> {
-    return new Promise<HandlerValue>((resolve) => {
-      let done = false
-      let timer: NodeJS.Timeout | undefined
-      const end = (status: number, reason: Failure | undefined, value: HandlerValue) => {
-        if (done) return
-        done = true
-        clearTimeout(timer)
-        observation.end(this.address, status, reason)
-        resolve(value)
-      }
-      const headers = fieldsOf(request.headers)
-      if (isGrpc(typeof headers["content-type"] === "string" ? headers["content-type"] : undefined)) {
-        headers.te = "trailers"
-        headers["grpc-timeout"] = grpcTimeoutValue(request.timeLeftMs)
-      }
-      const withBody = request.body instanceof IncomingStream || request.body.length > 0
-      let stream: http2.ClientHttp2Stream
-      try {
-        stream = this.current().request(
-          { ...headers, ":method": request.method, ":path": request.path, ":authority": request.authority, ":scheme": "http" },
-          { endStream: !withBody }
-        )
-      } catch (error) {
-        return end(502, { hop: "app", reason: AppErrorCode.failed }, failure(AppErrorCode.failed, `app at ${this.address}: ${(error as Error).message}`, true))
-      }
-      timer = setTimeout(() => {
-        stream.close(http2.constants.NGHTTP2_CANCEL)
-        end(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, failure(MeshErrorCode.deadlineExceeded, `no answer from the app within ${request.timeLeftMs} ms`, true))
-      }, request.timeLeftMs)
-      const cancel = () => {
-        stream.close(http2.constants.NGHTTP2_CANCEL)
-        end(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, failure(MeshErrorCode.cancelled, "request aborted", true))
-      }
-      if (signal.aborted) return cancel()
-      signal.addEventListener("abort", cancel)
-      let status = 0
-      let answerHeaders: Array<[string, string]> = []
-      const parts: Array<Buffer> = []
-      let bytes = 0
-      let trailers: Array<[string, string]> | undefined
-      stream.on("response", (head) => {
-        status = Number(head[":status"])
-        answerHeaders = endToEndPairs(pairsOf(head), this.onInvalid)
-      })
-      stream.on("data", (chunk: Buffer) => {
-        if (done) return
-        bytes += chunk.length
-        if (bytes > this.maxAnswerBytes) {
-          stream.close(http2.constants.NGHTTP2_CANCEL)
-          return end(502, { hop: "app", reason: AppErrorCode.failed }, failure(AppErrorCode.failed, `app answer larger than ${this.maxAnswerBytes} bytes`, true))
-        }
-        parts.push(chunk)
-      })
-      stream.on("trailers", (fields) => {
-        trailers = endToEndPairs(pairsOf(fields), this.onInvalid)
-      })
-      stream.on("end", () => {
-        if (status === 0) {
-          stream.close(http2.constants.NGHTTP2_CANCEL)
-          return end(502, { hop: "app", reason: AppErrorCode.failed }, failure(AppErrorCode.failed, `app at ${this.address} closed the stream without an answer`, true))
-        }
-        if (status < 200 || status > 599) {
-          return end(502, { hop: "app", reason: AppErrorCode.failed }, failure(AppErrorCode.failed, `app at ${this.address} answered with status ${status}`, true))
-        }
-        // A trailers-only answer (a gRPC error): its status and metadata go on as trailers, after an empty body.
-        if (trailers === undefined && bytes === 0 && answerHeaders.some(([name]) => name === "grpc-status")) {
-          trailers = answerHeaders.filter(([name]) => name !== "content-type")
-          answerHeaders = answerHeaders.filter(([name]) => name === "content-type")
-        }
-        const body = Buffer.concat(parts, bytes)
-        observation.responseBytes(body.length)
-        const meta = responseMeta(status, answerHeaders)
-        if (trailers !== undefined) meta.set(HttpMeta.trailers, JSON.stringify(trailers))
-        end(status, undefined, reply(body, meta))
-      })
-      stream.on("error", (error: NodeJS.ErrnoException) => {
-        // Refused before the app saw the request: not processed, another instance may take it.
-        const cause = (error as { readonly cause?: NodeJS.ErrnoException }).cause
-        const refused = status === 0 && (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED")
-        const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
-        end(502, { hop: "app", reason: code }, failure(code, `app at ${this.address}: ${error.code ?? error.message}`, !refused))
-      })
-      const body = request.body
-      // Reset without an error code (or closed before its end): settled here, whatever happened.
-      stream.on("close", () => {
-        if (!done) end(502, { hop: "app", reason: AppErrorCode.failed }, failure(AppErrorCode.failed, `app at ${this.address} closed the stream without an answer`, true))
-      })
-      if (!withBody) return
-      if (!(body instanceof IncomingStream)) {
-        observation.requestBytes(body.length)
-        stream.end(body)
-        return
-      }
-      void pump(body, stream, observation).catch((error: unknown) => {
-        stream.close(http2.constants.NGHTTP2_CANCEL)
-        end(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, failure(MeshErrorCode.cancelled, `request body broke off: ${String(error)}`, true))
-      })
-    })
+  /** One request: settles exactly once; the caller's cancel or the deadline resets the stream, also while the answer streams. */
+  forward(request: AppH2Request, observation: InboundObservation, cancel: CancelSource): Promise<HandlerValue> {
+    return new Promise<HandlerValue>((resolve) => new AppH2Exchange(this, request, observation, resolve).start(cancel))
   }
 
   close(): Promise<void> {
@@ -204,15 +123,203 @@ export class AppH2Leg {
   }
 }
 
+/**
+ * One stream to the app, from the request to the answer's end. `resolve` gets the outcome once
+ * (a whole answer, a streaming one, or a typed failure); the observation ends once.
+ */
+class AppH2Exchange {
+  private readonly leg: AppH2Leg
+  private readonly request: AppH2Request
+  private readonly observation: InboundObservation
+  private readonly resolve: (value: HandlerValue) => void
+  private readonly grpc: boolean
+  private stream: http2.ClientHttp2Stream | undefined = undefined
+  private settled = false
+  /** The exchange is over: answered whole, streamed to its end, or failed. */
+  private done = false
+  private timer: NodeJS.Timeout | undefined = undefined
+  /** Ends the wait for a whole answer. */
+  private holdTimer: NodeJS.Timeout | undefined = undefined
+  private status = 0
+  private headers: Array<[string, string]> = []
+  private parts: Array<Buffer> = []
+  private bytes = 0
+  private trailers: Array<[string, string]> | undefined = undefined
+  /** Set once the answer streams. */
+  private answer: PausingByteQueue | undefined = undefined
+
+  constructor(leg: AppH2Leg, request: AppH2Request, observation: InboundObservation, resolve: (value: HandlerValue) => void) {
+    this.leg = leg
+    this.request = request
+    this.observation = observation
+    this.resolve = resolve
+    const contentType = request.headers.find(([name]) => name === "content-type")?.[1]
+    this.grpc = isGrpc(contentType)
+  }
+
+  start(cancel: CancelSource): void {
+    const { request, leg } = this
+    const headers = fieldsOf(request.headers)
+    if (this.grpc) {
+      headers.te = "trailers"
+      headers["grpc-timeout"] = grpcTimeoutValue(request.timeLeftMs)
+    }
+    const body = request.body
+    const withBody = body instanceof IncomingStream || body.length > 0
+    let stream: http2.ClientHttp2Stream
+    try {
+      stream = leg.current().request(
+        { ...headers, ":method": request.method, ":path": request.path, ":authority": request.authority, ":scheme": "http" },
+        { endStream: !withBody }
+      )
+    } catch (error) {
+      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: ${(error as Error).message}`)
+    }
+    this.stream = stream
+    // A gRPC call's deadline covers the whole call; any other request's only its answer's head.
+    this.timer = setTimeout(() => this.fail(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, MeshErrorCode.deadlineExceeded, `no answer from the app within ${request.timeLeftMs} ms`), request.timeLeftMs)
+    if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
+    cancel.addEventListener("abort", () => this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted"))
+    stream.on("response", (head) => this.onHead(head))
+    stream.on("data", (chunk: Buffer) => this.onData(chunk))
+    stream.on("trailers", (fields) => {
+      this.trailers = endToEndPairs(pairsOf(fields), leg.onInvalid)
+    })
+    stream.on("end", () => this.onEnd())
+    stream.on("error", (error: NodeJS.ErrnoException) => {
+      // Refused before the app saw the request: not processed, another instance may take it.
+      const cause = (error as { readonly cause?: NodeJS.ErrnoException }).cause
+      const refused = this.status === 0 && (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED")
+      const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
+      this.fail(502, { hop: "app", reason: code }, code, `app at ${leg.address}: ${error.code ?? error.message}`, !refused)
+    })
+    // Reset without an error code (or closed before its end): settled here, whatever happened.
+    stream.on("close", () => this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address} closed the stream without an answer`))
+    if (!withBody) return
+    if (!(body instanceof IncomingStream)) {
+      this.observation.requestBytes(body.length)
+      stream.end(body)
+      return
+    }
+    void pump(body, stream, this.observation).catch((error: unknown) =>
+      this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, `request body broke off: ${String(error)}`)
+    )
+  }
+
+  private onHead(head: http2.IncomingHttpHeaders): void {
+    if (this.done) return
+    this.status = Number(head[":status"])
+    this.headers = endToEndPairs(pairsOf(head), this.leg.onInvalid)
+    if (this.status < 200 || this.status > 599) {
+      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
+    }
+    // A head that ended the stream is the whole answer; otherwise one that is over soon goes back whole.
+    if (!this.stream!.endAfterHeaders) this.holdTimer = setTimeout(() => this.streamAnswer(), WHOLE_ANSWER_WAIT_MS)
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.done) return
+    if (this.answer !== undefined) {
+      this.observation.responseBytes(chunk.length)
+      return this.answer.push(chunk)
+    }
+    this.parts.push(chunk)
+    this.bytes += chunk.length
+    if (this.bytes > WHOLE_ANSWER_LIMIT) this.streamAnswer()
+  }
+
+  /** The answer goes on as a stream: its head now, what came so far first. */
+  private streamAnswer(): void {
+    if (this.done || this.answer !== undefined || this.status === 0) return
+    const stream = this.stream!
+    const answer = new PausingByteQueue(ANSWER_HIGH_WATER, {
+      pause: () => stream.pause(),
+      resumeIfPaused: () => {
+        if (stream.isPaused()) stream.resume()
+      }
+    }, () => this.fail(this.status, { hop: "app", reason: "answer_broke_off" }, MeshErrorCode.cancelled, "nobody reads the answer"))
+    this.answer = answer
+    for (const part of this.parts) answer.push(part)
+    this.observation.responseBytes(this.bytes)
+    this.parts = []
+    if (!this.grpc) clearTimeout(this.timer)
+    this.settle(reply(answer, responseMeta(this.status, this.headers)))
+  }
+
+  private onEnd(): void {
+    if (this.done) return
+    const { leg, status } = this
+    if (status === 0) {
+      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address} closed the stream without an answer`)
+    }
+    this.finish()
+    const trailers = this.trailers
+    if (this.answer !== undefined) {
+      this.observation.grpcStatus(grpcStatusIn(trailers))
+      this.observation.end(leg.address, status, undefined)
+      return this.answer.end(trailers === undefined ? undefined : trailersMeta(trailers))
+    }
+    let headers = this.headers
+    let held = trailers
+    // A trailers-only answer (a gRPC error): its status and metadata go on as trailers, after an empty body.
+    if (held === undefined && this.bytes === 0 && headers.some(([name]) => name === "grpc-status")) {
+      held = headers.filter(([name]) => name !== "content-type")
+      headers = headers.filter(([name]) => name === "content-type")
+    }
+    const body = Buffer.concat(this.parts, this.bytes)
+    this.observation.responseBytes(body.length)
+    this.observation.grpcStatus(grpcStatusIn(held))
+    this.observation.end(leg.address, status, undefined)
+    const meta = responseMeta(status, headers)
+    if (held !== undefined) meta.set(HttpMeta.trailers, JSON.stringify(held))
+    this.settle(reply(body, meta))
+  }
+
+  /**
+   * The exchange ends in a failure: the app's stream is reset, and the caller gets the typed error,
+   * as the outcome or, once the answer streams, as the stream's end. Nothing after the first end.
+   */
+  private fail(status: number, reason: Failure, code: string, message: string, processed = true): void {
+    if (this.done) return
+    this.finish()
+    this.observation.end(this.leg.address, status, reason)
+    const stream = this.stream
+    if (stream !== undefined && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL)
+    const body = this.request.body
+    if (body instanceof IncomingStream) body.discard()
+    if (this.answer !== undefined) this.answer.fail(new RemoteError({ code, message, processed: true }))
+    else this.settle(failure(code, message, processed))
+  }
+
+  private finish(): void {
+    this.done = true
+    clearTimeout(this.timer)
+    clearTimeout(this.holdTimer)
+  }
+
+  private settle(value: HandlerValue): void {
+    if (this.settled) return
+    this.settled = true
+    this.resolve(value)
+  }
+}
+
 /** The peer's streamed body written to the app's stream, waiting on its flow control. */
 const pump = async (body: IncomingStream, stream: http2.ClientHttp2Stream, observation: InboundObservation): Promise<void> => {
   for await (const chunk of body) {
-    observation.requestBytes(chunk.length)
-    if (!stream.write(chunk)) await new Promise<void>((resolve) => {
-      stream.once("drain", resolve)
-      stream.once("close", resolve)
-    })
     if (stream.destroyed) return
+    observation.requestBytes(chunk.length)
+    if (!stream.write(chunk)) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          stream.off("drain", done)
+          stream.off("close", done)
+          resolve()
+        }
+        stream.on("drain", done)
+        stream.on("close", done)
+      })
+    }
   }
-  stream.end()
+  if (!stream.destroyed) stream.end()
 }

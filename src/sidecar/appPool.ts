@@ -84,7 +84,8 @@ export interface AppPoolHandler {
   /** `headers` is llhttp's flat name, value list; `contentLength` the value of that header, if any (llhttp holds the body to it). */
   onResponseStart(controller: AppController, status: number, headers: ReadonlyArray<string>, contentLength: string | undefined): void
   onResponseData(controller: AppController, chunk: Buffer): void
-  onResponseEnd(controller: AppController): void
+  /** `trailers`: those of a chunked answer, as llhttp's flat name, value list (empty for none). */
+  onResponseEnd(controller: AppController, trailers: ReadonlyArray<string>): void
   /** Once at most, and never after onResponseEnd. */
   onResponseError(controller: AppController, error: Error): void
 }
@@ -164,12 +165,13 @@ class Connection {
     this.parser[HTTPParser.kOnMessageComplete] = () => {
       // The exchange ends now: whatever follows in the same read is no part of its answer.
       this.completed = true
-      // Trailers (llhttp hands them over as headers) are dropped: no hop forwards them.
+      // A chunked answer's trailers: llhttp hands them over as headers, just before this.
+      const trailers = this.pendingHeaders
       this.pendingHeaders = []
       const exchange = this.current
       if (exchange !== undefined && !exchange.ended) {
         exchange.ended = true
-        exchange.handler.onResponseEnd(exchange)
+        exchange.handler.onResponseEnd(exchange, trailers)
       }
     }
     const socket = net.connect({ host: pool.host, port: pool.port, noDelay: true })

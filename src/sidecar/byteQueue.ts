@@ -1,7 +1,10 @@
 // A byte queue between a source that pushes (an app's streamed answer, a socket of an upgraded
 // connection) and the mesh session that pulls it as an AsyncIterable, with back-pressure: past a
 // high-water mark the source is paused, and resumed once half of that is read. The app leg's
-// answers (appExchange.ts) and both byte pipes of an upgrade (upgradePipe.ts) use it.
+// answers (appExchange.ts, appH2.ts) and both byte pipes of an upgrade (upgradePipe.ts) use it.
+// It may end with trailers, which the mesh session sends after the last byte (PROTOCOL.md §13).
+import type { Meta } from "../protocol/mesh.ts"
+import type { WithTrailers } from "../mux/streams.ts"
 
 /** What the queue may do to its source. */
 export interface PausableSource {
@@ -10,7 +13,7 @@ export interface PausableSource {
   readonly resumeIfPaused: () => void
 }
 
-export class PausingByteQueue implements AsyncIterable<Buffer> {
+export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
   private readonly highWater: number
   private readonly source: PausableSource
   private readonly onAbandoned: () => void
@@ -19,6 +22,7 @@ export class PausingByteQueue implements AsyncIterable<Buffer> {
   private ended = false
   private failure: Error | undefined = undefined
   private wake: (() => void) | undefined = undefined
+  private trailing: Meta | undefined = undefined
 
   /** `onAbandoned`: the reader stopped before the end (it broke off or failed). */
   constructor(highWater: number, source: PausableSource, onAbandoned: () => void) {
@@ -40,10 +44,16 @@ export class PausingByteQueue implements AsyncIterable<Buffer> {
     this.notify()
   }
 
-  /** The source is done: the reader gets what is queued, then the end. */
-  end(): void {
+  /** The source is done: the reader gets what is queued, then the end (and these trailers). */
+  end(trailers?: Meta): void {
+    if (this.ended) return
+    this.trailing = trailers
     this.ended = true
     this.notify()
+  }
+
+  get trailers(): Meta | undefined {
+    return this.trailing
   }
 
   /** The source broke: the reader gets what is queued, then `error`. */

@@ -10,7 +10,7 @@ import { MESH_ERROR_HEADER } from "./headerFilter.ts"
 import type { ProxyError } from "./proxyError.ts"
 
 /** gRPC status codes the mesh answers with (grpc/doc/statuscodes.md). */
-export const GrpcCode = { internal: 13, unavailable: 14, deadlineExceeded: 4, permissionDenied: 7, resourceExhausted: 8 } as const
+export const GrpcCode = { cancelled: 1, internal: 13, unavailable: 14, deadlineExceeded: 4, permissionDenied: 7, resourceExhausted: 8 } as const
 
 /** A gRPC call: its content-type is `application/grpc` or `application/grpc+...`. */
 export const isGrpc = (contentType: string | undefined): boolean =>
@@ -27,6 +27,27 @@ export const grpcTimeoutMs = (value: string | undefined): number | undefined => 
 /** The time left, as the far app reads it in `grpc-timeout` (ms, 8 digits at most). */
 export const grpcTimeoutValue = (ms: number): string => `${Math.min(99_999_999, Math.max(1, Math.round(ms)))}m`
 
+/**
+ * The OpenTelemetry RPC attributes of a gRPC call's path `/package.Service/Method`: `rpc.system`,
+ * `rpc.service`, `rpc.method`; only the system when the path has no such form.
+ */
+export const rpcAttributes = (attributes: Record<string, unknown>, path: string): void => {
+  attributes["rpc.system"] = "grpc"
+  const q = path.indexOf("?")
+  const bare = q === -1 ? path : path.slice(0, q)
+  const slash = bare.indexOf("/", 1)
+  if (bare.charCodeAt(0) !== 0x2f || slash <= 1 || slash === bare.length - 1 || bare.indexOf("/", slash + 1) !== -1) return
+  attributes["rpc.service"] = bare.slice(1, slash)
+  attributes["rpc.method"] = bare.slice(slash + 1)
+}
+
+/** The `grpc-status` among header pairs (1 or 2 digits), or undefined. */
+export const grpcStatusIn = (pairs: ReadonlyArray<readonly [string, string]> | undefined): number | undefined => {
+  if (pairs === undefined) return undefined
+  for (const [name, value] of pairs) if (name === "grpc-status" && /^\d{1,2}$/.test(value)) return Number(value)
+  return undefined
+}
+
 /** The gRPC status for a mesh failure: the caller may retry UNAVAILABLE; a deadline is DEADLINE_EXCEEDED. */
 export const grpcCodeOf = (error: ProxyError): number => {
   switch (error.status) {
@@ -42,6 +63,7 @@ export const grpcCodeOf = (error: ProxyError): number => {
     case 414:
       return GrpcCode.internal
     default:
+      if (error.reason === "cancelled") return GrpcCode.cancelled
       return error.reason === "app_failed" || error.reason === "bad_response" ? GrpcCode.internal : GrpcCode.unavailable
   }
 }
@@ -51,20 +73,28 @@ const grpcMessage = (text: string): string =>
   Array.from(Buffer.from(text, "utf8"), (byte) => (byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`)).join("")
 
 /**
- * Answers a gRPC caller with the failure as a trailers-only response. Unless the answer has
- * started (then the stream is reset, which the caller sees as a failed call). Never throws.
+ * Answers a gRPC caller with the failure as a trailers-only response; once the answer has started
+ * (a streamed answer broke off, its deadline passed), as the trailers that end it. Never throws.
+ * Returns the status sent.
  */
-export const sendGrpcError = (res: ServerResponse, error: ProxyError): void => {
-  if (res.headersSent || res.destroyed) {
-    res.destroy()
-    return
-  }
-  const fields = {
-    "content-type": "application/grpc",
-    "grpc-status": String(grpcCodeOf(error)),
+export const sendGrpcError = (res: ServerResponse, error: ProxyError): number => {
+  const code = grpcCodeOf(error)
+  if (res.destroyed || res.writableEnded) return code
+  const status = {
+    "grpc-status": String(code),
     "grpc-message": grpcMessage(clampErrorMessage(error.message)),
     [MESH_ERROR_HEADER]: `${error.hop}; reason=${safeErrorCode(error.reason)}`
   }
+  if (res.headersSent) {
+    try {
+      res.addTrailers(status)
+      res.end()
+    } catch {
+      res.destroy()
+    }
+    return code
+  }
+  const fields = { "content-type": "application/grpc", ...status }
   try {
     // Trailers-only is one HEADERS frame that ends the stream: node's compatibility response would
     // send the head and the end apart, which a gRPC client reads as an answer without a status.
@@ -77,4 +107,5 @@ export const sendGrpcError = (res: ServerResponse, error: ProxyError): void => {
   } catch {
     res.destroy()
   }
+  return code
 }

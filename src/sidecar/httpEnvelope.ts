@@ -15,7 +15,7 @@ export const HttpMeta = {
   headers: "http-headers",
   /** An upgrade (PROTOCOL.md §17.4): the protocols asked for (request) or switched to (the 101), as `upgradeProtocols` gives them. */
   upgrade: "http-upgrade",
-  /** The answer's trailers (PROTOCOL.md §17.5), same JSON form as `http-headers`; only on an answer held whole. */
+  /** The answer's trailers (PROTOCOL.md §17.5), same JSON form as `http-headers`: in an answer held whole, or closing a streamed one. */
   trailers: "http-trailers"
 } as const
 
@@ -47,6 +47,9 @@ export const requestMeta = (method: string, authority: string, headers: HeaderPa
 
 export const responseMeta = (status: number, headers: HeaderPairs): Map<string, string> =>
   new Map<string, string>().set(HttpMeta.status, String(status)).set(HttpMeta.headers, JSON.stringify(headers))
+
+/** Trailers as they close a streamed answer (PROTOCOL.md §13, §17.5). */
+export const trailersMeta = (trailers: HeaderPairs): Map<string, string> => new Map<string, string>().set(HttpMeta.trailers, JSON.stringify(trailers))
 
 /** The header pairs of metadata as sent, unchecked; malformed or missing gives none. */
 const pairsIn = (meta: Meta, key: string = HttpMeta.headers): ReadonlyArray<unknown> => {

@@ -27,6 +27,7 @@ import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
 import { AppH2Leg } from "./appH2.ts"
+import { isGrpc } from "./grpcStatus.ts"
 import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
 import { CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
@@ -50,10 +51,11 @@ export interface InboundOptions {
   readonly defaultTimeoutMs: number
   /** An upgraded connection to the app with no byte either way for this long is closed. */
   readonly upgradeIdleTimeoutMs: number
-  /** How the app is spoken to: HTTP/1.1 (the pool), or h2c (appH2.ts; upgrades still go over HTTP/1.1). */
-  readonly appProtocol?: "http1" | "h2c"
-  /** An h2c app's answer is held whole (for its trailers) up to this many bytes. */
-  readonly maxAnswerBytes?: number
+  /**
+   * How the app is spoken to: HTTP/1.1 (the pool), h2c (appH2.ts; upgrades still go over
+   * HTTP/1.1), or auto: gRPC calls (by their content-type) over h2c, the rest over HTTP/1.1.
+   */
+  readonly appProtocol?: "http1" | "h2c" | "auto"
   /** Told how many header pairs of a message were dropped as invalid. */
   readonly onInvalidHeaders?: OnInvalidHeader
   /** The authorization gate; none: every caller is allowed (the caller's identity still reaches the app). */
@@ -130,7 +132,8 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     onInvalidHeaders: options.onInvalidHeaders
   }
   const onInvalid = options.onInvalidHeaders
-  const h2Leg = options.appProtocol === "h2c" ? new AppH2Leg(options.appHost, options.appPort, { maxAnswerBytes: options.maxAnswerBytes ?? 1024 * 1024 }, onInvalid) : undefined
+  const h2Leg = options.appProtocol === "h2c" || options.appProtocol === "auto" ? new AppH2Leg(options.appHost, options.appPort, onInvalid) : undefined
+  const h2Only = options.appProtocol === "h2c"
   const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }
   const handle = (request: IncomingRequest): Promise<HandlerValue> =>
     new Promise<HandlerValue>((resolve) => {
@@ -165,7 +168,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
         const waitMs = timeLeft > 0 ? timeLeft : options.defaultTimeoutMs
         return resolve(upgradeApp(upgradeLeg, request, { method: head.method, path: head.path, headers: upgradeHeaders, protocols }, observation, waitMs))
       }
-      if (h2Leg !== undefined) {
+      if (h2Leg !== undefined && (h2Only || isGrpc(head.headers.find(([name]) => name === "content-type")?.[1]))) {
         if (stream === undefined) observation.requestBytes(0)
         const waitMs = deadline === 0 || oneway ? options.defaultTimeoutMs : timeLeft
         return resolve(h2Leg.forward({ method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }, observation, request.context.cancel))

@@ -9,8 +9,9 @@
 // into the headers that cross IIP; the inbound side reads them from there and writes its app span's
 // context into the request to the local app. Baggage passes through as it came.
 //
-// Attribute names follow the OpenTelemetry HTTP semantic conventions; the mesh's own are under
-// `iip_mesh.`.
+// Attribute names follow the OpenTelemetry HTTP semantic conventions, and for gRPC calls the RPC
+// ones too (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`); the mesh's own are
+// under `iip_mesh.`.
 import { SpanKind, SpanStatusCode } from "@opentelemetry/api"
 import type { GoldenSeries, ServedGolden } from "../telemetry/golden.ts"
 import type { MeshMetrics, ServiceMetrics } from "../telemetry/metrics.ts"
@@ -18,6 +19,9 @@ import { type HeaderPairs, type HeaderRecord, type IncomingTrace, incomingTraceO
 import type { SpanRecord, SpanRecorder } from "../telemetry/spanRecord.ts"
 import type { TraceStore } from "../telemetry/traceStore.ts"
 import type { Tracing } from "../telemetry/tracing.ts"
+import type { Meta } from "../protocol/mesh.ts"
+import { grpcStatusIn, isGrpc, rpcAttributes } from "./grpcStatus.ts"
+import { trailersOf } from "./httpEnvelope.ts"
 
 export interface SidecarTelemetry {
   readonly tracing: Tracing
@@ -64,6 +68,8 @@ export class OutboundObservation {
   private readonly method: string
   /** The app's trace headers (tracing on only: off, they go on untouched as end-to-end headers). */
   private readonly incoming: IncomingTrace | undefined
+  /** The app's content-type (tracing on only): a gRPC call's span gets the RPC attributes. */
+  private readonly contentType: string | undefined
   private span: SpanRecord | undefined = undefined
   private service: ServiceMetrics | undefined = undefined
   private calls: GoldenSeries | undefined = undefined
@@ -75,6 +81,7 @@ export class OutboundObservation {
     this.telemetry = telemetry
     this.method = method
     this.incoming = telemetry.tracing.spans === undefined ? undefined : incomingTraceOfRecord(appHeaders)
+    this.contentType = telemetry.tracing.spans === undefined ? undefined : (appHeaders["content-type"] as string | undefined)
   }
 
   /** The target is known: the client span starts, the request counts as in flight. */
@@ -93,8 +100,17 @@ export class OutboundObservation {
       attributes["http.request.method"] = this.method
       attributes["url.path"] = pathOf(uri)
       attributes["iip_mesh.service"] = service
+      if (isGrpc(this.contentType)) rpcAttributes(attributes, uri)
     }
     this.span = span
+  }
+
+  /** A gRPC call's status: sent by the mesh (`code`), or read from the answer's trailers (their metadata). */
+  grpcStatus(code: number | undefined, trailers?: Meta): void {
+    const span = this.span
+    if (span === undefined || !span.sampled || span.attributes["rpc.system"] === undefined) return
+    const status = code ?? (trailers === undefined ? undefined : grpcStatusIn(trailersOf(trailers)))
+    if (status !== undefined) span.attributes["rpc.grpc.status_code"] = status
   }
 
   /** A route (or the sticky baggage member: route "baggage") sent the request to a subset, or another service (routing.ts). */
@@ -209,8 +225,22 @@ export class InboundObservation {
       attributes["client.address"] = client.host
       if (Number.isInteger(client.port) && client.port > 0) attributes["client.port"] = client.port
       attributes["iip_mesh.service"] = service
+      for (const [name, value] of headers) {
+        if (name === "content-type") {
+          if (isGrpc(value)) rpcAttributes(attributes, path)
+          break
+        }
+      }
     }
     this.server = server
+  }
+
+  /** The gRPC status the app answered with (in its trailers, or a trailers-only head). */
+  grpcStatus(code: number | undefined): void {
+    const server = this.server
+    if (code === undefined || server === undefined || !server.sampled || server.attributes["rpc.system"] === undefined) return
+    server.attributes["rpc.grpc.status_code"] = code
+    if (this.app?.sampled === true) this.app.attributes["rpc.grpc.status_code"] = code
   }
 
   requestBytes(bytes: number): void {
@@ -231,6 +261,7 @@ export class InboundObservation {
       attributes["server.address"] = appHost
       attributes["server.port"] = appPort
       attributes["iip_mesh.hop"] = "app"
+      if (this.server.attributes["rpc.system"] !== undefined) rpcAttributes(attributes, this.path)
     }
     this.app = app
     replaceTraceHeaders(headers, app.traceparent(), this.incoming!)

@@ -18,14 +18,17 @@ import { queryValue } from "../balancer/pickers.ts"
 import { Cancellation } from "../mux/cancellation.ts"
 import { ConnectFailed, ConnectionClosed, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled } from "../mux/meshChannels.ts"
+import type { IncomingStream } from "../mux/streams.ts"
 import { type MeshReply, RemoteError } from "../mux/meshSession.ts"
 import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
+import { addAnswerTrailers } from "./answerTrailers.ts"
+import { h2Body } from "./outboundH2.ts"
 import { grpcTimeoutMs, isGrpc, sendGrpcError } from "./grpcStatus.ts"
-import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, trailersOf, withForwarded } from "./httpEnvelope.ts"
+import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, withForwarded } from "./httpEnvelope.ts"
 import { AppErrorCode, ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 import { sendMirror } from "./mirror.ts"
 import { limitOutbound } from "./rateLimits.ts"
@@ -217,9 +220,9 @@ const readBody = (req: IncomingMessage, limit: number): Promise<Buffer> =>
 /**
  * Writes a streamed body to the app, waiting for it to drain; stops when the app goes away. With a
  * declared `length` (-1 for none), a body that does not match it is cut off: the connection
- * closes rather than carry a byte past it. Returns the bytes written.
+ * closes rather than carry a byte past it. The stream's trailers go after the body. Returns the bytes written.
  */
-const pipeToResponse = async (res: ServerResponse, body: AsyncIterable<Uint8Array>, length: number): Promise<number> => {
+const pipeToResponse = async (res: ServerResponse, body: IncomingStream, length: number, onInvalid: OnInvalidHeader | undefined): Promise<number> => {
   let bytes = 0
   for await (const chunk of body) {
     if (res.destroyed) return bytes
@@ -241,7 +244,10 @@ const pipeToResponse = async (res: ServerResponse, body: AsyncIterable<Uint8Arra
     }
   }
   if (length >= 0 && bytes !== length) res.destroy()
-  else res.end()
+  else {
+    addAnswerTrailers(res, body.trailers, onInvalid)
+    res.end()
+  }
   return bytes
 }
 
@@ -295,7 +301,9 @@ class OutboundExchange {
     // 'close' comes once: a plain listener, not once()'s wrapper.
     res.on("close", () => {
       if (count !== undefined) count.value--
-      if (res.writableFinished) return
+      // The answer was written whole; else the app went away (an HTTP/2 stream reset by the client
+      // counts its writing side finished, so `writableFinished` would not tell).
+      if (res.writableEnded) return
       this.appGone = true
       this.tryControl?.abort()
       this.releaseHold?.()
@@ -334,7 +342,13 @@ class OutboundExchange {
     }
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
-    const body = !hasBody(req) ? noBody : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)
+    const body = !hasBody(req)
+      ? noBody
+      : length <= WHOLE_BODY_LIMIT
+      ? await readBody(req, WHOLE_BODY_LIMIT)
+      : req.httpVersionMajor === 2
+      ? await h2Body(req, WHOLE_BODY_LIMIT)
+      : (req as AsyncIterable<Buffer>)
     const whole = body instanceof Uint8Array
     observation.requestBytes(whole ? body.length : Number.isFinite(length) ? length : 0)
     // A streamed body of known length declares it to a mesh peer (node's parser checked it); the far side holds the body to it.
@@ -417,8 +431,9 @@ class OutboundExchange {
       throw new ProxyError({ status: 502, reason: "bad_response", hop: "inbound", message: `${this.endpointName} answered with status ${JSON.stringify(String(reply.meta.get(HttpMeta.status)).slice(0, 16))}` })
     }
     const answerLength = this.writeAnswer(status, reply)
-    if (reply.stream !== undefined && !this.res.writableEnded) observation.responseBytes(await pipeToResponse(this.res, reply.stream, answerLength))
+    if (reply.stream !== undefined && !this.res.writableEnded) observation.responseBytes(await pipeToResponse(this.res, reply.stream, answerLength, this.options.onInvalidHeaders))
     else observation.responseBytes(reply.data.length)
+    observation.grpcStatus(undefined, reply.stream?.trailers ?? reply.meta)
     this.finish(status)
   }
 
@@ -478,17 +493,8 @@ class OutboundExchange {
     else if (declared !== undefined) headers.push(["content-length", declared])
     res.writeHead(status, headers)
     if (reply.stream !== undefined) return declared === undefined ? -1 : Number(declared)
-    // Trailers (gRPC's status) travel only with an answer held whole (PROTOCOL.md §17.5); node sends them on HTTP/2 (an HTTP/1.1 answer held whole has a length: none).
-    const trailers = trailersOf(reply.meta, this.options.onInvalidHeaders)
-    if (trailers !== undefined) {
-      // An object, as node's HTTP/2 response takes them; a repeated name keeps all its values.
-      const fields: Record<string, string | Array<string>> = {}
-      for (const [name, value] of trailers) {
-        const prior = fields[name]
-        fields[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value]
-      }
-      res.addTrailers(fields)
-    }
+    // An answer held whole carries its trailers (gRPC's status) in its metadata (PROTOCOL.md §17.5).
+    addAnswerTrailers(res, reply.meta, this.options.onInvalidHeaders)
     res.end(reply.data)
     return -1
   }
@@ -531,7 +537,7 @@ class OutboundExchange {
         ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
         : proxyErrorOf(error, this.endpointName)
       // A gRPC caller reads failures from grpc-status, not from an HTTP status and a JSON body.
-      if (isGrpc(this.req.headers["content-type"])) sendGrpcError(this.res, proxyError)
+      if (isGrpc(this.req.headers["content-type"])) this.observation.grpcStatus(sendGrpcError(this.res, proxyError))
       else sendProxyError(this.res, proxyError)
       this.finish(proxyError.status, proxyError)
     } catch {

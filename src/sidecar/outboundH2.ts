@@ -4,6 +4,8 @@
 // node:http server exactly as before (its parser, limits and upgrade handling untouched; the
 // only cost is one read and unshift per connection). Each HTTP/2 stream is one request for
 // outbound.ts, so the calls of one gRPC channel are balanced one by one, not pinned to an endpoint.
+// A request body that ends within the turn of the event loop its head came in (a unary call's) is
+// held whole: it travels as one mesh message and may be retried; any other streams.
 import type * as http from "node:http"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
@@ -23,6 +25,42 @@ class MeshH2Request extends http2.Http2ServerRequest {
     if (headers.host === undefined && typeof authority === "string") headers.host = authority
   }
 }
+
+/**
+ * An HTTP/2 request's body (it declares no length): whole when it ends, at most `limit` bytes,
+ * before the event loop's next turn; otherwise what came so far and then the rest, as a stream.
+ */
+export const h2Body = (req: http.IncomingMessage, limit: number): Promise<Buffer | AsyncIterable<Buffer>> =>
+  new Promise((resolve) => {
+    const parts: Array<Buffer> = []
+    let bytes = 0
+    let settled = false
+    // Paused mode (read, not 'data'), so that what came so far can be put back for the stream to read.
+    const streamOn = () => {
+      if (settled) return
+      settled = true
+      req.off("readable", onReadable)
+      req.off("end", onEnd)
+      if (bytes > 0) req.unshift(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
+      resolve(req as AsyncIterable<Buffer>)
+    }
+    const onReadable = () => {
+      for (let chunk = req.read() as Buffer | null; chunk !== null; chunk = req.read() as Buffer | null) {
+        parts.push(chunk)
+        bytes += chunk.length
+        if (bytes > limit) return streamOn()
+      }
+    }
+    const onEnd = () => {
+      if (settled) return
+      settled = true
+      req.off("readable", onReadable)
+      resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
+    }
+    req.on("readable", onReadable)
+    req.on("end", onEnd)
+    setImmediate(streamOn)
+  })
 
 export interface H2Listener {
   /** Sessions open now (for the drain). */

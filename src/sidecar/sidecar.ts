@@ -333,7 +333,6 @@ export const make = (
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
       upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
       appProtocol: config.appProtocol,
-      maxAnswerBytes: config.maxWholeBodyBytes,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
       authorization,
       ...(routes === undefined ? {} : { rateLimit: makeInboundLimiter(() => routes().limits, telemetry.metrics, config.service) })

@@ -17,6 +17,8 @@ import {
   EnvelopeError,
   MaxDeadlineMs,
   MeshFeatures,
+  decodeTrailersChunk,
+  encodeTrailersChunk,
   parseDeadlineMs,
   scanMeta
 } from "../../src/protocol/mesh.ts"
@@ -29,8 +31,8 @@ const json = (text: string) => Buffer.from(text).toString("hex")
 describe("mesh vectors", () => {
   it("hello and its answer", () => {
     const body =
-      '{"iipmesh":1,"node":"a","features":["ping","drain","cancel","deadline","stream","push","reverse","meta"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024}'
-    expect(hex(encodePacket(1, "/sys/hello", 0, encodeHello(hello, false)))).toBe(`012f7379732f68656c6c6f0000000000000000a6${json(body)}`)
+      '{"iipmesh":1,"node":"a","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024}'
+    expect(hex(encodePacket(1, "/sys/hello", 0, encodeHello(hello, false)))).toBe(`012f7379732f68656c6c6f0000000000000000b1${json(body)}`)
     const answer = encodeHello({ ...hello, node: "b" }, true)
     expect(answer.toString()).toBe(body.replace('{"iipmesh":1,"node":"a"', '{"code":0,"iipmesh":1,"node":"b"'))
     expect(decodeHello(answer)).toStrictEqual({ ...hello, node: "b" })
@@ -86,6 +88,17 @@ describe("mesh vectors", () => {
     )
     expect(hex(encodePacket(2, "/up", 2, Buffer.of(0, 0x63, 0x64)))).toBe("022f7570000000000200000003006364")
     expect(hex(encodePacket(3, "/up", 2, Buffer.of(0)))).toBe("032f757000000000020000000100")
+  })
+
+  it("a streamed answer closed by trailers: header byte 03, u16 metadata length, the entries", () => {
+    const trailers = new Map([["http-trailers", '[["grpc-status","0"]]']])
+    const chunk = encodeTrailersChunk(trailers, 8192)
+    expect(hex(encodePacket(7, "/x", 1, chunk))).toBe(`072f780000000001000000280300250d${json("http-trailers")}0015${json('[["grpc-status","0"]]')}`)
+    expect(decodeTrailersChunk(chunk, 8192)).toStrictEqual(trailers)
+    expect(() => encodeTrailersChunk(trailers, 16)).toThrow(EnvelopeError)
+    expect(() => decodeTrailersChunk(chunk, 16)).toThrow(/exceed the 16-byte limit/)
+    expect(() => decodeTrailersChunk(chunk.subarray(0, 10), 8192)).toThrow(/does not match/)
+    expect(() => decodeTrailersChunk(Buffer.of(3, 0, 4, 0, 0, 0, 0), 8192)).toThrow(/malformed metadata entry/)
   })
 })
 

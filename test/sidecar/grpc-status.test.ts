@@ -2,7 +2,7 @@
 // read (every unit, malformed values ignored) and written back; which content-types are gRPC; the
 // status each mesh failure becomes; trailers read from metadata through the header filter.
 import { describe, expect, it } from "vitest"
-import { GrpcCode, grpcCodeOf, grpcTimeoutMs, grpcTimeoutValue, isGrpc } from "../../src/sidecar/grpcStatus.ts"
+import { GrpcCode, grpcCodeOf, grpcStatusIn, grpcTimeoutMs, grpcTimeoutValue, isGrpc, rpcAttributes } from "../../src/sidecar/grpcStatus.ts"
 import { HttpMeta, responseMeta, trailersOf } from "../../src/sidecar/httpEnvelope.ts"
 import { ProxyError } from "../../src/sidecar/proxyError.ts"
 
@@ -46,6 +46,24 @@ describe("gRPC requests and statuses", () => {
     expect(of(403, "forbidden")).toBe(GrpcCode.permissionDenied)
     expect(of(502, "app_failed")).toBe(GrpcCode.internal)
     expect(of(400, "bad_target")).toBe(GrpcCode.internal)
+    expect(of(502, "cancelled")).toBe(GrpcCode.cancelled)
+  })
+
+  it("names the RPC of a path /package.Service/Method; only the system for any other path", () => {
+    const of = (path: string) => {
+      const attributes: Record<string, unknown> = {}
+      rpcAttributes(attributes, path)
+      return attributes
+    }
+    expect(of("/demo.Inventory/Echo")).toStrictEqual({ "rpc.system": "grpc", "rpc.service": "demo.Inventory", "rpc.method": "Echo" })
+    for (const odd of ["/", "/Echo", "//Echo", "/svc/", "/a/b/c", "x/y"]) expect(of(odd)).toStrictEqual({ "rpc.system": "grpc" })
+  })
+
+  it("reads grpc-status from trailers: 1 or 2 digits only", () => {
+    expect(grpcStatusIn([["x", "1"], ["grpc-status", "14"]])).toBe(14)
+    expect(grpcStatusIn([["grpc-status", "abc"]])).toBeUndefined()
+    expect(grpcStatusIn([["grpc-status", "123"]])).toBeUndefined()
+    expect(grpcStatusIn(undefined)).toBeUndefined()
   })
 })
 

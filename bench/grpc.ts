@@ -1,0 +1,332 @@
+// gRPC through the mesh (issue 17) against gRPC direct, in the same run, with the same client:
+//   direct    grpc-js client -> grpc-js server
+//   meshed    grpc-js client -> sidecar A (outbound, h2c prior knowledge, authority "echo") -> IIP
+//             (mTLS, tracing on: the sidecars' defaults, as in the sidecar bench) -> sidecar B
+//             (inbound, --app-protocol h2c) -> grpc-js server
+// The server (this file with `--serve grpc`, a child process) has three methods on 1 KiB messages
+// by default (--message-bytes): Echo (unary, the request back), Download (server streaming: as many
+// messages as asked) and Chat (bidirectional: each message echoed as it comes). The client runs in
+// this process on one channel per path (one HTTP/2 connection, as an app would have). Phases, the
+// paths alternating which goes first per round (tables show the median over rounds):
+//   0. priming: a short closed loop per path, not measured, every answer checked.
+//   1. unary open loop at --rate calls/s (default 1,000; nodeLoad.ts's loop: calls go out on
+//      schedule, latency from the intended send time): p50 / p90 / p99 and what the mesh adds.
+//      Issue 17's target: added p99 at 1,000 calls/s <= 2 ms.
+//   2. unary saturation: --inflight calls (default 64) always outstanding: calls/s.
+//   3. streams: one Download call of --messages messages (default 100,000; 20,000 with --quick),
+//      and one Chat call writing as many under the client's back-pressure while reading the
+//      echoes: messages/s.
+// Per phase, CPU microseconds per call (or per message) of the client (this process), the app and
+// each sidecar, from /proc (procStats.ts). Every unary answer is checked (OK and the bytes back);
+// every stream must deliver all its messages in order; more than 1% failed calls abort the bench.
+//
+//   npm run -s bench -- grpc            2 s warm-up + 10 s per window, 3 rounds
+//   npm run -s bench -- grpc --quick    1 s warm-up + 3 s per window, 1 round
+// Flags: --rounds N, --duration S, --warmup S, --rate R, --inflight N, --messages N,
+//        --message-bytes N, --phases open,saturation,streams (a subset, for investigating),
+//        --sidecar-node-flags, --sidecar-env, --sidecar-main, --cpu-prof-dir (as in the sidecar bench).
+// The last stdout line is one JSON object.
+import * as grpc from "@grpc/grpc-js"
+import { execFileSync } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { performance } from "node:perf_hooks"
+import { fileURLToPath } from "node:url"
+import { benchArgs, printSummary } from "./args.ts"
+import { type Child, killChild, serveChild, spawnServer } from "./children.ts"
+import { writeBenchCredentials } from "./sidecar/credentials.ts"
+import { median, ms, pad, round, signed, sleep, us } from "./sidecar/format.ts"
+import { closedLoopOf, openLoopOf, type Send } from "./sidecar/nodeLoad.ts"
+import { DEFAULT_SIDECAR_MAIN, parseEnv, SHIPPED_ENV, SHIPPED_NODE_FLAGS } from "./sidecar/options.ts"
+import { NO_USAGE, type Usage, usageOf } from "./sidecar/procStats.ts"
+import { HOST } from "./sidecar/request.ts"
+import { type Sidecar, startSidecar } from "./sidecar/sidecars.ts"
+
+const identity = (value: Buffer): Buffer => value
+const method = (name: string, requestStream: boolean, responseStream: boolean) => ({
+  path: `/bench.Echo/${name}`,
+  requestStream,
+  responseStream,
+  requestSerialize: identity,
+  requestDeserialize: identity,
+  responseSerialize: identity,
+  responseDeserialize: identity
+})
+const METHODS = { echo: method("Echo", false, false), download: method("Download", false, true), chat: method("Chat", true, true) }
+const EchoClient = grpc.makeGenericClientConstructor(METHODS, "Echo")
+
+const MODES = ["direct", "meshed"] as const
+type Mode = (typeof MODES)[number]
+
+/** The far app: Echo, Download ("count size" as text: that many messages of that size), Chat. */
+const startServer = (): Promise<number> => {
+  const server = new grpc.Server()
+  server.addService(METHODS, {
+    echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request),
+    download: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+      const [count, size] = call.request.toString().split(" ").map(Number)
+      const message = Buffer.alloc(size!, 0x61)
+      let sent = 0
+      const more = () => {
+        while (sent < count!) {
+          sent++
+          if (!call.write(message)) return void call.once("drain", more)
+        }
+        call.end()
+      }
+      more()
+    },
+    chat: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      call.on("data", (message: Buffer) => {
+        if (!call.write(message)) {
+          call.pause()
+          call.once("drain", () => call.resume())
+        }
+      })
+      call.on("end", () => call.end())
+    }
+  })
+  return new Promise((resolve, reject) =>
+    server.bindAsync(`${HOST}:0`, grpc.ServerCredentials.createInsecure(), (error, port) => (error === null ? resolve(port) : reject(error)))
+  )
+}
+
+/** One unary call, its answer checked. */
+const unarySend = (client: grpc.Client, payload: Buffer): Send => (done) => {
+  client.makeUnaryRequest(METHODS.echo.path, identity, identity, payload, (error, answer) =>
+    done(error !== null ? `${grpc.status[error.code]}: ${error.details}` : answer?.length !== payload.length ? `echoed ${answer?.length} bytes` : undefined)
+  )
+}
+
+interface StreamSample {
+  readonly messages: number
+  readonly seconds: number
+}
+
+/** One Download call of `count` messages: every one must arrive. */
+const download = (client: grpc.Client, count: number, size: number): Promise<StreamSample> =>
+  new Promise((resolve, reject) => {
+    const started = performance.now()
+    let got = 0
+    const call = client.makeServerStreamRequest(METHODS.download.path, identity, identity, Buffer.from(`${count} ${size}`))
+    call.on("data", (message: Buffer) => {
+      if (message.length === size) got++
+    })
+    call.on("error", (error: grpc.ServiceError) => reject(new Error(`download: ${error.details}`)))
+    call.on("end", () => (got === count ? resolve({ messages: got, seconds: (performance.now() - started) / 1000 }) : reject(new Error(`download: ${got} of ${count} messages`))))
+  })
+
+/** One Chat call: `count` messages written under back-pressure, each echo read; in order. */
+const chat = (client: grpc.Client, count: number, size: number): Promise<StreamSample> =>
+  new Promise((resolve, reject) => {
+    const started = performance.now()
+    const call = client.makeBidiStreamRequest(METHODS.chat.path, identity, identity)
+    let got = 0
+    let inOrder = true
+    call.on("data", (message: Buffer) => {
+      if (message.readUInt32BE(0) !== got) inOrder = false
+      got++
+    })
+    call.on("error", (error: grpc.ServiceError) => reject(new Error(`chat: ${error.details}`)))
+    call.on("end", () => (got === count && inOrder ? resolve({ messages: got, seconds: (performance.now() - started) / 1000 }) : reject(new Error(`chat: ${got} of ${count} messages, in order: ${inOrder}`))))
+    let sent = 0
+    const more = () => {
+      while (sent < count) {
+        const message = Buffer.alloc(size, 0x62)
+        message.writeUInt32BE(sent++, 0)
+        if (!call.write(message)) return void call.once("drain", more)
+      }
+      call.end()
+    }
+    more()
+  })
+
+type Procs = "client" | "app" | "a" | "b"
+type Usages = Record<Procs, Usage>
+
+export const main = async (args: ReadonlyArray<string>): Promise<void> => {
+  const { quick, value, number } = benchArgs(args)
+  const rounds = Math.min(10, Math.round(number("--rounds", quick ? 1 : 3)))
+  const warmupMs = Math.min(30_000, number("--warmup", quick ? 1 : 2) * 1000)
+  const measureMs = Math.min(60_000, number("--duration", quick ? 3 : 10) * 1000)
+  const rate = Math.min(20_000, number("--rate", 1000))
+  const inflight = Math.min(1024, Math.round(number("--inflight", 64)))
+  const messages = Math.min(10_000_000, Math.round(number("--messages", quick ? 20_000 : 100_000)))
+  const messageBytes = Math.min(4 * 1024 * 1024, Math.max(4, Math.round(number("--message-bytes", 1024))))
+  const phases = (value("--phases") ?? "open,saturation,streams").split(",")
+  const sidecarOptions = {
+    cpuProfDir: value("--cpu-prof-dir"),
+    sidecarNodeFlags: (value("--sidecar-node-flags") ?? SHIPPED_NODE_FLAGS).split(" ").filter((flag) => flag !== ""),
+    sidecarEnv: parseEnv(value("--sidecar-env") ?? SHIPPED_ENV),
+    sidecarMain: value("--sidecar-main") ?? DEFAULT_SIDECAR_MAIN
+  }
+  const log = (line: string) => process.stderr.write(`${line}\n`)
+  execFileSync(process.execPath, [fileURLToPath(new URL("../scripts/build.ts", import.meta.url))], { stdio: "inherit" })
+  log(
+    `grpc bench: node ${process.version}, ${rounds} round(s), warm-up ${warmupMs / 1000} s + ${measureMs / 1000} s per window, ` +
+      `open loop ${rate} calls/s, saturation ${inflight} in flight, streams of ${messages} messages, ${messageBytes} B messages`
+  )
+  const payload = Buffer.alloc(messageBytes, 0x63)
+  const dir = mkdtempSync(join(tmpdir(), "iip-mesh-grpc-bench-"))
+  const spawned: Array<() => Promise<void>> = []
+  const clients: Array<grpc.Client> = []
+  let app: Child | undefined
+  const stopAll = async () => {
+    for (const client of clients) client.close()
+    for (const stop of [...spawned].reverse()) await stop()
+    spawned.length = 0
+    if (app !== undefined) await killChild(app.process)
+    rmSync(dir, { recursive: true, force: true })
+  }
+  const onSignal = (signal: NodeJS.Signals) => {
+    log(`grpc bench: ${signal}, stopping the children`)
+    void stopAll().then(() => process.exit(130))
+  }
+  process.once("SIGINT", onSignal)
+  process.once("SIGTERM", onSignal)
+
+  const open = new Map<Mode, Array<{ p50: number; p90: number; p99: number }>>(MODES.map((m) => [m, []]))
+  const saturated = new Map<Mode, Array<number>>(MODES.map((m) => [m, []]))
+  const downloads = new Map<Mode, Array<number>>(MODES.map((m) => [m, []]))
+  const chats = new Map<Mode, Array<number>>(MODES.map((m) => [m, []]))
+  /** CPU microseconds per call (or message) by phase, mode and process. */
+  const cpu = new Map<string, Array<Record<Procs, number>>>()
+  try {
+    app = await spawnServer(import.meta.url, "grpc", sidecarOptions.cpuProfDir)
+    const credentials = await writeBenchCredentials(dir, ["echo", "client"])
+    const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--admin-control", `${HOST}:0`, "--drain-timeout", "2s"]
+    const b: Sidecar = await startSidecar("b-grpc", ["--service", "echo", "--app", `${HOST}:${app.port}`, "--app-protocol", "h2c", "--tls-credentials-dir", credentials.echo!, ...common], sidecarOptions, spawned)
+    const a: Sidecar = await startSidecar("a-grpc", ["--service", "client", "--endpoint", `echo=${b.inbound}`, "--tls-credentials-dir", credentials.client!, ...common], sidecarOptions, spawned)
+    log(`  meshed: A :${a.outbound.port} (pid ${a.pid}) -> B (pid ${b.pid}) -> app :${app.port} (pid ${app.process.pid})`)
+    const clientOf: Record<Mode, grpc.Client> = {
+      direct: new EchoClient(`${HOST}:${app.port}`, grpc.credentials.createInsecure()),
+      meshed: new EchoClient(`${HOST}:${a.outbound.port}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "echo" })
+    }
+    clients.push(clientOf.direct, clientOf.meshed)
+    const appPid = app.process.pid!
+    const readUsage = (mode: Mode): Usages => {
+      const self = process.cpuUsage()
+      return {
+        client: { ...usageOf(process.pid), cpu: (self.user + self.system) / 1e6 },
+        app: usageOf(appPid),
+        a: mode === "direct" ? NO_USAGE : usageOf(a.pid),
+        b: mode === "direct" ? NO_USAGE : usageOf(b.pid)
+      }
+    }
+    const noteCpu = (key: string, from: Usages, to: Usages, count: number) => {
+      const per = (p: Procs) => ((to[p].cpu - from[p].cpu) * 1e6) / count
+      cpu.set(key, [...(cpu.get(key) ?? []), { client: per("client"), app: per("app"), a: per("a"), b: per("b") }])
+    }
+    const failOn = (what: string, errors: number, firstError: string | undefined, sent: number) => {
+      if (errors > 0) log(`    ${what}: ${errors} failed calls (first: ${firstError})`)
+      if (errors > sent * 0.01) throw new Error(`${what}: ${errors} of ${sent} calls failed (first: ${firstError})`)
+    }
+    const orderOf = (r: number): ReadonlyArray<Mode> => (r % 2 === 0 ? MODES : [...MODES].reverse())
+
+    for (const mode of MODES) {
+      const primed = await closedLoopOf(unarySend(clientOf[mode], payload), 16, 0, quick ? 2000 : 3000)
+      log(`  primed ${mode}: ${primed.completed} calls`)
+      failOn(`priming ${mode}`, primed.errors, primed.firstError, primed.completed)
+      await download(clientOf[mode], Math.min(messages, 5000), messageBytes)
+    }
+
+    for (let r = 0; r < (phases.includes("open") ? rounds : 0); r++) {
+      for (const mode of orderOf(r)) {
+        const from = readUsage(mode)
+        const sample = await openLoopOf(unarySend(clientOf[mode], payload), rate, warmupMs, measureMs)
+        noteCpu(`open ${mode}`, from, readUsage(mode), sample.sent)
+        open.get(mode)!.push(sample)
+        log(`  round ${r + 1} unary open loop ${pad(mode, 6, true)} ${rate} calls/s: p50 ${ms(sample.p50)} p90 ${ms(sample.p90)} p99 ${ms(sample.p99)} max ${ms(sample.max)} ms`)
+        failOn(`open loop ${mode}`, sample.errors, sample.firstError, sample.sent)
+        await sleep(200)
+      }
+    }
+    for (let r = 0; r < (phases.includes("saturation") ? rounds : 0); r++) {
+      for (const mode of orderOf(r)) {
+        const from = readUsage(mode)
+        const sample = await closedLoopOf(unarySend(clientOf[mode], payload), inflight, Math.min(warmupMs, 1000), measureMs)
+        noteCpu(`saturation ${mode}`, from, readUsage(mode), sample.completed)
+        saturated.get(mode)!.push(sample.rps)
+        log(`  round ${r + 1} unary saturation ${pad(mode, 6, true)} ${inflight} in flight: ${Math.round(sample.rps)} calls/s, p50 ${ms(sample.p50)} p99 ${ms(sample.p99)} ms`)
+        failOn(`saturation ${mode}`, sample.errors, sample.firstError, sample.completed)
+        await sleep(200)
+      }
+    }
+    for (let r = 0; r < (phases.includes("streams") ? rounds : 0); r++) {
+      for (const mode of orderOf(r)) {
+        let from = readUsage(mode)
+        const down = await download(clientOf[mode], messages, messageBytes)
+        let to = readUsage(mode)
+        noteCpu(`download ${mode}`, from, to, messages)
+        downloads.get(mode)!.push(down.messages / down.seconds)
+        from = to
+        const both = await chat(clientOf[mode], messages, messageBytes)
+        to = readUsage(mode)
+        noteCpu(`chat ${mode}`, from, to, messages)
+        chats.get(mode)!.push(both.messages / both.seconds)
+        log(`  round ${r + 1} streams ${pad(mode, 6, true)}: download ${Math.round(down.messages / down.seconds)} msg/s, chat ${Math.round(both.messages / both.seconds)} msg/s each way`)
+        await sleep(200)
+      }
+    }
+  } finally {
+    await stopAll()
+    process.off("SIGINT", onSignal)
+    process.off("SIGTERM", onSignal)
+  }
+
+  const med = (values: ReadonlyArray<number>) => median(values)
+  const openOf = (mode: Mode) => ({ p50: med(open.get(mode)!.map((s) => s.p50)), p90: med(open.get(mode)!.map((s) => s.p90)), p99: med(open.get(mode)!.map((s) => s.p99)) })
+  const direct = openOf("direct")
+  const meshed = openOf("meshed")
+  const addedP50 = meshed.p50 - direct.p50
+  const addedP99 = meshed.p99 - direct.p99
+  const cpuOf = (key: string): Record<Procs, number> => {
+    const samples = cpu.get(key) ?? []
+    return { client: med(samples.map((s) => s.client)), app: med(samples.map((s) => s.app)), a: med(samples.map((s) => s.a)), b: med(samples.map((s) => s.b)) }
+  }
+  const lines = [
+    "",
+    `unary, open loop at ${rate} calls/s (ms)        p50      p90      p99`,
+    ...MODES.map((mode) => `  ${pad(mode, 40, true)} ${pad(ms(openOf(mode).p50), 8)} ${pad(ms(openOf(mode).p90), 8)} ${pad(ms(openOf(mode).p99), 8)}`),
+    `  ${pad("added by the mesh", 40, true)} ${pad(signed(addedP50), 8)} ${pad("", 8)} ${pad(signed(addedP99), 8)}   target added p99 <= 2 ms: ${addedP99 <= 2 ? "met" : "MISSED"}`,
+    "",
+    `                                  unary calls/s   download msg/s   chat msg/s (each way)`,
+    ...MODES.map((mode) =>
+      `  ${pad(mode, 30, true)} ${pad(us(med(saturated.get(mode)!)), 15)} ${pad(us(med(downloads.get(mode)!)), 16)} ${pad(us(med(chats.get(mode)!)), 22)}`
+    ),
+    "",
+    "CPU us per call (streams: per message)      client      app  sidecar A  sidecar B",
+    ...["open", "saturation", "download", "chat"].flatMap((phase) =>
+      MODES.map((mode) => {
+        const c = cpuOf(`${phase} ${mode}`)
+        return `  ${pad(`${phase} ${mode}`, 40, true)} ${pad(us(c.client), 8)} ${pad(us(c.app), 8)} ${pad(us(c.a), 10)} ${pad(us(c.b), 10)}`
+      })
+    ),
+    ""
+  ]
+  process.stdout.write(`${lines.join("\n")}\n`)
+  const cpuSummary = (key: string) => {
+    const c = cpuOf(key)
+    return { client: round(c.client, 1), app: round(c.app, 1), sidecarA: round(c.a, 1), sidecarB: round(c.b, 1) }
+  }
+  printSummary({
+    bench: "grpc",
+    rounds,
+    rate,
+    inflight,
+    messages,
+    messageBytes,
+    unary: {
+      direct: { p50: round(direct.p50, 3), p99: round(direct.p99, 3), callsPerSecond: Math.round(med(saturated.get("direct")!)) },
+      meshed: { p50: round(meshed.p50, 3), p99: round(meshed.p99, 3), callsPerSecond: Math.round(med(saturated.get("meshed")!)) },
+      addedP50: round(addedP50, 3),
+      addedP99: round(addedP99, 3),
+      targetAddedP99Met: addedP99 <= 2
+    },
+    streams: Object.fromEntries(MODES.map((mode) => [mode, { downloadPerSecond: Math.round(med(downloads.get(mode)!)), chatPerSecond: Math.round(med(chats.get(mode)!)) }])),
+    cpuMicros: Object.fromEntries(["open", "saturation", "download", "chat"].flatMap((phase) => MODES.map((mode) => [`${phase} ${mode}`, cpuSummary(`${phase} ${mode}`)])))
+  })
+}
+
+if (process.argv.includes("--serve")) await serveChild(startServer)
