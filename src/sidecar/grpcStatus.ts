@@ -3,10 +3,9 @@
 // written to a gRPC caller the way it understands one: a trailers-only answer (HTTP 200,
 // `grpc-status`, `grpc-message`) instead of an HTTP error body, the `x-iip-mesh-error` hop kept.
 // Pure apart from writing the answer, which never throws.
-import type { ServerResponse } from "node:http"
-import type { ServerHttp2Stream } from "node:http2"
 import { clampErrorMessage, safeErrorCode } from "../protocol/errorText.ts"
 import { MESH_ERROR_HEADER } from "./headerFilter.ts"
+import type { OutboundResponse } from "./outboundCall.ts"
 import type { ProxyError } from "./proxyError.ts"
 
 /** gRPC status codes the mesh answers with (grpc/doc/statuscodes.md). */
@@ -53,26 +52,21 @@ const grpcMessage = (text: string): string =>
  * Answers a gRPC caller with the failure as a trailers-only response. Unless the answer has
  * started (then the stream is reset, which the caller sees as a failed call). Never throws.
  */
-export const sendGrpcError = (res: ServerResponse, error: ProxyError): void => {
+export const sendGrpcError = (res: OutboundResponse, error: ProxyError): void => {
   if (res.headersSent || res.destroyed) {
     res.destroy()
     return
   }
-  const fields = {
-    "content-type": "application/grpc",
-    "grpc-status": String(grpcCodeOf(error)),
-    "grpc-message": grpcMessage(clampErrorMessage(error.message)),
-    [MESH_ERROR_HEADER]: `${error.hop}; reason=${safeErrorCode(error.reason)}`
-  }
   try {
-    // Trailers-only is one HEADERS frame that ends the stream: node's compatibility response would
-    // send the head and the end apart, which a gRPC client reads as an answer without a status.
-    const stream = (res as unknown as { readonly stream?: ServerHttp2Stream }).stream
-    if (stream !== undefined) stream.respond({ ":status": 200, ...fields }, { endStream: true })
-    else {
-      res.writeHead(200, fields)
-      res.end()
-    }
+    // A head and an end with nothing between: on HTTP/2 one HEADERS frame that ends the stream
+    // (outboundH2.ts), which is what a gRPC client reads as trailers-only.
+    res.writeHead(200, [
+      ["content-type", "application/grpc"],
+      ["grpc-status", String(grpcCodeOf(error))],
+      ["grpc-message", grpcMessage(clampErrorMessage(error.message))],
+      [MESH_ERROR_HEADER, `${error.hop}; reason=${safeErrorCode(error.reason)}`]
+    ])
+    res.end()
   } catch {
     res.destroy()
   }

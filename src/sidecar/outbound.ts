@@ -12,7 +12,6 @@
 // retry needs the service's retry budget and the body held whole; all tries share one deadline,
 // which the app may shorten with an `iip-timeout` header (ms). Every endpoint at its concurrency
 // limit sheds the request: 503 with retry-after.
-import type { IncomingMessage, ServerResponse } from "node:http"
 import type { IipClient } from "../iip/client.ts"
 import { queryValue } from "../balancer/pickers.ts"
 import { Cancellation } from "../mux/cancellation.ts"
@@ -23,6 +22,7 @@ import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
+import type { OutboundCall, OutboundRequest, OutboundResponse } from "./outboundCall.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { grpcTimeoutMs, isGrpc, sendGrpcError } from "./grpcStatus.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, trailersOf, withForwarded } from "./httpEnvelope.ts"
@@ -147,8 +147,8 @@ export interface OutboundOptions {
 }
 
 /** The balancer's view of a request: its hash key, the client's address, the URI. */
-export const pickContext = (req: IncomingMessage, uri: string, hashKey: string | undefined) => {
-  const clientIp = req.socket.remoteAddress ?? ""
+export const pickContext = (req: OutboundRequest, uri: string, hashKey: string | undefined) => {
+  const clientIp = req.remoteAddress
   if (hashKey === undefined) return { clientIp, uri }
   const key = hashKey === "client"
     ? clientIp
@@ -159,15 +159,15 @@ export const pickContext = (req: IncomingMessage, uri: string, hashKey: string |
 }
 
 /** The app's own deadline (the `iip-timeout` header, ms, or a gRPC call's `grpc-timeout`), if it is shorter than ours. */
-export const appTimeoutMs = (req: IncomingMessage, configured: number): number => {
+export const appTimeoutMs = (req: OutboundRequest, configured: number): number => {
   const header = req.headers[TIMEOUT_HEADER]
   const asked = typeof header === "string" && /^\d{1,9}$/.test(header) ? Number(header) : grpcTimeoutMs(req.headers["grpc-timeout"] as string | undefined) ?? 0
   return asked > 0 ? Math.min(asked, configured) : configured
 }
 
 /** Which service a request is for: the absolute URI's host, else the Host header; `.mesh` and the port dropped. */
-export const targetOf = (req: IncomingMessage): Target => {
-  const url = req.url ?? "/"
+export const targetOf = (req: OutboundRequest): Target => {
+  const url = req.url
   let authority = req.headers.host ?? ""
   let uri = url
   if (!url.startsWith("/")) {
@@ -190,34 +190,19 @@ const statusOf = (meta: MeshReply["meta"]): number | undefined => {
   return text !== undefined && /^[2-5]\d\d$/.test(text) ? Number(text) : undefined
 }
 
-/** An HTTP/2 request (outboundH2.ts) has a body unless its head ended the stream. */
-export const hasBody = (req: IncomingMessage): boolean =>
-  req.httpVersionMajor === 2
-    ? (req as unknown as { readonly stream: { readonly endAfterHeaders: boolean } }).stream.endAfterHeaders !== true
-    : req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0")
-
-/** Gathers a body of at most `limit` bytes (events, not an async iterator: this runs per request). */
-const readBody = (req: IncomingMessage, limit: number): Promise<Buffer> =>
-  new Promise((resolve, reject) => {
-    const parts: Array<Buffer> = []
-    let total = 0
-    req.on("data", (chunk: Buffer) => {
-      total += chunk.length
-      if (total > limit) {
-        req.destroy()
-        reject(new ProxyError({ status: 413, reason: "body_too_large", hop: "outbound", message: `a plain IIP service takes at most ${limit} bytes` }))
-      } else parts.push(chunk)
-    })
-    req.once("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)))
-    req.once("error", reject)
-  })
+/** Gathers a body of at most `limit` bytes; past it, the request is cut off and the answer is 413 (where it can still be given). */
+const readBody = async (req: OutboundRequest, limit: number): Promise<Buffer> => {
+  const body = await req.readBody(limit)
+  if (body === undefined) throw new ProxyError({ status: 413, reason: "body_too_large", hop: "outbound", message: `a plain IIP service takes at most ${limit} bytes` })
+  return body
+}
 
 /**
  * Writes a streamed body to the app, waiting for it to drain; stops when the app goes away. With a
  * declared `length` (-1 for none), a body that does not match it is cut off: the connection
  * closes rather than carry a byte past it. Returns the bytes written.
  */
-const pipeToResponse = async (res: ServerResponse, body: AsyncIterable<Uint8Array>, length: number): Promise<number> => {
+const pipeToResponse = async (res: OutboundResponse, body: AsyncIterable<Uint8Array>, length: number): Promise<number> => {
   let bytes = 0
   for await (const chunk of body) {
     if (res.destroyed) return bytes
@@ -226,17 +211,7 @@ const pipeToResponse = async (res: ServerResponse, body: AsyncIterable<Uint8Arra
       return bytes
     }
     bytes += chunk.length
-    if (!res.write(chunk)) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          res.off("drain", done)
-          res.off("close", done)
-          resolve()
-        }
-        res.on("drain", done)
-        res.on("close", done)
-      })
-    }
+    if (!res.write(chunk)) await res.drained()
   }
   if (length >= 0 && bytes !== length) res.destroy()
   else res.end()
@@ -258,8 +233,8 @@ const plainStatus = (data: Buffer): { readonly status: number; readonly error: P
  */
 class OutboundExchange {
   private readonly options: OutboundOptions
-  private readonly req: IncomingMessage
-  private readonly res: ServerResponse
+  private readonly req: OutboundRequest
+  private readonly res: OutboundResponse
   private readonly started = performance.now()
   private readonly method: string
   private readonly observation: OutboundObservation
@@ -276,11 +251,11 @@ class OutboundExchange {
   /** Ends a route's injected delay early (the app went away): clears its timer. */
   private releaseHold: (() => void) | undefined = undefined
 
-  constructor(options: OutboundOptions, req: IncomingMessage, res: ServerResponse) {
+  constructor(options: OutboundOptions, req: OutboundRequest, res: OutboundResponse) {
     this.options = options
     this.req = req
     this.res = res
-    this.method = req.method ?? "GET"
+    this.method = req.method
     this.observation = new OutboundObservation(options.telemetry, this.method, req.headers)
   }
 
@@ -288,10 +263,9 @@ class OutboundExchange {
     const { res, options } = this
     const count = options.inFlight
     if (count !== undefined) count.value++
-    // 'close' comes once: a plain listener, not once()'s wrapper.
-    res.on("close", () => {
+    res.onClose((finished) => {
       if (count !== undefined) count.value--
-      if (res.writableFinished) return
+      if (finished) return
       this.appGone = true
       this.tryControl?.abort()
       this.releaseHold?.()
@@ -307,7 +281,7 @@ class OutboundExchange {
     const service = target.service
     observation.begin(service, target.uri)
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
-    const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.socket.remoteAddress ?? "", target.authority)
+    const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.remoteAddress, target.authority)
     observation.propagate(headers)
     // Target selection: the subset a route or the sticky baggage member names (none: the whole
     // service), then the balancer's endpoint within it.
@@ -323,7 +297,7 @@ class OutboundExchange {
     }
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
-    const body = !hasBody(req) ? noBody : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : (req as AsyncIterable<Buffer>)
+    const body = !req.hasBody ? noBody : length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : req.body()
     const whole = body instanceof Uint8Array
     observation.requestBytes(whole ? body.length : Number.isFinite(length) ? length : 0)
     // A streamed body of known length declares it to a mesh peer (node's parser checked it); the far side holds the body to it.
@@ -466,18 +440,8 @@ class OutboundExchange {
     else if (declared !== undefined) headers.push(["content-length", declared])
     res.writeHead(status, headers)
     if (reply.stream !== undefined) return declared === undefined ? -1 : Number(declared)
-    // Trailers (gRPC's status) travel only with an answer held whole (PROTOCOL.md §17.5); node sends them on HTTP/2 (an HTTP/1.1 answer held whole has a length: none).
-    const trailers = trailersOf(reply.meta, this.options.onInvalidHeaders)
-    if (trailers !== undefined) {
-      // An object, as node's HTTP/2 response takes them; a repeated name keeps all its values.
-      const fields: Record<string, string | Array<string>> = {}
-      for (const [name, value] of trailers) {
-        const prior = fields[name]
-        fields[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value]
-      }
-      res.addTrailers(fields)
-    }
-    res.end(reply.data)
+    // Trailers (gRPC's status) travel only with an answer held whole (PROTOCOL.md §17.5), on HTTP/2 (an HTTP/1.1 answer held whole has a length: none).
+    res.end(reply.data, trailersOf(reply.meta, this.options.onInvalidHeaders))
     return -1
   }
 
@@ -500,7 +464,7 @@ class OutboundExchange {
     const { status, error } = plainStatus(data)
     this.endLease(lease, tryStarted, status < 500)
     if (error !== undefined) throw error
-    this.res.writeHead(status, { "content-length": data.length })
+    this.res.writeHead(status, [["content-length", String(data.length)]])
     this.res.end(data)
     this.observation.responseBytes(data.length)
     this.finish(status)
@@ -508,7 +472,7 @@ class OutboundExchange {
 
   /** The request ended (exactly once): its span and metrics, and the access log line when it is on. */
   private finish(status: number, error?: ProxyError): void {
-    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url ?? "", this.endpointName, this.method, status, this.started, this.attempts, error)
+    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url, this.endpointName, this.method, status, this.started, this.attempts, error)
   }
 
   /** Total: whatever the failure, the app gets an answer (or a cut connection), never a rejection. */
@@ -529,6 +493,6 @@ class OutboundExchange {
 
 const noBody = Buffer.alloc(0)
 
-export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingMessage, res: ServerResponse): void => {
-  new OutboundExchange(options, req, res).run()
+export const makeOutboundHandler = (options: OutboundOptions) => (call: OutboundCall): void => {
+  new OutboundExchange(options, call, call).run()
 }

@@ -5,13 +5,14 @@
 // typed error's code): it is reduced to token characters and clamped before it reaches a header,
 // a log line or a metric label, and writing the answer never throws.
 import * as Data from "effect/Data"
-import { STATUS_CODES, type ServerResponse } from "node:http"
+import { STATUS_CODES } from "node:http"
 import type * as net from "node:net"
 import { ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled, RemoteError } from "../mux/meshSession.ts"
 import { clampErrorMessage as clampMessage, safeErrorCode as safeReason } from "../protocol/errorText.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { MESH_ERROR_HEADER } from "./headerFilter.ts"
+import type { OutboundResponse } from "./outboundCall.ts"
 
 /** Which sidecar decided: the caller's (`outbound`), the callee's (`inbound`), or the callee app. */
 export type Hop = "outbound" | "inbound" | "app"
@@ -74,7 +75,7 @@ export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
 }
 
 /** Answers the app with the error, unless the response has already started (then it is cut off). Never throws. */
-export const sendProxyError = (res: ServerResponse, error: ProxyError): void => {
+export const sendProxyError = (res: OutboundResponse, error: ProxyError): void => {
   if (res.headersSent || res.destroyed) {
     res.destroy()
     return
@@ -82,12 +83,13 @@ export const sendProxyError = (res: ServerResponse, error: ProxyError): void => 
   const reason = safeReason(error.reason)
   const body = errorBody(error, reason)
   try {
-    res.writeHead(error.status, {
-      "content-type": "application/json",
-      "content-length": Buffer.byteLength(body),
-      [MESH_ERROR_HEADER]: `${error.hop}; reason=${reason}`,
-      ...(error.status === 503 ? { "retry-after": "1" } : {})
-    })
+    const headers: Array<[string, string]> = [
+      ["content-type", "application/json"],
+      ["content-length", String(Buffer.byteLength(body))],
+      [MESH_ERROR_HEADER, `${error.hop}; reason=${reason}`]
+    ]
+    if (error.status === 503) headers.push(["retry-after", "1"])
+    res.writeHead(error.status, headers)
     res.end(body)
   } catch {
     res.destroy()
@@ -97,7 +99,7 @@ export const sendProxyError = (res: ServerResponse, error: ProxyError): void => 
 const errorBody = (error: ProxyError, reason: string): string => JSON.stringify({ error: reason, message: clampMessage(error.message), hop: error.hop })
 
 /**
- * The same answer written on a raw socket (an upgrade request, whose socket node:http handed over),
+ * The same answer written on a raw socket (an upgrade request, whose socket the outbound listener handed over),
  * then the socket ends: nothing the caller sends after it is read as a request. Never throws.
  */
 export const writeProxyError = (socket: net.Socket, error: ProxyError): void => {
