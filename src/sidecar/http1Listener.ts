@@ -80,11 +80,6 @@ class Connection implements CallConnection {
     this.idleSince = now
     const parser = new HTTPParser()
     parser.initialize(HTTPParser.REQUEST, {}, listener.options.maxHeaderSize, HTTPParser.kLenientNone)
-    parser[HTTPParser.kOnMessageBegin] = () => {
-      this.inMessage = true
-      this.headersDone = false
-      this.messageStarted = performance.now()
-    }
     parser[HTTPParser.kOnHeaders] = (headers: Array<string>, url: string) => {
       for (const one of headers) this.pendingHeaders.push(one)
       this.pendingUrl += url
@@ -126,6 +121,14 @@ class Connection implements CallConnection {
     if (held?.upgrade === true) {
       held.upgradeHead = Buffer.concat([held.upgradeHead, data])
       return
+    }
+    // A message's time runs from the read that brings its first bytes (llhttp's message-begin
+    // callback would cost a call per request; a message begun at the end of a read that ended
+    // another is timed from the next read, or closed as idle).
+    if (!this.inMessage) {
+      this.inMessage = true
+      this.headersDone = false
+      this.messageStarted = performance.now()
     }
     const parsed = this.parser.execute(data)
     if (parsed instanceof Error) return this.parseFailed(parsed)
