@@ -258,11 +258,12 @@ class Connection implements CallConnection {
     else this.updateReading()
   }
 
-  /** The app ended its side: as with node:http, the connection ends (net closes it), an answer being given with it. */
+  /** The app ended its side: as node:http does, this side ends too (the connection closes, an answer being given with it). */
   private onEnd(): void {
     if (this.gone) return
     const result = this.parser.finish()
     if (result instanceof Error) this.parseFailed(result)
+    else this.socket.end()
   }
 
   private onClose(): void {
@@ -327,7 +328,8 @@ export class Http1Listener {
 
   constructor(options: Http1ListenerOptions) {
     this.options = options
-    this.server = net.createServer({ noDelay: true }, (socket) => {
+    // Half-open as node:http's server: an upgraded connection (outboundUpgrade.ts) may go on one way; HTTP/1.1 ends with the app's end (onEnd).
+    this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
       if (this.closing) return void socket.destroy()
       this.connections.add(new Connection(this, socket, performance.now()))
     })
