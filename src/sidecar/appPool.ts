@@ -11,10 +11,10 @@
 // socket is reused only after a whole exchange that both sides keep alive, and is closed while
 // idle 2 s before the app's announced keep-alive timeout (4 s without one), so a reused socket is
 // rarely one the app is closing. Bytes the app sends with no request waiting end the socket.
-import * as http from "node:http"
 import * as net from "node:net"
 import { isFieldValue, isToken } from "./headerFilter.ts"
 import { HTTPParser, type LlhttpParser } from "./llhttp.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 /** Until the app accepts the connection. */
 const CONNECT_TIMEOUT_MS = 10_000
@@ -134,7 +134,7 @@ class Connection {
   constructor(pool: AppPool, exchange: Exchange) {
     this.pool = pool
     this.parser = new HTTPParser()
-    this.parser.initialize(HTTPParser.RESPONSE, {}, http.maxHeaderSize, HTTPParser.kLenientNone)
+    this.parser.initialize(HTTPParser.RESPONSE, {}, nodeHttp.maxHeaderSize, HTTPParser.kLenientNone)
     this.parser[HTTPParser.kOnHeaders] = (headers: Array<string>) => {
       for (const one of headers) this.pendingHeaders.push(one)
     }

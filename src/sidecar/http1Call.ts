@@ -5,10 +5,11 @@
 // the body (a small body and its head in one write), the framing ours (the length given, else
 // the length of a body ended at once, else chunked, or for HTTP/1.0 to the close).
 import * as Data from "effect/Data"
-import { type IncomingHttpHeaders, STATUS_CODES } from "node:http"
+import type { IncomingHttpHeaders } from "node:http"
 import type * as net from "node:net"
 import { PausingByteQueue } from "./byteQueue.ts"
 import type { OutboundCall } from "./outboundCall.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 /** A body is held (or queued for its reader) up to about this much before the app is paused. */
 const BODY_HIGH_WATER = 64 * 1024
@@ -203,7 +204,7 @@ export class Http1Call implements OutboundCall {
   writeHead(status: number, headers: ReadonlyArray<readonly [string, string]>): void {
     if (this.headersSent) return
     this.headersSent = true
-    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\n`
+    let head = `HTTP/1.1 ${status} ${nodeHttp.STATUS_CODES[status] ?? "Unknown"}\r\n`
     let date = false
     for (const [name, value] of headers) {
       head += `${name}: ${value}\r\n`

@@ -8,7 +8,6 @@
 // `x-iip-mesh-error` answers, within the request's deadline; no retry (the caller's bytes are
 // already on their way). After it, a connection silent both ways for the upgrade idle timeout is
 // closed. Tracing and metrics see one request, from the head to the close.
-import { STATUS_CODES } from "node:http"
 import type * as net from "node:net"
 import { Cancellation } from "../mux/cancellation.ts"
 import { ConnectFailed } from "../mux/errors.ts"
@@ -22,6 +21,7 @@ import { appTimeoutMs, type OutboundOptions, pickContext, recordOutboundEnd, ref
 import type { OutboundRequest } from "./outboundCall.ts"
 import { ProxyError, proxyErrorOf, writeProxyError } from "./proxyError.ts"
 import { pipeToSocket, SocketSource } from "./upgradePipe.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 export interface OutboundUpgradeOptions extends OutboundOptions {
   /** An upgraded connection with no byte either way for this long is closed. */
@@ -30,7 +30,7 @@ export interface OutboundUpgradeOptions extends OutboundOptions {
 
 /** The head written back for a status other than 101: the socket closes after its body. */
 const closingHead = (status: number, headers: ReadonlyArray<readonly [string, string]>): string => {
-  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n`
+  let head = `HTTP/1.1 ${status} ${nodeHttp.STATUS_CODES[status] ?? ""}\r\n`
   for (const [name, value] of headers) head += `${name}: ${value}\r\n`
   return `${head}connection: close\r\n\r\n`
 }

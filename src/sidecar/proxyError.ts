@@ -5,7 +5,6 @@
 // typed error's code): it is reduced to token characters and clamped before it reaches a header,
 // a log line or a metric label, and writing the answer never throws.
 import * as Data from "effect/Data"
-import { STATUS_CODES } from "node:http"
 import type * as net from "node:net"
 import { ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled, RemoteError } from "../mux/meshSession.ts"
@@ -13,6 +12,7 @@ import { clampErrorMessage as clampMessage, safeErrorCode as safeReason } from "
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { MESH_ERROR_HEADER } from "./headerFilter.ts"
 import type { OutboundResponse } from "./outboundCall.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 /** Which sidecar decided: the caller's (`outbound`), the callee's (`inbound`), or the callee app. */
 export type Hop = "outbound" | "inbound" | "app"
@@ -107,7 +107,7 @@ export const writeProxyError = (socket: net.Socket, error: ProxyError): void => 
   const body = errorBody(error, reason)
   try {
     socket.end(
-      `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `HTTP/1.1 ${error.status} ${nodeHttp.STATUS_CODES[error.status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
         `${MESH_ERROR_HEADER}: ${error.hop}; reason=${reason}\r\n${error.status === 503 ? "retry-after: 1\r\n" : ""}connection: close\r\n\r\n${body}`
     )
   } catch {

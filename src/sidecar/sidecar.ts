@@ -6,7 +6,6 @@
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
-import * as http from "node:http"
 import * as net from "node:net"
 import * as Server from "../iip/server.ts"
 import { type Log, stderrLog } from "../iip/log.ts"
@@ -34,9 +33,10 @@ import { MeshTls, MtlsUnavailable, readCredentialsDir } from "./meshTls.ts"
 import type { SidecarTelemetry } from "./observe.ts"
 import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
 import { Http1Listener } from "./http1Listener.ts"
-import { makeH2c } from "./outboundH2.ts"
+import type { H2Listener } from "./outboundH2.ts"
 import { makeUpgradeHandler } from "./outboundUpgrade.ts"
 import { type RoutesFileInvalid, watchRoutesFile } from "./routesFile.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 export interface HostPort {
   readonly host: string
@@ -377,27 +377,33 @@ export const make = (
       const timeout = Math.max(1000, interval)
       yield* Effect.forkScoped(Effect.forever(Effect.sleep(interval).pipe(Effect.andThen(Effect.promise(() => registry.probeAll(timeout))))))
     }
-    // h2c prior knowledge (gRPC) on the same port: each stream one request (outboundH2.ts).
-    const h2c = makeH2c(handler, { idleTimeoutMs: OUTBOUND_KEEP_ALIVE_MS, maxStreams: config.h2MaxStreams })
+    // h2c prior knowledge (gRPC) on the same port: each stream one request (outboundH2.ts). node:http2
+    // costs about 4 MB of memory: it loads with the first HTTP/2 connection.
+    let h2c: H2Listener | undefined
+    let h2cLoading: Promise<H2Listener> | undefined
+    const acceptH2c = (socket: net.Socket): void => {
+      h2cLoading ??= import("./outboundH2.ts").then(({ makeH2c }) => (h2c = makeH2c(handler, { idleTimeoutMs: OUTBOUND_KEEP_ALIVE_MS, maxStreams: config.h2MaxStreams })))
+      h2cLoading.then((listener) => listener.accept(socket), () => socket.destroy())
+    }
     const outboundListener = new Http1Listener({
-      maxHeaderSize: http.maxHeaderSize,
+      maxHeaderSize: nodeHttp.maxHeaderSize,
       headersTimeoutMs: OUTBOUND_HEADERS_TIMEOUT_MS,
       requestTimeoutMs: OUTBOUND_REQUEST_TIMEOUT_MS,
       keepAliveTimeoutMs: OUTBOUND_KEEP_ALIVE_MS,
       onRequest: handler,
       // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
       onUpgrade: makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs }),
-      onH2c: h2c.accept
+      onH2c: acceptH2c
     })
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout.
         ready = false
         outboundListener.close()
-        h2c.close()
+        h2c?.close()
         for (let waited = 0; inFlight.value > 0 && waited < config.drainTimeoutMs; waited += 10) yield* Effect.sleep(10)
         outboundListener.destroyAll()
-        h2c.destroyAll()
+        h2c?.destroyAll()
       })
     )
     ready = true
