@@ -3,8 +3,9 @@
 // size, the bearer token sent when one is configured; a failure is an AdminCallFailed that says
 // which URL and why, never a throw.
 import * as Data from "effect/Data"
-import * as http from "node:http"
+import type * as http from "node:http"
 import * as https from "node:https"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 export class AdminCallFailed extends Data.TaggedError("AdminCallFailed")<{ readonly url: string; readonly message: string }> {}
 
@@ -14,7 +15,7 @@ export interface AdminCallOptions {
   readonly maxBytes: number
 }
 
-const requestOf = (url: URL) => (url.protocol === "https:" ? https.request : http.request)
+const requestOf = (url: URL) => (url.protocol === "https:" ? https.request : nodeHttp.request)
 
 const headersOf = (token: string | undefined): http.OutgoingHttpHeaders => (token === undefined ? {} : { authorization: `Bearer ${token}` })
 

@@ -28,7 +28,7 @@ import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { readFileSync } from "node:fs"
-import * as http from "node:http"
+import type * as http from "node:http"
 import type * as net from "node:net"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import { type Log, messageOf, stderrLog } from "../iip/log.ts"
@@ -40,6 +40,7 @@ import { edgeTraces, goldenOf, goldenSeries, tapStream } from "./observability.t
 import { decodeSegment, json, refuseConnect, totalHandler } from "./respond.ts"
 import { configView, dashboardData, meshView } from "./views.ts"
 import { WEIGHT_PATH, weightOverride } from "./weights.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 export { meshView } from "./views.ts"
 
@@ -223,7 +224,7 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
   }
   const log = options.log ?? stderrLog
   const server = (route: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>) => {
-    const created = http.createServer(totalHandler(route, log))
+    const created = nodeHttp.createServer(totalHandler(route, log))
     created.on("connect", refuseConnect)
     return created
   }

@@ -13,9 +13,9 @@
 import * as Data from "effect/Data"
 import { createHash, timingSafeEqual } from "node:crypto"
 import { readFileSync } from "node:fs"
-import * as http from "node:http"
 import * as https from "node:https"
 import { loggable } from "../iip/redact.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 export const refusalReasons = [
   "bad-request",
@@ -77,7 +77,7 @@ const accountPattern = /^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$/
 const postJson = (url: URL, body: string, headers: Record<string, string>, options: TokenReviewOptions) =>
   new Promise<{ status: number; json: unknown }>((resolve, reject) => {
     const maxBytes = options.maxResponseBytes ?? 64 * 1024
-    const request = (url.protocol === "https:" ? https : http).request(url, {
+    const request = (url.protocol === "https:" ? https : nodeHttp).request(url, {
       method: "POST",
       headers: { ...headers, "content-type": "application/json", accept: "application/json", "content-length": String(Buffer.byteLength(body)) },
       ...(url.protocol === "https:" && options.ca !== undefined ? { ca: options.ca } : {})

@@ -11,28 +11,10 @@
 // socket is reused only after a whole exchange that both sides keep alive, and is closed while
 // idle 2 s before the app's announced keep-alive timeout (4 s without one), so a reused socket is
 // rarely one the app is closing. Bytes the app sends with no request waiting end the socket.
-import { createRequire } from "node:module"
-import * as http from "node:http"
 import * as net from "node:net"
 import { isFieldValue, isToken } from "./headerFilter.ts"
-
-/** node's llhttp binding, as node:http itself loads it (the module is public, its typings are not). */
-interface LlhttpParser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void
-  execute(data: Buffer): number | Error
-  finish(): number | Error | undefined
-  [key: number]: unknown
-}
-interface LlhttpParserClass {
-  new (): LlhttpParser
-  readonly RESPONSE: number
-  readonly kLenientNone: number
-  readonly kOnHeaders: number
-  readonly kOnHeadersComplete: number
-  readonly kOnBody: number
-  readonly kOnMessageComplete: number
-}
-const { HTTPParser } = createRequire(import.meta.url)("_http_common") as { readonly HTTPParser: LlhttpParserClass }
+import { HTTPParser, type LlhttpParser } from "./llhttp.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 /** Until the app accepts the connection. */
 const CONNECT_TIMEOUT_MS = 10_000
@@ -153,7 +135,7 @@ class Connection {
   constructor(pool: AppPool, exchange: Exchange) {
     this.pool = pool
     this.parser = new HTTPParser()
-    this.parser.initialize(HTTPParser.RESPONSE, {}, http.maxHeaderSize, HTTPParser.kLenientNone)
+    this.parser.initialize(HTTPParser.RESPONSE, {}, nodeHttp.maxHeaderSize, HTTPParser.kLenientNone)
     this.parser[HTTPParser.kOnHeaders] = (headers: Array<string>) => {
       for (const one of headers) this.pendingHeaders.push(one)
     }

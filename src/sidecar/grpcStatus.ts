@@ -3,10 +3,9 @@
 // written to a gRPC caller the way it understands one: a trailers-only answer (HTTP 200,
 // `grpc-status`, `grpc-message`) instead of an HTTP error body, the `x-iip-mesh-error` hop kept.
 // Pure apart from writing the answer, which never throws.
-import type { ServerResponse } from "node:http"
-import type { ServerHttp2Stream } from "node:http2"
 import { clampErrorMessage, safeErrorCode } from "../protocol/errorText.ts"
 import { MESH_ERROR_HEADER } from "./headerFilter.ts"
+import type { OutboundResponse } from "./outboundCall.ts"
 import type { ProxyError } from "./proxyError.ts"
 
 /** gRPC status codes the mesh answers with (grpc/doc/statuscodes.md). */
@@ -77,31 +76,21 @@ const grpcMessage = (text: string): string =>
  * (a streamed answer broke off, its deadline passed), as the trailers that end it. Never throws.
  * Returns the status sent.
  */
-export const sendGrpcError = (res: ServerResponse, error: ProxyError): number => {
+export const sendGrpcError = (res: OutboundResponse, error: ProxyError): number => {
   const code = grpcCodeOf(error)
   if (res.destroyed || res.writableEnded) return code
-  const status = {
-    "grpc-status": String(code),
-    "grpc-message": grpcMessage(clampErrorMessage(error.message)),
-    [MESH_ERROR_HEADER]: `${error.hop}; reason=${safeErrorCode(error.reason)}`
-  }
-  if (res.headersSent) {
-    try {
-      res.addTrailers(status)
-      res.end()
-    } catch {
-      res.destroy()
-    }
-    return code
-  }
-  const fields = { "content-type": "application/grpc", ...status }
+  const status: Array<[string, string]> = [
+    ["grpc-status", String(code)],
+    ["grpc-message", grpcMessage(clampErrorMessage(error.message))],
+    [MESH_ERROR_HEADER, `${error.hop}; reason=${safeErrorCode(error.reason)}`]
+  ]
   try {
-    // Trailers-only is one HEADERS frame that ends the stream: node's compatibility response would
-    // send the head and the end apart, which a gRPC client reads as an answer without a status.
-    const stream = (res as unknown as { readonly stream?: ServerHttp2Stream }).stream
-    if (stream !== undefined) stream.respond({ ":status": 200, ...fields }, { endStream: true })
+    // Once the answer has started, the status is its trailers. Before: a head and an end with
+    // nothing between, on HTTP/2 one HEADERS frame that ends the stream (outboundH2.ts), which is
+    // what a gRPC client reads as trailers-only.
+    if (res.headersSent) res.end(undefined, status)
     else {
-      res.writeHead(200, fields)
+      res.writeHead(200, [["content-type", "application/grpc"], ...status])
       res.end()
     }
   } catch {

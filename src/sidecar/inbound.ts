@@ -26,7 +26,7 @@ import { type Failure, failure, type IncomingRequest } from "../iip/server.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
-import { AppH2Leg } from "./appH2.ts"
+import type { AppH2Leg } from "./appH2.ts"
 import { isGrpc } from "./grpcStatus.ts"
 import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
@@ -132,7 +132,10 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     onInvalidHeaders: options.onInvalidHeaders
   }
   const onInvalid = options.onInvalidHeaders
-  const h2Leg = options.appProtocol === "h2c" || options.appProtocol === "auto" ? new AppH2Leg(options.appHost, options.appPort, onInvalid) : undefined
+  // node:http2 costs about 4 MB of memory: it loads only for an app spoken to over h2c.
+  const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
+    ? import("./appH2.ts").then(({ AppH2Leg }) => new AppH2Leg(options.appHost, options.appPort, onInvalid))
+    : undefined
   const h2Only = options.appProtocol === "h2c"
   const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }
   const handle = (request: IncomingRequest): Promise<HandlerValue> =>
@@ -171,7 +174,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       if (h2Leg !== undefined && (h2Only || isGrpc(head.headers.find(([name]) => name === "content-type")?.[1]))) {
         if (stream === undefined) observation.requestBytes(0)
         const waitMs = deadline === 0 || oneway ? options.defaultTimeoutMs : timeLeft
-        return resolve(h2Leg.forward({ method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }, observation, request.context.cancel))
+        return resolve(h2Leg.then((h2) => h2.forward({ method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }, observation, request.context.cancel)))
       }
       // One flat list, as the pool takes it; the hop's own headers after the peer's filtered ones.
       const headers: Array<string> = []
@@ -199,7 +202,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0)
     })
   return { handle, close: async () => {
-    await h2Leg?.close()
+    await (await h2Leg)?.close()
     await pool.destroy()
   } }
 }

@@ -9,7 +9,7 @@
 // `deadline_exceeded`; a refused connection `app_unavailable` (not processed). After the 101, a
 // connection silent both ways for the upgrade idle timeout is closed; a cancel from the caller
 // closes it at once.
-import * as http from "node:http"
+import type * as http from "node:http"
 import type * as net from "node:net"
 import type { HandlerValue } from "../iip/dispatch.ts"
 import { failure, reply } from "../iip/server.ts"
@@ -21,6 +21,7 @@ import { HttpMeta, responseMeta } from "./httpEnvelope.ts"
 import type { InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 import { pipeToSocket, SocketSource } from "./upgradePipe.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 export interface AppUpgradeLeg {
   readonly appHost: string
@@ -61,7 +62,7 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
     }
     let outgoing: http.ClientRequest
     try {
-      outgoing = http.request({
+      outgoing = nodeHttp.request({
         host: leg.appHost,
         port: leg.appPort,
         method: app.method,

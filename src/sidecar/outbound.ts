@@ -12,7 +12,6 @@
 // retry needs the service's retry budget and the body held whole; all tries share one deadline,
 // which the app may shorten with an `iip-timeout` header (ms). Every endpoint at its concurrency
 // limit sheds the request: 503 with retry-after.
-import type { IncomingMessage, ServerResponse } from "node:http"
 import type { IipClient } from "../iip/client.ts"
 import { queryValue } from "../balancer/pickers.ts"
 import { Cancellation } from "../mux/cancellation.ts"
@@ -24,11 +23,10 @@ import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
+import type { OutboundCall, OutboundRequest, OutboundResponse } from "./outboundCall.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
-import { addAnswerTrailers } from "./answerTrailers.ts"
-import { h2Body } from "./outboundH2.ts"
 import { grpcTimeoutMs, isGrpc, sendGrpcError } from "./grpcStatus.ts"
-import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, withForwarded } from "./httpEnvelope.ts"
+import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, trailersOf, withForwarded } from "./httpEnvelope.ts"
 import { AppErrorCode, ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 import { sendMirror } from "./mirror.ts"
 import { limitOutbound } from "./rateLimits.ts"
@@ -152,8 +150,8 @@ export interface OutboundOptions {
 }
 
 /** The balancer's view of a request: its hash key, the client's address, the URI. */
-export const pickContext = (req: IncomingMessage, uri: string, hashKey: string | undefined) => {
-  const clientIp = req.socket.remoteAddress ?? ""
+export const pickContext = (req: OutboundRequest, uri: string, hashKey: string | undefined) => {
+  const clientIp = req.remoteAddress
   if (hashKey === undefined) return { clientIp, uri }
   const key = hashKey === "client"
     ? clientIp
@@ -164,15 +162,15 @@ export const pickContext = (req: IncomingMessage, uri: string, hashKey: string |
 }
 
 /** The app's own deadline (the `iip-timeout` header, ms, or a gRPC call's `grpc-timeout`), if it is shorter than ours. */
-export const appTimeoutMs = (req: IncomingMessage, configured: number): number => {
+export const appTimeoutMs = (req: OutboundRequest, configured: number): number => {
   const header = req.headers[TIMEOUT_HEADER]
   const asked = typeof header === "string" && /^\d{1,9}$/.test(header) ? Number(header) : grpcTimeoutMs(req.headers["grpc-timeout"] as string | undefined) ?? 0
   return asked > 0 ? Math.min(asked, configured) : configured
 }
 
 /** Which service a request is for: the absolute URI's host, else the Host header; `.mesh` and the port dropped. */
-export const targetOf = (req: IncomingMessage): Target => {
-  const url = req.url ?? "/"
+export const targetOf = (req: OutboundRequest): Target => {
+  const url = req.url
   let authority = req.headers.host ?? ""
   let uri = url
   if (!url.startsWith("/")) {
@@ -195,34 +193,19 @@ const statusOf = (meta: MeshReply["meta"]): number | undefined => {
   return text !== undefined && /^[2-5]\d\d$/.test(text) ? Number(text) : undefined
 }
 
-/** An HTTP/2 request (outboundH2.ts) has a body unless its head ended the stream. */
-export const hasBody = (req: IncomingMessage): boolean =>
-  req.httpVersionMajor === 2
-    ? (req as unknown as { readonly stream: { readonly endAfterHeaders: boolean } }).stream.endAfterHeaders !== true
-    : req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] !== undefined && req.headers["content-length"] !== "0")
-
-/** Gathers a body of at most `limit` bytes (events, not an async iterator: this runs per request). */
-const readBody = (req: IncomingMessage, limit: number): Promise<Buffer> =>
-  new Promise((resolve, reject) => {
-    const parts: Array<Buffer> = []
-    let total = 0
-    req.on("data", (chunk: Buffer) => {
-      total += chunk.length
-      if (total > limit) {
-        req.destroy()
-        reject(new ProxyError({ status: 413, reason: "body_too_large", hop: "outbound", message: `a plain IIP service takes at most ${limit} bytes` }))
-      } else parts.push(chunk)
-    })
-    req.once("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)))
-    req.once("error", reject)
-  })
+/** Gathers a body of at most `limit` bytes; past it, the request is cut off and the answer is 413 (where it can still be given). */
+const readBody = async (req: OutboundRequest, limit: number): Promise<Buffer> => {
+  const body = await req.readBody(limit)
+  if (body === undefined) throw new ProxyError({ status: 413, reason: "body_too_large", hop: "outbound", message: `a plain IIP service takes at most ${limit} bytes` })
+  return body
+}
 
 /**
  * Writes a streamed body to the app, waiting for it to drain; stops when the app goes away. With a
  * declared `length` (-1 for none), a body that does not match it is cut off: the connection
  * closes rather than carry a byte past it. The stream's trailers go after the body. Returns the bytes written.
  */
-const pipeToResponse = async (res: ServerResponse, body: IncomingStream, length: number, onInvalid: OnInvalidHeader | undefined): Promise<number> => {
+const pipeToResponse = async (res: OutboundResponse, body: IncomingStream, length: number, onInvalid: OnInvalidHeader | undefined): Promise<number> => {
   let bytes = 0
   for await (const chunk of body) {
     if (res.destroyed) return bytes
@@ -231,23 +214,10 @@ const pipeToResponse = async (res: ServerResponse, body: IncomingStream, length:
       return bytes
     }
     bytes += chunk.length
-    if (!res.write(chunk)) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          res.off("drain", done)
-          res.off("close", done)
-          resolve()
-        }
-        res.on("drain", done)
-        res.on("close", done)
-      })
-    }
+    if (!res.write(chunk)) await res.drained()
   }
   if (length >= 0 && bytes !== length) res.destroy()
-  else {
-    addAnswerTrailers(res, body.trailers, onInvalid)
-    res.end()
-  }
+  else res.end(undefined, body.trailers === undefined ? undefined : trailersOf(body.trailers, onInvalid))
   return bytes
 }
 
@@ -266,8 +236,8 @@ const plainStatus = (data: Buffer): { readonly status: number; readonly error: P
  */
 class OutboundExchange {
   private readonly options: OutboundOptions
-  private readonly req: IncomingMessage
-  private readonly res: ServerResponse
+  private readonly req: OutboundRequest
+  private readonly res: OutboundResponse
   private readonly started = performance.now()
   private readonly method: string
   private readonly observation: OutboundObservation
@@ -286,11 +256,11 @@ class OutboundExchange {
   /** The counters of the route that chose the request's subset, if one did (routeCounters.ts). */
   private routeCounters: RouteCounters | undefined = undefined
 
-  constructor(options: OutboundOptions, req: IncomingMessage, res: ServerResponse) {
+  constructor(options: OutboundOptions, req: OutboundRequest, res: OutboundResponse) {
     this.options = options
     this.req = req
     this.res = res
-    this.method = req.method ?? "GET"
+    this.method = req.method
     this.observation = new OutboundObservation(options.telemetry, this.method, req.headers)
   }
 
@@ -298,12 +268,9 @@ class OutboundExchange {
     const { res, options } = this
     const count = options.inFlight
     if (count !== undefined) count.value++
-    // 'close' comes once: a plain listener, not once()'s wrapper.
-    res.on("close", () => {
+    res.onClose((finished) => {
       if (count !== undefined) count.value--
-      // The answer was written whole; else the app went away (an HTTP/2 stream reset by the client
-      // counts its writing side finished, so `writableFinished` would not tell).
-      if (res.writableEnded) return
+      if (finished) return
       this.appGone = true
       this.tryControl?.abort()
       this.releaseHold?.()
@@ -319,7 +286,7 @@ class OutboundExchange {
     let service = target.service
     observation.begin(service, target.uri)
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
-    const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.socket.remoteAddress ?? "", target.authority)
+    const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.remoteAddress, target.authority)
     observation.propagate(headers)
     // Target selection: the subset a route or the sticky baggage member names (none: the whole
     // service), then the balancer's endpoint within it.
@@ -327,7 +294,7 @@ class OutboundExchange {
     const choice = chooseSubset(routes, registry, service, method, target.uri, req.headers)
     this.routeCounters = choice?.counters
     // Over a rate limit of the target (or of the route that matched): 429 before anything else (rateLimits.ts).
-    const limited = routes.limits === undefined ? undefined : limitOutbound(routes.limits, options.telemetry.metrics, service, choice?.route, req.headers, req.socket.remoteAddress ?? "")
+    const limited = routes.limits === undefined ? undefined : limitOutbound(routes.limits, options.telemetry.metrics, service, choice?.route, req.headers, req.remoteAddress)
     if (limited !== undefined) throw limited
     let subset: string | undefined
     // The matched route's actions (routeActions.ts): its header modifiers, faults, timeout and retries.
@@ -342,13 +309,13 @@ class OutboundExchange {
     }
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
-    const body = !hasBody(req)
+    const body = !req.hasBody
       ? noBody
       : length <= WHOLE_BODY_LIMIT
       ? await readBody(req, WHOLE_BODY_LIMIT)
-      : req.httpVersionMajor === 2
-      ? await h2Body(req, WHOLE_BODY_LIMIT)
-      : (req as AsyncIterable<Buffer>)
+      : req.heldBody !== undefined
+      ? await req.heldBody(WHOLE_BODY_LIMIT)
+      : req.body()
     const whole = body instanceof Uint8Array
     observation.requestBytes(whole ? body.length : Number.isFinite(length) ? length : 0)
     // A streamed body of known length declares it to a mesh peer (node's parser checked it); the far side holds the body to it.
@@ -494,8 +461,7 @@ class OutboundExchange {
     res.writeHead(status, headers)
     if (reply.stream !== undefined) return declared === undefined ? -1 : Number(declared)
     // An answer held whole carries its trailers (gRPC's status) in its metadata (PROTOCOL.md §17.5).
-    addAnswerTrailers(res, reply.meta, this.options.onInvalidHeaders)
-    res.end(reply.data)
+    res.end(reply.data, trailersOf(reply.meta, this.options.onInvalidHeaders))
     return -1
   }
 
@@ -518,7 +484,7 @@ class OutboundExchange {
     const { status, error } = plainStatus(data)
     this.endLease(lease, tryStarted, status < 500)
     if (error !== undefined) throw error
-    this.res.writeHead(status, { "content-length": data.length })
+    this.res.writeHead(status, [["content-length", String(data.length)]])
     this.res.end(data)
     this.observation.responseBytes(data.length)
     this.finish(status)
@@ -527,7 +493,7 @@ class OutboundExchange {
   /** The request ended (exactly once): its span and metrics, and the access log line when it is on. */
   private finish(status: number, error?: ProxyError): void {
     this.routeCounters?.finished(status, error !== undefined)
-    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url ?? "", this.endpointName, this.method, status, this.started, this.attempts, error)
+    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url, this.endpointName, this.method, status, this.started, this.attempts, error)
   }
 
   /** Total: whatever the failure, the app gets an answer (or a cut connection), never a rejection. */
@@ -548,6 +514,6 @@ class OutboundExchange {
 
 const noBody = Buffer.alloc(0)
 
-export const makeOutboundHandler = (options: OutboundOptions) => (req: IncomingMessage, res: ServerResponse): void => {
-  new OutboundExchange(options, req, res).run()
+export const makeOutboundHandler = (options: OutboundOptions) => (call: OutboundCall): void => {
+  new OutboundExchange(options, call, call).run()
 }

@@ -1,16 +1,13 @@
 // The outbound listener's second protocol: cleartext HTTP/2 with prior knowledge (what gRPC
-// clients send) on the same port as HTTP/1.1. Each new connection is told apart by its first
-// bytes: the HTTP/2 connection preface goes to a node:http2 server, anything else to the
-// node:http server exactly as before (its parser, limits and upgrade handling untouched; the
-// only cost is one read and unshift per connection). Each HTTP/2 stream is one request for
-// outbound.ts, so the calls of one gRPC channel are balanced one by one, not pinned to an endpoint.
-// A request body that ends within the turn of the event loop its head came in (a unary call's) is
-// held whole: it travels as one mesh message and may be retried; any other streams.
-import type * as http from "node:http"
+// clients send) on the same port as HTTP/1.1. The listener (http1Listener.ts) tells a new
+// connection apart by its first bytes and hands one that opens with the HTTP/2 preface to a
+// node:http2 server here. Each HTTP/2 stream is one request for outbound.ts (an H2Call over node's
+// compatibility objects), so the calls of one gRPC channel are balanced one by one, not pinned to
+// an endpoint. A request body that ends within the turn of the event loop its head came in (a
+// unary call's) is held whole: it travels as one mesh message and may be retried; any other streams.
 import * as http2 from "node:http2"
 import type * as net from "node:net"
-
-const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
+import type { OutboundCall } from "./outboundCall.ts"
 
 /**
  * node's HTTP/2 request as outbound.ts reads an HTTP/1.1 one: `rawHeaders` without the
@@ -26,43 +23,169 @@ class MeshH2Request extends http2.Http2ServerRequest {
   }
 }
 
-/**
- * An HTTP/2 request's body (it declares no length): whole when it ends, at most `limit` bytes,
- * before the event loop's next turn; otherwise what came so far and then the rest, as a stream.
- */
-export const h2Body = (req: http.IncomingMessage, limit: number): Promise<Buffer | AsyncIterable<Buffer>> =>
-  new Promise((resolve) => {
-    const parts: Array<Buffer> = []
-    let bytes = 0
-    let settled = false
-    // Paused mode (read, not 'data'), so that what came so far can be put back for the stream to read.
-    const streamOn = () => {
-      if (settled) return
-      settled = true
-      req.off("readable", onReadable)
-      req.off("end", onEnd)
-      if (bytes > 0) req.unshift(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
-      resolve(req as AsyncIterable<Buffer>)
-    }
-    const onReadable = () => {
-      for (let chunk = req.read() as Buffer | null; chunk !== null; chunk = req.read() as Buffer | null) {
-        parts.push(chunk)
-        bytes += chunk.length
-        if (bytes > limit) return streamOn()
+/** Pairs as node's HTTP/2 API takes them: an object, a repeated name with all its values. */
+const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string>> => {
+  const fields: Record<string, string | Array<string>> = {}
+  for (const [name, value] of pairs) {
+    const prior = fields[name]
+    fields[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value]
+  }
+  return fields
+}
+
+/** One HTTP/2 stream as outbound.ts reads and answers a request (outboundCall.ts). */
+class H2Call implements OutboundCall {
+  readonly httpVersionMajor = 2
+  headersSent = false
+  private readonly req: http2.Http2ServerRequest
+  private readonly res: http2.Http2ServerResponse
+  private status = 200
+  private head: ReadonlyArray<readonly [string, string]> = []
+  private headWritten = false
+
+  constructor(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) {
+    this.req = req
+    this.res = res
+  }
+
+  get method(): string {
+    return this.req.method
+  }
+  get url(): string {
+    return this.req.url
+  }
+  get headers(): http2.IncomingHttpHeaders {
+    return this.req.headers
+  }
+  get rawHeaders(): ReadonlyArray<string> {
+    return this.req.rawHeaders
+  }
+  get remoteAddress(): string {
+    return this.req.socket.remoteAddress ?? ""
+  }
+  /** A body follows unless the head ended the stream. */
+  get hasBody(): boolean {
+    return !this.req.stream.endAfterHeaders
+  }
+  get writableEnded(): boolean {
+    return this.res.writableEnded
+  }
+  get destroyed(): boolean {
+    return this.res.destroyed
+  }
+
+  body(): AsyncIterable<Buffer> {
+    return this.req
+  }
+
+  readBody(limit: number): Promise<Buffer | undefined> {
+    return new Promise((resolve, reject) => {
+      const parts: Array<Buffer> = []
+      let total = 0
+      this.req.on("data", (chunk: Buffer) => {
+        total += chunk.length
+        if (total > limit) {
+          this.req.destroy()
+          resolve(undefined)
+        } else parts.push(chunk)
+      })
+      this.req.once("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)))
+      this.req.once("error", reject)
+    })
+  }
+
+  heldBody(limit: number): Promise<Buffer | AsyncIterable<Buffer>> {
+    const req = this.req
+    return new Promise((resolve) => {
+      const parts: Array<Buffer> = []
+      let bytes = 0
+      let settled = false
+      // Paused mode (read, not 'data'), so that what came so far can be put back for the stream to read.
+      const streamOn = () => {
+        if (settled) return
+        settled = true
+        req.off("readable", onReadable)
+        req.off("end", onEnd)
+        if (bytes > 0) req.unshift(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
+        resolve(req)
       }
+      const onReadable = () => {
+        for (let chunk = req.read() as Buffer | null; chunk !== null; chunk = req.read() as Buffer | null) {
+          parts.push(chunk)
+          bytes += chunk.length
+          if (bytes > limit) return streamOn()
+        }
+      }
+      const onEnd = () => {
+        if (settled) return
+        settled = true
+        req.off("readable", onReadable)
+        resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
+      }
+      req.on("readable", onReadable)
+      req.on("end", onEnd)
+      setImmediate(streamOn)
+    })
+  }
+
+  onClose(listener: (finished: boolean) => void): void {
+    // Finished when the answer was ended: node counts a stream the client reset as writableFinished,
+    // so that would not tell a cancelled call from an answered one.
+    this.res.on("close", () => listener(this.res.writableEnded))
+  }
+
+  writeHead(status: number, headers: ReadonlyArray<readonly [string, string]>): void {
+    this.status = status
+    this.head = headers
+    this.headersSent = true
+  }
+
+  private sendHead(): void {
+    if (this.headWritten) return
+    this.headWritten = true
+    this.res.writeHead(this.status, fieldsOf(this.head))
+  }
+
+  write(chunk: Uint8Array): boolean {
+    this.sendHead()
+    return this.res.write(chunk)
+  }
+
+  drained(): Promise<void> {
+    const res = this.res
+    return new Promise((resolve) => {
+      const done = () => {
+        res.off("drain", done)
+        res.off("close", done)
+        resolve()
+      }
+      res.on("drain", done)
+      res.on("close", done)
+    })
+  }
+
+  end(data?: Uint8Array | string, trailers?: ReadonlyArray<readonly [string, string]>): void {
+    if (!this.headWritten && (data === undefined || data.length === 0) && trailers === undefined) {
+      // Head and end in one HEADERS frame (a gRPC trailers-only answer): the compatibility
+      // response would send them apart, which a gRPC client reads as an answer without a status.
+      this.headWritten = true
+      this.req.stream.respond({ ":status": this.status, ...fieldsOf(this.head) }, { endStream: true })
+      return
     }
-    const onEnd = () => {
-      if (settled) return
-      settled = true
-      req.off("readable", onReadable)
-      resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
-    }
-    req.on("readable", onReadable)
-    req.on("end", onEnd)
-    setImmediate(streamOn)
-  })
+    this.sendHead()
+    if (trailers !== undefined) this.res.addTrailers(fieldsOf(trailers))
+    if (data === undefined) this.res.end()
+    else this.res.end(data)
+  }
+
+  destroy(): void {
+    this.res.destroy()
+  }
+}
 
 export interface H2Listener {
+  /** A connection that opened with the preface (unread: the preface is still to be read). */
+  readonly accept: (socket: net.Socket) => void
   /** Sessions open now (for the drain). */
   readonly sessions: ReadonlySet<http2.ServerHttp2Session>
   /** Asks every session to finish its streams and take no new ones (GOAWAY). */
@@ -71,16 +194,15 @@ export interface H2Listener {
   readonly destroyAll: () => void
 }
 
-/**
- * Puts the preface check in front of `server`'s own connection handling; HTTP/2 connections go to
- * `handler` (the same as HTTP/1.1 requests'). A connection that sends nothing within the idle timeout is closed.
- */
-export const acceptH2c = (
-  server: http.Server,
-  handler: (req: http.IncomingMessage, res: http.ServerResponse) => void,
+/** HTTP/2 connections handed over by the outbound listener (`accept`); each stream goes to `handler`, as HTTP/1.1 requests do. */
+export const makeH2c = (
+  handler: (call: OutboundCall) => void,
   options: { readonly idleTimeoutMs: number; readonly maxStreams: number }
 ): H2Listener => {
-  const h2 = http2.createServer({ Http2ServerRequest: MeshH2Request as typeof http2.Http2ServerRequest, settings: { maxConcurrentStreams: options.maxStreams } }, handler as never)
+  const h2 = http2.createServer(
+    { Http2ServerRequest: MeshH2Request as typeof http2.Http2ServerRequest, settings: { maxConcurrentStreams: options.maxStreams } },
+    (req, res) => handler(new H2Call(req, res))
+  )
   const sessions = new Set<http2.ServerHttp2Session>()
   h2.on("session", (session: http2.ServerHttp2Session) => {
     // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive connection.
@@ -90,29 +212,8 @@ export const acceptH2c = (
     // A broken session is its streams' failure; nothing to do beyond it.
     session.on("error", () => {})
   })
-  const http1 = server.listeners("connection") as Array<(socket: net.Socket) => void>
-  server.removeAllListeners("connection")
-  server.on("connection", (socket: net.Socket) => {
-    socket.setTimeout(options.idleTimeoutMs, () => socket.destroy())
-    let seen: Buffer | undefined
-    const peek = () => {
-      const chunk = socket.read() as Buffer | null
-      if (chunk === null) return
-      seen = seen === undefined ? chunk : Buffer.concat([seen, chunk])
-      const compared = Math.min(seen.length, PREFACE.length)
-      const h2Preface = seen.subarray(0, compared).equals(PREFACE.subarray(0, compared))
-      // A prefix of the preface: wait for the rest (bounded by the preface's 24 bytes).
-      if (h2Preface && compared < PREFACE.length) return
-      socket.off("readable", peek)
-      socket.setTimeout(0)
-      socket.unshift(seen)
-      if (h2Preface) h2.emit("connection", socket)
-      else for (const listener of http1) listener.call(server, socket)
-    }
-    socket.on("readable", peek)
-    socket.on("error", () => {})
-  })
   return {
+    accept: (socket) => void h2.emit("connection", socket),
     sessions,
     close: () => {
       for (const session of sessions) session.close()

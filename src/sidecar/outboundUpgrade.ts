@@ -1,5 +1,5 @@
 // Outbound upgrades (WebSocket and other HTTP/1.1 `Upgrade` requests, PROTOCOL.md §17.4): the app's
-// upgrade request, which node:http hands over with its socket ('upgrade' event), becomes one mesh
+// upgrade request, which the outbound listener hands over with its socket (http1Listener.ts), becomes one mesh
 // stream to an endpoint the balancer picks once: the request head in metadata (the protocols
 // apart, under `http-upgrade`), the caller's bytes as the streamed body, the far app's answer
 // streaming back. A 101 is written to the app and bytes flow both ways until either side closes;
@@ -8,7 +8,6 @@
 // `x-iip-mesh-error` answers, within the request's deadline; no retry (the caller's bytes are
 // already on their way). After it, a connection silent both ways for the upgrade idle timeout is
 // closed. Tracing and metrics see one request, from the head to the close.
-import { type IncomingMessage, STATUS_CODES } from "node:http"
 import type * as net from "node:net"
 import { Cancellation } from "../mux/cancellation.ts"
 import { ConnectFailed } from "../mux/errors.ts"
@@ -18,9 +17,11 @@ import type { EndpointLease } from "./endpoints.ts"
 import { endToEndHeaders, upgradeProtocols } from "./headerFilter.ts"
 import { headersOf, HttpMeta, requestMeta, withForwarded } from "./httpEnvelope.ts"
 import { OutboundObservation } from "./observe.ts"
-import { appTimeoutMs, hasBody, type OutboundOptions, pickContext, recordOutboundEnd, refusedOrDraining, type Target, targetOf } from "./outbound.ts"
+import { appTimeoutMs, type OutboundOptions, pickContext, recordOutboundEnd, refusedOrDraining, type Target, targetOf } from "./outbound.ts"
+import type { OutboundRequest } from "./outboundCall.ts"
 import { ProxyError, proxyErrorOf, writeProxyError } from "./proxyError.ts"
 import { pipeToSocket, SocketSource } from "./upgradePipe.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 export interface OutboundUpgradeOptions extends OutboundOptions {
   /** An upgraded connection with no byte either way for this long is closed. */
@@ -29,7 +30,7 @@ export interface OutboundUpgradeOptions extends OutboundOptions {
 
 /** The head written back for a status other than 101: the socket closes after its body. */
 const closingHead = (status: number, headers: ReadonlyArray<readonly [string, string]>): string => {
-  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\n`
+  let head = `HTTP/1.1 ${status} ${nodeHttp.STATUS_CODES[status] ?? ""}\r\n`
   for (const [name, value] of headers) head += `${name}: ${value}\r\n`
   return `${head}connection: close\r\n\r\n`
 }
@@ -37,7 +38,7 @@ const closingHead = (status: number, headers: ReadonlyArray<readonly [string, st
 /** One upgrade request, from its head to the close of the upgraded connection. */
 class OutboundUpgrade {
   private readonly options: OutboundUpgradeOptions
-  private readonly req: IncomingMessage
+  private readonly req: OutboundRequest
   private readonly socket: net.Socket
   private readonly source: SocketSource
   private readonly observation: OutboundObservation
@@ -51,11 +52,11 @@ class OutboundUpgrade {
   private counted = false
   private finished = false
 
-  constructor(options: OutboundUpgradeOptions, req: IncomingMessage, socket: net.Socket, head: Buffer) {
+  constructor(options: OutboundUpgradeOptions, req: OutboundRequest, socket: net.Socket, head: Buffer) {
     this.options = options
     this.req = req
     this.socket = socket
-    this.method = req.method ?? "GET"
+    this.method = req.method
     this.observation = new OutboundObservation(options.telemetry, this.method, req.headers)
     this.source = new SocketSource(socket, head)
   }
@@ -85,8 +86,8 @@ class OutboundUpgrade {
     const protocols = upgradeProtocols(req.headers.upgrade)
     if (protocols === undefined) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "the Upgrade header is not a list of protocol tokens" })
     // The caller's bytes after the head are the upgraded connection's: a body declared as well would be read two ways.
-    if (hasBody(req)) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "an upgrade request carries no body" })
-    const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.socket.remoteAddress ?? "", target.authority)
+    if (req.hasBody) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "an upgrade request carries no body" })
+    const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.remoteAddress, target.authority)
     observation.propagate(headers)
     const meta = requestMeta(this.method, target.authority, headers).set(HttpMeta.upgrade, protocols)
     const { registry } = options
@@ -168,7 +169,7 @@ class OutboundUpgrade {
   private finish(status: number, error?: ProxyError): void {
     if (this.finished) return
     this.finished = true
-    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url ?? "", this.endpointName, this.method, status, this.started, this.attempts, error)
+    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url, this.endpointName, this.method, status, this.started, this.attempts, error)
   }
 
   /** Total: before the answer's head, the caller gets an error answer; after it, a cut connection. */
@@ -185,7 +186,7 @@ class OutboundUpgrade {
   }
 }
 
-/** The outbound listener's 'upgrade' listener. */
-export const makeUpgradeHandler = (options: OutboundUpgradeOptions) => (req: IncomingMessage, socket: net.Socket, head: Buffer): void => {
+/** What the outbound listener does with an upgrade request and its socket. */
+export const makeUpgradeHandler = (options: OutboundUpgradeOptions) => (req: OutboundRequest, socket: net.Socket, head: Buffer): void => {
   new OutboundUpgrade(options, req, socket, head).run()
 }

@@ -5,13 +5,14 @@
 // typed error's code): it is reduced to token characters and clamped before it reaches a header,
 // a log line or a metric label, and writing the answer never throws.
 import * as Data from "effect/Data"
-import { STATUS_CODES, type ServerResponse } from "node:http"
 import type * as net from "node:net"
 import { ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled, RemoteError } from "../mux/meshSession.ts"
 import { clampErrorMessage as clampMessage, safeErrorCode as safeReason } from "../protocol/errorText.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { MESH_ERROR_HEADER } from "./headerFilter.ts"
+import type { OutboundResponse } from "./outboundCall.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 /** Which sidecar decided: the caller's (`outbound`), the callee's (`inbound`), or the callee app. */
 export type Hop = "outbound" | "inbound" | "app"
@@ -85,7 +86,7 @@ export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
 }
 
 /** Answers the app with the error, unless the response has already started (then it is cut off). Never throws. */
-export const sendProxyError = (res: ServerResponse, error: ProxyError): void => {
+export const sendProxyError = (res: OutboundResponse, error: ProxyError): void => {
   if (res.headersSent || res.destroyed) {
     res.destroy()
     return
@@ -93,12 +94,14 @@ export const sendProxyError = (res: ServerResponse, error: ProxyError): void => 
   const reason = safeReason(error.reason)
   const body = errorBody(error, reason)
   try {
-    res.writeHead(error.status, {
-      "content-type": "application/json",
-      "content-length": Buffer.byteLength(body),
-      [MESH_ERROR_HEADER]: `${error.hop}; reason=${reason}`,
-      ...retryAfterOf(error)
-    })
+    const headers: Array<[string, string]> = [
+      ["content-type", "application/json"],
+      ["content-length", String(Buffer.byteLength(body))],
+      [MESH_ERROR_HEADER, `${error.hop}; reason=${reason}`]
+    ]
+    const retryAfter = retryAfterOf(error)
+    if (retryAfter !== undefined) headers.push(["retry-after", retryAfter])
+    res.writeHead(error.status, headers)
     res.end(body)
   } catch {
     res.destroy()
@@ -106,13 +109,19 @@ export const sendProxyError = (res: ServerResponse, error: ProxyError): void => 
 }
 
 /** 503 (shed, no endpoint) and 429 (rate limited) say when to come back. */
-const retryAfterOf = (error: ProxyError): { readonly "retry-after"?: string } =>
-  error.status === 503 ? { "retry-after": "1" } : error.status === 429 ? { "retry-after": String(error.retryAfterSeconds ?? 1) } : {}
+/** The seconds a 503 (1) or a 429 (its bucket's refill) asks the caller to wait; none for other failures. */
+const retryAfterOf = (error: ProxyError): string | undefined =>
+  error.status === 503 ? "1" : error.status === 429 ? String(error.retryAfterSeconds ?? 1) : undefined
+
+const retryAfterLine = (error: ProxyError): string => {
+  const seconds = retryAfterOf(error)
+  return seconds === undefined ? "" : `retry-after: ${seconds}\r\n`
+}
 
 const errorBody = (error: ProxyError, reason: string): string => JSON.stringify({ error: reason, message: clampMessage(error.message), hop: error.hop })
 
 /**
- * The same answer written on a raw socket (an upgrade request, whose socket node:http handed over),
+ * The same answer written on a raw socket (an upgrade request, whose socket the outbound listener handed over),
  * then the socket ends: nothing the caller sends after it is read as a request. Never throws.
  */
 export const writeProxyError = (socket: net.Socket, error: ProxyError): void => {
@@ -120,8 +129,8 @@ export const writeProxyError = (socket: net.Socket, error: ProxyError): void => 
   const body = errorBody(error, reason)
   try {
     socket.end(
-      `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-        `${MESH_ERROR_HEADER}: ${error.hop}; reason=${reason}\r\n${error.status === 503 || error.status === 429 ? `retry-after: ${retryAfterOf(error)["retry-after"]}\r\n` : ""}connection: close\r\n\r\n${body}`
+      `HTTP/1.1 ${error.status} ${nodeHttp.STATUS_CODES[error.status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+        `${MESH_ERROR_HEADER}: ${error.hop}; reason=${reason}\r\n${retryAfterLine(error)}connection: close\r\n\r\n${body}`
     )
   } catch {
     socket.destroy()

@@ -7,8 +7,7 @@ import type { KubeConfig } from "@kubernetes/client-node"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
-import * as http from "node:http"
-import type * as net from "node:net"
+import * as net from "node:net"
 import * as Server from "../iip/server.ts"
 import { type Log, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
@@ -34,11 +33,13 @@ import { makeInboundHandler } from "./inbound.ts"
 import { MeshTls, MtlsUnavailable, readCredentialsDir } from "./meshTls.ts"
 import type { SidecarTelemetry } from "./observe.ts"
 import { type AccessRecord, makeOutboundHandler } from "./outbound.ts"
-import { acceptH2c } from "./outboundH2.ts"
+import { Http1Listener } from "./http1Listener.ts"
+import type { H2Listener } from "./outboundH2.ts"
 import { makeUpgradeHandler } from "./outboundUpgrade.ts"
 import { makeInboundLimiter } from "./rateLimits.ts"
 import { type CompiledRoutes, routesInForce } from "./routes.ts"
 import { type RoutesFileInvalid, watchRoutesFile } from "./routesFile.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 export interface HostPort {
   readonly host: string
@@ -88,7 +89,16 @@ export interface SidecarOptions {
 /** Metadata blocks up to this size, on both ends (PROTOCOL.md §17.1): HTTP heads can be larger than the library's 8 KiB default. */
 const SIDECAR_META_BYTES = 60 * 1024
 
-const listen = (server: http.Server, address: HostPort) =>
+/**
+ * The outbound listener's timeouts, node:http's as the sidecar had them: the head of a request
+ * within 60 s of its first byte, the whole request within 5 min, an idle keep-alive connection
+ * (HTTP/1.1, or an HTTP/2 session) closed after 60 s.
+ */
+const OUTBOUND_HEADERS_TIMEOUT_MS = 60_000
+const OUTBOUND_REQUEST_TIMEOUT_MS = 300_000
+const OUTBOUND_KEEP_ALIVE_MS = 60_000
+
+const listen = (server: net.Server, address: HostPort) =>
   Effect.callback<HostPort, Server.ListenFailed>((resume) => {
     const onError = (error: NodeJS.ErrnoException) =>
       resume(Effect.fail(new Server.ListenFailed({ message: `cannot listen on ${address.host}:${address.port}: ${error.code ?? error.message}` })))
@@ -405,21 +415,33 @@ export const make = (
       const timeout = Math.max(1000, interval)
       yield* Effect.forkScoped(Effect.forever(Effect.sleep(interval).pipe(Effect.andThen(Effect.promise(() => registry.probeAll(timeout))))))
     }
-    const outboundServer = http.createServer({ keepAliveTimeout: 60_000 }, handler)
-    // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
-    outboundServer.on("upgrade", makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs }))
-    // h2c prior knowledge (gRPC) on the same port: each stream one request (outboundH2.ts).
-    const h2c = acceptH2c(outboundServer, handler, { idleTimeoutMs: 60_000, maxStreams: config.h2MaxStreams })
-    const outbound = yield* Effect.acquireRelease(listen(outboundServer, splitAddress(config.outbound)), () =>
+    // h2c prior knowledge (gRPC) on the same port: each stream one request (outboundH2.ts). node:http2
+    // costs about 4 MB of memory: it loads with the first HTTP/2 connection.
+    let h2c: H2Listener | undefined
+    let h2cLoading: Promise<H2Listener> | undefined
+    const acceptH2c = (socket: net.Socket): void => {
+      h2cLoading ??= import("./outboundH2.ts").then(({ makeH2c }) => (h2c = makeH2c(handler, { idleTimeoutMs: OUTBOUND_KEEP_ALIVE_MS, maxStreams: config.h2MaxStreams })))
+      h2cLoading.then((listener) => listener.accept(socket), () => socket.destroy())
+    }
+    const outboundListener = new Http1Listener({
+      maxHeaderSize: nodeHttp.maxHeaderSize,
+      headersTimeoutMs: OUTBOUND_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: OUTBOUND_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: OUTBOUND_KEEP_ALIVE_MS,
+      onRequest: handler,
+      // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
+      onUpgrade: makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs }),
+      onH2c: acceptH2c
+    })
+    const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout.
         ready = false
-        outboundServer.close()
-        outboundServer.closeIdleConnections()
-        h2c.close()
+        outboundListener.close()
+        h2c?.close()
         for (let waited = 0; inFlight.value > 0 && waited < config.drainTimeoutMs; waited += 10) yield* Effect.sleep(10)
-        outboundServer.closeAllConnections()
-        h2c.destroyAll()
+        outboundListener.destroyAll()
+        h2c?.destroyAll()
       })
     )
     ready = true

@@ -15,7 +15,7 @@
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import * as http from "node:http"
+import type * as http from "node:http"
 import type * as net from "node:net"
 import { Refused } from "../iip/dispatch.ts"
 import { messageOf } from "../iip/log.ts"
@@ -28,6 +28,7 @@ import { MeshErrorCode } from "../protocol/mesh.ts"
 import { noResponseBody, parseSystemAnswer, unknownPathBody } from "../protocol/systemMessages.ts"
 import { withHttpHeader } from "./httpHeader.ts"
 import { type LoadBalanceClient, NoBackend } from "./loadBalanceClient.ts"
+import { nodeHttp } from "./nodeHttp.ts"
 
 /** The metadata key of the HTTP method (what the sidecar's envelope uses too). */
 export const HttpMethodMeta = ":method"
@@ -157,7 +158,7 @@ export class HttpAdapter {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000
     this.maxBodyBytes = options.maxBodyBytes ?? Limits.maxPacketData
     for (const route of options.routes ?? []) this.addRoute(route)
-    this.server = http.createServer((req, res) => this.serve(req, res))
+    this.server = nodeHttp.createServer((req, res) => this.serve(req, res))
   }
 
   /** Adds a route last (or first, as the reference's PushRouteHead). A string host that is not a valid regular expression throws. */

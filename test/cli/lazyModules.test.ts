@@ -5,6 +5,7 @@
 // child runs with test/support/loadedModules.ts preloaded, which logs every module it loads.
 import { resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
+import { readUntil } from "../support/iipRaw.ts"
 import { killIfRunning, type SidecarProcess, spawnSidecarProcess } from "../support/sidecarProcess.ts"
 
 const moduleLog = resolve(import.meta.dirname, "../support/loadedModules.ts")
@@ -47,5 +48,16 @@ describe("a sidecar loads only what it uses", () => {
       "/src/admin/adminClient.ts"
     ]
     expect(urls.filter((url) => unwanted.some((part) => url.includes(part)))).toEqual([])
+  })
+
+  it("never loads node:http2 nor node's undici (an ES import of node:http would: about 8 MB) before it is ready", async () => {
+    sidecar = spawnSidecarProcess(["--service", "lazy", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"], ["--import", moduleLog])
+    await sidecar.ready
+    const builtins = async () => sidecar!.stderr().split("\n").find((line) => line.startsWith("builtins "))
+    const { value: line } = await readUntil(builtins, (found) => found !== undefined, 5000)
+    const names = line!.slice("builtins ".length).split(",")
+    // The list means something: the sidecar's own builtins are in it.
+    expect(names).toContain("NativeModule net")
+    expect(names.filter((name) => name.includes("http2") || name.includes("undici"))).toEqual([])
   })
 })

@@ -1,0 +1,312 @@
+// One HTTP/1.1 request on the outbound listener (http1Listener.ts) as outbound.ts sees it
+// (outboundCall.ts): the head llhttp parsed, the body as it arrives, and the answer written
+// straight to the socket. One object per request, where node:http made an IncomingMessage, a
+// ServerResponse and their streams: the answer's head is one string, sent with the first bytes of
+// the body (a small body and its head in one write), the framing ours (the length given, else
+// the length of a body ended at once, else chunked, or for HTTP/1.0 to the close).
+import * as Data from "effect/Data"
+import type { IncomingHttpHeaders } from "node:http"
+import type * as net from "node:net"
+import { PausingByteQueue } from "./byteQueue.ts"
+import type { OutboundCall } from "./outboundCall.ts"
+import { nodeHttp } from "../toolkit/nodeHttp.ts"
+
+/** A body is held (or queued for its reader) up to about this much before the app is paused. */
+const BODY_HIGH_WATER = 64 * 1024
+/** A head and a body up to this size go in one buffer, one write; larger, the socket is corked. */
+const ONE_WRITE_LIMIT = 16 * 1024
+
+/** The app's connection closed before the request's body ended. */
+export class RequestAborted extends Data.TaggedError("RequestAborted")<{ readonly message: string }> {}
+
+/** What a call needs of its connection. */
+export interface CallConnection {
+  readonly socket: net.Socket
+  readonly remoteAddress: string
+  /** Set while the listener closes: answers say `connection: close`. */
+  readonly closing: boolean
+  /** The `keep-alive: timeout=` announced, in seconds. */
+  readonly keepAliveSeconds: number
+  /** Stops or restarts reading for the body being parsed (back-pressure). */
+  holdBody(held: boolean): void
+  /** The call's answer ended (or it went away): the connection takes the next one, or closes. */
+  done(call: Http1Call): void
+}
+
+/** Header fields of which node:http keeps the first of repeated values. */
+const FIRST_WINS = new Set([
+  "age", "authorization", "content-length", "content-type", "etag", "expires", "from", "host", "if-modified-since", "if-unmodified-since", "last-modified",
+  "location", "max-forwards", "proxy-authorization", "referer", "retry-after", "server", "user-agent"
+])
+
+/** Lower-case names, repeated values joined as node:http joins them. */
+const headerRecord = (raw: ReadonlyArray<string>): IncomingHttpHeaders => {
+  const headers = Object.create(null) as Record<string, string | Array<string>>
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase()
+    const value = raw[i + 1]!
+    const prior = headers[name]
+    if (prior === undefined) headers[name] = name === "set-cookie" ? [value] : value
+    else if (name === "set-cookie") (prior as Array<string>).push(value)
+    else if (!FIRST_WINS.has(name)) headers[name] = `${prior}${name === "cookie" ? "; " : ", "}${value}`
+  }
+  return headers as IncomingHttpHeaders
+}
+
+let dateSecond = 0
+let dateText = ""
+/** The Date header's value, formatted once a second. */
+const httpDate = (): string => {
+  const now = Date.now()
+  if (now - dateSecond >= 1000) {
+    dateSecond = now - (now % 1000)
+    dateText = new Date(dateSecond).toUTCString()
+  }
+  return dateText
+}
+
+const EMPTY = Buffer.alloc(0)
+
+export class Http1Call implements OutboundCall {
+  readonly method: string
+  readonly url: string
+  readonly httpVersionMajor: number
+  readonly httpVersionMinor: number
+  readonly rawHeaders: ReadonlyArray<string>
+  readonly headers: IncomingHttpHeaders
+  readonly hasBody: boolean
+  /** Keep the connection after the answer (the client's wish; false once the answer needs the close). */
+  keepAlive: boolean
+  /** An Upgrade (or CONNECT) request: the connection hands its socket over at its turn. */
+  readonly upgrade: boolean
+  /** An upgrade's first bytes after its head. */
+  upgradeHead: Buffer = EMPTY
+  headersSent = false
+  writableEnded = false
+  destroyed = false
+  private readonly connection: CallConnection
+  // The body: held here until it is read; a reader that streams it gets a queue.
+  private held: Array<Buffer> | undefined = undefined
+  private heldBytes = 0
+  private bodyEnded: boolean
+  private bodyFailure: RequestAborted | undefined = undefined
+  private queue: PausingByteQueue | undefined = undefined
+  /** The answer ended before the body: what is left of it is read and dropped. */
+  private discarding = false
+  // The answer.
+  private head = ""
+  private hasLength = false
+  private headWritten = false
+  private chunked = false
+  private bodiless = false
+  private closeListener: ((finished: boolean) => void) | undefined = undefined
+  private over = false
+
+  constructor(connection: CallConnection, method: string, url: string, major: number, minor: number, rawHeaders: ReadonlyArray<string>, keepAlive: boolean, upgrade: boolean) {
+    this.connection = connection
+    this.method = method
+    this.url = url
+    this.httpVersionMajor = major
+    this.httpVersionMinor = minor
+    this.rawHeaders = rawHeaders
+    this.headers = headerRecord(rawHeaders)
+    const length = this.headers["content-length"]
+    this.hasBody = this.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0")
+    this.bodyEnded = !this.hasBody
+    this.keepAlive = keepAlive
+    this.upgrade = upgrade
+  }
+
+  get remoteAddress(): string {
+    return this.connection.remoteAddress
+  }
+
+  // -- the request body, as the connection's parser hands it over
+
+  pushBody(chunk: Buffer): void {
+    if (this.discarding || this.bodyEnded) return
+    if (this.queue !== undefined) return this.queue.push(chunk)
+    ;(this.held ??= []).push(chunk)
+    this.heldBytes += chunk.length
+    if (this.heldBytes > BODY_HIGH_WATER) this.connection.holdBody(true)
+  }
+
+  endBody(): void {
+    this.bodyEnded = true
+    this.queue?.end()
+  }
+
+  failBody(): void {
+    if (this.bodyEnded) return
+    this.bodyEnded = true
+    this.bodyFailure = new RequestAborted({ message: "the app closed its connection before the end of the request's body" })
+    this.queue?.fail(this.bodyFailure)
+  }
+
+  /** The answer is over and the body is not: the rest is read and dropped (the connection may serve the next request). */
+  private discardBody(): void {
+    if (this.bodyEnded || this.discarding) return
+    this.discarding = true
+    this.held = undefined
+    this.queue?.drop()
+    this.connection.holdBody(false)
+  }
+
+  body(): AsyncIterable<Buffer> {
+    if (this.queue !== undefined) return this.queue
+    const queue = new PausingByteQueue(BODY_HIGH_WATER, {
+      pause: () => this.connection.holdBody(true),
+      resumeIfPaused: () => this.connection.holdBody(false)
+    }, () => this.discardBody())
+    this.queue = queue
+    for (const chunk of this.held ?? []) queue.push(chunk)
+    this.held = undefined
+    if (this.bodyFailure !== undefined) queue.fail(this.bodyFailure)
+    else if (this.bodyEnded) queue.end()
+    return queue
+  }
+
+  readBody(limit: number): Promise<Buffer | undefined> {
+    if (!this.hasBody) return Promise.resolve(EMPTY)
+    if (this.bodyFailure !== undefined) return Promise.reject(this.bodyFailure)
+    // Usually the whole body came with the head: no queue, no waiting.
+    if (this.bodyEnded && this.queue === undefined) {
+      const held = this.held ?? []
+      this.held = undefined
+      if (this.heldBytes > limit) return Promise.resolve(this.cutOff())
+      return Promise.resolve(held.length === 1 ? held[0]! : Buffer.concat(held, this.heldBytes))
+    }
+    return this.gather(limit)
+  }
+
+  private async gather(limit: number): Promise<Buffer | undefined> {
+    const parts: Array<Buffer> = []
+    let total = 0
+    for await (const chunk of this.body()) {
+      total += chunk.length
+      if (total > limit) return this.cutOff()
+      parts.push(chunk)
+    }
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)
+  }
+
+  private cutOff(): undefined {
+    this.destroy()
+    return undefined
+  }
+
+  // -- the answer
+
+  onClose(listener: (finished: boolean) => void): void {
+    this.closeListener = listener
+  }
+
+  writeHead(status: number, headers: ReadonlyArray<readonly [string, string]>): void {
+    if (this.headersSent) return
+    this.headersSent = true
+    let head = `HTTP/1.1 ${status} ${nodeHttp.STATUS_CODES[status] ?? "Unknown"}\r\n`
+    let date = false
+    for (const [name, value] of headers) {
+      head += `${name}: ${value}\r\n`
+      if (name.length === 14 && name.toLowerCase() === "content-length") this.hasLength = true
+      else if (name.length === 4 && name.toLowerCase() === "date") date = true
+    }
+    this.head = date ? head : `${head}date: ${httpDate()}\r\n`
+    this.bodiless = this.method === "HEAD" || status === 204 || status === 304 || status < 200
+  }
+
+  /** The head as it goes out: its framing (for a body of `endLength` bytes ended at once, or -1: one that streams) and the connection's fate. */
+  private finalHead(endLength: number): string {
+    this.headWritten = true
+    let head = this.head
+    if (!this.hasLength && !this.bodiless) {
+      if (endLength >= 0) head += `content-length: ${endLength}\r\n`
+      else if (this.httpVersionMinor >= 1) {
+        head += "transfer-encoding: chunked\r\n"
+        this.chunked = true
+      } // HTTP/1.0: the body runs to the close.
+      else this.keepAlive = false
+    }
+    if (this.connection.closing) this.keepAlive = false
+    return this.keepAlive ? `${head}connection: keep-alive\r\nkeep-alive: timeout=${this.connection.keepAliveSeconds}\r\n\r\n` : `${head}connection: close\r\n\r\n`
+  }
+
+  write(chunk: Uint8Array): boolean {
+    if (this.over || this.writableEnded) return false
+    if (!this.headersSent) this.writeHead(200, [])
+    const head = this.headWritten ? "" : this.finalHead(-1)
+    if (this.bodiless || chunk.length === 0) return head === "" || this.send(head, undefined, "")
+    return this.chunked ? this.send(`${head}${chunk.length.toString(16)}\r\n`, chunk, "\r\n") : this.send(head, chunk, "")
+  }
+
+  drained(): Promise<void> {
+    const socket = this.connection.socket
+    if (this.over || !socket.writableNeedDrain) return Promise.resolve()
+    return new Promise((resolve) => {
+      const done = () => {
+        socket.off("drain", done)
+        socket.off("close", done)
+        resolve()
+      }
+      socket.on("drain", done)
+      socket.on("close", done)
+    })
+  }
+
+  /** Trailers go after a chunked body (one that streamed); an answer ended at once has a content-length and nowhere to put them. */
+  end(data?: Uint8Array | string, trailers?: ReadonlyArray<readonly [string, string]>): void {
+    if (this.over || this.writableEnded) return
+    this.writableEnded = true
+    const body = data === undefined || this.bodiless ? undefined : typeof data === "string" ? Buffer.from(data) : data
+    if (!this.headersSent) this.writeHead(200, [])
+    if (!this.headWritten) this.send(this.finalHead(body?.length ?? 0), body, "")
+    else if (this.chunked) {
+      // The pairs passed the header filter (endToEndPairs): names are tokens, values field values.
+      let last = "0\r\n"
+      if (trailers !== undefined) for (const [name, value] of trailers) last += `${name}: ${value}\r\n`
+      last += "\r\n"
+      this.send(body === undefined || body.length === 0 ? "" : `${body.length.toString(16)}\r\n`, body, body === undefined || body.length === 0 ? last : `\r\n${last}`)
+    }
+    else if (body !== undefined && body.length > 0) this.connection.socket.write(body)
+    this.discardBody()
+    this.close(true)
+  }
+
+  destroy(): void {
+    if (this.over) return
+    this.destroyed = true
+    this.connection.socket.destroy()
+  }
+
+  /** The exchange is over (once): answered whole, or cut off / the connection gone. */
+  close(finished: boolean): void {
+    if (this.over) return
+    this.over = true
+    if (!finished) {
+      this.destroyed = true
+      this.failBody()
+    }
+    this.connection.done(this)
+    this.closeListener?.(finished)
+  }
+
+  /** `prefix`, `chunk` and `suffix` to the socket: one buffer when small (prefix and suffix are Latin-1, one byte a character). */
+  private send(prefix: string, chunk: Uint8Array | undefined, suffix: string): boolean {
+    const socket = this.connection.socket
+    const size = chunk === undefined ? 0 : chunk.length
+    if (size === 0) return socket.write(`${prefix}${suffix}`, "latin1")
+    if (prefix.length + size + suffix.length <= ONE_WRITE_LIMIT) {
+      const out = Buffer.allocUnsafe(prefix.length + size + suffix.length)
+      out.write(prefix, 0, "latin1")
+      out.set(chunk!, prefix.length)
+      if (suffix.length > 0) out.write(suffix, prefix.length + size, "latin1")
+      return socket.write(out)
+    }
+    socket.cork()
+    if (prefix.length > 0) socket.write(prefix, "latin1")
+    let flushed = socket.write(chunk!)
+    if (suffix.length > 0) flushed = socket.write(suffix, "latin1")
+    socket.uncork()
+    return flushed
+  }
+}

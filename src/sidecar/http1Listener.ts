@@ -1,0 +1,363 @@
+// The outbound listener: the local app's HTTP/1.1 connections, parsed by llhttp through node's own
+// binding (strict, node's header size limit), each request handed to outbound.ts as an Http1Call
+// (http1Call.ts). It replaces node:http's server on this hot path for its CPU (issue 14) and
+// keeps what that server guaranteed:
+// - a connection's first bytes tell HTTP/2 with prior knowledge (gRPC) apart: its preface hands
+//   the socket to outboundH2.ts;
+// - one request answered at a time, in order: a request pipelined behind one being answered waits,
+//   and the connection is not read further until its turn;
+// - llhttp's strict parsing (Transfer-Encoding with Content-Length, bad chunking... 400; a head
+//   past the size limit 431); an HTTP/1.1 request without Host 400; `Expect: 100-continue` is
+//   answered 100, any other expectation 417; more than node's 1,000 header fields are dropped;
+// - the head must come within the headers timeout, the whole request within the request timeout
+//   (408, then the close); an idle keep-alive connection closes after its timeout;
+// - HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body;
+// - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT closes it).
+import * as net from "node:net"
+import { Http1Call, type CallConnection } from "./http1Call.ts"
+import { HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
+import type { OutboundCall, OutboundRequest } from "./outboundCall.ts"
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
+/** node:http's test of an Expect value. */
+const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i
+/** node:http keeps this many header entries (a name and a value each) and drops the rest. */
+const MAX_HEADER_ENTRIES = 2000
+/** Past the announced keep-alive timeout, as node:http waits before closing an idle connection. */
+const KEEP_ALIVE_GRACE_MS = 1000
+
+const errorAnswer = (status: number, text: string): string => `HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`
+const BAD_REQUEST = errorAnswer(400, "Bad Request")
+const TOO_LARGE = errorAnswer(431, "Request Header Fields Too Large")
+const EXTENSIONS_TOO_LARGE = errorAnswer(413, "Payload Too Large")
+const TIMED_OUT = errorAnswer(408, "Request Timeout")
+
+export interface Http1ListenerOptions {
+  /** Node's header size limit (`http.maxHeaderSize`): a larger head is answered 431. */
+  readonly maxHeaderSize: number
+  /** From a request's first byte to the end of its head (a new connection's first bytes included). */
+  readonly headersTimeoutMs: number
+  /** From a request's first byte to the end of its body. */
+  readonly requestTimeoutMs: number
+  /** An idle keep-alive connection is closed after this (announced in `keep-alive: timeout=`). */
+  readonly keepAliveTimeoutMs: number
+  readonly onRequest: (call: OutboundCall) => void
+  /** The socket is the callee's from now on; `head` is what came after the request's head. */
+  readonly onUpgrade: (request: OutboundRequest, socket: net.Socket, head: Buffer) => void
+  /** A connection that opened with the HTTP/2 preface, given back unread. */
+  readonly onH2c: (socket: net.Socket) => void
+}
+
+/** One connection from the app. */
+class Connection implements CallConnection {
+  readonly socket: net.Socket
+  readonly remoteAddress: string
+  private readonly listener: Http1Listener
+  private readonly parser: LlhttpParser
+  /** The first bytes, while they may still be the HTTP/2 preface. */
+  private sniffed: Buffer | undefined = undefined
+  private sniffing = true
+  /** The request being answered. */
+  private current: Http1Call | undefined = undefined
+  /** The request whose bytes llhttp is reading (the current one, or one waiting). */
+  private parsing: Http1Call | undefined = undefined
+  /** Requests read while another is answered, in order. */
+  private readonly waiting: Array<Http1Call> = []
+  private pendingHeaders: Array<string> = []
+  private pendingUrl = ""
+  private inMessage = false
+  private headersDone = false
+  private messageStarted: number
+  private idleSince: number
+  private bodyHeld = false
+  private gone = false
+
+  constructor(listener: Http1Listener, socket: net.Socket, now: number) {
+    this.listener = listener
+    this.socket = socket
+    this.remoteAddress = socket.remoteAddress ?? ""
+    this.messageStarted = now
+    this.idleSince = now
+    const parser = new HTTPParser()
+    parser.initialize(HTTPParser.REQUEST, {}, listener.options.maxHeaderSize, HTTPParser.kLenientNone)
+    parser[HTTPParser.kOnHeaders] = (headers: Array<string>, url: string) => {
+      for (const one of headers) this.pendingHeaders.push(one)
+      this.pendingUrl += url
+    }
+    parser[HTTPParser.kOnHeadersComplete] = this.onHeadersComplete.bind(this)
+    parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.parsing?.pushBody(chunk)
+    parser[HTTPParser.kOnMessageComplete] = () => {
+      this.inMessage = false
+      this.parsing?.endBody()
+      this.parsing = undefined
+      if (this.current === undefined && this.waiting.length === 0) this.idleSince = performance.now()
+    }
+    this.parser = parser
+    socket.on("data", (data: Buffer) => this.onData(data))
+    socket.on("end", () => this.onEnd())
+    socket.on("close", () => this.onClose())
+    // A reset says so with 'error' and 'close': the close is what ends the connection.
+    socket.on("error", () => {})
+  }
+
+  get closing(): boolean {
+    return this.listener.closing
+  }
+
+  get keepAliveSeconds(): number {
+    return Math.floor(this.listener.options.keepAliveTimeoutMs / 1000)
+  }
+
+  /** Nothing asked, nothing being read: the listener's close may end it now. */
+  get idle(): boolean {
+    return this.current === undefined && this.waiting.length === 0 && !this.inMessage
+  }
+
+  private onData(data: Buffer): void {
+    if (this.gone) return
+    if (this.sniffing && !this.sniff(data)) return
+    // Bytes after an upgrade's head are the upgraded connection's, however they were read.
+    const held = this.waiting.at(-1)
+    if (held?.upgrade === true) {
+      held.upgradeHead = Buffer.concat([held.upgradeHead, data])
+      return
+    }
+    // A message's time runs from the read that brings its first bytes (llhttp's message-begin
+    // callback would cost a call per request; a message begun at the end of a read that ended
+    // another is timed from the next read, or closed as idle).
+    if (!this.inMessage) {
+      this.inMessage = true
+      this.headersDone = false
+      this.messageStarted = performance.now()
+    }
+    const parsed = this.parser.execute(data)
+    if (parsed instanceof Error) return this.parseFailed(parsed)
+    // llhttp stops at an upgrade's head: the bytes after it are the upgraded connection's.
+    const last = this.waiting.at(-1)
+    if (last?.upgrade === true) {
+      last.upgradeHead = data.subarray(parsed)
+      this.socket.pause()
+    }
+    this.next()
+  }
+
+  /** True when `data` is for HTTP/1.1; false while it may be the HTTP/2 preface, or once it was. */
+  private sniff(data: Buffer): boolean {
+    const seen = this.sniffed === undefined ? data : Buffer.concat([this.sniffed, data])
+    const compared = Math.min(seen.length, PREFACE.length)
+    if (!seen.subarray(0, compared).equals(PREFACE.subarray(0, compared))) {
+      this.sniffing = false
+      if (this.sniffed === undefined) return true
+      this.sniffed = undefined
+      this.onData(seen)
+      return false
+    }
+    // A prefix of the preface: wait for the rest (at most its 24 bytes).
+    if (compared < PREFACE.length) {
+      this.sniffed = seen
+      return false
+    }
+    this.detach()
+    this.socket.pause()
+    this.socket.unshift(seen)
+    this.listener.options.onH2c(this.socket)
+    return false
+  }
+
+  private onHeadersComplete(
+    major: number,
+    minor: number,
+    headers: Array<string> | undefined,
+    method: number,
+    url: string | undefined,
+    _status: unknown,
+    _statusMessage: unknown,
+    upgrade: boolean,
+    shouldKeepAlive: boolean
+  ): number {
+    let raw = headers ?? []
+    if (this.pendingHeaders.length > 0) {
+      raw = this.pendingHeaders.concat(raw)
+      this.pendingHeaders = []
+    }
+    if (raw.length > MAX_HEADER_ENTRIES) raw.length = MAX_HEADER_ENTRIES
+    const target = url === undefined || this.pendingUrl !== "" ? `${this.pendingUrl}${url ?? ""}` : url
+    this.pendingUrl = ""
+    this.headersDone = true
+    const call = new Http1Call(this, methodNames[method] ?? "", target, major, minor, raw, shouldKeepAlive, upgrade)
+    this.waiting.push(call)
+    // An upgrade's head ends what llhttp reads here (2: no body, stop).
+    if (upgrade) return 2
+    this.parsing = call
+    return 0
+  }
+
+  /** The next request's turn, when none is being answered. */
+  private next(): void {
+    while (this.current === undefined && this.waiting.length > 0 && !this.gone) {
+      const call = this.waiting.shift()!
+      if (call.upgrade) return this.handOver(call)
+      this.current = call
+      this.start(call)
+    }
+    this.updateReading()
+  }
+
+  private start(call: Http1Call): void {
+    if (call.httpVersionMajor === 1 && call.httpVersionMinor === 1) {
+      if (call.headers.host === undefined) {
+        call.keepAlive = false
+        call.writeHead(400, [])
+        return call.end()
+      }
+      const expect = call.headers.expect
+      if (expect !== undefined) {
+        if (!CONTINUE_EXPECTATION.test(expect)) {
+          call.writeHead(417, [])
+          return call.end()
+        }
+        this.socket.write("HTTP/1.1 100 Continue\r\n\r\n", "latin1")
+      }
+    }
+    this.listener.options.onRequest(call)
+  }
+
+  /** The socket goes to the upgrade handler, as node:http's 'upgrade' event gave it (CONNECT: closed, as there). */
+  private handOver(call: Http1Call): void {
+    this.detach()
+    if (call.method === "CONNECT") return void this.socket.destroy()
+    ;(this.socket as { readableFlowing: boolean | null }).readableFlowing = null
+    this.listener.options.onUpgrade(call, this.socket, call.upgradeHead)
+  }
+
+  holdBody(held: boolean): void {
+    this.bodyHeld = held
+    this.updateReading()
+  }
+
+  /** Reads while nothing waits its turn and the body being read is not held back. */
+  private updateReading(): void {
+    if (this.gone) return
+    const hold = this.bodyHeld || this.waiting.length > 0
+    if (hold && !this.socket.isPaused()) this.socket.pause()
+    else if (!hold && this.socket.isPaused()) this.socket.resume()
+  }
+
+  done(call: Http1Call): void {
+    if (call !== this.current) return
+    this.current = undefined
+    if (this.gone) return
+    if (!call.keepAlive || (this.closing && this.waiting.length === 0)) {
+      this.gone = true
+      this.detach()
+      return void this.socket.destroySoon()
+    }
+    if (!this.inMessage && this.waiting.length === 0) this.idleSince = performance.now()
+    // The next answer goes out after this one's caller is done with it.
+    if (this.waiting.length > 0) process.nextTick(() => this.next())
+    else this.updateReading()
+  }
+
+  /** The app ended its side: as node:http does, this side ends too (the connection closes, an answer being given with it). */
+  private onEnd(): void {
+    if (this.gone) return
+    const result = this.parser.finish()
+    if (result instanceof Error) this.parseFailed(result)
+    else this.socket.end()
+  }
+
+  private onClose(): void {
+    this.gone = true
+    this.listener.forget(this)
+    this.parsing?.failBody()
+    this.waiting.length = 0
+    this.current?.close(false)
+  }
+
+  /** A request llhttp refused: node:http's answer (unless one has begun), then the close. */
+  private parseFailed(error: Error): void {
+    const code = (error as { code?: unknown }).code
+    this.fail(code === "HPE_HEADER_OVERFLOW" ? TOO_LARGE : code === "HPE_CHUNK_EXTENSIONS_OVERFLOW" ? EXTENSIONS_TOO_LARGE : BAD_REQUEST)
+  }
+
+  /** Ends the connection with `answer`, if no answer has begun on it. */
+  private fail(answer: string): void {
+    if (this.gone) return
+    this.gone = true
+    this.detach()
+    if (this.current === undefined || !this.current.headersSent) this.socket.end(answer, "latin1")
+    this.socket.destroySoon()
+    this.parsing?.failBody()
+    this.current?.close(false)
+  }
+
+  /** The listener's sweep: a head or a request too slow, an idle connection past its keep-alive. */
+  checkTimeouts(now: number): void {
+    const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs } = this.listener.options
+    if (this.sniffing || (this.inMessage && !this.headersDone)) {
+      if (now - this.messageStarted > headersTimeoutMs) this.fail(TIMED_OUT)
+    } else if (this.inMessage) {
+      if (now - this.messageStarted > requestTimeoutMs) this.fail(TIMED_OUT)
+    } else if (this.current === undefined && this.waiting.length === 0 && now - this.idleSince > keepAliveTimeoutMs + KEEP_ALIVE_GRACE_MS) {
+      this.destroy()
+    }
+  }
+
+  destroy(): void {
+    this.gone = true
+    this.socket.destroy()
+  }
+
+  /** This module no longer reads the socket. */
+  private detach(): void {
+    this.listener.forget(this)
+    this.socket.removeAllListeners("data")
+    this.socket.removeAllListeners("end")
+    this.socket.removeAllListeners("close")
+    this.socket.removeAllListeners("error")
+    this.socket.on("error", () => {})
+  }
+}
+
+export class Http1Listener {
+  readonly server: net.Server
+  readonly options: Http1ListenerOptions
+  closing = false
+  private readonly connections = new Set<Connection>()
+  private readonly sweeper: NodeJS.Timeout
+
+  constructor(options: Http1ListenerOptions) {
+    this.options = options
+    // Half-open as node:http's server: an upgraded connection (outboundUpgrade.ts) may go on one way; HTTP/1.1 ends with the app's end (onEnd).
+    this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+      if (this.closing) return void socket.destroy()
+      this.connections.add(new Connection(this, socket, performance.now()))
+    })
+    const shortest = Math.min(options.headersTimeoutMs, options.requestTimeoutMs, options.keepAliveTimeoutMs)
+    this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.min(1000, shortest / 4)))
+    this.sweeper.unref()
+  }
+
+  forget(connection: Connection): void {
+    this.connections.delete(connection)
+  }
+
+  private sweep(): void {
+    const now = performance.now()
+    for (const connection of this.connections) connection.checkTimeouts(now)
+  }
+
+  /** Takes no new connection; idle ones close now, the others after the answer they are giving. */
+  close(): void {
+    this.closing = true
+    this.server.close()
+    for (const connection of this.connections) if (connection.idle) connection.destroy()
+  }
+
+  /** Closes every connection now. */
+  destroyAll(): void {
+    clearInterval(this.sweeper)
+    for (const connection of this.connections) connection.destroy()
+    this.connections.clear()
+  }
+}

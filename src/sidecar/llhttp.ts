@@ -1,0 +1,39 @@
+// node's llhttp binding as node:http itself loads it (`_http_common`: a public module whose typings
+// are not), for the sidecar's two HTTP/1.1 ends of its own: the app leg's client (appPool.ts) and
+// the outbound listener (http1Listener.ts). Both run it strict (no lenient flag) with node's header
+// size limit.
+import { createRequire } from "node:module"
+
+export interface LlhttpParser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void
+  /** Bytes parsed, or the parse error (its `code` is llhttp's, e.g. HPE_HEADER_OVERFLOW). */
+  execute(data: Buffer): number | Error
+  finish(): number | Error | undefined
+  [key: number]: unknown
+}
+
+interface LlhttpParserClass {
+  new (): LlhttpParser
+  readonly REQUEST: number
+  readonly RESPONSE: number
+  readonly kLenientNone: number
+  readonly kOnMessageBegin: number
+  readonly kOnHeaders: number
+  readonly kOnHeadersComplete: number
+  readonly kOnBody: number
+  readonly kOnMessageComplete: number
+}
+
+const common = createRequire(import.meta.url)("_http_common") as { readonly HTTPParser: LlhttpParserClass; readonly methods: ReadonlyArray<string> }
+
+export const HTTPParser = common.HTTPParser
+
+/**
+ * A request's method by llhttp's number for it: node's `methods` list is in llhttp's order, but
+ * for QUERY (46), which follows the RTSP methods an HTTP parser never reports.
+ */
+export const methodNames: ReadonlyArray<string | undefined> = (() => {
+  const names: Array<string | undefined> = common.methods.filter((name) => name !== "QUERY")
+  names[46] = "QUERY"
+  return names
+})()

@@ -1,0 +1,54 @@
+// What outbound.ts and outboundUpgrade.ts need of the app's side of one request: the request as
+// it came, and the way back to the app. The outbound listener provides it for HTTP/1.1
+// (http1Listener.ts: one object per request, no node:http stream objects) and outboundH2.ts for
+// each HTTP/2 stream (over node's compatibility objects).
+import type { IncomingHttpHeaders } from "node:http"
+
+export interface OutboundRequest {
+  readonly method: string
+  /** The request target as sent: a path and query, or an absolute URI (HTTP_PROXY). */
+  readonly url: string
+  /** 1 or 2. */
+  readonly httpVersionMajor: number
+  /** Lower-case names, repeated ones joined as node:http joins them (`set-cookie` a list). */
+  readonly headers: IncomingHttpHeaders
+  /** Name, value, name, value... as received (HTTP/2: without the pseudo-headers). */
+  readonly rawHeaders: ReadonlyArray<string>
+  readonly remoteAddress: string
+  /** A body follows the head (HTTP/1.1: a content-length above 0 or a transfer-encoding; HTTP/2: the head did not end the stream). */
+  readonly hasBody: boolean
+  /** The body as it arrives, read once; the app is held back while the reader is behind. Fails if the app goes away before its end. */
+  body(): AsyncIterable<Buffer>
+  /** The body whole; undefined when it runs past `limit` bytes (the request is then cut off: the app's connection closes). */
+  readBody(limit: number): Promise<Buffer | undefined>
+  /**
+   * HTTP/2 only (its body declares no length): the body whole when it ends, at most `limit` bytes,
+   * within the event loop's turn its head came in (a unary gRPC call's); otherwise what came so far
+   * and then the rest, as a stream.
+   */
+  readonly heldBody?: (limit: number) => Promise<Buffer | AsyncIterable<Buffer>>
+}
+
+export interface OutboundResponse {
+  /** writeHead was called. */
+  readonly headersSent: boolean
+  /** end was called. */
+  readonly writableEnded: boolean
+  /** The exchange is over before its end: the app went away or the answer was cut off. */
+  readonly destroyed: boolean
+  /** Once, when the exchange is over: `finished` when the whole answer was handed to the socket, false when it was cut off. */
+  onClose(listener: (finished: boolean) => void): void
+  /** The answer's head, sent with the first bytes of the body (or the end); framing: a content-length among `headers`, else chunked (or to the close). */
+  writeHead(status: number, headers: ReadonlyArray<readonly [string, string]>): void
+  /** False: wait for drained() before writing more. */
+  write(chunk: Uint8Array): boolean
+  /** Resolves when more may be written, or when the exchange is over. */
+  drained(): Promise<void>
+  /** The last of the body (if any), and trailers (HTTP/2; HTTP/1.1 after a chunked body: an answer held whole carries a content-length, no trailers). */
+  end(data?: Uint8Array | string, trailers?: ReadonlyArray<readonly [string, string]>): void
+  /** Cuts the answer off (and the app's connection, for HTTP/1.1). */
+  destroy(): void
+}
+
+/** One request from the app and the way back to it. */
+export type OutboundCall = OutboundRequest & OutboundResponse

@@ -1,0 +1,207 @@
+// The outbound listener's HTTP/1.1 (issue 14: our own server over llhttp in place of node:http's)
+// keeps what node:http's server guaranteed the app. Through a sidecar pair, byte by byte from a
+// raw client: pipelined requests answered in order; `Expect: 100-continue` answered 100 before
+// the body is sent, other expectations 417; no Host on HTTP/1.1, Transfer-Encoding with
+// Content-Length: 400 and the close, the app seeing nothing; a head over node's 16 KiB: 431;
+// HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body and the
+// connection goes on. On the listener alone, with short timeouts: a slow head or a slow body is
+// answered 408 and closed, an idle keep-alive connection closed; one request at a time (the next
+// waits its turn); a body nobody reads holds the client back, then arrives whole.
+import * as net from "node:net"
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import { Http1Listener, type Http1ListenerOptions } from "../../src/sidecar/http1Listener.ts"
+import type { OutboundCall } from "../../src/sidecar/outboundCall.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { HttpStreamParser, type RawMessage, RawHttpClient } from "../support/rawHttp.ts"
+import { echoRequest, type Mesh, startMesh } from "../support/sidecarHarness.ts"
+
+const bodyOf = (message: RawMessage) => JSON.parse(message.body.toString("utf8")) as { url: string; body: string; method: string }
+const header = (message: RawMessage, name: string) => message.headers.find(([n]) => n.toLowerCase() === name)?.[1]
+
+describe("outbound HTTP/1.1 through the sidecars", () => {
+  const cleanup = new Cleanup()
+  let mesh: Mesh
+
+  beforeAll(async () => {
+    mesh = await startMesh(cleanup, echoRequest, { a: { tracing: false }, b: { tracing: false } })
+  })
+  afterAll(() => cleanup.run())
+
+  const connect = () => RawHttpClient.connect(cleanup, mesh.a.outboundPort)
+
+  it("answers pipelined requests in order, each with its own body", async () => {
+    const client = await connect()
+    client.write(
+      "GET /one HTTP/1.1\r\nhost: catalog\r\n\r\n" +
+        "POST /two HTTP/1.1\r\nhost: catalog\r\ncontent-length: 3\r\n\r\nabc" +
+        "POST /three HTTP/1.1\r\nhost: catalog\r\ntransfer-encoding: chunked\r\n\r\n2\r\nde\r\n1\r\nf\r\n0\r\n\r\n"
+    )
+    await client.untilResponses(3)
+    expect(client.responses.map((r) => r.startLine)).toStrictEqual(["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
+    expect(client.responses.map((r) => [bodyOf(r).url, bodyOf(r).body])).toStrictEqual([["/one", ""], ["/two", "abc"], ["/three", "def"]])
+    expect(client.closed).toBe(false)
+  })
+
+  it("Expect: 100-continue is answered 100 before the body is sent; another expectation 417", async () => {
+    const client = await connect()
+    client.write("POST /continued HTTP/1.1\r\nhost: catalog\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n")
+    await client.untilResponses(1)
+    expect(client.responses[0]!.startLine).toBe("HTTP/1.1 100 Continue")
+    client.write("hello")
+    await client.untilResponses(2)
+    expect(bodyOf(client.responses[1]!).body).toBe("hello")
+    client.write("GET /teapot HTTP/1.1\r\nhost: catalog\r\nexpect: tea\r\n\r\n")
+    await client.untilResponses(3)
+    expect(client.responses[2]!.startLine).toBe("HTTP/1.1 417 Expectation Failed")
+    const seen = mesh.app.seen.map((r) => r.url)
+    expect(seen).toContain("/continued")
+    expect(seen).not.toContain("/teapot")
+  })
+
+  it("refuses an HTTP/1.1 request without Host, and Transfer-Encoding with Content-Length, with 400 and the close; the app sees neither", async () => {
+    for (const head of [
+      "GET /no-host HTTP/1.1\r\n\r\n",
+      "POST /smuggle HTTP/1.1\r\nhost: catalog\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+    ]) {
+      const client = await connect()
+      client.write(head)
+      await client.untilResponses(1)
+      expect(client.responses[0]!.startLine, head).toBe("HTTP/1.1 400 Bad Request")
+      await waitFor(() => client.closed, 5000, "the close after a 400")
+    }
+    expect(mesh.app.seen.map((r) => r.url)).not.toContain("/no-host")
+    expect(mesh.app.seen.map((r) => r.url)).not.toContain("/smuggle")
+  })
+
+  it("a head over node's 16 KiB is answered 431", async () => {
+    const client = await connect()
+    client.write(`GET /huge HTTP/1.1\r\nhost: catalog\r\nx-big: ${"a".repeat(17 * 1024)}\r\n\r\n`)
+    await client.untilResponses(1)
+    expect(client.responses[0]!.startLine).toBe("HTTP/1.1 431 Request Header Fields Too Large")
+    await waitFor(() => client.closed, 5000, "the close after a 431")
+  })
+
+  it("HTTP/1.0 and Connection: close end the connection after the answer", async () => {
+    for (const head of ["GET /old HTTP/1.0\r\nhost: catalog\r\n\r\n", "GET /last HTTP/1.1\r\nhost: catalog\r\nconnection: close\r\n\r\n"]) {
+      const client = await connect()
+      client.write(head)
+      await client.untilResponses(1)
+      expect(client.responses[0]!.startLine, head).toBe("HTTP/1.1 200 OK")
+      expect(header(client.responses[0]!, "connection"), head).toBe("close")
+      await waitFor(() => client.closed, 5000, "the close after the answer")
+    }
+  })
+
+  it("HEAD gets the head alone, and the connection goes on", async () => {
+    const socket = net.connect(mesh.a.outboundPort, "127.0.0.1")
+    cleanup.add(() => void socket.destroy())
+    const parser = new HttpStreamParser("response")
+    const responses: Array<RawMessage> = []
+    // The first answer (HEAD's) is bodiless, whichever read brings it.
+    let heads = 0
+    socket.on("data", (chunk: Buffer) => responses.push(...parser.push(chunk, () => heads++ === 0)))
+    socket.write("HEAD /head HTTP/1.1\r\nhost: catalog\r\n\r\nGET /after HTTP/1.1\r\nhost: catalog\r\n\r\n")
+    await waitFor(() => responses.length >= 2, 5000, "two answers")
+    expect(responses[0]!.startLine).toBe("HTTP/1.1 200 OK")
+    expect(responses[0]!.body.length).toBe(0)
+    expect(Number(header(responses[0]!, "content-length"))).toBeGreaterThan(0)
+    expect(bodyOf(responses[1]!).url).toBe("/after")
+  })
+})
+
+describe("the outbound listener alone", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  const start = async (onRequest: (call: OutboundCall) => void, options: Partial<Http1ListenerOptions> = {}) => {
+    const listener = new Http1Listener({
+      maxHeaderSize: 16 * 1024,
+      headersTimeoutMs: 60_000,
+      requestTimeoutMs: 300_000,
+      keepAliveTimeoutMs: 60_000,
+      onRequest,
+      onUpgrade: (_request, socket) => socket.destroy(),
+      onH2c: (socket) => socket.destroy(),
+      ...options
+    })
+    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => {
+      listener.destroyAll()
+      return new Promise<void>((resolve) => listener.server.close(() => resolve()))
+    })
+    const sockets: Array<net.Socket> = []
+    listener.server.on("connection", (socket: net.Socket) => sockets.push(socket))
+    return { port: (listener.server.address() as net.AddressInfo).port, sockets }
+  }
+
+  const answer = (call: OutboundCall, text: string) => {
+    call.writeHead(200, [["content-length", String(text.length)]])
+    call.end(text)
+  }
+
+  it("a slow head, then a slow body, are answered 408 and closed", async () => {
+    const { port } = await start((call) => void call.readBody(1024).then(() => answer(call, "late"), () => {}), { headersTimeoutMs: 200, requestTimeoutMs: 400 })
+    for (const partial of ["GET /slow HTTP/1.1\r\nhost: a\r\n", "POST /slow HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nabc"]) {
+      const client = await RawHttpClient.connect(cleanup, port)
+      const started = performance.now()
+      client.write(partial)
+      await client.untilResponses(1, 5000)
+      expect(client.responses[0]!.startLine, partial).toBe("HTTP/1.1 408 Request Timeout")
+      expect(performance.now() - started).toBeGreaterThanOrEqual(150)
+      await waitFor(() => client.closed, 5000, "the close after a 408")
+    }
+  })
+
+  it("closes a keep-alive connection idle past its timeout (announced in keep-alive), not before", async () => {
+    const { port } = await start((call) => answer(call, "ok"), { keepAliveTimeoutMs: 1000 })
+    const client = await RawHttpClient.connect(cleanup, port)
+    client.write("GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+    await client.untilResponses(1)
+    const answered = performance.now()
+    expect(header(client.responses[0]!, "keep-alive")).toBe("timeout=1")
+    await waitFor(() => client.closed, 5000, "the idle close")
+    expect(performance.now() - answered).toBeGreaterThanOrEqual(950)
+  })
+
+  it("takes one request at a time: the next one waits until the answer before it is written", async () => {
+    const calls: Array<OutboundCall> = []
+    const { port } = await start((call) => void calls.push(call))
+    const client = await RawHttpClient.connect(cleanup, port)
+    client.write("GET /1 HTTP/1.1\r\nhost: a\r\n\r\nGET /2 HTTP/1.1\r\nhost: a\r\n\r\nGET /3 HTTP/1.1\r\nhost: a\r\n\r\n")
+    await waitFor(() => calls.length === 1, 5000, "the first request")
+    // Given time to go wrong, nothing more reaches the handler before the first answer.
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    expect(calls.map((c) => c.url)).toStrictEqual(["/1"])
+    answer(calls[0]!, "one")
+    await waitFor(() => calls.length === 2, 5000, "the second request")
+    answer(calls[1]!, "two")
+    await waitFor(() => calls.length === 3, 5000, "the third request")
+    answer(calls[2]!, "three")
+    await client.untilResponses(3)
+    expect(client.responses.map((r) => r.body.toString())).toStrictEqual(["one", "two", "three"])
+  })
+
+  it("a body nobody reads holds the client back; read, it arrives whole and in order", async () => {
+    let current: OutboundCall | undefined
+    const { port, sockets } = await start((call) => void (current = call))
+    const client = net.connect(port, "127.0.0.1")
+    cleanup.add(() => void client.destroy())
+    const piece = `${(64 * 1024).toString(16)}\r\n${"a".repeat(64 * 1024)}\r\n`
+    const pieces = 128 // 8 MiB
+    client.write("POST /upload HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n")
+    for (let i = 0; i < pieces; i++) client.write(piece, "latin1")
+    client.write("0\r\n\r\n")
+    await waitFor(() => current !== undefined && sockets[0]?.isPaused() === true, 5000, "the listener to stop reading")
+    // Held back: a bounded part of the 8 MiB was read (the body's high-water mark and a socket read or two).
+    expect(sockets[0]!.bytesRead).toBeLessThan(1024 * 1024)
+    let bytes = 0
+    for await (const part of current!.body()) {
+      if (part.some((byte) => byte !== 0x61)) throw new Error("a byte out of place")
+      bytes += part.length
+    }
+    expect(bytes).toBe(pieces * 64 * 1024)
+  })
+})
