@@ -4,8 +4,9 @@
 // streamed answer (its chunks go out under the channel's window, so a slow consumer slows the
 // server's stream; the Exit ends it). Interrupting the caller cancels the IIP request, which
 // interrupts the server's handler fiber. Messages are encoded by the RpcSerialization in context
-// (JSON, NDJSON, JSON-RPC, Effect's binary SchemaBinary) and framed by a 4-byte length each, so
-// unframed serializations work too; a frame larger than `maxFrameBytes` fails the exchange before
+// (JSON, NDJSON, JSON-RPC, Effect's binary SchemaBinary, MessagePack from msgpack.ts) and framed
+// by a 4-byte length each (a streamed answer's chunks are cut by the window, not per message), so
+// serializations without framing of their own work too; a frame larger than `maxFrameBytes` fails the exchange before
 // it is buffered. Whole bodies are decoded with plain loops (a Stream pipeline per RPC cost more
 // than the RPC). The Request's trace context travels in the message (the server's span is its
 // child) and as a `traceparent` in the IIP metadata, where the sidecars read it.

@@ -1,9 +1,10 @@
 // Effect RPC over IIP mesh mode (src/effect/rpc.ts): one RpcGroup with a unary, a streaming, a
 // failing and a hanging RPC, served by RpcServer over an IipServer and called by RpcClient over
-// an IipClient (real sockets on 127.0.0.1, port 0), with NDJSON, JSON and Effect's SchemaBinary
-// serializations.
+// an IipClient (real sockets on 127.0.0.1, port 0), with NDJSON, JSON, MessagePack (msgpack.ts)
+// and Effect's SchemaBinary serializations.
 // - Unary and streaming answers arrive whole and in order; a streaming RPC of 2,000 items too.
-// - A typed error decodes to its Schema class (instanceof, fields).
+// - A typed error decodes to its Schema class (instanceof, fields), a Date field included.
+// - Dates, bigints (past 2^64 too) and Uint8Arrays in payloads, answers and stream items round-trip.
 // - Interrupting the caller interrupts the server's handler (its finalizer observed) within 50 ms.
 // - The server handler's span is in the caller's trace (same trace id, the caller's span its parent).
 // - An RPC server stopped while its IIP server still serves answers an RPC with a defect at once
@@ -14,18 +15,32 @@ import { assert, describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Schema, Scope, Stream } from "effect"
 import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
 import { IipClient, IipLoadBalancer } from "../../src/effect/client.ts"
+import { layerMsgPack } from "../../src/effect/msgpack.ts"
 import { layerBalancedClientProtocol, layerClientProtocol, layerServerProtocol } from "../../src/effect/rpc.ts"
 import { IipServer } from "../../src/effect/server.ts"
 
 class NotFound extends Schema.TaggedError<NotFound>()("NotFound", { id: Schema.String }) {}
+class Expired extends Schema.TaggedError<Expired>()("Expired", { at: Schema.Date, serial: Schema.BigInt }) {}
+
+const Typed = Schema.Struct({ at: Schema.Date, serial: Schema.BigInt, bytes: Schema.Uint8Array })
 
 class TestRpcs extends RpcGroup.make(
   Rpc.make("Echo", { payload: { text: Schema.String }, success: Schema.String }),
   Rpc.make("Count", { payload: { n: Schema.Int }, success: Schema.Int, stream: true }),
   Rpc.make("Find", { payload: { id: Schema.String }, success: Schema.String, error: NotFound }),
   Rpc.make("Hang", { success: Schema.Void }),
-  Rpc.make("Trace", { success: Schema.Struct({ traceId: Schema.String, parent: Schema.String }) })
+  Rpc.make("Trace", { success: Schema.Struct({ traceId: Schema.String, parent: Schema.String }) }),
+  Rpc.make("Types", { payload: Typed.fields, success: Typed, error: Expired }),
+  Rpc.make("Blobs", { payload: { n: Schema.Int }, success: Typed, stream: true })
 ) {}
+
+/** The Types RPC: the payload back with its bytes reversed and its date a day on; a negative serial fails. */
+const types = ({ at, serial, bytes }: typeof Typed.Type) =>
+  serial < 0n
+    ? Effect.fail(new Expired({ at, serial }))
+    : Effect.succeed({ at: new Date(at.getTime() + 86_400_000), serial: serial * 2n, bytes: bytes.slice().reverse() })
+const blobs = ({ n }: { readonly n: number }) =>
+  Stream.range(1, n).pipe(Stream.map((i) => ({ at: new Date(i * 1000), serial: BigInt(i) << 70n, bytes: new Uint8Array(i).fill(i) })))
 
 interface Probes {
   readonly hangStarted: Deferred.Deferred<void>
@@ -47,7 +62,9 @@ const handlers = (probes: Probes) =>
         const span = yield* Effect.currentSpan
         const parent = span.parent._tag === "Some" ? span.parent.value.spanId : ""
         return { traceId: span.traceId, parent }
-      }).pipe(Effect.orDie)
+      }).pipe(Effect.orDie),
+    Types: types,
+    Blobs: blobs
   })
 
 const quiet = { log: () => {} }
@@ -55,6 +72,7 @@ const quiet = { log: () => {} }
 const serializations = [
   ["ndjson", RpcSerialization.layerNdjson],
   ["json", RpcSerialization.layerJson],
+  ["msgpack", layerMsgPack],
   ["SchemaBinary", RpcSerialization.layerSchemaBinary()]
 ] as const
 
@@ -90,6 +108,30 @@ describe.each(serializations)("Effect RPC over IIP (%s)", (_name, serialization)
       const error = yield* Effect.flip(client.Find({ id: "nope" }))
       assert.instanceOf(error, NotFound)
       assert.strictEqual((error as NotFound).id, "nope")
+    })
+  )
+
+  it.live("Dates, bigints and Uint8Arrays round-trip in payloads, answers, stream items and typed errors", () =>
+    Effect.gen(function*() {
+      const client = yield* setUp(serialization, yield* makeProbes)
+      const big = (1n << 80n) + 7n
+      const answer = yield* client.Types({ at: new Date(Date.UTC(2026, 11, 4)), serial: big, bytes: new Uint8Array([0, 1, 255]) })
+      assert.instanceOf(answer.at, Date)
+      assert.strictEqual(answer.at.toISOString(), "2026-12-05T00:00:00.000Z")
+      assert.strictEqual(answer.serial, big * 2n)
+      assert.instanceOf(answer.bytes, Uint8Array)
+      assert.deepStrictEqual([...answer.bytes], [255, 1, 0])
+      const items = yield* Stream.runCollect(client.Blobs({ n: 3 }))
+      assert.deepStrictEqual(items.map((item) => [item.at.getTime(), item.serial, [...item.bytes]]), [
+        [1000, 1n << 70n, [1]],
+        [2000, 2n << 70n, [2, 2]],
+        [3000, 3n << 70n, [3, 3, 3]]
+      ])
+      const error = yield* Effect.flip(client.Types({ at: new Date(5), serial: -1n, bytes: new Uint8Array(0) }))
+      assert.instanceOf(error, Expired)
+      assert.instanceOf((error as Expired).at, Date)
+      assert.strictEqual((error as Expired).at.getTime(), 5)
+      assert.strictEqual((error as Expired).serial, -1n)
     })
   )
 
@@ -154,7 +196,9 @@ describe("Effect RPC through the load-balance client", () => {
           Count: ({ n }) => Stream.range(1, n),
           Find: ({ id }) => Effect.fail(new NotFound({ id })),
           Hang: () => Effect.never,
-          Trace: () => Effect.succeed({ traceId: "", parent: "" })
+          Trace: () => Effect.succeed({ traceId: "", parent: "" }),
+          Types: types,
+          Blobs: blobs
         })
         yield* Layer.build(
           RpcServer.layer(TestRpcs).pipe(Layer.provide([named, layerServerProtocol()]), Layer.provide([Layer.succeedContext(server), RpcSerialization.layerNdjson]))
