@@ -22,6 +22,8 @@ import type { HandlerValue } from "../iip/dispatch.ts"
 import { reply } from "../iip/server.ts"
 import { type CancelSignal, Cancellation } from "../mux/cancellation.ts"
 import { StreamFailed } from "../mux/streams.ts"
+import { Refused } from "../iip/dispatch.ts"
+import { type LbCallError, NoBackend } from "../toolkit/loadBalanceClient.ts"
 import { asStreamError, IipClient, IipLoadBalancer, type StreamError } from "./client.ts"
 import { IipServer } from "./server.ts"
 import { fromIncoming, toOutgoing } from "./streams.ts"
@@ -101,18 +103,24 @@ const traceparentOf = (request: RpcMessage.RequestEncoded): Map<string, string> 
 
 const clientDefect = (message: string, cause: unknown) => new RpcClientError.RpcClientError({ reason: new RpcClientError.RpcClientDefect({ message, cause }) })
 
+/** An IIP exchange as the client protocols start one: the answer, whole or its body streaming. */
+type StartExchange = (path: string, body: Uint8Array, options: { readonly meta?: Map<string, string>; readonly signal: CancelSignal }) => Promise<{
+  readonly data: Uint8Array
+  readonly stream: AsyncIterable<Uint8Array> | undefined
+}>
+
 /**
- * The RpcClient Protocol over the IipClient in context: RpcClient.make(group) on top of it calls
- * the server that client points at.
+ * The RpcClient Protocol over `start`: each Request one IIP exchange run by the calling fiber
+ * (interrupting it cancels the exchange, so the Interrupt message itself needs no sending; acks
+ * are not needed, the window paces streams).
  */
-export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
+const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
   RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
     const serialization = yield* RpcSerialization.RpcSerialization
-    const client = yield* IipClient
     const path = options.path ?? defaultPath
     const max = options.maxFrameBytes ?? defaultMaxFrameBytes
     const decode = decoderOf(serialization)
-    const failed = (error: StreamError) => clientDefect(`rpc over iip: ${error.message}`, error)
+    const failed = (error: StreamError | LbCallError) => clientDefect(`rpc over iip: ${error.message}`, error)
     const endedEarly = (request: RpcMessage.RequestEncoded) => clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
     const exchange = (clientId: number, request: RpcMessage.RequestEncoded): Effect.Effect<void, RpcClientError.RpcClientError> => {
       const parser = serialization.makeUnsafe()
@@ -145,7 +153,7 @@ export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
       // One callback per RPC, its answer decoded with plain code: the Effect machinery per exchange
       // costed more than the exchange. Interrupting the caller cancels the IIP request.
       return Effect.callback<void, RpcClientError.RpcClientError>((resume) => {
-        client.core.stream(path, frame(encoded), meta === undefined ? { signal: cancel } : { meta, signal: cancel }).then(
+        start(path, frame(encoded), meta === undefined ? { signal: cancel } : { meta, signal: cancel }).then(
           (answer) => {
             if (answer.stream !== undefined) return resume(streamed(answer.stream))
             let messages: Array<FromServerEncoded>
@@ -156,62 +164,43 @@ export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
             }
             resume(ended || request.isNotification === true ? hand(messages) : Effect.andThen(hand(messages), Effect.fail(endedEarly(request))))
           },
-          (error: unknown) => resume(Effect.fail(failed(asStreamError(error))))
+          (error: unknown) => resume(Effect.fail(failed(asCallError(error))))
         )
         return Effect.sync(() => cancel.abort())
       })
     }
     return {
-      // A Request is one IIP exchange run by the calling fiber: interrupting it cancels the exchange,
-      // so the Interrupt message itself needs no sending. Acks are not needed: the window paces streams.
       send: (clientId: number, request: FromClientEncoded) => (request._tag === "Request" ? exchange(clientId, request) : Effect.void),
       supportsAck: false,
       supportsTransferables: false,
       codecFor: serialization.codecFor
     }
   }))
+
+/** A failure of the plain client or the load-balance client, typed (NoBackend and Refused are the balancer's own). */
+const asCallError = (error: unknown): StreamError | LbCallError => (error instanceof NoBackend || error instanceof Refused ? error : asStreamError(error))
+
+/**
+ * The RpcClient Protocol over the IipClient in context: RpcClient.make(group) on top of it calls
+ * the server that client points at.
+ */
+export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
+  Effect.flatMap(IipClient, (client) => clientProtocolOver((path, body, call) => client.core.stream(path, body, call), options))
 
 /** `makeClientProtocol` as a layer (needs an IipClient and an RpcSerialization). */
 export const layerClientProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcClient.Protocol, never, IipClient | RpcSerialization.RpcSerialization> =>
   Layer.effect(RpcClient.Protocol, makeClientProtocol(options))
 
 /**
- * The RpcClient Protocol over the load-balance client in context: each RPC goes to the backend
- * its balancer picks (retried elsewhere when it never reached one, within the call's tries). The
- * answer arrives whole, so a streaming RPC's items are delivered when it ends; interrupting the
- * caller cancels the call at its backend.
+ * The RpcClient Protocol over the load-balance client in context (a caller that names a service
+ * by its backends): each RPC goes to the backend its balancer picks, moved to another one when it
+ * never reached one (within the call's tries); a streaming RPC streams from its backend under the
+ * channel's window as over one IipClient. Each RPC is one call of the balancer, bounded by its
+ * `requestTimeoutMs` (0: none), a streaming one's whole stream included. Interrupting the caller
+ * cancels the call at its backend.
  */
 export const makeBalancedClientProtocol = (options: RpcOverIipOptions = {}) =>
-  RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
-    const serialization = yield* RpcSerialization.RpcSerialization
-    const balancer = yield* IipLoadBalancer
-    const decode = decoderOf(serialization)
-    const path = options.path ?? defaultPath
-    const max = options.maxFrameBytes ?? defaultMaxFrameBytes
-    const exchange = (clientId: number, request: RpcMessage.RequestEncoded) =>
-      Effect.gen(function*() {
-        const parser = serialization.makeUnsafe()
-        const encoded = parser.encode(request)
-        if (encoded === undefined) return
-        const meta = traceparentOf(request)
-        const answer = yield* balancer.request(path, frame(encoded), meta === undefined ? {} : { meta }).pipe(
-          Effect.mapError((error) => clientDefect(`rpc over iip: ${error.message}`, error))
-        )
-        const frames = unframe(max)(answer)
-        if (frames instanceof StreamFailed) return yield* clientDefect(`rpc over iip: ${frames.message}`, frames)
-        const messages = yield* Effect.try({ try: () => frames.flatMap((f) => decode(parser, f)) as Array<FromServerEncoded>, catch: (cause) => clientDefect("rpc over iip: undecodable answer", cause) })
-        if (!messages.some((m) => m._tag === "Exit" || RpcMessage.isTerminalResponse(m)) && request.isNotification !== true) {
-          return yield* clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
-        }
-        yield* Effect.forEach(messages, (response) => writeResponse(clientId, response), { discard: true })
-      })
-    return {
-      send: (clientId: number, request: FromClientEncoded) => (request._tag === "Request" ? exchange(clientId, request) : Effect.void),
-      supportsAck: false,
-      supportsTransferables: false,
-      codecFor: serialization.codecFor
-    }
-  }))
+  Effect.flatMap(IipLoadBalancer, (balancer) => clientProtocolOver((path, body, call) => balancer.core.stream(path, body, call), options))
 
 /** `makeBalancedClientProtocol` as a layer (needs an IipLoadBalancer and an RpcSerialization). */
 export const layerBalancedClientProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcClient.Protocol, never, IipLoadBalancer | RpcSerialization.RpcSerialization> =>

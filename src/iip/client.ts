@@ -253,7 +253,8 @@ export class IipClient {
         deadline: timeoutMs > 0 ? Date.now() + timeoutMs : 0,
         meta: options.meta ?? emptyMeta,
         signal: options.signal,
-        callback: (error) => finish(error, undefined),
+        // A plain peer answers whole (and a failure before the answer starts comes here too).
+        callback: (error, answer) => finish(error, answer === undefined ? undefined : { meta: emptyMeta, data: answer, stream: undefined }),
         timer: undefined
       })
     })

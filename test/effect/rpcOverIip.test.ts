@@ -9,8 +9,10 @@
 // - The server handler's span is in the caller's trace (same trace id, the caller's span its parent).
 // - An RPC server stopped while its IIP server still serves answers an RPC with a defect at once
 //   (the IIP answer is not left waiting).
-// - Through the load-balance client (IipLoadBalancer, round robin over two servers): both serve,
-//   and typed errors and streaming RPCs (delivered whole) still decode.
+// - Through the load-balance client (IipLoadBalancer, round robin over three servers, JSON and
+//   MessagePack): calls spread evenly, fail over when a server is gone, typed errors decode; a
+//   streaming RPC streams (its server sends the rest only once the caller has the first item);
+//   interrupting the caller interrupts the handler at its backend.
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Schema, Scope, Stream } from "effect"
 import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
@@ -183,42 +185,95 @@ describe("Effect RPC over IIP, the RPC server stopped", () => {
   )
 })
 
-describe("Effect RPC through the load-balance client", () => {
-  it.live("RPCs go to the backends the balancer picks; typed errors and streaming RPCs still decode", () =>
-    Effect.gen(function*() {
-      const ports: Array<number> = []
-      const seen: Array<string> = []
-      for (const name of ["a", "b"]) {
-        const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
-        ports.push(Context.get(server, IipServer).address.port)
-        const named = TestRpcs.toLayer({
-          Echo: ({ text }) => Effect.sync(() => void seen.push(name)).pipe(Effect.as(`${name}:${text}`)),
-          Count: ({ n }) => Stream.range(1, n),
-          Find: ({ id }) => Effect.fail(new NotFound({ id })),
-          Hang: () => Effect.never,
-          Trace: () => Effect.succeed({ traceId: "", parent: "" }),
-          Types: types,
-          Blobs: blobs
-        })
-        yield* Layer.build(
-          RpcServer.layer(TestRpcs).pipe(Layer.provide([named, layerServerProtocol()]), Layer.provide([Layer.succeedContext(server), RpcSerialization.layerNdjson]))
-        )
-      }
-      const protocol = yield* Layer.build(
-        layerBalancedClientProtocol().pipe(
-          Layer.provide([
-            IipLoadBalancer.layer({ backends: ports.map((p) => `127.0.0.1:${p}#1`).join(","), method: "MethodRoundrobin", client: quiet }),
-            RpcSerialization.layerNdjson
-          ])
-        )
+/** Three RPC servers, each on its own IIP server in a scope of its own, and an RpcClient over a round-robin balancer of them. */
+const balancedSetUp = (serialization: Layer.Layer<RpcSerialization.RpcSerialization>) =>
+  Effect.gen(function*() {
+    const ports: Array<number> = []
+    const scopes: Array<Scope.Closeable> = []
+    const seen: Array<string> = []
+    const firstSeen = yield* Deferred.make<void>()
+    const probes = yield* makeProbes
+    for (const name of ["a", "b", "c"]) {
+      const scope = yield* Scope.make()
+      yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+      const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet })).pipe(Scope.provide(scope))
+      ports.push(Context.get(server, IipServer).address.port)
+      scopes.push(scope)
+      const named = TestRpcs.toLayer({
+        Echo: ({ text }) => Effect.sync(() => void seen.push(name)).pipe(Effect.as(`${name}:${text}`)),
+        // Its second item waits until the caller has the first: an answer delivered whole would never come.
+        Count: ({ n }) => Stream.concat(Stream.make(1), Stream.fromEffect(Deferred.await(firstSeen)).pipe(Stream.flatMap(() => Stream.range(2, n)))),
+        Find: ({ id }) => Effect.fail(new NotFound({ id })),
+        Hang: () =>
+          Deferred.succeed(probes.hangStarted, undefined).pipe(
+            Effect.andThen(Effect.never),
+            Effect.ensuring(Effect.suspend(() => Deferred.succeed(probes.hangFinalized, performance.now())))
+          ),
+        Trace: () => Effect.succeed({ traceId: "", parent: "" }),
+        Types: types,
+        Blobs: blobs
+      })
+      yield* Layer.build(
+        RpcServer.layer(TestRpcs).pipe(Layer.provide([named, layerServerProtocol()]), Layer.provide([Layer.succeedContext(server), serialization]))
+      ).pipe(Scope.provide(scope))
+    }
+    const protocol = yield* Layer.build(
+      layerBalancedClientProtocol().pipe(
+        Layer.provide([
+          IipLoadBalancer.layer({ backends: ports.map((p) => `127.0.0.1:${p}#1`).join(","), method: "MethodRoundrobin", requestTimeoutMs: 10_000, client: quiet }),
+          serialization
+        ])
       )
-      const client = yield* RpcClient.make(TestRpcs).pipe(Effect.provide(protocol))
-      const answers = yield* Effect.forEach([1, 2, 3, 4], (i) => client.Echo({ text: String(i) }))
-      expect(answers.map((a) => a.slice(2))).toStrictEqual(["1", "2", "3", "4"])
-      expect(new Set(seen)).toStrictEqual(new Set(["a", "b"]))
-      assert.deepStrictEqual(yield* Stream.runCollect(client.Count({ n: 3 })), [1, 2, 3])
+    )
+    const client = yield* RpcClient.make(TestRpcs).pipe(Effect.provide(protocol))
+    return { client, scopes, seen, firstSeen, probes }
+  })
+
+describe.each([
+  ["json", RpcSerialization.layerJson],
+  ["msgpack", layerMsgPack]
+] as const)("Effect RPC through the load-balance client (%s)", (_name, serialization) => {
+  it.live("RPCs spread over three backends and fail over when one is gone; typed errors decode", () =>
+    Effect.gen(function*() {
+      const { client, scopes, seen } = yield* balancedSetUp(serialization)
+      const answers = yield* Effect.forEach([1, 2, 3, 4, 5, 6], (i) => client.Echo({ text: String(i) }))
+      expect(answers.map((a) => a.slice(2))).toStrictEqual(["1", "2", "3", "4", "5", "6"])
+      expect([...seen].sort()).toStrictEqual(["a", "a", "b", "b", "c", "c"])
       const error = yield* Effect.flip(client.Find({ id: "x" }))
       assert.instanceOf(error, NotFound)
+      // Backend c goes away: every call still succeeds, on a and b.
+      yield* Scope.close(scopes[2]!, Exit.void)
+      seen.length = 0
+      const after = yield* Effect.forEach([1, 2, 3, 4, 5, 6], (i) => client.Echo({ text: String(i) }))
+      expect(after.map((a) => a.slice(2))).toStrictEqual(["1", "2", "3", "4", "5", "6"])
+      expect(new Set(seen)).toStrictEqual(new Set(["a", "b"]))
+    })
+  )
+
+  it.live("a streaming RPC streams: its first item arrives before the server sends the rest", () =>
+    Effect.gen(function*() {
+      const { client, firstSeen } = yield* balancedSetUp(serialization)
+      const items = yield* client.Count({ n: 500 }).pipe(
+        Stream.tap((item) => (item === 1 ? Deferred.succeed(firstSeen, undefined) : Effect.void)),
+        Stream.runCollect,
+        Effect.timeout("5 seconds")
+      )
+      assert.strictEqual(items.length, 500)
+      assert.strictEqual(items[499], 500)
+      const typed = yield* Stream.runCollect(client.Blobs({ n: 2 }))
+      assert.deepStrictEqual(typed.map((item) => item.serial), [1n << 70n, 2n << 70n])
+    })
+  )
+
+  it.live("interrupting the caller interrupts the handler at the backend within 50 ms", () =>
+    Effect.gen(function*() {
+      const { client, probes } = yield* balancedSetUp(serialization)
+      const caller = yield* Effect.forkChild(client.Hang())
+      yield* Deferred.await(probes.hangStarted).pipe(Effect.timeout("5 seconds"))
+      const interruptedAt = performance.now()
+      yield* Fiber.interrupt(caller)
+      const finalizedAt = yield* Deferred.await(probes.hangFinalized).pipe(Effect.timeout("5 seconds"))
+      expect(finalizedAt - interruptedAt).toBeLessThan(50)
     })
   )
 })
