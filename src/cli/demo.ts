@@ -1,5 +1,6 @@
 // `iip-mesh demo [--ready-file PATH]` (what `npm start` runs): the demo services of services/ as
-// child processes, each fronted by a sidecar in this process. No sidecar is given an address: they
+// child processes, each fronted by a sidecar in this process (catalog is an Effect RPC service the
+// storefront calls over the mesh, services/catalogRpcs.ts). No sidecar is given an address: they
 // find each other through local discovery (a directory of announcements, src/discovery/
 // directorySource.ts), so nothing leaves loopback and nothing multicasts. Each sidecar holds a
 // workload certificate from an issuer in this process (its CA made in memory at start, join
@@ -185,7 +186,7 @@ export const runDemo = (argv: ReadonlyArray<string>) =>
     if (readyFile !== undefined) writeFileSync(readyFile, JSON.stringify({ entry, outbound: `http://${outbound}`, admins, controls, dashboard, pids, issuer: identities.issuer }, null, 2))
     process.stdout.write(
       [
-        "iip-mesh demo is up: storefront -> (sidecar) -> catalog, pricing x2 (weights 3:1), all on this host.",
+        "iip-mesh demo is up: storefront -> (sidecar) -> catalog (an Effect RPC service), pricing x2 (weights 3:1), all on this host.",
         `  open      ${entry}`,
         `  try       curl -H 'Host: catalog' http://${outbound}/products`,
         `  dashboard ${dashboard}  (the whole demo mesh: traffic, health, traces)`,

@@ -7,7 +7,9 @@ import * as https from "node:https"
 import { readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
+import { randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { readUntil } from "../support/iipRaw.ts"
 
 const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
 const readyFile = join(tmpdir(), `iip-mesh-demo-${process.pid}.json`)
@@ -20,6 +22,15 @@ interface Ready {
   readonly dashboard: string
   readonly pids: ReadonlyArray<number>
   readonly issuer: string
+}
+
+interface TraceSpan {
+  readonly spanId: string
+  readonly parentSpanId: string | null
+  readonly service: string
+  readonly kind: string
+  readonly name: string
+  readonly attributes: Record<string, unknown>
 }
 
 const alive = (pid: number) => {
@@ -84,6 +95,29 @@ describe("iip-mesh demo", () => {
     const api = (await (await fetch(`${ready.entry}api/products`)).json()) as { products: Array<{ price: number | null }> }
     expect(api.products).toHaveLength(4)
     expect(api.products.every((p) => typeof p.price === "number")).toBe(true)
+  })
+
+  it("storefront gets its products from catalog's Effect RPC service (streamed) over the mesh, in the request's trace", async () => {
+    const traceId = randomBytes(16).toString("hex")
+    const response = await fetch(`${ready.entry}api/products`, { headers: { traceparent: `00-${traceId}-${randomBytes(8).toString("hex")}-01` } })
+    const api = (await response.json()) as { products: Array<{ name: string }> }
+    expect(api.products.map((p) => p.name)).toStrictEqual(["Espresso cup", "Linen towel", "Desk lamp", "Notebook"])
+    const spansOf = async (): Promise<Array<TraceSpan>> => {
+      const traces = await fetch(`${ready.controls[0]}/traces/${traceId}`)
+      return traces.status === 200 ? ((await traces.json()) as { spans: Array<TraceSpan> }).spans : []
+    }
+    const isRpc = (span: TraceSpan) => String(span.attributes["url.path"] ?? "").startsWith("/rpc")
+    const catalogServer = (spans: ReadonlyArray<TraceSpan>) => spans.find((s) => s.service === "catalog" && s.kind === "server" && isRpc(s))
+    const complete = (spans: ReadonlyArray<TraceSpan>) => {
+      const server = catalogServer(spans)
+      return server !== undefined && spans.some((s) => s.parentSpanId === server.spanId) && spans.some((s) => s.service === "pricing" && s.kind === "server")
+    }
+    const { value: spans } = await readUntil(spansOf, complete, 5000)
+    // The RPC's hop: the store's sidecar (client) -> catalog's sidecar (server) -> its call to the app.
+    const server = catalogServer(spans)!
+    expect(spans.find((s) => s.spanId === server.parentSpanId)).toMatchObject({ service: "storefront", kind: "client", attributes: { "iip_mesh.service": "catalog" } })
+    expect(spans.find((s) => s.parentSpanId === server.spanId)).toMatchObject({ service: "catalog", kind: "client", attributes: { "iip_mesh.hop": "app" } })
+    expect(spans.some((s) => s.service === "pricing" && s.kind === "server")).toBe(true)
   })
 
   it("spreads pricing calls 3:1 over its two instances", async () => {
