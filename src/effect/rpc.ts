@@ -25,6 +25,7 @@ import { StreamFailed } from "../mux/streams.ts"
 import { Refused } from "../iip/dispatch.ts"
 import { type LbCallError, NoBackend } from "../toolkit/loadBalanceClient.ts"
 import { asStreamError, IipClient, IipLoadBalancer, type StreamError } from "./client.ts"
+import { msgPack } from "./msgpack.ts"
 import { IipServer } from "./server.ts"
 import { fromIncoming, toOutgoing } from "./streams.ts"
 
@@ -83,6 +84,30 @@ const unframe = (max: number) => {
   }
 }
 
+/** The messages of a whole body of frames (most answers: one frame, one message); throws StreamFailed or the parser's error. */
+const decodeWhole = (bytes: Uint8Array, decode: Decode, parser: RpcSerialization.Parser, max: number): ReadonlyArray<unknown> => {
+  if (bytes.length >= 4) {
+    const length = new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0)
+    if (length > max) throw new StreamFailed({ message: `rpc message of ${length} bytes exceeds ${max}` })
+    if (length === bytes.length - 4) return decode(parser, bytes.subarray(4))
+  }
+  const frames = unframe(max)(bytes)
+  if (frames instanceof StreamFailed) throw frames
+  return frames.flatMap((f) => decode(parser, f))
+}
+
+/**
+ * Where an exchange gets its parser. JSON and MessagePack parsers keep no state, so one serves
+ * every exchange; any other gets a parser per exchange (an NDJSON parser keeps an unfinished line
+ * for the next bytes, JSON-RPC maps ids, SchemaBinary keeps an unfinished message), so what one
+ * request leaves never reaches another's.
+ */
+const parserSource = (serialization: RpcSerialization.RpcSerialization["Service"]): (() => RpcSerialization.Parser) => {
+  if (serialization !== RpcSerialization.json && serialization !== msgPack) return () => serialization.makeUnsafe()
+  const shared = serialization.makeUnsafe()
+  return () => shared
+}
+
 /** Decoded messages of a framed byte stream. */
 const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, decode: Decode, parser: RpcSerialization.Parser, max: number): Stream.Stream<unknown, E | StreamFailed> => {
   const cut = unframe(max)
@@ -103,16 +128,20 @@ const traceparentOf = (request: RpcMessage.RequestEncoded): Map<string, string> 
 
 const clientDefect = (message: string, cause: unknown) => new RpcClientError.RpcClientError({ reason: new RpcClientError.RpcClientDefect({ message, cause }) })
 
-/** An IIP exchange as the client protocols start one: the answer, whole or its body streaming. */
-type StartExchange = (path: string, body: Uint8Array, options: { readonly meta?: Map<string, string>; readonly signal: CancelSignal }) => Promise<{
-  readonly data: Uint8Array
-  readonly stream: AsyncIterable<Uint8Array> | undefined
-}>
+/** An IIP exchange as the client protocols start one; `onReply` gets the answer, whole or its body streaming. */
+type StartExchange = (
+  path: string,
+  body: Uint8Array,
+  options: { readonly meta?: Map<string, string>; readonly signal: CancelSignal },
+  onReply: (error: unknown, reply: { readonly data: Uint8Array; readonly stream: AsyncIterable<Uint8Array> | undefined } | undefined) => void
+) => void
 
 /**
  * The RpcClient Protocol over `start`: each Request one IIP exchange run by the calling fiber
  * (interrupting it cancels the exchange, so the Interrupt message itself needs no sending; acks
- * are not needed, the window paces streams).
+ * are not needed, the window paces streams). A whole answer is decoded with plain code in the
+ * exchange's one callback: the Effect machinery (or a Promise) per exchange costed more than the
+ * exchange.
  */
 const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
   RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
@@ -120,52 +149,56 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
     const path = options.path ?? defaultPath
     const max = options.maxFrameBytes ?? defaultMaxFrameBytes
     const decode = decoderOf(serialization)
+    const parserFor = parserSource(serialization)
     const failed = (error: StreamError | LbCallError) => clientDefect(`rpc over iip: ${error.message}`, error)
     const endedEarly = (request: RpcMessage.RequestEncoded) => clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
-    const exchange = (clientId: number, request: RpcMessage.RequestEncoded): Effect.Effect<void, RpcClientError.RpcClientError> => {
-      const parser = serialization.makeUnsafe()
-      const encoded = parser.encode(request)
-      if (encoded === undefined) return Effect.void
-      const meta = traceparentOf(request)
-      const cancel = new Cancellation()
+    const undecodable = (cause: unknown) => (cause instanceof StreamFailed ? failed(cause) : clientDefect("rpc over iip: undecodable answer", cause))
+    const isEnd = (response: FromServerEncoded) => response._tag === "Exit" || RpcMessage.isTerminalResponse(response)
+    const hand = (clientId: number, messages: ReadonlyArray<FromServerEncoded>) =>
+      messages.length === 1 ? writeResponse(clientId, messages[0]!) : Effect.forEach(messages, (response) => writeResponse(clientId, response), { discard: true })
+    /** A whole answer: its messages handed on, then the RPC must have ended. */
+    const whole = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, bytes: Uint8Array): Effect.Effect<void, RpcClientError.RpcClientError> => {
+      let messages: ReadonlyArray<FromServerEncoded>
+      try {
+        messages = decodeWhole(bytes, decode, parser, max) as ReadonlyArray<FromServerEncoded>
+      } catch (cause) {
+        return Effect.fail(undecodable(cause))
+      }
+      if (request.isNotification === true || messages.some(isEnd)) return hand(clientId, messages)
+      return Effect.andThen(hand(clientId, messages), Effect.fail(endedEarly(request)))
+    }
+    /** A streamed answer: read as delivered, so the server sends only as fast as the caller takes. */
+    const streamed = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, body: AsyncIterable<Uint8Array>, cancel: Cancellation) => {
       let ended = false
       const cut = unframe(max)
-      /** The messages in `bytes`, in order, noting the RPC's end; throws StreamFailed or the parser's error. */
       const messagesOf = (bytes: Uint8Array): Array<FromServerEncoded> => {
         const frames = cut(bytes)
         if (frames instanceof StreamFailed) throw frames
         const messages = frames.flatMap((f) => decode(parser, f)) as Array<FromServerEncoded>
-        for (const response of messages) if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) ended = true
+        if (messages.some(isEnd)) ended = true
         return messages
       }
-      const undecodable = (cause: unknown) => (cause instanceof StreamFailed ? failed(cause) : clientDefect("rpc over iip: undecodable answer", cause))
-      const hand = (messages: ReadonlyArray<FromServerEncoded>) =>
-        messages.length === 1 ? writeResponse(clientId, messages[0]!) : Effect.forEach(messages, (response) => writeResponse(clientId, response), { discard: true })
-      // A streamed answer: read as delivered, so the server sends only as fast as the caller takes.
-      const streamed = (body: AsyncIterable<Uint8Array>) =>
-        fromIncoming(body, asStreamError).pipe(
-          Stream.runForEach((bytes) => Effect.suspend(() => hand(messagesOf(bytes)))),
-          Effect.ensuring(Effect.sync(() => cancel.abort())),
-          Effect.mapError(failed),
-          Effect.catchDefect(undecodable),
-          Effect.andThen(Effect.suspend(() => (ended || request.isNotification === true ? Effect.void : Effect.fail(endedEarly(request)))))
-        )
-      // One callback per RPC, its answer decoded with plain code: the Effect machinery per exchange
-      // costed more than the exchange. Interrupting the caller cancels the IIP request.
+      return fromIncoming(body, asStreamError).pipe(
+        Stream.runForEach((bytes) => Effect.suspend(() => hand(clientId, messagesOf(bytes)))),
+        Effect.ensuring(Effect.sync(() => cancel.abort())),
+        Effect.mapError(failed),
+        Effect.catchDefect((cause) => Effect.fail(undecodable(cause))),
+        Effect.andThen(Effect.suspend(() => (ended || request.isNotification === true ? Effect.void : Effect.fail(endedEarly(request)))))
+      )
+    }
+    const exchange = (clientId: number, request: RpcMessage.RequestEncoded): Effect.Effect<void, RpcClientError.RpcClientError> => {
+      const parser = parserFor()
+      const encoded = parser.encode(request)
+      if (encoded === undefined) return Effect.void
+      const body = frame(encoded)
+      const meta = traceparentOf(request)
+      // Interrupting the caller cancels the IIP request.
       return Effect.callback<void, RpcClientError.RpcClientError>((resume) => {
-        start(path, frame(encoded), meta === undefined ? { signal: cancel } : { meta, signal: cancel }).then(
-          (answer) => {
-            if (answer.stream !== undefined) return resume(streamed(answer.stream))
-            let messages: Array<FromServerEncoded>
-            try {
-              messages = messagesOf(answer.data)
-            } catch (cause) {
-              return resume(Effect.fail(undecodable(cause)))
-            }
-            resume(ended || request.isNotification === true ? hand(messages) : Effect.andThen(hand(messages), Effect.fail(endedEarly(request))))
-          },
-          (error: unknown) => resume(Effect.fail(failed(asCallError(error))))
-        )
+        const cancel = new Cancellation()
+        start(path, body, meta === undefined ? { signal: cancel } : { meta, signal: cancel }, (error, answer) => {
+          if (answer === undefined) return resume(Effect.fail(failed(asCallError(error))))
+          resume(answer.stream === undefined ? whole(clientId, request, parser, answer.data) : streamed(clientId, request, parser, answer.stream, cancel))
+        })
         return Effect.sync(() => cancel.abort())
       })
     }
@@ -185,7 +218,7 @@ const asCallError = (error: unknown): StreamError | LbCallError => (error instan
  * the server that client points at.
  */
 export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
-  Effect.flatMap(IipClient, (client) => clientProtocolOver((path, body, call) => client.core.stream(path, body, call), options))
+  Effect.flatMap(IipClient, (client) => clientProtocolOver((path, body, call, onReply) => client.core.streamWith(path, body, call, onReply), options))
 
 /** `makeClientProtocol` as a layer (needs an IipClient and an RpcSerialization). */
 export const layerClientProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcClient.Protocol, never, IipClient | RpcSerialization.RpcSerialization> =>
@@ -200,7 +233,11 @@ export const layerClientProtocol = (options: RpcOverIipOptions = {}): Layer.Laye
  * cancels the call at its backend.
  */
 export const makeBalancedClientProtocol = (options: RpcOverIipOptions = {}) =>
-  Effect.flatMap(IipLoadBalancer, (balancer) => clientProtocolOver((path, body, call) => balancer.core.stream(path, body, call), options))
+  Effect.flatMap(IipLoadBalancer, (balancer) =>
+    clientProtocolOver(
+      (path, body, call, onReply) => balancer.core.stream(path, body, call).then((reply) => onReply(undefined, reply), (error: unknown) => onReply(error, undefined)),
+      options
+    ))
 
 /** `makeBalancedClientProtocol` as a layer (needs an IipLoadBalancer and an RpcSerialization). */
 export const layerBalancedClientProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcClient.Protocol, never, IipLoadBalancer | RpcSerialization.RpcSerialization> =>
@@ -235,6 +272,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
     const serialization = yield* RpcSerialization.RpcSerialization
     const server = yield* IipServer
     const decode = decoderOf(serialization)
+    const parserFor = parserSource(serialization)
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)
     const max = options.maxFrameBytes ?? defaultMaxFrameBytes
@@ -308,6 +346,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
       })
     })
     const write = writeRequest!
+    const writeEof = (id: number) => write(id, RpcMessage.constEof)
     // Past the protocol's scope the RPC server is gone: what waits and what comes is answered with
     // a defect at once (the IIP route stays with the IIP server).
     let stopped = false
@@ -328,7 +367,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
       new Promise<HandlerValue>((resolve) => {
         const cancel = request.context.cancel
         if (cancel.aborted) return resolve(noAnswer)
-        const parser = serialization.makeUnsafe()
+        const parser = parserFor()
         if (stopped) return resolve(refusal(parser, stopping))
         const id = nextClientId++
         const exchange: Exchange = {
@@ -349,17 +388,18 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
         const stream = request.context.stream
         if (stream === undefined) {
           // The whole request in hand (most RPCs): decoded with plain loops, no Stream.
-          const frames = unframe(max)(request.data)
-          if (frames instanceof StreamFailed) return resolve(refusal(parser, frames))
-          let messages: Array<unknown>
+          let messages: ReadonlyArray<unknown>
           try {
-            messages = frames.flatMap((f) => decode(parser, f))
+            messages = decodeWhole(request.data, decode, parser, max)
           } catch (cause) {
+            if (cause instanceof StreamFailed) return resolve(refusal(parser, cause))
             return resolve(refusal(parser, new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` })))
           }
           exchanges.set(id, exchange)
           cancel.addEventListener("abort", exchange.onCancel)
-          runFork(Effect.forEach(messages, (message) => write(id, message as FromClientEncoded), { discard: true }).pipe(Effect.andThen(write(id, RpcMessage.constEof))))
+          const written =
+            messages.length === 1 ? write(id, messages[0] as FromClientEncoded) : Effect.forEach(messages, (message) => write(id, message as FromClientEncoded), { discard: true })
+          runFork(Effect.andThen(written, writeEof(id)))
           return
         }
         exchanges.set(id, exchange)

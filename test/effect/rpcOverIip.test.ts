@@ -150,6 +150,24 @@ describe.each(serializations)("Effect RPC over IIP (%s)", (_name, serialization)
     })
   )
 
+  it.live("an undecodable request is answered at once and the next RPCs decode", () =>
+    Effect.gen(function*() {
+      const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
+      const port = Context.get(server, IipServer).address.port
+      yield* Layer.build(
+        RpcServer.layer(TestRpcs).pipe(Layer.provide([handlers(yield* makeProbes), layerServerProtocol()]), Layer.provide([Layer.succeedContext(server), serialization]))
+      )
+      const iip = yield* Layer.build(IipClient.layer({ host: "127.0.0.1", port, requestTimeoutMs: 5000, ...quiet }))
+      const garbage = Buffer.from("\x00\x00\x00\x05{bad\n", "latin1")
+      const answer = yield* Context.get(iip, IipClient).request("/rpc", garbage)
+      // A defect, or for SchemaBinary (which takes the bytes for an unfinished message) an empty answer.
+      if (answer.length > 0) assert.strictEqual(answer.readUInt32BE(0), answer.length - 4)
+      const protocol = yield* Layer.build(layerClientProtocol().pipe(Layer.provide([Layer.succeedContext(iip), serialization])))
+      const client = yield* RpcClient.make(TestRpcs).pipe(Effect.provide(protocol))
+      assert.deepStrictEqual(yield* Effect.forEach(["a", "b"], (text) => client.Echo({ text })), ["a", "b"])
+    })
+  )
+
   it.live("the server's span joins the caller's trace", () =>
     Effect.gen(function*() {
       const client = yield* setUp(serialization, yield* makeProbes)
