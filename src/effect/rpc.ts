@@ -258,14 +258,21 @@ interface Exchange {
 
 const noAnswer = new Uint8Array(0)
 
+/** A whole request's messages, on their way to the RPC server. */
+interface Intake {
+  readonly id: number
+  readonly messages: ReadonlyArray<unknown>
+}
+
 /**
  * The RpcServer Protocol on the IipServer in context: it serves `options.path`, each IIP request
  * there one client of the RPC server (so a defect ends only that RPC), gone (its RPCs interrupted)
  * when the request is cancelled, its deadline passes or its connection closes (the session aborts
- * the request's cancellation for all three). The IIP handler is plain: the request is handed to the
- * RPC server in a fiber run from here, whose handler fiber sends the Exit back here, where it
- * settles the IIP answer directly (no queue, no fiber waiting for it); only a streamed answer goes
- * through a bounded queue, pulled as the channel's window allows.
+ * the request's cancellation for all three). The IIP handler is plain: a whole request is handed
+ * to the RPC server by one intake fiber (a streamed one by a fiber of its own, reading as it
+ * arrives); the RPC's handler fiber sends the Exit back here, where it settles the IIP answer
+ * directly (no queue, no fiber waiting for it); only a streamed answer goes through a bounded
+ * queue, pulled as the channel's window allows.
  */
 export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
   Effect.gen(function*() {
@@ -346,7 +353,15 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
       })
     })
     const write = writeRequest!
-    const writeEof = (id: number) => write(id, RpcMessage.constEof)
+    // Whole requests go to the RPC server from one fiber, in batches (its `write` starts the
+    // handler's fiber and returns): no fiber of our own per request.
+    const intake = yield* Queue.unbounded<Intake>()
+    const writeOne = (id: number, messages: ReadonlyArray<unknown>) =>
+      Effect.andThen(
+        messages.length === 1 ? write(id, messages[0] as FromClientEncoded) : Effect.forEach(messages, (message) => write(id, message as FromClientEncoded), { discard: true }),
+        write(id, RpcMessage.constEof)
+      )
+    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.takeAll(intake), (batch) => Effect.forEach(batch, (one) => writeOne(one.id, one.messages), { discard: true }))))
     // Past the protocol's scope the RPC server is gone: what waits and what comes is answered with
     // a defect at once (the IIP route stays with the IIP server).
     let stopped = false
@@ -397,9 +412,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
           }
           exchanges.set(id, exchange)
           cancel.addEventListener("abort", exchange.onCancel)
-          const written =
-            messages.length === 1 ? write(id, messages[0] as FromClientEncoded) : Effect.forEach(messages, (message) => write(id, message as FromClientEncoded), { discard: true })
-          runFork(Effect.andThen(written, writeEof(id)))
+          Queue.offerUnsafe(intake, { id, messages })
           return
         }
         exchanges.set(id, exchange)
