@@ -140,6 +140,11 @@ export interface IipLoadBalancerService {
   readonly core: CoreLoadBalancer
   /** One call to the backend the balancer picks; interrupting it cancels it at that backend. */
   readonly request: (path: string, body?: Uint8Array | string, options?: CallOptions) => Effect.Effect<Buffer, LbCallError>
+  /**
+   * One call whose answer streams from the backend the balancer picks (mesh mode), pulled by the
+   * consumer under the channel's window; interrupting the consumer (or ending it early) cancels it.
+   */
+  readonly stream: (path: string, body?: Uint8Array | string, options?: CallOptions) => Stream.Stream<Uint8Array, StreamError | LbCallError>
 }
 
 const balancerService = (core: CoreLoadBalancer): IipLoadBalancerService => ({
@@ -148,7 +153,19 @@ const balancerService = (core: CoreLoadBalancer): IipLoadBalancerService => ({
     Effect.tryPromise({
       try: (signal) => core.call(path, body, { ...timeoutOf(options), ...(options?.meta === undefined ? {} : { meta: options.meta }), signal }),
       catch: (error) => error as LbCallError
-    })
+    }),
+  stream: (path, body, options) =>
+    Stream.unwrap(
+      Effect.gen(function*() {
+        const cancel = new Cancellation()
+        yield* Effect.addFinalizer(() => Effect.sync(() => cancel.abort()))
+        const reply = yield* Effect.tryPromise({
+          try: () => core.stream(path, body, { ...timeoutOf(options), ...(options?.meta === undefined ? {} : { meta: options.meta }), signal: cancel }),
+          catch: (error) => error as LbCallError
+        })
+        return reply.stream === undefined ? Stream.make(reply.data) : fromIncoming(reply.stream, asStreamError)
+      })
+    )
 })
 
 export class IipLoadBalancer extends Context.Service<IipLoadBalancer, IipLoadBalancerService>()("iip-mesh/IipLoadBalancer") {

@@ -4,8 +4,9 @@
 // streamed answer (its chunks go out under the channel's window, so a slow consumer slows the
 // server's stream; the Exit ends it). Interrupting the caller cancels the IIP request, which
 // interrupts the server's handler fiber. Messages are encoded by the RpcSerialization in context
-// (JSON, NDJSON, JSON-RPC, Effect's binary SchemaBinary) and framed by a 4-byte length each, so
-// unframed serializations work too; a frame larger than `maxFrameBytes` fails the exchange before
+// (JSON, NDJSON, JSON-RPC, Effect's binary SchemaBinary, MessagePack from msgpack.ts) and framed
+// by a 4-byte length each (a streamed answer's chunks are cut by the window, not per message), so
+// serializations without framing of their own work too; a frame larger than `maxFrameBytes` fails the exchange before
 // it is buffered. Whole bodies are decoded with plain loops (a Stream pipeline per RPC cost more
 // than the RPC). The Request's trace context travels in the message (the server's span is its
 // child) and as a `traceparent` in the IIP metadata, where the sidecars read it.
@@ -21,7 +22,10 @@ import type { HandlerValue } from "../iip/dispatch.ts"
 import { reply } from "../iip/server.ts"
 import { type CancelSignal, Cancellation } from "../mux/cancellation.ts"
 import { StreamFailed } from "../mux/streams.ts"
+import { Refused } from "../iip/dispatch.ts"
+import { type LbCallError, NoBackend } from "../toolkit/loadBalanceClient.ts"
 import { asStreamError, IipClient, IipLoadBalancer, type StreamError } from "./client.ts"
+import { msgPack } from "./msgpack.ts"
 import { IipServer } from "./server.ts"
 import { fromIncoming, toOutgoing } from "./streams.ts"
 
@@ -80,6 +84,30 @@ const unframe = (max: number) => {
   }
 }
 
+/** The messages of a whole body of frames (most answers: one frame, one message); throws StreamFailed or the parser's error. */
+const decodeWhole = (bytes: Uint8Array, decode: Decode, parser: RpcSerialization.Parser, max: number): ReadonlyArray<unknown> => {
+  if (bytes.length >= 4) {
+    const length = new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0)
+    if (length > max) throw new StreamFailed({ message: `rpc message of ${length} bytes exceeds ${max}` })
+    if (length === bytes.length - 4) return decode(parser, bytes.subarray(4))
+  }
+  const frames = unframe(max)(bytes)
+  if (frames instanceof StreamFailed) throw frames
+  return frames.flatMap((f) => decode(parser, f))
+}
+
+/**
+ * Where an exchange gets its parser. JSON and MessagePack parsers keep no state, so one serves
+ * every exchange; any other gets a parser per exchange (an NDJSON parser keeps an unfinished line
+ * for the next bytes, JSON-RPC maps ids, SchemaBinary keeps an unfinished message), so what one
+ * request leaves never reaches another's.
+ */
+const parserSource = (serialization: RpcSerialization.RpcSerialization["Service"]): (() => RpcSerialization.Parser) => {
+  if (serialization !== RpcSerialization.json && serialization !== msgPack) return () => serialization.makeUnsafe()
+  const shared = serialization.makeUnsafe()
+  return () => shared
+}
+
 /** Decoded messages of a framed byte stream. */
 const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, decode: Decode, parser: RpcSerialization.Parser, max: number): Stream.Stream<unknown, E | StreamFailed> => {
   const cut = unframe(max)
@@ -100,117 +128,116 @@ const traceparentOf = (request: RpcMessage.RequestEncoded): Map<string, string> 
 
 const clientDefect = (message: string, cause: unknown) => new RpcClientError.RpcClientError({ reason: new RpcClientError.RpcClientDefect({ message, cause }) })
 
+/** An IIP exchange as the client protocols start one; `onReply` gets the answer, whole or its body streaming. */
+type StartExchange = (
+  path: string,
+  body: Uint8Array,
+  options: { readonly meta?: Map<string, string>; readonly signal: CancelSignal },
+  onReply: (error: unknown, reply: { readonly data: Uint8Array; readonly stream: AsyncIterable<Uint8Array> | undefined } | undefined) => void
+) => void
+
 /**
- * The RpcClient Protocol over the IipClient in context: RpcClient.make(group) on top of it calls
- * the server that client points at.
+ * The RpcClient Protocol over `start`: each Request one IIP exchange run by the calling fiber
+ * (interrupting it cancels the exchange, so the Interrupt message itself needs no sending; acks
+ * are not needed, the window paces streams). A whole answer is decoded with plain code in the
+ * exchange's one callback: the Effect machinery (or a Promise) per exchange costed more than the
+ * exchange.
  */
-export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
+const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
   RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
     const serialization = yield* RpcSerialization.RpcSerialization
-    const client = yield* IipClient
     const path = options.path ?? defaultPath
     const max = options.maxFrameBytes ?? defaultMaxFrameBytes
     const decode = decoderOf(serialization)
-    const failed = (error: StreamError) => clientDefect(`rpc over iip: ${error.message}`, error)
+    const parserFor = parserSource(serialization)
+    const failed = (error: StreamError | LbCallError) => clientDefect(`rpc over iip: ${error.message}`, error)
     const endedEarly = (request: RpcMessage.RequestEncoded) => clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
-    const exchange = (clientId: number, request: RpcMessage.RequestEncoded): Effect.Effect<void, RpcClientError.RpcClientError> => {
-      const parser = serialization.makeUnsafe()
-      const encoded = parser.encode(request)
-      if (encoded === undefined) return Effect.void
-      const meta = traceparentOf(request)
-      const cancel = new Cancellation()
+    const undecodable = (cause: unknown) => (cause instanceof StreamFailed ? failed(cause) : clientDefect("rpc over iip: undecodable answer", cause))
+    const isEnd = (response: FromServerEncoded) => response._tag === "Exit" || RpcMessage.isTerminalResponse(response)
+    const hand = (clientId: number, messages: ReadonlyArray<FromServerEncoded>) =>
+      messages.length === 1 ? writeResponse(clientId, messages[0]!) : Effect.forEach(messages, (response) => writeResponse(clientId, response), { discard: true })
+    /** A whole answer: its messages handed on, then the RPC must have ended. */
+    const whole = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, bytes: Uint8Array): Effect.Effect<void, RpcClientError.RpcClientError> => {
+      let messages: ReadonlyArray<FromServerEncoded>
+      try {
+        messages = decodeWhole(bytes, decode, parser, max) as ReadonlyArray<FromServerEncoded>
+      } catch (cause) {
+        return Effect.fail(undecodable(cause))
+      }
+      if (request.isNotification === true || messages.some(isEnd)) return hand(clientId, messages)
+      return Effect.andThen(hand(clientId, messages), Effect.fail(endedEarly(request)))
+    }
+    /** A streamed answer: read as delivered, so the server sends only as fast as the caller takes. */
+    const streamed = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, body: AsyncIterable<Uint8Array>, cancel: Cancellation) => {
       let ended = false
       const cut = unframe(max)
-      /** The messages in `bytes`, in order, noting the RPC's end; throws StreamFailed or the parser's error. */
       const messagesOf = (bytes: Uint8Array): Array<FromServerEncoded> => {
         const frames = cut(bytes)
         if (frames instanceof StreamFailed) throw frames
         const messages = frames.flatMap((f) => decode(parser, f)) as Array<FromServerEncoded>
-        for (const response of messages) if (response._tag === "Exit" || RpcMessage.isTerminalResponse(response)) ended = true
+        if (messages.some(isEnd)) ended = true
         return messages
       }
-      const undecodable = (cause: unknown) => (cause instanceof StreamFailed ? failed(cause) : clientDefect("rpc over iip: undecodable answer", cause))
-      const hand = (messages: ReadonlyArray<FromServerEncoded>) =>
-        messages.length === 1 ? writeResponse(clientId, messages[0]!) : Effect.forEach(messages, (response) => writeResponse(clientId, response), { discard: true })
-      // A streamed answer: read as delivered, so the server sends only as fast as the caller takes.
-      const streamed = (body: AsyncIterable<Uint8Array>) =>
-        fromIncoming(body, asStreamError).pipe(
-          Stream.runForEach((bytes) => Effect.suspend(() => hand(messagesOf(bytes)))),
-          Effect.ensuring(Effect.sync(() => cancel.abort())),
-          Effect.mapError(failed),
-          Effect.catchDefect(undecodable),
-          Effect.andThen(Effect.suspend(() => (ended || request.isNotification === true ? Effect.void : Effect.fail(endedEarly(request)))))
-        )
-      // One callback per RPC, its answer decoded with plain code: the Effect machinery per exchange
-      // costed more than the exchange. Interrupting the caller cancels the IIP request.
+      return fromIncoming(body, asStreamError).pipe(
+        Stream.runForEach((bytes) => Effect.suspend(() => hand(clientId, messagesOf(bytes)))),
+        Effect.ensuring(Effect.sync(() => cancel.abort())),
+        Effect.mapError(failed),
+        Effect.catchDefect((cause) => Effect.fail(undecodable(cause))),
+        Effect.andThen(Effect.suspend(() => (ended || request.isNotification === true ? Effect.void : Effect.fail(endedEarly(request)))))
+      )
+    }
+    const exchange = (clientId: number, request: RpcMessage.RequestEncoded): Effect.Effect<void, RpcClientError.RpcClientError> => {
+      const parser = parserFor()
+      const encoded = parser.encode(request)
+      if (encoded === undefined) return Effect.void
+      const body = frame(encoded)
+      const meta = traceparentOf(request)
+      // Interrupting the caller cancels the IIP request.
       return Effect.callback<void, RpcClientError.RpcClientError>((resume) => {
-        client.core.stream(path, frame(encoded), meta === undefined ? { signal: cancel } : { meta, signal: cancel }).then(
-          (answer) => {
-            if (answer.stream !== undefined) return resume(streamed(answer.stream))
-            let messages: Array<FromServerEncoded>
-            try {
-              messages = messagesOf(answer.data)
-            } catch (cause) {
-              return resume(Effect.fail(undecodable(cause)))
-            }
-            resume(ended || request.isNotification === true ? hand(messages) : Effect.andThen(hand(messages), Effect.fail(endedEarly(request))))
-          },
-          (error: unknown) => resume(Effect.fail(failed(asStreamError(error))))
-        )
+        const cancel = new Cancellation()
+        start(path, body, meta === undefined ? { signal: cancel } : { meta, signal: cancel }, (error, answer) => {
+          if (answer === undefined) return resume(Effect.fail(failed(asCallError(error))))
+          resume(answer.stream === undefined ? whole(clientId, request, parser, answer.data) : streamed(clientId, request, parser, answer.stream, cancel))
+        })
         return Effect.sync(() => cancel.abort())
       })
     }
     return {
-      // A Request is one IIP exchange run by the calling fiber: interrupting it cancels the exchange,
-      // so the Interrupt message itself needs no sending. Acks are not needed: the window paces streams.
       send: (clientId: number, request: FromClientEncoded) => (request._tag === "Request" ? exchange(clientId, request) : Effect.void),
       supportsAck: false,
       supportsTransferables: false,
       codecFor: serialization.codecFor
     }
   }))
+
+/** A failure of the plain client or the load-balance client, typed (NoBackend and Refused are the balancer's own). */
+const asCallError = (error: unknown): StreamError | LbCallError => (error instanceof NoBackend || error instanceof Refused ? error : asStreamError(error))
+
+/**
+ * The RpcClient Protocol over the IipClient in context: RpcClient.make(group) on top of it calls
+ * the server that client points at.
+ */
+export const makeClientProtocol = (options: RpcOverIipOptions = {}) =>
+  Effect.flatMap(IipClient, (client) => clientProtocolOver((path, body, call, onReply) => client.core.streamWith(path, body, call, onReply), options))
 
 /** `makeClientProtocol` as a layer (needs an IipClient and an RpcSerialization). */
 export const layerClientProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcClient.Protocol, never, IipClient | RpcSerialization.RpcSerialization> =>
   Layer.effect(RpcClient.Protocol, makeClientProtocol(options))
 
 /**
- * The RpcClient Protocol over the load-balance client in context: each RPC goes to the backend
- * its balancer picks (retried elsewhere when it never reached one, within the call's tries). The
- * answer arrives whole, so a streaming RPC's items are delivered when it ends; interrupting the
- * caller cancels the call at its backend.
+ * The RpcClient Protocol over the load-balance client in context (a caller that names a service
+ * by its backends): each RPC goes to the backend its balancer picks, moved to another one when it
+ * never reached one (within the call's tries); a streaming RPC streams from its backend under the
+ * channel's window as over one IipClient. Each RPC is one call of the balancer, bounded by its
+ * `requestTimeoutMs` (0: none), a streaming one's whole stream included. Interrupting the caller
+ * cancels the call at its backend.
  */
 export const makeBalancedClientProtocol = (options: RpcOverIipOptions = {}) =>
-  RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
-    const serialization = yield* RpcSerialization.RpcSerialization
-    const balancer = yield* IipLoadBalancer
-    const decode = decoderOf(serialization)
-    const path = options.path ?? defaultPath
-    const max = options.maxFrameBytes ?? defaultMaxFrameBytes
-    const exchange = (clientId: number, request: RpcMessage.RequestEncoded) =>
-      Effect.gen(function*() {
-        const parser = serialization.makeUnsafe()
-        const encoded = parser.encode(request)
-        if (encoded === undefined) return
-        const meta = traceparentOf(request)
-        const answer = yield* balancer.request(path, frame(encoded), meta === undefined ? {} : { meta }).pipe(
-          Effect.mapError((error) => clientDefect(`rpc over iip: ${error.message}`, error))
-        )
-        const frames = unframe(max)(answer)
-        if (frames instanceof StreamFailed) return yield* clientDefect(`rpc over iip: ${frames.message}`, frames)
-        const messages = yield* Effect.try({ try: () => frames.flatMap((f) => decode(parser, f)) as Array<FromServerEncoded>, catch: (cause) => clientDefect("rpc over iip: undecodable answer", cause) })
-        if (!messages.some((m) => m._tag === "Exit" || RpcMessage.isTerminalResponse(m)) && request.isNotification !== true) {
-          return yield* clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
-        }
-        yield* Effect.forEach(messages, (response) => writeResponse(clientId, response), { discard: true })
-      })
-    return {
-      send: (clientId: number, request: FromClientEncoded) => (request._tag === "Request" ? exchange(clientId, request) : Effect.void),
-      supportsAck: false,
-      supportsTransferables: false,
-      codecFor: serialization.codecFor
-    }
-  }))
+  Effect.flatMap(IipLoadBalancer, (balancer) =>
+    clientProtocolOver(
+      (path, body, call, onReply) => balancer.core.stream(path, body, call).then((reply) => onReply(undefined, reply), (error: unknown) => onReply(error, undefined)),
+      options
+    ))
 
 /** `makeBalancedClientProtocol` as a layer (needs an IipLoadBalancer and an RpcSerialization). */
 export const layerBalancedClientProtocol = (options: RpcOverIipOptions = {}): Layer.Layer<RpcClient.Protocol, never, IipLoadBalancer | RpcSerialization.RpcSerialization> =>
@@ -231,20 +258,28 @@ interface Exchange {
 
 const noAnswer = new Uint8Array(0)
 
+/** A whole request's messages, on their way to the RPC server. */
+interface Intake {
+  readonly id: number
+  readonly messages: ReadonlyArray<unknown>
+}
+
 /**
  * The RpcServer Protocol on the IipServer in context: it serves `options.path`, each IIP request
  * there one client of the RPC server (so a defect ends only that RPC), gone (its RPCs interrupted)
  * when the request is cancelled, its deadline passes or its connection closes (the session aborts
- * the request's cancellation for all three). The IIP handler is plain: the request is handed to the
- * RPC server in a fiber run from here, whose handler fiber sends the Exit back here, where it
- * settles the IIP answer directly (no queue, no fiber waiting for it); only a streamed answer goes
- * through a bounded queue, pulled as the channel's window allows.
+ * the request's cancellation for all three). The IIP handler is plain: a whole request is handed
+ * to the RPC server by one intake fiber (a streamed one by a fiber of its own, reading as it
+ * arrives); the RPC's handler fiber sends the Exit back here, where it settles the IIP answer
+ * directly (no queue, no fiber waiting for it); only a streamed answer goes through a bounded
+ * queue, pulled as the channel's window allows.
  */
 export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
   Effect.gen(function*() {
     const serialization = yield* RpcSerialization.RpcSerialization
     const server = yield* IipServer
     const decode = decoderOf(serialization)
+    const parserFor = parserSource(serialization)
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)
     const max = options.maxFrameBytes ?? defaultMaxFrameBytes
@@ -318,6 +353,15 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
       })
     })
     const write = writeRequest!
+    // Whole requests go to the RPC server from one fiber, in batches (its `write` starts the
+    // handler's fiber and returns): no fiber of our own per request.
+    const intake = yield* Queue.unbounded<Intake>()
+    const writeOne = (id: number, messages: ReadonlyArray<unknown>) =>
+      Effect.andThen(
+        messages.length === 1 ? write(id, messages[0] as FromClientEncoded) : Effect.forEach(messages, (message) => write(id, message as FromClientEncoded), { discard: true }),
+        write(id, RpcMessage.constEof)
+      )
+    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.takeAll(intake), (batch) => Effect.forEach(batch, (one) => writeOne(one.id, one.messages), { discard: true }))))
     // Past the protocol's scope the RPC server is gone: what waits and what comes is answered with
     // a defect at once (the IIP route stays with the IIP server).
     let stopped = false
@@ -338,7 +382,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
       new Promise<HandlerValue>((resolve) => {
         const cancel = request.context.cancel
         if (cancel.aborted) return resolve(noAnswer)
-        const parser = serialization.makeUnsafe()
+        const parser = parserFor()
         if (stopped) return resolve(refusal(parser, stopping))
         const id = nextClientId++
         const exchange: Exchange = {
@@ -359,17 +403,16 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
         const stream = request.context.stream
         if (stream === undefined) {
           // The whole request in hand (most RPCs): decoded with plain loops, no Stream.
-          const frames = unframe(max)(request.data)
-          if (frames instanceof StreamFailed) return resolve(refusal(parser, frames))
-          let messages: Array<unknown>
+          let messages: ReadonlyArray<unknown>
           try {
-            messages = frames.flatMap((f) => decode(parser, f))
+            messages = decodeWhole(request.data, decode, parser, max)
           } catch (cause) {
+            if (cause instanceof StreamFailed) return resolve(refusal(parser, cause))
             return resolve(refusal(parser, new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` })))
           }
           exchanges.set(id, exchange)
           cancel.addEventListener("abort", exchange.onCancel)
-          runFork(Effect.forEach(messages, (message) => write(id, message as FromClientEncoded), { discard: true }).pipe(Effect.andThen(write(id, RpcMessage.constEof))))
+          Queue.offerUnsafe(intake, { id, messages })
           return
         }
         exchanges.set(id, exchange)

@@ -239,27 +239,30 @@ export class IipClient {
    * copied: as with a Node writable stream, a piece must not be changed once yielded.
    */
   stream(path: string, body: Uint8Array | AsyncIterable<Uint8Array>, options: RequestOptions = {}): Promise<MeshReply> {
-    return new Promise((resolve, reject) => {
-      if (this.closed) return reject(new ConnectionClosed({ message: "client is closed", sent: false }))
-      const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
-      this.pending++
-      const finish = (error: ClientError | undefined, reply: MeshReply | undefined) => {
-        this.pending--
-        if (error === undefined) resolve(reply!)
-        else reject(error)
-      }
-      this.route({
-        path,
-        data: body,
-        onStream: finish,
-        timeoutMs,
-        deadline: timeoutMs > 0 ? Date.now() + timeoutMs : 0,
-        meta: options.meta ?? emptyMeta,
-        signal: options.signal,
-        callback: (error) => finish(error, undefined),
-        timer: undefined,
-        pooled: undefined
-      })
+    return new Promise((resolve, reject) => this.streamWith(path, body, options, (error, reply) => (error === undefined ? resolve(reply!) : reject(error))))
+  }
+
+  /** `stream` with a callback, called exactly once: no Promise per call (the RPC client's hot path). */
+  streamWith(path: string, body: Uint8Array | AsyncIterable<Uint8Array>, options: RequestOptions, onReply: (error: ClientError | undefined, reply: MeshReply | undefined) => void): void {
+    if (this.closed) return onReply(new ConnectionClosed({ message: "client is closed", sent: false }), undefined)
+    const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
+    this.pending++
+    const finish = (error: ClientError | undefined, reply: MeshReply | undefined) => {
+      this.pending--
+      onReply(error, reply)
+    }
+    this.route({
+      path,
+      data: body,
+      onStream: finish,
+      timeoutMs,
+      deadline: timeoutMs > 0 ? Date.now() + timeoutMs : 0,
+      meta: options.meta ?? emptyMeta,
+      signal: options.signal,
+      // A plain peer answers whole (and a failure before the answer starts comes here too).
+      callback: (error, answer) => finish(error, answer === undefined ? undefined : { meta: emptyMeta, data: answer, stream: undefined }),
+      timer: undefined,
+      pooled: undefined
     })
   }
 

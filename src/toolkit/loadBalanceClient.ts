@@ -12,6 +12,10 @@
 // that never reached a backend (no connection, a draining or overloaded peer) goes to another one,
 // within `maxTries`, the retry budget and the call's one deadline; removed backends finish what
 // they carry, then close.
+//
+// `stream` is the same call with its answer streaming (mesh mode): it resolves as the answer
+// starts, and the backend counts the call as pending (and is not closed if removed) until the
+// answer's body is read to its end, fails, is left (`return`), or the call's signal aborts.
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
@@ -21,7 +25,9 @@ import { type EndpointView, type Lease, type PickerName, ServiceBalancer, type S
 import { type ClientError, type ClientOptions, IipClient } from "../iip/client.ts"
 import { type Hook, Refused, runHooks } from "../iip/dispatch.ts"
 import { messageOf } from "../iip/log.ts"
+import { type CancelSignal, Cancellation } from "../mux/cancellation.ts"
 import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded } from "../mux/errors.ts"
+import { Cancelled } from "../mux/meshChannels.ts"
 import { RemoteError } from "../mux/meshSession.ts"
 import { MeshErrorCode, type Meta } from "../protocol/mesh.ts"
 import { parseQuery, parseRequestPath } from "../protocol/requestPath.ts"
@@ -83,8 +89,18 @@ export interface LbCallOptions {
   readonly clientIp?: string
   readonly meta?: Meta
   /** Aborting it cancels the call (at the backend too, in mesh mode). */
-  readonly signal?: AbortSignal
+  readonly signal?: CancelSignal
 }
+
+/** The answer of a streamed call: its metadata, and its body whole (`data`) or streaming (`stream`). */
+export interface LbReply {
+  readonly meta: Meta
+  readonly data: Buffer
+  readonly stream: AsyncIterable<Buffer> | undefined
+}
+
+/** How one try at one backend ends: an answer, or why not. */
+type TryResult<A> = { readonly error: ClientError; readonly answer: undefined } | { readonly error: undefined; readonly answer: A }
 
 export interface BackendStatus {
   readonly address: string
@@ -138,6 +154,51 @@ const hookFailed = (error: unknown): Exit.Exit<Buffer, LbCallError> =>
 
 const toBytes = (data: Uint8Array | string | undefined): Uint8Array =>
   data === undefined ? new Uint8Array(0) : typeof data === "string" ? Buffer.from(data, "utf8") : data
+
+const remainingMs = (deadline: number): number => (Number.isFinite(deadline) ? Math.max(1, Math.round(deadline - performance.now())) : 0)
+
+const isStreaming = (answer: unknown): boolean => !Buffer.isBuffer(answer) && (answer as LbReply).stream !== undefined
+const answerBytes = (answer: unknown): Buffer => (Buffer.isBuffer(answer) ? answer : (answer as LbReply).data)
+
+/**
+ * A streamed answer's body that calls `end` once when it is over: read to its end (undefined), or
+ * failed (the error), or left by its reader or cancelled by the caller (a Cancelled: not the
+ * backend's fault).
+ */
+const trackedBody = (body: AsyncIterable<Buffer>, cancel: Cancellation, end: (error: unknown) => void): AsyncIterable<Buffer> => {
+  let over = false
+  const finish = (error: unknown) => {
+    if (over) return
+    over = true
+    cancel.removeEventListener("abort", onAbort)
+    end(error)
+  }
+  const onAbort = () => finish(new Cancelled({ message: "streamed answer cancelled by the caller" }))
+  cancel.addEventListener("abort", onAbort)
+  return {
+    [Symbol.asyncIterator]() {
+      const iterator = body[Symbol.asyncIterator]()
+      return {
+        next: () =>
+          iterator.next().then(
+            (result) => {
+              if (result.done === true) finish(undefined)
+              return result
+            },
+            (error: unknown) => {
+              finish(error)
+              throw error
+            }
+          ),
+        return: (value?: unknown) => {
+          // Left before its end: the backend is told to stop sending.
+          if (!over) cancel.abort()
+          return iterator.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined })
+        }
+      }
+    }
+  }
+}
 
 /** Resolves once `client` has a connection, or with why not (ConnectFailed) within `timeoutMs`. */
 const connected = (client: IipClient, timeoutMs: number): Promise<ClientError | undefined> =>
@@ -233,6 +294,45 @@ export class LoadBalanceClient {
     })
   }
 
+  /**
+   * One call whose answer streams (mesh mode; a plain backend's answer comes whole): through the
+   * hooks, which see the answer's start (its `data`, empty while the body streams), to the backend
+   * picked as for `call`, moved to another one while it never reached one. Resolves as the answer
+   * starts; read its `stream` to the end, or leave it (`return`), or abort `signal`.
+   */
+  stream(path: string, data?: Uint8Array | string, options: LbCallOptions = {}): Promise<LbReply> {
+    const call: OutgoingCall = { path, data: toBytes(data), meta: new Map(options.meta ?? []), clientIp: options.clientIp }
+    // Its own cancellation, so a hook that turns the answer down can stop a body already streaming.
+    const cancel = new Cancellation()
+    const caller = options.signal
+    const onAbort = () => cancel.abort()
+    if (caller?.aborted === true) cancel.abort()
+    else caller?.addEventListener("abort", onAbort)
+    const tryOnce = (backend: Backend, c: OutgoingCall, deadline: number, done: (ok: boolean) => void) => this.attemptStream(backend, c, deadline, cancel, done)
+    const hooks = this.hooksOf(path)
+    let started: LbReply | undefined
+    const core = (c: OutgoingCall) =>
+      this.send(c, options, tryOnce).then((exit): Exit.Exit<Buffer, LbCallError> => {
+        if (Exit.isFailure(exit)) return exit as Exit.Exit<never, LbCallError>
+        started = exit.value
+        return Exit.succeed(started.data)
+      })
+    const result = hooks.length === 0 ? this.send(call, options, tryOnce) : runHooks(hooks, call, core, hookFailed)
+    return Promise.resolve(result).then((exit: Exit.Exit<LbReply | Buffer, LbCallError>) => {
+      caller?.removeEventListener("abort", onAbort)
+      if (Exit.isFailure(exit)) {
+        cancel.abort()
+        throw Cause.squash(exit.cause)
+      }
+      const value = exit.value
+      if (!Buffer.isBuffer(value)) return value
+      if (started !== undefined && value === started.data) return started
+      // A hook answered (or replaced the answer): any body the backend started is not wanted.
+      cancel.abort()
+      return { meta: new Map(), data: value, stream: undefined }
+    })
+  }
+
   /** Closes every backend's connections; calls in flight fail with ConnectionClosed. */
   close(): void {
     this.closed = true
@@ -257,7 +357,13 @@ export class LoadBalanceClient {
   }
 
   /** Picks and calls, moving a call no backend processed to another one while tries, budget and time allow. */
-  private async send(call: OutgoingCall, options: LbCallOptions): Promise<Exit.Exit<Buffer, LbCallError>> {
+  private send(call: OutgoingCall, options: LbCallOptions): Promise<Exit.Exit<Buffer, LbCallError>>
+  private send<A>(call: OutgoingCall, options: LbCallOptions, tryOnce: (backend: Backend, call: OutgoingCall, deadline: number, done: (ok: boolean) => void) => Promise<TryResult<A>>): Promise<Exit.Exit<A, LbCallError>>
+  private async send(
+    call: OutgoingCall,
+    options: LbCallOptions,
+    tryOnce: (backend: Backend, call: OutgoingCall, deadline: number, done: (ok: boolean) => void) => Promise<TryResult<unknown>> = (backend, c, deadline) => this.attempt(backend, c, deadline, options.signal)
+  ): Promise<Exit.Exit<unknown, LbCallError>> {
     if (this.closed) return Exit.fail(new ConnectionClosed({ message: "the load-balance client is closed", sent: false }))
     const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs
     const deadline = timeoutMs > 0 ? performance.now() + timeoutMs : Number.POSITIVE_INFINITY
@@ -272,24 +378,44 @@ export class LoadBalanceClient {
       tried.add(backend.address)
       backend.inFlight++
       const started = performance.now()
+      let answeredAt = started
+      // Called once the try is over: at its answer, or for a streamed answer at the body's end.
+      const done = (ok: boolean, unreachable = false) => {
+        if (--backend.inFlight === 0 && backend.removed) backend.client.close()
+        // A refused connection takes the backend out at once (within the balancer's cap).
+        lease.end(performance.now(), answeredAt - started, ok, unreachable)
+      }
       const error = await connected(backend.client, deadline - started)
-      const result = error === undefined ? await this.attempt(backend, call, deadline, options.signal) : { error, answer: undefined }
-      if (--backend.inFlight === 0 && backend.removed) backend.client.close()
-      const ended = performance.now()
-      // A refused connection takes the backend out at once (within the balancer's cap).
-      lease.end(ended, ended - started, (this.options.healthy ?? backendHealthy)(result.error, result.answer), result.error instanceof ConnectFailed && result.error.refused === true)
-      if (result.error === undefined) return Exit.succeed(result.answer!)
+      const result = error === undefined ? await tryOnce(backend, call, deadline, (ok) => done(ok)) : { error, answer: undefined }
+      const ended = (answeredAt = performance.now())
+      if (result.error === undefined) {
+        // A streamed answer's try ends with its body (tryOnce calls `done`); a whole one here.
+        if (!isStreaming(result.answer)) done((this.options.healthy ?? backendHealthy)(undefined, answerBytes(result.answer)))
+        return Exit.succeed(result.answer)
+      }
+      done((this.options.healthy ?? backendHealthy)(result.error, undefined), result.error instanceof ConnectFailed && result.error.refused === true)
       lastError = result.error
       const retry = notProcessed(result.error) && target === undefined && attempt < this.maxTries && ended < deadline
       if (!retry || !this.balancer.retryBudget.tryWithdraw(ended)) return Exit.fail(result.error)
     }
   }
 
-  private attempt(backend: Backend, call: OutgoingCall, deadline: number, signal: AbortSignal | undefined) {
-    const timeoutMs = Number.isFinite(deadline) ? Math.max(1, Math.round(deadline - performance.now())) : 0
-    return new Promise<{ readonly error: ClientError | undefined; readonly answer: Buffer | undefined }>((resolve) =>
-      backend.client.send(call.path, call.data, { timeoutMs, meta: call.meta, ...(signal === undefined ? {} : { signal }) }, (error, answer) =>
-        resolve({ error, answer }))
+  private attempt(backend: Backend, call: OutgoingCall, deadline: number, signal: CancelSignal | undefined): Promise<TryResult<Buffer>> {
+    return new Promise((resolve) =>
+      backend.client.send(call.path, call.data, { timeoutMs: remainingMs(deadline), meta: call.meta, ...(signal === undefined ? {} : { signal }) }, (error, answer) =>
+        resolve(error === undefined ? { error, answer: answer! } : { error, answer: undefined }))
+    )
+  }
+
+  /** One try of a streamed call; `done` is called once its body is over (at once for a whole answer: `send` does it). */
+  private attemptStream(backend: Backend, call: OutgoingCall, deadline: number, cancel: Cancellation, done: (ok: boolean) => void): Promise<TryResult<LbReply>> {
+    return backend.client.stream(call.path, call.data, { timeoutMs: remainingMs(deadline), meta: call.meta, signal: cancel }).then(
+      (reply): TryResult<LbReply> => {
+        if (reply.stream === undefined) return { error: undefined, answer: { meta: reply.meta, data: reply.data, stream: undefined } }
+        const healthy = this.options.healthy ?? backendHealthy
+        return { error: undefined, answer: { meta: reply.meta, data: reply.data, stream: trackedBody(reply.stream, cancel, (error) => done(healthy(error as ClientError | undefined, undefined))) } }
+      },
+      (error: ClientError) => ({ error, answer: undefined })
     )
   }
 

@@ -45,14 +45,14 @@ describe("deploy/docker/Dockerfile", () => {
     expect([...images.keys()].sort()).toEqual(["services", "sidecar"])
   })
 
-  it("the sidecar image holds the CLI and everything it imports; the services image only the demo services", () => {
+  it("the sidecar image holds the CLI and everything it imports; the services image the demo services and the production dependencies", () => {
     const sidecar = images.get("sidecar")!
     expect(sidecar.files.has("/app/bin/iip-mesh.js")).toBe(true)
     expect(sidecar.files.has("/app/dist/cli/main.js")).toBe(true)
     expect(sidecar.files.has("/app/dist/admin/dashboard.html")).toBe(true)
     expect([...sidecar.files.keys()].filter((path) => path.startsWith("/app/src/") || path.includes("/typescript/"))).toEqual([])
-    const services = [...images.get("services")!.files.keys()].sort()
-    expect(services).toEqual(["/app/package.json", "/app/services/catalog.ts", "/app/services/pricing.ts", "/app/services/serve.ts", "/app/services/storefront.ts"])
+    const services = [...images.get("services")!.files.keys()].filter((path) => !path.startsWith("/app/node_modules/")).sort()
+    expect(services).toEqual(["/app/package.json", "/app/services/catalog.ts", "/app/services/catalogRpcs.ts", "/app/services/pricing.ts", "/app/services/serve.ts", "/app/services/storefront.ts"])
   })
 
   it("node runs with the heap sizing and malloc setting of bin/iip-mesh.js's first line, in the image as in package.json's scripts", () => {

@@ -7,7 +7,8 @@
 //   and the process's resident memory (sampled after a full collection) grows by far less
 //   than the 64 MiB moved.
 // - Interrupting the caller's fiber interrupts the handler's fiber (its finalizer observed) within
-//   50 ms; for a streamed call, interrupting the consumer does the same to the streaming handler.
+//   50 ms; for a streamed call, interrupting the consumer does the same to the streaming handler,
+//   through the load-balance client too (whose streamed answer streams: chunk 2 waits on chunk 1).
 // - A deadline interrupts the handler at the deadline on the TestClock, not before.
 // - Closing the client's connection interrupts all its handler fibers and runs their finalizers;
 //   closing the server's layer (drain) interrupts the handlers still running after the drain timeout.
@@ -20,7 +21,7 @@ import { ConfigProvider, Context, Deferred, Effect, Exit, Fiber, Layer, Logger, 
 import { TestClock } from "effect/testing"
 import * as v8 from "node:v8"
 import * as vm from "node:vm"
-import { IipClient } from "../../src/effect/client.ts"
+import { IipClient, IipLoadBalancer } from "../../src/effect/client.ts"
 import { IipServer } from "../../src/effect/server.ts"
 import { RemoteError } from "../../src/mux/meshSession.ts"
 
@@ -133,6 +134,37 @@ describe("channels as Streams", () => {
       )
       const consumer = yield* Effect.forkChild(client.stream("/ticks", Stream.make(new Uint8Array([1]))).pipe(Stream.runDrain))
       yield* awaitBounded(started, "the handler to start")
+      const interruptedAt = performance.now()
+      yield* Fiber.interrupt(consumer)
+      const finalizedAt = yield* awaitBounded(finalized, "the handler's finalizer")
+      expect(finalizedAt - interruptedAt).toBeLessThan(50)
+    })
+  )
+
+  it.live("through the load-balance client a streamed answer streams, and interrupting its consumer interrupts the handler", () =>
+    Effect.gen(function*() {
+      const { server } = yield* serverAndClient
+      const port = server.address.port
+      const firstRead = yield* Deferred.make<void>()
+      const finalized = yield* Deferred.make<number>()
+      // Its second chunk waits for the consumer to have the first; then it hangs until interrupted.
+      yield* server.handleStream("/held", () =>
+        Stream.concat(
+          Stream.make(new Uint8Array([1])),
+          Stream.fromEffect(Deferred.await(firstRead)).pipe(Stream.flatMap(() => Stream.concat(Stream.make(new Uint8Array([2])), Stream.never)))
+        ).pipe(Stream.ensuring(Effect.suspend(() => Deferred.succeed(finalized, performance.now()))))
+      )
+      const balancer = Context.get(
+        yield* Layer.build(IipLoadBalancer.layer({ backends: `127.0.0.1:${port}#1`, requestTimeoutMs: 0, client: { log: () => {} } })),
+        IipLoadBalancer
+      )
+      const second = yield* Deferred.make<void>()
+      const consumer = yield* Effect.forkChild(
+        balancer.stream("/held").pipe(
+          Stream.runForEach((chunk) => (chunk[0] === 1 ? Deferred.succeed(firstRead, undefined) : Deferred.succeed(second, undefined)))
+        )
+      )
+      yield* awaitBounded(second, "the second chunk")
       const interruptedAt = performance.now()
       yield* Fiber.interrupt(consumer)
       const finalizedAt = yield* awaitBounded(finalized, "the handler's finalizer")

@@ -1,31 +1,48 @@
 // Effect RPC over IIP mesh mode (src/effect/rpc.ts): one RpcGroup with a unary, a streaming, a
 // failing and a hanging RPC, served by RpcServer over an IipServer and called by RpcClient over
-// an IipClient (real sockets on 127.0.0.1, port 0), with NDJSON, JSON and Effect's SchemaBinary
-// serializations.
+// an IipClient (real sockets on 127.0.0.1, port 0), with NDJSON, JSON, MessagePack (msgpack.ts)
+// and Effect's SchemaBinary serializations.
 // - Unary and streaming answers arrive whole and in order; a streaming RPC of 2,000 items too.
-// - A typed error decodes to its Schema class (instanceof, fields).
+// - A typed error decodes to its Schema class (instanceof, fields), a Date field included.
+// - Dates, bigints (past 2^64 too) and Uint8Arrays in payloads, answers and stream items round-trip.
 // - Interrupting the caller interrupts the server's handler (its finalizer observed) within 50 ms.
 // - The server handler's span is in the caller's trace (same trace id, the caller's span its parent).
 // - An RPC server stopped while its IIP server still serves answers an RPC with a defect at once
 //   (the IIP answer is not left waiting).
-// - Through the load-balance client (IipLoadBalancer, round robin over two servers): both serve,
-//   and typed errors and streaming RPCs (delivered whole) still decode.
+// - Through the load-balance client (IipLoadBalancer, round robin over three servers, JSON and
+//   MessagePack): calls spread evenly, fail over when a server is gone, typed errors decode; a
+//   streaming RPC streams (its server sends the rest only once the caller has the first item);
+//   interrupting the caller interrupts the handler at its backend.
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Schema, Scope, Stream } from "effect"
 import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
 import { IipClient, IipLoadBalancer } from "../../src/effect/client.ts"
+import { layerMsgPack } from "../../src/effect/msgpack.ts"
 import { layerBalancedClientProtocol, layerClientProtocol, layerServerProtocol } from "../../src/effect/rpc.ts"
 import { IipServer } from "../../src/effect/server.ts"
 
 class NotFound extends Schema.TaggedError<NotFound>()("NotFound", { id: Schema.String }) {}
+class Expired extends Schema.TaggedError<Expired>()("Expired", { at: Schema.Date, serial: Schema.BigInt }) {}
+
+const Typed = Schema.Struct({ at: Schema.Date, serial: Schema.BigInt, bytes: Schema.Uint8Array })
 
 class TestRpcs extends RpcGroup.make(
   Rpc.make("Echo", { payload: { text: Schema.String }, success: Schema.String }),
   Rpc.make("Count", { payload: { n: Schema.Int }, success: Schema.Int, stream: true }),
   Rpc.make("Find", { payload: { id: Schema.String }, success: Schema.String, error: NotFound }),
   Rpc.make("Hang", { success: Schema.Void }),
-  Rpc.make("Trace", { success: Schema.Struct({ traceId: Schema.String, parent: Schema.String }) })
+  Rpc.make("Trace", { success: Schema.Struct({ traceId: Schema.String, parent: Schema.String }) }),
+  Rpc.make("Types", { payload: Typed.fields, success: Typed, error: Expired }),
+  Rpc.make("Blobs", { payload: { n: Schema.Int }, success: Typed, stream: true })
 ) {}
+
+/** The Types RPC: the payload back with its bytes reversed and its date a day on; a negative serial fails. */
+const types = ({ at, serial, bytes }: typeof Typed.Type) =>
+  serial < 0n
+    ? Effect.fail(new Expired({ at, serial }))
+    : Effect.succeed({ at: new Date(at.getTime() + 86_400_000), serial: serial * 2n, bytes: bytes.slice().reverse() })
+const blobs = ({ n }: { readonly n: number }) =>
+  Stream.range(1, n).pipe(Stream.map((i) => ({ at: new Date(i * 1000), serial: BigInt(i) << 70n, bytes: new Uint8Array(i).fill(i) })))
 
 interface Probes {
   readonly hangStarted: Deferred.Deferred<void>
@@ -47,7 +64,9 @@ const handlers = (probes: Probes) =>
         const span = yield* Effect.currentSpan
         const parent = span.parent._tag === "Some" ? span.parent.value.spanId : ""
         return { traceId: span.traceId, parent }
-      }).pipe(Effect.orDie)
+      }).pipe(Effect.orDie),
+    Types: types,
+    Blobs: blobs
   })
 
 const quiet = { log: () => {} }
@@ -55,6 +74,7 @@ const quiet = { log: () => {} }
 const serializations = [
   ["ndjson", RpcSerialization.layerNdjson],
   ["json", RpcSerialization.layerJson],
+  ["msgpack", layerMsgPack],
   ["SchemaBinary", RpcSerialization.layerSchemaBinary()]
 ] as const
 
@@ -93,6 +113,30 @@ describe.each(serializations)("Effect RPC over IIP (%s)", (_name, serialization)
     })
   )
 
+  it.live("Dates, bigints and Uint8Arrays round-trip in payloads, answers, stream items and typed errors", () =>
+    Effect.gen(function*() {
+      const client = yield* setUp(serialization, yield* makeProbes)
+      const big = (1n << 80n) + 7n
+      const answer = yield* client.Types({ at: new Date(Date.UTC(2026, 11, 4)), serial: big, bytes: new Uint8Array([0, 1, 255]) })
+      assert.instanceOf(answer.at, Date)
+      assert.strictEqual(answer.at.toISOString(), "2026-12-05T00:00:00.000Z")
+      assert.strictEqual(answer.serial, big * 2n)
+      assert.instanceOf(answer.bytes, Uint8Array)
+      assert.deepStrictEqual([...answer.bytes], [255, 1, 0])
+      const items = yield* Stream.runCollect(client.Blobs({ n: 3 }))
+      assert.deepStrictEqual(items.map((item) => [item.at.getTime(), item.serial, [...item.bytes]]), [
+        [1000, 1n << 70n, [1]],
+        [2000, 2n << 70n, [2, 2]],
+        [3000, 3n << 70n, [3, 3, 3]]
+      ])
+      const error = yield* Effect.flip(client.Types({ at: new Date(5), serial: -1n, bytes: new Uint8Array(0) }))
+      assert.instanceOf(error, Expired)
+      assert.instanceOf((error as Expired).at, Date)
+      assert.strictEqual((error as Expired).at.getTime(), 5)
+      assert.strictEqual((error as Expired).serial, -1n)
+    })
+  )
+
   it.live("interrupting the caller interrupts the server's handler within 50 ms", () =>
     Effect.gen(function*() {
       const probes = yield* makeProbes
@@ -103,6 +147,24 @@ describe.each(serializations)("Effect RPC over IIP (%s)", (_name, serialization)
       yield* Fiber.interrupt(caller)
       const finalizedAt = yield* Deferred.await(probes.hangFinalized).pipe(Effect.timeout("5 seconds"))
       expect(finalizedAt - interruptedAt).toBeLessThan(50)
+    })
+  )
+
+  it.live("an undecodable request is answered at once and the next RPCs decode", () =>
+    Effect.gen(function*() {
+      const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
+      const port = Context.get(server, IipServer).address.port
+      yield* Layer.build(
+        RpcServer.layer(TestRpcs).pipe(Layer.provide([handlers(yield* makeProbes), layerServerProtocol()]), Layer.provide([Layer.succeedContext(server), serialization]))
+      )
+      const iip = yield* Layer.build(IipClient.layer({ host: "127.0.0.1", port, requestTimeoutMs: 5000, ...quiet }))
+      const garbage = Buffer.from("\x00\x00\x00\x05{bad\n", "latin1")
+      const answer = yield* Context.get(iip, IipClient).request("/rpc", garbage)
+      // A defect, or for SchemaBinary (which takes the bytes for an unfinished message) an empty answer.
+      if (answer.length > 0) assert.strictEqual(answer.readUInt32BE(0), answer.length - 4)
+      const protocol = yield* Layer.build(layerClientProtocol().pipe(Layer.provide([Layer.succeedContext(iip), serialization])))
+      const client = yield* RpcClient.make(TestRpcs).pipe(Effect.provide(protocol))
+      assert.deepStrictEqual(yield* Effect.forEach(["a", "b"], (text) => client.Echo({ text })), ["a", "b"])
     })
   )
 
@@ -141,40 +203,95 @@ describe("Effect RPC over IIP, the RPC server stopped", () => {
   )
 })
 
-describe("Effect RPC through the load-balance client", () => {
-  it.live("RPCs go to the backends the balancer picks; typed errors and streaming RPCs still decode", () =>
-    Effect.gen(function*() {
-      const ports: Array<number> = []
-      const seen: Array<string> = []
-      for (const name of ["a", "b"]) {
-        const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
-        ports.push(Context.get(server, IipServer).address.port)
-        const named = TestRpcs.toLayer({
-          Echo: ({ text }) => Effect.sync(() => void seen.push(name)).pipe(Effect.as(`${name}:${text}`)),
-          Count: ({ n }) => Stream.range(1, n),
-          Find: ({ id }) => Effect.fail(new NotFound({ id })),
-          Hang: () => Effect.never,
-          Trace: () => Effect.succeed({ traceId: "", parent: "" })
-        })
-        yield* Layer.build(
-          RpcServer.layer(TestRpcs).pipe(Layer.provide([named, layerServerProtocol()]), Layer.provide([Layer.succeedContext(server), RpcSerialization.layerNdjson]))
-        )
-      }
-      const protocol = yield* Layer.build(
-        layerBalancedClientProtocol().pipe(
-          Layer.provide([
-            IipLoadBalancer.layer({ backends: ports.map((p) => `127.0.0.1:${p}#1`).join(","), method: "MethodRoundrobin", client: quiet }),
-            RpcSerialization.layerNdjson
-          ])
-        )
+/** Three RPC servers, each on its own IIP server in a scope of its own, and an RpcClient over a round-robin balancer of them. */
+const balancedSetUp = (serialization: Layer.Layer<RpcSerialization.RpcSerialization>) =>
+  Effect.gen(function*() {
+    const ports: Array<number> = []
+    const scopes: Array<Scope.Closeable> = []
+    const seen: Array<string> = []
+    const firstSeen = yield* Deferred.make<void>()
+    const probes = yield* makeProbes
+    for (const name of ["a", "b", "c"]) {
+      const scope = yield* Scope.make()
+      yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+      const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet })).pipe(Scope.provide(scope))
+      ports.push(Context.get(server, IipServer).address.port)
+      scopes.push(scope)
+      const named = TestRpcs.toLayer({
+        Echo: ({ text }) => Effect.sync(() => void seen.push(name)).pipe(Effect.as(`${name}:${text}`)),
+        // Its second item waits until the caller has the first: an answer delivered whole would never come.
+        Count: ({ n }) => Stream.concat(Stream.make(1), Stream.fromEffect(Deferred.await(firstSeen)).pipe(Stream.flatMap(() => Stream.range(2, n)))),
+        Find: ({ id }) => Effect.fail(new NotFound({ id })),
+        Hang: () =>
+          Deferred.succeed(probes.hangStarted, undefined).pipe(
+            Effect.andThen(Effect.never),
+            Effect.ensuring(Effect.suspend(() => Deferred.succeed(probes.hangFinalized, performance.now())))
+          ),
+        Trace: () => Effect.succeed({ traceId: "", parent: "" }),
+        Types: types,
+        Blobs: blobs
+      })
+      yield* Layer.build(
+        RpcServer.layer(TestRpcs).pipe(Layer.provide([named, layerServerProtocol()]), Layer.provide([Layer.succeedContext(server), serialization]))
+      ).pipe(Scope.provide(scope))
+    }
+    const protocol = yield* Layer.build(
+      layerBalancedClientProtocol().pipe(
+        Layer.provide([
+          IipLoadBalancer.layer({ backends: ports.map((p) => `127.0.0.1:${p}#1`).join(","), method: "MethodRoundrobin", requestTimeoutMs: 10_000, client: quiet }),
+          serialization
+        ])
       )
-      const client = yield* RpcClient.make(TestRpcs).pipe(Effect.provide(protocol))
-      const answers = yield* Effect.forEach([1, 2, 3, 4], (i) => client.Echo({ text: String(i) }))
-      expect(answers.map((a) => a.slice(2))).toStrictEqual(["1", "2", "3", "4"])
-      expect(new Set(seen)).toStrictEqual(new Set(["a", "b"]))
-      assert.deepStrictEqual(yield* Stream.runCollect(client.Count({ n: 3 })), [1, 2, 3])
+    )
+    const client = yield* RpcClient.make(TestRpcs).pipe(Effect.provide(protocol))
+    return { client, scopes, seen, firstSeen, probes }
+  })
+
+describe.each([
+  ["json", RpcSerialization.layerJson],
+  ["msgpack", layerMsgPack]
+] as const)("Effect RPC through the load-balance client (%s)", (_name, serialization) => {
+  it.live("RPCs spread over three backends and fail over when one is gone; typed errors decode", () =>
+    Effect.gen(function*() {
+      const { client, scopes, seen } = yield* balancedSetUp(serialization)
+      const answers = yield* Effect.forEach([1, 2, 3, 4, 5, 6], (i) => client.Echo({ text: String(i) }))
+      expect(answers.map((a) => a.slice(2))).toStrictEqual(["1", "2", "3", "4", "5", "6"])
+      expect([...seen].sort()).toStrictEqual(["a", "a", "b", "b", "c", "c"])
       const error = yield* Effect.flip(client.Find({ id: "x" }))
       assert.instanceOf(error, NotFound)
+      // Backend c goes away: every call still succeeds, on a and b.
+      yield* Scope.close(scopes[2]!, Exit.void)
+      seen.length = 0
+      const after = yield* Effect.forEach([1, 2, 3, 4, 5, 6], (i) => client.Echo({ text: String(i) }))
+      expect(after.map((a) => a.slice(2))).toStrictEqual(["1", "2", "3", "4", "5", "6"])
+      expect(new Set(seen)).toStrictEqual(new Set(["a", "b"]))
+    })
+  )
+
+  it.live("a streaming RPC streams: its first item arrives before the server sends the rest", () =>
+    Effect.gen(function*() {
+      const { client, firstSeen } = yield* balancedSetUp(serialization)
+      const items = yield* client.Count({ n: 500 }).pipe(
+        Stream.tap((item) => (item === 1 ? Deferred.succeed(firstSeen, undefined) : Effect.void)),
+        Stream.runCollect,
+        Effect.timeout("5 seconds")
+      )
+      assert.strictEqual(items.length, 500)
+      assert.strictEqual(items[499], 500)
+      const typed = yield* Stream.runCollect(client.Blobs({ n: 2 }))
+      assert.deepStrictEqual(typed.map((item) => item.serial), [1n << 70n, 2n << 70n])
+    })
+  )
+
+  it.live("interrupting the caller interrupts the handler at the backend within 50 ms", () =>
+    Effect.gen(function*() {
+      const { client, probes } = yield* balancedSetUp(serialization)
+      const caller = yield* Effect.forkChild(client.Hang())
+      yield* Deferred.await(probes.hangStarted).pipe(Effect.timeout("5 seconds"))
+      const interruptedAt = performance.now()
+      yield* Fiber.interrupt(caller)
+      const finalizedAt = yield* Deferred.await(probes.hangFinalized).pipe(Effect.timeout("5 seconds"))
+      expect(finalizedAt - interruptedAt).toBeLessThan(50)
     })
   )
 })
