@@ -31,44 +31,64 @@ export const serve = (service: string, route: Route): void => {
   const stop = () => server.close(() => process.exit(0))
   process.once("SIGTERM", stop)
   process.once("SIGINT", stop)
-  if (process.env.EXIT_WITH_STDIN === "1") {
-    process.stdin.once("end", stop)
-    let pending = ""
-    process.stdin.setEncoding("utf8")
-    process.stdin.on("data", (chunk: string) => {
-      pending = (pending + chunk).slice(-4096)
-      const lines = pending.split("\n")
-      pending = lines.pop()!
-      for (const line of lines) {
-        try {
-          const told = JSON.parse(line) as { sidecar?: unknown }
-          if (typeof told.sidecar === "string") sidecarUrl = told.sidecar
-        } catch {
-          // Not a line for us.
-        }
+  followStdin(stop)
+}
+
+/**
+ * With EXIT_WITH_STDIN=1 (the demo), calls `stop` when stdin closes and takes the sidecar's
+ * address from a `{"sidecar":"http://HOST:PORT"}` line on it. For a service that does not listen
+ * through `serve` (catalog, an Effect RPC server).
+ */
+export const followStdin = (stop: () => void): void => {
+  if (process.env.EXIT_WITH_STDIN !== "1") return
+  process.stdin.once("end", stop)
+  let pending = ""
+  process.stdin.setEncoding("utf8")
+  process.stdin.on("data", (chunk: string) => {
+    pending = (pending + chunk).slice(-4096)
+    const lines = pending.split("\n")
+    pending = lines.pop()!
+    for (const line of lines) {
+      try {
+        const told = JSON.parse(line) as { sidecar?: unknown }
+        if (typeof told.sidecar === "string") sidecarUrl = told.sidecar
+      } catch {
+        // Not a line for us.
       }
-    })
-  }
+    }
+  })
 }
 
 let sidecarUrl = process.env.SIDECAR_URL ?? "http://127.0.0.1:4140"
 
+/** Where this service's sidecar takes its calls now (it may be told after start-up, see followStdin). */
+export const currentSidecar = (): string => sidecarUrl
+
 /** This instance's version label (the demo's canary runs v2 instances beside v1). */
 export const version = process.env.VERSION ?? "v1"
 
-/** Headers an instrumented app passes from its request to the calls it makes for it. */
-const carried = ["traceparent", "tracestate", "baggage", "iip-timeout"]
+/**
+ * Headers an instrumented app passes from its request to the calls it makes for it; x-canary too,
+ * as an app passes on the headers its routes match (the demo's canary).
+ */
+const carried = ["traceparent", "tracestate", "baggage", "iip-timeout", "x-canary"]
+
+/** A request's headers: node:http's or effect/http's (an RPC handler's). */
+export type IncomingHeaders = Readonly<Record<string, string | ReadonlyArray<string> | undefined>>
 
 /** The trace a request's context belongs to (what the demo page shows: find it on the dashboard). */
 export const traceIdOf = (context: Record<string, string>): string => context.traceparent?.split("-")[1] ?? ""
 
 /**
- * The headers to pass on for one incoming request, as a traced app would: its trace context (or a
+ * The headers to pass on for one incoming request (its headers), as a traced app would: its trace context (or a
  * new trace's, when the request came without one, so the app's calls share one trace) and deadline.
  */
-export const contextOf = (req: http.IncomingMessage): Record<string, string> => {
+export const contextOf = (incoming: IncomingHeaders): Record<string, string> => {
   const headers: Record<string, string> = {}
-  for (const name of carried) if (typeof req.headers[name] === "string") headers[name] = req.headers[name]
+  for (const name of carried) {
+    const value = incoming[name]
+    if (typeof value === "string") headers[name] = value
+  }
   headers.traceparent ??= `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`
   return headers
 }

@@ -1,17 +1,52 @@
-// Demo service "storefront": the page a person opens. It calls catalog (and, when catalog does not
-// price its list itself, pricing) through its sidecar (SIDECAR_URL, the service named by Host) and
-// shows which instances answered, of which version, and the trace the page's calls belong to. A
-// request with `x-canary: yes` (or `?canary=yes`, for a browser) passes that header on to its
-// calls, where the demo's routes send it, and everything it leads to, to the v2 instances (locally
-// the routes file, demo.ts; on Kubernetes the pricing canary's HTTPRoute).
+// Demo service "storefront": the page a person opens. It gets its products from catalog's Effect
+// RPC service (CatalogRpcs, the streaming StreamProducts) through its sidecar (the service named
+// by Host), priced by pricing behind catalog (or, when catalog does not price its list, as on
+// Kubernetes, by pricing called from here), and shows which instances answered, of which version,
+// and the trace the page's calls belong to. A request with `x-canary: yes` (or `?canary=yes`, for
+// a browser) passes that header on to its calls, where the demo's routes send it, and everything
+// it leads to, to the v2 instances (locally the routes file, demo.ts; on Kubernetes the pricing
+// canary's HTTPRoute). The RPC client speaks effect/rpc's HTTP protocol (NDJSON) over node:http;
+// each call's HTTP request carries the page's context (x-canary, baggage, deadline) and the RPC's
+// span as traceparent, a child of the page's trace context, so the sidecars' spans join that trace.
+// Deep imports, not the barrels: the app's resident memory stays within its pod's limit.
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as Layer from "effect/Layer"
+import * as RpcClient from "effect/rpc/RpcClient"
+import * as RpcSerialization from "effect/rpc/RpcSerialization"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as Tracer from "effect/Tracer"
 import type { IncomingMessage } from "node:http"
-import { callService, contextOf, serve, traceIdOf } from "./serve.ts"
+import { CatalogRpcs, catalogRpcPath, type PricedProduct } from "./catalogRpcs.ts"
+import { callService, contextOf, currentSidecar, serve, traceIdOf } from "./serve.ts"
 
-interface Product {
-  readonly id: number
-  readonly name: string
-  readonly category: string
-  readonly price?: number | null
+/** The page request's headers its catalog call carries, set around each call (the client is shared). */
+const CallHeaders = Context.Reference<Record<string, string>>("storefront/CallHeaders", { defaultValue: () => ({}) })
+
+/** The catalog's RPC client, made once, for the process's life. */
+const catalog = Effect.runPromise(
+  Effect.gen(function*() {
+    // Each HTTP request goes to the sidecar, names catalog in Host and carries its call's headers;
+    // the HTTP client then sets traceparent to its own span's.
+    const viaSidecar = HttpClient.mapRequestEffect((request: HttpClientRequest.HttpClientRequest) =>
+      Effect.map(CallHeaders, (headers) => request.pipe(HttpClientRequest.prependUrl(currentSidecar()), HttpClientRequest.setHeaders({ ...headers, host: "catalog" })))
+    )
+    const protocol = yield* Layer.build(
+      RpcClient.layerProtocolHttp({ url: catalogRpcPath, transformClient: viaSidecar }).pipe(Layer.provide([NodeHttpClient.layerNodeHttp, RpcSerialization.layerNdjson]))
+    )
+    return yield* RpcClient.make(CatalogRpcs).pipe(Effect.provide(protocol))
+  }).pipe(Scope.provide(Scope.makeUnsafe()))
+)
+
+/** Runs `effect` as a child of the trace context `traceparent` ("00-<trace>-<span>-<flags>") names. */
+const inTrace = <A, E>(effect: Effect.Effect<A, E>, traceparent: string | undefined): Effect.Effect<A, E> => {
+  const match = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/.exec(traceparent ?? "")
+  if (match === null) return effect
+  return Effect.withParentSpan(effect, Tracer.externalSpan({ traceId: match[1]!, spanId: match[2]!, sampled: (parseInt(match[3]!, 16) & 1) === 1 }))
 }
 
 interface Instance {
@@ -23,17 +58,20 @@ const escape = (text: string) => text.replace(/[&<>"]/g, (c) => `&#${c.charCodeA
 
 const products = async (req: IncomingMessage, url: URL) => {
   // Every call in one trace: the request's context, or a new one.
-  const context = contextOf(req)
+  const context = contextOf(req.headers)
   const canary = req.headers["x-canary"] === "yes" || url.searchParams.get("canary") === "yes"
   const asked = canary ? { ...context, "x-canary": "yes" } : context
-  const listed = (await callService("catalog", "/products", asked)) as
-    | Array<Product>
-    | { readonly catalog: Instance; readonly pricing: Instance; readonly products: Array<Product> }
+  const client = await catalog
+  const streamed = Stream.runCollect(client.StreamProducts({}))
+  const listed: ReadonlyArray<PricedProduct> = await Effect.runPromise(inTrace(Effect.provideService(streamed, CallHeaders, asked), context.traceparent))
   const traceId = traceIdOf(context)
-  if (!Array.isArray(listed)) return { canary, traceId, catalog: listed.catalog, pricing: listed.pricing, pricedBy: listed.pricing.instance, products: listed.products }
+  const catalogServed: Instance | undefined = listed[0]?.catalog
+  const rows = listed.map(({ price, product }) => ({ id: product.id, name: product.name, category: product.category, price }))
+  const pricedThere = listed[0]?.pricing
+  if (pricedThere !== undefined && pricedThere !== null) return { canary, traceId, catalog: catalogServed, pricing: pricedThere, pricedBy: pricedThere.instance, products: rows }
   // Pricing it here (catalog does not, as on Kubernetes): the header goes on to pricing, where an HTTPRoute may route by it.
-  const priced = (await callService("pricing", `/prices?ids=${listed.map((p) => p.id).join(",")}`, asked)) as Instance & { readonly prices: Record<string, number> }
-  return { canary, traceId, catalog: undefined, pricing: { instance: priced.instance, version: priced.version }, pricedBy: priced.instance, products: listed.map((p) => ({ ...p, price: priced.prices[p.id] ?? null })) }
+  const priced = (await callService("pricing", `/prices?ids=${rows.map((p) => p.id).join(",")}`, asked)) as Instance & { readonly prices: Record<string, number> }
+  return { canary, traceId, catalog: catalogServed, pricing: { instance: priced.instance, version: priced.version }, pricedBy: priced.instance, products: rows.map((p) => ({ ...p, price: priced.prices[p.id] ?? null })) }
 }
 
 serve("storefront", async (req, url) => {
@@ -43,7 +81,7 @@ serve("storefront", async (req, url) => {
   const items = rows.map((p) => `<tr><td>${escape(p.name)}</td><td>${escape(p.category)}</td><td>${p.price ?? "-"}</td></tr>`).join("")
   const from = catalog === undefined ? "<b>catalog</b>" : `<b>${escape(catalog.instance)} (${escape(catalog.version)})</b>`
   const html = `<!doctype html><meta charset="utf-8"><title>iip-mesh demo store</title>
-<h1>iip-mesh demo store${canary ? " (canary)" : ""}</h1><p>Products from ${from}, prices from <b>${escape(pricing.instance)}</b> (${escape(pricing.version)}) (reload to see the weights at work).</p>
+<h1>iip-mesh demo store${canary ? " (canary)" : ""}</h1><p>Products from ${from}, prices from <b>${escape(pricing.instance)}</b> (${escape(pricing.version)}) (reload to see the weights at work). Catalog is an Effect RPC service: the products came streamed, over the mesh.</p>
 <table border="1" cellpadding="4"><tr><th>product</th><th>category</th><th>price</th></tr>${items}</table>
 <p>Trace <code>${escape(traceId)}</code> (the dashboard's traces show it across every sidecar). ${canary ? `<a href="/">Back to the stable versions</a>` : `<a href="/?canary=yes">See the canary</a>: the header <code>x-canary: yes</code> sends the whole page's calls to v2.`}</p>`
   return { type: "text/html; charset=utf-8", body: html }

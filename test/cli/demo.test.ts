@@ -1,14 +1,27 @@
 // `npm start` is `iip-mesh demo`: the demo services come up behind their sidecars, the storefront
-// page is served with data from catalog and pricing through the mesh, pricing calls follow the
+// page is served with data from catalog and pricing through the mesh, catalog being an Effect RPC
+// service the storefront calls (streamed) in the request's trace (its typed errors reach a caller
+// over the mesh, its GET /products still answers curl), pricing calls follow the
 // 3:1 weights over the v1 instances, a page asked for with `x-canary: yes` is served by v2 at
 // every hop (storefront -> catalog -> pricing) as one trace, the sidecars speak mutual TLS with the certificates the demo's issuer gave them, and
 // SIGINT stops everything with exit 0, leaving no service process behind.
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import * as Effect from "effect/Effect"
+import * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as Layer from "effect/Layer"
+import * as RpcClient from "effect/rpc/RpcClient"
+import * as RpcSerialization from "effect/rpc/RpcSerialization"
 import { type ChildProcess, spawn } from "node:child_process"
+import * as http from "node:http"
 import * as https from "node:https"
 import { readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
+import { randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { CatalogRpcs, catalogRpcPath } from "../../services/catalogRpcs.ts"
+import { readUntil } from "../support/iipRaw.ts"
 
 const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
 const readyFile = join(tmpdir(), `iip-mesh-demo-${process.pid}.json`)
@@ -22,6 +35,27 @@ interface Ready {
   readonly pids: ReadonlyArray<number>
   readonly issuer: string
 }
+
+interface TraceSpan {
+  readonly spanId: string
+  readonly parentSpanId: string | null
+  readonly service: string
+  readonly kind: string
+  readonly name: string
+  readonly attributes: Record<string, unknown>
+}
+
+/** GET `path` of `service` through the store's sidecar, as curl with a Host header would. */
+const viaOutbound = (outbound: string, service: string, path: string, headers: Record<string, string> = {}) =>
+  new Promise<{ status: number; body: string }>((done, failed) => {
+    const at = new URL(outbound)
+    http.get({ host: at.hostname, port: at.port, path, headers: { ...headers, host: service } }, (response) => {
+      let body = ""
+      response.setEncoding("utf8")
+      response.on("data", (chunk: string) => (body += chunk))
+      response.on("end", () => done({ status: response.statusCode ?? 0, body }))
+    }).on("error", failed)
+  })
 
 const alive = (pid: number) => {
   try {
@@ -85,6 +119,59 @@ describe("iip-mesh demo", () => {
     const api = (await (await fetch(`${ready.entry}api/products`)).json()) as { products: Array<{ price: number | null }> }
     expect(api.products).toHaveLength(4)
     expect(api.products.every((p) => typeof p.price === "number")).toBe(true)
+  })
+
+  it("storefront gets its products from catalog's Effect RPC service (streamed) over the mesh, in the request's trace", async () => {
+    const traceId = randomBytes(16).toString("hex")
+    const response = await fetch(`${ready.entry}api/products`, { headers: { traceparent: `00-${traceId}-${randomBytes(8).toString("hex")}-01` } })
+    const api = (await response.json()) as { traceId: string; products: Array<{ name: string }> }
+    expect(api.traceId).toBe(traceId)
+    expect(api.products.map((p) => p.name)).toStrictEqual(["Espresso cup", "Linen towel", "Desk lamp", "Notebook"])
+    const spansOf = async (): Promise<Array<TraceSpan>> => {
+      const traces = await fetch(`${ready.controls[0]}/traces/${traceId}`)
+      return traces.status === 200 ? ((await traces.json()) as { spans: Array<TraceSpan> }).spans : []
+    }
+    const isRpc = (span: TraceSpan) => String(span.attributes["url.path"] ?? "").startsWith("/rpc")
+    const catalogServer = (spans: ReadonlyArray<TraceSpan>) => spans.find((s) => s.service === "catalog" && s.kind === "server" && isRpc(s))
+    const complete = (spans: ReadonlyArray<TraceSpan>) => {
+      const server = catalogServer(spans)
+      return server !== undefined && spans.some((s) => s.parentSpanId === server.spanId) && spans.some((s) => s.service === "pricing" && s.kind === "server")
+    }
+    const { value: spans } = await readUntil(spansOf, complete, 5000)
+    // The RPC's hop: the store's sidecar (client) -> catalog's sidecar (server) -> its call to the app.
+    const server = catalogServer(spans)!
+    expect(spans.find((s) => s.spanId === server.parentSpanId)).toMatchObject({ service: "storefront", kind: "client", attributes: { "iip_mesh.service": "catalog" } })
+    expect(spans.find((s) => s.parentSpanId === server.spanId)).toMatchObject({ service: "catalog", kind: "client", attributes: { "iip_mesh.hop": "app" } })
+    // Catalog's RPC handler prices through pricing in the same trace (the HTTP request's context passed on).
+    expect(spans.some((s) => s.service === "catalog" && s.kind === "client" && s.attributes["iip_mesh.service"] === "pricing")).toBe(true)
+    expect(spans.some((s) => s.service === "pricing" && s.kind === "server")).toBe(true)
+  })
+
+  it("catalog's RPC errors are typed across the mesh (GetProduct of an unknown id fails with ProductNotFound)", async () => {
+    const viaSidecar = HttpClient.mapRequest(HttpClientRequest.setHeader("host", "catalog"))
+    const protocol = RpcClient.layerProtocolHttp({ url: `${ready.outbound}${catalogRpcPath}`, transformClient: viaSidecar }).pipe(
+      Layer.provide([NodeHttpClient.layerNodeHttp, RpcSerialization.layerNdjson])
+    )
+    const [found, missing] = await Effect.runPromise(
+      Effect.gen(function*() {
+        const client = yield* RpcClient.make(CatalogRpcs)
+        return [yield* client.GetProduct({ id: 3 }), yield* Effect.flip(client.GetProduct({ id: 99 }))] as const
+      }).pipe(Effect.scoped, Effect.provide(protocol))
+    )
+    expect(found.name).toBe("Desk lamp")
+    expect(missing).toMatchObject({ _tag: "ProductNotFound", id: 99 })
+  })
+
+  it("catalog still answers curl's GET /products in plain JSON, priced, the canary's at v2", async () => {
+    const stable = await viaOutbound(ready.outbound, "catalog", "/products")
+    expect(stable.status).toBe(200)
+    const list = JSON.parse(stable.body) as { catalog: { version: string }; pricing: { version: string }; products: Array<{ name: string; price: number }> }
+    expect([list.catalog.version, list.pricing.version]).toStrictEqual(["v1", "v1"])
+    expect(list.products.map((p) => p.name)).toStrictEqual(["Espresso cup", "Linen towel", "Desk lamp", "Notebook"])
+    expect(list.products.every((p) => typeof p.price === "number")).toBe(true)
+    const canary = JSON.parse((await viaOutbound(ready.outbound, "catalog", "/products", { "x-canary": "yes" })).body) as typeof list
+    expect([canary.catalog.version, canary.pricing.version]).toStrictEqual(["v2", "v2"])
+    expect(JSON.parse((await viaOutbound(ready.outbound, "catalog", "/products/2")).body)).toStrictEqual({ id: 2, name: "Linen towel", category: "kitchen" })
   })
 
   it("spreads pricing calls 3:1 over its two instances", async () => {
