@@ -1,5 +1,7 @@
 // `iip-mesh demo [--ready-file PATH]` (what `npm start` runs): the demo services of services/ as
-// child processes, each fronted by a sidecar in this process. Catalog and pricing run v1 and v2
+// child processes, each fronted by a sidecar in this process. Catalog is an Effect RPC service
+// (services/catalogRpcs.ts) the storefront calls over the mesh, streamed, in the request's trace;
+// it prices through pricing with the caller's context. Catalog and pricing run v1 and v2
 // instances; the routes file below (every sidecar reads it) keeps traffic on v1 and sends a page
 // asked for with `x-canary: yes` to v2 at every hop: storefront -> catalog v2 -> pricing v2,
 // the choice carried on W3C baggage (src/sidecar/routing.ts). No sidecar is given an address: they
@@ -240,7 +242,7 @@ export const runDemo = (argv: ReadonlyArray<string>) =>
     if (readyFile !== undefined) writeFileSync(readyFile, JSON.stringify({ entry, outbound: `http://${outbound}`, admins, controls, dashboard, pids, issuer: identities.issuer }, null, 2))
     process.stdout.write(
       [
-        "iip-mesh demo is up: storefront -> catalog -> pricing x2 (weights 3:1), each behind a sidecar, all on this host;",
+        "iip-mesh demo is up: storefront -> catalog (an Effect RPC service, streamed) -> pricing x2 (weights 3:1), each behind a sidecar, all on this host;",
         "  catalog and pricing also run a v2, which only the canary reaches (routes file: " + files.routes + ").",
         `  open      ${entry}`,
         `  canary    ${entry}?canary=yes  or  curl -H 'x-canary: yes' ${entry}api/products  (v2 at every hop, one trace)`,
