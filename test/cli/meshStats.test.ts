@@ -1,7 +1,8 @@
 // `iip-mesh stat`, `top` and `tap` against the live demo (`iip-mesh demo --ready-file F`, a child
 // process): after storefront page loads, stat lists every demo service with its success rate,
-// rps and percentiles and the storefront -> catalog / pricing edges, `stat catalog` its routes;
-// top lists the busiest routes; tap prints the records its filter takes while load runs, and stops
+// rps and percentiles and the chain's edges (storefront -> catalog -> pricing), `stat catalog` its routes;
+// top lists the busiest routes; tap prints the records its filter takes while load runs (calls to
+// catalog are its Effect RPC's POSTs), and stops
 // after --count. An admin URL that does not answer is named on stderr, the others still shown.
 import { type ChildProcess, spawn } from "node:child_process"
 import { readFileSync, rmSync } from "node:fs"
@@ -49,7 +50,7 @@ describe("iip-mesh stat, top and tap on the demo", () => {
     rmSync(readyFile, { force: true })
   })
 
-  it("stat: every demo service and the storefront's edges; stat catalog: its routes", async () => {
+  it("stat: every demo service and the chain's edges; stat catalog: its routes", async () => {
     const result = await run(["stat", "--admin", ready.controls[0]!])
     expect(result.stderr).toBe("")
     expect(result.code).toBe(0)
@@ -59,7 +60,7 @@ describe("iip-mesh stat, top and tap on the demo", () => {
       expect(row).toMatch(/100\.00%\s+\d+\.\d{2}\s+[\d.]+ms\s+[\d.]+ms\s+[\d.]+ms\s+\d+/)
     }
     expect(rowOf(result.stdout, "storefront", "catalog"), result.stdout).toBeDefined()
-    expect(rowOf(result.stdout, "storefront", "pricing"), result.stdout).toBeDefined()
+    expect(rowOf(result.stdout, "catalog", "pricing"), result.stdout).toBeDefined()
     // --mesh: the admin's /federation (in the demo its peers are its own sidecars: the same view).
     const meshWide = await run(["stat", "--mesh", "--admin", ready.controls[1]!])
     expect(meshWide.code).toBe(0)
@@ -99,6 +100,6 @@ describe("iip-mesh stat, top and tap on the demo", () => {
     expect(result.code).toBe(0)
     const lines = result.stdout.trim().split("\n")
     expect(lines).toHaveLength(3)
-    for (const line of lines) expect(line).toMatch(/^\S+Z (in |out) \S+->catalog GET \/\S* 200 [\d.]+ms \S+ trace=[0-9a-f]{32}$/)
+    for (const line of lines) expect(line).toMatch(/^\S+Z (in |out) \S+->catalog POST \/rpc\S* 200 [\d.]+ms \S+ trace=[0-9a-f]{32}$/)
   }, 20_000)
 })
