@@ -16,6 +16,7 @@ import { IipClient } from "../src/iip/client.ts"
 import { IipServer, reply } from "../src/iip/server.ts"
 import { benchArgs, printSummary } from "./args.ts"
 import { type Child, killChild, listenOn, serveChild, spawnServer } from "./children.ts"
+import { StallMeter } from "./stalls.ts"
 import { runMixed } from "./streamMixed.ts"
 
 const HOST = "127.0.0.1"
@@ -57,6 +58,9 @@ const startIip = async (): Promise<number> => {
   })
   server.handle("/echo", (request) => reply(request.context.stream ?? request.data))
   server.handle("/echo1k", (request) => request.data)
+  // The mixed bench reads this server's stalls per phase; the meter starts at the first read, so the plain cases run without it.
+  let stalls: StallMeter | undefined
+  server.handle("/stalls", () => JSON.stringify((stalls ??= new StallMeter().start()).take()))
   await server.listen()
   return server.address.port
 }

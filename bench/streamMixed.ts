@@ -7,8 +7,10 @@
 //   alone   the upload only         -> its MB/s
 //   mixed   calls and upload        -> the calls' p50/p99 and the upload's MB/s
 // Also printed: the hidden cost of per-channel scheduling, the most bulk chunks the client's writer
-// held queued (in lanes) during the mixed phase and what a lane costs.
+// held queued (in lanes) during the mixed phase and what a lane costs; and per phase what stopped
+// each side's event loop (stalls.ts), to tell a p99 made of queueing from one made of stalls.
 import { IipClient } from "../src/iip/client.ts"
+import { type Stalls, StallMeter, stallsHeader, stallsRow } from "./stalls.ts"
 
 const HOST = "127.0.0.1"
 const KiB = 1024
@@ -80,23 +82,32 @@ const upload = async (client: IipClient, stop: () => boolean): Promise<number> =
   return bytes / 1e6 / seconds
 }
 
+/** The server's stalls since it was last asked (the first ask starts its meter). */
+const serverStalls = async (client: IipClient): Promise<Stalls> => JSON.parse(Buffer.from(await client.call("/stalls", "", { timeoutMs: 5000 })).toString()) as Stalls
+
 export const runMixed = async (port: number, options: MixedOptions): Promise<Record<string, number>> => {
-  const phase = async <A>(run: (client: IipClient) => Promise<A>): Promise<A> => {
+  const meter = new StallMeter().start()
+  const stalls: Array<{ readonly phase: string; readonly client: Stalls; readonly server: Stalls }> = []
+  const phase = async <A>(name: string, run: (client: IipClient) => Promise<A>): Promise<A> => {
     const client = newClient(port)
     try {
       await warm(client)
-      return await run(client)
+      await serverStalls(client)
+      meter.take()
+      const result = await run(client)
+      stalls.push({ phase: name, client: meter.take(), server: await serverStalls(client) })
+      return result
     } finally {
       client.close()
     }
   }
-  const idle = await phase((client) => fixedRateCalls(client, options))
-  const aloneMbps = await phase((client) => {
+  const idle = await phase("idle", (client) => fixedRateCalls(client, options))
+  const aloneMbps = await phase("alone", (client) => {
     const until = performance.now() + options.seconds * 1000
     return upload(client, () => performance.now() >= until)
   })
   let maxQueuedChunks = 0
-  const mixed = await phase(async (client) => {
+  const mixed = await phase("mixed", async (client) => {
     let done = false
     const writer = client.meshSessions[0]!.connection.writer
     const sampler = setInterval(() => (maxQueuedChunks = Math.max(maxQueuedChunks, writer.queuedChunks)), 5)
@@ -121,6 +132,10 @@ export const runMixed = async (port: number, options: MixedOptions): Promise<Rec
   row("upload alone", undefined, aloneMbps)
   row("calls + upload", mixed.calls, mixed.mbps)
   console.log(`p99 with the upload / idle: ${(mixedP99 / idleP99).toFixed(2)}x (target <= 2x); upload bandwidth mixed / alone: ${(mixed.mbps / aloneMbps).toFixed(2)}x (target >= 0.8x)`)
+  console.log("what stopped each event loop per phase (stalls.ts; the server is the child that reads the upload):")
+  console.log(stallsHeader)
+  for (const side of ["server", "client"] as const) for (const s of stalls) console.log(stallsRow(side, s.phase, s[side]))
+  meter.stop()
   console.log(`writer cost: at most ${maxQueuedChunks} chunks queued in lanes (by reference, ~${LANE_PACKET_BYTES} B of bookkeeping each), one lane object per channel with bulk waiting (~${LANE_BYTES} B), none for idle channels`)
   return {
     mixed_idle_p99_ms: Number(idleP99.toFixed(3)),
@@ -130,7 +145,16 @@ export const runMixed = async (port: number, options: MixedOptions): Promise<Rec
     mixed_busy_mbps: Math.round(mixed.mbps),
     mixed_bandwidth_ratio: Number((mixed.mbps / aloneMbps).toFixed(3)),
     mixed_failed: idle.failed + mixed.calls.failed,
-    mixed_max_queued_chunks: maxQueuedChunks
+    mixed_max_queued_chunks: maxQueuedChunks,
+    ...Object.fromEntries(
+      stalls.flatMap((s) =>
+        (["server", "client"] as const).flatMap((side) => [
+          [`${s.phase}_${side}_loop_p99_ms`, s[side].loopP99Ms],
+          [`${s.phase}_${side}_major_gcs`, s[side].majorGcs],
+          [`${s.phase}_${side}_major_gc_ms`, s[side].majorGcMs]
+        ])
+      )
+    )
   }
 }
 
