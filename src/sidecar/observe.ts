@@ -225,9 +225,10 @@ export class InboundObservation {
       attributes["client.address"] = client.host
       if (Number.isInteger(client.port) && client.port > 0) attributes["client.port"] = client.port
       attributes["iip_mesh.service"] = service
-      for (const [name, value] of headers) {
-        if (name === "content-type") {
-          if (isGrpc(value)) rpcAttributes(attributes, path)
+      for (let i = 0; i < headers.length; i++) {
+        const pair = headers[i]!
+        if (pair[0] === "content-type") {
+          if (isGrpc(pair[1])) rpcAttributes(attributes, path)
           break
         }
       }
