@@ -83,12 +83,15 @@ export class AppExchange implements AppPoolHandler {
   /** Sends the request; `deadlineMs` > 0 arms our own deadline (requests without one, and pushes). */
   start(deadlineMs: number): void {
     if (deadlineMs > 0) this.timer = setTimeout(() => this.giveUp(MeshErrorCode.deadlineExceeded, 504, `no answer from the app within ${deadlineMs} ms`), deadlineMs)
-    const { body } = this.request
+    const request = this.request
+    const body = request.body
+    // A whole body: the request is the pool's as it is (no copy of it per request).
+    if (!(body instanceof IncomingStream)) return this.leg.pool.dispatch(request as AppRequest & { readonly body: Buffer }, this)
     this.leg.pool.dispatch({
-      path: this.request.path,
-      method: this.request.method,
-      headers: this.request.headers,
-      body: body instanceof IncomingStream ? requestBody(body, this.request.declaredLength, this.leg.bodyIdleTimeoutMs, this) : body
+      path: request.path,
+      method: request.method,
+      headers: request.headers,
+      body: requestBody(body, request.declaredLength, this.leg.bodyIdleTimeoutMs, this)
     }, this)
   }
 
