@@ -157,6 +157,8 @@ class Connection {
   private idleTimer: NodeJS.Timeout | undefined = undefined
   /** When the socket last went idle (performance.now()); -1 while it carries an exchange. */
   private idleSince = -1
+  private lastKeepAlive: string | undefined = undefined
+  private lastIdleMs = DEFAULT_IDLE_MS
   /** Headers llhttp handed over before the head was complete (a long head, or one split across reads). */
   private pendingHeaders: Array<string> = []
 
@@ -296,7 +298,7 @@ class Connection {
       const name = raw[i]!
       if (name.length === 14 && name.toLowerCase() === "content-length") contentLength = raw[i + 1]
       else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") chunked = true
-      else if (name.length === 10 && name.toLowerCase() === "keep-alive") idleMs = announcedIdleMs(raw[i + 1]!)
+      else if (name.length === 10 && name.toLowerCase() === "keep-alive") idleMs = this.announcedIdleMs(raw[i + 1]!)
     }
     // A 204 or 304 that frames a body may have sent one, which would read as the next answer (undici's rule).
     const framesBody = (status === 204 || status === 304) && (chunked || (contentLength !== undefined && contentLength !== "0"))
@@ -306,6 +308,15 @@ class Connection {
     // The handler gives up on a status outside 200-599 (it aborts: this socket is gone).
     if (upgrade || exchange.ended) return 2
     return exchange.request.method === "HEAD" ? 1 : 0
+  }
+
+  /** The app's keep-alive value is the same on every answer: its regex runs once per value, not per answer. */
+  private announcedIdleMs(value: string): number {
+    if (value !== this.lastKeepAlive) {
+      this.lastKeepAlive = value
+      this.lastIdleMs = announcedIdleMs(value)
+    }
+    return this.lastIdleMs
   }
 
   private onData(data: Buffer): void {
