@@ -19,7 +19,7 @@ import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import { type Dispatch, type Failure, failure, type IncomingRequest, isPromiseLike, type Outcome, type Reply } from "../mux/request.ts"
+import { type Dispatch, type Failure, failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome, type Reply } from "../mux/request.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { type Log, messageOf } from "./log.ts"
 import type { Router } from "./router.ts"
@@ -28,7 +28,8 @@ import type { ServerStatistics } from "./statistics.ts"
 export type Body = Uint8Array | string
 /** What a handler gives back: a body, a body with metadata or streaming out (`reply`), or a typed `failure`. */
 export type HandlerValue = Body | Reply | Failure
-export type HandlerResult = HandlerValue | PromiseLike<HandlerValue> | Effect.Effect<HandlerValue, unknown>
+/** A `PendingOutcome` (mux/request.ts) goes to the session as it is: a hot path's answer without promises. */
+export type HandlerResult = HandlerValue | PromiseLike<HandlerValue> | PendingOutcome | Effect.Effect<HandlerValue, unknown>
 export type Handler = (request: IncomingRequest) => HandlerResult
 
 /** A hook's typed refusal: the request is answered with `code` (processed false: the handler never ran). */
@@ -115,7 +116,7 @@ const resolver = (log: Log) => {
       if (Cause.hasDies(cause)) log("handler-crashed", { path: request.path, remote: request.remoteAddress, cause: Cause.pretty(cause) })
       return noResponse
     })
-  return (request: IncomingRequest, handler: Handler): Outcome | Promise<Outcome> => {
+  return (request: IncomingRequest, handler: Handler): Outcome | PromiseLike<Outcome> => {
     let result: HandlerResult
     try {
       result = handler(request)
@@ -123,6 +124,7 @@ const resolver = (log: Log) => {
       return failed(error)
     }
     if (typeof result === "string" || result instanceof Uint8Array) return toOutcome(result)
+    if (result instanceof PendingOutcome) return result
     if (Effect.isEffect(result)) return runEffect(request, result)
     if ("_tag" in result) return result
     return Promise.resolve(result).then(toOutcome, failed)
@@ -148,12 +150,12 @@ export const makeDispatch = (
   statistics?: ServerStatistics
 ): Dispatch => {
   const resolve = resolver(log)
-  const serve = (request: IncomingRequest): Outcome | Promise<Outcome> => {
+  const serve = (request: IncomingRequest): Outcome | PromiseLike<Outcome> => {
     const handler = router.lookup(request.path)
     if (handler === undefined) return failure(MeshErrorCode.notFound, `no handler for ${request.path}`, false)
     return resolve(request, handler)
   }
-  const hooked = (request: IncomingRequest): Outcome | Promise<Outcome> =>
+  const hooked = (request: IncomingRequest): Outcome | PromiseLike<Outcome> =>
     hooks.length === 0 ? serve(request) : runHooks(hooks, request, serve, hookThrew)
   if (statistics === undefined) return hooked
   return (request) => {

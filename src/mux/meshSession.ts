@@ -36,7 +36,7 @@ import type { CancelSignal } from "./cancellation.ts"
 import { Deadlines } from "./deadlines.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, RequestTimeout } from "./errors.ts"
-import { type Dispatch, failure, type Failure, type IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
+import { type Dispatch, failure, type Failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import { IncomingStream, SendWindow, StreamFailed, type WithTrailers } from "./streams.ts"
 
@@ -552,6 +552,13 @@ export class MeshSession implements MessageSink {
         outcome = this.dispatch(served.request)
       } catch (error) {
         outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
+      }
+      if (outcome instanceof PendingOutcome) {
+        // The hot path's (inbound sidecar): no promise, one listener.
+        outcome.onSettled((result) => {
+          if (this.complete(channel, served, result)) this.runNext(channel)
+        })
+        return
       }
       if (isPromiseLike(outcome)) {
         const settle = (result: Outcome) => {

@@ -92,5 +92,54 @@ export const reply = (body: Uint8Array | AsyncIterable<Uint8Array>, meta: Meta =
  */
 export type Dispatch = (request: IncomingRequest) => Outcome | PromiseLike<Outcome>
 
+/**
+ * An outcome that comes later, without a promise chain per request: a hot-path handler (the
+ * sidecar's inbound side) returns one and settles it once. The session that dispatched it listens
+ * with `onSettled`: the listener runs in a microtask after the settle, as a promise's reaction
+ * would (whatever settled it finishes first, so a socket the answer came on is released before the
+ * next request runs). Anything else may await it: `then` makes a promise on demand. Never rejects.
+ */
+export class PendingOutcome implements PromiseLike<Outcome> {
+  private outcome: Outcome | undefined = undefined
+  /** Usually one listener (the session): kept apart so that a request allocates no array. */
+  private listener: ((outcome: Outcome) => void) | undefined = undefined
+  private more: Array<(outcome: Outcome) => void> | undefined = undefined
+  private scheduled = false
+
+  /** The first outcome counts; later ones are ignored. */
+  settle(outcome: Outcome): void {
+    if (this.outcome !== undefined) return
+    this.outcome = outcome
+    this.schedule()
+  }
+
+  onSettled(listener: (outcome: Outcome) => void): void {
+    if (this.listener === undefined) this.listener = listener
+    else (this.more ??= []).push(listener)
+    if (this.outcome !== undefined) this.schedule()
+  }
+
+  then<T1 = Outcome, T2 = never>(onFulfilled?: ((value: Outcome) => T1 | PromiseLike<T1>) | null, onRejected?: ((reason: unknown) => T2 | PromiseLike<T2>) | null): PromiseLike<T1 | T2> {
+    return new Promise<Outcome>((resolve) => this.onSettled(resolve)).then(onFulfilled, onRejected)
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.listener === undefined) return
+    this.scheduled = true
+    queueMicrotask(() => this.deliver())
+  }
+
+  private deliver(): void {
+    this.scheduled = false
+    const outcome = this.outcome!
+    const listener = this.listener
+    const more = this.more
+    this.listener = undefined
+    this.more = undefined
+    listener?.(outcome)
+    if (more !== undefined) for (const one of more) one(outcome)
+  }
+}
+
 export const isPromiseLike = (value: unknown): value is PromiseLike<unknown> =>
   typeof value === "object" && value !== null && typeof (value as { then?: unknown }).then === "function"

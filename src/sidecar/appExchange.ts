@@ -5,8 +5,8 @@
 // limits: the body idle timeout and the declared length on a streamed request body, back-pressure
 // both ways (the request body is pulled as the pool writes it; the answer pauses the socket while
 // more than a window of it waits unread), and every failure becomes one typed outcome, once.
-import type { HandlerValue } from "../iip/dispatch.ts"
 import { failure, reply } from "../iip/server.ts"
+import type { Outcome, PendingOutcome } from "../mux/request.ts"
 import { IncomingStream, StreamFailed } from "../mux/streams.ts"
 import { type Meta, MeshErrorCode } from "../protocol/mesh.ts"
 import { type AppController, type AppPool, type AppPoolHandler, InvalidRequestHead } from "./appPool.ts"
@@ -55,7 +55,7 @@ export class AppExchange implements AppPoolHandler {
   readonly leg: AppLeg
   private readonly request: AppRequest
   private readonly observation: InboundObservation
-  private readonly resolve: (value: HandlerValue) => void
+  private readonly pending: PendingOutcome
   private controller: AppController | undefined = undefined
   /** Set when the exchange is given up before the pool handed over its controller. */
   private abortReason: Error | undefined = undefined
@@ -64,29 +64,34 @@ export class AppExchange implements AppPoolHandler {
   private settled = false
   /** The exchange is over (answered, failed or given up): later events change nothing. */
   private done = false
-  private parts: Array<Buffer> = []
+  /** A whole answer's chunks: usually one, kept without an array. */
+  private firstPart: Buffer | undefined = undefined
+  private parts: Array<Buffer> | undefined = undefined
   private bytes = 0
   private answer: PausingByteQueue | undefined = undefined
   private timer: NodeJS.Timeout | undefined = undefined
   /** The answer's metadata, while a whole answer is being collected. */
   private meta: Meta | undefined = undefined
 
-  constructor(leg: AppLeg, request: AppRequest, observation: InboundObservation, resolve: (value: HandlerValue) => void) {
+  constructor(leg: AppLeg, request: AppRequest, observation: InboundObservation, pending: PendingOutcome) {
     this.leg = leg
     this.request = request
     this.observation = observation
-    this.resolve = resolve
+    this.pending = pending
   }
 
   /** Sends the request; `deadlineMs` > 0 arms our own deadline (requests without one, and pushes). */
   start(deadlineMs: number): void {
     if (deadlineMs > 0) this.timer = setTimeout(() => this.giveUp(MeshErrorCode.deadlineExceeded, 504, `no answer from the app within ${deadlineMs} ms`), deadlineMs)
-    const { body } = this.request
+    const request = this.request
+    const body = request.body
+    // A whole body: the request is the pool's as it is (no copy of it per request).
+    if (!(body instanceof IncomingStream)) return this.leg.pool.dispatch(request as AppRequest & { readonly body: Buffer }, this)
     this.leg.pool.dispatch({
-      path: this.request.path,
-      method: this.request.method,
-      headers: this.request.headers,
-      body: body instanceof IncomingStream ? requestBody(body, this.request.declaredLength, this.leg.bodyIdleTimeoutMs, this) : body
+      path: request.path,
+      method: request.method,
+      headers: request.headers,
+      body: requestBody(body, request.declaredLength, this.leg.bodyIdleTimeoutMs, this)
     }, this)
   }
 
@@ -146,7 +151,8 @@ export class AppExchange implements AppPoolHandler {
   onResponseData(_controller: AppController, chunk: Buffer): void {
     if (this.done) return
     if (this.mode === "collect") {
-      this.parts.push(chunk)
+      if (this.firstPart === undefined) this.firstPart = chunk
+      else (this.parts ??= [this.firstPart]).push(chunk)
       this.bytes += chunk.length
     } else if (this.mode === "stream") {
       this.observation.responseBytes(chunk.length)
@@ -161,10 +167,11 @@ export class AppExchange implements AppPoolHandler {
     // A chunked answer's trailers close its stream (PROTOCOL.md §17.5), through the same filter as headers.
     if (this.mode === "stream") return this.answer!.end(trailers.length === 0 ? undefined : trailersMeta(endToEndHeaders(trailers, this.leg.onInvalidHeaders)))
     if (this.mode === "drop") return this.settle(Buffer.alloc(0))
-    const body = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes)
-    this.parts = []
+    const body = this.parts !== undefined ? Buffer.concat(this.parts, this.bytes) : (this.firstPart ?? Buffer.alloc(0))
+    this.firstPart = undefined
+    this.parts = undefined
     this.observation.responseBytes(body.length)
-    this.settle(this.request.plain ? (body.length === 0 ? "{}" : body) : reply(body, this.meta!))
+    this.settle(this.request.plain ? (body.length === 0 ? Buffer.from("{}") : body) : reply(body, this.meta!))
   }
 
   onResponseError(_controller: AppController, error: Error): void {
@@ -199,7 +206,7 @@ export class AppExchange implements AppPoolHandler {
     this.abort(new StreamFailed({ message: "nobody reads the answer" }))
   }
 
-  private fail(status: number, reason: Failure, outcome: HandlerValue): void {
+  private fail(status: number, reason: Failure, outcome: Outcome): void {
     this.finish()
     this.observation.end(this.leg.address, status, reason)
     this.settle(outcome)
@@ -224,10 +231,10 @@ export class AppExchange implements AppPoolHandler {
     this.answer?.fail(reason)
   }
 
-  private settle(value: HandlerValue): void {
+  private settle(value: Outcome): void {
     if (this.settled) return
     this.settled = true
-    this.resolve(value)
+    this.pending.settle(value)
   }
 }
 

@@ -25,6 +25,7 @@ const IDLE_MARGIN_MS = 2_000
 const MAX_IDLE_MS = 600_000
 /** A whole body up to this size is copied behind its head, for a single write; a larger one goes by writev. */
 const ONE_WRITE_LIMIT = 16 * 1024
+const KEEP_ALIVE = "connection: keep-alive\r\n"
 /** Methods whose request carries a body by their semantics: an empty one is still declared (undici's rule). */
 const EXPECTS_PAYLOAD = new Set(["PUT", "POST", "PATCH", "QUERY", "PROPFIND", "PROPPATCH"])
 
@@ -78,6 +79,8 @@ class Exchange implements AppController {
   readonly handler: AppPoolHandler
   /** The request head, framing included, ready to write; for a chunked body, all but its framing. */
   head = ""
+  /** A whole body up to ONE_WRITE_LIMIT: head and body as they go on the wire, in one buffer. */
+  wire: Buffer | undefined = undefined
   /** A streamed body without a declared length goes chunked. */
   chunked = false
   connection: Connection | undefined = undefined
@@ -128,7 +131,16 @@ class Connection {
   private writing = false
   private connected = false
   private closed = false
+  /**
+   * One timer per socket, armed when it first goes idle and left running while it is busy: when it
+   * fires it closes the socket if idle long enough, else waits for the rest (or disarms if busy), so
+   * an exchange costs no timer of its own.
+   */
   private idleTimer: NodeJS.Timeout | undefined = undefined
+  /** When the socket last went idle (performance.now()); -1 while it carries an exchange. */
+  private idleSince = -1
+  private lastKeepAlive: string | undefined = undefined
+  private lastIdleMs = DEFAULT_IDLE_MS
   /** Headers llhttp handed over before the head was complete (a long head, or one split across reads). */
   private pendingHeaders: Array<string> = []
 
@@ -175,7 +187,7 @@ class Connection {
 
   /** Takes the next exchange (the socket is idle and alive). */
   run(exchange: Exchange): void {
-    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer)
+    this.idleSince = -1
     this.current = exchange
     this.completed = false
     exchange.connection = this
@@ -183,14 +195,11 @@ class Connection {
     const { request, head } = exchange
     const body = request.body
     if (body instanceof Buffer) {
-      if (body.length === 0) this.socket.write(head, "latin1")
-      else if (body.length <= ONE_WRITE_LIMIT) {
-        // Head and body in one buffer, one write (a writev costs more for a small body). The head
-        // is Latin-1 by construction (writeHead checked every value), one byte a character.
-        const out = Buffer.allocUnsafe(head.length + body.length)
-        out.write(head, 0, "latin1")
-        body.copy(out, head.length)
-        this.socket.write(out)
+      // writeHead put the head and (up to ONE_WRITE_LIMIT) the body in one buffer: one write.
+      const wire = exchange.wire
+      if (wire !== undefined) {
+        exchange.wire = undefined
+        this.socket.write(wire)
       } else {
         this.socket.cork()
         this.socket.write(head, "latin1")
@@ -271,7 +280,7 @@ class Connection {
       const name = raw[i]!
       if (name.length === 14 && name.toLowerCase() === "content-length") contentLength = raw[i + 1]
       else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") chunked = true
-      else if (name.length === 10 && name.toLowerCase() === "keep-alive") idleMs = announcedIdleMs(raw[i + 1]!)
+      else if (name.length === 10 && name.toLowerCase() === "keep-alive") idleMs = this.announcedIdleMs(raw[i + 1]!)
     }
     // A 204 or 304 that frames a body may have sent one, which would read as the next answer (undici's rule).
     const framesBody = (status === 204 || status === 304) && (chunked || (contentLength !== undefined && contentLength !== "0"))
@@ -281,6 +290,15 @@ class Connection {
     // The handler gives up on a status outside 200-599 (it aborts: this socket is gone).
     if (upgrade || exchange.ended) return 2
     return exchange.request.method === "HEAD" ? 1 : 0
+  }
+
+  /** The app's keep-alive value is the same on every answer: its regex runs once per value, not per answer. */
+  private announcedIdleMs(value: string): number {
+    if (value !== this.lastKeepAlive) {
+      this.lastKeepAlive = value
+      this.lastIdleMs = announcedIdleMs(value)
+    }
+    return this.lastIdleMs
   }
 
   private onData(data: Buffer): void {
@@ -329,7 +347,16 @@ class Connection {
 
   /** Waits idle in the pool until taken or the idle timeout. */
   idle(): void {
-    this.idleTimer = setTimeout(() => this.fail(undefined), this.idleMs)
+    this.idleSince = performance.now()
+    if (this.idleTimer === undefined) this.idleTimer = setTimeout(this.onIdleTimer, this.idleMs)
+  }
+
+  private readonly onIdleTimer = (): void => {
+    this.idleTimer = undefined
+    if (this.closed || this.idleSince < 0) return
+    const left = this.idleSince + this.idleMs - performance.now()
+    if (left <= 0) return this.fail(undefined)
+    this.idleTimer = setTimeout(this.onIdleTimer, left)
   }
 
   /** Closes the socket (never reused); the current exchange, if any and not over, ends with `error`. */
@@ -340,6 +367,7 @@ class Connection {
     if (this.closed) return
     this.closed = true
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer)
+    this.idleTimer = undefined
     this.socket.destroy()
     this.pool.closed(this)
   }
@@ -348,14 +376,17 @@ class Connection {
 /**
  * The request head as it goes on the wire, or why it cannot: every name a token, every value free
  * of CR, LF and NUL (method and path the inbound side checked). The framing is ours: the body's
- * length, a streamed body's declared length as given, else chunked.
+ * length, a streamed body's declared length as given, else chunked. A whole body up to
+ * ONE_WRITE_LIMIT goes into one buffer behind its head (`exchange.wire`), each piece written
+ * straight into it: no head string is built. The head is Latin-1 by construction (every value
+ * checked), one byte a character.
  */
 const writeHead = (exchange: Exchange, authority: string): InvalidRequestHead | undefined => {
   const { request } = exchange
-  let head = `${request.method} ${request.path} HTTP/1.1\r\n`
   const headers = request.headers
   let host = false
   let declared = false
+  let size = request.method.length + request.path.length + 12 + KEEP_ALIVE.length + 2
   for (let i = 0; i + 1 < headers.length; i += 2) {
     const name = headers[i]!
     const value = headers[i + 1]!
@@ -363,15 +394,43 @@ const writeHead = (exchange: Exchange, authority: string): InvalidRequestHead | 
     if (name.length === 4 && name.toLowerCase() === "host") host = true
     else if (name.length === 14 && name.toLowerCase() === "content-length") declared = true
     else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") return new InvalidRequestHead("the pool frames the body itself")
-    head += `${name}: ${value}\r\n`
+    size += name.length + value.length + 4
   }
-  if (!host) head += `host: ${authority}\r\n`
-  head += "connection: keep-alive\r\n"
   const body = request.body
-  if (body instanceof Buffer) {
-    if (declared) return new InvalidRequestHead("a whole body takes its own content-length")
-    if (body.length > 0 || EXPECTS_PAYLOAD.has(request.method)) head += `content-length: ${body.length}\r\n`
-  } else if (!declared) {
+  const whole = body instanceof Buffer
+  if (whole && declared) return new InvalidRequestHead("a whole body takes its own content-length")
+  const length = whole && (body.length > 0 || EXPECTS_PAYLOAD.has(request.method)) ? String(body.length) : undefined
+  if (whole && body.length <= ONE_WRITE_LIMIT) {
+    if (!host) size += authority.length + 8
+    if (length !== undefined) size += length.length + 18
+    const out = Buffer.allocUnsafe(size + body.length)
+    let at = out.write(request.method, 0, "latin1")
+    out[at++] = 0x20
+    at += out.write(request.path, at, "latin1")
+    at += out.write(" HTTP/1.1\r\n", at, "latin1")
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      at += out.write(headers[i]!, at, "latin1")
+      out[at++] = 0x3a
+      out[at++] = 0x20
+      at += out.write(headers[i + 1]!, at, "latin1")
+      out[at++] = 0x0d
+      out[at++] = 0x0a
+    }
+    if (!host) at += out.write(`host: ${authority}\r\n`, at, "latin1")
+    at += out.write(KEEP_ALIVE, at, "latin1")
+    if (length !== undefined) at += out.write(`content-length: ${length}\r\n`, at, "latin1")
+    out[at++] = 0x0d
+    out[at++] = 0x0a
+    body.copy(out, at)
+    exchange.wire = out
+    return undefined
+  }
+  let head = `${request.method} ${request.path} HTTP/1.1\r\n`
+  for (let i = 0; i + 1 < headers.length; i += 2) head += `${headers[i]!}: ${headers[i + 1]!}\r\n`
+  if (!host) head += `host: ${authority}\r\n`
+  head += KEEP_ALIVE
+  if (length !== undefined) head += `content-length: ${length}\r\n`
+  else if (!whole && !declared) {
     // Its framing waits for the first byte (writeBody): a body that sends none is no body at all.
     exchange.head = head
     exchange.chunked = true

@@ -95,14 +95,15 @@ class Kept {
   named: Array<string> | undefined = undefined
   invalid = 0
 
-  add(name: unknown, value: unknown): void {
+  /** `pair`: the [name, value] array they came in, kept as it is when the name is lower case already. */
+  add(name: unknown, value: unknown, pair?: Array<unknown>): void {
     const lower = typeof name === "string" && typeof value === "string" && isFieldValue(value) ? lowerToken(name) : undefined
     if (lower === undefined) {
       this.invalid++
       return
     }
     if (!isHopHeader(lower)) {
-      this.out.push([lower, value as string])
+      this.out.push(pair !== undefined && lower === name ? (pair as HeaderPair) : [lower, value as string])
       return
     }
     if (lower !== "connection") return
@@ -129,12 +130,14 @@ export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: O
 
 /**
  * The end-to-end headers of [name, value] pairs from the wire (an envelope, a `__http_hdr__`
- * query), in order, names lower case; an entry that is not two strings counts as invalid.
+ * query), in order, names lower case; an entry that is not two strings counts as invalid. A pair
+ * kept as it came (a lower-case name) is the caller's array itself, not a copy: the pairs are
+ * handed over (parsed for this call), and the result may be changed in place.
  */
 export const endToEndPairs = (pairs: ReadonlyArray<unknown>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
   const kept = new Kept()
   for (const pair of pairs) {
-    if (Array.isArray(pair) && pair.length === 2) kept.add(pair[0], pair[1])
+    if (Array.isArray(pair) && pair.length === 2) kept.add(pair[0], pair[1], pair)
     else kept.invalid++
   }
   return kept.result(onInvalid)

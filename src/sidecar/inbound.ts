@@ -23,6 +23,7 @@
 // service's inbound rate limits (rateLimits.ts): a call over one never reaches the app either.
 import type { HandlerValue } from "../iip/dispatch.ts"
 import { type Failure, failure, type IncomingRequest } from "../iip/server.ts"
+import { PendingOutcome } from "../mux/request.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
@@ -117,8 +118,16 @@ const badHead = (head: AppRequestHead, authority: string | undefined): string | 
   return undefined
 }
 
+/** An answer the HTTP/2 leg or an upgrade gives as a promise, into the pending outcome. */
+const settleLater = (pending: PendingOutcome, answer: Promise<HandlerValue>): void => {
+  answer.then(
+    (value) => pending.settle(typeof value === "string" ? Buffer.from(value, "utf8") : value),
+    (error: unknown) => pending.settle(failure(MeshErrorCode.handlerFailed, String(error), true))
+  )
+}
+
 export interface InboundHandler {
-  readonly handle: (request: IncomingRequest) => Promise<HandlerValue>
+  readonly handle: (request: IncomingRequest) => PendingOutcome
   /** Closes the app pool's sockets (the sidecar is stopping). */
   readonly close: () => Promise<void>
 }
@@ -138,69 +147,79 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     : undefined
   const h2Only = options.appProtocol === "h2c"
   const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }
-  const handle = (request: IncomingRequest): Promise<HandlerValue> =>
-    new Promise<HandlerValue>((resolve) => {
-      const plain = !request.meta.has(HttpMeta.method)
-      const head: AppRequestHead = plain
-        ? plainRequest(request, onInvalid)
-        : { method: request.meta.get(HttpMeta.method)!, path: request.rawPath, headers: headersOf(request.meta, onInvalid), body: request.data }
-      const authority = request.meta.get(HttpMeta.authority)
-      const refused = badHead(head, authority)
-      if (refused !== undefined) return resolve(failure(MeshErrorCode.badRequest, refused, false))
-      const peer = request.context.peerIdentity
-      if (options.authorization !== undefined) {
-        const denied = options.authorization.check(peer, head.method, head.path, request.context.remoteAddress)
-        if (denied !== undefined) return resolve(denied)
-      }
-      const limited = options.rateLimit?.(peer, request.context.remoteAddress, head.headers)
-      if (limited !== undefined) return resolve(limited)
-      // The filter dropped any the caller sent: the app sees the verified identity or nothing.
-      if (peer !== undefined && isFieldValue(peer)) head.headers.push([CLIENT_ID_HEADER, peer])
-      const { deadline, oneway, stream } = request.context
-      const timeLeft = deadline > 0 ? Math.max(1, deadline - Date.now()) : 0
-      const asked = request.meta.get(HttpMeta.upgrade)
-      const protocols = upgradeProtocols(asked)
-      if (asked !== undefined && protocols === undefined) return resolve(failure(MeshErrorCode.badRequest, "the upgrade names no valid protocol list", false))
-      const observation = new InboundObservation(options.telemetry, options.service, head.method, head.path, head.headers, request.context.remoteAddress)
-      observation.callApp(options.appHost, options.appPort, head.headers)
-      if (protocols !== undefined) {
-        const upgradeHeaders: Array<string> = []
-        for (const [name, value] of head.headers) upgradeHeaders.push(name, value)
-        upgradeHeaders.push("host", authority ?? pool.authority)
-        // The peer's deadline covers the wait for the 101; the upgraded connection has only its idle timeout.
-        const waitMs = timeLeft > 0 ? timeLeft : options.defaultTimeoutMs
-        return resolve(upgradeApp(upgradeLeg, request, { method: head.method, path: head.path, headers: upgradeHeaders, protocols }, observation, waitMs))
-      }
-      if (h2Leg !== undefined && (h2Only || isGrpc(head.headers.find(([name]) => name === "content-type")?.[1]))) {
-        if (stream === undefined) observation.requestBytes(0)
-        const waitMs = deadline === 0 || oneway ? options.defaultTimeoutMs : timeLeft
-        return resolve(h2Leg.then((h2) => h2.forward({ method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }, observation, request.context.cancel)))
-      }
-      // One flat list, as the pool takes it; the hop's own headers after the peer's filtered ones.
-      const headers: Array<string> = []
-      for (const [name, value] of head.headers) headers.push(name, value)
-      if (authority !== undefined) headers.push("host", authority)
-      if (timeLeft > 0) headers.push(TIMEOUT_HEADER, String(timeLeft))
-      // A streamed body keeps the length its sender declared (held to it on the way); none: chunked.
-      const declared = stream === undefined ? undefined : describedLength(sentValue(request.meta, "content-length"))
-      if (declared !== undefined) headers.push("content-length", declared)
-      if (stream === undefined) observation.requestBytes(head.body.length)
-      const exchange = new AppExchange(leg, {
-        method: head.method,
-        path: head.path,
-        headers,
-        body: stream ?? head.body,
-        declaredLength: declared === undefined ? -1 : Number(declared),
-        plain,
-        oneway
-      }, observation, resolve)
-      // The context's cancellation, not its AbortSignal: that one would be made for this alone.
-      const cancel = request.context.cancel
-      if (cancel.aborted) return exchange.cancel(new StreamFailed({ message: "request aborted" }))
-      cancel.addEventListener("abort", () => exchange.cancel(new StreamFailed({ message: "request aborted" })))
-      // The mesh session enforces a deadline it was given, except for a push; the rest get ours.
-      exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0)
-    })
+  // The answer goes back as a PendingOutcome, not a promise: no promise chain per request.
+  const handle = (request: IncomingRequest): PendingOutcome => {
+    const pending = new PendingOutcome()
+    serve(request, pending)
+    return pending
+  }
+  const serve = (request: IncomingRequest, pending: PendingOutcome): void => {
+    const plain = !request.meta.has(HttpMeta.method)
+    const head: AppRequestHead = plain
+      ? plainRequest(request, onInvalid)
+      : { method: request.meta.get(HttpMeta.method)!, path: request.rawPath, headers: headersOf(request.meta, onInvalid), body: request.data }
+    const authority = request.meta.get(HttpMeta.authority)
+    const refused = badHead(head, authority)
+    if (refused !== undefined) return pending.settle(failure(MeshErrorCode.badRequest, refused, false))
+    const peer = request.context.peerIdentity
+    if (options.authorization !== undefined) {
+      const denied = options.authorization.check(peer, head.method, head.path, request.context.remoteAddress)
+      if (denied !== undefined) return pending.settle(denied)
+    }
+    const limited = options.rateLimit?.(peer, request.context.remoteAddress, head.headers)
+    if (limited !== undefined) return pending.settle(limited)
+    // The filter dropped any the caller sent: the app sees the verified identity or nothing.
+    if (peer !== undefined && isFieldValue(peer)) head.headers.push([CLIENT_ID_HEADER, peer])
+    const { deadline, oneway, stream } = request.context
+    const timeLeft = deadline > 0 ? Math.max(1, deadline - Date.now()) : 0
+    const asked = request.meta.get(HttpMeta.upgrade)
+    const protocols = upgradeProtocols(asked)
+    if (asked !== undefined && protocols === undefined) return pending.settle(failure(MeshErrorCode.badRequest, "the upgrade names no valid protocol list", false))
+    const observation = new InboundObservation(options.telemetry, options.service, head.method, head.path, head.headers, request.context.remoteAddress)
+    observation.callApp(options.appHost, options.appPort, head.headers)
+    if (protocols !== undefined) {
+      const upgradeHeaders: Array<string> = []
+      for (const [name, value] of head.headers) upgradeHeaders.push(name, value)
+      upgradeHeaders.push("host", authority ?? pool.authority)
+      // The peer's deadline covers the wait for the 101; the upgraded connection has only its idle timeout.
+      const waitMs = timeLeft > 0 ? timeLeft : options.defaultTimeoutMs
+      return settleLater(pending, upgradeApp(upgradeLeg, request, { method: head.method, path: head.path, headers: upgradeHeaders, protocols }, observation, waitMs))
+    }
+    if (h2Leg !== undefined && (h2Only || isGrpc(head.headers.find(([name]) => name === "content-type")?.[1]))) {
+      if (stream === undefined) observation.requestBytes(0)
+      const waitMs = deadline === 0 || oneway ? options.defaultTimeoutMs : timeLeft
+      return settleLater(pending, h2Leg.then((h2) => h2.forward({ method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }, observation, request.context.cancel)))
+    }
+    // One flat list, as the pool takes it; the hop's own headers after the peer's filtered ones.
+    // Index loops: destructuring each pair in a for-of costs an iterator per pair.
+    const pairs = head.headers
+    const headers: Array<string> = []
+    for (let i = 0; i < pairs.length; i++) {
+      const pair = pairs[i]!
+      headers.push(pair[0], pair[1])
+    }
+    if (authority !== undefined) headers.push("host", authority)
+    if (timeLeft > 0) headers.push(TIMEOUT_HEADER, String(timeLeft))
+    // A streamed body keeps the length its sender declared (held to it on the way); none: chunked.
+    const declared = stream === undefined ? undefined : describedLength(sentValue(request.meta, "content-length"))
+    if (declared !== undefined) headers.push("content-length", declared)
+    if (stream === undefined) observation.requestBytes(head.body.length)
+    const exchange = new AppExchange(leg, {
+      method: head.method,
+      path: head.path,
+      headers,
+      body: stream ?? head.body,
+      declaredLength: declared === undefined ? -1 : Number(declared),
+      plain,
+      oneway
+    }, observation, pending)
+    // The context's cancellation, not its AbortSignal: that one would be made for this alone.
+    const cancel = request.context.cancel
+    if (cancel.aborted) return exchange.cancel(new StreamFailed({ message: "request aborted" }))
+    cancel.addEventListener("abort", () => exchange.cancel(new StreamFailed({ message: "request aborted" })))
+    // The mesh session enforces a deadline it was given, except for a push; the rest get ours.
+    exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0)
+  }
   return { handle, close: async () => {
     await (await h2Leg)?.close()
     await pool.destroy()

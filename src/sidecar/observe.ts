@@ -41,11 +41,23 @@ const pathOf = (uri: string): string => {
   return q === -1 ? uri : uri.slice(0, q)
 }
 
+interface HostAndPort {
+  readonly host: string
+  readonly port: number
+}
+
+/** The last address taken apart: a connection's requests all name the same one (per request, traced). */
+let lastAddress = ""
+let lastHostAndPort: HostAndPort = { host: "", port: NaN }
+
 /** "host:port" or "[v6]:port" apart. */
-const hostAndPort = (address: string): { readonly host: string; readonly port: number } => {
+const hostAndPort = (address: string): HostAndPort => {
+  if (address === lastAddress) return lastHostAndPort
   const colon = address.lastIndexOf(":")
   const host = address.slice(0, colon)
-  return { host: host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host, port: Number(address.slice(colon + 1)) }
+  lastAddress = address
+  lastHostAndPort = { host: host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host, port: Number(address.slice(colon + 1)) }
+  return lastHostAndPort
 }
 
 /** The span's status and error attributes for an HTTP status and a mesh failure. */
@@ -225,9 +237,10 @@ export class InboundObservation {
       attributes["client.address"] = client.host
       if (Number.isInteger(client.port) && client.port > 0) attributes["client.port"] = client.port
       attributes["iip_mesh.service"] = service
-      for (const [name, value] of headers) {
-        if (name === "content-type") {
-          if (isGrpc(value)) rpcAttributes(attributes, path)
+      for (let i = 0; i < headers.length; i++) {
+        const pair = headers[i]!
+        if (pair[0] === "content-type") {
+          if (isGrpc(pair[1])) rpcAttributes(attributes, path)
           break
         }
       }

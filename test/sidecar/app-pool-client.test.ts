@@ -211,4 +211,31 @@ describe("the inbound side's app client", () => {
     expect([valueOf(post!.rawHeaders, "content-length"), valueOf(post!.rawHeaders, "transfer-encoding")]).toStrictEqual([undefined, "chunked"])
     expect(app.connections()).toBe(1)
   })
+  it("an idle socket closes the app's keep-alive timeout (less the margin) after it last went idle, not after it first did", async () => {
+    let connections = 0
+    let closedAt = 0
+    const closed = Promise.withResolvers<void>()
+    const raw = await startRawServer(cleanup, (socket) => {
+      connections++
+      socket.on("data", () => socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nkeep-alive: timeout=3\r\n\r\nok"))
+      socket.once("close", () => {
+        closedAt = performance.now()
+        closed.resolve()
+      })
+    })
+    // timeout=3 s less the 2 s margin: 1 s idle. Requests at 0, 0.6 and 1.3 s: the timer armed at
+    // 0 fires at 1 s while the socket has been idle only 0.4 s, so it stays for the third.
+    const pool = poolFor(raw.port, 1)
+    const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+    expect((await exchange(pool, {})).body).toBe("ok")
+    await wait(600)
+    expect((await exchange(pool, {})).body).toBe("ok")
+    await wait(700)
+    expect((await exchange(pool, {})).body).toBe("ok")
+    const idleFrom = performance.now()
+    expect(connections).toBe(1)
+    await withTimeout(closed.promise, 5000, "the idle socket's close")
+    expect(closedAt - idleFrom).toBeGreaterThanOrEqual(950)
+    expect(connections).toBe(1)
+  })
 })
