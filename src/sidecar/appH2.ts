@@ -52,9 +52,8 @@ export interface CancelSource {
 /** HTTP/1.1-only headers an HTTP/2 request must not carry (RFC 9113 §8.2.2); `te` passes only as `trailers`. */
 const NOT_IN_H2 = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "te"])
 
-/** Pairs as node:http2 takes them: an object, repeated names as lists; pseudo-headers never come from pairs. */
-const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string>> => {
-  const fields: Record<string, string | Array<string>> = {}
+/** Pairs added to `fields` (the request's pseudo-headers) as node:http2 takes them: repeated names as lists; pseudo-headers never come from pairs. */
+const fieldsOf = (fields: Record<string, string | Array<string>>, pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string>> => {
   for (const [name, value] of pairs) {
     if (name.charCodeAt(0) === 0x3a || NOT_IN_H2.has(name)) continue
     const prior = fields[name]
@@ -159,7 +158,8 @@ class AppH2Exchange {
 
   start(cancel: CancelSource): void {
     const { request, leg } = this
-    const headers = fieldsOf(request.headers)
+    // One object per request: the pseudo-headers first, as node would order them.
+    const headers = fieldsOf({ ":method": request.method, ":path": request.path, ":authority": request.authority, ":scheme": "http" }, request.headers)
     if (this.grpc) {
       headers.te = "trailers"
       headers["grpc-timeout"] = grpcTimeoutValue(request.timeLeftMs)
@@ -168,10 +168,7 @@ class AppH2Exchange {
     const withBody = body instanceof IncomingStream || body.length > 0
     let stream: http2.ClientHttp2Stream
     try {
-      stream = leg.current().request(
-        { ...headers, ":method": request.method, ":path": request.path, ":authority": request.authority, ":scheme": "http" },
-        { endStream: !withBody }
-      )
+      stream = leg.current().request(headers, { endStream: !withBody })
     } catch (error) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: ${(error as Error).message}`)
     }
@@ -266,7 +263,7 @@ class AppH2Exchange {
       held = headers.filter(([name]) => name !== "content-type")
       headers = headers.filter(([name]) => name === "content-type")
     }
-    const body = Buffer.concat(this.parts, this.bytes)
+    const body = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes)
     this.observation.responseBytes(body.length)
     this.observation.grpcStatus(grpcStatusIn(held))
     this.observation.end(leg.address, status, undefined)
