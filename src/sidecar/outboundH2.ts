@@ -10,11 +10,12 @@ import * as http2 from "node:http2"
 import type * as net from "node:net"
 import type { OutboundCall } from "./outboundCall.ts"
 
-/** Pairs as node's HTTP/2 API takes them: an object, a repeated name with all its values. */
-const fieldsOf = (fields: Record<string, string | Array<string> | number>, pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string> | number> => {
+/** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
+const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string>> => {
+  const fields: Record<string, string | Array<string>> = {}
   for (const [name, value] of pairs) {
     const prior = fields[name]
-    fields[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [String(prior), value]
+    fields[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value]
   }
   return fields
 }
@@ -136,14 +137,18 @@ class StreamCall implements OutboundCall {
     this.headWritten = true
     const stream = this.stream
     if (stream.destroyed) return false
-    if (waitForTrailers) stream.once("wantTrailers", () => stream.sendTrailers(fieldsOf({}, this.trailers ?? []) as http2.OutgoingHttpHeaders))
-    stream.respond(fieldsOf({ ":status": this.status }, this.head) as http2.OutgoingHttpHeaders, { endStream, waitForTrailers })
+    if (waitForTrailers) stream.once("wantTrailers", () => stream.sendTrailers(fieldsOf(this.trailers ?? [])))
+    // A flat name, value list: node takes it as it is, with no header object to build.
+    const raw = [":status", String(this.status)]
+    for (const [name, value] of this.head) raw.push(name, value)
+    stream.respond(raw, { endStream, waitForTrailers })
     return true
   }
 
   write(chunk: Uint8Array): boolean {
     // Streamed: whether trailers follow is not known yet (none is an empty end).
-    if (!this.sendHead(false, true) || this.stream.destroyed) return false
+    // Ended by its head already (an answer to HEAD, a 204 or 304 carries no body).
+    if (!this.sendHead(false, true) || this.stream.destroyed || this.stream.writableEnded) return false
     return this.stream.write(chunk)
   }
 
@@ -169,7 +174,7 @@ class StreamCall implements OutboundCall {
     // Head and end in one HEADERS frame when nothing else follows (a gRPC trailers-only answer):
     // a gRPC client reads them apart as an answer without a status.
     const endsWithHead = !this.headWritten && empty && trailers === undefined
-    if (!this.sendHead(endsWithHead, trailers !== undefined) || endsWithHead || this.stream.destroyed) return
+    if (!this.sendHead(endsWithHead, trailers !== undefined) || endsWithHead || this.stream.destroyed || this.stream.writableEnded) return
     if (empty) this.stream.end()
     else this.stream.end(data)
   }
