@@ -52,15 +52,19 @@ export interface CancelSource {
 /** HTTP/1.1-only headers an HTTP/2 request must not carry (RFC 9113 §8.2.2); `te` passes only as `trailers`. */
 const NOT_IN_H2 = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "te"])
 
-/** Pairs as node:http2 takes them: an object, repeated names as lists; pseudo-headers never come from pairs. */
-const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string>> => {
-  const fields: Record<string, string | Array<string>> = {}
-  for (const [name, value] of pairs) {
-    if (name.charCodeAt(0) === 0x3a || NOT_IN_H2.has(name)) continue
-    const prior = fields[name]
-    fields[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value]
+/**
+ * The request's head as node:http2 takes it with the least work: a flat name, value list (its
+ * pseudo-headers, then the pairs; repeated names repeat), pseudo-headers never from pairs. A gRPC
+ * call's `te` and `grpc-timeout` are the hop's own.
+ */
+const rawHeadOf = (request: AppH2Request, grpc: boolean): Array<string> => {
+  const raw = [":method", request.method, ":path", request.path, ":authority", request.authority, ":scheme", "http"]
+  for (const [name, value] of request.headers) {
+    if (name.charCodeAt(0) === 0x3a || NOT_IN_H2.has(name) || (grpc && name === "grpc-timeout")) continue
+    raw.push(name, value)
   }
-  return fields
+  if (grpc) raw.push("te", "trailers", "grpc-timeout", grpcTimeoutValue(request.timeLeftMs))
+  return raw
 }
 
 /** node's HTTP/2 header object as pairs, pseudo-headers left out, lists spread. */
@@ -159,19 +163,11 @@ class AppH2Exchange {
 
   start(cancel: CancelSource): void {
     const { request, leg } = this
-    const headers = fieldsOf(request.headers)
-    if (this.grpc) {
-      headers.te = "trailers"
-      headers["grpc-timeout"] = grpcTimeoutValue(request.timeLeftMs)
-    }
     const body = request.body
     const withBody = body instanceof IncomingStream || body.length > 0
     let stream: http2.ClientHttp2Stream
     try {
-      stream = leg.current().request(
-        { ...headers, ":method": request.method, ":path": request.path, ":authority": request.authority, ":scheme": "http" },
-        { endStream: !withBody }
-      )
+      stream = leg.current().request(rawHeadOf(request, this.grpc), { endStream: !withBody })
     } catch (error) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: ${(error as Error).message}`)
     }
@@ -266,7 +262,7 @@ class AppH2Exchange {
       held = headers.filter(([name]) => name !== "content-type")
       headers = headers.filter(([name]) => name === "content-type")
     }
-    const body = Buffer.concat(this.parts, this.bytes)
+    const body = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes)
     this.observation.responseBytes(body.length)
     this.observation.grpcStatus(grpcStatusIn(held))
     this.observation.end(leg.address, status, undefined)

@@ -1,7 +1,7 @@
 // What outbound.ts and outboundUpgrade.ts need of the app's side of one request: the request as
 // it came, and the way back to the app. The outbound listener provides it for HTTP/1.1
 // (http1Listener.ts: one object per request, no node:http stream objects) and outboundH2.ts for
-// each HTTP/2 stream (over node's compatibility objects).
+// each HTTP/2 stream (over node's core stream API).
 import type { IncomingHttpHeaders } from "node:http"
 
 export interface OutboundRequest {

@@ -1,29 +1,16 @@
 // The outbound listener's second protocol: cleartext HTTP/2 with prior knowledge (what gRPC
 // clients send) on the same port as HTTP/1.1. The listener (http1Listener.ts) tells a new
 // connection apart by its first bytes and hands one that opens with the HTTP/2 preface to a
-// node:http2 server here. Each HTTP/2 stream is one request for outbound.ts (an H2Call over node's
-// compatibility objects), so the calls of one gRPC channel are balanced one by one, not pinned to
-// an endpoint. A request body that ends within the turn of the event loop its head came in (a
-// unary call's) is held whole: it travels as one mesh message and may be retried; any other streams.
+// node:http2 server here. Each HTTP/2 stream is one request for outbound.ts (a StreamCall over
+// node's core stream API: the compatibility layer's request and response objects cost a gRPC call
+// more CPU than the mesh's own work), so the calls of one gRPC channel are balanced one by one, not
+// pinned to an endpoint. A request body that ends within the turn of the event loop its head came
+// in (a unary call's) is held whole: it travels as one mesh message and may be retried; any other streams.
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import type { OutboundCall } from "./outboundCall.ts"
 
-/**
- * node's HTTP/2 request as outbound.ts reads an HTTP/1.1 one: `rawHeaders` without the
- * pseudo-headers (they are the request line, not headers to forward), `host` from `:authority`.
- */
-class MeshH2Request extends http2.Http2ServerRequest {
-  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, options: unknown, rawHeaders: Array<string>) {
-    const kept: Array<string> = []
-    for (let i = 0; i + 1 < rawHeaders.length; i += 2) if (rawHeaders[i]!.charCodeAt(0) !== 0x3a) kept.push(rawHeaders[i]!, rawHeaders[i + 1]!)
-    super(stream, headers, options as never, kept)
-    const authority = headers[":authority"]
-    if (headers.host === undefined && typeof authority === "string") headers.host = authority
-  }
-}
-
-/** Pairs as node's HTTP/2 API takes them: an object, a repeated name with all its values. */
+/** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
 const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string>> => {
   const fields: Record<string, string | Array<string>> = {}
   for (const [name, value] of pairs) {
@@ -33,69 +20,73 @@ const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<strin
   return fields
 }
 
-/** One HTTP/2 stream as outbound.ts reads and answers a request (outboundCall.ts). */
-class H2Call implements OutboundCall {
+/** A stream error is its exchange's end ('close' follows); the body's reader sees it through its iterator. */
+const ignore = (): void => {}
+
+/** One HTTP/2 stream as outbound.ts reads and answers a request (outboundCall.ts), on node's core stream API. */
+class StreamCall implements OutboundCall {
   readonly httpVersionMajor = 2
   headersSent = false
-  private readonly req: http2.Http2ServerRequest
-  private readonly res: http2.Http2ServerResponse
+  writableEnded = false
+  readonly method: string
+  readonly url: string
+  readonly headers: http2.IncomingHttpHeaders
+  readonly rawHeaders: ReadonlyArray<string>
+  readonly hasBody: boolean
+  private readonly stream: http2.ServerHttp2Stream
   private status = 200
   private head: ReadonlyArray<readonly [string, string]> = []
   private headWritten = false
+  /** Sent when the stream asks for them (the head was sent with waitForTrailers). */
+  private trailers: ReadonlyArray<readonly [string, string]> | undefined = undefined
 
-  constructor(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) {
-    this.req = req
-    this.res = res
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>) {
+    this.stream = stream
+    this.method = headers[":method"] ?? ""
+    this.url = headers[":path"] ?? ""
+    // The request line's pseudo-headers are not headers to forward; :authority is the host.
+    const authority = headers[":authority"]
+    if (headers.host === undefined && typeof authority === "string") headers.host = authority
+    this.headers = headers
+    const kept: Array<string> = []
+    for (let i = 0; i + 1 < rawHeaders.length; i += 2) if (rawHeaders[i]!.charCodeAt(0) !== 0x3a) kept.push(rawHeaders[i]!, rawHeaders[i + 1]!)
+    this.rawHeaders = kept
+    this.hasBody = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) === 0
+    stream.on("error", ignore)
   }
 
-  get method(): string {
-    return this.req.method
-  }
-  get url(): string {
-    return this.req.url
-  }
-  get headers(): http2.IncomingHttpHeaders {
-    return this.req.headers
-  }
-  get rawHeaders(): ReadonlyArray<string> {
-    return this.req.rawHeaders
-  }
   get remoteAddress(): string {
-    return this.req.socket.remoteAddress ?? ""
-  }
-  /** A body follows unless the head ended the stream. */
-  get hasBody(): boolean {
-    return !this.req.stream.endAfterHeaders
-  }
-  get writableEnded(): boolean {
-    return this.res.writableEnded
+    return this.stream.session?.socket.remoteAddress ?? ""
   }
   get destroyed(): boolean {
-    return this.res.destroyed
+    return this.stream.destroyed
   }
 
   body(): AsyncIterable<Buffer> {
-    return this.req
+    return this.stream
   }
 
   readBody(limit: number): Promise<Buffer | undefined> {
+    const stream = this.stream
     return new Promise((resolve, reject) => {
       const parts: Array<Buffer> = []
       let total = 0
-      this.req.on("data", (chunk: Buffer) => {
+      stream.on("data", (chunk: Buffer) => {
         total += chunk.length
         if (total > limit) {
-          this.req.destroy()
+          stream.destroy()
           resolve(undefined)
         } else parts.push(chunk)
       })
-      this.req.once("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)))
-      this.req.once("error", reject)
+      stream.once("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)))
+      stream.once("error", reject)
+      // Closed before the body's end (reset by the app): no 'end' follows.
+      stream.once("close", () => reject(new Error("the stream closed before its body's end")))
     })
   }
 
   heldBody(limit: number): Promise<Buffer | AsyncIterable<Buffer>> {
-    const req = this.req
+    const stream = this.stream
     return new Promise((resolve) => {
       const parts: Array<Buffer> = []
       let bytes = 0
@@ -104,13 +95,13 @@ class H2Call implements OutboundCall {
       const streamOn = () => {
         if (settled) return
         settled = true
-        req.off("readable", onReadable)
-        req.off("end", onEnd)
-        if (bytes > 0) req.unshift(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
-        resolve(req)
+        stream.off("readable", onReadable)
+        stream.off("end", onEnd)
+        if (bytes > 0) stream.unshift(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
+        resolve(stream)
       }
       const onReadable = () => {
-        for (let chunk = req.read() as Buffer | null; chunk !== null; chunk = req.read() as Buffer | null) {
+        for (let chunk = stream.read() as Buffer | null; chunk !== null; chunk = stream.read() as Buffer | null) {
           parts.push(chunk)
           bytes += chunk.length
           if (bytes > limit) return streamOn()
@@ -119,19 +110,19 @@ class H2Call implements OutboundCall {
       const onEnd = () => {
         if (settled) return
         settled = true
-        req.off("readable", onReadable)
+        stream.off("readable", onReadable)
         resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
       }
-      req.on("readable", onReadable)
-      req.on("end", onEnd)
+      stream.on("readable", onReadable)
+      stream.on("end", onEnd)
       setImmediate(streamOn)
     })
   }
 
   onClose(listener: (finished: boolean) => void): void {
-    // Finished when the answer was ended: node counts a stream the client reset as writableFinished,
-    // so that would not tell a cancelled call from an answered one.
-    this.res.on("close", () => listener(this.res.writableEnded))
+    // Finished when the answer was ended and the stream closed cleanly: a stream the client reset
+    // (a cancelled call) closes with its error code.
+    this.stream.once("close", () => listener(this.writableEnded && this.stream.rstCode === http2.constants.NGHTTP2_NO_ERROR))
   }
 
   writeHead(status: number, headers: ReadonlyArray<readonly [string, string]>): void {
@@ -140,46 +131,56 @@ class H2Call implements OutboundCall {
     this.headersSent = true
   }
 
-  private sendHead(): void {
-    if (this.headWritten) return
+  /** The head, once; trailers awaited unless the answer is known to carry none. */
+  private sendHead(endStream: boolean, waitForTrailers: boolean): boolean {
+    if (this.headWritten) return true
     this.headWritten = true
-    this.res.writeHead(this.status, fieldsOf(this.head))
+    const stream = this.stream
+    if (stream.destroyed) return false
+    if (waitForTrailers) stream.once("wantTrailers", () => stream.sendTrailers(fieldsOf(this.trailers ?? [])))
+    // A flat name, value list: node takes it as it is, with no header object to build.
+    const raw = [":status", String(this.status)]
+    for (const [name, value] of this.head) raw.push(name, value)
+    stream.respond(raw, { endStream, waitForTrailers })
+    return true
   }
 
   write(chunk: Uint8Array): boolean {
-    this.sendHead()
-    return this.res.write(chunk)
+    // Streamed: whether trailers follow is not known yet (none is an empty end).
+    // Ended by its head already (an answer to HEAD, a 204 or 304 carries no body).
+    if (!this.sendHead(false, true) || this.stream.destroyed || this.stream.writableEnded) return false
+    return this.stream.write(chunk)
   }
 
   drained(): Promise<void> {
-    const res = this.res
+    const stream = this.stream
+    if (stream.destroyed) return Promise.resolve()
     return new Promise((resolve) => {
       const done = () => {
-        res.off("drain", done)
-        res.off("close", done)
+        stream.off("drain", done)
+        stream.off("close", done)
         resolve()
       }
-      res.on("drain", done)
-      res.on("close", done)
+      stream.on("drain", done)
+      stream.on("close", done)
     })
   }
 
   end(data?: Uint8Array | string, trailers?: ReadonlyArray<readonly [string, string]>): void {
-    if (!this.headWritten && (data === undefined || data.length === 0) && trailers === undefined) {
-      // Head and end in one HEADERS frame (a gRPC trailers-only answer): the compatibility
-      // response would send them apart, which a gRPC client reads as an answer without a status.
-      this.headWritten = true
-      this.req.stream.respond({ ":status": this.status, ...fieldsOf(this.head) }, { endStream: true })
-      return
-    }
-    this.sendHead()
-    if (trailers !== undefined) this.res.addTrailers(fieldsOf(trailers))
-    if (data === undefined) this.res.end()
-    else this.res.end(data)
+    if (this.writableEnded) return
+    this.writableEnded = true
+    this.trailers = trailers
+    const empty = data === undefined || data.length === 0
+    // Head and end in one HEADERS frame when nothing else follows (a gRPC trailers-only answer):
+    // a gRPC client reads them apart as an answer without a status.
+    const endsWithHead = !this.headWritten && empty && trailers === undefined
+    if (!this.sendHead(endsWithHead, trailers !== undefined) || endsWithHead || this.stream.destroyed || this.stream.writableEnded) return
+    if (empty) this.stream.end()
+    else this.stream.end(data)
   }
 
   destroy(): void {
-    this.res.destroy()
+    this.stream.destroy()
   }
 }
 
@@ -199,9 +200,9 @@ export const makeH2c = (
   handler: (call: OutboundCall) => void,
   options: { readonly idleTimeoutMs: number; readonly maxStreams: number }
 ): H2Listener => {
-  const h2 = http2.createServer(
-    { Http2ServerRequest: MeshH2Request as typeof http2.Http2ServerRequest, settings: { maxConcurrentStreams: options.maxStreams } },
-    (req, res) => handler(new H2Call(req, res))
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: options.maxStreams } })
+  h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) =>
+    handler(new StreamCall(stream, headers, flags, rawHeaders))
   )
   const sessions = new Set<http2.ServerHttp2Session>()
   h2.on("session", (session: http2.ServerHttp2Session) => {
