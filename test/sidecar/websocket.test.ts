@@ -1,6 +1,6 @@
 // WebSocket through the mesh (issue 17, PROTOCOL.md §17.4) with a real peer nobody here wrote: the
 // `ws` package as the app's server and as the calling app's client, app <- sidecar B <- sidecar A.
-// Text and binary frames echo, a 4 MiB message arrives whole, 200 messages in order, the
+// Text and binary frames echo, a 16 MiB message arrives whole, 10,000 messages each way in order, the
 // subprotocol the app picked comes back in the 101, close codes and reasons pass both ways (the
 // app closing, the client closing), a vanished client closes the app's socket, an app that stops
 // reading leaves the rest waiting in the client (bounded in between), open WebSockets hold no app
@@ -164,7 +164,7 @@ describe.each([
   })
   afterEach(() => cleanup.run())
 
-  it("echoes text and binary frames, a 4 MiB message, and the app's subprotocol comes back in the 101", async () => {
+  it("echoes text and binary frames, a 16 MiB message, 10,000 messages each way in order, and the app's subprotocol comes back in the 101", async () => {
     await sidecars()
     const ws = await connect(cleanup, a)
     expect(ws.protocol).toBe("chat")
@@ -179,27 +179,29 @@ describe.each([
     ws.send(binary)
     expect(await nextMessage(ws)).toEqual({ data: binary, isBinary: true })
     const big = createHash("sha512").update("seed").digest()
-    const large = Buffer.alloc(4 * MiB)
+    const large = Buffer.alloc(16 * MiB)
     for (let i = 0; i < large.length; i += big.length) big.copy(large, i)
-    large.writeUInt32BE(0xdeadbeef, 4 * MiB - 4)
+    large.writeUInt32BE(0xdeadbeef, 16 * MiB - 4)
     ws.send(large)
     const echoed = await nextMessage(ws)
     expect(echoed.isBinary).toBe(true)
     expect(createHash("sha256").update(echoed.data).digest("hex")).toBe(createHash("sha256").update(large).digest("hex"))
-    // Many in order.
-    for (let i = 0; i < 200; i++) ws.send(`m${i}`)
+    // Many in order, each way: the app echoes every one as it comes.
+    const count = 10_000
     const seen: Array<string> = []
-    await withTimeout(
+    const all = withTimeout(
       new Promise<void>((resolve) =>
         ws.on("message", (data) => {
           seen.push(String(data))
-          if (seen.length === 200) resolve()
+          if (seen.length === count) resolve()
         })
       ),
-      20_000,
-      "200 messages"
+      30_000,
+      `${count} messages`
     )
-    expect(seen).toEqual(Array.from({ length: 200 }, (_, i) => `m${i}`))
+    for (let i = 0; i < count; i++) ws.send(`m${i}`)
+    await all
+    expect(seen).toEqual(Array.from({ length: count }, (_, i) => `m${i}`))
   }, 60_000)
 
   it("the client closing: its code and reason reach the app, the app's close frame comes back, and A counts one request with status 101", async () => {
