@@ -19,9 +19,14 @@
 //   store.recent(20)    // newest first: TraceSummary[] (trace id, root span, services, counts, timing, error)
 //   store.get(traceId)  // SpanJson[] ordered by start time, or undefined when the store holds none
 //
-// The request path's spans (spanRecord.ts) are kept as the records they are; SDK spans (Effect's)
-// are copied on end (a few fields and references to the span's own attribute and event objects).
-// Both are turned into JSON only when read, so the cost on the request path stays small.
+// The request path's spans (spanRecord.ts) are kept packed: one flat string each (packSpan), its
+// service an index into the store's few origins. A kept span lives for seconds (1000 traces at 100
+// new a second turn over in 10 s), so whatever it holds is promoted to old space and later costs a
+// mark-compact: a sidecar B's trace (server and app span) held as the records was ~1,200 bytes,
+// packed ~760 (attribute names stored once per store, as indexes). Packing costs a JSON.stringify
+// per kept span (a few µs, at most `maxNewTracesPerSecond` traces a second). SDK spans (Effect's) are copied on end (a few
+// fields and references to the span's own attribute and event objects). Both are turned into JSON
+// only when read.
 import type { Attributes, AttributeValue, HrTime } from "@opentelemetry/api"
 import { SpanKind, SpanStatusCode, TraceFlags } from "@opentelemetry/api"
 import type { Resource } from "@opentelemetry/resources"
@@ -104,7 +109,10 @@ export interface StoredSpan {
 }
 
 interface StoredTrace {
-  readonly spans: Array<StoredSpan>
+  /** The request path's spans, packed (`pack`), one a line; SDK spans in `copied`. */
+  packed: string
+  copied: Array<StoredSpan> | undefined
+  count: number
   dropped: number
 }
 
@@ -197,7 +205,7 @@ export class TraceStore {
   private add(span: ReadableSpan): void {
     const context = span.spanContext()
     if ((context.traceFlags & TraceFlags.SAMPLED) === 0) return
-    this.record(context.traceId, {
+    this.keep(context.traceId, {
       spanId: context.spanId,
       parentSpanId: span.parentSpanContext?.spanId ?? null,
       name: span.name,
@@ -209,11 +217,15 @@ export class TraceStore {
       statusMessage: span.status.message,
       attributes: span.attributes,
       events: span.events
-    })
+    }, false)
   }
 
-  /** Keeps a finished, sampled span (a SpanRecord as it is), within the bounds. */
+  /** Keeps a finished, sampled span of the request path (a SpanRecord), packed, within the bounds. */
   record(traceId: string, span: StoredSpan): void {
+    this.keep(traceId, span, true)
+  }
+
+  private keep(traceId: string, span: StoredSpan, pack: boolean): void {
     let trace = traceId === this.lastId ? this.last : this.traces.get(traceId)
     if (trace === undefined) {
       if (traceId === this.notKeptId) return
@@ -221,7 +233,7 @@ export class TraceStore {
         this.notKeptId = traceId
         return
       }
-      trace = { spans: [], dropped: 0 }
+      trace = { packed: "", copied: undefined, count: 0, dropped: 0 }
       // The oldest trace makes room (a ring of ids: a Map's own oldest key is a scan past deleted entries).
       if (this.order.length === this.maxTraces) {
         const oldest = this.order[this.next]!
@@ -234,11 +246,75 @@ export class TraceStore {
     }
     this.lastId = traceId
     this.last = trace
-    if (trace.spans.length >= this.maxSpansPerTrace) {
+    if (trace.count >= this.maxSpansPerTrace) {
       trace.dropped++
       return
     }
-    trace.spans.push(span)
+    trace.count++
+    if (pack) trace.packed = trace.packed === "" ? this.pack(span) : `${trace.packed}\n${this.pack(span)}`
+    else (trace.copied ??= []).push(span)
+  }
+
+  /** Origins and attribute names seen, by index: a store serves one sidecar (or the demo's few), whose spans use a few names. */
+  private readonly originList: Array<Origin> = []
+  private readonly keyList: Array<string> = []
+  private readonly keyIndex = new Map<string, number>()
+
+  /**
+   * One line of JSON (JSON.stringify escapes every newline): the span's fields in a fixed order,
+   * its origin and attribute names as indexes into `originList` and `keyList`.
+   */
+  private pack(span: StoredSpan): string {
+    let origin = this.originList.indexOf(span.origin)
+    if (origin === -1) origin = this.originList.push(span.origin) - 1
+    const attributes: Array<number | AttributeValue> = []
+    for (const key in span.attributes) {
+      const value = span.attributes[key]
+      if (value === undefined) continue
+      let index = this.keyIndex.get(key)
+      if (index === undefined) {
+        index = this.keyList.push(key) - 1
+        this.keyIndex.set(key, index)
+      }
+      attributes.push(index, value)
+    }
+    return JSON.stringify([
+      span.spanId,
+      span.parentSpanId,
+      span.name,
+      span.kind,
+      origin,
+      span.start,
+      span.durationMs,
+      span.statusCode,
+      span.statusMessage ?? null,
+      attributes
+    ])
+  }
+
+  private unpack(line: string): StoredSpan {
+    const [spanId, parentSpanId, name, kind, origin, start, durationMs, statusCode, statusMessage, packedAttributes] = JSON.parse(line) as PackedSpan
+    const attributes: Record<string, AttributeValue> = {}
+    for (let i = 0; i < packedAttributes.length; i += 2) attributes[this.keyList[packedAttributes[i] as number]!] = packedAttributes[i + 1]!
+    return {
+      spanId,
+      parentSpanId,
+      name,
+      kind,
+      origin: this.originList[origin]!,
+      start,
+      durationMs,
+      statusCode,
+      statusMessage: statusMessage ?? undefined,
+      attributes,
+      events: noEvents
+    }
+  }
+
+  /** Every span of a trace as the store had it. */
+  private spansOf(trace: StoredTrace): Array<StoredSpan> {
+    const spans = trace.packed === "" ? [] : trace.packed.split("\n").map((line) => this.unpack(line))
+    return trace.copied === undefined ? spans : spans.concat(trace.copied)
   }
 
   /** Whether a new trace may be kept now (maxNewTracesPerSecond), counting it if so. */
@@ -274,7 +350,7 @@ export class TraceStore {
   get(traceId: string): Array<SpanJson> | undefined {
     const trace = this.traces.get(traceId)
     if (trace === undefined) return undefined
-    return [...trace.spans].sort(byStart).map((span) => spanJson(traceId, span))
+    return this.spansOf(trace).sort(byStart).map((span) => spanJson(traceId, span))
   }
 
   private originOf(resource: Resource): Origin {
@@ -286,14 +362,15 @@ export class TraceStore {
     return origin
   }
 
-  private summaryOf(traceId: string, trace: StoredTrace): TraceSummary {
-    const ids = new Set(trace.spans.map((span) => span.spanId))
+  private summaryOf(traceId: string, stored: StoredTrace): TraceSummary {
+    const spans = this.spansOf(stored)
+    const ids = new Set(spans.map((span) => span.spanId))
     const services = new Set<string>()
     let root: StoredSpan | undefined
     let start = Infinity
     let end = -Infinity
     let error = false
-    for (const span of trace.spans) {
+    for (const span of spans) {
       services.add(span.origin.service)
       const spanStart = startMs(span)
       start = Math.min(start, spanStart)
@@ -307,14 +384,19 @@ export class TraceStore {
       rootName: root?.name ?? "",
       rootService: root?.origin.service ?? "",
       services: [...services].sort(),
-      spanCount: trace.spans.length,
-      droppedSpans: trace.dropped,
+      spanCount: spans.length,
+      droppedSpans: stored.dropped,
       startTimeMs: start,
       durationMs: end - start,
       error
     }
   }
 }
+
+/** A request-path span as packed: spanId, parentSpanId, name, kind, origin index, start ms, duration ms, status code and message, attributes. */
+type PackedSpan = [string, string | null, string, SpanKind, number, number, number, SpanStatusCode, string | null, Array<number | AttributeValue>]
+
+const noEvents: StoredSpan["events"] = []
 
 /** By start time; on a tie (the clock's resolution) a parent comes before its child. */
 const byStart = (a: StoredSpan, b: StoredSpan): number =>

@@ -1,8 +1,9 @@
 // The embedded trace store (src/telemetry/traceStore.ts): bounded by traces (the oldest evicted)
 // and by spans per trace (the rest counted); summaries name the root, the services, the timing
 // and any error; a trace reads back as JSON spans in start order; the root of a trace continued
-// from elsewhere is its first local span; unsampled spans are not kept; a sidecar's shutdown
-// leaves a shared store alone.
+// from elsewhere is its first local span; the request path's spans (kept packed) read back
+// exactly as recorded; unsampled spans are not kept; a sidecar's shutdown leaves a shared store
+// alone.
 import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api"
 import { afterEach, describe, expect, it } from "vitest"
 import { extractContext } from "../../src/telemetry/propagation.ts"
@@ -133,6 +134,59 @@ describe("TraceStore", () => {
     expect(Math.abs(second!.events[0]!.timeMs - Number(second!.events[0]!.timeUnixNano) / 1e6)).toBeLessThan(0.01)
     expect(first!.durationMs).toBeGreaterThanOrEqual(0)
     expect(first!.startTimeMs).toBeLessThanOrEqual(second!.startTimeMs)
+  })
+
+  it("reads the request path's spans back exactly as recorded (kept packed), beside SDK spans of the same trace and another sidecar's", () => {
+    const store = new TraceStore({ maxSpansPerTrace: 4 })
+    const a = tracingFor("client", store)
+    const b = tracingFor("echo", store)
+    const client = a.spans!.start("POST echo", SpanKind.CLIENT, undefined)
+    client.attributes["url.path"] = "/say \"hi\"\nand more"
+    client.attributes["iip_mesh.attempts"] = 2
+    client.attributes["tags"] = ["x", "y\n"]
+    const server = b.spans!.start("POST echo", SpanKind.SERVER, { traceId: client.traceId, spanId: client.spanId, sampled: true }, "k=v")
+    server.attributes["url.path"] = "/other"
+    server.statusCode = SpanStatusCode.ERROR
+    server.statusMessage = "app: refused\n"
+    b.spans!.end(server)
+    const internal = b.tracer.startSpan("effect step", {}, trace.setSpan(extractContext({}), trace.wrapSpanContext({ traceId: client.traceId, spanId: server.spanId, traceFlags: 1 })))
+    internal.end()
+    a.spans!.end(client)
+    const late = a.spans!.start("late", SpanKind.INTERNAL, client)
+    a.spans!.end(late)
+    const dropped = a.spans!.start("dropped", SpanKind.INTERNAL, client)
+    a.spans!.end(dropped)
+
+    const spans = store.get(client.traceId)!
+    const bySpanId = (spanId: string) => spans.find((span) => span.spanId === spanId)
+    expect(spans.map((span) => span.name).sort()).toStrictEqual(["POST echo", "POST echo", "effect step", "late"])
+    expect(bySpanId(client.spanId)).toStrictEqual({
+      traceId: client.traceId,
+      spanId: client.spanId,
+      parentSpanId: null,
+      name: "POST echo",
+      kind: "client",
+      service: "client",
+      instance: "client-1",
+      startTimeUnixNano: `${client.start}000000`,
+      startTimeMs: client.start,
+      durationMs: client.durationMs,
+      status: { code: "unset" },
+      attributes: { "url.path": "/say \"hi\"\nand more", "iip_mesh.attempts": 2, tags: ["x", "y\n"] },
+      events: []
+    })
+    expect(bySpanId(server.spanId)).toMatchObject({
+      parentSpanId: client.spanId,
+      kind: "server",
+      service: "echo",
+      instance: "echo-1",
+      durationMs: server.durationMs,
+      status: { code: "error", message: "app: refused\n" },
+      attributes: { "url.path": "/other" }
+    })
+    expect(bySpanId(internal.spanContext().spanId)).toMatchObject({ name: "effect step", parentSpanId: server.spanId, service: "echo" })
+    expect(bySpanId(late.spanId)).toMatchObject({ parentSpanId: client.spanId, kind: "internal", attributes: {} })
+    expect(store.recent(1)).toMatchObject([{ traceId: client.traceId, rootName: "POST echo", rootService: "client", services: ["client", "echo"], spanCount: 4, droppedSpans: 1, error: true }])
   })
 
   it("the root of a trace continued from elsewhere is the first span whose parent it does not hold", () => {
