@@ -1,9 +1,15 @@
 // The packets the writer (writer.ts) holds for its next write, in the order they were sent, as
 // parallel arrays (no object per packet). A packet is either whole bytes, or a mesh message's
 // first packet kept as its parts (envelope fields, metadata, body) and encoded straight into the
-// write's buffer: no buffer of its own per message, the body copied once.
-import { encodeEnvelopeHeadInto, EnvelopeBytes, type Meta } from "../protocol/mesh.ts"
+// write's buffer: no buffer of its own per message, the body copied once. The arrays keep their
+// size across writes (entries past `length` are stale): setting an array's length to 0 drops its
+// backing store, and growing twelve of them again cost about 450 bytes of garbage per mesh request.
+import { emptyMeta, encodeEnvelopeHeadInto, EnvelopeBytes, type Meta } from "../protocol/mesh.ts"
 import { encodeHeaderInto } from "../protocol/packet.ts"
+
+const noData = new Uint8Array(0)
+/** Up to this many packets a cleared batch keeps its arrays' room (about 100 bytes a packet); a larger batch gives it back. */
+const KEPT_PACKETS = 256
 
 export class Batch {
   readonly statuses: Array<number> = []
@@ -21,34 +27,51 @@ export class Batch {
   private readonly metas: Array<Meta> = []
   private readonly metaBytes: Array<number> = []
   private readonly deadlines: Array<number> = []
+  /** Packets held (the first `count` entries of the packet arrays), and envelopes among them. */
+  private count = 0
+  private envelopes = 0
+  private readonly arrays: ReadonlyArray<Array<unknown>> = [
+    this.statuses,
+    this.paths,
+    this.channels,
+    this.datas,
+    this.sizes,
+    this.envelopeOf,
+    this.kinds,
+    this.flags,
+    this.requestIds,
+    this.metas,
+    this.metaBytes,
+    this.deadlines
+  ]
 
+  /** Packets held: the arrays' entries from this index on are stale. */
   get length(): number {
-    return this.statuses.length
+    return this.count
   }
 
   /** Empties it for reuse (the writer keeps two and swaps them), dropping its references to the data. */
   clear(): void {
-    this.statuses.length = 0
-    this.paths.length = 0
-    this.channels.length = 0
-    this.datas.length = 0
-    this.sizes.length = 0
-    this.envelopeOf.length = 0
-    this.kinds.length = 0
-    this.flags.length = 0
-    this.requestIds.length = 0
-    this.metas.length = 0
-    this.metaBytes.length = 0
-    this.deadlines.length = 0
+    if (this.count > KEPT_PACKETS) {
+      // A burst: its arrays are not kept (idle connections would hold them).
+      for (const array of this.arrays) array.length = 0
+    } else {
+      this.datas.fill(noData, 0, this.count)
+      this.paths.fill("", 0, this.count)
+      this.metas.fill(emptyMeta, 0, this.envelopes)
+    }
+    this.count = 0
+    this.envelopes = 0
   }
 
   push(status: number, path: string, channelId: number, data: Uint8Array, size: number): void {
-    this.statuses.push(status)
-    this.paths.push(path)
-    this.channels.push(channelId)
-    this.datas.push(data)
-    this.sizes.push(size)
-    this.envelopeOf.push(-1)
+    const i = this.count++
+    this.statuses[i] = status
+    this.paths[i] = path
+    this.channels[i] = channelId
+    this.datas[i] = data
+    this.sizes[i] = size
+    this.envelopeOf[i] = -1
   }
 
   /** A mesh message's first packet; `size` counts envelope, metadata and body. */
@@ -65,18 +88,20 @@ export class Batch {
     body: Uint8Array,
     size: number
   ): void {
-    this.statuses.push(status)
-    this.paths.push(path)
-    this.channels.push(channelId)
-    this.datas.push(body)
-    this.sizes.push(size)
-    this.envelopeOf.push(this.kinds.length)
-    this.kinds.push(kind)
-    this.flags.push(flags)
-    this.requestIds.push(requestId)
-    this.metas.push(meta)
-    this.metaBytes.push(metaBytes)
-    this.deadlines.push(deadlineMs)
+    const i = this.count++
+    const e = this.envelopes++
+    this.statuses[i] = status
+    this.paths[i] = path
+    this.channels[i] = channelId
+    this.datas[i] = body
+    this.sizes[i] = size
+    this.envelopeOf[i] = e
+    this.kinds[e] = kind
+    this.flags[e] = flags
+    this.requestIds[e] = requestId
+    this.metas[e] = meta
+    this.metaBytes[e] = metaBytes
+    this.deadlines[e] = deadlineMs
   }
 
   /** Packet `i` whole at `offset` (`out` sized by `sizes`); returns the offset after it. */

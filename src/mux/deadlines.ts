@@ -32,7 +32,11 @@ export class Deadlines<T extends Expiring> {
 
   /** `item` expires `ms` from now (ms > 0) unless removed first. */
   add(item: T, ms: number): void {
-    const at = Date.now() + ms
+    this.addAt(item, Date.now() + ms)
+  }
+
+  /** `item` expires at `at` (Date.now() terms; a time already past expires it on the next tick) unless removed first. */
+  addAt(item: T, at: number): void {
     const heap = this.heap
     item.deadlineAt = at
     heap.push(item)

@@ -516,9 +516,11 @@ export class MeshSession implements MessageSink {
       served.refusal = failure(MeshErrorCode.draining, "server is draining; retry elsewhere", false)
       served.abort()
     }
-    if (remaining > 0) this.servedDeadlines.add(served, remaining)
     channel.mailbox.push(served)
     if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
+    // Waiting its turn: its deadline runs from now. Run at once, it got one only if its handler
+    // answers later (runNext): a synchronous answer needs no heap entry.
+    else if (served.deadline > 0) this.servedDeadlines.addAt(served, served.deadline)
   }
 
   private runOneway(request: IncomingRequest, charged: number): void {
@@ -555,12 +557,14 @@ export class MeshSession implements MessageSink {
       }
       if (outcome instanceof PendingOutcome) {
         // The hot path's (inbound sidecar): no promise, one listener.
+        this.awaitDeadline(served)
         outcome.onSettled((result) => {
           if (this.complete(channel, served, result)) this.runNext(channel)
         })
         return
       }
       if (isPromiseLike(outcome)) {
+        this.awaitDeadline(served)
         const settle = (result: Outcome) => {
           if (this.complete(channel, served, result)) this.runNext(channel)
         }
@@ -569,6 +573,11 @@ export class MeshSession implements MessageSink {
       }
       if (!this.complete(channel, served, outcome)) return
     }
+  }
+
+  /** A handler answers later: its deadline (if the caller gave one) may now interrupt it. */
+  private awaitDeadline(served: Served): void {
+    if (served.deadline > 0 && served.deadlineSlot < 0) this.servedDeadlines.addAt(served, served.deadline)
   }
 
   /**

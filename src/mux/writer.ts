@@ -337,7 +337,7 @@ export class PacketWriter {
     const { datas, sizes } = batch
     const count = batch.length
     let ok = true
-    if (count === 1 || this.allSmall(datas)) {
+    if (count === 1 || this.allSmall(datas, count)) {
       ok = this.writeCopied(batch, 0, count)
     } else {
       // Mixed batch: copy small packets together, write large bodies by reference (writev).
@@ -370,8 +370,9 @@ export class PacketWriter {
     then()
   }
 
-  private allSmall(datas: Array<Uint8Array>): boolean {
-    for (let i = 0; i < datas.length; i++) if (datas[i]!.length >= COPY_LIMIT) return false
+  /** The first `count` packets' data are all small enough to copy. */
+  private allSmall(datas: Array<Uint8Array>, count: number): boolean {
+    for (let i = 0; i < count; i++) if (datas[i]!.length >= COPY_LIMIT) return false
     return true
   }
 

@@ -152,15 +152,23 @@ const deadlineDigits = (ms: number): number => {
 export const metaByteLength = (meta: Meta, maxMetaBytes: number, deadlineMs = 0): number => {
   const digits = deadlineDigits(deadlineMs)
   let bytes = digits === 0 ? 0 : 3 + deadlineKeyBytes.length + digits
+  // Apart: a call with only its deadline allocates no closure (and no context) for the entries.
+  if (meta.size > 0) bytes += entriesByteLength(meta, digits !== 0)
+  if (bytes > maxMetaBytes) throw new EnvelopeError({ message: `metadata of ${bytes} bytes exceeds the ${maxMetaBytes}-byte limit` })
+  return bytes
+}
+
+/** Encoded size of `meta`'s entries, its own deadline entry left out when `skipDeadline`; throws EnvelopeError on a bad key. */
+const entriesByteLength = (meta: Meta, skipDeadline: boolean): number => {
+  let bytes = 0
   // forEach, not for-of: no [key, value] array per entry (this runs twice per request).
   meta.forEach((value, key) => {
-    if (digits !== 0 && key === MetaKey.deadline) return
+    if (skipDeadline && key === MetaKey.deadline) return
     const keyBytes = Buffer.byteLength(key, "utf8")
     const valueBytes = Buffer.byteLength(value, "utf8")
     if (keyBytes === 0 || keyBytes > 255) throw new EnvelopeError({ message: `metadata key ${JSON.stringify(key.slice(0, 40))} must be 1..255 bytes` })
     bytes += 3 + keyBytes + valueBytes
   })
-  if (bytes > maxMetaBytes) throw new EnvelopeError({ message: `metadata of ${bytes} bytes exceeds the ${maxMetaBytes}-byte limit` })
   return bytes
 }
 

@@ -191,6 +191,29 @@ describe("cancel and deadlines in mesh mode", () => {
     expect(await withTimeout(next.promise, 5000, "the next answer on that channel")).toBe("after-server-deadline")
   })
 
+  it("a server deadline that passes while the request waits behind a running one answers it deadline_exceeded without running it, in its turn", async () => {
+    const first = block("w1")
+    let secondRan = false
+    void block("w2").then(() => (secondRan = true))
+    const session = client.meshSessions[0]!
+    const channel = session.openChannel()
+    const results = [deferred<MeshCallError | undefined>(), deferred<MeshCallError | undefined>()]
+    // No timers at the caller: only the server's deadlines end them, the queued one's first.
+    session.call(channel, "/block", Buffer.from("w1"), { meta: new Map([[MetaKey.deadline, "400"]]) }, (error) => results[0]!.resolve(error))
+    session.call(channel, "/block", Buffer.from("w2"), { meta: new Map([[MetaKey.deadline, "80"]]) }, (error) => results[1]!.resolve(error))
+    const seen = await withTimeout(first, 5000, "the first /block handler to start")
+    expect(seen.channelId).toBe(channel.id)
+    const firstError = await withTimeout(results[0]!.promise, 5000, "the running request's deadline answer")
+    expect(firstError).toMatchObject({ _tag: "RemoteError", code: "deadline_exceeded", processed: true })
+    const secondError = await withTimeout(results[1]!.promise, 5000, "the queued request's deadline answer")
+    expect(secondError).toMatchObject({ _tag: "RemoteError", code: "deadline_exceeded", processed: false })
+    expect((secondError as RemoteError).message).toContain("deadline of 80 ms passed before it ran")
+    expect(secondRan).toBe(false)
+    const next = deferred<string>()
+    session.call(channel, "/echo", Buffer.from("after-queued-deadline"), { timeoutMs: 5000 }, (e, r) => next.resolve(e === undefined ? r!.data.toString() : `error ${e._tag}`))
+    expect(await withTimeout(next.promise, 5000, "the next answer on that channel")).toBe("after-queued-deadline")
+  })
+
   it("cancelling a request queued behind a running one answers it without ever running it; both callers settle; pairing holds", async () => {
     const first = block("q1")
     let secondRan = false

@@ -70,4 +70,22 @@ describe("Deadlines", () => {
     vi.advanceTimersByTime(50)
     expect(expired).toEqual(["second"])
   })
+
+  it("addAt takes an absolute time: due in its order among add()s, and a time already past expires on the next tick", () => {
+    const expired: Array<string> = []
+    const deadlines = new Deadlines<Item>((i) => expired.push(i.name))
+    deadlines.add(item("relative-30"), 30)
+    deadlines.addAt(item("absolute-20"), Date.now() + 20)
+    expect(vi.getTimerCount()).toBe(1)
+    vi.advanceTimersByTime(20)
+    expect(expired).toEqual(["absolute-20"])
+    deadlines.addAt(item("past"), Date.now() - 5)
+    expect(expired).toEqual(["absolute-20"])
+    vi.advanceTimersByTime(1)
+    expect(expired).toEqual(["absolute-20", "past"])
+    vi.advanceTimersByTime(9)
+    expect(expired).toEqual(["absolute-20", "past", "relative-30"])
+    expect(deadlines.size).toBe(0)
+    expect(vi.getTimerCount()).toBe(0)
+  })
 })

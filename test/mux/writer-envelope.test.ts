@@ -69,6 +69,32 @@ describe("PacketWriter.sendEnvelope", () => {
     expect(writer.pendingBytes).toBe(0)
   })
 
+  it("batches written one after another (their arrays reused) carry only their own packets: a small batch after a larger one, after a burst", async () => {
+    const { wire, sink } = recordingSink()
+    const writer = new PacketWriter(sink, limits)
+    const expected: Array<Buffer> = []
+    const envelope = (path: string, channel: number, requestId: number, m: Map<string, string>, body: Buffer, deadlineMs: number) => {
+      writer.sendEnvelope(1, path, channel, EnvelopeKind.request, 0, requestId, m, 8192, deadlineMs, body)
+      expected.push(encodePacket(1, path, channel, encodeEnvelope(EnvelopeKind.request, 0, requestId, m, body, 8192, deadlineMs)))
+    }
+    const plain = (path: string, channel: number, body: Buffer) => {
+      writer.send(1, path, channel, body)
+      expected.push(encodePacket(1, path, channel, body))
+    }
+    envelope("/a", 3, 1, meta, Buffer.from("first batch, envelope"), 250)
+    plain("/plain", 4, Buffer.from("first batch, plain"))
+    envelope("/b", 5, 2, new Map(), Buffer.from("first batch, no metadata"), 0)
+    await tick()
+    plain("/after", 6, Buffer.from("second batch, one plain packet"))
+    await tick()
+    for (let i = 0; i < 300; i++) envelope("/burst", 7, 100 + i, i % 2 === 0 ? meta : new Map(), Buffer.from(`burst ${i}`), i % 3 === 0 ? 0 : 1000 + i)
+    await tick()
+    envelope("/last", 8, 9, new Map(), Buffer.from("after the burst"), 5)
+    await tick()
+    expect(wire().equals(Buffer.concat(expected))).toBe(true)
+    expect(writer.pendingBytes).toBe(0)
+  })
+
   it("metadata over the limit throws EnvelopeError at the send and queues nothing", async () => {
     const { wire, sink } = recordingSink()
     const writer = new PacketWriter(sink, limits)
