@@ -18,9 +18,9 @@ import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import { RpcClient, RpcClientError, RpcMessage, RpcSerialization, RpcServer } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
-import type { HandlerValue } from "../iip/dispatch.ts"
 import { reply } from "../iip/server.ts"
 import { type CancelSignal, Cancellation } from "../mux/cancellation.ts"
+import { type IncomingRequest, type Outcome, PendingOutcome } from "../mux/request.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { Refused } from "../iip/dispatch.ts"
 import { type LbCallError, NoBackend } from "../toolkit/loadBalanceClient.ts"
@@ -250,7 +250,7 @@ export const layerBalancedClientProtocol = (options: RpcOverIipOptions = {}): La
  */
 interface Exchange {
   readonly parser: RpcSerialization.Parser
-  answer: ((value: HandlerValue) => void) | undefined
+  answer: ((value: Outcome) => void) | undefined
   queue: Queue.Queue<Uint8Array, Cause.Done> | undefined
   readonly cancel: CancelSignal
   readonly onCancel: () => void
@@ -271,8 +271,8 @@ interface Intake {
  * the request's cancellation for all three). The IIP handler is plain: a whole request is handed
  * to the RPC server by one intake fiber (a streamed one by a fiber of its own, reading as it
  * arrives); the RPC's handler fiber sends the Exit back here, where it settles the IIP answer
- * directly (no queue, no fiber waiting for it); only a streamed answer goes through a bounded
- * queue, pulled as the channel's window allows.
+ * directly (a PendingOutcome: no promise, no queue, no fiber waiting for it); only a streamed
+ * answer goes through a bounded queue, pulled as the channel's window allows.
  */
 export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
   Effect.gen(function*() {
@@ -378,65 +378,71 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
       })
     )
     const refusal = (parser: RpcSerialization.Parser, error: StreamFailed): Uint8Array => frame(parser.encode(RpcMessage.ResponseDefectEncoded(error.message)) ?? "")
-    server.core.handle(options.path ?? defaultPath, (request) =>
-      new Promise<HandlerValue>((resolve) => {
-        const cancel = request.context.cancel
-        if (cancel.aborted) return resolve(noAnswer)
-        const parser = parserFor()
-        if (stopped) return resolve(refusal(parser, stopping))
-        const id = nextClientId++
-        const exchange: Exchange = {
-          parser,
-          answer: resolve,
-          queue: undefined,
-          cancel,
-          onCancel: () => {
-            if (exchanges.get(id) !== exchange) return
-            forget(id, exchange)
-            exchange.answer?.(noAnswer)
-            exchange.answer = undefined
-            if (exchange.queue !== undefined) Queue.shutdownUnsafe(exchange.queue)
-            // The RPC server interrupts the client's handler fibers (their finalizers run).
-            Queue.offerUnsafe(disconnects, id)
-          }
+    /** One IIP request to the RPC path: an exchange whose answer `resolve` settles, once. */
+    const serveRequest = (request: IncomingRequest, resolve: (outcome: Outcome) => void): void => {
+      const cancel = request.context.cancel
+      if (cancel.aborted) return resolve(noAnswer)
+      const parser = parserFor()
+      if (stopped) return resolve(refusal(parser, stopping))
+      const id = nextClientId++
+      const exchange: Exchange = {
+        parser,
+        answer: resolve,
+        queue: undefined,
+        cancel,
+        onCancel: () => {
+          if (exchanges.get(id) !== exchange) return
+          forget(id, exchange)
+          exchange.answer?.(noAnswer)
+          exchange.answer = undefined
+          if (exchange.queue !== undefined) Queue.shutdownUnsafe(exchange.queue)
+          // The RPC server interrupts the client's handler fibers (their finalizers run).
+          Queue.offerUnsafe(disconnects, id)
         }
-        const stream = request.context.stream
-        if (stream === undefined) {
-          // The whole request in hand (most RPCs): decoded with plain loops, no Stream.
-          let messages: ReadonlyArray<unknown>
-          try {
-            messages = decodeWhole(request.data, decode, parser, max)
-          } catch (cause) {
-            if (cause instanceof StreamFailed) return resolve(refusal(parser, cause))
-            return resolve(refusal(parser, new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` })))
-          }
-          exchanges.set(id, exchange)
-          cancel.addEventListener("abort", exchange.onCancel)
-          Queue.offerUnsafe(intake, { id, messages })
-          return
+      }
+      const stream = request.context.stream
+      if (stream === undefined) {
+        // The whole request in hand (most RPCs): decoded with plain loops, no Stream.
+        let messages: ReadonlyArray<unknown>
+        try {
+          messages = decodeWhole(request.data, decode, parser, max)
+        } catch (cause) {
+          if (cause instanceof StreamFailed) return resolve(refusal(parser, cause))
+          return resolve(refusal(parser, new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` })))
         }
         exchanges.set(id, exchange)
         cancel.addEventListener("abort", exchange.onCancel)
-        // A streamed request body: its messages go to the RPC server as they arrive; the fiber
-        // reading them stops with the request (cancel, deadline, connection close).
-        const reading = runFork(
-          decodeFrames(fromIncoming(stream, (error) => new StreamFailed({ message: String(error) })), decode, parser, max).pipe(
-            Stream.runForEach((message) => write(id, message as FromClientEncoded)),
-            Effect.andThen(write(id, RpcMessage.constEof)),
-            Effect.catch((error) =>
-              Effect.sync(() => {
-                if (exchanges.get(id) !== exchange || exchange.answer === undefined) return
-                forget(id, exchange)
-                exchange.answer(refusal(parser, error))
-                exchange.answer = undefined
-                Queue.offerUnsafe(disconnects, id)
-              })
-            )
+        Queue.offerUnsafe(intake, { id, messages })
+        return
+      }
+      exchanges.set(id, exchange)
+      cancel.addEventListener("abort", exchange.onCancel)
+      // A streamed request body: its messages go to the RPC server as they arrive; the fiber
+      // reading them stops with the request (cancel, deadline, connection close).
+      const reading = runFork(
+        decodeFrames(fromIncoming(stream, (error) => new StreamFailed({ message: String(error) })), decode, parser, max).pipe(
+          Stream.runForEach((message) => write(id, message as FromClientEncoded)),
+          Effect.andThen(write(id, RpcMessage.constEof)),
+          Effect.catch((error) =>
+            Effect.sync(() => {
+              if (exchanges.get(id) !== exchange || exchange.answer === undefined) return
+              forget(id, exchange)
+              exchange.answer(refusal(parser, error))
+              exchange.answer = undefined
+              Queue.offerUnsafe(disconnects, id)
+            })
           )
         )
-        cancel.addEventListener("abort", () => reading.interruptUnsafe())
-      })
-    )
+      )
+      cancel.addEventListener("abort", () => reading.interruptUnsafe())
+    }
+    // The answer goes back as a PendingOutcome (settled by the RPC's Exit), not a promise: no
+    // promise chain per request between the handler fiber and the IIP session.
+    server.core.handle(options.path ?? defaultPath, (request) => {
+      const pending = new PendingOutcome()
+      serveRequest(request, (outcome) => pending.settle(outcome))
+      return pending
+    })
     return protocol
   })
 
