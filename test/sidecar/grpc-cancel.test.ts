@@ -10,19 +10,11 @@ import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { identity, rawMethod } from "../support/grpcRaw.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
-const identity = (value: Buffer): Buffer => value
-const method = (name: string, requestStream: boolean, responseStream: boolean) => ({
-  path: `/demo.Inventory/${name}`,
-  requestStream,
-  responseStream,
-  requestSerialize: identity,
-  requestDeserialize: identity,
-  responseSerialize: identity,
-  responseDeserialize: identity
-})
+const method = (name: string, requestStream: boolean, responseStream: boolean) => rawMethod("demo.Inventory", name, requestStream, responseStream)
 /** Hang never answers; Watch sends one message, then nothing; Chat echoes one message, then nothing. */
 const METHODS = { hang: method("Hang", false, false), watch: method("Watch", false, true), chat: method("Chat", true, true) }
 const InventoryClient = grpc.makeGenericClientConstructor(METHODS, "Inventory")

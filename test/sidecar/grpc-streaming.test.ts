@@ -7,19 +7,11 @@
 // bidirectional call in order under the mesh's per-channel flow control.
 import * as grpc from "@grpc/grpc-js"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { identity, rawMethod } from "../support/grpcRaw.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
-const identity = (value: Buffer): Buffer => value
-const method = (name: string, requestStream: boolean, responseStream: boolean) => ({
-  path: `/demo.Inventory/${name}`,
-  requestStream,
-  responseStream,
-  requestSerialize: identity,
-  requestDeserialize: identity,
-  responseSerialize: identity,
-  responseDeserialize: identity
-})
+const method = (name: string, requestStream: boolean, responseStream: boolean) => rawMethod("demo.Inventory", name, requestStream, responseStream)
 const METHODS = { echo: method("Echo", false, false), list: method("List", false, true), sum: method("Sum", true, false), chat: method("Chat", true, true) }
 const InventoryClient = grpc.makeGenericClientConstructor(METHODS, "Inventory")
 
