@@ -15,6 +15,7 @@ import { RemoteError } from "../mux/meshChannels.ts"
 import { IncomingStream } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
+import { drainedOrClosed } from "./drained.ts"
 import { grpcStatusIn, grpcTimeoutValue, isGrpc } from "./grpcStatus.ts"
 import { endToEndPairs, type OnInvalidHeader } from "./headerFilter.ts"
 import { HttpMeta, responseMeta, trailersMeta } from "./httpEnvelope.ts"
@@ -306,15 +307,7 @@ const pump = async (body: IncomingStream, stream: http2.ClientHttp2Stream, obser
     if (stream.destroyed) return
     observation.requestBytes(chunk.length)
     if (!stream.write(chunk)) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          stream.off("drain", done)
-          stream.off("close", done)
-          resolve()
-        }
-        stream.on("drain", done)
-        stream.on("close", done)
-      })
+      await drainedOrClosed(stream)
     }
   }
   if (!stream.destroyed) stream.end()

@@ -12,6 +12,7 @@
 // idle 2 s before the app's announced keep-alive timeout (4 s without one), so a reused socket is
 // rarely one the app is closing. Bytes the app sends with no request waiting end the socket.
 import * as net from "node:net"
+import { drainedOrClosed } from "./drained.ts"
 import { isFieldValue, isToken } from "./headerFilter.ts"
 import { HTTPParser, type LlhttpParser } from "./llhttp.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
@@ -229,7 +230,7 @@ class Connection {
         socket.uncork()
         head = ""
       } else flushed = socket.write(chunk)
-      if (!flushed) await this.drained()
+      if (!flushed) await drainedOrClosed(this.socket)
       if (exchange.ended || this.closed) return
     }
     if (exchange.ended || this.closed) return
@@ -237,18 +238,6 @@ class Connection {
     if (head !== "") socket.write(`${exchange.head}${EXPECTS_PAYLOAD.has(exchange.request.method) ? "content-length: 0\r\n" : ""}\r\n`, "latin1")
     else if (chunked) socket.write("0\r\n\r\n", "latin1")
     this.writing = false
-  }
-
-  private drained(): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        this.socket.off("drain", done)
-        this.socket.off("close", done)
-        resolve()
-      }
-      this.socket.on("drain", done)
-      this.socket.on("close", done)
-    })
   }
 
   private onHeadersComplete(

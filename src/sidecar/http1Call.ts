@@ -8,6 +8,7 @@ import * as Data from "effect/Data"
 import type { IncomingHttpHeaders } from "node:http"
 import type * as net from "node:net"
 import { PausingByteQueue } from "./byteQueue.ts"
+import { drainedOrClosed } from "./drained.ts"
 import type { OutboundCall } from "./outboundCall.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
@@ -242,15 +243,7 @@ export class Http1Call implements OutboundCall {
   drained(): Promise<void> {
     const socket = this.connection.socket
     if (this.over || !socket.writableNeedDrain) return Promise.resolve()
-    return new Promise((resolve) => {
-      const done = () => {
-        socket.off("drain", done)
-        socket.off("close", done)
-        resolve()
-      }
-      socket.on("drain", done)
-      socket.on("close", done)
-    })
+    return drainedOrClosed(socket)
   }
 
   /** Trailers go after a chunked body (one that streamed); an answer ended at once has a content-length and nowhere to put them. */

@@ -9,6 +9,7 @@
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import type { OutboundCall } from "./outboundCall.ts"
+import { drainedOrClosed } from "./drained.ts"
 
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
 const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string>> => {
@@ -155,15 +156,7 @@ class StreamCall implements OutboundCall {
   drained(): Promise<void> {
     const stream = this.stream
     if (stream.destroyed) return Promise.resolve()
-    return new Promise((resolve) => {
-      const done = () => {
-        stream.off("drain", done)
-        stream.off("close", done)
-        resolve()
-      }
-      stream.on("drain", done)
-      stream.on("close", done)
-    })
+    return drainedOrClosed(stream)
   }
 
   end(data?: Uint8Array | string, trailers?: ReadonlyArray<readonly [string, string]>): void {

@@ -7,6 +7,7 @@
 import type * as net from "node:net"
 import { StreamFailed } from "../mux/streams.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
+import { drainedOrClosed } from "./drained.ts"
 
 /** A socket's bytes wait here, at most about this much, before it is paused. */
 const HIGH_WATER = 64 * 1024
@@ -69,7 +70,7 @@ export const pipeToSocket = async (stream: AsyncIterable<Uint8Array>, socket: ne
     for await (const chunk of stream) {
       if (socket.destroyed) return bytes
       bytes += chunk.length
-      if (!socket.write(chunk)) await drained(socket)
+      if (!socket.write(chunk)) await drainedOrClosed(socket)
     }
     if (!socket.destroyed) socket.end()
   } catch {
@@ -78,13 +79,3 @@ export const pipeToSocket = async (stream: AsyncIterable<Uint8Array>, socket: ne
   return bytes
 }
 
-const drained = (socket: net.Socket): Promise<void> =>
-  new Promise((resolve) => {
-    const done = () => {
-      socket.off("drain", done)
-      socket.off("close", done)
-      resolve()
-    }
-    socket.on("drain", done)
-    socket.on("close", done)
-  })

@@ -1,0 +1,16 @@
+// Back-pressure on the sidecar's writes (to the app, to the caller, across an upgrade): after a
+// write that returned false, wait until the socket or stream takes more, or closes (then nothing
+// more will be written, and the writer sees it destroyed).
+import type { EventEmitter } from "node:events"
+
+/** Resolves on the writable's next 'drain' or 'close', whichever comes first; both listeners leave. */
+export const drainedOrClosed = (writable: EventEmitter): Promise<void> =>
+  new Promise((resolve) => {
+    const done = () => {
+      writable.off("drain", done)
+      writable.off("close", done)
+      resolve()
+    }
+    writable.on("drain", done)
+    writable.on("close", done)
+  })
