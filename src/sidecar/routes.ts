@@ -8,7 +8,7 @@
 //     - name: pricing-canary          # a label, unique
 //       service: pricing              # the target service
 //       matches:                      # any of them (none: every request)
-//         - path: { prefix: /quote }  # exact, prefix or regex (at most 256 characters)
+//         - path: { prefix: /quote }  # exact, prefix or regex (at most 256 characters, no repeated group that repeats or branches)
 //           method: GET
 //           headers: { x-canary: "yes" }      # exact values; names case-insensitive
 //           query: { beta: "1" }              # query parameters, exact (decoded) values
@@ -28,6 +28,7 @@ import * as SchemaIssue from "effect/SchemaIssue"
 import type { IncomingHttpHeaders } from "node:http"
 import { queryValue } from "../balancer/pickers.ts"
 import { WeightedRoundRobin } from "../balancer/weightedRoundRobin.ts"
+import { backtrackProblem } from "./regexSafety.ts"
 import { compileActions, RouteActionFields, type RouteActions } from "./routeActions.ts"
 import { compileRateLimits, DEFAULT_RATE_LIMIT_KEYS, rateLimitProblems, RateLimitSpec, type RateLimits } from "./rateLimits.ts"
 import { RouteCounters } from "./routeCounters.ts"
@@ -59,7 +60,7 @@ const regexProblem = (source: string): string | undefined => {
   if (source.length > MAX_REGEX_LENGTH) return `Expected a regular expression of at most ${MAX_REGEX_LENGTH} characters, got ${source.length}`
   try {
     new RegExp(source)
-    return undefined
+    return backtrackProblem(source)
   } catch (error) {
     return `Expected a regular expression: ${error instanceof Error ? error.message : String(error)}`
   }

@@ -34,6 +34,19 @@ const choose = (routes: ReturnType<typeof compiled>, request: { method?: string;
 }
 
 describe("routes document", () => {
+  it("refuses a path regex that can backtrack without bound (an app's path is hostile input, matched per request); ordinary ones pass", () => {
+    const withRegex = (regex: string) =>
+      parseRoutesDocument({ routes: [{ name: "r", service: "pricing", matches: [{ path: { regex } }], split: [{ subset: "v1", weight: 1 }] }] })
+    for (const regex of ["^(a+)+$", "(x*)*y", "^/(a|aa)+$", "(?:[a-z]+/?){2,}$", "^(.*)\\1$", "(?<p>a)\\k<p>"]) {
+      const result = withRegex(regex)
+      if (Result.isSuccess(result)) throw new Error(`expected ${regex} to be refused`)
+      expect(result.failure.problems.join("\n")).toMatch(/routes\[0\]\.matches\[0\]\.path\.regex \(route "r"\): Expected a regular expression without (a repeated group that itself repeats or branches|back-references)/)
+    }
+    for (const regex of ["^/orders/[0-9]+$", "^/api/(v1|v2)/items(/[0-9]+)?$", "^/a\\(b+\\)+$", "^/files/[^/]+\\.(png|jpe?g)$", "^/x{2,4}/(ab){3}$"]) {
+      expect(Result.isSuccess(withRegex(regex)), regex).toBe(true)
+    }
+    // The worst case it guards against: (a+)+$ on a 30-character path takes seconds in V8.
+  })
   it("names the route and the field of every problem", () => {
     const result = parseRoutesDocument({
       routes: [
