@@ -132,7 +132,7 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
         }
         lastError = result.failure.message
         const backoff = Math.min(retryMaxMs, retryBaseMs * 2 ** Math.min(attempt, 30))
-        const delay = Math.round(backoff * (0.5 + (yield* Random.next) / 2))
+        const delay = Math.floor(backoff * (0.5 + (yield* Random.next) / 2)) // in [backoff / 2, backoff): rounding up could reach the bound
         options.log("identity-renewal-failed", { error: loggable(lastError), attempt: attempt + 1, retryInMs: delay })
         yield* Effect.sleep(delay)
       }
