@@ -32,7 +32,7 @@ import { sendMirror } from "./mirror.ts"
 import { limitOutbound } from "./rateLimits.ts"
 import type { RouteCounters } from "./routeCounters.ts"
 import { type CompiledRoutes, noRoutes } from "./routes.ts"
-import { addStickyMember, chooseSubset } from "./routing.ts"
+import { addStickyMember, chooseSubset, type SubsetChoice } from "./routing.ts"
 import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
 
 /** Tries per request, the first included (a route may ask for another number: routeActions.ts). */
@@ -188,6 +188,32 @@ export const targetOf = (req: OutboundRequest): Target => {
 }
 
 /** The status a peer answered with, if it is one an app may get: a final status, 200-599 (no 1xx, no 101 switch). */
+/**
+ * Target selection's first step for one request: the subset a route or the sticky baggage member
+ * names (undefined: the whole service, no route), then the balancer's endpoint within it is the
+ * caller's to pick. Throws the 429 when the target (or the matched route) is over a rate limit
+ * (rateLimits.ts), before anything else; applies the route's header modifiers and sticky member to
+ * `headers` and records the route on the span.
+ */
+export const routeOutbound = (
+  options: OutboundOptions,
+  observation: OutboundObservation,
+  req: OutboundRequest,
+  method: string,
+  target: Target,
+  headers: Array<[string, string]>
+): SubsetChoice | undefined => {
+  const routes = options.routes?.() ?? noRoutes
+  const choice = chooseSubset(routes, options.registry, target.service, method, target.uri, req.headers)
+  const limited = routes.limits === undefined ? undefined : limitOutbound(routes.limits, options.telemetry.metrics, target.service, choice?.route, req.headers, req.remoteAddress)
+  if (limited !== undefined) throw limited
+  if (choice === undefined) return undefined
+  observation.routed(choice.route, choice.service ?? target.service, choice.subset)
+  choice.actions?.modifyHeaders?.(headers)
+  if (choice.stick) addStickyMember(headers, choice.subset!)
+  return choice
+}
+
 const statusOf = (meta: MeshReply["meta"]): number | undefined => {
   const text = meta.get(HttpMeta.status)
   return text !== undefined && /^[2-5]\d\d$/.test(text) ? Number(text) : undefined
@@ -288,25 +314,13 @@ class OutboundExchange {
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.remoteAddress, target.authority)
     observation.propagate(headers)
-    // Target selection: the subset a route or the sticky baggage member names (none: the whole
-    // service), then the balancer's endpoint within it.
-    const routes = options.routes?.() ?? noRoutes
-    const choice = chooseSubset(routes, registry, service, method, target.uri, req.headers)
+    const choice = routeOutbound(options, observation, req, method, target, headers)
     this.routeCounters = choice?.counters
-    // Over a rate limit of the target (or of the route that matched): 429 before anything else (rateLimits.ts).
-    const limited = routes.limits === undefined ? undefined : limitOutbound(routes.limits, options.telemetry.metrics, service, choice?.route, req.headers, req.remoteAddress)
-    if (limited !== undefined) throw limited
-    let subset: string | undefined
-    // The matched route's actions (routeActions.ts): its header modifiers, faults, timeout and retries.
+    const subset = choice?.subset
+    // A split over services (HTTPRoute backendRefs): the balancer picks among the other service's endpoints.
+    if (choice?.service !== undefined) service = choice.service
+    // The matched route's actions (routeActions.ts): its header modifiers (applied), faults, timeout and retries.
     const actions = choice?.actions
-    if (choice !== undefined) {
-      subset = choice.subset
-      // A split over services (HTTPRoute backendRefs): the balancer picks among the other service's endpoints.
-      if (choice.service !== undefined) service = choice.service
-      observation.routed(choice.route, service, subset)
-      actions?.modifyHeaders?.(headers)
-      if (choice.stick) addStickyMember(headers, subset!)
-    }
     const length = Number(req.headers["content-length"] ?? NaN)
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
     const body = !req.hasBody

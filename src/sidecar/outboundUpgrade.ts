@@ -1,6 +1,6 @@
 // Outbound upgrades (WebSocket and other HTTP/1.1 `Upgrade` requests, PROTOCOL.md §17.4): the app's
 // upgrade request, which the outbound listener hands over with its socket (http1Listener.ts), becomes one mesh
-// stream to an endpoint the balancer picks once: the request head in metadata (the protocols
+// stream to an endpoint the balancer picks once, in the subset its route names: the request head in metadata (the protocols
 // apart, under `http-upgrade`), the caller's bytes as the streamed body, the far app's answer
 // streaming back. A 101 is written to the app and bytes flow both ways until either side closes;
 // any other answer is written with `connection: close` and the socket ends, so nothing the caller
@@ -17,9 +17,10 @@ import type { EndpointLease } from "./endpoints.ts"
 import { endToEndHeaders, upgradeProtocols } from "./headerFilter.ts"
 import { headersOf, HttpMeta, requestMeta, withForwarded } from "./httpEnvelope.ts"
 import { OutboundObservation } from "./observe.ts"
-import { appTimeoutMs, type OutboundOptions, pickContext, recordOutboundEnd, refusedOrDraining, type Target, targetOf } from "./outbound.ts"
+import { appTimeoutMs, type OutboundOptions, pickContext, recordOutboundEnd, refusedOrDraining, routeOutbound, type Target, targetOf } from "./outbound.ts"
 import type { OutboundRequest } from "./outboundCall.ts"
 import { ProxyError, proxyErrorOf, writeProxyError } from "./proxyError.ts"
+import type { RouteCounters } from "./routeCounters.ts"
 import { pipeToSocket, SocketSource } from "./upgradePipe.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
@@ -46,6 +47,8 @@ class OutboundUpgrade {
   private readonly started = performance.now()
   private readonly control = new Cancellation()
   private target: Target | undefined = undefined
+  /** The counters of the route that chose the upgrade's subset, if one did (routeCounters.ts). */
+  private routeCounters: RouteCounters | undefined = undefined
   private endpointName = "-"
   private attempts = 0
   /** Counted in flight until the answer head is written (the drain waits for that, not for the whole connection). */
@@ -89,19 +92,27 @@ class OutboundUpgrade {
     if (req.hasBody) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "an upgrade request carries no body" })
     const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.remoteAddress, target.authority)
     observation.propagate(headers)
+    // Routes apply as to any request (subset, split, rate limit, header modifiers, an injected
+    // abort, the timeout); a delay, a mirror and retries do not: the caller's bytes stream already.
+    const choice = routeOutbound(options, observation, req, this.method, target, headers)
+    this.routeCounters = choice?.counters
+    const service = choice?.service ?? target.service
+    const subset = choice?.subset
+    const aborted = choice?.actions?.abortStatus?.()
+    if (aborted !== undefined) throw new ProxyError({ status: aborted, reason: "fault_injected", hop: "outbound", message: `route ${choice!.route} injected a fault` })
     const meta = requestMeta(this.method, target.authority, headers).set(HttpMeta.upgrade, protocols)
     const { registry } = options
-    registry.countRequest(target.service)
-    const picked = registry.pick(target.service, pickContext(req, target.uri, options.hashKey), undefined)
-    if (picked._tag === "Overloaded") throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `every endpoint of ${target.service} is at its concurrency limit` })
-    if (picked._tag !== "Picked") throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${target.service}` })
+    registry.countRequest(service)
+    const picked = registry.pick(service, pickContext(req, target.uri, options.hashKey), undefined, subset)
+    if (picked._tag === "Overloaded") throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `every endpoint of ${service} is at its concurrency limit` })
+    if (picked._tag !== "Picked") throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${service}${subset === undefined ? "" : ` in subset ${subset}`}` })
     const { lease } = picked
     this.endpointName = lease.endpoint.id
     this.attempts = 1
     const client = registry.clientOf(lease.endpoint.endpoint)
     const tryStarted = performance.now()
     // Until the answer's head: the request's deadline. After it: the idle timeout, no deadline.
-    const timeoutMs = appTimeoutMs(req, options.requestTimeoutMs)
+    const timeoutMs = appTimeoutMs(req, choice?.actions?.timeoutMs ?? options.requestTimeoutMs)
     let timedOut = false
     const timer = setTimeout(() => {
       timedOut = true
@@ -169,6 +180,7 @@ class OutboundUpgrade {
   private finish(status: number, error?: ProxyError): void {
     if (this.finished) return
     this.finished = true
+    this.routeCounters?.finished(status, error !== undefined)
     recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url, this.endpointName, this.method, status, this.started, this.attempts, error)
   }
 

@@ -3,7 +3,8 @@
 // routes; the endpoints carry their version from the static list. A 90/10 split over 1000 requests,
 // header/path/method matches, a file changed and broken while the sidecar runs (each step waits for
 // the sidecar's own log event), a bad file at start, and a canary that follows the call chain by
-// baggage across two sidecar hops: storefront -> catalog (v1|v2) -> pricing (v1|v2).
+// baggage across two sidecar hops: storefront -> catalog (v1|v2) -> pricing (v1|v2). WebSocket
+// upgrades follow the same routes and rate limits.
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -14,6 +15,7 @@ import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import WebSocket, { WebSocketServer } from "ws"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"
 import { TraceStore } from "../../src/telemetry/traceStore.ts"
@@ -172,6 +174,63 @@ describe("routes over real sidecars", () => {
     const failure = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
     expect(failure).toBeInstanceOf(RoutesFileInvalid)
     expect((failure as RoutesFileInvalid).message).toBe(`${bad}: not a valid routes file:\n  routes[0].split (route "x"): Missing key`)
+  })
+})
+
+describe("routes for upgrades", () => {
+  /** A versioned app whose WebSocket server says its version on connect, and the sidecar in front of it. */
+  const versionedWs = async (version: string) => {
+    const ws = await versioned("pricing", version)
+    const wss = new WebSocketServer({ noServer: true })
+    ws.app.server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) =>
+      wss.handleUpgrade(req, socket, head, (client) => client.send(version)))
+    cleanup.add(() => {
+      for (const client of wss.clients) client.terminate()
+      wss.close()
+    })
+    return ws
+  }
+
+  /** The first message of a WebSocket opened through `running`'s outbound port to `pricing`, or its refusal's status. */
+  const firstMessage = (running: RunningSidecar, headers: Record<string, string> = {}) =>
+    new Promise<string>((done, failed) => {
+      const socket = new WebSocket(`ws://127.0.0.1:${running.outboundPort}/live`, { headers: { host: "pricing", ...headers } })
+      socket.once("message", (data: Buffer) => {
+        done(data.toString())
+        socket.close()
+      })
+      socket.once("unexpected-response", (_req, res) => {
+        done(`refused ${res.statusCode} ${String(res.headers["x-iip-mesh-error"])}`)
+        socket.terminate()
+      })
+      socket.once("error", failed)
+    })
+
+  it("a WebSocket follows the routes as a request does: the stable route's subset, a header match's, and the rate limit's 429", async () => {
+    const v1 = await versionedWs("v1")
+    const v2 = await versionedWs("v2")
+    const routes = `routes:
+  - name: canary
+    service: pricing
+    matches: [{ headers: { x-canary: "yes" } }]
+    split: [{ subset: v2, weight: 1 }]
+  - name: stable
+    service: pricing
+    split: [{ subset: v1, weight: 1 }]
+rateLimits:
+  - name: few
+    service: pricing
+    direction: outbound
+    perSecond: 1
+    burst: 12
+`
+    const { running } = await router("ws-routes.yaml", routes, { service: "store", endpoints: { pricing: [v1.endpoint, v2.endpoint] } })
+    const stable = []
+    for (let i = 0; i < 10; i++) stable.push(await firstMessage(running))
+    expect(stable).toStrictEqual(Array(10).fill("v1"))
+    expect(await firstMessage(running, { "x-canary": "yes" })).toBe("v2")
+    expect(await firstMessage(running, { "x-canary": "yes" })).toBe("v2")
+    expect(await firstMessage(running)).toBe("refused 429 outbound; reason=rate_limited")
   })
 })
 
