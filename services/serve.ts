@@ -6,10 +6,14 @@
 import { randomBytes } from "node:crypto"
 import * as http from "node:http"
 import type * as net from "node:net"
+import type * as stream from "node:stream"
 
 export type Route = (req: http.IncomingMessage, url: URL) => Promise<{ readonly status?: number; readonly type?: string; readonly body: string }>
 
-export const serve = (service: string, route: Route): void => {
+/** Takes an HTTP/1.1 Upgrade request (a WebSocket) the service answers itself; without one, upgrades are refused. */
+export type Upgrade = (req: http.IncomingMessage, socket: stream.Duplex, head: Buffer) => void
+
+export const serve = (service: string, route: Route, upgrade?: Upgrade): void => {
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://localhost")
     route(req, url).then(
@@ -24,6 +28,7 @@ export const serve = (service: string, route: Route): void => {
       }
     )
   })
+  if (upgrade !== undefined) server.on("upgrade", upgrade)
   server.listen(Number(process.env.PORT ?? 0), process.env.HOST ?? "127.0.0.1", () => {
     const port = (server.address() as net.AddressInfo).port
     process.stdout.write(`${JSON.stringify({ event: "listening", service, port })}\n`)

@@ -1,7 +1,9 @@
 // `iip-mesh demo [--ready-file PATH]` (what `npm start` runs): the demo services of services/ as
 // child processes, each fronted by a sidecar in this process. Catalog is an Effect RPC service
 // (services/catalogRpcs.ts) the storefront calls over the mesh, streamed, in the request's trace;
-// it prices through pricing with the caller's context. Catalog and pricing run v1 and v2
+// it prices through pricing with the caller's context. Inventory is a gRPC service (grpc-js; its
+// sidecar speaks h2c to it) the storefront asks for stock, and the page's live counter is a
+// WebSocket relayed through the mesh to pricing. Catalog and pricing run v1 and v2
 // instances; the routes file below (every sidecar reads it) keeps traffic on v1 and sends a page
 // asked for with `x-canary: yes` to v2 at every hop: storefront -> catalog v2 -> pricing v2,
 // the choice carried on W3C baggage (src/sidecar/routing.ts). No sidecar is given an address: they
@@ -168,7 +170,7 @@ const quietRoutesLog: Log = (event, fields) => {
 }
 
 /** A sidecar (with its admin server) in this process, configured as `iip-mesh sidecar` would be. */
-const startSidecar = (service: string, app: App | undefined, weight: number, version: string, files: DemoFiles, mesh: DemoMesh, credentials: CredentialSource) =>
+const startSidecar = (service: string, app: App | undefined, weight: number, version: string, files: DemoFiles, mesh: DemoMesh, credentials: CredentialSource, appProtocol = "http1") =>
   Effect.gen(function*() {
     const flags = new Map<string, Array<string>>([
       ["--service", [service]],
@@ -183,7 +185,8 @@ const startSidecar = (service: string, app: App | undefined, weight: number, ver
       ["--mesh-name", ["demo"]],
       ["--weight", [String(weight)]],
       ["--app-version", [version]],
-      ["--routes", [files.routes]]
+      ["--routes", [files.routes]],
+      ["--app-protocol", [appProtocol]]
     ])
     const loaded = loadSidecarConfig({ flags, env: {} })
     if (Result.isFailure(loaded)) return yield* new DemoFailed({ message: loaded.failure.message })
@@ -200,13 +203,14 @@ export const runDemo = (argv: ReadonlyArray<string>) =>
   Effect.gen(function*() {
     const readyAt = argv.indexOf("--ready-file")
     const readyFile = readyAt === -1 ? undefined : argv[readyAt + 1]
-    const [catalogV1, catalogV2, pricingA, pricingB, pricingC] = yield* Effect.all(
+    const [catalogV1, catalogV2, pricingA, pricingB, pricingC, inventory] = yield* Effect.all(
       [
         startApp("catalog-1", "catalog", { INSTANCE: "catalog-1", VERSION: "v1", PRICES_FROM: "pricing" }),
         startApp("catalog-2", "catalog", { INSTANCE: "catalog-2", VERSION: "v2", PRICES_FROM: "pricing" }),
         startApp("pricing-a", "pricing", { INSTANCE: "pricing-a (weight 3)", VERSION: "v1" }),
         startApp("pricing-b", "pricing", { INSTANCE: "pricing-b (weight 1)", VERSION: "v1" }),
-        startApp("pricing-c", "pricing", { INSTANCE: "pricing-c (canary)", VERSION: "v2" })
+        startApp("pricing-c", "pricing", { INSTANCE: "pricing-c (canary)", VERSION: "v2" }),
+        startApp("inventory", "inventory", { INSTANCE: "inventory-1", VERSION: "v1" })
       ],
       { concurrency: "unbounded" }
     )
@@ -219,9 +223,9 @@ export const runDemo = (argv: ReadonlyArray<string>) =>
     mkdirSync(files.discovery)
     writeFileSync(files.routes, demoRoutes)
     const mesh: DemoMesh = { traces: new TraceStore(), sidecars: [] }
-    const identities = yield* startIdentities(["storefront", "catalog", "pricing"])
+    const identities = yield* startIdentities(["storefront", "catalog", "pricing", "inventory"])
     const credentials = yield* Effect.all(
-      ["storefront", "catalog", "catalog", "pricing", "pricing", "pricing"].map(identities.credentialsFor),
+      ["storefront", "catalog", "catalog", "pricing", "pricing", "pricing", "inventory"].map(identities.credentialsFor),
       { concurrency: "unbounded" }
     )
     const store = yield* startSidecar("storefront", undefined, 1, "v1", files, mesh, credentials[0]!)
@@ -230,19 +234,22 @@ export const runDemo = (argv: ReadonlyArray<string>) =>
     const pricingSidecarA = yield* startSidecar("pricing", pricingA, 3, "v1", files, mesh, credentials[3]!)
     const pricingSidecarB = yield* startSidecar("pricing", pricingB, 1, "v1", files, mesh, credentials[4]!)
     const pricingSidecarC = yield* startSidecar("pricing", pricingC, 1, "v2", files, mesh, credentials[5]!)
+    // A gRPC app (grpc-js): its sidecar speaks cleartext HTTP/2 to it.
+    const inventorySidecar = yield* startSidecar("inventory", inventory, 1, "v1", files, mesh, credentials[6]!, "h2c")
     const outbound = `${store.sidecar.outbound.host}:${store.sidecar.outbound.port}`
     const storefront = yield* startApp("storefront", "storefront", { SIDECAR_URL: `http://${outbound}` })
     const entry = `http://127.0.0.1:${storefront.port}/`
-    const sidecars = [store, catalog1, catalog2, pricingSidecarA, pricingSidecarB, pricingSidecarC]
+    const sidecars = [store, catalog1, catalog2, pricingSidecarA, pricingSidecarB, pricingSidecarC, inventorySidecar]
     const admins = sidecars.map((s) => s.admin)
     const controls = sidecars.map((s) => s.control)
     // The ready file first: whoever waits for the banner may read it at once.
-    const pids = [catalogV1, catalogV2, pricingA, pricingB, pricingC, storefront].map((app) => app.pid)
+    const pids = [catalogV1, catalogV2, pricingA, pricingB, pricingC, inventory, storefront].map((app) => app.pid)
     const dashboard = `${store.control}/`
     if (readyFile !== undefined) writeFileSync(readyFile, JSON.stringify({ entry, outbound: `http://${outbound}`, admins, controls, dashboard, pids, issuer: identities.issuer }, null, 2))
     process.stdout.write(
       [
         "iip-mesh demo is up: storefront -> catalog (an Effect RPC service, streamed) -> pricing x2 (weights 3:1), each behind a sidecar, all on this host;",
+        "  storefront -> inventory (a gRPC service, grpc-js); the page's live counter is a WebSocket through the mesh to pricing;",
         "  catalog and pricing also run a v2, which only the canary reaches (routes file: " + files.routes + ").",
         `  open      ${entry}`,
         `  canary    ${entry}?canary=yes  or  curl -H 'x-canary: yes' ${entry}api/products  (v2 at every hop, one trace)`,

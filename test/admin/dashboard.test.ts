@@ -1,13 +1,14 @@
 // The admin dashboard in a real browser (Debian chromium driven by playwright-core, testing.md
 // "Pages in a real browser"): the real demo (`iip-mesh demo --ready-file F`, a child process)
 // serves it; after a few requests to the storefront the page lists the demo's sidecars
-// (storefront, catalog, two pricing) and the endpoints they know (as the storefront's /mesh
+// (storefront, catalog, pricing, inventory) and the endpoints they know (as the storefront's /mesh
 // reports them), and a click on a trace that crossed several sidecars draws its waterfall with
 // spans from at least two of them. The page logs no errors and no request of it fails. A screenshot (PNG) is saved under
 // test-results/ and its path printed. Every wait is on a selector or an event, bounded.
 // Under load (page views in a loop), the service graph shows every demo service and edge, the chart
 // of a clicked service updates, and a click on an edge lists its slowest traces, one of which
-// opens in the waterfall (screenshot dashboard-graph.png).
+// opens in the waterfall (screenshot dashboard-graph.png). The store page itself: its live counter
+// (a WebSocket relayed through the mesh) shows pricing's count, its stock column inventory's (gRPC).
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -111,16 +112,18 @@ describe.skipIf(suite.skip)(suite.title, () => {
     await mesh.locator('tr[data-sidecar="storefront"]').waitFor({ timeout: WAIT_MS })
     await mesh.locator('tr[data-sidecar="catalog"]').nth(1).waitFor({ timeout: WAIT_MS })
     await mesh.locator('tr[data-sidecar="pricing"]').nth(2).waitFor({ timeout: WAIT_MS })
+    await mesh.locator('tr[data-sidecar="inventory"]').waitFor({ timeout: WAIT_MS })
     expect(await mesh.locator("tr[data-sidecar]").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-sidecar")))).toStrictEqual([
       "storefront",
       "catalog",
       "catalog",
       "pricing",
       "pricing",
-      "pricing"
+      "pricing",
+      "inventory"
     ])
     const known = ((await (await fetch(`${ready.controls[0]}/mesh`)).json()) as MeshView).services
-    expect(Object.keys(known).sort()).toStrictEqual(["catalog", "pricing"])
+    expect(Object.keys(known).sort()).toStrictEqual(["catalog", "inventory", "pricing"])
     expect(known.pricing).toHaveLength(3)
     // The routes table: the demo's routes at every sidecar, the canary's with its source and split.
     await page.locator('#routes tbody tr').filter({ hasText: "canary" }).first().waitFor({ timeout: WAIT_MS })
@@ -179,10 +182,10 @@ describe.skipIf(suite.skip)(suite.title, () => {
     try {
       await page.goto(ready.dashboard)
       const graph = page.locator("#graph-svg")
-      for (const service of ["storefront", "catalog", "pricing"]) await graph.locator(`g.node[data-service="${service}"]`).waitFor({ timeout: WAIT_MS })
-      for (const [caller, callee] of [["storefront", "catalog"], ["catalog", "pricing"]]) await graph.locator(`g.edge[data-caller="${caller}"][data-callee="${callee}"]`).waitFor({ timeout: WAIT_MS })
-      expect(await graph.locator("g.node").evaluateAll((nodes) => nodes.map((n) => n.getAttribute("data-service")).sort())).toStrictEqual(["catalog", "pricing", "storefront"])
-      expect(await graph.locator("g.edge").count()).toBe(2)
+      for (const service of ["storefront", "catalog", "pricing", "inventory"]) await graph.locator(`g.node[data-service="${service}"]`).waitFor({ timeout: WAIT_MS })
+      for (const [caller, callee] of [["storefront", "catalog"], ["catalog", "pricing"], ["storefront", "inventory"]]) await graph.locator(`g.edge[data-caller="${caller}"][data-callee="${callee}"]`).waitFor({ timeout: WAIT_MS })
+      expect(await graph.locator("g.node").evaluateAll((nodes) => nodes.map((n) => n.getAttribute("data-service")).sort())).toStrictEqual(["catalog", "inventory", "pricing", "storefront"])
+      expect(await graph.locator("g.edge").count()).toBe(3)
       await expect.poll(() => graph.locator('g.edge[data-callee="catalog"] text').textContent(), { timeout: WAIT_MS }).toMatch(/\/s · 100\.0% · [\d.]+ ms$/)
 
       // The chart of a service: 60 points, and it moves while load runs.
@@ -215,6 +218,13 @@ describe.skipIf(suite.skip)(suite.title, () => {
       loading = false
       await load
     }
+  }, 60_000)
+
+  it("the store page's live counter runs over its WebSocket through the mesh, the stock column filled over gRPC", async () => {
+    await page.goto(ready.entry)
+    await expect.poll(() => page.locator("#live").textContent(), { timeout: WAIT_MS }).toMatch(/^pricing-[ab] \(weight [13]\) \(v1\) has served \d+ price lists$/)
+    expect(await page.locator("table tr:nth-child(2) td:nth-child(4)").textContent()).toBe("12")
+    expect(pageErrors).toStrictEqual([])
   }, 60_000)
 
   it("draws 50 services with 500 edges, and a mesh table of 500 endpoints, each in under 250 ms", async () => {

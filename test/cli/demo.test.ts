@@ -20,6 +20,7 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { WebSocket } from "ws"
 import { CatalogRpcs, catalogRpcPath } from "../../services/catalogRpcs.ts"
 import { readUntil } from "../support/iipRaw.ts"
 
@@ -92,8 +93,8 @@ describe("iip-mesh demo", () => {
 
   it("writes the ready file with the entry URL and every sidecar's admin URLs, the dashboard on the store's control listener", async () => {
     expect(ready.entry).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/)
-    expect(ready.admins).toHaveLength(6)
-    expect(ready.controls).toHaveLength(6)
+    expect(ready.admins).toHaveLength(7)
+    expect(ready.controls).toHaveLength(7)
     expect(ready.dashboard).toBe(`${ready.controls[0]}/`)
     const page = await fetch(ready.dashboard)
     expect(page.status).toBe(200)
@@ -108,7 +109,7 @@ describe("iip-mesh demo", () => {
         response.on("data", (chunk: Buffer) => (text += chunk.toString()))
         response.on("end", () => done(text))
       }).on("error", failed))
-    expect(metrics).toMatch(/^iip_mesh_issuer_signed_total\{proof="join"\} 6$/m)
+    expect(metrics).toMatch(/^iip_mesh_issuer_signed_total\{proof="join"\} 7$/m)
     expect(metrics).not.toMatch(/^iip_mesh_issuer_refused_total\{[^}]*\} [1-9]/m)
   })
 
@@ -172,6 +173,46 @@ describe("iip-mesh demo", () => {
     const canary = JSON.parse((await viaOutbound(ready.outbound, "catalog", "/products", { "x-canary": "yes" })).body) as typeof list
     expect([canary.catalog.version, canary.pricing.version]).toStrictEqual(["v2", "v2"])
     expect(JSON.parse((await viaOutbound(ready.outbound, "catalog", "/products/2")).body)).toStrictEqual({ id: 2, name: "Linen towel", category: "kitchen" })
+  })
+
+  it("gets stock from inventory, a grpc-js service, over the mesh as gRPC in the page's trace", async () => {
+    const traceId = randomBytes(16).toString("hex")
+    const api = (await (await fetch(`${ready.entry}api/products`, { headers: { traceparent: `00-${traceId}-${randomBytes(8).toString("hex")}-01` } })).json()) as {
+      inventory: { instance: string; version: string }
+      products: Array<{ name: string; stock: number | null }>
+    }
+    expect(api.inventory).toStrictEqual({ instance: "inventory-1", version: "v1" })
+    expect(api.products.map((p) => [p.name, p.stock])).toStrictEqual([["Espresso cup", 12], ["Linen towel", 0], ["Desk lamp", 4], ["Notebook", 57]])
+    expect(await (await fetch(ready.entry)).text()).toContain("stock from <b>inventory-1</b> (v1, a gRPC service)")
+    const spansOf = async (): Promise<Array<TraceSpan>> => {
+      const traces = await fetch(`${ready.controls[0]}/traces/${traceId}`)
+      return traces.status === 200 ? ((await traces.json()) as { spans: Array<TraceSpan> }).spans : []
+    }
+    const isGetStock = (span: TraceSpan) => span.attributes["rpc.method"] === "GetStock"
+    const { value: spans } = await readUntil(spansOf, (all) => all.some((s) => s.service === "inventory" && s.kind === "server" && isGetStock(s)), 5000)
+    const server = spans.find((s) => s.service === "inventory" && s.kind === "server" && isGetStock(s))!
+    expect(server.attributes).toMatchObject({ "rpc.system": "grpc", "rpc.service": "demo.Inventory", "rpc.grpc.status_code": 0 })
+    expect(spans.find((s) => s.spanId === server.parentSpanId)).toMatchObject({ service: "storefront", kind: "client" })
+  })
+
+  it("the page's live counter is a WebSocket through the mesh to pricing: its messages come through, and a close code comes back", async () => {
+    expect(await (await fetch(ready.entry)).text()).toContain('new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/live")')
+    const socket = new WebSocket(`${ready.entry.replace("http://", "ws://")}live`)
+    const messages: Array<{ instance: string; version: string; served: number }> = []
+    const closed = new Promise<number>((done) => socket.once("close", (code) => done(code)))
+    await new Promise<void>((two, failed) => {
+      socket.on("message", (data: Buffer) => {
+        messages.push(JSON.parse(data.toString()) as (typeof messages)[number])
+        if (messages.length === 2) two()
+      })
+      socket.once("error", failed)
+    })
+    // Once a second from one pricing instance (stable: v1), the socket pinned to it.
+    expect(new Set(messages.map((m) => m.instance)).size).toBe(1)
+    expect(messages[0]!.instance).toMatch(/^pricing-[ab] /)
+    expect(messages.every((m) => m.version === "v1" && Number.isInteger(m.served))).toBe(true)
+    socket.close(4001, "page closed")
+    expect(await closed).toBe(4001)
   })
 
   it("spreads pricing calls 3:1 over its two instances", async () => {
