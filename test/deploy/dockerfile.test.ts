@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { describe, expect, it } from "vitest"
 import type { IContainer } from "kubernetes-models/v1/Container"
-import { checkDockerfile, type DockerCheckId, dockerCheckIds, type DockerProblem, isIgnored, parseDockerfile, parseDockerignore } from "./dockerfileChecks.ts"
+import { checkDockerfile, type DockerCheckId, dockerCheckIds, type DockerProblem, isIgnored, parseDockerfile, parseDockerignore, productionPackages } from "./dockerfileChecks.ts"
 import { containersOf, imageName, podTemplates, renderKustomization } from "./kube.ts"
 
 const repo = resolve(import.meta.dirname, "../..")
@@ -52,7 +52,21 @@ describe("deploy/docker/Dockerfile", () => {
     expect(sidecar.files.has("/app/dist/admin/dashboard.html")).toBe(true)
     expect([...sidecar.files.keys()].filter((path) => path.startsWith("/app/src/") || path.includes("/typescript/"))).toEqual([])
     const services = [...images.get("services")!.files.keys()].filter((path) => !path.startsWith("/app/node_modules/")).sort()
-    expect(services).toEqual(["/app/package.json", "/app/services/catalog.ts", "/app/services/catalogRpcs.ts", "/app/services/pricing.ts", "/app/services/serve.ts", "/app/services/storefront.ts"])
+    expect(services).toEqual([
+      "/app/package.json",
+      "/app/services/catalog.ts",
+      "/app/services/catalogRpcs.ts",
+      "/app/services/inventory.ts",
+      "/app/services/inventoryGrpc.ts",
+      "/app/services/liveRelay.ts",
+      "/app/services/pricing.ts",
+      "/app/services/serve.ts",
+      "/app/services/storefront.ts"
+    ])
+    // What the demo services import comes with npm ci --omit=dev: grpc-js (inventory, the storefront's
+    // client) and ws (pricing's /live, the storefront's relay) as effect does (the imports check relies on it).
+    const production = productionPackages(join(repo, "package-lock.json"))
+    for (const name of ["@grpc/grpc-js", "ws", "effect"]) expect(production.has(name), name).toBe(true)
   })
 
   it("node runs with the heap sizing and malloc setting of bin/iip-mesh.js's first line, in the image as in package.json's scripts", () => {
