@@ -94,7 +94,7 @@ describe("deploy/docker/Dockerfile", () => {
   it("the manifests run what the images hold: `sidecar` or `identity` in the sidecar image, a service script that is in the services image", async () => {
     const objects = await renderKustomization(join(repo, "deploy/kubernetes/overlays/demo"))
     const ours: Array<IContainer> = podTemplates(objects).flatMap((pod) => containersOf(pod).map(({ container }) => container)).filter((c) => imageName(c.image ?? "").startsWith("iip-mesh-"))
-    expect(ours.length).toBe(9)
+    expect(ours.length).toBe(11)
     expect(ours.filter((c) => c.args?.[0] === "identity").map((c) => c.name)).toStrictEqual(["issuer"])
     for (const container of ours) {
       expect(container.command, container.name).toBeUndefined()

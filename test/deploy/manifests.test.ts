@@ -101,14 +101,17 @@ describe("deploy/kubernetes", () => {
         "ServiceAccount/storefront",
         "ServiceAccount/catalog",
         "ServiceAccount/pricing",
+        "ServiceAccount/inventory",
         "ConfigMap/iip-mesh-policy",
         "Role/iip-mesh-discovery",
         "RoleBinding/iip-mesh-discovery",
         "Deployment/catalog",
         "Deployment/pricing",
         "Deployment/storefront",
+        "Deployment/inventory",
         "Service/catalog",
         "Service/pricing",
+        "Service/inventory",
         "Service/storefront",
         "ServiceAccount/iip-mesh-identity",
         "ClusterRole/iip-mesh-identity-tokenreview",
@@ -119,15 +122,18 @@ describe("deploy/kubernetes", () => {
     )
     expect(kinds.some((k) => k.startsWith("ConfigMap/iip-mesh-sidecar-"))).toBe(true)
     const context = makeContext(objectsOf("base"))
-    expect(context.sidecars.map((s) => s.config?.service).sort()).toEqual(["catalog", "pricing", "pricing", "storefront"])
-    // The storefront's sidecar finds catalog and pricing (its two version Services) by their
-    // EndpointSlices, in its own namespace, and applies the namespace's HTTPRoutes.
+    expect(context.sidecars.map((s) => s.config?.service).sort()).toEqual(["catalog", "inventory", "pricing", "pricing", "storefront"])
+    // The storefront's sidecar finds catalog, pricing (its two version Services) and inventory by
+    // their EndpointSlices, in its own namespace, and applies the namespace's HTTPRoutes.
     const storefront = context.sidecars.find((s) => s.config?.service === "storefront")?.config
     expect(storefront?.kubernetes).toEqual({
       catalog: "iip-mesh-demo/catalog",
-      pricing: "iip-mesh-demo/pricing-v1+pricing-v2"
+      pricing: "iip-mesh-demo/pricing-v1+pricing-v2",
+      inventory: "iip-mesh-demo/inventory"
     })
     expect(storefront?.kubernetesRoutes).toEqual(["iip-mesh-demo"])
+    // Inventory's app is a grpc-js server: its sidecar alone speaks h2c to its app, every other HTTP/1.1.
+    expect(context.sidecars.map((s) => `${s.config?.service} ${s.config?.appProtocol}`).sort()).toEqual(["catalog http1", "inventory h2c", "pricing http1", "pricing http1", "storefront http1"])
     for (const sidecar of context.sidecars) {
       expect(sidecar.init && sidecar.container.restartPolicy === "Always").toBe(true)
       expect(sidecar.config?.drainTimeoutMs).toBe(10_000)
@@ -137,32 +143,40 @@ describe("deploy/kubernetes", () => {
     }
     expect(deployment("pricing").spec?.replicas).toBe(2)
     expect(deployment("pricing-v2").spec?.replicas).toBe(1)
-    for (const name of ["catalog", "pricing", "pricing-v1", "pricing-v2", "storefront"]) {
+    expect(deployment("inventory").spec?.template.spec?.containers[0]?.args).toEqual(["services/inventory.ts"])
+    for (const name of ["catalog", "pricing", "pricing-v1", "pricing-v2", "inventory", "storefront"]) {
       const service = objectsOf("base").find((o) => o.kind === "Service" && o.metadata.name === name) as unknown as IService
       expect(service.spec?.clusterIP).toBe("None")
       expect(service.spec?.ports?.[0]?.name).toBe("mesh")
     }
   })
 
-  it("base: the demo's authorization policy: the storefront may call catalog and pricing; nothing else may", () => {
+  it("base: the demo's authorization policy: the storefront may call catalog, pricing and inventory; nothing else may", () => {
     const objects = objectsOf("base")
     const context = makeContext(objects)
     const identityOf = (pod: (typeof context.pods)[number]) => `spiffe://${defaultTrustDomain}/ns/${pod.namespace}/sa/${pod.template.spec?.serviceAccountName ?? "default"}`
     const callers = [...context.pods.map((pod) => ({ name: nameOf(pod.owner), identity: identityOf(pod) as string | undefined })), { name: "no identity", identity: undefined }]
+    // A gRPC call is a POST to /<service>/<method>; the live counter's WebSocket a GET /live (an upgrade).
+    const requests = [["GET", "/products"], ["POST", "/prices"], ["DELETE", "/"], ["POST", "/demo.Inventory/GetStock"], ["GET", "/live"]] as const
     const allowed: Array<string> = []
     for (const sidecar of context.sidecars) {
       const policy = policyOf(sidecar, objects)
       if (policy === undefined || "problems" in policy) throw new Error(`${sidecar.where} reads no policy`)
       const compiled = compilePolicy(policy.document, sidecar.config!.service, defaultTrustDomain)
       for (const caller of callers) {
-        for (const [method, path] of [["GET", "/products"], ["POST", "/prices"], ["DELETE", "/"]] as const) {
-          if (compiled.decide(caller.identity, method, path) === "allow") allowed.push(`${caller.name} -> ${sidecar.config!.service} ${method}`)
+        for (const [method, path] of requests) {
+          if (compiled.decide(caller.identity, method, path) === "allow") allowed.push(`${caller.name} -> ${sidecar.config!.service} ${method} ${path}`)
         }
       }
     }
     // Pricing has two sidecars (v1 and v2), each applying the policy for pricing.
     expect(allowed.sort()).toStrictEqual(
-      ["Deployment iip-mesh-demo/storefront -> catalog", "Deployment iip-mesh-demo/storefront -> pricing", "Deployment iip-mesh-demo/storefront -> pricing"].flatMap((call) => ["DELETE", "GET", "POST"].map((method) => `${call} ${method}`)).sort()
+      [
+        "Deployment iip-mesh-demo/storefront -> catalog",
+        "Deployment iip-mesh-demo/storefront -> pricing",
+        "Deployment iip-mesh-demo/storefront -> pricing",
+        "Deployment iip-mesh-demo/storefront -> inventory"
+      ].flatMap((call) => requests.map(([method, path]) => `${call} ${method} ${path}`)).sort()
     )
     // Each service runs as its own ServiceAccount: the only pods that share an identity are pricing's two versions.
     const byIdentity = new Map<string, Array<string>>()
@@ -177,7 +191,7 @@ describe("deploy/kubernetes", () => {
       expect(demo.some((o) => o.kind === "Service" && o.metadata.name === name)).toBe(true)
     }
     const sidecars = makeContext(demo).sidecars
-    expect(sidecars).toHaveLength(4)
+    expect(sidecars).toHaveLength(5)
     for (const sidecar of sidecars) {
       expect(sidecar.env["OTEL_EXPORTER_OTLP_ENDPOINT"]).toBe("http://otel-collector:4318")
       expect(sidecar.env["OTEL_EXPORTER_OTLP_PROTOCOL"]).toBe("http/protobuf")
