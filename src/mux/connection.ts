@@ -2,9 +2,7 @@
 // its write side, the per-channel receive state (status state machine and reassembly of
 // multi-packet messages) and the close of it all, once, with a reason. The session above
 // (server or client) gets whole messages and decides what they mean. The bytes come from a TCP
-// socket or from a WebSocket seen as a byte stream (webSocketStream.ts): the same either way. A
-// plain TCP socket reads into one reused buffer (reusedReads.ts) and the decoder copies out what
-// it hands on; other streams hand over chunks the decoder may give out views of.
+// socket or from a WebSocket seen as a byte stream (webSocketStream.ts): the same either way.
 // What the peer makes this side hold is counted in the connection's budget (budget.ts): reading
 // pauses past its own share, and parts of unfinished messages and the packet being read count too.
 import type { Duplex } from "node:stream"
@@ -15,7 +13,6 @@ import { EnvelopeBytes, MeshDefaults } from "../protocol/mesh.ts"
 import { isFirstPacket, isLastPacket, type Role, statusAllowed } from "../protocol/status.ts"
 import { Budget, type BudgetLimits, InboundBudget, unlimitedBudget } from "./budget.ts"
 import { ConnectionClosed } from "./errors.ts"
-import { readIntoSharedBuffer } from "./reusedReads.ts"
 import { PacketWriter } from "./writer.ts"
 
 export interface ConnectionLimits {
@@ -63,8 +60,6 @@ export interface MessageSink {
   /**
    * Mesh mode: a stream's continuation packet that runs past the socket chunk it starts in comes
    * here in the pieces it arrives in (views, not copies), the first piece with its chunk header byte.
-   * Not over a socket reading into the reused buffer (reusedReads.ts): there every packet arrives
-   * whole, as a copy, through onPacket.
    */
   onPacketPart?(channelId: number, status: number, path: string, part: Buffer, first: boolean, last: boolean): void
   /** Mesh mode: a packet above the whole-body limit; only its first bytes were kept (the envelope). */
@@ -103,8 +98,6 @@ export class Connection {
    * over plain TCP. Every request of the connection carries it (RequestContext.peerIdentity).
    */
   peerIdentity: string | undefined = undefined
-  /** The socket reads into the process's shared read buffer (reusedReads.ts), not into a buffer per read. */
-  readonly readsBorrowed: boolean
   private readonly decoder: PacketDecoder
   private readonly channels = new Map<number, ChannelReceive>()
   private sink: MessageSink | undefined
@@ -155,33 +148,27 @@ export class Connection {
       { maxPathBytes: limits.maxReceivePathBytes }
     )
     this.openChannel(SystemChannel)
-    // A plain TCP socket reads into a buffer reused for every read (reusedReads.ts); any other
-    // stream hands over chunks that stay ours.
-    this.readsBorrowed = readIntoSharedBuffer(socket, (chunk) => this.onBytes(chunk, true))
-    if (!this.readsBorrowed) socket.on("data", (chunk: Buffer) => this.onBytes(chunk, false))
+    socket.on("data", (chunk: Buffer) => {
+      // A full server reads no new large plain packet: it skips it and refuses it (§8).
+      if (this.mesh === undefined) this.decoder.limitPackets(this.budget.sharedFull ? plainRefuseAboveBytes : Infinity, 0)
+      // What the bytes read make this side send leaves at the end of this tick (writer.ts).
+      let result
+      this.writer.inRead = true
+      try {
+        result = this.decoder.push(chunk)
+      } finally {
+        this.writer.inRead = false
+      }
+      if (result === "close") this.close("peer sent status 8 (close connection)", false)
+      else if (result !== undefined) this.protocolViolation(result)
+      else if (this.decoder.pendingBytes !== this.heldForPacket) this.holdPacket(this.decoder.pendingBytes)
+    })
     socket.on("end", () => {
       const partial = this.decoder.idle ? "" : " in the middle of a packet"
       this.close(`peer closed the connection${partial}`, false)
     })
     socket.on("error", (error: NodeJS.ErrnoException) => this.close(`socket error: ${error.code ?? error.message}`, false))
     socket.on("close", () => this.close("socket closed", false))
-  }
-
-  /** Bytes read from the stream; `borrowed`: its memory is reused once this returns (the decoder copies what it keeps). */
-  private onBytes(chunk: Buffer, borrowed: boolean): void {
-    // A full server reads no new large plain packet: it skips it and refuses it (§8).
-    if (this.mesh === undefined) this.decoder.limitPackets(this.budget.sharedFull ? plainRefuseAboveBytes : Infinity, 0)
-    // What the bytes read make this side send leaves at the end of this tick (writer.ts).
-    let result
-    this.writer.inRead = true
-    try {
-      result = this.decoder.push(chunk, borrowed)
-    } finally {
-      this.writer.inRead = false
-    }
-    if (result === "close") this.close("peer sent status 8 (close connection)", false)
-    else if (result !== undefined) this.protocolViolation(result)
-    else if (this.decoder.pendingBytes !== this.heldForPacket) this.holdPacket(this.decoder.pendingBytes)
   }
 
   /** Packets read so far: the server's timeouts watch it for progress. */

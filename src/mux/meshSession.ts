@@ -832,8 +832,7 @@ export class MeshSession implements MessageSink {
   /**
    * A continuation packet in the pieces it arrives in. A plain data chunk goes to its stream piece
    * by piece, as views of the socket's chunks (no copy, no buffer per packet); a compressed or
-   * error chunk is assembled (it is read whole) and handled as a packet. A socket that reads into
-   * the reused buffer (reusedReads.ts) never comes here: its chunks arrive whole, as copies.
+   * error chunk is assembled (it is read whole) and handled as a packet.
    */
   onPacketPart(channelId: number, status: number, path: string, part: Buffer, first: boolean, last: boolean): void {
     if (first) {

@@ -1,9 +1,6 @@
 // Incremental IIP packet decoder (PROTOCOL.md §2.5). The connection reader feeds it every socket
 // chunk as it arrives; it accepts any split of the byte stream, checks every length before it
 // allocates, and hands whole packets to its sink synchronously. It never touches a socket.
-// A chunk is either the reader's to keep (hand out views of it) or borrowed: a buffer the socket
-// reads into again once `push` returns (reusedReads.ts). From a borrowed chunk nothing escapes
-// that is not a copy: every packet handed out, every path piece kept for the next chunk.
 import { Limits, Status } from "./constants.ts"
 import { ProtocolError } from "./errors.ts"
 
@@ -23,8 +20,7 @@ export interface DecoderSink {
   /**
    * Asked when a packet's data runs past the socket chunk it starts in: true to have it handed to
    * `onPart` in the pieces it arrives in (views of the chunks, no copy, nothing held here) instead
-   * of being assembled into one buffer. Not asked for a borrowed chunk: the packet is assembled
-   * (one copy, the one a borrowed chunk needs anyway).
+   * of being assembled into one buffer.
    */
   readonly splits?: (status: number, channelId: number) => boolean
   readonly onPart?: (status: number, path: string, channelId: number, part: Buffer, first: boolean, last: boolean) => void
@@ -46,13 +42,6 @@ const STAGE_DATA = 3
 const STAGE_SKIP = 4
 /** Handing a packet's data to onPart as it arrives. */
 const STAGE_PARTS = 5
-
-/** A copy of `chunk[start, end)` the receiver owns (small ones come from Node's shared pool). */
-const owned = (chunk: Buffer, start: number, end: number): Buffer => {
-  const copy = Buffer.allocUnsafe(end - start)
-  chunk.copy(copy, 0, start, end)
-  return copy
-}
 
 const describe = (status: number, path: string) => `packet (status ${status}, path ${JSON.stringify(path.slice(0, 80))})`
 
@@ -81,8 +70,6 @@ export class PacketDecoder {
   /** Of a packet handed out in parts: the bytes still to come, and whether the next part is its first. */
   private partLeft = 0
   private partFirst = false
-  /** The chunk being pushed is borrowed: what is handed out or kept is copied out of it. */
-  private borrowed = false
   private readonly sink: DecoderSink
   private readonly limits: DecoderLimits
 
@@ -122,12 +109,7 @@ export class PacketDecoder {
     return this.stage === STAGE_STATUS
   }
 
-  /**
-   * Decodes `chunk`. `borrowed`: the caller reuses the chunk's memory once this returns, so every
-   * packet and part handed out is a copy and no view of it is kept.
-   */
-  push(chunk: Buffer, borrowed = false): DecodeResult {
-    this.borrowed = borrowed
+  push(chunk: Buffer): DecodeResult {
     let offset = 0
     const end = chunk.length
     while (offset < end && !this.stopped) {
@@ -156,7 +138,7 @@ export class PacketDecoder {
             offset = nul + 9
             if (length > this.oversizeBytes) this.startOversize(length)
             else if (end - offset >= length) {
-              const data = borrowed ? owned(chunk, offset, offset + length) : chunk.subarray(offset, offset + length)
+              const data = chunk.subarray(offset, offset + length)
               offset += length
               this.stage = STAGE_STATUS
               this.packets++
@@ -171,8 +153,7 @@ export class PacketDecoder {
           const total = this.pathPartsBytes + (stop - offset)
           if (total > this.limits.maxPathBytes) return this.finish(this.pathTooLong(total))
           if (nul === -1) {
-            // Kept for the next chunk: a borrowed chunk's bytes are gone by then.
-            this.pathParts.push(borrowed ? owned(chunk, offset, end) : chunk.subarray(offset, end))
+            this.pathParts.push(chunk.subarray(offset, end))
             this.pathPartsBytes = total
             offset = end
           } else {
@@ -205,8 +186,8 @@ export class PacketDecoder {
           if (lengthError !== undefined) return this.finish(lengthError)
           if (length > this.oversizeBytes) this.startOversize(length)
           else if (end - offset >= length) {
-            // The body is wholly in this chunk: hand out a view, no copy (a copy of a borrowed chunk).
-            const data = borrowed ? owned(chunk, offset, offset + length) : chunk.subarray(offset, offset + length)
+            // The body is wholly in this chunk: hand out a view, no copy.
+            const data = chunk.subarray(offset, offset + length)
             offset += length
             this.stage = STAGE_STATUS
             this.packets++
@@ -236,7 +217,7 @@ export class PacketDecoder {
         }
         case STAGE_PARTS: {
           const take = Math.min(this.partLeft, end - offset)
-          const part = borrowed ? owned(chunk, offset, offset + take) : chunk.subarray(offset, offset + take)
+          const part = chunk.subarray(offset, offset + take)
           offset += take
           this.partLeft -= take
           const first = this.partFirst
@@ -263,7 +244,7 @@ export class PacketDecoder {
 
   /** A packet whose data runs past this chunk (its length checked): assembled, or handed out in parts if the sink asks. */
   private startData(length: number): void {
-    if (!this.borrowed && this.sink.splits?.(this.status, this.channelId) === true) {
+    if (this.sink.splits?.(this.status, this.channelId) === true) {
       this.partLeft = length
       this.partFirst = true
       this.stage = STAGE_PARTS
