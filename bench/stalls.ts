@@ -17,6 +17,8 @@ export interface Stalls {
   /** Every other collection (scavenges, incremental marking steps, weak callbacks): how many, all pauses together, ms. */
   readonly otherGcs: number
   readonly otherGcMs: number
+  /** CPU time (user + system) the process used, ms. */
+  readonly cpuMs: number
 }
 
 /** Counts this process's event-loop lateness and GC pauses from `start` (or the last `take`). */
@@ -27,6 +29,7 @@ export class StallMeter {
   private majorGcMs = 0
   private otherGcs = 0
   private otherGcMs = 0
+  private cpu = process.cpuUsage()
   private readonly observer = new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {
       if ((entry as { readonly detail?: { readonly kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
@@ -41,6 +44,7 @@ export class StallMeter {
   })
 
   start(): this {
+    this.cpu = process.cpuUsage()
     this.delay.enable()
     this.observer.observe({ entryTypes: ["gc"] })
     return this
@@ -55,6 +59,9 @@ export class StallMeter {
   take(): Stalls {
     const ms = (ns: number) => Number((ns / 1e6).toFixed(2))
     const round = (value: number) => Number(value.toFixed(2))
+    const used = process.cpuUsage(this.cpu)
+    const cpuMs = (used.user + used.system) / 1000
+    this.cpu = process.cpuUsage()
     const taken: Stalls = {
       loopP99Ms: this.delay.count === 0 ? 0 : ms(this.delay.percentile(99)),
       loopMaxMs: this.delay.count === 0 ? 0 : ms(this.delay.max),
@@ -62,7 +69,8 @@ export class StallMeter {
       majorGcMaxMs: round(this.majorGcMaxMs),
       majorGcMs: round(this.majorGcMs),
       otherGcs: this.otherGcs,
-      otherGcMs: round(this.otherGcMs)
+      otherGcMs: round(this.otherGcMs),
+      cpuMs: round(cpuMs)
     }
     this.delay.reset()
     this.majorGcs = this.majorGcMaxMs = this.majorGcMs = this.otherGcs = this.otherGcMs = 0

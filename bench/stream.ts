@@ -9,15 +9,17 @@
 //                                         and without a bulk upload on the same connection
 //                                         (streamMixed.ts; --seconds S, default 3, 2 with --quick;
 //                                         --rate N calls/s, default 500)
-// The last stdout line is one JSON object: MB/s per system and case, and iip/raw ratios.
+// After the table, per direction, what the IIP case cost each process (median of the rounds): CPU
+// ms per MB moved and full (mark-compact) collections, the server's read over its /stalls route.
+// The last stdout line is one JSON object: MB/s per system and case, iip/raw ratios and those costs.
 import * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import { IipClient } from "../src/iip/client.ts"
 import { IipServer, reply } from "../src/iip/server.ts"
 import { benchArgs, printSummary } from "./args.ts"
 import { type Child, killChild, listenOn, serveChild, spawnServer } from "./children.ts"
-import { StallMeter } from "./stalls.ts"
-import { runMixed } from "./streamMixed.ts"
+import { type Stalls, StallMeter } from "./stalls.ts"
+import { runMixed, serverStalls } from "./streamMixed.ts"
 
 const HOST = "127.0.0.1"
 const CHUNK = 1024 * 1024
@@ -134,9 +136,15 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const total = (quick ? 64 : 256) * 1024 * 1024
   const rounds = quick ? 1 : 3
   const children = new Map<Kind, Child>()
+  let control: IipClient | undefined
+  const meter = new StallMeter()
   try {
     for (const kind of KINDS) children.set(kind, await spawnServer(import.meta.url, kind, undefined))
     const results: Record<string, number> = {}
+    // What the IIP cases cost each process: CPU per MB moved and full collections (stalls.ts).
+    control = new IipClient({ host: HOST, port: children.get("iip")!.port, maxConnections: 1, log: () => {} })
+    meter.start()
+    const costs: Array<{ readonly direction: Direction; readonly server: Stalls; readonly client: Stalls }> = []
     process.stderr.write(`stream bench: node ${process.version}, ${total / 1024 / 1024} MiB per case, ${rounds} round(s)\n`)
     console.log("system  direction      MB/s   vs raw")
     for (const direction of ["upload", "echo"] as const) {
@@ -144,8 +152,13 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       for (let round = 0; round < rounds; round++) {
         for (const kind of KINDS) {
           const port = children.get(kind)!.port
+          if (kind === "iip") {
+            await serverStalls(control!)
+            meter.take()
+          }
           const ms = kind === "iip" ? await runIip(port, direction, total) : await runRaw(port, direction, total)
           rates.get(kind)!.push(total / 1e6 / (ms / 1000))
+          if (kind === "iip") costs.push({ direction, server: await serverStalls(control!), client: meter.take() })
         }
       }
       const raw = median(rates.get("raw")!)
@@ -156,8 +169,24 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       }
       results[`iip_vs_raw_${direction}`] = Number((median(rates.get("iip")!) / raw).toFixed(3))
     }
+    const mb = total / 1e6
+    console.log("iip cost per round (median): CPU ms per MB, full (mark-compact) GCs and their ms, per process")
+    console.log("direction  process  CPU ms/MB  major GCs  major ms")
+    for (const direction of ["upload", "echo"] as const) {
+      for (const side of ["server", "client"] as const) {
+        const mine = costs.filter((c) => c.direction === direction).map((c) => c[side])
+        const cpu = median(mine.map((s) => s.cpuMs / mb))
+        const gcs = median(mine.map((s) => s.majorGcs))
+        const gcMs = median(mine.map((s) => s.majorGcMs))
+        console.log(`${direction.padEnd(10)} ${side.padEnd(8)} ${cpu.toFixed(3).padStart(9)} ${String(gcs).padStart(10)} ${gcMs.toFixed(1).padStart(9)}`)
+        results[`iip_${direction}_${side}_cpu_ms_per_mb`] = Number(cpu.toFixed(3))
+        results[`iip_${direction}_${side}_major_gcs`] = gcs
+      }
+    }
     console.log(JSON.stringify({ bench: "stream", bytes: total, rounds, ...results, node: process.version, quick }))
   } finally {
+    control?.close()
+    meter.stop()
     await Promise.all([...children.values()].map((child) => killChild(child.process)))
   }
 }

@@ -83,7 +83,7 @@ const upload = async (client: IipClient, stop: () => boolean): Promise<number> =
 }
 
 /** The server's stalls since it was last asked (the first ask starts its meter). */
-const serverStalls = async (client: IipClient): Promise<Stalls> => JSON.parse(Buffer.from(await client.call("/stalls", "", { timeoutMs: 5000 })).toString()) as Stalls
+export const serverStalls = async (client: IipClient): Promise<Stalls> => JSON.parse(Buffer.from(await client.call("/stalls", "", { timeoutMs: 5000 })).toString()) as Stalls
 
 export const runMixed = async (port: number, options: MixedOptions): Promise<Record<string, number>> => {
   const meter = new StallMeter().start()
