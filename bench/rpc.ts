@@ -10,8 +10,8 @@
 //
 //   npm run -s bench -- rpc            3 rounds, 1 s warm-up + 3 s per case (~1 min)
 //   npm run -s bench -- rpc --quick    1 round, 0.3 s warm-up + 1 s per case (~10 s)
-// Flags: --rounds N, --duration S, --warmup S, --only iip,socket,http,
-//        --cpu-prof-dir DIR (server children run with --cpu-prof).
+// Flags: --rounds N, --duration S, --warmup S, --only iip,socket,http, --inflight 64,1 (the cases
+//        run, e.g. one of them only to profile it), --cpu-prof-dir DIR (server children run with --cpu-prof).
 import { NodeHttpClient, NodeHttpServer, NodeSocket, NodeSocketServer } from "@effect/platform-node"
 import { Context, Effect, Fiber, Layer, Schema } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
@@ -146,6 +146,9 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const warmupMs = number("--warmup", quick ? 0.3 : 1) * 1000
   const only = value("--only")?.split(",")
   const kinds = KINDS.filter((kind) => only === undefined || only.includes(kind))
+  const inflightOnly = value("--inflight")?.split(",").map(Number)
+  const inflights = INFLIGHTS.filter((inflight) => inflightOnly === undefined || inflightOnly.includes(inflight))
+  if (inflights.length === 0) throw new Error(`--inflight: none of ${INFLIGHTS.join(",")}`)
   const children: Array<[Kind, Child]> = []
   for (const kind of kinds) children.push([kind, await spawnServer(import.meta.url, kind, value("--cpu-prof-dir"))])
   const samples = new Map<string, Array<Sample>>()
@@ -154,7 +157,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       for (let k = 0; k < kinds.length; k++) {
         const [kind, child] = children[(k + round) % children.length]!
         const serverPid = child.process.pid!
-        for (const inflight of INFLIGHTS) {
+        for (const inflight of inflights) {
           const sample = await Effect.runPromise(
             Effect.gen(function*() {
               const client = yield* RpcClient.make(BenchRpcs).pipe(Effect.provide(yield* Layer.build(clientProtocol(kind, child.port))))
@@ -177,7 +180,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   process.stdout.write(`Effect RPC Echo (1 KiB, NDJSON), median of ${rounds} round(s)\n`)
   process.stdout.write(`${"transport".padEnd(10)} ${"in flight".padStart(9)} ${"req/s".padStart(8)} ${"p50 ms".padStart(8)} ${"p99 ms".padStart(8)} ${"CPU us/req".padStart(11)} ${"of it server".padStart(12)}\n`)
   for (const kind of kinds) {
-    for (const inflight of INFLIGHTS) {
+    for (const inflight of inflights) {
       const list = samples.get(`${kind}/${inflight}`) ?? []
       const row = { rps: median(list.map((s) => s.rps)), p50: median(list.map((s) => s.p50)), p99: median(list.map((s) => s.p99)), cpuUs: median(list.map((s) => s.cpuUs)), serverUs: median(list.map((s) => s.serverUs)) }
       summary[`${kind}_${inflight}`] = row

@@ -154,19 +154,11 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
     const endedEarly = (request: RpcMessage.RequestEncoded) => clientDefect("rpc over iip: the answer ended before the rpc's exit", request.tag)
     const undecodable = (cause: unknown) => (cause instanceof StreamFailed ? failed(cause) : clientDefect("rpc over iip: undecodable answer", cause))
     const isEnd = (response: FromServerEncoded) => response._tag === "Exit" || RpcMessage.isTerminalResponse(response)
+    // Answers are handed on by fibers run with the protocol's context, as effect/rpc's own
+    // protocols do from their read loop (the RpcClient decodes each with its request's context).
+    const runFork = Effect.runForkWith(yield* Effect.context<never>())
     const hand = (clientId: number, messages: ReadonlyArray<FromServerEncoded>) =>
       messages.length === 1 ? writeResponse(clientId, messages[0]!) : Effect.forEach(messages, (response) => writeResponse(clientId, response), { discard: true })
-    /** A whole answer: its messages handed on, then the RPC must have ended. */
-    const whole = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, bytes: Uint8Array): Effect.Effect<void, RpcClientError.RpcClientError> => {
-      let messages: ReadonlyArray<FromServerEncoded>
-      try {
-        messages = decodeWhole(bytes, decode, parser, max) as ReadonlyArray<FromServerEncoded>
-      } catch (cause) {
-        return Effect.fail(undecodable(cause))
-      }
-      if (request.isNotification === true || messages.some(isEnd)) return hand(clientId, messages)
-      return Effect.andThen(hand(clientId, messages), Effect.fail(endedEarly(request)))
-    }
     /** A streamed answer: read as delivered, so the server sends only as fast as the caller takes. */
     const streamed = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, body: AsyncIterable<Uint8Array>, cancel: Cancellation) => {
       let ended = false
@@ -186,6 +178,25 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
         Effect.andThen(Effect.suspend(() => (ended || request.isNotification === true ? Effect.void : Effect.fail(endedEarly(request)))))
       )
     }
+    /**
+     * A whole answer: its messages handed on, then the RPC must have ended. When it has (most),
+     * the exchange's fiber (the RpcClient's send fiber) ends first, then the messages go to the
+     * RpcClient from a fiber of their own, at once: handed on from the send fiber, they would
+     * resume the caller while that fiber still runs, and the RpcClient then schedules the fiber's
+     * interruption, a task on the event loop per RPC.
+     */
+    const whole = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, bytes: Uint8Array, resume: (effect: Effect.Effect<void, RpcClientError.RpcClientError>) => void): void => {
+      let messages: ReadonlyArray<FromServerEncoded>
+      try {
+        messages = decodeWhole(bytes, decode, parser, max) as ReadonlyArray<FromServerEncoded>
+      } catch (cause) {
+        return resume(Effect.fail(undecodable(cause)))
+      }
+      if (request.isNotification === true) return resume(hand(clientId, messages))
+      if (!messages.some(isEnd)) return resume(Effect.andThen(hand(clientId, messages), Effect.fail(endedEarly(request))))
+      resume(Effect.void)
+      runFork(hand(clientId, messages))
+    }
     const exchange = (clientId: number, request: RpcMessage.RequestEncoded): Effect.Effect<void, RpcClientError.RpcClientError> => {
       const parser = parserFor()
       const encoded = parser.encode(request)
@@ -197,7 +208,8 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
         const cancel = new Cancellation()
         start(path, body, meta === undefined ? { signal: cancel } : { meta, signal: cancel }, (error, answer) => {
           if (answer === undefined) return resume(Effect.fail(failed(asCallError(error))))
-          resume(answer.stream === undefined ? whole(clientId, request, parser, answer.data) : streamed(clientId, request, parser, answer.stream, cancel))
+          if (answer.stream === undefined) return whole(clientId, request, parser, answer.data, resume)
+          resume(streamed(clientId, request, parser, answer.stream, cancel))
         })
         return Effect.sync(() => cancel.abort())
       })
@@ -258,21 +270,16 @@ interface Exchange {
 
 const noAnswer = new Uint8Array(0)
 
-/** A whole request's messages, on their way to the RPC server. */
-interface Intake {
-  readonly id: number
-  readonly messages: ReadonlyArray<unknown>
-}
-
 /**
  * The RpcServer Protocol on the IipServer in context: it serves `options.path`, each IIP request
  * there one client of the RPC server (so a defect ends only that RPC), gone (its RPCs interrupted)
  * when the request is cancelled, its deadline passes or its connection closes (the session aborts
  * the request's cancellation for all three). The IIP handler is plain: a whole request is handed
- * to the RPC server by one intake fiber (a streamed one by a fiber of its own, reading as it
- * arrives); the RPC's handler fiber sends the Exit back here, where it settles the IIP answer
- * directly (a PendingOutcome: no promise, no queue, no fiber waiting for it); only a streamed
- * answer goes through a bounded queue, pulled as the channel's window allows.
+ * to the RPC server at once, in the IIP handler's call (a streamed one by a fiber of its own,
+ * reading as it arrives); the RPC's handler fiber sends the Exit back here, where it settles the
+ * IIP answer directly: returned by the IIP handler when the RPC ended within its call (a handler
+ * that answers at once), else a PendingOutcome (no promise, no queue, no fiber waiting for it);
+ * only a streamed answer goes through a bounded queue, pulled as the channel's window allows.
  */
 export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
   Effect.gen(function*() {
@@ -353,15 +360,16 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
       })
     })
     const write = writeRequest!
-    // Whole requests go to the RPC server from one fiber, in batches (its `write` starts the
-    // handler's fiber and returns): no fiber of our own per request.
-    const intake = yield* Queue.unbounded<Intake>()
+    // A whole request goes to the RPC server at once, from a fiber that ends when the RPC server
+    // has taken it (its `write` starts the handler's fiber and returns). The handler's fiber runs
+    // at once too: an RPC that answers at once is answered within the IIP handler's call, so its
+    // answer leaves with the read's other answers, in one write at the end of the read, not a
+    // turn of the event loop (or two: a fiber woken by a queue runs at the next turn) later.
     const writeOne = (id: number, messages: ReadonlyArray<unknown>) =>
       Effect.andThen(
         messages.length === 1 ? write(id, messages[0] as FromClientEncoded) : Effect.forEach(messages, (message) => write(id, message as FromClientEncoded), { discard: true }),
         write(id, RpcMessage.constEof)
       )
-    yield* Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.takeAll(intake), (batch) => Effect.forEach(batch, (one) => writeOne(one.id, one.messages), { discard: true }))))
     // Past the protocol's scope the RPC server is gone: what waits and what comes is answered with
     // a defect at once (the IIP route stays with the IIP server).
     let stopped = false
@@ -412,7 +420,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
         }
         exchanges.set(id, exchange)
         cancel.addEventListener("abort", exchange.onCancel)
-        Queue.offerUnsafe(intake, { id, messages })
+        runFork(writeOne(id, messages))
         return
       }
       exchanges.set(id, exchange)
@@ -436,11 +444,18 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
       )
       cancel.addEventListener("abort", () => reading.interruptUnsafe())
     }
-    // The answer goes back as a PendingOutcome (settled by the RPC's Exit), not a promise: no
-    // promise chain per request between the handler fiber and the IIP session.
+    // The answer goes back as it is when the RPC ended within the call, else as a PendingOutcome
+    // (settled by the RPC's Exit), not a promise: no promise chain per request between the
+    // handler fiber and the IIP session.
     server.core.handle(options.path ?? defaultPath, (request) => {
-      const pending = new PendingOutcome()
-      serveRequest(request, (outcome) => pending.settle(outcome))
+      let pending: PendingOutcome | undefined
+      let answered: Outcome | undefined
+      serveRequest(request, (outcome) => {
+        if (pending === undefined) answered ??= outcome
+        else pending.settle(outcome)
+      })
+      if (answered !== undefined) return answered
+      pending = new PendingOutcome()
       return pending
     })
     return protocol

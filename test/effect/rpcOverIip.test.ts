@@ -178,6 +178,43 @@ describe.each(serializations)("Effect RPC over IIP (%s)", (_name, serialization)
   )
 })
 
+describe("Effect RPC over IIP, an RPC answered at once", () => {
+  // Each turn of the event loop between a request's arrival and its answer (a fiber woken by a
+  // queue, a task the RpcClient schedules, a write held for the next turn) is latency at one call
+  // in flight and CPU at many: an RPC whose handler answers at once is served within the read that
+  // brought it, and its answer handed on within the read that brought that, on both sides.
+  it.live("schedules no task on the event loop, one call at a time or 64 at once", () =>
+    Effect.gen(function*() {
+      const client = yield* setUp(RpcSerialization.layerNdjson, yield* makeProbes)
+      assert.strictEqual(yield* client.Echo({ text: "warm" }), "warm")
+      const real = globalThis.setImmediate
+      let scheduled = 0
+      const counting = ((...args: Parameters<typeof setImmediate>) => {
+        scheduled++
+        return real(...args)
+      }) as typeof setImmediate
+      const calls = 200
+      const answers = yield* Effect.acquireUseRelease(
+        Effect.sync(() => {
+          globalThis.setImmediate = counting
+        }),
+        () =>
+          Effect.gen(function*() {
+            const one = yield* Effect.forEach(Array.from({ length: calls }, (_, i) => `one ${i}`), (text) => client.Echo({ text }))
+            const many = yield* Effect.forEach(Array.from({ length: calls }, (_, i) => `many ${i}`), (text) => client.Echo({ text }), { concurrency: 64 })
+            return [...one, ...many]
+          }),
+        () =>
+          Effect.sync(() => {
+            globalThis.setImmediate = real
+          })
+      )
+      assert.deepStrictEqual(answers, [...Array.from({ length: calls }, (_, i) => `one ${i}`), ...Array.from({ length: calls }, (_, i) => `many ${i}`)])
+      // Before: one task per RPC on the client, two or three per read on the server (over 400 here).
+      expect(scheduled).toBeLessThan(calls / 10)
+    }))
+})
+
 describe("Effect RPC over IIP, the RPC server stopped", () => {
   it.live("a request that reaches a stopped RPC server fails at once instead of waiting", () =>
     Effect.gen(function*() {
