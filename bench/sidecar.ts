@@ -27,12 +27,15 @@
 //   1. open loop at --rate req/s (default 1,000), the Node generator (nodeLoad.ts): requests go out
 //      on a fixed schedule whether or not earlier ones answered, latency runs from the intended send
 //      time (queueing is not hidden); a warm-up, then the measuring window of each path, both
-//      in slices of --slice s (default 0.25), the paths taking turns (every other turn in reverse),
-//      so that a burst of other work on the machine, or a pause of this process, falls on every
-//      path alike; each path's slices pooled into its sample for the round; p50 / p90 / p99 and
-//      what each path adds over direct. Slices are short so that no pair waiting for its turn is
-//      quiet for the 2 s after which a sidecar runs its idle GC (memoryRelease.ts): with 1 s
-//      slices and four paths, that full collection (30-130 ms on a loaded machine) ran mid-window.
+//      in slices of --slice s (default 0.25), the paths taking turns (every other turn with
+//      neighbours swapped: A B C D, then B A D C), so that a burst of other work on the machine,
+//      or a pause of this process, falls on every path alike and no path always follows the same
+//      one; each path's slices pooled into its sample for the round; p50 / p90 / p99 and what each
+//      path adds over direct. Slices are short so that no pair waiting for its turn is quiet for
+//      the 2 s after which a sidecar runs its idle GC (memoryRelease.ts): a pair waits at most one
+//      slice per path (1.5 s for six paths). With 1 s slices and four paths, that full collection
+//      (30-130 ms on a loaded machine) ran mid-window; so it did when every other turn ran in
+//      reverse, which left the path second in line (the traced pair) 2 s between its slices.
 //      (`--slice` as long as `--duration`: one window per path, as before.)
 //   2. saturation: `wrk -t1 -c64 --latency` (wrk.ts; a 1 s unmeasured run first), req/s and latency
 //      from its report; without wrk, the Node closed loop with 64 in flight (says how to get wrk).
@@ -228,14 +231,16 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
               failOn(`open loop warm-up ${mode}`, warm.errors, warm.firstError, warm.sent)
             }
           }
+          const swapped = order.map((_, i) => order[i ^ 1] ?? order[i]!)
           const parts = new Map<Mode, Array<OpenSample>>(order.map((mode) => [mode, []]))
           const spent = new Map<Mode, { usage: Usages; wall: number }>(order.map((mode) => [mode, { usage: ZERO_USAGES, wall: 0 }]))
           // Each path's slices in epoch ms, to count its sidecars' stalls in them (hopStalls.ts).
           const windows = new Map<Mode, Array<Window>>(order.map((mode) => [mode, []]))
           const epochNow = () => performance.timeOrigin + performance.now()
           for (let slice = 0; slice < slices; slice++) {
-            // Every other slice in reverse, so no path always follows the same one.
-            for (const mode of slice % 2 === 0 ? order : [...order].reverse()) {
+            // Every other slice with neighbours swapped, so no path always follows the same one
+            // and none waits more than one slice per path (in reverse, the first waited two per path).
+            for (const mode of slice % 2 === 0 ? order : swapped) {
               const usage = readUsage(mode)
               const wallStart = performance.now()
               const windowStart = epochNow()
