@@ -27,17 +27,25 @@
 //   1. open loop at --rate req/s (default 1,000), the Node generator (nodeLoad.ts): requests go out
 //      on a fixed schedule whether or not earlier ones answered, latency runs from the intended send
 //      time (queueing is not hidden); a warm-up, then the measuring window of each path, both
-//      in slices of --slice s (default 0.25), the paths taking turns (every other turn in reverse),
-//      so that a burst of other work on the machine, or a pause of this process, falls on every
-//      path alike; each path's slices pooled into its sample for the round; p50 / p90 / p99 and
-//      what each path adds over direct. Slices are short so that no pair waiting for its turn is
-//      quiet for the 2 s after which a sidecar runs its idle GC (memoryRelease.ts): with 1 s
-//      slices and four paths, that full collection (30-130 ms on a loaded machine) ran mid-window.
+//      in slices of --slice s (default 0.25), the paths taking turns (every other turn with
+//      neighbours swapped: A B C D, then B A D C), so that a burst of other work on the machine,
+//      or a pause of this process, falls on every path alike and no path always follows the same
+//      one; each path's slices pooled into its sample for the round; p50 / p90 / p99 and what each
+//      path adds over direct. Slices are short so that no pair waiting for its turn is quiet for
+//      the 2 s after which a sidecar runs its idle GC (memoryRelease.ts): a pair waits at most one
+//      slice per path (1.5 s for six paths). With 1 s slices and four paths, that full collection
+//      (30-130 ms on a loaded machine) ran mid-window; so it did when every other turn ran in
+//      reverse, which left the path second in line (the traced pair) 2 s between its slices.
 //      (`--slice` as long as `--duration`: one window per path, as before.)
 //   2. saturation: `wrk -t1 -c64 --latency` (wrk.ts; a 1 s unmeasured run first), req/s and latency
 //      from its report; without wrk, the Node closed loop with 64 in flight (says how to get wrk).
 //   3. memory: each proxy's VmRSS idle (after start, before any load), peak during its pair's
 //      saturation runs (sampled every 100 ms), and 5 s and 10 s after the load ended.
+// Each iip-mesh sidecar also runs a stall probe (sidecar/stallProbe.ts, loaded with --import): every
+// stall of its event loop over 10 ms, with the main thread's CPU over it and the GC pauses in it;
+// per round and path the bench prints its slowest request and each sidecar's stalls within the
+// path's own slices (hopStalls.ts), and the report sums them: a p99 set by a stall shows which hop
+// stopped and whether it worked (GC, a long task) or waited for a core.
 // Also reported, per request and process (load generator, app, each proxy) in each phase: CPU
 // microseconds (utime + stime from /proc/<pid>/stat; for wrk, this process's reaped children's) and
 // read + write system calls (syscr/syscw of /proc/<pid>/io), which say where the throughput goes on
@@ -77,6 +85,7 @@ import { NO_USAGE, reapedChildrenCpu, rssMb, type Usage, usageOf } from "./sidec
 import { startProxyPair } from "./sidecar/proxies.ts"
 import { report } from "./sidecar/report.ts"
 import { HOST, makePayload, PAYLOAD_BYTES, SERVICE_HOST } from "./sidecar/request.ts"
+import { countStalls, describeStalls, type Window } from "./sidecar/hopStalls.ts"
 import { addUsages, emptyResults, type Proc, type SaturationSample, type Usages, ZERO_USAGES } from "./sidecar/results.ts"
 import { startSidecarPair } from "./sidecar/sidecars.ts"
 import { writeBenchCredentials } from "./sidecar/credentials.ts"
@@ -222,14 +231,21 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
               failOn(`open loop warm-up ${mode}`, warm.errors, warm.firstError, warm.sent)
             }
           }
+          const swapped = order.map((_, i) => order[i ^ 1] ?? order[i]!)
           const parts = new Map<Mode, Array<OpenSample>>(order.map((mode) => [mode, []]))
           const spent = new Map<Mode, { usage: Usages; wall: number }>(order.map((mode) => [mode, { usage: ZERO_USAGES, wall: 0 }]))
+          // Each path's slices in epoch ms, to count its sidecars' stalls in them (hopStalls.ts).
+          const windows = new Map<Mode, Array<Window>>(order.map((mode) => [mode, []]))
+          const epochNow = () => performance.timeOrigin + performance.now()
           for (let slice = 0; slice < slices; slice++) {
-            // Every other slice in reverse, so no path always follows the same one.
-            for (const mode of slice % 2 === 0 ? order : [...order].reverse()) {
+            // Every other slice with neighbours swapped, so no path always follows the same one
+            // and none waits more than one slice per path (in reverse, the first waited two per path).
+            for (const mode of slice % 2 === 0 ? order : swapped) {
               const usage = readUsage(mode)
               const wallStart = performance.now()
+              const windowStart = epochNow()
               const sample = await openLoop(targets.get(mode)!, payload, options.rate, 0, sliceMs)
+              windows.get(mode)!.push([windowStart, epochNow()])
               const s = spent.get(mode)!
               s.usage = addUsages(s.usage, usageSince(mode, usage))
               s.wall += (performance.now() - wallStart) / 1000
@@ -237,6 +253,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
               failOn(`open loop ${mode}`, sample.errors, sample.firstError, sample.sent)
             }
           }
+          // The probes report a stall a few ms after it ends: let the last slice's arrive.
+          await sleep(100)
           for (const mode of order) {
             const sample = mergeOpen(parts.get(mode)!)
             const { usage, wall } = spent.get(mode)!
@@ -247,6 +265,12 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
               `  round ${round + 1} open loop ${pad(mode, 8, true)} ${options.rate} req/s: p50 ${ms(sample.p50)} p90 ${ms(sample.p90)} p99 ${ms(sample.p99)} ` +
                 `max ${ms(sample.max)} ms, ${sample.maxOutstanding} outstanding at most (${slices} slices of ${sliceMs / 1000} s)`
             )
+            const pair = pairOf(mode)
+            if (mode !== "direct" && pair?.a.stalls !== undefined && pair.b.stalls !== undefined) {
+              const stalls = { a: countStalls(pair.a.stalls, windows.get(mode)!), b: countStalls(pair.b.stalls, windows.get(mode)!) }
+              results.openStalls.set(mode, [...(results.openStalls.get(mode) ?? []), stalls])
+              log(`    ${mode} event loops in its slices: A ${describeStalls(stalls.a)}; B ${describeStalls(stalls.b)}`)
+            }
           }
         } finally {
           for (const target of targets.values()) target.agent.destroy()

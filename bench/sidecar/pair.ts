@@ -9,6 +9,17 @@ export interface Hop {
   readonly pid: number
   /** Ends the process and resolves once it has exited. */
   readonly stop: () => Promise<void>
+  /** iip-mesh sidecars: each event-loop stall over 10 ms so far, as stallProbe.ts reported it. */
+  readonly stalls?: ReadonlyArray<HopStall>
+}
+
+/** One stall of a hop's event loop: when it ended (epoch ms), how long, the main thread's CPU over it, and how much was GC. */
+export interface HopStall {
+  readonly endMs: number
+  readonly ms: number
+  readonly cpuMs: number
+  readonly gcMs: number
+  readonly majorGcMs: number
 }
 
 export interface ProxyPair {

@@ -2,6 +2,7 @@
 // CPU and system calls per request, proxies' RSS), the sidecars against the nginx and haproxy pairs,
 // issue 14's targets marked met / MISSED, mTLS's cost (meshed - mtls-off) against issue 15's, and
 // the summary object printed as the last JSON line.
+import { addStalls, describeStalls, NO_STALLS, type StallCount } from "./hopStalls.ts"
 import { mb, median, ms, pad, percent, round, signed, times, us } from "./format.ts"
 import { type Meshed, type Mode, MODES, PROXIED, type Proxied } from "./options.ts"
 import type { Usage } from "./procStats.ts"
@@ -9,6 +10,12 @@ import { PAYLOAD_BYTES } from "./request.ts"
 import { type Proc, PROCS, type Results, type Rss } from "./results.ts"
 
 type Percentile = "p50" | "p90" | "p99"
+
+const stallSummary = (s: StallCount) => ({ count: s.count, longest_ms: round(s.longestMs, 1), total_ms: round(s.totalMs, 1), cpu_ms: round(s.cpuMs, 1), gc_ms: round(s.gcMs, 1), major_gc_ms: round(s.majorGcMs, 1) })
+
+/** One hop's stalls over every round. */
+const hopStalls = (rounds: ReadonlyArray<{ readonly a: StallCount; readonly b: StallCount }>, hop: "a" | "b"): StallCount =>
+  rounds.reduce((sum, round) => addStalls(sum, round[hop]), NO_STALLS)
 
 /** One of issue 14's targets, with the figure measured against it (NaN when its paths did not run). */
 interface Target {
@@ -50,6 +57,13 @@ export const report = (results: Results): { readonly text: string; readonly summ
   }
   lines.push(`${pad("tracing", 10, true)} ${pad(signed(added("p50", "meshed", "untraced")), 8)} ${pad(signed(added("p90", "meshed", "untraced")), 8)} ${pad(signed(added("p99", "meshed", "untraced")), 8)}   (meshed - untraced: what tracing adds)`)
   lines.push(`${pad("mTLS", 10, true)} ${pad(signed(added("p50", "meshed", "mtls-off")), 8)} ${pad(signed(added("p90", "meshed", "mtls-off")), 8)} ${pad(signed(added("p99", "meshed", "mtls-off")), 8)}   (meshed - mtls-off: what mutual TLS adds)`)
+  lines.push(`slowest request per round, and the sidecars' event-loop stalls over 10 ms in their path's slices (all rounds; bench/sidecar/stallProbe.ts)`)
+  for (const mode of modes) {
+    const slowest = results.open.get(mode)!.map((sample) => ms(sample.max)).join(", ")
+    const stalls = results.openStalls.get(mode as Proxied)
+    const stallCells = stalls === undefined ? "" : `; A ${describeStalls(hopStalls(stalls, "a"))}; B ${describeStalls(hopStalls(stalls, "b"))}`
+    lines.push(`  ${pad(mode, 10, true)} slowest ${slowest} ms${stallCells}`)
+  }
   lines.push(``)
   lines.push(`saturation, ${tool}, ${options.measureMs / 1000} s; proxies' CPU = A + B per request (utime + stime / requests)`)
   lines.push(`${pad("", 10, true)} ${pad("req/s", 8)} ${pad("vs direct", 9)} ${pad("p50 ms", 8)} ${pad("p99 ms", 8)} ${pad("proxies' CPU us/req", 20)} ${pad("all CPU vs direct", 18)}`)
@@ -228,6 +242,10 @@ export const report = (results: Results): { readonly text: string; readonly summ
     mtls_handshakes_per_second: round(handshakeRate, 4),
     mtls_targets: Object.fromEntries(mtlsTargets.map((t) => [t.key, { value: round(t.value, 3), limit: t.limit, met: Number.isFinite(t.value) ? t.met : null }])),
     targets: Object.fromEntries(targets.map((t) => [t.key, { value: round(t.value, 3), limit: t.limit, met: Number.isFinite(t.value) ? t.met : null }])),
+    open_max_ms: Object.fromEntries(modes.map((mode) => [mode, results.open.get(mode)!.map((sample) => round(sample.max, 2))])),
+    sidecar_stalls_over_10ms: Object.fromEntries(
+      [...results.openStalls].map(([mode, rounds]) => [mode, { a: stallSummary(hopStalls(rounds, "a")), b: stallSummary(hopStalls(rounds, "b")) }])
+    ),
     cpu_us_per_request: perPhase(cpuSummary),
     syscalls_per_request: perPhase(syscallSummary),
     ...Object.fromEntries(MODES.map((mode) => [`errors_${mode}`, errors(mode)])),

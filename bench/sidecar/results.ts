@@ -2,6 +2,7 @@
 // per round), per-request CPU and system calls per process, the proxies' share of a core at the
 // fixed rate and their RSS over the run. The orchestrator (bench/sidecar.ts) fills it in, report.ts
 // reads it.
+import type { StallCount } from "./hopStalls.ts"
 import type { OpenSample } from "./nodeLoad.ts"
 import { type Mode, MODES, type Options, PROXIED, type Proxied } from "./options.ts"
 import type { Usage } from "./procStats.ts"
@@ -54,6 +55,8 @@ export interface Results {
   readonly rss: Map<Proxied, Rss>
   /** iip-mesh pairs: TLS handshakes A made with B over the pair's life, and that life in seconds. */
   readonly handshakes: Map<Proxied, { readonly count: number; readonly seconds: number }>
+  /** iip-mesh pairs: each hop's event-loop stalls over 10 ms in the pair's open-loop slices, one entry per round. */
+  readonly openStalls: Map<Proxied, Array<{ readonly a: StallCount; readonly b: StallCount }>>
 }
 
 export const emptyResults = (options: Options): Results => ({
@@ -65,5 +68,6 @@ export const emptyResults = (options: Options): Results => ({
   perRequest: new Map(),
   vcpuAtRate: new Map(PROXIED.map((m) => [m, []])),
   rss: new Map(PROXIED.map((m) => [m, { idleA: NaN, idleB: NaN, peakA: NaN, peakB: NaN, after5A: NaN, after5B: NaN, after10A: NaN, after10B: NaN }])),
-  handshakes: new Map()
+  handshakes: new Map(),
+  openStalls: new Map()
 })

@@ -4,9 +4,10 @@
 // credentials (--tls-credentials-dir, written by credentials.ts), so mTLS is on, its default with
 // credentials; `mtls-off` starts both with --mtls off and none.
 import { spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
 import { killChild } from "../children.ts"
 import type { Meshed, Options } from "./options.ts"
-import { type Hop, HopFailed, type ProxyPair } from "./pair.ts"
+import { type Hop, HopFailed, type HopStall, type ProxyPair } from "./pair.ts"
 import { HOST } from "./request.ts"
 
 /**
@@ -14,8 +15,11 @@ import { HOST } from "./request.ts"
  * when its stdin closes, so killChild works on it and no sidecar outlives a bench killed hard.
  */
 const EXIT_WITH_PARENT = `--import=data:text/javascript,process.stdin.on("end",()=>process.kill(process.pid,"SIGTERM")).resume()`
+/** Also loaded into each sidecar: its event-loop stalls over 10 ms, one JSON line each on stdout. */
+const STALL_PROBE = `--import=${fileURLToPath(new URL("stallProbe.ts", import.meta.url))}`
 
 export interface Sidecar extends Hop {
+  readonly stalls: ReadonlyArray<HopStall>
   readonly outbound: { readonly host: string; readonly port: number }
   readonly inbound: string
   readonly admin: string
@@ -33,7 +37,7 @@ export type SidecarProcessOptions = Pick<Options, "cpuProfDir" | "sidecarNodeFla
 const sidecarCommand = (name: string, options: SidecarProcessOptions): ReadonlyArray<string> => {
   const dir = options.cpuProfDir
   const prof = dir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${dir}`, `--cpu-prof-name=sidecar-${name}.cpuprofile`]
-  return [...prof, ...options.sidecarNodeFlags, EXIT_WITH_PARENT, options.sidecarMain, "sidecar"]
+  return [...prof, ...options.sidecarNodeFlags, EXIT_WITH_PARENT, STALL_PROBE, options.sidecarMain, "sidecar"]
 }
 
 /** Starts one sidecar and waits for its ready line (its stop is registered at once, ready or not). */
@@ -44,6 +48,7 @@ export const startSidecar = (name: string, args: ReadonlyArray<string>, options:
     spawned.push(stop)
     let out = ""
     let settled = false
+    const stalls: Array<HopStall> = []
     const timer = setTimeout(() => fail(new HopFailed({ message: `sidecar ${name} did not print its ready line within 20 s` })), 20_000)
     const fail = (error: HopFailed) => {
       if (settled) return
@@ -54,24 +59,29 @@ export const startSidecar = (name: string, args: ReadonlyArray<string>, options:
     child.on("error", (error) => fail(new HopFailed({ message: `sidecar ${name} did not start: ${error.message}` })))
     child.once("exit", (code, signal) => fail(new HopFailed({ message: `sidecar ${name} exited (${code ?? signal}) before it was ready; output: ${JSON.stringify(out.slice(0, 500))}` })))
     child.stdout!.setEncoding("utf8")
+    // The ready line, then the stall probe's lines (anything else it prints is drained and dropped).
     child.stdout!.on("data", (text: string) => {
-      if (settled) return // keep draining whatever else it prints
       out += text
       for (let nl = out.indexOf("\n"); nl !== -1; nl = out.indexOf("\n")) {
         const line = out.slice(0, nl)
         out = out.slice(nl + 1)
-        let ready: { event?: unknown; outbound?: unknown; inbound?: unknown; admin?: unknown } | undefined
+        let parsed: { event?: unknown; outbound?: unknown; inbound?: unknown; admin?: unknown; endMs?: unknown; ms?: unknown; cpuMs?: unknown; gcMs?: unknown; majorGcMs?: unknown } | undefined
         try {
-          ready = JSON.parse(line) as typeof ready
+          parsed = JSON.parse(line) as typeof parsed
         } catch {
           continue
         }
-        if (ready?.event !== "sidecar-ready" || typeof ready.outbound !== "string" || typeof ready.inbound !== "string") continue
+        if (parsed?.event === "bench-stall") {
+          stalls.push({ endMs: Number(parsed.endMs), ms: Number(parsed.ms), cpuMs: Number(parsed.cpuMs), gcMs: Number(parsed.gcMs), majorGcMs: Number(parsed.majorGcMs) })
+          continue
+        }
+        if (settled || parsed?.event !== "sidecar-ready" || typeof parsed.outbound !== "string" || typeof parsed.inbound !== "string") continue
         settled = true
         clearTimeout(timer)
-        resolve({ pid: child.pid!, stop, outbound: splitHostPort(ready.outbound), inbound: ready.inbound, admin: String(ready.admin) })
-        return
+        resolve({ pid: child.pid!, stop, outbound: splitHostPort(parsed.outbound), inbound: parsed.inbound, admin: String(parsed.admin), stalls })
       }
+      // A line is at most a few hundred bytes; whatever else the sidecar prints without newlines is not kept.
+      if (out.length > 65_536) out = ""
     })
   })
 

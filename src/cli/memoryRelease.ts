@@ -3,15 +3,19 @@
 // memory reducer waits for a low allocation rate that it only measures at collections, which an
 // idle process no longer has, so the resident size never comes down (measured: 170-180 MB held
 // for minutes after `wrk -c64` through a sidecar whose live heap is back to 20 MB). Once a second
-// the process's CPU time and resident size are sampled; quiet for `quietMs` (under 5 % of a core)
-// with the resident size a tenth above where it settled last, one full collection of the kind V8
-// runs before giving up on memory ("last resort") empties the pool. It runs only while the
-// sidecar is quiet, so its pause (tens of ms) does not land on a burst; a steady load is never
-// interrupted, and a settled process is never collected again until it grows again. The same
-// collection runs once at start, for the start-up's own garbage.
+// the process's CPU time, its requests and its resident size are sampled; quiet for `quietMs` (no
+// request started or finished, and under 5 % of a core) with the resident size a tenth above where
+// it settled last, one full collection of the kind V8 runs before giving up on memory ("last
+// resort") empties the pool. Its pause (30-230 ms measured) stops every request then in the
+// process, so it runs only when there is none: CPU alone does not say so, since a light steady load
+// (hundreds of requests a second) stays under 5 % of a core; a release taken under such a load was
+// the slowest request of the sidecar bench (80-96 ms, issue 14). A settled process is never
+// collected again until it grows again. The same collection runs once at start, for the
+// start-up's own garbage.
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import type { Log } from "../iip/log.ts"
+import type { MeshMetrics } from "../telemetry/metrics.ts"
 
 /** Below this share of one core over a check, the process counts as quiet. */
 const QUIET_CPU_SHARE = 0.05
@@ -19,9 +23,10 @@ const QUIET_CPU_SHARE = 0.05
 const GROWTH = 0.1
 const CHECK_MS = 1000
 
-/** One check: CPU time used since the last one, the resident size now, the time since the last one. */
+/** One check: CPU time used and requests started or finished since the last one, the resident size now, the time since the last one. */
 export interface MemorySample {
   readonly cpuMicros: number
+  readonly requests: number
   readonly rssBytes: number
   readonly elapsedMs: number
 }
@@ -40,7 +45,7 @@ export class ReleaseDecider {
 
   /** True when a release is due now. */
   observe(sample: MemorySample): boolean {
-    if (sample.cpuMicros > sample.elapsedMs * 1000 * QUIET_CPU_SHARE) {
+    if (sample.requests > 0 || sample.cpuMicros > sample.elapsedMs * 1000 * QUIET_CPU_SHARE) {
       this.quietForMs = 0
       return false
     }
@@ -72,6 +77,18 @@ const lastResortGc = (): Collect => {
   return () => gc({ type: "major", execution: "sync", flavor: "last-resort" })
 }
 
+/** Requests started plus requests finished so far (any count that moves whenever one starts or ends). */
+export type RequestActivity = () => number
+
+/** A sidecar's RequestActivity from its metrics, both directions: a started request is finished or in flight. */
+export const requestActivity = (metrics: MeshMetrics): RequestActivity => () => {
+  const summary = metrics.summary()
+  let total = 0
+  for (const series of summary.outbound) total += 2 * series.requests + series.inFlight
+  for (const series of summary.inbound) total += 2 * series.requests + series.inFlight
+  return total
+}
+
 /**
  * Collects once at once, then starts the checks; the returned function stops them. The first
  * collection is the start-up's: loading the modules and building the configuration leave garbage
@@ -79,17 +96,21 @@ const lastResortGc = (): Collect => {
  * minutes, 81-82 MB after one collection, which takes about 30 ms). `iip-mesh sidecar` calls this
  * before it says it is ready, so nothing is being served yet.
  */
-export const startMemoryRelease = (quietMs: number, log: Log, collect: Collect = lastResortGc()): (() => void) => {
+export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestActivity, collect: Collect = lastResortGc()): (() => void) => {
   collect()
   const decider = new ReleaseDecider(quietMs, process.memoryUsage.rss())
   let cpu = process.cpuUsage()
+  let requests = activity()
   let at = performance.now()
   const timer = setInterval(() => {
     const now = performance.now()
     const used = process.cpuUsage(cpu)
     cpu = process.cpuUsage()
+    const requestsNow = activity()
+    const served = requestsNow - requests
+    requests = requestsNow
     const rssBytes = process.memoryUsage.rss()
-    const due = decider.observe({ cpuMicros: used.user + used.system, rssBytes, elapsedMs: now - at })
+    const due = decider.observe({ cpuMicros: used.user + used.system, requests: served, rssBytes, elapsedMs: now - at })
     at = now
     if (!due) return
     const started = performance.now()

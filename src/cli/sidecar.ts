@@ -12,7 +12,7 @@ import type { IdentityClient } from "../identity/identityClient.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import * as SidecarLive from "../sidecar/sidecar.ts"
 import { splitAddress } from "../sidecar/sidecar.ts"
-import { startMemoryRelease } from "./memoryRelease.ts"
+import { requestActivity, startMemoryRelease } from "./memoryRelease.ts"
 
 export const sidecarHelp = (): string =>
   [
@@ -73,7 +73,7 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
     sidecar = started
     // Before the ready line: its first collection (the start-up's garbage) pauses the process.
     if (config.idleGcMs !== null) {
-      const stop = startMemoryRelease(config.idleGcMs, stderrLog)
+      const stop = startMemoryRelease(config.idleGcMs, stderrLog, requestActivity(started.telemetry.metrics))
       yield* Effect.addFinalizer(() => Effect.sync(stop))
     }
     const line = {

@@ -200,8 +200,9 @@ export const SidecarConfigSchema = Schema.Struct({
    */
   slowTryFloorMs: Schema.NullOr(PositiveMs),
   /**
-   * Quiet this long after its memory grew by a tenth (a burst), the sidecar runs one full garbage
-   * collection that hands the heap's freed pages back to the system (src/cli/memoryRelease.ts); null: never.
+   * Quiet this long (no request started or finished, under 5 % of a core) after its memory grew by
+   * a tenth (a burst), the sidecar runs one full garbage collection that hands the heap's freed
+   * pages back to the system (src/cli/memoryRelease.ts); null: never.
    */
   idleGcMs: Schema.NullOr(PositiveMs),
   /** The authorization policy file (JSON, or YAML for .yaml/.yml), re-read on change; null: every caller is allowed. */
@@ -342,7 +343,7 @@ export const settings = [
   { key: "busyPingAfterMs", env: "IIP_MESH_BUSY_PING_AFTER", flag: "--busy-ping-after", help: "silence with requests waiting before an endpoint is pinged (default 1s)" },
   { key: "busyPingTimeoutMs", env: "IIP_MESH_BUSY_PING_TIMEOUT", flag: "--busy-ping-timeout", help: "unanswered that long, the connection is lost and the endpoint held out (default 2s)" },
   { key: "slowTryFloorMs", env: "IIP_MESH_SLOW_TRY", flag: "--slow-try", help: "an idempotent try unanswered this long (or 10x its endpoint's latency) goes elsewhere if it can (default 2s; off)" },
-  { key: "idleGcMs", env: "IIP_MESH_IDLE_GC", flag: "--idle-gc", help: "quiet this long after a burst grew its memory, one full GC gives the memory back (default 2s; off)" },
+  { key: "idleGcMs", env: "IIP_MESH_IDLE_GC", flag: "--idle-gc", help: "no request this long after a burst grew its memory, one full GC gives the memory back (default 2s; off)" },
   { key: "authzPolicy", env: "IIP_MESH_AUTHZ_POLICY", flag: "--authz-policy", help: "authorization policy file, JSON or YAML, re-read on change (default none: allow all)" },
   { key: "authzPolicyPollMs", env: "IIP_MESH_AUTHZ_POLICY_POLL", flag: "--authz-policy-poll", help: "the policy file is checked this often besides its watch (default 5s)" },
   { key: "adminControl", env: "IIP_MESH_ADMIN_CONTROL", flag: "--admin-control", help: "admin control listener: dashboard, /mesh, /traces, /config, weights (default 127.0.0.1:9991)" },

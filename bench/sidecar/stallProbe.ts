@@ -1,0 +1,70 @@
+// Loaded into every iip-mesh sidecar the benches start (`node --import=<this file>`, sidecars.ts):
+// reports each stall of the sidecar's event loop longer than STALL_MS as one JSON line on stdout,
+// which the bench reads (sidecars.ts) and counts per path over that path's measuring slices
+// (bench/sidecar.ts), so a p99 or a slowest request can be read as a stall of one hop, and the
+// stall as garbage collection or not. A 5 ms timer's lateness is the stall; the GC pauses that
+// overlap it (from the gc performance entries, which arrive a turn after the collection) say how
+// much of it was collection; the main thread's CPU time over it tells work on the loop (cpuMs close
+// to ms) from the process waiting for a core on a loaded machine (cpuMs far below). Not part of the
+// sidecar: plain Node, no imports from src/.
+//
+//   {"event":"bench-stall","endMs":1764877512345.6,"ms":84.2,"cpuMs":83.0,"gcMs":83.9,"majorGcMs":83.9}
+//   endMs: when the loop ran again (epoch ms, performance.timeOrigin + now); ms: how late the timer
+//   was; cpuMs: the main thread's CPU time (process.threadCpuUsage) from the tick before to this one.
+import { constants, performance, PerformanceObserver } from "node:perf_hooks"
+
+/** A stall is reported when the timer runs this much later than due. */
+const STALL_MS = 10
+const TICK_MS = 5
+/** GC pauses remembered to match stalls against (a stall is matched two ticks after it ends). */
+const GC_KEPT = 64
+
+interface Pause {
+  readonly start: number
+  readonly end: number
+  readonly major: boolean
+}
+
+const pauses: Array<Pause> = []
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    const kind = (entry as { readonly detail?: { readonly kind?: number } }).detail?.kind
+    pauses.push({ start: entry.startTime, end: entry.startTime + entry.duration, major: kind === constants.NODE_PERFORMANCE_GC_MAJOR })
+  }
+  if (pauses.length > GC_KEPT) pauses.splice(0, pauses.length - GC_KEPT)
+}).observe({ entryTypes: ["gc"] })
+
+const overlap = (pause: Pause, start: number, end: number): number => Math.max(0, Math.min(pause.end, end) - Math.max(pause.start, start))
+
+/** Stalls seen, waiting a tick for their GC entries. */
+let waiting: Array<{ readonly start: number; readonly end: number; readonly cpuMs: number; readonly ticks: number }> = []
+let due = performance.now() + TICK_MS
+let cpu = process.threadCpuUsage()
+
+setInterval(() => {
+  const now = performance.now()
+  const late = now - due
+  due = now + TICK_MS
+  const used = process.threadCpuUsage(cpu)
+  cpu = process.threadCpuUsage()
+  if (late > STALL_MS) waiting.push({ start: now - late, end: now, cpuMs: (used.user + used.system) / 1000, ticks: 0 })
+  if (waiting.length === 0) return
+  const still: typeof waiting = []
+  for (const stall of waiting) {
+    if (stall.ticks < 2) {
+      still.push({ ...stall, ticks: stall.ticks + 1 })
+      continue
+    }
+    let gcMs = 0
+    let majorGcMs = 0
+    for (const pause of pauses) {
+      const ms = overlap(pause, stall.start - TICK_MS, stall.end)
+      gcMs += ms
+      if (pause.major) majorGcMs += ms
+    }
+    const round = (ms: number) => Math.round(ms * 10) / 10
+    const line = { event: "bench-stall", endMs: round(performance.timeOrigin + stall.end), ms: round(stall.end - stall.start), cpuMs: round(stall.cpuMs), gcMs: round(gcMs), majorGcMs: round(majorGcMs) }
+    process.stdout.write(`${JSON.stringify(line)}\n`)
+  }
+  waiting = still
+}, TICK_MS).unref()
