@@ -172,12 +172,23 @@ export class Http1Call implements OutboundCall {
     if (this.bodyFailure !== undefined) return Promise.reject(this.bodyFailure)
     // Usually the whole body came with the head: no queue, no waiting.
     if (this.bodyEnded && this.queue === undefined) {
-      const held = this.held ?? []
-      this.held = undefined
       if (this.heldBytes > limit) return Promise.resolve(this.cutOff())
-      return Promise.resolve(held.length === 1 ? held[0]! : Buffer.concat(held, this.heldBytes))
+      return Promise.resolve(this.takeHeld())
     }
     return this.gather(limit)
+  }
+
+  /** The usual case on the request path (outbound.ts): a small body that came with its head, taken with no promise and no microtask. */
+  bodyIfHere(limit: number): Buffer | undefined {
+    if (!this.hasBody) return EMPTY
+    if (!this.bodyEnded || this.bodyFailure !== undefined || this.queue !== undefined || this.heldBytes > limit) return undefined
+    return this.takeHeld()
+  }
+
+  private takeHeld(): Buffer {
+    const held = this.held ?? []
+    this.held = undefined
+    return held.length === 1 ? held[0]! : Buffer.concat(held, this.heldBytes)
   }
 
   private async gather(limit: number): Promise<Buffer | undefined> {
