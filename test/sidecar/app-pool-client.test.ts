@@ -125,6 +125,36 @@ describe("the inbound side's app client", () => {
     expect(connections).toBe(2)
   })
 
+  it("writes the request byte for byte: the head as given, host when none named, keep-alive, the body's length; a body past 16 KiB alike", async () => {
+    const received: Array<Buffer> = []
+    const raw = await startRawServer(cleanup, (socket) => {
+      let seen = Buffer.alloc(0)
+      socket.on("data", (data: Buffer) => {
+        seen = Buffer.concat([seen, data])
+        const end = seen.indexOf("\r\n\r\n")
+        if (end === -1) return
+        const length = Number(/content-length: (\d+)/.exec(seen.subarray(0, end).toString("latin1"))?.[1] ?? 0)
+        if (seen.length < end + 4 + length) return
+        received.push(seen)
+        seen = Buffer.alloc(0)
+        socket.write("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+      })
+    })
+    const pool = poolFor(raw.port, 1)
+    const headers = ["x-one", "a value", "X-Two", "caf\u00e9"]
+    const small = Buffer.from("small body")
+    const large = Buffer.alloc(20 * 1024, 0x62)
+    for (const body of [small, large, Buffer.alloc(0)]) expect((await withTimeout(exchange(pool, { method: "PUT", path: "/p?q=1", headers, body }), 5000, "the answer")).status).toBe(200)
+    expect((await withTimeout(exchange(pool, { method: "GET", path: "/g", headers: ["host", "named"], body: Buffer.alloc(0) }), 5000, "the answer")).status).toBe(200)
+    const head = (length: number) => `PUT /p?q=1 HTTP/1.1\r\nx-one: a value\r\nX-Two: caf\u00e9\r\nhost: 127.0.0.1:${raw.port}\r\nconnection: keep-alive\r\ncontent-length: ${length}\r\n\r\n`
+    expect(received.map((bytes) => bytes.toString("latin1"))).toStrictEqual([
+      `${head(small.length)}small body`,
+      `${head(large.length)}${"b".repeat(large.length)}`,
+      head(0),
+      "GET /g HTTP/1.1\r\nhost: named\r\nconnection: keep-alive\r\n\r\n"
+    ])
+  })
+
   it("bytes the app sends with no request waiting end the socket; the next request gets a fresh one", async () => {
     let connections = 0
     const raw = await startRawServer(cleanup, (socket) => {
