@@ -210,6 +210,20 @@ describe("the outbound listener alone", () => {
     expect(client.responses.map((r) => r.body.toString())).toStrictEqual(["now:abc", "later:def", "later:ghi", "now:"])
   })
 
+  it("header names that are Object.prototype's are headers like any other in the record: __proto__, constructor; absent ones read undefined", async () => {
+    const calls: Array<OutboundCall> = []
+    const { port } = await start((call) => {
+      calls.push(call)
+      answer(call, "ok")
+    })
+    const client = await RawHttpClient.connect(cleanup, port)
+    client.write("GET / HTTP/1.1\r\nhost: a\r\n__proto__: p\r\nConstructor: c\r\nx-twice: 1\r\nx-twice: 2\r\n\r\n")
+    await client.untilResponses(1)
+    const headers = calls[0]!.headers as Record<string, unknown>
+    expect([headers["__proto__"], headers["constructor"], headers["x-twice"], headers["toString"], headers["hasOwnProperty"]]).toStrictEqual(["p", "c", "1, 2", undefined, undefined])
+    expect(Object.keys(headers)).toStrictEqual(["host", "__proto__", "constructor", "x-twice"])
+  })
+
   it("a body nobody reads holds the client back; read, it arrives whole and in order", async () => {
     let current: OutboundCall | undefined
     const { port, sockets } = await start((call) => void (current = call))
