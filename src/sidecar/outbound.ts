@@ -326,7 +326,7 @@ class OutboundExchange {
     const body = !req.hasBody
       ? noBody
       : length <= WHOLE_BODY_LIMIT
-      ? await readBody(req, WHOLE_BODY_LIMIT)
+      ? req.bodyIfHere?.(WHOLE_BODY_LIMIT) ?? await readBody(req, WHOLE_BODY_LIMIT)
       : req.heldBody !== undefined
       ? await req.heldBody(WHOLE_BODY_LIMIT)
       : req.body()

@@ -22,6 +22,11 @@ export interface OutboundRequest {
   /** The body whole; undefined when it runs past `limit` bytes (the request is then cut off: the app's connection closes). */
   readBody(limit: number): Promise<Buffer | undefined>
   /**
+   * HTTP/1.1: the body whole when all of it is here already (it came with the head) and within
+   * `limit` bytes, taken at once without a promise; otherwise undefined and nothing taken (readBody then).
+   */
+  readonly bodyIfHere?: (limit: number) => Buffer | undefined
+  /**
    * HTTP/2 only (its body declares no length): the body whole when it ends, at most `limit` bytes,
    * within the event loop's turn its head came in (a unary gRPC call's); otherwise what came so far
    * and then the rest, as a stream.

@@ -125,6 +125,36 @@ describe("the inbound side's app client", () => {
     expect(connections).toBe(2)
   })
 
+  it("writes the request byte for byte: the head as given, host when none named, keep-alive, the body's length; a body past 16 KiB alike", async () => {
+    const received: Array<Buffer> = []
+    const raw = await startRawServer(cleanup, (socket) => {
+      let seen = Buffer.alloc(0)
+      socket.on("data", (data: Buffer) => {
+        seen = Buffer.concat([seen, data])
+        const end = seen.indexOf("\r\n\r\n")
+        if (end === -1) return
+        const length = Number(/content-length: (\d+)/.exec(seen.subarray(0, end).toString("latin1"))?.[1] ?? 0)
+        if (seen.length < end + 4 + length) return
+        received.push(seen)
+        seen = Buffer.alloc(0)
+        socket.write("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+      })
+    })
+    const pool = poolFor(raw.port, 1)
+    const headers = ["x-one", "a value", "X-Two", "caf\u00e9"]
+    const small = Buffer.from("small body")
+    const large = Buffer.alloc(20 * 1024, 0x62)
+    for (const body of [small, large, Buffer.alloc(0)]) expect((await withTimeout(exchange(pool, { method: "PUT", path: "/p?q=1", headers, body }), 5000, "the answer")).status).toBe(200)
+    expect((await withTimeout(exchange(pool, { method: "GET", path: "/g", headers: ["host", "named"], body: Buffer.alloc(0) }), 5000, "the answer")).status).toBe(200)
+    const head = (length: number) => `PUT /p?q=1 HTTP/1.1\r\nx-one: a value\r\nX-Two: caf\u00e9\r\nhost: 127.0.0.1:${raw.port}\r\nconnection: keep-alive\r\ncontent-length: ${length}\r\n\r\n`
+    expect(received.map((bytes) => bytes.toString("latin1"))).toStrictEqual([
+      `${head(small.length)}small body`,
+      `${head(large.length)}${"b".repeat(large.length)}`,
+      head(0),
+      "GET /g HTTP/1.1\r\nhost: named\r\nconnection: keep-alive\r\n\r\n"
+    ])
+  })
+
   it("bytes the app sends with no request waiting end the socket; the next request gets a fresh one", async () => {
     let connections = 0
     const raw = await startRawServer(cleanup, (socket) => {
@@ -180,6 +210,34 @@ describe("the inbound side's app client", () => {
     expect((await withTimeout(exchange(pool, {}), 5000, "the short keep-alive answer")).body).toBe("ok")
     expect((await withTimeout(exchange(pool, {}), 5000, "a third request")).body).toBe("ok")
     expect(connections).toBe(3)
+  })
+
+  it("sockets read into one shared buffer, yet every chunk handed over stays its exchange's own: large answers on four sockets at once arrive intact, a paused one after its resume", async () => {
+    const bodies = ["a", "b", "c", "d"].map((letter) => letter.repeat(300 * 1024))
+    const app = await startApp(cleanup)
+    const pool = poolFor(app.port, 4)
+    const kept: Array<Array<Buffer>> = [[], [], [], []]
+    let paused: AppController | undefined
+    const ends: Array<Promise<void>> = bodies.map((body, i) => new Promise<void>((resolve, reject) => {
+      pool.dispatch({ method: "POST", path: `/big/${i}`, headers: [], body: Buffer.from(body) }, {
+        onRequestStart: () => {},
+        onResponseStart: (controller) => {
+          if (i !== 0) return
+          paused = controller
+          controller.pause()
+        },
+        onResponseData: (_c, chunk) => void kept[i]!.push(chunk),
+        onResponseEnd: () => resolve(),
+        onResponseError: (_c, error) => reject(error)
+      })
+    }))
+    await withTimeout(Promise.all(ends.slice(1)), 5000, "the three answers not paused")
+    expect(paused?.paused).toBe(true)
+    paused!.resume()
+    await withTimeout(ends[0]!, 5000, "the paused answer after its resume")
+    // Checked only now, after every read: a chunk that were a view of the shared buffer would hold later bytes.
+    expect(kept.map((chunks) => Buffer.concat(chunks).toString())).toStrictEqual(bodies)
+    expect(kept.every((chunks) => chunks.length > 1)).toBe(true)
   })
 
   it("an exchange that is over cannot pause or resume the socket the next one holds", async () => {

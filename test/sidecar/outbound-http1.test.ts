@@ -184,6 +184,46 @@ describe("the outbound listener alone", () => {
     expect(client.responses.map((r) => r.body.toString())).toStrictEqual(["one", "two", "three"])
   })
 
+  it("hands over a body that came with its head at once (bodyIfHere); one still on its way, or over the limit, only through readBody", async () => {
+    const taken: Array<string> = []
+    const calls: Array<OutboundCall> = []
+    const { port } = await start((call) => {
+      calls.push(call)
+      const limit = call.url === "/small-limit" ? 2 : 1024
+      const here = call.bodyIfHere!(limit)
+      taken.push(here === undefined ? "-" : here.toString())
+      if (here !== undefined) return answer(call, `now:${here}`)
+      void call.readBody(1024).then((body) => answer(call, `later:${body}`))
+    })
+    const client = await RawHttpClient.connect(cleanup, port)
+    client.write("POST /whole HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\nabc")
+    await client.untilResponses(1)
+    client.write("POST /small-limit HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\ndef")
+    await client.untilResponses(2)
+    client.write("POST /split HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\n")
+    await waitFor(() => calls.length === 3, 5000, "the third request's head")
+    client.write("ghi")
+    await client.untilResponses(3)
+    client.write("GET /none HTTP/1.1\r\nhost: a\r\n\r\n")
+    await client.untilResponses(4)
+    expect(taken).toStrictEqual(["abc", "-", "-", ""])
+    expect(client.responses.map((r) => r.body.toString())).toStrictEqual(["now:abc", "later:def", "later:ghi", "now:"])
+  })
+
+  it("header names that are Object.prototype's are headers like any other in the record: __proto__, constructor; absent ones read undefined", async () => {
+    const calls: Array<OutboundCall> = []
+    const { port } = await start((call) => {
+      calls.push(call)
+      answer(call, "ok")
+    })
+    const client = await RawHttpClient.connect(cleanup, port)
+    client.write("GET / HTTP/1.1\r\nhost: a\r\n__proto__: p\r\nConstructor: c\r\nx-twice: 1\r\nx-twice: 2\r\n\r\n")
+    await client.untilResponses(1)
+    const headers = calls[0]!.headers as Record<string, unknown>
+    expect([headers["__proto__"], headers["constructor"], headers["x-twice"], headers["toString"], headers["hasOwnProperty"]]).toStrictEqual(["p", "c", "1, 2", undefined, undefined])
+    expect(Object.keys(headers)).toStrictEqual(["host", "__proto__", "constructor", "x-twice"])
+  })
+
   it("a body nobody reads holds the client back; read, it arrives whole and in order", async () => {
     let current: OutboundCall | undefined
     const { port, sockets } = await start((call) => void (current = call))
