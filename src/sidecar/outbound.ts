@@ -188,30 +188,32 @@ export const targetOf = (req: OutboundRequest): Target => {
 }
 
 /** The status a peer answered with, if it is one an app may get: a final status, 200-599 (no 1xx, no 101 switch). */
+/** A request's route (routes.ts, routing.ts): the subset a route or the sticky baggage member names; undefined: the whole service, no route. */
+export const chooseRoute = (options: OutboundOptions, req: OutboundRequest, method: string, target: Target): { readonly routes: CompiledRoutes; readonly choice: SubsetChoice | undefined } => {
+  const routes = options.routes?.() ?? noRoutes
+  return { routes, choice: chooseSubset(routes, options.registry, target.service, method, target.uri, req.headers) }
+}
+
 /**
- * Target selection's first step for one request: the subset a route or the sticky baggage member
- * names (undefined: the whole service, no route), then the balancer's endpoint within it is the
- * caller's to pick. Throws the 429 when the target (or the matched route) is over a rate limit
- * (rateLimits.ts), before anything else; applies the route's header modifiers and sticky member to
- * `headers` and records the route on the span.
+ * Applies a request's route before the balancer picks an endpoint within it: throws the 429 when
+ * the target (or the matched route) is over a rate limit (rateLimits.ts), before anything else;
+ * then records the route on the span and applies its header modifiers and sticky member to
+ * `headers`. The caller keeps the choice's counters first, so a refused request counts as the route's error.
  */
-export const routeOutbound = (
+export const applyRoute = (
   options: OutboundOptions,
   observation: OutboundObservation,
   req: OutboundRequest,
-  method: string,
   target: Target,
+  { routes, choice }: ReturnType<typeof chooseRoute>,
   headers: Array<[string, string]>
-): SubsetChoice | undefined => {
-  const routes = options.routes?.() ?? noRoutes
-  const choice = chooseSubset(routes, options.registry, target.service, method, target.uri, req.headers)
+): void => {
   const limited = routes.limits === undefined ? undefined : limitOutbound(routes.limits, options.telemetry.metrics, target.service, choice?.route, req.headers, req.remoteAddress)
   if (limited !== undefined) throw limited
-  if (choice === undefined) return undefined
+  if (choice === undefined) return
   observation.routed(choice.route, choice.service ?? target.service, choice.subset)
   choice.actions?.modifyHeaders?.(headers)
   if (choice.stick) addStickyMember(headers, choice.subset!)
-  return choice
 }
 
 const statusOf = (meta: MeshReply["meta"]): number | undefined => {
@@ -314,8 +316,10 @@ class OutboundExchange {
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.remoteAddress, target.authority)
     observation.propagate(headers)
-    const choice = routeOutbound(options, observation, req, method, target, headers)
+    const route = chooseRoute(options, req, method, target)
+    const { choice } = route
     this.routeCounters = choice?.counters
+    applyRoute(options, observation, req, target, route, headers)
     const subset = choice?.subset
     // A split over services (HTTPRoute backendRefs): the balancer picks among the other service's endpoints.
     if (choice?.service !== undefined) service = choice.service

@@ -17,7 +17,7 @@ import type { EndpointLease } from "./endpoints.ts"
 import { endToEndHeaders, upgradeProtocols } from "./headerFilter.ts"
 import { headersOf, HttpMeta, requestMeta, withForwarded } from "./httpEnvelope.ts"
 import { OutboundObservation } from "./observe.ts"
-import { appTimeoutMs, type OutboundOptions, pickContext, recordOutboundEnd, refusedOrDraining, routeOutbound, type Target, targetOf } from "./outbound.ts"
+import { applyRoute, appTimeoutMs, chooseRoute, type OutboundOptions, pickContext, recordOutboundEnd, refusedOrDraining, type Target, targetOf } from "./outbound.ts"
 import type { OutboundRequest } from "./outboundCall.ts"
 import { ProxyError, proxyErrorOf, writeProxyError } from "./proxyError.ts"
 import type { RouteCounters } from "./routeCounters.ts"
@@ -94,8 +94,10 @@ class OutboundUpgrade {
     observation.propagate(headers)
     // Routes apply as to any request (subset, split, rate limit, header modifiers, an injected
     // abort, the timeout); a delay, a mirror and retries do not: the caller's bytes stream already.
-    const choice = routeOutbound(options, observation, req, this.method, target, headers)
+    const route = chooseRoute(options, req, this.method, target)
+    const { choice } = route
     this.routeCounters = choice?.counters
+    applyRoute(options, observation, req, target, route, headers)
     const service = choice?.service ?? target.service
     const subset = choice?.subset
     const aborted = choice?.actions?.abortStatus?.()
