@@ -81,7 +81,7 @@ import { mb, ms, pad, sleep } from "./sidecar/format.ts"
 import { closedLoop, makeTarget, mergeOpen, openLoop, type OpenSample, type Target } from "./sidecar/nodeLoad.ts"
 import { isMeshed, type Mode, parseArgs, PROXIED, type Proxied } from "./sidecar/options.ts"
 import type { ProxyPair } from "./sidecar/pair.ts"
-import { NO_USAGE, reapedChildrenCpu, rssMb, type Usage, usageOf } from "./sidecar/procStats.ts"
+import { NO_USAGE, reapedChildrenCpu, rssAnonMb, rssMb, type Usage, usageOf } from "./sidecar/procStats.ts"
 import { startProxyPair } from "./sidecar/proxies.ts"
 import { report } from "./sidecar/report.ts"
 import { HOST, makePayload, PAYLOAD_BYTES, SERVICE_HOST } from "./sidecar/request.ts"
@@ -182,6 +182,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       const r = results.rss.get(mode)!
       r.idleA = rssMb(pair.a.pid)
       r.idleB = rssMb(pair.b.pid)
+      r.idleAnonA = rssAnonMb(pair.a.pid)
+      r.idleAnonB = rssAnonMb(pair.b.pid)
       log(`  idle RSS (${mode}): A ${mb(r.idleA)} MB, B ${mb(r.idleB)} MB`)
     }
 
@@ -348,6 +350,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       for (const [mode, pair] of pairs) {
         results.rss.get(mode)!.after10A = rssMb(pair.a.pid)
         results.rss.get(mode)!.after10B = rssMb(pair.b.pid)
+        results.rss.get(mode)!.after10AnonA = rssAnonMb(pair.a.pid)
+        results.rss.get(mode)!.after10AnonB = rssAnonMb(pair.b.pid)
       }
     }
     // How often the pairs handshook: connection reuse should make it a handful over the whole run.

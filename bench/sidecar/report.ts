@@ -88,16 +88,18 @@ export const report = (results: Results): { readonly text: string; readonly summ
     }
   }
   lines.push(``)
-  lines.push(`proxy RSS MB           idle   peak  after 5 s  after 10 s   CPU at ${options.rate} req/s`)
+  lines.push(`proxy RSS MB           idle   peak  after 5 s  after 10 s   CPU at ${options.rate} req/s   anon: idle  after 10 s`)
   for (const mode of proxied) {
     const r = rss(mode)
-    for (const [name, idle, peak, after5, after10, cpu] of [
-      ["A", r.idleA, r.peakA, r.after5A, r.after10A, vcpu(mode, "a")],
-      ["B", r.idleB, r.peakB, r.after5B, r.after10B, vcpu(mode, "b")]
+    for (const [name, idle, peak, after5, after10, cpu, idleAnon, after10Anon] of [
+      ["A", r.idleA, r.peakA, r.after5A, r.after10A, vcpu(mode, "a"), r.idleAnonA, r.after10AnonA],
+      ["B", r.idleB, r.peakB, r.after5B, r.after10B, vcpu(mode, "b"), r.idleAnonB, r.after10AnonB]
     ] as const) {
-      lines.push(`${pad(`${mode} ${name}`, 20, true)} ${pad(mb(idle), 7)} ${pad(mb(peak), 6)} ${pad(mb(after5), 10)} ${pad(mb(after10), 11)}   ${Number.isFinite(cpu) ? cpu.toFixed(2) : "-"} vCPU`)
+      const cpuText = `${Number.isFinite(cpu) ? cpu.toFixed(2) : "-"} vCPU`
+      lines.push(`${pad(`${mode} ${name}`, 20, true)} ${pad(mb(idle), 7)} ${pad(mb(peak), 6)} ${pad(mb(after5), 10)} ${pad(mb(after10), 11)}   ${pad(cpuText, 18, true)} ${pad(mb(idleAnon), 10)} ${pad(mb(after10Anon), 11)}`)
     }
   }
+  lines.push(`(anon: the anonymous part of the RSS, the process's own heaps; the rest is mostly the node binary's file pages, shared between processes)`)
 
   // The sidecars against each C proxy pair.
   const cpuVs = (mode: Meshed, base: Proxied) => pairCpu(mode) / pairCpu(base)
@@ -162,7 +164,7 @@ export const report = (results: Results): { readonly text: string; readonly summ
   const cpuSummary = (key: string) => Object.fromEntries(PROCS.map((p) => [p, Math.round(usageFor(key, p, "cpu"))]))
   const syscallSummary = (key: string) => Object.fromEntries(PROCS.map((p) => [p, round(usageFor(key, p, "reads") + usageFor(key, p, "writes"), 2)]))
   const errors = (mode: Mode) => results.open.get(mode)!.reduce((n, x) => n + x.errors, 0) + results.saturated.get(mode)!.reduce((n, x) => n + x.errors, 0)
-  const rssSummary = (r: Rss, p: "A" | "B") => ({ idle: round(r[`idle${p}`], 1), peak: round(r[`peak${p}`], 1), after5: round(r[`after5${p}`], 1), after10: round(r[`after10${p}`], 1) })
+  const rssSummary = (r: Rss, p: "A" | "B") => ({ idle: round(r[`idle${p}`], 1), peak: round(r[`peak${p}`], 1), after5: round(r[`after5${p}`], 1), after10: round(r[`after10${p}`], 1), idle_anon: round(r[`idleAnon${p}`], 1), after10_anon: round(r[`after10Anon${p}`], 1) })
   const untraced = rss("untraced")
   /** The C proxies' rows, e.g. nginx_added_p99_ms, nginx_cpu_us_per_request, mesh_vs_nginx_saturated. */
   const competitor = (base: "nginx" | "haproxy") => ({

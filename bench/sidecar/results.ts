@@ -38,6 +38,11 @@ export interface Rss {
   after5B: number
   after10A: number
   after10B: number
+  /** The anonymous part (rssAnonMb) at idle and 10 s after the burst: what the sidecar itself holds. */
+  idleAnonA: number
+  idleAnonB: number
+  after10AnonA: number
+  after10AnonB: number
 }
 
 export interface Results {
@@ -67,7 +72,7 @@ export const emptyResults = (options: Options): Results => ({
   saturated: new Map(MODES.map((m) => [m, []])),
   perRequest: new Map(),
   vcpuAtRate: new Map(PROXIED.map((m) => [m, []])),
-  rss: new Map(PROXIED.map((m) => [m, { idleA: NaN, idleB: NaN, peakA: NaN, peakB: NaN, after5A: NaN, after5B: NaN, after10A: NaN, after10B: NaN }])),
+  rss: new Map(PROXIED.map((m) => [m, { idleA: NaN, idleB: NaN, peakA: NaN, peakB: NaN, after5A: NaN, after5B: NaN, after10A: NaN, after10B: NaN, idleAnonA: NaN, idleAnonB: NaN, after10AnonA: NaN, after10AnonB: NaN }])),
   handshakes: new Map(),
   openStalls: new Map()
 })

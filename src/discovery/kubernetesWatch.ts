@@ -9,7 +9,11 @@
 // list and watch — after a backoff (retryMs doubling up to maxRetryMs; an informer that lived at
 // least maxRetryMs before failing starts the series again). Changes are coalesced: a list of many
 // objects, or a burst of watch events, calls `onChange` once, with every object the watch holds.
-import { type KubeConfig, type KubernetesListObject, type KubernetesObject, makeInformer, type Informer, type ObjectCache } from "@kubernetes/client-node"
+//
+// Stopping: the informer can abort only a watch whose answer has arrived (Watch.watch resolves to
+// its AbortController after the response headers). A stop while the watch request is in flight
+// would leave that watch open for good, so the informer's Watch aborts a watch that opens too late.
+import { type KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node"
 
 export interface KubernetesWatchOptions<T extends KubernetesObject> {
   readonly kubeConfig: KubeConfig
@@ -35,7 +39,7 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
   const retryMs = options.retryMs ?? 1_000
   const maxRetryMs = options.maxRetryMs ?? 30_000
   let stopped = false
-  let informer: (Informer<T> & ObjectCache<T>) | undefined
+  let informer: ListWatch<T> | undefined
   let listed = false
   let failures = 0
   let restartTimer: ReturnType<typeof setTimeout> | undefined
@@ -55,9 +59,9 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
 
   const startInformer = (): void => {
     listed = false
-    const current = makeInformer<T>(
-      kubeConfig,
+    const current: ListWatch<T> = new ListWatch<T>(
       path,
+      new LateWatchAborting(kubeConfig, () => stopped || informer !== current),
       async () => {
         const list = await options.list()
         // Stopped while listing: fail the list so this informer does not go on to watch.
@@ -66,6 +70,7 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
         scheduleFlush()
         return list
       },
+      false,
       options.labelSelector
     )
     informer = current
@@ -101,5 +106,21 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
     const last = informer
     informer = undefined
     void last?.stop()
+  }
+}
+
+/** A Watch that aborts, as soon as it is open, a watch its informer no longer wants. */
+class LateWatchAborting extends Watch {
+  private readonly unwanted: () => boolean
+
+  constructor(kubeConfig: KubeConfig, unwanted: () => boolean) {
+    super(kubeConfig)
+    this.unwanted = unwanted
+  }
+
+  override async watch(...args: Parameters<Watch["watch"]>): Promise<AbortController> {
+    const controller = await super.watch(...args)
+    if (this.unwanted()) controller.abort()
+    return controller
   }
 }

@@ -14,7 +14,7 @@
 import * as net from "node:net"
 import { drainedOrClosed } from "./drained.ts"
 import { isFieldValue, isToken } from "./headerFilter.ts"
-import { HTTPParser, type LlhttpParser } from "./llhttp.ts"
+import { closeParserSoon, HTTPParser, type LlhttpParser } from "./llhttp.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 /** Until the app accepts the connection. */
@@ -377,6 +377,7 @@ class Connection {
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer)
     this.idleTimer = undefined
     this.socket.destroy()
+    closeParserSoon(this.parser)
     this.pool.closed(this)
   }
 }

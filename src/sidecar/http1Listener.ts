@@ -15,7 +15,7 @@
 // - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT closes it).
 import * as net from "node:net"
 import { Http1Call, type CallConnection } from "./http1Call.ts"
-import { HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
+import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
 import type { OutboundCall, OutboundRequest } from "./outboundCall.ts"
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
@@ -71,6 +71,7 @@ class Connection implements CallConnection {
   private idleSince: number
   private bodyHeld = false
   private gone = false
+  private parserClosed = false
 
   constructor(listener: Http1Listener, socket: net.Socket, now: number) {
     this.listener = listener
@@ -269,6 +270,7 @@ class Connection implements CallConnection {
   private onClose(): void {
     this.gone = true
     this.listener.forget(this)
+    this.closeParser()
     this.parsing?.failBody()
     this.waiting.length = 0
     this.current?.close(false)
@@ -311,11 +313,19 @@ class Connection implements CallConnection {
   /** This module no longer reads the socket. */
   private detach(): void {
     this.listener.forget(this)
+    this.closeParser()
     this.socket.removeAllListeners("data")
     this.socket.removeAllListeners("end")
     this.socket.removeAllListeners("close")
     this.socket.removeAllListeners("error")
     this.socket.on("error", () => {})
+  }
+
+  /** Done with llhttp: its native parser is freed (once; detach and the close may both come). */
+  private closeParser(): void {
+    if (this.parserClosed) return
+    this.parserClosed = true
+    closeParserSoon(this.parser)
   }
 }
 

@@ -23,7 +23,7 @@ const summary = (endpoints: ReadonlyArray<DiscoveredEndpoint>): Array<string> =>
   endpoints.map((e) => `${endpointKey(e)}#${e.weight}`).sort()
 
 /** A fake API server, a source watching Service "web" in "shop" as mesh service "web", and what it emits and logs. */
-const setup = async () => {
+const setup = async (backoff: { readonly retryMs: number; readonly maxRetryMs: number } = { retryMs: 20, maxRetryMs: 100 }) => {
   const api = await FakeKubeApi.start("shop")
   apis.push(api)
   const updates = new Recorder<Reset>()
@@ -34,8 +34,7 @@ const setup = async () => {
       namespace: "shop",
       kubernetesService: "web",
       kubeConfig: api.kubeConfig(),
-      retryMs: 20,
-      maxRetryMs: 100,
+      ...backoff,
       log: (event, fields) => logs.push({ event, fields })
     }).start((update) => {
       if (update._tag !== "Reset") throw new Error(`unexpected ${update._tag}`)
@@ -210,7 +209,9 @@ describe("kubernetesSource against a fake API server", () => {
   })
 
   it("a failing watch restarts the informer after the backoff: a fresh list, then a watch", async () => {
-    const { api, logs, start, expectSet } = await setup()
+    // A long maxRetryMs: an informer that lived that long before failing starts the series again,
+    // and a loaded machine can take 100 ms to list and watch.
+    const { api, logs, start, expectSet } = await setup({ retryMs: 20, maxRetryMs: 60_000 })
     api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
     start()
     await expectSet(["10.1.0.10:4143#1"])
@@ -257,6 +258,20 @@ describe("kubernetesSource against a fake API server", () => {
     await waitUntil(() => api.openWatches === 0)
     api.apply("ADDED", endpointSlice("web-b", [{ ip: "10.1.0.20" }]))
     // A bounded wait for a Reset that must not come.
+    await expect(updates.waitFor(() => true, { from: mark, timeoutMs: 200 })).rejects.toThrow()
+  })
+  it("stopped while its watch request is in flight, it still closes the watch once the answer comes", async () => {
+    const { api, updates, start, expectSet } = await setup()
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    const stop = start()
+    await expectSet(["10.1.0.10:4143#1"])
+    // The server has taken the watch request; the client has not yet read the answer's headers.
+    await api.requests.waitFor((r) => r.kind === "watch")
+    const mark = updates.mark
+    stop()
+    await api.closedWatches.waitFor(() => true, { timeoutMs: 3000 })
+    expect(api.openWatches).toBe(0)
+    api.apply("ADDED", endpointSlice("web-b", [{ ip: "10.1.0.20" }]))
     await expect(updates.waitFor(() => true, { from: mark, timeoutMs: 200 })).rejects.toThrow()
   })
 })

@@ -2,12 +2,14 @@
 // sockets reused and bounded, the head refused before a byte is sent when it cannot be written,
 // a refused connection told apart (the app never saw the request), llhttp's strictness on the
 // answer (a framing it rejects ends the exchange and the socket), bytes nobody asked for end the
-// socket, and a streamed body framed from what really comes.
+// socket, and a streamed body framed from what really comes; a closed socket's llhttp parser is
+// closed too.
 import * as http from "node:http"
 import type * as net from "node:net"
-import { afterEach, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it, vi } from "vitest"
 import { type AppController, AppPool, type AppPoolHandler, type AppPoolRequest, InvalidRequestHead } from "../../src/sidecar/appPool.ts"
-import { Cleanup, startRawServer, withTimeout } from "../support/iipRaw.ts"
+import { HTTPParser } from "../../src/sidecar/llhttp.ts"
+import { Cleanup, startRawServer, waitFor, withTimeout } from "../support/iipRaw.ts"
 
 interface Outcome {
   readonly controller: AppController | undefined
@@ -89,6 +91,23 @@ describe("the inbound side's app client", () => {
     const last = app.seen.at(-1)!
     expect(valueOf(last.rawHeaders, "host")).toBe(`127.0.0.1:${app.port}`)
     expect(valueOf(last.rawHeaders, "content-length")).toBe("2")
+  })
+
+  it("frees a socket's llhttp parser once the socket closes (an open node HTTPParser is never garbage collected)", async () => {
+    // The parsers this test's sockets make (initialize), and the ones closed (another test's may close meanwhile).
+    const made = vi.spyOn(HTTPParser.prototype, "initialize")
+    const closes = vi.spyOn(HTTPParser.prototype, "close")
+    cleanup.add(() => {
+      made.mockRestore()
+      closes.mockRestore()
+    })
+    // A raw app: one answer per connection, then the close.
+    const app = await startRawServer(cleanup, (socket) => socket.once("data", () => socket.end("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")))
+    const pool = poolFor(app.port, 1)
+    // Each answer says Connection: close: the pool closes that socket and opens another.
+    for (let i = 0; i < 2; i++) expect((await exchange(pool, {})).body).toBe("ok")
+    expect(made.mock.contexts).toHaveLength(2)
+    await waitFor(() => made.mock.contexts.every((parser) => closes.mock.contexts.includes(parser)), 5000, "both parsers closed")
   })
 
   it("a head it cannot write is refused before a byte is sent", async () => {

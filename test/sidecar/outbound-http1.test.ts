@@ -6,10 +6,12 @@
 // HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body and the
 // connection goes on. On the listener alone, with short timeouts: a slow head or a slow body is
 // answered 408 and closed, an idle keep-alive connection closed; one request at a time (the next
-// waits its turn); a body nobody reads holds the client back, then arrives whole.
+// waits its turn); a body nobody reads holds the client back, then arrives whole; each
+// connection's llhttp parser is closed once the connection is done.
 import * as net from "node:net"
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest"
 import { Http1Listener, type Http1ListenerOptions } from "../../src/sidecar/http1Listener.ts"
+import { HTTPParser } from "../../src/sidecar/llhttp.ts"
 import type { OutboundCall } from "../../src/sidecar/outboundCall.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { HttpStreamParser, type RawMessage, RawHttpClient } from "../support/rawHttp.ts"
@@ -141,6 +143,34 @@ describe("the outbound listener alone", () => {
     call.writeHead(200, [["content-length", String(text.length)]])
     call.end(text)
   }
+
+  it("frees each connection's llhttp parser once it is done: Connection: close, a bad request, a client that leaves", async () => {
+    // An open node HTTPParser is never garbage collected (nor its native half, about 10 KB, nor
+    // what its callbacks reach): close() is the only way it goes.
+    // The parsers this test's connections make (initialize), and the ones closed (another test's may close meanwhile).
+    const made = vi.spyOn(HTTPParser.prototype, "initialize")
+    const closes = vi.spyOn(HTTPParser.prototype, "close")
+    cleanup.add(() => {
+      made.mockRestore()
+      closes.mockRestore()
+    })
+    const { port } = await start((call) => answer(call, "ok"))
+    const byClose = await RawHttpClient.connect(cleanup, port)
+    byClose.write("GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+    const bad = await RawHttpClient.connect(cleanup, port)
+    bad.write("GET / HTTP/1.1\r\n\r\n")
+    await waitFor(() => byClose.closed && bad.closed, 5000, "both closed by the listener")
+    expect(byClose.responses.map((r) => r.startLine)).toStrictEqual(["HTTP/1.1 200 OK"])
+    expect(bad.responses.map((r) => r.startLine)).toStrictEqual(["HTTP/1.1 400 Bad Request"])
+    const leaving = net.connect(port, "127.0.0.1")
+    cleanup.add(() => void leaving.destroy())
+    leaving.on("error", () => {})
+    leaving.write("GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+    await new Promise((resolve) => leaving.once("data", resolve))
+    leaving.destroy()
+    expect(made.mock.contexts).toHaveLength(3)
+    await waitFor(() => made.mock.contexts.every((parser) => closes.mock.contexts.includes(parser)), 5000, "the three parsers closed")
+  })
 
   it("a slow head, then a slow body, are answered 408 and closed", async () => {
     const { port } = await start((call) => void call.readBody(1024).then(() => answer(call, "late"), () => {}), { headersTimeoutMs: 200, requestTimeoutMs: 400 })
