@@ -41,7 +41,7 @@
 //      from its report; without wrk, the Node closed loop with 64 in flight (says how to get wrk).
 //   3. memory: each proxy's VmRSS idle (after start, before any load), peak during its pair's
 //      saturation runs (sampled every 100 ms), and 5 s and 10 s after the load ended.
-// Each iip-mesh sidecar also runs a stall probe (sidecar/stallProbe.ts, loaded with --import): every
+// Each iip-mesh sidecar also runs a stall probe (sidecar/stallProbe.mjs, loaded with --import): every
 // stall of its event loop over 10 ms, with the main thread's CPU over it and the GC pauses in it;
 // per round and path the bench prints its slowest request and each sidecar's stalls within the
 // path's own slices (hopStalls.ts), and the report sums them: a p99 set by a stall shows which hop

@@ -1,4 +1,4 @@
-// The sidecars' event-loop stalls (stallProbe.ts, read by sidecars.ts) that fell in a path's
+// The sidecars' event-loop stalls (stallProbe.mjs, read by sidecars.ts) that fell in a path's
 // measuring slices of the open loop: the slices of other paths are left out, since a pair waiting
 // for its turn delays no request of its own. Counted per hop and round by bench/sidecar.ts, printed
 // beside the round's slowest request and in the report, so a p99 or a max can be read as "hop B

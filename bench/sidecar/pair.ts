@@ -9,7 +9,7 @@ export interface Hop {
   readonly pid: number
   /** Ends the process and resolves once it has exited. */
   readonly stop: () => Promise<void>
-  /** iip-mesh sidecars: each event-loop stall over 10 ms so far, as stallProbe.ts reported it. */
+  /** iip-mesh sidecars: each event-loop stall over 10 ms so far, as stallProbe.mjs reported it. */
   readonly stalls?: ReadonlyArray<HopStall>
 }
 

@@ -57,7 +57,7 @@ export const report = (results: Results): { readonly text: string; readonly summ
   }
   lines.push(`${pad("tracing", 10, true)} ${pad(signed(added("p50", "meshed", "untraced")), 8)} ${pad(signed(added("p90", "meshed", "untraced")), 8)} ${pad(signed(added("p99", "meshed", "untraced")), 8)}   (meshed - untraced: what tracing adds)`)
   lines.push(`${pad("mTLS", 10, true)} ${pad(signed(added("p50", "meshed", "mtls-off")), 8)} ${pad(signed(added("p90", "meshed", "mtls-off")), 8)} ${pad(signed(added("p99", "meshed", "mtls-off")), 8)}   (meshed - mtls-off: what mutual TLS adds)`)
-  lines.push(`slowest request per round, and the sidecars' event-loop stalls over 10 ms in their path's slices (all rounds; bench/sidecar/stallProbe.ts)`)
+  lines.push(`slowest request per round, and the sidecars' event-loop stalls over 10 ms in their path's slices (all rounds; bench/sidecar/stallProbe.mjs)`)
   for (const mode of modes) {
     const slowest = results.open.get(mode)!.map((sample) => ms(sample.max)).join(", ")
     const stalls = results.openStalls.get(mode as Proxied)

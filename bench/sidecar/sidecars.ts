@@ -16,7 +16,7 @@ import { HOST } from "./request.ts"
  */
 const EXIT_WITH_PARENT = `--import=data:text/javascript,process.stdin.on("end",()=>process.kill(process.pid,"SIGTERM")).resume()`
 /** Also loaded into each sidecar: its event-loop stalls over 10 ms, one JSON line each on stdout. */
-const STALL_PROBE = `--import=${fileURLToPath(new URL("stallProbe.ts", import.meta.url))}`
+const STALL_PROBE = `--import=${fileURLToPath(new URL("stallProbe.mjs", import.meta.url))}`
 
 export interface Sidecar extends Hop {
   readonly stalls: ReadonlyArray<HopStall>

@@ -6,7 +6,8 @@
 // overlap it (from the gc performance entries, which arrive a turn after the collection) say how
 // much of it was collection; the main thread's CPU time over it tells work on the loop (cpuMs close
 // to ms) from the process waiting for a core on a loaded machine (cpuMs far below). Not part of the
-// sidecar: plain Node, no imports from src/.
+// sidecar: plain Node, no imports from src/, and plain JavaScript: a .ts file here would load
+// Node's TypeScript stripper into the sidecar, 14 MB of RSS the memory figures would count.
 //
 //   {"event":"bench-stall","endMs":1764877512345.6,"ms":84.2,"cpuMs":83.0,"gcMs":83.9,"majorGcMs":83.9}
 //   endMs: when the loop ran again (epoch ms, performance.timeOrigin + now); ms: how late the timer
@@ -19,25 +20,20 @@ const TICK_MS = 5
 /** GC pauses remembered to match stalls against (a stall is matched two ticks after it ends). */
 const GC_KEPT = 64
 
-interface Pause {
-  readonly start: number
-  readonly end: number
-  readonly major: boolean
-}
-
-const pauses: Array<Pause> = []
+/** @type {Array<{ start: number, end: number, major: boolean }>} GC pauses, from the gc performance entries. */
+const pauses = []
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
-    const kind = (entry as { readonly detail?: { readonly kind?: number } }).detail?.kind
+    const kind = entry.detail?.kind
     pauses.push({ start: entry.startTime, end: entry.startTime + entry.duration, major: kind === constants.NODE_PERFORMANCE_GC_MAJOR })
   }
   if (pauses.length > GC_KEPT) pauses.splice(0, pauses.length - GC_KEPT)
 }).observe({ entryTypes: ["gc"] })
 
-const overlap = (pause: Pause, start: number, end: number): number => Math.max(0, Math.min(pause.end, end) - Math.max(pause.start, start))
+const overlap = (pause, start, end) => Math.max(0, Math.min(pause.end, end) - Math.max(pause.start, start))
 
-/** Stalls seen, waiting a tick for their GC entries. */
-let waiting: Array<{ readonly start: number; readonly end: number; readonly cpuMs: number; readonly ticks: number }> = []
+/** Stalls seen, waiting a tick for their GC entries: { start, end, cpuMs, ticks }. */
+let waiting = []
 let due = performance.now() + TICK_MS
 let cpu = process.threadCpuUsage()
 
@@ -49,7 +45,7 @@ setInterval(() => {
   cpu = process.threadCpuUsage()
   if (late > STALL_MS) waiting.push({ start: now - late, end: now, cpuMs: (used.user + used.system) / 1000, ticks: 0 })
   if (waiting.length === 0) return
-  const still: typeof waiting = []
+  const still = []
   for (const stall of waiting) {
     if (stall.ticks < 2) {
       still.push({ ...stall, ticks: stall.ticks + 1 })
@@ -62,7 +58,7 @@ setInterval(() => {
       gcMs += ms
       if (pause.major) majorGcMs += ms
     }
-    const round = (ms: number) => Math.round(ms * 10) / 10
+    const round = (ms) => Math.round(ms * 10) / 10
     const line = { event: "bench-stall", endMs: round(performance.timeOrigin + stall.end), ms: round(stall.end - stall.start), cpuMs: round(stall.cpuMs), gcMs: round(gcMs), majorGcMs: round(majorGcMs) }
     process.stdout.write(`${JSON.stringify(line)}\n`)
   }
