@@ -10,10 +10,12 @@
 // the whole call: past it, or when the caller cancels, the app's stream is reset.
 import * as http2 from "node:http2"
 import { failure, reply } from "../iip/server.ts"
+import { Deadlines, type Expiring } from "../mux/deadlines.ts"
 import { RemoteError } from "../mux/meshChannels.ts"
 import type { Outcome, PendingOutcome } from "../mux/request.ts"
 import { IncomingStream } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
+import { AnswerHolds, type Held } from "./answerHolds.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { grpcStatusIn, grpcTimeoutValue, isGrpc } from "./grpcStatus.ts"
@@ -72,6 +74,9 @@ export class AppH2Leg {
   private session: http2.ClientHttp2Session | undefined = undefined
   readonly address: string
   readonly onInvalid: OnInvalidHeader | undefined
+  /** The exchanges' deadlines and waits for a whole answer: one timer each for the leg, not two per call. */
+  readonly deadlines = new Deadlines<AppH2Exchange>((exchange) => exchange.deadlinePassed())
+  readonly holds = new AnswerHolds(WHOLE_ANSWER_WAIT_MS)
 
   constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined) {
     this.address = `${host}:${port}`
@@ -124,7 +129,7 @@ export class AppH2Leg {
  * One stream to the app, from the request to the answer's end. `pending` gets the outcome once
  * (a whole answer, a streaming one, or a typed failure); the observation ends once.
  */
-class AppH2Exchange {
+class AppH2Exchange implements Expiring, Held {
   private readonly leg: AppH2Leg
   private readonly request: AppH2Request
   private readonly observation: InboundObservation
@@ -133,9 +138,11 @@ class AppH2Exchange {
   private stream: http2.ClientHttp2Stream | undefined = undefined
   /** The exchange is over: answered whole, streamed to its end, or failed. */
   private done = false
-  private timer: NodeJS.Timeout | undefined = undefined
-  /** Ends the wait for a whole answer. */
-  private holdTimer: NodeJS.Timeout | undefined = undefined
+  /** In the leg's deadlines (mux/deadlines.ts). */
+  deadlineSlot = -1
+  deadlineAt = 0
+  /** In the leg's holds (answerHolds.ts). */
+  holdUntil = 0
   private status = 0
   private headers: Array<[string, string]> = []
   private parts: Array<Buffer> = []
@@ -165,7 +172,7 @@ class AppH2Exchange {
     }
     this.stream = stream
     // A gRPC call's deadline covers the whole call; any other request's only its answer's head.
-    this.timer = setTimeout(() => this.fail(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, MeshErrorCode.deadlineExceeded, `no answer from the app within ${request.timeLeftMs} ms`), request.timeLeftMs)
+    leg.deadlines.add(this, request.timeLeftMs)
     if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
     cancel.addEventListener("abort", () => this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted"))
     // The raw field lists (the events' third argument), as the app sent them: read once, in order.
@@ -195,6 +202,16 @@ class AppH2Exchange {
     )
   }
 
+  /** The leg's deadlines: the call's time is up. */
+  deadlinePassed(): void {
+    this.fail(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, MeshErrorCode.deadlineExceeded, `no answer from the app within ${this.request.timeLeftMs} ms`)
+  }
+
+  /** The leg's holds: the wait for a whole answer is over (nothing to do once it came, or the exchange ended). */
+  holdOver(): void {
+    this.streamAnswer()
+  }
+
   private onHead(head: http2.IncomingHttpHeaders, raw: ReadonlyArray<string>): void {
     if (this.done) return
     this.status = Number(head[":status"])
@@ -203,7 +220,7 @@ class AppH2Exchange {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
     }
     // A head that ended the stream is the whole answer; otherwise one that is over soon goes back whole.
-    if (!this.stream!.endAfterHeaders) this.holdTimer = setTimeout(() => this.streamAnswer(), WHOLE_ANSWER_WAIT_MS)
+    if (!this.stream!.endAfterHeaders) this.leg.holds.hold(this)
   }
 
   private onData(chunk: Buffer): void {
@@ -231,7 +248,7 @@ class AppH2Exchange {
     for (const part of this.parts) answer.push(part)
     this.observation.responseBytes(this.bytes)
     this.parts = []
-    if (!this.grpc) clearTimeout(this.timer)
+    if (!this.grpc) this.leg.deadlines.remove(this)
     this.settle(reply(answer, responseMeta(this.status, this.headers)))
   }
 
@@ -282,8 +299,7 @@ class AppH2Exchange {
 
   private finish(): void {
     this.done = true
-    clearTimeout(this.timer)
-    clearTimeout(this.holdTimer)
+    this.leg.deadlines.remove(this)
   }
 
   /** The first outcome counts (PendingOutcome ignores later ones). */
