@@ -9,15 +9,17 @@
 // The time left before the caller's deadline reaches a gRPC app as `grpc-timeout`, and bounds
 // the whole call: past it, or when the caller cancels, the app's stream is reset.
 import * as http2 from "node:http2"
-import type { HandlerValue } from "../iip/dispatch.ts"
 import { failure, reply } from "../iip/server.ts"
+import { Deadlines, type Expiring } from "../mux/deadlines.ts"
 import { RemoteError } from "../mux/meshChannels.ts"
+import type { Outcome, PendingOutcome } from "../mux/request.ts"
 import { IncomingStream } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
+import { AnswerHolds, type Held } from "./answerHolds.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { grpcStatusIn, grpcTimeoutValue, isGrpc } from "./grpcStatus.ts"
-import { endToEndPairs, type OnInvalidHeader } from "./headerFilter.ts"
+import { endToEndFields, type OnInvalidHeader } from "./headerFilter.ts"
 import { HttpMeta, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
@@ -68,21 +70,13 @@ const rawHeadOf = (request: AppH2Request, grpc: boolean): Array<string> => {
   return raw
 }
 
-/** node's HTTP/2 header object as pairs, pseudo-headers left out, lists spread. */
-const pairsOf = (headers: http2.IncomingHttpHeaders): Array<[string, string]> => {
-  const pairs: Array<[string, string]> = []
-  for (const [name, value] of Object.entries(headers)) {
-    if (name.charCodeAt(0) === 0x3a || value === undefined) continue
-    if (Array.isArray(value)) for (const v of value) pairs.push([name, v])
-    else pairs.push([name, String(value)])
-  }
-  return pairs
-}
-
 export class AppH2Leg {
   private session: http2.ClientHttp2Session | undefined = undefined
   readonly address: string
   readonly onInvalid: OnInvalidHeader | undefined
+  /** The exchanges' deadlines and waits for a whole answer: one timer each for the leg, not two per call. */
+  readonly deadlines = new Deadlines<AppH2Exchange>((exchange) => exchange.deadlinePassed())
+  readonly holds = new AnswerHolds(WHOLE_ANSWER_WAIT_MS)
 
   constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined) {
     this.address = `${host}:${port}`
@@ -108,9 +102,12 @@ export class AppH2Leg {
     return session
   }
 
-  /** One request: settles exactly once; the caller's cancel or the deadline resets the stream, also while the answer streams. */
-  forward(request: AppH2Request, observation: InboundObservation, cancel: CancelSource): Promise<HandlerValue> {
-    return new Promise<HandlerValue>((resolve) => new AppH2Exchange(this, request, observation, resolve).start(cancel))
+  /**
+   * One request: settles `pending` (the session's, no promise per call) exactly once; the caller's
+   * cancel or the deadline resets the stream, also while the answer streams.
+   */
+  forward(request: AppH2Request, observation: InboundObservation, cancel: CancelSource, pending: PendingOutcome): void {
+    new AppH2Exchange(this, request, observation, pending).start(cancel)
   }
 
   close(): Promise<void> {
@@ -129,22 +126,23 @@ export class AppH2Leg {
 }
 
 /**
- * One stream to the app, from the request to the answer's end. `resolve` gets the outcome once
+ * One stream to the app, from the request to the answer's end. `pending` gets the outcome once
  * (a whole answer, a streaming one, or a typed failure); the observation ends once.
  */
-class AppH2Exchange {
+class AppH2Exchange implements Expiring, Held {
   private readonly leg: AppH2Leg
   private readonly request: AppH2Request
   private readonly observation: InboundObservation
-  private readonly resolve: (value: HandlerValue) => void
+  private readonly pending: PendingOutcome
   private readonly grpc: boolean
   private stream: http2.ClientHttp2Stream | undefined = undefined
-  private settled = false
   /** The exchange is over: answered whole, streamed to its end, or failed. */
   private done = false
-  private timer: NodeJS.Timeout | undefined = undefined
-  /** Ends the wait for a whole answer. */
-  private holdTimer: NodeJS.Timeout | undefined = undefined
+  /** In the leg's deadlines (mux/deadlines.ts). */
+  deadlineSlot = -1
+  deadlineAt = 0
+  /** In the leg's holds (answerHolds.ts). */
+  holdUntil = 0
   private status = 0
   private headers: Array<[string, string]> = []
   private parts: Array<Buffer> = []
@@ -153,11 +151,11 @@ class AppH2Exchange {
   /** Set once the answer streams. */
   private answer: PausingByteQueue | undefined = undefined
 
-  constructor(leg: AppH2Leg, request: AppH2Request, observation: InboundObservation, resolve: (value: HandlerValue) => void) {
+  constructor(leg: AppH2Leg, request: AppH2Request, observation: InboundObservation, pending: PendingOutcome) {
     this.leg = leg
     this.request = request
     this.observation = observation
-    this.resolve = resolve
+    this.pending = pending
     const contentType = request.headers.find(([name]) => name === "content-type")?.[1]
     this.grpc = isGrpc(contentType)
   }
@@ -174,13 +172,14 @@ class AppH2Exchange {
     }
     this.stream = stream
     // A gRPC call's deadline covers the whole call; any other request's only its answer's head.
-    this.timer = setTimeout(() => this.fail(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, MeshErrorCode.deadlineExceeded, `no answer from the app within ${request.timeLeftMs} ms`), request.timeLeftMs)
+    leg.deadlines.add(this, request.timeLeftMs)
     if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
     cancel.addEventListener("abort", () => this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted"))
-    stream.on("response", (head) => this.onHead(head))
+    // The raw field lists (the events' third argument), as the app sent them: read once, in order.
+    stream.on("response", (head: http2.IncomingHttpHeaders, _flags: number, raw: Array<string>) => this.onHead(head, raw))
     stream.on("data", (chunk: Buffer) => this.onData(chunk))
-    stream.on("trailers", (fields) => {
-      this.trailers = endToEndPairs(pairsOf(fields), leg.onInvalid)
+    stream.on("trailers", (_fields: http2.IncomingHttpHeaders, _flags: number, raw: Array<string>) => {
+      this.trailers = endToEndFields(raw, leg.onInvalid)
     })
     stream.on("end", () => this.onEnd())
     stream.on("error", (error: NodeJS.ErrnoException) => {
@@ -203,15 +202,25 @@ class AppH2Exchange {
     )
   }
 
-  private onHead(head: http2.IncomingHttpHeaders): void {
+  /** The leg's deadlines: the call's time is up. */
+  deadlinePassed(): void {
+    this.fail(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, MeshErrorCode.deadlineExceeded, `no answer from the app within ${this.request.timeLeftMs} ms`)
+  }
+
+  /** The leg's holds: the wait for a whole answer is over (nothing to do once it came, or the exchange ended). */
+  holdOver(): void {
+    this.streamAnswer()
+  }
+
+  private onHead(head: http2.IncomingHttpHeaders, raw: ReadonlyArray<string>): void {
     if (this.done) return
     this.status = Number(head[":status"])
-    this.headers = endToEndPairs(pairsOf(head), this.leg.onInvalid)
+    this.headers = endToEndFields(raw, this.leg.onInvalid)
     if (this.status < 200 || this.status > 599) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
     }
     // A head that ended the stream is the whole answer; otherwise one that is over soon goes back whole.
-    if (!this.stream!.endAfterHeaders) this.holdTimer = setTimeout(() => this.streamAnswer(), WHOLE_ANSWER_WAIT_MS)
+    if (!this.stream!.endAfterHeaders) this.leg.holds.hold(this)
   }
 
   private onData(chunk: Buffer): void {
@@ -239,7 +248,7 @@ class AppH2Exchange {
     for (const part of this.parts) answer.push(part)
     this.observation.responseBytes(this.bytes)
     this.parts = []
-    if (!this.grpc) clearTimeout(this.timer)
+    if (!this.grpc) this.leg.deadlines.remove(this)
     this.settle(reply(answer, responseMeta(this.status, this.headers)))
   }
 
@@ -290,14 +299,12 @@ class AppH2Exchange {
 
   private finish(): void {
     this.done = true
-    clearTimeout(this.timer)
-    clearTimeout(this.holdTimer)
+    this.leg.deadlines.remove(this)
   }
 
-  private settle(value: HandlerValue): void {
-    if (this.settled) return
-    this.settled = true
-    this.resolve(value)
+  /** The first outcome counts (PendingOutcome ignores later ones). */
+  private settle(value: Outcome): void {
+    this.pending.settle(value)
   }
 }
 

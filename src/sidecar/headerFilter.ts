@@ -129,6 +129,20 @@ export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: O
 }
 
 /**
+ * The end-to-end headers of a raw HTTP/2 field list as node:http2 hands it (name, value, ...,
+ * names lower case): pseudo-headers (`:status`, `:path` ...) are the message's own, left out, not
+ * counted as invalid. One pass, no header object read back.
+ */
+export const endToEndFields = (rawFields: ReadonlyArray<string>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
+  const kept = new Kept()
+  for (let i = 0; i + 1 < rawFields.length; i += 2) {
+    const name = rawFields[i]!
+    if (name.charCodeAt(0) !== 0x3a) kept.add(name, rawFields[i + 1])
+  }
+  return kept.result(onInvalid)
+}
+
+/**
  * The end-to-end headers of [name, value] pairs from the wire (an envelope, a `__http_hdr__`
  * query), in order, names lower case; an entry that is not two strings counts as invalid. A pair
  * kept as it came (a lower-case name) is the caller's array itself, not a copy: the pairs are

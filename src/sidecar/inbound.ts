@@ -27,7 +27,7 @@ import { PendingOutcome } from "../mux/request.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
-import type { AppH2Leg } from "./appH2.ts"
+import type { AppH2Leg, AppH2Request, CancelSource } from "./appH2.ts"
 import { isGrpc } from "./grpcStatus.ts"
 import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
@@ -126,6 +126,15 @@ const settleLater = (pending: PendingOutcome, answer: Promise<HandlerValue>): vo
   )
 }
 
+/** A call to the h2c leg: whatever it throws is the call's failure, never the session's. */
+const forwardH2 = (h2: AppH2Leg, request: AppH2Request, observation: InboundObservation, cancel: CancelSource, pending: PendingOutcome): void => {
+  try {
+    h2.forward(request, observation, cancel, pending)
+  } catch (error) {
+    pending.settle(failure(MeshErrorCode.handlerFailed, String(error), true))
+  }
+}
+
 export interface InboundHandler {
   readonly handle: (request: IncomingRequest) => PendingOutcome
   /** Closes the app pool's sockets (the sidecar is stopping). */
@@ -142,8 +151,9 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   }
   const onInvalid = options.onInvalidHeaders
   // node:http2 costs about 4 MB of memory: it loads only for an app spoken to over h2c.
+  let h2Loaded: AppH2Leg | undefined
   const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
-    ? import("./appH2.ts").then(({ AppH2Leg }) => new AppH2Leg(options.appHost, options.appPort, onInvalid))
+    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid)))
     : undefined
   const h2Only = options.appProtocol === "h2c"
   const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }
@@ -188,7 +198,13 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     if (h2Leg !== undefined && (h2Only || isGrpc(head.headers.find(([name]) => name === "content-type")?.[1]))) {
       if (stream === undefined) observation.requestBytes(0)
       const waitMs = deadline === 0 || oneway ? options.defaultTimeoutMs : timeLeft
-      return settleLater(pending, h2Leg.then((h2) => h2.forward({ method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }, observation, request.context.cancel)))
+      const h2Request: AppH2Request = { method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }
+      // Once loaded, the leg is called at once: no promise per call.
+      if (h2Loaded !== undefined) return forwardH2(h2Loaded, h2Request, observation, request.context.cancel, pending)
+      return void h2Leg.then(
+        (h2) => forwardH2(h2, h2Request, observation, request.context.cancel, pending),
+        (error: unknown) => pending.settle(failure(MeshErrorCode.handlerFailed, String(error), true))
+      )
     }
     // One flat list, as the pool takes it; the hop's own headers after the peer's filtered ones.
     // Index loops: destructuring each pair in a for-of costs an iterator per pair.

@@ -25,7 +25,7 @@ import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import type { OutboundCall, OutboundRequest, OutboundResponse } from "./outboundCall.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
-import { grpcTimeoutMs, isGrpc, sendGrpcError } from "./grpcStatus.ts"
+import { grpcStatusIn, grpcTimeoutMs, isGrpc, sendGrpcError } from "./grpcStatus.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, trailersOf, withForwarded } from "./httpEnvelope.ts"
 import { AppErrorCode, ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 import { sendMirror } from "./mirror.ts"
@@ -418,7 +418,8 @@ class OutboundExchange {
     const answerLength = this.writeAnswer(status, reply)
     if (reply.stream !== undefined && !this.res.writableEnded) observation.responseBytes(await pipeToResponse(this.res, reply.stream, answerLength, this.options.onInvalidHeaders))
     else observation.responseBytes(reply.data.length)
-    observation.grpcStatus(undefined, reply.stream?.trailers ?? reply.meta)
+    // An answer held whole had its status read with its trailers (writeAnswer).
+    if (reply.stream !== undefined) observation.grpcStatus(undefined, reply.stream.trailers)
     this.finish(status)
   }
 
@@ -472,6 +473,7 @@ class OutboundExchange {
       if (reply.stream !== undefined) this.tryControl?.abort()
       res.writeHead(status, headers)
       res.end()
+      if (reply.stream === undefined) this.observation.grpcStatus(undefined, reply.meta)
       return -1
     }
     if (reply.stream === undefined) headers.push(["content-length", String(reply.data.length)])
@@ -479,7 +481,9 @@ class OutboundExchange {
     res.writeHead(status, headers)
     if (reply.stream !== undefined) return declared === undefined ? -1 : Number(declared)
     // An answer held whole carries its trailers (gRPC's status) in its metadata (PROTOCOL.md §17.5).
-    res.end(reply.data, trailersOf(reply.meta, this.options.onInvalidHeaders))
+    const trailers = trailersOf(reply.meta, this.options.onInvalidHeaders)
+    res.end(reply.data, trailers)
+    this.observation.grpcStatus(grpcStatusIn(trailers))
     return -1
   }
 

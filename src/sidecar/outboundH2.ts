@@ -123,7 +123,8 @@ class StreamCall implements OutboundCall {
   onClose(listener: (finished: boolean) => void): void {
     // Finished when the answer was ended and the stream closed cleanly: a stream the client reset
     // (a cancelled call) closes with its error code.
-    this.stream.once("close", () => listener(this.writableEnded && this.stream.rstCode === http2.constants.NGHTTP2_NO_ERROR))
+    // `on`, not `once`: a stream closes once, and once() binds a wrapper per call.
+    this.stream.on("close", () => listener(this.writableEnded && this.stream.rstCode === http2.constants.NGHTTP2_NO_ERROR))
   }
 
   writeHead(status: number, headers: ReadonlyArray<readonly [string, string]>): void {
@@ -138,7 +139,8 @@ class StreamCall implements OutboundCall {
     this.headWritten = true
     const stream = this.stream
     if (stream.destroyed) return false
-    if (waitForTrailers) stream.once("wantTrailers", () => stream.sendTrailers(fieldsOf(this.trailers ?? [])))
+    // Asked for once per stream (`on`: no once() wrapper to bind per call).
+    if (waitForTrailers) stream.on("wantTrailers", () => stream.sendTrailers(fieldsOf(this.trailers ?? [])))
     // A flat name, value list: node takes it as it is, with no header object to build.
     const raw = [":status", String(this.status)]
     for (const [name, value] of this.head) raw.push(name, value)

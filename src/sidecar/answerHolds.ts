@@ -1,0 +1,57 @@
+// The h2c leg's wait for a whole answer (appH2.ts): an answer not over this long after its head
+// streams instead. Every wait has the same length, so the waits end in the order they began: a
+// queue and one timer armed for the oldest, not a setTimeout and clearTimeout per call (a Timeout
+// object, a timer-list insert and unenroll: a visible share of a unary call's CPU at the sidecar).
+// A wait whose answer ended first is not taken out: its holder ignores the call (it is done). The
+// queue holds no more than the calls whose heads came within one wait (plus the timer's lateness),
+// each an exchange the session's in-flight budget counts already.
+
+/** What waits: `holdOver` runs once the wait passed, unless the holder finished before (then it does nothing). */
+export interface Held {
+  holdUntil: number
+  holdOver(): void
+}
+
+export class AnswerHolds {
+  private readonly waitMs: number
+  private queue: Array<Held> = []
+  /** The queue's first entry still waiting (entries before it are over). */
+  private head = 0
+  private timer: NodeJS.Timeout | undefined = undefined
+  private readonly onTimer = () => this.fire()
+
+  constructor(waitMs: number) {
+    this.waitMs = waitMs
+  }
+
+  /** How many waits are queued (over or not yet taken out). */
+  get size(): number {
+    return this.queue.length - this.head
+  }
+
+  hold(held: Held): void {
+    held.holdUntil = Date.now() + this.waitMs
+    this.queue.push(held)
+    if (this.timer === undefined) this.timer = setTimeout(this.onTimer, this.waitMs)
+  }
+
+  private fire(): void {
+    this.timer = undefined
+    const now = Date.now()
+    const queue = this.queue
+    while (this.head < queue.length && queue[this.head]!.holdUntil <= now) queue[this.head++]!.holdOver()
+    // A holder may hold again while its wait ends: the timer is armed already then.
+    if (this.timer !== undefined) return
+    if (this.head === queue.length) {
+      queue.length = 0
+      this.head = 0
+      return
+    }
+    // Spent entries go once they are half the queue: the array does not grow while calls keep coming.
+    if (this.head > 1024 && this.head * 2 > queue.length) {
+      this.queue = queue.slice(this.head)
+      this.head = 0
+    }
+    this.timer = setTimeout(this.onTimer, Math.max(1, this.queue[this.head]!.holdUntil - now))
+  }
+}
