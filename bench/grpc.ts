@@ -159,7 +159,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     cpuProfDir: value("--cpu-prof-dir"),
     sidecarNodeFlags: (value("--sidecar-node-flags") ?? SHIPPED_NODE_FLAGS).split(" ").filter((flag) => flag !== ""),
     sidecarEnv: parseEnv(value("--sidecar-env") ?? SHIPPED_ENV),
-    sidecarMain: value("--sidecar-main") ?? DEFAULT_SIDECAR_MAIN
+    sidecarMain: value("--sidecar-main") ?? DEFAULT_SIDECAR_MAIN,
+    sidecarLogDir: value("--sidecar-log-dir")
   }
   const log = (line: string) => process.stderr.write(`${line}\n`)
   execFileSync(process.execPath, [fileURLToPath(new URL("../scripts/build.ts", import.meta.url))], { stdio: "inherit" })

@@ -65,7 +65,11 @@
 //        --sidecar-main FILE (the script node runs as the sidecar; default src/cli/main.ts, see
 //        options.ts's DEFAULT_SIDECAR_MAIN),
 //        --cpu-prof-dir DIR (app and sidecars run with --cpu-prof into DIR; profile the load
-//        generator with `node --cpu-prof bench/run.ts sidecar ...`).
+//        generator with `node --cpu-prof bench/run.ts sidecar ...`),
+//        --sidecar-log-dir DIR (each sidecar's stdout lines other than the bench's own, into
+//        DIR/sidecar-<name>.log: node writes --trace-gc and --trace-gc-nvp to stdout, so
+//        `--sidecar-node-flags "--max-semi-space-size=2 --trace-gc" --sidecar-log-dir /tmp/gc`
+//        shows each sidecar's collections and why they ran; sidecar stderr goes to the bench's).
 // The last stdout line is one JSON object (report.ts).
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"

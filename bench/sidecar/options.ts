@@ -52,6 +52,8 @@ export interface Options {
   readonly sidecarEnv: Readonly<Record<string, string>>
   /** The script `node` runs as the sidecar (`node <flags> <sidecarMain> sidecar ...`). */
   readonly sidecarMain: string
+  /** Where each sidecar's other stdout lines go (sidecar-<name>.log: e.g. node's --trace-gc); undefined: dropped. */
+  readonly sidecarLogDir: string | undefined
 }
 
 export const parseArgs = (args: ReadonlyArray<string>): Options => {
@@ -79,7 +81,8 @@ export const parseArgs = (args: ReadonlyArray<string>): Options => {
     cpuProfDir: value("--cpu-prof-dir"),
     sidecarNodeFlags: (value("--sidecar-node-flags") ?? SHIPPED_NODE_FLAGS).split(" ").filter((flag) => flag !== ""),
     sidecarEnv: parseEnv(value("--sidecar-env") ?? SHIPPED_ENV),
-    sidecarMain: value("--sidecar-main") ?? DEFAULT_SIDECAR_MAIN
+    sidecarMain: value("--sidecar-main") ?? DEFAULT_SIDECAR_MAIN,
+    sidecarLogDir: value("--sidecar-log-dir")
   }
 }
 

@@ -4,6 +4,8 @@
 // credentials (--tls-credentials-dir, written by credentials.ts), so mTLS is on, its default with
 // credentials; `mtls-off` starts both with --mtls off and none.
 import { spawn } from "node:child_process"
+import { createWriteStream } from "node:fs"
+import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { killChild } from "../children.ts"
 import type { Meshed, Options } from "./options.ts"
@@ -31,7 +33,7 @@ const splitHostPort = (address: string): { host: string; port: number } => {
 }
 
 /** How a bench runs a sidecar process (the sidecar bench's flags; the gRPC bench takes the same). */
-export type SidecarProcessOptions = Pick<Options, "cpuProfDir" | "sidecarNodeFlags" | "sidecarEnv" | "sidecarMain">
+export type SidecarProcessOptions = Pick<Options, "cpuProfDir" | "sidecarNodeFlags" | "sidecarEnv" | "sidecarMain" | "sidecarLogDir">
 
 /** The sidecar's command line, in one place: node, profiling and extra flags, the main script. */
 const sidecarCommand = (name: string, options: SidecarProcessOptions): ReadonlyArray<string> => {
@@ -46,6 +48,9 @@ export const startSidecar = (name: string, args: ReadonlyArray<string>, options:
     const child = spawn(process.execPath, [...sidecarCommand(name, options), ...args], { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, ...options.sidecarEnv } })
     const stop = () => killChild(child)
     spawned.push(stop)
+    // Whatever else the sidecar prints on stdout (node's --trace-gc, say), one file per sidecar when asked for.
+    const log = options.sidecarLogDir === undefined ? undefined : createWriteStream(join(options.sidecarLogDir, `sidecar-${name}.log`))
+    if (log !== undefined) child.once("exit", () => log.end())
     let out = ""
     let settled = false
     const stalls: Array<HopStall> = []
@@ -59,7 +64,7 @@ export const startSidecar = (name: string, args: ReadonlyArray<string>, options:
     child.on("error", (error) => fail(new HopFailed({ message: `sidecar ${name} did not start: ${error.message}` })))
     child.once("exit", (code, signal) => fail(new HopFailed({ message: `sidecar ${name} exited (${code ?? signal}) before it was ready; output: ${JSON.stringify(out.slice(0, 500))}` })))
     child.stdout!.setEncoding("utf8")
-    // The ready line, then the stall probe's lines (anything else it prints is drained and dropped).
+    // The ready line, then the stall probe's lines (anything else it prints goes to the log, or is dropped).
     child.stdout!.on("data", (text: string) => {
       out += text
       for (let nl = out.indexOf("\n"); nl !== -1; nl = out.indexOf("\n")) {
@@ -69,6 +74,7 @@ export const startSidecar = (name: string, args: ReadonlyArray<string>, options:
         try {
           parsed = JSON.parse(line) as typeof parsed
         } catch {
+          log?.write(`${line}\n`)
           continue
         }
         if (parsed?.event === "bench-stall") {

@@ -252,6 +252,8 @@ export const SidecarConfigSchema = Schema.Struct({
    * says so); null: every one. Under load a sample, instead of the whole store turning over.
    */
   traceStoreRate: Schema.NullOr(Count),
+  /** Bytes the admin's trace store holds the request path's spans in, allocated once outside the JS heap; the oldest trace goes first. */
+  traceStoreBytes: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 64 * 1024, maximum: 1024 ** 3 }))),
   /** Routes (path templates, gRPC methods) per served service with golden metrics of their own; later ones share `_other`. */
   goldenRoutes: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1_000 }))),
   /** Live tap: listeners at once, records a second each takes, records queued for a slow reader. */
@@ -375,7 +377,8 @@ export const settings = [
   { key: "appProtocol", env: "IIP_MESH_APP_PROTOCOL", flag: "--app-protocol", help: "how the inbound side speaks to the app: http1, h2c (cleartext HTTP/2, for gRPC apps) or auto (gRPC calls over h2c, the rest over HTTP/1.1; default http1)" },
   { key: "h2MaxStreams", env: "IIP_MESH_H2_MAX_STREAMS", flag: "--h2-max-streams", help: "streams open at once on one HTTP/2 connection from the app (default 256)" },
   { key: "kubernetesRoutes", env: "IIP_MESH_KUBERNETES_ROUTES", flag: "--kubernetes-routes", help: "namespaces whose HTTPRoutes (attached to Services) apply as routes, in-cluster, comma-separated or repeated (default none)" },
-  { key: "rateLimitKeys", env: "IIP_MESH_RATE_LIMIT_KEYS", flag: "--rate-limit-keys", help: "buckets one keyed rate limit keeps (per caller or header value) at most; later values share one (default 1024)" }
+  { key: "rateLimitKeys", env: "IIP_MESH_RATE_LIMIT_KEYS", flag: "--rate-limit-keys", help: "buckets one keyed rate limit keeps (per caller or header value) at most; later values share one (default 1024)" },
+  { key: "traceStoreBytes", env: "IIP_MESH_TRACE_STORE_BYTES", flag: "--trace-store-bytes", help: "bytes the admin's trace store keeps spans in, outside the JS heap; the oldest trace goes first (default 2MiB)" }
 ] as const
 
 /** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
@@ -466,7 +469,8 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   appProtocol: "http1",
   h2MaxStreams: 256,
   kubernetesRoutes: [],
-  rateLimitKeys: 1024
+  rateLimitKeys: 1024,
+  traceStoreBytes: 2 * 1024 * 1024
 })
 
 /**
@@ -550,6 +554,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "maxQueuedBytes":
     case "maxWholeBodyBytes":
     case "federationMaxBytes":
+    case "traceStoreBytes":
       return parseBytes(last)
     case "maxQueuedRequestsPerConnection":
     case "maxQueuedRequests":

@@ -162,7 +162,7 @@ const balancingOf = (config: SidecarConfig): BalancingOptions => ({
 /** Tracing (its exporters flushed on close, within the drain timeout) and metrics. */
 const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log) =>
   Effect.gen(function*() {
-    const traces = options.traces ?? new TraceStore(config.traceStoreRate === null ? {} : { maxNewTracesPerSecond: config.traceStoreRate })
+    const traces = options.traces ?? new TraceStore(config.traceStoreRate === null ? { maxBytes: config.traceStoreBytes } : { maxNewTracesPerSecond: config.traceStoreRate, maxBytes: config.traceStoreBytes })
     const tracing = makeTracing({
       service: config.service,
       store: traces,

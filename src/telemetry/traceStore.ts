@@ -19,18 +19,22 @@
 //   store.recent(20)    // newest first: TraceSummary[] (trace id, root span, services, counts, timing, error)
 //   store.get(traceId)  // SpanJson[] ordered by start time, or undefined when the store holds none
 //
-// The request path's spans (spanRecord.ts) are kept packed: one flat string each (packSpan), its
-// service an index into the store's few origins. A kept span lives for seconds (1000 traces at 100
-// new a second turn over in 10 s), so whatever it holds is promoted to old space and later costs a
-// mark-compact: a sidecar B's trace (server and app span) held as the records was ~1,200 bytes,
-// packed ~760 (attribute names stored once per store, as indexes). Packing costs a JSON.stringify
-// per kept span (a few µs, at most `maxNewTracesPerSecond` traces a second). SDK spans (Effect's) are copied on end (a few
-// fields and references to the span's own attribute and event objects). Both are turned into JSON
-// only when read.
+// The request path's spans (spanRecord.ts) are kept packed: one line of JSON each (`pack`), its
+// service and attribute names indexes into the store's few origins and names, written as UTF-8
+// into a byte ring outside the JS heap (spanRing.ts, `maxBytes`, the oldest overwritten first).
+// A kept span lives for seconds (1000 traces at 100 new a second turn over in 10 s): as heap
+// strings and the objects holding them, a kept trace of a sidecar B promoted ~1.3 KB to old space,
+// which at 1,000 req/s was most of what set off a traced sidecar's mark-compacts (issue 14). Per
+// trace the heap now holds only its id (in the index Map and the order ring) and numbers in typed
+// arrays preallocated per slot (a slot: a trace's place in the order ring). Packing costs a
+// JSON.stringify per kept span (a few µs, at most `maxNewTracesPerSecond` traces a second). SDK
+// spans (Effect's) are copied on end (a few fields and references to the span's own attribute and
+// event objects), on the heap as before. Both are turned into JSON only when read.
 import type { Attributes, AttributeValue, HrTime } from "@opentelemetry/api"
 import { SpanKind, SpanStatusCode, TraceFlags } from "@opentelemetry/api"
 import type { Resource } from "@opentelemetry/resources"
 import type { ReadableSpan, SpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { SpanRing } from "./spanRing.ts"
 
 export interface TraceStoreOptions {
   /** How many traces to keep; the oldest goes first. Default 1000. */
@@ -39,6 +43,11 @@ export interface TraceStoreOptions {
   readonly maxSpansPerTrace?: number
   /** How many new traces to keep per second (a span of a trace not kept is dropped). Default: all. */
   readonly maxNewTracesPerSecond?: number
+  /**
+   * Bytes for the request path's packed spans, allocated once outside the JS heap; when full the
+   * oldest trace goes (a trace of a sidecar B packs to ~750 bytes). Default 2 KiB per `maxTraces`.
+   */
+  readonly maxBytes?: number
   /** Wall-clock ms (tests); default Date.now. */
   readonly now?: () => number
 }
@@ -108,14 +117,6 @@ export interface StoredSpan {
   readonly events: ReadableSpan["events"]
 }
 
-interface StoredTrace {
-  /** The request path's spans, packed (`pack`), one a line; SDK spans in `copied`. */
-  packed: string
-  copied: Array<StoredSpan> | undefined
-  count: number
-  dropped: number
-}
-
 /** Which sidecar made a span: `service.name` and `service.instance.id` of its resource. */
 export interface Origin {
   readonly service: string
@@ -163,10 +164,18 @@ const attributesJson = (attributes: Attributes | undefined): Record<string, Attr
 export class TraceStore {
   readonly maxTraces: number
   readonly maxSpansPerTrace: number
-  private readonly traces = new Map<string, StoredTrace>()
-  /** Trace ids in the order the store first saw them, a ring: `next` is the oldest once it is full. */
-  private readonly order: Array<string>
+  /** Trace id -> its slot. */
+  private readonly slots = new Map<string, number>()
+  /** Per slot, a ring in the order the store first saw the traces: `next` is the oldest once all are used. */
+  private readonly ids: Array<string | undefined> = []
   private next = 0
+  /** Per slot: spans kept (packed and copied) and spans dropped past maxSpansPerTrace. */
+  private readonly counts: Int32Array
+  private readonly dropped: Int32Array
+  /** Per slot, SDK spans (copied, rare on the request path). */
+  private readonly copied: Array<Array<StoredSpan> | undefined> = []
+  /** The request path's spans, packed, per slot. */
+  private readonly ring: SpanRing
   /** service.name / service.instance.id per resource, read once (resource attributes are a getter). */
   private readonly origins = new WeakMap<Resource, Origin>()
   private readonly maxNewPerSecond: number
@@ -176,7 +185,7 @@ export class TraceStore {
   private keptThisSecond = 0
   /** The trace of the last span recorded, and the last trace not kept: a request's spans end one after the other. */
   private lastId = ""
-  private last: StoredTrace | undefined = undefined
+  private lastSlot = -1
   private notKeptId = ""
 
   constructor(options: TraceStoreOptions = {}) {
@@ -184,7 +193,9 @@ export class TraceStore {
     this.maxSpansPerTrace = Math.max(1, options.maxSpansPerTrace ?? 128)
     this.maxNewPerSecond = Math.max(0, options.maxNewTracesPerSecond ?? Infinity)
     this.now = options.now ?? Date.now
-    this.order = []
+    this.counts = new Int32Array(this.maxTraces)
+    this.dropped = new Int32Array(this.maxTraces)
+    this.ring = new SpanRing(options.maxBytes ?? this.maxTraces * 2048, this.maxTraces, (slot) => this.evict(slot))
   }
 
   /**
@@ -226,33 +237,48 @@ export class TraceStore {
   }
 
   private keep(traceId: string, span: StoredSpan, pack: boolean): void {
-    let trace = traceId === this.lastId ? this.last : this.traces.get(traceId)
-    if (trace === undefined) {
+    let slot = traceId === this.lastId ? this.lastSlot : (this.slots.get(traceId) ?? -1)
+    if (slot === -1) {
       if (traceId === this.notKeptId) return
       if (!this.admitNew()) {
         this.notKeptId = traceId
         return
       }
-      trace = { packed: "", copied: undefined, count: 0, dropped: 0 }
-      // The oldest trace makes room (a ring of ids: a Map's own oldest key is a scan past deleted entries).
-      if (this.order.length === this.maxTraces) {
-        const oldest = this.order[this.next]!
-        this.traces.delete(oldest)
-        if (oldest === this.lastId) this.last = undefined
-      }
-      this.order[this.next] = traceId
+      // The oldest trace makes room (a ring of slots: a Map's own oldest key is a scan past deleted entries).
+      slot = this.next
       this.next = (this.next + 1) % this.maxTraces
-      this.traces.set(traceId, trace)
+      this.evict(slot)
+      this.ids[slot] = traceId
+      this.slots.set(traceId, slot)
     }
     this.lastId = traceId
-    this.last = trace
-    if (trace.count >= this.maxSpansPerTrace) {
-      trace.dropped++
+    this.lastSlot = slot
+    if (this.counts[slot]! >= this.maxSpansPerTrace) {
+      this.dropped[slot]!++
       return
     }
-    trace.count++
-    if (pack) trace.packed = trace.packed === "" ? this.pack(span) : `${trace.packed}\n${this.pack(span)}`
-    else (trace.copied ??= []).push(span)
+    if (!pack) {
+      ;(this.copied[slot] ??= []).push(span)
+      this.counts[slot]!++
+    } else if (this.ring.append(slot, this.pack(span))) this.counts[slot]!++
+    // Not appended: larger than the ring, or making room dropped this very trace (a tiny maxBytes).
+    else if (this.ids[slot] === traceId) this.dropped[slot]!++
+  }
+
+  /** Empties a slot: the trace in it (if any) is no longer held. */
+  private evict(slot: number): void {
+    const id = this.ids[slot]
+    if (id === undefined) return
+    this.slots.delete(id)
+    this.ids[slot] = undefined
+    this.counts[slot] = 0
+    this.dropped[slot] = 0
+    this.copied[slot] = undefined
+    this.ring.clear(slot)
+    if (id === this.lastId) {
+      this.lastId = ""
+      this.lastSlot = -1
+    }
   }
 
   /** Origins and attribute names seen, by index: a store serves one sidecar (or the demo's few), whose spans use a few names. */
@@ -312,9 +338,10 @@ export class TraceStore {
   }
 
   /** Every span of a trace as the store had it. */
-  private spansOf(trace: StoredTrace): Array<StoredSpan> {
-    const spans = trace.packed === "" ? [] : trace.packed.split("\n").map((line) => this.unpack(line))
-    return trace.copied === undefined ? spans : spans.concat(trace.copied)
+  private spansOf(slot: number): Array<StoredSpan> {
+    const spans = this.ring.lines(slot).map((line) => this.unpack(line))
+    const copied = this.copied[slot]
+    return copied === undefined ? spans : spans.concat(copied)
   }
 
   /** Whether a new trace may be kept now (maxNewTracesPerSecond), counting it if so. */
@@ -332,25 +359,27 @@ export class TraceStore {
 
   /** How many traces the store holds now. */
   get size(): number {
-    return this.traces.size
+    return this.slots.size
   }
 
   /** Summaries of the `limit` newest traces (by when the store first saw them), newest first. */
   recent(limit: number): Array<TraceSummary> {
     const out: Array<TraceSummary> = []
-    const held = this.order.length
-    for (let back = 1; back <= held && out.length < limit; back++) {
-      const id = this.order[(this.next - back + held) % held]!
-      out.push(this.summaryOf(id, this.traces.get(id)!))
+    const slots = this.maxTraces
+    for (let back = 1; back <= slots && out.length < limit; back++) {
+      const slot = (this.next - back + slots) % slots
+      const id = this.ids[slot]
+      // Empty: never used, or its trace went to make room in the byte ring.
+      if (id !== undefined) out.push(this.summaryOf(id, slot))
     }
     return out
   }
 
   /** The spans of one trace, ordered by start time; undefined when the store holds none of it. */
   get(traceId: string): Array<SpanJson> | undefined {
-    const trace = this.traces.get(traceId)
-    if (trace === undefined) return undefined
-    return this.spansOf(trace).sort(byStart).map((span) => spanJson(traceId, span))
+    const slot = this.slots.get(traceId)
+    if (slot === undefined) return undefined
+    return this.spansOf(slot).sort(byStart).map((span) => spanJson(traceId, span))
   }
 
   private originOf(resource: Resource): Origin {
@@ -362,8 +391,8 @@ export class TraceStore {
     return origin
   }
 
-  private summaryOf(traceId: string, stored: StoredTrace): TraceSummary {
-    const spans = this.spansOf(stored)
+  private summaryOf(traceId: string, slot: number): TraceSummary {
+    const spans = this.spansOf(slot)
     const ids = new Set(spans.map((span) => span.spanId))
     const services = new Set<string>()
     let root: StoredSpan | undefined
@@ -385,7 +414,7 @@ export class TraceStore {
       rootService: root?.origin.service ?? "",
       services: [...services].sort(),
       spanCount: spans.length,
-      droppedSpans: stored.dropped,
+      droppedSpans: this.dropped[slot]!,
       startTimeMs: start,
       durationMs: end - start,
       error

@@ -250,6 +250,14 @@ describe("loadSidecarConfig: the balancing settings", () => {
     expect(problems(load(["--service", "store", "--trace-store-rate", "many"])).problems.join("\n")).toMatch(/traceStoreRate/)
   })
 
+  it("--trace-store-bytes: a size from the flag or IIP_MESH_TRACE_STORE_BYTES (default 2MiB), out of range or unreadable named", () => {
+    expect(ok(load(["--service", "store"])).traceStoreBytes).toBe(2 * 1024 * 1024)
+    expect(ok(load(["--service", "store", "--trace-store-bytes", "8MiB"])).traceStoreBytes).toBe(8 * 1024 * 1024)
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_TRACE_STORE_BYTES: "65536" })).traceStoreBytes).toBe(65536)
+    expect(problems(load(["--service", "store", "--trace-store-bytes", "1KiB"])).problems.join("\n")).toMatch(/traceStoreBytes/)
+    expect(problems(load(["--service", "store", "--trace-store-bytes", "lots"])).problems.join("\n")).toMatch(/traceStoreBytes/)
+  })
+
   it("the restart, frozen-peer and slow-try settings from flags and environment; --slow-try off", () => {
     expect(ok(load(["--service", "store", "--restart-window", "1m", "--busy-ping-after", "500ms", "--busy-ping-timeout", "3s", "--slow-try", "off"]))).toMatchObject({
       restartWindowMs: 60_000,

@@ -189,6 +189,30 @@ describe("TraceStore", () => {
     expect(store.recent(1)).toMatchObject([{ traceId: client.traceId, rootName: "POST echo", rootService: "client", services: ["client", "echo"], spanCount: 4, droppedSpans: 1, error: true }])
   })
 
+  it("keeps the request path's spans within maxBytes: when full the oldest trace goes whole, the rest read back", () => {
+    // A packed span here is ~200 bytes (+16 of header): 2 KiB holds a few traces of two spans, not 20.
+    const store = new TraceStore({ maxBytes: 2048 })
+    const tracing = tracingFor("echo", store)
+    const ids: Array<string> = []
+    for (let i = 0; i < 20; i++) {
+      const server = tracing.spans!.start(`request ${i}`, SpanKind.SERVER, undefined)
+      server.attributes["url.path"] = `/items/${i}`
+      const app = tracing.spans!.start("app", SpanKind.CLIENT, server)
+      tracing.spans!.end(app)
+      tracing.spans!.end(server)
+      ids.push(server.traceId)
+    }
+    const held = store.recent(100)
+    expect(held.length).toBeGreaterThan(1)
+    expect(held.length).toBeLessThan(10)
+    expect(store.size).toBe(held.length)
+    // The newest traces, each whole (both spans), newest first.
+    expect(held.map((summary) => summary.traceId)).toStrictEqual(ids.slice(-held.length).reverse())
+    for (const summary of held) expect(summary).toMatchObject({ spanCount: 2, droppedSpans: 0 })
+    expect(store.get(ids[19]!)!.map((span) => span.name)).toStrictEqual(["request 19", "app"])
+    expect(store.get(ids[0]!)).toBeUndefined()
+  })
+
   it("the root of a trace continued from elsewhere is the first span whose parent it does not hold", () => {
     const store = new TraceStore()
     const tracing = tracingFor("catalog", store)
