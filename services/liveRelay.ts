@@ -1,7 +1,8 @@
 // The storefront's GET /live: a browser's WebSocket, relayed to pricing's /live through the
 // storefront's sidecar (an Upgrade request to the service named by Host, which the mesh carries
-// as a stream between the two sidecars). Messages go both ways untouched; a close on either side
-// closes the other with its code. A browser that stops reading is cut off (1013) before its
+// as a stream between the two sidecars). Messages go both ways untouched (what the browser sends
+// before pricing's socket is open is not relayed: pricing's /live reads nothing); a close on either side
+// closes the other with its code. A side that stops reading is cut off (1013) before its
 // queue outgrows a budget, and an upstream that cannot be reached closes the browser's socket
 // with 1011 and the reason.
 import { type RawData, WebSocket, WebSocketServer } from "ws"
@@ -28,7 +29,8 @@ const relay = (browser: WebSocket, upstream: WebSocket): void => {
     if (browser.readyState === WebSocket.OPEN) browser.send(data, { binary: isBinary })
   })
   browser.on("message", (data: RawData, isBinary: boolean) => {
-    if (upstream.readyState === WebSocket.OPEN && upstream.bufferedAmount <= maxBuffered) upstream.send(data, { binary: isBinary })
+    if (upstream.bufferedAmount > maxBuffered) return closeBoth(1013, "pricing not reading")
+    if (upstream.readyState === WebSocket.OPEN) upstream.send(data, { binary: isBinary })
   })
   upstream.once("close", (code, reason) => closeBoth(code, reason))
   browser.once("close", (code, reason) => closeBoth(code, reason))
