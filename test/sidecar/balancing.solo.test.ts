@@ -24,7 +24,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import * as Admin from "../../src/admin/adminServer.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { AccessRecord } from "../../src/sidecar/outbound.ts"
-import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, readUntil, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { type Answer, type App, call, echoed, echoRequest, progress, timedCall, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import type { EndpointView } from "../../src/balancer/serviceBalancer.ts"
 
@@ -654,7 +654,10 @@ describe("balancing through real sidecars", () => {
     const restored = endpointIn(await meshOf(adminPort), c2)
     expect(restored?.weight).toBe(1)
     expect(restored).not.toHaveProperty("discoveredWeight")
-    expect((await send(60)).get("c2")).toBeGreaterThan(5)
+    // Back in the draw: answered again, at the latest when its faded estimate earns it a probe
+    // (an estimate left high by the first requests keeps p2c on the others for a while: CI saw 4 of 60).
+    const { value: back } = await readUntil(() => send(30), (by) => (by.get("c2") ?? 0) > 0, 5000)
+    expect(back.get("c2")).toBeGreaterThan(0)
   })
 
   it("admin: a bad weight gets 400 and changes nothing, an unknown endpoint or service 404, another method 405; {\"weight\": n} works too", async () => {
