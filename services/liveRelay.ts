@@ -10,6 +10,8 @@ import { contextOf, currentSidecar, type Upgrade } from "./serve.ts"
 
 /** Bytes waiting for a slow browser before its socket is closed. */
 const maxBuffered = 1 << 20
+/** Live sockets are few (one per open page), each holding one through the mesh: past this many a new one is refused (1013). */
+const maxLiveSockets = 100
 
 const browsers = new WebSocketServer({ noServer: true, maxPayload: 4096 })
 
@@ -42,6 +44,7 @@ const relay = (browser: WebSocket, upstream: WebSocket): void => {
 export const acceptLive: Upgrade = (req, socket, head) => {
   if (new URL(req.url ?? "/", "http://localhost").pathname !== "/live") return void socket.destroy()
   browsers.handleUpgrade(req, socket, head, (browser) => {
+    if (browsers.clients.size > maxLiveSockets) return browser.close(1013, "too many live sockets")
     const sidecar = new URL(currentSidecar())
     const upstream = new WebSocket(`ws://${sidecar.host}/live`, { headers: { ...contextOf(req.headers), host: "pricing" }, maxPayload: 4096, handshakeTimeout: 5000 })
     relay(browser, upstream)

@@ -215,6 +215,31 @@ describe("iip-mesh demo", () => {
     expect(await closed).toBe(4001)
   })
 
+  it("the live socket refuses what it was not made for: an upgrade to another path, and a message over its 4 KiB budget (1009)", async () => {
+    const refused = await new Promise<string>((done) => {
+      const socket = new WebSocket(`${ready.entry.replace("http://", "ws://")}elsewhere`)
+      socket.once("open", () => done("opened"))
+      socket.once("error", (error) => done(`refused: ${error.message}`))
+    })
+    expect(refused).toMatch(/^refused: /)
+    const socket = new WebSocket(`${ready.entry.replace("http://", "ws://")}live`)
+    const closed = new Promise<number>((done) => socket.once("close", (code) => done(code)))
+    await new Promise<void>((open, failed) => {
+      socket.once("open", open)
+      socket.once("error", failed)
+    })
+    socket.send(Buffer.alloc(5000, 0x61))
+    expect(await closed).toBe(1009)
+    // The page's service goes on: a new live socket still gets pricing's count.
+    const again = new WebSocket(`${ready.entry.replace("http://", "ws://")}live`)
+    const first = await new Promise<string>((done, failed) => {
+      again.once("message", (data: Buffer) => done(data.toString()))
+      again.once("error", failed)
+    })
+    again.close()
+    expect(JSON.parse(first)).toMatchObject({ version: "v1" })
+  })
+
   it("spreads pricing calls over its two instances by weight (3:1) and latency", async () => {
     const seen: Record<string, number> = {}
     for (let i = 0; i < 40; i++) {
