@@ -54,8 +54,14 @@ const startRaw = (): Promise<number> => {
 const startIip = async (): Promise<number> => {
   const server = new IipServer({ host: HOST, port: 0, log: () => {} })
   server.handle("/upload", async (request) => {
+    // Leased reads: each chunk's memory is read into again once released (readSlabs.ts).
+    const stream = request.context.stream
+    if (stream === undefined) return String(request.data.length)
     let bytes = 0
-    for await (const chunk of request.context.stream ?? [request.data]) bytes += chunk.length
+    for await (const chunk of stream.leased()) {
+      bytes += chunk.bytes.length
+      chunk.release()
+    }
     return String(bytes)
   })
   server.handle("/echo", (request) => reply(request.context.stream ?? request.data))
@@ -78,8 +84,12 @@ const runIip = async (port: number, direction: Direction, total: number): Promis
     const started = performance.now()
     const answer = await client.stream(direction === "upload" ? "/upload" : "/echo", source(total))
     let received = 0
-    if (answer.stream !== undefined) for await (const chunk of answer.stream) received += chunk.length
-    else received = answer.data.length
+    if (answer.stream !== undefined) {
+      for await (const chunk of answer.stream.leased()) {
+        received += chunk.bytes.length
+        chunk.release()
+      }
+    } else received = answer.data.length
     const elapsed = performance.now() - started
     const ok = direction === "upload" ? Buffer.from(answer.data).toString() === String(total) || received === total : received === total
     if (!ok) throw new Error(`iip ${direction}: got ${received} bytes back, expected ${total}`)

@@ -2,7 +2,10 @@
 // its write side, the per-channel receive state (status state machine and reassembly of
 // multi-packet messages) and the close of it all, once, with a reason. The session above
 // (server or client) gets whole messages and decides what they mean. The bytes come from a TCP
-// socket or from a WebSocket seen as a byte stream (webSocketStream.ts): the same either way.
+// socket or from a WebSocket seen as a byte stream (webSocketStream.ts): the same either way. A
+// plain TCP socket reads into slabs the process reuses (readSlabs.ts): a stream chunk handed on
+// references its slab until its consumer releases it; any other view handed on taints the slab
+// (never reused). Other streams hand over chunks of their own.
 // What the peer makes this side hold is counted in the connection's budget (budget.ts): reading
 // pauses past its own share, and parts of unfinished messages and the packet being read count too.
 import type { Duplex } from "node:stream"
@@ -13,6 +16,7 @@ import { EnvelopeBytes, MeshDefaults } from "../protocol/mesh.ts"
 import { isFirstPacket, isLastPacket, type Role, statusAllowed } from "../protocol/status.ts"
 import { Budget, type BudgetLimits, InboundBudget, unlimitedBudget } from "./budget.ts"
 import { ConnectionClosed } from "./errors.ts"
+import { readIntoSlabs, type Slab } from "./readSlabs.ts"
 import { PacketWriter } from "./writer.ts"
 
 export interface ConnectionLimits {
@@ -98,6 +102,13 @@ export class Connection {
    * over plain TCP. Every request of the connection carries it (RequestContext.peerIdentity).
    */
   peerIdentity: string | undefined = undefined
+  /**
+   * While a read is decoded: the slab it lies in (readSlabs.ts), undefined when the bytes are a
+   * buffer of their own. A stream chunk handed on as a view of it takes a reference.
+   */
+  readSlab: Slab | undefined = undefined
+  /** Of the packet being handed on: whether the session may keep a view of it. */
+  private viewKept = true
   private readonly decoder: PacketDecoder
   private readonly channels = new Map<number, ChannelReceive>()
   private sink: MessageSink | undefined
@@ -136,7 +147,13 @@ export class Connection {
     this.decoder = new PacketDecoder(
       {
         checkHeader: (status, channelId) => this.checkHeader(status, channelId),
-        onPacket: (status, path, channelId, data) => this.onPacket(status, path, channelId, data),
+        onPacket: (status, path, channelId, data) => {
+          // A whole packet is a view the session may keep: its slab is not reused, unless the
+          // session said it read the packet in place (`readInPlace`).
+          this.viewKept = true
+          this.onPacket(status, path, channelId, data)
+          if (this.viewKept) this.readSlab?.taint()
+        },
         onOversize: (status, path, channelId, prefix, length) => this.onOversize(status, path, channelId, prefix, length),
         splits: (status) => this.mesh !== undefined && !isFirstPacket(status) && this.sink?.onPacketPart !== undefined,
         onPart: (status, path, channelId, part, first, last) => {
@@ -148,27 +165,42 @@ export class Connection {
       { maxPathBytes: limits.maxReceivePathBytes }
     )
     this.openChannel(SystemChannel)
-    socket.on("data", (chunk: Buffer) => {
-      // A full server reads no new large plain packet: it skips it and refuses it (§8).
-      if (this.mesh === undefined) this.decoder.limitPackets(this.budget.sharedFull ? plainRefuseAboveBytes : Infinity, 0)
-      // What the bytes read make this side send leaves at the end of this tick (writer.ts).
-      let result
-      this.writer.inRead = true
-      try {
-        result = this.decoder.push(chunk)
-      } finally {
-        this.writer.inRead = false
-      }
-      if (result === "close") this.close("peer sent status 8 (close connection)", false)
-      else if (result !== undefined) this.protocolViolation(result)
-      else if (this.decoder.pendingBytes !== this.heldForPacket) this.holdPacket(this.decoder.pendingBytes)
-    })
+    if (!readIntoSlabs(socket, (chunk, slab) => this.onBytes(chunk, slab))) socket.on("data", (chunk: Buffer) => this.onBytes(chunk, undefined))
     socket.on("end", () => {
       const partial = this.decoder.idle ? "" : " in the middle of a packet"
       this.close(`peer closed the connection${partial}`, false)
     })
     socket.on("error", (error: NodeJS.ErrnoException) => this.close(`socket error: ${error.code ?? error.message}`, false))
     socket.on("close", () => this.close("socket closed", false))
+  }
+
+  /** Bytes read: `slab` is the memory they lie in when it is reused (readSlabs.ts). */
+  private onBytes(chunk: Buffer, slab: Slab | undefined): void {
+    // A full server reads no new large plain packet: it skips it and refuses it (§8).
+    if (this.mesh === undefined) this.decoder.limitPackets(this.budget.sharedFull ? plainRefuseAboveBytes : Infinity, 0)
+    // What the bytes read make this side send leaves at the end of this tick (writer.ts).
+    let result
+    this.writer.inRead = true
+    this.readSlab = slab
+    try {
+      result = this.decoder.push(chunk)
+    } finally {
+      this.writer.inRead = false
+      // Path pieces the decoder keeps for the next read are views of this one.
+      if (this.decoder.holdsViews) slab?.taint()
+      this.readSlab = undefined
+    }
+    if (result === "close") this.close("peer sent status 8 (close connection)", false)
+    else if (result !== undefined) this.protocolViolation(result)
+    else if (this.decoder.pendingBytes !== this.heldForPacket) this.holdPacket(this.decoder.pendingBytes)
+  }
+
+  /**
+   * Called by the session while a whole packet is handed to it: it keeps no view of the packet's
+   * bytes, or only one that references `readSlab` (a stream chunk), so the read's slab stays reusable.
+   */
+  readInPlace(): void {
+    this.viewKept = false
   }
 
   /** Packets read so far: the server's timeouts watch it for progress. */

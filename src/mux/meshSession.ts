@@ -38,7 +38,8 @@ import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, RequestTimeout } from "./errors.ts"
 import { type Dispatch, failure, type Failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
-import { IncomingStream, SendWindow, StreamFailed, type WithTrailers } from "./streams.ts"
+import type { Slab } from "./readSlabs.ts"
+import { IncomingStream, LeasedChunk, SendWindow, StreamFailed, type WithTrailers } from "./streams.ts"
 
 export { Cancelled, type CallCallback, type CallOptions, type MeshCallError, type MeshReply, OwnChannel, RemoteError } from "./meshChannels.ts"
 
@@ -289,6 +290,16 @@ export class MeshSession implements MessageSink {
   }
 
   /** The bytes of a stream's continuation packet, decompressed when its header says so. */
+  /**
+   * The read slab a stream chunk is a view of (readSlabs.ts), to be referenced by its stream
+   * instead of keeping the slab from reuse; undefined for a chunk of its own (decompressed).
+   */
+  private inPlace(data: Buffer, chunk: Buffer): Slab | undefined {
+    if (chunk.buffer !== data.buffer) return undefined
+    this.connection.readInPlace()
+    return this.connection.readSlab
+  }
+
   private chunkOf(data: Buffer): Buffer | DecompressionFailed {
     return data[0] === ChunkHeader.compressed ? this.unpack(data.subarray(1)) : data.subarray(1)
   }
@@ -375,7 +386,7 @@ export class MeshSession implements MessageSink {
           // The answer cannot be read on: the call fails, the peer is told to stop, the rest is dropped unread.
           this.abandon(call, chunk)
           call.incoming = undefined
-        } else if (!call.incoming.push(chunk)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)
+        } else if (!call.incoming.push(chunk, this.inPlace(data, chunk))) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)
       }
       if (isLastPacket(status)) {
         channel.fifo.shift()
@@ -447,7 +458,7 @@ export class MeshSession implements MessageSink {
       else if (receiving !== undefined) {
         const chunk = this.chunkOf(data)
         if (chunk instanceof DecompressionFailed) receiving.fail(chunk)
-        else if (!receiving.push(chunk)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
+        else if (!receiving.push(chunk, this.inPlace(data, chunk))) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
       }
       if (isLastPacket(status)) {
         receiving?.end(trailers)
@@ -706,6 +717,8 @@ export class MeshSession implements MessageSink {
       case MeshPath.window: {
         const pair = decodeChannelPair(body)
         if (pair === undefined) return this.violation("bad-control", "malformed window grant")
+        // Read in place: the grant's packet keeps its read's slab from nothing (readSlabs.ts).
+        this.connection.readInPlace()
         const window = this.own.get(pair[0])?.sending ?? this.peer.get(pair[0])?.sending
         window?.add(pair[1])
         return
@@ -743,10 +756,19 @@ export class MeshSession implements MessageSink {
     const closeWindow = (error: ConnectionClosed) => window.close(error)
     this.closeListeners.push(closeWindow)
     const packer = this.options.compression?.streamPacker()
+    // The lease being sent: given up (its memory never reused) if sending stops part-way, since the
+    // writer or the socket may still hold views of its first pieces.
+    let sending: LeasedChunk | undefined
     try {
-      const source = body instanceof Uint8Array ? once(body) : body
-      for await (const piece of source) {
+      // A relayed stream is read as leases, each released once the socket took its last piece:
+      // the memory it was read into is read into again (readSlabs.ts).
+      const source = body instanceof Uint8Array ? once(body) : body instanceof IncomingStream ? body.leased() : body
+      for await (const item of source) {
+        const lease = item instanceof LeasedChunk ? item : undefined
+        const piece = lease === undefined ? (item as Uint8Array) : lease.bytes
         let offset = 0
+        sending = lease
+        if (lease !== undefined && piece.length === 0) lease.release()
         while (offset < piece.length) {
           const want = Math.min(MeshDefaults.chunkBytes, piece.length - offset)
           // Await only when there is a reason to: no credit, or a congested writer.
@@ -756,10 +778,15 @@ export class MeshSession implements MessageSink {
           if (this.connection.closed) return
           const raw = piece.subarray(offset, offset + size)
           const packed = packer?.pack(raw)
-          // Bulk, by reference: the writer serves it in turn with other channels' chunks, after small packets.
-          if (packed === undefined) writer.sendChunk(more, path, channel.id, ChunkHeader.data, raw)
-          else writer.sendChunk(more, path, channel.id, ChunkHeader.compressed, packed)
           offset += size
+          const release = lease !== undefined && offset === piece.length ? lease.release.bind(lease) : undefined
+          // Bulk, by reference: the writer serves it in turn with other channels' chunks, after small packets.
+          if (packed === undefined) writer.sendChunk(more, path, channel.id, ChunkHeader.data, raw, release)
+          else {
+            writer.sendChunk(more, path, channel.id, ChunkHeader.compressed, packed)
+            release?.()
+          }
+          if (release !== undefined) sending = undefined
         }
       }
       if (!this.connection.closed) this.connection.writer.send(last, path, channel.id, this.closingChunk(body))
@@ -770,6 +797,7 @@ export class MeshSession implements MessageSink {
       )
       this.connection.writer.send(last, path, channel.id, Buffer.concat([Buffer.of(ChunkHeader.error), abort]))
     } finally {
+      sending?.abandon()
       register(undefined)
       const index = this.closeListeners.indexOf(closeWindow)
       if (index !== -1) this.closeListeners.splice(index, 1)
@@ -844,7 +872,9 @@ export class MeshSession implements MessageSink {
     }
     const assembling = this.assembling
     if (assembling !== undefined) {
-      // Held in the budget while it is assembled, as the decoder holds a packet it assembles.
+      // Held in the budget while it is assembled, as the decoder holds a packet it assembles; its
+      // pieces are views kept across reads, so their slab is not reused (readSlabs.ts).
+      this.connection.readSlab?.taint()
       assembling.push(part)
       this.assemblingBytes += part.length
       this.connection.budget.hold(part.length)
@@ -859,7 +889,7 @@ export class MeshSession implements MessageSink {
       const own = this.own.get(channelId)
       if (own !== undefined && own.fifo.length === 0) return this.violation("unexpected-response", `response on channel ${channelId} with no request outstanding`)
       const stream = own !== undefined ? own.fifo[0]!.incoming : this.peer.get(channelId)?.receiving
-      if (stream !== undefined && !stream.push(part)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
+      if (stream !== undefined && !stream.push(part, this.connection.readSlab)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
     }
     if (!last) return
     // A last packet ends its stream as a whole one does; any other only counts.

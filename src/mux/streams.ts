@@ -3,9 +3,17 @@
 // reads; a StreamSender cuts an outgoing body into chunks and waits for the peer's grants and for
 // the connection's writer, so a slow reader slows only its own channel. What an IncomingStream
 // holds unread counts against its connection's budget (budget.ts).
+//
+// Two ways to read an IncomingStream. Its async iterator hands out chunks the consumer keeps as
+// long as it likes (the slab a chunk was read into is then never reused: readSlabs.ts). `leased()`
+// hands out each chunk as a lease on the memory it was read into: the consumer calls `release()`
+// once done with the bytes (a relay: once its socket took them), the memory is read into again,
+// and only then is the chunk's share of the window granted back to the sender, so what a stream's
+// consumer holds unreleased is bounded by the window (the sender stalls, nothing more is read).
 import * as Data from "effect/Data"
 import type { Meta } from "../protocol/mesh.ts"
 import type { InboundBudget } from "./budget.ts"
+import type { Slab } from "./readSlabs.ts"
 
 export class StreamFailed extends Data.TaggedError("StreamFailed")<{ readonly message: string }> {}
 
@@ -18,8 +26,40 @@ export interface WithTrailers {
   readonly trailers: Meta | undefined
 }
 
+/** One chunk of a stream read with `leased()`: `bytes` stay valid until `release()` (once; later calls do nothing). */
+export class LeasedChunk {
+  readonly bytes: Buffer
+  private slab: Slab | undefined
+  private stream: IncomingStream | undefined
+
+  constructor(bytes: Buffer, slab: Slab | undefined, stream: IncomingStream) {
+    this.bytes = bytes
+    this.slab = slab
+    this.stream = stream
+  }
+
+  /** Done with it, though views of the bytes may still be held (a relay stopped part-way): the memory is never reused. */
+  abandon(): void {
+    this.slab?.taint()
+    this.release()
+  }
+
+  release(): void {
+    const stream = this.stream
+    if (stream === undefined) return
+    this.stream = undefined
+    this.slab?.unref()
+    this.slab = undefined
+    stream.leaseReleased(this.bytes.length)
+  }
+}
+
 export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private readonly chunks: Array<Buffer> = []
+  /** The slab each chunk lies in (undefined: a buffer of its own), one reference each. */
+  private readonly slabs: Array<Slab | undefined> = []
+  /** Bytes handed out as leases and not released yet (their grant waits for the release). */
+  private leasedOut = 0
   private trailing: Meta | undefined = undefined
   private buffered = 0
   private ended = false
@@ -43,7 +83,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
    * meant for the previous stream on the channel may arrive after it ended and count for this
    * one, so up to twice the window is tolerated.
    */
-  push(chunk: Buffer): boolean {
+  push(chunk: Buffer, slab?: Slab): boolean {
     if (this.discarded) {
       if (!this.ended) this.grant(chunk.length)
       return true
@@ -52,6 +92,8 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     this.buffered += chunk.length
     if (this.buffered > 2 * this.window) return false
     this.chunks.push(chunk)
+    this.slabs.push(slab)
+    slab?.ref()
     this.budget?.charge(0, chunk.length)
     this.notify()
     return true
@@ -67,10 +109,15 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     this.discarded = true
     const dropped = this.buffered
     this.chunks.length = 0
+    for (const slab of this.slabs) slab?.unref()
+    this.slabs.length = 0
     this.buffered = 0
     this.budget?.release(0, dropped)
-    if (!this.ended && dropped + this.consumed > 0) this.grant(dropped + this.consumed)
+    // Leases still out are granted now too: their release comes when it comes, the sender goes on.
+    const back = dropped + this.consumed + this.leasedOut
+    if (!this.ended && back > 0) this.grant(back)
     this.consumed = 0
+    this.leasedOut = 0
     this.notify()
   }
 
@@ -93,25 +140,69 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     this.notify()
   }
 
+  /** Chunks the consumer keeps: each is its own to hold (its slab is never read into again). */
   async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
     for (;;) {
       if (this.discarded) return
       const chunk = this.chunks.shift()
       if (chunk !== undefined) {
-        this.buffered -= chunk.length
-        this.budget?.release(0, chunk.length)
-        this.consumed += chunk.length
-        // Grant in batches of half a window: fewer control packets, the pipe never runs dry.
-        if (this.consumed >= this.window / 2 && !this.ended) {
-          this.grant(this.consumed)
-          this.consumed = 0
-        }
+        const slab = this.slabs.shift()
+        slab?.taint()
+        slab?.unref()
+        this.taken(chunk.length)
+        this.done(chunk.length)
         yield chunk
         continue
       }
       if (this.failure !== undefined) throw this.failure
       if (this.ended) return
       await new Promise<void>((resolve) => (this.wake = resolve))
+    }
+  }
+
+  /**
+   * Chunks as leases on the memory they were read into (see the top of this file): release each
+   * once done with its bytes. Ends, fails and stops on discard as the async iterator does; a lease
+   * still out when the stream is cancelled or fails stays valid until released.
+   */
+  async *leased(): AsyncIterable<LeasedChunk> {
+    for (;;) {
+      if (this.discarded) return
+      const chunk = this.chunks.shift()
+      if (chunk !== undefined) {
+        const lease = new LeasedChunk(chunk, this.slabs.shift(), this)
+        this.taken(chunk.length)
+        this.leasedOut += chunk.length
+        yield lease
+        continue
+      }
+      if (this.failure !== undefined) throw this.failure
+      if (this.ended) return
+      await new Promise<void>((resolve) => (this.wake = resolve))
+    }
+  }
+
+  /** A chunk left the stream's buffer for its consumer. */
+  private taken(bytes: number): void {
+    this.buffered -= bytes
+    this.budget?.release(0, bytes)
+  }
+
+  /** A lease of `bytes` was released (LeasedChunk): its bytes count towards the next grant. */
+  leaseReleased(bytes: number): void {
+    // After a discard every lease out was granted already.
+    if (this.discarded) return
+    this.leasedOut -= bytes
+    this.done(bytes)
+  }
+
+  /** The consumer is done with `bytes`: they count towards the next grant. */
+  private done(bytes: number): void {
+    this.consumed += bytes
+    // Grant in batches of half a window: fewer control packets, the pipe never runs dry.
+    if (this.consumed >= this.window / 2 && !this.ended) {
+      this.grant(this.consumed)
+      this.consumed = 0
     }
   }
 

@@ -54,6 +54,8 @@ interface LanePacket {
   readonly chunkHeader: number
   readonly data: Uint8Array
   readonly size: number
+  /** Called once the socket took `data` (a leased chunk is released then); not called if the connection closes first. */
+  readonly written: (() => void) | undefined
 }
 
 /** The bulk packets of one channel, in order, and whatever was sent on the channel behind them. */
@@ -84,8 +86,11 @@ export class PacketWriter {
   private nextLane = 0
   /** Bulk packets written that the socket has not taken yet. */
   private bulkInFlight = 0
+  /** The `written` callbacks of the bulk packets in the socket, in the order written. */
+  private readonly bulkCallbacks: Array<(() => void) | undefined> = []
   private readonly onBulkWritten = () => {
     this.bulkInFlight--
+    this.bulkCallbacks.shift()?.()
     this.flush()
   }
   private readonly flushAtTurnEnd = () => {
@@ -127,7 +132,7 @@ export class PacketWriter {
       const lane = this.lanes.get(channelId)
       if (lane !== undefined) {
         // Behind this channel's bulk packets: order within a channel holds.
-        lane.packets.push({ status, path, chunkHeader: -1, data, size })
+        lane.packets.push({ status, path, chunkHeader: -1, data, size, written: undefined })
         this.queuedBytes += size
         return
       }
@@ -163,7 +168,7 @@ export class PacketWriter {
       // Behind this channel's bulk packets, which a lane keeps as buffers of their own.
       const data = Buffer.allocUnsafe(dataLength)
       data.set(body, encodeEnvelopeHeadInto(data, 0, kind, flags, requestId, meta, metaBytes, deadlineMs))
-      lane.packets.push({ status, path, chunkHeader: -1, data, size })
+      lane.packets.push({ status, path, chunkHeader: -1, data, size, written: undefined })
       this.queuedBytes += size
       return
     }
@@ -191,7 +196,7 @@ export class PacketWriter {
    * reference, not copied). Bulk: it waits in its channel's lane (see the top of this file).
    * Throws PacketEncodeError (nothing queued) or Overloaded.
    */
-  sendChunk(status: number, path: string, channelId: number, chunkHeader: number, data: Uint8Array): void {
+  sendChunk(status: number, path: string, channelId: number, chunkHeader: number, data: Uint8Array, written?: () => void): void {
     const size = checkPacket(status, path, channelId, 1 + data.length)
     if (this.closed || this.finishing !== undefined) throw new Overloaded({ message: "connection is closed", limit: "closed" })
     this.admit(size)
@@ -201,7 +206,7 @@ export class PacketWriter {
       this.lanes.set(channelId, lane)
       this.ring.push(lane)
     }
-    lane.packets.push({ status, path, chunkHeader, data, size })
+    lane.packets.push({ status, path, chunkHeader, data, size, written })
     this.queuedBytes += size
     if (this.waitingDrain || this.bulkInFlight >= BULK_IN_FLIGHT || this.scheduledSoon) return
     this.scheduledSoon = true
@@ -317,6 +322,7 @@ export class PacketWriter {
     }
     this.sink.uncork()
     this.bulkInFlight++
+    this.bulkCallbacks.push(first.written)
     this.queuedBytes -= bytes
     lane.head = end
     if (lane.head === packets.length) {

@@ -104,6 +104,11 @@ export class PacketDecoder {
     return this.data === undefined ? 0 : this.data.length
   }
 
+  /** True while it keeps views of a pushed chunk for the next one (a path split across chunks). */
+  get holdsViews(): boolean {
+    return this.pathParts.length > 0
+  }
+
   /** True when no packet is partly read (the stream ended on a packet boundary). */
   get idle(): boolean {
     return this.stage === STAGE_STATUS

@@ -1,0 +1,316 @@
+// Streams read into reused memory (src/mux/readSlabs.ts, IncomingStream.leased) over real TCP in
+// mesh mode, server and client in this process (the slab counts are the process's):
+// - An upload read as leases arrives intact, and its reads go into slabs used again (few made).
+// - A relay (a handler answering with the request's own stream) releases each chunk once its
+//   socket took it: the echo arrives intact, both ends on reused slabs.
+// - Views that escape are never overwritten: chunks kept from the async iterator, leases held
+//   across later reads, and leases still out after their stream was cancelled keep their bytes
+//   while the connection carries other streams into reused slabs.
+// - A consumer that never releases its leases stalls its sender after one window (bounded memory);
+//   other calls on the connection go on; a late release (after cancel) is harmless.
+// - Compressed chunks (decompressed into buffers of their own) read as leases arrive intact.
+// Plus the slab bookkeeping itself (references, taint, retire, the pool's bound).
+import { createHash } from "node:crypto"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import type { IipClient } from "../../src/iip/client.ts"
+import { type IipServer, reply } from "../../src/iip/server.ts"
+import { freeSlabCount, setReadSlabPoolBytes, Slab, slabBytes, slabCounts } from "../../src/mux/readSlabs.ts"
+import { type LeasedChunk, StreamFailed } from "../../src/mux/streams.ts"
+import { MeshDefaults } from "../../src/protocol/mesh.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { collectLog, type LogEvent, startClient, startServer } from "../support/meshTest.ts"
+
+const KiB = 1024
+const MiB = 1024 * KiB
+
+/** The byte at absolute offset `o` of a test body: a hash of the offset, so no stretch repeats another. */
+const byteAt = (o: number): number => {
+  let x = Math.imul((o >>> 2) ^ 0x9e3779b9, 0x85ebca6b)
+  x ^= x >>> 13
+  x = Math.imul(x, 0xc2b2ae35)
+  x ^= x >>> 16
+  return (x >>> ((o & 3) * 8)) & 0xff
+}
+
+/** `total` bytes of the test body in pieces of `piece` bytes (each a fresh buffer). */
+async function* body(total: number, piece = MiB): AsyncGenerator<Buffer> {
+  for (let at = 0; at < total; at += piece) {
+    const out = Buffer.allocUnsafe(Math.min(piece, total - at))
+    for (let i = 0; i < out.length; i++) out[i] = byteAt(at + i)
+    yield out
+  }
+}
+
+const sha256Of = async (total: number): Promise<string> => {
+  const hash = createHash("sha256")
+  for await (const piece of body(total)) hash.update(piece)
+  return hash.digest("hex")
+}
+
+/** The first offset where `bytes` (starting at body offset `at`) differ from the body, or -1. */
+const firstWrong = (bytes: Uint8Array, at: number): number => {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== byteAt(at + i)) return i
+  return -1
+}
+
+/** A chunk a consumer holds on to, with the body offset it started at. */
+interface Held {
+  readonly bytes: Buffer
+  readonly at: number
+}
+
+describe("leased reads into reused memory", () => {
+  let cleanup: Cleanup
+  let server: IipServer
+  let events: Array<LogEvent>
+
+  beforeEach(async () => {
+    cleanup = new Cleanup()
+    const log = collectLog()
+    events = log.events
+    server = await startServer(cleanup, { log: log.log, compression: false })
+    server.handle("/echo", (request) => request.data)
+    server.handle("/stream-echo", (request) => reply(request.context.stream ?? request.data))
+    // Reads the body as leases, hashing each and releasing it at once.
+    server.handle("/lease-hash", async (request) => {
+      const hash = createHash("sha256")
+      let bytes = 0
+      for await (const lease of request.context.stream!.leased()) {
+        hash.update(lease.bytes)
+        bytes += lease.bytes.length
+        lease.release()
+      }
+      return JSON.stringify({ bytes, sha256: hash.digest("hex") })
+    })
+  })
+
+  afterEach(async () => {
+    await cleanup.run()
+    setReadSlabPoolBytes(8 * MiB)
+    expect(events.filter((e) => e.event === "protocol-violation")).toEqual([])
+  })
+
+  const client = (options: Parameters<typeof startClient>[2] = {}): IipClient =>
+    startClient(cleanup, server.address.port, { maxConnections: 1, compression: false, ...options })
+
+  const upload = async (c: IipClient, path: string, total: number, signal?: AbortSignal) => {
+    const answer = await c.stream(path, body(total), { timeoutMs: 0, ...(signal === undefined ? {} : { signal }) })
+    return JSON.parse(answer.data.toString()) as { bytes: number; sha256: string }
+  }
+
+  it("an upload read as leases arrives intact, read into slabs used again", async () => {
+    const c = client()
+    const before = { ...slabCounts }
+    const total = 32 * MiB
+    expect(await withTimeout(upload(c, "/lease-hash", total), 30_000, "the upload")).toEqual({ bytes: total, sha256: await sha256Of(total) })
+    const made = slabCounts.made - before.made
+    const reused = slabCounts.reused - before.reused
+    // 32 MiB is 512 slabs' worth: nearly all reads went into slabs read into before. The window
+    // (1 MiB, 16 slabs) bounds what the stream holds; the client's own reads make a few more.
+    expect(reused).toBeGreaterThan(300)
+    expect(made).toBeLessThan(64)
+    console.log(`[leased-reads] 32 MiB upload: ${made} slabs made, ${reused} reused`)
+  }, 60_000)
+
+  it("a relayed stream (the answer is the request's own stream) comes back intact, both ends reading into reused slabs", async () => {
+    const c = client()
+    const before = { ...slabCounts }
+    const total = 16 * MiB
+    const answer = await c.stream("/stream-echo", body(total), { timeoutMs: 0 })
+    const hash = createHash("sha256")
+    let bytes = 0
+    for await (const lease of answer.stream!.leased()) {
+      hash.update(lease.bytes)
+      bytes += lease.bytes.length
+      lease.release()
+    }
+    expect({ bytes, sha256: hash.digest("hex") }).toEqual({ bytes: total, sha256: await sha256Of(total) })
+    expect(slabCounts.reused - before.reused).toBeGreaterThan(200)
+    expect(slabCounts.made - before.made).toBeLessThan(96)
+  }, 60_000)
+
+  it("request bodies and chunks kept from the async iterator keep their bytes while later reads go on (their slabs are not reused)", async () => {
+    const kept: Array<Held> = []
+    // Whole request bodies, views of the reads they arrived in, kept by the handler: 4 bytes
+    // naming a body offset, then the body's bytes from there.
+    const bodies: Array<Buffer> = []
+    server.handle("/keep-body", (request) => {
+      bodies.push(request.data)
+      return "kept"
+    })
+    server.handle("/keep", async (request) => {
+      let at = 0
+      for await (const chunk of request.context.stream!) {
+        kept.push({ bytes: chunk, at })
+        at += chunk.length
+      }
+      return String(at)
+    })
+    const c = client()
+    for (let i = 0; i < 200; i++) {
+      const piece = Buffer.alloc(KiB)
+      piece.writeUInt32BE(4096 * i, 0)
+      for (let j = 4; j < KiB; j++) piece[j] = byteAt(4096 * i + j)
+      expect((await c.call("/keep-body", piece, { timeoutMs: 5000 })).toString()).toBe("kept")
+    }
+    const total = 8 * MiB
+    expect((await c.stream("/keep", body(total), { timeoutMs: 0 })).data.toString()).toBe(String(total))
+    // More streams through the same connection, read as leases into reused slabs.
+    expect((await upload(c, "/lease-hash", 8 * MiB)).bytes).toBe(8 * MiB)
+    for (const held of kept) expect(firstWrong(held.bytes, held.at), `chunk at ${held.at}`).toBe(-1)
+    expect(bodies.length).toBe(200)
+    bodies.forEach((kept, i) => {
+      expect(kept.readUInt32BE(0), `body ${i}`).toBe(4096 * i)
+      expect(firstWrong(kept.subarray(4), 4096 * i + 4), `body ${i}`).toBe(-1)
+    })
+  }, 60_000)
+
+  it("a consumer that never releases its leases stalls its sender at one window; other calls go on; its leases keep their bytes through cancel and other streams; releasing late is harmless", async () => {
+    const held: Array<LeasedChunk> = []
+    const offsets: Array<number> = []
+    let hoarded = 0
+    let ended: "discarded" | StreamFailed | undefined
+    server.handle("/hoard", async (request) => {
+      try {
+        for await (const lease of request.context.stream!.leased()) {
+          held.push(lease)
+          offsets.push(hoarded)
+          hoarded += lease.bytes.length
+        }
+        ended = "discarded"
+      } catch (error) {
+        ended = error as StreamFailed
+      }
+      return "done"
+    })
+    const c = client({ maxChannelsPerConnection: 4, idleChannelsAhead: 2 })
+    for (const warm of ["a", "b"]) expect((await c.call("/echo", warm, { timeoutMs: 5000 })).toString()).toBe(warm)
+    let sent = 0
+    const counted = async function*(): AsyncGenerator<Buffer> {
+      for await (const piece of body(64 * MiB, 64 * KiB)) {
+        sent += piece.length
+        yield piece
+      }
+    }
+    const abort = new AbortController()
+    const call = c.stream("/hoard", counted(), { timeoutMs: 0, signal: abort.signal }).then(
+      () => "answered",
+      (error: unknown) => error
+    )
+    const window = MeshDefaults.streamWindow
+    await waitFor(() => hoarded >= window, 10_000, "the hoarding handler to hold one window")
+    // Other calls on the same connection go through meanwhile...
+    for (let i = 0; i < 50; i++) expect((await c.call("/echo", `call ${i}`, { timeoutMs: 5000 })).toString()).toBe(`call ${i}`)
+    expect(c.stats.connections).toBe(1)
+    // ...and the sender got no more credit: the server holds one window, the sender stopped.
+    expect(hoarded).toBe(window)
+    expect(sent).toBeLessThanOrEqual(window + 2 * 64 * KiB)
+    // Cancelled while the leases are out: the call fails, and the handler's stream ends (the
+    // request was answered `cancelled` and its body dropped, or the body's abort came first).
+    abort.abort()
+    const outcome = await withTimeout(call, 5000, "the cancelled call")
+    expect(outcome).not.toBe("answered")
+    await waitFor(() => ended !== undefined, 5000, "the handler's stream to end")
+    if (ended !== "discarded") expect(ended).toBeInstanceOf(StreamFailed)
+    // Other streams through the same connection, into reused slabs: the held leases keep their bytes.
+    expect((await upload(c, "/lease-hash", 16 * MiB)).bytes).toBe(16 * MiB)
+    held.forEach((lease, i) => expect(firstWrong(lease.bytes, offsets[i]!), `lease at ${offsets[i]}`).toBe(-1))
+    // Released late (twice, even): nothing breaks, and the connection carries the next stream intact.
+    for (const lease of held) lease.release()
+    for (const lease of held) lease.release()
+    const total = 8 * MiB
+    expect(await upload(c, "/lease-hash", total)).toEqual({ bytes: total, sha256: await sha256Of(total) })
+  }, 60_000)
+
+  it("a lease held while its stream reads on keeps its bytes, and releasing it lets the sender go on", async () => {
+    // The lease held is one from the middle of the stream (the first read also holds the request's
+    // first packet, a view that already keeps its slab from reuse).
+    let first: { lease: LeasedChunk; at: number } | undefined
+    let checked = -2
+    server.handle("/hold-first", async (request) => {
+      let at = 0
+      for await (const lease of request.context.stream!.leased()) {
+        if (first === undefined && at >= 512 * KiB) first = { lease, at }
+        else lease.release()
+        at += lease.bytes.length
+        // Half-way through, the first lease is checked and given back.
+        if (at >= 4 * MiB && checked === -2) {
+          checked = firstWrong(first!.lease.bytes, first!.at)
+          first!.lease.release()
+        }
+      }
+      return String(at)
+    })
+    const c = client()
+    const total = 8 * MiB
+    expect((await withTimeout(c.stream("/hold-first", body(total), { timeoutMs: 0 }), 30_000, "the upload")).data.toString()).toBe(String(total))
+    expect(checked).toBe(-1)
+  }, 60_000)
+
+  it("compressed stream chunks read as leases arrive intact", async () => {
+    const zserver = await startServer(cleanup, { compression: {} })
+    zserver.handle("/lease-hash", async (request) => {
+      const hash = createHash("sha256")
+      let bytes = 0
+      for await (const lease of request.context.stream!.leased()) {
+        hash.update(lease.bytes)
+        bytes += lease.bytes.length
+        lease.release()
+      }
+      return JSON.stringify({ bytes, sha256: hash.digest("hex") })
+    })
+    const c = startClient(cleanup, zserver.address.port, { maxConnections: 1, compression: { minBytes: 1 } })
+    // A body of runs (compressible) and hashed stretches (not): both kinds of chunk.
+    const total = 4 * MiB
+    const mixed = async function*(): AsyncGenerator<Buffer> {
+      let i = 0
+      for await (const piece of body(total, 64 * KiB)) yield i++ % 2 === 0 ? Buffer.alloc(piece.length, i & 0xff) : piece
+    }
+    const hash = createHash("sha256")
+    for await (const piece of mixed()) hash.update(piece)
+    const answer = await c.stream("/lease-hash", mixed(), { timeoutMs: 0 })
+    expect(JSON.parse(answer.data.toString())).toEqual({ bytes: total, sha256: hash.digest("hex") })
+    expect(c.meshSessions[0]!.codec).toBe("zstd")
+  }, 60_000)
+})
+
+describe("read slabs", () => {
+  afterEach(() => setReadSlabPoolBytes(8 * MiB))
+
+  it("a slab goes back to the pool once retired and unreferenced, never while referenced, never once tainted; the pool keeps at most its bound", () => {
+    setReadSlabPoolBytes(0)
+    setReadSlabPoolBytes(2 * slabBytes)
+    expect(freeSlabCount()).toBe(0)
+    const make = () => new Slab(Buffer.alloc(slabBytes))
+
+    const held = make()
+    held.ref()
+    held.ref()
+    held.retire()
+    expect(freeSlabCount()).toBe(0)
+    held.unref()
+    expect(freeSlabCount()).toBe(0)
+    held.unref()
+    expect(freeSlabCount()).toBe(1)
+
+    const tainted = make()
+    tainted.ref()
+    tainted.taint()
+    tainted.retire()
+    tainted.unref()
+    expect(freeSlabCount()).toBe(1)
+    expect(tainted.free).toBe(false)
+
+    const idle = make()
+    idle.used = 100
+    idle.retire()
+    expect(freeSlabCount()).toBe(2)
+    expect(idle.used).toBe(0)
+
+    // Past the bound: left to the collector.
+    make().retire()
+    expect(freeSlabCount()).toBe(2)
+    setReadSlabPoolBytes(slabBytes)
+    expect(freeSlabCount()).toBe(1)
+  })
+})
