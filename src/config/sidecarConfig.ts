@@ -254,6 +254,8 @@ export const SidecarConfigSchema = Schema.Struct({
   traceStoreRate: Schema.NullOr(Count),
   /** Bytes the admin's trace store holds the request path's spans in, allocated once outside the JS heap; the oldest trace goes first. */
   traceStoreBytes: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 64 * 1024, maximum: 1024 ** 3 }))),
+  /** Free read slabs (64 KiB each) the process keeps to read plain TCP IIP connections into again (src/mux/readSlabs.ts); 0: none kept. */
+  readSlabPoolBytes: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 1024 ** 3 }))),
   /** Routes (path templates, gRPC methods) per served service with golden metrics of their own; later ones share `_other`. */
   goldenRoutes: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1_000 }))),
   /** Live tap: listeners at once, records a second each takes, records queued for a slow reader. */
@@ -378,7 +380,8 @@ export const settings = [
   { key: "h2MaxStreams", env: "IIP_MESH_H2_MAX_STREAMS", flag: "--h2-max-streams", help: "streams open at once on one HTTP/2 connection from the app (default 256)" },
   { key: "kubernetesRoutes", env: "IIP_MESH_KUBERNETES_ROUTES", flag: "--kubernetes-routes", help: "namespaces whose HTTPRoutes (attached to Services) apply as routes, in-cluster, comma-separated or repeated (default none)" },
   { key: "rateLimitKeys", env: "IIP_MESH_RATE_LIMIT_KEYS", flag: "--rate-limit-keys", help: "buckets one keyed rate limit keeps (per caller or header value) at most; later values share one (default 1024)" },
-  { key: "traceStoreBytes", env: "IIP_MESH_TRACE_STORE_BYTES", flag: "--trace-store-bytes", help: "bytes the admin's trace store keeps spans in, outside the JS heap; the oldest trace goes first (default 2MiB)" }
+  { key: "traceStoreBytes", env: "IIP_MESH_TRACE_STORE_BYTES", flag: "--trace-store-bytes", help: "bytes the admin's trace store keeps spans in, outside the JS heap; the oldest trace goes first (default 2MiB)" },
+  { key: "readSlabPoolBytes", env: "IIP_MESH_READ_SLAB_POOL_BYTES", flag: "--read-slab-pool-bytes", help: "free 64 KiB read slabs the process keeps to read plain TCP IIP connections into again (default 8MiB; 0: none)" }
 ] as const
 
 /** Settings whose value is a secret: /config never shows them (src/admin/views.ts). */
@@ -470,7 +473,8 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   h2MaxStreams: 256,
   kubernetesRoutes: [],
   rateLimitKeys: 1024,
-  traceStoreBytes: 2 * 1024 * 1024
+  traceStoreBytes: 2 * 1024 * 1024,
+  readSlabPoolBytes: 8 * 1024 * 1024
 })
 
 /**
@@ -555,6 +559,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "maxWholeBodyBytes":
     case "federationMaxBytes":
     case "traceStoreBytes":
+    case "readSlabPoolBytes":
       return parseBytes(last)
     case "maxQueuedRequestsPerConnection":
     case "maxQueuedRequests":

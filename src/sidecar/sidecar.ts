@@ -13,6 +13,7 @@ import { type Log, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import type { MeshSession } from "../mux/meshSession.ts"
+import { setReadSlabPoolBytes } from "../mux/readSlabs.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import type { CredentialSource } from "../identity/credentials.ts"
 import { Discovery } from "../discovery/discovery.ts"
@@ -277,6 +278,8 @@ export const make = (
 ): Effect.Effect<Sidecar, Server.ListenFailed | PolicyFileInvalid | RoutesFileInvalid | MtlsUnavailable, Scope.Scope> =>
   Effect.gen(function*() {
     const supervisor = yield* Supervisor.current
+    // Process-wide: the free read slabs all plain TCP IIP connections share (readSlabs.ts).
+    setReadSlabPoolBytes(config.readSlabPoolBytes)
     const telemetry = yield* makeTelemetry(config, options, log)
     const meshTls = yield* makeMeshTls(config, options, telemetry, log)
     /** The identity this sidecar announces to discovery: what peers must find in its certificate. */

@@ -257,6 +257,14 @@ describe("loadSidecarConfig: the balancing settings", () => {
     expect(problems(load(["--service", "store", "--trace-store-bytes", "1KiB"])).problems.join("\n")).toMatch(/traceStoreBytes/)
     expect(problems(load(["--service", "store", "--trace-store-bytes", "lots"])).problems.join("\n")).toMatch(/traceStoreBytes/)
   })
+  it("--read-slab-pool-bytes: a size from the flag or IIP_MESH_READ_SLAB_POOL_BYTES (default 8MiB, 0 allowed), out of range or unreadable named", () => {
+    expect(ok(load(["--service", "slabs"])).readSlabPoolBytes).toBe(8 * 1024 * 1024)
+    expect(ok(load(["--service", "slabs", "--read-slab-pool-bytes", "1MiB"])).readSlabPoolBytes).toBe(1024 * 1024)
+    expect(ok(load([], { IIP_MESH_SERVICE: "slabs", IIP_MESH_READ_SLAB_POOL_BYTES: "0" })).readSlabPoolBytes).toBe(0)
+    expect(problems(load(["--service", "slabs", "--read-slab-pool-bytes", "2GiB"])).problems.join("\n")).toMatch(/readSlabPoolBytes/)
+    expect(problems(load(["--service", "slabs", "--read-slab-pool-bytes", "lots"])).problems.join("\n")).toMatch(/readSlabPoolBytes/)
+  })
+
 
   it("the restart, frozen-peer and slow-try settings from flags and environment; --slow-try off", () => {
     expect(ok(load(["--service", "store", "--restart-window", "1m", "--busy-ping-after", "500ms", "--busy-ping-timeout", "3s", "--slow-try", "off"]))).toMatchObject({
