@@ -10,7 +10,8 @@
 //                                         (streamMixed.ts; --seconds S, default 3, 2 with --quick;
 //                                         --rate N calls/s, default 500)
 // After the table, per direction, what the IIP case cost each process (median of the rounds): CPU
-// ms per MB moved and full (mark-compact) collections, the server's read over its /stalls route.
+// ms per MB moved and full (mark-compact) collections, the server's read over its /stalls route;
+// then what the reads made of slabs (src/mux/readSlabs.ts) in each process, the server's over /slabs.
 // The last stdout line is one JSON object: MB/s per system and case, iip/raw ratios and those costs.
 import * as net from "node:net"
 import { fileURLToPath } from "node:url"
@@ -19,7 +20,7 @@ import { IipServer, reply } from "../src/iip/server.ts"
 import { benchArgs, printSummary } from "./args.ts"
 import { type Child, killChild, listenOn, serveChild, spawnServer } from "./children.ts"
 import { type Stalls, StallMeter } from "./stalls.ts"
-import { runMixed, serverStalls } from "./streamMixed.ts"
+import { localSlabs, runMixed, serverSlabs, serverStalls, slabsLine } from "./streamMixed.ts"
 
 const HOST = "127.0.0.1"
 const CHUNK = 1024 * 1024
@@ -69,6 +70,7 @@ const startIip = async (): Promise<number> => {
   // The mixed bench reads this server's stalls per phase; the meter starts at the first read, so the plain cases run without it.
   let stalls: StallMeter | undefined
   server.handle("/stalls", () => JSON.stringify((stalls ??= new StallMeter().start()).take()))
+  server.handle("/slabs", () => JSON.stringify(localSlabs()))
   await server.listen()
   return server.address.port
 }
@@ -193,6 +195,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
         results[`iip_${direction}_${side}_major_gcs`] = gcs
       }
     }
+    console.log(slabsLine(await serverSlabs(control!), localSlabs()))
     console.log(JSON.stringify({ bench: "stream", bytes: total, rounds, ...results, node: process.version, quick }))
   } finally {
     control?.close()

@@ -9,7 +9,9 @@
 // Also printed: the hidden cost of per-channel scheduling, the most bulk chunks the client's writer
 // held queued (in lanes) during the mixed phase and what a lane costs; and per phase what stopped
 // each side's event loop (stalls.ts), to tell a p99 made of queueing from one made of stalls.
+// And the read side's memory (src/mux/readSlabs.ts): slabs made and read into again, per process.
 import { IipClient } from "../src/iip/client.ts"
+import { freeSlabCount, slabBytes, slabCounts } from "../src/mux/readSlabs.ts"
 import { type Stalls, StallMeter, stallsHeader, stallsRow } from "./stalls.ts"
 
 const HOST = "127.0.0.1"
@@ -85,6 +87,22 @@ const upload = async (client: IipClient, stop: () => boolean): Promise<number> =
 /** The server's stalls since it was last asked (the first ask starts its meter). */
 export const serverStalls = async (client: IipClient): Promise<Stalls> => JSON.parse(Buffer.from(await client.call("/stalls", "", { timeoutMs: 5000 })).toString()) as Stalls
 
+/** What a process's plain TCP reads made of slabs (src/mux/readSlabs.ts), since it started. */
+export interface SlabUse {
+  readonly made: number
+  readonly reused: number
+  readonly free: number
+}
+
+export const localSlabs = (): SlabUse => ({ made: slabCounts.made, reused: slabCounts.reused, free: freeSlabCount() })
+
+/** The iip server child's slab use, over its /slabs route. */
+export const serverSlabs = async (client: IipClient): Promise<SlabUse> => JSON.parse(Buffer.from(await client.call("/slabs", "", { timeoutMs: 5000 })).toString()) as SlabUse
+
+/** The read side's hidden cost: one slab per plain TCP connection, the free ones kept, and how often slabs were read into again. */
+export const slabsLine = (server: SlabUse, client: SlabUse): string =>
+  `read slabs (readSlabs.ts): one ${slabBytes / KiB} KiB slab read into per plain TCP connection, free ones kept up to --read-slab-pool-bytes (8 MiB) per process; since start the server made ${server.made} (${((server.made * slabBytes) / KiB / KiB).toFixed(1)} MiB, ${server.free} free now) and read into one again ${server.reused} times, the client made ${client.made} and reused ${client.reused}`
+
 export const runMixed = async (port: number, options: MixedOptions): Promise<Record<string, number>> => {
   const meter = new StallMeter().start()
   const stalls: Array<{ readonly phase: string; readonly client: Stalls; readonly server: Stalls }> = []
@@ -136,6 +154,12 @@ export const runMixed = async (port: number, options: MixedOptions): Promise<Rec
   console.log(stallsHeader)
   for (const side of ["server", "client"] as const) for (const s of stalls) console.log(stallsRow(side, s.phase, s[side]))
   meter.stop()
+  const control = newClient(port)
+  try {
+    console.log(slabsLine(await serverSlabs(control), localSlabs()))
+  } finally {
+    control.close()
+  }
   console.log(`writer cost: at most ${maxQueuedChunks} chunks queued in lanes (by reference, ~${LANE_PACKET_BYTES} B of bookkeeping each), one lane object per channel with bulk waiting (~${LANE_BYTES} B), none for idle channels`)
   return {
     mixed_idle_p99_ms: Number(idleP99.toFixed(3)),

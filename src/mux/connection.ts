@@ -49,6 +49,9 @@ export type ByteStream = Duplex & { readonly remoteAddress?: string | undefined;
  */
 const plainRefuseAboveBytes = 64 * 1024
 
+/** While stream chunks hold a connection's reads, whole packets up to this size are copied out (readSlabs.ts). */
+const smallCopyBytes = 4 * 1024
+
 /** How long a graceful close waits for the peer to take the last bytes before it destroys the stream. */
 const gracefulCloseMs = 5000
 
@@ -109,6 +112,8 @@ export class Connection {
   readSlab: Slab | undefined = undefined
   /** Of the packet being handed on: whether the session may keep a view of it. */
   private viewKept = true
+  /** The last read's slab was still referenced by stream chunks when the read was decoded. */
+  private readsLeased = false
   private readonly decoder: PacketDecoder
   private readonly channels = new Map<number, ChannelReceive>()
   private sink: MessageSink | undefined
@@ -148,11 +153,20 @@ export class Connection {
       {
         checkHeader: (status, channelId) => this.checkHeader(status, channelId),
         onPacket: (status, path, channelId, data) => {
+          const slab = this.readSlab
+          // While stream consumers hold this connection's reads (leases), a small packet is copied
+          // out: kept as a view it would keep a whole slab of stream bytes from reuse.
+          if (slab !== undefined && this.readsLeased && data.length <= smallCopyBytes) {
+            this.readSlab = undefined
+            this.onPacket(status, path, channelId, Buffer.from(data))
+            this.readSlab = slab
+            return
+          }
           // A whole packet is a view the session may keep: its slab is not reused, unless the
           // session said it read the packet in place (`readInPlace`).
           this.viewKept = true
           this.onPacket(status, path, channelId, data)
-          if (this.viewKept) this.readSlab?.taint()
+          if (this.viewKept) slab?.taint()
         },
         onOversize: (status, path, channelId, prefix, length) => this.onOversize(status, path, channelId, prefix, length),
         splits: (status) => this.mesh !== undefined && !isFirstPacket(status) && this.sink?.onPacketPart !== undefined,
@@ -188,6 +202,7 @@ export class Connection {
       this.writer.inRead = false
       // Path pieces the decoder keeps for the next read are views of this one.
       if (this.decoder.holdsViews) slab?.taint()
+      this.readsLeased = slab !== undefined && slab.referenced
       this.readSlab = undefined
     }
     if (result === "close") this.close("peer sent status 8 (close connection)", false)

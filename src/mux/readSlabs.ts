@@ -75,6 +75,11 @@ export class Slab {
     if (this.refs === 0) this.recycle()
   }
 
+  /** Stream chunks not yet released lie in it. */
+  get referenced(): boolean {
+    return this.refs > 0
+  }
+
   /** Whether it can be read into again from its start right now (nothing holds any of it). */
   get free(): boolean {
     return this.refs === 0 && !this.tainted

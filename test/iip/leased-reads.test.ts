@@ -63,6 +63,7 @@ describe("leased reads into reused memory", () => {
   let cleanup: Cleanup
   let server: IipServer
   let events: Array<LogEvent>
+  let bodies: Array<Buffer>
 
   beforeEach(async () => {
     cleanup = new Cleanup()
@@ -70,6 +71,12 @@ describe("leased reads into reused memory", () => {
     events = log.events
     server = await startServer(cleanup, { log: log.log, compression: false })
     server.handle("/echo", (request) => request.data)
+    // Whole request bodies, views of the reads they arrived in (or copies), kept by the handler.
+    bodies = []
+    server.handle("/keep-body", (request) => {
+      bodies.push(request.data)
+      return "kept"
+    })
     server.handle("/stream-echo", (request) => reply(request.context.stream ?? request.data))
     // Reads the body as leases, hashing each and releasing it at once.
     server.handle("/lease-hash", async (request) => {
@@ -92,6 +99,25 @@ describe("leased reads into reused memory", () => {
 
   const client = (options: Parameters<typeof startClient>[2] = {}): IipClient =>
     startClient(cleanup, server.address.port, { maxConnections: 1, compression: false, ...options })
+
+  /** `count` 1 KiB calls whose bodies the server keeps: 4 bytes naming a body offset, then the body's bytes from there. */
+  const keepBodies = async (c: IipClient, count: number) => {
+    for (let i = 0; i < count; i++) {
+      const at = 4096 * bodies.length
+      const piece = Buffer.alloc(KiB)
+      piece.writeUInt32BE(at, 0)
+      for (let j = 4; j < KiB; j++) piece[j] = byteAt(at + j)
+      expect((await c.call("/keep-body", piece, { timeoutMs: 5000 })).toString()).toBe("kept")
+    }
+  }
+
+  const checkBodies = (count: number) => {
+    expect(bodies.length).toBe(count)
+    bodies.forEach((kept, i) => {
+      expect(kept.readUInt32BE(0), `body ${i}`).toBe(4096 * i)
+      expect(firstWrong(kept.subarray(4), 4096 * i + 4), `body ${i}`).toBe(-1)
+    })
+  }
 
   const upload = async (c: IipClient, path: string, total: number, signal?: AbortSignal) => {
     const answer = await c.stream(path, body(total), { timeoutMs: 0, ...(signal === undefined ? {} : { signal }) })
@@ -131,13 +157,6 @@ describe("leased reads into reused memory", () => {
 
   it("request bodies and chunks kept from the async iterator keep their bytes while later reads go on (their slabs are not reused)", async () => {
     const kept: Array<Held> = []
-    // Whole request bodies, views of the reads they arrived in, kept by the handler: 4 bytes
-    // naming a body offset, then the body's bytes from there.
-    const bodies: Array<Buffer> = []
-    server.handle("/keep-body", (request) => {
-      bodies.push(request.data)
-      return "kept"
-    })
     server.handle("/keep", async (request) => {
       let at = 0
       for await (const chunk of request.context.stream!) {
@@ -147,22 +166,13 @@ describe("leased reads into reused memory", () => {
       return String(at)
     })
     const c = client()
-    for (let i = 0; i < 200; i++) {
-      const piece = Buffer.alloc(KiB)
-      piece.writeUInt32BE(4096 * i, 0)
-      for (let j = 4; j < KiB; j++) piece[j] = byteAt(4096 * i + j)
-      expect((await c.call("/keep-body", piece, { timeoutMs: 5000 })).toString()).toBe("kept")
-    }
+    await keepBodies(c, 200)
     const total = 8 * MiB
     expect((await c.stream("/keep", body(total), { timeoutMs: 0 })).data.toString()).toBe(String(total))
     // More streams through the same connection, read as leases into reused slabs.
     expect((await upload(c, "/lease-hash", 8 * MiB)).bytes).toBe(8 * MiB)
     for (const held of kept) expect(firstWrong(held.bytes, held.at), `chunk at ${held.at}`).toBe(-1)
-    expect(bodies.length).toBe(200)
-    bodies.forEach((kept, i) => {
-      expect(kept.readUInt32BE(0), `body ${i}`).toBe(4096 * i)
-      expect(firstWrong(kept.subarray(4), 4096 * i + 4), `body ${i}`).toBe(-1)
-    })
+    checkBodies(200)
   }, 60_000)
 
   it("a consumer that never releases its leases stalls its sender at one window; other calls go on; its leases keep their bytes through cancel and other streams; releasing late is harmless", async () => {
@@ -199,8 +209,9 @@ describe("leased reads into reused memory", () => {
     )
     const window = MeshDefaults.streamWindow
     await waitFor(() => hoarded >= window, 10_000, "the hoarding handler to hold one window")
-    // Other calls on the same connection go through meanwhile...
+    // Other calls on the same connection go through meanwhile (their bodies kept by the handler)...
     for (let i = 0; i < 50; i++) expect((await c.call("/echo", `call ${i}`, { timeoutMs: 5000 })).toString()).toBe(`call ${i}`)
+    await keepBodies(c, 50)
     expect(c.stats.connections).toBe(1)
     // ...and the sender got no more credit: the server holds one window, the sender stopped.
     expect(hoarded).toBe(window)
@@ -215,11 +226,14 @@ describe("leased reads into reused memory", () => {
     // Other streams through the same connection, into reused slabs: the held leases keep their bytes.
     expect((await upload(c, "/lease-hash", 16 * MiB)).bytes).toBe(16 * MiB)
     held.forEach((lease, i) => expect(firstWrong(lease.bytes, offsets[i]!), `lease at ${offsets[i]}`).toBe(-1))
+    checkBodies(50)
     // Released late (twice, even): nothing breaks, and the connection carries the next stream intact.
     for (const lease of held) lease.release()
     for (const lease of held) lease.release()
     const total = 8 * MiB
     expect(await upload(c, "/lease-hash", total)).toEqual({ bytes: total, sha256: await sha256Of(total) })
+    // The bodies kept while the leases were out still hold their bytes, now that those slabs are free.
+    checkBodies(50)
   }, 60_000)
 
   it("a lease held while its stream reads on keeps its bytes, and releasing it lets the sender go on", async () => {
