@@ -289,7 +289,6 @@ export class MeshSession implements MessageSink {
     return this.options.compression?.pack(body)
   }
 
-  /** The bytes of a stream's continuation packet, decompressed when its header says so. */
   /**
    * The read slab a stream chunk is a view of (readSlabs.ts), to be referenced by its stream
    * instead of keeping the slab from reuse; undefined for a chunk of its own (decompressed).
@@ -300,6 +299,7 @@ export class MeshSession implements MessageSink {
     return this.connection.readSlab
   }
 
+  /** The bytes of a stream's continuation packet, decompressed when its header says so. */
   private chunkOf(data: Buffer): Buffer | DecompressionFailed {
     return data[0] === ChunkHeader.compressed ? this.unpack(data.subarray(1)) : data.subarray(1)
   }

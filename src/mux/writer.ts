@@ -299,6 +299,8 @@ export class PacketWriter {
     let end = lane.head
     while (end < packets.length && packets[end]!.chunkHeader === -1) end++
     let bytes = first.size
+    // Its socket write's callback (onBulkWritten) calls the packet's own.
+    this.bulkCallbacks.push(first.written)
     this.sink.cork()
     const headerBytes = first.size - first.data.length
     const header = Buffer.allocUnsafe(headerBytes)
@@ -322,7 +324,6 @@ export class PacketWriter {
     }
     this.sink.uncork()
     this.bulkInFlight++
-    this.bulkCallbacks.push(first.written)
     this.queuedBytes -= bytes
     lane.head = end
     if (lane.head === packets.length) {

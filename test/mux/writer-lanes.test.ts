@@ -2,7 +2,8 @@
 // two channels queued, a small packet on a third channel goes out behind at most the one chunk
 // the socket is taking; the channels' chunks alternate; a packet sent on a channel behind its
 // chunks keeps its place; the writer holds one chunk in the socket at a time, so congestion and
-// memory stay as bounded as before; finish() waits for every lane.
+// memory stay as bounded as before; finish() waits for every lane; a chunk's `written` callback
+// (a leased chunk's release) runs once the socket took that chunk, not before, in order.
 import { describe, expect, it } from "vitest"
 import { PacketWriter } from "../../src/mux/writer.ts"
 import { PacketDecoder } from "../../src/protocol/decoder.ts"
@@ -55,6 +56,23 @@ describe("PacketWriter lanes", () => {
     expect(packets.filter((p) => p[0] === 5).map((p) => p[1])).toEqual(["chunk:0:65537", "chunk:0:65537", "chunk:0:65537", "chunk:0:65537", "end-5"])
     expect(packets.filter((p) => p[0] === 7).length).toBe(4)
     expect(writer.pendingBytes).toBe(0)
+  })
+
+  it("a chunk's written callback runs once the socket took it, not before, in order", async () => {
+    const { sink, taken, inFlight } = manualSink()
+    const writer = new PacketWriter(sink, { highWaterBytes: 1 << 30, maxQueuedBytes: 1 << 30 })
+    const written: Array<number> = []
+    for (let i = 0; i < 3; i++) writer.sendChunk(2, "/up", 5, 0, chunk(i), () => written.push(i))
+    writer.sendChunk(2, "/up", 5, 0, chunk(3)) // no callback
+    await tick()
+    expect(inFlight()).toBe(1)
+    expect(written).toEqual([]) // in the socket, not yet taken
+    for (let i = 0; i < 10 && inFlight() > 0; i++) {
+      taken()
+      await tick()
+    }
+    expect(written).toEqual([0, 1, 2])
+    expect(writer.queuedChunks).toBe(0)
   })
 
   it("counts lane bytes for congestion and the hard limit, and finish() waits for every lane", async () => {
