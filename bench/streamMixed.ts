@@ -99,9 +99,9 @@ export const localSlabs = (): SlabUse => ({ made: slabCounts.made, reused: slabC
 /** The iip server child's slab use, over its /slabs route. */
 export const serverSlabs = async (client: IipClient): Promise<SlabUse> => JSON.parse(Buffer.from(await client.call("/slabs", "", { timeoutMs: 5000 })).toString()) as SlabUse
 
-/** The read side's hidden cost: one slab per plain TCP connection, the free ones kept, and how often slabs were read into again. */
+/** The read side's hidden cost: one slab per plain TCP connection that streamed, the free ones kept, and how often slabs were read into again. */
 export const slabsLine = (server: SlabUse, client: SlabUse): string =>
-  `read slabs (readSlabs.ts): one ${slabBytes / KiB} KiB slab read into per plain TCP connection, free ones kept up to --read-slab-pool-bytes (8 MiB) per process; since start the server made ${server.made} (${((server.made * slabBytes) / KiB / KiB).toFixed(1)} MiB, ${server.free} free now) and read into one again ${server.reused} times, the client made ${client.made} and reused ${client.reused}`
+  `read slabs (readSlabs.ts): one ${slabBytes / KiB} KiB slab read into per plain TCP connection that has carried a stream (none before), free ones kept up to --read-slab-pool-bytes (8 MiB) per process; since start the server made ${server.made} (${((server.made * slabBytes) / KiB / KiB).toFixed(1)} MiB, ${server.free} free now) and read into one again ${server.reused} times, the client made ${client.made} and reused ${client.reused}`
 
 export const runMixed = async (port: number, options: MixedOptions): Promise<Record<string, number>> => {
   const meter = new StallMeter().start()

@@ -2,10 +2,11 @@
 // its write side, the per-channel receive state (status state machine and reassembly of
 // multi-packet messages) and the close of it all, once, with a reason. The session above
 // (server or client) gets whole messages and decides what they mean. The bytes come from a TCP
-// socket or from a WebSocket seen as a byte stream (webSocketStream.ts): the same either way. A
-// plain TCP socket reads into slabs the process reuses (readSlabs.ts): a stream chunk handed on
-// references its slab until its consumer releases it; any other view handed on taints the slab
-// (never reused). Other streams hand over chunks of their own.
+// socket or from a WebSocket seen as a byte stream (webSocketStream.ts): the same either way. Once
+// a plain TCP socket carries a stream it reads into slabs the process reuses (readSlabs.ts): a
+// stream chunk handed on references its slab until its consumer releases it; any other view
+// handed on taints the slab (never reused). Before that, and on other streams, each read is a
+// buffer of its own (Node's), so a connection that never streams holds no slab.
 // What the peer makes this side hold is counted in the connection's budget (budget.ts): reading
 // pauses past its own share, and parts of unfinished messages and the packet being read count too.
 import type { Duplex } from "node:stream"
@@ -114,6 +115,9 @@ export class Connection {
   private viewKept = true
   /** The last read's slab was still referenced by stream chunks when the read was decoded. */
   private readsLeased = false
+  /** Reading with 'data' events, switching to slabs at the next turn, or reading into slabs. */
+  private readMode: "data" | "switching" | "slabs" = "data"
+  private readonly onData = (chunk: Buffer) => this.onBytes(chunk, undefined)
   private readonly decoder: PacketDecoder
   private readonly channels = new Map<number, ChannelReceive>()
   private sink: MessageSink | undefined
@@ -179,7 +183,7 @@ export class Connection {
       { maxPathBytes: limits.maxReceivePathBytes }
     )
     this.openChannel(SystemChannel)
-    if (!readIntoSlabs(socket, (chunk, slab) => this.onBytes(chunk, slab))) socket.on("data", (chunk: Buffer) => this.onBytes(chunk, undefined))
+    socket.on("data", this.onData)
     socket.on("end", () => {
       const partial = this.decoder.idle ? "" : " in the middle of a packet"
       this.close(`peer closed the connection${partial}`, false)
@@ -208,6 +212,26 @@ export class Connection {
     if (result === "close") this.close("peer sent status 8 (close connection)", false)
     else if (result !== undefined) this.protocolViolation(result)
     else if (this.decoder.pendingBytes !== this.heldForPacket) this.holdPacket(this.decoder.pendingBytes)
+  }
+
+  /**
+   * A stream begins on this connection: from the next turn on its socket reads into reused slabs
+   * (readSlabs.ts), if it is a plain TCP socket with nothing read and unhandled; until then reads
+   * go on as 'data', in order. Not possible now (bytes wait in the socket's buffer): at the next stream.
+   */
+  readIntoSlabsSoon(): void {
+    if (this.readMode !== "data") return
+    this.readMode = "switching"
+    // Outside the read callback that found the stream: the switch changes how the handle reads.
+    setImmediate(() => {
+      if (this.closed) return
+      if (!readIntoSlabs(this.socket, (chunk, slab) => this.onBytes(chunk, slab))) {
+        this.readMode = "data"
+        return
+      }
+      this.socket.off("data", this.onData)
+      this.readMode = "slabs"
+    })
   }
 
   /**

@@ -430,8 +430,9 @@ export class MeshSession implements MessageSink {
       channel.fifo.shift()
       return this.finishCall(call, undefined, { meta, data: body, stream: undefined })
     }
-    // A streamed answer begins.
+    // A streamed answer begins: the connection reads into reused memory from now on.
     const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), this.connection.budget)
+    this.connection.readIntoSlabsSoon()
     call.incoming = incoming
     if (body.length > 0) incoming.push(body)
     if (call.streamResponse) return this.finishCall(call, undefined, { meta, data: Buffer.alloc(0), stream: incoming })
@@ -484,6 +485,7 @@ export class MeshSession implements MessageSink {
     const overloaded = !isControl && this.connection.budget.sharedFull
     const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channelId, bytes), this.connection.budget)
     channel.receiving = stream
+    if (stream !== undefined) this.connection.readIntoSlabsSoon()
     let body: Buffer | DecompressionFailed = data.subarray(bodyOffset)
     const compressed = (flags & EnvelopeFlag.compressed) !== 0
     if (compressed) {

@@ -1,5 +1,6 @@
 // Streams read into reused memory (src/mux/readSlabs.ts, IncomingStream.leased) over real TCP in
 // mesh mode, server and client in this process (the slab counts are the process's):
+// - A connection that only carries calls holds no slab; its first stream switches it to slabs.
 // - An upload read as leases arrives intact, and its reads go into slabs used again (few made).
 // - A relay (a handler answering with the request's own stream) releases each chunk once its
 //   socket took it: the echo arrives intact, both ends on reused slabs.
@@ -123,6 +124,15 @@ describe("leased reads into reused memory", () => {
     const answer = await c.stream(path, body(total), { timeoutMs: 0, ...(signal === undefined ? {} : { signal }) })
     return JSON.parse(answer.data.toString()) as { bytes: number; sha256: string }
   }
+
+  it("a connection that only carries calls holds no slab (a buffer per read, as Node's); its first stream switches it to slabs", async () => {
+    const c = client()
+    const before = { ...slabCounts }
+    for (let i = 0; i < 200; i++) expect((await c.call("/echo", `call ${i}`, { timeoutMs: 5000 })).toString()).toBe(`call ${i}`)
+    expect(slabCounts).toEqual(before)
+    expect((await upload(c, "/lease-hash", 4 * MiB)).bytes).toBe(4 * MiB)
+    expect(slabCounts.made + slabCounts.reused - before.made - before.reused).toBeGreaterThan(32)
+  }, 60_000)
 
   it("an upload read as leases arrives intact, read into slabs used again", async () => {
     const c = client()
