@@ -8,7 +8,8 @@
 //   across later reads, and leases still out after their stream was cancelled keep their bytes
 //   while the connection carries other streams into reused slabs.
 // - A consumer that never releases its leases stalls its sender after one window (bounded memory);
-//   other calls on the connection go on; a late release (after cancel) is harmless.
+//   other calls on the connection go on; a late release (after cancel, or after the connection
+//   closed) is harmless.
 // - Compressed chunks (decompressed into buffers of their own) read as leases arrive intact.
 // Plus the slab bookkeeping itself (references, taint, retire, the pool's bound).
 import { createHash } from "node:crypto"
@@ -244,6 +245,43 @@ describe("leased reads into reused memory", () => {
     expect(await upload(c, "/lease-hash", total)).toEqual({ bytes: total, sha256: await sha256Of(total) })
     // The bodies kept while the leases were out still hold their bytes, now that those slabs are free.
     checkBodies(50)
+  }, 60_000)
+
+  it("leases out when their connection closes keep their bytes, and are released harmlessly after it", async () => {
+    const held: Array<LeasedChunk> = []
+    const offsets: Array<number> = []
+    let hoarded = 0
+    let ended: unknown
+    server.handle("/hoard", async (request) => {
+      try {
+        for await (const lease of request.context.stream!.leased()) {
+          held.push(lease)
+          offsets.push(hoarded)
+          hoarded += lease.bytes.length
+        }
+        ended = "ended"
+      } catch (error) {
+        ended = error
+      }
+      return "done"
+    })
+    const doomed = client()
+    const call = doomed.stream("/hoard", body(16 * MiB, 64 * KiB), { timeoutMs: 0 }).then(
+      () => "answered",
+      (error: unknown) => error
+    )
+    await waitFor(() => hoarded >= MeshDefaults.streamWindow, 10_000, "the hoarding handler to hold one window")
+    doomed.close()
+    expect(await withTimeout(call, 5000, "the call on the closed connection")).not.toBe("answered")
+    await waitFor(() => ended !== undefined, 5000, "the handler's stream to fail")
+    expect(ended).not.toBe("ended")
+    // Another connection streams through slabs meanwhile; then the leases go back, after their connection is gone.
+    const next = client()
+    expect((await upload(next, "/lease-hash", 16 * MiB)).bytes).toBe(16 * MiB)
+    held.forEach((lease, i) => expect(firstWrong(lease.bytes, offsets[i]!), `lease at ${offsets[i]}`).toBe(-1))
+    for (const lease of held) lease.release()
+    const total = 8 * MiB
+    expect(await upload(next, "/lease-hash", total)).toEqual({ bytes: total, sha256: await sha256Of(total) })
   }, 60_000)
 
   it("a lease held while its stream reads on keeps its bytes, and releasing it lets the sender go on", async () => {
