@@ -280,6 +280,8 @@ export class IipServer {
       key: credentials.key,
       cert: credentials.cert,
       ...(credentials.ca === undefined ? {} : { ca: credentials.ca }),
+      // node's TLS server picks by its own order (honorCipherOrder, default true there), whatever the client's.
+      ...(this.options.tls?.ciphers === undefined ? {} : { ciphers: this.options.tls.ciphers, honorCipherOrder: true }),
       minVersion: this.options.tls?.minVersion ?? "TLSv1.3"
     }
   }

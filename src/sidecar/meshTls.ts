@@ -15,7 +15,7 @@ import { type CredentialSource, makeCredentialHolder, type WorkloadCredentials }
 import { parseSpiffeId, spiffeIdOfCertificate } from "../identity/spiffe.ts"
 import type { Log } from "../iip/log.ts"
 import type { IipServer } from "../iip/server.ts"
-import { type ClientTlsOptions, MESH_ALPN, type ServerTlsOptions, type TlsCredentials, type TlsRefusal } from "../iip/tls.ts"
+import { type ClientTlsOptions, MESH_ALPN, MESH_CIPHERSUITES, type ServerTlsOptions, type TlsCredentials, type TlsRefusal } from "../iip/tls.ts"
 import type { MeshMetrics } from "../telemetry/metrics.ts"
 
 /** `--mtls`: on (TLS only), permissive (TLS, and plain IIP from peers not yet migrated), off (plain IIP). */
@@ -50,7 +50,13 @@ export interface MeshTlsOptions {
 }
 
 const contextOf = (credentials: WorkloadCredentials): tls.SecureContext =>
-  tls.createSecureContext({ key: credentials.privateKeyPem, cert: credentials.certificateChainPem, ca: credentials.trustBundlePem, minVersion: "TLSv1.3" })
+  tls.createSecureContext({
+    key: credentials.privateKeyPem,
+    cert: credentials.certificateChainPem,
+    ca: credentials.trustBundlePem,
+    minVersion: "TLSv1.3",
+    ciphers: MESH_CIPHERSUITES
+  })
 
 const tlsCredentialsOf = (credentials: WorkloadCredentials): TlsCredentials => ({
   key: credentials.privateKeyPem,
@@ -128,6 +134,7 @@ export class MeshTls {
       acceptPlain: this.mode === "permissive",
       requireClientCertificate: true,
       alpn: [MESH_ALPN],
+      ciphers: MESH_CIPHERSUITES,
       handshakeTimeoutMs: this.options.handshakeTimeoutMs,
       identifyPeer: (certificate) => this.identifyClient(certificate),
       onHandshake: () => metrics.tlsHandshake("inbound", "ok"),
@@ -156,7 +163,7 @@ export class MeshTls {
     const { metrics, log } = this.options
     if (this.clientContext === undefined) {
       // Asked for (security=mtls) without credentials: the dial happens, and is refused for it, by name.
-      this.clientContext = tls.createSecureContext({ minVersion: "TLSv1.3" })
+      this.clientContext = tls.createSecureContext({ minVersion: "TLSv1.3", ciphers: MESH_CIPHERSUITES })
       log("mtls-without-credentials", { endpoint: `${endpoint.host}:${endpoint.port}`, message: "an endpoint requires mTLS and this sidecar has no credentials: its peer will refuse it" })
     }
     const expected = endpoint.identity

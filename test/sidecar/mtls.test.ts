@@ -87,6 +87,32 @@ describe("mTLS between sidecars", () => {
     expect([socket.getProtocol(), socket.alpnProtocol]).toStrictEqual(["TLSv1.3", MESH_ALPN])
   })
 
+  it("mesh connections run TLS_AES_128_GCM_SHA256: B picks it over a client's AES-256-first order, A offers it first", async () => {
+    const { a, b } = await mesh({ a: await pki.credentials(STORE), b: await pki.credentials(CATALOG), expected: CATALOG })
+    // A client in OpenSSL's default order (AES-256-GCM first) to B's inbound listener.
+    const store = await pki.credentials(STORE)
+    const socket = tls.connect({ host: "127.0.0.1", port: b.sidecar.inbound.port, key: store.privateKeyPem, cert: store.certificateChainPem, ca: store.trustBundlePem, ALPNProtocols: [MESH_ALPN], checkServerIdentity: () => undefined })
+    cleanup.add(() => socket.destroy())
+    await withTimeout(new Promise((resolve) => socket.once("secureConnect", resolve)), 5000, "handshake")
+    expect(socket.getCipher().name).toBe("TLS_AES_128_GCM_SHA256")
+    // A's dial to a server that takes the client's order (honorCipherOrder false), presenting CATALOG.
+    const catalog = await pki.credentials(CATALOG)
+    const chosen: Array<string> = []
+    const server = tls.createServer({ key: catalog.privateKeyPem, cert: catalog.certificateChainPem, ca: catalog.trustBundlePem, requestCert: true, rejectUnauthorized: false, honorCipherOrder: false, ALPNProtocols: [MESH_ALPN] }, (peer) => {
+      chosen.push(peer.getCipher().name)
+      peer.destroy()
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const port = (server.address() as { port: number }).port
+    const a2 = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: `127.0.0.1:${port}`, weight: 1, identity: CATALOG }] } }), () => {}, { credentials: makeCredentialHolder(store) })
+    // The server closes each connection at once: A's caller gets an error answer, not the app's.
+    await call(a2.outboundPort, { timeoutMs: 5000 }).catch(() => undefined)
+    await waitFor(() => chosen.length > 0, 5000, "A's handshake")
+    expect(chosen[0]).toBe("TLS_AES_128_GCM_SHA256")
+    expect((await call(a.outboundPort)).status).toBe(200)
+  })
+
   it("without credentials mTLS is off and the log says so", async () => {
     const log: Array<{ event: string; fields: Record<string, unknown> }> = []
     const { a } = await mesh({ log })
