@@ -141,7 +141,7 @@ class AppH2Exchange implements Expiring, Held {
   /** In the leg's deadlines (mux/deadlines.ts). */
   deadlineSlot = -1
   deadlineAt = 0
-  /** In the leg's holds (answerHolds.ts). */
+  /** The leg's holds' own (answerHolds.ts). */
   holdUntil = 0
   private status = 0
   private headers: Array<[string, string]> = []
@@ -207,7 +207,7 @@ class AppH2Exchange implements Expiring, Held {
     this.fail(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, MeshErrorCode.deadlineExceeded, `no answer from the app within ${this.request.timeLeftMs} ms`)
   }
 
-  /** The leg's holds: the wait for a whole answer is over (nothing to do once it came, or the exchange ended). */
+  /** The leg's holds: the wait for a whole answer is over (released once the answer ended or streams). */
   holdOver(): void {
     this.streamAnswer()
   }
@@ -245,6 +245,7 @@ class AppH2Exchange implements Expiring, Held {
       }
     }, () => this.fail(this.status, { hop: "app", reason: "answer_broke_off" }, MeshErrorCode.cancelled, "nobody reads the answer"))
     this.answer = answer
+    this.leg.holds.release(this)
     for (const part of this.parts) answer.push(part)
     this.observation.responseBytes(this.bytes)
     this.parts = []
@@ -300,6 +301,7 @@ class AppH2Exchange implements Expiring, Held {
   private finish(): void {
     this.done = true
     this.leg.deadlines.remove(this)
+    this.leg.holds.release(this)
   }
 
   /** The first outcome counts (PendingOutcome ignores later ones). */
