@@ -282,6 +282,9 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
           `  round ${r + 1} unary open loop ${pad(mode, 6, true)} ${rate} calls/s: p50 ${ms(sample.p50)} p90 ${ms(sample.p90)} p99 ${ms(sample.p99)} max ${ms(sample.max)} ms, ` +
             `${sample.maxOutstanding} outstanding at most (${slicing.slices} slices of ${slicing.sliceMs / 1000} s)`
         )
+        const used = spent.get(mode)!
+        const calls = (p: Proc) => `${(used[p].reads / sample.sent).toFixed(1)}+${(used[p].writes / sample.sent).toFixed(1)}`
+        log(`    read + write system calls per call: client ${calls("client")}, app ${calls("app")}${mode === "direct" ? "" : `, A ${calls("a")}, B ${calls("b")}`}`)
         log(`    stalls in its slices: ${stallsOf(mode).map(([name, stalls]) => `${name} ${describeStalls(countStalls(stalls, windows.get(mode)!), stallMs)}`).join("; ")}`)
         log(`    ${describeTail(sample.calls, sample.p99, stallsOf(mode))}`)
         for (const slow of slowestEpisodes(sample.calls, slowestShown)) log(`    slow call ${describeSlowRequest(slow, stallsOf(mode), roundStart)}`)
