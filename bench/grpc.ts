@@ -259,9 +259,10 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
 
     // Open loop: the paths take turns in slices (sidecar/turns.ts), each path's slices pooled per
     // round; then, per path, every process's stalls in its slices and its slowest calls beside the
-    // stalls they met.
+    // stalls they met. The sidecars count for direct too: a sidecar idle meanwhile still takes a
+    // core from direct's client and app when it works (its idle GC, say).
     const stallsOf = (mode: Mode): ReadonlyArray<readonly [string, ReadonlyArray<HopStall>]> =>
-      mode === "direct" ? [["client", clientStalls], ["app", app!.stalls]] : [["client", clientStalls], ["A", a.stalls], ["B", b.stalls], ["app", app!.stalls]]
+      [["client", clientStalls], [mode === "direct" ? "A (idle)" : "A", a.stalls], [mode === "direct" ? "B (idle)" : "B", b.stalls], ["app", app!.stalls]]
     for (let r = 0; r < (phases.includes("open") ? rounds : 0); r++) {
       const spent = new Map<Mode, Usages>(MODES.map((mode) => [mode, ZERO_USAGES]))
       const roundStart = performance.timeOrigin + performance.now()
