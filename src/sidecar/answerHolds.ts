@@ -45,11 +45,22 @@ export class AnswerHolds {
   release(held: Held): void {
     if (held.holdUntil === 0) return
     held.holdUntil = 0
-    if (--this.running > 0) return
+    if (--this.running === 0) this.stopTimer()
+  }
+
+  /** No wait runs: the timer goes, and the queue's spent entries with it. */
+  private stopTimer(): void {
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
     this.queue.length = 0
     this.head = 0
+  }
+
+  /** Forgets every wait and stops the timer (the leg closed). */
+  clear(): void {
+    for (let i = this.head; i < this.queue.length; i++) this.queue[i]!.holdUntil = 0
+    this.running = 0
+    this.stopTimer()
   }
 
   private fire(): void {

@@ -113,12 +113,19 @@ export class AppH2Leg {
   close(): Promise<void> {
     const session = this.session
     this.session = undefined
-    if (session === undefined || session.destroyed) return Promise.resolve()
+    // The leg's timers go with it: the deadlines' one timer stays armed for a finished call's
+    // deadline (deadlines.ts re-arms lazily), which kept the process alive that long after a stop.
+    const stopTimers = () => {
+      this.deadlines.clear()
+      this.holds.clear()
+    }
+    if (session === undefined || session.destroyed) return Promise.resolve(stopTimers())
     // The inbound side has drained: streams still open get a short grace, then the session ends.
     return new Promise((resolve) => {
       const timer = setTimeout(() => session.destroy(), CLOSE_GRACE_MS)
       session.close(() => {
         clearTimeout(timer)
+        stopTimers()
         resolve()
       })
     })

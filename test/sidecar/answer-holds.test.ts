@@ -113,4 +113,16 @@ describe("AnswerHolds", () => {
     vi.advanceTimersByTime(1)
     expect(over).toEqual(["early", "late"])
   })
+
+  it("clears every wait and its timer when the leg closes", () => {
+    const over: Array<string> = []
+    const holds = new AnswerHolds(1)
+    holds.hold(heldBy("a", over))
+    holds.hold(heldBy("b", over))
+    holds.clear()
+    expect(vi.getTimerCount()).toBe(0)
+    expect(holds.size).toBe(0)
+    vi.advanceTimersByTime(5)
+    expect(over).toEqual([])
+  })
 })
