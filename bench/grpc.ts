@@ -11,7 +11,8 @@
 //   0. priming: a short closed loop per path, not measured, every answer checked.
 //   1. unary open loop at --rate calls/s (default 1,000; nodeLoad.ts's loop: calls go out on
 //      schedule, latency from the intended send time): p50 / p90 / p99 and what the mesh adds.
-//      Issue 17's target: added p99 at 1,000 calls/s <= 2 ms. As in the sidecar bench (its
+//      Issue 17's target: added p99 at 1,000 calls/s <= 2 ms (not judged when direct's p99 is
+//      above meshed's by more than that: noise). As in the sidecar bench (its
 //      header says why; sidecar/turns.ts), the warm-up and the window run in slices of --slice s
 //      (default 0.25), the paths taking turns, each path's slices pooled per round: a burst of
 //      other work, or a pause of this process, falls on both paths alike. (Until 2026-12 each path
@@ -70,6 +71,9 @@ const method = (name: string, requestStream: boolean, responseStream: boolean) =
 })
 const METHODS = { echo: method("Echo", false, false), download: method("Download", false, true), chat: method("Chat", true, true) }
 const EchoClient = grpc.makeGenericClientConstructor(METHODS, "Echo")
+
+/** Issue 17's target: what the mesh adds to the p99 of unary calls at 1,000 calls/s, ms. */
+const TARGET_ADDED_P99_MS = 2
 
 const MODES = ["direct", "meshed"] as const
 type Mode = (typeof MODES)[number]
@@ -328,6 +332,10 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const meshed = openOf("meshed")
   const addedP50 = meshed.p50 - direct.p50
   const addedP99 = meshed.p99 - direct.p99
+  // The mesh cannot make calls faster: direct's p99 above meshed's by more than the target is
+  // the machine's noise, larger than what the target measures, so the sample judges nothing.
+  const judged = addedP99 >= -TARGET_ADDED_P99_MS
+  const verdict = !Number.isFinite(addedP99) ? "-" : !judged ? "not judged (direct's own p99 is above meshed's: noise larger than the target)" : addedP99 <= TARGET_ADDED_P99_MS ? "met" : "MISSED"
   const cpuOf = (key: string): Record<Proc, number> => {
     const samples = cpu.get(key) ?? []
     return { client: med(samples.map((s) => s.client)), app: med(samples.map((s) => s.app)), a: med(samples.map((s) => s.a)), b: med(samples.map((s) => s.b)) }
@@ -336,7 +344,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     "",
     `unary, open loop at ${rate} calls/s (ms)        p50      p90      p99`,
     ...MODES.map((mode) => `  ${pad(mode, 40, true)} ${pad(ms(openOf(mode).p50), 8)} ${pad(ms(openOf(mode).p90), 8)} ${pad(ms(openOf(mode).p99), 8)}`),
-    `  ${pad("added by the mesh", 40, true)} ${pad(signed(addedP50), 8)} ${pad("", 8)} ${pad(signed(addedP99), 8)}   target added p99 <= 2 ms: ${addedP99 <= 2 ? "met" : "MISSED"}`,
+    `  ${pad("added by the mesh", 40, true)} ${pad(signed(addedP50), 8)} ${pad("", 8)} ${pad(signed(addedP99), 8)}   target added p99 <= ${TARGET_ADDED_P99_MS} ms: ${verdict}`,
     "",
     `                                  unary calls/s   download msg/s   chat msg/s (each way)`,
     ...MODES.map((mode) =>
@@ -369,7 +377,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       meshed: { p50: round(meshed.p50, 3), p99: round(meshed.p99, 3), callsPerSecond: Math.round(med(saturated.get("meshed")!)) },
       addedP50: round(addedP50, 3),
       addedP99: round(addedP99, 3),
-      targetAddedP99Met: addedP99 <= 2
+      targetAddedP99Met: judged ? addedP99 <= TARGET_ADDED_P99_MS : null
     },
     streams: Object.fromEntries(MODES.map((mode) => [mode, { downloadPerSecond: Math.round(med(downloads.get(mode)!)), chatPerSecond: Math.round(med(chats.get(mode)!)) }])),
     cpuMicros: Object.fromEntries(["open", "saturation", "download", "chat"].flatMap((phase) => MODES.map((mode) => [`${phase} ${mode}`, cpuSummary(`${phase} ${mode}`)])))
