@@ -161,7 +161,6 @@ const chat = (client: grpc.Client, count: number, size: number): Promise<StreamS
     more()
   })
 
-
 export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const { quick, value, number } = benchArgs(args)
   const rounds = Math.min(10, Math.round(number("--rounds", quick ? 1 : 3)))
