@@ -8,6 +8,8 @@
 import { performance } from "node:perf_hooks"
 
 const TICK_MS = 2
+/** A tick this much later than the thread's CPU explains is the process off its core; less is the timer's own jitter (a millisecond or so), not counted. */
+const OFF_CORE_MIN_MS = 2
 
 export class OffCore {
   /** Each late tick: from when to when (performance.now() ms) and how much of it the thread was off its core. */
@@ -22,7 +24,7 @@ export class OffCore {
       const used = process.threadCpuUsage(this.cpu)
       this.cpu = process.threadCpuUsage()
       const offMs = now - this.last - TICK_MS - (used.user + used.system) / 1000
-      if (offMs > 0) this.late.push({ from: this.last, to: now, offMs })
+      if (offMs > OFF_CORE_MIN_MS) this.late.push({ from: this.last, to: now, offMs })
       this.last = now
       // A test runs for seconds: a few thousand entries at most.
       if (this.late.length > 10_000) this.late.splice(0, 5000)
