@@ -3,20 +3,31 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import type * as net from "node:net"
 import { fileURLToPath } from "node:url"
+import { STALL_PROBE, stallOfLine } from "./sidecar/hopStalls.ts"
+import type { HopStall } from "./sidecar/pair.ts"
 
 export interface Child {
   readonly process: ChildProcess
   readonly port: number
+  /** With `stallProbeMs`: each event-loop stall over 10 ms so far (sidecar/stallProbe.mjs). */
+  readonly stalls: ReadonlyArray<HopStall>
 }
 
-/** Starts `benchFile --serve kind` and waits for the port it prints. */
-export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string | undefined): Promise<Child> =>
+/**
+ * Starts `benchFile --serve kind` and waits for the port it prints. `stallProbeMs`: the child also
+ * runs the bench's stall probe, reporting stalls over that many ms, whose lines after the port are
+ * gathered in `stalls`.
+ */
+export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string | undefined, stallProbeMs?: number): Promise<Child> =>
   new Promise((resolve, reject) => {
-    const execArgv = cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=server-${kind}.cpuprofile`]
+    const execArgv = [...(cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=server-${kind}.cpuprofile`]), ...(stallProbeMs === undefined ? [] : [STALL_PROBE])]
     const child = spawn(process.execPath, [...execArgv, fileURLToPath(benchFile), "--serve", kind], {
-      stdio: ["pipe", "pipe", "inherit"]
+      stdio: ["pipe", "pipe", "inherit"],
+      env: stallProbeMs === undefined ? process.env : { ...process.env, BENCH_STALL_MS: String(stallProbeMs) }
     })
     let out = ""
+    let port = 0
+    const stalls: Array<HopStall> = []
     const timer = setTimeout(() => fail(new Error(`${kind} server did not report its port within 10 s`)), 10_000)
     const fail = (error: Error) => {
       clearTimeout(timer)
@@ -26,15 +37,28 @@ export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string 
     child.on("error", fail)
     child.on("exit", (code) => fail(new Error(`${kind} server exited with ${code} before reporting its port`)))
     child.stdout!.setEncoding("utf8")
+    // The port, then the stall probe's lines (anything else is dropped).
     child.stdout!.on("data", (text: string) => {
       out += text
-      const nl = out.indexOf("\n")
-      if (nl === -1) return
-      clearTimeout(timer)
-      child.removeAllListeners("exit")
-      const port = Number(out.slice(0, nl))
-      if (!Number.isInteger(port) || port <= 0) return fail(new Error(`${kind} server printed ${JSON.stringify(out.slice(0, nl))}, not a port`))
-      resolve({ process: child, port })
+      for (let nl = out.indexOf("\n"); nl !== -1; nl = out.indexOf("\n")) {
+        const line = out.slice(0, nl)
+        out = out.slice(nl + 1)
+        if (port !== 0) {
+          try {
+            const stall = stallOfLine(JSON.parse(line))
+            if (stall !== undefined) stalls.push(stall)
+          } catch {
+            // Not a probe's line.
+          }
+          continue
+        }
+        clearTimeout(timer)
+        child.removeAllListeners("exit")
+        port = Number(line)
+        if (!Number.isInteger(port) || port <= 0) return fail(new Error(`${kind} server printed ${JSON.stringify(line)}, not a port`))
+        resolve({ process: child, port, stalls })
+      }
+      if (out.length > 65_536) out = ""
     })
   })
 

@@ -82,14 +82,15 @@ import { printSummary } from "./args.ts"
 import { type Child, killChild, spawnServer } from "./children.ts"
 import { APP_FILE } from "./sidecar/app.ts"
 import { mb, ms, pad, sleep } from "./sidecar/format.ts"
-import { closedLoop, makeTarget, mergeOpen, openLoop, type OpenSample, type Target } from "./sidecar/nodeLoad.ts"
+import { closedLoop, makeTarget, openLoop, type Target } from "./sidecar/nodeLoad.ts"
 import { isMeshed, type Mode, parseArgs, PROXIED, type Proxied } from "./sidecar/options.ts"
 import type { ProxyPair } from "./sidecar/pair.ts"
 import { NO_USAGE, reapedChildrenCpu, rssAnonMb, rssMb, type Usage, usageOf } from "./sidecar/procStats.ts"
 import { startProxyPair } from "./sidecar/proxies.ts"
 import { report } from "./sidecar/report.ts"
 import { HOST, makePayload, PAYLOAD_BYTES, SERVICE_HOST } from "./sidecar/request.ts"
-import { countStalls, describeStalls, type Window } from "./sidecar/hopStalls.ts"
+import { countStalls, describeStalls } from "./sidecar/hopStalls.ts"
+import { runInTurns } from "./sidecar/turns.ts"
 import { addUsages, emptyResults, type Proc, type SaturationSample, type Usages, ZERO_USAGES } from "./sidecar/results.ts"
 import { startSidecarPair } from "./sidecar/sidecars.ts"
 import { writeBenchCredentials } from "./sidecar/credentials.ts"
@@ -223,53 +224,34 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     // of other work on this shared machine lands on every path alike instead of on whichever ran
     // its whole window then; each path's slices are pooled into one sample per round.
     if (options.phases.includes("open")) {
-      const slices = Math.max(1, Math.round(options.measureMs / options.sliceMs))
-      const sliceMs = options.measureMs / slices
-      const warmupSlices = Math.max(1, Math.round(options.warmupMs / options.sliceMs))
       for (let round = 0; round < options.rounds; round++) {
         const order = orderOf(round)
         const targets = new Map(order.map((mode) => [mode, targetOf(mode, 256)]))
         try {
-          // The warm-up in turns too (unmeasured): no pair sits idle between its warm-up and its window.
-          for (let slice = 0; slice < warmupSlices; slice++) {
-            for (const mode of order) {
-              const warm = await openLoop(targets.get(mode)!, payload, options.rate, 0, options.warmupMs / warmupSlices)
-              failOn(`open loop warm-up ${mode}`, warm.errors, warm.firstError, warm.sent)
-            }
-          }
-          const swapped = order.map((_, i) => order[i ^ 1] ?? order[i]!)
-          const parts = new Map<Mode, Array<OpenSample>>(order.map((mode) => [mode, []]))
           const spent = new Map<Mode, { usage: Usages; wall: number }>(order.map((mode) => [mode, { usage: ZERO_USAGES, wall: 0 }]))
-          // Each path's slices in epoch ms, to count its sidecars' stalls in them (hopStalls.ts).
-          const windows = new Map<Mode, Array<Window>>(order.map((mode) => [mode, []]))
-          const epochNow = () => performance.timeOrigin + performance.now()
-          for (let slice = 0; slice < slices; slice++) {
-            // Every other slice with neighbours swapped, so no path always follows the same one
-            // and none waits more than one slice per path (in reverse, the first waited two per path).
-            for (const mode of slice % 2 === 0 ? order : swapped) {
-              const usage = readUsage(mode)
-              const wallStart = performance.now()
-              const windowStart = epochNow()
-              const sample = await openLoop(targets.get(mode)!, payload, options.rate, 0, sliceMs)
-              windows.get(mode)!.push([windowStart, epochNow()])
+          const { slicing, samples, windows } = await runInTurns(order, options, async (mode, sliceMs, measured) => {
+            const usage = readUsage(mode)
+            const wallStart = performance.now()
+            const sample = await openLoop(targets.get(mode)!, payload, options.rate, 0, sliceMs)
+            if (measured) {
               const s = spent.get(mode)!
               s.usage = addUsages(s.usage, usageSince(mode, usage))
               s.wall += (performance.now() - wallStart) / 1000
-              parts.get(mode)!.push(sample)
-              failOn(`open loop ${mode}`, sample.errors, sample.firstError, sample.sent)
             }
-          }
+            failOn(`open loop${measured ? "" : " warm-up"} ${mode}`, sample.errors, sample.firstError, sample.sent)
+            return sample
+          })
           // The probes report a stall a few ms after it ends: let the last slice's arrive.
           await sleep(100)
           for (const mode of order) {
-            const sample = mergeOpen(parts.get(mode)!)
+            const sample = samples.get(mode)!
             const { usage, wall } = spent.get(mode)!
             notePerRequest(`open ${mode}`, usage, sample.sent)
             if (mode !== "direct") results.vcpuAtRate.get(mode)!.push({ a: usage.a.cpu / wall, b: usage.b.cpu / wall })
             results.open.get(mode)!.push(sample)
             log(
               `  round ${round + 1} open loop ${pad(mode, 8, true)} ${options.rate} req/s: p50 ${ms(sample.p50)} p90 ${ms(sample.p90)} p99 ${ms(sample.p99)} ` +
-                `max ${ms(sample.max)} ms, ${sample.maxOutstanding} outstanding at most (${slices} slices of ${sliceMs / 1000} s)`
+                `max ${ms(sample.max)} ms, ${sample.maxOutstanding} outstanding at most (${slicing.slices} slices of ${slicing.sliceMs / 1000} s)`
             )
             const pair = pairOf(mode)
             if (mode !== "direct" && pair?.a.stalls !== undefined && pair.b.stalls !== undefined) {

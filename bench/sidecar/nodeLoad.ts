@@ -73,6 +73,14 @@ export interface OpenSample {
   readonly maxOutstanding: number
   /** The measured latencies, ms, sorted (mergeOpen pools the slices of one path with them). */
   readonly latencies: Float64Array
+  /** Each measured request's due time and latency, in the order they were due (to line up with the processes' stalls). */
+  readonly calls: CallTimes
+}
+
+/** Measured requests: when each was due (epoch ms, as the stall probe's endMs) and its latency, ms, at the same index. */
+export interface CallTimes {
+  readonly dueMs: Float64Array
+  readonly ms: Float64Array
 }
 
 /** The percentiles of sorted latencies. */
@@ -84,20 +92,26 @@ const summarizeLatencies = (sorted: Float64Array) => ({
   latencies: sorted
 })
 
+const concat = (arrays: ReadonlyArray<Float64Array>): Float64Array => {
+  const all = new Float64Array(arrays.reduce((n, a) => n + a.length, 0))
+  let at = 0
+  for (const a of arrays) {
+    all.set(a, at)
+    at += a.length
+  }
+  return all
+}
+
 /** One sample of the slices of one path's window (the bench interleaves paths slice by slice): their latencies pooled. */
 export const mergeOpen = (slices: ReadonlyArray<OpenSample>): OpenSample => {
-  const pooled = new Float64Array(slices.reduce((n, s) => n + s.latencies.length, 0))
-  let at = 0
-  for (const s of slices) {
-    pooled.set(s.latencies, at)
-    at += s.latencies.length
-  }
+  const pooled = concat(slices.map((s) => s.latencies))
   return {
     sent: slices.reduce((n, s) => n + s.sent, 0),
     errors: slices.reduce((n, s) => n + s.errors, 0),
     firstError: slices.find((s) => s.firstError !== undefined)?.firstError,
     maxOutstanding: Math.max(0, ...slices.map((s) => s.maxOutstanding)),
-    ...summarizeLatencies(pooled.sort())
+    ...summarizeLatencies(pooled.sort()),
+    calls: { dueMs: concat(slices.map((s) => s.calls.dueMs)), ms: concat(slices.map((s) => s.calls.ms)) }
   }
 }
 
@@ -115,6 +129,8 @@ export const openLoopOf = (send: Send, rate: number, warmupMs: number, measureMs
     const interval = 1000 / rate
     const total = Math.round(((warmupMs + measureMs) / 1000) * rate)
     const latencies = new Float64Array(total)
+    /** When each measured request was due (performance.now() ms), beside its latency. */
+    const dues = new Float64Array(total)
     const errors: Errors = { count: 0, first: undefined }
     let measured = 0
     let next = 0
@@ -127,9 +143,11 @@ export const openLoopOf = (send: Send, rate: number, warmupMs: number, measureMs
       if (finished) return
       finished = true
       clearTimeout(watchdog)
+      const calls = { dueMs: dues.slice(0, measured).map((due) => performance.timeOrigin + due), ms: latencies.slice(0, measured) }
       resolve({
         sent: total,
         ...summarizeLatencies(latencies.slice(0, measured).sort()),
+        calls,
         errors: errors.count + outstanding,
         firstError: errors.first ?? (outstanding > 0 ? `${outstanding} requests unanswered 15 s after the last was due` : undefined),
         maxOutstanding
@@ -143,7 +161,10 @@ export const openLoopOf = (send: Send, rate: number, warmupMs: number, measureMs
         outstanding--
         if (finished) return
         if (error !== undefined) noteError(errors, error)
-        else if (due >= measureStart) latencies[measured++] = performance.now() - due
+        else if (due >= measureStart) {
+          dues[measured] = due
+          latencies[measured++] = performance.now() - due
+        }
         if (next === total && outstanding === 0) finish()
       })
     }

@@ -6,9 +6,9 @@
 import { spawn } from "node:child_process"
 import { createWriteStream } from "node:fs"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { killChild } from "../children.ts"
 import type { Meshed, Options } from "./options.ts"
+import { STALL_PROBE, stallOfLine } from "./hopStalls.ts"
 import { type Hop, HopFailed, type HopStall, type ProxyPair } from "./pair.ts"
 import { HOST } from "./request.ts"
 
@@ -17,8 +17,6 @@ import { HOST } from "./request.ts"
  * when its stdin closes, so killChild works on it and no sidecar outlives a bench killed hard.
  */
 const EXIT_WITH_PARENT = `--import=data:text/javascript,process.stdin.on("end",()=>process.kill(process.pid,"SIGTERM")).resume()`
-/** Also loaded into each sidecar: its event-loop stalls over 10 ms, one JSON line each on stdout. */
-const STALL_PROBE = `--import=${fileURLToPath(new URL("stallProbe.mjs", import.meta.url))}`
 
 export interface Sidecar extends Hop {
   readonly stalls: ReadonlyArray<HopStall>
@@ -70,15 +68,16 @@ export const startSidecar = (name: string, args: ReadonlyArray<string>, options:
       for (let nl = out.indexOf("\n"); nl !== -1; nl = out.indexOf("\n")) {
         const line = out.slice(0, nl)
         out = out.slice(nl + 1)
-        let parsed: { event?: unknown; outbound?: unknown; inbound?: unknown; admin?: unknown; endMs?: unknown; ms?: unknown; cpuMs?: unknown; gcMs?: unknown; majorGcMs?: unknown } | undefined
+        let parsed: { event?: unknown; outbound?: unknown; inbound?: unknown; admin?: unknown } | undefined
         try {
           parsed = JSON.parse(line) as typeof parsed
         } catch {
           log?.write(`${line}\n`)
           continue
         }
-        if (parsed?.event === "bench-stall") {
-          stalls.push({ endMs: Number(parsed.endMs), ms: Number(parsed.ms), cpuMs: Number(parsed.cpuMs), gcMs: Number(parsed.gcMs), majorGcMs: Number(parsed.majorGcMs) })
+        const stall = stallOfLine(parsed)
+        if (stall !== undefined) {
+          stalls.push(stall)
           continue
         }
         if (settled || parsed?.event !== "sidecar-ready" || typeof parsed.outbound !== "string" || typeof parsed.inbound !== "string") continue

@@ -1,66 +1,13 @@
-// Loaded into every iip-mesh sidecar the benches start (`node --import=<this file>`, sidecars.ts):
-// reports each stall of the sidecar's event loop longer than STALL_MS as one JSON line on stdout,
-// which the bench reads (sidecars.ts) and counts per path over that path's measuring slices
-// (bench/sidecar.ts), so a p99 or a slowest request can be read as a stall of one hop, and the
-// stall as garbage collection or not. A 5 ms timer's lateness is the stall; the GC pauses that
-// overlap it (from the gc performance entries, which arrive a turn after the collection) say how
-// much of it was collection; the main thread's CPU time over it tells work on the loop (cpuMs close
-// to ms) from the process waiting for a core on a loaded machine (cpuMs far below). Not part of the
-// sidecar: plain Node, no imports from src/, and plain JavaScript: a .ts file here would load
-// Node's TypeScript stripper into the sidecar, 14 MB of RSS the memory figures would count.
+// Loaded into every iip-mesh sidecar the benches start (`node --import=<this file>`, sidecars.ts)
+// and into the gRPC bench's server child (children.ts): reports each stall of the process's event
+// loop over 10 ms (or BENCH_STALL_MS: the gRPC bench's --stall-ms) (stallWatch.mjs) as one JSON line on stdout, which the bench reads (sidecars.ts,
+// children.ts) and counts per path over that path's measuring slices (hopStalls.ts), so a p99 or a
+// slowest request can be read as a stall of one hop, and the stall as garbage collection or not.
+// Not part of the sidecar: plain Node, no imports from src/, and plain JavaScript (stallWatch.mjs
+// says why).
 //
 //   {"event":"bench-stall","endMs":1764877512345.6,"ms":84.2,"cpuMs":83.0,"gcMs":83.9,"majorGcMs":83.9}
-//   endMs: when the loop ran again (epoch ms, performance.timeOrigin + now); ms: how late the timer
-//   was; cpuMs: the main thread's CPU time (process.threadCpuUsage) from the tick before to this one.
-import { constants, performance, PerformanceObserver } from "node:perf_hooks"
+import { watchStalls } from "./stallWatch.mjs"
 
-/** A stall is reported when the timer runs this much later than due. */
-const STALL_MS = 10
-const TICK_MS = 5
-/** GC pauses remembered to match stalls against (a stall is matched two ticks after it ends). */
-const GC_KEPT = 64
-
-/** @type {Array<{ start: number, end: number, major: boolean }>} GC pauses, from the gc performance entries. */
-const pauses = []
-new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) {
-    const kind = entry.detail?.kind
-    pauses.push({ start: entry.startTime, end: entry.startTime + entry.duration, major: kind === constants.NODE_PERFORMANCE_GC_MAJOR })
-  }
-  if (pauses.length > GC_KEPT) pauses.splice(0, pauses.length - GC_KEPT)
-}).observe({ entryTypes: ["gc"] })
-
-const overlap = (pause, start, end) => Math.max(0, Math.min(pause.end, end) - Math.max(pause.start, start))
-
-/** Stalls seen, waiting a tick for their GC entries: { start, end, cpuMs, ticks }. */
-let waiting = []
-let due = performance.now() + TICK_MS
-let cpu = process.threadCpuUsage()
-
-setInterval(() => {
-  const now = performance.now()
-  const late = now - due
-  due = now + TICK_MS
-  const used = process.threadCpuUsage(cpu)
-  cpu = process.threadCpuUsage()
-  if (late > STALL_MS) waiting.push({ start: now - late, end: now, cpuMs: (used.user + used.system) / 1000, ticks: 0 })
-  if (waiting.length === 0) return
-  const still = []
-  for (const stall of waiting) {
-    if (stall.ticks < 2) {
-      still.push({ ...stall, ticks: stall.ticks + 1 })
-      continue
-    }
-    let gcMs = 0
-    let majorGcMs = 0
-    for (const pause of pauses) {
-      const ms = overlap(pause, stall.start - TICK_MS, stall.end)
-      gcMs += ms
-      if (pause.major) majorGcMs += ms
-    }
-    const round = (ms) => Math.round(ms * 10) / 10
-    const line = { event: "bench-stall", endMs: round(performance.timeOrigin + stall.end), ms: round(stall.end - stall.start), cpuMs: round(stall.cpuMs), gcMs: round(gcMs), majorGcMs: round(majorGcMs) }
-    process.stdout.write(`${JSON.stringify(line)}\n`)
-  }
-  waiting = still
-}, TICK_MS).unref()
+const stallMs = Number(process.env.BENCH_STALL_MS)
+watchStalls((stall) => process.stdout.write(`${JSON.stringify({ event: "bench-stall", ...stall })}\n`), Number.isFinite(stallMs) && stallMs > 0 ? stallMs : undefined)

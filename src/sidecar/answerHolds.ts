@@ -2,11 +2,14 @@
 // streams instead. Every wait has the same length, so the waits end in the order they began: a
 // queue and one timer armed for the oldest, not a setTimeout and clearTimeout per call (a Timeout
 // object, a timer-list insert and unenroll: a visible share of a unary call's CPU at the sidecar).
-// A wait whose answer ended first is not taken out: its holder ignores the call (it is done). The
-// queue holds no more than the calls whose heads came within one wait (plus the timer's lateness),
-// each an exchange the session's in-flight budget counts already.
-
-/** What waits: `holdOver` runs once the wait passed, unless the holder finished before (then it does nothing). */
+// A wait whose answer ended first is released: it stays in the queue (its holder is not called
+// again), and once no wait is still running the timer is cleared, so that a light load (one call
+// at a time, each answered well within its wait) does not wake the event loop once more per call
+// for a timer with nothing to do. Waits are timed with performance.now(): with Date.now()'s whole
+// milliseconds a wait begun late in one lasted anywhere from a few microseconds to its length.
+// The queue holds no more than the calls whose heads came within one wait (plus the timer's
+// lateness), each an exchange the session's in-flight budget counts already.
+/** What waits: `holdOver` runs once the wait passed, unless it was released before. `holdUntil` is the holds' own (0: not waiting). */
 export interface Held {
   holdUntil: number
   holdOver(): void
@@ -17,6 +20,8 @@ export class AnswerHolds {
   private queue: Array<Held> = []
   /** The queue's first entry still waiting (entries before it are over). */
   private head = 0
+  /** Waits neither over nor released. */
+  private running = 0
   private timer: NodeJS.Timeout | undefined = undefined
   private readonly onTimer = () => this.fire()
 
@@ -24,22 +29,51 @@ export class AnswerHolds {
     this.waitMs = waitMs
   }
 
-  /** How many waits are queued (over or not yet taken out). */
+  /** How many waits are queued (over or released but not yet taken out, or running). */
   get size(): number {
     return this.queue.length - this.head
   }
 
   hold(held: Held): void {
-    held.holdUntil = Date.now() + this.waitMs
+    held.holdUntil = performance.now() + this.waitMs
     this.queue.push(held)
+    this.running++
     if (this.timer === undefined) this.timer = setTimeout(this.onTimer, this.waitMs)
+  }
+
+  /** The holder's answer ended before its wait did: its `holdOver` will not run; the last one running takes the timer with it. */
+  release(held: Held): void {
+    if (held.holdUntil === 0) return
+    held.holdUntil = 0
+    if (--this.running === 0) this.stopTimer()
+  }
+
+  /** No wait runs: the timer goes, and the queue's spent entries with it. */
+  private stopTimer(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
+    this.queue.length = 0
+    this.head = 0
+  }
+
+  /** Forgets every wait and stops the timer (the leg closed). */
+  clear(): void {
+    for (let i = this.head; i < this.queue.length; i++) this.queue[i]!.holdUntil = 0
+    this.running = 0
+    this.stopTimer()
   }
 
   private fire(): void {
     this.timer = undefined
-    const now = Date.now()
+    const now = performance.now()
     const queue = this.queue
-    while (this.head < queue.length && queue[this.head]!.holdUntil <= now) queue[this.head++]!.holdOver()
+    while (this.head < queue.length && queue[this.head]!.holdUntil <= now) {
+      const held = queue[this.head++]!
+      if (held.holdUntil === 0) continue
+      held.holdUntil = 0
+      this.running--
+      held.holdOver()
+    }
     // A holder may hold again while its wait ends: the timer is armed already then.
     if (this.timer !== undefined) return
     if (this.head === queue.length) {

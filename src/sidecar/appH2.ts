@@ -113,12 +113,19 @@ export class AppH2Leg {
   close(): Promise<void> {
     const session = this.session
     this.session = undefined
-    if (session === undefined || session.destroyed) return Promise.resolve()
+    // The leg's timers go with it: the deadlines' one timer stays armed for a finished call's
+    // deadline (deadlines.ts re-arms lazily), which kept the process alive that long after a stop.
+    const stopTimers = () => {
+      this.deadlines.clear()
+      this.holds.clear()
+    }
+    if (session === undefined || session.destroyed) return Promise.resolve(stopTimers())
     // The inbound side has drained: streams still open get a short grace, then the session ends.
     return new Promise((resolve) => {
       const timer = setTimeout(() => session.destroy(), CLOSE_GRACE_MS)
       session.close(() => {
         clearTimeout(timer)
+        stopTimers()
         resolve()
       })
     })
@@ -141,7 +148,7 @@ class AppH2Exchange implements Expiring, Held {
   /** In the leg's deadlines (mux/deadlines.ts). */
   deadlineSlot = -1
   deadlineAt = 0
-  /** In the leg's holds (answerHolds.ts). */
+  /** The leg's holds' own (answerHolds.ts). */
   holdUntil = 0
   private status = 0
   private headers: Array<[string, string]> = []
@@ -207,7 +214,7 @@ class AppH2Exchange implements Expiring, Held {
     this.fail(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, MeshErrorCode.deadlineExceeded, `no answer from the app within ${this.request.timeLeftMs} ms`)
   }
 
-  /** The leg's holds: the wait for a whole answer is over (nothing to do once it came, or the exchange ended). */
+  /** The leg's holds: the wait for a whole answer is over (released once the answer ended or streams). */
   holdOver(): void {
     this.streamAnswer()
   }
@@ -245,6 +252,7 @@ class AppH2Exchange implements Expiring, Held {
       }
     }, () => this.fail(this.status, { hop: "app", reason: "answer_broke_off" }, MeshErrorCode.cancelled, "nobody reads the answer"))
     this.answer = answer
+    this.leg.holds.release(this)
     for (const part of this.parts) answer.push(part)
     this.observation.responseBytes(this.bytes)
     this.parts = []
@@ -300,6 +308,7 @@ class AppH2Exchange implements Expiring, Held {
   private finish(): void {
     this.done = true
     this.leg.deadlines.remove(this)
+    this.leg.holds.release(this)
   }
 
   /** The first outcome counts (PendingOutcome ignores later ones). */

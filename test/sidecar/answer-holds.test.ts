@@ -1,7 +1,8 @@
 // The h2c leg's waits for a whole answer (src/sidecar/answerHolds.ts) on fake timers: each wait
-// ends once, in the order the waits began, not before its time; one Node timer serves them all,
-// and none is left once the queue is empty; a holder that holds again while its wait ends is
-// served by the same timer.
+// ends once, in the order the waits began, not before its time (also one begun within a
+// millisecond); one Node timer serves them all, and none is left once the queue is empty or every
+// wait still queued was released (its answer came: no wake-up for nothing); a released wait's
+// holder is not called; a holder that holds again while its wait ends is served by the same timer.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import { AnswerHolds, type Held } from "../../src/sidecar/answerHolds.ts"
 
@@ -9,7 +10,7 @@ const heldBy = (name: string, over: Array<string>): Held => ({ holdUntil: 0, hol
 
 describe("AnswerHolds", () => {
   beforeEach(() => {
-    vi.useFakeTimers()
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] })
   })
   afterEach(() => {
     vi.useRealTimers()
@@ -68,5 +69,60 @@ describe("AnswerHolds", () => {
     vi.advanceTimersByTime(3)
     expect(over).toHaveLength(5000)
     expect(vi.getTimerCount()).toBe(0)
+  })
+
+  it("does not call a released holder, and clears the timer once no wait runs", () => {
+    const over: Array<string> = []
+    const holds = new AnswerHolds(1)
+    const a = heldBy("a", over)
+    const b = heldBy("b", over)
+    holds.hold(a)
+    holds.hold(b)
+    holds.release(a)
+    expect(vi.getTimerCount()).toBe(1)
+    holds.release(b)
+    holds.release(b)
+    expect(vi.getTimerCount()).toBe(0)
+    expect(holds.size).toBe(0)
+    vi.advanceTimersByTime(5)
+    expect(over).toEqual([])
+    // A wait that ran out is not released after: the next hold still gets its timer.
+    const c = heldBy("c", over)
+    holds.hold(c)
+    holds.hold(heldBy("d", over))
+    vi.advanceTimersByTime(1)
+    expect(over).toEqual(["c", "d"])
+    holds.release(c)
+    holds.hold(heldBy("e", over))
+    expect(vi.getTimerCount()).toBe(1)
+    vi.advanceTimersByTime(1)
+    expect(over).toEqual(["c", "d", "e"])
+  })
+
+  it("times a wait begun within a millisecond from then, not from the millisecond's start", () => {
+    const over: Array<string> = []
+    const holds = new AnswerHolds(1)
+    vi.advanceTimersByTime(0.1)
+    holds.hold(heldBy("early", over))
+    vi.advanceTimersByTime(0.8)
+    holds.hold(heldBy("late", over))
+    vi.advanceTimersByTime(0.3)
+    expect(over).toEqual(["early"])
+    vi.advanceTimersByTime(0.5)
+    expect(over).toEqual(["early"])
+    vi.advanceTimersByTime(1)
+    expect(over).toEqual(["early", "late"])
+  })
+
+  it("clears every wait and its timer when the leg closes", () => {
+    const over: Array<string> = []
+    const holds = new AnswerHolds(1)
+    holds.hold(heldBy("a", over))
+    holds.hold(heldBy("b", over))
+    holds.clear()
+    expect(vi.getTimerCount()).toBe(0)
+    expect(holds.size).toBe(0)
+    vi.advanceTimersByTime(5)
+    expect(over).toEqual([])
   })
 })

@@ -2,16 +2,22 @@
 // not ready (sidecar.ready() and the admin's /ready), then drains: a slow request already in
 // flight through A -> B finishes with 200 within the drain timeout, and the Scope finishes closing
 // once it has (not at the drain deadline). The CLI `iip-mesh sidecar` does the same and exits 0
-// on SIGTERM.
+// on SIGTERM, also on --app-protocol h2c after a gRPC call (the h2c leg's deadline timer, armed
+// for the call's deadline, kept the process alive until then).
+import * as grpc from "@grpc/grpc-js"
 import { Effect, Exit, Scope } from "effect"
 import type { ChildProcess } from "node:child_process"
 import type * as http from "node:http"
 import { afterEach, describe, expect, it } from "vitest"
 import * as Admin from "../../src/admin/adminServer.ts"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"
+import { identity, rawMethod } from "../support/grpcRaw.ts"
 import { Cleanup, deferred, withTimeout } from "../support/iipRaw.ts"
 import { call, quietLog, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import { killIfRunning, portOf, spawnSidecarProcess } from "../support/sidecarProcess.ts"
+
+const ECHO = rawMethod("demo.Inventory", "Echo", false, false)
+const EchoClient = grpc.makeGenericClientConstructor({ echo: ECHO }, "Inventory")
 
 /** GETs the admin's /ready until it answers `status`, at most `timeoutMs` (readiness announces itself with no event). */
 const waitForReady = async (adminPort: number, status: number, timeoutMs: number): Promise<number> => {
@@ -126,6 +132,38 @@ describe("graceful stop", () => {
       cli.proc.kill("SIGTERM")
       const exit = await withTimeout(cli.exited, 10_000, "the sidecar to exit after SIGTERM")
       expect(exit, cli.stderr()).toStrictEqual({ code: 0, signal: null })
+    })
+
+    it("a CLI sidecar on --app-protocol h2c that served a gRPC call exits 0 on SIGTERM within its drain timeout, not at the call's deadline", async () => {
+      const server = new grpc.Server()
+      server.addService({ echo: ECHO }, { echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request) })
+      const appPort = await new Promise<number>((resolve, reject) =>
+        server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, port) => (error === null ? resolve(port) : reject(error)))
+      )
+      cleanup.add(() => server.forceShutdown())
+      const cli = startCli([
+        "--service", "inventory",
+        "--app", `127.0.0.1:${appPort}`,
+        "--app-protocol", "h2c",
+        "--outbound", "127.0.0.1:0",
+        "--inbound", "127.0.0.1:0",
+        "--admin", "127.0.0.1:0",
+        "--drain-timeout", "1s"
+      ])
+      const line = await cli.ready
+      // The call's deadline at B: A's request timeout, 30 s.
+      const a = await startSidecar(cleanup, sidecarConfig({ service: "store", requestTimeoutMs: 30_000, endpoints: { inventory: [{ address: line.inbound, weight: 1 }] } }))
+      const client = new EchoClient(`127.0.0.1:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory" })
+      cleanup.add(() => client.close())
+      const answer = new Promise<Buffer | undefined>((resolve, reject) =>
+        client.makeUnaryRequest(ECHO.path, identity, identity, Buffer.from("stock?"), (error, value) => (error === null ? resolve(value) : reject(error)))
+      )
+      expect((await withTimeout(answer, 10_000, "the gRPC answer"))?.toString()).toBe("stock?")
+      const stoppedAt = performance.now()
+      cli.proc.kill("SIGTERM")
+      const exit = await withTimeout(cli.exited, 10_000, "the sidecar to exit after SIGTERM")
+      expect(exit, cli.stderr()).toStrictEqual({ code: 0, signal: null })
+      expect(performance.now() - stoppedAt).toBeLessThan(3000)
     })
 
     it("on SIGTERM the CLI sidecar turns not ready, finishes the in-flight request with 200, then exits 0", async () => {
