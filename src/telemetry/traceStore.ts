@@ -231,6 +231,16 @@ export class TraceStore {
     }, false)
   }
 
+  /**
+   * Whether a span of `traceId` ending now would be kept: its trace is held, or a new one may be
+   * (maxNewTracesPerSecond), without counting it. The request path asks when a span starts, and
+   * records nothing for one that would not be kept (spanRecord.ts).
+   */
+  wouldKeep(traceId: string): boolean {
+    if (this.maxNewPerSecond === Infinity || traceId === this.lastId || this.slots.has(traceId)) return true
+    return Math.floor(this.now() / 1000) !== this.second || this.keptThisSecond < this.maxNewPerSecond
+  }
+
   /** Keeps a finished, sampled span of the request path (a SpanRecord), packed, within the bounds. */
   record(traceId: string, span: StoredSpan): void {
     this.keep(traceId, span, true)

@@ -163,6 +163,34 @@ describe("SpanRecorder", () => {
     expect(off.start("child", SpanKind.SERVER, parseTraceparent(sampledParent)).sampled).toBe(true)
   })
 
+  it("a span whose trace the store will not keep records nothing (nor its children) and still carries its context; with room, it records", () => {
+    let now = 5_000
+    const store = new TraceStore({ maxNewTracesPerSecond: 1, now: () => now })
+    const spans = tracingFor(store).spans!
+    const kept = spans.start("GET catalog", SpanKind.CLIENT, undefined)
+    expect(kept.recording).toBe(true)
+    kept.attributes["http.request.method"] = "GET"
+    spans.end(kept)
+    // The second's one new trace is taken: the next trace is only passed on.
+    const passed = spans.start("GET catalog", SpanKind.SERVER, parseTraceparent(sampledParent))
+    const child = spans.start("GET", SpanKind.CLIENT, passed)
+    expect([passed.sampled, passed.recording, child.sampled, child.recording]).toStrictEqual([true, false, true, false])
+    expect(child.traceparent()).toBe(`00-${traceId}-${child.spanId}-01`)
+    expect(() => {
+      passed.attributes["http.request.method"] = "GET"
+    }).toThrow(TypeError)
+    spans.end(child)
+    spans.end(passed)
+    expect(store.get(traceId)).toBeUndefined()
+    // A span of a trace the store holds records, whatever the budget; so does a new trace in the next second.
+    expect(spans.start("GET", SpanKind.SERVER, { traceId: kept.traceId, spanId: kept.spanId, sampled: true }).recording).toBe(true)
+    now += 1000
+    const next = spans.start("GET catalog", SpanKind.SERVER, parseTraceparent(sampledParent))
+    expect(next.recording).toBe(true)
+    spans.end(next)
+    expect(store.get(traceId)!.map((span) => span.spanId)).toStrictEqual([next.spanId])
+  })
+
   it("tracing off has no recorder", () => {
     expect(makeTracing({ service: "catalog", store: new TraceStore(), env: {}, enabled: false }).spans).toBeUndefined()
   })
