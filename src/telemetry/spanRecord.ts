@@ -33,16 +33,37 @@ import type { Origin, StoredSpan, TraceStore } from "./traceStore.ts"
 const idBytes = Buffer.allocUnsafe(4096)
 let idOffset = idBytes.length
 
-/** `bytes` random bytes as lower-case hex, never all zeros (an invalid id). */
-const randomId = (bytes: number): string => {
+/** Lower-case hex digits by value. */
+const HEX = new Uint8Array(16)
+for (let i = 0; i < 16; i++) HEX[i] = "0123456789abcdef".charCodeAt(i)
+
+/**
+ * 8 bytes of `idBytes` from `at` as 16 hex digits: one flat string from its character codes, a
+ * few times quicker than Buffer's toString("hex") (a call into C++ per id, four ids a request
+ * between the two sidecars).
+ */
+const hex8 = (at: number): string => {
+  const b = idBytes
+  return String.fromCharCode(
+    HEX[b[at]! >> 4]!, HEX[b[at]! & 15]!, HEX[b[at + 1]! >> 4]!, HEX[b[at + 1]! & 15]!,
+    HEX[b[at + 2]! >> 4]!, HEX[b[at + 2]! & 15]!, HEX[b[at + 3]! >> 4]!, HEX[b[at + 3]! & 15]!,
+    HEX[b[at + 4]! >> 4]!, HEX[b[at + 4]! & 15]!, HEX[b[at + 5]! >> 4]!, HEX[b[at + 5]! & 15]!,
+    HEX[b[at + 6]! >> 4]!, HEX[b[at + 6]! & 15]!, HEX[b[at + 7]! >> 4]!, HEX[b[at + 7]! & 15]!
+  )
+}
+
+/** A span id (8 bytes) or trace id (16) of random bytes as lower-case hex, never all zeros (an invalid id). */
+const randomId = (bytes: 8 | 16): string => {
   for (;;) {
     if (idOffset + bytes > idBytes.length) {
       randomFillSync(idBytes)
       idOffset = 0
     }
-    const id = idBytes.toString("hex", idOffset, idOffset + bytes)
+    const at = idOffset
     idOffset += bytes
-    for (let i = 0; i < id.length; i++) if (id.charCodeAt(i) !== 0x30) return id
+    let zero = true
+    for (let i = at; i < at + bytes; i++) if (idBytes[i] !== 0) zero = false
+    if (!zero) return bytes === 8 ? hex8(at) : hex8(at) + hex8(at + 8)
   }
 }
 
