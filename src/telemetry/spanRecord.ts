@@ -93,6 +93,8 @@ export class SpanRecord implements StoredSpan, TraceParent {
   /** Filled by the caller only when `recording` (otherwise frozen: nothing reads it). */
   readonly attributes: Attributes
   readonly events = noEvents
+  /** The store counts this span as under way (TraceStore.opened), until it ends. */
+  underWay = false
   private readonly startMonotonic: number
 
   constructor(
@@ -177,8 +179,15 @@ export class SpanRecorder {
     const sampled = parent !== undefined && this.parentBased ? parent.sampled : this.root(traceId)
     const traceState = local ? parent.traceState : parent === undefined ? undefined : remoteTraceState
     // Recorded only for a reader: a child as its local parent is, else when exported or the store would keep the trace.
-    const recording = sampled && (local ? parent.recording : this.options.exporters.length > 0 || this.options.store.wouldKeep(traceId))
-    return new SpanRecord(traceId, parent?.spanId ?? null, parent !== undefined && !local, sampled, recording, traceState, name, kind, this.options.origin)
+    const store = this.options.store
+    const byStore = sampled && !local && this.options.exporters.length === 0
+    const recording = sampled && (local ? parent.recording : !byStore || store.wouldKeep(traceId))
+    const span = new SpanRecord(traceId, parent?.spanId ?? null, parent !== undefined && !local, sampled, recording, traceState, name, kind, this.options.origin)
+    if (byStore && recording) {
+      span.underWay = true
+      store.opened(traceId)
+    }
+    return span
   }
 
   /** Ends a span (exactly once): a recording one is stored, and exported when an exporter is configured. */
@@ -186,6 +195,7 @@ export class SpanRecorder {
     if (!span.recording) return
     span.stop()
     this.options.store.record(span.traceId, span)
+    if (span.underWay) this.options.store.closed(span.traceId)
     const exporters = this.options.exporters
     if (exporters.length === 0) return
     const readable = toReadableSpan(span, this.options.resource(), this.options.scope)

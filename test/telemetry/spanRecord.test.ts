@@ -191,6 +191,29 @@ describe("SpanRecorder", () => {
     expect(store.get(traceId)!.map((span) => span.spanId)).toStrictEqual([next.spanId])
   })
 
+  it("sidecars sharing a store: a trace whose span records under one records under the next even past the budget, and is kept whole", () => {
+    let now = 9_000
+    const store = new TraceStore({ maxNewTracesPerSecond: 1, now: () => now })
+    const caller = tracingFor(store).spans!
+    const callee = tracingFor(store).spans!
+    const client = caller.start("GET catalog", SpanKind.CLIENT, undefined)
+    // Another trace takes the second's budget before the callee's spans start.
+    const other = caller.start("GET other", SpanKind.CLIENT, undefined)
+    caller.end(other)
+    const server = callee.start("GET catalog", SpanKind.SERVER, { traceId: client.traceId, spanId: client.spanId, sampled: true })
+    const app = callee.start("GET", SpanKind.CLIENT, server)
+    expect([client.recording, server.recording, app.recording]).toStrictEqual([true, true, true])
+    // A trace not under way and past the budget still records nothing.
+    expect(caller.start("GET late", SpanKind.CLIENT, undefined).recording).toBe(false)
+    // They end in the next second, with room for the trace: all three spans are there.
+    now += 1000
+    callee.end(app)
+    callee.end(server)
+    caller.end(client)
+    expect(store.get(other.traceId)).toHaveLength(1)
+    expect(store.get(client.traceId)!.map((span) => span.spanId)).toStrictEqual([client.spanId, server.spanId, app.spanId])
+  })
+
   it("tracing off has no recorder", () => {
     expect(makeTracing({ service: "catalog", store: new TraceStore(), env: {}, enabled: false }).spans).toBeUndefined()
   })
