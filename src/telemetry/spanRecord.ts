@@ -181,7 +181,7 @@ export class SpanRecorder {
     // Recorded only for a reader: a child as its local parent is, else when exported or the store would keep the trace.
     const store = this.options.store
     const byStore = sampled && !local && this.options.exporters.length === 0
-    const recording = sampled && (local ? parent.recording : !byStore || store.wouldKeep(traceId))
+    const recording = sampled && (local ? parent.recording : !byStore || store.wouldKeep(traceId, parent === undefined))
     const span = new SpanRecord(traceId, parent?.spanId ?? null, parent !== undefined && !local, sampled, recording, traceState, name, kind, this.options.origin)
     if (byStore && recording) {
       span.underWay = true

@@ -233,11 +233,12 @@ export class TraceStore {
 
   /**
    * Whether a span of `traceId` ending now would be kept: its trace is held, or a new one may be
-   * (maxNewTracesPerSecond), without counting it. The request path asks when a span starts, and
+   * (maxNewTracesPerSecond), without counting it; `fresh`: the id was just made for a new trace. The request path asks when a span starts, and
    * records nothing for one that would not be kept (spanRecord.ts).
    */
-  wouldKeep(traceId: string): boolean {
-    if (this.maxNewPerSecond === Infinity || traceId === this.lastId || this.slots.has(traceId) || this.underWay.has(traceId)) return true
+  wouldKeep(traceId: string, fresh = false): boolean {
+    // A trace id just drawn at random (a root span's) is in no map: no lookup, no hash of a new string.
+    if (this.maxNewPerSecond === Infinity || (!fresh && (traceId === this.lastId || this.slots.has(traceId) || this.underWay.has(traceId)))) return true
     return Math.floor(this.now() / 1000) !== this.second || this.keptThisSecond < this.maxNewPerSecond
   }
 
