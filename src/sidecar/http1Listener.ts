@@ -13,6 +13,10 @@
 //   (408, then the close); an idle keep-alive connection closes after its timeout;
 // - HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body;
 // - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT closes it).
+// Once a connection's first read has shown it is HTTP/1.1, llhttp consumes the socket's handle as
+// node:http does (`parser.consume`): reads are parsed in C++ out of a buffer the binding reuses, with
+// no Buffer, Readable push, 'data' event or next tick per read (sidecar A's CPU, issue 14); pausing is
+// then the handle's readStop/readStart, and an upgrade gives the socket back to its Readable stream.
 import * as net from "node:net"
 import { Http1Call, type CallConnection } from "./http1Call.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
@@ -48,6 +52,14 @@ export interface Http1ListenerOptions {
   readonly onH2c: (socket: net.Socket) => void
 }
 
+/** A TCP socket's libuv handle, as llhttp consumes it (node:http's onSocketPause/onSocketResume keep `reading` the same way). */
+interface ConsumableHandle {
+  readonly isStreamBase?: boolean
+  reading?: boolean
+  readStart(): number
+  readStop(): number
+}
+
 /** One connection from the app. */
 class Connection implements CallConnection {
   readonly socket: net.Socket
@@ -72,6 +84,10 @@ class Connection implements CallConnection {
   private bodyHeld = false
   private gone = false
   private parserClosed = false
+  /** The socket's handle while llhttp reads it (consume mode). */
+  private consumed: ConsumableHandle | undefined = undefined
+  /** A message ended within the read being parsed. */
+  private completedInRead = false
 
   constructor(listener: Http1Listener, socket: net.Socket, now: number) {
     this.listener = listener
@@ -89,10 +105,13 @@ class Connection implements CallConnection {
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.parsing?.pushBody(chunk)
     parser[HTTPParser.kOnMessageComplete] = () => {
       this.inMessage = false
+      this.headersDone = false
+      this.completedInRead = true
       this.parsing?.endBody()
       this.parsing = undefined
       if (this.current === undefined && this.waiting.length === 0) this.idleSince = performance.now()
     }
+    parser[HTTPParser.kOnExecute] = (parsed: number | Error) => this.onExecute(parsed)
     this.parser = parser
     socket.on("data", (data: Buffer) => this.onData(data))
     socket.on("end", () => this.onEnd())
@@ -132,11 +151,56 @@ class Connection implements CallConnection {
       this.messageStarted = performance.now()
     }
     const parsed = this.parser.execute(data)
+    this.completedInRead = false
     if (parsed instanceof Error) return this.parseFailed(parsed)
     // llhttp stops at an upgrade's head: the bytes after it are the upgraded connection's.
     const last = this.waiting.at(-1)
     if (last?.upgrade === true) {
       last.upgradeHead = data.subarray(parsed)
+      this.socket.pause()
+    }
+    this.next()
+    this.consume()
+  }
+
+  /**
+   * From now on llhttp reads the socket itself, when nothing read is waiting in the socket's
+   * Readable buffer (it would come after later reads) and no upgrade is pending (its connection goes
+   * on as a stream).
+   */
+  private consume(): void {
+    if (this.consumed !== undefined || this.gone || this.socket.readableLength > 0 || this.socket.isPaused() || this.waiting.at(-1)?.upgrade === true) return
+    const handle = (this.socket as unknown as { _handle?: ConsumableHandle | null })._handle
+    if (handle == null || handle.isStreamBase !== true) return
+    this.parser.consume(handle)
+    this.consumed = handle
+    handle.reading = true
+    this.updateReading()
+  }
+
+  /** The handle's reads go back to the socket's Readable stream (an upgrade, or done with the connection). */
+  private unconsume(): void {
+    if (this.consumed === undefined) return
+    this.consumed = undefined
+    this.parser.unconsume()
+  }
+
+  /** A read llhttp parsed in consume mode (what onData does after its execute). */
+  private onExecute(parsed: number | Error): void {
+    if (this.gone) return
+    if (parsed instanceof Error) return this.parseFailed(parsed)
+    // A read that ended no message and found none under way began one (its head is not complete):
+    // its time runs from this read, as onData times a message from the read that brings its first bytes.
+    if (!this.completedInRead && !this.inMessage) {
+      this.inMessage = true
+      this.headersDone = false
+      this.messageStarted = performance.now()
+    }
+    this.completedInRead = false
+    const last = this.waiting.at(-1)
+    if (last?.upgrade === true) {
+      last.upgradeHead = this.parser.getCurrentBuffer().subarray(parsed)
+      this.unconsume()
       this.socket.pause()
     }
     this.next()
@@ -185,6 +249,11 @@ class Connection implements CallConnection {
     const target = url === undefined || this.pendingUrl !== "" ? `${this.pendingUrl}${url ?? ""}` : url
     this.pendingUrl = ""
     this.headersDone = true
+    // Consume mode has no read before the parse to time the message from: its head came in this read.
+    if (!this.inMessage) {
+      this.inMessage = true
+      this.messageStarted = performance.now()
+    }
     const call = new Http1Call(this, methodNames[method] ?? "", target, major, minor, raw, shouldKeepAlive, upgrade)
     this.waiting.push(call)
     // An upgrade's head ends what llhttp reads here (2: no body, stop).
@@ -240,6 +309,20 @@ class Connection implements CallConnection {
   private updateReading(): void {
     if (this.gone) return
     const hold = this.bodyHeld || this.waiting.length > 0
+    const handle = this.consumed
+    if (handle !== undefined) {
+      // The handle stops and starts; the socket's Readable state says so too (isPaused), as node:http's consumed sockets do.
+      if (hold && handle.reading === true) {
+        handle.reading = false
+        handle.readStop()
+        this.socket.pause()
+      } else if (!hold && handle.reading !== true) {
+        handle.reading = true
+        handle.readStart()
+        this.socket.resume()
+      }
+      return
+    }
     if (hold && !this.socket.isPaused()) this.socket.pause()
     else if (!hold && this.socket.isPaused()) this.socket.resume()
   }
@@ -313,6 +396,7 @@ class Connection implements CallConnection {
   /** This module no longer reads the socket. */
   private detach(): void {
     this.listener.forget(this)
+    this.unconsume()
     this.closeParser()
     this.socket.removeAllListeners("data")
     this.socket.removeAllListeners("end")
@@ -325,6 +409,7 @@ class Connection implements CallConnection {
   private closeParser(): void {
     if (this.parserClosed) return
     this.parserClosed = true
+    this.unconsume()
     closeParserSoon(this.parser)
   }
 }

@@ -11,6 +11,16 @@ export interface LlhttpParser {
   finish(): number | Error | undefined
   /** Deletes the native parser at once (its JS object then does nothing). */
   close(): void
+  /**
+   * Reads the stream handle's bytes in C++ from now on (node:http's own fast path): each read is
+   * parsed into a buffer the binding reuses, then `kOnExecute` is called with the result; the
+   * socket's Readable stream sees no data (EOF and errors still reach it).
+   */
+  consume(handle: object): void
+  /** The handle's reads go back to the socket's Readable stream. */
+  unconsume(): void
+  /** A copy of the read being parsed (in consume mode: the bytes after an upgrade's head). */
+  getCurrentBuffer(): Buffer
   [key: number]: unknown
 }
 
@@ -24,6 +34,7 @@ interface LlhttpParserClass {
   readonly kOnHeadersComplete: number
   readonly kOnBody: number
   readonly kOnMessageComplete: number
+  readonly kOnExecute: number
 }
 
 const common = createRequire(import.meta.url)("_http_common") as { readonly HTTPParser: LlhttpParserClass; readonly methods: ReadonlyArray<string> }

@@ -107,7 +107,7 @@ export class OutboundObservation {
     if (spans === undefined) return
     const incoming = this.incoming!
     const span = spans.start(`${this.method} ${service}`, SpanKind.CLIENT, incoming.parent, incoming.traceState)
-    if (span.sampled) {
+    if (span.recording) {
       const attributes = span.attributes
       attributes["http.request.method"] = this.method
       attributes["url.path"] = pathOf(uri)
@@ -120,7 +120,7 @@ export class OutboundObservation {
   /** A gRPC call's status: sent by the mesh (`code`), or read from the answer's trailers (their metadata). */
   grpcStatus(code: number | undefined, trailers?: Meta): void {
     const span = this.span
-    if (span === undefined || !span.sampled || span.attributes["rpc.system"] === undefined) return
+    if (span === undefined || !span.recording || span.attributes["rpc.system"] === undefined) return
     const status = code ?? (trailers === undefined ? undefined : grpcStatusIn(trailersOf(trailers)))
     if (status !== undefined) span.attributes["rpc.grpc.status_code"] = status
   }
@@ -128,7 +128,7 @@ export class OutboundObservation {
   /** A route (or the sticky baggage member: route "baggage") sent the request to a subset, or another service (routing.ts). */
   routed(route: string, backend: string, subset: string | undefined): void {
     const span = this.span
-    if (span === undefined || !span.sampled) return
+    if (span === undefined || !span.recording) return
     span.attributes["iip_mesh.route"] = route
     if (backend !== this.target) span.attributes["iip_mesh.backend"] = backend
     if (subset !== undefined) span.attributes["iip_mesh.subset"] = subset
@@ -182,7 +182,7 @@ export class OutboundObservation {
       })
     }
     if (span === undefined) return undefined
-    if (span.sampled) {
+    if (span.recording) {
       const attributes = span.attributes
       if (endpoint !== "-") {
         const { host, port } = hostAndPort(endpoint)
@@ -228,7 +228,7 @@ export class InboundObservation {
     const incoming = incomingTraceOfPairs(headers)
     this.incoming = incoming
     const server = spans.start(`${method} ${service}`, SpanKind.SERVER, incoming.parent, incoming.traceState)
-    if (server.sampled) {
+    if (server.recording) {
       // The peer's "host:port": semantic conventions keep the port apart (client.port).
       const client = hostAndPort(remoteAddress)
       const attributes = server.attributes
@@ -251,9 +251,9 @@ export class InboundObservation {
   /** The gRPC status the app answered with (in its trailers, or a trailers-only head). */
   grpcStatus(code: number | undefined): void {
     const server = this.server
-    if (code === undefined || server === undefined || !server.sampled || server.attributes["rpc.system"] === undefined) return
+    if (code === undefined || server === undefined || !server.recording || server.attributes["rpc.system"] === undefined) return
     server.attributes["rpc.grpc.status_code"] = code
-    if (this.app?.sampled === true) this.app.attributes["rpc.grpc.status_code"] = code
+    if (this.app?.recording === true) this.app.attributes["rpc.grpc.status_code"] = code
   }
 
   requestBytes(bytes: number): void {
@@ -268,7 +268,7 @@ export class InboundObservation {
   callApp(appHost: string, appPort: number, headers: Array<[string, string]>): void {
     if (this.server === undefined) return
     const app = this.spans!.start(this.method, SpanKind.CLIENT, this.server)
-    if (app.sampled) {
+    if (app.recording) {
       const attributes = app.attributes
       attributes["http.request.method"] = this.method
       attributes["server.address"] = appHost
@@ -311,7 +311,7 @@ export class InboundObservation {
 
   private endSpan(span: SpanRecord | undefined, status: number, failure: Failure | undefined): void {
     if (span === undefined) return
-    if (span.sampled) settle(span, status, failure)
+    if (span.recording) settle(span, status, failure)
     this.spans!.end(span)
   }
 }

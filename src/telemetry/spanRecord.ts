@@ -10,6 +10,14 @@
 //   headers.push(["traceparent", span.traceparent()])
 //   recorder.end(span)                                                       // exactly once
 //
+// A sampled span is *recording* only when something will read it: an exporter is configured, or
+// the trace store will keep its trace (traceStore.ts `wouldKeep`, asked at the start: the store
+// keeps at most --trace-store-rate new traces a second, so at saturation nearly every trace is
+// only passed on). A span that is not recording still has its ids and sampled flag, for the
+// traceparent the next hop gets and the access log's trace id, but no attributes (a shared frozen
+// object: a write throws), no clock readings and no trip to the store (issue 14: the work a traced
+// sidecar did per request for spans nobody kept). Its children in this process inherit the choice.
+//
 // Times: like the SDK, a span starts at Date.now() (whole ms) and its duration is measured on the
 // monotonic clock.
 import { type Attributes, ROOT_CONTEXT, type SpanKind, type SpanStatusCode, TraceFlags } from "@opentelemetry/api"
@@ -25,20 +33,43 @@ import type { Origin, StoredSpan, TraceStore } from "./traceStore.ts"
 const idBytes = Buffer.allocUnsafe(4096)
 let idOffset = idBytes.length
 
-/** `bytes` random bytes as lower-case hex, never all zeros (an invalid id). */
-const randomId = (bytes: number): string => {
+/** Lower-case hex digits by value. */
+const HEX = new Uint8Array(16)
+for (let i = 0; i < 16; i++) HEX[i] = "0123456789abcdef".charCodeAt(i)
+
+/**
+ * 8 bytes of `idBytes` from `at` as 16 hex digits: one flat string from its character codes, a
+ * few times quicker than Buffer's toString("hex") (a call into C++ per id, four ids a request
+ * between the two sidecars).
+ */
+const hex8 = (at: number): string => {
+  const b = idBytes
+  return String.fromCharCode(
+    HEX[b[at]! >> 4]!, HEX[b[at]! & 15]!, HEX[b[at + 1]! >> 4]!, HEX[b[at + 1]! & 15]!,
+    HEX[b[at + 2]! >> 4]!, HEX[b[at + 2]! & 15]!, HEX[b[at + 3]! >> 4]!, HEX[b[at + 3]! & 15]!,
+    HEX[b[at + 4]! >> 4]!, HEX[b[at + 4]! & 15]!, HEX[b[at + 5]! >> 4]!, HEX[b[at + 5]! & 15]!,
+    HEX[b[at + 6]! >> 4]!, HEX[b[at + 6]! & 15]!, HEX[b[at + 7]! >> 4]!, HEX[b[at + 7]! & 15]!
+  )
+}
+
+/** A span id (8 bytes) or trace id (16) of random bytes as lower-case hex, never all zeros (an invalid id). */
+const randomId = (bytes: 8 | 16): string => {
   for (;;) {
     if (idOffset + bytes > idBytes.length) {
       randomFillSync(idBytes)
       idOffset = 0
     }
-    const id = idBytes.toString("hex", idOffset, idOffset + bytes)
+    const at = idOffset
     idOffset += bytes
-    for (let i = 0; i < id.length; i++) if (id.charCodeAt(i) !== 0x30) return id
+    let zero = true
+    for (let i = at; i < at + bytes; i++) if (idBytes[i] !== 0) zero = false
+    if (!zero) return bytes === 8 ? hex8(at) : hex8(at) + hex8(at + 8)
   }
 }
 
 const noEvents: StoredSpan["events"] = []
+/** The attributes of every span that is not recording: nothing may be written to them. */
+const notRecorded: Attributes = Object.freeze({})
 
 /** One span of the request path. Mutable until it ends; the store keeps it as it is. */
 export class SpanRecord implements StoredSpan, TraceParent {
@@ -48,6 +79,8 @@ export class SpanRecord implements StoredSpan, TraceParent {
   /** The parent came from another process (a traceparent header). */
   readonly parentRemote: boolean
   readonly sampled: boolean
+  /** Sampled, and read by someone (the store or an exporter): attributes, status and times are kept. */
+  readonly recording: boolean
   /** Passed on from the parent (normalized), for the next hop and the exporter. */
   readonly traceState: string | undefined
   readonly name: string
@@ -57,9 +90,11 @@ export class SpanRecord implements StoredSpan, TraceParent {
   durationMs = 0
   statusCode: SpanStatusCode = 0
   statusMessage: string | undefined = undefined
-  /** Filled by the caller only when `sampled`; nothing reads it otherwise. */
-  readonly attributes: Attributes = {}
+  /** Filled by the caller only when `recording` (otherwise frozen: nothing reads it). */
+  readonly attributes: Attributes
   readonly events = noEvents
+  /** The store counts this span as under way (TraceStore.opened), until it ends. */
+  underWay = false
   private readonly startMonotonic: number
 
   constructor(
@@ -67,6 +102,7 @@ export class SpanRecord implements StoredSpan, TraceParent {
     parentSpanId: string | null,
     parentRemote: boolean,
     sampled: boolean,
+    recording: boolean,
     traceState: string | undefined,
     name: string,
     kind: SpanKind,
@@ -77,12 +113,14 @@ export class SpanRecord implements StoredSpan, TraceParent {
     this.parentSpanId = parentSpanId
     this.parentRemote = parentRemote
     this.sampled = sampled
+    this.recording = recording
     this.traceState = traceState
     this.name = name
     this.kind = kind
     this.origin = origin
-    this.start = Date.now()
-    this.startMonotonic = performance.now()
+    this.start = recording ? Date.now() : 0
+    this.startMonotonic = recording ? performance.now() : 0
+    this.attributes = recording ? {} : notRecorded
   }
 
   /** This span as the next hop's parent: a W3C traceparent. */
@@ -140,14 +178,24 @@ export class SpanRecorder {
     // The decision comes before anything else is made (the parent-based samplers follow the parent's flag).
     const sampled = parent !== undefined && this.parentBased ? parent.sampled : this.root(traceId)
     const traceState = local ? parent.traceState : parent === undefined ? undefined : remoteTraceState
-    return new SpanRecord(traceId, parent?.spanId ?? null, parent !== undefined && !local, sampled, traceState, name, kind, this.options.origin)
+    // Recorded only for a reader: a child as its local parent is, else when exported or the store would keep the trace.
+    const store = this.options.store
+    const byStore = sampled && !local && this.options.exporters.length === 0
+    const recording = sampled && (local ? parent.recording : !byStore || store.wouldKeep(traceId, parent === undefined))
+    const span = new SpanRecord(traceId, parent?.spanId ?? null, parent !== undefined && !local, sampled, recording, traceState, name, kind, this.options.origin)
+    if (byStore && recording) {
+      span.underWay = true
+      store.opened(traceId)
+    }
+    return span
   }
 
-  /** Ends a span (exactly once): a sampled one is stored, and exported when an exporter is configured. */
+  /** Ends a span (exactly once): a recording one is stored, and exported when an exporter is configured. */
   end(span: SpanRecord): void {
+    if (!span.recording) return
     span.stop()
-    if (!span.sampled) return
     this.options.store.record(span.traceId, span)
+    if (span.underWay) this.options.store.closed(span.traceId)
     const exporters = this.options.exporters
     if (exporters.length === 0) return
     const readable = toReadableSpan(span, this.options.resource(), this.options.scope)

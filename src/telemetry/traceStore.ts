@@ -231,6 +231,37 @@ export class TraceStore {
     }, false)
   }
 
+  /**
+   * Whether a span of `traceId` ending now would be kept: its trace is held, or a new one may be
+   * (maxNewTracesPerSecond), without counting it; `fresh`: the id was just made for a new trace. The request path asks when a span starts, and
+   * records nothing for one that would not be kept (spanRecord.ts).
+   */
+  wouldKeep(traceId: string, fresh = false): boolean {
+    // A trace id just drawn at random (a root span's) is in no map: no lookup, no hash of a new string.
+    if (this.maxNewPerSecond === Infinity || (!fresh && (traceId === this.lastId || this.slots.has(traceId) || this.underWay.has(traceId)))) return true
+    return Math.floor(this.now() / 1000) !== this.second || this.keptThisSecond < this.maxNewPerSecond
+  }
+
+  /**
+   * Traces with a span under way that `wouldKeep` let record, by how many: another span of one of
+   * them records too, whatever the budget, so a trace carried by several sidecars sharing this store
+   * (the demo) is kept whole or not at all. Bounded: past maxTraces entries (spans never ended) it starts over.
+   */
+  private readonly underWay = new Map<string, number>()
+
+  /** A span `wouldKeep` let record has started; `closed` when it ends. */
+  opened(traceId: string): void {
+    if (this.underWay.size >= this.maxTraces) this.underWay.clear()
+    this.underWay.set(traceId, (this.underWay.get(traceId) ?? 0) + 1)
+  }
+
+  closed(traceId: string): void {
+    const open = this.underWay.get(traceId)
+    if (open === undefined) return
+    if (open <= 1) this.underWay.delete(traceId)
+    else this.underWay.set(traceId, open - 1)
+  }
+
   /** Keeps a finished, sampled span of the request path (a SpanRecord), packed, within the bounds. */
   record(traceId: string, span: StoredSpan): void {
     this.keep(traceId, span, true)

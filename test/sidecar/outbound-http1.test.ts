@@ -254,6 +254,27 @@ describe("the outbound listener alone", () => {
     expect(Object.keys(headers)).toStrictEqual(["host", "__proto__", "constructor", "x-twice"])
   })
 
+  it("an upgrade after a request on the same keep-alive connection gets the socket with the bytes after its head, and what follows", async () => {
+    // After the first read llhttp reads the socket itself (consume mode): the upgrade hands it back.
+    let upgraded: { url: string; head: Buffer; socket: net.Socket } | undefined
+    const { port } = await start((call) => answer(call, "ok"), {
+      onUpgrade: (request, socket, head) => void (upgraded = { url: request.url, head, socket })
+    })
+    const client = await RawHttpClient.connect(cleanup, port)
+    client.write("GET /first HTTP/1.1\r\nhost: a\r\n\r\n")
+    await client.untilResponses(1)
+    client.write("GET /second HTTP/1.1\r\nhost: a\r\n\r\n")
+    await client.untilResponses(2)
+    client.write("GET /ws HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nfirst-bytes")
+    await waitFor(() => upgraded !== undefined, 5000, "the upgrade")
+    expect([upgraded!.url, upgraded!.head.toString("latin1")]).toStrictEqual(["/ws", "first-bytes"])
+    const later: Array<Buffer> = []
+    upgraded!.socket.on("data", (data: Buffer) => later.push(data))
+    client.write("more-bytes")
+    await waitFor(() => Buffer.concat(later).toString("latin1") === "more-bytes", 5000, "the bytes after the upgrade")
+    upgraded!.socket.destroy()
+  })
+
   it("a body nobody reads holds the client back; read, it arrives whole and in order", async () => {
     let current: OutboundCall | undefined
     const { port, sockets } = await start((call) => void (current = call))

@@ -163,6 +163,57 @@ describe("SpanRecorder", () => {
     expect(off.start("child", SpanKind.SERVER, parseTraceparent(sampledParent)).sampled).toBe(true)
   })
 
+  it("a span whose trace the store will not keep records nothing (nor its children) and still carries its context; with room, it records", () => {
+    let now = 5_000
+    const store = new TraceStore({ maxNewTracesPerSecond: 1, now: () => now })
+    const spans = tracingFor(store).spans!
+    const kept = spans.start("GET catalog", SpanKind.CLIENT, undefined)
+    expect(kept.recording).toBe(true)
+    kept.attributes["http.request.method"] = "GET"
+    spans.end(kept)
+    // The second's one new trace is taken: the next trace is only passed on.
+    const passed = spans.start("GET catalog", SpanKind.SERVER, parseTraceparent(sampledParent))
+    const child = spans.start("GET", SpanKind.CLIENT, passed)
+    expect([passed.sampled, passed.recording, child.sampled, child.recording]).toStrictEqual([true, false, true, false])
+    expect(child.traceparent()).toBe(`00-${traceId}-${child.spanId}-01`)
+    expect(() => {
+      passed.attributes["http.request.method"] = "GET"
+    }).toThrow(TypeError)
+    spans.end(child)
+    spans.end(passed)
+    expect(store.get(traceId)).toBeUndefined()
+    // A span of a trace the store holds records, whatever the budget; so does a new trace in the next second.
+    expect(spans.start("GET", SpanKind.SERVER, { traceId: kept.traceId, spanId: kept.spanId, sampled: true }).recording).toBe(true)
+    now += 1000
+    const next = spans.start("GET catalog", SpanKind.SERVER, parseTraceparent(sampledParent))
+    expect(next.recording).toBe(true)
+    spans.end(next)
+    expect(store.get(traceId)!.map((span) => span.spanId)).toStrictEqual([next.spanId])
+  })
+
+  it("sidecars sharing a store: a trace whose span records under one records under the next even past the budget, and is kept whole", () => {
+    let now = 9_000
+    const store = new TraceStore({ maxNewTracesPerSecond: 1, now: () => now })
+    const caller = tracingFor(store).spans!
+    const callee = tracingFor(store).spans!
+    const client = caller.start("GET catalog", SpanKind.CLIENT, undefined)
+    // Another trace takes the second's budget before the callee's spans start.
+    const other = caller.start("GET other", SpanKind.CLIENT, undefined)
+    caller.end(other)
+    const server = callee.start("GET catalog", SpanKind.SERVER, { traceId: client.traceId, spanId: client.spanId, sampled: true })
+    const app = callee.start("GET", SpanKind.CLIENT, server)
+    expect([client.recording, server.recording, app.recording]).toStrictEqual([true, true, true])
+    // A trace not under way and past the budget still records nothing.
+    expect(caller.start("GET late", SpanKind.CLIENT, undefined).recording).toBe(false)
+    // They end in the next second, with room for the trace: all three spans are there.
+    now += 1000
+    callee.end(app)
+    callee.end(server)
+    caller.end(client)
+    expect(store.get(other.traceId)).toHaveLength(1)
+    expect(store.get(client.traceId)!.map((span) => span.spanId)).toStrictEqual([client.spanId, server.spanId, app.spanId])
+  })
+
   it("tracing off has no recorder", () => {
     expect(makeTracing({ service: "catalog", store: new TraceStore(), env: {}, enabled: false }).spans).toBeUndefined()
   })
