@@ -144,7 +144,7 @@ const closedLoop = (call: Effect.Effect<string, unknown>, inflight: number, warm
  * transport's calls finish, this one's fill the pipe), then measures for `sliceMs`. Turns go round
  * until each transport has been measured for `measureMs`.
  */
-const interleavedLoop = (calls: ReadonlyArray<Effect.Effect<string, unknown>>, serverPids: ReadonlyArray<number>, inflight: number, warmupMs: number, measureMs: number, sliceMs: number) =>
+export const interleavedLoop = (calls: ReadonlyArray<Effect.Effect<string, unknown>>, serverPids: ReadonlyArray<number>, inflight: number, warmupMs: number, measureMs: number, sliceMs: number) =>
   Effect.gen(function*() {
     const settleMs = Math.min(30, Math.max(5, sliceMs / 4))
     const latches = yield* Effect.forEach(calls, () => Latch.make(false))
