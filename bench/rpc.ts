@@ -11,9 +11,13 @@
 //   npm run -s bench -- rpc            3 rounds, 1 s warm-up + 3 s per case (~1 min)
 //   npm run -s bench -- rpc --quick    1 round, 0.3 s warm-up + 1 s per case (~10 s)
 // Flags: --rounds N, --duration S, --warmup S, --only iip,socket,http, --inflight 64,1 (the cases
-//        run, e.g. one of them only to profile it), --cpu-prof-dir DIR (server children run with --cpu-prof).
+//        run, e.g. one of them only to profile it), --cpu-prof-dir DIR (server children run with --cpu-prof),
+//        --interleave MS: the transports of a case take turns in slices of MS ms (each measured after
+//        a settling gap) for --duration S each, instead of one after the other, so that what else runs
+//        on the machine weighs on each the same (on a shared machine the ratio moved 0.8x-1.0x from
+//        round to round when run one after the other).
 import { NodeHttpClient, NodeHttpServer, NodeSocket, NodeSocketServer } from "@effect/platform-node"
-import { Context, Effect, Fiber, Layer, Schema } from "effect"
+import { Context, Effect, Fiber, Latch, Layer, Schema } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
 import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
 import { SocketServer } from "effect/socket"
@@ -134,6 +138,76 @@ const closedLoop = (call: Effect.Effect<string, unknown>, inflight: number, warm
     return { rps: latencies.length / (elapsed / 1000), p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), cpuUs: (cpu * 1e6) / latencies.length, serverUs: (serverCpu * 1e6) / latencies.length } satisfies Sample
   })
 
+/**
+ * The same closed loop for several transports at once, taking turns: each has `inflight` fibers
+ * that run only while its latch is open; a turn opens one latch, waits `settleMs` (the previous
+ * transport's calls finish, this one's fill the pipe), then measures for `sliceMs`. Turns go round
+ * until each transport has been measured for `measureMs`.
+ */
+export const interleavedLoop = (calls: ReadonlyArray<Effect.Effect<string, unknown>>, serverPids: ReadonlyArray<number>, inflight: number, warmupMs: number, measureMs: number, sliceMs: number) =>
+  Effect.gen(function*() {
+    const settleMs = Math.min(30, Math.max(5, sliceMs / 4))
+    const latches = yield* Effect.forEach(calls, () => Latch.make(false))
+    let active = -1
+    let stop = false
+    const latencies: Array<Array<number>> = calls.map(() => [])
+    const totals = calls.map(() => ({ requests: 0, elapsed: 0, clientCpu: 0, serverCpu: 0 }))
+    let measuring = false
+    const fibers: Array<Fiber.Fiber<void, unknown>> = []
+    for (let k = 0; k < calls.length; k++) {
+      const call = calls[k]!
+      const latch = latches[k]!
+      const worker = Effect.gen(function*() {
+        while (!stop) {
+          yield* latch.await
+          if (stop) return
+          const started = performance.now()
+          const answer = yield* call
+          if (answer.length !== PAYLOAD.length) return yield* Effect.die(new Error(`echoed ${answer.length} chars, sent ${PAYLOAD.length}`))
+          if (measuring && active === k) latencies[k]!.push(performance.now() - started)
+        }
+      })
+      for (let i = 0; i < inflight; i++) fibers.push(yield* Effect.forkChild(worker))
+    }
+    const turn = (k: number, ms: number, measure: boolean) =>
+      Effect.gen(function*() {
+        active = k
+        yield* latches[k]!.open
+        yield* Effect.sleep(settleMs)
+        const counted = latencies[k]!.length
+        const clientBefore = process.cpuUsage()
+        const serverBefore = usageOf(serverPids[k]!).cpu
+        const started = performance.now()
+        measuring = measure
+        yield* Effect.sleep(ms)
+        measuring = false
+        const total = totals[k]!
+        if (measure) {
+          const client = process.cpuUsage(clientBefore)
+          total.elapsed += performance.now() - started
+          total.requests += latencies[k]!.length - counted
+          total.clientCpu += (client.user + client.system) / 1e6
+          total.serverCpu += usageOf(serverPids[k]!).cpu - serverBefore
+        }
+        yield* latches[k]!.close
+      })
+    for (let k = 0; k < calls.length; k++) yield* turn(k, warmupMs / calls.length, false)
+    for (let t = 0; t * sliceMs < measureMs; t++) for (let k = 0; k < calls.length; k++) yield* turn(t % 2 === 0 ? k : calls.length - 1 - k, sliceMs, true)
+    stop = true
+    for (const latch of latches) yield* latch.open
+    yield* Fiber.joinAll(fibers)
+    return totals.map((total, k): Sample => {
+      const sorted = latencies[k]!.sort((a, b) => a - b)
+      return {
+        rps: total.requests / (total.elapsed / 1000),
+        p50: percentile(sorted, 0.5),
+        p99: percentile(sorted, 0.99),
+        cpuUs: ((total.clientCpu + total.serverCpu) * 1e6) / total.requests,
+        serverUs: (total.serverCpu * 1e6) / total.requests
+      }
+    })
+  })
+
 const median = (values: ReadonlyArray<number>): number => {
   const sorted = [...values].sort((a, b) => a - b)
   return sorted[Math.floor(sorted.length / 2)] ?? NaN
@@ -152,8 +226,33 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const children: Array<[Kind, Child]> = []
   for (const kind of kinds) children.push([kind, await spawnServer(import.meta.url, kind, value("--cpu-prof-dir"))])
   const samples = new Map<string, Array<Sample>>()
+  const record = (round: number, kind: Kind, inflight: number, sample: Sample) => {
+    const key = `${kind}/${inflight}`
+    samples.set(key, [...(samples.get(key) ?? []), sample])
+    process.stderr.write(
+      `  round ${round + 1} ${kind.padEnd(6)} ${String(inflight).padStart(2)} in flight: ${Math.round(sample.rps)} req/s, ` +
+        `p50 ${sample.p50.toFixed(3)} ms, p99 ${sample.p99.toFixed(3)} ms, CPU ${sample.cpuUs.toFixed(1)} us/req (server ${sample.serverUs.toFixed(1)})\n`
+    )
+  }
+  const interleave = value("--interleave") === undefined ? undefined : number("--interleave", 100)
   try {
-    for (let round = 0; round < rounds; round++) {
+    for (let round = 0; round < rounds && interleave !== undefined; round++) {
+      for (const inflight of inflights) {
+        const turns = children.map((_, k) => children[(k + round) % children.length]!)
+        const roundSamples = await Effect.runPromise(
+          Effect.gen(function*() {
+            const calls = yield* Effect.forEach(turns, ([kind, child]) =>
+              Effect.gen(function*() {
+                const client = yield* RpcClient.make(BenchRpcs).pipe(Effect.provide(yield* Layer.build(clientProtocol(kind, child.port))))
+                return client.Echo({ text: PAYLOAD })
+              }))
+            return yield* interleavedLoop(calls, turns.map(([, child]) => child.process.pid!), inflight, warmupMs, measureMs, interleave)
+          }).pipe(Effect.scoped)
+        )
+        roundSamples.forEach((sample, k) => record(round, turns[k]![0], inflight, sample))
+      }
+    }
+    for (let round = 0; round < rounds && interleave === undefined; round++) {
       for (let k = 0; k < kinds.length; k++) {
         const [kind, child] = children[(k + round) % children.length]!
         const serverPid = child.process.pid!
@@ -164,12 +263,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
               return yield* closedLoop(client.Echo({ text: PAYLOAD }), inflight, warmupMs, measureMs, serverPid)
             }).pipe(Effect.scoped)
           )
-          const key = `${kind}/${inflight}`
-          samples.set(key, [...(samples.get(key) ?? []), sample])
-          process.stderr.write(
-            `  round ${round + 1} ${kind.padEnd(6)} ${String(inflight).padStart(2)} in flight: ${Math.round(sample.rps)} req/s, ` +
-              `p50 ${sample.p50.toFixed(3)} ms, p99 ${sample.p99.toFixed(3)} ms, CPU ${sample.cpuUs.toFixed(1)} us/req (server ${sample.serverUs.toFixed(1)})\n`
-          )
+          record(round, kind, inflight, sample)
         }
       }
     }
@@ -177,7 +271,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     for (const [, child] of children) await killChild(child.process)
   }
   const summary: Record<string, Record<string, number>> = {}
-  process.stdout.write(`Effect RPC Echo (1 KiB, NDJSON), median of ${rounds} round(s)\n`)
+  process.stdout.write(`Effect RPC Echo (1 KiB, NDJSON), median of ${rounds} round(s)${interleave === undefined ? "" : `, transports interleaved in ${interleave} ms slices`}\n`)
   process.stdout.write(`${"transport".padEnd(10)} ${"in flight".padStart(9)} ${"req/s".padStart(8)} ${"p50 ms".padStart(8)} ${"p99 ms".padStart(8)} ${"CPU us/req".padStart(11)} ${"of it server".padStart(12)}\n`)
   for (const kind of kinds) {
     for (const inflight of inflights) {
@@ -191,7 +285,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   }
   const iipOverSocket = (summary["iip_64"]?.rps ?? NaN) / (summary["socket_64"]?.rps ?? NaN)
   process.stdout.write(`IIP / socket throughput at 64 in flight: ${iipOverSocket.toFixed(2)} (target >= 1)\n`)
-  printSummary({ bench: "rpc", rounds, ...summary, iipOverSocket })
+  printSummary({ bench: "rpc", rounds, ...(interleave === undefined ? {} : { interleaveMs: interleave }), ...summary, iipOverSocket })
 }
 
 // A server child: this file run directly with `--serve <kind>`.
