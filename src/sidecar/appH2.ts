@@ -18,7 +18,7 @@ import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AnswerHolds, type Held } from "./answerHolds.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
-import { grpcStatusIn, grpcTimeoutValue, isGrpc } from "./grpcStatus.ts"
+import { grpcStatusIn, grpcTimeoutValue, isGrpcPairs } from "./grpcStatus.ts"
 import { endToEndFields, type OnInvalidHeader } from "./headerFilter.ts"
 import { HttpMeta, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
@@ -163,8 +163,7 @@ class AppH2Exchange implements Expiring, Held {
     this.request = request
     this.observation = observation
     this.pending = pending
-    const contentType = request.headers.find(([name]) => name === "content-type")?.[1]
-    this.grpc = isGrpc(contentType)
+    this.grpc = isGrpcPairs(request.headers)
   }
 
   start(cancel: CancelSource): void {

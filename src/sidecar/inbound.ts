@@ -28,7 +28,7 @@ import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
 import type { AppH2Leg, AppH2Request, CancelSource } from "./appH2.ts"
-import { isGrpc } from "./grpcStatus.ts"
+import { isGrpcPairs } from "./grpcStatus.ts"
 import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
 import { CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
@@ -195,7 +195,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       const waitMs = timeLeft > 0 ? timeLeft : options.defaultTimeoutMs
       return settleLater(pending, upgradeApp(upgradeLeg, request, { method: head.method, path: head.path, headers: upgradeHeaders, protocols }, observation, waitMs))
     }
-    if (h2Leg !== undefined && (h2Only || isGrpc(head.headers.find(([name]) => name === "content-type")?.[1]))) {
+    if (h2Leg !== undefined && (h2Only || isGrpcPairs(head.headers))) {
       if (stream === undefined) observation.requestBytes(0)
       const waitMs = deadline === 0 || oneway ? options.defaultTimeoutMs : timeLeft
       const h2Request: AppH2Request = { method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }

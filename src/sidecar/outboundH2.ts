@@ -92,29 +92,30 @@ class StreamCall implements OutboundCall {
       const parts: Array<Buffer> = []
       let bytes = 0
       let settled = false
-      // Paused mode (read, not 'data'), so that what came so far can be put back for the stream to read.
+      // Flowing ('data'), not paused mode ('readable' and read()): paused mode cost a unary call
+      // three more process.nextTick entries (adding and removing the 'readable' listener, each
+      // emitReadable). What came so far is put back (unshift) once the stream is paused again.
       const streamOn = () => {
         if (settled) return
         settled = true
-        stream.off("readable", onReadable)
+        stream.off("data", onData)
         stream.off("end", onEnd)
+        stream.pause()
         if (bytes > 0) stream.unshift(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
         resolve(stream)
       }
-      const onReadable = () => {
-        for (let chunk = stream.read() as Buffer | null; chunk !== null; chunk = stream.read() as Buffer | null) {
-          parts.push(chunk)
-          bytes += chunk.length
-          if (bytes > limit) return streamOn()
-        }
+      const onData = (chunk: Buffer) => {
+        parts.push(chunk)
+        bytes += chunk.length
+        if (bytes > limit) streamOn()
       }
       const onEnd = () => {
         if (settled) return
         settled = true
-        stream.off("readable", onReadable)
+        stream.off("data", onData)
         resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
       }
-      stream.on("readable", onReadable)
+      stream.on("data", onData)
       stream.on("end", onEnd)
       setImmediate(streamOn)
     })
