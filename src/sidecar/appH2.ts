@@ -18,7 +18,7 @@ import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AnswerHolds, type Held } from "./answerHolds.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
-import { grpcStatusIn, grpcTimeoutValue, isGrpc } from "./grpcStatus.ts"
+import { grpcStatusIn, grpcTimeoutValue, isGrpcPairs } from "./grpcStatus.ts"
 import { endToEndFields, type OnInvalidHeader } from "./headerFilter.ts"
 import { HttpMeta, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
@@ -163,8 +163,7 @@ class AppH2Exchange implements Expiring, Held {
     this.request = request
     this.observation = observation
     this.pending = pending
-    const contentType = request.headers.find(([name]) => name === "content-type")?.[1]
-    this.grpc = isGrpc(contentType)
+    this.grpc = isGrpcPairs(request.headers)
   }
 
   start(cancel: CancelSource): void {
@@ -182,22 +181,16 @@ class AppH2Exchange implements Expiring, Held {
     leg.deadlines.add(this, request.timeLeftMs)
     if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
     cancel.addEventListener("abort", () => this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted"))
-    // The raw field lists (the events' third argument), as the app sent them: read once, in order.
-    stream.on("response", (head: http2.IncomingHttpHeaders, _flags: number, raw: Array<string>) => this.onHead(head, raw))
-    stream.on("data", (chunk: Buffer) => this.onData(chunk))
-    stream.on("trailers", (_fields: http2.IncomingHttpHeaders, _flags: number, raw: Array<string>) => {
-      this.trailers = endToEndFields(raw, leg.onInvalid)
-    })
-    stream.on("end", () => this.onEnd())
-    stream.on("error", (error: NodeJS.ErrnoException) => {
-      // Refused before the app saw the request: not processed, another instance may take it.
-      const cause = (error as { readonly cause?: NodeJS.ErrnoException }).cause
-      const refused = this.status === 0 && (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED")
-      const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
-      this.fail(502, { hop: "app", reason: code }, code, `app at ${leg.address}: ${error.code ?? error.message}`, !refused)
-    })
-    // Reset without an error code (or closed before its end): settled here, whatever happened.
-    stream.on("close", () => this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address} closed the stream without an answer`))
+    // The stream's events reach the exchange through module-level listeners (the stream names
+    // its exchange): six closures per call otherwise, and the context they share.
+    const named = stream as ExchangeStream
+    named[EXCHANGE] = this
+    stream.on("response", onStreamResponse)
+    stream.on("data", onStreamData)
+    stream.on("trailers", onStreamTrailers)
+    stream.on("end", onStreamEnd)
+    stream.on("error", onStreamError)
+    stream.on("close", onStreamClose)
     if (!withBody) return
     if (!(body instanceof IncomingStream)) {
       this.observation.requestBytes(body.length)
@@ -207,6 +200,24 @@ class AppH2Exchange implements Expiring, Held {
     void pump(body, stream, this.observation).catch((error: unknown) =>
       this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, `request body broke off: ${String(error)}`)
     )
+  }
+
+  /** The raw field lists (the events' third argument), as the app sent them: read once, in order. */
+  onTrailers(raw: ReadonlyArray<string>): void {
+    this.trailers = endToEndFields(raw, this.leg.onInvalid)
+  }
+
+  onError(error: NodeJS.ErrnoException): void {
+    // Refused before the app saw the request: not processed, another instance may take it.
+    const cause = (error as { readonly cause?: NodeJS.ErrnoException }).cause
+    const refused = this.status === 0 && (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED")
+    const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
+    this.fail(502, { hop: "app", reason: code }, code, `app at ${this.leg.address}: ${error.code ?? error.message}`, !refused)
+  }
+
+  /** Reset without an error code (or closed before its end): settled here, whatever happened. */
+  onClose(): void {
+    this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} closed the stream without an answer`)
   }
 
   /** The leg's deadlines: the call's time is up. */
@@ -219,7 +230,7 @@ class AppH2Exchange implements Expiring, Held {
     this.streamAnswer()
   }
 
-  private onHead(head: http2.IncomingHttpHeaders, raw: ReadonlyArray<string>): void {
+  onHead(head: http2.IncomingHttpHeaders, raw: ReadonlyArray<string>): void {
     if (this.done) return
     this.status = Number(head[":status"])
     this.headers = endToEndFields(raw, this.leg.onInvalid)
@@ -230,7 +241,7 @@ class AppH2Exchange implements Expiring, Held {
     if (!this.stream!.endAfterHeaders) this.leg.holds.hold(this)
   }
 
-  private onData(chunk: Buffer): void {
+  onData(chunk: Buffer): void {
     if (this.done) return
     if (this.answer !== undefined) {
       this.observation.responseBytes(chunk.length)
@@ -260,7 +271,7 @@ class AppH2Exchange implements Expiring, Held {
     this.settle(reply(answer, responseMeta(this.status, this.headers)))
   }
 
-  private onEnd(): void {
+  onEnd(): void {
     if (this.done) return
     const { leg, status } = this
     if (status === 0) {
@@ -315,6 +326,28 @@ class AppH2Exchange implements Expiring, Held {
   private settle(value: Outcome): void {
     this.pending.settle(value)
   }
+}
+
+/** A stream to the app names its exchange, for the listeners below (`this` is the stream). */
+const EXCHANGE = Symbol("exchange")
+type ExchangeStream = http2.ClientHttp2Stream & { [EXCHANGE]: AppH2Exchange }
+function onStreamResponse(this: ExchangeStream, head: http2.IncomingHttpHeaders, _flags: number, raw: Array<string>): void {
+  this[EXCHANGE].onHead(head, raw)
+}
+function onStreamData(this: ExchangeStream, chunk: Buffer): void {
+  this[EXCHANGE].onData(chunk)
+}
+function onStreamTrailers(this: ExchangeStream, _fields: http2.IncomingHttpHeaders, _flags: number, raw: Array<string>): void {
+  this[EXCHANGE].onTrailers(raw)
+}
+function onStreamEnd(this: ExchangeStream): void {
+  this[EXCHANGE].onEnd()
+}
+function onStreamError(this: ExchangeStream, error: NodeJS.ErrnoException): void {
+  this[EXCHANGE].onError(error)
+}
+function onStreamClose(this: ExchangeStream): void {
+  this[EXCHANGE].onClose()
 }
 
 /** The peer's streamed body written to the app's stream, waiting on its flow control. */

@@ -43,8 +43,23 @@ export const rpcAttributes = (attributes: Record<string, unknown>, path: string)
 /** The `grpc-status` among header pairs (1 or 2 digits), or undefined. */
 export const grpcStatusIn = (pairs: ReadonlyArray<readonly [string, string]> | undefined): number | undefined => {
   if (pairs === undefined) return undefined
-  for (const [name, value] of pairs) if (name === "grpc-status" && /^\d{1,2}$/.test(value)) return Number(value)
+  // Read on every call at both sidecars: an index loop and character codes, no iterator, no match object.
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[i]!
+    if (pair[0] !== "grpc-status") continue
+    const value = pair[1]
+    const first = value.charCodeAt(0) - 48
+    if (value.length === 1 && first >= 0 && first <= 9) return first
+    const second = value.charCodeAt(1) - 48
+    if (value.length === 2 && first >= 0 && first <= 9 && second >= 0 && second <= 9) return first * 10 + second
+  }
   return undefined
+}
+
+/** Whether header pairs name a gRPC content type (isGrpc on the first `content-type`). */
+export const isGrpcPairs = (pairs: ReadonlyArray<readonly [string, string]>): boolean => {
+  for (let i = 0; i < pairs.length; i++) if (pairs[i]![0] === "content-type") return isGrpc(pairs[i]![1])
+  return false
 }
 
 /** The gRPC status for a mesh failure: the caller may retry UNAVAILABLE; a deadline is DEADLINE_EXCEEDED. */

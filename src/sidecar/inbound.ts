@@ -28,7 +28,7 @@ import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
 import type { AppH2Leg, AppH2Request, CancelSource } from "./appH2.ts"
-import { isGrpc } from "./grpcStatus.ts"
+import { isGrpcPairs } from "./grpcStatus.ts"
 import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
 import { CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
@@ -135,6 +135,17 @@ const forwardH2 = (h2: AppH2Leg, request: AppH2Request, observation: InboundObse
   }
 }
 
+/** The first call, while node:http2 still loads. Apart from serve: a closure there made serve allocate a context on every call. */
+const forwardH2Later = (h2Leg: Promise<AppH2Leg>, request: AppH2Request, observation: InboundObservation, cancel: CancelSource, pending: PendingOutcome): void =>
+  void h2Leg.then(
+    (h2) => forwardH2(h2, request, observation, cancel, pending),
+    (error: unknown) => pending.settle(failure(MeshErrorCode.handlerFailed, String(error), true))
+  )
+
+/** The caller's cancel ends the HTTP/1.1 exchange (apart from serve, as forwardH2Later). */
+const cancelOnAbort = (cancel: IncomingRequest["context"]["cancel"], exchange: AppExchange): void =>
+  cancel.addEventListener("abort", () => exchange.cancel(new StreamFailed({ message: "request aborted" })))
+
 export interface InboundHandler {
   readonly handle: (request: IncomingRequest) => PendingOutcome
   /** Closes the app pool's sockets (the sidecar is stopping). */
@@ -195,16 +206,13 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       const waitMs = timeLeft > 0 ? timeLeft : options.defaultTimeoutMs
       return settleLater(pending, upgradeApp(upgradeLeg, request, { method: head.method, path: head.path, headers: upgradeHeaders, protocols }, observation, waitMs))
     }
-    if (h2Leg !== undefined && (h2Only || isGrpc(head.headers.find(([name]) => name === "content-type")?.[1]))) {
+    if (h2Leg !== undefined && (h2Only || isGrpcPairs(head.headers))) {
       if (stream === undefined) observation.requestBytes(0)
       const waitMs = deadline === 0 || oneway ? options.defaultTimeoutMs : timeLeft
       const h2Request: AppH2Request = { method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }
       // Once loaded, the leg is called at once: no promise per call.
       if (h2Loaded !== undefined) return forwardH2(h2Loaded, h2Request, observation, request.context.cancel, pending)
-      return void h2Leg.then(
-        (h2) => forwardH2(h2, h2Request, observation, request.context.cancel, pending),
-        (error: unknown) => pending.settle(failure(MeshErrorCode.handlerFailed, String(error), true))
-      )
+      return forwardH2Later(h2Leg, h2Request, observation, request.context.cancel, pending)
     }
     // One flat list, as the pool takes it; the hop's own headers after the peer's filtered ones.
     // Index loops: destructuring each pair in a for-of costs an iterator per pair.
@@ -232,7 +240,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     // The context's cancellation, not its AbortSignal: that one would be made for this alone.
     const cancel = request.context.cancel
     if (cancel.aborted) return exchange.cancel(new StreamFailed({ message: "request aborted" }))
-    cancel.addEventListener("abort", () => exchange.cancel(new StreamFailed({ message: "request aborted" })))
+    cancelOnAbort(cancel, exchange)
     // The mesh session enforces a deadline it was given, except for a push; the rest get ours.
     exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0)
   }

@@ -41,7 +41,7 @@ export interface OutboundResponse {
   readonly writableEnded: boolean
   /** The exchange is over before its end: the app went away or the answer was cut off. */
   readonly destroyed: boolean
-  /** Once, when the exchange is over: `finished` when the whole answer was handed to the socket, false when it was cut off. */
+  /** Once, when the exchange is over (one listener per call): `finished` when the whole answer was handed to the socket, false when it was cut off. */
   onClose(listener: (finished: boolean) => void): void
   /** The answer's head, sent with the first bytes of the body (or the end); framing: a content-length among `headers`, else chunked (or to the close). */
   writeHead(status: number, headers: ReadonlyArray<readonly [string, string]>): void

@@ -24,6 +24,19 @@ const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<strin
 /** A stream error is its exchange's end ('close' follows); the body's reader sees it through its iterator. */
 const ignore = (): void => {}
 
+/**
+ * A stream names its call, for module-level listeners (`this` is the stream): a closure and its
+ * context per call and event otherwise.
+ */
+const CALL = Symbol("call")
+type CallStream = http2.ServerHttp2Stream & { [CALL]: StreamCall }
+function onStreamClose(this: CallStream): void {
+  this[CALL].closed()
+}
+function onWantTrailers(this: CallStream): void {
+  this[CALL].sendTrailers()
+}
+
 /** One HTTP/2 stream as outbound.ts reads and answers a request (outboundCall.ts), on node's core stream API. */
 class StreamCall implements OutboundCall {
   readonly httpVersionMajor = 2
@@ -40,6 +53,7 @@ class StreamCall implements OutboundCall {
   private headWritten = false
   /** Sent when the stream asks for them (the head was sent with waitForTrailers). */
   private trailers: ReadonlyArray<readonly [string, string]> | undefined = undefined
+  private closeListener: ((finished: boolean) => void) | undefined = undefined
 
   constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>) {
     this.stream = stream
@@ -54,6 +68,8 @@ class StreamCall implements OutboundCall {
     this.rawHeaders = kept
     this.hasBody = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) === 0
     stream.on("error", ignore)
+    const named = stream as CallStream
+    named[CALL] = this
   }
 
   get remoteAddress(): string {
@@ -92,29 +108,30 @@ class StreamCall implements OutboundCall {
       const parts: Array<Buffer> = []
       let bytes = 0
       let settled = false
-      // Paused mode (read, not 'data'), so that what came so far can be put back for the stream to read.
+      // Flowing ('data'), not paused mode ('readable' and read()): paused mode cost a unary call
+      // three more process.nextTick entries (adding and removing the 'readable' listener, each
+      // emitReadable). What came so far is put back (unshift) once the stream is paused again.
       const streamOn = () => {
         if (settled) return
         settled = true
-        stream.off("readable", onReadable)
+        stream.off("data", onData)
         stream.off("end", onEnd)
+        stream.pause()
         if (bytes > 0) stream.unshift(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
         resolve(stream)
       }
-      const onReadable = () => {
-        for (let chunk = stream.read() as Buffer | null; chunk !== null; chunk = stream.read() as Buffer | null) {
-          parts.push(chunk)
-          bytes += chunk.length
-          if (bytes > limit) return streamOn()
-        }
+      const onData = (chunk: Buffer) => {
+        parts.push(chunk)
+        bytes += chunk.length
+        if (bytes > limit) streamOn()
       }
       const onEnd = () => {
         if (settled) return
         settled = true
-        stream.off("readable", onReadable)
+        stream.off("data", onData)
         resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
       }
-      stream.on("readable", onReadable)
+      stream.on("data", onData)
       stream.on("end", onEnd)
       setImmediate(streamOn)
     })
@@ -124,7 +141,18 @@ class StreamCall implements OutboundCall {
     // Finished when the answer was ended and the stream closed cleanly: a stream the client reset
     // (a cancelled call) closes with its error code.
     // `on`, not `once`: a stream closes once, and once() binds a wrapper per call.
-    this.stream.on("close", () => listener(this.writableEnded && this.stream.rstCode === http2.constants.NGHTTP2_NO_ERROR))
+    this.closeListener = listener
+    this.stream.on("close", onStreamClose)
+  }
+
+  /** The stream closed (onClose's listener, told whether the exchange finished). */
+  closed(): void {
+    this.closeListener?.(this.writableEnded && this.stream.rstCode === http2.constants.NGHTTP2_NO_ERROR)
+  }
+
+  /** The stream asks for the trailers (the head was sent with waitForTrailers). */
+  sendTrailers(): void {
+    this.stream.sendTrailers(fieldsOf(this.trailers ?? []))
   }
 
   writeHead(status: number, headers: ReadonlyArray<readonly [string, string]>): void {
@@ -140,7 +168,7 @@ class StreamCall implements OutboundCall {
     const stream = this.stream
     if (stream.destroyed) return false
     // Asked for once per stream (`on`: no once() wrapper to bind per call).
-    if (waitForTrailers) stream.on("wantTrailers", () => stream.sendTrailers(fieldsOf(this.trailers ?? [])))
+    if (waitForTrailers) stream.on("wantTrailers", onWantTrailers)
     // A flat name, value list: node takes it as it is, with no header object to build.
     const raw = [":status", String(this.status)]
     for (const [name, value] of this.head) raw.push(name, value)
