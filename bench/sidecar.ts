@@ -70,6 +70,9 @@
 //        DIR/sidecar-<name>.log: node writes --trace-gc and --trace-gc-nvp to stdout, so
 //        `--sidecar-node-flags "--max-semi-space-size=2 --trace-gc" --sidecar-log-dir /tmp/gc`
 //        shows each sidecar's collections and why they ran; sidecar stderr goes to the bench's).
+//        bench/sidecar/memProbe.mjs, loaded the same way (`--sidecar-node-flags "--max-semi-space-size=2
+//        --import=./bench/sidecar/memProbe.mjs" --sidecar-log-dir DIR`), writes where each sidecar's
+//        RSS sits once a second (file pages, malloc's arenas, V8 per space) into those logs.
 // The last stdout line is one JSON object (report.ts).
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
