@@ -210,7 +210,8 @@ export class MeshSession implements MessageSink {
 
   /**
    * `call` with its options as arguments, and a `context` handed back to `callback`: the client's
-   * path, which then needs no options object or closure per request.
+   * path, which then needs no options object or closure per request. `deadlineAt`: when `timeout`
+   * runs out in Date.now() terms, if the caller knows (no clock read here), else 0.
    */
   send(
     channel: OwnChannel,
@@ -221,7 +222,8 @@ export class MeshSession implements MessageSink {
     signal: CancelSignal | undefined,
     streamResponse: boolean,
     callback: CallCallback,
-    context: unknown
+    context: unknown,
+    deadlineAt = 0
   ): void {
     if (this.connection.closed) {
       return callback(new ConnectionClosed({ message: this.connection.closeError!.message, sent: false }), undefined, context)
@@ -263,7 +265,10 @@ export class MeshSession implements MessageSink {
         if (window === undefined) this.options.onChannelFree?.()
       })
     }
-    if (timeoutMs > 0) this.callDeadlines.add(call, timeoutMs)
+    if (timeoutMs > 0) {
+      if (deadlineAt > 0) this.callDeadlines.addAt(call, deadlineAt)
+      else this.callDeadlines.add(call, timeoutMs)
+    }
     if (signal !== undefined) {
       // Before the answer: the call fails. While a streamed answer comes in: its stream fails and
       // the peer stops sending it (the caller stopped reading, an Effect consumer was interrupted).
@@ -507,7 +512,7 @@ export class MeshSession implements MessageSink {
     // Its metadata is decoded when first read, from `data`, which a whole uncompressed body (a
     // view of it) keeps anyway; otherwise now, so the request does not hold the packet.
     const meta = stream === undefined && !overloaded && !compressed ? undefined : decodeMeta(data, bodyOffset)
-    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, stream === undefined ? body : noData, requestId, meta, data, bodyOffset, remaining, stream, oneway, charged)
+    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, stream === undefined ? body : noData, requestId, meta, data, bodyOffset, remaining, stream, oneway, charged, remaining > 0 ? this.connection.receivedAt() : 0)
     const closed = this.connection.closeError
     if (closed !== undefined) served.abort(closed)
     const request = served.request
@@ -529,11 +534,20 @@ export class MeshSession implements MessageSink {
       served.refusal = failure(MeshErrorCode.draining, "server is draining; retry elsewhere", false)
       served.abort()
     }
+    if (channel.running === undefined && channel.sending === undefined) {
+      // An idle channel with nothing waiting (the usual case) runs it without the mailbox.
+      if (channel.mailbox.length === 0) {
+        if (this.run(channel, served) && channel.mailbox.length > 0) this.runNext(channel)
+      } else {
+        channel.mailbox.push(served)
+        this.runNext(channel)
+      }
+      return
+    }
     channel.mailbox.push(served)
-    if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
     // Waiting its turn: its deadline runs from now. Run at once, it got one only if its handler
-    // answers later (runNext): a synchronous answer needs no heap entry.
-    else if (served.deadline > 0) this.servedDeadlines.addAt(served, served.deadline)
+    // answers later (run): a synchronous answer needs no heap entry.
+    if (served.deadline > 0) this.servedDeadlines.addAt(served, served.deadline)
   }
 
   private runOneway(request: IncomingRequest, charged: number): void {
@@ -555,37 +569,41 @@ export class MeshSession implements MessageSink {
   private runNext(channel: PeerChannel): void {
     for (;;) {
       const served = channel.mailbox.shift()
-      if (served === undefined) return
-      if (served.refusal !== undefined) {
-        this.servedDeadlines.remove(served)
-        this.answer(channel, served, served.refusal)
-        continue
-      }
-      channel.running = served
-      let outcome: Outcome | PromiseLike<Outcome>
-      try {
-        outcome = this.dispatch(served.request)
-      } catch (error) {
-        outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
-      }
-      if (outcome instanceof PendingOutcome) {
-        // The hot path's (inbound sidecar): no promise, one listener.
-        this.awaitDeadline(served)
-        outcome.onSettled((result) => {
-          if (this.complete(channel, served, result)) this.runNext(channel)
-        })
-        return
-      }
-      if (isPromiseLike(outcome)) {
-        this.awaitDeadline(served)
-        const settle = (result: Outcome) => {
-          if (this.complete(channel, served, result)) this.runNext(channel)
-        }
-        Promise.resolve(outcome).then(settle, (error: unknown) => settle(failure(MeshErrorCode.handlerFailed, String(error), true)))
-        return
-      }
-      if (!this.complete(channel, served, outcome)) return
+      if (served === undefined || !this.run(channel, served)) return
     }
+  }
+
+  /** Runs (or refuses) one request of an idle channel; true when the channel is idle again at once (answered synchronously). */
+  private run(channel: PeerChannel, served: Served): boolean {
+    if (served.refusal !== undefined) {
+      this.servedDeadlines.remove(served)
+      this.answer(channel, served, served.refusal)
+      return true
+    }
+    channel.running = served
+    let outcome: Outcome | PromiseLike<Outcome>
+    try {
+      outcome = this.dispatch(served.request)
+    } catch (error) {
+      outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
+    }
+    if (outcome instanceof PendingOutcome) {
+      // The hot path's (inbound sidecar): no promise, one listener.
+      this.awaitDeadline(served)
+      outcome.onSettled((result) => {
+        if (this.complete(channel, served, result)) this.runNext(channel)
+      })
+      return false
+    }
+    if (isPromiseLike(outcome)) {
+      this.awaitDeadline(served)
+      const settle = (result: Outcome) => {
+        if (this.complete(channel, served, result)) this.runNext(channel)
+      }
+      Promise.resolve(outcome).then(settle, (error: unknown) => settle(failure(MeshErrorCode.handlerFailed, String(error), true)))
+      return false
+    }
+    return this.complete(channel, served, outcome)
   }
 
   /** A handler answers later: its deadline (if the caller gave one) may now interrupt it. */
@@ -919,7 +937,7 @@ export class MeshSession implements MessageSink {
     channel.receiving = undefined // its continuations, if any, are dropped as they come
     const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
     const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
-    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, noData, envelope.requestId, envelope.meta, prefix, 0, 0, undefined, oneway, 0)
+    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, noData, envelope.requestId, envelope.meta, prefix, 0, 0, undefined, oneway, 0, 0)
     served.abort()
     if (oneway) {
       this.options.log("push-failed", { path: served.request.path, code: MeshErrorCode.badRequest, message })

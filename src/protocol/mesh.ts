@@ -185,10 +185,12 @@ const writeEntry = (out: Buffer, offset: number, key: string, value: string): nu
 /** The deadline entry (key, then `ms` in decimal ASCII) written at `offset` without a string per request; returns the offset after it. */
 const writeDeadline = (out: Buffer, offset: number, ms: number): number => {
   const digits = deadlineDigits(ms)
-  out[offset] = deadlineKeyBytes.length
-  offset += 1 + deadlineKeyBytes.copy(out, offset + 1)
-  out.writeUInt16BE(digits, offset)
-  offset += 2
+  const key = deadlineKeyBytes
+  out[offset++] = key.length
+  // Byte by byte: for 11 bytes a loop costs less than Buffer#copy's call into the runtime.
+  for (let i = 0; i < key.length; i++) out[offset++] = key[i]!
+  out[offset++] = digits >>> 8
+  out[offset++] = digits & 0xff
   for (let i = digits - 1; i >= 0; i--) {
     out[offset + i] = 48 + (ms % 10)
     ms = Math.floor(ms / 10)
