@@ -415,9 +415,14 @@ export class MeshSession implements MessageSink {
       return this.violation("request-id", `answer for request ${requestId} on channel ${channel.id}, expected ${call.requestId}`)
     }
     let body: Buffer | DecompressionFailed = data.subarray(bodyOffset)
-    if ((data[1]! & EnvelopeFlag.compressed) !== 0) body = this.unpack(body)
+    // Asked only of a compressed body: `instanceof` walks a Buffer's prototype chain per answer.
+    let unreadable = false
+    if ((data[1]! & EnvelopeFlag.compressed) !== 0) {
+      body = this.unpack(body)
+      unreadable = body instanceof DecompressionFailed
+    }
     if (data[0] === EnvelopeKind.error) {
-      const error = new RemoteError(decodeErrorBody(body instanceof DecompressionFailed ? noBody : body))
+      const error = new RemoteError(decodeErrorBody(unreadable ? noBody : (body as Buffer)))
       if (isLastPacket(status)) {
         // The request failed; if its body is still streaming out (it is the channel's latest
         // request), the stream stops and its last packet says why.
@@ -426,11 +431,13 @@ export class MeshSession implements MessageSink {
       }
       return this.finishCall(call, error, undefined)
     }
-    if (body instanceof DecompressionFailed) {
-      if (!isLastPacket(status)) return this.abandon(call, body) // a streamed answer: cancelled, the rest dropped unread
+    if (unreadable) {
+      const failed = body as DecompressionFailed
+      if (!isLastPacket(status)) return this.abandon(call, failed) // a streamed answer: cancelled, the rest dropped unread
       channel.fifo.shift()
-      return this.finishCall(call, body, undefined)
+      return this.finishCall(call, failed, undefined)
     }
+    body = body as Buffer
     if (isLastPacket(status)) {
       channel.fifo.shift()
       return this.finishCall(call, undefined, { meta, data: body, stream: undefined })
@@ -491,15 +498,18 @@ export class MeshSession implements MessageSink {
     const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channelId, bytes), this.connection.budget)
     channel.receiving = stream
     if (stream !== undefined) this.connection.readIntoSlabsSoon()
-    let body: Buffer | DecompressionFailed = data.subarray(bodyOffset)
+    let body: Buffer = data.subarray(bodyOffset)
     const compressed = (flags & EnvelopeFlag.compressed) !== 0
+    // A body that cannot be decompressed is refused (bad_request, not processed); the connection goes on.
+    let unreadable: DecompressionFailed | undefined
     if (compressed) {
       if (channelId === this.peerControl) return this.violation("bad-control", "control messages are never compressed")
-      body = this.unpack(body)
+      const unpacked = this.unpack(body)
+      if (unpacked instanceof DecompressionFailed) {
+        unreadable = unpacked
+        body = Buffer.alloc(0)
+      } else body = unpacked
     }
-    // A body that cannot be decompressed is refused (bad_request, not processed); the connection goes on.
-    const unreadable = body instanceof DecompressionFailed ? body : undefined
-    if (body instanceof DecompressionFailed) body = Buffer.alloc(0)
     if (stream !== undefined) {
       if (unreadable !== undefined) stream.fail(unreadable)
       else if (body.length > 0) stream.push(body)
