@@ -8,6 +8,7 @@ interface Bench {
 
 const benches: Record<string, () => Promise<Bench>> = {
   balancer: () => import("./balancer.ts"),
+  callCpu: () => import("./callCpu.ts"),
   compression: () => import("./compression.ts"),
   echo: () => import("./echo.ts"),
   grpc: () => import("./grpc.ts"),

@@ -213,12 +213,14 @@ export class IipClient {
     }
     this.pending++
     const timeoutMs = clampDeadlineMs(options.timeoutMs ?? this.requestTimeoutMs)
+    // One clock read per request: sent at once, its remaining time is its whole timeout.
+    const now = timeoutMs > 0 ? Date.now() : 0
     const request: Pending = {
       path,
       data,
       onStream: undefined,
       timeoutMs,
-      deadline: timeoutMs > 0 ? Date.now() + timeoutMs : 0,
+      deadline: timeoutMs > 0 ? now + timeoutMs : 0,
       meta: options.meta ?? emptyMeta,
       signal: options.signal,
       callback: (error, answer) => {
@@ -228,7 +230,7 @@ export class IipClient {
       timer: undefined,
       pooled: undefined
     }
-    this.route(request)
+    this.route(request, now)
   }
 
   /**
@@ -360,15 +362,16 @@ export class IipClient {
     for (const pooled of this.pool.splice(0)) pooled.link.session.connection.close("client closed", false)
   }
 
-  private route(request: Pending): void {
+  /** `now`: Date.now() when the request was made (0: read the clock when it is dispatched). */
+  private route(request: Pending, now = 0): void {
     const picked = this.pick()
-    if (picked !== undefined) this.dispatch(picked[0], picked[1], request)
+    if (picked !== undefined) this.dispatch(picked[0], picked[1], request, now)
     else this.enqueue(request)
     this.grow()
   }
 
-  private dispatch(pooled: Pooled, channel: ClientChannel | OwnChannel, request: Pending): void {
-    const remaining = request.deadline === 0 ? 0 : Math.max(1, request.deadline - Date.now())
+  private dispatch(pooled: Pooled, channel: ClientChannel | OwnChannel, request: Pending, now = 0): void {
+    const remaining = request.deadline === 0 ? 0 : Math.max(1, request.deadline - (now === 0 ? Date.now() : now))
     try {
       if (pooled.link.mode === "plain") {
         if (!(request.data instanceof Uint8Array)) {
@@ -378,7 +381,7 @@ export class IipClient {
         return
       }
       request.pooled = pooled
-      pooled.link.session.send(channel as OwnChannel, request.path, request.data, remaining, request.meta, request.signal, request.onStream !== undefined, this.onMeshAnswer, request)
+      pooled.link.session.send(channel as OwnChannel, request.path, request.data, remaining, request.meta, request.signal, request.onStream !== undefined, this.onMeshAnswer, request, request.deadline)
     } catch (error) {
       request.callback(error as Overloaded | PacketEncodeError, undefined)
     }

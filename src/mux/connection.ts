@@ -118,6 +118,8 @@ export class Connection {
   /** Reading with 'data' events, switching to slabs at the next turn, or reading into slabs. */
   private readMode: "data" | "switching" | "slabs" = "data"
   private readonly onData = (chunk: Buffer) => this.onBytes(chunk, undefined)
+  /** Date.now() of the read being decoded, once something asked (0: not yet). */
+  private readAt = 0
   private readonly decoder: PacketDecoder
   private readonly channels = new Map<number, ChannelReceive>()
   private sink: MessageSink | undefined
@@ -204,6 +206,7 @@ export class Connection {
       result = this.decoder.push(chunk)
     } finally {
       this.writer.inRead = false
+      this.readAt = 0
       // Path pieces the decoder keeps for the next read are views of this one.
       if (this.decoder.holdsViews) slab?.taint()
       this.readsLeased = slab !== undefined && slab.referenced
@@ -212,6 +215,16 @@ export class Connection {
     if (result === "close") this.close("peer sent status 8 (close connection)", false)
     else if (result !== undefined) this.protocolViolation(result)
     else if (this.decoder.pendingBytes !== this.heldForPacket) this.holdPacket(this.decoder.pendingBytes)
+  }
+
+  /**
+   * When the packet being handed on arrived, in Date.now() terms: the clock is read once per read,
+   * not once per packet (a read at 64 requests in flight holds dozens). Outside a read: now.
+   */
+  receivedAt(): number {
+    if (!this.writer.inRead) return Date.now()
+    if (this.readAt === 0) this.readAt = Date.now()
+    return this.readAt
   }
 
   /**

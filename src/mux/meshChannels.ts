@@ -130,7 +130,9 @@ export class Served extends Cancellation implements RequestContext {
     deadlineMs: number,
     stream: IncomingStream | undefined,
     oneway: boolean,
-    charged: number
+    charged: number,
+    /** When it arrived (Date.now() terms); read only when `deadlineMs` > 0. */
+    receivedAt: number
   ) {
     super()
     this.remoteAddress = remoteAddress
@@ -138,7 +140,7 @@ export class Served extends Cancellation implements RequestContext {
     this.decodedMeta = meta
     this.head = meta === undefined ? head : undefined
     this.bodyOffset = bodyOffset
-    this.deadline = deadlineMs > 0 ? Date.now() + deadlineMs : 0
+    this.deadline = deadlineMs > 0 ? receivedAt + deadlineMs : 0
     this.stream = stream
     this.oneway = oneway
     this.requestId = requestId

@@ -210,7 +210,8 @@ export class MeshSession implements MessageSink {
 
   /**
    * `call` with its options as arguments, and a `context` handed back to `callback`: the client's
-   * path, which then needs no options object or closure per request.
+   * path, which then needs no options object or closure per request. `deadlineAt`: when `timeout`
+   * runs out in Date.now() terms, if the caller knows (no clock read here), else 0.
    */
   send(
     channel: OwnChannel,
@@ -221,7 +222,8 @@ export class MeshSession implements MessageSink {
     signal: CancelSignal | undefined,
     streamResponse: boolean,
     callback: CallCallback,
-    context: unknown
+    context: unknown,
+    deadlineAt = 0
   ): void {
     if (this.connection.closed) {
       return callback(new ConnectionClosed({ message: this.connection.closeError!.message, sent: false }), undefined, context)
@@ -263,7 +265,10 @@ export class MeshSession implements MessageSink {
         if (window === undefined) this.options.onChannelFree?.()
       })
     }
-    if (timeoutMs > 0) this.callDeadlines.add(call, timeoutMs)
+    if (timeoutMs > 0) {
+      if (deadlineAt > 0) this.callDeadlines.addAt(call, deadlineAt)
+      else this.callDeadlines.add(call, timeoutMs)
+    }
     if (signal !== undefined) {
       // Before the answer: the call fails. While a streamed answer comes in: its stream fails and
       // the peer stops sending it (the caller stopped reading, an Effect consumer was interrupted).
@@ -410,9 +415,14 @@ export class MeshSession implements MessageSink {
       return this.violation("request-id", `answer for request ${requestId} on channel ${channel.id}, expected ${call.requestId}`)
     }
     let body: Buffer | DecompressionFailed = data.subarray(bodyOffset)
-    if ((data[1]! & EnvelopeFlag.compressed) !== 0) body = this.unpack(body)
+    // Asked only of a compressed body: `instanceof` walks a Buffer's prototype chain per answer.
+    let unreadable = false
+    if ((data[1]! & EnvelopeFlag.compressed) !== 0) {
+      body = this.unpack(body)
+      unreadable = body instanceof DecompressionFailed
+    }
     if (data[0] === EnvelopeKind.error) {
-      const error = new RemoteError(decodeErrorBody(body instanceof DecompressionFailed ? noBody : body))
+      const error = new RemoteError(decodeErrorBody(unreadable ? noBody : (body as Buffer)))
       if (isLastPacket(status)) {
         // The request failed; if its body is still streaming out (it is the channel's latest
         // request), the stream stops and its last packet says why.
@@ -421,11 +431,13 @@ export class MeshSession implements MessageSink {
       }
       return this.finishCall(call, error, undefined)
     }
-    if (body instanceof DecompressionFailed) {
-      if (!isLastPacket(status)) return this.abandon(call, body) // a streamed answer: cancelled, the rest dropped unread
+    if (unreadable) {
+      const failed = body as DecompressionFailed
+      if (!isLastPacket(status)) return this.abandon(call, failed) // a streamed answer: cancelled, the rest dropped unread
       channel.fifo.shift()
-      return this.finishCall(call, body, undefined)
+      return this.finishCall(call, failed, undefined)
     }
+    body = body as Buffer
     if (isLastPacket(status)) {
       channel.fifo.shift()
       return this.finishCall(call, undefined, { meta, data: body, stream: undefined })
@@ -486,15 +498,18 @@ export class MeshSession implements MessageSink {
     const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channelId, bytes), this.connection.budget)
     channel.receiving = stream
     if (stream !== undefined) this.connection.readIntoSlabsSoon()
-    let body: Buffer | DecompressionFailed = data.subarray(bodyOffset)
+    let body: Buffer = data.subarray(bodyOffset)
     const compressed = (flags & EnvelopeFlag.compressed) !== 0
+    // A body that cannot be decompressed is refused (bad_request, not processed); the connection goes on.
+    let unreadable: DecompressionFailed | undefined
     if (compressed) {
       if (channelId === this.peerControl) return this.violation("bad-control", "control messages are never compressed")
-      body = this.unpack(body)
+      const unpacked = this.unpack(body)
+      if (unpacked instanceof DecompressionFailed) {
+        unreadable = unpacked
+        body = Buffer.alloc(0)
+      } else body = unpacked
     }
-    // A body that cannot be decompressed is refused (bad_request, not processed); the connection goes on.
-    const unreadable = body instanceof DecompressionFailed ? body : undefined
-    if (body instanceof DecompressionFailed) body = Buffer.alloc(0)
     if (stream !== undefined) {
       if (unreadable !== undefined) stream.fail(unreadable)
       else if (body.length > 0) stream.push(body)
@@ -507,7 +522,7 @@ export class MeshSession implements MessageSink {
     // Its metadata is decoded when first read, from `data`, which a whole uncompressed body (a
     // view of it) keeps anyway; otherwise now, so the request does not hold the packet.
     const meta = stream === undefined && !overloaded && !compressed ? undefined : decodeMeta(data, bodyOffset)
-    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, stream === undefined ? body : noData, requestId, meta, data, bodyOffset, remaining, stream, oneway, charged)
+    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, stream === undefined ? body : noData, requestId, meta, data, bodyOffset, remaining, stream, oneway, charged, remaining > 0 ? this.connection.receivedAt() : 0)
     const closed = this.connection.closeError
     if (closed !== undefined) served.abort(closed)
     const request = served.request
@@ -529,11 +544,20 @@ export class MeshSession implements MessageSink {
       served.refusal = failure(MeshErrorCode.draining, "server is draining; retry elsewhere", false)
       served.abort()
     }
+    if (channel.running === undefined && channel.sending === undefined) {
+      // An idle channel with nothing waiting (the usual case) runs it without the mailbox.
+      if (channel.mailbox.length === 0) {
+        if (this.run(channel, served) && channel.mailbox.length > 0) this.runNext(channel)
+      } else {
+        channel.mailbox.push(served)
+        this.runNext(channel)
+      }
+      return
+    }
     channel.mailbox.push(served)
-    if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
     // Waiting its turn: its deadline runs from now. Run at once, it got one only if its handler
-    // answers later (runNext): a synchronous answer needs no heap entry.
-    else if (served.deadline > 0) this.servedDeadlines.addAt(served, served.deadline)
+    // answers later (run): a synchronous answer needs no heap entry.
+    if (served.deadline > 0) this.servedDeadlines.addAt(served, served.deadline)
   }
 
   private runOneway(request: IncomingRequest, charged: number): void {
@@ -555,37 +579,41 @@ export class MeshSession implements MessageSink {
   private runNext(channel: PeerChannel): void {
     for (;;) {
       const served = channel.mailbox.shift()
-      if (served === undefined) return
-      if (served.refusal !== undefined) {
-        this.servedDeadlines.remove(served)
-        this.answer(channel, served, served.refusal)
-        continue
-      }
-      channel.running = served
-      let outcome: Outcome | PromiseLike<Outcome>
-      try {
-        outcome = this.dispatch(served.request)
-      } catch (error) {
-        outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
-      }
-      if (outcome instanceof PendingOutcome) {
-        // The hot path's (inbound sidecar): no promise, one listener.
-        this.awaitDeadline(served)
-        outcome.onSettled((result) => {
-          if (this.complete(channel, served, result)) this.runNext(channel)
-        })
-        return
-      }
-      if (isPromiseLike(outcome)) {
-        this.awaitDeadline(served)
-        const settle = (result: Outcome) => {
-          if (this.complete(channel, served, result)) this.runNext(channel)
-        }
-        Promise.resolve(outcome).then(settle, (error: unknown) => settle(failure(MeshErrorCode.handlerFailed, String(error), true)))
-        return
-      }
-      if (!this.complete(channel, served, outcome)) return
+      if (served === undefined || !this.run(channel, served)) return
     }
+  }
+
+  /** Runs (or refuses) one request of an idle channel; true when the channel is idle again at once (answered synchronously). */
+  private run(channel: PeerChannel, served: Served): boolean {
+    if (served.refusal !== undefined) {
+      this.servedDeadlines.remove(served)
+      this.answer(channel, served, served.refusal)
+      return true
+    }
+    channel.running = served
+    let outcome: Outcome | PromiseLike<Outcome>
+    try {
+      outcome = this.dispatch(served.request)
+    } catch (error) {
+      outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
+    }
+    if (outcome instanceof PendingOutcome) {
+      // The hot path's (inbound sidecar): no promise, one listener.
+      this.awaitDeadline(served)
+      outcome.onSettled((result) => {
+        if (this.complete(channel, served, result)) this.runNext(channel)
+      })
+      return false
+    }
+    if (isPromiseLike(outcome)) {
+      this.awaitDeadline(served)
+      const settle = (result: Outcome) => {
+        if (this.complete(channel, served, result)) this.runNext(channel)
+      }
+      Promise.resolve(outcome).then(settle, (error: unknown) => settle(failure(MeshErrorCode.handlerFailed, String(error), true)))
+      return false
+    }
+    return this.complete(channel, served, outcome)
   }
 
   /** A handler answers later: its deadline (if the caller gave one) may now interrupt it. */
@@ -919,7 +947,7 @@ export class MeshSession implements MessageSink {
     channel.receiving = undefined // its continuations, if any, are dropped as they come
     const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
     const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
-    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, noData, envelope.requestId, envelope.meta, prefix, 0, 0, undefined, oneway, 0)
+    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, noData, envelope.requestId, envelope.meta, prefix, 0, 0, undefined, oneway, 0, 0)
     served.abort()
     if (oneway) {
       this.options.log("push-failed", { path: served.request.path, code: MeshErrorCode.badRequest, message })

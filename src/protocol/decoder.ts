@@ -43,6 +43,9 @@ const STAGE_SKIP = 4
 /** Handing a packet's data to onPart as it arrives. */
 const STAGE_PARTS = 5
 
+/** Paths up to this long are remembered for reuse (pathOf). */
+const PATH_CACHE_BYTES = 64
+
 const describe = (status: number, path: string) => `packet (status ${status}, path ${JSON.stringify(path.slice(0, 80))})`
 
 export class PacketDecoder {
@@ -52,6 +55,14 @@ export class PacketDecoder {
   private pathParts: Array<Buffer> = []
   private pathPartsBytes = 0
   private path = ""
+  /**
+   * The last path decoded whole from one chunk, and its bytes: a connection carries the same few
+   * paths over and over, and comparing a few bytes costs less than a new string per packet (the
+   * same string also hashes once for the router and the writer's checks).
+   */
+  private lastPath = ""
+  private readonly lastPathBytes = Buffer.alloc(PATH_CACHE_BYTES)
+  private lastPathLength = -1
   private readonly fixed = Buffer.alloc(8)
   private fixedFill = 0
   private channelId = 0
@@ -114,6 +125,24 @@ export class PacketDecoder {
     return this.stage === STAGE_STATUS
   }
 
+  /** The path in `chunk` from `start` to `end`: the last one again when its bytes are the same. */
+  private pathOf(chunk: Buffer, start: number, end: number): string {
+    const length = end - start
+    const known = this.lastPathBytes
+    if (length === this.lastPathLength) {
+      let i = 0
+      while (i < length && chunk[start + i] === known[i]) i++
+      if (i === length) return this.lastPath
+    }
+    const path = chunk.toString("utf8", start, end)
+    if (length <= PATH_CACHE_BYTES) {
+      chunk.copy(known, 0, start, end)
+      this.lastPathLength = length
+      this.lastPath = path
+    }
+    return path
+  }
+
   push(chunk: Buffer): DecodeResult {
     let offset = 0
     const end = chunk.length
@@ -133,7 +162,7 @@ export class PacketDecoder {
             const pathBytes = nul - offset
             if (pathBytes > this.limits.maxPathBytes) return this.finish(this.pathTooLong(pathBytes))
             if (pathBytes === 0) return this.finish(this.pathEmpty())
-            this.path = chunk.toString("utf8", offset, nul)
+            this.path = this.pathOf(chunk, offset, nul)
             this.channelId = chunk.readUInt32BE(nul + 1)
             const headerError = this.sink.checkHeader(status, this.channelId)
             if (headerError !== undefined) return this.finish(headerError)

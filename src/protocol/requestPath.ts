@@ -107,6 +107,19 @@ const validAuthority = (authority: string): boolean => {
  * the raw path and an empty query; so do we.
  */
 export const parseRequestPath = (raw: string): ParsedRequestPath => {
+  // The same path as the last request's (usually the same string: the decoder reuses it): the same answer.
+  if (raw === lastRaw) return lastParsed
+  const parsed = parse(raw)
+  lastRaw = raw
+  lastParsed = parsed
+  return parsed
+}
+
+/** The last path parsed and what it gave (immutable, so shared). */
+let lastRaw: string | undefined = undefined
+let lastParsed: ParsedRequestPath = { path: "", rawQuery: "" }
+
+const parse = (raw: string): ParsedRequestPath => {
   // Fast path: a plain absolute path without escapes, query or fragment.
   const q = raw.indexOf("?")
   if (raw.charCodeAt(0) === 0x2f && raw.charCodeAt(1) !== 0x2f && raw.indexOf("%") === -1 && raw.indexOf("#") === -1) {

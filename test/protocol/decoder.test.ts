@@ -189,6 +189,18 @@ describe("PacketDecoder: valid streams", () => {
     expect(views[0]!.buffer).toBe(rest.buffer)
   })
 
+  it("paths read from the same reused memory: a repeated one and one with other bytes of the same length both decode right", () => {
+    const { decoder, packets } = recorder()
+    const memory = Buffer.alloc(64)
+    const read = (path: string) => {
+      const packet = encodePacket(1, path, 1, Buffer.from("x"))
+      packet.copy(memory)
+      expect(decoder.push(memory.subarray(0, packet.length))).toBeUndefined()
+    }
+    for (const path of ["/echo", "/echo", "/echa", "/éch", "/echo", "/echo"]) read(path)
+    expect(packets.map((p) => p.path)).toStrictEqual(["/echo", "/echo", "/echa", "/éch", "/echo", "/echo"])
+  })
+
   it("a body split across chunks is assembled into one buffer of exactly its length", () => {
     const { decoder, packets } = recorder()
     const packet = encodePacket(1, "/p", 9, Buffer.from("0123456789"))
