@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=2 --no-maglev
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=2
 // Entry point for the `iip-mesh` bin: the compiled CLI in dist/, which `npm install` builds from
 // src/ (`npm run build` rebuilds it after a change; scripts/build.ts).
 // --max-semi-space-size=2 (MB): V8's young generation otherwise grows to 2 x 16 MB semi-spaces
@@ -13,10 +13,6 @@
 // less at idle and about 8 MB less after a burst (bench/sidecar), with no CPU cost we could
 // measure. glibc reads it when the process starts, so it too must come from outside: here, in the
 // scripts and in the image's ENV (musl and other allocators ignore it).
-// --no-maglev: V8's mid-tier compiler, whose compilations under a burst (hundreds of functions at
-// once) take most of the malloc memory at its peak and leave it as holes malloc keeps for good:
-// without it a sidecar's RSS 10 s after a 64-connection burst is 8-10 MB lower and its peak about
-// 10 MB lower. Hot code still reaches TurboFan: CPU per request at 1,000 req/s and at saturation
-// the same in full bench runs; a process's first seconds under load run slower code (README,
-// sidecar memory). On the command line like the other flag, with the same copies.
+// V8's mid-tier compiler (Maglev) is switched off by the sidecar itself once it has started
+// (src/cli/compilerTiers.ts says why there and not here).
 import "../dist/cli/main.js"

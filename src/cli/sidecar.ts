@@ -12,6 +12,7 @@ import type { IdentityClient } from "../identity/identityClient.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import * as SidecarLive from "../sidecar/sidecar.ts"
 import { splitAddress } from "../sidecar/sidecar.ts"
+import { leaveMaglev } from "./compilerTiers.ts"
 import { requestActivity, startMemoryRelease } from "./memoryRelease.ts"
 
 export const sidecarHelp = (): string =>
@@ -76,6 +77,8 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
       const stop = startMemoryRelease(config.idleGcMs, stderrLog, requestActivity(started.telemetry.metrics))
       yield* Effect.addFinalizer(() => Effect.sync(stop))
     }
+    // Started: bursts from here on compile without Maglev (compilerTiers.ts says why not at start-up).
+    leaveMaglev()
     const line = {
       event: "sidecar-ready",
       service: config.service,
