@@ -1,4 +1,4 @@
-// gRPC through the mesh (issue 17) against gRPC direct, in the same run, with the same client:
+// gRPC through the mesh (issue 17) against gRPC direct, in the same run, with the same clients:
 //   direct    grpc-js client -> grpc-js server
 //   meshed    grpc-js client -> sidecar A (outbound, h2c prior knowledge, authority "echo") -> IIP
 //             (mTLS, tracing on: the sidecars' defaults, as in the sidecar bench) -> sidecar B
@@ -7,13 +7,18 @@
 // by default (--message-bytes): Echo (unary, the request back), Download (server streaming: as many
 // messages as asked) and Chat (bidirectional: each message echoed as it comes). The client runs in
 // this process (which serves nothing) on one channel per path (one HTTP/2 connection, as an app
-// would have). Phases (tables show the median over rounds):
+// would have); so does the open loop's lean generator, on one HTTP/2 session per path. Phases (tables show the median over rounds):
 //   0. priming: a short closed loop per path, not measured, every answer checked.
 //   1. unary open loop at --rate calls/s (default 1,000; nodeLoad.ts's loop: calls go out on
-//      schedule, latency from the intended send time): p50 / p90 / p99 and what the mesh adds.
-//      Issue 17's target: added p99 at 1,000 calls/s <= 2 ms (not judged when direct's p99 is
-//      above meshed's by more than that: noise). As in the sidecar bench (its
-//      header says why; sidecar/turns.ts), the warm-up and the window run in slices of --slice s
+//      schedule, latency from the intended send time): p50 / p90 / p99 and what the mesh adds,
+//      for two load generators in this process (--generators, default grpc-js,lean): the
+//      grpc-js client, and a lean one (grpcLean.ts: the same request as raw HTTP/2 on one
+//      node:http2 session, a pre-encoded message, little allocated per call, every answer
+//      checked: grpc-status 0 and the bytes back), since the grpc-js client's own GC pauses made
+//      most of the slowest calls of a quiet run. Issue 17's target: added p99 at 1,000 calls/s
+//      <= 2 ms, judged and printed for each generator (not judged when direct's p99 is above
+//      meshed's by more than that: noise). All four paths take turns in the same slices. As in
+//      the sidecar bench (its header says why; sidecar/turns.ts), the warm-up and the window run in slices of --slice s
 //      (default 0.25), the paths taking turns, each path's slices pooled per round: a burst of
 //      other work, or a pause of this process, falls on both paths alike. (Until 2026-12 each path
 //      ran its whole window in turn: the sidecars sat idle through direct's window, ran their idle
@@ -30,15 +35,17 @@
 // each sidecar, from /proc (procStats.ts). Every unary answer is checked (OK and the bytes back);
 // every stream must deliver all its messages in order; more than 1% failed calls abort the bench.
 //
-//   npm run -s bench -- grpc            2 s warm-up + 10 s per window, 3 rounds
+//   npm run -s bench -- grpc            2 s warm-up + 10 s per window, 3 rounds (about 4 min)
 //   npm run -s bench -- grpc --quick    1 s warm-up + 3 s per window, 1 round
-// Flags: --rounds N, --duration S, --warmup S, --slice S, --rate R, --inflight N, --messages N,
+// Flags: --rounds N, --duration S, --warmup S, --slice S, --rate R, --generators grpc-js,lean
+//        (one alone halves the open loop's time), --inflight N, --messages N,
 //        --message-bytes N, --phases open,saturation,streams (a subset, for investigating),
 //        --stall-ms MS, --slowest N, --sidecar-node-flags, --sidecar-env, --sidecar-main,
 //        --sidecar-log-dir, --cpu-prof-dir (as in the sidecar bench).
 // The last stdout line is one JSON object.
 import * as grpc from "@grpc/grpc-js"
 import { execFileSync } from "node:child_process"
+import type { ClientHttp2Session } from "node:http2"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -58,18 +65,10 @@ import { addUsages, type Proc, type Usages, ZERO_USAGES } from "./sidecar/result
 import { type Sidecar, startSidecar } from "./sidecar/sidecars.ts"
 import { watchStalls } from "./sidecar/stallWatch.mjs"
 import { runInTurns } from "./sidecar/turns.ts"
+import { identity, rawMethod } from "../test/support/grpcRaw.ts"
+import { connectLean, leanUnarySend } from "./grpcLean.ts"
 
-const identity = (value: Buffer): Buffer => value
-const method = (name: string, requestStream: boolean, responseStream: boolean) => ({
-  path: `/bench.Echo/${name}`,
-  requestStream,
-  responseStream,
-  requestSerialize: identity,
-  requestDeserialize: identity,
-  responseSerialize: identity,
-  responseDeserialize: identity
-})
-const METHODS = { echo: method("Echo", false, false), download: method("Download", false, true), chat: method("Chat", true, true) }
+const METHODS = { echo: rawMethod("bench.Echo", "Echo", false, false), download: rawMethod("bench.Echo", "Download", false, true), chat: rawMethod("bench.Echo", "Chat", true, true) }
 const EchoClient = grpc.makeGenericClientConstructor(METHODS, "Echo")
 
 /** Issue 17's target: what the mesh adds to the p99 of unary calls at 1,000 calls/s, ms. */
@@ -77,6 +76,28 @@ const TARGET_ADDED_P99_MS = 2
 
 const MODES = ["direct", "meshed"] as const
 type Mode = (typeof MODES)[number]
+
+/** The open loop's load generators: the grpc-js client, and raw HTTP/2 calls (grpcLean.ts). */
+const GENERATORS = ["grpc-js", "lean"] as const
+type Generator = (typeof GENERATORS)[number]
+
+/** One open-loop path: a generator on a mode. The grpc-js client's keep their names ("direct", "meshed"). */
+interface OpenPath {
+  readonly name: string
+  readonly generator: Generator
+  readonly mode: Mode
+}
+const openPathsOf = (generators: ReadonlyArray<Generator>): ReadonlyArray<OpenPath> =>
+  generators.flatMap((generator) => MODES.map((mode) => ({ name: generator === "grpc-js" ? mode : `${generator} ${mode}`, generator, mode })))
+
+/** The target's verdict on one generator's added p99. */
+const verdictOf = (addedP99: number): { readonly judged: boolean; readonly text: string } => {
+  // The mesh cannot make calls faster: direct's p99 above meshed's by more than the target is
+  // the machine's noise, larger than what the target measures, so the sample judges nothing.
+  const judged = addedP99 >= -TARGET_ADDED_P99_MS
+  const text = !Number.isFinite(addedP99) ? "-" : !judged ? "not judged (direct's own p99 is above meshed's: noise larger than the target)" : addedP99 <= TARGET_ADDED_P99_MS ? "met" : "MISSED"
+  return { judged: judged && Number.isFinite(addedP99), text }
+}
 
 /** The far app: Echo, Download ("count size" as text: that many messages of that size), Chat. */
 const startServer = (): Promise<number> => {
@@ -174,6 +195,9 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const stallMs = Math.min(1000, Math.max(2, number("--stall-ms", 10)))
   const slowestShown = Math.min(20, Math.round(number("--slowest", 3)))
   const phases = (value("--phases") ?? "open,saturation,streams").split(",")
+  const generators = (value("--generators") ?? GENERATORS.join(",")).split(",").filter((g): g is Generator => (GENERATORS as ReadonlyArray<string>).includes(g))
+  if (generators.length === 0) throw new Error(`--generators: one or more of ${GENERATORS.join(", ")}`)
+  const openPaths = openPathsOf(generators)
   const sidecarOptions = {
     cpuProfDir: value("--cpu-prof-dir"),
     sidecarNodeFlags: (value("--sidecar-node-flags") ?? SHIPPED_NODE_FLAGS).split(" ").filter((flag) => flag !== ""),
@@ -185,7 +209,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   execFileSync(process.execPath, [fileURLToPath(new URL("../scripts/build.ts", import.meta.url))], { stdio: "inherit" })
   log(
     `grpc bench: node ${process.version}, ${rounds} round(s), warm-up ${warmupMs / 1000} s + ${measureMs / 1000} s per window, ` +
-      `open loop ${rate} calls/s in slices of ${sliceMs / 1000} s, saturation ${inflight} in flight, streams of ${messages} messages, ${messageBytes} B messages`
+      `open loop ${rate} calls/s (${generators.join(" and ")} generators) in slices of ${sliceMs / 1000} s, saturation ${inflight} in flight, streams of ${messages} messages, ${messageBytes} B messages`
   )
   const payload = Buffer.alloc(messageBytes, 0x63)
   // The load generator's own stalls (it runs the client, so a stall of it delays the calls due then).
@@ -194,9 +218,11 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const dir = mkdtempSync(join(tmpdir(), "iip-mesh-grpc-bench-"))
   const spawned: Array<() => Promise<void>> = []
   const clients: Array<grpc.Client> = []
+  const sessions: Array<ClientHttp2Session> = []
   let app: Child | undefined
   const stopAll = async () => {
     for (const client of clients) client.close()
+    for (const session of sessions) session.destroy()
     for (const stop of [...spawned].reverse()) await stop()
     spawned.length = 0
     if (app !== undefined) await killChild(app.process)
@@ -209,7 +235,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   process.once("SIGINT", onSignal)
   process.once("SIGTERM", onSignal)
 
-  const open = new Map<Mode, Array<OpenSample>>(MODES.map((m) => [m, []]))
+  const open = new Map<string, Array<OpenSample>>(openPaths.map((path) => [path.name, []]))
   const saturated = new Map<Mode, Array<number>>(MODES.map((m) => [m, []]))
   const downloads = new Map<Mode, Array<number>>(MODES.map((m) => [m, []]))
   const chats = new Map<Mode, Array<number>>(MODES.map((m) => [m, []]))
@@ -227,6 +253,18 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       meshed: new EchoClient(`${HOST}:${a.outbound.port}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "echo" })
     }
     clients.push(clientOf.direct, clientOf.meshed)
+    const sessionLost = (error: Error) => log(`    lean generator's session: ${error.message}`)
+    const portOf: Record<Mode, number> = { direct: app.port, meshed: a.outbound.port }
+    const sendOf = new Map<string, Send>()
+    for (const path of openPaths) {
+      if (path.generator === "grpc-js") {
+        sendOf.set(path.name, unarySend(clientOf[path.mode], payload))
+        continue
+      }
+      const session = await connectLean(HOST, portOf[path.mode], sessionLost)
+      sessions.push(session)
+      sendOf.set(path.name, leanUnarySend(session, METHODS.echo.path, path.mode === "direct" ? `${HOST}:${app.port}` : "echo", payload))
+    }
     const appPid = app.process.pid!
     const readUsage = (mode: Mode): Usages => {
       const self = process.cpuUsage()
@@ -259,6 +297,11 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       failOn(`priming ${mode}`, primed.errors, primed.firstError, primed.completed)
       await download(clientOf[mode], Math.min(messages, 5000), messageBytes)
     }
+    for (const path of openPaths.filter((p) => p.generator !== "grpc-js")) {
+      const primed = await closedLoopOf(sendOf.get(path.name)!, 16, 0, quick ? 1000 : 2000)
+      log(`  primed ${path.name}: ${primed.completed} calls`)
+      failOn(`priming ${path.name}`, primed.errors, primed.firstError, primed.completed)
+    }
 
     // Open loop: the paths take turns in slices (sidecar/turns.ts), each path's slices pooled per
     // round; then, per path, every process's stalls in its slices and its slowest calls beside the
@@ -266,30 +309,34 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     // core from direct's client and app when it works (its idle GC, say).
     const stallsOf = (mode: Mode): ReadonlyArray<readonly [string, ReadonlyArray<HopStall>]> =>
       [["client", clientStalls], [mode === "direct" ? "A (idle)" : "A", a.stalls], [mode === "direct" ? "B (idle)" : "B", b.stalls], ["app", app!.stalls]]
+    // Every generator's paths take turns in the same slices (direct and meshed of one generator
+    // neighbours, so each turn swaps them), and odd rounds reverse the order.
     for (let r = 0; r < (phases.includes("open") ? rounds : 0); r++) {
-      const spent = new Map<Mode, Usages>(MODES.map((mode) => [mode, ZERO_USAGES]))
+      const spent = new Map<OpenPath, Usages>(openPaths.map((path) => [path, ZERO_USAGES]))
       const roundStart = performance.timeOrigin + performance.now()
-      const { slicing, samples, windows } = await runInTurns(orderOf(r), { warmupMs, measureMs, sliceMs }, async (mode, ms, measured) => {
-        const from = readUsage(mode)
-        const sample = await openLoopOf(unarySend(clientOf[mode], payload), rate, 0, ms)
-        if (measured) spent.set(mode, addUsages(spent.get(mode)!, usageSince(mode, from)))
-        failOn(`open loop${measured ? "" : " warm-up"} ${mode}`, sample.errors, sample.firstError, sample.sent)
+      const order = r % 2 === 0 ? openPaths : [...openPaths].reverse()
+      const { slicing, samples, windows } = await runInTurns(order, { warmupMs, measureMs, sliceMs }, async (path, ms, measured) => {
+        const from = readUsage(path.mode)
+        const sample = await openLoopOf(sendOf.get(path.name)!, rate, 0, ms)
+        if (measured) spent.set(path, addUsages(spent.get(path)!, usageSince(path.mode, from)))
+        failOn(`open loop${measured ? "" : " warm-up"} ${path.name}`, sample.errors, sample.firstError, sample.sent)
         return sample
       })
       // The probes report a stall a few ms after it ends: let the last slice's arrive.
       await sleep(100)
-      for (const mode of orderOf(r)) {
-        const sample = samples.get(mode)!
-        noteCpu(`open ${mode}`, spent.get(mode)!, sample.sent)
-        open.get(mode)!.push(sample)
+      for (const path of order) {
+        const { mode } = path
+        const sample = samples.get(path)!
+        noteCpu(`open ${path.name}`, spent.get(path)!, sample.sent)
+        open.get(path.name)!.push(sample)
         log(
-          `  round ${r + 1} unary open loop ${pad(mode, 6, true)} ${rate} calls/s: p50 ${ms(sample.p50)} p90 ${ms(sample.p90)} p99 ${ms(sample.p99)} max ${ms(sample.max)} ms, ` +
+          `  round ${r + 1} unary open loop ${pad(path.name, 11, true)} ${rate} calls/s: p50 ${ms(sample.p50)} p90 ${ms(sample.p90)} p99 ${ms(sample.p99)} max ${ms(sample.max)} ms, ` +
             `${sample.maxOutstanding} outstanding at most (${slicing.slices} slices of ${slicing.sliceMs / 1000} s)`
         )
-        const used = spent.get(mode)!
+        const used = spent.get(path)!
         const calls = (p: Proc) => `${(used[p].reads / sample.sent).toFixed(1)}+${(used[p].writes / sample.sent).toFixed(1)}`
         log(`    read + write system calls per call: client ${calls("client")}, app ${calls("app")}${mode === "direct" ? "" : `, A ${calls("a")}, B ${calls("b")}`}`)
-        log(`    stalls in its slices: ${stallsOf(mode).map(([name, stalls]) => `${name} ${describeStalls(countStalls(stalls, windows.get(mode)!), stallMs)}`).join("; ")}`)
+        log(`    stalls in its slices: ${stallsOf(mode).map(([name, stalls]) => `${name} ${describeStalls(countStalls(stalls, windows.get(path)!), stallMs)}`).join("; ")}`)
         log(`    ${describeTail(sample.calls, sample.p99, stallsOf(mode))}`)
         for (const slow of slowestEpisodes(sample.calls, slowestShown)) log(`    slow call ${describeSlowRequest(slow, stallsOf(mode), roundStart)}`)
       }
@@ -326,24 +373,38 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   }
 
   const med = (values: ReadonlyArray<number>) => median(values)
-  const openOf = (mode: Mode) => ({ p50: med(open.get(mode)!.map((s) => s.p50)), p90: med(open.get(mode)!.map((s) => s.p90)), p99: med(open.get(mode)!.map((s) => s.p99)) })
-  const direct = openOf("direct")
-  const meshed = openOf("meshed")
-  const addedP50 = meshed.p50 - direct.p50
-  const addedP99 = meshed.p99 - direct.p99
-  // The mesh cannot make calls faster: direct's p99 above meshed's by more than the target is
-  // the machine's noise, larger than what the target measures, so the sample judges nothing.
-  const judged = addedP99 >= -TARGET_ADDED_P99_MS
-  const verdict = !Number.isFinite(addedP99) ? "-" : !judged ? "not judged (direct's own p99 is above meshed's: noise larger than the target)" : addedP99 <= TARGET_ADDED_P99_MS ? "met" : "MISSED"
+  const openOf = (name: string) => {
+    const samples = open.get(name) ?? []
+    return { p50: med(samples.map((s) => s.p50)), p90: med(samples.map((s) => s.p90)), p99: med(samples.map((s) => s.p99)) }
+  }
+  /** One generator's direct and meshed figures, what the mesh adds and the target's verdict on it. */
+  const unaryOf = (generator: Generator) => {
+    const [direct, meshed] = MODES.map((mode) => openOf(generator === "grpc-js" ? mode : `${generator} ${mode}`)) as [ReturnType<typeof openOf>, ReturnType<typeof openOf>]
+    const addedP50 = meshed.p50 - direct.p50
+    const addedP99 = meshed.p99 - direct.p99
+    return { direct, meshed, addedP50, addedP90: meshed.p90 - direct.p90, addedP99, verdict: verdictOf(addedP99) }
+  }
+  const { direct, meshed, addedP50, addedP99, verdict } = unaryOf("grpc-js")
+  const lean = unaryOf("lean")
+  const LABELS: Record<Generator, string> = { "grpc-js": "grpc-js client", lean: "lean h2 client (grpcLean.ts)" }
   const cpuOf = (key: string): Record<Proc, number> => {
     const samples = cpu.get(key) ?? []
     return { client: med(samples.map((s) => s.client)), app: med(samples.map((s) => s.app)), a: med(samples.map((s) => s.a)), b: med(samples.map((s) => s.b)) }
   }
+  /** The CPU table's rows: the open loop's paths, then the other phases' per mode. */
+  const cpuKeys = [...openPaths.map((path) => `open ${path.name}`), ...["saturation", "download", "chat"].flatMap((phase) => MODES.map((mode) => `${phase} ${mode}`))]
   const lines = [
     "",
     `unary, open loop at ${rate} calls/s (ms)        p50      p90      p99`,
-    ...MODES.map((mode) => `  ${pad(mode, 40, true)} ${pad(ms(openOf(mode).p50), 8)} ${pad(ms(openOf(mode).p90), 8)} ${pad(ms(openOf(mode).p99), 8)}`),
-    `  ${pad("added by the mesh", 40, true)} ${pad(signed(addedP50), 8)} ${pad("", 8)} ${pad(signed(addedP99), 8)}   target added p99 <= ${TARGET_ADDED_P99_MS} ms: ${verdict}`,
+    ...generators.flatMap((generator) => {
+      const u = unaryOf(generator)
+      const prefix = generator === "grpc-js" ? "" : `${generator} `
+      return [
+        `  ${LABELS[generator]}:`,
+        ...MODES.map((mode) => `  ${pad(prefix + mode, 40, true)} ${pad(ms(u[mode].p50), 8)} ${pad(ms(u[mode].p90), 8)} ${pad(ms(u[mode].p99), 8)}`),
+        `  ${pad(`${prefix}added by the mesh`, 40, true)} ${pad(signed(u.addedP50), 8)} ${pad(signed(u.addedP90), 8)} ${pad(signed(u.addedP99), 8)}   target added p99 <= ${TARGET_ADDED_P99_MS} ms (${generator}): ${u.verdict.text}`
+      ]
+    }),
     "",
     `                                  unary calls/s   download msg/s   chat msg/s (each way)`,
     ...MODES.map((mode) =>
@@ -351,12 +412,10 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     ),
     "",
     "CPU us per call (streams: per message)      client      app  sidecar A  sidecar B",
-    ...["open", "saturation", "download", "chat"].flatMap((phase) =>
-      MODES.map((mode) => {
-        const c = cpuOf(`${phase} ${mode}`)
-        return `  ${pad(`${phase} ${mode}`, 40, true)} ${pad(us(c.client), 8)} ${pad(us(c.app), 8)} ${pad(us(c.a), 10)} ${pad(us(c.b), 10)}`
-      })
-    ),
+    ...cpuKeys.map((key) => {
+      const c = cpuOf(key)
+      return `  ${pad(key, 40, true)} ${pad(us(c.client), 8)} ${pad(us(c.app), 8)} ${pad(us(c.a), 10)} ${pad(us(c.b), 10)}`
+    }),
     ""
   ]
   process.stdout.write(`${lines.join("\n")}\n`)
@@ -376,10 +435,17 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       meshed: { p50: round(meshed.p50, 3), p99: round(meshed.p99, 3), callsPerSecond: Math.round(med(saturated.get("meshed")!)) },
       addedP50: round(addedP50, 3),
       addedP99: round(addedP99, 3),
-      targetAddedP99Met: judged ? addedP99 <= TARGET_ADDED_P99_MS : null
+      targetAddedP99Met: verdict.judged ? addedP99 <= TARGET_ADDED_P99_MS : null
+    },
+    unaryLean: {
+      direct: { p50: round(lean.direct.p50, 3), p90: round(lean.direct.p90, 3), p99: round(lean.direct.p99, 3) },
+      meshed: { p50: round(lean.meshed.p50, 3), p90: round(lean.meshed.p90, 3), p99: round(lean.meshed.p99, 3) },
+      addedP50: round(lean.addedP50, 3),
+      addedP99: round(lean.addedP99, 3),
+      targetAddedP99Met: lean.verdict.judged ? lean.addedP99 <= TARGET_ADDED_P99_MS : null
     },
     streams: Object.fromEntries(MODES.map((mode) => [mode, { downloadPerSecond: Math.round(med(downloads.get(mode)!)), chatPerSecond: Math.round(med(chats.get(mode)!)) }])),
-    cpuMicros: Object.fromEntries(["open", "saturation", "download", "chat"].flatMap((phase) => MODES.map((mode) => [`${phase} ${mode}`, cpuSummary(`${phase} ${mode}`)])))
+    cpuMicros: Object.fromEntries(cpuKeys.map((key) => [key, cpuSummary(key)]))
   })
 }
 
