@@ -7,13 +7,14 @@
 // warm-up first, then a fixed measuring window; every echoed length is checked (a wrong one aborts).
 // Cases: 1 and 64 in flight x 1,024 and 14,410-byte payloads. `iip` is plain IIP (what a Go peer
 // speaks); `iip-mesh` the same client and server in mesh mode (envelope, metadata, per-request
-// cancel and deadline) at 1 KiB; `iip-promise` the `call()` Promise API at 64 in flight, 1 KiB. Rounds run the systems in rotating order; the table shows
+// cancel and deadline) at 1 KiB; `iip-promise` the `call()` Promise API at 64 in flight, 1 KiB. Rounds run the systems in rotating order, each odd round the previous one's backwards; the table shows
 // the median over rounds of req/s, p50 and p99 (each round's percentiles come from its recorded
 // per-request latencies), and the CPU time client and server used per request in the window
 // (this process's, plus the server child's from /proc: on a shared machine a steadier figure than
 // req/s). The last stdout line is one JSON object (see `summary` below).
 //
-//   npm run -s bench -- echo            full: 1 s warm-up + 3 s per case, 3 rounds (~3.5 min)
+//   npm run -s bench -- echo            full: 1 s warm-up + 3 s per case, 4 rounds (~4.5 min; even,
+//                                       so each pair of systems runs as often in either order)
 //   npm run -s bench -- echo --quick    1 round, 0.3 s warm-up + 1 s per case (~25 s)
 // Flags: --rounds N, --duration S, --warmup S, --only iip,raw,...  (systems to run),
 //        --inflight 1,64 and --payload 1024,14410 (a subset of the cases),
@@ -428,7 +429,7 @@ const parseArgs = (args: ReadonlyArray<string>): Options => {
   }
   return {
     quick,
-    rounds: Math.min(20, Math.round(number("--rounds", quick ? 1 : 3))),
+    rounds: Math.min(20, Math.round(number("--rounds", quick ? 1 : 4))),
     warmupMs: Math.min(30_000, number("--warmup", quick ? 0.3 : 1) * 1000),
     measureMs: Math.min(60_000, number("--duration", quick ? 1 : 3) * 1000),
     systems,
@@ -517,9 +518,15 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
         for (const size of options.payloads) {
           const group = cases.filter((c) => c.inflight === inflight && c.payload === size)
           const payload = makePayload(size)
-          // Rotate the order each round so no system always runs first (or after the same one).
+          // Each odd round runs the order of the round before backwards, and each pair of rounds
+          // starts one system further on. A plain rotation kept each system right after the same one
+          // (iip after iip-mesh in all rounds but the first), and the later of two systems sharing
+          // this client process and a server child runs on code the earlier one warmed (full run at
+          // bca842c: mesh / plain 1.11x in the round mesh ran later, 0.85x and 0.87x in the two it
+          // ran first). With an even number of rounds each pair runs as often in either order.
+          const offset = Math.floor(round / 2)
           for (let i = 0; i < group.length; i++) {
-            const c = group[(i + round) % group.length]!
+            const c = group[(round % 2 === 0 ? i + offset : group.length - 1 - i + offset) % group.length]!
             const driver = makeDriver(c, ports, payload, options)
             const serverPid = children[kinds.indexOf(serverOf(c.system))]!.process.pid ?? 0
             const cpuNow = () => {
