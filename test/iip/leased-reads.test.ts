@@ -17,10 +17,22 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import { type IipServer, reply } from "../../src/iip/server.ts"
 import { freeSlabCount, setReadSlabPoolBytes, Slab, slabBytes, slabCounts } from "../../src/mux/readSlabs.ts"
-import { type LeasedChunk, StreamFailed } from "../../src/mux/streams.ts"
+import { type IncomingStream, type LeasedChunk, StreamFailed } from "../../src/mux/streams.ts"
 import { MeshDefaults } from "../../src/protocol/mesh.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, type LogEvent, startClient, startServer } from "../support/meshTest.ts"
+
+/** Reads a body as leases, hashing each and releasing it at once: its length and sha256, as JSON. */
+const hashLeases = async (stream: IncomingStream): Promise<string> => {
+  const hash = createHash("sha256")
+  let bytes = 0
+  for await (const lease of stream.leased()) {
+    hash.update(lease.bytes)
+    bytes += lease.bytes.length
+    lease.release()
+  }
+  return JSON.stringify({ bytes, sha256: hash.digest("hex") })
+}
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -80,17 +92,7 @@ describe("leased reads into reused memory", () => {
       return "kept"
     })
     server.handle("/stream-echo", (request) => reply(request.context.stream ?? request.data))
-    // Reads the body as leases, hashing each and releasing it at once.
-    server.handle("/lease-hash", async (request) => {
-      const hash = createHash("sha256")
-      let bytes = 0
-      for await (const lease of request.context.stream!.leased()) {
-        hash.update(lease.bytes)
-        bytes += lease.bytes.length
-        lease.release()
-      }
-      return JSON.stringify({ bytes, sha256: hash.digest("hex") })
-    })
+    server.handle("/lease-hash", (request) => hashLeases(request.context.stream!))
   })
 
   afterEach(async () => {
@@ -311,16 +313,7 @@ describe("leased reads into reused memory", () => {
 
   it("compressed stream chunks read as leases arrive intact", async () => {
     const zserver = await startServer(cleanup, { compression: {} })
-    zserver.handle("/lease-hash", async (request) => {
-      const hash = createHash("sha256")
-      let bytes = 0
-      for await (const lease of request.context.stream!.leased()) {
-        hash.update(lease.bytes)
-        bytes += lease.bytes.length
-        lease.release()
-      }
-      return JSON.stringify({ bytes, sha256: hash.digest("hex") })
-    })
+    zserver.handle("/lease-hash", (request) => hashLeases(request.context.stream!))
     const c = startClient(cleanup, zserver.address.port, { maxConnections: 1, compression: { minBytes: 1 } })
     // A body of runs (compressible) and hashed stretches (not): both kinds of chunk.
     const total = 4 * MiB
