@@ -22,6 +22,25 @@ import { MeshDefaults } from "../../src/protocol/mesh.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, type LogEvent, startClient, startServer } from "../support/meshTest.ts"
 
+/** A `/hoard` handler that reads its body as leases and releases none: what it holds, where each lease began, how it ended. */
+const hoarding = (server: IipServer) => {
+  const hoard = { held: [] as Array<LeasedChunk>, offsets: [] as Array<number>, bytes: 0, ended: undefined as "ended" | StreamFailed | undefined }
+  server.handle("/hoard", async (request) => {
+    try {
+      for await (const lease of request.context.stream!.leased()) {
+        hoard.held.push(lease)
+        hoard.offsets.push(hoard.bytes)
+        hoard.bytes += lease.bytes.length
+      }
+      hoard.ended = "ended"
+    } catch (error) {
+      hoard.ended = error as StreamFailed
+    }
+    return "done"
+  })
+  return hoard
+}
+
 /** Reads a body as leases, hashing each and releasing it at once: its length and sha256, as JSON. */
 const hashLeases = async (stream: IncomingStream): Promise<string> => {
   const hash = createHash("sha256")
@@ -189,23 +208,8 @@ describe("leased reads into reused memory", () => {
   }, 60_000)
 
   it("a consumer that never releases its leases stalls its sender at one window; other calls go on; its leases keep their bytes through cancel and other streams; releasing late is harmless", async () => {
-    const held: Array<LeasedChunk> = []
-    const offsets: Array<number> = []
-    let hoarded = 0
-    let ended: "discarded" | StreamFailed | undefined
-    server.handle("/hoard", async (request) => {
-      try {
-        for await (const lease of request.context.stream!.leased()) {
-          held.push(lease)
-          offsets.push(hoarded)
-          hoarded += lease.bytes.length
-        }
-        ended = "discarded"
-      } catch (error) {
-        ended = error as StreamFailed
-      }
-      return "done"
-    })
+    const hoard = hoarding(server)
+    const { held, offsets } = hoard
     const c = client({ maxChannelsPerConnection: 4, idleChannelsAhead: 2 })
     for (const warm of ["a", "b"]) expect((await c.call("/echo", warm, { timeoutMs: 5000 })).toString()).toBe(warm)
     let sent = 0
@@ -221,21 +225,21 @@ describe("leased reads into reused memory", () => {
       (error: unknown) => error
     )
     const window = MeshDefaults.streamWindow
-    await waitFor(() => hoarded >= window, 10_000, "the hoarding handler to hold one window")
+    await waitFor(() => hoard.bytes >= window, 10_000, "the hoarding handler to hold one window")
     // Other calls on the same connection go through meanwhile (their bodies kept by the handler)...
     for (let i = 0; i < 50; i++) expect((await c.call("/echo", `call ${i}`, { timeoutMs: 5000 })).toString()).toBe(`call ${i}`)
     await keepBodies(c, 50)
     expect(c.stats.connections).toBe(1)
     // ...and the sender got no more credit: the server holds one window, the sender stopped.
-    expect(hoarded).toBe(window)
+    expect(hoard.bytes).toBe(window)
     expect(sent).toBeLessThanOrEqual(window + 2 * 64 * KiB)
     // Cancelled while the leases are out: the call fails, and the handler's stream ends (the
     // request was answered `cancelled` and its body dropped, or the body's abort came first).
     abort.abort()
     const outcome = await withTimeout(call, 5000, "the cancelled call")
     expect(outcome).not.toBe("answered")
-    await waitFor(() => ended !== undefined, 5000, "the handler's stream to end")
-    if (ended !== "discarded") expect(ended).toBeInstanceOf(StreamFailed)
+    await waitFor(() => hoard.ended !== undefined, 5000, "the handler's stream to end")
+    if (hoard.ended !== "ended") expect(hoard.ended).toBeInstanceOf(StreamFailed)
     // Other streams through the same connection, into reused slabs: the held leases keep their bytes.
     expect((await upload(c, "/lease-hash", 16 * MiB)).bytes).toBe(16 * MiB)
     held.forEach((lease, i) => expect(firstWrong(lease.bytes, offsets[i]!), `lease at ${offsets[i]}`).toBe(-1))
@@ -250,33 +254,18 @@ describe("leased reads into reused memory", () => {
   }, 60_000)
 
   it("leases out when their connection closes keep their bytes, and are released harmlessly after it", async () => {
-    const held: Array<LeasedChunk> = []
-    const offsets: Array<number> = []
-    let hoarded = 0
-    let ended: unknown
-    server.handle("/hoard", async (request) => {
-      try {
-        for await (const lease of request.context.stream!.leased()) {
-          held.push(lease)
-          offsets.push(hoarded)
-          hoarded += lease.bytes.length
-        }
-        ended = "ended"
-      } catch (error) {
-        ended = error
-      }
-      return "done"
-    })
+    const hoard = hoarding(server)
+    const { held, offsets } = hoard
     const doomed = client()
     const call = doomed.stream("/hoard", body(16 * MiB, 64 * KiB), { timeoutMs: 0 }).then(
       () => "answered",
       (error: unknown) => error
     )
-    await waitFor(() => hoarded >= MeshDefaults.streamWindow, 10_000, "the hoarding handler to hold one window")
+    await waitFor(() => hoard.bytes >= MeshDefaults.streamWindow, 10_000, "the hoarding handler to hold one window")
     doomed.close()
     expect(await withTimeout(call, 5000, "the call on the closed connection")).not.toBe("answered")
-    await waitFor(() => ended !== undefined, 5000, "the handler's stream to fail")
-    expect(ended).not.toBe("ended")
+    await waitFor(() => hoard.ended !== undefined, 5000, "the handler's stream to fail")
+    expect(hoard.ended).not.toBe("ended")
     // Another connection streams through slabs meanwhile; then the leases go back, after their connection is gone.
     const next = client()
     expect((await upload(next, "/lease-hash", 16 * MiB)).bytes).toBe(16 * MiB)
