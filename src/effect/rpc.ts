@@ -20,6 +20,7 @@ import { RpcClient, RpcClientError, RpcMessage, RpcSerialization, RpcServer } fr
 import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
 import { reply } from "../iip/server.ts"
 import { type CancelSignal, Cancellation } from "../mux/cancellation.ts"
+import { atEndOfRead } from "../mux/connection.ts"
 import { type IncomingRequest, type Outcome, PendingOutcome } from "../mux/request.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { Refused } from "../iip/dispatch.ts"
@@ -159,6 +160,29 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
     const runFork = Effect.runForkWith(yield* Effect.context<never>())
     const hand = (clientId: number, messages: ReadonlyArray<FromServerEncoded>) =>
       messages.length === 1 ? writeResponse(clientId, messages[0]!) : Effect.forEach(messages, (response) => writeResponse(clientId, response), { discard: true })
+    // The whole answers of one read go on together, from one fiber at the end of the read (still
+    // within it, so the requests their callers make next leave in the read's write): a fiber per
+    // answer cost more than the rest of the protocol's work on it. Outside a read (the balancer's
+    // answers), each at once. Pairs of client id and messages, flat.
+    let waiting: Array<number | ReadonlyArray<FromServerEncoded>> = []
+    const handWaiting = () => {
+      const answers = waiting
+      waiting = []
+      let i = 0
+      runFork(
+        answers.length === 2
+          ? hand(answers[0] as number, answers[1] as ReadonlyArray<FromServerEncoded>)
+          : Effect.whileLoop({
+            while: () => i < answers.length,
+            body: () => hand(answers[i++] as number, answers[i++] as ReadonlyArray<FromServerEncoded>),
+            step: () => {}
+          })
+      )
+    }
+    const handOn = (clientId: number, messages: ReadonlyArray<FromServerEncoded>) => {
+      waiting.push(clientId, messages)
+      if (waiting.length === 2 && !atEndOfRead(handWaiting)) handWaiting()
+    }
     /** A streamed answer: read as delivered, so the server sends only as fast as the caller takes. */
     const streamed = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, body: AsyncIterable<Uint8Array>, cancel: Cancellation) => {
       let ended = false
@@ -181,7 +205,7 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
     /**
      * A whole answer: its messages handed on, then the RPC must have ended. When it has (most),
      * the exchange's fiber (the RpcClient's send fiber) ends first, then the messages go to the
-     * RpcClient from a fiber of their own, at once: handed on from the send fiber, they would
+     * RpcClient with the read's other answers (handOn): handed on from the send fiber, they would
      * resume the caller while that fiber still runs, and the RpcClient then schedules the fiber's
      * interruption, a task on the event loop per RPC.
      */
@@ -195,7 +219,7 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
       if (request.isNotification === true) return resume(hand(clientId, messages))
       if (!messages.some(isEnd)) return resume(Effect.andThen(hand(clientId, messages), Effect.fail(endedEarly(request))))
       resume(Effect.void)
-      runFork(hand(clientId, messages))
+      handOn(clientId, messages)
     }
     const exchange = (clientId: number, request: RpcMessage.RequestEncoded): Effect.Effect<void, RpcClientError.RpcClientError> => {
       const parser = parserFor()
