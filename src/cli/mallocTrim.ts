@@ -38,7 +38,7 @@ export const glibcVersion = (): string | undefined => {
 export const loadMallocTrim = (file: string = builtFile): MallocTrim => {
   if (process.platform !== "linux") return { unavailable: `malloc_trim is glibc's, and this is ${process.platform}` }
   if (glibcVersion() === undefined) return { unavailable: "the C library is not glibc (malloc_trim is glibc's)" }
-  if (!existsSync(file)) return { unavailable: `${file} was not built (no C compiler at npm install or npm run build)` }
+  if (!existsSync(file)) return { unavailable: `no ${file} (npm install and npm run build compile it where a C compiler is; a sidecar run from src/ has none)` }
   const module = { exports: {} as { trim?: unknown } }
   try {
     // RTLD_NOW: every symbol resolved here, so a libc without malloc_trim fails this load, not a later call.
