@@ -37,8 +37,9 @@ export const glibcVersion = (): string | undefined => {
 /** Loads the addon at `file`; never throws (a missing or broken file is a reason, not a crash). */
 export const loadMallocTrim = (file: string = builtFile): MallocTrim => {
   if (process.platform !== "linux") return { unavailable: `malloc_trim is glibc's, and this is ${process.platform}` }
-  if (glibcVersion() === undefined) return { unavailable: "the C library is not glibc (malloc_trim is glibc's)" }
+  // The file first: the build makes none without glibc, and the report behind glibcVersion takes milliseconds.
   if (!existsSync(file)) return { unavailable: `no ${file} (npm install and npm run build compile it where a C compiler is; a sidecar run from src/ has none)` }
+  if (glibcVersion() === undefined) return { unavailable: "the C library is not glibc (malloc_trim is glibc's)" }
   const module = { exports: {} as { trim?: unknown } }
   try {
     // RTLD_NOW: every symbol resolved here, so a libc without malloc_trim fails this load, not a later call.
