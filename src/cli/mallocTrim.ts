@@ -3,8 +3,8 @@
 // dist/native/malloc_trim.node where a C compiler is present (scripts/nativeTrim.ts). Called right
 // after the idle collection, it hands back the free memory glibc keeps in holes between live chunks
 // after a burst (V8's compiler zones and threads), which no tunable reaches: 10 s after a
-// 64-connection burst the sidecar is back within 10 % of its idle RSS with it, +16-23 % without
-// (README, "Memory"). Only on Linux with glibc; anywhere else, or when the file is missing or does
+// 64-connection burst a sidecar held 72.5-75.9 MB with it, 75.0-85.5 without (README, "Sidecar
+// memory"). Only on Linux with glibc; anywhere else, or when the file is missing or does
 // not load, the sidecar runs without it and says why once.
 import { existsSync } from "node:fs"
 import { constants } from "node:os"

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
-import { buildMallocTrim } from "../../scripts/nativeTrim.ts"
+import { buildMallocTrim, mallocTrimFile } from "../../scripts/nativeTrim.ts"
 import { glibcVersion, loadMallocTrim } from "../../src/cli/mallocTrim.ts"
 import { startMemoryRelease } from "../../src/cli/memoryRelease.ts"
 import { assertCapability, type Capability, gate } from "../support/netnsProcess.ts"
@@ -54,8 +54,8 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
   it("builds, loads, and trims after the release's collections", async () => {
     assertCapability(capability, "a C compiler on Linux with glibc (the memory trim)")
     const build = buildMallocTrim(dir)
-    expect(build).toEqual({ built: true, file: join(dir, "native", "malloc_trim.node") })
-    const loaded = loadMallocTrim(join(dir, "native", "malloc_trim.node"))
+    expect(build).toEqual({ built: true, file: mallocTrimFile(dir) })
+    const loaded = loadMallocTrim(mallocTrimFile(dir))
     if (!("trim" in loaded)) throw new Error(loaded.unavailable)
     expect(typeof loaded.trim()).toBe("boolean")
 
