@@ -10,6 +10,7 @@
 // test's copy; DIR must sit inside the repository, for the external packages to resolve).
 import { existsSync, readFileSync, rmSync } from "node:fs"
 import { join, relative, resolve } from "node:path"
+import { buildMallocTrim } from "./nativeTrim.ts"
 
 const root = join(import.meta.dirname, "..")
 const src = join(root, "src")
@@ -69,3 +70,7 @@ try {
   process.stderr.write(`build: rolldown failed: ${error instanceof Error ? error.message : String(error)}\n`)
   process.exit(1)
 }
+
+// The optional native piece (scripts/nativeTrim.ts): built where it can be, and one line where not.
+const trim = buildMallocTrim(dist)
+if (!trim.built) process.stderr.write(`build: memory trim unavailable (${trim.reason}); the sidecar runs without it\n`)

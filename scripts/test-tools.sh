@@ -5,6 +5,7 @@
 #   chromium  the dashboard test drives it with playwright-core (test/admin)
 #   kubectl   test/deploy renders the manifests with `kubectl kustomize` (kustomize v5)
 #   curl      test/sidecar/grpc.test.ts sends `curl --http2-prior-knowledge` to the outbound port
+#   gcc       test/cli/mallocTrim.test.ts compiles the optional memory trim (native/malloc_trim.c)
 # Not root, or no apt: it says what is missing; the tests that need a tool then skip with the reason
 # (in CI, CI=true, they fail instead, so a skip never hides a failure there).
 set -euo pipefail
@@ -21,6 +22,7 @@ missing=()
 command -v nft >/dev/null || missing+=(nftables)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v curl >/dev/null || missing+=(curl)
+command -v "${CC:-cc}" >/dev/null || missing+=(gcc)
 if [ ${#missing[@]} -gt 0 ]; then
   if can_install; then
     echo "test-tools: installing ${missing[*]} (apt)" >&2

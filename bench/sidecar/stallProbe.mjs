@@ -9,5 +9,18 @@
 //   {"event":"bench-stall","endMs":1764877512345.6,"ms":84.2,"cpuMs":83.0,"gcMs":83.9,"majorGcMs":83.9}
 import { watchStalls } from "./stallWatch.mjs"
 
+// node:fs's CommonJS exports, as src/toolkit/nodeHttp.ts takes node:http's: no ES namespace built.
+const { writeSync } = process.getBuiltinModule("node:fs")
+
 const stallMs = Number(process.env.BENCH_STALL_MS)
-watchStalls((stall) => process.stdout.write(`${JSON.stringify({ event: "bench-stall", ...stall })}\n`), Number.isFinite(stallMs) && stallMs > 0 ? stallMs : undefined)
+// One write(2) per line, not process.stdout's stream (synchronous on a pipe all the same): on a
+// loaded machine an idle sidecar reports a stall every few seconds (waiting for a core), and a
+// line should run as little of node's JavaScript as it can (stallWatch.mjs says why).
+const write = (line) => {
+  try {
+    writeSync(1, line)
+  } catch {
+    // The bench has gone (EPIPE) or stopped reading: the line has no reader.
+  }
+}
+watchStalls((stall) => write(`${JSON.stringify({ event: "bench-stall", ...stall })}\n`), Number.isFinite(stallMs) && stallMs > 0 ? stallMs : undefined)

@@ -16,6 +16,7 @@ import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import type { Log } from "../iip/log.ts"
 import type { MeshMetrics } from "../telemetry/metrics.ts"
+import { loadMallocTrim, type MallocTrim } from "./mallocTrim.ts"
 
 /** Below this share of one core over a check, the process counts as quiet. */
 const QUIET_CPU_SHARE = 0.05
@@ -89,15 +90,29 @@ export const requestActivity = (metrics: MeshMetrics): RequestActivity => () => 
   return total
 }
 
+const mb = (bytes: number): number => Math.round((bytes / 1048576) * 10) / 10
+
 /**
  * Collects once at once, then starts the checks; the returned function stops them. The first
  * collection is the start-up's: loading the modules and building the configuration leave garbage
  * that a process with nothing to do never collects (measured: an idle sidecar held 87 MB for
  * minutes, 81-82 MB after one collection, which takes about 30 ms). `iip-mesh sidecar` calls this
- * before it says it is ready, so nothing is being served yet.
+ * before it says it is ready, so nothing is being served yet. Each collection is followed by
+ * glibc's malloc_trim where the native piece is there (mallocTrim.ts): logged once here as
+ * `memory-trim`, active with what the start-up's trim gave back, or not with the reason.
  */
-export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestActivity, collect: Collect = lastResortGc()): (() => void) => {
-  collect()
+export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestActivity, collect: Collect = lastResortGc(), malloc: MallocTrim = loadMallocTrim()): (() => void) => {
+  const trim = "trim" in malloc ? malloc.trim : undefined
+  /** One collection and its trim; the RSS the trim gave back, in bytes (0 without one). */
+  const release = (): number => {
+    collect()
+    if (trim === undefined) return 0
+    const collected = process.memoryUsage.rss()
+    trim()
+    return Math.max(0, collected - process.memoryUsage.rss())
+  }
+  const startTrimmed = release()
+  log("memory-trim", "trim" in malloc ? { active: true, trimmedMb: mb(startTrimmed) } : { active: false, reason: malloc.unavailable })
   const decider = new ReleaseDecider(quietMs, process.memoryUsage.rss())
   let cpu = process.cpuUsage()
   let requests = activity()
@@ -114,10 +129,10 @@ export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestA
     at = now
     if (!due) return
     const started = performance.now()
-    collect()
+    const trimmed = release()
     const after = process.memoryUsage.rss()
     decider.released(after)
-    log("memory-released", { rssBeforeMb: Math.round(rssBytes / 1048576), rssAfterMb: Math.round(after / 1048576), pauseMs: Math.round(performance.now() - started) })
+    log("memory-released", { rssBeforeMb: Math.round(rssBytes / 1048576), rssAfterMb: Math.round(after / 1048576), pauseMs: Math.round(performance.now() - started), ...(trim === undefined ? {} : { trimmedMb: mb(trimmed) }) })
     // The collection's own CPU is not load.
     cpu = process.cpuUsage()
     at = performance.now()

@@ -4,7 +4,7 @@
 // not loaded again from node_modules. The bundle is built into a directory of its own inside the
 // repository (the external packages resolve from there) and removed afterwards.
 import { spawnSync } from "node:child_process"
-import { mkdtempSync, readdirSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -41,5 +41,9 @@ describe("the bundled CLI loads only what a sidecar uses", () => {
     expect(urls.filter((url) => lazyChunks.some((name) => url.startsWith(`${outUrl}/cli/${name}-`)))).toEqual([])
     // From node_modules only @opentelemetry/api, kept external for the SDK's sake (scripts/build.ts).
     expect(urls.filter((url) => url.includes("/node_modules/") && !url.includes("/node_modules/@opentelemetry/api/"))).toEqual([])
+    // The memory trim (scripts/nativeTrim.ts) is built where a C compiler is (test/cli/mallocTrim.test.ts
+    // skips or fails without one); the sidecar says which, and started either way.
+    const trim = sidecar.stderr().split("\n").find((line) => line.includes('"event":"memory-trim"'))
+    expect(trim).toMatch(existsSync(join(out, "native", "malloc_trim.node")) ? /"active":true,"trimmedMb":[\d.]+/ : /"active":false,"reason":"no [^"]*malloc_trim\.node \(npm install and npm run build compile it/)
   })
 })
