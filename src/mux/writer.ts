@@ -366,22 +366,22 @@ export class PacketWriter {
   /** Writes the packets sent whole, in order: small ones copied into one buffer, large bodies by reference. */
   private writeQueue(): boolean {
     const batch = this.takeQueue()
-    const { datas, sizes } = batch
     const count = batch.length
     let ok = true
-    if (count === 1 || this.allSmall(datas, count)) {
+    if (count === 1 || this.allSmall(batch, count)) {
       ok = this.writeCopied(batch, 0, count)
     } else {
       // Mixed batch: copy small packets together, write large bodies by reference (writev).
       this.sink.cork()
       let start = 0
       for (let i = 0; i <= count; i++) {
-        if (i < count && datas[i]!.length < COPY_LIMIT) continue
+        if (i < count && batch.dataOf(i).length < COPY_LIMIT) continue
         if (i > start) ok = this.writeCopied(batch, start, i) && ok
         if (i < count) {
-          const data = datas[i]!
-          this.queuedBytes -= sizes[i]!
-          const header = Buffer.allocUnsafe(sizes[i]! - data.length)
+          const data = batch.dataOf(i)
+          const size = batch.sizeOf(i)
+          this.queuedBytes -= size
+          const header = Buffer.allocUnsafe(size - data.length)
           batch.encodeHeadInto(header, 0, i)
           ok = this.sink.write(header) && ok
           ok = this.sink.write(data) && ok
@@ -403,15 +403,14 @@ export class PacketWriter {
   }
 
   /** The first `count` packets' data are all small enough to copy. */
-  private allSmall(datas: Array<Uint8Array>, count: number): boolean {
-    for (let i = 0; i < count; i++) if (datas[i]!.length >= COPY_LIMIT) return false
+  private allSmall(batch: Batch, count: number): boolean {
+    for (let i = 0; i < count; i++) if (batch.dataOf(i).length >= COPY_LIMIT) return false
     return true
   }
 
   private writeCopied(batch: Batch, from: number, to: number): boolean {
-    const sizes = batch.sizes
     let total = 0
-    for (let i = from; i < to; i++) total += sizes[i]!
+    for (let i = from; i < to; i++) total += batch.sizeOf(i)
     this.queuedBytes -= total
     const out = Buffer.allocUnsafe(total)
     let offset = 0
