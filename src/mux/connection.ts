@@ -218,9 +218,9 @@ export class Connection {
   private onBytes(chunk: Buffer, slab: Slab | undefined): void {
     // A full server reads no new large plain packet: it skips it and refuses it (§8).
     if (this.mesh === undefined) this.decoder.limitPackets(this.budget.sharedFull ? plainRefuseAboveBytes : Infinity, 0)
-    // What the bytes read make this side send leaves at the end of this tick (writer.ts).
+    // What the bytes read make this side send leaves in one write as the read ends (writer.ts).
     let result
-    this.writer.inRead = true
+    this.writer.beginRead()
     this.readSlab = slab
     endOfRead = null
     try {
@@ -234,7 +234,8 @@ export class Connection {
       } finally {
         endOfRead = undefined
       }
-      this.writer.inRead = false
+      // Not when the peer broke the rules: the close below discards what is queued, as it did.
+      this.writer.endRead(result === undefined)
       this.readAt = 0
       // Path pieces the decoder keeps for the next read are views of this one.
       if (this.decoder.holdsViews) slab?.taint()

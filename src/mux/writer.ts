@@ -1,12 +1,14 @@
 // The one writer of a connection (PROTOCOL.md §2.6). Packets are encoded into a batch and
 // written in the order they were sent on each channel, each packet whole. When: what is sent while
 // the connection's own read callback runs (answers a server gives at once, the next requests a
-// client sends from its answers' callbacks) at the end of that tick, all that one read produced in
-// one write; other small packets once per turn of the event loop, after the turn's I/O callbacks
-// (requests a sidecar takes from many HTTP sockets, each in its own callback, or answers its app
-// gives on many, leave in one write instead of one each); a large body or a large batch at the end
-// of the tick. A mesh message's first packet is kept as its parts (envelope fields, metadata,
-// body) and encoded straight into the batch (batch.ts): no buffer of its own per message.
+// client sends from its answers' callbacks) as that callback ends, all that one read produced in
+// one write (no tick between a request read and its answer written: at one request in flight that
+// hop is latency on both sides); other small packets once per turn of the event loop, after the
+// turn's I/O callbacks (requests a sidecar takes from many HTTP sockets, each in its own callback,
+// or answers its app gives on many, leave in one write instead of one each); a large body or a
+// large batch at the end of the tick. A mesh message's first packet is kept as its parts (envelope
+// fields, metadata, body) and encoded straight into the batch (batch.ts): no buffer of its own per
+// message.
 // Stream chunks (`sendChunk`) are bulk: they wait in a lane per channel and go out one at a time,
 // the lanes taken in turn, the next only once the socket has taken the previous one, while every
 // other packet goes out at its flush ahead of them. A small call on a connection that carries a
@@ -75,8 +77,10 @@ export class PacketWriter {
   private scheduledSoon = false
   private waitingDrain = false
   private closed = false
-  /** Set by the connection while its read callback runs. */
+  /** Set by the connection while its read callback runs (`beginRead`, `endRead`). */
   inRead = false
+  /** Packets were added to the batch during the read: `endRead` writes them. */
+  private readQueued = false
   /** Set by `finish`: called once everything queued is written. */
   private finishing: (() => void) | undefined
   private readonly writableWaiters: Array<() => void> = []
@@ -176,11 +180,32 @@ export class PacketWriter {
     this.queued(size, body.length)
   }
 
+  /** The connection starts handing a read's packets on: what they make this side send waits for `endRead`. */
+  beginRead(): void {
+    this.inRead = true
+  }
+
+  /**
+   * The read is handled: what it made this side send is written now, in one write; or, with
+   * `writeNow` false (the connection is about to close for what it read), at the end of the tick.
+   */
+  endRead(writeNow: boolean): void {
+    this.inRead = false
+    if (!this.readQueued) return
+    this.readQueued = false
+    if (writeNow) this.flush()
+    else if (!this.scheduledSoon) {
+      this.scheduledSoon = true
+      process.nextTick(this.flushAtTickEnd)
+    }
+  }
+
   /** Schedules the flush of a packet just added to the batch. */
   private queued(size: number, bodyLength: number): void {
     this.queuedBytes += size
     if (this.waitingDrain) return
-    if (this.inRead || bodyLength >= COPY_LIMIT || this.queuedBytes >= PROMPT_BYTES) {
+    if (this.inRead) this.readQueued = true
+    else if (bodyLength >= COPY_LIMIT || this.queuedBytes >= PROMPT_BYTES) {
       if (!this.scheduledSoon) {
         this.scheduledSoon = true
         process.nextTick(this.flushAtTickEnd)
@@ -341,22 +366,22 @@ export class PacketWriter {
   /** Writes the packets sent whole, in order: small ones copied into one buffer, large bodies by reference. */
   private writeQueue(): boolean {
     const batch = this.takeQueue()
-    const { datas, sizes } = batch
     const count = batch.length
     let ok = true
-    if (count === 1 || this.allSmall(datas, count)) {
+    if (count === 1 || this.allSmall(batch, count)) {
       ok = this.writeCopied(batch, 0, count)
     } else {
       // Mixed batch: copy small packets together, write large bodies by reference (writev).
       this.sink.cork()
       let start = 0
       for (let i = 0; i <= count; i++) {
-        if (i < count && datas[i]!.length < COPY_LIMIT) continue
+        if (i < count && batch.dataOf(i).length < COPY_LIMIT) continue
         if (i > start) ok = this.writeCopied(batch, start, i) && ok
         if (i < count) {
-          const data = datas[i]!
-          this.queuedBytes -= sizes[i]!
-          const header = Buffer.allocUnsafe(sizes[i]! - data.length)
+          const data = batch.dataOf(i)
+          const size = batch.sizeOf(i)
+          this.queuedBytes -= size
+          const header = Buffer.allocUnsafe(size - data.length)
           batch.encodeHeadInto(header, 0, i)
           ok = this.sink.write(header) && ok
           ok = this.sink.write(data) && ok
@@ -378,15 +403,14 @@ export class PacketWriter {
   }
 
   /** The first `count` packets' data are all small enough to copy. */
-  private allSmall(datas: Array<Uint8Array>, count: number): boolean {
-    for (let i = 0; i < count; i++) if (datas[i]!.length >= COPY_LIMIT) return false
+  private allSmall(batch: Batch, count: number): boolean {
+    for (let i = 0; i < count; i++) if (batch.dataOf(i).length >= COPY_LIMIT) return false
     return true
   }
 
   private writeCopied(batch: Batch, from: number, to: number): boolean {
-    const sizes = batch.sizes
     let total = 0
-    for (let i = from; i < to; i++) total += sizes[i]!
+    for (let i = from; i < to; i++) total += batch.sizeOf(i)
     this.queuedBytes -= total
     const out = Buffer.allocUnsafe(total)
     let offset = 0

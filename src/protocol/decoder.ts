@@ -125,6 +125,20 @@ export class PacketDecoder {
     return this.stage === STAGE_STATUS
   }
 
+  /**
+   * Where the path starting at `start` ends (its NUL) when it is the last path again, else -1: the
+   * usual packet is found without Buffer#indexOf's call into the runtime. The last path holds no
+   * NUL byte, so a match ends where indexOf would have found the NUL.
+   */
+  private lastPathEnd(chunk: Buffer, start: number, end: number): number {
+    const length = this.lastPathLength
+    const nul = start + length
+    if (length <= 0 || nul >= end || chunk[nul] !== 0) return -1
+    const known = this.lastPathBytes
+    for (let i = 0; i < length; i++) if (chunk[start + i] !== known[i]) return -1
+    return nul
+  }
+
   /** The path in `chunk` from `start` to `end`: the last one again when its bytes are the same. */
   private pathOf(chunk: Buffer, start: number, end: number): string {
     const length = end - start
@@ -156,13 +170,14 @@ export class PacketDecoder {
           }
           this.status = status
           this.stage = STAGE_PATH
-          // Fast path: the whole header is in this chunk.
-          const nul = chunk.indexOf(0, offset)
+          // Fast path: the whole header is in this chunk (the last path again, found without a search).
+          const known = this.lastPathEnd(chunk, offset, end)
+          const nul = known !== -1 ? known : chunk.indexOf(0, offset)
           if (nul !== -1 && nul + 9 <= end) {
             const pathBytes = nul - offset
             if (pathBytes > this.limits.maxPathBytes) return this.finish(this.pathTooLong(pathBytes))
             if (pathBytes === 0) return this.finish(this.pathEmpty())
-            this.path = this.pathOf(chunk, offset, nul)
+            this.path = known !== -1 ? this.lastPath : this.pathOf(chunk, offset, nul)
             this.channelId = chunk.readUInt32BE(nul + 1)
             const headerError = this.sink.checkHeader(status, this.channelId)
             if (headerError !== undefined) return this.finish(headerError)

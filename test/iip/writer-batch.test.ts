@@ -2,7 +2,7 @@
 // from separate callbacks of one turn (requests that arrived on many sockets at once, each
 // handled in its own I/O callback with its own nextTick queue) leave in one write, in order.
 // What the connection's own read callback sends (answers given at once, a client's next requests)
-// leaves at the end of that tick instead.
+// leaves in one write as that callback ends instead.
 import { describe, expect, it } from "vitest"
 import { PacketWriter } from "../../src/mux/writer.ts"
 import { PacketDecoder } from "../../src/protocol/decoder.ts"
@@ -53,26 +53,27 @@ describe("PacketWriter batching", () => {
       ["/c", 3, "three"]
     ])
   })
-  it("packets sent while the connection's read callback runs leave at the end of that tick; later ones of the turn, at its end", async () => {
+  it("packets sent while the connection's read callback runs leave in one write as it ends; later ones of the turn, at its end", async () => {
     const { writes, sink } = recordingSink()
     const writer = new PacketWriter(sink, { highWaterBytes: 1 << 20, maxQueuedBytes: 1 << 24 })
-    let writtenAtTickEnd = -1
+    let writtenDuringRead = -1
+    let writtenAtReadEnd = -1
     await new Promise<void>((resolve) => {
       setImmediate(() => {
-        writer.inRead = true
+        writer.beginRead()
         writer.send(1, "/a", 1, Buffer.from("one"))
         writer.send(1, "/b", 2, Buffer.from("two"))
-        writer.inRead = false
-        process.nextTick(() => {
-          writtenAtTickEnd = writes.length
-          writer.send(1, "/c", 3, Buffer.from("three"))
-          writer.send(1, "/d", 4, Buffer.from("four"))
-        })
+        writtenDuringRead = writes.length
+        writer.endRead(true)
+        writtenAtReadEnd = writes.length
+        writer.send(1, "/c", 3, Buffer.from("three"))
+        process.nextTick(() => writer.send(1, "/d", 4, Buffer.from("four")))
         setImmediate(resolve)
       })
     })
     await new Promise<void>((resolve) => setImmediate(resolve))
-    expect(writtenAtTickEnd).toBe(1)
+    expect(writtenDuringRead).toBe(0)
+    expect(writtenAtReadEnd).toBe(1)
     expect(writes.map(decodePackets)).toStrictEqual([
       [["/a", 1, "one"], ["/b", 2, "two"]],
       [["/c", 3, "three"], ["/d", 4, "four"]]
