@@ -262,20 +262,54 @@ const isDeadlineKey = (view: Buffer, at: number, length: number): boolean => {
   return true
 }
 
+/**
+ * Short metadata strings decoded lately, by the entry's place in its block: keys, and values such
+ * as `:status` 200 or `:method` POST. A peer sends the same ones message after message, so the
+ * bytes are compared with the string decoded last at that place and it is reused when they match:
+ * no call into C++ to decode a new string, and a Map key whose hash is already computed. Only
+ * ASCII strings are kept (a match is then byte for byte the same string), up to RECENT_BYTES long.
+ */
+const RECENT_PLACES = 8
+const RECENT_BYTES = 32
+const recentKeys: Array<string> = new Array<string>(RECENT_PLACES).fill("")
+const recentValues: Array<string> = new Array<string>(RECENT_PLACES).fill("")
+
+/** `length` bytes of `view` from `at` as a string, reusing `recent[place]` when it is those bytes. */
+const decodeRecent = (view: Buffer, at: number, length: number, recent: Array<string>, place: number): string => {
+  if (place >= RECENT_PLACES || length > RECENT_BYTES) return view.toString("utf8", at, at + length)
+  const last = recent[place]!
+  if (last.length === length) {
+    let same = true
+    for (let i = 0; i < length; i++) {
+      if (view[at + i] !== last.charCodeAt(i)) {
+        same = false
+        break
+      }
+    }
+    if (same) return last
+  }
+  const text = view.toString("utf8", at, at + length)
+  // As many characters as bytes: ASCII (an invalid byte decodes to U+FFFD, which no byte equals).
+  if (text.length === length) recent[place] = text
+  return text
+}
+
 /** Metadata entries from `start` to `end` of `view`; throws EnvelopeError when one is malformed. */
 const decodeMetaEntries = (view: Buffer, start: number, end: number): Meta => {
   const entries = new Map<string, string>()
   let offset = start
+  let place = 0
   while (offset < end) {
     const keyBytes = view[offset]!
     if (keyBytes === 0 || offset + 1 + keyBytes + 2 > end) throw new EnvelopeError({ message: "malformed metadata entry" })
     // The one key nearly every request carries is not decoded into a new string each time.
-    const key = isDeadlineKey(view, offset + 1, keyBytes) ? MetaKey.deadline : view.toString("utf8", offset + 1, offset + 1 + keyBytes)
+    const key = isDeadlineKey(view, offset + 1, keyBytes) ? MetaKey.deadline : decodeRecent(view, offset + 1, keyBytes, recentKeys, place)
     offset += 1 + keyBytes
     const valueBytes = view.readUInt16BE(offset)
     if (offset + 2 + valueBytes > end) throw new EnvelopeError({ message: "malformed metadata entry" })
-    entries.set(key, view.toString("utf8", offset + 2, offset + 2 + valueBytes))
+    entries.set(key, decodeRecent(view, offset + 2, valueBytes, recentValues, place))
     offset += 2 + valueBytes
+    place++
   }
   return entries
 }

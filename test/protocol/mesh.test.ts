@@ -60,6 +60,33 @@ describe("mesh vectors", () => {
     expect(decodeErrorBody(error)).toStrictEqual({ code: "not_found", message: "no handler for /x", processed: false })
   })
 
+  it("metadata decoded message after message: strings reused only where the bytes are the same (ASCII), never across a change", () => {
+    // Raw entries, so that a key or value may be any bytes (invalid UTF-8 included).
+    const message = (entries: ReadonlyArray<readonly [Buffer, Buffer]>) => {
+      const block = Buffer.concat(entries.map(([k, v]) => Buffer.concat([Buffer.of(k.length), k, Buffer.of(v.length >> 8, v.length & 0xff), v])))
+      const head = Buffer.alloc(8)
+      head[0] = 2
+      head.writeUInt16BE(block.length, 2)
+      return Buffer.concat([head, block])
+    }
+    const utf8 = (text: string) => Buffer.from(text, "utf8")
+    const sequence: ReadonlyArray<ReadonlyArray<readonly [Buffer, Buffer]>> = [
+      [[utf8(":status"), utf8("200")], [utf8("http-headers"), utf8("[]")]],
+      [[utf8(":status"), utf8("200")], [utf8("http-headers"), utf8("[]")]],
+      [[utf8(":status"), utf8("201")], [utf8("http-headers"), utf8("[[\"a\",\"b\"]]")]],
+      [[utf8(":statuS"), utf8("201")], [utf8("ключ"), utf8("значение")]],
+      [[utf8(":status"), Buffer.of(0x32, 0xff, 0x30)], [utf8("http-headers"), utf8("[]")]],
+      [[utf8(":status"), Buffer.of(0x32, 0xfe, 0x30)], [utf8("http-headers"), utf8("")]],
+      [[utf8(":status"), utf8("2é0")], [utf8("http-headers"), utf8("")]],
+      [[utf8(":status"), utf8("200")], [utf8("x"), utf8("y".repeat(300))], [utf8("x"), utf8("y".repeat(299) + "z")]]
+    ]
+    for (const entries of sequence) {
+      const data = message(entries)
+      const expected = new Map(entries.map(([k, v]) => [k.toString("utf8"), v.toString("utf8")]))
+      expect(decodeMeta(data, envelopeBodyOffset(data, 8192))).toStrictEqual(expected)
+    }
+  })
+
   it("envelope round trip", () => {
     const data = encodeEnvelope(1, 1, 0xffff_ffff, new Map([["traceparent", "00-ab-cd-01"], ["k", "é"]]), Buffer.from("body"), 8192)
     const envelope = decodeEnvelope(data, 8192)
