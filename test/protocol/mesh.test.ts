@@ -87,6 +87,20 @@ describe("mesh vectors", () => {
     }
   })
 
+  it("metadata strings of every length around the short-string loop, ASCII or not, encode as Buffer writes them", () => {
+    for (const length of [1, 2, 31, 32, 33, 64]) {
+      for (const last of ["a", "é", "ключ", "\u{1f600}", "\ud800"]) {
+        const text = "k".repeat(length) + last
+        const meta = new Map([[text.slice(0, 200), text]])
+        const data = encodeEnvelope(2, 0, 9, meta, Buffer.alloc(0), 8192)
+        const key = Buffer.from(text.slice(0, 200), "utf8")
+        const value = Buffer.from(text, "utf8")
+        const expected = Buffer.concat([Buffer.of(2, 0, (3 + key.length + value.length) >> 8, (3 + key.length + value.length) & 0xff, 0, 0, 0, 9, key.length), key, Buffer.of(value.length >> 8, value.length & 0xff), value])
+        expect(hex(data)).toBe(hex(expected))
+      }
+    }
+  })
+
   it("envelope round trip", () => {
     const data = encodeEnvelope(1, 1, 0xffff_ffff, new Map([["traceparent", "00-ab-cd-01"], ["k", "é"]]), Buffer.from("body"), 8192)
     const envelope = decodeEnvelope(data, 8192)
