@@ -90,6 +90,9 @@ export const encodePacketInto = (
   return offset + data.length
 }
 
+/** A path up to this long that is ASCII is written by a loop in JS: cheaper than Buffer#write's call into C++ for a few bytes. */
+const SHORT_PATH = 32
+
 /** Writes everything of a packet but its data; returns the offset where the data goes. */
 export const encodeHeaderInto = (
   target: Buffer,
@@ -100,7 +103,16 @@ export const encodeHeaderInto = (
   dataLength: number
 ): number => {
   target[offset++] = status
-  offset += target.write(path, offset, "utf8")
+  const length = path.length
+  let written = 0
+  if (length <= SHORT_PATH) {
+    while (written < length) {
+      const c = path.charCodeAt(written)
+      if (c > 0x7f) break
+      target[offset + written++] = c
+    }
+  }
+  offset += written === length ? length : target.write(path, offset, "utf8")
   target[offset++] = 0
   target.writeUInt32BE(channelId, offset)
   target.writeUInt32BE(dataLength, offset + 4)
