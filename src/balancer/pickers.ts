@@ -44,11 +44,11 @@ export interface PickContext {
   /** The time in ms (only compared and subtracted: any monotonic origin). */
   readonly now: number
   /** consistentHash: the key (header value, query value or client address). */
-  readonly key?: string
+  readonly key?: string | undefined
   /** ipHash: the client's address. */
-  readonly clientIp?: string
+  readonly clientIp?: string | undefined
   /** uriParam: the request URI (path and query). */
-  readonly uri?: string
+  readonly uri?: string | undefined
 }
 
 export interface Picker<E> {

@@ -48,6 +48,16 @@ const PATH_CACHE_BYTES = 64
 
 const describe = (status: number, path: string) => `packet (status ${status}, path ${JSON.stringify(path.slice(0, 80))})`
 
+/** Bytes of a path scanned in JS before Buffer#indexOf takes over: for a short path the loop costs less than indexOf's call into C++. */
+const SHORT_SCAN = 64
+
+/** The first NUL in `chunk` from `offset`, or -1. */
+const nulFrom = (chunk: Buffer, offset: number): number => {
+  const stop = Math.min(chunk.length, offset + SHORT_SCAN)
+  for (let i = offset; i < stop; i++) if (chunk[i] === 0) return i
+  return stop === chunk.length ? -1 : chunk.indexOf(0, stop)
+}
+
 export class PacketDecoder {
   private stage = STAGE_STATUS
   private status = 0
@@ -172,7 +182,7 @@ export class PacketDecoder {
           this.stage = STAGE_PATH
           // Fast path: the whole header is in this chunk (the last path again, found without a search).
           const known = this.lastPathEnd(chunk, offset, end)
-          const nul = known !== -1 ? known : chunk.indexOf(0, offset)
+          const nul = known !== -1 ? known : nulFrom(chunk, offset)
           if (nul !== -1 && nul + 9 <= end) {
             const pathBytes = nul - offset
             if (pathBytes > this.limits.maxPathBytes) return this.finish(this.pathTooLong(pathBytes))

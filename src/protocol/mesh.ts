@@ -161,14 +161,47 @@ export const metaByteLength = (meta: Meta, maxMetaBytes: number, deadlineMs = 0)
   return bytes
 }
 
+/**
+ * Strings up to this length (keys, and values such as `:status` or `:method`) are measured and
+ * written by a loop in JS when they are ASCII: for a few bytes that costs less than a call into
+ * C++, and an envelope has two such calls per key and per value. Longer ones go to Buffer's C++.
+ */
+const SHORT_STRING = 32
+
+/** `text`'s UTF-8 length. */
+const utf8Length = (text: string): number => {
+  const length = text.length
+  if (length <= SHORT_STRING) {
+    let i = 0
+    while (i < length && text.charCodeAt(i) < 0x80) i++
+    if (i === length) return length
+  }
+  return Buffer.byteLength(text, "utf8")
+}
+
+/** Writes `text` as UTF-8 at `offset` (room for it is known); returns the bytes written. */
+const writeUtf8 = (out: Buffer, text: string, offset: number): number => {
+  const length = text.length
+  if (length <= SHORT_STRING) {
+    let i = 0
+    for (; i < length; i++) {
+      const c = text.charCodeAt(i)
+      if (c >= 0x80) break
+      out[offset + i] = c
+    }
+    if (i === length) return length
+  }
+  return out.write(text, offset, "utf8")
+}
+
 /** Encoded size of `meta`'s entries, its own deadline entry left out when `skipDeadline`; throws EnvelopeError on a bad key. */
 const entriesByteLength = (meta: Meta, skipDeadline: boolean): number => {
   let bytes = 0
   // forEach, not for-of: no [key, value] array per entry (this runs twice per request).
   meta.forEach((value, key) => {
     if (skipDeadline && key === MetaKey.deadline) return
-    const keyBytes = Buffer.byteLength(key, "utf8")
-    const valueBytes = Buffer.byteLength(value, "utf8")
+    const keyBytes = utf8Length(key)
+    const valueBytes = utf8Length(value)
     if (keyBytes === 0 || keyBytes > 255) throw new EnvelopeError({ message: `metadata key ${JSON.stringify(key.slice(0, 40))} must be 1..255 bytes` })
     bytes += 3 + keyBytes + valueBytes
   })
@@ -177,10 +210,10 @@ const entriesByteLength = (meta: Meta, skipDeadline: boolean): number => {
 
 /** One metadata entry written at `offset`; returns the offset after it. */
 const writeEntry = (out: Buffer, offset: number, key: string, value: string): number => {
-  const keyBytes = out.write(key, offset + 1, "utf8")
+  const keyBytes = writeUtf8(out, key, offset + 1)
   out[offset] = keyBytes
   offset += 1 + keyBytes
-  const valueBytes = out.write(value, offset + 2, "utf8")
+  const valueBytes = writeUtf8(out, value, offset + 2)
   out.writeUInt16BE(valueBytes, offset)
   return offset + 2 + valueBytes
 }
@@ -262,20 +295,54 @@ const isDeadlineKey = (view: Buffer, at: number, length: number): boolean => {
   return true
 }
 
+/**
+ * Short metadata strings decoded lately, by the entry's place in its block: keys, and values such
+ * as `:status` 200 or `:method` POST. A peer sends the same ones message after message, so the
+ * bytes are compared with the string decoded last at that place and it is reused when they match:
+ * no call into C++ to decode a new string, and a Map key whose hash is already computed. Only
+ * ASCII strings are kept (a match is then byte for byte the same string), up to RECENT_BYTES long.
+ */
+const RECENT_PLACES = 8
+const RECENT_BYTES = 32
+const recentKeys: Array<string> = new Array<string>(RECENT_PLACES).fill("")
+const recentValues: Array<string> = new Array<string>(RECENT_PLACES).fill("")
+
+/** `length` bytes of `view` from `at` as a string, reusing `recent[place]` when it is those bytes. */
+const decodeRecent = (view: Buffer, at: number, length: number, recent: Array<string>, place: number): string => {
+  if (place >= RECENT_PLACES || length > RECENT_BYTES) return view.toString("utf8", at, at + length)
+  const last = recent[place]!
+  if (last.length === length) {
+    let same = true
+    for (let i = 0; i < length; i++) {
+      if (view[at + i] !== last.charCodeAt(i)) {
+        same = false
+        break
+      }
+    }
+    if (same) return last
+  }
+  const text = view.toString("utf8", at, at + length)
+  // As many characters as bytes: ASCII (an invalid byte decodes to U+FFFD, which no byte equals).
+  if (text.length === length) recent[place] = text
+  return text
+}
+
 /** Metadata entries from `start` to `end` of `view`; throws EnvelopeError when one is malformed. */
 const decodeMetaEntries = (view: Buffer, start: number, end: number): Meta => {
   const entries = new Map<string, string>()
   let offset = start
+  let place = 0
   while (offset < end) {
     const keyBytes = view[offset]!
     if (keyBytes === 0 || offset + 1 + keyBytes + 2 > end) throw new EnvelopeError({ message: "malformed metadata entry" })
     // The one key nearly every request carries is not decoded into a new string each time.
-    const key = isDeadlineKey(view, offset + 1, keyBytes) ? MetaKey.deadline : view.toString("utf8", offset + 1, offset + 1 + keyBytes)
+    const key = isDeadlineKey(view, offset + 1, keyBytes) ? MetaKey.deadline : decodeRecent(view, offset + 1, keyBytes, recentKeys, place)
     offset += 1 + keyBytes
     const valueBytes = view.readUInt16BE(offset)
     if (offset + 2 + valueBytes > end) throw new EnvelopeError({ message: "malformed metadata entry" })
-    entries.set(key, view.toString("utf8", offset + 2, offset + 2 + valueBytes))
+    entries.set(key, decodeRecent(view, offset + 2, valueBytes, recentValues, place))
     offset += 2 + valueBytes
+    place++
   }
   return entries
 }

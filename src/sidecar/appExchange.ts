@@ -34,8 +34,10 @@ export interface AppLeg {
 export interface AppRequest {
   readonly method: string
   readonly path: string
-  /** Flat name, value list, filtered (headerFilter.ts) plus the hop's own (host, iip-timeout, content-length). */
+  /** Flat name, value list, filtered (headerFilter.ts) plus the hop's own (host, iip-timeout, content-length), all valid as they are. */
   readonly headers: Array<string>
+  /** The headers are valid (true): the pool does not check them again (appPool.ts). */
+  readonly checked: true
   /** A whole body, or the peer's stream (with the length it declared, -1 for none). */
   readonly body: Buffer | IncomingStream
   readonly declaredLength: number
@@ -91,6 +93,7 @@ export class AppExchange implements AppPoolHandler {
       path: request.path,
       method: request.method,
       headers: request.headers,
+      checked: true,
       body: requestBody(body, request.declaredLength, this.leg.bodyIdleTimeoutMs, this)
     }, this)
   }

@@ -60,6 +60,11 @@ export interface AppPoolRequest {
   readonly headers: ReadonlyArray<string>
   /** A whole body, or one written as pulled: with a declared content-length in `headers` as is, else chunked. */
   readonly body: Buffer | AsyncIterable<Buffer>
+  /**
+   * Every name in `headers` is a token and every value a field value already (the inbound side's
+   * filter made them so): the head is not scanned for them again (about 0.5-1 us for eight headers).
+   */
+  readonly checked?: boolean
 }
 
 /** The exchange's handle, handed to the handler first. */
@@ -384,7 +389,8 @@ class Connection {
 
 /**
  * The request head as it goes on the wire, or why it cannot: every name a token, every value free
- * of CR, LF and NUL (method and path the inbound side checked). The framing is ours: the body's
+ * of CR, LF and NUL (method and path the inbound side checked; the headers too when the request
+ * says so). The framing is ours: the body's
  * length, a streamed body's declared length as given, else chunked. A whole body up to
  * ONE_WRITE_LIMIT goes into one buffer behind its head (`exchange.wire`) for a single write. The
  * head is one string built as it is checked and written with one call: writing each name and
@@ -394,13 +400,14 @@ class Connection {
 const writeHead = (exchange: Exchange, authority: string): InvalidRequestHead | undefined => {
   const { request } = exchange
   const headers = request.headers
+  const checked = request.checked === true
   let host = false
   let declared = false
   let head = `${request.method} ${request.path} HTTP/1.1\r\n`
   for (let i = 0; i + 1 < headers.length; i += 2) {
     const name = headers[i]!
     const value = headers[i + 1]!
-    if (!isToken(name) || !isFieldValue(value)) return new InvalidRequestHead(`the header ${JSON.stringify(name.slice(0, 64))} cannot be written as it is`)
+    if (!checked && (!isToken(name) || !isFieldValue(value))) return new InvalidRequestHead(`the header ${JSON.stringify(name.slice(0, 64))} cannot be written as it is`)
     if (name.length === 4 && name.toLowerCase() === "host") host = true
     else if (name.length === 14 && name.toLowerCase() === "content-length") declared = true
     else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") return new InvalidRequestHead("the pool frames the body itself")

@@ -159,26 +159,28 @@ export class EndpointRegistry {
   /**
    * An endpoint for a request to `service` (within `subset` when given), leaving out those it
    * already `tried`. The key feeds consistent hashing; the client's address MethodIpHash; the URI
-   * MethodURIParam.
+   * MethodURIParam. `at`: now (performance.now()), if the caller has read it.
    */
   pick(
     service: string,
     request: { readonly key?: string; readonly clientIp?: string; readonly uri?: string },
     tried?: ReadonlySet<string>,
-    subset?: string
+    subset?: string,
+    at: number = now()
   ): EndpointPick {
     const balancer = this.services.get(service)
     if (balancer === undefined) return { _tag: "NoEndpoint" }
-    const at = now()
-    if (subset === undefined) return balancer.pick(at, { now: at, ...request }, tried)
+    // The fields named, not spread: a spread copies through a runtime call on every request.
+    const context = { now: at, key: request.key, clientIp: request.clientIp, uri: request.uri }
+    if (subset === undefined) return balancer.pick(at, context, tried)
     const outside = this.subsets.get(service)?.get(subset)
     if (outside === undefined) return { _tag: "NoEndpoint" }
-    return balancer.pick(at, { now: at, ...request }, leftOut(outside, tried))
+    return balancer.pick(at, context, leftOut(outside, tried))
   }
 
-  /** A first try of a request to `service` goes out: it adds to the retry budget. */
-  countRequest(service: string): void {
-    this.services.get(service)?.retryBudget.deposit(now())
+  /** A first try of a request to `service` goes out: it adds to the retry budget. `at`: now (performance.now()), if the caller has read it. */
+  countRequest(service: string, at: number = now()): void {
+    this.services.get(service)?.retryBudget.deposit(at)
   }
 
   /** Whether another endpoint of `service` (within `subset` when given) than those `tried` could take a retry now. */
@@ -195,10 +197,10 @@ export class EndpointRegistry {
 
   /**
    * Ends a lease now: `ok` false for a failure of the endpoint, `unreachable` when no connection
-   * could be made, `slow` when given up for taking too long. Returns an ejection it caused.
+   * could be made, `slow` when given up for taking too long. Returns an ejection it caused. `at`:
+   * now (performance.now()), if the caller has read it.
    */
-  endLease(lease: EndpointLease, startedAt: number, ok: boolean, unreachable = false, slow = false): string | undefined {
-    const at = now()
+  endLease(lease: EndpointLease, startedAt: number, ok: boolean, unreachable = false, slow = false, at: number = now()): string | undefined {
     const result = lease.end(at, at - startedAt, ok, unreachable, slow)
     if (result !== "restarting") return result
     this.watch(lease.endpoint.id)

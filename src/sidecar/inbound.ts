@@ -232,6 +232,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       method: head.method,
       path: head.path,
       headers,
+      checked: true,
       body: stream ?? head.body,
       declaredLength: declared === undefined ? -1 : Number(declared),
       plain,

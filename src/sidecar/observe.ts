@@ -87,11 +87,13 @@ export class OutboundObservation {
   private calls: GoldenSeries | undefined = undefined
   private target = "-"
   private uri = ""
-  private readonly started = performance.now()
+  private readonly started: number
 
-  constructor(telemetry: SidecarTelemetry, method: string, appHeaders: HeaderRecord) {
+  /** `started`: when the request began (performance.now()), as its caller read it. */
+  constructor(telemetry: SidecarTelemetry, method: string, appHeaders: HeaderRecord, started: number = performance.now()) {
     this.telemetry = telemetry
     this.method = method
+    this.started = started
     this.incoming = telemetry.tracing.spans === undefined ? undefined : incomingTraceOfRecord(appHeaders)
     this.contentType = telemetry.tracing.spans === undefined ? undefined : (appHeaders["content-type"] as string | undefined)
   }
@@ -155,9 +157,9 @@ export class OutboundObservation {
     this.service?.responseBytes(bytes)
   }
 
-  /** The request ended (exactly once): the span ends, the metrics count it. Returns the trace id. */
-  end(status: number, endpoint: string, attempts: number, failure: Failure | undefined): string | undefined {
-    const seconds = (performance.now() - this.started) / 1000
+  /** The request ended (exactly once; `at`: now, if the caller has read it): the span ends, the metrics count it. Returns the trace id. */
+  end(status: number, endpoint: string, attempts: number, failure: Failure | undefined, at: number = performance.now()): string | undefined {
+    const seconds = (at - this.started) / 1000
     const service = this.service ?? this.telemetry.metrics.service("outbound", "-")
     if (this.service === undefined) service.requestStarted()
     service.requestFinished(endpoint, this.method, status, seconds)

@@ -96,6 +96,7 @@ export interface AccessRecord {
 /**
  * Ends an outbound request (a proxied one or an upgrade): its span and metrics, and its access line
  * when the log is on; once per request. Positional, so the request path allocates nothing for it.
+ * `endedAt`: now (performance.now()), if the caller has read it.
  */
 export const recordOutboundEnd = (
   observation: OutboundObservation,
@@ -107,10 +108,11 @@ export const recordOutboundEnd = (
   status: number,
   started: number,
   attempts: number,
-  error: ProxyError | undefined
+  error: ProxyError | undefined,
+  endedAt: number = performance.now()
 ): void => {
   const failure = error === undefined ? undefined : { hop: error.hop, reason: error.reason }
-  const traceId = observation.end(status, endpoint, attempts, failure)
+  const traceId = observation.end(status, endpoint, attempts, failure, endedAt)
   if (onAccess === undefined) return
   onAccess({
     service: target?.service ?? "-",
@@ -118,7 +120,7 @@ export const recordOutboundEnd = (
     method,
     uri: target?.uri ?? fallbackUri,
     status,
-    durationMs: performance.now() - started,
+    durationMs: endedAt - started,
     attempts,
     ...(traceId === undefined ? {} : { traceId }),
     ...(failure === undefined ? {} : { error: failure })
@@ -168,6 +170,16 @@ export const appTimeoutMs = (req: OutboundRequest, configured: number): number =
   return asked > 0 ? Math.min(asked, configured) : configured
 }
 
+/** The service an authority names: the host, lower case, `.mesh`, a final dot and the port dropped ("" for none). */
+const serviceOf = (authority: string): string => {
+  const host = authority.startsWith("[") ? authority.slice(0, authority.indexOf("]") + 1) : authority.split(":")[0]!
+  return host.toLowerCase().replace(/\.mesh$/, "").replace(/\.$/, "")
+}
+
+/** The last authority and its service: an app names the same few services request after request (a split and two regular expressions spared each time). */
+let lastAuthority = ""
+let lastService = ""
+
 /** Which service a request is for: the absolute URI's host, else the Host header; `.mesh` and the port dropped. */
 export const targetOf = (req: OutboundRequest): Target => {
   const url = req.url
@@ -181,8 +193,11 @@ export const targetOf = (req: OutboundRequest): Target => {
     authority = absolute.host
     uri = `${absolute.pathname}${absolute.search}`
   }
-  const host = authority.startsWith("[") ? authority.slice(0, authority.indexOf("]") + 1) : authority.split(":")[0]!
-  const service = host.toLowerCase().replace(/\.mesh$/, "").replace(/\.$/, "")
+  if (authority !== lastAuthority) {
+    lastService = serviceOf(authority)
+    lastAuthority = authority
+  }
+  const service = lastService
   if (service === "") throw new ProxyError({ status: 400, reason: "no_target", hop: "outbound", message: "name the service in the Host header or an absolute URI" })
   return { service, uri, authority }
 }
@@ -311,7 +326,7 @@ class OutboundExchange {
     this.req = req
     this.res = res
     this.method = req.method
-    this.observation = new OutboundObservation(options.telemetry, this.method, req.headers)
+    this.observation = new OutboundObservation(options.telemetry, this.method, req.headers, this.started)
   }
 
   run(): void {
@@ -346,7 +361,8 @@ class OutboundExchange {
     this.target = target
     this.service = target.service
     observation.begin(target.service, target.uri)
-    if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: a URI of up to 682 units needs no count (a call into C++).
+    if (target.uri.length > 682 && Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.remoteAddress, target.authority)
     this.headers = headers
     observation.propagate(headers)
@@ -396,15 +412,20 @@ class OutboundExchange {
     const aborted = actions?.abortStatus?.()
     if (aborted !== undefined) throw new ProxyError({ status: aborted, reason: "fault_injected", hop: "outbound", message: `route ${this.choice!.route} injected a fault` })
     // One deadline for the whole request, however many endpoints it tries (an injected delay included).
-    const deadline = Date.now() + appTimeoutMs(req, actions?.timeoutMs ?? options.requestTimeoutMs)
+    const now = Date.now()
+    const deadline = now + appTimeoutMs(req, actions?.timeoutMs ?? options.requestTimeoutMs)
     this.deadline = deadline
     const delayMs = actions?.delayMs?.() ?? 0
-    if (delayMs > 0) this.hold(delayMs, deadline).then(() => this.firstTry()).catch((error: unknown) => this.fail(error))
-    else this.firstTry()
+    if (delayMs > 0) this.hold(delayMs, deadline).then(() => this.firstTry(0)).catch((error: unknown) => this.fail(error))
+    else this.firstTry(now)
   }
 
-  /** After the head, body and any injected delay: the mirror, if the route has one, and the first try. */
-  private firstTry(): void {
+  /**
+   * After the head, body and any injected delay: the mirror, if the route has one, and the first
+   * try. `now`: Date.now() as read in this synchronous step (0: not read), passed down to the
+   * try so that one request reads the wall clock once, not four times.
+   */
+  private firstTry(now: number): void {
     const { options } = this
     const actions = this.choice?.actions
     // A mirror needs the body held whole: a streamed one goes once, to the primary only.
@@ -416,23 +437,25 @@ class OutboundExchange {
     }
     this.perTryTimeoutMs = actions?.perTryTimeoutMs ?? options.perTryTimeoutMs
     this.maxAttempts = actions?.attempts ?? MAX_ATTEMPTS
-    options.registry.countRequest(this.service)
-    this.nextTry()
+    this.nextTry(now)
   }
 
-  /** Total (called from callbacks): picks an endpoint and makes a try on it; again for each retry. */
-  private nextTry(): void {
+  /** Total (called from callbacks): picks an endpoint and makes a try on it; again for each retry. `now` as for firstTry. */
+  private nextTry(now: number): void {
     try {
-      this.tryOnce()
+      this.tryOnce(now)
     } catch (error) {
       this.fail(error)
     }
   }
 
-  private tryOnce(): void {
+  private tryOnce(now: number): void {
     const { options, observation, service, subset, deadline, perTryTimeoutMs } = this
     const { registry } = options
-    const picked = registry.pick(service, this.context!, this.triedSet(), subset)
+    // One monotonic reading for the try: the retry budget's deposit (a first try), the pick, the try's start.
+    const at = performance.now()
+    if (this.attempts === 0) registry.countRequest(service, at)
+    const picked = registry.pick(service, this.context!, this.triedSet(), subset, at)
     if (picked._tag !== "Picked") {
       if (this.lastError !== undefined) throw this.lastError
       if (picked._tag === "Overloaded") {
@@ -448,9 +471,9 @@ class OutboundExchange {
     this.attempts++
     const client = registry.clientOf(lease.endpoint.endpoint)
     this.lease = lease
-    this.tryStarted = performance.now()
+    this.tryStarted = at
     // This try ends at the request's deadline or its own timeout, whichever comes first.
-    const tryDeadline = perTryTimeoutMs === undefined ? deadline : Math.min(deadline, Date.now() + perTryTimeoutMs)
+    const tryDeadline = perTryTimeoutMs === undefined ? deadline : Math.min(deadline, (now || Date.now()) + perTryTimeoutMs)
     this.tryDeadline = tryDeadline
     const control = new Cancellation()
     this.tryControl = control
@@ -461,22 +484,23 @@ class OutboundExchange {
       ? new TryWatch(control, this.slowAfterMs, () => this.attempts < this.maxAttempts && Date.now() < deadline && registry.hasUntried(service, this.triedSet()!, subset) && registry.allowRetry(service))
       : undefined
     const mode = client.currentMode
-    if (mode !== undefined) return this.sendTry(client, mode)
+    if (mode !== undefined) return this.sendTry(client, mode, now)
     // No connection within the client's connect timeout (3 s: time for TCP to resend a lost SYN)
     // is a try that failed before sending: another endpoint may take the request.
-    client.mode(Math.max(1, tryDeadline - Date.now())).then((mode) => this.sendTry(client, mode), (error: unknown) => this.tryFailed(error))
+    client.mode(Math.max(1, tryDeadline - (now || Date.now()))).then((mode) => this.sendTry(client, mode, 0), (error: unknown) => this.tryFailed(error))
   }
 
-  /** Total: the try goes out over a connection in `mode`; its answer (or failure) comes to `replied` / `tryFailed`. */
-  private sendTry(client: IipClient, mode: "mesh" | "plain"): void {
-    const timeoutMs = Math.max(1, this.tryDeadline - Date.now())
+  /** Total: the try goes out over a connection in `mode`; its answer (or failure) comes to `replied` / `tryFailed`. `now` as for firstTry. */
+  private sendTry(client: IipClient, mode: "mesh" | "plain", now: number): void {
+    const wallNow = now || Date.now()
+    const timeoutMs = Math.max(1, this.tryDeadline - wallNow)
     if (mode === "plain") {
       this.forwardPlain(client, this.lease!, this.tryStarted, this.target!, this.headers!, this.body!, timeoutMs, this.tryControl!)
         .then(() => this.watch?.settled(), (error: unknown) => this.tryFailed(error))
       return
     }
     try {
-      client.streamWith(this.target!.uri, this.body!, { meta: this.meta!, timeoutMs, signal: this.tryControl! }, (error, reply) => this.replied(error, reply))
+      client.streamWith(this.target!.uri, this.body!, { meta: this.meta!, timeoutMs, signal: this.tryControl!, now: wallNow }, (error, reply) => this.replied(error, reply))
     } catch (error) {
       this.tryFailed(error)
     }
@@ -487,9 +511,11 @@ class OutboundExchange {
     if (error !== undefined) return this.tryFailed(error)
     try {
       const status = statusOf(reply!.meta)
-      this.endLease(this.lease!, this.tryStarted, status !== undefined && status < 500)
+      // One reading for the try's end and, for an answer held whole, the request's.
+      const at = performance.now()
+      this.endLease(this.lease!, this.tryStarted, status !== undefined && status < 500, false, false, at)
       this.watch?.settled()
-      this.answer(status, reply!)
+      this.answer(status, reply!, at)
     } catch (failure) {
       this.fail(failure)
     }
@@ -504,7 +530,7 @@ class OutboundExchange {
         // Too slow, and another endpoint may do better: the retry budget already paid for it.
         this.endLease(lease!, tryStarted, false, false, true)
         this.lastError = new RequestTimeout({ message: `no answer from ${lease!.endpoint.id} within ${Math.round(this.slowAfterMs)} ms`, timeoutMs: this.slowAfterMs })
-        return this.nextTry()
+        return this.nextTry(0)
       }
       // A request the app gave up on says nothing about the endpoint; a refused connection, much
       // (a slow one, on a lossy network, not enough to take the endpoint out at once).
@@ -513,14 +539,14 @@ class OutboundExchange {
       const retry = safe && this.whole && this.attempts < this.maxAttempts && !this.appGone && Date.now() < this.deadline && this.options.registry.allowRetry(this.service)
       if (!retry) return this.fail(error)
       this.lastError = error
-      this.nextTry()
+      this.nextTry(0)
     } catch (failure) {
       this.fail(failure)
     }
   }
 
-  /** The peer answered: its head to the app, then its body (held whole: at once; streamed: piped, in a promise). */
-  private answer(status: number | undefined, reply: MeshReply): void {
+  /** The peer answered (`at`: then, performance.now()): its head to the app, then its body (held whole: at once; streamed: piped, in a promise). */
+  private answer(status: number | undefined, reply: MeshReply, at: number): void {
     if (status === undefined) {
       this.tryControl?.abort() // its body, if it streams, is not wanted
       throw new ProxyError({ status: 502, reason: "bad_response", hop: "inbound", message: `${this.endpointName} answered with status ${JSON.stringify(String(reply.meta.get(HttpMeta.status)).slice(0, 16))}` })
@@ -533,7 +559,7 @@ class OutboundExchange {
     this.observation.responseBytes(reply.data.length)
     // An answer held whole had its status read with its trailers (writeAnswer).
     if (reply.stream !== undefined) this.observation.grpcStatus(undefined, reply.stream.trailers)
-    this.finish(status)
+    this.finish(status, undefined, at)
   }
 
   private async pipeAnswer(status: number, stream: IncomingStream, length: number): Promise<void> {
@@ -606,8 +632,8 @@ class OutboundExchange {
     return -1
   }
 
-  private endLease(lease: EndpointLease, tryStarted: number, ok: boolean, unreachable = false, slow = false): void {
-    if (this.options.registry.endLease(lease, tryStarted, ok, unreachable, slow) !== undefined) this.observation.ejected(this.target!.service, lease.endpoint.id)
+  private endLease(lease: EndpointLease, tryStarted: number, ok: boolean, unreachable = false, slow = false, at: number = performance.now()): void {
+    if (this.options.registry.endLease(lease, tryStarted, ok, unreachable, slow, at) !== undefined) this.observation.ejected(this.target!.service, lease.endpoint.id)
   }
 
   private async forwardPlain(
@@ -631,10 +657,10 @@ class OutboundExchange {
     this.finish(status)
   }
 
-  /** The request ended (exactly once): its span and metrics, and the access log line when it is on. */
-  private finish(status: number, error?: ProxyError): void {
+  /** The request ended (exactly once; `at`: now, if read): its span and metrics, and the access log line when it is on. */
+  private finish(status: number, error?: ProxyError, at: number = performance.now()): void {
     this.routeCounters?.finished(status, error !== undefined)
-    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url, this.endpointName, this.method, status, this.started, this.attempts, error)
+    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url, this.endpointName, this.method, status, this.started, this.attempts, error, at)
   }
 
   /** Total: whatever the failure, the app gets an answer (or a cut connection), never a rejection. */

@@ -60,6 +60,47 @@ describe("mesh vectors", () => {
     expect(decodeErrorBody(error)).toStrictEqual({ code: "not_found", message: "no handler for /x", processed: false })
   })
 
+  it("metadata decoded message after message: strings reused only where the bytes are the same (ASCII), never across a change", () => {
+    // Raw entries, so that a key or value may be any bytes (invalid UTF-8 included).
+    const message = (entries: ReadonlyArray<readonly [Buffer, Buffer]>) => {
+      const block = Buffer.concat(entries.map(([k, v]) => Buffer.concat([Buffer.of(k.length), k, Buffer.of(v.length >> 8, v.length & 0xff), v])))
+      const head = Buffer.alloc(8)
+      head[0] = 2
+      head.writeUInt16BE(block.length, 2)
+      return Buffer.concat([head, block])
+    }
+    const utf8 = (text: string) => Buffer.from(text, "utf8")
+    const sequence: ReadonlyArray<ReadonlyArray<readonly [Buffer, Buffer]>> = [
+      [[utf8(":status"), utf8("200")], [utf8("http-headers"), utf8("[]")]],
+      [[utf8(":status"), utf8("200")], [utf8("http-headers"), utf8("[]")]],
+      [[utf8(":status"), utf8("201")], [utf8("http-headers"), utf8("[[\"a\",\"b\"]]")]],
+      [[utf8(":statuS"), utf8("201")], [utf8("ключ"), utf8("значение")]],
+      [[utf8(":status"), Buffer.of(0x32, 0xff, 0x30)], [utf8("http-headers"), utf8("[]")]],
+      [[utf8(":status"), Buffer.of(0x32, 0xfe, 0x30)], [utf8("http-headers"), utf8("")]],
+      [[utf8(":status"), utf8("2é0")], [utf8("http-headers"), utf8("")]],
+      [[utf8(":status"), utf8("200")], [utf8("x"), utf8("y".repeat(300))], [utf8("x"), utf8("y".repeat(299) + "z")]]
+    ]
+    for (const entries of sequence) {
+      const data = message(entries)
+      const expected = new Map(entries.map(([k, v]) => [k.toString("utf8"), v.toString("utf8")]))
+      expect(decodeMeta(data, envelopeBodyOffset(data, 8192))).toStrictEqual(expected)
+    }
+  })
+
+  it("metadata strings of every length around the short-string loop, ASCII or not, encode as Buffer writes them", () => {
+    for (const length of [1, 2, 31, 32, 33, 64]) {
+      for (const last of ["a", "é", "ключ", "\u{1f600}", "\ud800"]) {
+        const text = "k".repeat(length) + last
+        const meta = new Map([[text.slice(0, 200), text]])
+        const data = encodeEnvelope(2, 0, 9, meta, Buffer.alloc(0), 8192)
+        const key = Buffer.from(text.slice(0, 200), "utf8")
+        const value = Buffer.from(text, "utf8")
+        const expected = Buffer.concat([Buffer.of(2, 0, (3 + key.length + value.length) >> 8, (3 + key.length + value.length) & 0xff, 0, 0, 0, 9, key.length), key, Buffer.of(value.length >> 8, value.length & 0xff), value])
+        expect(hex(data)).toBe(hex(expected))
+      }
+    }
+  })
+
   it("envelope round trip", () => {
     const data = encodeEnvelope(1, 1, 0xffff_ffff, new Map([["traceparent", "00-ab-cd-01"], ["k", "é"]]), Buffer.from("body"), 8192)
     const envelope = decodeEnvelope(data, 8192)
