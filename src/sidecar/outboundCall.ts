@@ -27,11 +27,16 @@ export interface OutboundRequest {
    */
   readonly bodyIfHere?: (limit: number) => Buffer | undefined
   /**
-   * HTTP/2 only (its body declares no length): the body whole when it ends, at most `limit` bytes,
-   * within the event loop's turn its head came in (a unary gRPC call's); otherwise what came so far
-   * and then the rest, as a stream.
+   * HTTP/2 only (its body declares no length): gives `receiver` the body whole when it ends, at most
+   * `limit` bytes, within the event loop's turn its head came in (a unary gRPC call's); otherwise
+   * what came so far and then the rest, as a stream. Once, by a call (no promise per request).
    */
-  readonly heldBody?: (limit: number) => Promise<Buffer | AsyncIterable<Buffer>>
+  readonly heldBody?: (limit: number, receiver: HeldBodyReceiver) => void
+}
+
+/** Told once of a held body (OutboundRequest.heldBody). */
+export interface HeldBodyReceiver {
+  bodyHeld(body: Buffer | AsyncIterable<Buffer>): void
 }
 
 export interface OutboundResponse {
