@@ -19,7 +19,7 @@ import { AnswerHolds, type Held } from "./answerHolds.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { grpcStatusIn, grpcTimeoutValue, isGrpcPairs } from "./grpcStatus.ts"
-import { endToEndFields, type OnInvalidHeader } from "./headerFilter.ts"
+import { endToEndHeaders, type OnInvalidHeader } from "./headerFilter.ts"
 import { HttpMeta, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
@@ -204,7 +204,7 @@ class AppH2Exchange implements Expiring, Held {
 
   /** The raw field lists (the events' third argument), as the app sent them: read once, in order. */
   onTrailers(raw: ReadonlyArray<string>): void {
-    this.trailers = endToEndFields(raw, this.leg.onInvalid)
+    this.trailers = endToEndHeaders(raw, this.leg.onInvalid)
   }
 
   onError(error: NodeJS.ErrnoException): void {
@@ -233,7 +233,7 @@ class AppH2Exchange implements Expiring, Held {
   onHead(head: http2.IncomingHttpHeaders, raw: ReadonlyArray<string>): void {
     if (this.done) return
     this.status = Number(head[":status"])
-    this.headers = endToEndFields(raw, this.leg.onInvalid)
+    this.headers = endToEndHeaders(raw, this.leg.onInvalid)
     if (this.status < 200 || this.status > 599) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
     }

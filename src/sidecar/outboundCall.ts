@@ -12,7 +12,7 @@ export interface OutboundRequest {
   readonly httpVersionMajor: number
   /** Lower-case names, repeated ones joined as node:http joins them (`set-cookie` a list). */
   readonly headers: IncomingHttpHeaders
-  /** Name, value, name, value... as received (HTTP/2: without the pseudo-headers). */
+  /** Name, value, name, value... as received (HTTP/2: with its pseudo-headers, which the header filter leaves out). */
   readonly rawHeaders: ReadonlyArray<string>
   readonly remoteAddress: string
   /** A body follows the head (HTTP/1.1: a content-length above 0 or a transfer-encoding; HTTP/2: the head did not end the stream). */

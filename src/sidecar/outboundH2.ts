@@ -94,9 +94,8 @@ class StreamCall implements OutboundCall {
     const authority = headers[":authority"]
     if (headers.host === undefined && typeof authority === "string") headers.host = authority
     this.headers = headers
-    const kept: Array<string> = []
-    for (let i = 0; i + 1 < rawHeaders.length; i += 2) if (rawHeaders[i]!.charCodeAt(0) !== 0x3a) kept.push(rawHeaders[i]!, rawHeaders[i + 1]!)
-    this.rawHeaders = kept
+    // As node gives it: the header filter leaves its pseudo-headers out (no copy without them per call).
+    this.rawHeaders = rawHeaders
     this.hasBody = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) === 0
     stream.on("error", ignore)
     const named = stream as CallStream
