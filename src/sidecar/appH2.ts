@@ -61,12 +61,32 @@ const NOT_IN_H2 = new Set(["connection", "keep-alive", "proxy-connection", "tran
  * call's `te` and `grpc-timeout` are the hop's own.
  */
 const rawHeadOf = (request: AppH2Request, grpc: boolean): Array<string> => {
-  const raw = [":method", request.method, ":path", request.path, ":authority", request.authority, ":scheme", "http"]
-  for (const [name, value] of request.headers) {
+  // Sized once for every pair (a few are left out: the length is cut to what was written), not grown push by push.
+  const pairs = request.headers
+  const raw = new Array<string>(8 + 2 * pairs.length + 4)
+  raw[0] = ":method"
+  raw[1] = request.method
+  raw[2] = ":path"
+  raw[3] = request.path
+  raw[4] = ":authority"
+  raw[5] = request.authority
+  raw[6] = ":scheme"
+  raw[7] = "http"
+  let at = 8
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[i]!
+    const name = pair[0]
     if (name.charCodeAt(0) === 0x3a || NOT_IN_H2.has(name) || (grpc && name === "grpc-timeout")) continue
-    raw.push(name, value)
+    raw[at++] = name
+    raw[at++] = pair[1]
   }
-  if (grpc) raw.push("te", "trailers", "grpc-timeout", grpcTimeoutValue(request.timeLeftMs))
+  if (grpc) {
+    raw[at++] = "te"
+    raw[at++] = "trailers"
+    raw[at++] = "grpc-timeout"
+    raw[at++] = grpcTimeoutValue(request.timeLeftMs)
+  }
+  raw.length = at
   return raw
 }
 

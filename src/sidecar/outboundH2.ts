@@ -45,6 +45,12 @@ function onHeldEnd(this: CallStream): void {
 
 const EMPTY = Buffer.alloc(0)
 
+/** respond()'s options, one object per combination (node only reads them): none made per call. */
+const END = { endStream: true, waitForTrailers: false } as const
+const END_AND_TRAILERS = { endStream: true, waitForTrailers: true } as const
+const TRAILERS = { endStream: false, waitForTrailers: true } as const
+const NO_END = { endStream: false, waitForTrailers: false } as const
+
 /**
  * The calls whose bodies are held in this turn of the event loop, and whether the one
  * setImmediate that ends their wait is armed: a body not over by then streams.
@@ -225,10 +231,17 @@ class StreamCall implements OutboundCall {
     if (stream.destroyed) return false
     // Asked for once per stream (`on`: no once() wrapper to bind per call).
     if (waitForTrailers) stream.on("wantTrailers", onWantTrailers)
-    // A flat name, value list: node takes it as it is, with no header object to build.
-    const raw = [":status", String(this.status)]
-    for (const [name, value] of this.head) raw.push(name, value)
-    stream.respond(raw, { endStream, waitForTrailers })
+    // A flat name, value list, sized once: node takes it as it is, with no header object to build.
+    const head = this.head
+    const raw = new Array<string>(2 + 2 * head.length)
+    raw[0] = ":status"
+    raw[1] = String(this.status)
+    for (let i = 0; i < head.length; i++) {
+      const pair = head[i]!
+      raw[2 + 2 * i] = pair[0]
+      raw[3 + 2 * i] = pair[1]
+    }
+    stream.respond(raw, endStream ? (waitForTrailers ? END_AND_TRAILERS : END) : waitForTrailers ? TRAILERS : NO_END)
     return true
   }
 
