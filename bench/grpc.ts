@@ -47,7 +47,7 @@ import * as grpc from "@grpc/grpc-js"
 import { execFileSync } from "node:child_process"
 import type { ClientHttp2Session } from "node:http2"
 import { mkdtempSync, rmSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { availableParallelism, tmpdir } from "node:os"
 import { join } from "node:path"
 import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
@@ -59,7 +59,7 @@ import { countStalls, describeSlowRequest, describeStalls, describeTail, slowest
 import { closedLoopOf, openLoopOf, type OpenSample, type Send } from "./sidecar/nodeLoad.ts"
 import { DEFAULT_SIDECAR_MAIN, parseEnv, SHIPPED_ENV, SHIPPED_NODE_FLAGS } from "./sidecar/options.ts"
 import type { HopStall } from "./sidecar/pair.ts"
-import { NO_USAGE, type Usage, usageOf } from "./sidecar/procStats.ts"
+import { coresAllowed, NO_USAGE, nodeFlagsOf, type Usage, usageOf } from "./sidecar/procStats.ts"
 import { HOST } from "./sidecar/request.ts"
 import { addUsages, type Proc, type Usages, ZERO_USAGES } from "./sidecar/results.ts"
 import { type Sidecar, startSidecar } from "./sidecar/sidecars.ts"
@@ -248,6 +248,21 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     const b: Sidecar = await startSidecar("b-grpc", ["--service", "echo", "--app", `${HOST}:${app.port}`, "--app-protocol", "h2c", "--tls-credentials-dir", credentials.echo!, ...common], sidecarOptions, spawned)
     const a: Sidecar = await startSidecar("a-grpc", ["--service", "client", "--endpoint", `echo=${b.inbound}`, "--tls-credentials-dir", credentials.client!, ...common], sidecarOptions, spawned)
     log(`  meshed: A :${a.outbound.port} (pid ${a.pid}) -> B (pid ${b.pid}) -> app :${app.port} (pid ${app.process.pid})`)
+    // The competitors' settings and where the scheduler may put each process, as they really run:
+    // the same client process (its channels differ only in the meshed one's authority) and the
+    // same app process serve both rows, so whatever they run with holds for direct and meshed alike.
+    const flagsOf = (pid: number, fallback: ReadonlyArray<string>) => {
+      const flags = (nodeFlagsOf(pid) ?? fallback).map((flag) => (flag.includes("stallProbe.mjs") ? "<stall probe>" : flag.startsWith("--import=data:") ? "<exit with the bench>" : flag))
+      return flags.length === 0 ? "none" : flags.join(" ")
+    }
+    const cores = [process.pid, app.process.pid!, a.pid, b.pid].map(coresAllowed)
+    const pinned = cores.some((list) => list !== cores[0])
+    log(
+      `  competitors (both rows): grpc-js client and lean generator in this process (pid ${process.pid}, node flags ${flagsOf(process.pid, process.execArgv)}` +
+        `${process.env.NODE_OPTIONS ? `, NODE_OPTIONS ${process.env.NODE_OPTIONS}` : ""}), grpc-js app (pid ${app.process.pid}, node flags ${flagsOf(app.process.pid!, [])}); ` +
+        `sidecars A / B node flags ${flagsOf(a.pid, [])} / ${flagsOf(b.pid, [])}; ${availableParallelism()} cores, ` +
+        (pinned ? `cores allowed client / app / A / B ${cores.join(" / ")}` : `every process may run on any of cores ${cores[0]} (none pinned)`)
+    )
     const clientOf: Record<Mode, grpc.Client> = {
       direct: new EchoClient(`${HOST}:${app.port}`, grpc.credentials.createInsecure()),
       meshed: new EchoClient(`${HOST}:${a.outbound.port}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "echo" })

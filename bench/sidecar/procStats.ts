@@ -29,6 +29,26 @@ export const rssMb = (pid: number): number => {
   }
 }
 
+/** The cores a process may run on (/proc's Cpus_allowed_list, "0-1"), or "?" off Linux. */
+export const coresAllowed = (pid: number): string => {
+  try {
+    return /Cpus_allowed_list:\s+(\S+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? "?"
+  } catch {
+    return "?"
+  }
+}
+
+/** The node options a process runs with: its command line's arguments before the script (/proc's cmdline), or undefined off Linux. */
+export const nodeFlagsOf = (pid: number): ReadonlyArray<string> | undefined => {
+  try {
+    const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").slice(1)
+    const script = args.findIndex((arg) => !arg.startsWith("-"))
+    return script === -1 ? args : args.slice(0, script)
+  } catch {
+    return undefined
+  }
+}
+
 /** What a process has used so far: CPU seconds, and read and write system calls (sockets included). */
 export interface Usage {
   readonly cpu: number

@@ -4,8 +4,9 @@
 // the app's answer is read as the mesh takes it (the stream pauses past a high-water mark).
 // An answer that is over within 1 ms of its head (a unary call: grpc-js sends its trailers a
 // turn or two of the event loop after the message) goes back as one message, its trailers in its
-// metadata; any other streams from then on, and its trailers (`grpc-status`, `grpc-message`,
-// custom ones) close the stream (PROTOCOL.md §13, §17.5).
+// metadata; so does a gRPC answer holding one whole message then, of a method not seen to stream,
+// that is over within 20 ms more (its trailers late); any other streams from then on, and its
+// trailers (`grpc-status`, `grpc-message`, custom ones) close the stream (PROTOCOL.md §13, §17.5).
 // The time left before the caller's deadline reaches a gRPC app as `grpc-timeout`, and bounds
 // the whole call: past it, or when the caller cancels, the app's stream is reset.
 import * as http2 from "node:http2"
@@ -19,7 +20,7 @@ import { AnswerHolds, type Held } from "./answerHolds.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { grpcStatusIn, grpcTimeoutValue, isGrpcPairs } from "./grpcStatus.ts"
-import { endToEndFields, type OnInvalidHeader } from "./headerFilter.ts"
+import { endToEndHeaders, type OnInvalidHeader } from "./headerFilter.ts"
 import { HttpMeta, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
@@ -32,6 +33,17 @@ const CLOSE_GRACE_MS = 1000
 const WHOLE_ANSWER_LIMIT = 64 * 1024
 /** ...or once it is not over this long after its head (what a streaming answer's first message may wait). */
 const WHOLE_ANSWER_WAIT_MS = 1
+/**
+ * A gRPC answer that holds exactly one whole message when that wait ends, of a method none of whose
+ * answers carried a second one, is a unary answer waiting for its trailers (late when the app
+ * paused, a GC say): it waits this much longer rather than stream (three mesh messages instead of
+ * one, at both sidecars, for no earlier answer: a unary caller has nothing before the trailers).
+ * The price is a server stream's first message, when its method has not yet shown a second one
+ * and it pauses after the first: that message waits this long, once per method.
+ */
+const ONE_MESSAGE_WAIT_MS = 20
+/** Methods remembered as streaming (their paths come from callers: bounded, forgotten all at once when full). */
+const STREAMING_METHODS_KEPT = 1024
 /** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
 const ANSWER_HIGH_WATER = 64 * 1024
 
@@ -61,12 +73,32 @@ const NOT_IN_H2 = new Set(["connection", "keep-alive", "proxy-connection", "tran
  * call's `te` and `grpc-timeout` are the hop's own.
  */
 const rawHeadOf = (request: AppH2Request, grpc: boolean): Array<string> => {
-  const raw = [":method", request.method, ":path", request.path, ":authority", request.authority, ":scheme", "http"]
-  for (const [name, value] of request.headers) {
+  // Sized once for every pair (a few are left out: the length is cut to what was written), not grown push by push.
+  const pairs = request.headers
+  const raw = new Array<string>(8 + 2 * pairs.length + 4)
+  raw[0] = ":method"
+  raw[1] = request.method
+  raw[2] = ":path"
+  raw[3] = request.path
+  raw[4] = ":authority"
+  raw[5] = request.authority
+  raw[6] = ":scheme"
+  raw[7] = "http"
+  let at = 8
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[i]!
+    const name = pair[0]
     if (name.charCodeAt(0) === 0x3a || NOT_IN_H2.has(name) || (grpc && name === "grpc-timeout")) continue
-    raw.push(name, value)
+    raw[at++] = name
+    raw[at++] = pair[1]
   }
-  if (grpc) raw.push("te", "trailers", "grpc-timeout", grpcTimeoutValue(request.timeLeftMs))
+  if (grpc) {
+    raw[at++] = "te"
+    raw[at++] = "trailers"
+    raw[at++] = "grpc-timeout"
+    raw[at++] = grpcTimeoutValue(request.timeLeftMs)
+  }
+  raw.length = at
   return raw
 }
 
@@ -77,6 +109,9 @@ export class AppH2Leg {
   /** The exchanges' deadlines and waits for a whole answer: one timer each for the leg, not two per call. */
   readonly deadlines = new Deadlines<AppH2Exchange>((exchange) => exchange.deadlinePassed())
   readonly holds = new AnswerHolds(WHOLE_ANSWER_WAIT_MS)
+  readonly oneMessageHolds = new AnswerHolds(ONE_MESSAGE_WAIT_MS)
+  /** gRPC methods (paths) one of whose answers carried a second message: theirs never wait past the first wait. */
+  private readonly streamingMethods = new Set<string>()
 
   constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined) {
     this.address = `${host}:${port}`
@@ -110,6 +145,16 @@ export class AppH2Leg {
     new AppH2Exchange(this, request, observation, pending).start(cancel)
   }
 
+  streams(path: string): boolean {
+    return this.streamingMethods.has(path)
+  }
+
+  /** An answer of `path` carried a second message. */
+  noteStreaming(path: string): void {
+    if (this.streamingMethods.size >= STREAMING_METHODS_KEPT) this.streamingMethods.clear()
+    this.streamingMethods.add(path)
+  }
+
   close(): Promise<void> {
     const session = this.session
     this.session = undefined
@@ -118,6 +163,7 @@ export class AppH2Leg {
     const stopTimers = () => {
       this.deadlines.clear()
       this.holds.clear()
+      this.oneMessageHolds.clear()
     }
     if (session === undefined || session.destroyed) return Promise.resolve(stopTimers())
     // The inbound side has drained: streams still open get a short grace, then the session ends.
@@ -153,6 +199,10 @@ class AppH2Exchange implements Expiring, Held {
   private status = 0
   private headers: Array<[string, string]> = []
   private parts: Array<Buffer> = []
+  /** Where a gRPC answer's first message ends (its 5-byte prefix read), -1 before; Infinity once a second one came or is not looked for. */
+  private firstMessageEnd = -1
+  /** Waiting in the leg's oneMessageHolds (the first wait is over). */
+  private waitsLonger = false
   private bytes = 0
   private trailers: Array<[string, string]> | undefined = undefined
   /** Set once the answer streams. */
@@ -204,7 +254,7 @@ class AppH2Exchange implements Expiring, Held {
 
   /** The raw field lists (the events' third argument), as the app sent them: read once, in order. */
   onTrailers(raw: ReadonlyArray<string>): void {
-    this.trailers = endToEndFields(raw, this.leg.onInvalid)
+    this.trailers = endToEndHeaders(raw, this.leg.onInvalid)
   }
 
   onError(error: NodeJS.ErrnoException): void {
@@ -227,13 +277,36 @@ class AppH2Exchange implements Expiring, Held {
 
   /** The leg's holds: the wait for a whole answer is over (released once the answer ended or streams). */
   holdOver(): void {
+    if (!this.waitsLonger && this.grpc && this.bytes === this.firstMessageEnd && !this.leg.streams(this.request.path)) {
+      this.waitsLonger = true
+      return this.leg.oneMessageHolds.hold(this)
+    }
     this.streamAnswer()
+  }
+
+  /** The holds this exchange waits in, if it does. */
+  private releaseHold(): void {
+    ;(this.waitsLonger ? this.leg.oneMessageHolds : this.leg.holds).release(this)
+  }
+
+  /** A gRPC answer's bytes so far against its first message: past its end, the method streams. */
+  private noteMessages(): void {
+    if (this.firstMessageEnd < 0) {
+      if (this.bytes < 5) return
+      this.firstMessageEnd = 5 + prefixedLength(this.parts)
+    }
+    if (this.bytes > this.firstMessageEnd) {
+      this.leg.noteStreaming(this.request.path)
+      this.firstMessageEnd = Infinity
+      // The longer wait was for trailers after one message: a second one means a stream, which goes on now.
+      if (this.waitsLonger) this.streamAnswer()
+    }
   }
 
   onHead(head: http2.IncomingHttpHeaders, raw: ReadonlyArray<string>): void {
     if (this.done) return
     this.status = Number(head[":status"])
-    this.headers = endToEndFields(raw, this.leg.onInvalid)
+    this.headers = endToEndHeaders(raw, this.leg.onInvalid)
     if (this.status < 200 || this.status > 599) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
     }
@@ -245,10 +318,15 @@ class AppH2Exchange implements Expiring, Held {
     if (this.done) return
     if (this.answer !== undefined) {
       this.observation.responseBytes(chunk.length)
+      if (this.grpc && this.firstMessageEnd !== Infinity) {
+        this.bytes += chunk.length
+        this.noteMessages()
+      }
       return this.answer.push(chunk)
     }
     this.parts.push(chunk)
     this.bytes += chunk.length
+    if (this.grpc && this.firstMessageEnd !== Infinity) this.noteMessages()
     if (this.bytes > WHOLE_ANSWER_LIMIT) this.streamAnswer()
   }
 
@@ -263,7 +341,9 @@ class AppH2Exchange implements Expiring, Held {
       }
     }, () => this.fail(this.status, { hop: "app", reason: "answer_broke_off" }, MeshErrorCode.cancelled, "nobody reads the answer"))
     this.answer = answer
-    this.leg.holds.release(this)
+    this.releaseHold()
+    // Its parts go to the stream: a first message not read by now is not looked for.
+    if (this.firstMessageEnd < 0) this.firstMessageEnd = Infinity
     for (const part of this.parts) answer.push(part)
     this.observation.responseBytes(this.bytes)
     this.parts = []
@@ -319,7 +399,7 @@ class AppH2Exchange implements Expiring, Held {
   private finish(): void {
     this.done = true
     this.leg.deadlines.remove(this)
-    this.leg.holds.release(this)
+    this.releaseHold()
   }
 
   /** The first outcome counts (PendingOutcome ignores later ones). */
@@ -348,6 +428,19 @@ function onStreamError(this: ExchangeStream, error: NodeJS.ErrnoException): void
 }
 function onStreamClose(this: ExchangeStream): void {
   this[EXCHANGE].onClose()
+}
+
+/** The length in a gRPC message's 5-byte prefix (a flag byte, then 4 bytes big-endian), read across the first parts (5 bytes or more in all). */
+const prefixedLength = (parts: ReadonlyArray<Buffer>): number => {
+  const first = parts[0]!
+  if (first.length >= 5) return first.readUInt32BE(1)
+  let length = 0
+  let at = 0
+  for (const part of parts) {
+    for (let i = 0; i < part.length && at < 5; i++, at++) if (at >= 1) length = length * 256 + part[i]!
+    if (at === 5) break
+  }
+  return length
 }
 
 /** The peer's streamed body written to the app's stream, waiting on its flow control. */

@@ -121,23 +121,17 @@ class Kept {
   }
 }
 
-/** The end-to-end headers of node's `rawHeaders` (name, value, name, value ...), in order, names lower case. */
+/**
+ * The end-to-end headers of node's `rawHeaders` (name, value, name, value ...), in order, names
+ * lower case; also a raw HTTP/2 field list as node:http2 hands it, whose pseudo-headers (`:status`,
+ * `:path` ...) are the message's own, left out, not counted as invalid (an HTTP/1.1 parser never
+ * gives a name that is not a token). One pass, no header object read back.
+ */
 export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
   const kept = new Kept()
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) kept.add(rawHeaders[i], rawHeaders[i + 1])
-  return kept.result(onInvalid)
-}
-
-/**
- * The end-to-end headers of a raw HTTP/2 field list as node:http2 hands it (name, value, ...,
- * names lower case): pseudo-headers (`:status`, `:path` ...) are the message's own, left out, not
- * counted as invalid. One pass, no header object read back.
- */
-export const endToEndFields = (rawFields: ReadonlyArray<string>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
-  const kept = new Kept()
-  for (let i = 0; i + 1 < rawFields.length; i += 2) {
-    const name = rawFields[i]!
-    if (name.charCodeAt(0) !== 0x3a) kept.add(name, rawFields[i + 1])
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!
+    if (name.charCodeAt(0) !== 0x3a) kept.add(name, rawHeaders[i + 1])
   }
   return kept.result(onInvalid)
 }

@@ -23,7 +23,7 @@ import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
 import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
-import type { OutboundCall, OutboundRequest, OutboundResponse } from "./outboundCall.ts"
+import type { HeldBodyReceiver, OutboundCall, OutboundRequest, OutboundResponse } from "./outboundCall.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { grpcStatusIn, grpcTimeoutMs, isGrpc, sendGrpcError } from "./grpcStatus.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, trailersOf, withForwarded } from "./httpEnvelope.ts"
@@ -277,7 +277,7 @@ const plainStatus = (data: Buffer): { readonly status: number; readonly error: P
  * One request from the app, from its head to the end of its answer. A class rather than closures:
  * its steps are methods, its state fields, so a request allocates this object and little else.
  */
-class OutboundExchange {
+class OutboundExchange implements HeldBodyReceiver {
   private readonly options: OutboundOptions
   private readonly req: OutboundRequest
   private readonly res: OutboundResponse
@@ -307,6 +307,8 @@ class OutboundExchange {
   private body: Uint8Array | AsyncIterable<Buffer> | undefined = undefined
   /** The body is held whole: a retry can send it again. */
   private whole = false
+  /** The body's declared length (NaN for none). */
+  private bodyLength = NaN
   private meta: Map<string, string> | undefined = undefined
   private context: ReturnType<typeof pickContext> | undefined = undefined
   private deadline = 0
@@ -375,20 +377,28 @@ class OutboundExchange {
     // A split over services (HTTPRoute backendRefs): the balancer picks among the other service's endpoints.
     if (choice?.service !== undefined) this.service = choice.service
     const length = Number(req.headers["content-length"] ?? NaN)
+    this.bodyLength = length
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
     const here = !req.hasBody ? noBody : length <= WHOLE_BODY_LIMIT ? req.bodyIfHere?.(WHOLE_BODY_LIMIT) : undefined
     if (here !== undefined) return this.send(here, length)
+    // HTTP/2 without a length (a gRPC call): the body comes back to bodyHeld, whole if it ends within this turn.
+    if (!(length <= WHOLE_BODY_LIMIT) && req.heldBody !== undefined) return req.heldBody(WHOLE_BODY_LIMIT, this)
     this.awaitBody(length).catch((error: unknown) => this.fail(error))
+  }
+
+  /** Total: the held body (heldBody), whole or streaming on; then sent. */
+  bodyHeld(body: Buffer | AsyncIterable<Buffer>): void {
+    try {
+      this.send(body, this.bodyLength)
+    } catch (error) {
+      this.fail(error)
+    }
   }
 
   /** A body not here with the head: gathered (up to the whole-body limit) or streamed; then sent. */
   private async awaitBody(length: number): Promise<void> {
     const { req } = this
-    const body = length <= WHOLE_BODY_LIMIT
-      ? await readBody(req, WHOLE_BODY_LIMIT)
-      : req.heldBody !== undefined
-      ? await req.heldBody(WHOLE_BODY_LIMIT)
-      : req.body()
+    const body = length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : req.body()
     this.send(body, length)
   }
 

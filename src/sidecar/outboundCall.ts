@@ -12,7 +12,7 @@ export interface OutboundRequest {
   readonly httpVersionMajor: number
   /** Lower-case names, repeated ones joined as node:http joins them (`set-cookie` a list). */
   readonly headers: IncomingHttpHeaders
-  /** Name, value, name, value... as received (HTTP/2: without the pseudo-headers). */
+  /** Name, value, name, value... as received (HTTP/2: with its pseudo-headers, which the header filter leaves out). */
   readonly rawHeaders: ReadonlyArray<string>
   readonly remoteAddress: string
   /** A body follows the head (HTTP/1.1: a content-length above 0 or a transfer-encoding; HTTP/2: the head did not end the stream). */
@@ -27,11 +27,16 @@ export interface OutboundRequest {
    */
   readonly bodyIfHere?: (limit: number) => Buffer | undefined
   /**
-   * HTTP/2 only (its body declares no length): the body whole when it ends, at most `limit` bytes,
-   * within the event loop's turn its head came in (a unary gRPC call's); otherwise what came so far
-   * and then the rest, as a stream.
+   * HTTP/2 only (its body declares no length): gives `receiver` the body whole when it ends, at most
+   * `limit` bytes, within the event loop's turn its head came in (a unary gRPC call's); otherwise
+   * what came so far and then the rest, as a stream. Once, by a call (no promise per request).
    */
-  readonly heldBody?: (limit: number) => Promise<Buffer | AsyncIterable<Buffer>>
+  readonly heldBody?: (limit: number, receiver: HeldBodyReceiver) => void
+}
+
+/** Told once of a held body (OutboundRequest.heldBody). */
+export interface HeldBodyReceiver {
+  bodyHeld(body: Buffer | AsyncIterable<Buffer>): void
 }
 
 export interface OutboundResponse {

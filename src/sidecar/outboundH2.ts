@@ -8,7 +8,7 @@
 // in (a unary call's) is held whole: it travels as one mesh message and may be retried; any other streams.
 import * as http2 from "node:http2"
 import type * as net from "node:net"
-import type { OutboundCall } from "./outboundCall.ts"
+import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
 
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
@@ -36,6 +36,37 @@ function onStreamClose(this: CallStream): void {
 function onWantTrailers(this: CallStream): void {
   this[CALL].sendTrailers()
 }
+function onHeldData(this: CallStream, chunk: Buffer): void {
+  this[CALL].heldData(chunk)
+}
+function onHeldEnd(this: CallStream): void {
+  this[CALL].heldEnd()
+}
+
+const EMPTY = Buffer.alloc(0)
+
+/** respond()'s options, one object per combination (node only reads them): none made per call. */
+const END = { endStream: true, waitForTrailers: false } as const
+const END_AND_TRAILERS = { endStream: true, waitForTrailers: true } as const
+const TRAILERS = { endStream: false, waitForTrailers: true } as const
+const NO_END = { endStream: false, waitForTrailers: false } as const
+
+/**
+ * The calls whose bodies are held in this turn of the event loop, and whether the one
+ * setImmediate that ends their wait is armed: a body not over by then streams.
+ */
+let heldThisTurn: Array<StreamCall> = []
+let heldSpare: Array<StreamCall> = []
+let turnEndArmed = false
+function endOfTurn(): void {
+  turnEndArmed = false
+  // Swapped, not copied: a call held while these stream on waits for the next turn's end.
+  const calls = heldThisTurn
+  heldThisTurn = heldSpare
+  heldSpare = calls
+  for (let i = 0; i < calls.length; i++) calls[i]!.streamOn()
+  calls.length = 0
+}
 
 /** One HTTP/2 stream as outbound.ts reads and answers a request (outboundCall.ts), on node's core stream API. */
 class StreamCall implements OutboundCall {
@@ -54,6 +85,12 @@ class StreamCall implements OutboundCall {
   /** Sent when the stream asks for them (the head was sent with waitForTrailers). */
   private trailers: ReadonlyArray<readonly [string, string]> | undefined = undefined
   private closeListener: ((finished: boolean) => void) | undefined = undefined
+  /** A body being held (heldBody): who gets it, its limit, what came so far (usually one chunk, kept without an array). */
+  private holder: HeldBodyReceiver | undefined = undefined
+  private holdLimit = 0
+  private heldBytes = 0
+  private heldFirst: Buffer | undefined = undefined
+  private heldParts: Array<Buffer> | undefined = undefined
 
   constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>) {
     this.stream = stream
@@ -63,9 +100,8 @@ class StreamCall implements OutboundCall {
     const authority = headers[":authority"]
     if (headers.host === undefined && typeof authority === "string") headers.host = authority
     this.headers = headers
-    const kept: Array<string> = []
-    for (let i = 0; i + 1 < rawHeaders.length; i += 2) if (rawHeaders[i]!.charCodeAt(0) !== 0x3a) kept.push(rawHeaders[i]!, rawHeaders[i + 1]!)
-    this.rawHeaders = kept
+    // As node gives it: the header filter leaves its pseudo-headers out (no copy without them per call).
+    this.rawHeaders = rawHeaders
     this.hasBody = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) === 0
     stream.on("error", ignore)
     const named = stream as CallStream
@@ -102,39 +138,65 @@ class StreamCall implements OutboundCall {
     })
   }
 
-  heldBody(limit: number): Promise<Buffer | AsyncIterable<Buffer>> {
+  heldBody(limit: number, receiver: HeldBodyReceiver): void {
+    // Flowing ('data'), not paused mode ('readable' and read()): paused mode cost a unary call
+    // three more process.nextTick entries (adding and removing the 'readable' listener, each
+    // emitReadable). The listeners are module-level and the turn's end is one setImmediate for
+    // every call held in that turn: no promise, closures or Immediate per call.
+    this.holdLimit = limit
+    this.holder = receiver
     const stream = this.stream
-    return new Promise((resolve) => {
-      const parts: Array<Buffer> = []
-      let bytes = 0
-      let settled = false
-      // Flowing ('data'), not paused mode ('readable' and read()): paused mode cost a unary call
-      // three more process.nextTick entries (adding and removing the 'readable' listener, each
-      // emitReadable). What came so far is put back (unshift) once the stream is paused again.
-      const streamOn = () => {
-        if (settled) return
-        settled = true
-        stream.off("data", onData)
-        stream.off("end", onEnd)
-        stream.pause()
-        if (bytes > 0) stream.unshift(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
-        resolve(stream)
-      }
-      const onData = (chunk: Buffer) => {
-        parts.push(chunk)
-        bytes += chunk.length
-        if (bytes > limit) streamOn()
-      }
-      const onEnd = () => {
-        if (settled) return
-        settled = true
-        stream.off("data", onData)
-        resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, bytes))
-      }
-      stream.on("data", onData)
-      stream.on("end", onEnd)
-      setImmediate(streamOn)
-    })
+    stream.on("data", onHeldData)
+    stream.on("end", onHeldEnd)
+    heldThisTurn.push(this)
+    if (!turnEndArmed) {
+      turnEndArmed = true
+      setImmediate(endOfTurn)
+    }
+  }
+
+  /** A chunk of a held body; past the limit, the body streams. */
+  heldData(chunk: Buffer): void {
+    if (this.holder === undefined) return
+    if (this.heldFirst === undefined) this.heldFirst = chunk
+    else (this.heldParts ??= [this.heldFirst!]).push(chunk)
+    this.heldBytes += chunk.length
+    if (this.heldBytes > this.holdLimit) this.streamOn()
+  }
+
+  /** The held body ended within its turn: it goes whole. */
+  heldEnd(): void {
+    const holder = this.holder
+    if (holder === undefined) return
+    this.holder = undefined
+    this.stream.off("data", onHeldData)
+    this.stream.off("end", onHeldEnd)
+    holder.bodyHeld(this.takeHeld() ?? EMPTY)
+  }
+
+  /** The turn ended (or the limit passed) before the body did: what came so far is put back (unshift) and the body streams. */
+  streamOn(): void {
+    const holder = this.holder
+    if (holder === undefined) return
+    this.holder = undefined
+    const stream = this.stream
+    stream.off("data", onHeldData)
+    stream.off("end", onHeldEnd)
+    const held = this.takeHeld()
+    // A stream reset meanwhile has nothing to put back: its reader sees the reset.
+    if (!stream.destroyed) {
+      stream.pause()
+      if (held !== undefined) stream.unshift(held)
+    }
+    holder.bodyHeld(stream)
+  }
+
+  private takeHeld(): Buffer | undefined {
+    const parts = this.heldParts
+    const held = parts !== undefined ? Buffer.concat(parts, this.heldBytes) : this.heldFirst
+    this.heldFirst = undefined
+    this.heldParts = undefined
+    return held
   }
 
   onClose(listener: (finished: boolean) => void): void {
@@ -169,10 +231,17 @@ class StreamCall implements OutboundCall {
     if (stream.destroyed) return false
     // Asked for once per stream (`on`: no once() wrapper to bind per call).
     if (waitForTrailers) stream.on("wantTrailers", onWantTrailers)
-    // A flat name, value list: node takes it as it is, with no header object to build.
-    const raw = [":status", String(this.status)]
-    for (const [name, value] of this.head) raw.push(name, value)
-    stream.respond(raw, { endStream, waitForTrailers })
+    // A flat name, value list, sized once: node takes it as it is, with no header object to build.
+    const head = this.head
+    const raw = new Array<string>(2 + 2 * head.length)
+    raw[0] = ":status"
+    raw[1] = String(this.status)
+    for (let i = 0; i < head.length; i++) {
+      const pair = head[i]!
+      raw[2 + 2 * i] = pair[0]
+      raw[3 + 2 * i] = pair[1]
+    }
+    stream.respond(raw, endStream ? (waitForTrailers ? END_AND_TRAILERS : END) : waitForTrailers ? TRAILERS : NO_END)
     return true
   }
 

@@ -10,7 +10,7 @@
 import * as http from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
-import { endToEndFields, endToEndHeaders, endToEndPairs } from "../../src/sidecar/headerFilter.ts"
+import { endToEndHeaders, endToEndPairs } from "../../src/sidecar/headerFilter.ts"
 import { type Prng, prng } from "../helpers/prng.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import type { RawApp } from "../support/rawHttp.ts"
@@ -91,7 +91,7 @@ describe("end-to-end header filter, property", () => {
       let fieldsInvalid = 0
       let stringsInvalid = 0
       endToEndHeaders(strings.flat(), (count) => (stringsInvalid += count))
-      const fields = endToEndFields([":status", "200", ":path", "/x", ...strings.flat()], (count) => (fieldsInvalid += count))
+      const fields = endToEndHeaders([":status", "200", ":path", "/x", ...strings.flat()], (count) => (fieldsInvalid += count))
       expect(fields).toStrictEqual(oracle(strings))
       expect(fieldsInvalid).toBe(stringsInvalid)
     }
