@@ -18,11 +18,14 @@ const dist = process.argv[2] === undefined ? join(root, "dist") : resolve(proces
 
 /** Packages left to node_modules at run time: the ones src/ loads through createRequire (the
  * bundler cannot follow those calls: ws, bonjour-service, the OpenTelemetry SDK and exporters,
- * @effect/opentelemetry), @opentelemetry/api with them (the SDK required from node_modules reads
- * span contexts with its own copy's context keys, so a bundled second copy would lose parents),
- * and the Kubernetes client (heavy, loaded only with Kubernetes discovery, and reading files
- * beside itself). The rest (effect, prom-client, yaml, @peculiar/x509...) is bundled. */
-const external = ["ws", "bonjour-service", "@kubernetes/client-node", /^@opentelemetry\//, /^@effect\/opentelemetry/]
+ * @effect/opentelemetry) and the Kubernetes client (heavy, loaded only with Kubernetes discovery,
+ * and reading files beside itself). The rest (effect, prom-client, yaml, @peculiar/x509...) is
+ * bundled, @opentelemetry/api too: the SDK's copy from node_modules shares its state with the
+ * bundled one (context keys are Symbol.for keys, the global providers sit under a Symbol.for key
+ * per major version), and loading its 65 files from node_modules made 60 % of a sidecar's path
+ * resolutions at start-up (320 path.resolve and 63 path.normalize -> 138 and 0), enough that
+ * TurboFan compiled node's normalizeString during start-up in some starts, +5.6 MB idle (issue 14). */
+const external = ["ws", "bonjour-service", "@kubernetes/client-node", /^@opentelemetry\/(?!api$)/, /^@effect\/opentelemetry/]
 
 /** A file the code reads beside itself (`new URL("./dashboard.html", import.meta.url)`) is
  * emitted at its place under dist/ (same layout as src/) and the URL rewritten to point there

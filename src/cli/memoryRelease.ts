@@ -2,8 +2,8 @@
 // keeps the heap pages a burst needed: freed pages stay in its page pool, committed, and its own
 // memory reducer waits for a low allocation rate that it only measures at collections, which an
 // idle process no longer has, so the resident size never comes down (measured: 170-180 MB held
-// for minutes after `wrk -c64` through a sidecar whose live heap is back to 20 MB). Once a second
-// the process's CPU time, its requests and its resident size are sampled; quiet for `quietMs` (no
+// for minutes after `wrk -c64` through a sidecar whose live heap is back to 20 MB). From a request
+// on, once a second the process's CPU time, its requests and its resident size are sampled; quiet for `quietMs` (no
 // request started or finished, and under 5 % of a core) with the resident size a tenth above where
 // it settled last, one full collection of the kind V8 runs before giving up on memory ("last
 // resort") empties the pool. Its pause (30-230 ms measured) stops every request then in the
@@ -11,7 +11,10 @@
 // (hundreds of requests a second) stays under 5 % of a core; a release taken under such a load was
 // the slowest request of the sidecar bench (80-96 ms, issue 14). A settled process is never
 // collected again until it grows again. The same collection runs once at start, for the
-// start-up's own garbage.
+// start-up's own garbage. Once quiet for `quietMs` (released or not), the checks stop until the
+// next request: an idle sidecar has no timer of its own, since a check a second ran node's timer
+// and process internals often enough for TurboFan to compile them 60-120 s after start, whose
+// code pages then stayed resident (+5 MB of a 63 MB idle sidecar, issue 14).
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import type { Log } from "../iip/log.ts"
@@ -54,6 +57,16 @@ export class ReleaseDecider {
     return this.quietForMs >= this.quietMs && sample.rssBytes > this.floorBytes * (1 + GROWTH)
   }
 
+  /** Quiet for the quiet time: nothing more to decide until the next request (after observe said no). */
+  get settled(): boolean {
+    return this.quietForMs >= this.quietMs
+  }
+
+  /** A request came after the checks stopped: the quiet time starts again. */
+  woke(): void {
+    this.quietForMs = 0
+  }
+
   /** The release ran and left the process at `rssBytes`: the next one waits for growth above it. */
   released(rssBytes: number): void {
     this.floorBytes = rssBytes
@@ -81,6 +94,9 @@ const lastResortGc = (): Collect => {
 /** Requests started plus requests finished so far (any count that moves whenever one starts or ends). */
 export type RequestActivity = () => number
 
+/** Calls `wake` once, at the next request started (MeshMetrics.onNextRequest). */
+export type NextRequest = (wake: () => void) => void
+
 /** A sidecar's RequestActivity from its metrics, both directions: a started request is finished or in flight. */
 export const requestActivity = (metrics: MeshMetrics): RequestActivity => () => {
   const summary = metrics.summary()
@@ -101,7 +117,7 @@ const mb = (bytes: number): number => Math.round((bytes / 1048576) * 10) / 10
  * glibc's malloc_trim where the native piece is there (mallocTrim.ts): logged once here as
  * `memory-trim`, active with what the start-up's trim gave back, or not with the reason.
  */
-export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestActivity, collect: Collect = lastResortGc(), malloc: MallocTrim = loadMallocTrim()): (() => void) => {
+export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestActivity, nextRequest: NextRequest, collect: Collect = lastResortGc(), malloc: MallocTrim = loadMallocTrim()): (() => void) => {
   const trim = "trim" in malloc ? malloc.trim : undefined
   /** One collection and its trim; the RSS the trim gave back, in bytes (0 without one). */
   const release = (): number => {
@@ -117,7 +133,9 @@ export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestA
   let cpu = process.cpuUsage()
   let requests = activity()
   let at = performance.now()
-  const timer = setInterval(() => {
+  let timer: ReturnType<typeof setInterval> | undefined
+  let stopped = false
+  const check = () => {
     const now = performance.now()
     const used = process.cpuUsage(cpu)
     cpu = process.cpuUsage()
@@ -127,16 +145,35 @@ export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestA
     const rssBytes = process.memoryUsage.rss()
     const due = decider.observe({ cpuMicros: used.user + used.system, requests: served, rssBytes, elapsedMs: now - at })
     at = now
-    if (!due) return
+    if (!due) {
+      if (decider.settled) sleep()
+      return
+    }
     const started = performance.now()
     const trimmed = release()
     const after = process.memoryUsage.rss()
     decider.released(after)
     log("memory-released", { rssBeforeMb: Math.round(rssBytes / 1048576), rssAfterMb: Math.round(after / 1048576), pauseMs: Math.round(performance.now() - started), ...(trim === undefined ? {} : { trimmedMb: mb(trimmed) }) })
-    // The collection's own CPU is not load.
+    sleep()
+  }
+  /** No check until the next request. */
+  const sleep = () => {
+    clearInterval(timer)
+    timer = undefined
+    nextRequest(wake)
+  }
+  const wake = () => {
+    if (stopped) return
+    decider.woke()
     cpu = process.cpuUsage()
+    requests = activity()
     at = performance.now()
-  }, CHECK_MS)
-  timer.unref()
-  return () => clearInterval(timer)
+    timer = setInterval(check, CHECK_MS)
+    timer.unref()
+  }
+  nextRequest(wake)
+  return () => {
+    stopped = true
+    clearInterval(timer)
+  }
 }

@@ -88,6 +88,11 @@ export class ConnectionTimeouts {
       timeouts.clock = clock
       while (!timeouts.stopped) {
         timeouts.sweep(clock.currentTimeMillisUnsafe())
+        // None left to watch: no tick while idle (the next watch forks a sweeper again).
+        if (timeouts.watched.size === 0) {
+          timeouts.running = false
+          return
+        }
         yield* Effect.sleep(tick)
       }
     }).pipe(Effect.ensuring(Effect.sync(() => (timeouts.running = false))))

@@ -125,6 +125,13 @@ export interface MeshMetrics {
   text(): Promise<{ readonly contentType: string; readonly body: string }>
   /** Running totals per service and direction, for the dashboard (which turns them into rates). */
   summary(): Record<Direction, ReadonlyArray<TrafficSummary>>
+  /** `wake` is called once, at the next request started in either direction (the idle GC sleeps on it: cli/memoryRelease.ts). */
+  onNextRequest(wake: () => void): void
+}
+
+/** The one waiter for the next request, shared by every series: a request pays one field check. */
+interface NextRequest {
+  wake: (() => void) | undefined
 }
 
 const durationBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
@@ -263,6 +270,7 @@ const MAX_ERROR_SERIES = 100
 
 class ServiceSeries implements ServiceMetrics {
   private readonly labels: Labels
+  private readonly next: NextRequest
   readonly endpoints = new Map<string, EndpointSeries>()
   readonly errors = new Map<string, Tally>()
   readonly inFlight: Tally
@@ -274,8 +282,9 @@ class ServiceSeries implements ServiceMetrics {
   failedWith5xx = 0
   durationSum = 0
 
-  constructor(labels: Labels) {
+  constructor(labels: Labels, next: NextRequest) {
     this.labels = labels
+    this.next = next
     this.inFlight = tally(labels)
     this.retries = tally(labels)
     this.requestBodyBytes = tally(labels)
@@ -284,6 +293,11 @@ class ServiceSeries implements ServiceMetrics {
 
   requestStarted(): void {
     this.inFlight.value++
+    if (this.next.wake !== undefined) {
+      const wake = this.next.wake
+      this.next.wake = undefined
+      wake()
+    }
   }
 
   requestFinished(endpoint: string, method: string, code: number, seconds: number): void {
@@ -350,6 +364,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const maxServices = options.maxServices ?? 500
   const registry = new Registry()
   const services: Record<Direction, Map<string, ServiceSeries>> = { outbound: new Map(), inbound: new Map() }
+  const next: NextRequest = { wake: undefined }
   const ejections = new Map<string, Tally>()
   const invalidHeaders: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
   const authzDenied = new Map<string, Tally>()
@@ -422,7 +437,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
       if (series === undefined) {
         // Past the cap, every new name shares one series.
         const name = known.size < maxServices ? service : "_other"
-        series = known.get(name) ?? new ServiceSeries({ direction, service: name })
+        series = known.get(name) ?? new ServiceSeries({ direction, service: name }, next)
         known.set(name, series)
       }
       return series
@@ -488,6 +503,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
           inFlight: s.inFlight.value
         }))
       return { outbound: of("outbound"), inbound: of("inbound") }
+    },
+    onNextRequest: (wake) => {
+      next.wake = wake
     },
     text: async () => {
       const [mesh, process] = await Promise.all([registry.metrics(), processMetrics().metrics()])

@@ -2,7 +2,7 @@
 // the samples alone, no timers. Quiet means no request started or finished and under 5 % of a
 // core; a release needs both the quiet time and a tenth of growth above where the last release left
 // the process; the one collection at start; and the request count the sidecar feeds it.
-import { describe, expect, it } from "vitest"
+import { describe, expect, it, vi } from "vitest"
 import { type MemorySample, ReleaseDecider, requestActivity, startMemoryRelease } from "../../src/cli/memoryRelease.ts"
 import { makeMetrics } from "../../src/telemetry/metrics.ts"
 
@@ -60,6 +60,7 @@ describe("startMemoryRelease", () => {
       2000,
       (event) => lines.push(event),
       () => 0,
+      () => {},
       () => {
         collections += 1
       },
@@ -68,6 +69,27 @@ describe("startMemoryRelease", () => {
     try {
       expect(collections).toBe(1)
       expect(lines).toEqual(["memory-trim"]) // the start-up's collection is not logged as a release
+    } finally {
+      stop()
+    }
+  })
+})
+
+describe("startMemoryRelease, idle", () => {
+  it("has no check of its own until a request: it waits on the next one, and again once quiet after it", async () => {
+    const metrics = makeMetrics()
+    const waits: Array<() => void> = []
+    const stop = startMemoryRelease(100, () => {}, requestActivity(metrics), (wake) => {
+      waits.push(wake)
+      metrics.onNextRequest(wake)
+    }, () => {}, { unavailable: "not in this test" })
+    try {
+      expect(waits.length).toBe(1)
+      const outbound = metrics.service("outbound", "catalog")
+      outbound.requestStarted()
+      outbound.requestFinished("10.0.0.1:7000", "GET", 200, 0.001)
+      // Woken: a check a second, until quiet for the quiet time (here after the first or second check).
+      await vi.waitFor(() => expect(waits.length).toBe(2), { timeout: 5000, interval: 50 })
     } finally {
       stop()
     }

@@ -60,6 +60,28 @@ describe("connection timeouts on the TestClock", () => {
       expect(events.find((e) => e.event === "no-first-packet")?.fields.reason).toBe("no complete first packet within 1000 ms")
     }))
 
+  it.effect("the sweep stops with no connection left and starts again with the next one, whose timeout still holds", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const { events, log } = collectLog()
+      const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log })
+      const first = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* until(() => server.connectionCount === 1, "the first accept")
+      yield* TestClock.adjust("1000 millis")
+      yield* awaitReal(first.waitClose(), "the first close")
+      // Nothing watched: the next sweep ends the fiber (no tick while idle).
+      yield* TestClock.adjust("250 millis")
+      yield* TestClock.adjust("10 seconds")
+      const second = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* until(() => server.connectionCount === 1, "the second accept")
+      yield* TestClock.adjust("999 millis")
+      expect(server.connectionCount).toBe(1)
+      yield* TestClock.adjust("1 millis")
+      expect(server.connectionCount).toBe(0)
+      yield* awaitReal(second.waitClose(), "the second close")
+      expect(events.filter((e) => e.event === "no-first-packet").length).toBe(2)
+    }))
+
   it.effect("a packet started and never finished is closed packetTimeoutMs after it started", () =>
     Effect.gen(function*() {
       const cleanup = yield* useCleanup
