@@ -67,20 +67,21 @@ export class Batch {
     this.count = 0
   }
 
-  /** The next slot to fill. */
-  private next(): Slot {
+  /** The next slot, filled with what every packet has; `kind` -1 for a plain packet. */
+  private next(status: number, path: string, channelId: number, data: Uint8Array, size: number, kind: number): Slot {
     const i = this.count++
-    return this.slots[i] ?? (this.slots[i] = new Slot())
-  }
-
-  push(status: number, path: string, channelId: number, data: Uint8Array, size: number): void {
-    const slot = this.next()
+    const slot = this.slots[i] ?? (this.slots[i] = new Slot())
     slot.status = status
     slot.path = path
     slot.channelId = channelId
     slot.data = data
     slot.size = size
-    slot.kind = -1
+    slot.kind = kind
+    return slot
+  }
+
+  push(status: number, path: string, channelId: number, data: Uint8Array, size: number): void {
+    this.next(status, path, channelId, data, size, -1)
   }
 
   /** A mesh message's first packet; `size` counts envelope, metadata and body. */
@@ -97,13 +98,7 @@ export class Batch {
     body: Uint8Array,
     size: number
   ): void {
-    const slot = this.next()
-    slot.status = status
-    slot.path = path
-    slot.channelId = channelId
-    slot.data = body
-    slot.size = size
-    slot.kind = kind
+    const slot = this.next(status, path, channelId, body, size, kind)
     slot.flags = flags
     slot.requestId = requestId
     slot.meta = meta
