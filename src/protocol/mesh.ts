@@ -5,6 +5,7 @@
 import * as Data from "effect/Data"
 import { ErrorCode } from "./constants.ts"
 import { parseJsonObject } from "./systemMessages.ts"
+import { utf8Length, writeUtf8 } from "./utf8.ts"
 
 export const MeshVersion = 1
 
@@ -159,39 +160,6 @@ export const metaByteLength = (meta: Meta, maxMetaBytes: number, deadlineMs = 0)
   if (meta.size > 0) bytes += entriesByteLength(meta, digits !== 0)
   if (bytes > maxMetaBytes) throw new EnvelopeError({ message: `metadata of ${bytes} bytes exceeds the ${maxMetaBytes}-byte limit` })
   return bytes
-}
-
-/**
- * Strings up to this length (keys, and values such as `:status` or `:method`) are measured and
- * written by a loop in JS when they are ASCII: for a few bytes that costs less than a call into
- * C++, and an envelope has two such calls per key and per value. Longer ones go to Buffer's C++.
- */
-const SHORT_STRING = 32
-
-/** `text`'s UTF-8 length. */
-const utf8Length = (text: string): number => {
-  const length = text.length
-  if (length <= SHORT_STRING) {
-    let i = 0
-    while (i < length && text.charCodeAt(i) < 0x80) i++
-    if (i === length) return length
-  }
-  return Buffer.byteLength(text, "utf8")
-}
-
-/** Writes `text` as UTF-8 at `offset` (room for it is known); returns the bytes written. */
-const writeUtf8 = (out: Buffer, text: string, offset: number): number => {
-  const length = text.length
-  if (length <= SHORT_STRING) {
-    let i = 0
-    for (; i < length; i++) {
-      const c = text.charCodeAt(i)
-      if (c >= 0x80) break
-      out[offset + i] = c
-    }
-    if (i === length) return length
-  }
-  return out.write(text, offset, "utf8")
 }
 
 /** Encoded size of `meta`'s entries, its own deadline entry left out when `skipDeadline`; throws EnvelopeError on a bad key. */

@@ -3,6 +3,7 @@
 // write carries a whole batch.
 import { Limits, Status } from "./constants.ts"
 import { PacketEncodeError } from "./errors.ts"
+import { writeUtf8 } from "./utf8.ts"
 
 export interface Packet {
   readonly status: number
@@ -90,24 +91,6 @@ export const encodePacketInto = (
   return offset + data.length
 }
 
-/** Paths up to this long are written byte by byte when ASCII (the usual path): cheaper than Buffer#write's call into the runtime. */
-const SHORT_PATH = 64
-
-/** Writes `path` as UTF-8 at `offset` (sized by checkPacket); returns the offset after it. */
-const writePath = (target: Buffer, offset: number, path: string): number => {
-  const length = path.length
-  if (length <= SHORT_PATH) {
-    let i = 0
-    for (; i < length; i++) {
-      const c = path.charCodeAt(i)
-      if (c > 0x7f) break
-      target[offset + i] = c
-    }
-    if (i === length) return offset + length
-  }
-  return offset + target.write(path, offset, "utf8")
-}
-
 /** Writes everything of a packet but its data; returns the offset where the data goes. */
 export const encodeHeaderInto = (
   target: Buffer,
@@ -118,7 +101,7 @@ export const encodeHeaderInto = (
   dataLength: number
 ): number => {
   target[offset++] = status
-  offset = writePath(target, offset, path)
+  offset += writeUtf8(target, path, offset)
   target[offset++] = 0
   target.writeUInt32BE(channelId, offset)
   target.writeUInt32BE(dataLength, offset + 4)
