@@ -1,6 +1,6 @@
 // An `iip-mesh sidecar` in a process of its own (src/cli/main.ts), for tests that need the real
 // process: its exit code, its signals, its last-resort handler. The environment is the test's
-// without IIP_MESH_* and OTEL_* (so only the given flags configure it); `ready` resolves with the
+// without IIP_MESH_* and OTEL_* (so only the given flags and `env` configure it); `ready` resolves with the
 // first stdout line, the sidecar-ready JSON, or fails with stderr if the process exits first.
 import { type ChildProcess, spawn } from "node:child_process"
 import { resolve } from "node:path"
@@ -27,11 +27,20 @@ export interface SidecarProcess {
 
 /**
  * `nodeArgs` go to node before the script (--import, V8 flags); `script` is the CLI to run (the
- * sources unless a test names a built one). The admin control listener goes on 127.0.0.1:0 unless
- * `args` name one (its default is a fixed port).
+ * sources unless a test names a built one); `extraEnv` is added to the cleaned environment (e.g.
+ * OTEL_* for an export test). The admin control listener goes on 127.0.0.1:0 unless `args` name
+ * one (its default is a fixed port).
  */
-export const spawnSidecarProcess = (args: ReadonlyArray<string>, nodeArgs: ReadonlyArray<string> = [], script: string = main): SidecarProcess => {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_")))
+export const spawnSidecarProcess = (
+  args: ReadonlyArray<string>,
+  nodeArgs: ReadonlyArray<string> = [],
+  script: string = main,
+  extraEnv: Readonly<Record<string, string>> = {}
+): SidecarProcess => {
+  const env = {
+    ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_"))),
+    ...extraEnv
+  }
   const control = args.some((arg) => arg.startsWith("--admin-control")) ? [] : ["--admin-control", "127.0.0.1:0"]
   const proc = spawn(process.execPath, [...nodeArgs, script, "sidecar", ...args, ...control], { stdio: ["ignore", "pipe", "pipe"], env })
   let stderr = ""
