@@ -631,12 +631,16 @@ class OutboundExchange implements HeldBodyReceiver {
       if (reply.stream === undefined) this.observation.grpcStatus(undefined, reply.meta)
       return -1
     }
-    if (reply.stream === undefined) headers.push(["content-length", String(reply.data.length)])
-    else if (declared !== undefined) headers.push(["content-length", declared])
+    // An answer held whole carries its trailers (gRPC's status) in its metadata (PROTOCOL.md §17.5).
+    // One with trailers goes without a length: HTTP/2 frames it by END_STREAM and the gRPC app
+    // sent none (its caller sees the head as the app wrote it, and node builds one field less per
+    // call), and HTTP/1.1 (http1Call.ts) frames a body ended at once itself.
+    const trailers = reply.stream === undefined ? trailersOf(reply.meta, this.options.onInvalidHeaders) : undefined
+    if (reply.stream === undefined) {
+      if (trailers === undefined) headers.push(["content-length", String(reply.data.length)])
+    } else if (declared !== undefined) headers.push(["content-length", declared])
     res.writeHead(status, headers)
     if (reply.stream !== undefined) return declared === undefined ? -1 : Number(declared)
-    // An answer held whole carries its trailers (gRPC's status) in its metadata (PROTOCOL.md §17.5).
-    const trailers = trailersOf(reply.meta, this.options.onInvalidHeaders)
     res.end(reply.data, trailers)
     this.observation.grpcStatus(grpcStatusIn(trailers))
     return -1

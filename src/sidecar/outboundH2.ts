@@ -14,7 +14,9 @@ import { drainedOrClosed } from "./drained.ts"
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
 const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string>> => {
   const fields: Record<string, string | Array<string>> = {}
-  for (const [name, value] of pairs) {
+  for (let i = 0; i < pairs.length; i++) {
+    const name = pairs[i]![0]
+    const value = pairs[i]![1]
     const prior = fields[name]
     fields[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value]
   }

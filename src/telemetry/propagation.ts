@@ -215,7 +215,8 @@ export const incomingTraceOfPairs = (pairs: HeaderPairs): IncomingTrace => {
  */
 export const replaceTraceHeaders = (pairs: Array<[string, string]>, traceparent: string, trace: IncomingTrace): void => {
   let kept = 0
-  for (const pair of pairs) {
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[i]!
     const name = pair[0]
     const isTraceHeader = (name.length === 11 || name.length === 10 || name.length === 7) && propagationHeaders.includes(name.toLowerCase())
     if (!isTraceHeader) pairs[kept++] = pair

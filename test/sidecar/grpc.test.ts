@@ -132,6 +132,34 @@ describe("unary gRPC through two sidecars, h2c on both app legs", () => {
     expect(left).toBeLessThanOrEqual(10_000)
   })
 
+  it("gives the caller the answer's head and trailers with the fields the app wrote, no length of the mesh's", async () => {
+    const port = await startGrpcApp(cleanup, "one", [])
+    const { a } = await mesh([port])
+    /** One raw unary call: the field names of the answer's head (but its date) and trailers, in order. */
+    const fieldsOf = (target: number, authority: string): Promise<{ head: Array<string>; trailers: Array<string> }> =>
+      new Promise((resolve, reject) => {
+        const session = http2.connect(`http://${LOOPBACK}:${target}`)
+        cleanup.add(() => session.destroy())
+        session.on("error", reject)
+        const names = (raw: Array<string>) => raw.filter((_, i) => i % 2 === 0 && raw[i] !== "date")
+        let head: Array<string> = []
+        const stream = session.request({ ":method": "POST", ":path": METHOD.path, ":authority": authority, "content-type": "application/grpc", te: "trailers" })
+        stream.on("response", (_headers, _flags, raw: Array<string>) => (head = names(raw)))
+        stream.on("trailers", (_headers, _flags, raw: Array<string>) => resolve({ head, trailers: names(raw) }))
+        stream.on("error", reject)
+        stream.resume()
+        const message = Buffer.from("hi")
+        const frame = Buffer.alloc(5 + message.length)
+        frame.writeUInt32BE(message.length, 1)
+        message.copy(frame, 5)
+        stream.end(frame)
+      })
+    const direct = await withTimeout(fieldsOf(port, `${LOOPBACK}:${port}`), 5000, "the direct call")
+    const meshed = await withTimeout(fieldsOf(a.outboundPort, "inventory"), 5000, "the call through the mesh")
+    expect(direct.head).not.toContain("content-length")
+    expect(meshed).toEqual(direct)
+  })
+
   it("passes a gRPC error's status, message and custom trailers through", async () => {
     const { a } = await mesh([await startGrpcApp(cleanup, "one", [])])
     const outcome = await withTimeout(unary(clientOf(a), "fail"), 5000, "the call")
