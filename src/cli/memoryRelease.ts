@@ -11,13 +11,16 @@
 // (hundreds of requests a second) stays under 5 % of a core; a release taken under such a load was
 // the slowest request of the sidecar bench (80-96 ms, issue 14). A settled process is never
 // collected again until it grows again. The same collection runs once at start, for the
-// start-up's own garbage. Once quiet for `quietMs` (released or not), the checks stop until the
+// start-up's own garbage. Each release first lets go of the free read slabs the process pooled
+// (src/mux/readSlabs.ts: up to 8 MiB after a burst over many plain TCP connections, which a
+// process with nothing to read would hold for good). Once quiet for `quietMs` (released or not), the checks stop until the
 // next request: an idle sidecar has no timer of its own, since a check a second ran node's timer
 // and process internals often enough for TurboFan to compile them 60-120 s after start, whose
 // code pages then stayed resident (+5 MB of a 63 MB idle sidecar, issue 14).
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import type { Log } from "../iip/log.ts"
+import { emptyReadSlabPool } from "../mux/readSlabs.ts"
 import type { MeshMetrics } from "../telemetry/metrics.ts"
 import { loadMallocTrim, type MallocTrim } from "./mallocTrim.ts"
 
@@ -119,8 +122,11 @@ const mb = (bytes: number): number => Math.round((bytes / 1048576) * 10) / 10
  */
 export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestActivity, nextRequest: NextRequest, collect: Collect = lastResortGc(), malloc: MallocTrim = loadMallocTrim()): (() => void) => {
   const trim = "trim" in malloc ? malloc.trim : undefined
-  /** One collection and its trim; the RSS the trim gave back, in bytes (0 without one). */
+  /** The free read slabs let go of by the last release, in bytes. */
+  let pooledBytes = 0
+  /** The pooled read slabs let go of, one collection and its trim; the RSS the trim gave back, in bytes (0 without one). */
   const release = (): number => {
+    pooledBytes = emptyReadSlabPool()
     collect()
     if (trim === undefined) return 0
     const collected = process.memoryUsage.rss()
@@ -153,7 +159,7 @@ export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestA
     const trimmed = release()
     const after = process.memoryUsage.rss()
     decider.released(after)
-    log("memory-released", { rssBeforeMb: Math.round(rssBytes / 1048576), rssAfterMb: Math.round(after / 1048576), pauseMs: Math.round(performance.now() - started), ...(trim === undefined ? {} : { trimmedMb: mb(trimmed) }) })
+    log("memory-released", { rssBeforeMb: Math.round(rssBytes / 1048576), rssAfterMb: Math.round(after / 1048576), pauseMs: Math.round(performance.now() - started), readSlabsMb: mb(pooledBytes), ...(trim === undefined ? {} : { trimmedMb: mb(trimmed) }) })
     sleep()
   }
   /** No check until the next request. */

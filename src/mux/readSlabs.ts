@@ -39,6 +39,18 @@ export const setReadSlabPoolBytes = (bytes: number): void => {
   while (freeSlabs.length * slabBytes > poolLimitBytes) freeSlabs.pop()
 }
 
+/**
+ * Lets go of every free slab; the bytes let go. The idle release calls it before its collection
+ * (src/cli/memoryRelease.ts): a burst over many connections leaves up to the pool's bound of free
+ * slabs (a closed connection's slab goes back to it), held for good by a process with nothing to
+ * read; the next load fills the pool again.
+ */
+export const emptyReadSlabPool = (): number => {
+  const bytes = freeSlabs.length * slabBytes
+  freeSlabs.length = 0
+  return bytes
+}
+
 /** Free slabs now in the process's pool. */
 export const freeSlabCount = (): number => freeSlabs.length
 

@@ -4,6 +4,7 @@
 // the process; the one collection at start; and the request count the sidecar feeds it.
 import { describe, expect, it, vi } from "vitest"
 import { type MemorySample, ReleaseDecider, requestActivity, startMemoryRelease } from "../../src/cli/memoryRelease.ts"
+import { freeSlabCount, setReadSlabPoolBytes, Slab, slabBytes } from "../../src/mux/readSlabs.ts"
 import { makeMetrics } from "../../src/telemetry/metrics.ts"
 
 const MB = 1024 * 1024
@@ -71,6 +72,29 @@ describe("startMemoryRelease", () => {
       expect(lines).toEqual(["memory-trim"]) // the start-up's collection is not logged as a release
     } finally {
       stop()
+    }
+  })
+})
+
+describe("startMemoryRelease, read slabs", () => {
+  it("a release lets go of the pooled free read slabs before its collection, so the collection frees them; the pool fills again after", () => {
+    setReadSlabPoolBytes(4 * slabBytes)
+    try {
+      // Three connections closed after a burst: their slabs went back to the pool.
+      for (let i = 0; i < 3; i++) new Slab(Buffer.alloc(slabBytes)).retire()
+      expect(freeSlabCount()).toBe(3)
+      const pooledAtCollection: Array<number> = []
+      const stop = startMemoryRelease(2000, () => {}, () => 0, () => {}, () => {
+        pooledAtCollection.push(freeSlabCount())
+      }, { unavailable: "not in this test" })
+      stop()
+      // The start-up's release: the same one a burst's quiet gets.
+      expect(pooledAtCollection).toEqual([0])
+      new Slab(Buffer.alloc(slabBytes)).retire()
+      expect(freeSlabCount()).toBe(1)
+    } finally {
+      setReadSlabPoolBytes(0)
+      setReadSlabPoolBytes(8 * MB)
     }
   })
 })

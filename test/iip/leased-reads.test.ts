@@ -16,7 +16,7 @@ import { createHash } from "node:crypto"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import { type IipServer, reply } from "../../src/iip/server.ts"
-import { freeSlabCount, setReadSlabPoolBytes, Slab, slabBytes, slabCounts } from "../../src/mux/readSlabs.ts"
+import { emptyReadSlabPool, freeSlabCount, setReadSlabPoolBytes, Slab, slabBytes, slabCounts } from "../../src/mux/readSlabs.ts"
 import { type IncomingStream, type LeasedChunk, StreamFailed } from "../../src/mux/streams.ts"
 import { MeshDefaults } from "../../src/protocol/mesh.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
@@ -356,5 +356,21 @@ describe("read slabs", () => {
     expect(freeSlabCount()).toBe(2)
     setReadSlabPoolBytes(slabBytes)
     expect(freeSlabCount()).toBe(1)
+  })
+
+  it("emptying the pool lets go of every free slab and keeps its bound: slabs retired after it are pooled again", () => {
+    setReadSlabPoolBytes(0)
+    setReadSlabPoolBytes(2 * slabBytes)
+    const make = () => new Slab(Buffer.alloc(slabBytes))
+    make().retire()
+    make().retire()
+    expect(freeSlabCount()).toBe(2)
+    expect(emptyReadSlabPool()).toBe(2 * slabBytes)
+    expect(freeSlabCount()).toBe(0)
+    expect(emptyReadSlabPool()).toBe(0)
+    make().retire()
+    make().retire()
+    make().retire()
+    expect(freeSlabCount()).toBe(2)
   })
 })

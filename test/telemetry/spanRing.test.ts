@@ -2,7 +2,8 @@
 // other slots' lines came between them; when full the oldest record is overwritten and its live
 // owner told (once), and a cleared slot's records are not; a line larger than the buffer is
 // refused; a slot that loses its own first record making room refuses the line; many laps keep
-// every live slot readable.
+// every live slot readable; the ring writes only as far as its live records need, and grows to
+// its whole budget when they need it.
 import { describe, expect, it } from "vitest"
 import { SpanRing } from "../../src/telemetry/spanRing.ts"
 
@@ -82,5 +83,44 @@ describe("SpanRing", () => {
     // The buffer turned over many times, and traces were lost to it, not only to clear().
     expect(lost).toBeGreaterThan(100)
     for (let slot = 0; slot < slots; slot++) expect(ring.lines(slot)).toStrictEqual(expected.get(slot) ?? [])
+  })
+
+  /** A trace's one packed span of 750 bytes with its header (about what a sidecar B keeps). */
+  const span = (n: number) => `${n}:`.padEnd(750 - 16, "s")
+  const KiB = 1024
+
+  it("writes only as far as its live traces need: 1,000 traces of 750 bytes wrap within 1 MiB of a 2 MiB budget, none lost", () => {
+    const slots = 1000
+    const { ring, overwritten } = ringOf(2048 * KiB, slots)
+    expect(ring.reach).toBe(256 * KiB)
+    // The store's way: a new trace takes the oldest trace's slot, which is cleared first.
+    for (let n = 0; n < 5000; n++) {
+      if (n >= slots) ring.clear(n % slots)
+      expect(ring.append(n % slots, span(n))).toBe(true)
+    }
+    expect(ring.reach).toBe(1024 * KiB)
+    expect(overwritten).toStrictEqual([])
+    for (let n = 4000; n < 5000; n++) expect(ring.lines(n % slots)).toStrictEqual([span(n)])
+  })
+
+  it("grows to its whole budget when its live traces need it, then overwrites the oldest first as before", () => {
+    // 1,000 live traces of 750 bytes do not fit in 600 KiB.
+    const { ring, overwritten } = ringOf(600 * KiB, 1000)
+    for (let n = 0; n < 1000; n++) ring.append(n, span(n))
+    expect(ring.reach).toBe(600 * KiB)
+    expect(overwritten.length).toBeGreaterThan(100)
+    expect(overwritten).toStrictEqual([...overwritten].sort((a, b) => a - b))
+    expect(ring.lines(999)).toStrictEqual([span(999)])
+  })
+
+  it("takes a record larger than where it wraps now, after overwriting what is in the way", () => {
+    const { ring, overwritten } = ringOf(1024 * KiB, 4)
+    for (let n = 0; n < 3; n++) ring.append(n, span(n))
+    const large = "L".repeat(300 * KiB)
+    expect(ring.append(3, large)).toBe(true)
+    expect(ring.reach).toBe(512 * KiB)
+    expect(ring.lines(3)).toStrictEqual([large])
+    expect(ring.lines(0)).toStrictEqual([span(0)])
+    expect(overwritten).toStrictEqual([])
   })
 })
