@@ -100,21 +100,75 @@ export interface RequestOptions {
   readonly now?: number
 }
 
-/** One request on its way, kept whole so it can wait, or move to another connection. */
-interface Pending {
+/** Requests sent and not yet answered, one counter per client (each Pending holds it to count itself out). */
+interface PendingCount {
+  value: number
+}
+
+/**
+ * One request on its way, kept whole so it can wait, or move to another connection. Its answer
+ * goes to the caller through its methods, not through closures made per request (the sidecar's
+ * outbound path and the RPC client make one request per call): `streamed` for a request whose
+ * answer is handed over as it starts (mesh mode only), `callback` for a whole answer or a failure.
+ * Either counts the request out of its client's pending requests, once, before the caller hears.
+ */
+class Pending {
   readonly path: string
   readonly data: Uint8Array | AsyncIterable<Uint8Array>
-  /** Set for `stream`: the answer is handed over as it starts, its body streaming (mesh mode only). */
-  readonly onStream: ((error: ClientError | undefined, reply: MeshReply | undefined) => void) | undefined
   readonly timeoutMs: number
   /** Date.now() after which the caller stops waiting; 0 for never. */
   readonly deadline: number
   readonly meta: Meta
   readonly signal: CancelSignal | undefined
-  readonly callback: ClientCallback
-  timer: NodeJS.Timeout | undefined
+  timer: NodeJS.Timeout | undefined = undefined
   /** The connection it was last sent on (mesh mode). */
-  pooled: Pooled | undefined
+  pooled: Pooled | undefined = undefined
+  private readonly count: PendingCount
+  /** Set for `stream`: the answer is handed over as it starts, its body streaming. */
+  private readonly onStream: ((error: ClientError | undefined, reply: MeshReply | undefined) => void) | undefined
+  /** Set for `send`: the answer whole. */
+  private readonly onAnswer: ClientCallback | undefined
+
+  constructor(
+    count: PendingCount,
+    path: string,
+    data: Uint8Array | AsyncIterable<Uint8Array>,
+    timeoutMs: number,
+    deadline: number,
+    meta: Meta,
+    signal: CancelSignal | undefined,
+    onStream: ((error: ClientError | undefined, reply: MeshReply | undefined) => void) | undefined,
+    onAnswer: ClientCallback | undefined
+  ) {
+    this.count = count
+    this.path = path
+    this.data = data
+    this.timeoutMs = timeoutMs
+    this.deadline = deadline
+    this.meta = meta
+    this.signal = signal
+    this.onStream = onStream
+    this.onAnswer = onAnswer
+  }
+
+  /** The answer is wanted as it starts (a `stream` request). */
+  get streams(): boolean {
+    return this.onStream !== undefined
+  }
+
+  /** A mesh answer as it starts, or the failure. */
+  streamed(error: ClientError | undefined, reply: MeshReply | undefined): void {
+    if (this.onStream === undefined) return this.callback(error, reply?.data)
+    this.count.value--
+    this.onStream(error, reply)
+  }
+
+  /** The answer whole (a plain peer's), or the failure. */
+  callback(error: ClientError | undefined, answer: Buffer | undefined): void {
+    this.count.value--
+    if (this.onStream !== undefined) this.onStream(error, answer === undefined ? undefined : { meta: emptyMeta, data: answer, stream: undefined })
+    else this.onAnswer!(error, answer)
+  }
 }
 
 type Link = { readonly mode: "plain"; readonly session: ClientSession } | { readonly mode: "mesh"; readonly session: MeshSession }
@@ -150,7 +204,8 @@ export class IipClient {
   private attempting = false
   /** Why the last connection attempt failed, for requests that time out waiting for one. */
   private lastConnectError: ConnectFailed | undefined
-  private pending = 0
+  /** Requests sent and not yet answered. */
+  private readonly pending: PendingCount = { value: 0 }
   private closed = false
   private readonly maxConnections: number
   private readonly maxChannelsPerConnection: number
@@ -197,7 +252,7 @@ export class IipClient {
       channels += pooled.channels.length
       if (pooled.link.mode === "mesh") mesh++
     }
-    return { connections: this.pool.length, mesh, channels, pending: this.pending, queued: this.queue.length }
+    return { connections: this.pool.length, mesh, channels, pending: this.pending.value, queued: this.queue.length }
   }
 
   /** The live plain-IIP connections of the pool (for inspection: writer congestion, channels). */
@@ -213,28 +268,14 @@ export class IipClient {
   /** Sends one request; `callback` is called exactly once. The core of `call` and `request`. */
   send(path: string, data: Uint8Array, options: RequestOptions, callback: ClientCallback): void {
     if (this.closed) return callback(new ConnectionClosed({ message: "client is closed", sent: false }), undefined)
-    if (this.pending >= this.maxPending) {
-      return callback(new Overloaded({ message: `${this.pending} requests pending to ${this.address}`, limit: "maxPending" }), undefined)
+    if (this.pending.value >= this.maxPending) {
+      return callback(new Overloaded({ message: `${this.pending.value} requests pending to ${this.address}`, limit: "maxPending" }), undefined)
     }
-    this.pending++
+    this.pending.value++
     const timeoutMs = clampDeadlineMs(options.timeoutMs ?? this.requestTimeoutMs)
     // One clock read per request: sent at once, its remaining time is its whole timeout.
     const now = timeoutMs > 0 ? Date.now() : 0
-    const request: Pending = {
-      path,
-      data,
-      onStream: undefined,
-      timeoutMs,
-      deadline: timeoutMs > 0 ? now + timeoutMs : 0,
-      meta: options.meta ?? emptyMeta,
-      signal: options.signal,
-      callback: (error, answer) => {
-        this.pending--
-        callback(error, answer)
-      },
-      timer: undefined,
-      pooled: undefined
-    }
+    const request = new Pending(this.pending, path, data, timeoutMs, timeoutMs > 0 ? now + timeoutMs : 0, options.meta ?? emptyMeta, options.signal, undefined, callback)
     this.route(request, now)
   }
 
@@ -253,26 +294,10 @@ export class IipClient {
   streamWith(path: string, body: Uint8Array | AsyncIterable<Uint8Array>, options: RequestOptions, onReply: (error: ClientError | undefined, reply: MeshReply | undefined) => void): void {
     if (this.closed) return onReply(new ConnectionClosed({ message: "client is closed", sent: false }), undefined)
     const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
-    this.pending++
-    const finish = (error: ClientError | undefined, reply: MeshReply | undefined) => {
-      this.pending--
-      onReply(error, reply)
-    }
+    this.pending.value++
     // One clock read per request (none when the caller gave it): its deadline, and its remaining time when sent at once.
     const now = timeoutMs > 0 ? (options.now || Date.now()) : 0
-    this.route({
-      path,
-      data: body,
-      onStream: finish,
-      timeoutMs,
-      deadline: timeoutMs > 0 ? now + timeoutMs : 0,
-      meta: options.meta ?? emptyMeta,
-      signal: options.signal,
-      // A plain peer answers whole (and a failure before the answer starts comes here too).
-      callback: (error, answer) => finish(error, answer === undefined ? undefined : { meta: emptyMeta, data: answer, stream: undefined }),
-      timer: undefined,
-      pooled: undefined
-    }, now)
+    this.route(new Pending(this.pending, path, body, timeoutMs, timeoutMs > 0 ? now + timeoutMs : 0, options.meta ?? emptyMeta, options.signal, onReply, undefined), now)
   }
 
   /** The mode of a live connection, if there is one (no waiting, no dialing). */
@@ -388,7 +413,7 @@ export class IipClient {
         return
       }
       request.pooled = pooled
-      pooled.link.session.send(channel as OwnChannel, request.path, request.data, remaining, request.meta, request.signal, request.onStream !== undefined, this.onMeshAnswer, request, request.deadline)
+      pooled.link.session.send(channel as OwnChannel, request.path, request.data, remaining, request.meta, request.signal, request.streams, this.onMeshAnswer, request, request.deadline)
     } catch (error) {
       request.callback(error as Overloaded | PacketEncodeError, undefined)
     }
@@ -404,14 +429,13 @@ export class IipClient {
       this.options.onPeerState?.("go-away")
       if (this.pool.some((p) => !p.draining)) return this.route(request)
     }
-    if (request.onStream !== undefined) request.onStream(error, reply)
-    else request.callback(error, reply?.data)
+    request.streamed(error, reply)
   }
 
   /** Plain IIP cannot cancel: an aborted request fails here at once and its late answer is consumed. */
   private dispatchPlain(session: ClientSession, channel: ClientChannel, data: Uint8Array, request: Pending, timeoutMs: number): void {
     const signal = request.signal
-    if (signal === undefined) return session.request(channel, request.path, data, timeoutMs, request.callback)
+    if (signal === undefined) return session.request(channel, request.path, data, timeoutMs, (error, answer) => request.callback(error, answer))
     let settled = false
     const settle: ClientCallback = (error, answer) => {
       if (settled) return

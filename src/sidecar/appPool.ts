@@ -13,7 +13,7 @@
 // rarely one the app is closing. Bytes the app sends with no request waiting end the socket.
 import * as net from "node:net"
 import { drainedOrClosed } from "./drained.ts"
-import { isFieldValue, isToken } from "./headerFilter.ts"
+import { isFieldValue, isToken, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser } from "./llhttp.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
@@ -388,6 +388,40 @@ class Connection {
 }
 
 /**
+ * The last head's headers as written (request line and header lines, framing and the deadline
+ * left out) and what they were made of. The inbound side sends an app the same request line and
+ * headers request after request (the peer's filtered pairs are reused while their text repeats,
+ * httpEnvelope.ts), all but the time left (`iip-timeout`), which is therefore written after the
+ * others: the lines are built again only when a method, path, name or value differs (a string
+ * compare each, mostly of the same string), instead of a dozen strings joined per request.
+ */
+class HeadLines {
+  method = ""
+  path = ""
+  /** The headers (name, value ...) the lines were made of, the time left excluded. */
+  readonly fields: Array<string> = []
+  lines = ""
+  host = false
+  declared = false
+
+  matches(method: string, path: string, headers: ReadonlyArray<string>): boolean {
+    if (method !== this.method || path !== this.path) return false
+    const fields = this.fields
+    let at = 0
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      const name = headers[i]!
+      if (name === TIMEOUT_HEADER) continue
+      if (at + 1 >= fields.length || name !== fields[at] || headers[i + 1] !== fields[at + 1]) return false
+      at += 2
+    }
+    return at === fields.length
+  }
+}
+
+/** One per process: the pools of a sidecar serve one app. */
+const lastHead = new HeadLines()
+
+/**
  * The request head as it goes on the wire, or why it cannot: every name a token, every value free
  * of CR, LF and NUL (method and path the inbound side checked; the headers too when the request
  * says so). The framing is ours: the body's
@@ -395,44 +429,76 @@ class Connection {
  * ONE_WRITE_LIMIT goes into one buffer behind its head (`exchange.wire`) for a single write. The
  * head is one string built as it is checked and written with one call: writing each name and
  * value into the buffer apart cost twice as much (about 2.2 against 1.0 us for a ten-header head).
- * It is Latin-1 by construction (every value checked), one byte a character.
+ * It is Latin-1 by construction (every value checked), one byte a character. The time left
+ * (`iip-timeout`, the inbound side's own) goes after the other headers (HeadLines).
  */
 const writeHead = (exchange: Exchange, authority: string): InvalidRequestHead | undefined => {
   const { request } = exchange
   const headers = request.headers
   const checked = request.checked === true
-  let host = false
-  let declared = false
-  let head = `${request.method} ${request.path} HTTP/1.1\r\n`
-  for (let i = 0; i + 1 < headers.length; i += 2) {
-    const name = headers[i]!
-    const value = headers[i + 1]!
-    if (!checked && (!isToken(name) || !isFieldValue(value))) return new InvalidRequestHead(`the header ${JSON.stringify(name.slice(0, 64))} cannot be written as it is`)
-    if (name.length === 4 && name.toLowerCase() === "host") host = true
-    else if (name.length === 14 && name.toLowerCase() === "content-length") declared = true
-    else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") return new InvalidRequestHead("the pool frames the body itself")
-    head += `${name}: ${value}\r\n`
+  let timeLeft: string | undefined
+  if (checked && lastHead.matches(request.method, request.path, headers)) {
+    for (let i = 0; i + 1 < headers.length; i += 2) if (headers[i] === TIMEOUT_HEADER) timeLeft = headers[i + 1]
+  } else {
+    let host = false
+    let declared = false
+    let lines = `${request.method} ${request.path} HTTP/1.1\r\n`
+    const fields: Array<string> = []
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      const name = headers[i]!
+      const value = headers[i + 1]!
+      if (!checked && (!isToken(name) || !isFieldValue(value))) return new InvalidRequestHead(`the header ${JSON.stringify(name.slice(0, 64))} cannot be written as it is`)
+      if (name === TIMEOUT_HEADER) {
+        timeLeft = value
+        continue
+      }
+      if (name.length === 4 && name.toLowerCase() === "host") host = true
+      else if (name.length === 14 && name.toLowerCase() === "content-length") declared = true
+      else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") return new InvalidRequestHead("the pool frames the body itself")
+      lines += `${name}: ${value}\r\n`
+      fields.push(name, value)
+    }
+    // Only a checked head is kept: an unchecked one must be checked each time.
+    if (checked) {
+      lastHead.method = request.method
+      lastHead.path = request.path
+      lastHead.fields.length = 0
+      for (const field of fields) lastHead.fields.push(field)
+      lastHead.lines = lines
+      lastHead.host = host
+      lastHead.declared = declared
+    }
+    return finishHead(exchange, authority, lines, host, declared, timeLeft)
   }
+  return finishHead(exchange, authority, lastHead.lines, lastHead.host, lastHead.declared, timeLeft)
+}
+
+/** The head's end: host if none was given, the time left, keep-alive, the framing; then the wire buffer or the head string (writeHead). */
+const finishHead = (exchange: Exchange, authority: string, lines: string, host: boolean, declared: boolean, timeLeft: string | undefined): InvalidRequestHead | undefined => {
+  const { request } = exchange
   const body = request.body
   const whole = body instanceof Buffer
   if (whole && declared) return new InvalidRequestHead("a whole body takes its own content-length")
-  if (!host) head += `host: ${authority}\r\n`
-  head += KEEP_ALIVE
-  if (whole && (body.length > 0 || EXPECTS_PAYLOAD.has(request.method))) head += `content-length: ${body.length}\r\n`
+  let tail = host ? "" : `host: ${authority}\r\n`
+  if (timeLeft !== undefined) tail += `${TIMEOUT_HEADER}: ${timeLeft}\r\n`
+  tail += KEEP_ALIVE
+  if (whole && (body.length > 0 || EXPECTS_PAYLOAD.has(request.method))) tail += `content-length: ${body.length}\r\n`
   else if (!whole && !declared) {
     // Its framing waits for the first byte (writeBody): a body that sends none is no body at all.
-    exchange.head = head
+    exchange.head = lines + tail
     exchange.chunked = true
     return undefined
   }
-  head += "\r\n"
+  tail += "\r\n"
   if (whole && body.length <= ONE_WRITE_LIMIT) {
-    const out = Buffer.allocUnsafe(head.length + body.length)
-    body.copy(out, out.write(head, 0, "latin1"))
+    // The lines (flat, written as they are) and the short tail: two copies, no joined string.
+    const out = Buffer.allocUnsafe(lines.length + tail.length + body.length)
+    const at = out.write(lines, 0, "latin1")
+    body.copy(out, at + out.write(tail, at, "latin1"))
     exchange.wire = out
     return undefined
   }
-  exchange.head = head
+  exchange.head = lines + tail
   return undefined
 }
 

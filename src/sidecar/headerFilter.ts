@@ -8,8 +8,9 @@
 // the app read a second request (or the calling app a second response) on a keep-alive socket.
 // Names must be tokens and values must be writable (no CR, LF, NUL or other controls, nothing
 // above Latin-1); a pair that is not is dropped and counted, never written. Runs per request: one
-// pass, a table and a Set lookup per header, a second pass only when Connection names extra ones.
-// Pure.
+// pass, a table and a Set lookup per header, a second pass only when Connection names extra ones;
+// a raw list equal to the last one filtered costs a compare per entry (its kept pairs reused).
+// Pure (what it keeps between calls changes no result).
 
 /** The header an app may set to shorten a request's deadline, and that carries what is left to the next app (ms). */
 export const TIMEOUT_HEADER = "iip-timeout"
@@ -128,13 +129,34 @@ class Kept {
  * gives a name that is not a token). One pass, no header object read back.
  */
 export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
+  const last = lastRaw
+  if (rawHeaders.length === last.names.length) {
+    let same = true
+    for (let i = 0; same && i < rawHeaders.length; i++) same = rawHeaders[i] === last.names[i]
+    if (same) {
+      if (last.invalid > 0 && onInvalid !== undefined) onInvalid(last.invalid)
+      return last.kept.slice()
+    }
+  }
   const kept = new Kept()
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!
     if (name.charCodeAt(0) !== 0x3a) kept.add(name, rawHeaders[i + 1])
   }
-  return kept.result(onInvalid)
+  const result = kept.result(onInvalid)
+  last.names = rawHeaders.slice()
+  last.kept = result.slice()
+  last.invalid = kept.invalid
+  return result
 }
+
+/**
+ * The last raw list filtered and what was kept of it: an app sends the same head request after
+ * request (and answer after answer), so the same list is filtered once; callers get a copy of the
+ * kept list, whose [name, value] pairs are shared (no caller changes a pair in place: they drop,
+ * replace or add pairs in their own list).
+ */
+const lastRaw: { names: ReadonlyArray<string>; kept: ReadonlyArray<HeaderPair>; invalid: number } = { names: [], kept: [], invalid: 0 }
 
 /**
  * The end-to-end headers of [name, value] pairs from the wire (an envelope, a `__http_hdr__`

@@ -26,8 +26,8 @@ export interface CallConnection {
   readonly remoteAddress: string
   /** Set while the listener closes: answers say `connection: close`. */
   readonly closing: boolean
-  /** The `keep-alive: timeout=` announced, in seconds. */
-  readonly keepAliveSeconds: number
+  /** How a kept-alive answer's head ends: `connection: keep-alive`, the `keep-alive: timeout=` announced, the blank line (one string for every answer). */
+  readonly keepAliveTail: string
   /** Stops or restarts reading for the body being parsed (back-pressure). */
   holdBody(held: boolean): void
   /** The call's answer ended (or it went away): the connection takes the next one, or closes. */
@@ -76,6 +76,68 @@ const httpDate = (): string => {
 
 const EMPTY = Buffer.alloc(0)
 
+/**
+ * The last answer's head (status line and header lines, with our Date when the answer has none)
+ * and what it was made of. The peer's answers repeat their status and headers answer after
+ * answer (their pairs even shared while their text repeats, httpEnvelope.ts), so the lines are
+ * built again only when a status, name or value differs, and the Date line once a second: the
+ * head then goes out as the same flat string, not a dozen strings joined and flattened per answer.
+ */
+class AnswerHead {
+  private status = 0
+  private readonly fields: Array<string> = []
+  private lines = ""
+  private date = false
+  hasLength = false
+  private datedText = ""
+  private datedHead = ""
+
+  matches(status: number, headers: ReadonlyArray<readonly [string, string]>): boolean {
+    const fields = this.fields
+    if (status !== this.status || headers.length * 2 !== fields.length) return false
+    for (let i = 0; i < headers.length; i++) {
+      const pair = headers[i]!
+      if (pair[0] !== fields[2 * i] || pair[1] !== fields[2 * i + 1]) return false
+    }
+    return true
+  }
+
+  build(status: number, headers: ReadonlyArray<readonly [string, string]>): void {
+    let lines = `HTTP/1.1 ${status} ${nodeHttp.STATUS_CODES[status] ?? "Unknown"}\r\n`
+    let date = false
+    let hasLength = false
+    const fields = this.fields
+    fields.length = 0
+    for (let i = 0; i < headers.length; i++) {
+      const [name, value] = headers[i]!
+      lines += `${name}: ${value}\r\n`
+      fields.push(name, value)
+      if (name.length === 14 && name.toLowerCase() === "content-length") hasLength = true
+      else if (name.length === 4 && name.toLowerCase() === "date") date = true
+    }
+    this.status = status
+    this.lines = lines
+    this.date = date
+    this.hasLength = hasLength
+    this.datedText = ""
+  }
+
+  /** The head: the lines, and our Date line unless the answer has one (the same string while the second lasts). */
+  dated(): string {
+    if (this.date) return this.lines
+    const date = httpDate()
+    if (date !== this.datedText) {
+      this.datedText = date
+      this.datedHead = `${this.lines}date: ${date}\r\n`
+    }
+    return this.datedHead
+  }
+}
+
+const lastAnswerHead = new AnswerHead()
+/** The last kept-alive answer's whole head (finalHead), for the next answer with the same one. */
+const lastKeptAlive = { head: "", tail: "", whole: "" }
+
 export class Http1Call implements OutboundCall {
   readonly method: string
   readonly url: string
@@ -94,8 +156,10 @@ export class Http1Call implements OutboundCall {
   writableEnded = false
   destroyed = false
   private readonly connection: CallConnection
-  // The body: held here until it is read; a reader that streams it gets a queue.
-  private held: Array<Buffer> | undefined = undefined
+  // The body: held here until it is read; a reader that streams it gets a queue. The first chunk
+  // (usually the whole body: it came with the head) in a field of its own, the rest in an array.
+  private firstHeld: Buffer | undefined = undefined
+  private moreHeld: Array<Buffer> | undefined = undefined
   private heldBytes = 0
   private bodyEnded: boolean
   private bodyFailure: RequestAborted | undefined = undefined
@@ -135,7 +199,8 @@ export class Http1Call implements OutboundCall {
   pushBody(chunk: Buffer): void {
     if (this.discarding || this.bodyEnded) return
     if (this.queue !== undefined) return this.queue.push(chunk)
-    ;(this.held ??= []).push(chunk)
+    if (this.firstHeld === undefined) this.firstHeld = chunk
+    else (this.moreHeld ??= []).push(chunk)
     this.heldBytes += chunk.length
     if (this.heldBytes > BODY_HIGH_WATER) this.connection.holdBody(true)
   }
@@ -156,7 +221,8 @@ export class Http1Call implements OutboundCall {
   private discardBody(): void {
     if (this.bodyEnded || this.discarding) return
     this.discarding = true
-    this.held = undefined
+    this.firstHeld = undefined
+    this.moreHeld = undefined
     this.queue?.drop()
     this.connection.holdBody(false)
   }
@@ -168,8 +234,10 @@ export class Http1Call implements OutboundCall {
       resumeIfPaused: () => this.connection.holdBody(false)
     }, () => this.discardBody())
     this.queue = queue
-    for (const chunk of this.held ?? []) queue.push(chunk)
-    this.held = undefined
+    if (this.firstHeld !== undefined) queue.push(this.firstHeld)
+    if (this.moreHeld !== undefined) for (const chunk of this.moreHeld) queue.push(chunk)
+    this.firstHeld = undefined
+    this.moreHeld = undefined
     if (this.bodyFailure !== undefined) queue.fail(this.bodyFailure)
     else if (this.bodyEnded) queue.end()
     return queue
@@ -194,9 +262,12 @@ export class Http1Call implements OutboundCall {
   }
 
   private takeHeld(): Buffer {
-    const held = this.held ?? []
-    this.held = undefined
-    return held.length === 1 ? held[0]! : Buffer.concat(held, this.heldBytes)
+    const first = this.firstHeld
+    const more = this.moreHeld
+    this.firstHeld = undefined
+    this.moreHeld = undefined
+    if (first === undefined) return EMPTY
+    return more === undefined ? first : Buffer.concat([first, ...more], this.heldBytes)
   }
 
   private async gather(limit: number): Promise<Buffer | undefined> {
@@ -224,14 +295,10 @@ export class Http1Call implements OutboundCall {
   writeHead(status: number, headers: ReadonlyArray<readonly [string, string]>): void {
     if (this.headersSent) return
     this.headersSent = true
-    let head = `HTTP/1.1 ${status} ${nodeHttp.STATUS_CODES[status] ?? "Unknown"}\r\n`
-    let date = false
-    for (const [name, value] of headers) {
-      head += `${name}: ${value}\r\n`
-      if (name.length === 14 && name.toLowerCase() === "content-length") this.hasLength = true
-      else if (name.length === 4 && name.toLowerCase() === "date") date = true
-    }
-    this.head = date ? head : `${head}date: ${httpDate()}\r\n`
+    const last = lastAnswerHead
+    if (!last.matches(status, headers)) last.build(status, headers)
+    this.hasLength = last.hasLength
+    this.head = last.dated()
     this.bodiless = this.method === "HEAD" || status === 204 || status === 304 || status < 200
   }
 
@@ -248,7 +315,14 @@ export class Http1Call implements OutboundCall {
       else this.keepAlive = false
     }
     if (this.connection.closing) this.keepAlive = false
-    return this.keepAlive ? `${head}connection: keep-alive\r\nkeep-alive: timeout=${this.connection.keepAliveSeconds}\r\n\r\n` : `${head}connection: close\r\n\r\n`
+    if (!this.keepAlive) return `${head}connection: close\r\n\r\n`
+    // The same head as the last answer's (AnswerHead): the same string, flat since its first write.
+    if (head !== lastKeptAlive.head || this.connection.keepAliveTail !== lastKeptAlive.tail) {
+      lastKeptAlive.head = head
+      lastKeptAlive.tail = this.connection.keepAliveTail
+      lastKeptAlive.whole = head + this.connection.keepAliveTail
+    }
+    return lastKeptAlive.whole
   }
 
   write(chunk: Uint8Array): boolean {

@@ -124,8 +124,8 @@ class Connection implements CallConnection {
     return this.listener.closing
   }
 
-  get keepAliveSeconds(): number {
-    return Math.floor(this.listener.options.keepAliveTimeoutMs / 1000)
+  get keepAliveTail(): string {
+    return this.listener.keepAliveTail
   }
 
   /** Nothing asked, nothing being read: the listener's close may end it now. */
@@ -418,6 +418,8 @@ export class Http1Listener {
   readonly server: net.Server
   readonly options: Http1ListenerOptions
   closing = false
+  /** The end of every kept-alive answer's head (Http1Call.finalHead), built once. */
+  readonly keepAliveTail: string
   private readonly connections = new Set<Connection>()
   /** Runs while there are connections: an idle listener wakes nothing (issue 14: a timer a second gets node's timer code compiled by TurboFan, +5 MB resident). */
   private sweeper: NodeJS.Timeout | undefined
@@ -425,6 +427,7 @@ export class Http1Listener {
 
   constructor(options: Http1ListenerOptions) {
     this.options = options
+    this.keepAliveTail = `connection: keep-alive\r\nkeep-alive: timeout=${Math.floor(options.keepAliveTimeoutMs / 1000)}\r\n\r\n`
     // Half-open as node:http's server: an upgraded connection (outboundUpgrade.ts) may go on one way; HTTP/1.1 ends with the app's end (onEnd).
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
       if (this.closing) return void socket.destroy()

@@ -41,12 +41,46 @@ export const withForwarded = (headers: Array<[string, string]>, clientAddress: s
   return headers
 }
 
+/**
+ * A header list as its JSON, kept for the next list: an app sends the same headers request after
+ * request (and answer after answer), so the same text is reused instead of stringified again when
+ * every name and value equals the last list's (a string compare each, against a stringify).
+ */
+class HeadersJson {
+  private names: Array<string> = []
+  private values: Array<string> = []
+  private text = "[]"
+
+  of(headers: HeaderPairs): string {
+    const { names, values } = this
+    const count = headers.length
+    let same = count === names.length
+    for (let i = 0; same && i < count; i++) {
+      const pair = headers[i]!
+      same = pair[0] === names[i] && pair[1] === values[i]
+    }
+    if (same) return this.text
+    names.length = count
+    values.length = count
+    for (let i = 0; i < count; i++) {
+      const pair = headers[i]!
+      names[i] = pair[0]
+      values[i] = pair[1]
+    }
+    this.text = JSON.stringify(headers)
+    return this.text
+  }
+}
+
+const requestHeadersJson = new HeadersJson()
+const responseHeadersJson = new HeadersJson()
+
 // Built with set(), not from an array of entries: no entry arrays and no iterator protocol per request.
 export const requestMeta = (method: string, authority: string, headers: HeaderPairs): Map<string, string> =>
-  new Map<string, string>().set(HttpMeta.method, method).set(HttpMeta.authority, authority).set(HttpMeta.headers, JSON.stringify(headers))
+  new Map<string, string>().set(HttpMeta.method, method).set(HttpMeta.authority, authority).set(HttpMeta.headers, requestHeadersJson.of(headers))
 
 export const responseMeta = (status: number, headers: HeaderPairs): Map<string, string> =>
-  new Map<string, string>().set(HttpMeta.status, String(status)).set(HttpMeta.headers, JSON.stringify(headers))
+  new Map<string, string>().set(HttpMeta.status, String(status)).set(HttpMeta.headers, responseHeadersJson.of(headers))
 
 /** Trailers as they close a streamed answer (PROTOCOL.md §13, §17.5). */
 export const trailersMeta = (trailers: HeaderPairs): Map<string, string> => new Map<string, string>().set(HttpMeta.trailers, JSON.stringify(trailers))
@@ -63,8 +97,33 @@ const pairsIn = (meta: Meta, key: string = HttpMeta.headers): ReadonlyArray<unkn
   }
 }
 
+/**
+ * The last header list decoded and what the filter kept of it: a peer sends the same list request
+ * after request (an app's answers; requests without a trace context), so the JSON is parsed and
+ * filtered again only when its text changes, not per hop and request. Callers get a copy of the
+ * list, whose [name, value] pairs are shared: no caller changes a pair in place.
+ */
+let lastHeadersText: string | undefined
+let lastHeaders: ReadonlyArray<[string, string]> = []
+let lastInvalid = 0
+let invalidSeen = 0
+const noteInvalid: OnInvalidHeader = (count) => {
+  invalidSeen = count
+}
+
 /** The end-to-end headers in metadata (headerFilter.ts): what a peer sent, safe to write. */
-export const headersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<[string, string]> => endToEndPairs(pairsIn(meta), onInvalid)
+export const headersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<[string, string]> => {
+  const text = meta.get(HttpMeta.headers)
+  if (text === undefined) return []
+  if (text !== lastHeadersText) {
+    invalidSeen = 0
+    lastHeaders = endToEndPairs(pairsIn(meta), noteInvalid)
+    lastInvalid = invalidSeen
+    lastHeadersText = text
+  }
+  if (lastInvalid > 0) onInvalid?.(lastInvalid)
+  return lastHeaders.slice()
+}
 
 /** The answer's trailers in metadata, filtered like headers; undefined when it carries none. */
 export const trailersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<[string, string]> | undefined =>

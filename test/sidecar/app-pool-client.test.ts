@@ -93,6 +93,40 @@ describe("the inbound side's app client", () => {
     expect(valueOf(last.rawHeaders, "content-length")).toBe("2")
   })
 
+  it("a checked head like the last one (its lines kept) still carries each request's own time left, path, headers and length; an unchecked one is checked every time", async () => {
+    const app = await startApp(cleanup)
+    const pool = poolFor(app.port, 1)
+    const send = (path: string, timeLeft: string | undefined, body: string, extra: ReadonlyArray<string> = [], checked = true) =>
+      exchange(pool, {
+        method: "POST",
+        path,
+        headers: ["x-a", "1", "host", "svc", ...(timeLeft === undefined ? [] : ["iip-timeout", timeLeft]), ...extra],
+        body: Buffer.from(body),
+        ...(checked ? { checked: true as const } : {})
+      })
+    await send("/p", "100", "one")
+    await send("/p", "200", "second")
+    await send("/p", undefined, "3")
+    await send("/q", "300", "4")
+    await send("/q", "300", "5", ["x-b", "2"])
+    await send("/q", "300", "6", ["x-b", "3"])
+    const seen = app.seen.map((s) => ({ url: s.url, timeLeft: valueOf(s.rawHeaders, "iip-timeout"), b: valueOf(s.rawHeaders, "x-b"), length: valueOf(s.rawHeaders, "content-length"), body: s.body }))
+    expect(seen).toStrictEqual([
+      { url: "/p", timeLeft: "100", b: undefined, length: "3", body: "one" },
+      { url: "/p", timeLeft: "200", b: undefined, length: "6", body: "second" },
+      { url: "/p", timeLeft: undefined, b: undefined, length: "1", body: "3" },
+      { url: "/q", timeLeft: "300", b: undefined, length: "1", body: "4" },
+      { url: "/q", timeLeft: "300", b: "2", length: "1", body: "5" },
+      { url: "/q", timeLeft: "300", b: "3", length: "1", body: "6" }
+    ])
+    for (const s of app.seen) expect(s.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase())).toStrictEqual(["x-a", "host", ...(s.rawHeaders.some((n) => n.toLowerCase() === "x-b") ? ["x-b"] : []), ...(s.rawHeaders.some((n) => n === "iip-timeout") ? ["iip-timeout"] : []), "connection", "content-length"])
+    // The same head unchecked, with a value that cannot be written: refused, though its lines were kept before.
+    const refused = await send("/q", "300", "7", ["x-b", "bad\r\nx-c: 1"], false)
+    expect(refused.error).toBeInstanceOf(InvalidRequestHead)
+    await send("/q", "300", "8", ["x-b", "3"], false)
+    expect(app.seen.at(-1)!.body).toBe("8")
+  })
+
   it("frees a socket's llhttp parser once the socket closes (an open node HTTPParser is never garbage collected)", async () => {
     // The parsers this test's sockets make (initialize), and the ones closed (another test's may close meanwhile).
     const made = vi.spyOn(HTTPParser.prototype, "initialize")

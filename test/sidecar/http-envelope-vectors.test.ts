@@ -47,6 +47,53 @@ describe("HTTP envelope vectors", () => {
 })
 
 describe("header rules", () => {
+  it("the same raw head filtered again (the last list's kept pairs reused) gives the same headers in an array of its own, its invalid pairs counted each time", () => {
+    const raw = ["Host", "a", "Content-Type", "text/plain", "Bad Name", "x", "X-A", "1"]
+    const counted: Array<number> = []
+    const first = endToEndHeaders(raw, (n) => counted.push(n))
+    expect(first).toStrictEqual([["content-type", "text/plain"], ["x-a", "1"]])
+    withForwarded(first, "127.0.0.1", "a")
+    first.push(["x-added", "1"])
+    const again = endToEndHeaders([...raw], (n) => counted.push(n))
+    expect(again).toStrictEqual([["content-type", "text/plain"], ["x-a", "1"]])
+    expect(counted).toStrictEqual([1, 1])
+    expect(endToEndHeaders(["Host", "a", "Content-Type", "text/plain", "Bad Name", "x", "X-A", "2"])).toStrictEqual([["content-type", "text/plain"], ["x-a", "2"]])
+    expect(endToEndHeaders(["X-A", "1"])).toStrictEqual([["x-a", "1"]])
+    expect(endToEndHeaders([])).toStrictEqual([])
+  })
+
+  it("a request's or an answer's header list as JSON: the same list again gives the same text, any changed name or value its own", () => {
+    const list: Array<[string, string]> = [["accept", "*/*"], ["x-forwarded-for", "127.0.0.1"]]
+    const text = (meta: Map<string, string>) => meta.get("http-headers")
+    expect(text(requestMeta("GET", "a", list))).toBe('[["accept","*/*"],["x-forwarded-for","127.0.0.1"]]')
+    expect(text(requestMeta("GET", "a", list.map(([n, v]) => [n, v] as [string, string])))).toBe('[["accept","*/*"],["x-forwarded-for","127.0.0.1"]]')
+    expect(text(requestMeta("GET", "a", [["accept", "*/*"], ["x-forwarded-for", "127.0.0.2"]]))).toBe('[["accept","*/*"],["x-forwarded-for","127.0.0.2"]]')
+    expect(text(requestMeta("GET", "a", [["accept", "*/*"], ["x-forwarded-fox", "127.0.0.2"]]))).toBe('[["accept","*/*"],["x-forwarded-fox","127.0.0.2"]]')
+    expect(text(requestMeta("GET", "a", [["accept", "*/*"]]))).toBe('[["accept","*/*"]]')
+    expect(text(requestMeta("GET", "a", []))).toBe("[]")
+    expect(text(responseMeta(200, [["content-type", "text/plain"]]))).toBe('[["content-type","text/plain"]]')
+    expect(text(responseMeta(200, [["content-type", "text/html"]]))).toBe('[["content-type","text/html"]]')
+  })
+
+  it("a header list decoded again (the same text: the last one's filtered pairs reused) gives the same headers, in an array of its own, its invalid pairs counted each time", () => {
+    const meta = new Map([["http-headers", JSON.stringify([["content-type", "text/plain"], ["Bad Name", "x"], ["x-a", "1"], ["connection", "x-a"], ["x-b", "2"]])]])
+    const counted: Array<number> = []
+    const first = headersOf(meta, (n) => counted.push(n))
+    expect(first).toStrictEqual([["content-type", "text/plain"], ["x-b", "2"]])
+    // A caller may change its array (x-forwarded-*, trace headers): the next caller's is not changed.
+    first.push(["x-added", "1"])
+    first.length = 1
+    const again = headersOf(new Map(meta), (n) => counted.push(n))
+    expect(again).toStrictEqual([["content-type", "text/plain"], ["x-b", "2"]])
+    expect(again).not.toBe(first)
+    expect(counted).toStrictEqual([1, 1])
+    // Another list, then the first again: each as its own text says.
+    expect(headersOf(new Map([["http-headers", JSON.stringify([["accept", "*/*"]])]]))).toStrictEqual([["accept", "*/*"]])
+    expect(headersOf(meta)).toStrictEqual([["content-type", "text/plain"], ["x-b", "2"]])
+    expect(headersOf(new Map())).toStrictEqual([])
+    expect(headersOf(new Map([["http-headers", "not json"]]))).toStrictEqual([])
+  })
+
   it("drops hop-by-hop headers and those named in Connection, keeps the rest in order", () => {
     const raw = ["Host", "catalog", "Connection", "keep-alive, X-Drop", "X-Drop", "1", "Keep-Alive", "timeout=5", "TE", "trailers",
       "Transfer-Encoding", "chunked", "Upgrade", "h2c", "Proxy-Authorization", "secret", "Accept", "*/*", "Set-Cookie", "a", "Set-Cookie", "b"]

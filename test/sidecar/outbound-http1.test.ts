@@ -275,6 +275,66 @@ describe("the outbound listener alone", () => {
     upgraded!.socket.destroy()
   })
 
+  it("answers in a row with the same status and headers, then others: each head says its own status, headers, length and date", async () => {
+    const answers: Array<[number, ReadonlyArray<readonly [string, string]>, string]> = [
+      [200, [["content-type", "text/plain"], ["content-length", "2"]], "ab"],
+      [200, [["content-type", "text/plain"], ["content-length", "2"]], "cd"],
+      [200, [["content-type", "text/html"], ["content-length", "2"]], "ef"],
+      [201, [["content-type", "text/html"], ["content-length", "2"]], "gh"],
+      [200, [["content-type", "text/html"], ["date", "Mon, 01 Jan 2024 00:00:00 GMT"], ["content-length", "2"]], "ij"],
+      [200, [["content-type", "text/html"]], "klm"]
+    ]
+    let next = 0
+    const { port } = await start((call) => {
+      const [status, headers, body] = answers[next++]!
+      call.writeHead(status, headers)
+      call.end(body)
+    })
+    const client = await RawHttpClient.connect(cleanup, port)
+    for (let i = 0; i < answers.length; i++) {
+      client.write("GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+      await client.untilResponses(i + 1)
+    }
+    const seen = client.responses.map((r) => ({ status: Number(r.startLine.split(" ")[1]), type: header(r, "content-type"), length: header(r, "content-length"), date: header(r, "date") !== undefined, body: r.body.toString() }))
+    expect(seen).toStrictEqual([
+      { status: 200, type: "text/plain", length: "2", date: true, body: "ab" },
+      { status: 200, type: "text/plain", length: "2", date: true, body: "cd" },
+      { status: 200, type: "text/html", length: "2", date: true, body: "ef" },
+      { status: 201, type: "text/html", length: "2", date: true, body: "gh" },
+      { status: 200, type: "text/html", length: "2", date: true, body: "ij" },
+      { status: 200, type: "text/html", length: "3", date: true, body: "klm" }
+    ])
+    expect(header(client.responses[4]!, "date")).toBe("Mon, 01 Jan 2024 00:00:00 GMT")
+    for (const r of client.responses) expect(r.headers.filter(([n]) => n === "date")).toHaveLength(1)
+  })
+
+  it("a body that came in several reads before anyone read it is handed over whole and in order, by readBody and by body()", async () => {
+    const calls: Array<OutboundCall> = []
+    const { port, sockets } = await start((call) => void calls.push(call))
+    const client = await RawHttpClient.connect(cleanup, port)
+    let sent = 0
+    const send = async (text: string) => {
+      client.write(text)
+      sent += text.length
+      await waitFor(() => sockets[0]?.bytesRead === sent, 5000, "the listener to read what was sent")
+    }
+    for (const [url, take] of [["/whole", "readBody"], ["/streamed", "body"]] as const) {
+      await send(`POST ${url} HTTP/1.1\r\nhost: a\r\ncontent-length: 9\r\n\r\n`)
+      await send("abc")
+      await send("def")
+      await send("ghi")
+      const call = calls.at(-1)!
+      if (take === "readBody") answer(call, `${take}:${await call.readBody(1024)}`)
+      else {
+        const parts: Array<Buffer> = []
+        for await (const part of call.body()) parts.push(part)
+        answer(call, `${take}:${parts.length}:${Buffer.concat(parts)}`)
+      }
+      await client.untilResponses(calls.length)
+    }
+    expect(client.responses.map((r) => r.body.toString())).toStrictEqual(["readBody:abcdefghi", "body:3:abcdefghi"])
+  })
+
   it("a body nobody reads holds the client back; read, it arrives whole and in order", async () => {
     let current: OutboundCall | undefined
     const { port, sockets } = await start((call) => void (current = call))
