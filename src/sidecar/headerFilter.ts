@@ -151,6 +151,20 @@ export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: O
 }
 
 /**
+ * Whether `pairs` are the names and values `flat` holds (name, value, name, value ...), each the
+ * same string: how the per-process head caches (the envelope's header JSON, the outbound answer's
+ * head lines) tell a repeated head from a new one without building anything.
+ */
+export const pairsMatchFlat = (pairs: ReadonlyArray<readonly [string, string]>, flat: ReadonlyArray<string>): boolean => {
+  if (pairs.length * 2 !== flat.length) return false
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[i]!
+    if (pair[0] !== flat[2 * i] || pair[1] !== flat[2 * i + 1]) return false
+  }
+  return true
+}
+
+/**
  * The last raw list filtered and what was kept of it: an app sends the same head request after
  * request (and answer after answer), so the same list is filtered once; callers get a copy of the
  * kept list, whose [name, value] pairs are shared (no caller changes a pair in place: they drop,

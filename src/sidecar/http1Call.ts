@@ -9,6 +9,7 @@ import type { IncomingHttpHeaders } from "node:http"
 import type * as net from "node:net"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
+import { pairsMatchFlat } from "./headerFilter.ts"
 import type { OutboundCall } from "./outboundCall.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
@@ -93,13 +94,7 @@ class AnswerHead {
   private datedHead = ""
 
   matches(status: number, headers: ReadonlyArray<readonly [string, string]>): boolean {
-    const fields = this.fields
-    if (status !== this.status || headers.length * 2 !== fields.length) return false
-    for (let i = 0; i < headers.length; i++) {
-      const pair = headers[i]!
-      if (pair[0] !== fields[2 * i] || pair[1] !== fields[2 * i + 1]) return false
-    }
-    return true
+    return status === this.status && pairsMatchFlat(headers, this.fields)
   }
 
   build(status: number, headers: ReadonlyArray<readonly [string, string]>): void {

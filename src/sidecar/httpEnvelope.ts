@@ -5,7 +5,7 @@
 // through the end-to-end filter (headerFilter.ts). Pure.
 import type { IncomingHttpHeaders } from "node:http"
 import type { Meta } from "../protocol/mesh.ts"
-import { endToEndPairs, type OnInvalidHeader } from "./headerFilter.ts"
+import { endToEndPairs, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
 
 export const HttpMeta = {
   method: ":method",
@@ -47,26 +47,15 @@ export const withForwarded = (headers: Array<[string, string]>, clientAddress: s
  * every name and value equals the last list's (a string compare each, against a stringify).
  */
 class HeadersJson {
-  private names: Array<string> = []
-  private values: Array<string> = []
+  /** The last list's names and values, flat (name, value ...). */
+  private readonly fields: Array<string> = []
   private text = "[]"
 
   of(headers: HeaderPairs): string {
-    const { names, values } = this
-    const count = headers.length
-    let same = count === names.length
-    for (let i = 0; same && i < count; i++) {
-      const pair = headers[i]!
-      same = pair[0] === names[i] && pair[1] === values[i]
-    }
-    if (same) return this.text
-    names.length = count
-    values.length = count
-    for (let i = 0; i < count; i++) {
-      const pair = headers[i]!
-      names[i] = pair[0]
-      values[i] = pair[1]
-    }
+    if (pairsMatchFlat(headers, this.fields)) return this.text
+    const fields = this.fields
+    fields.length = 0
+    for (let i = 0; i < headers.length; i++) fields.push(headers[i]![0], headers[i]![1])
     this.text = JSON.stringify(headers)
     return this.text
   }
