@@ -197,14 +197,14 @@ class AppH2Exchange implements Expiring, Held {
   /** The leg's holds' own (answerHolds.ts). */
   holdUntil = 0
   private status = 0
-  private headers: Array<[string, string]> = []
+  private headers: Array<readonly [string, string]> = []
   private parts: Array<Buffer> = []
   /** Where a gRPC answer's first message ends (its 5-byte prefix read), -1 before; Infinity once a second one came or is not looked for. */
   private firstMessageEnd = -1
   /** Waiting in the leg's oneMessageHolds (the first wait is over). */
   private waitsLonger = false
   private bytes = 0
-  private trailers: Array<[string, string]> | undefined = undefined
+  private trailers: Array<readonly [string, string]> | undefined = undefined
   /** Set once the answer streams. */
   private answer: PausingByteQueue | undefined = undefined
 

@@ -84,7 +84,8 @@ export const isEndToEndName = (name: string): boolean => {
   return lower !== undefined && !isHopHeader(lower)
 }
 
-export type HeaderPair = [string, string]
+/** Readonly: the head caches share pairs between requests (below, httpEnvelope.ts). */
+export type HeaderPair = readonly [string, string]
 
 /** Counts pairs dropped for an invalid name or value (a metric, so bounded whatever the input). */
 export type OnInvalidHeader = (count: number) => void
@@ -104,7 +105,7 @@ class Kept {
       return
     }
     if (!isHopHeader(lower)) {
-      this.out.push(pair !== undefined && lower === name ? (pair as HeaderPair) : [lower, value as string])
+      this.out.push(pair !== undefined && lower === name ? (pair as unknown as HeaderPair) : [lower, value as string])
       return
     }
     if (lower !== "connection") return
@@ -167,8 +168,8 @@ export const pairsMatchFlat = (pairs: ReadonlyArray<readonly [string, string]>, 
 /**
  * The last raw list filtered and what was kept of it: an app sends the same head request after
  * request (and answer after answer), so the same list is filtered once; callers get a copy of the
- * kept list, whose [name, value] pairs are shared (no caller changes a pair in place: they drop,
- * replace or add pairs in their own list).
+ * kept list, whose [name, value] pairs are shared: callers drop, replace or add pairs in their own
+ * list, and `HeaderPair` is readonly so that the compiler refuses a change to a pair in place.
  */
 const lastRaw: { names: ReadonlyArray<string>; kept: ReadonlyArray<HeaderPair>; invalid: number } = { names: [], kept: [], invalid: 0 }
 

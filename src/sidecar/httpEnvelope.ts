@@ -25,7 +25,7 @@ export type HeaderPairs = ReadonlyArray<readonly [string, string]>
  * Adds x-forwarded-for/-proto/-host for a request that entered at `clientAddress` for `host`, in
  * place (one pass): the first x-forwarded-for the app sent is extended, the others dropped.
  */
-export const withForwarded = (headers: Array<[string, string]>, clientAddress: string, host: string): Array<[string, string]> => {
+export const withForwarded = (headers: Array<readonly [string, string]>, clientAddress: string, host: string): Array<readonly [string, string]> => {
   let prior: string | undefined
   let kept = 0
   for (let i = 0; i < headers.length; i++) {
@@ -90,10 +90,10 @@ const pairsIn = (meta: Meta, key: string = HttpMeta.headers): ReadonlyArray<unkn
  * The last header list decoded and what the filter kept of it: a peer sends the same list request
  * after request (an app's answers; requests without a trace context), so the JSON is parsed and
  * filtered again only when its text changes, not per hop and request. Callers get a copy of the
- * list, whose [name, value] pairs are shared: no caller changes a pair in place.
+ * list, whose [name, value] pairs are shared (readonly, so the compiler refuses a change in place).
  */
 let lastHeadersText: string | undefined
-let lastHeaders: ReadonlyArray<[string, string]> = []
+let lastHeaders: ReadonlyArray<readonly [string, string]> = []
 let lastInvalid = 0
 let invalidSeen = 0
 const noteInvalid: OnInvalidHeader = (count) => {
@@ -101,7 +101,7 @@ const noteInvalid: OnInvalidHeader = (count) => {
 }
 
 /** The end-to-end headers in metadata (headerFilter.ts): what a peer sent, safe to write. */
-export const headersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<[string, string]> => {
+export const headersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<readonly [string, string]> => {
   const text = meta.get(HttpMeta.headers)
   if (text === undefined) return []
   if (text !== lastHeadersText) {
@@ -115,7 +115,7 @@ export const headersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<[strin
 }
 
 /** The answer's trailers in metadata, filtered like headers; undefined when it carries none. */
-export const trailersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<[string, string]> | undefined =>
+export const trailersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<readonly [string, string]> | undefined =>
   meta.has(HttpMeta.trailers) ? endToEndPairs(pairsIn(meta, HttpMeta.trailers), onInvalid) : undefined
 
 /** The first value a peer sent for `name` (lower case), before filtering: for the rare header read on its own. */
@@ -142,7 +142,7 @@ export const plainRequestPath = (uri: string, headers: HeaderPairs): string => {
 }
 
 /** Reads `__http_hdr__` back as header pairs (what a Go IIP server's IIPArgToHttpHeader gives). */
-export const headersFromPlainQuery = (value: string): Array<[string, string]> => {
+export const headersFromPlainQuery = (value: string): Array<readonly [string, string]> => {
   try {
     const parsed: unknown = JSON.parse(Buffer.from(value.replace(/-/g, "+").replace(/_/g, "/"), "base64").toString("utf8"))
     if (typeof parsed !== "object" || parsed === null) return []
@@ -155,7 +155,7 @@ export const headersFromPlainQuery = (value: string): Array<[string, string]> =>
 }
 
 /** Node's incoming headers as pairs (for tests and adapters that have no rawHeaders). */
-export const pairsOf = (headers: IncomingHttpHeaders): Array<[string, string]> =>
+export const pairsOf = (headers: IncomingHttpHeaders): Array<readonly [string, string]> =>
   Object.entries(headers).flatMap(([name, value]) =>
     value === undefined ? [] : Array.isArray(value) ? value.map((v) => [name, v] as [string, string]) : [[name, value] as [string, string]]
   )

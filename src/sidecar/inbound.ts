@@ -62,14 +62,14 @@ export interface InboundOptions {
   /** The authorization gate; none: every caller is allowed (the caller's identity still reaches the app). */
   readonly authorization?: InboundAuthorization
   /** The inbound rate limits' check (rateLimits.ts): the refusal for a call over one, or undefined. */
-  readonly rateLimit?: (identity: string | undefined, remoteAddress: string, headers: ReadonlyArray<[string, string]>) => Failure | undefined
+  readonly rateLimit?: (identity: string | undefined, remoteAddress: string, headers: ReadonlyArray<readonly [string, string]>) => Failure | undefined
 }
 
 interface AppRequestHead {
   readonly method: string
   /** Path and query as the caller sent them (never percent-decoded). */
   readonly path: string
-  readonly headers: Array<[string, string]>
+  readonly headers: Array<readonly [string, string]>
   readonly body: Buffer
 }
 

@@ -137,7 +137,7 @@ export class OutboundObservation {
   }
 
   /** Puts this span's context into the headers that cross IIP (replacing the app's). */
-  propagate(headers: Array<[string, string]>): void {
+  propagate(headers: Array<readonly [string, string]>): void {
     if (this.span !== undefined) replaceTraceHeaders(headers, this.span.traceparent(), this.incoming!)
   }
 
@@ -267,7 +267,7 @@ export class InboundObservation {
   }
 
   /** The call to the local app starts: its span, a child of the server span, goes into the app's headers (replacing the peer's). */
-  callApp(appHost: string, appPort: number, headers: Array<[string, string]>): void {
+  callApp(appHost: string, appPort: number, headers: Array<readonly [string, string]>): void {
     if (this.server === undefined) return
     const app = this.spans!.start(this.method, SpanKind.CLIENT, this.server)
     if (app.recording) {

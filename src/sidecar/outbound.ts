@@ -221,7 +221,7 @@ export const applyRoute = (
   req: OutboundRequest,
   target: Target,
   { routes, choice }: ReturnType<typeof chooseRoute>,
-  headers: Array<[string, string]>
+  headers: Array<readonly [string, string]>
 ): void => {
   const limited = routes.limits === undefined ? undefined : limitOutbound(routes.limits, options.telemetry.metrics, target.service, choice?.route, req.headers, req.remoteAddress)
   if (limited !== undefined) throw limited
@@ -303,7 +303,7 @@ class OutboundExchange implements HeldBodyReceiver {
   private service = ""
   private subset: string | undefined = undefined
   private choice: SubsetChoice | undefined = undefined
-  private headers: Array<[string, string]> | undefined = undefined
+  private headers: Array<readonly [string, string]> | undefined = undefined
   private body: Uint8Array | AsyncIterable<Buffer> | undefined = undefined
   /** The body is held whole: a retry can send it again. */
   private whole = false

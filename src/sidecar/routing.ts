@@ -120,7 +120,7 @@ export const chooseSubset = (
  * header with it alone. False when that would take the header past MAX_BAGGAGE_CHARS: the choice
  * then holds for this hop only.
  */
-export const addStickyMember = (headers: Array<[string, string]>, subset: string): boolean => {
+export const addStickyMember = (headers: Array<readonly [string, string]>, subset: string): boolean => {
   const member = `${STICKY_MEMBER}=${subset}`
   for (let i = headers.length - 1; i >= 0; i--) {
     const [name, value] = headers[i]!

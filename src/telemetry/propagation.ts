@@ -60,7 +60,7 @@ const recordSetter: TextMapSetter<MutableHeaderRecord> = {
   }
 }
 
-const pairsSetter: TextMapSetter<Array<[string, string]>> = {
+const pairsSetter: TextMapSetter<Array<readonly [string, string]>> = {
   set: (carrier, key, value) => {
     carrier.push([key, value])
   }
@@ -75,7 +75,7 @@ export const extractContext = (headers: HeaderRecord | HeaderPairs, base: Contex
  * traceparent, tracestate and baggage already there. A context without a valid span writes no
  * traceparent; one without baggage writes no baggage.
  */
-export const injectContext = (context: Context, headers: MutableHeaderRecord | Array<[string, string]>): void => {
+export const injectContext = (context: Context, headers: MutableHeaderRecord | Array<readonly [string, string]>): void => {
   if (Array.isArray(headers)) {
     let kept = 0
     for (const pair of headers) if (!propagationHeaders.includes(pair[0].toLowerCase())) headers[kept++] = pair
@@ -213,7 +213,7 @@ export const incomingTraceOfPairs = (pairs: HeaderPairs): IncomingTrace => {
  * Replaces the trace headers in `pairs` (any case, in place) with this hop's: its span's
  * traceparent, then the tracestate and baggage it passes on.
  */
-export const replaceTraceHeaders = (pairs: Array<[string, string]>, traceparent: string, trace: IncomingTrace): void => {
+export const replaceTraceHeaders = (pairs: Array<readonly [string, string]>, traceparent: string, trace: IncomingTrace): void => {
   let kept = 0
   for (let i = 0; i < pairs.length; i++) {
     const pair = pairs[i]!

@@ -17,7 +17,7 @@ interface Echo {
   readonly rawQuery: string
   readonly k: ReadonlyArray<string>
   readonly hdr: string
-  readonly headers: Array<[string, string]>
+  readonly headers: Array<readonly [string, string]>
   readonly data: string
 }
 
