@@ -20,8 +20,8 @@ import { AnswerHolds, type Held } from "./answerHolds.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { grpcStatusIn, grpcTimeoutValue, isGrpcPairs } from "./grpcStatus.ts"
-import { endToEndHeaders, type OnInvalidHeader } from "./headerFilter.ts"
-import { HttpMeta, responseMeta, trailersMeta } from "./httpEnvelope.ts"
+import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
+import { responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 
@@ -42,6 +42,8 @@ const WHOLE_ANSWER_WAIT_MS = 1
  * and it pauses after the first: that message waits this long, once per method.
  */
 const ONE_MESSAGE_WAIT_MS = 20
+/** A gRPC app's trailers, filtered once while they repeat (its answer heads have the filter's own cache). */
+const appTrailers = new RawListCache()
 /** Methods remembered as streaming (their paths come from callers: bounded, forgotten all at once when full). */
 const STREAMING_METHODS_KEPT = 1024
 /** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
@@ -254,7 +256,7 @@ class AppH2Exchange implements Expiring, Held {
 
   /** The raw field lists (the events' third argument), as the app sent them: read once, in order. */
   onTrailers(raw: ReadonlyArray<string>): void {
-    this.trailers = endToEndHeaders(raw, this.leg.onInvalid)
+    this.trailers = endToEndHeaders(raw, this.leg.onInvalid, appTrailers)
   }
 
   onError(error: NodeJS.ErrnoException): void {
@@ -376,7 +378,7 @@ class AppH2Exchange implements Expiring, Held {
     this.observation.grpcStatus(grpcStatusIn(held))
     this.observation.end(leg.address, status, undefined)
     const meta = responseMeta(status, headers)
-    if (held !== undefined) meta.set(HttpMeta.trailers, JSON.stringify(held))
+    if (held !== undefined) withTrailers(meta, held)
     this.settle(reply(body, meta))
   }
 

@@ -63,6 +63,8 @@ class HeadersJson {
 
 const requestHeadersJson = new HeadersJson()
 const responseHeadersJson = new HeadersJson()
+/** A gRPC app's trailers repeat call after call (`grpc-status: 0`): apart from the heads, whose cache they would otherwise replace. */
+const trailersJson = new HeadersJson()
 
 // Built with set(), not from an array of entries: no entry arrays and no iterator protocol per request.
 export const requestMeta = (method: string, authority: string, headers: HeaderPairs): Map<string, string> =>
@@ -72,7 +74,10 @@ export const responseMeta = (status: number, headers: HeaderPairs): Map<string, 
   new Map<string, string>().set(HttpMeta.status, String(status)).set(HttpMeta.headers, responseHeadersJson.of(headers))
 
 /** Trailers as they close a streamed answer (PROTOCOL.md §13, §17.5). */
-export const trailersMeta = (trailers: HeaderPairs): Map<string, string> => new Map<string, string>().set(HttpMeta.trailers, JSON.stringify(trailers))
+export const trailersMeta = (trailers: HeaderPairs): Map<string, string> => new Map<string, string>().set(HttpMeta.trailers, trailersJson.of(trailers))
+
+/** An answer held whole carries its trailers in its metadata (PROTOCOL.md §17.5), beside its head. */
+export const withTrailers = (meta: Map<string, string>, trailers: HeaderPairs): Map<string, string> => meta.set(HttpMeta.trailers, trailersJson.of(trailers))
 
 /** The header pairs of metadata as sent, unchecked; malformed or missing gives none. */
 const pairsIn = (meta: Meta, key: string = HttpMeta.headers): ReadonlyArray<unknown> => {
@@ -114,9 +119,27 @@ export const headersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<[strin
   return lastHeaders.slice()
 }
 
+/**
+ * The last trailers decoded and what the filter kept of them: a gRPC answer's are the same text call
+ * after call, parsed and filtered once. Shared, not copied: no caller changes the list.
+ */
+let lastTrailersText: string | undefined
+let lastTrailers: ReadonlyArray<readonly [string, string]> = []
+let lastTrailersInvalid = 0
+
 /** The answer's trailers in metadata, filtered like headers; undefined when it carries none. */
-export const trailersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<[string, string]> | undefined =>
-  meta.has(HttpMeta.trailers) ? endToEndPairs(pairsIn(meta, HttpMeta.trailers), onInvalid) : undefined
+export const trailersOf = (meta: Meta, onInvalid?: OnInvalidHeader): ReadonlyArray<readonly [string, string]> | undefined => {
+  const text = meta.get(HttpMeta.trailers)
+  if (text === undefined) return undefined
+  if (text !== lastTrailersText) {
+    invalidSeen = 0
+    lastTrailers = endToEndPairs(pairsIn(meta, HttpMeta.trailers), noteInvalid)
+    lastTrailersInvalid = invalidSeen
+    lastTrailersText = text
+  }
+  if (lastTrailersInvalid > 0) onInvalid?.(lastTrailersInvalid)
+  return lastTrailers
+}
 
 /** The first value a peer sent for `name` (lower case), before filtering: for the rare header read on its own. */
 export const sentValue = (meta: Meta, name: string): string | undefined => {
