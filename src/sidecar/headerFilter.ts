@@ -198,6 +198,22 @@ export const endToEndPairs = (pairs: ReadonlyArray<unknown>, onInvalid?: OnInval
 }
 
 /**
+ * endToEndPairs for one part of a list whose parts are filtered apart (httpEnvelope.ts's request
+ * lists: the part before their trace headers is filtered once while it repeats): undefined when a
+ * Connection header in it names other headers, which may sit in another part (the caller then
+ * filters the whole list).
+ */
+export const endToEndPart = (pairs: ReadonlyArray<unknown>, onInvalid?: OnInvalidHeader): Array<HeaderPair> | undefined => {
+  const kept = new Kept()
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[i]
+    if (Array.isArray(pair) && pair.length === 2) kept.add(pair[0], pair[1], pair)
+    else kept.invalid++
+  }
+  return kept.named === undefined ? kept.result(onInvalid) : undefined
+}
+
+/**
  * A content-length that only describes (the answer to HEAD, a 304): carried on as it was when it is
  * a plain decimal, since no body follows it; undefined otherwise.
  */

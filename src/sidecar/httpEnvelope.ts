@@ -5,7 +5,7 @@
 // through the end-to-end filter (headerFilter.ts). Pure.
 import type { IncomingHttpHeaders } from "node:http"
 import type { Meta } from "../protocol/mesh.ts"
-import { endToEndPairs, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
+import { endToEndPairs, endToEndPart, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
 
 export const HttpMeta = {
   method: ":method",
@@ -105,11 +105,67 @@ const noteInvalid: OnInvalidHeader = (count) => {
   invalidSeen = count
 }
 
+/**
+ * Where a traced request's list turns to its trace headers: the outbound side puts its span's
+ * `traceparent` (then `tracestate`, `baggage`) after the others (propagation.ts's
+ * replaceTraceHeaders), so that list's text differs call after call in its tail only.
+ */
+const TRACE_TAIL = ',["traceparent",'
+
+/**
+ * The part before the trace tail of the last traced list decoded, and what the filter kept of it
+ * (undefined: it could not be filtered apart, so the whole list is).
+ */
+let tracedHead: { readonly text: string; readonly kept: ReadonlyArray<[string, string]> | undefined; readonly invalid: number } = { text: "", kept: undefined, invalid: 0 }
+
+/** A JSON array's elements, or undefined for any other text. */
+const arrayIn = (text: string): ReadonlyArray<unknown> | undefined => {
+  try {
+    const value: unknown = JSON.parse(text)
+    return Array.isArray(value) ? value : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * A traced list decoded in two parts: the part before its trace tail (parsed and filtered once while
+ * it repeats) and the tail. The same pairs as decoding the whole text, or undefined when the text
+ * does not split so (no tail; a part that is not a JSON array; a Connection header naming others).
+ * A part before the tail that parses as a non-empty array on its own ends with a whole element of
+ * the top-level array (a cut inside a string or a nested array leaves it unclosed), so the whole
+ * text is that array with the tail's elements after it, valid exactly when the tail is.
+ */
+const tracedHeadersOf = (text: string, onInvalid: OnInvalidHeader | undefined): Array<[string, string]> | undefined => {
+  const cut = text.lastIndexOf(TRACE_TAIL)
+  if (cut <= 0) return undefined
+  let head = tracedHead
+  if (cut !== head.text.length || !text.startsWith(head.text)) {
+    const before = text.slice(0, cut)
+    const pairs = arrayIn(`${before}]`)
+    invalidSeen = 0
+    const kept = pairs === undefined || pairs.length === 0 ? undefined : endToEndPart(pairs, noteInvalid)
+    head = { text: before, kept, invalid: invalidSeen }
+    tracedHead = head
+  }
+  if (head.kept === undefined) return undefined
+  const tail = arrayIn(`[${text.slice(cut + 1)}`)
+  if (tail === undefined) return undefined
+  invalidSeen = 0
+  const kept = endToEndPart(tail, noteInvalid)
+  if (kept === undefined) return undefined
+  const invalid = head.invalid + invalidSeen
+  if (invalid > 0) onInvalid?.(invalid)
+  return head.kept.concat(kept)
+}
+
 /** The end-to-end headers in metadata (headerFilter.ts): what a peer sent, safe to write. */
 export const headersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<[string, string]> => {
   const text = meta.get(HttpMeta.headers)
   if (text === undefined) return []
   if (text !== lastHeadersText) {
+    const traced = tracedHeadersOf(text, onInvalid)
+    if (traced !== undefined) return traced
     invalidSeen = 0
     lastHeaders = endToEndPairs(pairsIn(meta), noteInvalid)
     lastInvalid = invalidSeen
