@@ -137,10 +137,13 @@ const arrayIn = (text: string): ReadonlyArray<unknown> | undefined => {
  * text is that array with the tail's elements after it, valid exactly when the tail is.
  */
 const tracedHeadersOf = (text: string, onInvalid: OnInvalidHeader | undefined): Array<[string, string]> | undefined => {
-  const cut = text.lastIndexOf(TRACE_TAIL)
-  if (cut <= 0) return undefined
   let head = tracedHead
-  if (cut !== head.text.length || !text.startsWith(head.text)) {
+  let cut = head.text.length
+  // The last head's text, then a trace tail (any cut a head that parses on its own ends at will
+  // do, not only the last): no search through the text while the head repeats.
+  if (cut === 0 || !text.startsWith(TRACE_TAIL, cut) || !text.startsWith(head.text)) {
+    cut = text.lastIndexOf(TRACE_TAIL)
+    if (cut <= 0) return undefined
     const before = text.slice(0, cut)
     const pairs = arrayIn(`${before}]`)
     invalidSeen = 0
