@@ -2,8 +2,8 @@
 // one pooled session per app, made again when it closes; each mesh request is one stream on it,
 // both ways under flow control: the peer's streamed body is written as the app's stream drains,
 // the app's answer is read as the mesh takes it (the stream pauses past a high-water mark).
-// An answer that is over within 1 ms of its head (a unary call: grpc-js sends its trailers a
-// turn or two of the event loop after the message) goes back as one message, its trailers in its
+// An answer that is over within 1 ms of the end of the turn its head came in (a unary call: grpc-js
+// sends its trailers a turn or two of the event loop after the message) goes back as one message, its trailers in its
 // metadata; so does a gRPC answer holding one whole message then, of a method not seen to stream,
 // that is over within 20 ms more (its trailers late); any other streams from then on, and its
 // trailers (`grpc-status`, `grpc-message`, custom ones) close the stream (PROTOCOL.md §13, §17.5).
@@ -20,8 +20,8 @@ import { AnswerHolds, type Held } from "./answerHolds.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { grpcStatusIn, grpcTimeoutValue, isGrpcPairs } from "./grpcStatus.ts"
-import { endToEndHeaders, type OnInvalidHeader } from "./headerFilter.ts"
-import { HttpMeta, responseMeta, trailersMeta } from "./httpEnvelope.ts"
+import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
+import { responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 
@@ -42,6 +42,8 @@ const WHOLE_ANSWER_WAIT_MS = 1
  * and it pauses after the first: that message waits this long, once per method.
  */
 const ONE_MESSAGE_WAIT_MS = 20
+/** A gRPC app's trailers, filtered once while they repeat (its answer heads have the filter's own cache). */
+const appTrailers = new RawListCache()
 /** Methods remembered as streaming (their paths come from callers: bounded, forgotten all at once when full). */
 const STREAMING_METHODS_KEPT = 1024
 /** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
@@ -254,7 +256,7 @@ class AppH2Exchange implements Expiring, Held {
 
   /** The raw field lists (the events' third argument), as the app sent them: read once, in order. */
   onTrailers(raw: ReadonlyArray<string>): void {
-    this.trailers = endToEndHeaders(raw, this.leg.onInvalid)
+    this.trailers = endToEndHeaders(raw, this.leg.onInvalid, appTrailers)
   }
 
   onError(error: NodeJS.ErrnoException): void {
@@ -267,6 +269,8 @@ class AppH2Exchange implements Expiring, Held {
 
   /** Reset without an error code (or closed before its end): settled here, whatever happened. */
   onClose(): void {
+    // Every stream closes, most of them answered: no failure's reason and message built for those.
+    if (this.done) return
     this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} closed the stream without an answer`)
   }
 
@@ -310,8 +314,14 @@ class AppH2Exchange implements Expiring, Held {
     if (this.status < 200 || this.status > 599) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
     }
-    // A head that ended the stream is the whole answer; otherwise one that is over soon goes back whole.
-    if (!this.stream!.endAfterHeaders) this.leg.holds.hold(this)
+    // A head that ended the stream is the whole answer; otherwise one that is over soon goes back
+    // whole: its wait begins at the turn's end, unless the answer is over by then.
+    if (!this.stream!.endAfterHeaders) holdAtTurnEnd(this)
+  }
+
+  /** The turn its head came in is over: the answer, if neither over nor streaming yet, waits to be whole. */
+  holdIfOpen(): void {
+    if (!this.done && this.answer === undefined) this.leg.holds.hold(this)
   }
 
   onData(chunk: Buffer): void {
@@ -376,7 +386,7 @@ class AppH2Exchange implements Expiring, Held {
     this.observation.grpcStatus(grpcStatusIn(held))
     this.observation.end(leg.address, status, undefined)
     const meta = responseMeta(status, headers)
-    if (held !== undefined) meta.set(HttpMeta.trailers, JSON.stringify(held))
+    if (held !== undefined) withTrailers(meta, held)
     this.settle(reply(body, meta))
   }
 
@@ -406,6 +416,32 @@ class AppH2Exchange implements Expiring, Held {
   private settle(value: Outcome): void {
     this.pending.settle(value)
   }
+}
+
+/**
+ * The exchanges whose answer head came in this turn of the event loop, and whether the one
+ * setImmediate that begins their waits is armed: an answer read whole with its head (head, message
+ * and trailers in one read, the usual unary answer) arms no timer, where a wait begun at its head
+ * armed the holds' timer and cleared it again within the turn (a Timeout, a timer-list insert and
+ * unenroll per call while calls come one at a time). Swapped, not copied, at the turn's end.
+ */
+let headsThisTurn: Array<AppH2Exchange> = []
+let headsSpare: Array<AppH2Exchange> = []
+let turnEndArmed = false
+const holdAtTurnEnd = (exchange: AppH2Exchange): void => {
+  headsThisTurn.push(exchange)
+  if (!turnEndArmed) {
+    turnEndArmed = true
+    setImmediate(holdOpenAnswers)
+  }
+}
+function holdOpenAnswers(): void {
+  turnEndArmed = false
+  const exchanges = headsThisTurn
+  headsThisTurn = headsSpare
+  headsSpare = exchanges
+  for (let i = 0; i < exchanges.length; i++) exchanges[i]!.holdIfOpen()
+  exchanges.length = 0
 }
 
 /** A stream to the app names its exchange, for the listeners below (`this` is the stream). */

@@ -124,13 +124,28 @@ class Kept {
 }
 
 /**
+ * The last raw list filtered and what was kept of it: an app sends the same head request after
+ * request (and answer after answer), so the same list is filtered once; callers get a copy of the
+ * kept list, whose [name, value] pairs are shared: callers drop, replace or add pairs in their own
+ * list, and `HeaderPair` is readonly so that the compiler refuses a change to a pair in place. One per kind of list that repeats: a gRPC app's answer
+ * heads and its trailers, filtered in turn through one cache, would each miss it every call.
+ */
+export class RawListCache {
+  names: ReadonlyArray<string> = []
+  kept: ReadonlyArray<HeaderPair> = []
+  invalid = 0
+}
+
+/** The cache of the heads that have no cache of their own. */
+const lastRaw = new RawListCache()
+
+/**
  * The end-to-end headers of node's `rawHeaders` (name, value, name, value ...), in order, names
  * lower case; also a raw HTTP/2 field list as node:http2 hands it, whose pseudo-headers (`:status`,
  * `:path` ...) are the message's own, left out, not counted as invalid (an HTTP/1.1 parser never
  * gives a name that is not a token). One pass, no header object read back.
  */
-export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: OnInvalidHeader): Array<HeaderPair> => {
-  const last = lastRaw
+export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: OnInvalidHeader, last: RawListCache = lastRaw): Array<HeaderPair> => {
   if (rawHeaders.length === last.names.length) {
     let same = true
     for (let i = 0; same && i < rawHeaders.length; i++) same = rawHeaders[i] === last.names[i]
@@ -165,13 +180,6 @@ export const pairsMatchFlat = (pairs: ReadonlyArray<readonly [string, string]>, 
   return true
 }
 
-/**
- * The last raw list filtered and what was kept of it: an app sends the same head request after
- * request (and answer after answer), so the same list is filtered once; callers get a copy of the
- * kept list, whose [name, value] pairs are shared: callers drop, replace or add pairs in their own
- * list, and `HeaderPair` is readonly so that the compiler refuses a change to a pair in place.
- */
-const lastRaw: { names: ReadonlyArray<string>; kept: ReadonlyArray<HeaderPair>; invalid: number } = { names: [], kept: [], invalid: 0 }
 
 /**
  * The end-to-end headers of [name, value] pairs from the wire (an envelope, a `__http_hdr__`
@@ -188,6 +196,22 @@ export const endToEndPairs = (pairs: ReadonlyArray<unknown>, onInvalid?: OnInval
     else kept.invalid++
   }
   return kept.result(onInvalid)
+}
+
+/**
+ * endToEndPairs for one part of a list whose parts are filtered apart (httpEnvelope.ts's request
+ * lists: the part before their trace headers is filtered once while it repeats): undefined when a
+ * Connection header in it names other headers, which may sit in another part (the caller then
+ * filters the whole list).
+ */
+export const endToEndPart = (pairs: ReadonlyArray<unknown>, onInvalid?: OnInvalidHeader): Array<HeaderPair> | undefined => {
+  const kept = new Kept()
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[i]
+    if (Array.isArray(pair) && pair.length === 2) kept.add(pair[0], pair[1], pair)
+    else kept.invalid++
+  }
+  return kept.named === undefined ? kept.result(onInvalid) : undefined
 }
 
 /**

@@ -5,7 +5,7 @@
 // through the end-to-end filter (headerFilter.ts). Pure.
 import type { IncomingHttpHeaders } from "node:http"
 import type { Meta } from "../protocol/mesh.ts"
-import { endToEndPairs, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
+import { endToEndPairs, endToEndPart, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
 
 export const HttpMeta = {
   method: ":method",
@@ -63,6 +63,8 @@ class HeadersJson {
 
 const requestHeadersJson = new HeadersJson()
 const responseHeadersJson = new HeadersJson()
+/** A gRPC app's trailers repeat call after call (`grpc-status: 0`): apart from the heads, whose cache they would otherwise replace. */
+const trailersJson = new HeadersJson()
 
 // Built with set(), not from an array of entries: no entry arrays and no iterator protocol per request.
 export const requestMeta = (method: string, authority: string, headers: HeaderPairs): Map<string, string> =>
@@ -72,7 +74,10 @@ export const responseMeta = (status: number, headers: HeaderPairs): Map<string, 
   new Map<string, string>().set(HttpMeta.status, String(status)).set(HttpMeta.headers, responseHeadersJson.of(headers))
 
 /** Trailers as they close a streamed answer (PROTOCOL.md §13, §17.5). */
-export const trailersMeta = (trailers: HeaderPairs): Map<string, string> => new Map<string, string>().set(HttpMeta.trailers, JSON.stringify(trailers))
+export const trailersMeta = (trailers: HeaderPairs): Map<string, string> => new Map<string, string>().set(HttpMeta.trailers, trailersJson.of(trailers))
+
+/** An answer held whole carries its trailers in its metadata (PROTOCOL.md §17.5), beside its head. */
+export const withTrailers = (meta: Map<string, string>, trailers: HeaderPairs): Map<string, string> => meta.set(HttpMeta.trailers, trailersJson.of(trailers))
 
 /** The header pairs of metadata as sent, unchecked; malformed or missing gives none. */
 const pairsIn = (meta: Meta, key: string = HttpMeta.headers): ReadonlyArray<unknown> => {
@@ -100,11 +105,70 @@ const noteInvalid: OnInvalidHeader = (count) => {
   invalidSeen = count
 }
 
+/**
+ * Where a traced request's list turns to its trace headers: the outbound side puts its span's
+ * `traceparent` (then `tracestate`, `baggage`) after the others (propagation.ts's
+ * replaceTraceHeaders), so that list's text differs call after call in its tail only.
+ */
+const TRACE_TAIL = ',["traceparent",'
+
+/**
+ * The part before the trace tail of the last traced list decoded, and what the filter kept of it
+ * (undefined: it could not be filtered apart, so the whole list is).
+ */
+let tracedHead: { readonly text: string; readonly kept: ReadonlyArray<readonly [string, string]> | undefined; readonly invalid: number } = { text: "", kept: undefined, invalid: 0 }
+
+/** A JSON array's elements, or undefined for any other text. */
+const arrayIn = (text: string): ReadonlyArray<unknown> | undefined => {
+  try {
+    const value: unknown = JSON.parse(text)
+    return Array.isArray(value) ? value : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * A traced list decoded in two parts: the part before its trace tail (parsed and filtered once while
+ * it repeats) and the tail. The same pairs as decoding the whole text, or undefined when the text
+ * does not split so (no tail; a part that is not a JSON array; a Connection header naming others).
+ * A part before the tail that parses as a non-empty array on its own ends with a whole element of
+ * the top-level array (a cut inside a string or a nested array leaves it unclosed), so the whole
+ * text is that array with the tail's elements after it, valid exactly when the tail is.
+ */
+const tracedHeadersOf = (text: string, onInvalid: OnInvalidHeader | undefined): Array<readonly [string, string]> | undefined => {
+  let head = tracedHead
+  let cut = head.text.length
+  // The last head's text, then a trace tail (any cut a head that parses on its own ends at will
+  // do, not only the last): no search through the text while the head repeats.
+  if (cut === 0 || !text.startsWith(TRACE_TAIL, cut) || !text.startsWith(head.text)) {
+    cut = text.lastIndexOf(TRACE_TAIL)
+    if (cut <= 0) return undefined
+    const before = text.slice(0, cut)
+    const pairs = arrayIn(`${before}]`)
+    invalidSeen = 0
+    const kept = pairs === undefined || pairs.length === 0 ? undefined : endToEndPart(pairs, noteInvalid)
+    head = { text: before, kept, invalid: invalidSeen }
+    tracedHead = head
+  }
+  if (head.kept === undefined) return undefined
+  const tail = arrayIn(`[${text.slice(cut + 1)}`)
+  if (tail === undefined) return undefined
+  invalidSeen = 0
+  const kept = endToEndPart(tail, noteInvalid)
+  if (kept === undefined) return undefined
+  const invalid = head.invalid + invalidSeen
+  if (invalid > 0) onInvalid?.(invalid)
+  return head.kept.concat(kept)
+}
+
 /** The end-to-end headers in metadata (headerFilter.ts): what a peer sent, safe to write. */
 export const headersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<readonly [string, string]> => {
   const text = meta.get(HttpMeta.headers)
   if (text === undefined) return []
   if (text !== lastHeadersText) {
+    const traced = tracedHeadersOf(text, onInvalid)
+    if (traced !== undefined) return traced
     invalidSeen = 0
     lastHeaders = endToEndPairs(pairsIn(meta), noteInvalid)
     lastInvalid = invalidSeen
@@ -114,9 +178,27 @@ export const headersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<readon
   return lastHeaders.slice()
 }
 
+/**
+ * The last trailers decoded and what the filter kept of them: a gRPC answer's are the same text call
+ * after call, parsed and filtered once. Shared, not copied: no caller changes the list.
+ */
+let lastTrailersText: string | undefined
+let lastTrailers: ReadonlyArray<readonly [string, string]> = []
+let lastTrailersInvalid = 0
+
 /** The answer's trailers in metadata, filtered like headers; undefined when it carries none. */
-export const trailersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<readonly [string, string]> | undefined =>
-  meta.has(HttpMeta.trailers) ? endToEndPairs(pairsIn(meta, HttpMeta.trailers), onInvalid) : undefined
+export const trailersOf = (meta: Meta, onInvalid?: OnInvalidHeader): ReadonlyArray<readonly [string, string]> | undefined => {
+  const text = meta.get(HttpMeta.trailers)
+  if (text === undefined) return undefined
+  if (text !== lastTrailersText) {
+    invalidSeen = 0
+    lastTrailers = endToEndPairs(pairsIn(meta, HttpMeta.trailers), noteInvalid)
+    lastTrailersInvalid = invalidSeen
+    lastTrailersText = text
+  }
+  if (lastTrailersInvalid > 0) onInvalid?.(lastTrailersInvalid)
+  return lastTrailers
+}
 
 /** The first value a peer sent for `name` (lower case), before filtering: for the rare header read on its own. */
 export const sentValue = (meta: Meta, name: string): string | undefined => {

@@ -13,6 +13,9 @@ import { drainedOrClosed } from "./drained.ts"
 
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
 const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string>> => {
+  // The envelope hands the same list while an app's trailers repeat (httpEnvelope.ts's trailersOf):
+  // one object for them (node copies it before use).
+  if (pairs === lastTrailers) return lastFields
   const fields: Record<string, string | Array<string>> = {}
   for (let i = 0; i < pairs.length; i++) {
     const name = pairs[i]![0]
@@ -20,8 +23,12 @@ const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<strin
     const prior = fields[name]
     fields[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value]
   }
+  lastTrailers = pairs
+  lastFields = fields
   return fields
 }
+let lastTrailers: ReadonlyArray<readonly [string, string]> | undefined
+let lastFields: Record<string, string | Array<string>> = {}
 
 /** A stream error is its exchange's end ('close' follows); the body's reader sees it through its iterator. */
 const ignore = (): void => {}

@@ -3,7 +3,7 @@
 // status each mesh failure becomes; trailers read from metadata through the header filter.
 import { describe, expect, it } from "vitest"
 import { GrpcCode, grpcCodeOf, grpcStatusIn, grpcTimeoutMs, grpcTimeoutValue, isGrpc, rpcAttributes } from "../../src/sidecar/grpcStatus.ts"
-import { HttpMeta, responseMeta, trailersOf } from "../../src/sidecar/httpEnvelope.ts"
+import { HttpMeta, responseMeta, trailersMeta, trailersOf, withTrailers } from "../../src/sidecar/httpEnvelope.ts"
 import { ProxyError } from "../../src/sidecar/proxyError.ts"
 
 describe("grpc-timeout", () => {
@@ -75,5 +75,25 @@ describe("http-trailers", () => {
     let dropped = 0
     expect(trailersOf(meta, (count) => (dropped += count))).toEqual([["grpc-status", "0"], ["x-custom", "a"]])
     expect(dropped).toBe(1)
+  })
+
+  it("the same trailers again (a gRPC app's, call after call) read back the same, their invalid pairs counted each time; other trailers their own", () => {
+    const meta = (pairs: ReadonlyArray<unknown>) => new Map([[HttpMeta.trailers, JSON.stringify(pairs)]])
+    const ok = [["grpc-status", "0"], ["grpc-message", ""], ["bad name", "x"]]
+    let dropped = 0
+    const count = (n: number) => (dropped += n)
+    const first = trailersOf(meta(ok), count)
+    expect(first).toEqual([["grpc-status", "0"], ["grpc-message", ""]])
+    expect(trailersOf(meta(ok), count)).toBe(first)
+    expect(dropped).toBe(2)
+    expect(trailersOf(meta([["grpc-status", "5"], ["grpc-message", "gone"]]))).toEqual([["grpc-status", "5"], ["grpc-message", "gone"]])
+    expect(trailersOf(meta(ok))).toEqual([["grpc-status", "0"], ["grpc-message", ""]])
+  })
+
+  it("trailers into metadata: the list's JSON, the same list again the same text, another list its own", () => {
+    expect(trailersMeta([["grpc-status", "0"]]).get(HttpMeta.trailers)).toBe('[["grpc-status","0"]]')
+    expect(withTrailers(new Map(), [["grpc-status", "0"]]).get(HttpMeta.trailers)).toBe('[["grpc-status","0"]]')
+    expect(withTrailers(new Map(), [["grpc-status", "0"], ["x-c", "1"]]).get(HttpMeta.trailers)).toBe('[["grpc-status","0"],["x-c","1"]]')
+    expect(trailersMeta([["grpc-status", "0"]]).get(HttpMeta.trailers)).toBe('[["grpc-status","0"]]')
   })
 })

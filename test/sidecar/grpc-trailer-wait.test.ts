@@ -5,7 +5,7 @@
 // node:http2 app that sends its trailers 8 ms after the message (a paused app, say).
 import * as http2 from "node:http2"
 import type * as net from "node:net"
-import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import { HttpMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
@@ -29,7 +29,7 @@ const frame = (text: string): Buffer => {
 /**
  * Answers as the request's last byte says: 1, one message and the trailers 8 ms later; 2, a second
  * message 8 ms after the first and the trailers 200 ms after that; 3, one message and the trailers
- * 200 ms later. `gaps` gets, per answer, how long after its first message the answer really ended
+ * 200 ms later; 4, the head and one message ending the stream, in one write (so in one read at B). `gaps` gets, per answer, how long after its first message the answer really ended
  * (this process, B's too, may be paused meanwhile on a loaded machine: that answer then proves nothing).
  */
 const startApp = async (cleanup: Cleanup, gaps: Array<number>): Promise<number> => {
@@ -39,6 +39,10 @@ const startApp = async (cleanup: Cleanup, gaps: Array<number>): Promise<number> 
     stream.on("data", (chunk: Buffer) => parts.push(chunk))
     stream.on("end", () => {
       const kind = Buffer.concat(parts).at(-1) ?? 1
+      if (kind === 4) {
+        stream.respond({ ":status": 200, "content-type": "application/grpc" })
+        return void stream.end(frame("whole"))
+      }
       stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true })
       stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }))
       stream.write(frame("first"))
@@ -132,5 +136,19 @@ describe("the h2c leg's wait for a gRPC answer's trailers", () => {
     const paused = await call(client, "/t.S/Tail", 3)
     expect(paused.whole).toBe(false)
     expect(paused.body).toStrictEqual(frame("first"))
+  })
+
+  it("an answer over within the turn its head came in (head and message in one read) goes back whole without arming the wait's timer", async () => {
+    const timers = vi.spyOn(globalThis, "setTimeout")
+    try {
+      for (let i = 0; i < 5; i++) {
+        const answer = await call(client, "/t.S/Once", 4)
+        expect(answer).toStrictEqual({ whole: true, body: frame("whole") })
+      }
+      // The first wait's length (appH2.ts's WHOLE_ANSWER_WAIT_MS): armed per call when each wait began at its head.
+      expect(timers.mock.calls.filter(([, ms]) => ms === 1)).toHaveLength(0)
+    } finally {
+      timers.mockRestore()
+    }
   })
 })

@@ -4,7 +4,7 @@
 import { describe, expect, it } from "vitest"
 import { encodeEnvelope } from "../../src/protocol/mesh.ts"
 import { encodePacket } from "../../src/protocol/packet.ts"
-import { endToEndHeaders } from "../../src/sidecar/headerFilter.ts"
+import { endToEndHeaders, RawListCache } from "../../src/sidecar/headerFilter.ts"
 import {
   headersFromPlainQuery,
   headersOf,
@@ -60,6 +60,16 @@ describe("header rules", () => {
     expect(endToEndHeaders(["Host", "a", "Content-Type", "text/plain", "Bad Name", "x", "X-A", "2"])).toStrictEqual([["content-type", "text/plain"], ["x-a", "2"]])
     expect(endToEndHeaders(["X-A", "1"])).toStrictEqual([["x-a", "1"]])
     expect(endToEndHeaders([])).toStrictEqual([])
+  })
+
+  it("two kinds of raw lists filtered in turn through caches of their own (a gRPC app's heads and trailers) each give their own headers", () => {
+    const heads = new RawListCache()
+    const trailers = new RawListCache()
+    for (let i = 0; i < 3; i++) {
+      expect(endToEndHeaders([":status", "200", "content-type", "application/grpc", "Date", "x"], undefined, heads)).toStrictEqual([["content-type", "application/grpc"], ["date", "x"]])
+      expect(endToEndHeaders(["grpc-status", "0", "grpc-message", ""], undefined, trailers)).toStrictEqual([["grpc-status", "0"], ["grpc-message", ""]])
+    }
+    expect(endToEndHeaders([":status", "200", "content-type", "application/grpc", "Date", "y"], undefined, heads)).toStrictEqual([["content-type", "application/grpc"], ["date", "y"]])
   })
 
   it("a request's or an answer's header list as JSON: the same list again gives the same text, any changed name or value its own", () => {

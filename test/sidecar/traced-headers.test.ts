@@ -1,0 +1,123 @@
+// A traced request's header list is decoded in two parts at the far sidecar (httpEnvelope.ts's
+// headersOf): the part before its trace headers, filtered once while it repeats, and the tail the
+// outbound side writes per call. These tests hold it to the whole text's decode: the same pairs and
+// the same invalid count for every text, whether it splits or not (seeded, replayable with
+// TRACED_HEADERS_SEED), and a part seen before reused without changing what a caller gets.
+import { describe, expect, it } from "vitest"
+import { endToEndPairs } from "../../src/sidecar/headerFilter.ts"
+import { headersOf, HttpMeta, requestMeta } from "../../src/sidecar/httpEnvelope.ts"
+import { replaceTraceHeaders } from "../../src/telemetry/propagation.ts"
+import { type Prng, prng } from "../helpers/prng.ts"
+
+const SEED = Number(process.env.TRACED_HEADERS_SEED ?? 0x7eaced)
+
+/** What decoding the whole text gives: the oracle. */
+const wholeDecode = (text: string): { readonly pairs: ReadonlyArray<readonly [string, string]>; readonly invalid: number } => {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    parsed = []
+  }
+  let invalid = 0
+  const pairs = endToEndPairs(Array.isArray(parsed) ? parsed : [], (n) => (invalid += n))
+  return { pairs, invalid }
+}
+
+const decode = (text: string): { readonly pairs: ReadonlyArray<readonly [string, string]>; readonly invalid: number } => {
+  let invalid = 0
+  const pairs = headersOf(new Map([[HttpMeta.headers, text]]), (n) => (invalid += n))
+  return { pairs, invalid }
+}
+
+const traceparent = (rng: Prng) => `00-${rng.bytes(16).toString("hex")}-${rng.bytes(8).toString("hex")}-01`
+
+const atoms: ReadonlyArray<unknown> = [
+  ["content-type", "application/grpc"],
+  ["x-a", "1"],
+  ["X-Upper", "v"],
+  ["connection", "x-a"],
+  ["connection", "keep-alive"],
+  ["bad name", "x"],
+  ["x-b", "a\r\nb"],
+  ["x-c", ',["traceparent","'],
+  ["x-d", "]"],
+  ["traceparent", "00-inside-01"],
+  ["tracestate", "k=v"],
+  "not a pair",
+  ["x-e"],
+  [1, 2],
+  [["traceparent", "nested"]],
+  ["x-f", ["traceparent", "nested"]]
+]
+
+/** A text as a peer might send it: mostly the outbound side's own JSON, sometimes bent out of shape. */
+const randomText = (rng: Prng, head: ReadonlyArray<unknown>): string => {
+  const tail: Array<unknown> = [["traceparent", traceparent(rng)]]
+  for (let n = rng.int(0, 2); n > 0; n--) tail.push(rng.pick(atoms))
+  const text = JSON.stringify([...head, ...tail])
+  const roll = rng.next()
+  if (roll < 0.6) return text
+  const at = rng.int(0, text.length)
+  if (roll < 0.7) return text.slice(0, at)
+  if (roll < 0.8) return `${text.slice(0, at)} ${text.slice(at)}`
+  if (roll < 0.9) return `${text.slice(0, at)}${rng.pick(["[", "]", ",", '"', '\\"', ',["traceparent",'])}${text.slice(at)}`
+  return text.replace('],["traceparent",', rng.pick(['] ,["traceparent",', '],,["traceparent",', '],["traceparent",["x"],']))
+}
+
+describe("a traced request's header list decoded in two parts", () => {
+  it("gives what decoding the whole text gives, for any text, the part before the trace tail new or repeated", () => {
+    const rng = prng(SEED)
+    let heads: ReadonlyArray<unknown> = []
+    for (let i = 0; i < 4000; i++) {
+      // A head kept for a while (the cache's case), then another.
+      if (i % 8 === 0) heads = Array.from({ length: rng.int(0, 6) }, () => rng.pick(atoms))
+      const text = randomText(rng, heads)
+      const expected = wholeDecode(text)
+      const got = decode(text)
+      expect(got.pairs, `seed ${SEED}, text ${text}`).toStrictEqual(expected.pairs)
+      expect(got.invalid, `seed ${SEED}, text ${text}`).toBe(expected.invalid)
+    }
+  })
+
+  it("the outbound side's own lists: the tail changes every call, each caller gets the right pairs in an array of its own", () => {
+    const incoming = { parent: undefined, traceState: "vendor=1", baggage: undefined } as unknown as Parameters<typeof replaceTraceHeaders>[2]
+    const listWith = (parent: string): Array<[string, string]> => {
+      const list: Array<[string, string]> = [["content-type", "application/grpc"], ["user-agent", "grpc-node-js/1.14"], ["x-forwarded-for", "127.0.0.1"]]
+      replaceTraceHeaders(list, parent, incoming)
+      return list
+    }
+    const first = headersOf(requestMeta("POST", "echo", listWith("00-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-bbbbbbbbbbbbbbbb-01")))
+    expect(first).toStrictEqual([
+      ["content-type", "application/grpc"],
+      ["user-agent", "grpc-node-js/1.14"],
+      ["x-forwarded-for", "127.0.0.1"],
+      ["traceparent", "00-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-bbbbbbbbbbbbbbbb-01"],
+      ["tracestate", "vendor=1"]
+    ])
+    // A caller changes its array (the inbound side adds its own headers): the next call's is not changed.
+    first.length = 1
+    first.push(["x-iip-mesh-client-id", "spiffe://x"])
+    const second = headersOf(requestMeta("POST", "echo", listWith("00-cccccccccccccccccccccccccccccccc-dddddddddddddddd-01")))
+    expect(second).toStrictEqual([
+      ["content-type", "application/grpc"],
+      ["user-agent", "grpc-node-js/1.14"],
+      ["x-forwarded-for", "127.0.0.1"],
+      ["traceparent", "00-cccccccccccccccccccccccccccccccc-dddddddddddddddd-01"],
+      ["tracestate", "vendor=1"]
+    ])
+  })
+
+  it("texts that split into two valid arrays only where the whole is not one decode to no headers, as the whole does", () => {
+    for (const text of ['[,["traceparent","00-1-2-01"]]', '[ ,["traceparent","00-1-2-01"]]', '[["x-a","1"],,["traceparent","00-1-2-01"]]', '[["x-a","1",["traceparent","00-1-2-01"]]']) {
+      expect(decode(text), text).toStrictEqual({ pairs: [], invalid: 0 })
+    }
+  })
+
+  it("a Connection header in one part naming a header in the other drops it, as in the whole list", () => {
+    const text = JSON.stringify([["x-a", "1"], ["connection", "x-late"], ["traceparent", "00-1-2-01"], ["x-late", "2"]])
+    expect(decode(text)).toStrictEqual({ pairs: [["x-a", "1"], ["traceparent", "00-1-2-01"]], invalid: 0 })
+    const other = JSON.stringify([["x-early", "1"], ["x-b", "1"], ["traceparent", "00-3-4-01"], ["connection", "x-early"]])
+    expect(decode(other)).toStrictEqual({ pairs: [["x-b", "1"], ["traceparent", "00-3-4-01"]], invalid: 0 })
+  })
+})
