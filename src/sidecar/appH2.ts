@@ -102,6 +102,8 @@ const rawHeadOf = (request: AppH2Request, grpc: boolean): Array<string> => {
   return raw
 }
 
+const LENIENT_FIELDS = { strictSingleValueFields: false } as http2.ClientSessionOptions
+
 export class AppH2Leg {
   private session: http2.ClientHttp2Session | undefined = undefined
   readonly address: string
@@ -122,7 +124,10 @@ export class AppH2Leg {
   current(): http2.ClientHttp2Session {
     const open = this.session
     if (open !== undefined && !open.closed && !open.destroyed) return open
-    const session = http2.connect(`http://${this.address}`)
+    // A field HTTP/2 names single-value (user-agent, content-type...) that a peer gave twice goes to
+    // the app as it came, as the HTTP/1.1 leg carries it, not refused by node's request() (a
+    // session option node reads on clients too; @types/node declares it on servers only).
+    const session = http2.connect(`http://${this.address}`, LENIENT_FIELDS)
     // Idle this long: closed (in-flight streams finish), made again on the next request.
     session.setTimeout(SESSION_IDLE_MS, () => session.close())
     // Its streams fail with the error; the session is made again on the next request.

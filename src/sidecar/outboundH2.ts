@@ -294,7 +294,11 @@ export const makeH2c = (
   handler: (call: OutboundCall) => void,
   options: { readonly idleTimeoutMs: number; readonly maxStreams: number }
 ): H2Listener => {
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: options.maxStreams } })
+  // strictSingleValueFields off: a field HTTP/2 names single-value (content-type, etag...) that a
+  // far app gave twice is carried as it came, as HTTP/1.1 carries it; node would throw from
+  // respond() (the stream reset with no answer) or from sendTrailers() inside its 'wantTrailers'
+  // event (the sidecar's process gone).
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: options.maxStreams }, strictSingleValueFields: false })
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) =>
     handler(new StreamCall(stream, headers, flags, rawHeaders))
   )
