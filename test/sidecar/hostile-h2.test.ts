@@ -17,6 +17,17 @@ interface H2Answer {
   readonly rstCode: number
 }
 
+/** Resolves once `done()` holds (checked every 10 ms), or fails after `ms`: a bounded wait on a state, not a fixed sleep. */
+const until = (done: () => boolean, ms: number, what: string): Promise<void> =>
+  withTimeout(
+    new Promise<void>((resolve) => {
+      const check = () => (done() ? resolve() : void setTimeout(check, 10))
+      check()
+    }),
+    ms,
+    what
+  )
+
 /** One GET on `session`; the answer once its stream closed. */
 const get = (session: http2.ClientHttp2Session, path: string): Promise<H2Answer> =>
   withTimeout(
@@ -94,5 +105,42 @@ describe("hostile HTTP/2 on the outbound listener", () => {
     const answer = await call(a.outboundPort, { path: "/ua", headers: ["host", "catalog", "user-agent", "one", "user-agent", "two"], timeoutMs: 5000 })
     expect(answer.status).toBe(200)
     expect(answer.body.toString()).toBe("one|two")
+  })
+
+  it("rapid reset (CVE-2023-44487): streams opened and reset at once cost no far call that keeps running, and the session is sent away after node's reset burst", async () => {
+    let seen = 0
+    let closed = 0
+    // The app never answers: a call that kept running would stay open here.
+    const { a, b } = await startMesh(cleanup, (_req, res) => {
+      seen++
+      res.on("close", () => closed++)
+    })
+    const session = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`)
+    cleanup.add(() => session.destroy())
+    await withTimeout(new Promise((resolve) => session.once("connect", resolve)), 2000, "the session")
+    let goaway = false
+    session.on("goaway", () => (goaway = true))
+    session.on("error", () => {})
+    let opened = 0
+    // In batches of 100, each batch a turn of the event loop, so the GOAWAY is seen when it comes.
+    while (!goaway && !session.destroyed && opened < 5000) {
+      for (let i = 0; i < 100 && !session.closed && !session.destroyed; i++, opened++) {
+        const stream = session.request({ ":path": `/r${opened}`, ":authority": "catalog" })
+        stream.on("error", () => {})
+        stream.close(http2.constants.NGHTTP2_CANCEL)
+      }
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    expect(goaway).toBe(true)
+    expect(opened).toBeLessThan(2000)
+    await until(() => a.sidecar.inFlight() === 0 && b.sidecar.inFlight() === 0 && closed === seen, 2000, "every call ended")
+    // A new session is served as usual.
+    const fresh = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`)
+    cleanup.add(() => fresh.destroy())
+    const stream = fresh.request({ ":path": "/after", ":authority": "catalog" })
+    stream.on("error", () => {})
+    await until(() => seen > 0 && seen > closed, 2000, "the next call reaching the app")
+    stream.close(http2.constants.NGHTTP2_CANCEL)
+    await until(() => closed === seen && a.sidecar.inFlight() === 0, 2000, "the next call cancelled at the app")
   })
 })
