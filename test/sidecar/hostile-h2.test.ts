@@ -6,7 +6,7 @@
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import type * as net from "node:net"
 import { call, LOOPBACK, sidecarConfig, startMesh, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -16,17 +16,6 @@ interface H2Answer {
   readonly trailers: http2.IncomingHttpHeaders | undefined
   readonly rstCode: number
 }
-
-/** Resolves once `done()` holds (checked every 10 ms), or fails after `ms`: a bounded wait on a state, not a fixed sleep. */
-const until = (done: () => boolean, ms: number, what: string): Promise<void> =>
-  withTimeout(
-    new Promise<void>((resolve) => {
-      const check = () => (done() ? resolve() : void setTimeout(check, 10))
-      check()
-    }),
-    ms,
-    what
-  )
 
 /** One GET on `session`; the answer once its stream closed. */
 const get = (session: http2.ClientHttp2Session, path: string): Promise<H2Answer> =>
@@ -133,14 +122,14 @@ describe("hostile HTTP/2 on the outbound listener", () => {
     }
     expect(goaway).toBe(true)
     expect(opened).toBeLessThan(2000)
-    await until(() => a.sidecar.inFlight() === 0 && b.sidecar.inFlight() === 0 && closed === seen, 2000, "every call ended")
+    await waitFor(() => a.sidecar.inFlight() === 0 && b.sidecar.inFlight() === 0 && closed === seen, 2000, "every call ended")
     // A new session is served as usual.
     const fresh = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`)
     cleanup.add(() => fresh.destroy())
     const stream = fresh.request({ ":path": "/after", ":authority": "catalog" })
     stream.on("error", () => {})
-    await until(() => seen > 0 && seen > closed, 2000, "the next call reaching the app")
+    await waitFor(() => seen > 0 && seen > closed, 2000, "the next call reaching the app")
     stream.close(http2.constants.NGHTTP2_CANCEL)
-    await until(() => closed === seen && a.sidecar.inFlight() === 0, 2000, "the next call cancelled at the app")
+    await waitFor(() => closed === seen && a.sidecar.inFlight() === 0, 2000, "the next call cancelled at the app")
   })
 })
