@@ -4,7 +4,11 @@
 //   observed. A carries the request as an ordinary one (answered, then the connection closes);
 //   B refuses an `http-upgrade` naming h2c from a peer;
 // - an app (or a peer) that switches to a protocol the caller never asked for: 502, no tunnel;
-// - a far app that never answers the upgrade: 504 within the caller's deadline, the app's socket closed.
+// - a far app that never answers the upgrade: 504 within the caller's deadline, the app's socket closed;
+// - more WebSockets to one endpoint than A's client keeps channels (2 connections x 16): each holds
+//   a channel for its life, and they took every one, so every later request to that endpoint
+//   waited for its deadline. Streams now take channels beyond that (up to half what the far side
+//   takes per connection), and ordinary requests always find one.
 import type * as http from "node:http"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -12,7 +16,7 @@ import { RemoteError } from "../../src/mux/meshSession.ts"
 import { HttpMeta, requestMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { rejection, startClient } from "../support/meshTest.ts"
-import { startMesh } from "../support/sidecarHarness.ts"
+import { call, startMesh } from "../support/sidecarHarness.ts"
 
 /** Writes raw bytes to `port` and collects what comes back until `enough` holds of it (then the socket is destroyed) or the connection closes. */
 const rawExchange = (cleanup: Cleanup, port: number, bytes: string, enough: (got: string) => boolean = () => false): Promise<string> =>
@@ -128,5 +132,38 @@ describe("hostile upgrades", () => {
     expect(performance.now() - started).toBeLessThan(1500)
     expect(upgrades).toEqual(["/silent websocket"])
     await withTimeout(Promise.all(appSockets), 2000, "B to let go of the app's socket")
+  })
+
+  it("40 WebSockets open to one endpoint (more than A's client keeps channels) leave ordinary requests answered, and each tunnel still carries bytes", async () => {
+    const { a } = await mesh()
+    const tunnels: Array<net.Socket> = []
+    const open = async (i: number): Promise<net.Socket> => {
+      const socket = net.connect(a.outboundPort, "127.0.0.1")
+      cleanup.add(() => socket.destroy())
+      socket.setEncoding("latin1")
+      let got = ""
+      const switched = new Promise<string>((resolve, reject) => {
+        const onData = (chunk: string) => {
+          got += chunk
+          if (!got.endsWith("tunnel-bytes")) return
+          socket.off("data", onData)
+          resolve(got)
+        }
+        socket.on("data", onData)
+        socket.on("error", reject)
+      })
+      socket.write(`GET /t${i} HTTP/1.1\r\nhost: catalog\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n`)
+      expect(await withTimeout(switched, 2000, `tunnel ${i} to open`)).toMatch(/^HTTP\/1\.1 101 /)
+      return socket
+    }
+    for (let i = 0; i < 40; i++) tunnels.push(await open(i))
+    const plain = await call(a.outboundPort, { path: "/plain", timeoutMs: 2000 })
+    expect(plain.status).toBe(200)
+    expect(plain.body.toString()).toBe("plain")
+    // The app echoes nothing: what a tunnel carries shows at the app's end of it.
+    const last = opened.at(-1)!
+    const arrived = new Promise<string>((resolve) => last.once("data", (chunk: Buffer) => resolve(chunk.toString())))
+    tunnels.at(-1)!.write("ping")
+    expect(await withTimeout(arrived, 2000, "bytes through the last tunnel")).toBe("ping")
   })
 })
