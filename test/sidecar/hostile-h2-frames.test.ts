@@ -7,11 +7,13 @@
 //   request-target check); a name or value with CR, LF or NUL is dropped by nghttp2, its request
 //   going on without it: the app never sees a smuggled header or request;
 // - a PING flood and a CONTINUATION flood (CVE-2024-27983's kind): the session is ended with
-//   GOAWAY, and the sidecar goes on serving.
+//   GOAWAY, and the sidecar goes on serving;
+// - 150 streams opened at once past --h2-max-streams 4 (requests the app holds): 146 refused,
+//   4 reach the app.
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { call, echoRequest, type Mesh, startMesh } from "../support/sidecarHarness.ts"
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
@@ -190,5 +192,22 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
       "a request on a new session"
     )
     expect(ok).toBe(200)
+  })
+
+  it("a HEADERS flood past --h2-max-streams: the extra streams are refused (REFUSED_STREAM), the app sees that many and no more", async () => {
+    const held: Array<() => void> = []
+    // Requests held unanswered: every stream stays open.
+    const holding = await startMesh(cleanup, (_req, res) => void held.push(() => res.end()), { a: { h2MaxStreams: 4 } })
+    cleanup.add(() => held.forEach((release) => release()))
+    const raw = await connectRaw(cleanup, holding.a.outboundPort)
+    // Its SETTINGS first (max concurrent streams 4), as a client must wait for.
+    await raw.until((frames) => frames.some((f) => f.type === Type.settings && (f.flags & Flag.ack) === 0), "the server's SETTINGS")
+    const headers = Array.from({ length: 150 }, (_, i) => frameOf(Type.headers, Flag.endHeaders | Flag.endStream, 1 + 2 * i, request(`/flood${i}`)))
+    raw.socket.write(Buffer.concat(headers))
+    const refused = (frames: ReadonlyArray<Frame>) => frames.filter((f) => f.type === Type.rst && f.payload.readUInt32BE(0) === http2.constants.NGHTTP2_REFUSED_STREAM)
+    // Refused by nghttp2 before node makes a stream of them: nothing of ours runs for them.
+    await raw.until((frames) => refused(frames).length === 146, "146 streams refused")
+    await waitFor(() => holding.app.seen.length === 4, 2000, "the 4 streams allowed to reach the app")
+    expect(holding.app.seen.map((r) => r.url)).toEqual(["/flood0", "/flood1", "/flood2", "/flood3"])
   })
 })
