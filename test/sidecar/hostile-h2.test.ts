@@ -1,8 +1,8 @@
 // Hostile input on the outbound listener's HTTP/2 side (outboundH2.ts) and what reaches it from
 // far apps: answers node:http2 refuses to write as they came (a field HTTP/2 allows once, given
-// twice), a caller that opens streams and resets them at once (the rapid reset attack,
-// CVE-2023-44487). Each must end as a clean answer or a reset stream, never a thrown exception in
-// the sidecar, and leave nothing running.
+// twice), a caller that opens streams and resets them at once, half of them POSTs whose body has
+// begun (the rapid reset attack, CVE-2023-44487). Each must end as a clean answer or a reset
+// stream, never a thrown exception in the sidecar, and leave nothing running.
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -114,8 +114,11 @@ describe("hostile HTTP/2 on the outbound listener", () => {
     // In batches of 100, each batch a turn of the event loop, so the GOAWAY is seen when it comes.
     while (!goaway && !session.destroyed && opened < 5000) {
       for (let i = 0; i < 100 && !session.closed && !session.destroyed; i++, opened++) {
-        const stream = session.request({ ":path": `/r${opened}`, ":authority": "catalog" })
+        // Every other one a POST whose body has begun (held whole if it ended in the turn, streamed if not).
+        const post = opened % 2 === 1
+        const stream = session.request({ ":method": post ? "POST" : "GET", ":path": `/r${opened}`, ":authority": "catalog" }, { endStream: !post })
         stream.on("error", () => {})
+        if (post) stream.write("part of a body")
         stream.close(http2.constants.NGHTTP2_CANCEL)
       }
       await new Promise((resolve) => setImmediate(resolve))
