@@ -88,6 +88,8 @@ class Connection implements CallConnection {
   private consumed: ConsumableHandle | undefined = undefined
   /** A message ended within the read being parsed. */
   private completedInRead = false
+  /** The last answer waits in the socket past its high-water mark: nothing more is read or answered until it drains. */
+  private awaitingDrain = false
 
   constructor(listener: Http1Listener, socket: net.Socket, now: number) {
     this.listener = listener
@@ -264,7 +266,7 @@ class Connection implements CallConnection {
 
   /** The next request's turn, when none is being answered. */
   private next(): void {
-    while (this.current === undefined && this.waiting.length > 0 && !this.gone) {
+    while (this.current === undefined && this.waiting.length > 0 && !this.gone && !this.awaitingDrain) {
       const call = this.waiting.shift()!
       if (call.upgrade) return this.handOver(call)
       this.current = call
@@ -308,7 +310,7 @@ class Connection implements CallConnection {
   /** Reads while nothing waits its turn and the body being read is not held back. */
   private updateReading(): void {
     if (this.gone) return
-    const hold = this.bodyHeld || this.waiting.length > 0
+    const hold = this.bodyHeld || this.waiting.length > 0 || this.awaitingDrain
     const handle = this.consumed
     if (handle !== undefined) {
       // The handle stops and starts; the socket's Readable state says so too (isPaused), as node:http's consumed sockets do.
@@ -337,8 +339,24 @@ class Connection implements CallConnection {
       return void this.socket.destroySoon()
     }
     if (!this.inMessage && this.waiting.length === 0) this.idleSince = performance.now()
+    // A caller that pipelines requests and reads no answer would have every answer pile up in
+    // memory here (16 KiB answers: 80 MB a second): the next request waits until the socket has
+    // taken this answer, so what waits is bounded by the socket's buffers.
+    if (this.socket.writableNeedDrain) {
+      this.awaitingDrain = true
+      this.updateReading()
+      return void this.socket.once("drain", () => this.drained())
+    }
     // The next answer goes out after this one's caller is done with it.
     if (this.waiting.length > 0) process.nextTick(() => this.next())
+    else this.updateReading()
+  }
+
+  /** The socket took the last answer: reading and answering go on. */
+  private drained(): void {
+    this.awaitingDrain = false
+    if (this.gone) return
+    if (this.waiting.length > 0) this.next()
     else this.updateReading()
   }
 
