@@ -11,6 +11,9 @@
 //   answered 100, any other expectation 417; more than node's 1,000 header fields are dropped;
 // - the head must come within the headers timeout, the whole request within the request timeout
 //   (408, then the close); an idle keep-alive connection closes after its timeout;
+// - an answer past the socket's high-water mark holds the next request (and reading) until the
+//   socket drains: a caller that pipelines and reads nothing gets no more answers to pile up in
+//   memory, and is closed once it has taken none of one for the keep-alive timeout;
 // - HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body;
 // - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT closes it).
 // Once a connection's first read has shown it is HTTP/1.1, llhttp consumes the socket's handle as
@@ -90,6 +93,8 @@ class Connection implements CallConnection {
   private completedInRead = false
   /** The last answer waits in the socket past its high-water mark: nothing more is read or answered until it drains. */
   private awaitingDrain = false
+  /** Since when (performance.now()). */
+  private drainSince = 0
 
   constructor(listener: Http1Listener, socket: net.Socket, now: number) {
     this.listener = listener
@@ -344,6 +349,7 @@ class Connection implements CallConnection {
     // taken this answer, so what waits is bounded by the socket's buffers.
     if (this.socket.writableNeedDrain) {
       this.awaitingDrain = true
+      this.drainSince = performance.now()
       this.updateReading()
       return void this.socket.once("drain", () => this.drained())
     }
@@ -397,6 +403,8 @@ class Connection implements CallConnection {
   /** The listener's sweep: a head or a request too slow, an idle connection past its keep-alive. */
   checkTimeouts(now: number): void {
     const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs } = this.listener.options
+    // A caller that has read none of an answer for as long as an idle connection may stay: gone.
+    if (this.awaitingDrain && now - this.drainSince > keepAliveTimeoutMs + KEEP_ALIVE_GRACE_MS) return this.destroy()
     if (this.sniffing || (this.inMessage && !this.headersDone)) {
       if (now - this.messageStarted > headersTimeoutMs) this.fail(TIMED_OUT)
     } else if (this.inMessage) {

@@ -6,9 +6,11 @@
 // the socket's buffers (71 answers of 60 KiB here), and every answer still arrives, in order, once
 // the caller reads. (An answer that streams waited for the drain already; one held whole did not.)
 import * as net from "node:net"
+import type { AddressInfo } from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { HttpStreamParser } from "../support/rawHttp.ts"
+import { Http1Listener } from "../../src/sidecar/http1Listener.ts"
 import { call, type Mesh, startMesh } from "../support/sidecarHarness.ts"
 
 const ANSWER = 60 * 1024
@@ -64,5 +66,33 @@ describe("a caller that pipelines requests and reads no answer", () => {
     socket.resume()
     await waitFor(() => answers.length === requests, 5000, "every answer")
     expect(answers).toEqual(Array.from({ length: requests }, (_, i) => `HTTP/1.1 200 OK /p${i} ${ANSWER}`))
+  })
+
+  it("a caller that takes none of an answer for the keep-alive timeout is closed", async () => {
+    const listener = new Http1Listener({
+      maxHeaderSize: 16 * 1024,
+      headersTimeoutMs: 60_000,
+      requestTimeoutMs: 300_000,
+      keepAliveTimeoutMs: 200,
+      onRequest: (call) => {
+        call.writeHead(200, [["content-length", String(ANSWER)]])
+        call.end(Buffer.alloc(ANSWER))
+      },
+      onUpgrade: (_request, socket) => socket.destroy(),
+      onH2c: (socket) => socket.destroy()
+    })
+    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => {
+      listener.destroyAll()
+      return new Promise<void>((resolve) => listener.server.close(() => resolve()))
+    })
+    const closed = new Promise<void>((resolve) => listener.server.once("connection", (socket: net.Socket) => socket.once("close", () => resolve())))
+    const socket = net.connect((listener.server.address() as AddressInfo).port, "127.0.0.1")
+    cleanup.add(() => socket.destroy())
+    socket.on("error", () => {})
+    socket.pause()
+    socket.write(Buffer.concat(Array.from({ length: 500 }, () => Buffer.from("GET /p HTTP/1.1\r\nhost: catalog\r\n\r\n"))))
+    // The keep-alive timeout, its 1 s grace and a sweep: well within 3 s.
+    await withTimeout(closed, 3000, "the listener to close the connection")
   })
 })
