@@ -278,6 +278,15 @@ class StreamCall implements OutboundCall {
   }
 }
 
+/** Ends a session asked to go if no byte moved either way in `ms` (checked again while bytes move); `moved`: the count at the last check. */
+const endIfStalled = (session: http2.ServerHttp2Session, ms: number, moved: number): void => {
+  if (session.destroyed) return
+  const socket = session.socket
+  const now = socket.bytesRead + socket.bytesWritten
+  if (now === moved) return void session.destroy()
+  setTimeout(endIfStalled, ms, session, ms, now).unref()
+}
+
 export interface H2Listener {
   /** A connection that opened with the preface (unread: the preface is still to be read). */
   readonly accept: (socket: net.Socket) => void
@@ -304,8 +313,13 @@ export const makeH2c = (
   )
   const sessions = new Set<http2.ServerHttp2Session>()
   h2.on("session", (session: http2.ServerHttp2Session) => {
-    // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive connection.
-    session.setTimeout(options.idleTimeoutMs, () => session.close())
+    // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive
+    // connection; its open streams may finish. One whose streams cannot (a caller that grants no
+    // window to their answers, each holding up to 64 KiB) is ended once nothing moves for as long again.
+    session.setTimeout(options.idleTimeoutMs, () => {
+      session.close()
+      endIfStalled(session, options.idleTimeoutMs, -1)
+    })
     sessions.add(session)
     session.on("close", () => sessions.delete(session))
     // A broken session is its streams' failure; nothing to do beyond it.
