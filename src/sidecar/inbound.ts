@@ -164,7 +164,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   // node:http2 costs about 4 MB of memory: it loads only for an app spoken to over h2c.
   let h2Loaded: AppH2Leg | undefined
   const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
-    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid)))
+    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.bodyIdleTimeoutMs)))
     : undefined
   const h2Only = options.appProtocol === "h2c"
   const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }

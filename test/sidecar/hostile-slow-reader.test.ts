@@ -5,10 +5,12 @@
 // mesh takes nothing of for the body idle timeout: the app's socket goes back, the stalled caller's
 // connection is cut.
 import type * as http from "node:http"
+import * as http2 from "node:http2"
 import * as net from "node:net"
+import type { AddressInfo } from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
-import { call, startMesh } from "../support/sidecarHarness.ts"
+import { call, LOOPBACK, sidecarConfig, startMesh, startSidecar } from "../support/sidecarHarness.ts"
 
 const MiB = 1024 * 1024
 
@@ -79,5 +81,37 @@ describe("a caller that never reads its answer", () => {
     // The head, then 4 MiB of body.
     expect(total).toBeGreaterThan(4 * MiB)
     expect(total).toBeLessThan(4 * MiB + 1024)
+  })
+
+  it("to an h2c app (plain HTTP, no deadline once it streams): the app's stream is reset after the body idle timeout", async () => {
+    const app = http2.createServer()
+    let reset: () => void = () => {}
+    const appStreamGone = new Promise<void>((resolve) => (reset = resolve))
+    app.on("stream", (stream) => {
+      stream.on("error", () => {})
+      stream.on("close", () => reset())
+      stream.respond({ ":status": 200, "content-type": "application/octet-stream" })
+      const chunk = Buffer.alloc(64 * 1024)
+      let written = 0
+      const pump = () => {
+        while (written < 256 * MiB && !stream.destroyed) {
+          written += chunk.length
+          if (!stream.write(chunk)) return void stream.once("drain", pump)
+        }
+        stream.end()
+      }
+      pump()
+    })
+    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+    const appPort = (app.address() as AddressInfo).port
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${appPort}`, appProtocol: "h2c", bodyIdleTimeoutMs: 300 }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const stalled = net.connect(a.outboundPort, "127.0.0.1")
+    cleanup.add(() => stalled.destroy())
+    stalled.on("error", () => {})
+    stalled.pause()
+    stalled.write("GET /big HTTP/1.1\r\nhost: catalog\r\n\r\n")
+    await withTimeout(appStreamGone, 5000, "B to reset the app's stream")
   })
 })
