@@ -3,14 +3,15 @@
 // discovery as endpoints (an endpoint that announces `adminPort`: mDNS TXT "admin", the local
 // directory's announcement, an EndpointSlice port named "admin-control"); each is asked for its own golden
 // metrics (/golden?scope=self) with this admin's bearer token, and the views are merged with the
-// local one. A peer that does not answer (or not in time, or too much) is kept and marked stale,
-// with its last view, not hidden; one no discovery lists for `FORGET_MS` is forgotten.
+// local one. A peer that does not answer (or not in time, or too much, or with what is not a view:
+// every field is checked before it is merged) is kept and marked stale, with its last view, not
+// hidden; one no discovery lists for `FORGET_MS` is forgotten.
 //
 // Bounded: peers are asked only when someone asks this admin (nothing runs while nobody looks),
 // at most once per `MIN_REFRESH_MS` (concurrent askers share one round), each call within
 // federationTimeoutMs and federationMaxBytes, at most federationMaxPeers peers followed.
 import type { Sidecar } from "../sidecar/sidecar.ts"
-import { type GoldenView, mergeViews } from "../telemetry/golden.ts"
+import { GOLDEN_BUCKETS, type GoldenView, mergeViews, statsOf, type WindowAggregate, type WindowName, type Windows, type WindowStats } from "../telemetry/golden.ts"
 import { getAdminJson } from "./adminClient.ts"
 import { goldenSeries, type Point } from "./observability.ts"
 
@@ -48,8 +49,66 @@ interface Peer {
   view: GoldenView | undefined
 }
 
-const isView = (value: unknown): value is GoldenView =>
-  typeof value === "object" && value !== null && ["services", "edges", "routes"].every((key) => Array.isArray((value as Record<string, unknown>)[key]))
+/** A count a peer sends: a finite number, not negative. */
+const isCount = (value: unknown): value is number => typeof value === "number" && Number.isFinite(value) && value >= 0
+
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value)
+
+const WINDOW_NAMES: ReadonlyArray<WindowName> = ["10s", "1m", "10m"]
+
+/** A peer's window as an aggregate this admin can merge, its stats computed here (not taken from the peer); undefined if it is not one. */
+const aggregateOf = (value: unknown): (WindowAggregate & { readonly stats: WindowStats }) | undefined => {
+  if (!isRecord(value) || !isCount(value.requests) || !isCount(value.errors) || !isCount(value.seconds)) return undefined
+  const buckets = value.buckets
+  if (!Array.isArray(buckets) || buckets.length > GOLDEN_BUCKETS.length + 1 || !buckets.every(isCount)) return undefined
+  const aggregate = { requests: value.requests, errors: value.errors, seconds: value.seconds, buckets: buckets as Array<number> }
+  return { ...aggregate, stats: statsOf(aggregate) }
+}
+
+const windowsOf = (value: unknown): Windows | undefined => {
+  if (!isRecord(value)) return undefined
+  const windows: Partial<Record<WindowName, WindowAggregate & { readonly stats: WindowStats }>> = {}
+  for (const name of WINDOW_NAMES) {
+    const aggregate = aggregateOf(value[name])
+    if (aggregate === undefined) return undefined
+    windows[name] = aggregate
+  }
+  return windows as Windows
+}
+
+/** The entries of one of a view's lists, each with its string `names` and its windows; undefined if any is not one. */
+const entriesOf = <K extends string>(list: unknown, names: ReadonlyArray<K>): Array<Record<K, string> & { readonly windows: Windows }> | undefined => {
+  if (!Array.isArray(list)) return undefined
+  const entries: Array<Record<K, string> & { readonly windows: Windows }> = []
+  for (const item of list) {
+    if (!isRecord(item) || !names.every((name) => typeof item[name] === "string")) return undefined
+    const windows = windowsOf(item.windows)
+    if (windows === undefined) return undefined
+    const entry = { windows } as Record<K, string> & { windows: Windows }
+    for (const name of names) (entry as Record<K, string>)[name] = item[name] as string
+    entries.push(entry)
+  }
+  return entries
+}
+
+/**
+ * A peer's answer as a golden view, rebuilt from the fields a view has (each checked: strings,
+ * finite counts, at most the buckets there are), or undefined: a peer is another host's process,
+ * and what it sends is merged into what this admin serves (a list entry that is not an object made
+ * the merge throw, and /federation a 500 for everyone).
+ */
+const viewOf = (value: unknown): GoldenView | undefined => {
+  if (!isRecord(value) || !isCount(value.generatedAt)) return undefined
+  const services = entriesOf(value.services, ["service"])
+  const edges = entriesOf(value.edges, ["caller", "callee"])
+  const routes = entriesOf(value.routes, ["service", "route"])
+  if (services === undefined || edges === undefined || routes === undefined) return undefined
+  return { generatedAt: value.generatedAt, services, edges, routes }
+}
+
+/** A series point a peer sends: [slot start, requests, errors, p99 or null], numbers all. */
+const isPoint = (value: unknown): value is Point =>
+  Array.isArray(value) && value.length === 4 && isCount(value[0]) && isCount(value[1]) && isCount(value[2]) && (value[3] === null || isCount(value[3]))
 
 const adminAddress = (host: string, port: number) => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
 
@@ -114,7 +173,7 @@ export class Federation {
     for (const answer of answers) {
       if (answer.status !== "fulfilled") continue
       const points = (answer.value as { points?: unknown }).points
-      if (Array.isArray(points)) found.push(points as ReadonlyArray<Point>)
+      if (Array.isArray(points) && points.every(isPoint)) found.push(points)
     }
     if (found.length === 0) return undefined
     // Slots start on multiples of 10 s everywhere: summed by start time (hosts' clocks may differ a little).
@@ -159,9 +218,9 @@ export class Federation {
     const options = { token: this.token, timeoutMs: config.federationTimeoutMs, maxBytes: config.federationMaxBytes }
     await Promise.all([...this.peers.values()].map(async (peer) => {
       try {
-        const answer = await getAdminJson(`http://${peer.admin}/golden?scope=self`, options)
-        if (!isView(answer)) throw new Error("the answer is not a golden metrics view")
-        peer.view = answer
+        const view = viewOf(await getAdminJson(`http://${peer.admin}/golden?scope=self`, options))
+        if (view === undefined) throw new Error("the answer is not a golden metrics view")
+        peer.view = view
         peer.lastOkMs = this.now()
         peer.error = null
       } catch (error) {

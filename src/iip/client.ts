@@ -44,6 +44,13 @@ export interface ClientOptions {
   readonly webSocketPath?: string
   readonly maxConnections?: number
   readonly maxChannelsPerConnection?: number
+  /**
+   * Channels a mesh connection may open past maxChannelsPerConnection, one for each that a stream
+   * holds (a WebSocket, a long streamed answer: out of use for its whole life), so that streams
+   * never take every channel from other requests; never more than half the channels the server
+   * takes. Default 0: streams count against maxChannelsPerConnection like any request.
+   */
+  readonly streamChannelsPerConnection?: number
   /** Idle channels kept open ahead of need, so a burst finds channels ready. */
   readonly idleChannelsAhead?: number
   /** Requests in flight plus waiting; one more fails with Overloaded. */
@@ -209,6 +216,7 @@ export class IipClient {
   private closed = false
   private readonly maxConnections: number
   private readonly maxChannelsPerConnection: number
+  private readonly streamChannelsPerConnection: number
   private readonly idleChannelsAhead: number
   private readonly maxPending: number
   private readonly connectTimeoutMs: number
@@ -226,6 +234,7 @@ export class IipClient {
     this.address = options.transport === "websocket" ? `ws://${options.host}:${options.port}${options.webSocketPath ?? "/iip"}` : `${options.host}:${options.port}`
     this.maxConnections = Math.max(1, options.maxConnections ?? 2)
     this.maxChannelsPerConnection = Math.max(1, options.maxChannelsPerConnection ?? 16)
+    this.streamChannelsPerConnection = Math.max(0, options.streamChannelsPerConnection ?? 0)
     this.idleChannelsAhead = Math.max(1, options.idleChannelsAhead ?? 1)
     this.maxPending = options.maxPending ?? 10_000
     this.connectTimeoutMs = options.connectTimeoutMs ?? 3000
@@ -543,7 +552,7 @@ export class IipClient {
     const waiting = this.queue.length > 0 || this.modeWaiters.length > 0
     const wanted = Math.max(this.idleChannelsAhead - idle - opening, waiting && opening === 0 ? 1 : 0)
     for (let i = 0; i < wanted; i++) {
-      const pooled = this.pool.find((p) => !p.draining && p.channels.length + p.opening < this.channelLimit(p))
+      const pooled = this.pool.find((p) => this.hasRoom(p))
       if (pooled !== undefined) this.openChannel(pooled)
       else if (!this.dialing && usable < this.maxConnections) {
         this.dialing = true
@@ -558,6 +567,30 @@ export class IipClient {
     return pooled.link.mode === "mesh" ? Math.min(this.maxChannelsPerConnection, pooled.link.session.agreed.maxChannels) : this.maxChannelsPerConnection
   }
 
+  /**
+   * Whether a connection may open another channel. A channel a stream holds is out of use for its
+   * whole life, and `pick` skips it: past its own limit, a mesh connection opens one more channel
+   * for each such channel (streamChannelsPerConnection of them at most), up to half what the
+   * server takes, so streams do not leave other requests without a channel (the sidecar: 40
+   * WebSockets took all 2 x 16, and every later request waited for its deadline), nor pass the
+   * server's request budget per connection (which pauses reading from the whole connection).
+   */
+  private hasRoom(pooled: Pooled): boolean {
+    if (pooled.draining) return false
+    const open = pooled.channels.length + pooled.opening
+    const limit = this.channelLimit(pooled)
+    if (open < limit) return true
+    if (this.streamChannelsPerConnection === 0 || pooled.link.mode !== "mesh") return false
+    if (open >= Math.min(limit + this.streamChannelsPerConnection, pooled.link.session.agreed.maxChannels / 2)) return false
+    let streaming = 0
+    for (const channel of pooled.channels) if (channel.streaming) streaming++
+    return open - streaming < limit
+  }
+
+  /**
+   * Every connection at its own channel limit. Streams are not counted here: a request that finds
+   * every channel streaming waits in the queue, and `grow` (which does look) opens one for it.
+   */
   private atCapacity(): boolean {
     if (this.pool.length < this.maxConnections) return false
     for (const pooled of this.pool) {

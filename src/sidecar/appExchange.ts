@@ -72,6 +72,8 @@ export class AppExchange implements AppPoolHandler {
   private bytes = 0
   private answer: PausingByteQueue | undefined = undefined
   private timer: NodeJS.Timeout | undefined = undefined
+  /** Armed while the streamed answer's socket is paused: the mesh taking nothing of it for the body idle timeout gives it up. */
+  private stall: NodeJS.Timeout | undefined = undefined
   /** The answer's metadata, while a whole answer is being collected. */
   private meta: Meta | undefined = undefined
 
@@ -201,6 +203,30 @@ export class AppExchange implements AppPoolHandler {
     this.abort(error)
   }
 
+  /**
+   * The streamed answer's socket paused (a window of it waits for the mesh). A caller that never
+   * reads (or a peer that never opens its window) would hold the app's pool socket for as long as
+   * it liked, and a few such callers every socket of the pool: an answer whose socket stays paused
+   * for the body idle timeout (the mesh did not take half the window in that time) is given up.
+   */
+  answerPaused(): void {
+    if (this.stall !== undefined || this.done) return
+    const idleMs = this.leg.bodyIdleTimeoutMs
+    this.stall = setTimeout(() => {
+      this.stall = undefined
+      if (this.done) return
+      this.finish()
+      this.observation.end(this.leg.address, this.status, { hop: "inbound", reason: AppErrorCode.answerStalled })
+      this.abort(new StreamFailed({ message: `the answer waited ${idleMs} ms for the mesh to take half a window of it` }))
+    }, idleMs)
+  }
+
+  /** The answer's socket reads again. */
+  answerResumed(): void {
+    clearTimeout(this.stall)
+    this.stall = undefined
+  }
+
   /** The streamed answer's reader stopped before its end: the exchange is not wanted any more. */
   readerGone(): void {
     if (this.done) return
@@ -223,6 +249,7 @@ export class AppExchange implements AppPoolHandler {
   private finish(): void {
     this.done = true
     if (this.timer !== undefined) clearTimeout(this.timer)
+    if (this.stall !== undefined) this.answerResumed()
   }
 
   /** Stops the exchange where it is: the app's request, the peer's body, the answer's reader. */
@@ -277,8 +304,13 @@ async function* requestBody(stream: IncomingStream, length: number, idleMs: numb
 /** The app's answer as the mesh session reads it: chunks queue here, the socket pauses while too many wait. */
 const answerStream = (controller: AppController, exchange: AppExchange): PausingByteQueue =>
   new PausingByteQueue(ANSWER_HIGH_WATER, {
-    pause: () => controller.pause(),
+    pause: () => {
+      controller.pause()
+      exchange.answerPaused()
+    },
     resumeIfPaused: () => {
-      if (controller.paused) controller.resume()
+      if (!controller.paused) return
+      controller.resume()
+      exchange.answerResumed()
     }
   }, () => exchange.readerGone())

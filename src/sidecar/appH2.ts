@@ -104,6 +104,8 @@ const rawHeadOf = (request: AppH2Request, grpc: boolean): Array<string> => {
   return raw
 }
 
+const LENIENT_FIELDS = { strictSingleValueFields: false } as http2.ClientSessionOptions
+
 export class AppH2Leg {
   private session: http2.ClientHttp2Session | undefined = undefined
   readonly address: string
@@ -115,16 +117,23 @@ export class AppH2Leg {
   /** gRPC methods (paths) one of whose answers carried a second message: theirs never wait past the first wait. */
   private readonly streamingMethods = new Set<string>()
 
-  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined) {
+  /** A streamed answer whose stream stays paused this long (the mesh takes nothing of it) is given up: the body idle timeout. */
+  readonly answerIdleMs: number
+
+  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number) {
     this.address = `${host}:${port}`
     this.onInvalid = onInvalid
+    this.answerIdleMs = answerIdleMs
   }
 
   /** The pooled session, connecting again once the last one closed or failed. */
   current(): http2.ClientHttp2Session {
     const open = this.session
     if (open !== undefined && !open.closed && !open.destroyed) return open
-    const session = http2.connect(`http://${this.address}`)
+    // A field HTTP/2 names single-value (user-agent, content-type...) that a peer gave twice goes to
+    // the app as it came, as the HTTP/1.1 leg carries it, not refused by node's request() (a
+    // session option node reads on clients too; @types/node declares it on servers only).
+    const session = http2.connect(`http://${this.address}`, LENIENT_FIELDS)
     // Idle this long: closed (in-flight streams finish), made again on the next request.
     session.setTimeout(SESSION_IDLE_MS, () => session.close())
     // Its streams fail with the error; the session is made again on the next request.
@@ -209,6 +218,8 @@ class AppH2Exchange implements Expiring, Held {
   private trailers: Array<readonly [string, string]> | undefined = undefined
   /** Set once the answer streams. */
   private answer: PausingByteQueue | undefined = undefined
+  /** Armed while the streamed answer's app stream is paused (answerPaused). */
+  private stall: NodeJS.Timeout | undefined = undefined
 
   constructor(leg: AppH2Leg, request: AppH2Request, observation: InboundObservation, pending: PendingOutcome) {
     this.leg = leg
@@ -345,9 +356,15 @@ class AppH2Exchange implements Expiring, Held {
     if (this.done || this.answer !== undefined || this.status === 0) return
     const stream = this.stream!
     const answer = new PausingByteQueue(ANSWER_HIGH_WATER, {
-      pause: () => stream.pause(),
+      pause: () => {
+        stream.pause()
+        this.answerPaused()
+      },
       resumeIfPaused: () => {
-        if (stream.isPaused()) stream.resume()
+        if (!stream.isPaused()) return
+        stream.resume()
+        clearTimeout(this.stall)
+        this.stall = undefined
       }
     }, () => this.fail(this.status, { hop: "app", reason: "answer_broke_off" }, MeshErrorCode.cancelled, "nobody reads the answer"))
     this.answer = answer
@@ -359,6 +376,22 @@ class AppH2Exchange implements Expiring, Held {
     this.parts = []
     if (!this.grpc) this.leg.deadlines.remove(this)
     this.settle(reply(answer, responseMeta(this.status, this.headers)))
+  }
+
+  /**
+   * The streamed answer's stream paused (a window of it waits for the mesh). A caller that never
+   * reads would keep the app's stream (one of the app's concurrent streams; no deadline once a
+   * non-gRPC answer streams) for as long as it liked: one that stays paused for the body idle
+   * timeout is given up, as the HTTP/1.1 leg does (appExchange.ts). A gRPC call's deadline
+   * bounds the whole call already: its stream may wait on a slow reader until then.
+   */
+  private answerPaused(): void {
+    if (this.grpc || this.stall !== undefined || this.done) return
+    const idleMs = this.leg.answerIdleMs
+    this.stall = setTimeout(() => {
+      this.stall = undefined
+      this.fail(this.status, { hop: "inbound", reason: AppErrorCode.answerStalled }, MeshErrorCode.cancelled, `the answer waited ${idleMs} ms for the mesh to take half a window of it`)
+    }, idleMs)
   }
 
   onEnd(): void {
@@ -410,6 +443,7 @@ class AppH2Exchange implements Expiring, Held {
     this.done = true
     this.leg.deadlines.remove(this)
     this.releaseHold()
+    if (this.stall !== undefined) clearTimeout(this.stall)
   }
 
   /** The first outcome counts (PendingOutcome ignores later ones). */

@@ -36,6 +36,9 @@ export interface Endpoint {
 }
 
 /** What the connections to an endpoint depend on besides its address: a change makes a new client. */
+/** Channels per connection to an endpoint for streams beyond the client's 16 (the client caps them at half what the far side takes: 512 by default). */
+const STREAM_CHANNELS_PER_CONNECTION = 512
+
 const securityOf = (endpoint: Endpoint): string => `${endpoint.security ?? ""} ${endpoint.identity ?? ""} ${endpoint.ca ?? ""}`
 
 const keys = new WeakMap<object, string>()
@@ -270,6 +273,9 @@ export class EndpointRegistry {
         ...this.tlsOf(endpoint),
         // Another endpoint takes a request this one cannot: never wait here for a reconnect.
         waitForReconnect: false,
+        // WebSockets and long streamed answers each hold a channel for their life: they get channels
+        // of their own (up to half what the far side takes per connection), never all of the 16.
+        streamChannelsPerConnection: STREAM_CHANNELS_PER_CONNECTION,
         log: this.options.log,
         supervisor: this.options.supervisor
       })

@@ -244,3 +244,24 @@ export const upgradeProtocols = (value: string | undefined): string | undefined 
   }
   return protocols.length === 0 ? undefined : protocols.join(", ")
 }
+
+/**
+ * The protocols of an `upgradeProtocols` list the mesh carries, as such a list ("" when none is
+ * left). Never h2c: a switch to it would turn the one request the far side checked (authorized,
+ * rate-limited, observed) into an HTTP/2 connection carrying any number more that it never sees
+ * (h2c smuggling). HTTP/2 from an app comes with prior knowledge instead (outboundH2.ts).
+ */
+export const carriedProtocols = (protocols: string): string => {
+  if (!protocols.includes("h2c")) return protocols
+  return protocols.split(", ").filter((protocol) => protocol !== "h2c" && !protocol.startsWith("h2c/")).join(", ")
+}
+
+/**
+ * Whether an answer's switch (an `upgradeProtocols` list) names only protocols the request asked
+ * for (RFC 9110 §7.8): a far side that switches to anything else gets no tunnel.
+ */
+export const switchedAmong = (switched: string, asked: string): boolean => {
+  const offered = asked.split(", ")
+  return switched.split(", ").every((protocol) => offered.includes(protocol))
+}
+

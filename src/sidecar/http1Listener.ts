@@ -11,6 +11,9 @@
 //   answered 100, any other expectation 417; more than node's 1,000 header fields are dropped;
 // - the head must come within the headers timeout, the whole request within the request timeout
 //   (408, then the close); an idle keep-alive connection closes after its timeout;
+// - an answer past the socket's high-water mark holds the next request (and reading) until the
+//   socket drains: a caller that pipelines and reads nothing gets no more answers to pile up in
+//   memory, and is closed once it has taken none of one for the keep-alive timeout;
 // - HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body;
 // - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT closes it).
 // Once a connection's first read has shown it is HTTP/1.1, llhttp consumes the socket's handle as
@@ -88,6 +91,10 @@ class Connection implements CallConnection {
   private consumed: ConsumableHandle | undefined = undefined
   /** A message ended within the read being parsed. */
   private completedInRead = false
+  /** The last answer waits in the socket past its high-water mark: nothing more is read or answered until it drains. */
+  private awaitingDrain = false
+  /** Since when (performance.now()). */
+  private drainSince = 0
 
   constructor(listener: Http1Listener, socket: net.Socket, now: number) {
     this.listener = listener
@@ -264,7 +271,7 @@ class Connection implements CallConnection {
 
   /** The next request's turn, when none is being answered. */
   private next(): void {
-    while (this.current === undefined && this.waiting.length > 0 && !this.gone) {
+    while (this.current === undefined && this.waiting.length > 0 && !this.gone && !this.awaitingDrain) {
       const call = this.waiting.shift()!
       if (call.upgrade) return this.handOver(call)
       this.current = call
@@ -308,7 +315,7 @@ class Connection implements CallConnection {
   /** Reads while nothing waits its turn and the body being read is not held back. */
   private updateReading(): void {
     if (this.gone) return
-    const hold = this.bodyHeld || this.waiting.length > 0
+    const hold = this.bodyHeld || this.waiting.length > 0 || this.awaitingDrain
     const handle = this.consumed
     if (handle !== undefined) {
       // The handle stops and starts; the socket's Readable state says so too (isPaused), as node:http's consumed sockets do.
@@ -337,8 +344,25 @@ class Connection implements CallConnection {
       return void this.socket.destroySoon()
     }
     if (!this.inMessage && this.waiting.length === 0) this.idleSince = performance.now()
+    // A caller that pipelines requests and reads no answer would have every answer pile up in
+    // memory here (16 KiB answers: 80 MB a second): the next request waits until the socket has
+    // taken this answer, so what waits is bounded by the socket's buffers.
+    if (this.socket.writableNeedDrain) {
+      this.awaitingDrain = true
+      this.drainSince = performance.now()
+      this.updateReading()
+      return void this.socket.once("drain", () => this.drained())
+    }
     // The next answer goes out after this one's caller is done with it.
     if (this.waiting.length > 0) process.nextTick(() => this.next())
+    else this.updateReading()
+  }
+
+  /** The socket took the last answer: reading and answering go on. */
+  private drained(): void {
+    this.awaitingDrain = false
+    if (this.gone) return
+    if (this.waiting.length > 0) this.next()
     else this.updateReading()
   }
 
@@ -379,6 +403,8 @@ class Connection implements CallConnection {
   /** The listener's sweep: a head or a request too slow, an idle connection past its keep-alive. */
   checkTimeouts(now: number): void {
     const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs } = this.listener.options
+    // A caller that has read none of an answer for as long as an idle connection may stay: gone.
+    if (this.awaitingDrain && now - this.drainSince > keepAliveTimeoutMs + KEEP_ALIVE_GRACE_MS) return this.destroy()
     if (this.sniffing || (this.inMessage && !this.headersDone)) {
       if (now - this.messageStarted > headersTimeoutMs) this.fail(TIMED_OUT)
     } else if (this.inMessage) {

@@ -31,7 +31,7 @@ import type { AppH2Leg, AppH2Request, CancelSource } from "./appH2.ts"
 import { isGrpcPairs } from "./grpcStatus.ts"
 import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
-import { CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
+import { carriedProtocols, CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
 import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnvelope.ts"
 import { type AppUpgradeLeg, upgradeApp } from "./inboundUpgrade.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
@@ -164,7 +164,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   // node:http2 costs about 4 MB of memory: it loads only for an app spoken to over h2c.
   let h2Loaded: AppH2Leg | undefined
   const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
-    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid)))
+    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.bodyIdleTimeoutMs)))
     : undefined
   const h2Only = options.appProtocol === "h2c"
   const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }
@@ -196,6 +196,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     const asked = request.meta.get(HttpMeta.upgrade)
     const protocols = upgradeProtocols(asked)
     if (asked !== undefined && protocols === undefined) return pending.settle(failure(MeshErrorCode.badRequest, "the upgrade names no valid protocol list", false))
+    if (protocols !== undefined && carriedProtocols(protocols) !== protocols) return pending.settle(failure(MeshErrorCode.badRequest, "the upgrade names h2c, which the mesh never carries", false))
     const observation = new InboundObservation(options.telemetry, options.service, head.method, head.path, head.headers, request.context.remoteAddress)
     observation.callApp(options.appHost, options.appPort, head.headers)
     if (protocols !== undefined) {

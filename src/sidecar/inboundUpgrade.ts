@@ -16,7 +16,7 @@ import { failure, reply } from "../iip/server.ts"
 import type { IncomingRequest } from "../mux/request.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
-import { endToEndHeaders, type OnInvalidHeader, upgradeProtocols } from "./headerFilter.ts"
+import { endToEndHeaders, type OnInvalidHeader, switchedAmong, upgradeProtocols } from "./headerFilter.ts"
 import { HttpMeta, responseMeta } from "./httpEnvelope.ts"
 import type { InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
@@ -103,9 +103,9 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
     })
     outgoing.on("upgrade", (response: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
       const switched = upgradeProtocols(response.headers.upgrade)
-      if (switched === undefined) {
+      if (switched === undefined || !switchedAmong(switched, app.protocols)) {
         socket.destroy()
-        return giveUp(502, AppErrorCode.failed, "app", failure(AppErrorCode.failed, `app at ${leg.address} switched to no protocol it named`, true))
+        return giveUp(502, AppErrorCode.failed, "app", failure(AppErrorCode.failed, `app at ${leg.address} switched to no protocol it was asked for`, true))
       }
       socket.setNoDelay(true)
       socket.setTimeout(leg.upgradeIdleTimeoutMs, () => socket.destroy())

@@ -285,6 +285,15 @@ class StreamCall implements OutboundCall {
   }
 }
 
+/** Ends a session asked to go if no byte moved either way in `ms` (checked again while bytes move); `moved`: the count at the last check. */
+const endIfStalled = (session: http2.ServerHttp2Session, ms: number, moved: number): void => {
+  if (session.destroyed) return
+  const socket = session.socket
+  const now = socket.bytesRead + socket.bytesWritten
+  if (now === moved) return void session.destroy()
+  setTimeout(endIfStalled, ms, session, ms, now).unref()
+}
+
 export interface H2Listener {
   /** A connection that opened with the preface (unread: the preface is still to be read). */
   readonly accept: (socket: net.Socket) => void
@@ -301,14 +310,23 @@ export const makeH2c = (
   handler: (call: OutboundCall) => void,
   options: { readonly idleTimeoutMs: number; readonly maxStreams: number }
 ): H2Listener => {
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: options.maxStreams } })
+  // strictSingleValueFields off: a field HTTP/2 names single-value (content-type, etag...) that a
+  // far app gave twice is carried as it came, as HTTP/1.1 carries it; node would throw from
+  // respond() (the stream reset with no answer) or from sendTrailers() inside its 'wantTrailers'
+  // event (the sidecar's process gone).
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: options.maxStreams }, strictSingleValueFields: false })
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) =>
     handler(new StreamCall(stream, headers, flags, rawHeaders))
   )
   const sessions = new Set<http2.ServerHttp2Session>()
   h2.on("session", (session: http2.ServerHttp2Session) => {
-    // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive connection.
-    session.setTimeout(options.idleTimeoutMs, () => session.close())
+    // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive
+    // connection; its open streams may finish. One whose streams cannot (a caller that grants no
+    // window to their answers, each holding up to 64 KiB) is ended once nothing moves for as long again.
+    session.setTimeout(options.idleTimeoutMs, () => {
+      session.close()
+      endIfStalled(session, options.idleTimeoutMs, -1)
+    })
     sessions.add(session)
     session.on("close", () => sessions.delete(session))
     // A broken session is its streams' failure; nothing to do beyond it.

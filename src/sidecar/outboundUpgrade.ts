@@ -14,7 +14,7 @@ import { ConnectFailed } from "../mux/errors.ts"
 import type { MeshReply } from "../mux/meshSession.ts"
 import { EnvelopeError } from "../protocol/mesh.ts"
 import type { EndpointLease } from "./endpoints.ts"
-import { endToEndHeaders, upgradeProtocols } from "./headerFilter.ts"
+import { carriedProtocols, endToEndHeaders, switchedAmong, upgradeProtocols } from "./headerFilter.ts"
 import { headersOf, HttpMeta, requestMeta, withForwarded } from "./httpEnvelope.ts"
 import { OutboundObservation } from "./observe.ts"
 import { applyRoute, appTimeoutMs, chooseRoute, type OutboundOptions, pickContext, recordOutboundEnd, refusedOrDraining, type Target, targetOf } from "./outbound.ts"
@@ -28,6 +28,8 @@ export interface OutboundUpgradeOptions extends OutboundOptions {
   /** An upgraded connection with no byte either way for this long is closed. */
   readonly upgradeIdleTimeoutMs: number
 }
+
+const noBody = Buffer.alloc(0)
 
 /** The head written back for a status other than 101: the socket closes after its body. */
 const closingHead = (status: number, headers: ReadonlyArray<readonly [string, string]>): string => {
@@ -90,6 +92,10 @@ class OutboundUpgrade {
     if (protocols === undefined) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "the Upgrade header is not a list of protocol tokens" })
     // The caller's bytes after the head are the upgraded connection's: a body declared as well would be read two ways.
     if (req.hasBody) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "an upgrade request carries no body" })
+    // Only h2c asked (a client trying HTTP/2 by upgrade, as curl --http2 does): an ordinary request,
+    // answered and then closed like any answer that did not switch.
+    const carried = carriedProtocols(protocols)
+    if (carried === "") this.source.stop()
     const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.remoteAddress, target.authority)
     observation.propagate(headers)
     // Routes apply as to any request (subset, split, rate limit, header modifiers, an injected
@@ -102,7 +108,8 @@ class OutboundUpgrade {
     const subset = choice?.subset
     const aborted = choice?.actions?.abortStatus?.()
     if (aborted !== undefined) throw new ProxyError({ status: aborted, reason: "fault_injected", hop: "outbound", message: `route ${choice!.route} injected a fault` })
-    const meta = requestMeta(this.method, target.authority, headers).set(HttpMeta.upgrade, protocols)
+    const meta = requestMeta(this.method, target.authority, headers)
+    if (carried !== "") meta.set(HttpMeta.upgrade, carried)
     const { registry } = options
     registry.countRequest(service)
     const picked = registry.pick(service, pickContext(req, target.uri, options.hashKey), undefined, subset)
@@ -124,7 +131,7 @@ class OutboundUpgrade {
     try {
       const mode = client.currentMode ?? (await client.mode(timeoutMs))
       if (mode === "plain") throw new ProxyError({ status: 502, reason: "upgrade_unsupported", hop: "outbound", message: `${lease.endpoint.id} speaks plain IIP, which carries no upgrade` })
-      reply = await client.stream(target.uri, this.source, { meta, signal: this.control })
+      reply = await client.stream(target.uri, carried === "" ? noBody : this.source, { meta, signal: this.control })
     } catch (error) {
       this.endLease(lease, tryStarted, false, refusedOrDraining(error) || (error instanceof ConnectFailed && error.refused === true))
       if (timedOut) throw new ProxyError({ status: 504, reason: "deadline", hop: "outbound", message: `no answer to the upgrade from ${lease.endpoint.id} within ${timeoutMs} ms` })
@@ -137,7 +144,7 @@ class OutboundUpgrade {
     const status = /^(101|[2-5]\d\d)$/.test(statusText) ? Number(statusText) : 0
     this.endLease(lease, tryStarted, status !== 0 && status < 500)
     const switched = status === 101 ? upgradeProtocols(reply.meta.get(HttpMeta.upgrade)) : undefined
-    if (status === 0 || (status === 101 && (switched === undefined || reply.stream === undefined))) {
+    if (status === 0 || (status === 101 && (switched === undefined || !switchedAmong(switched, carried) || reply.stream === undefined))) {
       this.control.abort()
       throw new ProxyError({ status: 502, reason: "bad_response", hop: "inbound", message: `${this.endpointName} answered the upgrade with status ${JSON.stringify(statusText.slice(0, 16))}` })
     }

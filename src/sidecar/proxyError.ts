@@ -33,6 +33,8 @@ export const AppErrorCode = {
   failed: "app_failed",
   /** The caller's streamed body sent nothing for the body idle timeout. */
   bodyIdle: "body_idle_timeout",
+  /** A streamed answer the mesh did not take (half a window of) within the body idle timeout (a caller that stopped reading): given up at the inbound hop. */
+  answerStalled: "answer_stalled",
   /**
    * The callee's authorization policy refused the caller (src/sidecar/authorization.ts): a final
    * answer, sent as processed so no endpoint of the service is tried again, and no failure of the

@@ -1,0 +1,79 @@
+// A federation peer that answers with what no sidecar's admin writes (a rogue or broken admin
+// listener found through discovery): golden views whose entries are not objects, whose windows
+// are missing or hold strings, series whose points are not arrays of numbers. Before, one such
+// peer made this admin's /federation and /federation/series a 500 for everyone (a TypeError in
+// the merge) or summed strings into the counts; now its answer is refused as it comes: the peer is
+// listed with an error, and the view and the series are this admin's own (and the good peers').
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import * as http from "node:http"
+import type * as net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import * as Admin from "../../src/admin/adminServer.ts"
+import type { FederationView } from "../../src/admin/federation.ts"
+import type { Sidecar } from "../../src/sidecar/sidecar.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { call, quietLog, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+
+const token = "federation-token-0123456789"
+const MESH = "federation-hostile"
+
+/** A view whose every list holds something a merge cannot read. */
+const badView = (variant: number): unknown => {
+  const windows = { "10s": { requests: "5", errors: 0, seconds: 10, buckets: [], stats: {} }, "1m": null, "10m": 7 }
+  switch (variant) {
+    case 0:
+      return { generatedAt: 1, services: [null], edges: [], routes: [] }
+    case 1:
+      return { generatedAt: 1, services: [{ service: "web", windows }], edges: [], routes: [] }
+    default:
+      return { generatedAt: "x", services: [{ service: "web" }], edges: [7], routes: [{ service: "web", route: {} }] }
+  }
+}
+
+describe("a federation peer answering with malformed data", () => {
+  let cleanup: Cleanup
+  let dir: string
+  beforeEach(() => {
+    cleanup = new Cleanup()
+    dir = mkdtempSync(join(tmpdir(), "iip-mesh-federation-hostile-"))
+  })
+  afterEach(async () => {
+    await cleanup.run()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it.each([0, 1, 2])("is listed with an error, and /federation and /federation/series still answer (variant %i)", async (variant) => {
+    // The rogue admin: any path, bad JSON shapes.
+    const rogue = http.createServer((req, res) => {
+      const body = req.url?.startsWith("/golden/series") ? { points: [[1, "2", 3, null], 5, null] } : badView(variant)
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end(JSON.stringify(body))
+    })
+    await new Promise<void>((resolve) => rogue.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => rogue.close(() => resolve())))
+    const roguePort = (rogue.address() as net.AddressInfo).port
+    // Announced in the shared directory as a live sidecar (this process's pid) with that admin port.
+    writeFileSync(join(dir, "rogue-node.json"), JSON.stringify({ service: "rogue", host: "127.0.0.1", port: 1, weight: 1, node: "rogue-node", mesh: MESH, pid: process.pid, adminPort: roguePort }))
+    const scope = await Effect.runPromise(Scope.make())
+    cleanup.add(() => Effect.runPromise(Scope.close(scope, Exit.void)))
+    let sidecar: Sidecar | undefined
+    const addresses = await Effect.runPromise(Admin.make({ admin: "127.0.0.1:0", control: "127.0.0.1:0", token }, () => sidecar).pipe(Scope.provide(scope)))
+    const running = await startSidecar(cleanup, sidecarConfig({ service: "web", node: "web-node", localDiscovery: dir, meshName: MESH }), quietLog, { adminPort: addresses.control.port })
+    sidecar = running.sidecar
+    await waitFor(() => running.sidecar.discovery.endpoints("rogue").length > 0, 5000, "web to discover the rogue peer")
+    const headers = { host: "127.0.0.1", authorization: `Bearer ${token}` }
+    const answer = await call(addresses.control.port, { path: "/federation", headers })
+    expect(answer.status, answer.body.toString()).toBe(200)
+    const view = JSON.parse(answer.body.toString()) as FederationView
+    expect(view.peers).toHaveLength(1)
+    expect(view.peers[0]!.error).toMatch(/not a golden metrics view/)
+    expect(view.golden.services.every((s) => typeof s.windows["1m"].requests === "number")).toBe(true)
+    const series = await call(addresses.control.port, { path: "/federation/series?service=web", headers })
+    expect(series.status, series.body.toString()).toBeLessThan(500)
+  })
+})

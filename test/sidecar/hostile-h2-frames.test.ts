@@ -1,0 +1,213 @@
+// Raw HTTP/2 frames to the outbound listener (outboundH2.ts), written byte by byte here (no
+// HTTP/2 library in the client: node's own refuses to send most of them): what no well-behaved
+// client sends, to see that it never reaches the HTTP/1.1 app leg as a header, a request line or
+// framing, and that floods end the connection, not the sidecar.
+// - a name in upper case, connection-specific headers (connection, transfer-encoding, keep-alive,
+//   upgrade), a :path holding a second request line: the stream is refused (nghttp2, or B's
+//   request-target check); a name or value with CR, LF or NUL is dropped by nghttp2, its request
+//   going on without it: the app never sees a smuggled header or request;
+// - a PING flood and a CONTINUATION flood (CVE-2024-27983's kind): the session is ended with
+//   GOAWAY, and the sidecar goes on serving;
+// - 150 streams opened at once past --h2-max-streams 4 (requests the app holds): 146 refused,
+//   4 reach the app.
+import * as http2 from "node:http2"
+import * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { call, echoRequest, type Mesh, startMesh } from "../support/sidecarHarness.ts"
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
+const Type = { data: 0, headers: 1, rst: 3, settings: 4, ping: 6, goaway: 7, continuation: 9 } as const
+const Flag = { endStream: 1, ack: 1, endHeaders: 4 } as const
+
+const frameOf = (type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer => {
+  const head = Buffer.alloc(9)
+  head.writeUIntBE(payload.length, 0, 3)
+  head[3] = type
+  head[4] = flags
+  head.writeUInt32BE(stream, 5)
+  return Buffer.concat([head, payload])
+}
+
+/** HPACK: an integer with an N-bit prefix (RFC 7541 §5.1). */
+const hpackInt = (value: number, prefixBits: number, first: number): Array<number> => {
+  const max = (1 << prefixBits) - 1
+  if (value < max) return [first | value]
+  const out = [first | max]
+  let rest = value - max
+  while (rest >= 128) {
+    out.push((rest % 128) + 128)
+    rest = Math.floor(rest / 128)
+  }
+  out.push(rest)
+  return out
+}
+
+/** HPACK: every field a literal without indexing, new name, no Huffman coding (RFC 7541 §6.2.2): any bytes at all. */
+const headerBlock = (fields: ReadonlyArray<readonly [string, string]>): Buffer => {
+  const bytes: Array<number> = []
+  for (const [name, value] of fields) {
+    const n = Buffer.from(name, "latin1")
+    const v = Buffer.from(value, "latin1")
+    bytes.push(0x00, ...hpackInt(n.length, 7, 0), ...n, ...hpackInt(v.length, 7, 0), ...v)
+  }
+  return Buffer.from(bytes)
+}
+
+const request = (path: string, extra: ReadonlyArray<readonly [string, string]> = []) =>
+  headerBlock([[":method", "GET"], [":scheme", "http"], [":authority", "catalog"], [":path", path], ...extra])
+
+interface Frame {
+  readonly type: number
+  readonly flags: number
+  readonly stream: number
+  readonly payload: Buffer
+}
+
+/** A raw HTTP/2 connection: writes frames, parses what comes back, answers nothing by itself. */
+const connectRaw = async (cleanup: Cleanup, port: number) => {
+  const socket = net.connect(port, "127.0.0.1")
+  cleanup.add(() => socket.destroy())
+  socket.on("error", () => {})
+  const frames: Array<Frame> = []
+  let waiters: Array<() => void> = []
+  let buffer = Buffer.alloc(0)
+  let closed = false
+  const wake = () => {
+    const current = waiters
+    waiters = []
+    for (const waiter of current) waiter()
+  }
+  socket.on("data", (chunk: Buffer) => {
+    buffer = Buffer.concat([buffer, chunk])
+    while (buffer.length >= 9) {
+      const length = buffer.readUIntBE(0, 3)
+      if (buffer.length < 9 + length) break
+      frames.push({ type: buffer[3]!, flags: buffer[4]!, stream: buffer.readUInt32BE(5) & 0x7fffffff, payload: buffer.subarray(9, 9 + length) })
+      buffer = buffer.subarray(9 + length)
+    }
+    wake()
+  })
+  socket.on("close", () => {
+    closed = true
+    wake()
+  })
+  await withTimeout(new Promise<void>((resolve) => socket.once("connect", () => resolve())), 2000, "the connection")
+  socket.write(Buffer.concat([PREFACE, frameOf(Type.settings, 0, 0)]))
+  /** Resolves once `done` holds of the frames received (or the connection closed). */
+  const until = (done: (frames: ReadonlyArray<Frame>) => boolean, what: string) =>
+    withTimeout(
+      new Promise<void>((resolve) => {
+        const check = () => (done(frames) || closed ? resolve() : void waiters.push(check))
+        check()
+      }),
+      3000,
+      what
+    )
+  return { socket, frames, until, isClosed: () => closed }
+}
+
+/** The stream ended for the client: reset, or answered to its end. */
+const streamOver = (stream: number) => (frames: ReadonlyArray<Frame>) =>
+  frames.some((f) => f.stream === stream && (f.type === Type.rst || ((f.type === Type.headers || f.type === Type.data) && (f.flags & Flag.endStream) !== 0)))
+
+describe("raw HTTP/2 frames on the outbound listener", () => {
+  let cleanup: Cleanup
+  let mesh: Mesh
+  beforeEach(async () => {
+    cleanup = new Cleanup()
+    mesh = await startMesh(cleanup, echoRequest)
+  })
+  afterEach(() => cleanup.run())
+
+  it("a header or pseudo-header that would smuggle into HTTP/1.1 never reaches the app; the session serves a clean request after", async () => {
+    const raw = await connectRaw(cleanup, mesh.a.outboundPort)
+    const evil: ReadonlyArray<ReadonlyArray<readonly [string, string]>> = [
+      [["x-evil", "a\r\nx-injected: 1"]],
+      [["x-evil", "a\nx-injected: 1"]],
+      [["x-evil", "a\0b"]],
+      [["X-Upper", "v"]],
+      [["connection", "keep-alive"]],
+      [["transfer-encoding", "chunked"]],
+      [["keep-alive", "timeout=5"]],
+      [["upgrade", "websocket"]],
+      [["x-evil\r\nx-injected", "1"]]
+    ]
+    let stream = 1
+    for (const fields of evil) {
+      raw.socket.write(frameOf(Type.headers, Flag.endHeaders | Flag.endStream, stream, request(`/evil${stream}`, fields)))
+      await raw.until(streamOver(stream), `stream ${stream} to end`)
+      stream += 2
+    }
+    // A :path that would be a second request line: refused before the app (B's request-target check) or by nghttp2.
+    raw.socket.write(frameOf(Type.headers, Flag.endHeaders | Flag.endStream, stream, request("/a HTTP/1.1\r\nhost: catalog\r\n\r\nGET /smuggled")))
+    await raw.until(streamOver(stream), "the request-line stream to end")
+    stream += 2
+    raw.socket.write(frameOf(Type.headers, Flag.endHeaders | Flag.endStream, stream, request("/clean", [["x-fine", "yes"]])))
+    await raw.until(streamOver(stream), "the clean request's answer")
+    expect(raw.isClosed()).toBe(false)
+    // nghttp2 resets the streams with an upper-case name or a connection-specific header; a name
+    // or value holding CR, LF or NUL it drops itself (node never sees it, so the header filter
+    // behind it has nothing to count), and its request reaches the app without it.
+    expect(mesh.app.seen.map((r) => r.url)).toEqual(["/evil1", "/evil3", "/evil5", "/evil17", "/clean"])
+    for (const seen of mesh.app.seen) {
+      expect(seen.rawHeaders.filter((_, i) => i % 2 === 0).map((name) => name.toLowerCase())).not.toContain("x-evil")
+      expect(seen.headers["x-injected"]).toBeUndefined()
+      expect(seen.rawHeaders.join("")).not.toMatch(/[\r\n\0]/)
+    }
+    expect(mesh.app.seen.at(-1)!.headers["x-fine"]).toBe("yes")
+  })
+
+  it("a PING flood ends the session (GOAWAY or close); the sidecar goes on serving", async () => {
+    const raw = await connectRaw(cleanup, mesh.a.outboundPort)
+    // Pings whose ACKs are never read: nghttp2 stops at its queue of unsent control frames.
+    raw.socket.pause()
+    const ping = frameOf(Type.ping, 0, 0, Buffer.alloc(8))
+    const burst = Buffer.concat(Array.from({ length: 20_000 }, () => ping))
+    raw.socket.write(burst)
+    raw.socket.write(burst)
+    raw.socket.resume()
+    await raw.until((frames) => frames.some((f) => f.type === Type.goaway), "the GOAWAY")
+    const answer = await call(mesh.a.outboundPort, { path: "/after", timeoutMs: 2000 })
+    expect(answer.status).toBe(200)
+  })
+
+  it("a CONTINUATION flood (a header block that never ends) ends the session; the sidecar goes on serving", async () => {
+    const raw = await connectRaw(cleanup, mesh.a.outboundPort)
+    raw.socket.write(frameOf(Type.headers, 0, 1, request("/cont")))
+    const continuation = frameOf(Type.continuation, 0, 1, headerBlock([["x-pad", "p".repeat(100)]]))
+    for (let i = 0; i < 200 && !raw.isClosed(); i++) raw.socket.write(continuation)
+    await raw.until((frames) => frames.some((f) => f.type === Type.goaway), "the GOAWAY")
+    expect(mesh.app.seen).toEqual([])
+    const session = http2.connect(`http://127.0.0.1:${mesh.a.outboundPort}`)
+    cleanup.add(() => session.destroy())
+    const ok = await withTimeout(
+      new Promise<number>((resolve, reject) => {
+        const s = session.request({ ":path": "/after", ":authority": "catalog" })
+        s.on("response", (head) => resolve(Number(head[":status"])))
+        s.on("error", reject)
+        s.resume()
+      }),
+      2000,
+      "a request on a new session"
+    )
+    expect(ok).toBe(200)
+  })
+
+  it("a HEADERS flood past --h2-max-streams: the extra streams are refused (REFUSED_STREAM), the app sees that many and no more", async () => {
+    const held: Array<() => void> = []
+    // Requests held unanswered: every stream stays open.
+    const holding = await startMesh(cleanup, (_req, res) => void held.push(() => res.end()), { a: { h2MaxStreams: 4 } })
+    cleanup.add(() => held.forEach((release) => release()))
+    const raw = await connectRaw(cleanup, holding.a.outboundPort)
+    // Its SETTINGS first (max concurrent streams 4), as a client must wait for.
+    await raw.until((frames) => frames.some((f) => f.type === Type.settings && (f.flags & Flag.ack) === 0), "the server's SETTINGS")
+    const headers = Array.from({ length: 150 }, (_, i) => frameOf(Type.headers, Flag.endHeaders | Flag.endStream, 1 + 2 * i, request(`/flood${i}`)))
+    raw.socket.write(Buffer.concat(headers))
+    const refused = (frames: ReadonlyArray<Frame>) => frames.filter((f) => f.type === Type.rst && f.payload.readUInt32BE(0) === http2.constants.NGHTTP2_REFUSED_STREAM)
+    // Refused by nghttp2 before node makes a stream of them: nothing of ours runs for them.
+    await raw.until((frames) => refused(frames).length === 146, "146 streams refused")
+    await waitFor(() => holding.app.seen.length === 4, 2000, "the 4 streams allowed to reach the app")
+    expect(holding.app.seen.map((r) => r.url)).toEqual(["/flood0", "/flood1", "/flood2", "/flood3"])
+  })
+})

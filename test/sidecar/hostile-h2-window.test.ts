@@ -1,0 +1,42 @@
+// An HTTP/2 caller on the outbound listener that opens streams and grants no flow-control window
+// (SETTINGS_INITIAL_WINDOW_SIZE 0), so no answer can leave: each stream's answer (up to 64 KiB
+// held whole) stayed in the sidecar's memory for as long as the caller liked (4 sessions of 250
+// streams: 62 MB live, 1,000 requests in flight, for ever), since the idle session's close waited
+// for streams that could never end. Now a session idle for the idle timeout is asked to go
+// (GOAWAY) and, if its streams still hold it with no byte moving either way for as long again,
+// ended: what it held is freed. (A caller that keeps a byte moving, PINGs say, is not caught by
+// this.)
+import * as http2 from "node:http2"
+import * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { makeH2c } from "../../src/sidecar/outboundH2.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+
+describe("an HTTP/2 caller that grants no window", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("its session is ended once idle for the idle timeout and a grace, its streams' answers freed", async () => {
+    let answered = 0
+    const h2 = makeH2c((call) => {
+      answered++
+      call.writeHead(200, [["content-length", String(60 * 1024)]])
+      call.end(Buffer.alloc(60 * 1024))
+    }, { idleTimeoutMs: 200, maxStreams: 256 })
+    cleanup.add(() => h2.destroyAll())
+    const server = net.createServer((socket) => h2.accept(socket))
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const session = http2.connect(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, { settings: { initialWindowSize: 0 } })
+    cleanup.add(() => session.destroy())
+    session.on("error", () => {})
+    const ended = new Promise<void>((resolve) => session.once("close", () => resolve()))
+    for (let i = 0; i < 50; i++) session.request({ ":path": `/w${i}`, ":authority": "catalog" }).on("error", () => {})
+    await withTimeout(ended, 3000, "the sidecar to end the session")
+    expect(answered).toBe(50)
+    await waitFor(() => h2.sessions.size === 0, 2000, "the sidecar's side of the session to close")
+  })
+})

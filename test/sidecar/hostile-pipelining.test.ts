@@ -1,0 +1,98 @@
+// A caller on the outbound listener that pipelines requests and reads none of the answers
+// (http1Listener.ts). Before, the listener answered each in turn whatever the socket held: with
+// nothing read, the answers piled up in the sidecar's memory (16 KiB answers: 2,500 a second,
+// 660 MB of buffers after 8 s) for as long as the caller kept sending. Now the next request is
+// taken only once the socket has taken the last answer (its 'drain'): what waits is bounded by
+// the socket's buffers (71 answers of 60 KiB here), and every answer still arrives, in order, once
+// the caller reads. (An answer that streams waited for the drain already; one held whole did not.)
+import * as net from "node:net"
+import type { AddressInfo } from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { HttpStreamParser } from "../support/rawHttp.ts"
+import { Http1Listener } from "../../src/sidecar/http1Listener.ts"
+import { call, type Mesh, startMesh } from "../support/sidecarHarness.ts"
+
+const ANSWER = 60 * 1024
+
+describe("a caller that pipelines requests and reads no answer", () => {
+  let cleanup: Cleanup
+  let mesh: Mesh
+  beforeEach(async () => {
+    cleanup = new Cleanup()
+    mesh = await startMesh(cleanup, (req, res) => {
+      // A length: the answer goes back whole (a streamed one waits on the socket's drain already).
+      res.writeHead(200, { "content-type": "text/plain", "content-length": String(ANSWER), "x-path": req.url ?? "" })
+      res.end("a".repeat(ANSWER))
+    })
+  })
+  afterEach(() => cleanup.run())
+
+  const pausedClient = () => {
+    const socket = net.connect(mesh.a.outboundPort, "127.0.0.1")
+    cleanup.add(() => socket.destroy())
+    socket.on("error", () => {})
+    socket.pause()
+    return socket
+  }
+
+  it("sending without end: the sidecar answers what the socket buffers hold, then waits", async () => {
+    const socket = pausedClient()
+    const batch = Buffer.concat(Array.from({ length: 2000 }, () => Buffer.from("GET /p HTTP/1.1\r\nhost: catalog\r\n\r\n")))
+    // As fast as the sidecar reads: its reading is what stops the caller.
+    const pump = () => {
+      while (!socket.destroyed && socket.write(batch));
+      if (!socket.destroyed) socket.once("drain", pump)
+    }
+    pump()
+    await waitFor(() => mesh.app.seen.length >= 20, 2000, "the first requests to reach the app")
+    // Unbounded, 200 were answered within 1 s and more every second after (the answers piling up in
+    // memory, 60 KiB each); bounded, it stops at what loopback's socket buffers hold (71 here).
+    await expect(waitFor(() => mesh.app.seen.length >= 200, 1200, "200 requests")).rejects.toThrow(/timed out/)
+    socket.destroy()
+    expect((await call(mesh.a.outboundPort, { path: "/after", timeoutMs: 2000 })).status).toBe(200)
+  })
+
+  it("every answer arrives, in order, once the caller reads", async () => {
+    const socket = pausedClient()
+    const parser = new HttpStreamParser("response")
+    const answers: Array<string> = []
+    socket.on("data", (chunk: Buffer) => {
+      for (const message of parser.push(chunk)) answers.push(`${message.startLine} ${message.headers.find(([name]) => name === "x-path")?.[1]} ${message.body.length}`)
+    })
+    const requests = 600
+    socket.write(Buffer.concat(Array.from({ length: requests }, (_, i) => Buffer.from(`GET /p${i} HTTP/1.1\r\nhost: catalog\r\n\r\n`))))
+    await waitFor(() => mesh.app.seen.length >= 20, 2000, "the first requests to reach the app")
+    socket.resume()
+    await waitFor(() => answers.length === requests, 5000, "every answer")
+    expect(answers).toEqual(Array.from({ length: requests }, (_, i) => `HTTP/1.1 200 OK /p${i} ${ANSWER}`))
+  })
+
+  it("a caller that takes none of an answer for the keep-alive timeout is closed", async () => {
+    const listener = new Http1Listener({
+      maxHeaderSize: 16 * 1024,
+      headersTimeoutMs: 60_000,
+      requestTimeoutMs: 300_000,
+      keepAliveTimeoutMs: 200,
+      onRequest: (call) => {
+        call.writeHead(200, [["content-length", String(ANSWER)]])
+        call.end(Buffer.alloc(ANSWER))
+      },
+      onUpgrade: (_request, socket) => socket.destroy(),
+      onH2c: (socket) => socket.destroy()
+    })
+    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => {
+      listener.destroyAll()
+      return new Promise<void>((resolve) => listener.server.close(() => resolve()))
+    })
+    const closed = new Promise<void>((resolve) => listener.server.once("connection", (socket: net.Socket) => socket.once("close", () => resolve())))
+    const socket = net.connect((listener.server.address() as AddressInfo).port, "127.0.0.1")
+    cleanup.add(() => socket.destroy())
+    socket.on("error", () => {})
+    socket.pause()
+    socket.write(Buffer.concat(Array.from({ length: 500 }, () => Buffer.from("GET /p HTTP/1.1\r\nhost: catalog\r\n\r\n"))))
+    // The keep-alive timeout, its 1 s grace and a sweep: well within 3 s.
+    await withTimeout(closed, 3000, "the listener to close the connection")
+  })
+})
