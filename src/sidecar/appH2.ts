@@ -2,11 +2,12 @@
 // one pooled session per app, made again when it closes; each mesh request is one stream on it,
 // both ways under flow control: the peer's streamed body is written as the app's stream drains,
 // the app's answer is read as the mesh takes it (the stream pauses past a high-water mark).
-// An answer that is over within 1 ms of the end of the turn its head came in (a unary call: grpc-js
-// sends its trailers a turn or two of the event loop after the message) goes back as one message, its trailers in its
-// metadata; so does a gRPC answer holding one whole message then, of a method not seen to stream,
-// that is over within 20 ms more (its trailers late); any other streams from then on, and its
-// trailers (`grpc-status`, `grpc-message`, custom ones) close the stream (PROTOCOL.md §13, §17.5).
+// An answer that is over within 1 ms of the end of the turn its head came in (a unary call:
+// grpc-js sends its trailers a turn or two of the event loop after the message) goes back as one
+// message, its trailers in its metadata; so does a gRPC answer holding one whole message then, of
+// a method not seen to stream, that is over within 20 ms more (its trailers late); any other
+// streams from then on, and its trailers (`grpc-status`, `grpc-message`, custom ones) close the
+// stream (PROTOCOL.md §13, §17.5).
 // The time left before the caller's deadline reaches a gRPC app as `grpc-timeout`, and bounds
 // the whole call: past it, or when the caller cancels, the app's stream is reset.
 import * as http2 from "node:http2"
@@ -31,7 +32,7 @@ const SESSION_IDLE_MS = 60_000
 const CLOSE_GRACE_MS = 1000
 /** An answer held to go back whole streams instead once this much of it came... */
 const WHOLE_ANSWER_LIMIT = 64 * 1024
-/** ...or once it is not over this long after its head (what a streaming answer's first message may wait). */
+/** ...or once it is not over this long after the turn its head came in (what a streaming answer's first message may wait). */
 const WHOLE_ANSWER_WAIT_MS = 1
 /**
  * A gRPC answer that holds exactly one whole message when that wait ends, of a method none of whose

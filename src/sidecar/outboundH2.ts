@@ -16,7 +16,8 @@ const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<strin
   // The envelope hands the same list while an app's trailers repeat (httpEnvelope.ts's trailersOf):
   // one object for them (node copies it before use).
   if (pairs === lastTrailers) return lastFields
-  const fields: Record<string, string | Array<string>> = {}
+  // No prototype: a trailer named `constructor` found Object's own there as a first value (and was sent so).
+  const fields = Object.create(null) as Record<string, string | Array<string>>
   for (let i = 0; i < pairs.length; i++) {
     const name = pairs[i]![0]
     const value = pairs[i]![1]

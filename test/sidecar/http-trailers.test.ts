@@ -1,7 +1,8 @@
 // HTTP/1.1 chunked trailers across the mesh (issue 17, PROTOCOL.md §17.5): an app's chunked answer
 // with trailers reaches the caller (HTTP/1.1, and HTTP/2 through the same outbound port) with its
 // trailers after the body, through the header filter: a trailer that may not cross (a framing
-// header, an invalid value) is dropped, the others pass in order, repeated names kept.
+// header, an invalid value) is dropped, the others pass in order, repeated names kept (and a name
+// every plain object has, `constructor`, as sent).
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -60,5 +61,23 @@ describe("HTTP/1.1 chunked trailers across the mesh", () => {
     expect(trailers["x-checksum"]).toBe("sha256=abc")
     expect(trailers["x-part"]).toBe("1, 2")
     expect(trailers.te).toBeUndefined()
+  })
+
+  it("named like a property every plain object has (constructor), reach an HTTP/2 caller as the app sent them", async () => {
+    const app: http.RequestListener = (_req, res) => {
+      res.writeHead(200, { "content-type": "text/plain", trailer: "constructor" })
+      res.write("hello ")
+      setImmediate(() => {
+        res.addTrailers([["constructor", "v"]])
+        res.end("world")
+      })
+    }
+    const { a } = await startMesh(cleanup, app)
+    const session = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`)
+    cleanup.add(() => session.destroy())
+    const stream = session.request({ ":path": "/t", ":authority": "catalog" })
+    stream.resume()
+    const trailers = await withTimeout(new Promise<http2.IncomingHttpHeaders>((resolve) => stream.on("trailers", resolve)), 5000, "the trailers")
+    expect(trailers.constructor).toBe("v")
   })
 })
