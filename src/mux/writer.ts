@@ -6,9 +6,15 @@
 // hop is latency on both sides); other small packets once per turn of the event loop, after the
 // turn's I/O callbacks (requests a sidecar takes from many HTTP sockets, each in its own callback,
 // or answers its app gives on many, leave in one write instead of one each); a large body or a
-// large batch at the end of the tick. A mesh message's first packet is kept as its parts (envelope
-// fields, metadata, body) and encoded straight into the batch (batch.ts): no buffer of its own per
-// message.
+// large batch at the end of the tick. At a low rate a turn carries one packet, and waiting for its
+// end buys a `setImmediate` per packet and, on a TLS socket, a turn of the loop (node completes a
+// synchronous TLS write through an immediate of its own, which queued from the check phase runs a
+// turn later): while the last turn-end write carried a single packet, a packet sent outside a read
+// with nothing queued is written at once; a second packet in the same turn goes back to writing at
+// the turn's end, and so it stays until a turn-end write carries one packet again (libuv's count
+// of the loop's turns says which turn a packet came in). A mesh message's first packet is kept as
+// its parts (envelope fields, metadata, body) and encoded straight into the batch (batch.ts): no
+// buffer of its own per message.
 // Stream chunks (`sendChunk`) are bulk: they wait in a lane per channel and go out one at a time,
 // the lanes taken in turn, the next only once the socket has taken the previous one, while every
 // other packet goes out at its flush ahead of them. A small call on a connection that carries a
@@ -18,6 +24,7 @@
 // here; producers see `congested` and stop producing (the server stops reading requests, the
 // client holds new requests, a stream sender waits), so memory stays bounded. Nothing is dropped:
 // past the hard limit `send` throws instead.
+import { performance } from "node:perf_hooks"
 import { encodeEnvelopeHeadInto, EnvelopeBytes, envelopeMetaBytes, type Meta } from "../protocol/mesh.ts"
 import { checkPacket, encodeHeaderInto, encodePacketInto } from "../protocol/packet.ts"
 import { Batch } from "./batch.ts"
@@ -44,6 +51,10 @@ export interface WriterLimits {
 const COPY_LIMIT = 8 * 1024
 /** A batch this large is written at the end of the tick rather than the turn. */
 const PROMPT_BYTES = 64 * 1024
+
+/** libuv's count of the loop's turns (a turn's poll and check phases share one value). */
+const nodeTiming = performance.nodeTiming
+const loopTurn = (): number => nodeTiming.uvMetricsInfo.loopCount
 
 /** Bulk packets the socket may hold at once: one, so a small packet waits behind at most one chunk (more measured no faster). */
 const BULK_IN_FLIGHT = 1
@@ -75,6 +86,11 @@ export class PacketWriter {
   /** A flush waits for the end of the turn (setImmediate) / of the tick (nextTick). */
   private scheduled = false
   private scheduledSoon = false
+  /** Packets sent outside a read are written at once (see the top of this file); and the turn of the last one written so. */
+  private atOnce = true
+  private atOnceTurn = -1
+  /** The turn-end write scheduled holds the rest of a turn whose first packet went at once. */
+  private restOfTurn = false
   private waitingDrain = false
   private closed = false
   /** Set by the connection while its read callback runs (`beginRead`, `endRead`). */
@@ -99,6 +115,9 @@ export class PacketWriter {
   }
   private readonly flushAtTurnEnd = () => {
     this.scheduled = false
+    // One packet this turn, and not the rest of a turn that began with a packet written at once: the rate is low.
+    if (this.batch.length === 1 && !this.restOfTurn) this.atOnce = true
+    this.restOfTurn = false
     this.flush()
   }
   private readonly flushAtTickEnd = () => {
@@ -193,8 +212,11 @@ export class PacketWriter {
     this.inRead = false
     if (!this.readQueued) return
     this.readQueued = false
-    if (writeNow) this.flush()
-    else if (!this.scheduledSoon) {
+    if (writeNow) {
+      // A write this turn already: more packets of the turn wait for its end, as after one written at once.
+      if (this.atOnce) this.atOnceTurn = loopTurn()
+      this.flush()
+    } else if (!this.scheduledSoon) {
       this.scheduledSoon = true
       process.nextTick(this.flushAtTickEnd)
     }
@@ -211,9 +233,28 @@ export class PacketWriter {
         process.nextTick(this.flushAtTickEnd)
       }
     } else if (!this.scheduled) {
+      if (this.atOnce && this.writeAtOnce()) return
       this.scheduled = true
       setImmediate(this.flushAtTurnEnd)
     }
+  }
+
+  /**
+   * Writes the packet just queued now if it is alone and the last was written at once in an
+   * earlier turn; false (it waits for the turn's end, and so do the next ones) if one was written
+   * at once in this turn already.
+   */
+  private writeAtOnce(): boolean {
+    if (this.batch.length !== 1 || this.ring.length > 0 || this.writableWaiters.length > 0) return false
+    const turn = loopTurn()
+    if (turn === this.atOnceTurn) {
+      this.atOnce = false
+      this.restOfTurn = true
+      return false
+    }
+    this.atOnceTurn = turn
+    this.flush()
+    return true
   }
 
   /**

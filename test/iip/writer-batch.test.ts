@@ -1,8 +1,9 @@
-// The connection writer (src/mux/writer.ts) writes once per turn of the event loop: packets sent
-// from separate callbacks of one turn (requests that arrived on many sockets at once, each
-// handled in its own I/O callback with its own nextTick queue) leave in one write, in order.
+// The connection writer (src/mux/writer.ts), once a turn of the event loop has carried more than
+// one packet, writes once per turn: packets sent from separate callbacks of one turn (requests
+// that arrived on many sockets at once, each handled in its own I/O callback with its own nextTick
+// queue) leave in one write, in order (one packet a turn goes at once: test/mux/writer-flush.test.ts).
 // What the connection's own read callback sends (answers given at once, a client's next requests)
-// leaves in one write as that callback ends instead.
+// leaves in one write as that callback ends instead, and later packets of that turn at its end.
 import { describe, expect, it } from "vitest"
 import { PacketWriter } from "../../src/mux/writer.ts"
 import { PacketDecoder } from "../../src/protocol/decoder.ts"
@@ -37,6 +38,13 @@ describe("PacketWriter batching", () => {
   it("packets sent from a callback, its nextTick queue and a later microtask of the same turn leave in one write, in order", async () => {
     const { writes, sink } = recordingSink()
     const writer = new PacketWriter(sink, { highWaterBytes: 1 << 20, maxQueuedBytes: 1 << 24 })
+    // A loaded turn first (the first of its packets written at once, the next at its end): from then on, one write per turn.
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    writer.send(1, "/load", 1, Buffer.from("first"))
+    writer.send(1, "/load", 1, Buffer.from("second"))
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    expect(writes.length).toBe(2)
+    writes.length = 0
     await new Promise<void>((resolve) => {
       setImmediate(() => {
         writer.send(1, "/a", 1, Buffer.from("one"))
