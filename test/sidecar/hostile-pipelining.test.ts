@@ -68,6 +68,53 @@ describe("a caller that pipelines requests and reads no answer", () => {
     expect(answers).toEqual(Array.from({ length: requests }, (_, i) => `HTTP/1.1 200 OK /p${i} ${ANSWER}`))
   })
 
+  const listenerAnswering = async (size: number) => {
+    const listener = new Http1Listener({
+      maxHeaderSize: 16 * 1024,
+      headersTimeoutMs: 60_000,
+      requestTimeoutMs: 300_000,
+      keepAliveTimeoutMs: 200,
+      onRequest: (call) => {
+        call.writeHead(200, [["content-length", String(size)]])
+        call.end(Buffer.alloc(size))
+      },
+      onUpgrade: (_request, socket) => socket.destroy(),
+      onH2c: (socket) => socket.destroy()
+    })
+    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => {
+      listener.destroyAll()
+      return new Promise<void>((resolve) => listener.server.close(() => resolve()))
+    })
+    return listener
+  }
+
+  it("a caller that reads a large answer slowly but steadily, for longer than the keep-alive timeout, gets all of it", async () => {
+    // The drain's timeout counted from the answer's end, not from the last byte taken: a live
+    // reader of an answer the socket still held after keep-alive + grace was cut off mid-body.
+    const size = 24 * 1024 * 1024
+    const listener = await listenerAnswering(size)
+    const socket = net.connect((listener.server.address() as AddressInfo).port, "127.0.0.1")
+    cleanup.add(() => socket.destroy())
+    socket.on("error", () => {})
+    let received = 0
+    const started = performance.now()
+    const whole = new Promise<boolean>((resolve) => {
+      socket.on("data", (chunk: Buffer) => {
+        received += chunk.length
+        if (received >= size) return resolve(true)
+        // A reader that takes a chunk every few milliseconds: slow, never idle for long.
+        socket.pause()
+        setTimeout(() => socket.resume(), 4)
+      })
+      socket.once("close", () => resolve(false))
+    })
+    socket.write("GET /big HTTP/1.1\r\nhost: catalog\r\n\r\n")
+    expect(await withTimeout(whole, 30_000, "the whole answer or the close")).toBe(true)
+    // The reading took well past the keep-alive timeout and its grace (200 ms + 1 s).
+    expect(performance.now() - started).toBeGreaterThan(1500)
+  }, 40_000)
+
   it("a caller that takes none of an answer for the keep-alive timeout is closed", async () => {
     const listener = new Http1Listener({
       maxHeaderSize: 16 * 1024,
