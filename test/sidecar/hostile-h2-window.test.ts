@@ -5,7 +5,8 @@
 // for streams that could never end. Now a session idle for the idle timeout is asked to go
 // (GOAWAY) and, if its streams still hold it with no byte moving either way for as long again,
 // ended: what it held is freed. (A caller that keeps a byte moving, PINGs say, is not caught by
-// this.)
+// this.) A stream with nothing to send (a long poll, a quiet gRPC server stream) is idle, not
+// stalled: its session is never ended for it.
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
