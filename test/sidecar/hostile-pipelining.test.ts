@@ -69,6 +69,7 @@ describe("a caller that pipelines requests and reads no answer", () => {
     expect(answers).toEqual(Array.from({ length: requests }, (_, i) => `HTTP/1.1 200 OK /p${i} ${ANSWER}`))
   })
 
+  /** A bare listener (keep-alive timeout 200 ms) whose every answer is `size` bytes, held whole. */
   const listenerAnswering = async (size: number) => {
     const listener = new Http1Listener({
       maxHeaderSize: 16 * 1024,
@@ -117,23 +118,7 @@ describe("a caller that pipelines requests and reads no answer", () => {
   }, 40_000)
 
   it("a caller that takes none of an answer for the keep-alive timeout is closed", async () => {
-    const listener = new Http1Listener({
-      maxHeaderSize: 16 * 1024,
-      headersTimeoutMs: 60_000,
-      requestTimeoutMs: 300_000,
-      keepAliveTimeoutMs: 200,
-      onRequest: (call) => {
-        call.writeHead(200, [["content-length", String(ANSWER)]])
-        call.end(Buffer.alloc(ANSWER))
-      },
-      onUpgrade: (_request, socket) => socket.destroy(),
-      onH2c: (socket) => socket.destroy()
-    })
-    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve))
-    cleanup.add(() => {
-      listener.destroyAll()
-      return new Promise<void>((resolve) => listener.server.close(() => resolve()))
-    })
+    const listener = await listenerAnswering(ANSWER)
     const closed = new Promise<void>((resolve) => listener.server.once("connection", (socket: net.Socket) => socket.once("close", () => resolve())))
     const socket = net.connect((listener.server.address() as AddressInfo).port, "127.0.0.1")
     cleanup.add(() => socket.destroy())
