@@ -35,10 +35,10 @@ export interface Endpoint {
   readonly version?: string | undefined
 }
 
-/** What the connections to an endpoint depend on besides its address: a change makes a new client. */
 /** Channels per connection to an endpoint for streams beyond the client's 16 (the client caps them at half what the far side takes: 512 by default). */
 const STREAM_CHANNELS_PER_CONNECTION = 512
 
+/** What the connections to an endpoint depend on besides its address: a change makes a new client. */
 const securityOf = (endpoint: Endpoint): string => `${endpoint.security ?? ""} ${endpoint.identity ?? ""} ${endpoint.ca ?? ""}`
 
 const keys = new WeakMap<object, string>()

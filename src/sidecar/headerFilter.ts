@@ -262,4 +262,3 @@ export const switchedAmong = (switched: string, asked: string): boolean => {
   const offered = asked.split(", ")
   return switched.split(", ").every((protocol) => offered.includes(protocol))
 }
-

@@ -63,6 +63,14 @@ interface ConsumableHandle {
   readStop(): number
 }
 
+/**
+ * Bytes of answers the socket has not sent: its Writable's (a chunk counts whole until all of it
+ * is sent) and libuv's queue (which shrinks as the caller reads), so a caller reading one large
+ * write shows progress.
+ */
+const unsent = (socket: net.Socket): number =>
+  socket.writableLength + ((socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0)
+
 /** One connection from the app. */
 class Connection implements CallConnection {
   readonly socket: net.Socket
@@ -93,8 +101,9 @@ class Connection implements CallConnection {
   private completedInRead = false
   /** The last answer waits in the socket past its high-water mark: nothing more is read or answered until it drains. */
   private awaitingDrain = false
-  /** Since when (performance.now()). */
+  /** When the caller last took a byte of it (performance.now(), as the sweep saw), and `unsent` then. */
   private drainSince = 0
+  private drainLeft = 0
 
   constructor(listener: Http1Listener, socket: net.Socket, now: number) {
     this.listener = listener
@@ -350,6 +359,7 @@ class Connection implements CallConnection {
     if (this.socket.writableNeedDrain) {
       this.awaitingDrain = true
       this.drainSince = performance.now()
+      this.drainLeft = unsent(this.socket)
       this.updateReading()
       return void this.socket.once("drain", () => this.drained())
     }
@@ -362,6 +372,8 @@ class Connection implements CallConnection {
   private drained(): void {
     this.awaitingDrain = false
     if (this.gone) return
+    // Idle from now, not from the answer's end: the caller was reading it until now.
+    if (!this.inMessage && this.waiting.length === 0) this.idleSince = performance.now()
     if (this.waiting.length > 0) this.next()
     else this.updateReading()
   }
@@ -404,7 +416,16 @@ class Connection implements CallConnection {
   checkTimeouts(now: number): void {
     const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs } = this.listener.options
     // A caller that has read none of an answer for as long as an idle connection may stay: gone.
-    if (this.awaitingDrain && now - this.drainSince > keepAliveTimeoutMs + KEEP_ALIVE_GRACE_MS) return this.destroy()
+    // One still reading (what the socket holds changed since the last sweep: nothing else writes
+    // while the drain is awaited) is not idle, however slow.
+    if (this.awaitingDrain) {
+      const left = unsent(this.socket)
+      if (left !== this.drainLeft) {
+        this.drainLeft = left
+        this.drainSince = now
+      } else if (now - this.drainSince > keepAliveTimeoutMs + KEEP_ALIVE_GRACE_MS) return this.destroy()
+      return
+    }
     if (this.sniffing || (this.inMessage && !this.headersDone)) {
       if (now - this.messageStarted > headersTimeoutMs) this.fail(TIMED_OUT)
     } else if (this.inMessage) {

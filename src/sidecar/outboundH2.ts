@@ -101,9 +101,13 @@ class StreamCall implements OutboundCall {
   private heldBytes = 0
   private heldFirst: Buffer | undefined = undefined
   private heldParts: Array<Buffer> | undefined = undefined
+  /** Its session's open calls (makeH2c's stall check looks at them), left on the stream's close. */
+  private readonly open: Set<StreamCall>
 
-  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>) {
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>) {
     this.stream = stream
+    this.open = open
+    open.add(this)
     this.method = headers[":method"] ?? ""
     this.url = headers[":path"] ?? ""
     // The request line's pseudo-headers are not headers to forward; :authority is the host.
@@ -114,8 +118,15 @@ class StreamCall implements OutboundCall {
     this.rawHeaders = rawHeaders
     this.hasBody = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) === 0
     stream.on("error", ignore)
+    // `on`, not `once`: a stream closes once, and once() binds a wrapper per call.
+    stream.on("close", onStreamClose)
     const named = stream as CallStream
     named[CALL] = this
+  }
+
+  /** Answer bytes wait for the caller's window (or the socket): the stream cannot end before it grants it. */
+  get answerWaiting(): boolean {
+    return this.stream.writableLength > 0
   }
 
   get remoteAddress(): string {
@@ -212,13 +223,12 @@ class StreamCall implements OutboundCall {
   onClose(listener: (finished: boolean) => void): void {
     // Finished when the answer was ended and the stream closed cleanly: a stream the client reset
     // (a cancelled call) closes with its error code.
-    // `on`, not `once`: a stream closes once, and once() binds a wrapper per call.
     this.closeListener = listener
-    this.stream.on("close", onStreamClose)
   }
 
-  /** The stream closed (onClose's listener, told whether the exchange finished). */
+  /** The stream closed: onClose's listener is told whether the exchange finished. */
   closed(): void {
+    this.open.delete(this)
     this.closeListener?.(this.writableEnded && this.stream.rstCode === http2.constants.NGHTTP2_NO_ERROR)
   }
 
@@ -286,13 +296,17 @@ class StreamCall implements OutboundCall {
   }
 }
 
-/** Ends a session asked to go if no byte moved either way in `ms` (checked again while bytes move); `moved`: the count at the last check. */
-const endIfStalled = (session: http2.ServerHttp2Session, ms: number, moved: number): void => {
+/**
+ * Ends a session asked to go if no byte moved either way in `ms` while one of its streams holds
+ * answer bytes (checked again until it ends); `moved`: the count at the last check. A stream
+ * with nothing to send (a long poll, a quiet gRPC server stream) is idle, not stalled: it may wait.
+ */
+const endIfStalled = (session: http2.ServerHttp2Session, open: ReadonlySet<StreamCall>, ms: number, moved: number): void => {
   if (session.destroyed) return
   const socket = session.socket
   const now = socket.bytesRead + socket.bytesWritten
-  if (now === moved) return void session.destroy()
-  setTimeout(endIfStalled, ms, session, ms, now).unref()
+  if (now === moved) for (const call of open) if (call.answerWaiting) return void session.destroy()
+  setTimeout(endIfStalled, ms, session, open, ms, now).unref()
 }
 
 export interface H2Listener {
@@ -316,17 +330,18 @@ export const makeH2c = (
   // respond() (the stream reset with no answer) or from sendTrailers() inside its 'wantTrailers'
   // event (the sidecar's process gone).
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: options.maxStreams }, strictSingleValueFields: false })
-  h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) =>
-    handler(new StreamCall(stream, headers, flags, rawHeaders))
-  )
   const sessions = new Set<http2.ServerHttp2Session>()
   h2.on("session", (session: http2.ServerHttp2Session) => {
+    const open = new Set<StreamCall>()
+    session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) =>
+      handler(new StreamCall(stream, headers, flags, rawHeaders, open))
+    )
     // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive
     // connection; its open streams may finish. One whose streams cannot (a caller that grants no
     // window to their answers, each holding up to 64 KiB) is ended once nothing moves for as long again.
     session.setTimeout(options.idleTimeoutMs, () => {
       session.close()
-      endIfStalled(session, options.idleTimeoutMs, -1)
+      endIfStalled(session, open, options.idleTimeoutMs, -1)
     })
     sessions.add(session)
     session.on("close", () => sessions.delete(session))

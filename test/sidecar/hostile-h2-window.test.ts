@@ -5,7 +5,8 @@
 // for streams that could never end. Now a session idle for the idle timeout is asked to go
 // (GOAWAY) and, if its streams still hold it with no byte moving either way for as long again,
 // ended: what it held is freed. (A caller that keeps a byte moving, PINGs say, is not caught by
-// this.)
+// this.) A stream with nothing to send (a long poll, a quiet gRPC server stream) is idle, not
+// stalled: its session is never ended for it.
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -38,5 +39,38 @@ describe("an HTTP/2 caller that grants no window", () => {
     await withTimeout(ended, 3000, "the sidecar to end the session")
     expect(answered).toBe(50)
     await waitFor(() => h2.sessions.size === 0, 2000, "the sidecar's side of the session to close")
+  })
+
+  it("a stream that idles with nothing to send (a long poll, a quiet gRPC server stream) outlives the session's idle timeouts", async () => {
+    // The stall check ended any session idle twice the timeout: a caller reading fine whose answer
+    // had nothing to say for that long lost it. Only streams holding answer bytes count as stalled.
+    let finish: (() => void) | undefined
+    const h2 = makeH2c((call) => {
+      call.onClose(() => {})
+      call.writeHead(200, [])
+      call.write(Buffer.from("first "))
+      finish = () => call.end(Buffer.from("last"))
+    }, { idleTimeoutMs: 200, maxStreams: 256 })
+    cleanup.add(() => h2.destroyAll())
+    const server = net.createServer((socket) => h2.accept(socket))
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const session = http2.connect(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`)
+    cleanup.add(() => session.destroy())
+    session.on("error", () => {})
+    const stream = session.request({ ":path": "/watch", ":authority": "catalog" })
+    stream.on("error", () => {})
+    let body = ""
+    stream.on("data", (chunk: Buffer) => (body += chunk.toString()))
+    const ended = new Promise<boolean>((resolve) => {
+      stream.once("end", () => resolve(true))
+      stream.once("close", () => resolve(false))
+    })
+    await waitFor(() => body === "first ", 2000, "the first message")
+    // Quiet for well past the idle timeout and the stall check after it (200 + 200 ms and sweeps).
+    await new Promise((resolve) => setTimeout(resolve, 1200))
+    finish!()
+    expect(await withTimeout(ended, 2000, "the stream's end")).toBe(true)
+    expect(body).toBe("first last")
   })
 })

@@ -5,6 +5,7 @@
 // taken only once the socket has taken the last answer (its 'drain'): what waits is bounded by
 // the socket's buffers (71 answers of 60 KiB here), and every answer still arrives, in order, once
 // the caller reads. (An answer that streams waited for the drain already; one held whole did not.)
+// A caller that reads, however slowly, is never taken for one that does not.
 import * as net from "node:net"
 import type { AddressInfo } from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -68,15 +69,16 @@ describe("a caller that pipelines requests and reads no answer", () => {
     expect(answers).toEqual(Array.from({ length: requests }, (_, i) => `HTTP/1.1 200 OK /p${i} ${ANSWER}`))
   })
 
-  it("a caller that takes none of an answer for the keep-alive timeout is closed", async () => {
+  /** A bare listener (keep-alive timeout 200 ms) whose every answer is `size` bytes, held whole. */
+  const listenerAnswering = async (size: number) => {
     const listener = new Http1Listener({
       maxHeaderSize: 16 * 1024,
       headersTimeoutMs: 60_000,
       requestTimeoutMs: 300_000,
       keepAliveTimeoutMs: 200,
       onRequest: (call) => {
-        call.writeHead(200, [["content-length", String(ANSWER)]])
-        call.end(Buffer.alloc(ANSWER))
+        call.writeHead(200, [["content-length", String(size)]])
+        call.end(Buffer.alloc(size))
       },
       onUpgrade: (_request, socket) => socket.destroy(),
       onH2c: (socket) => socket.destroy()
@@ -86,6 +88,37 @@ describe("a caller that pipelines requests and reads no answer", () => {
       listener.destroyAll()
       return new Promise<void>((resolve) => listener.server.close(() => resolve()))
     })
+    return listener
+  }
+
+  it("a caller that reads a large answer slowly but steadily, for longer than the keep-alive timeout, gets all of it", async () => {
+    // The drain's timeout counted from the answer's end, not from the last byte taken: a live
+    // reader of an answer the socket still held after keep-alive + grace was cut off mid-body.
+    const size = 24 * 1024 * 1024
+    const listener = await listenerAnswering(size)
+    const socket = net.connect((listener.server.address() as AddressInfo).port, "127.0.0.1")
+    cleanup.add(() => socket.destroy())
+    socket.on("error", () => {})
+    let received = 0
+    const started = performance.now()
+    const whole = new Promise<boolean>((resolve) => {
+      socket.on("data", (chunk: Buffer) => {
+        received += chunk.length
+        if (received >= size) return resolve(true)
+        // A reader that takes a chunk every few milliseconds: slow, never idle for long.
+        socket.pause()
+        setTimeout(() => socket.resume(), 6)
+      })
+      socket.once("close", () => resolve(false))
+    })
+    socket.write("GET /big HTTP/1.1\r\nhost: catalog\r\n\r\n")
+    expect(await withTimeout(whole, 30_000, "the whole answer or the close")).toBe(true)
+    // The reading took past the keep-alive timeout and its grace (200 ms + 1 s): at least 384 reads of 64 KiB, 6 ms apart.
+    expect(performance.now() - started).toBeGreaterThan(1200)
+  }, 40_000)
+
+  it("a caller that takes none of an answer for the keep-alive timeout is closed", async () => {
+    const listener = await listenerAnswering(ANSWER)
     const closed = new Promise<void>((resolve) => listener.server.once("connection", (socket: net.Socket) => socket.once("close", () => resolve())))
     const socket = net.connect((listener.server.address() as AddressInfo).port, "127.0.0.1")
     cleanup.add(() => socket.destroy())
