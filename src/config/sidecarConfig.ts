@@ -183,6 +183,13 @@ export const SidecarConfigSchema = Schema.Struct({
   appPoolSize: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
   /** A streamed request body that sends nothing for this long is given up (the app's socket freed). */
   bodyIdleTimeoutMs: PositiveMs,
+  /**
+   * A streamed answer from the app that the mesh takes nothing of for this long (a caller that
+   * stopped reading) is given up, the app's pool socket freed. Apart from the body idle timeout: the
+   * mesh takes an answer in steps of half a window (512 KiB), so this is also the slowest caller
+   * served (512 KiB over it), like nginx's `send_timeout`.
+   */
+  answerIdleTimeoutMs: PositiveMs,
   /** The deadline of an inbound request that carries none (plain IIP callers, pushes). */
   inboundDefaultTimeoutMs: PositiveMs,
   /**
@@ -341,7 +348,8 @@ export const settings = [
   { key: "packetTimeoutMs", env: "IIP_MESH_PACKET_TIMEOUT", flag: "--packet-timeout", help: "a started packet must be complete within this (default 30s)" },
   { key: "idleTimeoutMs", env: "IIP_MESH_IDLE_TIMEOUT", flag: "--idle-timeout", help: "an inbound connection idle this long is closed (default 5m)" },
   { key: "appPoolSize", env: "IIP_MESH_APP_POOL_SIZE", flag: "--app-pool-size", help: "sockets the inbound side keeps to its app at most (default 256)" },
-  { key: "bodyIdleTimeoutMs", env: "IIP_MESH_BODY_IDLE_TIMEOUT", flag: "--body-idle-timeout", help: "a streamed request body silent this long is given up, and an app's streamed answer nobody takes of for this long (default 10s)" },
+  { key: "bodyIdleTimeoutMs", env: "IIP_MESH_BODY_IDLE_TIMEOUT", flag: "--body-idle-timeout", help: "a streamed request body silent this long is given up (default 10s)" },
+  { key: "answerIdleTimeoutMs", env: "IIP_MESH_ANSWER_IDLE_TIMEOUT", flag: "--answer-idle-timeout", help: "an app's streamed answer the mesh takes nothing of for this long is given up: a caller that stopped reading, or reads under 512 KiB per this (default 60s)" },
   { key: "inboundDefaultTimeoutMs", env: "IIP_MESH_INBOUND_DEFAULT_TIMEOUT", flag: "--inbound-default-timeout", help: "deadline of an inbound request that carries none, and of pushes (default 30s)" },
   { key: "restartWindowMs", env: "IIP_MESH_RESTART_WINDOW", flag: "--restart-window", help: "after a go-away, refusals this long mean a restart, not a failure (default 30s)" },
   { key: "busyPingAfterMs", env: "IIP_MESH_BUSY_PING_AFTER", flag: "--busy-ping-after", help: "silence with requests waiting before an endpoint is pinged (default 1s)" },
@@ -435,6 +443,7 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   idleTimeoutMs: 300_000,
   appPoolSize: 256,
   bodyIdleTimeoutMs: 10_000,
+  answerIdleTimeoutMs: 60_000,
   inboundDefaultTimeoutMs: 30_000,
   restartWindowMs: 30_000,
   busyPingAfterMs: 1_000,
@@ -534,6 +543,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "ejectionBaseMs":
     case "ejectionMaxMs":
     case "bodyIdleTimeoutMs":
+    case "answerIdleTimeoutMs":
     case "inboundDefaultTimeoutMs":
     case "restartWindowMs":
     case "busyPingAfterMs":

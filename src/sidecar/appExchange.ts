@@ -27,6 +27,7 @@ export interface AppLeg {
   /** host:port, for messages, metrics and spans. */
   readonly address: string
   readonly bodyIdleTimeoutMs: number
+  readonly answerIdleTimeoutMs: number
   readonly onInvalidHeaders: OnInvalidHeader | undefined
 }
 
@@ -207,11 +208,11 @@ export class AppExchange implements AppPoolHandler {
    * The streamed answer's socket paused (a window of it waits for the mesh). A caller that never
    * reads (or a peer that never opens its window) would hold the app's pool socket for as long as
    * it liked, and a few such callers every socket of the pool: an answer whose socket stays paused
-   * for the body idle timeout (the mesh did not take half the window in that time) is given up.
+   * for the answer idle timeout (the mesh did not take half the window in that time) is given up.
    */
   answerPaused(): void {
     if (this.stall !== undefined || this.done) return
-    const idleMs = this.leg.bodyIdleTimeoutMs
+    const idleMs = this.leg.answerIdleTimeoutMs
     this.stall = setTimeout(() => {
       this.stall = undefined
       if (this.done) return

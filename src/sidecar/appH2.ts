@@ -118,7 +118,7 @@ export class AppH2Leg {
   /** gRPC methods (paths) one of whose answers carried a second message: theirs never wait past the first wait. */
   private readonly streamingMethods = new Set<string>()
 
-  /** A streamed answer whose stream stays paused this long (the mesh takes nothing of it) is given up: the body idle timeout. */
+  /** A streamed answer whose stream stays paused this long (the mesh takes nothing of it) is given up: the answer idle timeout. */
   readonly answerIdleMs: number
 
   constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number) {

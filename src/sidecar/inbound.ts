@@ -48,6 +48,8 @@ export interface InboundOptions {
   readonly appPoolSize: number
   /** A streamed request body that sends nothing for this long is given up. */
   readonly bodyIdleTimeoutMs: number
+  /** A streamed answer the mesh takes nothing of for this long is given up. */
+  readonly answerIdleTimeoutMs: number
   /** The deadline of a request that carries none, and of pushes. */
   readonly defaultTimeoutMs: number
   /** An upgraded connection to the app with no byte either way for this long is closed. */
@@ -158,13 +160,14 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     pool,
     address: `${options.appHost}:${options.appPort}`,
     bodyIdleTimeoutMs: options.bodyIdleTimeoutMs,
+    answerIdleTimeoutMs: options.answerIdleTimeoutMs,
     onInvalidHeaders: options.onInvalidHeaders
   }
   const onInvalid = options.onInvalidHeaders
   // node:http2 costs about 4 MB of memory: it loads only for an app spoken to over h2c.
   let h2Loaded: AppH2Leg | undefined
   const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
-    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.bodyIdleTimeoutMs)))
+    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs)))
     : undefined
   const h2Only = options.appProtocol === "h2c"
   const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }

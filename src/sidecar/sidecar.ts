@@ -343,6 +343,7 @@ export const make = (
       telemetry,
       appPoolSize: config.appPoolSize,
       bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
+      answerIdleTimeoutMs: config.answerIdleTimeoutMs,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
       upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
       appProtocol: config.appProtocol,

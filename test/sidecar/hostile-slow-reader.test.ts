@@ -2,7 +2,7 @@
 // sidecar B <- sidecar A. Memory stays bounded by back-pressure; the time must be too: each such
 // answer held one of B's app pool sockets for as long as the caller liked, so a few stalled
 // callers left every other caller of the service waiting for a socket. B gives up an answer the
-// mesh takes nothing of for the body idle timeout: the app's socket goes back, the stalled caller's
+// mesh takes nothing of for the answer idle timeout: the app's socket goes back, the stalled caller's
 // connection is cut.
 import type * as http from "node:http"
 import * as http2 from "node:http2"
@@ -38,10 +38,10 @@ describe("a caller that never reads its answer", () => {
   })
   afterEach(() => cleanup.run())
 
-  it("gives up the stalled answer after the body idle timeout: the app's socket is released and the next caller is answered", async () => {
+  it("gives up the stalled answer after the answer idle timeout: the app's socket is released and the next caller is answered", async () => {
     let bigClosed: () => void = () => {}
     const bigGone = new Promise<void>((resolve) => (bigClosed = resolve))
-    const { a } = await startMesh(cleanup, bigAnswers(256 * MiB, () => bigClosed()), { b: { appPoolSize: 1, bodyIdleTimeoutMs: 300 } })
+    const { a } = await startMesh(cleanup, bigAnswers(256 * MiB, () => bigClosed()), { b: { appPoolSize: 1, answerIdleTimeoutMs: 300 } })
     // The stalled caller: asks, then reads nothing.
     const stalled = net.connect(a.outboundPort, "127.0.0.1")
     cleanup.add(() => stalled.destroy())
@@ -58,8 +58,8 @@ describe("a caller that never reads its answer", () => {
     await withTimeout(cut, 5000, "the stalled caller's connection to close")
   })
 
-  it("a slow reader that pauses for less than the body idle timeout gets its whole answer", async () => {
-    const { a } = await startMesh(cleanup, bigAnswers(4 * MiB, () => {}), { b: { bodyIdleTimeoutMs: 300 } })
+  it("a slow reader that pauses for less than the answer idle timeout gets its whole answer", async () => {
+    const { a } = await startMesh(cleanup, bigAnswers(4 * MiB, () => {}), { b: { answerIdleTimeoutMs: 300 } })
     const socket = net.connect(a.outboundPort, "127.0.0.1")
     cleanup.add(() => socket.destroy())
     let received = 0
@@ -83,7 +83,7 @@ describe("a caller that never reads its answer", () => {
     expect(total).toBeLessThan(4 * MiB + 1024)
   })
 
-  it("to an h2c app (plain HTTP, no deadline once it streams): the app's stream is reset after the body idle timeout", async () => {
+  it("to an h2c app (plain HTTP, no deadline once it streams): the app's stream is reset after the answer idle timeout", async () => {
     const app = http2.createServer()
     let reset: () => void = () => {}
     const appStreamGone = new Promise<void>((resolve) => (reset = resolve))
@@ -105,7 +105,7 @@ describe("a caller that never reads its answer", () => {
     await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
     cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
     const appPort = (app.address() as AddressInfo).port
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${appPort}`, appProtocol: "h2c", bodyIdleTimeoutMs: 300 }))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `${LOOPBACK}:${appPort}`, appProtocol: "h2c", answerIdleTimeoutMs: 300 }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
     const stalled = net.connect(a.outboundPort, "127.0.0.1")
     cleanup.add(() => stalled.destroy())
