@@ -545,7 +545,7 @@ class OutboundExchange implements HeldBodyReceiver {
       // A request the app gave up on says nothing about the endpoint; a refused connection, much
       // (a slow one, on a lossy network, not enough to take the endpoint out at once).
       this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
-      const safe = notProcessed(error) || (IDEMPOTENT.has(method) && transportFailure(error))
+      const safe = notProcessed(error) || (IDEMPOTENT.has(method) && (transportFailure(error) || this.perTryDeadlinePassed(error)))
       const retry = safe && this.whole && this.attempts < this.maxAttempts && !this.appGone && Date.now() < this.deadline && this.options.registry.allowRetry(this.service)
       if (!retry) return this.fail(error)
       this.lastError = error
@@ -553,6 +553,16 @@ class OutboundExchange implements HeldBodyReceiver {
     } catch (failure) {
       this.fail(failure)
     }
+  }
+
+  /**
+   * The far side's deadline error for a try that had a per-try timeout shorter than the request's
+   * deadline: the deadline it passed was the try's, which this side's own per-try timer would have
+   * ended a moment later (a RequestTimeout, retried). Both timers run out at about the same time,
+   * and whichever is read first must not decide whether the request is retried.
+   */
+  private perTryDeadlinePassed(error: unknown): boolean {
+    return error instanceof RemoteError && error.code === MeshErrorCode.deadlineExceeded && this.tryDeadline < this.deadline
   }
 
   /** The peer answered (`at`: then, performance.now()): its head to the app, then its body (held whole: at once; streamed: piped, in a promise). */
