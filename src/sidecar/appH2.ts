@@ -25,6 +25,7 @@ import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFil
 import { responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
+import { TurnEnd } from "./turnEnd.ts"
 
 /** Like the HTTP/1.1 pool's idle keep-alive sockets, an unused session does not stay open for ever. */
 const SESSION_IDLE_MS = 60_000
@@ -328,7 +329,7 @@ class AppH2Exchange implements Expiring, Held {
     }
     // A head that ended the stream is the whole answer; otherwise one that is over soon goes back
     // whole: its wait begins at the turn's end, unless the answer is over by then.
-    if (!this.stream!.endAfterHeaders) holdAtTurnEnd(this)
+    if (!this.stream!.endAfterHeaders) headsThisTurn.add(this)
   }
 
   /** The turn its head came in is over: the answer, if neither over nor streaming yet, waits to be whole. */
@@ -454,30 +455,13 @@ class AppH2Exchange implements Expiring, Held {
 }
 
 /**
- * The exchanges whose answer head came in this turn of the event loop, and whether the one
- * setImmediate that begins their waits is armed: an answer read whole with its head (head, message
- * and trailers in one read, the usual unary answer) arms no timer, where a wait begun at its head
- * armed the holds' timer and cleared it again within the turn (a Timeout, a timer-list insert and
- * unenroll per call while calls come one at a time). Swapped, not copied, at the turn's end.
+ * The exchanges whose answer head came in this turn of the event loop, whose waits begin at the
+ * turn's end (turnEnd.ts): an answer read whole with its head (head, message and trailers in one
+ * read, the usual unary answer) arms no timer, where a wait begun at its head armed the holds'
+ * timer and cleared it again within the turn (a Timeout, a timer-list insert and unenroll per call
+ * while calls come one at a time).
  */
-let headsThisTurn: Array<AppH2Exchange> = []
-let headsSpare: Array<AppH2Exchange> = []
-let turnEndArmed = false
-const holdAtTurnEnd = (exchange: AppH2Exchange): void => {
-  headsThisTurn.push(exchange)
-  if (!turnEndArmed) {
-    turnEndArmed = true
-    setImmediate(holdOpenAnswers)
-  }
-}
-function holdOpenAnswers(): void {
-  turnEndArmed = false
-  const exchanges = headsThisTurn
-  headsThisTurn = headsSpare
-  headsSpare = exchanges
-  for (let i = 0; i < exchanges.length; i++) exchanges[i]!.holdIfOpen()
-  exchanges.length = 0
-}
+const headsThisTurn = new TurnEnd<AppH2Exchange>((exchange) => exchange.holdIfOpen())
 
 /** A stream to the app names its exchange, for the listeners below (`this` is the stream). */
 const EXCHANGE = Symbol("exchange")

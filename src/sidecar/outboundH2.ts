@@ -10,6 +10,7 @@ import * as http2 from "node:http2"
 import type * as net from "node:net"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
+import { TurnEnd } from "./turnEnd.ts"
 
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
 const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string>> => {
@@ -61,22 +62,8 @@ const END_AND_TRAILERS = { endStream: true, waitForTrailers: true } as const
 const TRAILERS = { endStream: false, waitForTrailers: true } as const
 const NO_END = { endStream: false, waitForTrailers: false } as const
 
-/**
- * The calls whose bodies are held in this turn of the event loop, and whether the one
- * setImmediate that ends their wait is armed: a body not over by then streams.
- */
-let heldThisTurn: Array<StreamCall> = []
-let heldSpare: Array<StreamCall> = []
-let turnEndArmed = false
-function endOfTurn(): void {
-  turnEndArmed = false
-  // Swapped, not copied: a call held while these stream on waits for the next turn's end.
-  const calls = heldThisTurn
-  heldThisTurn = heldSpare
-  heldSpare = calls
-  for (let i = 0; i < calls.length; i++) calls[i]!.streamOn()
-  calls.length = 0
-}
+/** The calls whose bodies are held in this turn of the event loop: a body not over at its end (turnEnd.ts) streams. */
+const heldThisTurn = new TurnEnd<StreamCall>((call) => call.streamOn())
 
 /** One HTTP/2 stream as outbound.ts reads and answers a request (outboundCall.ts), on node's core stream API. */
 class StreamCall implements OutboundCall {
@@ -169,11 +156,7 @@ class StreamCall implements OutboundCall {
     const stream = this.stream
     stream.on("data", onHeldData)
     stream.on("end", onHeldEnd)
-    heldThisTurn.push(this)
-    if (!turnEndArmed) {
-      turnEndArmed = true
-      setImmediate(endOfTurn)
-    }
+    heldThisTurn.add(this)
   }
 
   /** A chunk of a held body; past the limit, the body streams. */
