@@ -9,7 +9,7 @@
 // stalled: its session is never ended for it.
 import * as http2 from "node:http2"
 import * as net from "node:net"
-import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import { makeH2c } from "../../src/sidecar/outboundH2.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 
@@ -67,8 +67,19 @@ describe("an HTTP/2 caller that grants no window", () => {
       stream.once("close", () => resolve(false))
     })
     await waitFor(() => body === "first ", 2000, "the first message")
-    // Quiet for well past the idle timeout and the stall check after it (200 + 200 ms and sweeps).
-    await new Promise((resolve) => setTimeout(resolve, 1200))
+    // The stall checks that follow the idle timeout's GOAWAY run on setTimeout (node's own session
+    // timer does not): faked from before the GOAWAY, they are run by hand, more of them than the
+    // old check needed to end the session, with no byte moving between them.
+    const goaway = new Promise((resolve) => session.once("goaway", resolve))
+    vi.useFakeTimers({ toFake: ["setTimeout"] })
+    try {
+      await goaway
+      for (let i = 0; i < 5; i++) vi.advanceTimersByTime(200)
+    } finally {
+      vi.useRealTimers()
+    }
+    // The sidecar's side of the session is still there, not ended by a check.
+    expect([...h2.sessions].map((s) => s.destroyed)).toStrictEqual([false])
     finish!()
     expect(await withTimeout(ended, 2000, "the stream's end")).toBe(true)
     expect(body).toBe("first last")
