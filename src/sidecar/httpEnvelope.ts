@@ -79,16 +79,20 @@ export const trailersMeta = (trailers: HeaderPairs): Map<string, string> => new 
 /** An answer held whole carries its trailers in its metadata (PROTOCOL.md §17.5), beside its head. */
 export const withTrailers = (meta: Map<string, string>, trailers: HeaderPairs): Map<string, string> => meta.set(HttpMeta.trailers, trailersJson.of(trailers))
 
+/** A JSON array's elements, or undefined for any other text. */
+const arrayIn = (text: string): ReadonlyArray<unknown> | undefined => {
+  try {
+    const value: unknown = JSON.parse(text)
+    return Array.isArray(value) ? value : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /** The header pairs of metadata as sent, unchecked; malformed or missing gives none. */
 const pairsIn = (meta: Meta, key: string = HttpMeta.headers): ReadonlyArray<unknown> => {
   const text = meta.get(key)
-  if (text === undefined) return []
-  try {
-    const value: unknown = JSON.parse(text)
-    return Array.isArray(value) ? value : []
-  } catch {
-    return []
-  }
+  return text === undefined ? [] : (arrayIn(text) ?? [])
 }
 
 /**
@@ -118,15 +122,6 @@ const TRACE_TAIL = ',["traceparent",'
  */
 let tracedHead: { readonly text: string; readonly kept: ReadonlyArray<readonly [string, string]> | undefined; readonly invalid: number } = { text: "", kept: undefined, invalid: 0 }
 
-/** A JSON array's elements, or undefined for any other text. */
-const arrayIn = (text: string): ReadonlyArray<unknown> | undefined => {
-  try {
-    const value: unknown = JSON.parse(text)
-    return Array.isArray(value) ? value : undefined
-  } catch {
-    return undefined
-  }
-}
 
 /**
  * A traced list decoded in two parts: the part before its trace tail (parsed and filtered once while
