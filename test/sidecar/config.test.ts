@@ -241,6 +241,16 @@ describe("loadSidecarConfig: the balancing settings", () => {
     expect(problems(load(["--service", "store", "--idle-gc", "0"])).problems.join("\n")).toMatch(/idleGcMs/)
   })
 
+  it("--answer-idle-timeout: a duration from the flag or IIP_MESH_ANSWER_IDLE_TIMEOUT (default 60s, apart from the body idle timeout), a bad value named", () => {
+    const defaults = ok(load(["--service", "store"]))
+    expect([defaults.answerIdleTimeoutMs, defaults.bodyIdleTimeoutMs]).toStrictEqual([60_000, 10_000])
+    expect(ok(load(["--service", "store", "--answer-idle-timeout", "5m"])).answerIdleTimeoutMs).toBe(300_000)
+    expect(ok(load([], { IIP_MESH_SERVICE: "store", IIP_MESH_ANSWER_IDLE_TIMEOUT: "90s" })).answerIdleTimeoutMs).toBe(90_000)
+    for (const bad of ["0", "2h", "soon", "-1s"]) {
+      expect(problems(load(["--service", "store", "--answer-idle-timeout", bad])).problems.join("\n")).toMatch(/answerIdleTimeoutMs \(from --answer-idle-timeout\)/)
+    }
+  })
+
   it("--trace-store-rate: a count from the flag or IIP_MESH_TRACE_STORE_RATE (default 100), off for every trace, a bad value named", () => {
     expect(ok(load(["--service", "store"])).traceStoreRate).toBe(100)
     expect(ok(load(["--service", "store", "--trace-store-rate", "20"])).traceStoreRate).toBe(20)
