@@ -349,7 +349,7 @@ export const settings = [
   { key: "idleTimeoutMs", env: "IIP_MESH_IDLE_TIMEOUT", flag: "--idle-timeout", help: "an inbound connection idle this long is closed (default 5m)" },
   { key: "appPoolSize", env: "IIP_MESH_APP_POOL_SIZE", flag: "--app-pool-size", help: "sockets the inbound side keeps to its app at most (default 256)" },
   { key: "bodyIdleTimeoutMs", env: "IIP_MESH_BODY_IDLE_TIMEOUT", flag: "--body-idle-timeout", help: "a streamed request body silent this long is given up (default 10s)" },
-  { key: "answerIdleTimeoutMs", env: "IIP_MESH_ANSWER_IDLE_TIMEOUT", flag: "--answer-idle-timeout", help: "an app's streamed answer the mesh takes nothing of for this long is given up: a caller that stopped reading, or reads under 512 KiB per this (default 60s)" },
+  { key: "answerIdleTimeoutMs", env: "IIP_MESH_ANSWER_IDLE_TIMEOUT", flag: "--answer-idle-timeout", help: "an app's streamed answer the mesh takes nothing of for this long is given up: a caller that stopped reading, or reads under 512 KiB per this; on the outbound side, an app's HTTP/2 stream that takes none of its answer for this long is reset (default 60s)" },
   { key: "inboundDefaultTimeoutMs", env: "IIP_MESH_INBOUND_DEFAULT_TIMEOUT", flag: "--inbound-default-timeout", help: "deadline of an inbound request that carries none, and of pushes (default 30s)" },
   { key: "restartWindowMs", env: "IIP_MESH_RESTART_WINDOW", flag: "--restart-window", help: "after a go-away, refusals this long mean a restart, not a failure (default 30s)" },
   { key: "busyPingAfterMs", env: "IIP_MESH_BUSY_PING_AFTER", flag: "--busy-ping-after", help: "silence with requests waiting before an endpoint is pinged (default 1s)" },

@@ -22,7 +22,7 @@ import { type MeshReply, RemoteError } from "../mux/meshSession.ts"
 import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
-import { OutboundObservation, type SidecarTelemetry } from "./observe.ts"
+import { type Failure, OutboundObservation, type SidecarTelemetry } from "./observe.ts"
 import type { HeldBodyReceiver, OutboundCall, OutboundRequest, OutboundResponse } from "./outboundCall.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
 import { grpcStatusIn, grpcTimeoutMs, isGrpc, sendGrpcError } from "./grpcStatus.ts"
@@ -108,7 +108,7 @@ export const recordOutboundEnd = (
   status: number,
   started: number,
   attempts: number,
-  error: ProxyError | undefined,
+  error: Failure | undefined,
   endedAt: number = performance.now()
 ): void => {
   const failure = error === undefined ? undefined : { hop: error.hop, reason: error.reason }
@@ -585,7 +585,9 @@ class OutboundExchange implements HeldBodyReceiver {
   private async pipeAnswer(status: number, stream: IncomingStream, length: number): Promise<void> {
     this.observation.responseBytes(await pipeToResponse(this.res, stream, length, this.options.onInvalidHeaders))
     this.observation.grpcStatus(undefined, stream.trailers)
-    this.finish(status)
+    // Cut off by this side (its caller took none of it for the answer idle timeout): the request failed here.
+    const cutReason = this.res.cutReason
+    this.finish(status, cutReason === undefined ? undefined : { hop: "outbound", reason: cutReason })
   }
 
   /**
@@ -682,7 +684,7 @@ class OutboundExchange implements HeldBodyReceiver {
   }
 
   /** The request ended (exactly once; `at`: now, if read): its span and metrics, and the access log line when it is on. */
-  private finish(status: number, error?: ProxyError, at: number = performance.now()): void {
+  private finish(status: number, error?: Failure, at: number = performance.now()): void {
     this.routeCounters?.finished(status, error !== undefined)
     recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url, this.endpointName, this.method, status, this.started, this.attempts, error, at)
   }

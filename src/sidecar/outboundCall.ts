@@ -46,6 +46,8 @@ export interface OutboundResponse {
   readonly writableEnded: boolean
   /** The exchange is over before its end: the app went away or the answer was cut off. */
   readonly destroyed: boolean
+  /** Why this side cut the answer off, if it did (HTTP/2: `answer_stalled`, outboundH2.ts); undefined when the app went away. */
+  readonly cutReason?: string | undefined
   /** Once, when the exchange is over (one listener per call): `finished` when the whole answer was handed to the socket, false when it was cut off. */
   onClose(listener: (finished: boolean) => void): void
   /** The answer's head, sent with the first bytes of the body (or the end); framing: a content-length among `headers`, else chunked (or to the close). */

@@ -6,6 +6,8 @@
 // more CPU than the mesh's own work), so the calls of one gRPC channel are balanced one by one, not
 // pinned to an endpoint. A request body that ends within the turn of the event loop its head came
 // in (a unary call's) is held whole: it travels as one mesh message and may be retried; any other streams.
+// A stream whose answer makes no progress for the answer idle timeout (a caller that grants it no
+// window while it keeps its session busy) is reset on its own by one sweep over the listener's sessions.
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
@@ -62,6 +64,12 @@ const END_AND_TRAILERS = { endStream: true, waitForTrailers: true } as const
 const TRAILERS = { endStream: false, waitForTrailers: true } as const
 const NO_END = { endStream: false, waitForTrailers: false } as const
 
+/** Why this side resets a stream whose answer stopped moving (its request's failure reason, the reset counter's label). */
+export const ANSWER_STALLED = "answer_stalled"
+
+/** Sweeps per answer idle timeout: a stream is reset this many sweeps after its answer last moved, within a quarter of the timeout past it. */
+const SWEEPS = 4
+
 /** The calls whose bodies are held in this turn of the event loop: a body not over at its end (turnEnd.ts) streams. */
 const heldThisTurn = new TurnEnd<StreamCall>((call) => call.streamOn())
 
@@ -88,8 +96,15 @@ class StreamCall implements OutboundCall {
   private heldBytes = 0
   private heldFirst: Buffer | undefined = undefined
   private heldParts: Array<Buffer> | undefined = undefined
-  /** Its session's open calls (makeH2c's stall check looks at them), left on the stream's close. */
+  /** Its session's open calls (makeH2c's stall checks look at them), left on the stream's close. */
   private readonly open: Set<StreamCall>
+  /** Answer bytes handed to the stream: less what it still holds, what left (a write's bytes leave with its callback). */
+  private queued = 0
+  /** What had left at the last sweep that found the answer waiting (-1: none did), and the sweeps since with nothing more gone. */
+  private sentAtSweep = -1
+  private stillSweeps = 0
+  /** Why this side cut the answer off, if it did (OutboundResponse.cutReason). */
+  cutReason: string | undefined = undefined
 
   constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>) {
     this.stream = stream
@@ -114,6 +129,32 @@ class StreamCall implements OutboundCall {
   /** Answer bytes wait for the caller's window (or the socket): the stream cannot end before it grants it. */
   get answerWaiting(): boolean {
     return this.stream.writableLength > 0
+  }
+
+  /**
+   * The sweep's look at the answer: true once it has been waiting with none of it gone for SWEEPS
+   * sweeps in a row (a write of at most one mesh chunk, 64 KiB, leaves at once with its callback:
+   * a reader under 64 KiB per answer idle timeout is stalled too). A stream with nothing to send is not.
+   */
+  stalled(): boolean {
+    const waiting = this.stream.writableLength
+    if (waiting === 0) {
+      this.sentAtSweep = -1
+      return false
+    }
+    const sent = this.queued - waiting
+    if (sent !== this.sentAtSweep) {
+      this.sentAtSweep = sent
+      this.stillSweeps = 0
+      return false
+    }
+    return ++this.stillSweeps >= SWEEPS
+  }
+
+  /** Resets the stream (RST_STREAM CANCEL): the exchange hears of it as a caller gone (onClose), its answer is freed. */
+  cutStalled(): void {
+    this.cutReason = ANSWER_STALLED
+    this.stream.close(http2.constants.NGHTTP2_CANCEL)
   }
 
   get remoteAddress(): string {
@@ -252,6 +293,7 @@ class StreamCall implements OutboundCall {
     // Streamed: whether trailers follow is not known yet (none is an empty end).
     // Ended by its head already (an answer to HEAD, a 204 or 304 carries no body).
     if (!this.sendHead(false, true) || this.stream.destroyed || this.stream.writableEnded) return false
+    this.queued += chunk.length
     return this.stream.write(chunk)
   }
 
@@ -271,7 +313,10 @@ class StreamCall implements OutboundCall {
     const endsWithHead = !this.headWritten && empty && trailers === undefined
     if (!this.sendHead(endsWithHead, trailers !== undefined) || endsWithHead || this.stream.destroyed || this.stream.writableEnded) return
     if (empty) this.stream.end()
-    else this.stream.end(data)
+    else {
+      this.queued += data.length
+      this.stream.end(data)
+    }
   }
 
   destroy(): void {
@@ -292,6 +337,21 @@ const endIfStalled = (session: http2.ServerHttp2Session, open: ReadonlySet<Strea
   setTimeout(endIfStalled, ms, session, open, ms, now).unref()
 }
 
+/** A session names its open calls, for the sweep. */
+const OPEN = Symbol("open")
+type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall> }
+
+/** Resets a session's streams whose answers stalled; how many. */
+const cutStalled = (open: ReadonlySet<StreamCall>): number => {
+  let cut = 0
+  for (const call of open) {
+    if (!call.stalled()) continue
+    call.cutStalled()
+    cut++
+  }
+  return cut
+}
+
 export interface H2Listener {
   /** A connection that opened with the preface (unread: the preface is still to be read). */
   readonly accept: (socket: net.Socket) => void
@@ -303,19 +363,37 @@ export interface H2Listener {
   readonly destroyAll: () => void
 }
 
+export interface H2Options {
+  /** A session with no frame either way this long gets GOAWAY. */
+  readonly idleTimeoutMs: number
+  readonly maxStreams: number
+  /** A stream whose answer waits this long with none of it taken is reset. */
+  readonly answerIdleMs: number
+  /** Told after a sweep that reset `streams` streams of one session (their answers stalled). */
+  readonly onStalled: (streams: number, session: http2.ServerHttp2Session) => void
+}
+
 /** HTTP/2 connections handed over by the outbound listener (`accept`); each stream goes to `handler`, as HTTP/1.1 requests do. */
-export const makeH2c = (
-  handler: (call: OutboundCall) => void,
-  options: { readonly idleTimeoutMs: number; readonly maxStreams: number }
-): H2Listener => {
+export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Options): H2Listener => {
   // strictSingleValueFields off: a field HTTP/2 names single-value (content-type, etag...) that a
   // far app gave twice is carried as it came, as HTTP/1.1 carries it; node would throw from
   // respond() (the stream reset with no answer) or from sendTrailers() inside its 'wantTrailers'
   // event (the sidecar's process gone).
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: options.maxStreams }, strictSingleValueFields: false })
   const sessions = new Set<http2.ServerHttp2Session>()
+  // One timer for every session, while there are sessions: nothing per request or stream. A
+  // session's own checks (idle, stalled) see only the whole session, which a caller that keeps it
+  // busy (PINGs, other streams) never lets look idle.
+  let sweeper: NodeJS.Timeout | undefined
+  const sweep = (): void => {
+    for (const session of sessions) {
+      const cut = cutStalled((session as SweptSession)[OPEN])
+      if (cut > 0) options.onStalled(cut, session)
+    }
+  }
   h2.on("session", (session: http2.ServerHttp2Session) => {
     const open = new Set<StreamCall>()
+    ;(session as SweptSession)[OPEN] = open
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) =>
       handler(new StreamCall(stream, headers, flags, rawHeaders, open))
     )
@@ -327,7 +405,16 @@ export const makeH2c = (
       endIfStalled(session, open, options.idleTimeoutMs, -1)
     })
     sessions.add(session)
-    session.on("close", () => sessions.delete(session))
+    if (sweeper === undefined) {
+      sweeper = setInterval(sweep, Math.max(1, options.answerIdleMs / SWEEPS))
+      sweeper.unref()
+    }
+    session.on("close", () => {
+      sessions.delete(session)
+      if (sessions.size > 0) return
+      clearInterval(sweeper)
+      sweeper = undefined
+    })
     // A broken session is its streams' failure; nothing to do beyond it.
     session.on("error", () => {})
   })

@@ -424,7 +424,18 @@ export const make = (
     let h2c: H2Listener | undefined
     let h2cLoading: Promise<H2Listener> | undefined
     const acceptH2c = (socket: net.Socket): void => {
-      h2cLoading ??= import("./outboundH2.ts").then(({ makeH2c }) => (h2c = makeH2c(handler, { idleTimeoutMs: OUTBOUND_KEEP_ALIVE_MS, maxStreams: config.h2MaxStreams })))
+      h2cLoading ??= import("./outboundH2.ts").then(({ ANSWER_STALLED, makeH2c }) =>
+        (h2c = makeH2c(handler, {
+          idleTimeoutMs: OUTBOUND_KEEP_ALIVE_MS,
+          maxStreams: config.h2MaxStreams,
+          answerIdleMs: config.answerIdleTimeoutMs,
+          // One line per session and sweep, however many of its streams were reset.
+          onStalled: (streams, session) => {
+            telemetry.metrics.h2StreamsReset(ANSWER_STALLED, streams)
+            log("h2-answers-stalled", { streams, remote: session.socket?.remoteAddress ?? "", idleMs: config.answerIdleTimeoutMs })
+          }
+        }))
+      )
       h2cLoading.then((listener) => listener.accept(socket), () => socket.destroy())
     }
     const outboundListener = new Http1Listener({

@@ -61,6 +61,9 @@ import { Tap, type TapLimits } from "./tap.ts"
 
 export type Direction = "outbound" | "inbound"
 
+/** Why the outbound listener resets an app's HTTP/2 stream: its answer waited the answer idle timeout with none of it taken. */
+export type H2ResetReason = "answer_stalled"
+
 export interface MetricsOptions {
   /** Services per direction with series of their own; later ones count as `_other`. Default 500. */
   readonly maxServices?: number
@@ -119,6 +122,8 @@ export interface MeshMetrics {
   rateLimited(direction: Direction, service: string, limit: string): void
   /** A plain IIP peer was taken (permissive mode) or refused (mtls on). */
   plainConnection(result: "accepted" | "refused"): void
+  /** The outbound listener reset `count` HTTP/2 streams of an app for `reason` (sidecar/outboundH2.ts). */
+  h2StreamsReset(reason: H2ResetReason, count: number): void
   /** Where the connection and channel gauges are read at each scrape (the sidecar's server and clients). */
   watchConnections(read: () => Record<Direction, ConnectionCounts>): void
   /** The Prometheus text exposition of the mesh and process metrics. */
@@ -372,6 +377,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const handshakes = new Map<string, Tally>()
   const rateLimited = new Map<string, Tally>()
   const plainConnections = { accepted: tally({ result: "accepted" }), refused: tally({ result: "refused" }) }
+  const h2Resets: Record<H2ResetReason, Tally> = { answer_stalled: tally({ reason: "answer_stalled" }) }
   let readConnections: () => Record<Direction, ConnectionCounts> = () => ({ outbound: { connections: 0, channels: 0 }, inbound: { connections: 0, channels: 0 } })
   const connectionGauge = (field: keyof ConnectionCounts) => () => {
     const counts = readConnections()
@@ -406,6 +412,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_tls_handshakes_total", "Mesh TLS handshakes, by direction and result (ok, or why the peer was refused).", ["direction", "result"], () => handshakes.values())
   fromTallies(registry, "counter", "iip_mesh_rate_limited_total", "Requests a rate limit answered with 429, by direction, service and the limit's name.", ["direction", "service", "limit"], () => rateLimited.values())
   fromTallies(registry, "counter", "iip_mesh_plain_connections_total", "Plain IIP peers accepted (mtls permissive) or refused (mtls on).", ["result"], () => Object.values(plainConnections))
+  fromTallies(registry, "counter", "iip_mesh_h2_streams_reset_total", "HTTP/2 streams of the local app the outbound listener reset, by reason (answer_stalled: its answer waited the answer idle timeout with none of it taken).", ["reason"], () => Object.values(h2Resets))
   const golden = makeGolden({ maxServices, ...options.golden })
   const outcomes = (labels: Labels, totals: GoldenSeries["totals"]): Array<Tally> => [
     { labels: { ...labels, outcome: "success" }, value: totals.requests - totals.errors },
@@ -489,6 +496,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     plainConnection: (result) => {
       plainConnections[result].value++
+    },
+    h2StreamsReset: (reason, count) => {
+      h2Resets[reason].value += count
     },
     watchConnections: (read) => {
       readConnections = read

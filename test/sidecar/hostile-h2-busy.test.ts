@@ -1,0 +1,172 @@
+// An HTTP/2 caller on the outbound listener that keeps its connection busy (PINGs, other requests
+// answered and read) but never reads one stream's answer, granting it no window. The session-wide
+// checks (hostile-h2-window.test.ts) never fire for it: the session is not idle and bytes move. Each
+// such stream held its answer in sidecar A for as long as the caller liked (a 64 KiB answer held
+// whole, or a streamed one's chunk in the h2 stream and up to a mesh stream window behind it; 256
+// streams a connection: 16 MB and more), and a streamed one kept the far app answering it. Now a
+// stream whose answer makes no progress for the answer idle timeout is reset (RST_STREAM CANCEL)
+// on its own: the far request is cancelled, what it held is freed, and it is counted and logged
+// as answer_stalled; the session and its other streams go on. A slow reader that keeps taking its
+// answer, and a stream with nothing to send, are not stalled.
+import * as http from "node:http"
+import * as http2 from "node:http2"
+import * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { makeH2c } from "../../src/sidecar/outboundH2.ts"
+import { Cleanup, readUntil, withTimeout } from "../support/iipRaw.ts"
+import { type RunningSidecar, startMesh } from "../support/sidecarHarness.ts"
+
+const KiB = 1024
+
+/** The stream's close, with its RST_STREAM code and the bytes read (nothing is read while the stream is paused). */
+const closed = (stream: http2.ClientHttp2Stream): Promise<{ readonly rstCode: number; readonly read: number }> => {
+  let read = 0
+  stream.on("data", (chunk: Buffer) => (read += chunk.length))
+  return new Promise((resolve) => stream.once("close", () => resolve({ rstCode: stream.rstCode ?? -1, read })))
+}
+
+/** One GET read to its end: its body's length. */
+const getLength = (session: http2.ClientHttp2Session, path: string): Promise<number> => {
+  const stream = session.request({ ":path": path, ":authority": "catalog" })
+  stream.on("error", () => {})
+  return withTimeout(closed(stream), 3000, `the answer to ${path}`).then(({ read }) => read)
+}
+
+const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
+  const { body } = await sidecar.sidecar.telemetry.metrics.text()
+  const line = body.split("\n").find((l) => pattern.test(l))
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
+}
+
+describe("an HTTP/2 caller that keeps its session busy and never reads one stream", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  /** A client session that PINGs every 20 ms (the session is never idle), with a per-stream window of `window` bytes. */
+  const busyClient = (port: number, window: number): http2.ClientHttp2Session => {
+    const session = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: window } })
+    cleanup.add(() => session.destroy())
+    session.on("error", () => {})
+    const pinging = setInterval(() => session.ping(() => {}), 20)
+    cleanup.add(() => clearInterval(pinging))
+    return session
+  }
+
+  it("the stalled stream is reset once its answer moved for none of the answer idle timeout; the quiet stream, the session and its other streams go on", async () => {
+    const idleMs = 200
+    const stalls: Array<number> = []
+    const h2 = makeH2c((call) => {
+      if (call.url === "/quiet") {
+        // A long poll: its head, then nothing to send.
+        call.writeHead(200, [])
+        call.write(Buffer.from("waiting"))
+        return
+      }
+      const size = call.url === "/big" ? 60 * KiB : 10
+      call.writeHead(200, [["content-length", String(size)]])
+      call.end(Buffer.alloc(size))
+    }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: idleMs, onStalled: (streams) => stalls.push(streams) })
+    cleanup.add(() => h2.destroyAll())
+    const server = net.createServer((socket) => h2.accept(socket))
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const session = busyClient((server.address() as net.AddressInfo).port, 4 * KiB)
+    const quiet = session.request({ ":path": "/quiet", ":authority": "catalog" })
+    quiet.on("error", () => {})
+    const quietClosed = closed(quiet)
+    let quietOpen = true
+    void quietClosed.then(() => (quietOpen = false))
+    const big = session.request({ ":path": "/big", ":authority": "catalog" })
+    big.on("error", () => {})
+    big.pause()
+    const asked = performance.now()
+    const bigClosed = closed(big)
+    // Other streams are answered and read meanwhile.
+    expect(await getLength(session, "/small")).toBe(10)
+    const { rstCode } = await withTimeout(bigClosed, 3000, "the stalled stream's reset")
+    expect(rstCode).toBe(http2.constants.NGHTTP2_CANCEL)
+    expect(performance.now() - asked).toBeGreaterThanOrEqual(idleMs)
+    expect(stalls).toStrictEqual([1])
+    expect(quietOpen).toBe(true)
+    expect(await getLength(session, "/small")).toBe(10)
+    expect([...h2.sessions].map((s) => s.destroyed)).toStrictEqual([false])
+  })
+
+  it("a slow reader that pauses for less than the answer idle timeout gets its whole streamed answer", async () => {
+    const idleMs = 300
+    const total = 1024 * KiB
+    const h2 = makeH2c((call) => {
+      call.writeHead(200, [["content-length", String(total)]])
+      const chunk = Buffer.alloc(64 * KiB)
+      let written = 0
+      const pump = (): void => {
+        while (written < total) {
+          written += chunk.length
+          if (written === total) return call.end(chunk)
+          if (!call.write(chunk)) return void call.drained().then(pump)
+        }
+      }
+      pump()
+    }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: idleMs, onStalled: () => {} })
+    cleanup.add(() => h2.destroyAll())
+    const server = net.createServer((socket) => h2.accept(socket))
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const session = busyClient((server.address() as net.AddressInfo).port, 16 * KiB)
+    const stream = session.request({ ":path": "/slow", ":authority": "catalog" })
+    stream.on("error", () => {})
+    let read = 0
+    let nextPause = 64 * KiB
+    stream.on("data", (chunk: Buffer) => {
+      read += chunk.length
+      // Every 64 KiB or so, 100 ms without reading.
+      if (read < nextPause) return
+      nextPause += 64 * KiB
+      stream.pause()
+      setTimeout(() => stream.resume(), 100)
+    })
+    const ended = new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode ?? -1)))
+    expect(await withTimeout(ended, 8000, "the whole answer")).toBe(http2.constants.NGHTTP2_NO_ERROR)
+    expect(read).toBe(total)
+  })
+
+  it("through the mesh: the far app's streamed answer is cancelled, and the request counted as answer_stalled at the outbound hop", async () => {
+    let appClosed: (finished: boolean) => void = () => {}
+    const appGone = new Promise<boolean>((resolve) => (appClosed = resolve))
+    const app: http.RequestListener = (req, res) => {
+      if (req.url !== "/big") return res.end("small")
+      // 64 MiB as fast as the mesh takes it: far more than the caller's window, the mesh's and the sockets' buffers.
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(65536 * KiB) })
+      const chunk = Buffer.alloc(64 * KiB)
+      let written = 0
+      const pump = (): void => {
+        while (written < 65536 * KiB && !res.destroyed) {
+          written += chunk.length
+          if (!res.write(chunk)) return void res.once("drain", pump)
+        }
+        res.end()
+      }
+      res.on("close", () => appClosed(res.writableFinished))
+      pump()
+    }
+    // B's own answer idle timeout stays long: the reset must come from A's check.
+    const { a } = await startMesh(cleanup, app, { a: { answerIdleTimeoutMs: 300 }, b: { answerIdleTimeoutMs: 60_000 } })
+    const session = busyClient(a.outboundPort, 16 * KiB)
+    const big = session.request({ ":path": "/big", ":authority": "catalog" })
+    big.on("error", () => {})
+    big.pause()
+    const bigClosed = closed(big)
+    expect(await getLength(session, "/small")).toBe(5)
+    expect((await withTimeout(bigClosed, 5000, "the stalled stream's reset")).rstCode).toBe(http2.constants.NGHTTP2_CANCEL)
+    // The far request is cancelled: the app's answer is cut off before its end.
+    expect(await withTimeout(appGone, 5000, "the far app's answer to close")).toBe(false)
+    // Counted once the exchange saw its answer cut off (after the reset, as the far side heard of it).
+    const errors = await readUntil(() => metric(a, /^iip_mesh_request_errors_total\{direction="outbound",service="catalog",code="200",hop="outbound",reason="answer_stalled"\}/), (n) => n > 0, 3000)
+    expect(errors.value).toBe(1)
+    expect(await metric(a, /^iip_mesh_h2_streams_reset_total\{reason="answer_stalled"\}/)).toBe(1)
+    expect(await getLength(session, "/small")).toBe(5)
+  })
+})
