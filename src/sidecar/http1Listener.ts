@@ -15,13 +15,16 @@
 //   socket drains: a caller that pipelines and reads nothing gets no more answers to pile up in
 //   memory, and is closed once it has taken none of one for the keep-alive timeout;
 // - HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body;
-// - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT closes it).
+// - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT closes it); one that asks for
+//   h2c alone (curl --http2 on http://) is no upgrade here, as the mesh never switches to h2c: an
+//   ordinary request, its body read as any other's, and the last one read on its connection.
 // Once a connection's first read has shown it is HTTP/1.1, llhttp consumes the socket's handle as
 // node:http does (`parser.consume`): reads are parsed in C++ out of a buffer the binding reuses, with
 // no Buffer, Readable push, 'data' event or next tick per read (sidecar A's CPU, issue 14); pausing is
 // then the handle's readStop/readStart, and an upgrade gives the socket back to its Readable stream.
 import * as net from "node:net"
 import { Http1Call, type CallConnection } from "./http1Call.ts"
+import { carriedProtocols, upgradeProtocols } from "./headerFilter.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
 import type { OutboundCall, OutboundRequest } from "./outboundCall.ts"
 
@@ -32,6 +35,20 @@ const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i
 const MAX_HEADER_ENTRIES = 2000
 /** Past the announced keep-alive timeout, as node:http waits before closing an idle connection. */
 const KEEP_ALIVE_GRACE_MS = 1000
+
+/**
+ * An upgrade request's protocols are h2c alone (its Upgrade values joined as its header record
+ * joins them). The mesh never carries h2c (headerFilter.ts, carriedProtocols), so the request is
+ * an ordinary one; a list that is not protocol tokens stays an upgrade (refused: bad_upgrade).
+ */
+const asksOnlyH2c = (raw: ReadonlyArray<string>): boolean => {
+  let value: string | undefined
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]!.length === 7 && raw[i]!.toLowerCase() === "upgrade") value = value === undefined ? raw[i + 1]! : `${value}, ${raw[i + 1]!}`
+  }
+  const protocols = upgradeProtocols(value)
+  return protocols !== undefined && carriedProtocols(protocols) === ""
+}
 
 const errorAnswer = (status: number, text: string): string => `HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`
 const BAD_REQUEST = errorAnswer(400, "Bad Request")
@@ -99,6 +116,12 @@ class Connection implements CallConnection {
   private consumed: ConsumableHandle | undefined = undefined
   /** A message ended within the read being parsed. */
   private completedInRead = false
+  /**
+   * The request being read is the connection's last (an upgrade to h2c alone, answered as if it
+   * did not switch: then the close): once its body is read, nothing more is. llhttp, which took it
+   * for an upgrade, stops after its body too, and would read on only if executed again.
+   */
+  private lastRequest = false
   /** The last answer waits in the socket past its high-water mark: nothing more is read or answered until it drains. */
   private awaitingDrain = false
   /** When the caller last took a byte of it (performance.now(), as the sweep saw), and `unsent` then. */
@@ -270,10 +293,14 @@ class Connection implements CallConnection {
       this.inMessage = true
       this.messageStarted = performance.now()
     }
-    const call = new Http1Call(this, methodNames[method] ?? "", target, major, minor, raw, shouldKeepAlive, upgrade)
+    const name = methodNames[method] ?? ""
+    // No keep-alive and no switch for an upgrade to h2c alone; its body is read as any other's (0).
+    const ordinary = upgrade && name !== "CONNECT" && asksOnlyH2c(raw)
+    if (ordinary) this.lastRequest = true
+    const call = new Http1Call(this, name, target, major, minor, raw, shouldKeepAlive && !ordinary, upgrade && !ordinary)
     this.waiting.push(call)
     // An upgrade's head ends what llhttp reads here (2: no body, stop).
-    if (upgrade) return 2
+    if (call.upgrade) return 2
     this.parsing = call
     return 0
   }
@@ -324,7 +351,7 @@ class Connection implements CallConnection {
   /** Reads while nothing waits its turn and the body being read is not held back. */
   private updateReading(): void {
     if (this.gone) return
-    const hold = this.bodyHeld || this.waiting.length > 0 || this.awaitingDrain
+    const hold = this.bodyHeld || this.waiting.length > 0 || this.awaitingDrain || (this.lastRequest && !this.inMessage)
     const handle = this.consumed
     if (handle !== undefined) {
       // The handle stops and starts; the socket's Readable state says so too (isPaused), as node:http's consumed sockets do.

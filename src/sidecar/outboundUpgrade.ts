@@ -29,8 +29,6 @@ export interface OutboundUpgradeOptions extends OutboundOptions {
   readonly upgradeIdleTimeoutMs: number
 }
 
-const noBody = Buffer.alloc(0)
-
 /** The head written back for a status other than 101: the socket closes after its body. */
 const closingHead = (status: number, headers: ReadonlyArray<readonly [string, string]>): string => {
   let head = `HTTP/1.1 ${status} ${nodeHttp.STATUS_CODES[status] ?? ""}\r\n`
@@ -92,10 +90,8 @@ class OutboundUpgrade {
     if (protocols === undefined) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "the Upgrade header is not a list of protocol tokens" })
     // The caller's bytes after the head are the upgraded connection's: a body declared as well would be read two ways.
     if (req.hasBody) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "an upgrade request carries no body" })
-    // Only h2c asked (a client trying HTTP/2 by upgrade, as curl --http2 does): an ordinary request,
-    // answered and then closed like any answer that did not switch.
+    // h2c is dropped; a request that asked for it alone never comes here (http1Listener.ts reads it as an ordinary request).
     const carried = carriedProtocols(protocols)
-    if (carried === "") this.source.stop()
     const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.remoteAddress, target.authority)
     observation.propagate(headers)
     // Routes apply as to any request (subset, split, rate limit, header modifiers, an injected
@@ -109,7 +105,7 @@ class OutboundUpgrade {
     const aborted = choice?.actions?.abortStatus?.()
     if (aborted !== undefined) throw new ProxyError({ status: aborted, reason: "fault_injected", hop: "outbound", message: `route ${choice!.route} injected a fault` })
     const meta = requestMeta(this.method, target.authority, headers)
-    if (carried !== "") meta.set(HttpMeta.upgrade, carried)
+    meta.set(HttpMeta.upgrade, carried)
     const { registry } = options
     registry.countRequest(service)
     const picked = registry.pick(service, pickContext(req, target.uri, options.hashKey), undefined, subset)
@@ -131,7 +127,7 @@ class OutboundUpgrade {
     try {
       const mode = client.currentMode ?? (await client.mode(timeoutMs))
       if (mode === "plain") throw new ProxyError({ status: 502, reason: "upgrade_unsupported", hop: "outbound", message: `${lease.endpoint.id} speaks plain IIP, which carries no upgrade` })
-      reply = await client.stream(target.uri, carried === "" ? noBody : this.source, { meta, signal: this.control })
+      reply = await client.stream(target.uri, this.source, { meta, signal: this.control })
     } catch (error) {
       this.endLease(lease, tryStarted, false, refusedOrDraining(error) || (error instanceof ConnectFailed && error.refused === true))
       if (timedOut) throw new ProxyError({ status: 504, reason: "deadline", hop: "outbound", message: `no answer to the upgrade from ${lease.endpoint.id} within ${timeoutMs} ms` })
