@@ -138,7 +138,8 @@ class StreamCall implements OutboundCall {
    */
   stalled(): boolean {
     const waiting = this.stream.writableLength
-    if (waiting === 0) {
+    // A stream destroyed and not yet closed ('close' comes on a later tick) is over already.
+    if (waiting === 0 || this.stream.destroyed) {
       this.sentAtSweep = -1
       return false
     }
