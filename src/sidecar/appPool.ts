@@ -388,12 +388,15 @@ class Connection {
 }
 
 /**
- * The last head's headers as written (request line and header lines, framing and the deadline
- * left out) and what they were made of. The inbound side sends an app the same request line and
- * headers request after request (the peer's filtered pairs are reused while their text repeats,
- * httpEnvelope.ts), all but the time left (`iip-timeout`), which is therefore written after the
- * others: the lines are built again only when a method, path, name or value differs (a string
- * compare each, mostly of the same string), instead of a dozen strings joined per request.
+ * The last head's headers as written (request line and header lines, framing and the per-request
+ * headers left out) and what they were made of. The inbound side sends an app the same request
+ * line and headers request after request (the peer's filtered pairs are reused while their text
+ * repeats, httpEnvelope.ts), all but the time left (`iip-timeout`) and, traced, the app span's
+ * `traceparent` (new ids every request), which are therefore written after the others
+ * (`perRequest`): the lines are built again only when a method, path, name or value differs (a
+ * string compare each, mostly of the same string), instead of a dozen strings joined per request.
+ * (Issue 14: with the traceparent among the lines a traced sidecar B built them every request,
+ * ~1.3 KB of strings.)
  */
 class HeadLines {
   method = ""
@@ -410,7 +413,7 @@ class HeadLines {
     let at = 0
     for (let i = 0; i + 1 < headers.length; i += 2) {
       const name = headers[i]!
-      if (name === TIMEOUT_HEADER) continue
+      if (perRequest(name)) continue
       if (at + 1 >= fields.length || name !== fields[at] || headers[i + 1] !== fields[at + 1]) return false
       at += 2
     }
@@ -421,6 +424,9 @@ class HeadLines {
 /** One per process: the pools of a sidecar serve one app. */
 const lastHead = new HeadLines()
 
+/** A header whose value changes request after request: written after the lines HeadLines keeps, never among them. */
+const perRequest = (name: string): boolean => name === TIMEOUT_HEADER || name === "traceparent"
+
 /**
  * The request head as it goes on the wire, or why it cannot: every name a token, every value free
  * of CR, LF and NUL (method and path the inbound side checked; the headers too when the request
@@ -429,16 +435,16 @@ const lastHead = new HeadLines()
  * ONE_WRITE_LIMIT goes into one buffer behind its head (`exchange.wire`) for a single write. The
  * head is one string built as it is checked and written with one call: writing each name and
  * value into the buffer apart cost twice as much (about 2.2 against 1.0 us for a ten-header head).
- * It is Latin-1 by construction (every value checked), one byte a character. The time left
- * (`iip-timeout`, the inbound side's own) goes after the other headers (HeadLines).
+ * It is Latin-1 by construction (every value checked), one byte a character. The headers that
+ * change per request (the time left, the traceparent) go after the other headers (HeadLines).
  */
 const writeHead = (exchange: Exchange, authority: string): InvalidRequestHead | undefined => {
   const { request } = exchange
   const headers = request.headers
   const checked = request.checked === true
-  let timeLeft: string | undefined
+  let varying = ""
   if (checked && lastHead.matches(request.method, request.path, headers)) {
-    for (let i = 0; i + 1 < headers.length; i += 2) if (headers[i] === TIMEOUT_HEADER) timeLeft = headers[i + 1]
+    for (let i = 0; i + 1 < headers.length; i += 2) if (perRequest(headers[i]!)) varying += `${headers[i]}: ${headers[i + 1]}\r\n`
   } else {
     let host = false
     let declared = false
@@ -448,8 +454,8 @@ const writeHead = (exchange: Exchange, authority: string): InvalidRequestHead | 
       const name = headers[i]!
       const value = headers[i + 1]!
       if (!checked && (!isToken(name) || !isFieldValue(value))) return new InvalidRequestHead(`the header ${JSON.stringify(name.slice(0, 64))} cannot be written as it is`)
-      if (name === TIMEOUT_HEADER) {
-        timeLeft = value
+      if (perRequest(name)) {
+        varying += `${name}: ${value}\r\n`
         continue
       }
       if (name.length === 4 && name.toLowerCase() === "host") host = true
@@ -468,19 +474,18 @@ const writeHead = (exchange: Exchange, authority: string): InvalidRequestHead | 
       lastHead.host = host
       lastHead.declared = declared
     }
-    return finishHead(exchange, authority, lines, host, declared, timeLeft)
+    return finishHead(exchange, authority, lines, host, declared, varying)
   }
-  return finishHead(exchange, authority, lastHead.lines, lastHead.host, lastHead.declared, timeLeft)
+  return finishHead(exchange, authority, lastHead.lines, lastHead.host, lastHead.declared, varying)
 }
 
-/** The head's end: host if none was given, the time left, keep-alive, the framing; then the wire buffer or the head string (writeHead). */
-const finishHead = (exchange: Exchange, authority: string, lines: string, host: boolean, declared: boolean, timeLeft: string | undefined): InvalidRequestHead | undefined => {
+/** The head's end: host if none was given, the per-request header lines, keep-alive, the framing; then the wire buffer or the head string (writeHead). */
+const finishHead = (exchange: Exchange, authority: string, lines: string, host: boolean, declared: boolean, varying: string): InvalidRequestHead | undefined => {
   const { request } = exchange
   const body = request.body
   const whole = body instanceof Buffer
   if (whole && declared) return new InvalidRequestHead("a whole body takes its own content-length")
-  let tail = host ? "" : `host: ${authority}\r\n`
-  if (timeLeft !== undefined) tail += `${TIMEOUT_HEADER}: ${timeLeft}\r\n`
+  let tail = host ? varying : `host: ${authority}\r\n${varying}`
   tail += KEEP_ALIVE
   if (whole && (body.length > 0 || EXPECTS_PAYLOAD.has(request.method))) tail += `content-length: ${body.length}\r\n`
   else if (!whole && !declared) {

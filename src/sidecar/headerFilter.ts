@@ -168,13 +168,13 @@ export const endToEndHeaders = (rawHeaders: ReadonlyArray<string>, onInvalid?: O
 }
 
 /**
- * Whether `pairs` are the names and values `flat` holds (name, value, name, value ...), each the
- * same string: how the per-process head caches (the envelope's header JSON, the outbound answer's
- * head lines) tell a repeated head from a new one without building anything.
+ * Whether `pairs` (their first `count`) are the names and values `flat` holds (name, value, name,
+ * value ...), each the same string: how the per-process head caches (the envelope's header JSON,
+ * the outbound answer's head lines) tell a repeated head from a new one without building anything.
  */
-export const pairsMatchFlat = (pairs: ReadonlyArray<readonly [string, string]>, flat: ReadonlyArray<string>): boolean => {
-  if (pairs.length * 2 !== flat.length) return false
-  for (let i = 0; i < pairs.length; i++) {
+export const pairsMatchFlat = (pairs: ReadonlyArray<readonly [string, string]>, flat: ReadonlyArray<string>, count: number = pairs.length): boolean => {
+  if (count * 2 !== flat.length) return false
+  for (let i = 0; i < count; i++) {
     const pair = pairs[i]!
     if (pair[0] !== flat[2 * i] || pair[1] !== flat[2 * i + 1]) return false
   }

@@ -44,21 +44,60 @@ export const withForwarded = (headers: Array<readonly [string, string]>, clientA
 /**
  * A header list as its JSON, kept for the next list: an app sends the same headers request after
  * request (and answer after answer), so the same text is reused instead of stringified again when
- * every name and value equals the last list's (a string compare each, against a stringify).
+ * every name and value equals the last list's (a string compare each, against a stringify). A
+ * traced request's list ends with the trace headers the outbound side put there (propagation.ts's
+ * replaceTraceHeaders: `traceparent`, then `tracestate`, `baggage`), the traceparent new every
+ * call: the part before them is the one kept, and the tail appended to its text (issue 14: the
+ * whole list stringified per traced request, ~470 bytes of garbage and a walk over every pair).
  */
 class HeadersJson {
-  /** The last list's names and values, flat (name, value ...). */
+  /** The kept part's names and values, flat (name, value ...). */
   private readonly fields: Array<string> = []
   private text = "[]"
+  /** `text` without its closing bracket, for a tail to follow. */
+  private open = "["
 
   of(headers: HeaderPairs): string {
-    if (pairsMatchFlat(headers, this.fields)) return this.text
-    const fields = this.fields
-    fields.length = 0
-    for (let i = 0; i < headers.length; i++) fields.push(headers[i]![0], headers[i]![1])
-    this.text = JSON.stringify(headers)
-    return this.text
+    const cut = traceTailAt(headers)
+    if (!pairsMatchFlat(headers, this.fields, cut)) {
+      const fields = this.fields
+      fields.length = 0
+      for (let i = 0; i < cut; i++) fields.push(headers[i]![0], headers[i]![1])
+      this.text = JSON.stringify(cut === headers.length ? headers : headers.slice(0, cut))
+      this.open = this.text.slice(0, -1)
+    }
+    if (cut === headers.length) return this.text
+    // The names are the three literals traceTailAt compared against: only a value may need escaping.
+    let text = this.open
+    for (let i = cut; i < headers.length; i++) {
+      const value = headers[i]![1]
+      text += isPlainJson(value) ? `,["${headers[i]![0]}","${value}"]` : `,["${headers[i]![0]}",${JSON.stringify(value)}]`
+    }
+    return `${text}]`
   }
+}
+
+/** Printable ASCII without `"` or `\`: the same characters in a JSON string (a traceparent always). */
+const isPlainJson = (value: string): boolean => {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i)
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return false
+  }
+  return true
+}
+
+/**
+ * Where a list's trace tail starts: its last `traceparent`, when only `tracestate` and `baggage`
+ * follow it and some other header comes before it (a list of trace headers alone is kept whole);
+ * the list's length when it has no such tail.
+ */
+const traceTailAt = (headers: HeaderPairs): number => {
+  for (let i = headers.length - 1; i > 0 && i >= headers.length - 3; i--) {
+    const name = headers[i]![0]
+    if (name === "traceparent") return i
+    if (name !== "tracestate" && name !== "baggage") break
+  }
+  return headers.length
 }
 
 const requestHeadersJson = new HeadersJson()
@@ -124,6 +163,24 @@ let tracedHead: { readonly text: string; readonly kept: ReadonlyArray<readonly [
 
 
 /**
+ * The value of a tail that is the outbound side's traceparent alone, `,["traceparent","<v>"]]` with
+ * `v` of lower-case hex digits and dashes (nothing to unescape, a valid field value, kept by the
+ * filter as it is), read without a parse; undefined for any other tail. A traced call without
+ * tracestate or baggage, nearly every one: no JSON.parse, filter or pair arrays of its own per
+ * request (issue 14).
+ */
+const plainTraceparentTail = (text: string, cut: number): string | undefined => {
+  const start = cut + TRACE_TAIL.length + 1
+  const end = text.length - 3
+  if (end <= start || text.charCodeAt(start - 1) !== 0x22 || !text.endsWith('"]]')) return undefined
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i)
+    if (!(c === 0x2d || (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return undefined
+  }
+  return text.slice(start, end)
+}
+
+/**
  * A traced list decoded in two parts: the part before its trace tail (parsed and filtered once while
  * it repeats) and the tail. The same pairs as decoding the whole text, or undefined when the text
  * does not split so (no tail; a part that is not a JSON array; a Connection header naming others).
@@ -147,6 +204,13 @@ const tracedHeadersOf = (text: string, onInvalid: OnInvalidHeader | undefined): 
     tracedHead = head
   }
   if (head.kept === undefined) return undefined
+  const traceparent = plainTraceparentTail(text, cut)
+  if (traceparent !== undefined) {
+    if (head.invalid > 0) onInvalid?.(head.invalid)
+    const pairs = head.kept.slice()
+    pairs.push(["traceparent", traceparent])
+    return pairs
+  }
   const tail = arrayIn(`[${text.slice(cut + 1)}`)
   if (tail === undefined) return undefined
   invalidSeen = 0

@@ -93,14 +93,16 @@ describe("the inbound side's app client", () => {
     expect(valueOf(last.rawHeaders, "content-length")).toBe("2")
   })
 
-  it("a checked head like the last one (its lines kept) still carries each request's own time left, path, headers and length; an unchecked one is checked every time", async () => {
+  it("a checked head like the last one (its lines kept) still carries each request's own time left, traceparent, path, headers and length; an unchecked one is checked every time", async () => {
     const app = await startApp(cleanup)
     const pool = poolFor(app.port, 1)
+    /** A traced request's own traceparent (the inbound side's app span, new every request), from its body. */
+    const traceparentOf = (body: string) => `00-${Buffer.from(body.padEnd(16, ".")).toString("hex")}-00000000000000${(body.length % 256).toString(16).padStart(2, "0")}-01`
     const send = (path: string, timeLeft: string | undefined, body: string, extra: ReadonlyArray<string> = [], checked = true) =>
       exchange(pool, {
         method: "POST",
         path,
-        headers: ["x-a", "1", "host", "svc", ...(timeLeft === undefined ? [] : ["iip-timeout", timeLeft]), ...extra],
+        headers: ["x-a", "1", "host", "svc", "traceparent", traceparentOf(body), ...(timeLeft === undefined ? [] : ["iip-timeout", timeLeft]), ...extra],
         body: Buffer.from(body),
         ...(checked ? { checked: true as const } : {})
       })
@@ -110,6 +112,7 @@ describe("the inbound side's app client", () => {
     await send("/q", "300", "4")
     await send("/q", "300", "5", ["x-b", "2"])
     await send("/q", "300", "6", ["x-b", "3"])
+    for (const s of app.seen) expect(valueOf(s.rawHeaders, "traceparent"), s.body).toBe(traceparentOf(s.body))
     const seen = app.seen.map((s) => ({ url: s.url, timeLeft: valueOf(s.rawHeaders, "iip-timeout"), b: valueOf(s.rawHeaders, "x-b"), length: valueOf(s.rawHeaders, "content-length"), body: s.body }))
     expect(seen).toStrictEqual([
       { url: "/p", timeLeft: "100", b: undefined, length: "3", body: "one" },
@@ -119,7 +122,7 @@ describe("the inbound side's app client", () => {
       { url: "/q", timeLeft: "300", b: "2", length: "1", body: "5" },
       { url: "/q", timeLeft: "300", b: "3", length: "1", body: "6" }
     ])
-    for (const s of app.seen) expect(s.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase())).toStrictEqual(["x-a", "host", ...(s.rawHeaders.some((n) => n.toLowerCase() === "x-b") ? ["x-b"] : []), ...(s.rawHeaders.some((n) => n === "iip-timeout") ? ["iip-timeout"] : []), "connection", "content-length"])
+    for (const s of app.seen) expect(s.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase())).toStrictEqual(["x-a", "host", ...(s.rawHeaders.some((n) => n.toLowerCase() === "x-b") ? ["x-b"] : []), "traceparent", ...(s.rawHeaders.some((n) => n === "iip-timeout") ? ["iip-timeout"] : []), "connection", "content-length"])
     // The same head unchecked, with a value that cannot be written: refused, though its lines were kept before.
     const refused = await send("/q", "300", "7", ["x-b", "bad\r\nx-c: 1"], false)
     expect(refused.error).toBeInstanceOf(InvalidRequestHead)

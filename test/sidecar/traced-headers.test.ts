@@ -2,7 +2,9 @@
 // headersOf): the part before its trace headers, filtered once while it repeats, and the tail the
 // outbound side writes per call. These tests hold it to the whole text's decode: the same pairs and
 // the same invalid count for every text, whether it splits or not (seeded, replayable with
-// TRACED_HEADERS_SEED), and a part seen before reused without changing what a caller gets.
+// TRACED_HEADERS_SEED), and a part seen before reused without changing what a caller gets. The
+// outbound side's text for such a list (httpEnvelope.ts's requestMeta, its part before the tail kept)
+// is held to the list's JSON.stringify.
 import { describe, expect, it } from "vitest"
 import { endToEndPairs } from "../../src/sidecar/headerFilter.ts"
 import { headersOf, HttpMeta, requestMeta } from "../../src/sidecar/httpEnvelope.ts"
@@ -106,6 +108,19 @@ describe("a traced request's header list decoded in two parts", () => {
       ["traceparent", "00-cccccccccccccccccccccccccccccccc-dddddddddddddddd-01"],
       ["tracestate", "vendor=1"]
     ])
+  })
+
+  it("the outbound side writes a list as its JSON, the part before the trace tail kept while it repeats, whatever the tail's values", () => {
+    const rng = prng(SEED)
+    const values = ["v", 'quote " and \\ backslash', "line\nbreak", "caf\u00e9", "\u0000", "traceparent", ',["traceparent",']
+    let head: Array<readonly [string, string]> = []
+    for (let i = 0; i < 2000; i++) {
+      if (i % 8 === 0) head = Array.from({ length: rng.int(0, 5) }, () => [rng.pick(["x-a", "traceparent", "tracestate", "baggage", "content-type"]), rng.pick(values)] as const)
+      const list: Array<readonly [string, string]> = [...head]
+      if (rng.next() < 0.8) list.push(["traceparent", rng.next() < 0.8 ? traceparent(rng) : rng.pick(values)])
+      for (let n = rng.int(0, 3); n > 0; n--) list.push([rng.pick(["tracestate", "baggage", "x-b"]), rng.pick(values)])
+      expect(requestMeta("POST", "echo", list).get(HttpMeta.headers), `seed ${SEED}, list ${JSON.stringify(list)}`).toBe(JSON.stringify(list))
+    }
   })
 
   it("texts that split into two valid arrays only where the whole is not one decode to no headers, as the whole does", () => {
