@@ -21,7 +21,7 @@
 // no Buffer, Readable push, 'data' event or next tick per read (sidecar A's CPU, issue 14); pausing is
 // then the handle's readStop/readStart, and an upgrade gives the socket back to its Readable stream.
 import * as net from "node:net"
-import { Http1Call, type CallConnection } from "./http1Call.ts"
+import { cut, Http1Call, type CallConnection } from "./http1Call.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
 import type { OutboundCall, OutboundRequest } from "./outboundCall.ts"
 
@@ -437,7 +437,7 @@ class Connection implements CallConnection {
 
   destroy(): void {
     this.gone = true
-    this.socket.destroy()
+    cut(this.socket, this.current?.answering === true)
   }
 
   /** This module no longer reads the socket. */
