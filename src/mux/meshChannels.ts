@@ -116,6 +116,10 @@ export class Served extends Cancellation implements RequestContext {
   answered = false
   /** Bytes of its body it holds against the connection's budget (0 once released, or when refused unread). */
   charged: number
+  /** Requests it counts for in the connection's budget: 1, or 0 once a long-lived answer began (or it was released). */
+  waiting = 1
+  /** Set by `longLived`: its streamed answer, once begun, counts it out of the waiting requests. */
+  isLongLived = false
 
   constructor(
     remoteAddress: string,
@@ -151,6 +155,10 @@ export class Served extends Cancellation implements RequestContext {
 
   get cancel(): Cancellation {
     return this
+  }
+
+  longLived(): void {
+    this.isLongLived = true
   }
 
   /** Metadata sent with the request, decoded on first read (the session checked it on arrival: scanMeta). */

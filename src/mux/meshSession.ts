@@ -657,12 +657,18 @@ export class MeshSession implements MessageSink {
     if (this.connection.closed) return false
     const streams = this.writeAnswer(channel, served, outcome)
     if (!streams) this.finished(served)
+    else if (served.isLongLived) {
+      // A tunnel: from its answer's head on it waits for nothing; its unread bytes still count.
+      this.connection.budget.release(1, 0)
+      served.waiting = 0
+    }
     return streams
   }
 
   /** A request is done with (its answer written): what it held goes back to the budget, its unread body is dropped. */
   private finished(served: Served): void {
-    this.connection.budget.release(1, served.charged)
+    this.connection.budget.release(served.waiting, served.charged)
+    served.waiting = 0
     served.charged = 0
     served.request.context.stream?.discard()
     // An acceptor whose answers back up stops reading from that peer until they drain (PROTOCOL.md §8).

@@ -346,6 +346,7 @@ export const make = (
       answerIdleTimeoutMs: config.answerIdleTimeoutMs,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
       upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
+      maxTunnels: config.maxTunnels,
       appProtocol: config.appProtocol,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
       authorization,
