@@ -199,6 +199,9 @@ export const backoffDelay = (failures: number, options: ReconnectOptions, random
   return Math.round(ceiling * (0.5 + random / 2))
 }
 
+/** How soon `trim` looks again at channels left over for streams that were busy when it last looked. */
+const TRIM_RETRY_MS = 1000
+
 export class IipClient {
   readonly router = new Router<Handler>()
   readonly address: string
@@ -228,6 +231,8 @@ export class IipClient {
   private readonly supervisor: Supervisor
   private readonly hello: Hello
   private readonly dispatchReverse
+  /** Set while channels opened for streams are left over and busy: `trim` looks again when it fires. */
+  private trimTimer: NodeJS.Timeout | undefined = undefined
 
   constructor(options: ClientOptions) {
     this.options = options
@@ -398,6 +403,7 @@ export class IipClient {
   close(): void {
     if (this.closed) return
     this.closed = true
+    clearTimeout(this.trimTimer)
     this.supervisor.interruptAll()
     this.failQueued(new ConnectionClosed({ message: "client is closed", sent: false }))
     for (const pooled of this.pool.splice(0)) pooled.link.session.connection.close("client closed", false)
@@ -588,6 +594,44 @@ export class IipClient {
   }
 
   /**
+   * Closes idle channels that a mesh connection opened past its limit for streams (hasRoom) and
+   * that fewer streams hold now: after a burst of WebSockets they would otherwise stay open for the
+   * connection's life, here and at the server (whose channel budget they hold). What `hasRoom`
+   * allows stays: one channel past the limit per channel a stream holds. Channels busy now are
+   * looked at again a second later while any is left over. Needs a server that closes channels
+   * (§11 `close`); with one that does not, they stay, as before.
+   */
+  private trim(): void {
+    if (this.closed) return
+    let leftOver = false
+    for (const pooled of this.pool) {
+      const link = pooled.link
+      if (link.mode !== "mesh" || !link.session.closesChannels) continue
+      const channels = pooled.channels as Array<OwnChannel>
+      const limit = this.channelLimit(pooled)
+      if (channels.length <= limit) continue
+      let streaming = 0
+      for (const channel of channels) if (channel.streaming) streaming++
+      let over = channels.length - streaming - limit
+      for (let i = channels.length - 1; i >= 0 && over > 0; i--) {
+        const channel = channels[i]!
+        if (channel.outstanding === 0 && !channel.streaming && link.session.closeChannel(channel)) {
+          channels.splice(i, 1)
+          over--
+        }
+      }
+      if (over > 0) leftOver = true
+    }
+    if (leftOver && this.trimTimer === undefined) {
+      this.trimTimer = setTimeout(() => {
+        this.trimTimer = undefined
+        this.trim()
+      }, TRIM_RETRY_MS)
+      this.trimTimer.unref()
+    }
+  }
+
+  /**
    * Every connection at its own channel limit. Streams are not counted here: a request that finds
    * every channel streaming waits in the queue, and `grow` (which does look) opens one for it.
    */
@@ -704,8 +748,12 @@ export class IipClient {
           maxMessageBytes: this.limits.maxMessageBytes,
           compression: compressionFor(codec, this.options.compression),
           log: this.log,
-          // Requests queued behind streaming channels go as soon as one is free.
-          onChannelFree: () => this.drainQueue()
+          // Requests queued behind streaming channels go as soon as one is free; channels opened
+          // for streams and no longer needed close.
+          onChannelFree: () => {
+            this.drainQueue()
+            this.trim()
+          }
         })
         adopt({ mode: "mesh", session: mesh })
       })

@@ -181,6 +181,8 @@ export class PeerChannel {
   /** Set while a streamed answer is being sent on it, with the request it answers. */
   sending: SendWindow | undefined
   sendingFor: Served | undefined
+  /** Its opener closed it (`/sys/close`): it is forgotten once nothing runs, waits or streams on it. */
+  closing = false
 
   constructor(id: number) {
     this.id = id

@@ -2,7 +2,9 @@
 // upgraded connection holds a channel and a place among B's open tunnels (`maxTunnels`), not a
 // queued-request place: many open WebSockets never make B refuse ordinary requests `overloaded`.
 // The tunnels themselves are bounded: past `maxTunnels` a new upgrade is refused (503 overloaded,
-// the limit named, the app never asked), and a closed one makes room again.
+// the limit named, the app never asked), and a closed one makes room again. The channels a burst
+// of WebSockets made A open past its 16 per connection are closed once the WebSockets are, on
+// both sidecars (PROTOCOL.md §11 `/sys/close`), and the next burst opens them again.
 import type * as http from "node:http"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -118,5 +120,38 @@ describe("open WebSockets and B's inbound budgets", () => {
     }
     expect(reopened).toBeDefined()
     expect(await echoed(reopened!, "again")).toBe("again")
+  }, 60_000)
+
+  it("40 WebSockets at once take channels past A's 16 per connection; once they close, A and B are back to at most 16 per connection, and the next burst works", async () => {
+    const { a, b } = await pair({})
+    const channels = async (running: RunningSidecar, direction: string): Promise<number> => {
+      const { body } = await running.sidecar.telemetry.metrics.text()
+      const line = body.split("\n").find((l) => l.startsWith(`iip_mesh_open_channels{direction="${direction}"}`))
+      return Number(line?.slice(line.lastIndexOf(" ") + 1) ?? Number.NaN)
+    }
+    const burst = async () => {
+      const sockets = await Promise.all(Array.from({ length: 40 }, () => open(cleanup, a)))
+      const texts = await Promise.all(sockets.map((ws, i) => echoed(ws, `m${i}`)))
+      expect(texts).toEqual(sockets.map((_, i) => `m${i}`))
+      return sockets
+    }
+    const first = await burst()
+    const connections = a.sidecar.registry.connectionCounts().connections
+    expect(await channels(a, "outbound")).toBeGreaterThan(16 * connections)
+    await Promise.all(first.map((ws) => new Promise<void>((resolve) => {
+      ws.once("close", () => resolve())
+      ws.close()
+    })))
+    // Bounded wait: the channels go once the tunnels' last packets are in (no event tells the test).
+    const settled = async () => {
+      const outbound = await channels(a, "outbound")
+      return outbound <= 16 * connections && (await channels(b, "inbound")) === outbound
+    }
+    for (const started = performance.now(); !(await settled()) && performance.now() - started < 10_000;) await new Promise((r) => setTimeout(r, 20))
+    expect(await channels(a, "outbound")).toBeLessThanOrEqual(16 * connections)
+    expect(await channels(b, "inbound")).toBe(await channels(a, "outbound"))
+    expect((await call(a.outboundPort, { path: "/plain", headers: { host: "catalog" } })).status).toBe(200)
+    const second = await burst()
+    expect(second).toHaveLength(40)
   }, 60_000)
 })
