@@ -199,8 +199,8 @@ export const backoffDelay = (failures: number, options: ReconnectOptions, random
   return Math.round(ceiling * (0.5 + random / 2))
 }
 
-/** How soon `trim` looks again at channels left over for streams that were busy when it last looked. */
-const TRIM_RETRY_MS = 1000
+/** How long after a stream ended channels left over for streams are looked at (`trimSoon`). */
+const TRIM_AFTER_MS = 1000
 
 export class IipClient {
   readonly router = new Router<Handler>()
@@ -594,12 +594,32 @@ export class IipClient {
   }
 
   /**
-   * Closes idle channels that a mesh connection opened past its limit for streams (hasRoom) and
-   * that fewer streams hold now: after a burst of WebSockets they would otherwise stay open for the
+   * A stream ended: if a mesh connection holds channels past its limit (opened for streams,
+   * hasRoom), `trim` looks at them a little later. Not at once: a steady flow of streams reuses
+   * them meanwhile, and only the ones still left over close.
+   */
+  private trimSoon(): void {
+    if (this.trimTimer !== undefined || this.closed) return
+    for (const pooled of this.pool) {
+      if (pooled.link.mode === "mesh" && pooled.link.session.closesChannels && pooled.channels.length > this.channelLimit(pooled)) return this.trimLater()
+    }
+  }
+
+  private trimLater(): void {
+    this.trimTimer = setTimeout(() => {
+      this.trimTimer = undefined
+      this.trim()
+    }, TRIM_AFTER_MS)
+    this.trimTimer.unref()
+  }
+
+  /**
+   * Closes idle channels that a mesh connection opened past its limit for streams and that fewer
+   * streams hold now: after a burst of WebSockets they would otherwise stay open for the
    * connection's life, here and at the server (whose channel budget they hold). What `hasRoom`
-   * allows stays: one channel past the limit per channel a stream holds. Channels busy now are
-   * looked at again a second later while any is left over. Needs a server that closes channels
-   * (§11 `close`); with one that does not, they stay, as before.
+   * allows stays: one channel past the limit per channel a stream holds. While some left over are
+   * busy (a request on them), it looks again later; streams still open wait for their end. Needs a server that closes channels (§11 `close`); with one that
+   * does not, they stay, as before.
    */
   private trim(): void {
     if (this.closed) return
@@ -622,13 +642,7 @@ export class IipClient {
       }
       if (over > 0) leftOver = true
     }
-    if (leftOver && this.trimTimer === undefined) {
-      this.trimTimer = setTimeout(() => {
-        this.trimTimer = undefined
-        this.trim()
-      }, TRIM_RETRY_MS)
-      this.trimTimer.unref()
-    }
+    if (leftOver) this.trimLater()
   }
 
   /**
@@ -752,7 +766,7 @@ export class IipClient {
           // for streams and no longer needed close.
           onChannelFree: () => {
             this.drainQueue()
-            this.trim()
+            this.trimSoon()
           }
         })
         adopt({ mode: "mesh", session: mesh })
