@@ -618,8 +618,8 @@ export class IipClient {
    * streams hold now: after a burst of WebSockets they would otherwise stay open for the
    * connection's life, here and at the server (whose channel budget they hold). What `hasRoom`
    * allows stays: one channel past the limit per channel a stream holds. While some left over are
-   * busy (a request on them), it looks again later; streams still open wait for their end. Needs a server that closes channels (§11 `close`); with one that
-   * does not, they stay, as before.
+   * busy (a request on them), it looks again later; streams still open wait for their end. Needs a
+   * server that closes channels (§11 `close`); with one that does not, they stay, as before.
    */
   private trim(): void {
     if (this.closed) return
