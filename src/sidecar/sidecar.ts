@@ -440,11 +440,12 @@ export const make = (
     })
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
-        // Stop taking new requests, let the running ones finish within the drain timeout.
+        // Stop taking new requests, let the running ones finish within the drain timeout, their
+        // answers written out to the last byte (what is still cut then ends in a reset).
         ready = false
         outboundListener.close()
         h2c?.close()
-        for (let waited = 0; inFlight.value > 0 && waited < config.drainTimeoutMs; waited += 10) yield* Effect.sleep(10)
+        for (let waited = 0; (inFlight.value > 0 || outboundListener.openConnections > 0) && waited < config.drainTimeoutMs; waited += 10) yield* Effect.sleep(10)
         outboundListener.destroyAll()
         h2c?.destroyAll()
       })

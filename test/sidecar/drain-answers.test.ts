@@ -1,8 +1,9 @@
 // A large answer in flight while a sidecar drains (its Scope closing, what SIGTERM does): the drain
 // waits until the caller has every byte of it, within the drain timeout, whichever sidecar of the
-// pair stops. An answer the drain timeout cuts ends in a way the caller can tell from a success:
-// a closed connection short of the content-length, and for a body that runs to the close (HTTP/1.0,
-// no length) a reset, never a clean end.
+// pair stops; so does an answer A has ended but not yet written out (pipelined requests behind a
+// caller that reads nothing yet: A's socket holds it), and the request after it is answered with
+// `connection: close`. An answer the drain timeout cuts ends in a way the caller can tell from a
+// success: a reset, never a clean end, also for a body that runs to the close (HTTP/1.0, no length).
 import * as http from "node:http"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -19,10 +20,17 @@ const answerBytes = (): Buffer => {
   return body
 }
 const BODY = answerBytes()
+/** The size of /small: under the 64 KiB the far sidecar sends whole. */
+const SMALL = 60_000
 
-/** The app answers /big with the whole body: with a content-length, or chunked (`?chunked`). */
+/** The app answers /big with the whole body: with a content-length, or chunked (`?chunked`); /small with its first SMALL bytes. */
 const bigApp: http.RequestListener = (req, res) => {
   req.resume()
+  if (req.url === "/small") {
+    res.writeHead(200, { "content-length": String(SMALL) })
+    res.end(BODY.subarray(0, SMALL))
+    return
+  }
   if (req.url === "/big?chunked") {
     res.writeHead(200)
     for (let i = 0; i < SIZE; i += MiB) res.write(BODY.subarray(i, i + MiB))
@@ -148,4 +156,49 @@ describe("a large answer in flight while a sidecar drains", () => {
       expect(answer.ending).toBe("ECONNRESET")
     }, 30_000)
   })
+
+  it("pipelined requests when A's drain begins: the answer written but not yet out reaches the caller whole, the next says connection: close, nothing is cut", async () => {
+    const mesh = await startMesh(cleanup, bigApp, { a: { drainTimeoutMs: 20_000 } })
+    // 100 requests for 60,000 bytes each (6 MB; answers held whole at A and written at once), and a caller that reads nothing yet.
+    const COUNT = 100
+    const caller = rawCaller(mesh.a.outboundPort, "GET /small HTTP/1.1\r\nhost: catalog\r\n\r\n".repeat(COUNT), () => false)
+    cleanup.add(() => caller.socket.destroy())
+    caller.socket.pause()
+    // A stops once the socket's buffers are full (about 3.7 MiB on loopback): an answer waits in it, the rest wait their turn.
+    await waitFor(() => mesh.app.seen.length > 0 && mesh.a.sidecar.inFlight() === 0, 20_000, "A to wait for the caller")
+    const answered = mesh.app.seen.length
+    expect(answered).toBeLessThan(COUNT)
+    const stopped = mesh.a.stop()
+    await waitFor(() => !mesh.a.sidecar.ready(), 5000, "the drain to begin")
+    caller.socket.resume()
+    await withTimeout(stopped, 20_000, "A to stop")
+    const answer = await withTimeout(caller.ended, 20_000, "the connection to end")
+    // Every answer whole: a head, then exactly SMALL bytes of the body; nothing after the last.
+    const all = Buffer.concat([Buffer.from(answer.head, "latin1"), Buffer.from("\r\n\r\n"), answer.body])
+    const heads: Array<string> = []
+    let at = 0
+    while (at < all.length) {
+      const end = all.indexOf("\r\n\r\n", at)
+      expect(end, `answer ${heads.length + 1} has a whole head`).toBeGreaterThan(-1)
+      heads.push(all.subarray(at, end).toString("latin1"))
+      const body = all.subarray(end + 4, end + 4 + SMALL)
+      expect(body.equals(BODY.subarray(0, SMALL)), `answer ${heads.length} is whole`).toBe(true)
+      at = end + 4 + SMALL
+    }
+    expect(heads.length).toBeGreaterThanOrEqual(answered)
+    expect(heads.at(-1)).toMatch(/\r\nconnection: close$/)
+    expect(answer.ending).toBe("end")
+  }, 60_000)
+
+  it("pipelined requests and a caller that reads nothing until A's drain timeout is over: the answer not yet out ends in a reset", async () => {
+    const mesh = await startMesh(cleanup, bigApp, { a: { drainTimeoutMs: 300 } })
+    const caller = rawCaller(mesh.a.outboundPort, "GET /small HTTP/1.1\r\nhost: catalog\r\n\r\n".repeat(100), () => false)
+    cleanup.add(() => caller.socket.destroy())
+    caller.socket.pause()
+    await waitFor(() => mesh.app.seen.length > 0 && mesh.a.sidecar.inFlight() === 0, 20_000, "A to wait for the caller")
+    await withTimeout(mesh.a.stop(), 10_000, "A to stop")
+    caller.socket.resume()
+    const answer = await withTimeout(caller.ended, 10_000, "the connection to end")
+    expect(answer.ending).toBe("ECONNRESET")
+  }, 30_000)
 })
