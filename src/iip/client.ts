@@ -48,7 +48,8 @@ export interface ClientOptions {
    * Channels a mesh connection may open past maxChannelsPerConnection, one for each that a stream
    * holds (a WebSocket, a long streamed answer: out of use for its whole life), so that streams
    * never take every channel from other requests; never more than half the channels the server
-   * takes. Default 0: streams count against maxChannelsPerConnection like any request.
+   * takes. Left over once the streams end, they close (`trim`). Default 0: streams count against
+   * maxChannelsPerConnection like any request.
    */
   readonly streamChannelsPerConnection?: number
   /** Idle channels kept open ahead of need, so a burst finds channels ready. */
