@@ -4,6 +4,7 @@
 // (SIGTERM) turns it not ready, drains the IIP connections, lets in-flight requests finish
 // within the drain timeout, then closes everything.
 import type { KubeConfig } from "@kubernetes/client-node"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
@@ -445,7 +446,9 @@ export const make = (
         ready = false
         outboundListener.close()
         h2c?.close()
-        for (let waited = 0; (inFlight.value > 0 || outboundListener.openConnections > 0) && waited < config.drainTimeoutMs; waited += 10) yield* Effect.sleep(10)
+        // By the clock, not by counting sleeps: on a busy machine each sleep takes longer than asked.
+        const deadline = (yield* Clock.currentTimeMillis) + config.drainTimeoutMs
+        while ((inFlight.value > 0 || outboundListener.openConnections > 0) && (yield* Clock.currentTimeMillis) < deadline) yield* Effect.sleep(10)
         outboundListener.destroyAll()
         h2c?.destroyAll()
       })
