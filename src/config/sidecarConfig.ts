@@ -171,6 +171,8 @@ export const SidecarConfigSchema = Schema.Struct({
   /** Channels a peer may open on one inbound connection, and on all of them together. */
   maxChannelsPerConnection: Count,
   maxChannels: Count,
+  /** Upgraded connections (WebSockets) open through the inbound side at once; past it new upgrades are refused `overloaded`. */
+  maxTunnels: Count,
   /** Most body bytes of a mesh message sent whole (in one packet); a larger one must stream. */
   maxWholeBodyBytes: Bytes,
   /** An inbound connection must complete its first packet (its hello) within this; null for no limit. */
@@ -343,6 +345,7 @@ export const settings = [
   { key: "maxQueuedBytes", env: "IIP_MESH_MAX_QUEUED_BYTES", flag: "--max-queued-bytes", help: "inbound bytes held in all; past it new requests are refused overloaded (default 512MiB)" },
   { key: "maxChannelsPerConnection", env: "IIP_MESH_MAX_CHANNELS_PER_CONNECTION", flag: "--max-channels-per-connection", help: "channels a peer may open on one inbound connection (default 1024)" },
   { key: "maxChannels", env: "IIP_MESH_MAX_CHANNELS", flag: "--max-channels", help: "inbound channels open in all (default 65536)" },
+  { key: "maxTunnels", env: "IIP_MESH_MAX_TUNNELS", flag: "--max-tunnels", help: "upgraded connections (WebSockets) open to the app at once; past it new upgrades are refused overloaded (default 4096)" },
   { key: "maxWholeBodyBytes", env: "IIP_MESH_MAX_WHOLE_BODY_BYTES", flag: "--max-whole-body-bytes", help: "largest body a peer may send in one packet; larger ones must stream (default 1MiB)" },
   { key: "firstPacketTimeoutMs", env: "IIP_MESH_FIRST_PACKET_TIMEOUT", flag: "--first-packet-timeout", help: "an inbound connection must send its first packet within this (default 10s)" },
   { key: "packetTimeoutMs", env: "IIP_MESH_PACKET_TIMEOUT", flag: "--packet-timeout", help: "a started packet must be complete within this (default 30s)" },
@@ -437,6 +440,7 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   maxQueuedBytes: 512 * 1024 * 1024,
   maxChannelsPerConnection: 1024,
   maxChannels: 65_536,
+  maxTunnels: 4096,
   maxWholeBodyBytes: 1024 * 1024,
   firstPacketTimeoutMs: 10_000,
   packetTimeoutMs: 30_000,
@@ -575,6 +579,7 @@ const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "maxQueuedRequests":
     case "maxChannelsPerConnection":
     case "maxChannels":
+    case "maxTunnels":
       return /^\d+$/.test(last) ? Number(last) : last
     case "hashKey":
       return last === "" || last === "none" ? null : last

@@ -48,7 +48,8 @@ export interface ClientOptions {
    * Channels a mesh connection may open past maxChannelsPerConnection, one for each that a stream
    * holds (a WebSocket, a long streamed answer: out of use for its whole life), so that streams
    * never take every channel from other requests; never more than half the channels the server
-   * takes. Default 0: streams count against maxChannelsPerConnection like any request.
+   * takes. Left over once the streams end, they close (`trim`). Default 0: streams count against
+   * maxChannelsPerConnection like any request.
    */
   readonly streamChannelsPerConnection?: number
   /** Idle channels kept open ahead of need, so a burst finds channels ready. */
@@ -199,6 +200,9 @@ export const backoffDelay = (failures: number, options: ReconnectOptions, random
   return Math.round(ceiling * (0.5 + random / 2))
 }
 
+/** How long after a stream ended channels left over for streams are looked at (`trimSoon`). */
+const TRIM_AFTER_MS = 1000
+
 export class IipClient {
   readonly router = new Router<Handler>()
   readonly address: string
@@ -228,6 +232,8 @@ export class IipClient {
   private readonly supervisor: Supervisor
   private readonly hello: Hello
   private readonly dispatchReverse
+  /** Set while channels opened for streams are left over and busy: `trim` looks again when it fires. */
+  private trimTimer: NodeJS.Timeout | undefined = undefined
 
   constructor(options: ClientOptions) {
     this.options = options
@@ -398,6 +404,7 @@ export class IipClient {
   close(): void {
     if (this.closed) return
     this.closed = true
+    clearTimeout(this.trimTimer)
     this.supervisor.interruptAll()
     this.failQueued(new ConnectionClosed({ message: "client is closed", sent: false }))
     for (const pooled of this.pool.splice(0)) pooled.link.session.connection.close("client closed", false)
@@ -588,6 +595,58 @@ export class IipClient {
   }
 
   /**
+   * A stream ended: if a mesh connection holds channels past its limit (opened for streams,
+   * hasRoom), `trim` looks at them a little later. Not at once: a steady flow of streams reuses
+   * them meanwhile, and only the ones still left over close.
+   */
+  private trimSoon(): void {
+    if (this.trimTimer !== undefined || this.closed) return
+    for (const pooled of this.pool) {
+      if (pooled.link.mode === "mesh" && pooled.link.session.closesChannels && pooled.channels.length > this.channelLimit(pooled)) return this.trimLater()
+    }
+  }
+
+  private trimLater(): void {
+    this.trimTimer = setTimeout(() => {
+      this.trimTimer = undefined
+      this.trim()
+    }, TRIM_AFTER_MS)
+    this.trimTimer.unref()
+  }
+
+  /**
+   * Closes idle channels that a mesh connection opened past its limit for streams and that fewer
+   * streams hold now: after a burst of WebSockets they would otherwise stay open for the
+   * connection's life, here and at the server (whose channel budget they hold). What `hasRoom`
+   * allows stays: one channel past the limit per channel a stream holds. While some left over are
+   * busy (a request on them), it looks again later; streams still open wait for their end. Needs a
+   * server that closes channels (§11 `close`); with one that does not, they stay, as before.
+   */
+  private trim(): void {
+    if (this.closed) return
+    let leftOver = false
+    for (const pooled of this.pool) {
+      const link = pooled.link
+      if (link.mode !== "mesh" || !link.session.closesChannels) continue
+      const channels = pooled.channels as Array<OwnChannel>
+      const limit = this.channelLimit(pooled)
+      if (channels.length <= limit) continue
+      let streaming = 0
+      for (const channel of channels) if (channel.streaming) streaming++
+      let over = channels.length - streaming - limit
+      for (let i = channels.length - 1; i >= 0 && over > 0; i--) {
+        const channel = channels[i]!
+        if (channel.outstanding === 0 && !channel.streaming && link.session.closeChannel(channel)) {
+          channels.splice(i, 1)
+          over--
+        }
+      }
+      if (over > 0) leftOver = true
+    }
+    if (leftOver) this.trimLater()
+  }
+
+  /**
    * Every connection at its own channel limit. Streams are not counted here: a request that finds
    * every channel streaming waits in the queue, and `grow` (which does look) opens one for it.
    */
@@ -704,8 +763,12 @@ export class IipClient {
           maxMessageBytes: this.limits.maxMessageBytes,
           compression: compressionFor(codec, this.options.compression),
           log: this.log,
-          // Requests queued behind streaming channels go as soon as one is free.
-          onChannelFree: () => this.drainQueue()
+          // Requests queued behind streaming channels go as soon as one is free; channels opened
+          // for streams and no longer needed close.
+          onChannelFree: () => {
+            this.drainQueue()
+            this.trimSoon()
+          }
         })
         adopt({ mode: "mesh", session: mesh })
       })

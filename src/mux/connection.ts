@@ -352,6 +352,16 @@ export class Connection {
     this.channels.delete(id)
   }
 
+  /**
+   * The peer closed channel `id`, one it had opened (mesh mode, PROTOCOL.md §11): its place goes
+   * back to the agreed count and the budgets; a later packet on the id opens it anew.
+   */
+  closePeerChannel(id: number): void {
+    if (this.mesh === undefined || !isPeerChannel(this.mesh.peerOpensHigh, id) || !this.channels.delete(id)) return
+    this.mesh.peerChannels--
+    this.budget.closeChannel()
+  }
+
   /** Stops reading from the socket until `resumeReading` is called as many times. */
   pauseReading(): void {
     if (this.readPaused++ === 0) this.socket.pause()

@@ -116,6 +116,10 @@ export class Served extends Cancellation implements RequestContext {
   answered = false
   /** Bytes of its body it holds against the connection's budget (0 once released, or when refused unread). */
   charged: number
+  /** Requests it counts for in the connection's budget: 1, or 0 once a long-lived answer began (or it was released). */
+  waiting = 1
+  /** Set by `longLived`: its streamed answer, once begun, counts it out of the waiting requests. */
+  isLongLived = false
 
   constructor(
     remoteAddress: string,
@@ -153,6 +157,10 @@ export class Served extends Cancellation implements RequestContext {
     return this
   }
 
+  longLived(): void {
+    this.isLongLived = true
+  }
+
   /** Metadata sent with the request, decoded on first read (the session checked it on arrival: scanMeta). */
   get meta(): Meta {
     if (this.decodedMeta === undefined) {
@@ -173,6 +181,8 @@ export class PeerChannel {
   /** Set while a streamed answer is being sent on it, with the request it answers. */
   sending: SendWindow | undefined
   sendingFor: Served | undefined
+  /** Its opener closed it (`/sys/close`): it is forgotten once nothing runs, waits or streams on it. */
+  closing = false
 
   constructor(id: number) {
     this.id = id

@@ -11,6 +11,7 @@ import {
   AcceptorControlChannel,
   clampDeadlineMs,
   ChunkHeader,
+  decodeChannelId,
   decodeChannelPair,
   decodeEnvelope,
   decodeMeta,
@@ -19,6 +20,7 @@ import {
   DialerControlChannel,
   emptyMeta,
   envelopeBodyOffset,
+  encodeChannelId,
   encodeChannelPair,
   encodeErrorBody,
   encodeTrailersChunk,
@@ -91,6 +93,10 @@ export class MeshSession implements MessageSink {
   private readonly own = new Map<number, OwnChannel>()
   private readonly peer = new Map<number, PeerChannel>()
   private nextOwnId: number
+  /** Ids of own channels closed (`closeChannel`), opened again before new ones. */
+  private readonly freeOwnIds: Array<number> = []
+  /** Both hellos named `close`: either side may close the channels it opened (§11). */
+  readonly closesChannels: boolean
   private readonly dispatch: Dispatch
   private readonly options: MeshSessionOptions
   private readonly closeListeners: Array<(error: ConnectionClosed) => void> = []
@@ -130,6 +136,7 @@ export class MeshSession implements MessageSink {
     this.agreed = options.agreed
     this.dispatch = options.dispatch ?? noDispatch
     this.trailersAgreed = options.agreed.features.includes("trailers")
+    this.closesChannels = options.agreed.features.includes("close")
     const ownControlId = options.isDialer ? DialerControlChannel : AcceptorControlChannel
     this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
     this.nextOwnId = ownControlId + 1
@@ -191,10 +198,25 @@ export class MeshSession implements MessageSink {
 
   /** Opens a channel in this side's range. No round trip: the peer opens it on first use. */
   openChannel(): OwnChannel {
-    const channel = new OwnChannel(this.nextOwnId++)
+    const channel = new OwnChannel(this.freeOwnIds.pop() ?? this.nextOwnId++)
     this.own.set(channel.id, channel)
     this.connection.openChannel(channel.id, "client")
     return channel
+  }
+
+  /**
+   * Closes one of this side's channels with nothing outstanding on it (§11): the peer forgets it
+   * and gives its place back to its budgets, and its id is opened again before a new one. Only
+   * when both hellos named `close`; false (nothing done) otherwise, or while the channel is in use.
+   */
+  closeChannel(channel: OwnChannel): boolean {
+    if (!this.closesChannels || channel === this.ownControl || channel.fifo.length > 0 || channel.sending !== undefined || this.own.get(channel.id) !== channel) return false
+    this.own.delete(channel.id)
+    this.connection.closeChannel(channel.id)
+    // A channel never used is unknown to the peer: nothing to tell it.
+    if (channel.nextRequestId !== 1 && !this.connection.closed) this.push(this.ownControl, MeshPath.close, encodeChannelId(channel.id))
+    this.freeOwnIds.push(channel.id)
+    return true
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -462,7 +484,7 @@ export class MeshSession implements MessageSink {
     if (channel === undefined) {
       channel = new PeerChannel(channelId)
       this.peer.set(channelId, channel)
-    }
+    } else if (channel.closing) channel.closing = false // closed while busy, and its id opened again: the same channel goes on
     if (!isFirstPacket(status)) {
       const receiving = channel.receiving
       let trailers: Meta | undefined
@@ -579,8 +601,16 @@ export class MeshSession implements MessageSink {
   private runNext(channel: PeerChannel): void {
     for (;;) {
       const served = channel.mailbox.shift()
-      if (served === undefined || !this.run(channel, served)) return
+      if (served === undefined) return this.forgetIfClosed(channel)
+      if (!this.run(channel, served)) return
     }
+  }
+
+  /** A channel its opener closed goes, with its place in the budgets, once nothing runs, waits or streams on it. */
+  private forgetIfClosed(channel: PeerChannel): void {
+    if (!channel.closing || channel.running !== undefined || channel.sendingFor !== undefined || channel.receiving !== undefined || channel.mailbox.length > 0) return
+    this.peer.delete(channel.id)
+    this.connection.closePeerChannel(channel.id)
   }
 
   /** Runs (or refuses) one request of an idle channel; true when the channel is idle again at once (answered synchronously). */
@@ -657,12 +687,18 @@ export class MeshSession implements MessageSink {
     if (this.connection.closed) return false
     const streams = this.writeAnswer(channel, served, outcome)
     if (!streams) this.finished(served)
+    else if (served.isLongLived) {
+      // A tunnel: from its answer's head on it waits for nothing; its unread bytes still count.
+      this.connection.budget.release(1, 0)
+      served.waiting = 0
+    }
     return streams
   }
 
   /** A request is done with (its answer written): what it held goes back to the budget, its unread body is dropped. */
   private finished(served: Served): void {
-    this.connection.budget.release(1, served.charged)
+    this.connection.budget.release(served.waiting, served.charged)
+    served.waiting = 0
     served.charged = 0
     served.request.context.stream?.discard()
     // An acceptor whose answers back up stops reading from that peer until they drain (PROTOCOL.md §8).
@@ -751,6 +787,16 @@ export class MeshSession implements MessageSink {
         this.connection.readInPlace()
         const window = this.own.get(pair[0])?.sending ?? this.peer.get(pair[0])?.sending
         window?.add(pair[1])
+        return
+      }
+      case MeshPath.close: {
+        const id = decodeChannelId(body)
+        if (id === undefined) return this.violation("bad-control", "malformed channel close")
+        // Only the peer's own channels are in `peer`; one never opened or already gone: nothing to do.
+        const channel = id === this.peerControl ? undefined : this.peer.get(id)
+        if (channel === undefined) return
+        channel.closing = true
+        this.forgetIfClosed(channel)
         return
       }
       case MeshPath.goAway:

@@ -24,6 +24,13 @@ export interface RequestContext {
   readonly stream: IncomingStream | undefined
   /** No answer is expected (a push). */
   readonly oneway: boolean
+  /**
+   * Says the answer about to be given streams for as long as what it carries lives (an upgraded
+   * connection): once it has begun, the request stops counting among those read and not answered
+   * (budget.ts) and holds only its channel, so open tunnels never make the server refuse ordinary
+   * requests `overloaded`; the caller bounds them itself. Plain IIP streams no answer: nothing there.
+   */
+  readonly longLived: () => void
 }
 
 export class IncomingRequest {

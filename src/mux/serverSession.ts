@@ -148,7 +148,8 @@ export class ServerSession implements MessageSink {
       meta: emptyMeta,
       deadline: 0,
       stream: undefined,
-      oneway: false
+      oneway: false,
+      longLived: () => {}
     }
     this.refusedContext = { ...this.context }
     this.actors.set(SystemChannel, new ChannelActor(SystemChannel, this))

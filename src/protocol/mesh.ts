@@ -14,10 +14,11 @@ export const MeshPath = {
   ping: "/sys/ping",
   goAway: "/sys/goaway",
   cancel: "/sys/cancel",
-  window: "/sys/window"
+  window: "/sys/window",
+  close: "/sys/close"
 } as const
 
-export const MeshFeatures = ["ping", "drain", "cancel", "deadline", "stream", "push", "reverse", "meta", "trailers"] as const
+export const MeshFeatures = ["ping", "drain", "cancel", "deadline", "stream", "push", "reverse", "meta", "trailers", "close"] as const
 export type MeshFeature = (typeof MeshFeatures)[number]
 
 /** Channel ids: the dialer opens 1..2^31-1, the acceptor 2^31+1..2^32-1; each side's control channel is the base. */
@@ -432,6 +433,19 @@ export const encodeChannelPair = (channelId: number, value: number): Buffer => {
   out.writeUInt32BE(channelId >>> 0, 0)
   out.writeUInt32BE(value >>> 0, 4)
   return out
+}
+
+/** The body of `/sys/close`: the channel the sender closes (PROTOCOL.md §11). */
+export const encodeChannelId = (channelId: number): Buffer => {
+  const out = Buffer.allocUnsafe(4)
+  out.writeUInt32BE(channelId >>> 0, 0)
+  return out
+}
+
+export const decodeChannelId = (data: Uint8Array): number | undefined => {
+  if (data.length !== 4) return undefined
+  const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  return view.readUInt32BE(0)
 }
 
 export const decodeChannelPair = (data: Uint8Array): readonly [number, number] | undefined => {

@@ -78,6 +78,16 @@ const httpDate = (): string => {
 const EMPTY = Buffer.alloc(0)
 
 /**
+ * Closes a connection whose answer may be unfinished. Once part of an answer went out, a FIN would
+ * read as its end to a caller whose body runs to the close (HTTP/1.0, no length): a reset cannot
+ * be taken for a success, whatever the framing.
+ */
+export const cut = (socket: net.Socket, answerBegun: boolean): void => {
+  if (answerBegun) socket.resetAndDestroy()
+  else socket.destroy()
+}
+
+/**
  * The last answer's head (status line and header lines, with our Date when the answer has none)
  * and what it was made of. The peer's answers repeat their status and headers answer after
  * answer (their pairs even shared while their text repeats, httpEnvelope.ts), so the lines are
@@ -353,10 +363,15 @@ export class Http1Call implements OutboundCall {
     this.close(true)
   }
 
+  /** Part of the answer went out and its end did not: the connection can only be cut now. */
+  get answering(): boolean {
+    return this.headWritten && !this.over
+  }
+
   destroy(): void {
     if (this.over) return
     this.destroyed = true
-    this.connection.socket.destroy()
+    cut(this.connection.socket, this.headWritten)
   }
 
   /** The exchange is over (once): answered whole, or cut off / the connection gone. */

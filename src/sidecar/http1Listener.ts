@@ -23,7 +23,7 @@
 // no Buffer, Readable push, 'data' event or next tick per read (sidecar A's CPU, issue 14); pausing is
 // then the handle's readStop/readStart, and an upgrade gives the socket back to its Readable stream.
 import * as net from "node:net"
-import { Http1Call, type CallConnection } from "./http1Call.ts"
+import { cut, Http1Call, type CallConnection } from "./http1Call.ts"
 import { carriedProtocols, upgradeProtocols } from "./headerFilter.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
 import type { OutboundCall, OutboundRequest } from "./outboundCall.ts"
@@ -374,11 +374,7 @@ class Connection implements CallConnection {
     if (call !== this.current) return
     this.current = undefined
     if (this.gone) return
-    if (!call.keepAlive || (this.closing && this.waiting.length === 0)) {
-      this.gone = true
-      this.detach()
-      return void this.socket.destroySoon()
-    }
+    if (!call.keepAlive || (this.closing && this.waiting.length === 0)) return this.endAfterWrites()
     if (!this.inMessage && this.waiting.length === 0) this.idleSince = performance.now()
     // A caller that pipelines requests and reads no answer would have every answer pile up in
     // memory here (16 KiB answers: 80 MB a second): the next request waits until the socket has
@@ -462,14 +458,37 @@ class Connection implements CallConnection {
     }
   }
 
+  /** Cut now: with a reset when an answer is not all out (one begun, or the last one still in the socket). */
   destroy(): void {
     this.gone = true
-    this.socket.destroy()
+    cut(this.socket, this.current?.answering === true || unsent(this.socket) > 0)
   }
 
-  /** This module no longer reads the socket. */
-  private detach(): void {
-    this.listener.forget(this)
+  /** The listener closes and nothing is asked on this connection: it ends now, after its last answer is out if it is not yet. */
+  closeIdle(): void {
+    if (this.gone) return
+    if (unsent(this.socket) > 0) this.endAfterWrites()
+    else this.destroy()
+  }
+
+  /**
+   * The last answer is written: the socket ends once it is out. The listener keeps the connection
+   * until then, so that a stop waits for it and its drain deadline cuts it, and a caller that
+   * takes none of it for as long as an idle connection may stay is cut (checkTimeouts).
+   */
+  private endAfterWrites(): void {
+    this.gone = true
+    this.detach(false)
+    this.awaitingDrain = true
+    this.drainSince = performance.now()
+    this.drainLeft = unsent(this.socket)
+    this.socket.once("close", () => this.listener.forget(this))
+    this.socket.destroySoon()
+  }
+
+  /** This module no longer reads the socket (`forget`: nor does the listener keep the connection). */
+  private detach(forget = true): void {
+    if (forget) this.listener.forget(this)
     this.unconsume()
     this.closeParser()
     this.socket.removeAllListeners("data")
@@ -530,11 +549,16 @@ export class Http1Listener {
     for (const connection of this.connections) connection.checkTimeouts(now)
   }
 
-  /** Takes no new connection; idle ones close now, the others after the answer they are giving. */
+  /** Connections open: asking or answering, or (once the listener closed) writing their last answer out. */
+  get openConnections(): number {
+    return this.connections.size
+  }
+
+  /** Takes no new connection; idle ones close now (once their last answer is out), the others after the answer they are giving. */
   close(): void {
     this.closing = true
     this.server.close()
-    for (const connection of this.connections) if (connection.idle) connection.destroy()
+    for (const connection of this.connections) if (connection.idle) connection.closeIdle()
   }
 
   /** Closes every connection now. */

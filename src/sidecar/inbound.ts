@@ -54,6 +54,8 @@ export interface InboundOptions {
   readonly defaultTimeoutMs: number
   /** An upgraded connection to the app with no byte either way for this long is closed. */
   readonly upgradeIdleTimeoutMs: number
+  /** Upgraded connections open to the app at once (inboundUpgrade.ts). */
+  readonly maxTunnels: number
   /**
    * How the app is spoken to: HTTP/1.1 (the pool), h2c (appH2.ts; upgrades still go over
    * HTTP/1.1), or auto: gRPC calls (by their content-type) over h2c, the rest over HTTP/1.1.
@@ -170,7 +172,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs)))
     : undefined
   const h2Only = options.appProtocol === "h2c"
-  const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid }
+  const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid, tunnels: { open: 0, max: options.maxTunnels } }
   // The answer goes back as a PendingOutcome, not a promise: no promise chain per request.
   const handle = (request: IncomingRequest): PendingOutcome => {
     const pending = new PendingOutcome()

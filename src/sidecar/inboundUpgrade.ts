@@ -9,6 +9,12 @@
 // `deadline_exceeded`; a refused connection `app_unavailable` (not processed). After the 101, a
 // connection silent both ways for the upgrade idle timeout is closed; a cancel from the caller
 // closes it at once.
+//
+// Open tunnels are bounded on their own (`maxTunnels`, counted from the upgrade request to the
+// app until its connection closes): past it a new upgrade is refused `overloaded`, not processed,
+// before the app is asked. Once its 101 is back a tunnel holds its channel and its place here, but
+// no place among the requests waiting for an answer (RequestContext.longLived), so open WebSockets
+// never make this side refuse ordinary requests.
 import type * as http from "node:http"
 import type * as net from "node:net"
 import type { HandlerValue } from "../iip/dispatch.ts"
@@ -30,6 +36,8 @@ export interface AppUpgradeLeg {
   readonly address: string
   readonly upgradeIdleTimeoutMs: number
   readonly onInvalidHeaders: OnInvalidHeader | undefined
+  /** Upgrades open or under way, shared by every request of the leg; at most `max`. */
+  readonly tunnels: { open: number; readonly max: number }
 }
 
 export interface AppUpgradeRequest {
@@ -47,6 +55,20 @@ const noBody = Buffer.alloc(0)
 export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: AppUpgradeRequest, observation: InboundObservation, deadlineMs: number): Promise<HandlerValue> =>
   new Promise<HandlerValue>((resolve) => {
     const peerBytes = request.context.stream
+    const tunnels = leg.tunnels
+    if (tunnels.open >= tunnels.max) {
+      peerBytes?.discard()
+      observation.end(leg.address, 503, { hop: "inbound", reason: MeshErrorCode.overloaded })
+      return resolve(failure(MeshErrorCode.overloaded, `${tunnels.open} upgraded connections open, as many as maxTunnels allows; retry elsewhere`, false))
+    }
+    tunnels.open++
+    let counted = true
+    /** Once, when the upgrade fails, is answered without switching, or its connection closes. */
+    const countOut = () => {
+      if (!counted) return
+      counted = false
+      tunnels.open--
+    }
     let answered = false
     let timer: NodeJS.Timeout | undefined
     const answer = (value: HandlerValue) => {
@@ -56,6 +78,7 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
       resolve(value)
     }
     const giveUp = (status: number, reason: string, hop: "inbound" | "app", value: HandlerValue) => {
+      countOut()
       peerBytes?.discard()
       observation.end(leg.address, status, { hop, reason })
       answer(value)
@@ -92,7 +115,8 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
       giveUp(502, code, "app", failure(code, `app at ${leg.address}: ${error.code ?? error.message}`, !refused))
     })
     outgoing.on("response", (response: http.IncomingMessage) => {
-      // Not switched: the answer goes back as it is; this connection is the app's no longer.
+      // Not switched: the answer goes back as it is (an ordinary answer); this connection is the app's no longer.
+      countOut()
       peerBytes?.discard()
       response.on("end", () => {
         observation.end(leg.address, response.statusCode ?? 502, undefined)
@@ -116,12 +140,14 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
       if (peerBytes === undefined) socket.end()
       else void pipeToSocket(peerBytes, socket).then((bytes) => observation.requestBytes(bytes))
       socket.once("close", () => {
+        countOut()
         // The pipe to the app stops waiting for bytes nobody can take.
         peerBytes?.fail(new StreamFailed({ message: "the app's connection closed" }))
         observation.responseBytes(appBytes.bytes)
         observation.end(leg.address, 101, undefined)
       })
       const meta = responseMeta(101, endToEndHeaders(response.rawHeaders, leg.onInvalidHeaders)).set(HttpMeta.upgrade, switched)
+      request.context.longLived()
       answer(reply(appBytes, meta))
     })
     outgoing.end(noBody)

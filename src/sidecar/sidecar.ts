@@ -4,6 +4,7 @@
 // (SIGTERM) turns it not ready, drains the IIP connections, lets in-flight requests finish
 // within the drain timeout, then closes everything.
 import type { KubeConfig } from "@kubernetes/client-node"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
@@ -346,6 +347,7 @@ export const make = (
       answerIdleTimeoutMs: config.answerIdleTimeoutMs,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
       upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
+      maxTunnels: config.maxTunnels,
       appProtocol: config.appProtocol,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
       authorization,
@@ -450,11 +452,14 @@ export const make = (
     })
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
-        // Stop taking new requests, let the running ones finish within the drain timeout.
+        // Stop taking new requests, let the running ones finish within the drain timeout, their
+        // answers written out to the last byte (what is still cut then ends in a reset).
         ready = false
         outboundListener.close()
         h2c?.close()
-        for (let waited = 0; inFlight.value > 0 && waited < config.drainTimeoutMs; waited += 10) yield* Effect.sleep(10)
+        // By the clock, not by counting sleeps: on a busy machine each sleep takes longer than asked.
+        const deadline = (yield* Clock.currentTimeMillis) + config.drainTimeoutMs
+        while ((inFlight.value > 0 || outboundListener.openConnections > 0) && (yield* Clock.currentTimeMillis) < deadline) yield* Effect.sleep(10)
         outboundListener.destroyAll()
         h2c?.destroyAll()
       })

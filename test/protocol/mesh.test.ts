@@ -9,6 +9,8 @@ import {
   decodeErrorBody,
   decodeHello,
   decodeMeta,
+  decodeChannelId,
+  encodeChannelId,
   encodeChannelPair,
   encodeEnvelope,
   encodeErrorBody,
@@ -31,8 +33,8 @@ const json = (text: string) => Buffer.from(text).toString("hex")
 describe("mesh vectors", () => {
   it("hello and its answer", () => {
     const body =
-      '{"iipmesh":1,"node":"a","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024}'
-    expect(hex(encodePacket(1, "/sys/hello", 0, encodeHello(hello, false)))).toBe(`012f7379732f68656c6c6f0000000000000000b1${json(body)}`)
+      '{"iipmesh":1,"node":"a","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024}'
+    expect(hex(encodePacket(1, "/sys/hello", 0, encodeHello(hello, false)))).toBe(`012f7379732f68656c6c6f0000000000000000b9${json(body)}`)
     const answer = encodeHello({ ...hello, node: "b" }, true)
     expect(answer.toString()).toBe(body.replace('{"iipmesh":1,"node":"a"', '{"code":0,"iipmesh":1,"node":"b"'))
     expect(decodeHello(answer)).toStrictEqual({ ...hello, node: "b" })
@@ -111,13 +113,18 @@ describe("mesh vectors", () => {
     expect(data.subarray(envelope.bodyOffset).toString()).toBe("body")
   })
 
-  it("control bodies: cancel, window, ping and push", () => {
+  it("control bodies: cancel, window, close, ping and push", () => {
     expect(hex(encodePacket(1, "/sys/cancel", 0, encodeEnvelope(1, 1, 7, new Map(), encodeChannelPair(1, 3), 8192)))).toBe(
       "012f7379732f63616e63656c00000000000000001001010000000000070000000100000003"
     )
     expect(hex(encodePacket(1, "/sys/window", 0x8000_0000, encodeEnvelope(1, 1, 4, new Map(), encodeChannelPair(1, 131072), 8192)))).toBe(
       "012f7379732f77696e646f7700800000000000001001010000000000040000000100020000"
     )
+    expect(hex(encodePacket(1, "/sys/close", 0, encodeEnvelope(1, 1, 9, new Map(), encodeChannelId(5), 8192)))).toBe(
+      "012f7379732f636c6f736500000000000000000c010100000000000900000005"
+    )
+    expect(decodeChannelId(encodeChannelId(5))).toBe(5)
+    expect(decodeChannelId(Buffer.of(0, 0, 5))).toBeUndefined()
     expect(hex(encodePacket(1, "/events", 0x8000_0001, encodeEnvelope(1, 1, 1, new Map(), Buffer.from("e1"), 8192)))).toBe(
       "012f6576656e747300800000010000000a01010000000000016531"
     )

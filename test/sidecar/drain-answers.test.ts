@@ -1,0 +1,204 @@
+// A large answer in flight while a sidecar drains (its Scope closing, what SIGTERM does): the drain
+// waits until the caller has every byte of it, within the drain timeout, whichever sidecar of the
+// pair stops; so does an answer A has ended but not yet written out (pipelined requests behind a
+// caller that reads nothing yet: A's socket holds it), and the request after it is answered with
+// `connection: close`. An answer the drain timeout cuts ends in a way the caller can tell from a
+// success: a reset, never a clean end, also for a body that runs to the close (HTTP/1.0, no length).
+import * as http from "node:http"
+import * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { type RunningSidecar, startMesh } from "../support/sidecarHarness.ts"
+
+const MiB = 1024 * 1024
+const SIZE = 8 * MiB
+
+/** Byte i of the answer: a pattern a cut or a reordering cannot keep. */
+const answerBytes = (): Buffer => {
+  const body = Buffer.alloc(SIZE)
+  for (let i = 0; i < SIZE; i += 4) body.writeUInt32BE(i, i)
+  return body
+}
+const BODY = answerBytes()
+/** The size of /small: under the 64 KiB the far sidecar sends whole. */
+const SMALL = 60_000
+
+/** The app answers /big with the whole body: with a content-length, or chunked (`?chunked`); /small with its first SMALL bytes. */
+const bigApp: http.RequestListener = (req, res) => {
+  req.resume()
+  if (req.url === "/small") {
+    res.writeHead(200, { "content-length": String(SMALL) })
+    res.end(BODY.subarray(0, SMALL))
+    return
+  }
+  if (req.url === "/big?chunked") {
+    res.writeHead(200)
+    for (let i = 0; i < SIZE; i += MiB) res.write(BODY.subarray(i, i + MiB))
+    res.end()
+    return
+  }
+  res.writeHead(200, { "content-length": String(SIZE) })
+  res.end(BODY)
+}
+
+interface RawAnswer {
+  readonly head: string
+  readonly body: Buffer
+  /** How the connection ended: "end" (a FIN) or the socket error's code (a reset: ECONNRESET). */
+  readonly ending: string
+}
+
+/**
+ * A raw caller on A's outbound port: sends `request`, can pause its reading, collects everything
+ * until the answer is whole (`whole` says when, from the body so far) or the connection ends.
+ */
+const rawCaller = (port: number, request: string, whole: (body: Buffer) => boolean) => {
+  const socket = net.connect(port, "127.0.0.1", () => socket.write(request))
+  const chunks: Array<Buffer> = []
+  let received = 0
+  let slow = false
+  const ended = new Promise<RawAnswer>((resolve) => {
+    let ending = "end"
+    const answer = (): RawAnswer => {
+      const all = Buffer.concat(chunks)
+      const split = all.indexOf("\r\n\r\n")
+      return { head: all.subarray(0, split).toString("latin1"), body: all.subarray(split + 4), ending }
+    }
+    socket.on("data", (chunk: Buffer) => {
+      chunks.push(chunk)
+      received += chunk.length
+      if (slow) {
+        // A slow reader: a read, then a pause, so what A writes last waits in its socket.
+        socket.pause()
+        setTimeout(() => socket.resume(), 20)
+      }
+      if (received > SIZE && whole(answer().body)) {
+        ending = "whole"
+        resolve(answer())
+      }
+    })
+    socket.on("error", (error: NodeJS.ErrnoException) => (ending = error.code ?? error.message))
+    socket.on("close", () => resolve(answer()))
+  })
+  return { socket, ended, received: () => received, readSlowly: () => (slow = true) }
+}
+
+/** The body of a chunked answer, decoded (strictly: a missing last chunk is undefined). */
+const dechunk = (body: Buffer): Buffer | undefined => {
+  const parts: Array<Buffer> = []
+  let at = 0
+  for (;;) {
+    const line = body.indexOf("\r\n", at)
+    if (line === -1) return undefined
+    const size = Number.parseInt(body.subarray(at, line).toString("latin1"), 16)
+    if (Number.isNaN(size)) return undefined
+    if (size === 0) return body.subarray(line + 2).toString("latin1") === "\r\n" ? Buffer.concat(parts) : undefined
+    if (body.length < line + 2 + size + 2) return undefined
+    parts.push(body.subarray(line + 2, line + 2 + size))
+    at = line + 2 + size + 2
+  }
+}
+
+describe("a large answer in flight while a sidecar drains", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  describe.each([
+    ["A (the caller's sidecar)", "a"],
+    ["B (the app's sidecar)", "b"]
+  ] as const)("stopping %s", (_name, which) => {
+    it.each([
+      ["with a content-length", "/big"],
+      ["chunked", "/big?chunked"]
+    ])("a slow caller, reading only once the drain began, gets every byte of an 8 MiB answer %s", async (_framing, path) => {
+      const mesh = await startMesh(cleanup, bigApp, { a: { drainTimeoutMs: 20_000 }, b: { drainTimeoutMs: 20_000 } })
+      const decode = path === "/big" ? (body: Buffer) => body : dechunk
+      const caller = rawCaller(mesh.a.outboundPort, `GET ${path} HTTP/1.1\r\nhost: catalog\r\n\r\n`, (body) => decode(body)?.length === SIZE)
+      cleanup.add(() => caller.socket.destroy())
+      // The answer has begun and backs up behind a caller that does not read.
+      await waitFor(() => caller.received() > 0, 10_000, "the answer to begin")
+      caller.socket.pause()
+      const stopping: RunningSidecar = which === "a" ? mesh.a : mesh.b
+      const stopped = stopping.stop()
+      await waitFor(() => !stopping.sidecar.ready(), 5000, "the drain to begin")
+      caller.readSlowly()
+      caller.socket.resume()
+      const answer = await withTimeout(caller.ended, 20_000, "the answer to end")
+      await withTimeout(stopped, 20_000, "the sidecar to stop")
+      expect(answer.head).toMatch(/^HTTP\/1\.1 200 /)
+      expect(answer.ending).toBe("whole")
+      const body = decode(answer.body)
+      expect(body?.length).toBe(SIZE)
+      expect(body?.equals(BODY)).toBe(true)
+    }, 60_000)
+  })
+
+  describe.each([
+    ["A (the caller's sidecar)", "a"],
+    ["B (the app's sidecar)", "b"]
+  ] as const)("stopping %s with a short drain timeout", (_name, which) => {
+    it.each([
+      ["an HTTP/1.0 answer that runs to the close", "GET /big?chunked HTTP/1.0\r\nhost: catalog\r\n\r\n"],
+      ["an HTTP/1.1 answer with a content-length", "GET /big HTTP/1.1\r\nhost: catalog\r\n\r\n"]
+    ])("a caller that reads nothing until the drain is over: %s ends in a reset, short", async (_name, request) => {
+      const mesh = await startMesh(cleanup, bigApp, { a: { drainTimeoutMs: 300 }, b: { drainTimeoutMs: 300 } })
+      const caller = rawCaller(mesh.a.outboundPort, request, () => false)
+      cleanup.add(() => caller.socket.destroy())
+      await waitFor(() => caller.received() > 0, 10_000, "the answer to begin")
+      caller.socket.pause()
+      await withTimeout((which === "a" ? mesh.a : mesh.b).stop(), 10_000, "the sidecar to stop")
+      caller.socket.resume()
+      const answer = await withTimeout(caller.ended, 10_000, "the connection to end")
+      expect(answer.body.length).toBeLessThan(SIZE)
+      expect(answer.ending).toBe("ECONNRESET")
+    }, 30_000)
+  })
+
+  it("pipelined requests when A's drain begins: the answer written but not yet out reaches the caller whole, the next says connection: close, nothing is cut", async () => {
+    const mesh = await startMesh(cleanup, bigApp, { a: { drainTimeoutMs: 20_000 } })
+    // 100 requests for 60,000 bytes each (6 MB; answers held whole at A and written at once), and a caller that reads nothing yet.
+    const COUNT = 100
+    const caller = rawCaller(mesh.a.outboundPort, "GET /small HTTP/1.1\r\nhost: catalog\r\n\r\n".repeat(COUNT), () => false)
+    cleanup.add(() => caller.socket.destroy())
+    caller.socket.pause()
+    // A stops once the socket's buffers are full (about 3.7 MiB on loopback): an answer waits in it, the rest wait their turn.
+    await waitFor(() => mesh.app.seen.length > 0 && mesh.a.sidecar.inFlight() === 0, 20_000, "A to wait for the caller")
+    const answered = mesh.app.seen.length
+    expect(answered).toBeLessThan(COUNT)
+    const stopped = mesh.a.stop()
+    await waitFor(() => !mesh.a.sidecar.ready(), 5000, "the drain to begin")
+    caller.socket.resume()
+    await withTimeout(stopped, 20_000, "A to stop")
+    const answer = await withTimeout(caller.ended, 20_000, "the connection to end")
+    // Every answer whole: a head, then exactly SMALL bytes of the body; nothing after the last.
+    const all = Buffer.concat([Buffer.from(answer.head, "latin1"), Buffer.from("\r\n\r\n"), answer.body])
+    const heads: Array<string> = []
+    let at = 0
+    while (at < all.length) {
+      const end = all.indexOf("\r\n\r\n", at)
+      expect(end, `answer ${heads.length + 1} has a whole head`).toBeGreaterThan(-1)
+      heads.push(all.subarray(at, end).toString("latin1"))
+      const body = all.subarray(end + 4, end + 4 + SMALL)
+      expect(body.equals(BODY.subarray(0, SMALL)), `answer ${heads.length} is whole`).toBe(true)
+      at = end + 4 + SMALL
+    }
+    expect(heads.length).toBeGreaterThanOrEqual(answered)
+    expect(heads.at(-1)).toMatch(/\r\nconnection: close$/)
+    expect(answer.ending).toBe("end")
+  }, 60_000)
+
+  it("pipelined requests and a caller that reads nothing until A's drain timeout is over: the answer not yet out ends in a reset", async () => {
+    const mesh = await startMesh(cleanup, bigApp, { a: { drainTimeoutMs: 300 } })
+    const caller = rawCaller(mesh.a.outboundPort, "GET /small HTTP/1.1\r\nhost: catalog\r\n\r\n".repeat(100), () => false)
+    cleanup.add(() => caller.socket.destroy())
+    caller.socket.pause()
+    await waitFor(() => mesh.app.seen.length > 0 && mesh.a.sidecar.inFlight() === 0, 20_000, "A to wait for the caller")
+    await withTimeout(mesh.a.stop(), 10_000, "A to stop")
+    caller.socket.resume()
+    const answer = await withTimeout(caller.ended, 10_000, "the connection to end")
+    expect(answer.ending).toBe("ECONNRESET")
+  }, 30_000)
+})

@@ -1,0 +1,157 @@
+// Open WebSockets through the mesh and sidecar B's inbound budgets: once its 101 is back, an
+// upgraded connection holds a channel and a place among B's open tunnels (`maxTunnels`), not a
+// queued-request place: many open WebSockets never make B refuse ordinary requests `overloaded`.
+// The tunnels themselves are bounded: past `maxTunnels` a new upgrade is refused (503 overloaded,
+// the limit named, the app never asked), and a closed one makes room again. The channels a burst
+// of WebSockets made A open past its 16 per connection are closed once the WebSockets are, on
+// both sidecars (PROTOCOL.md §11 `/sys/close`), and the next burst opens them again.
+import type * as http from "node:http"
+import type * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import WebSocket, { WebSocketServer } from "ws"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+
+/** An app answering "plain" to requests, whose WebSocket server echoes; counts the upgrades it saw and its open sockets. */
+const startWsApp = async (cleanup: Cleanup) => {
+  const app = await startApp(cleanup, (req, res) => {
+    req.resume()
+    res.end("plain")
+  })
+  const wss = new WebSocketServer({ noServer: true })
+  const state = { upgrades: 0, open: 0 }
+  app.server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    state.upgrades++
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      state.open++
+      ws.on("message", (data, isBinary) => ws.send(data, { binary: isBinary }))
+      ws.on("close", () => state.open--)
+    })
+  })
+  cleanup.add(() => {
+    for (const ws of wss.clients) ws.terminate()
+    wss.close()
+  })
+  return { app, state }
+}
+
+const open = (cleanup: Cleanup, a: RunningSidecar): Promise<WebSocket> => {
+  const ws = new WebSocket(`ws://127.0.0.1:${a.outboundPort}/live`, { headers: { host: "catalog" } })
+  cleanup.add(() => ws.terminate())
+  return withTimeout(
+    new Promise<WebSocket>((resolve, reject) => {
+      ws.once("open", () => resolve(ws))
+      ws.once("error", reject)
+    }),
+    10_000,
+    "the WebSocket to open"
+  )
+}
+
+const echoed = (ws: WebSocket, text: string): Promise<string> => {
+  const got = withTimeout(new Promise<string>((resolve) => ws.once("message", (data) => resolve(String(data)))), 10_000, "the echo")
+  ws.send(text)
+  return got
+}
+
+/** The non-101 answer to an upgrade. */
+const refusal = (cleanup: Cleanup, a: RunningSidecar) => {
+  const ws = new WebSocket(`ws://127.0.0.1:${a.outboundPort}/live`, { headers: { host: "catalog" } })
+  ws.on("error", () => {})
+  cleanup.add(() => ws.terminate())
+  return withTimeout(
+    new Promise<{ readonly status: number; readonly headers: http.IncomingHttpHeaders; readonly body: string }>((resolve, reject) => {
+      ws.once("open", () => reject(new Error("the upgrade was not expected to succeed")))
+      ws.once("unexpected-response", (_req, res) => {
+        let body = ""
+        res.setEncoding("utf8")
+        res.on("data", (chunk: string) => (body += chunk))
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
+      })
+    }),
+    10_000,
+    "the refusal"
+  )
+}
+
+describe("open WebSockets and B's inbound budgets", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  const pair = async (b: { readonly maxQueuedRequests?: number; readonly maxTunnels?: number }) => {
+    const wsApp = await startWsApp(cleanup)
+    const bSidecar = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: wsApp.app.address, ...b }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: bSidecar.inboundAddress, weight: 1 }] } }))
+    return { wsApp, a, b: bSidecar }
+  }
+
+  it("more open WebSockets than B's maxQueuedRequests: ordinary requests still get their answers", async () => {
+    const { a } = await pair({ maxQueuedRequests: 4 })
+    const sockets: Array<WebSocket> = []
+    for (let i = 0; i < 8; i++) sockets.push(await open(cleanup, a))
+    for (let i = 0; i < 10; i++) {
+      const answer = await call(a.outboundPort, { path: "/plain", headers: { host: "catalog" } })
+      expect(answer.status, answer.body.toString()).toBe(200)
+      expect(answer.body.toString()).toBe("plain")
+    }
+    // And the WebSockets all still work.
+    for (const [i, ws] of sockets.entries()) expect(await echoed(ws, `m${i}`)).toBe(`m${i}`)
+  }, 60_000)
+
+  it("past maxTunnels a new upgrade is refused 503 overloaded before the app sees it, plain requests go on, and a closed WebSocket makes room", async () => {
+    const { a, wsApp } = await pair({ maxTunnels: 3 })
+    const sockets: Array<WebSocket> = []
+    for (let i = 0; i < 3; i++) sockets.push(await open(cleanup, a))
+    const refused = await refusal(cleanup, a)
+    expect(refused.status).toBe(503)
+    expect(refused.headers["x-iip-mesh-error"]).toBe("inbound; reason=overloaded")
+    expect(JSON.parse(refused.body).message).toMatch(/3 upgraded connections open.*maxTunnels/)
+    expect(wsApp.state.upgrades).toBe(3)
+    expect((await call(a.outboundPort, { path: "/plain", headers: { host: "catalog" } })).status).toBe(200)
+    sockets[0]!.close()
+    await waitFor(() => wsApp.state.open === 2, 5000, "the app's socket to close")
+    // B counts the tunnel out once its app connection closed: the next one opens (bounded wait for that).
+    let reopened: WebSocket | undefined
+    for (const started = performance.now(); reopened === undefined && performance.now() - started < 5000;) {
+      reopened = await open(cleanup, a).catch(() => undefined)
+    }
+    expect(reopened).toBeDefined()
+    expect(await echoed(reopened!, "again")).toBe("again")
+  }, 60_000)
+
+  it("40 WebSockets at once take channels past A's 16 per connection; once they close, A and B are back to at most 16 per connection, and the next burst works", async () => {
+    const { a, b } = await pair({})
+    const channels = async (running: RunningSidecar, direction: string): Promise<number> => {
+      const { body } = await running.sidecar.telemetry.metrics.text()
+      const line = body.split("\n").find((l) => l.startsWith(`iip_mesh_open_channels{direction="${direction}"}`))
+      return Number(line?.slice(line.lastIndexOf(" ") + 1) ?? Number.NaN)
+    }
+    const burst = async () => {
+      const sockets = await Promise.all(Array.from({ length: 40 }, () => open(cleanup, a)))
+      const texts = await Promise.all(sockets.map((ws, i) => echoed(ws, `m${i}`)))
+      expect(texts).toEqual(sockets.map((_, i) => `m${i}`))
+      return sockets
+    }
+    const first = await burst()
+    const connections = a.sidecar.registry.connectionCounts().connections
+    expect(await channels(a, "outbound")).toBeGreaterThan(16 * connections)
+    await Promise.all(first.map((ws) => new Promise<void>((resolve) => {
+      ws.once("close", () => resolve())
+      ws.close()
+    })))
+    // Bounded wait: the channels go once the tunnels' last packets are in (no event tells the test).
+    const settled = async () => {
+      const outbound = await channels(a, "outbound")
+      return outbound <= 16 * connections && (await channels(b, "inbound")) === outbound
+    }
+    for (const started = performance.now(); !(await settled()) && performance.now() - started < 10_000;) await new Promise((r) => setTimeout(r, 20))
+    expect(await channels(a, "outbound")).toBeLessThanOrEqual(16 * connections)
+    expect(await channels(b, "inbound")).toBe(await channels(a, "outbound"))
+    expect((await call(a.outboundPort, { path: "/plain", headers: { host: "catalog" } })).status).toBe(200)
+    const second = await burst()
+    expect(second).toHaveLength(40)
+  }, 60_000)
+})
