@@ -16,12 +16,13 @@ import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLi
 import { type ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled, type MeshCallError, type MeshReply, MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
 import { dialWebSocket } from "../mux/webSocketStream.ts"
-import { compressionFor, type CompressionOptions, offeredCodecs, pickCodec } from "../protocol/compression.ts"
+import { compressionFor, offeredCodecs, pickCodec } from "../protocol/compression.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
 import { agree, clampDeadlineMs, decodeHello, emptyMeta, encodeHello, type Hello, localHello, MeshErrorCode, MeshPath, type Meta } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch } from "./dispatch.ts"
-import { defaultKeepAlive, keepAlive, type KeepAliveOptions } from "./keepAlive.ts"
+import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
 import { type Log, stderrLog } from "./log.ts"
+import type { PeerOptions } from "./peerOptions.ts"
 import { Router } from "./router.ts"
 import { Supervisor } from "./supervisor.ts"
 import { type ClientTlsOptions, decodeTlsRefusal, dialTls, type TlsRefusal } from "./tls.ts"
@@ -35,7 +36,7 @@ export interface ReconnectOptions {
   readonly maxMs: number
 }
 
-export interface ClientOptions {
+export interface ClientOptions extends PeerOptions {
   readonly host: string
   readonly port: number
   /** "websocket": IIP over WebSocket binary messages (PROTOCOL.md §18) to ws://host:port + `webSocketPath`. Default "tcp". */
@@ -59,20 +60,8 @@ export interface ClientOptions {
   readonly connectTimeoutMs?: number
   /** Default per-request timeout; 0 means none. */
   readonly requestTimeoutMs?: number
-  readonly connectionLimits?: Partial<ConnectionLimits>
   /** Offer mesh mode (default true). A plain IIP server declines and the connection stays plain. */
   readonly mesh?: boolean
-  /** This node's name in hellos. */
-  readonly node?: string
-  /** Largest metadata block this side accepts per message in mesh mode (default 8 KiB, at most 65535). */
-  readonly maxMetaBytes?: number
-  /**
-   * Body compression in mesh mode (PROTOCOL.md §12.1). Unset: offers zstd and gzip, so it reads what
-   * the peer compresses, and sends its own bodies as they are; `{}` (or codecs, minBytes): also
-   * compresses its bodies from 1 KiB; false: offers none.
-   */
-  readonly compression?: CompressionOptions | false
-  readonly keepAlive?: KeepAliveOptions | false
   readonly reconnect?: ReconnectOptions
   /**
    * Requests queued while no connection is up wait for the next attempt, within their deadline
@@ -91,8 +80,6 @@ export interface ClientOptions {
    * TCP transport only: over WebSocket it is not used.
    */
   readonly tls?: ClientTlsOptions
-  readonly log?: Log
-  readonly supervisor?: Supervisor
 }
 
 export interface RequestOptions {

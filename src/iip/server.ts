@@ -20,11 +20,12 @@ import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLi
 import { MeshSession } from "../mux/meshSession.ts"
 import { defaultServerSessionLimits, ServerSession } from "../mux/serverSession.ts"
 import { acceptWebSocket, type WebSocketServerOptions } from "../mux/webSocketStream.ts"
-import { compressionFor, type CompressionOptions, offeredCodecs, pickCodec } from "../protocol/compression.ts"
+import { compressionFor, offeredCodecs, pickCodec } from "../protocol/compression.ts"
 import { agree, decodeHello, encodeHello, type Hello, localHello } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch, type ServeHook, withHooks } from "./dispatch.ts"
-import { defaultKeepAlive, keepAlive, type KeepAliveOptions } from "./keepAlive.ts"
+import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
 import { type Log, messageOf, stderrLog } from "./log.ts"
+import type { PeerOptions } from "./peerOptions.ts"
 import { Router } from "./router.ts"
 import { ServerStatistics, type StatisticsOptions } from "./statistics.ts"
 import { Supervisor } from "./supervisor.ts"
@@ -46,7 +47,7 @@ export const defaultBudgets = {
 
 export class ListenFailed extends Data.TaggedError("ListenFailed")<{ readonly message: string }> {}
 
-export interface ServerOptions {
+export interface ServerOptions extends PeerOptions {
   readonly host?: string
   /** 0 picks a free port; `address.port` tells which. */
   readonly port?: number
@@ -72,24 +73,10 @@ export interface ServerOptions {
   readonly packetTimeoutMs?: number
   /** A connection with nothing in flight and no packet for this long is closed (default 5 min; 0: never). Mesh pings keep live peers busy. */
   readonly idleTimeoutMs?: number
-  readonly connectionLimits?: Partial<ConnectionLimits>
   /** Accept mesh mode from iip-mesh dialers (default true). */
   readonly mesh?: boolean
-  /** This node's name in hellos. */
-  readonly node?: string
-  /** Largest metadata block this side accepts per message in mesh mode (default 8 KiB, at most 65535). */
-  readonly maxMetaBytes?: number
-  /**
-   * Body compression in mesh mode (PROTOCOL.md §12.1). Unset: offers zstd and gzip, so it reads what
-   * the peer compresses, and sends its own bodies as they are; `{}` (or codecs, minBytes): also
-   * compresses its bodies from 1 KiB; false: offers none.
-   */
-  readonly compression?: CompressionOptions | false
-  readonly keepAlive?: KeepAliveOptions | false
   /** How long closing the Scope of `make` lets in-flight requests finish (default 5 s). */
   readonly drainTimeoutMs?: number
-  readonly log?: Log
-  readonly supervisor?: Supervisor
   /** Count requests and serve the reference's /sys statistics paths to the peers it allows (statistics.ts). */
   readonly statistics?: StatisticsOptions
   /** Run connections inside TLS: mutual TLS for mesh peers, or the Go reference's TLS mode (tls.ts). */
