@@ -8,6 +8,7 @@
 // `tls` every connection runs inside TLS (tls.ts, PROTOCOL.md §19): the handshake, and the client
 // certificate's identity check, finish before the connection's first byte of IIP is read; in
 // permissive mode a connection whose first byte is not a TLS record is taken as plain IIP.
+import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -248,16 +249,19 @@ export class IipServer {
       if (server.listener.listening) server.listener.close()
       for (const detach of server.webSocketDetachers.splice(0)) detach()
       for (const session of server.meshes) session.goAway("server is stopping")
-      const started = Date.now()
-      for (let waited = 0; waited < deadlineMs; waited += 10) {
+      // The deadline by the clock: ticks counted as 10 ms each overran it on a loaded machine.
+      const started = yield* Clock.currentTimeMillis
+      for (;;) {
         for (const session of server.meshes) {
           if (session.goAwayAcknowledged && session.servingCount === 0) session.connection.close("drained", true)
         }
         for (const session of server.plain) if (session.idle) session.connection.close("drained", true)
         if (server.connectionCount === 0) return
-        yield* Effect.sleep(Math.min(10, deadlineMs - waited))
+        const left = deadlineMs - ((yield* Clock.currentTimeMillis) - started)
+        if (left <= 0) break
+        yield* Effect.sleep(Math.min(10, left))
       }
-      server.log("drain-deadline", { open: server.connectionCount, afterMs: Date.now() - started })
+      server.log("drain-deadline", { open: server.connectionCount, afterMs: (yield* Clock.currentTimeMillis) - started })
       yield* Effect.promise(() => server.close())
     })
   }

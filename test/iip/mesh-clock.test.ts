@@ -9,13 +9,14 @@
 //   while this side's own reading is paused does not count.
 // - Drain: `server.drain(5000)` says go-away at once, keeps a connection with a request in flight
 //   open at 4.9 s and closes it at 5 s (the call fails with ConnectionClosed); a connection whose
-//   request finishes first closes at the next drain tick once idle, and its call succeeds.
+//   request finishes first closes at the next drain tick once idle, and its call succeeds; with
+//   every sleep three times as long as asked, the drain still ends at its deadline.
 // - Redial backoff: attempts at a port where nothing listens come after delays within 50-100 % of
 //   100, 200, 400, 800, 1000, 1000 ms; and `backoffDelay` unit tests.
 // Also pinned: a go-away reaches an idle connection before drain closes it, drain lets a streamed
 // answer finish, and a failed redial leaves queued requests waiting.
 import { assert, describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { Clock, Duration, Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import dc from "node:diagnostics_channel"
 import * as net from "node:net"
@@ -209,6 +210,28 @@ describe("drain on the TestClock", () => {
       expect(result.error).toBeInstanceOf(ConnectionClosed)
       expect((result.error as ConnectionClosed).sent).toBe(true)
       expect(client.stats.connections).toBe(0)
+    }))
+
+  it.effect("keeps its deadline by the clock when each sleep takes longer than asked (a loaded machine): done at 5 s, not after 500 sleeps", () =>
+    Effect.gen(function*() {
+      const started = deferred()
+      const { events, log } = collectLog()
+      const server = yield* Server.make({ keepAlive: false, drainTimeoutMs: 0, log })
+      server.handle("/never", () => {
+        started.resolve()
+        return new Promise<string>(() => {})
+      })
+      const client = yield* Client.make({ host: "127.0.0.1", port: server.address.port, maxConnections: 1, keepAlive: false, log: () => {} })
+      const call = settle(client.call("/never", "x", { timeoutMs: 0 }))
+      yield* awaitReal(started.promise, "the handler to start")
+      const clock = yield* Clock.Clock
+      // Every sleep lasts three times what it asked, as the drain's 10 ms ticks do on a busy machine.
+      const slowSleeps: Clock.Clock = { ...clock, currentTimeMillis: clock.currentTimeMillis, sleep: (duration) => clock.sleep(Duration.times(duration, 3)) }
+      const drain = yield* Effect.forkChild(server.drain(5000).pipe(Effect.provideService(Clock.Clock, slowSleeps)))
+      yield* TestClock.adjust("5100 millis")
+      expect(drain.pollUnsafe()).toBeDefined()
+      expect(events.map((e) => e.event)).toContain("drain-deadline")
+      yield* awaitReal(call, "the in-flight call to end")
     }))
 
   it.effect("closes a connection as soon as its in-flight request finished before the deadline, and that call succeeds", () =>
