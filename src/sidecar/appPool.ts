@@ -401,7 +401,7 @@ class Connection {
 class HeadLines {
   method = ""
   path = ""
-  /** The headers (name, value ...) the lines were made of, the time left excluded. */
+  /** The headers (name, value ...) the lines were made of, the per-request ones (`perRequest`) excluded. */
   readonly fields: Array<string> = []
   lines = ""
   host = false

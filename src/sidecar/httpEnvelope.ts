@@ -87,9 +87,11 @@ const isPlainJson = (value: string): boolean => {
 }
 
 /**
- * Where a list's trace tail starts: its last `traceparent`, when only `tracestate` and `baggage`
- * follow it and some other header comes before it (a list of trace headers alone is kept whole);
- * the list's length when it has no such tail.
+ * Where a list's trace tail starts: its last `traceparent`, when at most two headers follow it,
+ * each `tracestate` or `baggage`, and some other header comes before it (a list of trace headers
+ * alone is kept whole); the list's length when it has no such tail (also when a route's header
+ * modifiers or a streamed body's declared content-length come after the trace headers: the whole
+ * list is then stringified, as before).
  */
 const traceTailAt = (headers: HeaderPairs): number => {
   for (let i = headers.length - 1; i > 0 && i >= headers.length - 3; i--) {

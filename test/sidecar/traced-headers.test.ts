@@ -136,3 +136,76 @@ describe("a traced request's header list decoded in two parts", () => {
     expect(decode(other)).toStrictEqual({ pairs: [["x-b", "1"], ["traceparent", "00-3-4-01"]], invalid: 0 })
   })
 })
+
+/** A hostile trace tail value: near a traceparent (case, length, version, ids, fields) or any code units. */
+const hostileValue = (rng: Prng): string => {
+  const valid = traceparent(rng)
+  switch (rng.int(0, 9)) {
+    case 0: return valid
+    case 1: return valid.toUpperCase()
+    case 2: return valid.slice(0, rng.int(0, valid.length))
+    case 3: return `ff${valid.slice(2)}`
+    case 4: return `00-${"0".repeat(32)}-${"0".repeat(16)}-01`
+    case 5: return `${valid}-${rng.pick(["00", "ab", "x", ""])}`
+    case 6: return rng.pick(["", "-", "--", "0", "f", "g", " ", `${valid} `, `\t${valid}`])
+    default: {
+      const units = ["0", "a", "f", "-", "A", "g", " ", "\t", "\r", "\n", "\u0000", "\u007f", '"', "\\", "\u00e9", "\u2028", "\ud800", "\udc00", "]", ","]
+      let value = ""
+      for (let n = rng.int(0, 12); n > 0; n--) value += rng.pick(units)
+      return value
+    }
+  }
+}
+
+/** A value as JSON text: mostly JSON.stringify's, sometimes with a character written as a \u escape (JSON.parse reads both alike). */
+const encoded = (rng: Prng, value: string): string => {
+  const text = JSON.stringify(value)
+  if (value.length === 0 || rng.next() < 0.7) return text
+  const at = rng.int(0, value.length - 1)
+  return JSON.stringify(value.slice(0, at)).slice(0, -1) + `\\u${value.charCodeAt(at).toString(16).padStart(4, "0")}` + JSON.stringify(value.slice(at + 1)).slice(1)
+}
+
+describe("a trace tail that is a lone traceparent, read by hand", () => {
+  it("gives what decoding the whole text gives, for any tail value and spelling, the part before it new or repeated", () => {
+    const rng = prng(SEED ^ 0x51ed)
+    let head: ReadonlyArray<unknown> = []
+    for (let i = 0; i < 6000; i++) {
+      if (i % 6 === 0) head = Array.from({ length: rng.int(0, 4) }, () => rng.pick(atoms))
+      const open = JSON.stringify(head).slice(0, -1)
+      const value = encoded(rng, hostileValue(rng))
+      const tail = rng.pick([
+        `,["traceparent",${value}]]`,
+        `,["traceparent",${value}]]`,
+        `,["traceparent", ${value}]]`,
+        `,["traceparent",${value} ]]`,
+        `,["traceparent",${value}] ]`,
+        `,["traceparent",${value}]]\n`,
+        `,["traceparent",${value},"x"]]`,
+        `,["traceparent",${value}],["tracestate","k=v"]]`,
+        `,["traceparent",${value}],["traceparent","${traceparent(rng)}"]]`,
+        `,["traceparent",${value}]]]`
+      ])
+      // Cut short by a few characters now and then: a tail whose end a peer left off.
+      const text = rng.next() < 0.1 ? (open + tail).slice(0, -rng.int(1, 4)) : open + tail
+      const expected = wholeDecode(text)
+      const got = decode(text)
+      expect(got.pairs, `seed ${SEED}, case ${i}, text ${JSON.stringify(text)}`).toStrictEqual(expected.pairs)
+      expect(got.invalid, `seed ${SEED}, case ${i}, text ${JSON.stringify(text)}`).toBe(expected.invalid)
+    }
+  })
+
+  it("a list the outbound side writes is its JSON, and the far side reads back what the filter keeps of it, whatever its code units", () => {
+    const rng = prng(SEED ^ 0xa11)
+    const names = ["x-a", "content-type", "traceparent", "tracestate", "baggage", "TraceParent", "connection", "bad name"]
+    let head: Array<readonly [string, string]> = []
+    for (let i = 0; i < 4000; i++) {
+      if (i % 5 === 0) head = Array.from({ length: rng.int(0, 4) }, () => [rng.pick(names), hostileValue(rng)] as const)
+      const list: Array<readonly [string, string]> = [...head]
+      if (rng.next() < 0.85) list.push(["traceparent", rng.next() < 0.7 ? traceparent(rng) : hostileValue(rng)])
+      for (let n = rng.int(0, 2); n > 0; n--) list.push([rng.pick(["tracestate", "baggage", "traceparent", "x-b"]), hostileValue(rng)])
+      const text = requestMeta("POST", "echo", list).get(HttpMeta.headers)!
+      expect(text, `seed ${SEED}, case ${i}, list ${JSON.stringify(list)}`).toBe(JSON.stringify(list))
+      expect(decode(text), `seed ${SEED}, case ${i}, text ${JSON.stringify(text)}`).toStrictEqual(wholeDecode(text))
+    }
+  })
+})

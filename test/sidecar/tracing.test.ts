@@ -8,8 +8,10 @@
 // of the next (and the calling app's span the parent of the first); the far app gets a
 // traceparent naming B's app span, and tracestate and baggage as sent; a request without context
 // starts a trace; the attribute names are the semantic conventions'; each admin's /traces/<id>
-// serves the spans its sidecar holds; with `tracing: false` the app's own traceparent reaches the
-// far app unchanged and nothing is exported or stored.
+// serves the spans its sidecar holds; request after request through the sidecars' kept heads, the
+// far app gets one traceparent of that request's own trace (a caller's repeated ones: a new trace);
+// with `tracing: false` the app's own traceparent reaches the far app unchanged and nothing is
+// exported or stored.
 import { randomBytes } from "node:crypto"
 import * as http from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -173,6 +175,32 @@ describe("tracing across two sidecars, exported over OTLP/HTTP", () => {
     expect(rawValues(report.rawFar, "baggage")).toStrictEqual([BAGGAGE])
     expect(rawValues(report.rawFar, "tracestate")).toStrictEqual([TRACESTATE])
     expect(report.sent.baggage).toBe(BAGGAGE)
+  })
+
+  it("request after request through the kept heads, the far app gets one traceparent, B's, of that request's own trace; a caller's repeated ones start a new trace", async () => {
+    // Sent to A's outbound listener as raw lines, the same head but for the ids, so that every kept
+    // head (A's header JSON, B's decoded head and app head lines) is reused from the second on.
+    const id = (bytes: number) => randomBytes(bytes).toString("hex")
+    const seen = new Set<string>()
+    for (let i = 0; i < 24; i++) {
+      const traceId = id(16)
+      const repeated = i >= 12
+      const rawHeaders = ["host", "catalog", "traceparent", `00-${traceId}-${id(8)}-01`, "x-a", "1", "tracestate", TRACESTATE]
+      // Node joins repeated lines into one value, which is no traceparent: A starts a trace of its own.
+      if (repeated) rawHeaders.push("TraceParent", `00-${id(16)}-${id(8)}-01`, "traceparent", `ff-${id(16)}-${id(8)}-01`, "traceparent", "00-forged-01")
+      const answer = await call(pair.a.outboundPort, { path: "/items/1", headers: rawHeaders as unknown as http.OutgoingHttpHeaders })
+      expect(answer.status, answer.body.toString()).toBe(200)
+      const far = echoed(answer).rawHeaders
+      const arrived = rawValues(far, "traceparent")
+      expect(arrived, `request ${i}`).toHaveLength(1)
+      const [, arrivedTrace, arrivedSpan] = TRACEPARENT.exec(arrived[0]!) ?? []
+      if (repeated) expect(seen.has(arrivedTrace!) || arrivedTrace === traceId, `request ${i}: ${arrived[0]}`).toBe(false)
+      else expect(arrivedTrace, `request ${i}`).toBe(traceId)
+      expect(seen.has(arrivedSpan!), `request ${i}: ${arrived[0]}`).toBe(false)
+      seen.add(arrivedTrace!).add(arrivedSpan!)
+      expect(rawValues(far, "tracestate"), `request ${i}`).toStrictEqual(repeated ? [] : [TRACESTATE])
+      expect(rawValues(far, "x-a"), `request ${i}`).toStrictEqual(["1"])
+    }
   })
 
   it("a request without a traceparent starts a new trace: A's client span is its root", async () => {
