@@ -119,6 +119,29 @@ describe("an upgrade to h2c alone with a body", () => {
     expect(app.seen.map((r) => `${r.method} ${r.url}`)).toEqual(["GET /first", "POST /second"])
   })
 
+  it("a malformed chunked body is 400 at once, as an ordinary request's, whether it came with the head or in a later read (the socket's handle read by llhttp)", async () => {
+    // node's binding reports no llhttp error once a request is an upgrade: the body's bad chunk
+    // size only stopped the parse, and the request hung until the request timeout (10 s here).
+    const { a, app } = await mesh()
+    const head = `POST /bad HTTP/1.1\r\nhost: catalog\r\n${H2C}transfer-encoding: chunked\r\n\r\n`
+    for (const writes of [[`${head}4\r\ndata\r\nzz\r\n`], [`${head}4\r\ndata\r\n`, "zz\r\n"]]) {
+      const answer = await exchange(a.outboundPort, writes)
+      expect(answer).toMatch(/^HTTP\/1\.1 400 /)
+      expect(answer).toContain("\r\nconnection: close\r\n")
+    }
+    expect(app.seen).toEqual([])
+  })
+
+  it("a body in a transfer coding other than chunked, which llhttp reads none of for an upgrade, is 400 bad_upgrade: never forwarded without its body", async () => {
+    const { a, app } = await mesh()
+    for (const codings of ["gzip", "chunked\r\ntransfer-encoding: gzip", "gzip, chunked\r\ntransfer-encoding: identity"]) {
+      const answer = await exchange(a.outboundPort, [`POST /gz HTTP/1.1\r\nhost: catalog\r\n${H2C}transfer-encoding: ${codings}\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nhost: catalog\r\n\r\n`])
+      expect(answer).toMatch(/^HTTP\/1\.1 400 /)
+      expect(answer).toContain("x-iip-mesh-error: outbound; reason=bad_upgrade")
+    }
+    expect(app.seen).toEqual([])
+  })
+
   it("a real upgrade that declares a body is still 400 bad_upgrade, and nothing reaches the app", async () => {
     const { a, app } = await mesh()
     const answer = await exchange(a.outboundPort, ["POST /ws HTTP/1.1\r\nhost: catalog\r\nconnection: upgrade\r\nupgrade: websocket\r\ncontent-length: 4\r\n\r\ndata"])
