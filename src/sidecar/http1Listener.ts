@@ -40,11 +40,17 @@ const KEEP_ALIVE_GRACE_MS = 1000
  * An upgrade request's protocols are h2c alone (its Upgrade values joined as its header record
  * joins them). The mesh never carries h2c (headerFilter.ts, carriedProtocols), so the request is
  * an ordinary one; a list that is not protocol tokens stays an upgrade (refused: bad_upgrade).
+ * So does one whose Transfer-Encoding is not one field `chunked`: llhttp reads no body of an
+ * upgrade in any other coding (where it refuses an ordinary request), and the request would travel
+ * without it; as an upgrade that declares a body it is refused (bad_upgrade).
  */
 const asksOnlyH2c = (raw: ReadonlyArray<string>): boolean => {
   let value: string | undefined
+  let codings = 0
   for (let i = 0; i + 1 < raw.length; i += 2) {
-    if (raw[i]!.length === 7 && raw[i]!.toLowerCase() === "upgrade") value = value === undefined ? raw[i + 1]! : `${value}, ${raw[i + 1]!}`
+    const name = raw[i]!
+    if (name.length === 7 && name.toLowerCase() === "upgrade") value = value === undefined ? raw[i + 1]! : `${value}, ${raw[i + 1]!}`
+    else if (name.length === 17 && name.toLowerCase() === "transfer-encoding" && (++codings > 1 || raw[i + 1]!.trim().toLowerCase() !== "chunked")) return false
   }
   const protocols = upgradeProtocols(value)
   return protocols !== undefined && carriedProtocols(protocols) === ""

@@ -132,12 +132,13 @@ describe("an upgrade to h2c alone with a body", () => {
     expect(app.seen).toEqual([])
   })
 
-  it("a body in a transfer coding other than chunked, which llhttp reads none of for an upgrade, is 400 bad_upgrade: never forwarded without its body", async () => {
+  it("a body in a transfer coding other than chunked, which llhttp reads none of for an upgrade, is 400: never forwarded without its body", async () => {
     const { a, app } = await mesh()
     for (const codings of ["gzip", "chunked\r\ntransfer-encoding: gzip", "gzip, chunked\r\ntransfer-encoding: identity"]) {
       const answer = await exchange(a.outboundPort, [`POST /gz HTTP/1.1\r\nhost: catalog\r\n${H2C}transfer-encoding: ${codings}\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nhost: catalog\r\n\r\n`])
+      // bad_upgrade (an upgrade that declares a body), or llhttp's own 400 for codings it refuses in the head.
       expect(answer).toMatch(/^HTTP\/1\.1 400 /)
-      expect(answer).toContain("x-iip-mesh-error: outbound; reason=bad_upgrade")
+      expect(answer).toContain("\r\nconnection: close\r\n")
     }
     expect(app.seen).toEqual([])
   })
