@@ -198,6 +198,7 @@ class Connection implements CallConnection {
     const parsed = this.parser.execute(data)
     this.completedInRead = false
     if (parsed instanceof Error) return this.parseFailed(parsed)
+    if (this.lastRequest && this.inMessage && parsed < data.length) return this.bodyRefused()
     // llhttp stops at an upgrade's head: the bytes after it are the upgraded connection's.
     const last = this.waiting.at(-1)
     if (last?.upgrade === true) {
@@ -242,6 +243,8 @@ class Connection implements CallConnection {
       this.messageStarted = performance.now()
     }
     this.completedInRead = false
+    // (The read's length is known here only from a copy of it: taken for the last request alone.)
+    if (this.lastRequest && this.inMessage && parsed < this.parser.getCurrentBuffer().length) return this.bodyRefused()
     const last = this.waiting.at(-1)
     if (last?.upgrade === true) {
       last.upgradeHead = this.parser.getCurrentBuffer().subarray(parsed)
@@ -249,6 +252,16 @@ class Connection implements CallConnection {
       this.socket.pause()
     }
     this.next()
+  }
+
+  /**
+   * llhttp refused the body of the last request (an upgrade to h2c alone: bad chunking), which
+   * node's binding reports as no error for an upgrade: the parse stopped short of the read's end
+   * within the message (it stops short otherwise only at the message's end, llhttp's pause after
+   * an upgrade, when nothing more is read). node:http's 400, as for any request it refuses.
+   */
+  private bodyRefused(): void {
+    this.fail(BAD_REQUEST)
   }
 
   /** True when `data` is for HTTP/1.1; false while it may be the HTTP/2 preface, or once it was. */
