@@ -169,4 +169,28 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
     expect(await metric(a, /^iip_mesh_h2_streams_reset_total\{reason="answer_stalled"\}/)).toBe(1)
     expect(await getLength(session, "/small")).toBe(5)
   })
+
+  it("through the mesh: an answer that stalls with nothing more behind it (the far app sent 32 KiB, then waits) counts as answer_stalled too, not as the cancellation that follows the reset", async () => {
+    // The reset cancels the mesh stream; with no chunk of it left to read, its iterator throws the
+    // cancellation, and the request was counted as 502 cancelled rather than as the stall it was.
+    let appClosed: () => void = () => {}
+    const appGone = new Promise<void>((resolve) => (appClosed = resolve))
+    const app: http.RequestListener = (req, res) => {
+      if (req.url !== "/stuck") return res.end("small")
+      res.writeHead(200, { "content-type": "application/octet-stream" })
+      res.write(Buffer.alloc(32 * KiB))
+      res.on("close", () => appClosed())
+    }
+    const { a } = await startMesh(cleanup, app, { a: { answerIdleTimeoutMs: 300 }, b: { answerIdleTimeoutMs: 60_000 } })
+    const session = busyClient(a.outboundPort, 4 * KiB)
+    const stuck = session.request({ ":path": "/stuck", ":authority": "catalog" })
+    stuck.on("error", () => {})
+    stuck.pause()
+    expect((await withTimeout(closed(stuck), 5000, "the stalled stream's reset")).rstCode).toBe(http2.constants.NGHTTP2_CANCEL)
+    await withTimeout(appGone, 5000, "the far app's answer to close")
+    const errors = await readUntil(() => metric(a, /^iip_mesh_request_errors_total\{direction="outbound",service="catalog",code="200",hop="outbound",reason="answer_stalled"\}/), (n) => n > 0, 3000)
+    expect(errors.value).toBe(1)
+    expect(await metric(a, /^iip_mesh_request_errors_total\{.*reason="cancelled"\}/)).toBe(0)
+    expect(await metric(a, /^iip_mesh_h2_streams_reset_total\{reason="answer_stalled"\}/)).toBe(1)
+  })
 })
