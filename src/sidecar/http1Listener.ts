@@ -17,7 +17,8 @@
 // - HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body;
 // - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT closes it); one that asks for
 //   h2c alone (curl --http2 on http://) is no upgrade here, as the mesh never switches to h2c: an
-//   ordinary request, its body read as any other's, and the last one read on its connection.
+//   ordinary request, its body read as any other's (chunked or with a length: in another coding it
+//   stays an upgrade, refused), and the last one read on its connection.
 // Once a connection's first read has shown it is HTTP/1.1, llhttp consumes the socket's handle as
 // node:http does (`parser.consume`): reads are parsed in C++ out of a buffer the binding reuses, with
 // no Buffer, Readable push, 'data' event or next tick per read (sidecar A's CPU, issue 14); pausing is
