@@ -7,7 +7,9 @@
 // stream whose answer makes no progress for the answer idle timeout is reset (RST_STREAM CANCEL)
 // on its own: the far request is cancelled, what it held is freed, and it is counted and logged
 // as answer_stalled; the session and its other streams go on. A slow reader that keeps taking its
-// answer, and a stream with nothing to send, are not stalled.
+// answer, and a stream with nothing to send, are not stalled. A caller that reads nothing of its
+// socket at all gets the same: the stream is over on this side at once, counted once, though its
+// RST_STREAM leaves only when the socket takes bytes again.
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import * as net from "node:net"
