@@ -148,6 +148,26 @@ describe("an upgrade to h2c alone with a body", () => {
     expect(app.seen.map((r) => `${r.method} ${r.url}`)).toEqual(["GET /first"])
   })
 
+  it("a caller that ends its side before the end of the body is answered 400, as for an ordinary request", async () => {
+    // node's binding reports no error at the end of input for an upgrade either: the connection was only closed.
+    const { a, app } = await mesh()
+    const answer = await withTimeout(
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(a.outboundPort, LOOPBACK, () => socket.end(`POST /short HTTP/1.1\r\nhost: catalog\r\n${H2C}content-length: 10\r\n\r\ndata`))
+        cleanup.add(() => socket.destroy())
+        let got = ""
+        socket.setEncoding("latin1")
+        socket.on("data", (chunk: string) => (got += chunk))
+        socket.on("close", () => resolve(got))
+        socket.on("error", reject)
+      }),
+      5000,
+      "the connection to close"
+    )
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /)
+    expect(app.seen).toEqual([])
+  })
+
   it("a body in a transfer coding other than chunked, which llhttp reads none of for an upgrade, is 400: never forwarded without its body", async () => {
     const { a, app } = await mesh()
     for (const codings of ["gzip", "chunked\r\ntransfer-encoding: gzip", "gzip, chunked\r\ntransfer-encoding: identity"]) {
