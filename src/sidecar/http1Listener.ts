@@ -256,10 +256,11 @@ class Connection implements CallConnection {
   }
 
   /**
-   * llhttp refused the body of the last request (an upgrade to h2c alone: bad chunking), which
-   * node's binding reports as no error for an upgrade: the parse stopped short of the read's end
-   * within the message (it stops short otherwise only at the message's end, llhttp's pause after
-   * an upgrade, when nothing more is read). node:http's 400, as for any request it refuses.
+   * llhttp refused the body of the last request (an upgrade to h2c alone: bad chunking, or the
+   * input's end within it), which node's binding reports as no error for an upgrade: the parse
+   * stopped short of the read's end within the message (it stops short otherwise only at the
+   * message's end, llhttp's pause after an upgrade, when nothing more is read). node:http's 400,
+   * as for any request it refuses.
    */
   private bodyRefused(): void {
     this.fail(BAD_REQUEST)
@@ -430,6 +431,8 @@ class Connection implements CallConnection {
     if (this.gone) return
     const result = this.parser.finish()
     if (result instanceof Error) this.parseFailed(result)
+    // The last request's body cut short: llhttp's error at the end of input, dropped as for its reads.
+    else if (this.lastRequest && this.inMessage) this.bodyRefused()
     else this.socket.end()
   }
 
