@@ -17,7 +17,8 @@
 // - HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body;
 // - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT closes it); one that asks for
 //   h2c alone (curl --http2 on http://) is no upgrade here, as the mesh never switches to h2c: an
-//   ordinary request, its body read as any other's, and the last one read on its connection.
+//   ordinary request, its body read as any other's (chunked or with a length: in another coding it
+//   stays an upgrade, refused), and the last one read on its connection.
 // Once a connection's first read has shown it is HTTP/1.1, llhttp consumes the socket's handle as
 // node:http does (`parser.consume`): reads are parsed in C++ out of a buffer the binding reuses, with
 // no Buffer, Readable push, 'data' event or next tick per read (sidecar A's CPU, issue 14); pausing is
@@ -40,11 +41,17 @@ const KEEP_ALIVE_GRACE_MS = 1000
  * An upgrade request's protocols are h2c alone (its Upgrade values joined as its header record
  * joins them). The mesh never carries h2c (headerFilter.ts, carriedProtocols), so the request is
  * an ordinary one; a list that is not protocol tokens stays an upgrade (refused: bad_upgrade).
+ * So does one whose Transfer-Encoding is not one field `chunked`: llhttp reads no body of an
+ * upgrade in any other coding (where it refuses an ordinary request), and the request would travel
+ * without it; as an upgrade that declares a body it is refused (bad_upgrade).
  */
 const asksOnlyH2c = (raw: ReadonlyArray<string>): boolean => {
   let value: string | undefined
+  let codings = 0
   for (let i = 0; i + 1 < raw.length; i += 2) {
-    if (raw[i]!.length === 7 && raw[i]!.toLowerCase() === "upgrade") value = value === undefined ? raw[i + 1]! : `${value}, ${raw[i + 1]!}`
+    const name = raw[i]!
+    if (name.length === 7 && name.toLowerCase() === "upgrade") value = value === undefined ? raw[i + 1]! : `${value}, ${raw[i + 1]!}`
+    else if (name.length === 17 && name.toLowerCase() === "transfer-encoding" && (++codings > 1 || raw[i + 1]!.trim().toLowerCase() !== "chunked")) return false
   }
   const protocols = upgradeProtocols(value)
   return protocols !== undefined && carriedProtocols(protocols) === ""
@@ -192,6 +199,7 @@ class Connection implements CallConnection {
     const parsed = this.parser.execute(data)
     this.completedInRead = false
     if (parsed instanceof Error) return this.parseFailed(parsed)
+    if (this.lastRequest && this.inMessage && parsed < data.length) return this.bodyRefused()
     // llhttp stops at an upgrade's head: the bytes after it are the upgraded connection's.
     const last = this.waiting.at(-1)
     if (last?.upgrade === true) {
@@ -236,6 +244,8 @@ class Connection implements CallConnection {
       this.messageStarted = performance.now()
     }
     this.completedInRead = false
+    // (The read's length is known here only from a copy of it: taken for the last request alone.)
+    if (this.lastRequest && this.inMessage && parsed < this.parser.getCurrentBuffer().length) return this.bodyRefused()
     const last = this.waiting.at(-1)
     if (last?.upgrade === true) {
       last.upgradeHead = this.parser.getCurrentBuffer().subarray(parsed)
@@ -243,6 +253,17 @@ class Connection implements CallConnection {
       this.socket.pause()
     }
     this.next()
+  }
+
+  /**
+   * llhttp refused the body of the last request (an upgrade to h2c alone: bad chunking, or the
+   * input's end within it), which node's binding reports as no error for an upgrade: the parse
+   * stopped short of the read's end within the message (it stops short otherwise only at the
+   * message's end, llhttp's pause after an upgrade, when nothing more is read). node:http's 400,
+   * as for any request it refuses.
+   */
+  private bodyRefused(): void {
+    this.fail(BAD_REQUEST)
   }
 
   /** True when `data` is for HTTP/1.1; false while it may be the HTTP/2 preface, or once it was. */
@@ -406,6 +427,8 @@ class Connection implements CallConnection {
     if (this.gone) return
     const result = this.parser.finish()
     if (result instanceof Error) this.parseFailed(result)
+    // The last request's body cut short: llhttp's error at the end of input, dropped as for its reads.
+    else if (this.lastRequest && this.inMessage) this.bodyRefused()
     else this.socket.end()
   }
 

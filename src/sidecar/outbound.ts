@@ -573,7 +573,7 @@ class OutboundExchange implements HeldBodyReceiver {
     }
     const answerLength = this.writeAnswer(status, reply)
     if (reply.stream !== undefined && !this.res.writableEnded) {
-      this.pipeAnswer(status, reply.stream, answerLength).catch((error: unknown) => this.fail(error))
+      this.pipeAnswer(status, reply.stream, answerLength).catch((error: unknown) => this.answerFailed(status, error))
       return
     }
     this.observation.responseBytes(reply.data.length)
@@ -588,6 +588,17 @@ class OutboundExchange implements HeldBodyReceiver {
     // Cut off by this side (its caller took none of it for the answer idle timeout): the request failed here.
     const cutReason = this.res.cutReason
     this.finish(status, cutReason === undefined ? undefined : { hop: "outbound", reason: cutReason })
+  }
+
+  /**
+   * The streamed answer failed. Cut off by this side, its mesh stream was cancelled with the cut
+   * (onClose): with no chunk of it left to read, the cancellation is what the pipe sees, and the
+   * request failed as the cut, as pipeAnswer counts it when a chunk was still there.
+   */
+  private answerFailed(status: number, error: unknown): void {
+    const cutReason = this.res.cutReason
+    if (cutReason === undefined) return this.fail(error)
+    this.finish(status, { hop: "outbound", reason: cutReason })
   }
 
   /**

@@ -152,10 +152,16 @@ class StreamCall implements OutboundCall {
     return ++this.stillSweeps >= SWEEPS
   }
 
-  /** Resets the stream (RST_STREAM CANCEL): the exchange hears of it as a caller gone (onClose), its answer is freed. */
+  /**
+   * Resets the stream (RST_STREAM CANCEL) and destroys it: the exchange hears of it as a caller
+   * gone (onClose), its answer is freed. Destroyed, not only closed: a reset that waits behind
+   * answer bytes the socket cannot take (a caller that reads none of its socket) would otherwise
+   * leave the stream open, its answer and far request held, for as long as the session lives.
+   */
   cutStalled(): void {
     this.cutReason = ANSWER_STALLED
     this.stream.close(http2.constants.NGHTTP2_CANCEL)
+    this.stream.destroy()
   }
 
   get remoteAddress(): string {

@@ -119,6 +119,66 @@ describe("an upgrade to h2c alone with a body", () => {
     expect(app.seen.map((r) => `${r.method} ${r.url}`)).toEqual(["GET /first", "POST /second"])
   })
 
+  it("a malformed chunked body is 400 at once, as an ordinary request's, whether it came with the head or in a later read (the socket's handle read by llhttp)", async () => {
+    // node's binding reports no llhttp error once a request is an upgrade: the body's bad chunk
+    // size only stopped the parse, and the request hung until the request timeout (10 s here).
+    const { a, app } = await mesh()
+    const bad = `POST /bad HTTP/1.1\r\nhost: catalog\r\n${H2C}transfer-encoding: chunked\r\n\r\n4\r\ndata\r\nzz\r\n`
+    const answer = await exchange(a.outboundPort, [bad])
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /)
+    expect(answer).toContain("\r\nconnection: close\r\n")
+    expect(app.seen).toEqual([])
+    // After an answered request, the connection's reads are llhttp's on the socket's handle.
+    const socket = net.connect(a.outboundPort, LOOPBACK)
+    cleanup.add(() => socket.destroy())
+    socket.setEncoding("latin1")
+    let got = ""
+    let first: () => void = () => {}
+    const firstAnswered = new Promise<void>((resolve) => (first = resolve))
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()))
+    socket.on("data", (chunk: string) => {
+      got += chunk
+      if (got.includes("GET /first 0")) first()
+    })
+    socket.write("GET /first HTTP/1.1\r\nhost: catalog\r\n\r\n")
+    await withTimeout(firstAnswered, 3000, "the first answer")
+    socket.write(bad)
+    await withTimeout(closed, 3000, "the connection to close")
+    expect(got).toMatch(/GET \/first 0 ""HTTP\/1\.1 400 /)
+    expect(app.seen.map((r) => `${r.method} ${r.url}`)).toEqual(["GET /first"])
+  })
+
+  it("a caller that ends its side before the end of the body is answered 400, as for an ordinary request", async () => {
+    // node's binding reports no error at the end of input for an upgrade either: the connection was only closed.
+    const { a, app } = await mesh()
+    const answer = await withTimeout(
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(a.outboundPort, LOOPBACK, () => socket.end(`POST /short HTTP/1.1\r\nhost: catalog\r\n${H2C}content-length: 10\r\n\r\ndata`))
+        cleanup.add(() => socket.destroy())
+        let got = ""
+        socket.setEncoding("latin1")
+        socket.on("data", (chunk: string) => (got += chunk))
+        socket.on("close", () => resolve(got))
+        socket.on("error", reject)
+      }),
+      5000,
+      "the connection to close"
+    )
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /)
+    expect(app.seen).toEqual([])
+  })
+
+  it("a body in a transfer coding other than chunked, which llhttp reads none of for an upgrade, is 400: never forwarded without its body", async () => {
+    const { a, app } = await mesh()
+    for (const codings of ["gzip", "chunked\r\ntransfer-encoding: gzip", "gzip, chunked\r\ntransfer-encoding: identity"]) {
+      const answer = await exchange(a.outboundPort, [`POST /gz HTTP/1.1\r\nhost: catalog\r\n${H2C}transfer-encoding: ${codings}\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nhost: catalog\r\n\r\n`])
+      // bad_upgrade (an upgrade that declares a body), or llhttp's own 400 for codings it refuses in the head.
+      expect(answer).toMatch(/^HTTP\/1\.1 400 /)
+      expect(answer).toContain("\r\nconnection: close\r\n")
+    }
+    expect(app.seen).toEqual([])
+  })
+
   it("a real upgrade that declares a body is still 400 bad_upgrade, and nothing reaches the app", async () => {
     const { a, app } = await mesh()
     const answer = await exchange(a.outboundPort, ["POST /ws HTTP/1.1\r\nhost: catalog\r\nconnection: upgrade\r\nupgrade: websocket\r\ncontent-length: 4\r\n\r\ndata"])

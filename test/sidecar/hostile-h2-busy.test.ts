@@ -7,7 +7,9 @@
 // stream whose answer makes no progress for the answer idle timeout is reset (RST_STREAM CANCEL)
 // on its own: the far request is cancelled, what it held is freed, and it is counted and logged
 // as answer_stalled; the session and its other streams go on. A slow reader that keeps taking its
-// answer, and a stream with nothing to send, are not stalled.
+// answer, and a stream with nothing to send, are not stalled. A caller that reads nothing of its
+// socket at all gets the same: the stream is over on this side at once, counted once, though its
+// RST_STREAM leaves only when the socket takes bytes again.
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import * as net from "node:net"
@@ -30,6 +32,16 @@ const getLength = (session: http2.ClientHttp2Session, path: string): Promise<num
   const stream = session.request({ ":path": path, ":authority": "catalog" })
   stream.on("error", () => {})
   return withTimeout(closed(stream), 3000, `the answer to ${path}`).then(({ read }) => read)
+}
+
+/** An HTTP/2 frame, as a client that reads nothing writes it by hand. */
+const rawFrame = (type: number, flags: number, stream: number, payload: Buffer): Buffer => {
+  const head = Buffer.alloc(9)
+  head.writeUIntBE(payload.length, 0, 3)
+  head[3] = type
+  head[4] = flags
+  head.writeUInt32BE(stream, 5)
+  return Buffer.concat([head, payload])
 }
 
 const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
@@ -93,6 +105,47 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
     expect(quietOpen).toBe(true)
     expect(await getLength(session, "/small")).toBe(10)
     expect([...h2.sessions].map((s) => s.destroyed)).toStrictEqual([false])
+  })
+
+  it("a caller that reads nothing of its socket (PINGs, no reads): the stalled stream is over on this side and counted once, though its RST_STREAM cannot leave yet", async () => {
+    // The RST_STREAM waits behind the answer bytes the socket cannot take: with the reset alone
+    // the stream stayed open, its answer held and its exchange (the far request) never told, for
+    // as long as the caller PINGed; and every sweep counted and logged it again (55 in 1.5 s here).
+    const stalls: Array<number> = []
+    let told: (finished: boolean) => void = () => {}
+    const exchangeTold = new Promise<boolean>((resolve) => (told = resolve))
+    const h2 = makeH2c((call) => {
+      call.onClose(told)
+      call.writeHead(200, [])
+      const chunk = Buffer.alloc(64 * KiB)
+      const pump = (): void => {
+        while (!call.destroyed) if (!call.write(chunk)) return void call.drained().then(pump)
+      }
+      pump()
+    }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: 100, onStalled: (streams) => stalls.push(streams) })
+    cleanup.add(() => h2.destroyAll())
+    const server = net.createServer((socket) => h2.accept(socket))
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const socket = net.connect((server.address() as net.AddressInfo).port, "127.0.0.1")
+    cleanup.add(() => socket.destroy())
+    socket.on("error", () => {})
+    socket.pause()
+    // Windows as large as HTTP/2 allows (SETTINGS_INITIAL_WINDOW_SIZE, the connection's WINDOW_UPDATE): only the socket holds the answer back.
+    const settings = Buffer.alloc(6)
+    settings.writeUInt16BE(4, 0)
+    settings.writeUInt32BE(0x7fffffff, 2)
+    const increment = Buffer.alloc(4)
+    increment.writeUInt32BE(0x7fffffff - 65535, 0)
+    // HEADERS, END_STREAM | END_HEADERS: GET http://catalog/ from HPACK's static table and one literal.
+    const get = Buffer.concat([Buffer.from([0x82, 0x86, 0x84, 0x41, 7]), Buffer.from("catalog")])
+    socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), rawFrame(4, 0, 0, settings), rawFrame(8, 0, 0, increment), rawFrame(1, 5, 1, get)]))
+    const pinging = setInterval(() => socket.write(rawFrame(6, 0, 0, Buffer.alloc(8))), 10)
+    cleanup.add(() => clearInterval(pinging))
+    expect(await withTimeout(exchangeTold, 3000, "the exchange to hear of the cut")).toBe(false)
+    // A count that must not grow: 12 more sweeps (one a quarter of the answer idle timeout).
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(stalls).toStrictEqual([1])
   })
 
   it("a slow reader that pauses for less than the answer idle timeout gets its whole streamed answer", async () => {
@@ -168,5 +221,29 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
     expect(errors.value).toBe(1)
     expect(await metric(a, /^iip_mesh_h2_streams_reset_total\{reason="answer_stalled"\}/)).toBe(1)
     expect(await getLength(session, "/small")).toBe(5)
+  })
+
+  it("through the mesh: an answer that stalls with nothing more behind it (the far app sent 32 KiB, then waits) counts as answer_stalled too, not as the cancellation that follows the reset", async () => {
+    // The reset cancels the mesh stream; with no chunk of it left to read, its iterator throws the
+    // cancellation, and the request was counted as 502 cancelled rather than as the stall it was.
+    let appClosed: () => void = () => {}
+    const appGone = new Promise<void>((resolve) => (appClosed = resolve))
+    const app: http.RequestListener = (req, res) => {
+      if (req.url !== "/stuck") return res.end("small")
+      res.writeHead(200, { "content-type": "application/octet-stream" })
+      res.write(Buffer.alloc(32 * KiB))
+      res.on("close", () => appClosed())
+    }
+    const { a } = await startMesh(cleanup, app, { a: { answerIdleTimeoutMs: 300 }, b: { answerIdleTimeoutMs: 60_000 } })
+    const session = busyClient(a.outboundPort, 4 * KiB)
+    const stuck = session.request({ ":path": "/stuck", ":authority": "catalog" })
+    stuck.on("error", () => {})
+    stuck.pause()
+    expect((await withTimeout(closed(stuck), 5000, "the stalled stream's reset")).rstCode).toBe(http2.constants.NGHTTP2_CANCEL)
+    await withTimeout(appGone, 5000, "the far app's answer to close")
+    const errors = await readUntil(() => metric(a, /^iip_mesh_request_errors_total\{direction="outbound",service="catalog",code="200",hop="outbound",reason="answer_stalled"\}/), (n) => n > 0, 3000)
+    expect(errors.value).toBe(1)
+    expect(await metric(a, /^iip_mesh_request_errors_total\{.*reason="cancelled"\}/)).toBe(0)
+    expect(await metric(a, /^iip_mesh_h2_streams_reset_total\{reason="answer_stalled"\}/)).toBe(1)
   })
 })
