@@ -33,10 +33,22 @@ import type Bonjour from "bonjour-service"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { MeshVersion } from "../protocol/mesh.ts"
-import { type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate, endpointKey, validPort } from "./types.ts"
+import { clampWeight, type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate, endpointKey, isHost, isNodeId, isServiceName, validPort } from "./types.ts"
 
 export const MdnsServiceType = "iip-mesh"
 export const MdnsDefaults = { queryIntervalMs: 1000, silenceMs: 2500 } as const
+
+/**
+ * The most instances the source tracks at once; further new ones are refused (and logged) until some
+ * expire or say goodbye. Any host on the link can announce instances, and mDNS is for one link, where
+ * a few hundred sidecars is already much multicast; 4096 (four services at the per-service cap) is
+ * far beyond a real mesh and, with every TXT field checked, bounds the table to a few MB.
+ */
+export const MaxMdnsInstances = 4096
+
+/** The most features an announcement lists (the mesh protocol announces one). */
+const MaxFeatures = 16
+const featurePattern = /^[A-Za-z0-9._/-]{1,63}$/
 
 type Log = (event: string, fields: Record<string, unknown>) => void
 
@@ -144,24 +156,34 @@ const text = (txt: Record<string, unknown>, key: string): string | undefined => 
   return typeof value === "string" && value !== "" ? value : undefined
 }
 
-/** The endpoint an answer describes, or why it is not reported. */
+/**
+ * The endpoint an answer describes, or why it is not reported. Any host on the link can answer, so
+ * each field is checked: a service that is not a DNS label, or a host (TXT addr, else the answer's
+ * source) that is not an IP address or host name, makes the record malformed; the weight is clamped
+ * to 1..MaxWeight; a zone, node, version or id that is not of its kind is left out, as are features
+ * that are not short labels (at most MaxFeatures kept).
+ */
 export const decodeService = (seen: SeenService, mesh: string, self: string | undefined): Decoded => {
   const txt = seen.txt ?? {}
   if (text(txt, "mesh") !== mesh) return { ok: false, reason: "mesh" }
-  const node = text(txt, "node")
-  if (self !== undefined && node === self) return { ok: false, reason: "self" }
+  const announcedNode = text(txt, "node")
+  if (self !== undefined && announcedNode === self) return { ok: false, reason: "self" }
+  const node = announcedNode !== undefined && isNodeId(announcedNode) ? announcedNode : undefined
   const service = text(txt, "service")
   const port = seen.port
-  if (service === undefined || !Number.isInteger(port) || port <= 0 || port > 65535) return { ok: false, reason: "malformed" }
+  if (service === undefined || !isServiceName(service) || !Number.isInteger(port) || port <= 0 || port > 65535) return { ok: false, reason: "malformed" }
   const host = text(txt, "addr") ?? seen.referer?.address ?? seen.addresses?.find((a) => !a.includes(":")) ?? seen.host
-  const weight = Number(text(txt, "weight") ?? "1")
-  const features = (text(txt, "features") ?? "").split(",").filter((f) => f !== "")
+  if (typeof host !== "string" || !isHost(host)) return { ok: false, reason: "malformed" }
+  const weight = clampWeight(Number(text(txt, "weight") ?? "1"))
+  const features = (text(txt, "features") ?? "").split(",", MaxFeatures * 4).filter((f) => featurePattern.test(f)).slice(0, MaxFeatures)
   const proto = text(txt, "proto")
-  if (proto !== undefined && !features.some((f) => f.startsWith("mesh/"))) features.unshift(`mesh/${proto}`)
+  if (proto !== undefined && /^\d{1,5}$/.test(proto) && !features.some((f) => f.startsWith("mesh/"))) features.unshift(`mesh/${proto}`)
   // A version that is not a label is left out: the endpoint then belongs to no subset.
   const announcedVersion = text(txt, "version")
   const version = announcedVersion !== undefined && isSubsetLabel(announcedVersion) ? announcedVersion : undefined
-  const zone = text(txt, "zone")
+  // A zone is a label value as Kubernetes' topology labels have it (the subset label's alphabet).
+  const announcedZone = text(txt, "zone")
+  const zone = announcedZone !== undefined && isSubsetLabel(announcedZone) ? announcedZone : undefined
   // An id that is not a SPIFFE ID is left out: the endpoint then needs any identity of the trust domain.
   const identity = text(txt, "id")
   const validIdentity = identity !== undefined && parseSpiffeId(identity) !== undefined ? identity : undefined
@@ -172,8 +194,8 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
       service,
       host,
       port,
-      weight: Number.isFinite(weight) && weight >= 1 ? Math.round(weight) : 1,
-      features,
+      weight,
+      features: features.slice(0, MaxFeatures),
       source: "mdns",
       ...(version !== undefined ? { version } : {}),
       ...(zone !== undefined ? { zone } : {}),
@@ -197,10 +219,12 @@ export class MdnsEndpointTable {
   private readonly entries = new Map<string, { endpoint: DiscoveredEndpoint; lastSeen: number }>()
   private readonly emit: (update: EndpointUpdate) => void
   private readonly silenceMs: number
+  private readonly maxInstances: number
 
-  constructor(emit: (update: EndpointUpdate) => void, silenceMs: number) {
+  constructor(emit: (update: EndpointUpdate) => void, silenceMs: number, maxInstances = MaxMdnsInstances) {
     this.emit = emit
     this.silenceMs = silenceMs
+    this.maxInstances = maxInstances
   }
 
   get size(): number {
@@ -211,12 +235,16 @@ export class MdnsEndpointTable {
     return [...this.entries.values()].map((entry) => entry.endpoint)
   }
 
-  /** An answer for `fqdn` arrived at `now`. */
-  seen(fqdn: string, endpoint: DiscoveredEndpoint, now: number): void {
+  /** An answer for `fqdn` arrived at `now`; false when it is new and the table is full (it is not tracked). */
+  seen(fqdn: string, endpoint: DiscoveredEndpoint, now: number): boolean {
     const key = fqdn.toLowerCase()
     const entry = this.entries.get(key)
+    if (entry === undefined && this.entries.size >= this.maxInstances) return false
     this.entries.set(key, { endpoint, lastSeen: now })
-    if (entry === undefined) return this.emit({ _tag: "Add", endpoint })
+    if (entry === undefined) {
+      this.emit({ _tag: "Add", endpoint })
+      return true
+    }
     const old = entry.endpoint
     if (old.service !== endpoint.service || endpointKey(old) !== endpointKey(endpoint)) {
       this.emit({ _tag: "Remove", service: old.service, key: endpointKey(old) })
@@ -224,6 +252,7 @@ export class MdnsEndpointTable {
     } else if (!sameEndpoint(old, endpoint)) {
       this.emit({ _tag: "Change", endpoint })
     }
+    return true
   }
 
   /** A goodbye (or a record that no longer qualifies) for `fqdn`. */
@@ -298,31 +327,51 @@ export class MdnsSource implements DiscoverySource {
     const table = new MdnsEndpointTable((update) => {
       if (!stopped) emit(update)
     }, options.silenceMs ?? MdnsDefaults.silenceMs)
+    // Instances logged as ignored (once each), at most MaxMdnsInstances of them: a host announcing
+    // endless names of another mesh must not grow this set or the log without end.
     const ignored = new Set<string>()
+    let full = false
     const self = options.includeSelf === true ? undefined : options.node
     const onService = (seen: SeenService) => {
+      // DNS names are at most 255 bytes; what a hostile packet holds beyond that is not logged.
+      const fqdn = String(seen.fqdn).slice(0, 255)
       const decoded = decodeService(seen, options.mesh, self)
-      if (decoded.ok) return table.seen(seen.fqdn, decoded.endpoint, timer.now())
+      if (decoded.ok) {
+        const tracked = table.seen(seen.fqdn, decoded.endpoint, timer.now())
+        if (!tracked && !full) log("mdns-table-full", { fqdn, limit: MaxMdnsInstances })
+        full = !tracked
+        return
+      }
       table.gone(seen.fqdn)
-      if (decoded.reason !== "self" && !ignored.has(seen.fqdn)) {
+      if (decoded.reason !== "self" && !ignored.has(seen.fqdn) && ignored.size < MaxMdnsInstances) {
         ignored.add(seen.fqdn)
-        log("mdns-ignored", { fqdn: seen.fqdn, reason: decoded.reason })
+        log("mdns-ignored", { fqdn, reason: decoded.reason })
       }
     }
     const find = (): BrowserInstance => bonjour.find({ type: MdnsServiceType, protocol: "tcp" })
     // The long-lived browser reports first answers, updates and goodbyes; the per-tick one only
     // re-confirms (a fresh browser reports every instance that answers its query as "up").
-    const main = find()
-    main.on("up", (service) => onService(service as SeenService))
-    main.on("txt-update", (service) => onService(service as SeenService))
-    main.on("srv-update", (service) => onService(service as SeenService))
-    main.on("down", (service) => table.gone(service.fqdn))
+    const watchMain = (): BrowserInstance => {
+      const browser = find()
+      browser.on("up", (service) => onService(service as SeenService))
+      browser.on("txt-update", (service) => onService(service as SeenService))
+      browser.on("srv-update", (service) => onService(service as SeenService))
+      browser.on("down", (service) => table.gone(service.fqdn))
+      return browser
+    }
+    let main = watchMain()
     let requery: BrowserInstance | undefined
     const cancel = timer.every(options.queryIntervalMs ?? MdnsDefaults.queryIntervalMs, () => {
       requery?.stop()
       requery = find()
       requery.on("up", (service) => onService(service as SeenService))
-      for (const fqdn of table.sweep(timer.now())) log("mdns-expired", { fqdn })
+      for (const fqdn of table.sweep(timer.now())) log("mdns-expired", { fqdn: fqdn.slice(0, 255) })
+      // bonjour-service's browser keeps every instance it ever saw (it never expires them, and looks
+      // each answer up in that list): past the table's bound, a fresh browser starts from what answers.
+      if (main.services.length > MaxMdnsInstances) {
+        main.stop()
+        main = watchMain()
+      }
     })
     return () => {
       stopped = true

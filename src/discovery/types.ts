@@ -42,8 +42,8 @@ export const MaxEndpointsPerService = 1000
 /** The largest weight an endpoint takes, as the configuration and the admin weights allow. */
 export const MaxWeight = 1000
 
-/** A weight as announced, within 1..MaxWeight (rounded; not a finite number: 1). */
-export const clampWeight = (weight: number): number => (Number.isFinite(weight) ? Math.min(MaxWeight, Math.max(1, Math.round(weight))) : 1)
+/** A weight as announced, rounded into 1..MaxWeight (NaN: 1). */
+export const clampWeight = (weight: number): number => (Number.isNaN(weight) ? 1 : Math.min(MaxWeight, Math.max(1, Math.round(weight))))
 
 /** A mesh service name: a DNS label (a-z, 0-9, -; at most 63), as the configuration requires. */
 export const isServiceName = (text: string): boolean => /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/.test(text)
