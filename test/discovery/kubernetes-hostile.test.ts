@@ -1,0 +1,69 @@
+// The EndpointSlice source (src/discovery/kubernetesSource.ts, kubernetesWatch.ts) against an API
+// server that misbehaves (test/discovery/fakeKubeApi.ts): one that answers every watch with an
+// event and ends it at once, one whose history is always expired (410 Gone on every watch), and
+// annotations out of range. The watch must not reconnect in a tight loop.
+import { afterEach, describe, expect, it } from "vitest"
+import { kubernetesSource, weightOf } from "../../src/discovery/kubernetesSource.ts"
+import { MaxWeight } from "../../src/discovery/types.ts"
+import { endpointSlice, FakeKubeApi } from "./fakeKubeApi.ts"
+import { Recorder } from "./recorder.ts"
+
+const apis: Array<FakeKubeApi> = []
+const stops: Array<() => void> = []
+afterEach(async () => {
+  for (const stop of stops.splice(0)) stop()
+  await Promise.all(apis.splice(0).map((api) => api.close()))
+})
+
+const start = async () => {
+  const api = await FakeKubeApi.start("shop")
+  apis.push(api)
+  api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+  const updates = new Recorder<unknown>()
+  stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: () => {} }).start(updates.push))
+  await updates.waitFor(() => true, { timeoutMs: 3000 })
+  return api
+}
+
+/** The watch requests the server gets within `ms` from now. */
+const watchesWithin = async (api: FakeKubeApi, ms: number): Promise<number> => {
+  const mark = api.requests.mark
+  await new Promise((resolve) => setTimeout(resolve, ms))
+  return api.requests.items.slice(mark).filter((r) => r.kind === "watch").length
+}
+
+describe("the EndpointSlice watch against a misbehaving API server", () => {
+  it("a server that ends every watch right after one event is not re-watched in a tight loop (at most one watch a second)", async () => {
+    const api = await start()
+    await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 3000 })
+    api.churnWatches = endpointSlice("web-a", [{ ip: "10.1.0.10" }])
+    api.dropWatches()
+    const count = await watchesWithin(api, 2000)
+    console.log(`kubernetes: ${count} watches in 2 s from a server that ends each after one event`)
+    expect(count).toBeLessThanOrEqual(3)
+    expect(count).toBeGreaterThanOrEqual(1)
+  })
+
+  it("an always-expired history (410 Gone on every watch) backs off: lists and watches a few times in 3 s, not hundreds", async () => {
+    const api = await start()
+    await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 3000 })
+    const mark = api.requests.mark
+    api.expireHistory()
+    api.dropWatches()
+    // With no change after the expiry, every list's resourceVersion is too old for the next watch.
+    const count = await watchesWithin(api, 3000)
+    const lists = api.requests.items.slice(mark).filter((r) => r.kind === "list").length
+    console.log(`kubernetes: ${count} watches and ${lists} lists in 3 s against an always-expired history`)
+    expect(count).toBeLessThanOrEqual(4)
+    expect(lists).toBeLessThanOrEqual(4)
+  })
+})
+
+describe("EndpointSlice annotations out of range", () => {
+  it("a weight annotation beyond MaxWeight is clamped to it (it was taken as 1e20)", () => {
+    expect(weightOf("99999999999999999999")).toBe(MaxWeight)
+    expect(weightOf("1001")).toBe(MaxWeight)
+    expect(weightOf(`${"9".repeat(400)}`)).toBe(MaxWeight)
+    expect(weightOf("1000")).toBe(1000)
+  })
+})
