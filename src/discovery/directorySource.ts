@@ -10,11 +10,12 @@
 // most MaxAnnouncementBytes, and each field is checked. A bad file is logged once per version of it
 // and skipped; the others are kept. A directory that cannot be read keeps the last set.
 import * as Data from "effect/Data"
-import { closeSync, constants, fstatSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, watch, writeFileSync, type FSWatcher } from "node:fs"
+import { mkdirSync, readdirSync, renameSync, rmSync, watch, writeFileSync, type FSWatcher } from "node:fs"
 import { join } from "node:path"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { type Log, messageOf } from "../iip/log.ts"
+import { readSmallFile } from "./smallFile.ts"
 import { type DiscoveredEndpoint, type DiscoverySource, endpointKey, isHost, isNodeId, isServiceName, MaxWeight, validPort } from "./types.ts"
 
 export class AnnouncementInvalid extends Data.TaggedError("AnnouncementInvalid")<{ readonly file: string; readonly message: string }> {}
@@ -83,33 +84,6 @@ const parse = (file: string, text: string): Announcement => {
   return value as Announcement
 }
 
-/**
- * This version of `file` (its inode, size and mtime) and its text, or what keeps it from being an
- * announcement: not a regular file, or larger than MaxAnnouncementBytes. Opened without following a
- * symlink and without blocking (a FIFO), then checked on the open descriptor, so a swap between the
- * check and the read changes nothing.
- */
-const readAnnouncement = (file: string): { readonly version: string; readonly text?: string; readonly problem?: string } => {
-  let fd: number
-  try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ELOOP") return { version: "symlink", problem: "a symbolic link, not followed" }
-    throw error
-  }
-  try {
-    const stat = fstatSync(fd)
-    const version = `${stat.ino}:${stat.size}:${stat.mtimeMs}`
-    if (!stat.isFile()) return { version, problem: "not a regular file" }
-    if (stat.size > MaxAnnouncementBytes) return { version, problem: `larger than ${MaxAnnouncementBytes} bytes (${stat.size})` }
-    const buffer = Buffer.alloc(stat.size)
-    const length = readSync(fd, buffer, 0, buffer.length, 0)
-    return { version, text: buffer.toString("utf8", 0, length) }
-  } finally {
-    closeSync(fd)
-  }
-}
-
 export const directorySource = (options: DirectorySourceOptions): DiscoverySource => ({
   start(emit) {
     const { directory, mesh, log } = options
@@ -150,10 +124,10 @@ export const directorySource = (options: DirectorySourceOptions): DiscoverySourc
         let announcement: Announcement
         let version = ""
         try {
-          const read = readAnnouncement(file)
+          const read = readSmallFile(file, MaxAnnouncementBytes, { followSymlink: false })
           version = read.version
-          if (read.problem !== undefined) throw new AnnouncementInvalid({ file, message: read.problem })
-          announcement = parse(file, read.text!)
+          if ("problem" in read) throw new AnnouncementInvalid({ file, message: read.problem })
+          announcement = parse(file, read.text)
         } catch (error) {
           if ((error as NodeJS.ErrnoException).code === "ENOENT") continue
           invalidNow.set(file, version)
