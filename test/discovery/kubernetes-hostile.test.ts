@@ -4,7 +4,8 @@
 // annotations out of range. The watch must not reconnect in a tight loop.
 import { afterEach, describe, expect, it } from "vitest"
 import { kubernetesSource, weightOf } from "../../src/discovery/kubernetesSource.ts"
-import { MaxWeight } from "../../src/discovery/types.ts"
+import { MaxWatchLineBytes } from "../../src/discovery/kubernetesWatch.ts"
+import { type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
 import { endpointSlice, FakeKubeApi } from "./fakeKubeApi.ts"
 import { Recorder } from "./recorder.ts"
 
@@ -56,6 +57,43 @@ describe("the EndpointSlice watch against a misbehaving API server", () => {
     console.log(`kubernetes: ${count} watches and ${lists} lists in 3 s against an always-expired history`)
     expect(count).toBeLessThanOrEqual(4)
     expect(lists).toBeLessThanOrEqual(4)
+  })
+})
+
+describe("watch streams with hostile lines", () => {
+  it("a line that never ends is cut at MaxWatchLineBytes: the watch fails (logged), is restarted, and memory stays bounded", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    const updates = new Recorder<unknown>()
+    const logs = new Recorder<{ readonly event: string; readonly fields: Record<string, unknown> }>()
+    api.endlessLine = true
+    stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: (event, fields) => logs.push({ event, fields }) }).start(updates.push))
+    const failed = await logs.waitFor((l) => l.event === "discovery.kubernetes-failed", { timeoutMs: 10_000 })
+    expect(String(failed.fields["message"])).toContain(`longer than ${MaxWatchLineBytes} bytes`)
+    // What the server got to send before the cut: the line limit plus what the socket buffers held.
+    expect(api.endlessBytes).toBeLessThan(MaxWatchLineBytes + 16 * 1024 * 1024)
+    // The list still gave the endpoints; a server that behaves again is watched again.
+    expect(updates.items.length).toBeGreaterThanOrEqual(1)
+    api.endlessLine = false
+    await api.requests.waitFor((r) => r.kind === "watch", { from: api.requests.mark, timeoutMs: 5000 })
+  })
+
+  it("malformed lines (not JSON, JSON that is no event) are skipped; the events after them on the same stream apply", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    api.watchPrefix = 'not json\nnull\n42\n{"type":"ADDED"}\n{"type":"ADDED","object":null}\n\n'
+    const updates = new Recorder<EndpointUpdate>()
+    stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: () => {} }).start(updates.push))
+    await updates.waitFor((u) => u._tag === "Reset" && u.endpoints.length === 1, { timeoutMs: 3000 })
+    await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 3000 })
+    await new Promise<void>((resolve) => {
+      const poll = () => (api.openWatches === 1 ? resolve() : setTimeout(poll, 5))
+      poll()
+    })
+    api.apply("ADDED", endpointSlice("web-b", [{ ip: "10.1.0.20" }]))
+    await updates.waitFor((u) => u._tag === "Reset" && u.endpoints.length === 2, { timeoutMs: 3000 })
   })
 })
 
