@@ -3,7 +3,7 @@
 // of their kind, hosts that are not addresses, and more instances than any mesh has. A bad record
 // is left out or loses the bad field; the good ones are kept.
 import { describe, expect, it } from "vitest"
-import { decodeService, MaxMdnsInstances, MdnsEndpointTable, type SeenService } from "../../src/discovery/mdnsSource.ts"
+import { decodeService, instancesIn, MaxMdnsInstances, MdnsEndpointTable, type SeenService } from "../../src/discovery/mdnsSource.ts"
 import { type DiscoveredEndpoint, type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
 
 const txt = { service: "catalog", mesh: "shop", node: "n1", weight: "1", proto: "1", features: "mesh/1", addr: "10.0.0.5" }
@@ -92,5 +92,48 @@ describe("a flood of instances", () => {
     // A goodbye makes room for a new one.
     table.gone("i1._iip-mesh._tcp.local")
     expect(table.seen("new._iip-mesh._tcp.local", { service: "s0", host: "10.9.9.9", port: 7000, weight: 1, features: [], source: "mdns" }, 1)).toBe(true)
+  })
+})
+
+describe("hostile mDNS responses (instancesIn)", () => {
+  const type = "_iip-mesh._tcp.local"
+  const fqdn = `catalog n1 7001 shop.${type}`
+  const good = [
+    { name: type, type: "PTR", ttl: 4500, data: fqdn },
+    { name: fqdn, type: "SRV", ttl: 120, data: { priority: 0, weight: 0, port: 7001, target: "h1.local" } },
+    { name: fqdn, type: "TXT", ttl: 4500, data: [Buffer.from("service=catalog"), Buffer.from("mesh=shop")] },
+    { name: "h1.local", type: "A", ttl: 120, data: "10.0.0.5" }
+  ]
+  const referer = { address: "10.0.0.9" }
+
+  it("reads an instance with its SRV, TXT and addresses, and a goodbye", () => {
+    const { goodbyes, seen } = instancesIn({ answers: good, additionals: [{ name: type, type: "PTR", ttl: 0, data: "gone._iip-mesh._tcp.local" }] }, referer)
+    expect(goodbyes).toStrictEqual(["gone._iip-mesh._tcp.local"])
+    expect(seen).toHaveLength(1)
+    expect(seen[0]).toMatchObject({ fqdn, port: 7001, host: "h1.local", addresses: ["10.0.0.5"], referer })
+    expect({ ...seen[0]!.txt }).toStrictEqual({ service: "catalog", mesh: "shop" })
+  })
+
+  it("skips what is malformed, keeps the good instance beside it, and never throws", () => {
+    const junk: Array<unknown> = [
+      null, 7, "x", {}, { name: 5 }, { name: type, type: "PTR" }, { name: type, type: "PTR", ttl: 10, data: { not: "a name" } },
+      { name: type, type: "PTR", ttl: 10, data: "nosrv._iip-mesh._tcp.local" },
+      { name: type, type: "PTR", ttl: 10, data: "badsrv._iip-mesh._tcp.local" }, { name: "badsrv._iip-mesh._tcp.local", type: "SRV", ttl: 10, data: null },
+      { name: type, type: "PTR", ttl: 10, data: "badtxt._iip-mesh._tcp.local" }, { name: "badtxt._iip-mesh._tcp.local", type: "SRV", ttl: 10, data: { port: 1, target: "t" } },
+      { name: "badtxt._iip-mesh._tcp.local", type: "TXT", ttl: 10, data: ["s=not a buffer", 42, Buffer.from("="), Buffer.from("__proto__=x"), Buffer.from("k=v")] }
+    ]
+    for (const packet of [{}, { answers: "nope" }, { answers: null, additionals: 3 }]) expect(instancesIn(packet, referer)).toStrictEqual({ goodbyes: [], seen: [] })
+    const { seen } = instancesIn({ answers: [...junk, ...good] }, referer)
+    expect(seen.map((s) => s.fqdn).sort()).toStrictEqual(["badtxt._iip-mesh._tcp.local", fqdn])
+    const badtxt = seen.find((s) => s.fqdn.startsWith("badtxt"))!
+    expect(Object.getPrototypeOf(badtxt.txt)).toBeNull()
+    // A key named __proto__ is a plain key of a prototype-less record: it changes no prototype.
+    expect(Object.keys(badtxt.txt!).sort()).toStrictEqual(["__proto__", "k"])
+    expect(badtxt.txt!["k"]).toBe("v")
+  })
+
+  it("one instance named by a thousand PTRs of one packet is one instance", () => {
+    const ptrs = Array.from({ length: 1000 }, () => good[0]!)
+    expect(instancesIn({ answers: [...ptrs, ...good.slice(1)] }, referer).seen).toHaveLength(1)
   })
 })
