@@ -73,7 +73,7 @@ const parse = (file: string, text: string): Announcement => {
   if (!isHost(value.host!)) throw invalid(file, "host is not an IP address or host name")
   if (validPort(value.port) === undefined) throw invalid(file, "port is not 1..65535")
   if (value.weight! < 1 || value.weight! > MaxWeight) throw invalid(file, `weight is not 1..${MaxWeight}`)
-  if (!isNodeId(value.node!)) throw invalid(file, "node is not 1-253 printable characters")
+  if (!isNodeId(value.node!)) throw invalid(file, "node is not 1-253 characters without control characters")
   // kill(0) and kill(-1) reach a process group or every process: such a pid would never look dead.
   if (value.pid! <= 0) throw invalid(file, "pid is not a process id")
   if (value.identity !== undefined && (typeof value.identity !== "string" || parseSpiffeId(value.identity) === undefined)) {

@@ -52,8 +52,8 @@ export const isServiceName = (text: string): boolean => /^[a-z0-9](?:[a-z0-9-]{0
 export const isHost = (text: string): boolean =>
   isIP(text) !== 0 || (text.length <= 253 && /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/.test(text))
 
-/** A sidecar id as announced: 1-253 printable ASCII characters, no spaces (ids are host names with a suffix). */
-export const isNodeId = (text: string): boolean => /^[!-~]{1,253}$/.test(text)
+/** A sidecar id as announced: 1-253 characters, none of them a control character (the configuration takes any non-empty id; the default is host name and pid). */
+export const isNodeId = (text: string): boolean => text.length <= 253 && /^[^\u0000-\u001f\u007f]+$/.test(text)
 
 /** A port number as announced (a string or a number); undefined unless 1..65535. */
 export const validPort = (value: unknown): number | undefined => {

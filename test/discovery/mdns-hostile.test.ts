@@ -60,6 +60,8 @@ describe("hostile TXT records", () => {
     expect(endpoint.node).toBeUndefined()
     expect(endpoint.features).toHaveLength(16)
     expect(endpoint.features.every((f) => f.startsWith("f"))).toBe(true)
+    // Any id the configuration takes (spaces and all) is kept; only control characters and length are refused.
+    expect((decoded({ node: "my node-1" }) as DiscoveredEndpoint).node).toBe("my node-1")
     const weird = decoded({ features: `mesh/1,${"x".repeat(64)},a b,ok/2`, proto: "1" }) as DiscoveredEndpoint
     expect(weird.features).toStrictEqual(["mesh/1", "ok/2"])
   })
