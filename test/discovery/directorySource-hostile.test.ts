@@ -112,7 +112,8 @@ describe("directorySource against hostile files", () => {
     writeFileSync(join(dir, "good.json"), JSON.stringify(good))
     const { updates, logs } = start(dir)
     await updates.waitFor((u) => ports(u).includes(4143), { timeoutMs: 2000 })
-    const invalid = (l: Logged) => l.event === "discovery.announcement-invalid"
+    // (A marker file caught half-written is logged too: only broken.json's lines count here.)
+    const invalid = (l: Logged) => l.event === "discovery.announcement-invalid" && String(l.fields["file"]).endsWith("broken.json")
     await logs.waitFor(invalid, { timeoutMs: 2000 })
     // Several rescans (20 ms each) later: a marker file that appears shows they ran.
     writeFileSync(join(dir, "later.json"), JSON.stringify({ ...good, node: "later", port: 4145 }))
