@@ -20,7 +20,8 @@
 // whose async handler rejects, unhandled, on an event without an object. The informer's Watch here
 // reads the stream itself: a line over MaxWatchLineBytes closes the watch with WatchLineTooLong
 // (the informer fails and is restarted after the backoff); a line that is not an event with an
-// object (and metadata) is skipped, as the client skips what is not JSON.
+// object (and metadata) is skipped, as the client skips what is not JSON. A watch that cannot be sent
+// (a credential file unreadable) ends as a failed watch instead of throwing.
 //
 // Stopping: the Watch returns its AbortController as soon as the request is sent, so a stop at any
 // point closes the watch; one whose informer was stopped during the spacing wait is not opened.
@@ -175,13 +176,22 @@ class LateWatchAborting extends Watch {
       return controller
     }
     this.lastOpened = performance.now()
-    const cluster = this.config.getCurrentCluster()
-    if (cluster === null) throw new Error("No currently active cluster")
-    const url = new URL(cluster.server + path)
-    url.searchParams.set("watch", "true")
-    for (const [key, value] of Object.entries(queryParams)) if (value !== undefined) url.searchParams.set(key, String(value))
+    let url: URL
     const options: https.RequestOptions = {}
-    await this.config.applyToHTTPSOptions(options)
+    try {
+      const cluster = this.config.getCurrentCluster()
+      if (cluster === null) throw new Error("No currently active cluster")
+      url = new URL(cluster.server + path)
+      url.searchParams.set("watch", "true")
+      for (const [key, value] of Object.entries(queryParams)) if (value !== undefined) url.searchParams.set(key, String(value))
+      await this.config.applyToHTTPSOptions(options)
+    } catch (error) {
+      // Thrown, it would leave the informer stopped for good (or, on a reconnect, reject unhandled):
+      // told as the watch's end, it fails the informer, which is restarted after the backoff.
+      setImmediate(() => done(error))
+      controller.abort()
+      return controller
+    }
 
     let finished = false
     let idle: ReturnType<typeof setTimeout> | undefined

@@ -4,7 +4,8 @@
 // annotations out of range. The watch must not reconnect in a tight loop.
 import { afterEach, describe, expect, it } from "vitest"
 import { kubernetesSource, weightOf } from "../../src/discovery/kubernetesSource.ts"
-import { MaxWatchLineBytes } from "../../src/discovery/kubernetesWatch.ts"
+import { KubeConfig } from "@kubernetes/client-node"
+import { MaxWatchLineBytes, watchKubernetes } from "../../src/discovery/kubernetesWatch.ts"
 import { type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
 import { endpointSlice, FakeKubeApi } from "./fakeKubeApi.ts"
 import { Recorder } from "./recorder.ts"
@@ -94,6 +95,36 @@ describe("watch streams with hostile lines", () => {
     })
     api.apply("ADDED", endpointSlice("web-b", [{ ip: "10.1.0.20" }]))
     await updates.waitFor((u) => u._tag === "Reset" && u.endpoints.length === 2, { timeoutMs: 3000 })
+  })
+})
+
+describe("a watch that cannot even be sent", () => {
+  it("a credential that cannot be read when the watch opens (a CA file gone) fails the informer, which is retried with backoff, not left stopped", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    const kubeConfig = new KubeConfig()
+    kubeConfig.loadFromOptions({
+      clusters: [{ name: "fake", server: `http://127.0.0.1:${api.port}`, caFile: "/nonexistent/iip-mesh-test/ca.crt" }],
+      users: [{ name: "mesh", token: "test-token" }],
+      contexts: [{ name: "fake", cluster: "fake", user: "mesh", namespace: "shop" }],
+      currentContext: "fake"
+    })
+    const failures = new Recorder<{ readonly message: string; readonly retryInMs: number | undefined }>()
+    stops.push(watchKubernetes({
+      kubeConfig,
+      path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+      namespace: "shop",
+      // The list is the test's own (it succeeds); the watch reads the configuration's credentials.
+      list: async () => ({ apiVersion: "v1", kind: "List", metadata: { resourceVersion: "1" }, items: [] }),
+      onChange: () => {},
+      onFailed: (error, _failures, retryInMs) => failures.push({ message: String(error), retryInMs }),
+      retryMs: 20,
+      maxRetryMs: 100
+    }))
+    const first = await failures.waitFor(() => true, { timeoutMs: 3000 })
+    expect(first.message).toContain("ENOENT")
+    expect(first.retryInMs).toBe(20)
+    await failures.waitFor((f) => f.retryInMs === 40, { timeoutMs: 3000 })
   })
 })
 
