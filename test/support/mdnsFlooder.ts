@@ -3,8 +3,10 @@
 // to a packet), then waits. It runs ONLY inside a loopback-only namespace a test created (the
 // supervisor checks that; this checks every IPv4 address is 127.x before sending anything).
 //
-// argv[2]: JSON { count, perPacket, mesh, service }
+// argv[2]: JSON { count, perPacket, mesh, service, garbage? }: with `garbage`, that many datagrams
+// that do not decode as DNS are sent to the mDNS group first.
 // stdout: {"type":"ready"}, then {"type":"sent","packets":N} once every packet is out.
+import { createSocket } from "node:dgram"
 import os from "node:os"
 import { createRequire } from "node:module"
 
@@ -15,7 +17,7 @@ if (foreign.length > 0) {
   process.exit(3)
 }
 
-const { count, perPacket, mesh, service } = JSON.parse(process.argv[2] ?? "{}") as { count: number; perPacket: number; mesh: string; service: string }
+const { count, perPacket, mesh, service, garbage = 0 } = JSON.parse(process.argv[2] ?? "{}") as { count: number; perPacket: number; mesh: string; service: string; garbage?: number }
 type Mdns = { respond: (packet: unknown, callback: (error: unknown) => void) => void; destroy: () => void }
 const mdns = (createRequire(import.meta.url)("multicast-dns") as () => Mdns)()
 const type = "_iip-mesh._tcp.local"
@@ -32,6 +34,12 @@ const records = (i: number) => {
 
 write({ type: "ready" })
 let packets = 0
+const sendGarbage = (left: number, done: () => void): void => {
+  if (left === 0) return done()
+  // A DNS header claiming 65,535 questions, then nothing: multicast-dns cannot decode it.
+  socket.send(Buffer.from([0, 0, 0x84, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0]), 5353, "224.0.0.251", () => sendGarbage(left - 1, done))
+}
+const socket = createSocket({ type: "udp4", reuseAddr: true })
 const send = (from: number): void => {
   if (from >= count) {
     write({ type: "sent", packets })
@@ -46,6 +54,6 @@ const send = (from: number): void => {
     setTimeout(() => send(from + perPacket), 5)
   })
 }
-send(0)
+sendGarbage(garbage, () => send(0))
 process.stdin.resume()
 process.stdin.on("end", () => process.exit(0))
