@@ -3,7 +3,7 @@
 // merged per service (endpointSet.ts), and subscribers (the sidecar's endpoint registry, the admin
 // view) receive the merged changes: a Reset when they subscribe, then Add, Remove and Change.
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
-import { applyUpdate, change, diff, emptyState, leftOut, merged, mergedEndpoint, type MergedEndpoint, type MergedState, type SourceState } from "./endpointSet.ts"
+import { applyUpdate, change, diff, emptyState, leftOutByCap, merged, mergedEndpoint, type MergedEndpoint, type MergedState, type SourceState } from "./endpointSet.ts"
 import { endpointKey, MaxEndpointsPerService, type DiscoverySource, type EndpointUpdate } from "./types.ts"
 
 export type DiscoveryListener = (update: EndpointUpdate<MergedEndpoint>) => void
@@ -102,7 +102,7 @@ export class Discovery {
 
   private apply(registration: Registration, update: EndpointUpdate): void {
     const next = applyUpdate(registration.state, update)
-    const dropped = leftOut(update, next)
+    const dropped = leftOutByCap(update, next)
     if (dropped > 0) {
       const source = update._tag === "Reset" ? update.endpoints[0]?.source : update._tag === "Remove" ? undefined : update.endpoint.source
       this.log("discovery.endpoints-capped", { service: updateService(update), source, limit: MaxEndpointsPerService, leftOut: dropped })

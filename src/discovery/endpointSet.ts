@@ -46,7 +46,7 @@ const withService = (
  * One source's state after one of its updates. A Reset keeps only endpoints of its own service;
  * Add of a known key replaces it, Change of an unknown key adds it; an update that changes nothing
  * returns `state` itself. A service holds at most MaxEndpointsPerService endpoints: a Reset keeps
- * the first of them, an Add (or Change) of a new key beyond it changes nothing (see leftOut).
+ * the first of them, an Add (or Change) of a new key beyond it changes nothing (see leftOutByCap).
  */
 export const applyUpdate = (state: SourceState, update: EndpointUpdate): SourceState => {
   switch (update._tag) {
@@ -79,7 +79,7 @@ export const applyUpdate = (state: SourceState, update: EndpointUpdate): SourceS
 }
 
 /** How many endpoints of `update` the cap left out of `after` (the state applyUpdate gave for it). */
-export const leftOut = (update: EndpointUpdate, after: SourceState): number => {
+export const leftOutByCap = (update: EndpointUpdate, after: SourceState): number => {
   switch (update._tag) {
     case "Reset": {
       const keys = new Set<string>()

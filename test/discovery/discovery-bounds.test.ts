@@ -6,7 +6,7 @@
 // full merge.
 import { describe, expect, it } from "vitest"
 import { Discovery } from "../../src/discovery/discovery.ts"
-import { applyUpdate, emptyState, leftOut, merged, type SourceState } from "../../src/discovery/endpointSet.ts"
+import { applyUpdate, emptyState, leftOutByCap, merged, type SourceState } from "../../src/discovery/endpointSet.ts"
 import { type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate, MaxEndpointsPerService } from "../../src/discovery/types.ts"
 import { prng } from "../helpers/prng.ts"
 import { Recorder } from "./recorder.ts"
@@ -25,19 +25,19 @@ const COUNT = Number(process.env["FLOOD"] ?? 20_000)
 const many = (count: number, from = 0) => Array.from({ length: count }, (_, i) => ep(from + i))
 
 describe("applyUpdate's cap per service", () => {
-  it("a Reset keeps the first MaxEndpointsPerService distinct endpoints; leftOut counts the rest", () => {
+  it("a Reset keeps the first MaxEndpointsPerService distinct endpoints; leftOutByCap counts the rest", () => {
     const update: EndpointUpdate = { _tag: "Reset", service: "web", endpoints: [...many(MaxEndpointsPerService + 500), ep(0)] }
     const state = applyUpdate(emptyState, update)
     expect(state.get("web")!.size).toBe(MaxEndpointsPerService)
     expect(state.get("web")!.has("10.0.0.0:80")).toBe(true)
-    expect(leftOut(update, state)).toBe(500)
+    expect(leftOutByCap(update, state)).toBe(500)
   })
 
   it("an Add (or a Change of an unknown key) beyond the cap changes nothing; a Change of a known one applies", () => {
     const full = applyUpdate(emptyState, { _tag: "Reset", service: "web", endpoints: many(MaxEndpointsPerService) })
     const add: EndpointUpdate = { _tag: "Add", endpoint: ep(MaxEndpointsPerService) }
     expect(applyUpdate(full, add)).toBe(full)
-    expect(leftOut(add, full)).toBe(1)
+    expect(leftOutByCap(add, full)).toBe(1)
     expect(applyUpdate(full, { _tag: "Change", endpoint: ep(MaxEndpointsPerService) })).toBe(full)
     const changed = applyUpdate(full, { _tag: "Change", endpoint: ep(7, { weight: 5 }) })
     expect(changed.get("web")!.get("10.0.0.7:80")!.weight).toBe(5)
