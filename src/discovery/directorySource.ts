@@ -58,6 +58,13 @@ const alive = (pid: number): boolean => {
 /** How long after a change event the directory is read: the events of one burst of writes make one scan. */
 const ScanDebounceMs = 20
 
+/**
+ * The most announcement files read per scan (the first by name); the rest are left out and logged.
+ * Every scan reads each file, so a directory another process filled with 100,000 of them would cost
+ * that many opens every second; 4096 is far beyond the sidecars one machine runs.
+ */
+export const MaxAnnouncementFiles = 4096
+
 /** An announcement is about 300 bytes; a file of more than this is not one, and is not read. */
 export const MaxAnnouncementBytes = 64 * 1024
 
@@ -101,6 +108,8 @@ export const directorySource = (options: DirectorySourceOptions): DiscoverySourc
     let reported = new Map<string, string>()
     /** The invalid files of the last scan and which version of each was logged: each is logged once per version. */
     let invalidLogged = new Map<string, string>()
+    /** Whether the last scan left files out (logged once until it does not). */
+    let capped = false
     /** The last error reading the directory, logged once until a read succeeds. */
     let unreadable: string | undefined
     const signature = (endpoints: ReadonlyArray<DiscoveredEndpoint>) => endpoints.map((e) => `${endpointKey(e)}#${e.weight}#${e.identity ?? ""}#${e.adminPort ?? ""}#${e.version ?? ""}`).sort().join()
@@ -116,11 +125,15 @@ export const directorySource = (options: DirectorySourceOptions): DiscoverySourc
         return
       }
       unreadable = undefined
+      let announcements = names.filter((name) => name.endsWith(".json") && join(directory, name) !== own)
+      const over = announcements.length > MaxAnnouncementFiles
+      if (over && !capped) log("discovery.directory-capped", { directory, files: announcements.length, limit: MaxAnnouncementFiles })
+      capped = over
+      if (over) announcements = announcements.sort().slice(0, MaxAnnouncementFiles)
       const found = new Map<string, Array<DiscoveredEndpoint>>()
       const invalidNow = new Map<string, string>()
-      for (const name of names) {
+      for (const name of announcements) {
         const file = join(directory, name)
-        if (!name.endsWith(".json") || file === own) continue
         let announcement: Announcement
         let version = ""
         try {

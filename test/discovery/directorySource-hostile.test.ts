@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFile
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
-import { directorySource } from "../../src/discovery/directorySource.ts"
+import { directorySource, MaxAnnouncementFiles } from "../../src/discovery/directorySource.ts"
 import type { EndpointUpdate } from "../../src/discovery/types.ts"
 import { Recorder } from "./recorder.ts"
 
@@ -134,6 +134,21 @@ describe("directorySource against hostile files", () => {
     stops.push(directorySource({ directory: dir, mesh: "m", announce: { service: "pricing", host: "127.0.0.1", port: 4143, weight: 1, node: "self" }, log: () => {} }).start(() => {}))
     expect(readFileSync(victim, "utf8")).toBe("keep me")
     expect(JSON.parse(readFileSync(join(dir, "self.json"), "utf8"))).toMatchObject({ node: "self", pid: process.pid })
+  })
+
+  it("more *.json files than MaxAnnouncementFiles: the first that many by name are read per scan, and that is logged once", async () => {
+    const dir = freshDir()
+    writeFileSync(join(dir, "a-good.json"), JSON.stringify(good))
+    for (let i = 0; i < MaxAnnouncementFiles + 100; i++) writeFileSync(join(dir, `z-junk-${i}.json`), "{")
+    const { updates, logs } = start(dir)
+    const capped = await logs.waitFor((l) => l.event === "discovery.directory-capped", { timeoutMs: 5000 })
+    expect(capped.fields).toMatchObject({ directory: dir, limit: MaxAnnouncementFiles, files: MaxAnnouncementFiles + 101 })
+    await updates.waitFor((u) => ports(u).includes(4143), { timeoutMs: 5000 })
+    // A later scan (it reads the marker, first by name) does not log the cap again.
+    writeFileSync(join(dir, "a-marker.json"), JSON.stringify({ ...good, node: "marker", port: 4150 }))
+    await updates.waitFor((u) => ports(u).includes(4150), { timeoutMs: 5000 })
+    expect(logs.items.filter((l) => l.event === "discovery.directory-capped")).toHaveLength(1)
+    expect(logs.items.filter((l) => l.event === "discovery.announcement-invalid").length).toBeLessThanOrEqual(MaxAnnouncementFiles)
   })
 
   it("a FIFO named *.json does not block the scan (in a child process, bounded)", async () => {
