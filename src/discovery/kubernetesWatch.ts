@@ -89,7 +89,7 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
     listed = false
     const current: ListWatch<T> = new ListWatch<T>(
       path,
-      new LateWatchAborting(kubeConfig, () => stopped || informer !== current),
+      new BoundedWatch(kubeConfig, () => stopped || informer !== current),
       async () => {
         const list = await options.list()
         // Stopped while listing: fail the list so this informer does not go on to watch.
@@ -153,7 +153,7 @@ const WatchIdleTimeoutMs = 30_000
  * The informer's Watch: opens at most one watch per MinWatchSpacingMs, none once its informer no
  * longer wants it, and reads the stream with lines bounded (see the top of this file).
  */
-class LateWatchAborting extends Watch {
+class BoundedWatch extends Watch {
   private readonly unwanted: () => boolean
   private lastOpened = -Infinity
 
