@@ -190,7 +190,13 @@ export const directorySource = (options: DirectorySourceOptions): DiscoverySourc
       clearInterval(timer)
       clearTimeout(pending)
       watcher?.close()
-      if (own !== undefined) rmSync(own, { force: true })
+      if (own === undefined) return
+      try {
+        rmSync(own, { force: true })
+      } catch (error) {
+        // Replaced by something else (a directory) by another process: the stop goes on.
+        log("discovery.announcement-remove-failed", { file: own, message: messageOf(error) })
+      }
     }
   }
 })

@@ -3,7 +3,7 @@
 // named *.json, a huge file, announcements with fields out of range, an invalid file that stays.
 // Each case keeps the good announcement beside it reported.
 import { spawn, spawnSync } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
@@ -46,7 +46,6 @@ describe("directorySource against hostile files", () => {
     expect(String(failed.fields["message"])).toContain("ENOENT")
     // The last set stays while the directory is unreadable; a new directory is read again.
     const mark = updates.mark
-    const { mkdirSync } = await import("node:fs")
     mkdirSync(dir)
     writeFileSync(join(dir, "good.json"), JSON.stringify({ ...good, port: 4144 }))
     await updates.waitFor((u) => ports(u).includes(4144), { from: mark, timeoutMs: 2000 })
@@ -149,6 +148,16 @@ describe("directorySource against hostile files", () => {
     await updates.waitFor((u) => ports(u).includes(4150), { timeoutMs: 5000 })
     expect(logs.items.filter((l) => l.event === "discovery.directory-capped")).toHaveLength(1)
     expect(logs.items.filter((l) => l.event === "discovery.announcement-invalid").length).toBeLessThanOrEqual(MaxAnnouncementFiles)
+  })
+
+  it("its own announcement replaced by a directory: stopping logs it and does not throw", () => {
+    const dir = freshDir()
+    const logs: Array<string> = []
+    const stop = directorySource({ directory: dir, mesh: "m", announce: { service: "pricing", host: "127.0.0.1", port: 4143, weight: 1, node: "self" }, log: (event) => logs.push(event) }).start(() => {})
+    rmSync(join(dir, "self.json"))
+    mkdirSync(join(dir, "self.json"))
+    expect(() => stop()).not.toThrow()
+    expect(logs).toContain("discovery.announcement-remove-failed")
   })
 
   it("a FIFO named *.json does not block the scan (in a child process, bounded)", async () => {
