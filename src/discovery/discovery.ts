@@ -3,8 +3,8 @@
 // merged per service (endpointSet.ts), and subscribers (the sidecar's endpoint registry, the admin
 // view) receive the merged changes: a Reset when they subscribe, then Add, Remove and Change.
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
-import { applyUpdate, diff, emptyState, merged, type MergedEndpoint, type MergedState, type SourceState } from "./endpointSet.ts"
-import { endpointKey, type DiscoverySource, type EndpointUpdate } from "./types.ts"
+import { applyUpdate, change, diff, emptyState, leftOutByCap, merged, mergedEndpoint, type MergedEndpoint, type MergedState, type SourceState } from "./endpointSet.ts"
+import { endpointKey, MaxEndpointsPerService, type DiscoverySource, type EndpointUpdate } from "./types.ts"
 
 export type DiscoveryListener = (update: EndpointUpdate<MergedEndpoint>) => void
 
@@ -102,9 +102,30 @@ export class Discovery {
 
   private apply(registration: Registration, update: EndpointUpdate): void {
     const next = applyUpdate(registration.state, update)
+    const dropped = leftOutByCap(update, next)
+    if (dropped > 0) {
+      const source = update._tag === "Reset" ? update.endpoints[0]?.source : update._tag === "Remove" ? undefined : update.endpoint.source
+      this.log("discovery.endpoints-capped", { service: updateService(update), source, limit: MaxEndpointsPerService, leftOut: dropped })
+    }
     if (next === registration.state) return
     registration.state = next
-    this.refresh(updateService(update))
+    // One endpoint changed: re-merge that one (a flood of single Adds stays linear); a Reset: the service.
+    if (update._tag === "Reset") this.refresh(update.service)
+    else this.refreshEndpoint(update._tag === "Remove" ? update.service : update.endpoint.service, update._tag === "Remove" ? update.key : endpointKey(update.endpoint))
+  }
+
+  /** Re-merges one endpoint and tells the service's subscribers if it changed. */
+  private refreshEndpoint(service: string, key: string): void {
+    const states = [...this.registrations.values()].map((registration) => registration.state)
+    const previous = this.view.get(service)
+    const update = change(service, key, previous?.get(key), mergedEndpoint(states, service, key))
+    if (update === undefined) return
+    const now = new Map(previous)
+    if (update._tag === "Remove") now.delete(key)
+    else now.set(key, update.endpoint)
+    if (now.size === 0) this.view.delete(service)
+    else this.view.set(service, now)
+    this.tell(service, [update])
   }
 
   private withdraw(registration: Registration): void {
@@ -123,6 +144,10 @@ export class Discovery {
     const now = after.get(service)
     if (now === undefined) this.view.delete(service)
     else this.view.set(service, now)
+    this.tell(service, updates)
+  }
+
+  private tell(service: string, updates: ReadonlyArray<EndpointUpdate<MergedEndpoint>>): void {
     for (const subscription of [...this.subscriptions]) {
       if (subscription.service !== "*" && subscription.service !== service) continue
       for (const update of updates) {

@@ -8,7 +8,7 @@ import * as Result from "effect/Result"
 import { Resolver } from "node:dns/promises"
 import { isIP } from "node:net"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
-import { endpointKey, type DiscoveredEndpoint, type DiscoverySource } from "./types.ts"
+import { endpointKey, MaxEndpointsPerService, type DiscoveredEndpoint, type DiscoverySource } from "./types.ts"
 
 /** A lookup failed (timeout, refused, server failure): the last good set stays and the lookup is retried. */
 export class DnsLookupFailed extends Data.TaggedError("DnsLookupFailed")<{
@@ -63,6 +63,8 @@ export const retryDelayMs = (failures: number, limits: { readonly retryMs: numbe
 export interface SrvAnswer {
   readonly endpoints: ReadonlyArray<DiscoveredEndpoint>
   readonly ttlSeconds: number | undefined
+  /** Set when the answer held more than MaxEndpointsPerService targets or endpoints (the rest left out). */
+  readonly capped?: true
 }
 
 const codeOf = (error: unknown): string =>
@@ -90,23 +92,34 @@ const addressesOf = async (resolver: Resolver, target: string): Promise<Readonly
 /**
  * One lookup of `name`: the SRV records, then their targets' addresses. No records (ENODATA,
  * ENOTFOUND) is an empty answer; anything else is a DnsLookupFailed. The port comes from the
- * SRV record, the weight too (0 counts as 1); a target of "." (no service) and targets without
- * addresses are left out; priorities are not used (Kubernetes gives every record priority 0).
+ * SRV record, the weight too (0 counts as 1); a target of "." (no service), a port of 0 and targets
+ * without addresses are left out; priorities are not used (Kubernetes gives every record priority 0).
+ * At most MaxEndpointsPerService targets are looked up and endpoints built: records times addresses
+ * could otherwise run to millions from one TCP answer.
  */
 export const lookupSrv = async (resolver: Resolver, service: string, name: string): Promise<Result.Result<SrvAnswer, DnsLookupFailed>> => {
   try {
-    const records = await orNone(resolver.resolveSrv(name))
-    const targets = [...new Set(records.map((record) => record.name))].filter((target) => target !== "" && target !== ".")
+    const records = (await orNone(resolver.resolveSrv(name))).filter((record) => record.port > 0)
+    const allTargets = [...new Set(records.map((record) => record.name))].filter((target) => target !== "" && target !== ".")
+    const targets = allTargets.slice(0, MaxEndpointsPerService)
+    let capped = targets.length < allTargets.length
     const addresses = new Map(await Promise.all(targets.map(async (target) => [target, await addressesOf(resolver, target)] as const)))
-    const ttls = [...addresses.values()].flat().flatMap((entry) => (entry.ttl === undefined ? [] : [entry.ttl]))
+    let ttlSeconds: number | undefined
+    for (const entries of addresses.values()) {
+      for (const { ttl } of entries) if (ttl !== undefined && (ttlSeconds === undefined || ttl < ttlSeconds)) ttlSeconds = ttl
+    }
     const endpoints = new Map<string, DiscoveredEndpoint>()
-    for (const record of records) {
+    collect: for (const record of records) {
       for (const { address } of addresses.get(record.name) ?? []) {
+        if (endpoints.size >= MaxEndpointsPerService) {
+          capped = true
+          break collect
+        }
         const endpoint: DiscoveredEndpoint = { service, host: address, port: record.port, weight: Math.max(1, record.weight), features: [], source: "dns" }
         if (!endpoints.has(endpointKey(endpoint))) endpoints.set(endpointKey(endpoint), endpoint)
       }
     }
-    return Result.succeed({ endpoints: [...endpoints.values()], ttlSeconds: ttls.length === 0 ? undefined : Math.min(...ttls) })
+    return Result.succeed({ endpoints: [...endpoints.values()], ttlSeconds, ...(capped ? { capped: true as const } : {}) })
   } catch (error) {
     return Result.fail(new DnsLookupFailed({ name, code: codeOf(error), message: messageOf(error) }))
   }
@@ -134,6 +147,7 @@ export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => (
       let delayMs: number
       if (Result.isSuccess(result)) {
         failures = 0
+        if (result.success.capped === true) log("discovery.dns-capped", { service, name, limit: MaxEndpointsPerService })
         emit({ _tag: "Reset", service, endpoints: result.success.endpoints })
         delayMs = refreshDelayMs(result.success.ttlSeconds, limits)
       } else {

@@ -2,7 +2,7 @@
 // one source's updates into what that source currently reports; `merged` joins the sources into one
 // de-duplicated set per service; `diff` turns two merged sets into the fewest updates that lead from
 // one to the other, which is what subscribers receive. No I/O, no clocks, no mutation of inputs.
-import { endpointKey, type DiscoveredEndpoint, type EndpointUpdate } from "./types.ts"
+import { endpointKey, MaxEndpointsPerService, type DiscoveredEndpoint, type EndpointUpdate } from "./types.ts"
 
 /** What one source currently reports: service -> endpoint key -> endpoint. */
 export type SourceState = ReadonlyMap<string, ReadonlyMap<string, DiscoveredEndpoint>>
@@ -45,19 +45,28 @@ const withService = (
 /**
  * One source's state after one of its updates. A Reset keeps only endpoints of its own service;
  * Add of a known key replaces it, Change of an unknown key adds it; an update that changes nothing
- * returns `state` itself.
+ * returns `state` itself. A service holds at most MaxEndpointsPerService endpoints: a Reset keeps
+ * the first of them, an Add (or Change) of a new key beyond it changes nothing (see leftOutByCap).
  */
 export const applyUpdate = (state: SourceState, update: EndpointUpdate): SourceState => {
   switch (update._tag) {
     case "Reset": {
-      const endpoints = update.endpoints.filter((endpoint) => endpoint.service === update.service)
-      if (endpoints.length === 0 && !state.has(update.service)) return state
-      return withService(state, update.service, new Map(endpoints.map((endpoint) => [endpointKey(endpoint), endpoint])))
+      const endpoints = new Map<string, DiscoveredEndpoint>()
+      for (const endpoint of update.endpoints) {
+        if (endpoint.service !== update.service) continue
+        const key = endpointKey(endpoint)
+        if (endpoints.size < MaxEndpointsPerService || endpoints.has(key)) endpoints.set(key, endpoint)
+      }
+      if (endpoints.size === 0 && !state.has(update.service)) return state
+      return withService(state, update.service, endpoints)
     }
     case "Add":
     case "Change": {
       const { endpoint } = update
-      return withService(state, endpoint.service, new Map(state.get(endpoint.service)).set(endpointKey(endpoint), endpoint))
+      const current = state.get(endpoint.service)
+      const key = endpointKey(endpoint)
+      if (current !== undefined && current.size >= MaxEndpointsPerService && !current.has(key)) return state
+      return withService(state, endpoint.service, new Map(current).set(key, endpoint))
     }
     case "Remove": {
       const endpoints = state.get(update.service)
@@ -66,6 +75,22 @@ export const applyUpdate = (state: SourceState, update: EndpointUpdate): SourceS
       rest.delete(update.key)
       return withService(state, update.service, rest)
     }
+  }
+}
+
+/** How many endpoints of `update` the cap left out of `after` (the state applyUpdate gave for it). */
+export const leftOutByCap = (update: EndpointUpdate, after: SourceState): number => {
+  switch (update._tag) {
+    case "Reset": {
+      const keys = new Set<string>()
+      for (const endpoint of update.endpoints) if (endpoint.service === update.service) keys.add(endpointKey(endpoint))
+      return keys.size - (after.get(update.service)?.size ?? 0)
+    }
+    case "Add":
+    case "Change":
+      return after.get(update.endpoint.service)?.has(endpointKey(update.endpoint)) === true ? 0 : 1
+    case "Remove":
+      return 0
   }
 }
 
@@ -116,6 +141,19 @@ export const merged = (stateBySource: Iterable<SourceState>, services?: Iterable
   return result
 }
 
+/**
+ * The merged endpoint `key` of `service` alone (what `merged` would hold for it), or undefined when
+ * no source reports it: an update of one endpoint re-merges that endpoint, not the whole service.
+ */
+export const mergedEndpoint = (states: Iterable<SourceState>, service: string, key: string): MergedEndpoint | undefined => {
+  const reports: Array<DiscoveredEndpoint> = []
+  for (const state of states) {
+    const endpoint = state.get(service)?.get(key)
+    if (endpoint !== undefined) reports.push(endpoint)
+  }
+  return reports.length === 0 ? undefined : mergeReports(reports)
+}
+
 const sameList = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean =>
   a.length === b.length && a.every((item, i) => item === b[i])
 
@@ -132,6 +170,13 @@ const sameEndpoint = (a: MergedEndpoint, b: MergedEndpoint): boolean =>
   sameList(a.features, b.features) &&
   sameList(a.sources, b.sources)
 
+/** The update that turns endpoint `key` of `service` from `before` into `after` (undefined: absent), if any. */
+export const change = (service: string, key: string, before: MergedEndpoint | undefined, after: MergedEndpoint | undefined): Exclude<EndpointUpdate<MergedEndpoint>, { readonly _tag: "Reset" }> | undefined => {
+  if (after === undefined) return before === undefined ? undefined : { _tag: "Remove", service, key }
+  if (before === undefined) return { _tag: "Add", endpoint: after }
+  return sameEndpoint(before, after) ? undefined : { _tag: "Change", endpoint: after }
+}
+
 /** The Remove, Add and Change updates (in that order per service) that turn `before` into `after`. */
 export const diff = (before: MergedState, after: MergedState): Array<EndpointUpdate<MergedEndpoint>> => {
   const updates: Array<EndpointUpdate<MergedEndpoint>> = []
@@ -140,9 +185,8 @@ export const diff = (before: MergedState, after: MergedState): Array<EndpointUpd
     const now = after.get(service) ?? new Map<string, MergedEndpoint>()
     for (const key of old.keys()) if (!now.has(key)) updates.push({ _tag: "Remove", service, key })
     for (const [key, endpoint] of now) {
-      const previous = old.get(key)
-      if (previous === undefined) updates.push({ _tag: "Add", endpoint })
-      else if (!sameEndpoint(previous, endpoint)) updates.push({ _tag: "Change", endpoint })
+      const update = change(service, key, old.get(key), endpoint)
+      if (update !== undefined) updates.push(update)
     }
   }
   return updates

@@ -31,7 +31,7 @@ import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
 import { watchKubernetes } from "./kubernetesWatch.ts"
-import { endpointKey, type DiscoveredEndpoint, type DiscoverySource } from "./types.ts"
+import { clampWeight, endpointKey, type DiscoveredEndpoint, type DiscoverySource } from "./types.ts"
 
 export interface KubernetesSourceOptions {
   /** The mesh service the endpoints belong to. */
@@ -72,10 +72,10 @@ export const takesTraffic = (conditions: { readonly ready?: boolean; readonly se
   return !terminating && (ready || serving)
 }
 
-/** The weight an annotation value gives: a positive integer, else 1. */
+/** The weight an annotation value gives: a positive integer (at most MaxWeight), else 1. */
 export const weightOf = (value: string | undefined): number => {
   if (value === undefined || !/^\s*\d+\s*$/.test(value)) return 1
-  return Math.max(1, Number.parseInt(value, 10))
+  return clampWeight(Number.parseInt(value, 10))
 }
 
 /**

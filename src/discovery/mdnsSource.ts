@@ -15,10 +15,12 @@
 // with a hash), unique by construction, so probing is off by default: a new publisher is seen in
 // milliseconds instead of about a second.
 //
-// Liveness: bonjour-service never expires entries (a SIGKILLed publisher stays listed forever).
-// Every `queryIntervalMs` this source starts a fresh browser (which sends a PTR query; every live
-// publisher answers it) and drops the endpoints nobody re-confirmed within `silenceMs`. A goodbye
-// (unpublishAll on stop) removes an endpoint at once. With the defaults (1000 / 2500 ms) a killed
+// Browsing reads multicast-dns responses directly (instancesIn), not through bonjour-service's
+// browser, whose cost per answer grows with every instance it ever saw: any host on the link can
+// announce, so a packet must cost time in proportion to its size only. Liveness: nothing expires by
+// itself (a SIGKILLed publisher would stay listed forever). Every `queryIntervalMs` this source sends
+// a PTR query (every live publisher answers it) and drops the endpoints nobody re-confirmed within
+// `silenceMs`. A goodbye (unpublishAll on stop) removes an endpoint at once. With the defaults (1000 / 2500 ms) a killed
 // publisher is dropped 1.5–3.5 s after its death, and a host that comes back is listed again within
 // about one interval.
 //
@@ -33,10 +35,22 @@ import type Bonjour from "bonjour-service"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { MeshVersion } from "../protocol/mesh.ts"
-import { type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate, endpointKey, validPort } from "./types.ts"
+import { clampWeight, type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate, endpointKey, isHost, isNodeId, isServiceName, validPort } from "./types.ts"
 
 export const MdnsServiceType = "iip-mesh"
 export const MdnsDefaults = { queryIntervalMs: 1000, silenceMs: 2500 } as const
+
+/**
+ * The most instances the source tracks at once; further new ones are refused (and logged) until some
+ * expire or say goodbye. Any host on the link can announce instances, and mDNS is for one link, where
+ * a few hundred sidecars is already much multicast; 4096 (four services at the per-service cap) is
+ * far beyond a real mesh and, with every TXT field checked, bounds the table to a few MB.
+ */
+export const MaxMdnsInstances = 4096
+
+/** The most features an announcement lists (the mesh protocol announces one). */
+const MaxFeatures = 16
+const featurePattern = /^[A-Za-z0-9._/-]{1,63}$/
 
 type Log = (event: string, fields: Record<string, unknown>) => void
 
@@ -89,6 +103,8 @@ export interface MdnsSourceOptions {
   readonly probe?: boolean
   readonly queryIntervalMs?: number
   readonly silenceMs?: number
+  /** The most instances tracked at once (default MaxMdnsInstances). */
+  readonly maxInstances?: number
   readonly timer?: MdnsTimer
   readonly log?: Log
 }
@@ -144,24 +160,34 @@ const text = (txt: Record<string, unknown>, key: string): string | undefined => 
   return typeof value === "string" && value !== "" ? value : undefined
 }
 
-/** The endpoint an answer describes, or why it is not reported. */
+/**
+ * The endpoint an answer describes, or why it is not reported. Any host on the link can answer, so
+ * each field is checked: a service that is not a DNS label, or a host (TXT addr, else the answer's
+ * source) that is not an IP address or host name, makes the record malformed; the weight is clamped
+ * to 1..MaxWeight; a zone, node, version or id that is not of its kind is left out, as are features
+ * that are not short labels (at most MaxFeatures kept).
+ */
 export const decodeService = (seen: SeenService, mesh: string, self: string | undefined): Decoded => {
   const txt = seen.txt ?? {}
   if (text(txt, "mesh") !== mesh) return { ok: false, reason: "mesh" }
-  const node = text(txt, "node")
-  if (self !== undefined && node === self) return { ok: false, reason: "self" }
+  const announcedNode = text(txt, "node")
+  if (self !== undefined && announcedNode === self) return { ok: false, reason: "self" }
+  const node = announcedNode !== undefined && isNodeId(announcedNode) ? announcedNode : undefined
   const service = text(txt, "service")
   const port = seen.port
-  if (service === undefined || !Number.isInteger(port) || port <= 0 || port > 65535) return { ok: false, reason: "malformed" }
+  if (service === undefined || !isServiceName(service) || !Number.isInteger(port) || port <= 0 || port > 65535) return { ok: false, reason: "malformed" }
   const host = text(txt, "addr") ?? seen.referer?.address ?? seen.addresses?.find((a) => !a.includes(":")) ?? seen.host
-  const weight = Number(text(txt, "weight") ?? "1")
-  const features = (text(txt, "features") ?? "").split(",").filter((f) => f !== "")
+  if (typeof host !== "string" || !isHost(host)) return { ok: false, reason: "malformed" }
+  const weight = clampWeight(Number(text(txt, "weight") ?? "1"))
+  const features = (text(txt, "features") ?? "").split(",", MaxFeatures * 4).filter((f) => featurePattern.test(f)).slice(0, MaxFeatures)
   const proto = text(txt, "proto")
-  if (proto !== undefined && !features.some((f) => f.startsWith("mesh/"))) features.unshift(`mesh/${proto}`)
+  if (proto !== undefined && /^\d{1,5}$/.test(proto) && !features.some((f) => f.startsWith("mesh/"))) features.unshift(`mesh/${proto}`)
   // A version that is not a label is left out: the endpoint then belongs to no subset.
   const announcedVersion = text(txt, "version")
   const version = announcedVersion !== undefined && isSubsetLabel(announcedVersion) ? announcedVersion : undefined
-  const zone = text(txt, "zone")
+  // A zone is a label value as Kubernetes' topology labels have it (the subset label's alphabet).
+  const announcedZone = text(txt, "zone")
+  const zone = announcedZone !== undefined && isSubsetLabel(announcedZone) ? announcedZone : undefined
   // An id that is not a SPIFFE ID is left out: the endpoint then needs any identity of the trust domain.
   const identity = text(txt, "id")
   const validIdentity = identity !== undefined && parseSpiffeId(identity) !== undefined ? identity : undefined
@@ -172,8 +198,8 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
       service,
       host,
       port,
-      weight: Number.isFinite(weight) && weight >= 1 ? Math.round(weight) : 1,
-      features,
+      weight,
+      features: features.slice(0, MaxFeatures),
       source: "mdns",
       ...(version !== undefined ? { version } : {}),
       ...(zone !== undefined ? { zone } : {}),
@@ -197,10 +223,12 @@ export class MdnsEndpointTable {
   private readonly entries = new Map<string, { endpoint: DiscoveredEndpoint; lastSeen: number }>()
   private readonly emit: (update: EndpointUpdate) => void
   private readonly silenceMs: number
+  private readonly maxInstances: number
 
-  constructor(emit: (update: EndpointUpdate) => void, silenceMs: number) {
+  constructor(emit: (update: EndpointUpdate) => void, silenceMs: number, maxInstances = MaxMdnsInstances) {
     this.emit = emit
     this.silenceMs = silenceMs
+    this.maxInstances = maxInstances
   }
 
   get size(): number {
@@ -211,12 +239,16 @@ export class MdnsEndpointTable {
     return [...this.entries.values()].map((entry) => entry.endpoint)
   }
 
-  /** An answer for `fqdn` arrived at `now`. */
-  seen(fqdn: string, endpoint: DiscoveredEndpoint, now: number): void {
+  /** An answer for `fqdn` arrived at `now`; false when it is new and the table is full (it is not tracked). */
+  seen(fqdn: string, endpoint: DiscoveredEndpoint, now: number): boolean {
     const key = fqdn.toLowerCase()
     const entry = this.entries.get(key)
+    if (entry === undefined && this.entries.size >= this.maxInstances) return false
     this.entries.set(key, { endpoint, lastSeen: now })
-    if (entry === undefined) return this.emit({ _tag: "Add", endpoint })
+    if (entry === undefined) {
+      this.emit({ _tag: "Add", endpoint })
+      return true
+    }
     const old = entry.endpoint
     if (old.service !== endpoint.service || endpointKey(old) !== endpointKey(endpoint)) {
       this.emit({ _tag: "Remove", service: old.service, key: endpointKey(old) })
@@ -224,6 +256,7 @@ export class MdnsEndpointTable {
     } else if (!sameEndpoint(old, endpoint)) {
       this.emit({ _tag: "Change", endpoint })
     }
+    return true
   }
 
   /** A goodbye (or a record that no longer qualifies) for `fqdn`. */
@@ -244,8 +277,79 @@ export class MdnsEndpointTable {
   }
 }
 
+/** A resource record as multicast-dns decodes it; from the network, so every field is checked before use. */
+interface AnswerRecord {
+  readonly name?: unknown
+  readonly type?: unknown
+  readonly ttl?: unknown
+  readonly data?: unknown
+}
+
+/** The PTR name every instance of the mesh is listed under. */
+const browsedName = `_${MdnsServiceType}._tcp.local`
+
+/** A TXT record's strings as key=value pairs (the last of a key wins); other entries are left out. */
+const decodeTxtStrings = (data: unknown): Record<string, string> => {
+  const txt: Record<string, string> = Object.create(null) as Record<string, string>
+  if (!Array.isArray(data)) return txt
+  for (const item of data) {
+    if (!Buffer.isBuffer(item) || item.length < 2) continue
+    const text = item.toString("utf8")
+    const equals = text.indexOf("=")
+    if (equals > 0) txt[text.slice(0, equals)] = text.slice(equals + 1)
+  }
+  return txt
+}
+
+/**
+ * The instances of the mesh one mDNS response names: goodbyes (PTR with TTL 0) and instances with
+ * their SRV (port, target), TXT and the target's addresses from the same packet, as bonjour-service's
+ * browser reads them, but with the packet's records indexed by name, so a packet costs time in
+ * proportion to its size, never to how many instances are known (bonjour-service's browser looks each
+ * answer up in the list of every instance it ever saw: a flood of 8,192 instances pinned a core and
+ * its socket dropped most of them).
+ */
+export const instancesIn = (
+  packet: { readonly answers?: unknown; readonly additionals?: unknown },
+  referer: { readonly address: string }
+): { readonly goodbyes: Array<string>; readonly seen: Array<SeenService> } => {
+  const records: Array<AnswerRecord> = []
+  for (const list of [packet.answers, packet.additionals]) {
+    if (Array.isArray(list)) for (const record of list) if (typeof record === "object" && record !== null && typeof record.name === "string") records.push(record as AnswerRecord)
+  }
+  const byName = new Map<string, Array<AnswerRecord>>()
+  for (const record of records) {
+    const key = (record.name as string).toLowerCase()
+    const list = byName.get(key)
+    if (list === undefined) byName.set(key, [record])
+    else list.push(record)
+  }
+  const goodbyes: Array<string> = []
+  const seen = new Map<string, SeenService>()
+  for (const ptr of byName.get(browsedName) ?? []) {
+    if (ptr.type !== "PTR" || typeof ptr.data !== "string" || typeof ptr.ttl !== "number") continue
+    const fqdn = ptr.data
+    if (ptr.ttl === 0) {
+      goodbyes.push(fqdn)
+      continue
+    }
+    const own = byName.get(fqdn.toLowerCase()) ?? []
+    const srv = own.find((record) => record.type === "SRV" && typeof record.ttl === "number" && record.ttl > 0)?.data as { readonly port?: unknown; readonly target?: unknown } | undefined
+    if (typeof srv !== "object" || srv === null || typeof srv.port !== "number" || typeof srv.target !== "string") continue
+    const target = srv.target
+    const addresses = (byName.get(target.toLowerCase()) ?? []).flatMap((record) => ((record.type === "A" || record.type === "AAAA") && typeof record.data === "string" ? [record.data] : []))
+    const txt = own.find((record) => record.type === "TXT")
+    seen.set(fqdn.toLowerCase(), { fqdn, port: srv.port, host: target, txt: decodeTxtStrings(txt?.data), referer, addresses })
+  }
+  return { goodbyes, seen: [...seen.values()] }
+}
+
 type BonjourInstance = InstanceType<typeof Bonjour>
-type BrowserInstance = ReturnType<BonjourInstance["find"]>
+
+/** The parts of multicast-dns (under bonjour-service) the browse uses. */
+interface MulticastDns extends NodeJS.EventEmitter {
+  query(name: string, type: string): void
+}
 
 /** Announces this sidecar's services and reports the mesh's others, as a DiscoverySource. */
 export class MdnsSource implements DiscoverySource {
@@ -272,9 +376,15 @@ export class MdnsSource implements DiscoverySource {
     const bonjour = new BonjourClass(mdnsOptions as unknown as ConstructorParameters<typeof Bonjour>[0], (error: unknown) => log("mdns-error", { error: String(error) }))
     this.bonjour = bonjour
     // bonjour-service does not listen to its socket's errors; an unhandled "error" would crash the process.
-    const mdns = (bonjour as unknown as { server?: { mdns?: NodeJS.EventEmitter } }).server?.mdns
-    mdns?.on("error", (error: unknown) => log("mdns-error", { error: String(error) }))
-    mdns?.on("warning", (error: unknown) => log("mdns-warning", { error: String(error) }))
+    const mdns = (bonjour as unknown as { server: { mdns: MulticastDns } }).server.mdns
+    mdns.on("error", (error: unknown) => log("mdns-error", { error: String(error) }))
+    // A warning is a packet that did not decode; any host can send those at line rate, so the log
+    // gets the first of each re-query interval and the count of the rest at its end.
+    let warnings = 0
+    mdns.on("warning", (error: unknown) => {
+      if (warnings === 0) log("mdns-warning", { error: String(error).slice(0, 200) })
+      warnings += 1
+    })
 
     for (const announcement of options.announce ?? []) {
       const name = instanceName(options.mesh, options.node, announcement)
@@ -295,40 +405,55 @@ export class MdnsSource implements DiscoverySource {
     if (options.browse === false) return () => void this.shutdown()
 
     let stopped = false
+    const maxInstances = options.maxInstances ?? MaxMdnsInstances
     const table = new MdnsEndpointTable((update) => {
       if (!stopped) emit(update)
-    }, options.silenceMs ?? MdnsDefaults.silenceMs)
+    }, options.silenceMs ?? MdnsDefaults.silenceMs, maxInstances)
+    // Instances logged as ignored (once each), at most maxInstances of them: a host announcing
+    // endless names of another mesh must not grow this set or the log without end.
     const ignored = new Set<string>()
+    let full = false
     const self = options.includeSelf === true ? undefined : options.node
     const onService = (seen: SeenService) => {
+      // DNS names are at most 255 bytes; what a hostile packet holds beyond that is not logged.
+      const fqdn = seen.fqdn.slice(0, 255)
       const decoded = decodeService(seen, options.mesh, self)
-      if (decoded.ok) return table.seen(seen.fqdn, decoded.endpoint, timer.now())
+      if (decoded.ok) {
+        // Logged once per episode: until the table has room again.
+        if (!table.seen(seen.fqdn, decoded.endpoint, timer.now())) {
+          if (!full) log("mdns-table-full", { fqdn, limit: maxInstances })
+          full = true
+        } else if (table.size < maxInstances) {
+          full = false
+        }
+        return
+      }
       table.gone(seen.fqdn)
-      if (decoded.reason !== "self" && !ignored.has(seen.fqdn)) {
+      if (decoded.reason !== "self" && !ignored.has(seen.fqdn) && ignored.size < maxInstances) {
         ignored.add(seen.fqdn)
-        log("mdns-ignored", { fqdn: seen.fqdn, reason: decoded.reason })
+        log("mdns-ignored", { fqdn, reason: decoded.reason })
       }
     }
-    const find = (): BrowserInstance => bonjour.find({ type: MdnsServiceType, protocol: "tcp" })
-    // The long-lived browser reports first answers, updates and goodbyes; the per-tick one only
-    // re-confirms (a fresh browser reports every instance that answers its query as "up").
-    const main = find()
-    main.on("up", (service) => onService(service as SeenService))
-    main.on("txt-update", (service) => onService(service as SeenService))
-    main.on("srv-update", (service) => onService(service as SeenService))
-    main.on("down", (service) => table.gone(service.fqdn))
-    let requery: BrowserInstance | undefined
+    // Every response on the link is read: first answers, re-confirmations (every live publisher
+    // answers the PTR query sent each interval), updates and goodbyes alike.
+    const onResponse = (packet: { readonly answers?: unknown; readonly additionals?: unknown }, rinfo: { readonly address: string }) => {
+      const { goodbyes, seen } = instancesIn(packet, { address: rinfo.address })
+      for (const fqdn of goodbyes) table.gone(fqdn)
+      for (const service of seen) onService(service)
+    }
+    mdns.on("response", onResponse)
+    const query = () => mdns.query(browsedName, "PTR")
+    query()
     const cancel = timer.every(options.queryIntervalMs ?? MdnsDefaults.queryIntervalMs, () => {
-      requery?.stop()
-      requery = find()
-      requery.on("up", (service) => onService(service as SeenService))
-      for (const fqdn of table.sweep(timer.now())) log("mdns-expired", { fqdn })
+      query()
+      for (const fqdn of table.sweep(timer.now())) log("mdns-expired", { fqdn: fqdn.slice(0, 255) })
+      if (warnings > 1) log("mdns-warnings", { count: warnings - 1 })
+      warnings = 0
     })
     return () => {
       stopped = true
       cancel()
-      requery?.stop()
-      main.stop()
+      mdns.removeListener("response", onResponse)
       void this.shutdown()
     }
   }

@@ -4,11 +4,12 @@
 import * as Data from "effect/Data"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
-import { readFileSync, statSync, watch, type FSWatcher } from "node:fs"
+import { statSync, watch, type FSWatcher } from "node:fs"
 import { dirname } from "node:path"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
+import { readSmallFile } from "./smallFile.ts"
 import type { DiscoveredEndpoint, DiscoverySource, EndpointUpdate } from "./types.ts"
 
 /** One configured endpoint: "host:port" ("[v6]:port"), its weight, and how it is secured (types.ts). */
@@ -46,7 +47,7 @@ const EndpointFile = Schema.fromJsonString(
     Schema.Array(
       Schema.Struct({
         address: Schema.String.pipe(
-          Schema.check(Schema.makeFilter((text: string) => (parseAddress(text) === undefined ? `Expected HOST:PORT, got ${JSON.stringify(text)}` : undefined)))
+          Schema.check(Schema.makeFilter((text: string) => (parseAddress(text) === undefined ? `Expected HOST:PORT, got ${JSON.stringify(text.slice(0, 200))}` : undefined)))
         ),
         weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 }))),
         identity: Schema.optionalKey(
@@ -63,7 +64,7 @@ const EndpointFile = Schema.fromJsonString(
     Schema.check(
       Schema.makeFilter((endpoints: Readonly<Record<string, unknown>>) => {
         const bad = Object.keys(endpoints).find((service) => !servicePattern.test(service))
-        return bad === undefined ? undefined : `Expected service names to be DNS labels (a-z, 0-9, -), got ${JSON.stringify(bad)}`
+        return bad === undefined ? undefined : `Expected service names to be DNS labels (a-z, 0-9, -), got ${JSON.stringify(bad.slice(0, 80))}`
       })
     )
   )
@@ -108,11 +109,22 @@ export interface FileSourceOptions {
   readonly log?: Log
 }
 
-/** Reads and checks the file: its endpoints, or StaticFileInvalid. */
+/**
+ * The largest endpoints file read: 100 services of 1,000 endpoints each, with identities, come to
+ * about 10 MiB of JSON. A bigger file is not an endpoints file; reading it would hold it all in memory.
+ */
+export const MaxEndpointsFileBytes = 16 * 1024 * 1024
+
+/**
+ * Reads and checks the file: its endpoints, or StaticFileInvalid. A symlink is followed (a
+ * ConfigMap's file is one); what it leads to must be a regular file of at most MaxEndpointsFileBytes.
+ */
 export const readEndpointFile = (path: string): Result.Result<StaticEndpoints, StaticFileInvalid> => {
   let text: string
   try {
-    text = readFileSync(path, "utf8")
+    const read = readSmallFile(path, MaxEndpointsFileBytes, { followSymlink: true })
+    if ("problem" in read) return Result.fail(new StaticFileInvalid({ path, message: read.problem }))
+    text = read.text
   } catch (error) {
     return Result.fail(new StaticFileInvalid({ path, message: messageOf(error) }))
   }

@@ -2,6 +2,7 @@
 // mDNS, Kubernetes) report DiscoveredEndpoints as EndpointUpdates; the Discovery service folds
 // them per source (endpointSet.ts), merges the sources and hands merged updates to subscribers
 // such as the sidecar's endpoint registry and the admin view.
+import { isIP } from "node:net"
 
 /** One instance of a service, as one source reports it. */
 export interface DiscoveredEndpoint {
@@ -28,6 +29,31 @@ export interface DiscoveredEndpoint {
   /** The port of the sidecar's admin control listener on `host`, when it announces one (admin federation). */
   readonly adminPort?: number
 }
+
+/**
+ * The most endpoints one source reports for one service (the Discovery service keeps the first
+ * this-many and logs the rest as left out). Sources fed from the network (an mDNS host, a DNS or API
+ * server) could otherwise name millions, and every update costs the merge and the endpoint registry
+ * time in proportion to the set. 1000 is Kubernetes' own limit for one Endpoints object (beyond it the
+ * controller truncates and marks it over-capacity), so a real Service fits.
+ */
+export const MaxEndpointsPerService = 1000
+
+/** The largest weight an endpoint takes, as the configuration and the admin weights allow. */
+export const MaxWeight = 1000
+
+/** A weight as announced, rounded into 1..MaxWeight (NaN: 1). */
+export const clampWeight = (weight: number): number => (Number.isNaN(weight) ? 1 : Math.min(MaxWeight, Math.max(1, Math.round(weight))))
+
+/** A mesh service name: a DNS label (a-z, 0-9, -; at most 63), as the configuration requires. */
+export const isServiceName = (text: string): boolean => /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/.test(text)
+
+/** An endpoint host: an IP address, or a host name (labels of A-Z a-z 0-9 - _, at most 253 in all). */
+export const isHost = (text: string): boolean =>
+  isIP(text) !== 0 || (text.length <= 253 && /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/.test(text))
+
+/** A sidecar id as announced: 1-253 characters, none of them a control character (the configuration takes any non-empty id; the default is host name and pid). */
+export const isNodeId = (text: string): boolean => text.length <= 253 && /^[^\u0000-\u001f\u007f]+$/.test(text)
 
 /** A port number as announced (a string or a number); undefined unless 1..65535. */
 export const validPort = (value: unknown): number | undefined => {

@@ -63,6 +63,13 @@ export class FakeKubeApi {
   readonly closedWatches = new Recorder<URL>()
   /** Answer the next this-many watch requests with 500. */
   failWatches = 0
+  /** Answer every watch with one new event (this object, re-applied as MODIFIED) and end it at once: a server that churns. */
+  churnWatches: KubernetesObject | undefined
+  /** Answer every watch with this text first (malformed lines, say), then as usual. */
+  watchPrefix = ""
+  /** Answer every watch with one line that never ends (64 KiB chunks while the client reads); counts the bytes sent. */
+  endlessLine = false
+  endlessBytes = 0
   private readonly server: Server
   /** Objects by path (the kind's collection) and name. */
   private readonly objects = new Map<string, Map<string, KubernetesObject>>()
@@ -173,6 +180,25 @@ export class FakeKubeApi {
     }
     res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" })
     res.flushHeaders()
+    if (this.endlessLine) {
+      const chunk = Buffer.alloc(64 * 1024, "x")
+      const pump = (): void => {
+        while (!res.destroyed) {
+          this.endlessBytes += chunk.length
+          if (!res.write(chunk)) return void res.once("drain", pump)
+        }
+      }
+      res.write('{"type":"ADDED","object":{"metadata":{"name":"')
+      pump()
+      return
+    }
+    if (this.watchPrefix !== "") res.write(this.watchPrefix)
+    if (this.churnWatches !== undefined) {
+      this.apply("MODIFIED", this.churnWatches)
+      const event = this.history.at(-1)!
+      res.end(`${JSON.stringify({ type: event.type, object: event.object })}\n`)
+      return
+    }
     const from = Number(url.searchParams.get("resourceVersion") ?? "0")
     if (from < this.oldestRv) {
       res.end(`${JSON.stringify({ type: "ERROR", object: { kind: "Status", code: 410, reason: "Expired", message: "too old resource version" } })}\n`)

@@ -1,0 +1,138 @@
+// The EndpointSlice source (src/discovery/kubernetesSource.ts, kubernetesWatch.ts) against an API
+// server that misbehaves (test/discovery/fakeKubeApi.ts): one that answers every watch with an
+// event and ends it at once, one whose history is always expired (410 Gone on every watch), and
+// annotations out of range. The watch must not reconnect in a tight loop.
+import { afterEach, describe, expect, it } from "vitest"
+import { kubernetesSource, weightOf } from "../../src/discovery/kubernetesSource.ts"
+import { KubeConfig } from "@kubernetes/client-node"
+import { MaxWatchLineBytes, watchKubernetes } from "../../src/discovery/kubernetesWatch.ts"
+import { type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
+import { endpointSlice, FakeKubeApi } from "./fakeKubeApi.ts"
+import { Recorder } from "./recorder.ts"
+
+const apis: Array<FakeKubeApi> = []
+const stops: Array<() => void> = []
+afterEach(async () => {
+  for (const stop of stops.splice(0)) stop()
+  await Promise.all(apis.splice(0).map((api) => api.close()))
+})
+
+const start = async () => {
+  const api = await FakeKubeApi.start("shop")
+  apis.push(api)
+  api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+  const updates = new Recorder<unknown>()
+  stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: () => {} }).start(updates.push))
+  await updates.waitFor(() => true, { timeoutMs: 3000 })
+  return api
+}
+
+/** The watch requests the server gets within `ms` from now. */
+const watchesWithin = async (api: FakeKubeApi, ms: number): Promise<number> => {
+  const mark = api.requests.mark
+  await new Promise((resolve) => setTimeout(resolve, ms))
+  return api.requests.items.slice(mark).filter((r) => r.kind === "watch").length
+}
+
+describe("the EndpointSlice watch against a misbehaving API server", () => {
+  it("a server that ends every watch right after one event is not re-watched in a tight loop (at most one watch a second)", async () => {
+    const api = await start()
+    await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 3000 })
+    api.churnWatches = endpointSlice("web-a", [{ ip: "10.1.0.10" }])
+    api.dropWatches()
+    const count = await watchesWithin(api, 2000)
+    console.log(`kubernetes: ${count} watches in 2 s from a server that ends each after one event`)
+    expect(count).toBeLessThanOrEqual(3)
+    expect(count).toBeGreaterThanOrEqual(1)
+  })
+
+  it("an always-expired history (410 Gone on every watch) backs off: lists and watches a few times in 3 s, not hundreds", async () => {
+    const api = await start()
+    await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 3000 })
+    const mark = api.requests.mark
+    api.expireHistory()
+    api.dropWatches()
+    // With no change after the expiry, every list's resourceVersion is too old for the next watch.
+    const count = await watchesWithin(api, 3000)
+    const lists = api.requests.items.slice(mark).filter((r) => r.kind === "list").length
+    console.log(`kubernetes: ${count} watches and ${lists} lists in 3 s against an always-expired history`)
+    expect(count).toBeLessThanOrEqual(4)
+    expect(lists).toBeLessThanOrEqual(4)
+  })
+})
+
+describe("watch streams with hostile lines", () => {
+  it("a line that never ends is cut at MaxWatchLineBytes: the watch fails (logged), is restarted, and memory stays bounded", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    const updates = new Recorder<unknown>()
+    const logs = new Recorder<{ readonly event: string; readonly fields: Record<string, unknown> }>()
+    api.endlessLine = true
+    stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: (event, fields) => logs.push({ event, fields }) }).start(updates.push))
+    const failed = await logs.waitFor((l) => l.event === "discovery.kubernetes-failed", { timeoutMs: 10_000 })
+    expect(String(failed.fields["message"])).toContain(`longer than ${MaxWatchLineBytes} bytes`)
+    // What the server got to send before the cut: the line limit plus what the socket buffers held.
+    expect(api.endlessBytes).toBeLessThan(MaxWatchLineBytes + 16 * 1024 * 1024)
+    // The list still gave the endpoints; a server that behaves again is watched again.
+    expect(updates.items.length).toBeGreaterThanOrEqual(1)
+    api.endlessLine = false
+    await api.requests.waitFor((r) => r.kind === "watch", { from: api.requests.mark, timeoutMs: 5000 })
+  })
+
+  it("malformed lines (not JSON, JSON that is no event) are skipped; the events after them on the same stream apply", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    api.watchPrefix = 'not json\nnull\n42\n{"type":"ADDED"}\n{"type":"ADDED","object":null}\n\n'
+    const updates = new Recorder<EndpointUpdate>()
+    stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: () => {} }).start(updates.push))
+    await updates.waitFor((u) => u._tag === "Reset" && u.endpoints.length === 1, { timeoutMs: 3000 })
+    await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 3000 })
+    await new Promise<void>((resolve) => {
+      const poll = () => (api.openWatches === 1 ? resolve() : setTimeout(poll, 5))
+      poll()
+    })
+    api.apply("ADDED", endpointSlice("web-b", [{ ip: "10.1.0.20" }]))
+    await updates.waitFor((u) => u._tag === "Reset" && u.endpoints.length === 2, { timeoutMs: 3000 })
+  })
+})
+
+describe("a watch that cannot even be sent", () => {
+  it("a credential that cannot be read when the watch opens (a CA file gone) fails the informer, which is retried with backoff, not left stopped", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    const kubeConfig = new KubeConfig()
+    kubeConfig.loadFromOptions({
+      clusters: [{ name: "fake", server: `http://127.0.0.1:${api.port}`, caFile: "/nonexistent/iip-mesh-test/ca.crt" }],
+      users: [{ name: "mesh", token: "test-token" }],
+      contexts: [{ name: "fake", cluster: "fake", user: "mesh", namespace: "shop" }],
+      currentContext: "fake"
+    })
+    const failures = new Recorder<{ readonly message: string; readonly retryInMs: number | undefined }>()
+    stops.push(watchKubernetes({
+      kubeConfig,
+      path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+      namespace: "shop",
+      // The list is the test's own (it succeeds); the watch reads the configuration's credentials.
+      list: async () => ({ apiVersion: "v1", kind: "List", metadata: { resourceVersion: "1" }, items: [] }),
+      onChange: () => {},
+      onFailed: (error, _failures, retryInMs) => failures.push({ message: String(error), retryInMs }),
+      retryMs: 20,
+      maxRetryMs: 100
+    }))
+    const first = await failures.waitFor(() => true, { timeoutMs: 3000 })
+    expect(first.message).toContain("ENOENT")
+    expect(first.retryInMs).toBe(20)
+    await failures.waitFor((f) => f.retryInMs === 40, { timeoutMs: 3000 })
+  })
+})
+
+describe("EndpointSlice annotations out of range", () => {
+  it("a weight annotation beyond MaxWeight is clamped to it (it was taken as 1e20)", () => {
+    expect(weightOf("99999999999999999999")).toBe(MaxWeight)
+    expect(weightOf("1001")).toBe(MaxWeight)
+    expect(weightOf(`${"9".repeat(400)}`)).toBe(MaxWeight)
+    expect(weightOf("1000")).toBe(1000)
+  })
+})

@@ -1,0 +1,141 @@
+// What any host on the LAN can announce over mDNS, decoded and tracked with no network (the
+// decoder and the liveness table of src/discovery/mdnsSource.ts): TXT values out of range or not
+// of their kind, hosts that are not addresses, and more instances than any mesh has. A bad record
+// is left out or loses the bad field; the good ones are kept.
+import { describe, expect, it } from "vitest"
+import { decodeService, instancesIn, MaxMdnsInstances, MdnsEndpointTable, type SeenService } from "../../src/discovery/mdnsSource.ts"
+import { type DiscoveredEndpoint, type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
+
+const txt = { service: "catalog", mesh: "shop", node: "n1", weight: "1", proto: "1", features: "mesh/1", addr: "10.0.0.5" }
+
+const seen = (fields: Record<string, unknown>, overrides: Partial<SeenService> = {}): SeenService => ({
+  fqdn: "catalog n1 7001 shop._iip-mesh._tcp.local",
+  port: 7001,
+  host: "h1.local",
+  txt: { ...txt, ...fields },
+  referer: { address: "10.0.0.9" },
+  ...overrides
+})
+
+const decoded = (fields: Record<string, unknown>, overrides: Partial<SeenService> = {}): DiscoveredEndpoint | string => {
+  const result = decodeService(seen(fields, overrides), "shop", "self")
+  return result.ok ? result.endpoint : result.reason
+}
+
+describe("hostile TXT records", () => {
+  it("a weight beyond MaxWeight is clamped to it: at 1e308 the weights sum to Infinity and the round-robin breaks (two equal ones split 998:1)", () => {
+    for (const weight of ["1e308", "99999999999999999999", "Infinity", "1001"]) expect(decoded({ weight }), weight).toMatchObject({ weight: MaxWeight })
+    for (const weight of ["-5", "NaN", "0x", ""]) expect(decoded({ weight }), weight).toMatchObject({ weight: 1 })
+  })
+
+  it("a service that is not a DNS label is malformed: no control characters or 10 KB names reach the registry, the admin view or the log", () => {
+    for (const service of ["Catalog", "cat alog", "catalog\n{\"forged\":true}", "a".repeat(64), "../etc", "-catalog"]) {
+      expect(decoded({ service }), JSON.stringify(service)).toBe("malformed")
+    }
+  })
+
+  it("an addr that is not an IP address or host name is malformed, not a dial target; a bad SRV host without addr too", () => {
+    for (const addr of ["10.0.0.1:80", "evil host", "a\r\nb", "x".repeat(300), "http://10.0.0.1/"]) {
+      expect(decoded({ addr }), JSON.stringify(addr)).toBe("malformed")
+    }
+    expect(decoded({ addr: "fd00::5" })).toMatchObject({ host: "fd00::5" })
+    const { addr: _, ...noAddr } = txt
+    // No addr and no source address: the SRV target's name is the host, if it is one.
+    const bare = (host: string) => {
+      const result = decodeService({ fqdn: "x._iip-mesh._tcp.local", port: 7001, host, txt: noAddr, addresses: [] }, "shop", "self")
+      return result.ok ? result.endpoint.host : result.reason
+    }
+    expect(bare("bad host\u0000")).toBe("malformed")
+    expect(bare("h1.local")).toBe("h1.local")
+  })
+
+  it("zone, node, features and proto are bounded: values that are not labels are left out, at most 16 features", () => {
+    const endpoint = decoded({
+      zone: "z".repeat(5000),
+      node: "n\u0000de",
+      features: Array.from({ length: 5000 }, (_, i) => `f${i}`).join(","),
+      proto: "1,evil"
+    }) as DiscoveredEndpoint
+    expect(endpoint.zone).toBeUndefined()
+    expect(endpoint.node).toBeUndefined()
+    expect(endpoint.features).toHaveLength(16)
+    expect(endpoint.features.every((f) => f.startsWith("f"))).toBe(true)
+    // Any id the configuration takes (spaces and all) is kept; only control characters and length are refused.
+    expect((decoded({ node: "my node-1" }) as DiscoveredEndpoint).node).toBe("my node-1")
+    const weird = decoded({ features: `mesh/1,${"x".repeat(64)},a b,ok/2`, proto: "1" }) as DiscoveredEndpoint
+    expect(weird.features).toStrictEqual(["mesh/1", "ok/2"])
+  })
+
+  it("TXT values that are not strings (binary or bare keys) are treated as absent", () => {
+    expect(decoded({ weight: Buffer.from("9"), zone: true, version: 7 })).toMatchObject({ weight: 1 })
+    expect(decoded({ service: Buffer.from("catalog") })).toBe("malformed")
+  })
+})
+
+describe("a flood of instances", () => {
+  const flood = (count: number) => {
+    const updates: Array<EndpointUpdate> = []
+    const table = new MdnsEndpointTable((update) => updates.push(update), 2500)
+    const refused: Array<boolean> = []
+    for (let i = 0; i < count; i++) {
+      refused.push(!table.seen(`i${i}._iip-mesh._tcp.local`, { service: `s${i % 50}`, host: `10.0.${i >> 8}.${i & 255}`, port: 7000, weight: 1, features: [], source: "mdns" }, 0))
+    }
+    return { table, updates, refused }
+  }
+
+  it(`the table tracks at most MaxMdnsInstances; the rest are refused until entries expire or leave`, () => {
+    const { table, updates, refused } = flood(MaxMdnsInstances + 500)
+    expect(table.size).toBe(MaxMdnsInstances)
+    expect(updates).toHaveLength(MaxMdnsInstances)
+    expect(refused.filter(Boolean)).toHaveLength(500)
+    // A known instance is still confirmed and updated at the cap.
+    expect(table.seen("i0._iip-mesh._tcp.local", { service: "s0", host: "10.0.0.0", port: 7000, weight: 2, features: [], source: "mdns" }, 1)).toBe(true)
+    expect(updates.at(-1)).toMatchObject({ _tag: "Change" })
+    // A goodbye makes room for a new one.
+    table.gone("i1._iip-mesh._tcp.local")
+    expect(table.seen("new._iip-mesh._tcp.local", { service: "s0", host: "10.9.9.9", port: 7000, weight: 1, features: [], source: "mdns" }, 1)).toBe(true)
+  })
+})
+
+describe("hostile mDNS responses (instancesIn)", () => {
+  const type = "_iip-mesh._tcp.local"
+  const fqdn = `catalog n1 7001 shop.${type}`
+  const good = [
+    { name: type, type: "PTR", ttl: 4500, data: fqdn },
+    { name: fqdn, type: "SRV", ttl: 120, data: { priority: 0, weight: 0, port: 7001, target: "h1.local" } },
+    { name: fqdn, type: "TXT", ttl: 4500, data: [Buffer.from("service=catalog"), Buffer.from("mesh=shop")] },
+    { name: "h1.local", type: "A", ttl: 120, data: "10.0.0.5" }
+  ]
+  const referer = { address: "10.0.0.9" }
+
+  it("reads an instance with its SRV, TXT and addresses, and a goodbye", () => {
+    const { goodbyes, seen } = instancesIn({ answers: good, additionals: [{ name: type, type: "PTR", ttl: 0, data: "gone._iip-mesh._tcp.local" }] }, referer)
+    expect(goodbyes).toStrictEqual(["gone._iip-mesh._tcp.local"])
+    expect(seen).toHaveLength(1)
+    expect(seen[0]).toMatchObject({ fqdn, port: 7001, host: "h1.local", addresses: ["10.0.0.5"], referer })
+    expect({ ...seen[0]!.txt }).toStrictEqual({ service: "catalog", mesh: "shop" })
+  })
+
+  it("skips what is malformed, keeps the good instance beside it, and never throws", () => {
+    const junk: Array<unknown> = [
+      null, 7, "x", {}, { name: 5 }, { name: type, type: "PTR" }, { name: type, type: "PTR", ttl: 10, data: { not: "a name" } },
+      { name: type, type: "PTR", ttl: 10, data: "nosrv._iip-mesh._tcp.local" },
+      { name: type, type: "PTR", ttl: 10, data: "badsrv._iip-mesh._tcp.local" }, { name: "badsrv._iip-mesh._tcp.local", type: "SRV", ttl: 10, data: null },
+      { name: type, type: "PTR", ttl: 10, data: "badtxt._iip-mesh._tcp.local" }, { name: "badtxt._iip-mesh._tcp.local", type: "SRV", ttl: 10, data: { port: 1, target: "t" } },
+      { name: "badtxt._iip-mesh._tcp.local", type: "TXT", ttl: 10, data: ["s=not a buffer", 42, Buffer.from("="), Buffer.from("__proto__=x"), Buffer.from("k=v")] }
+    ]
+    for (const packet of [{}, { answers: "nope" }, { answers: null, additionals: 3 }]) expect(instancesIn(packet, referer)).toStrictEqual({ goodbyes: [], seen: [] })
+    const { seen } = instancesIn({ answers: [...junk, ...good] }, referer)
+    expect(seen.map((s) => s.fqdn).sort()).toStrictEqual(["badtxt._iip-mesh._tcp.local", fqdn])
+    const badtxt = seen.find((s) => s.fqdn.startsWith("badtxt"))!
+    expect(Object.getPrototypeOf(badtxt.txt)).toBeNull()
+    // A key named __proto__ is a plain key of a prototype-less record: it changes no prototype.
+    expect(Object.keys(badtxt.txt!).sort()).toStrictEqual(["__proto__", "k"])
+    expect(badtxt.txt!["k"]).toBe("v")
+  })
+
+  it("one instance named by a thousand PTRs of one packet is one instance", () => {
+    const ptrs = Array.from({ length: 1000 }, () => good[0]!)
+    expect(instancesIn({ answers: [...ptrs, ...good.slice(1)] }, referer).seen).toHaveLength(1)
+  })
+})
