@@ -9,7 +9,9 @@ import type * as http from "node:http"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
+import { HttpMeta, requestMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { startClient } from "../support/meshTest.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 /** An app answering "plain" to requests, whose WebSocket server echoes; counts the upgrades it saw and its open sockets. */
@@ -121,6 +123,38 @@ describe("open WebSockets and B's inbound budgets", () => {
     expect(reopened).toBeDefined()
     expect(await echoed(reopened!, "again")).toBe("again")
   }, 60_000)
+
+  it("a tunnel whose caller ended its side, on a mesh connection that then closes: B closes its socket to the app and counts the tunnel out", async () => {
+    // The app keeps its side of every upgraded socket open after B's FIN (node's HTTP server leaves it half-open).
+    const app = await startApp(cleanup, (_req, res) => res.end("plain"))
+    app.server.on("upgrade", (_req: http.IncomingMessage, socket: net.Socket) => {
+      socket.on("error", () => {})
+      cleanup.add(() => socket.destroy())
+      socket.write("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nhi")
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, maxTunnels: 1 }))
+    const port = Number(b.inboundAddress.split(":")[1])
+    const upgrade = (client: ReturnType<typeof startClient>) =>
+      client.stream("/live", (async function*() {})(), { meta: requestMeta("GET", "catalog", []).set(HttpMeta.upgrade, "websocket"), timeoutMs: 5000 })
+    const caller = startClient(cleanup, port, { maxConnections: 1 })
+    const first = await upgrade(caller)
+    expect(first.meta.get(HttpMeta.status)).toBe("101")
+    expect(Buffer.from((await first.stream![Symbol.asyncIterator]().next()).value as Uint8Array).toString()).toBe("hi")
+    // The mesh connection goes: nobody can read the app's bytes any more, and the tunnel must not
+    // hold its place until the app ends it or stays silent for the upgrade idle timeout (5 min).
+    caller.close()
+    // B learns of the close when its socket does (no event tells the test): bounded retries.
+    const next = startClient(cleanup, port, { maxConnections: 1 })
+    let second: Awaited<ReturnType<typeof upgrade>> | undefined
+    let refused: unknown
+    for (const started = performance.now(); second === undefined && performance.now() - started < 5000;) {
+      second = await upgrade(next).catch((error: unknown) => {
+        refused = error
+        return new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 50))
+      })
+    }
+    expect(second?.meta.get(HttpMeta.status), String(refused)).toBe("101")
+  }, 30_000)
 
   it("40 WebSockets at once take channels past A's 16 per connection; once they close, A and B are back to at most 16 per connection, and the next burst works", async () => {
     const { a, b } = await pair({})
