@@ -1014,7 +1014,9 @@ export class MeshSession implements MessageSink {
     }
     for (const channel of this.peer.values()) {
       channel.receiving?.fail(error)
-      for (const served of [channel.running, ...channel.mailbox]) {
+      // An answer still streaming out is cancelled too: nobody reads it now, and what feeds it (a
+      // tunnel's app socket, held against maxTunnels) must close rather than wait for its own end.
+      for (const served of [channel.running, channel.sendingFor, ...channel.mailbox]) {
         if (served === undefined) continue
         this.servedDeadlines.remove(served)
         served.abort(error)
