@@ -156,6 +156,27 @@ describe("open WebSockets and B's inbound budgets", () => {
     expect(second?.meta.get(HttpMeta.status), String(refused)).toBe("101")
   }, 30_000)
 
+  it("an upgrade sent one-way (a push: nobody would read its tunnel) is refused before the app is asked, and holds no tunnel", async () => {
+    const upgrades: Array<string> = []
+    const app = await startApp(cleanup, (_req, res) => res.end("plain"))
+    app.server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket) => {
+      upgrades.push(req.url ?? "")
+      socket.on("error", () => {})
+      cleanup.add(() => socket.destroy())
+      // Open after B's FIN, as node's HTTP server leaves it.
+      socket.write("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nhi")
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, maxTunnels: 1 }))
+    const client = startClient(cleanup, Number(b.inboundAddress.split(":")[1]), { maxConnections: 1 })
+    const meta = requestMeta("GET", "catalog", []).set(HttpMeta.upgrade, "websocket")
+    // A call first: the connection is in mesh mode, and B has read the push before the call after it.
+    expect((await client.call("/plain", "", { meta: requestMeta("GET", "catalog", []), timeoutMs: 5000 })).toString()).toBe("plain")
+    client.push("/pushed", "", meta)
+    const tunnel = await client.stream("/live", (async function*() {})(), { meta, timeoutMs: 5000 })
+    expect(tunnel.meta.get(HttpMeta.status)).toBe("101")
+    expect(upgrades).toEqual(["/live"])
+  }, 30_000)
+
   it("40 WebSockets at once take channels past A's 16 per connection; once they close, A and B are back to at most 16 per connection, and the next burst works", async () => {
     const { a, b } = await pair({})
     const channels = async (running: RunningSidecar, direction: string): Promise<number> => {
