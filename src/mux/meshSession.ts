@@ -207,10 +207,14 @@ export class MeshSession implements MessageSink {
   /**
    * Closes one of this side's channels with nothing outstanding on it (§11): the peer forgets it
    * and gives its place back to its budgets, and its id is opened again before a new one. Only
-   * when both hellos named `close`; false (nothing done) otherwise, or while the channel is in use.
+   * when both hellos named `close`; false (nothing done) otherwise, or while the channel is in use,
+   * its last packets included: a stream's chunks wait in the writer's lane while a control packet
+   * goes ahead of them, and a close read before them would have the peer forget the channel (and
+   * take what follows for packets of a new one: status-order, the connection closed).
    */
   closeChannel(channel: OwnChannel): boolean {
     if (!this.closesChannels || channel === this.ownControl || channel.fifo.length > 0 || channel.sending !== undefined || this.own.get(channel.id) !== channel) return false
+    if (this.connection.writer.holds(channel.id)) return false
     this.own.delete(channel.id)
     this.connection.closeChannel(channel.id)
     // A channel never used is unknown to the peer: nothing to tell it.
@@ -1014,7 +1018,9 @@ export class MeshSession implements MessageSink {
     }
     for (const channel of this.peer.values()) {
       channel.receiving?.fail(error)
-      for (const served of [channel.running, ...channel.mailbox]) {
+      // An answer still streaming out is cancelled too: nobody reads it now, and what feeds it (a
+      // tunnel's app socket, held against maxTunnels) must close rather than wait for its own end.
+      for (const served of [channel.running, channel.sendingFor, ...channel.mailbox]) {
         if (served === undefined) continue
         this.servedDeadlines.remove(served)
         served.abort(error)

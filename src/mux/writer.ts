@@ -279,6 +279,14 @@ export class PacketWriter {
     process.nextTick(this.flushAtTickEnd)
   }
 
+  /**
+   * Packets of `channelId` wait in its lane, not yet handed to the socket: a packet on another
+   * channel (a control message about this one) would reach the peer ahead of them.
+   */
+  holds(channelId: number): boolean {
+    return this.lanes.size > 0 && this.lanes.has(channelId)
+  }
+
   /** Packets waiting in lanes (stream chunks and what was sent behind them), all channels together (the bench prints it). */
   get queuedChunks(): number {
     let n = 0

@@ -202,6 +202,8 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     const protocols = upgradeProtocols(asked)
     if (asked !== undefined && protocols === undefined) return pending.settle(failure(MeshErrorCode.badRequest, "the upgrade names no valid protocol list", false))
     if (protocols !== undefined && carriedProtocols(protocols) !== protocols) return pending.settle(failure(MeshErrorCode.badRequest, "the upgrade names h2c, which the mesh never carries", false))
+    // A push gets no answer, so nobody would read its tunnel: the app's socket would hold a place among maxTunnels for nothing.
+    if (protocols !== undefined && oneway) return pending.settle(failure(MeshErrorCode.badRequest, "an upgrade cannot be sent one-way: its tunnel is its answer", false))
     const observation = new InboundObservation(options.telemetry, options.service, head.method, head.path, head.headers, request.context.remoteAddress)
     observation.callApp(options.appHost, options.appPort, head.headers)
     if (protocols !== undefined) {

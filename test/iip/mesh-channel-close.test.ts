@@ -6,7 +6,9 @@
 // - hostile closes: a malformed body closes the connection (bad-control); one naming a control
 //   channel, a channel never opened or one of the server's own is ignored; a channel closed while
 //   busy is forgotten only once its answer is out, and a request on its id before that goes on it;
-//   closed idle it is forgotten at once and its id opens anew.
+//   closed idle it is forgotten at once and its id opens anew;
+// - a close never overtakes packets of its channel still waiting in the writer (a stream's chunks
+//   wait in their channel's lane while control packets go ahead of them).
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { type IipServer, reply } from "../../src/iip/server.ts"
 import { AcceptorControlChannel, decodeEnvelope, decodeHello, emptyMeta, encodeChannelId, encodeEnvelope, encodeHello, EnvelopeFlag, EnvelopeKind, MeshDefaults, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
@@ -84,6 +86,37 @@ describe("closing mesh channels", () => {
     expect(session.closeChannel(channel!)).toBe(false)
     expect(peer.packets.filter((p) => p.path === MeshPath.close)).toEqual([])
     client.close()
+  })
+
+  it("a channel whose last packets still wait in the writer is not closed until they are out: the close comes after them on the wire", async () => {
+    const peer = await startRawMeshPeer(cleanup)
+    const client = startClient(cleanup, peer.port, { maxConnections: 1 })
+    const more = deferred()
+    const body = (async function*() {
+      yield Buffer.alloc(1000, 1)
+      await more.promise
+      yield Buffer.alloc(1000, 2)
+      yield Buffer.alloc(1000, 3)
+    })()
+    const answered = client.stream("/up", body, { timeoutMs: 5000 })
+    const first = await peer.take((p) => p.path === "/up" && p.status === 0, 5000, "the request's first packet")
+    // Answered at once, before its body ended (an app that does not read an upload): nothing outstanding but the body.
+    const requestId = decodeEnvelope(first.data, MeshDefaults.maxMetaBytes).requestId
+    peer.sockets[0]!.write(frame(5, "/up", first.channelId, encodeEnvelope(EnvelopeKind.response, 0, requestId, emptyMeta, Buffer.from("ok"), 8192)))
+    expect((await answered).data.toString()).toBe("ok")
+    const session = client.meshSessions[0]!
+    const channel = (session as unknown as { own: Map<number, Parameters<typeof session.closeChannel>[0]> }).own.get(first.channelId)!
+    // The socket takes nothing for now: the body's next chunks and its last packet wait in the channel's lane.
+    const socket = session.connection.socket
+    socket.cork()
+    more.resolve()
+    await waitFor(() => channel.sending === undefined, 5000, "the body to be handed to the writer")
+    const closedAtOnce = session.closeChannel(channel)
+    socket.uncork()
+    if (!closedAtOnce) await waitFor(() => session.closeChannel(channel), 5000, "the channel to close once its packets are out")
+    await waitFor(() => peer.packets.some((p) => p.path === MeshPath.close), 5000, "the close")
+    const order = peer.packets.filter((p) => p.channelId === first.channelId || p.path === MeshPath.close).map((p) => (p.path === MeshPath.close ? "close" : p.status))
+    expect(order).toEqual([2, 2, 2, 3, "close"])
   })
 
   it("a malformed close closes the connection (bad-control); one naming a control channel, an unknown channel or the server's own is ignored", async () => {

@@ -2,14 +2,18 @@
 // upgraded connection holds a channel and a place among B's open tunnels (`maxTunnels`), not a
 // queued-request place: many open WebSockets never make B refuse ordinary requests `overloaded`.
 // The tunnels themselves are bounded: past `maxTunnels` a new upgrade is refused (503 overloaded,
-// the limit named, the app never asked), and a closed one makes room again. The channels a burst
+// the limit named, the app never asked), and a closed one makes room again, as does one the app
+// refused, never answered or the caller cancelled, or whose mesh connection closed; an upgrade
+// sent one-way is refused (it would hold a place nobody reads). The channels a burst
 // of WebSockets made A open past its 16 per connection are closed once the WebSockets are, on
 // both sidecars (PROTOCOL.md §11 `/sys/close`), and the next burst opens them again.
 import type * as http from "node:http"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
+import { HttpMeta, requestMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { startClient } from "../support/meshTest.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 /** An app answering "plain" to requests, whose WebSocket server echoes; counts the upgrades it saw and its open sockets. */
@@ -121,6 +125,92 @@ describe("open WebSockets and B's inbound budgets", () => {
     expect(reopened).toBeDefined()
     expect(await echoed(reopened!, "again")).toBe("again")
   }, 60_000)
+
+  it("a tunnel whose caller ended its side, on a mesh connection that then closes: B closes its socket to the app and counts the tunnel out", async () => {
+    // The app keeps its side of every upgraded socket open after B's FIN (node's HTTP server leaves it half-open).
+    const app = await startApp(cleanup, (_req, res) => res.end("plain"))
+    app.server.on("upgrade", (_req: http.IncomingMessage, socket: net.Socket) => {
+      socket.on("error", () => {})
+      cleanup.add(() => socket.destroy())
+      socket.write("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nhi")
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, maxTunnels: 1 }))
+    const port = Number(b.inboundAddress.split(":")[1])
+    const upgrade = (client: ReturnType<typeof startClient>) =>
+      client.stream("/live", (async function*() {})(), { meta: requestMeta("GET", "catalog", []).set(HttpMeta.upgrade, "websocket"), timeoutMs: 5000 })
+    const caller = startClient(cleanup, port, { maxConnections: 1 })
+    const first = await upgrade(caller)
+    expect(first.meta.get(HttpMeta.status)).toBe("101")
+    expect(Buffer.from((await first.stream![Symbol.asyncIterator]().next()).value as Uint8Array).toString()).toBe("hi")
+    // The mesh connection goes: nobody can read the app's bytes any more, and the tunnel must not
+    // hold its place until the app ends it or stays silent for the upgrade idle timeout (5 min).
+    caller.close()
+    // B learns of the close when its socket does (no event tells the test): bounded retries.
+    const next = startClient(cleanup, port, { maxConnections: 1 })
+    let second: Awaited<ReturnType<typeof upgrade>> | undefined
+    let refused: unknown
+    for (const started = performance.now(); second === undefined && performance.now() - started < 5000;) {
+      second = await upgrade(next).catch((error: unknown) => {
+        refused = error
+        return new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 50))
+      })
+    }
+    expect(second?.meta.get(HttpMeta.status), String(refused)).toBe("101")
+  }, 30_000)
+
+  it("an upgrade sent one-way (a push: nobody would read its tunnel) is refused before the app is asked, and holds no tunnel", async () => {
+    const upgrades: Array<string> = []
+    const app = await startApp(cleanup, (_req, res) => res.end("plain"))
+    app.server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket) => {
+      upgrades.push(req.url ?? "")
+      socket.on("error", () => {})
+      cleanup.add(() => socket.destroy())
+      // Open after B's FIN, as node's HTTP server leaves it.
+      socket.write("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nhi")
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, maxTunnels: 1 }))
+    const client = startClient(cleanup, Number(b.inboundAddress.split(":")[1]), { maxConnections: 1 })
+    const meta = requestMeta("GET", "catalog", []).set(HttpMeta.upgrade, "websocket")
+    // A call first: the connection is in mesh mode, and B has read the push before the call after it.
+    expect((await client.call("/plain", "", { meta: requestMeta("GET", "catalog", []), timeoutMs: 5000 })).toString()).toBe("plain")
+    client.push("/pushed", "", meta)
+    const tunnel = await client.stream("/live", (async function*() {})(), { meta, timeoutMs: 5000 })
+    expect(tunnel.meta.get(HttpMeta.status)).toBe("101")
+    expect(upgrades).toEqual(["/live"])
+  }, 30_000)
+
+  it("upgrades the app refuses, never answers, or the caller cancels give their maxTunnels place back", async () => {
+    const app = await startApp(cleanup, (_req, res) => res.end("plain"))
+    app.server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket) => {
+      socket.on("error", () => {})
+      cleanup.add(() => socket.destroy())
+      if (req.url === "/refuse") socket.end("HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno")
+      else if (req.url === "/live") socket.write("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nhi")
+      // Anything else is never answered.
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, maxTunnels: 1 }))
+    const client = startClient(cleanup, Number(b.inboundAddress.split(":")[1]), { maxConnections: 1 })
+    const meta = requestMeta("GET", "catalog", []).set(HttpMeta.upgrade, "websocket")
+    const upgrade = (path: string, options: { readonly timeoutMs: number; readonly signal?: AbortSignal }) =>
+      client.stream(path, (async function*() {})(), { meta, ...options })
+    const refused = await upgrade("/refuse", { timeoutMs: 5000 })
+    expect(refused.meta.get(HttpMeta.status)).toBe("403")
+    await expect(upgrade("/silent", { timeoutMs: 300 })).rejects.toThrow()
+    const controller = new AbortController()
+    const cancelled = upgrade("/silent", { timeoutMs: 5000, signal: controller.signal })
+    controller.abort()
+    await expect(cancelled).rejects.toThrow()
+    // Each gave its place back (B counts out as it learns of the end: bounded retries).
+    let live: Awaited<ReturnType<typeof upgrade>> | undefined
+    let error: unknown
+    for (const started = performance.now(); live === undefined && performance.now() - started < 5000;) {
+      live = await upgrade("/live", { timeoutMs: 5000 }).catch((e: unknown) => {
+        error = e
+        return new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 50))
+      })
+    }
+    expect(live?.meta.get(HttpMeta.status), String(error)).toBe("101")
+  }, 30_000)
 
   it("40 WebSockets at once take channels past A's 16 per connection; once they close, A and B are back to at most 16 per connection, and the next burst works", async () => {
     const { a, b } = await pair({})
