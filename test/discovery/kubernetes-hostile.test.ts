@@ -182,6 +182,32 @@ describe("bearer tokens as the watch sends them", () => {
   })
 })
 
+describe("a watch stopped while its credentials are being fetched", () => {
+  it("stopped while an authenticator (exec, OIDC) is still working, the watch is never sent: no request left open after stop", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    const kubeConfig = api.kubeConfig()
+    const asked = new Recorder<() => void>()
+    kubeConfig.addAuthenticator({
+      isAuthProvider: () => true,
+      applyAuthentication: (_user: unknown, _options: unknown) => new Promise<void>((resolve) => asked.push(resolve))
+    })
+    const stop = watchKubernetes({
+      kubeConfig,
+      path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+      namespace: "shop",
+      list: async () => ({ apiVersion: "v1", kind: "List", metadata: { resourceVersion: "1" }, items: [] }),
+      onChange: () => {},
+      onFailed: () => {}
+    })
+    stops.push(stop)
+    const release = await asked.waitFor(() => true, { timeoutMs: 3000 })
+    stop()
+    release()
+    expect(await watchesWithin(api, 300)).toBe(0)
+  })
+})
+
 describe("EndpointSlice annotations out of range", () => {
   it("a weight annotation beyond MaxWeight is clamped to it (it was taken as 1e20)", () => {
     expect(weightOf("99999999999999999999")).toBe(MaxWeight)
