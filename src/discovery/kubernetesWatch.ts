@@ -24,7 +24,8 @@
 // (a credential file unreadable) ends as a failed watch instead of throwing.
 //
 // Stopping: the Watch returns its AbortController as soon as the request is sent, so a stop at any
-// point closes the watch; one whose informer was stopped during the spacing wait is not opened.
+// point closes the watch; one whose informer was stopped during the spacing wait, or while its
+// credentials were fetched, is not opened.
 import { type KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node"
 import * as Data from "effect/Data"
 import http from "node:http"
@@ -237,6 +238,11 @@ class BoundedWatch extends Watch {
       for (const [key, value] of Object.entries(queryParams)) if (value !== undefined) url.searchParams.set(key, String(value))
       const options: https.RequestOptions = {}
       await this.config.applyToHTTPSOptions(options)
+      // Stopped while an authenticator (exec, OIDC) worked: the informer no longer holds this watch to abort it.
+      if (this.unwanted()) {
+        controller.abort()
+        return controller
+      }
       // The client's fetch strips leading and trailing whitespace from header values (a token file
       // ending in a newline works there); https.request would throw on it.
       const headers: Record<string, string | number | Array<string>> = {}
