@@ -66,6 +66,29 @@ describe("Discovery with a source past the cap", () => {
     discovery.close()
   })
 
+  it("an Add refused at the cap gets in once Removes make room: a source reports an endpoint once (mDNS re-confirms it silently), so a real instance that came during a flood would otherwise stay out after the flood expired", () => {
+    const logs = new Recorder<[string, Record<string, unknown>]>()
+    const discovery = new Discovery({ log: (event, fields) => logs.push([event, fields]) })
+    let emit: (update: EndpointUpdate) => void = () => {}
+    discovery.register({ start: (e) => ((emit = e), () => {}) })
+    const hostile = many(MaxEndpointsPerService)
+    for (const endpoint of hostile) emit({ _tag: "Add", endpoint })
+    const real = ep(MaxEndpointsPerService + 1, { weight: 3 })
+    emit({ _tag: "Add", endpoint: real })
+    expect(discovery.endpoints("web").some((e) => e.host === real.host)).toBe(false)
+    expect(logs.items.map(([event]) => event)).toStrictEqual(["discovery.endpoints-capped"])
+    for (const endpoint of hostile) emit({ _tag: "Remove", service: "web", key: `${endpoint.host}:80` })
+    expect(discovery.endpoints("web")).toMatchObject([{ host: real.host, weight: 3 }])
+    // One the source removed while it waited never gets in.
+    for (const endpoint of hostile) emit({ _tag: "Add", endpoint })
+    const gone = ep(MaxEndpointsPerService + 2)
+    emit({ _tag: "Add", endpoint: gone })
+    emit({ _tag: "Remove", service: "web", key: `${gone.host}:80` })
+    emit({ _tag: "Remove", service: "web", key: `${hostile[0]!.host}:80` })
+    expect(discovery.endpoints("web").some((e) => e.host === gone.host)).toBe(false)
+    discovery.close()
+  })
+
   it("a flood of single Adds (an mDNS host announcing instance after instance) stays linear: 20,000 Adds in under 5 s", () => {
     const discovery = new Discovery({ log: () => {} })
     let emit: (update: EndpointUpdate) => void = () => {}
