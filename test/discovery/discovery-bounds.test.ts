@@ -1,6 +1,6 @@
 // The cap on one source's endpoints per service (MaxEndpointsPerService, src/discovery/types.ts),
 // which the Discovery service applies to every source: a Reset beyond it keeps the first endpoints,
-// an Add beyond it is refused until a Remove makes room, and each is logged with what was left out.
+// an Add beyond it is refused (and waits) until a Remove makes room, and each is logged with what was left out.
 // A single Add, Change or Remove re-merges that one endpoint (before, a flood of Adds into one service
 // re-merged the whole service each time: 5,000 took 52 s); a random walk checks the result is the
 // full merge.
