@@ -96,11 +96,12 @@ describe("routes over real sidecars", () => {
     const v2 = await versioned("pricing", "v2")
     // Listed before v2; never picked (the route sends everything to v2), so their address is never dialled.
     const others = Array.from({ length: MaxSubsetsPerService }, (_, i) => ({ address: v2.endpoint.address.replace(/:\d+$/, `:${1 + i}`), weight: 1, version: `x${i}` }))
-    const { running } = await router("many-versions.json", [{ name: "to-v2", service: "pricing", split: [{ subset: "v2", weight: 1 }] }], {
+    const { running, logged } = await router("many-versions.json", [{ name: "to-v2", service: "pricing", split: [{ subset: "v2", weight: 1 }] }], {
       service: "store",
       endpoints: { pricing: [...others, v2.endpoint] }
     })
     expect(await get(running, "pricing")).toBe("pricing-v2")
+    expect(logged.filter((line) => line["event"] === "endpoints.subsets-capped")).toMatchObject([{ service: "pricing", limit: MaxSubsetsPerService }])
   })
 
   it("header, path (prefix, regex), query and method matches pick their subset; the first match wins; other traffic takes the last route", async () => {
