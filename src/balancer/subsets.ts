@@ -18,7 +18,8 @@ export const MaxSubsetsPerService = 16
 
 /**
  * Per subset, the ids of the endpoints outside it. Endpoints without a label belong to no subset;
- * nor do those whose label is not among the first MaxSubsetsPerService labels, in the order listed.
+ * nor do those whose label is not among the first MaxSubsetsPerService labels, in the order listed
+ * (the endpoint registry works those out per request).
  */
 export const subsetExclusions = (members: ReadonlyArray<{ readonly id: string; readonly subset: string | undefined }>): ReadonlyMap<string, ReadonlySet<string>> => {
   const subsets = new Set<string>()

@@ -4,7 +4,7 @@
 // view) receive the merged changes: a Reset when they subscribe, then Add, Remove and Change.
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
 import { applyUpdate, change, diff, emptyState, leftOutByCap, merged, mergedEndpoint, type MergedEndpoint, type MergedState, type SourceState } from "./endpointSet.ts"
-import { endpointKey, MaxEndpointsPerService, type DiscoverySource, type EndpointUpdate } from "./types.ts"
+import { type DiscoveredEndpoint, endpointKey, MaxEndpointsPerService, type DiscoverySource, type EndpointUpdate } from "./types.ts"
 
 export type DiscoveryListener = (update: EndpointUpdate<MergedEndpoint>) => void
 
@@ -20,6 +20,12 @@ export interface DiscoveryOptions {
 
 interface Registration {
   state: SourceState
+  /**
+   * Endpoints the cap refused, by service and key (at most MaxEndpointsPerService a service): a
+   * source reports an endpoint once, so one refused while the service was full is admitted, oldest
+   * first, when a Remove makes room, unless the source removed it meanwhile.
+   */
+  readonly waiting: Map<string, Map<string, DiscoveredEndpoint>>
   stop: () => void
 }
 
@@ -44,7 +50,7 @@ export class Discovery {
 
   /** Starts `source`; the returned function stops it and withdraws everything it reported. */
   register(source: DiscoverySource): () => void {
-    const registration: Registration = { state: emptyState, stop: () => {} }
+    const registration: Registration = { state: emptyState, waiting: new Map(), stop: () => {} }
     this.registrations.add(registration)
     try {
       registration.stop = source.start((update) => {
@@ -107,11 +113,47 @@ export class Discovery {
       const source = update._tag === "Reset" ? update.endpoints[0]?.source : update._tag === "Remove" ? undefined : update.endpoint.source
       this.log("discovery.endpoints-capped", { service: updateService(update), source, limit: MaxEndpointsPerService, leftOut: dropped })
     }
+    this.keepWaiting(registration, update, next)
     if (next === registration.state) return
     registration.state = next
     // One endpoint changed: re-merge that one (a flood of single Adds stays linear); a Reset: the service.
     if (update._tag === "Reset") this.refresh(update.service)
     else this.refreshEndpoint(update._tag === "Remove" ? update.service : update.endpoint.service, update._tag === "Remove" ? update.key : endpointKey(update.endpoint))
+    if (update._tag === "Remove") this.admitWaiting(registration, update.service)
+  }
+
+  /** Keeps `registration.waiting` to what the cap left out of `next` and the source still reports. */
+  private keepWaiting(registration: Registration, update: EndpointUpdate, next: SourceState): void {
+    const service = updateService(update)
+    let waiting = registration.waiting.get(service)
+    if (update._tag === "Remove") waiting?.delete(update.key)
+    else if (update._tag === "Reset") {
+      waiting = undefined
+      const kept = next.get(service)
+      for (const endpoint of update.endpoints) {
+        const key = endpointKey(endpoint)
+        if (endpoint.service !== service || kept?.has(key) === true) continue
+        waiting ??= new Map()
+        if (waiting.size < MaxEndpointsPerService || waiting.has(key)) waiting.set(key, endpoint)
+      }
+    } else {
+      const key = endpointKey(update.endpoint)
+      if (next.get(service)?.has(key) === true) waiting?.delete(key)
+      else if (waiting === undefined || waiting.size < MaxEndpointsPerService || waiting.has(key)) (waiting ??= new Map()).set(key, update.endpoint)
+    }
+    if (waiting === undefined || waiting.size === 0) registration.waiting.delete(service)
+    else registration.waiting.set(service, waiting)
+  }
+
+  /** A Remove made room in `service`: the oldest waiting endpoints get in, as Adds. */
+  private admitWaiting(registration: Registration, service: string): void {
+    const waiting = registration.waiting.get(service)
+    if (waiting === undefined) return
+    for (const [key, endpoint] of waiting) {
+      if ((registration.state.get(service)?.size ?? 0) >= MaxEndpointsPerService) return
+      waiting.delete(key)
+      this.apply(registration, { _tag: "Add", endpoint })
+    }
   }
 
   /** Re-merges one endpoint and tells the service's subscribers if it changed. */

@@ -24,7 +24,8 @@
 // (a credential file unreadable) ends as a failed watch instead of throwing.
 //
 // Stopping: the Watch returns its AbortController as soon as the request is sent, so a stop at any
-// point closes the watch; one whose informer was stopped during the spacing wait is not opened.
+// point closes the watch; one whose informer was stopped during the spacing wait, or while its
+// credentials were fetched, is not opened.
 import { type KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node"
 import * as Data from "effect/Data"
 import http from "node:http"
@@ -176,23 +177,6 @@ class BoundedWatch extends Watch {
       return controller
     }
     this.lastOpened = performance.now()
-    let url: URL
-    const options: https.RequestOptions = {}
-    try {
-      const cluster = this.config.getCurrentCluster()
-      if (cluster === null) throw new Error("No currently active cluster")
-      url = new URL(cluster.server + path)
-      url.searchParams.set("watch", "true")
-      for (const [key, value] of Object.entries(queryParams)) if (value !== undefined) url.searchParams.set(key, String(value))
-      await this.config.applyToHTTPSOptions(options)
-    } catch (error) {
-      // Thrown, it would leave the informer stopped for good (or, on a reconnect, reject unhandled):
-      // told as the watch's end, it fails the informer, which is restarted after the backoff.
-      setImmediate(() => done(error))
-      controller.abort()
-      return controller
-    }
-
     let finished = false
     let idle: ReturnType<typeof setTimeout> | undefined
     const finish = (error: unknown): void => {
@@ -207,8 +191,7 @@ class BoundedWatch extends Watch {
       idle = setTimeout(() => finish(new DOMException("The watch was idle too long", "TimeoutError")), WatchIdleTimeoutMs)
       idle.unref()
     }
-    stillReading()
-    const request = (url.protocol === "https:" ? https : http).request(url, { ...options, method: "GET", signal: controller.signal }, (response) => {
+    const onResponse = (response: http.IncomingMessage): void => {
       if (response.statusCode !== 200) {
         response.resume()
         return finish(Object.assign(new Error(response.statusMessage ?? `status ${response.statusCode}`), { statusCode: response.statusCode }))
@@ -244,7 +227,36 @@ class BoundedWatch extends Watch {
       response.on("end", () => finish(null))
       response.on("close", () => finish(null))
       response.on("error", finish)
-    })
+    }
+
+    let request: http.ClientRequest
+    try {
+      const cluster = this.config.getCurrentCluster()
+      if (cluster === null) throw new Error("No currently active cluster")
+      const url = new URL(cluster.server + path)
+      url.searchParams.set("watch", "true")
+      for (const [key, value] of Object.entries(queryParams)) if (value !== undefined) url.searchParams.set(key, String(value))
+      const options: https.RequestOptions = {}
+      await this.config.applyToHTTPSOptions(options)
+      // Stopped while an authenticator (exec, OIDC) worked: the informer no longer holds this watch to abort it.
+      if (this.unwanted()) {
+        controller.abort()
+        return controller
+      }
+      // The client's fetch strips leading and trailing whitespace from header values (a token file
+      // ending in a newline works there); https.request would throw on it.
+      const headers: Record<string, string | number | Array<string>> = {}
+      for (const [name, value] of Object.entries(options.headers ?? {})) if (value !== undefined) headers[name] = typeof value === "string" ? value.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "") : value
+      request = (url.protocol === "https:" ? https : http).request(url, { ...options, headers, method: "GET", signal: controller.signal }, onResponse)
+    } catch (error) {
+      // Thrown (a credential file unreadable, a header value that still cannot be sent), it would leave
+      // the informer stopped for good (or, on a reconnect, reject unhandled): told as the watch's end,
+      // it fails the informer, which is restarted after the backoff.
+      setImmediate(() => done(error))
+      controller.abort()
+      return controller
+    }
+    stillReading()
     request.on("error", finish)
     request.end()
     return controller

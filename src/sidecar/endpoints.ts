@@ -10,7 +10,7 @@
 // redialled here in the background, and back in as soon as a connection succeeds.
 import * as Effect from "effect/Effect"
 import { type Lease, type PickerName, type PickResult, ServiceBalancer, type EndpointView } from "../balancer/serviceBalancer.ts"
-import { leftOut, subsetExclusions } from "../balancer/subsets.ts"
+import { leftOut, MaxSubsetsPerService, subsetExclusions } from "../balancer/subsets.ts"
 import { backoffDelay, IipClient } from "../iip/client.ts"
 import { defaultKeepAlive } from "../iip/keepAlive.ts"
 import type { Log } from "../iip/log.ts"
@@ -112,6 +112,12 @@ export class EndpointRegistry {
   private readonly services = new Map<string, ServiceBalancer<Member>>()
   /** Per service that has versioned endpoints: per subset, the endpoints outside it. */
   private readonly subsets = new Map<string, ReadonlyMap<string, ReadonlySet<string>>>()
+  /**
+   * The endpoints' versions of a service with more than MaxSubsetsPerService of them: a subset past
+   * the cap has no exclusion set, so it is worked out per request from these (the cost of a service
+   * whose hosts announce versions at will), not left without endpoints.
+   */
+  private readonly uncappedSubsets = new Map<string, ReadonlyArray<{ readonly id: string; readonly subset: string | undefined }>>()
   private readonly clients = new Map<string, IipClient>()
   /** Per client, the security it was made with (securityOf). */
   private readonly clientSecurity = new Map<string, string>()
@@ -126,9 +132,14 @@ export class EndpointRegistry {
 
   /** Replaces the endpoints of `service`; clients of endpoints no longer used by any service close. */
   set(service: string, endpoints: ReadonlyArray<Endpoint>): void {
-    const exclusions = subsetExclusions(endpoints.map((endpoint) => ({ id: endpointKey(endpoint), subset: endpoint.version })))
+    const members = endpoints.map((endpoint) => ({ id: endpointKey(endpoint), subset: endpoint.version }))
+    const exclusions = subsetExclusions(members)
     if (exclusions.size === 0) this.subsets.delete(service)
     else this.subsets.set(service, exclusions)
+    const over = exclusions.size === MaxSubsetsPerService && members.some((member) => member.subset !== undefined && !exclusions.has(member.subset))
+    if (over && !this.uncappedSubsets.has(service)) this.options.log("endpoints.subsets-capped", { service, limit: MaxSubsetsPerService })
+    if (over) this.uncappedSubsets.set(service, members)
+    else this.uncappedSubsets.delete(service)
     if (endpoints.length === 0) this.services.delete(service)
     else {
       let balancer = this.services.get(service)
@@ -156,7 +167,7 @@ export class EndpointRegistry {
 
   /** Whether some endpoint of `service` has the version `subset`. */
   hasSubset(service: string, subset: string): boolean {
-    return this.subsets.get(service)?.has(subset) ?? false
+    return this.subsets.get(service)?.has(subset) === true || this.uncappedSubsets.get(service)?.some((member) => member.subset === subset) === true
   }
 
   /**
@@ -176,9 +187,18 @@ export class EndpointRegistry {
     // The fields named, not spread: a spread copies through a runtime call on every request.
     const context = { now: at, key: request.key, clientIp: request.clientIp, uri: request.uri }
     if (subset === undefined) return balancer.pick(at, context, tried)
-    const outside = this.subsets.get(service)?.get(subset)
+    const outside = this.outside(service, subset)
     if (outside === undefined) return { _tag: "NoEndpoint" }
     return balancer.pick(at, context, leftOut(outside, tried))
+  }
+
+  /** The endpoints of `service` outside `subset`, or undefined when no endpoint has that version. */
+  private outside(service: string, subset: string): ReadonlySet<string> | undefined {
+    const outside = this.subsets.get(service)?.get(subset)
+    if (outside !== undefined) return outside
+    const members = this.uncappedSubsets.get(service)
+    if (members === undefined || !members.some((member) => member.subset === subset)) return undefined
+    return new Set(members.flatMap((member) => (member.subset === subset ? [] : [member.id])))
   }
 
   /** A first try of a request to `service` goes out: it adds to the retry budget. `at`: now (performance.now()), if the caller has read it. */
@@ -189,7 +209,7 @@ export class EndpointRegistry {
   /** Whether another endpoint of `service` (within `subset` when given) than those `tried` could take a retry now. */
   hasUntried(service: string, tried: ReadonlySet<string>, subset?: string): boolean {
     if (subset === undefined) return this.services.get(service)?.hasUntried(now(), tried) ?? false
-    const outside = this.subsets.get(service)?.get(subset)
+    const outside = this.outside(service, subset)
     return outside !== undefined && (this.services.get(service)?.hasUntried(now(), leftOut(outside, tried)) ?? false)
   }
 
@@ -297,6 +317,7 @@ export class EndpointRegistry {
     this.clientSecurity.clear()
     this.services.clear()
     this.subsets.clear()
+    this.uncappedSubsets.clear()
   }
 
   /** A client's news of its peer, for every service the endpoint serves. */

@@ -1,6 +1,6 @@
 // The cap on one source's endpoints per service (MaxEndpointsPerService, src/discovery/types.ts),
 // which the Discovery service applies to every source: a Reset beyond it keeps the first endpoints,
-// an Add beyond it is refused until a Remove makes room, and each is logged with what was left out.
+// an Add beyond it is refused (and waits) until a Remove makes room, and each is logged with what was left out.
 // A single Add, Change or Remove re-merges that one endpoint (before, a flood of Adds into one service
 // re-merged the whole service each time: 5,000 took 52 s); a random walk checks the result is the
 // full merge.
@@ -63,6 +63,29 @@ describe("Discovery with a source past the cap", () => {
       ["discovery.endpoints-capped", { service: "web", source: "mdns", limit: MaxEndpointsPerService, leftOut: 3 }],
       ["discovery.endpoints-capped", { service: "web", source: "mdns", limit: MaxEndpointsPerService, leftOut: 1 }]
     ])
+    discovery.close()
+  })
+
+  it("an Add refused at the cap gets in once Removes make room: a source reports an endpoint once (mDNS re-confirms it silently), so a real instance that came during a flood would otherwise stay out after the flood expired", () => {
+    const logs = new Recorder<[string, Record<string, unknown>]>()
+    const discovery = new Discovery({ log: (event, fields) => logs.push([event, fields]) })
+    let emit: (update: EndpointUpdate) => void = () => {}
+    discovery.register({ start: (e) => ((emit = e), () => {}) })
+    const hostile = many(MaxEndpointsPerService)
+    for (const endpoint of hostile) emit({ _tag: "Add", endpoint })
+    const real = ep(MaxEndpointsPerService + 1, { weight: 3 })
+    emit({ _tag: "Add", endpoint: real })
+    expect(discovery.endpoints("web").some((e) => e.host === real.host)).toBe(false)
+    expect(logs.items.map(([event]) => event)).toStrictEqual(["discovery.endpoints-capped"])
+    for (const endpoint of hostile) emit({ _tag: "Remove", service: "web", key: `${endpoint.host}:80` })
+    expect(discovery.endpoints("web")).toMatchObject([{ host: real.host, weight: 3 }])
+    // One the source removed while it waited never gets in.
+    for (const endpoint of hostile) emit({ _tag: "Add", endpoint })
+    const gone = ep(MaxEndpointsPerService + 2)
+    emit({ _tag: "Add", endpoint: gone })
+    emit({ _tag: "Remove", service: "web", key: `${gone.host}:80` })
+    emit({ _tag: "Remove", service: "web", key: `${hostile[0]!.host}:80` })
+    expect(discovery.endpoints("web").some((e) => e.host === gone.host)).toBe(false)
     discovery.close()
   })
 

@@ -2,6 +2,9 @@
 // server that misbehaves (test/discovery/fakeKubeApi.ts): one that answers every watch with an
 // event and ends it at once, one whose history is always expired (410 Gone on every watch), and
 // annotations out of range. The watch must not reconnect in a tight loop.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { kubernetesSource, weightOf } from "../../src/discovery/kubernetesSource.ts"
 import { KubeConfig } from "@kubernetes/client-node"
@@ -125,6 +128,83 @@ describe("a watch that cannot even be sent", () => {
     expect(first.message).toContain("ENOENT")
     expect(first.retryInMs).toBe(20)
     await failures.waitFor((f) => f.retryInMs === 40, { timeoutMs: 3000 })
+  })
+})
+
+describe("bearer tokens as the watch sends them", () => {
+  const configWith = (api: FakeKubeApi, user: Record<string, unknown>): KubeConfig => {
+    const kubeConfig = new KubeConfig()
+    kubeConfig.loadFromOptions({
+      clusters: [{ name: "fake", server: `http://127.0.0.1:${api.port}`, skipTLSVerify: true }],
+      users: [{ name: "mesh", ...user }],
+      contexts: [{ name: "fake", cluster: "fake", user: "mesh", namespace: "shop" }],
+      currentContext: "fake"
+    })
+    return kubeConfig
+  }
+
+  it("a token file that ends in a newline (as echo writes it) is sent trimmed, as the client's fetch sends it: the watch opens and follows changes", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    const dir = mkdtempSync(join(tmpdir(), "iip-mesh-token-"))
+    stops.push(() => rmSync(dir, { recursive: true, force: true }))
+    writeFileSync(join(dir, "token"), "file-token\n")
+    const kubeConfig = configWith(api, { authProvider: { name: "tokenFile", config: { tokenFile: join(dir, "token") } } })
+    const updates = new Recorder<EndpointUpdate>()
+    const logs = new Recorder<string>()
+    stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig, retryMs: 20, maxRetryMs: 100, log: (event, fields) => logs.push(`${event} ${String(fields["message"])}`) }).start(updates.push))
+    const watch = await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 5000 })
+    expect(watch.authorization).toBe("Bearer file-token")
+    api.apply("ADDED", endpointSlice("web-b", [{ ip: "10.1.0.11" }]))
+    await updates.waitFor((u) => u._tag === "Reset" && u.endpoints.some((e) => e.host === "10.1.0.11"), { timeoutMs: 5000 })
+    expect(logs.items.filter((l) => l.startsWith("discovery.kubernetes-failed"))).toStrictEqual([])
+  })
+
+  it("a token that cannot be a header value (a newline inside) fails the watch, which is retried with backoff; nothing is thrown out of the informer", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    const failures = new Recorder<{ readonly message: string; readonly retryInMs: number | undefined }>()
+    stops.push(watchKubernetes({
+      kubeConfig: configWith(api, { token: "broken\ntoken" }),
+      path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+      namespace: "shop",
+      list: async () => ({ apiVersion: "v1", kind: "List", metadata: { resourceVersion: "1" }, items: [] }),
+      onChange: () => {},
+      onFailed: (error, _failures, retryInMs) => failures.push({ message: String(error), retryInMs }),
+      retryMs: 20,
+      maxRetryMs: 100
+    }))
+    const first = await failures.waitFor(() => true, { timeoutMs: 3000 })
+    expect(first.message).toContain("Authorization")
+    expect(first.retryInMs).toBe(20)
+    await failures.waitFor((f) => f.retryInMs === 40, { timeoutMs: 3000 })
+  })
+})
+
+describe("a watch stopped while its credentials are being fetched", () => {
+  it("stopped while an authenticator (exec, OIDC) is still working, the watch is never sent: no request left open after stop", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    const kubeConfig = api.kubeConfig()
+    const asked = new Recorder<() => void>()
+    kubeConfig.addAuthenticator({
+      isAuthProvider: () => true,
+      applyAuthentication: (_user: unknown, _options: unknown) => new Promise<void>((resolve) => asked.push(resolve))
+    })
+    const stop = watchKubernetes({
+      kubeConfig,
+      path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+      namespace: "shop",
+      list: async () => ({ apiVersion: "v1", kind: "List", metadata: { resourceVersion: "1" }, items: [] }),
+      onChange: () => {},
+      onFailed: () => {}
+    })
+    stops.push(stop)
+    const release = await asked.waitFor(() => true, { timeoutMs: 3000 })
+    stop()
+    release()
+    expect(await watchesWithin(api, 300)).toBe(0)
   })
 })
 

@@ -2,9 +2,14 @@
 // decoder and the liveness table of src/discovery/mdnsSource.ts): TXT values out of range or not
 // of their kind, hosts that are not addresses, and more instances than any mesh has. A bad record
 // is left out or loses the bad field; the good ones are kept.
+import { createRequire } from "node:module"
 import { describe, expect, it } from "vitest"
 import { decodeService, instancesIn, MaxMdnsInstances, MdnsEndpointTable, type SeenService } from "../../src/discovery/mdnsSource.ts"
 import { type DiscoveredEndpoint, type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
+
+// The decoder multicast-dns (under bonjour-service) reads packets with.
+const require = createRequire(import.meta.url)
+const packet = createRequire(require.resolve("multicast-dns"))("dns-packet") as { decode: (bytes: Buffer) => { readonly answers?: unknown } }
 
 const txt = { service: "catalog", mesh: "shop", node: "n1", weight: "1", proto: "1", features: "mesh/1", addr: "10.0.0.5" }
 
@@ -134,8 +139,56 @@ describe("hostile mDNS responses (instancesIn)", () => {
     expect(badtxt.txt!["k"]).toBe("v")
   })
 
+  it("a packet of many instances on one target of many addresses costs time in proportion to its size (770 x 2,000 address look-ups took 370 ms)", () => {
+    // One 64 KB datagram as a hostile host would compress it (multicast-dns decodes it with dns-packet,
+    // as here): 770 instances whose SRVs all name one target, which has 2,000 A records.
+    const bytes = compressedFlood(770, 2000)
+    expect(bytes.length).toBeLessThanOrEqual(65507)
+    const decodedPacket = packet.decode(bytes)
+    let best = Infinity
+    for (let round = 0; round < 3; round++) {
+      const started = performance.now()
+      const { seen } = instancesIn(decodedPacket, referer)
+      best = Math.min(best, performance.now() - started)
+      expect(seen).toHaveLength(770)
+      expect(seen[769]!.addresses).toHaveLength(2000)
+    }
+    expect(best).toBeLessThan(60)
+  })
+
   it("one instance named by a thousand PTRs of one packet is one instance", () => {
     const ptrs = Array.from({ length: 1000 }, () => good[0]!)
     expect(instancesIn({ answers: [...ptrs, ...good.slice(1)] }, referer).seen).toHaveLength(1)
   })
 })
+
+/**
+ * A response with name compression (pointers reach only the first 16 KiB, so each SRV names its
+ * instance as a label and a pointer to the service type): `instances` PTR and SRV records whose SRVs
+ * all target h.local, and `addresses` A records of h.local.
+ */
+const compressedFlood = (instances: number, addresses: number): Buffer => {
+  const parts: Array<Buffer> = []
+  let size = 12
+  const u16 = (n: number) => Buffer.from([n >> 8, n & 255])
+  const pointer = (at: number) => u16(0xc000 | at)
+  const record = (name: Buffer, type: number, rdata: Buffer) => {
+    const bytes = Buffer.concat([name, u16(type), u16(1), Buffer.from([0, 0, 0, 120]), u16(rdata.length), rdata])
+    parts.push(bytes)
+    size += bytes.length
+  }
+  const header = Buffer.alloc(12)
+  header.writeUInt16BE(0x8400, 2)
+  header.writeUInt16BE(instances * 2 + addresses, 6)
+  const hostAt = size
+  record(Buffer.from("\x01h\x05local\x00", "latin1"), 1, Buffer.from([10, 0, 0, 0]))
+  const typeAt = size
+  for (let i = 0; i < instances; i++) {
+    const label = Buffer.from(String(i))
+    const instance = Buffer.concat([Buffer.from([label.length]), label, pointer(typeAt)])
+    record(i === 0 ? Buffer.from("\x09_iip-mesh\x04_tcp\x05local\x00", "latin1") : pointer(typeAt), 12, instance)
+    record(instance, 33, Buffer.concat([u16(0), u16(0), u16(7001), pointer(hostAt)]))
+  }
+  for (let j = 1; j < addresses; j++) record(pointer(hostAt), 1, Buffer.from([10, 0, j >> 8, j & 255]))
+  return Buffer.concat([header, ...parts])
+}

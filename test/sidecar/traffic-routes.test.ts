@@ -21,6 +21,7 @@ import * as SidecarLive from "../../src/sidecar/sidecar.ts"
 import { TraceStore } from "../../src/telemetry/traceStore.ts"
 import { RoutesFileInvalid } from "../../src/sidecar/routesFile.ts"
 import { STICKY_MEMBER } from "../../src/sidecar/routing.ts"
+import { MaxSubsetsPerService } from "../../src/balancer/subsets.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { call, progress, quietLog, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -89,6 +90,18 @@ describe("routes over real sidecars", () => {
     expect(Math.abs(canary - n * 0.1)).toBeLessThanOrEqual(4 * Math.sqrt(n * 0.1 * 0.9))
     expect(canary).toBe(100)
     expect(v2.app.seen.length).toBe(100)
+  })
+
+  it("a route's subset is served when the service has more versions than MaxSubsetsPerService: 16 other versions listed first (any mDNS host can announce them) made every request to v2 a 503", async () => {
+    const v2 = await versioned("pricing", "v2")
+    // Listed before v2; never picked (the route sends everything to v2), so their address is never dialled.
+    const others = Array.from({ length: MaxSubsetsPerService }, (_, i) => ({ address: v2.endpoint.address.replace(/:\d+$/, `:${1 + i}`), weight: 1, version: `x${i}` }))
+    const { running, logged } = await router("many-versions.json", [{ name: "to-v2", service: "pricing", split: [{ subset: "v2", weight: 1 }] }], {
+      service: "store",
+      endpoints: { pricing: [...others, v2.endpoint] }
+    })
+    expect(await get(running, "pricing")).toBe("pricing-v2")
+    expect(logged.filter((line) => line["event"] === "endpoints.subsets-capped")).toMatchObject([{ service: "pricing", limit: MaxSubsetsPerService }])
   })
 
   it("header, path (prefix, regex), query and method matches pick their subset; the first match wins; other traffic takes the last route", async () => {
