@@ -123,6 +123,18 @@ export class EndpointRegistry {
   private readonly clientSecurity = new Map<string, string>()
   /** Endpoints redialled in the background while held out. */
   private readonly watched = new Set<string>()
+  /**
+   * Per endpoint, the services that have it and the security each expects of it (its last member's):
+   * an update re-checks the clients of the endpoints it touched, not every service's members.
+   */
+  private readonly users = new Map<string, Map<string, string>>()
+  /** Per service, its endpoints and their securities: `users` the other way round. */
+  private readonly usesOf = new Map<string, ReadonlyMap<string, string>>()
+  /** When each service was added: of the services sharing an endpoint, the latest added says what it must present. */
+  private readonly addedAt = new Map<string, number>()
+  private added = 0
+  /** Clients made since the last update for another security than their endpoint's services expect: closed at the next. */
+  private readonly mismatched = new Set<string>()
   private closed = false
   private readonly options: EndpointRegistryOptions
 
@@ -140,25 +152,19 @@ export class EndpointRegistry {
     if (over && !this.uncappedSubsets.has(service)) this.options.log("endpoints.subsets-capped", { service, limit: MaxSubsetsPerService })
     if (over) this.uncappedSubsets.set(service, members)
     else this.uncappedSubsets.delete(service)
-    if (endpoints.length === 0) this.services.delete(service)
-    else {
+    if (endpoints.length === 0) {
+      this.services.delete(service)
+      this.addedAt.delete(service)
+    } else {
       let balancer = this.services.get(service)
       if (balancer === undefined) {
         balancer = this.makeBalancer()
         this.services.set(service, balancer)
+        this.addedAt.set(service, ++this.added)
       }
       balancer.update(endpoints.map((endpoint) => ({ id: endpointKey(endpoint), weight: endpoint.weight, endpoint })), now())
     }
-    const used = new Map<string, string>()
-    for (const balancer of this.services.values()) for (const member of balancer.endpoints) used.set(member.id, securityOf(member.endpoint))
-    for (const [key, client] of this.clients) {
-      // Gone, or now expected to present another identity: its connections are not what discovery says.
-      if (used.get(key) !== this.clientSecurity.get(key)) {
-        client.close()
-        this.clients.delete(key)
-        this.clientSecurity.delete(key)
-      }
-    }
+    this.closeUnused(service, endpoints)
   }
 
   endpointsOf(service: string): ReadonlyArray<Endpoint> {
@@ -299,8 +305,10 @@ export class EndpointRegistry {
         log: this.options.log,
         supervisor: this.options.supervisor
       })
+      const security = securityOf(endpoint)
       this.clients.set(key, client)
-      this.clientSecurity.set(key, securityOf(endpoint))
+      this.clientSecurity.set(key, security)
+      if (this.expectedSecurity(key) !== security) this.mismatched.add(key)
     }
     return client
   }
@@ -318,6 +326,69 @@ export class EndpointRegistry {
     this.services.clear()
     this.subsets.clear()
     this.uncappedSubsets.clear()
+    this.users.clear()
+    this.usesOf.clear()
+    this.addedAt.clear()
+    this.mismatched.clear()
+  }
+
+  /**
+   * Updates the index of what `service` uses to `endpoints`, and re-checks the clients of the
+   * endpoints whose use by it changed, and those made mismatched since the last update: the others'
+   * verdict is what it was.
+   */
+  private closeUnused(service: string, endpoints: ReadonlyArray<Endpoint>): void {
+    const before = this.usesOf.get(service)
+    const after = new Map<string, string>()
+    for (const endpoint of endpoints) after.set(endpointKey(endpoint), securityOf(endpoint))
+    if (after.size === 0) this.usesOf.delete(service)
+    else this.usesOf.set(service, after)
+    const changed: Array<string> = []
+    if (before !== undefined) {
+      for (const key of before.keys()) {
+        if (after.has(key)) continue
+        const services = this.users.get(key)!
+        services.delete(service)
+        if (services.size === 0) this.users.delete(key)
+        changed.push(key)
+      }
+    }
+    for (const [key, security] of after) {
+      if (before?.get(key) === security) continue
+      let services = this.users.get(key)
+      if (services === undefined) {
+        services = new Map()
+        this.users.set(key, services)
+      }
+      services.set(service, security)
+      changed.push(key)
+    }
+    for (const key of changed) this.recheck(key)
+    for (const key of this.mismatched) this.recheck(key)
+    this.mismatched.clear()
+  }
+
+  /** What the client of `key` must present: as its latest added service expects; undefined if no service has it. */
+  private expectedSecurity(key: string): string | undefined {
+    let security: string | undefined
+    let latest = 0
+    for (const [service, expected] of this.users.get(key) ?? []) {
+      const at = this.addedAt.get(service)!
+      if (at > latest) {
+        latest = at
+        security = expected
+      }
+    }
+    return security
+  }
+
+  /** Closes the client of `key` if it is gone, or now expected to present another identity: its connections are not what discovery says. */
+  private recheck(key: string): void {
+    const client = this.clients.get(key)
+    if (client === undefined || this.expectedSecurity(key) === this.clientSecurity.get(key)) return
+    client.close()
+    this.clients.delete(key)
+    this.clientSecurity.delete(key)
   }
 
   /** A client's news of its peer, for every service the endpoint serves. */
