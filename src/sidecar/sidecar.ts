@@ -30,6 +30,7 @@ import { allowAllPolicy } from "../identity/policy.ts"
 import { type PolicyFileInvalid, watchPolicyFile } from "../identity/policyFile.ts"
 import { serviceSpiffeId } from "../identity/spiffe.ts"
 import { InboundAuthorization } from "./authorization.ts"
+import { feedRegistry } from "./discoveryFeed.ts"
 import { type BalancingOptions, EndpointRegistry } from "./endpoints.ts"
 import { makeInboundHandler } from "./inbound.ts"
 import { MeshTls, MtlsUnavailable, readCredentialsDir } from "./meshTls.ts"
@@ -303,23 +304,8 @@ export const make = (
     // Discovery feeds the registry: every change to a service replaces its endpoint set.
     const discovery = yield* startDiscovery(config, log, meshTls.mode === "off" ? undefined : meshTls.trustDomain, options.kubeConfig)
     yield* Effect.addFinalizer(() => Effect.sync(() => discovery.close()))
-    discovery.subscribe("*", (update) => {
-      const service = update._tag === "Reset" || update._tag === "Remove" ? update.service : update.endpoint.service
-      registry.set(
-        service,
-        discovery.endpoints(service).map((e) => ({
-          service,
-          host: e.host,
-          port: e.port,
-          weight: e.weight,
-          source: e.sources.join(","),
-          identity: e.identity,
-          security: e.security,
-          ca: e.ca,
-          version: e.version
-        }))
-      )
-    })
+    const stopFeed = feedRegistry(discovery, registry, log)
+    yield* Effect.addFinalizer(() => Effect.sync(stopFeed))
 
     // Authorization: the policy file's, kept current; none: every caller is allowed.
     const policy = config.authzPolicy === null ? undefined : yield* watchPolicy(config, telemetry, log)

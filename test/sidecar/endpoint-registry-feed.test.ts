@@ -1,0 +1,120 @@
+// Discovery feeding the endpoint registry (src/sidecar/discoveryFeed.ts): a burst of updates
+// (an mDNS packet of many instances) replaces each service's set in the registry once, not once per
+// endpoint, and after every burst the registry holds what discovery holds, as the feed that replaced
+// the set on every update left it.
+import { afterEach, describe, expect, it, vi } from "vitest"
+import { Discovery } from "../../src/discovery/discovery.ts"
+import type { DiscoveredEndpoint, EndpointUpdate } from "../../src/discovery/types.ts"
+import { Supervisor } from "../../src/iip/supervisor.ts"
+import { feedRegistry } from "../../src/sidecar/discoveryFeed.ts"
+import { type BalancingOptions, EndpointRegistry } from "../../src/sidecar/endpoints.ts"
+
+const balancing: BalancingOptions = {
+  picker: "p2c",
+  maxPendingPerEndpoint: 1000,
+  retryBudgetRatio: 0.2,
+  retryBudgetMinPerSecond: 10,
+  ejectConsecutiveFailures: 5,
+  ejectErrorRatePercent: 50,
+  ejectionBaseMs: 1000,
+  ejectionMaxMs: 30_000,
+  maxEjectedPercent: 50,
+  restartWindowMs: 5000,
+  busyPingAfterMs: 1000,
+  busyPingTimeoutMs: 1000
+}
+
+const closers: Array<() => void> = []
+afterEach(() => {
+  for (const close of closers.splice(0)) close()
+})
+
+/** A discovery with `sources` sources whose emit functions the test calls, feeding a registry. */
+const setUp = (sources: number) => {
+  const discovery = new Discovery({ log: () => {} })
+  const registry = new EndpointRegistry({ node: "test", requestTimeoutMs: 1000, compress: false, maxMetaBytes: 65_536, balancing, log: () => {}, supervisor: new Supervisor() })
+  const emits: Array<(update: EndpointUpdate) => void> = []
+  for (let i = 0; i < sources; i++) discovery.register({ start: (emit) => (emits.push(emit), () => {}) })
+  const stop = feedRegistry(discovery, registry, () => {})
+  closers.push(() => (stop(), discovery.close(), registry.close()))
+  return { discovery, registry, emits, stop }
+}
+
+/** The rest of this turn's microtasks (the feed applies a burst in one). */
+const burstApplied = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+const endpoint = (service: string, i: number, extra: Partial<DiscoveredEndpoint> = {}): DiscoveredEndpoint => ({
+  service,
+  host: `10.0.${i >> 8}.${i & 255}`,
+  port: 7000,
+  weight: 1,
+  features: [],
+  source: "mdns",
+  ...extra
+})
+
+describe("feedRegistry", () => {
+  it("a burst of 1,000 Adds to one service replaces its set in the registry once", async () => {
+    const { registry, emits } = setUp(1)
+    const sets = vi.spyOn(registry, "set")
+    for (let i = 0; i < 1000; i++) emits[0]!({ _tag: "Add", endpoint: endpoint("flood", i) })
+    expect(sets).not.toHaveBeenCalled()
+    await burstApplied()
+    // Set per update, that was 1,000 sets of 1 to 1,000 endpoints: 500,500 members.
+    expect(sets).toHaveBeenCalledTimes(1)
+    expect(registry.endpointsOf("flood")).toHaveLength(1000)
+  })
+
+  it("after each burst the registry holds what discovery holds (randomized)", async () => {
+    // mulberry32: a failure reproduces from its seed.
+    const seed = 0xfeed
+    let state = seed
+    const random = (): number => {
+      state = (state + 0x6d2b79f5) | 0
+      let t = Math.imul(state ^ (state >>> 15), 1 | state)
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    }
+    const pick = <A>(items: ReadonlyArray<A>): A => items[Math.floor(random() * items.length)]!
+    const services = ["a", "b", "c"]
+    const extras: ReadonlyArray<Partial<DiscoveredEndpoint>> = [{}, { weight: 5 }, { version: "v1" }, { security: "mtls", identity: "spiffe://t/x" }, { source: "static" }]
+    const { discovery, registry, emits } = setUp(2)
+    for (let burst = 0; burst < 200; burst++) {
+      const updates = Math.floor(random() * 12)
+      for (let u = 0; u < updates; u++) {
+        const service = pick(services)
+        const r = random()
+        const emit = pick(emits)
+        if (r < 0.45) emit({ _tag: "Add", endpoint: endpoint(service, Math.floor(random() * 8), pick(extras)) })
+        else if (r < 0.7) emit({ _tag: "Change", endpoint: endpoint(service, Math.floor(random() * 8), pick(extras)) })
+        else if (r < 0.92) emit({ _tag: "Remove", service, key: `10.0.0.${Math.floor(random() * 8)}:7000` })
+        else emit({ _tag: "Reset", service, endpoints: Array.from({ length: Math.floor(random() * 4) }, () => endpoint(service, Math.floor(random() * 8), pick(extras))) })
+      }
+      await burstApplied()
+      for (const service of services) {
+        const expected = discovery.endpoints(service).map((e) => ({
+          service,
+          host: e.host,
+          port: e.port,
+          weight: e.weight,
+          source: e.sources.join(","),
+          identity: e.identity,
+          security: e.security,
+          ca: e.ca,
+          version: e.version
+        }))
+        expect(registry.endpointsOf(service), `seed ${seed} burst ${burst} service ${service}`).toEqual(expected)
+      }
+    }
+  })
+
+  it("stopped, it applies nothing more, not even a burst it had not applied yet", async () => {
+    const { registry, emits, stop } = setUp(1)
+    emits[0]!({ _tag: "Add", endpoint: endpoint("a", 1) })
+    await burstApplied()
+    emits[0]!({ _tag: "Add", endpoint: endpoint("a", 2) })
+    stop()
+    await burstApplied()
+    expect(registry.endpointsOf("a").map((e) => e.host)).toEqual(["10.0.0.1"])
+  })
+})
