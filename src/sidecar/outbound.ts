@@ -12,265 +12,44 @@
 // retry needs the service's retry budget and the body held whole; all tries share one deadline,
 // which the app may shorten with an `iip-timeout` header (ms). Every endpoint at its concurrency
 // limit sheds the request: 503 with retry-after.
+//
+// This module is the exchange and the handler; its parts are apart: the request's target
+// (outboundTarget.ts), its route (outboundRoute.ts), which failures may be retried
+// (outboundRetry.ts), the bodies (outboundBody.ts), its end and access record (outboundAccess.ts).
 import type { IipClient } from "../iip/client.ts"
-import { queryValue } from "../balancer/pickers.ts"
 import { Cancellation } from "../mux/cancellation.ts"
-import { ConnectFailed, ConnectionClosed, RequestTimeout } from "../mux/errors.ts"
+import { RequestTimeout } from "../mux/errors.ts"
 import { Cancelled } from "../mux/meshChannels.ts"
 import type { IncomingStream } from "../mux/streams.ts"
 import { type MeshReply, RemoteError } from "../mux/meshSession.ts"
 import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
-import { parseSystemAnswer } from "../protocol/systemMessages.ts"
-import type { EndpointLease, EndpointRegistry } from "./endpoints.ts"
-import { type Failure, OutboundObservation, type SidecarTelemetry } from "./observe.ts"
+import type { EndpointLease } from "./endpoints.ts"
+import { type Failure, OutboundObservation } from "./observe.ts"
+import { recordOutboundEnd } from "./outboundAccess.ts"
+import { pipeToResponse, plainStatus, readBody } from "./outboundBody.ts"
 import type { HeldBodyReceiver, OutboundCall, OutboundRequest, OutboundResponse } from "./outboundCall.ts"
-import { describedLength, endToEndHeaders, type OnInvalidHeader, TIMEOUT_HEADER } from "./headerFilter.ts"
-import { grpcStatusIn, grpcTimeoutMs, isGrpc, sendGrpcError } from "./grpcStatus.ts"
+import type { OutboundOptions } from "./outboundOptions.ts"
+import { IDEMPOTENT, MAX_ATTEMPTS, notProcessed, refusedByPolicy, refusedOrDraining, transportFailure } from "./outboundRetry.ts"
+import { applyRoute, chooseRoute } from "./outboundRoute.ts"
+import { appTimeoutMs, pickContext, type Target, targetOf } from "./outboundTarget.ts"
+import { describedLength, endToEndHeaders } from "./headerFilter.ts"
+import { grpcStatusIn, isGrpc, sendGrpcError } from "./grpcStatus.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, trailersOf, withForwarded } from "./httpEnvelope.ts"
-import { AppErrorCode, ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
+import { ProxyError, proxyErrorOf, sendProxyError } from "./proxyError.ts"
 import { sendMirror } from "./mirror.ts"
-import { limitOutbound } from "./rateLimits.ts"
 import type { RouteCounters } from "./routeCounters.ts"
-import { type CompiledRoutes, noRoutes } from "./routes.ts"
-import { addStickyMember, chooseSubset, type SubsetChoice } from "./routing.ts"
+import type { SubsetChoice } from "./routing.ts"
 import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
-
-/** Tries per request, the first included (a route may ask for another number: routeActions.ts). */
-const MAX_ATTEMPTS = 3
-
-/** RFC 9110 idempotent methods: running one twice has the effect of running it once. */
-const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])
-
-/**
- * A failure after which another endpoint may safely take the request: it never reached a handler
- * (no connection, refused while draining or overloaded, the app not listening).
- */
-const notProcessed = (error: unknown): boolean =>
-  error instanceof ConnectFailed ||
-  (error instanceof ConnectionClosed && !error.sent) ||
-  (error instanceof RemoteError && !error.processed)
-
-/**
- * Nothing listens there, or it is stopping and turned the request away unprocessed: the balancer
- * ejects the endpoint, or holds it out as restarting when it said go-away just before.
- */
-export const refusedOrDraining = (error: unknown): boolean =>
-  (error instanceof ConnectFailed && error.refused === true) || (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
-
-/** Far-side errors that another endpoint would give too, or that end the request: not worth a retry. */
-const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest, AppErrorCode.forbidden, AppErrorCode.rateLimited])
-
-/** The far side's policy or rate limit refused the caller: a verdict, not a failure of the endpoint (no ejection). */
-const refusedByPolicy = (error: unknown): boolean => error instanceof RemoteError && (error.code === AppErrorCode.forbidden || error.code === AppErrorCode.rateLimited)
-
-/** A failure of the try, not of the request: another endpoint may do better. */
-const transportFailure = (error: unknown): boolean =>
-  error instanceof ConnectionClosed || error instanceof RequestTimeout || (error instanceof RemoteError && !FINAL_REMOTE_ERRORS.has(error.code))
 
 /** Bodies up to this size travel as one message; larger or unknown-length ones stream. */
 const WHOLE_BODY_LIMIT = 64 * 1024
 /** A plain IIP peer takes one packet. */
 const PLAIN_BODY_LIMIT = 16 * 1024 * 1024
 
-export interface Target {
-  readonly service: string
-  /** Path and query, as the app sent them. */
-  readonly uri: string
-  readonly authority: string
-}
-
-export interface AccessRecord {
-  readonly service: string
-  readonly endpoint: string
-  readonly method: string
-  readonly uri: string
-  readonly status: number
-  readonly durationMs: number
-  /** Tries made (1 when there was no retry; 0 when no endpoint was tried). */
-  readonly attempts: number
-  /** The trace this request belongs to (absent with tracing off). */
-  readonly traceId?: string
-  readonly error?: { readonly hop: string; readonly reason: string }
-}
-
-/**
- * Ends an outbound request (a proxied one or an upgrade): its span and metrics, and its access line
- * when the log is on; once per request. Positional, so the request path allocates nothing for it.
- * `endedAt`: now (performance.now()), if the caller has read it.
- */
-export const recordOutboundEnd = (
-  observation: OutboundObservation,
-  onAccess: ((record: AccessRecord) => void) | undefined,
-  target: Target | undefined,
-  fallbackUri: string,
-  endpoint: string,
-  method: string,
-  status: number,
-  started: number,
-  attempts: number,
-  error: Failure | undefined,
-  endedAt: number = performance.now()
-): void => {
-  const failure = error === undefined ? undefined : { hop: error.hop, reason: error.reason }
-  const traceId = observation.end(status, endpoint, attempts, failure, endedAt)
-  if (onAccess === undefined) return
-  onAccess({
-    service: target?.service ?? "-",
-    endpoint,
-    method,
-    uri: target?.uri ?? fallbackUri,
-    status,
-    durationMs: endedAt - started,
-    attempts,
-    ...(traceId === undefined ? {} : { traceId }),
-    ...(failure === undefined ? {} : { error: failure })
-  })
-}
-
-export interface OutboundOptions {
-  readonly registry: EndpointRegistry
-  readonly requestTimeoutMs: number
-  /** Each try's own timeout inside the deadline; undefined for all that is left. */
-  readonly perTryTimeoutMs?: number
-  /**
-   * Without a per-try timeout: an idempotent try with no answer after this long (or 10x its
-   * endpoint's latency estimate, if longer) is given up for another endpoint, when a retry is
-   * possible then (slowTry.ts). Undefined: never.
-   */
-  readonly slowTryFloorMs?: number
-  /** Where consistent hashing and MethodURIParam find their key: `header:NAME`, `query:NAME` or `client`. */
-  readonly hashKey?: string
-  /** The routes in force (routes.ts); absent: none, though a sticky baggage member still picks a subset (routing.ts). */
-  readonly routes?: () => CompiledRoutes
-  readonly telemetry: SidecarTelemetry
-  /** Told of each request as it ends (the access log); undefined: no record is made. */
-  readonly onAccess?: (record: AccessRecord) => void
-  /** Told how many header pairs of a message were dropped as invalid (headerFilter.ts). */
-  readonly onInvalidHeaders?: OnInvalidHeader
-  /** Requests begun whose response has not closed yet (the sidecar's drain waits for 0). */
-  readonly inFlight?: { value: number }
-}
-
-/** The balancer's view of a request: its hash key, the client's address, the URI. */
-export const pickContext = (req: OutboundRequest, uri: string, hashKey: string | undefined) => {
-  const clientIp = req.remoteAddress
-  if (hashKey === undefined) return { clientIp, uri }
-  const key = hashKey === "client"
-    ? clientIp
-    : hashKey.startsWith("header:")
-    ? String(req.headers[hashKey.slice(7).toLowerCase()] ?? "")
-    : queryValue(uri, hashKey.slice(6))
-  return { key, clientIp, uri }
-}
-
-/** The app's own deadline (the `iip-timeout` header, ms, or a gRPC call's `grpc-timeout`), if it is shorter than ours. */
-export const appTimeoutMs = (req: OutboundRequest, configured: number): number => {
-  const header = req.headers[TIMEOUT_HEADER]
-  const asked = typeof header === "string" && /^\d{1,9}$/.test(header) ? Number(header) : grpcTimeoutMs(req.headers["grpc-timeout"] as string | undefined) ?? 0
-  return asked > 0 ? Math.min(asked, configured) : configured
-}
-
-/** The service an authority names: the host, lower case, `.mesh`, a final dot and the port dropped ("" for none). */
-const serviceOf = (authority: string): string => {
-  const host = authority.startsWith("[") ? authority.slice(0, authority.indexOf("]") + 1) : authority.split(":")[0]!
-  return host.toLowerCase().replace(/\.mesh$/, "").replace(/\.$/, "")
-}
-
-/** The last authority and its service: an app names the same few services request after request (a split and two regular expressions spared each time). */
-let lastAuthority = ""
-let lastService = ""
-
-/** Which service a request is for: the absolute URI's host, else the Host header; `.mesh` and the port dropped. */
-export const targetOf = (req: OutboundRequest): Target => {
-  const url = req.url
-  let authority = req.headers.host ?? ""
-  let uri = url
-  if (!url.startsWith("/")) {
-    const absolute = URL.canParse(url) ? new URL(url) : undefined
-    if (absolute === undefined || absolute.protocol !== "http:") {
-      throw new ProxyError({ status: 400, reason: "bad_target", hop: "outbound", message: `cannot proxy ${JSON.stringify(url.slice(0, 100))}` })
-    }
-    authority = absolute.host
-    uri = `${absolute.pathname}${absolute.search}`
-  }
-  if (authority !== lastAuthority) {
-    lastService = serviceOf(authority)
-    lastAuthority = authority
-  }
-  const service = lastService
-  if (service === "") throw new ProxyError({ status: 400, reason: "no_target", hop: "outbound", message: "name the service in the Host header or an absolute URI" })
-  return { service, uri, authority }
-}
-
 /** The status a peer answered with, if it is one an app may get: a final status, 200-599 (no 1xx, no 101 switch). */
-/** A request's route (routes.ts, routing.ts): the subset a route or the sticky baggage member names; undefined: the whole service, no route. */
-export const chooseRoute = (options: OutboundOptions, req: OutboundRequest, method: string, target: Target): { readonly routes: CompiledRoutes; readonly choice: SubsetChoice | undefined } => {
-  const routes = options.routes?.() ?? noRoutes
-  return { routes, choice: chooseSubset(routes, options.registry, target.service, method, target.uri, req.headers) }
-}
-
-/**
- * Applies a request's route before the balancer picks an endpoint within it: throws the 429 when
- * the target (or the matched route) is over a rate limit (rateLimits.ts), before anything else;
- * then records the route on the span and applies its header modifiers and sticky member to
- * `headers`. The caller keeps the choice's counters first, so a refused request counts as the route's error.
- */
-export const applyRoute = (
-  options: OutboundOptions,
-  observation: OutboundObservation,
-  req: OutboundRequest,
-  target: Target,
-  { routes, choice }: ReturnType<typeof chooseRoute>,
-  headers: Array<readonly [string, string]>
-): void => {
-  const limited = routes.limits === undefined ? undefined : limitOutbound(routes.limits, options.telemetry.metrics, target.service, choice?.route, req.headers, req.remoteAddress)
-  if (limited !== undefined) throw limited
-  if (choice === undefined) return
-  observation.routed(choice.route, choice.service ?? target.service, choice.subset)
-  choice.actions?.modifyHeaders?.(headers)
-  if (choice.stick) addStickyMember(headers, choice.subset!)
-}
-
 const statusOf = (meta: MeshReply["meta"]): number | undefined => {
   const text = meta.get(HttpMeta.status)
   return text !== undefined && /^[2-5]\d\d$/.test(text) ? Number(text) : undefined
-}
-
-/** Gathers a body of at most `limit` bytes; past it, the request is cut off and the answer is 413 (where it can still be given). */
-const readBody = async (req: OutboundRequest, limit: number): Promise<Buffer> => {
-  const body = await req.readBody(limit)
-  if (body === undefined) throw new ProxyError({ status: 413, reason: "body_too_large", hop: "outbound", message: `a plain IIP service takes at most ${limit} bytes` })
-  return body
-}
-
-/**
- * Writes a streamed body to the app, waiting for it to drain; stops when the app goes away. With a
- * declared `length` (-1 for none), a body that does not match it is cut off: the connection
- * closes rather than carry a byte past it. The stream's trailers go after the body. Returns the bytes written.
- */
-const pipeToResponse = async (res: OutboundResponse, body: IncomingStream, length: number, onInvalid: OnInvalidHeader | undefined): Promise<number> => {
-  let bytes = 0
-  for await (const chunk of body) {
-    if (res.destroyed) return bytes
-    if (length >= 0 && bytes + chunk.length > length) {
-      res.destroy()
-      return bytes
-    }
-    bytes += chunk.length
-    if (!res.write(chunk)) await res.drained()
-  }
-  if (length >= 0 && bytes !== length) res.destroy()
-  else res.end(undefined, body.trailers === undefined ? undefined : trailersOf(body.trailers, onInvalid))
-  return bytes
-}
-
-/** A plain IIP service's in-band error bodies (PROTOCOL.md §6) become HTTP statuses, not 200. */
-const plainStatus = (data: Buffer): { readonly status: number; readonly error: ProxyError | undefined } => {
-  if (data.length > 200 || data[0] !== 0x7b) return { status: 200, error: undefined }
-  const answer = parseSystemAnswer(data)
-  if (answer === undefined || !(answer.code === 102 || answer.code === 101 || answer.code === -1)) return { status: 200, error: undefined }
-  if (answer.code === 102) return { status: 404, error: undefined }
-  return { status: 502, error: new ProxyError({ status: 502, reason: answer.code === 101 ? "no_response" : "handler_failed", hop: "app", message: answer.message }) }
 }
 
 /**

@@ -7,7 +7,8 @@
 import * as http from "node:http"
 import type * as net from "node:net"
 import { afterEach, describe, expect, it, vi } from "vitest"
-import { type AppController, AppPool, type AppPoolHandler, type AppPoolRequest, InvalidRequestHead } from "../../src/sidecar/appPool.ts"
+import { type AppController, AppPool, type AppPoolHandler } from "../../src/sidecar/appPool.ts"
+import { type AppPoolRequest, InvalidRequestHead } from "../../src/sidecar/appRequestHead.ts"
 import { HTTPParser } from "../../src/sidecar/llhttp.ts"
 import { Cleanup, startRawServer, waitFor, withTimeout } from "../support/iipRaw.ts"
 

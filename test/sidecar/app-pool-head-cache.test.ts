@@ -1,4 +1,4 @@
-// The inbound side's app client keeps the last checked head's lines (appPool.ts's HeadLines) and
+// The inbound side's app client keeps the last checked head's lines (appRequestHead.ts's HeadLines) and
 // writes the per-request headers (iip-timeout, traceparent) after them. These tests hold a head
 // written from those kept lines to the same request sent unchecked, which is always built afresh:
 // byte for byte on the app's socket (a raw TCP app on loopback), over a seeded run of requests that
@@ -7,7 +7,8 @@
 // when the rest matches the kept lines.
 import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
-import { type AppController, AppPool, type AppPoolHandler, type AppPoolRequest } from "../../src/sidecar/appPool.ts"
+import { type AppController, AppPool, type AppPoolHandler } from "../../src/sidecar/appPool.ts"
+import type { AppPoolRequest } from "../../src/sidecar/appRequestHead.ts"
 import { prng } from "../helpers/prng.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 

@@ -1,0 +1,40 @@
+// Outbound retries, the classification: after a try fails (outbound.ts), whether another endpoint
+// may safely take the request, and whether the failure says something about the endpoint (the
+// balancer ejects it, or holds it out as restarting). Shared with outbound upgrades
+// (outboundUpgrade.ts), which never retry but report a refused endpoint the same way.
+import { ConnectFailed, ConnectionClosed, RequestTimeout } from "../mux/errors.ts"
+import { RemoteError } from "../mux/meshSession.ts"
+import { MeshErrorCode } from "../protocol/mesh.ts"
+import { AppErrorCode } from "./proxyError.ts"
+
+/** Tries per request, the first included (a route may ask for another number: routeActions.ts). */
+export const MAX_ATTEMPTS = 3
+
+/** RFC 9110 idempotent methods: running one twice has the effect of running it once. */
+export const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])
+
+/**
+ * A failure after which another endpoint may safely take the request: it never reached a handler
+ * (no connection, refused while draining or overloaded, the app not listening).
+ */
+export const notProcessed = (error: unknown): boolean =>
+  error instanceof ConnectFailed ||
+  (error instanceof ConnectionClosed && !error.sent) ||
+  (error instanceof RemoteError && !error.processed)
+
+/**
+ * Nothing listens there, or it is stopping and turned the request away unprocessed: the balancer
+ * ejects the endpoint, or holds it out as restarting when it said go-away just before.
+ */
+export const refusedOrDraining = (error: unknown): boolean =>
+  (error instanceof ConnectFailed && error.refused === true) || (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
+
+/** Far-side errors that another endpoint would give too, or that end the request: not worth a retry. */
+const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest, AppErrorCode.forbidden, AppErrorCode.rateLimited])
+
+/** The far side's policy or rate limit refused the caller: a verdict, not a failure of the endpoint (no ejection). */
+export const refusedByPolicy = (error: unknown): boolean => error instanceof RemoteError && (error.code === AppErrorCode.forbidden || error.code === AppErrorCode.rateLimited)
+
+/** A failure of the try, not of the request: another endpoint may do better. */
+export const transportFailure = (error: unknown): boolean =>
+  error instanceof ConnectionClosed || error instanceof RequestTimeout || (error instanceof RemoteError && !FINAL_REMOTE_ERRORS.has(error.code))

@@ -1,0 +1,66 @@
+// Outbound, what a request is for: the service its Host header or absolute URI names (the first
+// step of outbound.ts and outboundUpgrade.ts), the balancer's view of it (hash key, client, URI),
+// and the deadline the app may shorten. Route choice, which needs the options, is outboundRoute.ts.
+import { queryValue } from "../balancer/pickers.ts"
+import type { OutboundRequest } from "./outboundCall.ts"
+import { TIMEOUT_HEADER } from "./headerFilter.ts"
+import { grpcTimeoutMs } from "./grpcStatus.ts"
+import { ProxyError } from "./proxyError.ts"
+
+export interface Target {
+  readonly service: string
+  /** Path and query, as the app sent them. */
+  readonly uri: string
+  readonly authority: string
+}
+
+/** The balancer's view of a request: its hash key, the client's address, the URI. */
+export const pickContext = (req: OutboundRequest, uri: string, hashKey: string | undefined) => {
+  const clientIp = req.remoteAddress
+  if (hashKey === undefined) return { clientIp, uri }
+  const key = hashKey === "client"
+    ? clientIp
+    : hashKey.startsWith("header:")
+    ? String(req.headers[hashKey.slice(7).toLowerCase()] ?? "")
+    : queryValue(uri, hashKey.slice(6))
+  return { key, clientIp, uri }
+}
+
+/** The app's own deadline (the `iip-timeout` header, ms, or a gRPC call's `grpc-timeout`), if it is shorter than ours. */
+export const appTimeoutMs = (req: OutboundRequest, configured: number): number => {
+  const header = req.headers[TIMEOUT_HEADER]
+  const asked = typeof header === "string" && /^\d{1,9}$/.test(header) ? Number(header) : grpcTimeoutMs(req.headers["grpc-timeout"] as string | undefined) ?? 0
+  return asked > 0 ? Math.min(asked, configured) : configured
+}
+
+/** The service an authority names: the host, lower case, `.mesh`, a final dot and the port dropped ("" for none). */
+const serviceOf = (authority: string): string => {
+  const host = authority.startsWith("[") ? authority.slice(0, authority.indexOf("]") + 1) : authority.split(":")[0]!
+  return host.toLowerCase().replace(/\.mesh$/, "").replace(/\.$/, "")
+}
+
+/** The last authority and its service: an app names the same few services request after request (a split and two regular expressions spared each time). */
+let lastAuthority = ""
+let lastService = ""
+
+/** Which service a request is for: the absolute URI's host, else the Host header; `.mesh` and the port dropped. */
+export const targetOf = (req: OutboundRequest): Target => {
+  const url = req.url
+  let authority = req.headers.host ?? ""
+  let uri = url
+  if (!url.startsWith("/")) {
+    const absolute = URL.canParse(url) ? new URL(url) : undefined
+    if (absolute === undefined || absolute.protocol !== "http:") {
+      throw new ProxyError({ status: 400, reason: "bad_target", hop: "outbound", message: `cannot proxy ${JSON.stringify(url.slice(0, 100))}` })
+    }
+    authority = absolute.host
+    uri = `${absolute.pathname}${absolute.search}`
+  }
+  if (authority !== lastAuthority) {
+    lastService = serviceOf(authority)
+    lastAuthority = authority
+  }
+  const service = lastService
+  if (service === "") throw new ProxyError({ status: 400, reason: "no_target", hop: "outbound", message: "name the service in the Host header or an absolute URI" })
+  return { service, uri, authority }
+}
