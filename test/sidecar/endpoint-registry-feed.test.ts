@@ -5,24 +5,9 @@
 import { afterEach, describe, expect, it, vi } from "vitest"
 import { Discovery } from "../../src/discovery/discovery.ts"
 import type { DiscoveredEndpoint, EndpointUpdate } from "../../src/discovery/types.ts"
-import { Supervisor } from "../../src/iip/supervisor.ts"
 import { feedRegistry } from "../../src/sidecar/discoveryFeed.ts"
-import { type BalancingOptions, EndpointRegistry } from "../../src/sidecar/endpoints.ts"
+import { bareRegistry } from "../support/bareRegistry.ts"
 
-const balancing: BalancingOptions = {
-  picker: "p2c",
-  maxPendingPerEndpoint: 1000,
-  retryBudgetRatio: 0.2,
-  retryBudgetMinPerSecond: 10,
-  ejectConsecutiveFailures: 5,
-  ejectErrorRatePercent: 50,
-  ejectionBaseMs: 1000,
-  ejectionMaxMs: 30_000,
-  maxEjectedPercent: 50,
-  restartWindowMs: 5000,
-  busyPingAfterMs: 1000,
-  busyPingTimeoutMs: 1000
-}
 
 const closers: Array<() => void> = []
 afterEach(() => {
@@ -32,7 +17,7 @@ afterEach(() => {
 /** A discovery with `sources` sources whose emit functions the test calls, feeding a registry. */
 const setUp = (sources: number) => {
   const discovery = new Discovery({ log: () => {} })
-  const registry = new EndpointRegistry({ node: "test", requestTimeoutMs: 1000, compress: false, maxMetaBytes: 65_536, balancing, log: () => {}, supervisor: new Supervisor() })
+  const registry = bareRegistry()
   const emits: Array<(update: EndpointUpdate) => void> = []
   for (let i = 0; i < sources; i++) discovery.register({ start: (emit) => (emits.push(emit), () => {}) })
   const stop = feedRegistry(discovery, registry, () => {})

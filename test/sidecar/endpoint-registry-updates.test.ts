@@ -3,28 +3,14 @@
 // LAN host can announce 4,096 mDNS instances). And the clients an update closes (gone, or expected
 // to present another identity) are the ones the full scan of every service's members closed.
 import { afterEach, describe, expect, it, vi } from "vitest"
-import { type BalancingOptions, type Endpoint, EndpointRegistry } from "../../src/sidecar/endpoints.ts"
+import type { Endpoint, EndpointRegistry } from "../../src/sidecar/endpoints.ts"
 import { IipClient } from "../../src/iip/client.ts"
-import { Supervisor } from "../../src/iip/supervisor.ts"
+import { bareRegistry } from "../support/bareRegistry.ts"
 
-const balancing: BalancingOptions = {
-  picker: "p2c",
-  maxPendingPerEndpoint: 1000,
-  retryBudgetRatio: 0.2,
-  retryBudgetMinPerSecond: 10,
-  ejectConsecutiveFailures: 5,
-  ejectErrorRatePercent: 50,
-  ejectionBaseMs: 1000,
-  ejectionMaxMs: 30_000,
-  maxEjectedPercent: 50,
-  restartWindowMs: 5000,
-  busyPingAfterMs: 1000,
-  busyPingTimeoutMs: 1000
-}
 
 const registries: Array<EndpointRegistry> = []
 const makeRegistry = (): EndpointRegistry => {
-  const registry = new EndpointRegistry({ node: "test", requestTimeoutMs: 1000, compress: false, maxMetaBytes: 65_536, balancing, log: () => {}, supervisor: new Supervisor() })
+  const registry = bareRegistry()
   registries.push(registry)
   return registry
 }

@@ -39,6 +39,27 @@ describe("an upgrade to h2c alone with a body", () => {
   })
   afterEach(() => cleanup.run())
 
+  /**
+   * A connection that has had one ordinary request answered (GET /first), so that its reads are
+   * llhttp's on the socket's handle from then on; `got` is all it has received, `closed` its close.
+   */
+  const afterOrdinaryRequest = async (port: number) => {
+    const socket = net.connect(port, LOOPBACK)
+    cleanup.add(() => socket.destroy())
+    socket.setEncoding("latin1")
+    let received = ""
+    let first: () => void = () => {}
+    const firstAnswered = new Promise<void>((resolve) => (first = resolve))
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()))
+    socket.on("data", (chunk: string) => {
+      received += chunk
+      if (received.includes("GET /first 0")) first()
+    })
+    socket.write("GET /first HTTP/1.1\r\nhost: catalog\r\n\r\n")
+    await withTimeout(firstAnswered, 3000, "the first answer")
+    return { socket, got: () => received, closed }
+  }
+
   /** Writes `writes` in turn (each once the socket took the last) and collects everything until the connection closes. */
   const exchange = (port: number, writes: ReadonlyArray<string>): Promise<string> =>
     withTimeout(
@@ -99,23 +120,11 @@ describe("an upgrade to h2c alone with a body", () => {
 
   it("after an ordinary request on the same connection (its reads then parsed by llhttp on the socket's handle): answered with its body, then the close", async () => {
     const { a, app } = await mesh()
-    const socket = net.connect(a.outboundPort, LOOPBACK)
-    cleanup.add(() => socket.destroy())
-    socket.setEncoding("latin1")
-    let got = ""
-    let first: () => void = () => {}
-    const firstAnswered = new Promise<void>((resolve) => (first = resolve))
-    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()))
-    socket.on("data", (chunk: string) => {
-      got += chunk
-      if (got.includes("GET /first 0")) first()
-    })
-    socket.write("GET /first HTTP/1.1\r\nhost: catalog\r\n\r\n")
-    await withTimeout(firstAnswered, 3000, "the first answer")
+    const { socket, got, closed } = await afterOrdinaryRequest(a.outboundPort)
     socket.write(`POST /second HTTP/1.1\r\nhost: catalog\r\n${H2C}content-length: 6\r\n\r\nsecondGET /smuggled HTTP/1.1\r\nhost: catalog\r\n\r\n`)
     await withTimeout(closed, 3000, "the connection to close")
-    expect(got).toMatch(/\r\n\r\nPOST \/second 6 "second"$/)
-    expect(got.split("HTTP/1.1 200 ").length).toBe(3)
+    expect(got()).toMatch(/\r\n\r\nPOST \/second 6 "second"$/)
+    expect(got().split("HTTP/1.1 200 ").length).toBe(3)
     expect(app.seen.map((r) => `${r.method} ${r.url}`)).toEqual(["GET /first", "POST /second"])
   })
 
@@ -129,22 +138,10 @@ describe("an upgrade to h2c alone with a body", () => {
     expect(answer).toContain("\r\nconnection: close\r\n")
     expect(app.seen).toEqual([])
     // After an answered request, the connection's reads are llhttp's on the socket's handle.
-    const socket = net.connect(a.outboundPort, LOOPBACK)
-    cleanup.add(() => socket.destroy())
-    socket.setEncoding("latin1")
-    let got = ""
-    let first: () => void = () => {}
-    const firstAnswered = new Promise<void>((resolve) => (first = resolve))
-    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()))
-    socket.on("data", (chunk: string) => {
-      got += chunk
-      if (got.includes("GET /first 0")) first()
-    })
-    socket.write("GET /first HTTP/1.1\r\nhost: catalog\r\n\r\n")
-    await withTimeout(firstAnswered, 3000, "the first answer")
+    const { socket, got, closed } = await afterOrdinaryRequest(a.outboundPort)
     socket.write(bad)
     await withTimeout(closed, 3000, "the connection to close")
-    expect(got).toMatch(/GET \/first 0 ""HTTP\/1\.1 400 /)
+    expect(got()).toMatch(/GET \/first 0 ""HTTP\/1\.1 400 /)
     expect(app.seen.map((r) => `${r.method} ${r.url}`)).toEqual(["GET /first"])
   })
 
