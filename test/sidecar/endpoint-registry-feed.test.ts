@@ -103,3 +103,30 @@ describe("feedRegistry", () => {
     expect(registry.endpointsOf("a").map((e) => e.host)).toEqual(["10.0.0.1"])
   })
 })
+
+describe("feedRegistry, a failing update", () => {
+  it("is logged for its service; the rest of the burst and the next burst are applied", async () => {
+    const discovery = new Discovery({ log: () => {} })
+    const registry = bareRegistry()
+    const emits: Array<(update: EndpointUpdate) => void> = []
+    discovery.register({ start: (emit) => (emits.push(emit), () => {}) })
+    const logged: Array<{ readonly event: string; readonly fields: unknown }> = []
+    const stop = feedRegistry(discovery, registry, (event, fields) => logged.push({ event, fields }))
+    closers.push(() => (stop(), discovery.close(), registry.close()))
+    const set = registry.set.bind(registry)
+    // The microtask has no caller: a throw out of it would be an uncaught exception (vitest fails the run on one).
+    vi.spyOn(registry, "set").mockImplementation((service, endpoints) => {
+      if (service === "a" && endpoints.length === 1) throw new Error("refused")
+      set(service, endpoints)
+    })
+    emits[0]!({ _tag: "Add", endpoint: endpoint("a", 1) })
+    emits[0]!({ _tag: "Add", endpoint: endpoint("b", 1) })
+    await burstApplied()
+    expect(logged).toEqual([{ event: "discovery.listener-failed", fields: { service: "a", message: "refused" } }])
+    expect(registry.endpointsOf("a")).toEqual([])
+    expect(registry.endpointsOf("b").map((e) => e.host)).toEqual(["10.0.0.1"])
+    emits[0]!({ _tag: "Add", endpoint: endpoint("a", 2) })
+    await burstApplied()
+    expect(registry.endpointsOf("a").map((e) => e.host)).toEqual(["10.0.0.1", "10.0.0.2"])
+  })
+})
