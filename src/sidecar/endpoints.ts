@@ -1,9 +1,9 @@
 // Where each service can be reached, and which endpoint takes the next request: per service a
 // ServiceBalancer (src/balancer) over the endpoints discovery gives (the peers' sidecars, or plain
-// IIP servers), each endpoint with its own pooled IipClient. Discovery (or static configuration)
-// replaces a service's set, keeping the stats and health of endpoints that stay; the outbound side
-// picks from it for every request (within the version subset a route chose, src/sidecar/routing.ts);
-// the admin API reads and overrides weights here.
+// IIP servers), each endpoint with its own pooled IipClient (one per security it is listed with).
+// Discovery (or static configuration) replaces a service's set, keeping the stats and health of
+// endpoints that stay; the outbound side picks from it for every request (within the version subset
+// a route chose, src/sidecar/routing.ts); the admin API reads and overrides weights here.
 //
 // Each client tells its endpoint's balancers when the peer says go-away or stops answering pings;
 // an endpoint the balancer then holds out (restarting, unresponsive: src/balancer/holdOuts.ts) is
@@ -42,6 +42,21 @@ const STREAM_CHANNELS_PER_CONNECTION = 512
 const securityOf = (endpoint: Endpoint): string => `${endpoint.security ?? ""} ${endpoint.identity ?? ""} ${endpoint.ca ?? ""}`
 
 const keys = new WeakMap<object, string>()
+const clientKeys = new WeakMap<Endpoint, string>()
+
+/**
+ * The key of an endpoint's client: its address and the security its connections need, computed once
+ * per endpoint object (asked for per request). Two services listing one address with different
+ * securities each get a client of their own: one's mTLS endpoint is never dialled over the other's plain client.
+ */
+const clientKeyOf = (endpoint: Endpoint): string => {
+  let key = clientKeys.get(endpoint)
+  if (key === undefined) {
+    key = `${endpointKey(endpoint)} ${securityOf(endpoint)}`
+    clientKeys.set(endpoint, key)
+  }
+  return key
+}
 
 /** "host:port" ("[v6]:port"), computed once per endpoint object: pickers ask for it per request. */
 export const endpointKey = (endpoint: { readonly host: string; readonly port: number }): string => {
@@ -118,23 +133,19 @@ export class EndpointRegistry {
    * whose hosts announce versions at will), not left without endpoints.
    */
   private readonly uncappedSubsets = new Map<string, ReadonlyArray<{ readonly id: string; readonly subset: string | undefined }>>()
+  /** Per client key (clientKeyOf: address and security), its pooled client. */
   private readonly clients = new Map<string, IipClient>()
-  /** Per client, the security it was made with (securityOf). */
-  private readonly clientSecurity = new Map<string, string>()
   /** Endpoints redialled in the background while held out. */
   private readonly watched = new Set<string>()
   /**
-   * Per endpoint, the services that have it and the security each expects of it (its last member's):
-   * an update re-checks the clients of the endpoints it touched, not every service's members.
+   * Per client key (address and security), the services that list it: an update closes the clients
+   * of the keys it was the last to list, not what a scan of every service's members finds unlisted.
    */
-  private readonly users = new Map<string, Map<string, string>>()
-  /** Per service, its endpoints and their securities: `users` the other way round. */
-  private readonly usesOf = new Map<string, ReadonlyMap<string, string>>()
-  /** When each service was added: of the services sharing an endpoint, the latest added says what it must present. */
-  private readonly addedAt = new Map<string, number>()
-  private added = 0
-  /** Clients made since the last update for another security than their endpoint's services expect: closed at the next. */
-  private readonly mismatched = new Set<string>()
+  private readonly users = new Map<string, Set<string>>()
+  /** Per service, the client keys of its endpoints: `users` the other way round. */
+  private readonly usesOf = new Map<string, ReadonlySet<string>>()
+  /** Clients made since the last update for a key no service lists: closed at the next. */
+  private readonly unlisted = new Set<string>()
   private closed = false
   private readonly options: EndpointRegistryOptions
 
@@ -152,15 +163,12 @@ export class EndpointRegistry {
     if (over && !this.uncappedSubsets.has(service)) this.options.log("endpoints.subsets-capped", { service, limit: MaxSubsetsPerService })
     if (over) this.uncappedSubsets.set(service, members)
     else this.uncappedSubsets.delete(service)
-    if (endpoints.length === 0) {
-      this.services.delete(service)
-      this.addedAt.delete(service)
-    } else {
+    if (endpoints.length === 0) this.services.delete(service)
+    else {
       let balancer = this.services.get(service)
       if (balancer === undefined) {
         balancer = this.makeBalancer()
         this.services.set(service, balancer)
-        this.addedAt.set(service, ++this.added)
       }
       balancer.update(endpoints.map((endpoint) => ({ id: endpointKey(endpoint), weight: endpoint.weight, endpoint })), now())
     }
@@ -232,7 +240,7 @@ export class EndpointRegistry {
   endLease(lease: EndpointLease, startedAt: number, ok: boolean, unreachable = false, slow = false, at: number = now()): string | undefined {
     const result = lease.end(at, at - startedAt, ok, unreachable, slow)
     if (result !== "restarting") return result
-    this.watch(lease.endpoint.id)
+    this.watch(lease.endpoint.id, clientKeyOf(lease.endpoint.endpoint))
     return undefined
   }
 
@@ -284,9 +292,10 @@ export class EndpointRegistry {
 
   /** The pooled client of an endpoint, made on first use. */
   clientOf(endpoint: Endpoint): IipClient {
-    const key = endpointKey(endpoint)
-    let client = this.clients.get(key)
+    const id = clientKeyOf(endpoint)
+    let client = this.clients.get(id)
     if (client === undefined) {
+      const key = endpointKey(endpoint)
       client = new IipClient({
         host: endpoint.host,
         port: endpoint.port,
@@ -295,7 +304,7 @@ export class EndpointRegistry {
         maxMetaBytes: this.options.maxMetaBytes,
         ...(this.options.compress ? { compression: {} } : {}),
         keepAlive: { ...defaultKeepAlive, busyIntervalMs: this.options.balancing.busyPingAfterMs, busyTimeoutMs: this.options.balancing.busyPingTimeoutMs },
-        onPeerState: (state) => this.peerState(key, state),
+        onPeerState: (state) => this.peerState(key, id, state),
         ...this.tlsOf(endpoint),
         // Another endpoint takes a request this one cannot: never wait here for a reconnect.
         waitForReconnect: false,
@@ -305,10 +314,8 @@ export class EndpointRegistry {
         log: this.options.log,
         supervisor: this.options.supervisor
       })
-      const security = securityOf(endpoint)
-      this.clients.set(key, client)
-      this.clientSecurity.set(key, security)
-      if (this.expectedSecurity(key) !== security) this.mismatched.add(key)
+      this.clients.set(id, client)
+      if (!this.users.has(id)) this.unlisted.add(id)
     }
     return client
   }
@@ -322,83 +329,64 @@ export class EndpointRegistry {
     this.closed = true
     for (const client of this.clients.values()) client.close()
     this.clients.clear()
-    this.clientSecurity.clear()
     this.services.clear()
     this.subsets.clear()
     this.uncappedSubsets.clear()
     this.users.clear()
     this.usesOf.clear()
-    this.addedAt.clear()
-    this.mismatched.clear()
+    this.unlisted.clear()
   }
 
   /**
-   * Updates the index of what `service` uses to `endpoints`, and re-checks the clients of the
-   * endpoints whose use by it changed, and those made mismatched since the last update: the others'
-   * verdict is what it was.
+   * Updates the index of what `service` lists to `endpoints`, and closes the clients of the keys no
+   * service lists any more, and of those made unlisted since the last update.
    */
   private closeUnused(service: string, endpoints: ReadonlyArray<Endpoint>): void {
     const before = this.usesOf.get(service)
-    const after = new Map<string, string>()
-    for (const endpoint of endpoints) after.set(endpointKey(endpoint), securityOf(endpoint))
+    const after = new Set<string>()
+    for (const endpoint of endpoints) after.add(clientKeyOf(endpoint))
     if (after.size === 0) this.usesOf.delete(service)
     else this.usesOf.set(service, after)
-    const changed: Array<string> = []
-    if (before !== undefined) {
-      for (const key of before.keys()) {
-        if (after.has(key)) continue
-        const services = this.users.get(key)!
-        services.delete(service)
-        if (services.size === 0) this.users.delete(key)
-        changed.push(key)
-      }
-    }
-    for (const [key, security] of after) {
-      if (before?.get(key) === security) continue
-      let services = this.users.get(key)
+    for (const id of after) {
+      if (before?.has(id) === true) continue
+      let services = this.users.get(id)
       if (services === undefined) {
-        services = new Map()
-        this.users.set(key, services)
+        services = new Set()
+        this.users.set(id, services)
       }
-      services.set(service, security)
-      changed.push(key)
+      services.add(service)
     }
-    for (const key of changed) this.recheck(key)
-    for (const key of this.mismatched) this.recheck(key)
-    this.mismatched.clear()
-  }
-
-  /** What the client of `key` must present: as its latest added service expects; undefined if no service has it. */
-  private expectedSecurity(key: string): string | undefined {
-    let security: string | undefined
-    let latest = 0
-    for (const [service, expected] of this.users.get(key) ?? []) {
-      const at = this.addedAt.get(service)!
-      if (at > latest) {
-        latest = at
-        security = expected
+    if (before !== undefined) {
+      for (const id of before) {
+        if (after.has(id)) continue
+        const services = this.users.get(id)!
+        services.delete(service)
+        if (services.size === 0) {
+          this.users.delete(id)
+          this.closeClient(id)
+        }
       }
     }
-    return security
+    for (const id of this.unlisted) if (!this.users.has(id)) this.closeClient(id)
+    this.unlisted.clear()
   }
 
-  /** Closes the client of `key` if it is gone, or now expected to present another identity: its connections are not what discovery says. */
-  private recheck(key: string): void {
-    const client = this.clients.get(key)
-    if (client === undefined || this.expectedSecurity(key) === this.clientSecurity.get(key)) return
+  /** Closes the client of `id` (if any): its connections are not what discovery says. */
+  private closeClient(id: string): void {
+    const client = this.clients.get(id)
+    if (client === undefined) return
     client.close()
-    this.clients.delete(key)
-    this.clientSecurity.delete(key)
+    this.clients.delete(id)
   }
 
   /** A client's news of its peer, for every service the endpoint serves. */
-  private peerState(key: string, state: "go-away" | "unresponsive"): void {
+  private peerState(key: string, id: string, state: "go-away" | "unresponsive"): void {
     const at = now()
     for (const balancer of this.services.values()) {
       if (state === "go-away") balancer.wentAway(key, at)
       else balancer.unresponsive(key, at)
     }
-    if (state === "unresponsive") this.watch(key)
+    if (state === "unresponsive") this.watch(key, id)
   }
 
   private isHeld(key: string): boolean {
@@ -407,15 +395,15 @@ export class EndpointRegistry {
     return false
   }
 
-  /** Redials a held-out endpoint until a connection succeeds (back in) or the hold ends. */
-  private watch(key: string): void {
+  /** Redials a held-out endpoint (address `key`, through the client `id`) until a connection succeeds (back in) or the hold ends. */
+  private watch(key: string, id: string): void {
     if (this.closed || this.watched.has(key)) return
     this.watched.add(key)
     const registry = this
     this.options.supervisor.fork(
       Effect.gen(function*() {
         for (let failures = 0; !registry.closed && registry.isHeld(key); failures++) {
-          const client = registry.clients.get(key)
+          const client = registry.clients.get(id)
           if (client === undefined) return
           const connected = yield* Effect.promise(() => client.mode().then(() => true, () => false))
           if (connected) {
