@@ -3,7 +3,7 @@
 // merged per service (endpointSet.ts), and subscribers (the sidecar's endpoint registry, the admin
 // view) receive the merged changes: a Reset when they subscribe, then Add, Remove and Change.
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
-import { applyUpdate, change, diff, emptyState, leftOutByCap, merged, mergedEndpoint, type MergedEndpoint, type MergedState, type SourceState } from "./endpointSet.ts"
+import { applyUpdate, change, diff, leftOutByCap, merged, mergedEndpoint, type MergedEndpoint, type MergedState, type SourceState } from "./endpointSet.ts"
 import { type DiscoveredEndpoint, endpointKey, MaxEndpointsPerService, type DiscoverySource, type EndpointUpdate } from "./types.ts"
 
 export type DiscoveryListener = (update: EndpointUpdate<MergedEndpoint>) => void
@@ -19,7 +19,8 @@ export interface DiscoveryOptions {
 }
 
 interface Registration {
-  state: SourceState
+  /** What the source reports now, updated in place (applyUpdate). */
+  readonly state: SourceState
   /**
    * Endpoints the cap refused, by service and key (at most MaxEndpointsPerService a service): a
    * source reports an endpoint once, so one refused while the service was full is admitted, oldest
@@ -41,7 +42,8 @@ export class Discovery {
   /** In registration order, which breaks ties between sources of the same priority. */
   private readonly registrations = new Set<Registration>()
   private readonly subscriptions = new Set<Subscription>()
-  private view = new Map<string, ReadonlyMap<string, MergedEndpoint>>()
+  /** The merged endpoints per service, updated in place: an update costs what it changes. */
+  private view = new Map<string, Map<string, MergedEndpoint>>()
   private readonly log: Log
 
   constructor(options: DiscoveryOptions = {}) {
@@ -50,7 +52,7 @@ export class Discovery {
 
   /** Starts `source`; the returned function stops it and withdraws everything it reported. */
   register(source: DiscoverySource): () => void {
-    const registration: Registration = { state: emptyState, waiting: new Map(), stop: () => {} }
+    const registration: Registration = { state: new Map(), waiting: new Map(), stop: () => {} }
     this.registrations.add(registration)
     try {
       registration.stop = source.start((update) => {
@@ -107,29 +109,29 @@ export class Discovery {
   }
 
   private apply(registration: Registration, update: EndpointUpdate): void {
-    const next = applyUpdate(registration.state, update)
-    const dropped = leftOutByCap(update, next)
+    const changed = applyUpdate(registration.state, update)
+    const dropped = leftOutByCap(update, registration.state)
     if (dropped > 0) {
       const source = update._tag === "Reset" ? update.endpoints[0]?.source : update._tag === "Remove" ? undefined : update.endpoint.source
       this.log("discovery.endpoints-capped", { service: updateService(update), source, limit: MaxEndpointsPerService, leftOut: dropped })
     }
-    this.keepWaiting(registration, update, next)
-    if (next === registration.state) return
-    registration.state = next
+    this.keepWaiting(registration, update)
+    if (!changed) return
     // One endpoint changed: re-merge that one (a flood of single Adds stays linear); a Reset: the service.
     if (update._tag === "Reset") this.refresh(update.service)
     else this.refreshEndpoint(update._tag === "Remove" ? update.service : update.endpoint.service, update._tag === "Remove" ? update.key : endpointKey(update.endpoint))
     if (update._tag === "Remove") this.admitWaiting(registration, update.service)
   }
 
-  /** Keeps `registration.waiting` to what the cap left out of `next` and the source still reports. */
-  private keepWaiting(registration: Registration, update: EndpointUpdate, next: SourceState): void {
+  /** Keeps `registration.waiting` to what the cap left out of the source's state and the source still reports. */
+  private keepWaiting(registration: Registration, update: EndpointUpdate): void {
+    const { state } = registration
     const service = updateService(update)
     let waiting = registration.waiting.get(service)
     if (update._tag === "Remove") waiting?.delete(update.key)
     else if (update._tag === "Reset") {
       waiting = undefined
-      const kept = next.get(service)
+      const kept = state.get(service)
       for (const endpoint of update.endpoints) {
         const key = endpointKey(endpoint)
         if (endpoint.service !== service || kept?.has(key) === true) continue
@@ -138,7 +140,7 @@ export class Discovery {
       }
     } else {
       const key = endpointKey(update.endpoint)
-      if (next.get(service)?.has(key) === true) waiting?.delete(key)
+      if (state.get(service)?.has(key) === true) waiting?.delete(key)
       else if (waiting === undefined || waiting.size < MaxEndpointsPerService || waiting.has(key)) (waiting ??= new Map()).set(key, update.endpoint)
     }
     if (waiting === undefined || waiting.size === 0) registration.waiting.delete(service)
@@ -159,14 +161,14 @@ export class Discovery {
   /** Re-merges one endpoint and tells the service's subscribers if it changed. */
   private refreshEndpoint(service: string, key: string): void {
     const states = [...this.registrations.values()].map((registration) => registration.state)
-    const previous = this.view.get(service)
-    const update = change(service, key, previous?.get(key), mergedEndpoint(states, service, key))
+    const current = this.view.get(service)
+    const update = change(service, key, current?.get(key), mergedEndpoint(states, service, key))
     if (update === undefined) return
-    const now = new Map(previous)
-    if (update._tag === "Remove") now.delete(key)
-    else now.set(key, update.endpoint)
-    if (now.size === 0) this.view.delete(service)
-    else this.view.set(service, now)
+    if (update._tag === "Remove") {
+      current?.delete(key)
+      if (current?.size === 0) this.view.delete(service)
+    } else if (current === undefined) this.view.set(service, new Map([[key, update.endpoint]]))
+    else current.set(key, update.endpoint)
     this.tell(service, [update])
   }
 
@@ -178,7 +180,7 @@ export class Discovery {
   /** Re-merges one service and tells its subscribers what changed. */
   private refresh(service: string): void {
     const states = [...this.registrations.values()].map((registration) => registration.state)
-    const after: MergedState = merged(states, [service])
+    const after = merged(states, [service])
     const previous = this.view.get(service)
     const before: MergedState = previous === undefined ? new Map() : new Map([[service, previous]])
     const updates = diff(before, after)

@@ -1,11 +1,16 @@
-// The pure core of discovery, between the sources and the Discovery service: `applyUpdate` folds
-// one source's updates into what that source currently reports; `merged` joins the sources into one
-// de-duplicated set per service; `diff` turns two merged sets into the fewest updates that lead from
-// one to the other, which is what subscribers receive. No I/O, no clocks, no mutation of inputs.
+// The core of discovery, between the sources and the Discovery service: `applyUpdate` folds
+// one source's updates into what that source currently reports, in place (its state belongs to the
+// Discovery service, and an update costs what it changes, not the size of the source's state: an mDNS
+// flood announces thousands of services); `merged` joins the sources into one de-duplicated set per
+// service; `diff` turns two merged sets into the fewest updates that lead from one to the other, which
+// is what subscribers receive. No I/O, no clocks; only applyUpdate mutates, and only its state.
 import { endpointKey, MaxEndpointsPerService, type DiscoveredEndpoint, type EndpointUpdate } from "./types.ts"
 
-/** What one source currently reports: service -> endpoint key -> endpoint. */
-export type SourceState = ReadonlyMap<string, ReadonlyMap<string, DiscoveredEndpoint>>
+/** What one source currently reports: service -> endpoint key -> endpoint. A service with no endpoints is absent. */
+export type SourceState = Map<string, Map<string, DiscoveredEndpoint>>
+
+/** A source's state as the merge reads it. */
+export type SourceView = ReadonlyMap<string, ReadonlyMap<string, DiscoveredEndpoint>>
 
 /** An endpoint after merging: the fields of its highest-priority report, and every source that reported it. */
 export interface MergedEndpoint extends DiscoveredEndpoint {
@@ -15,8 +20,6 @@ export interface MergedEndpoint extends DiscoveredEndpoint {
 
 /** The merged view: service -> endpoint key -> endpoint. A service with no endpoints is absent. */
 export type MergedState = ReadonlyMap<string, ReadonlyMap<string, MergedEndpoint>>
-
-export const emptyState: SourceState = new Map()
 
 /**
  * Which report wins when several sources report the same host:port, most specific first: what an
@@ -31,24 +34,13 @@ const rank = (source: string): number => {
   return index === -1 ? sourcePriority.length : index
 }
 
-const withService = (
-  state: SourceState,
-  service: string,
-  endpoints: ReadonlyMap<string, DiscoveredEndpoint>
-): SourceState => {
-  const next = new Map(state)
-  if (endpoints.size === 0) next.delete(service)
-  else next.set(service, endpoints)
-  return next
-}
-
 /**
- * One source's state after one of its updates. A Reset keeps only endpoints of its own service;
- * Add of a known key replaces it, Change of an unknown key adds it; an update that changes nothing
- * returns `state` itself. A service holds at most MaxEndpointsPerService endpoints: a Reset keeps
- * the first of them, an Add (or Change) of a new key beyond it changes nothing (see leftOutByCap).
+ * Folds one of a source's updates into its `state`, in place; returns whether it changed anything.
+ * A Reset keeps only endpoints of its own service; Add of a known key replaces it, Change of an
+ * unknown key adds it. A service holds at most MaxEndpointsPerService endpoints: a Reset keeps the
+ * first of them, an Add (or Change) of a new key beyond it changes nothing (see leftOutByCap).
  */
-export const applyUpdate = (state: SourceState, update: EndpointUpdate): SourceState => {
+export const applyUpdate = (state: SourceState, update: EndpointUpdate): boolean => {
   switch (update._tag) {
     case "Reset": {
       const endpoints = new Map<string, DiscoveredEndpoint>()
@@ -57,29 +49,31 @@ export const applyUpdate = (state: SourceState, update: EndpointUpdate): SourceS
         const key = endpointKey(endpoint)
         if (endpoints.size < MaxEndpointsPerService || endpoints.has(key)) endpoints.set(key, endpoint)
       }
-      if (endpoints.size === 0 && !state.has(update.service)) return state
-      return withService(state, update.service, endpoints)
+      if (endpoints.size > 0) state.set(update.service, endpoints)
+      else if (!state.delete(update.service)) return false
+      return true
     }
     case "Add":
     case "Change": {
       const { endpoint } = update
       const current = state.get(endpoint.service)
       const key = endpointKey(endpoint)
-      if (current !== undefined && current.size >= MaxEndpointsPerService && !current.has(key)) return state
-      return withService(state, endpoint.service, new Map(current).set(key, endpoint))
+      if (current === undefined) state.set(endpoint.service, new Map([[key, endpoint]]))
+      else if (current.size < MaxEndpointsPerService || current.has(key)) current.set(key, endpoint)
+      else return false
+      return true
     }
     case "Remove": {
       const endpoints = state.get(update.service)
-      if (endpoints === undefined || !endpoints.has(update.key)) return state
-      const rest = new Map(endpoints)
-      rest.delete(update.key)
-      return withService(state, update.service, rest)
+      if (endpoints === undefined || !endpoints.delete(update.key)) return false
+      if (endpoints.size === 0) state.delete(update.service)
+      return true
     }
   }
 }
 
 /** How many endpoints of `update` the cap left out of `after` (the state applyUpdate gave for it). */
-export const leftOutByCap = (update: EndpointUpdate, after: SourceState): number => {
+export const leftOutByCap = (update: EndpointUpdate, after: SourceView): number => {
   switch (update._tag) {
     case "Reset": {
       const keys = new Set<string>()
@@ -123,10 +117,10 @@ const mergeReports = (reports: ReadonlyArray<DiscoveredEndpoint>): MergedEndpoin
  * The merged view of `services` (by default every service any source reports), from the sources'
  * states in registration order.
  */
-export const merged = (stateBySource: Iterable<SourceState>, services?: Iterable<string>): MergedState => {
+export const merged = (stateBySource: Iterable<SourceView>, services?: Iterable<string>): Map<string, Map<string, MergedEndpoint>> => {
   const states = [...stateBySource]
   const names = services === undefined ? new Set(states.flatMap((state) => [...state.keys()])) : new Set(services)
-  const result = new Map<string, ReadonlyMap<string, MergedEndpoint>>()
+  const result = new Map<string, Map<string, MergedEndpoint>>()
   for (const service of names) {
     const reports = new Map<string, Array<DiscoveredEndpoint>>()
     for (const state of states) {
@@ -145,7 +139,7 @@ export const merged = (stateBySource: Iterable<SourceState>, services?: Iterable
  * The merged endpoint `key` of `service` alone (what `merged` would hold for it), or undefined when
  * no source reports it: an update of one endpoint re-merges that endpoint, not the whole service.
  */
-export const mergedEndpoint = (states: Iterable<SourceState>, service: string, key: string): MergedEndpoint | undefined => {
+export const mergedEndpoint = (states: Iterable<SourceView>, service: string, key: string): MergedEndpoint | undefined => {
   const reports: Array<DiscoveredEndpoint> = []
   for (const state of states) {
     const endpoint = state.get(service)?.get(key)

@@ -2,7 +2,7 @@
 // sources into one de-duplicated set per service by source priority, and the minimal diff between two
 // merged sets; plus a seeded random walk checking that the diffs, applied in turn, rebuild the merge.
 import { describe, expect, it } from "vitest"
-import { applyUpdate, diff, emptyState, merged, type MergedEndpoint, type MergedState, type SourceState } from "../../src/discovery/endpointSet.ts"
+import { applyUpdate, diff, merged, type MergedEndpoint, type MergedState, type SourceState } from "../../src/discovery/endpointSet.ts"
 import { endpointKey, type DiscoveredEndpoint, type EndpointUpdate } from "../../src/discovery/types.ts"
 import { prng } from "../helpers/prng.ts"
 
@@ -16,7 +16,12 @@ const ep = (host: string, port: number, source: string, more: Partial<Discovered
   ...more
 })
 
-const fold = (updates: ReadonlyArray<EndpointUpdate>, state: SourceState = emptyState): SourceState => updates.reduce(applyUpdate, state)
+/** A new state with `updates` applied in turn. */
+const fold = (updates: ReadonlyArray<EndpointUpdate>): SourceState => {
+  const state: SourceState = new Map()
+  for (const update of updates) applyUpdate(state, update)
+  return state
+}
 
 const keysOf = (state: SourceState, service = "web"): Array<string> => [...(state.get(service)?.keys() ?? [])]
 
@@ -36,10 +41,12 @@ describe("applyUpdate", () => {
     expect(keysOf(state)).toStrictEqual(["10.0.0.3:80"])
   })
 
-  it("an empty Reset drops the service; one for an unknown service changes nothing (same object)", () => {
+  it("an empty Reset drops the service; one for an unknown service changes nothing (and says so)", () => {
     const state = fold([{ _tag: "Reset", service: "web", endpoints: [ep("10.0.0.1", 80, "dns")] }])
-    expect(fold([{ _tag: "Reset", service: "web", endpoints: [] }], state).has("web")).toBe(false)
-    expect(applyUpdate(state, { _tag: "Reset", service: "api", endpoints: [] })).toBe(state)
+    expect(applyUpdate(state, { _tag: "Reset", service: "api", endpoints: [] })).toBe(false)
+    expect(keysOf(state)).toStrictEqual(["10.0.0.1:80"])
+    expect(applyUpdate(state, { _tag: "Reset", service: "web", endpoints: [] })).toBe(true)
+    expect(state.has("web")).toBe(false)
   })
 
   it("a Reset ignores endpoints of other services and leaves other services alone", () => {
@@ -64,21 +71,24 @@ describe("applyUpdate", () => {
 
   it("Remove drops one endpoint, the service with its last one, and an unknown key changes nothing", () => {
     const state = fold([{ _tag: "Add", endpoint: ep("10.0.0.1", 80, "mdns") }, { _tag: "Add", endpoint: ep("10.0.0.2", 80, "mdns") }])
-    const one = applyUpdate(state, { _tag: "Remove", service: "web", key: "10.0.0.1:80" })
-    expect(keysOf(one)).toStrictEqual(["10.0.0.2:80"])
-    expect(applyUpdate(one, { _tag: "Remove", service: "web", key: "10.0.0.2:80" }).has("web")).toBe(false)
-    expect(applyUpdate(one, { _tag: "Remove", service: "web", key: "10.0.0.7:80" })).toBe(one)
-    expect(applyUpdate(one, { _tag: "Remove", service: "api", key: "10.0.0.2:80" })).toBe(one)
+    expect(applyUpdate(state, { _tag: "Remove", service: "web", key: "10.0.0.1:80" })).toBe(true)
+    expect(keysOf(state)).toStrictEqual(["10.0.0.2:80"])
+    expect(applyUpdate(state, { _tag: "Remove", service: "web", key: "10.0.0.7:80" })).toBe(false)
+    expect(applyUpdate(state, { _tag: "Remove", service: "api", key: "10.0.0.2:80" })).toBe(false)
+    expect(keysOf(state)).toStrictEqual(["10.0.0.2:80"])
+    expect(applyUpdate(state, { _tag: "Remove", service: "web", key: "10.0.0.2:80" })).toBe(true)
+    expect(state.has("web")).toBe(false)
   })
 
-  it("never mutates the state it is given", () => {
-    const state = fold([{ _tag: "Add", endpoint: ep("10.0.0.1", 80, "mdns") }])
-    const inner = state.get("web")!
+  it("updates only the service it names, in place: the others stay the same objects", () => {
+    const state = fold([{ _tag: "Add", endpoint: ep("10.0.0.1", 80, "mdns") }, { _tag: "Add", endpoint: { ...ep("10.0.0.9", 90, "mdns"), service: "api" } }])
+    const api = state.get("api")!
     applyUpdate(state, { _tag: "Add", endpoint: ep("10.0.0.2", 80, "mdns") })
     applyUpdate(state, { _tag: "Remove", service: "web", key: "10.0.0.1:80" })
-    applyUpdate(state, { _tag: "Reset", service: "web", endpoints: [] })
-    expect(state.get("web")).toBe(inner)
-    expect(keysOf(state)).toStrictEqual(["10.0.0.1:80"])
+    applyUpdate(state, { _tag: "Reset", service: "web", endpoints: [ep("10.0.0.3", 80, "mdns")] })
+    expect(state.get("api")).toBe(api)
+    expect(keysOf(state)).toStrictEqual(["10.0.0.3:80"])
+    expect(keysOf(state, "api")).toStrictEqual(["10.0.0.9:90"])
   })
 
   it("keys IPv6 hosts with brackets", () => {
@@ -151,7 +161,8 @@ describe("merged", () => {
     const mdns = state(ep("10.0.0.1", 80, "mdns", { weight: 8, zone: "z" }))
     const before = merged([dns, mdns])
     expect(only(before)[0]).toMatchObject({ weight: 3, zone: "z", sources: ["dns", "mdns"] })
-    const after = merged([applyUpdate(dns, { _tag: "Remove", service: "web", key: "10.0.0.1:80" }), mdns])
+    applyUpdate(dns, { _tag: "Remove", service: "web", key: "10.0.0.1:80" })
+    const after = merged([dns, mdns])
     expect(only(after)[0]).toMatchObject({ weight: 8, zone: "z", source: "mdns", sources: ["mdns"] })
     expect(diff(before, after)).toStrictEqual([{ _tag: "Change", endpoint: only(after)[0] }])
   })
@@ -201,9 +212,9 @@ describe("diff", () => {
     for (const seed of [1, 2, 3, 42, 1234]) {
       const rng = prng(seed)
       const kinds = ["static", "dns", "mdns"]
-      const states: Array<SourceState> = kinds.map(() => emptyState)
+      const states: Array<SourceState> = kinds.map(() => new Map())
       let view: MergedState = new Map()
-      let rebuilt: SourceState = emptyState
+      const rebuilt: SourceState = new Map()
       for (let step = 0; step < 300; step++) {
         const i = rng.int(0, 2)
         const random = (): DiscoveredEndpoint => ({
@@ -217,10 +228,10 @@ describe("diff", () => {
           () => ({ _tag: "Remove", service: rng.pick(["web", "api"]), key: `10.0.0.${rng.int(1, 4)}:80` }),
           () => ({ _tag: "Reset", service: "web", endpoints: rng.int(0, 2) === 0 ? [] : [random(), random()] })
         ])()
-        states[i] = applyUpdate(states[i]!, update)
+        applyUpdate(states[i]!, update)
         const next = merged(states)
         const updates = diff(view, next)
-        rebuilt = fold(updates, rebuilt)
+        for (const change of updates) applyUpdate(rebuilt, change)
         expect(rebuilt, `seed ${seed} step ${step}`).toStrictEqual(next)
         expect(diff(next, next)).toStrictEqual([])
         view = next
