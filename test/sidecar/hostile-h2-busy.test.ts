@@ -13,7 +13,7 @@
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import * as net from "node:net"
-import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import { makeH2c } from "../../src/sidecar/outboundH2.ts"
 import { Cleanup, readUntil, withTimeout } from "../support/iipRaw.ts"
 import { type RunningSidecar, startMesh } from "../support/sidecarHarness.ts"
@@ -111,11 +111,14 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
     // The RST_STREAM waits behind the answer bytes the socket cannot take: with the reset alone
     // the stream stayed open, its answer held and its exchange (the far request) never told, for
     // as long as the caller PINGed; and every sweep counted and logged it again (55 in 1.5 s here).
+    // The sweeps run on a faked setInterval, by hand, one per turn of the loop below: the case
+    // knows how many ran, and the count is checked after a known number more, not after a sleep.
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] })
+    cleanup.add(() => vi.useRealTimers())
     const stalls: Array<number> = []
-    let told: (finished: boolean) => void = () => {}
-    const exchangeTold = new Promise<boolean>((resolve) => (told = resolve))
+    let toldFinished: boolean | undefined
     const h2 = makeH2c((call) => {
-      call.onClose(told)
+      call.onClose((finished) => (toldFinished = finished))
       call.writeHead(200, [])
       const chunk = Buffer.alloc(64 * KiB)
       const pump = (): void => {
@@ -140,11 +143,22 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
     // HEADERS, END_STREAM | END_HEADERS: GET http://catalog/ from HPACK's static table and one literal.
     const get = Buffer.concat([Buffer.from([0x82, 0x86, 0x84, 0x41, 7]), Buffer.from("catalog")])
     socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), rawFrame(4, 0, 0, settings), rawFrame(8, 0, 0, increment), rawFrame(1, 5, 1, get)]))
-    const pinging = setInterval(() => socket.write(rawFrame(6, 0, 0, Buffer.alloc(8))), 10)
-    cleanup.add(() => clearInterval(pinging))
-    expect(await withTimeout(exchangeTold, 3000, "the exchange to hear of the cut")).toBe(false)
-    // A count that must not grow: 12 more sweeps (one a quarter of the answer idle timeout).
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    // Each turn: a PING from the caller, real I/O, then one sweep (a quarter of the answer idle timeout).
+    const cut = (async () => {
+      while (toldFinished === undefined) {
+        socket.write(rawFrame(6, 0, 0, Buffer.alloc(8)))
+        await new Promise((resolve) => setImmediate(resolve))
+        vi.advanceTimersByTime(25)
+      }
+      return toldFinished
+    })()
+    expect(await withTimeout(cut, 3000, "the exchange to hear of the cut")).toBe(false)
+    // A count that must not grow: 12 more sweeps, the caller still PINGing.
+    for (let i = 0; i < 12; i++) {
+      socket.write(rawFrame(6, 0, 0, Buffer.alloc(8)))
+      await new Promise((resolve) => setImmediate(resolve))
+      vi.advanceTimersByTime(25)
+    }
     expect(stalls).toStrictEqual([1])
   })
 
