@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest"
 import type { Endpoint, EndpointRegistry } from "../../src/sidecar/endpoints.ts"
 import { IipClient } from "../../src/iip/client.ts"
+import { prng } from "../helpers/prng.ts"
 import { bareRegistry } from "../support/bareRegistry.ts"
 
 
@@ -69,16 +70,9 @@ describe("EndpointRegistry.set", () => {
 
   it("closes the clients whose address and security no service lists any more after each update (randomized)", () => {
     const closes = vi.spyOn(IipClient.prototype, "close")
-    // mulberry32: a failure reproduces from its seed.
+    // A failure reproduces from its seed.
     const seed = 0x1ee7
-    let state = seed
-    const random = (): number => {
-      state = (state + 0x6d2b79f5) | 0
-      let t = Math.imul(state ^ (state >>> 15), 1 | state)
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-    }
-    const pick = <A>(items: ReadonlyArray<A>): A => items[Math.floor(random() * items.length)]!
+    const { next: random, pick } = prng(seed)
     const services = ["a", "b", "c", "d"]
     const addresses = [1, 2, 3, 4, 5, 6].map((i) => ({ host: i === 6 ? "::1" : `127.0.0.${i}`, port: 7000 + (i % 2) }))
     const securities: ReadonlyArray<Partial<Endpoint>> = [{}, { security: "mtls", identity: "spiffe://t/a" }, { security: "mtls", identity: "spiffe://t/b" }, { security: "tls", ca: "/ca.pem" }, { security: "plain" }]
