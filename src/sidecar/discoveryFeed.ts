@@ -13,7 +13,10 @@ export const feedRegistry = (discovery: Discovery, registry: EndpointRegistry, l
   let stopped = false
   const apply = (): void => {
     if (stopped) return
-    for (const service of pending) {
+    // Taken before any is applied: whatever throws below, the next burst queues its own microtask.
+    const services = [...pending]
+    pending.clear()
+    for (const service of services) {
       // A microtask has no caller to catch for it: a failure is logged, as discovery logs a listener's.
       try {
         registry.set(service, endpointsOf(discovery, service))
@@ -21,7 +24,6 @@ export const feedRegistry = (discovery: Discovery, registry: EndpointRegistry, l
         log("discovery.listener-failed", { service, message: messageOf(error) })
       }
     }
-    pending.clear()
   }
   const unsubscribe = discovery.subscribe("*", (update) => {
     if (pending.size === 0) queueMicrotask(apply)

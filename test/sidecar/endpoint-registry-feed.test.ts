@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it, vi } from "vitest"
 import { Discovery } from "../../src/discovery/discovery.ts"
 import type { DiscoveredEndpoint, EndpointUpdate } from "../../src/discovery/types.ts"
 import { feedRegistry } from "../../src/sidecar/discoveryFeed.ts"
+import { prng } from "../helpers/prng.ts"
 import { bareRegistry } from "../support/bareRegistry.ts"
 
 
@@ -51,16 +52,9 @@ describe("feedRegistry", () => {
   })
 
   it("after each burst the registry holds what discovery holds (randomized)", async () => {
-    // mulberry32: a failure reproduces from its seed.
+    // A failure reproduces from its seed.
     const seed = 0xfeed
-    let state = seed
-    const random = (): number => {
-      state = (state + 0x6d2b79f5) | 0
-      let t = Math.imul(state ^ (state >>> 15), 1 | state)
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-    }
-    const pick = <A>(items: ReadonlyArray<A>): A => items[Math.floor(random() * items.length)]!
+    const { next: random, pick } = prng(seed)
     const services = ["a", "b", "c"]
     const extras: ReadonlyArray<Partial<DiscoveredEndpoint>> = [{}, { weight: 5 }, { version: "v1" }, { security: "mtls", identity: "spiffe://t/x" }, { source: "static" }]
     const { discovery, registry, emits } = setUp(2)
@@ -125,6 +119,35 @@ describe("feedRegistry, a failing update", () => {
     expect(logged).toEqual([{ event: "discovery.listener-failed", fields: { service: "a", message: "refused" } }])
     expect(registry.endpointsOf("a")).toEqual([])
     expect(registry.endpointsOf("b").map((e) => e.host)).toEqual(["10.0.0.1"])
+    emits[0]!({ _tag: "Add", endpoint: endpoint("a", 2) })
+    await burstApplied()
+    expect(registry.endpointsOf("a").map((e) => e.host)).toEqual(["10.0.0.1", "10.0.0.2"])
+  })
+
+  it("whose log throws too (an embedder's logger) does not stop the feed: the next burst is applied", async () => {
+    const discovery = new Discovery({ log: () => {} })
+    const registry = bareRegistry()
+    const emits: Array<(update: EndpointUpdate) => void> = []
+    discovery.register({ start: (emit) => (emits.push(emit), () => {}) })
+    const stop = feedRegistry(discovery, registry, () => {
+      throw new Error("logger down")
+    })
+    closers.push(() => (stop(), discovery.close(), registry.close()))
+    const set = registry.set.bind(registry)
+    let refuse = true
+    vi.spyOn(registry, "set").mockImplementation((service, endpoints) => {
+      if (refuse) throw new Error("refused")
+      set(service, endpoints)
+    })
+    const uncaught: Array<unknown> = []
+    const onUncaught = (error: unknown) => uncaught.push(error)
+    process.on("uncaughtException", onUncaught)
+    closers.push(() => process.off("uncaughtException", onUncaught))
+    emits[0]!({ _tag: "Add", endpoint: endpoint("a", 1) })
+    await burstApplied()
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(uncaught.map((e) => (e as Error).message)).toEqual(["logger down"])
+    refuse = false
     emits[0]!({ _tag: "Add", endpoint: endpoint("a", 2) })
     await burstApplied()
     expect(registry.endpointsOf("a").map((e) => e.host)).toEqual(["10.0.0.1", "10.0.0.2"])
