@@ -20,6 +20,26 @@ afterEach(async () => {
   await Promise.all(apis.splice(0).map((api) => api.close()))
 })
 
+/**
+ * Watches with `kubeConfig` (the list is the test's own and succeeds; the watch reads the
+ * configuration's credentials) until the watch fails once: that failure, and the recorder of the
+ * ones that follow (retried at 20 ms, doubling to 100).
+ */
+const firstWatchFailure = async (kubeConfig: KubeConfig) => {
+  const failures = new Recorder<{ readonly message: string; readonly retryInMs: number | undefined }>()
+  stops.push(watchKubernetes({
+    kubeConfig,
+    path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+    namespace: "shop",
+    list: async () => ({ apiVersion: "v1", kind: "List", metadata: { resourceVersion: "1" }, items: [] }),
+    onChange: () => {},
+    onFailed: (error, _failures, retryInMs) => failures.push({ message: String(error), retryInMs }),
+    retryMs: 20,
+    maxRetryMs: 100
+  }))
+  return { ...(await failures.waitFor(() => true, { timeoutMs: 3000 })), failures }
+}
+
 const start = async () => {
   const api = await FakeKubeApi.start("shop")
   apis.push(api)
@@ -112,22 +132,10 @@ describe("a watch that cannot even be sent", () => {
       contexts: [{ name: "fake", cluster: "fake", user: "mesh", namespace: "shop" }],
       currentContext: "fake"
     })
-    const failures = new Recorder<{ readonly message: string; readonly retryInMs: number | undefined }>()
-    stops.push(watchKubernetes({
-      kubeConfig,
-      path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
-      namespace: "shop",
-      // The list is the test's own (it succeeds); the watch reads the configuration's credentials.
-      list: async () => ({ apiVersion: "v1", kind: "List", metadata: { resourceVersion: "1" }, items: [] }),
-      onChange: () => {},
-      onFailed: (error, _failures, retryInMs) => failures.push({ message: String(error), retryInMs }),
-      retryMs: 20,
-      maxRetryMs: 100
-    }))
-    const first = await failures.waitFor(() => true, { timeoutMs: 3000 })
+    const first = await firstWatchFailure(kubeConfig)
     expect(first.message).toContain("ENOENT")
     expect(first.retryInMs).toBe(20)
-    await failures.waitFor((f) => f.retryInMs === 40, { timeoutMs: 3000 })
+    await first.failures.waitFor((f) => f.retryInMs === 40, { timeoutMs: 3000 })
   })
 })
 
@@ -164,21 +172,10 @@ describe("bearer tokens as the watch sends them", () => {
   it("a token that cannot be a header value (a newline inside) fails the watch, which is retried with backoff; nothing is thrown out of the informer", async () => {
     const api = await FakeKubeApi.start("shop")
     apis.push(api)
-    const failures = new Recorder<{ readonly message: string; readonly retryInMs: number | undefined }>()
-    stops.push(watchKubernetes({
-      kubeConfig: configWith(api, { token: "broken\ntoken" }),
-      path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
-      namespace: "shop",
-      list: async () => ({ apiVersion: "v1", kind: "List", metadata: { resourceVersion: "1" }, items: [] }),
-      onChange: () => {},
-      onFailed: (error, _failures, retryInMs) => failures.push({ message: String(error), retryInMs }),
-      retryMs: 20,
-      maxRetryMs: 100
-    }))
-    const first = await failures.waitFor(() => true, { timeoutMs: 3000 })
+    const first = await firstWatchFailure(configWith(api, { token: "broken\ntoken" }))
     expect(first.message).toContain("Authorization")
     expect(first.retryInMs).toBe(20)
-    await failures.waitFor((f) => f.retryInMs === 40, { timeoutMs: 3000 })
+    await first.failures.waitFor((f) => f.retryInMs === 40, { timeoutMs: 3000 })
   })
 })
 
