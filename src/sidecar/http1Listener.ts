@@ -26,6 +26,7 @@
 import * as net from "node:net"
 import { cut, Http1Call, type CallConnection } from "./http1Call.ts"
 import { carriedProtocols, upgradeProtocols } from "./headerFilter.ts"
+import { Fifo } from "./fifo.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
 import type { OutboundCall, OutboundRequest } from "./outboundCall.ts"
 
@@ -109,7 +110,7 @@ class Connection implements CallConnection {
   /** The request whose bytes llhttp is reading (the current one, or one waiting). */
   private parsing: Http1Call | undefined = undefined
   /** Requests read while another is answered, in order. */
-  private readonly waiting: Array<Http1Call> = []
+  private readonly waiting = new Fifo<Http1Call>()
   private pendingHeaders: Array<string> = []
   private pendingUrl = ""
   private inMessage = false
@@ -183,7 +184,7 @@ class Connection implements CallConnection {
     if (this.gone) return
     if (this.sniffing && !this.sniff(data)) return
     // Bytes after an upgrade's head are the upgraded connection's, however they were read.
-    const held = this.waiting.at(-1)
+    const held = this.waiting.last
     if (held?.upgrade === true) {
       held.upgradeHead = Buffer.concat([held.upgradeHead, data])
       return
@@ -201,7 +202,7 @@ class Connection implements CallConnection {
     if (parsed instanceof Error) return this.parseFailed(parsed)
     if (this.lastRequest && this.inMessage && parsed < data.length) return this.bodyRefused()
     // llhttp stops at an upgrade's head: the bytes after it are the upgraded connection's.
-    const last = this.waiting.at(-1)
+    const last = this.waiting.last
     if (last?.upgrade === true) {
       last.upgradeHead = data.subarray(parsed)
       this.socket.pause()
@@ -216,7 +217,7 @@ class Connection implements CallConnection {
    * on as a stream).
    */
   private consume(): void {
-    if (this.consumed !== undefined || this.gone || this.socket.readableLength > 0 || this.socket.isPaused() || this.waiting.at(-1)?.upgrade === true) return
+    if (this.consumed !== undefined || this.gone || this.socket.readableLength > 0 || this.socket.isPaused() || this.waiting.last?.upgrade === true) return
     const handle = (this.socket as unknown as { _handle?: ConsumableHandle | null })._handle
     if (handle == null || handle.isStreamBase !== true) return
     this.parser.consume(handle)
@@ -246,7 +247,7 @@ class Connection implements CallConnection {
     this.completedInRead = false
     // (The read's length is known here only from a copy of it: taken for the last request alone.)
     if (this.lastRequest && this.inMessage && parsed < this.parser.getCurrentBuffer().length) return this.bodyRefused()
-    const last = this.waiting.at(-1)
+    const last = this.waiting.last
     if (last?.upgrade === true) {
       last.upgradeHead = this.parser.getCurrentBuffer().subarray(parsed)
       this.unconsume()
@@ -437,7 +438,7 @@ class Connection implements CallConnection {
     this.listener.forget(this)
     this.closeParser()
     this.parsing?.failBody()
-    this.waiting.length = 0
+    this.waiting.clear()
     this.current?.close(false)
   }
 
