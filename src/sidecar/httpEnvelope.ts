@@ -5,7 +5,7 @@
 // through the end-to-end filter (headerFilter.ts). Pure.
 import type { IncomingHttpHeaders } from "node:http"
 import type { Meta } from "../protocol/mesh.ts"
-import { endToEndPairs, endToEndPart, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
+import { copyToExtend, endToEndPairs, endToEndPart, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
 
 export const HttpMeta = {
   method: ":method",
@@ -209,7 +209,7 @@ const tracedHeadersOf = (text: string, onInvalid: OnInvalidHeader | undefined): 
   const traceparent = plainTraceparentTail(text, cut)
   if (traceparent !== undefined) {
     if (head.invalid > 0) onInvalid?.(head.invalid)
-    const pairs = head.kept.slice()
+    const pairs = copyToExtend(head.kept)
     pairs.push(["traceparent", traceparent])
     return pairs
   }
@@ -236,7 +236,7 @@ export const headersOf = (meta: Meta, onInvalid?: OnInvalidHeader): Array<readon
     lastHeadersText = text
   }
   if (lastInvalid > 0) onInvalid?.(lastInvalid)
-  return lastHeaders.slice()
+  return copyToExtend(lastHeaders)
 }
 
 /**

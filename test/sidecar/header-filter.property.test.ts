@@ -97,6 +97,18 @@ describe("end-to-end header filter, property", () => {
     }
     expect(invalidCounted).toBeGreaterThan(0)
   })
+
+  it("a raw list equal to the last one gives the kept pairs in an array of the caller's own, which it may extend and cut", () => {
+    const raw = ["Accept", "*/*", "Connection", "keep-alive", "X-Trace", "1"]
+    const first = endToEndHeaders(raw)
+    expect(first).toEqual([["accept", "*/*"], ["x-trace", "1"]])
+    first.push(["x-forwarded-for", "127.0.0.1"])
+    const second = endToEndHeaders(raw.slice())
+    expect(second).toEqual([["accept", "*/*"], ["x-trace", "1"]])
+    expect(second).not.toBe(first)
+    second.length = 0
+    expect(endToEndHeaders(raw.slice())).toEqual([["accept", "*/*"], ["x-trace", "1"]])
+  })
 })
 
 describe("end-to-end header filter, through a real inbound side to a raw-socket app", () => {
