@@ -15,6 +15,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
+import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { RpcClient, RpcClientError, RpcMessage, RpcSerialization, RpcServer } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
@@ -409,7 +410,11 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
         }
       })
     )
-    const refusal = (parser: RpcSerialization.Parser, error: StreamFailed): Uint8Array => frame(parser.encode(RpcMessage.ResponseDefectEncoded(error.message)) ?? "")
+    // A refusal's defect goes through the serialization's defect codec, as the RPC server's own
+    // defects do: SchemaBinary's message schema takes it encoded (as a string it threw).
+    const encodeDefect = Schema.encodeSync(serialization.codecFor(Schema.Defect()))
+    const refusal = (parser: RpcSerialization.Parser, error: StreamFailed): Uint8Array =>
+      frame(parser.encode(RpcMessage.ResponseDefectEncoded(encodeDefect(error.message))) ?? "")
     /** One IIP request to the RPC path: an exchange whose answer `resolve` settles, once. */
     const serveRequest = (request: IncomingRequest, resolve: (outcome: Outcome) => void): void => {
       const cancel = request.context.cancel

@@ -4,7 +4,8 @@
 // - MessagePack: garbage, truncated frames, 100k-deep nesting, a 4 GiB length declared in a small
 //   frame, msgpackr's extensions (structured-clone pointers that make a small frame decode to a
 //   huge or cyclic value, records, sets, regexps, errors): each is answered with a Defect and the
-//   same server then answers a well-formed RPC.
+//   same server then answers a well-formed RPC. SchemaBinary's refusals too (its message schema
+//   wants the defect encoded).
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Layer, Schema, Stream } from "effect"
 import { Rpc, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
@@ -123,4 +124,15 @@ describe.each([true, false])("hostile MessagePack rpc frames (mesh %s)", (mesh) 
       }
     }))
 
+})
+
+describe("hostile SchemaBinary rpc frames", () => {
+  it.live("a frame declaring 4 GiB is answered with a defect the client can decode", () =>
+    Effect.gen(function*() {
+      const layer = RpcSerialization.layerSchemaBinary()
+      const parser = (yield* Effect.provide(Effect.service(RpcSerialization.RpcSerialization), layer)).makeUnsafe()
+      const served = yield* serve(layer, parser, false, true)
+      const [answer] = yield* served.request(Uint8Array.of(0xff, 0xff, 0xff, 0xff, 1))
+      assert.strictEqual(answer!._tag, "Defect", JSON.stringify(answer))
+    }))
 })
