@@ -1,11 +1,15 @@
 // Hostile input against Effect RPC over IIP (src/effect/rpc.ts, msgpack.ts): real sockets on
 // 127.0.0.1 (port 0), a raw IIP client in mesh and in plain mode sending bytes the RpcClient never
 // would. No input may crash, desync or exhaust.
-// - MessagePack: garbage, truncated frames, 100k-deep nesting, a 4 GiB length declared in a small
-//   frame, msgpackr's extensions (structured-clone pointers that make a small frame decode to a
-//   huge or cyclic value, records, sets, regexps, errors): each is answered with a Defect and the
-//   same server then answers a well-formed RPC. SchemaBinary's refusals too (its message schema
-//   wants the defect encoded).
+// - MessagePack and JSON: garbage, truncated frames, 100k-deep nesting, a 4 GiB length declared
+//   in a small frame, msgpackr's extensions (structured-clone pointers that make a small frame
+//   decode to a huge or cyclic value, records, sets, regexps, errors), headers that are not a
+//   list of string pairs (a number, `__proto__` with an object): each is answered with a Defect
+//   and the same server then answers a well-formed RPC. SchemaBinary's refusals too (its message
+//   schema wants the defect encoded).
+// - A body that is not exactly one Request (a second RPC after the first, an Interrupt for an
+//   unknown id), whole or streamed, is refused: the second RPC would outlive its exchange, beyond
+//   any cancel; one the refused exchange started is interrupted.
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Layer, Schema, Stream } from "effect"
 import { Rpc, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
@@ -124,15 +128,70 @@ describe.each([true, false])("hostile MessagePack rpc frames (mesh %s)", (mesh) 
       }
     }))
 
+  it.live("a body that is not exactly one Request is refused; a second RPC cannot outlive the exchange", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      const hang = { _tag: "Request", id: "2", tag: "Hang", payload: {}, headers: [] }
+      yield* refusedThenServes(served, framed(pack([echo(), hang])), /one Request/, encode)
+      yield* refusedThenServes(served, framed(pack(echo()), pack(hang)), /one Request/, encode)
+      yield* refusedThenServes(served, framed(pack({ _tag: "Interrupt", requestId: "7" })), /one Request/, encode)
+      yield* refusedThenServes(served, framed(), /one Request/, encode)
+      assert.isFalse(yield* Deferred.isDone(served.hangStarted))
+    }))
+
+  if (mesh) {
+    it.live("a streamed body holding a second message is refused, and the RPC it started is interrupted", () =>
+      Effect.gen(function*() {
+        const served = yield* setUp
+        const hang = { _tag: "Request", id: "2", tag: "Hang", payload: null, headers: [] }
+        const [answer] = yield* served.streamed(framed(pack(hang), pack(echo())))
+        assert.strictEqual(answer!._tag, "Defect", JSON.stringify(answer))
+        expect(String(answer!.defect)).toMatch(/one Request/)
+        yield* Deferred.await(served.hangFinalized)
+        const [ok] = yield* served.streamed(framed(pack(echo("3"))))
+        assert.deepStrictEqual(ok!.exit, { _tag: "Success", value: "x" })
+      }))
+  }
+
+  it.live("headers that are not string pairs are refused; __proto__ cannot replace the prototype of the handler's headers", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      for (const headers of [5, "x", null, [[1, 2]], [["a"]], { a: 5 }]) {
+        yield* refusedThenServes(served, framed(pack({ ...echo(), headers })), /headers/, encode)
+      }
+      const [answer] = yield* served.request(framed(pack({ _tag: "Request", id: "1", tag: "Headers", payload: null, headers: [["__proto__", "x"], ["a", "b"]] })))
+      // A string value under `__proto__` is a header like any other.
+      assert.deepStrictEqual(answer!.exit, { _tag: "Success", value: ["__proto__", "a"] }, JSON.stringify(answer))
+    }))
+})
+
+describe("hostile JSON rpc frames", () => {
+  const encode = (message: unknown) => Buffer.from(JSON.stringify(message))
+  const setUp = serve(RpcSerialization.layerJson, RpcSerialization.json.makeUnsafe(), true, true)
+
+  it.live("garbage, 100k-deep nesting and a __proto__ header are answered with a defect or kept out", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      yield* refusedThenServes(served, framed(Buffer.from("{\"_tag\":")), /undecodable/, encode)
+      const deep = Buffer.from(`{"_tag":"Request","id":"1","tag":"Echo","headers":[],"payload":{"text":${"[".repeat(100_000)}${"]".repeat(100_000)}}}`)
+      const [answer] = yield* served.request(framed(deep))
+      assert.strictEqual(answer!._tag, "Exit")
+      const headers = `[["__proto__",{"polluted":"yes"}],["a","b"]]`
+      const [pollute] = yield* served.request(framed(Buffer.from(`{"_tag":"Request","id":"1","tag":"Headers","payload":null,"headers":${headers}}`)))
+      assert.strictEqual(pollute!._tag, "Defect", JSON.stringify(pollute))
+      yield* refusedThenServes(served, framed(Buffer.from(`{"_tag":"Request","id":"1","tag":"Headers","payload":null,"headers":{"__proto__":{"polluted":"yes"}}}`)), /headers/, encode)
+    }))
 })
 
 describe("hostile SchemaBinary rpc frames", () => {
-  it.live("a frame declaring 4 GiB is answered with a defect the client can decode", () =>
+  it.live("a frame declaring 4 GiB and a body holding no message are answered with a defect the client can decode", () =>
     Effect.gen(function*() {
       const layer = RpcSerialization.layerSchemaBinary()
       const parser = (yield* Effect.provide(Effect.service(RpcSerialization.RpcSerialization), layer)).makeUnsafe()
       const served = yield* serve(layer, parser, false, true)
-      const [answer] = yield* served.request(Uint8Array.of(0xff, 0xff, 0xff, 0xff, 1))
-      assert.strictEqual(answer!._tag, "Defect", JSON.stringify(answer))
+      for (const body of [Uint8Array.of(0xff, 0xff, 0xff, 0xff, 1), framed(Uint8Array.of(1, 2))]) {
+        const [answer] = yield* served.request(body)
+        assert.strictEqual(answer!._tag, "Defect", JSON.stringify(answer))
+      }
     }))
 })
