@@ -147,6 +147,19 @@ const traceparentOf = (request: RpcMessage.RequestEncoded): Map<string, string> 
     ? new Map([["traceparent", `00-${request.traceId}-${request.spanId}-0${request.sampled === false ? 0 : 1}`]])
     : undefined
 
+/**
+ * `messages`, the answer to `request`, when none names another RPC; else throws StreamFailed. A
+ * Chunk or Exit of another id (a hostile or confused server) would settle that RPC, or none, and
+ * leave this one waiting for good.
+ */
+const ownAnswers = (request: RpcMessage.RequestEncoded, messages: ReadonlyArray<unknown>): ReadonlyArray<FromServerEncoded> => {
+  for (const message of messages) {
+    const requestId = (message as { requestId?: unknown }).requestId
+    if (requestId !== undefined && String(requestId) !== String(request.id)) throw new StreamFailed({ message: "an answer names another rpc" })
+  }
+  return messages as ReadonlyArray<FromServerEncoded>
+}
+
 const clientDefect = (message: string, cause: unknown) => new RpcClientError.RpcClientError({ reason: new RpcClientError.RpcClientDefect({ message, cause }) })
 
 /** An IIP exchange as the client protocols start one; `onReply` gets the answer, whole or its body streaming. */
@@ -207,10 +220,10 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
     const streamed = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, body: AsyncIterable<Uint8Array>, cancel: Cancellation) => {
       let ended = false
       const cut = unframe(max)
-      const messagesOf = (bytes: Uint8Array): Array<FromServerEncoded> => {
+      const messagesOf = (bytes: Uint8Array): ReadonlyArray<FromServerEncoded> => {
         const frames = cut(bytes)
         if (frames instanceof StreamFailed) throw frames
-        const messages = frames.flatMap((f) => decode(parser, f)) as Array<FromServerEncoded>
+        const messages = ownAnswers(request, frames.flatMap((f) => decode(parser, f)))
         if (messages.some(isEnd)) ended = true
         return messages
       }
@@ -232,7 +245,7 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
     const whole = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, bytes: Uint8Array, resume: (effect: Effect.Effect<void, RpcClientError.RpcClientError>) => void): void => {
       let messages: ReadonlyArray<FromServerEncoded>
       try {
-        messages = decodeWhole(bytes, decode, parser, max) as ReadonlyArray<FromServerEncoded>
+        messages = ownAnswers(request, decodeWhole(bytes, decode, parser, max))
       } catch (cause) {
         return resume(Effect.fail(undecodable(cause)))
       }

@@ -1,22 +1,24 @@
 // Hostile input against Effect RPC over IIP (src/effect/rpc.ts, msgpack.ts): real sockets on
 // 127.0.0.1 (port 0), a raw IIP client in mesh and in plain mode sending bytes the RpcClient never
-// would. No input may crash, desync or exhaust.
-// - MessagePack and JSON: garbage, truncated frames, 100k-deep nesting, a 4 GiB length declared
-//   in a small frame, msgpackr's extensions (structured-clone pointers that make a small frame
-//   decode to a huge or cyclic value, records, sets, regexps, errors), headers that are not a
-//   list of string pairs (a number, `__proto__` with an object): each is answered with a Defect
-//   and the same server then answers a well-formed RPC. SchemaBinary's refusals too (its message
-//   schema wants the defect encoded).
+// would, and a hostile IIP server answering an RpcClient. No input may crash, desync or exhaust.
+// - Server side, MessagePack and JSON: garbage, truncated frames, 100k-deep nesting, a 4 GiB
+//   length declared in a small frame, msgpackr's extensions (structured-clone pointers that make
+//   a small frame decode to a huge or cyclic value, records, sets, regexps, errors), headers that
+//   are not a list of string pairs (a number, `__proto__` with an object): each is answered with
+//   a Defect and the same server then answers a well-formed RPC. SchemaBinary's refusals too
+//   (its message schema wants the defect encoded).
 // - A body that is not exactly one Request (a second RPC after the first, an Interrupt for an
 //   unknown id), whole or streamed, is refused: the second RPC would outlive its exchange, beyond
 //   any cancel; one the refused exchange started is interrupted.
+// - Client side: an answer naming another request id, or none, ends the call with a defect
+//   instead of leaving it waiting forever; an answer given twice ends it once.
 import { assert, describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Layer, Schema, Stream } from "effect"
-import { Rpc, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
+import { Context, Deferred, Effect, Exit, Layer, Schema, Stream } from "effect"
+import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
 import { pack } from "msgpackr"
 import { IipClient } from "../../src/effect/client.ts"
 import { layerMsgPack, msgPack } from "../../src/effect/msgpack.ts"
-import { layerServerProtocol } from "../../src/effect/rpc.ts"
+import { layerClientProtocol, layerServerProtocol } from "../../src/effect/rpc.ts"
 import { IipServer } from "../../src/effect/server.ts"
 
 class Rpcs extends RpcGroup.make(
@@ -193,5 +195,46 @@ describe("hostile SchemaBinary rpc frames", () => {
         const [answer] = yield* served.request(body)
         assert.strictEqual(answer!._tag, "Defect", JSON.stringify(answer))
       }
+    }))
+})
+
+describe("an RpcClient facing a hostile server", () => {
+  /** An IIP server whose /rpc answers every request with `answer(request's id)`, and an RpcClient of it. */
+  const hostile = (answer: (id: string) => Uint8Array) =>
+    Effect.gen(function*() {
+      const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
+      const iipServer = Context.get(server, IipServer)
+      iipServer.core.handle("/rpc", (request) => {
+        const [message] = msgPack.makeUnsafe().decode(request.data.subarray(4)) as ReadonlyArray<{ readonly id: string }>
+        return answer(message!.id)
+      })
+      const client = yield* Layer.build(
+        layerClientProtocol().pipe(Layer.provide([IipClient.layer({ host: "127.0.0.1", port: iipServer.address.port, requestTimeoutMs: 10_000, ...quiet }), layerMsgPack]))
+      )
+      return yield* RpcClient.make(Rpcs).pipe(Effect.provide(client))
+    })
+  const exit = (requestId: string, value: string) => pack({ _tag: "Exit", requestId, exit: { _tag: "Success", value } })
+
+  it.live("an answer naming another request id ends the call with a defect", () =>
+    Effect.gen(function*() {
+      const client = yield* hostile(() => framed(exit("999", "forged")))
+      // Bounded, so the old wait-forever fails as a timeout rather than the test's.
+      const result = yield* Effect.exit(Effect.timeout(client.Echo({ text: "x" }), "5 seconds"))
+      assert.isTrue(Exit.isFailure(result))
+      expect(String(Exit.isFailure(result) ? result.cause : "")).toMatch(/another rpc/)
+    }))
+
+  it.live("an answer given twice ends the call once, with the first", () =>
+    Effect.gen(function*() {
+      const client = yield* hostile((id) => framed(exit(id, "first"), exit(id, "second")))
+      assert.strictEqual(yield* client.Echo({ text: "x" }), "first")
+      assert.strictEqual(yield* client.Echo({ text: "x" }), "first")
+    }))
+
+  it.live("an empty answer ends the call with a defect", () =>
+    Effect.gen(function*() {
+      const client = yield* hostile(() => new Uint8Array(0))
+      const result = yield* Effect.exit(client.Echo({ text: "x" }))
+      assert.isTrue(Exit.isFailure(result))
     }))
 })
