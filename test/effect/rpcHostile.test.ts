@@ -10,10 +10,12 @@
 // - A body that is not exactly one Request (a second RPC after the first, an Interrupt for an
 //   unknown id), whole or streamed, is refused: the second RPC would outlive its exchange, beyond
 //   any cancel; one the refused exchange started is interrupted.
+// - A handler that throws is answered with a Defect; one that never returns is interrupted when its
+//   caller cancels (mesh); the server serves on.
 // - Client side: an answer naming another request id, or none, ends the call with a defect
 //   instead of leaving it waiting forever; an answer given twice ends it once.
 import { assert, describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Layer, Schema, Stream } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
 import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
 import { pack } from "msgpackr"
 import { IipClient } from "../../src/effect/client.ts"
@@ -25,7 +27,8 @@ class Rpcs extends RpcGroup.make(
   Rpc.make("Echo", { payload: { text: Schema.String }, success: Schema.String }),
   Rpc.make("Sum", { payload: { rows: Schema.Array(Schema.Array(Schema.Number)) }, success: Schema.Number }),
   Rpc.make("Headers", { success: Schema.Array(Schema.String) }),
-  Rpc.make("Hang", { success: Schema.Void })
+  Rpc.make("Hang", { success: Schema.Void }),
+  Rpc.make("Throw", { success: Schema.Void })
 ) {}
 
 const quiet = { log: () => {} }
@@ -61,7 +64,10 @@ const serve = (serialization: Layer.Layer<RpcSerialization.RpcSerialization>, pa
             Echo: ({ text }) => Effect.succeed(text),
             Sum: ({ rows }) => Effect.succeed(rows.reduce((sum, row) => sum + row.length, 0)),
             Headers: (_, { headers }) => Effect.succeed(Object.keys(headers).concat("polluted" in headers ? ["polluted"] : [])),
-            Hang: () => Effect.andThen(Deferred.succeed(hangStarted, undefined), Effect.never).pipe(Effect.ensuring(Deferred.succeed(hangFinalized, undefined)))
+            Hang: () => Effect.andThen(Deferred.succeed(hangStarted, undefined), Effect.never).pipe(Effect.ensuring(Deferred.succeed(hangFinalized, undefined))),
+            Throw: (): Effect.Effect<void> => {
+              throw new Error("thrown while making the handler's effect")
+            }
           }),
           layerServerProtocol()
         ]),
@@ -139,6 +145,24 @@ describe.each([true, false])("hostile MessagePack rpc frames (mesh %s)", (mesh) 
       yield* refusedThenServes(served, framed(pack({ _tag: "Interrupt", requestId: "7" })), /one Request/, encode)
       yield* refusedThenServes(served, framed(), /one Request/, encode)
       assert.isFalse(yield* Deferred.isDone(served.hangStarted))
+    }))
+
+  it.live("a handler that throws, or (mesh) never returns and is cancelled, leaves the server serving", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      const [thrown] = yield* served.request(framed(pack({ _tag: "Request", id: "1", tag: "Throw", payload: null, headers: [] })))
+      // The RPC server answers a handler that throws before giving its Effect with a Defect.
+      assert.strictEqual(thrown!._tag, "Defect")
+      expect(JSON.stringify(thrown!.defect)).toMatch(/thrown while making/)
+      if (mesh) {
+        // Plain IIP has no cancel: only the connection's close would reach the handler.
+        const hanging = yield* Effect.forkChild(served.request(framed(pack({ _tag: "Request", id: "1", tag: "Hang", payload: null, headers: [] }))))
+        yield* Deferred.await(served.hangStarted)
+        yield* Fiber.interrupt(hanging)
+        yield* Deferred.await(served.hangFinalized)
+      }
+      const [ok] = yield* served.request(framed(pack(echo())))
+      assert.deepStrictEqual(ok!.exit, { _tag: "Success", value: "x" })
     }))
 
   if (mesh) {
