@@ -15,6 +15,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
+import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { RpcClient, RpcClientError, RpcMessage, RpcSerialization, RpcServer } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
@@ -122,10 +123,42 @@ const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, decode: Decode, pa
   )
 }
 
+/**
+ * Why `messages` (what one IIP request carried) are not one Request as the client protocols send
+ * it, or undefined. More would run RPCs the exchange cannot answer or cancel (its answer is the
+ * first RPC's; a second RPC would run on past it, beyond the reach of the cancel, the deadline and
+ * the connection's close); headers that are not string pairs throw in the RPC server or, with a
+ * `__proto__` key, replace the prototype of the handler's headers.
+ */
+const notOneRequest = "an rpc exchange carries one Request, and only that"
+const requestProblem = (messages: ReadonlyArray<unknown>): string | undefined => {
+  if (messages.length !== 1 || (messages[0] as { _tag?: unknown })._tag !== "Request") return notOneRequest
+  const headers = (messages[0] as { headers?: unknown }).headers
+  if (headers === undefined) return undefined
+  if (!Array.isArray(headers)) return "the rpc request's headers are not a list of string pairs"
+  for (const pair of headers) {
+    if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== "string" || typeof pair[1] !== "string") return "the rpc request's headers are not a list of string pairs"
+  }
+  return undefined
+}
+
 const traceparentOf = (request: RpcMessage.RequestEncoded): Map<string, string> | undefined =>
   request.traceId !== undefined && request.spanId !== undefined && /^[0-9a-f]{32}$/.test(request.traceId) && /^[0-9a-f]{16}$/.test(request.spanId)
     ? new Map([["traceparent", `00-${request.traceId}-${request.spanId}-0${request.sampled === false ? 0 : 1}`]])
     : undefined
+
+/**
+ * `messages`, the answer to `request`, when none names another RPC; else throws StreamFailed. A
+ * Chunk or Exit of another id (a hostile or confused server) would settle that RPC, or none, and
+ * leave this one waiting for good.
+ */
+const ownAnswers = (request: RpcMessage.RequestEncoded, messages: ReadonlyArray<unknown>): ReadonlyArray<FromServerEncoded> => {
+  for (const message of messages) {
+    const requestId = (message as { requestId?: unknown }).requestId
+    if (requestId !== undefined && String(requestId) !== String(request.id)) throw new StreamFailed({ message: "an answer names another rpc" })
+  }
+  return messages as ReadonlyArray<FromServerEncoded>
+}
 
 const clientDefect = (message: string, cause: unknown) => new RpcClientError.RpcClientError({ reason: new RpcClientError.RpcClientDefect({ message, cause }) })
 
@@ -187,10 +220,10 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
     const streamed = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, body: AsyncIterable<Uint8Array>, cancel: Cancellation) => {
       let ended = false
       const cut = unframe(max)
-      const messagesOf = (bytes: Uint8Array): Array<FromServerEncoded> => {
+      const messagesOf = (bytes: Uint8Array): ReadonlyArray<FromServerEncoded> => {
         const frames = cut(bytes)
         if (frames instanceof StreamFailed) throw frames
-        const messages = frames.flatMap((f) => decode(parser, f)) as Array<FromServerEncoded>
+        const messages = ownAnswers(request, frames.flatMap((f) => decode(parser, f)))
         if (messages.some(isEnd)) ended = true
         return messages
       }
@@ -212,7 +245,7 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
     const whole = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, bytes: Uint8Array, resume: (effect: Effect.Effect<void, RpcClientError.RpcClientError>) => void): void => {
       let messages: ReadonlyArray<FromServerEncoded>
       try {
-        messages = decodeWhole(bytes, decode, parser, max) as ReadonlyArray<FromServerEncoded>
+        messages = ownAnswers(request, decodeWhole(bytes, decode, parser, max))
       } catch (cause) {
         return resume(Effect.fail(undecodable(cause)))
       }
@@ -389,11 +422,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
     // at once too: an RPC that answers at once is answered within the IIP handler's call, so its
     // answer leaves with the read's other answers, in one write at the end of the read, not a
     // turn of the event loop (or two: a fiber woken by a queue runs at the next turn) later.
-    const writeOne = (id: number, messages: ReadonlyArray<unknown>) =>
-      Effect.andThen(
-        messages.length === 1 ? write(id, messages[0] as FromClientEncoded) : Effect.forEach(messages, (message) => write(id, message as FromClientEncoded), { discard: true }),
-        write(id, RpcMessage.constEof)
-      )
+    const writeOne = (id: number, message: unknown) => Effect.andThen(write(id, message as FromClientEncoded), write(id, RpcMessage.constEof))
     // Past the protocol's scope the RPC server is gone: what waits and what comes is answered with
     // a defect at once (the IIP route stays with the IIP server).
     let stopped = false
@@ -409,7 +438,11 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
         }
       })
     )
-    const refusal = (parser: RpcSerialization.Parser, error: StreamFailed): Uint8Array => frame(parser.encode(RpcMessage.ResponseDefectEncoded(error.message)) ?? "")
+    // A refusal's defect goes through the serialization's defect codec, as the RPC server's own
+    // defects do: SchemaBinary's message schema takes it encoded (as a string it threw).
+    const encodeDefect = Schema.encodeSync(serialization.codecFor(Schema.Defect()))
+    const refusal = (parser: RpcSerialization.Parser, error: StreamFailed): Uint8Array =>
+      frame(parser.encode(RpcMessage.ResponseDefectEncoded(encodeDefect(error.message))) ?? "")
     /** One IIP request to the RPC path: an exchange whose answer `resolve` settles, once. */
     const serveRequest = (request: IncomingRequest, resolve: (outcome: Outcome) => void): void => {
       const cancel = request.context.cancel
@@ -442,26 +475,34 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
           if (cause instanceof StreamFailed) return resolve(refusal(parser, cause))
           return resolve(refusal(parser, new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` })))
         }
+        const problem = requestProblem(messages)
+        if (problem !== undefined) return resolve(refusal(parser, new StreamFailed({ message: problem })))
         exchanges.set(id, exchange)
         cancel.addEventListener("abort", exchange.onCancel)
-        runFork(writeOne(id, messages))
+        runFork(writeOne(id, messages[0]))
         return
       }
       exchanges.set(id, exchange)
       cancel.addEventListener("abort", exchange.onCancel)
-      // A streamed request body: its messages go to the RPC server as they arrive; the fiber
-      // reading them stops with the request (cancel, deadline, connection close).
+      // A streamed request body (a large Request): its message goes to the RPC server once whole;
+      // the fiber reading it stops with the request (cancel, deadline, connection close).
+      let seen = 0
       const reading = runFork(
         decodeFrames(fromIncoming(stream, (error) => new StreamFailed({ message: String(error) })), decode, parser, max).pipe(
-          Stream.runForEach((message) => write(id, message as FromClientEncoded)),
-          Effect.andThen(write(id, RpcMessage.constEof)),
+          // One Request (requestProblem): one message, and nothing after it.
+          Stream.runForEach((message) => {
+            const problem = seen++ === 0 ? requestProblem([message]) : notOneRequest
+            return problem === undefined ? write(id, message as FromClientEncoded) : Effect.fail(new StreamFailed({ message: problem }))
+          }),
+          Effect.andThen(Effect.suspend(() => (seen === 0 ? Effect.fail(new StreamFailed({ message: notOneRequest })) : write(id, RpcMessage.constEof)))),
+          // Refused, or its answer (when it has begun) ended: the RPC server forgets the client
+          // either way, so nothing it started outlives the exchange.
           Effect.catch((error) =>
             Effect.sync(() => {
-              if (exchanges.get(id) !== exchange || exchange.answer === undefined) return
-              forget(id, exchange)
-              exchange.answer(refusal(parser, error))
+              if (exchanges.get(id) !== exchange) return
+              exchange.answer?.(refusal(parser, error))
               exchange.answer = undefined
-              Queue.offerUnsafe(disconnects, id)
+              exchange.onCancel()
             })
           )
         )

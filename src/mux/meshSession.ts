@@ -748,7 +748,10 @@ export class MeshSession implements MessageSink {
     } catch (error) {
       const fallback: Failure = failure(MeshErrorCode.handlerFailed, `answer cannot be sent: ${String(error)}`, true)
       try {
-        this.connection.writer.sendEnvelope(Status.ResponseWhole, path, channel.id, EnvelopeKind.error, 0, served.requestId, emptyMeta, this.agreed.maxMetaBytes, 0, encodeErrorBody(fallback))
+        // A decoded path with a NUL ("%00") cannot be sent: the error goes on the path as it came
+        // (NUL-free, it arrived NUL-terminated). One too long still closes, as the reference does.
+        const fallbackPath = path.includes("\0") ? served.request.rawPath : path
+        this.connection.writer.sendEnvelope(Status.ResponseWhole, fallbackPath, channel.id, EnvelopeKind.error, 0, served.requestId, emptyMeta, this.agreed.maxMetaBytes, 0, encodeErrorBody(fallback))
       } catch (failed) {
         // Not even the error fits (the write queue is over its hard limit): pairing cannot hold.
         this.connection.close(`cannot answer request ${served.requestId} on channel ${channel.id}: ${String(failed)}`, false)

@@ -1,0 +1,264 @@
+// Hostile input against Effect RPC over IIP (src/effect/rpc.ts, msgpack.ts): real sockets on
+// 127.0.0.1 (port 0), a raw IIP client in mesh and in plain mode sending bytes the RpcClient never
+// would, and a hostile IIP server answering an RpcClient. No input may crash, desync or exhaust.
+// - Server side, MessagePack and JSON: garbage, truncated frames, 100k-deep nesting, a 4 GiB
+//   length declared in a small frame, msgpackr's extensions (structured-clone pointers that make
+//   a small frame decode to a huge or cyclic value, records, sets, regexps, errors), headers that
+//   are not a list of string pairs (a number, `__proto__` with an object): each is answered with
+//   a Defect and the same server then answers a well-formed RPC. SchemaBinary's refusals too
+//   (its message schema wants the defect encoded).
+// - A body that is not exactly one Request (a second RPC after the first, an Interrupt for an
+//   unknown id), whole or streamed, is refused: the second RPC would outlive its exchange, beyond
+//   any cancel; one the refused exchange started is interrupted.
+// - A handler that throws is answered with a Defect; one that never returns is interrupted when its
+//   caller cancels (mesh); the server serves on.
+// - Client side: an answer naming another request id, or none, ends the call with a defect
+//   instead of leaving it waiting forever; an answer given twice ends it once.
+import { assert, describe, expect, it } from "@effect/vitest"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
+import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
+import { pack } from "msgpackr"
+import { IipClient } from "../../src/effect/client.ts"
+import { layerMsgPack, msgPack } from "../../src/effect/msgpack.ts"
+import { layerClientProtocol, layerServerProtocol } from "../../src/effect/rpc.ts"
+import { IipServer } from "../../src/effect/server.ts"
+
+class Rpcs extends RpcGroup.make(
+  Rpc.make("Echo", { payload: { text: Schema.String }, success: Schema.String }),
+  Rpc.make("Sum", { payload: { rows: Schema.Array(Schema.Array(Schema.Number)) }, success: Schema.Number }),
+  Rpc.make("Headers", { success: Schema.Array(Schema.String) }),
+  Rpc.make("Hang", { success: Schema.Void }),
+  Rpc.make("Throw", { success: Schema.Void })
+) {}
+
+const quiet = { log: () => {} }
+
+/** One message as the IIP RPC protocols frame it: a 4-byte big-endian length, then the message. */
+const framed = (...messages: ReadonlyArray<Uint8Array>): Uint8Array => Buffer.concat(messages.flatMap((m) => {
+  const length = Buffer.alloc(4)
+  length.writeUInt32BE(m.length, 0)
+  return [length, Buffer.from(m)]
+}))
+
+const echo = (id = "1") => ({ _tag: "Request", id, tag: "Echo", payload: { text: "x" }, headers: [] })
+
+interface Served {
+  readonly request: (body: Uint8Array) => Effect.Effect<ReadonlyArray<{ readonly _tag: string; readonly defect?: unknown; readonly exit?: unknown }>, unknown>
+  /** The same, its body streamed (mesh mode): what a large Request's body is. */
+  readonly streamed: (body: Uint8Array) => Effect.Effect<ReadonlyArray<{ readonly _tag: string; readonly defect?: unknown; readonly exit?: unknown }>, unknown>
+  readonly hangStarted: Deferred.Deferred<void>
+  readonly hangFinalized: Deferred.Deferred<void>
+}
+
+/** An RPC server on an IIP server and a raw IIP client to it (mesh or plain), in the current scope. */
+const serve = (serialization: Layer.Layer<RpcSerialization.RpcSerialization>, parser: RpcSerialization.Parser, text: boolean, mesh: boolean) =>
+  Effect.gen(function*() {
+    const hangStarted = yield* Deferred.make<void>()
+    const hangFinalized = yield* Deferred.make<void>()
+    const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
+    const port = Context.get(server, IipServer).address.port
+    yield* Layer.build(
+      RpcServer.layer(Rpcs).pipe(
+        Layer.provide([
+          Rpcs.toLayer({
+            Echo: ({ text }) => Effect.succeed(text),
+            Sum: ({ rows }) => Effect.succeed(rows.reduce((sum, row) => sum + row.length, 0)),
+            Headers: (_, { headers }) => Effect.succeed(Object.keys(headers).concat("polluted" in headers ? ["polluted"] : [])),
+            Hang: () => Effect.andThen(Deferred.succeed(hangStarted, undefined), Effect.never).pipe(Effect.ensuring(Deferred.succeed(hangFinalized, undefined))),
+            Throw: (): Effect.Effect<void> => {
+              throw new Error("thrown while making the handler's effect")
+            }
+          }),
+          layerServerProtocol()
+        ]),
+        Layer.provide([Layer.succeedContext(server), serialization])
+      )
+    )
+    const iip = Context.get(yield* Layer.build(IipClient.layer({ host: "127.0.0.1", port, requestTimeoutMs: 10_000, mesh, ...quiet })), IipClient)
+    const decodeAnswer = (answer: Uint8Array) => {
+      assert.strictEqual(Buffer.from(answer).readUInt32BE(0), answer.length - 4)
+      return parser.decode(text ? Buffer.from(answer.subarray(4)).toString("utf8") : answer.subarray(4)) as never
+    }
+    const request: Served["request"] = (body) => Effect.map(iip.request("/rpc", body), decodeAnswer)
+    const streamed: Served["streamed"] = (body) =>
+      Effect.map(Stream.runCollect(iip.stream("/rpc", Stream.make(body))), (chunks) => decodeAnswer(Buffer.concat(chunks)))
+    return { request, streamed, hangStarted, hangFinalized } satisfies Served
+  })
+
+/** The server answers `body` with a Defect matching `pattern`, then answers a well-formed Echo. */
+const refusedThenServes = (served: Served, body: Uint8Array, pattern: RegExp, encode: (message: unknown) => Uint8Array) =>
+  Effect.gen(function*() {
+    const [answer] = yield* served.request(body)
+    assert.strictEqual(answer!._tag, "Defect", JSON.stringify(answer))
+    expect(String(answer!.defect)).toMatch(pattern)
+    const [ok] = yield* served.request(framed(encode(echo("2"))))
+    assert.deepStrictEqual(ok!.exit, { _tag: "Success", value: "x" })
+  })
+
+const u32 = (n: number) => [(n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]
+/** An Echo Request whose payload's `text` is `value` (raw MessagePack). */
+const echoWith = (value: ReadonlyArray<number>) =>
+  Uint8Array.from([
+    0x85, ...pack("_tag").subarray(0), ...pack("Request"), ...pack("id"), ...pack("1"), ...pack("tag"), ...pack("Echo"),
+    ...pack("headers"), 0x90, ...pack("payload"), 0x81, ...pack("text"), ...value
+  ])
+
+describe.each([true, false])("hostile MessagePack rpc frames (mesh %s)", (mesh) => {
+  const encode = (message: unknown) => pack(message)
+  const setUp = serve(layerMsgPack, msgPack.makeUnsafe(), false, mesh)
+
+  it.live("garbage, truncated frames, 100k-deep nesting and 4 GiB declared lengths are answered with a defect", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      yield* refusedThenServes(served, framed(Uint8Array.of(0xc1, 0xc1)), /undecodable/, encode)
+      yield* refusedThenServes(served, framed(pack(echo()).subarray(0, 20)), /undecodable/, encode)
+      yield* refusedThenServes(served, framed(echoWith([...new Array(100_000).fill(0x91), 0xc0])), /undecodable/, encode)
+      for (const token of [0xdb, 0xdd, 0xdf, 0xc6]) yield* refusedThenServes(served, framed(echoWith([token, ...u32(0xffffffff), 1])), /undecodable/, encode)
+    }))
+
+  it.live("msgpackr's extensions are refused: pointers cannot make a small frame decode to a huge value", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      // rows: 3,000 pointers to one row of 3,000 numbers: 27 KB that decode to 9 million numbers.
+      const row = [0xd6, 0x69, ...u32(1), 0xdc, ...[3000 >> 8, 3000 & 0xff], ...new Array(3000).fill(1)]
+      const pointer = [0xd6, 0x70, ...u32(1)]
+      const rows = [0xdc, 3000 >> 8, 3000 & 0xff, ...row, ...Array.from({ length: 2999 }, () => pointer).flat()]
+      const sum = Uint8Array.from([
+        0x85, ...pack("_tag"), ...pack("Request"), ...pack("id"), ...pack("1"), ...pack("tag"), ...pack("Sum"),
+        ...pack("headers"), 0x90, ...pack("payload"), 0x81, ...pack("rows"), ...rows
+      ])
+      yield* refusedThenServes(served, framed(sum), /extension/, encode)
+      // A cycle, a record definition, a Set, a RegExp, an Error, a BigInt.
+      const cycle = [0xd6, 0x69, ...u32(1), 0x91, 0xd6, 0x70, ...u32(1)]
+      const record = [0xd4, 0x72, 0x40, 0x91, ...pack("a"), 0x01]
+      for (const value of [cycle, record, [0xd4, 0x73, 0, 0x90], [0xd4, 0x78, 0, 0x92, 0xa1, 0x61, 0xa0], [0xd4, 0x65, 0, 0x92, 0xa1, 0x45, 0xa0], [0xd4, 0x42, 1]]) {
+        yield* refusedThenServes(served, framed(echoWith(value)), /extension/, encode)
+      }
+    }))
+
+  it.live("a body that is not exactly one Request is refused; a second RPC cannot outlive the exchange", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      const hang = { _tag: "Request", id: "2", tag: "Hang", payload: {}, headers: [] }
+      yield* refusedThenServes(served, framed(pack([echo(), hang])), /one Request/, encode)
+      yield* refusedThenServes(served, framed(pack(echo()), pack(hang)), /one Request/, encode)
+      yield* refusedThenServes(served, framed(pack({ _tag: "Interrupt", requestId: "7" })), /one Request/, encode)
+      yield* refusedThenServes(served, framed(), /one Request/, encode)
+      assert.isFalse(yield* Deferred.isDone(served.hangStarted))
+    }))
+
+  it.live("a handler that throws, or (mesh) never returns and is cancelled, leaves the server serving", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      const [thrown] = yield* served.request(framed(pack({ _tag: "Request", id: "1", tag: "Throw", payload: null, headers: [] })))
+      // The RPC server answers a handler that throws before giving its Effect with a Defect.
+      assert.strictEqual(thrown!._tag, "Defect")
+      expect(JSON.stringify(thrown!.defect)).toMatch(/thrown while making/)
+      if (mesh) {
+        // Plain IIP has no cancel: only the connection's close would reach the handler.
+        const hanging = yield* Effect.forkChild(served.request(framed(pack({ _tag: "Request", id: "1", tag: "Hang", payload: null, headers: [] }))))
+        yield* Deferred.await(served.hangStarted)
+        yield* Fiber.interrupt(hanging)
+        yield* Deferred.await(served.hangFinalized)
+      }
+      const [ok] = yield* served.request(framed(pack(echo())))
+      assert.deepStrictEqual(ok!.exit, { _tag: "Success", value: "x" })
+    }))
+
+  if (mesh) {
+    it.live("a streamed body holding a second message is refused, and the RPC it started is interrupted", () =>
+      Effect.gen(function*() {
+        const served = yield* setUp
+        const hang = { _tag: "Request", id: "2", tag: "Hang", payload: null, headers: [] }
+        const [answer] = yield* served.streamed(framed(pack(hang), pack(echo())))
+        assert.strictEqual(answer!._tag, "Defect", JSON.stringify(answer))
+        expect(String(answer!.defect)).toMatch(/one Request/)
+        yield* Deferred.await(served.hangFinalized)
+        const [ok] = yield* served.streamed(framed(pack(echo("3"))))
+        assert.deepStrictEqual(ok!.exit, { _tag: "Success", value: "x" })
+      }))
+  }
+
+  it.live("headers that are not string pairs are refused; __proto__ cannot replace the prototype of the handler's headers", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      for (const headers of [5, "x", null, [[1, 2]], [["a"]], { a: 5 }]) {
+        yield* refusedThenServes(served, framed(pack({ ...echo(), headers })), /headers/, encode)
+      }
+      const [answer] = yield* served.request(framed(pack({ _tag: "Request", id: "1", tag: "Headers", payload: null, headers: [["__proto__", "x"], ["a", "b"]] })))
+      // A string value under `__proto__` is a header like any other.
+      assert.deepStrictEqual(answer!.exit, { _tag: "Success", value: ["__proto__", "a"] }, JSON.stringify(answer))
+    }))
+})
+
+describe("hostile JSON rpc frames", () => {
+  const encode = (message: unknown) => Buffer.from(JSON.stringify(message))
+  const setUp = serve(RpcSerialization.layerJson, RpcSerialization.json.makeUnsafe(), true, true)
+
+  it.live("garbage, 100k-deep nesting and a __proto__ header are answered with a defect or kept out", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      yield* refusedThenServes(served, framed(Buffer.from("{\"_tag\":")), /undecodable/, encode)
+      const deep = Buffer.from(`{"_tag":"Request","id":"1","tag":"Echo","headers":[],"payload":{"text":${"[".repeat(100_000)}${"]".repeat(100_000)}}}`)
+      const [answer] = yield* served.request(framed(deep))
+      assert.strictEqual(answer!._tag, "Exit")
+      const headers = `[["__proto__",{"polluted":"yes"}],["a","b"]]`
+      const [pollute] = yield* served.request(framed(Buffer.from(`{"_tag":"Request","id":"1","tag":"Headers","payload":null,"headers":${headers}}`)))
+      assert.strictEqual(pollute!._tag, "Defect", JSON.stringify(pollute))
+      yield* refusedThenServes(served, framed(Buffer.from(`{"_tag":"Request","id":"1","tag":"Headers","payload":null,"headers":{"__proto__":{"polluted":"yes"}}}`)), /headers/, encode)
+    }))
+})
+
+describe("hostile SchemaBinary rpc frames", () => {
+  it.live("a frame declaring 4 GiB and a body holding no message are answered with a defect the client can decode", () =>
+    Effect.gen(function*() {
+      const layer = RpcSerialization.layerSchemaBinary()
+      const parser = (yield* Effect.provide(Effect.service(RpcSerialization.RpcSerialization), layer)).makeUnsafe()
+      const served = yield* serve(layer, parser, false, true)
+      for (const body of [Uint8Array.of(0xff, 0xff, 0xff, 0xff, 1), framed(Uint8Array.of(1, 2))]) {
+        const [answer] = yield* served.request(body)
+        assert.strictEqual(answer!._tag, "Defect", JSON.stringify(answer))
+      }
+    }))
+})
+
+describe("an RpcClient facing a hostile server", () => {
+  /** An IIP server whose /rpc answers every request with `answer(request's id)`, and an RpcClient of it. */
+  const hostile = (answer: (id: string) => Uint8Array) =>
+    Effect.gen(function*() {
+      const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
+      const iipServer = Context.get(server, IipServer)
+      iipServer.core.handle("/rpc", (request) => {
+        const [message] = msgPack.makeUnsafe().decode(request.data.subarray(4)) as ReadonlyArray<{ readonly id: string }>
+        return answer(message!.id)
+      })
+      const client = yield* Layer.build(
+        layerClientProtocol().pipe(Layer.provide([IipClient.layer({ host: "127.0.0.1", port: iipServer.address.port, requestTimeoutMs: 10_000, ...quiet }), layerMsgPack]))
+      )
+      return yield* RpcClient.make(Rpcs).pipe(Effect.provide(client))
+    })
+  const exit = (requestId: string, value: string) => pack({ _tag: "Exit", requestId, exit: { _tag: "Success", value } })
+
+  it.live("an answer naming another request id ends the call with a defect", () =>
+    Effect.gen(function*() {
+      const client = yield* hostile(() => framed(exit("999", "forged")))
+      // Bounded, so the old wait-forever fails as a timeout rather than the test's.
+      const result = yield* Effect.exit(Effect.timeout(client.Echo({ text: "x" }), "5 seconds"))
+      assert.isTrue(Exit.isFailure(result))
+      expect(String(Exit.isFailure(result) ? result.cause : "")).toMatch(/another rpc/)
+    }))
+
+  it.live("an answer given twice ends the call once, with the first", () =>
+    Effect.gen(function*() {
+      const client = yield* hostile((id) => framed(exit(id, "first"), exit(id, "second")))
+      assert.strictEqual(yield* client.Echo({ text: "x" }), "first")
+      assert.strictEqual(yield* client.Echo({ text: "x" }), "first")
+    }))
+
+  it.live("an empty answer ends the call with a defect", () =>
+    Effect.gen(function*() {
+      const client = yield* hostile(() => new Uint8Array(0))
+      const result = yield* Effect.exit(client.Echo({ text: "x" }))
+      assert.isTrue(Exit.isFailure(result))
+    }))
+})
