@@ -718,9 +718,11 @@ export class MeshSession implements MessageSink {
     const streams = this.writeAnswer(channel, served, outcome)
     if (!streams) this.finished(served)
     else if (served.isLongLived) {
-      // A tunnel: from its answer's head on it waits for nothing; its unread bytes still count.
+      // A tunnel: from its answer's head on it waits for nothing, and its unread bytes count in
+      // the tunnels' pool (budget.ts), not against the connection's requests.
       this.connection.budget.release(1, 0)
       served.waiting = 0
+      served.stream?.holdAsTunnel()
     }
     return streams
   }
