@@ -556,9 +556,21 @@ export class IipClient {
     }
   }
 
-  /** Channels this side may open on a connection: its own setting, and in mesh mode no more than the server takes (§10). */
+  /**
+   * Channels this side may open on a connection: its own setting, and in mesh mode no more than the
+   * server takes (§10), nor than it took when it last refused one (§11 `refuse`).
+   */
   private channelLimit(pooled: Pooled): number {
-    return pooled.link.mode === "mesh" ? Math.min(this.maxChannelsPerConnection, pooled.link.session.agreed.maxChannels) : this.maxChannelsPerConnection
+    const link = pooled.link
+    return link.mode === "mesh" ? Math.min(this.maxChannelsPerConnection, link.session.agreed.maxChannels, link.session.channelCap) : this.maxChannelsPerConnection
+  }
+
+  /** The server refused `channel` (§11 `refuse`): no new request goes on it; its session closes it once its calls are answered. */
+  private dropRefused(channel: OwnChannel): void {
+    for (const pooled of this.pool) {
+      const index = pooled.channels.indexOf(channel)
+      if (index !== -1) pooled.channels.splice(index, 1)
+    }
   }
 
   /**
@@ -574,7 +586,8 @@ export class IipClient {
     const open = pooled.channels.length + pooled.opening
     const limit = this.channelLimit(pooled)
     if (open < limit) return true
-    if (this.streamChannelsPerConnection === 0 || pooled.link.mode !== "mesh") return false
+    // A server that refused a channel has none to spare for streams either.
+    if (this.streamChannelsPerConnection === 0 || pooled.link.mode !== "mesh" || pooled.link.session.channelCap !== Infinity) return false
     if (open >= Math.min(limit + this.streamChannelsPerConnection, pooled.link.session.agreed.maxChannels / 2)) return false
     let streaming = 0
     for (const channel of pooled.channels) if (channel.streaming) streaming++
@@ -755,7 +768,8 @@ export class IipClient {
           onChannelFree: () => {
             this.drainQueue()
             this.trimSoon()
-          }
+          },
+          onChannelRefused: (channel) => this.dropRefused(channel)
         })
         adopt({ mode: "mesh", session: mesh })
       })

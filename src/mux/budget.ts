@@ -22,6 +22,12 @@ export class Budget {
   requests = 0
   bytes = 0
   channels = 0
+  /**
+   * Unread bytes of tunnels (long-lived requests' bodies, InboundBudget.chargeTunnel): a pool of
+   * their own, as large as `maxBytes`, so tunnels whose far end stops reading do not spend the
+   * budget of ordinary requests. Past it they count in `bytes` as any other.
+   */
+  tunnelBytes = 0
   readonly limits: BudgetLimits
 
   constructor(limits: BudgetLimits) {
@@ -55,6 +61,8 @@ export class InboundBudget {
   releases = 0
   /** Set by releaseAll: the connection is gone and late releases must not touch the shared budget. */
   private closed = false
+  /** This connection's part of the shared tunnels' pool (Budget.tunnelBytes). */
+  private tunnelBytes = 0
   private readonly pause: () => void
   private readonly resume: () => void
 
@@ -110,6 +118,25 @@ export class InboundBudget {
     this.shared.bytes += bytes
   }
 
+  /**
+   * Counts `bytes` a tunnel holds unread in the server's tunnels' pool, which neither pauses this
+   * connection nor refuses anyone's requests; false (nothing taken) when the pool has no room:
+   * the caller charges them as usual.
+   */
+  chargeTunnel(bytes: number): boolean {
+    if (this.closed) return false
+    if (this.shared.tunnelBytes + bytes > this.shared.limits.maxBytes) return false
+    this.shared.tunnelBytes += bytes
+    this.tunnelBytes += bytes
+    return true
+  }
+
+  releaseTunnel(bytes: number): void {
+    if (this.closed) return
+    this.shared.tunnelBytes -= bytes
+    this.tunnelBytes -= bytes
+  }
+
   /** Takes one channel from both budgets; false (nothing taken) when either is spent. */
   openChannel(): boolean {
     if (this.closed) return false
@@ -133,6 +160,8 @@ export class InboundBudget {
     this.shared.requests -= this.own.requests
     this.shared.bytes -= this.own.bytes
     this.shared.channels -= this.own.channels
+    this.shared.tunnelBytes -= this.tunnelBytes
+    this.tunnelBytes = 0
     this.own.requests = 0
     this.own.bytes = 0
     this.own.channels = 0

@@ -86,6 +86,8 @@ interface ChannelReceive {
   bytes: number
   /** The message being reassembled was refused (the server is overloaded): its parts are dropped. */
   refused: boolean
+  /** Mesh mode: a peer's channel opened over the channel budget and refused (§11 `refuse`): it holds no place in the budgets. */
+  refusedChannel: boolean
 }
 
 /** Where a connection's inbound work is counted: its own limits and the budget it shares with its server's other connections. */
@@ -151,8 +153,11 @@ export class Connection {
   readonly budget: InboundBudget
   /** Bytes of the packet being read, as held in the budget. */
   private heldForPacket = 0
-  /** Set once two iip-mesh peers agreed on mesh mode (PROTOCOL.md §10). */
-  private mesh: { readonly peerOpensHigh: boolean; readonly maxPeerChannels: number; peerChannels: number } | undefined
+  /**
+   * Set once two iip-mesh peers agreed on mesh mode (PROTOCOL.md §10). `refuses`: both named
+   * `refuse`, so a peer's channel over the channel budget is refused alone (§11), not the connection.
+   */
+  private mesh: { readonly peerOpensHigh: boolean; readonly maxPeerChannels: number; peerChannels: number; readonly refuses: boolean } | undefined
   readonly socket: ByteStream
   readonly role: Role
   private readonly limits: ConnectionLimits
@@ -324,7 +329,7 @@ export class Connection {
 
   /** Accepts packets on channel `id` from now on; `role` defaults to the connection's. */
   openChannel(id: number, role: Role = this.role): void {
-    if (!this.channels.has(id)) this.channels.set(id, { role, last: StatusNone, path: "", parts: [], bytes: 0, refused: false })
+    if (!this.channels.has(id)) this.channels.set(id, { role, last: StatusNone, path: "", parts: [], bytes: 0, refused: false, refusedChannel: false })
   }
 
   /**
@@ -332,8 +337,8 @@ export class Connection {
    * on this side's channels this side receives responses, and every packet goes to the sink's
    * `onPacket` unassembled.
    */
-  enableMesh(isDialer: boolean, ownControl: number, peerControl: number, maxPeerChannels: number, maxMetaBytes: number): void {
-    this.mesh = { peerOpensHigh: isDialer, maxPeerChannels, peerChannels: 0 }
+  enableMesh(isDialer: boolean, ownControl: number, peerControl: number, maxPeerChannels: number, maxMetaBytes: number, refusesChannels: boolean): void {
+    this.mesh = { peerOpensHigh: isDialer, maxPeerChannels, peerChannels: 0, refuses: refusesChannels }
     // A first packet holds the envelope, the metadata and at most maxWholeBodyBytes of body; a
     // continuation one chunk. Anything longer is read only as far as its envelope.
     const envelope = EnvelopeBytes + maxMetaBytes
@@ -357,9 +362,16 @@ export class Connection {
    * back to the agreed count and the budgets; a later packet on the id opens it anew.
    */
   closePeerChannel(id: number): void {
-    if (this.mesh === undefined || !isPeerChannel(this.mesh.peerOpensHigh, id) || !this.channels.delete(id)) return
+    const channel = this.channels.get(id)
+    if (this.mesh === undefined || !isPeerChannel(this.mesh.peerOpensHigh, id) || channel === undefined) return
+    this.channels.delete(id)
     this.mesh.peerChannels--
-    this.budget.closeChannel()
+    if (!channel.refusedChannel) this.budget.closeChannel()
+  }
+
+  /** Mesh mode: the peer's channel `id` was opened over the channel budget and refused (§11 `refuse`). */
+  channelRefused(id: number): boolean {
+    return this.channels.get(id)?.refusedChannel === true
   }
 
   /** Stops reading from the socket until `resumeReading` is called as many times. */
@@ -435,12 +447,16 @@ export class Connection {
       if (this.mesh.peerChannels >= this.mesh.maxPeerChannels) {
         return new ProtocolError({ rule: "too-many-channels", message: `peer opened channel ${channelId} beyond the agreed ${this.mesh.maxPeerChannels}` })
       }
-      if (!this.budget.openChannel()) {
+      // Over the budget the peer cannot know of: a peer that understands refusals has this one
+      // channel refused (its requests answered `overloaded` until it closes it); one that does not is closed.
+      const refused = !this.budget.openChannel()
+      if (refused && !this.mesh.refuses) {
         return new ProtocolError({ rule: "too-many-channels", message: `peer opened channel ${channelId} while the server holds all the channels it may (${this.budget.shared.limits.maxChannels})` })
       }
       this.mesh.peerChannels++
       this.openChannel(channelId, "server")
-      channel = this.channels.get(channelId)
+      channel = this.channels.get(channelId)!
+      channel.refusedChannel = refused
     }
     if (channel === undefined) {
       return new ProtocolError({ rule: "unknown-channel", message: `packet (status ${status}) for channel ${channelId}, which is not open: invalid channel id: ${channelId}` })

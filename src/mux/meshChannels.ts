@@ -75,6 +75,8 @@ export class OwnChannel {
   nextRequestId = 1
   /** Set while a streamed request body is being sent on it. */
   sending: SendWindow | undefined
+  /** The peer did not open it (`/sys/refuse`): no new request goes on it, and it closes once its calls are answered. */
+  refused = false
 
   constructor(id: number) {
     this.id = id
@@ -183,6 +185,8 @@ export class PeerChannel {
   sendingFor: Served | undefined
   /** Its opener closed it (`/sys/close`): it is forgotten once nothing runs, waits or streams on it. */
   closing = false
+  /** Opened over the channel budget (§11 `refuse`): every request on it is refused until its opener closes it. */
+  refused = false
 
   constructor(id: number) {
     this.id = id

@@ -58,6 +58,8 @@ export interface MeshSessionOptions {
   readonly log: (event: string, fields: Record<string, unknown>) => void
   /** One of this side's channels stopped streaming (a request body sent, a streamed answer ended): it can take requests again. */
   readonly onChannelFree?: () => void
+  /** The peer refused one of this side's channels (§11 `refuse`): take no new request on it; the session closes it once its calls are answered. */
+  readonly onChannelRefused?: (channel: OwnChannel) => void
 }
 
 const lastChunk = Buffer.of(ChunkHeader.data)
@@ -97,6 +99,11 @@ export class MeshSession implements MessageSink {
   private readonly freeOwnIds: Array<number> = []
   /** Both hellos named `close`: either side may close the channels it opened (§11). */
   readonly closesChannels: boolean
+  /**
+   * How many channels the peer took when it last refused one of ours (§11 `refuse`): open no
+   * more than that until one of them closes. Infinity while it has refused none.
+   */
+  channelCap = Infinity
   private readonly dispatch: Dispatch
   private readonly options: MeshSessionOptions
   private readonly closeListeners: Array<(error: ConnectionClosed) => void> = []
@@ -140,7 +147,9 @@ export class MeshSession implements MessageSink {
     const ownControlId = options.isDialer ? DialerControlChannel : AcceptorControlChannel
     this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
     this.nextOwnId = ownControlId + 1
-    connection.enableMesh(options.isDialer, ownControlId, this.peerControl, options.agreed.maxChannels, options.agreed.maxMetaBytes)
+    // A refused channel goes once its opener closes it: refusing needs both features.
+    const refuses = this.closesChannels && options.agreed.features.includes("refuse")
+    connection.enableMesh(options.isDialer, ownControlId, this.peerControl, options.agreed.maxChannels, options.agreed.maxMetaBytes, refuses)
     this.ownControl = new OwnChannel(ownControlId)
     this.own.set(ownControlId, this.ownControl)
     connection.attach(this)
@@ -217,6 +226,8 @@ export class MeshSession implements MessageSink {
     if (this.connection.writer.holds(channel.id)) return false
     this.own.delete(channel.id)
     this.connection.closeChannel(channel.id)
+    // One the peer took gave its place back: it may take another.
+    if (!channel.refused) this.channelCap = Infinity
     // A channel never used is unknown to the peer: nothing to tell it.
     if (channel.nextRequestId !== 1 && !this.connection.closed) this.push(this.ownControl, MeshPath.close, encodeChannelId(channel.id))
     this.freeOwnIds.push(channel.id)
@@ -288,7 +299,8 @@ export class MeshSession implements MessageSink {
     if (!whole) {
       void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
         channel.sending = window
-        if (window === undefined) this.options.onChannelFree?.()
+        if (window === undefined && channel.refused) this.closeChannel(channel)
+        else if (window === undefined) this.options.onChannelFree?.()
       })
     }
     if (timeoutMs > 0) {
@@ -454,6 +466,7 @@ export class MeshSession implements MessageSink {
         // request), the stream stops and its last packet says why.
         if (channel.sending !== undefined && channel.fifo.length === 1) channel.sending.close(error)
         channel.fifo.shift()
+        if (channel.refused) this.closeChannel(channel)
       }
       return this.finishCall(call, error, undefined)
     }
@@ -485,10 +498,8 @@ export class MeshSession implements MessageSink {
 
   private onRequest(channelId: number, status: number, rawPath: string, data: Buffer): void {
     let channel = this.peer.get(channelId)
-    if (channel === undefined) {
-      channel = new PeerChannel(channelId)
-      this.peer.set(channelId, channel)
-    } else if (channel.closing) channel.closing = false // closed while busy, and its id opened again: the same channel goes on
+    if (channel === undefined) channel = this.newPeerChannel(channelId)
+    else if (channel.closing) channel.closing = false // closed while busy, and its id opened again: the same channel goes on
     if (!isFirstPacket(status)) {
       const receiving = channel.receiving
       let trailers: Meta | undefined
@@ -518,9 +529,10 @@ export class MeshSession implements MessageSink {
     const requestId = data.readUInt32BE(4)
     const oneway = (flags & EnvelopeFlag.oneway) !== 0
     const isControl = channelId === this.peerControl
-    // The server as a whole holds all it may: new work is refused at once (overloaded, not
-    // processed, so the caller may go elsewhere) and its body is not kept.
-    const overloaded = !isControl && this.connection.budget.sharedFull
+    // The server as a whole holds all it may, or the channel was opened past its channel budget:
+    // new work is refused at once (overloaded, not processed, so the caller may go elsewhere) and
+    // its body is not kept.
+    const overloaded = !isControl && (channel.refused || this.connection.budget.sharedFull)
     const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channelId, bytes), this.connection.budget)
     channel.receiving = stream
     if (stream !== undefined) this.connection.readIntoSlabsSoon()
@@ -561,7 +573,7 @@ export class MeshSession implements MessageSink {
       return
     }
     if (overloaded) {
-      served.refusal = failure(MeshErrorCode.overloaded, "server overloaded; retry elsewhere", false)
+      served.refusal = failure(MeshErrorCode.overloaded, channel.refused ? "channel refused: the server holds all the channels it may; retry elsewhere" : "server overloaded; retry elsewhere", false)
       served.abort()
     } else if (unreadable !== undefined) {
       served.refusal = failure(MeshErrorCode.badRequest, unreadable.message, false)
@@ -608,6 +620,20 @@ export class MeshSession implements MessageSink {
       if (served === undefined) return this.forgetIfClosed(channel)
       if (!this.run(channel, served)) return
     }
+  }
+
+  /**
+   * A channel the peer opens by its first packet. Opened over the channel budget (the connection
+   * refused it, §11 `refuse`), the peer is told so at once: its requests on it are refused until it closes it.
+   */
+  private newPeerChannel(channelId: number): PeerChannel {
+    const channel = new PeerChannel(channelId)
+    this.peer.set(channelId, channel)
+    if (this.connection.channelRefused(channelId)) {
+      channel.refused = true
+      this.push(this.ownControl, MeshPath.refuse, encodeChannelId(channelId))
+    }
+    return channel
   }
 
   /** A channel its opener closed goes, with its place in the budgets, once nothing runs, waits or streams on it. */
@@ -692,9 +718,11 @@ export class MeshSession implements MessageSink {
     const streams = this.writeAnswer(channel, served, outcome)
     if (!streams) this.finished(served)
     else if (served.isLongLived) {
-      // A tunnel: from its answer's head on it waits for nothing; its unread bytes still count.
+      // A tunnel: from its answer's head on it waits for nothing, and its unread bytes count in
+      // the tunnels' pool (budget.ts), not against the connection's requests.
       this.connection.budget.release(1, 0)
       served.waiting = 0
+      served.stream?.holdAsTunnel()
     }
     return streams
   }
@@ -804,6 +832,28 @@ export class MeshSession implements MessageSink {
         if (channel === undefined) return
         channel.closing = true
         this.forgetIfClosed(channel)
+        return
+      }
+      case MeshPath.refuse: {
+        const id = decodeChannelId(body)
+        if (id === undefined) return this.violation("bad-control", "malformed channel refusal")
+        // Only a channel of ours that the peer has seen can be refused; anything else is ignored.
+        const channel = this.own.get(id)
+        if (channel === undefined || channel === this.ownControl || channel.nextRequestId === 1 || channel.refused) return
+        // The peer is full: ours it has not seen yet (opened ahead of need) would be refused as
+        // well, so they go with this one, and we open no more than it has taken.
+        let taken = 0
+        for (const own of this.own.values()) {
+          if (own === this.ownControl || own.refused) continue
+          if (own !== channel && own.nextRequestId !== 1) taken++
+          else {
+            own.refused = true
+            this.options.onChannelRefused?.(own)
+            this.closeChannel(own)
+          }
+        }
+        // None taken: no cap (the next request tries again, and is refused alone if the peer is still full).
+        if (taken > 0) this.channelCap = Math.min(this.channelCap, taken)
         return
       }
       case MeshPath.goAway:
@@ -992,11 +1042,7 @@ export class MeshSession implements MessageSink {
     }
     const envelope = this.readEnvelope(prefix)
     if (envelope === undefined) return
-    let channel = this.peer.get(channelId)
-    if (channel === undefined) {
-      channel = new PeerChannel(channelId)
-      this.peer.set(channelId, channel)
-    }
+    const channel = this.peer.get(channelId) ?? this.newPeerChannel(channelId)
     channel.receiving = undefined // its continuations, if any, are dropped as they come
     const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
     const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0

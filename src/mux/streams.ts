@@ -68,6 +68,10 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private consumed = 0
   /** Nobody will read on (its request was answered): chunks are dropped and granted back as they come. */
   private discarded = false
+  /** The body of a tunnel (`holdAsTunnel`): its unread bytes go to the tunnels' pool while it has room. */
+  private tunnel = false
+  /** Of `buffered`, the bytes counted in the tunnels' pool (the rest are in the connection's budget). */
+  private pooled = 0
   private readonly window: number
   private readonly grant: (bytes: number) => void
   private readonly budget: InboundBudget | undefined
@@ -94,7 +98,8 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     this.chunks.push(chunk)
     this.slabs.push(slab)
     slab?.ref()
-    this.budget?.charge(0, chunk.length)
+    if (this.tunnel && this.budget!.chargeTunnel(chunk.length)) this.pooled += chunk.length
+    else this.budget?.charge(0, chunk.length)
     this.notify()
     return true
   }
@@ -112,13 +117,31 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     for (const slab of this.slabs) slab?.unref()
     this.slabs.length = 0
     this.buffered = 0
-    this.budget?.release(0, dropped)
+    if (this.pooled > 0) this.budget!.releaseTunnel(this.pooled)
+    this.budget?.release(0, dropped - this.pooled)
+    this.pooled = 0
     // Leases still out are granted now too: their release comes when it comes, the sender goes on.
     const back = dropped + this.consumed + this.leasedOut
     if (!this.ended && back > 0) this.grant(back)
     this.consumed = 0
     this.leasedOut = 0
     this.notify()
+  }
+
+  /**
+   * Its request is a tunnel (a long-lived answer began, PROTOCOL.md §8): its unread bytes count in
+   * the server's tunnels' pool from now on, while that has room, instead of the connection's
+   * budget, so a far end that stops reading neither pauses the connection nor spends the budget of
+   * ordinary requests. What it holds is still bounded by the window.
+   */
+  holdAsTunnel(): void {
+    if (this.tunnel || this.budget === undefined || this.discarded) return
+    this.tunnel = true
+    const bytes = this.buffered
+    if (bytes > 0 && this.budget.chargeTunnel(bytes)) {
+      this.budget.release(0, bytes)
+      this.pooled = bytes
+    }
   }
 
   /** The sender ended the stream, with its trailers if it sent any. */
@@ -184,8 +207,14 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
 
   /** A chunk left the stream's buffer for its consumer. */
   private taken(bytes: number): void {
+    // The connection's part goes back first: a paused connection resumes sooner.
+    const fromPool = Math.max(0, bytes - (this.buffered - this.pooled))
     this.buffered -= bytes
-    this.budget?.release(0, bytes)
+    if (fromPool > 0) {
+      this.pooled -= fromPool
+      this.budget!.releaseTunnel(fromPool)
+    }
+    this.budget?.release(0, bytes - fromPool)
   }
 
   /** A lease of `bytes` was released (LeasedChunk): its bytes count towards the next grant. */

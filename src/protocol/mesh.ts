@@ -15,10 +15,11 @@ export const MeshPath = {
   goAway: "/sys/goaway",
   cancel: "/sys/cancel",
   window: "/sys/window",
-  close: "/sys/close"
+  close: "/sys/close",
+  refuse: "/sys/refuse"
 } as const
 
-export const MeshFeatures = ["ping", "drain", "cancel", "deadline", "stream", "push", "reverse", "meta", "trailers", "close"] as const
+export const MeshFeatures = ["ping", "drain", "cancel", "deadline", "stream", "push", "reverse", "meta", "trailers", "close", "refuse"] as const
 export type MeshFeature = (typeof MeshFeatures)[number]
 
 /** Channel ids: the dialer opens 1..2^31-1, the acceptor 2^31+1..2^32-1; each side's control channel is the base. */
@@ -435,7 +436,7 @@ export const encodeChannelPair = (channelId: number, value: number): Buffer => {
   return out
 }
 
-/** The body of `/sys/close`: the channel the sender closes (PROTOCOL.md §11). */
+/** The body of `/sys/close` (the channel the sender closes) and of `/sys/refuse` (the peer's channel it did not open), PROTOCOL.md §11. */
 export const encodeChannelId = (channelId: number): Buffer => {
   const out = Buffer.allocUnsafe(4)
   out.writeUInt32BE(channelId >>> 0, 0)

@@ -33,8 +33,8 @@ const json = (text: string) => Buffer.from(text).toString("hex")
 describe("mesh vectors", () => {
   it("hello and its answer", () => {
     const body =
-      '{"iipmesh":1,"node":"a","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024}'
-    expect(hex(encodePacket(1, "/sys/hello", 0, encodeHello(hello, false)))).toBe(`012f7379732f68656c6c6f0000000000000000b9${json(body)}`)
+      '{"iipmesh":1,"node":"a","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close","refuse"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024}'
+    expect(hex(encodePacket(1, "/sys/hello", 0, encodeHello(hello, false)))).toBe(`012f7379732f68656c6c6f0000000000000000c2${json(body)}`)
     const answer = encodeHello({ ...hello, node: "b" }, true)
     expect(answer.toString()).toBe(body.replace('{"iipmesh":1,"node":"a"', '{"code":0,"iipmesh":1,"node":"b"'))
     expect(decodeHello(answer)).toStrictEqual({ ...hello, node: "b" })
@@ -113,7 +113,7 @@ describe("mesh vectors", () => {
     expect(data.subarray(envelope.bodyOffset).toString()).toBe("body")
   })
 
-  it("control bodies: cancel, window, close, ping and push", () => {
+  it("control bodies: cancel, window, close, refuse, ping and push", () => {
     expect(hex(encodePacket(1, "/sys/cancel", 0, encodeEnvelope(1, 1, 7, new Map(), encodeChannelPair(1, 3), 8192)))).toBe(
       "012f7379732f63616e63656c00000000000000001001010000000000070000000100000003"
     )
@@ -122,6 +122,9 @@ describe("mesh vectors", () => {
     )
     expect(hex(encodePacket(1, "/sys/close", 0, encodeEnvelope(1, 1, 9, new Map(), encodeChannelId(5), 8192)))).toBe(
       "012f7379732f636c6f736500000000000000000c010100000000000900000005"
+    )
+    expect(hex(encodePacket(1, "/sys/refuse", 0x8000_0000, encodeEnvelope(1, 1, 3, new Map(), encodeChannelId(4), 8192)))).toBe(
+      "012f7379732f72656675736500800000000000000c010100000000000300000004"
     )
     expect(decodeChannelId(encodeChannelId(5))).toBe(5)
     expect(decodeChannelId(Buffer.of(0, 0, 5))).toBeUndefined()
