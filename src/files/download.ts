@@ -19,6 +19,7 @@ import {
   describeProblem,
   onDisk,
   type Remote,
+  reportProgress,
   taskId,
   TransferFailed,
   type TransferOptions,
@@ -56,8 +57,8 @@ export const download = (options: DownloadOptions): Effect.Effect<TransferResult
       hash = yield* onDisk(`read ${partialPath}`, () => hashPrefix(handle, 0))
     }
     const resumedFrom = offset
-    const progress = (done: number) => options.onProgress?.({ done, total: known?.size, resumedFrom })
-    progress(offset)
+    const progress = (done: number) => reportProgress(options, { done, total: known?.size, resumedFrom })
+    yield* progress(offset)
     const bytes = yield* receive(remote, options, handle, hash, offset, known === undefined ? 1 : Math.max(1, options.window ?? 16), progress).pipe(
       Effect.mapError((error) =>
         new TransferFailed({ message: `${error.message}; ${partialPath} keeps what arrived: run again to resume` })
@@ -91,7 +92,7 @@ const receive = (
   hash: Hash,
   offset: number,
   window: number,
-  progress: (done: number) => void
+  progress: (done: number) => Effect.Effect<void, TransferFailed>
 ): Effect.Effect<number, TransferFailed> =>
   Effect.gen(function*() {
     let written = offset
@@ -113,7 +114,7 @@ const receive = (
         yield* onDisk(`write ${options.localPath}${partialSuffix}`, () => writeAt(handle, answer.bytes, written))
         hash.update(answer.bytes)
         written += answer.bytes.length
-        progress(written)
+        yield* progress(written)
       }
       if (answer.end) return written
       if (answer.bytes.length === 0) return yield* new TransferFailed({ message: "the server sent an empty chunk that did not end the file" })

@@ -15,6 +15,7 @@ import {
   connect,
   describeProblem,
   onDisk,
+  reportProgress,
   taskId,
   TransferFailed,
   type TransferOptions,
@@ -48,8 +49,8 @@ export const upload = (options: UploadOptions): Effect.Effect<TransferResult, Tr
       }
     }
     const resumedFrom = offset
-    const progress = (done: number) => options.onProgress?.({ done, total: stat.size, resumedFrom })
-    progress(offset)
+    const progress = (done: number) => reportProgress(options, { done, total: stat.size, resumedFrom })
+    yield* progress(offset)
     const chunk = Buffer.allocUnsafe(uploadChunkBytes)
     for (;;) {
       const read = yield* onDisk(`read ${options.localPath}`, () => readAt(handle, chunk, offset))
@@ -72,7 +73,7 @@ export const upload = (options: UploadOptions): Effect.Effect<TransferResult, Tr
       if (typeof done !== "number") return yield* new TransferFailed({ message: describeProblem(done) })
       hash.update(chunk.subarray(0, done))
       offset += done
-      progress(offset)
+      yield* progress(offset)
       if (completed) break
       if (done === 0) return yield* new TransferFailed({ message: `the server took none of the bytes at ${offset}` })
     }

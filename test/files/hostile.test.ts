@@ -1,0 +1,63 @@
+// Hostile input to the transfer clients, from the side the other tests do not take (no input may
+// crash, desync or exhaust the process): a progress callback that throws. Real files in temp
+// directories, real TCP on 127.0.0.1.
+import * as Effect from "effect/Effect"
+import { readdirSync, statSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { afterEach, describe, expect, it } from "vitest"
+import { download } from "../../src/files/download.ts"
+import { openRoot, serveFiles } from "../../src/files/server.ts"
+import { TransferFailed } from "../../src/files/transfer.ts"
+import { upload } from "../../src/files/upload.ts"
+import { IipServer } from "../../src/iip/server.ts"
+import { Cleanup } from "../support/iipRaw.ts"
+import { randomFile, sha256, tempDir } from "./support.ts"
+
+const cleanup = new Cleanup()
+afterEach(() => cleanup.run())
+
+const host = "127.0.0.1"
+const KiB = 1024
+
+const fileServer = async (root: string) => {
+  const server = new IipServer({ host, port: 0, mesh: false, log: () => {} })
+  serveFiles(server, await openRoot(root))
+  await server.listen()
+  cleanup.add(() => server.close())
+  return server.address.port
+}
+
+describe("a progress callback that throws", () => {
+  const meterBroke = () => {
+    throw new Error("the meter broke")
+  }
+
+  it("ends the download as a TransferFailed, the partial file kept for a resume and the server still serving", async () => {
+    const root = tempDir(cleanup, "root")
+    const local = tempDir(cleanup, "local")
+    const content = randomFile(100 * KiB)
+    writeFileSync(join(root, "f.bin"), content)
+    const port = await fileServer(root)
+    let calls = 0
+    const onProgress = () => {
+      if (++calls === 3) meterBroke()
+    }
+    const failed = await Effect.runPromise(Effect.flip(download({ host, port, remotePath: "f.bin", localPath: join(local, "f.bin"), onProgress })))
+    expect(failed).toBeInstanceOf(TransferFailed)
+    expect(failed.message).toMatch(/^the progress callback threw: the meter broke; .*f\.bin\.iip-part keeps what arrived: run again to resume$/)
+    expect(statSync(join(local, "f.bin.iip-part")).size).toBe(2 * 10_236)
+    const resumed = await Effect.runPromise(download({ host, port, remotePath: "f.bin", localPath: join(local, "f.bin") }))
+    expect(resumed).toMatchObject({ resumedFrom: 2 * 10_236, sha256: sha256(content), verified: true })
+  })
+
+  it("ends the upload as a TransferFailed before the next request", async () => {
+    const root = tempDir(cleanup, "root")
+    const local = tempDir(cleanup, "local")
+    writeFileSync(join(local, "f.bin"), randomFile(3 * 1024 * KiB))
+    const port = await fileServer(root)
+    const failed = await Effect.runPromise(Effect.flip(upload({ host, port, localPath: join(local, "f.bin"), remotePath: "f.bin", onProgress: meterBroke })))
+    expect(failed).toBeInstanceOf(TransferFailed)
+    expect(failed.message).toBe("the progress callback threw: the meter broke")
+    expect(readdirSync(root)).toStrictEqual([])
+  })
+})
