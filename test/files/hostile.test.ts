@@ -19,6 +19,15 @@ afterEach(() => cleanup.run())
 const host = "127.0.0.1"
 const KiB = 1024
 
+/** A plain IIP server whose answers the test writes by hand: a hostile file server. */
+const handMadeServer = async (routes: Record<string, (data: Buffer) => Buffer | string>) => {
+  const server = new IipServer({ host, port: 0, mesh: false, log: () => {} })
+  for (const [path, answer] of Object.entries(routes)) server.handle(path, (request) => answer(request.data))
+  await server.listen()
+  cleanup.add(() => server.close())
+  return server.address.port
+}
+
 const fileServer = async (root: string) => {
   const server = new IipServer({ host, port: 0, mesh: false, log: () => {} })
   serveFiles(server, await openRoot(root))
@@ -59,5 +68,20 @@ describe("a progress callback that throws", () => {
     expect(failed).toBeInstanceOf(TransferFailed)
     expect(failed.message).toBe("the progress callback threw: the meter broke")
     expect(readdirSync(root)).toStrictEqual([])
+  })
+})
+
+describe("a hostile server", () => {
+  it("cannot drive the terminal with its error message: controls, DEL, C1, separators and bidi controls come out escaped", async () => {
+    const local = tempDir(cleanup, "local")
+    const port = await handMadeServer({
+      "/file_checksum": () =>
+        `{"code":-1,"message":"handler fail:\\u001b]0;owned\\u0007\\r\\u001b[2K\\"f\\" is fine\\n\\u007f\\u009b\\u2028\\u202e${"x".repeat(2000)}"}`
+    })
+    const failed = await Effect.runPromise(Effect.flip(download({ host, port, remotePath: "f.bin", localPath: join(local, "f.bin") })))
+    expect(failed.message).toBe(
+      `the server answered with error -1: \\u001b]0;owned\\u0007\\u000d\\u001b[2K"f" is fine\\u000a\\u007f\\u009b\\u2028\\u202e${"x".repeat(969)}...(1031 more)`
+    )
+    expect(readdirSync(local)).toStrictEqual([])
   })
 })
