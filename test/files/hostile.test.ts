@@ -9,6 +9,7 @@ import { download } from "../../src/files/download.ts"
 import { openRoot, serveFiles } from "../../src/files/server.ts"
 import { TransferFailed } from "../../src/files/transfer.ts"
 import { upload } from "../../src/files/upload.ts"
+import { encodeChecksumAnswer } from "../../src/files/wire.ts"
 import { IipServer } from "../../src/iip/server.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { randomFile, sha256, tempDir } from "./support.ts"
@@ -71,7 +72,44 @@ describe("a progress callback that throws", () => {
   })
 })
 
+const downloadAnswer = (flag: number, bytes: number): Buffer => {
+  const answer = Buffer.alloc(4 + bytes, 0x61)
+  answer.writeUInt32BE(flag, 0)
+  return answer
+}
+
 describe("a hostile server", () => {
+  it("that declared a size and sends more is stopped before the excess is written", async () => {
+    const local = tempDir(cleanup, "local")
+    let served = 0
+    const port = await handMadeServer({
+      "/file_checksum": () => encodeChecksumAnswer({ size: 30_000, length: 0, sha256: sha256(Buffer.alloc(0)) }),
+      // Whole chunks, flag 0 forever: a disk filler, had the client no bound.
+      "/download_file": () => (served++, downloadAnswer(0, 10_236))
+    })
+    const failed = await Effect.runPromise(Effect.flip(download({ host, port, remotePath: "f.bin", localPath: join(local, "f.bin"), window: 4 })))
+    expect(failed.message).toBe(
+      `the server sent more than the 30000 bytes it declared for "f.bin"; ${join(local, "f.bin.iip-part")} keeps what arrived: run again to resume`
+    )
+    expect(statSync(join(local, "f.bin.iip-part")).size).toBe(2 * 10_236)
+    expect(served).toBeLessThanOrEqual(3 + 4)
+  })
+
+  it("that sends answers longer than the protocol's 10,236 bytes (a Go server's peer) is stopped at the first", async () => {
+    const local = tempDir(cleanup, "local")
+    let served = 0
+    const port = await handMadeServer({
+      "/file_checksum": () => `{"code":102,"message":"handle error"}`,
+      "/download_file": () => (served++, downloadAnswer(0, 4 * 1024 * KiB))
+    })
+    const failed = await Effect.runPromise(Effect.flip(download({ host, port, remotePath: "f.bin", localPath: join(local, "f.bin") })))
+    expect(failed.message).toBe(
+      `the server sent a download answer of ${4 + 4 * 1024 * KiB} bytes, more than a flag and 10236 bytes; ${join(local, "f.bin.iip-part")} keeps what arrived: run again to resume`
+    )
+    expect(readdirSync(local)).toStrictEqual([])
+    expect(served).toBe(1)
+  })
+
   it("cannot drive the terminal with its error message: controls, DEL, C1, separators and bidi controls come out escaped", async () => {
     const local = tempDir(cleanup, "local")
     const port = await handMadeServer({
