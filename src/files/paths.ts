@@ -3,7 +3,7 @@
 // resolve, symlinks followed, to a place inside the root's real path. Anything else is refused
 // with a PathRefused whose message says why; nothing outside the root is read, created or written.
 import * as Data from "effect/Data"
-import { realpathSync } from "node:fs"
+import { readlinkSync, realpathSync } from "node:fs"
 import { lstat, mkdir, realpath } from "node:fs/promises"
 import { basename, dirname, isAbsolute, join, posix, relative } from "node:path"
 
@@ -62,6 +62,21 @@ export const resolveForRead = (root: string, requested: string): string => {
   }
   if (!isInside(root, real) || real === root) throw refuse(requested, "resolves outside the root")
   return real
+}
+
+/**
+ * Refuses an opened file whose descriptor leads outside the root: a directory on its path swapped
+ * for a symlink after resolveForRead checked it (O_NOFOLLOW guards only the last component). Linux
+ * says where a descriptor leads in /proc/self/fd; elsewhere the check of resolveForRead stands alone.
+ */
+export const checkOpenedInside = (root: string, requested: string, fd: number): void => {
+  let real: string
+  try {
+    real = readlinkSync(`/proc/self/fd/${fd}`)
+  } catch {
+    return
+  }
+  if (real.startsWith("/") && !isInside(root, real)) throw refuse(requested, "resolves outside the root")
 }
 
 export interface WriteTarget {

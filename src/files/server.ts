@@ -7,13 +7,14 @@
 // Uploads are held to a per-file cap and a quota for the whole root (quota.ts), checked before a
 // request writes anything; an unfinished upload is only ever a regular file of the server's own
 // (one link, inside the root), so a hard link or symlink planted in the root cannot be written
-// through or hashed. Requests for one unfinished upload run one at a time.
+// through or hashed, and a file opened to be read must still lead inside the root (a directory
+// swapped for a symlink after the check). Requests for one unfinished upload run one at a time.
 import * as Data from "effect/Data"
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
 import { type FileHandle, lstat, open, realpath, rename, stat } from "node:fs/promises"
 import type { IipServer } from "../iip/server.ts"
 import { hashPrefix, writeAt } from "./localFiles.ts"
-import { isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
+import { checkOpenedInside, isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
 import { measureRoot, RootUsage } from "./quota.ts"
 import {
   type ChecksumAnswer,
@@ -65,12 +66,16 @@ const explain = (what: string, requested: string) => (error: unknown): never => 
   throw new FileRequestRefused({ message: `cannot ${what} ${JSON.stringify(requested)}: ${code === "ELOOP" ? "a symlink is in the way" : code}` })
 }
 
-const openRegular = async (path: string, flags: number, requested: string): Promise<FileHandle> => {
+/** Opens a file resolveForRead found, refused unless it is a regular file still inside the root. */
+const openRegular = async (root: string, path: string, requested: string): Promise<FileHandle> => {
   // O_NONBLOCK: opening a FIFO must not hang; it is refused as not a regular file.
-  const handle = await open(path, flags | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o644)
-  if (!(await handle.stat()).isFile()) {
+  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  try {
+    checkOpenedInside(root, requested, handle.fd)
+    if (!(await handle.stat()).isFile()) throw new FileRequestRefused({ message: `${JSON.stringify(requested)} is not a regular file` })
+  } catch (error) {
     await handle.close()
-    throw new FileRequestRefused({ message: `${JSON.stringify(requested)} is not a regular file` })
+    throw error
   }
   return handle
 }
@@ -137,6 +142,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   const readChunk = (requested: string, start: number): Buffer => {
     const fd = openSync(resolveForRead(root, requested), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
     try {
+      checkOpenedInside(root, requested, fd)
       if (!fstatSync(fd).isFile()) throw new FileRequestRefused({ message: `${JSON.stringify(requested)} is not a regular file` })
       const answer = Buffer.allocUnsafe(4 + downloadChunkBytes)
       const read = readSync(fd, answer, 4, downloadChunkBytes, start)
@@ -215,7 +221,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       ? undefined
       : request.upload
       ? openPartial(root, path, constants.O_RDONLY, request.filePath)
-      : openRegular(path, constants.O_RDONLY, request.filePath)
+      : openRegular(root, path, request.filePath)
     const handle = await opened?.catch((error: NodeJS.ErrnoException) => {
       // No unfinished upload is an empty one.
       if (request.upload && error.code === "ENOENT") return undefined
