@@ -13,7 +13,7 @@ import * as Data from "effect/Data"
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
 import { type FileHandle, lstat, open, realpath, rename, stat } from "node:fs/promises"
 import type { IipServer } from "../iip/server.ts"
-import { hashPrefix, writeAt } from "./localFiles.ts"
+import { hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
 import { checkOpenedInside, isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
 import { measureRoot, RootUsage } from "./quota.ts"
 import {
@@ -120,6 +120,31 @@ const serializer = () => {
   }
 }
 
+/**
+ * Lends each task a block of `bytes` from at most `count`; a task that finds none lent waits, in
+ * order. A checksum reads through a 1 MiB block: without the bound, the hundreds of requests a
+ * connection may queue (a few bytes each) would hold a MiB each, and reusing the blocks leaves no
+ * MiB of garbage per checksum either.
+ */
+const blockPool = (count: number, bytes: number) => {
+  const free: Array<Buffer> = []
+  let made = 0
+  const waiting: Array<(block: Buffer) => void> = []
+  return async <A>(task: (block: Buffer) => Promise<A>): Promise<A> => {
+    const block = free.pop() ?? (made < count ? (made++, Buffer.allocUnsafe(bytes)) : await new Promise<Buffer>((lent) => waiting.push(lent)))
+    try {
+      return await task(block)
+    } finally {
+      const next = waiting.shift()
+      if (next === undefined) free.push(block)
+      else next(block)
+    }
+  }
+}
+
+/** Checksums the server computes at once (the rest wait their turn). */
+const hashesAtOnce = 4
+
 /** Registers the three routes on `server`, serving files under `root` (a real path: see openRoot). */
 export const serveFiles = (server: IipServer, root: string, options: FileServerOptions = {}): void => {
   const maxFileBytes = options.maxFileBytes ?? defaultMaxFileBytes
@@ -127,6 +152,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   // Measured in the background: the routes answer at once, an upload waits for the figure.
   const usage = measureRoot(root).then((measured) => new RootUsage(quotaBytes, measured))
   const onePerUpload = serializer()
+  const hashBlocks = blockPool(hashesAtOnce, hashBlockBytes)
 
   // Synchronous on purpose: a 10 KiB answer costs five file system calls, which take about 40 µs
   // in all when made directly and about 700 µs through the thread pool on these machines.
@@ -212,10 +238,10 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
 
   const checksum = async (data: Buffer): Promise<Buffer> => {
     const request = decodeChecksumRequest(data)
-    return encodeChecksumAnswer(await hashFile(request).catch(explain("hash", request.filePath)))
+    return encodeChecksumAnswer(await hashBlocks((block) => hashFile(request, block)).catch(explain("hash", request.filePath)))
   }
 
-  const hashFile = async (request: ChecksumRequest): Promise<ChecksumAnswer> => {
+  const hashFile = async (request: ChecksumRequest, block: Buffer): Promise<ChecksumAnswer> => {
     const path = request.upload ? (await resolveForWrite(root, request.filePath, false))?.partial : resolveForRead(root, request.filePath)
     const opened = path === undefined
       ? undefined
@@ -231,7 +257,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     try {
       const size = (await handle.stat()).size
       const length = Math.min(request.length ?? size, size)
-      return { size, length, sha256: (await hashPrefix(handle, length)).digest("hex") }
+      return { size, length, sha256: (await hashPrefix(handle, length, block)).digest("hex") }
     } finally {
       await handle.close()
     }

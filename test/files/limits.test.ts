@@ -13,10 +13,10 @@ import { download } from "../../src/files/download.ts"
 import { type FileServerOptions, openRoot, serveFiles } from "../../src/files/server.ts"
 import { ask, connect, taskId } from "../../src/files/transfer.ts"
 import { upload } from "../../src/files/upload.ts"
-import { encodeUploadRequest, FilePath } from "../../src/files/wire.ts"
+import { encodeChecksumRequest, encodeUploadRequest, FilePath } from "../../src/files/wire.ts"
 import { IipServer } from "../../src/iip/server.ts"
-import { Cleanup } from "../support/iipRaw.ts"
-import { randomFile, runCli, sha256File, startFileServer, tempDir } from "./support.ts"
+import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
+import { randomFile, runCli, sha256, sha256File, startFileServer, tempDir } from "./support.ts"
 
 const cleanup = new Cleanup()
 afterEach(() => cleanup.run())
@@ -86,6 +86,27 @@ describe("file server limits", () => {
     writeFileSync(join(local, "b.bin"), randomFile(20))
     expect(await uploadFails(second, join(local, "b.bin"), "b.bin")).toMatch(/past this server's quota of 1048586 bytes for its root \(1048576 bytes held\)$/)
   })
+})
+
+describe("checksums at once", () => {
+  it("hundreds of /file_checksum requests of a large file on one connection hold a few MiB of buffers, not one MiB each", async () => {
+    const { root, start } = await setUp()
+    writeFileSync(join(root, "big.bin"), Buffer.alloc(16 * MiB, 7))
+    const port = await start()
+    const client = await RawClient.connect(port, cleanup)
+    const requests = 200
+    for (let channel = 1; channel <= requests; channel++) await client.newChannel(10_000)
+    const before = process.memoryUsage().arrayBuffers
+    let peak = before
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers)), 2)
+    const ask = encodeChecksumRequest({ filePath: "big.bin", upload: false, length: undefined })
+    for (let channel = 1; channel <= requests; channel++) client.write(frame(1, FilePath.checksum, channel, ask))
+    const answers = new Set<string>()
+    for (let i = 0; i < requests; i++) answers.add((await client.next(120_000)).data.toString())
+    clearInterval(sampler)
+    expect([...answers]).toStrictEqual([`{"Size":${16 * MiB},"Length":${16 * MiB},"Sha256":"${sha256(Buffer.alloc(16 * MiB, 7))}"}`])
+    expect(peak - before).toBeLessThan(16 * MiB)
+  }, 300_000)
 })
 
 describe("partial files the server did not make", () => {
