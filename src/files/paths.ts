@@ -84,6 +84,8 @@ export interface WriteTarget {
   readonly target: string
   /** Where it grows until then. */
   readonly partial: string
+  /** The directories this call created, outermost first (removed again when the request is refused). */
+  readonly created: ReadonlyArray<string>
 }
 
 /**
@@ -105,10 +107,13 @@ export const resolveForWrite = async (root: string, requested: string, create: b
   }
   if (!isInside(root, real)) throw refuse(requested, "resolves outside the root")
   if (missing.length > 0 && !create) return undefined
+  const created: Array<string> = []
   for (const name of missing) {
-    await mkdir(join(real, name)).catch((error: NodeJS.ErrnoException) => {
+    const made = await mkdir(join(real, name)).then(() => true, (error: NodeJS.ErrnoException) => {
       if (error.code !== "EEXIST") throw error
+      return false
     })
+    if (made) created.push(join(real, name))
     real = await realpath(join(real, name))
     if (!isInside(root, real)) throw refuse(requested, "resolves outside the root")
   }
@@ -121,5 +126,5 @@ export const resolveForWrite = async (root: string, requested: string, create: b
   }
   const partial = await lstat(target + partialSuffix).catch(() => undefined)
   if (partial !== undefined && !partial.isFile()) throw refuse(requested, `has an unfinished upload (${partialSuffix}) that is not a regular file`)
-  return { target, partial: target + partialSuffix }
+  return { target, partial: target + partialSuffix, created }
 }

@@ -11,7 +11,7 @@
 // swapped for a symlink after the check). Requests for one unfinished upload run one at a time.
 import * as Data from "effect/Data"
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
-import { type FileHandle, lstat, open, realpath, rename, stat } from "node:fs/promises"
+import { type FileHandle, lstat, open, realpath, rename, rmdir, stat } from "node:fs/promises"
 import type { IipServer } from "../iip/server.ts"
 import { hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
 import { checkOpenedInside, isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
@@ -233,6 +233,11 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         await rename(where.partial, where.target)
         if (replaced?.isFile() === true) held.freed(replaced.size)
       }
+    }).catch(async (error: unknown) => {
+      // A refused request leaves no directory behind (each costs an inode the quota does not count);
+      // rmdir takes only empty ones, deepest first, so one another upload already uses stays.
+      for (const dir of where.created.toReversed()) if (!(await rmdir(dir).then(() => true, () => false))) break
+      throw error
     })
   }
 

@@ -6,7 +6,7 @@
 // file is held to the same rule. Also the `file-server` command's --max-file-size and --quota.
 import * as Effect from "effect/Effect"
 import { execFileSync } from "node:child_process"
-import { existsSync, linkSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs"
+import { existsSync, linkSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { download } from "../../src/files/download.ts"
@@ -72,6 +72,23 @@ describe("file server limits", () => {
     writeFileSync(join(local, "c.bin"), randomFile(MiB / 4))
     await Effect.runPromise(upload({ host, port, localPath: join(local, "c.bin"), remotePath: "c.bin" }))
     expect(statSync(join(root, "c.bin")).size).toBe(MiB / 4)
+  })
+
+  it("a refused upload leaves no directory behind: its missing directories are removed again", async () => {
+    const { root, start } = await setUp({ quotaBytes: 10 })
+    writeFileSync(join(root, "there.txt"), "12345678")
+    const port = await start()
+    const client = await RawClient.connect(port, cleanup)
+    await client.newChannel()
+    const refusedWith = async (path: string, offset: number, content: string) => {
+      client.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, path, offset, false, Buffer.from(content))))
+      return (await client.next(10_000)).data.toString()
+    }
+    expect(await refusedWith("a/b/c/x.bin", 7, "abc")).toMatch(/needs 10 more bytes, past this server's quota/)
+    expect(await refusedWith("q/r/s/x.bin", 0, "abcdefghijklmnop")).toMatch(/needs 16 more bytes, past this server's quota/)
+    expect(await refusedWith("a/b/c/x.bin", 0, "")).toBe(`{"TaskId":1,"DoneBytes":0}`)
+    expect(await refusedWith("a/b/d/y.bin", 2, "abc")).toMatch(/needs 5 more bytes, past this server's quota/)
+    expect(readdirSync(root, { recursive: true }).sort()).toStrictEqual(["a", "a/b", "a/b/c", "a/b/c/x.bin.iip-part", "there.txt"])
   })
 
   it("re-uploading a file counts only the bytes it adds, and a restarted server measures the root again", async () => {
