@@ -92,10 +92,14 @@ export interface WriteTarget {
  * Where an upload of `requested` is written. Its directories are created when `create` is set
  * (each one checked to be inside the root first); without it a missing directory gives undefined.
  * An existing target that is a symlink must point inside the root (the upload replaces the link,
- * never writes through it); the partial file must be a regular file.
+ * never writes through it); the partial file must be a regular file; the target may not itself be
+ * named like a partial file.
  */
 export const resolveForWrite = async (root: string, requested: string, create: boolean): Promise<WriteTarget | undefined> => {
   const full = join(root, checkRequestedPath(requested))
+  // Such an upload would end by renaming its own partial over another upload's, outside the turn
+  // server.ts gives each unfinished upload (its quota figures taken from a file that is gone).
+  if (full.endsWith(partialSuffix)) throw refuse(requested, `ends in ${partialSuffix}, the name the server gives an unfinished upload`)
   // The deepest directory on the way that exists, and the names still missing below it.
   const missing: Array<string> = []
   let dir = dirname(full)

@@ -150,6 +150,24 @@ describe("partial files the server did not make", () => {
     expect(readFileSync(victim, "utf8")).toBe("precious content outside the root\n")
   })
 
+  it("an upload may not be named like an unfinished one (<name>.iip-part): it would replace another's partial file outside its turn", async () => {
+    const { root, start } = await setUp()
+    const port = await start()
+    const client = await RawClient.connect(port, cleanup)
+    await client.newChannel()
+    const send = async (path: string, offset: number, completed: boolean, content: string) => {
+      client.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, path, offset, completed, Buffer.from(content))))
+      return (await client.next(10_000)).data.toString()
+    }
+    expect(await send("x.bin", 0, false, "first half, ")).toBe(`{"TaskId":1,"DoneBytes":12}`)
+    expect(await send("x.bin.iip-part", 0, true, "replaced")).toBe(
+      `{"code":-1,"message":"handler fail:path refused: \\"x.bin.iip-part\\" ends in .iip-part, the name the server gives an unfinished upload"}`
+    )
+    expect(readFileSync(join(root, "x.bin.iip-part"), "utf8")).toBe("first half, ")
+    expect(await send("x.bin", 12, true, "second half")).toBe(`{"TaskId":1,"DoneBytes":11}`)
+    expect(readdirSync(root)).toStrictEqual(["x.bin"])
+  })
+
   it("an unfinished upload that is a symlink or a FIFO is refused as well", async () => {
     const { local, root, outside, start } = await setUp()
     const port = await start()
