@@ -1,6 +1,7 @@
 // Hostile input to the transfer clients, from the side the other tests do not take (no input may
-// crash, desync or exhaust the process): a progress callback that throws. Real files in temp
-// directories, real TCP on 127.0.0.1.
+// crash, desync or exhaust the process): a progress callback that throws, and a hostile server
+// (more bytes than it declared, answers over the protocol's size, error bodies made to drive a
+// terminal). Real files in temp directories, real TCP on 127.0.0.1.
 import * as Effect from "effect/Effect"
 import { readdirSync, statSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
