@@ -6,7 +6,7 @@
 // compared with the local one. A Go server cannot be asked: the upload starts at 0, unverified.
 import * as Effect from "effect/Effect"
 import { createHash } from "node:crypto"
-import { open } from "node:fs/promises"
+import { constants, open } from "node:fs/promises"
 import { hashPrefix, readAt } from "./localFiles.ts"
 import {
   ask,
@@ -32,7 +32,8 @@ export const upload = (options: UploadOptions): Effect.Effect<TransferResult, Tr
   Effect.gen(function*() {
     const started = performance.now()
     const handle = yield* Effect.acquireRelease(
-      onDisk(`open ${options.localPath}`, () => open(options.localPath, "r")),
+      // O_NONBLOCK: a FIFO is refused below as not a regular file instead of blocking the open (and a thread of the pool).
+      onDisk(`open ${options.localPath}`, () => open(options.localPath, constants.O_RDONLY | constants.O_NONBLOCK)),
       (handle) => Effect.promise(() => handle.close())
     )
     const stat = yield* onDisk(`read ${options.localPath}`, () => handle.stat())

@@ -1,8 +1,9 @@
 // Hostile input to the transfer clients, from the side the other tests do not take (no input may
-// crash, desync or exhaust the process): a progress callback that throws, and a hostile server
-// (more bytes than it declared, answers over the protocol's size, error bodies made to drive a
-// terminal). Real files in temp directories, real TCP on 127.0.0.1.
+// crash, desync or exhaust the process): a progress callback that throws, a FIFO to upload, and a
+// hostile server (more bytes than it declared, answers over the protocol's size, error bodies made
+// to drive a terminal). Real files in temp directories, real TCP on 127.0.0.1.
 import * as Effect from "effect/Effect"
+import { execFileSync } from "node:child_process"
 import { readdirSync, statSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
@@ -78,6 +79,17 @@ const downloadAnswer = (flag: number, bytes: number): Buffer => {
   answer.writeUInt32BE(flag, 0)
   return answer
 }
+
+describe("a local path that is not a regular file", () => {
+  it("a FIFO given to upload is refused at once instead of blocking the open for a writer", async () => {
+    const root = tempDir(cleanup, "root")
+    const local = tempDir(cleanup, "local")
+    execFileSync("mkfifo", [join(local, "fifo")])
+    const port = await fileServer(root)
+    const failed = await Effect.runPromise(Effect.flip(upload({ host, port, localPath: join(local, "fifo"), remotePath: "f.bin" })).pipe(Effect.timeout(5000)))
+    expect(failed.message).toBe(`${join(local, "fifo")} is not a regular file`)
+  })
+})
 
 describe("a hostile server", () => {
   it("that declared a size and sends more is stopped before the excess is written", async () => {
