@@ -19,6 +19,7 @@ import {
   describeProblem,
   onDisk,
   type Remote,
+  reportProgress,
   taskId,
   TransferFailed,
   type TransferOptions,
@@ -56,9 +57,10 @@ export const download = (options: DownloadOptions): Effect.Effect<TransferResult
       hash = yield* onDisk(`read ${partialPath}`, () => hashPrefix(handle, 0))
     }
     const resumedFrom = offset
-    const progress = (done: number) => options.onProgress?.({ done, total: known?.size, resumedFrom })
-    progress(offset)
-    const bytes = yield* receive(remote, options, handle, hash, offset, known === undefined ? 1 : Math.max(1, options.window ?? 16), progress).pipe(
+    const progress = (done: number) => reportProgress(options, { done, total: known?.size, resumedFrom })
+    yield* progress(offset)
+    const window = known === undefined ? 1 : Math.max(1, options.window ?? 16)
+    const bytes = yield* receive(remote, options, handle, hash, offset, window, known?.size, progress).pipe(
       Effect.mapError((error) =>
         new TransferFailed({ message: `${error.message}; ${partialPath} keeps what arrived: run again to resume` })
       )
@@ -81,7 +83,7 @@ const removeIfEmpty = async (path: string): Promise<void> => {
 
 /**
  * Asks for chunks from `offset` until the server says the file ended, `window` requests ahead, and
- * writes each at its place. An answer of an unexpected size puts the next request right after it
+ * writes each at its place, never past the size the server `declared` (its checksum answer). An answer of an unexpected size puts the next request right after it
  * and drops the answers already asked for further on. Resolves with the file's size.
  */
 const receive = (
@@ -91,7 +93,8 @@ const receive = (
   hash: Hash,
   offset: number,
   window: number,
-  progress: (done: number) => void
+  declared: number | undefined,
+  progress: (done: number) => Effect.Effect<void, TransferFailed>
 ): Effect.Effect<number, TransferFailed> =>
   Effect.gen(function*() {
     let written = offset
@@ -109,11 +112,14 @@ const receive = (
       )
       if ("_tag" in answer) return yield* new TransferFailed({ message: describeProblem(answer) })
       if (head.offset !== written) continue // asked before an earlier answer came up short
+      if (declared !== undefined && written + answer.bytes.length > declared) {
+        return yield* new TransferFailed({ message: `the server sent more than the ${declared} bytes it declared for ${JSON.stringify(options.remotePath)}` })
+      }
       if (answer.bytes.length > 0) {
         yield* onDisk(`write ${options.localPath}${partialSuffix}`, () => writeAt(handle, answer.bytes, written))
         hash.update(answer.bytes)
         written += answer.bytes.length
-        progress(written)
+        yield* progress(written)
       }
       if (answer.end) return written
       if (answer.bytes.length === 0) return yield* new TransferFailed({ message: "the server sent an empty chunk that did not end the file" })

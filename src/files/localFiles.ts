@@ -4,12 +4,19 @@
 import { createHash, type Hash } from "node:crypto"
 import type { FileHandle } from "node:fs/promises"
 
-const blockBytes = 1024 * 1024
+/** What hashPrefix reads at a time. */
+export const hashBlockBytes = 1024 * 1024
 
-/** SHA-256 state after the first `length` bytes (fewer if the file is shorter), to digest or extend. */
-export const hashPrefix = async (handle: FileHandle, length: number): Promise<Hash> => {
+/**
+ * SHA-256 state after the first `length` bytes (fewer if the file is shorter), to digest or extend;
+ * read through `block` (the file server lends one of a few: server.ts).
+ */
+export const hashPrefix = async (
+  handle: FileHandle,
+  length: number,
+  block: Buffer = Buffer.allocUnsafe(Math.min(hashBlockBytes, Math.max(1, length)))
+): Promise<Hash> => {
   const hash = createHash("sha256")
-  const block = Buffer.allocUnsafe(Math.min(blockBytes, Math.max(1, length)))
   for (let position = 0; position < length;) {
     const { bytesRead } = await handle.read(block, 0, Math.min(block.length, length - position), position)
     if (bytesRead === 0) break

@@ -3,7 +3,7 @@
 // resolve, symlinks followed, to a place inside the root's real path. Anything else is refused
 // with a PathRefused whose message says why; nothing outside the root is read, created or written.
 import * as Data from "effect/Data"
-import { realpathSync } from "node:fs"
+import { readlinkSync, realpathSync } from "node:fs"
 import { lstat, mkdir, realpath } from "node:fs/promises"
 import { basename, dirname, isAbsolute, join, posix, relative } from "node:path"
 
@@ -64,21 +64,42 @@ export const resolveForRead = (root: string, requested: string): string => {
   return real
 }
 
+/**
+ * Refuses an opened file whose descriptor leads outside the root: a directory on its path swapped
+ * for a symlink after resolveForRead checked it (O_NOFOLLOW guards only the last component). Linux
+ * says where a descriptor leads in /proc/self/fd; elsewhere the check of resolveForRead stands alone.
+ */
+export const checkOpenedInside = (root: string, requested: string, fd: number): void => {
+  let real: string
+  try {
+    real = readlinkSync(`/proc/self/fd/${fd}`)
+  } catch {
+    return
+  }
+  if (real.startsWith("/") && !isInside(root, real)) throw refuse(requested, "resolves outside the root")
+}
+
 export interface WriteTarget {
   /** Where the finished file goes. */
   readonly target: string
   /** Where it grows until then. */
   readonly partial: string
+  /** The directories this call created, outermost first (removed again when the request is refused). */
+  readonly created: ReadonlyArray<string>
 }
 
 /**
  * Where an upload of `requested` is written. Its directories are created when `create` is set
  * (each one checked to be inside the root first); without it a missing directory gives undefined.
  * An existing target that is a symlink must point inside the root (the upload replaces the link,
- * never writes through it); the partial file must be a regular file.
+ * never writes through it); the partial file must be a regular file; the target may not itself be
+ * named like a partial file.
  */
 export const resolveForWrite = async (root: string, requested: string, create: boolean): Promise<WriteTarget | undefined> => {
   const full = join(root, checkRequestedPath(requested))
+  // Such an upload would end by renaming its own partial over another upload's, outside the turn
+  // server.ts gives each unfinished upload (its quota figures taken from a file that is gone).
+  if (full.endsWith(partialSuffix)) throw refuse(requested, `ends in ${partialSuffix}, the name the server gives an unfinished upload`)
   // The deepest directory on the way that exists, and the names still missing below it.
   const missing: Array<string> = []
   let dir = dirname(full)
@@ -90,10 +111,13 @@ export const resolveForWrite = async (root: string, requested: string, create: b
   }
   if (!isInside(root, real)) throw refuse(requested, "resolves outside the root")
   if (missing.length > 0 && !create) return undefined
+  const created: Array<string> = []
   for (const name of missing) {
-    await mkdir(join(real, name)).catch((error: NodeJS.ErrnoException) => {
+    const made = await mkdir(join(real, name)).then(() => true, (error: NodeJS.ErrnoException) => {
       if (error.code !== "EEXIST") throw error
+      return false
     })
+    if (made) created.push(join(real, name))
     real = await realpath(join(real, name))
     if (!isInside(root, real)) throw refuse(requested, "resolves outside the root")
   }
@@ -106,5 +130,5 @@ export const resolveForWrite = async (root: string, requested: string, create: b
   }
   const partial = await lstat(target + partialSuffix).catch(() => undefined)
   if (partial !== undefined && !partial.isFile()) throw refuse(requested, `has an unfinished upload (${partialSuffix}) that is not a regular file`)
-  return { target, partial: target + partialSuffix }
+  return { target, partial: target + partialSuffix, created }
 }

@@ -7,13 +7,14 @@
 // Uploads are held to a per-file cap and a quota for the whole root (quota.ts), checked before a
 // request writes anything; an unfinished upload is only ever a regular file of the server's own
 // (one link, inside the root), so a hard link or symlink planted in the root cannot be written
-// through or hashed. Requests for one unfinished upload run one at a time.
+// through or hashed, and a file opened to be read must still lead inside the root (a directory
+// swapped for a symlink after the check). Requests for one unfinished upload run one at a time.
 import * as Data from "effect/Data"
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
-import { type FileHandle, lstat, open, realpath, rename, stat } from "node:fs/promises"
+import { type FileHandle, lstat, open, realpath, rename, rmdir, stat } from "node:fs/promises"
 import type { IipServer } from "../iip/server.ts"
-import { hashPrefix, writeAt } from "./localFiles.ts"
-import { isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
+import { hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
+import { checkOpenedInside, isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
 import { measureRoot, RootUsage } from "./quota.ts"
 import {
   type ChecksumAnswer,
@@ -65,12 +66,16 @@ const explain = (what: string, requested: string) => (error: unknown): never => 
   throw new FileRequestRefused({ message: `cannot ${what} ${JSON.stringify(requested)}: ${code === "ELOOP" ? "a symlink is in the way" : code}` })
 }
 
-const openRegular = async (path: string, flags: number, requested: string): Promise<FileHandle> => {
+/** Opens a file resolveForRead found, refused unless it is a regular file still inside the root. */
+const openRegular = async (root: string, path: string, requested: string): Promise<FileHandle> => {
   // O_NONBLOCK: opening a FIFO must not hang; it is refused as not a regular file.
-  const handle = await open(path, flags | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o644)
-  if (!(await handle.stat()).isFile()) {
+  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  try {
+    checkOpenedInside(root, requested, handle.fd)
+    if (!(await handle.stat()).isFile()) throw new FileRequestRefused({ message: `${JSON.stringify(requested)} is not a regular file` })
+  } catch (error) {
     await handle.close()
-    throw new FileRequestRefused({ message: `${JSON.stringify(requested)} is not a regular file` })
+    throw error
   }
   return handle
 }
@@ -115,6 +120,31 @@ const serializer = () => {
   }
 }
 
+/**
+ * Lends each task a block of `bytes` from at most `count`; a task that finds none lent waits, in
+ * order. A checksum reads through a 1 MiB block: without the bound, the hundreds of requests a
+ * connection may queue (a few bytes each) would hold a MiB each, and reusing the blocks leaves no
+ * MiB of garbage per checksum either.
+ */
+const blockPool = (count: number, bytes: number) => {
+  const free: Array<Buffer> = []
+  let made = 0
+  const waiting: Array<(block: Buffer) => void> = []
+  return async <A>(task: (block: Buffer) => Promise<A>): Promise<A> => {
+    const block = free.pop() ?? (made < count ? (made++, Buffer.allocUnsafe(bytes)) : await new Promise<Buffer>((lent) => waiting.push(lent)))
+    try {
+      return await task(block)
+    } finally {
+      const next = waiting.shift()
+      if (next === undefined) free.push(block)
+      else next(block)
+    }
+  }
+}
+
+/** Checksums the server computes at once (the rest wait their turn). */
+const hashesAtOnce = 4
+
 /** Registers the three routes on `server`, serving files under `root` (a real path: see openRoot). */
 export const serveFiles = (server: IipServer, root: string, options: FileServerOptions = {}): void => {
   const maxFileBytes = options.maxFileBytes ?? defaultMaxFileBytes
@@ -122,6 +152,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   // Measured in the background: the routes answer at once, an upload waits for the figure.
   const usage = measureRoot(root).then((measured) => new RootUsage(quotaBytes, measured))
   const onePerUpload = serializer()
+  const hashBlocks = blockPool(hashesAtOnce, hashBlockBytes)
 
   // Synchronous on purpose: a 10 KiB answer costs five file system calls, which take about 40 µs
   // in all when made directly and about 700 µs through the thread pool on these machines.
@@ -137,6 +168,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   const readChunk = (requested: string, start: number): Buffer => {
     const fd = openSync(resolveForRead(root, requested), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
     try {
+      checkOpenedInside(root, requested, fd)
       if (!fstatSync(fd).isFile()) throw new FileRequestRefused({ message: `${JSON.stringify(requested)} is not a regular file` })
       const answer = Buffer.allocUnsafe(4 + downloadChunkBytes)
       const read = readSync(fd, answer, 4, downloadChunkBytes, start)
@@ -201,21 +233,26 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         await rename(where.partial, where.target)
         if (replaced?.isFile() === true) held.freed(replaced.size)
       }
+    }).catch(async (error: unknown) => {
+      // A refused request leaves no directory behind (each costs an inode the quota does not count);
+      // rmdir takes only empty ones, deepest first, so one another upload already uses stays.
+      for (const dir of where.created.toReversed()) if (!(await rmdir(dir).then(() => true, () => false))) break
+      throw error
     })
   }
 
   const checksum = async (data: Buffer): Promise<Buffer> => {
     const request = decodeChecksumRequest(data)
-    return encodeChecksumAnswer(await hashFile(request).catch(explain("hash", request.filePath)))
+    return encodeChecksumAnswer(await hashBlocks((block) => hashFile(request, block)).catch(explain("hash", request.filePath)))
   }
 
-  const hashFile = async (request: ChecksumRequest): Promise<ChecksumAnswer> => {
+  const hashFile = async (request: ChecksumRequest, block: Buffer): Promise<ChecksumAnswer> => {
     const path = request.upload ? (await resolveForWrite(root, request.filePath, false))?.partial : resolveForRead(root, request.filePath)
     const opened = path === undefined
       ? undefined
       : request.upload
       ? openPartial(root, path, constants.O_RDONLY, request.filePath)
-      : openRegular(path, constants.O_RDONLY, request.filePath)
+      : openRegular(root, path, request.filePath)
     const handle = await opened?.catch((error: NodeJS.ErrnoException) => {
       // No unfinished upload is an empty one.
       if (request.upload && error.code === "ENOENT") return undefined
@@ -225,7 +262,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     try {
       const size = (await handle.stat()).size
       const length = Math.min(request.length ?? size, size)
-      return { size, length, sha256: (await hashPrefix(handle, length)).digest("hex") }
+      return { size, length, sha256: (await hashPrefix(handle, length, block)).digest("hex") }
     } finally {
       await handle.close()
     }

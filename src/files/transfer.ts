@@ -5,7 +5,8 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Client from "../iip/client.ts"
-import type { Log } from "../iip/log.ts"
+import { type Log, messageOf } from "../iip/log.ts"
+import { printable } from "../iip/redact.ts"
 import { ErrorCode } from "../protocol/constants.ts"
 import { maxPathBytes } from "./paths.ts"
 import { type AnswerProblem, type ChecksumAnswer, type ChecksumRequest, decodeChecksumAnswer, encodeChecksumRequest, FilePath } from "./wire.ts"
@@ -78,10 +79,11 @@ export const ask = (remote: Remote, path: string, data: Uint8Array): Effect.Effe
     Effect.mapError((error) => new TransferFailed({ message: error.message }))
   )
 
+/** The server's own message is escaped and clamped: it ends up on the user's terminal (the CLI's error line). */
 export const describeProblem = (problem: AnswerProblem): string =>
   problem._tag === "Malformed"
     ? `the server sent ${problem.message}`
-    : `the server answered with error ${problem.answer.code}: ${problem.answer.message.replace(/^handler fail:/, "")}`
+    : `the server answered with error ${problem.answer.code}: ${printable(problem.answer.message.replace(/^handler fail:/, ""), 1000)}`
 
 /** The server's checksum answer; undefined when it does not know the path (a Go server). */
 export const askChecksum = (remote: Remote, request: ChecksumRequest): Effect.Effect<ChecksumAnswer | undefined, TransferFailed> =>
@@ -90,6 +92,13 @@ export const askChecksum = (remote: Remote, request: ChecksumRequest): Effect.Ef
     if (!("_tag" in answer)) return answer
     if (answer._tag === "ServerError" && answer.answer.code === ErrorCode.handleError) return undefined
     return yield* new TransferFailed({ message: describeProblem(answer) })
+  })
+
+/** Tells `onProgress`; a callback that throws ends the transfer (a TransferFailed, not a defect that skips the clean-up). */
+export const reportProgress = (options: TransferOptions, progress: Progress): Effect.Effect<void, TransferFailed> =>
+  Effect.try({
+    try: () => options.onProgress?.(progress),
+    catch: (error) => new TransferFailed({ message: `the progress callback threw: ${messageOf(error)}` })
   })
 
 /** Wraps a file system promise: its failure becomes a TransferFailed naming what was being done. */

@@ -6,7 +6,7 @@
 // compared with the local one. A Go server cannot be asked: the upload starts at 0, unverified.
 import * as Effect from "effect/Effect"
 import { createHash } from "node:crypto"
-import { open } from "node:fs/promises"
+import { constants, open } from "node:fs/promises"
 import { hashPrefix, readAt } from "./localFiles.ts"
 import {
   ask,
@@ -15,6 +15,7 @@ import {
   connect,
   describeProblem,
   onDisk,
+  reportProgress,
   taskId,
   TransferFailed,
   type TransferOptions,
@@ -31,7 +32,8 @@ export const upload = (options: UploadOptions): Effect.Effect<TransferResult, Tr
   Effect.gen(function*() {
     const started = performance.now()
     const handle = yield* Effect.acquireRelease(
-      onDisk(`open ${options.localPath}`, () => open(options.localPath, "r")),
+      // O_NONBLOCK: a FIFO is refused below as not a regular file instead of blocking the open (and a thread of the pool).
+      onDisk(`open ${options.localPath}`, () => open(options.localPath, constants.O_RDONLY | constants.O_NONBLOCK)),
       (handle) => Effect.promise(() => handle.close())
     )
     const stat = yield* onDisk(`read ${options.localPath}`, () => handle.stat())
@@ -48,8 +50,8 @@ export const upload = (options: UploadOptions): Effect.Effect<TransferResult, Tr
       }
     }
     const resumedFrom = offset
-    const progress = (done: number) => options.onProgress?.({ done, total: stat.size, resumedFrom })
-    progress(offset)
+    const progress = (done: number) => reportProgress(options, { done, total: stat.size, resumedFrom })
+    yield* progress(offset)
     const chunk = Buffer.allocUnsafe(uploadChunkBytes)
     for (;;) {
       const read = yield* onDisk(`read ${options.localPath}`, () => readAt(handle, chunk, offset))
@@ -72,7 +74,7 @@ export const upload = (options: UploadOptions): Effect.Effect<TransferResult, Tr
       if (typeof done !== "number") return yield* new TransferFailed({ message: describeProblem(done) })
       hash.update(chunk.subarray(0, done))
       offset += done
-      progress(offset)
+      yield* progress(offset)
       if (completed) break
       if (done === 0) return yield* new TransferFailed({ message: `the server took none of the bytes at ${offset}` })
     }

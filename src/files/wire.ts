@@ -86,13 +86,17 @@ const serverErrorOr = (data: Buffer, message: string): AnswerProblem => {
 }
 
 /**
- * A download answer: flag 0 and bytes, or flag 1 (end; the Go client keeps any bytes that come
- * with it, so do we). Any other flag is not file data: the reference's file_client appends it and
+ * A download answer: flag 0 and at most 10,236 bytes, or flag 1 (end; the Go client keeps any
+ * bytes that come with it, so do we). Any other flag is not file data: the reference's file_client appends it and
  * asks again forever; we read it as the server's error body.
  */
 export const decodeDownloadAnswer = (data: Buffer): { readonly end: boolean; readonly bytes: Buffer } | AnswerProblem => {
   const flag = data.length >= 4 ? data.readUInt32BE(0) : -1
-  if (flag === DownloadFlag.more || flag === DownloadFlag.end) return { end: flag === DownloadFlag.end, bytes: data.subarray(4) }
+  if (flag === DownloadFlag.more || flag === DownloadFlag.end) {
+    // No server of this protocol sends more (the Go one reads into a 10,240-byte buffer): a bound on what one answer may add.
+    if (data.length > 4 + downloadChunkBytes) return { _tag: "Malformed", message: `a download answer of ${data.length} bytes, more than a flag and ${downloadChunkBytes} bytes` }
+    return { end: flag === DownloadFlag.end, bytes: data.subarray(4) }
+  }
   return serverErrorOr(data, `a download answer of ${data.length} bytes that starts with neither flag 0 nor 1`)
 }
 

@@ -7,13 +7,16 @@
 // says why in the log (`<event>-invalid`) and is counted (`onLoad("invalid")`); at start there is
 // no last good one, so the caller gets the failure.
 import * as Result from "effect/Result"
-import { type FSWatcher, watch } from "node:fs"
-import { readFile, stat } from "node:fs/promises"
+import { constants, type FSWatcher, watch } from "node:fs"
+import { open, stat } from "node:fs/promises"
 import { dirname } from "node:path"
 import { type Log, messageOf } from "./log.ts"
 import { loggable } from "./redact.ts"
 
 export type DocumentLoad = "ok" | "invalid"
+
+/** What one read of the file asks for at most. */
+const readBlockBytes = 64 * 1024
 
 const isYaml = (path: string): boolean => /\.ya?ml$/i.test(path)
 
@@ -24,10 +27,28 @@ const isYaml = (path: string): boolean => /\.ya?ml$/i.test(path)
 export const readDocumentFile = async (path: string, maxBytes: number, kind: string): Promise<Result.Result<unknown, string>> => {
   let text: string
   try {
-    const info = await stat(path)
-    if (!info.isFile()) return Result.fail("not a regular file")
-    if (info.size > maxBytes) return Result.fail(`${info.size} bytes, more than the ${maxBytes} a ${kind} may hold`)
-    text = await readFile(path, "utf8")
+    // One descriptor for the checks and the read, so what is read is what was checked (a file
+    // swapped after a stat by name is not); O_NONBLOCK, so a FIFO put there does not hang the open.
+    const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK)
+    try {
+      const info = await handle.stat()
+      if (!info.isFile()) return Result.fail("not a regular file")
+      if (info.size > maxBytes) return Result.fail(`${info.size} bytes, more than the ${maxBytes} a ${kind} may hold`)
+      // Read to one byte past the limit, whatever the size said (a file still growing, /proc).
+      const parts: Array<Buffer> = []
+      let total = 0
+      for (;;) {
+        const part = Buffer.allocUnsafe(Math.min(readBlockBytes, maxBytes + 1 - total))
+        const { bytesRead } = await handle.read(part, 0, part.length, total)
+        if (bytesRead === 0) break
+        parts.push(part.subarray(0, bytesRead))
+        total += bytesRead
+        if (total > maxBytes) return Result.fail(`more than the ${maxBytes} bytes a ${kind} may hold (read, though its size said ${info.size})`)
+      }
+      text = Buffer.concat(parts, total).toString("utf8")
+    } finally {
+      await handle.close()
+    }
   } catch (error) {
     return Result.fail(messageOf(error))
   }

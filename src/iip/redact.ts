@@ -26,6 +26,17 @@ const clamp = (text: string, maxChars: number): string => {
 export const quoted = (text: string, maxChars = DEFAULT_MAX_CHARS): string =>
   JSON.stringify(clamp(text, maxChars)).replace(INVISIBLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
 
+/** C0 controls and the characters of INVISIBLE: what `printable` escapes. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
+
+/**
+ * A peer's message that goes to a terminal as part of our own: `text` as it is, quotes included,
+ * but every control (escape sequences, carriage returns, newlines) and the characters above as
+ * \uXXXX, clamped to about `maxChars`.
+ */
+export const printable = (text: string, maxChars = DEFAULT_MAX_CHARS): string =>
+  clamp(text, maxChars).replace(CONTROL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+
 /** `quoted` without its quotes: for a value that is a field of a JSON log line or part of a message. */
 export const loggable = (text: string, maxChars = DEFAULT_MAX_CHARS): string => quoted(text, maxChars).slice(1, -1)
 

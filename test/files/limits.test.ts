@@ -6,17 +6,17 @@
 // file is held to the same rule. Also the `file-server` command's --max-file-size and --quota.
 import * as Effect from "effect/Effect"
 import { execFileSync } from "node:child_process"
-import { existsSync, linkSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs"
+import { existsSync, linkSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { download } from "../../src/files/download.ts"
 import { type FileServerOptions, openRoot, serveFiles } from "../../src/files/server.ts"
 import { ask, connect, taskId } from "../../src/files/transfer.ts"
 import { upload } from "../../src/files/upload.ts"
-import { encodeUploadRequest, FilePath } from "../../src/files/wire.ts"
+import { encodeChecksumRequest, encodeUploadRequest, FilePath } from "../../src/files/wire.ts"
 import { IipServer } from "../../src/iip/server.ts"
-import { Cleanup } from "../support/iipRaw.ts"
-import { randomFile, runCli, sha256File, startFileServer, tempDir } from "./support.ts"
+import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
+import { randomFile, runCli, sha256, sha256File, startFileServer, tempDir } from "./support.ts"
 
 const cleanup = new Cleanup()
 afterEach(() => cleanup.run())
@@ -74,6 +74,23 @@ describe("file server limits", () => {
     expect(statSync(join(root, "c.bin")).size).toBe(MiB / 4)
   })
 
+  it("a refused upload leaves no directory behind: its missing directories are removed again", async () => {
+    const { root, start } = await setUp({ quotaBytes: 10 })
+    writeFileSync(join(root, "there.txt"), "12345678")
+    const port = await start()
+    const client = await RawClient.connect(port, cleanup)
+    await client.newChannel()
+    const refusedWith = async (path: string, offset: number, content: string) => {
+      client.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, path, offset, false, Buffer.from(content))))
+      return (await client.next(10_000)).data.toString()
+    }
+    expect(await refusedWith("a/b/c/x.bin", 7, "abc")).toMatch(/needs 10 more bytes, past this server's quota/)
+    expect(await refusedWith("q/r/s/x.bin", 0, "abcdefghijklmnop")).toMatch(/needs 16 more bytes, past this server's quota/)
+    expect(await refusedWith("a/b/c/x.bin", 0, "")).toBe(`{"TaskId":1,"DoneBytes":0}`)
+    expect(await refusedWith("a/b/d/y.bin", 2, "abc")).toMatch(/needs 5 more bytes, past this server's quota/)
+    expect(readdirSync(root, { recursive: true }).sort()).toStrictEqual(["a", "a/b", "a/b/c", "a/b/c/x.bin.iip-part", "there.txt"])
+  })
+
   it("re-uploading a file counts only the bytes it adds, and a restarted server measures the root again", async () => {
     const { local, root } = await setUp()
     writeFileSync(join(local, "a.bin"), randomFile(MiB))
@@ -86,6 +103,27 @@ describe("file server limits", () => {
     writeFileSync(join(local, "b.bin"), randomFile(20))
     expect(await uploadFails(second, join(local, "b.bin"), "b.bin")).toMatch(/past this server's quota of 1048586 bytes for its root \(1048576 bytes held\)$/)
   })
+})
+
+describe("checksums at once", () => {
+  it("hundreds of /file_checksum requests of a large file on one connection hold a few MiB of buffers, not one MiB each", async () => {
+    const { root, start } = await setUp()
+    writeFileSync(join(root, "big.bin"), Buffer.alloc(16 * MiB, 7))
+    const port = await start()
+    const client = await RawClient.connect(port, cleanup)
+    const requests = 200
+    for (let channel = 1; channel <= requests; channel++) await client.newChannel(10_000)
+    const before = process.memoryUsage().arrayBuffers
+    let peak = before
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers)), 2)
+    const ask = encodeChecksumRequest({ filePath: "big.bin", upload: false, length: undefined })
+    for (let channel = 1; channel <= requests; channel++) client.write(frame(1, FilePath.checksum, channel, ask))
+    const answers = new Set<string>()
+    for (let i = 0; i < requests; i++) answers.add((await client.next(120_000)).data.toString())
+    clearInterval(sampler)
+    expect([...answers]).toStrictEqual([`{"Size":${16 * MiB},"Length":${16 * MiB},"Sha256":"${sha256(Buffer.alloc(16 * MiB, 7))}"}`])
+    expect(peak - before).toBeLessThan(16 * MiB)
+  }, 300_000)
 })
 
 describe("partial files the server did not make", () => {
@@ -110,6 +148,24 @@ describe("partial files the server did not make", () => {
       expect(answer.toString()).toBe(`{"code":-1,"message":"handler fail:path refused: \\"x.bin\\" has an unfinished upload (.iip-part) with other links to it"}`)
     }
     expect(readFileSync(victim, "utf8")).toBe("precious content outside the root\n")
+  })
+
+  it("an upload may not be named like an unfinished one (<name>.iip-part): it would replace another's partial file outside its turn", async () => {
+    const { root, start } = await setUp()
+    const port = await start()
+    const client = await RawClient.connect(port, cleanup)
+    await client.newChannel()
+    const send = async (path: string, offset: number, completed: boolean, content: string) => {
+      client.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, path, offset, completed, Buffer.from(content))))
+      return (await client.next(10_000)).data.toString()
+    }
+    expect(await send("x.bin", 0, false, "first half, ")).toBe(`{"TaskId":1,"DoneBytes":12}`)
+    expect(await send("x.bin.iip-part", 0, true, "replaced")).toBe(
+      `{"code":-1,"message":"handler fail:path refused: \\"x.bin.iip-part\\" ends in .iip-part, the name the server gives an unfinished upload"}`
+    )
+    expect(readFileSync(join(root, "x.bin.iip-part"), "utf8")).toBe("first half, ")
+    expect(await send("x.bin", 12, true, "second half")).toBe(`{"TaskId":1,"DoneBytes":11}`)
+    expect(readdirSync(root)).toStrictEqual(["x.bin"])
   })
 
   it("an unfinished upload that is a symlink or a FIFO is refused as well", async () => {
