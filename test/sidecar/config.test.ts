@@ -4,13 +4,13 @@
 // expected. Plus the CLI: `iip-mesh sidecar` with bad settings prints all of them on stderr and
 // exits non-zero without starting anything.
 import { Result } from "effect"
-import { spawn } from "node:child_process"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { execFileSync, spawn } from "node:child_process"
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { pickerNames } from "../../src/balancer/serviceBalancer.ts"
-import { type ConfigInvalid, loadSidecarConfig, parseFlags, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { type ConfigInvalid, loadSidecarConfig, MAX_CONFIG_FILE_BYTES, parseFlags, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { withTimeout } from "../support/iipRaw.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "iip-mesh-config-"))
@@ -596,5 +596,56 @@ describe("authorization policy and admin listener settings (issue 15)", () => {
     expect(problems(load(["--service", "store", "--admin-token-file", "/run/t"], { IIP_MESH_ADMIN_TOKEN: "0123456789abcdef" })).problems).toStrictEqual([
       "adminToken: set the token or a file that holds it, not both"
     ])
+  })
+})
+
+describe("loadSidecarConfig: hostile input", () => {
+  it("a service named like an Object property in --endpoint or --dns-srv is reported, not thrown (constructor is a DNS label: a service)", () => {
+    for (const name of ["__proto__", "toString"]) {
+      expect(problems(load(["--service", "store", "--endpoint", `${name}=127.0.0.1:80`])).problems, name).toStrictEqual([
+        `endpoints (from --endpoint): Expected service names that are DNS labels (a-z, 0-9, -), got ${JSON.stringify(name)}`
+      ])
+      expect(problems(load(["--service", "store", "--dns-srv", `${name}=_mesh._tcp.x.local`])).problems, name).toStrictEqual([
+        `dnsSrv (from --dns-srv): Expected service names that are DNS labels (a-z, 0-9, -), got ${JSON.stringify(name)}`
+      ])
+    }
+    // Compared as entries: toStrictEqual reads a key named constructor as the object's class.
+    expect(Object.entries(ok(load(["--service", "store", "--endpoint", "constructor=127.0.0.1:80"])).endpoints)).toStrictEqual([["constructor", [{ address: "127.0.0.1:80", weight: 1 }]]])
+  })
+
+  it("keys of the config file that Object.prototype has (toString, constructor, __proto__) are unknown settings", () => {
+    const file = writeJson("proto-keys.json", `{"service": "store", "toString": 1, "constructor": 2, "__proto__": {"adminToken": "x"}}`)
+    expect(problems(load([], {}, file)).problems).toStrictEqual(["toString", "constructor", "__proto__"].map((key) => `${key} (from ${file}): unknown setting`))
+  })
+
+  it("a config file that is too large, a directory or a device is refused unread, a FIFO without blocking", () => {
+    const large = writeJson("large.json", { service: "store", node: "n".repeat(MAX_CONFIG_FILE_BYTES) })
+    expect(problems(load(["--service", "store"], {}, large)).problems).toStrictEqual([`config file ${large}: larger than ${MAX_CONFIG_FILE_BYTES} bytes (${statSync(large).size})`])
+    for (const path of [dir, "/dev/zero"]) expect(problems(load(["--service", "store"], {}, path)).problems, path).toStrictEqual([`config file ${path}: not a regular file`])
+    const fifo = join(dir, "config.fifo")
+    execFileSync("mkfifo", [fifo])
+    expect(problems(load(["--service", "store"], {}, fifo)).problems).toStrictEqual([`config file ${fifo}: not a regular file`])
+  })
+
+  it("a deeply nested or huge wrong value is reported, its echo bounded", () => {
+    const deep = writeJson("deep.json", `{"service": "store", "endpoints": {"a": ${"[".repeat(100_000)}${"]".repeat(100_000)}}}`)
+    const error = problems(load([], {}, deep))
+    expect(error.problems).toHaveLength(1)
+    expect(error.problems[0]).toMatch(new RegExp(`^endpoints\\.a\\.0 \\(from ${deep.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\): `))
+    expect(error.message.length).toBeLessThan(1000)
+    const huge = problems(load(["--service", "store", "--app", `${"a".repeat(100_000)}:1`, "--weight", "9".repeat(100_000)]))
+    expect(huge.problems.map((problem) => problem.slice(0, 30))).toStrictEqual(["app (from --app): Expected a h", "weight (from --weight): Expect", "weight (from --weight): Expect"])
+    for (const problem of huge.problems) expect(problem.length, problem.slice(0, 80)).toBeLessThan(400)
+  })
+
+  it("a node name, DNS server or mDNS interface that peers or the resolver would refuse is reported at start", () => {
+    expect(problems(load(["--service", "store", "--node", "a\r\nb", "--dns-server", "1.2.3.4;x", "--mdns-interface", "eth0;x"])).problems).toStrictEqual([
+      `node (from --node): Expected a node name (1-253 characters, no controls), got "a\\r\\nb"`,
+      `dnsServers.0 (from --dns-server): Expected an IP address, or IP:PORT ([IPv6]:PORT), got "1.2.3.4;x"`,
+      `mdnsInterface (from --mdns-interface): Expected the IPv4 address of an interface, got "eth0;x"`
+    ])
+    expect(problems(load(["--service", "store", "--node", "n".repeat(254)])).problems).toHaveLength(1)
+    const fine = ok(load(["--service", "store", "--node", "pod-7.zone", "--dns-server", "10.0.0.10,10.0.0.11:5353,::1,[fd00::1]:53", "--mdns-interface", "192.168.1.5"]))
+    expect([fine.node, fine.dnsServers, fine.mdnsInterface]).toStrictEqual(["pod-7.zone", ["10.0.0.10", "10.0.0.11:5353", "::1", "[fd00::1]:53"], "192.168.1.5"])
   })
 })

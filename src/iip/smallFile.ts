@@ -1,5 +1,5 @@
 // Reading a small file that another process wrote (the local directory's announcements, the
-// endpoints file), without trusting what sits at the path: it is opened without blocking (a FIFO
+// endpoints file, the sidecar's config file), without trusting what sits at the path: it is opened without blocking (a FIFO
 // with no writer would block the open, and the event loop, for good), then checked on the open
 // descriptor (a regular file, not a device or FIFO whose read never ends, of at most `maxBytes`),
 // so a swap between the check and the read changes nothing.
