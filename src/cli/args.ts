@@ -27,13 +27,23 @@ export const parseTarget = (text: string): HostPort & { readonly path: string } 
   return { ...parseHostPort(text.slice(0, slash)), path: text.slice(slash) }
 }
 
-/** "1s", "500ms", "2m", "24h" or a bare number of seconds, as milliseconds. */
-export const parseDuration = (text: string): number => {
+/** The longest a Node timer waits: past it setTimeout fires after 1 ms (a TimeoutOverflowWarning). */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * "1s", "500ms", "2m", "24h" or a bare number of seconds, as milliseconds, at most `maxMs`
+ * (default MAX_TIMER_MS: the commands hand their durations to timers; a longer maximum is for a
+ * duration that is not one, the issuer's leaf lifetime).
+ */
+export const parseDuration = (text: string, maxMs = MAX_TIMER_MS): number => {
+  const shown = JSON.stringify(text.slice(0, 80))
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim())
-  if (match === null) throw new ArgumentError({ message: `expected a duration like 1s or 500ms, got ${JSON.stringify(text)}` })
+  if (match === null) throw new ArgumentError({ message: `expected a duration like 1s or 500ms, got ${shown}` })
   const value = Number(match[1])
   const unit = match[2] ?? "s"
-  return Math.round(unit === "ms" ? value : unit === "s" ? value * 1000 : unit === "m" ? value * 60_000 : value * 3_600_000)
+  const ms = Math.round(unit === "ms" ? value : unit === "s" ? value * 1000 : unit === "m" ? value * 60_000 : value * 3_600_000)
+  if (!(ms <= maxMs)) throw new ArgumentError({ message: `expected a duration of at most ${maxMs} ms (${Math.floor(maxMs / 8_640_000) / 10} days), got ${shown}` })
+  return ms
 }
 
 const sizeUnits: Readonly<Record<string, number>> = { "": 1, b: 1, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 }

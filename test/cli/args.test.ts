@@ -28,4 +28,13 @@ describe("parseDuration", () => {
     expect(parseDuration("24h")).toBe(86_400_000)
     expect(() => parseDuration("1d")).toThrow(/expected a duration/)
   })
+
+  it("refuses a duration a timer cannot take (over 2^31-1 ms it fires after 1 ms), unless the caller allows longer", () => {
+    expect(parseDuration("596h")).toBe(2_145_600_000)
+    for (const text of ["597h", "2147483648ms", `${"9".repeat(400)}h`]) {
+      expect(() => parseDuration(text), text).toThrow(`expected a duration of at most 2147483647 ms (24.8 days), got ${JSON.stringify(text.slice(0, 80))}`)
+    }
+    expect(parseDuration("8784h", 366 * 86_400_000)).toBe(366 * 86_400_000)
+    expect(() => parseDuration("8785h", 366 * 86_400_000)).toThrow(`expected a duration of at most 31622400000 ms (366 days), got "8785h"`)
+  })
 })
