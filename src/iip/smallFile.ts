@@ -5,6 +5,9 @@
 // so a swap between the check and the read changes nothing.
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
 
+/** A secret file (a token: a ServiceAccount JWT is a few KiB) larger than this is refused unread. */
+export const MAX_SECRET_FILE_BYTES = 64 * 1024
+
 /** This version of the file (inode, size, mtime) and its text, or why it is not read. */
 export type SmallFile =
   | { readonly version: string; readonly text: string }

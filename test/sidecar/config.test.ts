@@ -649,3 +649,24 @@ describe("loadSidecarConfig: hostile input", () => {
     expect([fine.node, fine.dnsServers, fine.mdnsInterface]).toStrictEqual(["pod-7.zone", ["10.0.0.10", "10.0.0.11:5353", "::1", "[fd00::1]:53"], "192.168.1.5"])
   })
 })
+
+describe("secret files named by the configuration (adminTokenFile, the identity token files)", () => {
+  it("a file too large, a directory, a device or a FIFO is refused without blocking and without showing what it holds", async () => {
+    const { adminListenersOf } = await import("../../src/admin/adminServer.ts")
+    const { readSecretFile } = await import("../../src/identity/signers.ts")
+    const { MAX_SECRET_FILE_BYTES } = await import("../../src/iip/smallFile.ts")
+    const base = { admin: "127.0.0.1:9990", adminControl: "127.0.0.1:9991", adminToken: null }
+    const tokenFile = writeJson("admin-token", "t".repeat(64 * 1024 + 1))
+    const fifo = join(dir, "token.fifo")
+    execFileSync("mkfifo", [fifo])
+    for (const [path, problem] of [[tokenFile, `larger than ${MAX_SECRET_FILE_BYTES} bytes (${64 * 1024 + 1})`], [dir, "not a regular file"], ["/dev/zero", "not a regular file"], [fifo, "not a regular file"]] as const) {
+      const result = adminListenersOf({ ...base, adminTokenFile: path })
+      expect(Result.isFailure(result) ? result.failure.message : "accepted", path).toBe(`adminTokenFile ${path}: ${problem}`)
+      expect(() => readSecretFile(path), path).toThrow(`${path}: ${problem}`)
+    }
+    const good = writeJson("good-token", "0123456789abcdef\n")
+    const result = adminListenersOf({ ...base, adminTokenFile: good })
+    expect(Result.isSuccess(result) ? result.success.token : result.failure.message).toBe("0123456789abcdef")
+    expect(readSecretFile(good)).toBe("0123456789abcdef")
+  })
+})
