@@ -12,18 +12,22 @@ export class ArgumentError extends Data.TaggedError("ArgumentError")<{ readonly 
 /** Runs a parser inside Effect, its ArgumentError as the typed failure. */
 export const parseWith = <A>(parse: () => A) => Effect.try({ try: parse, catch: (error) => error as ArgumentError })
 
-/** "HOST:PORT" (IPv6 as "[::1]:PORT"); port 0 is allowed for listening. */
+/**
+ * "HOST:PORT" (IPv6 as "[::1]:PORT", a zone as "[fe80::1%eth0]:PORT"); port 0 is allowed for
+ * listening. A host is a name or address of at most 253 characters: nothing else (controls,
+ * quotes, separators) reaches a lookup, an error message or a log.
+ */
 export const parseHostPort = (text: string): HostPort => {
-  const match = /^(?:\[([^\]]+)\]|([^:/\s]*)):(\d{1,5})$/.exec(text)
+  const match = /^(?:\[([0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?)\]|([A-Za-z0-9_.-]{0,253})):(\d{1,5})$/.exec(text)
   const port = match === null ? NaN : Number(match[3])
-  if (match === null || port > 65535) throw new ArgumentError({ message: `expected HOST:PORT, got ${JSON.stringify(text)}` })
+  if (match === null || port > 65535) throw new ArgumentError({ message: `expected HOST:PORT, got ${JSON.stringify(text.slice(0, 80))}` })
   return { host: match[1] ?? (match[2] === "" ? "127.0.0.1" : match[2]!), port }
 }
 
 /** "HOST:PORT/path?query" as `iq` takes it: split at the first "/" after the port. */
 export const parseTarget = (text: string): HostPort & { readonly path: string } => {
   const slash = text.indexOf("/", text.startsWith("[") ? text.indexOf("]") : 0)
-  if (slash === -1) throw new ArgumentError({ message: `expected HOST:PORT/path, got ${JSON.stringify(text)}` })
+  if (slash === -1) throw new ArgumentError({ message: `expected HOST:PORT/path, got ${JSON.stringify(text.slice(0, 80))}` })
   return { ...parseHostPort(text.slice(0, slash)), path: text.slice(slash) }
 }
 
