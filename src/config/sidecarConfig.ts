@@ -45,6 +45,14 @@ const isDnsServer = (text: string): boolean => {
   const port = match[3] === undefined ? 1 : Number(match[3])
   return port >= 1 && port <= 65535 && (match[1] === undefined ? isIPv4(match[2]!) : isIP(match[1]) === 6)
 }
+/** A file or directory: NUL ends a path in the system call (fs throws on it), and no path is longer than PATH_MAX. */
+const FilePath = Schema.String.pipe(
+  Schema.check(Schema.makeFilter((text: string) => (text.length >= 1 && text.length <= 4096 && !text.includes("\u0000") ? undefined : `Expected a path (at most 4096 characters, no NUL), got ${JSON.stringify(text.slice(0, 80))}`)))
+)
+/** A DNS name (an SRV record's, `_mesh._tcp.shop.prod.svc.cluster.local`). */
+const DnsName = Schema.String.pipe(
+  Schema.check(Schema.makeFilter((text: string) => (/^[A-Za-z0-9_.-]{1,253}$/.test(text) ? undefined : `Expected a DNS name (at most 253 of A-Z a-z 0-9 _ . -), got ${JSON.stringify(text.slice(0, 80))}`)))
+)
 /** Per service (names checked on the whole record: a Record with a checked key type would drop a bad name silently instead of reporting it). */
 const PerService = <S extends Schema.Top>(value: S) =>
   Schema.Record(Schema.String, value).pipe(
@@ -89,7 +97,7 @@ const EndpointSpec = Schema.Struct({
   /** Unset: as `mtls` says (src/sidecar/meshTls.ts). */
   security: Schema.optionalKey(Schema.Literals(endpointSecurities)),
   /** For security "tls": a PEM file of the CA the server's certificate must chain to; unset, it is not verified (as the reference). */
-  ca: Schema.optionalKey(Schema.NonEmptyString),
+  ca: Schema.optionalKey(FilePath),
   /** Its version label: the subset routes send traffic to. */
   version: Schema.optionalKey(VersionLabel)
 })
@@ -110,9 +118,9 @@ export const SidecarConfigSchema = Schema.Struct({
   /** Static endpoints per service (until discovery finds them). */
   endpoints: PerService(Schema.Array(EndpointSpec)),
   /** A JSON file of endpoints shaped like `endpoints`, re-read when it changes; null for none. */
-  endpointsFile: Schema.NullOr(Schema.NonEmptyString),
+  endpointsFile: Schema.NullOr(FilePath),
   /** DNS SRV names per service (a Kubernetes headless Service's full name). */
-  dnsSrv: PerService(Schema.NonEmptyString),
+  dnsSrv: PerService(DnsName),
   /**
    * Kubernetes Services per mesh service, as "NAMESPACE/NAME" or "NAMESPACE/NAME+NAME..." (version
    * Services that together make the service): their EndpointSlices are watched with the in-cluster
@@ -134,7 +142,7 @@ export const SidecarConfigSchema = Schema.Struct({
   /** DNS servers for the SRV lookups ("ip" or "ip:port"); empty for the system's. */
   dnsServers: Schema.Array(Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) => (isDnsServer(text) ? undefined : `Expected an IP address, or IP:PORT ([IPv6]:PORT), got ${JSON.stringify(text.slice(0, 80))}`))))),
   /** A directory where sidecars on this machine announce themselves and find each other; null for none. */
-  localDiscovery: Schema.NullOr(Schema.NonEmptyString),
+  localDiscovery: Schema.NullOr(FilePath),
   /** Announce this service and find the others by mDNS on the LAN. */
   mdns: Schema.Boolean,
   /** Keeps two meshes on one LAN apart (mDNS). */
@@ -232,7 +240,7 @@ export const SidecarConfigSchema = Schema.Struct({
    */
   idleGcMs: Schema.NullOr(PositiveMs),
   /** The authorization policy file (JSON, or YAML for .yaml/.yml), re-read on change; null: every caller is allowed. */
-  authzPolicy: Schema.NullOr(Schema.NonEmptyString),
+  authzPolicy: Schema.NullOr(FilePath),
   /** The policy file is stat'ed this often besides the directory watch (which can miss events). */
   authzPolicyPollMs: PositiveMs,
   /**
@@ -243,25 +251,25 @@ export const SidecarConfigSchema = Schema.Struct({
   /** The bearer token the control listener requires (when set, on any address); secret: never shown. */
   adminToken: Schema.NullOr(Schema.String.pipe(Schema.check(Schema.isMinLength(16)))),
   /** A file holding that token (a mounted Secret), read at start; null for none. */
-  adminTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  adminTokenFile: Schema.NullOr(FilePath),
   /** The identity issuer (`iip-mesh identity`), https://HOST:PORT; null: no issuer. */
   identityIssuer: Schema.NullOr(
     Schema.String.pipe(
-      Schema.check(Schema.makeFilter((text: string) => (/^https:\/\/[^\s/?#]+\/?$/.test(text) ? undefined : `Expected https://HOST:PORT, got ${JSON.stringify(text)}`)))
+      Schema.check(Schema.makeFilter((text: string) => (/^https:\/\/(?:[A-Za-z0-9.-]{1,253}|\[[0-9a-fA-F:.]+\])(?::\d{1,5})?\/?$/.test(text) ? undefined : `Expected https://HOST:PORT, got ${JSON.stringify(text.slice(0, 200))}`)))
     )
   ),
   /** A projected ServiceAccount token (audience: the issuer's), re-read on every request; proves a Kubernetes identity. */
-  identityTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  identityTokenFile: Schema.NullOr(FilePath),
   /** A file holding a join token the issuer knows; proves spiffe://<td>/svc/<service>. */
-  identityJoinTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  identityJoinTokenFile: Schema.NullOr(FilePath),
   /** The roots (PEM) the issuer is verified against. */
-  trustBundleFile: Schema.NullOr(Schema.NonEmptyString),
+  trustBundleFile: Schema.NullOr(FilePath),
   /** The mesh's SPIFFE trust domain. */
   trustDomain: Schema.String.pipe(
     Schema.check(Schema.makeFilter((text: string) => (/^[a-z0-9._-]{1,255}$/.test(text) ? undefined : `Expected a trust domain (a-z, 0-9, ., -, _), got ${JSON.stringify(text)}`)))
   ),
   /** Development only: a CA directory whose intermediate key this sidecar signs its own certificate with. */
-  identityDevCaDir: Schema.NullOr(Schema.NonEmptyString),
+  identityDevCaDir: Schema.NullOr(FilePath),
   /** A request to the issuer must be answered within this. */
   identityRequestTimeoutMs: PositiveMs,
   /**
@@ -270,7 +278,7 @@ export const SidecarConfigSchema = Schema.Struct({
    */
   mtls: Schema.NullOr(Schema.Literals(["on", "permissive", "off"])),
   /** For tests and benches: fixed credentials from key.pem, chain.pem and bundle.pem in this directory (never renewed). */
-  tlsCredentialsDir: Schema.NullOr(Schema.NonEmptyString),
+  tlsCredentialsDir: Schema.NullOr(FilePath),
   /** From accept (or dial) to a finished TLS handshake. */
   tlsHandshakeTimeoutMs: PositiveMs,
   /**
@@ -298,7 +306,7 @@ export const SidecarConfigSchema = Schema.Struct({
   /** An upgraded connection (WebSocket) with no byte either way for this long is closed, on both sidecars. */
   upgradeIdleTimeoutMs: PositiveMs,
   /** The routes file (JSON, or YAML for .yaml/.yml; src/sidecar/routes.ts), re-read on change; null: no routes. */
-  routes: Schema.NullOr(Schema.NonEmptyString),
+  routes: Schema.NullOr(FilePath),
   /** The routes file is stat'ed this often besides the directory watch (which can miss events). */
   routesPollMs: PositiveMs,
   /**

@@ -650,6 +650,26 @@ describe("loadSidecarConfig: hostile input", () => {
   })
 })
 
+describe("loadSidecarConfig: paths, the issuer's URL and SRV names", () => {
+  it("a path with NUL (from the config file: argv and the environment cannot hold one), an issuer URL or SRV name with characters no host has is reported", () => {
+    const file = writeJson("nul-paths.json", { service: "store", routes: "/etc/routes\u0000.yaml", endpoints: { shop: [{ address: "127.0.0.1:1", weight: 1, ca: "/ca\u0000" }] } })
+    expect(problems(load([], {}, file)).problems).toStrictEqual([
+      `endpoints.shop.0.ca (from ${file}): Expected a path (at most 4096 characters, no NUL), got "/ca\\u0000"`,
+      `routes (from ${file}): Expected a path (at most 4096 characters, no NUL), got "/etc/routes\\u0000.yaml"`
+    ])
+    expect(problems(load(["--service", "store", "--routes", "r".repeat(4097)])).problems).toHaveLength(1)
+    expect(problems(load(["--service", "store", "--identity-issuer", "https://a\u0000b:8443", "--dns-srv", "shop=_mesh._tcp.shop;x"])).problems).toStrictEqual([
+      `dnsSrv.shop (from --dns-srv): Expected a DNS name (at most 253 of A-Z a-z 0-9 _ . -), got "_mesh._tcp.shop;x"`,
+      `identityIssuer (from --identity-issuer): Expected https://HOST:PORT, got "https://a\\u0000b:8443"`
+    ])
+    const fine = ok(load(["--service", "store", "--dns-srv", "shop=_mesh._tcp.shop.prod.svc.cluster.local", "--routes", "/etc/iip mesh/routes.yaml"]))
+    expect([fine.dnsSrv, fine.routes]).toStrictEqual([{ shop: "_mesh._tcp.shop.prod.svc.cluster.local" }, "/etc/iip mesh/routes.yaml"])
+    for (const issuer of ["https://issuer.mesh:8443", "https://[::1]:8443/", "https://10.0.0.1"]) {
+      expect(problems(load(["--service", "store", "--identity-issuer", issuer])).problems.filter((p) => p.startsWith("identityIssuer (")), issuer).toStrictEqual([])
+    }
+  })
+})
+
 describe("secret files named by the configuration (adminTokenFile, the identity token files)", () => {
   it("a file too large, a directory, a device or a FIFO is refused without blocking and without showing what it holds", async () => {
     const { adminListenersOf } = await import("../../src/admin/adminServer.ts")
