@@ -11,6 +11,7 @@ import { hostname } from "node:os"
 import { pickerNames } from "../balancer/serviceBalancer.ts"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
+import { parseJsonStrict } from "../iip/jsonStrict.ts"
 import { readSmallFile } from "../iip/smallFile.ts"
 
 /** A config file larger than this is refused unread. */
@@ -742,7 +743,7 @@ export const loadSidecarConfig = (sources: ConfigSources): Result.Result<Sidecar
       // Opened without blocking and checked on the descriptor: a FIFO, a device or a huge file is refused unread.
       const read = readSmallFile(file, MAX_CONFIG_FILE_BYTES, { followSymlink: true })
       if ("problem" in read) throw new Error(read.problem)
-      const parsed: unknown = JSON.parse(read.text)
+      const parsed = parseJsonStrict(read.text)
       if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("expected a JSON object")
       for (const [key, value] of Object.entries(parsed)) {
         // Own keys only: "toString" or "__proto__" is in every object.

@@ -11,6 +11,7 @@ import * as Result from "effect/Result"
 import { type FSWatcher, watch } from "node:fs"
 import { readFile, stat } from "node:fs/promises"
 import { dirname } from "node:path"
+import { parseJsonStrict } from "./jsonStrict.ts"
 import { type Log, messageOf } from "./log.ts"
 import { loggable } from "./redact.ts"
 
@@ -33,7 +34,7 @@ export const readDocumentFile = async (path: string, maxBytes: number, kind: str
     return Result.fail(messageOf(error))
   }
   try {
-    if (!isYaml(path)) return Result.succeed(JSON.parse(text) as unknown)
+    if (!isYaml(path)) return Result.succeed(parseJsonStrict(text))
     const yaml = await import("yaml")
     return Result.succeed(yaml.parse(text, { maxAliasCount: 100, prettyErrors: false }) as unknown)
   } catch (error) {

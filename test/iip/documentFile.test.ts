@@ -46,3 +46,20 @@ describe("watchDocumentFile", () => {
     }
   })
 })
+
+describe("readDocumentFile", () => {
+  it("JSON with a key twice in one object is refused, as YAML is (JSON.parse keeps the last silently)", async () => {
+    const { readDocumentFile } = await import("../../src/iip/documentFile.ts")
+    const cases: ReadonlyArray<readonly [string, string | undefined]> = [
+      [`{"routes": [], "routes": [{"name": "x"}]}`, `"routes" twice in one object`],
+      [`{"a": {"b": 1, "c": [{"d": 1, "\\u0064": 2}]}}`, `"d" twice in one object`],
+      [`{"a": {"b": 1}, "c": {"b": 2}, "d": [{"e": 1}, {"e": 2}], "s": "\\"a\\": {"}`, undefined]
+    ]
+    for (const [text, duplicate] of cases) {
+      const path = join(dir, "doc.json")
+      writeFileSync(path, text)
+      const result = await readDocumentFile(path, 1024, "document")
+      expect(Result.isFailure(result) ? result.failure : "parsed", text).toBe(duplicate === undefined ? "parsed" : `cannot parse it as JSON: ${duplicate}`)
+    }
+  })
+})

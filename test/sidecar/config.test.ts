@@ -618,6 +618,11 @@ describe("loadSidecarConfig: hostile input", () => {
     expect(problems(load([], {}, file)).problems).toStrictEqual(["toString", "constructor", "__proto__"].map((key) => `${key} (from ${file}): unknown setting`))
   })
 
+  it("a setting twice in the config file (or a key twice in one of its objects) is reported, not the last one taken silently", () => {
+    const twice = writeJson("twice.json", `{"service": "store", "adminControl": "0.0.0.0:9991", "adminControl": "127.0.0.1:9991"}`)
+    expect(problems(load(["--service", "store"], {}, twice)).problems).toStrictEqual([`config file ${twice}: "adminControl" twice in one object`])
+  })
+
   it("a config file that is too large, a directory or a device is refused unread, a FIFO without blocking", () => {
     const large = writeJson("large.json", { service: "store", node: "n".repeat(MAX_CONFIG_FILE_BYTES) })
     expect(problems(load(["--service", "store"], {}, large)).problems).toStrictEqual([`config file ${large}: larger than ${MAX_CONFIG_FILE_BYTES} bytes (${statSync(large).size})`])
