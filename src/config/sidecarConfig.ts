@@ -667,12 +667,19 @@ export interface ConfigSources {
   readonly file?: string | undefined
 }
 
-/** Splits argv into flags; `--name value`, `--name=value`, and bare boolean `--access-log`. */
+/**
+ * Splits argv into flags; `--name value`, `--name=value`, and bare boolean `--access-log`. An
+ * argument that is none of these (`-service`, a stray word) is kept under its own text, for the
+ * loader to report.
+ */
 export const parseFlags = (argv: ReadonlyArray<string>): Map<string, Array<string>> => {
   const flags = new Map<string, Array<string>>()
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
-    if (!arg.startsWith("--")) continue
+    if (!arg.startsWith("--")) {
+      flags.set(arg, [])
+      continue
+    }
     const eq = arg.indexOf("=")
     const name = eq === -1 ? arg : arg.slice(0, eq)
     const next = argv[i + 1]
@@ -736,7 +743,11 @@ export const loadSidecarConfig = (sources: ConfigSources): Result.Result<Sidecar
   const origin = new Map<string, string>(Object.keys(raw).map((k) => [k, "default"]))
   const problems: Array<string> = []
   const known = new Set<string>([...settings.map((s) => s.flag), "--config"])
-  for (const name of sources.flags.keys()) if (!known.has(name)) problems.push(`${name}: unknown flag`)
+  for (const name of sources.flags.keys()) {
+    if (name.startsWith("--")) {
+      if (!known.has(name)) problems.push(`${JSON.stringify(name.slice(0, 80)).slice(1, -1)}: unknown flag`)
+    } else problems.push(`${JSON.stringify(name.slice(0, 80))}: not a flag (flags are --name VALUE or --name=VALUE)`)
+  }
   const file = sources.flags.get("--config")?.at(-1) ?? sources.env.IIP_MESH_CONFIG ?? sources.file
   if (file !== undefined) {
     try {

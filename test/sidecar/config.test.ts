@@ -201,6 +201,15 @@ describe("loadSidecarConfig", () => {
     expect(problems(load([], {}, file)).problems).toStrictEqual([`colour (from ${file}): unknown setting`])
   })
 
+  it("an argument that is not a flag (one dash, or a stray word) is reported, not ignored", () => {
+    expect(problems(load(["-service", "store", "--access-log", "--tracing", "false", "extra"])).problems).toStrictEqual([
+      `"-service": not a flag (flags are --name VALUE or --name=VALUE)`,
+      `"store": not a flag (flags are --name VALUE or --name=VALUE)`,
+      `"extra": not a flag (flags are --name VALUE or --name=VALUE)`,
+      "service: required (set --service or IIP_MESH_SERVICE)"
+    ])
+  })
+
   it("a missing service and an unreadable config file are reported", () => {
     expect(problems(load([])).problems).toStrictEqual(["service: required (set --service or IIP_MESH_SERVICE)"])
     const notJson = writeJson("not-json.json", "{ nope")
