@@ -33,6 +33,7 @@ import type * as net from "node:net"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import { type Log, messageOf, stderrLog } from "../iip/log.ts"
 import { ListenFailed } from "../iip/server.ts"
+import { MAX_SECRET_FILE_BYTES, readSmallFile } from "../iip/smallFile.ts"
 import { type HostPort, type Sidecar, splitAddress } from "../sidecar/sidecar.ts"
 import type { SpanJson, TraceStore, TraceSummary } from "../telemetry/traceStore.ts"
 import type { Federation } from "./federation.ts"
@@ -85,7 +86,9 @@ export const adminListenersOf = (config: Pick<SidecarConfig, "admin" | "adminCon
   let token = config.adminToken ?? undefined
   if (config.adminTokenFile !== null) {
     try {
-      token = readFileSync(config.adminTokenFile, "utf8").replace(/\r?\n$/, "")
+      const read = readSmallFile(config.adminTokenFile, MAX_SECRET_FILE_BYTES, { followSymlink: true })
+      if ("problem" in read) return Result.fail(new AdminTokenInvalid({ message: `adminTokenFile ${config.adminTokenFile}: ${read.problem}` }))
+      token = read.text.replace(/\r?\n$/, "")
     } catch (error) {
       return Result.fail(new AdminTokenInvalid({ message: `adminTokenFile ${config.adminTokenFile}: ${messageOf(error)}` }))
     }

@@ -90,7 +90,7 @@ const watchCaDirectory = (dir: string, trustDomain: string, intervalMs: number, 
 export const identityIssuer = Command.make("identity", flags, (input) =>
   Effect.gen(function*() {
     const { host, port } = yield* parseWith(() => parseHostPort(input.listen))
-    const leafLifetimeMs = yield* parseWith(() => bounded("leaf-lifetime", parseDuration(input.leafLifetime), 60_000, 366 * 86_400_000))
+    const leafLifetimeMs = yield* parseWith(() => bounded("leaf-lifetime", parseDuration(input.leafLifetime, 366 * 86_400_000), 60_000, 366 * 86_400_000))
     const tokenReviewTimeoutMs = yield* parseWith(() => bounded("token-review-timeout", parseDuration(input.tokenReviewTimeout), 100, 60_000))
     const maxRequestBytes = yield* parseWith(() => bounded("max-request-size", parseSize(input.maxRequestSize), 4096, 1024 * 1024))
     const requestTimeoutMs = yield* parseWith(() => bounded("request-timeout", parseDuration(input.requestTimeout), 100, 300_000))

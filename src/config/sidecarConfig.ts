@@ -6,11 +6,16 @@ import * as Data from "effect/Data"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
-import { readFileSync } from "node:fs"
+import { isIP, isIPv4 } from "node:net"
 import { hostname } from "node:os"
 import { pickerNames } from "../balancer/serviceBalancer.ts"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
+import { parseJsonStrict } from "../iip/jsonStrict.ts"
+import { readSmallFile } from "../iip/smallFile.ts"
+
+/** A config file larger than this is refused unread. */
+export const MAX_CONFIG_FILE_BYTES = 1024 * 1024
 
 const addressPattern = /^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
 const servicePattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
@@ -21,13 +26,44 @@ const Address = Schema.String.pipe(
   Schema.check(
     Schema.makeFilter((text: string) => {
       const match = addressPattern.exec(text)
-      return match !== null && Number(match[1]) <= 65535 ? undefined : `Expected HOST:PORT with a port of 0..65535, got ${JSON.stringify(text)}`
+      if (match === null || Number(match[1]) > 65535) return `Expected HOST:PORT with a port of 0..65535, got ${JSON.stringify(text.slice(0, 200))}`
+      // A DNS name is at most 253 characters: a longer one fails every lookup, later.
+      return text.length - match[1]!.length - 1 <= 253 ? undefined : `Expected a host of at most 253 characters, got ${JSON.stringify(`${text.slice(0, 80)}...`)}`
     })
   )
 )
 const ServiceName = Schema.String.pipe(
   Schema.check(Schema.makeFilter((text: string) => (servicePattern.test(text) ? undefined : `Expected a DNS label (a-z, 0-9, -), got ${JSON.stringify(text)}`)))
 )
+/** The node names peers accept in a hello or an announcement (src/discovery/types.ts isNodeId): 1-253 characters, no controls. */
+const NodeName = Schema.String.pipe(
+  Schema.check(Schema.makeFilter((text: string) => (/^[^\u0000-\u001f\u007f]{1,253}$/.test(text) ? undefined : `Expected a node name (1-253 characters, no controls), got ${JSON.stringify(text.slice(0, 80))}`)))
+)
+/** What Resolver.setServers takes (it throws on anything else): an IP, IPv4:PORT, [IPv6] or [IPv6]:PORT. */
+const isDnsServer = (text: string): boolean => {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3}))(?::(\d{1,5}))?$/.exec(text)
+  if (match === null) return isIP(text) !== 0
+  const port = match[3] === undefined ? 1 : Number(match[3])
+  return port >= 1 && port <= 65535 && (match[1] === undefined ? isIPv4(match[2]!) : isIP(match[1]) === 6)
+}
+/** A file or directory: NUL ends a path in the system call (fs throws on it), and no path is longer than PATH_MAX. */
+const FilePath = Schema.String.pipe(
+  Schema.check(Schema.makeFilter((text: string) => (text.length >= 1 && text.length <= 4096 && !text.includes("\u0000") ? undefined : `Expected a path (at most 4096 characters, no NUL), got ${JSON.stringify(text.slice(0, 80))}`)))
+)
+/** A DNS name (an SRV record's, `_mesh._tcp.shop.prod.svc.cluster.local`). */
+const DnsName = Schema.String.pipe(
+  Schema.check(Schema.makeFilter((text: string) => (/^[A-Za-z0-9_.-]{1,253}$/.test(text) ? undefined : `Expected a DNS name (at most 253 of A-Z a-z 0-9 _ . -), got ${JSON.stringify(text.slice(0, 80))}`)))
+)
+/** Per service (names checked on the whole record: a Record with a checked key type would drop a bad name silently instead of reporting it). */
+const PerService = <S extends Schema.Top>(value: S) =>
+  Schema.Record(Schema.String, value).pipe(
+    Schema.check(
+      Schema.makeFilter((record: Readonly<Record<string, unknown>>) => {
+        const bad = Object.keys(record).filter((name) => !servicePattern.test(name))
+        return bad.length === 0 ? undefined : `Expected service names that are DNS labels (a-z, 0-9, -), got ${bad.map((b) => JSON.stringify(b.slice(0, 80))).join(", ")}`
+      })
+    )
+  )
 const PositiveMs = Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 3_600_000 })))
 const Count = Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 10_000_000 })))
 /** A byte count, 1 KiB .. 64 GiB. */
@@ -62,7 +98,7 @@ const EndpointSpec = Schema.Struct({
   /** Unset: as `mtls` says (src/sidecar/meshTls.ts). */
   security: Schema.optionalKey(Schema.Literals(endpointSecurities)),
   /** For security "tls": a PEM file of the CA the server's certificate must chain to; unset, it is not verified (as the reference). */
-  ca: Schema.optionalKey(Schema.NonEmptyString),
+  ca: Schema.optionalKey(FilePath),
   /** Its version label: the subset routes send traffic to. */
   version: Schema.optionalKey(VersionLabel)
 })
@@ -71,7 +107,7 @@ export const SidecarConfigSchema = Schema.Struct({
   /** The service this sidecar fronts (its name in the mesh). */
   service: ServiceName,
   /** This sidecar's name in hellos and traces. */
-  node: Schema.NonEmptyString,
+  node: NodeName,
   /** The local app the inbound side forwards to; null for an app that only calls out. */
   app: Schema.NullOr(Address),
   /** Where the local app sends its outbound HTTP (keep it on loopback). */
@@ -80,22 +116,12 @@ export const SidecarConfigSchema = Schema.Struct({
   inbound: Address,
   /** The read-only admin listener: /health, /ready, /metrics (probes and Prometheus; safe on the pod address). */
   admin: Address,
-  /**
-   * Static endpoints per service (until discovery finds them). The names are checked on the whole
-   * record: a Record with a checked key type would drop a bad name silently instead of reporting it.
-   */
-  endpoints: Schema.Record(Schema.String, Schema.Array(EndpointSpec)).pipe(
-    Schema.check(
-      Schema.makeFilter((record: Readonly<Record<string, unknown>>) => {
-        const bad = Object.keys(record).filter((name) => !servicePattern.test(name))
-        return bad.length === 0 ? undefined : `Expected service names that are DNS labels (a-z, 0-9, -), got ${bad.map((b) => JSON.stringify(b)).join(", ")}`
-      })
-    )
-  ),
+  /** Static endpoints per service (until discovery finds them). */
+  endpoints: PerService(Schema.Array(EndpointSpec)),
   /** A JSON file of endpoints shaped like `endpoints`, re-read when it changes; null for none. */
-  endpointsFile: Schema.NullOr(Schema.NonEmptyString),
+  endpointsFile: Schema.NullOr(FilePath),
   /** DNS SRV names per service (a Kubernetes headless Service's full name). */
-  dnsSrv: Schema.Record(Schema.String, Schema.NonEmptyString),
+  dnsSrv: PerService(DnsName),
   /**
    * Kubernetes Services per mesh service, as "NAMESPACE/NAME" or "NAMESPACE/NAME+NAME..." (version
    * Services that together make the service): their EndpointSlices are watched with the in-cluster
@@ -115,15 +141,15 @@ export const SidecarConfigSchema = Schema.Struct({
     )
   ),
   /** DNS servers for the SRV lookups ("ip" or "ip:port"); empty for the system's. */
-  dnsServers: Schema.Array(Schema.String),
+  dnsServers: Schema.Array(Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) => (isDnsServer(text) ? undefined : `Expected an IP address, or IP:PORT ([IPv6]:PORT), got ${JSON.stringify(text.slice(0, 80))}`))))),
   /** A directory where sidecars on this machine announce themselves and find each other; null for none. */
-  localDiscovery: Schema.NullOr(Schema.NonEmptyString),
+  localDiscovery: Schema.NullOr(FilePath),
   /** Announce this service and find the others by mDNS on the LAN. */
   mdns: Schema.Boolean,
   /** Keeps two meshes on one LAN apart (mDNS). */
   meshName: ServiceName,
   /** IPv4 address of the interface mDNS uses; null for all. */
-  mdnsInterface: Schema.NullOr(Schema.String),
+  mdnsInterface: Schema.NullOr(Schema.String.pipe(Schema.check(Schema.makeFilter((text: string) => (isIPv4(text) ? undefined : `Expected the IPv4 address of an interface, got ${JSON.stringify(text.slice(0, 80))}`))))),
   /** This instance's version, announced (mDNS TXT `version`, the local directory) as its subset label; null: none. */
   appVersion: Schema.NullOr(VersionLabel),
   /** This instance's share of its service's traffic, as announced. */
@@ -215,7 +241,7 @@ export const SidecarConfigSchema = Schema.Struct({
    */
   idleGcMs: Schema.NullOr(PositiveMs),
   /** The authorization policy file (JSON, or YAML for .yaml/.yml), re-read on change; null: every caller is allowed. */
-  authzPolicy: Schema.NullOr(Schema.NonEmptyString),
+  authzPolicy: Schema.NullOr(FilePath),
   /** The policy file is stat'ed this often besides the directory watch (which can miss events). */
   authzPolicyPollMs: PositiveMs,
   /**
@@ -226,25 +252,25 @@ export const SidecarConfigSchema = Schema.Struct({
   /** The bearer token the control listener requires (when set, on any address); secret: never shown. */
   adminToken: Schema.NullOr(Schema.String.pipe(Schema.check(Schema.isMinLength(16)))),
   /** A file holding that token (a mounted Secret), read at start; null for none. */
-  adminTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  adminTokenFile: Schema.NullOr(FilePath),
   /** The identity issuer (`iip-mesh identity`), https://HOST:PORT; null: no issuer. */
   identityIssuer: Schema.NullOr(
     Schema.String.pipe(
-      Schema.check(Schema.makeFilter((text: string) => (/^https:\/\/[^\s/?#]+\/?$/.test(text) ? undefined : `Expected https://HOST:PORT, got ${JSON.stringify(text)}`)))
+      Schema.check(Schema.makeFilter((text: string) => (/^https:\/\/(?:[A-Za-z0-9.-]{1,253}|\[[0-9a-fA-F:.]+\])(?::\d{1,5})?\/?$/.test(text) ? undefined : `Expected https://HOST:PORT, got ${JSON.stringify(text.slice(0, 200))}`)))
     )
   ),
   /** A projected ServiceAccount token (audience: the issuer's), re-read on every request; proves a Kubernetes identity. */
-  identityTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  identityTokenFile: Schema.NullOr(FilePath),
   /** A file holding a join token the issuer knows; proves spiffe://<td>/svc/<service>. */
-  identityJoinTokenFile: Schema.NullOr(Schema.NonEmptyString),
+  identityJoinTokenFile: Schema.NullOr(FilePath),
   /** The roots (PEM) the issuer is verified against. */
-  trustBundleFile: Schema.NullOr(Schema.NonEmptyString),
+  trustBundleFile: Schema.NullOr(FilePath),
   /** The mesh's SPIFFE trust domain. */
   trustDomain: Schema.String.pipe(
     Schema.check(Schema.makeFilter((text: string) => (/^[a-z0-9._-]{1,255}$/.test(text) ? undefined : `Expected a trust domain (a-z, 0-9, ., -, _), got ${JSON.stringify(text)}`)))
   ),
   /** Development only: a CA directory whose intermediate key this sidecar signs its own certificate with. */
-  identityDevCaDir: Schema.NullOr(Schema.NonEmptyString),
+  identityDevCaDir: Schema.NullOr(FilePath),
   /** A request to the issuer must be answered within this. */
   identityRequestTimeoutMs: PositiveMs,
   /**
@@ -253,7 +279,7 @@ export const SidecarConfigSchema = Schema.Struct({
    */
   mtls: Schema.NullOr(Schema.Literals(["on", "permissive", "off"])),
   /** For tests and benches: fixed credentials from key.pem, chain.pem and bundle.pem in this directory (never renewed). */
-  tlsCredentialsDir: Schema.NullOr(Schema.NonEmptyString),
+  tlsCredentialsDir: Schema.NullOr(FilePath),
   /** From accept (or dial) to a finished TLS handshake. */
   tlsHandshakeTimeoutMs: PositiveMs,
   /**
@@ -281,7 +307,7 @@ export const SidecarConfigSchema = Schema.Struct({
   /** An upgraded connection (WebSocket) with no byte either way for this long is closed, on both sidecars. */
   upgradeIdleTimeoutMs: PositiveMs,
   /** The routes file (JSON, or YAML for .yaml/.yml; src/sidecar/routes.ts), re-read on change; null: no routes. */
-  routes: Schema.NullOr(Schema.NonEmptyString),
+  routes: Schema.NullOr(FilePath),
   /** The routes file is stat'ed this often besides the directory watch (which can miss events). */
   routesPollMs: PositiveMs,
   /**
@@ -495,7 +521,8 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
  * the endpoints shape; malformed entries (and unknown keys) are kept for the schema to reject.
  */
 export const parseEndpointList = (entries: ReadonlyArray<string>): Record<string, Array<Record<string, unknown>>> => {
-  const out: Record<string, Array<Record<string, unknown>>> = {}
+  // A Map: a service named __proto__ or constructor is kept as a name for the schema to refuse, not looked up on Object.prototype.
+  const out = new Map<string, Array<Record<string, unknown>>>()
   for (const entry of entries.flatMap((e) => e.split(",")).map((e) => e.trim()).filter((e) => e !== "")) {
     const [head = "", ...options] = entry.split(";")
     const eq = head.indexOf("=")
@@ -509,9 +536,11 @@ export const parseEndpointList = (entries: ReadonlyArray<string>): Record<string
       const split = option.indexOf("=")
       if (split > 0) spec[option.slice(0, split).trim()] = option.slice(split + 1).trim()
     }
-    ;(out[service] ??= []).push(spec)
+    const list = out.get(service)
+    if (list === undefined) out.set(service, [spec])
+    else list.push(spec)
   }
-  return out
+  return Object.fromEntries(out)
 }
 
 /** "64MiB", "512KiB", "1GiB" or a bare number of bytes; anything else is kept for the schema to reject. */
@@ -638,12 +667,19 @@ export interface ConfigSources {
   readonly file?: string | undefined
 }
 
-/** Splits argv into flags; `--name value`, `--name=value`, and bare boolean `--access-log`. */
+/**
+ * Splits argv into flags; `--name value`, `--name=value`, and bare boolean `--access-log`. An
+ * argument that is none of these (`-service`, a stray word) is kept under its own text, for the
+ * loader to report.
+ */
 export const parseFlags = (argv: ReadonlyArray<string>): Map<string, Array<string>> => {
   const flags = new Map<string, Array<string>>()
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
-    if (!arg.startsWith("--")) continue
+    if (!arg.startsWith("--")) {
+      flags.set(arg, [])
+      continue
+    }
     const eq = arg.indexOf("=")
     const name = eq === -1 ? arg : arg.slice(0, eq)
     const next = argv[i + 1]
@@ -688,21 +724,42 @@ const crossChecks = (config: SidecarConfig): Array<string> => {
   return problems
 }
 
+/** A wrong value as a problem shows it: at most 200 characters of its JSON, never thrown (a value nested too deeply for JSON.stringify). */
+const echo = (value: unknown): string => {
+  try {
+    const text = JSON.stringify(typeof value === "string" ? value.slice(0, 200) : value) ?? String(value)
+    return text.length > 200 ? `${text.slice(0, 200)}...` : text
+  } catch {
+    return Array.isArray(value) ? "an array nested too deeply" : "an object nested too deeply"
+  }
+}
+
+/** A problem line (the schema's message may quote a long value) at most 400 characters. */
+const bounded = (line: string): string => (line.length > 400 ? `${line.slice(0, 400)}...` : line)
+
 /** Merges the sources and validates the result; every problem is reported at once. */
 export const loadSidecarConfig = (sources: ConfigSources): Result.Result<SidecarConfig, ConfigInvalid> => {
   const raw: Record<string, unknown> = { service: undefined, ...configDefaults() }
   const origin = new Map<string, string>(Object.keys(raw).map((k) => [k, "default"]))
   const problems: Array<string> = []
   const known = new Set<string>([...settings.map((s) => s.flag), "--config"])
-  for (const name of sources.flags.keys()) if (!known.has(name)) problems.push(`${name}: unknown flag`)
+  for (const name of sources.flags.keys()) {
+    if (name.startsWith("--")) {
+      if (!known.has(name)) problems.push(`${JSON.stringify(name.slice(0, 80)).slice(1, -1)}: unknown flag`)
+    } else problems.push(`${JSON.stringify(name.slice(0, 80))}: not a flag (flags are --name VALUE or --name=VALUE)`)
+  }
   const file = sources.flags.get("--config")?.at(-1) ?? sources.env.IIP_MESH_CONFIG ?? sources.file
   if (file !== undefined) {
     try {
-      const parsed: unknown = JSON.parse(readFileSync(file, "utf8"))
+      // Opened without blocking and checked on the descriptor: a FIFO, a device or a huge file is refused unread.
+      const read = readSmallFile(file, MAX_CONFIG_FILE_BYTES, { followSymlink: true })
+      if ("problem" in read) throw new Error(read.problem)
+      const parsed = parseJsonStrict(read.text)
       if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("expected a JSON object")
       for (const [key, value] of Object.entries(parsed)) {
-        if (!(key in raw)) {
-          problems.push(`${key} (from ${file}): unknown setting`)
+        // Own keys only: "toString" or "__proto__" is in every object.
+        if (!Object.hasOwn(raw, key)) {
+          problems.push(`${JSON.stringify(key.slice(0, 80)).slice(1, -1)} (from ${file}): unknown setting`)
           continue
         }
         raw[key] = value
@@ -733,8 +790,8 @@ export const loadSidecarConfig = (sources: ConfigSources): Result.Result<Sidecar
       const value = path.reduce<unknown>((at, key) => (typeof at === "object" && at !== null ? (at as Record<string, unknown>)[key] : undefined), raw)
       const expected = path[0]!.endsWith("Ms") && typeof value === "string" ? "Expected a duration like 15s or 500ms" : issue.message
       // A secret is never echoed, not even a wrong one.
-      const got = secretSettings.has(path[0] ?? "") ? "" : expected.includes(", got ") ? "" : `, got ${JSON.stringify(value)}`
-      problems.push(`${path.join(".")} (from ${origin.get(path[0] ?? "") ?? "default"}): ${expected}${got}`)
+      const got = secretSettings.has(path[0] ?? "") ? "" : expected.includes(", got ") ? "" : `, got ${echo(value)}`
+      problems.push(bounded(`${path.join(".")} (from ${origin.get(path[0] ?? "") ?? "default"}): ${expected}${got}`))
     }
   }
   if (Result.isSuccess(result)) problems.push(...crossChecks(result.success))

@@ -15,7 +15,7 @@ import { join } from "node:path"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { type Log, messageOf } from "../iip/log.ts"
-import { readSmallFile } from "./smallFile.ts"
+import { readSmallFile } from "../iip/smallFile.ts"
 import { type DiscoveredEndpoint, type DiscoverySource, endpointKey, isHost, isNodeId, isServiceName, MaxWeight, validPort } from "./types.ts"
 
 export class AnnouncementInvalid extends Data.TaggedError("AnnouncementInvalid")<{ readonly file: string; readonly message: string }> {}

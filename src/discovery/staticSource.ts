@@ -9,7 +9,7 @@ import { dirname } from "node:path"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
-import { readSmallFile } from "./smallFile.ts"
+import { readSmallFile } from "../iip/smallFile.ts"
 import type { DiscoveredEndpoint, DiscoverySource, EndpointUpdate } from "./types.ts"
 
 /** One configured endpoint: "host:port" ("[v6]:port"), its weight, and how it is secured (types.ts). */

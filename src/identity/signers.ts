@@ -5,10 +5,10 @@
 // - developmentSigner: the sidecar holds the issuer's CA directory and signs its own leaf. For a
 //   laptop only: anyone who can read that directory can be anyone in the mesh, and the log says so.
 import { X509Certificate } from "node:crypto"
-import { readFileSync } from "node:fs"
 import * as https from "node:https"
 import { type Log } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
+import { MAX_SECRET_FILE_BYTES, readSmallFile } from "../iip/smallFile.ts"
 import { loadIssuingCa } from "./caDirectory.ts"
 import { issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest } from "./certificateRequest.ts"
@@ -30,8 +30,15 @@ export interface IssuerSignerOptions {
   readonly maxResponseBytes?: number
 }
 
-/** A file's content without its trailing newline; a token file is re-read on every call. */
-export const readSecretFile = (path: string): string => readFileSync(path, "utf8").trim()
+/**
+ * A file's content without its trailing newline; a token file is re-read on every call. A FIFO,
+ * a device or a file over MAX_SECRET_FILE_BYTES throws, naming the path, never what it holds.
+ */
+export const readSecretFile = (path: string): string => {
+  const read = readSmallFile(path, MAX_SECRET_FILE_BYTES, { followSymlink: true })
+  if ("problem" in read) throw new Error(`${path}: ${read.problem}`)
+  return read.text.trim()
+}
 
 export const issuerSigner = (options: IssuerSignerOptions): Signer => (csrPem) =>
   new Promise<SignResponse>((resolve, reject) => {

@@ -3,13 +3,15 @@
 // ending in .yaml/.yml (the `yaml` parser is loaded only then). Re-read when it changes: its
 // directory is watched (an editor's rename-over and a Kubernetes ConfigMap's symlink swap are both
 // seen), and a bounded poll stats it in case the watch misses an event (network file systems, some
-// container runtimes). A version that cannot be read or checked keeps the last good one in force,
+// container runtimes). A version that changed while it was read is not applied (a writer was still
+// at it); the next check reads it whole. A version that cannot be read or checked keeps the last good one in force,
 // says why in the log (`<event>-invalid`) and is counted (`onLoad("invalid")`); at start there is
 // no last good one, so the caller gets the failure.
 import * as Result from "effect/Result"
 import { constants, type FSWatcher, watch } from "node:fs"
 import { open, stat } from "node:fs/promises"
 import { dirname } from "node:path"
+import { parseJsonStrict } from "./jsonStrict.ts"
 import { type Log, messageOf } from "./log.ts"
 import { loggable } from "./redact.ts"
 
@@ -53,7 +55,7 @@ export const readDocumentFile = async (path: string, maxBytes: number, kind: str
     return Result.fail(messageOf(error))
   }
   try {
-    if (!isYaml(path)) return Result.succeed(JSON.parse(text) as unknown)
+    if (!isYaml(path)) return Result.succeed(parseJsonStrict(text))
     const yaml = await import("yaml")
     return Result.succeed(yaml.parse(text, { maxAliasCount: 100, prettyErrors: false }) as unknown)
   } catch (error) {
@@ -119,9 +121,13 @@ export const watchDocumentFile = async <T, E extends { readonly message: string 
   const load = async (): Promise<void> => {
     const signature = await signatureOf(path)
     if (signature === seen || closed) return
-    seen = signature
     const next = await options.read()
-    if (closed) return
+    // Changed while it was read (a writer still at it): what was read may be a part of it, and
+    // YAML cut short is often a valid document. Not applied: the change's own watch event, or
+    // the poll, reads it again (not at once: a file that never stops changing is not read in a loop).
+    const after = await signatureOf(path)
+    if (closed || after !== signature) return
+    seen = signature
     if (Result.isFailure(next)) {
       log(`${event}-invalid`, { path: loggable(path), message: loggable(next.failure.message, 1000), keeping: describe(value) })
       options.onLoad?.("invalid")

@@ -8,7 +8,7 @@
 //     - name: pricing-canary          # a label, unique
 //       service: pricing              # the target service
 //       matches:                      # any of them (none: every request)
-//         - path: { prefix: /quote }  # exact, prefix or regex (at most 256 characters, no repeated group that repeats or branches)
+//         - path: { prefix: /quote }  # exact, prefix or regex (at most 256 characters; regexSafety.ts refuses what backtracks without bound)
 //           method: GET
 //           headers: { x-canary: "yes" }      # exact values; names case-insensitive
 //           query: { beta: "1" }              # query parameters, exact (decoded) values

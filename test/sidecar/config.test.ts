@@ -4,13 +4,13 @@
 // expected. Plus the CLI: `iip-mesh sidecar` with bad settings prints all of them on stderr and
 // exits non-zero without starting anything.
 import { Result } from "effect"
-import { spawn } from "node:child_process"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { execFileSync, spawn } from "node:child_process"
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { pickerNames } from "../../src/balancer/serviceBalancer.ts"
-import { type ConfigInvalid, loadSidecarConfig, parseFlags, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { type ConfigInvalid, loadSidecarConfig, MAX_CONFIG_FILE_BYTES, parseFlags, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { withTimeout } from "../support/iipRaw.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "iip-mesh-config-"))
@@ -199,6 +199,15 @@ describe("loadSidecarConfig", () => {
     expect(flagError.problems).toHaveLength(2)
     const file = writeJson("unknown-key.json", { service: "store", colour: "blue" })
     expect(problems(load([], {}, file)).problems).toStrictEqual([`colour (from ${file}): unknown setting`])
+  })
+
+  it("an argument that is not a flag (one dash, or a stray word) is reported, not ignored", () => {
+    expect(problems(load(["-service", "store", "--access-log", "--tracing", "false", "extra"])).problems).toStrictEqual([
+      `"-service": not a flag (flags are --name VALUE or --name=VALUE)`,
+      `"store": not a flag (flags are --name VALUE or --name=VALUE)`,
+      `"extra": not a flag (flags are --name VALUE or --name=VALUE)`,
+      "service: required (set --service or IIP_MESH_SERVICE)"
+    ])
   })
 
   it("a missing service and an unreadable config file are reported", () => {
@@ -596,5 +605,102 @@ describe("authorization policy and admin listener settings (issue 15)", () => {
     expect(problems(load(["--service", "store", "--admin-token-file", "/run/t"], { IIP_MESH_ADMIN_TOKEN: "0123456789abcdef" })).problems).toStrictEqual([
       "adminToken: set the token or a file that holds it, not both"
     ])
+  })
+})
+
+describe("loadSidecarConfig: hostile input", () => {
+  it("a service named like an Object property in --endpoint or --dns-srv is reported, not thrown (constructor is a DNS label: a service)", () => {
+    for (const name of ["__proto__", "toString"]) {
+      expect(problems(load(["--service", "store", "--endpoint", `${name}=127.0.0.1:80`])).problems, name).toStrictEqual([
+        `endpoints (from --endpoint): Expected service names that are DNS labels (a-z, 0-9, -), got ${JSON.stringify(name)}`
+      ])
+      expect(problems(load(["--service", "store", "--dns-srv", `${name}=_mesh._tcp.x.local`])).problems, name).toStrictEqual([
+        `dnsSrv (from --dns-srv): Expected service names that are DNS labels (a-z, 0-9, -), got ${JSON.stringify(name)}`
+      ])
+    }
+    // Compared as entries: toStrictEqual reads a key named constructor as the object's class.
+    expect(Object.entries(ok(load(["--service", "store", "--endpoint", "constructor=127.0.0.1:80"])).endpoints)).toStrictEqual([["constructor", [{ address: "127.0.0.1:80", weight: 1 }]]])
+  })
+
+  it("keys of the config file that Object.prototype has (toString, constructor, __proto__) are unknown settings", () => {
+    const file = writeJson("proto-keys.json", `{"service": "store", "toString": 1, "constructor": 2, "__proto__": {"adminToken": "x"}}`)
+    expect(problems(load([], {}, file)).problems).toStrictEqual(["toString", "constructor", "__proto__"].map((key) => `${key} (from ${file}): unknown setting`))
+  })
+
+  it("a setting twice in the config file (or a key twice in one of its objects) is reported, not the last one taken silently", () => {
+    const twice = writeJson("twice.json", `{"service": "store", "adminControl": "0.0.0.0:9991", "adminControl": "127.0.0.1:9991"}`)
+    expect(problems(load(["--service", "store"], {}, twice)).problems).toStrictEqual([`config file ${twice}: "adminControl" twice in one object`])
+  })
+
+  it("a config file that is too large, a directory or a device is refused unread, a FIFO without blocking", () => {
+    const large = writeJson("large.json", { service: "store", node: "n".repeat(MAX_CONFIG_FILE_BYTES) })
+    expect(problems(load(["--service", "store"], {}, large)).problems).toStrictEqual([`config file ${large}: larger than ${MAX_CONFIG_FILE_BYTES} bytes (${statSync(large).size})`])
+    for (const path of [dir, "/dev/zero"]) expect(problems(load(["--service", "store"], {}, path)).problems, path).toStrictEqual([`config file ${path}: not a regular file`])
+    const fifo = join(dir, "config.fifo")
+    execFileSync("mkfifo", [fifo])
+    expect(problems(load(["--service", "store"], {}, fifo)).problems).toStrictEqual([`config file ${fifo}: not a regular file`])
+  })
+
+  it("a deeply nested or huge wrong value is reported, its echo bounded", () => {
+    const deep = writeJson("deep.json", `{"service": "store", "endpoints": {"a": ${"[".repeat(100_000)}${"]".repeat(100_000)}}}`)
+    const error = problems(load([], {}, deep))
+    expect(error.problems).toHaveLength(1)
+    expect(error.problems[0]).toMatch(new RegExp(`^endpoints\\.a\\.0 \\(from ${deep.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\): `))
+    expect(error.message.length).toBeLessThan(1000)
+    const huge = problems(load(["--service", "store", "--app", `${"a".repeat(100_000)}:1`, "--weight", "9".repeat(100_000)]))
+    expect(huge.problems.map((problem) => problem.slice(0, 30))).toStrictEqual(["app (from --app): Expected a h", "weight (from --weight): Expect", "weight (from --weight): Expect"])
+    for (const problem of huge.problems) expect(problem.length, problem.slice(0, 80)).toBeLessThan(400)
+  })
+
+  it("a node name, DNS server or mDNS interface that peers or the resolver would refuse is reported at start", () => {
+    expect(problems(load(["--service", "store", "--node", "a\r\nb", "--dns-server", "1.2.3.4;x", "--mdns-interface", "eth0;x"])).problems).toStrictEqual([
+      `node (from --node): Expected a node name (1-253 characters, no controls), got "a\\r\\nb"`,
+      `dnsServers.0 (from --dns-server): Expected an IP address, or IP:PORT ([IPv6]:PORT), got "1.2.3.4;x"`,
+      `mdnsInterface (from --mdns-interface): Expected the IPv4 address of an interface, got "eth0;x"`
+    ])
+    expect(problems(load(["--service", "store", "--node", "n".repeat(254)])).problems).toHaveLength(1)
+    const fine = ok(load(["--service", "store", "--node", "pod-7.zone", "--dns-server", "10.0.0.10,10.0.0.11:5353,::1,[fd00::1]:53", "--mdns-interface", "192.168.1.5"]))
+    expect([fine.node, fine.dnsServers, fine.mdnsInterface]).toStrictEqual(["pod-7.zone", ["10.0.0.10", "10.0.0.11:5353", "::1", "[fd00::1]:53"], "192.168.1.5"])
+  })
+})
+
+describe("loadSidecarConfig: paths, the issuer's URL and SRV names", () => {
+  it("a path with NUL (from the config file: argv and the environment cannot hold one), an issuer URL or SRV name with characters no host has is reported", () => {
+    const file = writeJson("nul-paths.json", { service: "store", routes: "/etc/routes\u0000.yaml", endpoints: { shop: [{ address: "127.0.0.1:1", weight: 1, ca: "/ca\u0000" }] } })
+    expect(problems(load([], {}, file)).problems).toStrictEqual([
+      `endpoints.shop.0.ca (from ${file}): Expected a path (at most 4096 characters, no NUL), got "/ca\\u0000"`,
+      `routes (from ${file}): Expected a path (at most 4096 characters, no NUL), got "/etc/routes\\u0000.yaml"`
+    ])
+    expect(problems(load(["--service", "store", "--routes", "r".repeat(4097)])).problems).toHaveLength(1)
+    expect(problems(load(["--service", "store", "--identity-issuer", "https://a\u0000b:8443", "--dns-srv", "shop=_mesh._tcp.shop;x"])).problems).toStrictEqual([
+      `dnsSrv.shop (from --dns-srv): Expected a DNS name (at most 253 of A-Z a-z 0-9 _ . -), got "_mesh._tcp.shop;x"`,
+      `identityIssuer (from --identity-issuer): Expected https://HOST:PORT, got "https://a\\u0000b:8443"`
+    ])
+    const fine = ok(load(["--service", "store", "--dns-srv", "shop=_mesh._tcp.shop.prod.svc.cluster.local", "--routes", "/etc/iip mesh/routes.yaml"]))
+    expect([fine.dnsSrv, fine.routes]).toStrictEqual([{ shop: "_mesh._tcp.shop.prod.svc.cluster.local" }, "/etc/iip mesh/routes.yaml"])
+    for (const issuer of ["https://issuer.mesh:8443", "https://[::1]:8443/", "https://10.0.0.1"]) {
+      expect(problems(load(["--service", "store", "--identity-issuer", issuer])).problems.filter((p) => p.startsWith("identityIssuer (")), issuer).toStrictEqual([])
+    }
+  })
+})
+
+describe("secret files named by the configuration (adminTokenFile, the identity token files)", () => {
+  it("a file too large, a directory, a device or a FIFO is refused without blocking and without showing what it holds", async () => {
+    const { adminListenersOf } = await import("../../src/admin/adminServer.ts")
+    const { readSecretFile } = await import("../../src/identity/signers.ts")
+    const { MAX_SECRET_FILE_BYTES } = await import("../../src/iip/smallFile.ts")
+    const base = { admin: "127.0.0.1:9990", adminControl: "127.0.0.1:9991", adminToken: null }
+    const tokenFile = writeJson("admin-token", "t".repeat(64 * 1024 + 1))
+    const fifo = join(dir, "token.fifo")
+    execFileSync("mkfifo", [fifo])
+    for (const [path, problem] of [[tokenFile, `larger than ${MAX_SECRET_FILE_BYTES} bytes (${64 * 1024 + 1})`], [dir, "not a regular file"], ["/dev/zero", "not a regular file"], [fifo, "not a regular file"]] as const) {
+      const result = adminListenersOf({ ...base, adminTokenFile: path })
+      expect(Result.isFailure(result) ? result.failure.message : "accepted", path).toBe(`adminTokenFile ${path}: ${problem}`)
+      expect(() => readSecretFile(path), path).toThrow(`${path}: ${problem}`)
+    }
+    const good = writeJson("good-token", "0123456789abcdef\n")
+    const result = adminListenersOf({ ...base, adminTokenFile: good })
+    expect(Result.isSuccess(result) ? result.success.token : result.failure.message).toBe("0123456789abcdef")
+    expect(readSecretFile(good)).toBe("0123456789abcdef")
   })
 })

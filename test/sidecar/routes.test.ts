@@ -47,6 +47,22 @@ describe("routes document", () => {
     }
     // The worst case it guards against: (a+)+$ on a 30-character path takes seconds in V8.
   })
+
+  it("refuses repetitions in sequence that can share characters: backtracking polynomial in the path's length, of degree their count (plus one unanchored)", () => {
+    const withRegex = (regex: string) =>
+      parseRoutesDocument({ routes: [{ name: "r", service: "pricing", matches: [{ path: { regex } }], split: [{ subset: "v1", weight: 1 }] }] })
+    // a*a*b unanchored: 5 s on a 2048-character path of "a" (node 24); a*a*a*b: 2 s on 200 characters, hours on 2048.
+    for (const regex of ["a*a*b", "^a*a*a*b", ".*.*=", "\\d+\\d+x", "^/(?=.*a)(?=.*b).*c", "/x/.*-[0-9]+$|^/y"]) {
+      const result = withRegex(regex)
+      if (Result.isSuccess(result)) throw new Error(`expected ${regex} to be refused`)
+      expect(result.failure.problems.join("\n"), regex).toMatch(/routes\[0\]\.matches\[0\]\.path\.regex \(route "r"\): Expected a regular expression with at most 2 repetitions that can share characters/)
+    }
+    // At most two (2 ms and 14 ms on 2048 characters): anchored, or repetitions that end at a character they cannot match (/ after [0-9]+) or at the end.
+    for (const regex of ["^a*a*b", "a*b", "/orders/[0-9]+", "^/users/[0-9]+/orders/[0-9]+/items/[0-9]+$", "^/api/[^/]+/v[0-9]+/.*$", "^/api/.*/v[0-9]+/.*$", "^.*\\.json$", "^/quote(?:/|$)"]) {
+      const result = withRegex(regex)
+      expect(Result.isSuccess(result) ? "accepted" : result.failure.message, regex).toBe("accepted")
+    }
+  })
   it("names the route and the field of every problem", () => {
     const result = parseRoutesDocument({
       routes: [

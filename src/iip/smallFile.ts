@@ -1,9 +1,12 @@
 // Reading a small file that another process wrote (the local directory's announcements, the
-// endpoints file), without trusting what sits at the path: it is opened without blocking (a FIFO
+// endpoints file, the sidecar's config file), without trusting what sits at the path: it is opened without blocking (a FIFO
 // with no writer would block the open, and the event loop, for good), then checked on the open
 // descriptor (a regular file, not a device or FIFO whose read never ends, of at most `maxBytes`),
 // so a swap between the check and the read changes nothing.
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
+
+/** A secret file (a token: a ServiceAccount JWT is a few KiB) larger than this is refused unread. */
+export const MAX_SECRET_FILE_BYTES = 64 * 1024
 
 /** This version of the file (inode, size, mtime) and its text, or why it is not read. */
 export type SmallFile =
