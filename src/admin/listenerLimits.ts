@@ -1,5 +1,6 @@
 // Connection limits of the two admin listeners (adminServer.ts applies them to each): a deadline
-// for every request, head and body, and caps on connections, per listener and per client address.
+// for every request, head and body, caps on connections, per listener and per client address, and
+// on the requests a connection pipelines.
 // The read-only listener is on the pod address, open to anyone who reaches the pod: node's defaults
 // (60 s for a head, 300 s for a whole request, checked every 30 s, no cap) let a client keep as many
 // sockets open as it likes, and every one is a file descriptor of the sidecar's process, which the
@@ -21,7 +22,9 @@ export const ADMIN_LIMITS = {
   /** Connections a listener holds at once; past it new ones are closed as they come. */
   maxConnections: 256,
   /** Connections one client address holds at once on a listener. */
-  connectionsPerAddress: 32
+  connectionsPerAddress: 32,
+  /** Requests a connection may have unanswered at once (pipelined); past it the connection is closed. */
+  maxPipelined: 4
 } as const
 
 /** The options of `http.createServer` that set the deadlines. */
@@ -30,6 +33,28 @@ export const serverOptions: http.ServerOptions = {
   requestTimeout: ADMIN_LIMITS.requestTimeoutMs,
   connectionsCheckingInterval: ADMIN_LIMITS.connectionsCheckIntervalMs,
   keepAliveTimeout: ADMIN_LIMITS.keepAliveTimeoutMs
+}
+
+/**
+ * `handler`, for requests of a connection with at most maxPipelined unanswered; one more closes
+ * the connection, and neither it nor the requests after it reach `handler`. Node parses a whole
+ * read of pipelined requests before any answer is written, so its own pause (on a full socket)
+ * comes too late: 20,000 GET /metrics in 840 KB were 20,000 answers built and held in memory.
+ * Browsers, curl and Prometheus send one request at a time.
+ */
+export const limitPipelining = (handler: http.RequestListener): http.RequestListener => {
+  const unanswered = new WeakMap<net.Socket, number>()
+  return (req, res) => {
+    const socket = req.socket
+    const held = (unanswered.get(socket) ?? 0) + 1
+    if (held > ADMIN_LIMITS.maxPipelined || socket.destroyed) {
+      socket.destroy()
+      return
+    }
+    unanswered.set(socket, held)
+    res.once("close", () => unanswered.set(socket, unanswered.get(socket)! - 1))
+    handler(req, res)
+  }
 }
 
 /** Caps `server`'s connections, in all and per client address. */
