@@ -20,6 +20,9 @@
 // (loopback only), a request must name a loopback host: a DNS-rebinding page cannot drive it.
 // Every request goes through a total handler (respond.ts): a bad request is a 4xx, a bug of ours a
 // logged 500, never an exception out of the server (issue 13: one bad escape used to end the process).
+// Each listener gives a request 5 s to arrive whole and holds at most 256 connections, 32 per client
+// address, each with at most 4 requests pipelined (listenerLimits.ts): a client cannot hold the
+// process's file descriptors or make it hold answers it does not read.
 // In the demo one admin server reports on every sidecar of the process (`mesh`), so one URL shows
 // the whole demo mesh; its sidecars share one trace store.
 import * as Effect from "effect/Effect"
@@ -38,6 +41,7 @@ import { type HostPort, type Sidecar, splitAddress } from "../sidecar/sidecar.ts
 import type { SpanJson, TraceStore, TraceSummary } from "../telemetry/traceStore.ts"
 import type { Federation } from "./federation.ts"
 import { edgeTraces, goldenOf, goldenSeries, tapStream } from "./observability.ts"
+import { capConnections, limitPipelining, serverOptions } from "./listenerLimits.ts"
 import { decodeSegment, json, refuseConnect, totalHandler } from "./respond.ts"
 import { configView, dashboardData, meshView } from "./views.ts"
 import { WEIGHT_PATH, weightOverride } from "./weights.ts"
@@ -227,8 +231,9 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
   }
   const log = options.log ?? stderrLog
   const server = (route: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>) => {
-    const created = nodeHttp.createServer(totalHandler(route, log))
+    const created = nodeHttp.createServer(serverOptions, limitPipelining(totalHandler(route, log)))
     created.on("connect", refuseConnect)
+    capConnections(created)
     return created
   }
   return Effect.gen(function*() {

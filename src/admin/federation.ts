@@ -4,7 +4,8 @@
 // directory's announcement, an EndpointSlice port named "admin-control"); each is asked for its own golden
 // metrics (/golden?scope=self) with this admin's bearer token, and the views are merged with the
 // local one. A peer that does not answer (or not in time, or too much, or with what is not a view:
-// every field is checked before it is merged) is kept and marked stale, with its last view, not
+// every field is checked before it is merged, and no more series or longer names than a sidecar
+// keeps are taken) is kept and marked stale, with its last view, not
 // hidden; one no discovery lists for `FORGET_MS` is forgotten.
 //
 // Bounded: peers are asked only when someone asks this admin (nothing runs while nobody looks),
@@ -17,6 +18,18 @@ import { goldenSeries, type Point } from "./observability.ts"
 
 const MIN_REFRESH_MS = 500
 const FORGET_MS = 10 * 60_000
+
+/**
+ * Series (services, edges and routes together) a peer's view may list: a sidecar's own holds its
+ * served services' routes (goldenRoutes each, at most 1,000) and at most 1,000 edges. A larger
+ * view is refused: 40,000 services fit in federationMaxBytes, and merged they made this admin hold
+ * ~40 MB and spend ~11 s of its event loop (the data plane's too) on one /federation.
+ */
+const PEER_MAX_SERIES = 4096
+/** Longest name a peer's view may hold: a Kubernetes service name with 15 subsets is ~1,100 characters. */
+const PEER_MAX_NAME = 2048
+/** Points of a peer's series: 10 minutes in 10 s slots (telemetry/golden.ts). */
+const PEER_MAX_POINTS = 60
 
 export interface PeerStatus {
   /** "host:port" of its admin control listener. */
@@ -81,7 +94,7 @@ const entriesOf = <K extends string>(list: unknown, names: ReadonlyArray<K>): Ar
   if (!Array.isArray(list)) return undefined
   const entries: Array<Record<K, string> & { readonly windows: Windows }> = []
   for (const item of list) {
-    if (!isRecord(item) || !names.every((name) => typeof item[name] === "string")) return undefined
+    if (!isRecord(item) || !names.every((name) => typeof item[name] === "string" && item[name].length <= PEER_MAX_NAME)) return undefined
     const windows = windowsOf(item.windows)
     if (windows === undefined) return undefined
     const entry = { windows } as Record<K, string> & { windows: Windows }
@@ -99,6 +112,8 @@ const entriesOf = <K extends string>(list: unknown, names: ReadonlyArray<K>): Ar
  */
 const viewOf = (value: unknown): GoldenView | undefined => {
   if (!isRecord(value) || !isCount(value.generatedAt)) return undefined
+  const listed = [value.services, value.edges, value.routes].reduce((sum: number, list) => sum + (Array.isArray(list) ? list.length : 0), 0)
+  if (listed > PEER_MAX_SERIES) return undefined
   const services = entriesOf(value.services, ["service"])
   const edges = entriesOf(value.edges, ["caller", "callee"])
   const routes = entriesOf(value.routes, ["service", "route"])
@@ -173,7 +188,7 @@ export class Federation {
     for (const answer of answers) {
       if (answer.status !== "fulfilled") continue
       const points = (answer.value as { points?: unknown }).points
-      if (Array.isArray(points) && points.every(isPoint)) found.push(points)
+      if (Array.isArray(points) && points.length <= PEER_MAX_POINTS && points.every(isPoint)) found.push(points)
     }
     if (found.length === 0) return undefined
     // Slots start on multiples of 10 s everywhere: summed by start time (hosts' clocks may differ a little).

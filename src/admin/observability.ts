@@ -5,7 +5,8 @@
 //   GET /tap?service=&path=&status=&direction=   the live tap as server-sent events (telemetry/tap.ts)
 // A tap stream's records are written while the socket takes them; when the reader is slow they wait
 // in the listener's bounded queue (the rest dropped and counted), and every `stats` event says how
-// many were dropped or sampled out so far. A comment line every 10 s finds a reader that went away.
+// many were dropped or sampled out so far. A comment line every 10 s finds a reader that went away;
+// one whose socket takes nothing for TAP_STALLED_BEATS of them is closed, its place freed.
 import type * as http from "node:http"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import { type GoldenView, mergeViews } from "../telemetry/golden.ts"
@@ -92,6 +93,13 @@ export const tapFilterOf = (query: URLSearchParams): TapFilter => {
 
 const HEARTBEAT_MS = 10_000
 
+/**
+ * Heartbeats a reader's answer may wait for a drain before it is closed (20-30 s): a reader that
+ * reads nothing would otherwise hold its place among the tapListeners as long as its connection
+ * lives, and a zero window is kept alive by the kernel indefinitely.
+ */
+export const TAP_STALLED_BEATS = 3
+
 /** Streams the tap of every sidecar shown as server-sent events until the reader goes. */
 export const tapStream = (sidecars: ReadonlyArray<Sidecar>, res: http.ServerResponse, query: URLSearchParams): void => {
   const filter = tapFilterOf(query)
@@ -114,6 +122,8 @@ export const tapStream = (sidecars: ReadonlyArray<Sidecar>, res: http.ServerResp
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", "x-accel-buffering": "no" })
   let reported = { dropped: 0, sampledOut: 0 }
   let waiting = false
+  /** Heartbeats since the answer began to wait for a drain. */
+  let stalledBeats = 0
   const flush = () => {
     if (waiting || res.writableEnded) return
     let text = ""
@@ -130,6 +140,7 @@ export const tapStream = (sidecars: ReadonlyArray<Sidecar>, res: http.ServerResp
       waiting = true
       res.once("drain", () => {
         waiting = false
+        stalledBeats = 0
         flush()
       })
     }
@@ -146,6 +157,7 @@ export const tapStream = (sidecars: ReadonlyArray<Sidecar>, res: http.ServerResp
   }
   for (const listener of listeners) listener.onRecord = schedule
   heartbeat = setInterval(() => {
+    if (waiting && ++stalledBeats >= TAP_STALLED_BEATS) return void res.destroy()
     if (!waiting) res.write(": ping\n\n")
     flush()
   }, HEARTBEAT_MS)

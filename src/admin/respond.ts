@@ -28,9 +28,13 @@ export const decodeSegment = (segment: string): string => {
   }
 }
 
+const BODY_CUT = { status: 400, error: "body_cut", message: "the request body ended before its length" } as const
+
 /**
  * Reads a request body of at most `limit` characters; undefined as soon as it is larger. The rest
  * of a large body is read and dropped (not the socket destroyed), so the caller still gets its 400.
+ * A body the client cuts off (it goes, or misses the request deadline) is its AdminRequestInvalid,
+ * not a failure of ours to log.
  */
 export const smallBody = (req: http.IncomingMessage, limit: number): Promise<string | undefined> =>
   new Promise((resolve, reject) => {
@@ -45,7 +49,7 @@ export const smallBody = (req: http.IncomingMessage, limit: number): Promise<str
       }
     })
     req.once("end", () => resolve(text))
-    req.once("error", reject)
+    req.once("error", () => reject(new AdminRequestInvalid(BODY_CUT)))
   })
 
 /**

@@ -5,7 +5,9 @@
 // --interval; tap prints one line per request record until stopped (or --count records). Views of
 // several admins are merged (telemetry/golden.ts mergeViews); an admin that does not answer is
 // named on stderr and the rest shown. With --mesh each admin answers for the whole mesh it finds
-// through discovery (its /federation), peers that do not answer named on stderr as stale.
+// through discovery (its /federation), peers that do not answer named on stderr as stale. What an
+// admin sends reaches the terminal escaped (names and paths come from other hosts), and a tap event
+// that is not a record is skipped and counted, never an exception.
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -13,6 +15,7 @@ import { Argument, Command, Flag } from "effect/cli"
 import type { FederationView } from "../admin/federation.ts"
 import { AdminCallFailed, getAdminJson, openAdminEvents, type SseHandle } from "../admin/adminClient.ts"
 import { messageOf } from "../iip/log.ts"
+import { loggable } from "../iip/redact.ts"
 import { type GoldenView, mergeViews, type WindowName, type Windows, WINDOWS } from "../telemetry/golden.ts"
 import type { TapRecord } from "../telemetry/tap.ts"
 import { ArgumentError, parseDuration, parseWith } from "./args.ts"
@@ -26,6 +29,13 @@ const window = Flag.String("window").pipe(Flag.withDescription("10s, 1m or 10m")
 const wholeMesh = Flag.Boolean("mesh").pipe(Flag.withDescription("the whole mesh each admin finds through discovery (its /federation)"), Flag.withDefault(false))
 
 const CALL = { timeoutMs: 5000, maxBytes: 64 << 20 }
+
+/**
+ * Text from an admin as the terminal is given it: control characters, C1 controls and bidi
+ * overrides escaped (\u001b...), not acted on. Names and paths come from other hosts (federation
+ * peers, IIP callers) through the admin: ESC ] 52 writes many terminals' clipboard.
+ */
+const shown = (text: string): string => loggable(text, 2048)
 
 const urlsOf = (list: string): Array<string> => list.split(",").map((u) => u.trim().replace(/\/+$/, "")).filter((u) => u !== "")
 
@@ -42,10 +52,10 @@ const fetchGolden = (urls: ReadonlyArray<string>, token: string | undefined, fed
     const views: Array<GoldenView> = []
     for (const [i, answer] of answers.entries()) {
       if (answer.status === "rejected") {
-        process.stderr.write(`iip-mesh: ${urls[i]}: ${messageOf(answer.reason)}\n`)
+        process.stderr.write(`iip-mesh: ${urls[i]}: ${shown(messageOf(answer.reason))}\n`)
       } else if (federated) {
         const federation = answer.value as FederationView
-        for (const peer of federation.peers) if (peer.stale) process.stderr.write(`iip-mesh: ${urls[i]}: peer ${peer.node ?? peer.admin} is stale (${peer.error ?? "not heard from lately"}): its last view is shown\n`)
+        for (const peer of federation.peers) if (peer.stale) process.stderr.write(`iip-mesh: ${urls[i]}: peer ${shown(String(peer.node ?? peer.admin))} is stale (${shown(String(peer.error ?? "not heard from lately"))}): its last view is shown\n`)
         views.push(federation.golden)
       } else {
         views.push(answer.value as GoldenView)
@@ -59,8 +69,9 @@ const ms = (seconds: number | null) => (seconds === null ? "-" : `${(seconds * 1
 
 const percent = (rate: number) => `${(rate * 100).toFixed(2)}%`
 
-/** Rows as aligned columns. */
-export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
+/** Rows as aligned columns, every cell shown escaped. */
+export const table = (header: ReadonlyArray<string>, cells: ReadonlyArray<ReadonlyArray<string>>): string => {
+  const rows = cells.map((row) => row.map(shown))
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
   return [header, ...rows].map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n")
 }
@@ -95,7 +106,7 @@ export const topText = (view: GoldenView, name: WindowName, limit: number): stri
 
 const fail = (command: string) => (error: unknown) =>
   Effect.sync(() => {
-    process.stderr.write(`iip-mesh ${command}: ${messageOf(error)}\n`)
+    process.stderr.write(`iip-mesh ${command}: ${shown(messageOf(error))}\n`)
     process.exitCode = 1
   })
 
@@ -137,20 +148,39 @@ export const top = Command.make(
     }).pipe(Effect.catch(fail("top")))
 ).pipe(Command.withDescription("The busiest routes, refreshing"))
 
-/** One line per record. */
+/** One line per record, its text fields shown escaped. */
 export const tapLine = (r: TapRecord): string =>
   [
     new Date(r.time).toISOString(),
     r.direction === "inbound" ? "in " : "out",
-    `${r.caller}->${r.service}`,
-    r.method,
-    r.path,
+    `${shown(r.caller)}->${shown(r.service)}`,
+    shown(r.method),
+    shown(r.path),
     String(r.status),
     `${r.latencyMs.toFixed(1)}ms`,
-    r.endpoint,
-    `trace=${r.traceId ?? "-"}`,
-    ...(r.errorHop === null ? [] : [`error=${r.errorHop}:${r.errorReason}`])
+    shown(r.endpoint),
+    `trace=${shown(r.traceId ?? "-")}`,
+    ...(r.errorHop === null ? [] : [`error=${shown(r.errorHop)}:${shown(r.errorReason ?? "")}`])
   ].join(" ")
+
+const TEXT_FIELDS = ["caller", "service", "method", "path", "endpoint"] as const
+
+/** An event's data as a tap record, or undefined: not JSON, or a field tapLine prints is missing or of another type. */
+const tapRecordOf = (data: string): TapRecord | undefined => {
+  let value: unknown
+  try {
+    value = JSON.parse(data)
+  } catch {
+    return undefined
+  }
+  if (typeof value !== "object" || value === null) return undefined
+  const r = value as Record<string, unknown>
+  const nullableText = (v: unknown) => v === null || typeof v === "string"
+  const valid = typeof r.time === "number" && Number.isFinite(new Date(r.time).getTime()) && typeof r.status === "number" &&
+    typeof r.latencyMs === "number" && TEXT_FIELDS.every((name) => typeof r[name] === "string") &&
+    nullableText(r.traceId) && nullableText(r.errorHop) && nullableText(r.errorReason)
+  return valid ? (value as TapRecord) : undefined
+}
 
 export const tap = Command.make(
   "tap",
@@ -173,6 +203,7 @@ export const tap = Command.make(
       const limit = Option.getOrElse(input.count, () => Number.POSITIVE_INFINITY)
       const token = tokenOf(input.adminToken)
       let printed = 0
+      let skipped = 0
       yield* Effect.promise(async () => {
         const opened: Array<SseHandle> = []
         const closeAll = () => {
@@ -181,10 +212,12 @@ export const tap = Command.make(
         const handles = await Promise.all(urlsOf(input.admin).map(async (url) => {
           const handle = await openAdminEvents(`${url}/tap?${query}`, token, (event, data) => {
             if (printed >= limit) return
-            if (event === "stats") return void process.stderr.write(`iip-mesh tap: ${url}: ${data}\n`)
+            if (event === "stats") return void process.stderr.write(`iip-mesh tap: ${url}: ${shown(data)}\n`)
             if (event !== "record") return
+            const record = tapRecordOf(data)
+            if (record === undefined) return void skipped++
             printed++
-            process.stdout.write(`${tapLine(JSON.parse(data) as TapRecord)}\n`)
+            process.stdout.write(`${tapLine(record)}\n`)
             if (printed >= limit) closeAll()
           })
           opened.push(handle)
@@ -192,6 +225,7 @@ export const tap = Command.make(
           return handle
         }))
         await Promise.all(handles.map((h) => h.ended))
+        if (skipped > 0) process.stderr.write(`iip-mesh tap: ${skipped} events that are not records skipped\n`)
       })
     }).pipe(Effect.catchDefect(fail("tap")), Effect.catch(fail("tap")))
 ).pipe(Command.withDescription("The live request stream of admin control listeners (sampled), filtered"))

@@ -2,11 +2,12 @@
 // error hop) handed to whoever listens, each listener with its filter, its rate and its queue. The
 // sidecar publishes from src/sidecar/observe.ts only while `active` (nobody listening: one field
 // read per request, no record built); the admin server streams a listener's records as
-// server-sent events (src/admin/tapStream.ts).
+// server-sent events (src/admin/observability.ts).
 //
 // Bounded: at most `maxListeners` at once; a listener takes at most `ratePerSecond` records a
 // second (the rest are `sampledOut`: the tap is a sample under load) and queues at most
-// `maxQueued` while its reader is slow (the rest are `dropped`, counted and reported to it).
+// `maxQueued` while its reader is slow (the rest are `dropped`, counted and reported to it), each
+// record with at most TAP_MAX_PATH characters of its path.
 
 export interface TapRecord {
   /** Milliseconds since the epoch, when the request ended. */
@@ -42,6 +43,17 @@ export interface TapLimits {
   readonly ratePerSecond: number
   readonly maxQueued: number
 }
+
+/** Characters of a request's path a record keeps. */
+export const TAP_MAX_PATH = 1024
+
+/**
+ * A path of at most TAP_MAX_PATH characters, the rest counted. The kept part is copied: a slice
+ * of a string keeps the whole string alive in V8, and a queue of 16 KiB paths cut to 1 KiB held
+ * 16 MB as before.
+ */
+const keptPath = (path: string): string =>
+  path.length <= TAP_MAX_PATH ? path : `${Buffer.from(path.slice(0, TAP_MAX_PATH)).toString()}...(${path.length - TAP_MAX_PATH} more)`
 
 export const defaultTapLimits: TapLimits = { maxListeners: 16, ratePerSecond: 100, maxQueued: 1000 }
 
@@ -127,7 +139,8 @@ export class Tap {
   }
 
   publish(record: TapRecord): void {
-    for (const listener of this.listeners) listener.offer(record)
+    const kept = record.path.length <= TAP_MAX_PATH ? record : { ...record, path: keptPath(record.path) }
+    for (const listener of this.listeners) listener.offer(kept)
   }
 
   get listening(): number {

@@ -47,12 +47,11 @@ describe("a federation peer answering with malformed data", () => {
     rmSync(dir, { recursive: true, force: true })
   })
 
-  it.each([0, 1, 2])("is listed with an error, and /federation and /federation/series still answer (variant %i)", async (variant) => {
-    // The rogue admin: any path, bad JSON shapes.
+  /** This admin (sidecar "web") and one rogue peer admin found through discovery, answering every GET with `answer(url)`. */
+  const withRogue = async (answer: (url: string) => unknown) => {
     const rogue = http.createServer((req, res) => {
-      const body = req.url?.startsWith("/golden/series") ? { points: [[1, "2", 3, null], 5, null] } : badView(variant)
       res.writeHead(200, { "content-type": "application/json" })
-      res.end(JSON.stringify(body))
+      res.end(JSON.stringify(answer(req.url ?? "/")))
     })
     await new Promise<void>((resolve) => rogue.listen(0, "127.0.0.1", resolve))
     cleanup.add(() => new Promise<void>((resolve) => rogue.close(() => resolve())))
@@ -66,14 +65,50 @@ describe("a federation peer answering with malformed data", () => {
     const running = await startSidecar(cleanup, sidecarConfig({ service: "web", node: "web-node", localDiscovery: dir, meshName: MESH }), quietLog, { adminPort: addresses.control.port })
     sidecar = running.sidecar
     await waitFor(() => running.sidecar.discovery.endpoints("rogue").length > 0, 5000, "web to discover the rogue peer")
+    return addresses.control.port
+  }
+
+  it.each([0, 1, 2])("is listed with an error, and /federation and /federation/series still answer (variant %i)", async (variant) => {
+    // The rogue admin: any path, bad JSON shapes.
+    const port = await withRogue((url) => (url.startsWith("/golden/series") ? { points: [[1, "2", 3, null], 5, null] } : badView(variant)))
     const headers = { host: "127.0.0.1", authorization: `Bearer ${token}` }
-    const answer = await call(addresses.control.port, { path: "/federation", headers })
+    const answer = await call(port, { path: "/federation", headers })
     expect(answer.status, answer.body.toString()).toBe(200)
     const view = JSON.parse(answer.body.toString()) as FederationView
     expect(view.peers).toHaveLength(1)
     expect(view.peers[0]!.error).toMatch(/not a golden metrics view/)
     expect(view.golden.services.every((s) => typeof s.windows["1m"].requests === "number")).toBe(true)
-    const series = await call(addresses.control.port, { path: "/federation/series?service=web", headers })
+    const series = await call(port, { path: "/federation/series?service=web", headers })
     expect(series.status, series.body.toString()).toBeLessThan(500)
+  })
+  const windows = { "10s": { requests: 1, errors: 0, seconds: 10, buckets: [] }, "1m": { requests: 1, errors: 0, seconds: 60, buckets: [] }, "10m": { requests: 1, errors: 0, seconds: 600, buckets: [] } }
+  const headers = { host: "127.0.0.1", authorization: `Bearer ${token}` }
+
+  // 40,000 services fit in federationMaxBytes (8 MiB): merged, they made this admin hold ~40 MB,
+  // spend ~11 s of its event loop (the data plane's too) on one /federation and answer 44 MB. The
+  // case sends 5,000 (1 MB), over the cap, so the answer comes whole within federationTimeoutMs here.
+  it.each([
+    ["more series than a sidecar keeps", { generatedAt: 1, services: Array.from({ length: 5_000 }, (_, i) => ({ service: `s${i}`, windows })), edges: [], routes: [] }],
+    ["a name longer than any sidecar's", { generatedAt: 1, services: [{ service: "x".repeat(100_000), windows }], edges: [], routes: [] }]
+  ])("a view with %s is refused: the admin holds and serves its own", async (_what, view) => {
+    const port = await withRogue(() => view)
+    const answer = await call(port, { path: "/federation", headers, timeoutMs: 30_000 })
+    expect(answer.status).toBe(200)
+    const merged = JSON.parse(answer.body.toString()) as FederationView
+    expect(merged.peers[0]!.error).toMatch(/not a golden metrics view/)
+    expect(merged.golden.services.every((s) => s.service.length < 100)).toBe(true)
+    expect(merged.golden.services.length).toBeLessThan(10)
+  }, 60_000)
+
+  it("a series of more points than 10 minutes hold is refused", async () => {
+    const port = await withRogue((url) =>
+      url.startsWith("/golden/series")
+        ? { points: Array.from({ length: 100_000 }, (_, i) => [i * 10_000, 1, 0, null]) }
+        : { generatedAt: 1, services: [{ service: "web", windows }], edges: [], routes: [] })
+    // The peer counts as fresh for /federation/series once its view was taken.
+    expect((JSON.parse((await call(port, { path: "/federation", headers })).body.toString()) as FederationView).peers[0]!.error).toBeNull()
+    const series = await call(port, { path: "/federation/series?service=web", headers })
+    expect(series.status).toBeLessThan(500)
+    if (series.status === 200) expect((JSON.parse(series.body.toString()) as { points: Array<[number, number]> }).points.every((p) => p[1] === 0)).toBe(true)
   })
 })

@@ -3,9 +3,9 @@
 // event; the client gets a 4xx for its own error, a 500 for ours (logged, sanitized), or a closed
 // connection when part of the answer already went out; the server keeps answering.
 import * as http from "node:http"
-import type * as net from "node:net"
+import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
-import { AdminRequestInvalid, json, totalHandler } from "../../src/admin/respond.ts"
+import { AdminRequestInvalid, json, smallBody, totalHandler } from "../../src/admin/respond.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { call } from "../support/sidecarHarness.ts"
 
@@ -62,5 +62,31 @@ describe("totalHandler", () => {
     })
     await expect(call(port, { path: "/" })).rejects.toThrow()
     expect(logged).toHaveLength(1)
+  })
+
+  it("a body the client cuts off is the client's doing: no log event (a client could otherwise write our failure log at will)", async () => {
+    let begun!: () => void
+    const started = new Promise<void>((resolve) => (begun = resolve))
+    let settled!: () => void
+    const done = new Promise<void>((resolve) => (settled = resolve))
+    const { port, logged } = await serve(async (req, res) => {
+      begun()
+      try {
+        json(res, 200, { body: await smallBody(req, 1024) })
+      } finally {
+        settled()
+      }
+    })
+    const socket = net.connect(port, "127.0.0.1")
+    socket.on("error", () => {})
+    socket.write("PUT /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"wei")
+    // The server has the head (the route runs) before the client goes.
+    await started
+    socket.destroy()
+    await done
+    // totalHandler's catch runs on the route's rejection, before the next turn of the loop.
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    expect(logged).toStrictEqual([])
+    expect((await call(port, { method: "PUT", path: "/x", body: "3" })).status).toBe(200)
   })
 })

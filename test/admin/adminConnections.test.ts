@@ -1,0 +1,122 @@
+// Connection-level attacks on both admin listeners, over raw sockets: a slowloris head (bytes
+// trickled, the head never finished), a body that never comes, a connection that sends nothing,
+// and many idle connections from one address. The read-only listener is on the pod address: without
+// a deadline on each request and a cap on connections, anyone who reaches it holds file descriptors
+// and memory of the sidecar's process for as long as they like (the data plane's accepts and
+// connects fail with EMFILE once the process's descriptors are gone).
+import * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { ADMIN_LIMITS } from "../../src/admin/listenerLimits.ts"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { call, sidecarConfig, startAdminListeners, startSidecar } from "../support/sidecarHarness.ts"
+
+let cleanup: Cleanup
+beforeEach(() => {
+  cleanup = new Cleanup()
+})
+afterEach(() => cleanup.run())
+
+interface Held {
+  readonly socket: net.Socket
+  /** What the server sent, as latin1. */
+  readonly received: () => string
+  /** Resolves when the server (or the test) closed it. */
+  readonly closed: Promise<void>
+}
+
+/** A raw connection from `localAddress`, `bytes` written once connected; the test closes it at the end. */
+const hold = (cleanup: Cleanup, port: number, bytes = "", localAddress = "127.0.0.1"): Promise<Held> =>
+  new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: "127.0.0.1", localAddress })
+    let received = ""
+    socket.setEncoding("latin1")
+    socket.on("data", (chunk: string) => (received += chunk))
+    socket.on("error", () => {})
+    const closed = new Promise<void>((done) => socket.once("close", () => done()))
+    cleanup.add(() => socket.destroy())
+    socket.once("connect", () => {
+      socket.off("error", reject)
+      if (bytes !== "") socket.write(bytes)
+      resolve({ socket, received: () => received, closed })
+    })
+    socket.once("error", reject)
+  })
+
+const portOf = (url: string) => Number(new URL(url).port)
+
+/** Both listeners' ports, in front of a sidecar with one endpoint to override. */
+const listeners = async () => {
+  const running = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: "127.0.0.1:1", weight: 1 }] } }))
+  const { readOnly, control } = await startAdminListeners(cleanup, running)
+  return [["read-only", portOf(readOnly)], ["control", portOf(control)]] as const
+}
+
+// The server checks its deadlines every connectionsCheckIntervalMs: a request is cut at most that long after its deadline.
+const CUT_WITHIN_MS = ADMIN_LIMITS.requestTimeoutMs + ADMIN_LIMITS.connectionsCheckIntervalMs + 2_000
+
+describe("admin listeners under connection attacks", () => {
+  it("a connection that sends nothing, a head trickled and never finished, and a weight body that never comes are each cut within the request deadline", async () => {
+    for (const [name, port] of await listeners()) {
+      const silent = await hold(cleanup, port)
+      const trickled = await hold(cleanup, port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+      const body = await hold(cleanup, port, "PUT /mesh/catalog/127.0.0.1:1/weight HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"wei")
+      // The trickle keeps going, a byte a second, while the server waits.
+      const drip = setInterval(() => trickled.socket.write("a"), 1000)
+      cleanup.add(() => clearInterval(drip))
+      await withTimeout(Promise.all([silent.closed, trickled.closed, body.closed]), CUT_WITHIN_MS, `${name}: the server to cut all three`)
+      clearInterval(drip)
+      for (const held of [silent, trickled]) expect(held.received(), name).toMatch(/^HTTP\/1\.1 408 /)
+      // The read-only listener has no weights: it answers 404 at once, and still cuts the body that never ends.
+      expect(body.received(), name).toMatch(name === "control" ? /^HTTP\/1\.1 408 / : /^HTTP\/1\.1 404 /)
+    }
+  }, 4 * CUT_WITHIN_MS)
+
+  it(`one address holds at most ${ADMIN_LIMITS.connectionsPerAddress} connections; another address still gets /health`, async () => {
+    for (const [name, port] of await listeners()) {
+      const held = await Promise.all(Array.from({ length: ADMIN_LIMITS.connectionsPerAddress }, () => hold(cleanup, port)))
+      const extra = await hold(cleanup, port)
+      await withTimeout(extra.closed, 5_000, `${name}: the connection over the address's cap to be closed`)
+      expect(extra.received(), name).toBe("")
+      const other = await hold(cleanup, port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", "127.0.0.2")
+      await withTimeout(other.closed, 5_000, `${name}: /health from 127.0.0.2`)
+      expect(other.received(), name).toMatch(/^HTTP\/1\.1 200 /)
+      // A connection of the capped address that closes frees its place.
+      held[0]!.socket.destroy()
+      await held[0]!.closed
+      const again = await withTimeout(call(port, { path: "/health", headers: { host: "127.0.0.1" } }), 5_000, `${name}: /health once a place is free`)
+      expect(again.status, name).toBe(200)
+      for (const h of held) h.socket.destroy()
+    }
+  })
+
+  it(`each listener holds at most ${ADMIN_LIMITS.maxConnections} connections, from however many addresses`, async () => {
+    for (const [name, port] of await listeners()) {
+      const perAddress = ADMIN_LIMITS.connectionsPerAddress
+      const addresses = Math.ceil(ADMIN_LIMITS.maxConnections / perAddress)
+      const held: Array<Held> = []
+      for (let a = 0; a < addresses; a++) {
+        held.push(...(await Promise.all(Array.from({ length: Math.min(perAddress, ADMIN_LIMITS.maxConnections - held.length) }, () => hold(cleanup, port, "", `127.0.1.${a + 1}`)))))
+      }
+      const extra = await hold(cleanup, port, "", "127.0.2.1")
+      await withTimeout(extra.closed, 5_000, `${name}: the connection over the listener's cap to be closed`)
+      for (const h of held) h.socket.destroy()
+    }
+  })
+
+  it(`requests pipelined past ${ADMIN_LIMITS.maxPipelined} unanswered close the connection (each was an answer held in memory)`, async () => {
+    // 8 connections of 20,000 pipelined GET /metrics that read nothing held +279 MB of the process.
+    for (const [name, port] of await listeners()) {
+      const socket = net.connect(port, "127.0.0.1")
+      cleanup.add(() => socket.destroy())
+      let received = ""
+      socket.setEncoding("latin1")
+      socket.on("data", (chunk: string) => (received += chunk))
+      socket.on("error", () => {})
+      const closed = new Promise<void>((done) => socket.once("close", () => done()))
+      socket.write("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(2_000))
+      await withTimeout(closed, 10_000, `${name}: the server to close the pipelining connection`)
+      const answers = received.match(/^HTTP\/1\.1 200 /gm)?.length ?? 0
+      expect(answers, name).toBeLessThanOrEqual(ADMIN_LIMITS.maxPipelined)
+    }
+  })
+})
