@@ -1,0 +1,60 @@
+// The issuer facing a hostile Kubernetes API server (wave 2: no input may crash, desync or
+// exhaust the issuer): an answer that never ends is bounded by the review's timeout; an answer of
+// the wrong JSON types is the API server's fault, refused as such, never blamed on the sidecar.
+import * as http from "node:http"
+import type { AddressInfo } from "node:net"
+import { beforeAll, describe, expect, it } from "vitest"
+import { generateKeyPair } from "../../src/identity/certificates.ts"
+import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
+import { issuerSigner } from "../../src/identity/signers.ts"
+import { audience, makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
+
+let ca: Awaited<ReturnType<typeof makeIssuingCa>>
+beforeAll(async () => {
+  ca = await makeIssuingCa()
+})
+
+/** An issuer whose TokenReviews go to an API server answering with `handler`; `run` asks it to sign with a Kubernetes token. */
+const withApiServer = async (handler: http.RequestListener, run: (sign: () => Promise<unknown>) => Promise<void>) => {
+  const api = http.createServer(handler)
+  await new Promise<void>((resolve) => api.listen(0, "127.0.0.1", resolve))
+  const running = await startIssuer(ca, { apiUrl: `http://127.0.0.1:${(api.address() as AddressInfo).port}` })
+  try {
+    const pair = await generateKeyPair()
+    const csr = await createCertificateRequest(pair.keys, undefined)
+    const signer = issuerSigner({ issuerUrl: running.url, trustDomain, trustBundle: () => ca.trustBundlePem, proof: () => ({ kind: "kubernetes", token: "x" }), timeoutMs: 8_000 })
+    await run(() => signer(csr))
+  } finally {
+    await running.stop()
+    api.closeAllConnections()
+    api.close()
+  }
+}
+
+describe("issuer: a hostile Kubernetes API server", () => {
+  it("a TokenReview answer that trickles and never ends is token-review-unavailable at the review timeout (2 s here)", async () => {
+    await withApiServer((_request, response) => {
+      response.writeHead(201, { "content-type": "application/json" })
+      response.write("{")
+      const trickle = setInterval(() => response.write(" "), 100)
+      response.on("close", () => clearInterval(trickle))
+    }, async (sign) => {
+      const started = Date.now()
+      await expect(sign()).rejects.toThrow(/503 token-review-unavailable/)
+      expect(Date.now() - started).toBeLessThan(4_000)
+    })
+  })
+
+  it.each([
+    ["a number", 7],
+    ["an array", ["system:serviceaccount:shop:catalog"]],
+    ["an object", { toString: "system:serviceaccount:shop:catalog" }]
+  ])("a TokenReview answer whose username is %s is not-a-service-account (403), not the sidecar's bad request", async (_what, username) => {
+    await withApiServer((_request, response) => {
+      response.writeHead(201, { "content-type": "application/json" })
+      response.end(JSON.stringify({ status: { authenticated: true, audiences: [audience], user: { username } } }))
+    }, async (sign) => {
+      await expect(sign()).rejects.toThrow(/403 not-a-service-account/)
+    })
+  })
+})
