@@ -231,19 +231,24 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
 
     const serving = yield* Effect.promise(() => servingCredentials(ca, options))
     // The TLS handshake is bounded like the request that follows it.
-    const server = https.createServer({ ...serving, handshakeTimeout: options.requestTimeoutMs }, (request, response) => {
+    // node checks the request and header timeouts every connectionsCheckingInterval (30 s by
+    // default): a stalled client would hold its connection three times the bound, so every second.
+    const server = https.createServer({ ...serving, handshakeTimeout: options.requestTimeoutMs, connectionsCheckingInterval: 1_000 }, (request, response) => {
       const remote = request.socket.remoteAddress
       const path = (request.url ?? "").split("?")[0]
       if (request.method === "GET" && path === "/health") return answer(response, 200, "ok\n", "text/plain")
       if (request.method === "GET" && path === "/metrics") return answer(response, 200, metricsText(), "text/plain; version=0.0.4")
       if (path !== "/v1/sign") return answer(response, 404, { error: "not-found", message: "POST /v1/sign" })
       if (request.method !== "POST") return answer(response, 405, { error: "method-not-allowed", message: "POST /v1/sign" })
-      if (inFlight >= options.maxInFlight) return refuse(response, remote, new ProofRefused({ reason: "overloaded", detail: `${options.maxInFlight} signings in progress` }))
-      inFlight++
+      // A slot is taken once the body is in: a client that sends its body slowly (or never) holds
+      // a connection, bounded by maxConnections and the request timeout, never a signing slot.
       readBody(request, options.maxRequestBytes)
-        .then(sign)
+        .then((body) => {
+          if (inFlight >= options.maxInFlight) throw new ProofRefused({ reason: "overloaded", detail: `${options.maxInFlight} signings in progress` })
+          inFlight++
+          return sign(body).finally(() => inFlight--)
+        })
         .then((signedResponse) => answer(response, 200, signedResponse), (error) => refuse(response, remote, error))
-        .finally(() => inFlight--)
     })
     server.requestTimeout = options.requestTimeoutMs
     server.headersTimeout = Math.min(options.requestTimeoutMs, 60_000)

@@ -3,9 +3,11 @@
 // the wrong JSON types is the API server's fault, refused as such, never blamed on the sidecar.
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
+import * as tls from "node:tls"
 import { beforeAll, describe, expect, it } from "vitest"
 import { generateKeyPair } from "../../src/identity/certificates.ts"
 import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
+import { parseJoinTokens } from "../../src/identity/proofs.ts"
 import { issuerSigner } from "../../src/identity/signers.ts"
 import { audience, makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
 
@@ -56,5 +58,48 @@ describe("issuer: a hostile Kubernetes API server", () => {
     }, async (sign) => {
       await expect(sign()).rejects.toThrow(/403 not-a-service-account/)
     })
+  })
+})
+
+/** A TLS client of the issuer that sends `text` and then nothing; resolves with how long the issuer kept the connection. */
+const stallAfter = (url: string, text: string) =>
+  new Promise<number>((resolve) => {
+    const started = performance.now()
+    const socket = tls.connect({ host: "127.0.0.1", port: Number(new URL(url).port), rejectUnauthorized: false }, () => socket.write(text))
+    socket.on("error", () => {})
+    socket.on("close", () => resolve(performance.now() - started))
+    socket.resume()
+  })
+
+describe("issuer: clients that stall after the handshake", () => {
+  it("a connection that sends nothing, half a head or half a body is closed within the request timeout (1 s here) and a second, not node's 30 s check", async () => {
+    const running = await startIssuer(ca, { requestTimeoutMs: 1_000 })
+    try {
+      const kept = await Promise.all(["", "POST /v1/sign HTTP/1.1\r\nhost: x\r\n", "POST /v1/sign HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{"].map((text) => stallAfter(running.url, text)))
+      for (const ms of kept) expect(ms).toBeLessThan(5_000)
+    } finally {
+      await running.stop()
+    }
+  }, 40_000)
+
+  it("a client stalled mid-body holds no signing slot: with maxInFlight 1 a sidecar is still signed meanwhile", async () => {
+    const joinToken = "j".repeat(40)
+    const running = await startIssuer(ca, { joinTokens: parseJoinTokens(`${joinToken} catalog\n`), maxInFlight: 1 })
+    try {
+      // node answers 100 Continue right before it hands the request to the issuer's handler: once
+      // it arrives, the stalled request is in the handler, reading its body.
+      const socket = tls.connect({ host: "127.0.0.1", port: Number(new URL(running.url).port), rejectUnauthorized: false }, () =>
+        socket.write("POST /v1/sign HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 100\r\n\r\n"))
+      socket.on("error", () => {})
+      await new Promise<void>((resolve) => socket.on("data", (chunk: Buffer) => chunk.toString().startsWith("HTTP/1.1 100") && resolve()))
+      socket.write("{")
+      const pair = await generateKeyPair()
+      const signer = issuerSigner({ issuerUrl: running.url, trustDomain, trustBundle: () => ca.trustBundlePem, proof: () => ({ kind: "join", token: joinToken }) })
+      const answer = await signer(await createCertificateRequest(pair.keys, undefined))
+      expect(answer.spiffeId).toBe(`spiffe://${trustDomain}/svc/catalog`)
+      socket.destroy()
+    } finally {
+      await running.stop()
+    }
   })
 })
