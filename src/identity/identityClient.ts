@@ -102,12 +102,16 @@ const obtain = (options: IdentityClientOptions) =>
  * When to renew credentials just received, in ms from `now`: at renewAt +- jitter of their life,
  * counted from when they became usable here (their notBefore, or now if the issuer backdated it
  * for clock skew), and never sooner than a second so a short-lived leaf cannot make a busy loop.
+ * Their life ends with the first certificate of the chain to expire: a leaf that outlives its
+ * intermediate (an issuer whose intermediate is near its end, or one that signs until 9999) is
+ * useless, to every peer, once the intermediate has expired.
  */
 export const renewalDelayMs = (credentials: WorkloadCredentials, now: number, random: number, renewAt = 0.7, jitter = 0.05): number => {
-  const leaf = new X509Certificate(certificatesOfPem(credentials.certificateChainPem)[0]!)
-  const start = Math.max(new Date(leaf.validFrom).getTime(), now)
+  const chain = certificatesOfPem(credentials.certificateChainPem).map((pem) => new X509Certificate(pem))
+  const start = Math.max(new Date(chain[0]!.validFrom).getTime(), now)
+  const end = Math.min(credentials.notAfter.getTime(), ...chain.map((certificate) => new Date(certificate.validTo).getTime()))
   const fraction = renewAt + (random * 2 - 1) * jitter
-  return Math.max(1_000, Math.round(start + (credentials.notAfter.getTime() - start) * fraction - now))
+  return Math.max(1_000, Math.round(start + (end - start) * fraction - now))
 }
 
 /**

@@ -8,7 +8,7 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import { TestClock } from "effect/testing"
 import { X509Certificate } from "node:crypto"
-import { generateKeyPair, issueLeaf } from "../../src/identity/certificates.ts"
+import { createIntermediateCa, createRootCa, generateKeyPair, issueLeaf } from "../../src/identity/certificates.ts"
 import { readCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import type { WorkloadCredentials } from "../../src/identity/credentials.ts"
 import * as IdentityClient from "../../src/identity/identityClient.ts"
@@ -74,6 +74,18 @@ describe("identity client", () => {
     expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime() - hour, 0.5)).toBe(8 * hour)
     // Never a busy loop.
     expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime() + lifetime - 10, 0.5)).toBe(1_000)
+  })
+
+  it("renewalDelayMs: a leaf that outlives its intermediate is renewed at 70 % of the chain's life, not of the leaf's", async () => {
+    const now = Date.UTC(2030, 0, 1)
+    const root = await createRootCa({ commonName: "root", trustDomain, notBefore: new Date(now - hour), lifetimeMs: 100 * hour })
+    // The intermediate expires 2 h from now; the leaf it signed (a hostile or careless issuer) lives until 9999.
+    const intermediate = await createIntermediateCa(root, { commonName: "intermediate", trustDomain, notBefore: new Date(now - hour), lifetimeMs: 3 * hour })
+    const pair = await generateKeyPair()
+    const notAfter = new Date(Date.UTC(9999, 11, 31))
+    const leaf = await issueLeaf(intermediate, { spiffeId: catalogId, publicKey: pair.keys.publicKey, notBefore: new Date(now), lifetimeMs: notAfter.getTime() - now })
+    const credentials = { spiffeId: catalogId, privateKeyPem: pair.privateKeyPem, certificateChainPem: leaf + intermediate.certificatePem, trustBundlePem: root.certificatePem, notAfter }
+    expect(IdentityClient.renewalDelayMs(credentials, now, 0.5)).toBe(0.7 * 2 * hour)
   })
 
   it.effect("renews at 70 % +- 5 % of the leaf's life on the clock, not before; the key is new and listeners hear it", () =>
