@@ -24,7 +24,7 @@
 import * as Data from "effect/Data"
 import * as Result from "effect/Result"
 import { unescape } from "../protocol/requestPath.ts"
-import { parseSpiffeId } from "./spiffe.ts"
+import { parseSpiffeId, starPatternMatcher } from "./spiffe.ts"
 
 export const policyDefaults = ["allow-all", "mesh-authenticated", "deny"] as const
 export type PolicyDefault = (typeof policyDefaults)[number]
@@ -212,9 +212,7 @@ export const identityMatcher = (pattern: string): Matcher => {
     return (id) => id.length > prefix.length && id.startsWith(prefix)
   }
   if (!pattern.includes("*")) return (id) => id === pattern
-  const source = pattern.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("[^/]*")
-  const regex = new RegExp(`^${source}$`)
-  return (id) => regex.test(id)
+  return starPatternMatcher(pattern)
 }
 
 /** Any of the patterns: exact ones in one Set lookup, the rest in turn. */
