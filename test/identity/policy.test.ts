@@ -118,6 +118,19 @@ describe("policy decisions", () => {
   })
 })
 
+describe("a policy document of many problems", () => {
+  it("1,000 rules of 256 bad identities each: refused with the first 100 problems, in well under a second, not 25 MB of message", () => {
+    const document = { services: { catalog: { rules: Array.from({ length: 1_000 }, () => ({ from: Array.from({ length: 256 }, () => "x") })) } } }
+    const started = performance.now()
+    const parsed = parsePolicyDocument(document)
+    const elapsed = performance.now() - started
+    expect(Result.isFailure(parsed) && parsed.failure.problems.length).toBe(100)
+    expect(Result.isFailure(parsed) && parsed.failure.message).toMatch(/stopped at 100 problems\)$/)
+    // All 256,000 made a 25,205,873-character message in 1.8 to 3.5 s here.
+    expect(elapsed).toBeLessThan(500)
+  })
+})
+
 describe("identity patterns on hostile identities", () => {
   /** The regex the patterns meant (each `*` as `[^/]*`): the oracle for small inputs, where its backtracking is cheap. */
   const oracle = (pattern: string, id: string) =>
