@@ -14,6 +14,7 @@ import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
 import type * as Scope from "effect/Scope"
 import { createPublicKey, type KeyObject, X509Certificate } from "node:crypto"
+import * as tls from "node:tls"
 import { type Log, messageOf } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import { generateKeyPair } from "./certificates.ts"
@@ -73,13 +74,21 @@ const credentialsOf = (response: SignResponse, privateKeyPem: string, options: I
   if (id === undefined) throw refused("the leaf names no SPIFFE ID")
   if (id.trustDomain !== options.trustDomain) throw refused(`the leaf is for trust domain ${loggable(id.trustDomain)}, not ${options.trustDomain}`)
   if (options.requestedId !== undefined && id.text !== options.requestedId) throw refused(`the leaf names ${loggable(id.text)}, not ${options.requestedId}`)
-  return {
+  const credentials = {
     spiffeId: id.text,
     privateKeyPem,
     certificateChainPem: chain.join(""),
     trustBundlePem: certificatesOfPem(response.trustBundlePem).join(""),
     notAfter: new Date(leaf.validTo)
   }
+  // What OpenSSL will not load into a TLS context (a CA key below its security level, say) passes
+  // every check above; refused here, it never reaches the listeners that build contexts from it.
+  try {
+    tls.createSecureContext({ key: credentials.privateKeyPem, cert: credentials.certificateChainPem, ca: credentials.trustBundlePem, minVersion: "TLSv1.3" })
+  } catch (cause) {
+    throw refused(`node:tls does not take it: ${loggable(messageOf(cause))}`)
+  }
+  return credentials
 }
 
 /** One generation: a new key, a CSR, the signer's answer, checked. */
