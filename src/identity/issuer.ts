@@ -149,10 +149,19 @@ const listenTls = (server: https.Server, host: string, port: number) =>
     })
   })
 
+/**
+ * A leaf's validity from now: `lifetimeMs`, cut at the intermediate's own end. A leaf that outlives
+ * what signed it is refused by every peer once the intermediate has expired.
+ */
+const leafValidity = (ca: IssuingCa, lifetimeMs: number) => {
+  const intermediateEnd = new Date(new X509Certificate(ca.intermediate.certificatePem).validTo).getTime()
+  return validFromNow(Math.max(0, Math.min(lifetimeMs, intermediateEnd - Date.now())))
+}
+
 /** The issuer's own serving credentials: a fresh in-memory key and a leaf under the intermediate. */
 const servingCredentials = async (ca: IssuingCa, options: IssuerOptions) => {
   const pair = await generateKeyPair()
-  const leaf = await issueLeaf(ca.intermediate, { spiffeId: issuerSpiffeId(options.trustDomain), publicKey: pair.keys.publicKey, ...validFromNow(options.leafLifetimeMs) })
+  const leaf = await issueLeaf(ca.intermediate, { spiffeId: issuerSpiffeId(options.trustDomain), publicKey: pair.keys.publicKey, ...leafValidity(ca, options.leafLifetimeMs) })
   return { key: pair.privateKeyPem, cert: leaf + ca.intermediate.certificatePem, minVersion: "TLSv1.3" as const }
 }
 
@@ -197,7 +206,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       if (csr.requestedId !== undefined && csr.requestedId !== spiffeId) {
         throw new ProofRefused({ reason: "identity-not-allowed", detail: `the request asks for ${loggable(csr.requestedId, 200)}; the proof earns ${spiffeId}` })
       }
-      const leaf = await issueLeaf(signingCa.intermediate, { spiffeId, publicKey: csr.publicKey, ...validFromNow(options.leafLifetimeMs) })
+      const leaf = await issueLeaf(signingCa.intermediate, { spiffeId, publicKey: csr.publicKey, ...leafValidity(signingCa, options.leafLifetimeMs) })
       signed[request.proof.kind]++
       const notAfter = new Date(new X509Certificate(leaf).validTo).toISOString()
       options.log("identity-issued", { spiffeId, proof: request.proof.kind, notAfter })

@@ -1,11 +1,14 @@
-// The issuer facing a hostile Kubernetes API server (wave 2: no input may crash, desync or
-// exhaust the issuer): an answer that never ends is bounded by the review's timeout; an answer of
-// the wrong JSON types is the API server's fault, refused as such, never blamed on the sidecar.
+// The issuer against hostile peers (wave 2: no input may crash, desync or exhaust the issuer): a
+// Kubernetes API server whose answer never ends is bounded by the review's timeout, one answering
+// the wrong JSON types is refused as its fault, never blamed on the sidecar; clients that stall
+// after the handshake are closed at the request timeout and hold no signing slot; and the leaves
+// it signs never outlive its intermediate.
+import { X509Certificate } from "node:crypto"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as tls from "node:tls"
 import { beforeAll, describe, expect, it } from "vitest"
-import { generateKeyPair } from "../../src/identity/certificates.ts"
+import { createIntermediateCa, createRootCa, generateKeyPair } from "../../src/identity/certificates.ts"
 import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import { parseJoinTokens } from "../../src/identity/proofs.ts"
 import { issuerSigner } from "../../src/identity/signers.ts"
@@ -98,6 +101,26 @@ describe("issuer: clients that stall after the handshake", () => {
       const answer = await signer(await createCertificateRequest(pair.keys, undefined))
       expect(answer.spiffeId).toBe(`spiffe://${trustDomain}/svc/catalog`)
       socket.destroy()
+    } finally {
+      await running.stop()
+    }
+  })
+})
+
+describe("issuer: an intermediate near its end", () => {
+  it("signs leaves that end with the intermediate, not 24 h later", async () => {
+    const root = await createRootCa({ commonName: "root", trustDomain, lifetimeMs: 10 * 86_400_000 })
+    const intermediate = await createIntermediateCa(root, { commonName: "ending", trustDomain, lifetimeMs: 2 * 3_600_000 })
+    const joinToken = "j".repeat(40)
+    const running = await startIssuer({ intermediate, trustBundlePem: root.certificatePem, trustDomain }, { joinTokens: parseJoinTokens(`${joinToken} catalog\n`) })
+    try {
+      const pair = await generateKeyPair()
+      const signer = issuerSigner({ issuerUrl: running.url, trustDomain, trustBundle: () => root.certificatePem, proof: () => ({ kind: "join", token: joinToken }) })
+      const answer = await signer(await createCertificateRequest(pair.keys, undefined))
+      const leafEnd = new Date(new X509Certificate(answer.certificateChainPem).validTo).getTime()
+      const intermediateEnd = new Date(new X509Certificate(intermediate.certificatePem).validTo).getTime()
+      expect(leafEnd).toBeLessThanOrEqual(intermediateEnd)
+      expect(new Date(answer.notAfter).getTime()).toBe(leafEnd)
     } finally {
       await running.stop()
     }
