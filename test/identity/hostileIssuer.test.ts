@@ -50,6 +50,24 @@ describe("issuer: a hostile Kubernetes API server", () => {
     })
   })
 
+  it("a TokenReview answer of 8 MiB is token-review-unavailable once past 64 KiB", async () => {
+    let written = 0
+    await withApiServer((_request, response) => {
+      response.writeHead(201, { "content-type": "application/json" })
+      const chunk = Buffer.alloc(64 * 1024, 0x20)
+      const more = () => {
+        while (written < 8 * 1024 * 1024 && !response.destroyed) {
+          written += chunk.length
+          if (!response.write(chunk)) return void response.once("drain", more)
+        }
+        response.end()
+      }
+      more()
+    }, async (sign) => {
+      await expect(sign()).rejects.toThrow(/503 token-review-unavailable\): TokenReview failed: answer larger than 65536 bytes/)
+    })
+  })
+
   it.each([
     ["a number", 7],
     ["an array", ["system:serviceaccount:shop:catalog"]],
