@@ -1,14 +1,16 @@
-// Hostile TLS peers at a sidecar's mTLS inbound port (wave 2: no input may crash, desync or
-// exhaust a sidecar): what a refused peer's certificate says reaches the log only sanitized.
+// Hostile TLS peers of a sidecar's mTLS, a client at its inbound port and a callee of its outbound
+// side (wave 2: no input may crash, desync or exhaust a sidecar): what a refused peer's
+// certificate says reaches the log only sanitized.
 import "reflect-metadata"
 import * as x509 from "@peculiar/x509"
+import type { AddressInfo } from "node:net"
 import * as tls from "node:tls"
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import { generateKeyPair } from "../../src/identity/certificates.ts"
 import { makeCredentialHolder } from "../../src/identity/credentials.ts"
 import { MESH_ALPN } from "../../src/iip/tls.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
-import { sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { call, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import { makeTestPki, type TestPki } from "../support/testPki.ts"
 
 const CATALOG = "spiffe://iip-mesh.local/svc/catalog"
@@ -34,7 +36,7 @@ const selfSigned = async (subject: string) => {
   return { key: pair.privateKeyPem, cert: certificate.toString("pem") }
 }
 
-describe("hostile peers at the mTLS inbound port", () => {
+describe("hostile mTLS peers", () => {
   let cleanup: Cleanup
   beforeEach(() => {
     cleanup = new Cleanup()
@@ -57,5 +59,24 @@ describe("hostile peers at the mTLS inbound port", () => {
     expect(String(refused.fields.peer)).toContain("admin")
     expect(String(refused.fields.peer)).not.toMatch(unsafe)
     expect(app.seen.length).toBe(0)
+  })
+
+  it("a callee whose self-signed certificate's subject carries the same is refused, and logged escaped too", async () => {
+    const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+    const hostile = await selfSigned("catalog\u202egnp.exe\u2028forged line")
+    const server = tls.createServer({ ...hostile, ALPNProtocols: [MESH_ALPN] }, (socket) => socket.destroy())
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const a = await startSidecar(
+      cleanup,
+      sidecarConfig({ service: "store", endpoints: { catalog: [{ address: `127.0.0.1:${(server.address() as AddressInfo).port}`, weight: 1, identity: CATALOG }] } }),
+      (event, fields) => void events.push({ event, fields }),
+      { credentials: makeCredentialHolder(await pki.credentials("spiffe://iip-mesh.local/svc/store")) }
+    )
+    const answer = await call(a.outboundPort, { path: "/item", headers: { host: "catalog" } })
+    expect(answer.status).toBeGreaterThanOrEqual(500)
+    const refused = events.find((e) => e.event === "mtls-refused" && e.fields.direction === "outbound")!
+    expect(String(refused.fields.peer)).toContain("catalog")
+    expect(String(refused.fields.peer)).not.toMatch(unsafe)
   })
 })
