@@ -46,12 +46,16 @@ export const readCertificateRequest = async (pem: string): Promise<ReadRequest> 
     throw new RequestMalformed({ reason: "certificate request is not one PEM CERTIFICATE REQUEST block" })
   }
   let request: x509.Pkcs10CertificateRequest
+  let algorithm: { name?: string; namedCurve?: string }
+  let extensions: ReadonlyArray<x509.Extension>
   try {
     request = new x509.Pkcs10CertificateRequest(pem)
+    // The key's parameters and the extensions are parsed on first use: their errors are the request's.
+    algorithm = request.publicKey.algorithm
+    extensions = request.extensions
   } catch {
     throw new RequestMalformed({ reason: "certificate request does not parse as PKCS#10" })
   }
-  const algorithm = request.publicKey.algorithm as { name?: string; namedCurve?: string }
   if (algorithm.name !== "ECDSA" || algorithm.namedCurve !== "P-256") {
     throw new RequestMalformed({ reason: "certificate request key is not ECDSA P-256" })
   }
@@ -63,7 +67,7 @@ export const readCertificateRequest = async (pem: string): Promise<ReadRequest> 
   }
   if (!verified) throw new RequestMalformed({ reason: "certificate request signature does not verify (no proof of possession)" })
   const uris: Array<string> = []
-  for (const extension of request.extensions) {
+  for (const extension of extensions) {
     if (!(extension instanceof x509.SubjectAlternativeNameExtension)) {
       throw new RequestMalformed({ reason: `certificate request carries an extension the issuer does not take (${extension.type})` })
     }

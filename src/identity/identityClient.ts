@@ -14,6 +14,7 @@ import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
 import type * as Scope from "effect/Scope"
 import { createPublicKey, type KeyObject, X509Certificate } from "node:crypto"
+import * as tls from "node:tls"
 import { type Log, messageOf } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import { generateKeyPair } from "./certificates.ts"
@@ -73,13 +74,21 @@ const credentialsOf = (response: SignResponse, privateKeyPem: string, options: I
   if (id === undefined) throw refused("the leaf names no SPIFFE ID")
   if (id.trustDomain !== options.trustDomain) throw refused(`the leaf is for trust domain ${loggable(id.trustDomain)}, not ${options.trustDomain}`)
   if (options.requestedId !== undefined && id.text !== options.requestedId) throw refused(`the leaf names ${loggable(id.text)}, not ${options.requestedId}`)
-  return {
+  const credentials = {
     spiffeId: id.text,
     privateKeyPem,
     certificateChainPem: chain.join(""),
     trustBundlePem: certificatesOfPem(response.trustBundlePem).join(""),
     notAfter: new Date(leaf.validTo)
   }
+  // What OpenSSL will not load into a TLS context (a CA key below its security level, say) passes
+  // every check above; refused here, it never reaches the listeners that build contexts from it.
+  try {
+    tls.createSecureContext({ key: credentials.privateKeyPem, cert: credentials.certificateChainPem, ca: credentials.trustBundlePem, minVersion: "TLSv1.3" })
+  } catch (cause) {
+    throw refused(`node:tls does not take it: ${loggable(messageOf(cause))}`)
+  }
+  return credentials
 }
 
 /** One generation: a new key, a CSR, the signer's answer, checked. */
@@ -102,12 +111,16 @@ const obtain = (options: IdentityClientOptions) =>
  * When to renew credentials just received, in ms from `now`: at renewAt +- jitter of their life,
  * counted from when they became usable here (their notBefore, or now if the issuer backdated it
  * for clock skew), and never sooner than a second so a short-lived leaf cannot make a busy loop.
+ * Their life ends with the first certificate of the chain to expire: a leaf that outlives its
+ * intermediate (an issuer whose intermediate is near its end, or one that signs until 9999) is
+ * useless, to every peer, once the intermediate has expired.
  */
 export const renewalDelayMs = (credentials: WorkloadCredentials, now: number, random: number, renewAt = 0.7, jitter = 0.05): number => {
-  const leaf = new X509Certificate(certificatesOfPem(credentials.certificateChainPem)[0]!)
-  const start = Math.max(new Date(leaf.validFrom).getTime(), now)
+  const chain = certificatesOfPem(credentials.certificateChainPem).map((pem) => new X509Certificate(pem))
+  const start = Math.max(new Date(chain[0]!.validFrom).getTime(), now)
+  const end = Math.min(credentials.notAfter.getTime(), ...chain.map((certificate) => new Date(certificate.validTo).getTime()))
   const fraction = renewAt + (random * 2 - 1) * jitter
-  return Math.max(1_000, Math.round(start + (credentials.notAfter.getTime() - start) * fraction - now))
+  return Math.max(1_000, Math.round(start + (end - start) * fraction - now))
 }
 
 /**

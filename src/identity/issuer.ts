@@ -149,10 +149,19 @@ const listenTls = (server: https.Server, host: string, port: number) =>
     })
   })
 
+/**
+ * A leaf's validity from now: `lifetimeMs`, cut at the intermediate's own end. A leaf that outlives
+ * what signed it is refused by every peer once the intermediate has expired.
+ */
+const leafValidity = (ca: IssuingCa, lifetimeMs: number) => {
+  const intermediateEnd = new Date(new X509Certificate(ca.intermediate.certificatePem).validTo).getTime()
+  return validFromNow(Math.max(0, Math.min(lifetimeMs, intermediateEnd - Date.now())))
+}
+
 /** The issuer's own serving credentials: a fresh in-memory key and a leaf under the intermediate. */
 const servingCredentials = async (ca: IssuingCa, options: IssuerOptions) => {
   const pair = await generateKeyPair()
-  const leaf = await issueLeaf(ca.intermediate, { spiffeId: issuerSpiffeId(options.trustDomain), publicKey: pair.keys.publicKey, ...validFromNow(options.leafLifetimeMs) })
+  const leaf = await issueLeaf(ca.intermediate, { spiffeId: issuerSpiffeId(options.trustDomain), publicKey: pair.keys.publicKey, ...leafValidity(ca, options.leafLifetimeMs) })
   return { key: pair.privateKeyPem, cert: leaf + ca.intermediate.certificatePem, minVersion: "TLSv1.3" as const }
 }
 
@@ -197,7 +206,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       if (csr.requestedId !== undefined && csr.requestedId !== spiffeId) {
         throw new ProofRefused({ reason: "identity-not-allowed", detail: `the request asks for ${loggable(csr.requestedId, 200)}; the proof earns ${spiffeId}` })
       }
-      const leaf = await issueLeaf(signingCa.intermediate, { spiffeId, publicKey: csr.publicKey, ...validFromNow(options.leafLifetimeMs) })
+      const leaf = await issueLeaf(signingCa.intermediate, { spiffeId, publicKey: csr.publicKey, ...leafValidity(signingCa, options.leafLifetimeMs) })
       signed[request.proof.kind]++
       const notAfter = new Date(new X509Certificate(leaf).validTo).toISOString()
       options.log("identity-issued", { spiffeId, proof: request.proof.kind, notAfter })
@@ -231,19 +240,24 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
 
     const serving = yield* Effect.promise(() => servingCredentials(ca, options))
     // The TLS handshake is bounded like the request that follows it.
-    const server = https.createServer({ ...serving, handshakeTimeout: options.requestTimeoutMs }, (request, response) => {
+    // node checks the request and header timeouts every connectionsCheckingInterval (30 s by
+    // default): a stalled client would hold its connection three times the bound, so every second.
+    const server = https.createServer({ ...serving, handshakeTimeout: options.requestTimeoutMs, connectionsCheckingInterval: 1_000 }, (request, response) => {
       const remote = request.socket.remoteAddress
       const path = (request.url ?? "").split("?")[0]
       if (request.method === "GET" && path === "/health") return answer(response, 200, "ok\n", "text/plain")
       if (request.method === "GET" && path === "/metrics") return answer(response, 200, metricsText(), "text/plain; version=0.0.4")
       if (path !== "/v1/sign") return answer(response, 404, { error: "not-found", message: "POST /v1/sign" })
       if (request.method !== "POST") return answer(response, 405, { error: "method-not-allowed", message: "POST /v1/sign" })
-      if (inFlight >= options.maxInFlight) return refuse(response, remote, new ProofRefused({ reason: "overloaded", detail: `${options.maxInFlight} signings in progress` }))
-      inFlight++
+      // A slot is taken once the body is in: a client that sends its body slowly (or never) holds
+      // a connection, bounded by maxConnections and the request timeout, never a signing slot.
       readBody(request, options.maxRequestBytes)
-        .then(sign)
+        .then((body) => {
+          if (inFlight >= options.maxInFlight) throw new ProofRefused({ reason: "overloaded", detail: `${options.maxInFlight} signings in progress` })
+          inFlight++
+          return sign(body).finally(() => inFlight--)
+        })
         .then((signedResponse) => answer(response, 200, signedResponse), (error) => refuse(response, remote, error))
-        .finally(() => inFlight--)
     })
     server.requestTimeout = options.requestTimeoutMs
     server.headersTimeout = Math.min(options.requestTimeoutMs, 60_000)

@@ -24,7 +24,7 @@
 import * as Data from "effect/Data"
 import * as Result from "effect/Result"
 import { unescape } from "../protocol/requestPath.ts"
-import { parseSpiffeId } from "./spiffe.ts"
+import { parseSpiffeId, starPatternMatcher } from "./spiffe.ts"
 
 export const policyDefaults = ["allow-all", "mesh-authenticated", "deny"] as const
 export type PolicyDefault = (typeof policyDefaults)[number]
@@ -53,6 +53,8 @@ const MAX_SERVICES = 1000
 const MAX_RULES = 1000
 const MAX_ENTRIES = 256
 const MAX_TEXT = 2048
+/** Problems reported at most: past them validation stops (the document is refused either way). */
+const MAX_PROBLEMS = 100
 
 /** Why a request was denied (a constant: no allocation per request), or "allow". */
 export type Verdict = "allow" | "unauthenticated" | "not-in-trust-domain" | "no-rule-matched" | "default-deny"
@@ -107,15 +109,16 @@ const stringList = (value: unknown, where: string, problems: Array<string>, chec
     return undefined
   }
   const out: Array<string> = []
-  value.forEach((entry, i) => {
+  for (let i = 0; i < value.length && problems.length < MAX_PROBLEMS; i++) {
+    const entry: unknown = value[i]
     if (typeof entry !== "string" || entry.length === 0 || entry.length > MAX_TEXT) {
       problems.push(`${where}[${i}]: expected a non-empty string of at most ${MAX_TEXT} characters`)
-      return
+      continue
     }
     const problem = check(entry)
     if (problem !== undefined) problems.push(`${where}[${i}]: ${problem}, got ${JSON.stringify(entry.slice(0, 200))}`)
     else out.push(entry)
-  })
+  }
   return out
 }
 
@@ -162,10 +165,10 @@ const servicePolicyOf = (value: unknown, where: string, problems: Array<string>)
       problems.push(`${where}.rules: expected a list of at most ${MAX_RULES} rules`)
     } else {
       rules = []
-      value.rules.forEach((rule, i) => {
-        const parsed = ruleOf(rule, `${where}.rules[${i}]`, problems)
-        if (parsed !== undefined) rules!.push(parsed)
-      })
+      for (let i = 0; i < value.rules.length && problems.length < MAX_PROBLEMS; i++) {
+        const parsed = ruleOf(value.rules[i], `${where}.rules[${i}]`, problems)
+        if (parsed !== undefined) rules.push(parsed)
+      }
     }
   }
   return { ...(fallback === undefined ? {} : { default: fallback }), ...(rules === undefined ? {} : { rules }) }
@@ -188,6 +191,7 @@ export const parsePolicyDocument = (value: unknown): Result.Result<PolicyDocumen
         problems.push(`services: expected an object of at most ${MAX_SERVICES} services, keyed by service name`)
       } else {
         for (const [name, policy] of Object.entries(value.services)) {
+          if (problems.length >= MAX_PROBLEMS) break
           if (!servicePattern.test(name)) problems.push(`services.${name.slice(0, 100)}: expected a service name (a DNS label: a-z, 0-9, -)`)
           else services[name] = servicePolicyOf(policy, `services.${name}`, problems)
         }
@@ -195,7 +199,10 @@ export const parsePolicyDocument = (value: unknown): Result.Result<PolicyDocumen
     }
     document = { ...(fallback === undefined ? {} : { default: fallback }), services }
   }
-  if (problems.length > 0) return Result.fail(new PolicyInvalid({ message: `not a valid authorization policy:\n  ${problems.join("\n  ")}`, problems }))
+  if (problems.length > 0) {
+    const more = problems.length >= MAX_PROBLEMS ? `\n  (stopped at ${MAX_PROBLEMS} problems)` : ""
+    return Result.fail(new PolicyInvalid({ message: `not a valid authorization policy:\n  ${problems.join("\n  ")}${more}`, problems }))
+  }
   return Result.succeed(document)
 }
 
@@ -212,9 +219,7 @@ export const identityMatcher = (pattern: string): Matcher => {
     return (id) => id.length > prefix.length && id.startsWith(prefix)
   }
   if (!pattern.includes("*")) return (id) => id === pattern
-  const source = pattern.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("[^/]*")
-  const regex = new RegExp(`^${source}$`)
-  return (id) => regex.test(id)
+  return starPatternMatcher(pattern)
 }
 
 /** Any of the patterns: exact ones in one Set lookup, the rest in turn. */

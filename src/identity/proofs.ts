@@ -112,7 +112,7 @@ interface TokenReviewStatus {
   readonly authenticated?: boolean
   readonly audiences?: ReadonlyArray<string>
   readonly error?: string
-  readonly user?: { readonly username?: string }
+  readonly user?: { readonly username?: unknown }
 }
 
 /** A ServiceAccount token's namespace and account, as the API server vouches for them. */
@@ -145,7 +145,8 @@ export const reviewServiceAccountToken = async (options: TokenReviewOptions, tok
   if (!Array.isArray(status.audiences) || !status.audiences.includes(options.audience)) {
     throw new ProofRefused({ reason: "wrong-audience", detail: `the token is not for audience ${options.audience}` })
   }
-  const username = status.user?.username ?? ""
+  // The answer's types are the API server's to get right: anything but a string names no account.
+  const username = typeof status.user?.username === "string" ? status.user.username : ""
   const parts = username.split(":")
   if (parts.length !== 4 || parts[0] !== "system" || parts[1] !== "serviceaccount" || !labelPattern.test(parts[2]!) || !accountPattern.test(parts[3]!)) {
     throw new ProofRefused({ reason: "not-a-service-account", detail: `the token belongs to ${loggable(username)}, not a ServiceAccount` })

@@ -61,8 +61,54 @@ export const matchesIdentityPattern = (pattern: string, id: string): boolean => 
     return id.startsWith(prefix) && id.length > prefix.length
   }
   if (!pattern.includes("*")) return pattern === id
-  const source = pattern.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("[^/]*")
-  return new RegExp(`^${source}$`).test(id)
+  return starPatternMatcher(pattern)(id)
+}
+
+/**
+ * Whether `text[start, end)` (one segment, no `/`) matches a segment pattern split at its `*`s:
+ * the first part at the start, the last at the end, the ones between found leftmost in turn (for
+ * `*` alone that is never wrong). No regex: `[^/]*` repeated backtracks in time to the power of the stars.
+ */
+const partsMatch = (parts: ReadonlyArray<string>, text: string, start: number, end: number): boolean => {
+  const first = parts[0]!
+  if (parts.length === 1) return end - start === first.length && text.startsWith(first, start)
+  const last = parts[parts.length - 1]!
+  const limit = end - last.length
+  if (limit - start < first.length || !text.startsWith(first, start) || !text.startsWith(last, limit)) return false
+  let at = start + first.length
+  for (let k = 1; k < parts.length - 1; k++) {
+    const part = parts[k]!
+    const found = text.indexOf(part, at)
+    if (found === -1 || found + part.length > limit) return false
+    at = found + part.length
+  }
+  return true
+}
+
+/**
+ * A pattern with `*` as any run of characters inside one path segment (never a `/`), compiled once
+ * into its segments' literal parts; the matcher allocates nothing. The identity it is given is the
+ * caller's, so hostile: its cost is bounded by the pattern's length times the identity's.
+ */
+export const starPatternMatcher = (pattern: string): ((id: string) => boolean) => {
+  const all = pattern.split("/")
+  // The segments before the first `*` (the trust domain's at least) are one literal prefix.
+  const fixed = Math.max(0, all.findIndex((segment) => segment.includes("*")))
+  const prefix = fixed === 0 ? "" : `${all.slice(0, fixed).join("/")}/`
+  const segments = all.slice(fixed).map((segment) => segment.split("*"))
+  return (id) => {
+    if (!id.startsWith(prefix)) return false
+    let at = prefix.length
+    for (let i = 0; i < segments.length; i++) {
+      const slash = id.indexOf("/", at)
+      const last = i === segments.length - 1
+      if (last ? slash !== -1 : slash === -1) return false
+      const end = last ? id.length : slash
+      if (!partsMatch(segments[i]!, id, at, end)) return false
+      at = end + 1
+    }
+    return true
+  }
 }
 
 /**

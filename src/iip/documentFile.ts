@@ -23,6 +23,24 @@ const readBlockBytes = 64 * 1024
 const isYaml = (path: string): boolean => /\.ya?ml$/i.test(path)
 
 /**
+ * The deepest nesting of YAML flow collections taken. The parser recurses per `[` or `{`: 100,000
+ * unclosed ones held the event loop 3.7 s before its stack gave out.
+ */
+const MAX_YAML_FLOW_DEPTH = 100
+
+/** Whether `[` and `{` nest deeper than `max`, counted over the whole text (quoted ones too: a bound, not a parse). */
+const flowDepthOver = (text: string, max: number): boolean => {
+  let depth = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true
+    } else if ((c === 0x5d || c === 0x7d) && depth > 0) depth--
+  }
+  return false
+}
+
+/**
  * The file's content parsed as JSON or YAML (not checked further), or why not: a message for the
  * caller's own tagged error. A file over `maxBytes` is refused unread; `kind` names it in that message.
  */
@@ -56,6 +74,7 @@ export const readDocumentFile = async (path: string, maxBytes: number, kind: str
   }
   try {
     if (!isYaml(path)) return Result.succeed(parseJsonStrict(text))
+    if (flowDepthOver(text, MAX_YAML_FLOW_DEPTH)) return Result.fail(`cannot parse it as YAML: [ and { nested deeper than ${MAX_YAML_FLOW_DEPTH}`)
     const yaml = await import("yaml")
     return Result.succeed(yaml.parse(text, { maxAliasCount: 100, prettyErrors: false }) as unknown)
   } catch (error) {

@@ -14,6 +14,7 @@ import * as tls from "node:tls"
 import { type CredentialSource, makeCredentialHolder, type WorkloadCredentials } from "../identity/credentials.ts"
 import { parseSpiffeId, spiffeIdOfCertificate } from "../identity/spiffe.ts"
 import type { Log } from "../iip/log.ts"
+import { loggable } from "../iip/redact.ts"
 import type { IipServer } from "../iip/server.ts"
 import { type ClientTlsOptions, MESH_ALPN, MESH_CIPHERSUITES, type ServerTlsOptions, type TlsCredentials, type TlsRefusal } from "../iip/tls.ts"
 import type { MeshMetrics } from "../telemetry/metrics.ts"
@@ -66,9 +67,12 @@ const tlsCredentialsOf = (credentials: WorkloadCredentials): TlsCredentials => (
 
 const trustDomainOf = (credentials: WorkloadCredentials): string => parseSpiffeId(credentials.spiffeId)?.trustDomain ?? ""
 
-/** What a certificate names, for a log line: its SPIFFE ID, or its subject. */
+/**
+ * What a certificate names, for a log line: its SPIFFE ID, or its subject, which any peer writes
+ * (a refused one too): escaped, so a bidi override or a line separator in it cannot forge or hide log lines.
+ */
 const describe = (certificate: X509Certificate | undefined): string =>
-  certificate === undefined ? "none" : spiffeIdOfCertificate(certificate)?.text ?? `subject ${certificate.subject.replaceAll("\n", ", ").slice(0, 200)}`
+  certificate === undefined ? "none" : spiffeIdOfCertificate(certificate)?.text ?? `subject ${loggable(certificate.subject.replaceAll("\n", ", "))}`
 
 export class MeshTls {
   readonly mode: MtlsMode

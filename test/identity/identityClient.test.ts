@@ -7,8 +7,11 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import { TestClock } from "effect/testing"
-import { X509Certificate } from "node:crypto"
-import { generateKeyPair, issueLeaf } from "../../src/identity/certificates.ts"
+import "reflect-metadata"
+import * as x509 from "@peculiar/x509"
+import { webcrypto, X509Certificate } from "node:crypto"
+import * as tls from "node:tls"
+import { createIntermediateCa, createRootCa, generateKeyPair, issueLeaf } from "../../src/identity/certificates.ts"
 import { readCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import type { WorkloadCredentials } from "../../src/identity/credentials.ts"
 import * as IdentityClient from "../../src/identity/identityClient.ts"
@@ -29,17 +32,41 @@ const eventually = (check: () => boolean, ms = 5_000) =>
     })
   )
 
+/**
+ * A leaf under a CA with a 512-bit RSA key, in the chain and as the bundle: every signature
+ * verifies, but OpenSSL refuses to load such a chain into a TLS context (ca key too small).
+ */
+const weakCaAnswer = async (spiffeId: string, publicKey: x509.PublicKey, notBefore: Date): Promise<SignResponse> => {
+  const rsa = { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256", publicExponent: new Uint8Array([1, 0, 1]), modulusLength: 512 }
+  const keys = (await webcrypto.subtle.generateKey(rsa, false, ["sign", "verify"])) as webcrypto.CryptoKeyPair
+  const validity = { notBefore: new Date(notBefore.getTime() - hour), notAfter: new Date(notBefore.getTime() + lifetime) }
+  const root = await x509.X509CertificateGenerator.createSelfSigned({ serialNumber: "01", name: "CN=weak", ...validity, keys, signingAlgorithm: rsa, extensions: [new x509.BasicConstraintsExtension(true, 1, true)] })
+  const leaf = await x509.X509CertificateGenerator.create({
+    serialNumber: "02",
+    subject: [],
+    issuer: root.subject,
+    ...validity,
+    publicKey,
+    signingKey: keys.privateKey,
+    signingAlgorithm: rsa,
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: "url", value: spiffeId }], true)]
+  })
+  const rootPem = `${root.toString("pem")}\n`
+  return { spiffeId, certificateChainPem: `${leaf.toString("pem")}\n${rootPem}`, trustBundlePem: rootPem, notAfter: validity.notAfter.toISOString() }
+}
+
 /** A signer over a fresh in-memory CA, signing at the test clock's time; `down` makes it fail like an unreachable issuer. */
 const makeFakeIssuer = Effect.gen(function*() {
   const clock = yield* Clock.Clock
   const ca = yield* Effect.promise(() => makeIssuingCa())
-  const state = { down: false, wrongKey: false, calls: [] as Array<number> }
+  const state = { down: false, wrongKey: false, weakCa: false, calls: [] as Array<number> }
   const signer: IdentityClient.Signer = async (csrPem) => {
     state.calls.push(clock.currentTimeMillisUnsafe())
     if (state.down) throw new Error("connect ECONNREFUSED 127.0.0.1:8443")
     const request = await readCertificateRequest(csrPem)
     const publicKey = state.wrongKey ? (await generateKeyPair()).keys.publicKey : request.publicKey
     const notBefore = new Date(clock.currentTimeMillisUnsafe())
+    if (state.weakCa) return weakCaAnswer(request.requestedId!, request.publicKey, notBefore)
     const leaf = await issueLeaf(ca.intermediate, { spiffeId: request.requestedId!, publicKey, notBefore, lifetimeMs: lifetime })
     const answer: SignResponse = {
       spiffeId: request.requestedId!,
@@ -74,6 +101,18 @@ describe("identity client", () => {
     expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime() - hour, 0.5)).toBe(8 * hour)
     // Never a busy loop.
     expect(IdentityClient.renewalDelayMs(credentials, notBefore.getTime() + lifetime - 10, 0.5)).toBe(1_000)
+  })
+
+  it("renewalDelayMs: a leaf that outlives its intermediate is renewed at 70 % of the chain's life, not of the leaf's", async () => {
+    const now = Date.UTC(2030, 0, 1)
+    const root = await createRootCa({ commonName: "root", trustDomain, notBefore: new Date(now - hour), lifetimeMs: 100 * hour })
+    // The intermediate expires 2 h from now; the leaf it signed (a hostile or careless issuer) lives until 9999.
+    const intermediate = await createIntermediateCa(root, { commonName: "intermediate", trustDomain, notBefore: new Date(now - hour), lifetimeMs: 3 * hour })
+    const pair = await generateKeyPair()
+    const notAfter = new Date(Date.UTC(9999, 11, 31))
+    const leaf = await issueLeaf(intermediate, { spiffeId: catalogId, publicKey: pair.keys.publicKey, notBefore: new Date(now), lifetimeMs: notAfter.getTime() - now })
+    const credentials = { spiffeId: catalogId, privateKeyPem: pair.privateKeyPem, certificateChainPem: leaf + intermediate.certificatePem, trustBundlePem: root.certificatePem, notAfter }
+    expect(IdentityClient.renewalDelayMs(credentials, now, 0.5)).toBe(0.7 * 2 * hour)
   })
 
   it.effect("renews at 70 % +- 5 % of the leaf's life on the clock, not before; the key is new and listeners hear it", () =>
@@ -157,6 +196,23 @@ describe("identity client", () => {
       yield* TestClock.adjust(events[0]!.fields.retryInMs as number)
       const client = yield* Fiber.join(fiber)
       expect(client.current().spiffeId).toBe(catalogId)
+      expect(state.calls).toHaveLength(2)
+    }).pipe(Effect.scoped))
+
+  it.effect("an answer whose chain node:tls cannot load (a 512-bit RSA CA: every signature verifies) is refused and retried, never handed to the listeners", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const { signer, state } = yield* makeFakeIssuer
+      state.weakCa = true
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const fiber = yield* Effect.forkScoped(startClient(signer, events))
+      yield* eventually(() => events.length === 1)
+      expect([events[0]!.event, events[0]!.fields.error]).toStrictEqual(["identity-renewal-failed", expect.stringMatching(/ca key too small/)])
+      state.weakCa = false
+      yield* TestClock.adjust(events[0]!.fields.retryInMs as number)
+      const client = yield* Fiber.join(fiber)
+      const current = client.current()
+      expect(() => tls.createSecureContext({ key: current.privateKeyPem, cert: current.certificateChainPem, ca: current.trustBundlePem })).not.toThrow()
       expect(state.calls).toHaveLength(2)
     }).pipe(Effect.scoped))
 })

@@ -7,6 +7,7 @@ import * as Result from "effect/Result"
 import { describe, expect, it } from "vitest"
 import { compilePolicy, identityMatcher, matchablePath, parsePolicyDocument, type PolicyDocument } from "../../src/identity/policy.ts"
 import { matchesIdentityPattern } from "../../src/identity/spiffe.ts"
+import { prng } from "../helpers/prng.ts"
 
 const td = "iip-mesh.local"
 const storefront = `spiffe://${td}/ns/shop/sa/storefront`
@@ -113,6 +114,45 @@ describe("policy decisions", () => {
     for (const pattern of patterns) {
       const match = identityMatcher(pattern)
       for (const id of ids) expect(match(id), `${pattern} vs ${id}`).toBe(matchesIdentityPattern(pattern, id))
+    }
+  })
+})
+
+describe("a policy document of many problems", () => {
+  it("1,000 rules of 256 bad identities each: refused with the first 100 problems, in well under a second, not 25 MB of message", () => {
+    const document = { services: { catalog: { rules: Array.from({ length: 1_000 }, () => ({ from: Array.from({ length: 256 }, () => "x") })) } } }
+    const started = performance.now()
+    const parsed = parsePolicyDocument(document)
+    const elapsed = performance.now() - started
+    expect(Result.isFailure(parsed) && parsed.failure.problems.length).toBe(100)
+    expect(Result.isFailure(parsed) && parsed.failure.message).toMatch(/stopped at 100 problems\)$/)
+    // All 256,000 made a 25,205,873-character message in 1.8 to 3.5 s here.
+    expect(elapsed).toBeLessThan(500)
+  })
+})
+
+describe("identity patterns on hostile identities", () => {
+  /** The regex the patterns meant (each `*` as `[^/]*`): the oracle for small inputs, where its backtracking is cheap. */
+  const oracle = (pattern: string, id: string) =>
+    new RegExp(`^${pattern.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("[^/]*")}$`).test(id)
+
+  it("a pattern of several *s against a long segment that does not match decides in well under a millisecond, not seconds", () => {
+    // As a regex (each `*` as `[^/]*`) this takes time to the power of the stars: 0.2 s for 4 stars against 60 a's here, 10.4 s for 6.
+    const match = identityMatcher(`spiffe://${td}/ns/shop/sa/${"*a".repeat(5)}*X`)
+    const started = performance.now()
+    expect(match(`spiffe://${td}/ns/shop/sa/${"a".repeat(60)}`)).toBe(false)
+    expect(match(`spiffe://${td}/ns/shop/sa/${"a".repeat(60)}X`)).toBe(true)
+    expect(performance.now() - started).toBeLessThan(50)
+  })
+
+  it("matches what the regex does on 3,000 random small patterns and identities", () => {
+    const random = prng(15)
+    const word = (alphabet: string) => Array.from({ length: random.int(0, 4) }, () => random.pick([...alphabet])).join("")
+    for (let i = 0; i < 3_000; i++) {
+      const pattern = `spiffe://${td}/${Array.from({ length: random.int(1, 3) }, () => word("ab*.").replace(/\*+/g, "*")).join("/")}` // `**` means more: not here
+      const id = `spiffe://${td}/${Array.from({ length: random.int(1, 3) }, () => word("ab.")).join("/")}`
+      expect(identityMatcher(pattern)(id), `${pattern} vs ${id}`).toBe(oracle(pattern, id))
+      expect(matchesIdentityPattern(pattern, id), `${pattern} vs ${id}`).toBe(oracle(pattern, id))
     }
   })
 })

@@ -86,6 +86,19 @@ describe("the policy file", () => {
     }
   })
 
+  it("a YAML file of 100,000 unclosed [ is refused at once for its nesting, not after seconds of the parser's recursion", async () => {
+    freshDir()
+    const path = join(dir, "policy.yaml")
+    writeFileSync(path, `services: ${"[".repeat(100_000)}`)
+    const started = performance.now()
+    const result = await readPolicyFile(path, "catalog", td)
+    // yaml.parse took 3.7 s here before its stack gave out (6.9 s for 500,000).
+    expect(performance.now() - started).toBeLessThan(500)
+    expect(Result.isFailure(result) && result.failure.message).toMatch(/nested deeper than 100/)
+    writeFileSync(path, `services: {catalog: {rules: [{from: [${storefront}], methods: [GET]}]}}\n`)
+    expect(Result.isSuccess(await readPolicyFile(path, "catalog", td))).toBe(true)
+  })
+
   it("a change is picked up; a bad version keeps the last good policy, logged and counted; a good one after it applies", async () => {
     freshDir()
     const path = join(dir, "policy.json")

@@ -1,0 +1,146 @@
+// The issuer against hostile peers (wave 2: no input may crash, desync or exhaust the issuer): a
+// Kubernetes API server whose answer never ends is bounded by the review's timeout, one answering
+// the wrong JSON types is refused as its fault, never blamed on the sidecar; clients that stall
+// after the handshake are closed at the request timeout and hold no signing slot; and the leaves
+// it signs never outlive its intermediate.
+import { X509Certificate } from "node:crypto"
+import * as http from "node:http"
+import type { AddressInfo } from "node:net"
+import * as tls from "node:tls"
+import { beforeAll, describe, expect, it } from "vitest"
+import { createIntermediateCa, createRootCa, generateKeyPair } from "../../src/identity/certificates.ts"
+import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
+import { parseJoinTokens } from "../../src/identity/proofs.ts"
+import { issuerSigner } from "../../src/identity/signers.ts"
+import { audience, makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
+
+let ca: Awaited<ReturnType<typeof makeIssuingCa>>
+beforeAll(async () => {
+  ca = await makeIssuingCa()
+})
+
+/** An issuer whose TokenReviews go to an API server answering with `handler`; `run` asks it to sign with a Kubernetes token. */
+const withApiServer = async (handler: http.RequestListener, run: (sign: () => Promise<unknown>) => Promise<void>) => {
+  const api = http.createServer(handler)
+  await new Promise<void>((resolve) => api.listen(0, "127.0.0.1", resolve))
+  const running = await startIssuer(ca, { apiUrl: `http://127.0.0.1:${(api.address() as AddressInfo).port}` })
+  try {
+    const pair = await generateKeyPair()
+    const csr = await createCertificateRequest(pair.keys, undefined)
+    const signer = issuerSigner({ issuerUrl: running.url, trustDomain, trustBundle: () => ca.trustBundlePem, proof: () => ({ kind: "kubernetes", token: "x" }), timeoutMs: 8_000 })
+    await run(() => signer(csr))
+  } finally {
+    await running.stop()
+    api.closeAllConnections()
+    api.close()
+  }
+}
+
+describe("issuer: a hostile Kubernetes API server", () => {
+  it("a TokenReview answer that trickles and never ends is token-review-unavailable at the review timeout (2 s here)", async () => {
+    await withApiServer((_request, response) => {
+      response.writeHead(201, { "content-type": "application/json" })
+      response.write("{")
+      const trickle = setInterval(() => response.write(" "), 100)
+      response.on("close", () => clearInterval(trickle))
+    }, async (sign) => {
+      const started = Date.now()
+      await expect(sign()).rejects.toThrow(/503 token-review-unavailable/)
+      expect(Date.now() - started).toBeLessThan(4_000)
+    })
+  })
+
+  it("a TokenReview answer of 8 MiB is token-review-unavailable once past 64 KiB", async () => {
+    let written = 0
+    await withApiServer((_request, response) => {
+      response.writeHead(201, { "content-type": "application/json" })
+      const chunk = Buffer.alloc(64 * 1024, 0x20)
+      const more = () => {
+        while (written < 8 * 1024 * 1024 && !response.destroyed) {
+          written += chunk.length
+          if (!response.write(chunk)) return void response.once("drain", more)
+        }
+        response.end()
+      }
+      more()
+    }, async (sign) => {
+      await expect(sign()).rejects.toThrow(/503 token-review-unavailable\): TokenReview failed: answer larger than 65536 bytes/)
+    })
+  })
+
+  it.each([
+    ["a number", 7],
+    ["an array", ["system:serviceaccount:shop:catalog"]],
+    ["an object", { toString: "system:serviceaccount:shop:catalog" }]
+  ])("a TokenReview answer whose username is %s is not-a-service-account (403), not the sidecar's bad request", async (_what, username) => {
+    await withApiServer((_request, response) => {
+      response.writeHead(201, { "content-type": "application/json" })
+      response.end(JSON.stringify({ status: { authenticated: true, audiences: [audience], user: { username } } }))
+    }, async (sign) => {
+      await expect(sign()).rejects.toThrow(/403 not-a-service-account/)
+    })
+  })
+})
+
+/** A TLS client of the issuer that sends `text` and then nothing; resolves with how long the issuer kept the connection. */
+const stallAfter = (url: string, text: string) =>
+  new Promise<number>((resolve) => {
+    const started = performance.now()
+    const socket = tls.connect({ host: "127.0.0.1", port: Number(new URL(url).port), rejectUnauthorized: false }, () => socket.write(text))
+    socket.on("error", () => {})
+    socket.on("close", () => resolve(performance.now() - started))
+    socket.resume()
+  })
+
+describe("issuer: clients that stall after the handshake", () => {
+  it("a connection that sends nothing, half a head or half a body is closed within the request timeout (1 s here) and a second, not node's 30 s check", async () => {
+    const running = await startIssuer(ca, { requestTimeoutMs: 1_000 })
+    try {
+      const kept = await Promise.all(["", "POST /v1/sign HTTP/1.1\r\nhost: x\r\n", "POST /v1/sign HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{"].map((text) => stallAfter(running.url, text)))
+      for (const ms of kept) expect(ms).toBeLessThan(5_000)
+    } finally {
+      await running.stop()
+    }
+  }, 40_000)
+
+  it("a client stalled mid-body holds no signing slot: with maxInFlight 1 a sidecar is still signed meanwhile", async () => {
+    const joinToken = "j".repeat(40)
+    const running = await startIssuer(ca, { joinTokens: parseJoinTokens(`${joinToken} catalog\n`), maxInFlight: 1 })
+    try {
+      // node answers 100 Continue right before it hands the request to the issuer's handler: once
+      // it arrives, the stalled request is in the handler, reading its body.
+      const socket = tls.connect({ host: "127.0.0.1", port: Number(new URL(running.url).port), rejectUnauthorized: false }, () =>
+        socket.write("POST /v1/sign HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 100\r\n\r\n"))
+      socket.on("error", () => {})
+      await new Promise<void>((resolve) => socket.on("data", (chunk: Buffer) => chunk.toString().startsWith("HTTP/1.1 100") && resolve()))
+      socket.write("{")
+      const pair = await generateKeyPair()
+      const signer = issuerSigner({ issuerUrl: running.url, trustDomain, trustBundle: () => ca.trustBundlePem, proof: () => ({ kind: "join", token: joinToken }) })
+      const answer = await signer(await createCertificateRequest(pair.keys, undefined))
+      expect(answer.spiffeId).toBe(`spiffe://${trustDomain}/svc/catalog`)
+      socket.destroy()
+    } finally {
+      await running.stop()
+    }
+  })
+})
+
+describe("issuer: an intermediate near its end", () => {
+  it("signs leaves that end with the intermediate, not 24 h later", async () => {
+    const root = await createRootCa({ commonName: "root", trustDomain, lifetimeMs: 10 * 86_400_000 })
+    const intermediate = await createIntermediateCa(root, { commonName: "ending", trustDomain, lifetimeMs: 2 * 3_600_000 })
+    const joinToken = "j".repeat(40)
+    const running = await startIssuer({ intermediate, trustBundlePem: root.certificatePem, trustDomain }, { joinTokens: parseJoinTokens(`${joinToken} catalog\n`) })
+    try {
+      const pair = await generateKeyPair()
+      const signer = issuerSigner({ issuerUrl: running.url, trustDomain, trustBundle: () => root.certificatePem, proof: () => ({ kind: "join", token: joinToken }) })
+      const answer = await signer(await createCertificateRequest(pair.keys, undefined))
+      const leafEnd = new Date(new X509Certificate(answer.certificateChainPem).validTo).getTime()
+      const intermediateEnd = new Date(new X509Certificate(intermediate.certificatePem).validTo).getTime()
+      expect(leafEnd).toBeLessThanOrEqual(intermediateEnd)
+      expect(new Date(answer.notAfter).getTime()).toBe(leafEnd)
+    } finally {
+      await running.stop()
+    }
+  })
+})
