@@ -62,6 +62,15 @@ export interface MeshSessionOptions {
   readonly onChannelRefused?: (channel: OwnChannel) => void
 }
 
+/**
+ * How long the cap a refusal sets (§11 `refuse`) holds before this side tries one more channel;
+ * doubled, up to the max, while such a try is refused again. A server's budget is shared with its
+ * other clients, so it frees without this side closing anything: a cap for good would keep a busy
+ * connection's calls queued behind one another on the few channels it held at the refusal.
+ */
+const CapHoldMs = 1000
+const MaxCapHoldMs = 30_000
+
 const lastChunk = Buffer.of(ChunkHeader.data)
 const noBody = new Uint8Array(0)
 const noData = Buffer.alloc(0)
@@ -99,11 +108,10 @@ export class MeshSession implements MessageSink {
   private readonly freeOwnIds: Array<number> = []
   /** Both hellos named `close`: either side may close the channels it opened (§11). */
   readonly closesChannels: boolean
-  /**
-   * How many channels the peer took when it last refused one of ours (§11 `refuse`): open no
-   * more than that until one of them closes. Infinity while it has refused none.
-   */
-  channelCap = Infinity
+  /** See `channelCap`; `capUntil` and `capHoldMs` in performance.now() terms. */
+  private cap = Infinity
+  private capUntil = 0
+  private capHoldMs = CapHoldMs
   private readonly dispatch: Dispatch
   private readonly options: MeshSessionOptions
   private readonly closeListeners: Array<(error: ConnectionClosed) => void> = []
@@ -173,6 +181,16 @@ export class MeshSession implements MessageSink {
     return this.own.size - 1
   }
 
+  /**
+   * How many channels the peer took when it last refused one of ours (§11 `refuse`): open no
+   * more than that until one of them closes or the cap's hold runs out (CapHoldMs). Infinity
+   * while none holds.
+   */
+  get channelCap(): number {
+    if (this.cap !== Infinity && performance.now() >= this.capUntil) this.cap = Infinity
+    return this.cap
+  }
+
   /** Channels the peer opened on this connection, its control channel not counted. */
   get peerChannelCount(): number {
     let n = 0
@@ -227,7 +245,7 @@ export class MeshSession implements MessageSink {
     this.own.delete(channel.id)
     this.connection.closeChannel(channel.id)
     // One the peer took gave its place back: it may take another.
-    if (!channel.refused) this.channelCap = Infinity
+    if (!channel.refused) this.cap = Infinity
     // A channel never used is unknown to the peer: nothing to tell it.
     if (channel.nextRequestId !== 1 && !this.connection.closed) this.push(this.ownControl, MeshPath.close, encodeChannelId(channel.id))
     this.freeOwnIds.push(channel.id)
@@ -853,7 +871,12 @@ export class MeshSession implements MessageSink {
           }
         }
         // None taken: no cap (the next request tries again, and is refused alone if the peer is still full).
-        if (taken > 0) this.channelCap = Math.min(this.channelCap, taken)
+        if (taken === 0) return
+        const now = performance.now()
+        // Refused again soon after the last cap ran out: the peer is still full, wait longer.
+        this.capHoldMs = this.capUntil > 0 && now - this.capUntil < this.capHoldMs ? Math.min(2 * this.capHoldMs, MaxCapHoldMs) : CapHoldMs
+        this.cap = Math.min(this.channelCap, taken)
+        this.capUntil = now + this.capHoldMs
         return
       }
       case MeshPath.goAway:

@@ -9,7 +9,7 @@
 // - hostile refusals at the opener: one naming a channel it never used, or its control channel, is
 //   ignored; a malformed one closes the connection (bad-control);
 // - a peer whose hello does not name `refuse` is closed as before (too-many-channels).
-import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import { type IipServer } from "../../src/iip/server.ts"
 import { RemoteError } from "../../src/mux/meshSession.ts"
 import { AcceptorControlChannel, decodeChannelId, decodeEnvelope, decodeErrorBody, decodeHello, emptyMeta, encodeChannelId, encodeEnvelope, encodeHello, EnvelopeFlag, EnvelopeKind, MeshDefaults, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
@@ -67,6 +67,48 @@ describe("a channel over the server's channel budget", () => {
     expect(served).toBeDefined()
     await waitFor(() => [...server.meshSessions].every((s) => s.peerChannelCount <= 2), 5000, "the refused channel to close")
     expect(served!.connection.budget.shared.channels).toBe(3)
+  })
+
+  it("the cap lapses: after the overload, calls on a connection whose channels stay busy run side by side again", async () => {
+    vi.useFakeTimers({ toFake: ["performance"] })
+    cleanup.add(() => vi.useRealTimers())
+    const first = startClient(cleanup, server.address.port, { maxConnections: 1 })
+    const second = startClient(cleanup, server.address.port, { maxConnections: 1 })
+    const channels = () => [...server.meshSessions].reduce((n, s) => n + s.peerChannelCount, 0)
+    const held = [first.call("/hold", "a1", { timeoutMs: 10_000 })]
+    await waitFor(() => channels() === 1, 5000, "the first call")
+    held.push(first.call("/hold", "a2", { timeoutMs: 10_000 }))
+    await waitFor(() => channels() === 2, 5000, "the second call")
+    held.push(second.call("/hold", "b1", { timeoutMs: 10_000 }))
+    await waitFor(() => channels() === 3, 5000, "the second client's call")
+    expect(await rejection(second.call("/hold", "b2", { timeoutMs: 10_000 }))).toMatchObject({ code: "overloaded", processed: false })
+    const session = second.meshSessions[0]!
+    expect(session.channelCap).toBe(1)
+    // Still full when the cap runs out (1 s): the channel tried is refused, and the cap holds twice as long.
+    vi.advanceTimersByTime(1000)
+    held.push(second.call("/hold", "b3", { timeoutMs: 10_000 })) // behind b1; a channel opens ahead
+    expect(await rejection(second.call("/hold", "b4", { timeoutMs: 10_000 }))).toMatchObject({ code: "overloaded", processed: false })
+    expect(session.channelCap).toBe(1)
+    vi.advanceTimersByTime(1999)
+    expect(session.channelCap).toBe(1)
+    release.resolve()
+    await Promise.all(held)
+    // The overload is over: the first client leaves, the server holds the second's one channel.
+    first.close()
+    await waitFor(() => channels() === 1, 5000, "the first client's channels to go")
+    // Three calls that each wait until all three run at once.
+    let running = 0
+    const together = deferred()
+    server.handle("/together", async (request) => {
+      if (++running === 3) together.resolve()
+      await together.promise
+      return request.data
+    })
+    vi.advanceTimersByTime(60_000)
+    const calls = ["t1", "t2", "t3"].map((body) => second.call("/together", body, { timeoutMs: 3000 }))
+    expect((await Promise.all(calls)).map(String)).toEqual(["t1", "t2", "t3"])
+    expect(session.channelCap).toBe(Infinity)
+    expect(second.stats.connections).toBe(1)
   })
 
   it("on the wire: /sys/refuse names the channel, each request on it is answered overloaded until its opener closes it, then it opens anew", async () => {
