@@ -71,6 +71,9 @@ export interface MeshSessionOptions {
 const CapHoldMs = 1000
 const MaxCapHoldMs = 30_000
 
+/** A refused channel whose last packets the writer still holds is looked at again this much later. */
+const RefusedCloseRetryMs = 50
+
 const lastChunk = Buffer.of(ChunkHeader.data)
 const noBody = new Uint8Array(0)
 const noData = Buffer.alloc(0)
@@ -252,6 +255,16 @@ export class MeshSession implements MessageSink {
     return true
   }
 
+  /**
+   * A refused channel (§11 `refuse`) closes once its calls are answered and its last packets are
+   * written. Its close must not pass them (see closeChannel); nobody else closes it (the client
+   * dropped it from its pool), so while the writer holds them it is tried again a little later.
+   */
+  private closeRefused(channel: OwnChannel): void {
+    if (this.closeChannel(channel) || this.connection.closed || channel.fifo.length > 0 || channel.sending !== undefined) return
+    if (this.own.get(channel.id) === channel && this.connection.writer.holds(channel.id)) setTimeout(() => this.closeRefused(channel), RefusedCloseRetryMs).unref()
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Calling
 
@@ -317,7 +330,7 @@ export class MeshSession implements MessageSink {
     if (!whole) {
       void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
         channel.sending = window
-        if (window === undefined && channel.refused) this.closeChannel(channel)
+        if (window === undefined && channel.refused) this.closeRefused(channel)
         else if (window === undefined) this.options.onChannelFree?.()
       })
     }
@@ -484,7 +497,7 @@ export class MeshSession implements MessageSink {
         // request), the stream stops and its last packet says why.
         if (channel.sending !== undefined && channel.fifo.length === 1) channel.sending.close(error)
         channel.fifo.shift()
-        if (channel.refused) this.closeChannel(channel)
+        if (channel.refused) this.closeRefused(channel)
       }
       return this.finishCall(call, error, undefined)
     }
@@ -867,7 +880,7 @@ export class MeshSession implements MessageSink {
           else {
             own.refused = true
             this.options.onChannelRefused?.(own)
-            this.closeChannel(own)
+            this.closeRefused(own)
           }
         }
         // None taken: no cap (the next request tries again, and is refused alone if the peer is still full).

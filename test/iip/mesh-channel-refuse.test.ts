@@ -8,11 +8,13 @@
 //   the refused channel answered `overloaded` until its opener closes it;
 // - hostile refusals at the opener: one naming a channel it never used, or its control channel, is
 //   ignored; a malformed one closes the connection (bad-control);
+// - a refused channel whose request body was still going out when its answer came (its last
+//   packets queued in the writer behind a peer that read slowly) is closed once they are written;
 // - a peer whose hello does not name `refuse` is closed as before (too-many-channels).
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import { type IipServer } from "../../src/iip/server.ts"
 import { RemoteError } from "../../src/mux/meshSession.ts"
-import { AcceptorControlChannel, decodeChannelId, decodeEnvelope, decodeErrorBody, decodeHello, emptyMeta, encodeChannelId, encodeEnvelope, encodeHello, EnvelopeFlag, EnvelopeKind, MeshDefaults, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
+import { AcceptorControlChannel, decodeChannelId, encodeChannelPair, decodeEnvelope, decodeErrorBody, decodeHello, emptyMeta, encodeChannelId, encodeEnvelope, encodeHello, EnvelopeFlag, EnvelopeKind, MeshDefaults, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
 import { Cleanup, deferred, frame, RawClient, waitFor } from "../support/iipRaw.ts"
 import { collectLog, helloOf, rejection, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
 
@@ -155,6 +157,39 @@ describe("a channel over the server's channel budget", () => {
     raw.write(request("/echo", 2, 1, "two"))
     await raw.waitClose()
     expect(events.find((e) => e.event === "protocol-violation")?.fields.rule).toBe("too-many-channels")
+  })
+
+  it("at the opener: a refused channel whose body still streams when its answer comes is closed once its last packets are written", async () => {
+    const peer = await startRawMeshPeer(cleanup)
+    const client = startClient(cleanup, peer.port, { maxConnections: 1 })
+    // 8 MiB after the first piece: more than loopback buffers, so the writer holds chunks while the peer does not read.
+    const more = deferred()
+    async function* body() {
+      yield Buffer.from("a")
+      await more.promise
+      yield Buffer.alloc(8 * 1024 * 1024, 1)
+    }
+    const answered = settle(client.stream("/up", body(), { timeoutMs: 20_000 }))
+    const sent = await peer.take((p) => p.path === "/up", 5000, "the request's first packet")
+    const socket = peer.sockets[0]!
+    const session = client.meshSessions[0]!
+    const control = (path: string, id: number, body: Buffer) =>
+      socket.write(frame(1, path, AcceptorControlChannel, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, id, emptyMeta, body, 8192)))
+    // The peer stops reading and grants the whole body: the client's writer backs up.
+    socket.pause()
+    control(MeshPath.window, 1, encodeChannelPair(sent.channelId, 16 * 1024 * 1024))
+    more.resolve()
+    await waitFor(() => session.connection.writer.congested, 5000, "the client's writer to back up")
+    // Refused, and its request answered overloaded, while the body is still going out.
+    control(MeshPath.refuse, 2, encodeChannelId(sent.channelId))
+    const error = encodeEnvelope(EnvelopeKind.error, 0, decodeEnvelope(sent.data, MeshDefaults.maxMetaBytes).requestId, emptyMeta, Buffer.from('{"code":"overloaded","message":"refused","processed":false}'), 8192)
+    socket.write(frame(5, "/up", sent.channelId, error))
+    expect(await answered).toMatchObject({ ok: false, error: { code: "overloaded", processed: false } })
+    socket.resume()
+    const close = await peer.take((p) => p.path === MeshPath.close, 10_000, "the refused channel's close")
+    expect(decodeChannelId(bodyOf(close.data))).toBe(sent.channelId)
+    expect(session.channelCount).toBe(0)
+    expect(session.closed).toBe(false)
   })
 
   it("at the opener: a refusal of a channel it never used or of its control channel is ignored, a refused one closes once answered, a malformed one closes the connection", async () => {
