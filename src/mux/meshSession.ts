@@ -111,6 +111,8 @@ export class MeshSession implements MessageSink {
   private readonly freeOwnIds: Array<number> = []
   /** Both hellos named `close`: either side may close the channels it opened (§11). */
   readonly closesChannels: boolean
+  /** Both hellos named `refuse` and `close`: a channel over the receiver's budget is refused alone (§11). */
+  private readonly refusesChannels: boolean
   /** See `channelCap`; `capUntil` and `capHoldMs` in performance.now() terms. */
   private cap = Infinity
   private capUntil = 0
@@ -159,8 +161,8 @@ export class MeshSession implements MessageSink {
     this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
     this.nextOwnId = ownControlId + 1
     // A refused channel goes once its opener closes it: refusing needs both features.
-    const refuses = this.closesChannels && options.agreed.features.includes("refuse")
-    connection.enableMesh(options.isDialer, ownControlId, this.peerControl, options.agreed.maxChannels, options.agreed.maxMetaBytes, refuses)
+    this.refusesChannels = this.closesChannels && options.agreed.features.includes("refuse")
+    connection.enableMesh(options.isDialer, ownControlId, this.peerControl, options.agreed.maxChannels, options.agreed.maxMetaBytes, this.refusesChannels)
     this.ownControl = new OwnChannel(ownControlId)
     this.own.set(ownControlId, this.ownControl)
     connection.attach(this)
@@ -868,8 +870,10 @@ export class MeshSession implements MessageSink {
       case MeshPath.refuse: {
         const id = decodeChannelId(body)
         if (id === undefined) return this.violation("bad-control", "malformed channel refusal")
-        // Only a channel of ours that the peer has seen can be refused; anything else is ignored.
-        const channel = this.own.get(id)
+        // Only a channel of ours that the peer has seen can be refused, and only where both hellos
+        // agreed (without `close` it could never go: each refusal would leave one more for good);
+        // anything else is ignored.
+        const channel = this.refusesChannels ? this.own.get(id) : undefined
         if (channel === undefined || channel === this.ownControl || channel.nextRequestId === 1 || channel.refused) return
         // The peer is full: ours it has not seen yet (opened ahead of need) would be refused as
         // well, so they go with this one, and we open no more than it has taken.

@@ -8,6 +8,8 @@
 //   the refused channel answered `overloaded` until its opener closes it;
 // - hostile refusals at the opener: one naming a channel it never used, or its control channel, is
 //   ignored; a malformed one closes the connection (bad-control);
+// - a refusal from a peer whose hello did not name `refuse` and `close` is ignored: the channel
+//   could never be closed, and each such refusal would leave the client one more for good;
 // - a refused channel whose request body was still going out when its answer came (its last
 //   packets queued in the writer behind a peer that read slowly) is closed once they are written;
 // - a peer whose hello does not name `refuse` is closed as before (too-many-channels).
@@ -190,6 +192,26 @@ describe("a channel over the server's channel budget", () => {
     expect(decodeChannelId(bodyOf(close.data))).toBe(sent.channelId)
     expect(session.channelCount).toBe(0)
     expect(session.closed).toBe(false)
+  })
+
+  it("at the opener: a refusal from a peer that did not agree to `refuse` and `close` is ignored, the channel kept", async () => {
+    const peer = await startRawMeshPeer(cleanup, helloOf({ features: MeshFeatures.filter((f) => f !== "refuse" && f !== "close") }))
+    const client = startClient(cleanup, peer.port, { maxConnections: 1 })
+    const used = new Set<number>()
+    for (let round = 1; round <= 5; round++) {
+      const answered = settle(client.call("/x", "1", { timeoutMs: 10_000 }))
+      const sent = await peer.take((p) => p.path === "/x", 5000, "the request")
+      used.add(sent.channelId)
+      const socket = peer.sockets[0]!
+      socket.write(frame(1, MeshPath.refuse, AcceptorControlChannel, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, round, emptyMeta, encodeChannelId(sent.channelId), 8192)))
+      const error = encodeEnvelope(EnvelopeKind.error, 0, decodeEnvelope(sent.data, MeshDefaults.maxMetaBytes).requestId, emptyMeta, Buffer.from('{"code":"overloaded","message":"refused","processed":false}'), 8192)
+      socket.write(frame(5, "/x", sent.channelId, error))
+      expect(await answered).toMatchObject({ ok: false, error: { code: "overloaded" } })
+    }
+    const session = client.meshSessions[0]!
+    expect(session.channelCount).toBeLessThanOrEqual(2)
+    expect(used.size).toBe(1)
+    expect(session.channelCap).toBe(Infinity)
   })
 
   it("at the opener: a refusal of a channel it never used or of its control channel is ignored, a refused one closes once answered, a malformed one closes the connection", async () => {
