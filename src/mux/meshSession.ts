@@ -62,6 +62,18 @@ export interface MeshSessionOptions {
   readonly onChannelRefused?: (channel: OwnChannel) => void
 }
 
+/**
+ * How long the cap a refusal sets (§11 `refuse`) holds before this side tries one more channel;
+ * doubled, up to the max, while such a try is refused again. A server's budget is shared with its
+ * other clients, so it frees without this side closing anything: a cap for good would keep a busy
+ * connection's calls queued behind one another on the few channels it held at the refusal.
+ */
+const CapHoldMs = 1000
+const MaxCapHoldMs = 30_000
+
+/** A refused channel whose last packets the writer still holds is looked at again this much later. */
+const RefusedCloseRetryMs = 50
+
 const lastChunk = Buffer.of(ChunkHeader.data)
 const noBody = new Uint8Array(0)
 const noData = Buffer.alloc(0)
@@ -99,11 +111,12 @@ export class MeshSession implements MessageSink {
   private readonly freeOwnIds: Array<number> = []
   /** Both hellos named `close`: either side may close the channels it opened (§11). */
   readonly closesChannels: boolean
-  /**
-   * How many channels the peer took when it last refused one of ours (§11 `refuse`): open no
-   * more than that until one of them closes. Infinity while it has refused none.
-   */
-  channelCap = Infinity
+  /** Both hellos named `refuse` and `close`: a channel over the receiver's budget is refused alone (§11). */
+  private readonly refusesChannels: boolean
+  /** See `channelCap`; `capUntil` and `capHoldMs` in performance.now() terms. */
+  private cap = Infinity
+  private capUntil = 0
+  private capHoldMs = CapHoldMs
   private readonly dispatch: Dispatch
   private readonly options: MeshSessionOptions
   private readonly closeListeners: Array<(error: ConnectionClosed) => void> = []
@@ -148,8 +161,8 @@ export class MeshSession implements MessageSink {
     this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
     this.nextOwnId = ownControlId + 1
     // A refused channel goes once its opener closes it: refusing needs both features.
-    const refuses = this.closesChannels && options.agreed.features.includes("refuse")
-    connection.enableMesh(options.isDialer, ownControlId, this.peerControl, options.agreed.maxChannels, options.agreed.maxMetaBytes, refuses)
+    this.refusesChannels = this.closesChannels && options.agreed.features.includes("refuse")
+    connection.enableMesh(options.isDialer, ownControlId, this.peerControl, options.agreed.maxChannels, options.agreed.maxMetaBytes, this.refusesChannels)
     this.ownControl = new OwnChannel(ownControlId)
     this.own.set(ownControlId, this.ownControl)
     connection.attach(this)
@@ -171,6 +184,16 @@ export class MeshSession implements MessageSink {
   /** Own channels, control channel not counted. */
   get channelCount(): number {
     return this.own.size - 1
+  }
+
+  /**
+   * How many channels the peer took when it last refused one of ours (§11 `refuse`): open no
+   * more than that until one of them closes or the cap's hold runs out (CapHoldMs). Infinity
+   * while none holds.
+   */
+  get channelCap(): number {
+    if (this.cap !== Infinity && performance.now() >= this.capUntil) this.cap = Infinity
+    return this.cap
   }
 
   /** Channels the peer opened on this connection, its control channel not counted. */
@@ -227,11 +250,21 @@ export class MeshSession implements MessageSink {
     this.own.delete(channel.id)
     this.connection.closeChannel(channel.id)
     // One the peer took gave its place back: it may take another.
-    if (!channel.refused) this.channelCap = Infinity
+    if (!channel.refused) this.cap = Infinity
     // A channel never used is unknown to the peer: nothing to tell it.
     if (channel.nextRequestId !== 1 && !this.connection.closed) this.push(this.ownControl, MeshPath.close, encodeChannelId(channel.id))
     this.freeOwnIds.push(channel.id)
     return true
+  }
+
+  /**
+   * A refused channel (§11 `refuse`) closes once its calls are answered and its last packets are
+   * written. Its close must not pass them (see closeChannel); nobody else closes it (the client
+   * dropped it from its pool), so while the writer holds them it is tried again a little later.
+   */
+  private closeRefused(channel: OwnChannel): void {
+    if (this.closeChannel(channel) || this.connection.closed || channel.fifo.length > 0 || channel.sending !== undefined) return
+    if (this.own.get(channel.id) === channel && this.connection.writer.holds(channel.id)) setTimeout(() => this.closeRefused(channel), RefusedCloseRetryMs).unref()
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -299,7 +332,7 @@ export class MeshSession implements MessageSink {
     if (!whole) {
       void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
         channel.sending = window
-        if (window === undefined && channel.refused) this.closeChannel(channel)
+        if (window === undefined && channel.refused) this.closeRefused(channel)
         else if (window === undefined) this.options.onChannelFree?.()
       })
     }
@@ -466,7 +499,7 @@ export class MeshSession implements MessageSink {
         // request), the stream stops and its last packet says why.
         if (channel.sending !== undefined && channel.fifo.length === 1) channel.sending.close(error)
         channel.fifo.shift()
-        if (channel.refused) this.closeChannel(channel)
+        if (channel.refused) this.closeRefused(channel)
       }
       return this.finishCall(call, error, undefined)
     }
@@ -837,8 +870,10 @@ export class MeshSession implements MessageSink {
       case MeshPath.refuse: {
         const id = decodeChannelId(body)
         if (id === undefined) return this.violation("bad-control", "malformed channel refusal")
-        // Only a channel of ours that the peer has seen can be refused; anything else is ignored.
-        const channel = this.own.get(id)
+        // Only a channel of ours that the peer has seen can be refused, and only where both hellos
+        // agreed (without `close` it could never go: each refusal would leave one more for good);
+        // anything else is ignored.
+        const channel = this.refusesChannels ? this.own.get(id) : undefined
         if (channel === undefined || channel === this.ownControl || channel.nextRequestId === 1 || channel.refused) return
         // The peer is full: ours it has not seen yet (opened ahead of need) would be refused as
         // well, so they go with this one, and we open no more than it has taken.
@@ -849,11 +884,16 @@ export class MeshSession implements MessageSink {
           else {
             own.refused = true
             this.options.onChannelRefused?.(own)
-            this.closeChannel(own)
+            this.closeRefused(own)
           }
         }
         // None taken: no cap (the next request tries again, and is refused alone if the peer is still full).
-        if (taken > 0) this.channelCap = Math.min(this.channelCap, taken)
+        if (taken === 0) return
+        const now = performance.now()
+        // Refused again soon after the last cap ran out: the peer is still full, wait longer.
+        this.capHoldMs = this.capUntil > 0 && now - this.capUntil < this.capHoldMs ? Math.min(2 * this.capHoldMs, MaxCapHoldMs) : CapHoldMs
+        this.cap = Math.min(this.channelCap, taken)
+        this.capUntil = now + this.capHoldMs
         return
       }
       case MeshPath.goAway:

@@ -8,11 +8,15 @@
 //   the refused channel answered `overloaded` until its opener closes it;
 // - hostile refusals at the opener: one naming a channel it never used, or its control channel, is
 //   ignored; a malformed one closes the connection (bad-control);
+// - a refusal from a peer whose hello did not name `refuse` and `close` is ignored: the channel
+//   could never be closed, and each such refusal would leave the client one more for good;
+// - a refused channel whose request body was still going out when its answer came (its last
+//   packets queued in the writer behind a peer that read slowly) is closed once they are written;
 // - a peer whose hello does not name `refuse` is closed as before (too-many-channels).
-import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import { type IipServer } from "../../src/iip/server.ts"
 import { RemoteError } from "../../src/mux/meshSession.ts"
-import { AcceptorControlChannel, decodeChannelId, decodeEnvelope, decodeErrorBody, decodeHello, emptyMeta, encodeChannelId, encodeEnvelope, encodeHello, EnvelopeFlag, EnvelopeKind, MeshDefaults, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
+import { AcceptorControlChannel, decodeChannelId, encodeChannelPair, decodeEnvelope, decodeErrorBody, decodeHello, emptyMeta, encodeChannelId, encodeEnvelope, encodeHello, EnvelopeFlag, EnvelopeKind, MeshDefaults, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
 import { Cleanup, deferred, frame, RawClient, waitFor } from "../support/iipRaw.ts"
 import { collectLog, helloOf, rejection, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
 
@@ -69,6 +73,48 @@ describe("a channel over the server's channel budget", () => {
     expect(served!.connection.budget.shared.channels).toBe(3)
   })
 
+  it("the cap lapses: after the overload, calls on a connection whose channels stay busy run side by side again", async () => {
+    vi.useFakeTimers({ toFake: ["performance"] })
+    cleanup.add(() => vi.useRealTimers())
+    const first = startClient(cleanup, server.address.port, { maxConnections: 1 })
+    const second = startClient(cleanup, server.address.port, { maxConnections: 1 })
+    const channels = () => [...server.meshSessions].reduce((n, s) => n + s.peerChannelCount, 0)
+    const held = [first.call("/hold", "a1", { timeoutMs: 10_000 })]
+    await waitFor(() => channels() === 1, 5000, "the first call")
+    held.push(first.call("/hold", "a2", { timeoutMs: 10_000 }))
+    await waitFor(() => channels() === 2, 5000, "the second call")
+    held.push(second.call("/hold", "b1", { timeoutMs: 10_000 }))
+    await waitFor(() => channels() === 3, 5000, "the second client's call")
+    expect(await rejection(second.call("/hold", "b2", { timeoutMs: 10_000 }))).toMatchObject({ code: "overloaded", processed: false })
+    const session = second.meshSessions[0]!
+    expect(session.channelCap).toBe(1)
+    // Still full when the cap runs out (1 s): the channel tried is refused, and the cap holds twice as long.
+    vi.advanceTimersByTime(1000)
+    held.push(second.call("/hold", "b3", { timeoutMs: 10_000 })) // behind b1; a channel opens ahead
+    expect(await rejection(second.call("/hold", "b4", { timeoutMs: 10_000 }))).toMatchObject({ code: "overloaded", processed: false })
+    expect(session.channelCap).toBe(1)
+    vi.advanceTimersByTime(1999)
+    expect(session.channelCap).toBe(1)
+    release.resolve()
+    await Promise.all(held)
+    // The overload is over: the first client leaves, the server holds the second's one channel.
+    first.close()
+    await waitFor(() => channels() === 1, 5000, "the first client's channels to go")
+    // Three calls that each wait until all three run at once.
+    let running = 0
+    const together = deferred()
+    server.handle("/together", async (request) => {
+      if (++running === 3) together.resolve()
+      await together.promise
+      return request.data
+    })
+    vi.advanceTimersByTime(60_000)
+    const calls = ["t1", "t2", "t3"].map((body) => second.call("/together", body, { timeoutMs: 3000 }))
+    expect((await Promise.all(calls)).map(String)).toEqual(["t1", "t2", "t3"])
+    expect(session.channelCap).toBe(Infinity)
+    expect(second.stats.connections).toBe(1)
+  })
+
   it("on the wire: /sys/refuse names the channel, each request on it is answered overloaded until its opener closes it, then it opens anew", async () => {
     const raw = await RawClient.connect(server.address.port, cleanup)
     raw.write(frame(1, MeshPath.hello, 0, encodeHello(helloOf({ node: "raw" }), false)))
@@ -113,6 +159,59 @@ describe("a channel over the server's channel budget", () => {
     raw.write(request("/echo", 2, 1, "two"))
     await raw.waitClose()
     expect(events.find((e) => e.event === "protocol-violation")?.fields.rule).toBe("too-many-channels")
+  })
+
+  it("at the opener: a refused channel whose body still streams when its answer comes is closed once its last packets are written", async () => {
+    const peer = await startRawMeshPeer(cleanup)
+    const client = startClient(cleanup, peer.port, { maxConnections: 1 })
+    // 8 MiB after the first piece: more than loopback buffers, so the writer holds chunks while the peer does not read.
+    const more = deferred()
+    async function* body() {
+      yield Buffer.from("a")
+      await more.promise
+      yield Buffer.alloc(8 * 1024 * 1024, 1)
+    }
+    const answered = settle(client.stream("/up", body(), { timeoutMs: 20_000 }))
+    const sent = await peer.take((p) => p.path === "/up", 5000, "the request's first packet")
+    const socket = peer.sockets[0]!
+    const session = client.meshSessions[0]!
+    const control = (path: string, id: number, body: Buffer) =>
+      socket.write(frame(1, path, AcceptorControlChannel, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, id, emptyMeta, body, 8192)))
+    // The peer stops reading and grants the whole body: the client's writer backs up.
+    socket.pause()
+    control(MeshPath.window, 1, encodeChannelPair(sent.channelId, 16 * 1024 * 1024))
+    more.resolve()
+    await waitFor(() => session.connection.writer.congested, 5000, "the client's writer to back up")
+    // Refused, and its request answered overloaded, while the body is still going out.
+    control(MeshPath.refuse, 2, encodeChannelId(sent.channelId))
+    const error = encodeEnvelope(EnvelopeKind.error, 0, decodeEnvelope(sent.data, MeshDefaults.maxMetaBytes).requestId, emptyMeta, Buffer.from('{"code":"overloaded","message":"refused","processed":false}'), 8192)
+    socket.write(frame(5, "/up", sent.channelId, error))
+    expect(await answered).toMatchObject({ ok: false, error: { code: "overloaded", processed: false } })
+    socket.resume()
+    const close = await peer.take((p) => p.path === MeshPath.close, 10_000, "the refused channel's close")
+    expect(decodeChannelId(bodyOf(close.data))).toBe(sent.channelId)
+    expect(session.channelCount).toBe(0)
+    expect(session.closed).toBe(false)
+  })
+
+  it("at the opener: a refusal from a peer that did not agree to `refuse` and `close` is ignored, the channel kept", async () => {
+    const peer = await startRawMeshPeer(cleanup, helloOf({ features: MeshFeatures.filter((f) => f !== "refuse" && f !== "close") }))
+    const client = startClient(cleanup, peer.port, { maxConnections: 1 })
+    const used = new Set<number>()
+    for (let round = 1; round <= 5; round++) {
+      const answered = settle(client.call("/x", "1", { timeoutMs: 10_000 }))
+      const sent = await peer.take((p) => p.path === "/x", 5000, "the request")
+      used.add(sent.channelId)
+      const socket = peer.sockets[0]!
+      socket.write(frame(1, MeshPath.refuse, AcceptorControlChannel, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, round, emptyMeta, encodeChannelId(sent.channelId), 8192)))
+      const error = encodeEnvelope(EnvelopeKind.error, 0, decodeEnvelope(sent.data, MeshDefaults.maxMetaBytes).requestId, emptyMeta, Buffer.from('{"code":"overloaded","message":"refused","processed":false}'), 8192)
+      socket.write(frame(5, "/x", sent.channelId, error))
+      expect(await answered).toMatchObject({ ok: false, error: { code: "overloaded" } })
+    }
+    const session = client.meshSessions[0]!
+    expect(session.channelCount).toBeLessThanOrEqual(2)
+    expect(used.size).toBe(1)
+    expect(session.channelCap).toBe(Infinity)
   })
 
   it("at the opener: a refusal of a channel it never used or of its control channel is ignored, a refused one closes once answered, a malformed one closes the connection", async () => {
