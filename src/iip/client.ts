@@ -7,185 +7,31 @@
 // requests that were never sent go out on the new one. Every request ends exactly once. The
 // connection is TCP, TLS over TCP (`tls`: mutual TLS between sidecars, or the Go reference's TLS
 // mode), or IIP over WebSocket (`transport: "websocket"`) where only HTTP passes.
+// Here: the public API, the queue of requests waiting for a channel, opening channels ahead of
+// need, the redial loop and the connections' lifecycle. Its options and errors are in
+// clientOptions.ts, one request on its way in clientRequest.ts, the choice of a channel and the
+// channel limits in connectionPool.ts, one connection attempt with its hello in clientDial.ts.
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import * as net from "node:net"
-import type { CancelSignal } from "../mux/cancellation.ts"
-import { type ClientChannel, ClientSession } from "../mux/clientSession.ts"
-import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
-import { type ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
-import { Cancelled, type MeshCallError, type MeshReply, MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
-import { dialWebSocket } from "../mux/webSocketStream.ts"
-import { compressionFor, offeredCodecs, pickCodec } from "../protocol/compression.ts"
+import type { ClientChannel, ClientSession } from "../mux/clientSession.ts"
+import { defaultConnectionLimits } from "../mux/connection.ts"
+import { ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
+import { type MeshCallError, type MeshReply, type MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
+import { offeredCodecs } from "../protocol/compression.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
-import { agree, clampDeadlineMs, decodeHello, emptyMeta, encodeHello, type Hello, localHello, MeshErrorCode, MeshPath, type Meta } from "../protocol/mesh.ts"
+import { clampDeadlineMs, emptyMeta, localHello, MeshErrorCode, type Meta } from "../protocol/mesh.ts"
+import { backoffDelay, type DialSettings, dialOnce } from "./clientDial.ts"
+import type { ClientCallback, ClientError, ClientOptions, ReconnectOptions, RequestOptions } from "./clientOptions.ts"
+import { Pending, type PendingCount, sendPlain } from "./clientRequest.ts"
+import { ConnectionPool, type Link, type Pooled } from "./connectionPool.ts"
 import { type Handler, makeDispatch } from "./dispatch.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
 import { type Log, stderrLog } from "./log.ts"
-import type { PeerOptions } from "./peerOptions.ts"
 import { Router } from "./router.ts"
 import { Supervisor } from "./supervisor.ts"
-import { type ClientTlsOptions, decodeTlsRefusal, dialTls, type TlsRefusal } from "./tls.ts"
-
-export type ClientError = ConnectionClosed | RequestTimeout | Overloaded | ChannelOpenFailed | ConnectFailed | PacketEncodeError | MeshCallError
-export type ClientCallback = (error: ClientError | undefined, data: Buffer | undefined) => void
-
-export interface ReconnectOptions {
-  /** First redial delay; each failure doubles it, up to `maxMs`; each delay is jittered to 50-100%. */
-  readonly baseMs: number
-  readonly maxMs: number
-}
-
-export interface ClientOptions extends PeerOptions {
-  readonly host: string
-  readonly port: number
-  /** "websocket": IIP over WebSocket binary messages (PROTOCOL.md §18) to ws://host:port + `webSocketPath`. Default "tcp". */
-  readonly transport?: "tcp" | "websocket"
-  /** Path of the server's WebSocket endpoint (default "/iip"). */
-  readonly webSocketPath?: string
-  readonly maxConnections?: number
-  readonly maxChannelsPerConnection?: number
-  /**
-   * Channels a mesh connection may open past maxChannelsPerConnection, one for each that a stream
-   * holds (a WebSocket, a long streamed answer: out of use for its whole life), so that streams
-   * never take every channel from other requests; never more than half the channels the server
-   * takes. Left over once the streams end, they close (`trim`). Default 0: streams count against
-   * maxChannelsPerConnection like any request.
-   */
-  readonly streamChannelsPerConnection?: number
-  /** Idle channels kept open ahead of need, so a burst finds channels ready. */
-  readonly idleChannelsAhead?: number
-  /** Requests in flight plus waiting; one more fails with Overloaded. */
-  readonly maxPending?: number
-  readonly connectTimeoutMs?: number
-  /** Default per-request timeout; 0 means none. */
-  readonly requestTimeoutMs?: number
-  /** Offer mesh mode (default true). A plain IIP server declines and the connection stays plain. */
-  readonly mesh?: boolean
-  readonly reconnect?: ReconnectOptions
-  /**
-   * Requests queued while no connection is up wait for the next attempt, within their deadline
-   * (default true: one server, worth waiting for). False fails them at once with the attempt's
-   * error (nothing was sent), for a caller with other servers to go to.
-   */
-  readonly waitForReconnect?: boolean
-  /**
-   * Told when the server says go-away (a graceful stop), or when a connection to it is closed for
-   * not answering a ping (a frozen peer): the balancer holds the endpoint out without failing it.
-   */
-  readonly onPeerState?: (state: "go-away" | "unresponsive") => void
-  /**
-   * Run every connection inside TLS (PROTOCOL.md §19): mutual TLS with a mesh peer, or the Go
-   * reference's TLS mode. A refused handshake fails with ConnectFailed naming the reason (`tls`).
-   * TCP transport only: over WebSocket it is not used.
-   */
-  readonly tls?: ClientTlsOptions
-}
-
-export interface RequestOptions {
-  readonly timeoutMs?: number
-  /** Sent with the request in mesh mode (trace context and the like); a plain peer cannot take it. */
-  readonly meta?: Meta
-  /** Aborting it cancels the request (at the peer too, in mesh mode): an AbortSignal or a Cancellation (src/mux/cancellation.ts). */
-  readonly signal?: CancelSignal
-  /**
-   * Date.now() as the caller read it in the same synchronous step, `timeoutMs` counting from it:
-   * spares `stream` and `streamWith` a clock read. Absent or 0: they read the clock.
-   */
-  readonly now?: number
-}
-
-/** Requests sent and not yet answered, one counter per client (each Pending holds it to count itself out). */
-interface PendingCount {
-  value: number
-}
-
-/**
- * One request on its way, kept whole so it can wait, or move to another connection. Its answer
- * goes to the caller through its methods, not through closures made per request (the sidecar's
- * outbound path and the RPC client make one request per call): `streamed` for a request whose
- * answer is handed over as it starts (mesh mode only), `callback` for a whole answer or a failure.
- * Either counts the request out of its client's pending requests, once, before the caller hears.
- */
-class Pending {
-  readonly path: string
-  readonly data: Uint8Array | AsyncIterable<Uint8Array>
-  readonly timeoutMs: number
-  /** Date.now() after which the caller stops waiting; 0 for never. */
-  readonly deadline: number
-  readonly meta: Meta
-  readonly signal: CancelSignal | undefined
-  timer: NodeJS.Timeout | undefined = undefined
-  /** The connection it was last sent on (mesh mode). */
-  pooled: Pooled | undefined = undefined
-  private readonly count: PendingCount
-  /** Set for `stream`: the answer is handed over as it starts, its body streaming. */
-  private readonly onStream: ((error: ClientError | undefined, reply: MeshReply | undefined) => void) | undefined
-  /** Set for `send`: the answer whole. */
-  private readonly onAnswer: ClientCallback | undefined
-
-  constructor(
-    count: PendingCount,
-    path: string,
-    data: Uint8Array | AsyncIterable<Uint8Array>,
-    timeoutMs: number,
-    deadline: number,
-    meta: Meta,
-    signal: CancelSignal | undefined,
-    onStream: ((error: ClientError | undefined, reply: MeshReply | undefined) => void) | undefined,
-    onAnswer: ClientCallback | undefined
-  ) {
-    this.count = count
-    this.path = path
-    this.data = data
-    this.timeoutMs = timeoutMs
-    this.deadline = deadline
-    this.meta = meta
-    this.signal = signal
-    this.onStream = onStream
-    this.onAnswer = onAnswer
-  }
-
-  /** The answer is wanted as it starts (a `stream` request). */
-  get streams(): boolean {
-    return this.onStream !== undefined
-  }
-
-  /** A mesh answer as it starts, or the failure. */
-  streamed(error: ClientError | undefined, reply: MeshReply | undefined): void {
-    if (this.onStream === undefined) return this.callback(error, reply?.data)
-    this.count.value--
-    this.onStream(error, reply)
-  }
-
-  /** The answer whole (a plain peer's), or the failure. */
-  callback(error: ClientError | undefined, answer: Buffer | undefined): void {
-    this.count.value--
-    if (this.onStream !== undefined) this.onStream(error, answer === undefined ? undefined : { meta: emptyMeta, data: answer, stream: undefined })
-    else this.onAnswer!(error, answer)
-  }
-}
-
-type Link = { readonly mode: "plain"; readonly session: ClientSession } | { readonly mode: "mesh"; readonly session: MeshSession }
-
-/** One pooled connection and the channels opened on it. */
-interface Pooled {
-  readonly link: Link
-  readonly channels: Array<ClientChannel | OwnChannel>
-  opening: number
-  waitingWritable: boolean
-  /** The server said go-away: no new requests here. */
-  draining: boolean
-}
 
 const toBytes = (data: Uint8Array | string | undefined): Uint8Array =>
   data === undefined ? new Uint8Array(0) : typeof data === "string" ? Buffer.from(data, "utf8") : data
-
-/** The redial delay after `failures` failed attempts. */
-export const backoffDelay = (failures: number, options: ReconnectOptions, random: number): number => {
-  const ceiling = Math.min(options.maxMs, options.baseMs * 2 ** Math.min(failures, 30))
-  return Math.round(ceiling * (0.5 + random / 2))
-}
 
 /** How long after a stream ended channels left over for streams are looked at (`trimSoon`). */
 const TRIM_AFTER_MS = 1000
@@ -193,7 +39,7 @@ const TRIM_AFTER_MS = 1000
 export class IipClient {
   readonly router = new Router<Handler>()
   readonly address: string
-  private readonly pool: Array<Pooled> = []
+  private readonly pool: ConnectionPool
   private readonly queue: Array<Pending> = []
   /** Callers of `mode` waiting for a connection. */
   private readonly modeWaiters: Array<(error: ClientError | undefined, mode: "mesh" | "plain" | undefined) => void> = []
@@ -205,39 +51,51 @@ export class IipClient {
   /** Requests sent and not yet answered. */
   private readonly pending: PendingCount = { value: 0 }
   private closed = false
-  private readonly maxConnections: number
-  private readonly maxChannelsPerConnection: number
-  private readonly streamChannelsPerConnection: number
   private readonly idleChannelsAhead: number
   private readonly maxPending: number
   private readonly connectTimeoutMs: number
   private readonly requestTimeoutMs: number
-  private readonly limits: ConnectionLimits
   private readonly reconnect: ReconnectOptions
   private readonly log: Log
   private readonly options: ClientOptions
   private readonly supervisor: Supervisor
-  private readonly hello: Hello
-  private readonly dispatchReverse
+  private readonly dial: DialSettings
   /** Set while channels opened for streams are left over and busy: `trim` looks again when it fires. */
   private trimTimer: NodeJS.Timeout | undefined = undefined
 
   constructor(options: ClientOptions) {
     this.options = options
     this.address = options.transport === "websocket" ? `ws://${options.host}:${options.port}${options.webSocketPath ?? "/iip"}` : `${options.host}:${options.port}`
-    this.maxConnections = Math.max(1, options.maxConnections ?? 2)
-    this.maxChannelsPerConnection = Math.max(1, options.maxChannelsPerConnection ?? 16)
-    this.streamChannelsPerConnection = Math.max(0, options.streamChannelsPerConnection ?? 0)
+    this.pool = new ConnectionPool(
+      Math.max(1, options.maxConnections ?? 2),
+      Math.max(1, options.maxChannelsPerConnection ?? 16),
+      Math.max(0, options.streamChannelsPerConnection ?? 0),
+      () => this.drainQueue()
+    )
     this.idleChannelsAhead = Math.max(1, options.idleChannelsAhead ?? 1)
     this.maxPending = options.maxPending ?? 10_000
     this.connectTimeoutMs = options.connectTimeoutMs ?? 3000
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000
-    this.limits = { ...defaultConnectionLimits, ...options.connectionLimits }
     this.reconnect = options.reconnect ?? { baseMs: 100, maxMs: 5000 }
     this.log = options.log ?? stderrLog
     this.supervisor = options.supervisor ?? new Supervisor()
-    this.dispatchReverse = makeDispatch(this.router, this.log)
-    this.hello = localHello({ node: options.node, maxMetaBytes: options.maxMetaBytes, compression: offeredCodecs(options.compression) })
+    this.dial = {
+      address: this.address,
+      options,
+      connectTimeoutMs: this.connectTimeoutMs,
+      limits: { ...defaultConnectionLimits, ...options.connectionLimits },
+      log: this.log,
+      hello: localHello({ node: options.node, maxMetaBytes: options.maxMetaBytes, compression: offeredCodecs(options.compression) }),
+      dispatch: makeDispatch(this.router, this.log),
+      // Requests queued behind streaming channels go as soon as one is free; channels opened
+      // for streams and no longer needed close.
+      onChannelFree: () => {
+        this.drainQueue()
+        this.trimSoon()
+      },
+      onChannelRefused: (channel) => this.pool.dropRefused(channel),
+      closed: () => this.closed
+    }
   }
 
   /** Registers a handler the server may call on this client's mesh connections (calls in both directions). */
@@ -250,21 +108,21 @@ export class IipClient {
   get stats(): { readonly connections: number; readonly mesh: number; readonly channels: number; readonly pending: number; readonly queued: number } {
     let channels = 0
     let mesh = 0
-    for (const pooled of this.pool) {
+    for (const pooled of this.pool.connections) {
       channels += pooled.channels.length
       if (pooled.link.mode === "mesh") mesh++
     }
-    return { connections: this.pool.length, mesh, channels, pending: this.pending.value, queued: this.queue.length }
+    return { connections: this.pool.connections.length, mesh, channels, pending: this.pending.value, queued: this.queue.length }
   }
 
   /** The live plain-IIP connections of the pool (for inspection: writer congestion, channels). */
   get sessions(): ReadonlyArray<ClientSession> {
-    return this.pool.flatMap((pooled) => (pooled.link.mode === "plain" ? [pooled.link.session] : []))
+    return this.pool.connections.flatMap((pooled) => (pooled.link.mode === "plain" ? [pooled.link.session] : []))
   }
 
   /** The live mesh connections of the pool. */
   get meshSessions(): ReadonlyArray<MeshSession> {
-    return this.pool.flatMap((pooled) => (pooled.link.mode === "mesh" ? [pooled.link.session] : []))
+    return this.pool.connections.flatMap((pooled) => (pooled.link.mode === "mesh" ? [pooled.link.session] : []))
   }
 
   /** Sends one request; `callback` is called exactly once. The core of `call` and `request`. */
@@ -304,7 +162,7 @@ export class IipClient {
 
   /** The mode of a live connection, if there is one (no waiting, no dialing). */
   get currentMode(): "mesh" | "plain" | undefined {
-    for (const pooled of this.pool) if (!pooled.draining) return pooled.link.mode
+    for (const pooled of this.pool.connections) if (!pooled.draining) return pooled.link.mode
     return undefined
   }
 
@@ -314,7 +172,7 @@ export class IipClient {
    * `timeoutMs` if that is shorter: nothing was sent, so the caller can go elsewhere.
    */
   mode(timeoutMs = this.connectTimeoutMs): Promise<"mesh" | "plain"> {
-    const live = this.pool.find((p) => !p.draining)
+    const live = this.pool.connections.find((p) => !p.draining)
     if (live !== undefined) return Promise.resolve(live.link.mode)
     if (this.closed) return Promise.reject(new ConnectionClosed({ message: "client is closed", sent: false }))
     // Between failed attempts the answer is known: do not make the caller wait for the next one.
@@ -353,7 +211,7 @@ export class IipClient {
         else reject(error)
       }
       this.mode().then(() => {
-        const live = this.pool.find((p) => !p.draining)
+        const live = this.pool.connections.find((p) => !p.draining)
         if (live === undefined || live.link.mode === "plain") return settle(undefined)
         live.link.session.ping((error) => settle(error))
       }, settle)
@@ -378,7 +236,7 @@ export class IipClient {
 
   /** Sends a message that gets no answer (mesh mode only: a plain peer would answer it). */
   push(path: string, data: Uint8Array | string, meta: Meta = emptyMeta): void {
-    for (const pooled of this.pool) {
+    for (const pooled of this.pool.connections) {
       if (pooled.link.mode === "mesh" && !pooled.draining && pooled.channels.length > 0) {
         pooled.link.session.push(pooled.channels[0] as OwnChannel, path, toBytes(data), meta)
         return
@@ -394,12 +252,12 @@ export class IipClient {
     clearTimeout(this.trimTimer)
     this.supervisor.interruptAll()
     this.failQueued(new ConnectionClosed({ message: "client is closed", sent: false }))
-    for (const pooled of this.pool.splice(0)) pooled.link.session.connection.close("client closed", false)
+    for (const pooled of this.pool.connections.splice(0)) pooled.link.session.connection.close("client closed", false)
   }
 
   /** `now`: Date.now() when the request was made (0: read the clock when it is dispatched). */
   private route(request: Pending, now = 0): void {
-    const picked = this.pick()
+    const picked = this.pool.pick()
     if (picked !== undefined) this.dispatch(picked[0], picked[1], request, now)
     else this.enqueue(request)
     this.grow()
@@ -412,7 +270,7 @@ export class IipClient {
         if (!(request.data instanceof Uint8Array)) {
           return request.callback(new ConnectionClosed({ message: `${this.address} speaks plain IIP: streaming needs mesh mode`, sent: false }), undefined)
         }
-        this.dispatchPlain(pooled.link.session, channel as ClientChannel, request.data, request, remaining)
+        sendPlain(pooled.link.session, channel as ClientChannel, request.data, request, remaining)
         return
       }
       request.pooled = pooled
@@ -430,56 +288,9 @@ export class IipClient {
       // is one; otherwise hand the refusal back, so the caller can go to another server now.
       request.pooled!.draining = true
       this.options.onPeerState?.("go-away")
-      if (this.pool.some((p) => !p.draining)) return this.route(request)
+      if (this.pool.connections.some((p) => !p.draining)) return this.route(request)
     }
     request.streamed(error, reply)
-  }
-
-  /** Plain IIP cannot cancel: an aborted request fails here at once and its late answer is consumed. */
-  private dispatchPlain(session: ClientSession, channel: ClientChannel, data: Uint8Array, request: Pending, timeoutMs: number): void {
-    const signal = request.signal
-    if (signal === undefined) return session.request(channel, request.path, data, timeoutMs, (error, answer) => request.callback(error, answer))
-    let settled = false
-    const settle: ClientCallback = (error, answer) => {
-      if (settled) return
-      settled = true
-      signal.removeEventListener("abort", onAbort)
-      request.callback(error, answer)
-    }
-    const onAbort = () => settle(new Cancelled({ message: "request cancelled by the caller" }), undefined)
-    signal.addEventListener("abort", onAbort)
-    session.request(channel, request.path, data, timeoutMs, settle)
-    if (signal.aborted) onAbort()
-  }
-
-  /** The open channel with the fewest outstanding requests on a connection that can take one. */
-  private pick(): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
-    let best: ClientChannel | OwnChannel | undefined
-    let bestOutstanding = 0
-    let bestPooled: Pooled | undefined
-    for (let p = 0; p < this.pool.length; p++) {
-      const pooled = this.pool[p]!
-      if (pooled.draining) continue
-      if (pooled.link.session.connection.writer.congested) {
-        this.waitWritable(pooled)
-        continue
-      }
-      const channels = pooled.channels
-      for (let c = 0; c < channels.length; c++) {
-        const channel = channels[c]!
-        // The load first: at saturation every channel is busy and most lose on it alone.
-        const outstanding = channel.outstanding
-        if (best !== undefined && outstanding >= bestOutstanding) continue
-        // A channel busy with a stream (its request body going out, or its answer coming in and
-        // perhaps not read yet) must not hold up a new request: skip it, `grow` opens another.
-        if (channel.streaming) continue
-        if (outstanding === 0) return [pooled, channel]
-        best = channel
-        bestOutstanding = outstanding
-        bestPooled = pooled
-      }
-    }
-    return best === undefined ? undefined : [bestPooled!, best]
   }
 
   private enqueue(request: Pending): void {
@@ -504,7 +315,7 @@ export class IipClient {
   /** Moves waiting requests onto channels that can take them. */
   private drainQueue(): void {
     while (this.queue.length > 0) {
-      const picked = this.pick()
+      const picked = this.pool.pick()
       if (picked === undefined) return
       const request = this.queue.shift()!
       if (request.timer !== undefined) clearTimeout(request.timer)
@@ -520,24 +331,15 @@ export class IipClient {
     }
   }
 
-  private waitWritable(pooled: Pooled): void {
-    if (pooled.waitingWritable) return
-    pooled.waitingWritable = true
-    pooled.link.session.connection.writer.whenWritable(() => {
-      pooled.waitingWritable = false
-      this.drainQueue()
-    })
-  }
-
   /** Opens channels (and connections) ahead of need, within the limits. */
   private grow(): void {
     if (this.closed) return
     // Per request with every channel busy: answer "nothing to open" without scanning the channels.
-    if (this.queue.length === 0 && this.modeWaiters.length === 0 && this.atCapacity()) return
+    if (this.queue.length === 0 && this.modeWaiters.length === 0 && this.pool.atCapacity()) return
     let idle = 0
     let opening = 0
     let usable = 0
-    for (const pooled of this.pool) {
+    for (const pooled of this.pool.connections) {
       if (pooled.draining) continue
       usable++
       opening += pooled.opening
@@ -546,52 +348,14 @@ export class IipClient {
     const waiting = this.queue.length > 0 || this.modeWaiters.length > 0
     const wanted = Math.max(this.idleChannelsAhead - idle - opening, waiting && opening === 0 ? 1 : 0)
     for (let i = 0; i < wanted; i++) {
-      const pooled = this.pool.find((p) => this.hasRoom(p))
+      const pooled = this.pool.connections.find((p) => this.pool.hasRoom(p))
       if (pooled !== undefined) this.openChannel(pooled)
-      else if (!this.dialing && usable < this.maxConnections) {
+      else if (!this.dialing && usable < this.pool.maxConnections) {
         this.dialing = true
         this.supervisor.fork(this.redial())
         return
       } else return
     }
-  }
-
-  /**
-   * Channels this side may open on a connection: its own setting, and in mesh mode no more than the
-   * server takes (§10), nor than it took when it last refused one (§11 `refuse`).
-   */
-  private channelLimit(pooled: Pooled): number {
-    const link = pooled.link
-    return link.mode === "mesh" ? Math.min(this.maxChannelsPerConnection, link.session.agreed.maxChannels, link.session.channelCap) : this.maxChannelsPerConnection
-  }
-
-  /** The server refused `channel` (§11 `refuse`): no new request goes on it; its session closes it once its calls are answered. */
-  private dropRefused(channel: OwnChannel): void {
-    for (const pooled of this.pool) {
-      const index = pooled.channels.indexOf(channel)
-      if (index !== -1) pooled.channels.splice(index, 1)
-    }
-  }
-
-  /**
-   * Whether a connection may open another channel. A channel a stream holds is out of use for its
-   * whole life, and `pick` skips it: past its own limit, a mesh connection opens one more channel
-   * for each such channel (streamChannelsPerConnection of them at most), up to half what the
-   * server takes, so streams do not leave other requests without a channel (the sidecar: 40
-   * WebSockets took all 2 x 16, and every later request waited for its deadline), nor pass the
-   * server's request budget per connection (which pauses reading from the whole connection).
-   */
-  private hasRoom(pooled: Pooled): boolean {
-    if (pooled.draining) return false
-    const open = pooled.channels.length + pooled.opening
-    const limit = this.channelLimit(pooled)
-    if (open < limit) return true
-    // A server that refused a channel has none to spare for streams either.
-    if (this.streamChannelsPerConnection === 0 || pooled.link.mode !== "mesh" || pooled.link.session.channelCap !== Infinity) return false
-    if (open >= Math.min(limit + this.streamChannelsPerConnection, pooled.link.session.agreed.maxChannels / 2)) return false
-    let streaming = 0
-    for (const channel of pooled.channels) if (channel.streaming) streaming++
-    return open - streaming < limit
   }
 
   /**
@@ -601,9 +365,7 @@ export class IipClient {
    */
   private trimSoon(): void {
     if (this.trimTimer !== undefined || this.closed) return
-    for (const pooled of this.pool) {
-      if (pooled.link.mode === "mesh" && pooled.link.session.closesChannels && pooled.channels.length > this.channelLimit(pooled)) return this.trimLater()
-    }
+    if (this.pool.hasLeftOver()) this.trimLater()
   }
 
   private trimLater(): void {
@@ -614,48 +376,10 @@ export class IipClient {
     this.trimTimer.unref()
   }
 
-  /**
-   * Closes idle channels that a mesh connection opened past its limit for streams and that fewer
-   * streams hold now: after a burst of WebSockets they would otherwise stay open for the
-   * connection's life, here and at the server (whose channel budget they hold). What `hasRoom`
-   * allows stays: one channel past the limit per channel a stream holds. While some left over are
-   * busy (a request on them), it looks again later; streams still open wait for their end. Needs a
-   * server that closes channels (§11 `close`); with one that does not, they stay, as before.
-   */
+  /** Closes channels left over for streams (ConnectionPool.trim); while some are busy, looks again later. */
   private trim(): void {
     if (this.closed) return
-    let leftOver = false
-    for (const pooled of this.pool) {
-      const link = pooled.link
-      if (link.mode !== "mesh" || !link.session.closesChannels) continue
-      const channels = pooled.channels as Array<OwnChannel>
-      const limit = this.channelLimit(pooled)
-      if (channels.length <= limit) continue
-      let streaming = 0
-      for (const channel of channels) if (channel.streaming) streaming++
-      let over = channels.length - streaming - limit
-      for (let i = channels.length - 1; i >= 0 && over > 0; i--) {
-        const channel = channels[i]!
-        if (channel.outstanding === 0 && !channel.streaming && link.session.closeChannel(channel)) {
-          channels.splice(i, 1)
-          over--
-        }
-      }
-      if (over > 0) leftOver = true
-    }
-    if (leftOver) this.trimLater()
-  }
-
-  /**
-   * Every connection at its own channel limit. Streams are not counted here: a request that finds
-   * every channel streaming waits in the queue, and `grow` (which does look) opens one for it.
-   */
-  private atCapacity(): boolean {
-    if (this.pool.length < this.maxConnections) return false
-    for (const pooled of this.pool) {
-      if (!pooled.draining && pooled.channels.length + pooled.opening < this.channelLimit(pooled)) return false
-    }
-    return true
+    if (this.pool.trim()) this.trimLater()
   }
 
   private openChannel(pooled: Pooled): void {
@@ -675,7 +399,7 @@ export class IipClient {
         return
       }
       this.log("channel-open-failed", { address: this.address, reason: error!.message })
-      if (this.queue.length > 0 && this.pool.every((p) => p.channels.length === 0)) this.failQueued(error!)
+      if (this.queue.length > 0 && this.pool.connections.every((p) => p.channels.length === 0)) this.failQueued(error!)
     })
   }
 
@@ -688,13 +412,18 @@ export class IipClient {
     return Effect.gen(function*() {
       for (let failures = 0; ; failures++) {
         client.attempting = true
-        const error = yield* Effect.callback<ConnectFailed | undefined>((resume) => client.dialOnce((e) => resume(Effect.succeed(e))))
+        const error = yield* Effect.callback<ConnectFailed | undefined>((resume) =>
+          dialOnce(client.dial, (e, link) => {
+            if (link !== undefined) client.adopt(link)
+            resume(Effect.succeed(e))
+          })
+        )
         client.attempting = false
         if (error === undefined || client.closed) break
         client.log("connect-failed", { address: client.address, reason: error.message, failures: failures + 1 })
         // A live connection serves the waiting requests. A draining one does not: it still counts in
         // the pool until its last answers are in, and the waiters must hear this failure now.
-        if (client.pool.some((p) => !p.draining)) break
+        if (client.pool.connections.some((p) => !p.draining)) break
         client.lastConnectError = error
         // `mode` callers want an answer now; requests wait for the next attempt while their deadline allows.
         for (const waiter of client.modeWaiters.splice(0)) waiter(error, undefined)
@@ -712,90 +441,9 @@ export class IipClient {
     )
   }
 
-  /** One connection attempt, TLS handshake and hello included; `done` gets undefined on success. */
-  private dialOnce(done: (error: ConnectFailed | undefined) => void): void {
-    let finished = false
-    let abandon = () => {}
-    /** Over TLS: the refusal behind a connection that failed after its handshake (TLS 1.3: the server's verdict on our certificate comes then). */
-    let refusedAfterHandshake: () => TlsRefusal | undefined = () => undefined
-    const fail = (reason: string, refusal?: TlsRefusal) => {
-      if (finished) return
-      finished = true
-      abandon()
-      done(
-        new ConnectFailed({
-          message: `cannot connect to ${this.address}: ${refusal?.message ?? reason}`,
-          address: this.address,
-          refused: reason === "ECONNREFUSED",
-          ...(refusal === undefined ? {} : { tls: refusal.reason })
-        })
-      )
-    }
-    const timer = setTimeout(() => fail(`no connection within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs)
-    // The stream is open: say hello, and adopt the connection in the mode the server answers with.
-    const opened = (socket: ByteStream) => {
-      if (this.closed) return fail("client closed")
-      const connection = new Connection(socket, "client", this.limits, this.log)
-      const plain = new ClientSession(connection)
-      const adopt = (link: Link) => {
-        clearTimeout(timer)
-        finished = true
-        this.adopt(link)
-        done(undefined)
-      }
-      if (this.options.mesh === false) return adopt({ mode: "plain", session: plain })
-      plain.request(plain.system, MeshPath.hello, encodeHello(this.hello, false), this.connectTimeoutMs, (error, data) => {
-        if (error !== undefined) return fail(`no answer to hello: ${error.message}`, refusedAfterHandshake())
-        const refusal = decodeTlsRefusal(data!)
-        if (refusal !== undefined) {
-          this.options.tls?.onRefused?.(refusal, undefined)
-          return fail(refusal.message, refusal)
-        }
-        const theirs = decodeHello(data!)
-        if (theirs === undefined) return adopt({ mode: "plain", session: plain })
-        // The acceptor names the codec it picked from our offer (PROTOCOL.md §12.1).
-        const codec = pickCodec(theirs.compression ?? [], this.hello.compression ?? [])
-        const mesh = new MeshSession(connection, {
-          isDialer: true,
-          agreed: agree(this.hello, theirs),
-          receiveWindow: this.hello.streamWindow,
-          dispatch: this.dispatchReverse,
-          maxMessageBytes: this.limits.maxMessageBytes,
-          compression: compressionFor(codec, this.options.compression),
-          log: this.log,
-          // Requests queued behind streaming channels go as soon as one is free; channels opened
-          // for streams and no longer needed close.
-          onChannelFree: () => {
-            this.drainQueue()
-            this.trimSoon()
-          },
-          onChannelRefused: (channel) => this.dropRefused(channel)
-        })
-        adopt({ mode: "mesh", session: mesh })
-      })
-    }
-    if (this.options.transport === "websocket") {
-      abandon = dialWebSocket(this.address, (error, stream) => (error === undefined ? opened(stream!) : fail(error)))
-      return
-    }
-    if (this.options.tls !== undefined) {
-      const dial = dialTls(this.options.host, this.options.port, this.options.tls, opened, fail)
-      abandon = dial.abandon
-      refusedAfterHandshake = dial.refusedAfterHandshake
-      return
-    }
-    const socket = net.connect({ host: this.options.host, port: this.options.port, noDelay: true })
-    abandon = () => socket.destroy()
-    socket.once("error", (error: NodeJS.ErrnoException) => fail(error.code ?? error.message))
-    socket.once("connect", () => {
-      socket.removeAllListeners("error")
-      opened(socket)
-    })
-  }
-
   private adopt(link: Link): void {
     const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false }
-    this.pool.push(pooled)
+    this.pool.connections.push(pooled)
     this.lastConnectError = undefined
     for (const waiter of this.modeWaiters.splice(0)) waiter(undefined, link.mode)
     link.session.onClosed(() => this.drop(pooled))
@@ -817,13 +465,13 @@ export class IipClient {
    * `mode()` call is answered by a connection that only looks alive.
    */
   private unresponsive(): void {
-    for (const pooled of [...this.pool]) pooled.link.session.connection.close("peer stopped answering on another connection", false)
+    for (const pooled of [...this.pool.connections]) pooled.link.session.connection.close("peer stopped answering on another connection", false)
     this.options.onPeerState?.("unresponsive")
   }
 
   private drop(pooled: Pooled): void {
-    const index = this.pool.indexOf(pooled)
-    if (index !== -1) this.pool.splice(index, 1)
+    const index = this.pool.connections.indexOf(pooled)
+    if (index !== -1) this.pool.connections.splice(index, 1)
     if (this.queue.length > 0) this.grow()
   }
 }

@@ -9,7 +9,8 @@
 //     order, none dropped.
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { type ClientError, IipClient } from "../../src/iip/client.ts"
+import { IipClient } from "../../src/iip/client.ts"
+import type { ClientError } from "../../src/iip/clientOptions.ts"
 import { IipServer } from "../../src/iip/server.ts"
 import { Overloaded } from "../../src/mux/errors.ts"
 import type { ServerSession } from "../../src/mux/serverSession.ts"

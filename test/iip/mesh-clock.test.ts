@@ -21,6 +21,7 @@ import { TestClock } from "effect/testing"
 import dc from "node:diagnostics_channel"
 import * as net from "node:net"
 import * as Client from "../../src/iip/client.ts"
+import { backoffDelay } from "../../src/iip/clientDial.ts"
 import * as Server from "../../src/iip/server.ts"
 import { reply } from "../../src/iip/server.ts"
 import { ConnectionClosed } from "../../src/mux/errors.ts"
@@ -333,19 +334,19 @@ describe("redial backoff", () => {
     const options = { baseMs: 100, maxMs: 1000 }
     const ceilings = [100, 200, 400, 800, 1000, 1000, 1000]
     ceilings.forEach((ceiling, failures) => {
-      expect(Client.backoffDelay(failures, options, 0)).toBe(ceiling / 2)
-      expect(Client.backoffDelay(failures, options, 1)).toBe(ceiling)
-      expect(Client.backoffDelay(failures, options, 0.5)).toBe(Math.round(ceiling * 0.75))
+      expect(backoffDelay(failures, options, 0)).toBe(ceiling / 2)
+      expect(backoffDelay(failures, options, 1)).toBe(ceiling)
+      expect(backoffDelay(failures, options, 0.5)).toBe(Math.round(ceiling * 0.75))
       for (let r = 0; r < 1; r += 0.01) {
-        const delay = Client.backoffDelay(failures, options, r)
+        const delay = backoffDelay(failures, options, r)
         expect(delay).toBeGreaterThanOrEqual(ceiling / 2)
         expect(delay).toBeLessThanOrEqual(ceiling)
       }
     })
     // No overflow however many failures: the cap holds.
-    expect(Client.backoffDelay(1e6, options, 1)).toBe(1000)
-    expect(Client.backoffDelay(1e6, { baseMs: 100, maxMs: 5000 }, 0)).toBe(2500)
-    expect(Client.backoffDelay(0, { baseMs: 100, maxMs: 50 }, 1)).toBe(50) // maxMs below baseMs caps the first delay too
+    expect(backoffDelay(1e6, options, 1)).toBe(1000)
+    expect(backoffDelay(1e6, { baseMs: 100, maxMs: 5000 }, 0)).toBe(2500)
+    expect(backoffDelay(0, { baseMs: 100, maxMs: 50 }, 1)).toBe(50) // maxMs below baseMs caps the first delay too
   })
 
   /**

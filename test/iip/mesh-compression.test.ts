@@ -13,7 +13,7 @@
 import type * as net from "node:net"
 import * as zlib from "node:zlib"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import type { ClientOptions } from "../../src/iip/client.ts"
+import type { ClientOptions } from "../../src/iip/clientOptions.ts"
 import { reply, type ServerOptions } from "../../src/iip/server.ts"
 import { DecompressionFailed } from "../../src/protocol/compression.ts"
 import { encodeHello, MeshPath } from "../../src/protocol/mesh.ts"

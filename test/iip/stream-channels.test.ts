@@ -1,4 +1,4 @@
-// The client's channels held by streams (src/iip/client.ts, streamChannelsPerConnection): a
+// The client's channels held by streams (src/iip/connectionPool.ts hasRoom, streamChannelsPerConnection): a
 // streamed answer that never ends (a WebSocket's, a long one) keeps its channel for its whole
 // life, and the client skips such a channel for new requests. With no allowance, streams as many
 // as the channels leave every other request queued until its deadline; with one, the connection

@@ -3,7 +3,8 @@
 // over WebSocket, all registered with a Cleanup.
 import * as http from "node:http"
 import type * as net from "node:net"
-import type { ClientOptions, IipClient } from "../../src/iip/client.ts"
+import type { IipClient } from "../../src/iip/client.ts"
+import type { ClientOptions } from "../../src/iip/clientOptions.ts"
 import { IipServer, type ServerOptions } from "../../src/iip/server.ts"
 import type { WebSocketServerOptions } from "../../src/mux/webSocketStream.ts"
 import type { Cleanup } from "../support/iipRaw.ts"

@@ -3,7 +3,8 @@
 // settling without unhandled rejections, percentiles, and a hand-played mesh acceptor that
 // answers the hello and then does only what the test tells it to.
 import type * as net from "node:net"
-import { type ClientOptions, IipClient } from "../../src/iip/client.ts"
+import { IipClient } from "../../src/iip/client.ts"
+import type { ClientOptions } from "../../src/iip/clientOptions.ts"
 import { IipServer, type ServerOptions } from "../../src/iip/server.ts"
 import { encodeHello, type Hello, MeshDefaults, MeshFeatures, MeshPath, MeshVersion } from "../../src/protocol/mesh.ts"
 import { type Cleanup, frame, type RawPacket, RawParser, startRawServer, withTimeout } from "./iipRaw.ts"

@@ -1,0 +1,118 @@
+// How an IIP client (client.ts) gets a connection: one attempt over TCP, TLS over TCP or WebSocket,
+// then the hello (PROTOCOL.md §10) that makes it a mesh connection or leaves it plain; and the
+// delay before the next attempt when one fails. The client's redial loop runs the attempts and
+// adopts the connection into its pool (connectionPool.ts).
+import * as net from "node:net"
+import { ClientSession } from "../mux/clientSession.ts"
+import { type ByteStream, type ConnectionLimits, Connection } from "../mux/connection.ts"
+import { ConnectFailed } from "../mux/errors.ts"
+import { MeshSession, type OwnChannel } from "../mux/meshSession.ts"
+import type { Dispatch } from "../mux/request.ts"
+import { dialWebSocket } from "../mux/webSocketStream.ts"
+import { compressionFor, pickCodec } from "../protocol/compression.ts"
+import { agree, decodeHello, encodeHello, type Hello, MeshPath } from "../protocol/mesh.ts"
+import type { ClientOptions, ReconnectOptions } from "./clientOptions.ts"
+import type { Link } from "./connectionPool.ts"
+import type { Log } from "./log.ts"
+import { decodeTlsRefusal, dialTls, type TlsRefusal } from "./tls.ts"
+
+/** The redial delay after `failures` failed attempts. */
+export const backoffDelay = (failures: number, options: ReconnectOptions, random: number): number => {
+  const ceiling = Math.min(options.maxMs, options.baseMs * 2 ** Math.min(failures, 30))
+  return Math.round(ceiling * (0.5 + random / 2))
+}
+
+/** What every attempt of one client uses. */
+export interface DialSettings {
+  readonly address: string
+  readonly options: ClientOptions
+  readonly connectTimeoutMs: number
+  readonly limits: ConnectionLimits
+  readonly log: Log
+  readonly hello: Hello
+  /** Serves the calls the server makes on a mesh connection (calls in both directions). */
+  readonly dispatch: Dispatch
+  /** A mesh connection's channel is free again (its request or stream ended). */
+  readonly onChannelFree: () => void
+  /** The server refused one of a mesh connection's channels (§11 `refuse`). */
+  readonly onChannelRefused: (channel: OwnChannel) => void
+  /** The client was closed meanwhile: the connection is not taken. */
+  readonly closed: () => boolean
+}
+
+/** One connection attempt, TLS handshake and hello included; `done` gets the connection, or why there is none. */
+export const dialOnce = (settings: DialSettings, done: (error: ConnectFailed | undefined, link: Link | undefined) => void): void => {
+  const { address, options, connectTimeoutMs, hello } = settings
+  let finished = false
+  let abandon = () => {}
+  /** Over TLS: the refusal behind a connection that failed after its handshake (TLS 1.3: the server's verdict on our certificate comes then). */
+  let refusedAfterHandshake: () => TlsRefusal | undefined = () => undefined
+  const fail = (reason: string, refusal?: TlsRefusal) => {
+    if (finished) return
+    finished = true
+    abandon()
+    done(
+      new ConnectFailed({
+        message: `cannot connect to ${address}: ${refusal?.message ?? reason}`,
+        address,
+        refused: reason === "ECONNREFUSED",
+        ...(refusal === undefined ? {} : { tls: refusal.reason })
+      }),
+      undefined
+    )
+  }
+  const timer = setTimeout(() => fail(`no connection within ${connectTimeoutMs} ms`), connectTimeoutMs)
+  // The stream is open: say hello, and adopt the connection in the mode the server answers with.
+  const opened = (socket: ByteStream) => {
+    if (settings.closed()) return fail("client closed")
+    const connection = new Connection(socket, "client", settings.limits, settings.log)
+    const plain = new ClientSession(connection)
+    const adopt = (link: Link) => {
+      clearTimeout(timer)
+      finished = true
+      done(undefined, link)
+    }
+    if (options.mesh === false) return adopt({ mode: "plain", session: plain })
+    plain.request(plain.system, MeshPath.hello, encodeHello(hello, false), connectTimeoutMs, (error, data) => {
+      if (error !== undefined) return fail(`no answer to hello: ${error.message}`, refusedAfterHandshake())
+      const refusal = decodeTlsRefusal(data!)
+      if (refusal !== undefined) {
+        options.tls?.onRefused?.(refusal, undefined)
+        return fail(refusal.message, refusal)
+      }
+      const theirs = decodeHello(data!)
+      if (theirs === undefined) return adopt({ mode: "plain", session: plain })
+      // The acceptor names the codec it picked from our offer (PROTOCOL.md §12.1).
+      const codec = pickCodec(theirs.compression ?? [], hello.compression ?? [])
+      const mesh = new MeshSession(connection, {
+        isDialer: true,
+        agreed: agree(hello, theirs),
+        receiveWindow: hello.streamWindow,
+        dispatch: settings.dispatch,
+        maxMessageBytes: settings.limits.maxMessageBytes,
+        compression: compressionFor(codec, options.compression),
+        log: settings.log,
+        onChannelFree: settings.onChannelFree,
+        onChannelRefused: settings.onChannelRefused
+      })
+      adopt({ mode: "mesh", session: mesh })
+    })
+  }
+  if (options.transport === "websocket") {
+    abandon = dialWebSocket(address, (error, stream) => (error === undefined ? opened(stream!) : fail(error)))
+    return
+  }
+  if (options.tls !== undefined) {
+    const dial = dialTls(options.host, options.port, options.tls, opened, fail)
+    abandon = dial.abandon
+    refusedAfterHandshake = dial.refusedAfterHandshake
+    return
+  }
+  const socket = net.connect({ host: options.host, port: options.port, noDelay: true })
+  abandon = () => socket.destroy()
+  socket.once("error", (error: NodeJS.ErrnoException) => fail(error.code ?? error.message))
+  socket.once("connect", () => {
+    socket.removeAllListeners("error")
+    opened(socket)
+  })
+}

@@ -1,0 +1,77 @@
+// What an IIP client (client.ts) is made with and what its callers get back: the client's and each
+// request's options, and the errors a request can end with.
+import type { CancelSignal } from "../mux/cancellation.ts"
+import type { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
+import type { MeshCallError } from "../mux/meshSession.ts"
+import type { PacketEncodeError } from "../protocol/errors.ts"
+import type { Meta } from "../protocol/mesh.ts"
+import type { PeerOptions } from "./peerOptions.ts"
+import type { ClientTlsOptions } from "./tls.ts"
+
+export type ClientError = ConnectionClosed | RequestTimeout | Overloaded | ChannelOpenFailed | ConnectFailed | PacketEncodeError | MeshCallError
+export type ClientCallback = (error: ClientError | undefined, data: Buffer | undefined) => void
+
+export interface ReconnectOptions {
+  /** First redial delay; each failure doubles it, up to `maxMs`; each delay is jittered to 50-100%. */
+  readonly baseMs: number
+  readonly maxMs: number
+}
+
+export interface ClientOptions extends PeerOptions {
+  readonly host: string
+  readonly port: number
+  /** "websocket": IIP over WebSocket binary messages (PROTOCOL.md §18) to ws://host:port + `webSocketPath`. Default "tcp". */
+  readonly transport?: "tcp" | "websocket"
+  /** Path of the server's WebSocket endpoint (default "/iip"). */
+  readonly webSocketPath?: string
+  readonly maxConnections?: number
+  readonly maxChannelsPerConnection?: number
+  /**
+   * Channels a mesh connection may open past maxChannelsPerConnection, one for each that a stream
+   * holds (a WebSocket, a long streamed answer: out of use for its whole life), so that streams
+   * never take every channel from other requests; never more than half the channels the server
+   * takes. Left over once the streams end, they close (`trim`). Default 0: streams count against
+   * maxChannelsPerConnection like any request.
+   */
+  readonly streamChannelsPerConnection?: number
+  /** Idle channels kept open ahead of need, so a burst finds channels ready. */
+  readonly idleChannelsAhead?: number
+  /** Requests in flight plus waiting; one more fails with Overloaded. */
+  readonly maxPending?: number
+  readonly connectTimeoutMs?: number
+  /** Default per-request timeout; 0 means none. */
+  readonly requestTimeoutMs?: number
+  /** Offer mesh mode (default true). A plain IIP server declines and the connection stays plain. */
+  readonly mesh?: boolean
+  readonly reconnect?: ReconnectOptions
+  /**
+   * Requests queued while no connection is up wait for the next attempt, within their deadline
+   * (default true: one server, worth waiting for). False fails them at once with the attempt's
+   * error (nothing was sent), for a caller with other servers to go to.
+   */
+  readonly waitForReconnect?: boolean
+  /**
+   * Told when the server says go-away (a graceful stop), or when a connection to it is closed for
+   * not answering a ping (a frozen peer): the balancer holds the endpoint out without failing it.
+   */
+  readonly onPeerState?: (state: "go-away" | "unresponsive") => void
+  /**
+   * Run every connection inside TLS (PROTOCOL.md §19): mutual TLS with a mesh peer, or the Go
+   * reference's TLS mode. A refused handshake fails with ConnectFailed naming the reason (`tls`).
+   * TCP transport only: over WebSocket it is not used.
+   */
+  readonly tls?: ClientTlsOptions
+}
+
+export interface RequestOptions {
+  readonly timeoutMs?: number
+  /** Sent with the request in mesh mode (trace context and the like); a plain peer cannot take it. */
+  readonly meta?: Meta
+  /** Aborting it cancels the request (at the peer too, in mesh mode): an AbortSignal or a Cancellation (src/mux/cancellation.ts). */
+  readonly signal?: CancelSignal
+  /**
+   * Date.now() as the caller read it in the same synchronous step, `timeoutMs` counting from it:
+   * spares `stream` and `streamWith` a clock read. Absent or 0: they read the clock.
+   */
+  readonly now?: number
+}

@@ -1,0 +1,162 @@
+// An IIP client's connections to its server (client.ts) and the channels opened on each: which
+// channel takes the next request, whether a connection may open another channel, and which
+// channels opened for streams are left over. The client dials, adopts and drops connections, opens
+// the channels and keeps the queue and the timers; this module only looks at the pool and trims it.
+import type { ClientChannel, ClientSession } from "../mux/clientSession.ts"
+import type { MeshSession, OwnChannel } from "../mux/meshSession.ts"
+
+export type Link = { readonly mode: "plain"; readonly session: ClientSession } | { readonly mode: "mesh"; readonly session: MeshSession }
+
+/** One pooled connection and the channels opened on it. */
+export interface Pooled {
+  readonly link: Link
+  readonly channels: Array<ClientChannel | OwnChannel>
+  opening: number
+  waitingWritable: boolean
+  /** The server said go-away: no new requests here. */
+  draining: boolean
+}
+
+export class ConnectionPool {
+  readonly connections: Array<Pooled> = []
+  readonly maxConnections: number
+  private readonly maxChannelsPerConnection: number
+  private readonly streamChannelsPerConnection: number
+  /** A congested connection can take writes again: requests waiting for a channel may go. */
+  private readonly onWritable: () => void
+
+  constructor(maxConnections: number, maxChannelsPerConnection: number, streamChannelsPerConnection: number, onWritable: () => void) {
+    this.maxConnections = maxConnections
+    this.maxChannelsPerConnection = maxChannelsPerConnection
+    this.streamChannelsPerConnection = streamChannelsPerConnection
+    this.onWritable = onWritable
+  }
+
+  /** The open channel with the fewest outstanding requests on a connection that can take one. */
+  pick(): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
+    let best: ClientChannel | OwnChannel | undefined
+    let bestOutstanding = 0
+    let bestPooled: Pooled | undefined
+    for (let p = 0; p < this.connections.length; p++) {
+      const pooled = this.connections[p]!
+      if (pooled.draining) continue
+      if (pooled.link.session.connection.writer.congested) {
+        this.waitWritable(pooled)
+        continue
+      }
+      const channels = pooled.channels
+      for (let c = 0; c < channels.length; c++) {
+        const channel = channels[c]!
+        // The load first: at saturation every channel is busy and most lose on it alone.
+        const outstanding = channel.outstanding
+        if (best !== undefined && outstanding >= bestOutstanding) continue
+        // A channel busy with a stream (its request body going out, or its answer coming in and
+        // perhaps not read yet) must not hold up a new request: skip it, `grow` opens another.
+        if (channel.streaming) continue
+        if (outstanding === 0) return [pooled, channel]
+        best = channel
+        bestOutstanding = outstanding
+        bestPooled = pooled
+      }
+    }
+    return best === undefined ? undefined : [bestPooled!, best]
+  }
+
+  private waitWritable(pooled: Pooled): void {
+    if (pooled.waitingWritable) return
+    pooled.waitingWritable = true
+    pooled.link.session.connection.writer.whenWritable(() => {
+      pooled.waitingWritable = false
+      this.onWritable()
+    })
+  }
+
+  /**
+   * Channels this side may open on a connection: its own setting, and in mesh mode no more than the
+   * server takes (§10), nor than it took when it last refused one (§11 `refuse`).
+   */
+  channelLimit(pooled: Pooled): number {
+    const link = pooled.link
+    return link.mode === "mesh" ? Math.min(this.maxChannelsPerConnection, link.session.agreed.maxChannels, link.session.channelCap) : this.maxChannelsPerConnection
+  }
+
+  /** The server refused `channel` (§11 `refuse`): no new request goes on it; its session closes it once its calls are answered. */
+  dropRefused(channel: OwnChannel): void {
+    for (const pooled of this.connections) {
+      const index = pooled.channels.indexOf(channel)
+      if (index !== -1) pooled.channels.splice(index, 1)
+    }
+  }
+
+  /**
+   * Whether a connection may open another channel. A channel a stream holds is out of use for its
+   * whole life, and `pick` skips it: past its own limit, a mesh connection opens one more channel
+   * for each such channel (streamChannelsPerConnection of them at most), up to half what the
+   * server takes, so streams do not leave other requests without a channel (the sidecar: 40
+   * WebSockets took all 2 x 16, and every later request waited for its deadline), nor pass the
+   * server's request budget per connection (which pauses reading from the whole connection).
+   */
+  hasRoom(pooled: Pooled): boolean {
+    if (pooled.draining) return false
+    const open = pooled.channels.length + pooled.opening
+    const limit = this.channelLimit(pooled)
+    if (open < limit) return true
+    // A server that refused a channel has none to spare for streams either.
+    if (this.streamChannelsPerConnection === 0 || pooled.link.mode !== "mesh" || pooled.link.session.channelCap !== Infinity) return false
+    if (open >= Math.min(limit + this.streamChannelsPerConnection, pooled.link.session.agreed.maxChannels / 2)) return false
+    let streaming = 0
+    for (const channel of pooled.channels) if (channel.streaming) streaming++
+    return open - streaming < limit
+  }
+
+  /** Some mesh connection holds channels past its limit (opened for streams, `hasRoom`) that `trim` may close. */
+  hasLeftOver(): boolean {
+    for (const pooled of this.connections) {
+      if (pooled.link.mode === "mesh" && pooled.link.session.closesChannels && pooled.channels.length > this.channelLimit(pooled)) return true
+    }
+    return false
+  }
+
+  /**
+   * Closes idle channels that a mesh connection opened past its limit for streams and that fewer
+   * streams hold now: after a burst of WebSockets they would otherwise stay open for the
+   * connection's life, here and at the server (whose channel budget they hold). What `hasRoom`
+   * allows stays: one channel past the limit per channel a stream holds. True while some left over
+   * are busy (a request on them): the client looks again later; streams still open wait for their
+   * end. Needs a server that closes channels (§11 `close`); with one that does not, they stay.
+   */
+  trim(): boolean {
+    let leftOver = false
+    for (const pooled of this.connections) {
+      const link = pooled.link
+      if (link.mode !== "mesh" || !link.session.closesChannels) continue
+      const channels = pooled.channels as Array<OwnChannel>
+      const limit = this.channelLimit(pooled)
+      if (channels.length <= limit) continue
+      let streaming = 0
+      for (const channel of channels) if (channel.streaming) streaming++
+      let over = channels.length - streaming - limit
+      for (let i = channels.length - 1; i >= 0 && over > 0; i--) {
+        const channel = channels[i]!
+        if (channel.outstanding === 0 && !channel.streaming && link.session.closeChannel(channel)) {
+          channels.splice(i, 1)
+          over--
+        }
+      }
+      if (over > 0) leftOver = true
+    }
+    return leftOver
+  }
+
+  /**
+   * Every connection at its own channel limit. Streams are not counted here: a request that finds
+   * every channel streaming waits in the queue, and `grow` (which does look) opens one for it.
+   */
+  atCapacity(): boolean {
+    if (this.connections.length < this.maxConnections) return false
+    for (const pooled of this.connections) {
+      if (!pooled.draining && pooled.channels.length + pooled.opening < this.channelLimit(pooled)) return false
+    }
+    return true
+  }
+}
