@@ -1,0 +1,378 @@
+// One stream to an HTTP/2 app (the leg, appH2.ts, holds the pooled session): the peer's request
+// goes out under the app's flow control (its streamed body written as the app's stream drains),
+// the app's answer comes back as the mesh takes it (the stream pauses past a high-water mark).
+// An answer that is over within 1 ms of the end of the turn its head came in (a unary call:
+// grpc-js sends its trailers a turn or two of the event loop after the message) goes back as one
+// message, its trailers in its metadata; so does a gRPC answer holding one whole message then, of
+// a method not seen to stream, that is over within 20 ms more (its trailers late); any other
+// streams from then on, and its trailers (`grpc-status`, `grpc-message`, custom ones) close the
+// stream (PROTOCOL.md §13, §17.5).
+// The time left before the caller's deadline bounds the whole gRPC call (any other request's
+// answer head): past it, or when the caller cancels, the app's stream is reset.
+import * as http2 from "node:http2"
+import { failure, reply } from "../iip/server.ts"
+import type { Deadlines, Expiring } from "../mux/deadlines.ts"
+import { RemoteError } from "../mux/meshChannels.ts"
+import type { Outcome, PendingOutcome } from "../mux/request.ts"
+import { IncomingStream } from "../mux/streams.ts"
+import { MeshErrorCode } from "../protocol/mesh.ts"
+import type { AnswerHolds, Held } from "./answerHolds.ts"
+import { type AppH2Request, rawHeadOf } from "./appH2RequestHead.ts"
+import { PausingByteQueue } from "./byteQueue.ts"
+import { drainedOrClosed } from "./drained.ts"
+import { grpcStatusIn, isGrpcPairs } from "./grpcStatus.ts"
+import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
+import { responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
+import type { Failure, InboundObservation } from "./observe.ts"
+import { AppErrorCode } from "./proxyError.ts"
+import { TurnEnd } from "./turnEnd.ts"
+
+/** An answer held to go back whole streams instead once this much of it came (or once its hold is over: appH2.ts). */
+const WHOLE_ANSWER_LIMIT = 64 * 1024
+/** A gRPC app's trailers, filtered once while they repeat (its answer heads have the filter's own cache). */
+const appTrailers = new RawListCache()
+/** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
+const ANSWER_HIGH_WATER = 64 * 1024
+
+/** What every exchange of one leg shares: the leg (AppH2Leg, appH2.ts). */
+export interface H2Leg {
+  /** host:port, for messages and metrics. */
+  readonly address: string
+  readonly onInvalid: OnInvalidHeader | undefined
+  readonly deadlines: Deadlines<AppH2Exchange>
+  /** The wait for a whole answer, and the longer one for a gRPC answer's trailers after one message. */
+  readonly holds: AnswerHolds
+  readonly oneMessageHolds: AnswerHolds
+  /** A streamed answer whose stream stays paused this long is given up. */
+  readonly answerIdleMs: number
+  /** The pooled session, made again once the last one closed or failed. */
+  current(): http2.ClientHttp2Session
+  /** A gRPC method (path) one of whose answers carried a second message. */
+  streams(path: string): boolean
+  noteStreaming(path: string): void
+}
+
+/** What cancels the exchange: the caller went away or the mesh's deadline passed (the request's Cancellation). */
+export interface CancelSource {
+  readonly aborted: boolean
+  addEventListener(type: "abort", f: () => void): void
+}
+
+/**
+ * One stream to the app, from the request to the answer's end. `pending` gets the outcome once
+ * (a whole answer, a streaming one, or a typed failure); the observation ends once.
+ */
+export class AppH2Exchange implements Expiring, Held {
+  private readonly leg: H2Leg
+  private readonly request: AppH2Request
+  private readonly observation: InboundObservation
+  private readonly pending: PendingOutcome
+  private readonly grpc: boolean
+  private stream: http2.ClientHttp2Stream | undefined = undefined
+  /** The exchange is over: answered whole, streamed to its end, or failed. */
+  private done = false
+  /** In the leg's deadlines (mux/deadlines.ts). */
+  deadlineSlot = -1
+  deadlineAt = 0
+  /** The leg's holds' own (answerHolds.ts). */
+  holdUntil = 0
+  private status = 0
+  private headers: Array<readonly [string, string]> = []
+  private parts: Array<Buffer> = []
+  /** Where a gRPC answer's first message ends (its 5-byte prefix read), -1 before; Infinity once a second one came or is not looked for. */
+  private firstMessageEnd = -1
+  /** Waiting in the leg's oneMessageHolds (the first wait is over). */
+  private waitsLonger = false
+  private bytes = 0
+  private trailers: Array<readonly [string, string]> | undefined = undefined
+  /** Set once the answer streams. */
+  private answer: PausingByteQueue | undefined = undefined
+  /** Armed while the streamed answer's app stream is paused (answerPaused). */
+  private stall: NodeJS.Timeout | undefined = undefined
+
+  constructor(leg: H2Leg, request: AppH2Request, observation: InboundObservation, pending: PendingOutcome) {
+    this.leg = leg
+    this.request = request
+    this.observation = observation
+    this.pending = pending
+    this.grpc = isGrpcPairs(request.headers)
+  }
+
+  start(cancel: CancelSource): void {
+    const { request, leg } = this
+    const body = request.body
+    const withBody = body instanceof IncomingStream || body.length > 0
+    let stream: http2.ClientHttp2Stream
+    try {
+      stream = leg.current().request(rawHeadOf(request, this.grpc), { endStream: !withBody })
+    } catch (error) {
+      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: ${(error as Error).message}`)
+    }
+    this.stream = stream
+    // A gRPC call's deadline covers the whole call; any other request's only its answer's head.
+    leg.deadlines.add(this, request.timeLeftMs)
+    if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
+    cancel.addEventListener("abort", () => this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted"))
+    // The stream's events reach the exchange through module-level listeners (the stream names
+    // its exchange): six closures per call otherwise, and the context they share.
+    const named = stream as ExchangeStream
+    named[EXCHANGE] = this
+    stream.on("response", onStreamResponse)
+    stream.on("data", onStreamData)
+    stream.on("trailers", onStreamTrailers)
+    stream.on("end", onStreamEnd)
+    stream.on("error", onStreamError)
+    stream.on("close", onStreamClose)
+    if (!withBody) return
+    if (!(body instanceof IncomingStream)) {
+      this.observation.requestBytes(body.length)
+      stream.end(body)
+      return
+    }
+    void pump(body, stream, this.observation).catch((error: unknown) =>
+      this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, `request body broke off: ${String(error)}`)
+    )
+  }
+
+  /** The raw field lists (the events' third argument), as the app sent them: read once, in order. */
+  onTrailers(raw: ReadonlyArray<string>): void {
+    this.trailers = endToEndHeaders(raw, this.leg.onInvalid, appTrailers)
+  }
+
+  onError(error: NodeJS.ErrnoException): void {
+    // Refused before the app saw the request: not processed, another instance may take it.
+    const cause = (error as { readonly cause?: NodeJS.ErrnoException }).cause
+    const refused = this.status === 0 && (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED")
+    const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
+    this.fail(502, { hop: "app", reason: code }, code, `app at ${this.leg.address}: ${error.code ?? error.message}`, !refused)
+  }
+
+  /** Reset without an error code (or closed before its end): settled here, whatever happened. */
+  onClose(): void {
+    // Every stream closes, most of them answered: no failure's reason and message built for those.
+    if (this.done) return
+    this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} closed the stream without an answer`)
+  }
+
+  /** The leg's deadlines: the call's time is up. */
+  deadlinePassed(): void {
+    this.fail(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, MeshErrorCode.deadlineExceeded, `no answer from the app within ${this.request.timeLeftMs} ms`)
+  }
+
+  /** The leg's holds: the wait for a whole answer is over (released once the answer ended or streams). */
+  holdOver(): void {
+    if (!this.waitsLonger && this.grpc && this.bytes === this.firstMessageEnd && !this.leg.streams(this.request.path)) {
+      this.waitsLonger = true
+      return this.leg.oneMessageHolds.hold(this)
+    }
+    this.streamAnswer()
+  }
+
+  /** The holds this exchange waits in, if it does. */
+  private releaseHold(): void {
+    ;(this.waitsLonger ? this.leg.oneMessageHolds : this.leg.holds).release(this)
+  }
+
+  /** A gRPC answer's bytes so far against its first message: past its end, the method streams. */
+  private noteMessages(): void {
+    if (this.firstMessageEnd < 0) {
+      if (this.bytes < 5) return
+      this.firstMessageEnd = 5 + prefixedLength(this.parts)
+    }
+    if (this.bytes > this.firstMessageEnd) {
+      this.leg.noteStreaming(this.request.path)
+      this.firstMessageEnd = Infinity
+      // The longer wait was for trailers after one message: a second one means a stream, which goes on now.
+      if (this.waitsLonger) this.streamAnswer()
+    }
+  }
+
+  onHead(head: http2.IncomingHttpHeaders, raw: ReadonlyArray<string>): void {
+    if (this.done) return
+    this.status = Number(head[":status"])
+    this.headers = endToEndHeaders(raw, this.leg.onInvalid)
+    if (this.status < 200 || this.status > 599) {
+      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
+    }
+    // A head that ended the stream is the whole answer; otherwise one that is over soon goes back
+    // whole: its wait begins at the turn's end, unless the answer is over by then.
+    if (!this.stream!.endAfterHeaders) headsThisTurn.add(this)
+  }
+
+  /** The turn its head came in is over: the answer, if neither over nor streaming yet, waits to be whole. */
+  holdIfOpen(): void {
+    if (!this.done && this.answer === undefined) this.leg.holds.hold(this)
+  }
+
+  onData(chunk: Buffer): void {
+    if (this.done) return
+    if (this.answer !== undefined) {
+      this.observation.responseBytes(chunk.length)
+      if (this.grpc && this.firstMessageEnd !== Infinity) {
+        this.bytes += chunk.length
+        this.noteMessages()
+      }
+      return this.answer.push(chunk)
+    }
+    this.parts.push(chunk)
+    this.bytes += chunk.length
+    if (this.grpc && this.firstMessageEnd !== Infinity) this.noteMessages()
+    if (this.bytes > WHOLE_ANSWER_LIMIT) this.streamAnswer()
+  }
+
+  /** The answer goes on as a stream: its head now, what came so far first. */
+  private streamAnswer(): void {
+    if (this.done || this.answer !== undefined || this.status === 0) return
+    const stream = this.stream!
+    const answer = new PausingByteQueue(ANSWER_HIGH_WATER, {
+      pause: () => {
+        stream.pause()
+        this.answerPaused()
+      },
+      resumeIfPaused: () => {
+        if (!stream.isPaused()) return
+        stream.resume()
+        clearTimeout(this.stall)
+        this.stall = undefined
+      }
+    }, () => this.fail(this.status, { hop: "app", reason: "answer_broke_off" }, MeshErrorCode.cancelled, "nobody reads the answer"))
+    this.answer = answer
+    this.releaseHold()
+    // Its parts go to the stream: a first message not read by now is not looked for.
+    if (this.firstMessageEnd < 0) this.firstMessageEnd = Infinity
+    for (const part of this.parts) answer.push(part)
+    this.observation.responseBytes(this.bytes)
+    this.parts = []
+    if (!this.grpc) this.leg.deadlines.remove(this)
+    this.settle(reply(answer, responseMeta(this.status, this.headers)))
+  }
+
+  /**
+   * The streamed answer's stream paused (a window of it waits for the mesh). A caller that never
+   * reads would keep the app's stream (one of the app's concurrent streams; no deadline once a
+   * non-gRPC answer streams) for as long as it liked: one that stays paused for the body idle
+   * timeout is given up, as the HTTP/1.1 leg does (appExchange.ts). A gRPC call's deadline
+   * bounds the whole call already: its stream may wait on a slow reader until then.
+   */
+  private answerPaused(): void {
+    if (this.grpc || this.stall !== undefined || this.done) return
+    const idleMs = this.leg.answerIdleMs
+    this.stall = setTimeout(() => {
+      this.stall = undefined
+      this.fail(this.status, { hop: "inbound", reason: AppErrorCode.answerStalled }, MeshErrorCode.cancelled, `the answer waited ${idleMs} ms for the mesh to take half a window of it`)
+    }, idleMs)
+  }
+
+  onEnd(): void {
+    if (this.done) return
+    const { leg, status } = this
+    if (status === 0) {
+      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address} closed the stream without an answer`)
+    }
+    this.finish()
+    const trailers = this.trailers
+    if (this.answer !== undefined) {
+      this.observation.grpcStatus(grpcStatusIn(trailers))
+      this.observation.end(leg.address, status, undefined)
+      return this.answer.end(trailers === undefined ? undefined : trailersMeta(trailers))
+    }
+    let headers = this.headers
+    let held = trailers
+    // A trailers-only answer (a gRPC error): its status and metadata go on as trailers, after an empty body.
+    if (held === undefined && this.bytes === 0 && headers.some(([name]) => name === "grpc-status")) {
+      held = headers.filter(([name]) => name !== "content-type")
+      headers = headers.filter(([name]) => name === "content-type")
+    }
+    const body = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes)
+    this.observation.responseBytes(body.length)
+    this.observation.grpcStatus(grpcStatusIn(held))
+    this.observation.end(leg.address, status, undefined)
+    const meta = responseMeta(status, headers)
+    if (held !== undefined) withTrailers(meta, held)
+    this.settle(reply(body, meta))
+  }
+
+  /**
+   * The exchange ends in a failure: the app's stream is reset, and the caller gets the typed error,
+   * as the outcome or, once the answer streams, as the stream's end. Nothing after the first end.
+   */
+  private fail(status: number, reason: Failure, code: string, message: string, processed = true): void {
+    if (this.done) return
+    this.finish()
+    this.observation.end(this.leg.address, status, reason)
+    const stream = this.stream
+    if (stream !== undefined && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL)
+    const body = this.request.body
+    if (body instanceof IncomingStream) body.discard()
+    if (this.answer !== undefined) this.answer.fail(new RemoteError({ code, message, processed: true }))
+    else this.settle(failure(code, message, processed))
+  }
+
+  private finish(): void {
+    this.done = true
+    this.leg.deadlines.remove(this)
+    this.releaseHold()
+    if (this.stall !== undefined) clearTimeout(this.stall)
+  }
+
+  /** The first outcome counts (PendingOutcome ignores later ones). */
+  private settle(value: Outcome): void {
+    this.pending.settle(value)
+  }
+}
+
+/**
+ * The exchanges whose answer head came in this turn of the event loop, whose waits begin at the
+ * turn's end (turnEnd.ts): an answer read whole with its head (head, message and trailers in one
+ * read, the usual unary answer) arms no timer, where a wait begun at its head armed the holds'
+ * timer and cleared it again within the turn (a Timeout, a timer-list insert and unenroll per call
+ * while calls come one at a time).
+ */
+const headsThisTurn = new TurnEnd<AppH2Exchange>((exchange) => exchange.holdIfOpen())
+
+/** A stream to the app names its exchange, for the listeners below (`this` is the stream). */
+const EXCHANGE = Symbol("exchange")
+type ExchangeStream = http2.ClientHttp2Stream & { [EXCHANGE]: AppH2Exchange }
+function onStreamResponse(this: ExchangeStream, head: http2.IncomingHttpHeaders, _flags: number, raw: Array<string>): void {
+  this[EXCHANGE].onHead(head, raw)
+}
+function onStreamData(this: ExchangeStream, chunk: Buffer): void {
+  this[EXCHANGE].onData(chunk)
+}
+function onStreamTrailers(this: ExchangeStream, _fields: http2.IncomingHttpHeaders, _flags: number, raw: Array<string>): void {
+  this[EXCHANGE].onTrailers(raw)
+}
+function onStreamEnd(this: ExchangeStream): void {
+  this[EXCHANGE].onEnd()
+}
+function onStreamError(this: ExchangeStream, error: NodeJS.ErrnoException): void {
+  this[EXCHANGE].onError(error)
+}
+function onStreamClose(this: ExchangeStream): void {
+  this[EXCHANGE].onClose()
+}
+
+/** The length in a gRPC message's 5-byte prefix (a flag byte, then 4 bytes big-endian), read across the first parts (5 bytes or more in all). */
+const prefixedLength = (parts: ReadonlyArray<Buffer>): number => {
+  const first = parts[0]!
+  if (first.length >= 5) return first.readUInt32BE(1)
+  let length = 0
+  let at = 0
+  for (const part of parts) {
+    for (let i = 0; i < part.length && at < 5; i++, at++) if (at >= 1) length = length * 256 + part[i]!
+    if (at === 5) break
+  }
+  return length
+}
+
+/** The peer's streamed body written to the app's stream, waiting on its flow control. */
+const pump = async (body: IncomingStream, stream: http2.ClientHttp2Stream, observation: InboundObservation): Promise<void> => {
+  for await (const chunk of body) {
+    if (stream.destroyed) return
+    observation.requestBytes(chunk.length)
+    if (!stream.write(chunk)) {
+      await drainedOrClosed(stream)
+    }
+  }
+  if (!stream.destroyed) stream.end()
+}

@@ -1,0 +1,54 @@
+// The head of a request to an HTTP/2 app (appH2.ts), from the peer's request as inbound.ts
+// filtered it: the flat name, value list node:http2 takes, with a gRPC call's `te` and
+// `grpc-timeout` (the time left before the caller's deadline) the hop's own.
+import type { IncomingStream } from "../mux/streams.ts"
+import { grpcTimeoutValue } from "./grpcStatus.ts"
+
+export interface AppH2Request {
+  readonly method: string
+  readonly path: string
+  readonly authority: string
+  /** Filtered (headerFilter.ts) plus the hop's own. */
+  readonly headers: ReadonlyArray<readonly [string, string]>
+  readonly body: Buffer | IncomingStream
+  /** Time left before the caller's deadline, ms. */
+  readonly timeLeftMs: number
+}
+
+/** HTTP/1.1-only headers an HTTP/2 request must not carry (RFC 9113 §8.2.2); `te` passes only as `trailers`. */
+const NOT_IN_H2 = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "te"])
+
+/**
+ * The request's head as node:http2 takes it with the least work: a flat name, value list (its
+ * pseudo-headers, then the pairs; repeated names repeat), pseudo-headers never from pairs. A gRPC
+ * call's `te` and `grpc-timeout` are the hop's own.
+ */
+export const rawHeadOf = (request: AppH2Request, grpc: boolean): Array<string> => {
+  // Sized once for every pair (a few are left out: the length is cut to what was written), not grown push by push.
+  const pairs = request.headers
+  const raw = new Array<string>(8 + 2 * pairs.length + 4)
+  raw[0] = ":method"
+  raw[1] = request.method
+  raw[2] = ":path"
+  raw[3] = request.path
+  raw[4] = ":authority"
+  raw[5] = request.authority
+  raw[6] = ":scheme"
+  raw[7] = "http"
+  let at = 8
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[i]!
+    const name = pair[0]
+    if (name.charCodeAt(0) === 0x3a || NOT_IN_H2.has(name) || (grpc && name === "grpc-timeout")) continue
+    raw[at++] = name
+    raw[at++] = pair[1]
+  }
+  if (grpc) {
+    raw[at++] = "te"
+    raw[at++] = "trailers"
+    raw[at++] = "grpc-timeout"
+    raw[at++] = grpcTimeoutValue(request.timeLeftMs)
+  }
+  raw.length = at
+  return raw
+}
