@@ -668,8 +668,20 @@ export interface ConfigSources {
 }
 
 /**
+ * Where a stray argument is, for its problem: up to its "=" (`-admin-token=...`), or a word by its
+ * place and the flag before it (`argument 2 (after "-admin-token")`), never its text: it may be the
+ * value of a flag written wrong, a secret.
+ */
+const strayName = (argv: ReadonlyArray<string>, at: number): string => {
+  const nameOf = (arg: string): string => (arg.includes("=") ? `${arg.slice(0, arg.indexOf("="))}=...` : arg).slice(0, 80)
+  if (argv[at]!.startsWith("-")) return nameOf(argv[at]!)
+  const flag = argv.slice(0, at).findLast((arg) => arg.startsWith("-"))
+  return `argument ${at + 1}${flag === undefined ? "" : ` (after ${JSON.stringify(nameOf(flag).replace(/=\.\.\.$/, ""))})`}`
+}
+
+/**
  * Splits argv into flags; `--name value`, `--name=value`, and bare boolean `--access-log`. An
- * argument that is none of these (`-service`, a stray word) is kept under its own text, for the
+ * argument that is none of these (`-service`, a stray word) is kept under its strayName, for the
  * loader to report.
  */
 export const parseFlags = (argv: ReadonlyArray<string>): Map<string, Array<string>> => {
@@ -677,7 +689,7 @@ export const parseFlags = (argv: ReadonlyArray<string>): Map<string, Array<strin
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     if (!arg.startsWith("--")) {
-      flags.set(arg, [])
+      flags.set(strayName(argv, i), [])
       continue
     }
     const eq = arg.indexOf("=")
@@ -746,7 +758,8 @@ export const loadSidecarConfig = (sources: ConfigSources): Result.Result<Sidecar
   for (const name of sources.flags.keys()) {
     if (name.startsWith("--")) {
       if (!known.has(name)) problems.push(`${JSON.stringify(name.slice(0, 80)).slice(1, -1)}: unknown flag`)
-    } else problems.push(`${JSON.stringify(name.slice(0, 80))}: not a flag (flags are --name VALUE or --name=VALUE)`)
+    } else if (name.startsWith("-")) problems.push(`${JSON.stringify(name)}: not a flag (flags are --name VALUE or --name=VALUE)`)
+    else problems.push(`${name}: a word that is not a flag, not shown (it may be a value, a secret; flags are --name VALUE or --name=VALUE)`)
   }
   const file = sources.flags.get("--config")?.at(-1) ?? sources.env.IIP_MESH_CONFIG ?? sources.file
   if (file !== undefined) {

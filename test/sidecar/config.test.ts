@@ -204,10 +204,20 @@ describe("loadSidecarConfig", () => {
   it("an argument that is not a flag (one dash, or a stray word) is reported, not ignored", () => {
     expect(problems(load(["-service", "store", "--access-log", "--tracing", "false", "extra"])).problems).toStrictEqual([
       `"-service": not a flag (flags are --name VALUE or --name=VALUE)`,
-      `"store": not a flag (flags are --name VALUE or --name=VALUE)`,
-      `"extra": not a flag (flags are --name VALUE or --name=VALUE)`,
+      `argument 2 (after "-service"): a word that is not a flag, not shown (it may be a value, a secret; flags are --name VALUE or --name=VALUE)`,
+      `argument 6 (after "--tracing"): a word that is not a flag, not shown (it may be a value, a secret; flags are --name VALUE or --name=VALUE)`,
       "service: required (set --service or IIP_MESH_SERVICE)"
     ])
+  })
+
+  it("a secret flag written wrong (one dash, a space after its =) does not put the secret in the problem", () => {
+    const secret = "s3cret-TOKEN-value-0123"
+    const cases: ReadonlyArray<[ReadonlyArray<string>, number]> = [[["-admin-token", secret], 2], [[`-admin-token=${secret}`], 1], [["--admin-token=", secret], 1], [["--admin-token", "=", secret], 1]]
+    for (const [argv, strays] of cases) {
+      const error = problems(load(["--service", "store", ...argv]))
+      expect(error.message, argv.join(" ")).not.toContain(secret.slice(0, 6))
+      expect(error.problems.filter((p) => p.includes("not a flag")), argv.join(" ")).toHaveLength(strays)
+    }
   })
 
   it("a missing service and an unreadable config file are reported", () => {
