@@ -749,6 +749,19 @@ const echo = (value: unknown): string => {
 /** A problem line (the schema's message may quote a long value) at most 400 characters. */
 const bounded = (line: string): string => (line.length > 400 ? `${line.slice(0, 400)}...` : line)
 
+/**
+ * JSON.parse's problem with `text` without the text it quotes: V8 says `Unexpected token 'x',
+ * ..."inToken": s3cretTOKE"... is not valid JSON`, and the config file may hold adminToken. The
+ * line is kept (the quote starts 10 characters before the token when it starts with "...").
+ */
+const jsonProblem = (message: string, text: string): string => {
+  const quoted = /^Unexpected token '.*', (\.\.\.)?"(.*)"(?:\.\.\.)? is not valid JSON$/s.exec(message)
+  if (quoted === null) return message
+  const at = quoted[1] === undefined ? -1 : text.indexOf(quoted[2]!)
+  const line = at === -1 ? "" : ` on line ${text.slice(0, at + 10).split("\n").length}`
+  return `Unexpected token${line} (not valid JSON; the text around it is not shown: the file may hold a secret)`
+}
+
 /** Merges the sources and validates the result; every problem is reported at once. */
 export const loadSidecarConfig = (sources: ConfigSources): Result.Result<SidecarConfig, ConfigInvalid> => {
   const raw: Record<string, unknown> = { service: undefined, ...configDefaults() }
@@ -767,7 +780,12 @@ export const loadSidecarConfig = (sources: ConfigSources): Result.Result<Sidecar
       // Opened without blocking and checked on the descriptor: a FIFO, a device or a huge file is refused unread.
       const read = readSmallFile(file, MAX_CONFIG_FILE_BYTES, { followSymlink: true })
       if ("problem" in read) throw new Error(read.problem)
-      const parsed = parseJsonStrict(read.text)
+      let parsed: unknown
+      try {
+        parsed = parseJsonStrict(read.text)
+      } catch (error) {
+        throw error instanceof SyntaxError ? new Error(jsonProblem(error.message, read.text)) : error
+      }
       if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("expected a JSON object")
       for (const [key, value] of Object.entries(parsed)) {
         // Own keys only: "toString" or "__proto__" is in every object.

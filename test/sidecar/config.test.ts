@@ -228,6 +228,13 @@ describe("loadSidecarConfig", () => {
     expect(error.problems[0]).toMatch(new RegExp(`^config file ${notJson.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: `))
     expect(problems(load(["--service", "store", "--config", join(dir, "missing.json")])).problems[0]).toMatch(/^config file .*missing\.json: .*ENOENT/)
   })
+
+  it("a config file that is not JSON near its adminToken is reported by line, without the text around the error (V8 quotes 10 characters either side)", () => {
+    const unquoted = writeJson("unquoted-token.json", `{\n  "service": "store",\n  "adminToken": s3cretTOKENvalue0123\n}`)
+    expect(problems(load(["--service", "store"], {}, unquoted)).problems).toStrictEqual([`config file ${unquoted}: Unexpected token on line 3 (not valid JSON; the text around it is not shown: the file may hold a secret)`])
+    const short = writeJson("short-token.json", `{"t": s3cret}`)
+    expect(problems(load(["--service", "store"], {}, short)).problems).toStrictEqual([`config file ${short}: Unexpected token (not valid JSON; the text around it is not shown: the file may hold a secret)`])
+  })
 })
 
 describe("loadSidecarConfig: the balancing settings", () => {
