@@ -253,10 +253,10 @@ export const SidecarConfigSchema = Schema.Struct({
   adminToken: Schema.NullOr(Schema.String.pipe(Schema.check(Schema.isMinLength(16)))),
   /** A file holding that token (a mounted Secret), read at start; null for none. */
   adminTokenFile: Schema.NullOr(FilePath),
-  /** The identity issuer (`iip-mesh identity`), https://HOST:PORT; null: no issuer. */
+  /** The identity issuer (`iip-mesh identity`), https://HOST:PORT; null: no issuer. Its host may hold "_" (a Compose service): it is verified by its SPIFFE ID, not its name. */
   identityIssuer: Schema.NullOr(
     Schema.String.pipe(
-      Schema.check(Schema.makeFilter((text: string) => (/^https:\/\/(?:[A-Za-z0-9.-]{1,253}|\[[0-9a-fA-F:.]+\])(?::\d{1,5})?\/?$/.test(text) ? undefined : `Expected https://HOST:PORT, got ${JSON.stringify(text.slice(0, 200))}`)))
+      Schema.check(Schema.makeFilter((text: string) => (/^https:\/\/(?:[A-Za-z0-9_.-]{1,253}|\[[0-9a-fA-F:.]+\])(?::\d{1,5})?\/?$/.test(text) ? undefined : `Expected https://HOST:PORT, got ${JSON.stringify(text.slice(0, 200))}`)))
     )
   ),
   /** A projected ServiceAccount token (audience: the issuer's), re-read on every request; proves a Kubernetes identity. */

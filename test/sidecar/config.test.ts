@@ -695,7 +695,8 @@ describe("loadSidecarConfig: paths, the issuer's URL and SRV names", () => {
     ])
     const fine = ok(load(["--service", "store", "--dns-srv", "shop=_mesh._tcp.shop.prod.svc.cluster.local", "--routes", "/etc/iip mesh/routes.yaml"]))
     expect([fine.dnsSrv, fine.routes]).toStrictEqual([{ shop: "_mesh._tcp.shop.prod.svc.cluster.local" }, "/etc/iip mesh/routes.yaml"])
-    for (const issuer of ["https://issuer.mesh:8443", "https://[::1]:8443/", "https://10.0.0.1"]) {
+    // iip_identity: a Compose service's name (the issuer is verified by its SPIFFE ID, not its host name: src/identity/signers.ts).
+    for (const issuer of ["https://issuer.mesh:8443", "https://[::1]:8443/", "https://10.0.0.1", "https://iip_identity:8443", "https://Issuer.Example.COM:8443"]) {
       expect(problems(load(["--service", "store", "--identity-issuer", issuer])).problems.filter((p) => p.startsWith("identityIssuer (")), issuer).toStrictEqual([])
     }
   })
