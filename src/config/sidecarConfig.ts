@@ -253,10 +253,10 @@ export const SidecarConfigSchema = Schema.Struct({
   adminToken: Schema.NullOr(Schema.String.pipe(Schema.check(Schema.isMinLength(16)))),
   /** A file holding that token (a mounted Secret), read at start; null for none. */
   adminTokenFile: Schema.NullOr(FilePath),
-  /** The identity issuer (`iip-mesh identity`), https://HOST:PORT; null: no issuer. */
+  /** The identity issuer (`iip-mesh identity`), https://HOST:PORT; null: no issuer. Its host may hold "_" (a Compose service): it is verified by its SPIFFE ID, not its name. */
   identityIssuer: Schema.NullOr(
     Schema.String.pipe(
-      Schema.check(Schema.makeFilter((text: string) => (/^https:\/\/(?:[A-Za-z0-9.-]{1,253}|\[[0-9a-fA-F:.]+\])(?::\d{1,5})?\/?$/.test(text) ? undefined : `Expected https://HOST:PORT, got ${JSON.stringify(text.slice(0, 200))}`)))
+      Schema.check(Schema.makeFilter((text: string) => (/^https:\/\/(?:[A-Za-z0-9_.-]{1,253}|\[[0-9a-fA-F:.]+\])(?::\d{1,5})?\/?$/.test(text) ? undefined : `Expected https://HOST:PORT, got ${JSON.stringify(text.slice(0, 200))}`)))
     )
   ),
   /** A projected ServiceAccount token (audience: the issuer's), re-read on every request; proves a Kubernetes identity. */
@@ -668,8 +668,20 @@ export interface ConfigSources {
 }
 
 /**
+ * Where a stray argument is, for its problem: up to its "=" (`-admin-token=...`), or a word by its
+ * place and the flag before it (`argument 2 (after "-admin-token")`), never its text: it may be the
+ * value of a flag written wrong, a secret.
+ */
+const strayName = (argv: ReadonlyArray<string>, at: number): string => {
+  const nameOf = (arg: string): string => (arg.includes("=") ? `${arg.slice(0, arg.indexOf("="))}=...` : arg).slice(0, 80)
+  if (argv[at]!.startsWith("-")) return nameOf(argv[at]!)
+  const flag = argv.slice(0, at).findLast((arg) => arg.startsWith("-"))
+  return `argument ${at + 1}${flag === undefined ? "" : ` (after ${JSON.stringify(nameOf(flag).replace(/=\.\.\.$/, ""))})`}`
+}
+
+/**
  * Splits argv into flags; `--name value`, `--name=value`, and bare boolean `--access-log`. An
- * argument that is none of these (`-service`, a stray word) is kept under its own text, for the
+ * argument that is none of these (`-service`, a stray word) is kept under its strayName, for the
  * loader to report.
  */
 export const parseFlags = (argv: ReadonlyArray<string>): Map<string, Array<string>> => {
@@ -677,7 +689,7 @@ export const parseFlags = (argv: ReadonlyArray<string>): Map<string, Array<strin
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     if (!arg.startsWith("--")) {
-      flags.set(arg, [])
+      flags.set(strayName(argv, i), [])
       continue
     }
     const eq = arg.indexOf("=")
@@ -737,6 +749,19 @@ const echo = (value: unknown): string => {
 /** A problem line (the schema's message may quote a long value) at most 400 characters. */
 const bounded = (line: string): string => (line.length > 400 ? `${line.slice(0, 400)}...` : line)
 
+/**
+ * JSON.parse's problem with `text` without the text it quotes: V8 says `Unexpected token 'x',
+ * ..."inToken": s3cretTOKE"... is not valid JSON`, and the config file may hold adminToken. The
+ * line is kept (the quote starts 10 characters before the token when it starts with "...").
+ */
+const jsonProblem = (message: string, text: string): string => {
+  const quoted = /^Unexpected token '.*', (\.\.\.)?"(.*)"(?:\.\.\.)? is not valid JSON$/s.exec(message)
+  if (quoted === null) return message
+  const at = quoted[1] === undefined ? -1 : text.indexOf(quoted[2]!)
+  const line = at === -1 ? "" : ` on line ${text.slice(0, at + 10).split("\n").length}`
+  return `Unexpected token${line} (not valid JSON; the text around it is not shown: the file may hold a secret)`
+}
+
 /** Merges the sources and validates the result; every problem is reported at once. */
 export const loadSidecarConfig = (sources: ConfigSources): Result.Result<SidecarConfig, ConfigInvalid> => {
   const raw: Record<string, unknown> = { service: undefined, ...configDefaults() }
@@ -746,7 +771,8 @@ export const loadSidecarConfig = (sources: ConfigSources): Result.Result<Sidecar
   for (const name of sources.flags.keys()) {
     if (name.startsWith("--")) {
       if (!known.has(name)) problems.push(`${JSON.stringify(name.slice(0, 80)).slice(1, -1)}: unknown flag`)
-    } else problems.push(`${JSON.stringify(name.slice(0, 80))}: not a flag (flags are --name VALUE or --name=VALUE)`)
+    } else if (name.startsWith("-")) problems.push(`${JSON.stringify(name)}: not a flag (flags are --name VALUE or --name=VALUE)`)
+    else problems.push(`${name}: a word that is not a flag, not shown (it may be a value, a secret; flags are --name VALUE or --name=VALUE)`)
   }
   const file = sources.flags.get("--config")?.at(-1) ?? sources.env.IIP_MESH_CONFIG ?? sources.file
   if (file !== undefined) {
@@ -754,7 +780,12 @@ export const loadSidecarConfig = (sources: ConfigSources): Result.Result<Sidecar
       // Opened without blocking and checked on the descriptor: a FIFO, a device or a huge file is refused unread.
       const read = readSmallFile(file, MAX_CONFIG_FILE_BYTES, { followSymlink: true })
       if ("problem" in read) throw new Error(read.problem)
-      const parsed = parseJsonStrict(read.text)
+      let parsed: unknown
+      try {
+        parsed = parseJsonStrict(read.text)
+      } catch (error) {
+        throw error instanceof SyntaxError ? new Error(jsonProblem(error.message, read.text)) : error
+      }
       if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("expected a JSON object")
       for (const [key, value] of Object.entries(parsed)) {
         // Own keys only: "toString" or "__proto__" is in every object.

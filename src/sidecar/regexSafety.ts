@@ -9,8 +9,9 @@
 // `a*a*b` tries every split of a run of "a" at every start, n^3 steps (5 s on a 2048-character
 // path). So the repetitions that can share characters are counted, an unanchored start as one
 // more, and at most MAX_DEGREE are allowed (n^2: 14 ms at 2048). A repetition that must end at a
-// character it cannot match (`[0-9]+/`, `[^/]+/`) or at the end (`.*$`) has one way to end: all of
-// those together count once.
+// character it cannot match (`[0-9]+/`, `([^/]+)/`: past the groups it ends) or at the end (`.*$`)
+// has one way to end: all of those together count once. A character that may be absent (`/?`) is no
+// such end; a fixed count (`[a-z]{2}`) is no repetition here: it has no choice to backtrack into.
 
 interface Group {
   /** The group holds a quantifier or an alternative, directly or in a nested group. */
@@ -31,17 +32,31 @@ const repeatingQuantifier = (source: string, at: number): number => {
 /** Repetitions that can share characters, an unanchored start counting as one: the backtracking is at most n^MAX_DEGREE. */
 const MAX_DEGREE = 2
 
-/** The literal character at `at` (a plain one, or escaped punctuation); undefined for anything else. */
+/**
+ * The literal character at `at` (a plain one, or escaped punctuation) that must be there; undefined
+ * for anything else, and for one that may be absent (`/?`, `-*`, `x{0,2}`: what follows it can
+ * come at once).
+ */
 const literalAt = (source: string, at: number): string | undefined => {
   const c = source[at]
   if (c === undefined) return undefined
-  if (c === "\\") return /^[^0-9A-Za-z]$/.test(source[at + 1] ?? "") ? source[at + 1] : undefined
-  return "^$.|?*+()[]{}".includes(c) ? undefined : c
+  const literal = c === "\\" ? (/^[^0-9A-Za-z]$/.test(source[at + 1] ?? "") ? source[at + 1] : undefined) : "^$.|?*+()[]{}".includes(c) ? undefined : c
+  const after = at + (c === "\\" ? 2 : 1)
+  return source[after] === "?" || source[after] === "*" || /^\{0+(?:,\d*)?\}/.test(source.slice(after, after + 24)) ? undefined : literal
+}
+
+/** A `{n}` or `{n,n}`: it repeats, but always as many times (no choice to backtrack into). */
+const isFixedCount = (quantifier: string): boolean => {
+  const match = /^\{(\d+)(?:,(\d+))?\}$/.exec(quantifier)
+  return match !== null && (match[2] === undefined || Number(match[2]) === Number(match[1]))
 }
 
 /** The degree of `source`'s backtracking: its repetitions that can share characters, plus one unanchored. Assumes it compiles and has no nested repetition. */
 const polynomialDegree = (source: string): number => {
-  let depth = 0
+  /** Per open group: a lookaround (what follows it does not follow its content). */
+  const groups: Array<boolean> = []
+  // `(?i:` makes its letters match either case: a literal is compared as the engine may.
+  const flags = /\(\?[ms]*i[ms]*(?:-[ms]*)?:/.test(source) ? "i" : ""
   let topLevelBranch = false
   let shared = 0
   let ending = 0
@@ -61,27 +76,38 @@ const polynomialDegree = (source: string): number => {
       continue
     }
     if (c === "(") {
-      depth++
+      groups.push(source[i + 1] === "?" && (source[i + 2] === "=" || source[i + 2] === "!" || (source[i + 2] === "<" && (source[i + 3] === "=" || source[i + 3] === "!"))))
       if (source[i + 1] === "?") i += source[i + 2] === "<" && source[i + 3] !== "=" && source[i + 3] !== "!" ? source.indexOf(">", i) - i : 2
       atom = undefined
       continue
     }
     if (c === ")") {
-      depth--
+      groups.pop()
       atom = undefined
       continue
     }
-    if (c === "|" && depth === 0) topLevelBranch = true
+    if (c === "|" && groups.length === 0) topLevelBranch = true
     const length = repeatingQuantifier(source, i)
-    if (length === 0) {
-      atom = c === "?" || c === "*" || c === "+" || c === "{" || c === "|" || c === "^" || c === "$" ? undefined : c
+    const fixed = length > 0 && isFixedCount(source.slice(i, i + length))
+    if (length === 0 || fixed) {
+      atom = fixed || c === "?" || c === "*" || c === "+" || c === "{" || c === "|" || c === "^" || c === "$" ? undefined : c
+      i += Math.max(length - 1, 0)
+      if (fixed && source[i + 1] === "?") i++
       continue
     }
     i += length - 1
     if (source[i + 1] === "?") i++
-    const next = literalAt(source, i + 1)
-    const atEnd = (source[i + 1] === "$" || i + 1 === source.length) && depth === 0
-    if (atEnd || (atom !== undefined && next !== undefined && !new RegExp(`^(?:${atom})$`).test(next))) ending = 1
+    // What follows the groups this repetition ends (each optional or not) follows the repetition.
+    let after = i + 1
+    let open = groups.length
+    while (source[after] === ")" && open > 0 && !groups[open - 1]!) {
+      open--
+      after++
+      if (source[after] === "?") after += source[after + 1] === "?" ? 2 : 1
+    }
+    const next = literalAt(source, after)
+    const atEnd = (source[after] === "$" || after === source.length) && open === 0
+    if (atEnd || (atom !== undefined && next !== undefined && !new RegExp(`^(?:${atom})$`, flags).test(next))) ending = 1
     else shared++
     atom = undefined
   }

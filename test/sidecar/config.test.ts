@@ -204,10 +204,20 @@ describe("loadSidecarConfig", () => {
   it("an argument that is not a flag (one dash, or a stray word) is reported, not ignored", () => {
     expect(problems(load(["-service", "store", "--access-log", "--tracing", "false", "extra"])).problems).toStrictEqual([
       `"-service": not a flag (flags are --name VALUE or --name=VALUE)`,
-      `"store": not a flag (flags are --name VALUE or --name=VALUE)`,
-      `"extra": not a flag (flags are --name VALUE or --name=VALUE)`,
+      `argument 2 (after "-service"): a word that is not a flag, not shown (it may be a value, a secret; flags are --name VALUE or --name=VALUE)`,
+      `argument 6 (after "--tracing"): a word that is not a flag, not shown (it may be a value, a secret; flags are --name VALUE or --name=VALUE)`,
       "service: required (set --service or IIP_MESH_SERVICE)"
     ])
+  })
+
+  it("a secret flag written wrong (one dash, a space after its =) does not put the secret in the problem", () => {
+    const secret = "s3cret-TOKEN-value-0123"
+    const cases: ReadonlyArray<[ReadonlyArray<string>, number]> = [[["-admin-token", secret], 2], [[`-admin-token=${secret}`], 1], [["--admin-token=", secret], 1], [["--admin-token", "=", secret], 1]]
+    for (const [argv, strays] of cases) {
+      const error = problems(load(["--service", "store", ...argv]))
+      expect(error.message, argv.join(" ")).not.toContain(secret.slice(0, 6))
+      expect(error.problems.filter((p) => p.includes("not a flag")), argv.join(" ")).toHaveLength(strays)
+    }
   })
 
   it("a missing service and an unreadable config file are reported", () => {
@@ -217,6 +227,13 @@ describe("loadSidecarConfig", () => {
     expect(error.problems).toHaveLength(1)
     expect(error.problems[0]).toMatch(new RegExp(`^config file ${notJson.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: `))
     expect(problems(load(["--service", "store", "--config", join(dir, "missing.json")])).problems[0]).toMatch(/^config file .*missing\.json: .*ENOENT/)
+  })
+
+  it("a config file that is not JSON near its adminToken is reported by line, without the text around the error (V8 quotes 10 characters either side)", () => {
+    const unquoted = writeJson("unquoted-token.json", `{\n  "service": "store",\n  "adminToken": s3cretTOKENvalue0123\n}`)
+    expect(problems(load(["--service", "store"], {}, unquoted)).problems).toStrictEqual([`config file ${unquoted}: Unexpected token on line 3 (not valid JSON; the text around it is not shown: the file may hold a secret)`])
+    const short = writeJson("short-token.json", `{"t": s3cret}`)
+    expect(problems(load(["--service", "store"], {}, short)).problems).toStrictEqual([`config file ${short}: Unexpected token (not valid JSON; the text around it is not shown: the file may hold a secret)`])
   })
 })
 
@@ -678,7 +695,8 @@ describe("loadSidecarConfig: paths, the issuer's URL and SRV names", () => {
     ])
     const fine = ok(load(["--service", "store", "--dns-srv", "shop=_mesh._tcp.shop.prod.svc.cluster.local", "--routes", "/etc/iip mesh/routes.yaml"]))
     expect([fine.dnsSrv, fine.routes]).toStrictEqual([{ shop: "_mesh._tcp.shop.prod.svc.cluster.local" }, "/etc/iip mesh/routes.yaml"])
-    for (const issuer of ["https://issuer.mesh:8443", "https://[::1]:8443/", "https://10.0.0.1"]) {
+    // iip_identity: a Compose service's name (the issuer is verified by its SPIFFE ID, not its host name: src/identity/signers.ts).
+    for (const issuer of ["https://issuer.mesh:8443", "https://[::1]:8443/", "https://10.0.0.1", "https://iip_identity:8443", "https://Issuer.Example.COM:8443"]) {
       expect(problems(load(["--service", "store", "--identity-issuer", issuer])).problems.filter((p) => p.startsWith("identityIssuer (")), issuer).toStrictEqual([])
     }
   })
