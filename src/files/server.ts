@@ -13,7 +13,7 @@ import * as Data from "effect/Data"
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
 import { type FileHandle, lstat, open, realpath, rename, rmdir, stat } from "node:fs/promises"
 import type { IipServer } from "../iip/server.ts"
-import { hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
+import { type BlockLender, hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
 import { checkOpenedInside, isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
 import { measureRoot, RootUsage } from "./quota.ts"
 import {
@@ -124,9 +124,10 @@ const serializer = () => {
  * Lends each task a block of `bytes` from at most `count`; a task that finds none lent waits, in
  * order. A checksum reads through a 1 MiB block: without the bound, the hundreds of requests a
  * connection may queue (a few bytes each) would hold a MiB each, and reusing the blocks leaves no
- * MiB of garbage per checksum either.
+ * MiB of garbage per checksum either. Lent for one read at a time (hashPrefix), so a checksum of a
+ * small file waits a few reads, not for whole hashes of large files asked before it.
  */
-const blockPool = (count: number, bytes: number) => {
+const blockPool = (count: number, bytes: number): BlockLender => {
   const free: Array<Buffer> = []
   let made = 0
   const waiting: Array<(block: Buffer) => void> = []
@@ -142,8 +143,8 @@ const blockPool = (count: number, bytes: number) => {
   }
 }
 
-/** Checksums the server computes at once (the rest wait their turn). */
-const hashesAtOnce = 4
+/** Blocks the checksums read through at once (the rest wait their turn). */
+const hashBlocksAtOnce = 4
 
 /** Registers the three routes on `server`, serving files under `root` (a real path: see openRoot). */
 export const serveFiles = (server: IipServer, root: string, options: FileServerOptions = {}): void => {
@@ -152,7 +153,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   // Measured in the background: the routes answer at once, an upload waits for the figure.
   const usage = measureRoot(root).then((measured) => new RootUsage(quotaBytes, measured))
   const onePerUpload = serializer()
-  const hashBlocks = blockPool(hashesAtOnce, hashBlockBytes)
+  const hashBlocks = blockPool(hashBlocksAtOnce, hashBlockBytes)
 
   // Synchronous on purpose: a 10 KiB answer costs five file system calls, which take about 40 µs
   // in all when made directly and about 700 µs through the thread pool on these machines.
@@ -243,10 +244,10 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
 
   const checksum = async (data: Buffer): Promise<Buffer> => {
     const request = decodeChecksumRequest(data)
-    return encodeChecksumAnswer(await hashBlocks((block) => hashFile(request, block)).catch(explain("hash", request.filePath)))
+    return encodeChecksumAnswer(await hashFile(request).catch(explain("hash", request.filePath)))
   }
 
-  const hashFile = async (request: ChecksumRequest, block: Buffer): Promise<ChecksumAnswer> => {
+  const hashFile = async (request: ChecksumRequest): Promise<ChecksumAnswer> => {
     const path = request.upload ? (await resolveForWrite(root, request.filePath, false))?.partial : resolveForRead(root, request.filePath)
     const opened = path === undefined
       ? undefined
@@ -262,7 +263,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     try {
       const size = (await handle.stat()).size
       const length = Math.min(request.length ?? size, size)
-      return { size, length, sha256: (await hashPrefix(handle, length, block)).digest("hex") }
+      return { size, length, sha256: (await hashPrefix(handle, length, hashBlocks)).digest("hex") }
     } finally {
       await handle.close()
     }

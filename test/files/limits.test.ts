@@ -124,6 +124,22 @@ describe("checksums at once", () => {
     expect([...answers]).toStrictEqual([`{"Size":${16 * MiB},"Length":${16 * MiB},"Sha256":"${sha256(Buffer.alloc(16 * MiB, 7))}"}`])
     expect(peak - before).toBeLessThan(16 * MiB)
   }, 300_000)
+
+  it("a small file's checksum asked after 8 of a large file waits a few 1 MiB reads, not for whole hashes of the large one", async () => {
+    const { root, start } = await setUp()
+    writeFileSync(join(root, "big.bin"), Buffer.alloc(32 * MiB, 7))
+    writeFileSync(join(root, "small.txt"), "small")
+    const port = await start()
+    const client = await RawClient.connect(port, cleanup)
+    for (let channel = 1; channel <= 9; channel++) await client.newChannel(10_000)
+    const big = encodeChecksumRequest({ filePath: "big.bin", upload: false, length: undefined })
+    for (let channel = 1; channel <= 8; channel++) client.write(frame(1, FilePath.checksum, channel, big))
+    client.write(frame(1, FilePath.checksum, 9, encodeChecksumRequest({ filePath: "small.txt", upload: false, length: undefined })))
+    const order: Array<number> = []
+    for (let i = 0; i < 9; i++) order.push((await client.next(120_000)).channelId)
+    // Each large hash takes 32 reads; the small one, asked last, needs one.
+    expect(order[0]).toBe(9)
+  }, 300_000)
 })
 
 describe("partial files the server did not make", () => {
