@@ -105,6 +105,11 @@ const partialRefusal = async (root: string, handle: FileHandle): Promise<string 
   return undefined
 }
 
+/** Removes `dirs` (outermost first) deepest first, while they are empty: rmdir takes no other. */
+const removeEmpty = async (dirs: ReadonlyArray<string>): Promise<void> => {
+  for (const dir of dirs.toReversed()) if (!(await rmdir(dir).then(() => true, () => false))) return
+}
+
 /** Runs `task` after every earlier task of the same key has finished. */
 const serializer = () => {
   const tails = new Map<string, Promise<unknown>>()
@@ -191,7 +196,23 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     return encodeUploadAnswer(request.taskId, request.content.length)
   }
 
+  // Upload requests under way, and the removal of the directories a refused one created: it runs
+  // only when no other upload is under way (one may be about to create its file in them), and
+  // requests that arrive meanwhile wait for it.
+  let uploadsUnderWay = 0
+  let removing: Promise<void> | undefined
+
   const writeChunk = async (request: UploadRequest): Promise<void> => {
+    while (removing !== undefined) await removing
+    uploadsUnderWay++
+    try {
+      await writeChunkCounted(request)
+    } finally {
+      uploadsUnderWay--
+    }
+  }
+
+  const writeChunkCounted = async (request: UploadRequest): Promise<void> => {
     const where = (await resolveForWrite(root, request.filePath, true))!
     await onePerUpload(where.partial, async () => {
       const held = await usage
@@ -235,9 +256,12 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         if (replaced?.isFile() === true) held.freed(replaced.size)
       }
     }).catch(async (error: unknown) => {
-      // A refused request leaves no directory behind (each costs an inode the quota does not count);
-      // rmdir takes only empty ones, deepest first, so one another upload already uses stays.
-      for (const dir of where.created.toReversed()) if (!(await rmdir(dir).then(() => true, () => false))) break
+      // A refused request leaves no directory behind (each costs an inode the quota does not count),
+      // unless another upload is under way (see uploadsUnderWay).
+      if (uploadsUnderWay === 1 && where.created.length > 0) {
+        removing = removeEmpty(where.created).finally(() => (removing = undefined))
+        await removing
+      }
       throw error
     })
   }
