@@ -8,19 +8,26 @@ import type { FileHandle } from "node:fs/promises"
 export const hashBlockBytes = 1024 * 1024
 
 /**
- * SHA-256 state after the first `length` bytes (fewer if the file is shorter), to digest or extend;
- * read through `block` (the file server lends one of a few: server.ts).
+ * Lends `use` a block to read through, for one read. The file server lends one of a few, in turn
+ * (server.ts); a transfer client reads through a block of its own.
  */
-export const hashPrefix = async (
-  handle: FileHandle,
-  length: number,
-  block: Buffer = Buffer.allocUnsafe(Math.min(hashBlockBytes, Math.max(1, length)))
-): Promise<Hash> => {
+export type BlockLender = <A>(use: (block: Buffer) => Promise<A>) => Promise<A>
+
+const ownBlock = (length: number): BlockLender => {
+  const block = Buffer.allocUnsafe(Math.min(hashBlockBytes, Math.max(1, length)))
+  return (use) => use(block)
+}
+
+/** SHA-256 state after the first `length` bytes (fewer if the file is shorter), to digest or extend. */
+export const hashPrefix = async (handle: FileHandle, length: number, lend: BlockLender = ownBlock(length)): Promise<Hash> => {
   const hash = createHash("sha256")
   for (let position = 0; position < length;) {
-    const { bytesRead } = await handle.read(block, 0, Math.min(block.length, length - position), position)
+    const bytesRead = await lend(async (block) => {
+      const { bytesRead } = await handle.read(block, 0, Math.min(block.length, length - position), position)
+      hash.update(block.subarray(0, bytesRead))
+      return bytesRead
+    })
     if (bytesRead === 0) break
-    hash.update(block.subarray(0, bytesRead))
     position += bytesRead
   }
   return hash

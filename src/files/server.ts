@@ -13,7 +13,7 @@ import * as Data from "effect/Data"
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
 import { type FileHandle, lstat, open, realpath, rename, rmdir, stat } from "node:fs/promises"
 import type { IipServer } from "../iip/server.ts"
-import { hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
+import { type BlockLender, hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
 import { checkOpenedInside, isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
 import { measureRoot, RootUsage } from "./quota.ts"
 import {
@@ -105,6 +105,11 @@ const partialRefusal = async (root: string, handle: FileHandle): Promise<string 
   return undefined
 }
 
+/** Removes `dirs` (outermost first) deepest first, while they are empty: rmdir takes no other. */
+const removeEmpty = async (dirs: ReadonlyArray<string>): Promise<void> => {
+  for (const dir of dirs.toReversed()) if (!(await rmdir(dir).then(() => true, () => false))) return
+}
+
 /** Runs `task` after every earlier task of the same key has finished. */
 const serializer = () => {
   const tails = new Map<string, Promise<unknown>>()
@@ -124,9 +129,10 @@ const serializer = () => {
  * Lends each task a block of `bytes` from at most `count`; a task that finds none lent waits, in
  * order. A checksum reads through a 1 MiB block: without the bound, the hundreds of requests a
  * connection may queue (a few bytes each) would hold a MiB each, and reusing the blocks leaves no
- * MiB of garbage per checksum either.
+ * MiB of garbage per checksum either. Lent for one read at a time (hashPrefix), so a checksum of a
+ * small file waits a few reads, not for whole hashes of large files asked before it.
  */
-const blockPool = (count: number, bytes: number) => {
+const blockPool = (count: number, bytes: number): BlockLender => {
   const free: Array<Buffer> = []
   let made = 0
   const waiting: Array<(block: Buffer) => void> = []
@@ -142,8 +148,8 @@ const blockPool = (count: number, bytes: number) => {
   }
 }
 
-/** Checksums the server computes at once (the rest wait their turn). */
-const hashesAtOnce = 4
+/** Blocks the checksums read through at once (the rest wait their turn). */
+const hashBlocksAtOnce = 4
 
 /** Registers the three routes on `server`, serving files under `root` (a real path: see openRoot). */
 export const serveFiles = (server: IipServer, root: string, options: FileServerOptions = {}): void => {
@@ -152,7 +158,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   // Measured in the background: the routes answer at once, an upload waits for the figure.
   const usage = measureRoot(root).then((measured) => new RootUsage(quotaBytes, measured))
   const onePerUpload = serializer()
-  const hashBlocks = blockPool(hashesAtOnce, hashBlockBytes)
+  const hashBlocks = blockPool(hashBlocksAtOnce, hashBlockBytes)
 
   // Synchronous on purpose: a 10 KiB answer costs five file system calls, which take about 40 µs
   // in all when made directly and about 700 µs through the thread pool on these machines.
@@ -190,7 +196,23 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     return encodeUploadAnswer(request.taskId, request.content.length)
   }
 
+  // Upload requests under way, and the removal of the directories a refused one created: it runs
+  // only when no other upload is under way (one may be about to create its file in them), and
+  // requests that arrive meanwhile wait for it.
+  let uploadsUnderWay = 0
+  let removing: Promise<void> | undefined
+
   const writeChunk = async (request: UploadRequest): Promise<void> => {
+    while (removing !== undefined) await removing
+    uploadsUnderWay++
+    try {
+      await writeChunkCounted(request)
+    } finally {
+      uploadsUnderWay--
+    }
+  }
+
+  const writeChunkCounted = async (request: UploadRequest): Promise<void> => {
     const where = (await resolveForWrite(root, request.filePath, true))!
     await onePerUpload(where.partial, async () => {
       const held = await usage
@@ -234,19 +256,22 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         if (replaced?.isFile() === true) held.freed(replaced.size)
       }
     }).catch(async (error: unknown) => {
-      // A refused request leaves no directory behind (each costs an inode the quota does not count);
-      // rmdir takes only empty ones, deepest first, so one another upload already uses stays.
-      for (const dir of where.created.toReversed()) if (!(await rmdir(dir).then(() => true, () => false))) break
+      // A refused request leaves no directory behind (each costs an inode the quota does not count),
+      // unless another upload is under way (see uploadsUnderWay).
+      if (uploadsUnderWay === 1 && where.created.length > 0) {
+        removing = removeEmpty(where.created).finally(() => (removing = undefined))
+        await removing
+      }
       throw error
     })
   }
 
   const checksum = async (data: Buffer): Promise<Buffer> => {
     const request = decodeChecksumRequest(data)
-    return encodeChecksumAnswer(await hashBlocks((block) => hashFile(request, block)).catch(explain("hash", request.filePath)))
+    return encodeChecksumAnswer(await hashFile(request).catch(explain("hash", request.filePath)))
   }
 
-  const hashFile = async (request: ChecksumRequest, block: Buffer): Promise<ChecksumAnswer> => {
+  const hashFile = async (request: ChecksumRequest): Promise<ChecksumAnswer> => {
     const path = request.upload ? (await resolveForWrite(root, request.filePath, false))?.partial : resolveForRead(root, request.filePath)
     const opened = path === undefined
       ? undefined
@@ -262,7 +287,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     try {
       const size = (await handle.stat()).size
       const length = Math.min(request.length ?? size, size)
-      return { size, length, sha256: (await hashPrefix(handle, length, block)).digest("hex") }
+      return { size, length, sha256: (await hashPrefix(handle, length, hashBlocks)).digest("hex") }
     } finally {
       await handle.close()
     }

@@ -91,6 +91,34 @@ describe("file server limits", () => {
     expect(readdirSync(root, { recursive: true }).sort()).toStrictEqual(["a", "a/b", "a/b/c", "a/b/c/x.bin.iip-part", "there.txt"])
   })
 
+  it("a refused upload does not remove a new directory from under another upload going into it", async () => {
+    const { root, start } = await setUp()
+    writeFileSync(join(root, "s.txt"), "s")
+    const port = await start()
+    const client = await RawClient.connect(port, cleanup)
+    await client.newChannel()
+    await client.newChannel()
+    const small = encodeChecksumRequest({ filePath: "s.txt", upload: false, length: undefined })
+    const refusedOnes: Array<string> = []
+    for (let i = 0; i < 100; i++) {
+      // Channel 1: refused (nothing to continue at 5) after creating d<i>. Channel 2: a fresh upload
+      // into d<i>, started a few file system calls later (0-3 checksums ahead of it on its channel).
+      const delay = i % 4
+      client.write(Buffer.concat([
+        ...Array.from({ length: delay }, () => frame(1, FilePath.checksum, 2, small)),
+        frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, `d${i}/x.bin`, 5, false, Buffer.from("abc"))),
+        frame(1, FilePath.upload, 2, encodeUploadRequest(taskId, `d${i}/y.bin`, 0, false, Buffer.from("abc")))
+      ]))
+      for (let k = 0; k < 2 + delay; k++) {
+        const answer = await client.next(10_000)
+        const text = answer.data.toString()
+        if (answer.channelId === 2 && !text.startsWith(`{"Size"`) && text !== `{"TaskId":1,"DoneBytes":3}`) refusedOnes.push(text)
+      }
+    }
+    expect(refusedOnes).toStrictEqual([])
+    for (let i = 0; i < 100; i++) expect(readFileSync(join(root, `d${i}/y.bin.iip-part`), "utf8")).toBe("abc")
+  })
+
   it("re-uploading a file counts only the bytes it adds, and a restarted server measures the root again", async () => {
     const { local, root } = await setUp()
     writeFileSync(join(local, "a.bin"), randomFile(MiB))
@@ -123,6 +151,22 @@ describe("checksums at once", () => {
     clearInterval(sampler)
     expect([...answers]).toStrictEqual([`{"Size":${16 * MiB},"Length":${16 * MiB},"Sha256":"${sha256(Buffer.alloc(16 * MiB, 7))}"}`])
     expect(peak - before).toBeLessThan(16 * MiB)
+  }, 300_000)
+
+  it("a small file's checksum asked after 8 of a large file waits a few 1 MiB reads, not for whole hashes of the large one", async () => {
+    const { root, start } = await setUp()
+    writeFileSync(join(root, "big.bin"), Buffer.alloc(32 * MiB, 7))
+    writeFileSync(join(root, "small.txt"), "small")
+    const port = await start()
+    const client = await RawClient.connect(port, cleanup)
+    for (let channel = 1; channel <= 9; channel++) await client.newChannel(10_000)
+    const big = encodeChecksumRequest({ filePath: "big.bin", upload: false, length: undefined })
+    for (let channel = 1; channel <= 8; channel++) client.write(frame(1, FilePath.checksum, channel, big))
+    client.write(frame(1, FilePath.checksum, 9, encodeChecksumRequest({ filePath: "small.txt", upload: false, length: undefined })))
+    const order: Array<number> = []
+    for (let i = 0; i < 9; i++) order.push((await client.next(120_000)).channelId)
+    // Each large hash takes 32 reads; the small one, asked last, needs one.
+    expect(order[0]).toBe(9)
   }, 300_000)
 })
 
