@@ -108,12 +108,13 @@ const entriesOf = <K extends string>(list: unknown, names: ReadonlyArray<K>): Ar
  * A peer's answer as a golden view, rebuilt from the fields a view has (each checked: strings,
  * finite counts, at most the buckets there are), or undefined: a peer is another host's process,
  * and what it sends is merged into what this admin serves (a list entry that is not an object made
- * the merge throw, and /federation a 500 for everyone).
+ * the merge throw, and /federation a 500 for everyone). The CLI checks an admin's answer with it
+ * too, with no cap on series: an admin's view merges many sidecars' (its byte cap bounds it).
  */
-const viewOf = (value: unknown): GoldenView | undefined => {
+export const viewOf = (value: unknown, maxSeries = PEER_MAX_SERIES): GoldenView | undefined => {
   if (!isRecord(value) || !isCount(value.generatedAt)) return undefined
   const listed = [value.services, value.edges, value.routes].reduce((sum: number, list) => sum + (Array.isArray(list) ? list.length : 0), 0)
-  if (listed > PEER_MAX_SERIES) return undefined
+  if (listed > maxSeries) return undefined
   const services = entriesOf(value.services, ["service"])
   const edges = entriesOf(value.edges, ["caller", "callee"])
   const routes = entriesOf(value.routes, ["service", "route"])

@@ -23,7 +23,7 @@ export const ADMIN_LIMITS = {
   maxConnections: 256,
   /** Connections one client address holds at once on a listener. */
   connectionsPerAddress: 32,
-  /** Requests a connection may have unanswered at once (pipelined); past it the connection is closed. */
+  /** Requests a connection may have unanswered at once (pipelined); the next is answered 503 and the connection closed. */
   maxPipelined: 4
 } as const
 
@@ -35,20 +35,42 @@ export const serverOptions: http.ServerOptions = {
   keepAliveTimeout: ADMIN_LIMITS.keepAliveTimeoutMs
 }
 
+const TOO_MANY_PIPELINED = JSON.stringify({
+  error: "too_many_pipelined",
+  message: `more than ${ADMIN_LIMITS.maxPipelined} requests were sent before their answers: send the rest on a new connection`
+})
+
 /**
- * `handler`, for requests of a connection with at most maxPipelined unanswered; one more closes
- * the connection, and neither it nor the requests after it reach `handler`. Node parses a whole
- * read of pipelined requests before any answer is written, so its own pause (on a full socket)
- * comes too late: 20,000 GET /metrics in 840 KB were 20,000 answers built and held in memory.
+ * `handler`, for requests of a connection with at most maxPipelined unanswered. One more is
+ * answered 503 with `connection: close` after the answers before it (node keeps their order); it
+ * and the requests after it never reach `handler`, and the client retries them on a new connection
+ * (RFC 9112 9.3.1): a client pipelining a few more than the limit still makes progress. Destroying
+ * the socket at once killed the answers of requests already handled (a weight PUT applied, its
+ * answer lost). A client that sends more than maxPipelined further requests before that close is
+ * a flood, not a client waiting for answers: its socket is destroyed. Node parses a whole read of
+ * pipelined requests before any answer is written and keeps reading (pausing the socket does not
+ * stop its parser), so every request the socket lives for is a request and an answer object:
+ * 20,000 GET /metrics in 840 KB were 20,000 answers built and held in memory.
  * Browsers, curl and Prometheus send one request at a time.
  */
 export const limitPipelining = (handler: http.RequestListener): http.RequestListener => {
   const unanswered = new WeakMap<net.Socket, number>()
+  /** Requests a refused connection sent after the one answered 503. */
+  const ignored = new WeakMap<net.Socket, number>()
   return (req, res) => {
     const socket = req.socket
+    if (socket.destroyed) return
+    const after = ignored.get(socket)
+    if (after !== undefined) {
+      if (after >= ADMIN_LIMITS.maxPipelined) socket.destroy()
+      else ignored.set(socket, after + 1)
+      return
+    }
     const held = (unanswered.get(socket) ?? 0) + 1
-    if (held > ADMIN_LIMITS.maxPipelined || socket.destroyed) {
-      socket.destroy()
+    if (held > ADMIN_LIMITS.maxPipelined) {
+      ignored.set(socket, 0)
+      res.writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(TOO_MANY_PIPELINED), connection: "close" })
+      res.end(TOO_MANY_PIPELINED)
       return
     }
     unanswered.set(socket, held)

@@ -12,7 +12,7 @@ import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { Argument, Command, Flag } from "effect/cli"
-import type { FederationView } from "../admin/federation.ts"
+import { viewOf } from "../admin/federation.ts"
 import { AdminCallFailed, getAdminJson, openAdminEvents, type SseHandle } from "../admin/adminClient.ts"
 import { messageOf } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
@@ -44,7 +44,16 @@ const tokenOf = (flag: Option.Option<string>): string | undefined => Option.getO
 const windowOf = (name: string): Effect.Effect<WindowName, ArgumentError> =>
   name in WINDOWS ? Effect.succeed(name as WindowName) : Effect.fail(new ArgumentError({ message: `--window is one of ${Object.keys(WINDOWS).join(", ")}` }))
 
-/** Every admin's golden view, merged; those that failed named on stderr. Fails when none answered. */
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null
+
+/** An admin's /federation answer: its merged view checked as a peer's is (federation.ts), its peers objects; undefined if not. */
+const federationOf = (value: unknown): { readonly golden: GoldenView; readonly peers: ReadonlyArray<Record<string, unknown>> } | undefined => {
+  if (!isObject(value) || !Array.isArray(value.peers) || !value.peers.every(isObject)) return undefined
+  const golden = viewOf(value.golden, Number.POSITIVE_INFINITY)
+  return golden === undefined ? undefined : { golden, peers: value.peers }
+}
+
+/** Every admin's golden view, merged (an answer that is not one named on stderr, like an admin that failed); those that failed named on stderr. Fails when none answered. */
 const fetchGolden = (urls: ReadonlyArray<string>, token: string | undefined, federated: boolean) =>
   Effect.gen(function*() {
     const path = federated ? "/federation" : "/golden"
@@ -53,12 +62,17 @@ const fetchGolden = (urls: ReadonlyArray<string>, token: string | undefined, fed
     for (const [i, answer] of answers.entries()) {
       if (answer.status === "rejected") {
         process.stderr.write(`iip-mesh: ${urls[i]}: ${shown(messageOf(answer.reason))}\n`)
-      } else if (federated) {
-        const federation = answer.value as FederationView
-        for (const peer of federation.peers) if (peer.stale) process.stderr.write(`iip-mesh: ${urls[i]}: peer ${shown(String(peer.node ?? peer.admin))} is stale (${shown(String(peer.error ?? "not heard from lately"))}): its last view is shown\n`)
-        views.push(federation.golden)
       } else {
-        views.push(answer.value as GoldenView)
+        const federation = federated ? federationOf(answer.value) : undefined
+        const view = federated ? federation?.golden : viewOf(answer.value, Number.POSITIVE_INFINITY)
+        if (view === undefined) {
+          process.stderr.write(`iip-mesh: ${urls[i]}: its answer is not a ${federated ? "federation" : "golden"} view\n`)
+          continue
+        }
+        for (const peer of federation?.peers ?? []) {
+          if (peer.stale === true) process.stderr.write(`iip-mesh: ${urls[i]}: peer ${shown(String(peer.node ?? peer.admin))} is stale (${shown(String(peer.error ?? "not heard from lately"))}): its last view is shown\n`)
+        }
+        views.push(view)
       }
     }
     if (views.length === 0) return yield* new AdminCallFailed({ url: urls.join(","), message: "no admin answered" })

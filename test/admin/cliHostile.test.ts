@@ -74,4 +74,31 @@ describe("the CLI against a rogue admin", () => {
     expect(result.stderr).toMatch(/HTTP 500: down\\u001b/)
     expect(result.stderr).not.toMatch(TERMINAL_UNSAFE)
   })
+
+  it("stat and stat --mesh: an admin whose answer is not a view (fields missing, of other types) is named on stderr and the others' views shown", async () => {
+    const window = (seconds: number) => {
+      const aggregate = { requests: 1, errors: 0, seconds, buckets: [1] }
+      return { ...aggregate, stats: statsOf(aggregate) }
+    }
+    const windows = { "10s": window(10), "1m": window(60), "10m": window(600) }
+    const golden = { generatedAt: 1, services: [{ service: "web", windows }], edges: [], routes: [] }
+    const good = await rogueAdmin((req, res) => {
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end(JSON.stringify(req.url === "/federation" ? { generatedAt: 1, peers: [], golden } : golden))
+    })
+    const bodies = [{ generatedAt: 1 }, { generatedAt: 1, services: [{ service: "api" }], edges: [], routes: [] }, { golden: 5, peers: 5 }]
+    const rogues = await Promise.all(bodies.map((body) =>
+      rogueAdmin((_req, res) => {
+        res.writeHead(200, { "content-type": "application/json" })
+        res.end(JSON.stringify(body))
+      })
+    ))
+    for (const mesh of [[], ["--mesh"]]) {
+      const result = await runCli(cleanup, ["stat", ...mesh, "--admin", [...rogues, good].join(",")])
+      expect(result.stdout + result.stderr, mesh.join("")).not.toMatch(/TypeError|\n\s+at /)
+      expect(result.code, result.stderr).toBe(0)
+      expect(result.stdout, mesh.join("")).toMatch(/^web /m)
+      for (const rogue of rogues) expect(result.stderr).toContain(`iip-mesh: ${rogue}: its answer is not a ${mesh.length === 0 ? "golden" : "federation"} view`)
+    }
+  })
 })
