@@ -211,7 +211,11 @@ export const parsePolicyDocument = (value: unknown): Result.Result<PolicyDocumen
 
 type Matcher = (text: string) => boolean
 
-/** An identity pattern as a matcher (the semantics of spiffe.ts's matchesIdentityPattern, built once). */
+/**
+ * An identity pattern as a matcher, built once: the exact ID, or a pattern with `*` standing for
+ * any run of characters inside one path segment (`spiffe://td/ns/shop/sa/*`) and a trailing `/**`
+ * for any number of segments below (`spiffe://td/ns/shop/**`). A lone `*` matches every identity.
+ */
 export const identityMatcher = (pattern: string): Matcher => {
   if (pattern === "*") return () => true
   if (pattern.endsWith("/**")) {

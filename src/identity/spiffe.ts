@@ -50,21 +50,6 @@ export const serviceSpiffeId = (trustDomain: string, service: string): string =>
 export const issuerSpiffeId = (trustDomain: string): string => checked(`spiffe://${trustDomain}/issuer`)
 
 /**
- * Whether an identity matches a policy pattern: the exact ID, or a pattern with `*` standing for
- * any run of characters inside one path segment (`spiffe://td/ns/shop/sa/*`) and a trailing `/**`
- * for any number of segments below (`spiffe://td/ns/shop/**`). A lone `*` matches every identity.
- */
-export const matchesIdentityPattern = (pattern: string, id: string): boolean => {
-  if (pattern === "*") return true
-  if (pattern.endsWith("/**")) {
-    const prefix = pattern.slice(0, -2)
-    return id.startsWith(prefix) && id.length > prefix.length
-  }
-  if (!pattern.includes("*")) return pattern === id
-  return starPatternMatcher(pattern)(id)
-}
-
-/**
  * Whether `text[start, end)` (one segment, no `/`) matches a segment pattern split at its `*`s:
  * the first part at the start, the last at the end, the ones between found leftmost in turn (for
  * `*` alone that is never wrong). No regex: `[^/]*` repeated backtracks in time to the power of the stars.

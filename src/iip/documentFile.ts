@@ -11,6 +11,7 @@ import * as Result from "effect/Result"
 import { constants, type FSWatcher, watch } from "node:fs"
 import { open, stat } from "node:fs/promises"
 import { dirname } from "node:path"
+import type { Lexer } from "yaml"
 import { parseJsonStrict } from "./jsonStrict.ts"
 import { type Log, messageOf } from "./log.ts"
 import { loggable } from "./redact.ts"
@@ -28,14 +29,17 @@ const isYaml = (path: string): boolean => /\.ya?ml$/i.test(path)
  */
 const MAX_YAML_FLOW_DEPTH = 100
 
-/** Whether `[` and `{` nest deeper than `max`, counted over the whole text (quoted ones too: a bound, not a parse). */
-const flowDepthOver = (text: string, max: number): boolean => {
+/**
+ * Whether flow collections nest deeper than `max`, counted on the tokens of yaml's own lexer (which
+ * does not recurse): a `[`, `]`, `{` or `}` in a quoted value, a block scalar or a comment is no
+ * token of its own, so it neither hides real nesting (`["]", ["]", ...`) nor adds up to a false one.
+ */
+const flowDepthOver = (lexer: Lexer, text: string, max: number): boolean => {
   let depth = 0
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i)
-    if (c === 0x5b || c === 0x7b) {
+  for (const token of lexer.lex(text)) {
+    if (token === "[" || token === "{") {
       if (++depth > max) return true
-    } else if ((c === 0x5d || c === 0x7d) && depth > 0) depth--
+    } else if ((token === "]" || token === "}") && depth > 0) depth--
   }
   return false
 }
@@ -74,8 +78,8 @@ export const readDocumentFile = async (path: string, maxBytes: number, kind: str
   }
   try {
     if (!isYaml(path)) return Result.succeed(parseJsonStrict(text))
-    if (flowDepthOver(text, MAX_YAML_FLOW_DEPTH)) return Result.fail(`cannot parse it as YAML: [ and { nested deeper than ${MAX_YAML_FLOW_DEPTH}`)
     const yaml = await import("yaml")
+    if (flowDepthOver(new yaml.Lexer(), text, MAX_YAML_FLOW_DEPTH)) return Result.fail(`cannot parse it as YAML: [ and { nested deeper than ${MAX_YAML_FLOW_DEPTH}`)
     return Result.succeed(yaml.parse(text, { maxAliasCount: 100, prettyErrors: false }) as unknown)
   } catch (error) {
     return Result.fail(`cannot parse it as ${isYaml(path) ? "YAML" : "JSON"}: ${messageOf(error)}`)

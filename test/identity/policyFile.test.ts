@@ -99,6 +99,22 @@ describe("the policy file", () => {
     expect(Result.isSuccess(await readPolicyFile(path, "catalog", td))).toBe(true)
   })
 
+  it("the nesting bound counts YAML's own [ and {, not those in quoted values and comments", async () => {
+    freshDir()
+    const path = join(dir, "policy.yaml")
+    // 100,000 real levels, each holding a quoted "]" that does not close one: refused at once all the same.
+    writeFileSync(path, `services: ${'["]", '.repeat(100_000)}`)
+    const started = performance.now()
+    const hostile = await readPolicyFile(path, "catalog", td)
+    expect(performance.now() - started).toBeLessThan(1_000)
+    expect(Result.isFailure(hostile) && hostile.failure.message).toMatch(/nested deeper than 100/)
+    // A legitimate file whose comments and quoted values hold 150 unclosed [ and { nests 3 deep.
+    const rules = Array.from({ length: 150 }, (_, i) => `      # ticket [OPS-${i}\n      - {from: ["${storefront}"], methods: [GET], paths: ["/{${i}"]}\n`).join("")
+    writeFileSync(path, `services:\n  catalog:\n    rules:\n${rules}`)
+    const legitimate = await readPolicyFile(path, "catalog", td)
+    expect(Result.isSuccess(legitimate) || legitimate.failure.message).toBe(true)
+  })
+
   it("a change is picked up; a bad version keeps the last good policy, logged and counted; a good one after it applies", async () => {
     freshDir()
     const path = join(dir, "policy.json")
