@@ -145,6 +145,7 @@ export class IipServer {
       node: options.node,
       maxMetaBytes: options.maxMetaBytes,
       maxChannels: options.maxChannelsPerConnection,
+      maxRequests: this.connectionBudget.maxRequests,
       compression: offeredCodecs(options.compression)
     })
     this.tlsServer = options.tls === undefined ? undefined : this.makeTlsServer(options.tls)

@@ -6,7 +6,7 @@ import type { DecompressionFailed } from "../protocol/compression.ts"
 import { decodeMeta, type Meta } from "../protocol/mesh.ts"
 import { parseRequestPath } from "../protocol/requestPath.ts"
 import { Cancellation, type CancelSignal } from "./cancellation.ts"
-import type { ConnectionClosed, RequestTimeout } from "./errors.ts"
+import type { ConnectionClosed, Overloaded, RequestTimeout } from "./errors.ts"
 import { type Failure, IncomingRequest, type RequestContext } from "./request.ts"
 import type { IncomingStream, SendWindow, StreamFailed } from "./streams.ts"
 
@@ -20,7 +20,8 @@ export class RemoteError extends Data.TaggedError("RemoteError")<{
 /** The caller gave up on the request (its signal fired); the peer was told to stop. */
 export class Cancelled extends Data.TaggedError("Cancelled")<{ readonly message: string }> {}
 
-export type MeshCallError = ConnectionClosed | RequestTimeout | RemoteError | Cancelled | StreamFailed | DecompressionFailed
+/** Overloaded: a call held for the peer's request budget (§10 `maxRequests`) met a full write queue when its turn came. */
+export type MeshCallError = ConnectionClosed | RequestTimeout | RemoteError | Cancelled | StreamFailed | DecompressionFailed | Overloaded
 
 export interface MeshReply {
   readonly meta: Meta
@@ -44,7 +45,8 @@ export interface CallOptions {
 export type CallCallback = (error: MeshCallError | undefined, reply: MeshReply | undefined, context: unknown) => void
 
 export interface Call {
-  readonly requestId: number
+  /** 0 while the call is held, not yet written (ids skip 0). */
+  requestId: number
   readonly callback: CallCallback
   readonly context: unknown
   readonly streamResponse: boolean
@@ -77,13 +79,16 @@ export class OwnChannel {
   sending: SendWindow | undefined
   /** The peer did not open it (`/sys/refuse`): no new request goes on it, and it closes once its calls are answered. */
   refused = false
+  /** Calls made on it and held, not yet written, until the peer's request budget has room (MeshSession.send). */
+  held = 0
 
   constructor(id: number) {
     this.id = id
   }
 
+  /** Calls made on it and not yet answered, held ones included. */
   get outstanding(): number {
-    return this.fifo.length
+    return this.fifo.length + this.held
   }
 
   /** A request body is streaming out, or the oldest answer is streaming in. */

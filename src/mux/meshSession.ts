@@ -24,8 +24,10 @@ import {
   encodeChannelPair,
   encodeErrorBody,
   encodeTrailersChunk,
+  EnvelopeBytes,
   EnvelopeFlag,
   EnvelopeKind,
+  envelopeMetaBytes,
   type Hello,
   MeshDefaults,
   MeshErrorCode,
@@ -33,11 +35,12 @@ import {
   type Meta,
   scanMeta
 } from "../protocol/mesh.ts"
+import { checkPacket } from "../protocol/packet.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
 import type { CancelSignal } from "./cancellation.ts"
 import { Deadlines } from "./deadlines.ts"
 import type { Connection, MessageSink } from "./connection.ts"
-import { ConnectionClosed, RequestTimeout } from "./errors.ts"
+import { ConnectionClosed, type Overloaded, RequestTimeout } from "./errors.ts"
 import { type Dispatch, failure, type Failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import type { Slab } from "./readSlabs.ts"
@@ -85,6 +88,14 @@ const nextRequestId = (channel: OwnChannel): number => {
   return id
 }
 
+/** A call waiting for room in the peer's request budget, with what it will send. */
+interface Held {
+  readonly call: Call
+  readonly path: string
+  readonly body: Uint8Array | AsyncIterable<Uint8Array>
+  readonly meta: Meta
+}
+
 async function* once(body: Uint8Array): AsyncIterable<Uint8Array> {
   yield body
 }
@@ -117,6 +128,15 @@ export class MeshSession implements MessageSink {
   private cap = Infinity
   private capUntil = 0
   private capHoldMs = CapHoldMs
+  /**
+   * The peer's request budget for this connection (its hello's `maxRequests`, §10): calls on this
+   * side's channels written and not yet answered stay at most this many. Infinity: it stated none.
+   */
+  private readonly maxOutstanding: number
+  /** Calls on this side's channels (control channel not counted) written and not wholly answered. */
+  private outstanding = 0
+  /** Calls made while `outstanding` was at the peer's budget, in the order they were made. */
+  private readonly held: Array<Held> = []
   private readonly dispatch: Dispatch
   private readonly options: MeshSessionOptions
   private readonly closeListeners: Array<(error: ConnectionClosed) => void> = []
@@ -157,6 +177,7 @@ export class MeshSession implements MessageSink {
     this.dispatch = options.dispatch ?? noDispatch
     this.trailersAgreed = options.agreed.features.includes("trailers")
     this.closesChannels = options.agreed.features.includes("close")
+    this.maxOutstanding = options.agreed.maxRequests ?? Infinity
     const ownControlId = options.isDialer ? DialerControlChannel : AcceptorControlChannel
     this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
     this.nextOwnId = ownControlId + 1
@@ -215,7 +236,7 @@ export class MeshSession implements MessageSink {
   /** Calls this side still waits for, control channel excluded. */
   get callingCount(): number {
     let n = 0
-    for (const channel of this.own.values()) if (channel !== this.ownControl) n += channel.fifo.length
+    for (const channel of this.own.values()) if (channel !== this.ownControl) n += channel.outstanding
     return n
   }
 
@@ -245,7 +266,7 @@ export class MeshSession implements MessageSink {
    * take what follows for packets of a new one: status-order, the connection closed).
    */
   closeChannel(channel: OwnChannel): boolean {
-    if (!this.closesChannels || channel === this.ownControl || channel.fifo.length > 0 || channel.sending !== undefined || this.own.get(channel.id) !== channel) return false
+    if (!this.closesChannels || channel === this.ownControl || channel.outstanding > 0 || channel.sending !== undefined || this.own.get(channel.id) !== channel) return false
     if (this.connection.writer.holds(channel.id)) return false
     this.own.delete(channel.id)
     this.connection.closeChannel(channel.id)
@@ -299,9 +320,8 @@ export class MeshSession implements MessageSink {
       return callback(new ConnectionClosed({ message: this.connection.closeError!.message, sent: false }), undefined, context)
     }
     const timeoutMs = clampDeadlineMs(timeout)
-    const requestId = nextRequestId(channel)
     const call: Call = {
-      requestId,
+      requestId: 0,
       callback,
       context,
       streamResponse,
@@ -314,27 +334,17 @@ export class MeshSession implements MessageSink {
       signal: undefined,
       onAbort: undefined
     }
-    const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
-    const packed = whole && channel !== this.ownControl ? this.pack(body) : undefined
-    this.connection.writer.sendEnvelope(
-      whole ? Status.RequestWhole : Status.RequestFirstMore,
-      path,
-      channel.id,
-      EnvelopeKind.request,
-      packed !== undefined ? EnvelopeFlag.compressed : 0,
-      requestId,
-      meta,
-      this.agreed.maxMetaBytes,
-      timeoutMs,
-      packed ?? (whole ? body : noBody)
-    )
-    channel.fifo.push(call)
-    if (!whole) {
-      void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
-        channel.sending = window
-        if (window === undefined && channel.refused) this.closeRefused(channel)
-        else if (window === undefined) this.options.onChannelFree?.()
-      })
+    if (channel === this.ownControl || this.outstanding < this.maxOutstanding) this.transmit(call, path, body, meta, timeoutMs)
+    else {
+      // The peer holds all the requests it may from this connection: past that it would stop
+      // reading, and a cancel sent then would wait unread behind the requests. Held here, a call
+      // cancelled or timed out simply leaves the queue. It throws now, as a sent one would, if it
+      // could never be encoded.
+      const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
+      const metaBytes = envelopeMetaBytes(meta, this.agreed.maxMetaBytes, timeoutMs)
+      checkPacket(Status.RequestWhole, path, channel.id, EnvelopeBytes + metaBytes + (whole ? body.length : 0))
+      this.held.push({ call, path, body, meta })
+      channel.held++
     }
     if (timeoutMs > 0) {
       if (deadlineAt > 0) this.callDeadlines.addAt(call, deadlineAt)
@@ -349,6 +359,58 @@ export class MeshSession implements MessageSink {
       signal.addEventListener("abort", onAbort)
       call.signal = signal
       call.onAbort = onAbort
+    }
+  }
+
+  /** Writes a call's request; `timeoutMs` is what remains of its deadline (0: none). */
+  private transmit(call: Call, path: string, body: Uint8Array | AsyncIterable<Uint8Array>, meta: Meta, timeoutMs: number): void {
+    const channel = call.channel
+    const requestId = nextRequestId(channel)
+    const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
+    const packed = whole && channel !== this.ownControl ? this.pack(body) : undefined
+    this.connection.writer.sendEnvelope(
+      whole ? Status.RequestWhole : Status.RequestFirstMore,
+      path,
+      channel.id,
+      EnvelopeKind.request,
+      packed !== undefined ? EnvelopeFlag.compressed : 0,
+      requestId,
+      meta,
+      this.agreed.maxMetaBytes,
+      timeoutMs,
+      packed ?? (whole ? body : noBody)
+    )
+    call.requestId = requestId
+    channel.fifo.push(call)
+    if (channel !== this.ownControl) this.outstanding++
+    if (!whole) {
+      void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
+        channel.sending = window
+        if (window === undefined && channel.refused) this.closeRefused(channel)
+        else if (window === undefined) this.options.onChannelFree?.()
+      })
+    }
+  }
+
+  /**
+   * The oldest call on `channel` has its whole answer: the peer no longer holds it (it gave it
+   * back to its budget before it wrote the answer's last packet), so the longest-held call goes out.
+   */
+  private answered(channel: OwnChannel): void {
+    channel.fifo.shift()
+    if (channel === this.ownControl) return
+    this.outstanding--
+    while (this.outstanding < this.maxOutstanding && this.held.length > 0) {
+      const held = this.held.shift()!
+      const call = held.call
+      call.channel.held--
+      const timeoutMs = call.timeoutMs === 0 ? 0 : Math.max(1, call.deadlineAt - Date.now())
+      try {
+        this.transmit(call, held.path, held.body, held.meta, timeoutMs)
+      } catch (error) {
+        // Checked encodable when held: only a write queue over its limit refuses it now.
+        this.finishCall(call, error as Overloaded, undefined)
+      }
     }
   }
 
@@ -423,6 +485,15 @@ export class MeshSession implements MessageSink {
   private abandon(call: Call, error: MeshCallError): void {
     this.finishCall(call, error, undefined)
     call.incoming?.fail(error)
+    if (call.requestId === 0) {
+      // Held, never sent: nothing to tell the peer.
+      const index = this.held.findIndex((held) => held.call === call)
+      if (index !== -1) {
+        this.held.splice(index, 1)
+        call.channel.held--
+      }
+      return
+    }
     if (!this.connection.closed) {
       this.push(this.ownControl, MeshPath.cancel, encodeChannelPair(call.channel.id, call.requestId))
     }
@@ -465,7 +536,7 @@ export class MeshSession implements MessageSink {
         } else if (!call.incoming.push(chunk, this.inPlace(data, chunk))) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)
       }
       if (isLastPacket(status)) {
-        channel.fifo.shift()
+        this.answered(channel)
         call.incoming?.end(trailers)
         detach(call)
         this.options.onChannelFree?.()
@@ -498,7 +569,7 @@ export class MeshSession implements MessageSink {
         // The request failed; if its body is still streaming out (it is the channel's latest
         // request), the stream stops and its last packet says why.
         if (channel.sending !== undefined && channel.fifo.length === 1) channel.sending.close(error)
-        channel.fifo.shift()
+        this.answered(channel)
         if (channel.refused) this.closeRefused(channel)
       }
       return this.finishCall(call, error, undefined)
@@ -506,12 +577,12 @@ export class MeshSession implements MessageSink {
     if (unreadable) {
       const failed = body as DecompressionFailed
       if (!isLastPacket(status)) return this.abandon(call, failed) // a streamed answer: cancelled, the rest dropped unread
-      channel.fifo.shift()
+      this.answered(channel)
       return this.finishCall(call, failed, undefined)
     }
     body = body as Buffer
     if (isLastPacket(status)) {
-      channel.fifo.shift()
+      this.answered(channel)
       return this.finishCall(call, undefined, { meta, data: body, stream: undefined })
     }
     // A streamed answer begins: the connection reads into reused memory from now on.
@@ -1099,6 +1170,11 @@ export class MeshSession implements MessageSink {
   }
 
   onClose(error: ConnectionClosed): void {
+    // Held calls were never sent: safe to send elsewhere.
+    for (const held of this.held.splice(0)) {
+      held.call.channel.held--
+      this.finishCall(held.call, new ConnectionClosed({ message: error.message, sent: false }), undefined)
+    }
     for (const channel of this.own.values()) {
       for (const call of channel.fifo.splice(0)) {
         call.incoming?.fail(error)

@@ -46,6 +46,12 @@ export interface Hello {
   readonly maxMetaBytes: number
   readonly streamWindow: number
   readonly maxChannels: number
+  /**
+   * Requests this side holds from the peer on one connection (read, not yet answered) before it
+   * stops reading from it (§8); the peer keeps no more than that outstanding (§10). Absent: no
+   * limit stated, and the peer sends as it always did.
+   */
+  readonly maxRequests?: number
   /** Codecs for bodies (§12.1): the dialer's offer, or the one the acceptor picked; absent or empty: none. */
   readonly compression?: ReadonlyArray<string>
 }
@@ -60,6 +66,7 @@ export const encodeHello = (hello: Hello, answer: boolean): Buffer =>
       maxMetaBytes: hello.maxMetaBytes,
       streamWindow: hello.streamWindow,
       maxChannels: hello.maxChannels,
+      ...(hello.maxRequests !== undefined ? { maxRequests: hello.maxRequests } : {}),
       ...(hello.compression !== undefined && hello.compression.length > 0 ? { compression: hello.compression } : {})
     }),
     "utf8"
@@ -78,9 +85,13 @@ export const decodeHello = (data: Uint8Array): Hello | undefined => {
   const maxChannels = positiveInt(r.maxChannels, 0x7fff_ffff)
   if (version === undefined || maxMetaBytes === undefined || streamWindow === undefined || maxChannels === undefined) return undefined
   if (r.code !== undefined && r.code !== 0) return undefined
+  // Optional, but a value that is there must be one: a peer cannot make this side send without a cap by garbling it.
+  const maxRequests = r.maxRequests === undefined ? undefined : positiveInt(r.maxRequests, 0x7fff_ffff)
+  if (r.maxRequests !== undefined && maxRequests === undefined) return undefined
   const strings = (value: unknown) => (Array.isArray(value) ? value.filter((f): f is string => typeof f === "string") : [])
   const features = strings(r.features)
-  const hello = { version, node: typeof r.node === "string" ? r.node : "", features, maxMetaBytes, streamWindow, maxChannels }
+  const base = { version, node: typeof r.node === "string" ? r.node : "", features, maxMetaBytes, streamWindow, maxChannels }
+  const hello = maxRequests === undefined ? base : { ...base, maxRequests }
   return r.compression === undefined ? hello : { ...hello, compression: strings(r.compression) }
 }
 
@@ -89,6 +100,8 @@ export const localHello = (options: {
   readonly node?: string | undefined
   readonly maxMetaBytes?: number | undefined
   readonly maxChannels?: number | undefined
+  /** This side's per-connection request budget; stated only when it is finite. */
+  readonly maxRequests?: number | undefined
   readonly compression?: ReadonlyArray<string> | undefined
 }): Hello => ({
   version: MeshVersion,
@@ -97,6 +110,7 @@ export const localHello = (options: {
   maxMetaBytes: Math.min(0xffff, options.maxMetaBytes ?? MeshDefaults.maxMetaBytes),
   streamWindow: MeshDefaults.streamWindow,
   maxChannels: options.maxChannels ?? MeshDefaults.maxChannels,
+  ...(options.maxRequests !== undefined && Number.isFinite(options.maxRequests) ? { maxRequests: Math.min(0x7fff_ffff, Math.max(1, Math.floor(options.maxRequests))) } : {}),
   compression: options.compression ?? []
 })
 
@@ -108,7 +122,9 @@ export const agree = (mine: Hello, theirs: Hello): Hello => ({
   maxMetaBytes: Math.min(mine.maxMetaBytes, theirs.maxMetaBytes),
   streamWindow: theirs.streamWindow,
   // Each side's own limit holds whatever the other declared: a peer cannot raise it by asking.
-  maxChannels: Math.min(mine.maxChannels, theirs.maxChannels)
+  maxChannels: Math.min(mine.maxChannels, theirs.maxChannels),
+  // Like streamWindow, the receiver's: how many requests this side may keep outstanding with the peer.
+  ...(theirs.maxRequests !== undefined ? { maxRequests: theirs.maxRequests } : {})
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import {
   decodeEnvelope,
   decodeErrorBody,
   decodeHello,
+  localHello,
   decodeMeta,
   decodeChannelId,
   encodeChannelId,
@@ -38,6 +39,21 @@ describe("mesh vectors", () => {
     const answer = encodeHello({ ...hello, node: "b" }, true)
     expect(answer.toString()).toBe(body.replace('{"iipmesh":1,"node":"a"', '{"code":0,"iipmesh":1,"node":"b"'))
     expect(decodeHello(answer)).toStrictEqual({ ...hello, node: "b" })
+  })
+
+  it("an acceptor's answer states its per-connection request budget (maxRequests); absent, none is stated; a garbled one is no hello", () => {
+    const answer = encodeHello({ ...hello, node: "b", maxRequests: 1024 }, true)
+    const body =
+      '{"code":0,"iipmesh":1,"node":"b","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close","refuse"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024,"maxRequests":1024}'
+    expect(hex(encodePacket(5, "/sys/hello", 0, answer))).toBe(`052f7379732f68656c6c6f0000000000000000de${json(body)}`)
+    expect(decodeHello(answer)).toStrictEqual({ ...hello, node: "b", maxRequests: 1024 })
+    // The dialer's own limit is not the peer's: agreement keeps the receiver's, as with streamWindow.
+    expect(agree(hello, { ...hello, maxRequests: 8 }).maxRequests).toBe(8)
+    expect(agree({ ...hello, maxRequests: 8 }, hello).maxRequests).toBeUndefined()
+    expect(localHello({ maxRequests: Infinity }).maxRequests).toBeUndefined()
+    for (const garbled of ["0", "-1", "1.5", '"1024"', "null", "4294967296"]) {
+      expect(decodeHello(Buffer.from(body.replace('"maxRequests":1024', `"maxRequests":${garbled}`)))).toBeUndefined()
+    }
   })
 
   it("a plain server's answer to hello is not a hello", () => {

@@ -1,0 +1,129 @@
+// A connection whose server holds all the requests its budget allows must still be unstuck by its
+// callers (PROTOCOL.md §8, §10 `maxRequests`, §14). The server's per-connection request budget
+// here is 8; one client connection with one channel sends 200 requests to a handler that waits
+// for its signal, each with a 4 KiB body so that they span many socket reads. All 200 callers
+// then cancel. Every handler that started must be interrupted (the cancel reaches it), no more
+// than 8 may ever run at once, and the same connection must then answer a new call. Before the
+// client kept to the server's budget, the server read past it, paused reading, and the cancels
+// sat unread in its socket behind the requests: the handlers were never interrupted.
+// Against a hand-played peer: a client keeps no more calls written than the peer's hello states;
+// a held call that is cancelled is never sent (no request, no cancel), the others go out in
+// order as answers come; a peer whose hello states no limit gets every call at once, as before.
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import type { IipClient } from "../../src/iip/client.ts"
+import type { IncomingRequest, IipServer } from "../../src/iip/server.ts"
+import { Cancelled } from "../../src/mux/meshSession.ts"
+import { decodeChannelPair, decodeEnvelope, emptyMeta, encodeEnvelope, EnvelopeKind, MeshDefaults, MeshPath } from "../../src/protocol/mesh.ts"
+import { Cleanup, frame, type RawPacket, waitFor } from "../support/iipRaw.ts"
+import { helloOf, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
+
+const budget = 8
+const callers = 200
+const body = Buffer.alloc(4096, 0x61)
+
+describe("a caller's cancel reaches its handler while the server holds its whole request budget", () => {
+  let cleanup: Cleanup
+  let server: IipServer
+  let client: IipClient
+  let started = 0
+  let interrupted = 0
+  let running = 0
+  let mostRunning = 0
+
+  beforeEach(async () => {
+    cleanup = new Cleanup()
+    started = interrupted = running = mostRunning = 0
+    server = await startServer(cleanup, { maxQueuedRequestsPerConnection: budget })
+    server.handle("/echo", (request) => request.data)
+    server.handle("/hang", (request: IncomingRequest) => {
+      started++
+      mostRunning = Math.max(mostRunning, ++running)
+      return new Promise<string>((resolve) => {
+        request.signal.addEventListener(
+          "abort",
+          () => {
+            interrupted++
+            running--
+            resolve("late")
+          },
+          { once: true }
+        )
+      })
+    })
+    // Several channels: the server runs one request per channel at a time, so they hold the budget together.
+    client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 16 })
+    expect((await client.call("/echo", "warm-up", { timeoutMs: 5000 })).toString()).toBe("warm-up")
+  })
+
+  afterEach(() => cleanup.run())
+
+  it(`${callers} hanging calls cancelled: every handler that ran is interrupted, at most ${budget} at once, and the connection serves on`, async () => {
+    const controllers = Array.from({ length: callers }, () => new AbortController())
+    const calls = controllers.map((controller) => settle(client.call("/hang", body, { timeoutMs: 60_000, signal: controller.signal })))
+    await waitFor(() => running >= budget / 2, 5000, "the server to run some of the hanging calls")
+    for (const controller of controllers) controller.abort()
+    const outcomes = await Promise.all(calls)
+    for (const outcome of outcomes) expect(outcome.ok === false && outcome.error instanceof Cancelled).toBe(true)
+    await waitFor(() => running === 0, 5000, `every running handler to be interrupted (running ${running}, started ${started}, interrupted ${interrupted})`)
+    expect(interrupted).toBe(started)
+    expect(mostRunning).toBeLessThanOrEqual(budget)
+    expect((await client.call("/echo", "after", { timeoutMs: 5000 })).toString()).toBe("after")
+    expect(client.stats).toMatchObject({ mesh: 1, connections: 1 })
+  })
+})
+
+const bodyOf = (packet: RawPacket): string => packet.data.subarray(decodeEnvelope(packet.data, MeshDefaults.maxMetaBytes).bodyOffset).toString()
+const requestIdOf = (packet: RawPacket): number => packet.data.readUInt32BE(4)
+const answer = (packet: RawPacket) => frame(5, packet.path, packet.channelId, encodeEnvelope(EnvelopeKind.response, 0, requestIdOf(packet), emptyMeta, Buffer.from(`ok ${bodyOf(packet)}`), 8192))
+
+describe("a client keeps to the request budget its peer's hello states (maxRequests)", () => {
+  let cleanup: Cleanup
+
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+
+  afterEach(() => cleanup.run())
+
+  it("3 written of 6; a held call cancelled is never sent; the rest go out in order as answers come", async () => {
+    const peer = await startRawMeshPeer(cleanup, helloOf({ maxRequests: 3 }))
+    const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 1 })
+    const controllers = Array.from({ length: 6 }, () => new AbortController())
+    const calls = controllers.map((controller, i) => settle(client.call("/x", `c${i}`, { timeoutMs: 10_000, signal: controller.signal })))
+    const sent: Array<RawPacket> = []
+    for (let i = 0; i < 3; i++) sent.push(await peer.take((p) => p.path === "/x", 5000, `request ${i}`))
+    expect(sent.map(bodyOf)).toEqual(["c0", "c1", "c2"])
+    controllers[4]!.abort() // held
+    controllers[2]!.abort() // written: its cancel goes out, behind everything written before it
+    const cancel = await peer.take((p) => p.path === MeshPath.cancel, 5000, "the cancel of c2")
+    expect(decodeChannelPair(cancel.data.subarray(decodeEnvelope(cancel.data, MeshDefaults.maxMetaBytes).bodyOffset))).toEqual([sent[2]!.channelId, requestIdOf(sent[2]!)])
+    expect(peer.packets.filter((p) => p.path === "/x")).toEqual([])
+    const socket = peer.sockets[0]!
+    socket.write(answer(sent[0]!))
+    sent.push(await peer.take((p) => p.path === "/x", 5000, "the first held call"))
+    socket.write(answer(sent[1]!))
+    sent.push(await peer.take((p) => p.path === "/x", 5000, "the next held call"))
+    expect(sent.slice(3).map(bodyOf)).toEqual(["c3", "c5"])
+    for (const packet of [sent[2]!, sent[3]!, sent[4]!]) socket.write(answer(packet))
+    const outcomes = await Promise.all(calls)
+    expect(outcomes.map((o) => (o.ok ? o.value.toString() : o.error instanceof Cancelled ? "cancelled" : String(o.error)))).toEqual([
+      "ok c0",
+      "ok c1",
+      "cancelled",
+      "ok c3",
+      "cancelled",
+      "ok c5"
+    ])
+    expect(peer.packets.filter((p) => p.path === "/x" || p.path === MeshPath.cancel)).toEqual([])
+  })
+
+  it("a peer whose hello states no limit gets every call at once", async () => {
+    const peer = await startRawMeshPeer(cleanup, helloOf())
+    const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 1 })
+    const calls = Array.from({ length: 6 }, (_, i) => settle(client.call("/x", `c${i}`, { timeoutMs: 10_000 })))
+    const sent: Array<RawPacket> = []
+    for (let i = 0; i < 6; i++) sent.push(await peer.take((p) => p.path === "/x", 5000, `request ${i} before any answer`))
+    for (const packet of sent) peer.sockets[0]!.write(answer(packet))
+    expect((await Promise.all(calls)).map((o) => o.ok && o.value.toString())).toEqual(sent.map((p) => `ok ${bodyOf(p)}`))
+  })
+})
