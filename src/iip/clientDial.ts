@@ -68,6 +68,9 @@ export const dialOnce = (settings: DialSettings, done: (error: ConnectFailed | u
     const connection = new Connection(socket, "client", settings.limits, settings.log)
     const plain = new ClientSession(connection)
     const adopt = (link: Link) => {
+      // Closed while the hello was on its way: the client's connections are closed already, so
+      // this one is not taken (it would stay open, in the pool of a client nobody closes again).
+      if (settings.closed()) return fail("client closed")
       clearTimeout(timer)
       finished = true
       done(undefined, link)

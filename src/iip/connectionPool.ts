@@ -1,7 +1,8 @@
 // An IIP client's connections to its server (client.ts) and the channels opened on each: which
 // channel takes the next request, whether a connection may open another channel, and which
 // channels opened for streams are left over. The client dials, adopts and drops connections, opens
-// the channels and keeps the queue and the timers; this module only looks at the pool and trims it.
+// the channels and keeps the queue and the timers; this module looks at the pool, trims it, takes
+// out channels the server refused, and tells the client when a congested connection drained.
 import type { ClientChannel, ClientSession } from "../mux/clientSession.ts"
 import type { MeshSession, OwnChannel } from "../mux/meshSession.ts"
 

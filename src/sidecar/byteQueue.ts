@@ -1,7 +1,7 @@
 // A byte queue between a source that pushes (an app's streamed answer, a socket of an upgraded
 // connection) and the mesh session that pulls it as an AsyncIterable, with back-pressure: past a
 // high-water mark the source is paused, and resumed once half of that is read. The app leg's
-// answers (appExchange.ts, appH2.ts) and both byte pipes of an upgrade (upgradePipe.ts) use it.
+// answers (appExchange.ts, appH2Exchange.ts) and both byte pipes of an upgrade (upgradePipe.ts) use it.
 // It may end with trailers, which the mesh session sends after the last byte (PROTOCOL.md §13).
 import type { Meta } from "../protocol/mesh.ts"
 import type { WithTrailers } from "../mux/streams.ts"

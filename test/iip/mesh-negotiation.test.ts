@@ -3,12 +3,13 @@
 // on a raw socket), and an IipClient that offers mesh mode falls back to plain mode against it and
 // still works. Two iip-mesh peers agree on mesh mode; the features both sides use are the
 // intersection of the two hellos (checked from both ends with a hand-played peer), as are the
-// smaller metadata limit and each side's node name.
+// smaller metadata limit and each side's node name. A client closed while its hello is on its way
+// closes the connection when the answer comes instead of pooling it.
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { ConnectFailed } from "../../src/mux/errors.ts"
 import { decodeHello, encodeHello, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
-import { Cleanup, deferred, frame, hex, packetHex, RawClient, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, deferred, frame, hex, packetHex, RawClient, RawParser, startRawServer, withTimeout } from "../support/iipRaw.ts"
 import { helloOf, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
 
 describe("mesh negotiation", () => {
@@ -148,5 +149,32 @@ describe("mesh negotiation", () => {
     gate.resolve()
     expect(await withTimeout(mode, 5000, "mode")).toMatchObject({ ok: true, value: "mesh" })
     await withTimeout(queued, 5000, "the queued call")
+  })
+
+  it("a client closed while its hello waits for the answer does not take the connection when the answer comes: it closes it", async () => {
+    // A hand-played mesh peer that holds its answer to the hello until the test lets it go.
+    const helloCame = deferred()
+    let answer = () => {}
+    let socketClosed: Promise<void> | undefined
+    const { port } = await startRawServer(cleanup, (socket) => {
+      socketClosed = new Promise((resolve) => socket.once("close", () => resolve()))
+      const parser = new RawParser()
+      socket.on("data", (chunk: Buffer) => {
+        for (const packet of parser.push(chunk)) {
+          if (packet.path !== MeshPath.hello) continue
+          answer = () => socket.write(frame(5, MeshPath.hello, 0, encodeHello(helloOf({ node: "late-acceptor" }), true)))
+          helloCame.resolve()
+        }
+      })
+    })
+    const client = startClient(cleanup, port, { maxConnections: 1, connectTimeoutMs: 10_000 })
+    const mode = settle(client.mode(10_000))
+    await withTimeout(helloCame.promise, 5000, "the client's hello")
+    client.close()
+    expect(await mode).toMatchObject({ ok: false })
+    answer()
+    // Before: the late answer made it a pooled mesh connection of the closed client, open for good.
+    await withTimeout(socketClosed!, 5000, "the closed client to close the connection its hello was answered on")
+    expect(client.stats.connections).toBe(0)
   })
 })

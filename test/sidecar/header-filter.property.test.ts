@@ -87,7 +87,7 @@ describe("end-to-end header filter, property", () => {
       // node's and llhttp's flat form (the app pool's answer headers) gives the same answer for the same (string) pairs.
       const strings = pairs.filter((p): p is [string, string] => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string")
       expect(endToEndHeaders(strings.flat())).toStrictEqual(oracle(strings))
-      // node:http2's raw field list (appH2.ts): its pseudo-headers are left out, not counted as invalid.
+      // node:http2's raw field list (appH2Exchange.ts): its pseudo-headers are left out, not counted as invalid.
       let fieldsInvalid = 0
       let stringsInvalid = 0
       endToEndHeaders(strings.flat(), (count) => (stringsInvalid += count))
