@@ -34,8 +34,10 @@ const headerBytes = (bytes: Uint8Array, at: number, size: 1 | 2 | 4): number =>
  * its extensions say (structured-clone pointers, which let a few bytes decode to a cyclic value or
  * one shared millions of times over, records, Sets, RegExps, Errors, BigInts of any length, for
  * every Unpackr of the process), so a peer's frame may hold none: only `undefined` (fixext 1 of
- * type 0, what msgpackr packs it as). A length or count past the frame's end, nesting past
- * `maxMessagePackDepth` and bytes after the value are refused before anything is allocated.
+ * type 0, what msgpackr packs it as) and timestamps (type -1 in its four sizes, what it packs a
+ * Date as, which a Schema.Any value keeps: a few bytes make one Date). A length or count past the
+ * frame's end, nesting past `maxMessagePackDepth` and bytes after the value are refused before
+ * anything is allocated.
  */
 export const plainMessagePackProblem = (bytes: Uint8Array): string | undefined => {
   const end = bytes.length
@@ -62,9 +64,11 @@ export const plainMessagePackProblem = (bytes: Uint8Array): string | undefined =
         : 0
       if (token === 0xd4) {
         if (at + 2 > end) return "ends inside a value"
-        if (bytes[at] !== 0) return `holds msgpackr extension type ${bytes[at]}, which rpc frames never carry`
+        if (bytes[at] !== 0 && bytes[at] !== 0xff) return `holds msgpackr extension type ${bytes[at]}, which rpc frames never carry`
         skip = 2
-      } else if (size === 0) {
+      } else if ((token === 0xd6 || token === 0xd7) && bytes[at] === 0xff) skip = token === 0xd6 ? 5 : 9
+      else if (token === 0xc7 && bytes[at] === 12 && bytes[at + 1] === 0xff) skip = 14
+      else if (size === 0) {
         return token === 0xc1 ? "holds the never-used byte 0xc1" : `holds a MessagePack extension (0x${token.toString(16)}), which rpc frames never carry`
       } else if (token >= 0xca && token <= 0xd3) skip = size
       else {

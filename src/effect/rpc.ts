@@ -128,12 +128,14 @@ const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, decode: Decode, pa
  * it, or undefined. More would run RPCs the exchange cannot answer or cancel (its answer is the
  * first RPC's; a second RPC would run on past it, beyond the reach of the cancel, the deadline and
  * the connection's close); headers that are not string pairs throw in the RPC server or, with a
- * `__proto__` key, replace the prototype of the handler's headers.
+ * `__proto__` key, replace the prototype of the handler's headers; an id or tag that is an object
+ * throws where the RPC server writes it into its defect's text, out of the IIP handler.
  */
 const notOneRequest = "an rpc exchange carries one Request, and only that"
 const requestProblem = (messages: ReadonlyArray<unknown>): string | undefined => {
   if (messages.length !== 1 || (messages[0] as { _tag?: unknown })._tag !== "Request") return notOneRequest
-  const headers = (messages[0] as { headers?: unknown }).headers
+  const { id, tag, headers } = messages[0] as { id?: unknown; tag?: unknown; headers?: unknown }
+  if ((typeof id !== "string" && typeof id !== "number") || typeof tag !== "string") return "the rpc request's id or tag is not a string"
   if (headers === undefined) return undefined
   if (!Array.isArray(headers)) return "the rpc request's headers are not a list of string pairs"
   for (const pair of headers) {

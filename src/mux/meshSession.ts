@@ -879,6 +879,9 @@ export class MeshSession implements MessageSink {
       )
     } catch (error) {
       const fallback: Failure = failure(MeshErrorCode.handlerFailed, `answer cannot be sent: ${String(error)}`, true)
+      // A streamed body is never read now: what feeds it (an RPC's stream, a relayed answer) is
+      // cancelled, as on a connection's close, rather than left waiting for a reader.
+      if (!(body instanceof Uint8Array)) served.abort(new Cancelled({ message: fallback.message }))
       try {
         // A decoded path with a NUL ("%00") cannot be sent: the error goes on the path as it came
         // (NUL-free, it arrived NUL-terminated). One too long still closes, as the reference does.

@@ -1,5 +1,6 @@
 // MessagePack as an RpcSerialization (src/effect/msgpack.ts).
-// - A message and an array of messages round-trip; an empty batch encodes to nothing.
+// - A message and an array of messages round-trip; an empty batch encodes to nothing; the Dates
+//   msgpackr packs (timestamps, a Schema.Any value's) are read back.
 // - A frame that is not an rpc message (a bare number, a map without _tag, truncated bytes)
 //   throws a clear error instead of handing the RPC server garbage.
 // - Over IIP (real sockets): a request whose frame is garbage gets a Defect answer naming the
@@ -33,6 +34,17 @@ describe("MessagePack RpcSerialization", () => {
     assert.deepStrictEqual(parser.decode(parser.encode([request, exit])!), [request, exit])
     assert.strictEqual(parser.encode([]), undefined)
     assert.strictEqual(msgPack.includesFraming, false)
+  })
+
+  it("reads the Dates it packs (a Schema.Any value keeps them as Dates): msgpackr's timestamps in all four forms", () => {
+    const parser = msgPack.makeUnsafe()
+    const dates = [new Date(0), new Date(1500), new Date(-1000), new Date(Number.NaN)]
+    const exit = { _tag: "Exit", requestId: "1", exit: { _tag: "Success", value: dates } }
+    const bytes = parser.encode(exit) as Uint8Array
+    // fixext 4, fixext 8, ext 8 of 12 bytes and fixext 1 (an invalid Date), each of type -1.
+    for (const form of ["d6ff", "d7ff", "c70cff", "d4ff"]) expect(Buffer.from(bytes).toString("hex")).toContain(form)
+    const [decoded] = parser.decode(bytes) as Array<typeof exit>
+    assert.deepStrictEqual((decoded!.exit.value as Array<Date>).map((d) => d.getTime()), dates.map((d) => d.getTime()))
   })
 
   it("refuses a frame that is not an rpc message", () => {

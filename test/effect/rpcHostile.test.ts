@@ -4,9 +4,10 @@
 // - Server side, MessagePack and JSON: garbage, truncated frames, 100k-deep nesting, a 4 GiB
 //   length declared in a small frame, msgpackr's extensions (structured-clone pointers that make
 //   a small frame decode to a huge or cyclic value, records, sets, regexps, errors), headers that
-//   are not a list of string pairs (a number, `__proto__` with an object): each is answered with
-//   a Defect and the same server then answers a well-formed RPC. SchemaBinary's refusals too
-//   (its message schema wants the defect encoded).
+//   are not a list of string pairs (a number, `__proto__` with an object), an id or tag that is an
+//   object (its text would throw in the RPC server): each is answered with a Defect and the same
+//   server then answers a well-formed RPC. SchemaBinary's refusals too (its message schema wants
+//   the defect encoded).
 // - A body that is not exactly one Request (a second RPC after the first, an Interrupt for an
 //   unknown id), whole or streamed, is refused: the second RPC would outlive its exchange, beyond
 //   any cancel; one the refused exchange started is interrupted.
@@ -178,6 +179,14 @@ describe.each([true, false])("hostile MessagePack rpc frames (mesh %s)", (mesh) 
         assert.deepStrictEqual(ok!.exit, { _tag: "Success", value: "x" })
       }))
   }
+
+  it.live("an id or tag that is not a string (an object whose toString is not a function) is refused; the server serves on", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      for (const bad of [{ id: { toString: 1 } }, { tag: { toString: 1 } }]) {
+        yield* refusedThenServes(served, framed(pack({ ...echo(), ...bad })), /id or tag/, encode)
+      }
+    }))
 
   it.live("headers that are not string pairs are refused; __proto__ cannot replace the prototype of the handler's headers", () =>
     Effect.gen(function*() {

@@ -4,9 +4,9 @@
 // in flight on the same connection, and the next one, are answered.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
-import type { IipServer } from "../../src/iip/server.ts"
+import { type IipServer, reply } from "../../src/iip/server.ts"
 import { RemoteError } from "../../src/mux/meshSession.ts"
-import { Cleanup, deferred } from "../support/iipRaw.ts"
+import { Cleanup, deferred, waitFor } from "../support/iipRaw.ts"
 import { rejection, startClient, startServer } from "../support/meshTest.ts"
 
 describe("a mesh answer whose path cannot be sent", () => {
@@ -14,12 +14,21 @@ describe("a mesh answer whose path cannot be sent", () => {
   let server: IipServer
   let client: IipClient
   const release = deferred()
+  let stopped = 0
 
   beforeEach(async () => {
     cleanup = new Cleanup()
     server = await startServer(cleanup, { log: () => {} })
     server.handlePrefix("/p/", (request) => `seen ${JSON.stringify(request.path)}`)
     server.handle("/slow", () => release.promise.then(() => "slow done"))
+    // A streamed answer that goes on until its request is cancelled (as a relayed body or an
+    // RPC's stream does): `stopped` says its producer was told to stop.
+    server.handlePrefix("/s/", (request) => {
+      request.context.cancel.addEventListener("abort", () => stopped++)
+      return reply((async function*() {
+        while (!request.context.cancel.aborted) yield Buffer.alloc(1024)
+      })())
+    })
     client = startClient(cleanup, server.address.port, { maxConnections: 1 })
     expect((await client.call("/p/warm-up", "x", { timeoutMs: 5000 })).toString()).toBe('seen "/p/warm-up"')
   })
@@ -35,5 +44,11 @@ describe("a mesh answer whose path cannot be sent", () => {
     expect((await slow).toString()).toBe("slow done")
     expect((await client.call("/p/after", "x", { timeoutMs: 5000 })).toString()).toBe('seen "/p/after"')
     expect(server.connectionCount).toBe(1)
+  })
+  it("a streamed answer that cannot be sent is stopped: its producer is told, not left waiting for a reader", async () => {
+    const error = await rejection(client.call("/s/%00", "x", { timeoutMs: 5000 }))
+    expect(error).toMatchObject({ code: "handler_failed" })
+    await waitFor(() => stopped === 1, 2000, "the unsendable answer's request to be cancelled")
+    expect((await client.call("/p/after", "x", { timeoutMs: 5000 })).toString()).toBe('seen "/p/after"')
   })
 })
