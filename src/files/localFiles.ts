@@ -18,11 +18,16 @@ const ownBlock = (length: number): BlockLender => {
   return (use) => use(block)
 }
 
-/** SHA-256 state after the first `length` bytes (fewer if the file is shorter), to digest or extend. */
-export const hashPrefix = async (handle: FileHandle, length: number, lend: BlockLender = ownBlock(length)): Promise<Hash> => {
+/**
+ * SHA-256 state after the first `length` bytes (fewer if the file is shorter), to digest or extend.
+ * Once `signal` aborts (the file server's caller is gone) it rejects with its reason before the next block.
+ */
+export const hashPrefix = async (handle: FileHandle, length: number, lend: BlockLender = ownBlock(length), signal?: AbortSignal): Promise<Hash> => {
   const hash = createHash("sha256")
   for (let position = 0; position < length;) {
     const bytesRead = await lend(async (block) => {
+      // Checked once lent: a checksum may have waited its turn for a block (server.ts) meanwhile.
+      signal?.throwIfAborted()
       const { bytesRead } = await handle.read(block, 0, Math.min(block.length, length - position), position)
       hash.update(block.subarray(0, bytesRead))
       return bytesRead

@@ -12,6 +12,7 @@
 import * as Data from "effect/Data"
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
 import { type FileHandle, lstat, open, realpath, rename, rmdir, stat } from "node:fs/promises"
+import { messageOf } from "../iip/log.ts"
 import type { IipServer } from "../iip/server.ts"
 import { type BlockLender, hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
 import { checkOpenedInside, isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
@@ -266,12 +267,17 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     })
   }
 
-  const checksum = async (data: Buffer): Promise<Buffer> => {
+  const checksum = async (data: Buffer, signal: AbortSignal): Promise<Buffer> => {
     const request = decodeChecksumRequest(data)
-    return encodeChecksumAnswer(await hashFile(request).catch(explain("hash", request.filePath)))
+    const answer = await hashFile(request, signal).catch((error: unknown) => {
+      // Its caller cancelled or its connection closed: the rest of a file of up to GiBs is not read.
+      if (signal.aborted) throw new FileRequestRefused({ message: `checksum of ${JSON.stringify(request.filePath)} stopped: ${messageOf(signal.reason)}` })
+      return explain("hash", request.filePath)(error)
+    })
+    return encodeChecksumAnswer(answer)
   }
 
-  const hashFile = async (request: ChecksumRequest): Promise<ChecksumAnswer> => {
+  const hashFile = async (request: ChecksumRequest, signal: AbortSignal): Promise<ChecksumAnswer> => {
     const path = request.upload ? (await resolveForWrite(root, request.filePath, false))?.partial : resolveForRead(root, request.filePath)
     const opened = path === undefined
       ? undefined
@@ -287,7 +293,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     try {
       const size = (await handle.stat()).size
       const length = Math.min(request.length ?? size, size)
-      return { size, length, sha256: (await hashPrefix(handle, length, hashBlocks)).digest("hex") }
+      return { size, length, sha256: (await hashPrefix(handle, length, hashBlocks, signal)).digest("hex") }
     } finally {
       await handle.close()
     }
@@ -296,5 +302,5 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   server
     .handle(FilePath.download, (request) => download(request.data))
     .handle(FilePath.upload, (request) => upload(request.data))
-    .handle(FilePath.checksum, (request) => checksum(request.data))
+    .handle(FilePath.checksum, (request) => checksum(request.data, request.signal))
 }

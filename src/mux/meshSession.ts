@@ -1193,6 +1193,8 @@ export class MeshSession implements MessageSink {
         this.servedDeadlines.remove(served)
         served.abort(error)
       }
+      // What waits its turn would answer nobody: it never runs (its budget went with the connection).
+      channel.mailbox.length = 0
     }
     this.callDeadlines.clear()
     this.servedDeadlines.clear()

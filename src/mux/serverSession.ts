@@ -74,6 +74,11 @@ class ChannelActor {
     return !this.busy && this.mailbox.length === 0
   }
 
+  /** The connection closed: what waits would answer nobody, so it never runs (its budget went with the connection). */
+  drop(): void {
+    this.mailbox.length = 0
+  }
+
   deliver(request: IncomingRequest): void {
     if (this.busy || this.mailbox.length > 0) {
       this.mailbox.push(request)
@@ -198,6 +203,7 @@ export class ServerSession implements MessageSink {
   }
 
   onClose(error: ConnectionClosed): void {
+    for (const actor of this.actors.values()) actor.drop()
     this.abort.abort(error)
     this.onClosed(this, error)
   }
