@@ -371,7 +371,7 @@ export const settings = [
   { key: "maxQueuedBytes", env: "IIP_MESH_MAX_QUEUED_BYTES", flag: "--max-queued-bytes", help: "inbound bytes held in all; past it new requests are refused overloaded (default 512MiB)" },
   { key: "maxChannelsPerConnection", env: "IIP_MESH_MAX_CHANNELS_PER_CONNECTION", flag: "--max-channels-per-connection", help: "channels a peer may open on one inbound connection (default 1024)" },
   { key: "maxChannels", env: "IIP_MESH_MAX_CHANNELS", flag: "--max-channels", help: "inbound channels open in all (default 65536)" },
-  { key: "maxTunnels", env: "IIP_MESH_MAX_TUNNELS", flag: "--max-tunnels", help: "upgraded connections (WebSockets) open to the app at once; past it new upgrades are refused overloaded (default 4096)" },
+  { key: "maxTunnels", env: "IIP_MESH_MAX_TUNNELS", flag: "--max-tunnels", help: "upgraded connections (WebSockets) open at once, to the app (inbound) and from the calling apps (outbound), each side counted on its own; past it new upgrades are refused overloaded (default 4096)" },
   { key: "maxWholeBodyBytes", env: "IIP_MESH_MAX_WHOLE_BODY_BYTES", flag: "--max-whole-body-bytes", help: "largest body a peer may send in one packet; larger ones must stream (default 1MiB)" },
   { key: "firstPacketTimeoutMs", env: "IIP_MESH_FIRST_PACKET_TIMEOUT", flag: "--first-packet-timeout", help: "an inbound connection must send its first packet within this (default 10s)" },
   { key: "packetTimeoutMs", env: "IIP_MESH_PACKET_TIMEOUT", flag: "--packet-timeout", help: "a started packet must be complete within this (default 30s)" },

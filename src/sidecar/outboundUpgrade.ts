@@ -31,6 +31,8 @@ import { nodeHttp } from "../toolkit/nodeHttp.ts"
 export interface OutboundUpgradeOptions extends OutboundOptions {
   /** An upgraded connection with no byte either way for this long is closed. */
   readonly upgradeIdleTimeoutMs: number
+  /** Upgraded connections open at once, from the request to the caller's close (`maxTunnels`, as at the inbound side). */
+  readonly tunnels: { open: number; readonly max: number }
 }
 
 /** The head written back for a status other than 101: the socket closes after its body. */
@@ -57,6 +59,8 @@ class OutboundUpgrade {
   private attempts = 0
   /** Counted in flight until the answer head is written (the drain waits for that, not for the whole connection). */
   private counted = false
+  /** Holds a place among the open tunnels until the caller's socket closes. */
+  private tunnel = false
   private finished = false
 
   constructor(options: OutboundUpgradeOptions, req: OutboundRequest, socket: net.Socket, head: Buffer) {
@@ -79,6 +83,8 @@ class OutboundUpgrade {
     socket.on("error", () => {})
     socket.on("close", () => {
       this.uncount()
+      if (this.tunnel) options.tunnels.open--
+      this.tunnel = false
       this.control.abort()
     })
     this.forward().catch((error: unknown) => this.fail(error))
@@ -89,6 +95,11 @@ class OutboundUpgrade {
     const target = targetOf(req)
     this.target = target
     observation.begin(target.service, target.uri)
+    // Each tunnel may hold a stream window of answer bytes its caller has not read: their number is bounded, before any work.
+    const { tunnels } = options
+    if (tunnels.open >= tunnels.max) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `${tunnels.open} upgraded connections open at the outbound sidecar, as many as maxTunnels allows; retry later` })
+    tunnels.open++
+    this.tunnel = true
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const protocols = upgradeProtocols(req.headers.upgrade)
     if (protocols === undefined) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "the Upgrade header is not a list of protocol tokens" })
