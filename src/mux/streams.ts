@@ -54,6 +54,11 @@ export class LeasedChunk {
   }
 }
 
+/** A count of unread stream bytes across streams (IncomingStream.countUnreadIn). */
+export interface UnreadPool {
+  bytes: number
+}
+
 export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private readonly chunks: Array<Buffer> = []
   /** The slab each chunk lies in (undefined: a buffer of its own), one reference each. */
@@ -72,6 +77,8 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private tunnel = false
   /** Of `buffered`, the bytes counted in the tunnels' pool (the rest are in the connection's budget). */
   private pooled = 0
+  /** Where its unread bytes are also counted, once `countUnreadIn` was called (the outbound sidecar's tunnels). */
+  private unreadPool: UnreadPool | undefined = undefined
   private readonly window: number
   private readonly grant: (bytes: number) => void
   private readonly budget: InboundBudget | undefined
@@ -100,6 +107,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     slab?.ref()
     if (this.tunnel && this.budget!.chargeTunnel(chunk.length)) this.pooled += chunk.length
     else this.budget?.charge(0, chunk.length)
+    if (this.unreadPool !== undefined) this.unreadPool.bytes += chunk.length
     this.notify()
     return true
   }
@@ -113,6 +121,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     if (this.discarded) return
     this.discarded = true
     const dropped = this.buffered
+    this.leaveUnreadPool()
     this.chunks.length = 0
     for (const slab of this.slabs) slab?.unref()
     this.slabs.length = 0
@@ -142,6 +151,23 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       this.budget.release(0, bytes)
       this.pooled = bytes
     }
+  }
+
+  /**
+   * Counts its unread bytes in `pool` too from now on, until `leaveUnreadPool` (or a discard):
+   * what the owner of the pool holds unread across streams, for it to bound.
+   */
+  countUnreadIn(pool: UnreadPool): void {
+    if (this.unreadPool !== undefined || this.discarded) return
+    this.unreadPool = pool
+    pool.bytes += this.buffered
+  }
+
+  /** Its unread bytes no longer count in the pool (its reader is gone: they go when the stream does). */
+  leaveUnreadPool(): void {
+    if (this.unreadPool === undefined) return
+    this.unreadPool.bytes -= this.buffered
+    this.unreadPool = undefined
   }
 
   /** The sender ended the stream, with its trailers if it sent any. */
@@ -210,6 +236,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     // The connection's part goes back first: a paused connection resumes sooner.
     const fromPool = Math.max(0, bytes - (this.buffered - this.pooled))
     this.buffered -= bytes
+    if (this.unreadPool !== undefined) this.unreadPool.bytes -= bytes
     if (fromPool > 0) {
       this.pooled -= fromPool
       this.budget!.releaseTunnel(fromPool)

@@ -7,11 +7,13 @@
 // sends after it is ever read as a request. Before the 101, failures are the usual
 // `x-iip-mesh-error` answers, within the request's deadline; no retry (the caller's bytes are
 // already on their way). After it, a connection silent both ways for the upgrade idle timeout is
-// closed. Tracing and metrics see one request, from the head to the close.
+// closed. Tracing and metrics see one request, from the head to the close. Open upgrades are bounded
+// (`maxTunnels`), and so are the far apps' bytes they hold unread by their callers (`maxQueuedBytes`).
 import type * as net from "node:net"
 import { Cancellation } from "../mux/cancellation.ts"
 import { ConnectFailed } from "../mux/errors.ts"
 import type { MeshReply } from "../mux/meshSession.ts"
+import type { IncomingStream, UnreadPool } from "../mux/streams.ts"
 import { EnvelopeError } from "../protocol/mesh.ts"
 import type { EndpointLease } from "./endpoints.ts"
 import { carriedProtocols, endToEndHeaders, switchedAmong, upgradeProtocols } from "./headerFilter.ts"
@@ -31,6 +33,12 @@ import { nodeHttp } from "../toolkit/nodeHttp.ts"
 export interface OutboundUpgradeOptions extends OutboundOptions {
   /** An upgraded connection with no byte either way for this long is closed. */
   readonly upgradeIdleTimeoutMs: number
+  /**
+   * Upgraded connections open at once, from the request to the caller's close (`maxTunnels`, as at
+   * the inbound side), and the far apps' bytes they hold that their callers have not read yet
+   * (`unread.bytes`, at most a stream window each): past either limit, new upgrades are refused.
+   */
+  readonly tunnels: { open: number; readonly max: number; readonly unread: UnreadPool; readonly maxUnreadBytes: number }
 }
 
 /** The head written back for a status other than 101: the socket closes after its body. */
@@ -57,6 +65,10 @@ class OutboundUpgrade {
   private attempts = 0
   /** Counted in flight until the answer head is written (the drain waits for that, not for the whole connection). */
   private counted = false
+  /** Holds a place among the open tunnels until the caller's socket closes. */
+  private tunnel = false
+  /** The far app's bytes after the 101, counted in `tunnels.unread` until the caller's socket closes. */
+  private answer: IncomingStream | undefined = undefined
   private finished = false
 
   constructor(options: OutboundUpgradeOptions, req: OutboundRequest, socket: net.Socket, head: Buffer) {
@@ -79,6 +91,9 @@ class OutboundUpgrade {
     socket.on("error", () => {})
     socket.on("close", () => {
       this.uncount()
+      if (this.tunnel) options.tunnels.open--
+      this.tunnel = false
+      this.answer?.leaveUnreadPool()
       this.control.abort()
     })
     this.forward().catch((error: unknown) => this.fail(error))
@@ -89,6 +104,12 @@ class OutboundUpgrade {
     const target = targetOf(req)
     this.target = target
     observation.begin(target.service, target.uri)
+    // Each tunnel may hold a stream window of answer bytes its caller has not read: their number is bounded, before any work.
+    const { tunnels } = options
+    if (tunnels.open >= tunnels.max) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `${tunnels.open} upgraded connections open at the outbound sidecar, as many as maxTunnels allows; retry later` })
+    if (tunnels.unread.bytes >= tunnels.maxUnreadBytes) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar's upgraded connections hold ${tunnels.unread.bytes} bytes their callers have not read, as many as maxQueuedBytes allows; retry later` })
+    tunnels.open++
+    this.tunnel = true
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const protocols = upgradeProtocols(req.headers.upgrade)
     if (protocols === undefined) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "the Upgrade header is not a list of protocol tokens" })
@@ -163,7 +184,10 @@ class OutboundUpgrade {
     socket.write(`${head}\r\n`, "latin1")
     this.uncount()
     socket.setTimeout(options.upgradeIdleTimeoutMs, () => socket.destroy())
-    const sent = await pipeToSocket(reply.stream!, socket)
+    this.answer = reply.stream!
+    // A caller gone already would never take the bytes out of the count again.
+    if (!socket.closed) this.answer.countUnreadIn(options.tunnels.unread)
+    const sent = await pipeToSocket(this.answer, socket)
     observation.responseBytes(sent)
     // The exchange ends when both directions are over: the caller's socket closes.
     if (socket.closed) this.finishUpgraded()

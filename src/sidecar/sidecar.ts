@@ -434,7 +434,7 @@ export const make = (
       keepAliveTimeoutMs: OUTBOUND_KEEP_ALIVE_MS,
       onRequest: handler,
       // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
-      onUpgrade: makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs }),
+      onUpgrade: makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs, tunnels: { open: 0, max: config.maxTunnels, unread: { bytes: 0 }, maxUnreadBytes: config.maxQueuedBytes } }),
       onH2c: acceptH2c
     })
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>

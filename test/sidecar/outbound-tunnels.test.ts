@@ -1,0 +1,134 @@
+// Outbound WebSockets at sidecar A whose calling app stops reading while the far app floods: each
+// holds up to a stream window of unread answer bytes at A (and at B), so A's open tunnels are bounded
+// by the same `maxTunnels` as B's: past it a new upgrade is refused 503 overloaded at the outbound
+// hop, ordinary requests go on, and a closed WebSocket makes room again. The bytes they hold unread
+// are counted too: past A's maxQueuedBytes of them new upgrades are refused the same way.
+import type * as http from "node:http"
+import type * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import WebSocket, { WebSocketServer } from "ws"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+
+const MiB = 1024 * 1024
+
+/** An upgrade through A: the open WebSocket, or the status and body it was refused with. */
+const upgrade = (cleanup: Cleanup, a: RunningSidecar) => {
+  const ws = new WebSocket(`ws://127.0.0.1:${a.outboundPort}/live`, { headers: { host: "catalog" } })
+  ws.on("error", () => {})
+  cleanup.add(() => ws.terminate())
+  return withTimeout(
+    new Promise<{ readonly ws: WebSocket } | { readonly status: number; readonly headers: http.IncomingHttpHeaders; readonly body: string }>((resolve) => {
+      ws.once("open", () => resolve({ ws }))
+      ws.once("unexpected-response", (_req, res) => {
+        let body = ""
+        res.setEncoding("utf8")
+        res.on("data", (chunk: string) => (body += chunk))
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
+      })
+    }),
+    10_000,
+    "the upgrade to open or be refused"
+  )
+}
+
+describe("outbound WebSockets at A whose caller stops reading", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  /** B before a far app that floods every WebSocket as fast as its socket takes it; A in front with `aConfig`. */
+  const floodingPair = async (aConfig: { readonly maxTunnels?: number; readonly maxQueuedBytes?: number }) => {
+    const app = await startApp(cleanup, (req, res) => {
+      req.resume()
+      res.end("plain")
+    })
+    const wss = new WebSocketServer({ noServer: true })
+    const flood = { sent: 0, open: 0 }
+    const chunk = Buffer.alloc(64 * 1024, 1)
+    // One message at a time, the next once the socket took it, until the socket closes.
+    app.server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) =>
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        flood.open++
+        ws.on("close", () => flood.open--)
+        const pump = (): void => {
+          if (ws.readyState !== ws.OPEN) return
+          flood.sent += chunk.length
+          ws.send(chunk, { binary: true }, (error) => error === undefined || error === null ? pump() : undefined)
+        }
+        pump()
+      }))
+    cleanup.add(() => {
+      for (const ws of wss.clients) ws.terminate()
+      wss.close()
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", ...aConfig, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    return { a, flood }
+  }
+
+  /** The flood fills every window and socket buffer on the way, then stalls: until it stops growing (bounded). */
+  const stalled = async (flood: { readonly sent: number }) => {
+    let last = -1
+    for (const started = performance.now(); flood.sent !== last && performance.now() - started < 10_000;) {
+      last = flood.sent
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+  }
+
+  it("A's maxTunnels 3: the 4th and 5th flooded upgrades are refused 503 overloaded at the outbound hop, plain requests go on, a closed one makes room", async () => {
+    const { a, flood } = await floodingPair({ maxTunnels: 3 })
+    const answers = []
+    for (let i = 0; i < 5; i++) {
+      const answer = await upgrade(cleanup, a)
+      // The calling app reads nothing from its WebSocket.
+      if ("ws" in answer) answer.ws.pause()
+      answers.push(answer)
+    }
+    const opened = answers.filter((answer) => "ws" in answer).length
+    await stalled(flood)
+    console.log(`[outbound-tunnels] ${opened}/5 open at A (maxTunnels 3); far app flushed ${(flood.sent / MiB).toFixed(1)} MiB into the pair, ${(flood.sent / Math.max(1, opened) / MiB).toFixed(2)} MiB per open tunnel, none read by the callers`)
+    expect(opened).toBe(3)
+    for (const refused of answers.slice(3)) {
+      expect("status" in refused && refused.status).toBe(503)
+      if (!("status" in refused)) continue
+      expect(refused.headers["x-iip-mesh-error"]).toBe("outbound; reason=overloaded")
+      expect(JSON.parse(refused.body).message).toMatch(/3 upgraded connections open.*maxTunnels/)
+    }
+    expect(flood.open).toBe(3)
+    expect((await call(a.outboundPort, { path: "/plain", headers: { host: "catalog" } })).status).toBe(200)
+    const first = answers[0]!
+    if ("ws" in first) first.ws.terminate()
+    await waitFor(() => flood.open === 2, 5000, "the far app's socket to close")
+    const again = await upgrade(cleanup, a)
+    expect("ws" in again).toBe(true)
+  }, 60_000)
+
+  it("A's maxQueuedBytes 3 MiB: once its tunnels hold that much their callers have not read, new upgrades are refused 503 overloaded; closing them makes room", async () => {
+    const { a, flood } = await floodingPair({ maxQueuedBytes: 3 * MiB })
+    const sockets: Array<WebSocket> = []
+    let refused: { readonly status: number; readonly headers: http.IncomingHttpHeaders; readonly body: string } | undefined
+    while (refused === undefined && sockets.length < 12) {
+      const answer = await upgrade(cleanup, a)
+      if ("ws" in answer) {
+        answer.ws.pause()
+        sockets.push(answer.ws)
+        await stalled(flood)
+      } else refused = answer
+    }
+    console.log(`[outbound-tunnels] A's maxQueuedBytes 3 MiB: ${sockets.length} open before a refusal (12 tried at most); far app flushed ${(flood.sent / MiB).toFixed(1)} MiB into the pair; ${refused?.status ?? "none"}: ${refused?.body ?? ""}`)
+    expect(refused?.status).toBe(503)
+    expect(refused?.headers["x-iip-mesh-error"]).toBe("outbound; reason=overloaded")
+    expect(JSON.parse(refused!.body).message).toMatch(/have not read.*maxQueuedBytes/)
+    // Each open one holds up to a 1 MiB stream window at A: at least 3, then the refusal.
+    expect(sockets.length).toBeGreaterThanOrEqual(3)
+    expect(sockets.length).toBeLessThan(12)
+    expect((await call(a.outboundPort, { path: "/plain", headers: { host: "catalog" } })).status).toBe(200)
+    for (const ws of sockets) ws.terminate()
+    await waitFor(() => flood.open === 0, 5000, "the far app's sockets to close")
+    const again = await upgrade(cleanup, a)
+    expect("ws" in again).toBe(true)
+  }, 60_000)
+})
