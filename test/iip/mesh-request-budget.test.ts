@@ -8,12 +8,14 @@
 // sat unread in its socket behind the requests: the handlers were never interrupted.
 // Against a hand-played peer: a client keeps no more calls written than the peer's hello states;
 // a held call that is cancelled is never sent (no request, no cancel), the others go out in
-// order as answers come; a peer whose hello states no limit gets every call at once, as before.
+// order as answers come; calls held on channels the peer's refusal of another took with it go
+// out and are answered, and those channels then close; a peer whose hello states no limit gets
+// every call at once, as before.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import type { IncomingRequest, IipServer } from "../../src/iip/server.ts"
 import { Cancelled } from "../../src/mux/meshSession.ts"
-import { decodeChannelPair, decodeEnvelope, emptyMeta, encodeEnvelope, EnvelopeKind, MeshDefaults, MeshPath } from "../../src/protocol/mesh.ts"
+import { AcceptorControlChannel, decodeChannelId, decodeChannelPair, decodeEnvelope, emptyMeta, encodeChannelId, encodeEnvelope, encodeErrorBody, EnvelopeFlag, EnvelopeKind, MeshDefaults, MeshPath } from "../../src/protocol/mesh.ts"
 import { Cleanup, frame, type RawPacket, waitFor } from "../support/iipRaw.ts"
 import { helloOf, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
 
@@ -115,6 +117,33 @@ describe("a client keeps to the request budget its peer's hello states (maxReque
       "ok c5"
     ])
     expect(peer.packets.filter((p) => p.path === "/x" || p.path === MeshPath.cancel)).toEqual([])
+  })
+
+  it("held calls on channels refused before they went out are answered, and those channels then close", async () => {
+    const peer = await startRawMeshPeer(cleanup, helloOf({ maxRequests: 1 }))
+    const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 4 })
+    const calls = [settle(client.call("/x", "c0", { timeoutMs: 10_000 }))]
+    const c0 = await peer.take((p) => p.path === "/x", 5000, "the first call")
+    // Held, each on a channel opened ahead of need, which the peer has not seen.
+    calls.push(settle(client.call("/x", "c1", { timeoutMs: 10_000 })), settle(client.call("/x", "c2", { timeoutMs: 10_000 })))
+    const socket = peer.sockets[0]!
+    // The peer refuses c0's channel (§11): the unseen ones go with it (dropped from the client's pool).
+    socket.write(frame(1, MeshPath.refuse, AcceptorControlChannel, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, 1, emptyMeta, encodeChannelId(c0.channelId), 8192)))
+    const refusal = encodeErrorBody({ code: "overloaded", message: "channel refused", processed: false })
+    socket.write(frame(5, c0.path, c0.channelId, encodeEnvelope(EnvelopeKind.error, 0, requestIdOf(c0), emptyMeta, refusal, 8192)))
+    const c1 = await peer.take((p) => p.path === "/x", 5000, "c1")
+    socket.write(answer(c1))
+    const c2 = await peer.take((p) => p.path === "/x", 5000, "c2")
+    socket.write(answer(c2))
+    expect([c1.channelId, c2.channelId].filter((id) => id !== c0.channelId)).toHaveLength(2)
+    expect((await Promise.all(calls)).map((o) => (o.ok ? o.value.toString() : (o.error as { code?: string }).code))).toEqual(["overloaded", "ok c1", "ok c2"])
+    // Nobody else closes a refused channel: left open, each would count against the peer's channels for good.
+    const closed: Array<number | undefined> = []
+    for (let i = 0; i < 3; i++) {
+      const close = await peer.take((p) => p.path === MeshPath.close, 5000, `the close of refused channel ${i + 1} of 3`)
+      closed.push(decodeChannelId(close.data.subarray(decodeEnvelope(close.data, MeshDefaults.maxMetaBytes).bodyOffset)))
+    }
+    expect(closed.sort()).toEqual([c0.channelId, c1.channelId, c2.channelId].sort())
   })
 
   it("a peer whose hello states no limit gets every call at once", async () => {
