@@ -10,10 +10,12 @@
 // a held call that is cancelled is never sent (no request, no cancel), the others go out in
 // order as answers come; calls held on channels the peer's refusal of another took with it go
 // out and are answered, and those channels then close; a peer whose hello states no limit gets
-// every call at once, as before.
+// every call at once, as before. Calls ending every way (answered, failed, timed out, cancelled held
+// or written, streamed answers read or cancelled, request bodies failing, pushes) leave the whole
+// budget for the next ones.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
-import type { IncomingRequest, IipServer } from "../../src/iip/server.ts"
+import { type IncomingRequest, type IipServer, reply } from "../../src/iip/server.ts"
 import { Cancelled } from "../../src/mux/meshSession.ts"
 import { AcceptorControlChannel, decodeChannelId, decodeChannelPair, decodeEnvelope, emptyMeta, encodeChannelId, encodeEnvelope, encodeErrorBody, EnvelopeFlag, EnvelopeKind, MeshDefaults, MeshPath } from "../../src/protocol/mesh.ts"
 import { Cleanup, frame, type RawPacket, waitFor } from "../support/iipRaw.ts"
@@ -154,5 +156,85 @@ describe("a client keeps to the request budget its peer's hello states (maxReque
     for (let i = 0; i < 6; i++) sent.push(await peer.take((p) => p.path === "/x", 5000, `request ${i} before any answer`))
     for (const packet of sent) peer.sockets[0]!.write(answer(packet))
     expect((await Promise.all(calls)).map((o) => o.ok && o.value.toString())).toEqual(sent.map((p) => `ok ${bodyOf(p)}`))
+  })
+})
+
+describe("every way a call ends gives its place in the request budget back", () => {
+  let cleanup: Cleanup
+
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+
+  afterEach(() => cleanup.run())
+
+  it("answered, failed, timed out, cancelled held and written, streamed answers read or cancelled, request bodies failing, pushes: the budget is whole after", async () => {
+    const limit = 2
+    const server = await startServer(cleanup, { maxQueuedRequestsPerConnection: limit })
+    let hanging = 0
+    server.handle("/echo", (request) => request.data)
+    server.handle("/fail", () => {
+      throw new Error("handler failed")
+    })
+    server.handle("/hang", (request: IncomingRequest) => {
+      hanging++
+      return new Promise<string>((resolve) => request.signal.addEventListener("abort", () => resolve("late"), { once: true }))
+    })
+    server.handle("/drain", async (request: IncomingRequest) => {
+      let bytes = request.data.length
+      if (request.context.stream !== undefined) for await (const chunk of request.context.stream) bytes += chunk.length
+      return String(bytes)
+    })
+    server.handle("/pieces", () =>
+      reply(
+        (async function* () {
+          for (let i = 0; i < 48; i++) yield Buffer.alloc(64 * 1024, i) // 3 MiB, past the 1 MiB stream window: a cancel lands mid-answer
+        })()
+      )
+    )
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 8 })
+    expect((await client.call("/echo", "warm-up", { timeoutMs: 5000 })).toString()).toBe("warm-up")
+    const session = client.meshSessions[0]!
+    expect(session.agreed.maxRequests).toBe(limit)
+    const failingBody = async function* () {
+      yield Buffer.alloc(MeshDefaults.chunkBytes, 1)
+      throw new Error("body source failed")
+    }
+    const round = async () => {
+      const cancelSoon = new AbortController()
+      const cancelStream = new AbortController()
+      const outcomes = await Promise.all([
+        settle(client.call("/echo", "e", { timeoutMs: 5000 })),
+        settle(client.call("/fail", "f", { timeoutMs: 5000 })),
+        settle(client.call("/hang", "t", { timeoutMs: 30 })),
+        settle(client.call("/hang", "c", { timeoutMs: 5000, signal: cancelSoon.signal })),
+        settle(
+          client.stream("/pieces", new Uint8Array(0), { timeoutMs: 5000 }).then(async (answer) => {
+            let bytes = 0
+            for await (const chunk of answer.stream!) bytes += chunk.length
+            return bytes
+          })
+        ),
+        settle(
+          client.stream("/pieces", new Uint8Array(0), { timeoutMs: 5000, signal: cancelStream.signal }).then(async (answer) => {
+            for await (const _ of answer.stream!) cancelStream.abort()
+          })
+        ),
+        settle(client.stream("/drain", failingBody(), { timeoutMs: 5000 })),
+        (client.push("/echo", "p"), settle(client.call("/echo", "after push", { timeoutMs: 5000 }))),
+        (setTimeout(() => cancelSoon.abort(), 5), settle(client.call("/echo", "e2", { timeoutMs: 5000 })))
+      ])
+      return outcomes.map((o) => o.ok)
+    }
+    for (let i = 0; i < 10; i++) expect(await round()).toEqual([true, false, false, false, true, false, false, true, true])
+    await waitFor(() => session.callingCount === 0, 5000, `every call to end (calling ${session.callingCount})`)
+    // The whole budget is there again: `limit` hanging calls are all written and run at once.
+    hanging = 0
+    const cancel = new AbortController()
+    const last = Array.from({ length: limit }, () => settle(client.call("/hang", "last", { timeoutMs: 5000, signal: cancel.signal })))
+    await waitFor(() => hanging === limit, 5000, `${limit} hanging calls to run (ran ${hanging})`)
+    cancel.abort()
+    await Promise.all(last)
+    expect(client.meshSessions).toEqual([session])
   })
 })
