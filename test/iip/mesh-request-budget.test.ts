@@ -157,18 +157,8 @@ describe("a client keeps to the request budget its peer's hello states (maxReque
     for (const packet of sent) peer.sockets[0]!.write(answer(packet))
     expect((await Promise.all(calls)).map((o) => o.ok && o.value.toString())).toEqual(sent.map((p) => `ok ${bodyOf(p)}`))
   })
-})
 
-describe("every way a call ends gives its place in the request budget back", () => {
-  let cleanup: Cleanup
-
-  beforeEach(() => {
-    cleanup = new Cleanup()
-  })
-
-  afterEach(() => cleanup.run())
-
-  it("answered, failed, timed out, cancelled held and written, streamed answers read or cancelled, request bodies failing, pushes: the budget is whole after", async () => {
+  it("calls ending every way give their place back: answered, failed, timed out, cancelled held and written, streamed answers read or cancelled, request bodies failing, pushes: the budget is whole after", async () => {
     const limit = 2
     const server = await startServer(cleanup, { maxQueuedRequestsPerConnection: limit })
     let hanging = 0
