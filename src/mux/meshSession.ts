@@ -412,6 +412,9 @@ export class MeshSession implements MessageSink {
         this.finishCall(call, error as Overloaded, undefined)
       }
     }
+    // Refused, it left the client's pool: it closes with its last answer, whichever kind that is
+    // (a call held on it when the peer refused another went out after, and may have been served).
+    if (channel.refused) this.closeRefused(channel)
   }
 
   /** Sends a request that gets no answer (a push). */
@@ -570,7 +573,6 @@ export class MeshSession implements MessageSink {
         // request), the stream stops and its last packet says why.
         if (channel.sending !== undefined && channel.fifo.length === 1) channel.sending.close(error)
         this.answered(channel)
-        if (channel.refused) this.closeRefused(channel)
       }
       return this.finishCall(call, error, undefined)
     }

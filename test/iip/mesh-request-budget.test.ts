@@ -8,12 +8,16 @@
 // sat unread in its socket behind the requests: the handlers were never interrupted.
 // Against a hand-played peer: a client keeps no more calls written than the peer's hello states;
 // a held call that is cancelled is never sent (no request, no cancel), the others go out in
-// order as answers come; a peer whose hello states no limit gets every call at once, as before.
+// order as answers come; calls held on channels the peer's refusal of another took with it go
+// out and are answered, and those channels then close; a peer whose hello states no limit gets
+// every call at once, as before. Calls ending every way (answered, failed, timed out, cancelled held
+// or written, streamed answers read or cancelled, request bodies failing, pushes) leave the whole
+// budget for the next ones.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
-import type { IncomingRequest, IipServer } from "../../src/iip/server.ts"
+import { type IncomingRequest, type IipServer, reply } from "../../src/iip/server.ts"
 import { Cancelled } from "../../src/mux/meshSession.ts"
-import { decodeChannelPair, decodeEnvelope, emptyMeta, encodeEnvelope, EnvelopeKind, MeshDefaults, MeshPath } from "../../src/protocol/mesh.ts"
+import { AcceptorControlChannel, decodeChannelId, decodeChannelPair, decodeEnvelope, emptyMeta, encodeChannelId, encodeEnvelope, encodeErrorBody, EnvelopeFlag, EnvelopeKind, MeshDefaults, MeshPath } from "../../src/protocol/mesh.ts"
 import { Cleanup, frame, type RawPacket, waitFor } from "../support/iipRaw.ts"
 import { helloOf, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
 
@@ -117,6 +121,33 @@ describe("a client keeps to the request budget its peer's hello states (maxReque
     expect(peer.packets.filter((p) => p.path === "/x" || p.path === MeshPath.cancel)).toEqual([])
   })
 
+  it("held calls on channels refused before they went out are answered, and those channels then close", async () => {
+    const peer = await startRawMeshPeer(cleanup, helloOf({ maxRequests: 1 }))
+    const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 4 })
+    const calls = [settle(client.call("/x", "c0", { timeoutMs: 10_000 }))]
+    const c0 = await peer.take((p) => p.path === "/x", 5000, "the first call")
+    // Held, each on a channel opened ahead of need, which the peer has not seen.
+    calls.push(settle(client.call("/x", "c1", { timeoutMs: 10_000 })), settle(client.call("/x", "c2", { timeoutMs: 10_000 })))
+    const socket = peer.sockets[0]!
+    // The peer refuses c0's channel (§11): the unseen ones go with it (dropped from the client's pool).
+    socket.write(frame(1, MeshPath.refuse, AcceptorControlChannel, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, 1, emptyMeta, encodeChannelId(c0.channelId), 8192)))
+    const refusal = encodeErrorBody({ code: "overloaded", message: "channel refused", processed: false })
+    socket.write(frame(5, c0.path, c0.channelId, encodeEnvelope(EnvelopeKind.error, 0, requestIdOf(c0), emptyMeta, refusal, 8192)))
+    const c1 = await peer.take((p) => p.path === "/x", 5000, "c1")
+    socket.write(answer(c1))
+    const c2 = await peer.take((p) => p.path === "/x", 5000, "c2")
+    socket.write(answer(c2))
+    expect([c1.channelId, c2.channelId].filter((id) => id !== c0.channelId)).toHaveLength(2)
+    expect((await Promise.all(calls)).map((o) => (o.ok ? o.value.toString() : (o.error as { code?: string }).code))).toEqual(["overloaded", "ok c1", "ok c2"])
+    // Nobody else closes a refused channel: left open, each would count against the peer's channels for good.
+    const closed: Array<number | undefined> = []
+    for (let i = 0; i < 3; i++) {
+      const close = await peer.take((p) => p.path === MeshPath.close, 5000, `the close of refused channel ${i + 1} of 3`)
+      closed.push(decodeChannelId(close.data.subarray(decodeEnvelope(close.data, MeshDefaults.maxMetaBytes).bodyOffset)))
+    }
+    expect(closed.sort()).toEqual([c0.channelId, c1.channelId, c2.channelId].sort())
+  })
+
   it("a peer whose hello states no limit gets every call at once", async () => {
     const peer = await startRawMeshPeer(cleanup, helloOf())
     const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 1 })
@@ -125,5 +156,75 @@ describe("a client keeps to the request budget its peer's hello states (maxReque
     for (let i = 0; i < 6; i++) sent.push(await peer.take((p) => p.path === "/x", 5000, `request ${i} before any answer`))
     for (const packet of sent) peer.sockets[0]!.write(answer(packet))
     expect((await Promise.all(calls)).map((o) => o.ok && o.value.toString())).toEqual(sent.map((p) => `ok ${bodyOf(p)}`))
+  })
+
+  it("calls ending every way give their place back: answered, failed, timed out, cancelled held and written, streamed answers read or cancelled, request bodies failing, pushes: the budget is whole after", async () => {
+    const limit = 2
+    const server = await startServer(cleanup, { maxQueuedRequestsPerConnection: limit })
+    let hanging = 0
+    server.handle("/echo", (request) => request.data)
+    server.handle("/fail", () => {
+      throw new Error("handler failed")
+    })
+    server.handle("/hang", (request: IncomingRequest) => {
+      hanging++
+      return new Promise<string>((resolve) => request.signal.addEventListener("abort", () => resolve("late"), { once: true }))
+    })
+    server.handle("/drain", async (request: IncomingRequest) => {
+      let bytes = request.data.length
+      if (request.context.stream !== undefined) for await (const chunk of request.context.stream) bytes += chunk.length
+      return String(bytes)
+    })
+    server.handle("/pieces", () =>
+      reply(
+        (async function* () {
+          for (let i = 0; i < 48; i++) yield Buffer.alloc(64 * 1024, i) // 3 MiB, past the 1 MiB stream window: a cancel lands mid-answer
+        })()
+      )
+    )
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 8 })
+    expect((await client.call("/echo", "warm-up", { timeoutMs: 5000 })).toString()).toBe("warm-up")
+    const session = client.meshSessions[0]!
+    expect(session.agreed.maxRequests).toBe(limit)
+    const failingBody = async function* () {
+      yield Buffer.alloc(MeshDefaults.chunkBytes, 1)
+      throw new Error("body source failed")
+    }
+    const round = async () => {
+      const cancelSoon = new AbortController()
+      const cancelStream = new AbortController()
+      const outcomes = await Promise.all([
+        settle(client.call("/echo", "e", { timeoutMs: 5000 })),
+        settle(client.call("/fail", "f", { timeoutMs: 5000 })),
+        settle(client.call("/hang", "t", { timeoutMs: 30 })),
+        settle(client.call("/hang", "c", { timeoutMs: 5000, signal: cancelSoon.signal })),
+        settle(
+          client.stream("/pieces", new Uint8Array(0), { timeoutMs: 5000 }).then(async (answer) => {
+            let bytes = 0
+            for await (const chunk of answer.stream!) bytes += chunk.length
+            return bytes
+          })
+        ),
+        settle(
+          client.stream("/pieces", new Uint8Array(0), { timeoutMs: 5000, signal: cancelStream.signal }).then(async (answer) => {
+            for await (const _ of answer.stream!) cancelStream.abort()
+          })
+        ),
+        settle(client.stream("/drain", failingBody(), { timeoutMs: 5000 })),
+        (client.push("/echo", "p"), settle(client.call("/echo", "after push", { timeoutMs: 5000 }))),
+        (setTimeout(() => cancelSoon.abort(), 5), settle(client.call("/echo", "e2", { timeoutMs: 5000 })))
+      ])
+      return outcomes.map((o) => o.ok)
+    }
+    for (let i = 0; i < 10; i++) expect(await round()).toEqual([true, false, false, false, true, false, false, true, true])
+    await waitFor(() => session.callingCount === 0, 5000, `every call to end (calling ${session.callingCount})`)
+    // The whole budget is there again: `limit` hanging calls are all written and run at once.
+    hanging = 0
+    const cancel = new AbortController()
+    const last = Array.from({ length: limit }, () => settle(client.call("/hang", "last", { timeoutMs: 5000, signal: cancel.signal })))
+    await waitFor(() => hanging === limit, 5000, `${limit} hanging calls to run (ran ${hanging})`)
+    cancel.abort()
+    await Promise.all(last)
+    expect(client.meshSessions).toEqual([session])
   })
 })
