@@ -22,7 +22,8 @@
 // logged 500, never an exception out of the server (issue 13: one bad escape used to end the process).
 // Each listener gives a request 5 s to arrive whole and holds at most 256 connections, 32 per client
 // address, each with at most 4 requests pipelined (listenerLimits.ts): a client cannot hold the
-// process's file descriptors or make it hold answers it does not read.
+// process's file descriptors or make it hold answers it does not read. At a cap a new connection
+// evicts the one idle longest, so idle connections cannot keep the kubelet's probes out.
 // In the demo one admin server reports on every sidecar of the process (`mesh`), so one URL shows
 // the whole demo mesh; its sidecars share one trace store.
 import * as Effect from "effect/Effect"
@@ -231,9 +232,9 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
   }
   const log = options.log ?? stderrLog
   const server = (route: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>) => {
-    const created = nodeHttp.createServer(serverOptions, limitPipelining(totalHandler(route, log)))
+    const created = nodeHttp.createServer(serverOptions)
     created.on("connect", refuseConnect)
-    capConnections(created)
+    created.on("request", limitPipelining(capConnections(created), totalHandler(route, log)))
     return created
   }
   return Effect.gen(function*() {

@@ -71,36 +71,98 @@ describe("admin listeners under connection attacks", () => {
     }
   }, 4 * CUT_WITHIN_MS)
 
-  it(`one address holds at most ${ADMIN_LIMITS.connectionsPerAddress} connections; another address still gets /health`, async () => {
+  it(`an address at its cap of ${ADMIN_LIMITS.connectionsPerAddress} connections: a new one evicts that address's connection idle longest; another address still gets /health`, async () => {
     for (const [name, port] of await listeners()) {
-      const held = await Promise.all(Array.from({ length: ADMIN_LIMITS.connectionsPerAddress }, () => hold(cleanup, port)))
-      const extra = await hold(cleanup, port)
-      await withTimeout(extra.closed, 5_000, `${name}: the connection over the address's cap to be closed`)
-      expect(extra.received(), name).toBe("")
+      // The first is accepted alone, so it is the one that has waited longest.
+      const oldest = await hold(cleanup, port)
+      const held = [oldest, ...(await Promise.all(Array.from({ length: ADMIN_LIMITS.connectionsPerAddress - 1 }, () => hold(cleanup, port))))]
+      const extra = await hold(cleanup, port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+      await withTimeout(extra.closed, 5_000, `${name}: /health on the connection over the address's cap`)
+      expect(extra.received(), name).toMatch(/^HTTP\/1\.1 200 /)
+      await withTimeout(oldest.closed, 5_000, `${name}: the address's oldest idle connection to be evicted`)
+      expect(held.filter((h) => h.socket.destroyed || h.socket.readableEnded).length, name).toBe(1)
       const other = await hold(cleanup, port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", "127.0.0.2")
       await withTimeout(other.closed, 5_000, `${name}: /health from 127.0.0.2`)
       expect(other.received(), name).toMatch(/^HTTP\/1\.1 200 /)
-      // A connection of the capped address that closes frees its place.
-      held[0]!.socket.destroy()
-      await held[0]!.closed
-      const again = await withTimeout(call(port, { path: "/health", headers: { host: "127.0.0.1" } }), 5_000, `${name}: /health once a place is free`)
-      expect(again.status, name).toBe(200)
       for (const h of held) h.socket.destroy()
     }
   })
 
-  it(`each listener holds at most ${ADMIN_LIMITS.maxConnections} connections, from however many addresses`, async () => {
+  it(`a listener at its cap of ${ADMIN_LIMITS.maxConnections} idle connections from several addresses: a probe from another address evicts the one idle longest and gets /health`, async () => {
+    // 8 addresses x 32 idle connections, renewed every 5 s, used to keep the listener full: the
+    // kubelet's probes were reset and the pod restarted.
     for (const [name, port] of await listeners()) {
       const perAddress = ADMIN_LIMITS.connectionsPerAddress
       const addresses = Math.ceil(ADMIN_LIMITS.maxConnections / perAddress)
-      const held: Array<Held> = []
+      const oldest = await hold(cleanup, port, "", "127.0.1.1")
+      const held: Array<Held> = [oldest]
       for (let a = 0; a < addresses; a++) {
-        held.push(...(await Promise.all(Array.from({ length: Math.min(perAddress, ADMIN_LIMITS.maxConnections - held.length) }, () => hold(cleanup, port, "", `127.0.1.${a + 1}`)))))
+        held.push(...(await Promise.all(Array.from({ length: Math.min(perAddress - (a === 0 ? 1 : 0), ADMIN_LIMITS.maxConnections - held.length) }, () => hold(cleanup, port, "", `127.0.1.${a + 1}`)))))
       }
-      const extra = await hold(cleanup, port, "", "127.0.2.1")
-      await withTimeout(extra.closed, 5_000, `${name}: the connection over the listener's cap to be closed`)
+      expect(held.length).toBe(ADMIN_LIMITS.maxConnections)
+      for (const path of ["/health", "/ready"]) {
+        const probe = await hold(cleanup, port, `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`, "127.0.2.1")
+        await withTimeout(probe.closed, 5_000, `${name}: ${path} from 127.0.2.1 at the listener's cap`)
+        expect(probe.received(), `${name} ${path}`).toMatch(/^HTTP\/1\.1 (200|503) /)
+        expect(probe.received(), `${name} ${path}`).not.toMatch(/too_many_connections/)
+      }
+      await withTimeout(oldest.closed, 5_000, `${name}: the connection idle longest to be evicted`)
       for (const h of held) h.socket.destroy()
     }
+  })
+
+  it(`when every connection an address holds has a request in progress, a new one from it is answered 503 with connection: close`, async () => {
+    // The control listener's weight PUT waits for its body: a request in progress, cut by the 5 s
+    // deadline. `Expect: 100-continue` has the server say when it began the request.
+    const port = (await listeners())[1][1]
+    const busy = await Promise.all(Array.from({ length: ADMIN_LIMITS.connectionsPerAddress }, async () => {
+      const held = await hold(cleanup, port, "PUT /mesh/catalog/127.0.0.1:1/weight HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", "127.0.0.3")
+      await withTimeout(new Promise((begun) => held.socket.once("data", begun)), 5_000, "100 Continue")
+      expect(held.received()).toMatch(/^HTTP\/1\.1 100 /)
+      held.socket.write("{\"wei")
+      return held
+    }))
+    const extra = await hold(cleanup, port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "127.0.0.3")
+    await withTimeout(extra.closed, 5_000, "the connection over the address's cap to be closed")
+    expect(extra.received()).toMatch(/^HTTP\/1\.1 503 [^]*connection: close[^]*too_many_connections/i)
+    expect(busy.filter((h) => h.socket.destroyed || h.socket.readableEnded || !/^HTTP\/1\.1 100 Continue\r\n\r\n$/.test(h.received())).length).toBe(0)
+    const other = await withTimeout(call(port, { path: "/health", headers: { host: "127.0.0.1" } }), 5_000, "/health from 127.0.0.1")
+    expect(other.status).toBe(200)
+  })
+
+  it(`when all ${ADMIN_LIMITS.maxConnections} connections of a listener have a request in progress, a newcomer gets a 503; past ${ADMIN_LIMITS.connectionsPerAddress} such answers still open, a reset`, async () => {
+    const port = (await listeners())[1][1]
+    const perAddress = ADMIN_LIMITS.connectionsPerAddress
+    const busy: Array<Held> = []
+    for (let a = 0; busy.length < ADMIN_LIMITS.maxConnections; a++) {
+      busy.push(...(await Promise.all(Array.from({ length: Math.min(perAddress, ADMIN_LIMITS.maxConnections - busy.length) }, async () => {
+        const held = await hold(cleanup, port, "PUT /mesh/catalog/127.0.0.1:1/weight HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n", `127.0.3.${a + 1}`)
+        await withTimeout(new Promise((begun) => held.socket.once("data", begun)), 5_000, "100 Continue")
+        return held
+      }))))
+    }
+    // Newcomers that keep their side open (allowHalfOpen) hold their 503 answers open until the server's linger ends.
+    const newcomers = await Promise.all(Array.from({ length: 2 * perAddress }, (_, i) => new Promise<{ received: () => string; over: Promise<void> }>((resolve, reject) => {
+      const socket = net.connect({ port, host: "127.0.0.1", localAddress: `127.0.4.${1 + (i % 8)}`, allowHalfOpen: true })
+      cleanup.add(() => socket.destroy())
+      let received = ""
+      socket.setEncoding("latin1")
+      socket.on("data", (chunk: string) => (received += chunk))
+      socket.on("error", () => {})
+      // The server's end (after a 503) or its reset.
+      const over = new Promise<void>((done) => {
+        socket.once("end", () => done())
+        socket.once("close", () => done())
+      })
+      socket.once("connect", () => resolve({ received: () => received, over }))
+      socket.once("error", reject)
+    })))
+    await withTimeout(Promise.all(newcomers.map((n) => n.over)), 5_000, "every newcomer to be closed")
+    const answered = newcomers.filter((n) => /^HTTP\/1\.1 503 [^]*connection: close[^]*too_many_connections/i.test(n.received())).length
+    expect(answered).toBeGreaterThan(0)
+    expect(answered).toBeLessThanOrEqual(perAddress)
+    expect(newcomers.filter((n) => n.received() === "").length).toBe(newcomers.length - answered)
+    expect(busy.filter((h) => h.socket.destroyed || h.socket.readableEnded || !/^HTTP\/1\.1 100 Continue\r\n\r\n$/.test(h.received())).length).toBe(0)
   })
 
   it(`a client pipelining past ${ADMIN_LIMITS.maxPipelined} gets the first ${ADMIN_LIMITS.maxPipelined} answers, then a 503 and the close, and retries the rest`, async () => {
