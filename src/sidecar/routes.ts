@@ -28,7 +28,7 @@ import * as SchemaIssue from "effect/SchemaIssue"
 import type { IncomingHttpHeaders } from "node:http"
 import { queryValue } from "../balancer/pickers.ts"
 import { WeightedRoundRobin } from "../balancer/weightedRoundRobin.ts"
-import { backtrackProblem } from "./regexSafety.ts"
+import { backtrackProblem, searchSource } from "./regexSafety.ts"
 import { compileActions, RouteActionFields, type RouteActions } from "./routeActions.ts"
 import { compileRateLimits, DEFAULT_RATE_LIMIT_KEYS, rateLimitProblems, RateLimitSpec, type RateLimits } from "./rateLimits.ts"
 import { RouteCounters } from "./routeCounters.ts"
@@ -60,7 +60,7 @@ const regexProblem = (source: string): string | undefined => {
   if (source.length > MAX_REGEX_LENGTH) return `Expected a regular expression of at most ${MAX_REGEX_LENGTH} characters, got ${source.length}`
   try {
     new RegExp(source)
-    return backtrackProblem(source)
+    return backtrackProblem(searchSource(source))
   } catch (error) {
     return `Expected a regular expression: ${error instanceof Error ? error.message : String(error)}`
   }
@@ -161,7 +161,8 @@ const pathMatcher = (path: NonNullable<MatchSpec["path"]>): (text: string) => bo
     const prefix = path.prefix
     return (text) => text.startsWith(prefix)
   }
-  const regex = new RegExp(path.regex!)
+  // Run as checked: without a leading repeated character, which a search does not need (regexSafety.ts).
+  const regex = new RegExp(searchSource(path.regex!))
   return (text) => regex.test(text)
 }
 
