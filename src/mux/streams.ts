@@ -100,8 +100,9 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       return true
     }
     if (this.ended) return true
+    // Refused before it counts anywhere: `buffered` is what discard and leaveUnreadPool take back.
+    if (this.buffered + chunk.length > 2 * this.window) return false
     this.buffered += chunk.length
-    if (this.buffered > 2 * this.window) return false
     this.chunks.push(chunk)
     this.slabs.push(slab)
     slab?.ref()
