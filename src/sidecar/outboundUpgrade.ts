@@ -65,7 +65,7 @@ class OutboundUpgrade {
   private attempts = 0
   /** Counted in flight until the answer head is written (the drain waits for that, not for the whole connection). */
   private counted = false
-  /** Holds a place among the open tunnels until the caller's socket closes. */
+  /** Holds a place among the open tunnels until the caller's socket closes or the upgrade is refused. */
   private tunnel = false
   /** The far app's bytes after the 101, counted in `tunnels.unread` until the caller's socket closes. */
   private answer: IncomingStream | undefined = undefined
@@ -91,8 +91,7 @@ class OutboundUpgrade {
     socket.on("error", () => {})
     socket.on("close", () => {
       this.uncount()
-      if (this.tunnel) options.tunnels.open--
-      this.tunnel = false
+      this.leaveTunnels()
       this.answer?.leaveUnreadPool()
       this.control.abort()
     })
@@ -177,6 +176,8 @@ class OutboundUpgrade {
       this.uncount()
       const sent = reply.stream === undefined ? (socket.end(reply.data), reply.data.length) : await pipeToSocket(reply.stream, socket)
       observation.responseBytes(sent)
+      // Refused by the far app: its answer is out, nothing more comes, whether the caller closes or not.
+      this.leaveTunnels()
       return this.finish(status)
     }
     let head = `HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: ${switched}\r\n`
@@ -197,6 +198,13 @@ class OutboundUpgrade {
   private finishUpgraded(): void {
     this.observation.requestBytes(this.source.bytes)
     this.finish(101)
+  }
+
+  /** Once: the place among the open tunnels goes back (the caller closed, or the upgrade was refused). */
+  private leaveTunnels(): void {
+    if (!this.tunnel) return
+    this.tunnel = false
+    this.options.tunnels.open--
   }
 
   private uncount(): void {
@@ -220,6 +228,8 @@ class OutboundUpgrade {
   /** Total: before the answer's head, the caller gets an error answer; after it, a cut connection. */
   private fail(error: unknown): void {
     this.uncount()
+    // No tunnel follows an error answer; a caller keeping its side open must not hold a place.
+    this.leaveTunnels()
     this.control.abort()
     const proxyError = error instanceof EnvelopeError
       ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })

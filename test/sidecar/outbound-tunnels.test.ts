@@ -4,7 +4,7 @@
 // hop, ordinary requests go on, and a closed WebSocket makes room again. The bytes they hold unread
 // are counted too: past A's maxQueuedBytes of them new upgrades are refused the same way.
 import type * as http from "node:http"
-import type * as net from "node:net"
+import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
@@ -50,7 +50,8 @@ describe("outbound WebSockets at A whose caller stops reading", () => {
     const chunk = Buffer.alloc(64 * 1024, 1)
     // One message at a time, the next once the socket took it, until the socket closes.
     app.server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) =>
-      wss.handleUpgrade(req, socket, head, (ws) => {
+      // /deny: the far app refuses the upgrade (an answer other than 101).
+      req.url === "/deny" ? socket.end("HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno") : wss.handleUpgrade(req, socket, head, (ws) => {
         flood.open++
         ws.on("close", () => flood.open--)
         const pump = (): void => {
@@ -105,6 +106,27 @@ describe("outbound WebSockets at A whose caller stops reading", () => {
     const again = await upgrade(cleanup, a)
     expect("ws" in again).toBe(true)
   }, 60_000)
+
+  it("A's maxTunnels 1: an upgrade refused before the 101 (414 at A, 403 from the far app), its caller keeping its side open, gives its place back", async () => {
+    const { a, flood } = await floodingPair({ maxTunnels: 1 })
+    for (const [path, status] of [[`/${"x".repeat(3000)}`, 414], ["/deny", 403]] as const) {
+      // A raw caller that reads its refusal and does not close its side (half-open, as a hostile or careless one may).
+      const caller = net.connect({ port: a.outboundPort, host: "127.0.0.1", allowHalfOpen: true })
+      cleanup.add(() => caller.destroy())
+      let answer = ""
+      caller.setEncoding("latin1")
+      caller.on("data", (chunk: string) => (answer += chunk))
+      caller.write(`GET ${path} HTTP/1.1\r\nhost: catalog\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`)
+      await waitFor(() => answer.includes("\r\n\r\n"), 5000, `the ${status} refusal's head`)
+      expect(answer.slice(0, 12)).toBe(`HTTP/1.1 ${status}`)
+      expect(caller.destroyed).toBe(false)
+      const next = await upgrade(cleanup, a)
+      expect("status" in next ? `${next.status} ${next.body}` : "open").toBe("open")
+      if ("ws" in next) next.ws.terminate()
+      // Its place is back once A saw the close, which reaches the far app after it.
+      await waitFor(() => flood.open === 0, 5000, "the far app's socket to close")
+    }
+  }, 30_000)
 
   it("A's maxQueuedBytes 3 MiB: once its tunnels hold that much their callers have not read, new upgrades are refused 503 overloaded; closing them makes room", async () => {
     const { a, flood } = await floodingPair({ maxQueuedBytes: 3 * MiB })
