@@ -18,6 +18,8 @@ export const ADMIN_LIMITS = {
   requestTimeoutMs: 5_000,
   /** How often node looks for requests past their deadline. */
   connectionsCheckIntervalMs: 1_000,
+  /** An answer written whole must be taken by its client within this, or its connection is destroyed (capConnections). */
+  answerTimeoutMs: 5_000,
   /** An idle keep-alive connection is closed after this. */
   keepAliveTimeoutMs: 5_000,
   /** Connections a listener holds at once; past it a new one evicts the connection idle longest (capConnections). */
@@ -106,7 +108,7 @@ interface AddressHeld {
  * whole head, or idle after its answers), of its own address at the address's cap, else of the
  * listener. Refusing the newcomer instead let 8 addresses x 32 idle connections, renewed every 5 s,
  * keep the listener full: the kubelet's probes were reset and the pod restarted. Only when every
- * connection in the way has a request in progress (each bounded by the 5 s deadline) is the
+ * connection in the way has a request in progress (each bounded: 5 s to arrive, 5 s for its written answer to be taken) is the
  * newcomer refused: a 503 with `connection: close`, or a reset when many refused ones are still
  * open. Returns whether a socket was admitted: a refused socket's requests must not be handled
  * (node's parser still reads them).
@@ -169,6 +171,15 @@ export const capConnections = (server: http.Server): ((socket: net.Socket) => bo
     inProgress.set(socket, running + 1)
     idle.delete(socket)
     addresses.get(addressOf(socket))!.idle.delete(socket)
+    // No deadline covers writing: a client that asks and never reads keeps an answer larger than the
+    // socket's buffers unfinished, its connection busy for good (32 of them got their address 503s).
+    // Once the answer is written whole, the client has answerTimeoutMs to take what the socket still holds.
+    // A stream that never ends (/tap) bounds its own stalls (observability.ts).
+    res.once("prefinish", () => {
+      if (socket.writableLength === 0) return
+      const abandon = setTimeout(() => socket.destroy(), ADMIN_LIMITS.answerTimeoutMs)
+      res.once("close", () => clearTimeout(abandon))
+    })
     res.once("close", () => {
       const left = inProgress.get(socket)
       if (left === undefined) return

@@ -4,9 +4,10 @@
 // a deadline on each request and a cap on connections, anyone who reaches it holds file descriptors
 // and memory of the sidecar's process for as long as they like (the data plane's accepts and
 // connects fail with EMFILE once the process's descriptors are gone).
+import * as http from "node:http"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { ADMIN_LIMITS } from "../../src/admin/listenerLimits.ts"
+import { ADMIN_LIMITS, capConnections, limitPipelining, serverOptions } from "../../src/admin/listenerLimits.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { call, sidecarConfig, startAdminListeners, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -198,4 +199,31 @@ describe("admin listeners under connection attacks", () => {
       expect(answers, name).toBeLessThanOrEqual(ADMIN_LIMITS.maxPipelined)
     }
   })
+
+  it(`an answer its client does not take is abandoned ${ADMIN_LIMITS.answerTimeoutMs} ms after it was written: its connection holds no place (probes get in)`, async () => {
+    // A client that asks and never reads keeps its answer unfinished: without a bound its connection
+    // counted as busy for good (no request deadline covers writing), and 32 such from one address
+    // got that address 503s forever (8 addresses: the listener). The loopback's socket buffers take a
+    // few MB, more than /metrics, so the answer here is a bare handler's 8 MB.
+    const big = Buffer.alloc(8 * 1024 * 1024, 120)
+    const server = http.createServer(serverOptions)
+    server.on("request", limitPipelining(capConnections(server), (req, res) => {
+      if (req.url === "/big") res.writeHead(200, { "content-length": big.length }).end(big)
+      else res.writeHead(200, { "content-length": 2 }).end("ok")
+    }))
+    // The clients do not read, so they would not see the close: the server's side of each is watched.
+    const serverClosed: Array<Promise<void>> = []
+    server.on("connection", (socket: net.Socket) => serverClosed.push(new Promise((done) => socket.once("close", () => done()))))
+    await new Promise<void>((listening) => server.listen(0, "127.0.0.1", listening))
+    cleanup.add(() => (server.close(), server.closeAllConnections()))
+    const port = (server.address() as net.AddressInfo).port
+    await Promise.all(Array.from({ length: ADMIN_LIMITS.connectionsPerAddress }, async () => {
+      const held = await hold(cleanup, port, "GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "127.0.0.4")
+      held.socket.pause()
+    }))
+    await withTimeout(Promise.all(serverClosed), ADMIN_LIMITS.answerTimeoutMs + 3_000, "the server to drop the answers nobody takes")
+    const probe = await hold(cleanup, port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", "127.0.0.4")
+    await withTimeout(probe.closed, 5_000, "the probe's answer")
+    expect(probe.received()).toMatch(/^HTTP\/1\.1 200 /)
+  }, 20_000)
 })
