@@ -12,6 +12,8 @@ import { type RunningSidecar, startMesh } from "../support/sidecarHarness.ts"
 
 const MiB = 1024 * 1024
 const SIZE = 8 * MiB
+/** The answer a short drain must cut: past every buffer on the way, whatever the kernel's autotuning. */
+const HUGE = 256 * MiB
 
 /** Byte i of the answer: a pattern a cut or a reordering cannot keep. */
 const answerBytes = (): Buffer => {
@@ -23,7 +25,10 @@ const BODY = answerBytes()
 /** The size of /small: under the 64 KiB the far sidecar sends whole. */
 const SMALL = 60_000
 
-/** The app answers /big with the whole body: with a content-length, or chunked (`?chunked`); /small with its first SMALL bytes. */
+/**
+ * The app answers /big with the whole body: with a content-length, or chunked (`?chunked`); /small with
+ * its first SMALL bytes; /huge (and /huge?chunked) with HUGE bytes.
+ */
 const bigApp: http.RequestListener = (req, res) => {
   req.resume()
   if (req.url === "/small") {
@@ -35,6 +40,21 @@ const bigApp: http.RequestListener = (req, res) => {
     res.writeHead(200)
     for (let i = 0; i < SIZE; i += MiB) res.write(BODY.subarray(i, i + MiB))
     res.end()
+    return
+  }
+  if (req.url === "/huge" || req.url === "/huge?chunked") {
+    // Larger than every buffer between the app and a caller that reads nothing (loopback's receive
+    // buffer grows to tcp_rmem's maximum, 32 MiB here), written as the app's socket takes it.
+    res.writeHead(200, req.url === "/huge" ? { "content-length": String(HUGE) } : {})
+    let sent = 0
+    const more = (): void => {
+      while (sent < HUGE && !res.destroyed) {
+        sent += MiB
+        if (!res.write(BODY.subarray(0, MiB))) return void res.once("drain", more)
+      }
+      if (sent >= HUGE) res.end()
+    }
+    more()
     return
   }
   res.writeHead(200, { "content-length": String(SIZE) })
@@ -141,8 +161,8 @@ describe("a large answer in flight while a sidecar drains", () => {
     ["B (the app's sidecar)", "b"]
   ] as const)("stopping %s with a short drain timeout", (_name, which) => {
     it.each([
-      ["an HTTP/1.0 answer that runs to the close", "GET /big?chunked HTTP/1.0\r\nhost: catalog\r\n\r\n"],
-      ["an HTTP/1.1 answer with a content-length", "GET /big HTTP/1.1\r\nhost: catalog\r\n\r\n"]
+      ["an HTTP/1.0 answer that runs to the close", "GET /huge?chunked HTTP/1.0\r\nhost: catalog\r\n\r\n"],
+      ["an HTTP/1.1 answer with a content-length", "GET /huge HTTP/1.1\r\nhost: catalog\r\n\r\n"]
     ])("a caller that reads nothing until the drain is over: %s ends in a reset, short", async (_name, request) => {
       const mesh = await startMesh(cleanup, bigApp, { a: { drainTimeoutMs: 300 }, b: { drainTimeoutMs: 300 } })
       const caller = rawCaller(mesh.a.outboundPort, request, () => false)
@@ -152,7 +172,7 @@ describe("a large answer in flight while a sidecar drains", () => {
       await withTimeout((which === "a" ? mesh.a : mesh.b).stop(), 10_000, "the sidecar to stop")
       caller.socket.resume()
       const answer = await withTimeout(caller.ended, 10_000, "the connection to end")
-      expect(answer.body.length).toBeLessThan(SIZE)
+      expect(answer.body.length).toBeLessThan(HUGE)
       expect(answer.ending).toBe("ECONNRESET")
     }, 30_000)
   })
