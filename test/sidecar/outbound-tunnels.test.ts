@@ -7,8 +7,9 @@ import type * as http from "node:http"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
-import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { upgradeAnswer } from "../support/upgradeAnswer.ts"
 
 const MiB = 1024 * 1024
 
@@ -17,19 +18,7 @@ const upgrade = (cleanup: Cleanup, a: RunningSidecar) => {
   const ws = new WebSocket(`ws://127.0.0.1:${a.outboundPort}/live`, { headers: { host: "catalog" } })
   ws.on("error", () => {})
   cleanup.add(() => ws.terminate())
-  return withTimeout(
-    new Promise<{ readonly ws: WebSocket } | { readonly status: number; readonly headers: http.IncomingHttpHeaders; readonly body: string }>((resolve) => {
-      ws.once("open", () => resolve({ ws }))
-      ws.once("unexpected-response", (_req, res) => {
-        let body = ""
-        res.setEncoding("utf8")
-        res.on("data", (chunk: string) => (body += chunk))
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
-      })
-    }),
-    10_000,
-    "the upgrade to open or be refused"
-  )
+  return upgradeAnswer(ws)
 }
 
 describe("outbound WebSockets at A whose caller stops reading", () => {

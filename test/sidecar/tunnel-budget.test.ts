@@ -15,6 +15,7 @@ import { HttpMeta, requestMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { startClient } from "../support/meshTest.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { upgradeRefusal } from "../support/upgradeAnswer.ts"
 
 /** An app answering "plain" to requests, whose WebSocket server echoes; counts the upgrades it saw and its open sockets. */
 const startWsApp = async (cleanup: Cleanup) => {
@@ -63,19 +64,7 @@ const refusal = (cleanup: Cleanup, a: RunningSidecar) => {
   const ws = new WebSocket(`ws://127.0.0.1:${a.outboundPort}/live`, { headers: { host: "catalog" } })
   ws.on("error", () => {})
   cleanup.add(() => ws.terminate())
-  return withTimeout(
-    new Promise<{ readonly status: number; readonly headers: http.IncomingHttpHeaders; readonly body: string }>((resolve, reject) => {
-      ws.once("open", () => reject(new Error("the upgrade was not expected to succeed")))
-      ws.once("unexpected-response", (_req, res) => {
-        let body = ""
-        res.setEncoding("utf8")
-        res.on("data", (chunk: string) => (body += chunk))
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
-      })
-    }),
-    10_000,
-    "the refusal"
-  )
+  return upgradeRefusal(ws)
 }
 
 describe("open WebSockets and B's inbound budgets", () => {

@@ -22,6 +22,7 @@ import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { rejection, startClient } from "../support/meshTest.ts"
 import { type App, call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import { makeTestPki, type TestPki } from "../support/testPki.ts"
+import { upgradeRefusal } from "../support/upgradeAnswer.ts"
 
 const MiB = 1024 * 1024
 
@@ -82,21 +83,6 @@ const nextMessage = (ws: WebSocket): Promise<{ readonly data: Buffer; readonly i
 const closedWith = (ws: WebSocket): Promise<Closed> =>
   withTimeout(new Promise((resolve) => ws.once("close", (code, reason) => resolve({ code, reason: reason.toString() }))), 10_000, "the close")
 
-/** What the unexpected (non-101) answer to an upgrade said. */
-const refusedWith = (ws: WebSocket): Promise<{ readonly status: number; readonly headers: http.IncomingHttpHeaders; readonly body: string }> =>
-  withTimeout(
-    new Promise((resolve, reject) => {
-      ws.once("open", () => reject(new Error("the upgrade was not expected to succeed")))
-      ws.once("unexpected-response", (_req, res) => {
-        let body = ""
-        res.setEncoding("utf8")
-        res.on("data", (chunk: string) => (body += chunk))
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
-      })
-    }),
-    10_000,
-    "the refusal"
-  )
 
 /** Writes raw bytes to A's outbound listener and collects everything until the connection closes. */
 const rawExchange = (port: number, bytes: string): Promise<string> =>
@@ -329,7 +315,7 @@ describe("WebSocket errors before the upgrade", () => {
     // Terminating a socket the refusal already closed says so with an error: not this test's concern.
     ws.on("error", () => {})
     cleanup.add(() => ws.terminate())
-    const refused = await refusedWith(ws)
+    const refused = await upgradeRefusal(ws)
     expect(refused.status).toBe(502)
     expect(refused.headers["x-iip-mesh-error"]).toBe("outbound; reason=connect_failed")
     expect(refused.headers.connection).toBe("close")
@@ -343,7 +329,7 @@ describe("WebSocket errors before the upgrade", () => {
     const ws = new WebSocket(`ws://127.0.0.1:${a.outboundPort}/chat`, { headers: { host: "catalog" } })
     ws.on("error", () => {})
     cleanup.add(() => ws.terminate())
-    const refused = await refusedWith(ws)
+    const refused = await upgradeRefusal(ws)
     expect(refused.status).toBe(502)
     expect(refused.headers["x-iip-mesh-error"]).toBe("app; reason=app_unavailable")
   }, 30_000)
@@ -367,7 +353,7 @@ describe("WebSocket errors before the upgrade", () => {
     // Terminating a socket the refusal already closed says so with an error: not this test's concern.
     ws.on("error", () => {})
     cleanup.add(() => ws.terminate())
-    const refused = await refusedWith(ws)
+    const refused = await upgradeRefusal(ws)
     expect(refused.status).toBe(503)
     expect(refused.headers["x-iip-mesh-error"]).toBe("outbound; reason=no_endpoint")
   }, 30_000)
