@@ -36,7 +36,8 @@ export const feedRegistry = (discovery: Discovery, registry: EndpointRegistry, l
   }
 }
 
-const endpointsOf = (discovery: Discovery, service: string): ReadonlyArray<Endpoint> =>
+/** A service's endpoints as discovery holds them now, in the registry's form: what a whole recomputation sets. */
+export const endpointsOf = (discovery: Discovery, service: string): ReadonlyArray<Endpoint> =>
   discovery.endpoints(service).map((e) => ({
     service,
     host: e.host,
