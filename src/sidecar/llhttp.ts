@@ -1,7 +1,7 @@
 // node's llhttp binding as node:http itself loads it (`_http_common`: a public module whose typings
 // are not), for the sidecar's two HTTP/1.1 ends of its own: the app leg's client (appPool.ts) and
-// the outbound listener (http1Listener.ts). Both run it strict (no lenient flag) with node's header
-// size limit, and close each parser once its connection is done (closeParserSoon).
+// the outbound listener's connections (http1Connection.ts). Both run it strict (no lenient flag)
+// with node's header size limit, and close each parser once its connection is done (closeParserSoon).
 import { createRequire } from "node:module"
 
 export interface LlhttpParser {

@@ -1,5 +1,5 @@
 // The outbound listener's second protocol: cleartext HTTP/2 with prior knowledge (what gRPC
-// clients send) on the same port as HTTP/1.1. The listener (http1Listener.ts) tells a new
+// clients send) on the same port as HTTP/1.1. The listener (http1Connection.ts) tells a new
 // connection apart by its first bytes and hands one that opens with the HTTP/2 preface to a
 // node:http2 server here. Each HTTP/2 stream is one request for outbound.ts (a StreamCall over
 // node's core stream API: the compatibility layer's request and response objects cost a gRPC call

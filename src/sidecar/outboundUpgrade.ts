@@ -114,7 +114,7 @@ class OutboundUpgrade {
     if (protocols === undefined) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "the Upgrade header is not a list of protocol tokens" })
     // The caller's bytes after the head are the upgraded connection's: a body declared as well would be read two ways.
     if (req.hasBody) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "an upgrade request carries no body" })
-    // h2c is dropped; a request that asked for it alone never comes here (http1Listener.ts reads it as an ordinary request).
+    // h2c is dropped; a request that asked for it alone never comes here (http1HeadRules.ts: it is read as an ordinary request).
     const carried = carriedProtocols(protocols)
     const headers = withForwarded(endToEndHeaders(req.rawHeaders, options.onInvalidHeaders), req.remoteAddress, target.authority)
     observation.propagate(headers)

@@ -1,5 +1,5 @@
 // A caller on the outbound listener that pipelines requests and reads none of the answers
-// (http1Listener.ts). Before, the listener answered each in turn whatever the socket held: with
+// (http1Connection.ts). Before, the listener answered each in turn whatever the socket held: with
 // nothing read, the answers piled up in the sidecar's memory (16 KiB answers: 2,500 a second,
 // 660 MB of buffers after 8 s) for as long as the caller kept sending. Now the next request is
 // taken only once the socket has taken the last answer (its 'drain'): what waits is bounded by

@@ -1,0 +1,475 @@
+// One connection of the outbound listener (http1Listener.ts, which accepts it, sweeps its timeouts
+// and closes it): its first bytes sniffed for the HTTP/2 preface, its requests parsed by llhttp and
+// handed on one at a time, in order, as Http1Calls (http1Call.ts), its reading held while an answer
+// waits to drain, and its end (an error answer, a timeout, an upgrade's hand-over).
+// Once a connection's first read has shown it is HTTP/1.1, llhttp consumes the socket's handle as
+// node:http does (`parser.consume`): reads are parsed in C++ out of a buffer the binding reuses, with
+// no Buffer, Readable push, 'data' event or next tick per read (sidecar A's CPU, issue 14); pausing is
+// then the handle's readStop/readStart, and an upgrade gives the socket back to its Readable stream.
+import type * as net from "node:net"
+import { cut, Http1Call, type CallConnection } from "./http1Call.ts"
+import { asksOnlyH2c, CONTINUE_EXPECTATION, MAX_HEADER_ENTRIES } from "./http1HeadRules.ts"
+import type { Http1Listener } from "./http1Listener.ts"
+import { Fifo } from "./fifo.ts"
+import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
+/** Past the announced keep-alive timeout, as node:http waits before closing an idle connection. */
+const KEEP_ALIVE_GRACE_MS = 1000
+
+const errorAnswer = (status: number, text: string): string => `HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`
+const BAD_REQUEST = errorAnswer(400, "Bad Request")
+const TOO_LARGE = errorAnswer(431, "Request Header Fields Too Large")
+const EXTENSIONS_TOO_LARGE = errorAnswer(413, "Payload Too Large")
+const TIMED_OUT = errorAnswer(408, "Request Timeout")
+
+/** A TCP socket's libuv handle, as llhttp consumes it (node:http's onSocketPause/onSocketResume keep `reading` the same way). */
+interface ConsumableHandle {
+  readonly isStreamBase?: boolean
+  reading?: boolean
+  readStart(): number
+  readStop(): number
+}
+
+/**
+ * Bytes of answers the socket has not sent: its Writable's (a chunk counts whole until all of it
+ * is sent) and libuv's queue (which shrinks as the caller reads), so a caller reading one large
+ * write shows progress.
+ */
+const unsent = (socket: net.Socket): number =>
+  socket.writableLength + ((socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0)
+
+/** One connection from the app. */
+export class Connection implements CallConnection {
+  readonly socket: net.Socket
+  readonly remoteAddress: string
+  private readonly listener: Http1Listener
+  private readonly parser: LlhttpParser
+  /** The first bytes, while they may still be the HTTP/2 preface. */
+  private sniffed: Buffer | undefined = undefined
+  private sniffing = true
+  /** The request being answered. */
+  private current: Http1Call | undefined = undefined
+  /** The request whose bytes llhttp is reading (the current one, or one waiting). */
+  private parsing: Http1Call | undefined = undefined
+  /** Requests read while another is answered, in order. */
+  private readonly waiting = new Fifo<Http1Call>()
+  private pendingHeaders: Array<string> = []
+  private pendingUrl = ""
+  private inMessage = false
+  private headersDone = false
+  private messageStarted: number
+  private idleSince: number
+  private bodyHeld = false
+  private gone = false
+  private parserClosed = false
+  /** The socket's handle while llhttp reads it (consume mode). */
+  private consumed: ConsumableHandle | undefined = undefined
+  /** A message ended within the read being parsed. */
+  private completedInRead = false
+  /**
+   * The request being read is the connection's last (an upgrade to h2c alone, answered as if it
+   * did not switch: then the close): once its body is read, nothing more is. llhttp, which took it
+   * for an upgrade, stops after its body too, and would read on only if executed again.
+   */
+  private lastRequest = false
+  /** The last answer waits in the socket past its high-water mark: nothing more is read or answered until it drains. */
+  private awaitingDrain = false
+  /** When the caller last took a byte of it (performance.now(), as the sweep saw), and `unsent` then. */
+  private drainSince = 0
+  private drainLeft = 0
+
+  constructor(listener: Http1Listener, socket: net.Socket, now: number) {
+    this.listener = listener
+    this.socket = socket
+    this.remoteAddress = socket.remoteAddress ?? ""
+    this.messageStarted = now
+    this.idleSince = now
+    const parser = new HTTPParser()
+    parser.initialize(HTTPParser.REQUEST, {}, listener.options.maxHeaderSize, HTTPParser.kLenientNone)
+    parser[HTTPParser.kOnHeaders] = (headers: Array<string>, url: string) => {
+      for (const one of headers) this.pendingHeaders.push(one)
+      this.pendingUrl += url
+    }
+    parser[HTTPParser.kOnHeadersComplete] = this.onHeadersComplete.bind(this)
+    parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.parsing?.pushBody(chunk)
+    parser[HTTPParser.kOnMessageComplete] = () => {
+      this.inMessage = false
+      this.headersDone = false
+      this.completedInRead = true
+      this.parsing?.endBody()
+      this.parsing = undefined
+      if (this.current === undefined && this.waiting.length === 0) this.idleSince = performance.now()
+    }
+    parser[HTTPParser.kOnExecute] = (parsed: number | Error) => this.onExecute(parsed)
+    this.parser = parser
+    socket.on("data", (data: Buffer) => this.onData(data))
+    socket.on("end", () => this.onEnd())
+    socket.on("close", () => this.onClose())
+    // A reset says so with 'error' and 'close': the close is what ends the connection.
+    socket.on("error", () => {})
+  }
+
+  get closing(): boolean {
+    return this.listener.closing
+  }
+
+  get keepAliveTail(): string {
+    return this.listener.keepAliveTail
+  }
+
+  /** Nothing asked, nothing being read: the listener's close may end it now. */
+  get idle(): boolean {
+    return this.current === undefined && this.waiting.length === 0 && !this.inMessage
+  }
+
+  private onData(data: Buffer): void {
+    if (this.gone) return
+    if (this.sniffing && !this.sniff(data)) return
+    // Bytes after an upgrade's head are the upgraded connection's, however they were read.
+    const held = this.waiting.last
+    if (held?.upgrade === true) {
+      held.upgradeHead = Buffer.concat([held.upgradeHead, data])
+      return
+    }
+    // A message's time runs from the read that brings its first bytes (llhttp's message-begin
+    // callback would cost a call per request; a message begun at the end of a read that ended
+    // another is timed from the next read, or closed as idle).
+    if (!this.inMessage) {
+      this.inMessage = true
+      this.headersDone = false
+      this.messageStarted = performance.now()
+    }
+    const parsed = this.parser.execute(data)
+    this.completedInRead = false
+    if (parsed instanceof Error) return this.parseFailed(parsed)
+    if (this.lastRequest && this.inMessage && parsed < data.length) return this.bodyRefused()
+    // llhttp stops at an upgrade's head: the bytes after it are the upgraded connection's.
+    const last = this.waiting.last
+    if (last?.upgrade === true) {
+      last.upgradeHead = data.subarray(parsed)
+      this.socket.pause()
+    }
+    this.next()
+    this.consume()
+  }
+
+  /**
+   * From now on llhttp reads the socket itself, when nothing read is waiting in the socket's
+   * Readable buffer (it would come after later reads) and no upgrade is pending (its connection goes
+   * on as a stream).
+   */
+  private consume(): void {
+    if (this.consumed !== undefined || this.gone || this.socket.readableLength > 0 || this.socket.isPaused() || this.waiting.last?.upgrade === true) return
+    const handle = (this.socket as unknown as { _handle?: ConsumableHandle | null })._handle
+    if (handle == null || handle.isStreamBase !== true) return
+    this.parser.consume(handle)
+    this.consumed = handle
+    handle.reading = true
+    this.updateReading()
+  }
+
+  /** The handle's reads go back to the socket's Readable stream (an upgrade, or done with the connection). */
+  private unconsume(): void {
+    if (this.consumed === undefined) return
+    this.consumed = undefined
+    this.parser.unconsume()
+  }
+
+  /** A read llhttp parsed in consume mode (what onData does after its execute). */
+  private onExecute(parsed: number | Error): void {
+    if (this.gone) return
+    if (parsed instanceof Error) return this.parseFailed(parsed)
+    // A read that ended no message and found none under way began one (its head is not complete):
+    // its time runs from this read, as onData times a message from the read that brings its first bytes.
+    if (!this.completedInRead && !this.inMessage) {
+      this.inMessage = true
+      this.headersDone = false
+      this.messageStarted = performance.now()
+    }
+    this.completedInRead = false
+    // (The read's length is known here only from a copy of it: taken for the last request alone.)
+    if (this.lastRequest && this.inMessage && parsed < this.parser.getCurrentBuffer().length) return this.bodyRefused()
+    const last = this.waiting.last
+    if (last?.upgrade === true) {
+      last.upgradeHead = this.parser.getCurrentBuffer().subarray(parsed)
+      this.unconsume()
+      this.socket.pause()
+    }
+    this.next()
+  }
+
+  /**
+   * llhttp refused the body of the last request (an upgrade to h2c alone: bad chunking, or the
+   * input's end within it), which node's binding reports as no error for an upgrade: the parse
+   * stopped short of the read's end within the message (it stops short otherwise only at the
+   * message's end, llhttp's pause after an upgrade, when nothing more is read). node:http's 400,
+   * as for any request it refuses.
+   */
+  private bodyRefused(): void {
+    this.fail(BAD_REQUEST)
+  }
+
+  /** True when `data` is for HTTP/1.1; false while it may be the HTTP/2 preface, or once it was. */
+  private sniff(data: Buffer): boolean {
+    const seen = this.sniffed === undefined ? data : Buffer.concat([this.sniffed, data])
+    const compared = Math.min(seen.length, PREFACE.length)
+    if (!seen.subarray(0, compared).equals(PREFACE.subarray(0, compared))) {
+      this.sniffing = false
+      if (this.sniffed === undefined) return true
+      this.sniffed = undefined
+      this.onData(seen)
+      return false
+    }
+    // A prefix of the preface: wait for the rest (at most its 24 bytes).
+    if (compared < PREFACE.length) {
+      this.sniffed = seen
+      return false
+    }
+    this.detach()
+    this.socket.pause()
+    this.socket.unshift(seen)
+    this.listener.options.onH2c(this.socket)
+    return false
+  }
+
+  private onHeadersComplete(
+    major: number,
+    minor: number,
+    headers: Array<string> | undefined,
+    method: number,
+    url: string | undefined,
+    _status: unknown,
+    _statusMessage: unknown,
+    upgrade: boolean,
+    shouldKeepAlive: boolean
+  ): number {
+    let raw = headers ?? []
+    if (this.pendingHeaders.length > 0) {
+      raw = this.pendingHeaders.concat(raw)
+      this.pendingHeaders = []
+    }
+    if (raw.length > MAX_HEADER_ENTRIES) raw.length = MAX_HEADER_ENTRIES
+    const target = url === undefined || this.pendingUrl !== "" ? `${this.pendingUrl}${url ?? ""}` : url
+    this.pendingUrl = ""
+    this.headersDone = true
+    // Consume mode has no read before the parse to time the message from: its head came in this read.
+    if (!this.inMessage) {
+      this.inMessage = true
+      this.messageStarted = performance.now()
+    }
+    const name = methodNames[method] ?? ""
+    // No keep-alive and no switch for an upgrade to h2c alone; its body is read as any other's (0).
+    const ordinary = upgrade && name !== "CONNECT" && asksOnlyH2c(raw)
+    if (ordinary) this.lastRequest = true
+    const call = new Http1Call(this, name, target, major, minor, raw, shouldKeepAlive && !ordinary, upgrade && !ordinary)
+    this.waiting.push(call)
+    // An upgrade's head ends what llhttp reads here (2: no body, stop).
+    if (call.upgrade) return 2
+    this.parsing = call
+    return 0
+  }
+
+  /** The next request's turn, when none is being answered. */
+  private next(): void {
+    while (this.current === undefined && this.waiting.length > 0 && !this.gone && !this.awaitingDrain) {
+      const call = this.waiting.shift()!
+      if (call.upgrade) return this.handOver(call)
+      this.current = call
+      this.start(call)
+    }
+    this.updateReading()
+  }
+
+  private start(call: Http1Call): void {
+    if (call.httpVersionMajor === 1 && call.httpVersionMinor === 1) {
+      if (call.headers.host === undefined) {
+        call.keepAlive = false
+        call.writeHead(400, [])
+        return call.end()
+      }
+      const expect = call.headers.expect
+      if (expect !== undefined) {
+        if (!CONTINUE_EXPECTATION.test(expect)) {
+          call.writeHead(417, [])
+          return call.end()
+        }
+        this.socket.write("HTTP/1.1 100 Continue\r\n\r\n", "latin1")
+      }
+    }
+    this.listener.options.onRequest(call)
+  }
+
+  /** The socket goes to the upgrade handler, as node:http's 'upgrade' event gave it (CONNECT: closed, as there). */
+  private handOver(call: Http1Call): void {
+    this.detach()
+    if (call.method === "CONNECT") return void this.socket.destroy()
+    ;(this.socket as { readableFlowing: boolean | null }).readableFlowing = null
+    this.listener.options.onUpgrade(call, this.socket, call.upgradeHead)
+  }
+
+  holdBody(held: boolean): void {
+    this.bodyHeld = held
+    this.updateReading()
+  }
+
+  /** Reads while nothing waits its turn and the body being read is not held back. */
+  private updateReading(): void {
+    if (this.gone) return
+    const hold = this.bodyHeld || this.waiting.length > 0 || this.awaitingDrain || (this.lastRequest && !this.inMessage)
+    const handle = this.consumed
+    if (handle !== undefined) {
+      // The handle stops and starts; the socket's Readable state says so too (isPaused), as node:http's consumed sockets do.
+      if (hold && handle.reading === true) {
+        handle.reading = false
+        handle.readStop()
+        this.socket.pause()
+      } else if (!hold && handle.reading !== true) {
+        handle.reading = true
+        handle.readStart()
+        this.socket.resume()
+      }
+      return
+    }
+    if (hold && !this.socket.isPaused()) this.socket.pause()
+    else if (!hold && this.socket.isPaused()) this.socket.resume()
+  }
+
+  done(call: Http1Call): void {
+    if (call !== this.current) return
+    this.current = undefined
+    if (this.gone) return
+    if (!call.keepAlive || (this.closing && this.waiting.length === 0)) return this.endAfterWrites()
+    if (!this.inMessage && this.waiting.length === 0) this.idleSince = performance.now()
+    // A caller that pipelines requests and reads no answer would have every answer pile up in
+    // memory here (16 KiB answers: 80 MB a second): the next request waits until the socket has
+    // taken this answer, so what waits is bounded by the socket's buffers.
+    if (this.socket.writableNeedDrain) {
+      this.awaitingDrain = true
+      this.drainSince = performance.now()
+      this.drainLeft = unsent(this.socket)
+      this.updateReading()
+      return void this.socket.once("drain", () => this.drained())
+    }
+    // The next answer goes out after this one's caller is done with it.
+    if (this.waiting.length > 0) process.nextTick(() => this.next())
+    else this.updateReading()
+  }
+
+  /** The socket took the last answer: reading and answering go on. */
+  private drained(): void {
+    this.awaitingDrain = false
+    if (this.gone) return
+    // Idle from now, not from the answer's end: the caller was reading it until now.
+    if (!this.inMessage && this.waiting.length === 0) this.idleSince = performance.now()
+    if (this.waiting.length > 0) this.next()
+    else this.updateReading()
+  }
+
+  /** The app ended its side: as node:http does, this side ends too (the connection closes, an answer being given with it). */
+  private onEnd(): void {
+    if (this.gone) return
+    const result = this.parser.finish()
+    if (result instanceof Error) this.parseFailed(result)
+    // The last request's body cut short: llhttp's error at the end of input, dropped as for its reads.
+    else if (this.lastRequest && this.inMessage) this.bodyRefused()
+    else this.socket.end()
+  }
+
+  private onClose(): void {
+    this.gone = true
+    this.listener.forget(this)
+    this.closeParser()
+    this.parsing?.failBody()
+    this.waiting.clear()
+    this.current?.close(false)
+  }
+
+  /** A request llhttp refused: node:http's answer (unless one has begun), then the close. */
+  private parseFailed(error: Error): void {
+    const code = (error as { code?: unknown }).code
+    this.fail(code === "HPE_HEADER_OVERFLOW" ? TOO_LARGE : code === "HPE_CHUNK_EXTENSIONS_OVERFLOW" ? EXTENSIONS_TOO_LARGE : BAD_REQUEST)
+  }
+
+  /** Ends the connection with `answer`, if no answer has begun on it. */
+  private fail(answer: string): void {
+    if (this.gone) return
+    this.gone = true
+    this.detach()
+    if (this.current === undefined || !this.current.headersSent) this.socket.end(answer, "latin1")
+    this.socket.destroySoon()
+    this.parsing?.failBody()
+    this.current?.close(false)
+  }
+
+  /** The listener's sweep: a head or a request too slow, an idle connection past its keep-alive. */
+  checkTimeouts(now: number): void {
+    const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs } = this.listener.options
+    // A caller that has read none of an answer for as long as an idle connection may stay: gone.
+    // One still reading (what the socket holds changed since the last sweep: nothing else writes
+    // while the drain is awaited) is not idle, however slow.
+    if (this.awaitingDrain) {
+      const left = unsent(this.socket)
+      if (left !== this.drainLeft) {
+        this.drainLeft = left
+        this.drainSince = now
+      } else if (now - this.drainSince > keepAliveTimeoutMs + KEEP_ALIVE_GRACE_MS) return this.destroy()
+      return
+    }
+    if (this.sniffing || (this.inMessage && !this.headersDone)) {
+      if (now - this.messageStarted > headersTimeoutMs) this.fail(TIMED_OUT)
+    } else if (this.inMessage) {
+      if (now - this.messageStarted > requestTimeoutMs) this.fail(TIMED_OUT)
+    } else if (this.current === undefined && this.waiting.length === 0 && now - this.idleSince > keepAliveTimeoutMs + KEEP_ALIVE_GRACE_MS) {
+      this.destroy()
+    }
+  }
+
+  /** Cut now: with a reset when an answer is not all out (one begun, or the last one still in the socket). */
+  destroy(): void {
+    this.gone = true
+    cut(this.socket, this.current?.answering === true || unsent(this.socket) > 0)
+  }
+
+  /** The listener closes and nothing is asked on this connection: it ends now, after its last answer is out if it is not yet. */
+  closeIdle(): void {
+    if (this.gone) return
+    if (unsent(this.socket) > 0) this.endAfterWrites()
+    else this.destroy()
+  }
+
+  /**
+   * The last answer is written: the socket ends once it is out. The listener keeps the connection
+   * until then, so that a stop waits for it and its drain deadline cuts it, and a caller that
+   * takes none of it for as long as an idle connection may stay is cut (checkTimeouts).
+   */
+  private endAfterWrites(): void {
+    this.gone = true
+    this.detach(false)
+    this.awaitingDrain = true
+    this.drainSince = performance.now()
+    this.drainLeft = unsent(this.socket)
+    this.socket.once("close", () => this.listener.forget(this))
+    this.socket.destroySoon()
+  }
+
+  /** This module no longer reads the socket (`forget`: nor does the listener keep the connection). */
+  private detach(forget = true): void {
+    if (forget) this.listener.forget(this)
+    this.unconsume()
+    this.closeParser()
+    this.socket.removeAllListeners("data")
+    this.socket.removeAllListeners("end")
+    this.socket.removeAllListeners("close")
+    this.socket.removeAllListeners("error")
+    this.socket.on("error", () => {})
+  }
+
+  /** Done with llhttp: its native parser is freed (once; detach and the close may both come). */
+  private closeParser(): void {
+    if (this.parserClosed) return
+    this.parserClosed = true
+    this.unconsume()
+    closeParserSoon(this.parser)
+  }
+}
