@@ -4,7 +4,7 @@
 // hold credentials, and exporter URLs come without theirs: telemetry/tracing.ts; every secret
 // setting, marked so or named like one, is "[redacted]"), and the dashboard's data (`/dashboard/data`): every sidecar the admin server
 // reports on (one, or the whole demo mesh) with its traffic totals, and the recent traces.
-import { secretSettings } from "../config/sidecarConfig.ts"
+import { secretSettings } from "../config/settings.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import type { TraceSummary } from "../telemetry/traceStore.ts"
 

@@ -11,7 +11,7 @@ import type { IContainer } from "kubernetes-models/v1/Container"
 import type { IService } from "kubernetes-models/v1/Service"
 import type { IServiceAccount } from "kubernetes-models/v1/ServiceAccount"
 import type { IVolume } from "kubernetes-models/v1/Volume"
-import { parseFlags } from "../../src/config/sidecarConfig.ts"
+import { parseFlags } from "../../src/config/flags.ts"
 import { findPort, isIdentityIssuer, type KubeObject, nameOf, namespaceOf, type PodTemplate, runningContainers, selectedPods, serviceByHost, splitHostPort } from "./kube.ts"
 import type { Check, Problem } from "./manifestChecks.ts"
 

@@ -29,7 +29,10 @@ import { Namespace } from "kubernetes-models/v1/Namespace"
 import type { IProbe } from "kubernetes-models/v1/Probe"
 import { Service, type IService } from "kubernetes-models/v1/Service"
 import { ServiceAccount, type IServiceAccount } from "kubernetes-models/v1/ServiceAccount"
-import { loadSidecarConfig, parseFlags, settings, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { parseFlags } from "../../src/config/flags.ts"
+import { loadSidecarConfig } from "../../src/config/loadSidecarConfig.ts"
+import { settings } from "../../src/config/settings.ts"
+import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { parsePolicyDocument, type PolicyDocument } from "../../src/identity/policy.ts"
 import { defaultTrustDomain, parseSpiffeId } from "../../src/identity/spiffe.ts"
 import { type HttpRouteObject, translateHttpRoute } from "../../src/sidecar/httpRoutes.ts"
@@ -468,7 +471,7 @@ const configRefs: Check = ({ objects, pods }) =>
 
 const settingEnvNames = new Set<string>([...settings.map((s) => s.env), "IIP_MESH_CONFIG"])
 
-/** IIP_MESH_* variables are settings the sidecar has (src/config/sidecarConfig.ts); no variable is set twice. */
+/** IIP_MESH_* variables are settings the sidecar has (src/config/settings.ts); no variable is set twice. */
 const envNames: Check = ({ pods }) =>
   pods.flatMap((pod) =>
     containersOf(pod).flatMap(({ container }) => {
@@ -476,7 +479,7 @@ const envNames: Check = ({ pods }) =>
       return [
         ...names
           .filter((name) => name.startsWith("IIP_MESH_") && !settingEnvNames.has(name))
-          .map((name) => problem("env-names", where(pod, container), `${name} is not a setting of the sidecar (src/config/sidecarConfig.ts)`)),
+          .map((name) => problem("env-names", where(pod, container), `${name} is not a setting of the sidecar (src/config/settings.ts)`)),
         ...names.filter((name, i) => names.indexOf(name) !== i).map((name) => problem("env-names", where(pod, container), `${name} is set twice; the last one wins`))
       ]
     })

@@ -1,4 +1,4 @@
-// The sidecar's configuration (src/config/sidecarConfig.ts): flags, environment variables and a
+// The sidecar's configuration (src/config/loadSidecarConfig.ts): flags, environment variables and a
 // JSON config file merged as flag > env > file > default, validated once, and every problem
 // reported together in one message that names the setting, where its value came from and what was
 // expected. Plus the CLI: `iip-mesh sidecar` with bad settings prints all of them on stderr and
@@ -10,7 +10,9 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { pickerNames } from "../../src/balancer/serviceBalancer.ts"
-import { type ConfigInvalid, loadSidecarConfig, MAX_CONFIG_FILE_BYTES, parseFlags, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { parseFlags } from "../../src/config/flags.ts"
+import { type ConfigInvalid, loadSidecarConfig, MAX_CONFIG_FILE_BYTES } from "../../src/config/loadSidecarConfig.ts"
+import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { withTimeout } from "../support/iipRaw.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "iip-mesh-config-"))

@@ -8,7 +8,8 @@ import * as Scope from "effect/Scope"
 import * as http from "node:http"
 import type * as net from "node:net"
 import { networkInterfaces } from "node:os"
-import { configDefaults, type SidecarConfig } from "../../src/config/sidecarConfig.ts"
+import { configDefaults } from "../../src/config/settings.ts"
+import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import * as SidecarLive from "../../src/sidecar/sidecar.ts"
 
 const report = (event: string, fields: Record<string, unknown> = {}) => process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`)
