@@ -9,8 +9,10 @@
 // hidden; one no discovery lists for `FORGET_MS` is forgotten.
 //
 // Bounded: peers are asked only when someone asks this admin (nothing runs while nobody looks),
-// at most once per `MIN_REFRESH_MS` (concurrent askers share one round), each call within
-// federationTimeoutMs and federationMaxBytes, at most federationMaxPeers peers followed.
+// for the view and for each series at most once per `MIN_REFRESH_MS` (concurrent askers share one
+// round, its answers reused that long: 50 open dashboards cost the peers what one does), at most
+// MAX_SERIES_ROUNDS series at once, each call within federationTimeoutMs and federationMaxBytes,
+// at most federationMaxPeers peers followed.
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import { type GoldenView, mergeViews } from "../telemetry/golden.ts"
 import { getAdminJson } from "./adminClient.ts"
@@ -22,6 +24,13 @@ const FORGET_MS = 10 * 60_000
 
 /** Points of a peer's series: 10 minutes in 10 s slots (telemetry/golden.ts). */
 const PEER_MAX_POINTS = 60
+
+/**
+ * Distinct series (selectors) asked of the peers at once or held for reuse: each holds at most
+ * PEER_MAX_POINTS points per peer. Past it a new selector waits for a running round to end (within
+ * federationTimeoutMs): a client naming ever new services does not multiply the peers' calls.
+ */
+export const MAX_SERIES_ROUNDS = 16
 
 export interface PeerStatus {
   /** "host:port" of its admin control listener. */
@@ -42,6 +51,14 @@ export interface FederationView {
   readonly untracked: number
   /** The local view and every peer's last view (stale ones included), merged. */
   readonly golden: GoldenView
+}
+
+/** One series asked of every fresh peer, shared by everyone asking for it while it runs and MIN_REFRESH_MS after. */
+interface SeriesRound {
+  /** The peers' answers that are series (the others left out); never rejects. */
+  readonly points: Promise<ReadonlyArray<ReadonlyArray<Point>>>
+  /** When it ended; undefined while it runs. */
+  endedMs: number | undefined
 }
 
 interface Peer {
@@ -67,6 +84,8 @@ export class Federation {
   private untracked = 0
   private lastRoundMs = Number.NEGATIVE_INFINITY
   private round: Promise<void> | undefined = undefined
+  /** By selector (sorted query), the oldest first. */
+  private readonly seriesRounds = new Map<string, SeriesRound>()
 
   constructor(token: string | undefined, now: () => number = Date.now) {
     this.token = token
@@ -106,23 +125,14 @@ export class Federation {
 
   /**
    * The series of a service or an edge over the whole mesh: this admin's sidecars' and every fresh
-   * peer's (asked now, within the same bounds), counts summed per 10 s slot, p99 the largest.
+   * peer's (asked within the same bounds, shared: peerSeries), counts summed per 10 s slot, p99 the largest.
    */
   async series(sidecar: Sidecar, shown: ReadonlyArray<Sidecar>, query: URLSearchParams): Promise<{ readonly points: ReadonlyArray<Point> } | undefined> {
     const local = goldenSeries(shown, query)
-    const config = sidecar.config
-    const nowMs = this.now()
-    const fresh = [...this.peers.values()].filter((p) => p.error === null && p.lastOkMs !== null && nowMs - p.lastOkMs <= config.federationStaleMs)
-    const options = { token: this.token, timeoutMs: config.federationTimeoutMs, maxBytes: config.federationMaxBytes }
     const selector = new URLSearchParams([...query.entries()].filter(([key]) => ["service", "caller", "callee"].includes(key)))
     selector.set("scope", "self")
-    const answers = await Promise.allSettled(fresh.map((peer) => getAdminJson(`http://${peer.admin}/golden/series?${selector}`, options)))
-    const found = [...(local === undefined ? [] : [local.points])]
-    for (const answer of answers) {
-      if (answer.status !== "fulfilled") continue
-      const points = (answer.value as { points?: unknown }).points
-      if (Array.isArray(points) && points.length <= PEER_MAX_POINTS && points.every(isPoint)) found.push(points)
-    }
+    selector.sort()
+    const found = [...(local === undefined ? [] : [local.points]), ...(await this.peerSeries(sidecar.config, selector))]
     if (found.length === 0) return undefined
     // Slots start on multiples of 10 s everywhere: summed by start time (hosts' clocks may differ a little).
     const byStart = new Map<number, [number, number, number, number | null]>()
@@ -136,6 +146,45 @@ export class Federation {
       }
     }
     return { points: [...byStart.values()].sort((a, b) => a[0] - b[0]).slice(-60) }
+  }
+
+  /**
+   * The fresh peers' series for `selector`: the round running or ended within MIN_REFRESH_MS for
+   * it, else a new one once fewer than MAX_SERIES_ROUNDS are held.
+   */
+  private async peerSeries(config: Sidecar["config"], selector: URLSearchParams): Promise<ReadonlyArray<ReadonlyArray<Point>>> {
+    const key = selector.toString()
+    for (;;) {
+      const nowMs = this.now()
+      for (const [held, round] of this.seriesRounds) if (round.endedMs !== undefined && nowMs - round.endedMs >= MIN_REFRESH_MS) this.seriesRounds.delete(held)
+      const shared = this.seriesRounds.get(key)
+      if (shared !== undefined) return shared.points
+      if (this.seriesRounds.size < MAX_SERIES_ROUNDS) break
+      const ended = [...this.seriesRounds].find(([, round]) => round.endedMs !== undefined)
+      if (ended !== undefined) {
+        this.seriesRounds.delete(ended[0])
+        break
+      }
+      // Every place is a round still running (each ends within federationTimeoutMs): wait for one.
+      await Promise.race([...this.seriesRounds.values()].map((round) => round.points))
+    }
+    const nowMs = this.now()
+    const fresh = [...this.peers.values()].filter((p) => p.error === null && p.lastOkMs !== null && nowMs - p.lastOkMs <= config.federationStaleMs)
+    const options = { token: this.token, timeoutMs: config.federationTimeoutMs, maxBytes: config.federationMaxBytes }
+    const points = Promise.allSettled(fresh.map((peer) => getAdminJson(`http://${peer.admin}/golden/series?${selector}`, options))).then((answers) => {
+      // Set before anyone awaiting the round resumes: a waiter for a place finds it ended.
+      round.endedMs = this.now()
+      const found: Array<ReadonlyArray<Point>> = []
+      for (const answer of answers) {
+        if (answer.status !== "fulfilled") continue
+        const points = (answer.value as { points?: unknown }).points
+        if (Array.isArray(points) && points.length <= PEER_MAX_POINTS && points.every(isPoint)) found.push(points)
+      }
+      return found
+    })
+    const round: SeriesRound = { points, endedMs: undefined }
+    this.seriesRounds.set(key, round)
+    return points
   }
 
   /** Peers from discovery (the sidecars of this admin left out), then one call to each. */

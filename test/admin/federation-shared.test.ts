@@ -1,0 +1,143 @@
+// How many calls the peers get when many admin clients ask at once (a dashboard left open in many
+// tabs, or a client looping): /federation/series called every fresh peer once per admin request,
+// so 50 concurrent GETs were 50 calls to each peer, an amplification the admin's clients
+// controlled. Concurrent requests for one series (and for the view) now share one call per peer.
+// Three counting peer admins, found through discovery, hold their answers until the 50 requests
+// have reached this admin (a later /health on another connection answered), so every one of them
+// finds the round running.
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import * as http from "node:http"
+import type * as net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import * as Admin from "../../src/admin/adminServer.ts"
+import { type FederationView, MAX_SERIES_ROUNDS } from "../../src/admin/federation.ts"
+import type { Sidecar } from "../../src/sidecar/sidecar.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { call, quietLog, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+
+const token = "federation-token-0123456789"
+const MESH = "federation-shared"
+const PEERS = 3
+const CONCURRENT = 50
+const headers = { host: "127.0.0.1", authorization: `Bearer ${token}` }
+const windows = { "10s": { requests: 1, errors: 0, seconds: 10, buckets: [] }, "1m": { requests: 1, errors: 0, seconds: 60, buckets: [] }, "10m": { requests: 1, errors: 0, seconds: 600, buckets: [] } }
+
+/** GET `path` on the admin from `localAddress` (the per-address cap is 32 connections). */
+const get = (port: number, path: string, localAddress: string): { written: Promise<void>; answer: Promise<{ status: number; body: string }> } => {
+  let written!: () => void
+  const done = new Promise<void>((resolve) => (written = resolve))
+  const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, path, localAddress, headers, agent: false })
+    req.once("finish", written)
+    req.once("error", reject)
+    req.once("response", (res) => {
+      let body = ""
+      res.setEncoding("utf8")
+      res.on("data", (chunk: string) => (body += chunk))
+      res.once("end", () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    req.end()
+  })
+  return { written: done, answer }
+}
+
+describe("admin federation under many concurrent admin requests", () => {
+  let cleanup: Cleanup
+  let dir: string
+  beforeEach(() => {
+    cleanup = new Cleanup()
+    dir = mkdtempSync(join(tmpdir(), "iip-mesh-federation-shared-"))
+  })
+  afterEach(async () => {
+    await cleanup.run()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  /** This admin (sidecar "web"), three counting peer admins found through discovery, and `concurrently`. */
+  const withPeers = async () => {
+    const slot = Math.floor(Date.now() / 10_000) * 10_000
+    /** While set, the peers answer once it resolves. */
+    let gate: Promise<void> | undefined
+    const calls = Array.from({ length: PEERS }, () => ({ view: 0, series: 0 }))
+    for (let i = 0; i < PEERS; i++) {
+      const peer = http.createServer((req, res) => {
+        const series = (req.url ?? "").startsWith("/golden/series")
+        if (series) calls[i]!.series++
+        else calls[i]!.view++
+        const answer = () => {
+          res.writeHead(200, { "content-type": "application/json" })
+          res.end(JSON.stringify(series ? { points: [[slot, 1, 0, null]] } : { generatedAt: 1, services: [{ service: `peer${i}`, windows }], edges: [], routes: [] }))
+        }
+        if (gate === undefined) answer()
+        else void gate.then(answer)
+      })
+      await new Promise<void>((resolve) => peer.listen(0, "127.0.0.1", resolve))
+      cleanup.add(() => new Promise<void>((resolve) => (peer.closeAllConnections(), peer.close(() => resolve()))))
+      const adminPort = (peer.address() as net.AddressInfo).port
+      writeFileSync(join(dir, `peer${i}.json`), JSON.stringify({ service: `peer${i}`, host: "127.0.0.1", port: 1, weight: 1, node: `peer${i}-node`, mesh: MESH, pid: process.pid, adminPort }))
+    }
+    const scope = await Effect.runPromise(Scope.make())
+    cleanup.add(() => Effect.runPromise(Scope.close(scope, Exit.void)))
+    let sidecar: Sidecar | undefined
+    const addresses = await Effect.runPromise(Admin.make({ admin: "127.0.0.1:0", control: "127.0.0.1:0", token }, () => sidecar).pipe(Scope.provide(scope)))
+    const running = await startSidecar(cleanup, sidecarConfig({ service: "web", node: "web-node", localDiscovery: dir, meshName: MESH }), quietLog, { adminPort: addresses.control.port })
+    sidecar = running.sidecar
+    const port = addresses.control.port
+    await waitFor(() => Array.from({ length: PEERS }, (_, i) => running.sidecar.discovery.endpoints(`peer${i}`).length).every((n) => n > 0), 5000, "web to discover the peers")
+    // One view first: the peers are fresh, so a series asks each of them.
+    const first = await call(port, { path: "/federation", headers })
+    expect((JSON.parse(first.body.toString()) as FederationView).peers.map((p) => p.error)).toEqual([null, null, null])
+
+    /** `CONCURRENT` GETs (the i-th of `pathOf(i)`) held at the peers until all reached this admin and `whileHeld` ran; their answers. */
+    const concurrently = async (pathOf: (i: number) => string, whileHeld: () => Promise<void> = async () => {}) => {
+      let open!: () => void
+      gate = new Promise<void>((resolve) => (open = resolve))
+      const requests = Array.from({ length: CONCURRENT }, (_, i) => get(port, pathOf(i), i % 2 === 0 ? "127.0.0.1" : "127.0.0.2"))
+      await Promise.all(requests.map((r) => r.written))
+      // The admin answers this after it read the requests written before it.
+      expect((await call(port, { path: "/health", headers })).status).toBe(200)
+      await whileHeld()
+      gate = undefined
+      open()
+      return Promise.all(requests.map((r) => r.answer))
+    }
+
+    return { calls, slot, concurrently, port }
+  }
+
+  it(`${CONCURRENT} concurrent GETs of one series, and of the view, cost each peer one call`, async () => {
+    const { calls, slot, concurrently } = await withPeers()
+    const series = await concurrently(() => "/federation/series?service=web")
+    for (const answer of series) {
+      expect(answer.status, answer.body).toBe(200)
+      // Every answer holds the three peers' points.
+      expect((JSON.parse(answer.body) as { points: Array<[number, number]> }).points.find((p) => p[0] === slot)?.[1]).toBeGreaterThanOrEqual(PEERS)
+    }
+    expect(calls.map((c) => c.series)).toEqual([1, 1, 1])
+
+    const views = await concurrently(() => "/federation")
+    for (const answer of views) expect(answer.status, answer.body).toBe(200)
+    // The first view's call, and at most one round for the 50.
+    for (const c of calls) expect(c.view).toBeLessThanOrEqual(2)
+  })
+
+  it(`${CONCURRENT} concurrent GETs of as many series: at most ${MAX_SERIES_ROUNDS} asked of a peer at once, every one answered`, async () => {
+    const { calls, slot, concurrently, port } = await withPeers()
+    const answers = await concurrently((i) => `/federation/series?service=s${i}`, async () => {
+      await waitFor(() => calls.every((c) => c.series >= MAX_SERIES_ROUNDS), 5000, `${MAX_SERIES_ROUNDS} series calls at each peer`)
+      // The admin has handled every request by now; the rest wait for a round to end.
+      expect((await call(port, { path: "/health", headers })).status).toBe(200)
+      expect(calls.map((c) => c.series)).toEqual(calls.map(() => MAX_SERIES_ROUNDS))
+    })
+    for (const answer of answers) {
+      expect(answer.status, answer.body).toBe(200)
+      expect((JSON.parse(answer.body) as { points: Array<[number, number]> }).points.find((p) => p[0] === slot)?.[1]).toBe(PEERS)
+    }
+    expect(calls.map((c) => c.series)).toEqual(calls.map(() => CONCURRENT))
+  })
+})
