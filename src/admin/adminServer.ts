@@ -21,7 +21,7 @@
 // Every request goes through a total handler (respond.ts): a bad request is a 4xx, a bug of ours a
 // logged 500, never an exception out of the server (issue 13: one bad escape used to end the process).
 // Each listener gives a request 5 s to arrive whole and holds at most 256 connections, 32 per client
-// address, each with at most 4 requests pipelined (listenerLimits.ts): a client cannot hold the
+// address (an IPv6 client's /64), each with at most 4 requests pipelined (listenerLimits.ts): a client cannot hold the
 // process's file descriptors or make it hold answers it does not read. At a cap a new connection
 // evicts the one idle longest, so idle connections cannot keep the kubelet's probes out.
 // In the demo one admin server reports on every sidecar of the process (`mesh`), so one URL shows

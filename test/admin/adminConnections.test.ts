@@ -4,11 +4,16 @@
 // a deadline on each request and a cap on connections, anyone who reaches it holds file descriptors
 // and memory of the sidecar's process for as long as they like (the data plane's accepts and
 // connects fail with EMFILE once the process's descriptors are gone).
+import { execFile } from "node:child_process"
 import * as http from "node:http"
 import * as net from "node:net"
+import { resolve } from "node:path"
+import { promisify } from "node:util"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { ADMIN_LIMITS, capConnections, limitPipelining, serverOptions } from "../../src/admin/listenerLimits.ts"
+import { ADMIN_LIMITS, capConnections, clientOf, limitPipelining, serverOptions } from "../../src/admin/listenerLimits.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { probeLoopbackNamespace } from "../support/netnsLo.ts"
+import { gate } from "../support/netnsProcess.ts"
 import { call, sidecarConfig, startAdminListeners, startSidecar } from "../support/sidecarHarness.ts"
 
 let cleanup: Cleanup
@@ -226,4 +231,37 @@ describe("admin listeners under connection attacks", () => {
     await withTimeout(probe.closed, 5_000, "the probe's answer")
     expect(probe.received()).toMatch(/^HTTP\/1\.1 200 /)
   }, 20_000)
+})
+
+describe("admin listeners' per-address cap and IPv6", () => {
+  it("groups an IPv6 client by its /64, an IPv4-mapped one as its IPv4 address", () => {
+    const block = clientOf("2001:db8:0:1::a")
+    for (const same of ["2001:db8:0:1::b", "2001:DB8:0:1:ffff:ffff:ffff:ffff", "2001:0db8:0000:0001:0:0:0:1", "2001:db8:0:1::1%eth0"]) expect(clientOf(same), same).toBe(block)
+    for (const other of ["2001:db8:0:2::a", "2001:db8::a", "::1", "fe80::1"]) expect(clientOf(other), other).not.toBe(block)
+    for (const mapped of ["::ffff:10.0.0.1", "::FFFF:10.0.0.1", "::ffff:a00:1", "10.0.0.1"]) expect(clientOf(mapped), mapped).toBe("10.0.0.1")
+    expect(clientOf("::ffff:10.0.0.2")).not.toBe(clientOf("::1"))
+    expect(clientOf("")).toBe("")
+  })
+
+  // The machine's own loopback holds ::1 alone (adding addresses there would change the shared
+  // machine): the sockets run in a loopback namespace of the test's own, given three addresses.
+  const setup = "ip link set lo up && ip -6 addr add 2001:db8:0:1::a/64 dev lo nodad && ip -6 addr add 2001:db8:0:1::b/64 dev lo nodad && ip -6 addr add 2001:db8:0:2::a/64 dev lo nodad"
+  const ipv6 = gate(
+    `real sockets: ${ADMIN_LIMITS.connectionsPerAddress} idle connections from one address of a /64 fill it, one from another address of it evicts the one idle longest; another /64, or IPv4 next to ::1, evicts nothing`,
+    probeLoopbackNamespace()
+  )
+  it.skipIf(ipv6.skip)(ipv6.title, async () => {
+    // Before, the cap counted full addresses: the /64's second address was a client of its own and evicted nothing.
+    const child = resolve(import.meta.dirname, "../support/ipv6ClientChild.ts")
+    const { stdout } = await promisify(execFile)("unshare", ["-rn", "sh", "-c", `${setup} && exec "$0" "$@"`, process.execPath, child], { timeout: 20_000 })
+    expect(JSON.parse(stdout.trim().split("\n").at(-1)!)).toEqual({
+      fromSameBlock: "200",
+      sameBlockEvicted: 1,
+      firstEvicted: true,
+      fromOtherBlock: "200",
+      otherBlockEvicted: 0,
+      fromIpv4: "200",
+      ipv4Evicted: 0
+    })
+  })
 })
