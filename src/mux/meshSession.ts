@@ -591,7 +591,7 @@ export class MeshSession implements MessageSink {
     const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), this.connection.budget)
     this.connection.readIntoSlabsSoon()
     call.incoming = incoming
-    if (body.length > 0) incoming.push(body)
+    if (body.length > 0 && !incoming.push(body)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)
     if (call.streamResponse) return this.finishCall(call, undefined, { meta, data: Buffer.alloc(0), stream: incoming })
     incoming.readAll(this.options.maxMessageBytes).then(
       (whole) => this.finishCall(call, undefined, { meta, data: whole, stream: undefined }),
@@ -656,7 +656,8 @@ export class MeshSession implements MessageSink {
     }
     if (stream !== undefined) {
       if (unreadable !== undefined) stream.fail(unreadable)
-      else if (body.length > 0) stream.push(body)
+      // A first packet may carry up to maxWholeBodyBytes, which may be more than twice the window.
+      else if (body.length > 0 && !stream.push(body)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
     }
     if (isControl) return this.onControl(rawPath, requestId, body, oneway)
     if (overloaded) body = noData
