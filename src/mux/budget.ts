@@ -63,6 +63,9 @@ export class InboundBudget {
   private closed = false
   /** This connection's part of the shared tunnels' pool (Budget.tunnelBytes). */
   private tunnelBytes = 0
+  /** Pushes running and the bytes of their bodies, counted apart from the requests (chargePush). */
+  private pushes = 0
+  private pushBytes = 0
   private readonly pause: () => void
   private readonly resume: () => void
 
@@ -137,6 +140,32 @@ export class InboundBudget {
     this.tunnelBytes -= bytes
   }
 
+  /**
+   * Takes in a push (a one-way request) with `bytes` of body. Its sender cannot see a push end, so
+   * it cannot keep them within the budget this side states (PROTOCOL.md §10), and the connection
+   * never pauses for one (a cancel read after it would wait unread). Pushes have an allowance of
+   * their own, as large as the connection's budget, and count in the shared one; false (nothing
+   * taken) past it: the push is dropped, as one is when the server is full.
+   */
+  chargePush(bytes: number): boolean {
+    if (this.closed) return false
+    if (this.pushes >= this.own.limits.maxRequests || this.pushBytes + bytes > this.own.limits.maxBytes) return false
+    this.pushes++
+    this.pushBytes += bytes
+    this.shared.requests++
+    this.shared.bytes += bytes
+    return true
+  }
+
+  /** A push taken by chargePush has run. */
+  releasePush(bytes: number): void {
+    if (this.closed) return
+    this.pushes--
+    this.pushBytes -= bytes
+    this.shared.requests--
+    this.shared.bytes -= bytes
+  }
+
   /** Takes one channel from both budgets; false (nothing taken) when either is spent. */
   openChannel(): boolean {
     if (this.closed) return false
@@ -161,7 +190,11 @@ export class InboundBudget {
     this.shared.bytes -= this.own.bytes
     this.shared.channels -= this.own.channels
     this.shared.tunnelBytes -= this.tunnelBytes
+    this.shared.requests -= this.pushes
+    this.shared.bytes -= this.pushBytes
     this.tunnelBytes = 0
+    this.pushes = 0
+    this.pushBytes = 0
     this.own.requests = 0
     this.own.bytes = 0
     this.own.channels = 0

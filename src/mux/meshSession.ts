@@ -661,9 +661,11 @@ export class MeshSession implements MessageSink {
     }
     if (isControl) return this.onControl(rawPath, requestId, body, oneway)
     if (overloaded) body = noData
-    // Held until the request is answered; past the connection's own budget its reading pauses.
     const charged = body.length
-    this.connection.budget.charge(1, charged)
+    // A push is counted apart, and never pauses reading (InboundBudget.chargePush).
+    const pushTaken = oneway && !overloaded && unreadable === undefined && this.connection.budget.chargePush(charged)
+    // Held until the request is answered; past the connection's own budget its reading pauses.
+    if (!oneway) this.connection.budget.charge(1, charged)
     // Its metadata is decoded when first read, from `data`, which a whole uncompressed body (a
     // view of it) keeps anyway; otherwise now, so the request does not hold the packet.
     const meta = stream === undefined && !overloaded && !compressed ? undefined : decodeMeta(data, bodyOffset)
@@ -672,11 +674,10 @@ export class MeshSession implements MessageSink {
     if (closed !== undefined) served.abort(closed)
     const request = served.request
     if (oneway) {
-      if (unreadable === undefined && !overloaded) return this.runOneway(request, charged)
-      this.connection.budget.release(1, charged)
+      if (pushTaken) return this.runOneway(request, charged)
       stream?.discard()
-      const message = overloaded ? "server overloaded" : unreadable!.message
-      this.options.log("push-failed", { path: request.path, code: overloaded ? MeshErrorCode.overloaded : MeshErrorCode.badRequest, message })
+      const message = overloaded ? "server overloaded" : unreadable !== undefined ? unreadable.message : "the connection holds all the pushes it may"
+      this.options.log("push-failed", { path: request.path, code: unreadable !== undefined && !overloaded ? MeshErrorCode.badRequest : MeshErrorCode.overloaded, message })
       return
     }
     if (overloaded) {
@@ -713,7 +714,7 @@ export class MeshSession implements MessageSink {
       outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
     }
     Promise.resolve(outcome).then((result) => {
-      this.connection.budget.release(1, charged)
+      this.connection.budget.releasePush(charged)
       request.context.stream?.discard()
       if (!(result instanceof Uint8Array) && result._tag === "Failure") {
         this.options.log("push-failed", { path: request.path, code: result.code, message: result.message })
