@@ -39,11 +39,6 @@ export class Budget {
     return this.requests > this.limits.maxRequests || this.bytes > this.limits.maxBytes
   }
 
-  /** Back under half of both limits: a paused reader may go on (hysteresis, so it does not flap). */
-  get relieved(): boolean {
-    return this.requests <= this.limits.maxRequests / 2 && this.bytes <= this.limits.maxBytes / 2
-  }
-
   get channelsFull(): boolean {
     return this.channels >= this.limits.maxChannels
   }
@@ -61,8 +56,18 @@ export class InboundBudget {
   releases = 0
   /** Set by releaseAll: the connection is gone and late releases must not touch the shared budget. */
   private closed = false
+  /**
+   * Of `own.bytes`, those taken by `hold`: they count, but not towards pausing. A mesh peer keeps
+   * what it has written within the budget this side states (PROTOCOL.md §10 `maxBytes`); the parts
+   * of a packet read so far would count twice once it is whole and charged, and pausing for them
+   * would stop a peer that kept to it (its cancels then unread).
+   */
+  private held = 0
   /** This connection's part of the shared tunnels' pool (Budget.tunnelBytes). */
   private tunnelBytes = 0
+  /** Pushes running and the bytes of their bodies, counted apart from the requests (chargePush). */
+  private pushes = 0
+  private pushBytes = 0
   private readonly pause: () => void
   private readonly resume: () => void
 
@@ -89,10 +94,16 @@ export class InboundBudget {
     this.own.bytes += bytes
     this.shared.requests += requests
     this.shared.bytes += bytes
-    if (!this.paused && this.own.full) {
+    if (!this.paused && this.ownFull) {
       this.paused = true
       this.pause()
     }
+  }
+
+  /** Over its own request or byte limit, held bytes not counted. */
+  private get ownFull(): boolean {
+    const own = this.own
+    return own.requests > own.limits.maxRequests || own.bytes - this.held > own.limits.maxBytes
   }
 
   release(requests: number, bytes: number): void {
@@ -102,7 +113,13 @@ export class InboundBudget {
     this.own.bytes -= bytes
     this.shared.requests -= requests
     this.shared.bytes -= bytes
-    if (this.paused && this.own.relieved) {
+    this.resumeIfRelieved()
+  }
+
+  /** Back under half of both own limits (hysteresis, so it does not flap), held bytes not counted: reading goes on. */
+  private resumeIfRelieved(): void {
+    const own = this.own
+    if (this.paused && own.requests <= own.limits.maxRequests / 2 && own.bytes - this.held <= own.limits.maxBytes / 2) {
       this.paused = false
       this.resume()
     }
@@ -114,8 +131,17 @@ export class InboundBudget {
    */
   hold(bytes: number): void {
     if (this.closed) return
+    this.held += bytes
     this.own.bytes += bytes
     this.shared.bytes += bytes
+  }
+
+  /** Gives back bytes taken by `hold` (the packet or message is whole, or dropped). */
+  unhold(bytes: number): void {
+    if (this.closed) return
+    this.held -= bytes
+    this.own.bytes -= bytes
+    this.shared.bytes -= bytes
   }
 
   /**
@@ -135,6 +161,32 @@ export class InboundBudget {
     if (this.closed) return
     this.shared.tunnelBytes -= bytes
     this.tunnelBytes -= bytes
+  }
+
+  /**
+   * Takes in a push (a one-way request) with `bytes` of body. Its sender cannot see a push end, so
+   * it cannot keep them within the budget this side states (PROTOCOL.md §10), and the connection
+   * never pauses for one (a cancel read after it would wait unread). Pushes have an allowance of
+   * their own, as large as the connection's budget, and count in the shared one; false (nothing
+   * taken) past it: the push is dropped, as one is when the server is full.
+   */
+  chargePush(bytes: number): boolean {
+    if (this.closed) return false
+    if (this.pushes >= this.own.limits.maxRequests || this.pushBytes + bytes > this.own.limits.maxBytes) return false
+    this.pushes++
+    this.pushBytes += bytes
+    this.shared.requests++
+    this.shared.bytes += bytes
+    return true
+  }
+
+  /** A push taken by chargePush has run. */
+  releasePush(bytes: number): void {
+    if (this.closed) return
+    this.pushes--
+    this.pushBytes -= bytes
+    this.shared.requests--
+    this.shared.bytes -= bytes
   }
 
   /** Takes one channel from both budgets; false (nothing taken) when either is spent. */
@@ -161,9 +213,14 @@ export class InboundBudget {
     this.shared.bytes -= this.own.bytes
     this.shared.channels -= this.own.channels
     this.shared.tunnelBytes -= this.tunnelBytes
+    this.shared.requests -= this.pushes
+    this.shared.bytes -= this.pushBytes
     this.tunnelBytes = 0
+    this.pushes = 0
+    this.pushBytes = 0
     this.own.requests = 0
     this.own.bytes = 0
+    this.held = 0
     this.own.channels = 0
   }
 }

@@ -88,9 +88,10 @@ const nextRequestId = (channel: OwnChannel): number => {
   return id
 }
 
-/** A call waiting for room in the peer's request budget, with what it will send. */
+/** A call waiting for room in the peer's budget, with what it will send and hold there. */
 interface Held {
   readonly call: Call
+  readonly bytes: number
   readonly path: string
   readonly body: Uint8Array | AsyncIterable<Uint8Array>
   readonly meta: Meta
@@ -135,7 +136,15 @@ export class MeshSession implements MessageSink {
   private readonly maxOutstanding: number
   /** Calls on this side's channels (control channel not counted) written and not wholly answered. */
   private outstanding = 0
-  /** Calls made while `outstanding` was at the peer's budget, in the order they were made. */
+  /**
+   * The peer's byte budget for this connection (its hello's `maxBytes`, §10): what the calls
+   * written hold there (Call.bytes) stays within it. Infinity: it stated none.
+   */
+  private readonly maxOutstandingBytes: number
+  private outstandingBytes = 0
+  /** Both hellos named `release`: the head of a long-lived answer may say its request left the budget (§10). */
+  private readonly releaseAgreed: boolean
+  /** Calls made while the peer's budget had no room, in the order they were made. */
   private readonly held: Array<Held> = []
   private readonly dispatch: Dispatch
   private readonly options: MeshSessionOptions
@@ -178,6 +187,8 @@ export class MeshSession implements MessageSink {
     this.trailersAgreed = options.agreed.features.includes("trailers")
     this.closesChannels = options.agreed.features.includes("close")
     this.maxOutstanding = options.agreed.maxRequests ?? Infinity
+    this.maxOutstandingBytes = options.agreed.maxBytes ?? Infinity
+    this.releaseAgreed = options.agreed.features.includes("release")
     const ownControlId = options.isDialer ? DialerControlChannel : AcceptorControlChannel
     this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
     this.nextOwnId = ownControlId + 1
@@ -322,6 +333,8 @@ export class MeshSession implements MessageSink {
     const timeoutMs = clampDeadlineMs(timeout)
     const call: Call = {
       requestId: 0,
+      bytes: 0,
+      counted: false,
       callback,
       context,
       streamResponse,
@@ -334,16 +347,18 @@ export class MeshSession implements MessageSink {
       signal: undefined,
       onAbort: undefined
     }
-    if (channel === this.ownControl || this.outstanding < this.maxOutstanding) this.transmit(call, path, body, meta, timeoutMs)
+    const bytes = this.bytesOf(body)
+    // Behind calls already held, in the order they were made.
+    if (channel === this.ownControl || (this.held.length === 0 && this.hasRoom(bytes))) this.transmit(call, path, body, meta, timeoutMs, bytes)
     else {
-      // The peer holds all the requests it may from this connection: past that it would stop
-      // reading, and a cancel sent then would wait unread behind the requests. Held here, a call
+      // The peer holds all the requests or bytes it may from this connection: past that it would
+      // stop reading, and a cancel sent then would wait unread behind them. Held here, a call
       // cancelled or timed out simply leaves the queue. It throws now, as a sent one would, if it
       // could never be encoded.
       const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
       const metaBytes = envelopeMetaBytes(meta, this.agreed.maxMetaBytes, timeoutMs)
       checkPacket(Status.RequestWhole, path, channel.id, EnvelopeBytes + metaBytes + (whole ? body.length : 0))
-      this.held.push({ call, path, body, meta })
+      this.held.push({ call, bytes, path, body, meta })
       channel.held++
     }
     if (timeoutMs > 0) {
@@ -362,8 +377,22 @@ export class MeshSession implements MessageSink {
     }
   }
 
-  /** Writes a call's request; `timeoutMs` is what remains of its deadline (0: none). */
-  private transmit(call: Call, path: string, body: Uint8Array | AsyncIterable<Uint8Array>, meta: Meta, timeoutMs: number): void {
+  /**
+   * What a call's body holds in the peer's byte budget until answered: the body sent whole (the
+   * peer counts it decompressed), or what of a streamed one the window lets out unread.
+   */
+  private bytesOf(body: Uint8Array | AsyncIterable<Uint8Array>): number {
+    if (!(body instanceof Uint8Array)) return this.agreed.streamWindow
+    return body.length <= MeshDefaults.chunkBytes ? body.length : Math.min(body.length, this.agreed.streamWindow)
+  }
+
+  /** The peer's budget has room for one more call holding `bytes`; a call alone always has (else one larger than the budget would wait for good). */
+  private hasRoom(bytes: number): boolean {
+    return this.outstanding < this.maxOutstanding && (this.outstandingBytes === 0 || this.outstandingBytes + bytes <= this.maxOutstandingBytes)
+  }
+
+  /** Writes a call's request; `timeoutMs` is what remains of its deadline (0: none), `bytes` what it holds in the peer's budget. */
+  private transmit(call: Call, path: string, body: Uint8Array | AsyncIterable<Uint8Array>, meta: Meta, timeoutMs: number, bytes: number): void {
     const channel = call.channel
     const requestId = nextRequestId(channel)
     const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
@@ -382,7 +411,12 @@ export class MeshSession implements MessageSink {
     )
     call.requestId = requestId
     channel.fifo.push(call)
-    if (channel !== this.ownControl) this.outstanding++
+    if (channel !== this.ownControl) {
+      this.outstanding++
+      this.outstandingBytes += bytes
+      call.bytes = bytes
+      call.counted = true
+    }
     if (!whole) {
       void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
         channel.sending = window
@@ -394,27 +428,40 @@ export class MeshSession implements MessageSink {
 
   /**
    * The oldest call on `channel` has its whole answer: the peer no longer holds it (it gave it
-   * back to its budget before it wrote the answer's last packet), so the longest-held call goes out.
+   * back to its budget before it wrote the answer's last packet), so the longest-held calls go out.
    */
   private answered(channel: OwnChannel): void {
-    channel.fifo.shift()
+    const call = channel.fifo.shift()!
     if (channel === this.ownControl) return
-    this.outstanding--
-    while (this.outstanding < this.maxOutstanding && this.held.length > 0) {
-      const held = this.held.shift()!
-      const call = held.call
-      call.channel.held--
-      const timeoutMs = call.timeoutMs === 0 ? 0 : Math.max(1, call.deadlineAt - Date.now())
-      try {
-        this.transmit(call, held.path, held.body, held.meta, timeoutMs)
-      } catch (error) {
-        // Checked encodable when held: only a write queue over its limit refuses it now.
-        this.finishCall(call, error as Overloaded, undefined)
-      }
-    }
+    this.release(call)
     // Refused, it left the client's pool: it closes with its last answer, whichever kind that is
     // (a call held on it when the peer refused another went out after, and may have been served).
     if (channel.refused) this.closeRefused(channel)
+  }
+
+  /** `call` no longer counts in the peer's budget: the calls held longest go out while it has room. */
+  private release(call: Call): void {
+    if (!call.counted) return
+    call.counted = false
+    this.outstanding--
+    this.outstandingBytes -= call.bytes
+    this.sendHeld()
+  }
+
+  /** Sends the calls held longest while the peer's budget has room for them, in the order they were made. */
+  private sendHeld(): void {
+    while (this.held.length > 0 && this.hasRoom(this.held[0]!.bytes)) {
+      const held = this.held.shift()!
+      const next = held.call
+      next.channel.held--
+      const timeoutMs = next.timeoutMs === 0 ? 0 : Math.max(1, next.deadlineAt - Date.now())
+      try {
+        this.transmit(next, held.path, held.body, held.meta, timeoutMs, held.bytes)
+      } catch (error) {
+        // Checked encodable when held: only a write queue over its limit refuses it now.
+        this.finishCall(next, error as Overloaded, undefined)
+      }
+    }
   }
 
   /** Sends a request that gets no answer (a push). */
@@ -494,6 +541,8 @@ export class MeshSession implements MessageSink {
       if (index !== -1) {
         this.held.splice(index, 1)
         call.channel.held--
+        // The first in line was too large for the room left: the ones behind it may fit.
+        if (index === 0) this.sendHeld()
       }
       return
     }
@@ -587,11 +636,13 @@ export class MeshSession implements MessageSink {
       this.answered(channel)
       return this.finishCall(call, undefined, { meta, data: body, stream: undefined })
     }
+    // A long-lived answer's head (§10 `release`): the peer no longer counts its request.
+    if ((data[1]! & EnvelopeFlag.released) !== 0 && this.releaseAgreed) this.release(call)
     // A streamed answer begins: the connection reads into reused memory from now on.
     const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), this.connection.budget)
     this.connection.readIntoSlabsSoon()
     call.incoming = incoming
-    if (body.length > 0) incoming.push(body)
+    if (body.length > 0 && !incoming.push(body)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)
     if (call.streamResponse) return this.finishCall(call, undefined, { meta, data: Buffer.alloc(0), stream: incoming })
     incoming.readAll(this.options.maxMessageBytes).then(
       (whole) => this.finishCall(call, undefined, { meta, data: whole, stream: undefined }),
@@ -656,13 +707,16 @@ export class MeshSession implements MessageSink {
     }
     if (stream !== undefined) {
       if (unreadable !== undefined) stream.fail(unreadable)
-      else if (body.length > 0) stream.push(body)
+      // A first packet may carry up to maxWholeBodyBytes, which may be more than twice the window.
+      else if (body.length > 0 && !stream.push(body)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
     }
     if (isControl) return this.onControl(rawPath, requestId, body, oneway)
     if (overloaded) body = noData
-    // Held until the request is answered; past the connection's own budget its reading pauses.
     const charged = body.length
-    this.connection.budget.charge(1, charged)
+    // A push is counted apart, and never pauses reading (InboundBudget.chargePush).
+    const pushTaken = oneway && !overloaded && unreadable === undefined && this.connection.budget.chargePush(charged)
+    // Held until the request is answered; past the connection's own budget its reading pauses.
+    if (!oneway) this.connection.budget.charge(1, charged)
     // Its metadata is decoded when first read, from `data`, which a whole uncompressed body (a
     // view of it) keeps anyway; otherwise now, so the request does not hold the packet.
     const meta = stream === undefined && !overloaded && !compressed ? undefined : decodeMeta(data, bodyOffset)
@@ -671,11 +725,10 @@ export class MeshSession implements MessageSink {
     if (closed !== undefined) served.abort(closed)
     const request = served.request
     if (oneway) {
-      if (unreadable === undefined && !overloaded) return this.runOneway(request, charged)
-      this.connection.budget.release(1, charged)
+      if (pushTaken) return this.runOneway(request, charged)
       stream?.discard()
-      const message = overloaded ? "server overloaded" : unreadable!.message
-      this.options.log("push-failed", { path: request.path, code: overloaded ? MeshErrorCode.overloaded : MeshErrorCode.badRequest, message })
+      const message = overloaded ? "server overloaded" : unreadable !== undefined ? unreadable.message : "the connection holds all the pushes it may"
+      this.options.log("push-failed", { path: request.path, code: unreadable !== undefined && !overloaded ? MeshErrorCode.badRequest : MeshErrorCode.overloaded, message })
       return
     }
     if (overloaded) {
@@ -712,7 +765,7 @@ export class MeshSession implements MessageSink {
       outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
     }
     Promise.resolve(outcome).then((result) => {
-      this.connection.budget.release(1, charged)
+      this.connection.budget.releasePush(charged)
       request.context.stream?.discard()
       if (!(result instanceof Uint8Array) && result._tag === "Failure") {
         this.options.log("push-failed", { path: request.path, code: result.code, message: result.message })
@@ -866,13 +919,16 @@ export class MeshSession implements MessageSink {
     }
     const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
     const packed = whole && kind === EnvelopeKind.response ? this.pack(body as Uint8Array) : undefined
+    // A tunnel's head says its request leaves this side's budget (answer() releases it), where the
+    // peer reads the flag and the request holds no body bytes here (§10 `release`).
+    const released = !whole && served.isLongLived && served.charged === 0 && this.releaseAgreed ? EnvelopeFlag.released : 0
     try {
       this.connection.writer.sendEnvelope(
         whole ? Status.ResponseWhole : Status.ResponseFirstMore,
         path,
         channel.id,
         kind,
-        packed !== undefined ? EnvelopeFlag.compressed : 0,
+        packed !== undefined ? EnvelopeFlag.compressed : released,
         served.requestId,
         meta,
         this.agreed.maxMetaBytes,
@@ -1131,7 +1187,7 @@ export class MeshSession implements MessageSink {
       const bytes = this.assemblingBytes
       this.assembling = undefined
       this.assemblingBytes = 0
-      this.connection.budget.release(0, bytes)
+      this.connection.budget.unhold(bytes)
       return this.onPacket(channelId, status, path, Buffer.concat(assembling, bytes))
     }
     if (part.length > 0) {

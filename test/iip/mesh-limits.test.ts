@@ -2,11 +2,13 @@
 // - channels: the acceptor keeps its own maxChannelsPerConnection whatever the dialer's hello
 //   declares (2^31-1 here): its answer says the smaller, and one channel more closes the
 //   connection (too-many-channels); a client never opens more than the server takes;
-// - windows: a peer streaming past twice the window it was given (no grant came) is closed, alone;
+// - windows: a peer streaming past twice the window it was given (no grant came) is closed, alone,
+//   a stream's first packet too (its bytes were dropped silently before);
 // - deadline-ms: a value a timer cannot hold (99999999999, Infinity, 1e309) or that is not plain
 //   digits is never passed to a timer as is: digits only, clamped to 24 h; anything else is no
 //   deadline at all. The request is answered, not failed at once.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import type { IncomingRequest } from "../../src/iip/server.ts"
 import { decodeEnvelope, decodeErrorBody, decodeHello, emptyMeta, encodeEnvelope, encodeHello, EnvelopeKind, MaxDeadlineMs, MeshDefaults, MeshPath } from "../../src/protocol/mesh.ts"
 import { Cleanup, frame, RawClient, waitFor } from "../support/iipRaw.ts"
 import { collectLog, helloOf, startClient, startServer } from "../support/meshTest.ts"
@@ -82,6 +84,26 @@ describe("stream windows", () => {
     await raw.waitClose(5000)
     expect(events.find((e) => e.event === "protocol-violation")?.fields.rule).toBe("window-exceeded")
     expect((await legit.call("/echo", "after", { timeoutMs: 5000 })).toString()).toBe("after")
+  })
+
+  it("a stream's first packet carrying more than twice the window closes the connection (window-exceeded), its bytes not dropped silently", async () => {
+    const { events, log } = collectLog()
+    const server = await startServer(cleanup, { log, connectionLimits: { maxWholeBodyBytes: 4 * 1024 * 1024 } })
+    let seen = -1
+    server.handle("/drain", async (request: IncomingRequest) => {
+      let bytes = request.data.length
+      for await (const chunk of request.context.stream!) bytes += chunk.length
+      seen = bytes
+      return String(bytes)
+    })
+    const raw = await RawClient.connect(server.address.port, cleanup)
+    raw.write(frame(1, MeshPath.hello, 0, encodeHello(helloOf(), false)))
+    const hello = decodeHello((await raw.next()).data)!
+    const first = Buffer.alloc(2 * hello.streamWindow + 1, 0x63)
+    raw.write(frame(0, "/drain", 1, encodeEnvelope(EnvelopeKind.request, 0, 1, emptyMeta, first, 8192)), frame(3, "/drain", 1, Buffer.of(0)))
+    await raw.waitClose(5000)
+    expect(events.find((e) => e.event === "protocol-violation")?.fields.rule).toBe("window-exceeded")
+    expect(seen).toBe(-1)
   })
 })
 
