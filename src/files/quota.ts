@@ -1,24 +1,37 @@
 // How many bytes the file server's root holds, against its quota (server.ts asks before every
 // upload request writes). Measured once when the server starts, by walking the root (regular
 // files' sizes; symlinks not followed, unreadable directories skipped), then kept up to date with
-// what the server itself writes, so the check costs nothing per request. What other processes
-// change under the root is seen at the next start.
+// what the server itself writes and removes, so the check costs nothing per request. What other processes change under the root is seen at the next
+// start. The walk also lists the unfinished uploads it finds, for their expiry (unfinished.ts).
 import { lstat, readdir } from "node:fs/promises"
 import { join } from "node:path"
+import { partialSuffix } from "./paths.ts"
 
-/** The bytes under `root`: every regular file's size, without following symlinks. */
-export const measureRoot = async (root: string): Promise<number> => {
-  let total = 0
+export interface Measured {
+  readonly bytes: number
+  /** The unfinished uploads (regular files named `*.iip-part`) and when each was last modified. */
+  readonly partials: ReadonlyArray<{ readonly path: string; readonly modifiedMs: number }>
+}
+
+/** What lies under `root`, without following symlinks. */
+export const measureRoot = async (root: string): Promise<Measured> => {
+  let bytes = 0
+  const partials: Array<{ path: string; modifiedMs: number }> = []
   const pending = [root]
   for (let dir = pending.pop(); dir !== undefined; dir = pending.pop()) {
-    const entries = await readdir(dir, { withFileTypes: true }).catch(() => [])
-    for (const entry of entries) {
+    const found = await readdir(dir, { withFileTypes: true }).catch(() => [])
+    for (const entry of found) {
       const path = join(dir, entry.name)
       if (entry.isDirectory()) pending.push(path)
-      else if (entry.isFile()) total += (await lstat(path).catch(() => undefined))?.size ?? 0
+      else if (entry.isFile()) {
+        const stats = await lstat(path).catch(() => undefined)
+        if (stats === undefined) continue
+        bytes += stats.size
+        if (entry.name.endsWith(partialSuffix)) partials.push({ path, modifiedMs: stats.mtimeMs })
+      }
     }
   }
-  return total
+  return { bytes, partials }
 }
 
 /** The root's usage as the server keeps it; `reserve` before writing, `settle` with what happened. */
@@ -26,9 +39,9 @@ export class RootUsage {
   readonly quotaBytes: number
   private used: number
 
-  constructor(quotaBytes: number, measured: number) {
+  constructor(quotaBytes: number, measured: Pick<Measured, "bytes">) {
     this.quotaBytes = quotaBytes
-    this.used = measured
+    this.used = measured.bytes
   }
 
   get bytes(): number {

@@ -5,18 +5,19 @@
 // becomes `<name>` when the request marked Completed arrives; a restarted server resumes from it.
 // A failure answers the reference's handler-fail body, its message naming the path as asked.
 // Uploads are held to a per-file cap and a quota for the whole root (quota.ts), checked before a
-// request writes anything; an unfinished upload is only ever a regular file of the server's own
+// request writes anything; an unfinished upload not written for a day expires (unfinished.ts); an unfinished upload is only ever a regular file of the server's own
 // (one link, inside the root), so a hard link or symlink planted in the root cannot be written
 // through or hashed, and a file opened to be read must still lead inside the root (a directory
 // swapped for a symlink after the check). Requests for one unfinished upload run one at a time.
 import * as Data from "effect/Data"
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
-import { type FileHandle, lstat, open, realpath, rename, rmdir, stat } from "node:fs/promises"
+import { type FileHandle, lstat, open, realpath, rename, rmdir, stat, unlink } from "node:fs/promises"
 import { messageOf } from "../iip/log.ts"
 import type { IipServer } from "../iip/server.ts"
 import { type BlockLender, hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
 import { checkOpenedInside, isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
 import { measureRoot, RootUsage } from "./quota.ts"
+import { defaultPartialMaxAgeMs, sweepUnfinished, UnfinishedUploads } from "./unfinished.ts"
 import {
   type ChecksumAnswer,
   type ChecksumRequest,
@@ -43,6 +44,8 @@ export interface FileServerOptions {
   readonly maxFileBytes?: number
   /** Most bytes the root may hold, unfinished uploads included (default 16 GiB). */
   readonly quotaBytes?: number
+  /** How long an unfinished upload may go unwritten before it is removed (default a day). */
+  readonly partialMaxAgeMs?: number
 }
 
 export const defaultMaxFileBytes = 4 * 2 ** 30
@@ -156,8 +159,12 @@ const hashBlocksAtOnce = 4
 export const serveFiles = (server: IipServer, root: string, options: FileServerOptions = {}): void => {
   const maxFileBytes = options.maxFileBytes ?? defaultMaxFileBytes
   const quotaBytes = options.quotaBytes ?? defaultQuotaBytes
+  const unfinished = new UnfinishedUploads(options.partialMaxAgeMs ?? defaultPartialMaxAgeMs)
   // Measured in the background: the routes answer at once, an upload waits for the figure.
-  const usage = measureRoot(root).then((measured) => new RootUsage(quotaBytes, measured))
+  const usage = measureRoot(root).then((measured) => {
+    for (const { path, modifiedMs } of measured.partials) unfinished.found(path, modifiedMs)
+    return new RootUsage(quotaBytes, measured)
+  })
   const onePerUpload = serializer()
   const hashBlocks = blockPool(hashBlocksAtOnce, hashBlockBytes)
 
@@ -236,6 +243,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
             throw new FileRequestRefused({ message: `no unfinished upload of ${JSON.stringify(request.filePath)} to continue at ${request.start}: start at 0` })
           }
         )
+        unfinished.written(where.partial)
         const size = (await handle.stat()).size
         if (request.start > size) {
           throw new FileRequestRefused({ message: `offset ${request.start} is past the ${size} bytes received so far: continue at ${size}` })
@@ -254,6 +262,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       if (request.completed) {
         const replaced = await lstat(where.target).catch(() => undefined)
         await rename(where.partial, where.target)
+        unfinished.forget(where.partial)
         if (replaced?.isFile() === true) held.freed(replaced.size)
       }
     }).catch(async (error: unknown) => {
@@ -266,6 +275,19 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       throw error
     })
   }
+
+  /** Removes an expired unfinished upload in its upload's turn, unless a request wrote it meanwhile. */
+  const expire = (partial: string): Promise<void> =>
+    onePerUpload(partial, async () => {
+      if (!unfinished.stillExpired(partial)) return
+      unfinished.forget(partial)
+      const held = await usage
+      const stats = await lstat(partial).catch(() => undefined)
+      if (stats?.isFile() !== true) return
+      await unlink(partial)
+      held.freed(stats.size)
+    }).catch(() => {}) // it stays, and counts, until the next start
+  server.background(sweepUnfinished(unfinished, usage, expire))
 
   const checksum = async (data: Buffer, signal: AbortSignal): Promise<Buffer> => {
     const request = decodeChecksumRequest(data)

@@ -241,11 +241,11 @@ describe("partial files the server did not make", () => {
   })
 })
 
-describe("iip-mesh file-server --max-file-size --quota", () => {
+describe("iip-mesh file-server --max-file-size --quota --partial-max-age", () => {
   it("takes sizes like 1MiB and refuses what passes them", async () => {
     const root = tempDir(cleanup, "root")
     const local = tempDir(cleanup, "local")
-    const { port } = await startFileServer(cleanup, root, ["--max-file-size", "1MiB", "--quota", "1536KiB"])
+    const { port } = await startFileServer(cleanup, root, ["--max-file-size", "1MiB", "--quota", "1536KiB", "--partial-max-age", "90m"])
     writeFileSync(join(local, "big.bin"), randomFile(MiB + 1))
     const tooBig = await runCli(cleanup, ["upload", `${host}:${port}`, join(local, "big.bin"), "big.bin"])
     expect(tooBig.code).toBe(1)
