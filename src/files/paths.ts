@@ -84,18 +84,29 @@ export interface WriteTarget {
   readonly target: string
   /** Where it grows until then. */
   readonly partial: string
-  /** The directories this call created, outermost first (removed again when the request is refused). */
-  readonly created: ReadonlyArray<string>
+}
+
+/** What creating directories may take (server.ts: the root's count of files and directories). */
+export interface DirectoryBudget {
+  /** Takes one for a directory about to be made; throws when none may be. */
+  readonly take: () => void
+  /** Gives back one taken for a directory that was there after all. */
+  readonly giveBack: () => void
+  /**
+   * The directories made, outermost first: the caller removes them again when the request is
+   * refused, here (a later check) or after.
+   */
+  readonly made: Array<string>
 }
 
 /**
- * Where an upload of `requested` is written. Its directories are created when `create` is set
- * (each one checked to be inside the root first); without it a missing directory gives undefined.
+ * Where an upload of `requested` is written. Its directories are created when `create` is given
+ * (each one taken from it, and checked to be inside the root); without it a missing directory gives undefined.
  * An existing target that is a symlink must point inside the root (the upload replaces the link,
  * never writes through it); the partial file must be a regular file; the target may not itself be
  * named like a partial file.
  */
-export const resolveForWrite = async (root: string, requested: string, create: boolean): Promise<WriteTarget | undefined> => {
+export const resolveForWrite = async (root: string, requested: string, create: DirectoryBudget | undefined): Promise<WriteTarget | undefined> => {
   const full = join(root, checkRequestedPath(requested))
   // Such an upload would end by renaming its own partial over another upload's, outside the turn
   // server.ts gives each unfinished upload (its quota figures taken from a file that is gone).
@@ -110,14 +121,15 @@ export const resolveForWrite = async (root: string, requested: string, create: b
     real = await realOrUndefined(dir)
   }
   if (!isInside(root, real)) throw refuse(requested, "resolves outside the root")
-  if (missing.length > 0 && !create) return undefined
-  const created: Array<string> = []
+  if (missing.length > 0 && create === undefined) return undefined
   for (const name of missing) {
+    create!.take()
     const made = await mkdir(join(real, name)).then(() => true, (error: NodeJS.ErrnoException) => {
+      create!.giveBack()
       if (error.code !== "EEXIST") throw error
       return false
     })
-    if (made) created.push(join(real, name))
+    if (made) create!.made.push(join(real, name))
     real = await realpath(join(real, name))
     if (!isInside(root, real)) throw refuse(requested, "resolves outside the root")
   }
@@ -130,5 +142,5 @@ export const resolveForWrite = async (root: string, requested: string, create: b
   }
   const partial = await lstat(target + partialSuffix).catch(() => undefined)
   if (partial !== undefined && !partial.isFile()) throw refuse(requested, `has an unfinished upload (${partialSuffix}) that is not a regular file`)
-  return { target, partial: target + partialSuffix, created }
+  return { target, partial: target + partialSuffix }
 }

@@ -15,7 +15,16 @@ import { type FileHandle, lstat, open, realpath, rename, rmdir, stat, unlink } f
 import { messageOf } from "../iip/log.ts"
 import type { IipServer } from "../iip/server.ts"
 import { type BlockLender, hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
-import { checkOpenedInside, isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
+import {
+  checkOpenedInside,
+  type DirectoryBudget,
+  isInside,
+  partialSuffix,
+  PathRefused,
+  resolveForRead,
+  resolveForWrite,
+  type WriteTarget
+} from "./paths.ts"
 import { measureRoot, RootUsage } from "./quota.ts"
 import { defaultPartialMaxAgeMs, sweepUnfinished, UnfinishedUploads } from "./unfinished.ts"
 import {
@@ -44,12 +53,16 @@ export interface FileServerOptions {
   readonly maxFileBytes?: number
   /** Most bytes the root may hold, unfinished uploads included (default 16 GiB). */
   readonly quotaBytes?: number
+  /** Most files and directories the root may hold, unfinished uploads included (default 1,000,000). */
+  readonly maxEntries?: number
   /** How long an unfinished upload may go unwritten before it is removed (default a day). */
   readonly partialMaxAgeMs?: number
 }
 
 export const defaultMaxFileBytes = 4 * 2 ** 30
 export const defaultQuotaBytes = 16 * 2 ** 30
+/** About one per 16 KiB of the default quota, the ratio mkfs.ext4 gives a file system's inodes. */
+export const defaultMaxEntries = 1_000_000
 
 /** The real path of `root`, which must be a directory. */
 export const openRoot = async (root: string): Promise<string> => {
@@ -109,9 +122,14 @@ const partialRefusal = async (root: string, handle: FileHandle): Promise<string 
   return undefined
 }
 
-/** Removes `dirs` (outermost first) deepest first, while they are empty: rmdir takes no other. */
-const removeEmpty = async (dirs: ReadonlyArray<string>): Promise<void> => {
-  for (const dir of dirs.toReversed()) if (!(await rmdir(dir).then(() => true, () => false))) return
+/** Removes `dirs` (outermost first) deepest first, while they are empty (rmdir takes no other); how many went. */
+const removeEmpty = async (dirs: ReadonlyArray<string>): Promise<number> => {
+  let removed = 0
+  for (const dir of dirs.toReversed()) {
+    if (!(await rmdir(dir).then(() => true, () => false))) break
+    removed++
+  }
+  return removed
 }
 
 /** Runs `task` after every earlier task of the same key has finished. */
@@ -163,7 +181,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   // Measured in the background: the routes answer at once, an upload waits for the figure.
   const usage = measureRoot(root).then((measured) => {
     for (const { path, modifiedMs } of measured.partials) unfinished.found(path, modifiedMs)
-    return new RootUsage(quotaBytes, measured)
+    return new RootUsage(quotaBytes, options.maxEntries ?? defaultMaxEntries, measured)
   })
   const onePerUpload = serializer()
   const hashBlocks = blockPool(hashBlocksAtOnce, hashBlockBytes)
@@ -220,14 +238,45 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     }
   }
 
+  /** Refused: no room for one more file or directory under the root. */
+  const noRoom = (held: RootUsage, requested: string, what: string) =>
+    new FileRequestRefused({
+      message: `${JSON.stringify(requested)} needs a new ${what}, past this server's limit of ${held.maxEntries} files and directories under its root (${held.entries} held)`
+    })
+
   const writeChunkCounted = async (request: UploadRequest): Promise<void> => {
-    const where = (await resolveForWrite(root, request.filePath, true))!
-    await onePerUpload(where.partial, async () => {
-      const held = await usage
-      const sizeBefore = (await lstat(where.partial).catch(() => undefined))?.size ?? 0
+    const held = await usage
+    const directories: DirectoryBudget = {
+      take: () => {
+        if (!held.takeEntry()) throw noRoom(held, request.filePath, "directory")
+      },
+      giveBack: () => held.removed(0, 1),
+      made: []
+    }
+    try {
+      await writeChunkAt(request, held, (await resolveForWrite(root, request.filePath, directories))!)
+    } catch (error) {
+      // A refused request leaves no directory behind (each counts against maxEntries), unless
+      // another upload is under way (see uploadsUnderWay).
+      if (uploadsUnderWay === 1 && directories.made.length > 0) {
+        removing = removeEmpty(directories.made).then((removed) => held.removed(0, removed)).finally(() => (removing = undefined))
+        await removing
+      }
+      throw error
+    }
+  }
+
+  const writeChunkAt = (request: UploadRequest, held: RootUsage, where: WriteTarget): Promise<void> =>
+    onePerUpload(where.partial, async () => {
+      const before = await lstat(where.partial).catch(() => undefined)
+      const sizeBefore = before?.size ?? 0
+      // A new file (only offset 0 starts one) takes an entry, given back if it is not made.
+      const newFile = before === undefined && request.start === 0
+      if (newFile && !held.takeEntry()) throw noRoom(held, request.filePath, "file")
       const growth = request.start + request.content.length - sizeBefore
       const reserved = held.reserve(growth)
       if (reserved === undefined) {
+        if (newFile) held.removed(0, 1)
         throw new FileRequestRefused({
           message: `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
         })
@@ -239,6 +288,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         // No O_TRUNC: the checks come first; what lies beyond the chunk is cut after the write.
         handle = await openPartial(root, where.partial, constants.O_WRONLY | (request.start === 0 ? constants.O_CREAT : 0), request.filePath).catch(
           (error: NodeJS.ErrnoException) => {
+            if (newFile) held.removed(0, 1)
             if (error.code !== "ENOENT") throw error
             throw new FileRequestRefused({ message: `no unfinished upload of ${JSON.stringify(request.filePath)} to continue at ${request.start}: start at 0` })
           }
@@ -263,18 +313,10 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         const replaced = await lstat(where.target).catch(() => undefined)
         await rename(where.partial, where.target)
         unfinished.forget(where.partial)
-        if (replaced?.isFile() === true) held.freed(replaced.size)
+        // The file (or symlink) it replaced is gone: its entry, and its bytes.
+        if (replaced !== undefined) held.removed(replaced.isFile() ? replaced.size : 0, 1)
       }
-    }).catch(async (error: unknown) => {
-      // A refused request leaves no directory behind (each costs an inode the quota does not count),
-      // unless another upload is under way (see uploadsUnderWay).
-      if (uploadsUnderWay === 1 && where.created.length > 0) {
-        removing = removeEmpty(where.created).finally(() => (removing = undefined))
-        await removing
-      }
-      throw error
     })
-  }
 
   /** Removes an expired unfinished upload in its upload's turn, unless a request wrote it meanwhile. */
   const expire = (partial: string): Promise<void> =>
@@ -285,7 +327,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       const stats = await lstat(partial).catch(() => undefined)
       if (stats?.isFile() !== true) return
       await unlink(partial)
-      held.freed(stats.size)
+      held.removed(stats.size, 1)
     }).catch(() => {}) // it stays, and counts, until the next start
   server.background(sweepUnfinished(unfinished, usage, expire))
 
@@ -300,7 +342,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   }
 
   const hashFile = async (request: ChecksumRequest, signal: AbortSignal): Promise<ChecksumAnswer> => {
-    const path = request.upload ? (await resolveForWrite(root, request.filePath, false))?.partial : resolveForRead(root, request.filePath)
+    const path = request.upload ? (await resolveForWrite(root, request.filePath, undefined))?.partial : resolveForRead(root, request.filePath)
     const opened = path === undefined
       ? undefined
       : request.upload
