@@ -3,8 +3,8 @@
 // resolve, symlinks followed, to a place inside the root's real path. Anything else is refused
 // with a PathRefused whose message says why; nothing outside the root is read, created or written.
 import * as Data from "effect/Data"
-import { readlinkSync, realpathSync } from "node:fs"
-import { lstat, mkdir, realpath } from "node:fs/promises"
+import { constants, readlinkSync, realpathSync } from "node:fs"
+import { type FileHandle, lstat, mkdir, open, readlink, realpath } from "node:fs/promises"
 import { basename, dirname, isAbsolute, join, posix, relative } from "node:path"
 
 export class PathRefused extends Data.TaggedError("PathRefused")<{ readonly message: string }> {}
@@ -79,7 +79,36 @@ export const checkOpenedInside = (root: string, requested: string, fd: number): 
   if (real.startsWith("/") && !isInside(root, real)) throw refuse(requested, "resolves outside the root")
 }
 
+/** A directory held open, the names in it reached through its descriptor. */
+export interface HeldDirectory {
+  readonly handle: FileHandle
+  /** A path to `name` in it that a directory swapped on the way since cannot redirect. */
+  readonly at: (name: string) => string
+}
+
+/**
+ * Opens the directory `dir` (a real path checked to be inside the root), refused unless its
+ * descriptor still leads inside the root. Node has no openat or renameat: names in it are reached
+ * as /proc/self/fd/<fd>/<name> (Linux), which the kernel resolves through the descriptor, not the
+ * path, so a directory on the way swapped for a symlink after the check cannot send a create, a
+ * rename or an unlink outside the root. O_NOFOLLOW: `dir` itself swapped for a symlink is refused
+ * (ELOOP). Elsewhere the names are reached through `dir`, checked as paths only.
+ */
+export const openDirectoryInside = async (root: string, dir: string, requested: string): Promise<HeldDirectory> => {
+  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW)
+  const real = await readlink(`/proc/self/fd/${handle.fd}`).catch(() => undefined)
+  if (real !== undefined && real.startsWith("/") && !isInside(root, real)) {
+    await handle.close()
+    throw refuse(requested, "resolves outside the root")
+  }
+  const base = real === undefined ? dir : `/proc/self/fd/${handle.fd}`
+  return { handle, at: (name) => `${base}/${name}` }
+}
+
 export interface WriteTarget {
+  /** The real path of the directory it goes in, and its name there. */
+  readonly dir: string
+  readonly name: string
   /** Where the finished file goes. */
   readonly target: string
   /** Where it grows until then. */
@@ -124,11 +153,16 @@ export const resolveForWrite = async (root: string, requested: string, create: D
   if (missing.length > 0 && create === undefined) return undefined
   for (const name of missing) {
     create!.take()
-    const made = await mkdir(join(real, name)).then(() => true, (error: NodeJS.ErrnoException) => {
+    // Made in its parent held open: a parent swapped for a symlink since its check cannot send it out of the root.
+    const parent = await openDirectoryInside(root, real, requested).catch((error: unknown) => {
+      create!.giveBack()
+      throw error
+    })
+    const made = await mkdir(parent.at(name)).then(() => true, (error: NodeJS.ErrnoException) => {
       create!.giveBack()
       if (error.code !== "EEXIST") throw error
       return false
-    })
+    }).finally(() => parent.handle.close())
     if (made) create!.made.push(join(real, name))
     real = await realpath(join(real, name))
     if (!isInside(root, real)) throw refuse(requested, "resolves outside the root")
@@ -142,5 +176,5 @@ export const resolveForWrite = async (root: string, requested: string, create: D
   }
   const partial = await lstat(target + partialSuffix).catch(() => undefined)
   if (partial !== undefined && !partial.isFile()) throw refuse(requested, `has an unfinished upload (${partialSuffix}) that is not a regular file`)
-  return { target, partial: target + partialSuffix }
+  return { dir: real, name: basename(full), target, partial: target + partialSuffix }
 }

@@ -4,21 +4,27 @@
 // (wire.ts). An upload grows in `<name>.iip-part`, written at the offset each request names, and
 // becomes `<name>` when the request marked Completed arrives; a restarted server resumes from it.
 // A failure answers the reference's handler-fail body, its message naming the path as asked.
-// Uploads are held to a per-file cap and a quota for the whole root (quota.ts), checked before a
-// request writes anything; an unfinished upload not written for a day expires (unfinished.ts); an unfinished upload is only ever a regular file of the server's own
-// (one link, inside the root), so a hard link or symlink planted in the root cannot be written
-// through or hashed, and a file opened to be read must still lead inside the root (a directory
-// swapped for a symlink after the check). Requests for one unfinished upload run one at a time.
+// Uploads are held to a per-file cap and a quota for the whole root, bytes and entries (quota.ts),
+// checked before a request writes anything; an unfinished upload not written for a day expires
+// (unfinished.ts). An unfinished upload is only ever a regular file of the server's own (one link,
+// inside the root), so a hard link or symlink planted in the root cannot be written through or
+// hashed, and a file opened to be read must still lead inside the root (a directory swapped for a
+// symlink after the check); partial files are created, renamed and expired in their directory held
+// open (paths.ts openDirectoryInside), never by a path such a swap could redirect. Requests for one
+// unfinished upload run one at a time.
 import * as Data from "effect/Data"
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
 import { type FileHandle, lstat, open, realpath, rename, rmdir, stat, unlink } from "node:fs/promises"
+import { basename, dirname } from "node:path"
 import { messageOf } from "../iip/log.ts"
 import type { IipServer } from "../iip/server.ts"
 import { type BlockLender, hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
 import {
   checkOpenedInside,
   type DirectoryBudget,
+  type HeldDirectory,
   isInside,
+  openDirectoryInside,
   partialSuffix,
   PathRefused,
   resolveForRead,
@@ -268,55 +274,69 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
 
   const writeChunkAt = (request: UploadRequest, held: RootUsage, where: WriteTarget): Promise<void> =>
     onePerUpload(where.partial, async () => {
-      const before = await lstat(where.partial).catch(() => undefined)
-      const sizeBefore = before?.size ?? 0
-      // A new file (only offset 0 starts one) takes an entry, given back if it is not made.
-      const newFile = before === undefined && request.start === 0
-      if (newFile && !held.takeEntry()) throw noRoom(held, request.filePath, "file")
-      const growth = request.start + request.content.length - sizeBefore
-      const reserved = held.reserve(growth)
-      if (reserved === undefined) {
-        if (newFile) held.removed(0, 1)
-        throw new FileRequestRefused({
-          message: `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
-        })
-      }
-      let sizeAfter = sizeBefore
-      let handle: FileHandle | undefined
+      // The partial file is created and renamed to its name in its directory held open: by path,
+      // a directory on the way swapped for a symlink after resolveForWrite's check would send the
+      // create, or the rename of whatever lies at the same names there, outside the root.
+      const dir = await openDirectoryInside(root, where.dir, request.filePath)
       try {
-        // Only the first request (offset 0) starts a file; a later one continues one that exists.
-        // No O_TRUNC: the checks come first; what lies beyond the chunk is cut after the write.
-        handle = await openPartial(root, where.partial, constants.O_WRONLY | (request.start === 0 ? constants.O_CREAT : 0), request.filePath).catch(
-          (error: NodeJS.ErrnoException) => {
-            if (newFile) held.removed(0, 1)
-            if (error.code !== "ENOENT") throw error
-            throw new FileRequestRefused({ message: `no unfinished upload of ${JSON.stringify(request.filePath)} to continue at ${request.start}: start at 0` })
-          }
-        )
-        unfinished.written(where.partial)
-        const size = (await handle.stat()).size
-        if (request.start > size) {
-          throw new FileRequestRefused({ message: `offset ${request.start} is past the ${size} bytes received so far: continue at ${size}` })
-        }
-        await writeAt(handle, request.content, request.start)
-        // What lay beyond this chunk came from an earlier attempt: the file is exactly what was acknowledged.
-        await handle.truncate(request.start + request.content.length)
-        if (request.completed) await handle.datasync()
+        await writeChunkIn(request, held, where, dir)
       } finally {
-        if (handle !== undefined) {
-          sizeAfter = (await handle.stat().catch(() => undefined))?.size ?? sizeBefore
-          await handle.close()
-        }
-        held.settle(reserved, sizeAfter - sizeBefore)
-      }
-      if (request.completed) {
-        const replaced = await lstat(where.target).catch(() => undefined)
-        await rename(where.partial, where.target)
-        unfinished.forget(where.partial)
-        // The file (or symlink) it replaced is gone: its entry, and its bytes.
-        if (replaced !== undefined) held.removed(replaced.isFile() ? replaced.size : 0, 1)
+        await dir.handle.close()
       }
     })
+
+  const writeChunkIn = async (request: UploadRequest, held: RootUsage, where: WriteTarget, dir: HeldDirectory): Promise<void> => {
+    const partial = dir.at(where.name + partialSuffix)
+    const before = await lstat(partial).catch(() => undefined)
+    const sizeBefore = before?.size ?? 0
+    // A new file (only offset 0 starts one) takes an entry, given back if it is not made.
+    const newFile = before === undefined && request.start === 0
+    if (newFile && !held.takeEntry()) throw noRoom(held, request.filePath, "file")
+    const growth = request.start + request.content.length - sizeBefore
+    const reserved = held.reserve(growth)
+    if (reserved === undefined) {
+      if (newFile) held.removed(0, 1)
+      throw new FileRequestRefused({
+        message: `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
+      })
+    }
+    let sizeAfter = sizeBefore
+    let handle: FileHandle | undefined
+    try {
+      // Only the first request (offset 0) starts a file; a later one continues one that exists.
+      // No O_TRUNC: the checks come first; what lies beyond the chunk is cut after the write.
+      handle = await openPartial(root, partial, constants.O_WRONLY | (request.start === 0 ? constants.O_CREAT : 0), request.filePath).catch(
+        (error: NodeJS.ErrnoException) => {
+          if (newFile) held.removed(0, 1)
+          if (error.code !== "ENOENT") throw error
+          throw new FileRequestRefused({ message: `no unfinished upload of ${JSON.stringify(request.filePath)} to continue at ${request.start}: start at 0` })
+        }
+      )
+      unfinished.written(where.partial)
+      const size = (await handle.stat()).size
+      if (request.start > size) {
+        throw new FileRequestRefused({ message: `offset ${request.start} is past the ${size} bytes received so far: continue at ${size}` })
+      }
+      await writeAt(handle, request.content, request.start)
+      // What lay beyond this chunk came from an earlier attempt: the file is exactly what was acknowledged.
+      await handle.truncate(request.start + request.content.length)
+      if (request.completed) await handle.datasync()
+    } finally {
+      if (handle !== undefined) {
+        sizeAfter = (await handle.stat().catch(() => undefined))?.size ?? sizeBefore
+        await handle.close()
+      }
+      held.settle(reserved, sizeAfter - sizeBefore)
+    }
+    if (request.completed) {
+      const target = dir.at(where.name)
+      const replaced = await lstat(target).catch(() => undefined)
+      await rename(partial, target)
+      unfinished.forget(where.partial)
+      // The file (or symlink) it replaced is gone: its entry, and its bytes.
+      if (replaced !== undefined) held.removed(replaced.isFile() ? replaced.size : 0, 1)
+    }
+  }
 
   /** Removes an expired unfinished upload in its upload's turn, unless a request wrote it meanwhile. */
   const expire = (partial: string): Promise<void> =>
@@ -324,10 +344,16 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       if (!unfinished.stillExpired(partial)) return
       unfinished.forget(partial)
       const held = await usage
-      const stats = await lstat(partial).catch(() => undefined)
-      if (stats?.isFile() !== true) return
-      await unlink(partial)
-      held.removed(stats.size, 1)
+      const dir = await openDirectoryInside(root, dirname(partial), partial)
+      try {
+        const inDir = dir.at(basename(partial))
+        const stats = await lstat(inDir).catch(() => undefined)
+        if (stats?.isFile() !== true) return
+        await unlink(inDir)
+        held.removed(stats.size, 1)
+      } finally {
+        await dir.handle.close()
+      }
     }).catch(() => {}) // it stays, and counts, until the next start
   server.background(sweepUnfinished(unfinished, usage, expire))
 
