@@ -109,9 +109,7 @@ export interface WriteTarget {
   /** The real path of the directory it goes in, and its name there. */
   readonly dir: string
   readonly name: string
-  /** Where the finished file goes. */
-  readonly target: string
-  /** Where it grows until then. */
+  /** Where it grows until it takes its name (also the key of its upload's turn, server.ts). */
   readonly partial: string
 }
 
@@ -130,7 +128,8 @@ export interface DirectoryBudget {
 
 /**
  * Where an upload of `requested` is written. Its directories are created when `create` is given
- * (each one taken from it, and checked to be inside the root); without it a missing directory gives undefined.
+ * (each one taken from it, made in its parent held open, then checked to be inside the root);
+ * without it a missing directory gives undefined.
  * An existing target that is a symlink must point inside the root (the upload replaces the link,
  * never writes through it); the partial file must be a regular file; the target may not itself be
  * named like a partial file.
@@ -176,5 +175,5 @@ export const resolveForWrite = async (root: string, requested: string, create: D
   }
   const partial = await lstat(target + partialSuffix).catch(() => undefined)
   if (partial !== undefined && !partial.isFile()) throw refuse(requested, `has an unfinished upload (${partialSuffix}) that is not a regular file`)
-  return { dir: real, name: basename(full), target, partial: target + partialSuffix }
+  return { dir: real, name: basename(full), partial: target + partialSuffix }
 }
