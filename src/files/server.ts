@@ -128,11 +128,17 @@ const partialRefusal = async (root: string, handle: FileHandle): Promise<string 
   return undefined
 }
 
-/** Removes `dirs` (outermost first) deepest first, while they are empty (rmdir takes no other); how many went. */
-const removeEmpty = async (dirs: ReadonlyArray<string>): Promise<number> => {
+/**
+ * Removes `dirs` (outermost first) deepest first, while they are empty (rmdir takes no other), each
+ * in its parent held open (not one of the same name a swapped directory leads to); how many went.
+ */
+const removeEmpty = async (root: string, dirs: ReadonlyArray<string>): Promise<number> => {
   let removed = 0
   for (const dir of dirs.toReversed()) {
-    if (!(await rmdir(dir).then(() => true, () => false))) break
+    const parent = await openDirectoryInside(root, dirname(dir), dir).catch(() => undefined)
+    if (parent === undefined) break
+    const gone = await rmdir(parent.at(basename(dir))).then(() => true, () => false).finally(() => parent.handle.close())
+    if (!gone) break
     removed++
   }
   return removed
@@ -265,7 +271,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       // A refused request leaves no directory behind (each counts against maxEntries), unless
       // another upload is under way (see uploadsUnderWay).
       if (uploadsUnderWay === 1 && directories.made.length > 0) {
-        removing = removeEmpty(directories.made).then((removed) => held.removed(0, removed)).finally(() => (removing = undefined))
+        removing = removeEmpty(root, directories.made).then((removed) => held.removed(0, removed)).finally(() => (removing = undefined))
         await removing
       }
       throw error

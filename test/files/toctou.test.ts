@@ -3,7 +3,7 @@
 // leads, so nothing outside the root is read; an upload's partial file is created, and renamed to
 // its name, in its directory held open, so nothing outside the root is created or replaced. The
 // swap is made deterministic by running it inside realpathSync.native, right after the check has
-// seen the real directory, or just before the upload's open or rename.
+// seen the real directory, or just before the upload's open, rename, mkdir or rmdir.
 import * as Effect from "effect/Effect"
 import * as fs from "node:fs"
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs"
@@ -21,7 +21,8 @@ const swap = vi.hoisted(() => ({
   beforeOpenPartial: undefined as (() => void) | undefined,
   beforeRename: undefined as (() => void) | undefined,
   beforeMkdir: undefined as (() => void) | undefined,
-  afterMkdir: undefined as (() => void) | undefined
+  afterMkdir: undefined as (() => void) | undefined,
+  beforeRmdir: undefined as (() => void) | undefined
 }))
 
 vi.mock("node:fs", async (importOriginal) => {
@@ -40,7 +41,7 @@ vi.mock("node:fs", async (importOriginal) => {
 
 vi.mock("node:fs/promises", async (importOriginal) => {
   const original = await importOriginal<typeof import("node:fs/promises")>()
-  const take = (key: "beforeOpenPartial" | "beforeRename" | "beforeMkdir" | "afterMkdir") => {
+  const take = (key: "beforeOpenPartial" | "beforeRename" | "beforeMkdir" | "afterMkdir" | "beforeRmdir") => {
     const then = swap[key]
     swap[key] = undefined
     then?.()
@@ -58,7 +59,11 @@ vi.mock("node:fs/promises", async (importOriginal) => {
     // A failed request removes the directories it made: what the mkdir itself did is seen here.
     return await original.mkdir(path, options).finally(() => take("afterMkdir"))
   }) as typeof original.mkdir
-  return { ...original, default: { ...original, open, rename, mkdir }, open, rename, mkdir }
+  const rmdir: typeof original.rmdir = (path, options) => {
+    take("beforeRmdir")
+    return original.rmdir(path, options)
+  }
+  return { ...original, default: { ...original, open, rename, mkdir, rmdir }, open, rename, mkdir, rmdir }
 })
 
 const cleanup = new Cleanup()
@@ -121,10 +126,10 @@ describe("a directory swapped for a symlink between check and open", () => {
       fs.rmSync(join(root, "d"))
       renameSync(join(root, "d-old"), join(root, "d"))
     }
-    const upload = (name: string, completed: boolean) =>
+    const upload = (name: string, completed: boolean, offset = 0) =>
       Effect.runPromise(Effect.scoped(Effect.gen(function*() {
         const remote = yield* connect({ host: "127.0.0.1", port: server.address.port }, `d/${name}`)
-        return (yield* ask(remote, FilePath.upload, encodeUploadRequest(taskId, `d/${name}`, 0, completed, Buffer.from("uploaded")))).toString()
+        return (yield* ask(remote, FilePath.upload, encodeUploadRequest(taskId, `d/${name}`, offset, completed, Buffer.from("uploaded")))).toString()
       })))
 
     swap.beforeOpenPartial = swapIn
@@ -138,9 +143,15 @@ describe("a directory swapped for a symlink between check and open", () => {
     swap.afterMkdir = () => (madeOutside = existsSync(join(outside, "new")))
     expect(await upload("new/z", false)).toMatch(/^{"code":-1,/)
     expect(madeOutside).toBe(false)
-    expect(readdirSync(outside).sort()).toStrictEqual(["x", "x.iip-part"])
+    // A refused request removes the directories it made: not an empty one of the same name outside.
+    swapBack()
+    mkdirSync(join(outside, "empty"))
+    swap.beforeRmdir = swapIn
+    expect(await upload("empty/z", false, 5)).toMatch(/no unfinished upload of \\"d\/empty\/z\\" to continue at 5/)
+    expect(existsSync(join(outside, "empty"))).toBe(true)
+    expect(readdirSync(outside).sort()).toStrictEqual(["empty", "x", "x.iip-part"])
     expect(readFileSync(join(outside, "x"), "utf8")).toBe("precious")
     // Both went where the checked directory went.
-    expect(readdirSync(join(root, "d-old")).filter((name) => name !== "new").sort()).toStrictEqual(["x", "y.iip-part"])
+    expect(readdirSync(join(root, "d-old")).filter((name) => name !== "new" && name !== "empty").sort()).toStrictEqual(["x", "y.iip-part"])
   })
 })
