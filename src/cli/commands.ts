@@ -10,8 +10,9 @@ import * as Runtime from "effect/Runtime"
 import { Argument, Command, Flag } from "effect/cli"
 import { download } from "../files/download.ts"
 import { ProgressMeter, resultLine } from "../files/progress.ts"
-import { defaultMaxFileBytes, defaultQuotaBytes, openRoot, serveFiles } from "../files/server.ts"
+import { defaultMaxEntries, defaultMaxFileBytes, defaultQuotaBytes, openRoot, serveFiles } from "../files/server.ts"
 import type { ChecksumMismatch, TransferFailed, TransferResult } from "../files/transfer.ts"
+import { defaultPartialMaxAgeMs } from "../files/unfinished.ts"
 import { upload } from "../files/upload.ts"
 import * as Server from "../iip/server.ts"
 import { messageOf } from "../iip/log.ts"
@@ -42,6 +43,14 @@ const fileServer = Command.make(
     quota: Flag.String("quota").pipe(
       Flag.withDescription("most bytes the root may hold, unfinished uploads included (measured at start)"),
       Flag.withDefault(`${defaultQuotaBytes / 2 ** 30}GiB`)
+    ),
+    maxEntries: Flag.Int("max-entries").pipe(
+      Flag.withDescription("most files and directories the root may hold, unfinished uploads included (counted at start)"),
+      Flag.withDefault(defaultMaxEntries)
+    ),
+    partialMaxAge: Flag.String("partial-max-age").pipe(
+      Flag.withDescription("an unfinished upload not written for this long is removed, e.g. 24h, 90m"),
+      Flag.withDefault(`${defaultPartialMaxAgeMs / 3_600_000}h`)
     )
   },
   (input) =>
@@ -49,9 +58,10 @@ const fileServer = Command.make(
       const { host, port } = yield* parseWith(() => parseHostPort(input.listen))
       const maxFileBytes = yield* parseWith(() => parseSize(input.maxFileSize))
       const quotaBytes = yield* parseWith(() => parseSize(input.quota))
+      const partialMaxAgeMs = yield* parseWith(() => parseDuration(input.partialMaxAge))
       const root = yield* Effect.tryPromise({ try: () => openRoot(input.root), catch: (error) => error })
       const server = yield* Server.make({ host, port, mesh: false })
-      serveFiles(server, root, { maxFileBytes, quotaBytes })
+      serveFiles(server, root, { maxFileBytes, quotaBytes, maxEntries: input.maxEntries, partialMaxAgeMs })
       yield* Console.log(`iip-mesh file-server listening on ${server.address.host}:${server.address.port}, root ${root}`)
       return yield* Effect.never
     }).pipe(Effect.scoped, Effect.catch(failLine("file-server")))

@@ -3,8 +3,8 @@
 // resolve, symlinks followed, to a place inside the root's real path. Anything else is refused
 // with a PathRefused whose message says why; nothing outside the root is read, created or written.
 import * as Data from "effect/Data"
-import { readlinkSync, realpathSync } from "node:fs"
-import { lstat, mkdir, realpath } from "node:fs/promises"
+import { constants, readlinkSync, realpathSync } from "node:fs"
+import { type FileHandle, lstat, mkdir, open, readlink, realpath } from "node:fs/promises"
 import { basename, dirname, isAbsolute, join, posix, relative } from "node:path"
 
 export class PathRefused extends Data.TaggedError("PathRefused")<{ readonly message: string }> {}
@@ -79,23 +79,62 @@ export const checkOpenedInside = (root: string, requested: string, fd: number): 
   if (real.startsWith("/") && !isInside(root, real)) throw refuse(requested, "resolves outside the root")
 }
 
-export interface WriteTarget {
-  /** Where the finished file goes. */
-  readonly target: string
-  /** Where it grows until then. */
-  readonly partial: string
-  /** The directories this call created, outermost first (removed again when the request is refused). */
-  readonly created: ReadonlyArray<string>
+/** A directory held open, the names in it reached through its descriptor. */
+export interface HeldDirectory {
+  readonly handle: FileHandle
+  /** A path to `name` in it that a directory swapped on the way since cannot redirect. */
+  readonly at: (name: string) => string
 }
 
 /**
- * Where an upload of `requested` is written. Its directories are created when `create` is set
- * (each one checked to be inside the root first); without it a missing directory gives undefined.
+ * Opens the directory `dir` (a real path checked to be inside the root), refused unless its
+ * descriptor still leads inside the root. Node has no openat or renameat: names in it are reached
+ * as /proc/self/fd/<fd>/<name> (Linux), which the kernel resolves through the descriptor, not the
+ * path, so a directory on the way swapped for a symlink after the check cannot send a create, a
+ * rename or an unlink outside the root. O_NOFOLLOW: `dir` itself swapped for a symlink is refused
+ * (ELOOP). Elsewhere the names are reached through `dir`, checked as paths only.
+ */
+export const openDirectoryInside = async (root: string, dir: string, requested: string): Promise<HeldDirectory> => {
+  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW)
+  const real = await readlink(`/proc/self/fd/${handle.fd}`).catch(() => undefined)
+  if (real !== undefined && real.startsWith("/") && !isInside(root, real)) {
+    await handle.close()
+    throw refuse(requested, "resolves outside the root")
+  }
+  const base = real === undefined ? dir : `/proc/self/fd/${handle.fd}`
+  return { handle, at: (name) => `${base}/${name}` }
+}
+
+export interface WriteTarget {
+  /** The real path of the directory it goes in, and its name there. */
+  readonly dir: string
+  readonly name: string
+  /** Where it grows until it takes its name (also the key of its upload's turn, server.ts). */
+  readonly partial: string
+}
+
+/** What creating directories may take (server.ts: the root's count of files and directories). */
+export interface DirectoryBudget {
+  /** Takes one for a directory about to be made; throws when none may be. */
+  readonly take: () => void
+  /** Gives back one taken for a directory that was there after all. */
+  readonly giveBack: () => void
+  /**
+   * The directories made, outermost first: the caller removes them again when the request is
+   * refused, here (a later check) or after.
+   */
+  readonly made: Array<string>
+}
+
+/**
+ * Where an upload of `requested` is written. Its directories are created when `create` is given
+ * (each one taken from it, made in its parent held open, then checked to be inside the root);
+ * without it a missing directory gives undefined.
  * An existing target that is a symlink must point inside the root (the upload replaces the link,
  * never writes through it); the partial file must be a regular file; the target may not itself be
  * named like a partial file.
  */
-export const resolveForWrite = async (root: string, requested: string, create: boolean): Promise<WriteTarget | undefined> => {
+export const resolveForWrite = async (root: string, requested: string, create: DirectoryBudget | undefined): Promise<WriteTarget | undefined> => {
   const full = join(root, checkRequestedPath(requested))
   // Such an upload would end by renaming its own partial over another upload's, outside the turn
   // server.ts gives each unfinished upload (its quota figures taken from a file that is gone).
@@ -110,14 +149,20 @@ export const resolveForWrite = async (root: string, requested: string, create: b
     real = await realOrUndefined(dir)
   }
   if (!isInside(root, real)) throw refuse(requested, "resolves outside the root")
-  if (missing.length > 0 && !create) return undefined
-  const created: Array<string> = []
+  if (missing.length > 0 && create === undefined) return undefined
   for (const name of missing) {
-    const made = await mkdir(join(real, name)).then(() => true, (error: NodeJS.ErrnoException) => {
+    create!.take()
+    // Made in its parent held open: a parent swapped for a symlink since its check cannot send it out of the root.
+    const parent = await openDirectoryInside(root, real, requested).catch((error: unknown) => {
+      create!.giveBack()
+      throw error
+    })
+    const made = await mkdir(parent.at(name)).then(() => true, (error: NodeJS.ErrnoException) => {
+      create!.giveBack()
       if (error.code !== "EEXIST") throw error
       return false
-    })
-    if (made) created.push(join(real, name))
+    }).finally(() => parent.handle.close())
+    if (made) create!.made.push(join(real, name))
     real = await realpath(join(real, name))
     if (!isInside(root, real)) throw refuse(requested, "resolves outside the root")
   }
@@ -130,5 +175,5 @@ export const resolveForWrite = async (root: string, requested: string, create: b
   }
   const partial = await lstat(target + partialSuffix).catch(() => undefined)
   if (partial !== undefined && !partial.isFile()) throw refuse(requested, `has an unfinished upload (${partialSuffix}) that is not a regular file`)
-  return { target, partial: target + partialSuffix, created }
+  return { dir: real, name: basename(full), partial: target + partialSuffix }
 }

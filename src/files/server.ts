@@ -4,19 +4,35 @@
 // (wire.ts). An upload grows in `<name>.iip-part`, written at the offset each request names, and
 // becomes `<name>` when the request marked Completed arrives; a restarted server resumes from it.
 // A failure answers the reference's handler-fail body, its message naming the path as asked.
-// Uploads are held to a per-file cap and a quota for the whole root (quota.ts), checked before a
-// request writes anything; an unfinished upload is only ever a regular file of the server's own
-// (one link, inside the root), so a hard link or symlink planted in the root cannot be written
-// through or hashed, and a file opened to be read must still lead inside the root (a directory
-// swapped for a symlink after the check). Requests for one unfinished upload run one at a time.
+// Uploads are held to a per-file cap and a quota for the whole root, bytes and entries (quota.ts),
+// checked before a request writes anything; an unfinished upload not written for a day expires
+// (unfinished.ts). An unfinished upload is only ever a regular file of the server's own (one link,
+// inside the root), so a hard link or symlink planted in the root cannot be written through or
+// hashed, and a file opened to be read must still lead inside the root (a directory swapped for a
+// symlink after the check); partial files are created, renamed and expired in their directory held
+// open (paths.ts openDirectoryInside), never by a path such a swap could redirect. Requests for one
+// unfinished upload run one at a time.
 import * as Data from "effect/Data"
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
-import { type FileHandle, lstat, open, realpath, rename, rmdir, stat } from "node:fs/promises"
+import { type FileHandle, lstat, open, realpath, rename, rmdir, stat, unlink } from "node:fs/promises"
+import { basename, dirname } from "node:path"
 import { messageOf } from "../iip/log.ts"
 import type { IipServer } from "../iip/server.ts"
 import { type BlockLender, hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
-import { checkOpenedInside, isInside, partialSuffix, PathRefused, resolveForRead, resolveForWrite } from "./paths.ts"
+import {
+  checkOpenedInside,
+  type DirectoryBudget,
+  type HeldDirectory,
+  isInside,
+  openDirectoryInside,
+  partialSuffix,
+  PathRefused,
+  resolveForRead,
+  resolveForWrite,
+  type WriteTarget
+} from "./paths.ts"
 import { measureRoot, RootUsage } from "./quota.ts"
+import { defaultPartialMaxAgeMs, sweepUnfinished, UnfinishedUploads } from "./unfinished.ts"
 import {
   type ChecksumAnswer,
   type ChecksumRequest,
@@ -43,10 +59,16 @@ export interface FileServerOptions {
   readonly maxFileBytes?: number
   /** Most bytes the root may hold, unfinished uploads included (default 16 GiB). */
   readonly quotaBytes?: number
+  /** Most files and directories the root may hold, unfinished uploads included (default 1,000,000). */
+  readonly maxEntries?: number
+  /** How long an unfinished upload may go unwritten before it is removed (default a day). */
+  readonly partialMaxAgeMs?: number
 }
 
 export const defaultMaxFileBytes = 4 * 2 ** 30
 export const defaultQuotaBytes = 16 * 2 ** 30
+/** About one per 16 KiB of the default quota, the ratio mkfs.ext4 gives a file system's inodes. */
+export const defaultMaxEntries = 1_000_000
 
 /** The real path of `root`, which must be a directory. */
 export const openRoot = async (root: string): Promise<string> => {
@@ -106,9 +128,20 @@ const partialRefusal = async (root: string, handle: FileHandle): Promise<string 
   return undefined
 }
 
-/** Removes `dirs` (outermost first) deepest first, while they are empty: rmdir takes no other. */
-const removeEmpty = async (dirs: ReadonlyArray<string>): Promise<void> => {
-  for (const dir of dirs.toReversed()) if (!(await rmdir(dir).then(() => true, () => false))) return
+/**
+ * Removes `dirs` (outermost first) deepest first, while they are empty (rmdir takes no other), each
+ * in its parent held open (not one of the same name a swapped directory leads to); how many went.
+ */
+const removeEmpty = async (root: string, dirs: ReadonlyArray<string>): Promise<number> => {
+  let removed = 0
+  for (const dir of dirs.toReversed()) {
+    const parent = await openDirectoryInside(root, dirname(dir), dir).catch(() => undefined)
+    if (parent === undefined) break
+    const gone = await rmdir(parent.at(basename(dir))).then(() => true, () => false).finally(() => parent.handle.close())
+    if (!gone) break
+    removed++
+  }
+  return removed
 }
 
 /** Runs `task` after every earlier task of the same key has finished. */
@@ -156,8 +189,12 @@ const hashBlocksAtOnce = 4
 export const serveFiles = (server: IipServer, root: string, options: FileServerOptions = {}): void => {
   const maxFileBytes = options.maxFileBytes ?? defaultMaxFileBytes
   const quotaBytes = options.quotaBytes ?? defaultQuotaBytes
+  const unfinished = new UnfinishedUploads(options.partialMaxAgeMs ?? defaultPartialMaxAgeMs)
   // Measured in the background: the routes answer at once, an upload waits for the figure.
-  const usage = measureRoot(root).then((measured) => new RootUsage(quotaBytes, measured))
+  const usage = measureRoot(root).then((measured) => {
+    for (const { path, modifiedMs } of measured.partials) unfinished.found(path, modifiedMs)
+    return new RootUsage(quotaBytes, options.maxEntries ?? defaultMaxEntries, measured)
+  })
   const onePerUpload = serializer()
   const hashBlocks = blockPool(hashBlocksAtOnce, hashBlockBytes)
 
@@ -213,59 +250,118 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     }
   }
 
+  /** Refused: no room for one more file or directory under the root. */
+  const noRoom = (held: RootUsage, requested: string, what: string) =>
+    new FileRequestRefused({
+      message: `${JSON.stringify(requested)} needs a new ${what}, past this server's limit of ${held.maxEntries} files and directories under its root (${held.entries} held)`
+    })
+
   const writeChunkCounted = async (request: UploadRequest): Promise<void> => {
-    const where = (await resolveForWrite(root, request.filePath, true))!
-    await onePerUpload(where.partial, async () => {
-      const held = await usage
-      const sizeBefore = (await lstat(where.partial).catch(() => undefined))?.size ?? 0
-      const growth = request.start + request.content.length - sizeBefore
-      const reserved = held.reserve(growth)
-      if (reserved === undefined) {
-        throw new FileRequestRefused({
-          message: `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
-        })
-      }
-      let sizeAfter = sizeBefore
-      let handle: FileHandle | undefined
-      try {
-        // Only the first request (offset 0) starts a file; a later one continues one that exists.
-        // No O_TRUNC: the checks come first; what lies beyond the chunk is cut after the write.
-        handle = await openPartial(root, where.partial, constants.O_WRONLY | (request.start === 0 ? constants.O_CREAT : 0), request.filePath).catch(
-          (error: NodeJS.ErrnoException) => {
-            if (error.code !== "ENOENT") throw error
-            throw new FileRequestRefused({ message: `no unfinished upload of ${JSON.stringify(request.filePath)} to continue at ${request.start}: start at 0` })
-          }
-        )
-        const size = (await handle.stat()).size
-        if (request.start > size) {
-          throw new FileRequestRefused({ message: `offset ${request.start} is past the ${size} bytes received so far: continue at ${size}` })
-        }
-        await writeAt(handle, request.content, request.start)
-        // What lay beyond this chunk came from an earlier attempt: the file is exactly what was acknowledged.
-        await handle.truncate(request.start + request.content.length)
-        if (request.completed) await handle.datasync()
-      } finally {
-        if (handle !== undefined) {
-          sizeAfter = (await handle.stat().catch(() => undefined))?.size ?? sizeBefore
-          await handle.close()
-        }
-        held.settle(reserved, sizeAfter - sizeBefore)
-      }
-      if (request.completed) {
-        const replaced = await lstat(where.target).catch(() => undefined)
-        await rename(where.partial, where.target)
-        if (replaced?.isFile() === true) held.freed(replaced.size)
-      }
-    }).catch(async (error: unknown) => {
-      // A refused request leaves no directory behind (each costs an inode the quota does not count),
-      // unless another upload is under way (see uploadsUnderWay).
-      if (uploadsUnderWay === 1 && where.created.length > 0) {
-        removing = removeEmpty(where.created).finally(() => (removing = undefined))
+    const held = await usage
+    const directories: DirectoryBudget = {
+      take: () => {
+        if (!held.takeEntry()) throw noRoom(held, request.filePath, "directory")
+      },
+      giveBack: () => held.removed(0, 1),
+      made: []
+    }
+    try {
+      await writeChunkAt(request, held, (await resolveForWrite(root, request.filePath, directories))!)
+    } catch (error) {
+      // A refused request leaves no directory behind (each counts against maxEntries), unless
+      // another upload is under way (see uploadsUnderWay).
+      if (uploadsUnderWay === 1 && directories.made.length > 0) {
+        removing = removeEmpty(root, directories.made).then((removed) => held.removed(0, removed)).finally(() => (removing = undefined))
         await removing
       }
       throw error
-    })
+    }
   }
+
+  const writeChunkAt = (request: UploadRequest, held: RootUsage, where: WriteTarget): Promise<void> =>
+    onePerUpload(where.partial, async () => {
+      // The partial file is created and renamed to its name in its directory held open: by path,
+      // a directory on the way swapped for a symlink after resolveForWrite's check would send the
+      // create, or the rename of whatever lies at the same names there, outside the root.
+      const dir = await openDirectoryInside(root, where.dir, request.filePath)
+      try {
+        await writeChunkIn(request, held, where, dir)
+      } finally {
+        await dir.handle.close()
+      }
+    })
+
+  const writeChunkIn = async (request: UploadRequest, held: RootUsage, where: WriteTarget, dir: HeldDirectory): Promise<void> => {
+    const partial = dir.at(where.name + partialSuffix)
+    const before = await lstat(partial).catch(() => undefined)
+    const sizeBefore = before?.size ?? 0
+    // A new file (only offset 0 starts one) takes an entry, given back if it is not made.
+    const newFile = before === undefined && request.start === 0
+    if (newFile && !held.takeEntry()) throw noRoom(held, request.filePath, "file")
+    const growth = request.start + request.content.length - sizeBefore
+    const reserved = held.reserve(growth)
+    if (reserved === undefined) {
+      if (newFile) held.removed(0, 1)
+      throw new FileRequestRefused({
+        message: `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
+      })
+    }
+    let sizeAfter = sizeBefore
+    let handle: FileHandle | undefined
+    try {
+      // Only the first request (offset 0) starts a file; a later one continues one that exists.
+      // No O_TRUNC: the checks come first; what lies beyond the chunk is cut after the write.
+      handle = await openPartial(root, partial, constants.O_WRONLY | (request.start === 0 ? constants.O_CREAT : 0), request.filePath).catch(
+        (error: NodeJS.ErrnoException) => {
+          if (newFile) held.removed(0, 1)
+          if (error.code !== "ENOENT") throw error
+          throw new FileRequestRefused({ message: `no unfinished upload of ${JSON.stringify(request.filePath)} to continue at ${request.start}: start at 0` })
+        }
+      )
+      unfinished.written(where.partial)
+      const size = (await handle.stat()).size
+      if (request.start > size) {
+        throw new FileRequestRefused({ message: `offset ${request.start} is past the ${size} bytes received so far: continue at ${size}` })
+      }
+      await writeAt(handle, request.content, request.start)
+      // What lay beyond this chunk came from an earlier attempt: the file is exactly what was acknowledged.
+      await handle.truncate(request.start + request.content.length)
+      if (request.completed) await handle.datasync()
+    } finally {
+      if (handle !== undefined) {
+        sizeAfter = (await handle.stat().catch(() => undefined))?.size ?? sizeBefore
+        await handle.close()
+      }
+      held.settle(reserved, sizeAfter - sizeBefore)
+    }
+    if (request.completed) {
+      const target = dir.at(where.name)
+      const replaced = await lstat(target).catch(() => undefined)
+      await rename(partial, target)
+      unfinished.forget(where.partial)
+      // The file (or symlink) it replaced is gone: its entry, and its bytes.
+      if (replaced !== undefined) held.removed(replaced.isFile() ? replaced.size : 0, 1)
+    }
+  }
+
+  /** Removes an expired unfinished upload in its upload's turn, unless a request wrote it meanwhile. */
+  const expire = (partial: string): Promise<void> =>
+    onePerUpload(partial, async () => {
+      if (!unfinished.stillExpired(partial)) return
+      unfinished.forget(partial)
+      const held = await usage
+      const dir = await openDirectoryInside(root, dirname(partial), partial)
+      try {
+        const inDir = dir.at(basename(partial))
+        const stats = await lstat(inDir).catch(() => undefined)
+        if (stats?.isFile() !== true) return
+        await unlink(inDir)
+        held.removed(stats.size, 1)
+      } finally {
+        await dir.handle.close()
+      }
+    }).catch(() => {}) // it stays, and counts, until the next start
+  server.background(sweepUnfinished(unfinished, usage, expire))
 
   const checksum = async (data: Buffer, signal: AbortSignal): Promise<Buffer> => {
     const request = decodeChecksumRequest(data)
@@ -278,7 +374,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   }
 
   const hashFile = async (request: ChecksumRequest, signal: AbortSignal): Promise<ChecksumAnswer> => {
-    const path = request.upload ? (await resolveForWrite(root, request.filePath, false))?.partial : resolveForRead(root, request.filePath)
+    const path = request.upload ? (await resolveForWrite(root, request.filePath, undefined))?.partial : resolveForRead(root, request.filePath)
     const opened = path === undefined
       ? undefined
       : request.upload

@@ -228,6 +228,14 @@ export class IipServer {
     })
   }
 
+  /**
+   * Runs `effect` as a fiber under this server's Supervisor: on its creator's Clock (make), stopped
+   * when the server closes. For the background work of what serves on it (files: expiry sweeps).
+   */
+  background(effect: Effect.Effect<void>): void {
+    this.supervisor.fork(effect)
+  }
+
   /** Stops listening and closes every connection at once. */
   close(): Promise<void> {
     this.supervisor.interruptAll()

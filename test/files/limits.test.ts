@@ -6,7 +6,7 @@
 // file is held to the same rule. Also the `file-server` command's --max-file-size and --quota.
 import * as Effect from "effect/Effect"
 import { execFileSync } from "node:child_process"
-import { existsSync, linkSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs"
+import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { download } from "../../src/files/download.ts"
@@ -117,6 +117,36 @@ describe("file server limits", () => {
     }
     expect(refusedOnes).toStrictEqual([])
     for (let i = 0; i < 100; i++) expect(readFileSync(join(root, `d${i}/y.bin.iip-part`), "utf8")).toBe("abc")
+  })
+
+  it("files and directories count against maxEntries as bytes count against the quota: empty files cannot exhaust the inodes", async () => {
+    const { root, start } = await setUp({ maxEntries: 6 })
+    mkdirSync(join(root, "there"))
+    writeFileSync(join(root, "there", "f.txt"), "")
+    const port = await start()
+    const client = await RawClient.connect(port, cleanup)
+    await client.newChannel()
+    const send = async (path: string, completed: boolean) => {
+      client.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, path, 0, completed, Buffer.alloc(0))))
+      return (await client.next(10_000)).data.toString()
+    }
+    for (const name of ["e0", "e1", "e2"]) expect(await send(name, true)).toBe(`{"TaskId":1,"DoneBytes":0}`)
+    expect(await send("e3", false)).toBe(`{"TaskId":1,"DoneBytes":0}`)
+    expect(await send("e4", false)).toMatch(/"e4\\" needs a new file, past this server's limit of 6 files and directories under its root \(6 held\)"}$/)
+    expect(await send("d/e4", false)).toMatch(/"d\/e4\\" needs a new directory, past this server's limit of 6 files and directories under its root \(6 held\)"}$/)
+    // An unfinished upload taking its name takes no more; replacing a file needs one while its copy grows next to it.
+    expect(await send("e3", true)).toBe(`{"TaskId":1,"DoneBytes":0}`)
+    expect(await send("e0", true)).toMatch(/"e0\\" needs a new file, past this server's limit of 6/)
+    expect(readdirSync(root, { recursive: true }).sort()).toStrictEqual(["e0", "e1", "e2", "e3", "there", "there/f.txt"])
+    // A restarted server counts what is there.
+    const client2 = await RawClient.connect(await listen(root, { maxEntries: 8 }), cleanup)
+    await client2.newChannel()
+    client2.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, "a/b/c/x", 0, false, Buffer.alloc(0))))
+    expect((await client2.next(10_000)).data.toString()).toMatch(/"a\/b\/c\/x\\" needs a new directory, past this server's limit of 8 files and directories under its root \(8 held\)"}$/)
+    // The two directories it made were removed and given back: a directory and a file fit.
+    client2.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, "a/x", 0, false, Buffer.alloc(0))))
+    expect((await client2.next(10_000)).data.toString()).toBe(`{"TaskId":1,"DoneBytes":0}`)
+    expect(readdirSync(root, { recursive: true }).sort()).toStrictEqual(["a", "a/x.iip-part", "e0", "e1", "e2", "e3", "there", "there/f.txt"])
   })
 
   it("re-uploading a file counts only the bytes it adds, and a restarted server measures the root again", async () => {
@@ -241,11 +271,11 @@ describe("partial files the server did not make", () => {
   })
 })
 
-describe("iip-mesh file-server --max-file-size --quota", () => {
+describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-max-age", () => {
   it("takes sizes like 1MiB and refuses what passes them", async () => {
     const root = tempDir(cleanup, "root")
     const local = tempDir(cleanup, "local")
-    const { port } = await startFileServer(cleanup, root, ["--max-file-size", "1MiB", "--quota", "1536KiB"])
+    const { port } = await startFileServer(cleanup, root, ["--max-file-size", "1MiB", "--quota", "1536KiB", "--max-entries", "3", "--partial-max-age", "90m"])
     writeFileSync(join(local, "big.bin"), randomFile(MiB + 1))
     const tooBig = await runCli(cleanup, ["upload", `${host}:${port}`, join(local, "big.bin"), "big.bin"])
     expect(tooBig.code).toBe(1)
@@ -253,6 +283,10 @@ describe("iip-mesh file-server --max-file-size --quota", () => {
     writeFileSync(join(local, "small.bin"), randomFile(MiB / 2))
     const fits = await runCli(cleanup, ["upload", `${host}:${port}`, join(local, "small.bin"), "small.bin"])
     expect(fits.code, fits.stderr).toBe(0)
+    // big.bin.iip-part and small.bin are 2 of the 3 entries: a new directory and its file are 2 more.
+    expect(await uploadFails(port, join(local, "small.bin"), "d/small.bin")).toBe(
+      `the server answered with error -1: "d/small.bin" needs a new file, past this server's limit of 3 files and directories under its root (3 held)`
+    )
   })
 
   it("a bad size is one line on stderr and exit code 1", async () => {

@@ -1,9 +1,10 @@
 // Whole transfers against our file server in this process, over real TCP: multi-MiB downloads and
 // uploads end byte-identical and verified, partial files resume from where they stopped (and are
-// started over when they do not match), a remote file that changes underneath is caught by the
-// checksum, and the server refuses uploads that would leave a gap or grow past its limit.
+// started over when they do not match), a remote file that changes underneath (rewritten or
+// replaced) is caught by the checksum, and the server refuses uploads that would leave a gap or
+// grow past its limit.
 import * as Effect from "effect/Effect"
-import { existsSync, readFileSync, truncateSync, writeFileSync } from "node:fs"
+import { existsSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { download } from "../../src/files/download.ts"
@@ -88,6 +89,38 @@ describe("download", () => {
     expect(error.message).toMatch(/^checksum mismatch: the remote file is 2097152 bytes with sha256 [0-9a-f]{64}, the download 2097152 bytes/)
     expect(existsSync(join(local, "f.bin"))).toBe(false)
     expect(existsSync(join(local, "f.bin.iip-part"))).toBe(false)
+  })
+
+  it("a remote file replaced (renamed over, not grown) under a running download fails, and the next run gets the new file whole", async () => {
+    const { root, local, host, port } = await setUp()
+    for (const [newSize, failure] of [
+      [MiB, /^checksum mismatch: the remote file is 1048576 bytes with sha256 [0-9a-f]{64}, the download 1048576 bytes/],
+      [MiB / 4, /^checksum mismatch: the remote file is 262144 bytes with sha256 [0-9a-f]{64}, the download \d+ bytes/],
+      [1.5 * MiB, /^the server sent more than the 1048576 bytes it declared for "f.bin"; .*f\.bin\.iip-part keeps what arrived: run again to resume$/]
+    ] as const) {
+      writeFileSync(join(root, "f.bin"), randomFile(MiB))
+      const replacement = randomFile(newSize)
+      let replaced = false
+      const error = await Effect.runPromise(Effect.flip(download({
+        host,
+        port,
+        remotePath: "f.bin",
+        localPath: join(local, "f.bin"),
+        onProgress: (p) => {
+          if (replaced || p.done < MiB / 2) return
+          // A new file under the name, as an editor or a deploy saves one: the old one's descriptor is not in use between requests.
+          writeFileSync(join(root, "f.bin.new"), replacement)
+          renameSync(join(root, "f.bin.new"), join(root, "f.bin"))
+          replaced = true
+        }
+      })))
+      expect(error.message).toMatch(failure)
+      expect(existsSync(join(local, "f.bin"))).toBe(false)
+      const again = await Effect.runPromise(download({ host, port, remotePath: "f.bin", localPath: join(local, "f.bin") }))
+      expect({ bytes: again.bytes, verified: again.verified, sha256: again.sha256 }).toStrictEqual({ bytes: newSize, verified: true, sha256: sha256(replacement) })
+      expect(readFileSync(join(local, "f.bin")).equals(replacement)).toBe(true)
+      rmSync(join(local, "f.bin"))
+    }
   })
 
   it("a missing remote file is one clear error and leaves nothing behind", async () => {

@@ -1,0 +1,83 @@
+// The file server's unfinished uploads (`<path>.iip-part`) and their expiry: a client that starts
+// uploads and goes away would otherwise hold the root's quota for ever. server.ts tells this module
+// of every partial it writes and of every one that took its name; the walk at start (quota.ts)
+// lists those already there, aged by their modification time. A sweep on the server's Clock
+// removes each one not written for `maxAgeMs`, at start and then every eighth of that age: a
+// partial written within the age is never removed (it resumes), an abandoned one goes at most a
+// quarter of the age late. The sweep looks only at this table (no walk of the root), and a write
+// costs one flag: the sweep notices it, as timeouts.ts notices a connection's packets. A partial
+// some other process makes after the start is seen at the next start.
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+
+/** A day: long enough for a paused transfer of GiBs to resume, short enough not to hold the quota for ever. */
+export const defaultPartialMaxAgeMs = 24 * 3_600_000
+
+interface Seen {
+  /** Written since the sweep last looked. */
+  written: boolean
+  /** When it was last seen written (its mtime for one found at start); -1 until a sweep sees it. */
+  seenAt: number
+}
+
+export class UnfinishedUploads {
+  readonly maxAgeMs: number
+  private readonly known = new Map<string, Seen>()
+
+  constructor(maxAgeMs: number) {
+    this.maxAgeMs = maxAgeMs
+  }
+
+  /** How often the sweep runs. */
+  get sweepEveryMs(): number {
+    return Math.max(1, Math.floor(this.maxAgeMs / 8))
+  }
+
+  /** One found at start, last modified at `modifiedMs`. */
+  found(path: string, modifiedMs: number): void {
+    if (!this.known.has(path)) this.known.set(path, { written: false, seenAt: modifiedMs })
+  }
+
+  /** A request wrote it (or created it). */
+  written(path: string): void {
+    const seen = this.known.get(path)
+    if (seen === undefined) this.known.set(path, { written: true, seenAt: -1 })
+    else seen.written = true
+  }
+
+  /** It took its name, or is gone. */
+  forget(path: string): void {
+    this.known.delete(path)
+  }
+
+  /** Notes what was written since the last sweep; returns those not written for the age as of `now`. */
+  expired(now: number): Array<string> {
+    const expired: Array<string> = []
+    for (const [path, seen] of this.known) {
+      if (seen.written || seen.seenAt < 0) {
+        seen.written = false
+        seen.seenAt = now
+      } else if (now - seen.seenAt >= this.maxAgeMs) expired.push(path)
+    }
+    return expired
+  }
+
+  /** Whether `path` is still expired: not written since `expired` returned it. */
+  stillExpired(path: string): boolean {
+    return this.known.get(path)?.written === false
+  }
+}
+
+/**
+ * Sweeps once `ready` (the walk at start) resolves, then every `sweepEveryMs`, on the Clock of the
+ * fiber it runs in. `remove` is the server's: one request's turn at a time, it re-checks
+ * `stillExpired`, and never rejects.
+ */
+export const sweepUnfinished = (uploads: UnfinishedUploads, ready: Promise<unknown>, remove: (path: string) => Promise<void>): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    yield* Effect.promise(() => ready)
+    for (;;) {
+      for (const path of uploads.expired(yield* Clock.currentTimeMillis)) yield* Effect.promise(() => remove(path))
+      yield* Effect.sleep(uploads.sweepEveryMs)
+    }
+  })

@@ -1,0 +1,104 @@
+// Unfinished uploads (`<path>.iip-part`) expire: one not written for the server's partial age is
+// removed (its bytes and its entry given back to the quota) by a sweep on the server's Clock, and
+// at start; one written within that age is kept and resumes. Runs on the TestClock, with a real
+// server on 127.0.0.1 port 0 and a raw client; the server's fibers run on the test's Clock.
+import { describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { TestClock } from "effect/testing"
+import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { type FileServerOptions, openRoot, serveFiles } from "../../src/files/server.ts"
+import { encodeChecksumRequest, encodeUploadRequest, FilePath } from "../../src/files/wire.ts"
+import { taskId } from "../../src/files/transfer.ts"
+import { IipServer } from "../../src/iip/server.ts"
+import { Supervisor } from "../../src/iip/supervisor.ts"
+import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
+import { tempDir } from "./support.ts"
+
+const maxAgeMs = 60_000
+
+/** A file server on the test's Clock and a raw client of it; both closed by `cleanup`. */
+const serve = (cleanup: Cleanup, root: string, options: FileServerOptions) =>
+  Effect.gen(function*() {
+    const server = new IipServer({ host: "127.0.0.1", port: 0, mesh: false, log: () => {}, idleTimeoutMs: 0, supervisor: yield* Supervisor.current })
+    serveFiles(server, yield* Effect.promise(() => openRoot(root)), options)
+    yield* Effect.promise(() => server.listen())
+    cleanup.add(() => server.close())
+    const client = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+    yield* Effect.promise(() => client.newChannel())
+    const send = (path: string, offset: number, content: string, completed = false) =>
+      Effect.promise(async () => {
+        client.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, path, offset, completed, Buffer.from(content))))
+        return (await client.next(10_000)).data.toString()
+      })
+    const heldSize = (path: string) =>
+      Effect.promise(async () => {
+        client.write(frame(1, FilePath.checksum, 1, encodeChecksumRequest({ filePath: path, upload: true, length: undefined })))
+        return (JSON.parse((await client.next(10_000)).data.toString()) as { Size: number }).Size
+      })
+    return { send, heldSize }
+  })
+
+/** Resolves once `condition` holds, checked after each turn of the event loop; fails after 5 s. */
+const waitUntil = (condition: () => boolean, what: string) =>
+  Effect.promise(() =>
+    new Promise<void>((resolve, reject) => {
+      const deadline = performance.now() + 5000
+      const check = () => (condition() ? resolve() : performance.now() > deadline ? reject(new Error(`timed out waiting for ${what}`)) : setImmediate(check))
+      check()
+    })
+  )
+
+const withCleanup = <A, E>(body: (cleanup: Cleanup) => Effect.Effect<A, E>) =>
+  Effect.suspend(() => {
+    const cleanup = new Cleanup()
+    return body(cleanup).pipe(Effect.ensuring(Effect.promise(() => cleanup.run())))
+  })
+
+describe("unfinished uploads expire", () => {
+  it.effect("one not written for the partial age is removed and its quota freed; one written within it resumes", () =>
+    withCleanup((cleanup) =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(Date.now())
+        const root = tempDir(cleanup, "expiry")
+        const { send } = yield* serve(cleanup, root, { quotaBytes: 100, partialMaxAgeMs: maxAgeMs })
+        expect(yield* send("a.bin", 0, "a".repeat(60))).toBe(`{"TaskId":1,"DoneBytes":60}`)
+        // An abandoned upload holds the quota while it may still resume.
+        expect(yield* send("b.bin", 0, "b".repeat(60))).toMatch(/needs 60 more bytes, past this server's quota of 100 bytes/)
+        // Written within the age, it resumes; its age counts from its last write, not its first.
+        yield* TestClock.adjust(maxAgeMs - 1000)
+        expect(yield* send("a.bin", 60, "a".repeat(10))).toBe(`{"TaskId":1,"DoneBytes":10}`)
+        yield* TestClock.adjust(maxAgeMs - 1000)
+        expect(yield* send("a.bin", 70, "a")).toBe(`{"TaskId":1,"DoneBytes":1}`)
+        // Then no longer written, it goes within a quarter of the age more, and the quota has room again.
+        yield* TestClock.adjust(maxAgeMs + maxAgeMs / 4 + 1000)
+        yield* waitUntil(() => !existsSync(join(root, "a.bin.iip-part")), "the expired partial to be removed")
+        expect(yield* send("a.bin", 71, "a")).toMatch(/no unfinished upload of \\"a.bin\\" to continue at 71: start at 0/)
+        expect(yield* send("b.bin", 0, "b".repeat(90))).toBe(`{"TaskId":1,"DoneBytes":90}`)
+        expect(yield* send("b.bin", 90, "", true)).toBe(`{"TaskId":1,"DoneBytes":0}`)
+        // A finished file never expires.
+        yield* TestClock.adjust(3 * maxAgeMs)
+        expect(readFileSync(join(root, "b.bin"), "utf8")).toBe("b".repeat(90))
+      })
+    ))
+
+  it.effect("at start, partials older than the age are removed and younger ones resume", () =>
+    withCleanup((cleanup) =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(Date.now())
+        const root = tempDir(cleanup, "expiry-start")
+        mkdirSync(join(root, "d"))
+        const agedSeconds = (seconds: number) => (Date.now() - seconds * 1000) / 1000
+        for (const [path, ageSeconds] of [["old.bin.iip-part", 2 * maxAgeMs / 1000], ["d/old.bin.iip-part", maxAgeMs / 1000 + 1], ["young.bin.iip-part", 10]] as const) {
+          writeFileSync(join(root, path), "x".repeat(40))
+          utimesSync(join(root, path), agedSeconds(ageSeconds), agedSeconds(ageSeconds))
+        }
+        const { send, heldSize } = yield* serve(cleanup, root, { quotaBytes: 100, partialMaxAgeMs: maxAgeMs })
+        yield* waitUntil(() => !existsSync(join(root, "old.bin.iip-part")) && !existsSync(join(root, "d/old.bin.iip-part")), "the old partials to be removed")
+        expect(yield* heldSize("young.bin")).toBe(40)
+        expect(yield* send("young.bin", 40, "y".repeat(20))).toBe(`{"TaskId":1,"DoneBytes":20}`)
+        // 60 bytes held: the 80 the old partials held were given back.
+        expect(yield* send("c.bin", 0, "c".repeat(40))).toBe(`{"TaskId":1,"DoneBytes":40}`)
+      })
+    ))
+})
