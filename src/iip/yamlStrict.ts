@@ -1,0 +1,50 @@
+// yaml.parse for configuration documents (the routes and policy files as YAML, read by
+// documentFile.ts, which loads this module only for a .yaml/.yml file). Those files are re-read
+// while the sidecar serves, so what the parser does with a hostile file holds up traffic: the
+// document's shape is checked first on the tokens of yaml's own lexer (which neither recurses nor
+// builds anything), and a document past a bound is refused before the parser runs.
+import * as Data from "effect/Data"
+import { Lexer, parse } from "yaml"
+
+export class YamlRefused extends Data.TaggedError("YamlRefused")<{ readonly message: string }> {}
+
+/**
+ * The deepest nesting of YAML flow collections taken. The parser recurses per `[` or `{`: 100,000
+ * unclosed ones held the event loop 3.7 s before its stack gave out.
+ */
+export const MAX_YAML_FLOW_DEPTH = 100
+
+/**
+ * The lexer's tokens taken (a plain scalar is two, an indicator, a line break, a comment one). The
+ * parser builds a CST token, a node and a value for each, a few microseconds apiece, and more as its
+ * heap grows: within the 1 MiB a file may hold, 250,000 quoted items held the event loop 10.5 s,
+ * 300,000 `- ` entries 5.8 s. At this bound the costliest document measured here (routes as
+ * routes.ts documents them: about 100 of them) parses in 135-208 ms of CPU at load 15-18 on 2 cores;
+ * a larger document is written as JSON, which parses a MiB in milliseconds.
+ */
+export const MAX_YAML_TOKENS = 20_000
+
+/**
+ * Why `text` is not parsed, or undefined: more than MAX_YAML_TOKENS tokens, or flow collections
+ * nested deeper than MAX_YAML_FLOW_DEPTH. A `[`, `]`, `{` or `}` in a quoted value, a block scalar or
+ * a comment is no token of its own, so it neither hides real nesting (`["]", ["]", ...`) nor adds up
+ * to a false one. The lexer stops at the first bound passed.
+ */
+const shapeProblem = (text: string, kind: string): string | undefined => {
+  let depth = 0
+  let tokens = 0
+  for (const token of new Lexer().lex(text)) {
+    if (++tokens > MAX_YAML_TOKENS) return `more than the ${MAX_YAML_TOKENS} YAML tokens a ${kind} may hold`
+    if (token === "[" || token === "{") {
+      if (++depth > MAX_YAML_FLOW_DEPTH) return `[ and { nested deeper than ${MAX_YAML_FLOW_DEPTH}`
+    } else if ((token === "]" || token === "}") && depth > 0) depth--
+  }
+  return undefined
+}
+
+/** `text` parsed as YAML, if its shape is within the bounds; throws YamlRefused, or yaml's own error. `kind` names the file in the refusal. */
+export const parseYamlStrict = (text: string, kind: string): unknown => {
+  const problem = shapeProblem(text, kind)
+  if (problem !== undefined) throw new YamlRefused({ message: problem })
+  return parse(text, { maxAliasCount: 100, prettyErrors: false }) as unknown
+}
