@@ -25,7 +25,14 @@ export const MAX_YAML_FLOW_DEPTH = 100
 export const MAX_YAML_TOKENS = 20_000
 
 /**
- * Why `text` is not parsed, or undefined: more than MAX_YAML_TOKENS tokens, or flow collections
+ * The characters of a YAML document taken (of the 1 MiB a file may hold as JSON). At the token bound
+ * a document is about 50-60 KB; what is larger holds long scalars or comments, and yaml's block and
+ * folded scalars cost per character: 1 MiB of one took 180-270 ms of CPU, 256 KiB 38-54 ms.
+ */
+export const MAX_YAML_CHARACTERS = 256 * 1024
+
+/**
+ * Why `text` is not parsed, or undefined: more than MAX_YAML_CHARACTERS characters or MAX_YAML_TOKENS tokens, or flow collections
  * nested deeper than MAX_YAML_FLOW_DEPTH. A `[`, `]`, `{` or `}` in a quoted value, a block scalar or
  * a comment is no token of its own, so it neither hides real nesting (`["]", ["]", ...`) nor adds up
  * to a false one. The lexer stops at the first bound passed.
@@ -39,7 +46,8 @@ const shapeProblem = (text: string, kind: string): string | undefined => {
       if (++depth > MAX_YAML_FLOW_DEPTH) return `[ and { nested deeper than ${MAX_YAML_FLOW_DEPTH}`
     } else if ((token === "]" || token === "}") && depth > 0) depth--
   }
-  return undefined
+  // After the lexer, so a file past both bounds is told of its tokens or nesting (the lexer takes 20-60 ms for a MiB of few tokens).
+  return text.length > MAX_YAML_CHARACTERS ? `more than the ${MAX_YAML_CHARACTERS} characters a ${kind} may hold as YAML` : undefined
 }
 
 /** `text` parsed as YAML, if its shape is within the bounds; throws YamlRefused, or yaml's own error. `kind` names the file in the refusal. */
