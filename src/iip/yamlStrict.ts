@@ -4,7 +4,8 @@
 // document's shape is checked first on the tokens of yaml's own lexer (which neither recurses nor
 // builds anything), and a document past a bound is refused before the parser runs.
 import * as Data from "effect/Data"
-import { Lexer, parse } from "yaml"
+import { type Document, isMap, isPair, isScalar, isSeq, Lexer, parseDocument } from "yaml"
+import { DuplicateKey } from "./jsonStrict.ts"
 
 export class YamlRefused extends Data.TaggedError("YamlRefused")<{ readonly message: string }> {}
 
@@ -50,9 +51,39 @@ const shapeProblem = (text: string, kind: string): string | undefined => {
   return text.length > MAX_YAML_CHARACTERS ? `more than the ${MAX_YAML_CHARACTERS} characters a ${kind} may hold as YAML` : undefined
 }
 
-/** `text` parsed as YAML, if its shape is within the bounds; throws YamlRefused, or yaml's own error. `kind` names the file in the refusal. */
+/**
+ * The first scalar key that appears twice in one mapping of `document`, as yaml's own check finds it
+ * (equal values: 1 and "1" differ), in one pass with a set per mapping. yaml's check compares each key
+ * with every earlier one of its mapping: 4,900 keys of 48 characters, within both bounds, took
+ * 0.8-1.4 s of CPU. The walk keeps its own stack (block nesting is as deep as the text allows).
+ */
+const duplicateKeyOf = (document: Document): string | undefined => {
+  const pending: Array<unknown> = [document.contents]
+  while (pending.length > 0) {
+    const node = pending.pop()
+    if (isMap(node)) {
+      const keys = new Set<unknown>()
+      for (const pair of node.items) {
+        if (isScalar(pair.key) && keys.size === keys.add(pair.key.value).size) return String(pair.key.value)
+        pending.push(pair.key, pair.value)
+      }
+    } else if (isSeq(node)) {
+      for (const item of node.items) pending.push(isPair(item) ? item.value : item)
+    }
+  }
+  return undefined
+}
+
+/**
+ * `text` parsed as YAML, if its shape is within the bounds and no mapping holds a key twice; throws
+ * YamlRefused, a DuplicateKey, or yaml's own error (the first). `kind` names the file in the refusal.
+ */
 export const parseYamlStrict = (text: string, kind: string): unknown => {
   const problem = shapeProblem(text, kind)
   if (problem !== undefined) throw new YamlRefused({ message: problem })
-  return parse(text, { maxAliasCount: 100, prettyErrors: false }) as unknown
+  const document = parseDocument(text, { prettyErrors: false, uniqueKeys: false })
+  if (document.errors.length > 0) throw document.errors[0]!
+  const duplicate = duplicateKeyOf(document)
+  if (duplicate !== undefined) throw new DuplicateKey({ message: `${JSON.stringify(duplicate.slice(0, 80))} twice in one mapping` })
+  return document.toJS({ maxAliasCount: 100 }) as unknown
 }
