@@ -1,6 +1,6 @@
 // A configuration document kept in a file and kept current (the authorization policy,
 // src/identity/policyFile.ts; the routes, src/sidecar/routesFile.ts): JSON, or YAML for a name
-// ending in .yaml/.yml (the `yaml` parser is loaded only then). Re-read when it changes: its
+// ending in .yaml/.yml (yamlStrict.ts, with the `yaml` parser, is loaded only then). Re-read when it changes: its
 // directory is watched (an editor's rename-over and a Kubernetes ConfigMap's symlink swap are both
 // seen), and a bounded poll stats it in case the watch misses an event (network file systems, some
 // container runtimes). A version that changed while it was read is not applied (a writer was still
@@ -11,7 +11,6 @@ import * as Result from "effect/Result"
 import { constants, type FSWatcher, watch } from "node:fs"
 import { open, stat } from "node:fs/promises"
 import { dirname } from "node:path"
-import type { Lexer } from "yaml"
 import { parseJsonStrict } from "./jsonStrict.ts"
 import { type Log, messageOf } from "./log.ts"
 import { loggable } from "./redact.ts"
@@ -22,27 +21,6 @@ export type DocumentLoad = "ok" | "invalid"
 const readBlockBytes = 64 * 1024
 
 const isYaml = (path: string): boolean => /\.ya?ml$/i.test(path)
-
-/**
- * The deepest nesting of YAML flow collections taken. The parser recurses per `[` or `{`: 100,000
- * unclosed ones held the event loop 3.7 s before its stack gave out.
- */
-const MAX_YAML_FLOW_DEPTH = 100
-
-/**
- * Whether flow collections nest deeper than `max`, counted on the tokens of yaml's own lexer (which
- * does not recurse): a `[`, `]`, `{` or `}` in a quoted value, a block scalar or a comment is no
- * token of its own, so it neither hides real nesting (`["]", ["]", ...`) nor adds up to a false one.
- */
-const flowDepthOver = (lexer: Lexer, text: string, max: number): boolean => {
-  let depth = 0
-  for (const token of lexer.lex(text)) {
-    if (token === "[" || token === "{") {
-      if (++depth > max) return true
-    } else if ((token === "]" || token === "}") && depth > 0) depth--
-  }
-  return false
-}
 
 /**
  * The file's content parsed as JSON or YAML (not checked further), or why not: a message for the
@@ -78,9 +56,8 @@ export const readDocumentFile = async (path: string, maxBytes: number, kind: str
   }
   try {
     if (!isYaml(path)) return Result.succeed(parseJsonStrict(text))
-    const yaml = await import("yaml")
-    if (flowDepthOver(new yaml.Lexer(), text, MAX_YAML_FLOW_DEPTH)) return Result.fail(`cannot parse it as YAML: [ and { nested deeper than ${MAX_YAML_FLOW_DEPTH}`)
-    return Result.succeed(yaml.parse(text, { maxAliasCount: 100, prettyErrors: false }) as unknown)
+    const { parseYamlStrict } = await import("./yamlStrict.ts")
+    return Result.succeed(parseYamlStrict(text, kind))
   } catch (error) {
     return Result.fail(`cannot parse it as ${isYaml(path) ? "YAML" : "JSON"}: ${messageOf(error)}`)
   }

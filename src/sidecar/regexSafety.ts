@@ -8,13 +8,21 @@
 // Without nesting, repetitions in sequence that can match the same characters still multiply:
 // `a*a*b` tries every split of a run of "a" at every start, n^3 steps (5 s on a 2048-character
 // path). So the repetitions that can share characters are counted, an unanchored start as one
-// more, and at most MAX_DEGREE are allowed (n^2: `^a*a*b` 3 ms on 2048 "a", 350 ms on 16,384).
+// more: each is a free choice (where to stop, where to start), and the choices multiply. At most
+// MAX_FREE_CHOICES is allowed: two are n^2, milliseconds a request on the 2048-character path the
+// outbound listener takes (`^a*a*b` 5.6 ms on "a", `^/(.*)/(.*)/items$` 5.8 ms on "/", `=.*;` 6.0 ms
+// on "="; node 24, load 17), CPU an app's caller controls; `[^/]*` for `.*` before a `/`, or a `^`,
+// is what to write instead.
 // An unanchored pattern that begins with a repeated character, `.*\.json$` or `[^/]*/download$`,
 // would be degree 2 by its start alone (as written: 15 ms at 2048, 510 ms at 16,384): for a test (a
 // search) that start adds nothing, so `searchSource` drops it and the rest is what is checked and
 // run (`\.json$`: linear). A repetition that must end at a
 // character it cannot match (`[0-9]+/`, `([^/]+)/`: past the groups it ends) or at the end (`.*$`)
-// has one way to end: all of those together count once. A character that may be absent (`/?`) is no
+// has one way to end: no choice of its own. After a choice, though (an unanchored start, a shared
+// repetition), its scan from one choice runs over the next choices' positions when it can match
+// the character before it (`x[a-z]+/` on "xxx...": 5.1 ms at 2048; `^a*a*b`), so it counts then; a
+// literal it cannot match before it (`/orders/[0-9]+`, `/v[0-9]+`) keeps the scans apart, and a
+// character not known here counts. A character that may be absent (`/?`) is no
 // such end; a fixed count (`[a-z]{2}`) is no repetition here: it has no choice to backtrack into.
 
 interface Group {
@@ -33,8 +41,8 @@ const repeatingQuantifier = (source: string, at: number): number => {
   return max > 1 ? match[0].length : 0
 }
 
-/** Repetitions that can share characters, an unanchored start counting as one: the backtracking is at most n^MAX_DEGREE. */
-const MAX_DEGREE = 2
+/** Free choices (an unanchored start, a repetition that can share characters with what follows it): the backtracking is at most n^(this + 1). */
+const MAX_FREE_CHOICES = 1
 
 /**
  * The literal character at `at` (a plain one, or escaped punctuation) that must be there; undefined
@@ -55,27 +63,32 @@ const isFixedCount = (quantifier: string): boolean => {
   return match !== null && (match[2] === undefined || Number(match[2]) === Number(match[1]))
 }
 
-/** The degree of `source`'s backtracking: its repetitions that can share characters, plus one unanchored. Assumes it compiles and has no nested repetition. */
-const polynomialDegree = (source: string): number => {
+/** The free choices of `source`'s backtracking (its repetitions that can share characters, its start when unanchored, see the top). Assumes it compiles and has no nested repetition. */
+const freeChoices = (source: string): number => {
   /** Per open group: a lookaround (what follows it does not follow its content). */
   const groups: Array<boolean> = []
   // `(?i:` makes its letters match either case: a literal is compared as the engine may.
   const flags = /\(\?[ms]*i[ms]*(?:-[ms]*)?:/.test(source) ? "i" : ""
   let topLevelBranch = false
   let shared = 0
-  let ending = 0
+  /** The repetitions with one way to end that can scan over another choice's positions (see the top). */
+  const ending: Array<{ readonly overlaps: boolean; readonly afterChoice: boolean }> = []
   /** The last atom's source; undefined for a group or an escape whose characters are not known here. */
   let atom: string | undefined
+  /** The atom before it. */
+  let previous: string | undefined
   for (let i = 0; i < source.length; i++) {
     const c = source[i]!
     const start = i
     if (c === "\\") {
       i++
+      previous = atom
       atom = /^[dDwWsS]$/.test(source[i] ?? "") || /^[^0-9A-Za-z]$/.test(source[i] ?? "") ? source.slice(start, i + 1) : undefined
       continue
     }
     if (c === "[") {
       for (i++; i < source.length && source[i] !== "]"; i++) if (source[i] === "\\") i++
+      previous = atom
       atom = source.slice(start, i + 1)
       continue
     }
@@ -94,6 +107,7 @@ const polynomialDegree = (source: string): number => {
     const length = repeatingQuantifier(source, i)
     const fixed = length > 0 && isFixedCount(source.slice(i, i + length))
     if (length === 0 || fixed) {
+      previous = atom
       atom = fixed || c === "?" || c === "*" || c === "+" || c === "{" || c === "|" || c === "^" || c === "$" ? undefined : c
       i += Math.max(length - 1, 0)
       if (fixed && source[i + 1] === "?") i++
@@ -111,12 +125,17 @@ const polynomialDegree = (source: string): number => {
     }
     const next = literalAt(source, after)
     const atEnd = (source[after] === "$" || after === source.length) && open === 0
-    if (atEnd || (atom !== undefined && next !== undefined && !new RegExp(`^(?:${atom})$`, flags).test(next))) ending = 1
-    else shared++
+    if (atEnd || (atom !== undefined && next !== undefined && !new RegExp(`^(?:${atom})$`, flags).test(next))) {
+      // `.*$` never scans back: a path holds no line terminator (llhttp and nghttp2 refuse CR and LF, and
+      // a header read as latin1 has no U+2028), so it reaches the end at once.
+      const before = previous === undefined ? undefined : literalAt(previous, 0)
+      const overlaps = !(atEnd && atom === ".") && (atom === undefined || before === undefined || new RegExp(`^(?:${atom})$`, flags).test(before))
+      ending.push({ overlaps, afterChoice: shared > 0 })
+    } else shared++
     atom = undefined
   }
   const anchored = source.startsWith("^") && !topLevelBranch
-  return (anchored ? 0 : 1) + shared + ending
+  return (anchored ? 0 : 1) + shared + ending.filter((repetition) => repetition.overlaps && (repetition.afterChoice || !anchored)).length
 }
 
 /** The single character at the start of `source` (`.`, `a`, `\d`, `\/`, `[^/]`); its length, or 0 for anything else. */
@@ -181,8 +200,8 @@ export const backtrackProblem = (source: string): string | undefined => {
       current.branches = true
     }
   }
-  const degree = polynomialDegree(source)
-  return degree <= MAX_DEGREE
+  const choices = freeChoices(source)
+  return choices <= MAX_FREE_CHOICES
     ? undefined
-    : `Expected a regular expression with at most ${MAX_DEGREE} repetitions that can share characters, an unanchored start counting as one (got ${degree}: it backtracks as the path's length to that power)`
+    : `Expected a regular expression with at most 2 repetitions that can share characters, an unanchored start counting as one, and at most ${MAX_FREE_CHOICES} free choice among them: a start anywhere, or a repetition followed by what it can match (got ${choices}: it backtracks as the path's length to the power ${choices + 1}; [^/]* for .* before a /, or a ^, is linear)`
 }

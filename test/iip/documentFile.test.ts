@@ -62,4 +62,68 @@ describe("readDocumentFile", () => {
       expect(Result.isFailure(result) ? result.failure : "parsed", text).toBe(duplicate === undefined ? "parsed" : `cannot parse it as JSON: ${duplicate}`)
     }
   })
+
+  it("YAML of more than 20,000 tokens is refused before the parser runs, naming the bound: within 256 KiB the parser took seconds", async () => {
+    const { readDocumentFile } = await import("../../src/iip/documentFile.ts")
+    const path = join(dir, "routes.yaml")
+    writeFileSync(path, "routes: []")
+    await readDocumentFile(path, 1024, "routes file") // the parser loaded, so the first file's time is its own
+    const hostile: Record<string, string> = {
+      // Before, in yaml.parse at load 17: 4.6 s, 3.9 s and 2.2 s of the event loop (within 1 MiB: 250,000 quoted items took 10.5 s).
+      "65,000 quoted items": `routes: [${'"x",'.repeat(65_000)}]`,
+      "87,000 sequence entries": `routes:\n${"- \n".repeat(87_000)}`,
+      "262,000 blank lines": `routes: []${"\n".repeat(262_000)}`
+    }
+    for (const [shape, text] of Object.entries(hostile)) {
+      writeFileSync(path, text)
+      const started = performance.now()
+      const result = await readDocumentFile(path, 1024 * 1024, "routes file")
+      expect(performance.now() - started, shape).toBeLessThan(1_000)
+      expect(Result.isFailure(result) ? result.failure : "parsed", shape).toBe("cannot parse it as YAML: more than the 20000 YAML tokens a routes file may hold")
+    }
+    // A document at the bound is read.
+    writeFileSync(path, `routes:\n${"- \n".repeat(6_600)}`)
+    const atBound = await readDocumentFile(path, 1024 * 1024, "routes file")
+    expect(Result.isSuccess(atBound) && (atBound.success as { routes: Array<unknown> }).routes.length).toBe(6_600)
+  })
+
+  it("YAML of more than 256 KiB is refused: a 1 MiB block or folded scalar costs the parser a few hundred ms per read", async () => {
+    const { readDocumentFile } = await import("../../src/iip/documentFile.ts")
+    const path = join(dir, "routes.yaml")
+    // Few tokens, so the token bound passes them; 180-270 ms of CPU each in yaml.parse at load 15.
+    for (const text of [`routes: []\nnote: |\n${"  x\n".repeat(262_000)}`, `routes: []\nnote: >\n${"  x\n\n".repeat(200_000)}`]) {
+      writeFileSync(path, text)
+      const result = await readDocumentFile(path, 1024 * 1024, "routes file")
+      expect(Result.isFailure(result) ? result.failure : "parsed").toBe("cannot parse it as YAML: more than the 262144 characters a routes file may hold as YAML")
+    }
+    writeFileSync(path, `routes: []\nnote: |\n${"  x\n".repeat(65_000)}`)
+    expect(Result.isSuccess(await readDocumentFile(path, 1024 * 1024, "routes file"))).toBe(true)
+  })
+
+  it("a mapping of 6,500 long keys within the bounds is read in linear time; a key twice in one mapping is still refused", async () => {
+    const { readDocumentFile } = await import("../../src/iip/documentFile.ts")
+    const path = join(dir, "policy.yaml")
+    writeFileSync(path, "a: 1")
+    await readDocumentFile(path, 1024, "policy file") // the parser loaded
+    // yaml's own check compares each key with every earlier one: 21 million comparisons of 34 equal
+    // characters and more, 1.3 s of CPU in yaml.parse at load 15 (0.1-0.25 s without the check).
+    const keys = Array.from({ length: 6_500 }, (_, i) => `${"/".repeat(34)}${String(i).padStart(4, "0")}`)
+    writeFileSync(path, `{${keys.join(",")}}`)
+    const started = process.cpuUsage()
+    const read = await readDocumentFile(path, 1024 * 1024, "policy file")
+    const used = process.cpuUsage(started)
+    expect(Result.isSuccess(read) && Object.keys(read.success as object).length).toBe(6_500)
+    expect((used.user + used.system) / 1000).toBeLessThan(700)
+    const cases: ReadonlyArray<readonly [string, string | undefined]> = [
+      [`${keys.slice(0, 100).join(":\n")}:\n${keys[42]}: 1`, `cannot parse it as YAML: "${"/".repeat(34)}0042" twice in one mapping`],
+      ["a: {b: 1, 'b': 2}", `cannot parse it as YAML: "b" twice in one mapping`],
+      ["- {b: 1}\n- {b: 2}\n- c: {b: 3}\n  b: 4", undefined],
+      ["1: x\n'1': y\ntrue: z\n'true': w", undefined]
+    ]
+    for (const [text, refusal] of cases) {
+      writeFileSync(path, text)
+      const result = await readDocumentFile(path, 1024 * 1024, "policy file")
+      expect(Result.isFailure(result) ? result.failure : "parsed", text.slice(-40)).toBe(refusal ?? "parsed")
+    }
+  })
 })

@@ -1,0 +1,89 @@
+// yaml.parse for configuration documents (the routes and policy files as YAML, read by
+// documentFile.ts, which loads this module only for a .yaml/.yml file). Those files are re-read
+// while the sidecar serves, so what the parser does with a hostile file holds up traffic: the
+// document's shape is checked first on the tokens of yaml's own lexer (which neither recurses nor
+// builds anything), and a document past a bound is refused before the parser runs.
+import * as Data from "effect/Data"
+import { type Document, isMap, isPair, isScalar, isSeq, Lexer, parseDocument } from "yaml"
+import { DuplicateKey } from "./jsonStrict.ts"
+
+export class YamlRefused extends Data.TaggedError("YamlRefused")<{ readonly message: string }> {}
+
+/**
+ * The deepest nesting of YAML flow collections taken. The parser recurses per `[` or `{`: 100,000
+ * unclosed ones held the event loop 3.7 s before its stack gave out.
+ */
+export const MAX_YAML_FLOW_DEPTH = 100
+
+/**
+ * The lexer's tokens taken (a plain scalar is two, an indicator, a line break, a comment one). The
+ * parser builds a CST token, a node and a value for each, a few microseconds apiece, and more as its
+ * heap grows: within the 1 MiB a file may hold, 250,000 quoted items held the event loop 10.5 s,
+ * 300,000 `- ` entries 5.8 s. At this bound the costliest document measured here (routes as
+ * routes.ts documents them: about 100 of them) parses in 135-208 ms of CPU at load 15-18 on 2 cores;
+ * a larger document is written as JSON, which parses a MiB in milliseconds.
+ */
+export const MAX_YAML_TOKENS = 20_000
+
+/**
+ * The characters of a YAML document taken (of the 1 MiB a file may hold as JSON). At the token bound
+ * a document is about 50-60 KB; what is larger holds long scalars or comments, and yaml's block and
+ * folded scalars cost per character: 1 MiB of one took 180-270 ms of CPU, 256 KiB 38-54 ms.
+ */
+export const MAX_YAML_CHARACTERS = 256 * 1024
+
+/**
+ * Why `text` is not parsed, or undefined: more than MAX_YAML_CHARACTERS characters or MAX_YAML_TOKENS tokens, or flow collections
+ * nested deeper than MAX_YAML_FLOW_DEPTH. A `[`, `]`, `{` or `}` in a quoted value, a block scalar or
+ * a comment is no token of its own, so it neither hides real nesting (`["]", ["]", ...`) nor adds up
+ * to a false one. The lexer stops at the first bound passed.
+ */
+const shapeProblem = (text: string, kind: string): string | undefined => {
+  let depth = 0
+  let tokens = 0
+  for (const token of new Lexer().lex(text)) {
+    if (++tokens > MAX_YAML_TOKENS) return `more than the ${MAX_YAML_TOKENS} YAML tokens a ${kind} may hold`
+    if (token === "[" || token === "{") {
+      if (++depth > MAX_YAML_FLOW_DEPTH) return `[ and { nested deeper than ${MAX_YAML_FLOW_DEPTH}`
+    } else if ((token === "]" || token === "}") && depth > 0) depth--
+  }
+  // After the lexer, so a file past both bounds is told of its tokens or nesting (the lexer takes 20-60 ms for a MiB of few tokens).
+  return text.length > MAX_YAML_CHARACTERS ? `more than the ${MAX_YAML_CHARACTERS} characters a ${kind} may hold as YAML` : undefined
+}
+
+/**
+ * The first scalar key that appears twice in one mapping of `document`, as yaml's own check finds it
+ * (equal values: 1 and "1" differ), in one pass with a set per mapping. yaml's check compares each key
+ * with every earlier one of its mapping: 4,900 keys of 48 characters, within both bounds, took
+ * 0.8-1.4 s of CPU. The walk keeps its own stack (block nesting is as deep as the text allows).
+ */
+const duplicateKeyOf = (document: Document): string | undefined => {
+  const pending: Array<unknown> = [document.contents]
+  while (pending.length > 0) {
+    const node = pending.pop()
+    if (isMap(node)) {
+      const keys = new Set<unknown>()
+      for (const pair of node.items) {
+        if (isScalar(pair.key) && keys.size === keys.add(pair.key.value).size) return String(pair.key.value)
+        pending.push(pair.key, pair.value)
+      }
+    } else if (isSeq(node)) {
+      for (const item of node.items) pending.push(isPair(item) ? item.value : item)
+    }
+  }
+  return undefined
+}
+
+/**
+ * `text` parsed as YAML, if its shape is within the bounds and no mapping holds a key twice; throws
+ * YamlRefused, a DuplicateKey, or yaml's own error (the first). `kind` names the file in the refusal.
+ */
+export const parseYamlStrict = (text: string, kind: string): unknown => {
+  const problem = shapeProblem(text, kind)
+  if (problem !== undefined) throw new YamlRefused({ message: problem })
+  const document = parseDocument(text, { prettyErrors: false, uniqueKeys: false })
+  if (document.errors.length > 0) throw document.errors[0]!
+  const duplicate = duplicateKeyOf(document)
+  if (duplicate !== undefined) throw new DuplicateKey({ message: `${JSON.stringify(duplicate.slice(0, 80))} twice in one mapping` })
+  return document.toJS({ maxAliasCount: 100 }) as unknown
+}
