@@ -52,6 +52,8 @@ export interface IdentityStatus {
   readonly renewAt: string
   readonly renewals: number
   readonly lastError: string | undefined
+  /** Times a listener (a TLS context built from the credentials, say) threw on a new generation: logged, renewal goes on. */
+  readonly listenerFailures: number
 }
 
 export interface IdentityClient extends CredentialSource {
@@ -132,6 +134,7 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
     const retryBaseMs = options.retryBaseMs ?? 1_000
     const retryMaxMs = options.retryMaxMs ?? 60_000
     let renewals = 0
+    let listenerFailures = 0
     let lastError: string | undefined
     let renewAt = 0
 
@@ -169,7 +172,10 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
           yield* Effect.sleep(delay)
           const next = yield* obtainPatiently
           renewals++
-          holder.update(next)
+          for (const failure of holder.update(next)) {
+            listenerFailures++
+            options.log("identity-listener-failed", { error: loggable(messageOf(failure)) })
+          }
           options.log("identity-renewed", { spiffeId: next.spiffeId, notAfter: next.notAfter.toISOString() })
           delay = yield* schedule
         })
@@ -181,7 +187,7 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
       subscribe: holder.subscribe,
       status: () => {
         const current = holder.current()
-        return { spiffeId: current.spiffeId, notAfter: current.notAfter.toISOString(), renewAt: new Date(renewAt).toISOString(), renewals, lastError }
+        return { spiffeId: current.spiffeId, notAfter: current.notAfter.toISOString(), renewAt: new Date(renewAt).toISOString(), renewals, lastError, listenerFailures }
       }
     }
   })

@@ -151,6 +151,32 @@ describe("identity client", () => {
       expect(events.map((e) => e.event)).toStrictEqual(["identity-obtained", "identity-renewed"])
     }).pipe(Effect.scoped))
 
+  it.effect("a listener that throws does not end renewal: it is logged and counted, the listeners after it hear every generation, and it hears the later ones", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const { signer, state } = yield* makeFakeIssuer
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const client = yield* startClient(signer, events)
+      const thrown: Array<WorkloadCredentials> = []
+      const heard: Array<WorkloadCredentials> = []
+      client.subscribe((next) => {
+        thrown.push(next)
+        throw new Error("secure context refused\u202e")
+      })
+      client.subscribe((next) => heard.push(next))
+      for (let renewal = 1; renewal <= 2; renewal++) {
+        yield* TestClock.adjust(Date.parse(client.status().renewAt) - (yield* Clock.currentTimeMillis))
+        yield* eventually(() => heard.length === renewal)
+        expect(thrown).toStrictEqual(heard)
+        expect(client.current()).toBe(heard[renewal - 1])
+        expect(client.status()).toMatchObject({ renewals: renewal, listenerFailures: renewal })
+      }
+      expect(state.calls).toHaveLength(3)
+      const failed = events.filter((e) => e.event === "identity-listener-failed")
+      expect(failed).toHaveLength(2)
+      expect(failed[0]!.fields.error).toBe("secure context refused\\u202e")
+    }).pipe(Effect.scoped))
+
   it.effect("the issuer down at renewal: retries with growing backoff, the old credentials stay until new ones arrive", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(Date.now())
