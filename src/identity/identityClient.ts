@@ -22,7 +22,7 @@ import { createCertificateRequest } from "./certificateRequest.ts"
 import { type CredentialSource, makeCredentialHolder, type WorkloadCredentials } from "./credentials.ts"
 import type { SignResponse } from "./issuer.ts"
 import { parseSpiffeId, spiffeIdOfCertificate } from "./spiffe.ts"
-import { certificatesOfPem, chainProblem } from "./trustBundle.ts"
+import { certificatesOfPem, chainProblem, chainUsableUntil, type RootValidity, rootValidities } from "./trustBundle.ts"
 
 /** Sends a CSR (PEM) to whoever signs it and returns the answer; rejects when it cannot. */
 export type Signer = (csrPem: string) => Promise<SignResponse>
@@ -54,6 +54,9 @@ export interface IdentityStatus {
   readonly lastError: string | undefined
   /** Times a listener (a TLS context built from the credentials, say) threw on a new generation: logged, renewal goes on. */
   readonly listenerFailures: number
+  /** Roots in the trust bundle held, and how many of them have expired (peers whose chains lead to one are refused). */
+  readonly trustBundleRoots: number
+  readonly expiredRoots: number
 }
 
 export interface IdentityClient extends CredentialSource {
@@ -113,14 +116,14 @@ const obtain = (options: IdentityClientOptions) =>
  * When to renew credentials just received, in ms from `now`: at renewAt +- jitter of their life,
  * counted from when they became usable here (their notBefore, or now if the issuer backdated it
  * for clock skew), and never sooner than a second so a short-lived leaf cannot make a busy loop.
- * Their life ends with the first certificate of the chain to expire: a leaf that outlives its
- * intermediate (an issuer whose intermediate is near its end, or one that signs until 9999) is
- * useless, to every peer, once the intermediate has expired.
+ * Their life ends with the first certificate of the chain, or the bundle root it leads to, to
+ * expire: a leaf that outlives its intermediate or its root (an issuer whose CA is near its end,
+ * or one that signs until 9999) is useless, to every peer, once either has expired.
  */
 export const renewalDelayMs = (credentials: WorkloadCredentials, now: number, random: number, renewAt = 0.7, jitter = 0.05): number => {
-  const chain = certificatesOfPem(credentials.certificateChainPem).map((pem) => new X509Certificate(pem))
-  const start = Math.max(new Date(chain[0]!.validFrom).getTime(), now)
-  const end = Math.min(credentials.notAfter.getTime(), ...chain.map((certificate) => new Date(certificate.validTo).getTime()))
+  const leaf = new X509Certificate(certificatesOfPem(credentials.certificateChainPem)[0]!)
+  const start = Math.max(new Date(leaf.validFrom).getTime(), now)
+  const end = Math.min(credentials.notAfter.getTime(), chainUsableUntil(credentials.certificateChainPem, credentials.trustBundlePem))
   const fraction = renewAt + (random * 2 - 1) * jitter
   return Math.max(1_000, Math.round(start + (end - start) * fraction - now))
 }
@@ -154,9 +157,21 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
       }
     })
 
+    const clock = yield* Clock.Clock
+    let roots: Array<RootValidity> = []
+    /** The roots of a new generation; those already expired are logged by name (every handshake of a peer under one fails). */
+    const readRoots = (credentials: WorkloadCredentials) => {
+      roots = rootValidities(credentials.trustBundlePem)
+      const now = clock.currentTimeMillisUnsafe()
+      for (const root of roots) {
+        if (root.notAfter < now) options.log("identity-trust-bundle-root-expired", { root: loggable(root.subject), notAfter: new Date(root.notAfter).toISOString(), roots: roots.length })
+      }
+    }
+
     const first = yield* obtainPatiently
     const holder = makeCredentialHolder(first)
     options.log("identity-obtained", { spiffeId: first.spiffeId, notAfter: first.notAfter.toISOString() })
+    readRoots(first)
 
     /** Picks the next renewal time (so the status shows it before the renewal fiber runs). */
     const schedule = Effect.gen(function*() {
@@ -172,6 +187,7 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
           yield* Effect.sleep(delay)
           const next = yield* obtainPatiently
           renewals++
+          readRoots(next)
           for (const failure of holder.update(next)) {
             listenerFailures++
             options.log("identity-listener-failed", { error: loggable(messageOf(failure)) })
@@ -187,7 +203,17 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
       subscribe: holder.subscribe,
       status: () => {
         const current = holder.current()
-        return { spiffeId: current.spiffeId, notAfter: current.notAfter.toISOString(), renewAt: new Date(renewAt).toISOString(), renewals, lastError, listenerFailures }
+        const now = clock.currentTimeMillisUnsafe()
+        return {
+          spiffeId: current.spiffeId,
+          notAfter: current.notAfter.toISOString(),
+          renewAt: new Date(renewAt).toISOString(),
+          renewals,
+          lastError,
+          listenerFailures,
+          trustBundleRoots: roots.length,
+          expiredRoots: roots.filter((root) => root.notAfter < now).length
+        }
       }
     }
   })

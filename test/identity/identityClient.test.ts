@@ -115,6 +115,25 @@ describe("identity client", () => {
     expect(IdentityClient.renewalDelayMs(credentials, now, 0.5)).toBe(0.7 * 2 * hour)
   })
 
+  it("renewalDelayMs: a chain whose bundle root expires before the leaf (and the intermediate) is renewed at 70 % of the root's life left", async () => {
+    const now = Date.UTC(2030, 0, 1)
+    // The root expires 2 h from now; its intermediate (a careless CA) and the leaf outlive it.
+    const root = await createRootCa({ commonName: "root", trustDomain, notBefore: new Date(now - hour), lifetimeMs: 3 * hour })
+    const other = await createRootCa({ commonName: "other root", trustDomain, notBefore: new Date(now - hour), lifetimeMs: hour / 2 })
+    const intermediate = await createIntermediateCa(root, { commonName: "intermediate", trustDomain, notBefore: new Date(now - hour), lifetimeMs: 100 * hour })
+    const pair = await generateKeyPair()
+    const leaf = await issueLeaf(intermediate, { spiffeId: catalogId, publicKey: pair.keys.publicKey, notBefore: new Date(now), lifetimeMs: lifetime })
+    const credentials = {
+      spiffeId: catalogId,
+      privateKeyPem: pair.privateKeyPem,
+      certificateChainPem: leaf + intermediate.certificatePem,
+      // A second root of the bundle (the chain does not lead to it) expiring sooner does not matter to this leaf.
+      trustBundlePem: other.certificatePem + root.certificatePem,
+      notAfter: new Date(now + lifetime)
+    }
+    expect(IdentityClient.renewalDelayMs(credentials, now, 0.5)).toBe(0.7 * 2 * hour)
+  })
+
   it.effect("renews at 70 % +- 5 % of the leaf's life on the clock, not before; the key is new and listeners hear it", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(Date.now())
@@ -175,6 +194,26 @@ describe("identity client", () => {
       const failed = events.filter((e) => e.event === "identity-listener-failed")
       expect(failed).toHaveLength(2)
       expect(failed[0]!.fields.error).toBe("secure context refused\\u202e")
+    }).pipe(Effect.scoped))
+
+  it.effect("an expired root in the bundle received is logged by name and counted in the status, and a root expiring later is counted from then", () =>
+    Effect.gen(function*() {
+      const start = Date.now()
+      yield* TestClock.setTime(start)
+      const { signer } = yield* makeFakeIssuer
+      const expired = yield* Effect.promise(() => createRootCa({ commonName: "retired root", trustDomain, notBefore: new Date(start - 10 * hour), lifetimeMs: hour }))
+      const expiring = yield* Effect.promise(() => createRootCa({ commonName: "expiring root", trustDomain, notBefore: new Date(start - hour), lifetimeMs: 3 * hour }))
+      const withOldRoots: IdentityClient.Signer = async (csr) => {
+        const answer = await signer(csr)
+        return { ...answer, trustBundlePem: expired.certificatePem + answer.trustBundlePem + expiring.certificatePem }
+      }
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const client = yield* startClient(withOldRoots, events)
+      expect(client.status()).toMatchObject({ trustBundleRoots: 3, expiredRoots: 1 })
+      const logged = events.filter((e) => e.event === "identity-trust-bundle-root-expired")
+      expect(logged.map((e) => e.fields)).toStrictEqual([{ root: "CN=retired root", notAfter: new Date(new X509Certificate(expired.certificatePem).validTo).toISOString(), roots: 3 }])
+      yield* TestClock.adjust(2 * hour + 1_000)
+      expect(client.status()).toMatchObject({ trustBundleRoots: 3, expiredRoots: 2 })
     }).pipe(Effect.scoped))
 
   it.effect("the issuer down at renewal: retries with growing backoff, the old credentials stay until new ones arrive", () =>
