@@ -11,6 +11,23 @@ const pemBlock = /-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+?-----END CERTIFIC
 /** The certificates of a PEM text, each as its own PEM block (anything between blocks is ignored). */
 export const certificatesOfPem = (text: string): Array<string> => [...text.matchAll(pemBlock)].map((match) => `${match[0]}\n`)
 
+/** Most characters of a chain or a bundle from the issuer, and most certificates in each: checked before any is parsed. */
+export const maxPemChars = 64 * 1024
+export const maxChainCertificates = 8
+export const maxBundleCertificates = 16
+
+/**
+ * The certificates of PEM text from the issuer (hostile: it may be anything), or why it is refused:
+ * its size, then how many blocks it holds, both checked before a certificate is parsed.
+ */
+export const boundedCertificatesOfPem = (text: string, what: string, maxCertificates: number): Array<string> | string => {
+  if (text.length > maxPemChars) return `${what} is larger than ${maxPemChars} characters (${text.length})`
+  const certificates = certificatesOfPem(text)
+  if (certificates.length === 0) return `${what} holds no certificate`
+  if (certificates.length > maxCertificates) return `${what} holds ${certificates.length} certificates, more than ${maxCertificates}`
+  return certificates
+}
+
 const validAt = (certificate: X509Certificate, at: Date): boolean =>
   new Date(certificate.validFrom).getTime() <= at.getTime() && at.getTime() <= new Date(certificate.validTo).getTime()
 

@@ -18,7 +18,8 @@ import * as IdentityClient from "../../src/identity/identityClient.ts"
 import type { SignResponse } from "../../src/identity/issuer.ts"
 import { makeIssuingCa, trustDomain } from "../support/identityTest.ts"
 
-const hour = 3_600_000
+const minute = 60_000
+const hour = 60 * minute
 const lifetime = 10 * hour
 const catalogId = `spiffe://${trustDomain}/svc/catalog`
 
@@ -59,7 +60,13 @@ const weakCaAnswer = async (spiffeId: string, publicKey: x509.PublicKey, notBefo
 const makeFakeIssuer = Effect.gen(function*() {
   const clock = yield* Clock.Clock
   const ca = yield* Effect.promise(() => makeIssuingCa())
-  const state = { down: false, wrongKey: false, weakCa: false, calls: [] as Array<number> }
+  const state = { down: false, wrongKey: false, weakCa: false, calls: [] as Array<number>, bundle: ca.trustBundlePem, bundleDown: false, bundleCalls: [] as Array<number> }
+  /** GET /v1/bundle of this issuer: what `state.bundle` holds now. */
+  const fetchTrustBundle = async () => {
+    state.bundleCalls.push(clock.currentTimeMillisUnsafe())
+    if (state.bundleDown) throw new Error("connect ECONNREFUSED 127.0.0.1:8443")
+    return state.bundle
+  }
   const signer: IdentityClient.Signer = async (csrPem) => {
     state.calls.push(clock.currentTimeMillisUnsafe())
     if (state.down) throw new Error("connect ECONNREFUSED 127.0.0.1:8443")
@@ -76,7 +83,7 @@ const makeFakeIssuer = Effect.gen(function*() {
     }
     return answer
   }
-  return { signer, state }
+  return { signer, state, fetchTrustBundle, ca }
 })
 
 const startClient = (signer: IdentityClient.Signer, events: Array<{ event: string; fields: Record<string, unknown> }>) =>
@@ -214,6 +221,80 @@ describe("identity client", () => {
       expect(logged.map((e) => e.fields)).toStrictEqual([{ root: "CN=retired root", notAfter: new Date(new X509Certificate(expired.certificatePem).validTo).toISOString(), roots: 3 }])
       yield* TestClock.adjust(2 * hour + 1_000)
       expect(client.status()).toMatchObject({ trustBundleRoots: 3, expiredRoots: 2 })
+    }).pipe(Effect.scoped))
+
+  it.effect("a root added to the issuer's bundle reaches the listeners within the refresh interval (+- 10 %), long before the leaf renews; the key and chain stay", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const { signer, state, fetchTrustBundle, ca } = yield* makeFakeIssuer
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const client = yield* IdentityClient.make({ signer, fetchTrustBundle, bundleRefreshMs: 5 * minute, trustDomain, requestedId: catalogId, log: (event, fields) => void events.push({ event, fields }) })
+      const first = client.current()
+      const heard: Array<WorkloadCredentials> = []
+      client.subscribe((next) => heard.push(next))
+      // Unchanged: nothing is handed on.
+      yield* TestClock.adjust(5.5 * minute)
+      yield* eventually(() => state.bundleCalls.length === 1)
+      expect(state.bundleCalls[0]! - state.calls[0]!).toBeGreaterThanOrEqual(4.5 * minute)
+      expect(heard).toHaveLength(0)
+      const rotated = (yield* Effect.promise(() => makeIssuingCa("rotated"))).rootPem
+      state.bundle = rotated + ca.trustBundlePem
+      yield* TestClock.adjust(5.5 * minute)
+      yield* eventually(() => heard.length === 1)
+      expect(heard[0]!.trustBundlePem).toBe(rotated + ca.trustBundlePem)
+      expect([heard[0]!.privateKeyPem, heard[0]!.certificateChainPem]).toStrictEqual([first.privateKeyPem, first.certificateChainPem])
+      expect(client.current()).toBe(heard[0])
+      expect(client.status()).toMatchObject({ renewals: 0, trustBundleRoots: 2 })
+      expect(state.calls).toHaveLength(1)
+      expect(events.filter((e) => e.event === "identity-trust-bundle-refreshed").map((e) => e.fields)).toStrictEqual([{ roots: 2 }])
+    }).pipe(Effect.scoped))
+
+  it.effect("a bundle refresh that fails, or brings a bundle too large, of too many roots, not text or without our root, is retried with backoff; the credentials stay", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const { signer, state, fetchTrustBundle, ca } = yield* makeFakeIssuer
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const client = yield* IdentityClient.make({ signer, fetchTrustBundle, bundleRefreshMs: 5 * minute, trustDomain, requestedId: catalogId, log: (event, fields) => void events.push({ event, fields }) })
+      const first = client.current()
+      const heard: Array<WorkloadCredentials> = []
+      client.subscribe((next) => heard.push(next))
+      const foreign = yield* Effect.promise(() => makeIssuingCa("foreign"))
+      const failures = () => events.filter((e) => e.event === "identity-trust-bundle-refresh-failed")
+      const answers: Array<[unknown, RegExp]> = [
+        [ca.trustBundlePem.repeat(17), /the trust bundle holds 17 certificates, more than 16/],
+        [ca.trustBundlePem + " ".repeat(70_000), /the trust bundle is larger than 65536 characters/],
+        [7, /not a PEM text/],
+        [foreign.trustBundlePem, /with it, the chain held: the chain leads to no root of the trust bundle/],
+        ["-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", /does not parse/]
+      ]
+      state.bundleDown = true
+      // To the first refresh (4.5 to 5.5 min), in steps shorter than the first retry.
+      yield* TestClock.adjust(4.5 * minute - 1)
+      for (let step = 0; step < 400 && state.bundleCalls.length === 0; step++) {
+        yield* TestClock.adjust(400)
+        yield* Effect.yieldNow
+      }
+      yield* eventually(() => failures().length === 1)
+      expect(failures()[0]!.fields.error).toMatch(/ECONNREFUSED/)
+      for (const [index, [answer, why]] of answers.entries()) {
+        state.bundleDown = false
+        state.bundle = answer as string
+        const retryInMs = failures()[index]!.fields.retryInMs as number
+        // Backoff: 1 s, 2 s, 4 s ..., each scaled by a jitter in [0.5, 1).
+        expect(retryInMs).toBeGreaterThanOrEqual(500 * 2 ** index)
+        expect(retryInMs).toBeLessThan(1000 * 2 ** index)
+        yield* TestClock.adjust(retryInMs)
+        yield* eventually(() => failures().length === index + 2)
+        expect(failures()[index + 1]!.fields.error).toMatch(why)
+        expect(client.status().lastBundleError).toMatch(why)
+        expect(client.current()).toBe(first)
+      }
+      expect(heard).toHaveLength(0)
+      state.bundle = foreign.rootPem + ca.trustBundlePem
+      yield* TestClock.adjust(failures().at(-1)!.fields.retryInMs as number)
+      yield* eventually(() => heard.length === 1)
+      expect(heard[0]!.trustBundlePem).toBe(foreign.rootPem + ca.trustBundlePem)
+      expect(client.status()).toMatchObject({ lastBundleError: undefined, trustBundleRoots: 2, renewals: 0 })
     }).pipe(Effect.scoped))
 
   it.effect("the issuer down at renewal: retries with growing backoff, the old credentials stay until new ones arrive", () =>
