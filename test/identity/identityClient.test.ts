@@ -249,6 +249,30 @@ describe("identity client", () => {
       expect(events.filter((e) => e.event === "identity-trust-bundle-refreshed").map((e) => e.fields)).toStrictEqual([{ roots: 2 }])
     }).pipe(Effect.scoped))
 
+  it.effect("a root of the bundle held that expires while the sidecar runs is logged at the next bundle refresh, once", () =>
+    Effect.gen(function*() {
+      const start = Date.now()
+      yield* TestClock.setTime(start)
+      const { signer, state, fetchTrustBundle, ca } = yield* makeFakeIssuer
+      const expiring = yield* Effect.promise(() => createRootCa({ commonName: "expiring root", trustDomain, notBefore: new Date(start - hour), lifetimeMs: hour + 12 * minute }))
+      state.bundle = ca.trustBundlePem + expiring.certificatePem
+      const withExpiring: IdentityClient.Signer = async (csr) => ({ ...(await signer(csr)), trustBundlePem: state.bundle })
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      yield* IdentityClient.make({ signer: withExpiring, fetchTrustBundle, bundleRefreshMs: 5 * minute, trustDomain, requestedId: catalogId, log: (event, fields) => void events.push({ event, fields }) })
+      const expired = () => events.filter((e) => e.event === "identity-trust-bundle-root-expired")
+      // Refreshes at 4.5-5.5 and 9-11 min: the root is still valid (at the test clock's time, whenever
+      // they finish); the third, at 13.5-16.5 min, finds it expired (12 min); the fourth does not log it
+      // again (done once the fifth fetch is asked for: refreshes run one after the other).
+      for (let refresh = 1; refresh <= 5; refresh++) {
+        yield* TestClock.adjust(5.5 * minute)
+        yield* eventually(() => state.bundleCalls.length === refresh)
+        if (refresh < 3) expect(expired()).toHaveLength(0)
+        if (refresh === 3) yield* eventually(() => expired().length === 1)
+      }
+      expect(expired()).toHaveLength(1)
+      expect(expired()[0]!.fields).toMatchObject({ root: "CN=expiring root", roots: 2 })
+    }).pipe(Effect.scoped))
+
   it.effect("a bundle refresh that fails, or brings a bundle too large, of too many roots, not text or without our root, is retried with backoff; the credentials stay", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(Date.now())
