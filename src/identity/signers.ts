@@ -84,14 +84,16 @@ const callIssuer = (options: IssuerOptions, path: string, body: string | undefin
       response.on("error", failed)
       response.on("end", () => {
         clearTimeout(timer)
-        let json: { error?: unknown; message?: unknown } & Partial<SignResponse>
+        let json: unknown
         try {
           json = JSON.parse(Buffer.concat(chunks).toString("utf8"))
         } catch {
           return reject(new Error(`the issuer answered ${response.statusCode} without JSON`))
         }
         if (response.statusCode !== 200) {
-          return reject(new Error(`the issuer refused (${response.statusCode} ${loggable(String(json.error), 64)}): ${loggable(String(json.message))}`))
+          // Any JSON at all (null included): what is not an object names no reason.
+          const { error, message } = (typeof json === "object" && json !== null ? json : {}) as { error?: unknown; message?: unknown }
+          return reject(new Error(`the issuer refused (${response.statusCode} ${loggable(String(error), 64)}): ${loggable(String(message))}`))
         }
         resolve(json)
       })
