@@ -270,13 +270,16 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
       const refresh = Effect.gen(function*() {
         const bundlePem = yield* Effect.tryPromise({ try: () => fetchTrustBundle(), catch: (e) => new IdentityUnavailable({ message: messageOf(e) }) })
         const now = new Date(yield* Clock.currentTimeMillis)
-        const next = yield* Effect.try({
-          try: () => withRefreshedBundle(holder.current(), bundlePem, now),
+        // Checked and handed on in one step: a renewal landing in between would otherwise get its predecessor's key back.
+        const refreshed = yield* Effect.try({
+          try: () => {
+            const next = withRefreshedBundle(holder.current(), bundlePem, now)
+            if (next !== undefined) publish(next)
+            return next !== undefined
+          },
           catch: (e) => (e instanceof IdentityUnavailable ? e : new IdentityUnavailable({ message: `the issuer's trust bundle is refused: ${messageOf(e)}` }))
         })
-        if (next === undefined) return
-        publish(next)
-        options.log("identity-trust-bundle-refreshed", { roots: roots.length })
+        if (refreshed) options.log("identity-trust-bundle-refreshed", { roots: roots.length })
       })
       const interval = Effect.map(Random.next, (random) => Math.round(refreshMs * (0.9 + 0.2 * random)))
       yield* Effect.forkScoped(Effect.gen(function*() {
