@@ -9,14 +9,15 @@ import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import { type Log, messageOf } from "../iip/log.ts"
 import * as IdentityClient from "../identity/identityClient.ts"
 import { defaultLeafLifetimeMs } from "../identity/certificates.ts"
-import { developmentSigner, issuerSigner, readSecretFile } from "../identity/signers.ts"
+import { developmentSigner, developmentTrustBundle, issuerSigner, issuerTrustBundle, readSecretFile } from "../identity/signers.ts"
 import { readFileSync } from "node:fs"
 
 export class IdentityConfigInvalid extends Data.TaggedError("IdentityConfigInvalid")<{ readonly message: string }> {}
 
 /**
  * The identity client the settings describe: its first credentials obtained (retrying while the
- * issuer is unreachable), renewed for the scope's life.
+ * issuer is unreachable), renewed for the scope's life, its trust bundle fetched again between
+ * renewals (the issuer's GET /v1/bundle, or the development CA directory's bundle.pem).
  */
 export const sidecarIdentity = (config: SidecarConfig, log: Log): Effect.Effect<IdentityClient.IdentityClient, IdentityConfigInvalid, Scope.Scope> =>
   Effect.gen(function*() {
@@ -30,21 +31,30 @@ export const sidecarIdentity = (config: SidecarConfig, log: Log): Effect.Effect<
         try: () => developmentSigner({ caDir, leafLifetimeMs: defaultLeafLifetimeMs, log }),
         catch: (error) => new IdentityConfigInvalid({ message: `identityDevCaDir: ${messageOf(error)}` })
       })
-      return yield* IdentityClient.make({ signer, trustDomain: config.trustDomain, requestedId: serviceId, log })
+      return yield* IdentityClient.make({ signer, fetchTrustBundle: developmentTrustBundle(caDir), trustDomain: config.trustDomain, requestedId: serviceId, log })
     }
     const { identityIssuer, identityTokenFile, identityJoinTokenFile, trustBundleFile } = config
     if (identityIssuer === null || trustBundleFile === null) return yield* new IdentityConfigInvalid({ message: "identityIssuer and trustBundleFile are required" })
-    const signer = issuerSigner({
+    const issuer = {
       issuerUrl: identityIssuer,
       trustDomain: config.trustDomain,
       trustBundle: () => readFileSync(trustBundleFile, "utf8"),
+      timeoutMs: config.identityRequestTimeoutMs
+    }
+    const signer = issuerSigner({
+      ...issuer,
       proof: () =>
         identityTokenFile !== null
           ? { kind: "kubernetes", token: readSecretFile(identityTokenFile) }
-          : { kind: "join", token: readSecretFile(identityJoinTokenFile ?? "") },
-      timeoutMs: config.identityRequestTimeoutMs
+          : { kind: "join", token: readSecretFile(identityJoinTokenFile ?? "") }
     })
     // With a ServiceAccount token the issuer decides the identity (the sidecar does not know its
     // account's name); with a join token the sidecar asks for its service's.
-    return yield* IdentityClient.make({ signer, trustDomain: config.trustDomain, requestedId: identityTokenFile !== null ? undefined : serviceId, log })
+    return yield* IdentityClient.make({
+      signer,
+      fetchTrustBundle: issuerTrustBundle(issuer),
+      trustDomain: config.trustDomain,
+      requestedId: identityTokenFile !== null ? undefined : serviceId,
+      log
+    })
   })

@@ -9,7 +9,7 @@
 //
 // `ca renew-intermediate` replaces only the intermediate (the root and the bundle stay): the yearly
 // renewal. A root rotation without downtime: `ca rotate` makes a new root and intermediate and a bundle with
-// both roots; once every sidecar holds that bundle (their next renewal), the issuer switches to
+// both roots; once every sidecar holds that bundle (within minutes: they fetch it between renewals), the issuer switches to
 // the new intermediate; once every leaf under the old root has expired, `ca finish-rotation`
 // drops the old root from the bundle. Keys are written mode 0600 and never overwritten in place.
 import * as Data from "effect/Data"

@@ -22,8 +22,13 @@ export interface CredentialSource {
   readonly subscribe: (listener: (credentials: WorkloadCredentials) => void) => () => void
 }
 
-/** A source whose credentials change only when `update` is called (tests, and fixed files). */
-export const makeCredentialHolder = (initial: WorkloadCredentials): CredentialSource & { readonly update: (next: WorkloadCredentials) => void } => {
+/**
+ * A source whose credentials change only when `update` is called (the identity client, tests, fixed
+ * files). `update` hands the new generation to every listener, whatever one of them throws, and
+ * returns what they threw: one listener's failure must neither keep the others on the old
+ * credentials nor end the renewal that called it (whose certificate would then expire).
+ */
+export const makeCredentialHolder = (initial: WorkloadCredentials): CredentialSource & { readonly update: (next: WorkloadCredentials) => Array<unknown> } => {
   let current = initial
   const listeners = new Set<(credentials: WorkloadCredentials) => void>()
   return {
@@ -34,7 +39,15 @@ export const makeCredentialHolder = (initial: WorkloadCredentials): CredentialSo
     },
     update: (next) => {
       current = next
-      for (const listener of listeners) listener(next)
+      const failures: Array<unknown> = []
+      for (const listener of listeners) {
+        try {
+          listener(next)
+        } catch (failure) {
+          failures.push(failure)
+        }
+      }
+      return failures
     }
   }
 }

@@ -7,7 +7,10 @@
 //
 // Renewal runs on Effect's Clock: at about 70 % of the leaf's life (plus or minus a jitter, so a
 // fleet started together does not renew together); a failed attempt is retried with exponential
-// backoff while the previous credentials stay in place, until new ones arrive.
+// backoff while the previous credentials stay in place, until new ones arrive. Between renewals
+// the trust bundle is fetched again every few minutes (jittered, backoff on failure), so a root the
+// issuer adds (`ca rotate`) reaches this sidecar's peer checks within minutes, not at its next
+// renewal; what the issuer sends is bounded and checked like a sign answer.
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
@@ -22,10 +25,22 @@ import { createCertificateRequest } from "./certificateRequest.ts"
 import { type CredentialSource, makeCredentialHolder, type WorkloadCredentials } from "./credentials.ts"
 import type { SignResponse } from "./issuer.ts"
 import { parseSpiffeId, spiffeIdOfCertificate } from "./spiffe.ts"
-import { certificatesOfPem, chainProblem } from "./trustBundle.ts"
+import {
+  boundedCertificatesOfPem,
+  certificatesOfPem,
+  chainProblem,
+  chainUsableUntil,
+  maxBundleCertificates,
+  maxChainCertificates,
+  type RootValidity,
+  rootValidities
+} from "./trustBundle.ts"
 
 /** Sends a CSR (PEM) to whoever signs it and returns the answer; rejects when it cannot. */
 export type Signer = (csrPem: string) => Promise<SignResponse>
+
+/** The issuer's trust bundle as it is now (PEM text, if the issuer is honest: it is checked); rejects when it cannot be had. */
+export type BundleFetcher = () => Promise<unknown>
 
 export class IdentityUnavailable extends Data.TaggedError("IdentityUnavailable")<{ readonly message: string }> {}
 
@@ -41,6 +56,10 @@ export interface IdentityClientOptions {
   /** First retry after this; doubling up to retryMaxMs (defaults 1 s and 60 s). */
   readonly retryBaseMs?: number
   readonly retryMaxMs?: number
+  /** Where the trust bundle is fetched again between renewals; undefined: it changes only with a renewal. */
+  readonly fetchTrustBundle?: BundleFetcher
+  /** Every this (+- 10 %) once fetchTrustBundle succeeded; a failure retries with backoff up to it (default 5 min). */
+  readonly bundleRefreshMs?: number
   readonly log: Log
 }
 
@@ -52,6 +71,13 @@ export interface IdentityStatus {
   readonly renewAt: string
   readonly renewals: number
   readonly lastError: string | undefined
+  /** Times a listener (a TLS context built from the credentials, say) threw on a new generation: logged, renewal goes on. */
+  readonly listenerFailures: number
+  /** Roots in the trust bundle held, and how many of them have expired (peers whose chains lead to one are refused). */
+  readonly trustBundleRoots: number
+  readonly expiredRoots: number
+  /** Why the last refresh of the trust bundle failed; undefined once one succeeds. */
+  readonly lastBundleError: string | undefined
 }
 
 export interface IdentityClient extends CredentialSource {
@@ -64,8 +90,10 @@ const spkiOf = (key: KeyObject): Buffer => key.export({ type: "spki", format: "d
 const credentialsOf = (response: SignResponse, privateKeyPem: string, options: IdentityClientOptions, now: Date): WorkloadCredentials => {
   const refused = (why: string) => new IdentityUnavailable({ message: `the signer's answer is refused: ${why}` })
   if (typeof response?.certificateChainPem !== "string" || typeof response.trustBundlePem !== "string") throw refused("not a sign response")
-  const chain = certificatesOfPem(response.certificateChainPem)
-  if (chain.length === 0) throw refused("no certificate")
+  const chain = boundedCertificatesOfPem(response.certificateChainPem, "the chain", maxChainCertificates)
+  if (typeof chain === "string") throw refused(chain)
+  const bundle = boundedCertificatesOfPem(response.trustBundlePem, "the trust bundle", maxBundleCertificates)
+  if (typeof bundle === "string") throw refused(bundle)
   const problem = chainProblem(response.certificateChainPem, response.trustBundlePem, now)
   if (problem !== undefined) throw refused(problem)
   const leaf = new X509Certificate(chain[0]!)
@@ -78,17 +106,42 @@ const credentialsOf = (response: SignResponse, privateKeyPem: string, options: I
     spiffeId: id.text,
     privateKeyPem,
     certificateChainPem: chain.join(""),
-    trustBundlePem: certificatesOfPem(response.trustBundlePem).join(""),
+    trustBundlePem: bundle.join(""),
     notAfter: new Date(leaf.validTo)
   }
-  // What OpenSSL will not load into a TLS context (a CA key below its security level, say) passes
-  // every check above; refused here, it never reaches the listeners that build contexts from it.
+  loadable(credentials, refused)
+  return credentials
+}
+
+/**
+ * What OpenSSL will not load into a TLS context (a CA key below its security level, say) passes
+ * every check of the certificates; refused here, it never reaches the listeners that build contexts from it.
+ */
+const loadable = (credentials: WorkloadCredentials, refused: (why: string) => IdentityUnavailable): void => {
   try {
     tls.createSecureContext({ key: credentials.privateKeyPem, cert: credentials.certificateChainPem, ca: credentials.trustBundlePem, minVersion: "TLSv1.3" })
   } catch (cause) {
     throw refused(`node:tls does not take it: ${loggable(messageOf(cause))}`)
   }
-  return credentials
+}
+
+/**
+ * The credentials held with the bundle the issuer sends now, or undefined when it is the one held.
+ * Refused unless bounded, parsed, loadable, and still holding the root our chain leads to (a bundle
+ * without it, after `ca finish-rotation`, comes with the next renewal, with a chain it anchors).
+ */
+const withRefreshedBundle = (current: WorkloadCredentials, bundlePem: unknown, now: Date): WorkloadCredentials | undefined => {
+  const refused = (why: string) => new IdentityUnavailable({ message: `the issuer's trust bundle is refused: ${why}` })
+  if (typeof bundlePem !== "string") throw refused("not a PEM text")
+  const bundle = boundedCertificatesOfPem(bundlePem, "the trust bundle", maxBundleCertificates)
+  if (typeof bundle === "string") throw refused(bundle)
+  const trustBundlePem = bundle.join("")
+  if (trustBundlePem === current.trustBundlePem) return undefined
+  const problem = chainProblem(current.certificateChainPem, trustBundlePem, now)
+  if (problem !== undefined) throw refused(`with it, the chain held: ${problem}`)
+  const next = { ...current, trustBundlePem }
+  loadable(next, refused)
+  return next
 }
 
 /** One generation: a new key, a CSR, the signer's answer, checked. */
@@ -111,29 +164,36 @@ const obtain = (options: IdentityClientOptions) =>
  * When to renew credentials just received, in ms from `now`: at renewAt +- jitter of their life,
  * counted from when they became usable here (their notBefore, or now if the issuer backdated it
  * for clock skew), and never sooner than a second so a short-lived leaf cannot make a busy loop.
- * Their life ends with the first certificate of the chain to expire: a leaf that outlives its
- * intermediate (an issuer whose intermediate is near its end, or one that signs until 9999) is
- * useless, to every peer, once the intermediate has expired.
+ * Their life ends with the first certificate of the chain, or the bundle root it leads to, to
+ * expire: a leaf that outlives its intermediate or its root (an issuer whose CA is near its end,
+ * or one that signs until 9999) is useless, to every peer, once either has expired.
  */
 export const renewalDelayMs = (credentials: WorkloadCredentials, now: number, random: number, renewAt = 0.7, jitter = 0.05): number => {
-  const chain = certificatesOfPem(credentials.certificateChainPem).map((pem) => new X509Certificate(pem))
-  const start = Math.max(new Date(chain[0]!.validFrom).getTime(), now)
-  const end = Math.min(credentials.notAfter.getTime(), ...chain.map((certificate) => new Date(certificate.validTo).getTime()))
+  const leaf = new X509Certificate(certificatesOfPem(credentials.certificateChainPem)[0]!)
+  const start = Math.max(new Date(leaf.validFrom).getTime(), now)
+  const end = Math.min(credentials.notAfter.getTime(), chainUsableUntil(credentials.certificateChainPem, credentials.trustBundlePem))
   const fraction = renewAt + (random * 2 - 1) * jitter
   return Math.max(1_000, Math.round(start + (end - start) * fraction - now))
 }
 
 /**
- * Obtains the first credentials (retrying until it does) and keeps renewing them for the scope's
- * life. The returned source always holds the newest credentials that passed the checks.
+ * Obtains the first credentials (retrying until it does) and keeps renewing them, and refreshing
+ * their trust bundle, for the scope's life. The returned source always holds the newest
+ * credentials that passed the checks.
  */
 export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClient, never, Scope.Scope> =>
   Effect.gen(function*() {
     const retryBaseMs = options.retryBaseMs ?? 1_000
     const retryMaxMs = options.retryMaxMs ?? 60_000
     let renewals = 0
+    let listenerFailures = 0
     let lastError: string | undefined
+    let lastBundleError: string | undefined
     let renewAt = 0
+
+    /** The wait before retry `attempt` (from 0): doubling from retryBaseMs up to `maxMs`, times a jitter in [0.5, 1). */
+    const backoff = (attempt: number, maxMs: number) =>
+      Effect.map(Random.next, (random) => Math.floor(Math.min(maxMs, retryBaseMs * 2 ** Math.min(attempt, 30)) * (0.5 + random / 2))) // rounding up could reach the bound
 
     /** Obtains credentials, retrying with backoff (and jitter) until it does. */
     const obtainPatiently = Effect.gen(function*() {
@@ -144,16 +204,44 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
           return result.success
         }
         lastError = result.failure.message
-        const backoff = Math.min(retryMaxMs, retryBaseMs * 2 ** Math.min(attempt, 30))
-        const delay = Math.floor(backoff * (0.5 + (yield* Random.next) / 2)) // in [backoff / 2, backoff): rounding up could reach the bound
+        const delay = yield* backoff(attempt, retryMaxMs)
         options.log("identity-renewal-failed", { error: loggable(lastError), attempt: attempt + 1, retryInMs: delay })
         yield* Effect.sleep(delay)
       }
     })
 
+    const clock = yield* Clock.Clock
+    let roots: Array<RootValidity> = []
+    /** The roots of the generation held whose expiry was logged: each once (a new generation logs its own). */
+    let reported = new Set<RootValidity>()
+    /** Logs, by name, each root held that has expired since it was last checked (every handshake of a peer under one fails). */
+    const checkRoots = () => {
+      const now = clock.currentTimeMillisUnsafe()
+      for (const root of roots) {
+        if (root.notAfter >= now || reported.has(root)) continue
+        reported.add(root)
+        options.log("identity-trust-bundle-root-expired", { root: loggable(root.subject), notAfter: new Date(root.notAfter).toISOString(), roots: roots.length })
+      }
+    }
+    const readRoots = (credentials: WorkloadCredentials) => {
+      roots = rootValidities(credentials.trustBundlePem)
+      reported = new Set()
+      checkRoots()
+    }
+
     const first = yield* obtainPatiently
     const holder = makeCredentialHolder(first)
     options.log("identity-obtained", { spiffeId: first.spiffeId, notAfter: first.notAfter.toISOString() })
+    readRoots(first)
+
+    /** Hands a new generation on to every listener; one that throws is logged and counted. */
+    const publish = (next: WorkloadCredentials) => {
+      readRoots(next)
+      for (const failure of holder.update(next)) {
+        listenerFailures++
+        options.log("identity-listener-failed", { error: loggable(messageOf(failure)) })
+      }
+    }
 
     /** Picks the next renewal time (so the status shows it before the renewal fiber runs). */
     const schedule = Effect.gen(function*() {
@@ -169,19 +257,67 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
           yield* Effect.sleep(delay)
           const next = yield* obtainPatiently
           renewals++
-          holder.update(next)
+          publish(next)
           options.log("identity-renewed", { spiffeId: next.spiffeId, notAfter: next.notAfter.toISOString() })
           delay = yield* schedule
         })
       )
     )
 
+    const fetchTrustBundle = options.fetchTrustBundle
+    if (fetchTrustBundle !== undefined) {
+      const refreshMs = options.bundleRefreshMs ?? 300_000
+      const refresh = Effect.gen(function*() {
+        const bundlePem = yield* Effect.tryPromise({ try: () => fetchTrustBundle(), catch: (e) => new IdentityUnavailable({ message: messageOf(e) }) })
+        const now = new Date(yield* Clock.currentTimeMillis)
+        // Checked and handed on in one step: a renewal landing in between would otherwise get its predecessor's key back.
+        const refreshed = yield* Effect.try({
+          try: () => {
+            const next = withRefreshedBundle(holder.current(), bundlePem, now)
+            if (next !== undefined) publish(next)
+            return next !== undefined
+          },
+          catch: (e) => (e instanceof IdentityUnavailable ? e : new IdentityUnavailable({ message: `the issuer's trust bundle is refused: ${messageOf(e)}` }))
+        })
+        if (refreshed) options.log("identity-trust-bundle-refreshed", { roots: roots.length })
+      })
+      const interval = Effect.map(Random.next, (random) => Math.round(refreshMs * (0.9 + 0.2 * random)))
+      yield* Effect.forkScoped(Effect.gen(function*() {
+        let delay = yield* interval
+        for (let failures = 0;;) {
+          yield* Effect.sleep(delay)
+          const result = yield* Effect.result(refresh)
+          checkRoots()
+          if (result._tag === "Success") {
+            failures = 0
+            lastBundleError = undefined
+            delay = yield* interval
+          } else {
+            delay = yield* backoff(failures++, refreshMs)
+            lastBundleError = result.failure.message
+            options.log("identity-trust-bundle-refresh-failed", { error: loggable(lastBundleError), attempt: failures, retryInMs: delay })
+          }
+        }
+      }))
+    }
+
     return {
       current: holder.current,
       subscribe: holder.subscribe,
       status: () => {
         const current = holder.current()
-        return { spiffeId: current.spiffeId, notAfter: current.notAfter.toISOString(), renewAt: new Date(renewAt).toISOString(), renewals, lastError }
+        const now = clock.currentTimeMillisUnsafe()
+        return {
+          spiffeId: current.spiffeId,
+          notAfter: current.notAfter.toISOString(),
+          renewAt: new Date(renewAt).toISOString(),
+          renewals,
+          lastError,
+          listenerFailures,
+          trustBundleRoots: roots.length,
+          expiredRoots: roots.filter((root) => root.notAfter < now).length,
+          lastBundleError
+        }
       }
     }
   })

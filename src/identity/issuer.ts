@@ -5,6 +5,9 @@
 //   POST /v1/sign  {"csr": PEM, "proof": {"kind": "kubernetes" | "join", "token": "..."}}
 //     200 {"spiffeId", "certificateChainPem" (leaf + intermediate), "trustBundlePem", "notAfter"}
 //     4xx/5xx {"error": <reason>, "message"}
+//   GET /v1/bundle  200 {"trustBundlePem"}: the bundle signed leaves come with, fetched by sidecars
+//     between renewals so a root added by a rotation reaches them within minutes (no proof needed:
+//     the bundle is public)
 //   GET /health, GET /metrics (signed and refused counts, Prometheus text)
 //
 // The CSR is checked first (local, cheap), then the proof (proofs.ts), then the identity the CSR
@@ -247,6 +250,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       const path = (request.url ?? "").split("?")[0]
       if (request.method === "GET" && path === "/health") return answer(response, 200, "ok\n", "text/plain")
       if (request.method === "GET" && path === "/metrics") return answer(response, 200, metricsText(), "text/plain; version=0.0.4")
+      if (request.method === "GET" && path === "/v1/bundle") return answer(response, 200, { trustBundlePem: ca.trustBundlePem })
       if (path !== "/v1/sign") return answer(response, 404, { error: "not-found", message: "POST /v1/sign" })
       if (request.method !== "POST") return answer(response, 405, { error: "method-not-allowed", message: "POST /v1/sign" })
       // A slot is taken once the body is in: a client that sends its body slowly (or never) holds

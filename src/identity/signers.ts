@@ -1,33 +1,41 @@
-// The two ways a sidecar's CSR gets signed (identityClient.ts's Signer):
+// The two ways a sidecar's CSR gets signed (identityClient.ts's Signer), and its trust bundle
+// fetched between renewals (its BundleFetcher):
 // - issuerSigner: POST /v1/sign to `iip-mesh identity` over HTTPS, the issuer verified against the
 //   trust bundle and by its SPIFFE ID (spiffe://<td>/issuer), the proof read fresh on every call
-//   (kubelet rotates projected tokens; a join-token file may be replaced).
+//   (kubelet rotates projected tokens; a join-token file may be replaced); issuerTrustBundle: GET
+//   /v1/bundle, verified the same way.
 // - developmentSigner: the sidecar holds the issuer's CA directory and signs its own leaf. For a
-//   laptop only: anyone who can read that directory can be anyone in the mesh, and the log says so.
+//   laptop only: anyone who can read that directory can be anyone in the mesh, and the log says so;
+//   developmentTrustBundle reads that directory's bundle.pem again.
 import { X509Certificate } from "node:crypto"
 import * as https from "node:https"
+import { join } from "node:path"
 import { type Log } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import { MAX_SECRET_FILE_BYTES, readSmallFile } from "../iip/smallFile.ts"
-import { loadIssuingCa } from "./caDirectory.ts"
+import { caFiles, loadIssuingCa } from "./caDirectory.ts"
 import { issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest } from "./certificateRequest.ts"
-import type { Signer } from "./identityClient.ts"
+import type { BundleFetcher, Signer } from "./identityClient.ts"
 import type { ProofKind, SignResponse } from "./issuer.ts"
 import { issuerSpiffeId } from "./spiffe.ts"
+import { maxPemChars } from "./trustBundle.ts"
 
-export interface IssuerSignerOptions {
+export interface IssuerOptions {
   /** https://HOST:PORT of the issuer. */
   readonly issuerUrl: string
   readonly trustDomain: string
   /** The bundle the issuer's certificate is verified against, read on every call (it may be rotated). */
   readonly trustBundle: () => string
-  /** The proof, read on every call. */
-  readonly proof: () => { readonly kind: ProofKind; readonly token: string }
   /** One call's bound (default 10 s). */
   readonly timeoutMs?: number
   /** Largest answer read (default 64 KiB). */
   readonly maxResponseBytes?: number
+}
+
+export interface IssuerSignerOptions extends IssuerOptions {
+  /** The proof, read on every call. */
+  readonly proof: () => { readonly kind: ProofKind; readonly token: string }
 }
 
 /**
@@ -40,15 +48,15 @@ export const readSecretFile = (path: string): string => {
   return read.text.trim()
 }
 
-export const issuerSigner = (options: IssuerSignerOptions): Signer => (csrPem) =>
-  new Promise<SignResponse>((resolve, reject) => {
+/** One call to the issuer: its JSON answer when it says 200; rejects otherwise, within the time and size bounds. */
+const callIssuer = (options: IssuerOptions, path: string, body: string | undefined) =>
+  new Promise<unknown>((resolve, reject) => {
     const timeoutMs = options.timeoutMs ?? 10_000
     const maxBytes = options.maxResponseBytes ?? 64 * 1024
     const expected = issuerSpiffeId(options.trustDomain)
-    const body = JSON.stringify({ csr: csrPem, proof: options.proof() })
-    const request = https.request(new URL("/v1/sign", options.issuerUrl), {
-      method: "POST",
-      headers: { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)) },
+    const request = https.request(new URL(path, options.issuerUrl), {
+      method: body === undefined ? "GET" : "POST",
+      headers: body === undefined ? {} : { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)) },
       ca: options.trustBundle(),
       minVersion: "TLSv1.3",
       // The issuer is known by its SPIFFE ID, not by a host name (it may be reached by a Service
@@ -76,26 +84,45 @@ export const issuerSigner = (options: IssuerSignerOptions): Signer => (csrPem) =
       response.on("error", failed)
       response.on("end", () => {
         clearTimeout(timer)
-        let json: { error?: unknown; message?: unknown } & Partial<SignResponse>
+        let json: unknown
         try {
           json = JSON.parse(Buffer.concat(chunks).toString("utf8"))
         } catch {
           return reject(new Error(`the issuer answered ${response.statusCode} without JSON`))
         }
         if (response.statusCode !== 200) {
-          return reject(new Error(`the issuer refused (${response.statusCode} ${loggable(String(json.error), 64)}): ${loggable(String(json.message))}`))
+          // Any JSON at all (null included): what is not an object names no reason.
+          const { error, message } = (typeof json === "object" && json !== null ? json : {}) as { error?: unknown; message?: unknown }
+          return reject(new Error(`the issuer refused (${response.statusCode} ${loggable(String(error), 64)}): ${loggable(String(message))}`))
         }
-        resolve(json as SignResponse)
+        resolve(json)
       })
     })
     request.end(body)
   })
+
+export const issuerSigner = (options: IssuerSignerOptions): Signer => (csrPem) =>
+  callIssuer(options, "/v1/sign", JSON.stringify({ csr: csrPem, proof: options.proof() })) as Promise<SignResponse>
+
+/** GET /v1/bundle: the bundle as the issuer holds it now, whatever it is (the identity client checks and bounds it). */
+export const issuerTrustBundle = (options: IssuerOptions): BundleFetcher => async () => {
+  const answer = await callIssuer(options, "/v1/bundle", undefined)
+  return typeof answer === "object" && answer !== null ? (answer as { readonly trustBundlePem?: unknown }).trustBundlePem : undefined
+}
 
 export interface DevelopmentSignerOptions {
   /** A CA directory (`iip-mesh ca init`) with intermediate.pem, intermediate.key.pem, bundle.pem. */
   readonly caDir: string
   readonly leafLifetimeMs: number
   readonly log: Log
+}
+
+/** The bundle.pem of `caDir` as it is now: a rotation there reaches the development sidecar between renewals. */
+export const developmentTrustBundle = (caDir: string): BundleFetcher => async () => {
+  const path = join(caDir, caFiles.bundle)
+  const read = readSmallFile(path, maxPemChars, { followSymlink: true })
+  if ("problem" in read) throw new Error(`${path}: ${read.problem}`)
+  return read.text
 }
 
 /** Signs this sidecar's own CSRs with the issuer's key from `caDir`, loudly. */

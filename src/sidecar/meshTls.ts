@@ -4,7 +4,8 @@
 // endpoint the client's (the server must present the SPIFFE ID discovery promised, or, when
 // discovery names none, any identity of the trust domain). A renewal or a new bundle builds new
 // contexts for new connections; established connections keep running on theirs. Every refusal is
-// counted and logged with both identities.
+// counted and logged with both identities; the bundle's roots (an expired one fails every peer
+// under it) and when this sidecar's chain ends are gauges read at each scrape.
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import { X509Certificate } from "node:crypto"
@@ -13,11 +14,12 @@ import { join } from "node:path"
 import * as tls from "node:tls"
 import { type CredentialSource, makeCredentialHolder, type WorkloadCredentials } from "../identity/credentials.ts"
 import { parseSpiffeId, spiffeIdOfCertificate } from "../identity/spiffe.ts"
+import { chainUsableUntil, rootValidities } from "../identity/trustBundle.ts"
 import type { Log } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import type { IipServer } from "../iip/server.ts"
 import { type ClientTlsOptions, MESH_ALPN, MESH_CIPHERSUITES, type ServerTlsOptions, type TlsCredentials, type TlsRefusal } from "../iip/tls.ts"
-import type { MeshMetrics } from "../telemetry/metrics.ts"
+import type { MeshMetrics, TrustState } from "../telemetry/metrics.ts"
 
 /** `--mtls`: on (TLS only), permissive (TLS, and plain IIP from peers not yet migrated), off (plain IIP). */
 export type MtlsMode = "on" | "permissive" | "off"
@@ -80,6 +82,8 @@ export class MeshTls {
   private readonly credentials: CredentialSource | undefined
   private clientContext: tls.SecureContext | undefined
   private domain = ""
+  /** The bundle's roots and the chain's end, read once per generation for the identity gauges. */
+  private trust: TrustState = { roots: [], usableUntil: 0 }
   /** Contexts of the reference-TLS endpoints, per CA file ("" for none): read once. */
   private readonly referenceContexts = new Map<string, tls.SecureContext>()
   private readonly servers = new Set<IipServer>()
@@ -103,6 +107,7 @@ export class MeshTls {
       return
     }
     this.adopt(this.credentials.current())
+    options.metrics.watchTrust(() => this.trust)
     this.unsubscribe = this.credentials.subscribe((next) => {
       this.adopt(next)
       this.options.log("mtls-credentials-renewed", { identity: next.spiffeId, notAfter: next.notAfter.toISOString() })
@@ -202,6 +207,7 @@ export class MeshTls {
   private adopt(credentials: WorkloadCredentials): void {
     this.clientContext = contextOf(credentials)
     this.domain = trustDomainOf(credentials)
+    this.trust = { roots: rootValidities(credentials.trustBundlePem), usableUntil: chainUsableUntil(credentials.certificateChainPem, credentials.trustBundlePem) }
     for (const server of this.servers) server.updateTlsCredentials(tlsCredentialsOf(credentials))
   }
 

@@ -28,6 +28,10 @@
 //                                                                     the refusal's reason (src/iip/tls.ts)
 //   iip_mesh_plain_connections_total{result}                          counter: plain IIP peers accepted (permissive)
 //                                                                     or refused (mtls on)
+//   iip_mesh_trust_bundle_roots{state}                                gauge, read at scrape: the bundle's roots valid,
+//                                                                     expired or not_yet_valid (with credentials only)
+//   iip_mesh_identity_expiry_timestamp_seconds                        gauge: when this sidecar's chain stops being usable
+//                                                                     (first expiry of leaf, intermediates, their root)
 //   iip_mesh_rate_limited_total{direction,service,limit}              counter: requests a rate limit answered 429
 //                                                                     (src/sidecar/rateLimits.ts; limit: its name)
 //   iip_mesh_uncaught_errors_total{kind}                              counter: exceptions and rejections
@@ -100,6 +104,12 @@ export interface TrafficSummary {
   readonly inFlight: number
 }
 
+/** What the identity gauges read at each scrape (sidecar/meshTls.ts): the bundle's roots' validity, and when this sidecar's chain stops being usable (ms). */
+export interface TrustState {
+  readonly roots: ReadonlyArray<{ readonly notBefore: number; readonly notAfter: number }>
+  readonly usableUntil: number
+}
+
 export interface MeshMetrics {
   /** The mesh metrics (without the process metrics, which `text()` adds). */
   readonly registry: Registry
@@ -126,6 +136,8 @@ export interface MeshMetrics {
   h2StreamsReset(reason: H2ResetReason, count: number): void
   /** Where the connection and channel gauges are read at each scrape (the sidecar's server and clients). */
   watchConnections(read: () => Record<Direction, ConnectionCounts>): void
+  /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
+  watchTrust(read: () => TrustState): void
   /** The Prometheus text exposition of the mesh and process metrics. */
   text(): Promise<{ readonly contentType: string; readonly body: string }>
   /** Running totals per service and direction, for the dashboard (which turns them into rates). */
@@ -379,6 +391,14 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const plainConnections = { accepted: tally({ result: "accepted" }), refused: tally({ result: "refused" }) }
   const h2Resets: Record<H2ResetReason, Tally> = { answer_stalled: tally({ reason: "answer_stalled" }) }
   let readConnections: () => Record<Direction, ConnectionCounts> = () => ({ outbound: { connections: 0, channels: 0 }, inbound: { connections: 0, channels: 0 } })
+  let readTrust: (() => TrustState) | undefined
+  const rootStates = function*(): Iterable<Tally> {
+    if (readTrust === undefined) return
+    const now = Date.now()
+    const counts = { valid: 0, expired: 0, not_yet_valid: 0 }
+    for (const root of readTrust().roots) counts[root.notAfter < now ? "expired" : root.notBefore > now ? "not_yet_valid" : "valid"]++
+    for (const [state, value] of Object.entries(counts)) yield { labels: { state }, value }
+  }
   const connectionGauge = (field: keyof ConnectionCounts) => () => {
     const counts = readConnections()
     return directions.map((direction) => ({ labels: { direction }, value: counts[direction][field] }))
@@ -431,6 +451,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   durationHistogram(registry, "iip_mesh_edge_request_duration_seconds", "Time of a call from this sidecar's service to another, per edge.", function*() {
     for (const e of golden.series().edges) yield bucketsOf({ caller: e.caller, callee: e.callee }, e.series.totals)
   }, GOLDEN_BUCKETS)
+  fromTallies(registry, "gauge", "iip_mesh_trust_bundle_roots", "Roots of the trust bundle held, by state at the scrape: valid, expired (peers whose chains lead to one are refused), not_yet_valid.", ["state"], rootStates)
+  fromTallies(registry, "gauge", "iip_mesh_identity_expiry_timestamp_seconds", "When this sidecar's certificate chain stops being usable (unix seconds): the first expiry among its leaf, its intermediates and the bundle root they lead to.", [], () =>
+    readTrust === undefined ? [] : [{ labels: {}, value: readTrust().usableUntil / 1000 }])
   fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], connectionGauge("connections"))
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
@@ -502,6 +525,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchConnections: (read) => {
       readConnections = read
+    },
+    watchTrust: (read) => {
+      readTrust = read
     },
     summary: () => {
       const of = (direction: Direction) =>

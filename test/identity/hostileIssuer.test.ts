@@ -5,13 +5,15 @@
 // it signs never outlive its intermediate.
 import { X509Certificate } from "node:crypto"
 import * as http from "node:http"
+import * as https from "node:https"
 import type { AddressInfo } from "node:net"
 import * as tls from "node:tls"
 import { beforeAll, describe, expect, it } from "vitest"
-import { createIntermediateCa, createRootCa, generateKeyPair } from "../../src/identity/certificates.ts"
+import { createIntermediateCa, createRootCa, generateKeyPair, issueLeaf, validFromNow } from "../../src/identity/certificates.ts"
 import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import { parseJoinTokens } from "../../src/identity/proofs.ts"
-import { issuerSigner } from "../../src/identity/signers.ts"
+import { issuerSigner, issuerTrustBundle } from "../../src/identity/signers.ts"
+import { issuerSpiffeId } from "../../src/identity/spiffe.ts"
 import { audience, makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
 
 let ca: Awaited<ReturnType<typeof makeIssuingCa>>
@@ -142,5 +144,34 @@ describe("issuer: an intermediate near its end", () => {
     } finally {
       await running.stop()
     }
+  })
+})
+
+/** An HTTPS server holding the issuer's name (spiffe://td/issuer under the test CA) whose every answer is `status` with `body`. */
+const withFakeIssuer = async (status: number, body: string, run: (url: string) => Promise<void>) => {
+  const pair = await generateKeyPair()
+  const leaf = await issueLeaf(ca.intermediate, { spiffeId: issuerSpiffeId(trustDomain), publicKey: pair.keys.publicKey, ...validFromNow(3_600_000) })
+  const server = https.createServer({ key: pair.privateKeyPem, cert: leaf + ca.intermediate.certificatePem }, (_request, response) => {
+    response.writeHead(status, { "content-type": "application/json" })
+    response.end(body)
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  try {
+    await run(`https://127.0.0.1:${(server.address() as AddressInfo).port}`)
+  } finally {
+    server.closeAllConnections()
+    server.close()
+  }
+}
+
+describe("issuer: what a sidecar takes from something answering as the issuer", () => {
+  it.each(["null", "7", "\"text\"", "[1]"])("a refusal whose JSON is %s rejects the call with the status (not an exception out of the response handler, leaving the call unsettled)", async (body) => {
+    await withFakeIssuer(503, body, async (url) => {
+      const options = { issuerUrl: url, trustDomain, trustBundle: () => ca.trustBundlePem, timeoutMs: 2_000 }
+      const pair = await generateKeyPair()
+      const sign = issuerSigner({ ...options, proof: () => ({ kind: "join", token: "j".repeat(40) }) })
+      await expect(sign(await createCertificateRequest(pair.keys, undefined))).rejects.toThrow(/the issuer refused \(503 undefined\): undefined/)
+      await expect(issuerTrustBundle(options)()).rejects.toThrow(/the issuer refused \(503 undefined\)/)
+    })
   })
 })

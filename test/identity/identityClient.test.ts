@@ -18,7 +18,8 @@ import * as IdentityClient from "../../src/identity/identityClient.ts"
 import type { SignResponse } from "../../src/identity/issuer.ts"
 import { makeIssuingCa, trustDomain } from "../support/identityTest.ts"
 
-const hour = 3_600_000
+const minute = 60_000
+const hour = 60 * minute
 const lifetime = 10 * hour
 const catalogId = `spiffe://${trustDomain}/svc/catalog`
 
@@ -59,7 +60,13 @@ const weakCaAnswer = async (spiffeId: string, publicKey: x509.PublicKey, notBefo
 const makeFakeIssuer = Effect.gen(function*() {
   const clock = yield* Clock.Clock
   const ca = yield* Effect.promise(() => makeIssuingCa())
-  const state = { down: false, wrongKey: false, weakCa: false, calls: [] as Array<number> }
+  const state = { down: false, wrongKey: false, weakCa: false, calls: [] as Array<number>, bundle: ca.trustBundlePem, bundleDown: false, bundleCalls: [] as Array<number> }
+  /** GET /v1/bundle of this issuer: what `state.bundle` holds now. */
+  const fetchTrustBundle = async () => {
+    state.bundleCalls.push(clock.currentTimeMillisUnsafe())
+    if (state.bundleDown) throw new Error("connect ECONNREFUSED 127.0.0.1:8443")
+    return state.bundle
+  }
   const signer: IdentityClient.Signer = async (csrPem) => {
     state.calls.push(clock.currentTimeMillisUnsafe())
     if (state.down) throw new Error("connect ECONNREFUSED 127.0.0.1:8443")
@@ -76,7 +83,7 @@ const makeFakeIssuer = Effect.gen(function*() {
     }
     return answer
   }
-  return { signer, state }
+  return { signer, state, fetchTrustBundle, ca }
 })
 
 const startClient = (signer: IdentityClient.Signer, events: Array<{ event: string; fields: Record<string, unknown> }>) =>
@@ -115,6 +122,25 @@ describe("identity client", () => {
     expect(IdentityClient.renewalDelayMs(credentials, now, 0.5)).toBe(0.7 * 2 * hour)
   })
 
+  it("renewalDelayMs: a chain whose bundle root expires before the leaf (and the intermediate) is renewed at 70 % of the root's life left", async () => {
+    const now = Date.UTC(2030, 0, 1)
+    // The root expires 2 h from now; its intermediate (a careless CA) and the leaf outlive it.
+    const root = await createRootCa({ commonName: "root", trustDomain, notBefore: new Date(now - hour), lifetimeMs: 3 * hour })
+    const other = await createRootCa({ commonName: "other root", trustDomain, notBefore: new Date(now - hour), lifetimeMs: hour / 2 })
+    const intermediate = await createIntermediateCa(root, { commonName: "intermediate", trustDomain, notBefore: new Date(now - hour), lifetimeMs: 100 * hour })
+    const pair = await generateKeyPair()
+    const leaf = await issueLeaf(intermediate, { spiffeId: catalogId, publicKey: pair.keys.publicKey, notBefore: new Date(now), lifetimeMs: lifetime })
+    const credentials = {
+      spiffeId: catalogId,
+      privateKeyPem: pair.privateKeyPem,
+      certificateChainPem: leaf + intermediate.certificatePem,
+      // A second root of the bundle (the chain does not lead to it) expiring sooner does not matter to this leaf.
+      trustBundlePem: other.certificatePem + root.certificatePem,
+      notAfter: new Date(now + lifetime)
+    }
+    expect(IdentityClient.renewalDelayMs(credentials, now, 0.5)).toBe(0.7 * 2 * hour)
+  })
+
   it.effect("renews at 70 % +- 5 % of the leaf's life on the clock, not before; the key is new and listeners hear it", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(Date.now())
@@ -149,6 +175,150 @@ describe("identity client", () => {
       expect(again).toBeGreaterThanOrEqual(0.65 * lifetime)
       expect(again).toBeLessThanOrEqual(0.75 * lifetime)
       expect(events.map((e) => e.event)).toStrictEqual(["identity-obtained", "identity-renewed"])
+    }).pipe(Effect.scoped))
+
+  it.effect("a listener that throws does not end renewal: it is logged and counted, the listeners after it hear every generation, and it hears the later ones", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const { signer, state } = yield* makeFakeIssuer
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const client = yield* startClient(signer, events)
+      const thrown: Array<WorkloadCredentials> = []
+      const heard: Array<WorkloadCredentials> = []
+      client.subscribe((next) => {
+        thrown.push(next)
+        throw new Error("secure context refused\u202e")
+      })
+      client.subscribe((next) => heard.push(next))
+      for (let renewal = 1; renewal <= 2; renewal++) {
+        yield* TestClock.adjust(Date.parse(client.status().renewAt) - (yield* Clock.currentTimeMillis))
+        yield* eventually(() => heard.length === renewal)
+        expect(thrown).toStrictEqual(heard)
+        expect(client.current()).toBe(heard[renewal - 1])
+        expect(client.status()).toMatchObject({ renewals: renewal, listenerFailures: renewal })
+      }
+      expect(state.calls).toHaveLength(3)
+      const failed = events.filter((e) => e.event === "identity-listener-failed")
+      expect(failed).toHaveLength(2)
+      expect(failed[0]!.fields.error).toBe("secure context refused\\u202e")
+    }).pipe(Effect.scoped))
+
+  it.effect("an expired root in the bundle received is logged by name and counted in the status, and a root expiring later is counted from then", () =>
+    Effect.gen(function*() {
+      const start = Date.now()
+      yield* TestClock.setTime(start)
+      const { signer } = yield* makeFakeIssuer
+      const expired = yield* Effect.promise(() => createRootCa({ commonName: "retired root", trustDomain, notBefore: new Date(start - 10 * hour), lifetimeMs: hour }))
+      const expiring = yield* Effect.promise(() => createRootCa({ commonName: "expiring root", trustDomain, notBefore: new Date(start - hour), lifetimeMs: 3 * hour }))
+      const withOldRoots: IdentityClient.Signer = async (csr) => {
+        const answer = await signer(csr)
+        return { ...answer, trustBundlePem: expired.certificatePem + answer.trustBundlePem + expiring.certificatePem }
+      }
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const client = yield* startClient(withOldRoots, events)
+      expect(client.status()).toMatchObject({ trustBundleRoots: 3, expiredRoots: 1 })
+      const logged = events.filter((e) => e.event === "identity-trust-bundle-root-expired")
+      expect(logged.map((e) => e.fields)).toStrictEqual([{ root: "CN=retired root", notAfter: new Date(new X509Certificate(expired.certificatePem).validTo).toISOString(), roots: 3 }])
+      yield* TestClock.adjust(2 * hour + 1_000)
+      expect(client.status()).toMatchObject({ trustBundleRoots: 3, expiredRoots: 2 })
+    }).pipe(Effect.scoped))
+
+  it.effect("a root added to the issuer's bundle reaches the listeners within the refresh interval (+- 10 %), long before the leaf renews; the key and chain stay", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const { signer, state, fetchTrustBundle, ca } = yield* makeFakeIssuer
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const client = yield* IdentityClient.make({ signer, fetchTrustBundle, bundleRefreshMs: 5 * minute, trustDomain, requestedId: catalogId, log: (event, fields) => void events.push({ event, fields }) })
+      const first = client.current()
+      const heard: Array<WorkloadCredentials> = []
+      client.subscribe((next) => heard.push(next))
+      // Unchanged: nothing is handed on.
+      yield* TestClock.adjust(5.5 * minute)
+      yield* eventually(() => state.bundleCalls.length === 1)
+      expect(state.bundleCalls[0]! - state.calls[0]!).toBeGreaterThanOrEqual(4.5 * minute)
+      expect(heard).toHaveLength(0)
+      const rotated = (yield* Effect.promise(() => makeIssuingCa("rotated"))).rootPem
+      state.bundle = rotated + ca.trustBundlePem
+      yield* TestClock.adjust(5.5 * minute)
+      yield* eventually(() => heard.length === 1)
+      expect(heard[0]!.trustBundlePem).toBe(rotated + ca.trustBundlePem)
+      expect([heard[0]!.privateKeyPem, heard[0]!.certificateChainPem]).toStrictEqual([first.privateKeyPem, first.certificateChainPem])
+      expect(client.current()).toBe(heard[0])
+      expect(client.status()).toMatchObject({ renewals: 0, trustBundleRoots: 2 })
+      expect(state.calls).toHaveLength(1)
+      expect(events.filter((e) => e.event === "identity-trust-bundle-refreshed").map((e) => e.fields)).toStrictEqual([{ roots: 2 }])
+    }).pipe(Effect.scoped))
+
+  it.effect("a root of the bundle held that expires while the sidecar runs is logged at the next bundle refresh, once", () =>
+    Effect.gen(function*() {
+      const start = Date.now()
+      yield* TestClock.setTime(start)
+      const { signer, state, fetchTrustBundle, ca } = yield* makeFakeIssuer
+      const expiring = yield* Effect.promise(() => createRootCa({ commonName: "expiring root", trustDomain, notBefore: new Date(start - hour), lifetimeMs: hour + 12 * minute }))
+      state.bundle = ca.trustBundlePem + expiring.certificatePem
+      const withExpiring: IdentityClient.Signer = async (csr) => ({ ...(await signer(csr)), trustBundlePem: state.bundle })
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      yield* IdentityClient.make({ signer: withExpiring, fetchTrustBundle, bundleRefreshMs: 5 * minute, trustDomain, requestedId: catalogId, log: (event, fields) => void events.push({ event, fields }) })
+      const expired = () => events.filter((e) => e.event === "identity-trust-bundle-root-expired")
+      // Refreshes at 4.5-5.5 and 9-11 min: the root is still valid (at the test clock's time, whenever
+      // they finish); the third, at 13.5-16.5 min, finds it expired (12 min); the fourth does not log it
+      // again (done once the fifth fetch is asked for: refreshes run one after the other).
+      for (let refresh = 1; refresh <= 5; refresh++) {
+        yield* TestClock.adjust(5.5 * minute)
+        yield* eventually(() => state.bundleCalls.length === refresh)
+        if (refresh < 3) expect(expired()).toHaveLength(0)
+        if (refresh === 3) yield* eventually(() => expired().length === 1)
+      }
+      expect(expired()).toHaveLength(1)
+      expect(expired()[0]!.fields).toMatchObject({ root: "CN=expiring root", roots: 2 })
+    }).pipe(Effect.scoped))
+
+  it.effect("a bundle refresh that fails, or brings a bundle too large, of too many roots, not text or without our root, is retried with backoff; the credentials stay", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const { signer, state, fetchTrustBundle, ca } = yield* makeFakeIssuer
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const client = yield* IdentityClient.make({ signer, fetchTrustBundle, bundleRefreshMs: 5 * minute, trustDomain, requestedId: catalogId, log: (event, fields) => void events.push({ event, fields }) })
+      const first = client.current()
+      const heard: Array<WorkloadCredentials> = []
+      client.subscribe((next) => heard.push(next))
+      const foreign = yield* Effect.promise(() => makeIssuingCa("foreign"))
+      const failures = () => events.filter((e) => e.event === "identity-trust-bundle-refresh-failed")
+      const answers: Array<[unknown, RegExp]> = [
+        [ca.trustBundlePem.repeat(17), /the trust bundle holds 17 certificates, more than 16/],
+        [ca.trustBundlePem + " ".repeat(70_000), /the trust bundle is larger than 65536 characters/],
+        [7, /not a PEM text/],
+        [foreign.trustBundlePem, /with it, the chain held: the chain leads to no root of the trust bundle/],
+        ["-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", /does not parse/]
+      ]
+      state.bundleDown = true
+      // To the first refresh (4.5 to 5.5 min), in steps shorter than the first retry.
+      yield* TestClock.adjust(4.5 * minute - 1)
+      for (let step = 0; step < 400 && state.bundleCalls.length === 0; step++) {
+        yield* TestClock.adjust(400)
+        yield* Effect.yieldNow
+      }
+      yield* eventually(() => failures().length === 1)
+      expect(failures()[0]!.fields.error).toMatch(/ECONNREFUSED/)
+      for (const [index, [answer, why]] of answers.entries()) {
+        state.bundleDown = false
+        state.bundle = answer as string
+        const retryInMs = failures()[index]!.fields.retryInMs as number
+        // Backoff: 1 s, 2 s, 4 s ..., each scaled by a jitter in [0.5, 1).
+        expect(retryInMs).toBeGreaterThanOrEqual(500 * 2 ** index)
+        expect(retryInMs).toBeLessThan(1000 * 2 ** index)
+        yield* TestClock.adjust(retryInMs)
+        yield* eventually(() => failures().length === index + 2)
+        expect(failures()[index + 1]!.fields.error).toMatch(why)
+        expect(client.status().lastBundleError).toMatch(why)
+        expect(client.current()).toBe(first)
+      }
+      expect(heard).toHaveLength(0)
+      state.bundle = foreign.rootPem + ca.trustBundlePem
+      yield* TestClock.adjust(failures().at(-1)!.fields.retryInMs as number)
+      yield* eventually(() => heard.length === 1)
+      expect(heard[0]!.trustBundlePem).toBe(foreign.rootPem + ca.trustBundlePem)
+      expect(client.status()).toMatchObject({ lastBundleError: undefined, trustBundleRoots: 2, renewals: 0 })
     }).pipe(Effect.scoped))
 
   it.effect("the issuer down at renewal: retries with growing backoff, the old credentials stay until new ones arrive", () =>

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as tls from "node:tls"
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import { createRootCa } from "../../src/identity/certificates.ts"
 import { makeCredentialHolder, type WorkloadCredentials } from "../../src/identity/credentials.ts"
 import { IipServer } from "../../src/iip/server.ts"
 import { MESH_ALPN } from "../../src/iip/tls.ts"
@@ -21,6 +22,7 @@ import { expiredCredentials, ipServerCertificate, makeTestPki, type TestPki } fr
 
 const STORE = "spiffe://iip-mesh.local/svc/store"
 const CATALOG = "spiffe://iip-mesh.local/svc/catalog"
+const day = 86_400_000
 
 let pki: TestPki
 let foreign: TestPki
@@ -118,6 +120,20 @@ describe("mTLS between sidecars", () => {
     const { a } = await mesh({ log })
     expect((await call(a.outboundPort)).status).toBe(200)
     expect(log.filter((l) => l.event === "mtls-off").length).toBe(2)
+  })
+
+  it("the trust bundle's roots are counted by state at each scrape, and the identity's end is the first expiry of its chain and root; a renewal updates both", async () => {
+    const retired = await createRootCa({ commonName: "retired root", notBefore: new Date(Date.now() - 2 * day), lifetimeMs: day })
+    const first = await pki.credentials(CATALOG, { bundle: retired.certificatePem + pki.root.certificatePem })
+    const { b, bHolder } = await mesh({ b: first })
+    const roots = (state: string) => metric(b, `iip_mesh_trust_bundle_roots{state="${state}"}`)
+    expect([await roots("valid"), await roots("expired"), await roots("not_yet_valid")]).toStrictEqual([1, 1, 0])
+    // The leaf (a day) ends first here: root 10 days, intermediate 5.
+    expect(await metric(b, "iip_mesh_identity_expiry_timestamp_seconds")).toBe(first.notAfter.getTime() / 1000)
+    const next = await pki.credentials(CATALOG, { lifetimeMs: 2 * day })
+    bHolder.update(next)
+    expect([await roots("valid"), await roots("expired")]).toStrictEqual([1, 0])
+    expect(await metric(b, "iip_mesh_identity_expiry_timestamp_seconds")).toBe(next.notAfter.getTime() / 1000)
   })
 
   it("a callee with a foreign CA, an expired leaf or another identity than discovery promised is refused before its app sees anything", async () => {

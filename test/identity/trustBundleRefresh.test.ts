@@ -1,0 +1,98 @@
+// A root added at the issuer reaches a running sidecar between its renewals: the issuer answers
+// GET /v1/bundle with the bundle it signs with, and `iip-mesh sidecar`'s identity (as its settings
+// build it, over real HTTPS) fetches it every 5 min +- 10 % on Effect's TestClock; in development
+// the CA directory's bundle.pem is read again.
+import { describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { TestClock } from "effect/testing"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { sidecarIdentity } from "../../src/cli/sidecarIdentity.ts"
+import { parseJoinTokens } from "../../src/identity/proofs.ts"
+import { caFiles, initCa, rotateCa } from "../../src/identity/caDirectory.ts"
+import { developmentTrustBundle, issuerTrustBundle } from "../../src/identity/signers.ts"
+import { certificatesOfPem } from "../../src/identity/trustBundle.ts"
+import { sidecarConfig } from "../support/sidecarHarness.ts"
+import { makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
+
+const minute = 60_000
+const joinToken = "j".repeat(40)
+
+/** An issuer of its own (its CA is replaced here) with a join token for catalog; stopped with the scope. */
+const ownIssuer = Effect.acquireRelease(
+  Effect.promise(async () => {
+    const ca = await makeIssuingCa()
+    return { ca, running: await startIssuer(ca, { joinTokens: parseJoinTokens(`${joinToken} catalog\n`) }) }
+  }),
+  ({ running }) => Effect.promise(() => running.stop())
+)
+
+/** The rotation's first step as the issuer sees it: the same intermediate, a bundle with a new root too. */
+const addRoot = (issuer: Effect.Success<typeof ownIssuer>) =>
+  Effect.promise(async () => {
+    const next = await makeIssuingCa("next")
+    const bundle = next.rootPem + issuer.ca.trustBundlePem
+    await issuer.running.issuer.replaceCa({ ...issuer.ca, trustBundlePem: bundle })
+    return bundle
+  })
+
+describe("trust bundle refresh", () => {
+  it("development: the CA directory's bundle.pem as it is now, a rotation's two roots included; a file over 64 KiB is refused unread", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "iip-mesh-dev-bundle-"))
+    try {
+      await initCa({ dir, trustDomain })
+      const fetch = developmentTrustBundle(dir)
+      const before = await fetch()
+      expect(certificatesOfPem(String(before))).toHaveLength(1)
+      await rotateCa({ dir, trustDomain })
+      expect(await fetch()).toBe(readFileSync(join(dir, caFiles.bundle), "utf8"))
+      expect(certificatesOfPem(String(await fetch()))).toHaveLength(2)
+      writeFileSync(join(dir, caFiles.bundle), " ".repeat(70_000))
+      await expect(fetch()).rejects.toThrow(/bundle\.pem: larger than 65536 bytes/)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it.effect("GET /v1/bundle answers the bundle the issuer signs with, the new one once a root is added", () =>
+    Effect.gen(function*() {
+      const issuer = yield* ownIssuer
+      const fetch = issuerTrustBundle({ issuerUrl: issuer.running.url, trustDomain, trustBundle: () => issuer.ca.trustBundlePem })
+      expect(yield* Effect.promise(fetch)).toBe(issuer.ca.trustBundlePem)
+      const bundle = yield* addRoot(issuer)
+      expect(yield* Effect.promise(fetch)).toBe(bundle)
+    }).pipe(Effect.scoped))
+
+  it.effect("a sidecar's identity (issuer and join token settings) takes a root added at the issuer within 5.5 min, without renewing", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const issuer = yield* ownIssuer
+      const dir = yield* Effect.acquireRelease(Effect.sync(() => mkdtempSync(join(tmpdir(), "iip-mesh-bundle-refresh-"))), (path) => Effect.sync(() => rmSync(path, { recursive: true, force: true })))
+      writeFileSync(join(dir, "bundle.pem"), issuer.ca.trustBundlePem)
+      writeFileSync(join(dir, "join.token"), `${joinToken}\n`)
+      const events: Array<string> = []
+      const config = sidecarConfig({
+        service: "catalog",
+        trustDomain,
+        identityIssuer: issuer.running.url,
+        trustBundleFile: join(dir, "bundle.pem"),
+        identityJoinTokenFile: join(dir, "join.token")
+      })
+      const client = yield* sidecarIdentity(config, (event) => void events.push(event))
+      const first = client.current()
+      const bundle = yield* addRoot(issuer)
+      yield* TestClock.adjust(5.5 * minute)
+      yield* Effect.promise(() =>
+        new Promise<void>((resolve, reject) => {
+          const started = Date.now()
+          const poll = () => (client.current() !== first ? resolve() : Date.now() - started > 5_000 ? reject(new Error(`no new bundle; events ${events.join(", ")}`)) : setTimeout(poll, 5))
+          poll()
+        })
+      )
+      expect(client.current().trustBundlePem).toBe(bundle)
+      expect(client.current().certificateChainPem).toBe(first.certificateChainPem)
+      expect(client.status()).toMatchObject({ renewals: 0, trustBundleRoots: 2, lastBundleError: undefined })
+      expect(events).toContain("identity-trust-bundle-refreshed")
+    }).pipe(Effect.scoped))
+})
