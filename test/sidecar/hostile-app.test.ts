@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Limits } from "../../src/protocol/constants.ts"
 import { Cleanup, startRawServer, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { startClient } from "../support/meshTest.ts"
-import { sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { call, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 /** A raw app: `answer` gets each connection's socket at the end of every request head it reads (no request here has a body). */
 const startScriptedApp = async (cleanup: Cleanup, answer: (socket: net.Socket, head: string) => void) => {
@@ -32,6 +32,15 @@ const startScriptedApp = async (cleanup: Cleanup, answer: (socket: net.Socket, h
 }
 
 const MiB = 1024 * 1024
+
+/** App <- B <- A, B with one socket to the app (so every request shares it, or the socket is replaced). */
+const startPair = async (cleanup: Cleanup, appPort: number) => {
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `127.0.0.1:${appPort}`, tracing: false, appPoolSize: 1 }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  return { a, b }
+}
+
+const early = (n: number) => "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n".repeat(n)
 
 describe("a hostile far app's answers at the inbound side", () => {
   let cleanup: Cleanup
@@ -61,5 +70,39 @@ describe("a hostile far app's answers at the inbound side", () => {
     expect(answer.toString()).toContain(`exceeds the ${Limits.maxPacketData} bytes`)
     // The app's socket is closed, not held to the deadline.
     await waitFor(() => app.counts.closed === 1, 5000, "the app's socket to close")
+  })
+  it("interim answers (100, 103) before the final one are passed over, as RFC 9110 asks of a client; more than 5 (Go's bound) end the exchange, app_failed", async () => {
+    const app = await startScriptedApp(cleanup, (socket, head) => {
+      const interim = head.startsWith("POST /flood") ? early(6) : `HTTP/1.1 100 Continue\r\n\r\n${early(4)}`
+      socket.write(`${interim}HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-final: yes\r\n\r\nok`)
+    })
+    const { a } = await startPair(cleanup, app.port)
+    const answer = await call(a.outboundPort, { path: "/hints", timeoutMs: 5000 })
+    expect(answer.status).toBe(200)
+    expect(answer.body.toString()).toBe("ok")
+    expect(answer.headers["x-final"]).toBe("yes")
+    expect(answer.headers.link).toBeUndefined()
+    // The socket stays the pool's: the interim answers were part of the exchange.
+    expect((await call(a.outboundPort, { path: "/again", timeoutMs: 5000 })).status).toBe(200)
+    expect(app.counts.connections).toBe(1)
+    const flood = await call(a.outboundPort, { method: "POST", path: "/flood", body: "x", timeoutMs: 5000 })
+    expect(flood.status).toBe(502)
+    expect(flood.headers["x-iip-mesh-error"]).toBe("app; reason=app_failed")
+    expect(flood.body.toString()).toContain("TOO_MANY_INTERIM_ANSWERS")
+    expect(app.counts.requests).toBe(3)
+  })
+
+  it("a 101 to a request that asked no upgrade is app_failed, and the socket is not used again", async () => {
+    const app = await startScriptedApp(cleanup, (socket, head) => {
+      if (head.startsWith("POST /switch")) socket.write("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nevil")
+      else socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    })
+    const { a } = await startPair(cleanup, app.port)
+    const switched = await call(a.outboundPort, { method: "POST", path: "/switch", body: "x", timeoutMs: 5000 })
+    expect(switched.status).toBe(502)
+    expect(switched.headers["x-iip-mesh-error"]).toBe("app; reason=app_failed")
+    const next = await call(a.outboundPort, { path: "/next", timeoutMs: 5000 })
+    expect(next.body.toString()).toBe("ok")
+    expect(app.counts.connections).toBe(2)
   })
 })
