@@ -7,6 +7,7 @@
 // more than a window of it waits unread), and every failure becomes one typed outcome, once.
 import { failure, reply } from "../iip/server.ts"
 import type { Outcome, PendingOutcome } from "../mux/request.ts"
+import { RemoteError } from "../mux/meshChannels.ts"
 import { IncomingStream, StreamFailed } from "../mux/streams.ts"
 import { Limits } from "../protocol/constants.ts"
 import { type Meta, MeshErrorCode } from "../protocol/mesh.ts"
@@ -210,7 +211,9 @@ export class AppExchange implements AppPoolHandler {
     if (this.mode === "stream") {
       this.finish()
       this.observation.end(this.leg.address, this.status, broke)
-      return this.abort(new StreamFailed({ message: `app answer broke off: ${error.message}` }))
+      // The stream's reader learns it as app_failed, the app's doing: a caller whose answer had not
+      // begun yet gets it as its answer (outbound.ts), naming the hop.
+      return this.abort(new RemoteError({ code: AppErrorCode.failed, message: `app at ${this.leg.address}: its answer broke off: ${error.message}`, processed: true }))
     }
     this.fail(this.status, broke, failure(AppErrorCode.failed, `app answer broke off: ${error.message}`, true))
     this.abort(error)

@@ -394,9 +394,11 @@ const announcedIdleMs = (value: string): number => {
   return Math.max(0, Math.min(Number(match[1]) * 1000 - IDLE_MARGIN_MS, MAX_IDLE_MS))
 }
 
+/** llhttp's error (`code` HPE_..., `reason` what it met), as the exchange's. */
 const parseError = (error: Error): AppSocketError => {
-  const code = (error as { code?: unknown }).code
-  return new AppSocketError(`the app's answer is not valid HTTP/1.1: ${error.message}`, typeof code === "string" ? code : "HPE_INVALID")
+  const { code, reason } = error as { code?: unknown; reason?: unknown }
+  const named = typeof code === "string" ? code : "HPE_INVALID"
+  return new AppSocketError(`the app's answer is not valid HTTP/1.1: ${typeof reason === "string" ? reason : error.message} (${named})`, named)
 }
 
 /** At most `size` keep-alive sockets to one app; requests past that wait in order. */

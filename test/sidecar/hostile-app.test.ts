@@ -105,4 +105,16 @@ describe("a hostile far app's answers at the inbound side", () => {
     expect(next.body.toString()).toBe("ok")
     expect(app.counts.connections).toBe(2)
   })
+  it("a streamed answer that breaks before a byte of it reached A's caller (a chunk size past 64 bits) is a 502 naming the hop, not a bare close", async () => {
+    const app = await startScriptedApp(cleanup, (socket, head) => {
+      if (head.startsWith("GET /overflow")) socket.write("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1ffffffffffffffff\r\nabc")
+      else socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    })
+    const { a } = await startPair(cleanup, app.port)
+    const broken = await call(a.outboundPort, { path: "/overflow", timeoutMs: 5000 })
+    expect(broken.status).toBe(502)
+    expect(broken.headers["x-iip-mesh-error"]).toMatch(/^app; reason=/)
+    expect(broken.body.toString()).toContain("HPE_INVALID_CHUNK_SIZE")
+    expect((await call(a.outboundPort, { path: "/next", timeoutMs: 5000 })).body.toString()).toBe("ok")
+  })
 })
