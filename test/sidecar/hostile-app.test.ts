@@ -4,6 +4,7 @@
 // (app-pool-client.test.ts), a caller that stops reading (hostile-slow-reader.test.ts), an app
 // that never answers (app-pool.test.ts, errors.test.ts). Pinned here: the bounds nothing else
 // tests, and the defects this pass found, each with the test that failed before its fix.
+import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Limits } from "../../src/protocol/constants.ts"
@@ -116,5 +117,28 @@ describe("a hostile far app's answers at the inbound side", () => {
     expect(broken.headers["x-iip-mesh-error"]).toMatch(/^app; reason=/)
     expect(broken.body.toString()).toContain("HPE_INVALID_CHUNK_SIZE")
     expect((await call(a.outboundPort, { path: "/next", timeoutMs: 5000 })).body.toString()).toBe("ok")
+  })
+  it("an h2c app whose connection drops mid-answer: the caller gets app_failed (whole) or a cut answer (streamed), never a truncated one taken for complete", async () => {
+    // node ends the readable side of a stream its session lost as if the answer had ended.
+    const server = http2.createServer()
+    server.on("stream", (stream, headers) => {
+      stream.on("error", () => {})
+      stream.respond({ ":status": 200 })
+      if (headers[":path"] === "/ok") return void stream.end("whole")
+      stream.write("partial")
+      // At once: B still holds the answer to send it whole. Later: it streams by then.
+      if (headers[":path"] === "/whole") setImmediate(() => stream.session?.destroy())
+      else setTimeout(() => stream.session?.destroy(), 50)
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const appPort = (server.address() as net.AddressInfo).port
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `127.0.0.1:${appPort}`, appProtocol: "h2c", tracing: false }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const whole = await call(a.outboundPort, { method: "POST", path: "/whole", body: "x", timeoutMs: 5000 })
+    expect(whole.status).toBe(502)
+    expect(whole.headers["x-iip-mesh-error"]).toBe("app; reason=app_failed")
+    await expect(call(a.outboundPort, { method: "POST", path: "/streamed", body: "x", timeoutMs: 5000 })).rejects.toThrow(/aborted|ECONNRESET|socket hang up/)
+    expect((await call(a.outboundPort, { path: "/ok", timeoutMs: 5000 })).body.toString()).toBe("whole")
   })
 })
