@@ -3,7 +3,10 @@
 // or through sidecar A. What other tests already pin is not repeated here: llhttp's strictness
 // (app-pool-client.test.ts), a caller that stops reading (hostile-slow-reader.test.ts), an app
 // that never answers (app-pool.test.ts, errors.test.ts). Pinned here: the bounds nothing else
-// tests, and the defects this pass found, each with the test that failed before its fix.
+// tested (a plain caller's gathered answer, 1xx answers, a 101 nobody asked for, a trickling
+// answer against the deadline) and the defects this pass found, each with the test that failed
+// before its fix (an endless answer to a plain caller, a 103 taken for the answer, a bare close
+// for an answer that broke before its first byte, an h2c answer cut short taken for complete).
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -140,5 +143,19 @@ describe("a hostile far app's answers at the inbound side", () => {
     expect(whole.headers["x-iip-mesh-error"]).toBe("app; reason=app_failed")
     await expect(call(a.outboundPort, { method: "POST", path: "/streamed", body: "x", timeoutMs: 5000 })).rejects.toThrow(/aborted|ECONNRESET|socket hang up/)
     expect((await call(a.outboundPort, { path: "/ok", timeoutMs: 5000 })).body.toString()).toBe("whole")
+  })
+  it("an answer that trickles (its head at once, then a byte every 50 ms) still ends at the caller's deadline: 504, the app's socket closed", async () => {
+    const app = await startScriptedApp(cleanup, (socket) => {
+      socket.write("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+      const timer = setInterval(() => (socket.destroyed ? clearInterval(timer) : socket.write("a")), 50)
+      socket.once("close", () => clearInterval(timer))
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `127.0.0.1:${app.port}`, tracing: false }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, requestTimeoutMs: 300, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const started = performance.now()
+    const answer = await call(a.outboundPort, { method: "POST", path: "/trickle", body: "x", timeoutMs: 5000 })
+    expect(answer.status).toBe(504)
+    expect(performance.now() - started).toBeLessThan(2000)
+    await waitFor(() => app.counts.closed === 1, 3000, "B to close the trickling app's socket")
   })
 })
