@@ -138,10 +138,16 @@ describe("a hostile far app's answers at the inbound side", () => {
     const appPort = (server.address() as net.AddressInfo).port
     const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `127.0.0.1:${appPort}`, appProtocol: "h2c", tracing: false }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
-    const whole = await call(a.outboundPort, { method: "POST", path: "/whole", body: "x", timeoutMs: 5000 })
-    expect(whole.status).toBe(502)
-    expect(whole.headers["x-iip-mesh-error"]).toBe("app; reason=app_failed")
-    await expect(call(a.outboundPort, { method: "POST", path: "/streamed", body: "x", timeoutMs: 5000 })).rejects.toThrow(/aborted|ECONNRESET|socket hang up/)
+    // Held whole (usually /whole): a 502 naming the hop. Streamed (usually /streamed; /whole too when
+    // the close comes after B's short wait for a whole answer, on a loaded machine): the caller's
+    // connection is cut, or, when A had written none of it yet, the same 502.
+    const outcome = (path: string) =>
+      call(a.outboundPort, { method: "POST", path, body: "x", timeoutMs: 5000 }).then(
+        (answer) => (answer.status === 502 ? String(answer.headers["x-iip-mesh-error"]) : `${answer.status} ${answer.body.toString()}`),
+        (error: Error) => (/aborted|ECONNRESET|socket hang up/.test(error.message) ? "cut" : error.message)
+      )
+    expect(["app; reason=app_failed", "cut"]).toContain(await outcome("/whole"))
+    expect(["app; reason=app_failed", "cut"]).toContain(await outcome("/streamed"))
     expect((await call(a.outboundPort, { path: "/ok", timeoutMs: 5000 })).body.toString()).toBe("whole")
   })
   it("an answer that trickles (its head at once, then a byte every 50 ms) still ends at the caller's deadline: 504, the app's socket closed", async () => {
@@ -155,7 +161,8 @@ describe("a hostile far app's answers at the inbound side", () => {
     const started = performance.now()
     const answer = await call(a.outboundPort, { method: "POST", path: "/trickle", body: "x", timeoutMs: 5000 })
     expect(answer.status).toBe(504)
-    expect(performance.now() - started).toBeLessThan(2000)
+    // The whole answer would take 5 s (100 bytes, one per 50 ms): the deadline (300 ms) ends it, with room for a loaded machine.
+    expect(performance.now() - started).toBeLessThan(4000)
     await waitFor(() => app.counts.closed === 1, 3000, "B to close the trickling app's socket")
   })
 })
