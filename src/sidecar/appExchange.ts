@@ -7,7 +7,9 @@
 // more than a window of it waits unread), and every failure becomes one typed outcome, once.
 import { failure, reply } from "../iip/server.ts"
 import type { Outcome, PendingOutcome } from "../mux/request.ts"
+import { RemoteError } from "../mux/meshChannels.ts"
 import { IncomingStream, StreamFailed } from "../mux/streams.ts"
+import { Limits } from "../protocol/constants.ts"
 import { type Meta, MeshErrorCode } from "../protocol/mesh.ts"
 import type { AppController, AppPool, AppPoolHandler } from "./appPool.ts"
 import { InvalidRequestHead } from "./appRequestHead.ts"
@@ -21,6 +23,11 @@ import { PausingByteQueue } from "./byteQueue.ts"
 const WHOLE_BODY_LIMIT = 64 * 1024
 /** An answer streaming back pauses the app's socket while this much of it waits unread. */
 const ANSWER_HIGH_WATER = 64 * 1024
+/**
+ * A plain IIP caller takes its answer as one packet (PROTOCOL.md §3): the most of one gathered,
+ * whatever the app sends. Past it the answer could not be sent anyway (serverSession.ts).
+ */
+const PLAIN_ANSWER_LIMIT = Limits.maxPacketData
 
 /** What every exchange of one sidecar shares. */
 export interface AppLeg {
@@ -158,9 +165,14 @@ export class AppExchange implements AppPoolHandler {
   onResponseData(_controller: AppController, chunk: Buffer): void {
     if (this.done) return
     if (this.mode === "collect") {
-      if (this.firstPart === undefined) this.firstPart = chunk
-      else (this.parts ??= [this.firstPart]).push(chunk)
       this.bytes += chunk.length
+      if (this.firstPart === undefined) this.firstPart = chunk
+      else {
+        // Only a plain caller's answer has no length llhttp holds it to (a read is 64 KiB at most:
+        // the first chunk cannot pass the limit, and the usual answer comes in one).
+        if (this.bytes > PLAIN_ANSWER_LIMIT) return this.tooLarge()
+        ;(this.parts ??= [this.firstPart]).push(chunk)
+      }
     } else if (this.mode === "stream") {
       this.observation.responseBytes(chunk.length)
       this.answer!.push(chunk)
@@ -199,10 +211,21 @@ export class AppExchange implements AppPoolHandler {
     if (this.mode === "stream") {
       this.finish()
       this.observation.end(this.leg.address, this.status, broke)
-      return this.abort(new StreamFailed({ message: `app answer broke off: ${error.message}` }))
+      // The stream's reader learns it as app_failed, the app's doing: a caller whose answer had not
+      // begun yet gets it as its answer (outbound.ts), naming the hop.
+      return this.abort(new RemoteError({ code: AppErrorCode.failed, message: `app at ${this.leg.address}: its answer broke off: ${error.message}`, processed: true }))
     }
     this.fail(this.status, broke, failure(AppErrorCode.failed, `app answer broke off: ${error.message}`, true))
     this.abort(error)
+  }
+
+  /** A plain caller's answer outgrew the one packet it must go back in: gathering more would only grow B's memory. */
+  private tooLarge(): void {
+    const message = `app at ${this.leg.address}: its answer exceeds the ${PLAIN_ANSWER_LIMIT} bytes a plain IIP answer carries`
+    this.firstPart = undefined
+    this.parts = undefined
+    this.fail(502, { hop: "app", reason: AppErrorCode.failed }, failure(AppErrorCode.failed, message, true))
+    this.abort(new StreamFailed({ message }))
   }
 
   /**

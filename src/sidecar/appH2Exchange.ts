@@ -269,6 +269,11 @@ export class AppH2Exchange implements Expiring, Held {
     if (status === 0) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address} closed the stream without an answer`)
     }
+    // node ends the readable side of a stream its session lost (the app's connection closed) as if
+    // the answer had ended; its rstCode tells it (CANCEL) from an END_STREAM, which leaves NO_ERROR.
+    if (this.stream!.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
+      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: its stream closed (code ${this.stream!.rstCode}) before the end of its answer`)
+    }
     this.finish()
     const trailers = this.trailers
     if (this.answer !== undefined) {

@@ -25,6 +25,11 @@ const DEFAULT_IDLE_MS = 4_000
 /** Taken off the app's announced keep-alive timeout: the socket closes on our side first. */
 const IDLE_MARGIN_MS = 2_000
 const MAX_IDLE_MS = 600_000
+/**
+ * Interim (1xx) answers taken before an exchange's final one (Go's client takes 5): each is held to
+ * the header size limit, but an app could otherwise send them for as long as the deadline lasts.
+ */
+const MAX_INTERIM_ANSWERS = 5
 /** What one socket read may bring (libuv's own read size). */
 const READ_BUFFER_SIZE = 64 * 1024
 /**
@@ -78,6 +83,8 @@ class Exchange implements AppController {
   connection: Connection | undefined = undefined
   ended = false
   paused = false
+  /** Interim (1xx) answers passed over so far. */
+  interims = 0
 
   constructor(request: AppPoolRequest, handler: AppPoolHandler) {
     this.request = request
@@ -133,6 +140,8 @@ class Connection {
   private idleSince = -1
   private lastKeepAlive: string | undefined = undefined
   private lastIdleMs = DEFAULT_IDLE_MS
+  /** The message llhttp is parsing is an interim (1xx) answer: its end is not the exchange's. */
+  private interim = false
   /** Headers llhttp handed over before the head was complete (a long head, or one split across reads). */
   private pendingHeaders: Array<string> = []
 
@@ -149,6 +158,10 @@ class Connection {
       if (exchange !== undefined && !exchange.ended) exchange.handler.onResponseData(exchange, chunk)
     }
     this.parser[HTTPParser.kOnMessageComplete] = () => {
+      if (this.interim) {
+        this.interim = false
+        return
+      }
       // The exchange ends now: whatever follows in the same read is no part of its answer.
       this.completed = true
       // A chunked answer's trailers: llhttp hands them over as headers, just before this.
@@ -256,6 +269,16 @@ class Connection {
       // An answer nobody asked for: the socket cannot be trusted any more.
       this.fail(new AppSocketError("the app sent an answer with no request waiting", "UNSOLICITED_RESPONSE"))
       return 2
+    }
+    // 100 Continue, 103 Early Hints: RFC 9110 §15.2 has a client parse any number of them before the
+    // final answer, and lets it drop them; the mesh carries none. A 101 is final (the handler refuses it).
+    if (status < 200 && status !== 101) {
+      if (++exchange.interims > MAX_INTERIM_ANSWERS) {
+        this.fail(new AppSocketError(`the app sent more than ${MAX_INTERIM_ANSWERS} interim (1xx) answers`, "TOO_MANY_INTERIM_ANSWERS"))
+        return 2
+      }
+      this.interim = true
+      return 1
     }
     let contentLength: string | undefined
     let chunked = false
@@ -371,9 +394,11 @@ const announcedIdleMs = (value: string): number => {
   return Math.max(0, Math.min(Number(match[1]) * 1000 - IDLE_MARGIN_MS, MAX_IDLE_MS))
 }
 
+/** llhttp's error (`code` HPE_..., `reason` what it met), as the exchange's. */
 const parseError = (error: Error): AppSocketError => {
-  const code = (error as { code?: unknown }).code
-  return new AppSocketError(`the app's answer is not valid HTTP/1.1: ${error.message}`, typeof code === "string" ? code : "HPE_INVALID")
+  const { code, reason } = error as { code?: unknown; reason?: unknown }
+  const named = typeof code === "string" ? code : "HPE_INVALID"
+  return new AppSocketError(`the app's answer is not valid HTTP/1.1: ${typeof reason === "string" ? reason : error.message} (${named})`, named)
 }
 
 /** At most `size` keep-alive sockets to one app; requests past that wait in order. */

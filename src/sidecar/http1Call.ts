@@ -174,7 +174,7 @@ export class Http1Call implements OutboundCall {
   // The answer.
   private head = ""
   private hasLength = false
-  private headWritten = false
+  headWritten = false
   private chunked = false
   private bodiless = false
   private closeListener: ((finished: boolean) => void) | undefined = undefined
@@ -298,7 +298,7 @@ export class Http1Call implements OutboundCall {
   }
 
   writeHead(status: number, headers: ReadonlyArray<readonly [string, string]>): void {
-    if (this.headersSent) return
+    if (this.headWritten) return
     this.headersSent = true
     const last = lastAnswerHead
     if (!last.matches(status, headers)) last.build(status, headers)

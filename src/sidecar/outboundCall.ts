@@ -42,6 +42,11 @@ export interface HeldBodyReceiver {
 export interface OutboundResponse {
   /** writeHead was called. */
   readonly headersSent: boolean
+  /**
+   * The head went out (with the body's first bytes, or the end). Until then writeHead replaces it:
+   * an answer that breaks before its first byte can still become an error (proxyError.ts).
+   */
+  readonly headWritten: boolean
   /** end was called. */
   readonly writableEnded: boolean
   /** The exchange is over before its end: the app went away or the answer was cut off. */

@@ -86,7 +86,7 @@ class StreamCall implements OutboundCall {
   private readonly stream: http2.ServerHttp2Stream
   private status = 200
   private head: ReadonlyArray<readonly [string, string]> = []
-  private headWritten = false
+  headWritten = false
   /** Sent when the stream asks for them (the head was sent with waitForTrailers). */
   private trailers: ReadonlyArray<readonly [string, string]> | undefined = undefined
   private closeListener: ((finished: boolean) => void) | undefined = undefined

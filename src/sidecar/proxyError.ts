@@ -89,7 +89,8 @@ export const proxyErrorOf = (error: unknown, endpoint: string): ProxyError => {
 
 /** Answers the app with the error, unless the response has already started (then it is cut off). Never throws. */
 export const sendProxyError = (res: OutboundResponse, error: ProxyError): void => {
-  if (res.headersSent || res.destroyed) {
+  // A head given (a streamed answer's) but not yet sent: the error takes its place.
+  if (res.headWritten || res.writableEnded || res.destroyed) {
     res.destroy()
     return
   }
