@@ -218,7 +218,10 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
     if (path === "/federation" || path === "/federation/series") {
       federation ??= new (await import("./federation.ts")).Federation(listeners.token)
       if (path === "/federation") return json(res, 200, await federation.view(sidecar, shown(sidecar)))
-      const series = await federation.series(sidecar, shown(sidecar), new URLSearchParams(query))
+      // Aborted when the client goes before its answer: a request waiting for a place leaves the queue.
+      const left = new AbortController()
+      res.once("close", () => left.abort())
+      const series = await federation.series(sidecar, shown(sidecar), new URLSearchParams(query), left.signal)
       return series === undefined ? json(res, 404, { error: "no_such_series" }) : json(res, 200, series)
     }
     if (path === "/golden/series") {

@@ -126,13 +126,16 @@ export class Federation {
   /**
    * The series of a service or an edge over the whole mesh: this admin's sidecars' and every fresh
    * peer's (asked within the same bounds, shared: peerSeries), counts summed per 10 s slot, p99 the largest.
+   * Undefined when there is none, or when `left` aborted (the asker went) while it waited for a place.
    */
-  async series(sidecar: Sidecar, shown: ReadonlyArray<Sidecar>, query: URLSearchParams): Promise<{ readonly points: ReadonlyArray<Point> } | undefined> {
+  async series(sidecar: Sidecar, shown: ReadonlyArray<Sidecar>, query: URLSearchParams, left: AbortSignal): Promise<{ readonly points: ReadonlyArray<Point> } | undefined> {
     const local = goldenSeries(shown, query)
     const selector = new URLSearchParams([...query.entries()].filter(([key]) => ["service", "caller", "callee"].includes(key)))
     selector.set("scope", "self")
     selector.sort()
-    const found = [...(local === undefined ? [] : [local.points]), ...(await this.peerSeries(sidecar.config, selector))]
+    const remote = await this.peerSeries(sidecar.config, selector, left)
+    if (remote === undefined) return undefined
+    const found = [...(local === undefined ? [] : [local.points]), ...remote]
     if (found.length === 0) return undefined
     // Slots start on multiples of 10 s everywhere: summed by start time (hosts' clocks may differ a little).
     const byStart = new Map<number, [number, number, number, number | null]>()
@@ -150,11 +153,15 @@ export class Federation {
 
   /**
    * The fresh peers' series for `selector`: the round running or ended within MIN_REFRESH_MS for
-   * it, else a new one once fewer than MAX_SERIES_ROUNDS are held.
+   * it, else a new one once fewer than MAX_SERIES_ROUNDS are held. Undefined, asking nobody, once
+   * `left` aborts while it waits for a place: a waiter whose client went used to stay and take the
+   * next place, so a client sending requests and closing queued rounds without bound.
    */
-  private async peerSeries(config: Sidecar["config"], selector: URLSearchParams): Promise<ReadonlyArray<ReadonlyArray<Point>>> {
+  private async peerSeries(config: Sidecar["config"], selector: URLSearchParams, left: AbortSignal): Promise<ReadonlyArray<ReadonlyArray<Point>> | undefined> {
     const key = selector.toString()
+    let gone: Promise<void> | undefined
     for (;;) {
+      if (left.aborted) return undefined
       const nowMs = this.now()
       for (const [held, round] of this.seriesRounds) if (round.endedMs !== undefined && nowMs - round.endedMs >= MIN_REFRESH_MS) this.seriesRounds.delete(held)
       const shared = this.seriesRounds.get(key)
@@ -166,7 +173,8 @@ export class Federation {
         break
       }
       // Every place is a round still running (each ends within federationTimeoutMs): wait for one.
-      await Promise.race([...this.seriesRounds.values()].map((round) => round.points))
+      gone ??= new Promise((resolve) => left.addEventListener("abort", () => resolve(), { once: true }))
+      await Promise.race([gone, ...[...this.seriesRounds.values()].map((round) => round.points)])
     }
     const nowMs = this.now()
     const fresh = [...this.peers.values()].filter((p) => p.error === null && p.lastOkMs !== null && nowMs - p.lastOkMs <= config.federationStaleMs)

@@ -10,7 +10,7 @@ import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
-import type * as net from "node:net"
+import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -64,10 +64,15 @@ describe("admin federation under many concurrent admin requests", () => {
     /** While set, the peers answer once it resolves. */
     let gate: Promise<void> | undefined
     const calls = Array.from({ length: PEERS }, () => ({ view: 0, series: 0 }))
+    /** The series queries the peers were asked. */
+    const asked: Array<string> = []
     for (let i = 0; i < PEERS; i++) {
       const peer = http.createServer((req, res) => {
         const series = (req.url ?? "").startsWith("/golden/series")
-        if (series) calls[i]!.series++
+        if (series) {
+          calls[i]!.series++
+          asked.push(req.url ?? "")
+        }
         else calls[i]!.view++
         const answer = () => {
           res.writeHead(200, { "content-type": "application/json" })
@@ -94,20 +99,28 @@ describe("admin federation under many concurrent admin requests", () => {
     expect((JSON.parse(first.body.toString()) as FederationView).peers.map((p) => p.error)).toEqual([null, null, null])
 
     /** `CONCURRENT` GETs (the i-th of `pathOf(i)`) held at the peers until all reached this admin and `whileHeld` ran; their answers. */
-    const concurrently = async (pathOf: (i: number) => string, whileHeld: () => Promise<void> = async () => {}) => {
+    /** Holds the peers' answers until the returned function is called. */
+    const hold = () => {
       let open!: () => void
       gate = new Promise<void>((resolve) => (open = resolve))
+      return () => {
+        gate = undefined
+        open()
+      }
+    }
+
+    const concurrently = async (pathOf: (i: number) => string, whileHeld: () => Promise<void> = async () => {}) => {
+      const open = hold()
       const requests = Array.from({ length: CONCURRENT }, (_, i) => get(port, pathOf(i), i % 2 === 0 ? "127.0.0.1" : "127.0.0.2"))
       await Promise.all(requests.map((r) => r.written))
       // The admin answers this after it read the requests written before it.
       expect((await call(port, { path: "/health", headers })).status).toBe(200)
       await whileHeld()
-      gate = undefined
       open()
       return Promise.all(requests.map((r) => r.answer))
     }
 
-    return { calls, slot, concurrently, port }
+    return { calls, asked, slot, hold, concurrently, port }
   }
 
   it(`${CONCURRENT} concurrent GETs of one series, and of the view, cost each peer one call`, async () => {
@@ -139,5 +152,25 @@ describe("admin federation under many concurrent admin requests", () => {
       expect((JSON.parse(answer.body) as { points: Array<[number, number]> }).points.find((p) => p[0] === slot)?.[1]).toBe(PEERS)
     }
     expect(calls.map((c) => c.series)).toEqual(calls.map(() => CONCURRENT))
+  })
+
+  it(`a request waiting for a place leaves the queue when its client goes: its series is never asked`, async () => {
+    const { calls, asked, hold, port } = await withPeers()
+    const open = hold()
+    const running = Array.from({ length: MAX_SERIES_ROUNDS }, (_, i) => get(port, `/federation/series?service=s${i}`, "127.0.0.1"))
+    await waitFor(() => calls.every((c) => c.series >= MAX_SERIES_ROUNDS), 5000, `${MAX_SERIES_ROUNDS} series calls at each peer`)
+    // Every place is a running round: this request waits, and its client leaves.
+    const leaving = net.connect(port, "127.0.0.1")
+    leaving.on("error", () => {})
+    leaving.write(`GET /federation/series?service=gone HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${token}\r\n\r\n`)
+    expect((await call(port, { path: "/health", headers })).status).toBe(200)
+    await new Promise((resolve) => leaving.once("close", resolve).destroy())
+    expect((await call(port, { path: "/health", headers })).status).toBe(200)
+    open()
+    for (const answer of await Promise.all(running.map((r) => r.answer))) expect(answer.status, answer.body).toBe(200)
+    // Had the waiter stayed, it took the first place a round left, before these answers were written.
+    expect((await get(port, "/federation/series?service=after", "127.0.0.1").answer).status).toBe(200)
+    expect(asked.filter((url) => url.includes("service=gone"))).toEqual([])
+    expect(asked.filter((url) => url.includes("service=after"))).toHaveLength(PEERS)
   })
 })
