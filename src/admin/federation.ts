@@ -184,7 +184,8 @@ export class Federation {
       round.endedMs = this.now()
       const found: Array<ReadonlyArray<Point>> = []
       for (const answer of answers) {
-        if (answer.status !== "fulfilled") continue
+        // A peer's JSON may be null: reading its points threw, and the round rejected for every asker sharing it.
+        if (answer.status !== "fulfilled" || typeof answer.value !== "object" || answer.value === null) continue
         const points = (answer.value as { points?: unknown }).points
         if (Array.isArray(points) && points.length <= PEER_MAX_POINTS && points.every(isPoint)) found.push(points)
       }

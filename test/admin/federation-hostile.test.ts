@@ -111,4 +111,11 @@ describe("a federation peer answering with malformed data", () => {
     expect(series.status).toBeLessThan(500)
     if (series.status === 200) expect((JSON.parse(series.body.toString()) as { points: Array<[number, number]> }).points.every((p) => p[1] === 0)).toBe(true)
   })
+
+  it("a series answer that is JSON null is left out, not a 500 for every asker of the round", async () => {
+    const port = await withRogue((url) => (url.startsWith("/golden/series") ? null : { generatedAt: 1, services: [{ service: "web", windows }], edges: [], routes: [] }))
+    expect((JSON.parse((await call(port, { path: "/federation", headers })).body.toString()) as FederationView).peers[0]!.error).toBeNull()
+    const series = await call(port, { path: "/federation/series?service=web", headers })
+    expect(series.status, series.body.toString()).toBeLessThan(500)
+  })
 })
