@@ -61,7 +61,7 @@ export interface FileServerOptions {
   readonly quotaBytes?: number
   /** Most files and directories the root may hold, unfinished uploads included (default 1,000,000). */
   readonly maxEntries?: number
-  /** How long an unfinished upload may go unwritten before it is removed (default a day). */
+  /** How long an unfinished upload may go unwritten before it is removed (default a day; 0: never). */
   readonly partialMaxAgeMs?: number
 }
 
@@ -371,7 +371,8 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       }
       unfinished.forget(partial)
     }).catch((error: unknown) => server.log("partial-expiry-failed", { partial, error: messageOf(error) }))
-  server.background(sweepUnfinished(unfinished, usage, expire))
+  // 0: never, as the server's idle timeout (swept every millisecond, a partial would go between two requests of its upload).
+  if (unfinished.maxAgeMs > 0) server.background(sweepUnfinished(unfinished, usage, expire))
 
   const checksum = async (data: Buffer, signal: AbortSignal): Promise<Buffer> => {
     const request = decodeChecksumRequest(data)

@@ -134,4 +134,18 @@ describe("unfinished uploads expire", () => {
         expect(logged).toHaveLength(1)
       })
     ))
+
+  it.effect("an age of 0 is never, as the server's idle timeout: an unfinished upload is not removed between two of its requests", () =>
+    withCleanup((cleanup) =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(Date.now())
+        const root = tempDir(cleanup, "expiry-never")
+        const { send } = yield* serve(cleanup, root, { partialMaxAgeMs: 0 })
+        expect(yield* send("a.bin", 0, "a")).toBe(`{"TaskId":1,"DoneBytes":1}`)
+        // Swept every millisecond, it went 2 ms after its last write.
+        yield* TestClock.adjust(10)
+        expect(yield* send("a.bin", 1, "b")).toBe(`{"TaskId":1,"DoneBytes":1}`)
+        expect(readFileSync(join(root, "a.bin.iip-part"), "utf8")).toBe("ab")
+      })
+    ))
 })
