@@ -49,7 +49,7 @@ const fileServer = Command.make(
       Flag.withDefault(defaultMaxEntries)
     ),
     partialMaxAge: Flag.String("partial-max-age").pipe(
-      Flag.withDescription("an unfinished upload not written for this long is removed, e.g. 24h, 90m"),
+      Flag.withDescription("an unfinished upload not written for this long is removed, e.g. 24h, 90m (0: never)"),
       Flag.withDefault(`${defaultPartialMaxAgeMs / 3_600_000}h`)
     )
   },

@@ -61,7 +61,7 @@ export interface FileServerOptions {
   readonly quotaBytes?: number
   /** Most files and directories the root may hold, unfinished uploads included (default 1,000,000). */
   readonly maxEntries?: number
-  /** How long an unfinished upload may go unwritten before it is removed (default a day). */
+  /** How long an unfinished upload may go unwritten before it is removed (default a day; 0: never). */
   readonly partialMaxAgeMs?: number
 }
 
@@ -344,24 +344,35 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     }
   }
 
-  /** Removes an expired unfinished upload in its upload's turn, unless a request wrote it meanwhile. */
+  /**
+   * Removes an expired unfinished upload in its upload's turn, unless a request wrote it meanwhile.
+   * One that cannot be removed (its directory swapped for a symlink, EMFILE) is logged and stays in the
+   * table, so the next sweep tries again: forgotten, it would hold its quota until a restart.
+   */
   const expire = (partial: string): Promise<void> =>
     onePerUpload(partial, async () => {
       if (!unfinished.stillExpired(partial)) return
-      unfinished.forget(partial)
       const held = await usage
-      const dir = await openDirectoryInside(root, dirname(partial), partial)
-      try {
-        const inDir = dir.at(basename(partial))
-        const stats = await lstat(inDir).catch(() => undefined)
-        if (stats?.isFile() !== true) return
-        await unlink(inDir)
-        held.removed(stats.size, 1)
-      } finally {
-        await dir.handle.close()
+      const dir = await openDirectoryInside(root, dirname(partial), partial).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== "ENOENT") throw error
+        return undefined // gone with its directory (another process: its quota is measured again at the next start)
+      })
+      if (dir !== undefined) {
+        try {
+          const inDir = dir.at(basename(partial))
+          const stats = await lstat(inDir).catch(() => undefined)
+          if (stats?.isFile() === true) {
+            await unlink(inDir)
+            held.removed(stats.size, 1)
+          }
+        } finally {
+          await dir.handle.close()
+        }
       }
-    }).catch(() => {}) // it stays, and counts, until the next start
-  server.background(sweepUnfinished(unfinished, usage, expire))
+      unfinished.forget(partial)
+    }).catch((error: unknown) => server.log("partial-expiry-failed", { partial, error: messageOf(error) }))
+  // 0: never, as the server's idle timeout (swept every millisecond, a partial would go between two requests of its upload).
+  if (unfinished.maxAgeMs > 0) server.background(sweepUnfinished(unfinished, usage, expire))
 
   const checksum = async (data: Buffer, signal: AbortSignal): Promise<Buffer> => {
     const request = decodeChecksumRequest(data)

@@ -91,7 +91,8 @@ export class IipServer {
   private readonly plain = new Set<ServerSession>()
   private readonly meshes = new Set<MeshSession>()
   private readonly listener: net.Server
-  private readonly log: Log
+  /** Where its events go (options.log); what serves on it logs there too (files: a failed expiry). */
+  readonly log: Log
   private readonly options: ServerOptions
   private readonly limits: ConnectionLimits
   private readonly hello: Hello

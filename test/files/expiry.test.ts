@@ -5,11 +5,12 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { TestClock } from "effect/testing"
-import { existsSync, mkdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { type FileServerOptions, openRoot, serveFiles } from "../../src/files/server.ts"
 import { encodeChecksumRequest, encodeUploadRequest, FilePath } from "../../src/files/wire.ts"
 import { taskId } from "../../src/files/transfer.ts"
+import type { Log } from "../../src/iip/log.ts"
 import { IipServer } from "../../src/iip/server.ts"
 import { Supervisor } from "../../src/iip/supervisor.ts"
 import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
@@ -18,9 +19,9 @@ import { tempDir } from "./support.ts"
 const maxAgeMs = 60_000
 
 /** A file server on the test's Clock and a raw client of it; both closed by `cleanup`. */
-const serve = (cleanup: Cleanup, root: string, options: FileServerOptions) =>
+const serve = (cleanup: Cleanup, root: string, options: FileServerOptions, log: Log = () => {}) =>
   Effect.gen(function*() {
-    const server = new IipServer({ host: "127.0.0.1", port: 0, mesh: false, log: () => {}, idleTimeoutMs: 0, supervisor: yield* Supervisor.current })
+    const server = new IipServer({ host: "127.0.0.1", port: 0, mesh: false, log, idleTimeoutMs: 0, supervisor: yield* Supervisor.current })
     serveFiles(server, yield* Effect.promise(() => openRoot(root)), options)
     yield* Effect.promise(() => server.listen())
     cleanup.add(() => server.close())
@@ -99,6 +100,52 @@ describe("unfinished uploads expire", () => {
         expect(yield* send("young.bin", 40, "y".repeat(20))).toBe(`{"TaskId":1,"DoneBytes":20}`)
         // 60 bytes held: the 80 the old partials held were given back.
         expect(yield* send("c.bin", 0, "c".repeat(40))).toBe(`{"TaskId":1,"DoneBytes":40}`)
+      })
+    ))
+
+  it.effect("a partial that cannot be removed is logged and removed at a later sweep, its quota freed then", () =>
+    withCleanup((cleanup) =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(Date.now())
+        const root = tempDir(cleanup, "expiry-fails")
+        const outside = tempDir(cleanup, "expiry-outside")
+        mkdirSync(join(root, "d"))
+        mkdirSync(join(root, "gone"))
+        const logged: Array<string> = []
+        const { send } = yield* serve(cleanup, root, { quotaBytes: 100, partialMaxAgeMs: maxAgeMs }, (event, fields) => logged.push(`${event} ${JSON.stringify(fields)}`))
+        expect(yield* send("d/a.bin", 0, "a".repeat(60))).toBe(`{"TaskId":1,"DoneBytes":60}`)
+        expect(yield* send("gone/g.bin", 0, "g")).toBe(`{"TaskId":1,"DoneBytes":1}`)
+        // Its directory is a symlink when the sweep comes (refused, as any path leading outside);
+        // another's directory was removed by someone else, partial and all.
+        renameSync(join(root, "d"), join(root, "d-old"))
+        symlinkSync(outside, join(root, "d"))
+        rmSync(join(root, "gone"), { recursive: true })
+        yield* TestClock.adjust(maxAgeMs + maxAgeMs / 4 + 1000)
+        yield* waitUntil(() => logged.length > 0, "the failed removal to be logged")
+        expect(logged).toHaveLength(1)
+        expect(logged[0]).toMatch(/^partial-expiry-failed {"partial":".*\/d\/a\.bin\.iip-part","error":"ENOTDIR: not a directory/)
+        expect(existsSync(join(root, "d-old", "a.bin.iip-part"))).toBe(true)
+        // Put back, it goes at the next sweep and its 60 bytes are free again.
+        rmSync(join(root, "d"))
+        renameSync(join(root, "d-old"), join(root, "d"))
+        yield* TestClock.adjust(maxAgeMs / 8)
+        yield* waitUntil(() => !existsSync(join(root, "d", "a.bin.iip-part")), "the partial to be removed at the next sweep")
+        expect(yield* send("b.bin", 0, "b".repeat(90))).toBe(`{"TaskId":1,"DoneBytes":90}`)
+        expect(logged).toHaveLength(1)
+      })
+    ))
+
+  it.effect("an age of 0 is never, as the server's idle timeout: an unfinished upload is not removed between two of its requests", () =>
+    withCleanup((cleanup) =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(Date.now())
+        const root = tempDir(cleanup, "expiry-never")
+        const { send } = yield* serve(cleanup, root, { partialMaxAgeMs: 0 })
+        expect(yield* send("a.bin", 0, "a")).toBe(`{"TaskId":1,"DoneBytes":1}`)
+        // Swept every millisecond, it went 2 ms after its last write.
+        yield* TestClock.adjust(10)
+        expect(yield* send("a.bin", 1, "b")).toBe(`{"TaskId":1,"DoneBytes":1}`)
+        expect(readFileSync(join(root, "a.bin.iip-part"), "utf8")).toBe("ab")
       })
     ))
 })
