@@ -68,6 +68,7 @@ export const connect = (options: TransferOptions, remotePath: string): Effect.Ef
       mesh: false,
       maxConnections: 1,
       maxChannelsPerConnection: 1,
+      pipelineAtLimit: true,
       ...(options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: options.connectTimeoutMs }),
       log: options.log ?? (() => {})
     })

@@ -1,16 +1,20 @@
 // The IIP client for one server address: a pool of connections, each with channels opened ahead
 // of need. Every connection starts with a hello (PROTOCOL.md §10): an iip-mesh server agrees to
 // mesh mode (typed errors, metadata, deadlines, cancel, calls back to us), a plain IIP server
-// answers with its unknown-path error and the connection stays plain. A request goes to the
-// least-loaded channel that can take it; while none can, it waits in a bounded queue with its
-// deadline running; a lost connection is redialled with exponential backoff and jitter, and
-// requests that were never sent go out on the new one. Every request ends exactly once. The
+// answers with its unknown-path error and the connection stays plain. A request goes to a free
+// channel, or to one opened for it while the client is under its channel limit: never behind
+// another request, since a server answers one channel's requests strictly in order and a hanging
+// one would hold up whatever was written after it. At the limit it waits in the client's queue
+// (its deadline running, its cancel honoured) for the first channel that frees. A lost
+// connection is redialled with exponential backoff and jitter, and requests that were never sent
+// go out on the new one. Every request ends exactly once. The
 // connection is TCP, TLS over TCP (`tls`: mutual TLS between sidecars, or the Go reference's TLS
 // mode), or IIP over WebSocket (`transport: "websocket"`) where only HTTP passes.
-// Here: the public API, the queue of requests waiting for a channel, opening channels ahead of
+// Here: the public API, routing requests to channels or the queue, opening channels ahead of
 // need, the redial loop and the connections' lifecycle. Its options and errors are in
-// clientOptions.ts, one request on its way in clientRequest.ts, the choice of a channel and the
-// channel limits in connectionPool.ts, one connection attempt with its hello in clientDial.ts.
+// clientOptions.ts, one request on its way in clientRequest.ts, the queue in clientQueue.ts, the
+// choice of a channel and the channel limits in connectionPool.ts, one connection attempt with its
+// hello in clientDial.ts.
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type { ClientChannel, ClientSession } from "../mux/clientSession.ts"
@@ -22,6 +26,7 @@ import type { PacketEncodeError } from "../protocol/errors.ts"
 import { clampDeadlineMs, emptyMeta, localHello, MeshErrorCode, type Meta } from "../protocol/mesh.ts"
 import { backoffDelay, type DialSettings, dialOnce } from "./clientDial.ts"
 import type { ClientCallback, ClientError, ClientOptions, ReconnectOptions, RequestOptions } from "./clientOptions.ts"
+import { ClientQueue } from "./clientQueue.ts"
 import { Pending, type PendingCount, sendPlain } from "./clientRequest.ts"
 import { ConnectionPool, type Link, type Pooled } from "./connectionPool.ts"
 import { type Handler, makeDispatch } from "./dispatch.ts"
@@ -40,7 +45,8 @@ export class IipClient {
   readonly router = new Router<Handler>()
   readonly address: string
   private readonly pool: ConnectionPool
-  private readonly queue: Array<Pending> = []
+  /** Requests waiting for a channel. */
+  private readonly queue = new ClientQueue((request) => this.expired(request))
   /** Callers of `mode` waiting for a connection. */
   private readonly modeWaiters: Array<(error: ClientError | undefined, mode: "mesh" | "plain" | undefined) => void> = []
   private dialing = false
@@ -70,6 +76,7 @@ export class IipClient {
       Math.max(1, options.maxConnections ?? 2),
       Math.max(1, options.maxChannelsPerConnection ?? 16),
       Math.max(0, options.streamChannelsPerConnection ?? 0),
+      options.pipelineAtLimit === true,
       () => this.drainQueue()
     )
     this.idleChannelsAhead = Math.max(1, options.idleChannelsAhead ?? 1)
@@ -93,6 +100,10 @@ export class IipClient {
         this.drainQueue()
         this.trimSoon()
       },
+      // A plain channel's oldest request was answered, its caller not yet told: a waiting request goes first.
+      onPlainChannelFree: () => {
+        if (this.queue.size > 0) this.drainQueue()
+      },
       onChannelRefused: (channel) => this.pool.dropRefused(channel),
       closed: () => this.closed
     }
@@ -112,7 +123,7 @@ export class IipClient {
       channels += pooled.channels.length
       if (pooled.link.mode === "mesh") mesh++
     }
-    return { connections: this.pool.connections.length, mesh, channels, pending: this.pending.value, queued: this.queue.length }
+    return { connections: this.pool.connections.length, mesh, channels, pending: this.pending.value, queued: this.queue.size }
   }
 
   /** The live plain-IIP connections of the pool (for inspection: writer congestion, channels). */
@@ -257,14 +268,16 @@ export class IipClient {
 
   /** `now`: Date.now() when the request was made (0: read the clock when it is dispatched). */
   private route(request: Pending, now = 0): void {
-    const picked = this.pool.pick()
+    // Behind requests already waiting, a new one waits too: first come, first served. With none
+    // free, `grow` opens a channel for it (a mesh one at once, taking it from the queue).
+    const picked = this.queue.size === 0 ? this.pool.pick() : undefined
     if (picked !== undefined) this.dispatch(picked[0], picked[1], request, now)
-    else this.enqueue(request)
+    else this.queue.push(request)
     this.grow()
   }
 
   private dispatch(pooled: Pooled, channel: ClientChannel | OwnChannel, request: Pending, now = 0): void {
-    const remaining = request.deadline === 0 ? 0 : Math.max(1, request.deadline - (now === 0 ? Date.now() : now))
+    const remaining = request.deadlineAt === 0 ? 0 : Math.max(1, request.deadlineAt - (now === 0 ? Date.now() : now))
     try {
       if (pooled.link.mode === "plain") {
         if (!(request.data instanceof Uint8Array)) {
@@ -274,7 +287,7 @@ export class IipClient {
         return
       }
       request.pooled = pooled
-      pooled.link.session.send(channel as OwnChannel, request.path, request.data, remaining, request.meta, request.signal, request.streams, this.onMeshAnswer, request, request.deadline)
+      pooled.link.session.send(channel as OwnChannel, request.path, request.data, remaining, request.meta, request.signal, request.streams, this.onMeshAnswer, request, request.deadlineAt)
     } catch (error) {
       request.callback(error as Overloaded | PacketEncodeError, undefined)
     }
@@ -283,6 +296,9 @@ export class IipClient {
   /** A mesh call's answer, for the request it was sent for (the call's context): one function for all calls. */
   private readonly onMeshAnswer = (error: MeshCallError | undefined, reply: MeshReply | undefined, context: unknown): void => {
     const request = context as Pending
+    // Its channel may be free now (a whole answer): a waiting request takes it before this caller,
+    // told next, can make a new one.
+    if (this.queue.size > 0) this.drainQueue()
     if (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed && !this.closed) {
       // The server is stopping and never ran it: move it to another live connection if there
       // is one; otherwise hand the refusal back, so the caller can go to another server now.
@@ -293,49 +309,41 @@ export class IipClient {
     request.streamed(error, reply)
   }
 
-  private enqueue(request: Pending): void {
-    if (request.deadline > 0) {
-      request.timer = setTimeout(() => {
-        const index = this.queue.indexOf(request)
-        if (index === -1) return
-        this.queue.splice(index, 1)
-        const waited = `no connection to ${this.address} within ${request.timeoutMs} ms`
-        const last = this.lastConnectError
-        request.callback(
-          last === undefined
-            ? new ConnectionClosed({ message: waited, sent: false })
-            : new ConnectFailed({ message: `${waited}; last attempt: ${last.message}`, address: this.address }),
-          undefined
-        )
-      }, Math.max(1, request.deadline - Date.now()))
+  /** A request's deadline passed while it waited (out of the queue already; nothing of it was sent). */
+  private expired(request: Pending): void {
+    if (this.pool.connections.some((p) => !p.draining)) {
+      const message = `no channel to ${this.address} free within ${request.timeoutMs} ms (all busy at the client's limit; nothing sent)`
+      return request.callback(new RequestTimeout({ message, timeoutMs: request.timeoutMs }), undefined)
     }
-    this.queue.push(request)
+    const waited = `no connection to ${this.address} within ${request.timeoutMs} ms`
+    const last = this.lastConnectError
+    request.callback(
+      last === undefined
+        ? new ConnectionClosed({ message: waited, sent: false })
+        : new ConnectFailed({ message: `${waited}; last attempt: ${last.message}`, address: this.address }),
+      undefined
+    )
   }
 
-  /** Moves waiting requests onto channels that can take them. */
+  /** Moves waiting requests onto free channels. */
   private drainQueue(): void {
-    while (this.queue.length > 0) {
+    while (this.queue.size > 0) {
       const picked = this.pool.pick()
       if (picked === undefined) return
-      const request = this.queue.shift()!
-      if (request.timer !== undefined) clearTimeout(request.timer)
-      this.dispatch(picked[0], picked[1], request)
+      this.dispatch(picked[0], picked[1], this.queue.shift()!)
     }
   }
 
   private failQueued(error: ClientError): void {
     for (const waiter of this.modeWaiters.splice(0)) waiter(error, undefined)
-    for (const request of this.queue.splice(0)) {
-      if (request.timer !== undefined) clearTimeout(request.timer)
-      request.callback(error, undefined)
-    }
+    for (const request of this.queue.takeAll()) request.callback(error, undefined)
   }
 
   /** Opens channels (and connections) ahead of need, within the limits. */
   private grow(): void {
     if (this.closed) return
     // Per request with every channel busy: answer "nothing to open" without scanning the channels.
-    if (this.queue.length === 0 && this.modeWaiters.length === 0 && this.pool.atCapacity()) return
+    if (this.queue.size === 0 && this.modeWaiters.length === 0 && this.pool.atCapacity()) return
     let idle = 0
     let opening = 0
     let usable = 0
@@ -345,8 +353,8 @@ export class IipClient {
       opening += pooled.opening
       for (const channel of pooled.channels) if (channel.outstanding === 0) idle++
     }
-    const waiting = this.queue.length > 0 || this.modeWaiters.length > 0
-    const wanted = Math.max(this.idleChannelsAhead - idle - opening, waiting && opening === 0 ? 1 : 0)
+    // A channel for each waiting request (none is written behind another), one for `mode` callers.
+    const wanted = Math.max(this.idleChannelsAhead - idle - opening, this.queue.size - opening, this.modeWaiters.length > 0 && opening === 0 ? 1 : 0)
     for (let i = 0; i < wanted; i++) {
       const pooled = this.pool.connections.find((p) => this.pool.hasRoom(p))
       if (pooled !== undefined) this.openChannel(pooled)
@@ -399,7 +407,7 @@ export class IipClient {
         return
       }
       this.log("channel-open-failed", { address: this.address, reason: error!.message })
-      if (this.queue.length > 0 && this.pool.connections.every((p) => p.channels.length === 0)) this.failQueued(error!)
+      if (this.queue.size > 0 && this.pool.connections.every((p) => p.channels.length === 0)) this.failQueued(error!)
     })
   }
 
@@ -428,7 +436,7 @@ export class IipClient {
         // `mode` callers want an answer now; requests wait for the next attempt while their deadline allows.
         for (const waiter of client.modeWaiters.splice(0)) waiter(error, undefined)
         if (client.options.waitForReconnect === false) client.failQueued(error)
-        if (client.queue.length === 0) break
+        if (client.queue.size === 0) break
         yield* Effect.sleep(backoffDelay(failures, client.reconnect, Math.random()))
       }
     }).pipe(
@@ -472,7 +480,7 @@ export class IipClient {
   private drop(pooled: Pooled): void {
     const index = this.pool.connections.indexOf(pooled)
     if (index !== -1) this.pool.connections.splice(index, 1)
-    if (this.queue.length > 0) this.grow()
+    if (this.queue.size > 0) this.grow()
   }
 }
 

@@ -34,6 +34,8 @@ export interface DialSettings {
   readonly dispatch: Dispatch
   /** A mesh connection's channel is free again (its request or stream ended). */
   readonly onChannelFree: () => void
+  /** A plain connection's channel is free again: its last outstanding request was answered (its caller not yet told). */
+  readonly onPlainChannelFree: () => void
   /** The server refused one of a mesh connection's channels (§11 `refuse`). */
   readonly onChannelRefused: (channel: OwnChannel) => void
   /** The client was closed meanwhile: the connection is not taken. */
@@ -66,7 +68,7 @@ export const dialOnce = (settings: DialSettings, done: (error: ConnectFailed | u
   const opened = (socket: ByteStream) => {
     if (settings.closed()) return fail("client closed")
     const connection = new Connection(socket, "client", settings.limits, settings.log)
-    const plain = new ClientSession(connection)
+    const plain = new ClientSession(connection, settings.onPlainChannelFree)
     const adopt = (link: Link) => {
       // Closed while the hello was on its way: the client's connections are closed already, so
       // this one is not taken (it would stay open, in the pool of a client nobody closes again).

@@ -34,6 +34,14 @@ export interface ClientOptions extends PeerOptions {
    * maxChannelsPerConnection like any request.
    */
   readonly streamChannelsPerConnection?: number
+  /**
+   * At the channel limit (every connection's channels open and busy), write a request behind the
+   * others on the least-loaded channel instead of waiting in the client's queue for one to free,
+   * as the Go clients do: for a caller whose requests run in order anyway (a file transfer's
+   * chunks on one channel), which gains the round trips and accepts that one slow request holds
+   * up those behind it. Default false: a request never waits behind another on a channel.
+   */
+  readonly pipelineAtLimit?: boolean
   /** Idle channels kept open ahead of need, so a burst finds channels ready. */
   readonly idleChannelsAhead?: number
   /** Requests in flight plus waiting; one more fails with Overloaded. */

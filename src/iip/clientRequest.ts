@@ -25,12 +25,16 @@ export class Pending {
   readonly data: Uint8Array | AsyncIterable<Uint8Array>
   readonly timeoutMs: number
   /** Date.now() after which the caller stops waiting; 0 for never. */
-  readonly deadline: number
+  deadlineAt: number
   readonly meta: Meta
   readonly signal: CancelSignal | undefined
-  timer: NodeJS.Timeout | undefined = undefined
   /** The connection it was last sent on (mesh mode). */
   pooled: Pooled | undefined = undefined
+  /** While it waits for a channel (clientQueue.ts): its place among the queue's deadlines, its neighbours, its listener on `signal`. */
+  deadlineSlot = -1
+  previous: Pending | undefined = undefined
+  next: Pending | undefined = undefined
+  onAbort: (() => void) | undefined = undefined
   private readonly count: PendingCount
   /** Set for `stream`: the answer is handed over as it starts, its body streaming. */
   private readonly onStream: ((error: ClientError | undefined, reply: MeshReply | undefined) => void) | undefined
@@ -52,7 +56,7 @@ export class Pending {
     this.path = path
     this.data = data
     this.timeoutMs = timeoutMs
-    this.deadline = deadline
+    this.deadlineAt = deadline
     this.meta = meta
     this.signal = signal
     this.onStream = onStream

@@ -1,5 +1,5 @@
 // An IIP client's connections to its server (client.ts) and the channels opened on each: which
-// channel takes the next request, whether a connection may open another channel, and which
+// free channel takes the next request, whether a connection may open another channel, and which
 // channels opened for streams are left over. The client dials, adopts and drops connections, opens
 // the channels and keeps the queue and the timers; this module looks at the pool, trims it, takes
 // out channels the server refused, and tells the client when a congested connection drained.
@@ -18,26 +18,44 @@ export interface Pooled {
   draining: boolean
 }
 
+/** Every call on a mesh channel given up by its caller, the peer told to stop it (none held, unsent). */
+const allGivenUp = (channel: OwnChannel): boolean => {
+  if (channel.held > 0) return false
+  for (const call of channel.fifo) if (!call.done) return false
+  return true
+}
+
 export class ConnectionPool {
   readonly connections: Array<Pooled> = []
   readonly maxConnections: number
   private readonly maxChannelsPerConnection: number
   private readonly streamChannelsPerConnection: number
+  /** ClientOptions.pipelineAtLimit: at the limit, a request goes behind others on the least-loaded channel. */
+  private readonly pipelineAtLimit: boolean
   /** A congested connection can take writes again: requests waiting for a channel may go. */
   private readonly onWritable: () => void
 
-  constructor(maxConnections: number, maxChannelsPerConnection: number, streamChannelsPerConnection: number, onWritable: () => void) {
+  constructor(maxConnections: number, maxChannelsPerConnection: number, streamChannelsPerConnection: number, pipelineAtLimit: boolean, onWritable: () => void) {
     this.maxConnections = maxConnections
     this.maxChannelsPerConnection = maxChannelsPerConnection
     this.streamChannelsPerConnection = streamChannelsPerConnection
+    this.pipelineAtLimit = pipelineAtLimit
     this.onWritable = onWritable
   }
 
-  /** The open channel with the fewest outstanding requests on a connection that can take one. */
+  /**
+   * A free channel on a connection that can take a request; undefined when every channel is busy.
+   * Never one with a request its caller still waits for: the server answers a channel's requests
+   * in order, so a request written behind a hanging one would hang with it (the client opens
+   * another channel, or waits for the first to free). Nor one a stream holds (its request body
+   * going out, or its answer coming in and perhaps not read yet). Failing an idle one, a mesh
+   * channel whose calls were all given up (cancelled or out of time): the peer was told to stop
+   * them and answers each at once, so a request behind them waits a round trip, not for a
+   * handler; and their late answers free the channel without a word to the client.
+   */
   pick(): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
-    let best: ClientChannel | OwnChannel | undefined
-    let bestOutstanding = 0
-    let bestPooled: Pooled | undefined
+    let abandoned: OwnChannel | undefined
+    let abandonedOn: Pooled | undefined
     for (let p = 0; p < this.connections.length; p++) {
       const pooled = this.connections[p]!
       if (pooled.draining) continue
@@ -46,21 +64,31 @@ export class ConnectionPool {
         continue
       }
       const channels = pooled.channels
+      const mesh = pooled.link.mode === "mesh"
       for (let c = 0; c < channels.length; c++) {
         const channel = channels[c]!
-        // The load first: at saturation every channel is busy and most lose on it alone.
-        const outstanding = channel.outstanding
-        if (best !== undefined && outstanding >= bestOutstanding) continue
-        // A channel busy with a stream (its request body going out, or its answer coming in and
-        // perhaps not read yet) must not hold up a new request: skip it, `grow` opens another.
         if (channel.streaming) continue
-        if (outstanding === 0) return [pooled, channel]
-        best = channel
-        bestOutstanding = outstanding
-        bestPooled = pooled
+        if (channel.outstanding === 0) return [pooled, channel]
+        if (mesh && abandoned === undefined && allGivenUp(channel as OwnChannel)) {
+          abandoned = channel as OwnChannel
+          abandonedOn = pooled
+        }
       }
     }
-    return best === undefined ? undefined : [bestPooled!, best]
+    if (abandoned !== undefined) return [abandonedOn!, abandoned]
+    return this.pipelineAtLimit && this.atCapacity() ? this.leastLoaded() : undefined
+  }
+
+  /** The channel with the fewest requests outstanding (pipelineAtLimit), none a stream holds. */
+  private leastLoaded(): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
+    let best: readonly [Pooled, ClientChannel | OwnChannel] | undefined
+    for (const pooled of this.connections) {
+      if (pooled.draining || pooled.link.session.connection.writer.congested) continue
+      for (const channel of pooled.channels) {
+        if (!channel.streaming && (best === undefined || channel.outstanding < best[1].outstanding)) best = [pooled, channel]
+      }
+    }
+    return best
   }
 
   private waitWritable(pooled: Pooled): void {

@@ -59,9 +59,12 @@ export class ClientSession implements MessageSink {
   private readonly closeListeners: Array<(error: ConnectionClosed) => void> = []
 
   readonly connection: Connection
+  /** Told when a channel's last outstanding request is answered, before its caller is (the IIP client's queue goes first). */
+  private readonly onChannelFree: (() => void) | undefined
 
-  constructor(connection: Connection) {
+  constructor(connection: Connection, onChannelFree?: () => void) {
     this.connection = connection
+    this.onChannelFree = onChannelFree
     this.system = new ClientChannel(SystemChannel, this)
     this.channels.set(SystemChannel, this.system)
     connection.attach(this)
@@ -125,6 +128,7 @@ export class ClientSession implements MessageSink {
       this.connection.close(`protocol violation (${error.rule}): ${error.message}`, false)
       return
     }
+    if (channel.fifo.length === 0 && channel !== this.system) this.onChannelFree?.()
     if (waiter.done) return // its caller timed out; the late answer only keeps the pairing
     waiter.done = true
     channel.waiting--

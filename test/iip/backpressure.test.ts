@@ -1,5 +1,6 @@
 // Back-pressure against a peer that stops reading (iip-protocol.md §2.6, §14: no silent drops).
-// (a) Client side: a hand-played server answers the new_channel handshake and then stops reading.
+// (a) Client side: a hand-played server answers the new_channel handshakes and then stops reading.
+//     With a request on each of its 768 channels (48 MiB: more than loopback's socket buffers take),
 //     IipClient's writer becomes congested, requests wait in its bounded queue, requests beyond
 //     maxPending fail at once with Overloaded, memory stays bounded, and once the server reads
 //     again every request arrives whole and in order and every call settles with its own answer.
@@ -55,29 +56,31 @@ describe("back-pressure against a peer that stops reading", () => {
   it("client: congests its writer, refuses requests beyond maxPending with Overloaded, stays bounded, delivers all in order once the server reads", async () => {
     const TOTAL = 3000
     const MAX_PENDING = 2000
-    // The hand-played server: answers new_channel, then stops reading. Once resumed it checks each
+    const CHANNELS = 768
+    // The hand-played server: answers CHANNELS new_channels, then stops reading. Once resumed it checks each
     // request against the next expected sequence number and answers it with that number.
-    const state = { socket: undefined as net.Socket | undefined, paused: false, requests: 0, wrong: [] as Array<string> }
+    const state = { socket: undefined as net.Socket | undefined, paused: false, opened: 0, requests: 0, wrong: [] as Array<string> }
     const { port } = await startRawServer(cleanup, (socket) => {
       state.socket = socket
       const parser = new RawParser()
       socket.on("data", (chunk: Buffer) => {
         for (const packet of parser.push(chunk)) {
           if (packet.path === "/sys/new_channel") {
-            socket.write(frame(5, "/sys/new_channel", 0, '{"code":0,"channel_id":1}'))
+            socket.write(frame(5, "/sys/new_channel", 0, `{"code":0,"channel_id":${++state.opened}}`))
+            if (state.opened < CHANNELS) continue
             socket.pause()
             state.paused = true
             continue
           }
           const expected = state.requests++
-          if (packet.path !== "/req" || packet.channelId !== 1 || packet.status !== 1 || !isBody(packet.data, expected)) {
+          if (packet.path !== "/req" || !(packet.channelId >= 1 && packet.channelId <= CHANNELS) || packet.status !== 1 || !isBody(packet.data, expected)) {
             state.wrong.push(`#${expected}: status ${packet.status} ${packet.path} on ${packet.channelId}, ${packet.data.length} bytes`)
           }
           socket.write(frame(5, "/req", packet.channelId, packet.data.subarray(0, 4)))
         }
       })
     })
-    const c = new IipClient({ host: "127.0.0.1", mesh: false, port, maxConnections: 1, maxChannelsPerConnection: 1, idleChannelsAhead: 1, maxPending: MAX_PENDING, log: () => {} })
+    const c = new IipClient({ host: "127.0.0.1", mesh: false, port, maxConnections: 1, maxChannelsPerConnection: CHANNELS, idleChannelsAhead: 1, maxPending: MAX_PENDING, log: () => {} })
     cleanup.add(() => c.close())
 
     const before = liveArrayBuffers()
@@ -102,9 +105,9 @@ describe("back-pressure against a peer that stops reading", () => {
     }
     expect(c.stats.pending).toBe(MAX_PENDING)
 
-    // The channel opens, the first requests go out, the server does not read: the writer congests
+    // The channels open, the first requests go out, the server does not read: the writer congests
     // and the rest wait in the client's queue instead of piling up in the socket.
-    await waitFor(() => state.paused && c.stats.channels === 1 && clientWriter(c)?.congested === true, 10_000, "the client's writer to congest")
+    await waitFor(() => state.paused && c.stats.channels === CHANNELS && clientWriter(c)?.congested === true, 10_000, "the client's writer to congest")
     expect(c.stats.queued).toBeGreaterThan(MAX_PENDING / 2)
     expect(clientWriter(c)!.pendingBytes).toBeLessThan(64 * MiB)
     const grown = liveArrayBuffers() - before
@@ -126,7 +129,7 @@ describe("back-pressure against a peer that stops reading", () => {
       expect(outcome.error).toBeUndefined()
       expect(outcome.answer!.readUInt32BE(0)).toBe(seq)
     }
-    expect(c.stats).toEqual({ connections: 1, mesh: 0, channels: 1, pending: 0, queued: 0 })
+    expect(c.stats).toEqual({ connections: 1, mesh: 0, channels: CHANNELS, pending: 0, queued: 0 })
   })
 
   it("server: stops reading a client that does not read its answers, stays bounded, then delivers every answer in order", async () => {

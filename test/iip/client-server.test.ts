@@ -1,5 +1,5 @@
 // IipClient against IipServer over real TCP on 127.0.0.1 (iip-protocol.md §4.2, §4.3): requests
-// spread over many channels, pipelining and FIFO pairing on one channel, a slow handler that only
+// spread over many channels, pipelining and FIFO pairing on one channel (its session's), a slow handler that only
 // holds up its own channel, pairing that survives a timed-out request, a server process killed
 // mid-request (every outstanding request fails with ConnectionClosed at once, not at its timeout),
 // and a server that answers a request nobody made (the client closes that connection and fails
@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { IipClient } from "../../src/iip/client.ts"
 import { IipServer } from "../../src/iip/server.ts"
+import type { ClientChannel } from "../../src/mux/clientSession.ts"
 import { ConnectionClosed, RequestTimeout } from "../../src/mux/errors.ts"
 import { Cleanup, deferred, frame, RawParser, startRawServer, waitFor, withTimeout } from "../support/iipRaw.ts"
 
@@ -65,18 +66,21 @@ describe("IipClient against IipServer", () => {
       seenOn.set(String(n), request.channelId)
       return request.data
     })
+    // The client writes no request behind another (a hanging one would hold it up): its session does.
     const c = client({ maxConnections: 1, maxChannelsPerConnection: 1 })
+    await c.mode()
+    const session = c.sessions[0]!
+    const channel = await new Promise<ClientChannel>((resolve, reject) => session.openChannel(5000, (error, opened) => (error === undefined ? resolve(opened!) : reject(error))))
     const inputs = Array.from({ length: 100 }, (_, i) => {
       const data = Buffer.alloc(4 + (i % 7) * 100, i)
       data.writeUInt32BE(i, 0)
       return data
     })
-    const calls = inputs.map((input) => c.call("/jitter", input, { timeoutMs: 5000 }))
-    expect(c.stats.pending).toBe(100)
+    const calls = inputs.map((input) => new Promise<Buffer>((resolve, reject) => session.request(channel, "/jitter", input, 5000, (error, answer) => (error === undefined ? resolve(answer!) : reject(error)))))
+    expect(channel.outstanding).toBe(100)
     const answers = await Promise.all(calls)
     answers.forEach((answer, i) => expect(Buffer.compare(answer, inputs[i]!)).toBe(0))
-    expect(c.stats.channels).toBe(1)
-    expect(new Set(seenOn.values()).size).toBe(1)
+    expect(new Set(seenOn.values())).toEqual(new Set([channel.id]))
   })
 
   it("keeps other channels answering while a slow handler holds its own channel", async () => {
@@ -142,7 +146,9 @@ describe("IipClient against IipServer", () => {
     )
     await withTimeout(entered.promise, 2000, "the gate handler to start")
     expect(await gated).toBeInstanceOf(RequestTimeout)
-    const next = c.call("/echo", "queued behind the gate", { timeoutMs: 2000 }) // waits on the server behind /gate
+    // At its one channel's limit, it waits in the client's queue until the late answer frees the channel.
+    const next = c.call("/echo", "queued behind the gate", { timeoutMs: 2000 })
+    await waitFor(() => c.stats.queued === 1, 2000, "the call to queue")
     gate.resolve()
     expect((await next).toString()).toBe("queued behind the gate")
   })
@@ -245,7 +251,7 @@ describe("IipClient facing a server that answers a request nobody made", () => {
   it("closes the connection and fails pending requests on an answer for a channel it never opened", async () => {
     const { port, state } = await startFakeServer()
     const events: Array<{ event: string; fields: Record<string, unknown> }> = []
-    const c = new IipClient({ host: "127.0.0.1", mesh: false, port, maxConnections: 1, maxChannelsPerConnection: 1, log: (event, fields) => void events.push({ event, fields }) })
+    const c = new IipClient({ host: "127.0.0.1", mesh: false, port, maxConnections: 1, maxChannelsPerConnection: 2, log: (event, fields) => void events.push({ event, fields }) })
     cleanup.add(() => c.close())
     const calls = ["a", "b"].map((data) => c.call("/x", data, { timeoutMs: 10_000 }).then(() => undefined, (error: unknown) => error))
     await waitFor(() => state.requests.length === 2, 5000, "both requests at the fake server")
@@ -259,12 +265,12 @@ describe("IipClient facing a server that answers a request nobody made", () => {
 
   it("closes the connection and fails pending requests on an answer on a channel with nothing outstanding", async () => {
     const { port, state } = await startFakeServer()
-    const c = new IipClient({ host: "127.0.0.1", mesh: false, port, maxConnections: 1, maxChannelsPerConnection: 2, idleChannelsAhead: 2, log: () => {} })
+    const c = new IipClient({ host: "127.0.0.1", mesh: false, port, maxConnections: 1, maxChannelsPerConnection: 3, idleChannelsAhead: 3, log: () => {} })
     cleanup.add(() => c.close())
     const calls = ["a", "b"].map((data) => c.call("/x", data, { timeoutMs: 10_000 }).then(() => undefined, (error: unknown) => error))
-    await waitFor(() => state.requests.length === 2 && state.opened === 2 && c.stats.channels === 2, 5000, "two requests and two channels")
+    await waitFor(() => state.requests.length === 2 && state.opened === 3 && c.stats.channels === 3, 5000, "two requests and three channels")
     const busy = new Set(state.requests.map((r) => r.channelId))
-    const idle = [1, 2].find((id) => !busy.has(id))
+    const idle = [1, 2, 3].find((id) => !busy.has(id))
     expect(idle).toBeDefined()
     state.socket!.write(frame(5, "/x", idle!, "stray"))
     const errors = await withTimeout(Promise.all(calls), 2000, "the pending calls to fail")

@@ -1,6 +1,8 @@
 // Cancel and deadlines in mesh mode over real TCP (PROTOCOL.md §14). Every test runs the client
 // with one connection of one channel, so the request that is cancelled or times out and the
-// requests after it share a channel: they must still pair with their own answers.
+// requests after it share a channel: they must still pair with their own answers. (The client
+// writes a request behind cancelled ones only: the peer answers those at once. Requests queued
+// behind a running one on the server are pipelined by the session itself.)
 // - Abort mid-handler: the caller fails with Cancelled at once (before any network round trip),
 //   the server-side handler's AbortSignal fires, and the next call gets its own answer.
 // - Interrupting the Effect of `client.request(...)` cancels the request at the server too.
@@ -215,24 +217,37 @@ describe("cancel and deadlines in mesh mode", () => {
   })
 
   it("cancelling a request queued behind a running one answers it without ever running it; both callers settle; pairing holds", async () => {
+    // The client writes no request behind another: the session itself pipelines two on one channel.
+    const session = client.meshSessions[0]!
+    const channel = session.openChannel()
+    const call = (path: string, body: string, signal?: AbortSignal) =>
+      new Promise<Buffer>((resolve, reject) =>
+        session.call(channel, path, Buffer.from(body), { timeoutMs: 10_000, ...(signal === undefined ? {} : { signal }) }, (error, reply) =>
+          error === undefined ? resolve(reply!.data) : reject(error)
+        )
+      )
     const first = block("q1")
     let secondRan = false
     void block("q2").then(() => (secondRan = true))
     const firstController = new AbortController()
     const secondController = new AbortController()
-    const firstCall = rejection(client.call("/block", "q1", { timeoutMs: 10_000, signal: firstController.signal }))
-    const secondCall = rejection(client.call("/block", "q2", { timeoutMs: 10_000, signal: secondController.signal }))
+    const firstCall = rejection(call("/block", "q1", firstController.signal))
+    const secondCall = rejection(call("/block", "q2", secondController.signal))
     const seen = await withTimeout(first, 5000, "the first /block handler to start")
     // Both are on the one channel: q2 waits in the server's mailbox behind q1.
-    expect(client.meshSessions[0]!.callingCount).toBe(2)
+    expect(seen.channelId).toBe(channel.id)
+    expect(session.callingCount).toBe(2)
     secondController.abort()
     expect(await secondCall).toBeInstanceOf(Cancelled)
     firstController.abort()
     expect(await firstCall).toBeInstanceOf(Cancelled)
     expect(await withTimeout(seen.aborted, 5000, "q1's signal to abort")).toBeInstanceOf(Cancelled)
-    // Both late answers are consumed; the next calls get their own answers.
-    await expectPaired(seen.channelId, "queued")
-    expect(client.meshSessions[0]!.callingCount).toBe(0)
+    // Both late answers are consumed; the next calls on the channel get their own answers.
+    const inputs = [1, 2, 3].map((i) => `queued-after-${i}`)
+    expect((await Promise.all(inputs.map((input) => call("/echo", input)))).map(String)).toEqual(inputs)
+    for (const input of inputs) expect(echoChannel.get(input)).toBe(channel.id)
+    expect(session.callingCount).toBe(0)
+    expect(serverEvents.filter((e) => e.event === "protocol-violation")).toEqual([])
     expect(secondRan).toBe(false)
   })
 })

@@ -90,9 +90,9 @@ describe("a channel over the server's channel budget", () => {
     expect(session.channelCap).toBe(1)
     // Still full when the cap runs out (1 s): the channel tried is refused, and the cap holds twice as long.
     vi.advanceTimersByTime(1000)
-    held.push(second.call("/hold", "b3", { timeoutMs: 10_000 })) // behind b1; a channel opens ahead
-    expect(await rejection(second.call("/hold", "b4", { timeoutMs: 10_000 }))).toMatchObject({ code: "overloaded", processed: false })
+    expect(await rejection(second.call("/hold", "b3", { timeoutMs: 10_000 }))).toMatchObject({ code: "overloaded", processed: false })
     expect(session.channelCap).toBe(1)
+    held.push(second.call("/hold", "b4", { timeoutMs: 10_000 })) // at the cap: waits for b1's channel
     vi.advanceTimersByTime(1999)
     expect(session.channelCap).toBe(1)
     release.resolve()

@@ -91,7 +91,8 @@ describe("a client keeps to the request budget its peer's hello states (maxReque
 
   it("3 written of 6; a held call cancelled is never sent; the rest go out in order as answers come", async () => {
     const peer = await startRawMeshPeer(cleanup, helloOf({ maxRequests: 3 }))
-    const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 1 })
+    // A channel for each call (the client writes none behind another): the connection's budget holds them back.
+    const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 6 })
     const controllers = Array.from({ length: 6 }, () => new AbortController())
     const calls = controllers.map((controller, i) => settle(client.call("/x", `c${i}`, { timeoutMs: 10_000, signal: controller.signal })))
     const sent: Array<RawPacket> = []
@@ -150,7 +151,7 @@ describe("a client keeps to the request budget its peer's hello states (maxReque
 
   it("a peer whose hello states no limit gets every call at once", async () => {
     const peer = await startRawMeshPeer(cleanup, helloOf())
-    const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 1 })
+    const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 6 })
     const calls = Array.from({ length: 6 }, (_, i) => settle(client.call("/x", `c${i}`, { timeoutMs: 10_000 })))
     const sent: Array<RawPacket> = []
     for (let i = 0; i < 6; i++) sent.push(await peer.take((p) => p.path === "/x", 5000, `request ${i} before any answer`))
