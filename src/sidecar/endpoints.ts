@@ -36,7 +36,15 @@ export interface Endpoint {
   readonly version?: string | undefined
 }
 
-/** Channels per connection to an endpoint for streams beyond the client's 16 (the client caps them at half what the far side takes: 512 by default). */
+/**
+ * Channels per connection to an endpoint for ordinary requests. A request never waits behind
+ * another on a channel (a slow answer would hold up an unrelated caller); past 2 connections x 64
+ * channels A holds further requests to that endpoint until a channel frees. The far side takes
+ * 1,024 per connection by default.
+ */
+const REQUEST_CHANNELS_PER_CONNECTION = 64
+
+/** Channels per connection to an endpoint for streams beyond the requests' (the client caps them at half what the far side takes: 512 by default). */
 const STREAM_CHANNELS_PER_CONNECTION = 512
 
 /** What the connections to an endpoint depend on besides its address: a change makes a new client. */
@@ -310,7 +318,8 @@ export class EndpointRegistry {
         // Another endpoint takes a request this one cannot: never wait here for a reconnect.
         waitForReconnect: false,
         // WebSockets and long streamed answers each hold a channel for their life: they get channels
-        // of their own (up to half what the far side takes per connection), never all of the 16.
+        // of their own (up to half what the far side takes per connection), never the requests'.
+        maxChannelsPerConnection: REQUEST_CHANNELS_PER_CONNECTION,
         streamChannelsPerConnection: STREAM_CHANNELS_PER_CONNECTION,
         log: this.options.log,
         supervisor: this.options.supervisor
