@@ -3,7 +3,8 @@
 // something its caller could not see, so a /sys/cancel is always read.
 // - pushes: the server counts running pushes apart from requests (its caller cannot see a push
 //   end); before, 4 long-running pushes filled a request budget of 4, the server paused reading,
-//   and the cancel of a running call sat unread.
+//   and the cancel of a running call sat unread. A push while none runs is always taken: before,
+//   one larger than the allowance (200 KiB against 128 KiB) was dropped every time.
 // - bytes: the server states its byte budget in its hello (maxBytes) and the client keeps what its
 //   written calls make it hold (a body until answered, a streamed body's window until answered)
 //   within it, holding the rest in order; before, 16 calls with 60 KiB bodies against 256 KiB
@@ -144,3 +145,33 @@ describe("a client keeps what its calls make the peer hold within the byte budge
   })
 })
 
+
+describe("pushes against a small byte budget", () => {
+  let cleanup: Cleanup
+
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+
+  afterEach(() => cleanup.run())
+
+  it("a push larger than the push allowance runs when no other push is running, as a request alone always goes", async () => {
+    const { events, log } = collectLog()
+    const server = await startServer(cleanup, { maxQueuedBytesPerConnection: 128 * 1024, log })
+    const got: Array<number> = []
+    server.handle("/big", (request: IncomingRequest) => {
+      got.push(request.data.length)
+      return "ok"
+    })
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1 })
+    expect((await client.call("/big", "warm-up", { timeoutMs: 5000 })).toString()).toBe("ok")
+    got.length = 0
+    // One after the other, each alone: before, each was dropped ('the connection holds all the pushes it may').
+    for (const n of [1, 2]) {
+      client.push("/big", Buffer.alloc(200 * 1024, 0x70))
+      await waitFor(() => got.length === n || events.some((e) => e.event === "push-failed"), 5000, `push ${n} to run or be dropped`)
+    }
+    expect(events.filter((e) => e.event === "push-failed")).toEqual([])
+    expect(got).toEqual([200 * 1024, 200 * 1024])
+  })
+})
