@@ -168,11 +168,12 @@ export class InboundBudget {
    * it cannot keep them within the budget this side states (PROTOCOL.md §10), and the connection
    * never pauses for one (a cancel read after it would wait unread). Pushes have an allowance of
    * their own, as large as the connection's budget, and count in the shared one; false (nothing
-   * taken) past it: the push is dropped, as one is when the server is full.
+   * taken) past it: the push is dropped, as one is when the server is full. A push alone is always
+   * taken, whatever its size (else one larger than the budget would never run, as a request alone always goes).
    */
   chargePush(bytes: number): boolean {
     if (this.closed) return false
-    if (this.pushes >= this.own.limits.maxRequests || this.pushBytes + bytes > this.own.limits.maxBytes) return false
+    if (this.pushes >= this.own.limits.maxRequests || (this.pushes > 0 && this.pushBytes + bytes > this.own.limits.maxBytes)) return false
     this.pushes++
     this.pushBytes += bytes
     this.shared.requests++
