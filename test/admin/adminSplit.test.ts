@@ -4,7 +4,7 @@
 // token, without one a request must name a loopback host (a DNS-rebinding page cannot drive it). The bind checks run in a network namespace of the test's own where 10.44.0.2 stands for
 // the pod's address: the control listener cannot be reached there by default, even with the
 // read-only one on 0.0.0.0. /config never shows a secret.
-import { spawnSync } from "node:child_process"
+import { execFile, spawnSync } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
@@ -127,45 +127,62 @@ interface PodRun {
   readonly stderr?: string
 }
 
-/** Runs the CLI sidecar with `args` in a fresh namespace and makes the requests; fixed ports are fine there. */
-const inPod = (args: ReadonlyArray<string>, probes: ReadonlyArray<{ address: string; path: string; token?: string }>): PodRun => {
+/**
+ * Bounds sized for a loaded machine: a pod run is a node start (2 s of CPU, 9-15 s of wall time at
+ * load 15) plus a sidecar's; each ends at the pod's exit.
+ */
+const POD_MS = 90_000
+const TEST_MS = 120_000
+
+/**
+ * Runs the CLI sidecar with `args` in a fresh namespace and makes the requests; fixed ports are fine
+ * there, so pods run side by side. Not spawnSync: a blocked worker cannot even time the test out.
+ */
+const inPod = (args: ReadonlyArray<string>, probes: ReadonlyArray<{ address: string; path: string; token?: string }>): Promise<PodRun> => {
   const child = resolve(import.meta.dirname, "../support/adminPodChild.ts")
   const scenario = JSON.stringify({ args: ["--service", "store", "--outbound", "127.0.0.1:4140", "--inbound", "127.0.0.1:4143", ...args], probes })
-  const result = spawnSync("unshare", ["-rn", "sh", "-c", `${podSetup} && exec "$0" "$1" "$2"`, process.execPath, child, scenario], { encoding: "utf8", timeout: 30_000 })
-  if (result.status !== 0 && result.stdout.trim() === "") throw new Error(`the pod run failed (${result.status}): ${result.stderr}`)
-  return JSON.parse(result.stdout.trim().split("\n").at(-1)!) as PodRun
+  return new Promise((done, failed) => {
+    execFile("unshare", ["-rn", "sh", "-c", `${podSetup} && exec "$0" "$1" "$2"`, process.execPath, child, scenario], { encoding: "utf8", timeout: POD_MS }, (error, stdout, stderr) => {
+      if (error !== null && stdout.trim() === "") return failed(new Error(`the pod run failed (${error.code ?? error.signal}): ${stderr}`))
+      done(JSON.parse(stdout.trim().split("\n").at(-1)!) as PodRun)
+    })
+  })
 }
 
 describe.skipIf(suite.skip)(suite.title, () => {
-  it("by default the control listener is on 127.0.0.1, unreachable at the pod's address even with the read-only one on 0.0.0.0", () => {
+  it("by default the control listener is on 127.0.0.1, unreachable at the pod's address even with the read-only one on 0.0.0.0", async () => {
     assertCapability(capability, "a user and network namespace")
-    for (const admin of ["0.0.0.0:9990", "10.44.0.2:9990"]) {
-      const run = inPod(["--admin", admin], [
+    const admins = ["0.0.0.0:9990", "10.44.0.2:9990"]
+    const runs = await Promise.all(admins.map((admin) => inPod(["--admin", admin], [
         { address: "10.44.0.2:9990", path: "/ready" },
         { address: "10.44.0.2:9990", path: "/metrics" },
         { address: "10.44.0.2:9990", path: "/mesh" },
         { address: "10.44.0.2:9991", path: "/mesh" },
         { address: "10.44.0.2:9991", path: "/dashboard/data" },
         { address: "127.0.0.1:9991", path: "/mesh" }
-      ])
+      ])))
+    for (const [i, admin] of admins.entries()) {
+      const run = runs[i]!
       expect(run.ready, `${admin}: ${run.stderr}`).toMatchObject({ event: "sidecar-ready", adminControl: "127.0.0.1:9991" })
       expect(run.results, admin).toStrictEqual([200, 200, 404, "ECONNREFUSED", "ECONNREFUSED", 200])
     }
-  })
+  }, TEST_MS)
 
-  it("off loopback the control listener needs a token: refused at start without one; with one, 401 without it and 200 with it", () => {
+  it("off loopback the control listener needs a token: refused at start without one; with one, 401 without it and 200 with it", async () => {
     assertCapability(capability, "a user and network namespace")
-    const refused = inPod(["--admin", "0.0.0.0:9990", "--admin-control", "10.44.0.2:9991"], [])
-    expect(refused.exited).toBe(2)
-    expect(refused.stderr).toContain("adminControl: 10.44.0.2:9991 is not a loopback address")
     const tokenFile = join(dir, "token")
     writeFileSync(tokenFile, `${token}\n`)
-    const run = inPod(["--admin", "0.0.0.0:9990", "--admin-control", "10.44.0.2:9991", "--admin-token-file", tokenFile], [
-      { address: "10.44.0.2:9991", path: "/mesh" },
-      { address: "10.44.0.2:9991", path: "/mesh", token: "wrong-token-0123456789" },
-      { address: "10.44.0.2:9991", path: "/mesh", token },
-      { address: "10.44.0.2:9990", path: "/ready" }
+    const [refused, run] = await Promise.all([
+      inPod(["--admin", "0.0.0.0:9990", "--admin-control", "10.44.0.2:9991"], []),
+      inPod(["--admin", "0.0.0.0:9990", "--admin-control", "10.44.0.2:9991", "--admin-token-file", tokenFile], [
+        { address: "10.44.0.2:9991", path: "/mesh" },
+        { address: "10.44.0.2:9991", path: "/mesh", token: "wrong-token-0123456789" },
+        { address: "10.44.0.2:9991", path: "/mesh", token },
+        { address: "10.44.0.2:9990", path: "/ready" }
+      ])
     ])
+    expect(refused.exited).toBe(2)
+    expect(refused.stderr).toContain("adminControl: 10.44.0.2:9991 is not a loopback address")
     expect(run.results, run.stderr).toStrictEqual([401, 401, 200, 200])
-  })
+  }, TEST_MS)
 })

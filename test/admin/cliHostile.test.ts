@@ -17,6 +17,14 @@ beforeEach(() => {
 })
 afterEach(() => cleanup.run())
 
+/**
+ * Bounds sized for a loaded machine (a CLI start takes 2 s of CPU, 9-15 s of wall time at load 15):
+ * each run ends at its exit, so a quiet machine never waits them out.
+ */
+const CLI_MS = 60_000
+const TEST_MS = 90_000
+const run = (args: ReadonlyArray<string>) => runCli(cleanup, args, CLI_MS)
+
 const ESCAPES = "\u001b]52;c;ZWNobyBwd25lZA==\u0007\u001b[2J\u009b31m\u202e"
 /** No control character (C0 but newline, DEL, C1) and no bidi control reaches the terminal. */
 const TERMINAL_UNSAFE = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/
@@ -41,7 +49,7 @@ describe("the CLI against a rogue admin", () => {
       res.write(`event: record\ndata: ${JSON.stringify({ time: "x" })}\n\n`)
       res.write(`event: record\ndata: ${JSON.stringify(record)}\n\n`)
     })
-    const result = await runCli(cleanup, ["tap", "--admin", url, "--count", "1"])
+    const result = await run(["tap", "--admin", url, "--count", "1"])
     expect(result.stderr).not.toMatch(/SyntaxError|TypeError|\n\s+at /)
     expect(result.code, result.stderr).toBe(0)
     const lines = result.stdout.trim().split("\n")
@@ -50,7 +58,7 @@ describe("the CLI against a rogue admin", () => {
     expect(result.stdout).not.toMatch(TERMINAL_UNSAFE)
     expect(result.stderr).toMatch(/2 events that are not records skipped/)
     expect(result.stderr).not.toMatch(TERMINAL_UNSAFE)
-  })
+  }, TEST_MS)
 
   it("stat: names with escapes are shown escaped, and an error body's escapes too", async () => {
     const window = (seconds: number) => {
@@ -67,13 +75,13 @@ describe("the CLI against a rogue admin", () => {
       res.writeHead(500)
       res.end(`down${ESCAPES}`)
     })
-    const result = await runCli(cleanup, ["stat", "--admin", `${url},${failing}`])
+    const result = await run(["stat", "--admin", `${url},${failing}`])
     expect(result.code, result.stderr).toBe(0)
     expect(result.stdout).toMatch(/^web\\u001b/m)
     expect(result.stdout).not.toMatch(TERMINAL_UNSAFE)
     expect(result.stderr).toMatch(/HTTP 500: down\\u001b/)
     expect(result.stderr).not.toMatch(TERMINAL_UNSAFE)
-  })
+  }, TEST_MS)
 
   it("stat and stat --mesh: an admin whose answer is not a view (fields missing, of other types) is named on stderr and the others' views shown", async () => {
     const window = (seconds: number) => {
@@ -94,11 +102,11 @@ describe("the CLI against a rogue admin", () => {
       })
     ))
     for (const mesh of [[], ["--mesh"]]) {
-      const result = await runCli(cleanup, ["stat", ...mesh, "--admin", [...rogues, good].join(",")])
+      const result = await run(["stat", ...mesh, "--admin", [...rogues, good].join(",")])
       expect(result.stdout + result.stderr, mesh.join("")).not.toMatch(/TypeError|\n\s+at /)
       expect(result.code, result.stderr).toBe(0)
       expect(result.stdout, mesh.join("")).toMatch(/^web /m)
       for (const rogue of rogues) expect(result.stderr).toContain(`iip-mesh: ${rogue}: its answer is not a ${mesh.length === 0 ? "golden" : "federation"} view`)
     }
-  })
+  }, TEST_MS)
 })

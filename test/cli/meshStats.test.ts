@@ -20,9 +20,18 @@ interface Ready {
   readonly controls: ReadonlyArray<string>
 }
 
+/**
+ * Bounds sized for a loaded machine (a CLI start takes 2 s of CPU, 9 s of wall time at load 15; the
+ * demo starts seven apps and its sidecars): each wait ends at its event (an exit, the ready line),
+ * so a quiet machine never waits them out.
+ */
+const CLI_MS = 60_000
+const DEMO_MS = 120_000
+const TEST_MS = 90_000
+
 /** `iip-mesh <args>` to its exit (bounded), any child left killed after the file. */
 const children = new Cleanup()
-const run = (args: Array<string>) => runCli(children, args)
+const run = (args: Array<string>) => runCli(children, args, CLI_MS)
 
 const rowOf = (text: string, ...cells: Array<string>) => text.split("\n").find((line) => cells.every((cell, i) => line.split(/\s+/)[i] === cell))
 
@@ -39,10 +48,10 @@ describe("iip-mesh stat, top and tap on the demo", () => {
         if (out.includes("stop      Ctrl-C")) up()
       })
       demo.once("exit", (code) => failed(new Error(`demo exited with ${code} before it was up`)))
-    }), 30_000, "the demo")
+    }), DEMO_MS, "the demo")
     ready = JSON.parse(readFileSync(readyFile, "utf8")) as Ready
     for (let i = 0; i < 10; i++) expect((await fetch(ready.entry)).status).toBe(200)
-  }, 40_000)
+  }, DEMO_MS + 30_000)
 
   afterAll(async () => {
     await children.run()
@@ -51,7 +60,13 @@ describe("iip-mesh stat, top and tap on the demo", () => {
   })
 
   it("stat: every demo service and the chain's edges; stat catalog: its routes", async () => {
-    const result = await run(["stat", "--admin", ready.controls[0]!])
+    // Three reads of a demo that is not loaded meanwhile: their processes start side by side.
+    const [result, meshWide, catalog] = await Promise.all([
+      run(["stat", "--admin", ready.controls[0]!]),
+      // --mesh: the admin's /federation (in the demo its peers are its own sidecars: the same view).
+      run(["stat", "--mesh", "--admin", ready.controls[1]!]),
+      run(["stat", "catalog", "--admin", ready.controls[0]!, "--window", "10m"])
+    ])
     expect(result.stderr).toBe("")
     expect(result.code).toBe(0)
     for (const service of ["catalog", "pricing"]) {
@@ -61,45 +76,41 @@ describe("iip-mesh stat, top and tap on the demo", () => {
     }
     expect(rowOf(result.stdout, "storefront", "catalog"), result.stdout).toBeDefined()
     expect(rowOf(result.stdout, "catalog", "pricing"), result.stdout).toBeDefined()
-    // --mesh: the admin's /federation (in the demo its peers are its own sidecars: the same view).
-    const meshWide = await run(["stat", "--mesh", "--admin", ready.controls[1]!])
     expect(meshWide.code).toBe(0)
     for (const service of ["catalog", "pricing"]) expect(rowOf(meshWide.stdout, service), meshWide.stdout).toBeDefined()
     expect(rowOf(meshWide.stdout, "storefront", "catalog"), meshWide.stdout).toBeDefined()
-    const catalog = await run(["stat", "catalog", "--admin", ready.controls[0]!, "--window", "10m"])
     expect(catalog.code).toBe(0)
     expect(catalog.stdout).toMatch(/^ROUTE/m)
     expect(catalog.stdout).toMatch(/^\/\S+\s+100\.00%/m)
-  }, 20_000)
+  }, TEST_MS)
 
   it("stat with an admin that does not answer: named on stderr, the other shown", async () => {
-    const result = await run(["stat", "--admin", `http://127.0.0.1:1,${ready.controls[0]!}`])
+    const [result, none] = await Promise.all([run(["stat", "--admin", `http://127.0.0.1:1,${ready.controls[0]!}`]), run(["stat", "--admin", "http://127.0.0.1:1"])])
     expect(result.code).toBe(0)
     expect(result.stderr).toContain("http://127.0.0.1:1")
     expect(rowOf(result.stdout, "catalog")).toBeDefined()
-    const none = await run(["stat", "--admin", "http://127.0.0.1:1"])
     expect(none.code).toBe(1)
     expect(none.stderr).toContain("no admin answered")
-  }, 20_000)
+  }, TEST_MS)
 
   it("top: the busiest routes", async () => {
     const result = await run(["top", "--admin", ready.controls[0]!, "--iterations", "1", "--window", "10m"])
     expect(result.code).toBe(0)
     expect(result.stdout).toMatch(/^SERVICE\s+ROUTE\s+SUCCESS/m)
     expect(result.stdout).toMatch(/^(catalog|pricing)\s+\/\S*\s+100\.00%/m)
-  }, 20_000)
+  }, TEST_MS)
 
   it("tap --service catalog --count 3: three records of calls to catalog while load runs", async () => {
     const tapped = run(["tap", "--admin", ready.controls[0]!, "--service", "catalog", "--count", "3"])
     let done = false
     void tapped.then(() => (done = true))
-    // Load until tap has its records (bounded).
-    const deadline = Date.now() + 15_000
+    // Load until tap has its records (bounded: tap's own start is most of the wait).
+    const deadline = Date.now() + CLI_MS
     while (!done && Date.now() < deadline) await fetch(ready.entry).then((r) => r.arrayBuffer())
     const result = await tapped
     expect(result.code).toBe(0)
     const lines = result.stdout.trim().split("\n")
     expect(lines).toHaveLength(3)
     for (const line of lines) expect(line).toMatch(/^\S+Z (in |out) \S+->catalog POST \/rpc\S* 200 [\d.]+ms \S+ trace=[0-9a-f]{32}$/)
-  }, 20_000)
+  }, TEST_MS)
 })

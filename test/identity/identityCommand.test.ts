@@ -19,6 +19,12 @@ const work = mkdtempSync(join(tmpdir(), "iip-mesh-identity-command-"))
 const caDir = join(work, "ca")
 const token = "t".repeat(40)
 const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("KUBERNETES_")))
+/**
+ * Bounds sized for a loaded machine (a CLI start takes 2 s of CPU, 9 s of wall time at load 15):
+ * each wait ends at its event (a line, an exit), so a quiet machine never waits them out.
+ */
+const START_MS = 60_000
+const TEST_MS = 90_000
 
 beforeAll(async () => {
   await initCa({ dir: caDir, trustDomain: "cmd.mesh" })
@@ -28,7 +34,7 @@ afterAll(() => rmSync(work, { recursive: true, force: true }))
 
 const run = (...args: Array<string>) =>
   new Promise<{ code: number; stderr: string }>((done) => {
-    execFile(process.execPath, [main, "identity", ...args], { timeout: 20_000, env }, (error, _stdout, stderr) => done({ code: error === null ? 0 : Number(error.code ?? 1), stderr }))
+    execFile(process.execPath, [main, "identity", ...args], { timeout: START_MS, env }, (error, _stdout, stderr) => done({ code: error === null ? 0 : Number(error.code ?? 1), stderr }))
   })
 
 describe("iip-mesh identity", () => {
@@ -37,7 +43,7 @@ describe("iip-mesh identity", () => {
     try {
       const ready = await new Promise<{ listen: string; trustDomain: string }>((found, failed) => {
         let out = ""
-        const timer = setTimeout(() => failed(new Error("no ready line within 15 s")), 15_000)
+        const timer = setTimeout(() => failed(new Error(`no ready line within ${START_MS} ms`)), START_MS)
         child.stdout!.on("data", (chunk: Buffer) => {
           out += chunk.toString()
           const line = out.split("\n").find((l) => l.includes('"identity-ready"'))
@@ -64,7 +70,7 @@ describe("iip-mesh identity", () => {
     } finally {
       if (child.exitCode === null) child.kill("SIGKILL")
     }
-  })
+  }, TEST_MS)
 
   it("picks up a rotated CA directory without a restart, and keeps its CA when the directory turns invalid", async () => {
     const dir = join(work, "rotating")
@@ -77,11 +83,21 @@ describe("iip-mesh identity", () => {
     )
     let stderr = ""
     child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    /** Until stderr holds `pattern`: checked as each chunk comes in, bounded. */
     const waitFor = (pattern: RegExp) =>
       new Promise<void>((found, failed) => {
-        const started = Date.now()
-        const poll = () => (pattern.test(stderr) ? found() : Date.now() - started > 15_000 ? failed(new Error(`no ${pattern} within 15 s: ${stderr}`)) : setTimeout(poll, 20))
-        poll()
+        const check = () => {
+          if (!pattern.test(stderr)) return
+          clearTimeout(timer)
+          child.stderr!.off("data", check)
+          found()
+        }
+        const timer = setTimeout(() => {
+          child.stderr!.off("data", check)
+          failed(new Error(`no ${pattern} within ${START_MS} ms: ${stderr}`))
+        }, START_MS)
+        child.stderr!.on("data", check)
+        check()
       })
     try {
       await waitFor(/"identity-issuer-ready"/)
@@ -105,12 +121,19 @@ describe("iip-mesh identity", () => {
     } finally {
       child.kill("SIGKILL")
     }
-  })
+  }, TEST_MS)
 
   it("refuses to start with no proof it could take, with --kubernetes on outside a cluster, or with another trust domain", async () => {
-    expect(await run("--ca-dir", caDir, "--listen", "127.0.0.1:0")).toMatchObject({ code: 1, stderr: expect.stringMatching(/no proof is accepted/) })
-    expect(await run("--ca-dir", caDir, "--listen", "127.0.0.1:0", "--kubernetes", "on")).toMatchObject({ code: 1, stderr: expect.stringMatching(/not running in a cluster/) })
-    expect(await run("--ca-dir", caDir, "--join-tokens", join(work, "join-tokens"), "--trust-domain", "other.mesh")).toMatchObject({ code: 1, stderr: expect.stringMatching(/intermediate names trust domain cmd\.mesh/) })
-    expect(await run("--ca-dir", join(work, "missing"), "--join-tokens", join(work, "join-tokens"))).toMatchObject({ code: 1, stderr: expect.stringMatching(/cannot read .*intermediate\.pem/) })
-  })
+    // Four independent starts, side by side.
+    const [noProof, kubernetes, otherDomain, missing] = await Promise.all([
+      run("--ca-dir", caDir, "--listen", "127.0.0.1:0"),
+      run("--ca-dir", caDir, "--listen", "127.0.0.1:0", "--kubernetes", "on"),
+      run("--ca-dir", caDir, "--join-tokens", join(work, "join-tokens"), "--trust-domain", "other.mesh"),
+      run("--ca-dir", join(work, "missing"), "--join-tokens", join(work, "join-tokens"))
+    ])
+    expect(noProof).toMatchObject({ code: 1, stderr: expect.stringMatching(/no proof is accepted/) })
+    expect(kubernetes).toMatchObject({ code: 1, stderr: expect.stringMatching(/not running in a cluster/) })
+    expect(otherDomain).toMatchObject({ code: 1, stderr: expect.stringMatching(/intermediate names trust domain cmd\.mesh/) })
+    expect(missing).toMatchObject({ code: 1, stderr: expect.stringMatching(/cannot read .*intermediate\.pem/) })
+  }, TEST_MS)
 })

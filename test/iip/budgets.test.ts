@@ -179,7 +179,9 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
   }, 120_000)
 
   it("plain IIP: 20 connections half-sending 16 MiB packets: only the packets the shared budget has room for are stored, the rest skipped; all closed at the packet timeout", async () => {
-    const { port, memory, until } = await startServerChild(cleanup, { maxQueuedBytes: 32 * MiB, packetTimeoutMs: 1500 })
+    // The packet timeout must outlast reading all 20 halves and the refused call below, or the
+    // first connections close (giving their budget back) before the check: at load 15, 1.5 s did not.
+    const { port, memory, until } = await startServerChild(cleanup, { maxQueuedBytes: 32 * MiB, packetTimeoutMs: 5000 })
     const legit = legitClient(cleanup, port)
     const before = await memoryOf(legit)
     const half = frame(1, "/echo", 0, Buffer.alloc(16 * MiB - 64, 0x66)).subarray(0, 8 * MiB)
@@ -190,14 +192,14 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
       attackers.push(attacker)
     }
     await until((state) => state.bytesRead >= 20 * half.length, "every half packet read")
-    // Packets are stored while the 32 MiB budget has room (3 of them, 48 MiB), later ones skipped
-    // unstored; socket chunks on their way add some.
-    check("plain, 20 connections x half of a 16 MiB packet (160 MiB sent)", before, await memory(), { held: 96 * MiB, rss: 160 * MiB })
     // The budget is spent: a legitimate call is refused at once (typed), not left hanging.
     const refused = await rejection(legit.call("/echo", "x", { timeoutMs: 5000 }))
     expect(refused).toBeInstanceOf(RemoteError)
     expect((refused as RemoteError).code).toBe("overloaded")
-    await Promise.all(attackers.map((a) => a.waitClose(10_000)))
+    // Packets are stored while the 32 MiB budget has room (3 of them, 48 MiB), later ones skipped
+    // unstored; socket chunks on their way add some.
+    check("plain, 20 connections x half of a 16 MiB packet (160 MiB sent)", before, await memory(), { held: 96 * MiB, rss: 160 * MiB })
+    await Promise.all(attackers.map((a) => a.waitClose(30_000)))
     const after = await memoryOf(legit)
     check("plain, after the packet timeout closed them", before, after, { held: 16 * MiB, rss: 160 * MiB })
   }, 120_000)
