@@ -39,8 +39,11 @@ import {
 /** Sends a CSR (PEM) to whoever signs it and returns the answer; rejects when it cannot. */
 export type Signer = (csrPem: string) => Promise<SignResponse>
 
-/** The issuer's trust bundle as it is now (PEM text, if the issuer is honest: it is checked); rejects when it cannot be had. */
-export type BundleFetcher = () => Promise<unknown>
+/**
+ * The issuer's trust bundle as it is now (PEM text, if the issuer is honest: it is checked); rejects
+ * when it cannot be had. `signal` aborts when the client's scope closes mid-fetch.
+ */
+export type BundleFetcher = (signal?: AbortSignal) => Promise<unknown>
 
 export class IdentityUnavailable extends Data.TaggedError("IdentityUnavailable")<{ readonly message: string }> {}
 
@@ -268,7 +271,7 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
     if (fetchTrustBundle !== undefined) {
       const refreshMs = options.bundleRefreshMs ?? 300_000
       const refresh = Effect.gen(function*() {
-        const bundlePem = yield* Effect.tryPromise({ try: () => fetchTrustBundle(), catch: (e) => new IdentityUnavailable({ message: messageOf(e) }) })
+        const bundlePem = yield* Effect.tryPromise({ try: (signal) => fetchTrustBundle(signal), catch: (e) => new IdentityUnavailable({ message: messageOf(e) }) })
         const now = new Date(yield* Clock.currentTimeMillis)
         // Checked and handed on in one step: a renewal landing in between would otherwise get its predecessor's key back.
         const refreshed = yield* Effect.try({

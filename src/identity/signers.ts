@@ -48,8 +48,11 @@ export const readSecretFile = (path: string): string => {
   return read.text.trim()
 }
 
-/** One call to the issuer: its JSON answer when it says 200; rejects otherwise, within the time and size bounds. */
-const callIssuer = (options: IssuerOptions, path: string, body: string | undefined) =>
+/**
+ * One call to the issuer: its JSON answer when it says 200; rejects otherwise, within the time and
+ * size bounds, or at once when `signal` aborts (its caller has gone: the connection and the timer go too).
+ */
+const callIssuer = (options: IssuerOptions, path: string, body: string | undefined, signal?: AbortSignal) =>
   new Promise<unknown>((resolve, reject) => {
     const timeoutMs = options.timeoutMs ?? 10_000
     const maxBytes = options.maxResponseBytes ?? 64 * 1024
@@ -65,7 +68,8 @@ const callIssuer = (options: IssuerOptions, path: string, body: string | undefin
         const uris = (certificate.subjectaltname ?? "").split(", ").filter((name) => name.startsWith("URI:"))
         return uris.length === 1 && uris[0] === `URI:${expected}` ? undefined : new Error(`the issuer's certificate does not name ${expected}`)
       },
-      agent: false
+      agent: false,
+      signal
     })
     const timer = setTimeout(() => request.destroy(new Error(`the issuer did not answer within ${timeoutMs} ms`)), timeoutMs)
     const failed = (error: Error) => {
@@ -105,8 +109,8 @@ export const issuerSigner = (options: IssuerSignerOptions): Signer => (csrPem) =
   callIssuer(options, "/v1/sign", JSON.stringify({ csr: csrPem, proof: options.proof() })) as Promise<SignResponse>
 
 /** GET /v1/bundle: the bundle as the issuer holds it now, whatever it is (the identity client checks and bounds it). */
-export const issuerTrustBundle = (options: IssuerOptions): BundleFetcher => async () => {
-  const answer = await callIssuer(options, "/v1/bundle", undefined)
+export const issuerTrustBundle = (options: IssuerOptions): BundleFetcher => async (signal) => {
+  const answer = await callIssuer(options, "/v1/bundle", undefined, signal)
   return typeof answer === "object" && answer !== null ? (answer as { readonly trustBundlePem?: unknown }).trustBundlePem : undefined
 }
 

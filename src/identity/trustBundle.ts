@@ -31,21 +31,27 @@ export const boundedCertificatesOfPem = (text: string, what: string, maxCertific
 const validAt = (certificate: X509Certificate, at: Date): boolean =>
   new Date(certificate.validFrom).getTime() <= at.getTime() && at.getTime() <= new Date(certificate.validTo).getTime()
 
-/** The root of `roots` that issued and signed the chain's last certificate, if any. */
-const anchorOf = (chain: ReadonlyArray<X509Certificate>, roots: ReadonlyArray<X509Certificate>): X509Certificate | undefined => {
+/**
+ * The roots of `roots` that issued and signed the chain's last certificate: one, or more when a
+ * root was re-issued with its own key (a longer life), which OpenSSL takes whichever is valid of.
+ */
+const anchorsOf = (chain: ReadonlyArray<X509Certificate>, roots: ReadonlyArray<X509Certificate>): Array<X509Certificate> => {
   const top = chain[chain.length - 1]!
-  return roots.find((candidate) => top.checkIssued(candidate) && top.verify(candidate.publicKey))
+  return roots.filter((candidate) => top.checkIssued(candidate) && top.verify(candidate.publicKey))
 }
+
+const notAfterOf = (certificate: X509Certificate): number => new Date(certificate.validTo).getTime()
 
 /**
  * When a chain that chainProblem accepted stops being usable, in ms: the first expiry among its
- * certificates and the bundle root it leads to. A leaf that outlives its intermediate or its root
- * is refused by every peer once either has expired.
+ * certificates and the bundle root it leads to (of a root's copies, the one that lasts). A leaf
+ * that outlives its intermediate or its root is refused by every peer once either has expired.
  */
 export const chainUsableUntil = (chainPem: string, bundlePem: string): number => {
   const chain = certificatesOfPem(chainPem).map((pem) => new X509Certificate(pem))
-  const root = anchorOf(chain, certificatesOfPem(bundlePem).map((pem) => new X509Certificate(pem)))
-  return Math.min(...[...chain, ...(root === undefined ? [] : [root])].map((certificate) => new Date(certificate.validTo).getTime()))
+  const anchors = anchorsOf(chain, certificatesOfPem(bundlePem).map((pem) => new X509Certificate(pem)))
+  const rootEnd = anchors.length === 0 ? Infinity : Math.max(...anchors.map(notAfterOf))
+  return Math.min(rootEnd, ...chain.map(notAfterOf))
 }
 
 /** A bundle root as the status and the metrics count it: what it is called and when it is valid. */
@@ -84,8 +90,8 @@ export const chainProblem = (chainPem: string, bundlePem: string, at: Date): str
     if (parent === undefined) break
     if (!certificate.checkIssued(parent) || !certificate.verify(parent.publicKey)) return `certificate ${index} of the chain is not signed by the next one`
   }
-  const root = anchorOf(chain, roots)
-  if (root === undefined) return "the chain leads to no root of the trust bundle"
-  if (!validAt(root, at)) return `the root is not valid at ${at.toISOString()}`
+  const anchors = anchorsOf(chain, roots)
+  if (anchors.length === 0) return "the chain leads to no root of the trust bundle"
+  if (!anchors.some((root) => validAt(root, at))) return `the root is not valid at ${at.toISOString()}`
   return undefined
 }

@@ -16,6 +16,7 @@ import { readCertificateRequest } from "../../src/identity/certificateRequest.ts
 import type { WorkloadCredentials } from "../../src/identity/credentials.ts"
 import * as IdentityClient from "../../src/identity/identityClient.ts"
 import type { SignResponse } from "../../src/identity/issuer.ts"
+import { chainProblem, chainUsableUntil } from "../../src/identity/trustBundle.ts"
 import { makeIssuingCa, trustDomain } from "../support/identityTest.ts"
 
 const minute = 60_000
@@ -139,6 +140,36 @@ describe("identity client", () => {
       notAfter: new Date(now + lifetime)
     }
     expect(IdentityClient.renewalDelayMs(credentials, now, 0.5)).toBe(0.7 * 2 * hour)
+  })
+
+  it("a root re-issued with its own key (the old copy first in the bundle) anchors the chain once the old copy has expired, as for OpenSSL, and renewal is timed from the copy that lasts", async () => {
+    const now = Date.UTC(2030, 0, 1)
+    const rootKeys = await generateKeyPair()
+    const rootCopy = async (serialNumber: string, notBefore: number, notAfter: number) => {
+      const signingAlgorithm = { name: "ECDSA", hash: "SHA-256" }
+      const certificate = await x509.X509CertificateGenerator.createSelfSigned({
+        serialNumber,
+        name: "CN=root",
+        notBefore: new Date(notBefore),
+        notAfter: new Date(notAfter),
+        keys: rootKeys.keys,
+        signingAlgorithm,
+        extensions: [new x509.BasicConstraintsExtension(true, 1, true), await x509.SubjectKeyIdentifierExtension.create(rootKeys.keys.publicKey)]
+      })
+      return `${certificate.toString("pem")}\n`
+    }
+    const old = await rootCopy("01", now - 10 * hour, now + hour)
+    const renewed = await rootCopy("02", now - hour, now + 100 * hour)
+    const intermediate = await createIntermediateCa({ certificatePem: renewed, privateKeyPem: rootKeys.privateKeyPem }, { commonName: "intermediate", notBefore: new Date(now - hour), lifetimeMs: 50 * hour })
+    const pair = await generateKeyPair()
+    const leaf = await issueLeaf(intermediate, { spiffeId: catalogId, publicKey: pair.keys.publicKey, notBefore: new Date(now), lifetimeMs: lifetime })
+    const credentials = { spiffeId: catalogId, privateKeyPem: pair.privateKeyPem, certificateChainPem: leaf + intermediate.certificatePem, trustBundlePem: old + renewed, notAfter: new Date(now + lifetime) }
+    expect(chainProblem(credentials.certificateChainPem, credentials.trustBundlePem, new Date(now + 2 * hour))).toBeUndefined()
+    expect(chainUsableUntil(credentials.certificateChainPem, credentials.trustBundlePem)).toBe(now + lifetime)
+    expect(IdentityClient.renewalDelayMs(credentials, now, 0.5)).toBe(0.7 * lifetime)
+    // Only the old copy: the chain ends with it.
+    expect(chainProblem(credentials.certificateChainPem, old, new Date(now + 2 * hour))).toMatch(/the root is not valid/)
+    expect(chainUsableUntil(credentials.certificateChainPem, old)).toBe(now + hour)
   })
 
   it.effect("renews at 70 % +- 5 % of the leaf's life on the clock, not before; the key is new and listeners hear it", () =>

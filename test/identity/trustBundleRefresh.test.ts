@@ -4,11 +4,17 @@
 // the CA directory's bundle.pem is read again.
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { TestClock } from "effect/testing"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { sidecarIdentity } from "../../src/cli/sidecarIdentity.ts"
+import { issueLeaf } from "../../src/identity/certificates.ts"
+import { readCertificateRequest } from "../../src/identity/certificateRequest.ts"
+import * as IdentityClient from "../../src/identity/identityClient.ts"
 import { parseJoinTokens } from "../../src/identity/proofs.ts"
 import { caFiles, initCa, rotateCa } from "../../src/identity/caDirectory.ts"
 import { developmentTrustBundle, issuerTrustBundle } from "../../src/identity/signers.ts"
@@ -17,6 +23,16 @@ import { sidecarConfig } from "../support/sidecarHarness.ts"
 import { makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
 
 const minute = 60_000
+
+/** Resolves when `check` holds, polled on real time; rejects after `ms` so a missing event fails the test. */
+const eventually = (check: () => boolean, ms = 5_000) =>
+  Effect.promise(() =>
+    new Promise<void>((resolve, reject) => {
+      const started = Date.now()
+      const poll = () => (check() ? resolve() : Date.now() - started > ms ? reject(new Error("timed out waiting")) : setTimeout(poll, 5))
+      poll()
+    })
+  )
 const joinToken = "j".repeat(40)
 
 /** An issuer of its own (its CA is replaced here) with a join token for catalog; stopped with the scope. */
@@ -94,5 +110,38 @@ describe("trust bundle refresh", () => {
       expect(client.current().certificateChainPem).toBe(first.certificateChainPem)
       expect(client.status()).toMatchObject({ renewals: 0, trustBundleRoots: 2, lastBundleError: undefined })
       expect(events).toContain("identity-trust-bundle-refreshed")
+    }).pipe(Effect.scoped))
+
+  it.effect("a refresh in flight when the sidecar's scope closes is abandoned with it: its connection to an issuer that never answers closes at once, not at the request timeout", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const ca = yield* Effect.promise(() => makeIssuingCa())
+      const signer: IdentityClient.Signer = async (csr) => {
+        const request = await readCertificateRequest(csr)
+        const leaf = await issueLeaf(ca.intermediate, { spiffeId: request.requestedId!, publicKey: request.publicKey, lifetimeMs: 10 * 60 * minute })
+        return { spiffeId: request.requestedId!, certificateChainPem: leaf + ca.intermediate.certificatePem, trustBundlePem: ca.trustBundlePem, notAfter: "" }
+      }
+      // Takes the connection, reads what comes (so it sees the client close) and never answers the TLS handshake.
+      const held = new Set<net.Socket>()
+      let closed = 0
+      const silent = net.createServer((socket) => {
+        held.add(socket)
+        socket.resume()
+        socket.on("close", () => closed++)
+      })
+      const port = yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<number>((resolve) => silent.listen(0, "127.0.0.1", () => resolve((silent.address() as net.AddressInfo).port)))),
+        () => Effect.promise(() => new Promise<void>((resolve) => {
+          for (const socket of held) socket.destroy()
+          silent.close(() => resolve())
+        }))
+      )
+      const fetchTrustBundle = issuerTrustBundle({ issuerUrl: `https://127.0.0.1:${port}`, trustDomain, trustBundle: () => ca.trustBundlePem, timeoutMs: 10_000 })
+      const scope = yield* Scope.make()
+      yield* IdentityClient.make({ signer, fetchTrustBundle, trustDomain, requestedId: `spiffe://${trustDomain}/svc/catalog`, log: () => {} }).pipe(Scope.provide(scope))
+      yield* TestClock.adjust(5.5 * minute)
+      yield* eventually(() => held.size === 1)
+      yield* Scope.close(scope, Exit.void)
+      yield* eventually(() => closed === 1, 2_000)
     }).pipe(Effect.scoped))
 })
