@@ -10,6 +10,7 @@ import * as http from "node:http"
 import * as net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Cleanup } from "../support/iipRaw.ts"
+import { parsePrometheusText } from "../support/prometheusText.ts"
 import { call, type EchoedRequest, type RunningSidecar, sidecarConfig, startAdmin, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 /** The far app: echoes what it got, with the status, x-iip-mesh-error and grpc-message the query names. */
@@ -82,6 +83,56 @@ describe("telemetry under hostile callers and a hostile far app", () => {
   })
   afterAll(() => cleanup.run())
 
+  it("the spans the stores keep hold bounded attributes; /traces?limit is clamped", async () => {
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736"
+    const path = `/${"p".repeat(2040)}`
+    const answer = await call(a.outboundPort, {
+      path: `${path}?s=503&m=${encodeURIComponent(`app; reason=${"r".repeat(3000)}`)}&g=${"G".repeat(3000)}`,
+      headers: { host: "catalog", traceparent: `00-${traceId}-00f067aa0ba902b7-01`, "user-agent": "u".repeat(7000), "content-type": "application/grpc" }
+    })
+    // A gRPC call's failure is a 200 with grpc-status.
+    expect([200, 414, 503]).toContain(answer.status)
+    let seen = 0
+    for (const admin of [adminA, adminB]) {
+      const response = await fetch(`${admin}/traces/${traceId}`)
+      if (response.status === 404) continue
+      const trace = await response.json() as { readonly spans: ReadonlyArray<{ readonly attributes: Record<string, unknown>; readonly statusMessage?: string }> }
+      seen += trace.spans.length
+      for (const span of trace.spans) {
+        expect(Object.keys(span.attributes).length).toBeLessThanOrEqual(32)
+        for (const value of Object.values(span.attributes)) expect(String(value).length).toBeLessThanOrEqual(2100)
+        expect((span.statusMessage ?? "").length).toBeLessThanOrEqual(300)
+      }
+    }
+    expect(seen).toBeGreaterThan(0)
+    for (const limit of ["1e400", "-5", "abc", "999999999", "1".repeat(5000)]) {
+      const response = await fetch(`${adminA}/traces?limit=${limit}`)
+      expect(response.status).toBe(200)
+      expect(((await response.json()) as { traces: Array<unknown> }).traces.length).toBeLessThanOrEqual(1000)
+    }
+  }, 30_000)
+
+  it("label values a caller spells with quotes, backslashes, non-ASCII or at any length keep /metrics well-formed and its size bounded", async () => {
+    const before = (await scrape(adminA)).length
+    for (const host of ['a"b', "a\\b", "caf\u00e9", "\u00ff\u00fe", "a{b}=c,d"]) {
+      expect((await rawCall(a.outboundPort, `GET /q HTTP/1.1\r\nhost: ${host}\r\nconnection: close\r\n\r\n`)).status).toBe(503)
+    }
+    // 50 distinct Host values of 8,000 characters: no service has a name that long (DNS: 253).
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 8 })
+    await flood(50, 8, async (i) => {
+      expect((await call(a.outboundPort, { agent, path: "/q", headers: { host: `${i}-${"x".repeat(8000)}` } })).status).toBe(400)
+    })
+    agent.destroy()
+    const text = await scrape(adminA)
+    // Parses (the format's escapes)...
+    const families = parsePrometheusText(text)
+    const services = new Set([...families.values()].flatMap((family) => family.samples.map((sample) => sample.labels.service ?? sample.labels.callee ?? "")))
+    expect([...services].filter((name) => name.length > 253)).toStrictEqual([])
+    expect(services).toContain('a"b')
+    // ...and the 50 long names added nothing like 50 x 8 KB per series line.
+    expect(text.length - before).toBeLessThan(200_000)
+  })
+
   it("caller-chosen hosts, paths and methods and far-app status codes and error reasons make a bounded number of series", async () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 32 })
     // Distinct values each time: a path, a status code, a mesh error reason; methods past the usual ones.
@@ -148,27 +199,4 @@ describe("telemetry under hostile callers and a hostile far app", () => {
     expect((await call(a.outboundPort, { path: "/after" })).status).toBe(200)
   }, 30_000)
 
-  it("the spans the stores keep hold bounded attributes; /traces?limit is clamped", async () => {
-    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736"
-    const path = `/${"p".repeat(2040)}`
-    const answer = await call(a.outboundPort, {
-      path: `${path}?s=503&m=${encodeURIComponent(`app; reason=${"r".repeat(3000)}`)}&g=${"G".repeat(3000)}`,
-      headers: { host: "catalog", traceparent: `00-${traceId}-00f067aa0ba902b7-01`, "user-agent": "u".repeat(7000), "content-type": "application/grpc" }
-    })
-    // A gRPC call's failure is a 200 with grpc-status.
-    expect([200, 414, 503]).toContain(answer.status)
-    for (const admin of [adminA, adminB]) {
-      const trace = await (await fetch(`${admin}/traces/${traceId}`)).json() as { readonly spans?: ReadonlyArray<{ readonly attributes: Record<string, unknown>; readonly statusMessage?: string }> }
-      for (const span of trace.spans ?? []) {
-        expect(Object.keys(span.attributes).length).toBeLessThanOrEqual(32)
-        for (const value of Object.values(span.attributes)) expect(String(value).length).toBeLessThanOrEqual(2100)
-        expect((span.statusMessage ?? "").length).toBeLessThanOrEqual(300)
-      }
-    }
-    for (const limit of ["1e400", "-5", "abc", "999999999", "1".repeat(5000)]) {
-      const response = await fetch(`${adminA}/traces?limit=${limit}`)
-      expect(response.status).toBe(200)
-      expect(((await response.json()) as { traces: Array<unknown> }).traces.length).toBeLessThanOrEqual(1000)
-    }
-  }, 30_000)
 })
