@@ -105,6 +105,11 @@ describe("telemetry under hostile callers and a hostile far app", () => {
       }
     }
     expect(seen).toBeGreaterThan(0)
+    // A path past IIP's 2048 bytes is answered 414, but A's client span has begun: its url.path is cut.
+    const longId = "5bf92f3577b34da6a3ce929d0e0e4736"
+    expect((await call(a.outboundPort, { path: `/${"q".repeat(12_000)}`, headers: { host: "catalog", traceparent: `00-${longId}-00f067aa0ba902b7-01` } })).status).toBe(414)
+    const long = await (await fetch(`${adminA}/traces/${longId}`)).json() as { readonly spans: ReadonlyArray<{ readonly attributes: Record<string, unknown> }> }
+    expect(long.spans.map((span) => String(span.attributes["url.path"]).length)).toStrictEqual([2048])
     for (const limit of ["1e400", "-5", "abc", "999999999", "1".repeat(5000)]) {
       const response = await fetch(`${adminA}/traces?limit=${limit}`)
       expect(response.status).toBe(200)
