@@ -1,11 +1,13 @@
 // Hostile input aimed at the telemetry of a sidecar pair: the calling app and the far app choose
 // values that end up in metric labels, span attributes and trace headers. A caller -> A ("store")
 // -> IIP -> B ("catalog") -> far app; the far app answers whatever status, x-iip-mesh-error and
-// grpc-message the query asks for. Checked: thousands of distinct hosts, paths, methods and status
-// codes do not make as many series (/metrics stays the same size once the caps are reached); trace
-// headers oversize, repeated, malformed, non-ASCII or with control characters are answered, never
-// reach the far app raw (one traceparent, a bounded tracestate and baggage, no control character);
-// the spans a store keeps hold bounded attributes; /traces?limit is clamped.
+// grpc-message the query asks for. Checked: hundreds of distinct hosts, paths, methods and status
+// codes do not make as many series (/metrics stays the same size once the caps are reached); a Host
+// with quotes, backslashes or non-ASCII keeps /metrics parseable, one longer than a DNS name is
+// refused (400) before it becomes a label; trace headers oversize, repeated, malformed, non-ASCII
+// or with control characters are answered, never reach the far app raw (one traceparent, a bounded
+// tracestate and baggage, no control character); the spans a store keeps hold bounded attributes
+// (url.path cut to 2048); /traces?limit is clamped.
 import * as http from "node:http"
 import * as net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
