@@ -35,10 +35,14 @@ export interface Failure {
   readonly reason: string
 }
 
-/** The path of a URI: what comes before its query. */
+/** The longest url.path a span keeps: IIP's path limit (an app's longer one is answered 414 after its span began). */
+const MAX_PATH_ATTRIBUTE = 2048
+
+/** The path of a URI as a span keeps it: what comes before its query, cut to MAX_PATH_ATTRIBUTE. */
 const pathOf = (uri: string): string => {
   const q = uri.indexOf("?")
-  return q === -1 ? uri : uri.slice(0, q)
+  const path = q === -1 ? uri : uri.slice(0, q)
+  return path.length > MAX_PATH_ATTRIBUTE ? path.slice(0, MAX_PATH_ATTRIBUTE) : path
 }
 
 interface HostAndPort {

@@ -39,6 +39,9 @@ const serviceOf = (authority: string): string => {
   return host.toLowerCase().replace(/\.mesh$/, "").replace(/\.$/, "")
 }
 
+/** The longest service name: a DNS name's (a Kubernetes service's full name fits). */
+const MAX_SERVICE_NAME = 253
+
 /** The last authority and its service: an app names the same few services request after request (a split and two regular expressions spared each time). */
 let lastAuthority = ""
 let lastService = ""
@@ -62,5 +65,10 @@ export const targetOf = (req: OutboundRequest): Target => {
   }
   const service = lastService
   if (service === "") throw new ProxyError({ status: 400, reason: "no_target", hop: "outbound", message: "name the service in the Host header or an absolute URI" })
+  // No service is named longer than a DNS name; a longer Host would be a metric label, golden
+  // series and span name of its own up to the head size limit (50 such Hosts: 22 MB of /metrics).
+  if (service.length > MAX_SERVICE_NAME) {
+    throw new ProxyError({ status: 400, reason: "bad_target", hop: "outbound", message: `a service name is at most ${MAX_SERVICE_NAME} characters, this one has ${service.length}` })
+  }
   return { service, uri, authority }
 }

@@ -184,6 +184,7 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
       golden: { self: config.service, maxRoutes: config.goldenRoutes },
       tap: { maxListeners: config.tapListeners, ratePerSecond: config.tapRate, maxQueued: config.tapQueue }
     })
+    metrics.watchDroppedSpans(() => tracing.droppedSpans)
     return { tracing, metrics, traces }
   })
 

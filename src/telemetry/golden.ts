@@ -229,7 +229,7 @@ export interface GoldenOptions {
   readonly self?: string
   /** Milliseconds since the epoch; tests pass their own clock. */
   readonly now?: () => number
-  /** Services (inbound) with series of their own. Default 500. */
+  /** Services this sidecar serves (inbound), and services it calls (its edges from `self`), with series of their own. Default 500. */
   readonly maxServices?: number
   /** Routes per service with series of their own. Default 50. */
   readonly maxRoutes?: number
@@ -277,7 +277,7 @@ export interface GoldenMetrics {
   served(service: string): ServedGolden
   /** The series of calls from `caller` to `callee`. */
   edge(caller: string, callee: string): GoldenSeries
-  /** The series of this sidecar's calls to `callee` (the caller: `self`). */
+  /** The series of this sidecar's calls to `callee` (the caller: `self`); past `maxServices` callees, new ones share `_other`, as the outbound metrics do. */
   callsTo(callee: string): GoldenSeries
   readonly now: () => number
   /** The service whose calls `callsTo` records. */
@@ -358,7 +358,9 @@ export const makeGolden = (options: GoldenOptions = {}): GoldenMetrics => {
       }
       let series = byCallee.get(callee)
       if (series === undefined) {
-        if (edgeCount >= maxEdges) callee = OTHER
+        // The app names its callee in the Host header: its own calls are capped as its outbound
+        // service series are (metrics.ts), not at the larger edge cap, which is for merged views.
+        if (edgeCount >= maxEdges || (caller === self && byCallee.size >= maxServices)) callee = OTHER
         series = byCallee.get(callee)
         if (series === undefined) {
           series = new GoldenSeries(now())

@@ -34,6 +34,9 @@
 //                                                                     (first expiry of leaf, intermediates, their root)
 //   iip_mesh_rate_limited_total{direction,service,limit}              counter: requests a rate limit answered 429
 //                                                                     (src/sidecar/rateLimits.ts; limit: its name)
+//   iip_mesh_spans_dropped_total{reason}                             counter, read at scrape: spans the OTLP exporter
+//                                                                     dropped, queue_full (the collector slow or silent)
+//                                                                     or export_failed (tracing.ts)
 //   iip_mesh_uncaught_errors_total{kind}                              counter: exceptions and rejections
 //                                                                     nothing handled, that the process survived
 //   iip_mesh_route_requests_total{service,route,outcome}              counter: served requests per route (golden.ts:
@@ -61,6 +64,7 @@
 import { collectDefaultMetrics, Counter, Gauge, type Metric, Registry } from "prom-client"
 import { GOLDEN_BUCKETS, type GoldenMetrics, type GoldenOptions, type GoldenSeries, makeGolden } from "./golden.ts"
 import { processFaults } from "./processFaults.ts"
+import type { DroppedSpans } from "./tracing.ts"
 import { Tap, type TapLimits } from "./tap.ts"
 
 export type Direction = "outbound" | "inbound"
@@ -136,6 +140,8 @@ export interface MeshMetrics {
   h2StreamsReset(reason: H2ResetReason, count: number): void
   /** Where the connection and channel gauges are read at each scrape (the sidecar's server and clients). */
   watchConnections(read: () => Record<Direction, ConnectionCounts>): void
+  /** Where the spans the OTLP exporters dropped are read at each scrape (tracing.ts). */
+  watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
   watchTrust(read: () => TrustState): void
   /** The Prometheus text exposition of the mesh and process metrics. */
@@ -392,6 +398,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const h2Resets: Record<H2ResetReason, Tally> = { answer_stalled: tally({ reason: "answer_stalled" }) }
   let readConnections: () => Record<Direction, ConnectionCounts> = () => ({ outbound: { connections: 0, channels: 0 }, inbound: { connections: 0, channels: 0 } })
   let readTrust: (() => TrustState) | undefined
+  let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   const rootStates = function*(): Iterable<Tally> {
     if (readTrust === undefined) return
     const now = Date.now()
@@ -451,6 +458,10 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   durationHistogram(registry, "iip_mesh_edge_request_duration_seconds", "Time of a call from this sidecar's service to another, per edge.", function*() {
     for (const e of golden.series().edges) yield bucketsOf({ caller: e.caller, callee: e.callee }, e.series.totals)
   }, GOLDEN_BUCKETS)
+  fromTallies(registry, "counter", "iip_mesh_spans_dropped_total", "Spans the OTLP exporter dropped: queue_full (2048 spans held the collector had not answered for: it is slow or silent) or export_failed (in a batch it refused or did not take in time).", ["reason"], () => {
+    const dropped = readDroppedSpans()
+    return [{ labels: { reason: "queue_full" }, value: dropped.queueFull }, { labels: { reason: "export_failed" }, value: dropped.exportFailed }]
+  })
   fromTallies(registry, "gauge", "iip_mesh_trust_bundle_roots", "Roots of the trust bundle held, by state at the scrape: valid, expired (peers whose chains lead to one are refused), not_yet_valid.", ["state"], rootStates)
   fromTallies(registry, "gauge", "iip_mesh_identity_expiry_timestamp_seconds", "When this sidecar's certificate chain stops being usable (unix seconds): the first expiry among its leaf, its intermediates and the bundle root they lead to.", [], () =>
     readTrust === undefined ? [] : [{ labels: {}, value: readTrust().usableUntil / 1000 }])
@@ -528,6 +539,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchTrust: (read) => {
       readTrust = read
+    },
+    watchDroppedSpans: (read) => {
+      readDroppedSpans = read
     },
     summary: () => {
       const of = (direction: Direction) =>

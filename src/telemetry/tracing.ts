@@ -16,9 +16,11 @@
 // `trace.setSpan(ROOT_CONTEXT, yield* OtelTracer.currentOtelSpan)` for the other way, a plain span
 // under the current Effect span. Exporters are loaded only when configured (the OTLP packages
 // cost about 100 ms to load), and the SDK itself only when an exporter, `tracer` or `layer` needs
-// it (otelSdk.ts): a sidecar that exports nothing keeps its spans as records and never loads it. OTLP export goes through a BatchSpanProcessor; the SDK reads
-// OTEL_BSP_*, the span limits, the OTLP TLS files and (for gRPC) the OTLP headers from process.env
-// itself, whatever `env` says. A failed export goes to `onExportError`; forceFlush and shutdown
+// it (otelSdk.ts): a sidecar that exports nothing keeps its spans as records and never loads it. OTLP export goes through a BatchSpanProcessor
+// held to 2048 spans the collector has not answered for (BoundedExport; what it drops is counted in
+// `droppedSpans`; this SDK version reads no OTEL_BSP_* variable); the SDK reads the span limits, the
+// OTLP TLS files and (for gRPC) the OTLP headers from process.env itself, whatever `env` says. A
+// failed export goes to `onExportError`; forceFlush and shutdown
 // never reject, but with the collector down they wait out the export timeout (10 s by default).
 //
 // Times: the SDK starts a span at Date.now() (whole ms) and measures its duration on the monotonic
@@ -28,10 +30,10 @@
 // `enabled: false` (or OTEL_SDK_DISABLED=true) gives a no-op: `tracer` makes non-recording spans
 // that carry their parent's context (so a traceparent from the app still reaches the next hop
 // unchanged), `layer` turns Effect's tracer off, and nothing is stored or exported.
-import { type Context, isSpanContextValid, ProxyTracerProvider, trace, type Tracer } from "@opentelemetry/api"
+import { type Context, isSpanContextValid, ProxyTracerProvider, trace, TraceFlags, type Tracer } from "@opentelemetry/api"
 import type { CompressionAlgorithm } from "@opentelemetry/otlp-exporter-base"
 import type { Resource } from "@opentelemetry/resources"
-import type { BasicTracerProvider, Sampler, SpanExporter, SpanProcessor } from "@opentelemetry/sdk-trace-base"
+import type { BasicTracerProvider, ReadableSpan, Sampler, Span, SpanExporter, SpanProcessor } from "@opentelemetry/sdk-trace-base"
 import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
@@ -68,6 +70,14 @@ export interface TracingOptions {
   readonly onExportError?: (error: Error) => void
 }
 
+/** Spans an OTLP exporter did not deliver, by why; running totals (shown at /metrics). */
+export interface DroppedSpans {
+  /** Ended while the exporter held EXPORT_QUEUE spans the collector had not answered for (a slow or silent collector). */
+  queueFull: number
+  /** In a batch the collector refused, or did not take within the export timeout. */
+  exportFailed: number
+}
+
 /** An exporter as /config may show it (headers left out: they may hold credentials). */
 /** Where spans go, as shown (`/config`): an OTLP URL's credentials are `***` (iip/redact.ts). */
 export type ExporterDescription =
@@ -85,6 +95,8 @@ export interface Tracing {
   readonly exporters: ReadonlyArray<ExporterDescription>
   /** OTEL_* values that could not be used (their defaults were). */
   readonly warnings: ReadonlyArray<TelemetryWarning>
+  /** Spans the OTLP exporters dropped so far (all zero without one). */
+  readonly droppedSpans: Readonly<DroppedSpans>
   /** Installs Effect's tracer over this provider (or turns Effect tracing off when disabled). */
   readonly layer: Layer.Layer<never>
   /**
@@ -114,6 +126,7 @@ export const makeTracing = (options: TracingOptions): Tracing => {
       spans: undefined,
       exporters: [],
       warnings: settings.warnings,
+      droppedSpans: { queueFull: 0, exportFailed: 0 },
       layer: Layer.succeed(References.TracerEnabled, false),
       forceFlush: () => Promise.resolve(),
       shutdown: () => Promise.resolve()
@@ -121,11 +134,12 @@ export const makeTracing = (options: TracingOptions): Tracing => {
   }
 
   const warnings = [...settings.warnings]
+  const droppedSpans: DroppedSpans = { queueFull: 0, exportFailed: 0 }
   const exporting: Array<SpanProcessor> = []
   const exporters: Array<ExporterDescription> = []
   for (const exporter of settings.exporters) {
     try {
-      exporting.push(processorOf(exporter, options.onExportError ?? ignore))
+      exporting.push(processorOf(exporter, options.onExportError ?? ignore, droppedSpans))
       // The description is what /config shows: the URL without its credentials.
       exporters.push(exporter.kind === "otlp" ? { kind: "otlp", protocol: exporter.protocol, url: redactUrl(exporter.url) } : exporter)
     } catch (error) {
@@ -170,6 +184,7 @@ export const makeTracing = (options: TracingOptions): Tracing => {
     spans,
     exporters,
     warnings,
+    droppedSpans,
     layer: Layer.suspend(() => effectTracer(tracerNow())),
     forceFlush: () => provider === undefined ? Promise.resolve() : provider.forceFlush().catch(ignore),
     shutdown: () => provider === undefined ? Promise.resolve() : provider.shutdown().catch(ignore)
@@ -247,24 +262,69 @@ const samplerOf = (settings: SamplerSettings): Sampler => {
   }
 }
 
-const processorOf = (settings: ExporterSettings, onError: (error: Error) => void): SpanProcessor => {
-  const { BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor } = otelSdkTraceBase()
-  return settings.kind === "console"
-    ? new SimpleSpanProcessor(new ConsoleSpanExporter())
-    : new BatchSpanProcessor(reporting(otlpExporter(settings), onError))
+const processorOf = (settings: ExporterSettings, onError: (error: Error) => void, dropped: DroppedSpans): SpanProcessor => {
+  const { ConsoleSpanExporter, SimpleSpanProcessor } = otelSdkTraceBase()
+  return settings.kind === "console" ? new SimpleSpanProcessor(new ConsoleSpanExporter()) : new BoundedExport(otlpExporter(settings), onError, dropped)
 }
 
-/** The exporter, telling `onError` of each batch it fails to deliver. */
-const reporting = (exporter: SpanExporter, onError: (error: Error) => void): SpanExporter => {
-  const { ExportResultCode } = otelCore()
-  return {
-    export: (spans, done) =>
-      exporter.export(spans, (result) => {
-        if (result.code !== ExportResultCode.SUCCESS) onError(result.error ?? new Error(`span export failed (${spans.length} spans)`))
-        done(result)
-      }),
-    shutdown: () => exporter.shutdown(),
-    forceFlush: () => exporter.forceFlush?.() ?? Promise.resolve()
+/** Spans an OTLP exporter holds at most, queued or in batches the collector has not answered for yet. */
+const EXPORT_QUEUE = 2048
+
+/**
+ * The SDK's batch processor, bounded by what the collector has not answered for rather than by its
+ * queue alone, and counting what it drops. The batch processor drops past its queue without a
+ * trace (a diag message nobody hears), and past its own export timeout (30 s) it starts the next
+ * batch while the last is still in flight, so a collector that never answers (with a long
+ * OTEL_EXPORTER_OTLP_TIMEOUT) would pile up batches. Here a span is held from its end until its
+ * batch is answered; past EXPORT_QUEUE held, new spans are dropped and counted (queueFull), and
+ * each failed batch is reported to `onError` and counted (exportFailed).
+ */
+class BoundedExport implements SpanProcessor {
+  private held = 0
+  private readonly batches: SpanProcessor
+  private readonly dropped: DroppedSpans
+
+  constructor(exporter: SpanExporter, onError: (error: Error) => void, dropped: DroppedSpans) {
+    const { BatchSpanProcessor } = otelSdkTraceBase()
+    const { ExportResultCode } = otelCore()
+    this.dropped = dropped
+    const answered: SpanExporter = {
+      export: (spans, done) =>
+        exporter.export(spans, (result) => {
+          this.held -= spans.length
+          if (result.code !== ExportResultCode.SUCCESS) {
+            dropped.exportFailed += spans.length
+            onError(result.error ?? new Error(`span export failed (${spans.length} spans)`))
+          }
+          done(result)
+        }),
+      shutdown: () => exporter.shutdown(),
+      forceFlush: () => exporter.forceFlush?.() ?? Promise.resolve()
+    }
+    this.batches = new BatchSpanProcessor(answered, { maxQueueSize: EXPORT_QUEUE })
+  }
+
+  onStart(span: Span, context: Context): void {
+    this.batches.onStart(span, context)
+  }
+
+  onEnd(span: ReadableSpan): void {
+    // The batch processor takes sampled spans only: the others are no one's to hold.
+    if ((span.spanContext().traceFlags & TraceFlags.SAMPLED) === 0) return
+    if (this.held >= EXPORT_QUEUE) {
+      this.dropped.queueFull++
+      return
+    }
+    this.held++
+    this.batches.onEnd(span)
+  }
+
+  forceFlush(): Promise<void> {
+    return this.batches.forceFlush()
+  }
+
+  shutdown(): Promise<void> {
+    return this.batches.shutdown()
   }
 }
 

@@ -6,11 +6,13 @@
 // loads. Synchronised on forceFlush and on the receiver's requests.
 import { SpanKind, trace } from "@opentelemetry/api"
 import * as Effect from "effect/Effect"
+import * as http from "node:http"
+import type { AddressInfo } from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { extractContext, injectContext } from "../../src/telemetry/propagation.ts"
 import { TraceStore } from "../../src/telemetry/traceStore.ts"
 import { makeTracing, withOtelParent } from "../../src/telemetry/tracing.ts"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { type OtlpReceiver, spansOf, startOtlpReceiver } from "../support/otlpReceiver.ts"
 
 describe("OTLP export", () => {
@@ -118,6 +120,30 @@ describe("OTLP export", () => {
     tracing.tracer.startSpan("refused too").end()
     await tracing.shutdown()
     expect(errors).toHaveLength(2)
+  })
+
+  it("a collector that never answers: the exporter holds at most 2048 spans not answered for, the rest are counted as dropped", async () => {
+    // Takes each export and never answers it (the sockets close with the server).
+    const held: Array<http.ServerResponse> = []
+    const silent = http.createServer((req, res) => {
+      req.resume()
+      held.push(res)
+    })
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => silent.close(() => resolve())))
+    cleanup.add(() => silent.closeAllConnections())
+    const tracing = makeTracing({
+      service: "catalog",
+      store: new TraceStore(),
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(silent.address() as AddressInfo).port}`, OTEL_EXPORTER_OTLP_TIMEOUT: "600000" }
+    })
+    const spans = tracing.spans!
+    for (let i = 0; i < 3000; i++) spans.end(spans.start("GET catalog", SpanKind.SERVER, undefined))
+    expect(tracing.droppedSpans).toStrictEqual({ queueFull: 3000 - 2048, exportFailed: 0 })
+    // Still held after the batches went out: the collector has not answered for them.
+    await waitFor(() => held.length > 0, 5000, "an export")
+    spans.end(spans.start("GET catalog", SpanKind.SERVER, undefined))
+    expect(tracing.droppedSpans.queueFull).toBe(3000 - 2048 + 1)
   })
 
   it("grpc: the exporter package is there, so the exporter starts and stops cleanly", async () => {
