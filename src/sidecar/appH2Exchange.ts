@@ -84,6 +84,8 @@ export class AppH2Exchange implements Expiring, Held {
   /** Waiting in the leg's oneMessageHolds (the first wait is over). */
   private waitsLonger = false
   private bytes = 0
+  /** The answer's content-length, as the app sent it (node's headers object): its body is held to it at the end. */
+  private declared: string | undefined = undefined
   private trailers: Array<readonly [string, string]> | undefined = undefined
   /** Set once the answer streams. */
   private answer: PausingByteQueue | undefined = undefined
@@ -191,6 +193,7 @@ export class AppH2Exchange implements Expiring, Held {
     if (this.done) return
     this.status = Number(head[":status"])
     this.headers = endToEndHeaders(raw, this.leg.onInvalid)
+    this.declared = head["content-length"]
     if (this.status < 200 || this.status > 599) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
     }
@@ -208,10 +211,8 @@ export class AppH2Exchange implements Expiring, Held {
     if (this.done) return
     if (this.answer !== undefined) {
       this.observation.responseBytes(chunk.length)
-      if (this.grpc && this.firstMessageEnd !== Infinity) {
-        this.bytes += chunk.length
-        this.noteMessages()
-      }
+      this.bytes += chunk.length
+      if (this.grpc && this.firstMessageEnd !== Infinity) this.noteMessages()
       return this.answer.push(chunk)
     }
     this.parts.push(chunk)
@@ -273,6 +274,12 @@ export class AppH2Exchange implements Expiring, Held {
     // the answer had ended; its rstCode tells it (CANCEL) from an END_STREAM, which leaves NO_ERROR.
     if (this.stream!.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: its stream closed (code ${this.stream!.rstCode}) before the end of its answer`)
+    }
+    // A reset with NO_ERROR (RFC 9113 §8.1 allows it after a complete answer only) ends the stream as
+    // END_STREAM does, and nothing node exposes tells them apart; nghttp2 refuses an END_STREAM short
+    // of the declared length, so a body short of it was reset. An answer without one goes unchecked.
+    if (this.declared !== undefined && this.bytes !== Number(this.declared) && status !== 304 && this.request.method !== "HEAD") {
+      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: its stream ended after ${this.bytes} of the ${Number(this.declared)} bytes it declared`)
     }
     this.finish()
     const trailers = this.trailers

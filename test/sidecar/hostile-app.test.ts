@@ -150,6 +150,41 @@ describe("a hostile far app's answers at the inbound side", () => {
     expect(["app; reason=app_failed", "cut"]).toContain(await outcome("/streamed"))
     expect((await call(a.outboundPort, { path: "/ok", timeoutMs: 5000 })).body.toString()).toBe("whole")
   })
+  it("an h2c app that resets its stream (NO_ERROR) after 7 of the 10 bytes its content-length declared: app_failed, not a truncated answer taken for complete", async () => {
+    // Raw frames, so the reset comes exactly there. RFC 9113 §8.1 allows that code only after a
+    // complete answer; node ends the stream's readable side on it as on END_STREAM, with rstCode
+    // NO_ERROR. nghttp2 holds an END_STREAM to the declared length, a reset not.
+    const frame = (type: number, flags: number, id: number, payload: Buffer): Buffer => {
+      const head = Buffer.alloc(9)
+      head.writeUIntBE(payload.length, 0, 3)
+      head[3] = type
+      head[4] = flags
+      head.writeUInt32BE(id, 5)
+      return Buffer.concat([head, payload])
+    }
+    // HPACK: :status 200 (static index 8), content-length (static name 28, not indexed) "10".
+    const head = Buffer.from([0x88, 0x0f, 0x0d, 0x02, 0x31, 0x30])
+    const app = await startRawServer(cleanup, (socket) => {
+      socket.write(frame(4, 0, 0, Buffer.alloc(0)))
+      let read = Buffer.alloc(0)
+      let at = 24 // the client's preface
+      socket.on("data", (data: Buffer) => {
+        read = Buffer.concat([read, data])
+        for (let length = 0; at + 9 <= read.length && at + 9 + (length = read.readUIntBE(at, 3)) <= read.length; at += 9 + length) {
+          const type = read[at + 3]
+          const id = read.readUInt32BE(at + 5) & 0x7fffffff
+          if (type === 4 && (read[at + 4]! & 1) === 0) socket.write(frame(4, 1, 0, Buffer.alloc(0)))
+          // HEADERS, DATA 'partial' without END_STREAM, RST_STREAM NO_ERROR.
+          if (type === 1) socket.write(Buffer.concat([frame(1, 4, id, head), frame(0, 0, id, Buffer.from("partial")), frame(3, 0, id, Buffer.alloc(4))]))
+        }
+      })
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `127.0.0.1:${app.port}`, appProtocol: "h2c", tracing: false }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const answer = await call(a.outboundPort, { path: "/reset", timeoutMs: 5000 })
+    expect(`${answer.status} ${answer.headers["x-iip-mesh-error"]}`).toBe("502 app; reason=app_failed")
+    expect(answer.body.toString()).toContain("7 of the 10 bytes")
+  })
   it("an answer that trickles (its head at once, then a byte every 50 ms) still ends at the caller's deadline: 504, the app's socket closed", async () => {
     const app = await startScriptedApp(cleanup, (socket) => {
       socket.write("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
