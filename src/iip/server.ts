@@ -147,7 +147,6 @@ export class IipServer {
       maxMetaBytes: options.maxMetaBytes,
       maxChannels: options.maxChannelsPerConnection,
       maxRequests: this.connectionBudget.maxRequests,
-      maxBytes: this.connectionBudget.maxBytes,
       compression: offeredCodecs(options.compression)
     })
     this.tlsServer = options.tls === undefined ? undefined : this.makeTlsServer(options.tls)

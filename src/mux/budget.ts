@@ -39,6 +39,11 @@ export class Budget {
     return this.requests > this.limits.maxRequests || this.bytes > this.limits.maxBytes
   }
 
+  /** Back under half of both limits: a paused reader may go on (hysteresis, so it does not flap). */
+  get relieved(): boolean {
+    return this.requests <= this.limits.maxRequests / 2 && this.bytes <= this.limits.maxBytes / 2
+  }
+
   get channelsFull(): boolean {
     return this.channels >= this.limits.maxChannels
   }
@@ -56,13 +61,6 @@ export class InboundBudget {
   releases = 0
   /** Set by releaseAll: the connection is gone and late releases must not touch the shared budget. */
   private closed = false
-  /**
-   * Of `own.bytes`, those taken by `hold`: they count, but not towards pausing. A mesh peer keeps
-   * what it has written within the budget this side states (PROTOCOL.md §10 `maxBytes`); the parts
-   * of a packet read so far would count twice once it is whole and charged, and pausing for them
-   * would stop a peer that kept to it (its cancels then unread).
-   */
-  private held = 0
   /** This connection's part of the shared tunnels' pool (Budget.tunnelBytes). */
   private tunnelBytes = 0
   /** Pushes running and the bytes of their bodies, counted apart from the requests (chargePush). */
@@ -94,16 +92,10 @@ export class InboundBudget {
     this.own.bytes += bytes
     this.shared.requests += requests
     this.shared.bytes += bytes
-    if (!this.paused && this.ownFull) {
+    if (!this.paused && this.own.full) {
       this.paused = true
       this.pause()
     }
-  }
-
-  /** Over its own request or byte limit, held bytes not counted. */
-  private get ownFull(): boolean {
-    const own = this.own
-    return own.requests > own.limits.maxRequests || own.bytes - this.held > own.limits.maxBytes
   }
 
   release(requests: number, bytes: number): void {
@@ -113,13 +105,7 @@ export class InboundBudget {
     this.own.bytes -= bytes
     this.shared.requests -= requests
     this.shared.bytes -= bytes
-    this.resumeIfRelieved()
-  }
-
-  /** Back under half of both own limits (hysteresis, so it does not flap), held bytes not counted: reading goes on. */
-  private resumeIfRelieved(): void {
-    const own = this.own
-    if (this.paused && own.requests <= own.limits.maxRequests / 2 && own.bytes - this.held <= own.limits.maxBytes / 2) {
+    if (this.paused && this.own.relieved) {
       this.paused = false
       this.resume()
     }
@@ -131,17 +117,8 @@ export class InboundBudget {
    */
   hold(bytes: number): void {
     if (this.closed) return
-    this.held += bytes
     this.own.bytes += bytes
     this.shared.bytes += bytes
-  }
-
-  /** Gives back bytes taken by `hold` (the packet or message is whole, or dropped). */
-  unhold(bytes: number): void {
-    if (this.closed) return
-    this.held -= bytes
-    this.own.bytes -= bytes
-    this.shared.bytes -= bytes
   }
 
   /**
@@ -221,7 +198,6 @@ export class InboundBudget {
     this.pushBytes = 0
     this.own.requests = 0
     this.own.bytes = 0
-    this.held = 0
     this.own.channels = 0
   }
 }

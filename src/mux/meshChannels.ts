@@ -47,13 +47,6 @@ export type CallCallback = (error: MeshCallError | undefined, reply: MeshReply |
 export interface Call {
   /** 0 while the call is held, not yet written (ids skip 0). */
   requestId: number
-  /**
-   * What it holds in the peer's byte budget once written (PROTOCOL.md §10 `maxBytes`): its body, or
-   * a window for a streamed one; and whether it still counts there and among the requests kept
-   * written (until its answer's last packet, or a long-lived answer's head flagged `released`).
-   */
-  bytes: number
-  counted: boolean
   readonly callback: CallCallback
   readonly context: unknown
   readonly streamResponse: boolean

@@ -88,10 +88,9 @@ const nextRequestId = (channel: OwnChannel): number => {
   return id
 }
 
-/** A call waiting for room in the peer's budget, with what it will send and hold there. */
+/** A call waiting for room in the peer's request budget, with what it will send. */
 interface Held {
   readonly call: Call
-  readonly bytes: number
   readonly path: string
   readonly body: Uint8Array | AsyncIterable<Uint8Array>
   readonly meta: Meta
@@ -136,15 +135,7 @@ export class MeshSession implements MessageSink {
   private readonly maxOutstanding: number
   /** Calls on this side's channels (control channel not counted) written and not wholly answered. */
   private outstanding = 0
-  /**
-   * The peer's byte budget for this connection (its hello's `maxBytes`, §10): what the calls
-   * written hold there (Call.bytes) stays within it. Infinity: it stated none.
-   */
-  private readonly maxOutstandingBytes: number
-  private outstandingBytes = 0
-  /** Both hellos named `release`: the head of a long-lived answer may say its request left the budget (§10). */
-  private readonly releaseAgreed: boolean
-  /** Calls made while the peer's budget had no room, in the order they were made. */
+  /** Calls made while `outstanding` was at the peer's budget, in the order they were made. */
   private readonly held: Array<Held> = []
   private readonly dispatch: Dispatch
   private readonly options: MeshSessionOptions
@@ -187,8 +178,6 @@ export class MeshSession implements MessageSink {
     this.trailersAgreed = options.agreed.features.includes("trailers")
     this.closesChannels = options.agreed.features.includes("close")
     this.maxOutstanding = options.agreed.maxRequests ?? Infinity
-    this.maxOutstandingBytes = options.agreed.maxBytes ?? Infinity
-    this.releaseAgreed = options.agreed.features.includes("release")
     const ownControlId = options.isDialer ? DialerControlChannel : AcceptorControlChannel
     this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
     this.nextOwnId = ownControlId + 1
@@ -333,8 +322,6 @@ export class MeshSession implements MessageSink {
     const timeoutMs = clampDeadlineMs(timeout)
     const call: Call = {
       requestId: 0,
-      bytes: 0,
-      counted: false,
       callback,
       context,
       streamResponse,
@@ -347,18 +334,16 @@ export class MeshSession implements MessageSink {
       signal: undefined,
       onAbort: undefined
     }
-    const bytes = this.bytesOf(body)
-    // Behind calls already held, in the order they were made.
-    if (channel === this.ownControl || (this.held.length === 0 && this.hasRoom(bytes))) this.transmit(call, path, body, meta, timeoutMs, bytes)
+    if (channel === this.ownControl || this.outstanding < this.maxOutstanding) this.transmit(call, path, body, meta, timeoutMs)
     else {
-      // The peer holds all the requests or bytes it may from this connection: past that it would
-      // stop reading, and a cancel sent then would wait unread behind them. Held here, a call
+      // The peer holds all the requests it may from this connection: past that it would stop
+      // reading, and a cancel sent then would wait unread behind the requests. Held here, a call
       // cancelled or timed out simply leaves the queue. It throws now, as a sent one would, if it
       // could never be encoded.
       const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
       const metaBytes = envelopeMetaBytes(meta, this.agreed.maxMetaBytes, timeoutMs)
       checkPacket(Status.RequestWhole, path, channel.id, EnvelopeBytes + metaBytes + (whole ? body.length : 0))
-      this.held.push({ call, bytes, path, body, meta })
+      this.held.push({ call, path, body, meta })
       channel.held++
     }
     if (timeoutMs > 0) {
@@ -377,22 +362,8 @@ export class MeshSession implements MessageSink {
     }
   }
 
-  /**
-   * What a call's body holds in the peer's byte budget until answered: the body sent whole (the
-   * peer counts it decompressed), or what of a streamed one the window lets out unread.
-   */
-  private bytesOf(body: Uint8Array | AsyncIterable<Uint8Array>): number {
-    if (!(body instanceof Uint8Array)) return this.agreed.streamWindow
-    return body.length <= MeshDefaults.chunkBytes ? body.length : Math.min(body.length, this.agreed.streamWindow)
-  }
-
-  /** The peer's budget has room for one more call holding `bytes`; a call alone always has (else one larger than the budget would wait for good). */
-  private hasRoom(bytes: number): boolean {
-    return this.outstanding < this.maxOutstanding && (this.outstandingBytes === 0 || this.outstandingBytes + bytes <= this.maxOutstandingBytes)
-  }
-
-  /** Writes a call's request; `timeoutMs` is what remains of its deadline (0: none), `bytes` what it holds in the peer's budget. */
-  private transmit(call: Call, path: string, body: Uint8Array | AsyncIterable<Uint8Array>, meta: Meta, timeoutMs: number, bytes: number): void {
+  /** Writes a call's request; `timeoutMs` is what remains of its deadline (0: none). */
+  private transmit(call: Call, path: string, body: Uint8Array | AsyncIterable<Uint8Array>, meta: Meta, timeoutMs: number): void {
     const channel = call.channel
     const requestId = nextRequestId(channel)
     const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
@@ -411,12 +382,7 @@ export class MeshSession implements MessageSink {
     )
     call.requestId = requestId
     channel.fifo.push(call)
-    if (channel !== this.ownControl) {
-      this.outstanding++
-      this.outstandingBytes += bytes
-      call.bytes = bytes
-      call.counted = true
-    }
+    if (channel !== this.ownControl) this.outstanding++
     if (!whole) {
       void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
         channel.sending = window
@@ -428,40 +394,27 @@ export class MeshSession implements MessageSink {
 
   /**
    * The oldest call on `channel` has its whole answer: the peer no longer holds it (it gave it
-   * back to its budget before it wrote the answer's last packet), so the longest-held calls go out.
+   * back to its budget before it wrote the answer's last packet), so the longest-held call goes out.
    */
   private answered(channel: OwnChannel): void {
-    const call = channel.fifo.shift()!
+    channel.fifo.shift()
     if (channel === this.ownControl) return
-    this.release(call)
+    this.outstanding--
+    while (this.outstanding < this.maxOutstanding && this.held.length > 0) {
+      const held = this.held.shift()!
+      const call = held.call
+      call.channel.held--
+      const timeoutMs = call.timeoutMs === 0 ? 0 : Math.max(1, call.deadlineAt - Date.now())
+      try {
+        this.transmit(call, held.path, held.body, held.meta, timeoutMs)
+      } catch (error) {
+        // Checked encodable when held: only a write queue over its limit refuses it now.
+        this.finishCall(call, error as Overloaded, undefined)
+      }
+    }
     // Refused, it left the client's pool: it closes with its last answer, whichever kind that is
     // (a call held on it when the peer refused another went out after, and may have been served).
     if (channel.refused) this.closeRefused(channel)
-  }
-
-  /** `call` no longer counts in the peer's budget: the calls held longest go out while it has room. */
-  private release(call: Call): void {
-    if (!call.counted) return
-    call.counted = false
-    this.outstanding--
-    this.outstandingBytes -= call.bytes
-    this.sendHeld()
-  }
-
-  /** Sends the calls held longest while the peer's budget has room for them, in the order they were made. */
-  private sendHeld(): void {
-    while (this.held.length > 0 && this.hasRoom(this.held[0]!.bytes)) {
-      const held = this.held.shift()!
-      const next = held.call
-      next.channel.held--
-      const timeoutMs = next.timeoutMs === 0 ? 0 : Math.max(1, next.deadlineAt - Date.now())
-      try {
-        this.transmit(next, held.path, held.body, held.meta, timeoutMs, held.bytes)
-      } catch (error) {
-        // Checked encodable when held: only a write queue over its limit refuses it now.
-        this.finishCall(next, error as Overloaded, undefined)
-      }
-    }
   }
 
   /** Sends a request that gets no answer (a push). */
@@ -541,8 +494,6 @@ export class MeshSession implements MessageSink {
       if (index !== -1) {
         this.held.splice(index, 1)
         call.channel.held--
-        // The first in line was too large for the room left: the ones behind it may fit.
-        if (index === 0) this.sendHeld()
       }
       return
     }
@@ -636,8 +587,6 @@ export class MeshSession implements MessageSink {
       this.answered(channel)
       return this.finishCall(call, undefined, { meta, data: body, stream: undefined })
     }
-    // A long-lived answer's head (§10 `release`): the peer no longer counts its request.
-    if ((data[1]! & EnvelopeFlag.released) !== 0 && this.releaseAgreed) this.release(call)
     // A streamed answer begins: the connection reads into reused memory from now on.
     const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), this.connection.budget)
     this.connection.readIntoSlabsSoon()
@@ -919,16 +868,13 @@ export class MeshSession implements MessageSink {
     }
     const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
     const packed = whole && kind === EnvelopeKind.response ? this.pack(body as Uint8Array) : undefined
-    // A tunnel's head says its request leaves this side's budget (answer() releases it), where the
-    // peer reads the flag and the request holds no body bytes here (§10 `release`).
-    const released = !whole && served.isLongLived && served.charged === 0 && this.releaseAgreed ? EnvelopeFlag.released : 0
     try {
       this.connection.writer.sendEnvelope(
         whole ? Status.ResponseWhole : Status.ResponseFirstMore,
         path,
         channel.id,
         kind,
-        packed !== undefined ? EnvelopeFlag.compressed : released,
+        packed !== undefined ? EnvelopeFlag.compressed : 0,
         served.requestId,
         meta,
         this.agreed.maxMetaBytes,
@@ -1187,7 +1133,7 @@ export class MeshSession implements MessageSink {
       const bytes = this.assemblingBytes
       this.assembling = undefined
       this.assemblingBytes = 0
-      this.connection.budget.unhold(bytes)
+      this.connection.budget.release(0, bytes)
       return this.onPacket(channelId, status, path, Buffer.concat(assembling, bytes))
     }
     if (part.length > 0) {

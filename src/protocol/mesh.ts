@@ -19,7 +19,7 @@ export const MeshPath = {
   refuse: "/sys/refuse"
 } as const
 
-export const MeshFeatures = ["ping", "drain", "cancel", "deadline", "stream", "push", "reverse", "meta", "trailers", "close", "refuse", "release"] as const
+export const MeshFeatures = ["ping", "drain", "cancel", "deadline", "stream", "push", "reverse", "meta", "trailers", "close", "refuse"] as const
 export type MeshFeature = (typeof MeshFeatures)[number]
 
 /** Channel ids: the dialer opens 1..2^31-1, the acceptor 2^31+1..2^32-1; each side's control channel is the base. */
@@ -52,12 +52,6 @@ export interface Hello {
    * limit stated, and the peer sends as it always did.
    */
   readonly maxRequests?: number
-  /**
-   * Bytes this side holds from the peer on one connection (bodies read and not yet answered,
-   * stream bytes not yet consumed) before it stops reading from it (§8); the peer keeps no more
-   * than that written and not released (§10). Absent: no limit stated.
-   */
-  readonly maxBytes?: number
   /** Codecs for bodies (§12.1): the dialer's offer, or the one the acceptor picked; absent or empty: none. */
   readonly compression?: ReadonlyArray<string>
 }
@@ -73,7 +67,6 @@ export const encodeHello = (hello: Hello, answer: boolean): Buffer =>
       streamWindow: hello.streamWindow,
       maxChannels: hello.maxChannels,
       ...(hello.maxRequests !== undefined ? { maxRequests: hello.maxRequests } : {}),
-      ...(hello.maxBytes !== undefined ? { maxBytes: hello.maxBytes } : {}),
       ...(hello.compression !== undefined && hello.compression.length > 0 ? { compression: hello.compression } : {})
     }),
     "utf8"
@@ -95,13 +88,10 @@ export const decodeHello = (data: Uint8Array): Hello | undefined => {
   // Optional, but a value that is there must be one: a peer cannot make this side send without a cap by garbling it.
   const maxRequests = r.maxRequests === undefined ? undefined : positiveInt(r.maxRequests, 0x7fff_ffff)
   if (r.maxRequests !== undefined && maxRequests === undefined) return undefined
-  const maxBytes = r.maxBytes === undefined ? undefined : positiveInt(r.maxBytes, Number.MAX_SAFE_INTEGER)
-  if (r.maxBytes !== undefined && maxBytes === undefined) return undefined
   const strings = (value: unknown) => (Array.isArray(value) ? value.filter((f): f is string => typeof f === "string") : [])
   const features = strings(r.features)
   const base = { version, node: typeof r.node === "string" ? r.node : "", features, maxMetaBytes, streamWindow, maxChannels }
-  const budgeted = maxRequests === undefined ? base : { ...base, maxRequests }
-  const hello = maxBytes === undefined ? budgeted : { ...budgeted, maxBytes }
+  const hello = maxRequests === undefined ? base : { ...base, maxRequests }
   return r.compression === undefined ? hello : { ...hello, compression: strings(r.compression) }
 }
 
@@ -112,24 +102,17 @@ export const localHello = (options: {
   readonly maxChannels?: number | undefined
   /** This side's per-connection request budget; stated only when it is finite. */
   readonly maxRequests?: number | undefined
-  /** This side's per-connection byte budget; stated only when it is finite. */
-  readonly maxBytes?: number | undefined
   readonly compression?: ReadonlyArray<string> | undefined
-}): Hello => {
-  const maxBytes = options.maxBytes !== undefined && Number.isFinite(options.maxBytes) ? Math.min(Number.MAX_SAFE_INTEGER, Math.max(1, Math.floor(options.maxBytes))) : undefined
-  return {
-    version: MeshVersion,
-    node: options.node ?? `iip-mesh-${process.pid}`,
-    features: [...MeshFeatures],
-    maxMetaBytes: Math.min(0xffff, options.maxMetaBytes ?? MeshDefaults.maxMetaBytes),
-    // No larger than the byte budget: one stream's unread bytes alone would otherwise pause the connection.
-    streamWindow: Math.min(MeshDefaults.streamWindow, maxBytes ?? Infinity),
-    maxChannels: options.maxChannels ?? MeshDefaults.maxChannels,
-    ...(options.maxRequests !== undefined && Number.isFinite(options.maxRequests) ? { maxRequests: Math.min(0x7fff_ffff, Math.max(1, Math.floor(options.maxRequests))) } : {}),
-    ...(maxBytes !== undefined ? { maxBytes } : {}),
-    compression: options.compression ?? []
-  }
-}
+}): Hello => ({
+  version: MeshVersion,
+  node: options.node ?? `iip-mesh-${process.pid}`,
+  features: [...MeshFeatures],
+  maxMetaBytes: Math.min(0xffff, options.maxMetaBytes ?? MeshDefaults.maxMetaBytes),
+  streamWindow: MeshDefaults.streamWindow,
+  maxChannels: options.maxChannels ?? MeshDefaults.maxChannels,
+  ...(options.maxRequests !== undefined && Number.isFinite(options.maxRequests) ? { maxRequests: Math.min(0x7fff_ffff, Math.max(1, Math.floor(options.maxRequests))) } : {}),
+  compression: options.compression ?? []
+})
 
 /** What both sides use: the lower version and limits, the common features. */
 export const agree = (mine: Hello, theirs: Hello): Hello => ({
@@ -141,8 +124,7 @@ export const agree = (mine: Hello, theirs: Hello): Hello => ({
   // Each side's own limit holds whatever the other declared: a peer cannot raise it by asking.
   maxChannels: Math.min(mine.maxChannels, theirs.maxChannels),
   // Like streamWindow, the receiver's: how many requests this side may keep outstanding with the peer.
-  ...(theirs.maxRequests !== undefined ? { maxRequests: theirs.maxRequests } : {}),
-  ...(theirs.maxBytes !== undefined ? { maxBytes: theirs.maxBytes } : {})
+  ...(theirs.maxRequests !== undefined ? { maxRequests: theirs.maxRequests } : {})
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -150,13 +132,8 @@ export const agree = (mine: Hello, theirs: Hello): Hello => ({
 //   0 u8 kind   1 u8 flags   2 u16 meta length M   4 u32 request id   8 M meta   8+M body
 
 export const EnvelopeKind = { request: 1, response: 2, error: 3 } as const
-/**
- * Envelope flags: a one-way request (a push); the body in this packet is compressed with the
- * agreed codec (§12.1); on the first packet of a streamed answer, the request no longer counts in
- * the answering side's per-connection budget (a long-lived answer, §8, §10: only where both hellos
- * name `release`).
- */
-export const EnvelopeFlag = { oneway: 1, compressed: 2, released: 4 } as const
+/** Envelope flags: a one-way request (a push); the body in this packet is compressed with the agreed codec (§12.1). */
+export const EnvelopeFlag = { oneway: 1, compressed: 2 } as const
 /**
  * The first byte of a stream's continuation packet (§13): data, an error that ends the stream,
  * compressed data, metadata that ends the stream (trailers: only where both hellos name `trailers`).

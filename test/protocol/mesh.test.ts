@@ -34,33 +34,25 @@ const json = (text: string) => Buffer.from(text).toString("hex")
 describe("mesh vectors", () => {
   it("hello and its answer", () => {
     const body =
-      '{"iipmesh":1,"node":"a","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close","refuse","release"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024}'
-    expect(hex(encodePacket(1, "/sys/hello", 0, encodeHello(hello, false)))).toBe(`012f7379732f68656c6c6f0000000000000000cc${json(body)}`)
+      '{"iipmesh":1,"node":"a","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close","refuse"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024}'
+    expect(hex(encodePacket(1, "/sys/hello", 0, encodeHello(hello, false)))).toBe(`012f7379732f68656c6c6f0000000000000000c2${json(body)}`)
     const answer = encodeHello({ ...hello, node: "b" }, true)
     expect(answer.toString()).toBe(body.replace('{"iipmesh":1,"node":"a"', '{"code":0,"iipmesh":1,"node":"b"'))
     expect(decodeHello(answer)).toStrictEqual({ ...hello, node: "b" })
   })
 
-  it("an acceptor's answer states its per-connection request and byte budgets (maxRequests, maxBytes); absent, none is stated; a garbled one is no hello", () => {
-    const answer = encodeHello({ ...hello, node: "b", maxRequests: 1024, maxBytes: 67108864 }, true)
+  it("an acceptor's answer states its per-connection request budget (maxRequests); absent, none is stated; a garbled one is no hello", () => {
+    const answer = encodeHello({ ...hello, node: "b", maxRequests: 1024 }, true)
     const body =
-      '{"code":0,"iipmesh":1,"node":"b","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close","refuse","release"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024,"maxRequests":1024,"maxBytes":67108864}'
-    expect(hex(encodePacket(5, "/sys/hello", 0, answer))).toBe(`052f7379732f68656c6c6f0000000000000000fc${json(body)}`)
-    expect(decodeHello(answer)).toStrictEqual({ ...hello, node: "b", maxRequests: 1024, maxBytes: 67108864 })
-    // The dialer's own limits are not the peer's: agreement keeps the receiver's, as with streamWindow.
-    expect(agree(hello, { ...hello, maxRequests: 8, maxBytes: 4096 })).toMatchObject({ maxRequests: 8, maxBytes: 4096 })
-    expect(agree({ ...hello, maxRequests: 8, maxBytes: 4096 }, hello)).not.toHaveProperty("maxRequests")
-    expect(agree({ ...hello, maxRequests: 8, maxBytes: 4096 }, hello)).not.toHaveProperty("maxBytes")
-    expect(localHello({ maxRequests: Infinity, maxBytes: Infinity })).not.toHaveProperty("maxBytes")
+      '{"code":0,"iipmesh":1,"node":"b","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close","refuse"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024,"maxRequests":1024}'
+    expect(hex(encodePacket(5, "/sys/hello", 0, answer))).toBe(`052f7379732f68656c6c6f0000000000000000de${json(body)}`)
+    expect(decodeHello(answer)).toStrictEqual({ ...hello, node: "b", maxRequests: 1024 })
+    // The dialer's own limit is not the peer's: agreement keeps the receiver's, as with streamWindow.
+    expect(agree(hello, { ...hello, maxRequests: 8 }).maxRequests).toBe(8)
+    expect(agree({ ...hello, maxRequests: 8 }, hello).maxRequests).toBeUndefined()
     expect(localHello({ maxRequests: Infinity }).maxRequests).toBeUndefined()
-    // A window no larger than the byte budget: one stream alone never fills it past the budget.
-    expect(localHello({ maxBytes: 256 * 1024 })).toMatchObject({ maxBytes: 256 * 1024, streamWindow: 256 * 1024 })
-    expect(localHello({ maxBytes: 64 * 1024 * 1024 })).toMatchObject({ maxBytes: 64 * 1024 * 1024, streamWindow: 1024 * 1024 })
     for (const garbled of ["0", "-1", "1.5", '"1024"', "null", "4294967296"]) {
       expect(decodeHello(Buffer.from(body.replace('"maxRequests":1024', `"maxRequests":${garbled}`)))).toBeUndefined()
-    }
-    for (const garbled of ["0", "-1", "1.5", '"1024"', "null", "1e300"]) {
-      expect(decodeHello(Buffer.from(body.replace('"maxBytes":67108864', `"maxBytes":${garbled}`)))).toBeUndefined()
     }
   })
 
