@@ -42,7 +42,7 @@ export interface Endpoint {
  * channels A holds further requests to that endpoint until a channel frees. The far side takes
  * 1,024 per connection by default.
  */
-const REQUEST_CHANNELS_PER_CONNECTION = 64
+export const REQUEST_CHANNELS_PER_CONNECTION = 64
 
 /** Channels per connection to an endpoint for streams beyond the requests' (the client caps them at half what the far side takes: 512 by default). */
 const STREAM_CHANNELS_PER_CONNECTION = 512

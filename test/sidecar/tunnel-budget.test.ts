@@ -5,12 +5,13 @@
 // the limit named, the app never asked), and a closed one makes room again, as does one the app
 // refused, never answered or the caller cancelled, or whose mesh connection closed; an upgrade
 // sent one-way is refused (it would hold a place nobody reads). The channels a burst
-// of WebSockets made A open past its 16 per connection are closed once the WebSockets are, on
+// of WebSockets made A open past its request channels per connection are closed once the WebSockets are, on
 // both sidecars (PROTOCOL.md §11 `/sys/close`), and the next burst opens them again.
 import type * as http from "node:http"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
+import { REQUEST_CHANNELS_PER_CONNECTION } from "../../src/sidecar/endpoints.ts"
 import { HttpMeta, requestMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { startClient } from "../support/meshTest.ts"
@@ -201,22 +202,24 @@ describe("open WebSockets and B's inbound budgets", () => {
     expect(live?.meta.get(HttpMeta.status), String(error)).toBe("101")
   }, 30_000)
 
-  it("40 WebSockets at once take channels past A's 16 per connection; once they close, A and B are back to at most 16 per connection, and the next burst works", async () => {
+  it("more WebSockets at once than A's request channels take channels past them; once they close, A and B are back to at most the request channels per connection, and the next burst works", async () => {
     const { a, b } = await pair({})
     const channels = async (running: RunningSidecar, direction: string): Promise<number> => {
       const { body } = await running.sidecar.telemetry.metrics.text()
       const line = body.split("\n").find((l) => l.startsWith(`iip_mesh_open_channels{direction="${direction}"}`))
       return Number(line?.slice(line.lastIndexOf(" ") + 1) ?? Number.NaN)
     }
+    // More than the request channels of A's 2 connections to B, so some must be stream channels.
+    const count = 2 * REQUEST_CHANNELS_PER_CONNECTION + 12
     const burst = async () => {
-      const sockets = await Promise.all(Array.from({ length: 40 }, () => open(cleanup, a)))
+      const sockets = await Promise.all(Array.from({ length: count }, () => open(cleanup, a)))
       const texts = await Promise.all(sockets.map((ws, i) => echoed(ws, `m${i}`)))
       expect(texts).toEqual(sockets.map((_, i) => `m${i}`))
       return sockets
     }
     const first = await burst()
     const connections = a.sidecar.registry.connectionCounts().connections
-    expect(await channels(a, "outbound")).toBeGreaterThan(16 * connections)
+    expect(await channels(a, "outbound")).toBeGreaterThan(REQUEST_CHANNELS_PER_CONNECTION * connections)
     await Promise.all(first.map((ws) => new Promise<void>((resolve) => {
       ws.once("close", () => resolve())
       ws.close()
@@ -224,13 +227,13 @@ describe("open WebSockets and B's inbound budgets", () => {
     // Bounded wait: the channels go once the tunnels' last packets are in (no event tells the test).
     const settled = async () => {
       const outbound = await channels(a, "outbound")
-      return outbound <= 16 * connections && (await channels(b, "inbound")) === outbound
+      return outbound <= REQUEST_CHANNELS_PER_CONNECTION * connections && (await channels(b, "inbound")) === outbound
     }
     for (const started = performance.now(); !(await settled()) && performance.now() - started < 10_000;) await new Promise((r) => setTimeout(r, 20))
-    expect(await channels(a, "outbound")).toBeLessThanOrEqual(16 * connections)
+    expect(await channels(a, "outbound")).toBeLessThanOrEqual(REQUEST_CHANNELS_PER_CONNECTION * connections)
     expect(await channels(b, "inbound")).toBe(await channels(a, "outbound"))
     expect((await call(a.outboundPort, { path: "/plain", headers: { host: "catalog" } })).status).toBe(200)
     const second = await burst()
-    expect(second).toHaveLength(40)
+    expect(second).toHaveLength(count)
   }, 60_000)
 })
