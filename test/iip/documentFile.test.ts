@@ -128,47 +128,44 @@ describe("readDocumentFile", () => {
   })
 })
 
-describe("YAML mapping keys", () => {
-  it("a key that is a mapping, a sequence or an alias is refused: 300 nested `? ` keys (601 bytes) held yaml's toJS 16.5 s", async () => {
+describe("YAML shapes", () => {
+  /** `text` read as a YAML routes file, the parser loaded beforehand (so the time is the file's own). */
+  const readYaml = async (text: string) => {
     const { readDocumentFile } = await import("../../src/iip/documentFile.ts")
-    const path = join(dir, "keys.yaml")
+    const path = join(dir, "shape.yaml")
     writeFileSync(path, "a: 1")
-    await readDocumentFile(path, 1024, "routes file") // the parser loaded
-    // Before, each parsed: toJS turns a collection key into a string, each level anew (90 levels: ~40 ms,
-    // 200: 0.34 s, 300: 16.5 s of CPU at load 9; past 100 levels the nesting bound refuses them now). An alias key passed yaml's duplicate check and
-    // took the value of the key it names; the !!omap one hid a duplicate from the one-pass check.
+    await readDocumentFile(path, 1024, "routes file")
+    writeFileSync(path, text)
+    return readDocumentFile(path, 1024 * 1024, "routes file")
+  }
+
+  it("a key that is a mapping, a sequence or an alias is refused: 300 nested `? ` keys (601 bytes) held yaml's toJS 16.5 s", async () => {
+    // Before, each parsed: toJS turns a collection key into a string, each level anew (90 levels:
+    // ~40 ms, 200: 0.34 s, 300: 16.5 s of CPU at load 9; past 100 levels the nesting bound refuses
+    // them now). An alias key passed yaml's duplicate check and took the value of the key it names;
+    // the !!omap one hid a duplicate from the one-pass check.
     const hostile = ["? ".repeat(90) + "x", "? [a]\n: 1", "{[a]: 1}", "? {a: 1}\n: 2", "&k a: 1\n*k : 2", "%YAML 1.1\n---\n!!omap [{a: 1, a: 2}: x]"]
     for (const text of hostile) {
-      writeFileSync(path, text)
       const started = process.cpuUsage()
-      const result = await readDocumentFile(path, 1024 * 1024, "routes file")
+      const result = await readYaml(text)
       const used = process.cpuUsage(started)
       expect((used.user + used.system) / 1000, text.slice(0, 20)).toBeLessThan(500)
       expect(Result.isFailure(result) ? result.failure : "parsed", text.slice(0, 20)).toMatch(/^cannot parse it as YAML: (a mapping key that is not a scalar|"a" twice in one mapping)/)
     }
     // Scalar keys of every style still read.
-    writeFileSync(path, "a: 1\n'b': 2\n\"c\": 3\n? d\n: 4\n5: e")
-    const read = await readDocumentFile(path, 1024, "routes file")
+    const read = await readYaml("a: 1\n'b': 2\n\"c\": 3\n? d\n: 4\n5: e")
     expect(Result.isSuccess(read) ? read.success : read.failure).toEqual({ a: 1, b: 2, c: 3, d: 4, 5: "e" })
   })
-})
 
-describe("YAML nesting", () => {
   it("block collections nested deeper than 100 are refused naming the bound, as flow ones are", async () => {
-    const { readDocumentFile } = await import("../../src/iip/documentFile.ts")
-    const path = join(dir, "nested.yaml")
-    writeFileSync(path, "a: 1")
-    await readDocumentFile(path, 1024, "routes file") // the parser loaded
     // Before, yaml's composer recursed until the stack gave out and said "Maximum call stack size
     // exceeded" (1,000 levels of `- `, 2,001 bytes, from here), at a depth set by the caller's stack.
     const hostile = ["- ".repeat(1_000) + "x", "? ".repeat(1_000) + "x", "a:\n" + "- ".repeat(1_000) + "x", "- ".repeat(60) + "[".repeat(60) + "]".repeat(60)]
     for (const text of hostile) {
-      writeFileSync(path, text)
-      const result = await readDocumentFile(path, 1024 * 1024, "routes file")
+      const result = await readYaml(text)
       expect(Result.isFailure(result) ? result.failure : "parsed", text.slice(0, 20)).toBe("cannot parse it as YAML: collections nested deeper than 100")
     }
-    writeFileSync(path, "- ".repeat(90) + "x")
-    const read = await readDocumentFile(path, 1024, "routes file")
+    const read = await readYaml("- ".repeat(90) + "x")
     expect(JSON.stringify(Result.isSuccess(read) ? read.success : read.failure)).toBe("[".repeat(90) + '"x"' + "]".repeat(90))
   })
 })
