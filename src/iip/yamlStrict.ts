@@ -33,6 +33,8 @@ export const MAX_YAML_TOKENS = 20_000
  */
 export const MAX_YAML_CHARACTERS = 256 * 1024
 
+const isCollection = (token: CST.Token): boolean => token.type === "block-map" || token.type === "block-seq" || token.type === "flow-collection"
+
 /**
  * `text`'s syntax tree, or why it is not parsed: more than MAX_YAML_CHARACTERS characters or
  * MAX_YAML_TOKENS tokens, or collections nested deeper than MAX_YAML_DEPTH. A `[`, `]`, `{` or `}`
@@ -47,8 +49,11 @@ const syntaxOf = (text: string, kind: string): Array<CST.Token> | string => {
   for (const token of new Lexer().lex(text)) {
     if (++tokens > MAX_YAML_TOKENS) return `more than the ${MAX_YAML_TOKENS} YAML tokens a ${kind} may hold`
     for (const node of parser.next(token)) tree.push(node)
-    // The parser's stack holds the document and each collection open around this token.
-    if (parser.stack.length - 1 > MAX_YAML_DEPTH) return `collections nested deeper than ${MAX_YAML_DEPTH}`
+    // The parser's stack holds the document, each collection open around this token and the scalar
+    // being read: the collections are counted once there could be too many.
+    if (parser.stack.length - 1 > MAX_YAML_DEPTH && parser.stack.filter(isCollection).length > MAX_YAML_DEPTH) {
+      return `collections nested deeper than ${MAX_YAML_DEPTH}`
+    }
   }
   for (const node of parser.end()) tree.push(node)
   // After the lexer, so a file past both bounds is told of its tokens or nesting (the lexer takes 20-60 ms for a MiB of few tokens).

@@ -160,12 +160,14 @@ describe("YAML shapes", () => {
   it("block collections nested deeper than 100 are refused naming the bound, as flow ones are", async () => {
     // Before, yaml's composer recursed until the stack gave out and said "Maximum call stack size
     // exceeded" (1,000 levels of `- `, 2,001 bytes, from here), at a depth set by the caller's stack.
-    const hostile = ["- ".repeat(1_000) + "x", "? ".repeat(1_000) + "x", "a:\n" + "- ".repeat(1_000) + "x", "- ".repeat(60) + "[".repeat(60) + "]".repeat(60)]
+    const hostile = ["- ".repeat(101) + "x", "- ".repeat(1_000) + "x", "? ".repeat(1_000) + "x", "a:\n" + "- ".repeat(1_000) + "x", "- ".repeat(60) + "[".repeat(60) + "]".repeat(60)]
     for (const text of hostile) {
       const result = await readYaml(text)
       expect(Result.isFailure(result) ? result.failure : "parsed", text.slice(0, 20)).toBe("cannot parse it as YAML: collections nested deeper than 100")
     }
-    const read = await readYaml("- ".repeat(90) + "x")
-    expect(JSON.stringify(Result.isSuccess(read) ? read.success : read.failure)).toBe("[".repeat(90) + '"x"' + "]".repeat(90))
+    // At the bound, whatever the innermost collection holds.
+    const read = await readYaml("- ".repeat(100) + "x")
+    expect(JSON.stringify(Result.isSuccess(read) ? read.success : read.failure)).toBe("[".repeat(100) + '"x"' + "]".repeat(100))
+    expect(Result.isSuccess(await readYaml("{a: ".repeat(100) + "x" + "}".repeat(100)))).toBe(true)
   })
 })
