@@ -1,19 +1,20 @@
 // yaml.parse for configuration documents (the routes and policy files as YAML, read by
 // documentFile.ts, which loads this module only for a .yaml/.yml file). Those files are re-read
 // while the sidecar serves, so what the parser does with a hostile file holds up traffic: the
-// document's shape is checked first on the tokens of yaml's own lexer (which neither recurses nor
-// builds anything), and a document past a bound is refused before the parser runs.
+// document's shape is checked as yaml's own lexer and parser (neither recurses) build its syntax
+// tree, and a document past a bound is refused before the composer (which recurses) and toJS run.
 import * as Data from "effect/Data"
-import { type Document, isMap, isPair, isScalar, isSeq, Lexer, parseDocument } from "yaml"
+import { type CST, Composer, type Document, isMap, isPair, isScalar, isSeq, Lexer, Parser } from "yaml"
 import { DuplicateKey } from "./jsonStrict.ts"
 
 export class YamlRefused extends Data.TaggedError("YamlRefused")<{ readonly message: string }> {}
 
 /**
- * The deepest nesting of YAML flow collections taken. The parser recurses per `[` or `{`: 100,000
- * unclosed ones held the event loop 3.7 s before its stack gave out.
+ * The deepest nesting of YAML collections taken (flow and block, as yaml's parser holds them open).
+ * The composer recurses per level: 100,000 unclosed `[` held the event loop 3.7 s before its stack
+ * gave out, and 1,000 levels of `- ` (2,001 bytes) ran it out, at a depth set by the caller's stack.
  */
-export const MAX_YAML_FLOW_DEPTH = 100
+export const MAX_YAML_DEPTH = 100
 
 /**
  * The lexer's tokens taken (a plain scalar is two, an indicator, a line break, a comment one). The
@@ -32,43 +33,60 @@ export const MAX_YAML_TOKENS = 20_000
  */
 export const MAX_YAML_CHARACTERS = 256 * 1024
 
+const isCollection = (token: CST.Token): boolean => token.type === "block-map" || token.type === "block-seq" || token.type === "flow-collection"
+
 /**
- * Why `text` is not parsed, or undefined: more than MAX_YAML_CHARACTERS characters or MAX_YAML_TOKENS tokens, or flow collections
- * nested deeper than MAX_YAML_FLOW_DEPTH. A `[`, `]`, `{` or `}` in a quoted value, a block scalar or
- * a comment is no token of its own, so it neither hides real nesting (`["]", ["]", ...`) nor adds up
- * to a false one. The lexer stops at the first bound passed.
+ * `text`'s syntax tree, or why it is not parsed: more than MAX_YAML_CHARACTERS characters or
+ * MAX_YAML_TOKENS tokens, or collections nested deeper than MAX_YAML_DEPTH. A `[`, `]`, `{` or `}`
+ * in a quoted value, a block scalar or a comment opens and closes nothing in the parser, so it
+ * neither hides real nesting (`["]", ["]", ...`) nor adds up to a false one. The lexer and the
+ * parser stop at the first bound passed.
  */
-const shapeProblem = (text: string, kind: string): string | undefined => {
-  let depth = 0
+const syntaxOf = (text: string, kind: string): Array<CST.Token> | string => {
+  const parser = new Parser()
+  const tree: Array<CST.Token> = []
   let tokens = 0
   for (const token of new Lexer().lex(text)) {
     if (++tokens > MAX_YAML_TOKENS) return `more than the ${MAX_YAML_TOKENS} YAML tokens a ${kind} may hold`
-    if (token === "[" || token === "{") {
-      if (++depth > MAX_YAML_FLOW_DEPTH) return `[ and { nested deeper than ${MAX_YAML_FLOW_DEPTH}`
-    } else if ((token === "]" || token === "}") && depth > 0) depth--
+    for (const node of parser.next(token)) tree.push(node)
+    // The parser's stack holds the document, each collection open around this token and the scalar
+    // being read: the collections are counted once there could be too many.
+    if (parser.stack.length - 1 > MAX_YAML_DEPTH && parser.stack.filter(isCollection).length > MAX_YAML_DEPTH) {
+      return `collections nested deeper than ${MAX_YAML_DEPTH}`
+    }
   }
+  for (const node of parser.end()) tree.push(node)
   // After the lexer, so a file past both bounds is told of its tokens or nesting (the lexer takes 20-60 ms for a MiB of few tokens).
-  return text.length > MAX_YAML_CHARACTERS ? `more than the ${MAX_YAML_CHARACTERS} characters a ${kind} may hold as YAML` : undefined
+  return text.length > MAX_YAML_CHARACTERS ? `more than the ${MAX_YAML_CHARACTERS} characters a ${kind} may hold as YAML` : tree
 }
 
 /**
- * The first scalar key that appears twice in one mapping of `document`, as yaml's own check finds it
- * (equal values: 1 and "1" differ), in one pass with a set per mapping. yaml's check compares each key
- * with every earlier one of its mapping: 4,900 keys of 48 characters, within both bounds, took
- * 0.8-1.4 s of CPU. The walk keeps its own stack (block nesting is as deep as the text allows).
+ * Why the keys of `document` are refused (the error to throw), or undefined: a key that is not a
+ * scalar, or a scalar key that appears twice in one mapping, as yaml's own check finds it (equal
+ * values: 1 and "1" differ; two .nan keys are one here, as they are one in the object made),
+ * in one pass with a set per mapping. yaml's check compares each key with every earlier one of its
+ * mapping: 4,900 keys of 48 characters, within both bounds, took 0.8-1.4 s of CPU. A collection
+ * key becomes a string in toJS, each nested level anew: 300 nested `? ` keys (601 bytes) took 16.5 s;
+ * an alias key passes yaml's duplicate check and becomes the key it names. A configuration file has
+ * no use for either. The walk keeps a stack of its own rather than recursing.
  */
-const duplicateKeyOf = (document: Document): string | undefined => {
+const keyProblemOf = (document: Document): YamlRefused | DuplicateKey | undefined => {
   const pending: Array<unknown> = [document.contents]
   while (pending.length > 0) {
     const node = pending.pop()
-    if (isMap(node)) {
-      const keys = new Set<unknown>()
-      for (const pair of node.items) {
-        if (isScalar(pair.key) && keys.size === keys.add(pair.key.value).size) return String(pair.key.value)
-        pending.push(pair.key, pair.value)
+    if (isMap(node) || isSeq(node)) {
+      const keys = isMap(node) ? new Set<unknown>() : undefined
+      for (const item of node.items) {
+        if (!isPair(item)) {
+          pending.push(item)
+          continue
+        }
+        if (!isScalar(item.key)) return new YamlRefused({ message: "a mapping key that is not a scalar (a mapping, a sequence or an alias)" })
+        if (keys !== undefined && keys.size === keys.add(item.key.value).size) {
+          return new DuplicateKey({ message: `${JSON.stringify(String(item.key.value).slice(0, 80))} twice in one mapping` })
+        }
+        pending.push(item.value)
       }
-    } else if (isSeq(node)) {
-      for (const item of node.items) pending.push(isPair(item) ? item.value : item)
     }
   }
   return undefined
@@ -79,11 +97,14 @@ const duplicateKeyOf = (document: Document): string | undefined => {
  * YamlRefused, a DuplicateKey, or yaml's own error (the first). `kind` names the file in the refusal.
  */
 export const parseYamlStrict = (text: string, kind: string): unknown => {
-  const problem = shapeProblem(text, kind)
-  if (problem !== undefined) throw new YamlRefused({ message: problem })
-  const document = parseDocument(text, { prettyErrors: false, uniqueKeys: false })
+  const tree = syntaxOf(text, kind)
+  if (typeof tree === "string") throw new YamlRefused({ message: tree })
+  // yaml's parseDocument on the tree already built: its first document, a second one an error.
+  const documents = new Composer({ uniqueKeys: false }).compose(tree, true, text.length)
+  const document = documents.next().value as Document
   if (document.errors.length > 0) throw document.errors[0]!
-  const duplicate = duplicateKeyOf(document)
-  if (duplicate !== undefined) throw new DuplicateKey({ message: `${JSON.stringify(duplicate.slice(0, 80))} twice in one mapping` })
+  if (documents.next().done !== true) throw new YamlRefused({ message: `more than one YAML document in a ${kind}` })
+  const keyProblem = keyProblemOf(document)
+  if (keyProblem !== undefined) throw keyProblem
   return document.toJS({ maxAliasCount: 100 }) as unknown
 }

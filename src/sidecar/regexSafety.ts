@@ -44,16 +44,27 @@ const repeatingQuantifier = (source: string, at: number): number => {
 /** Free choices (an unanchored start, a repetition that can share characters with what follows it): the backtracking is at most n^(this + 1). */
 const MAX_FREE_CHOICES = 1
 
+/** The length of the escape at `at` (a backslash): `\xHH` and `\uHHHH` are one character written in several. */
+const escapeLength = (source: string, at: number): number =>
+  /^\\x[0-9A-Fa-f]{2}/.test(source.slice(at, at + 4)) ? 4 : /^\\u[0-9A-Fa-f]{4}/.test(source.slice(at, at + 6)) ? 6 : 2
+
+/** The character the escape at `at` stands for when it is one known here (punctuation, `\xHH`, `\uHHHH`), else undefined. */
+const escapedCharacter = (source: string, at: number): string | undefined => {
+  const length = escapeLength(source, at)
+  if (length > 2) return String.fromCharCode(parseInt(source.slice(at + 2, at + length), 16))
+  return /^[^0-9A-Za-z]$/.test(source[at + 1] ?? "") ? source[at + 1] : undefined
+}
+
 /**
- * The literal character at `at` (a plain one, or escaped punctuation) that must be there; undefined
- * for anything else, and for one that may be absent (`/?`, `-*`, `x{0,2}`: what follows it can
- * come at once).
+ * The literal character at `at` (a plain one, or escaped punctuation or code) that must be there;
+ * undefined for anything else, and for one that may be absent (`/?`, `-*`, `x{0,2}`: what follows
+ * it can come at once).
  */
 const literalAt = (source: string, at: number): string | undefined => {
   const c = source[at]
   if (c === undefined) return undefined
-  const literal = c === "\\" ? (/^[^0-9A-Za-z]$/.test(source[at + 1] ?? "") ? source[at + 1] : undefined) : "^$.|?*+()[]{}".includes(c) ? undefined : c
-  const after = at + (c === "\\" ? 2 : 1)
+  const literal = c === "\\" ? escapedCharacter(source, at) : "^$.|?*+()[]{}".includes(c) ? undefined : c
+  const after = at + (c === "\\" ? escapeLength(source, at) : 1)
   return source[after] === "?" || source[after] === "*" || /^\{0+(?:,\d*)?\}/.test(source.slice(after, after + 24)) ? undefined : literal
 }
 
@@ -81,9 +92,10 @@ const freeChoices = (source: string): number => {
     const c = source[i]!
     const start = i
     if (c === "\\") {
-      i++
+      const length = escapeLength(source, i)
+      i += length - 1
       previous = atom
-      atom = /^[dDwWsS]$/.test(source[i] ?? "") || /^[^0-9A-Za-z]$/.test(source[i] ?? "") ? source.slice(start, i + 1) : undefined
+      atom = length > 2 || /^[dDwWsS]$/.test(source[i] ?? "") || /^[^0-9A-Za-z]$/.test(source[i] ?? "") ? source.slice(start, i + 1) : undefined
       continue
     }
     if (c === "[") {
@@ -138,10 +150,10 @@ const freeChoices = (source: string): number => {
   return (anchored ? 0 : 1) + shared + ending.filter((repetition) => repetition.overlaps && (repetition.afterChoice || !anchored)).length
 }
 
-/** The single character at the start of `source` (`.`, `a`, `\d`, `\/`, `[^/]`); its length, or 0 for anything else. */
+/** The single character at the start of `source` (`.`, `a`, `\d`, `\/`, `\x2f`, `[^/]`); its length, or 0 for anything else. */
 const leadingCharacter = (source: string): number => {
   const c = source[0]
-  if (c === "\\") return /^[dDwWsS]$|^[^0-9A-Za-z]$/.test(source[1] ?? "") ? 2 : 0
+  if (c === "\\") return escapeLength(source, 0) > 2 ? escapeLength(source, 0) : /^[dDwWsS]$|^[^0-9A-Za-z]$/.test(source[1] ?? "") ? 2 : 0
   if (c === "[") {
     let i = 1
     for (; i < source.length && source[i] !== "]"; i++) if (source[i] === "\\") i++

@@ -127,3 +127,47 @@ describe("readDocumentFile", () => {
     }
   })
 })
+
+describe("YAML shapes", () => {
+  /** `text` read as a YAML routes file, the parser loaded beforehand (so the time is the file's own). */
+  const readYaml = async (text: string) => {
+    const { readDocumentFile } = await import("../../src/iip/documentFile.ts")
+    const path = join(dir, "shape.yaml")
+    writeFileSync(path, "a: 1")
+    await readDocumentFile(path, 1024, "routes file")
+    writeFileSync(path, text)
+    return readDocumentFile(path, 1024 * 1024, "routes file")
+  }
+
+  it("a key that is a mapping, a sequence or an alias is refused: 300 nested `? ` keys (601 bytes) held yaml's toJS 16.5 s", async () => {
+    // Before, each parsed: toJS turns a collection key into a string, each level anew (90 levels:
+    // ~40 ms, 200: 0.34 s, 300: 16.5 s of CPU at load 9; past 100 levels the nesting bound refuses
+    // them now). An alias key passed yaml's duplicate check and took the value of the key it names;
+    // the !!omap one hid a duplicate from the one-pass check.
+    const hostile = ["? ".repeat(90) + "x", "? [a]\n: 1", "{[a]: 1}", "? {a: 1}\n: 2", "&k a: 1\n*k : 2", "%YAML 1.1\n---\n!!omap [{a: 1, a: 2}: x]"]
+    for (const text of hostile) {
+      const started = process.cpuUsage()
+      const result = await readYaml(text)
+      const used = process.cpuUsage(started)
+      expect((used.user + used.system) / 1000, text.slice(0, 20)).toBeLessThan(500)
+      expect(Result.isFailure(result) ? result.failure : "parsed", text.slice(0, 20)).toMatch(/^cannot parse it as YAML: (a mapping key that is not a scalar|"a" twice in one mapping)/)
+    }
+    // Scalar keys of every style still read.
+    const read = await readYaml("a: 1\n'b': 2\n\"c\": 3\n? d\n: 4\n5: e")
+    expect(Result.isSuccess(read) ? read.success : read.failure).toEqual({ a: 1, b: 2, c: 3, d: 4, 5: "e" })
+  })
+
+  it("block collections nested deeper than 100 are refused naming the bound, as flow ones are", async () => {
+    // Before, yaml's composer recursed until the stack gave out and said "Maximum call stack size
+    // exceeded" (1,000 levels of `- `, 2,001 bytes, from here), at a depth set by the caller's stack.
+    const hostile = ["- ".repeat(101) + "x", "- ".repeat(1_000) + "x", "? ".repeat(1_000) + "x", "a:\n" + "- ".repeat(1_000) + "x", "- ".repeat(60) + "[".repeat(60) + "]".repeat(60)]
+    for (const text of hostile) {
+      const result = await readYaml(text)
+      expect(Result.isFailure(result) ? result.failure : "parsed", text.slice(0, 20)).toBe("cannot parse it as YAML: collections nested deeper than 100")
+    }
+    // At the bound, whatever the innermost collection holds.
+    const read = await readYaml("- ".repeat(100) + "x")
+    expect(JSON.stringify(Result.isSuccess(read) ? read.success : read.failure)).toBe("[".repeat(100) + '"x"' + "]".repeat(100))
+    expect(Result.isSuccess(await readYaml("{a: ".repeat(100) + "x" + "}".repeat(100)))).toBe(true)
+  })
+})
