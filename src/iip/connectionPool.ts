@@ -58,8 +58,10 @@ export class ConnectionPool {
     let abandonedOn: Pooled | undefined
     for (let p = 0; p < this.connections.length; p++) {
       const pooled = this.connections[p]!
-      if (pooled.draining) continue
-      if (pooled.link.session.connection.writer.congested) {
+      const connection = pooled.link.session.connection
+      // Closed, it is still pooled while its calls fail (each failure drains the queue): a waiting request stays for the next connection.
+      if (pooled.draining || connection.closed) continue
+      if (connection.writer.congested) {
         this.waitWritable(pooled)
         continue
       }
@@ -83,7 +85,8 @@ export class ConnectionPool {
   private leastLoaded(): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
     let best: readonly [Pooled, ClientChannel | OwnChannel] | undefined
     for (const pooled of this.connections) {
-      if (pooled.draining || pooled.link.session.connection.writer.congested) continue
+      const connection = pooled.link.session.connection
+      if (pooled.draining || connection.closed || connection.writer.congested) continue
       for (const channel of pooled.channels) {
         if (!channel.streaming && (best === undefined || channel.outstanding < best[1].outstanding)) best = [pooled, channel]
       }

@@ -8,7 +8,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import type { IipServer } from "../../src/iip/server.ts"
-import { RequestTimeout } from "../../src/mux/errors.ts"
+import { ConnectionClosed, RequestTimeout } from "../../src/mux/errors.ts"
 import { Cancelled } from "../../src/mux/meshSession.ts"
 import { Cleanup, deferred, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { rejection, startClient, startServer } from "../support/meshTest.ts"
@@ -111,6 +111,19 @@ describe.each([{ mesh: true }, { mesh: false }])("IipClient channels (mesh: $mes
     expect(c.stats.pending).toBe(1)
     release()
     await hang
+  })
+
+  it("a call waiting at the limit when its connection is lost goes out on the next connection, not onto the dead one's freed channel", async () => {
+    const c = client(1)
+    const hang = rejection(c.call("/hang", "hang", { timeoutMs: 20_000 }))
+    await withTimeout(hangEntered.promise, 3000, "the hanging call")
+    const next = held(c.call("/echo", "next", { timeoutMs: 10_000 }))
+    await waitFor(() => c.stats.queued === 1, 2000, "the call queued")
+    const link = mesh ? c.meshSessions[0]! : c.sessions[0]!
+    link.connection.close("test: connection lost", false)
+    expect(await hang).toBeInstanceOf(ConnectionClosed)
+    expect((await withTimeout(next, 2000, "the queued call")).toString()).toBe("next")
+    expect(c.stats.connections).toBe(1)
   })
 
   it("with pipelineAtLimit, a call at the limit is written behind the others, as the Go clients do (a file transfer's window)", async () => {
