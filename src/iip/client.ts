@@ -139,9 +139,7 @@ export class IipClient {
   /** Sends one request; `callback` is called exactly once. The core of `call` and `request`. */
   send(path: string, data: Uint8Array, options: RequestOptions, callback: ClientCallback): void {
     if (this.closed) return callback(new ConnectionClosed({ message: "client is closed", sent: false }), undefined)
-    if (this.pending.value >= this.maxPending) {
-      return callback(new Overloaded({ message: `${this.pending.value} requests pending to ${this.address}`, limit: "maxPending" }), undefined)
-    }
+    if (this.pending.value >= this.maxPending) return callback(this.overloaded(), undefined)
     this.pending.value++
     const timeoutMs = clampDeadlineMs(options.timeoutMs ?? this.requestTimeoutMs)
     // One clock read per request: sent at once, its remaining time is its whole timeout.
@@ -164,11 +162,17 @@ export class IipClient {
   /** `stream` with a callback, called exactly once: no Promise per call (the RPC client's hot path). */
   streamWith(path: string, body: Uint8Array | AsyncIterable<Uint8Array>, options: RequestOptions, onReply: (error: ClientError | undefined, reply: MeshReply | undefined) => void): void {
     if (this.closed) return onReply(new ConnectionClosed({ message: "client is closed", sent: false }), undefined)
+    // The sidecar's and the RPC client's calls come this way: past the bound they do not wait in the queue either.
+    if (this.pending.value >= this.maxPending) return onReply(this.overloaded(), undefined)
     const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
     this.pending.value++
     // One clock read per request (none when the caller gave it): its deadline, and its remaining time when sent at once.
     const now = timeoutMs > 0 ? (options.now || Date.now()) : 0
     this.route(new Pending(this.pending, path, body, timeoutMs, timeoutMs > 0 ? now + timeoutMs : 0, options.meta ?? emptyMeta, options.signal, onReply, undefined), now)
+  }
+
+  private overloaded(): Overloaded {
+    return new Overloaded({ message: `${this.pending.value} requests pending to ${this.address}`, limit: "maxPending" })
   }
 
   /** The mode of a live connection, if there is one (no waiting, no dialing). */

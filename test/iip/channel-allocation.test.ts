@@ -8,7 +8,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import type { IipServer } from "../../src/iip/server.ts"
-import { ConnectionClosed, RequestTimeout } from "../../src/mux/errors.ts"
+import { ConnectionClosed, Overloaded, RequestTimeout } from "../../src/mux/errors.ts"
 import { Cancelled } from "../../src/mux/meshSession.ts"
 import { Cleanup, deferred, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { rejection, startClient, startServer } from "../support/meshTest.ts"
@@ -124,6 +124,20 @@ describe.each([{ mesh: true }, { mesh: false }])("IipClient channels (mesh: $mes
     expect(await hang).toBeInstanceOf(ConnectionClosed)
     expect((await withTimeout(next, 2000, "the queued call")).toString()).toBe("next")
     expect(c.stats.connections).toBe(1)
+  })
+
+  it("maxPending bounds stream calls as it bounds sends: past it a stream call fails Overloaded at once instead of waiting in the queue", async () => {
+    const c = startClient(cleanup, server.address.port, { mesh, maxConnections: 1, maxChannelsPerConnection: 1, maxPending: 2, requestTimeoutMs: 0 })
+    const hang = held(c.call("/hang", "hang", { timeoutMs: 20_000 }))
+    await withTimeout(hangEntered.promise, 3000, "the hanging call")
+    const waits = held(c.stream("/echo", Buffer.from("waits"), { timeoutMs: 10_000 }))
+    const refused = rejection(c.stream("/echo", Buffer.from("refused"), { timeoutMs: 1000 }))
+    expect(await refused).toBeInstanceOf(Overloaded)
+    expect(c.stats.queued).toBe(1)
+    release()
+    await hang
+    expect((await withTimeout(waits, 2000, "the queued stream call")).data.toString()).toBe("waits")
+    expect(c.stats.pending).toBe(0)
   })
 
   it("with pipelineAtLimit, a call at the limit is written behind the others, as the Go clients do (a file transfer's window)", async () => {
