@@ -19,7 +19,7 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type { ClientChannel, ClientSession } from "../mux/clientSession.ts"
 import { defaultConnectionLimits } from "../mux/connection.ts"
-import { ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
+import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { type MeshCallError, type MeshReply, type MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
 import { offeredCodecs } from "../protocol/compression.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
@@ -411,6 +411,10 @@ export class IipClient {
         return
       }
       this.log("channel-open-failed", { address: this.address, reason: error!.message })
+      // Refused (not lost or late) beside channels it gave: asking again on this connection is
+      // refused again, once per waiting request each time one is made. With none given, each
+      // request still asks, and fails at once below rather than wait for a channel that never comes.
+      if (error instanceof ChannelOpenFailed && pooled.channels.length > 0) pooled.plainCap = Math.min(pooled.plainCap, pooled.channels.length + pooled.opening)
       if (this.queue.size > 0 && this.pool.connections.every((p) => p.channels.length === 0)) this.failQueued(error!)
     })
   }
@@ -454,7 +458,7 @@ export class IipClient {
   }
 
   private adopt(link: Link): void {
-    const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false }
+    const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false, plainCap: Infinity }
     this.pool.connections.push(pooled)
     this.lastConnectError = undefined
     for (const waiter of this.modeWaiters.splice(0)) waiter(undefined, link.mode)

@@ -16,6 +16,12 @@ export interface Pooled {
   waitingWritable: boolean
   /** The server said go-away: no new requests here. */
   draining: boolean
+  /**
+   * Plain IIP: channels the server had given when it refused one (Infinity while none refused).
+   * Plain IIP closes no channel, so its count on this connection only grows: no more is asked for
+   * here (a budget it shares across connections may free when another closes; this one waits).
+   */
+  plainCap: number
 }
 
 /** Every call on a mesh channel given up by its caller, the peer told to stop it (none held, unsent). */
@@ -105,11 +111,12 @@ export class ConnectionPool {
 
   /**
    * Channels this side may open on a connection: its own setting, and in mesh mode no more than the
-   * server takes (§10), nor than it took when it last refused one (§11 `refuse`).
+   * server takes (§10), nor than it took when it last refused one (§11 `refuse`); on a plain
+   * connection no more than it gave before it refused one.
    */
   channelLimit(pooled: Pooled): number {
     const link = pooled.link
-    return link.mode === "mesh" ? Math.min(this.maxChannelsPerConnection, link.session.agreed.maxChannels, link.session.channelCap) : this.maxChannelsPerConnection
+    return link.mode === "mesh" ? Math.min(this.maxChannelsPerConnection, link.session.agreed.maxChannels, link.session.channelCap) : Math.min(this.maxChannelsPerConnection, pooled.plainCap)
   }
 
   /** The server refused `channel` (§11 `refuse`): no new request goes on it; its session closes it once its calls are answered. */

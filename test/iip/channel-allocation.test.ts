@@ -154,3 +154,44 @@ describe.each([{ mesh: true }, { mesh: false }])("IipClient channels (mesh: $mes
     expect(seenOn.get("behind")).toBe(seenOn.get("hang"))
   })
 })
+
+describe("IipClient against a plain server with fewer channels per connection than the client's limit", () => {
+  let cleanup: Cleanup
+  afterEach(() => cleanup.run())
+
+  it("once the server refused a channel, calls waiting at its limit ask it for no more on that connection", async () => {
+    cleanup = new Cleanup()
+    const server = await startServer(cleanup, { maxChannelsPerConnection: 2 })
+    const gate = deferred()
+    cleanup.add(() => gate.resolve())
+    let entered = 0
+    server.handle("/hang", async (request) => {
+      entered++
+      await gate.promise
+      return request.data
+    })
+    server.handle("/echo", (request) => request.data)
+    let refusedOpens = 0
+    const log = (event: string) => {
+      if (event === "channel-open-failed") refusedOpens++
+    }
+    const c = startClient(cleanup, server.address.port, { mesh: false, maxConnections: 1, maxChannelsPerConnection: 16, requestTimeoutMs: 0, log })
+    const hangs = ["a", "b"].map((data) => c.call("/hang", data, { timeoutMs: 20_000 }))
+    for (const hang of hangs) hang.catch(() => {})
+    await waitFor(() => entered === 2, 3000, "both channels busy")
+    const opensAnswered = () => c.sessions[0]!.system.fifo.length === 0
+    const calls: Array<Promise<Buffer>> = []
+    for (let i = 0; i < 10; i++) {
+      const call = c.call("/echo", `e${i}`, { timeoutMs: 10_000 })
+      call.catch(() => {})
+      calls.push(call)
+      await waitFor(opensAnswered, 2000, "the channel opens answered")
+    }
+    expect(refusedOpens).toBe(1)
+    expect(c.stats.channels).toBe(2)
+    gate.resolve()
+    const answers = await withTimeout(Promise.all(calls), 3000, "the queued calls")
+    expect(answers.map((answer) => answer.toString())).toEqual(Array.from({ length: 10 }, (_, i) => `e${i}`))
+    await Promise.all(hangs)
+  })
+})
