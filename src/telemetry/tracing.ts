@@ -41,6 +41,7 @@ import * as Layer from "effect/Layer"
 import * as References from "effect/References"
 import * as EffectTracer from "effect/Tracer"
 import { createRequire } from "node:module"
+import { MAX_TIMER_MS } from "../cli/args.ts"
 import { messageOf } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import {
@@ -267,13 +268,13 @@ const processorOf = (settings: ExporterSettings, onError: (error: Error) => void
   const { ConsoleSpanExporter, SimpleSpanProcessor } = otelSdkTraceBase()
   return settings.kind === "console"
     ? new SimpleSpanProcessor(new ConsoleSpanExporter())
-    : new BoundedExport(otlpExporter(settings), settings.timeoutMillis ?? OTLP_TIMEOUT, onError, dropped)
+    : new BoundedExport(otlpExporter(settings), Math.min(settings.timeoutMillis ?? OTLP_TIMEOUT, MAX_TIMER_MS), onError, dropped)
 }
 
 /** Spans an OTLP exporter holds at most, queued or in batches the collector has not answered for yet. */
 const EXPORT_QUEUE = 2048
 
-/** The OTLP exporters' own export timeout when OTEL_EXPORTER_OTLP_TIMEOUT sets none (ms). */
+/** The OTLP exporters' own export timeout when OTEL_EXPORTER_OTLP_TIMEOUT sets none (ms); a longer one than a timer holds is cut to MAX_TIMER_MS, as Node cuts the exporter's socket timeout. */
 const OTLP_TIMEOUT = 10_000
 
 /**

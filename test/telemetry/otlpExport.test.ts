@@ -179,6 +179,18 @@ describe("OTLP export", () => {
     expect(tracing.droppedSpans).toStrictEqual({ queueFull: 0, exportFailed: 2049 })
   })
 
+  it("an export timeout past what a timer holds (2^31-1 ms) still lets a batch be answered", async () => {
+    const otlp = await receiver()
+    const errors: Array<Error> = []
+    const tracing = makeTracing({ service: "catalog", store: new TraceStore(), env: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_EXPORTER_OTLP_TIMEOUT: "3000000000" }, onExportError: (error) => errors.push(error) })
+    cleanup.add(() => tracing.shutdown())
+    tracing.tracer.startSpan("answered").end()
+    await tracing.forceFlush()
+    expect((await withTimeout(otlp.next(), 5000, "the export")).path).toBe("/v1/traces")
+    expect(errors).toStrictEqual([])
+    expect(tracing.droppedSpans).toStrictEqual({ queueFull: 0, exportFailed: 0 })
+  })
+
   it("grpc: the exporter package is there, so the exporter starts and stops cleanly", async () => {
     const tracing = tracingFor("catalog", { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9", OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" })
     expect(tracing.exporters).toStrictEqual([{ kind: "otlp", protocol: "grpc", url: "http://127.0.0.1:9" }])
