@@ -147,12 +147,14 @@ describe("OTLP export", () => {
   })
 
   it("a collector that answers 200 and trickles its body for ever: each batch is given up at the export timeout, counted once, and shutdown still ends", async () => {
-    // A byte of body every 20 ms keeps the socket's idle timeout (the exporter's only timer) from firing.
+    // A byte of body every 10 ms keeps the socket's idle timeout (the exporter's only timer) from firing.
     const trickles: Array<NodeJS.Timeout> = []
+    const answers: Array<http.ServerResponse> = []
     const trickling = http.createServer((req, res) => {
       req.resume()
       res.writeHead(200, { "content-type": "application/x-protobuf" })
-      trickles.push(setInterval(() => res.write("\n"), 20))
+      trickles.push(setInterval(() => res.write("\n"), 10))
+      answers.push(res)
     })
     await new Promise<void>((resolve) => trickling.listen(0, "127.0.0.1", resolve))
     cleanup.add(() => new Promise<void>((resolve) => trickling.close(() => resolve())))
@@ -177,6 +179,14 @@ describe("OTLP export", () => {
     // Nothing left to flush: shutdown waited for the five unanswered requests (for ever, before); now up to the timeout.
     await withTimeout(tracing.shutdown(), 1500, "shutdown with the collector trickling")
     expect(tracing.droppedSpans).toStrictEqual({ queueFull: 0, exportFailed: 2049 })
+    // A late answer: a body past the exporter's 4 MiB limit fails the first export; the exporter
+    // has answered (in microtasks) before its socket closes, so the server's close event comes after.
+    let lateClosed = false
+    answers[0]!.on("close", () => (lateClosed = true))
+    answers[0]!.write(Buffer.alloc(4 * 1024 * 1024 + 1))
+    await waitFor(() => lateClosed, 3000, "the exporter to read past its limit and close")
+    expect(tracing.droppedSpans).toStrictEqual({ queueFull: 0, exportFailed: 2049 })
+    expect(errors.length).toBe(5)
   })
 
   it("an export timeout past what a timer holds (2^31-1 ms) still lets a batch be answered", async () => {
