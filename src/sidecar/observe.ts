@@ -42,7 +42,10 @@ const MAX_PATH_ATTRIBUTE = 2048
 const pathOf = (uri: string): string => {
   const q = uri.indexOf("?")
   const path = q === -1 ? uri : uri.slice(0, q)
-  return path.length > MAX_PATH_ATTRIBUTE ? path.slice(0, MAX_PATH_ATTRIBUTE) : path
+  if (path.length <= MAX_PATH_ATTRIBUTE) return path
+  // A peer's path is UTF-8 (up to 64 KiB): the cut must not leave the high half of an astral
+  // character, a lone surrogate that OTLP/JSON carries as a bare \uD8xx escape.
+  return path.slice(0, (path.charCodeAt(MAX_PATH_ATTRIBUTE - 1) & 0xfc00) === 0xd800 ? MAX_PATH_ATTRIBUTE - 1 : MAX_PATH_ATTRIBUTE)
 }
 
 interface HostAndPort {

@@ -31,6 +31,7 @@
 // that carry their parent's context (so a traceparent from the app still reaches the next hop
 // unchanged), `layer` turns Effect's tracer off, and nothing is stored or exported.
 import { type Context, isSpanContextValid, ProxyTracerProvider, trace, TraceFlags, type Tracer } from "@opentelemetry/api"
+import type { ExportResult } from "@opentelemetry/core"
 import type { CompressionAlgorithm } from "@opentelemetry/otlp-exporter-base"
 import type { Resource } from "@opentelemetry/resources"
 import type { BasicTracerProvider, ReadableSpan, Sampler, Span, SpanExporter, SpanProcessor } from "@opentelemetry/sdk-trace-base"
@@ -40,6 +41,7 @@ import * as Layer from "effect/Layer"
 import * as References from "effect/References"
 import * as EffectTracer from "effect/Tracer"
 import { createRequire } from "node:module"
+import { MAX_TIMER_MS } from "../cli/args.ts"
 import { messageOf } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import {
@@ -197,7 +199,7 @@ const originOfAttributes = (attributes: Readonly<Record<string, string>>): Origi
   instance: attributes["service.instance.id"] ?? null
 })
 
-/** Export failures reach `onExportError` through `reporting`; the rejections that repeat them are dropped. */
+/** Export failures reach `onExportError` through BoundedExport; the rejections that repeat them are dropped. */
 const ignore = (): void => {}
 
 /**
@@ -264,11 +266,16 @@ const samplerOf = (settings: SamplerSettings): Sampler => {
 
 const processorOf = (settings: ExporterSettings, onError: (error: Error) => void, dropped: DroppedSpans): SpanProcessor => {
   const { ConsoleSpanExporter, SimpleSpanProcessor } = otelSdkTraceBase()
-  return settings.kind === "console" ? new SimpleSpanProcessor(new ConsoleSpanExporter()) : new BoundedExport(otlpExporter(settings), onError, dropped)
+  return settings.kind === "console"
+    ? new SimpleSpanProcessor(new ConsoleSpanExporter())
+    : new BoundedExport(otlpExporter(settings), Math.min(settings.timeoutMillis ?? OTLP_TIMEOUT, MAX_TIMER_MS), onError, dropped)
 }
 
 /** Spans an OTLP exporter holds at most, queued or in batches the collector has not answered for yet. */
 const EXPORT_QUEUE = 2048
+
+/** The OTLP exporters' own export timeout when OTEL_EXPORTER_OTLP_TIMEOUT sets none (ms); a longer one than a timer holds is cut to MAX_TIMER_MS, as Node cuts the exporter's socket timeout. */
+const OTLP_TIMEOUT = 10_000
 
 /**
  * The SDK's batch processor, bounded by what the collector has not answered for rather than by its
@@ -276,29 +283,41 @@ const EXPORT_QUEUE = 2048
  * trace (a diag message nobody hears), and past its own export timeout (30 s) it starts the next
  * batch while the last is still in flight, so a collector that never answers (with a long
  * OTEL_EXPORTER_OTLP_TIMEOUT) would pile up batches. Here a span is held from its end until its
- * batch is answered; past EXPORT_QUEUE held, new spans are dropped and counted (queueFull), and
- * each failed batch is reported to `onError` and counted (exportFailed).
+ * batch is answered or its export timeout passes; past EXPORT_QUEUE held, new spans are dropped and
+ * counted (queueFull), and each failed batch is reported to `onError` and counted (exportFailed).
+ * The exporter's own timeout is a socket idle timeout: a collector that answers 200 and trickles
+ * its body never lets it fire, so without this deadline a batch would be held for ever (and, four
+ * such batches, every later span dropped). Its late answer is ignored: a batch counts once. The
+ * exporter's shutdown waits for such requests too, so it is given up at the same timeout.
  */
 class BoundedExport implements SpanProcessor {
   private held = 0
   private readonly batches: SpanProcessor
   private readonly dropped: DroppedSpans
 
-  constructor(exporter: SpanExporter, onError: (error: Error) => void, dropped: DroppedSpans) {
+  constructor(exporter: SpanExporter, timeoutMillis: number, onError: (error: Error) => void, dropped: DroppedSpans) {
     const { BatchSpanProcessor } = otelSdkTraceBase()
     const { ExportResultCode } = otelCore()
     this.dropped = dropped
     const answered: SpanExporter = {
-      export: (spans, done) =>
-        exporter.export(spans, (result) => {
+      export: (spans, done) => {
+        let timer: NodeJS.Timeout | undefined
+        const answer = (result: ExportResult) => {
+          if (timer === undefined) return
+          clearTimeout(timer)
+          timer = undefined
           this.held -= spans.length
           if (result.code !== ExportResultCode.SUCCESS) {
             dropped.exportFailed += spans.length
             onError(result.error ?? new Error(`span export failed (${spans.length} spans)`))
           }
           done(result)
-        }),
-      shutdown: () => exporter.shutdown(),
+        }
+        timer = setTimeout(() => answer({ code: ExportResultCode.FAILED, error: new Error(`span export not answered within ${timeoutMillis} ms (${spans.length} spans)`) }), timeoutMillis)
+        timer.unref()
+        exporter.export(spans, answer)
+      },
+      shutdown: () => withinMillis(exporter.shutdown(), timeoutMillis),
       forceFlush: () => exporter.forceFlush?.() ?? Promise.resolve()
     }
     this.batches = new BatchSpanProcessor(answered, { maxQueueSize: EXPORT_QUEUE })
@@ -326,6 +345,16 @@ class BoundedExport implements SpanProcessor {
   shutdown(): Promise<void> {
     return this.batches.shutdown()
   }
+}
+
+/** `promise`, or its end given up after `ms` (the exporter's shutdown waiting on a collector that never finishes answering). */
+const withinMillis = (promise: Promise<void>, ms: number): Promise<void> => {
+  let timer: NodeJS.Timeout | undefined
+  const givenUp = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms)
+    timer.unref()
+  })
+  return Promise.race([promise, givenUp]).finally(() => clearTimeout(timer))
 }
 
 /** Loads the exporter package for the protocol only now, so a sidecar that exports nothing never loads one. */

@@ -146,6 +146,61 @@ describe("OTLP export", () => {
     expect(tracing.droppedSpans.queueFull).toBe(3000 - 2048 + 1)
   })
 
+  it("a collector that answers 200 and trickles its body for ever: each batch is given up at the export timeout, counted once, and shutdown still ends", async () => {
+    // A byte of body every 10 ms keeps the socket's idle timeout (the exporter's only timer) from firing.
+    const trickles: Array<NodeJS.Timeout> = []
+    const answers: Array<http.ServerResponse> = []
+    const trickling = http.createServer((req, res) => {
+      req.resume()
+      res.writeHead(200, { "content-type": "application/x-protobuf" })
+      trickles.push(setInterval(() => res.write("\n"), 10))
+      answers.push(res)
+    })
+    await new Promise<void>((resolve) => trickling.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => trickling.close(() => resolve())))
+    cleanup.add(() => trickling.closeAllConnections())
+    cleanup.add(() => trickles.forEach(clearInterval))
+    const errors: Array<Error> = []
+    const tracing = makeTracing({
+      service: "catalog",
+      store: new TraceStore(),
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(trickling.address() as AddressInfo).port}`, OTEL_EXPORTER_OTLP_TIMEOUT: "200" },
+      onExportError: (error) => errors.push(error)
+    })
+    const spans = tracing.spans!
+    for (let i = 0; i < 2048; i++) spans.end(spans.start("GET catalog", SpanKind.SERVER, undefined))
+    // Before: the first batch was never answered, so its 512 spans (and the next three batches,
+    // 30 s apart) stayed held for ever and every later span was dropped as queue_full.
+    await waitFor(() => tracing.droppedSpans.exportFailed === 2048, 3000, "the four batches given up")
+    expect(errors.length).toBe(4)
+    spans.end(spans.start("GET catalog", SpanKind.SERVER, undefined))
+    await withTimeout(tracing.forceFlush(), 1500, "forceFlush with the collector trickling")
+    expect(tracing.droppedSpans).toStrictEqual({ queueFull: 0, exportFailed: 2049 })
+    // Nothing left to flush: shutdown waited for the five unanswered requests (for ever, before); now up to the timeout.
+    await withTimeout(tracing.shutdown(), 1500, "shutdown with the collector trickling")
+    expect(tracing.droppedSpans).toStrictEqual({ queueFull: 0, exportFailed: 2049 })
+    // A late answer: a body past the exporter's 4 MiB limit fails the first export; the exporter
+    // has answered (in microtasks) before its socket closes, so the server's close event comes after.
+    let lateClosed = false
+    answers[0]!.on("close", () => (lateClosed = true))
+    answers[0]!.write(Buffer.alloc(4 * 1024 * 1024 + 1))
+    await waitFor(() => lateClosed, 3000, "the exporter to read past its limit and close")
+    expect(tracing.droppedSpans).toStrictEqual({ queueFull: 0, exportFailed: 2049 })
+    expect(errors.length).toBe(5)
+  })
+
+  it("an export timeout past what a timer holds (2^31-1 ms) still lets a batch be answered", async () => {
+    const otlp = await receiver()
+    const errors: Array<Error> = []
+    const tracing = makeTracing({ service: "catalog", store: new TraceStore(), env: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_EXPORTER_OTLP_TIMEOUT: "3000000000" }, onExportError: (error) => errors.push(error) })
+    cleanup.add(() => tracing.shutdown())
+    tracing.tracer.startSpan("answered").end()
+    await tracing.forceFlush()
+    expect((await withTimeout(otlp.next(), 5000, "the export")).path).toBe("/v1/traces")
+    expect(errors).toStrictEqual([])
+    expect(tracing.droppedSpans).toStrictEqual({ queueFull: 0, exportFailed: 0 })
+  })
+
   it("grpc: the exporter package is there, so the exporter starts and stops cleanly", async () => {
     const tracing = tracingFor("catalog", { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9", OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" })
     expect(tracing.exporters).toStrictEqual([{ kind: "otlp", protocol: "grpc", url: "http://127.0.0.1:9" }])
