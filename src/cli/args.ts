@@ -1,6 +1,7 @@
 // Parsing of the CLI's address, duration and size arguments, shared by its commands. Pure.
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import { MAX_TIMER_MS } from "../mux/deadlines.ts"
 
 export interface HostPort {
   readonly host: string
@@ -31,8 +32,6 @@ export const parseTarget = (text: string): HostPort & { readonly path: string } 
   return { ...parseHostPort(text.slice(0, slash)), path: text.slice(slash) }
 }
 
-/** The longest a Node timer waits: past it setTimeout fires after 1 ms (a TimeoutOverflowWarning). */
-export const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * "1s", "500ms", "2m", "24h" or a bare number of seconds, as milliseconds, at most `maxMs`

@@ -7,6 +7,9 @@
 // removed: it fires at the old time, finds nothing due and re-arms for the new earliest, so it
 // moves about once per deadline's length, not once per request.
 
+/** The longest a Node timer waits: past it setTimeout fires after 1 ms (a TimeoutOverflowWarning). */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
 /** Something with a deadline: the heap keeps its slot (-1 while it is not in the heap) and due time in it. */
 export interface Expiring {
   deadlineSlot: number

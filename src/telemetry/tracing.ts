@@ -41,7 +41,7 @@ import * as Layer from "effect/Layer"
 import * as References from "effect/References"
 import * as EffectTracer from "effect/Tracer"
 import { createRequire } from "node:module"
-import { MAX_TIMER_MS } from "../cli/args.ts"
+import { MAX_TIMER_MS } from "../mux/deadlines.ts"
 import { messageOf } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import {
