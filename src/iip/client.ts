@@ -348,6 +348,9 @@ export class IipClient {
     if (this.closed) return
     // Per request with every channel busy: answer "nothing to open" without scanning the channels.
     if (this.queue.size === 0 && this.modeWaiters.length === 0 && this.pool.atCapacity()) return
+    // With nothing waiting, only idle channels ahead are wanted: stop at the first ones found
+    // instead of counting every channel of every connection per request.
+    const onlyAhead = this.queue.size === 0 && this.modeWaiters.length === 0
     let idle = 0
     let opening = 0
     let usable = 0
@@ -355,7 +358,12 @@ export class IipClient {
       if (pooled.draining) continue
       usable++
       opening += pooled.opening
-      for (const channel of pooled.channels) if (channel.outstanding === 0) idle++
+      if (onlyAhead && idle + opening >= this.idleChannelsAhead) return
+      for (const channel of pooled.channels) {
+        if (channel.outstanding !== 0) continue
+        idle++
+        if (onlyAhead && idle + opening >= this.idleChannelsAhead) return
+      }
     }
     // A channel for each waiting request (none is written behind another), one for `mode` callers.
     const wanted = Math.max(this.idleChannelsAhead - idle - opening, this.queue.size - opening, this.modeWaiters.length > 0 && opening === 0 ? 1 : 0)
