@@ -60,31 +60,35 @@ export class ConnectionPool {
    * handler; and their late answers free the channel without a word to the client.
    */
   pick(): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
-    let abandoned: OwnChannel | undefined
-    let abandonedOn: Pooled | undefined
     for (let p = 0; p < this.connections.length; p++) {
       const pooled = this.connections[p]!
-      const connection = pooled.link.session.connection
-      // Closed, it is still pooled while its calls fail (each failure drains the queue): a waiting request stays for the next connection.
-      if (pooled.draining || connection.closed) continue
-      if (connection.writer.congested) {
-        this.waitWritable(pooled)
-        continue
-      }
+      if (!this.usable(pooled)) continue
       const channels = pooled.channels
-      const mesh = pooled.link.mode === "mesh"
       for (let c = 0; c < channels.length; c++) {
         const channel = channels[c]!
-        if (channel.streaming) continue
-        if (channel.outstanding === 0) return [pooled, channel]
-        if (mesh && abandoned === undefined && allGivenUp(channel as OwnChannel)) {
-          abandoned = channel as OwnChannel
-          abandonedOn = pooled
-        }
+        if (!channel.streaming && channel.outstanding === 0) return [pooled, channel]
       }
     }
-    if (abandoned !== undefined) return [abandonedOn!, abandoned]
+    // Only when no channel is free: a mesh channel whose calls were all given up (walking each
+    // busy channel's calls on every pick would cost a scan of them per request).
+    for (let p = 0; p < this.connections.length; p++) {
+      const pooled = this.connections[p]!
+      if (pooled.link.mode !== "mesh" || pooled.draining || pooled.link.session.connection.closed || pooled.link.session.connection.writer.congested) continue
+      for (const channel of pooled.channels) if (!channel.streaming && allGivenUp(channel as OwnChannel)) return [pooled, channel]
+    }
     return this.pipelineAtLimit && this.atCapacity() ? this.leastLoaded() : undefined
+  }
+
+  /** Whether a request may go on this connection now; a congested one is watched until it drains. */
+  private usable(pooled: Pooled): boolean {
+    const connection = pooled.link.session.connection
+    // Closed, it is still pooled while its calls fail (each failure drains the queue): a waiting request stays for the next connection.
+    if (pooled.draining || connection.closed) return false
+    if (connection.writer.congested) {
+      this.waitWritable(pooled)
+      return false
+    }
+    return true
   }
 
   /** The channel with the fewest requests outstanding (pipelineAtLimit), none a stream holds. */
