@@ -76,7 +76,7 @@ export class IipClient {
       Math.max(1, options.maxConnections ?? 2),
       Math.max(1, options.maxChannelsPerConnection ?? 16),
       Math.max(0, options.streamChannelsPerConnection ?? 0),
-      options.pipelineAtLimit === true,
+      options.pipelineAtLimit !== false,
       () => this.drainQueue()
     )
     this.idleChannelsAhead = Math.max(1, options.idleChannelsAhead ?? 1)

@@ -320,6 +320,8 @@ export class EndpointRegistry {
         // WebSockets and long streamed answers each hold a channel for their life: they get channels
         // of their own (up to half what the far side takes per connection), never the requests'.
         maxChannelsPerConnection: REQUEST_CHANNELS_PER_CONNECTION,
+        // Unrelated callers share these channels: past them a request waits at A, never behind another's.
+        pipelineAtLimit: false,
         // Requests per endpoint are bounded by each service's balancer (maxPendingPerEndpoint, up to
         // 1,000,000), WebSockets by maxTunnels: the client adds no bound of its own below those.
         maxPending: Number.POSITIVE_INFINITY,

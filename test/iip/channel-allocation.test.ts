@@ -1,9 +1,10 @@
 // How an IipClient spreads its calls over channels (PROTOCOL.md §4.3: a server answers one channel's
 // requests strictly in order, so a call written behind a hanging one waits as long as it does). A
 // call takes a free channel, or has one opened for it while the client is under its channel limit;
-// only at the limit does it wait, in the client's queue, for the first channel that frees. While it
-// waits it is still the caller's: cancelled or out of time, it leaves the queue and nothing of it
-// reaches the server. A client made with `pipelineAtLimit` writes it behind the others instead.
+// at the limit, a client made with `pipelineAtLimit: false` (the sidecar's) has it wait in the
+// client's queue for the first channel that frees. While it waits it is still the caller's:
+// cancelled or out of time, it leaves the queue and nothing of it reaches the server. By default
+// (`pipelineAtLimit`) it is written behind the others instead, as the Go clients do.
 // In both modes, against a real IipServer on 127.0.0.1 port 0.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
@@ -127,7 +128,7 @@ describe.each([{ mesh: true }, { mesh: false }])("IipClient channels (mesh: $mes
   })
 
   it("maxPending bounds stream calls as it bounds sends: past it a stream call fails Overloaded at once instead of waiting in the queue", async () => {
-    const c = startClient(cleanup, server.address.port, { mesh, maxConnections: 1, maxChannelsPerConnection: 1, maxPending: 2, requestTimeoutMs: 0 })
+    const c = startClient(cleanup, server.address.port, { mesh, maxConnections: 1, maxChannelsPerConnection: 1, maxPending: 2, pipelineAtLimit: false, requestTimeoutMs: 0 })
     const hang = held(c.call("/hang", "hang", { timeoutMs: 20_000 }))
     await withTimeout(hangEntered.promise, 3000, "the hanging call")
     const waits = held(c.stream("/echo", Buffer.from("waits"), { timeoutMs: 10_000 }))

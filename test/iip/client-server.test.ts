@@ -137,7 +137,7 @@ describe("IipClient against IipServer", () => {
       return "gate answer"
     })
     cleanup.add(() => gate.resolve())
-    const c = client({ maxConnections: 1, maxChannelsPerConnection: 1 })
+    const c = client({ maxConnections: 1, maxChannelsPerConnection: 1, pipelineAtLimit: false })
     // Long enough for the request to reach the handler on a loaded machine: one that times out
     // still unsent is dropped at the client, and the case would never start.
     const gated = c.call("/gate", "g", { timeoutMs: 500 }).then(
