@@ -23,7 +23,6 @@ import {
   encodeChannelId,
   encodeChannelPair,
   encodeErrorBody,
-  encodeTrailersChunk,
   EnvelopeBytes,
   EnvelopeFlag,
   EnvelopeKind,
@@ -44,7 +43,8 @@ import { ConnectionClosed, type Overloaded, RequestTimeout } from "./errors.ts"
 import { type Dispatch, failure, type Failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import type { Slab } from "./readSlabs.ts"
-import { IncomingStream, LeasedChunk, SendWindow, StreamFailed, type WithTrailers } from "./streams.ts"
+import { lastChunk, StreamSender } from "./meshStreamOut.ts"
+import { IncomingStream, StreamFailed } from "./streams.ts"
 
 export { Cancelled, type CallCallback, type CallOptions, type MeshCallError, type MeshReply, OwnChannel, RemoteError } from "./meshChannels.ts"
 
@@ -77,7 +77,6 @@ const MaxCapHoldMs = 30_000
 /** A refused channel whose last packets the writer still holds is looked at again this much later. */
 const RefusedCloseRetryMs = 50
 
-const lastChunk = Buffer.of(ChunkHeader.data)
 const noBody = new Uint8Array(0)
 const noData = Buffer.alloc(0)
 
@@ -96,9 +95,6 @@ interface Held {
   readonly meta: Meta
 }
 
-async function* once(body: Uint8Array): AsyncIterable<Uint8Array> {
-  yield body
-}
 /** The call is over: its listener leaves the caller's cancellation (see Call.signal). */
 const detach = (call: Call): void => {
   const signal = call.signal
@@ -159,8 +155,8 @@ export class MeshSession implements MessageSink {
   /** The pieces of a compressed or error chunk read in parts (onPacketPart), until its last. */
   private assembling: Array<Buffer> | undefined = undefined
   private assemblingBytes = 0
-  /** Both hellos named `trailers`: a streamed body may end with metadata (§13). */
-  private readonly trailersAgreed: boolean
+  /** Sends this side's streamed bodies, request and answer alike. */
+  private readonly streamOut: StreamSender
   /** Deadlines of this side's calls and of the requests it serves: one timer each, not one per request. */
   private readonly callDeadlines = new Deadlines<Call>((call) =>
     this.giveUp(call, new RequestTimeout({ message: `no answer within ${call.timeoutMs} ms`, timeoutMs: call.timeoutMs }))
@@ -175,7 +171,7 @@ export class MeshSession implements MessageSink {
     this.options = options
     this.agreed = options.agreed
     this.dispatch = options.dispatch ?? noDispatch
-    this.trailersAgreed = options.agreed.features.includes("trailers")
+    this.streamOut = new StreamSender(connection, options.agreed.streamWindow, options.agreed.maxMetaBytes, options.agreed.features.includes("trailers"), options.compression, this.closeListeners)
     this.closesChannels = options.agreed.features.includes("close")
     this.maxOutstanding = options.agreed.maxRequests ?? Infinity
     const ownControlId = options.isDialer ? DialerControlChannel : AcceptorControlChannel
@@ -384,7 +380,7 @@ export class MeshSession implements MessageSink {
     channel.fifo.push(call)
     if (channel !== this.ownControl) this.outstanding++
     if (!whole) {
-      void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
+      void this.streamOut.send(channel.id, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
         channel.sending = window
         if (window === undefined && channel.refused) this.closeRefused(channel)
         else if (window === undefined) this.options.onChannelFree?.()
@@ -899,7 +895,7 @@ export class MeshSession implements MessageSink {
     }
     if (whole) return false
     channel.sendingFor = served
-    void this.sendStream(channel, path, Status.ResponseContinue, Status.ResponseLast, body, (window) => (channel.sending = window)).then(() => {
+    void this.streamOut.send(channel.id, path, Status.ResponseContinue, Status.ResponseLast, body, (window) => (channel.sending = window)).then(() => {
       channel.sendingFor = undefined
       this.finished(served)
       if (channel.running === undefined) this.runNext(channel)
@@ -991,76 +987,7 @@ export class MeshSession implements MessageSink {
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Streams and the rest
-
-  /** Sends a body as continuation packets of at most one chunk, within the peer's window. */
-  private async sendStream(
-    channel: { readonly id: number },
-    path: string,
-    more: number,
-    last: number,
-    body: Uint8Array | AsyncIterable<Uint8Array>,
-    register: (window: SendWindow | undefined) => void
-  ): Promise<void> {
-    const window = new SendWindow(this.agreed.streamWindow)
-    register(window)
-    const closeWindow = (error: ConnectionClosed) => window.close(error)
-    this.closeListeners.push(closeWindow)
-    const packer = this.options.compression?.streamPacker()
-    // The lease being sent: given up (its memory never reused) if sending stops part-way, since the
-    // writer or the socket may still hold views of its first pieces.
-    let sending: LeasedChunk | undefined
-    try {
-      // A relayed stream is read as leases, each released once the socket took its last piece:
-      // the memory it was read into is read into again (readSlabs.ts).
-      const source = body instanceof Uint8Array ? once(body) : body instanceof IncomingStream ? body.leased() : body
-      for await (const item of source) {
-        const lease = item instanceof LeasedChunk ? item : undefined
-        const piece = lease === undefined ? (item as Uint8Array) : lease.bytes
-        let offset = 0
-        sending = lease
-        if (lease !== undefined && piece.length === 0) lease.release()
-        while (offset < piece.length) {
-          const want = Math.min(MeshDefaults.chunkBytes, piece.length - offset)
-          // Await only when there is a reason to: no credit, or a congested writer.
-          const size = window.takeNow(want) || (await window.take(want))
-          const writer = this.connection.writer
-          if (writer.congested) await new Promise<void>((resolve) => writer.whenWritable(resolve))
-          if (this.connection.closed) return
-          const raw = piece.subarray(offset, offset + size)
-          const packed = packer?.pack(raw)
-          offset += size
-          const release = lease !== undefined && offset === piece.length ? lease.release.bind(lease) : undefined
-          // Bulk, by reference: the writer serves it in turn with other channels' chunks, after small packets.
-          if (packed === undefined) writer.sendChunk(more, path, channel.id, ChunkHeader.data, raw, release)
-          else {
-            writer.sendChunk(more, path, channel.id, ChunkHeader.compressed, packed)
-            release?.()
-          }
-          if (release !== undefined) sending = undefined
-        }
-      }
-      if (!this.connection.closed) this.connection.writer.send(last, path, channel.id, this.closingChunk(body))
-    } catch (error) {
-      if (this.connection.closed) return
-      const abort = encodeErrorBody(
-        error instanceof RemoteError ? error : failure(MeshErrorCode.handlerFailed, error instanceof Error ? error.message : String(error), true)
-      )
-      this.connection.writer.send(last, path, channel.id, Buffer.concat([Buffer.of(ChunkHeader.error), abort]))
-    } finally {
-      sending?.abandon()
-      register(undefined)
-      const index = this.closeListeners.indexOf(closeWindow)
-      if (index !== -1) this.closeListeners.splice(index, 1)
-    }
-  }
-
-  /** A stream's last packet: empty, or its trailers (§13) when the body has some and the peer reads them. */
-  private closingChunk(body: Uint8Array | AsyncIterable<Uint8Array>): Buffer {
-    // A Map, not any `trailers` field: node's IncomingMessage has one of its own (a plain object).
-    const trailers = body instanceof Uint8Array ? undefined : (body as Partial<WithTrailers>).trailers
-    return !(trailers instanceof Map) || trailers.size === 0 || !this.trailersAgreed ? lastChunk : encodeTrailersChunk(trailers, this.agreed.maxMetaBytes)
-  }
+  // Reading and the rest
 
   /**
    * The metadata of a trailers chunk, valid only on a stream's last packet. One that is malformed
