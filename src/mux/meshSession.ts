@@ -23,10 +23,8 @@ import {
   encodeChannelId,
   encodeChannelPair,
   encodeErrorBody,
-  EnvelopeBytes,
   EnvelopeFlag,
   EnvelopeKind,
-  envelopeMetaBytes,
   type Hello,
   MeshDefaults,
   MeshErrorCode,
@@ -34,7 +32,6 @@ import {
   type Meta,
   scanMeta
 } from "../protocol/mesh.ts"
-import { checkPacket } from "../protocol/packet.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
 import type { CancelSignal } from "./cancellation.ts"
 import { Deadlines } from "./deadlines.ts"
@@ -43,6 +40,7 @@ import { ConnectionClosed, type Overloaded, RequestTimeout } from "./errors.ts"
 import { type Dispatch, failure, type Failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import type { Slab } from "./readSlabs.ts"
+import { HeldCalls } from "./meshHeldCalls.ts"
 import { lastChunk, StreamSender } from "./meshStreamOut.ts"
 import { IncomingStream, StreamFailed } from "./streams.ts"
 
@@ -87,14 +85,6 @@ const nextRequestId = (channel: OwnChannel): number => {
   return id
 }
 
-/** A call waiting for room in the peer's request budget, with what it will send. */
-interface Held {
-  readonly call: Call
-  readonly path: string
-  readonly body: Uint8Array | AsyncIterable<Uint8Array>
-  readonly meta: Meta
-}
-
 /** The call is over: its listener leaves the caller's cancellation (see Call.signal). */
 const detach = (call: Call): void => {
   const signal = call.signal
@@ -126,13 +116,9 @@ export class MeshSession implements MessageSink {
   private capHoldMs = CapHoldMs
   /**
    * The peer's request budget for this connection (its hello's `maxRequests`, §10): calls on this
-   * side's channels written and not yet answered stay at most this many. Infinity: it stated none.
+   * side's channels written and not yet answered stay at most this many; the rest wait in it, in order.
    */
-  private readonly maxOutstanding: number
-  /** Calls on this side's channels (control channel not counted) written and not wholly answered. */
-  private outstanding = 0
-  /** Calls made while `outstanding` was at the peer's budget, in the order they were made. */
-  private readonly held: Array<Held> = []
+  private readonly heldCalls: HeldCalls
   private readonly dispatch: Dispatch
   private readonly options: MeshSessionOptions
   private readonly closeListeners: Array<(error: ConnectionClosed) => void> = []
@@ -173,7 +159,7 @@ export class MeshSession implements MessageSink {
     this.dispatch = options.dispatch ?? noDispatch
     this.streamOut = new StreamSender(connection, options.agreed.streamWindow, options.agreed.maxMetaBytes, options.agreed.features.includes("trailers"), options.compression, this.closeListeners)
     this.closesChannels = options.agreed.features.includes("close")
-    this.maxOutstanding = options.agreed.maxRequests ?? Infinity
+    this.heldCalls = new HeldCalls(options.agreed.maxRequests ?? Infinity)
     const ownControlId = options.isDialer ? DialerControlChannel : AcceptorControlChannel
     this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
     this.nextOwnId = ownControlId + 1
@@ -330,18 +316,9 @@ export class MeshSession implements MessageSink {
       signal: undefined,
       onAbort: undefined
     }
-    if (channel === this.ownControl || this.outstanding < this.maxOutstanding) this.transmit(call, path, body, meta, timeoutMs)
-    else {
-      // The peer holds all the requests it may from this connection: past that it would stop
-      // reading, and a cancel sent then would wait unread behind the requests. Held here, a call
-      // cancelled or timed out simply leaves the queue. It throws now, as a sent one would, if it
-      // could never be encoded.
-      const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
-      const metaBytes = envelopeMetaBytes(meta, this.agreed.maxMetaBytes, timeoutMs)
-      checkPacket(Status.RequestWhole, path, channel.id, EnvelopeBytes + metaBytes + (whole ? body.length : 0))
-      this.held.push({ call, path, body, meta })
-      channel.held++
-    }
+    if (channel === this.ownControl || this.heldCalls.hasRoom) this.transmit(call, path, body, meta, timeoutMs)
+    // The peer holds all the requests it may from this connection: the call waits its turn.
+    else this.heldCalls.hold(call, path, body, meta, this.agreed.maxMetaBytes, timeoutMs)
     if (timeoutMs > 0) {
       if (deadlineAt > 0) this.callDeadlines.addAt(call, deadlineAt)
       else this.callDeadlines.add(call, timeoutMs)
@@ -378,7 +355,7 @@ export class MeshSession implements MessageSink {
     )
     call.requestId = requestId
     channel.fifo.push(call)
-    if (channel !== this.ownControl) this.outstanding++
+    if (channel !== this.ownControl) this.heldCalls.outstanding++
     if (!whole) {
       void this.streamOut.send(channel.id, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
         channel.sending = window
@@ -395,11 +372,9 @@ export class MeshSession implements MessageSink {
   private answered(channel: OwnChannel): void {
     channel.fifo.shift()
     if (channel === this.ownControl) return
-    this.outstanding--
-    while (this.outstanding < this.maxOutstanding && this.held.length > 0) {
-      const held = this.held.shift()!
+    this.heldCalls.outstanding--
+    for (let held = this.heldCalls.next(); held !== undefined; held = this.heldCalls.next()) {
       const call = held.call
-      call.channel.held--
       const timeoutMs = call.timeoutMs === 0 ? 0 : Math.max(1, call.deadlineAt - Date.now())
       try {
         this.transmit(call, held.path, held.body, held.meta, timeoutMs)
@@ -486,12 +461,7 @@ export class MeshSession implements MessageSink {
     call.incoming?.fail(error)
     if (call.requestId === 0) {
       // Held, never sent: nothing to tell the peer.
-      const index = this.held.findIndex((held) => held.call === call)
-      if (index !== -1) {
-        this.held.splice(index, 1)
-        call.channel.held--
-      }
-      return
+      return this.heldCalls.remove(call)
     }
     if (!this.connection.closed) {
       this.push(this.ownControl, MeshPath.cancel, encodeChannelPair(call.channel.id, call.requestId))
@@ -1105,8 +1075,7 @@ export class MeshSession implements MessageSink {
 
   onClose(error: ConnectionClosed): void {
     // Held calls were never sent: safe to send elsewhere.
-    for (const held of this.held.splice(0)) {
-      held.call.channel.held--
+    for (const held of this.heldCalls.takeAll()) {
       this.finishCall(held.call, new ConnectionClosed({ message: error.message, sent: false }), undefined)
     }
     for (const channel of this.own.values()) {
