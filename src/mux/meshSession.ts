@@ -37,9 +37,10 @@ import type { CancelSignal } from "./cancellation.ts"
 import { Deadlines } from "./deadlines.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, type Overloaded, RequestTimeout } from "./errors.ts"
-import { type Dispatch, failure, type Failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
+import { type Dispatch, failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import type { Slab } from "./readSlabs.ts"
+import { writeAnswerHead } from "./meshAnswer.ts"
 import { HeldCalls } from "./meshHeldCalls.ts"
 import { lastChunk, StreamSender } from "./meshStreamOut.ts"
 import { IncomingStream, StreamFailed } from "./streams.ts"
@@ -819,53 +820,12 @@ export class MeshSession implements MessageSink {
     }
   }
 
+  /** Writes an answer's head; true when its body streams out after it (meshAnswer.ts). */
   private writeAnswer(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
-    const path = served.request.path
-    let kind: number = EnvelopeKind.response
-    let meta: Meta = emptyMeta
-    let body: Uint8Array | AsyncIterable<Uint8Array>
-    if (outcome instanceof Uint8Array) body = outcome
-    else if (outcome._tag === "Failure") {
-      kind = EnvelopeKind.error
-      body = encodeErrorBody(outcome)
-    } else {
-      meta = outcome.meta
-      body = outcome.body
-    }
-    const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
-    const packed = whole && kind === EnvelopeKind.response ? this.pack(body as Uint8Array) : undefined
-    try {
-      this.connection.writer.sendEnvelope(
-        whole ? Status.ResponseWhole : Status.ResponseFirstMore,
-        path,
-        channel.id,
-        kind,
-        packed !== undefined ? EnvelopeFlag.compressed : 0,
-        served.requestId,
-        meta,
-        this.agreed.maxMetaBytes,
-        0,
-        packed ?? (whole ? (body as Uint8Array) : noBody)
-      )
-    } catch (error) {
-      const fallback: Failure = failure(MeshErrorCode.handlerFailed, `answer cannot be sent: ${String(error)}`, true)
-      // A streamed body is never read now: what feeds it (an RPC's stream, a relayed answer) is
-      // cancelled, as on a connection's close, rather than left waiting for a reader.
-      if (!(body instanceof Uint8Array)) served.abort(new Cancelled({ message: fallback.message }))
-      try {
-        // A decoded path with a NUL ("%00") cannot be sent: the error goes on the path as it came
-        // (NUL-free, it arrived NUL-terminated). One too long still closes, as the reference does.
-        const fallbackPath = path.includes("\0") ? served.request.rawPath : path
-        this.connection.writer.sendEnvelope(Status.ResponseWhole, fallbackPath, channel.id, EnvelopeKind.error, 0, served.requestId, emptyMeta, this.agreed.maxMetaBytes, 0, encodeErrorBody(fallback))
-      } catch (failed) {
-        // Not even the error fits (the write queue is over its hard limit): pairing cannot hold.
-        this.connection.close(`cannot answer request ${served.requestId} on channel ${channel.id}: ${String(failed)}`, false)
-      }
-      return false
-    }
-    if (whole) return false
+    const body = writeAnswerHead(this.connection, this.options.compression, this.agreed.maxMetaBytes, channel.id, served, outcome)
+    if (body === undefined) return false
     channel.sendingFor = served
-    void this.streamOut.send(channel.id, path, Status.ResponseContinue, Status.ResponseLast, body, (window) => (channel.sending = window)).then(() => {
+    void this.streamOut.send(channel.id, served.request.path, Status.ResponseContinue, Status.ResponseLast, body, (window) => (channel.sending = window)).then(() => {
       channel.sendingFor = undefined
       this.finished(served)
       if (channel.running === undefined) this.runNext(channel)
