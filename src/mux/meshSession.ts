@@ -5,7 +5,7 @@
 // channels: ping, go-away, cancel and stream-window grants. Errors travel typed. Bodies and
 // stream chunks marked compressed are read with the codec both hellos agreed on, and this side
 // compresses its own when it was asked to and it pays (§12.1).
-import { type Codec, type Compression, DecompressionFailed, unpack } from "../protocol/compression.ts"
+import { type Codec, type Compression, DecompressionFailed } from "../protocol/compression.ts"
 import { Status } from "../protocol/constants.ts"
 import {
   AcceptorControlChannel,
@@ -16,7 +16,6 @@ import {
   decodeEnvelope,
   decodeMeta,
   decodeErrorBody,
-  decodeTrailersChunk,
   DialerControlChannel,
   emptyMeta,
   envelopeBodyOffset,
@@ -40,6 +39,7 @@ import { ConnectionClosed, type Overloaded, RequestTimeout } from "./errors.ts"
 import { type Dispatch, failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import type { Slab } from "./readSlabs.ts"
+import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
 import { writeAnswerHead } from "./meshAnswer.ts"
 import { HeldCalls } from "./meshHeldCalls.ts"
 import { lastChunk, StreamSender } from "./meshStreamOut.ts"
@@ -412,19 +412,7 @@ export class MeshSession implements MessageSink {
     return this.connection.readSlab
   }
 
-  /** The bytes of a stream's continuation packet, decompressed when its header says so. */
-  private chunkOf(data: Buffer): Buffer | DecompressionFailed {
-    return data[0] === ChunkHeader.compressed ? this.unpack(data.subarray(1)) : data.subarray(1)
-  }
 
-  /** The body of a packet whose envelope or chunk header says compressed. */
-  private unpack(bytes: Uint8Array): Buffer | DecompressionFailed {
-    try {
-      return unpack(this.options.compression?.codec, bytes)
-    } catch (error) {
-      return error as DecompressionFailed
-    }
-  }
 
   /** Measures the round trip to the peer. */
   ping(callback: (error: MeshCallError | undefined, rttMs: number) => void): void {
@@ -496,9 +484,9 @@ export class MeshSession implements MessageSink {
         const body = decodeErrorBody(data.subarray(1))
         call.incoming?.fail(new RemoteError(body))
       } else if (data[0] === ChunkHeader.trailers) {
-        trailers = this.trailersOf(data, status, call.incoming)
+        trailers = trailersOf(data, status, call.incoming, this.agreed.maxMetaBytes)
       } else if (call.incoming !== undefined) {
-        const chunk = this.chunkOf(data)
+        const chunk = chunkOf(this.options.compression, data)
         if (chunk instanceof DecompressionFailed) {
           // The answer cannot be read on: the call fails, the peer is told to stop, the rest is dropped unread.
           this.abandon(call, chunk)
@@ -530,7 +518,7 @@ export class MeshSession implements MessageSink {
     // Asked only of a compressed body: `instanceof` walks a Buffer's prototype chain per answer.
     let unreadable = false
     if ((data[1]! & EnvelopeFlag.compressed) !== 0) {
-      body = this.unpack(body)
+      body = unpackBody(this.options.compression, body)
       unreadable = body instanceof DecompressionFailed
     }
     if (data[0] === EnvelopeKind.error) {
@@ -577,9 +565,9 @@ export class MeshSession implements MessageSink {
       const receiving = channel.receiving
       let trailers: Meta | undefined
       if (data[0] === ChunkHeader.error) receiving?.fail(new StreamFailed({ message: `caller aborted the request body: ${decodeErrorBody(data.subarray(1)).message}` }))
-      else if (data[0] === ChunkHeader.trailers) trailers = this.trailersOf(data, status, receiving)
+      else if (data[0] === ChunkHeader.trailers) trailers = trailersOf(data, status, receiving, this.agreed.maxMetaBytes)
       else if (receiving !== undefined) {
-        const chunk = this.chunkOf(data)
+        const chunk = chunkOf(this.options.compression, data)
         if (chunk instanceof DecompressionFailed) receiving.fail(chunk)
         else if (!receiving.push(chunk, this.inPlace(data, chunk))) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
       }
@@ -615,7 +603,7 @@ export class MeshSession implements MessageSink {
     let unreadable: DecompressionFailed | undefined
     if (compressed) {
       if (channelId === this.peerControl) return this.violation("bad-control", "control messages are never compressed")
-      const unpacked = this.unpack(body)
+      const unpacked = unpackBody(this.options.compression, body)
       if (unpacked instanceof DecompressionFailed) {
         unreadable = unpacked
         body = Buffer.alloc(0)
@@ -919,22 +907,6 @@ export class MeshSession implements MessageSink {
   // ---------------------------------------------------------------------------------------------
   // Reading and the rest
 
-  /**
-   * The metadata of a trailers chunk, valid only on a stream's last packet. One that is malformed
-   * or comes early fails its stream (the framing is intact: the connection goes on).
-   */
-  private trailersOf(data: Buffer, status: number, stream: IncomingStream | undefined): Meta | undefined {
-    if (!isLastPacket(status)) {
-      stream?.fail(new StreamFailed({ message: "trailers before the end of a stream" }))
-      return undefined
-    }
-    try {
-      return decodeTrailersChunk(data, this.agreed.maxMetaBytes)
-    } catch (error) {
-      stream?.fail(new StreamFailed({ message: `unreadable trailers: ${(error as Error).message}` }))
-      return undefined
-    }
-  }
 
   private grant(channelId: number, bytes: number): void {
     if (!this.connection.closed) this.push(this.ownControl, MeshPath.window, encodeChannelPair(channelId, bytes))
