@@ -40,6 +40,7 @@ import { type Dispatch, failure, type IncomingRequest, isPromiseLike, type Outco
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import type { Slab } from "./readSlabs.ts"
 import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
+import { ChannelCap } from "./meshChannelCap.ts"
 import { writeAnswerHead } from "./meshAnswer.ts"
 import { HeldCalls } from "./meshHeldCalls.ts"
 import { lastChunk, StreamSender } from "./meshStreamOut.ts"
@@ -63,15 +64,6 @@ export interface MeshSessionOptions {
   /** The peer refused one of this side's channels (§11 `refuse`): take no new request on it; the session closes it once its calls are answered. */
   readonly onChannelRefused?: (channel: OwnChannel) => void
 }
-
-/**
- * How long the cap a refusal sets (§11 `refuse`) holds before this side tries one more channel;
- * doubled, up to the max, while such a try is refused again. A server's budget is shared with its
- * other clients, so it frees without this side closing anything: a cap for good would keep a busy
- * connection's calls queued behind one another on the few channels it held at the refusal.
- */
-const CapHoldMs = 1000
-const MaxCapHoldMs = 30_000
 
 /** A refused channel whose last packets the writer still holds is looked at again this much later. */
 const RefusedCloseRetryMs = 50
@@ -111,10 +103,8 @@ export class MeshSession implements MessageSink {
   readonly closesChannels: boolean
   /** Both hellos named `refuse` and `close`: a channel over the receiver's budget is refused alone (§11). */
   private readonly refusesChannels: boolean
-  /** See `channelCap`; `capUntil` and `capHoldMs` in performance.now() terms. */
-  private cap = Infinity
-  private capUntil = 0
-  private capHoldMs = CapHoldMs
+  /** See `channelCap`. */
+  private readonly cap = new ChannelCap()
   /**
    * The peer's request budget for this connection (its hello's `maxRequests`, §10): calls on this
    * side's channels written and not yet answered stay at most this many; the rest wait in it, in order.
@@ -192,12 +182,11 @@ export class MeshSession implements MessageSink {
 
   /**
    * How many channels the peer took when it last refused one of ours (§11 `refuse`): open no
-   * more than that until one of them closes or the cap's hold runs out (CapHoldMs). Infinity
+   * more than that until one of them closes or the cap's hold runs out (meshChannelCap.ts). Infinity
    * while none holds.
    */
   get channelCap(): number {
-    if (this.cap !== Infinity && performance.now() >= this.capUntil) this.cap = Infinity
-    return this.cap
+    return this.cap.value
   }
 
   /** Channels the peer opened on this connection, its control channel not counted. */
@@ -254,7 +243,7 @@ export class MeshSession implements MessageSink {
     this.own.delete(channel.id)
     this.connection.closeChannel(channel.id)
     // One the peer took gave its place back: it may take another.
-    if (!channel.refused) this.cap = Infinity
+    if (!channel.refused) this.cap.lift()
     // A channel never used is unknown to the peer: nothing to tell it.
     if (channel.nextRequestId !== 1 && !this.connection.closed) this.push(this.ownControl, MeshPath.close, encodeChannelId(channel.id))
     this.freeOwnIds.push(channel.id)
@@ -880,12 +869,7 @@ export class MeshSession implements MessageSink {
           }
         }
         // None taken: no cap (the next request tries again, and is refused alone if the peer is still full).
-        if (taken === 0) return
-        const now = performance.now()
-        // Refused again soon after the last cap ran out: the peer is still full, wait longer.
-        this.capHoldMs = this.capUntil > 0 && now - this.capUntil < this.capHoldMs ? Math.min(2 * this.capHoldMs, MaxCapHoldMs) : CapHoldMs
-        this.cap = Math.min(this.channelCap, taken)
-        this.capUntil = now + this.capHoldMs
+        if (taken > 0) this.cap.refused(taken)
         return
       }
       case MeshPath.goAway:
