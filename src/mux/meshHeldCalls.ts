@@ -62,10 +62,16 @@ export class HeldCalls {
     call.channel.held--
   }
 
-  /** Every held call, out of the queue: the connection closed. */
-  takeAll(): Array<Held> {
-    const all = this.queue.splice(0)
-    for (const held of all) held.call.channel.held--
-    return all
+  /**
+   * Every held call, out of the queue and handed to `each` in the order they were made: the
+   * connection closed. A channel stops counting its held call just before that call is handed
+   * over, not all at once: a caller told from `each` (the client's pool) still sees the channels
+   * of the calls not handed over yet as taken.
+   */
+  drain(each: (held: Held) => void): void {
+    for (const held of this.queue.splice(0)) {
+      held.call.channel.held--
+      each(held)
+    }
   }
 }

@@ -991,9 +991,7 @@ export class MeshSession implements MessageSink {
 
   onClose(error: ConnectionClosed): void {
     // Held calls were never sent: safe to send elsewhere.
-    for (const held of this.heldCalls.takeAll()) {
-      this.finishCall(held.call, new ConnectionClosed({ message: error.message, sent: false }), undefined)
-    }
+    this.heldCalls.drain((held) => this.finishCall(held.call, new ConnectionClosed({ message: error.message, sent: false }), undefined))
     for (const channel of this.own.values()) {
       for (const call of channel.fifo.splice(0)) {
         call.incoming?.fail(error)
