@@ -401,8 +401,6 @@ export class MeshSession implements MessageSink {
     return this.connection.readSlab
   }
 
-
-
   /** Measures the round trip to the peer. */
   ping(callback: (error: MeshCallError | undefined, rttMs: number) => void): void {
     const started = performance.now()
@@ -890,7 +888,6 @@ export class MeshSession implements MessageSink {
 
   // ---------------------------------------------------------------------------------------------
   // Reading and the rest
-
 
   private grant(channelId: number, bytes: number): void {
     if (!this.connection.closed) this.push(this.ownControl, MeshPath.window, encodeChannelPair(channelId, bytes))
