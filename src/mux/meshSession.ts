@@ -5,7 +5,7 @@
 // channels: ping, go-away, cancel and stream-window grants. Errors travel typed. Bodies and
 // stream chunks marked compressed are read with the codec both hellos agreed on, and this side
 // compresses its own when it was asked to and it pays (§12.1).
-import { type Codec, type Compression, DecompressionFailed, unpack } from "../protocol/compression.ts"
+import { type Codec, type Compression, DecompressionFailed } from "../protocol/compression.ts"
 import { Status } from "../protocol/constants.ts"
 import {
   AcceptorControlChannel,
@@ -16,18 +16,14 @@ import {
   decodeEnvelope,
   decodeMeta,
   decodeErrorBody,
-  decodeTrailersChunk,
   DialerControlChannel,
   emptyMeta,
   envelopeBodyOffset,
   encodeChannelId,
   encodeChannelPair,
   encodeErrorBody,
-  encodeTrailersChunk,
-  EnvelopeBytes,
   EnvelopeFlag,
   EnvelopeKind,
-  envelopeMetaBytes,
   type Hello,
   MeshDefaults,
   MeshErrorCode,
@@ -35,16 +31,20 @@ import {
   type Meta,
   scanMeta
 } from "../protocol/mesh.ts"
-import { checkPacket } from "../protocol/packet.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
 import type { CancelSignal } from "./cancellation.ts"
 import { Deadlines } from "./deadlines.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, type Overloaded, RequestTimeout } from "./errors.ts"
-import { type Dispatch, failure, type Failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
+import { type Dispatch, failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import type { Slab } from "./readSlabs.ts"
-import { IncomingStream, LeasedChunk, SendWindow, StreamFailed, type WithTrailers } from "./streams.ts"
+import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
+import { ChannelCap } from "./meshChannelCap.ts"
+import { writeAnswerHead } from "./meshAnswer.ts"
+import { HeldCalls } from "./meshHeldCalls.ts"
+import { lastChunk, StreamSender } from "./meshStreamOut.ts"
+import { IncomingStream, StreamFailed } from "./streams.ts"
 
 export { Cancelled, type CallCallback, type CallOptions, type MeshCallError, type MeshReply, OwnChannel, RemoteError } from "./meshChannels.ts"
 
@@ -65,19 +65,9 @@ export interface MeshSessionOptions {
   readonly onChannelRefused?: (channel: OwnChannel) => void
 }
 
-/**
- * How long the cap a refusal sets (§11 `refuse`) holds before this side tries one more channel;
- * doubled, up to the max, while such a try is refused again. A server's budget is shared with its
- * other clients, so it frees without this side closing anything: a cap for good would keep a busy
- * connection's calls queued behind one another on the few channels it held at the refusal.
- */
-const CapHoldMs = 1000
-const MaxCapHoldMs = 30_000
-
 /** A refused channel whose last packets the writer still holds is looked at again this much later. */
 const RefusedCloseRetryMs = 50
 
-const lastChunk = Buffer.of(ChunkHeader.data)
 const noBody = new Uint8Array(0)
 const noData = Buffer.alloc(0)
 
@@ -88,17 +78,6 @@ const nextRequestId = (channel: OwnChannel): number => {
   return id
 }
 
-/** A call waiting for room in the peer's request budget, with what it will send. */
-interface Held {
-  readonly call: Call
-  readonly path: string
-  readonly body: Uint8Array | AsyncIterable<Uint8Array>
-  readonly meta: Meta
-}
-
-async function* once(body: Uint8Array): AsyncIterable<Uint8Array> {
-  yield body
-}
 /** The call is over: its listener leaves the caller's cancellation (see Call.signal). */
 const detach = (call: Call): void => {
   const signal = call.signal
@@ -124,19 +103,13 @@ export class MeshSession implements MessageSink {
   readonly closesChannels: boolean
   /** Both hellos named `refuse` and `close`: a channel over the receiver's budget is refused alone (§11). */
   private readonly refusesChannels: boolean
-  /** See `channelCap`; `capUntil` and `capHoldMs` in performance.now() terms. */
-  private cap = Infinity
-  private capUntil = 0
-  private capHoldMs = CapHoldMs
+  /** See `channelCap`. */
+  private readonly cap = new ChannelCap()
   /**
    * The peer's request budget for this connection (its hello's `maxRequests`, §10): calls on this
-   * side's channels written and not yet answered stay at most this many. Infinity: it stated none.
+   * side's channels written and not yet answered stay at most this many; the rest wait in it, in order.
    */
-  private readonly maxOutstanding: number
-  /** Calls on this side's channels (control channel not counted) written and not wholly answered. */
-  private outstanding = 0
-  /** Calls made while `outstanding` was at the peer's budget, in the order they were made. */
-  private readonly held: Array<Held> = []
+  private readonly heldCalls: HeldCalls
   private readonly dispatch: Dispatch
   private readonly options: MeshSessionOptions
   private readonly closeListeners: Array<(error: ConnectionClosed) => void> = []
@@ -159,8 +132,8 @@ export class MeshSession implements MessageSink {
   /** The pieces of a compressed or error chunk read in parts (onPacketPart), until its last. */
   private assembling: Array<Buffer> | undefined = undefined
   private assemblingBytes = 0
-  /** Both hellos named `trailers`: a streamed body may end with metadata (§13). */
-  private readonly trailersAgreed: boolean
+  /** Sends this side's streamed bodies, request and answer alike. */
+  private readonly streamOut: StreamSender
   /** Deadlines of this side's calls and of the requests it serves: one timer each, not one per request. */
   private readonly callDeadlines = new Deadlines<Call>((call) =>
     this.giveUp(call, new RequestTimeout({ message: `no answer within ${call.timeoutMs} ms`, timeoutMs: call.timeoutMs }))
@@ -175,9 +148,9 @@ export class MeshSession implements MessageSink {
     this.options = options
     this.agreed = options.agreed
     this.dispatch = options.dispatch ?? noDispatch
-    this.trailersAgreed = options.agreed.features.includes("trailers")
+    this.streamOut = new StreamSender(connection, options.agreed.streamWindow, options.agreed.maxMetaBytes, options.agreed.features.includes("trailers"), options.compression, this.closeListeners)
     this.closesChannels = options.agreed.features.includes("close")
-    this.maxOutstanding = options.agreed.maxRequests ?? Infinity
+    this.heldCalls = new HeldCalls(options.agreed.maxRequests ?? Infinity)
     const ownControlId = options.isDialer ? DialerControlChannel : AcceptorControlChannel
     this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
     this.nextOwnId = ownControlId + 1
@@ -209,12 +182,11 @@ export class MeshSession implements MessageSink {
 
   /**
    * How many channels the peer took when it last refused one of ours (§11 `refuse`): open no
-   * more than that until one of them closes or the cap's hold runs out (CapHoldMs). Infinity
+   * more than that until one of them closes or the cap's hold runs out (meshChannelCap.ts). Infinity
    * while none holds.
    */
   get channelCap(): number {
-    if (this.cap !== Infinity && performance.now() >= this.capUntil) this.cap = Infinity
-    return this.cap
+    return this.cap.value
   }
 
   /** Channels the peer opened on this connection, its control channel not counted. */
@@ -271,7 +243,7 @@ export class MeshSession implements MessageSink {
     this.own.delete(channel.id)
     this.connection.closeChannel(channel.id)
     // One the peer took gave its place back: it may take another.
-    if (!channel.refused) this.cap = Infinity
+    if (!channel.refused) this.cap.lift()
     // A channel never used is unknown to the peer: nothing to tell it.
     if (channel.nextRequestId !== 1 && !this.connection.closed) this.push(this.ownControl, MeshPath.close, encodeChannelId(channel.id))
     this.freeOwnIds.push(channel.id)
@@ -334,18 +306,9 @@ export class MeshSession implements MessageSink {
       signal: undefined,
       onAbort: undefined
     }
-    if (channel === this.ownControl || this.outstanding < this.maxOutstanding) this.transmit(call, path, body, meta, timeoutMs)
-    else {
-      // The peer holds all the requests it may from this connection: past that it would stop
-      // reading, and a cancel sent then would wait unread behind the requests. Held here, a call
-      // cancelled or timed out simply leaves the queue. It throws now, as a sent one would, if it
-      // could never be encoded.
-      const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
-      const metaBytes = envelopeMetaBytes(meta, this.agreed.maxMetaBytes, timeoutMs)
-      checkPacket(Status.RequestWhole, path, channel.id, EnvelopeBytes + metaBytes + (whole ? body.length : 0))
-      this.held.push({ call, path, body, meta })
-      channel.held++
-    }
+    if (channel === this.ownControl || this.heldCalls.hasRoom) this.transmit(call, path, body, meta, timeoutMs)
+    // The peer holds all the requests it may from this connection: the call waits its turn.
+    else this.heldCalls.hold(call, path, body, meta, this.agreed.maxMetaBytes, timeoutMs)
     if (timeoutMs > 0) {
       if (deadlineAt > 0) this.callDeadlines.addAt(call, deadlineAt)
       else this.callDeadlines.add(call, timeoutMs)
@@ -382,9 +345,9 @@ export class MeshSession implements MessageSink {
     )
     call.requestId = requestId
     channel.fifo.push(call)
-    if (channel !== this.ownControl) this.outstanding++
+    if (channel !== this.ownControl) this.heldCalls.outstanding++
     if (!whole) {
-      void this.sendStream(channel, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
+      void this.streamOut.send(channel.id, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
         channel.sending = window
         if (window === undefined && channel.refused) this.closeRefused(channel)
         else if (window === undefined) this.options.onChannelFree?.()
@@ -399,11 +362,9 @@ export class MeshSession implements MessageSink {
   private answered(channel: OwnChannel): void {
     channel.fifo.shift()
     if (channel === this.ownControl) return
-    this.outstanding--
-    while (this.outstanding < this.maxOutstanding && this.held.length > 0) {
-      const held = this.held.shift()!
+    this.heldCalls.outstanding--
+    for (let held = this.heldCalls.next(); held !== undefined; held = this.heldCalls.next()) {
       const call = held.call
-      call.channel.held--
       const timeoutMs = call.timeoutMs === 0 ? 0 : Math.max(1, call.deadlineAt - Date.now())
       try {
         this.transmit(call, held.path, held.body, held.meta, timeoutMs)
@@ -438,20 +399,6 @@ export class MeshSession implements MessageSink {
     if (chunk.buffer !== data.buffer) return undefined
     this.connection.readInPlace()
     return this.connection.readSlab
-  }
-
-  /** The bytes of a stream's continuation packet, decompressed when its header says so. */
-  private chunkOf(data: Buffer): Buffer | DecompressionFailed {
-    return data[0] === ChunkHeader.compressed ? this.unpack(data.subarray(1)) : data.subarray(1)
-  }
-
-  /** The body of a packet whose envelope or chunk header says compressed. */
-  private unpack(bytes: Uint8Array): Buffer | DecompressionFailed {
-    try {
-      return unpack(this.options.compression?.codec, bytes)
-    } catch (error) {
-      return error as DecompressionFailed
-    }
   }
 
   /** Measures the round trip to the peer. */
@@ -490,12 +437,7 @@ export class MeshSession implements MessageSink {
     call.incoming?.fail(error)
     if (call.requestId === 0) {
       // Held, never sent: nothing to tell the peer.
-      const index = this.held.findIndex((held) => held.call === call)
-      if (index !== -1) {
-        this.held.splice(index, 1)
-        call.channel.held--
-      }
-      return
+      return this.heldCalls.remove(call)
     }
     if (!this.connection.closed) {
       this.push(this.ownControl, MeshPath.cancel, encodeChannelPair(call.channel.id, call.requestId))
@@ -529,9 +471,9 @@ export class MeshSession implements MessageSink {
         const body = decodeErrorBody(data.subarray(1))
         call.incoming?.fail(new RemoteError(body))
       } else if (data[0] === ChunkHeader.trailers) {
-        trailers = this.trailersOf(data, status, call.incoming)
+        trailers = trailersOf(data, status, call.incoming, this.agreed.maxMetaBytes)
       } else if (call.incoming !== undefined) {
-        const chunk = this.chunkOf(data)
+        const chunk = chunkOf(this.options.compression, data)
         if (chunk instanceof DecompressionFailed) {
           // The answer cannot be read on: the call fails, the peer is told to stop, the rest is dropped unread.
           this.abandon(call, chunk)
@@ -563,7 +505,7 @@ export class MeshSession implements MessageSink {
     // Asked only of a compressed body: `instanceof` walks a Buffer's prototype chain per answer.
     let unreadable = false
     if ((data[1]! & EnvelopeFlag.compressed) !== 0) {
-      body = this.unpack(body)
+      body = unpackBody(this.options.compression, body)
       unreadable = body instanceof DecompressionFailed
     }
     if (data[0] === EnvelopeKind.error) {
@@ -610,9 +552,9 @@ export class MeshSession implements MessageSink {
       const receiving = channel.receiving
       let trailers: Meta | undefined
       if (data[0] === ChunkHeader.error) receiving?.fail(new StreamFailed({ message: `caller aborted the request body: ${decodeErrorBody(data.subarray(1)).message}` }))
-      else if (data[0] === ChunkHeader.trailers) trailers = this.trailersOf(data, status, receiving)
+      else if (data[0] === ChunkHeader.trailers) trailers = trailersOf(data, status, receiving, this.agreed.maxMetaBytes)
       else if (receiving !== undefined) {
-        const chunk = this.chunkOf(data)
+        const chunk = chunkOf(this.options.compression, data)
         if (chunk instanceof DecompressionFailed) receiving.fail(chunk)
         else if (!receiving.push(chunk, this.inPlace(data, chunk))) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
       }
@@ -648,7 +590,7 @@ export class MeshSession implements MessageSink {
     let unreadable: DecompressionFailed | undefined
     if (compressed) {
       if (channelId === this.peerControl) return this.violation("bad-control", "control messages are never compressed")
-      const unpacked = this.unpack(body)
+      const unpacked = unpackBody(this.options.compression, body)
       if (unpacked instanceof DecompressionFailed) {
         unreadable = unpacked
         body = Buffer.alloc(0)
@@ -853,53 +795,12 @@ export class MeshSession implements MessageSink {
     }
   }
 
+  /** Writes an answer's head; true when its body streams out after it (meshAnswer.ts). */
   private writeAnswer(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
-    const path = served.request.path
-    let kind: number = EnvelopeKind.response
-    let meta: Meta = emptyMeta
-    let body: Uint8Array | AsyncIterable<Uint8Array>
-    if (outcome instanceof Uint8Array) body = outcome
-    else if (outcome._tag === "Failure") {
-      kind = EnvelopeKind.error
-      body = encodeErrorBody(outcome)
-    } else {
-      meta = outcome.meta
-      body = outcome.body
-    }
-    const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
-    const packed = whole && kind === EnvelopeKind.response ? this.pack(body as Uint8Array) : undefined
-    try {
-      this.connection.writer.sendEnvelope(
-        whole ? Status.ResponseWhole : Status.ResponseFirstMore,
-        path,
-        channel.id,
-        kind,
-        packed !== undefined ? EnvelopeFlag.compressed : 0,
-        served.requestId,
-        meta,
-        this.agreed.maxMetaBytes,
-        0,
-        packed ?? (whole ? (body as Uint8Array) : noBody)
-      )
-    } catch (error) {
-      const fallback: Failure = failure(MeshErrorCode.handlerFailed, `answer cannot be sent: ${String(error)}`, true)
-      // A streamed body is never read now: what feeds it (an RPC's stream, a relayed answer) is
-      // cancelled, as on a connection's close, rather than left waiting for a reader.
-      if (!(body instanceof Uint8Array)) served.abort(new Cancelled({ message: fallback.message }))
-      try {
-        // A decoded path with a NUL ("%00") cannot be sent: the error goes on the path as it came
-        // (NUL-free, it arrived NUL-terminated). One too long still closes, as the reference does.
-        const fallbackPath = path.includes("\0") ? served.request.rawPath : path
-        this.connection.writer.sendEnvelope(Status.ResponseWhole, fallbackPath, channel.id, EnvelopeKind.error, 0, served.requestId, emptyMeta, this.agreed.maxMetaBytes, 0, encodeErrorBody(fallback))
-      } catch (failed) {
-        // Not even the error fits (the write queue is over its hard limit): pairing cannot hold.
-        this.connection.close(`cannot answer request ${served.requestId} on channel ${channel.id}: ${String(failed)}`, false)
-      }
-      return false
-    }
-    if (whole) return false
+    const body = writeAnswerHead(this.connection, this.options.compression, this.agreed.maxMetaBytes, channel.id, served, outcome)
+    if (body === undefined) return false
     channel.sendingFor = served
-    void this.sendStream(channel, path, Status.ResponseContinue, Status.ResponseLast, body, (window) => (channel.sending = window)).then(() => {
+    void this.streamOut.send(channel.id, served.request.path, Status.ResponseContinue, Status.ResponseLast, body, (window) => (channel.sending = window)).then(() => {
       channel.sendingFor = undefined
       this.finished(served)
       if (channel.running === undefined) this.runNext(channel)
@@ -966,12 +867,7 @@ export class MeshSession implements MessageSink {
           }
         }
         // None taken: no cap (the next request tries again, and is refused alone if the peer is still full).
-        if (taken === 0) return
-        const now = performance.now()
-        // Refused again soon after the last cap ran out: the peer is still full, wait longer.
-        this.capHoldMs = this.capUntil > 0 && now - this.capUntil < this.capHoldMs ? Math.min(2 * this.capHoldMs, MaxCapHoldMs) : CapHoldMs
-        this.cap = Math.min(this.channelCap, taken)
-        this.capUntil = now + this.capHoldMs
+        if (taken > 0) this.cap.refused(taken)
         return
       }
       case MeshPath.goAway:
@@ -991,93 +887,7 @@ export class MeshSession implements MessageSink {
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Streams and the rest
-
-  /** Sends a body as continuation packets of at most one chunk, within the peer's window. */
-  private async sendStream(
-    channel: { readonly id: number },
-    path: string,
-    more: number,
-    last: number,
-    body: Uint8Array | AsyncIterable<Uint8Array>,
-    register: (window: SendWindow | undefined) => void
-  ): Promise<void> {
-    const window = new SendWindow(this.agreed.streamWindow)
-    register(window)
-    const closeWindow = (error: ConnectionClosed) => window.close(error)
-    this.closeListeners.push(closeWindow)
-    const packer = this.options.compression?.streamPacker()
-    // The lease being sent: given up (its memory never reused) if sending stops part-way, since the
-    // writer or the socket may still hold views of its first pieces.
-    let sending: LeasedChunk | undefined
-    try {
-      // A relayed stream is read as leases, each released once the socket took its last piece:
-      // the memory it was read into is read into again (readSlabs.ts).
-      const source = body instanceof Uint8Array ? once(body) : body instanceof IncomingStream ? body.leased() : body
-      for await (const item of source) {
-        const lease = item instanceof LeasedChunk ? item : undefined
-        const piece = lease === undefined ? (item as Uint8Array) : lease.bytes
-        let offset = 0
-        sending = lease
-        if (lease !== undefined && piece.length === 0) lease.release()
-        while (offset < piece.length) {
-          const want = Math.min(MeshDefaults.chunkBytes, piece.length - offset)
-          // Await only when there is a reason to: no credit, or a congested writer.
-          const size = window.takeNow(want) || (await window.take(want))
-          const writer = this.connection.writer
-          if (writer.congested) await new Promise<void>((resolve) => writer.whenWritable(resolve))
-          if (this.connection.closed) return
-          const raw = piece.subarray(offset, offset + size)
-          const packed = packer?.pack(raw)
-          offset += size
-          const release = lease !== undefined && offset === piece.length ? lease.release.bind(lease) : undefined
-          // Bulk, by reference: the writer serves it in turn with other channels' chunks, after small packets.
-          if (packed === undefined) writer.sendChunk(more, path, channel.id, ChunkHeader.data, raw, release)
-          else {
-            writer.sendChunk(more, path, channel.id, ChunkHeader.compressed, packed)
-            release?.()
-          }
-          if (release !== undefined) sending = undefined
-        }
-      }
-      if (!this.connection.closed) this.connection.writer.send(last, path, channel.id, this.closingChunk(body))
-    } catch (error) {
-      if (this.connection.closed) return
-      const abort = encodeErrorBody(
-        error instanceof RemoteError ? error : failure(MeshErrorCode.handlerFailed, error instanceof Error ? error.message : String(error), true)
-      )
-      this.connection.writer.send(last, path, channel.id, Buffer.concat([Buffer.of(ChunkHeader.error), abort]))
-    } finally {
-      sending?.abandon()
-      register(undefined)
-      const index = this.closeListeners.indexOf(closeWindow)
-      if (index !== -1) this.closeListeners.splice(index, 1)
-    }
-  }
-
-  /** A stream's last packet: empty, or its trailers (§13) when the body has some and the peer reads them. */
-  private closingChunk(body: Uint8Array | AsyncIterable<Uint8Array>): Buffer {
-    // A Map, not any `trailers` field: node's IncomingMessage has one of its own (a plain object).
-    const trailers = body instanceof Uint8Array ? undefined : (body as Partial<WithTrailers>).trailers
-    return !(trailers instanceof Map) || trailers.size === 0 || !this.trailersAgreed ? lastChunk : encodeTrailersChunk(trailers, this.agreed.maxMetaBytes)
-  }
-
-  /**
-   * The metadata of a trailers chunk, valid only on a stream's last packet. One that is malformed
-   * or comes early fails its stream (the framing is intact: the connection goes on).
-   */
-  private trailersOf(data: Buffer, status: number, stream: IncomingStream | undefined): Meta | undefined {
-    if (!isLastPacket(status)) {
-      stream?.fail(new StreamFailed({ message: "trailers before the end of a stream" }))
-      return undefined
-    }
-    try {
-      return decodeTrailersChunk(data, this.agreed.maxMetaBytes)
-    } catch (error) {
-      stream?.fail(new StreamFailed({ message: `unreadable trailers: ${(error as Error).message}` }))
-      return undefined
-    }
-  }
+  // Reading and the rest
 
   private grant(channelId: number, bytes: number): void {
     if (!this.connection.closed) this.push(this.ownControl, MeshPath.window, encodeChannelPair(channelId, bytes))
@@ -1178,10 +988,7 @@ export class MeshSession implements MessageSink {
 
   onClose(error: ConnectionClosed): void {
     // Held calls were never sent: safe to send elsewhere.
-    for (const held of this.held.splice(0)) {
-      held.call.channel.held--
-      this.finishCall(held.call, new ConnectionClosed({ message: error.message, sent: false }), undefined)
-    }
+    this.heldCalls.drain((held) => this.finishCall(held.call, new ConnectionClosed({ message: error.message, sent: false }), undefined))
     for (const channel of this.own.values()) {
       for (const call of channel.fifo.splice(0)) {
         call.incoming?.fail(error)

@@ -1,0 +1,77 @@
+// The peer's request budget as this side of a mesh connection keeps to it (PROTOCOL.md §10
+// `maxRequests`), owned by a MeshSession (meshSession.ts): calls written on this side's channels
+// and not yet wholly answered are counted, and a call made while the count is at the peer's
+// budget waits here, in the order it was made, until an answer makes room. Past its budget the
+// peer would stop reading, and a cancel sent then would wait unread behind the requests; held
+// here, a call cancelled or timed out simply leaves the queue.
+import { Status } from "../protocol/constants.ts"
+import { EnvelopeBytes, envelopeMetaBytes, MeshDefaults, type Meta } from "../protocol/mesh.ts"
+import { checkPacket } from "../protocol/packet.ts"
+import type { Call } from "./meshChannels.ts"
+
+/** A call waiting for room in the peer's request budget, with what it will send. */
+export interface Held {
+  readonly call: Call
+  readonly path: string
+  readonly body: Uint8Array | AsyncIterable<Uint8Array>
+  readonly meta: Meta
+}
+
+export class HeldCalls {
+  /** The peer's budget for this connection; Infinity: it stated none. */
+  private readonly max: number
+  /** Calls on this side's channels (control channel not counted) written and not wholly answered. */
+  outstanding = 0
+  /** Calls made while `outstanding` was at the peer's budget, in the order they were made. */
+  private readonly queue: Array<Held> = []
+
+  constructor(max: number) {
+    this.max = max
+  }
+
+  /** One more call may be written now. */
+  get hasRoom(): boolean {
+    return this.outstanding < this.max
+  }
+
+  /**
+   * Holds a call until there is room. It throws now (nothing held), as a written one would, if its
+   * request could never be encoded.
+   */
+  hold(call: Call, path: string, body: Uint8Array | AsyncIterable<Uint8Array>, meta: Meta, maxMetaBytes: number, timeoutMs: number): void {
+    const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
+    const metaBytes = envelopeMetaBytes(meta, maxMetaBytes, timeoutMs)
+    checkPacket(Status.RequestWhole, path, call.channel.id, EnvelopeBytes + metaBytes + (whole ? body.length : 0))
+    this.queue.push({ call, path, body, meta })
+    call.channel.held++
+  }
+
+  /** The longest-held call, out of the queue, when there is room for it; else undefined. */
+  next(): Held | undefined {
+    if (this.outstanding >= this.max || this.queue.length === 0) return undefined
+    const held = this.queue.shift()!
+    held.call.channel.held--
+    return held
+  }
+
+  /** A held call given up (cancelled, timed out) leaves the queue. */
+  remove(call: Call): void {
+    const index = this.queue.findIndex((held) => held.call === call)
+    if (index === -1) return
+    this.queue.splice(index, 1)
+    call.channel.held--
+  }
+
+  /**
+   * Every held call, out of the queue and handed to `each` in the order they were made: the
+   * connection closed. A channel stops counting its held call just before that call is handed
+   * over, not all at once: a caller told from `each` (the client's pool) still sees the channels
+   * of the calls not handed over yet as taken.
+   */
+  drain(each: (held: Held) => void): void {
+    for (const held of this.queue.splice(0)) {
+      held.call.channel.held--
+      each(held)
+    }
+  }
+}
