@@ -69,14 +69,16 @@ export class ConnectionPool {
         if (!channel.streaming && channel.outstanding === 0) return [pooled, channel]
       }
     }
-    // Only when no channel is free: a mesh channel whose calls were all given up (walking each
-    // busy channel's calls on every pick would cost a scan of them per request).
+    // At the limit, pipelining goes behind the least-loaded channel (calls given up there are
+    // answered at once). Else, only when no channel is free: a mesh channel whose calls were all
+    // given up (walking each busy channel's calls on every pick would cost a scan per request).
+    if (this.pipelineAtLimit && this.atCapacity()) return this.leastLoaded()
     for (let p = 0; p < this.connections.length; p++) {
       const pooled = this.connections[p]!
       if (pooled.link.mode !== "mesh" || pooled.draining || pooled.link.session.connection.closed || pooled.link.session.connection.writer.congested) continue
       for (const channel of pooled.channels) if (!channel.streaming && allGivenUp(channel as OwnChannel)) return [pooled, channel]
     }
-    return this.pipelineAtLimit && this.atCapacity() ? this.leastLoaded() : undefined
+    return undefined
   }
 
   /** Whether a request may go on this connection now; a congested one is watched until it drains. */
