@@ -2,9 +2,10 @@
 // of need. Every connection starts with a hello (PROTOCOL.md §10): an iip-mesh server agrees to
 // mesh mode (typed errors, metadata, deadlines, cancel, calls back to us), a plain IIP server
 // answers with its unknown-path error and the connection stays plain. A request goes to a free
-// channel, or to one opened for it while the client is under its channel limit: never behind
-// another request, since a server answers one channel's requests strictly in order and a hanging
-// one would hold up whatever was written after it. At the limit it waits in the client's queue
+// channel, or to one opened for it while the client is under its channel limit: not behind
+// another request while it need not be, since a server answers one channel's requests strictly in
+// order and a hanging one would hold up whatever was written after it. At the limit it is written
+// behind the least-loaded channel (`pipelineAtLimit`, the default) or waits in the client's queue
 // (its deadline running, its cancel honoured) for the first channel that frees. A lost
 // connection is redialled with exponential backoff and jitter, and requests that were never sent
 // go out on the new one. Every request ends exactly once. The
