@@ -10,7 +10,7 @@ import type { Connection } from "./connection.ts"
 import { Cancelled, type Served } from "./meshChannels.ts"
 import { failure, type Failure, type Outcome } from "./request.ts"
 
-const noBody = new Uint8Array(0)
+export const noBody = new Uint8Array(0)
 
 /**
  * Writes the head of `served`'s answer on `channelId`. Returns the body still to stream after it,

@@ -41,7 +41,7 @@ import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCal
 import type { Slab } from "./readSlabs.ts"
 import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
 import { ChannelCap } from "./meshChannelCap.ts"
-import { writeAnswerHead } from "./meshAnswer.ts"
+import { noBody, writeAnswerHead } from "./meshAnswer.ts"
 import { HeldCalls } from "./meshHeldCalls.ts"
 import { lastChunk, StreamSender } from "./meshStreamOut.ts"
 import { IncomingStream, StreamFailed } from "./streams.ts"
@@ -68,7 +68,6 @@ export interface MeshSessionOptions {
 /** A refused channel whose last packets the writer still holds is looked at again this much later. */
 const RefusedCloseRetryMs = 50
 
-const noBody = new Uint8Array(0)
 const noData = Buffer.alloc(0)
 
 /** Request ids run 1..2^32-1 per channel and wrap, skipping 0. */
