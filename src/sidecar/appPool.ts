@@ -286,8 +286,16 @@ class Connection {
     for (let i = 0; i + 1 < raw.length; i += 2) {
       const name = raw[i]!
       if (name.length === 14 && name.toLowerCase() === "content-length") contentLength = raw[i + 1]
-      else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") chunked = true
-      else if (name.length === 10 && name.toLowerCase() === "keep-alive") idleMs = this.announcedIdleMs(raw[i + 1]!)
+      else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") {
+        // The mesh carries the body decoded of its framing only: any other coding (gzip, chunked)
+        // would reach the caller as plain bytes, its header dropped as hop-by-hop (nginx refuses it too).
+        const value = raw[i + 1]!
+        if (value.length !== 7 || value.toLowerCase() !== "chunked") {
+          this.fail(new AppSocketError(`the app's answer has a transfer coding other than chunked: ${JSON.stringify(value.slice(0, 64))}`, "UNSUPPORTED_TRANSFER_CODING"))
+          return 2
+        }
+        chunked = true
+      } else if (name.length === 10 && name.toLowerCase() === "keep-alive") idleMs = this.announcedIdleMs(raw[i + 1]!)
     }
     // A 204 or 304 that frames a body may have sent one, which would read as the next answer (undici's rule).
     const framesBody = (status === 204 || status === 304) && (chunked || (contentLength !== undefined && contentLength !== "0"))

@@ -6,7 +6,8 @@
 // tested (a plain caller's gathered answer, 1xx answers, a 101 nobody asked for, a trickling
 // answer against the deadline) and the defects this pass found, each with the test that failed
 // before its fix (an endless answer to a plain caller, a 103 taken for the answer, a bare close
-// for an answer that broke before its first byte, an h2c answer cut short taken for complete).
+// for an answer that broke before its first byte, an h2c answer cut short taken for complete, an
+// answer in a transfer coding other than chunked passed on as plain bytes).
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -94,6 +95,24 @@ describe("a hostile far app's answers at the inbound side", () => {
     expect(flood.headers["x-iip-mesh-error"]).toBe("app; reason=app_failed")
     expect(flood.body.toString()).toContain("TOO_MANY_INTERIM_ANSWERS")
     expect(app.counts.requests).toBe(3)
+  })
+
+  it("an answer in a transfer coding other than chunked (gzip, chunked) is app_failed, not its coded bytes passed on as plain", async () => {
+    // B drops Transfer-Encoding (hop-by-hop): the caller would get gzip bytes with nothing saying so.
+    const gzipped = "\x1f\x8b\x08\x00\x00\x00\x00\x00"
+    const app = await startScriptedApp(cleanup, (socket, head) => {
+      if (head.startsWith("GET /coded")) socket.write(`HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n8\r\n${gzipped}\r\n0\r\n\r\n`, "latin1")
+      else socket.write("HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+    })
+    const { a } = await startPair(cleanup, app.port)
+    const coded = await call(a.outboundPort, { path: "/coded", timeoutMs: 5000 })
+    expect(coded.status).toBe(502)
+    expect(coded.headers["x-iip-mesh-error"]).toBe("app; reason=app_failed")
+    expect(coded.body.toString()).toContain("UNSUPPORTED_TRANSFER_CODING")
+    // Chunked alone, in any case, is the answer as before.
+    const chunked = await call(a.outboundPort, { path: "/chunked", timeoutMs: 5000 })
+    expect(chunked.status).toBe(200)
+    expect(chunked.body.toString()).toBe("ok")
   })
 
   it("a 101 to a request that asked no upgrade is app_failed, and the socket is not used again", async () => {
