@@ -127,11 +127,15 @@ export class InboundBudget {
    * the caller charges them as usual.
    */
   chargeTunnel(bytes: number): boolean {
-    if (this.closed) return false
-    if (this.shared.tunnelBytes + bytes > this.shared.limits.maxBytes) return false
+    if (this.closed || !this.tunnelRoomFor(bytes)) return false
     this.shared.tunnelBytes += bytes
     this.tunnelBytes += bytes
     return true
+  }
+
+  /** The server's tunnels' pool has room for `bytes` more (what chargeTunnel would take now). */
+  tunnelRoomFor(bytes: number): boolean {
+    return this.shared.tunnelBytes + bytes <= this.shared.limits.maxBytes
   }
 
   releaseTunnel(bytes: number): void {

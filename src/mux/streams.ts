@@ -155,6 +155,15 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   }
 
   /**
+   * Whether the server's tunnels' pool has room for a whole window of this stream: what it would
+   * hold there as a tunnel whose far end stops reading. For the handler to decide, before it takes
+   * a new tunnel, whether to refuse it (PROTOCOL.md §8); true without a budget (nothing to spend).
+   */
+  tunnelPoolHasRoom(): boolean {
+    return this.budget === undefined || this.budget.tunnelRoomFor(this.window)
+  }
+
+  /**
    * Counts its unread bytes in `pool` too from now on, until `leaveUnreadPool` (or a discard):
    * what the owner of the pool holds unread across streams, for it to bound.
    */

@@ -3,8 +3,10 @@
 // as the server's byte budget), not in the budget of the requests: stalled tunnels neither pause
 // the connection they share with ordinary requests nor make the server refuse those `overloaded`.
 // Past the pool they count as before (the connection's reading pauses), so memory stays bounded.
+// A handler taking a new tunnel can ask whether the pool has room for one more stalled window
+// (IncomingStream.tunnelPoolHasRoom), and refuse it when not, as the sidecar does (§17.4).
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { type IipServer, reply } from "../../src/iip/server.ts"
+import { failure, type IipServer, reply } from "../../src/iip/server.ts"
 import { Cleanup, deferred, waitFor } from "../support/iipRaw.ts"
 import { startClient, startServer } from "../support/meshTest.ts"
 
@@ -82,6 +84,41 @@ describe("stalled tunnels and ordinary requests", () => {
     console.log(`[stalled-tunnels] 3 connections: ${opened.join("+")} tunnels stalled; ${held()}; process RSS (client and server) ${before.toFixed(1)} -> ${rssMiB().toFixed(1)} MiB; ordinary call: ${answer}`)
     expect(opened).toEqual([6, 6, 6])
     expect(answer).toBe("fourth connection")
+  })
+
+  it("a handler that admits a tunnel only while the pool has room for one more window: 4 stalled fill a 4 MiB pool, the 5th is refused, one cancelled makes room", async () => {
+    const small = await startServer(cleanup, { maxQueuedBytes: 4 * MiB })
+    small.handle("/tunnel", (request) => {
+      if (request.context.stream?.tunnelPoolHasRoom() === false) return failure("overloaded", "no room in the tunnels' pool", false)
+      request.context.longLived()
+      const cancelled = request.context.signal
+      return reply((async function*() {
+        yield Buffer.from("open")
+        await new Promise<void>((resolve) => {
+          void stop.promise.then(resolve)
+          cancelled.addEventListener("abort", () => resolve())
+        })
+      })())
+    })
+    const client = startClient(cleanup, small.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 })
+    const pool = () => [...small.meshSessions][0]?.connection.budget.shared.tunnelBytes ?? 0
+    /** A tunnel that sends its window (the handler never reads it): the abort that cancels it, or the code it was refused with. */
+    const tunnel = async () => {
+      const cancel = new AbortController()
+      return client.stream("/tunnel", stalling(2 * MiB, stop.promise), { timeoutMs: 3000, signal: cancel.signal }).then(() => cancel, (error: { readonly code?: string }) => error.code ?? String(error))
+    }
+    const open: Array<AbortController> = []
+    for (let i = 0; i < 4; i++) {
+      const opened = await tunnel()
+      expect(opened).toBeInstanceOf(AbortController)
+      open.push(opened as AbortController)
+      // Nothing is read: each holds exactly its window.
+      await waitFor(() => pool() === open.length * MiB, 5000, "the tunnel's window to fill")
+    }
+    expect(await tunnel()).toBe("overloaded")
+    open[0]!.abort()
+    await waitFor(() => pool() === 3 * MiB, 5000, "the cancelled tunnel's window to go")
+    expect(await tunnel()).toBeInstanceOf(AbortController)
   })
 
   it("past the tunnels' pool, stalled tunnels count as before: the connection holding them pauses, and what the server holds stays bounded", async () => {
