@@ -12,9 +12,11 @@
 //
 // Open tunnels are bounded on their own (`maxTunnels`, counted from the upgrade request to the
 // app until its connection closes): past it a new upgrade is refused `overloaded`, not processed,
-// before the app is asked. Once its 101 is back a tunnel holds its channel and its place here, but
-// no place among the requests waiting for an answer (RequestContext.longLived), so open WebSockets
-// never make this side refuse ordinary requests.
+// before the app is asked. So is one that, stalled, would not fit in the server's tunnels' pool
+// (a window of unread bytes: IncomingStream.tunnelPoolHasRoom); healthy tunnels hold next to
+// nothing there, so this caps stalled ones, not their number. Once its 101 is back a tunnel holds
+// its channel and its place here, but no place among the requests waiting for an answer
+// (RequestContext.longLived), so open WebSockets never make this side refuse ordinary requests.
 import type * as http from "node:http"
 import type * as net from "node:net"
 import type { HandlerValue } from "../iip/dispatch.ts"
@@ -56,11 +58,14 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
   new Promise<HandlerValue>((resolve) => {
     const peerBytes = request.context.stream
     const tunnels = leg.tunnels
-    if (tunnels.open >= tunnels.max) {
+    const refuse = (message: string) => {
       peerBytes?.discard()
       observation.end(leg.address, 503, { hop: "inbound", reason: MeshErrorCode.overloaded })
-      return resolve(failure(MeshErrorCode.overloaded, `${tunnels.open} upgraded connections open, as many as maxTunnels allows; retry elsewhere`, false))
+      resolve(failure(MeshErrorCode.overloaded, message, false))
     }
+    if (tunnels.open >= tunnels.max) return refuse(`${tunnels.open} upgraded connections open, as many as maxTunnels allows; retry elsewhere`)
+    // Stalled, it would hold a window unread: one the tunnels' pool cannot take spends the requests' budget (PROTOCOL.md §8).
+    if (peerBytes !== undefined && !peerBytes.tunnelPoolHasRoom()) return refuse("the tunnels' pool (bytes upgraded connections hold that their apps have not read) has no room for one more stream window; raise maxQueuedBytes, or retry elsewhere")
     tunnels.open++
     let counted = true
     /** Once, when the upgrade fails, is answered without switching, or its connection closes. */
