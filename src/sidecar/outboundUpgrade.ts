@@ -14,7 +14,7 @@ import { Cancellation } from "../mux/cancellation.ts"
 import { ConnectFailed } from "../mux/errors.ts"
 import type { MeshReply } from "../mux/meshSession.ts"
 import type { IncomingStream, UnreadPool } from "../mux/streams.ts"
-import { EnvelopeError } from "../protocol/mesh.ts"
+import { EnvelopeError, MeshDefaults } from "../protocol/mesh.ts"
 import type { EndpointLease } from "./endpoints.ts"
 import { carriedProtocols, endToEndHeaders, switchedAmong, upgradeProtocols } from "./headerFilter.ts"
 import { headersOf, HttpMeta, requestMeta, withForwarded } from "./httpEnvelope.ts"
@@ -36,7 +36,8 @@ export interface OutboundUpgradeOptions extends OutboundOptions {
   /**
    * Upgraded connections open at once, from the request to the caller's close (`maxTunnels`, as at
    * the inbound side), and the far apps' bytes they hold that their callers have not read yet
-   * (`unread.bytes`, at most a stream window each): past either limit, new upgrades are refused.
+   * (`unread.bytes`, at most a stream window each): at the first, or with no room for one more
+   * window within the second, new upgrades are refused.
    */
   readonly tunnels: { open: number; readonly max: number; readonly unread: UnreadPool; readonly maxUnreadBytes: number }
 }
@@ -106,7 +107,8 @@ class OutboundUpgrade {
     // Each tunnel may hold a stream window of answer bytes its caller has not read: their number is bounded, before any work.
     const { tunnels } = options
     if (tunnels.open >= tunnels.max) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `${tunnels.open} upgraded connections open at the outbound sidecar, as many as maxTunnels allows; retry later` })
-    if (tunnels.unread.bytes >= tunnels.maxUnreadBytes) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar's upgraded connections hold ${tunnels.unread.bytes} bytes their callers have not read, as many as maxQueuedBytes allows; retry later` })
+    // As at the inbound side (PROTOCOL.md §8): admitted only while one more stalled window fits (this side's window: its hello's).
+    if (tunnels.unread.bytes + MeshDefaults.streamWindow > tunnels.maxUnreadBytes) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar's upgraded connections hold ${tunnels.unread.bytes} bytes their callers have not read, no room for one more stream window within maxQueuedBytes; retry later` })
     tunnels.open++
     this.tunnel = true
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })

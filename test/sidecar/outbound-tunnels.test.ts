@@ -2,7 +2,8 @@
 // holds up to a stream window of unread answer bytes at A (and at B), so A's open tunnels are bounded
 // by the same `maxTunnels` as B's: past it a new upgrade is refused 503 overloaded at the outbound
 // hop, ordinary requests go on, and a closed WebSocket makes room again. The bytes they hold unread
-// are counted too: past A's maxQueuedBytes of them new upgrades are refused the same way.
+// are counted too: once one more stream window of them would not fit within A's maxQueuedBytes, new
+// upgrades are refused the same way (as at B, PROTOCOL.md §8).
 import type * as http from "node:http"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
