@@ -82,11 +82,20 @@ export const openRoot = async (root: string): Promise<string> => {
 const endOfFile = (): Buffer => Buffer.from([0, 0, 0, DownloadFlag.end])
 const emptySha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
+/**
+ * The codes a client's path can meet, said in words: the client cannot see the server's tree, and
+ * a bare code does not say which part of its path is wrong.
+ */
+const inWords: ReadonlyMap<string, string> = new Map([
+  ["ELOOP", "a symlink is in the way"],
+  ["ENOTDIR", "a file is in the way (a directory of the path is a file)"]
+])
+
 /** Our own refusals pass as they are; a file system error is reported by code, without server paths. */
 const explain = (what: string, requested: string) => (error: unknown): never => {
   if (error instanceof PathRefused || error instanceof FileRequestInvalid || error instanceof FileRequestRefused) throw error
   const code = (error as NodeJS.ErrnoException).code ?? "internal error"
-  throw new FileRequestRefused({ message: `cannot ${what} ${JSON.stringify(requested)}: ${code === "ELOOP" ? "a symlink is in the way" : code}` })
+  throw new FileRequestRefused({ message: `cannot ${what} ${JSON.stringify(requested)}: ${inWords.get(code) ?? code}` })
 }
 
 /** Opens a file resolveForRead found, refused unless it is a regular file still inside the root. */

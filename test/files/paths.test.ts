@@ -136,6 +136,10 @@ describe("raw requests the Go clients would never send", () => {
     expect(await ask("/download_file", Buffer.from(`{"FilePath":"fifo"}`))).toBe(fail(`\\"fifo\\" is not a regular file`))
     expect(await ask("/file_checksum", Buffer.from(`{"FilePath":"fifo"}`))).toBe(fail(`\\"fifo\\" is not a regular file`))
     expect(await ask("/upload_file", uploadRequest(`{"FilePath":"dir"}`))).toBe(fail(`path refused: \\"dir\\" is a directory`))
-    expect(await ask("/upload_file", uploadRequest(`{"FilePath":"ok.txt/x"}`))).toBe(fail(`cannot write \\"ok.txt/x\\": ENOTDIR`))
+    // ENOTDIR said in words, as ELOOP is: the client cannot see the server's tree.
+    const fileInTheWay = "a file is in the way (a directory of the path is a file)"
+    expect(await ask("/upload_file", uploadRequest(`{"FilePath":"ok.txt/x"}`))).toBe(fail(`cannot write \\"ok.txt/x\\": ${fileInTheWay}`))
+    expect(await ask("/upload_file", uploadRequest(`{"FilePath":"ok.txt/d/x"}`))).toBe(fail(`cannot write \\"ok.txt/d/x\\": ${fileInTheWay}`))
+    expect(await ask("/file_checksum", Buffer.from(`{"FilePath":"ok.txt/x","Upload":true}`))).toBe(fail(`cannot hash \\"ok.txt/x\\": ${fileInTheWay}`))
   })
 })
