@@ -356,7 +356,8 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   /**
    * Removes an expired unfinished upload in its upload's turn, unless a request wrote it meanwhile.
    * One that cannot be removed (its directory swapped for a symlink, EMFILE) is logged and stays in the
-   * table, so the next sweep tries again: forgotten, it would hold its quota until a restart.
+   * table, so the next sweep tries again: forgotten, it would hold its quota until a restart. Never
+   * rejects (sweepUnfinished's contract), not even when the log sink throws.
    */
   const expire = (partial: string): Promise<void> =>
     onePerUpload(partial, async () => {
@@ -379,7 +380,14 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         }
       }
       unfinished.forget(partial)
-    }).catch((error: unknown) => server.log("partial-expiry-failed", { partial, error: messageOf(error) }))
+    }).catch((error: unknown) => {
+      try {
+        server.log("partial-expiry-failed", { partial, error: messageOf(error) })
+      } catch {
+        // The sink is the caller's: a throw from it rejected the sweep's removal, which ended the
+        // sweep's fiber, and no unfinished upload expired again until a restart.
+      }
+    })
   // 0: never, as the server's idle timeout (swept every millisecond, a partial would go between two requests of its upload).
   if (unfinished.maxAgeMs > 0) server.background(sweepUnfinished(unfinished, usage, expire))
 
