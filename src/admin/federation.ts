@@ -12,7 +12,10 @@
 // for the view and for each series at most once per `MIN_REFRESH_MS` (concurrent askers share one
 // round, its answers reused that long: 50 open dashboards cost the peers what one does), at most
 // MAX_SERIES_ROUNDS series at once, each call within federationTimeoutMs and federationMaxBytes,
-// at most federationMaxPeers peers followed.
+// at most federationMaxPeers peers followed. A series request that finds every place taken waits
+// for one at most federationTimeoutMs (each running round ends within it), then is answered busy:
+// so a series is answered within twice federationTimeoutMs, however many requests queue (256
+// connections of 4 requests each used to wait up to 64 rounds, 64 s at the default).
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import { type GoldenView, mergeViews } from "../telemetry/golden.ts"
 import { getAdminJson } from "./adminClient.ts"
@@ -51,6 +54,11 @@ export interface FederationView {
   readonly untracked: number
   /** The local view and every peer's last view (stale ones included), merged. */
   readonly golden: GoldenView
+}
+
+/** No place for a series round came within federationTimeoutMs: the admin answers 503 federation_busy with this message. */
+export interface SeriesBusy {
+  readonly busy: string
 }
 
 /** One series asked of every fresh peer, shared by everyone asking for it while it runs and MIN_REFRESH_MS after. */
@@ -126,15 +134,16 @@ export class Federation {
   /**
    * The series of a service or an edge over the whole mesh: this admin's sidecars' and every fresh
    * peer's (asked within the same bounds, shared: peerSeries), counts summed per 10 s slot, p99 the largest.
-   * Undefined when there is none, or when `left` aborted (the asker went) while it waited for a place.
+   * Undefined when there is none, or when `left` aborted (the asker went) while it waited for a place;
+   * busy when no place came within federationTimeoutMs.
    */
-  async series(sidecar: Sidecar, shown: ReadonlyArray<Sidecar>, query: URLSearchParams, left: AbortSignal): Promise<{ readonly points: ReadonlyArray<Point> } | undefined> {
+  async series(sidecar: Sidecar, shown: ReadonlyArray<Sidecar>, query: URLSearchParams, left: AbortSignal): Promise<{ readonly points: ReadonlyArray<Point> } | SeriesBusy | undefined> {
     const local = goldenSeries(shown, query)
     const selector = new URLSearchParams([...query.entries()].filter(([key]) => ["service", "caller", "callee"].includes(key)))
     selector.set("scope", "self")
     selector.sort()
     const remote = await this.peerSeries(sidecar.config, selector, left)
-    if (remote === undefined) return undefined
+    if (remote === undefined || "busy" in remote) return remote
     const found = [...(local === undefined ? [] : [local.points]), ...remote]
     if (found.length === 0) return undefined
     // Slots start on multiples of 10 s everywhere: summed by start time (hosts' clocks may differ a little).
@@ -155,26 +164,44 @@ export class Federation {
    * The fresh peers' series for `selector`: the round running or ended within MIN_REFRESH_MS for
    * it, else a new one once fewer than MAX_SERIES_ROUNDS are held. Undefined, asking nobody, once
    * `left` aborts while it waits for a place: a waiter whose client went used to stay and take the
-   * next place, so a client sending requests and closing queued rounds without bound.
+   * next place, so a client sending requests and closing queued rounds without bound. Busy, asking
+   * nobody, when no place came within federationTimeoutMs: other waiters took each one that did.
    */
-  private async peerSeries(config: Sidecar["config"], selector: URLSearchParams, left: AbortSignal): Promise<ReadonlyArray<ReadonlyArray<Point>> | undefined> {
+  private async peerSeries(config: Sidecar["config"], selector: URLSearchParams, left: AbortSignal): Promise<ReadonlyArray<ReadonlyArray<Point>> | SeriesBusy | undefined> {
     const key = selector.toString()
     let gone: Promise<void> | undefined
-    for (;;) {
-      if (left.aborted) return undefined
-      const nowMs = this.now()
-      for (const [held, round] of this.seriesRounds) if (round.endedMs !== undefined && nowMs - round.endedMs >= MIN_REFRESH_MS) this.seriesRounds.delete(held)
-      const shared = this.seriesRounds.get(key)
-      if (shared !== undefined) return shared.points
-      if (this.seriesRounds.size < MAX_SERIES_ROUNDS) break
-      const ended = [...this.seriesRounds].find(([, round]) => round.endedMs !== undefined)
-      if (ended !== undefined) {
-        this.seriesRounds.delete(ended[0])
-        break
+    let deadline: Promise<void> | undefined
+    let timer: ReturnType<typeof setTimeout> | undefined
+    let passed = false
+    try {
+      for (;;) {
+        if (left.aborted) return undefined
+        const nowMs = this.now()
+        for (const [held, round] of this.seriesRounds) if (round.endedMs !== undefined && nowMs - round.endedMs >= MIN_REFRESH_MS) this.seriesRounds.delete(held)
+        const shared = this.seriesRounds.get(key)
+        if (shared !== undefined) return shared.points
+        if (this.seriesRounds.size < MAX_SERIES_ROUNDS) break
+        const ended = [...this.seriesRounds].find(([, round]) => round.endedMs !== undefined)
+        if (ended !== undefined) {
+          this.seriesRounds.delete(ended[0])
+          break
+        }
+        // A place that came at the deadline is still taken (checked above): busy only without one.
+        if (passed) {
+          return { busy: `all ${MAX_SERIES_ROUNDS} places for series rounds were taken for ${config.federationTimeoutMs} ms (federationTimeoutMs): ask again` }
+        }
+        // Every place is a round still running (each ends within federationTimeoutMs): wait for one.
+        gone ??= new Promise((resolve) => left.addEventListener("abort", () => resolve(), { once: true }))
+        deadline ??= new Promise((resolve) => {
+          timer = setTimeout(() => {
+            passed = true
+            resolve()
+          }, config.federationTimeoutMs)
+        })
+        await Promise.race([gone, deadline, ...[...this.seriesRounds.values()].map((round) => round.points)])
       }
-      // Every place is a round still running (each ends within federationTimeoutMs): wait for one.
-      gone ??= new Promise((resolve) => left.addEventListener("abort", () => resolve(), { once: true }))
-      await Promise.race([gone, ...[...this.seriesRounds.values()].map((round) => round.points)])
+    } finally {
+      clearTimeout(timer)
     }
     const nowMs = this.now()
     const fresh = [...this.peers.values()].filter((p) => p.error === null && p.lastOkMs !== null && nowMs - p.lastOkMs <= config.federationStaleMs)

@@ -15,7 +15,7 @@
 //
 // Never installed in library code: tests run sidecars and servers in the test process, where
 // vitest's own listeners must keep reporting every stray exception as a failure.
-import { messageOf } from "../iip/log.ts"
+import { LogThrottle, messageOf } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import { type FaultKind, processFaults } from "../telemetry/processFaults.ts"
 
@@ -34,33 +34,22 @@ export const installLastResort = (options: LastResortOptions): void => {
   const maxLines = options.maxLines ?? 20
   const windowMs = options.windowMs ?? 60_000
   // A bug that an attacker can reach would otherwise write a line per request: the log is bounded too.
-  let windowStart = 0
-  let linesInWindow = 0
-  let suppressed = 0
+  const lines = new LogThrottle(maxLines, windowMs)
   const report = (kind: FaultKind, error: unknown) => {
     processFaults.record(kind)
-    const now = Date.now()
-    if (now - windowStart >= windowMs) {
-      windowStart = now
-      linesInWindow = 0
-    }
-    if (linesInWindow >= maxLines) {
-      suppressed += 1
-      return
-    }
-    linesInWindow += 1
+    const admitted = lines.admit()
+    if (admitted === undefined) return
     const stack = error instanceof Error && error.stack !== undefined ? { stack: loggable(error.stack, 2000) } : {}
     const line = {
-      time: new Date(now).toISOString(),
+      time: new Date().toISOString(),
       event: kind === "exception" ? "uncaught-exception" : "unhandled-rejection",
       command: options.command,
       message: loggable(messageOf(error), 500),
       ...stack,
       total: processFaults.counts()[kind],
-      ...(suppressed > 0 ? { suppressedBefore: suppressed } : {}),
+      ...admitted,
       action: "kept serving"
     }
-    suppressed = 0
     write(`${JSON.stringify(line)}\n`)
   }
   process.on("uncaughtException", (error) => report("exception", error))

@@ -9,8 +9,9 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import type { Hash } from "node:crypto"
 import { constants, type FileHandle, open, rename, rm, stat } from "node:fs/promises"
+import { basename } from "node:path"
 import { hashPrefix, writeAt } from "./localFiles.ts"
-import { partialSuffix } from "./paths.ts"
+import { nameTooLong, partialSuffix } from "./paths.ts"
 import {
   askChecksum,
   ask,
@@ -37,6 +38,8 @@ export interface DownloadOptions extends TransferOptions {
 export const download = (options: DownloadOptions): Effect.Effect<TransferResult, TransferFailed | ChecksumMismatch> =>
   Effect.gen(function*() {
     const started = performance.now()
+    const tooLong = nameTooLong(basename(options.localPath), "download")
+    if (tooLong !== undefined) return yield* new TransferFailed({ message: `${options.localPath} ${tooLong}` })
     const partialPath = options.localPath + partialSuffix
     const handle = yield* Effect.acquireRelease(
       onDisk(`open ${partialPath}`, () => open(partialPath, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o644)),

@@ -15,6 +15,19 @@ export const maxPathBytes = 1024
 const maxComponentBytes = 255
 /** What an unfinished upload (and an unfinished download, on the client) is called until it is whole. */
 export const partialSuffix = ".iip-part"
+/**
+ * Longest name of a file that grows as `<name>.iip-part` first (an upload on the server, a download
+ * on the client): the partial's name must fit NAME_MAX.
+ */
+const maxNameBytes = maxComponentBytes - partialSuffix.length
+
+/** Why `name` cannot be an upload's or a download's (its partial would not fit NAME_MAX); undefined when it can. */
+export const nameTooLong = (name: string, what: "upload" | "download"): string | undefined => {
+  const bytes = Buffer.byteLength(name, "utf8")
+  return bytes <= maxNameBytes
+    ? undefined
+    : `has a name of ${bytes} bytes: a${what === "upload" ? "n" : ""} ${what}'s may be at most ${maxNameBytes} (${maxComponentBytes}, NAME_MAX, less the ${partialSuffix.length} of ${partialSuffix}, its unfinished ${what}'s suffix)`
+}
 
 const refuse = (requested: string, why: string): PathRefused =>
   new PathRefused({ message: `path refused: ${JSON.stringify(requested.length > 80 ? `${requested.slice(0, 80)}...` : requested)} ${why}` })
@@ -139,6 +152,9 @@ export const resolveForWrite = async (root: string, requested: string, create: D
   // Such an upload would end by renaming its own partial over another upload's, outside the turn
   // server.ts gives each unfinished upload (its quota figures taken from a file that is gone).
   if (full.endsWith(partialSuffix)) throw refuse(requested, `ends in ${partialSuffix}, the name the server gives an unfinished upload`)
+  // Refused before anything is made: such an upload could never be written (ENAMETOOLONG at its partial).
+  const tooLong = nameTooLong(basename(full), "upload")
+  if (tooLong !== undefined) throw refuse(requested, tooLong)
   // The deepest directory on the way that exists, and the names still missing below it.
   const missing: Array<string> = []
   let dir = dirname(full)

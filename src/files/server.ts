@@ -82,11 +82,20 @@ export const openRoot = async (root: string): Promise<string> => {
 const endOfFile = (): Buffer => Buffer.from([0, 0, 0, DownloadFlag.end])
 const emptySha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
+/**
+ * The codes a client's path can meet, said in words: the client cannot see the server's tree, and
+ * a bare code does not say which part of its path is wrong.
+ */
+const inWords: ReadonlyMap<string, string> = new Map([
+  ["ELOOP", "a symlink is in the way"],
+  ["ENOTDIR", "a file is in the way (a directory of the path is a file)"]
+])
+
 /** Our own refusals pass as they are; a file system error is reported by code, without server paths. */
 const explain = (what: string, requested: string) => (error: unknown): never => {
   if (error instanceof PathRefused || error instanceof FileRequestInvalid || error instanceof FileRequestRefused) throw error
   const code = (error as NodeJS.ErrnoException).code ?? "internal error"
-  throw new FileRequestRefused({ message: `cannot ${what} ${JSON.stringify(requested)}: ${code === "ELOOP" ? "a symlink is in the way" : code}` })
+  throw new FileRequestRefused({ message: `cannot ${what} ${JSON.stringify(requested)}: ${inWords.get(code) ?? code}` })
 }
 
 /** Opens a file resolveForRead found, refused unless it is a regular file still inside the root. */
@@ -347,7 +356,8 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
   /**
    * Removes an expired unfinished upload in its upload's turn, unless a request wrote it meanwhile.
    * One that cannot be removed (its directory swapped for a symlink, EMFILE) is logged and stays in the
-   * table, so the next sweep tries again: forgotten, it would hold its quota until a restart.
+   * table, so the next sweep tries again: forgotten, it would hold its quota until a restart. Never
+   * rejects (sweepUnfinished's contract), not even when the log sink throws.
    */
   const expire = (partial: string): Promise<void> =>
     onePerUpload(partial, async () => {
@@ -370,7 +380,14 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         }
       }
       unfinished.forget(partial)
-    }).catch((error: unknown) => server.log("partial-expiry-failed", { partial, error: messageOf(error) }))
+    }).catch((error: unknown) => {
+      try {
+        server.log("partial-expiry-failed", { partial, error: messageOf(error) })
+      } catch {
+        // The sink is the caller's: a throw from it rejected the sweep's removal, which ended the
+        // sweep's fiber, and no unfinished upload expired again until a restart.
+      }
+    })
   // 0: never, as the server's idle timeout (swept every millisecond, a partial would go between two requests of its upload).
   if (unfinished.maxAgeMs > 0) server.background(sweepUnfinished(unfinished, usage, expire))
 

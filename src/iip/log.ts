@@ -1,5 +1,6 @@
 // The structured log events the library emits on its own (protocol violations, handler crashes,
-// refused connections): one JSON line each on stderr unless the caller passes its own sink.
+// refused connections): one JSON line each on stderr unless the caller passes its own sink; and
+// LogThrottle, the bound on a line that may repeat without end.
 import type { ConnectionLog } from "../mux/connection.ts"
 
 export type Log = ConnectionLog
@@ -11,3 +12,41 @@ export const stderrLog: Log = (event, fields) => {
 /** The message of anything thrown or failed with. */
 export const messageOf = (error: unknown): string =>
   error instanceof Error ? error.message : typeof error === "object" && error !== null && "message" in error ? String(error.message) : String(error)
+
+/**
+ * A bound on a log line that repeats for one cause (a collector down, a caller looping on a denied
+ * path, a bug a peer can reach): at most `maxLines` per `windowMs`; the rest are counted, and the
+ * first line that goes out after them carries their number (`suppressedBefore`).
+ */
+export class LogThrottle {
+  private readonly maxLines: number
+  private readonly windowMs: number
+  private readonly now: () => number
+  private windowStart = Number.NEGATIVE_INFINITY
+  private linesInWindow = 0
+  private suppressed = 0
+
+  constructor(maxLines: number, windowMs: number, now: () => number = Date.now) {
+    this.maxLines = maxLines
+    this.windowMs = windowMs
+    this.now = now
+  }
+
+  /** The fields to add to a line that may go out now; undefined when it may not (it is counted). */
+  admit(): { readonly suppressedBefore?: number } | undefined {
+    const now = this.now()
+    // A clock stepped back starts a window too: else the log stays shut until the clock catches up.
+    if (now - this.windowStart >= this.windowMs || now < this.windowStart) {
+      this.windowStart = now
+      this.linesInWindow = 0
+    }
+    if (this.linesInWindow >= this.maxLines) {
+      this.suppressed++
+      return undefined
+    }
+    this.linesInWindow++
+    const suppressed = this.suppressed
+    this.suppressed = 0
+    return suppressed > 0 ? { suppressedBefore: suppressed } : {}
+  }
+}

@@ -8,7 +8,7 @@
 // An allowed request carries the caller's identity to the app in `x-iip-mesh-client-id`
 // (headerFilter.ts drops any the caller sent). Allow-all costs one property read per request.
 import { type Failure, failure } from "../iip/server.ts"
-import type { Log } from "../iip/log.ts"
+import { type Log, LogThrottle } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import type { CompiledPolicy } from "../identity/policy.ts"
 import type { MeshMetrics } from "../telemetry/metrics.ts"
@@ -32,12 +32,11 @@ export interface AuthorizationOptions {
 
 export class InboundAuthorization {
   private readonly options: AuthorizationOptions
-  private windowStart = 0
-  private linesInWindow = 0
-  private suppressed = 0
+  private readonly logLines: LogThrottle
 
   constructor(options: AuthorizationOptions) {
     this.options = options
+    this.logLines = new LogThrottle(LOG_LINES, LOG_WINDOW_MS, options.now)
   }
 
   /** Undefined when the request may go on; else the failure to answer it with. */
@@ -52,16 +51,8 @@ export class InboundAuthorization {
   }
 
   private logDenied(identity: string | undefined, method: string, target: string, remoteAddress: string, verdict: string, source: string): void {
-    const now = (this.options.now ?? Date.now)()
-    if (now - this.windowStart >= LOG_WINDOW_MS) {
-      this.windowStart = now
-      this.linesInWindow = 0
-    }
-    if (this.linesInWindow >= LOG_LINES) {
-      this.suppressed++
-      return
-    }
-    this.linesInWindow++
+    const admitted = this.logLines.admit()
+    if (admitted === undefined) return
     const q = target.indexOf("?")
     this.options.log("authz-denied", {
       service: this.options.service,
@@ -73,8 +64,7 @@ export class InboundAuthorization {
       path: loggable(q === -1 ? target : target.slice(0, q)),
       reason: verdict,
       policy: source,
-      ...(this.suppressed > 0 ? { suppressedBefore: this.suppressed } : {})
+      ...admitted
     })
-    this.suppressed = 0
   }
 }

@@ -10,7 +10,7 @@ import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import * as Server from "../iip/server.ts"
-import { type Log, stderrLog } from "../iip/log.ts"
+import { type Log, LogThrottle, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import type { MeshSession } from "../mux/meshSession.ts"
@@ -163,9 +163,14 @@ const balancingOf = (config: SidecarConfig): BalancingOptions => ({
   busyPingTimeoutMs: config.busyPingTimeoutMs
 })
 
+/** `trace-export-failed` lines at most, per window (as the last line of defence's: 20 a minute). */
+const EXPORT_FAILED_LINES = 20
+const EXPORT_FAILED_WINDOW_MS = 60_000
+
 /** Tracing (its exporters flushed on close, within the drain timeout) and metrics. */
 const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log) =>
   Effect.gen(function*() {
+    const exportFailures = new LogThrottle(EXPORT_FAILED_LINES, EXPORT_FAILED_WINDOW_MS)
     const traces = options.traces ?? new TraceStore(config.traceStoreRate === null ? { maxBytes: config.traceStoreBytes } : { maxNewTracesPerSecond: config.traceStoreRate, maxBytes: config.traceStoreBytes })
     const tracing = makeTracing({
       service: config.service,
@@ -173,8 +178,12 @@ const makeTelemetry = (config: SidecarConfig, options: SidecarOptions, log: Log)
       enabled: config.tracing,
       instanceId: config.node,
       ...(options.env === undefined ? {} : { env: options.env }),
-      // The collector's answer may echo anything, the URL with its credentials included.
-      onExportError: (error) => log("trace-export-failed", { message: loggable(redactUrl(error.message)) })
+      // The collector's answer may echo anything, the URL with its credentials included. A
+      // collector down fails every batch, several a second under load: the lines are throttled.
+      onExportError: (error) => {
+        const admitted = exportFailures.admit()
+        if (admitted !== undefined) log("trace-export-failed", { message: loggable(redactUrl(error.message)), ...admitted })
+      }
     })
     for (const warning of tracing.warnings) log("otel-setting-ignored", { ...warning })
     yield* Effect.addFinalizer(() =>

@@ -13,7 +13,7 @@ import * as http from "node:http"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import * as Admin from "../../src/admin/adminServer.ts"
 import { type FederationView, MAX_SERIES_ROUNDS } from "../../src/admin/federation.ts"
 import type { Sidecar } from "../../src/sidecar/sidecar.ts"
@@ -45,6 +45,14 @@ const get = (port: number, path: string, localAddress: string): { written: Promi
   })
   return { written: done, answer }
 }
+
+/** Resolves once `condition` holds, checked after each turn of the event loop (no timer: they may be faked); fails after 5 s. */
+const until = (condition: () => boolean, what: string): Promise<void> =>
+  new Promise((resolve, reject) => {
+    const deadline = performance.now() + 5000
+    const check = () => (condition() ? resolve() : performance.now() > deadline ? reject(new Error(`timed out waiting for ${what}`)) : setImmediate(check))
+    check()
+  })
 
 describe("admin federation under many concurrent admin requests", () => {
   let cleanup: Cleanup
@@ -152,6 +160,44 @@ describe("admin federation under many concurrent admin requests", () => {
       expect((JSON.parse(answer.body) as { points: Array<[number, number]> }).points.find((p) => p[0] === slot)?.[1]).toBe(PEERS)
     }
     expect(calls.map((c) => c.series)).toEqual(calls.map(() => CONCURRENT))
+  })
+
+  it(`a request waiting for a place has a deadline of its own, federationTimeoutMs: past it, 503 federation_busy`, async () => {
+    const { calls, hold, port } = await withPeers()
+    // The peers never answer in this case (their gate stays shut until the end): every round lasts
+    // federationTimeoutMs (1 s), on a faked setTimeout, so that the deadlines pass in a known order
+    // whatever the machine's speed. Node's own timers (sockets, http) stay real.
+    const open = hold()
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] })
+    try {
+      const running = Array.from({ length: MAX_SERIES_ROUNDS }, (_, i) => get(port, `/federation/series?service=s${i}`, "127.0.0.1"))
+      await until(() => calls.every((c) => c.series >= MAX_SERIES_ROUNDS), `${MAX_SERIES_ROUNDS} series calls at each peer`)
+      // One waiter more than there are places: every place is a running round.
+      const waiting = Array.from({ length: MAX_SERIES_ROUNDS + 1 }, (_, i) => get(port, `/federation/series?service=w${i}`, "127.0.0.2"))
+      await Promise.all(waiting.map((r) => r.written))
+      expect((await call(port, { path: "/health", headers })).status).toBe(200)
+      // The running rounds give up on their peers (their timers were set first) and 16 waiters take
+      // their places, in rounds that last another second; the 17th waiter's deadline passes first.
+      await vi.advanceTimersByTimeAsync(1000)
+      // No peer answered them, and this admin has no such series itself.
+      for (const { answer } of running) expect((await answer).status).toBe(404)
+      // Waited for without a timer (they are faked): before, no waiter was ever answered here.
+      const answered: Array<{ status: number; body: string }> = []
+      for (const { answer } of waiting) void answer.then((a) => answered.push(a), () => {})
+      await until(() => answered.length > 0, "a waiter's answer")
+      const [busy] = answered
+      expect(busy!.status).toBe(503)
+      expect(JSON.parse(busy!.body)).toStrictEqual({
+        error: "federation_busy",
+        message: `all ${MAX_SERIES_ROUNDS} places for series rounds were taken for 1000 ms (federationTimeoutMs): ask again`
+      })
+      open()
+      const answers = await Promise.all(waiting.map((r) => r.answer))
+      expect(answers.map((a) => a.status).sort()).toStrictEqual([...Array(MAX_SERIES_ROUNDS).fill(200), 503])
+    } finally {
+      vi.useRealTimers()
+      open()
+    }
   })
 
   it(`a request waiting for a place leaves the queue when its client goes: its series is never asked`, async () => {

@@ -143,6 +143,39 @@ describe("unfinished uploads expire", () => {
       })
     ))
 
+  it.effect("a log sink that throws does not end the sweep: the partial it failed to remove goes at a later sweep", () =>
+    withCleanup((cleanup) =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(Date.now())
+        const root = tempDir(cleanup, "expiry-log-throws")
+        const outside = tempDir(cleanup, "expiry-log-throws-outside")
+        mkdirSync(join(root, "d"))
+        let failures = 0
+        const log: Log = (event) => {
+          if (event !== "partial-expiry-failed") return
+          failures++
+          throw new Error("the log sink is broken")
+        }
+        const { send } = yield* serve(cleanup, root, { quotaBytes: 100, partialMaxAgeMs: maxAgeMs }, log)
+        expect(yield* send("d/a.bin", 0, "a".repeat(60))).toBe(`{"TaskId":1,"DoneBytes":60}`)
+        renameSync(join(root, "d"), join(root, "d-old"))
+        symlinkSync(outside, join(root, "d"))
+        yield* TestClock.adjust(maxAgeMs + maxAgeMs / 4 + 1000)
+        yield* waitUntil(() => failures > 0, "the failed removal to be logged")
+        rmSync(join(root, "d"))
+        renameSync(join(root, "d-old"), join(root, "d"))
+        // As above: one interval at a time until the next sweep has run (at most 3). Before, the
+        // throw ended the sweep's fiber and the partial held its 60 bytes until a restart.
+        const partial = join(root, "d", "a.bin.iip-part")
+        for (let sweeps = 0; existsSync(partial) && sweeps < 3; sweeps++) {
+          yield* TestClock.adjust(maxAgeMs / 8)
+          yield* waitUntil(() => !existsSync(partial), "the partial to be removed at the next sweep", 500).pipe(Effect.ignore)
+        }
+        expect(existsSync(partial)).toBe(false)
+        expect(yield* send("b.bin", 0, "b".repeat(90))).toBe(`{"TaskId":1,"DoneBytes":90}`)
+      })
+    ))
+
   it.effect("an age of 0 is never, as the server's idle timeout: an unfinished upload is not removed between two of its requests", () =>
     withCleanup((cleanup) =>
       Effect.gen(function*() {

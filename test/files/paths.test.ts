@@ -10,6 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { download } from "../../src/files/download.ts"
 import { openRoot, serveFiles } from "../../src/files/server.ts"
 import { upload } from "../../src/files/upload.ts"
+import { encodeUploadRequest } from "../../src/files/wire.ts"
 import { IipServer } from "../../src/iip/server.ts"
 import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
 import { tempDir } from "./support.ts"
@@ -74,6 +75,34 @@ describe("paths are confined to the root", () => {
     expect(await send(`${"d/".repeat(600)}x`)).toBe("the remote path must be 1 to 1024 bytes long")
   })
 
+  it("an upload's name may be at most 246 bytes, 255 (NAME_MAX) less the 9 of .iip-part: 247 and 255 are refused up front, naming the limit", async () => {
+    const name = (bytes: number) => `${"é".repeat(Math.floor((bytes - 4) / 2))}${"n".repeat((bytes - 4) % 2)}.bin`
+    expect([246, 247, 255].map((bytes) => Buffer.byteLength(name(bytes)))).toStrictEqual([246, 247, 255])
+    const result = await Effect.runPromise(upload({ host: "127.0.0.1", port, localPath: join(local, "payload.bin"), remotePath: `dir/${name(246)}` }))
+    expect(result).toMatchObject({ bytes: 7, verified: true })
+    expect(readFileSync(join(root, "dir", name(246)), "utf8")).toBe("payload")
+    for (const bytes of [247, 255]) {
+      const path = `dir/${name(bytes)}`
+      const why = `has a name of ${bytes} bytes: an upload's may be at most 246 (255, NAME_MAX, less the 9 of .iip-part, its unfinished upload's suffix)`
+      expect(await send(path)).toBe(refused(`${path.slice(0, 80)}...`, why))
+    }
+    // A Go client sends no checksum first: its upload request gets the same answer.
+    const client = await RawClient.connect(port, cleanup)
+    await client.newChannel()
+    client.write(frame(1, "/upload_file", 1, encodeUploadRequest(1, `dir/${name(255)}`, 0, false, Buffer.from("x"))))
+    const raw = JSON.parse((await client.next()).data.toString()) as { message: string }
+    expect(raw.message).toMatch(/^handler fail:path refused: ".*\.\.\." has a name of 255 bytes: an upload's may be at most 246 /)
+    expect(readdirSync(join(root, "dir"))).toStrictEqual([name(246)])
+    // A file of such a name placed there by other means is still served.
+    writeFileSync(join(root, "dir", name(255)), "long")
+    const got = await Effect.runPromise(download({ host: "127.0.0.1", port, remotePath: `dir/${name(255)}`, localPath: join(local, "long.bin") }))
+    expect(got).toMatchObject({ bytes: 4, verified: true })
+    // The download client's own partial is <local>.iip-part: such a local name is refused before it connects.
+    const tooLong = join(local, name(247))
+    const failed = await Effect.runPromise(Effect.flip(download({ host: "127.0.0.1", port: 1, remotePath: "ok.txt", localPath: tooLong })))
+    expect(failed.message).toBe(`${tooLong} has a name of 247 bytes: a download's may be at most 246 (255, NAME_MAX, less the 9 of .iip-part, its unfinished download's suffix)`)
+  })
+
   it("a symlink inside the root that leads out is refused for reading, writing through it and hashing", async () => {
     expect(await fetch("link/secret.txt")).toBe(refused("link/secret.txt", "resolves outside the root"))
     expect(await fetch("passwd")).toBe(refused("passwd", "resolves outside the root"))
@@ -136,6 +165,10 @@ describe("raw requests the Go clients would never send", () => {
     expect(await ask("/download_file", Buffer.from(`{"FilePath":"fifo"}`))).toBe(fail(`\\"fifo\\" is not a regular file`))
     expect(await ask("/file_checksum", Buffer.from(`{"FilePath":"fifo"}`))).toBe(fail(`\\"fifo\\" is not a regular file`))
     expect(await ask("/upload_file", uploadRequest(`{"FilePath":"dir"}`))).toBe(fail(`path refused: \\"dir\\" is a directory`))
-    expect(await ask("/upload_file", uploadRequest(`{"FilePath":"ok.txt/x"}`))).toBe(fail(`cannot write \\"ok.txt/x\\": ENOTDIR`))
+    // ENOTDIR said in words, as ELOOP is: the client cannot see the server's tree.
+    const fileInTheWay = "a file is in the way (a directory of the path is a file)"
+    expect(await ask("/upload_file", uploadRequest(`{"FilePath":"ok.txt/x"}`))).toBe(fail(`cannot write \\"ok.txt/x\\": ${fileInTheWay}`))
+    expect(await ask("/upload_file", uploadRequest(`{"FilePath":"ok.txt/d/x"}`))).toBe(fail(`cannot write \\"ok.txt/d/x\\": ${fileInTheWay}`))
+    expect(await ask("/file_checksum", Buffer.from(`{"FilePath":"ok.txt/x","Upload":true}`))).toBe(fail(`cannot hash \\"ok.txt/x\\": ${fileInTheWay}`))
   })
 })

@@ -84,6 +84,26 @@ describe("a misbehaving OTLP collector", () => {
     })
   }
 
+  it("refuses every export: at most 20 trace-export-failed lines a minute, not one per failed batch", async () => {
+    const refusing = http.createServer((req, res) => req.resume().on("end", () => res.writeHead(400).end()))
+    await new Promise<void>((resolve) => refusing.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => refusing.close(() => resolve())))
+    cleanup.add(() => refusing.closeAllConnections())
+    const lines: Array<Record<string, unknown>> = []
+    const env = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(refusing.address() as AddressInfo).port}` }
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog" }), (event, fields) => lines.push({ event, ...fields }), { env })
+    const tracing = b.sidecar.telemetry.tracing
+    // One span a batch: each flush is one export, refused (400 is not retried).
+    for (let i = 0; i < 25; i++) {
+      tracing.tracer.startSpan(`batch ${i}`).end()
+      await withTimeout(tracing.forceFlush(), 5000, "the flush")
+    }
+    const failed = lines.filter((line) => line.event === "trace-export-failed")
+    expect(failed).toHaveLength(20)
+    expect(failed.some((line) => "suppressedBefore" in line)).toBe(false)
+    expect(tracing.droppedSpans.exportFailed).toBe(25)
+  })
+
   it("never answers: requests are served and B stops within its drain timeout", async () => {
     const far = await startApp(cleanup, echoRequest)
     const env = { OTEL_EXPORTER_OTLP_ENDPOINT: await startCollector(cleanup, "silent"), OTEL_EXPORTER_OTLP_TIMEOUT: "600000" }

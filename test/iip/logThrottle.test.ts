@@ -1,0 +1,37 @@
+// The bound on a log line that repeats (src/iip/log.ts LogThrottle): at most so many lines per
+// window, the rest counted and their number carried by the next line that goes out.
+import { describe, expect, it } from "vitest"
+import { LogThrottle } from "../../src/iip/log.ts"
+
+describe("LogThrottle", () => {
+  it("admits maxLines per window, counts the rest, and reports them on the first line of a later window", () => {
+    let now = 5_000_000
+    const throttle = new LogThrottle(3, 60_000, () => now)
+    const admitted = Array.from({ length: 10 }, () => throttle.admit())
+    expect(admitted.slice(0, 3)).toStrictEqual([{}, {}, {}])
+    expect(admitted.slice(3)).toStrictEqual(Array(7).fill(undefined))
+    // Still the same window one millisecond before its end.
+    now += 59_999
+    expect(throttle.admit()).toBeUndefined()
+    now += 1
+    expect(throttle.admit()).toStrictEqual({ suppressedBefore: 8 })
+    // Counted once: the next line carries nothing.
+    expect(throttle.admit()).toStrictEqual({})
+    expect(throttle.admit()).toStrictEqual({})
+    expect(throttle.admit()).toBeUndefined()
+    now += 60_000
+    expect(throttle.admit()).toStrictEqual({ suppressedBefore: 1 })
+  })
+
+  it("a clock stepped back starts a new window: the log is not silenced until the clock catches up", () => {
+    let now = 1_000_000
+    const throttle = new LogThrottle(1, 1000, () => now)
+    expect(throttle.admit()).toStrictEqual({})
+    expect(throttle.admit()).toBeUndefined()
+    now -= 500_000
+    expect(throttle.admit()).toStrictEqual({ suppressedBefore: 1 })
+    expect(throttle.admit()).toBeUndefined()
+    now += 1000
+    expect(throttle.admit()).toStrictEqual({ suppressedBefore: 1 })
+  })
+})
