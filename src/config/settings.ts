@@ -68,7 +68,7 @@ export const settings = [
   { key: "identityIssuer", env: "IIP_MESH_IDENTITY_ISSUER", flag: "--identity-issuer", help: "the identity issuer, https://HOST:PORT (default none)" },
   { key: "identityTokenFile", env: "IIP_MESH_IDENTITY_TOKEN_FILE", flag: "--identity-token-file", help: "projected ServiceAccount token for the issuer (Kubernetes)" },
   { key: "identityJoinTokenFile", env: "IIP_MESH_IDENTITY_JOIN_TOKEN_FILE", flag: "--identity-join-token-file", help: "file with a join token the issuer knows (outside Kubernetes)" },
-  { key: "trustBundleFile", env: "IIP_MESH_TRUST_BUNDLE", flag: "--trust-bundle", help: "the mesh's root certificates, PEM (the issuer is verified against it)" },
+  { key: "trustBundleFile", env: "IIP_MESH_TRUST_BUNDLE", flag: "--trust-bundle", help: "the mesh's root certificates, PEM (the issuer is verified against it and the bundle it handed out)" },
   { key: "trustDomain", env: "IIP_MESH_TRUST_DOMAIN", flag: "--trust-domain", help: "the mesh's SPIFFE trust domain (default iip-mesh.local)" },
   { key: "identityDevCaDir", env: "IIP_MESH_IDENTITY_DEV_CA_DIR", flag: "--identity-dev-ca-dir", help: "DEVELOPMENT ONLY: sign this sidecar's own certificate with the CA in this directory" },
   { key: "identityRequestTimeoutMs", env: "IIP_MESH_IDENTITY_REQUEST_TIMEOUT", flag: "--identity-request-timeout", help: "a request to the issuer must be answered within this (default 10s)" },
