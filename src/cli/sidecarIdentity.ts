@@ -32,7 +32,14 @@ export const sidecarIdentity = (config: SidecarConfig, log: Log): Effect.Effect<
         try: () => developmentSigner({ caDir, leafLifetimeMs: defaultLeafLifetimeMs, log }),
         catch: (error) => new IdentityConfigInvalid({ message: `identityDevCaDir: ${messageOf(error)}` })
       })
-      return yield* IdentityClient.make({ signer, fetchTrustBundle: developmentTrustBundle(caDir), trustDomain: config.trustDomain, requestedId: serviceId, log })
+      return yield* IdentityClient.make({
+        signer,
+        fetchTrustBundle: developmentTrustBundle(caDir),
+        bundleRefreshMs: config.identityBundleRefreshMs,
+        trustDomain: config.trustDomain,
+        requestedId: serviceId,
+        log
+      })
     }
     const { identityIssuer, identityTokenFile, identityJoinTokenFile, trustBundleFile } = config
     if (identityIssuer === null || trustBundleFile === null) return yield* new IdentityConfigInvalid({ message: "identityIssuer and trustBundleFile are required" })
@@ -62,6 +69,7 @@ export const sidecarIdentity = (config: SidecarConfig, log: Log): Effect.Effect<
     client = yield* IdentityClient.make({
       signer,
       fetchTrustBundle: issuerTrustBundle(issuer),
+      bundleRefreshMs: config.identityBundleRefreshMs,
       trustDomain: config.trustDomain,
       requestedId: identityTokenFile !== null ? undefined : serviceId,
       log

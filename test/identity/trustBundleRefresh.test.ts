@@ -116,6 +116,28 @@ describe("trust bundle refresh", () => {
       expect(events).toContain("identity-trust-bundle-refreshed")
     }).pipe(Effect.scoped))
 
+  it.effect("identityBundleRefreshMs sets the interval: at 1 min a root added at the issuer reaches the sidecar within 1.1 min", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const issuer = yield* ownIssuer
+      const dir = yield* Effect.acquireRelease(Effect.sync(() => mkdtempSync(join(tmpdir(), "iip-mesh-bundle-interval-"))), (path) => Effect.sync(() => rmSync(path, { recursive: true, force: true })))
+      writeFileSync(join(dir, "bundle.pem"), issuer.ca.trustBundlePem)
+      writeFileSync(join(dir, "join.token"), `${joinToken}\n`)
+      const config = sidecarConfig({
+        service: "catalog",
+        trustDomain,
+        identityIssuer: issuer.running.url,
+        trustBundleFile: join(dir, "bundle.pem"),
+        identityJoinTokenFile: join(dir, "join.token"),
+        identityBundleRefreshMs: minute
+      })
+      const client = yield* sidecarIdentity(config, () => {})
+      const bundle = yield* addRoot(issuer)
+      yield* TestClock.adjust(1.1 * minute)
+      yield* eventually(() => client.current().trustBundlePem === bundle)
+      expect(client.status().bundleRefreshes).toStrictEqual({ updated: 1, unchanged: 0, failed: 0, refused: 0 })
+    }).pipe(Effect.scoped))
+
   it.effect("after the issuer switches to the new root's intermediate, a sidecar whose --trust-bundle file holds only the old root still renews: the issuer is verified against the bundle it handed out too", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(Date.now())
@@ -143,6 +165,9 @@ describe("trust bundle refresh", () => {
       )
       expect(certificatesOfPem(client.current().certificateChainPem)[1]).toBe(next.intermediate.certificatePem)
       expect(client.status()).toMatchObject({ lastError: undefined, trustBundleRoots: 2 })
+      // The refresh between (at 10 min +- 10 %) reached the switched issuer too.
+      yield* eventually(() => client.status().bundleRefreshes.unchanged === 1)
+      expect(client.status().bundleRefreshes).toStrictEqual({ updated: 1, unchanged: 1, failed: 0, refused: 0 })
     }).pipe(Effect.scoped))
 
   it.effect("a refresh in flight when the sidecar's scope closes is abandoned with it: its connection to an issuer that never answers closes at once, not at the request timeout", () =>
