@@ -1,12 +1,12 @@
-// `iip-mesh ca init|renew-intermediate|rotate|finish-rotation --dir D`: the mesh's offline CA (src/identity/
-// caDirectory.ts). Run it on a machine that keeps the root key; give the issuer only the
-// intermediate and the bundle (deploy/README.md shows the Kubernetes Secret).
+// `iip-mesh ca init|renew-intermediate|rotate|switch-intermediate|finish-rotation --dir D`: the
+// mesh's offline CA (src/identity/caDirectory.ts). Run it on a machine that keeps the root key; give
+// the issuer only the intermediate and the bundle (deploy/README.md shows the Kubernetes Secret).
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import { Command, Flag } from "effect/cli"
 import { join } from "node:path"
 import { messageOf } from "../iip/log.ts"
-import { caFiles, finishRotation, initCa, renewIntermediate, rotateCa } from "../identity/caDirectory.ts"
+import { caFiles, finishRotation, initCa, renewIntermediate, rotateCa, switchIntermediate } from "../identity/caDirectory.ts"
 import { defaultTrustDomain } from "../identity/spiffe.ts"
 
 const dir = Flag.String("dir").pipe(Flag.withDescription("the CA directory (created 0700; keys are written 0600)"))
@@ -43,11 +43,26 @@ const rotate = Command.make("rotate", { dir, trustDomain, intermediateDays, root
     try: () => rotateCa({ dir: input.dir, trustDomain: input.trustDomain, rootLifetimeMs: days(input.rootDays), intermediateLifetimeMs: days(input.intermediateDays) }),
     catch: (error) => error
   }).pipe(
-    Effect.andThen(written(input.dir)),
-    Effect.andThen(Console.log(`the bundle holds the new and the previous root; after every leaf under the previous root has expired, run ca finish-rotation`)),
+    Effect.andThen(Console.log(
+      [
+        `wrote ${join(input.dir, caFiles.root)} and ${join(input.dir, caFiles.rootKey)} (the new root; keep this key offline)`,
+        `wrote ${join(input.dir, caFiles.bundle)} with the new and the previous root: publish it (the issuer's Secret and the sidecars' bundle)`,
+        `wrote ${join(input.dir, caFiles.nextIntermediate)} and ${join(input.dir, caFiles.nextIntermediateKey)}: not in service yet, the issuer keeps signing under the previous root`,
+        `once every sidecar holds the two-root bundle (iip_mesh_trust_bundle_roots{state="valid"} 2), run ca switch-intermediate`
+      ].join("\n")
+    )),
     Effect.catch(failLine("rotate"))
   )
-).pipe(Command.withDescription("Start a root rotation: a new root and intermediate, and a bundle with both roots"))
+).pipe(Command.withDescription("Start a root rotation: a new root, a bundle with both roots, the new root's intermediate set aside"))
+
+const switchNext = Command.make("switch-intermediate", { dir }, (input) =>
+  Effect.try({ try: () => switchIntermediate({ dir: input.dir }), catch: (error) => error }).pipe(
+    Effect.andThen(Console.log(
+      `${join(input.dir, caFiles.intermediate)} is the new root's intermediate (the issuer's Secret); after every leaf under the previous root has expired, run ca finish-rotation`
+    )),
+    Effect.catch(failLine("switch-intermediate"))
+  )
+).pipe(Command.withDescription("Rotation, second step (once every sidecar holds the two-root bundle): sign under the new root"))
 
 const renew = Command.make("renew-intermediate", { dir, intermediateDays }, (input) =>
   Effect.tryPromise({ try: () => renewIntermediate({ dir: input.dir, intermediateLifetimeMs: days(input.intermediateDays) }), catch: (error) => error }).pipe(
@@ -64,6 +79,6 @@ const finish = Command.make("finish-rotation", { dir }, (input) =>
 ).pipe(Command.withDescription("End a root rotation: drop the previous root from the bundle"))
 
 export const ca = Command.make("ca").pipe(
-  Command.withDescription("The mesh's certificate authority: init, renew-intermediate, rotate, finish-rotation"),
-  Command.withSubcommands([init, renew, rotate, finish])
+  Command.withDescription("The mesh's certificate authority: init, renew-intermediate, rotate, switch-intermediate, finish-rotation"),
+  Command.withSubcommands([init, renew, rotate, switchNext, finish])
 )

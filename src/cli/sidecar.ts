@@ -74,6 +74,10 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
     )
     if (started === undefined) return
     sidecar = started
+    if (identity !== undefined) {
+      const held = identity
+      started.telemetry.metrics.watchBundleRefreshes(() => held.status().bundleRefreshes)
+    }
     // Before the ready line: its first collection (the start-up's garbage) pauses the process.
     if (config.idleGcMs !== null) {
       const stop = startMemoryRelease(config.idleGcMs, stderrLog, requestActivity(started.telemetry.metrics), (wake) => started.telemetry.metrics.onNextRequest(wake))

@@ -17,7 +17,8 @@ export class IdentityConfigInvalid extends Data.TaggedError("IdentityConfigInval
 /**
  * The identity client the settings describe: its first credentials obtained (retrying while the
  * issuer is unreachable), renewed for the scope's life, its trust bundle fetched again between
- * renewals (the issuer's GET /v1/bundle, or the development CA directory's bundle.pem).
+ * renewals (the issuer's GET /v1/bundle, or the development CA directory's bundle.pem). The issuer
+ * is verified against the --trust-bundle file and, once there is one, the bundle held.
  */
 export const sidecarIdentity = (config: SidecarConfig, log: Log): Effect.Effect<IdentityClient.IdentityClient, IdentityConfigInvalid, Scope.Scope> =>
   Effect.gen(function*() {
@@ -31,14 +32,29 @@ export const sidecarIdentity = (config: SidecarConfig, log: Log): Effect.Effect<
         try: () => developmentSigner({ caDir, leafLifetimeMs: defaultLeafLifetimeMs, log }),
         catch: (error) => new IdentityConfigInvalid({ message: `identityDevCaDir: ${messageOf(error)}` })
       })
-      return yield* IdentityClient.make({ signer, fetchTrustBundle: developmentTrustBundle(caDir), trustDomain: config.trustDomain, requestedId: serviceId, log })
+      return yield* IdentityClient.make({
+        signer,
+        fetchTrustBundle: developmentTrustBundle(caDir),
+        bundleRefreshMs: config.identityBundleRefreshMs,
+        trustDomain: config.trustDomain,
+        requestedId: serviceId,
+        log
+      })
     }
     const { identityIssuer, identityTokenFile, identityJoinTokenFile, trustBundleFile } = config
     if (identityIssuer === null || trustBundleFile === null) return yield* new IdentityConfigInvalid({ message: "identityIssuer and trustBundleFile are required" })
+    let client: IdentityClient.IdentityClient | undefined
     const issuer = {
       issuerUrl: identityIssuer,
       trustDomain: config.trustDomain,
-      trustBundle: () => readFileSync(trustBundleFile, "utf8"),
+      // The roots configured, and those of the bundle held: it came from the issuer over a
+      // connection verified the same way, so it is as trusted as the file. After a rotation's
+      // switch the issuer's own leaf chains to the new root, which the file may never hold (a
+      // ConfigMap not updated, a file outside Kubernetes): the sidecar must still reach its issuer.
+      trustBundle: () => {
+        const configured = readFileSync(trustBundleFile, "utf8")
+        return client === undefined ? configured : `${configured}\n${client.current().trustBundlePem}`
+      },
       timeoutMs: config.identityRequestTimeoutMs
     }
     const signer = issuerSigner({
@@ -50,11 +66,13 @@ export const sidecarIdentity = (config: SidecarConfig, log: Log): Effect.Effect<
     })
     // With a ServiceAccount token the issuer decides the identity (the sidecar does not know its
     // account's name); with a join token the sidecar asks for its service's.
-    return yield* IdentityClient.make({
+    client = yield* IdentityClient.make({
       signer,
       fetchTrustBundle: issuerTrustBundle(issuer),
+      bundleRefreshMs: config.identityBundleRefreshMs,
       trustDomain: config.trustDomain,
       requestedId: identityTokenFile !== null ? undefined : serviceId,
       log
     })
+    return client
   })

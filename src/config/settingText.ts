@@ -73,6 +73,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "authzPolicyPollMs":
     case "routesPollMs":
     case "identityRequestTimeoutMs":
+    case "identityBundleRefreshMs":
     case "federationTimeoutMs":
     case "federationStaleMs":
     case "upgradeIdleTimeoutMs":

@@ -193,6 +193,11 @@ export const SidecarConfigSchema = Schema.Struct({
   /** A request to the issuer must be answered within this. */
   identityRequestTimeoutMs: PositiveMs,
   /**
+   * Between renewals the trust bundle is fetched again this often (+- 10 %): how soon a rotation's
+   * new root reaches this sidecar. At least 10 s: every sidecar of the mesh asks the one issuer.
+   */
+  identityBundleRefreshMs: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 10_000, maximum: 3_600_000 }))),
+  /**
    * Mutual TLS between sidecars: on (TLS only), permissive (also plain IIP from peers, counted),
    * off; null: on when the sidecar has credentials, off (said in the log) without.
    */

@@ -6,12 +6,18 @@
 //   intermediate.pem  intermediate.key.pem     the issuer's signing CA (a Kubernetes Secret)
 //   bundle.pem                                 the roots peers are verified against
 //   previous-root.pem  previous-root.key.pem   during a rotation only: the root being retired
+//   next-intermediate.pem  next-intermediate.key.pem   from `ca rotate` to `ca switch-intermediate`:
+//                                              the new root's intermediate, not yet in service
 //
 // `ca renew-intermediate` replaces only the intermediate (the root and the bundle stay): the yearly
-// renewal. A root rotation without downtime: `ca rotate` makes a new root and intermediate and a bundle with
-// both roots; once every sidecar holds that bundle (within minutes: they fetch it between renewals), the issuer switches to
-// the new intermediate; once every leaf under the old root has expired, `ca finish-rotation`
-// drops the old root from the bundle. Keys are written mode 0600 and never overwritten in place.
+// renewal. A root rotation without downtime, in the order that keeps every handshake working:
+// `ca rotate` makes a new root, a bundle with both roots, and the new root's intermediate set
+// aside, so an issuer that re-reads this directory hands out the two-root bundle but keeps signing
+// under the old root (a sidecar that has not fetched the bundle yet would refuse a leaf under the
+// new one); once every sidecar holds that bundle (within minutes: they fetch it between renewals),
+// `ca switch-intermediate` puts the new intermediate in service; once every leaf under the old root
+// has expired, `ca finish-rotation` drops the old root from the bundle. Keys are written mode 0600
+// and never overwritten in place.
 import * as Data from "effect/Data"
 import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto"
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
@@ -29,7 +35,9 @@ export const caFiles = {
   intermediateKey: "intermediate.key.pem",
   bundle: "bundle.pem",
   previousRoot: "previous-root.pem",
-  previousRootKey: "previous-root.key.pem"
+  previousRootKey: "previous-root.key.pem",
+  nextIntermediate: "next-intermediate.pem",
+  nextIntermediateKey: "next-intermediate.key.pem"
 } as const
 
 const day = 86_400_000
@@ -109,7 +117,11 @@ export const initCa = async (options: { readonly dir: string; readonly trustDoma
   writeCa(options.dir, ca, ca.root.certificatePem)
 }
 
-/** Starts a root rotation: the current root becomes previous-root, a new root and intermediate replace it, the bundle holds both. */
+/**
+ * Starts a root rotation: the current root becomes previous-root, a new root replaces it, the
+ * bundle holds both; the new root's intermediate waits in next-intermediate (switchIntermediate
+ * puts it in service) while the intermediate in service, under the previous root, stays.
+ */
 export const rotateCa = async (options: { readonly dir: string; readonly trustDomain: string } & CaLifetimes): Promise<void> => {
   const trustDomain = checkTrustDomain(options.trustDomain)
   const at = (name: string) => join(options.dir, name)
@@ -117,9 +129,34 @@ export const rotateCa = async (options: { readonly dir: string; readonly trustDo
   if (existsSync(at(caFiles.previousRoot))) throw new CaDirectoryError({ message: `a rotation is in progress in ${options.dir}: ca finish-rotation first` })
   const oldRootPem = readFileSync(at(caFiles.root), "utf8")
   const ca = await makeCa(trustDomain, options)
+  writeAtomically(options.dir, caFiles.nextIntermediateKey, ca.intermediate.privateKeyPem, 0o600)
+  writeAtomically(options.dir, caFiles.nextIntermediate, ca.intermediate.certificatePem, 0o644)
   renameSync(at(caFiles.rootKey), at(caFiles.previousRootKey))
   renameSync(at(caFiles.root), at(caFiles.previousRoot))
-  writeCa(options.dir, ca, ca.root.certificatePem + oldRootPem)
+  writeAtomically(options.dir, caFiles.rootKey, ca.root.privateKeyPem, 0o600)
+  writeAtomically(options.dir, caFiles.root, ca.root.certificatePem, 0o644)
+  writeAtomically(options.dir, caFiles.bundle, ca.root.certificatePem + oldRootPem, 0o644)
+}
+
+/**
+ * The rotation's second step, once every sidecar holds the two-root bundle: the new root's
+ * intermediate replaces the one in service (the key first, so the pair a reader sees is at worst
+ * the new key with the old certificate, which loadIssuingCa refuses, never a wrong pair it takes).
+ */
+export const switchIntermediate = (options: { readonly dir: string }): void => {
+  const at = (name: string) => join(options.dir, name)
+  if (!existsSync(at(caFiles.nextIntermediate)) || !existsSync(at(caFiles.nextIntermediateKey))) {
+    throw new CaDirectoryError({ message: `no intermediate waits to be switched to in ${options.dir} (ca rotate first)` })
+  }
+  renameSync(at(caFiles.nextIntermediateKey), at(caFiles.intermediateKey))
+  renameSync(at(caFiles.nextIntermediate), at(caFiles.intermediate))
+}
+
+/** Refuses what would sign under the new root, or drop the old one, while the intermediate in service is the old root's. */
+const refuseBeforeSwitch = (dir: string): void => {
+  if (existsSync(join(dir, caFiles.nextIntermediate))) {
+    throw new CaDirectoryError({ message: `${dir} is mid-rotation, its intermediate in service is under the previous root: ca switch-intermediate first (once every sidecar holds the two-root bundle)` })
+  }
 }
 
 /**
@@ -130,6 +167,7 @@ export const rotateCa = async (options: { readonly dir: string; readonly trustDo
 export const renewIntermediate = async (options: { readonly dir: string } & CaLifetimes): Promise<void> => {
   const at = (name: string) => join(options.dir, name)
   if (!existsSync(at(caFiles.root)) || !existsSync(at(caFiles.rootKey))) throw new CaDirectoryError({ message: `${options.dir} holds no root (ca init first)` })
+  refuseBeforeSwitch(options.dir)
   const root = { certificatePem: readText(at(caFiles.root)), privateKeyPem: readText(at(caFiles.rootKey)) }
   if (!keyMatches(root.privateKeyPem, new X509Certificate(root.certificatePem))) throw new CaDirectoryError({ message: `${at(caFiles.rootKey)} is not the key of ${at(caFiles.root)}` })
   const trustDomain = trustDomainOf(new X509Certificate(root.certificatePem))
@@ -147,6 +185,7 @@ export const renewIntermediate = async (options: { readonly dir: string } & CaLi
 export const finishRotation = (options: { readonly dir: string }): void => {
   const at = (name: string) => join(options.dir, name)
   if (!existsSync(at(caFiles.previousRoot))) throw new CaDirectoryError({ message: `no rotation in progress in ${options.dir}` })
+  refuseBeforeSwitch(options.dir)
   writeAtomically(options.dir, caFiles.bundle, readFileSync(at(caFiles.root), "utf8"), 0o644)
   rmSync(at(caFiles.previousRoot))
   rmSync(at(caFiles.previousRootKey), { force: true })

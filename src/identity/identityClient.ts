@@ -45,6 +45,14 @@ export type Signer = (csrPem: string) => Promise<SignResponse>
  */
 export type BundleFetcher = (signal?: AbortSignal) => Promise<unknown>
 
+/**
+ * What a bundle refresh came to: a new bundle taken (updated), the one held again (unchanged), no
+ * bundle had (failed: the issuer down or refusing, its certificate not trusted, a timeout), or the
+ * bundle had refused (refused: too large, not PEM, not loadable, without our chain's root).
+ */
+export const bundleRefreshResults = ["updated", "unchanged", "failed", "refused"] as const
+export type BundleRefreshResult = (typeof bundleRefreshResults)[number]
+
 export class IdentityUnavailable extends Data.TaggedError("IdentityUnavailable")<{ readonly message: string }> {}
 
 export interface IdentityClientOptions {
@@ -81,6 +89,8 @@ export interface IdentityStatus {
   readonly expiredRoots: number
   /** Why the last refresh of the trust bundle failed; undefined once one succeeds. */
   readonly lastBundleError: string | undefined
+  /** Refreshes of the trust bundle since start, by result (all 0 without a bundle fetcher). */
+  readonly bundleRefreshes: Readonly<Record<BundleRefreshResult, number>>
 }
 
 export interface IdentityClient extends CredentialSource {
@@ -192,6 +202,7 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
     let listenerFailures = 0
     let lastError: string | undefined
     let lastBundleError: string | undefined
+    const bundleRefreshes = Object.fromEntries(bundleRefreshResults.map((result) => [result, 0])) as Record<BundleRefreshResult, number>
     let renewAt = 0
 
     /** The wait before retry `attempt` (from 0): doubling from retryBaseMs up to `maxMs`, times a jitter in [0.5, 1). */
@@ -271,7 +282,9 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
     if (fetchTrustBundle !== undefined) {
       const refreshMs = options.bundleRefreshMs ?? 300_000
       const refresh = Effect.gen(function*() {
-        const bundlePem = yield* Effect.tryPromise({ try: (signal) => fetchTrustBundle(signal), catch: (e) => new IdentityUnavailable({ message: messageOf(e) }) })
+        const bundlePem = yield* Effect.tryPromise({ try: (signal) => fetchTrustBundle(signal), catch: (e) => new IdentityUnavailable({ message: messageOf(e) }) }).pipe(
+          Effect.tapError(() => Effect.sync(() => bundleRefreshes.failed++))
+        )
         const now = new Date(yield* Clock.currentTimeMillis)
         // Checked and handed on in one step: a renewal landing in between would otherwise get its predecessor's key back.
         const refreshed = yield* Effect.try({
@@ -281,7 +294,8 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
             return next !== undefined
           },
           catch: (e) => (e instanceof IdentityUnavailable ? e : new IdentityUnavailable({ message: `the issuer's trust bundle is refused: ${messageOf(e)}` }))
-        })
+        }).pipe(Effect.tapError(() => Effect.sync(() => bundleRefreshes.refused++)))
+        bundleRefreshes[refreshed ? "updated" : "unchanged"]++
         if (refreshed) options.log("identity-trust-bundle-refreshed", { roots: roots.length })
       })
       const interval = Effect.map(Random.next, (random) => Math.round(refreshMs * (0.9 + 0.2 * random)))
@@ -319,7 +333,8 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
           listenerFailures,
           trustBundleRoots: roots.length,
           expiredRoots: roots.filter((root) => root.notAfter < now).length,
-          lastBundleError
+          lastBundleError,
+          bundleRefreshes: { ...bundleRefreshes }
         }
       }
     }

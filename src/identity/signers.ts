@@ -25,7 +25,7 @@ export interface IssuerOptions {
   /** https://HOST:PORT of the issuer. */
   readonly issuerUrl: string
   readonly trustDomain: string
-  /** The bundle the issuer's certificate is verified against, read on every call (it may be rotated). */
+  /** The roots the issuer's certificate is verified against, read on every call (they change with a rotation). */
   readonly trustBundle: () => string
   /** One call's bound (default 10 s). */
   readonly timeoutMs?: number

@@ -32,6 +32,9 @@
 //                                                                     expired or not_yet_valid (with credentials only)
 //   iip_mesh_identity_expiry_timestamp_seconds                        gauge: when this sidecar's chain stops being usable
 //                                                                     (first expiry of leaf, intermediates, their root)
+//   iip_mesh_trust_bundle_refreshes_total{result}                     counter, read at scrape: fetches of the trust bundle
+//                                                                     between renewals, updated, unchanged, failed or
+//                                                                     refused (src/identity/identityClient.ts)
 //   iip_mesh_rate_limited_total{direction,service,limit}              counter: requests a rate limit answered 429
 //                                                                     (src/sidecar/rateLimits.ts; limit: its name)
 //   iip_mesh_spans_dropped_total{reason}                             counter, read at scrape: spans the OTLP exporter
@@ -64,6 +67,7 @@
 import { collectDefaultMetrics, Counter, Gauge, type Metric, Registry } from "prom-client"
 import { GOLDEN_BUCKETS, type GoldenMetrics, type GoldenOptions, type GoldenSeries, makeGolden } from "./golden.ts"
 import { processFaults } from "./processFaults.ts"
+import type { BundleRefreshResult } from "../identity/identityClient.ts"
 import type { DroppedSpans } from "./tracing.ts"
 import { Tap, type TapLimits } from "./tap.ts"
 
@@ -144,6 +148,8 @@ export interface MeshMetrics {
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
   watchTrust(read: () => TrustState): void
+  /** Where the identity's trust bundle refreshes are read at each scrape; without it they have no series (no identity). */
+  watchBundleRefreshes(read: () => Readonly<Record<BundleRefreshResult, number>>): void
   /** The Prometheus text exposition of the mesh and process metrics. */
   text(): Promise<{ readonly contentType: string; readonly body: string }>
   /** Running totals per service and direction, for the dashboard (which turns them into rates). */
@@ -398,6 +404,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const h2Resets: Record<H2ResetReason, Tally> = { answer_stalled: tally({ reason: "answer_stalled" }) }
   let readConnections: () => Record<Direction, ConnectionCounts> = () => ({ outbound: { connections: 0, channels: 0 }, inbound: { connections: 0, channels: 0 } })
   let readTrust: (() => TrustState) | undefined
+  let readBundleRefreshes: (() => Readonly<Record<BundleRefreshResult, number>>) | undefined
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   const rootStates = function*(): Iterable<Tally> {
     if (readTrust === undefined) return
@@ -465,6 +472,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "gauge", "iip_mesh_trust_bundle_roots", "Roots of the trust bundle held, by state at the scrape: valid, expired (peers whose chains lead to one are refused), not_yet_valid.", ["state"], rootStates)
   fromTallies(registry, "gauge", "iip_mesh_identity_expiry_timestamp_seconds", "When this sidecar's certificate chain stops being usable (unix seconds): the first expiry among its leaf, its intermediates and the bundle root they lead to.", [], () =>
     readTrust === undefined ? [] : [{ labels: {}, value: readTrust().usableUntil / 1000 }])
+  fromTallies(registry, "counter", "iip_mesh_trust_bundle_refreshes_total", "Fetches of the trust bundle from the issuer between renewals, by result: updated (a new bundle taken), unchanged, failed (no bundle had), refused (the bundle had was refused).", ["result"], () =>
+    readBundleRefreshes === undefined ? [] : Object.entries(readBundleRefreshes()).map(([result, value]) => ({ labels: { result }, value })))
   fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], connectionGauge("connections"))
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
@@ -539,6 +548,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchTrust: (read) => {
       readTrust = read
+    },
+    watchBundleRefreshes: (read) => {
+      readBundleRefreshes = read
     },
     watchDroppedSpans: (read) => {
       readDroppedSpans = read

@@ -1,7 +1,9 @@
-// `iip-mesh ca init|rotate|finish-rotation` run as the command it is: what it writes verifies
-// with node:crypto (root self-signed, intermediate issued and signed by it, keys 0600), the issuer
-// loads it, and during a rotation the two-root bundle lets a leaf under the old root and a leaf
-// under the new one complete mutual TLS with each other; after finish-rotation the old one fails.
+// `iip-mesh ca init|rotate|switch-intermediate|finish-rotation` run as the command it is: what it
+// writes verifies with node:crypto (root self-signed, intermediate issued and signed by it, keys
+// 0600), the issuer loads it, and during a rotation the two-root bundle lets a leaf under the old
+// root and a leaf under the new one complete mutual TLS with each other; after finish-rotation the
+// old one fails. Until switch-intermediate, what the directory signs stays under the old root, so
+// a sidecar that holds only the old root is never handed a peer it refuses.
 import { execFile } from "node:child_process"
 import { X509Certificate } from "node:crypto"
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
@@ -10,7 +12,7 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import * as tls from "node:tls"
 import { afterAll, describe, expect, it } from "vitest"
-import { loadIssuingCa } from "../../src/identity/caDirectory.ts"
+import { finishRotation, initCa, loadIssuingCa, renewIntermediate, rotateCa, switchIntermediate } from "../../src/identity/caDirectory.ts"
 import { generateKeyPair, issueLeaf } from "../../src/identity/certificates.ts"
 import { spiffeIdOfCertificate } from "../../src/identity/spiffe.ts"
 import { certificatesOfPem } from "../../src/identity/trustBundle.ts"
@@ -108,12 +110,16 @@ describe("iip-mesh ca", () => {
     const bundle = read(dir, "bundle.pem")
     expect(certificatesOfPem(bundle)).toStrictEqual([read(dir, "root.pem"), oldRoot])
     expect(read(dir, "root.pem")).not.toBe(oldRoot)
+    expect(rotated.stdout).toMatch(/run ca switch-intermediate/)
+    const switched = await cli("ca", "switch-intermediate", "--dir", dir)
+    expect(switched.stderr).toBe("")
+    expect(switched.code).toBe(0)
     const newLeaf = await leafUnder(dir, "spiffe://shop.example/svc/pricing")
     expect(await mutualTls(oldLeaf, newLeaf, bundle)).toStrictEqual({ ok: true, serverSaw: "spiffe://shop.example/svc/pricing", clientSaw: "spiffe://shop.example/svc/catalog" })
     expect(await mutualTls(newLeaf, oldLeaf, bundle)).toMatchObject({ ok: true })
     // The new root alone does not trust the old leaf: the bundle is what carries the rotation.
     expect(await mutualTls(newLeaf, oldLeaf, read(dir, "root.pem"))).toMatchObject({ ok: false })
-    expect((await cli("ca", "rotate", "--dir", dir, "--trust-domain", "shop.example")).stderr).toMatch(/rotation is in progress/)
+    await expect(rotateCa({ dir, trustDomain: "shop.example" })).rejects.toThrow(/rotation is in progress/)
 
     const finished = await cli("ca", "finish-rotation", "--dir", dir)
     expect(finished.code).toBe(0)
@@ -121,6 +127,32 @@ describe("iip-mesh ca", () => {
     expect(certificatesOfPem(after)).toStrictEqual([read(dir, "root.pem")])
     expect(await mutualTls(newLeaf, oldLeaf, after)).toMatchObject({ ok: false })
     expect(await mutualTls(newLeaf, await leafUnder(dir, "spiffe://shop.example/svc/storefront"), after)).toMatchObject({ ok: true })
+  })
+
+  it("rotate keeps the issuer signing under the old root: a sidecar that holds only the old root still completes mTLS with a leaf signed after the issuer re-read the directory; switch-intermediate then moves signing to the new root", async () => {
+    const order = join(work, "order")
+    await initCa({ dir: order, trustDomain: "shop.example" })
+    const oldBundle = read(order, "bundle.pem")
+    // A sidecar that has not fetched the two-root bundle yet: its leaf and its bundle are the old root's.
+    const stale = await leafUnder(order, "spiffe://shop.example/svc/catalog")
+    await rotateCa({ dir: order, trustDomain: "shop.example" })
+    // What an issuer that re-reads the directory (--ca-reload-interval) signs a renewal with.
+    const renewed = await leafUnder(order, "spiffe://shop.example/svc/pricing")
+    expect(await mutualTls(renewed, stale, oldBundle)).toStrictEqual({ ok: true, serverSaw: "spiffe://shop.example/svc/catalog", clientSaw: "spiffe://shop.example/svc/pricing" })
+    expect(loadIssuingCa(order).trustBundlePem).toBe(read(order, "bundle.pem"))
+    expect(certificatesOfPem(read(order, "bundle.pem"))).toHaveLength(2)
+    expect(statSync(join(order, "next-intermediate.key.pem")).mode & 0o777).toBe(0o600)
+    // Neither step may skip the switch: each would put the old root's intermediate out of reach.
+    await expect(renewIntermediate({ dir: order })).rejects.toThrow(/switch-intermediate first/)
+    expect(() => finishRotation({ dir: order })).toThrow(/switch-intermediate first/)
+
+    switchIntermediate({ dir: order })
+    const switched = await leafUnder(order, "spiffe://shop.example/svc/storefront")
+    expect(await mutualTls(switched, stale, read(order, "bundle.pem"))).toMatchObject({ ok: true })
+    // Why the switch waits for the fleet: a peer with the old bundle refuses the new root's leaves.
+    expect(await mutualTls(switched, stale, oldBundle)).toMatchObject({ ok: false })
+    expect(existsSync(join(order, "next-intermediate.pem"))).toBe(false)
+    expect(() => switchIntermediate({ dir: order })).toThrow(/ca rotate first/)
   })
 
   it("a bad trust domain is refused before anything is written", async () => {

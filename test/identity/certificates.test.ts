@@ -1,6 +1,8 @@
 // The mesh's certificates work with node:tls as built: a leaf under root -> intermediate verifies
 // in a TLS 1.3 handshake with client certificates both ways, names its SPIFFE ID, and a leaf from
-// another root or an expired one is refused by the handshake itself.
+// another root or an expired one is refused by the handshake itself. The handshake (what
+// authenticates a peer) anchors only at a self-signed root: an intermediate in a bundle is no
+// anchor, and the intermediate's path length 0 holds.
 import { X509Certificate } from "node:crypto"
 import type { AddressInfo } from "node:net"
 import * as tls from "node:tls"
@@ -93,6 +95,20 @@ describe("certificates", () => {
     const client = await mesh.leafFor("spiffe://iip-mesh.local/svc/storefront")
     const result = await handshake({ ...expired, ca: mesh.root.certificatePem }, { ...client, ca: mesh.root.certificatePem })
     expect(result).toStrictEqual({ ok: false, error: "CERT_HAS_EXPIRED" })
+  })
+
+  it("only a root anchors a peer: a bundle of just the intermediate is refused (no partial chains), a CA under the intermediate exceeds its path length", async () => {
+    const mesh = await makeMesh()
+    const client = await mesh.leafFor("spiffe://iip-mesh.local/svc/storefront")
+    const server = await mesh.leafFor("spiffe://iip-mesh.local/svc/catalog")
+    const intermediateOnly = mesh.intermediate.certificatePem
+    expect(await handshake({ ...server, ca: intermediateOnly }, { ...client, ca: intermediateOnly })).toStrictEqual({ ok: false, error: "UNABLE_TO_GET_ISSUER_CERT" })
+    // Whoever holds the intermediate's key (the issuer) minting a CA of its own: peers refuse what it signs.
+    const subCa = await createIntermediateCa(mesh.intermediate, { commonName: "minted CA", lifetimeMs: day })
+    const minted = await generateKeyPair()
+    const mintedLeaf = await issueLeaf(subCa, { spiffeId: "spiffe://iip-mesh.local/svc/catalog", publicKey: minted.keys.publicKey, lifetimeMs: day })
+    const viaSubCa = { key: minted.privateKeyPem, cert: mintedLeaf + subCa.certificatePem + mesh.intermediate.certificatePem, ca: mesh.root.certificatePem }
+    expect(await handshake(viaSubCa, { ...client, ca: mesh.root.certificatePem })).toStrictEqual({ ok: false, error: "PATH_LENGTH_EXCEEDED" })
   })
 
   it("refuses to issue for an invalid SPIFFE ID or with a key that is not the issuer's kind", async () => {

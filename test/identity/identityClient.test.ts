@@ -268,6 +268,7 @@ describe("identity client", () => {
       yield* eventually(() => state.bundleCalls.length === 1)
       expect(state.bundleCalls[0]! - state.calls[0]!).toBeGreaterThanOrEqual(4.5 * minute)
       expect(heard).toHaveLength(0)
+      yield* eventually(() => client.status().bundleRefreshes.unchanged === 1)
       const rotated = (yield* Effect.promise(() => makeIssuingCa("rotated"))).rootPem
       state.bundle = rotated + ca.trustBundlePem
       yield* TestClock.adjust(5.5 * minute)
@@ -275,7 +276,7 @@ describe("identity client", () => {
       expect(heard[0]!.trustBundlePem).toBe(rotated + ca.trustBundlePem)
       expect([heard[0]!.privateKeyPem, heard[0]!.certificateChainPem]).toStrictEqual([first.privateKeyPem, first.certificateChainPem])
       expect(client.current()).toBe(heard[0])
-      expect(client.status()).toMatchObject({ renewals: 0, trustBundleRoots: 2 })
+      expect(client.status()).toMatchObject({ renewals: 0, trustBundleRoots: 2, bundleRefreshes: { updated: 1, unchanged: 1, failed: 0, refused: 0 } })
       expect(state.calls).toHaveLength(1)
       expect(events.filter((e) => e.event === "identity-trust-bundle-refreshed").map((e) => e.fields)).toStrictEqual([{ roots: 2 }])
     }).pipe(Effect.scoped))
@@ -349,7 +350,7 @@ describe("identity client", () => {
       yield* TestClock.adjust(failures().at(-1)!.fields.retryInMs as number)
       yield* eventually(() => heard.length === 1)
       expect(heard[0]!.trustBundlePem).toBe(foreign.rootPem + ca.trustBundlePem)
-      expect(client.status()).toMatchObject({ lastBundleError: undefined, trustBundleRoots: 2, renewals: 0 })
+      expect(client.status()).toMatchObject({ lastBundleError: undefined, trustBundleRoots: 2, renewals: 0, bundleRefreshes: { updated: 1, unchanged: 0, failed: 1, refused: 5 } })
     }).pipe(Effect.scoped))
 
   it.effect("the issuer down at renewal: retries with growing backoff, the old credentials stay until new ones arrive", () =>

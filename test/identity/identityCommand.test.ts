@@ -1,14 +1,15 @@
 // `iip-mesh identity` as the command it is: it starts from a `ca init` directory and a join-token
 // file, prints its ready line, signs a sidecar's request end to end, stops on SIGTERM with exit 0;
-// and it refuses to start with no proof it could take, outside a cluster with --kubernetes on, or
-// with a trust domain its intermediate does not name.
+// it follows its CA directory through a rotation's steps (the two-root bundle first, signing under
+// the new root only after switch-intermediate); and it refuses to start with no proof it could
+// take, outside a cluster with --kubernetes on, or with a trust domain its intermediate does not name.
 import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { X509Certificate } from "node:crypto"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { initCa, rotateCa } from "../../src/identity/caDirectory.ts"
+import { initCa, rotateCa, switchIntermediate } from "../../src/identity/caDirectory.ts"
 import { certificatesOfPem } from "../../src/identity/trustBundle.ts"
 import { generateKeyPair } from "../../src/identity/certificates.ts"
 import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
@@ -113,6 +114,10 @@ describe("iip-mesh identity", () => {
       expect(await sign()).toStrictEqual({ issuedBy: oldRoot, roots: 1 })
       await rotateCa({ dir, trustDomain: "cmd.mesh" })
       await waitFor(/"identity-ca-replaced".*"roots":2/)
+      // The two-root bundle is handed out, signing stays under the old root until the switch.
+      expect(await sign()).toStrictEqual({ issuedBy: oldRoot, roots: 2 })
+      switchIntermediate({ dir })
+      await waitFor(/"identity-ca-replaced".*"roots":2[\s\S]*"identity-ca-replaced".*"roots":2/)
       const newRoot = readFileSync(join(dir, "root.pem"), "utf8")
       expect(await sign()).toStrictEqual({ issuedBy: newRoot, roots: 2 })
       writeFileSync(join(dir, "intermediate.pem"), "not a certificate\n")

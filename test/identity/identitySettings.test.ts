@@ -30,14 +30,16 @@ const problems = (argv: Array<string>): ReadonlyArray<string> => {
 
 describe("identity settings", () => {
   it("default to no identity in trust domain iip-mesh.local; flags and environment set them", () => {
-    expect(loaded([])).toMatchObject({ identityIssuer: null, identityTokenFile: null, identityJoinTokenFile: null, trustBundleFile: null, trustDomain: "iip-mesh.local", identityDevCaDir: null, identityRequestTimeoutMs: 10_000 })
-    expect(loaded(["--identity-issuer", "https://issuer.iip-mesh:8443", "--identity-token-file", "/var/run/token", "--trust-bundle", "/etc/bundle.pem", "--identity-request-timeout", "3s"], { IIP_MESH_TRUST_DOMAIN: "shop.example" })).toMatchObject({
+    expect(loaded([])).toMatchObject({ identityIssuer: null, identityTokenFile: null, identityJoinTokenFile: null, trustBundleFile: null, trustDomain: "iip-mesh.local", identityDevCaDir: null, identityRequestTimeoutMs: 10_000, identityBundleRefreshMs: 300_000 })
+    expect(loaded(["--identity-issuer", "https://issuer.iip-mesh:8443", "--identity-token-file", "/var/run/token", "--trust-bundle", "/etc/bundle.pem", "--identity-request-timeout", "3s", "--identity-bundle-refresh", "1m"], { IIP_MESH_TRUST_DOMAIN: "shop.example" })).toMatchObject({
       identityIssuer: "https://issuer.iip-mesh:8443",
       identityTokenFile: "/var/run/token",
       trustBundleFile: "/etc/bundle.pem",
       trustDomain: "shop.example",
-      identityRequestTimeoutMs: 3_000
+      identityRequestTimeoutMs: 3_000,
+      identityBundleRefreshMs: 60_000
     })
+    expect(loaded([], { IIP_MESH_IDENTITY_BUNDLE_REFRESH: "30s" }).identityBundleRefreshMs).toBe(30_000)
     expect(loaded(["--identity-dev-ca-dir", "/tmp/ca"], { IIP_MESH_IDENTITY_JOIN_TOKEN_FILE: "none" })).toMatchObject({ identityDevCaDir: "/tmp/ca", identityJoinTokenFile: null })
   })
 
@@ -49,6 +51,9 @@ describe("identity settings", () => {
     expect(problems(["--identity-join-token-file", "j"])).toStrictEqual([expect.stringMatching(/identityIssuer: required with/)])
     expect(problems(["--identity-issuer", "https://issuer:8443", "--trust-bundle", "b", "--identity-token-file", "t", "--identity-dev-ca-dir", "d"])).toStrictEqual([expect.stringMatching(/not both/)])
     expect(problems(["--trust-domain", "Shop Example"])).toStrictEqual([expect.stringMatching(/^trustDomain .*Expected a trust domain/)])
+    // Every sidecar asks the one issuer this often: a tiny interval from a whole fleet would be a flood.
+    expect(problems(["--identity-bundle-refresh", "1s"])).toStrictEqual([expect.stringMatching(/^identityBundleRefreshMs .*10000/)])
+    expect(problems(["--identity-bundle-refresh", "61m"])).toStrictEqual([expect.stringMatching(/^identityBundleRefreshMs .*3600000/)])
   })
 })
 
@@ -66,6 +71,9 @@ describe("iip-mesh sidecar with identity settings", () => {
     expect(hours).toBeGreaterThan(23.9)
     expect(hours).toBeLessThanOrEqual(24)
     expect(sidecar.stderr()).toMatch(/"event":"identity-development-signing".*DEVELOPMENT ONLY/)
+    // Its bundle refreshes (the CA directory's bundle.pem here) are counted on /metrics, by result.
+    const metrics = await (await fetch(`http://${(await sidecar.ready).admin}/metrics`)).text()
+    for (const result of ["updated", "unchanged", "failed", "refused"]) expect(metrics).toContain(`iip_mesh_trust_bundle_refreshes_total{result="${result}"} 0`)
   })
 
   it("--identity-token-file: a projected ServiceAccount token earns the account's identity, whatever the service is called", async () => {

@@ -1,7 +1,8 @@
 // A root added at the issuer reaches a running sidecar between its renewals: the issuer answers
 // GET /v1/bundle with the bundle it signs with, and `iip-mesh sidecar`'s identity (as its settings
 // build it, over real HTTPS) fetches it every 5 min +- 10 % on Effect's TestClock; in development
-// the CA directory's bundle.pem is read again.
+// the CA directory's bundle.pem is read again. Once the issuer signs under the new root, a sidecar
+// whose --trust-bundle file was never updated still reaches it through the bundle it holds.
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -35,23 +36,26 @@ const eventually = (check: () => boolean, ms = 5_000) =>
   )
 const joinToken = "j".repeat(40)
 
-/** An issuer of its own (its CA is replaced here) with a join token for catalog; stopped with the scope. */
-const ownIssuer = Effect.acquireRelease(
-  Effect.promise(async () => {
-    const ca = await makeIssuingCa()
-    return { ca, running: await startIssuer(ca, { joinTokens: parseJoinTokens(`${joinToken} catalog\n`) }) }
-  }),
-  ({ running }) => Effect.promise(() => running.stop())
-)
+/** An issuer of its own (its CA is replaced here) with a join token for catalog, leaves of `leafLifetimeMs`; stopped with the scope. */
+const issuerWith = (leafLifetimeMs = 24 * 60 * minute) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const ca = await makeIssuingCa()
+      return { ca, running: await startIssuer(ca, { joinTokens: parseJoinTokens(`${joinToken} catalog\n`), leafLifetimeMs }) }
+    }),
+    ({ running }) => Effect.promise(() => running.stop())
+  )
+const ownIssuer = issuerWith()
 
-/** The rotation's first step as the issuer sees it: the same intermediate, a bundle with a new root too. */
-const addRoot = (issuer: Effect.Success<typeof ownIssuer>) =>
+/** The rotation's first step as the issuer sees it: the same intermediate, a bundle with a new root too; the new CA, for the switch. */
+const addRootAndKeepNext = (issuer: Effect.Success<typeof ownIssuer>) =>
   Effect.promise(async () => {
     const next = await makeIssuingCa("next")
     const bundle = next.rootPem + issuer.ca.trustBundlePem
     await issuer.running.issuer.replaceCa({ ...issuer.ca, trustBundlePem: bundle })
-    return bundle
+    return { bundle, next }
   })
+const addRoot = (issuer: Effect.Success<typeof ownIssuer>) => Effect.map(addRootAndKeepNext(issuer), ({ bundle }) => bundle)
 
 describe("trust bundle refresh", () => {
   it("development: the CA directory's bundle.pem as it is now, a rotation's two roots included; a file over 64 KiB is refused unread", async () => {
@@ -110,6 +114,60 @@ describe("trust bundle refresh", () => {
       expect(client.current().certificateChainPem).toBe(first.certificateChainPem)
       expect(client.status()).toMatchObject({ renewals: 0, trustBundleRoots: 2, lastBundleError: undefined })
       expect(events).toContain("identity-trust-bundle-refreshed")
+    }).pipe(Effect.scoped))
+
+  it.effect("identityBundleRefreshMs sets the interval: at 1 min a root added at the issuer reaches the sidecar within 1.1 min", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const issuer = yield* ownIssuer
+      const dir = yield* Effect.acquireRelease(Effect.sync(() => mkdtempSync(join(tmpdir(), "iip-mesh-bundle-interval-"))), (path) => Effect.sync(() => rmSync(path, { recursive: true, force: true })))
+      writeFileSync(join(dir, "bundle.pem"), issuer.ca.trustBundlePem)
+      writeFileSync(join(dir, "join.token"), `${joinToken}\n`)
+      const config = sidecarConfig({
+        service: "catalog",
+        trustDomain,
+        identityIssuer: issuer.running.url,
+        trustBundleFile: join(dir, "bundle.pem"),
+        identityJoinTokenFile: join(dir, "join.token"),
+        identityBundleRefreshMs: minute
+      })
+      const client = yield* sidecarIdentity(config, () => {})
+      const bundle = yield* addRoot(issuer)
+      yield* TestClock.adjust(1.1 * minute)
+      yield* eventually(() => client.current().trustBundlePem === bundle)
+      expect(client.status().bundleRefreshes).toStrictEqual({ updated: 1, unchanged: 0, failed: 0, refused: 0 })
+    }).pipe(Effect.scoped))
+
+  it.effect("after the issuer switches to the new root's intermediate, a sidecar whose --trust-bundle file holds only the old root still renews: the issuer is verified against the bundle it handed out too", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const issuer = yield* issuerWith(60 * minute)
+      const dir = yield* Effect.acquireRelease(Effect.sync(() => mkdtempSync(join(tmpdir(), "iip-mesh-bundle-issuer-"))), (path) => Effect.sync(() => rmSync(path, { recursive: true, force: true })))
+      // The file as it was written at install time (a ConfigMap not updated, a file outside Kubernetes).
+      writeFileSync(join(dir, "bundle.pem"), issuer.ca.trustBundlePem)
+      writeFileSync(join(dir, "join.token"), `${joinToken}\n`)
+      const events: Array<string> = []
+      const config = sidecarConfig({ service: "catalog", trustDomain, identityIssuer: issuer.running.url, trustBundleFile: join(dir, "bundle.pem"), identityJoinTokenFile: join(dir, "join.token") })
+      const client = yield* sidecarIdentity(config, (event) => void events.push(event))
+      const { bundle, next } = yield* addRootAndKeepNext(issuer)
+      yield* TestClock.adjust(5.5 * minute)
+      yield* eventually(() => client.status().trustBundleRoots === 2)
+      // `ca switch-intermediate`: the issuer's own leaf now chains to the new root, which the file lacks.
+      yield* Effect.promise(() => issuer.running.issuer.replaceCa({ intermediate: next.intermediate, trustBundlePem: bundle, trustDomain }))
+      // Past the renewal (70 % +- 5 % of 60 min) and a bundle refresh (5 min +- 10 %).
+      yield* TestClock.adjust(50 * minute)
+      yield* Effect.promise(() =>
+        new Promise<void>((resolve, reject) => {
+          const started = Date.now()
+          const poll = () => (client.status().renewals === 1 ? resolve() : Date.now() - started > 5_000 ? reject(new Error(`no renewal: ${client.status().lastError}`)) : setTimeout(poll, 5))
+          poll()
+        })
+      )
+      expect(certificatesOfPem(client.current().certificateChainPem)[1]).toBe(next.intermediate.certificatePem)
+      expect(client.status()).toMatchObject({ lastError: undefined, trustBundleRoots: 2 })
+      // The refresh between (at 10 min +- 10 %) reached the switched issuer too.
+      yield* eventually(() => client.status().bundleRefreshes.unchanged === 1)
+      expect(client.status().bundleRefreshes).toStrictEqual({ updated: 1, unchanged: 1, failed: 0, refused: 0 })
     }).pipe(Effect.scoped))
 
   it.effect("a refresh in flight when the sidecar's scope closes is abandoned with it: its connection to an issuer that never answers closes at once, not at the request timeout", () =>

@@ -74,6 +74,16 @@ describe("mesh metrics", () => {
     for (const family of m.values()) expect(family.help, family.name).not.toBe("")
   })
 
+  it("the identity's trust bundle refreshes are read at each scrape, by result; without an identity there is no series", async () => {
+    const metrics = makeMetrics()
+    expect(samples(await scrape(metrics), "iip_mesh_trust_bundle_refreshes_total")).toHaveLength(0)
+    const refreshes = { updated: 1, unchanged: 7, failed: 2, refused: 0 }
+    metrics.watchBundleRefreshes(() => refreshes)
+    refreshes.unchanged++
+    const m = await scrape(metrics)
+    expect(Object.fromEntries(["updated", "unchanged", "failed", "refused"].map((result) => [result, value(m, "iip_mesh_trust_bundle_refreshes_total", { result })]))).toStrictEqual({ updated: 1, unchanged: 8, failed: 2, refused: 0 })
+  })
+
   it("a later scrape sees later counts, not doubled ones", async () => {
     const metrics = makeMetrics()
     const catalog = metrics.service("outbound", "catalog")
