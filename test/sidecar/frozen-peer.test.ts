@@ -5,13 +5,14 @@
 // picked) until a connection to it succeeds again, which it does soon after SIGCONT. (From a chaos
 // soak: a SIGSTOPped peer kept getting about a request a second, each waiting until it resumed.)
 import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
 import { Agent } from "node:http"
 import type * as http from "node:http"
 import * as path from "node:path"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import { afterEach, describe, expect, it } from "vitest"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { progress, sidecarConfig, startApp, startSidecar, timedCall } from "../support/sidecarHarness.ts"
 
 const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "../support/meshInstanceChild.ts")
@@ -30,6 +31,12 @@ const spawnInstance = async (cleanup: Cleanup, name: string) => {
   const first = await withTimeout(Promise.race([up, exited.then((): Record<string, unknown> => ({ error: "exited" }))]), 15_000, `instance ${name} to start`)
   if (typeof first.inbound !== "string") throw new Error(`instance ${name} did not start: ${JSON.stringify(first)}`)
   return { inbound: first.inbound, pid: child.pid! }
+}
+
+/** The process is stopped by a signal (state T in /proc/PID/stat: the field after the parenthesised name). */
+const isStopped = (pid: number): boolean => {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
+  return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "T"
 }
 
 const namedApp = (name: string): http.RequestListener => (req, res) => {
@@ -91,6 +98,9 @@ describe("a peer that stops answering (SIGSTOP)", () => {
         await until(() => outcomes.filter((o) => o.instance === "b1").length >= 20 && outcomes.some((o) => o.instance === "b2"), "load over both instances")
         process.kill(b1.pid, "SIGSTOP")
         stopped = true
+        // The signal is sent, not yet taken: on a loaded machine the child ran on for over 50 ms
+        // (and answered). Frozen is when the kernel shows it stopped (state T in /proc/PID/stat).
+        await waitFor(() => isStopped(b1.pid), 5000, "B1 to be stopped")
         frozenAt = performance.now()
         await until(() => outcomes.some((o) => o.startedAt > frozenAt + 6000), "6 s of load with B1 frozen", 20_000)
         process.kill(b1.pid, "SIGCONT")
