@@ -48,6 +48,8 @@ export interface InboundOptions {
   readonly telemetry: SidecarTelemetry
   /** Sockets to the app at most (keep-alive); requests past it wait for one. */
   readonly appPoolSize: number
+  /** The bytes of the app's answers held gathered whole, all requests together (`maxQueuedBytes`; appExchange.ts). */
+  readonly maxAnswerBytes: number
   /** A streamed request body that sends nothing for this long is given up. */
   readonly bodyIdleTimeoutMs: number
   /** A streamed answer the mesh takes nothing of for this long is given up. */
@@ -156,12 +158,15 @@ export interface InboundHandler {
   readonly handle: (request: IncomingRequest) => PendingOutcome
   /** Closes the app pool's sockets (the sidecar is stopping). */
   readonly close: () => Promise<void>
+  /** The bytes of answers held gathered whole now (the answer budget's; a gauge reads it). */
+  readonly answerBytes: () => number
 }
 
 export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   const pool = new AppPool(options.appHost, options.appPort, options.appPoolSize)
   const leg: AppLeg = {
     pool,
+    answers: { held: 0, max: options.maxAnswerBytes },
     address: `${options.appHost}:${options.appPort}`,
     bodyIdleTimeoutMs: options.bodyIdleTimeoutMs,
     answerIdleTimeoutMs: options.answerIdleTimeoutMs,
@@ -258,5 +263,5 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   return { handle, close: async () => {
     await (await h2Leg)?.close()
     await pool.destroy()
-  } }
+  }, answerBytes: () => leg.answers.held }
 }

@@ -22,6 +22,8 @@
 //   iip_mesh_endpoint_ejections_total{service,endpoint}               counter
 //   iip_mesh_invalid_headers_total{direction}                         counter: header pairs dropped as unwritable
 //   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
+//   iip_mesh_inbound_answer_bytes                                     gauge, read at scrape: bytes of the app's answers
+//                                                                     the inbound side holds gathered whole (at most maxQueuedBytes)
 //   iip_mesh_authz_denied_total{service,reason}                      counter: inbound calls the policy refused (403)
 //   iip_mesh_authz_policy_reloads_total{result}                       counter: policy file re-reads, ok or invalid (last good kept)
 //   iip_mesh_tls_handshakes_total{direction,result}                   counter: mesh TLS handshakes, result ok or
@@ -140,6 +142,8 @@ export interface MeshMetrics {
   h2StreamsReset(reason: H2ResetReason, count: number): void
   /** Where the connection and channel gauges are read at each scrape (the sidecar's server and clients). */
   watchConnections(read: () => Record<Direction, ConnectionCounts>): void
+  /** Where the inbound side's gathered answers' bytes are read at each scrape (appExchange.ts's answer budget). */
+  watchAnswerBytes(read: () => number): void
   /** Where the spans the OTLP exporters dropped are read at each scrape (tracing.ts). */
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
@@ -398,6 +402,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const h2Resets: Record<H2ResetReason, Tally> = { answer_stalled: tally({ reason: "answer_stalled" }) }
   let readConnections: () => Record<Direction, ConnectionCounts> = () => ({ outbound: { connections: 0, channels: 0 }, inbound: { connections: 0, channels: 0 } })
   let readTrust: (() => TrustState) | undefined
+  let readAnswerBytes = () => 0
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   const rootStates = function*(): Iterable<Tally> {
     if (readTrust === undefined) return
@@ -466,6 +471,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "gauge", "iip_mesh_identity_expiry_timestamp_seconds", "When this sidecar's certificate chain stops being usable (unix seconds): the first expiry among its leaf, its intermediates and the bundle root they lead to.", [], () =>
     readTrust === undefined ? [] : [{ labels: {}, value: readTrust().usableUntil / 1000 }])
   fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], connectionGauge("connections"))
+  fromTallies(registry, "gauge", "iip_mesh_inbound_answer_bytes", "Bytes of the app's answers the inbound side holds gathered whole to send back as one message (at most maxQueuedBytes).", [], () => [{ labels: {}, value: readAnswerBytes() }])
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
   return {
@@ -539,6 +545,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchTrust: (read) => {
       readTrust = read
+    },
+    watchAnswerBytes: (read) => {
+      readAnswerBytes = read
     },
     watchDroppedSpans: (read) => {
       readDroppedSpans = read
