@@ -37,6 +37,7 @@ import { carriedProtocols, CLIENT_ID_HEADER, describedLength, endToEndPairs, isF
 import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnvelope.ts"
 import { type AppUpgradeLeg, upgradeApp } from "./inboundUpgrade.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
+import { plainAnswer } from "./plainAnswer.ts"
 
 const HEADER_PARAM = "__http_hdr__"
 
@@ -225,9 +226,11 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       if (stream === undefined) observation.requestBytes(0)
       const waitMs = deadline === 0 || oneway ? options.defaultTimeoutMs : timeLeft
       const h2Request: AppH2Request = { method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }
+      // A plain caller's answer goes back whole: gathered here, within the answer budget.
+      const answer = plain ? plainAnswer(leg.answers, leg.address, pending) : pending
       // Once loaded, the leg is called at once: no promise per call.
-      if (h2Loaded !== undefined) return forwardH2(h2Loaded, h2Request, observation, request.context.cancel, pending)
-      return forwardH2Later(h2Leg, h2Request, observation, request.context.cancel, pending)
+      if (h2Loaded !== undefined) return forwardH2(h2Loaded, h2Request, observation, request.context.cancel, answer)
+      return forwardH2Later(h2Leg, h2Request, observation, request.context.cancel, answer)
     }
     // One flat list, as the pool takes it; the hop's own headers after the peer's filtered ones.
     // Index loops: destructuring each pair in a for-of costs an iterator per pair.

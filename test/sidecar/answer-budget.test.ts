@@ -1,17 +1,20 @@
 // What the inbound sidecar B holds of its app's answers gathered whole, across all requests
 // (appExchange.ts's answer budget, `maxQueuedBytes`): a plain IIP caller's answer goes back as one
-// packet, so B gathers it (up to 16 MiB each; 256 pool sockets: 4 GiB) and a mesh caller's small
-// one (declared up to 64 KiB) too. Here an app holds the end of every answer until the test lets
-// it go, so B holds what it gathered for as long as the test looks: with the budget, what B holds
-// (its gauge, iip_mesh_inbound_answer_bytes) stays within it, a plain caller's answer past it is
-// refused at once (typed overloaded, at the inbound hop), a mesh caller's streams instead; every
-// caller gets its whole answer or that error. Before, B gathered every one (4 MiB against 2.5).
+// packet, so B gathers it (up to 16 MiB each; 256 pool sockets: 4 GiB; from an h2c app, whose
+// answer streams, its server session gathered it) and a mesh caller's small one (declared up to
+// 64 KiB) too. Here an app holds the end of every answer until the test lets it go, so B holds
+// what it gathered for as long as the test looks: with the budget, what B holds (its gauge,
+// iip_mesh_inbound_answer_bytes) stays within it, a plain caller's answer past it is refused at
+// once (typed overloaded, at the inbound hop), a mesh caller's streams instead; every caller gets
+// its whole answer or that error. Before, B gathered every one (4 MiB against 2.5).
 import * as http from "node:http"
+import * as http2 from "node:http2"
+import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { settle, type Settled, startClient } from "../support/meshTest.ts"
 import { parsePrometheusText, value } from "../support/prometheusText.ts"
-import { type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const MiB = 1024 * 1024
 
@@ -29,7 +32,7 @@ const until = async (condition: () => Promise<boolean>, ms: number, what: string
 }
 
 /** An app that answers every request with `size` bytes, all but its end at once; `release` sends the ends. */
-const startHoldingApp = async (cleanup: Cleanup, size: number, declared: boolean) => {
+const startHoldingApp = async (cleanup: Cleanup, size: number, declared: boolean): Promise<{ readonly app: { readonly address: string }; readonly release: () => void }> => {
   const held: Array<http.ServerResponse> = []
   let released = false
   const app = await startApp(cleanup, (req, res) => {
@@ -48,6 +51,35 @@ const startHoldingApp = async (cleanup: Cleanup, size: number, declared: boolean
   return { app, release }
 }
 
+/** The same over h2c (`appProtocol: "h2c"`): each answer a stream of `size` bytes whose end waits for `release`. */
+const startHoldingH2App = async (cleanup: Cleanup, size: number): Promise<{ readonly app: { readonly address: string }; readonly release: () => void }> => {
+  const held: Array<http2.ServerHttp2Stream> = []
+  let released = false
+  const server = http2.createServer()
+  const sessions = new Set<http2.ServerHttp2Session>()
+  server.on("session", (session) => {
+    sessions.add(session)
+    session.on("close", () => sessions.delete(session))
+  })
+  server.on("stream", (stream) => {
+    stream.on("error", () => {})
+    stream.respond({ ":status": 200 })
+    stream.write(Buffer.alloc(size, 0x61))
+    if (released) stream.end()
+    else held.push(stream)
+  })
+  await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
+  cleanup.add(() => {
+    for (const session of sessions) session.destroy()
+    server.close()
+  })
+  const release = () => {
+    released = true
+    for (const stream of held.splice(0)) if (!stream.destroyed) stream.end()
+  }
+  return { app: { address: `${LOOPBACK}:${(server.address() as net.AddressInfo).port}` }, release }
+}
+
 /** 4 plain IIP callers (a connection each: one channel answers in order) asking B at once. */
 const plainCalls = (cleanup: Cleanup, b: RunningSidecar): Array<Promise<Settled<Buffer>>> =>
   Array.from({ length: 4 }, (_, i) => settle(startClient(cleanup, b.sidecar.inbound.port, { mesh: false }).call(`/big/${i}`, "{}", { timeoutMs: 8000 })))
@@ -59,10 +91,11 @@ describe("the inbound side's budget for answers gathered whole", () => {
   })
   afterEach(() => cleanup.run())
 
-  for (const declared of [true, false]) {
-    it(`4 plain callers, 1 MiB answers ${declared ? "of declared length" : "chunked"}, a 2.5 MiB budget: B holds 2 MiB, 2 callers get their whole answer, 2 a typed refusal`, async () => {
-      const { app, release } = await startHoldingApp(cleanup, MiB, declared)
-      const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, tracing: false, maxQueuedBytes: 2.5 * MiB }))
+  for (const kind of ["of declared length", "chunked", "streamed over h2c"] as const) {
+    it(`4 plain callers, 1 MiB answers ${kind}, a 2.5 MiB budget: B holds 2 MiB, 2 callers get their whole answer, 2 a typed refusal`, async () => {
+      const h2c = kind === "streamed over h2c"
+      const { app, release } = h2c ? await startHoldingH2App(cleanup, MiB) : await startHoldingApp(cleanup, MiB, kind === "of declared length")
+      const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, tracing: false, maxQueuedBytes: 2.5 * MiB, ...(h2c ? { appProtocol: "h2c" as const } : {}) }))
       const calls = plainCalls(cleanup, b)
       const outcomes: Array<Settled<Buffer> | undefined> = [undefined, undefined, undefined, undefined]
       calls.forEach((call, i) => void call.then((outcome) => (outcomes[i] = outcome)))
