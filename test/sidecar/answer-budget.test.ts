@@ -141,4 +141,21 @@ describe("the inbound side's budget for answers gathered whole", () => {
     expect(all.filter((answer) => answer.ok && answer.value.status === 200 && answer.value.bytes === size)).toHaveLength(20)
     expect(await answerBytes(b)).toBe(0)
   }, 10_000)
+
+  it("callers that go away while B gathers their answers: what those answers took of the budget comes back", async () => {
+    const size = 60 * 1024
+    const { app } = await startHoldingApp(cleanup, size, true)
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, tracing: false, maxQueuedBytes: MiB }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const requests = Array.from({ length: 5 }, (_, i) => {
+      const request = http.get({ host: "127.0.0.1", port: a.outboundPort, path: `/gone/${i}`, headers: { host: "catalog" }, agent: false })
+      request.on("error", () => {})
+      cleanup.add(() => request.destroy())
+      return request
+    })
+    await until(async () => (await answerBytes(b)) === 5 * size, 5000, "B gathering the 5 answers whose ends the app holds")
+    // A cancels each request at B (its caller went away): each exchange ends there and gives back what it took.
+    for (const request of requests) request.destroy()
+    await until(async () => (await answerBytes(b)) === 0, 5000, "B giving back what the 5 cancelled answers took")
+  }, 10_000)
 })
