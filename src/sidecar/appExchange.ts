@@ -5,6 +5,12 @@
 // limits: the body idle timeout and the declared length on a streamed request body, back-pressure
 // both ways (the request body is pulled as the pool writes it; the answer pauses the socket while
 // more than a window of it waits unread), and every failure becomes one typed outcome, once.
+// An answer gathered whole counts in the sidecar's answer budget (AnswerBudget, `maxQueuedBytes`)
+// while it is held: its declared length is taken when its head comes (past the budget a mesh
+// caller's answer streams instead, a plain caller's, which cannot stream, is refused `overloaded`),
+// an answer of no declared length (a plain caller's) chunk by chunk as it comes (past the budget,
+// refused). A streamed answer holds a window of its own at most (ANSWER_HIGH_WATER and one read,
+// the socket paused), one per pool socket, so the gathered ones are what the budget must bound.
 import { failure, reply } from "../iip/server.ts"
 import type { Outcome, PendingOutcome } from "../mux/request.ts"
 import { RemoteError } from "../mux/meshChannels.ts"
@@ -29,9 +35,20 @@ const ANSWER_HIGH_WATER = 64 * 1024
  */
 const PLAIN_ANSWER_LIMIT = Limits.maxPacketData
 
+/**
+ * The bytes of the app's answers the inbound side holds gathered whole, across all its requests:
+ * without it, 256 pool sockets each gathering a plain caller's 16 MiB could make it hold 4 GiB.
+ */
+export interface AnswerBudget {
+  held: number
+  /** `maxQueuedBytes`: a pool of its own, as the tunnels' (PROTOCOL.md §8). */
+  readonly max: number
+}
+
 /** What every exchange of one sidecar shares. */
 export interface AppLeg {
   readonly pool: AppPool
+  readonly answers: AnswerBudget
   /** host:port, for messages, metrics and spans. */
   readonly address: string
   readonly bodyIdleTimeoutMs: number
@@ -79,6 +96,8 @@ export class AppExchange implements AppPoolHandler {
   private firstPart: Buffer | undefined = undefined
   private parts: Array<Buffer> | undefined = undefined
   private bytes = 0
+  /** What this exchange holds of the answer budget: a whole answer's declared length, or its bytes so far. */
+  private charged = 0
   private answer: PausingByteQueue | undefined = undefined
   private timer: NodeJS.Timeout | undefined = undefined
   /** Armed while the streamed answer's socket is paused: the mesh taking nothing of it for the body idle timeout gives it up. */
@@ -150,9 +169,17 @@ export class AppExchange implements AppPoolHandler {
     const described = bodiless && sentLength !== undefined ? describedLength(sentLength) : undefined
     if (described !== undefined) answerHeaders.push(["content-length", described])
     const length = sentLength !== undefined ? Number(sentLength) : NaN
-    if (this.request.plain || bodiless || length <= WHOLE_BODY_LIMIT) {
+    // A whole answer of known length takes it from the budget now (llhttp holds the app to it).
+    if (bodiless || (this.request.plain && !(length > 0)) || (length <= WHOLE_BODY_LIMIT && this.charge(length))) {
       this.mode = "collect"
       this.meta = responseMeta(status, answerHeaders)
+      return
+    }
+    if (this.request.plain) {
+      // It cannot stream: too large for its one packet, or past the budget, it is refused before a byte of it is read.
+      if (length > PLAIN_ANSWER_LIMIT) return this.tooLarge()
+      if (!this.charge(length)) return this.overBudget(length)
+      this.mode = "collect"
       return
     }
     // A streamed answer of known length keeps it (llhttp holds the app to it).
@@ -166,13 +193,14 @@ export class AppExchange implements AppPoolHandler {
     if (this.done) return
     if (this.mode === "collect") {
       this.bytes += chunk.length
-      if (this.firstPart === undefined) this.firstPart = chunk
-      else {
-        // Only a plain caller's answer has no length llhttp holds it to (a read is 64 KiB at most:
-        // the first chunk cannot pass the limit, and the usual answer comes in one).
+      if (this.bytes > this.charged) {
+        // Past what its head took: only a plain caller's answer of no declared length, held to its
+        // one packet and charged as it comes.
         if (this.bytes > PLAIN_ANSWER_LIMIT) return this.tooLarge()
-        ;(this.parts ??= [this.firstPart]).push(chunk)
+        if (!this.charge(this.bytes - this.charged)) return this.overBudget(this.bytes)
       }
+      if (this.firstPart === undefined) this.firstPart = chunk
+      else (this.parts ??= [this.firstPart]).push(chunk)
     } else if (this.mode === "stream") {
       this.observation.responseBytes(chunk.length)
       this.answer!.push(chunk)
@@ -228,6 +256,28 @@ export class AppExchange implements AppPoolHandler {
     this.abort(new StreamFailed({ message }))
   }
 
+  /** Takes `bytes` of the answer budget for this exchange; false (nothing taken) past it. */
+  private charge(bytes: number): boolean {
+    const answers = this.leg.answers
+    if (answers.held + bytes > answers.max) return false
+    answers.held += bytes
+    this.charged += bytes
+    return true
+  }
+
+  /**
+   * A plain caller's answer (which must go back whole) does not fit in what the sidecar may hold of
+   * answers: refused at this hop, as processed (the app ran the request), rather than grow B's memory.
+   */
+  private overBudget(bytes: number): void {
+    const { held, max } = this.leg.answers
+    const message = `an answer of ${bytes} bytes or more from app at ${this.leg.address} does not fit in the ${max} bytes of answers the inbound sidecar may hold gathered whole (maxQueuedBytes; ${held} held); retry later`
+    this.firstPart = undefined
+    this.parts = undefined
+    this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, failure(MeshErrorCode.overloaded, message, true))
+    this.abort(new StreamFailed({ message }))
+  }
+
   /**
    * The streamed answer's socket paused (a window of it waits for the mesh). A caller that never
    * reads (or a peer that never opens its window) would hold the app's pool socket for as long as
@@ -273,6 +323,10 @@ export class AppExchange implements AppPoolHandler {
 
   private finish(): void {
     this.done = true
+    if (this.charged > 0) {
+      this.leg.answers.held -= this.charged
+      this.charged = 0
+    }
     if (this.timer !== undefined) clearTimeout(this.timer)
     if (this.stall !== undefined) this.answerResumed()
   }

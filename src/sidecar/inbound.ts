@@ -37,6 +37,7 @@ import { carriedProtocols, CLIENT_ID_HEADER, describedLength, endToEndPairs, isF
 import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnvelope.ts"
 import { type AppUpgradeLeg, upgradeApp } from "./inboundUpgrade.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
+import { plainAnswer } from "./plainAnswer.ts"
 
 const HEADER_PARAM = "__http_hdr__"
 
@@ -48,6 +49,8 @@ export interface InboundOptions {
   readonly telemetry: SidecarTelemetry
   /** Sockets to the app at most (keep-alive); requests past it wait for one. */
   readonly appPoolSize: number
+  /** The bytes of the app's answers held gathered whole, all requests together (`maxQueuedBytes`; appExchange.ts). */
+  readonly maxAnswerBytes: number
   /** A streamed request body that sends nothing for this long is given up. */
   readonly bodyIdleTimeoutMs: number
   /** A streamed answer the mesh takes nothing of for this long is given up. */
@@ -156,12 +159,15 @@ export interface InboundHandler {
   readonly handle: (request: IncomingRequest) => PendingOutcome
   /** Closes the app pool's sockets (the sidecar is stopping). */
   readonly close: () => Promise<void>
+  /** The bytes of answers held gathered whole now (the answer budget's; a gauge reads it). */
+  readonly answerBytes: () => number
 }
 
 export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   const pool = new AppPool(options.appHost, options.appPort, options.appPoolSize)
   const leg: AppLeg = {
     pool,
+    answers: { held: 0, max: options.maxAnswerBytes },
     address: `${options.appHost}:${options.appPort}`,
     bodyIdleTimeoutMs: options.bodyIdleTimeoutMs,
     answerIdleTimeoutMs: options.answerIdleTimeoutMs,
@@ -220,9 +226,11 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       if (stream === undefined) observation.requestBytes(0)
       const waitMs = deadline === 0 || oneway ? options.defaultTimeoutMs : timeLeft
       const h2Request: AppH2Request = { method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }
+      // A plain caller's answer goes back whole: gathered here, within the answer budget.
+      const answer = plain ? plainAnswer(leg.answers, leg.address, pending) : pending
       // Once loaded, the leg is called at once: no promise per call.
-      if (h2Loaded !== undefined) return forwardH2(h2Loaded, h2Request, observation, request.context.cancel, pending)
-      return forwardH2Later(h2Leg, h2Request, observation, request.context.cancel, pending)
+      if (h2Loaded !== undefined) return forwardH2(h2Loaded, h2Request, observation, request.context.cancel, answer)
+      return forwardH2Later(h2Leg, h2Request, observation, request.context.cancel, answer)
     }
     // One flat list, as the pool takes it; the hop's own headers after the peer's filtered ones.
     // Index loops: destructuring each pair in a for-of costs an iterator per pair.
@@ -258,5 +266,5 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   return { handle, close: async () => {
     await (await h2Leg)?.close()
     await pool.destroy()
-  } }
+  }, answerBytes: () => leg.answers.held }
 }

@@ -340,6 +340,7 @@ export const make = (
       ...appAddressOf(config.app),
       telemetry,
       appPoolSize: config.appPoolSize,
+      maxAnswerBytes: config.maxQueuedBytes,
       bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
       answerIdleTimeoutMs: config.answerIdleTimeoutMs,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
@@ -350,7 +351,10 @@ export const make = (
       authorization,
       ...(routes === undefined ? {} : { rateLimit: makeInboundLimiter(() => routes().limits, telemetry.metrics, config.service) })
     })
-    if (appLeg !== undefined) yield* Effect.addFinalizer(() => Effect.promise(() => appLeg.close()))
+    if (appLeg !== undefined) {
+      yield* Effect.addFinalizer(() => Effect.promise(() => appLeg.close()))
+      telemetry.metrics.watchAnswerBytes(appLeg.answerBytes)
+    }
 
     // Inbound: other sidecars -> this app. Its Scope drains it on close.
     const inboundAddress = splitAddress(config.inbound)

@@ -22,6 +22,8 @@
 //   iip_mesh_endpoint_ejections_total{service,endpoint}               counter
 //   iip_mesh_invalid_headers_total{direction}                         counter: header pairs dropped as unwritable
 //   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
+//   iip_mesh_inbound_answer_bytes                                     gauge, read at scrape: bytes of the app's answers
+//                                                                     the inbound side holds gathered whole (at most maxQueuedBytes)
 //   iip_mesh_authz_denied_total{service,reason}                      counter: inbound calls the policy refused (403)
 //   iip_mesh_authz_policy_reloads_total{result}                       counter: policy file re-reads, ok or invalid (last good kept)
 //   iip_mesh_tls_handshakes_total{direction,result}                   counter: mesh TLS handshakes, result ok or
@@ -144,6 +146,8 @@ export interface MeshMetrics {
   h2StreamsReset(reason: H2ResetReason, count: number): void
   /** Where the connection and channel gauges are read at each scrape (the sidecar's server and clients). */
   watchConnections(read: () => Record<Direction, ConnectionCounts>): void
+  /** Where the inbound side's gathered answers' bytes are read at each scrape (appExchange.ts's answer budget). */
+  watchAnswerBytes(read: () => number): void
   /** Where the spans the OTLP exporters dropped are read at each scrape (tracing.ts). */
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
@@ -405,6 +409,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readConnections: () => Record<Direction, ConnectionCounts> = () => ({ outbound: { connections: 0, channels: 0 }, inbound: { connections: 0, channels: 0 } })
   let readTrust: (() => TrustState) | undefined
   let readBundleRefreshes: (() => Readonly<Record<BundleRefreshResult, number>>) | undefined
+  let readAnswerBytes = () => 0
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   const rootStates = function*(): Iterable<Tally> {
     if (readTrust === undefined) return
@@ -475,6 +480,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_trust_bundle_refreshes_total", "Fetches of the trust bundle from the issuer between renewals, by result: updated (a new bundle taken), unchanged, failed (no bundle had), refused (the bundle had was refused).", ["result"], () =>
     readBundleRefreshes === undefined ? [] : Object.entries(readBundleRefreshes()).map(([result, value]) => ({ labels: { result }, value })))
   fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], connectionGauge("connections"))
+  fromTallies(registry, "gauge", "iip_mesh_inbound_answer_bytes", "Bytes of the app's answers the inbound side holds gathered whole to send back as one message (at most maxQueuedBytes).", [], () => [{ labels: {}, value: readAnswerBytes() }])
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
   return {
@@ -551,6 +557,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchBundleRefreshes: (read) => {
       readBundleRefreshes = read
+    },
+    watchAnswerBytes: (read) => {
+      readAnswerBytes = read
     },
     watchDroppedSpans: (read) => {
       readDroppedSpans = read
