@@ -8,7 +8,9 @@
 // streams from then on, and its trailers (`grpc-status`, `grpc-message`, custom ones) close the
 // stream (PROTOCOL.md §13, §17.5).
 // The time left before the caller's deadline bounds the whole gRPC call (any other request's
-// answer head): past it, or when the caller cancels, the app's stream is reset.
+// answer head): past it, or when the caller cancels, the app's stream is reset. An answer is
+// complete only with its END_STREAM: a stream the app reset first (even with NO_ERROR) broke off.
+import { subscribe } from "node:diagnostics_channel"
 import * as http2 from "node:http2"
 import { failure, reply } from "../iip/server.ts"
 import type { Deadlines, Expiring } from "../mux/deadlines.ts"
@@ -84,8 +86,10 @@ export class AppH2Exchange implements Expiring, Held {
   /** Waiting in the leg's oneMessageHolds (the first wait is over). */
   private waitsLonger = false
   private bytes = 0
-  /** The answer's content-length, as the app sent it (node's headers object): its body is held to it at the end. */
+  /** The answer's content-length, as the app sent it (node's headers object), for the message of an answer that broke off. */
   private declared: string | undefined = undefined
+  /** The stream closed before the app's END_STREAM (a RST_STREAM): whatever came is not the whole answer. */
+  private cutShort = false
   private trailers: Array<readonly [string, string]> | undefined = undefined
   /** Set once the answer streams. */
   private answer: PausingByteQueue | undefined = undefined
@@ -147,6 +151,11 @@ export class AppH2Exchange implements Expiring, Held {
     const refused = this.status === 0 && (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED")
     const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
     this.fail(502, { hop: "app", reason: code }, code, `app at ${this.leg.address}: ${error.code ?? error.message}`, !refused)
+  }
+
+  /** The stream closed (node's diagnostics channel, before the end node then gives its readable side): `ended`, after the app's END_STREAM. */
+  onStreamClosed(ended: boolean): void {
+    if (!ended) this.cutShort = true
   }
 
   /** Reset without an error code (or closed before its end): settled here, whatever happened. */
@@ -275,11 +284,12 @@ export class AppH2Exchange implements Expiring, Held {
     if (this.stream!.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: its stream closed (code ${this.stream!.rstCode}) before the end of its answer`)
     }
-    // A reset with NO_ERROR (RFC 9113 §8.1 allows it after a complete answer only) ends the stream as
-    // END_STREAM does, and nothing node exposes tells them apart; nghttp2 refuses an END_STREAM short
-    // of the declared length, so a body short of it was reset. An answer without one goes unchecked.
-    if (this.declared !== undefined && this.bytes !== Number(this.declared) && status !== 304 && this.request.method !== "HEAD") {
-      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: its stream ended after ${this.bytes} of the ${Number(this.declared)} bytes it declared`)
+    // A reset with NO_ERROR (RFC 9113 §8.1 allows it after a complete answer only, to stop the
+    // request body) ends the readable side as END_STREAM does: one before END_STREAM broke the answer off.
+    if (this.cutShort) {
+      const of = this.declared === undefined ? " bytes of its answer" : ` of the ${Number(this.declared)} bytes it declared`
+      const message = `app at ${leg.address} reset its stream (NO_ERROR) after ${this.bytes}${of}, before its end`
+      return this.fail(this.answer === undefined ? 502 : status, { hop: "app", reason: "answer_broke_off" }, AppErrorCode.failed, message)
     }
     this.finish()
     const trailers = this.trailers
@@ -345,6 +355,18 @@ const headsThisTurn = new TurnEnd<AppH2Exchange>((exchange) => exchange.holdIfOp
 /** A stream to the app names its exchange, for the listeners below (`this` is the stream). */
 const EXCHANGE = Symbol("exchange")
 type ExchangeStream = http2.ClientHttp2Stream & { [EXCHANGE]: AppH2Exchange }
+
+/**
+ * node ends a stream's readable side on a RST_STREAM(NO_ERROR) as on END_STREAM, both with rstCode
+ * NO_ERROR, and names neither. It ends it as an END_STREAM (or the trailers, which carry one) comes,
+ * before the stream closes; on a reset, after the close, which it publishes on this channel first.
+ * So at the close, a readable side not ended had no END_STREAM. One call per stream to any
+ * HTTP/2 server of this process (the app legs' only).
+ */
+subscribe("http2.client.stream.close", (message) => {
+  const stream = (message as { readonly stream: Partial<ExchangeStream> & { readonly _readableState: { readonly ended: boolean } } }).stream
+  stream[EXCHANGE]?.onStreamClosed(stream._readableState.ended)
+})
 function onStreamResponse(this: ExchangeStream, head: http2.IncomingHttpHeaders, _flags: number, raw: Array<string>): void {
   this[EXCHANGE].onHead(head, raw)
 }
