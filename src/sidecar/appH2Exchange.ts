@@ -24,7 +24,7 @@ import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { grpcStatusIn, isGrpcPairs } from "./grpcStatus.ts"
 import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
-import { responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
+import { HttpMeta, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 import { TurnEnd } from "./turnEnd.ts"
@@ -35,6 +35,8 @@ const WHOLE_ANSWER_LIMIT = 64 * 1024
 const appTrailers = new RawListCache()
 /** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
 const ANSWER_HIGH_WATER = 64 * 1024
+/** A metadata entry's bytes besides its value (PROTOCOL.md §12: key length, key, value length), for the trailers'. */
+const TRAILERS_ENTRY_BYTES = 3 + Buffer.byteLength(HttpMeta.trailers)
 
 /** What every exchange of one leg shares: the leg (AppH2Leg, appH2.ts). */
 export interface H2Leg {
@@ -47,6 +49,8 @@ export interface H2Leg {
   readonly oneMessageHolds: AnswerHolds
   /** A streamed answer whose stream stays paused this long is given up. */
   readonly answerIdleMs: number
+  /** The metadata a mesh message carries: an answer's trailers past it cannot go back. */
+  readonly maxMetaBytes: number
   /** The pooled session, made again once the last one closed or failed. */
   current(): http2.ClientHttp2Session
   /** A gRPC method (path) one of whose answers carried a second message. */
@@ -291,12 +295,14 @@ export class AppH2Exchange implements Expiring, Held {
       const message = `app at ${leg.address} reset its stream (NO_ERROR) after ${this.bytes}${of}, before its end`
       return this.fail(this.answer === undefined ? 502 : status, { hop: "app", reason: "answer_broke_off" }, AppErrorCode.failed, message)
     }
-    this.finish()
     const trailers = this.trailers
     if (this.answer !== undefined) {
+      const closing = trailers === undefined ? undefined : trailersMeta(trailers)
+      if (closing !== undefined && this.trailersTooLarge(closing)) return
+      this.finish()
       this.observation.grpcStatus(grpcStatusIn(trailers))
       this.observation.end(leg.address, status, undefined)
-      return this.answer.end(trailers === undefined ? undefined : trailersMeta(trailers))
+      return this.answer.end(closing)
     }
     let headers = this.headers
     let held = trailers
@@ -305,13 +311,31 @@ export class AppH2Exchange implements Expiring, Held {
       held = headers.filter(([name]) => name !== "content-type")
       headers = headers.filter(([name]) => name === "content-type")
     }
+    const meta = responseMeta(status, headers)
+    if (held !== undefined && this.trailersTooLarge(withTrailers(meta, held))) return
+    this.finish()
     const body = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes)
     this.observation.responseBytes(body.length)
     this.observation.grpcStatus(grpcStatusIn(held))
     this.observation.end(leg.address, status, undefined)
-    const meta = responseMeta(status, headers)
-    if (held !== undefined) withTrailers(meta, held)
     this.settle(reply(body, meta))
+  }
+
+  /**
+   * Trailers (in `meta`) past the metadata a mesh message carries cannot go back: the call fails
+   * as the app's, naming the bound, rather than as an answer the inbound hop could not send
+   * (handler_failed: UNAVAILABLE to a gRPC caller, a retry invited) or one without its trailers.
+   */
+  private trailersTooLarge(meta: Map<string, string>): boolean {
+    const limit = this.leg.maxMetaBytes
+    const json = meta.get(HttpMeta.trailers)!
+    // A UTF-16 unit is 3 UTF-8 bytes at most: the exact count only for trailers near the bound.
+    if (TRAILERS_ENTRY_BYTES + json.length * 3 <= limit) return false
+    const bytes = TRAILERS_ENTRY_BYTES + Buffer.byteLength(json)
+    if (bytes <= limit) return false
+    const message = `app at ${this.leg.address}: its trailers (${bytes} bytes) exceed the ${limit} bytes of metadata the mesh carries`
+    this.fail(this.answer === undefined ? 502 : this.status, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, message)
+    return true
   }
 
   /**

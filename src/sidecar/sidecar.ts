@@ -333,6 +333,7 @@ export const make = (
       appPoolSize: config.appPoolSize,
       bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
       answerIdleTimeoutMs: config.answerIdleTimeoutMs,
+      maxMetaBytes: SIDECAR_META_BYTES,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
       upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
       maxTunnels: config.maxTunnels,

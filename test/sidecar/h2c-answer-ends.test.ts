@@ -149,5 +149,16 @@ describe("the end of an h2c app's answer at sidecar B", () => {
       // One whole (502), one streamed (200: its head had gone on).
       expect(await errors(b, "answer_broke_off")).toBe(2)
     })
+
+    it("trailers B reads but the mesh cannot carry (past its 61,440 bytes of metadata): INTERNAL naming the app hop and the bound, not the inbound hop's UNAVAILABLE", async () => {
+      const { b, client } = await startCaller()
+      for (const streamed of [false, true]) {
+        // 62,000 bytes: node sends them and B reads them.
+        const over = await watch(client, 62_000, streamed)
+        expect([over.status.code, over.status.metadata.get("x-iip-mesh-error")[0]]).toStrictEqual([grpc.status.INTERNAL, "app; reason=app_failed"])
+        expect(over.status.details).toMatch(/its trailers \(\d+ bytes\) exceed the 61440 bytes of metadata the mesh carries/)
+      }
+      expect(await errors(b, "app_failed")).toBe(2)
+    })
   })
 })
