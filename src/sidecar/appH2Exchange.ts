@@ -383,9 +383,11 @@ type ExchangeStream = http2.ClientHttp2Stream & { [EXCHANGE]: AppH2Exchange }
 /**
  * node ends a stream's readable side on a RST_STREAM(NO_ERROR) as on END_STREAM, both with rstCode
  * NO_ERROR, and names neither. It ends it as an END_STREAM (or the trailers, which carry one) comes,
- * before the stream closes; on a reset, after the close, which it publishes on this channel first.
- * So at the close, a readable side not ended had no END_STREAM. One call per stream to any
- * HTTP/2 server of this process (the app legs' only).
+ * before the stream closes; on a reset, after the close, which it publishes on this channel first
+ * (node 24's internal/http2/core.js: closeStream, then onStreamClose's push(null)). So at the
+ * close, a readable side not ended (`_readableState.ended`: its end pushed, maybe not yet read;
+ * node has no public name for it) had no END_STREAM: the tests of h2c-answer-ends.test.ts fail if
+ * that changes. One call per stream to any HTTP/2 server of this process (the app legs' only).
  */
 subscribe("http2.client.stream.close", (message) => {
   const stream = (message as { readonly stream: Partial<ExchangeStream> & { readonly _readableState: { readonly ended: boolean } } }).stream
