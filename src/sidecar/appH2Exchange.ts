@@ -8,7 +8,9 @@
 // streams from then on, and its trailers (`grpc-status`, `grpc-message`, custom ones) close the
 // stream (PROTOCOL.md §13, §17.5).
 // The time left before the caller's deadline bounds the whole gRPC call (any other request's
-// answer head): past it, or when the caller cancels, the app's stream is reset.
+// answer head): past it, or when the caller cancels, the app's stream is reset. An answer is
+// complete only with its END_STREAM: a stream the app reset first (even with NO_ERROR) broke off.
+import { subscribe } from "node:diagnostics_channel"
 import * as http2 from "node:http2"
 import { failure, reply } from "../iip/server.ts"
 import type { Deadlines, Expiring } from "../mux/deadlines.ts"
@@ -22,7 +24,7 @@ import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { grpcStatusIn, isGrpcPairs } from "./grpcStatus.ts"
 import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
-import { responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
+import { HttpMeta, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 import { TurnEnd } from "./turnEnd.ts"
@@ -33,6 +35,8 @@ const WHOLE_ANSWER_LIMIT = 64 * 1024
 const appTrailers = new RawListCache()
 /** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
 const ANSWER_HIGH_WATER = 64 * 1024
+/** A metadata entry's bytes besides its value (PROTOCOL.md §12: key length, key, value length), for the trailers'. */
+const TRAILERS_ENTRY_BYTES = 3 + Buffer.byteLength(HttpMeta.trailers)
 
 /** What every exchange of one leg shares: the leg (AppH2Leg, appH2.ts). */
 export interface H2Leg {
@@ -45,6 +49,8 @@ export interface H2Leg {
   readonly oneMessageHolds: AnswerHolds
   /** A streamed answer whose stream stays paused this long is given up. */
   readonly answerIdleMs: number
+  /** The metadata a mesh message carries: an answer's trailers past it cannot go back. */
+  readonly maxMetaBytes: number
   /** The pooled session, made again once the last one closed or failed. */
   current(): http2.ClientHttp2Session
   /** A gRPC method (path) one of whose answers carried a second message. */
@@ -84,8 +90,10 @@ export class AppH2Exchange implements Expiring, Held {
   /** Waiting in the leg's oneMessageHolds (the first wait is over). */
   private waitsLonger = false
   private bytes = 0
-  /** The answer's content-length, as the app sent it (node's headers object): its body is held to it at the end. */
+  /** The answer's content-length, as the app sent it (node's headers object), for the message of an answer that broke off. */
   private declared: string | undefined = undefined
+  /** The stream closed before the app's END_STREAM (a RST_STREAM): whatever came is not the whole answer. */
+  private cutShort = false
   private trailers: Array<readonly [string, string]> | undefined = undefined
   /** Set once the answer streams. */
   private answer: PausingByteQueue | undefined = undefined
@@ -147,6 +155,11 @@ export class AppH2Exchange implements Expiring, Held {
     const refused = this.status === 0 && (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED")
     const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
     this.fail(502, { hop: "app", reason: code }, code, `app at ${this.leg.address}: ${error.code ?? error.message}`, !refused)
+  }
+
+  /** The stream closed (node's diagnostics channel, before the end node then gives its readable side): `ended`, after the app's END_STREAM. */
+  onStreamClosed(ended: boolean): void {
+    if (!ended) this.cutShort = true
   }
 
   /** Reset without an error code (or closed before its end): settled here, whatever happened. */
@@ -275,18 +288,21 @@ export class AppH2Exchange implements Expiring, Held {
     if (this.stream!.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: its stream closed (code ${this.stream!.rstCode}) before the end of its answer`)
     }
-    // A reset with NO_ERROR (RFC 9113 §8.1 allows it after a complete answer only) ends the stream as
-    // END_STREAM does, and nothing node exposes tells them apart; nghttp2 refuses an END_STREAM short
-    // of the declared length, so a body short of it was reset. An answer without one goes unchecked.
-    if (this.declared !== undefined && this.bytes !== Number(this.declared) && status !== 304 && this.request.method !== "HEAD") {
-      return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: its stream ended after ${this.bytes} of the ${Number(this.declared)} bytes it declared`)
+    // A reset with NO_ERROR (RFC 9113 §8.1 allows it after a complete answer only, to stop the
+    // request body) ends the readable side as END_STREAM does: one before END_STREAM broke the answer off.
+    if (this.cutShort) {
+      const of = this.declared === undefined ? " bytes of its answer" : ` of the ${Number(this.declared)} bytes it declared`
+      const message = `app at ${leg.address} reset its stream (NO_ERROR) after ${this.bytes}${of}, before its end`
+      return this.fail(this.answer === undefined ? 502 : status, { hop: "app", reason: "answer_broke_off" }, AppErrorCode.failed, message)
     }
-    this.finish()
     const trailers = this.trailers
     if (this.answer !== undefined) {
+      const closing = trailers === undefined ? undefined : trailersMeta(trailers)
+      if (closing !== undefined && this.trailersTooLarge(closing)) return
+      this.finish()
       this.observation.grpcStatus(grpcStatusIn(trailers))
       this.observation.end(leg.address, status, undefined)
-      return this.answer.end(trailers === undefined ? undefined : trailersMeta(trailers))
+      return this.answer.end(closing)
     }
     let headers = this.headers
     let held = trailers
@@ -295,13 +311,31 @@ export class AppH2Exchange implements Expiring, Held {
       held = headers.filter(([name]) => name !== "content-type")
       headers = headers.filter(([name]) => name === "content-type")
     }
+    const meta = responseMeta(status, headers)
+    if (held !== undefined && this.trailersTooLarge(withTrailers(meta, held))) return
+    this.finish()
     const body = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes)
     this.observation.responseBytes(body.length)
     this.observation.grpcStatus(grpcStatusIn(held))
     this.observation.end(leg.address, status, undefined)
-    const meta = responseMeta(status, headers)
-    if (held !== undefined) withTrailers(meta, held)
     this.settle(reply(body, meta))
+  }
+
+  /**
+   * Trailers (in `meta`) past the metadata a mesh message carries cannot go back: the call fails
+   * as the app's, naming the bound, rather than as an answer the inbound hop could not send
+   * (handler_failed: UNAVAILABLE to a gRPC caller, a retry invited) or one without its trailers.
+   */
+  private trailersTooLarge(meta: Map<string, string>): boolean {
+    const limit = this.leg.maxMetaBytes
+    const json = meta.get(HttpMeta.trailers)!
+    // A UTF-16 unit is 3 UTF-8 bytes at most: the exact count only for trailers near the bound.
+    if (TRAILERS_ENTRY_BYTES + json.length * 3 <= limit) return false
+    const bytes = TRAILERS_ENTRY_BYTES + Buffer.byteLength(json)
+    if (bytes <= limit) return false
+    const message = `app at ${this.leg.address}: its trailers (${bytes} bytes) exceed the ${limit} bytes of metadata the mesh carries`
+    this.fail(this.answer === undefined ? 502 : this.status, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, message)
+    return true
   }
 
   /**
@@ -345,6 +379,20 @@ const headsThisTurn = new TurnEnd<AppH2Exchange>((exchange) => exchange.holdIfOp
 /** A stream to the app names its exchange, for the listeners below (`this` is the stream). */
 const EXCHANGE = Symbol("exchange")
 type ExchangeStream = http2.ClientHttp2Stream & { [EXCHANGE]: AppH2Exchange }
+
+/**
+ * node ends a stream's readable side on a RST_STREAM(NO_ERROR) as on END_STREAM, both with rstCode
+ * NO_ERROR, and names neither. It ends it as an END_STREAM (or the trailers, which carry one) comes,
+ * before the stream closes; on a reset, after the close, which it publishes on this channel first
+ * (node 24's internal/http2/core.js: closeStream, then onStreamClose's push(null)). So at the
+ * close, a readable side not ended (`_readableState.ended`: its end pushed, maybe not yet read;
+ * node has no public name for it) had no END_STREAM: the tests of h2c-answer-ends.test.ts fail if
+ * that changes. One call per stream to any HTTP/2 server of this process (the app legs' only).
+ */
+subscribe("http2.client.stream.close", (message) => {
+  const stream = (message as { readonly stream: Partial<ExchangeStream> & { readonly _readableState: { readonly ended: boolean } } }).stream
+  stream[EXCHANGE]?.onStreamClosed(stream._readableState.ended)
+})
 function onStreamResponse(this: ExchangeStream, head: http2.IncomingHttpHeaders, _flags: number, raw: Array<string>): void {
   this[EXCHANGE].onHead(head, raw)
 }

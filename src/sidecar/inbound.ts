@@ -55,6 +55,8 @@ export interface InboundOptions {
   readonly bodyIdleTimeoutMs: number
   /** A streamed answer the mesh takes nothing of for this long is given up. */
   readonly answerIdleTimeoutMs: number
+  /** The metadata the inbound server carries per message (its hello's maxMetaBytes): an h2c app's trailers past it cannot go back (appH2Exchange.ts). */
+  readonly maxMetaBytes: number
   /** The deadline of a request that carries none, and of pushes. */
   readonly defaultTimeoutMs: number
   /** An upgraded connection to the app with no byte either way for this long is closed. */
@@ -177,7 +179,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   // node:http2 costs about 4 MB of memory: it loads only for an app spoken to over h2c.
   let h2Loaded: AppH2Leg | undefined
   const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
-    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs)))
+    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs, options.maxMetaBytes)))
     : undefined
   const h2Only = options.appProtocol === "h2c"
   const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid, tunnels: { open: 0, max: options.maxTunnels } }

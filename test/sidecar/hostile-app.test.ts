@@ -12,6 +12,7 @@ import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Limits } from "../../src/protocol/constants.ts"
+import { FrameFlag, FrameType, h2Frame, rstStream, startRawH2App } from "../support/h2Raw.ts"
 import { Cleanup, startRawServer, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { startClient } from "../support/meshTest.ts"
 import { call, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
@@ -173,31 +174,12 @@ describe("a hostile far app's answers at the inbound side", () => {
     // Raw frames, so the reset comes exactly there. RFC 9113 §8.1 allows that code only after a
     // complete answer; node ends the stream's readable side on it as on END_STREAM, with rstCode
     // NO_ERROR. nghttp2 holds an END_STREAM to the declared length, a reset not.
-    const frame = (type: number, flags: number, id: number, payload: Buffer): Buffer => {
-      const head = Buffer.alloc(9)
-      head.writeUIntBE(payload.length, 0, 3)
-      head[3] = type
-      head[4] = flags
-      head.writeUInt32BE(id, 5)
-      return Buffer.concat([head, payload])
-    }
     // HPACK: :status 200 (static index 8), content-length (static name 28, not indexed) "10".
     const head = Buffer.from([0x88, 0x0f, 0x0d, 0x02, 0x31, 0x30])
-    const app = await startRawServer(cleanup, (socket) => {
-      socket.write(frame(4, 0, 0, Buffer.alloc(0)))
-      let read = Buffer.alloc(0)
-      let at = 24 // the client's preface
-      socket.on("data", (data: Buffer) => {
-        read = Buffer.concat([read, data])
-        for (let length = 0; at + 9 <= read.length && at + 9 + (length = read.readUIntBE(at, 3)) <= read.length; at += 9 + length) {
-          const type = read[at + 3]
-          const id = read.readUInt32BE(at + 5) & 0x7fffffff
-          if (type === 4 && (read[at + 4]! & 1) === 0) socket.write(frame(4, 1, 0, Buffer.alloc(0)))
-          // HEADERS, DATA 'partial' without END_STREAM, RST_STREAM NO_ERROR.
-          if (type === 1) socket.write(Buffer.concat([frame(1, 4, id, head), frame(0, 0, id, Buffer.from("partial")), frame(3, 0, id, Buffer.alloc(4))]))
-        }
-      })
-    })
+    // HEADERS, DATA 'partial' without END_STREAM, RST_STREAM NO_ERROR.
+    const app = await startRawH2App(cleanup, (socket, id) =>
+      socket.write(Buffer.concat([h2Frame(FrameType.headers, FrameFlag.endHeaders, id, head), h2Frame(FrameType.data, 0, id, Buffer.from("partial")), rstStream(id)]))
+    )
     const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `127.0.0.1:${app.port}`, appProtocol: "h2c", tracing: false }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
     const answer = await call(a.outboundPort, { path: "/reset", timeoutMs: 5000 })

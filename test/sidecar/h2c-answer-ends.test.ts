@@ -1,0 +1,164 @@
+// How an h2c app's answer ends, at sidecar B (src/sidecar/appH2Exchange.ts), through a real pair:
+// an answer is complete only with its END_STREAM (RFC 9113 §8.1: a RST_STREAM(NO_ERROR) is allowed
+// after a complete answer, to stop the request body, and ends nothing before it), and its trailers
+// go on only within what the mesh carries (the sidecars' metadata bound). Past either, the caller
+// gets app_failed naming the app hop (a gRPC caller INTERNAL, with `x-iip-mesh-error`), and B
+// counts it; before, both went on as if the answer were complete, or as the inbound hop's
+// handler_failed (UNAVAILABLE to a gRPC caller, which invites a retry of a processed call).
+// Not repeated: a reset after fewer bytes than content-length declared, a connection dropped
+// mid-answer (hostile-app.test.ts), gRPC statuses and small trailers passed on (grpc.test.ts).
+import * as grpc from "@grpc/grpc-js"
+import * as http2 from "node:http2"
+import type * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { Cleanup } from "../support/iipRaw.ts"
+import { FrameFlag, FrameType, h2Frame, rstStream, STATUS_200, startRawH2App } from "../support/h2Raw.ts"
+import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+
+const identity = (value: Buffer): Buffer => value
+const PATH = "/demo.Inventory/Watch"
+
+/** A gRPC message: flag byte, 4-byte length, the bytes. */
+const message = (body: Buffer): Buffer => {
+  const out = Buffer.alloc(5 + body.length)
+  out.writeUInt32BE(body.length, 1)
+  body.copy(out, 5)
+  return out
+}
+
+/** The sum of the metric lines `pattern` matches (one per status code, say). */
+const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
+  const { body } = await sidecar.sidecar.telemetry.metrics.text()
+  return body
+    .split("\n")
+    .filter((line) => pattern.test(line))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0)
+}
+
+/** B in front of the app (h2c), A in front of B: the caller's sidecar. */
+const startPair = async (cleanup: Cleanup, appPort: number) => {
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${appPort}`, appProtocol: "h2c", tracing: false }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
+  return { a, b }
+}
+
+describe("the end of an h2c app's answer at sidecar B", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("a reset with NO_ERROR before END_STREAM (no content-length) is app_failed; the same reset after END_STREAM leaves the answer whole", async () => {
+    // Raw frames: node:http2 ends a stream it closes with NO_ERROR (END_STREAM first) before the reset.
+    const app = await startRawH2App(cleanup, (socket, stream) => {
+      const cut = stream % 4 === 1 // B's streams 1, 5, 9...: the calls alternate below
+      socket.write(
+        Buffer.concat([
+          h2Frame(FrameType.headers, FrameFlag.endHeaders, stream, STATUS_200),
+          h2Frame(FrameType.data, cut ? 0 : FrameFlag.endStream, stream, Buffer.from(cut ? "partial" : "whole")),
+          rstStream(stream)
+        ])
+      )
+    })
+    const { a, b } = await startPair(cleanup, app.port)
+    for (let i = 0; i < 2; i++) {
+      const broken = await call(a.outboundPort, { path: "/cut", headers: { host: "inventory" }, timeoutMs: 5000 })
+      expect(`${broken.status} ${broken.headers["x-iip-mesh-error"]}`).toBe("502 app; reason=app_failed")
+      expect(broken.body.toString()).toContain("reset its stream (NO_ERROR) after 7 bytes of its answer, before its end")
+      const whole = await call(a.outboundPort, { path: "/whole", headers: { host: "inventory" }, timeoutMs: 5000 })
+      expect(`${whole.status} ${whole.body.toString()}`).toBe("200 whole")
+    }
+    // B counts both as the app's answers broken off, as the HTTP/1.1 leg does.
+    expect(await metric(b, /^iip_mesh_request_errors_total\{direction="inbound",service="inventory",code="502",hop="app",reason="answer_broke_off"\}/)).toBe(2)
+  })
+
+  it("a reset with NO_ERROR after the whole answer, while the request body still comes (RFC 9113 §8.1's case): the answer is whole", async () => {
+    const app = http2.createServer()
+    app.on("stream", (stream) => {
+      stream.on("error", () => {})
+      // Answered at the body's first bytes; the rest of it is not wanted.
+      stream.once("data", () => {
+        stream.respond({ ":status": 200 })
+        stream.end("early", () => stream.close(http2.constants.NGHTTP2_NO_ERROR))
+      })
+    })
+    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+    const { a } = await startPair(cleanup, (app.address() as net.AddressInfo).port)
+    // 1 MiB: more than the app's stream window, so B is still sending when the answer ends.
+    const answer = await call(a.outboundPort, { method: "POST", path: "/upload", headers: { host: "inventory" }, body: Buffer.alloc(1 << 20, 0x61), timeoutMs: 5000 })
+    expect(`${answer.status} ${answer.body.toString()}`).toBe("200 early")
+  })
+
+  describe("a gRPC app's trailers, to a grpc-js caller", () => {
+    /**
+     * A node:http2 gRPC app: one message (a second of 70 KB when `x-stream` is set: past B's 64 KiB,
+     * so the answer streams), then trailers with `x-big` of `x-size` bytes. Past 64 KiB node cannot
+     * send them: it resets the stream with NO_ERROR instead (a frameError at the app, nothing else).
+     */
+    const startGrpcApp = async (): Promise<number> => {
+      const app = http2.createServer()
+      app.on("stream", (stream, headers) => {
+        stream.on("error", () => {})
+        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true })
+        stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "x-big": "b".repeat(Number(headers["x-size"])) }))
+        stream.write(message(Buffer.from("first")))
+        if (headers["x-stream"] === "1") stream.write(message(Buffer.alloc(70_000, 0x61)))
+        stream.end()
+      })
+      await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+      cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+      return (app.address() as net.AddressInfo).port
+    }
+
+    /** A server-streaming call: the messages read, then its status. */
+    const watch = (client: grpc.Client, size: number, streamed: boolean) =>
+      new Promise<{ readonly messages: number; readonly status: grpc.StatusObject }>((resolve) => {
+        const metadata = new grpc.Metadata()
+        metadata.set("x-size", String(size))
+        metadata.set("x-stream", streamed ? "1" : "0")
+        const stream = client.makeServerStreamRequest(PATH, identity, identity, Buffer.from("hi"), metadata, { deadline: Date.now() + 5000 })
+        let messages = 0
+        stream.on("data", () => messages++)
+        stream.on("error", () => {})
+        stream.on("status", (status: grpc.StatusObject) => resolve({ messages, status }))
+      })
+
+    /** A pair in front of the app, and a grpc-js client of A that reads large metadata (its own bound is 8 KiB), to see 30 KB trailers pass. */
+    const startCaller = async () => {
+      const { a, b } = await startPair(cleanup, await startGrpcApp())
+      const client = new grpc.Client(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory", "grpc.max_metadata_size": 1 << 20 })
+      cleanup.add(() => client.close())
+      return { b, client }
+    }
+    const errors = (b: RunningSidecar, reason: string) =>
+      metric(b, new RegExp(`^iip_mesh_request_errors_total\\{direction="inbound",service="inventory",code="\\d+",hop="app",reason="${reason}"\\}`))
+
+    it("trailers the app's node could not send (past 64 KiB it resets the stream with NO_ERROR instead): INTERNAL naming the app hop, not a call ended without a status", async () => {
+      const { b, client } = await startCaller()
+      for (const streamed of [false, true]) {
+        const fits = await watch(client, 30_000, streamed)
+        expect(fits.status.code).toBe(grpc.status.OK)
+        expect(String(fits.status.metadata.get("x-big")[0]).length).toBe(30_000)
+        expect(fits.messages).toBe(streamed ? 2 : 1)
+        const unsent = await watch(client, 66_000, streamed)
+        expect([unsent.status.code, unsent.status.metadata.get("x-iip-mesh-error")[0]]).toStrictEqual([grpc.status.INTERNAL, "app; reason=app_failed"])
+        expect(unsent.status.details).toContain("reset its stream (NO_ERROR)")
+      }
+      // One whole (502), one streamed (200: its head had gone on).
+      expect(await errors(b, "answer_broke_off")).toBe(2)
+    })
+
+    it("trailers B reads but the mesh cannot carry (past its 61,440 bytes of metadata): INTERNAL naming the app hop and the bound, not the inbound hop's UNAVAILABLE", async () => {
+      const { b, client } = await startCaller()
+      for (const streamed of [false, true]) {
+        // 62,000 bytes: node sends them and B reads them.
+        const over = await watch(client, 62_000, streamed)
+        expect([over.status.code, over.status.metadata.get("x-iip-mesh-error")[0]]).toStrictEqual([grpc.status.INTERNAL, "app; reason=app_failed"])
+        expect(over.status.details).toMatch(/its trailers \(\d+ bytes\) exceed the 61440 bytes of metadata the mesh carries/)
+      }
+      expect(await errors(b, "app_failed")).toBe(2)
+    })
+  })
+})
