@@ -157,10 +157,11 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   /**
    * Whether the server's tunnels' pool has room for a whole window of this stream: what it would
    * hold there as a tunnel whose far end stops reading. For the handler to decide, before it takes
-   * a new tunnel, whether to refuse it (PROTOCOL.md §8); true without a budget (nothing to spend).
+   * a new tunnel, whether to refuse it (PROTOCOL.md §8); true without a budget (nothing to spend),
+   * and while the pool holds nothing (one smaller than a window would otherwise refuse every tunnel).
    */
   tunnelPoolHasRoom(): boolean {
-    return this.budget === undefined || this.budget.tunnelRoomFor(this.window)
+    return this.budget === undefined || this.budget.tunnelRoomFor(this.window) || this.budget.shared.tunnelBytes === 0
   }
 
   /**

@@ -16,7 +16,8 @@
 // (a window of unread bytes: IncomingStream.tunnelPoolHasRoom); healthy tunnels hold next to
 // nothing there, so this caps stalled ones, not their number. Once its 101 is back a tunnel holds
 // its channel and its place here, but no place among the requests waiting for an answer
-// (RequestContext.longLived), so open WebSockets never make this side refuse ordinary requests.
+// (RequestContext.longLived), so open WebSockets never make this side refuse ordinary requests by
+// their number; stalled ones do only once their unread bytes spill past the tunnels' pool.
 import type * as http from "node:http"
 import type * as net from "node:net"
 import type { HandlerValue } from "../iip/dispatch.ts"

@@ -107,8 +107,8 @@ class OutboundUpgrade {
     // Each tunnel may hold a stream window of answer bytes its caller has not read: their number is bounded, before any work.
     const { tunnels } = options
     if (tunnels.open >= tunnels.max) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `${tunnels.open} upgraded connections open at the outbound sidecar, as many as maxTunnels allows; retry later` })
-    // As at the inbound side (PROTOCOL.md §8): admitted only while one more stalled window fits (this side's window: its hello's).
-    if (tunnels.unread.bytes + MeshDefaults.streamWindow > tunnels.maxUnreadBytes) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar's upgraded connections hold ${tunnels.unread.bytes} bytes their callers have not read, no room for one more stream window within maxQueuedBytes; retry later` })
+    // As at the inbound side (PROTOCOL.md §8): admitted only while one more stalled window fits (this side's window: its hello's), or nothing is held.
+    if (tunnels.unread.bytes > 0 && tunnels.unread.bytes + MeshDefaults.streamWindow > tunnels.maxUnreadBytes) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar's upgraded connections hold ${tunnels.unread.bytes} bytes their callers have not read, no room for one more stream window within maxQueuedBytes; retry later` })
     tunnels.open++
     this.tunnel = true
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })

@@ -75,10 +75,10 @@ describe("open WebSockets and B's inbound budgets", () => {
   })
   afterEach(() => cleanup.run())
 
-  const pair = async (b: { readonly maxQueuedRequests?: number; readonly maxTunnels?: number }) => {
+  const pair = async (b: { readonly maxQueuedRequests?: number; readonly maxTunnels?: number; readonly maxQueuedBytes?: number }, aConfig: { readonly maxQueuedBytes?: number } = {}) => {
     const wsApp = await startWsApp(cleanup)
     const bSidecar = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: wsApp.app.address, ...b }))
-    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: bSidecar.inboundAddress, weight: 1 }] } }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", ...aConfig, endpoints: { catalog: [{ address: bSidecar.inboundAddress, weight: 1 }] } }))
     return { wsApp, a, b: bSidecar }
   }
 
@@ -115,6 +115,13 @@ describe("open WebSockets and B's inbound budgets", () => {
     expect(reopened).toBeDefined()
     expect(await echoed(reopened!, "again")).toBe("again")
   }, 60_000)
+
+  it("maxQueuedBytes below a stream window (512 KiB) at A and B: WebSockets still open one after another, an empty tunnels' pool admitting one", async () => {
+    const { a, wsApp } = await pair({ maxQueuedBytes: 512 * 1024 }, { maxQueuedBytes: 512 * 1024 })
+    // Each echo is read to the end: the pools are empty again when the next upgrade comes.
+    for (let i = 0; i < 3; i++) expect(await echoed(await open(cleanup, a), `m${i}`)).toBe(`m${i}`)
+    expect(wsApp.state.open).toBe(3)
+  }, 30_000)
 
   it("a tunnel whose caller ended its side, on a mesh connection that then closes: B closes its socket to the app and counts the tunnel out", async () => {
     // The app keeps its side of every upgraded socket open after B's FIN (node's HTTP server leaves it half-open).
