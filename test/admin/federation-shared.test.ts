@@ -62,6 +62,9 @@ describe("admin federation under many concurrent admin requests", () => {
     dir = mkdtempSync(join(tmpdir(), "iip-mesh-federation-shared-"))
   })
   afterEach(async () => {
+    // A test that fakes setTimeout and then times out never reaches its finally: without this, the
+    // cleanup and the tests after it would run on the faked timers (and wait for them for ever).
+    vi.useRealTimers()
     await cleanup.run()
     rmSync(dir, { recursive: true, force: true })
   })
