@@ -24,6 +24,12 @@ const token = "federation-token-0123456789"
 const MESH = "federation-shared"
 const PEERS = 3
 const CONCURRENT = 50
+/**
+ * The sidecar's federationTimeoutMs. The peers' answers are held while a case checks what reached
+ * this admin, and a request behind two rounds of others waits for a place at most this long (then
+ * 503): at the default 1 s, a machine slow enough made rounds time out or waiters busy.
+ */
+const FEDERATION_TIMEOUT_MS = 10_000
 const headers = { host: "127.0.0.1", authorization: `Bearer ${token}` }
 const windows = { "10s": { requests: 1, errors: 0, seconds: 10, buckets: [] }, "1m": { requests: 1, errors: 0, seconds: 60, buckets: [] }, "10m": { requests: 1, errors: 0, seconds: 600, buckets: [] } }
 
@@ -62,6 +68,9 @@ describe("admin federation under many concurrent admin requests", () => {
     dir = mkdtempSync(join(tmpdir(), "iip-mesh-federation-shared-"))
   })
   afterEach(async () => {
+    // A test that fakes setTimeout and then times out never reaches its finally: without this, the
+    // cleanup and the tests after it would run on the faked timers (and wait for them for ever).
+    vi.useRealTimers()
     await cleanup.run()
     rmSync(dir, { recursive: true, force: true })
   })
@@ -98,7 +107,7 @@ describe("admin federation under many concurrent admin requests", () => {
     cleanup.add(() => Effect.runPromise(Scope.close(scope, Exit.void)))
     let sidecar: Sidecar | undefined
     const addresses = await Effect.runPromise(Admin.make({ admin: "127.0.0.1:0", control: "127.0.0.1:0", token }, () => sidecar).pipe(Scope.provide(scope)))
-    const running = await startSidecar(cleanup, sidecarConfig({ service: "web", node: "web-node", localDiscovery: dir, meshName: MESH }), quietLog, { adminPort: addresses.control.port })
+    const running = await startSidecar(cleanup, sidecarConfig({ service: "web", node: "web-node", localDiscovery: dir, meshName: MESH, federationTimeoutMs: FEDERATION_TIMEOUT_MS }), quietLog, { adminPort: addresses.control.port })
     sidecar = running.sidecar
     const port = addresses.control.port
     await waitFor(() => Array.from({ length: PEERS }, (_, i) => running.sidecar.discovery.endpoints(`peer${i}`).length).every((n) => n > 0), 5000, "web to discover the peers")
@@ -165,7 +174,7 @@ describe("admin federation under many concurrent admin requests", () => {
   it(`a request waiting for a place has a deadline of its own, federationTimeoutMs: past it, 503 federation_busy`, async () => {
     const { calls, hold, port } = await withPeers()
     // The peers never answer in this case (their gate stays shut until the end): every round lasts
-    // federationTimeoutMs (1 s), on a faked setTimeout, so that the deadlines pass in a known order
+    // federationTimeoutMs, on a faked setTimeout, so that the deadlines pass in a known order
     // whatever the machine's speed. Node's own timers (sockets, http) stay real.
     const open = hold()
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] })
@@ -177,8 +186,8 @@ describe("admin federation under many concurrent admin requests", () => {
       await Promise.all(waiting.map((r) => r.written))
       expect((await call(port, { path: "/health", headers })).status).toBe(200)
       // The running rounds give up on their peers (their timers were set first) and 16 waiters take
-      // their places, in rounds that last another second; the 17th waiter's deadline passes first.
-      await vi.advanceTimersByTimeAsync(1000)
+      // their places, in rounds that last as long again; the 17th waiter's deadline passes first.
+      await vi.advanceTimersByTimeAsync(FEDERATION_TIMEOUT_MS)
       // No peer answered them, and this admin has no such series itself.
       for (const { answer } of running) expect((await answer).status).toBe(404)
       // Waited for without a timer (they are faked): before, no waiter was ever answered here.
@@ -189,7 +198,7 @@ describe("admin federation under many concurrent admin requests", () => {
       expect(busy!.status).toBe(503)
       expect(JSON.parse(busy!.body)).toStrictEqual({
         error: "federation_busy",
-        message: `all ${MAX_SERIES_ROUNDS} places for series rounds were taken for 1000 ms (federationTimeoutMs): ask again`
+        message: `all ${MAX_SERIES_ROUNDS} places for series rounds were taken for ${FEDERATION_TIMEOUT_MS} ms (federationTimeoutMs): ask again`
       })
       open()
       const answers = await Promise.all(waiting.map((r) => r.answer))
