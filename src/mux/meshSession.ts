@@ -13,7 +13,6 @@ import {
   ChunkHeader,
   decodeChannelId,
   decodeChannelPair,
-  decodeEnvelope,
   decodeMeta,
   decodeErrorBody,
   DialerControlChannel,
@@ -28,21 +27,21 @@ import {
   MeshDefaults,
   MeshErrorCode,
   MeshPath,
-  type Meta,
-  scanMeta
+  type Meta
 } from "../protocol/mesh.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
 import type { CancelSignal } from "./cancellation.ts"
 import { Deadlines } from "./deadlines.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, type Overloaded, RequestTimeout } from "./errors.ts"
-import { type Dispatch, failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
-import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
+import { type Dispatch, failure } from "./request.ts"
+import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, RemoteError } from "./meshChannels.ts"
 import type { Slab } from "./readSlabs.ts"
 import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
 import { ChannelCap } from "./meshChannelCap.ts"
-import { noBody, writeAnswerHead } from "./meshAnswer.ts"
+import { noBody } from "./meshAnswer.ts"
 import { HeldCalls } from "./meshHeldCalls.ts"
+import { PeerChannelServer, type ServingSession } from "./meshServing.ts"
 import { lastChunk, StreamSender } from "./meshStreamOut.ts"
 import { IncomingStream, StreamFailed } from "./streams.ts"
 
@@ -68,8 +67,6 @@ export interface MeshSessionOptions {
 /** A refused channel whose last packets the writer still holds is looked at again this much later. */
 const RefusedCloseRetryMs = 50
 
-const noData = Buffer.alloc(0)
-
 /** Request ids run 1..2^32-1 per channel and wrap, skipping 0. */
 const nextRequestId = (channel: OwnChannel): number => {
   const id = channel.nextRequestId
@@ -86,15 +83,12 @@ const detach = (call: Call): void => {
   call.onAbort = undefined
 }
 
-const noDispatch: Dispatch = (request) => failure(MeshErrorCode.notFound, `no handler for ${request.path}`, false)
-
-export class MeshSession implements MessageSink {
+export class MeshSession implements MessageSink, ServingSession {
   readonly connection: Connection
   readonly agreed: Hello
   readonly ownControl: OwnChannel
   private readonly peerControl: number
   private readonly own = new Map<number, OwnChannel>()
-  private readonly peer = new Map<number, PeerChannel>()
   private nextOwnId: number
   /** Ids of own channels closed (`closeChannel`), opened again before new ones. */
   private readonly freeOwnIds: Array<number> = []
@@ -109,7 +103,6 @@ export class MeshSession implements MessageSink {
    * side's channels written and not yet answered stay at most this many; the rest wait in it, in order.
    */
   private readonly heldCalls: HeldCalls
-  private readonly dispatch: Dispatch
   private readonly options: MeshSessionOptions
   private readonly closeListeners: Array<(error: ConnectionClosed) => void> = []
   private readonly drainListeners: Array<() => void> = []
@@ -117,8 +110,6 @@ export class MeshSession implements MessageSink {
   packetsReceived = 0
   /** The peer said go-away: no new calls from this side. */
   peerDraining = false
-  /** This side said go-away: new requests from the peer are refused with `draining`. */
-  localDraining = false
   /**
    * The peer answered our go-away. It answers once it has stopped sending new requests, and TCP
    * keeps order, so every request it sent before is already here: closing is safe from now on.
@@ -126,27 +117,22 @@ export class MeshSession implements MessageSink {
   goAwayAcknowledged = false
   /** Round-trip time of the last answered ping, in ms. */
   lastRttMs: number | undefined
-  /** Reading is paused until the writer drains (this side's answers backed up). */
-  private pausedForWriter = false
   /** The pieces of a compressed or error chunk read in parts (onPacketPart), until its last. */
   private assembling: Array<Buffer> | undefined = undefined
   private assemblingBytes = 0
   /** Sends this side's streamed bodies, request and answer alike. */
   private readonly streamOut: StreamSender
-  /** Deadlines of this side's calls and of the requests it serves: one timer each, not one per request. */
+  /** Deadlines of this side's calls: one timer, not one per call. */
   private readonly callDeadlines = new Deadlines<Call>((call) =>
     this.giveUp(call, new RequestTimeout({ message: `no answer within ${call.timeoutMs} ms`, timeoutMs: call.timeoutMs }))
   )
-  private readonly servedDeadlines = new Deadlines<Served>((served) => {
-    const channel = this.peer.get(served.request.channelId)
-    if (channel !== undefined) this.interrupt(channel, served, MeshErrorCode.deadlineExceeded, `deadline of ${served.deadlineMs} ms passed`)
-  })
+  /** Serves the channels the peer opens (meshServing.ts). */
+  private readonly serving: PeerChannelServer
 
   constructor(connection: Connection, options: MeshSessionOptions) {
     this.connection = connection
     this.options = options
     this.agreed = options.agreed
-    this.dispatch = options.dispatch ?? noDispatch
     this.streamOut = new StreamSender(connection, options.agreed.streamWindow, options.agreed.maxMetaBytes, options.agreed.features.includes("trailers"), options.compression, this.closeListeners)
     this.closesChannels = options.agreed.features.includes("close")
     this.heldCalls = new HeldCalls(options.agreed.maxRequests ?? Infinity)
@@ -158,6 +144,7 @@ export class MeshSession implements MessageSink {
     connection.enableMesh(options.isDialer, ownControlId, this.peerControl, options.agreed.maxChannels, options.agreed.maxMetaBytes, this.refusesChannels)
     this.ownControl = new OwnChannel(ownControlId)
     this.own.set(ownControlId, this.ownControl)
+    this.serving = new PeerChannelServer(connection, this, this.peerControl, options.agreed.maxMetaBytes, this.streamOut, options)
     connection.attach(this)
   }
 
@@ -190,18 +177,17 @@ export class MeshSession implements MessageSink {
 
   /** Channels the peer opened on this connection, its control channel not counted. */
   get peerChannelCount(): number {
-    let n = 0
-    for (const id of this.peer.keys()) if (id !== 0) n++
-    return n
+    return this.serving.channelCount
   }
 
   /** Requests being served or waiting on the peer's channels. */
   get servingCount(): number {
-    let n = 0
-    for (const channel of this.peer.values()) {
-      n += channel.mailbox.length + (channel.running === undefined && channel.sendingFor === undefined ? 0 : 1)
-    }
-    return n
+    return this.serving.servingCount
+  }
+
+  /** This side said go-away: new requests from the peer are refused with `draining`. */
+  get localDraining(): boolean {
+    return this.serving.draining
   }
 
   /** Calls this side still waits for, control channel excluded. */
@@ -394,7 +380,7 @@ export class MeshSession implements MessageSink {
    * The read slab a stream chunk is a view of (readSlabs.ts), to be referenced by its stream
    * instead of keeping the slab from reuse; undefined for a chunk of its own (decompressed).
    */
-  private inPlace(data: Buffer, chunk: Buffer): Slab | undefined {
+  inPlace(data: Buffer, chunk: Buffer): Slab | undefined {
     if (chunk.buffer !== data.buffer) return undefined
     this.connection.readInPlace()
     return this.connection.readSlab
@@ -418,8 +404,8 @@ export class MeshSession implements MessageSink {
    * `goAwayAcknowledged`.
    */
   goAway(reason: string): void {
-    if (this.localDraining || this.connection.closed) return
-    this.localDraining = true
+    if (this.serving.draining || this.connection.closed) return
+    this.serving.draining = true
     this.call(this.ownControl, MeshPath.goAway, Buffer.from(JSON.stringify({ reason }), "utf8"), {}, (error) => {
       if (error === undefined) this.goAwayAcknowledged = true
     })
@@ -540,290 +526,14 @@ export class MeshSession implements MessageSink {
     )
   }
 
-  // ---------------------------------------------------------------------------------------------
-  // Serving
-
-  private onRequest(channelId: number, status: number, rawPath: string, data: Buffer): void {
-    let channel = this.peer.get(channelId)
-    if (channel === undefined) channel = this.newPeerChannel(channelId)
-    else if (channel.closing) channel.closing = false // closed while busy, and its id opened again: the same channel goes on
-    if (!isFirstPacket(status)) {
-      const receiving = channel.receiving
-      let trailers: Meta | undefined
-      if (data[0] === ChunkHeader.error) receiving?.fail(new StreamFailed({ message: `caller aborted the request body: ${decodeErrorBody(data.subarray(1)).message}` }))
-      else if (data[0] === ChunkHeader.trailers) trailers = trailersOf(data, status, receiving, this.agreed.maxMetaBytes)
-      else if (receiving !== undefined) {
-        const chunk = chunkOf(this.options.compression, data)
-        if (chunk instanceof DecompressionFailed) receiving.fail(chunk)
-        else if (!receiving.push(chunk, this.inPlace(data, chunk))) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
-      }
-      if (isLastPacket(status)) {
-        receiving?.end(trailers)
-        channel.receiving = undefined
-      }
-      return
-    }
-    let bodyOffset: number
-    let remaining: number
-    try {
-      bodyOffset = envelopeBodyOffset(data, this.agreed.maxMetaBytes)
-      // Never an unchecked wire value into a timer: digits only, clamped (PROTOCOL.md §14).
-      remaining = scanMeta(data, bodyOffset)
-    } catch (error) {
-      return this.violation("bad-envelope", (error as Error).message)
-    }
-    const flags = data[1]!
-    const requestId = data.readUInt32BE(4)
-    const oneway = (flags & EnvelopeFlag.oneway) !== 0
-    const isControl = channelId === this.peerControl
-    // The server as a whole holds all it may, or the channel was opened past its channel budget:
-    // new work is refused at once (overloaded, not processed, so the caller may go elsewhere) and
-    // its body is not kept.
-    const overloaded = !isControl && (channel.refused || this.connection.budget.sharedFull)
-    const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channelId, bytes), this.connection.budget)
-    channel.receiving = stream
-    if (stream !== undefined) this.connection.readIntoSlabsSoon()
-    let body: Buffer = data.subarray(bodyOffset)
-    const compressed = (flags & EnvelopeFlag.compressed) !== 0
-    // A body that cannot be decompressed is refused (bad_request, not processed); the connection goes on.
-    let unreadable: DecompressionFailed | undefined
-    if (compressed) {
-      if (channelId === this.peerControl) return this.violation("bad-control", "control messages are never compressed")
-      const unpacked = unpackBody(this.options.compression, body)
-      if (unpacked instanceof DecompressionFailed) {
-        unreadable = unpacked
-        body = Buffer.alloc(0)
-      } else body = unpacked
-    }
-    if (stream !== undefined) {
-      if (unreadable !== undefined) stream.fail(unreadable)
-      // A first packet may carry up to maxWholeBodyBytes, which may be more than twice the window.
-      else if (body.length > 0 && !stream.push(body)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
-    }
-    if (isControl) return this.onControl(rawPath, requestId, body, oneway)
-    if (overloaded) body = noData
-    const charged = body.length
-    // A push is counted apart, and never pauses reading (InboundBudget.chargePush).
-    const pushTaken = oneway && !overloaded && unreadable === undefined && this.connection.budget.chargePush(charged)
-    // Held until the request is answered; past the connection's own budget its reading pauses.
-    if (!oneway) this.connection.budget.charge(1, charged)
-    // Its metadata is decoded when first read, from `data`, which a whole uncompressed body (a
-    // view of it) keeps anyway; otherwise now, so the request does not hold the packet.
-    const meta = stream === undefined && !overloaded && !compressed ? undefined : decodeMeta(data, bodyOffset)
-    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, stream === undefined ? body : noData, requestId, meta, data, bodyOffset, remaining, stream, oneway, charged, remaining > 0 ? this.connection.receivedAt() : 0)
-    const closed = this.connection.closeError
-    if (closed !== undefined) served.abort(closed)
-    const request = served.request
-    if (oneway) {
-      if (pushTaken) return this.runOneway(request, charged)
-      stream?.discard()
-      const message = overloaded ? "server overloaded" : unreadable !== undefined ? unreadable.message : "the connection holds all the pushes it may"
-      this.options.log("push-failed", { path: request.path, code: unreadable !== undefined && !overloaded ? MeshErrorCode.badRequest : MeshErrorCode.overloaded, message })
-      return
-    }
-    if (overloaded) {
-      served.refusal = failure(MeshErrorCode.overloaded, channel.refused ? "channel refused: the server holds all the channels it may; retry elsewhere" : "server overloaded; retry elsewhere", false)
-      served.abort()
-    } else if (unreadable !== undefined) {
-      served.refusal = failure(MeshErrorCode.badRequest, unreadable.message, false)
-      served.abort()
-    } else if (this.localDraining) {
-      served.refusal = failure(MeshErrorCode.draining, "server is draining; retry elsewhere", false)
-      served.abort()
-    }
-    if (channel.running === undefined && channel.sending === undefined) {
-      // An idle channel with nothing waiting (the usual case) runs it without the mailbox.
-      if (channel.mailbox.length === 0) {
-        if (this.run(channel, served) && channel.mailbox.length > 0) this.runNext(channel)
-      } else {
-        channel.mailbox.push(served)
-        this.runNext(channel)
-      }
-      return
-    }
-    channel.mailbox.push(served)
-    // Waiting its turn: its deadline runs from now. Run at once, it got one only if its handler
-    // answers later (run): a synchronous answer needs no heap entry.
-    if (served.deadline > 0) this.servedDeadlines.addAt(served, served.deadline)
-  }
-
-  private runOneway(request: IncomingRequest, charged: number): void {
-    let outcome: Outcome | PromiseLike<Outcome>
-    try {
-      outcome = this.dispatch(request)
-    } catch (error) {
-      outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
-    }
-    Promise.resolve(outcome).then((result) => {
-      this.connection.budget.releasePush(charged)
-      request.context.stream?.discard()
-      if (!(result instanceof Uint8Array) && result._tag === "Failure") {
-        this.options.log("push-failed", { path: request.path, code: result.code, message: result.message })
-      }
-    })
-  }
-
-  private runNext(channel: PeerChannel): void {
-    for (;;) {
-      const served = channel.mailbox.shift()
-      if (served === undefined) return this.forgetIfClosed(channel)
-      if (!this.run(channel, served)) return
-    }
-  }
-
-  /**
-   * A channel the peer opens by its first packet. Opened over the channel budget (the connection
-   * refused it, §11 `refuse`), the peer is told so at once: its requests on it are refused until it closes it.
-   */
-  private newPeerChannel(channelId: number): PeerChannel {
-    const channel = new PeerChannel(channelId)
-    this.peer.set(channelId, channel)
-    if (this.connection.channelRefused(channelId)) {
-      channel.refused = true
-      this.push(this.ownControl, MeshPath.refuse, encodeChannelId(channelId))
-    }
-    return channel
-  }
-
-  /** A channel its opener closed goes, with its place in the budgets, once nothing runs, waits or streams on it. */
-  private forgetIfClosed(channel: PeerChannel): void {
-    if (!channel.closing || channel.running !== undefined || channel.sendingFor !== undefined || channel.receiving !== undefined || channel.mailbox.length > 0) return
-    this.peer.delete(channel.id)
-    this.connection.closePeerChannel(channel.id)
-  }
-
-  /** Runs (or refuses) one request of an idle channel; true when the channel is idle again at once (answered synchronously). */
-  private run(channel: PeerChannel, served: Served): boolean {
-    if (served.refusal !== undefined) {
-      this.servedDeadlines.remove(served)
-      this.answer(channel, served, served.refusal)
-      return true
-    }
-    channel.running = served
-    let outcome: Outcome | PromiseLike<Outcome>
-    try {
-      outcome = this.dispatch(served.request)
-    } catch (error) {
-      outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
-    }
-    if (outcome instanceof PendingOutcome) {
-      // The hot path's (inbound sidecar): no promise, one listener.
-      this.awaitDeadline(served)
-      outcome.onSettled((result) => {
-        if (this.complete(channel, served, result)) this.runNext(channel)
-      })
-      return false
-    }
-    if (isPromiseLike(outcome)) {
-      this.awaitDeadline(served)
-      const settle = (result: Outcome) => {
-        if (this.complete(channel, served, result)) this.runNext(channel)
-      }
-      Promise.resolve(outcome).then(settle, (error: unknown) => settle(failure(MeshErrorCode.handlerFailed, String(error), true)))
-      return false
-    }
-    return this.complete(channel, served, outcome)
-  }
-
-  /** A handler answers later: its deadline (if the caller gave one) may now interrupt it. */
-  private awaitDeadline(served: Served): void {
-    if (served.deadline > 0 && served.deadlineSlot < 0) this.servedDeadlines.addAt(served, served.deadline)
-  }
-
-  /**
-   * A handler finished: answer it unless cancel or deadline already did (they moved the channel on
-   * themselves). True when the caller should go on with the mailbox; false while an answer streams.
-   */
-  private complete(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
-    if (served.answered) return false
-    channel.running = undefined
-    this.servedDeadlines.remove(served)
-    return !this.answer(channel, served, outcome)
-  }
-
-  /** Cancel or deadline: stop the handler and answer now; later requests on the channel go on. */
-  private interrupt(channel: PeerChannel, served: Served, code: string, message: string): void {
-    this.servedDeadlines.remove(served)
-    served.abort(new Cancelled({ message }))
-    if (channel.sendingFor === served) {
-      // Its answer is streaming out: end the stream with the error instead.
-      channel.sending?.close(new RemoteError({ code, message, processed: true }))
-      return
-    }
-    if (served.answered) return
-    if (channel.running !== served) {
-      served.refusal = failure(code, `${message} before it ran`, false) // answered in its turn, without running
-      return
-    }
-    channel.running = undefined
-    this.answer(channel, served, failure(code, message, true))
-    this.runNext(channel)
-  }
-
-  /** Writes an outcome; true when it streams out (the channel stays busy until it is done). */
-  private answer(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
-    served.answered = true
-    if (this.connection.closed) return false
-    const streams = this.writeAnswer(channel, served, outcome)
-    if (!streams) this.finished(served)
-    else if (served.isLongLived) {
-      // A tunnel: from its answer's head on it waits for nothing, and its unread bytes count in
-      // the tunnels' pool (budget.ts), not against the connection's requests.
-      this.connection.budget.release(1, 0)
-      served.waiting = 0
-      served.stream?.holdAsTunnel()
-    }
-    return streams
-  }
-
-  /** A request is done with (its answer written): what it held goes back to the budget, its unread body is dropped. */
-  private finished(served: Served): void {
-    this.connection.budget.release(served.waiting, served.charged)
-    served.waiting = 0
-    served.charged = 0
-    served.request.context.stream?.discard()
-    // An acceptor whose answers back up stops reading from that peer until they drain (PROTOCOL.md §8).
-    const writer = this.connection.writer
-    if (!this.options.isDialer && !this.pausedForWriter && writer.congested && !this.connection.closed) {
-      this.pausedForWriter = true
-      this.connection.pauseReading()
-      writer.whenWritable(() => {
-        this.pausedForWriter = false
-        this.connection.resumeReading()
-      })
-    }
-  }
-
-  /** Writes an answer's head; true when its body streams out after it (meshAnswer.ts). */
-  private writeAnswer(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
-    const body = writeAnswerHead(this.connection, this.options.compression, this.agreed.maxMetaBytes, channel.id, served, outcome)
-    if (body === undefined) return false
-    channel.sendingFor = served
-    void this.streamOut.send(channel.id, served.request.path, Status.ResponseContinue, Status.ResponseLast, body, (window) => (channel.sending = window)).then(() => {
-      channel.sendingFor = undefined
-      this.finished(served)
-      if (channel.running === undefined) this.runNext(channel)
-    })
-    return true
-  }
-
-  private onControl(path: string, requestId: number, body: Buffer, oneway: boolean): void {
+  onControl(path: string, requestId: number, body: Buffer, oneway: boolean): void {
     switch (path) {
       case MeshPath.ping:
         this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, body)
         return
       case MeshPath.cancel: {
         const pair = decodeChannelPair(body)
-        const channel = pair === undefined ? undefined : this.peer.get(pair[0])
-        // Running, waiting in the mailbox, or done running with its answer still streaming out.
-        const served = channel === undefined
-          ? undefined
-          : channel.running?.requestId === pair![1]
-          ? channel.running
-          : channel.sendingFor?.requestId === pair![1]
-          ? channel.sendingFor
-          : channel.mailbox.find((s) => s.requestId === pair![1])
-        if (served !== undefined) this.interrupt(channel!, served, MeshErrorCode.cancelled, "cancelled by the caller")
+        if (pair !== undefined) this.serving.cancel(pair[0], pair[1])
         return
       }
       case MeshPath.window: {
@@ -831,18 +541,14 @@ export class MeshSession implements MessageSink {
         if (pair === undefined) return this.violation("bad-control", "malformed window grant")
         // Read in place: the grant's packet keeps its read's slab from nothing (readSlabs.ts).
         this.connection.readInPlace()
-        const window = this.own.get(pair[0])?.sending ?? this.peer.get(pair[0])?.sending
+        const window = this.own.get(pair[0])?.sending ?? this.serving.sendingOn(pair[0])
         window?.add(pair[1])
         return
       }
       case MeshPath.close: {
         const id = decodeChannelId(body)
         if (id === undefined) return this.violation("bad-control", "malformed channel close")
-        // Only the peer's own channels are in `peer`; one never opened or already gone: nothing to do.
-        const channel = id === this.peerControl ? undefined : this.peer.get(id)
-        if (channel === undefined) return
-        channel.closing = true
-        this.forgetIfClosed(channel)
+        this.serving.closedByPeer(id)
         return
       }
       case MeshPath.refuse: {
@@ -888,20 +594,11 @@ export class MeshSession implements MessageSink {
   // ---------------------------------------------------------------------------------------------
   // Reading and the rest
 
-  private grant(channelId: number, bytes: number): void {
+  grant(channelId: number, bytes: number): void {
     if (!this.connection.closed) this.push(this.ownControl, MeshPath.window, encodeChannelPair(channelId, bytes))
   }
 
-  private readEnvelope(data: Buffer) {
-    try {
-      return decodeEnvelope(data, this.agreed.maxMetaBytes)
-    } catch (error) {
-      this.violation("bad-envelope", (error as Error).message)
-      return undefined
-    }
-  }
-
-  private violation(rule: string, message: string): void {
+  violation(rule: string, message: string): void {
     this.options.log("protocol-violation", { remote: this.connection.remoteAddress, rule, message })
     this.connection.close(`protocol violation (${rule}): ${message}`, false)
   }
@@ -914,7 +611,7 @@ export class MeshSession implements MessageSink {
     this.packetsReceived++
     const own = this.own.get(channelId)
     if (own !== undefined) this.onResponse(own, status, data)
-    else this.onRequest(channelId, status, path, data)
+    else this.serving.onRequest(channelId, status, path, data)
   }
 
   /**
@@ -948,7 +645,7 @@ export class MeshSession implements MessageSink {
     if (part.length > 0) {
       const own = this.own.get(channelId)
       if (own !== undefined && own.fifo.length === 0) return this.violation("unexpected-response", `response on channel ${channelId} with no request outstanding`)
-      const stream = own !== undefined ? own.fifo[0]!.incoming : this.peer.get(channelId)?.receiving
+      const stream = own !== undefined ? own.fifo[0]!.incoming : this.serving.receivingOn(channelId)
       if (stream !== undefined && !stream.push(part, this.connection.readSlab)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
     }
     if (!last) return
@@ -967,22 +664,7 @@ export class MeshSession implements MessageSink {
     if (this.own.has(channelId) || channelId === this.peerControl || !isFirstPacket(status)) {
       return this.violation("packet-too-large", `packet (status ${status}) of ${length} bytes on channel ${channelId}: a body this large must stream in chunks`)
     }
-    const envelope = this.readEnvelope(prefix)
-    if (envelope === undefined) return
-    const channel = this.peer.get(channelId) ?? this.newPeerChannel(channelId)
-    channel.receiving = undefined // its continuations, if any, are dropped as they come
-    const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
-    const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
-    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, noData, envelope.requestId, envelope.meta, prefix, 0, 0, undefined, oneway, 0, 0)
-    served.abort()
-    if (oneway) {
-      this.options.log("push-failed", { path: served.request.path, code: MeshErrorCode.badRequest, message })
-      return
-    }
-    this.connection.budget.charge(1, 0)
-    served.refusal = failure(MeshErrorCode.badRequest, message, false)
-    channel.mailbox.push(served)
-    if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
+    this.serving.onOversize(channelId, rawPath, prefix, length)
   }
 
   onClose(error: ConnectionClosed): void {
@@ -994,20 +676,8 @@ export class MeshSession implements MessageSink {
         this.finishCall(call, error, undefined)
       }
     }
-    for (const channel of this.peer.values()) {
-      channel.receiving?.fail(error)
-      // An answer still streaming out is cancelled too: nobody reads it now, and what feeds it (a
-      // tunnel's app socket, held against maxTunnels) must close rather than wait for its own end.
-      for (const served of [channel.running, channel.sendingFor, ...channel.mailbox]) {
-        if (served === undefined) continue
-        this.servedDeadlines.remove(served)
-        served.abort(error)
-      }
-      // What waits its turn would answer nobody: it never runs (its budget went with the connection).
-      channel.mailbox.length = 0
-    }
+    this.serving.close(error)
     this.callDeadlines.clear()
-    this.servedDeadlines.clear()
     for (const listener of this.closeListeners.splice(0)) listener(error)
   }
 }
