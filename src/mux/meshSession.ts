@@ -11,8 +11,6 @@ import {
   AcceptorControlChannel,
   clampDeadlineMs,
   ChunkHeader,
-  decodeChannelId,
-  decodeChannelPair,
   decodeMeta,
   decodeErrorBody,
   DialerControlChannel,
@@ -20,12 +18,10 @@ import {
   envelopeBodyOffset,
   encodeChannelId,
   encodeChannelPair,
-  encodeErrorBody,
   EnvelopeFlag,
   EnvelopeKind,
   type Hello,
   MeshDefaults,
-  MeshErrorCode,
   MeshPath,
   type Meta
 } from "../protocol/mesh.ts"
@@ -34,16 +30,17 @@ import type { CancelSignal } from "./cancellation.ts"
 import { Deadlines } from "./deadlines.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ConnectionClosed, type Overloaded, RequestTimeout } from "./errors.ts"
-import { type Dispatch, failure } from "./request.ts"
+import type { Dispatch } from "./request.ts"
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, RemoteError } from "./meshChannels.ts"
 import type { Slab } from "./readSlabs.ts"
 import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
 import { ChannelCap } from "./meshChannelCap.ts"
 import { noBody } from "./meshAnswer.ts"
 import { HeldCalls } from "./meshHeldCalls.ts"
+import { ControlReceiver, type ControlSession } from "./meshControl.ts"
 import { PeerChannelServer, type ServingSession } from "./meshServing.ts"
 import { lastChunk, StreamSender } from "./meshStreamOut.ts"
-import { IncomingStream, StreamFailed } from "./streams.ts"
+import { IncomingStream, type SendWindow, StreamFailed } from "./streams.ts"
 
 export { Cancelled, type CallCallback, type CallOptions, type MeshCallError, type MeshReply, OwnChannel, RemoteError } from "./meshChannels.ts"
 
@@ -83,7 +80,7 @@ const detach = (call: Call): void => {
   call.onAbort = undefined
 }
 
-export class MeshSession implements MessageSink, ServingSession {
+export class MeshSession implements MessageSink, ServingSession, ControlSession {
   readonly connection: Connection
   readonly agreed: Hello
   readonly ownControl: OwnChannel
@@ -105,11 +102,8 @@ export class MeshSession implements MessageSink, ServingSession {
   private readonly heldCalls: HeldCalls
   private readonly options: MeshSessionOptions
   private readonly closeListeners: Array<(error: ConnectionClosed) => void> = []
-  private readonly drainListeners: Array<() => void> = []
   /** Packets received so far: the keep-alive watches it to tell an idle connection. */
   packetsReceived = 0
-  /** The peer said go-away: no new calls from this side. */
-  peerDraining = false
   /**
    * The peer answered our go-away. It answers once it has stopped sending new requests, and TCP
    * keeps order, so every request it sent before is already here: closing is safe from now on.
@@ -128,6 +122,8 @@ export class MeshSession implements MessageSink, ServingSession {
   )
   /** Serves the channels the peer opens (meshServing.ts). */
   private readonly serving: PeerChannelServer
+  /** Receives the peer's control requests (meshControl.ts). */
+  private readonly control: ControlReceiver
 
   constructor(connection: Connection, options: MeshSessionOptions) {
     this.connection = connection
@@ -145,6 +141,7 @@ export class MeshSession implements MessageSink, ServingSession {
     this.ownControl = new OwnChannel(ownControlId)
     this.own.set(ownControlId, this.ownControl)
     this.serving = new PeerChannelServer(connection, this, this.peerControl, options.agreed.maxMetaBytes, this.streamOut, options)
+    this.control = new ControlReceiver(connection, this, this.serving, this.peerControl, options.agreed.maxMetaBytes)
     connection.attach(this)
   }
 
@@ -185,6 +182,11 @@ export class MeshSession implements MessageSink, ServingSession {
     return this.serving.servingCount
   }
 
+  /** The peer said go-away: no new calls from this side. */
+  get peerDraining(): boolean {
+    return this.control.peerDraining
+  }
+
   /** This side said go-away: new requests from the peer are refused with `draining`. */
   get localDraining(): boolean {
     return this.serving.draining
@@ -203,7 +205,7 @@ export class MeshSession implements MessageSink, ServingSession {
 
   /** Called when the peer says go-away. */
   onPeerDraining(listener: () => void): void {
-    this.drainListeners.push(listener)
+    this.control.onPeerDraining(listener)
   }
 
   /** Opens a channel in this side's range. No round trip: the peer opens it on first use. */
@@ -526,69 +528,37 @@ export class MeshSession implements MessageSink, ServingSession {
     )
   }
 
+  /** A request on the peer's control channel, read by the serving side: the control channel answers it (meshControl.ts). */
   onControl(path: string, requestId: number, body: Buffer, oneway: boolean): void {
-    switch (path) {
-      case MeshPath.ping:
-        this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, body)
-        return
-      case MeshPath.cancel: {
-        const pair = decodeChannelPair(body)
-        if (pair !== undefined) this.serving.cancel(pair[0], pair[1])
-        return
+    this.control.receive(path, requestId, body, oneway)
+  }
+
+  /** The window of a request body streaming out on one of this side's channels. */
+  sendingOn(channelId: number): SendWindow | undefined {
+    return this.own.get(channelId)?.sending
+  }
+
+  /** The peer refused one of this side's channels (§11 `refuse`). */
+  refusedByPeer(id: number): void {
+    // Only a channel of ours that the peer has seen can be refused, and only where both hellos
+    // agreed (without `close` it could never go: each refusal would leave one more for good);
+    // anything else is ignored.
+    const channel = this.refusesChannels ? this.own.get(id) : undefined
+    if (channel === undefined || channel === this.ownControl || channel.nextRequestId === 1 || channel.refused) return
+    // The peer is full: ours it has not seen yet (opened ahead of need) would be refused as
+    // well, so they go with this one, and we open no more than it has taken.
+    let taken = 0
+    for (const own of this.own.values()) {
+      if (own === this.ownControl || own.refused) continue
+      if (own !== channel && own.nextRequestId !== 1) taken++
+      else {
+        own.refused = true
+        this.options.onChannelRefused?.(own)
+        this.closeRefused(own)
       }
-      case MeshPath.window: {
-        const pair = decodeChannelPair(body)
-        if (pair === undefined) return this.violation("bad-control", "malformed window grant")
-        // Read in place: the grant's packet keeps its read's slab from nothing (readSlabs.ts).
-        this.connection.readInPlace()
-        const window = this.own.get(pair[0])?.sending ?? this.serving.sendingOn(pair[0])
-        window?.add(pair[1])
-        return
-      }
-      case MeshPath.close: {
-        const id = decodeChannelId(body)
-        if (id === undefined) return this.violation("bad-control", "malformed channel close")
-        this.serving.closedByPeer(id)
-        return
-      }
-      case MeshPath.refuse: {
-        const id = decodeChannelId(body)
-        if (id === undefined) return this.violation("bad-control", "malformed channel refusal")
-        // Only a channel of ours that the peer has seen can be refused, and only where both hellos
-        // agreed (without `close` it could never go: each refusal would leave one more for good);
-        // anything else is ignored.
-        const channel = this.refusesChannels ? this.own.get(id) : undefined
-        if (channel === undefined || channel === this.ownControl || channel.nextRequestId === 1 || channel.refused) return
-        // The peer is full: ours it has not seen yet (opened ahead of need) would be refused as
-        // well, so they go with this one, and we open no more than it has taken.
-        let taken = 0
-        for (const own of this.own.values()) {
-          if (own === this.ownControl || own.refused) continue
-          if (own !== channel && own.nextRequestId !== 1) taken++
-          else {
-            own.refused = true
-            this.options.onChannelRefused?.(own)
-            this.closeRefused(own)
-          }
-        }
-        // None taken: no cap (the next request tries again, and is refused alone if the peer is still full).
-        if (taken > 0) this.cap.refused(taken)
-        return
-      }
-      case MeshPath.goAway:
-        this.peerDraining = true
-        for (const listener of this.drainListeners.splice(0)) listener()
-        // The listeners stopped new requests on this connection; the answer tells the peer so.
-        if (!oneway) {
-          this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, noBody)
-        }
-        return
-      default:
-        if (!oneway) {
-          const error = encodeErrorBody(failure(MeshErrorCode.notFound, `unknown control path ${path}`, false))
-          this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.error, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, error)
-        }
     }
+    // None taken: no cap (the next request tries again, and is refused alone if the peer is still full).
+    if (taken > 0) this.cap.refused(taken)
   }
 
   // ---------------------------------------------------------------------------------------------
