@@ -1,5 +1,5 @@
 // The head of an answer to a request the peer sent in mesh mode (PROTOCOL.md §10, §12-§13), for
-// a MeshSession (meshSession.ts) serving one of the peer's channels: a handler's outcome becomes
+// a MeshSession serving one of the peer's channels (meshServing.ts): a handler's outcome becomes
 // a response envelope (its body whole, compressed when it pays) or an error envelope, or the first
 // packet of a streamed answer whose body the session then sends (meshStreamOut.ts). An answer that
 // cannot be written still answers, with an error, so the channel's pairing holds.

@@ -60,9 +60,9 @@ export interface Call {
   /** The answer's body while it streams in. */
   incoming: IncomingStream | undefined
   /**
-   * The caller's cancellation and this call's listener on it, until the call is over (meshSession's
+   * The caller's cancellation and this call's listener on it, until the call is over (meshCalls.ts's
    * `detach`). Fields, not a closure that removes the listener: with such a closure on every call
-   * (over the scope of MeshSession.send), each request's call, its pending answer, its request and
+   * (over the scope of MeshCaller.send), each request's call, its pending answer, its request and
    * reply metadata (about 2.5 KB) outlived young collections in an outbound sidecar at 1,000 req/s
    * and filled the old generation: a full mark-compact every 1.5-2 s. As fields, they die young.
    */
@@ -79,7 +79,7 @@ export class OwnChannel {
   sending: SendWindow | undefined
   /** The peer did not open it (`/sys/refuse`): no new request goes on it, and it closes once its calls are answered. */
   refused = false
-  /** Calls made on it and held, not yet written, until the peer's request budget has room (MeshSession.send). */
+  /** Calls made on it and held, not yet written, until the peer's request budget has room (MeshCaller.send, meshCalls.ts). */
   held = 0
 
   constructor(id: number) {

@@ -1,6 +1,6 @@
 // What a mesh-mode packet carries once its framing is read (PROTOCOL.md §12-§13), for a
-// MeshSession (meshSession.ts) on both its calling and serving sides: a body or a stream chunk
-// decompressed with the agreed codec, and a stream's trailers. What cannot be read comes back as
+// MeshSession on both its calling and serving sides (meshCalls.ts, meshServing.ts): a body or a
+// stream chunk decompressed with the agreed codec, and a stream's trailers. What cannot be read comes back as
 // a value or fails its stream, never throws: the framing is intact, the connection goes on.
 import { type Compression, type DecompressionFailed, unpack } from "../protocol/compression.ts"
 import { ChunkHeader, decodeTrailersChunk, type Meta } from "../protocol/mesh.ts"

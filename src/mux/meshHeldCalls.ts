@@ -1,7 +1,7 @@
 // The peer's request budget as this side of a mesh connection keeps to it (PROTOCOL.md §10
-// `maxRequests`), owned by a MeshSession (meshSession.ts): calls written on this side's channels
-// and not yet wholly answered are counted, and a call made while the count is at the peer's
-// budget waits here, in the order it was made, until an answer makes room. Past its budget the
+// `maxRequests`), owned by a MeshSession's calling side (meshCalls.ts): calls written on this
+// side's channels and not yet wholly answered are counted, and a call made while the count is at
+// the peer's budget waits here, in the order it was made, until an answer makes room. Past its budget the
 // peer would stop reading, and a cancel sent then would wait unread behind the requests; held
 // here, a call cancelled or timed out simply leaves the queue.
 import { Status } from "../protocol/constants.ts"

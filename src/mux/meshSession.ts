@@ -1,100 +1,32 @@
 // One connection in mesh mode (PROTOCOL.md §10-§14): both peers call and serve on it. This side
-// opens channels in its own id range without a handshake and calls on them (FIFO per channel,
-// checked by request id); it serves the channels the peer opens (one actor per channel, in
-// order, each request interruptible by cancel or deadline); and both sides talk on their control
-// channels: ping, go-away, cancel and stream-window grants. Errors travel typed. Bodies and
-// stream chunks marked compressed are read with the codec both hellos agreed on, and this side
-// compresses its own when it was asked to and it pays (§12.1).
-import { type Codec, type Compression, DecompressionFailed } from "../protocol/compression.ts"
-import { Status } from "../protocol/constants.ts"
-import {
-  AcceptorControlChannel,
-  clampDeadlineMs,
-  ChunkHeader,
-  decodeChannelId,
-  decodeChannelPair,
-  decodeEnvelope,
-  decodeMeta,
-  decodeErrorBody,
-  DialerControlChannel,
-  emptyMeta,
-  envelopeBodyOffset,
-  encodeChannelId,
-  encodeChannelPair,
-  encodeErrorBody,
-  EnvelopeFlag,
-  EnvelopeKind,
-  type Hello,
-  MeshDefaults,
-  MeshErrorCode,
-  MeshPath,
-  type Meta,
-  scanMeta
-} from "../protocol/mesh.ts"
+// opens channels in its own id range without a handshake and calls on them (meshCalls.ts, the
+// class this one extends); it serves the channels the peer opens (one actor per channel, in
+// order, each request interruptible by cancel or deadline: meshServing.ts); and both sides talk on
+// their control channels: ping, go-away, cancel, close, refuse and stream-window grants
+// (meshControl.ts receives the peer's). Here: the session's own channels (opened, closed, refused),
+// and the packets the connection reads, each handed to the call it answers or to the serving side.
+import type { Codec } from "../protocol/compression.ts"
+import { AcceptorControlChannel, ChunkHeader, DialerControlChannel, encodeChannelId, MeshPath } from "../protocol/mesh.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
-import type { CancelSignal } from "./cancellation.ts"
-import { Deadlines } from "./deadlines.ts"
 import type { Connection, MessageSink } from "./connection.ts"
-import { ConnectionClosed, type Overloaded, RequestTimeout } from "./errors.ts"
-import { type Dispatch, failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
-import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
-import type { Slab } from "./readSlabs.ts"
-import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
+import { ConnectionClosed } from "./errors.ts"
+import { MeshCaller, type MeshSessionOptions } from "./meshCalls.ts"
+import { type MeshCallError, OwnChannel } from "./meshChannels.ts"
 import { ChannelCap } from "./meshChannelCap.ts"
-import { noBody, writeAnswerHead } from "./meshAnswer.ts"
-import { HeldCalls } from "./meshHeldCalls.ts"
-import { lastChunk, StreamSender } from "./meshStreamOut.ts"
-import { IncomingStream, StreamFailed } from "./streams.ts"
+import { ControlReceiver, type ControlSession } from "./meshControl.ts"
+import { PeerChannelServer, type ServingSession } from "./meshServing.ts"
+import { lastChunk } from "./meshStreamOut.ts"
+import type { SendWindow } from "./streams.ts"
 
 export { Cancelled, type CallCallback, type CallOptions, type MeshCallError, type MeshReply, OwnChannel, RemoteError } from "./meshChannels.ts"
-
-export interface MeshSessionOptions {
-  readonly isDialer: boolean
-  readonly agreed: Hello
-  /** The stream window this side advertised: how much the peer may send before a grant. */
-  readonly receiveWindow: number
-  /** Serves the peer's requests; undefined answers every one with not_found. */
-  readonly dispatch: Dispatch | undefined
-  readonly maxMessageBytes: number
-  /** The agreed codec and the smallest body this side compresses; undefined: no codec agreed. */
-  readonly compression: Compression | undefined
-  readonly log: (event: string, fields: Record<string, unknown>) => void
-  /** One of this side's channels stopped streaming (a request body sent, a streamed answer ended): it can take requests again. */
-  readonly onChannelFree?: () => void
-  /** The peer refused one of this side's channels (§11 `refuse`): take no new request on it; the session closes it once its calls are answered. */
-  readonly onChannelRefused?: (channel: OwnChannel) => void
-}
+export type { MeshSessionOptions } from "./meshCalls.ts"
 
 /** A refused channel whose last packets the writer still holds is looked at again this much later. */
 const RefusedCloseRetryMs = 50
 
-const noData = Buffer.alloc(0)
-
-/** Request ids run 1..2^32-1 per channel and wrap, skipping 0. */
-const nextRequestId = (channel: OwnChannel): number => {
-  const id = channel.nextRequestId
-  channel.nextRequestId = (id % 0xffff_ffff) + 1
-  return id
-}
-
-/** The call is over: its listener leaves the caller's cancellation (see Call.signal). */
-const detach = (call: Call): void => {
-  const signal = call.signal
-  if (signal === undefined) return
-  signal.removeEventListener("abort", call.onAbort!)
-  call.signal = undefined
-  call.onAbort = undefined
-}
-
-const noDispatch: Dispatch = (request) => failure(MeshErrorCode.notFound, `no handler for ${request.path}`, false)
-
-export class MeshSession implements MessageSink {
-  readonly connection: Connection
-  readonly agreed: Hello
-  readonly ownControl: OwnChannel
+export class MeshSession extends MeshCaller implements MessageSink, ServingSession, ControlSession {
   private readonly peerControl: number
   private readonly own = new Map<number, OwnChannel>()
-  private readonly peer = new Map<number, PeerChannel>()
   private nextOwnId: number
   /** Ids of own channels closed (`closeChannel`), opened again before new ones. */
   private readonly freeOwnIds: Array<number> = []
@@ -104,21 +36,8 @@ export class MeshSession implements MessageSink {
   private readonly refusesChannels: boolean
   /** See `channelCap`. */
   private readonly cap = new ChannelCap()
-  /**
-   * The peer's request budget for this connection (its hello's `maxRequests`, §10): calls on this
-   * side's channels written and not yet answered stay at most this many; the rest wait in it, in order.
-   */
-  private readonly heldCalls: HeldCalls
-  private readonly dispatch: Dispatch
-  private readonly options: MeshSessionOptions
-  private readonly closeListeners: Array<(error: ConnectionClosed) => void> = []
-  private readonly drainListeners: Array<() => void> = []
   /** Packets received so far: the keep-alive watches it to tell an idle connection. */
   packetsReceived = 0
-  /** The peer said go-away: no new calls from this side. */
-  peerDraining = false
-  /** This side said go-away: new requests from the peer are refused with `draining`. */
-  localDraining = false
   /**
    * The peer answered our go-away. It answers once it has stopped sending new requests, and TCP
    * keeps order, so every request it sent before is already here: closing is safe from now on.
@@ -126,38 +45,26 @@ export class MeshSession implements MessageSink {
   goAwayAcknowledged = false
   /** Round-trip time of the last answered ping, in ms. */
   lastRttMs: number | undefined
-  /** Reading is paused until the writer drains (this side's answers backed up). */
-  private pausedForWriter = false
   /** The pieces of a compressed or error chunk read in parts (onPacketPart), until its last. */
   private assembling: Array<Buffer> | undefined = undefined
   private assemblingBytes = 0
-  /** Sends this side's streamed bodies, request and answer alike. */
-  private readonly streamOut: StreamSender
-  /** Deadlines of this side's calls and of the requests it serves: one timer each, not one per request. */
-  private readonly callDeadlines = new Deadlines<Call>((call) =>
-    this.giveUp(call, new RequestTimeout({ message: `no answer within ${call.timeoutMs} ms`, timeoutMs: call.timeoutMs }))
-  )
-  private readonly servedDeadlines = new Deadlines<Served>((served) => {
-    const channel = this.peer.get(served.request.channelId)
-    if (channel !== undefined) this.interrupt(channel, served, MeshErrorCode.deadlineExceeded, `deadline of ${served.deadlineMs} ms passed`)
-  })
+  /** Serves the channels the peer opens (meshServing.ts). */
+  private readonly serving: PeerChannelServer
+  /** Receives the peer's control requests (meshControl.ts). */
+  private readonly control: ControlReceiver
 
   constructor(connection: Connection, options: MeshSessionOptions) {
-    this.connection = connection
-    this.options = options
-    this.agreed = options.agreed
-    this.dispatch = options.dispatch ?? noDispatch
-    this.streamOut = new StreamSender(connection, options.agreed.streamWindow, options.agreed.maxMetaBytes, options.agreed.features.includes("trailers"), options.compression, this.closeListeners)
+    super(connection, options, options.isDialer ? DialerControlChannel : AcceptorControlChannel)
+    const ownControlId = this.ownControl.id
     this.closesChannels = options.agreed.features.includes("close")
-    this.heldCalls = new HeldCalls(options.agreed.maxRequests ?? Infinity)
-    const ownControlId = options.isDialer ? DialerControlChannel : AcceptorControlChannel
     this.peerControl = options.isDialer ? AcceptorControlChannel : DialerControlChannel
     this.nextOwnId = ownControlId + 1
     // A refused channel goes once its opener closes it: refusing needs both features.
     this.refusesChannels = this.closesChannels && options.agreed.features.includes("refuse")
     connection.enableMesh(options.isDialer, ownControlId, this.peerControl, options.agreed.maxChannels, options.agreed.maxMetaBytes, this.refusesChannels)
-    this.ownControl = new OwnChannel(ownControlId)
     this.own.set(ownControlId, this.ownControl)
+    this.serving = new PeerChannelServer(connection, this, this.peerControl, options.agreed.maxMetaBytes, this.streamOut, options)
+    this.control = new ControlReceiver(connection, this, this.serving, this.peerControl, options.agreed.maxMetaBytes)
     connection.attach(this)
   }
 
@@ -190,18 +97,22 @@ export class MeshSession implements MessageSink {
 
   /** Channels the peer opened on this connection, its control channel not counted. */
   get peerChannelCount(): number {
-    let n = 0
-    for (const id of this.peer.keys()) if (id !== 0) n++
-    return n
+    return this.serving.channelCount
   }
 
   /** Requests being served or waiting on the peer's channels. */
   get servingCount(): number {
-    let n = 0
-    for (const channel of this.peer.values()) {
-      n += channel.mailbox.length + (channel.running === undefined && channel.sendingFor === undefined ? 0 : 1)
-    }
-    return n
+    return this.serving.servingCount
+  }
+
+  /** The peer said go-away: no new calls from this side. */
+  get peerDraining(): boolean {
+    return this.control.peerDraining
+  }
+
+  /** This side said go-away: new requests from the peer are refused with `draining`. */
+  get localDraining(): boolean {
+    return this.serving.draining
   }
 
   /** Calls this side still waits for, control channel excluded. */
@@ -217,7 +128,7 @@ export class MeshSession implements MessageSink {
 
   /** Called when the peer says go-away. */
   onPeerDraining(listener: () => void): void {
-    this.drainListeners.push(listener)
+    this.control.onPeerDraining(listener)
   }
 
   /** Opens a channel in this side's range. No round trip: the peer opens it on first use. */
@@ -254,151 +165,13 @@ export class MeshSession implements MessageSink {
    * written. Its close must not pass them (see closeChannel); nobody else closes it (the client
    * dropped it from its pool), so while the writer holds them it is tried again a little later.
    */
-  private closeRefused(channel: OwnChannel): void {
+  protected closeRefused(channel: OwnChannel): void {
     if (this.closeChannel(channel) || this.connection.closed || channel.fifo.length > 0 || channel.sending !== undefined) return
     if (this.own.get(channel.id) === channel && this.connection.writer.holds(channel.id)) setTimeout(() => this.closeRefused(channel), RefusedCloseRetryMs).unref()
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Calling
-
-  /**
-   * Sends a request on `channel`; `callback` runs exactly once. A body given as an AsyncIterable
-   * streams out under the peer's window. Throws (nothing sent) when the request cannot be encoded.
-   */
-  call(channel: OwnChannel, path: string, body: Uint8Array | AsyncIterable<Uint8Array>, options: CallOptions, callback: CallCallback): void {
-    this.send(channel, path, body, options.timeoutMs ?? 0, options.meta ?? emptyMeta, options.signal, options.streamResponse === true, callback, undefined)
-  }
-
-  /**
-   * `call` with its options as arguments, and a `context` handed back to `callback`: the client's
-   * path, which then needs no options object or closure per request. `deadlineAt`: when `timeout`
-   * runs out in Date.now() terms, if the caller knows (no clock read here), else 0.
-   */
-  send(
-    channel: OwnChannel,
-    path: string,
-    body: Uint8Array | AsyncIterable<Uint8Array>,
-    timeout: number,
-    meta: Meta,
-    signal: CancelSignal | undefined,
-    streamResponse: boolean,
-    callback: CallCallback,
-    context: unknown,
-    deadlineAt = 0
-  ): void {
-    if (this.connection.closed) {
-      return callback(new ConnectionClosed({ message: this.connection.closeError!.message, sent: false }), undefined, context)
-    }
-    const timeoutMs = clampDeadlineMs(timeout)
-    const call: Call = {
-      requestId: 0,
-      callback,
-      context,
-      streamResponse,
-      channel,
-      deadlineSlot: -1,
-      deadlineAt: 0,
-      timeoutMs,
-      done: false,
-      incoming: undefined,
-      signal: undefined,
-      onAbort: undefined
-    }
-    if (channel === this.ownControl || this.heldCalls.hasRoom) this.transmit(call, path, body, meta, timeoutMs)
-    // The peer holds all the requests it may from this connection: the call waits its turn.
-    else this.heldCalls.hold(call, path, body, meta, this.agreed.maxMetaBytes, timeoutMs)
-    if (timeoutMs > 0) {
-      if (deadlineAt > 0) this.callDeadlines.addAt(call, deadlineAt)
-      else this.callDeadlines.add(call, timeoutMs)
-    }
-    if (signal !== undefined) {
-      // Before the answer: the call fails. While a streamed answer comes in: its stream fails and
-      // the peer stops sending it (the caller stopped reading, an Effect consumer was interrupted).
-      const onAbort = () => (call.done ? this.cancelAnswer(call) : this.giveUp(call, new Cancelled({ message: "request cancelled by the caller" })))
-      if (signal.aborted) return onAbort()
-      // An abort fires once: no `once` option to allocate.
-      signal.addEventListener("abort", onAbort)
-      call.signal = signal
-      call.onAbort = onAbort
-    }
-  }
-
-  /** Writes a call's request; `timeoutMs` is what remains of its deadline (0: none). */
-  private transmit(call: Call, path: string, body: Uint8Array | AsyncIterable<Uint8Array>, meta: Meta, timeoutMs: number): void {
-    const channel = call.channel
-    const requestId = nextRequestId(channel)
-    const whole = body instanceof Uint8Array && body.length <= MeshDefaults.chunkBytes
-    const packed = whole && channel !== this.ownControl ? this.pack(body) : undefined
-    this.connection.writer.sendEnvelope(
-      whole ? Status.RequestWhole : Status.RequestFirstMore,
-      path,
-      channel.id,
-      EnvelopeKind.request,
-      packed !== undefined ? EnvelopeFlag.compressed : 0,
-      requestId,
-      meta,
-      this.agreed.maxMetaBytes,
-      timeoutMs,
-      packed ?? (whole ? body : noBody)
-    )
-    call.requestId = requestId
-    channel.fifo.push(call)
-    if (channel !== this.ownControl) this.heldCalls.outstanding++
-    if (!whole) {
-      void this.streamOut.send(channel.id, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
-        channel.sending = window
-        if (window === undefined && channel.refused) this.closeRefused(channel)
-        else if (window === undefined) this.options.onChannelFree?.()
-      })
-    }
-  }
-
-  /**
-   * The oldest call on `channel` has its whole answer: the peer no longer holds it (it gave it
-   * back to its budget before it wrote the answer's last packet), so the longest-held call goes out.
-   */
-  private answered(channel: OwnChannel): void {
-    channel.fifo.shift()
-    if (channel === this.ownControl) return
-    this.heldCalls.outstanding--
-    for (let held = this.heldCalls.next(); held !== undefined; held = this.heldCalls.next()) {
-      const call = held.call
-      const timeoutMs = call.timeoutMs === 0 ? 0 : Math.max(1, call.deadlineAt - Date.now())
-      try {
-        this.transmit(call, held.path, held.body, held.meta, timeoutMs)
-      } catch (error) {
-        // Checked encodable when held: only a write queue over its limit refuses it now.
-        this.finishCall(call, error as Overloaded, undefined)
-      }
-    }
-    // Refused, it left the client's pool: it closes with its last answer, whichever kind that is
-    // (a call held on it when the peer refused another went out after, and may have been served).
-    if (channel.refused) this.closeRefused(channel)
-  }
-
-  /** Sends a request that gets no answer (a push). */
-  push(channel: OwnChannel, path: string, body: Uint8Array, meta: Meta = emptyMeta): void {
-    const requestId = nextRequestId(channel)
-    const packed = channel !== this.ownControl ? this.pack(body) : undefined
-    const flags = packed === undefined ? EnvelopeFlag.oneway : EnvelopeFlag.oneway | EnvelopeFlag.compressed
-    this.connection.writer.sendEnvelope(Status.RequestWhole, path, channel.id, EnvelopeKind.request, flags, requestId, meta, this.agreed.maxMetaBytes, 0, packed ?? body)
-  }
-
-  /** The compressed form of a body worth compressing (§12.1), else undefined. */
-  private pack(body: Uint8Array): Buffer | undefined {
-    return this.options.compression?.pack(body)
-  }
-
-  /**
-   * The read slab a stream chunk is a view of (readSlabs.ts), to be referenced by its stream
-   * instead of keeping the slab from reuse; undefined for a chunk of its own (decompressed).
-   */
-  private inPlace(data: Buffer, chunk: Buffer): Slab | undefined {
-    if (chunk.buffer !== data.buffer) return undefined
-    this.connection.readInPlace()
-    return this.connection.readSlab
-  }
+  // The control channel
 
   /** Measures the round trip to the peer. */
   ping(callback: (error: MeshCallError | undefined, rttMs: number) => void): void {
@@ -418,493 +191,48 @@ export class MeshSession implements MessageSink {
    * `goAwayAcknowledged`.
    */
   goAway(reason: string): void {
-    if (this.localDraining || this.connection.closed) return
-    this.localDraining = true
+    if (this.serving.draining || this.connection.closed) return
+    this.serving.draining = true
     this.call(this.ownControl, MeshPath.goAway, Buffer.from(JSON.stringify({ reason }), "utf8"), {}, (error) => {
       if (error === undefined) this.goAwayAcknowledged = true
     })
   }
 
-  /** The caller stops waiting: tell the peer to stop, keep the slot so pairing holds. */
-  private giveUp(call: Call, error: MeshCallError): void {
-    if (!call.done) this.abandon(call, error)
+  /** A request on the peer's control channel, read by the serving side: the control channel answers it (meshControl.ts). */
+  onControl(path: string, requestId: number, body: Buffer, oneway: boolean): void {
+    this.control.receive(path, requestId, body, oneway)
   }
 
-  /** Fails a call (and its answer's stream, if the caller already has it) and cancels it at the peer. */
-  private abandon(call: Call, error: MeshCallError): void {
-    this.finishCall(call, error, undefined)
-    call.incoming?.fail(error)
-    if (call.requestId === 0) {
-      // Held, never sent: nothing to tell the peer.
-      return this.heldCalls.remove(call)
-    }
-    if (!this.connection.closed) {
-      this.push(this.ownControl, MeshPath.cancel, encodeChannelPair(call.channel.id, call.requestId))
-    }
+  /** The window of a request body streaming out on one of this side's channels. */
+  sendingOn(channelId: number): SendWindow | undefined {
+    return this.own.get(channelId)?.sending
   }
 
-  private finishCall(call: Call, error: MeshCallError | undefined, reply: MeshReply | undefined): void {
-    if (call.done) return
-    call.done = true
-    this.callDeadlines.remove(call)
-    // A streamed answer stays cancellable until its last packet (`answerEnded`).
-    if (reply?.stream === undefined) detach(call)
-    call.callback(error, reply, call.context)
-  }
-
-  /** A streamed answer's caller gave up: its stream fails, the peer is told to stop. */
-  private cancelAnswer(call: Call): void {
-    const incoming = call.incoming
-    if (incoming === undefined || call.channel.fifo[0] !== call) return
-    incoming.fail(new Cancelled({ message: "request cancelled by the caller" }))
-    if (!this.connection.closed) this.push(this.ownControl, MeshPath.cancel, encodeChannelPair(call.channel.id, call.requestId))
-  }
-
-  private onResponse(channel: OwnChannel, status: number, data: Buffer): void {
-    const call = channel.fifo[0]
-    if (call === undefined) return this.violation("unexpected-response", `response on channel ${channel.id} with no request outstanding`)
-    if (!isFirstPacket(status)) {
-      // A continuation of a streamed answer: a chunk header byte and bytes, or an error or trailers on the last packet.
-      let trailers: Meta | undefined
-      if (data[0] === ChunkHeader.error) {
-        const body = decodeErrorBody(data.subarray(1))
-        call.incoming?.fail(new RemoteError(body))
-      } else if (data[0] === ChunkHeader.trailers) {
-        trailers = trailersOf(data, status, call.incoming, this.agreed.maxMetaBytes)
-      } else if (call.incoming !== undefined) {
-        const chunk = chunkOf(this.options.compression, data)
-        if (chunk instanceof DecompressionFailed) {
-          // The answer cannot be read on: the call fails, the peer is told to stop, the rest is dropped unread.
-          this.abandon(call, chunk)
-          call.incoming = undefined
-        } else if (!call.incoming.push(chunk, this.inPlace(data, chunk))) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)
+  /** The peer refused one of this side's channels (§11 `refuse`). */
+  refusedByPeer(id: number): void {
+    // Only a channel of ours that the peer has seen can be refused, and only where both hellos
+    // agreed (without `close` it could never go: each refusal would leave one more for good);
+    // anything else is ignored.
+    const channel = this.refusesChannels ? this.own.get(id) : undefined
+    if (channel === undefined || channel === this.ownControl || channel.nextRequestId === 1 || channel.refused) return
+    // The peer is full: ours it has not seen yet (opened ahead of need) would be refused as
+    // well, so they go with this one, and we open no more than it has taken.
+    let taken = 0
+    for (const own of this.own.values()) {
+      if (own === this.ownControl || own.refused) continue
+      if (own !== channel && own.nextRequestId !== 1) taken++
+      else {
+        own.refused = true
+        this.options.onChannelRefused?.(own)
+        this.closeRefused(own)
       }
-      if (isLastPacket(status)) {
-        this.answered(channel)
-        call.incoming?.end(trailers)
-        detach(call)
-        this.options.onChannelFree?.()
-      }
-      return
     }
-    // The envelope's fields read where they lie: no Envelope object per answer.
-    let bodyOffset: number
-    let meta: Meta
-    try {
-      bodyOffset = envelopeBodyOffset(data, this.agreed.maxMetaBytes)
-      meta = decodeMeta(data, bodyOffset)
-    } catch (error) {
-      return this.violation("bad-envelope", (error as Error).message)
-    }
-    const requestId = data.readUInt32BE(4)
-    if (requestId !== call.requestId) {
-      return this.violation("request-id", `answer for request ${requestId} on channel ${channel.id}, expected ${call.requestId}`)
-    }
-    let body: Buffer | DecompressionFailed = data.subarray(bodyOffset)
-    // Asked only of a compressed body: `instanceof` walks a Buffer's prototype chain per answer.
-    let unreadable = false
-    if ((data[1]! & EnvelopeFlag.compressed) !== 0) {
-      body = unpackBody(this.options.compression, body)
-      unreadable = body instanceof DecompressionFailed
-    }
-    if (data[0] === EnvelopeKind.error) {
-      const error = new RemoteError(decodeErrorBody(unreadable ? noBody : (body as Buffer)))
-      if (isLastPacket(status)) {
-        // The request failed; if its body is still streaming out (it is the channel's latest
-        // request), the stream stops and its last packet says why.
-        if (channel.sending !== undefined && channel.fifo.length === 1) channel.sending.close(error)
-        this.answered(channel)
-      }
-      return this.finishCall(call, error, undefined)
-    }
-    if (unreadable) {
-      const failed = body as DecompressionFailed
-      if (!isLastPacket(status)) return this.abandon(call, failed) // a streamed answer: cancelled, the rest dropped unread
-      this.answered(channel)
-      return this.finishCall(call, failed, undefined)
-    }
-    body = body as Buffer
-    if (isLastPacket(status)) {
-      this.answered(channel)
-      return this.finishCall(call, undefined, { meta, data: body, stream: undefined })
-    }
-    // A streamed answer begins: the connection reads into reused memory from now on.
-    const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), this.connection.budget)
-    this.connection.readIntoSlabsSoon()
-    call.incoming = incoming
-    if (body.length > 0 && !incoming.push(body)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)
-    if (call.streamResponse) return this.finishCall(call, undefined, { meta, data: Buffer.alloc(0), stream: incoming })
-    incoming.readAll(this.options.maxMessageBytes).then(
-      (whole) => this.finishCall(call, undefined, { meta, data: whole, stream: undefined }),
-      (error: MeshCallError) => this.finishCall(call, error instanceof RemoteError || error instanceof StreamFailed ? error : new StreamFailed({ message: String(error) }), undefined)
-    )
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Serving
-
-  private onRequest(channelId: number, status: number, rawPath: string, data: Buffer): void {
-    let channel = this.peer.get(channelId)
-    if (channel === undefined) channel = this.newPeerChannel(channelId)
-    else if (channel.closing) channel.closing = false // closed while busy, and its id opened again: the same channel goes on
-    if (!isFirstPacket(status)) {
-      const receiving = channel.receiving
-      let trailers: Meta | undefined
-      if (data[0] === ChunkHeader.error) receiving?.fail(new StreamFailed({ message: `caller aborted the request body: ${decodeErrorBody(data.subarray(1)).message}` }))
-      else if (data[0] === ChunkHeader.trailers) trailers = trailersOf(data, status, receiving, this.agreed.maxMetaBytes)
-      else if (receiving !== undefined) {
-        const chunk = chunkOf(this.options.compression, data)
-        if (chunk instanceof DecompressionFailed) receiving.fail(chunk)
-        else if (!receiving.push(chunk, this.inPlace(data, chunk))) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
-      }
-      if (isLastPacket(status)) {
-        receiving?.end(trailers)
-        channel.receiving = undefined
-      }
-      return
-    }
-    let bodyOffset: number
-    let remaining: number
-    try {
-      bodyOffset = envelopeBodyOffset(data, this.agreed.maxMetaBytes)
-      // Never an unchecked wire value into a timer: digits only, clamped (PROTOCOL.md §14).
-      remaining = scanMeta(data, bodyOffset)
-    } catch (error) {
-      return this.violation("bad-envelope", (error as Error).message)
-    }
-    const flags = data[1]!
-    const requestId = data.readUInt32BE(4)
-    const oneway = (flags & EnvelopeFlag.oneway) !== 0
-    const isControl = channelId === this.peerControl
-    // The server as a whole holds all it may, or the channel was opened past its channel budget:
-    // new work is refused at once (overloaded, not processed, so the caller may go elsewhere) and
-    // its body is not kept.
-    const overloaded = !isControl && (channel.refused || this.connection.budget.sharedFull)
-    const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channelId, bytes), this.connection.budget)
-    channel.receiving = stream
-    if (stream !== undefined) this.connection.readIntoSlabsSoon()
-    let body: Buffer = data.subarray(bodyOffset)
-    const compressed = (flags & EnvelopeFlag.compressed) !== 0
-    // A body that cannot be decompressed is refused (bad_request, not processed); the connection goes on.
-    let unreadable: DecompressionFailed | undefined
-    if (compressed) {
-      if (channelId === this.peerControl) return this.violation("bad-control", "control messages are never compressed")
-      const unpacked = unpackBody(this.options.compression, body)
-      if (unpacked instanceof DecompressionFailed) {
-        unreadable = unpacked
-        body = Buffer.alloc(0)
-      } else body = unpacked
-    }
-    if (stream !== undefined) {
-      if (unreadable !== undefined) stream.fail(unreadable)
-      // A first packet may carry up to maxWholeBodyBytes, which may be more than twice the window.
-      else if (body.length > 0 && !stream.push(body)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
-    }
-    if (isControl) return this.onControl(rawPath, requestId, body, oneway)
-    if (overloaded) body = noData
-    const charged = body.length
-    // A push is counted apart, and never pauses reading (InboundBudget.chargePush).
-    const pushTaken = oneway && !overloaded && unreadable === undefined && this.connection.budget.chargePush(charged)
-    // Held until the request is answered; past the connection's own budget its reading pauses.
-    if (!oneway) this.connection.budget.charge(1, charged)
-    // Its metadata is decoded when first read, from `data`, which a whole uncompressed body (a
-    // view of it) keeps anyway; otherwise now, so the request does not hold the packet.
-    const meta = stream === undefined && !overloaded && !compressed ? undefined : decodeMeta(data, bodyOffset)
-    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, stream === undefined ? body : noData, requestId, meta, data, bodyOffset, remaining, stream, oneway, charged, remaining > 0 ? this.connection.receivedAt() : 0)
-    const closed = this.connection.closeError
-    if (closed !== undefined) served.abort(closed)
-    const request = served.request
-    if (oneway) {
-      if (pushTaken) return this.runOneway(request, charged)
-      stream?.discard()
-      const message = overloaded ? "server overloaded" : unreadable !== undefined ? unreadable.message : "the connection holds all the pushes it may"
-      this.options.log("push-failed", { path: request.path, code: unreadable !== undefined && !overloaded ? MeshErrorCode.badRequest : MeshErrorCode.overloaded, message })
-      return
-    }
-    if (overloaded) {
-      served.refusal = failure(MeshErrorCode.overloaded, channel.refused ? "channel refused: the server holds all the channels it may; retry elsewhere" : "server overloaded; retry elsewhere", false)
-      served.abort()
-    } else if (unreadable !== undefined) {
-      served.refusal = failure(MeshErrorCode.badRequest, unreadable.message, false)
-      served.abort()
-    } else if (this.localDraining) {
-      served.refusal = failure(MeshErrorCode.draining, "server is draining; retry elsewhere", false)
-      served.abort()
-    }
-    if (channel.running === undefined && channel.sending === undefined) {
-      // An idle channel with nothing waiting (the usual case) runs it without the mailbox.
-      if (channel.mailbox.length === 0) {
-        if (this.run(channel, served) && channel.mailbox.length > 0) this.runNext(channel)
-      } else {
-        channel.mailbox.push(served)
-        this.runNext(channel)
-      }
-      return
-    }
-    channel.mailbox.push(served)
-    // Waiting its turn: its deadline runs from now. Run at once, it got one only if its handler
-    // answers later (run): a synchronous answer needs no heap entry.
-    if (served.deadline > 0) this.servedDeadlines.addAt(served, served.deadline)
-  }
-
-  private runOneway(request: IncomingRequest, charged: number): void {
-    let outcome: Outcome | PromiseLike<Outcome>
-    try {
-      outcome = this.dispatch(request)
-    } catch (error) {
-      outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
-    }
-    Promise.resolve(outcome).then((result) => {
-      this.connection.budget.releasePush(charged)
-      request.context.stream?.discard()
-      if (!(result instanceof Uint8Array) && result._tag === "Failure") {
-        this.options.log("push-failed", { path: request.path, code: result.code, message: result.message })
-      }
-    })
-  }
-
-  private runNext(channel: PeerChannel): void {
-    for (;;) {
-      const served = channel.mailbox.shift()
-      if (served === undefined) return this.forgetIfClosed(channel)
-      if (!this.run(channel, served)) return
-    }
-  }
-
-  /**
-   * A channel the peer opens by its first packet. Opened over the channel budget (the connection
-   * refused it, §11 `refuse`), the peer is told so at once: its requests on it are refused until it closes it.
-   */
-  private newPeerChannel(channelId: number): PeerChannel {
-    const channel = new PeerChannel(channelId)
-    this.peer.set(channelId, channel)
-    if (this.connection.channelRefused(channelId)) {
-      channel.refused = true
-      this.push(this.ownControl, MeshPath.refuse, encodeChannelId(channelId))
-    }
-    return channel
-  }
-
-  /** A channel its opener closed goes, with its place in the budgets, once nothing runs, waits or streams on it. */
-  private forgetIfClosed(channel: PeerChannel): void {
-    if (!channel.closing || channel.running !== undefined || channel.sendingFor !== undefined || channel.receiving !== undefined || channel.mailbox.length > 0) return
-    this.peer.delete(channel.id)
-    this.connection.closePeerChannel(channel.id)
-  }
-
-  /** Runs (or refuses) one request of an idle channel; true when the channel is idle again at once (answered synchronously). */
-  private run(channel: PeerChannel, served: Served): boolean {
-    if (served.refusal !== undefined) {
-      this.servedDeadlines.remove(served)
-      this.answer(channel, served, served.refusal)
-      return true
-    }
-    channel.running = served
-    let outcome: Outcome | PromiseLike<Outcome>
-    try {
-      outcome = this.dispatch(served.request)
-    } catch (error) {
-      outcome = failure(MeshErrorCode.handlerFailed, String(error), true)
-    }
-    if (outcome instanceof PendingOutcome) {
-      // The hot path's (inbound sidecar): no promise, one listener.
-      this.awaitDeadline(served)
-      outcome.onSettled((result) => {
-        if (this.complete(channel, served, result)) this.runNext(channel)
-      })
-      return false
-    }
-    if (isPromiseLike(outcome)) {
-      this.awaitDeadline(served)
-      const settle = (result: Outcome) => {
-        if (this.complete(channel, served, result)) this.runNext(channel)
-      }
-      Promise.resolve(outcome).then(settle, (error: unknown) => settle(failure(MeshErrorCode.handlerFailed, String(error), true)))
-      return false
-    }
-    return this.complete(channel, served, outcome)
-  }
-
-  /** A handler answers later: its deadline (if the caller gave one) may now interrupt it. */
-  private awaitDeadline(served: Served): void {
-    if (served.deadline > 0 && served.deadlineSlot < 0) this.servedDeadlines.addAt(served, served.deadline)
-  }
-
-  /**
-   * A handler finished: answer it unless cancel or deadline already did (they moved the channel on
-   * themselves). True when the caller should go on with the mailbox; false while an answer streams.
-   */
-  private complete(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
-    if (served.answered) return false
-    channel.running = undefined
-    this.servedDeadlines.remove(served)
-    return !this.answer(channel, served, outcome)
-  }
-
-  /** Cancel or deadline: stop the handler and answer now; later requests on the channel go on. */
-  private interrupt(channel: PeerChannel, served: Served, code: string, message: string): void {
-    this.servedDeadlines.remove(served)
-    served.abort(new Cancelled({ message }))
-    if (channel.sendingFor === served) {
-      // Its answer is streaming out: end the stream with the error instead.
-      channel.sending?.close(new RemoteError({ code, message, processed: true }))
-      return
-    }
-    if (served.answered) return
-    if (channel.running !== served) {
-      served.refusal = failure(code, `${message} before it ran`, false) // answered in its turn, without running
-      return
-    }
-    channel.running = undefined
-    this.answer(channel, served, failure(code, message, true))
-    this.runNext(channel)
-  }
-
-  /** Writes an outcome; true when it streams out (the channel stays busy until it is done). */
-  private answer(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
-    served.answered = true
-    if (this.connection.closed) return false
-    const streams = this.writeAnswer(channel, served, outcome)
-    if (!streams) this.finished(served)
-    else if (served.isLongLived) {
-      // A tunnel: from its answer's head on it waits for nothing, and its unread bytes count in
-      // the tunnels' pool (budget.ts), not against the connection's requests.
-      this.connection.budget.release(1, 0)
-      served.waiting = 0
-      served.stream?.holdAsTunnel()
-    }
-    return streams
-  }
-
-  /** A request is done with (its answer written): what it held goes back to the budget, its unread body is dropped. */
-  private finished(served: Served): void {
-    this.connection.budget.release(served.waiting, served.charged)
-    served.waiting = 0
-    served.charged = 0
-    served.request.context.stream?.discard()
-    // An acceptor whose answers back up stops reading from that peer until they drain (PROTOCOL.md §8).
-    const writer = this.connection.writer
-    if (!this.options.isDialer && !this.pausedForWriter && writer.congested && !this.connection.closed) {
-      this.pausedForWriter = true
-      this.connection.pauseReading()
-      writer.whenWritable(() => {
-        this.pausedForWriter = false
-        this.connection.resumeReading()
-      })
-    }
-  }
-
-  /** Writes an answer's head; true when its body streams out after it (meshAnswer.ts). */
-  private writeAnswer(channel: PeerChannel, served: Served, outcome: Outcome): boolean {
-    const body = writeAnswerHead(this.connection, this.options.compression, this.agreed.maxMetaBytes, channel.id, served, outcome)
-    if (body === undefined) return false
-    channel.sendingFor = served
-    void this.streamOut.send(channel.id, served.request.path, Status.ResponseContinue, Status.ResponseLast, body, (window) => (channel.sending = window)).then(() => {
-      channel.sendingFor = undefined
-      this.finished(served)
-      if (channel.running === undefined) this.runNext(channel)
-    })
-    return true
-  }
-
-  private onControl(path: string, requestId: number, body: Buffer, oneway: boolean): void {
-    switch (path) {
-      case MeshPath.ping:
-        this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, body)
-        return
-      case MeshPath.cancel: {
-        const pair = decodeChannelPair(body)
-        const channel = pair === undefined ? undefined : this.peer.get(pair[0])
-        // Running, waiting in the mailbox, or done running with its answer still streaming out.
-        const served = channel === undefined
-          ? undefined
-          : channel.running?.requestId === pair![1]
-          ? channel.running
-          : channel.sendingFor?.requestId === pair![1]
-          ? channel.sendingFor
-          : channel.mailbox.find((s) => s.requestId === pair![1])
-        if (served !== undefined) this.interrupt(channel!, served, MeshErrorCode.cancelled, "cancelled by the caller")
-        return
-      }
-      case MeshPath.window: {
-        const pair = decodeChannelPair(body)
-        if (pair === undefined) return this.violation("bad-control", "malformed window grant")
-        // Read in place: the grant's packet keeps its read's slab from nothing (readSlabs.ts).
-        this.connection.readInPlace()
-        const window = this.own.get(pair[0])?.sending ?? this.peer.get(pair[0])?.sending
-        window?.add(pair[1])
-        return
-      }
-      case MeshPath.close: {
-        const id = decodeChannelId(body)
-        if (id === undefined) return this.violation("bad-control", "malformed channel close")
-        // Only the peer's own channels are in `peer`; one never opened or already gone: nothing to do.
-        const channel = id === this.peerControl ? undefined : this.peer.get(id)
-        if (channel === undefined) return
-        channel.closing = true
-        this.forgetIfClosed(channel)
-        return
-      }
-      case MeshPath.refuse: {
-        const id = decodeChannelId(body)
-        if (id === undefined) return this.violation("bad-control", "malformed channel refusal")
-        // Only a channel of ours that the peer has seen can be refused, and only where both hellos
-        // agreed (without `close` it could never go: each refusal would leave one more for good);
-        // anything else is ignored.
-        const channel = this.refusesChannels ? this.own.get(id) : undefined
-        if (channel === undefined || channel === this.ownControl || channel.nextRequestId === 1 || channel.refused) return
-        // The peer is full: ours it has not seen yet (opened ahead of need) would be refused as
-        // well, so they go with this one, and we open no more than it has taken.
-        let taken = 0
-        for (const own of this.own.values()) {
-          if (own === this.ownControl || own.refused) continue
-          if (own !== channel && own.nextRequestId !== 1) taken++
-          else {
-            own.refused = true
-            this.options.onChannelRefused?.(own)
-            this.closeRefused(own)
-          }
-        }
-        // None taken: no cap (the next request tries again, and is refused alone if the peer is still full).
-        if (taken > 0) this.cap.refused(taken)
-        return
-      }
-      case MeshPath.goAway:
-        this.peerDraining = true
-        for (const listener of this.drainListeners.splice(0)) listener()
-        // The listeners stopped new requests on this connection; the answer tells the peer so.
-        if (!oneway) {
-          this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, noBody)
-        }
-        return
-      default:
-        if (!oneway) {
-          const error = encodeErrorBody(failure(MeshErrorCode.notFound, `unknown control path ${path}`, false))
-          this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.error, 0, requestId, emptyMeta, this.agreed.maxMetaBytes, 0, error)
-        }
-    }
+    // None taken: no cap (the next request tries again, and is refused alone if the peer is still full).
+    if (taken > 0) this.cap.refused(taken)
   }
 
   // ---------------------------------------------------------------------------------------------
   // Reading and the rest
-
-  private grant(channelId: number, bytes: number): void {
-    if (!this.connection.closed) this.push(this.ownControl, MeshPath.window, encodeChannelPair(channelId, bytes))
-  }
-
-  private readEnvelope(data: Buffer) {
-    try {
-      return decodeEnvelope(data, this.agreed.maxMetaBytes)
-    } catch (error) {
-      this.violation("bad-envelope", (error as Error).message)
-      return undefined
-    }
-  }
-
-  private violation(rule: string, message: string): void {
-    this.options.log("protocol-violation", { remote: this.connection.remoteAddress, rule, message })
-    this.connection.close(`protocol violation (${rule}): ${message}`, false)
-  }
 
   onMessage(): void {
     // Mesh mode delivers packets through onPacket.
@@ -914,7 +242,7 @@ export class MeshSession implements MessageSink {
     this.packetsReceived++
     const own = this.own.get(channelId)
     if (own !== undefined) this.onResponse(own, status, data)
-    else this.onRequest(channelId, status, path, data)
+    else this.serving.onRequest(channelId, status, path, data)
   }
 
   /**
@@ -948,7 +276,7 @@ export class MeshSession implements MessageSink {
     if (part.length > 0) {
       const own = this.own.get(channelId)
       if (own !== undefined && own.fifo.length === 0) return this.violation("unexpected-response", `response on channel ${channelId} with no request outstanding`)
-      const stream = own !== undefined ? own.fifo[0]!.incoming : this.peer.get(channelId)?.receiving
+      const stream = own !== undefined ? own.fifo[0]!.incoming : this.serving.receivingOn(channelId)
       if (stream !== undefined && !stream.push(part, this.connection.readSlab)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
     }
     if (!last) return
@@ -967,22 +295,7 @@ export class MeshSession implements MessageSink {
     if (this.own.has(channelId) || channelId === this.peerControl || !isFirstPacket(status)) {
       return this.violation("packet-too-large", `packet (status ${status}) of ${length} bytes on channel ${channelId}: a body this large must stream in chunks`)
     }
-    const envelope = this.readEnvelope(prefix)
-    if (envelope === undefined) return
-    const channel = this.peer.get(channelId) ?? this.newPeerChannel(channelId)
-    channel.receiving = undefined // its continuations, if any, are dropped as they come
-    const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
-    const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
-    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, channelId, rawPath, noData, envelope.requestId, envelope.meta, prefix, 0, 0, undefined, oneway, 0, 0)
-    served.abort()
-    if (oneway) {
-      this.options.log("push-failed", { path: served.request.path, code: MeshErrorCode.badRequest, message })
-      return
-    }
-    this.connection.budget.charge(1, 0)
-    served.refusal = failure(MeshErrorCode.badRequest, message, false)
-    channel.mailbox.push(served)
-    if (channel.running === undefined && channel.sending === undefined) this.runNext(channel)
+    this.serving.onOversize(channelId, rawPath, prefix, length)
   }
 
   onClose(error: ConnectionClosed): void {
@@ -994,20 +307,8 @@ export class MeshSession implements MessageSink {
         this.finishCall(call, error, undefined)
       }
     }
-    for (const channel of this.peer.values()) {
-      channel.receiving?.fail(error)
-      // An answer still streaming out is cancelled too: nobody reads it now, and what feeds it (a
-      // tunnel's app socket, held against maxTunnels) must close rather than wait for its own end.
-      for (const served of [channel.running, channel.sendingFor, ...channel.mailbox]) {
-        if (served === undefined) continue
-        this.servedDeadlines.remove(served)
-        served.abort(error)
-      }
-      // What waits its turn would answer nobody: it never runs (its budget went with the connection).
-      channel.mailbox.length = 0
-    }
+    this.serving.close(error)
     this.callDeadlines.clear()
-    this.servedDeadlines.clear()
     for (const listener of this.closeListeners.splice(0)) listener(error)
   }
 }

@@ -1,8 +1,9 @@
-// The sending half of mesh-mode streams (PROTOCOL.md §12-§13), owned by a MeshSession
-// (meshSession.ts): a request body or an answer too large for one packet goes out here as
-// continuation packets of at most one chunk, each within the peer's window (a SendWindow the
-// session registers on the channel, so the peer's grants reach it) and behind a congested writer,
-// and ends with an empty chunk, its trailers, or the error that stopped it.
+// The sending half of mesh-mode streams (PROTOCOL.md §12-§13), owned by a MeshSession's calling
+// side (meshCalls.ts) and shared with its serving side (meshServing.ts): a request body or an
+// answer too large for one packet goes out here as continuation packets of at most one chunk,
+// each within the peer's window (a SendWindow the session registers on the channel, so the peer's
+// grants reach it) and behind a congested writer, and ends with an empty chunk, its trailers, or
+// the error that stopped it.
 import type { Compression } from "../protocol/compression.ts"
 import { ChunkHeader, encodeErrorBody, encodeTrailersChunk, MeshDefaults, MeshErrorCode } from "../protocol/mesh.ts"
 import type { Connection } from "./connection.ts"

@@ -71,7 +71,7 @@ describe("closing mesh channels", () => {
     // One connection all along, and the ids of closed channels were opened again: no id past the largest burst's.
     expect(client.meshSessions).toEqual([session])
     expect([...server.meshSessions]).toEqual([served])
-    const ids = [...(served as unknown as { peer: Map<number, unknown> }).peer.keys()].filter((id) => id !== 0)
+    const ids = [...(served as unknown as { serving: { peer: Map<number, unknown> } }).serving.peer.keys()].filter((id) => id !== 0)
     expect(Math.max(...ids)).toBeLessThanOrEqual(8)
   })
 
