@@ -142,13 +142,16 @@ export const rotateCa = async (options: { readonly dir: string; readonly trustDo
  * The rotation's second step, once every sidecar holds the two-root bundle: the new root's
  * intermediate replaces the one in service (the key first, so the pair a reader sees is at worst
  * the new key with the old certificate, which loadIssuingCa refuses, never a wrong pair it takes).
+ * Run again after dying between the two renames, it finds the waiting certificate's key in
+ * service already and completes the switch (every other step refuses while a certificate waits).
  */
 export const switchIntermediate = (options: { readonly dir: string }): void => {
   const at = (name: string) => join(options.dir, name)
-  if (!existsSync(at(caFiles.nextIntermediate)) || !existsSync(at(caFiles.nextIntermediateKey))) {
-    throw new CaDirectoryError({ message: `no intermediate waits to be switched to in ${options.dir} (ca rotate first)` })
+  if (!existsSync(at(caFiles.nextIntermediate))) throw new CaDirectoryError({ message: `no intermediate waits to be switched to in ${options.dir} (ca rotate first)` })
+  if (existsSync(at(caFiles.nextIntermediateKey))) renameSync(at(caFiles.nextIntermediateKey), at(caFiles.intermediateKey))
+  else if (!keyMatches(readText(at(caFiles.intermediateKey)), new X509Certificate(readText(at(caFiles.nextIntermediate))))) {
+    throw new CaDirectoryError({ message: `${at(caFiles.nextIntermediate)} waits without its key (neither ${caFiles.nextIntermediateKey} nor ${caFiles.intermediateKey} is it)` })
   }
-  renameSync(at(caFiles.nextIntermediateKey), at(caFiles.intermediateKey))
   renameSync(at(caFiles.nextIntermediate), at(caFiles.intermediate))
 }
 

@@ -6,7 +6,7 @@
 // a sidecar that holds only the old root is never handed a peer it refuses.
 import { execFile } from "node:child_process"
 import { X509Certificate } from "node:crypto"
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs"
 import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
@@ -153,6 +153,24 @@ describe("iip-mesh ca", () => {
     expect(await mutualTls(switched, stale, oldBundle)).toMatchObject({ ok: false })
     expect(existsSync(join(order, "next-intermediate.pem"))).toBe(false)
     expect(() => switchIntermediate({ dir: order })).toThrow(/ca rotate first/)
+  })
+
+  it("switch-intermediate interrupted between its two renames (the new key in service, the old certificate): run again, it completes the switch", async () => {
+    const crashed = join(work, "crashed")
+    await initCa({ dir: crashed, trustDomain: "shop.example" })
+    await rotateCa({ dir: crashed, trustDomain: "shop.example" })
+    const next = read(crashed, "next-intermediate.pem")
+    // What the first rename left when the process died before the second.
+    renameSync(join(crashed, "next-intermediate.key.pem"), join(crashed, "intermediate.key.pem"))
+    // The issuer refuses this pair (it keeps its CA; one restarting now would not start).
+    expect(() => loadIssuingCa(crashed)).toThrow(/is not the key of/)
+    // The other steps refuse too, each naming the switch: it alone can get the directory out of this.
+    expect(() => finishRotation({ dir: crashed })).toThrow(/switch-intermediate first/)
+    switchIntermediate({ dir: crashed })
+    expect(loadIssuingCa(crashed).intermediate.certificatePem).toBe(next)
+    expect(existsSync(join(crashed, "next-intermediate.pem"))).toBe(false)
+    finishRotation({ dir: crashed })
+    expect(certificatesOfPem(read(crashed, "bundle.pem"))).toStrictEqual([read(crashed, "root.pem")])
   })
 
   it("a bad trust domain is refused before anything is written", async () => {
