@@ -148,6 +148,11 @@ export const rotateCa = async (options: { readonly dir: string; readonly trustDo
 export const switchIntermediate = (options: { readonly dir: string }): void => {
   const at = (name: string) => join(options.dir, name)
   if (!existsSync(at(caFiles.nextIntermediate))) throw new CaDirectoryError({ message: `no intermediate waits to be switched to in ${options.dir} (ca rotate first)` })
+  // A rotate that died before writing the two-root bundle: switching would hand the issuer a CA it refuses to load.
+  const problem = chainProblem(readText(at(caFiles.nextIntermediate)), readText(at(caFiles.bundle)), new Date())
+  if (problem !== undefined) {
+    throw new CaDirectoryError({ message: `${at(caFiles.nextIntermediate)} leads to no root of ${at(caFiles.bundle)} (${problem}): the bundle must hold ${caFiles.root} and ${caFiles.previousRoot} first` })
+  }
   if (existsSync(at(caFiles.nextIntermediateKey))) renameSync(at(caFiles.nextIntermediateKey), at(caFiles.intermediateKey))
   else if (!keyMatches(readText(at(caFiles.intermediateKey)), new X509Certificate(readText(at(caFiles.nextIntermediate))))) {
     throw new CaDirectoryError({ message: `${at(caFiles.nextIntermediate)} waits without its key (neither ${caFiles.nextIntermediateKey} nor ${caFiles.intermediateKey} is it)` })

@@ -3,10 +3,11 @@
 // 0600), the issuer loads it, and during a rotation the two-root bundle lets a leaf under the old
 // root and a leaf under the new one complete mutual TLS with each other; after finish-rotation the
 // old one fails. Until switch-intermediate, what the directory signs stays under the old root, so
-// a sidecar that holds only the old root is never handed a peer it refuses.
+// a sidecar that holds only the old root is never handed a peer it refuses; a switch that died
+// midway completes when run again, and none is made into a bundle without the new root.
 import { execFile } from "node:child_process"
 import { X509Certificate } from "node:crypto"
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs"
 import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
@@ -171,6 +172,22 @@ describe("iip-mesh ca", () => {
     expect(existsSync(join(crashed, "next-intermediate.pem"))).toBe(false)
     finishRotation({ dir: crashed })
     expect(certificatesOfPem(read(crashed, "bundle.pem"))).toStrictEqual([read(crashed, "root.pem")])
+  })
+
+  it("rotate interrupted before its bundle write: the steps its refusals lead to (finish-rotation, then switch-intermediate) never leave the issuer an intermediate its bundle lacks the root of", async () => {
+    const torn = join(work, "torn")
+    await initCa({ dir: torn, trustDomain: "shop.example" })
+    const oldBundle = read(torn, "bundle.pem")
+    const inService = read(torn, "intermediate.pem")
+    await rotateCa({ dir: torn, trustDomain: "shop.example" })
+    // What rotate left when the process died after writing the new root, before the two-root bundle.
+    writeFileSync(join(torn, "bundle.pem"), oldBundle)
+    await expect(rotateCa({ dir: torn, trustDomain: "shop.example" })).rejects.toThrow(/finish-rotation first/)
+    expect(() => finishRotation({ dir: torn })).toThrow(/switch-intermediate first/)
+    expect(() => switchIntermediate({ dir: torn })).toThrow(/leads to no root of .*bundle\.pem/)
+    // Nothing moved: the issuer still loads the directory, signing under the old root its bundle holds.
+    expect(loadIssuingCa(torn).intermediate.certificatePem).toBe(inService)
+    expect(existsSync(join(torn, "next-intermediate.key.pem"))).toBe(true)
   })
 
   it("a bad trust domain is refused before anything is written", async () => {
