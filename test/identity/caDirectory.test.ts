@@ -105,9 +105,11 @@ describe("iip-mesh ca", () => {
   it("rotate: a two-root bundle carries mutual TLS between a leaf under the old root and one under the new; finish-rotation drops the old", async () => {
     const oldLeaf = await leafUnder(dir, "spiffe://shop.example/svc/catalog")
     const oldRoot = read(dir, "root.pem")
-    const rotated = await cli("ca", "rotate", "--dir", dir, "--trust-domain", "shop.example")
+    // As README and deploy/README give it, without --trust-domain: the rotation keeps the root's.
+    const rotated = await cli("ca", "rotate", "--dir", dir)
     expect(rotated.code).toBe(0)
     expect(read(dir, "previous-root.pem")).toBe(oldRoot)
+    expect(new X509Certificate(read(dir, "root.pem")).subjectAltName).toBe("URI:spiffe://shop.example")
     const bundle = read(dir, "bundle.pem")
     expect(certificatesOfPem(bundle)).toStrictEqual([read(dir, "root.pem"), oldRoot])
     expect(read(dir, "root.pem")).not.toBe(oldRoot)
@@ -188,6 +190,19 @@ describe("iip-mesh ca", () => {
     // Nothing moved: the issuer still loads the directory, signing under the old root its bundle holds.
     expect(loadIssuingCa(torn).intermediate.certificatePem).toBe(inService)
     expect(existsSync(join(torn, "next-intermediate.key.pem"))).toBe(true)
+  })
+
+  it("rotate keeps the root's trust domain: another one given is refused before anything is written (the issuer would refuse the switched intermediate)", async () => {
+    const other = join(work, "other-domain")
+    await initCa({ dir: other, trustDomain: "shop.example" })
+    const before = { root: read(other, "root.pem"), bundle: read(other, "bundle.pem") }
+    await expect(rotateCa({ dir: other, trustDomain: "iip-mesh.local" })).rejects.toThrow(/names trust domain shop\.example, not iip-mesh\.local/)
+    expect({ root: read(other, "root.pem"), bundle: read(other, "bundle.pem") }).toStrictEqual(before)
+    expect(existsSync(join(other, "next-intermediate.pem"))).toBe(false)
+    await rotateCa({ dir: other })
+    expect(loadIssuingCa(other).trustDomain).toBe("shop.example")
+    switchIntermediate({ dir: other })
+    expect(loadIssuingCa(other).trustDomain).toBe("shop.example")
   })
 
   it("a bad trust domain is refused before anything is written", async () => {
