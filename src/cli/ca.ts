@@ -3,6 +3,7 @@
 // the issuer only the intermediate and the bundle (deploy/README.md shows the Kubernetes Secret).
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { Command, Flag } from "effect/cli"
 import { join } from "node:path"
 import { messageOf } from "../iip/log.ts"
@@ -38,9 +39,17 @@ const init = Command.make("init", { dir, trustDomain, intermediateDays, rootDays
   }).pipe(Effect.andThen(written(input.dir)), Effect.catch(failLine("init")))
 ).pipe(Command.withDescription("Create a new mesh's root, intermediate and trust bundle"))
 
-const rotate = Command.make("rotate", { dir, trustDomain, intermediateDays, rootDays }, (input) =>
+const rotateTrustDomain = Flag.String("trust-domain").pipe(Flag.withDescription("the mesh's SPIFFE trust domain (default: the current root's; another is refused)"), Flag.optional)
+
+const rotate = Command.make("rotate", { dir, trustDomain: rotateTrustDomain, intermediateDays, rootDays }, (input) =>
   Effect.tryPromise({
-    try: () => rotateCa({ dir: input.dir, trustDomain: input.trustDomain, rootLifetimeMs: days(input.rootDays), intermediateLifetimeMs: days(input.intermediateDays) }),
+    try: () =>
+      rotateCa({
+        dir: input.dir,
+        ...(Option.isSome(input.trustDomain) ? { trustDomain: input.trustDomain.value } : {}),
+        rootLifetimeMs: days(input.rootDays),
+        intermediateLifetimeMs: days(input.intermediateDays)
+      }),
     catch: (error) => error
   }).pipe(
     Effect.andThen(Console.log(

@@ -49,8 +49,9 @@ export const sidecarIdentity = (config: SidecarConfig, log: Log): Effect.Effect<
       trustDomain: config.trustDomain,
       // The roots configured, and those of the bundle held: it came from the issuer over a
       // connection verified the same way, so it is as trusted as the file. After a rotation's
-      // switch the issuer's own leaf chains to the new root, which the file may never hold (a
-      // ConfigMap not updated, a file outside Kubernetes): the sidecar must still reach its issuer.
+      // switch the issuer's own leaf chains to the new root, which the file may not hold yet (a
+      // ConfigMap that lags): a running sidecar must still reach its issuer (a starting one has
+      // only the file to verify it with).
       trustBundle: () => {
         const configured = readFileSync(trustBundleFile, "utf8")
         return client === undefined ? configured : `${configured}\n${client.current().trustBundlePem}`

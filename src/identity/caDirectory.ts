@@ -120,14 +120,22 @@ export const initCa = async (options: { readonly dir: string; readonly trustDoma
 /**
  * Starts a root rotation: the current root becomes previous-root, a new root replaces it, the
  * bundle holds both; the new root's intermediate waits in next-intermediate (switchIntermediate
- * puts it in service) while the intermediate in service, under the previous root, stays.
+ * puts it in service) while the intermediate in service, under the previous root, stays. The new
+ * root names the current root's trust domain (`trustDomain` may only repeat it): the issuer
+ * refuses an intermediate of another, and every identity in the mesh names this one.
  */
-export const rotateCa = async (options: { readonly dir: string; readonly trustDomain: string } & CaLifetimes): Promise<void> => {
-  const trustDomain = checkTrustDomain(options.trustDomain)
+export const rotateCa = async (options: { readonly dir: string; readonly trustDomain?: string } & CaLifetimes): Promise<void> => {
+  if (options.trustDomain !== undefined) checkTrustDomain(options.trustDomain)
   const at = (name: string) => join(options.dir, name)
   if (!existsSync(at(caFiles.root)) || !existsSync(at(caFiles.rootKey))) throw new CaDirectoryError({ message: `${options.dir} holds no root to rotate (ca init first)` })
   if (existsSync(at(caFiles.previousRoot))) throw new CaDirectoryError({ message: `a rotation is in progress in ${options.dir}: ca finish-rotation first` })
-  const oldRootPem = readFileSync(at(caFiles.root), "utf8")
+  const oldRootPem = readText(at(caFiles.root))
+  const named = trustDomainOf(new X509Certificate(oldRootPem))
+  if (named !== undefined && options.trustDomain !== undefined && options.trustDomain !== named) {
+    throw new CaDirectoryError({ message: `${at(caFiles.root)} names trust domain ${named}, not ${options.trustDomain}: a rotation keeps the mesh's trust domain` })
+  }
+  const trustDomain = named ?? options.trustDomain
+  if (trustDomain === undefined) throw new CaDirectoryError({ message: `${at(caFiles.root)} names no trust domain: give the mesh's (--trust-domain)` })
   const ca = await makeCa(trustDomain, options)
   writeAtomically(options.dir, caFiles.nextIntermediateKey, ca.intermediate.privateKeyPem, 0o600)
   writeAtomically(options.dir, caFiles.nextIntermediate, ca.intermediate.certificatePem, 0o644)
@@ -142,13 +150,21 @@ export const rotateCa = async (options: { readonly dir: string; readonly trustDo
  * The rotation's second step, once every sidecar holds the two-root bundle: the new root's
  * intermediate replaces the one in service (the key first, so the pair a reader sees is at worst
  * the new key with the old certificate, which loadIssuingCa refuses, never a wrong pair it takes).
+ * Run again after dying between the two renames, it finds the waiting certificate's key in
+ * service already and completes the switch (every other step refuses while a certificate waits).
  */
 export const switchIntermediate = (options: { readonly dir: string }): void => {
   const at = (name: string) => join(options.dir, name)
-  if (!existsSync(at(caFiles.nextIntermediate)) || !existsSync(at(caFiles.nextIntermediateKey))) {
-    throw new CaDirectoryError({ message: `no intermediate waits to be switched to in ${options.dir} (ca rotate first)` })
+  if (!existsSync(at(caFiles.nextIntermediate))) throw new CaDirectoryError({ message: `no intermediate waits to be switched to in ${options.dir} (ca rotate first)` })
+  // A rotate that died before writing the two-root bundle: switching would hand the issuer a CA it refuses to load.
+  const problem = chainProblem(readText(at(caFiles.nextIntermediate)), readText(at(caFiles.bundle)), new Date())
+  if (problem !== undefined) {
+    throw new CaDirectoryError({ message: `${at(caFiles.nextIntermediate)} leads to no root of ${at(caFiles.bundle)} (${problem}): the bundle must hold ${caFiles.root} and ${caFiles.previousRoot} first` })
   }
-  renameSync(at(caFiles.nextIntermediateKey), at(caFiles.intermediateKey))
+  if (existsSync(at(caFiles.nextIntermediateKey))) renameSync(at(caFiles.nextIntermediateKey), at(caFiles.intermediateKey))
+  else if (!keyMatches(readText(at(caFiles.intermediateKey)), new X509Certificate(readText(at(caFiles.nextIntermediate))))) {
+    throw new CaDirectoryError({ message: `${at(caFiles.nextIntermediate)} waits without its key (neither ${caFiles.nextIntermediateKey} nor ${caFiles.intermediateKey} is it)` })
+  }
   renameSync(at(caFiles.nextIntermediate), at(caFiles.intermediate))
 }
 

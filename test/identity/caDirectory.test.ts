@@ -3,10 +3,11 @@
 // 0600), the issuer loads it, and during a rotation the two-root bundle lets a leaf under the old
 // root and a leaf under the new one complete mutual TLS with each other; after finish-rotation the
 // old one fails. Until switch-intermediate, what the directory signs stays under the old root, so
-// a sidecar that holds only the old root is never handed a peer it refuses.
+// a sidecar that holds only the old root is never handed a peer it refuses; a switch that died
+// midway completes when run again, and none is made into a bundle without the new root.
 import { execFile } from "node:child_process"
 import { X509Certificate } from "node:crypto"
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs"
 import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
@@ -104,9 +105,11 @@ describe("iip-mesh ca", () => {
   it("rotate: a two-root bundle carries mutual TLS between a leaf under the old root and one under the new; finish-rotation drops the old", async () => {
     const oldLeaf = await leafUnder(dir, "spiffe://shop.example/svc/catalog")
     const oldRoot = read(dir, "root.pem")
-    const rotated = await cli("ca", "rotate", "--dir", dir, "--trust-domain", "shop.example")
+    // As README and deploy/README give it, without --trust-domain: the rotation keeps the root's.
+    const rotated = await cli("ca", "rotate", "--dir", dir)
     expect(rotated.code).toBe(0)
     expect(read(dir, "previous-root.pem")).toBe(oldRoot)
+    expect(new X509Certificate(read(dir, "root.pem")).subjectAltName).toBe("URI:spiffe://shop.example")
     const bundle = read(dir, "bundle.pem")
     expect(certificatesOfPem(bundle)).toStrictEqual([read(dir, "root.pem"), oldRoot])
     expect(read(dir, "root.pem")).not.toBe(oldRoot)
@@ -153,6 +156,53 @@ describe("iip-mesh ca", () => {
     expect(await mutualTls(switched, stale, oldBundle)).toMatchObject({ ok: false })
     expect(existsSync(join(order, "next-intermediate.pem"))).toBe(false)
     expect(() => switchIntermediate({ dir: order })).toThrow(/ca rotate first/)
+  })
+
+  it("switch-intermediate interrupted between its two renames (the new key in service, the old certificate): run again, it completes the switch", async () => {
+    const crashed = join(work, "crashed")
+    await initCa({ dir: crashed, trustDomain: "shop.example" })
+    await rotateCa({ dir: crashed, trustDomain: "shop.example" })
+    const next = read(crashed, "next-intermediate.pem")
+    // What the first rename left when the process died before the second.
+    renameSync(join(crashed, "next-intermediate.key.pem"), join(crashed, "intermediate.key.pem"))
+    // The issuer refuses this pair (it keeps its CA; one restarting now would not start).
+    expect(() => loadIssuingCa(crashed)).toThrow(/is not the key of/)
+    // The other steps refuse too, each naming the switch: it alone can get the directory out of this.
+    expect(() => finishRotation({ dir: crashed })).toThrow(/switch-intermediate first/)
+    switchIntermediate({ dir: crashed })
+    expect(loadIssuingCa(crashed).intermediate.certificatePem).toBe(next)
+    expect(existsSync(join(crashed, "next-intermediate.pem"))).toBe(false)
+    finishRotation({ dir: crashed })
+    expect(certificatesOfPem(read(crashed, "bundle.pem"))).toStrictEqual([read(crashed, "root.pem")])
+  })
+
+  it("rotate interrupted before its bundle write: the steps its refusals lead to (finish-rotation, then switch-intermediate) never leave the issuer an intermediate its bundle lacks the root of", async () => {
+    const torn = join(work, "torn")
+    await initCa({ dir: torn, trustDomain: "shop.example" })
+    const oldBundle = read(torn, "bundle.pem")
+    const inService = read(torn, "intermediate.pem")
+    await rotateCa({ dir: torn, trustDomain: "shop.example" })
+    // What rotate left when the process died after writing the new root, before the two-root bundle.
+    writeFileSync(join(torn, "bundle.pem"), oldBundle)
+    await expect(rotateCa({ dir: torn, trustDomain: "shop.example" })).rejects.toThrow(/finish-rotation first/)
+    expect(() => finishRotation({ dir: torn })).toThrow(/switch-intermediate first/)
+    expect(() => switchIntermediate({ dir: torn })).toThrow(/leads to no root of .*bundle\.pem/)
+    // Nothing moved: the issuer still loads the directory, signing under the old root its bundle holds.
+    expect(loadIssuingCa(torn).intermediate.certificatePem).toBe(inService)
+    expect(existsSync(join(torn, "next-intermediate.key.pem"))).toBe(true)
+  })
+
+  it("rotate keeps the root's trust domain: another one given is refused before anything is written (the issuer would refuse the switched intermediate)", async () => {
+    const other = join(work, "other-domain")
+    await initCa({ dir: other, trustDomain: "shop.example" })
+    const before = { root: read(other, "root.pem"), bundle: read(other, "bundle.pem") }
+    await expect(rotateCa({ dir: other, trustDomain: "iip-mesh.local" })).rejects.toThrow(/names trust domain shop\.example, not iip-mesh\.local/)
+    expect({ root: read(other, "root.pem"), bundle: read(other, "bundle.pem") }).toStrictEqual(before)
+    expect(existsSync(join(other, "next-intermediate.pem"))).toBe(false)
+    await rotateCa({ dir: other })
+    expect(loadIssuingCa(other).trustDomain).toBe("shop.example")
+    switchIntermediate({ dir: other })
+    expect(loadIssuingCa(other).trustDomain).toBe("shop.example")
   })
 
   it("a bad trust domain is refused before anything is written", async () => {
