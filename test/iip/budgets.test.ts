@@ -94,7 +94,7 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
         attacker.socket.write(meshChunk(2, "/hang", channel, chunk))
       }
     }
-    await until((state) => state.paused === 20, "all 20 attackers paused at their budgets")
+    const paused = await until((state) => state.paused === 20, "all 20 attackers paused at their budgets")
     const started = performance.now()
     expect((await legit.call("/echo", "legit while attacked", { timeoutMs: 5000 })).toString()).toBe("legit while attacked")
     const legitMs = performance.now() - started
@@ -102,9 +102,11 @@ describe("inbound budgets hold a server's memory against a greedy peer", () => {
     // A stream chunk is a view of the socket chunk it came in, which holds up to a quarter more
     // than the chunks counted in it: the budget bounds what is held to about 1.25 times itself.
     const held = 20 * perConnection * 1.5
-    check(`20 connections x 1024 channels x 16 KiB streamed (320 MiB offered), legit call ${legitMs.toFixed(0)} ms`, before, during, { held, rss: held + 64 * MiB })
+    check(`20 connections x 1024 channels x 16 KiB streamed (320 MiB offered, ${mb(paused.bytesRead)} read), legit call ${legitMs.toFixed(0)} ms`, before, during, { held, rss: held + 64 * MiB })
     expect(attackers.every((a) => !a.isClosed)).toBe(true)
-    expect(attackers.reduce((sum, a) => sum + a.socket.writableLength, 0)).toBeGreaterThan(100 * MiB) // the rest waits at the attacker
+    // The rest waits outside the server, at the attackers or in the kernel's socket buffers (how much
+    // in each depends on their sizes: with large ones the kernel took all 320 MiB): it read about its budgets.
+    expect(paused.bytesRead).toBeLessThan(20 * 1.25 * perConnection)
   }, 120_000)
 
   it("with the server's shared budget spent, a new request is refused overloaded (not processed) at once, and served again once the attackers leave", async () => {

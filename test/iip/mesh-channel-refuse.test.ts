@@ -19,6 +19,7 @@ import { RemoteError } from "../../src/mux/meshSession.ts"
 import { AcceptorControlChannel, decodeChannelId, encodeChannelPair, decodeEnvelope, decodeErrorBody, decodeHello, emptyMeta, encodeChannelId, encodeEnvelope, encodeHello, EnvelopeFlag, EnvelopeKind, MeshDefaults, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
 import { Cleanup, deferred, frame, RawClient, waitFor } from "../support/iipRaw.ts"
 import { collectLog, helloOf, rejection, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
+import { tcpBufferMaxima } from "../support/socketBuffers.ts"
 
 const request = (path: string, channel: number, id: number, body: string) =>
   frame(1, path, channel, encodeEnvelope(EnvelopeKind.request, 0, id, emptyMeta, Buffer.from(body), 8192))
@@ -164,12 +165,15 @@ describe("a channel over the server's channel budget", () => {
   it("at the opener: a refused channel whose body still streams when its answer comes is closed once its last packets are written", async () => {
     const peer = await startRawMeshPeer(cleanup)
     const client = startClient(cleanup, peer.port, { maxConnections: 1 })
-    // 8 MiB after the first piece: more than loopback buffers, so the writer holds chunks while the peer does not read.
+    // After the first piece, more than the socket buffers here can hold at their largest (a fixed
+    // 8 MiB fitted in buffers of 6 and 4 MiB), so the writer holds chunks while the peer does not read.
+    const { receive, send } = tcpBufferMaxima()
+    const rest = receive + send + 1024 * 1024
     const more = deferred()
     async function* body() {
       yield Buffer.from("a")
       await more.promise
-      yield Buffer.alloc(8 * 1024 * 1024, 1)
+      yield Buffer.alloc(rest, 1)
     }
     const answered = settle(client.stream("/up", body(), { timeoutMs: 20_000 }))
     const sent = await peer.take((p) => p.path === "/up", 5000, "the request's first packet")
@@ -179,7 +183,7 @@ describe("a channel over the server's channel budget", () => {
       socket.write(frame(1, path, AcceptorControlChannel, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, id, emptyMeta, body, 8192)))
     // The peer stops reading and grants the whole body: the client's writer backs up.
     socket.pause()
-    control(MeshPath.window, 1, encodeChannelPair(sent.channelId, 16 * 1024 * 1024))
+    control(MeshPath.window, 1, encodeChannelPair(sent.channelId, rest))
     more.resolve()
     await waitFor(() => session.connection.writer.congested, 5000, "the client's writer to back up")
     // Refused, and its request answered overloaded, while the body is still going out.

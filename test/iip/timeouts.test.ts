@@ -22,6 +22,7 @@ import * as Server from "../../src/iip/server.ts"
 import { Supervisor } from "../../src/iip/supervisor.ts"
 import { Cleanup, frame, RawClient, withTimeout } from "../support/iipRaw.ts"
 import { collectLog } from "../support/meshTest.ts"
+import { tcpBufferMaxima } from "../support/socketBuffers.ts"
 import { startWebSocketServer } from "./webSocketSupport.ts"
 
 const useCleanup = Effect.acquireRelease(
@@ -149,7 +150,11 @@ describe("connection timeouts on the TestClock", () => {
       const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
       yield* Effect.promise(() => raw.newChannel())
       raw.socket.pause()
-      raw.write(frame(1, "/big", 1, "{}"))
+      // Answers past what the socket buffers here can hold at their largest (one 8 MiB answer
+      // fitted in buffers of 6 and 4 MiB: the server never had to stop reading).
+      const { receive, send } = tcpBufferMaxima()
+      const requests = Math.ceil((receive + send) / (8 * 1024 * 1024)) + 1
+      raw.write(...Array.from({ length: requests }, () => frame(1, "/big", 1, "{}")))
       const connection = [...server.sessions][0]!.connection
       yield* until(() => connection.readingPaused, "the server to stop reading while its answer backs up")
       yield* TestClock.adjust("20 seconds")

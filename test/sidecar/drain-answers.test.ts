@@ -9,6 +9,7 @@ import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { type RunningSidecar, startMesh } from "../support/sidecarHarness.ts"
+import { serverSide, tcpBufferMaxima } from "../support/socketBuffers.ts"
 
 const MiB = 1024 * 1024
 const SIZE = 8 * MiB
@@ -24,6 +25,27 @@ const answerBytes = (): Buffer => {
 const BODY = answerBytes()
 /** The size of /small: under the 64 KiB the far sidecar sends whole. */
 const SMALL = 60_000
+
+const SMALL_REQUEST = "GET /small HTTP/1.1\r\nhost: catalog\r\n\r\n"
+
+/**
+ * How many pipelined requests for /small have answers that outgrow what the caller's receive buffer
+ * and A's send buffer can hold at their largest here (a fixed 100, 6 MB, all fitted in buffers of
+ * 6 and 4 MiB: A then had no answer left to wait with). Written at once, read by A at once: about
+ * 25 KB of requests with buffers of 32 and 4 MiB at most.
+ */
+const pipelinedCount = (): number => {
+  const { receive, send } = tcpBufferMaxima()
+  return Math.ceil((receive + send + 256 * 1024) / SMALL) + 1
+}
+
+/**
+ * A has an answer its socket to `caller` could not hand to the kernel (the buffers between them are
+ * full) and nothing else in hand. Asked of A's socket itself: a request count going still or A's
+ * in-flight count at 0 also happen between two answers, when the kernel still has room.
+ */
+const waitsForCaller = (a: RunningSidecar, caller: net.Socket): boolean =>
+  a.sidecar.inFlight() === 0 && serverSide(a.outboundPort, caller.localPort ?? 0)?.writableNeedDrain === true
 
 /**
  * The app answers /big with the whole body: with a content-length, or chunked (`?chunked`); /small with
@@ -70,9 +92,11 @@ interface RawAnswer {
 
 /**
  * A raw caller on A's outbound port: sends `request`, can pause its reading, collects everything
- * until the answer is whole (`whole` says when, from the body so far) or the connection ends.
+ * until the answer is whole (`whole` says when, from the body so far) or the connection ends
+ * (`whole` undefined: the body so far is then not joined on every read, which took seconds once
+ * large socket buffers let tens of MiB arrive).
  */
-const rawCaller = (port: number, request: string, whole: (body: Buffer) => boolean) => {
+const rawCaller = (port: number, request: string, whole?: (body: Buffer) => boolean) => {
   const socket = net.connect(port, "127.0.0.1", () => socket.write(request))
   const chunks: Array<Buffer> = []
   let received = 0
@@ -92,7 +116,7 @@ const rawCaller = (port: number, request: string, whole: (body: Buffer) => boole
         socket.pause()
         setTimeout(() => socket.resume(), 20)
       }
-      if (received > SIZE && whole(answer().body)) {
+      if (whole !== undefined && received > SIZE && whole(answer().body)) {
         ending = "whole"
         resolve(answer())
       }
@@ -165,7 +189,7 @@ describe("a large answer in flight while a sidecar drains", () => {
       ["an HTTP/1.1 answer with a content-length", "GET /huge HTTP/1.1\r\nhost: catalog\r\n\r\n"]
     ])("a caller that reads nothing until the drain is over: %s ends in a reset, short", async (_name, request) => {
       const mesh = await startMesh(cleanup, bigApp, { a: { drainTimeoutMs: 300 }, b: { drainTimeoutMs: 300 } })
-      const caller = rawCaller(mesh.a.outboundPort, request, () => false)
+      const caller = rawCaller(mesh.a.outboundPort, request)
       cleanup.add(() => caller.socket.destroy())
       await waitFor(() => caller.received() > 0, 10_000, "the answer to begin")
       caller.socket.pause()
@@ -179,13 +203,15 @@ describe("a large answer in flight while a sidecar drains", () => {
 
   it("pipelined requests when A's drain begins: the answer written but not yet out reaches the caller whole, the next says connection: close, nothing is cut", async () => {
     const mesh = await startMesh(cleanup, bigApp, { a: { drainTimeoutMs: 20_000 } })
-    // 100 requests for 60,000 bytes each (6 MB; answers held whole at A and written at once), and a caller that reads nothing yet.
-    const COUNT = 100
-    const caller = rawCaller(mesh.a.outboundPort, "GET /small HTTP/1.1\r\nhost: catalog\r\n\r\n".repeat(COUNT), () => false)
+    // Requests for 60,000 bytes each (answers held whole at A and written at once), more than the
+    // sockets can hold, and a caller that reads nothing yet.
+    const COUNT = pipelinedCount()
+    const caller = rawCaller(mesh.a.outboundPort, SMALL_REQUEST.repeat(COUNT))
     cleanup.add(() => caller.socket.destroy())
     caller.socket.pause()
-    // A stops once the socket's buffers are full (about 3.7 MiB on loopback): an answer waits in it, the rest wait their turn.
-    await waitFor(() => mesh.app.seen.length > 0 && mesh.a.sidecar.inFlight() === 0, 20_000, "A to wait for the caller")
+    // A stops once the socket's buffers are full (about 3.7 MiB on this loopback, 250 KiB with 128 KiB
+    // buffers): an answer waits in it, the rest wait their turn.
+    await waitFor(() => waitsForCaller(mesh.a, caller.socket), 20_000, "A to wait for the caller")
     const answered = mesh.app.seen.length
     expect(answered).toBeLessThan(COUNT)
     const stopped = mesh.a.stop()
@@ -212,10 +238,10 @@ describe("a large answer in flight while a sidecar drains", () => {
 
   it("pipelined requests and a caller that reads nothing until A's drain timeout is over: the answer not yet out ends in a reset", async () => {
     const mesh = await startMesh(cleanup, bigApp, { a: { drainTimeoutMs: 300 } })
-    const caller = rawCaller(mesh.a.outboundPort, "GET /small HTTP/1.1\r\nhost: catalog\r\n\r\n".repeat(100), () => false)
+    const caller = rawCaller(mesh.a.outboundPort, SMALL_REQUEST.repeat(pipelinedCount()))
     cleanup.add(() => caller.socket.destroy())
     caller.socket.pause()
-    await waitFor(() => mesh.app.seen.length > 0 && mesh.a.sidecar.inFlight() === 0, 20_000, "A to wait for the caller")
+    await waitFor(() => waitsForCaller(mesh.a, caller.socket), 20_000, "A to wait for the caller")
     await withTimeout(mesh.a.stop(), 10_000, "A to stop")
     caller.socket.resume()
     const answer = await withTimeout(caller.ended, 10_000, "the connection to end")

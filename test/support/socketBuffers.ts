@@ -1,0 +1,31 @@
+// The kernel's TCP socket buffers on loopback. Their sizes vary between kernels and settings
+// (tcp_rmem and tcp_wmem, per network namespace) and grow as a connection is used: one kernel held
+// 4 MiB of answers for a caller that reads nothing, another 250 KiB, another 38 MiB. A test that
+// must fill them, or bound what they hold, reads their largest sizes here or looks past them at the
+// sidecar's own side of the connection, instead of assuming one machine's figures.
+import { readFileSync } from "node:fs"
+import * as net from "node:net"
+
+/** The largest size (the third field) of /proc/sys/net/ipv4/`name`: "min default max". */
+const largest = (name: "tcp_rmem" | "tcp_wmem"): number => {
+  const size = Number(readFileSync(`/proc/sys/net/ipv4/${name}`, "latin1").trim().split(/\s+/)[2])
+  if (!Number.isSafeInteger(size) || size <= 0) throw new Error(`unreadable ${name}`)
+  return size
+}
+
+/** The largest receive and send buffers TCP's autotuning gives a socket in this network namespace. */
+export const tcpBufferMaxima = (): { readonly receive: number; readonly send: number } => ({ receive: largest("tcp_rmem"), send: largest("tcp_wmem") })
+
+/**
+ * This process's end of a connection a test made to a listener in the same process (the sidecars
+ * run in the test's process and hand out no sockets): 127.0.0.1:`local` with its peer on `remote`.
+ * What the kernel would not take waits in its writable buffer, whatever the kernel's buffer sizes.
+ */
+export const serverSide = (local: number, remote: number): net.Socket | undefined => {
+  // node's list of live handles (undocumented, kept for diagnostics): a server's accepted sockets are among them.
+  const handles = (process as unknown as { readonly _getActiveHandles: () => ReadonlyArray<unknown> })._getActiveHandles()
+  for (const handle of handles) {
+    if (handle instanceof net.Socket && handle.localPort === local && handle.remotePort === remote) return handle
+  }
+  return undefined
+}
