@@ -79,7 +79,7 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
       resolve(failure(MeshErrorCode.overloaded, message, false))
     }
     if (tunnels.open >= tunnels.max) return refuse(`${tunnels.open} upgraded connections open, as many as maxTunnels allows; retry elsewhere`)
-    // Stalled, it would hold a window unread: one the tunnels' pool cannot take spends the requests' budget (PROTOCOL.md §8).
+    // Stalled, it would hold a window unread: admitted without room for it, it would be ended as soon as it stalled (PROTOCOL.md §8).
     if (peerBytes !== undefined && !peerBytes.tunnelPoolHasRoom()) return refuse("the tunnels' pool (bytes upgraded connections hold that their apps have not read) has no room for one more stream window; raise maxQueuedBytes, or retry elsewhere")
     tunnels.open++
     let counted = true
