@@ -24,8 +24,9 @@ export class Budget {
   channels = 0
   /**
    * Unread bytes of tunnels (long-lived requests' bodies, InboundBudget.chargeTunnel): a pool of
-   * their own, as large as `maxBytes`, so tunnels whose far end stops reading do not spend the
-   * budget of ordinary requests. Past it they count in `bytes` as any other.
+   * their own, as large as `maxBytes`, so tunnels whose far end stops reading never spend the
+   * budget of ordinary requests. A tunnel whose bytes do not fit is ended (streams.ts), never
+   * counted in `bytes`.
    */
   tunnelBytes = 0
   readonly limits: BudgetLimits
@@ -123,19 +124,25 @@ export class InboundBudget {
 
   /**
    * Counts `bytes` a tunnel holds unread in the server's tunnels' pool, which neither pauses this
-   * connection nor refuses anyone's requests; false (nothing taken) when the pool has no room:
-   * the caller charges them as usual.
+   * connection nor refuses anyone's requests; false (nothing taken) when the pool has no room
+   * (tunnelRoomFor): the tunnel is then ended, its bytes never counted elsewhere. True, counting
+   * nothing, once the connection is gone.
    */
-  chargeTunnel(bytes: number): boolean {
-    if (this.closed || !this.tunnelRoomFor(bytes)) return false
+  chargeTunnel(bytes: number, window: number): boolean {
+    if (this.closed) return true
+    if (!this.tunnelRoomFor(bytes, window)) return false
     this.shared.tunnelBytes += bytes
     this.tunnelBytes += bytes
     return true
   }
 
-  /** The server's tunnels' pool has room for `bytes` more (what chargeTunnel would take now). */
-  tunnelRoomFor(bytes: number): boolean {
-    return this.shared.tunnelBytes + bytes <= this.shared.limits.maxBytes
+  /**
+   * The server's tunnels' pool has room for `bytes` more of a stream with this `window`. The pool
+   * is as large as `maxBytes`, and never smaller than the window (maxBytes may be set below one):
+   * else it would end every tunnel whose app falls a window behind, and admit none but the first.
+   */
+  tunnelRoomFor(bytes: number, window: number): boolean {
+    return this.shared.tunnelBytes + bytes <= Math.max(this.shared.limits.maxBytes, window)
   }
 
   releaseTunnel(bytes: number): void {

@@ -359,10 +359,11 @@ export class PeerChannelServer {
     if (!streams) this.finished(served)
     else if (served.isLongLived) {
       // A tunnel: from its answer's head on it waits for nothing, and its unread bytes count in
-      // the tunnels' pool (budget.ts), not against the connection's requests.
+      // the tunnels' pool (budget.ts), not against the connection's requests. Past the pool's room
+      // it is ended as a cancel ends one: its handler is cancelled, its answer ends `overloaded`.
       this.connection.budget.release(1, 0)
       served.waiting = 0
-      served.stream?.holdAsTunnel()
+      served.stream?.holdAsTunnel((error) => this.interrupt(channel, served, MeshErrorCode.overloaded, error.message))
     }
     return streams
   }

@@ -93,9 +93,14 @@ export class StreamSender {
           if (release !== undefined) sending = undefined
         }
       }
+      // Interrupted (cancel, deadline, a tunnel ended) while its body ended anyway: it ends with the error.
+      const interrupted = window.closedError
+      if (interrupted !== undefined) throw interrupted
       if (!this.connection.closed) this.connection.writer.send(last, path, channelId, this.closingChunk(body))
-    } catch (error) {
+    } catch (thrown) {
       if (this.connection.closed) return
+      // An interrupted answer whose body then failed (a tunnel's app socket closed by the cancel) ends with why it was interrupted.
+      const error = window.closedError ?? thrown
       const abort = encodeErrorBody(
         error instanceof RemoteError ? error : failure(MeshErrorCode.handlerFailed, error instanceof Error ? error.message : String(error), true)
       )

@@ -27,8 +27,10 @@ export interface RequestContext {
   /**
    * Says the answer about to be given streams for as long as what it carries lives (an upgraded
    * connection): once it has begun, the request stops counting among those read and not answered
-   * (budget.ts) and holds only its channel, so open tunnels never make the server refuse ordinary
-   * requests `overloaded`; the caller bounds them itself. Plain IIP streams no answer: nothing there.
+   * (budget.ts) and holds only its channel, and its unread bytes count in the tunnels' pool alone
+   * (past it the tunnel is ended, its request cancelled: streams.ts), so open tunnels never make the
+   * server refuse ordinary requests `overloaded`; the caller bounds their number itself. Plain IIP
+   * streams no answer: nothing there.
    */
   readonly longLived: () => void
 }

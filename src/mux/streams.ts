@@ -10,12 +10,19 @@
 // once done with the bytes (a relay: once its socket took them), the memory is read into again,
 // and only then is the chunk's share of the window granted back to the sender, so what a stream's
 // consumer holds unreleased is bounded by the window (the sender stalls, nothing more is read).
+//
+// The body of a tunnel (holdAsTunnel) counts its unread bytes in the server's tunnels' pool, never
+// in the connection's budget: a chunk the pool has no room for ends the tunnel (TunnelOverloaded)
+// instead, so stalled tunnels, however many, never make the server refuse ordinary requests.
 import * as Data from "effect/Data"
 import type { Meta } from "../protocol/mesh.ts"
 import type { InboundBudget } from "./budget.ts"
 import type { Slab } from "./readSlabs.ts"
 
 export class StreamFailed extends Data.TaggedError("StreamFailed")<{ readonly message: string }> {}
+
+/** A tunnel's chunk found no room in the server's tunnels' pool: the tunnel was ended (IncomingStream.holdAsTunnel). */
+export class TunnelOverloaded extends Data.TaggedError("TunnelOverloaded")<{ readonly message: string }> {}
 
 /**
  * A streamed body that may end with metadata (trailers, PROTOCOL.md §13): the sender reads
@@ -73,10 +80,14 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private consumed = 0
   /** Nobody will read on (its request was answered): chunks are dropped and granted back as they come. */
   private discarded = false
-  /** The body of a tunnel (`holdAsTunnel`): its unread bytes go to the tunnels' pool while it has room. */
+  /** The body of a tunnel (`holdAsTunnel`): its unread bytes go to the tunnels' pool, or it is ended. */
   private tunnel = false
   /** Of `buffered`, the bytes counted in the tunnels' pool (the rest are in the connection's budget). */
   private pooled = 0
+  /** Told once when the tunnel is ended for want of room in the pool (holdAsTunnel). */
+  private onOverload: ((error: TunnelOverloaded) => void) | undefined = undefined
+  /** Why the tunnel was ended, once it was for want of room in the tunnels' pool. */
+  private overload: TunnelOverloaded | undefined = undefined
   /** Where its unread bytes are also counted, once `countUnreadIn` was called (the outbound sidecar's tunnels). */
   private unreadPool: UnreadPool | undefined = undefined
   private readonly window: number
@@ -102,11 +113,17 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     if (this.ended) return true
     // Refused before it counts anywhere: `buffered` is what discard and leaveUnreadPool take back.
     if (this.buffered + chunk.length > 2 * this.window) return false
+    if (this.tunnel && !this.budget!.chargeTunnel(chunk.length, this.window)) {
+      this.endTunnel()
+      // Dropped as a discarded stream's chunks are: granted back, so the sender can finish.
+      if (!this.ended) this.grant(chunk.length)
+      return true
+    }
     this.buffered += chunk.length
     this.chunks.push(chunk)
     this.slabs.push(slab)
     slab?.ref()
-    if (this.tunnel && this.budget!.chargeTunnel(chunk.length)) this.pooled += chunk.length
+    if (this.tunnel) this.pooled += chunk.length
     else this.budget?.charge(0, chunk.length)
     if (this.unreadPool !== undefined) this.unreadPool.bytes += chunk.length
     this.notify()
@@ -140,28 +157,52 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
 
   /**
    * Its request is a tunnel (a long-lived answer began, PROTOCOL.md §8): its unread bytes count in
-   * the server's tunnels' pool from now on, while that has room, instead of the connection's
-   * budget, so a far end that stops reading neither pauses the connection nor spends the budget of
-   * ordinary requests. What it holds is still bounded by the window.
+   * the server's tunnels' pool from now on, instead of the connection's budget, so a far end that
+   * stops reading neither pauses the connection nor spends the budget of ordinary requests. When
+   * the pool has no room for them (now, or for a chunk later) the tunnel is ended: the stream is
+   * discarded (its bytes go back, the sender is granted them), and `onOverload` is told, once, for
+   * the request to be ended as a cancel ends one. What it holds is still bounded by the window.
    */
-  holdAsTunnel(): void {
+  holdAsTunnel(onOverload: (error: TunnelOverloaded) => void): void {
     if (this.tunnel || this.budget === undefined || this.discarded) return
     this.tunnel = true
+    this.onOverload = onOverload
     const bytes = this.buffered
-    if (bytes > 0 && this.budget.chargeTunnel(bytes)) {
-      this.budget.release(0, bytes)
-      this.pooled = bytes
-    }
+    if (bytes === 0) return
+    if (!this.budget.chargeTunnel(bytes, this.window)) return this.endTunnel()
+    this.budget.release(0, bytes)
+    this.pooled = bytes
+  }
+
+  /**
+   * The tunnels' pool has no room for what this tunnel holds: it is ended, not let spill into the
+   * connection's budget. The tunnel ended is the one whose bytes would go past the pool: the one
+   * adding bytes, whose far end is behind right now, found at once with no list of tunnels to
+   * search. Bytes already in the pool stay, and no tunnel is cut for bytes others send; but while
+   * stalled tunnels fill the pool, any tunnel that falls behind is ended too, until they go.
+   */
+  private endTunnel(): void {
+    const error = new TunnelOverloaded({ message: "the tunnels' pool (bytes upgraded connections hold that their far ends have not read) has no room for this tunnel's bytes" })
+    this.overload = error
+    this.discard()
+    const told = this.onOverload
+    this.onOverload = undefined
+    told?.(error)
+  }
+
+  /** Why the tunnel was ended, once it was for want of room in the tunnels' pool (holdAsTunnel); undefined otherwise. */
+  get overloaded(): TunnelOverloaded | undefined {
+    return this.overload
   }
 
   /**
    * Whether the server's tunnels' pool has room for a whole window of this stream: what it would
    * hold there as a tunnel whose far end stops reading. For the handler to decide, before it takes
    * a new tunnel, whether to refuse it (PROTOCOL.md §8); true without a budget (nothing to spend),
-   * and while the pool holds nothing (one smaller than a window would otherwise refuse every tunnel).
+   * and while the pool holds nothing (it is never smaller than a window: InboundBudget.tunnelRoomFor).
    */
   tunnelPoolHasRoom(): boolean {
-    return this.budget === undefined || this.budget.tunnelRoomFor(this.window) || this.budget.shared.tunnelBytes === 0
+    return this.budget === undefined || this.budget.tunnelRoomFor(this.window, this.window)
   }
 
   /**
@@ -312,6 +353,11 @@ export class SendWindow {
   close(error: Error): void {
     this.closedWith = error
     this.add(0)
+  }
+
+  /** What the window was closed with (the answer was interrupted, or the connection closed); undefined while open. */
+  get closedError(): Error | undefined {
+    return this.closedWith
   }
 
   /** Takes up to `want` bytes of credit if there is any (0 when there is none, or the window closed). */

@@ -22,6 +22,7 @@
 // an allowed one carries the caller's verified identity to it in `x-iip-mesh-client-id`. Then the
 // service's inbound rate limits (rateLimits.ts): a call over one never reaches the app either.
 import type { HandlerValue } from "../iip/dispatch.ts"
+import type { Log } from "../iip/log.ts"
 import { type Failure, failure, type IncomingRequest } from "../iip/server.ts"
 import { PendingOutcome } from "../mux/request.ts"
 import { StreamFailed } from "../mux/streams.ts"
@@ -35,7 +36,7 @@ import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
 import { carriedProtocols, CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
 import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnvelope.ts"
-import { type AppUpgradeLeg, upgradeApp } from "./inboundUpgrade.ts"
+import { type AppUpgradeLeg, overloadLines, upgradeApp } from "./inboundUpgrade.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { plainAnswer } from "./plainAnswer.ts"
 
@@ -63,6 +64,8 @@ export interface InboundOptions {
   readonly upgradeIdleTimeoutMs: number
   /** Upgraded connections open to the app at once (inboundUpgrade.ts). */
   readonly maxTunnels: number
+  /** Where the leg says what an operator should know (a tunnel ended overloaded). */
+  readonly log: Log
   /**
    * How the app is spoken to: HTTP/1.1 (the pool), h2c (appH2.ts; upgrades still go over
    * HTTP/1.1), or auto: gRPC calls (by their content-type) over h2c, the rest over HTTP/1.1.
@@ -182,7 +185,16 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs, options.maxMetaBytes)))
     : undefined
   const h2Only = options.appProtocol === "h2c"
-  const upgradeLeg: AppUpgradeLeg = { appHost: options.appHost, appPort: options.appPort, address: leg.address, upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs, onInvalidHeaders: onInvalid, tunnels: { open: 0, max: options.maxTunnels } }
+  const upgradeLeg: AppUpgradeLeg = {
+    appHost: options.appHost,
+    appPort: options.appPort,
+    address: leg.address,
+    upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs,
+    onInvalidHeaders: onInvalid,
+    tunnels: { open: 0, max: options.maxTunnels },
+    log: options.log,
+    overloadLines: overloadLines()
+  }
   // The answer goes back as a PendingOutcome, not a promise: no promise chain per request.
   const handle = (request: IncomingRequest): PendingOutcome => {
     const pending = new PendingOutcome()

@@ -16,11 +16,15 @@
 // (a window of unread bytes: IncomingStream.tunnelPoolHasRoom); healthy tunnels hold next to
 // nothing there, so this caps stalled ones, not their number. Once its 101 is back a tunnel holds
 // its channel and its place here, but no place among the requests waiting for an answer
-// (RequestContext.longLived), so open WebSockets never make this side refuse ordinary requests by
-// their number; stalled ones do only once their unread bytes spill past the tunnels' pool.
+// (RequestContext.longLived), and its unread bytes count only in the tunnels' pool, so open
+// WebSockets, stalled or not, never make this side refuse ordinary requests. One whose bytes do
+// not fit in the pool is ended by the mux (IncomingStream.holdAsTunnel) as a cancel ends one: its
+// app's connection is closed here, A closes its caller's, and it is counted (the request's error,
+// 101 inbound overloaded) and logged (`tunnel-overloaded`, throttled).
 import type * as http from "node:http"
 import type * as net from "node:net"
 import type { HandlerValue } from "../iip/dispatch.ts"
+import { type Log, LogThrottle } from "../iip/log.ts"
 import { failure, reply } from "../iip/server.ts"
 import type { IncomingRequest } from "../mux/request.ts"
 import { StreamFailed } from "../mux/streams.ts"
@@ -41,7 +45,17 @@ export interface AppUpgradeLeg {
   readonly onInvalidHeaders: OnInvalidHeader | undefined
   /** Upgrades open or under way, shared by every request of the leg; at most `max`. */
   readonly tunnels: { open: number; readonly max: number }
+  /** Where a tunnel ended for want of room in the tunnels' pool is said (`tunnel-overloaded`, within `overloadLines`). */
+  readonly log: Log
+  readonly overloadLines: LogThrottle
 }
+
+/** `tunnel-overloaded` lines at most, per window: a hostile caller can have tunnels ended as fast as it opens them. */
+const OVERLOAD_LINES = 20
+const OVERLOAD_WINDOW_MS = 60_000
+
+/** The throttle of a leg's `tunnel-overloaded` lines. */
+export const overloadLines = (): LogThrottle => new LogThrottle(OVERLOAD_LINES, OVERLOAD_WINDOW_MS)
 
 export interface AppUpgradeRequest {
   readonly method: string
@@ -65,7 +79,7 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
       resolve(failure(MeshErrorCode.overloaded, message, false))
     }
     if (tunnels.open >= tunnels.max) return refuse(`${tunnels.open} upgraded connections open, as many as maxTunnels allows; retry elsewhere`)
-    // Stalled, it would hold a window unread: one the tunnels' pool cannot take spends the requests' budget (PROTOCOL.md §8).
+    // Stalled, it would hold a window unread: admitted without room for it, it would be ended as soon as it stalled (PROTOCOL.md §8).
     if (peerBytes !== undefined && !peerBytes.tunnelPoolHasRoom()) return refuse("the tunnels' pool (bytes upgraded connections hold that their apps have not read) has no room for one more stream window; raise maxQueuedBytes, or retry elsewhere")
     tunnels.open++
     let counted = true
@@ -150,7 +164,13 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
         // The pipe to the app stops waiting for bytes nobody can take.
         peerBytes?.fail(new StreamFailed({ message: "the app's connection closed" }))
         observation.responseBytes(appBytes.bytes)
-        observation.end(leg.address, 101, undefined)
+        // Ended by the mux for want of room in the tunnels' pool (the cancel closed this socket).
+        const overloaded = peerBytes?.overloaded
+        if (overloaded !== undefined) {
+          const admitted = leg.overloadLines.admit()
+          if (admitted !== undefined) leg.log("tunnel-overloaded", { app: leg.address, path: app.path, message: `${overloaded.message}; raise maxQueuedBytes, or find why the app stopped reading`, ...admitted })
+        }
+        observation.end(leg.address, 101, overloaded === undefined ? undefined : { hop: "inbound", reason: MeshErrorCode.overloaded })
       })
       const meta = responseMeta(101, endToEndHeaders(response.rawHeaders, leg.onInvalidHeaders)).set(HttpMeta.upgrade, switched)
       request.context.longLived()

@@ -347,6 +347,7 @@ export const make = (
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
       upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
       maxTunnels: config.maxTunnels,
+      log,
       appProtocol: config.appProtocol,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
       authorization,

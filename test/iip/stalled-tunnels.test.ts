@@ -1,10 +1,15 @@
 // Tunnels whose far end stops reading (PROTOCOL.md §8, §17.4), over real TCP: each holds up to a
 // stream window of unread bytes at the server. Those bytes count in a pool of their own (as large
-// as the server's byte budget), not in the budget of the requests: stalled tunnels neither pause
-// the connection they share with ordinary requests nor make the server refuse those `overloaded`.
-// Past the pool they count as before (the connection's reading pauses), so memory stays bounded.
+// as the server's byte budget), never in the budget of the requests: stalled tunnels neither pause
+// the connection they share with ordinary requests nor make the server refuse those `overloaded`,
+// whatever their number. A tunnel whose bytes do not fit in the pool is ended `overloaded` (its
+// handler is cancelled, its caller's answer fails), so what the server holds stays bounded.
 // A handler taking a new tunnel can ask whether the pool has room for one more stalled window
 // (IncomingStream.tunnelPoolHasRoom), and refuse it when not, as the sidecar does (§17.4).
+//
+// Between this client and server nothing but the kernel's buffers lies, and the server reads its
+// socket whatever its tunnels hold: every window sent reaches it, whatever the kernel takes on the
+// way, so a stalled tunnel ends up holding exactly its window (or is ended).
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { failure, type IipServer, reply } from "../../src/iip/server.ts"
 import { Cleanup, deferred, waitFor } from "../support/iipRaw.ts"
@@ -31,12 +36,17 @@ describe("stalled tunnels and ordinary requests", () => {
     cleanup.add(() => stop.resolve())
     // Per connection 8 MiB, in all 16 MiB: 24 tunnels holding a 1 MiB window each are over both.
     server = await startServer(cleanup, { maxQueuedBytesPerConnection: 8 * MiB, maxQueuedBytes: 16 * MiB })
-    // A tunnel: answers at once and for as long as it lives, never reads what the caller sends.
+    // A tunnel: answers at once and for as long as it lives (its caller's cancel or being ended
+    // ends it, as the sidecar's relay closes its app's socket), never reads what the caller sends.
     server.handle("/tunnel", (request) => {
       request.context.longLived()
+      const cancelled = request.context.signal
       return reply((async function*() {
         yield Buffer.from("open")
-        await stop.promise
+        await new Promise<void>((resolve) => {
+          void stop.promise.then(resolve)
+          cancelled.addEventListener("abort", () => resolve())
+        })
       })())
     })
     server.handle("/echo", (request) => request.data)
@@ -53,6 +63,27 @@ describe("stalled tunnels and ordinary requests", () => {
     }
     return opened
   }
+  /**
+   * Opens `n` tunnels on `client`, one after the other, and watches their answers: for each, once
+   * its answer ends, the code it failed with ("end" when it ended as it should), undefined before.
+   */
+  const openWatched = async (client: ReturnType<typeof startClient>, n: number): Promise<Array<string | undefined>> => {
+    const ends: Array<string | undefined> = []
+    for (let i = 0; i < n; i++) {
+      const answer = (await client.stream("/tunnel", stalling(2 * MiB, stop.promise), { timeoutMs: 3000 })).stream!
+      const at = ends.push(undefined) - 1
+      void (async () => {
+        try {
+          for await (const _ of answer);
+          ends[at] = "end"
+        } catch (error) {
+          ends[at] = (error as { readonly code?: string }).code ?? String(error)
+        }
+      })()
+    }
+    return ends
+  }
+  const endedIn = (ends: ReadonlyArray<string | undefined>) => ends.filter((end) => end !== undefined).length
   const echo = (client: ReturnType<typeof startClient>, text: string) => client.call("/echo", text, { timeoutMs: 3000 }).then(String, (e: unknown) => String(e))
   const held = () => {
     const budget = [...server.meshSessions][0]!.connection.budget.shared
@@ -73,16 +104,17 @@ describe("stalled tunnels and ordinary requests", () => {
     expect(budget.pausedForBudget).toBe(false)
   })
 
-  it("3 connections x 6 stalled tunnels (over the 16 MiB in all): a fourth connection's calls are answered, not refused overloaded", async () => {
-    const before = rssMiB()
+  it("3 connections x 6 stalled tunnels (past the 16 MiB pool in all): the tunnels whose bytes do not fit are ended overloaded, the rest hold their windows, and a fourth connection's calls are answered", async () => {
     const clients = [0, 1, 2].map(() => startClient(cleanup, server.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 }))
-    const opened = []
-    for (const client of clients) opened.push(await openTunnels(client, 6))
+    const ends: Array<Array<string | undefined>> = []
+    for (const client of clients) ends.push(await openWatched(client, 6))
+    const all = () => ends.flat()
     const budget = [...server.meshSessions][0]!.connection.budget.shared
-    await waitFor(() => budget.bytes + budget.tunnelBytes >= 18 * MiB, 10_000, "the windows to fill")
+    await waitFor(() => endedIn(all()) >= 2 && budget.tunnelBytes === (18 - endedIn(all())) * MiB, 5000, "every tunnel to hold its window or be ended")
     const answer = await echo(startClient(cleanup, server.address.port, { maxConnections: 1 }), "fourth connection")
-    console.log(`[stalled-tunnels] 3 connections: ${opened.join("+")} tunnels stalled; ${held()}; process RSS (client and server) ${before.toFixed(1)} -> ${rssMiB().toFixed(1)} MiB; ordinary call: ${answer}`)
-    expect(opened).toEqual([6, 6, 6])
+    console.log(`[stalled-tunnels] 3 connections x 6 tunnels: ${endedIn(all())} ended overloaded; ${held()}; ordinary call: ${answer}`)
+    expect(all().filter((end) => end !== undefined)).toEqual(Array(endedIn(all())).fill("overloaded"))
+    expect(budget.tunnelBytes).toBeLessThanOrEqual(16 * MiB)
     expect(answer).toBe("fourth connection")
   })
 
@@ -121,14 +153,22 @@ describe("stalled tunnels and ordinary requests", () => {
     expect(await tunnel()).toBeInstanceOf(AbortController)
   })
 
-  it("past the tunnels' pool, stalled tunnels count as before: the connection holding them pauses, and what the server holds stays bounded", async () => {
+  it("20 stalled tunnels on one connection, past the 16 MiB pool: the tunnels whose bytes do not fit are ended overloaded, the connection is not paused, ordinary calls on it and on another connection are answered, and everything goes back once they end", async () => {
     const client = startClient(cleanup, server.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 })
-    const opened = await openTunnels(client, 40)
+    const ends = await openWatched(client, 20)
     const budget = [...server.meshSessions][0]!.connection.budget
-    await waitFor(() => budget.pausedForBudget, 10_000, "the connection to pause")
-    console.log(`[stalled-tunnels] one connection, past the pool: ${opened} of 40 tunnels opened; ${held()}`)
-    expect(opened).toBeLessThan(40)
-    expect(budget.shared.tunnelBytes).toBeLessThanOrEqual(16 * MiB)
-    expect(budget.shared.bytes).toBeLessThanOrEqual(8 * MiB + MiB)
+    // 16 windows fit in the pool: at least 4 tunnels are ended, each other one holds its whole window.
+    await waitFor(() => endedIn(ends) >= 4 && budget.shared.tunnelBytes === (20 - endedIn(ends)) * MiB, 5000, "every tunnel to hold its window or be ended")
+    const same = await echo(client, "same connection")
+    const other = await echo(startClient(cleanup, server.address.port, { maxConnections: 1 }), "another connection")
+    console.log(`[stalled-tunnels] one connection, past the pool: ${endedIn(ends)} of 20 tunnels ended overloaded; ${held()}; ordinary calls: ${same}, ${other}`)
+    expect(ends.filter((end) => end !== undefined)).toEqual(Array(endedIn(ends)).fill("overloaded"))
+    expect(budget.pausedForBudget).toBe(false)
+    expect(budget.shared.bytes).toBe(0)
+    expect([same, other]).toEqual(["same connection", "another connection"])
+    // The rest end: nothing stays counted anywhere.
+    stop.resolve()
+    await waitFor(() => ends.every((end) => end !== undefined), 5000, "every tunnel to end")
+    await waitFor(() => budget.shared.requests === 0 && budget.shared.bytes === 0 && budget.shared.tunnelBytes === 0, 5000, "the budget to go back to 0")
   })
 })

@@ -4,14 +4,17 @@
 // goes on answering ordinary requests. B admits a new upgrade only while that pool has room for
 // one more window: stalled WebSockets opened one by one fill it, and the next upgrade is refused
 // 503 overloaded, the pool named, until they close (before, B admitted every one and their windows
-// spilled into the requests' budget). One admitted while the pool had room and stalled later is
-// not capped: its window counts in the pool, past it in the budget, as any bytes.
+// spilled into the requests' budget). Admission does not cap WebSockets by number: many admitted
+// while their app read may stall at once; their bytes still count in the pool alone, and one whose
+// bytes find no room there is ended (B closes its app's socket, A its caller's connection), so B's
+// pool stays within its bound and B answers ordinary requests, however many stall.
 //
 // How much of each window the kernel's socket buffers take instead of B varies between kernels and
 // runs (B held 7/8 of each on one machine, about half on another), so the tests assert only what
 // the design guarantees whatever the kernel takes: a stalled stream holds at most its window, and
 // more than half of it once its sender has filled everything on the way (its grants come per half
 // window its app's socket took), and the caller keeps sending until the pipe is full (`pump`).
+// So a 2 MiB pool holds at most 3 stalled WebSockets once each has filled its pipe.
 import type * as http from "node:http"
 import type * as net from "node:net"
 import type { MeshSession } from "../../src/mux/meshSession.ts"
@@ -19,6 +22,8 @@ import { MeshDefaults } from "../../src/protocol/mesh.ts"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { collectLog } from "../support/meshTest.ts"
+import { parsePrometheusText, value } from "../support/prometheusText.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import { upgradeAnswer } from "../support/upgradeAnswer.ts"
 
@@ -59,13 +64,14 @@ describe("WebSockets whose far app stops reading", () => {
       wss.close()
     })
     const sessions: Array<MeshSession> = []
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, maxQueuedBytes: 2 * MiB }), undefined, { onInboundMeshConnection: (session) => sessions.push(session) })
+    const bLog = collectLog()
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, maxQueuedBytes: 2 * MiB }), bLog.log, { onInboundMeshConnection: (session) => sessions.push(session) })
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
     // Every connection of B's server shares one budget: any session's view of it is the whole.
     const shared = () => sessions[0]?.connection.budget.shared
     /** What B holds unread: in its tunnels' pool, and past it in its requests' budget. */
     const held = () => (shared()?.bytes ?? 0) + (shared()?.tunnelBytes ?? 0)
-    return { a, sockets, shared, held }
+    return { a, b, bLog, sockets, shared, held }
   }
 
   const upgrade = (a: RunningSidecar) => {
@@ -117,23 +123,36 @@ describe("WebSockets whose far app stops reading", () => {
     expect("ws" in reopened ? "open" : `${reopened.status} ${reopened.body}`).toBe("open")
   }, 20_000)
 
-  it("3 opened while their app reads, then stalled with their windows at B: admitted at the upgrade, all stay open, and B still answers ordinary requests", async () => {
-    const { a, sockets, shared, held } = await pair(false)
+  it("8 opened while their app reads, then stalled: all admitted; those whose bytes find no room in B's 2 MiB tunnels' pool are ended (their callers' connections drop), B's pool stays within it, and B answers ordinary requests", async () => {
+    const { a, b, bLog, sockets, shared } = await pair(false)
     const open: Array<WebSocket> = []
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 8; i++) {
       const answer = await upgrade(a)
       if ("ws" in answer) open.push(answer.ws)
     }
-    expect(open.length).toBe(3)
-    await waitFor(() => sockets.length === 3, 5000, "the app to hold every WebSocket")
+    // Healthy at the upgrade, each was admitted: admission caps stalled windows, not numbers.
+    expect(open.length).toBe(8)
+    await waitFor(() => sockets.length === 8, 5000, "the app to hold every WebSocket")
+    let closed = 0
+    for (const ws of open) ws.once("close", () => closed++)
     for (const socket of sockets) socket.pause()
+    let poolPeak = 0
+    const peak = setInterval(() => (poolPeak = Math.max(poolPeak, shared()?.tunnelBytes ?? 0)), 1)
+    cleanup.add(() => clearInterval(peak))
     for (const ws of open) pump(ws)
-    // More than half of each window, at most all of them: at most 3 MiB, within pool and budget (4 MiB).
-    // Not capped by count: 3 windows do not fit in the 2 MiB pool, yet all 3 were admitted.
-    await waitFor(() => held() >= (3 * window) / 2, 5000, "B to hold more than half of each window")
+    // Every one left holds more than half its window at B once its caller filled the pipe: at most 3 in 2 MiB.
+    await waitFor(() => closed >= 5, 5000, "at least 5 of the 8 WebSockets to be ended")
     const statuses = await plain(a)
-    console.log(`[stalled-websockets] stalled after opening: 3 open; B holds ${(held() / MiB).toFixed(2)} MiB unread (tunnels' pool ${((shared()?.tunnelBytes ?? 0) / MiB).toFixed(2)} MiB); ordinary requests: ${statuses.join(",")}`)
-    expect(open.every((ws) => ws.readyState === ws.OPEN)).toBe(true)
+    const ended = () => bLog.events.filter((e) => e.event === "tunnel-overloaded")
+    await waitFor(() => ended().length >= 5, 5000, "B to count the WebSockets it ended")
+    const errors = value(parsePrometheusText((await b.sidecar.telemetry.metrics.text()).body), "iip_mesh_request_errors_total", { direction: "inbound", code: "101", hop: "inbound", reason: "overloaded" })
+    clearInterval(peak)
+    console.log(`[stalled-websockets] 8 stalled after opening: ${closed} ended; B's tunnels' pool ${((shared()?.tunnelBytes ?? 0) / MiB).toFixed(2)} MiB (peak ${(poolPeak / MiB).toFixed(2)}) of 2, its requests' budget ${((shared()?.bytes ?? 0) / MiB).toFixed(2)} MiB; ordinary requests: ${statuses.join(",")}; ${errors} counted; log: ${JSON.stringify(ended()[0]?.fields)}`)
     expect(statuses).toEqual([200, 200, 200, 200, 200])
+    expect(poolPeak).toBeLessThanOrEqual(2 * MiB)
+    // No tunnel byte counts in the requests' budget: nothing there but what a packet being read holds.
+    expect(shared()?.bytes ?? 0).toBeLessThan(window)
+    expect(errors).toBe(ended().length)
+    expect(ended()[0]?.fields.message).toMatch(/tunnels' pool.*maxQueuedBytes/)
   }, 20_000)
 })
