@@ -49,7 +49,8 @@ export class ControlReceiver {
     switch (path) {
       case MeshPath.ping:
         this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.maxMetaBytes, 0, body)
-        return
+        // Echoes back up as any answer does: a peer that pings and never reads makes this side stop reading.
+        return this.serving.pauseWhileBackedUp()
       case MeshPath.cancel: {
         const pair = decodeChannelPair(body)
         if (pair !== undefined) this.serving.cancel(pair[0], pair[1])
@@ -82,12 +83,14 @@ export class ControlReceiver {
         // The listeners stopped new requests on this connection; the answer tells the peer so.
         if (!oneway) {
           this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.maxMetaBytes, 0, noBody)
+          this.serving.pauseWhileBackedUp()
         }
         return
       default:
         if (!oneway) {
           const error = encodeErrorBody(failure(MeshErrorCode.notFound, `unknown control path ${path}`, false))
           this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.error, 0, requestId, emptyMeta, this.maxMetaBytes, 0, error)
+          this.serving.pauseWhileBackedUp()
         }
     }
   }
