@@ -1,6 +1,7 @@
-// The calls and channels of one mesh-mode connection (meshSession.ts drives them): the typed
-// errors a call can end in, what a reply holds, a call in flight, the channels this side opened
-// (FIFO of calls) and the ones the peer opened (a mailbox of requests served in order).
+// The calls and channels of one mesh-mode connection (meshCalls.ts drives this side's,
+// meshServing.ts the peer's): the typed errors a call can end in, what a reply holds, a call in
+// flight, the channels this side opened (FIFO of calls) and the ones the peer opened (a mailbox of
+// requests served in order).
 import * as Data from "effect/Data"
 import type { DecompressionFailed } from "../protocol/compression.ts"
 import { decodeMeta, type Meta } from "../protocol/mesh.ts"

@@ -1,9 +1,10 @@
 // The peer's requests on its control channel (PROTOCOL.md §11), as a MeshSession (meshSession.ts)
 // receives them once its serving side (meshServing.ts) has read them: a ping is echoed, a cancel
 // or a channel's close goes to the serving side, a window grant to the stream it is for (on either
-// side's channel), a refusal of one of this side's channels to the session's calling side, and a
-// go-away stops new calls; an unknown path is answered not_found. The requests this side sends on
-// its own control channel are the session's calls and pushes.
+// side's channel), a refusal of one of this side's channels to the session (which keeps them), and
+// a go-away stops new calls; an unknown path is answered not_found. While its answers back up, an
+// acceptor stops reading, as for the serving side's (pauseWhileBackedUp). The requests this side
+// sends on its own control channel are the session's calls and pushes (meshCalls.ts).
 import { Status } from "../protocol/constants.ts"
 import { decodeChannelId, decodeChannelPair, emptyMeta, encodeErrorBody, EnvelopeKind, MeshErrorCode, MeshPath } from "../protocol/mesh.ts"
 import type { Connection } from "./connection.ts"
@@ -12,7 +13,7 @@ import type { PeerChannelServer } from "./meshServing.ts"
 import { failure } from "./request.ts"
 import type { SendWindow } from "./streams.ts"
 
-/** What the control channel asks of the session's calling side, and how it ends the connection. */
+/** What the control channel asks of the session (meshSession.ts, which keeps this side's channels), and how it ends the connection. */
 export interface ControlSession {
   /** The window of a request body streaming out on one of this side's channels. */
   sendingOn(channelId: number): SendWindow | undefined
@@ -49,7 +50,8 @@ export class ControlReceiver {
     switch (path) {
       case MeshPath.ping:
         this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.maxMetaBytes, 0, body)
-        return
+        // Echoes back up as any answer does: a peer that pings and never reads makes this side stop reading.
+        return this.serving.pauseWhileBackedUp()
       case MeshPath.cancel: {
         const pair = decodeChannelPair(body)
         if (pair !== undefined) this.serving.cancel(pair[0], pair[1])
@@ -82,12 +84,14 @@ export class ControlReceiver {
         // The listeners stopped new requests on this connection; the answer tells the peer so.
         if (!oneway) {
           this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.response, 0, requestId, emptyMeta, this.maxMetaBytes, 0, noBody)
+          this.serving.pauseWhileBackedUp()
         }
         return
       default:
         if (!oneway) {
           const error = encodeErrorBody(failure(MeshErrorCode.notFound, `unknown control path ${path}`, false))
           this.connection.writer.sendEnvelope(Status.ResponseWhole, path, this.peerControl, EnvelopeKind.error, 0, requestId, emptyMeta, this.maxMetaBytes, 0, error)
+          this.serving.pauseWhileBackedUp()
         }
     }
   }

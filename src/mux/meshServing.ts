@@ -374,7 +374,14 @@ export class PeerChannelServer {
     served.waiting = 0
     served.charged = 0
     served.request.context.stream?.discard()
-    // An acceptor whose answers back up stops reading from that peer until they drain (PROTOCOL.md §8).
+    this.pauseWhileBackedUp()
+  }
+
+  /**
+   * An acceptor whose answers back up stops reading from that peer until they drain (PROTOCOL.md
+   * §8): after each answer written, those of its control channel (meshControl.ts) included.
+   */
+  pauseWhileBackedUp(): void {
     const writer = this.connection.writer
     if (!this.isDialer && !this.pausedForWriter && writer.congested && !this.connection.closed) {
       this.pausedForWriter = true
