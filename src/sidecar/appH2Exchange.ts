@@ -318,6 +318,9 @@ export class AppH2Exchange implements Expiring, Held {
       if (this.done) return
     }
     const closing = trailers === undefined ? undefined : trailersMeta(trailers)
+    // A plain caller's streamed answer is gathered whole (plainAnswer.ts): its trailers join its head.
+    const together = closing === undefined || !this.request.plain ? 0 : answerMetaPast(withTrailers(responseMeta(status, this.headers), trailers!), this.request.maxMetaBytes)
+    if (together > 0) return this.wholeTooLarge(status, this.headers, trailers!, together)
     const past = closing === undefined ? 0 : answerMetaPast(closing, this.request.maxMetaBytes)
     if (past > 0) return this.metaTooLarge(`its trailers (${past} bytes) exceed`)
     this.finish()

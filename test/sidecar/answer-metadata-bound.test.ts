@@ -134,6 +134,26 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
       expect(await appErrors(b, "app_failed")).toBe(2)
     })
 
+    it("an h2c app's answer that streamed (70 KB), gathered whole for a plain caller: its trailers go back with it, within 8 KiB", async () => {
+      const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp()}`, appProtocol: "h2c", tracing: false }))
+      const caller = startClient(cleanup, b.sidecar.inbound.port)
+      const ask = (trailers: number, head = 0) =>
+        caller.stream(plainRequestPath(PATH, [["content-type", "application/grpc"], ["x-stream", "1"], ["x-size", String(trailers)], ["x-head-size", String(head)]]), message(Buffer.from("hi")), { timeoutMs: 5000 })
+      const answer = await ask(100)
+      // Past one chunk, the whole answer reaches the caller as a stream, its metadata in the first packet.
+      let bytes = answer.data.length
+      for await (const chunk of answer.stream ?? []) bytes += chunk.length
+      expect(bytes).toBe(10 + 5 + 70_000)
+      expect(JSON.parse(answer.meta.get("http-trailers") ?? "[]")).toStrictEqual([["grpc-status", "0"], ["x-big", "b".repeat(100)]])
+      const [code, text] = await failureOf(ask(20_000))
+      expect(code).toBe("app_failed")
+      expect(text).toMatch(/its trailers \(\d+ bytes\) exceed the 8192 bytes of metadata the mesh carries/)
+      const [together, why] = await failureOf(ask(5000, 5000))
+      expect(together).toBe("app_failed")
+      expect(why).toMatch(/its answer head and trailers \(\d+ bytes together\) exceed the 8192 bytes of metadata the mesh carries/)
+      expect(await appErrors(b, "app_failed")).toBe(2)
+    })
+
     it("an HTTP/1.1 app's head or chunked answer's trailers past 8 KiB (10,000 bytes), to a caller sending HTTP metadata: app_failed naming the size and the bound", async () => {
       const app = await startApp(cleanup, (req, res) => {
         res.setHeader("x-head", "h".repeat(Number(req.headers["x-head-size"])))
