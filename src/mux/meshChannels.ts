@@ -105,6 +105,7 @@ export class OwnChannel {
 export class Served extends Cancellation implements RequestContext {
   readonly remoteAddress: string
   readonly peerIdentity: string | undefined
+  readonly maxMetaBytes: number
   /** Its metadata once decoded; until then `head`, the request's first packet, holds it. */
   private decodedMeta: Meta | undefined
   private head: Buffer | undefined
@@ -132,6 +133,7 @@ export class Served extends Cancellation implements RequestContext {
   constructor(
     remoteAddress: string,
     peerIdentity: string | undefined,
+    maxMetaBytes: number,
     channelId: number,
     rawPath: string,
     data: Buffer,
@@ -149,6 +151,7 @@ export class Served extends Cancellation implements RequestContext {
     super()
     this.remoteAddress = remoteAddress
     this.peerIdentity = peerIdentity
+    this.maxMetaBytes = maxMetaBytes
     this.decodedMeta = meta
     this.head = meta === undefined ? head : undefined
     this.bodyOffset = bodyOffset

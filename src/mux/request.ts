@@ -18,6 +18,11 @@ export interface RequestContext {
   readonly cancel: CancelSignal
   /** Metadata sent with the request (mesh mode; empty for plain IIP). */
   readonly meta: Meta
+  /**
+   * The metadata bytes a message to the caller carries: the bound agreed in the hellos (mesh
+   * mode), past which an answer's metadata cannot be sent. Plain IIP sends none: no bound (Infinity).
+   */
+  readonly maxMetaBytes: number
   /** When the caller stops waiting, in this process's Date.now() terms; 0 when it did not say. */
   readonly deadline: number
   /** The request body as it streams in (mesh mode, streamed requests only); `data` is then empty. */

@@ -151,6 +151,7 @@ export class ServerSession implements MessageSink {
       signal: this.abort.signal,
       cancel: this.abort.signal,
       meta: emptyMeta,
+      maxMetaBytes: Infinity,
       deadline: 0,
       stream: undefined,
       oneway: false,

@@ -11,6 +11,8 @@
 // an answer of no declared length (a plain caller's) chunk by chunk as it comes (past the budget,
 // refused). A streamed answer holds a window of its own at most (ANSWER_HIGH_WATER and one read,
 // the socket paused), one per pool socket, so the gathered ones are what the budget must bound.
+// An answer's head and trailers go back within the metadata a message to the caller carries (the
+// bound agreed with it, RequestContext.maxMetaBytes): past it the answer fails as the app's.
 import { failure, reply } from "../iip/server.ts"
 import type { Outcome, PendingOutcome } from "../mux/request.ts"
 import { RemoteError } from "../mux/meshChannels.ts"
@@ -20,7 +22,7 @@ import { type Meta, MeshErrorCode } from "../protocol/mesh.ts"
 import type { AppController, AppPool, AppPoolHandler } from "./appPool.ts"
 import { InvalidRequestHead } from "./appRequestHead.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader } from "./headerFilter.ts"
-import { responseMeta, trailersMeta } from "./httpEnvelope.ts"
+import { answerMetaPast, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
@@ -67,6 +69,8 @@ export interface AppRequest {
   /** A whole body, or the peer's stream (with the length it declared, -1 for none). */
   readonly body: Buffer | IncomingStream
   readonly declaredLength: number
+  /** The metadata a message to the caller carries (RequestContext.maxMetaBytes): an answer head past it cannot go back. */
+  readonly maxMetaBytes: number
   /** A plain IIP caller: the answer goes back as bare bytes (`{}` when empty), never streamed. */
   readonly plain: boolean
   /** A push: its answer is read and dropped, so the socket goes back to the pool. */
@@ -173,6 +177,8 @@ export class AppExchange implements AppPoolHandler {
     if (bodiless || (this.request.plain && !(length > 0)) || (length <= WHOLE_BODY_LIMIT && this.charge(length))) {
       this.mode = "collect"
       this.meta = responseMeta(status, answerHeaders)
+      // A plain caller's answer goes back as bare bytes: its head is not sent.
+      if (!this.request.plain) this.failIfHeadTooLarge(this.meta)
       return
     }
     if (this.request.plain) {
@@ -184,9 +190,26 @@ export class AppExchange implements AppPoolHandler {
     }
     // A streamed answer of known length keeps it (llhttp holds the app to it).
     if (Number.isSafeInteger(length)) answerHeaders.push(["content-length", String(length)])
+    const meta = responseMeta(status, answerHeaders)
+    if (this.failIfHeadTooLarge(meta)) return
     this.mode = "stream"
     this.answer = answerStream(controller, this)
-    this.settle(reply(this.answer, responseMeta(status, answerHeaders)))
+    this.settle(reply(this.answer, meta))
+  }
+
+  /**
+   * An answer head past the metadata a message to the caller carries (the bound agreed with it)
+   * cannot go back: the app's failure, naming the size and the bound, before a byte of the body is
+   * read (rather than the inbound hop's handler_failed at the send, a retry invited for a processed call).
+   */
+  private failIfHeadTooLarge(meta: Meta): boolean {
+    const limit = this.request.maxMetaBytes
+    const past = answerMetaPast(meta, limit)
+    if (past === 0) return false
+    const message = `app at ${this.leg.address}: its answer head (${past} bytes) exceeds the ${limit} bytes of metadata the mesh carries`
+    this.fail(502, { hop: "app", reason: AppErrorCode.failed }, failure(AppErrorCode.failed, message, true))
+    this.abort(new StreamFailed({ message }))
+    return true
   }
 
   onResponseData(_controller: AppController, chunk: Buffer): void {
@@ -210,9 +233,20 @@ export class AppExchange implements AppPoolHandler {
   onResponseEnd(_controller: AppController, trailers: ReadonlyArray<string>): void {
     if (this.done) return
     this.finish()
+    // A chunked answer's trailers close its stream (PROTOCOL.md §17.5), through the same filter as
+    // headers, within the metadata a message to the caller carries (past it, the app's failure).
+    if (this.mode === "stream") {
+      const closing = trailers.length === 0 ? undefined : trailersMeta(endToEndHeaders(trailers, this.leg.onInvalidHeaders))
+      const past = closing === undefined ? 0 : answerMetaPast(closing, this.request.maxMetaBytes)
+      if (past === 0) {
+        this.observation.end(this.leg.address, this.status, undefined)
+        return this.answer!.end(closing)
+      }
+      const message = `app at ${this.leg.address}: its trailers (${past} bytes) exceed the ${this.request.maxMetaBytes} bytes of metadata the mesh carries`
+      this.observation.end(this.leg.address, this.status, { hop: "app", reason: AppErrorCode.failed })
+      return this.answer!.fail(new RemoteError({ code: AppErrorCode.failed, message, processed: true }))
+    }
     this.observation.end(this.leg.address, this.status, undefined)
-    // A chunked answer's trailers close its stream (PROTOCOL.md §17.5), through the same filter as headers.
-    if (this.mode === "stream") return this.answer!.end(trailers.length === 0 ? undefined : trailersMeta(endToEndHeaders(trailers, this.leg.onInvalidHeaders)))
     if (this.mode === "drop") return this.settle(Buffer.alloc(0))
     const body = this.parts !== undefined ? Buffer.concat(this.parts, this.bytes) : (this.firstPart ?? Buffer.alloc(0))
     this.firstPart = undefined

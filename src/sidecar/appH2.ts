@@ -45,14 +45,11 @@ export class AppH2Leg implements H2Leg {
 
   /** A streamed answer whose stream stays paused this long (the mesh takes nothing of it) is given up: the answer idle timeout. */
   readonly answerIdleMs: number
-  /** The metadata the mesh carries per message: an answer's trailers past it cannot go back. */
-  readonly maxMetaBytes: number
 
-  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number, maxMetaBytes: number) {
+  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number) {
     this.address = `${host}:${port}`
     this.onInvalid = onInvalid
     this.answerIdleMs = answerIdleMs
-    this.maxMetaBytes = maxMetaBytes
   }
 
   /** The pooled session, connecting again once the last one closed or failed. */

@@ -10,6 +10,9 @@
 // The time left before the caller's deadline bounds the whole gRPC call (any other request's
 // answer head): past it, or when the caller cancels, the app's stream is reset. An answer is
 // complete only with its END_STREAM: a stream the app reset first (even with NO_ERROR) broke off.
+// Its head and trailers go back within the metadata a message to the caller carries (the bound
+// agreed with it, RequestContext.maxMetaBytes): an answer held whole whose head and trailers fit
+// only apart streams (a packet each); past it, either fails as the app's.
 import { subscribe } from "node:diagnostics_channel"
 import * as http2 from "node:http2"
 import { failure, reply } from "../iip/server.ts"
@@ -24,7 +27,7 @@ import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { grpcStatusIn, isGrpcPairs } from "./grpcStatus.ts"
 import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
-import { HttpMeta, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
+import { answerMetaPast, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 import { TurnEnd } from "./turnEnd.ts"
@@ -35,8 +38,6 @@ const WHOLE_ANSWER_LIMIT = 64 * 1024
 const appTrailers = new RawListCache()
 /** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
 const ANSWER_HIGH_WATER = 64 * 1024
-/** A metadata entry's bytes besides its value (PROTOCOL.md §12: key length, key, value length), for the trailers'. */
-const TRAILERS_ENTRY_BYTES = 3 + Buffer.byteLength(HttpMeta.trailers)
 
 /** What every exchange of one leg shares: the leg (AppH2Leg, appH2.ts). */
 export interface H2Leg {
@@ -49,8 +50,6 @@ export interface H2Leg {
   readonly oneMessageHolds: AnswerHolds
   /** A streamed answer whose stream stays paused this long is given up. */
   readonly answerIdleMs: number
-  /** The metadata a mesh message carries: an answer's trailers past it cannot go back. */
-  readonly maxMetaBytes: number
   /** The pooled session, made again once the last one closed or failed. */
   current(): http2.ClientHttp2Session
   /** A gRPC method (path) one of whose answers carried a second message. */
@@ -237,6 +236,9 @@ export class AppH2Exchange implements Expiring, Held {
   /** The answer goes on as a stream: its head now, what came so far first. */
   private streamAnswer(): void {
     if (this.done || this.answer !== undefined || this.status === 0) return
+    const meta = responseMeta(this.status, this.headers)
+    const past = answerMetaPast(meta, this.request.maxMetaBytes)
+    if (past > 0) return this.metaTooLarge(`its answer head (${past} bytes) exceeds`)
     const stream = this.stream!
     const answer = new PausingByteQueue(ANSWER_HIGH_WATER, {
       pause: () => {
@@ -258,7 +260,7 @@ export class AppH2Exchange implements Expiring, Held {
     this.observation.responseBytes(this.bytes)
     this.parts = []
     if (!this.grpc) this.leg.deadlines.remove(this)
-    this.settle(reply(answer, responseMeta(this.status, this.headers)))
+    this.settle(reply(answer, meta))
   }
 
   /**
@@ -296,23 +298,40 @@ export class AppH2Exchange implements Expiring, Held {
       return this.fail(this.answer === undefined ? 502 : status, { hop: "app", reason: "answer_broke_off" }, AppErrorCode.failed, message)
     }
     const trailers = this.trailers
-    if (this.answer !== undefined) {
-      const closing = trailers === undefined ? undefined : trailersMeta(trailers)
-      if (closing !== undefined && this.trailersTooLarge(closing)) return
-      this.finish()
-      this.observation.grpcStatus(grpcStatusIn(trailers))
-      this.observation.end(leg.address, status, undefined)
-      return this.answer.end(closing)
+    if (this.answer === undefined) {
+      let headers = this.headers
+      let held = trailers
+      // A trailers-only answer (a gRPC error): its status and metadata go on as trailers, after an empty body.
+      if (held === undefined && this.bytes === 0 && headers.some(([name]) => name === "grpc-status")) {
+        held = headers.filter(([name]) => name !== "content-type")
+        headers = headers.filter(([name]) => name === "content-type")
+      }
+      const meta = responseMeta(status, headers)
+      const together = answerMetaPast(held === undefined ? meta : withTrailers(meta, held), this.request.maxMetaBytes)
+      if (together === 0) return this.answerWhole(meta, held)
+      if (held === undefined) return this.metaTooLarge(`its answer head (${together} bytes) exceeds`)
+      // One metadata block cannot carry it: the answer streams, its head and its trailers in a
+      // packet each, each checked apart (streamAnswer, below). Only where the trailers are the
+      // app's own (not a trailers-only answer's, split off its head) and the caller takes a stream.
+      if (trailers === undefined || this.request.plain) return this.wholeTooLarge(status, headers, held, together)
+      this.streamAnswer()
+      if (this.done) return
     }
-    let headers = this.headers
-    let held = trailers
-    // A trailers-only answer (a gRPC error): its status and metadata go on as trailers, after an empty body.
-    if (held === undefined && this.bytes === 0 && headers.some(([name]) => name === "grpc-status")) {
-      held = headers.filter(([name]) => name !== "content-type")
-      headers = headers.filter(([name]) => name === "content-type")
-    }
-    const meta = responseMeta(status, headers)
-    if (held !== undefined && this.trailersTooLarge(withTrailers(meta, held))) return
+    const closing = trailers === undefined ? undefined : trailersMeta(trailers)
+    // A plain caller's streamed answer is gathered whole (plainAnswer.ts): its trailers join its head.
+    const together = closing === undefined || !this.request.plain ? 0 : answerMetaPast(withTrailers(responseMeta(status, this.headers), trailers!), this.request.maxMetaBytes)
+    if (together > 0) return this.wholeTooLarge(status, this.headers, trailers!, together)
+    const past = closing === undefined ? 0 : answerMetaPast(closing, this.request.maxMetaBytes)
+    if (past > 0) return this.metaTooLarge(`its trailers (${past} bytes) exceed`)
+    this.finish()
+    this.observation.grpcStatus(grpcStatusIn(trailers))
+    this.observation.end(leg.address, status, undefined)
+    this.answer!.end(closing)
+  }
+
+  /** The answer goes back as one message: `meta` holds its head and its trailers (`held`). */
+  private answerWhole(meta: Map<string, string>, held: Array<readonly [string, string]> | undefined): void {
+    const { leg, status } = this
     this.finish()
     const body = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes)
     this.observation.responseBytes(body.length)
@@ -321,21 +340,24 @@ export class AppH2Exchange implements Expiring, Held {
     this.settle(reply(body, meta))
   }
 
+  /** An answer that must go back whole whose head and trailers (`held`) do not fit together: which part is past the bound, or both. */
+  private wholeTooLarge(status: number, headers: Array<readonly [string, string]>, held: Array<readonly [string, string]>, together: number): void {
+    const limit = this.request.maxMetaBytes
+    const trailers = answerMetaPast(trailersMeta(held), limit)
+    if (trailers > 0) return this.metaTooLarge(`its trailers (${trailers} bytes) exceed`)
+    const head = answerMetaPast(responseMeta(status, headers), limit)
+    this.metaTooLarge(head > 0 ? `its answer head (${head} bytes) exceeds` : `its answer head and trailers (${together} bytes together) exceed`)
+  }
+
   /**
-   * Trailers (in `meta`) past the metadata a mesh message carries cannot go back: the call fails
-   * as the app's, naming the bound, rather than as an answer the inbound hop could not send
-   * (handler_failed: UNAVAILABLE to a gRPC caller, a retry invited) or one without its trailers.
+   * Metadata past what a message to the caller carries (the bound agreed with it) cannot go back:
+   * the call fails as the app's, naming the size and the bound, rather than as an answer the
+   * inbound hop could not send (handler_failed: UNAVAILABLE to a gRPC caller, a retry invited for
+   * a processed call) or one without its trailers. `what` names the part and its size.
    */
-  private trailersTooLarge(meta: Map<string, string>): boolean {
-    const limit = this.leg.maxMetaBytes
-    const json = meta.get(HttpMeta.trailers)!
-    // A UTF-16 unit is 3 UTF-8 bytes at most: the exact count only for trailers near the bound.
-    if (TRAILERS_ENTRY_BYTES + json.length * 3 <= limit) return false
-    const bytes = TRAILERS_ENTRY_BYTES + Buffer.byteLength(json)
-    if (bytes <= limit) return false
-    const message = `app at ${this.leg.address}: its trailers (${bytes} bytes) exceed the ${limit} bytes of metadata the mesh carries`
+  private metaTooLarge(what: string): void {
+    const message = `app at ${this.leg.address}: ${what} the ${this.request.maxMetaBytes} bytes of metadata the mesh carries`
     this.fail(this.answer === undefined ? 502 : this.status, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, message)
-    return true
   }
 
   /**

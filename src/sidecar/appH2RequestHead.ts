@@ -13,6 +13,10 @@ export interface AppH2Request {
   readonly body: Buffer | IncomingStream
   /** Time left before the caller's deadline, ms. */
   readonly timeLeftMs: number
+  /** The metadata a message to the caller carries (RequestContext.maxMetaBytes): an answer's head or trailers past it cannot go back. */
+  readonly maxMetaBytes: number
+  /** A plain IIP caller: its answer goes back as one message (plainAnswer.ts), head and trailers in one metadata block. */
+  readonly plain: boolean
 }
 
 /** HTTP/1.1-only headers an HTTP/2 request must not carry (RFC 9113 §8.2.2); `te` passes only as `trailers`. */

@@ -4,7 +4,7 @@
 // request URI plus `__http_hdr__`, data = the body or `{}`. Headers are read from the wire only
 // through the end-to-end filter (headerFilter.ts). Pure.
 import type { IncomingHttpHeaders } from "node:http"
-import type { Meta } from "../protocol/mesh.ts"
+import { type Meta, metaByteLength } from "../protocol/mesh.ts"
 import { copyToExtend, endToEndPairs, endToEndPart, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
 
 export const HttpMeta = {
@@ -119,6 +119,21 @@ export const trailersMeta = (trailers: HeaderPairs): Map<string, string> => new 
 
 /** An answer held whole carries its trailers in its metadata (PROTOCOL.md §17.5), beside its head. */
 export const withTrailers = (meta: Map<string, string>, trailers: HeaderPairs): Map<string, string> => meta.set(HttpMeta.trailers, trailersJson.of(trailers))
+
+/** An answer's metadata keys' bytes besides their values, all three there (PROTOCOL.md §12: a key length, the key, a value length each). */
+const ANSWER_KEYS_BYTES = 9 + Buffer.byteLength(HttpMeta.status) + Buffer.byteLength(HttpMeta.headers) + Buffer.byteLength(HttpMeta.trailers)
+
+/**
+ * The bytes of an answer's metadata (responseMeta's, withTrailers', trailersMeta's: no other key)
+ * when past `limit`, else 0: what a message to the caller cannot carry. A UTF-16 unit is 3 UTF-8
+ * bytes at most: the exact count only near the bound, no work per answer for ordinary ones.
+ */
+export const answerMetaPast = (meta: Meta, limit: number): number => {
+  const units = (meta.get(HttpMeta.status)?.length ?? 0) + (meta.get(HttpMeta.headers)?.length ?? 0) + (meta.get(HttpMeta.trailers)?.length ?? 0)
+  if (ANSWER_KEYS_BYTES + 3 * units <= limit) return 0
+  const bytes = metaByteLength(meta, Infinity)
+  return bytes > limit ? bytes : 0
+}
 
 /** A JSON array's elements, or undefined for any other text. */
 const arrayIn = (text: string): ReadonlyArray<unknown> | undefined => {

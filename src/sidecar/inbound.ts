@@ -56,8 +56,6 @@ export interface InboundOptions {
   readonly bodyIdleTimeoutMs: number
   /** A streamed answer the mesh takes nothing of for this long is given up. */
   readonly answerIdleTimeoutMs: number
-  /** The metadata the inbound server carries per message (its hello's maxMetaBytes): an h2c app's trailers past it cannot go back (appH2Exchange.ts). */
-  readonly maxMetaBytes: number
   /** The deadline of a request that carries none, and of pushes. */
   readonly defaultTimeoutMs: number
   /** An upgraded connection to the app with no byte either way for this long is closed. */
@@ -182,7 +180,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   // node:http2 costs about 4 MB of memory: it loads only for an app spoken to over h2c.
   let h2Loaded: AppH2Leg | undefined
   const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
-    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs, options.maxMetaBytes)))
+    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs)))
     : undefined
   const h2Only = options.appProtocol === "h2c"
   const upgradeLeg: AppUpgradeLeg = {
@@ -239,7 +237,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     if (h2Leg !== undefined && (h2Only || isGrpcPairs(head.headers))) {
       if (stream === undefined) observation.requestBytes(0)
       const waitMs = deadline === 0 || oneway ? options.defaultTimeoutMs : timeLeft
-      const h2Request: AppH2Request = { method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs }
+      const h2Request: AppH2Request = { method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs, maxMetaBytes: request.context.maxMetaBytes, plain }
       // A plain caller's answer goes back whole: gathered here, within the answer budget.
       const answer = plain ? plainAnswer(leg.answers, leg.address, pending) : pending
       // Once loaded, the leg is called at once: no promise per call.
@@ -267,6 +265,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
       checked: true,
       body: stream ?? head.body,
       declaredLength: declared === undefined ? -1 : Number(declared),
+      maxMetaBytes: request.context.maxMetaBytes,
       plain,
       oneway
     }, observation, pending)

@@ -6,9 +6,12 @@
 // limit) the stream is left unread, which resets the app's stream (the exchange's reader is gone),
 // and the caller gets the typed refusal, as the HTTP/1.1 leg gives it (the exchange's own metrics
 // count an answer nobody read). What it took goes back when the answer is whole or given up. Only
-// plain callers come here: a mesh caller's streamed answer goes on as a stream.
+// plain callers come here: a mesh caller's streamed answer goes on as a stream. The trailers that
+// closed the stream go back in the answer's metadata, beside its head, as a whole answer's do
+// (the h2c leg held them to the caller's metadata bound together).
 import { RemoteError } from "../mux/meshChannels.ts"
 import { failure, type Outcome, PendingOutcome, type Reply, reply } from "../mux/request.ts"
+import type { WithTrailers } from "../mux/streams.ts"
 import { Limits } from "../protocol/constants.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import type { AnswerBudget } from "./appExchange.ts"
@@ -42,7 +45,9 @@ const gather = async (answers: AnswerBudget, address: string, answer: Reply, out
       charged += chunk.length
       parts.push(chunk)
     }
-    outer.settle(reply(Buffer.concat(parts, charged), answer.meta))
+    const trailers = (answer.body as Partial<WithTrailers>).trailers
+    const meta = trailers === undefined || trailers.size === 0 ? answer.meta : new Map([...answer.meta, ...trailers])
+    outer.settle(reply(Buffer.concat(parts, charged), meta))
   } catch (error) {
     // The exchange failed mid-answer: its typed error, as the caller would have had it whole.
     outer.settle(error instanceof RemoteError ? failure(error.code, error.message, error.processed) : failure(AppErrorCode.failed, `app at ${address}: its answer broke off`, true))

@@ -343,7 +343,6 @@ export const make = (
       maxAnswerBytes: config.maxQueuedBytes,
       bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
       answerIdleTimeoutMs: config.answerIdleTimeoutMs,
-      maxMetaBytes: SIDECAR_META_BYTES,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
       upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
       maxTunnels: config.maxTunnels,

@@ -1,0 +1,182 @@
+// An app's answer whose metadata is large, at sidecar B (appH2Exchange.ts, appExchange.ts), through
+// real peers: what a mesh message carries of an answer's head and trailers is the metadata bound
+// agreed with the caller (61,440 bytes between sidecars, 8 KiB by default with a library caller).
+// A whole answer whose head and trailers fit apart but not together streams (head and trailers in a
+// packet each); a head or trailers past the caller's bound fail as the app's (app_failed, hop app,
+// naming the size and the bound; INTERNAL to a gRPC caller), counted at B. Before, all of these
+// failed at the send as the inbound hop's handler_failed: UNAVAILABLE to a gRPC caller, which
+// invites a retry of a call the app already processed.
+import * as grpc from "@grpc/grpc-js"
+import * as http2 from "node:http2"
+import type * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { RemoteError } from "../../src/mux/meshChannels.ts"
+import { plainRequestPath } from "../../src/sidecar/httpEnvelope.ts"
+import { Cleanup } from "../support/iipRaw.ts"
+import { rejection, startClient } from "../support/meshTest.ts"
+import { LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+
+const identity = (value: Buffer): Buffer => value
+const PATH = "/demo.Inventory/Watch"
+
+/** A gRPC message: flag byte, 4-byte length, the bytes. */
+const message = (body: Buffer): Buffer => {
+  const out = Buffer.alloc(5 + body.length)
+  out.writeUInt32BE(body.length, 1)
+  body.copy(out, 5)
+  return out
+}
+
+/** B's inbound errors counted as the app's, with `reason`. */
+const appErrors = async (b: RunningSidecar, reason: string): Promise<number> => {
+  const { body } = await b.sidecar.telemetry.metrics.text()
+  const pattern = new RegExp(`^iip_mesh_request_errors_total\\{direction="inbound",service="inventory",code="\\d+",hop="app",reason="${reason}"\\}`)
+  return body
+    .split("\n")
+    .filter((line) => pattern.test(line))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0)
+}
+
+describe("an app's answer metadata against the bound the mesh carries, at sidecar B", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  /**
+   * A node:http2 gRPC app: a head with `x-head` of `x-head-size` bytes, one message (a second of
+   * 70 KB when `x-stream` is set: past B's 64 KiB, so the answer streams), trailers with `x-big` of
+   * `x-size` bytes.
+   */
+  const startGrpcApp = async (): Promise<number> => {
+    const app = http2.createServer()
+    app.on("stream", (stream, headers) => {
+      stream.on("error", () => {})
+      const head: http2.OutgoingHttpHeaders = { ":status": 200, "content-type": "application/grpc" }
+      const headSize = Number(headers["x-head-size"] ?? 0)
+      if (headSize > 0) head["x-head"] = "h".repeat(headSize)
+      stream.respond(head, { waitForTrailers: true })
+      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "x-big": "b".repeat(Number(headers["x-size"] ?? 1)) }))
+      stream.write(message(Buffer.from("first")))
+      if (headers["x-stream"] === "1") stream.write(message(Buffer.alloc(70_000, 0x61)))
+      stream.end()
+    })
+    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+    return (app.address() as net.AddressInfo).port
+  }
+
+  /** B in front of the app, A in front of B, and a grpc-js client of A that reads large metadata (its own bound is 8 KiB). */
+  const startGrpcPair = async () => {
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp()}`, appProtocol: "h2c", tracing: false }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const client = new grpc.Client(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory", "grpc.max_metadata_size": 1 << 20 })
+    cleanup.add(() => client.close())
+    return { b, client }
+  }
+
+  /** A server-streaming call: the messages read, then its status and the head's metadata. */
+  const watch = (client: grpc.Client, sizes: { readonly head: number; readonly trailers: number }, streamed: boolean) =>
+    new Promise<{ readonly messages: number; readonly head: grpc.Metadata | undefined; readonly status: grpc.StatusObject }>((resolve) => {
+      const metadata = new grpc.Metadata()
+      metadata.set("x-head-size", String(sizes.head))
+      metadata.set("x-size", String(sizes.trailers))
+      metadata.set("x-stream", streamed ? "1" : "0")
+      const stream = client.makeServerStreamRequest(PATH, identity, identity, Buffer.from("hi"), metadata, { deadline: Date.now() + 5000 })
+      let messages = 0
+      let head: grpc.Metadata | undefined
+      stream.on("metadata", (received: grpc.Metadata) => (head = received))
+      stream.on("data", () => messages++)
+      stream.on("error", () => {})
+      stream.on("status", (status: grpc.StatusObject) => resolve({ messages, head, status }))
+    })
+
+  it("a whole answer whose head and trailers fit apart but not together (35 KB each) streams: the call succeeds with both", async () => {
+    const { client } = await startGrpcPair()
+    const answer = await watch(client, { head: 35_000, trailers: 35_000 }, false)
+    expect(answer.status.code).toBe(grpc.status.OK)
+    expect(answer.messages).toBe(1)
+    expect(String(answer.head?.get("x-head")[0]).length).toBe(35_000)
+    expect(String(answer.status.metadata.get("x-big")[0]).length).toBe(35_000)
+  })
+
+  it("an answer head past the bound (62,000 bytes), whole or streamed: INTERNAL naming the app hop, the size and the bound, counted at B", async () => {
+    const { b, client } = await startGrpcPair()
+    for (const streamed of [false, true]) {
+      const over = await watch(client, { head: 62_000, trailers: 1 }, streamed)
+      expect([over.status.code, over.status.metadata.get("x-iip-mesh-error")[0]]).toStrictEqual([grpc.status.INTERNAL, "app; reason=app_failed"])
+      expect(over.status.details).toMatch(/its answer head \(\d+ bytes\) exceeds the 61440 bytes of metadata the mesh carries/)
+    }
+    expect(await appErrors(b, "app_failed")).toBe(2)
+  })
+
+  describe("a library caller (8 KiB of metadata agreed) straight to B", () => {
+    const failureOf = async (call: Promise<unknown>): Promise<readonly [string, string]> => {
+      const error = await rejection(call)
+      expect(error).toBeInstanceOf(RemoteError)
+      return [(error as RemoteError).code, (error as RemoteError).message]
+    }
+
+    it("an h2c app's trailers past 8 KiB, or head and trailers together past it (a plain caller's answer cannot stream): app_failed naming the bound", async () => {
+      const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp()}`, appProtocol: "h2c", tracing: false }))
+      const caller = startClient(cleanup, b.sidecar.inbound.port)
+      // A plain request (no HTTP metadata): `__http_hdr__` in its path carries the headers to the app.
+      const ask = (head: number, trailers: number) =>
+        caller.call(plainRequestPath(PATH, [["content-type", "application/grpc"], ["x-head-size", String(head)], ["x-size", String(trailers)]]), message(Buffer.from("hi")), { timeoutMs: 5000 })
+      expect((await ask(0, 4000)).subarray(5).toString()).toBe("first")
+      const [code, text] = await failureOf(ask(0, 20_000))
+      expect(code).toBe("app_failed")
+      expect(text).toMatch(/its trailers \(\d+ bytes\) exceed the 8192 bytes of metadata the mesh carries/)
+      const [together, why] = await failureOf(ask(5000, 5000))
+      expect(together).toBe("app_failed")
+      expect(why).toMatch(/its answer head and trailers \(\d+ bytes together\) exceed the 8192 bytes of metadata the mesh carries/)
+      expect(await appErrors(b, "app_failed")).toBe(2)
+    })
+
+    it("an h2c app's answer that streamed (70 KB), gathered whole for a plain caller: its trailers go back with it, within 8 KiB", async () => {
+      const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp()}`, appProtocol: "h2c", tracing: false }))
+      const caller = startClient(cleanup, b.sidecar.inbound.port)
+      const ask = (trailers: number, head = 0) =>
+        caller.stream(plainRequestPath(PATH, [["content-type", "application/grpc"], ["x-stream", "1"], ["x-size", String(trailers)], ["x-head-size", String(head)]]), message(Buffer.from("hi")), { timeoutMs: 5000 })
+      const answer = await ask(100)
+      // Past one chunk, the whole answer reaches the caller as a stream, its metadata in the first packet.
+      let bytes = answer.data.length
+      for await (const chunk of answer.stream ?? []) bytes += chunk.length
+      expect(bytes).toBe(10 + 5 + 70_000)
+      expect(JSON.parse(answer.meta.get("http-trailers") ?? "[]")).toStrictEqual([["grpc-status", "0"], ["x-big", "b".repeat(100)]])
+      const [code, text] = await failureOf(ask(20_000))
+      expect(code).toBe("app_failed")
+      expect(text).toMatch(/its trailers \(\d+ bytes\) exceed the 8192 bytes of metadata the mesh carries/)
+      const [together, why] = await failureOf(ask(5000, 5000))
+      expect(together).toBe("app_failed")
+      expect(why).toMatch(/its answer head and trailers \(\d+ bytes together\) exceed the 8192 bytes of metadata the mesh carries/)
+      expect(await appErrors(b, "app_failed")).toBe(2)
+    })
+
+    it("an HTTP/1.1 app's head or chunked answer's trailers past 8 KiB (10,000 bytes), to a caller sending HTTP metadata: app_failed naming the size and the bound", async () => {
+      const app = await startApp(cleanup, (req, res) => {
+        res.setHeader("x-head", "h".repeat(Number(req.headers["x-head-size"])))
+        const trailers = Number(req.headers["x-size"] ?? 0)
+        if (trailers === 0) return res.end("answer")
+        // Chunked (no length): the answer streams, its trailers close it.
+        res.write("answer")
+        res.addTrailers({ "x-big": "b".repeat(trailers) })
+        res.end()
+      })
+      const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${app.port}`, tracing: false }))
+      const caller = startClient(cleanup, b.sidecar.inbound.port)
+      const ask = (head: number, trailers = 0) =>
+        caller.call("/page", new Uint8Array(0), { timeoutMs: 5000, meta: new Map([[":method", "GET"], ["http-headers", JSON.stringify([["x-head-size", String(head)], ["x-size", String(trailers)]])]]) })
+      expect((await ask(1000)).toString()).toBe("answer")
+      expect((await ask(1000, 1000)).toString()).toBe("answer")
+      const [code, text] = await failureOf(ask(10_000))
+      expect(code).toBe("app_failed")
+      expect(text).toMatch(/its answer head \(\d+ bytes\) exceeds the 8192 bytes of metadata the mesh carries/)
+      const [late, why] = await failureOf(ask(1000, 10_000))
+      expect(late).toBe("app_failed")
+      expect(why).toMatch(/its trailers \(\d+ bytes\) exceed the 8192 bytes of metadata the mesh carries/)
+      expect(await appErrors(b, "app_failed")).toBe(2)
+    })
+  })
+})
