@@ -18,13 +18,14 @@ import { RemoteError } from "../mux/meshChannels.ts"
 import type { Outcome, PendingOutcome } from "../mux/request.ts"
 import { IncomingStream } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
+import { utf8Length } from "../protocol/utf8.ts"
 import type { AnswerHolds, Held } from "./answerHolds.ts"
 import { type AppH2Request, rawHeadOf } from "./appH2RequestHead.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { grpcStatusIn, isGrpcPairs } from "./grpcStatus.ts"
 import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
-import { HttpMeta, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
+import { responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
 import { TurnEnd } from "./turnEnd.ts"
@@ -35,8 +36,24 @@ const WHOLE_ANSWER_LIMIT = 64 * 1024
 const appTrailers = new RawListCache()
 /** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
 const ANSWER_HIGH_WATER = 64 * 1024
-/** A metadata entry's bytes besides its value (PROTOCOL.md §12: key length, key, value length), for the trailers'. */
-const TRAILERS_ENTRY_BYTES = 3 + Buffer.byteLength(HttpMeta.trailers)
+/** metaBytes below adds up here (forEach with no closure, so no allocation, per answer). */
+let metaSum = 0
+const addEntryBound = (value: string, key: string): void => {
+  // PROTOCOL.md §12: a key length byte, the key, a u16 value length, the value.
+  metaSum += 3 + 3 * (key.length + value.length)
+}
+const addEntryBytes = (value: string, key: string): void => {
+  metaSum += 3 + utf8Length(key) + utf8Length(value)
+}
+/** What `meta`'s entries take in a mesh message: a bound of it (3 UTF-8 bytes per UTF-16 unit) while that is within `limit` (the usual answer, far within), past it the exact count. */
+const metaBytes = (meta: Map<string, string>, limit: number): number => {
+  metaSum = 0
+  meta.forEach(addEntryBound)
+  if (metaSum <= limit) return metaSum
+  metaSum = 0
+  meta.forEach(addEntryBytes)
+  return metaSum
+}
 
 /** What every exchange of one leg shares: the leg (AppH2Leg, appH2.ts). */
 export interface H2Leg {
@@ -298,7 +315,7 @@ export class AppH2Exchange implements Expiring, Held {
     const trailers = this.trailers
     if (this.answer !== undefined) {
       const closing = trailers === undefined ? undefined : trailersMeta(trailers)
-      if (closing !== undefined && this.trailersTooLarge(closing)) return
+      if (closing !== undefined && this.metaTooLarge(closing, "trailers")) return
       this.finish()
       this.observation.grpcStatus(grpcStatusIn(trailers))
       this.observation.end(leg.address, status, undefined)
@@ -312,7 +329,8 @@ export class AppH2Exchange implements Expiring, Held {
       headers = headers.filter(([name]) => name === "content-type")
     }
     const meta = responseMeta(status, headers)
-    if (held !== undefined && this.trailersTooLarge(withTrailers(meta, held))) return
+    // Held whole, the answer's head and trailers go in one message's metadata.
+    if (held !== undefined && this.metaTooLarge(withTrailers(meta, held), "head and trailers")) return
     this.finish()
     const body = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes)
     this.observation.responseBytes(body.length)
@@ -322,18 +340,16 @@ export class AppH2Exchange implements Expiring, Held {
   }
 
   /**
-   * Trailers (in `meta`) past the metadata a mesh message carries cannot go back: the call fails
-   * as the app's, naming the bound, rather than as an answer the inbound hop could not send
-   * (handler_failed: UNAVAILABLE to a gRPC caller, a retry invited) or one without its trailers.
+   * Trailers past the metadata a mesh message carries (`meta`: the message's, trailers in it)
+   * cannot go back: the call fails as the app's, naming the bound, rather than as an answer the
+   * inbound hop could not send (handler_failed: UNAVAILABLE to a gRPC caller, a retry invited) or
+   * one without its trailers.
    */
-  private trailersTooLarge(meta: Map<string, string>): boolean {
+  private metaTooLarge(meta: Map<string, string>, what: string): boolean {
     const limit = this.leg.maxMetaBytes
-    const json = meta.get(HttpMeta.trailers)!
-    // A UTF-16 unit is 3 UTF-8 bytes at most: the exact count only for trailers near the bound.
-    if (TRAILERS_ENTRY_BYTES + json.length * 3 <= limit) return false
-    const bytes = TRAILERS_ENTRY_BYTES + Buffer.byteLength(json)
+    const bytes = metaBytes(meta, limit)
     if (bytes <= limit) return false
-    const message = `app at ${this.leg.address}: its trailers (${bytes} bytes) exceed the ${limit} bytes of metadata the mesh carries`
+    const message = `app at ${this.leg.address}: its ${what} (${bytes} bytes) exceed the ${limit} bytes of metadata the mesh carries`
     this.fail(this.answer === undefined ? 502 : this.status, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, message)
     return true
   }

@@ -1,7 +1,8 @@
 // How an h2c app's answer ends, at sidecar B (src/sidecar/appH2Exchange.ts), through a real pair:
 // an answer is complete only with its END_STREAM (RFC 9113 §8.1: a RST_STREAM(NO_ERROR) is allowed
 // after a complete answer, to stop the request body, and ends nothing before it), and its trailers
-// go on only within what the mesh carries (the sidecars' metadata bound). Past either, the caller
+// go on only within what the mesh carries (the sidecars' metadata bound: with the head, in an
+// answer held whole). Past either, the caller
 // gets app_failed naming the app hop (a gRPC caller INTERNAL, with `x-iip-mesh-error`), and B
 // counts it; before, both went on as if the answer were complete, or as the inbound hop's
 // handler_failed (UNAVAILABLE to a gRPC caller, which invites a retry of a processed call).
@@ -93,15 +94,17 @@ describe("the end of an h2c app's answer at sidecar B", () => {
 
   describe("a gRPC app's trailers, to a grpc-js caller", () => {
     /**
-     * A node:http2 gRPC app: one message (a second of 70 KB when `x-stream` is set: past B's 64 KiB,
-     * so the answer streams), then trailers with `x-big` of `x-size` bytes. Past 64 KiB node cannot
-     * send them: it resets the stream with NO_ERROR instead (a frameError at the app, nothing else).
+     * A node:http2 gRPC app: a head with `x-head` of `x-head` bytes (none for 0), one message (a
+     * second of 70 KB when `x-stream` is set: past B's 64 KiB, so the answer streams), then trailers
+     * with `x-big` of `x-size` bytes. Past 64 KiB node cannot send them: it resets the stream with
+     * NO_ERROR instead (a frameError at the app, nothing else).
      */
     const startGrpcApp = async (): Promise<number> => {
       const app = http2.createServer()
       app.on("stream", (stream, headers) => {
         stream.on("error", () => {})
-        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true })
+        const head = Number(headers["x-head"] ?? 0)
+        stream.respond({ ":status": 200, "content-type": "application/grpc", ...(head > 0 ? { "x-head": "h".repeat(head) } : {}) }, { waitForTrailers: true })
         stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "x-big": "b".repeat(Number(headers["x-size"])) }))
         stream.write(message(Buffer.from("first")))
         if (headers["x-stream"] === "1") stream.write(message(Buffer.alloc(70_000, 0x61)))
@@ -113,10 +116,11 @@ describe("the end of an h2c app's answer at sidecar B", () => {
     }
 
     /** A server-streaming call: the messages read, then its status. */
-    const watch = (client: grpc.Client, size: number, streamed: boolean) =>
+    const watch = (client: grpc.Client, size: number, streamed: boolean, head = 0) =>
       new Promise<{ readonly messages: number; readonly status: grpc.StatusObject }>((resolve) => {
         const metadata = new grpc.Metadata()
         metadata.set("x-size", String(size))
+        metadata.set("x-head", String(head))
         metadata.set("x-stream", streamed ? "1" : "0")
         const stream = client.makeServerStreamRequest(PATH, identity, identity, Buffer.from("hi"), metadata, { deadline: Date.now() + 5000 })
         let messages = 0
@@ -156,9 +160,21 @@ describe("the end of an h2c app's answer at sidecar B", () => {
         // 62,000 bytes: node sends them and B reads them.
         const over = await watch(client, 62_000, streamed)
         expect([over.status.code, over.status.metadata.get("x-iip-mesh-error")[0]]).toStrictEqual([grpc.status.INTERNAL, "app; reason=app_failed"])
-        expect(over.status.details).toMatch(/its trailers \(\d+ bytes\) exceed the 61440 bytes of metadata the mesh carries/)
+        // Held whole, the answer's head goes in the same metadata.
+        expect(over.status.details).toMatch(new RegExp(`its ${streamed ? "" : "head and "}trailers \\(\\d+ bytes\\) exceed the 61440 bytes of metadata the mesh carries`))
       }
       expect(await errors(b, "app_failed")).toBe(2)
+    })
+
+    it("an answer held whole carries its head and trailers in one message's metadata: both past the bound together (each within it) is INTERNAL naming the app hop and the bound", async () => {
+      const { b, client } = await startCaller()
+      // 35,000 + 30,000 bytes: each fits in 61,440, not both; streamed, each goes in its own message.
+      const whole = await watch(client, 30_000, false, 35_000)
+      expect([whole.status.code, whole.status.metadata.get("x-iip-mesh-error")[0]]).toStrictEqual([grpc.status.INTERNAL, "app; reason=app_failed"])
+      expect(whole.status.details).toMatch(/its head and trailers \(\d+ bytes\) exceed the 61440 bytes of metadata the mesh carries/)
+      const streamed = await watch(client, 30_000, true, 35_000)
+      expect([streamed.status.code, streamed.messages, String(streamed.status.metadata.get("x-big")[0]).length]).toStrictEqual([grpc.status.OK, 2, 30_000])
+      expect(await errors(b, "app_failed")).toBe(1)
     })
   })
 })
