@@ -403,7 +403,10 @@ type ExchangeStream = http2.ClientHttp2Stream & { [EXCHANGE]: AppH2Exchange }
  * (node 24's internal/http2/core.js: closeStream, then onStreamClose's push(null)). So at the
  * close, a readable side not ended (`_readableState.ended`: its end pushed, maybe not yet read;
  * node has no public name for it) had no END_STREAM: the tests of h2c-answer-ends.test.ts fail if
- * that changes. One call per stream to any HTTP/2 server of this process (the app legs' only).
+ * that changes. The public `readableEnded` (the end read) is not it: an answer B paused for a
+ * slow caller is whole with its end not yet read (its paused-answer tests fail with it; node's
+ * other public signs, `stream.state`, 'aborted', the order of 'end' and 'close', tell the two
+ * apart no better). One call per stream to any HTTP/2 server of this process (the app legs' only).
  */
 subscribe("http2.client.stream.close", (message) => {
   const stream = (message as { readonly stream: Partial<ExchangeStream> & { readonly _readableState: { readonly ended: boolean } } }).stream

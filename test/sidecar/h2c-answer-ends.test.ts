@@ -9,11 +9,14 @@
 // Not repeated: a reset after fewer bytes than content-length declared, a connection dropped
 // mid-answer (hostile-app.test.ts), gRPC statuses and small trailers passed on (grpc.test.ts).
 import * as grpc from "@grpc/grpc-js"
+import { subscribe, unsubscribe } from "node:diagnostics_channel"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { Cleanup } from "../support/iipRaw.ts"
-import { FrameFlag, FrameType, h2Frame, rstStream, STATUS_200, startRawH2App } from "../support/h2Raw.ts"
+import { HttpMeta } from "../../src/sidecar/httpEnvelope.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { startClient } from "../support/meshTest.ts"
+import { FrameFlag, FrameType, h2Frame, INITIAL_WINDOW, rstStream, STATUS_200, startRawH2App } from "../support/h2Raw.ts"
 import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const identity = (value: Buffer): Buffer => value
@@ -72,6 +75,77 @@ describe("the end of an h2c app's answer at sidecar B", () => {
     }
     // B counts both as the app's answers broken off, as the HTTP/1.1 leg does.
     expect(await metric(b, /^iip_mesh_request_errors_total\{direction="inbound",service="inventory",code="502",hop="app",reason="answer_broke_off"\}/)).toBe(2)
+  })
+
+  /**
+   * An answer B has paused, then ended by the raw app's `end` frames. Its caller, a mesh client,
+   * reads nothing at first: the mesh stream's window (1 MiB) and B's queue (64 KiB) fill, B pauses
+   * the app's stream, and the app's window at B then runs out, all bounds of the design (no kernel
+   * buffer in it: the mesh sends no more than its window). What the caller then reads, and the bytes
+   * B's stream held unread as it ended (B's stream seen through node's public channel; nothing reads
+   * it from then to its close).
+   */
+  const pausedAnswerEnds = async (end: (stream: number) => Buffer) => {
+    let appStream: http2.ClientHttp2Stream | undefined
+    const created = (message: unknown) => {
+      appStream = (message as { readonly stream: http2.ClientHttp2Stream }).stream
+    }
+    subscribe("http2.client.stream.created", created)
+    cleanup.add(() => unsubscribe("http2.client.stream.created", created))
+    // The app sends as much as B's windows allow, in 16 KiB DATA frames, until the test ends it.
+    let sent = 0
+    let connectionWindow = INITIAL_WINDOW
+    let streamWindow = INITIAL_WINDOW
+    let answering: { readonly socket: net.Socket; readonly stream: number } | undefined
+    const send = () => {
+      while (answering !== undefined && Math.min(connectionWindow, streamWindow) > 0) {
+        const bytes = Math.min(16_384, connectionWindow, streamWindow)
+        answering.socket.write(h2Frame(FrameType.data, 0, answering.stream, Buffer.alloc(bytes, 0x61)))
+        sent += bytes
+        connectionWindow -= bytes
+        streamWindow -= bytes
+      }
+    }
+    const app = await startRawH2App(
+      cleanup,
+      (socket, stream) => {
+        socket.write(h2Frame(FrameType.headers, FrameFlag.endHeaders, stream, STATUS_200))
+        answering = { socket, stream }
+        send()
+      },
+      (stream, increment) => {
+        if (stream === 0) connectionWindow += increment
+        else streamWindow += increment
+        send()
+      }
+    )
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${app.port}`, appProtocol: "h2c", tracing: false }))
+    const client = startClient(cleanup, b.sidecar.inbound.port)
+    const meta = new Map<string, string>().set(HttpMeta.method, "GET").set(HttpMeta.authority, "inventory")
+    const reply = await withTimeout(client.stream("/big", new Uint8Array(0), { meta, timeoutMs: 5000 }), 5000, "the answer's head")
+    await waitFor(() => appStream?.isPaused() === true && appStream.readableLength > 0 && Math.min(connectionWindow, streamWindow) === 0, 5000, "B to pause the app's stream with bytes unread")
+    const unreadAtEnd = appStream!.readableLength
+    const { socket, stream } = answering!
+    answering = undefined
+    socket.write(end(stream))
+    await waitFor(() => appStream!.closed, 5000, "the app's stream to close at B")
+    let read = 0
+    let error: unknown
+    try {
+      for await (const chunk of reply.stream!) read += chunk.length
+    } catch (failed) {
+      error = failed
+    }
+    return { sent, read, unreadAtEnd, error }
+  }
+  /** An empty DATA frame with END_STREAM: no window needed. */
+  const endStream = (stream: number) => h2Frame(FrameType.data, FrameFlag.endStream, stream)
+
+  it("an answer the caller stopped reading (B paused the app's stream, bytes unread in it) that then gets its END_STREAM and closes: whole, not broken off", async () => {
+    const answer = await pausedAnswerEnds(endStream)
+    expect(answer.unreadAtEnd).toBeGreaterThan(0)
+    expect(answer.sent).toBeGreaterThan(1 << 20)
+    expect(answer).toMatchObject({ read: answer.sent, error: undefined })
   })
 
   it("a reset with NO_ERROR after the whole answer, while the request body still comes (RFC 9113 §8.1's case): the answer is whole", async () => {
