@@ -1,11 +1,12 @@
 // How an h2c app's answer ends, at sidecar B (src/sidecar/appH2Exchange.ts), through a real pair:
 // an answer is complete only with its END_STREAM (RFC 9113 §8.1: a RST_STREAM(NO_ERROR) is allowed
-// after a complete answer, to stop the request body, and ends nothing before it), and its trailers
-// go on only within what the mesh carries (the sidecars' metadata bound: with the head, in an
-// answer held whole). Past either, the caller
-// gets app_failed naming the app hop (a gRPC caller INTERNAL, with `x-iip-mesh-error`), and B
-// counts it; before, both went on as if the answer were complete, or as the inbound hop's
-// handler_failed (UNAVAILABLE to a gRPC caller, which invites a retry of a processed call).
+// after a complete answer, to stop the request body, and ends nothing before it; after it, a reset
+// of any code leaves the answer whole, also one B paused for a slow caller), and its trailers go
+// on only within what the mesh carries (the sidecars' metadata bound: with the head, in an answer
+// held whole). Past either, the caller gets app_failed naming the app hop (a gRPC caller INTERNAL,
+// with `x-iip-mesh-error`), and B counts it; before, both went on as if the answer were complete,
+// or as the inbound hop's handler_failed (UNAVAILABLE to a gRPC caller, which invites a retry of a
+// processed call).
 // Not repeated: a reset after fewer bytes than content-length declared, a connection dropped
 // mid-answer (hostile-app.test.ts), gRPC statuses and small trailers passed on (grpc.test.ts).
 import * as grpc from "@grpc/grpc-js"
@@ -81,11 +82,12 @@ describe("the end of an h2c app's answer at sidecar B", () => {
    * An answer B has paused, then ended by the raw app's `end` frames. Its caller, a mesh client,
    * reads nothing at first: the mesh stream's window (1 MiB) and B's queue (64 KiB) fill, B pauses
    * the app's stream, and the app's window at B then runs out, all bounds of the design (no kernel
-   * buffer in it: the mesh sends no more than its window). What the caller then reads, and the bytes
-   * B's stream held unread as it ended (B's stream seen through node's public channel; nothing reads
-   * it from then to its close).
+   * buffer in it: the mesh sends no more than its window). `open`: the request's body is still
+   * coming (the stream is not half-closed, so a reset after END_STREAM is what closes it). What the
+   * caller then reads, and the bytes B's stream held unread as it ended (B's stream seen through
+   * node's public channel; nothing reads it from then to its close).
    */
-  const pausedAnswerEnds = async (end: (stream: number) => Buffer) => {
+  const pausedAnswerEnds = async (end: (stream: number) => Buffer, open = false) => {
     let appStream: http2.ClientHttp2Stream | undefined
     const created = (message: unknown) => {
       appStream = (message as { readonly stream: http2.ClientHttp2Stream }).stream
@@ -121,8 +123,16 @@ describe("the end of an h2c app's answer at sidecar B", () => {
     )
     const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${app.port}`, appProtocol: "h2c", tracing: false }))
     const client = startClient(cleanup, b.sidecar.inbound.port)
-    const meta = new Map<string, string>().set(HttpMeta.method, "GET").set(HttpMeta.authority, "inventory")
-    const reply = await withTimeout(client.stream("/big", new Uint8Array(0), { meta, timeoutMs: 5000 }), 5000, "the answer's head")
+    const meta = new Map<string, string>().set(HttpMeta.method, open ? "POST" : "GET").set(HttpMeta.authority, "inventory")
+    // An open body: one chunk, then nothing more until the test is over.
+    let release = () => {}
+    const over = new Promise<void>((resolve) => (release = resolve))
+    cleanup.add(() => release())
+    const body = async function* () {
+      yield Buffer.from("more to come")
+      await over
+    }
+    const reply = await withTimeout(client.stream("/big", open ? body() : new Uint8Array(0), { meta, timeoutMs: 5000 }), 5000, "the answer's head")
     await waitFor(() => appStream?.isPaused() === true && appStream.readableLength > 0 && Math.min(connectionWindow, streamWindow) === 0, 5000, "B to pause the app's stream with bytes unread")
     const unreadAtEnd = appStream!.readableLength
     const { socket, stream } = answering!
@@ -147,6 +157,17 @@ describe("the end of an h2c app's answer at sidecar B", () => {
     expect(answer.sent).toBeGreaterThan(1 << 20)
     expect(answer).toMatchObject({ read: answer.sent, error: undefined })
   })
+
+  // RFC 9113 §8.1 names NO_ERROR for a reset that stops the request body after a whole answer; a
+  // server that says CANCEL (or another code) has still sent its END_STREAM: B, reading at once,
+  // passed such an answer on whole, and node drops what a paused stream holds on such a reset.
+  for (const [name, code] of [["CANCEL", http2.constants.NGHTTP2_CANCEL], ["INTERNAL_ERROR", http2.constants.NGHTTP2_INTERNAL_ERROR]] as const) {
+    it(`the same answer ended by END_STREAM, then RST_STREAM(${name}) while the request body still comes: whole, as when B reads it at once`, async () => {
+      const answer = await pausedAnswerEnds((stream) => Buffer.concat([endStream(stream), rstStream(stream, code)]), true)
+      expect(answer.unreadAtEnd).toBeGreaterThan(0)
+      expect(answer).toMatchObject({ read: answer.sent, error: undefined })
+    })
+  }
 
   it("a reset with NO_ERROR after the whole answer, while the request body still comes (RFC 9113 §8.1's case): the answer is whole", async () => {
     const app = http2.createServer()
