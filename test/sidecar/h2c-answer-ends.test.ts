@@ -1,18 +1,23 @@
 // How an h2c app's answer ends, at sidecar B (src/sidecar/appH2Exchange.ts), through a real pair:
 // an answer is complete only with its END_STREAM (RFC 9113 §8.1: a RST_STREAM(NO_ERROR) is allowed
-// after a complete answer, to stop the request body, and ends nothing before it), and its trailers
-// go on only within what the mesh carries (the sidecars' metadata bound). Past either, the caller
-// gets app_failed naming the app hop (a gRPC caller INTERNAL, with `x-iip-mesh-error`), and B
-// counts it; before, both went on as if the answer were complete, or as the inbound hop's
-// handler_failed (UNAVAILABLE to a gRPC caller, which invites a retry of a processed call).
+// after a complete answer, to stop the request body, and ends nothing before it; after it, a reset
+// of any code leaves the answer whole, also one B paused for a slow caller), and its trailers go
+// on only within what the mesh carries (the sidecars' metadata bound: with the head, in an answer
+// held whole). Past either, the caller gets app_failed naming the app hop (a gRPC caller INTERNAL,
+// with `x-iip-mesh-error`), and B counts it; before, both went on as if the answer were complete,
+// or as the inbound hop's handler_failed (UNAVAILABLE to a gRPC caller, which invites a retry of a
+// processed call).
 // Not repeated: a reset after fewer bytes than content-length declared, a connection dropped
 // mid-answer (hostile-app.test.ts), gRPC statuses and small trailers passed on (grpc.test.ts).
 import * as grpc from "@grpc/grpc-js"
+import { subscribe, unsubscribe } from "node:diagnostics_channel"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { Cleanup } from "../support/iipRaw.ts"
-import { FrameFlag, FrameType, h2Frame, rstStream, STATUS_200, startRawH2App } from "../support/h2Raw.ts"
+import { HttpMeta } from "../../src/sidecar/httpEnvelope.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { startClient } from "../support/meshTest.ts"
+import { FrameFlag, FrameType, h2Frame, INITIAL_WINDOW, rstStream, STATUS_200, startRawH2App } from "../support/h2Raw.ts"
 import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const identity = (value: Buffer): Buffer => value
@@ -73,6 +78,97 @@ describe("the end of an h2c app's answer at sidecar B", () => {
     expect(await metric(b, /^iip_mesh_request_errors_total\{direction="inbound",service="inventory",code="502",hop="app",reason="answer_broke_off"\}/)).toBe(2)
   })
 
+  /**
+   * An answer B has paused, then ended by the raw app's `end` frames. Its caller, a mesh client,
+   * reads nothing at first: the mesh stream's window (1 MiB) and B's queue (64 KiB) fill, B pauses
+   * the app's stream, and the app's window at B then runs out, all bounds of the design (no kernel
+   * buffer in it: the mesh sends no more than its window). `open`: the request's body is still
+   * coming (the stream is not half-closed, so a reset after END_STREAM is what closes it). What the
+   * caller then reads, and the bytes B's stream held unread as it ended (B's stream seen through
+   * node's public channel; nothing reads it from then to its close).
+   */
+  const pausedAnswerEnds = async (end: (stream: number) => Buffer, open = false) => {
+    let appStream: http2.ClientHttp2Stream | undefined
+    const created = (message: unknown) => {
+      appStream = (message as { readonly stream: http2.ClientHttp2Stream }).stream
+    }
+    subscribe("http2.client.stream.created", created)
+    cleanup.add(() => unsubscribe("http2.client.stream.created", created))
+    // The app sends as much as B's windows allow, in 16 KiB DATA frames, until the test ends it.
+    let sent = 0
+    let connectionWindow = INITIAL_WINDOW
+    let streamWindow = INITIAL_WINDOW
+    let answering: { readonly socket: net.Socket; readonly stream: number } | undefined
+    const send = () => {
+      while (answering !== undefined && Math.min(connectionWindow, streamWindow) > 0) {
+        const bytes = Math.min(16_384, connectionWindow, streamWindow)
+        answering.socket.write(h2Frame(FrameType.data, 0, answering.stream, Buffer.alloc(bytes, 0x61)))
+        sent += bytes
+        connectionWindow -= bytes
+        streamWindow -= bytes
+      }
+    }
+    const app = await startRawH2App(
+      cleanup,
+      (socket, stream) => {
+        socket.write(h2Frame(FrameType.headers, FrameFlag.endHeaders, stream, STATUS_200))
+        answering = { socket, stream }
+        send()
+      },
+      (stream, increment) => {
+        if (stream === 0) connectionWindow += increment
+        else streamWindow += increment
+        send()
+      }
+    )
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${app.port}`, appProtocol: "h2c", tracing: false }))
+    const client = startClient(cleanup, b.sidecar.inbound.port)
+    const meta = new Map<string, string>().set(HttpMeta.method, open ? "POST" : "GET").set(HttpMeta.authority, "inventory")
+    // An open body: one chunk, then nothing more until the test is over.
+    let release = () => {}
+    const over = new Promise<void>((resolve) => (release = resolve))
+    cleanup.add(() => release())
+    const body = async function* () {
+      yield Buffer.from("more to come")
+      await over
+    }
+    const reply = await withTimeout(client.stream("/big", open ? body() : new Uint8Array(0), { meta, timeoutMs: 5000 }), 5000, "the answer's head")
+    await waitFor(() => appStream?.isPaused() === true && appStream.readableLength > 0 && Math.min(connectionWindow, streamWindow) === 0, 5000, "B to pause the app's stream with bytes unread")
+    const unreadAtEnd = appStream!.readableLength
+    const { socket, stream } = answering!
+    answering = undefined
+    socket.write(end(stream))
+    await waitFor(() => appStream!.closed, 5000, "the app's stream to close at B")
+    let read = 0
+    let error: unknown
+    try {
+      for await (const chunk of reply.stream!) read += chunk.length
+    } catch (failed) {
+      error = failed
+    }
+    return { sent, read, unreadAtEnd, error }
+  }
+  /** An empty DATA frame with END_STREAM: no window needed. */
+  const endStream = (stream: number) => h2Frame(FrameType.data, FrameFlag.endStream, stream)
+
+  it("an answer the caller stopped reading (B paused the app's stream, bytes unread in it) that then gets its END_STREAM and closes: whole, not broken off", async () => {
+    const answer = await pausedAnswerEnds(endStream)
+    expect(answer.unreadAtEnd).toBeGreaterThan(0)
+    expect(answer.sent).toBeGreaterThan(1 << 20)
+    expect(answer).toMatchObject({ read: answer.sent, error: undefined })
+  })
+
+  // RFC 9113 §8.1 names NO_ERROR for a reset that stops the request body after a whole answer; a
+  // server that says CANCEL (or another code) has still sent its END_STREAM: B, reading at once,
+  // passed such an answer on whole, and node drops what a paused stream holds on such a reset.
+  for (const [name, code] of [["CANCEL", http2.constants.NGHTTP2_CANCEL], ["INTERNAL_ERROR", http2.constants.NGHTTP2_INTERNAL_ERROR]] as const) {
+    it(`the same answer ended by END_STREAM, then RST_STREAM(${name}) while the request body still comes: whole, as when B reads it at once`, async () => {
+      const answer = await pausedAnswerEnds((stream) => Buffer.concat([endStream(stream), rstStream(stream, code)]), true)
+      expect(answer.unreadAtEnd).toBeGreaterThan(0)
+      expect(answer).toMatchObject({ read: answer.sent, error: undefined })
+    })
+  }
+
   it("a reset with NO_ERROR after the whole answer, while the request body still comes (RFC 9113 §8.1's case): the answer is whole", async () => {
     const app = http2.createServer()
     app.on("stream", (stream) => {
@@ -93,15 +189,17 @@ describe("the end of an h2c app's answer at sidecar B", () => {
 
   describe("a gRPC app's trailers, to a grpc-js caller", () => {
     /**
-     * A node:http2 gRPC app: one message (a second of 70 KB when `x-stream` is set: past B's 64 KiB,
-     * so the answer streams), then trailers with `x-big` of `x-size` bytes. Past 64 KiB node cannot
-     * send them: it resets the stream with NO_ERROR instead (a frameError at the app, nothing else).
+     * A node:http2 gRPC app: a head with `x-head` of `x-head` bytes (none for 0), one message (a
+     * second of 70 KB when `x-stream` is set: past B's 64 KiB, so the answer streams), then trailers
+     * with `x-big` of `x-size` bytes. Past 64 KiB node cannot send them: it resets the stream with
+     * NO_ERROR instead (a frameError at the app, nothing else).
      */
     const startGrpcApp = async (): Promise<number> => {
       const app = http2.createServer()
       app.on("stream", (stream, headers) => {
         stream.on("error", () => {})
-        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true })
+        const head = Number(headers["x-head"] ?? 0)
+        stream.respond({ ":status": 200, "content-type": "application/grpc", ...(head > 0 ? { "x-head": "h".repeat(head) } : {}) }, { waitForTrailers: true })
         stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "x-big": "b".repeat(Number(headers["x-size"])) }))
         stream.write(message(Buffer.from("first")))
         if (headers["x-stream"] === "1") stream.write(message(Buffer.alloc(70_000, 0x61)))
@@ -113,10 +211,11 @@ describe("the end of an h2c app's answer at sidecar B", () => {
     }
 
     /** A server-streaming call: the messages read, then its status. */
-    const watch = (client: grpc.Client, size: number, streamed: boolean) =>
+    const watch = (client: grpc.Client, size: number, streamed: boolean, head = 0) =>
       new Promise<{ readonly messages: number; readonly status: grpc.StatusObject }>((resolve) => {
         const metadata = new grpc.Metadata()
         metadata.set("x-size", String(size))
+        metadata.set("x-head", String(head))
         metadata.set("x-stream", streamed ? "1" : "0")
         const stream = client.makeServerStreamRequest(PATH, identity, identity, Buffer.from("hi"), metadata, { deadline: Date.now() + 5000 })
         let messages = 0
@@ -156,6 +255,7 @@ describe("the end of an h2c app's answer at sidecar B", () => {
         // 62,000 bytes: node sends them and B reads them.
         const over = await watch(client, 62_000, streamed)
         expect([over.status.code, over.status.metadata.get("x-iip-mesh-error")[0]]).toStrictEqual([grpc.status.INTERNAL, "app; reason=app_failed"])
+        // Held whole, head and trailers together are past the bound too: the answer streams (answer-metadata-bound.test.ts) and its trailers alone are still past it.
         expect(over.status.details).toMatch(/its trailers \(\d+ bytes\) exceed the 61440 bytes of metadata the mesh carries/)
       }
       expect(await errors(b, "app_failed")).toBe(2)

@@ -4,7 +4,7 @@
 import type * as net from "node:net"
 import { type Cleanup, startRawServer } from "./iipRaw.ts"
 
-export const FrameType = { data: 0, headers: 1, rstStream: 3, settings: 4 } as const
+export const FrameType = { data: 0, headers: 1, rstStream: 3, settings: 4, windowUpdate: 8 } as const
 export const FrameFlag = { endStream: 1, ack: 1, endHeaders: 4 } as const
 
 /** One HTTP/2 frame: its 9-byte head (length, type, flags, stream id), then the payload. */
@@ -27,12 +27,20 @@ export const rstStream = (stream: number, code = 0): Buffer => {
 /** HPACK of a `:status 200` head (static index 8), no other field. */
 export const STATUS_200 = Buffer.from([0x88])
 
+/** RFC 9113's initial flow-control window, of the connection and of each stream (6.9.2). */
+export const INITIAL_WINDOW = 65_535
+
 /**
  * A raw HTTP/2 app on 127.0.0.1 port 0: its SETTINGS first, the client's acknowledged; each
- * HEADERS frame of a request goes to `onRequest` with the socket (frames after it, a request body's
- * DATA say, are read and ignored).
+ * HEADERS frame of a request goes to `onRequest` with the socket, each WINDOW_UPDATE's increment
+ * to `onWindowUpdate` (stream 0: the connection's), for an app that sends as much as the client's
+ * windows allow (frames after it, a request body's DATA say, are read and ignored).
  */
-export const startRawH2App = async (cleanup: Cleanup, onRequest: (socket: net.Socket, stream: number) => void): Promise<{ readonly port: number }> =>
+export const startRawH2App = async (
+  cleanup: Cleanup,
+  onRequest: (socket: net.Socket, stream: number) => void,
+  onWindowUpdate: (stream: number, increment: number) => void = () => {}
+): Promise<{ readonly port: number }> =>
   startRawServer(cleanup, (socket) => {
     socket.write(h2Frame(FrameType.settings, 0, 0))
     let read = Buffer.alloc(0)
@@ -44,6 +52,7 @@ export const startRawH2App = async (cleanup: Cleanup, onRequest: (socket: net.So
         const stream = read.readUInt32BE(at + 5) & 0x7fffffff
         if (type === FrameType.settings && (read[at + 4]! & FrameFlag.ack) === 0) socket.write(h2Frame(FrameType.settings, FrameFlag.ack, 0))
         if (type === FrameType.headers) onRequest(socket, stream)
+        if (type === FrameType.windowUpdate && length === 4) onWindowUpdate(stream, read.readUInt32BE(at + 9) & 0x7fffffff)
       }
     })
   })
