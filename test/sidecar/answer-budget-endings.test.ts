@@ -1,6 +1,8 @@
 // Every way an exchange at the inbound sidecar B can end gives back exactly what it took of B's
 // answer budget (appExchange.ts's AnswerBudget, plainAnswer.ts for the h2c leg): success, the app's
-// error, the caller's cancel, the caller's deadline, the caller's connection lost, the app's
+// error, the caller's cancel, the caller's deadline (or B's default one for a plain caller, which
+// sends none: over h2c it bounded only the answer's head, so a gathered answer held its part of the
+// budget for as long as the app kept it open), the caller's connection lost, the app's
 // connection lost (its declared length a lie: fewer bytes, then the close), more bytes than it
 // declared, a refusal past the budget, and the h2c app's stream reset or session lost. B's gauge
 // (iip_mesh_inbound_answer_bytes) is read all along: never below 0 nor above the budget, back to 0
@@ -144,6 +146,29 @@ describe("every ending of an exchange gives back what it took of B's answer budg
     expect(lateEnds.map((o) => o.ok ? (o.value as { status: number }).status : "failed")).toEqual([504, 504, "failed"])
     await gauge.until(0, "B giving back the answers whose deadline passed")
     gauge.inRange()
+  }, 10_000)
+
+  it("a plain caller's answer (no deadline of its own) ends at B's default deadline, from an HTTP/1.1 or an h2c app", async () => {
+    const app1 = await startApp(cleanup, (req, res) => {
+      req.resume()
+      res.on("error", () => {})
+      res.writeHead(200, { "content-length": String(HOLD) })
+      res.write(Buffer.alloc(HOLD / 2, 0x68))
+    })
+    // The h2c app's answer streams at B (past 64 KiB): plainAnswer.ts gathers it.
+    const app2 = await startH2App(cleanup, (stream) => stream.write(Buffer.alloc(96 * KiB, 0x68)))
+    const config = { service: "catalog", tracing: false, maxQueuedBytes: BUDGET, inboundDefaultTimeoutMs: 300 }
+    const b1 = await startSidecar(cleanup, sidecarConfig({ ...config, app: app1.address }))
+    const b2 = await startSidecar(cleanup, sidecarConfig({ ...config, app: app2.address, appProtocol: "h2c" }))
+    const calls = [plainCall(cleanup, b1, "/held").outcome, plainCall(cleanup, b2, "/held").outcome]
+    for (const [i, outcome] of calls.entries()) {
+      expect(handlerFail(await withTimeout(outcome, 5000, `the plain call to the ${i === 0 ? "HTTP/1.1" : "h2c"} app past B's default deadline`))).toMatch(/no answer from the app within 300 ms/)
+    }
+    for (const b of [b1, b2]) {
+      const gauge = gaugeOf(b)
+      await gauge.until(0, "B giving back the answer past its deadline")
+      gauge.inRange()
+    }
   }, 10_000)
 
   it("h2c app, plain callers: success, the app's stream reset, its session lost, the caller's connection lost, refusal", async () => {
