@@ -171,7 +171,7 @@ describe("every ending of an exchange gives back what it took of B's answer budg
     }
   }, 10_000)
 
-  it("h2c app, plain callers: success, the app's stream reset, its session lost, the caller's connection lost, refusal", async () => {
+  it("h2c app, plain callers: success, the app's stream reset, its session lost, lying lengths, the caller's connection lost, refusal", async () => {
     const streams = new Map<string, http2.ServerHttp2Stream>()
     const app = await startH2App(cleanup, (stream, path) => {
       // Over 64 KiB: the answer streams at B, and B gathers it for its plain caller.
@@ -202,11 +202,22 @@ describe("every ending of an exchange gives back what it took of B's answer budg
     streams.get("/lost")!.session!.destroy()
     expect(handlerFail(await withTimeout(lost.outcome, 5000, "the lost session's call"))).toMatch(/^handler fail:app at /)
     await gauge.until(0, "B giving back the answer of the lost session")
+    // Lengths that lie: more bytes than declared (B's h2 session refuses them), fewer (the stream ends short).
+    const longer = plainCall(cleanup, b, "/longer")
+    expect(handlerFail(await withTimeout(longer.outcome, 5000, "the longer answer's call"))).toMatch(/^handler fail:app at /)
+    const short = plainCall(cleanup, b, "/short")
+    await gauge.until(80 * KiB, "B gathering the short answer", () => streams.has("/short"))
+    streams.get("/short")!.end()
+    expect(handlerFail(await withTimeout(short.outcome, 5000, "the short answer's call"))).toMatch(/^handler fail:app at /)
+    await gauge.until(0, "B giving back the answers whose lengths lied")
     gauge.inRange()
   }, 10_000)
 })
 
-/** An h2c app on 127.0.0.1:0 that answers 200 to every stream and hands it to `onStream` (its end is the test's). */
+/**
+ * An h2c app on 127.0.0.1:0 that answers 200 to every stream and hands it to `onStream` (its end is
+ * the test's); `/short` and `/longer` declare 100 and 70 KiB, whatever they send.
+ */
 const startH2App = async (cleanup: Cleanup, onStream: (stream: http2.ServerHttp2Stream, path: string) => void): Promise<{ readonly address: string }> => {
   const server = http2.createServer()
   const sessions = new Set<http2.ServerHttp2Session>()
@@ -217,8 +228,9 @@ const startH2App = async (cleanup: Cleanup, onStream: (stream: http2.ServerHttp2
   })
   server.on("stream", (stream, headers) => {
     stream.on("error", () => {})
-    stream.respond({ ":status": 200 })
-    onStream(stream, String(headers[":path"]))
+    const path = String(headers[":path"])
+    stream.respond({ ":status": 200, ...(path === "/short" ? { "content-length": String(100 * KiB) } : path === "/longer" ? { "content-length": String(70 * KiB) } : {}) })
+    onStream(stream, path)
   })
   await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
   cleanup.add(() => {
