@@ -7,9 +7,10 @@
 // a method not seen to stream, that is over within 20 ms more (its trailers late); any other
 // streams from then on, and its trailers (`grpc-status`, `grpc-message`, custom ones) close the
 // stream (PROTOCOL.md §13, §17.5).
-// The time left before the caller's deadline bounds the whole gRPC call (any other request's
-// answer head): past it, or when the caller cancels, the app's stream is reset. An answer is
-// complete only with its END_STREAM: a stream the app reset first (even with NO_ERROR) broke off.
+// The time left before the caller's deadline bounds the whole gRPC call, and a plain caller's whole
+// answer, which this side gathers (any other request's answer head only): past it, or when the
+// caller cancels, the app's stream is reset. An answer is complete only with its END_STREAM: a
+// stream the app reset first (even with NO_ERROR) broke off.
 // Its head and trailers go back within the metadata a message to the caller carries (the bound
 // agreed with it, RequestContext.maxMetaBytes): an answer held whole whose head and trailers fit
 // only apart streams (a packet each); past it, either fails as the app's.
@@ -268,7 +269,7 @@ export class AppH2Exchange implements Expiring, Held {
     for (const part of this.parts) answer.push(part)
     this.observation.responseBytes(this.bytes)
     this.parts = []
-    if (!this.grpc) this.leg.deadlines.remove(this)
+    if (!this.grpc && !this.request.plain) this.leg.deadlines.remove(this)
     this.settle(reply(answer, meta))
   }
 

@@ -15,7 +15,11 @@ export interface AppH2Request {
   readonly timeLeftMs: number
   /** The metadata a message to the caller carries (RequestContext.maxMetaBytes): an answer's head or trailers past it cannot go back. */
   readonly maxMetaBytes: number
-  /** A plain IIP caller: its answer goes back as one message (plainAnswer.ts), head and trailers in one metadata block. */
+  /**
+   * A plain IIP caller: its answer goes back as one message (plainAnswer.ts), head and trailers in
+   * one metadata block, gathered at this side, so the deadline bounds all of it, as a gRPC call's,
+   * not only its head.
+   */
   readonly plain: boolean
 }
 

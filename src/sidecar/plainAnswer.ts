@@ -5,10 +5,12 @@
 // bound across requests. Here each chunk is charged as it comes; past the budget (or the packet
 // limit) the stream is left unread, which resets the app's stream (the exchange's reader is gone),
 // and the caller gets the typed refusal, as the HTTP/1.1 leg gives it (the exchange's own metrics
-// count an answer nobody read). What it took goes back when the answer is whole or given up. Only
-// plain callers come here: a mesh caller's streamed answer goes on as a stream. The trailers that
-// closed the stream go back in the answer's metadata, beside its head, as a whole answer's do
-// (the h2c leg held them to the caller's metadata bound together).
+// count an answer nobody read). What it took goes back when the answer is whole or given up: the
+// caller's deadline (B's default one: a plain caller sends none) bounds the whole answer here, as
+// the h2c leg keeps it for a plain caller's (AppH2Request.plain). Only plain callers come here: a
+// mesh caller's streamed answer goes on as a stream. The trailers that closed the stream go back
+// in the answer's metadata, beside its head, as a whole answer's do (the h2c leg held them to the
+// caller's metadata bound together).
 import { RemoteError } from "../mux/meshChannels.ts"
 import { failure, type Outcome, PendingOutcome, type Reply, reply } from "../mux/request.ts"
 import type { WithTrailers } from "../mux/streams.ts"
