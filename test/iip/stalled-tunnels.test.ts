@@ -105,8 +105,9 @@ describe("stalled tunnels and ordinary requests", () => {
     expect(hostile.filter((end) => end !== undefined)).toEqual(Array(endedIn(hostile)).fill("overloaded"))
   })
 
-  it("a handler that admits a tunnel only while the pool has room for one more window: 4 stalled fill a 4 MiB pool, the 5th is refused, one cancelled makes room", async () => {
-    const small = await startServer(cleanup, { maxQueuedBytes: 4 * MiB })
+  /** A server whose tunnels are admitted only while the pool (and the connection's share) has room for one more window. */
+  const admitting = async (limits: { readonly maxQueuedBytes: number; readonly maxQueuedBytesPerConnection?: number }) => {
+    const small = await startServer(cleanup, limits)
     small.handle("/tunnel", (request) => {
       if (request.context.stream?.tunnelPoolHasRoom() === false) return failure("overloaded", "no room in the tunnels' pool", false)
       request.context.longLived()
@@ -119,25 +120,42 @@ describe("stalled tunnels and ordinary requests", () => {
         })
       })())
     })
-    const client = startClient(cleanup, small.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 })
     const pool = () => [...small.meshSessions][0]?.connection.budget.shared.tunnelBytes ?? 0
-    /** A tunnel that sends its window (the handler never reads it): the abort that cancels it, or the code it was refused with. */
-    const tunnel = async () => {
-      const cancel = new AbortController()
-      return client.stream("/tunnel", stalling(2 * MiB, stop.promise), { timeoutMs: 3000, signal: cancel.signal }).then(() => cancel, (error: { readonly code?: string }) => error.code ?? String(error))
-    }
+    return { small, pool }
+  }
+  /** A tunnel on `client` that sends its window (the handler never reads it): the abort that cancels it, or the code it was refused with. */
+  const tunnel = async (client: ReturnType<typeof startClient>) => {
+    const cancel = new AbortController()
+    return client.stream("/tunnel", stalling(2 * MiB, stop.promise), { timeoutMs: 3000, signal: cancel.signal }).then(() => cancel, (error: { readonly code?: string }) => error.code ?? String(error))
+  }
+
+  it("a handler that admits a tunnel only while the pool has room for one more window: 4 stalled fill a 4 MiB pool, the 5th is refused, one cancelled makes room", async () => {
+    const { small, pool } = await admitting({ maxQueuedBytes: 4 * MiB })
+    const client = startClient(cleanup, small.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 })
     const open: Array<AbortController> = []
     for (let i = 0; i < 4; i++) {
-      const opened = await tunnel()
+      const opened = await tunnel(client)
       expect(opened).toBeInstanceOf(AbortController)
       open.push(opened as AbortController)
       // Nothing is read: each holds exactly its window.
       await waitFor(() => pool() === open.length * MiB, 5000, "the tunnel's window to fill")
     }
-    expect(await tunnel()).toBe("overloaded")
+    expect(await tunnel(client)).toBe("overloaded")
     open[0]!.abort()
     await waitFor(() => pool() === 3 * MiB, 5000, "the cancelled tunnel's window to go")
-    expect(await tunnel()).toBeInstanceOf(AbortController)
+    expect(await tunnel(client)).toBeInstanceOf(AbortController)
+  })
+
+  it("the same handler, 2 MiB per connection of a 4 MiB pool: a connection whose 2 stalled tunnels fill its share has its 3rd refused, another connection's is admitted", async () => {
+    const { small, pool } = await admitting({ maxQueuedBytes: 4 * MiB, maxQueuedBytesPerConnection: 2 * MiB })
+    const first = startClient(cleanup, small.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 })
+    for (let i = 1; i <= 2; i++) {
+      expect(await tunnel(first)).toBeInstanceOf(AbortController)
+      await waitFor(() => pool() === i * MiB, 5000, "the tunnel's window to fill")
+    }
+    expect(await tunnel(first)).toBe("overloaded")
+    const other = startClient(cleanup, small.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 })
+    expect(await tunnel(other)).toBeInstanceOf(AbortController)
   })
 
   it("20 stalled tunnels on one connection, past its 8 MiB share of the 16 MiB pool: the tunnels whose bytes do not fit are ended overloaded, the connection is not paused, ordinary calls on it and on another connection are answered, and everything goes back once they end", async () => {
