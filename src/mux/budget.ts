@@ -24,9 +24,9 @@ export class Budget {
   channels = 0
   /**
    * Unread bytes of tunnels (long-lived requests' bodies, InboundBudget.chargeTunnel): a pool of
-   * their own, as large as `maxBytes`, so tunnels whose far end stops reading never spend the
-   * budget of ordinary requests. A tunnel whose bytes do not fit is ended (streams.ts), never
-   * counted in `bytes`.
+   * their own, as large as `maxBytes` (one connection's tunnels take at most its own `maxBytes` of
+   * the server's), so tunnels whose far end stops reading never spend the budget of ordinary
+   * requests. A tunnel whose bytes do not fit is ended (streams.ts), never counted in `bytes`.
    */
   tunnelBytes = 0
   readonly limits: BudgetLimits
@@ -124,9 +124,9 @@ export class InboundBudget {
 
   /**
    * Counts `bytes` a tunnel holds unread in the server's tunnels' pool, which neither pauses this
-   * connection nor refuses anyone's requests; false (nothing taken) when the pool has no room
-   * (tunnelRoomFor): the tunnel is then ended, its bytes never counted elsewhere. True, counting
-   * nothing, once the connection is gone.
+   * connection nor refuses anyone's requests; false (nothing taken) when the pool, or this
+   * connection's share of it, has no room (tunnelRoomFor): the tunnel is then ended, its bytes
+   * never counted elsewhere. True, counting nothing, once the connection is gone.
    */
   chargeTunnel(bytes: number, window: number): boolean {
     if (this.closed) return true
@@ -140,9 +140,12 @@ export class InboundBudget {
    * The server's tunnels' pool has room for `bytes` more of a stream with this `window`. The pool
    * is as large as `maxBytes`, and never smaller than the window (maxBytes may be set below one):
    * else it would end every tunnel whose app falls a window behind, and admit none but the first.
+   * One connection's tunnels take at most its own `maxBytes` of it (at least a window), so one
+   * peer stalling many tunnels cannot fill the pool and get every other peer's tunnel ended as
+   * soon as it falls behind: its own are ended first.
    */
   tunnelRoomFor(bytes: number, window: number): boolean {
-    return this.shared.tunnelBytes + bytes <= Math.max(this.shared.limits.maxBytes, window)
+    return this.tunnelBytes + bytes <= Math.max(this.own.limits.maxBytes, window) && this.shared.tunnelBytes + bytes <= Math.max(this.shared.limits.maxBytes, window)
   }
 
   releaseTunnel(bytes: number): void {

@@ -12,8 +12,9 @@
 // consumer holds unreleased is bounded by the window (the sender stalls, nothing more is read).
 //
 // The body of a tunnel (holdAsTunnel) counts its unread bytes in the server's tunnels' pool, never
-// in the connection's budget: a chunk the pool has no room for ends the tunnel (TunnelOverloaded)
-// instead, so stalled tunnels, however many, never make the server refuse ordinary requests.
+// in the connection's budget: a chunk the pool (or its connection's share of it) has no room for
+// ends the tunnel (TunnelOverloaded) instead, so stalled tunnels, however many, never make the
+// server refuse ordinary requests.
 import * as Data from "effect/Data"
 import type { Meta } from "../protocol/mesh.ts"
 import type { InboundBudget } from "./budget.ts"
@@ -159,7 +160,8 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
    * Its request is a tunnel (a long-lived answer began, PROTOCOL.md §8): its unread bytes count in
    * the server's tunnels' pool from now on, instead of the connection's budget, so a far end that
    * stops reading neither pauses the connection nor spends the budget of ordinary requests. When
-   * the pool has no room for them (now, or for a chunk later) the tunnel is ended: the stream is
+   * the pool, or its connection's share of it (InboundBudget.tunnelRoomFor), has no room for them
+   * (now, or for a chunk later) the tunnel is ended: the stream is
    * discarded (its bytes go back, the sender is granted them), and `onOverload` is told, once, for
    * the request to be ended as a cancel ends one. What it holds is still bounded by the window.
    */
@@ -179,10 +181,11 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
    * connection's budget. The tunnel ended is the one whose bytes would go past the pool: the one
    * adding bytes, whose far end is behind right now, found at once with no list of tunnels to
    * search. Bytes already in the pool stay, and no tunnel is cut for bytes others send; but while
-   * stalled tunnels fill the pool, any tunnel that falls behind is ended too, until they go.
+   * stalled tunnels fill the pool, any tunnel that falls behind is ended too, until they go. One
+   * connection's fill only its share: past it its own tunnels are ended, not other connections'.
    */
   private endTunnel(): void {
-    const error = new TunnelOverloaded({ message: "the tunnels' pool (bytes upgraded connections hold that their far ends have not read) has no room for this tunnel's bytes" })
+    const error = new TunnelOverloaded({ message: "the tunnels' pool (bytes upgraded connections hold that their far ends have not read), or its connection's share of it, has no room for this tunnel's bytes" })
     this.overload = error
     this.discard()
     const told = this.onOverload
@@ -196,10 +199,11 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   }
 
   /**
-   * Whether the server's tunnels' pool has room for a whole window of this stream: what it would
-   * hold there as a tunnel whose far end stops reading. For the handler to decide, before it takes
-   * a new tunnel, whether to refuse it (PROTOCOL.md §8); true without a budget (nothing to spend),
-   * and while the pool holds nothing (it is never smaller than a window: InboundBudget.tunnelRoomFor).
+   * Whether the server's tunnels' pool, and its connection's share of it, have room for a whole
+   * window of this stream: what it would hold there as a tunnel whose far end stops reading. For
+   * the handler to decide, before it takes a new tunnel, whether to refuse it (PROTOCOL.md §8);
+   * true without a budget (nothing to spend), and while they hold nothing (neither is ever smaller
+   * than a window: InboundBudget.tunnelRoomFor).
    */
   tunnelPoolHasRoom(): boolean {
     return this.budget === undefined || this.budget.tunnelRoomFor(this.window, this.window)

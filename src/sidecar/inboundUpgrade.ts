@@ -13,7 +13,7 @@
 // Open tunnels are bounded on their own (`maxTunnels`, counted from the upgrade request to the
 // app until its connection closes): past it a new upgrade is refused `overloaded`, not processed,
 // before the app is asked. So is one that, stalled, would not fit in the server's tunnels' pool
-// (a window of unread bytes: IncomingStream.tunnelPoolHasRoom); healthy tunnels hold next to
+// or its connection's share of it (a window of unread bytes: IncomingStream.tunnelPoolHasRoom); healthy tunnels hold next to
 // nothing there, so this caps stalled ones, not their number. Once its 101 is back a tunnel holds
 // its channel and its place here, but no place among the requests waiting for an answer
 // (RequestContext.longLived), and its unread bytes count only in the tunnels' pool, so open
@@ -80,7 +80,7 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
     }
     if (tunnels.open >= tunnels.max) return refuse(`${tunnels.open} upgraded connections open, as many as maxTunnels allows; retry elsewhere`)
     // Stalled, it would hold a window unread: admitted without room for it, it would be ended as soon as it stalled (PROTOCOL.md §8).
-    if (peerBytes !== undefined && !peerBytes.tunnelPoolHasRoom()) return refuse("the tunnels' pool (bytes upgraded connections hold that their apps have not read) has no room for one more stream window; raise maxQueuedBytes, or retry elsewhere")
+    if (peerBytes !== undefined && !peerBytes.tunnelPoolHasRoom()) return refuse("the tunnels' pool (bytes upgraded connections hold that their apps have not read), or this connection's share of it, has no room for one more stream window; raise maxQueuedBytes (or maxQueuedBytesPerConnection, a connection's share), or retry elsewhere")
     tunnels.open++
     let counted = true
     /** Once, when the upgrade fails, is answered without switching, or its connection closes. */
@@ -168,7 +168,7 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
         const overloaded = peerBytes?.overloaded
         if (overloaded !== undefined) {
           const admitted = leg.overloadLines.admit()
-          if (admitted !== undefined) leg.log("tunnel-overloaded", { app: leg.address, path: app.path, message: `${overloaded.message}; raise maxQueuedBytes, or find why the app stopped reading`, ...admitted })
+          if (admitted !== undefined) leg.log("tunnel-overloaded", { app: leg.address, path: app.path, message: `${overloaded.message}; raise maxQueuedBytes (or maxQueuedBytesPerConnection, a connection's share), or find why the app stopped reading`, ...admitted })
         }
         observation.end(leg.address, 101, overloaded === undefined ? undefined : { hop: "inbound", reason: MeshErrorCode.overloaded })
       })

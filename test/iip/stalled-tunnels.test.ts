@@ -1,8 +1,9 @@
 // Tunnels whose far end stops reading (PROTOCOL.md §8, §17.4), over real TCP: each holds up to a
 // stream window of unread bytes at the server. Those bytes count in a pool of their own (as large
-// as the server's byte budget), never in the budget of the requests: stalled tunnels neither pause
-// the connection they share with ordinary requests nor make the server refuse those `overloaded`,
-// whatever their number. A tunnel whose bytes do not fit in the pool is ended `overloaded` (its
+// as the server's byte budget, one connection's tunnels taking at most its own byte budget of it),
+// never in the budget of the requests: stalled tunnels neither pause the connection they share with
+// ordinary requests nor make the server refuse those `overloaded`, whatever their number. A tunnel
+// whose bytes do not fit in the pool, or in its connection's share, is ended `overloaded` (its
 // handler is cancelled, its caller's answer fails), so what the server holds stays bounded.
 // A handler taking a new tunnel can ask whether the pool has room for one more stalled window
 // (IncomingStream.tunnelPoolHasRoom), and refuse it when not, as the sidecar does (§17.4).
@@ -24,8 +25,6 @@ const stalling = (bytes: number, stop: Promise<void>) =>
     await stop
   })()
 
-const rssMiB = () => process.memoryUsage().rss / MiB
-
 describe("stalled tunnels and ordinary requests", () => {
   let cleanup: Cleanup
   let server: IipServer
@@ -34,7 +33,7 @@ describe("stalled tunnels and ordinary requests", () => {
     cleanup = new Cleanup()
     stop = deferred()
     cleanup.add(() => stop.resolve())
-    // Per connection 8 MiB, in all 16 MiB: 24 tunnels holding a 1 MiB window each are over both.
+    // Per connection 8 MiB, in all 16 MiB: one connection's tunnels hold at most 8 windows of 1 MiB.
     server = await startServer(cleanup, { maxQueuedBytesPerConnection: 8 * MiB, maxQueuedBytes: 16 * MiB })
     // A tunnel: answers at once and for as long as it lives (its caller's cancel or being ended
     // ends it, as the sidecar's relay closes its app's socket), never reads what the caller sends.
@@ -53,16 +52,6 @@ describe("stalled tunnels and ordinary requests", () => {
   })
   afterEach(() => cleanup.run())
 
-  /** Opens up to `n` tunnels on `client`, one after the other (each holds a channel once its answer began); how many opened within 3 s each. */
-  const openTunnels = async (client: ReturnType<typeof startClient>, n: number): Promise<number> => {
-    let opened = 0
-    for (let i = 0; i < n; i++) {
-      const tunnel = await client.stream("/tunnel", stalling(2 * MiB, stop.promise), { timeoutMs: 3000 }).catch(() => undefined)
-      if (tunnel === undefined) break
-      opened++
-    }
-    return opened
-  }
   /**
    * Opens `n` tunnels on `client`, one after the other, and watches their answers: for each, once
    * its answer ends, the code it failed with ("end" when it ended as it should), undefined before.
@@ -90,20 +79,6 @@ describe("stalled tunnels and ordinary requests", () => {
     return `held ${((budget.bytes + budget.tunnelBytes) / MiB).toFixed(1)} MiB (tunnel pool ${(budget.tunnelBytes / MiB).toFixed(1)})`
   }
 
-  it("12 stalled tunnels on one connection (over its 8 MiB): they all open, and its ordinary calls are answered; the connection is not paused", async () => {
-    const before = rssMiB()
-    const client = startClient(cleanup, server.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 })
-    const opened = await openTunnels(client, 12)
-    const budget = [...server.meshSessions][0]!.connection.budget
-    // Each tunnel sent its window (1 MiB) and waits for a grant that never comes.
-    await waitFor(() => budget.shared.bytes + budget.shared.tunnelBytes >= opened * MiB, 10_000, "the windows to fill")
-    const answer = await echo(client, "same connection")
-    console.log(`[stalled-tunnels] one connection: ${opened} of 12 tunnels opened, each stalled with a 1 MiB window; ${held()}; process RSS (client and server) ${before.toFixed(1)} -> ${rssMiB().toFixed(1)} MiB; ordinary call: ${answer}`)
-    expect(opened).toBe(12)
-    expect(answer).toBe("same connection")
-    expect(budget.pausedForBudget).toBe(false)
-  })
-
   it("3 connections x 6 stalled tunnels (past the 16 MiB pool in all): the tunnels whose bytes do not fit are ended overloaded, the rest hold their windows, and a fourth connection's calls are answered", async () => {
     const clients = [0, 1, 2].map(() => startClient(cleanup, server.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 }))
     const ends: Array<Array<string | undefined>> = []
@@ -118,8 +93,21 @@ describe("stalled tunnels and ordinary requests", () => {
     expect(answer).toBe("fourth connection")
   })
 
-  it("a handler that admits a tunnel only while the pool has room for one more window: 4 stalled fill a 4 MiB pool, the 5th is refused, one cancelled makes room", async () => {
-    const small = await startServer(cleanup, { maxQueuedBytes: 4 * MiB })
+  it("16 stalled tunnels on one connection cannot take the whole 16 MiB pool: another connection's tunnel that stalls holds its window, not ended", async () => {
+    const hostile = await openWatched(startClient(cleanup, server.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 }), 16)
+    const budget = [...server.meshSessions][0]!.connection.budget.shared
+    await waitFor(() => budget.tunnelBytes === (16 - endedIn(hostile)) * MiB, 5000, "every tunnel of the first connection to hold its window or be ended")
+    const other = await openWatched(startClient(cleanup, server.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 }), 1)
+    await waitFor(() => endedIn(other) === 1 || budget.tunnelBytes === (17 - endedIn(hostile)) * MiB, 5000, "the other connection's tunnel to hold its window or be ended")
+    console.log(`[stalled-tunnels] one connection's 16 stalled tunnels: ${endedIn(hostile)} ended; another connection's: ${other[0] ?? "holds its window"}; ${held()}`)
+    expect(other).toEqual([undefined])
+    expect(endedIn(hostile)).toBeGreaterThanOrEqual(8)
+    expect(hostile.filter((end) => end !== undefined)).toEqual(Array(endedIn(hostile)).fill("overloaded"))
+  })
+
+  /** A server whose tunnels are admitted only while the pool (and the connection's share) has room for one more window. */
+  const admitting = async (limits: { readonly maxQueuedBytes: number; readonly maxQueuedBytesPerConnection?: number }) => {
+    const small = await startServer(cleanup, limits)
     small.handle("/tunnel", (request) => {
       if (request.context.stream?.tunnelPoolHasRoom() === false) return failure("overloaded", "no room in the tunnels' pool", false)
       request.context.longLived()
@@ -132,36 +120,53 @@ describe("stalled tunnels and ordinary requests", () => {
         })
       })())
     })
-    const client = startClient(cleanup, small.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 })
     const pool = () => [...small.meshSessions][0]?.connection.budget.shared.tunnelBytes ?? 0
-    /** A tunnel that sends its window (the handler never reads it): the abort that cancels it, or the code it was refused with. */
-    const tunnel = async () => {
-      const cancel = new AbortController()
-      return client.stream("/tunnel", stalling(2 * MiB, stop.promise), { timeoutMs: 3000, signal: cancel.signal }).then(() => cancel, (error: { readonly code?: string }) => error.code ?? String(error))
-    }
+    return { small, pool }
+  }
+  /** A tunnel on `client` that sends its window (the handler never reads it): the abort that cancels it, or the code it was refused with. */
+  const tunnel = async (client: ReturnType<typeof startClient>) => {
+    const cancel = new AbortController()
+    return client.stream("/tunnel", stalling(2 * MiB, stop.promise), { timeoutMs: 3000, signal: cancel.signal }).then(() => cancel, (error: { readonly code?: string }) => error.code ?? String(error))
+  }
+
+  it("a handler that admits a tunnel only while the pool has room for one more window: 4 stalled fill a 4 MiB pool, the 5th is refused, one cancelled makes room", async () => {
+    const { small, pool } = await admitting({ maxQueuedBytes: 4 * MiB })
+    const client = startClient(cleanup, small.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 })
     const open: Array<AbortController> = []
     for (let i = 0; i < 4; i++) {
-      const opened = await tunnel()
+      const opened = await tunnel(client)
       expect(opened).toBeInstanceOf(AbortController)
       open.push(opened as AbortController)
       // Nothing is read: each holds exactly its window.
       await waitFor(() => pool() === open.length * MiB, 5000, "the tunnel's window to fill")
     }
-    expect(await tunnel()).toBe("overloaded")
+    expect(await tunnel(client)).toBe("overloaded")
     open[0]!.abort()
     await waitFor(() => pool() === 3 * MiB, 5000, "the cancelled tunnel's window to go")
-    expect(await tunnel()).toBeInstanceOf(AbortController)
+    expect(await tunnel(client)).toBeInstanceOf(AbortController)
   })
 
-  it("20 stalled tunnels on one connection, past the 16 MiB pool: the tunnels whose bytes do not fit are ended overloaded, the connection is not paused, ordinary calls on it and on another connection are answered, and everything goes back once they end", async () => {
+  it("the same handler, 2 MiB per connection of a 4 MiB pool: a connection whose 2 stalled tunnels fill its share has its 3rd refused, another connection's is admitted", async () => {
+    const { small, pool } = await admitting({ maxQueuedBytes: 4 * MiB, maxQueuedBytesPerConnection: 2 * MiB })
+    const first = startClient(cleanup, small.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 })
+    for (let i = 1; i <= 2; i++) {
+      expect(await tunnel(first)).toBeInstanceOf(AbortController)
+      await waitFor(() => pool() === i * MiB, 5000, "the tunnel's window to fill")
+    }
+    expect(await tunnel(first)).toBe("overloaded")
+    const other = startClient(cleanup, small.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 })
+    expect(await tunnel(other)).toBeInstanceOf(AbortController)
+  })
+
+  it("20 stalled tunnels on one connection, past its 8 MiB share of the 16 MiB pool: the tunnels whose bytes do not fit are ended overloaded, the connection is not paused, ordinary calls on it and on another connection are answered, and everything goes back once they end", async () => {
     const client = startClient(cleanup, server.address.port, { maxConnections: 1, streamChannelsPerConnection: 64 })
     const ends = await openWatched(client, 20)
     const budget = [...server.meshSessions][0]!.connection.budget
-    // 16 windows fit in the pool: at least 4 tunnels are ended, each other one holds its whole window.
-    await waitFor(() => endedIn(ends) >= 4 && budget.shared.tunnelBytes === (20 - endedIn(ends)) * MiB, 5000, "every tunnel to hold its window or be ended")
+    // 8 windows fit in the connection's share: at least 12 tunnels are ended, each other one holds its whole window.
+    await waitFor(() => endedIn(ends) >= 12 && budget.shared.tunnelBytes === (20 - endedIn(ends)) * MiB, 5000, "every tunnel to hold its window or be ended")
     const same = await echo(client, "same connection")
     const other = await echo(startClient(cleanup, server.address.port, { maxConnections: 1 }), "another connection")
-    console.log(`[stalled-tunnels] one connection, past the pool: ${endedIn(ends)} of 20 tunnels ended overloaded; ${held()}; ordinary calls: ${same}, ${other}`)
+    console.log(`[stalled-tunnels] one connection, past its share: ${endedIn(ends)} of 20 tunnels ended overloaded; ${held()}; ordinary calls: ${same}, ${other}`)
     expect(ends.filter((end) => end !== undefined)).toEqual(Array(endedIn(ends)).fill("overloaded"))
     expect(budget.pausedForBudget).toBe(false)
     expect(budget.shared.bytes).toBe(0)
