@@ -17,6 +17,8 @@ export interface AppH2Request {
   readonly maxMetaBytes: number
   /** A plain IIP caller: its answer goes back as one message (plainAnswer.ts), head and trailers in one metadata block. */
   readonly plain: boolean
+  /** The caller reads trailers closing a stream (RequestContext.trailers): if not, an answer's trailers go back only beside its head, in one message. */
+  readonly trailers: boolean
 }
 
 /** HTTP/1.1-only headers an HTTP/2 request must not carry (RFC 9113 §8.2.2); `te` passes only as `trailers`. */
