@@ -314,8 +314,11 @@ export class AppH2Exchange implements Expiring, Held {
       // One metadata block cannot carry it: the answer streams, its head and its trailers in a
       // packet each, each checked apart (streamAnswer, below). Only where the trailers are the
       // app's own (not a trailers-only answer's, split off its head) and the caller takes a stream
-      // and the trailers closing it (else it would get the answer without them: no grpc-status).
-      if (trailers === undefined || this.request.plain || !this.request.trailers) return this.wholeTooLarge(status, headers, held, together)
+      // and the trailers closing it (else it would get the answer without them: no grpc-status),
+      // and only trailers that fit alone (else its head would go on, then the answer break off).
+      if (trailers === undefined || this.request.plain || !this.request.trailers || answerMetaPast(trailersMeta(trailers), this.request.maxMetaBytes) > 0) {
+        return this.wholeTooLarge(status, headers, held, together)
+      }
       this.streamAnswer()
       if (this.done) return
     }

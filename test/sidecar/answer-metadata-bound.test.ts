@@ -16,7 +16,7 @@ import { decodeEnvelope, decodeErrorBody, decodeHello, encodeEnvelope, encodeHel
 import { plainRequestPath } from "../../src/sidecar/httpEnvelope.ts"
 import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
 import { helloOf, rejection, startClient } from "../support/meshTest.ts"
-import { LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const identity = (value: Buffer): Buffer => value
 const PATH = "/demo.Inventory/Watch"
@@ -29,10 +29,10 @@ const message = (body: Buffer): Buffer => {
   return out
 }
 
-/** B's inbound errors counted as the app's, with `reason`. */
-const appErrors = async (b: RunningSidecar, reason: string): Promise<number> => {
+/** B's inbound errors counted as the app's, with `reason` (and the status `code`, any by default). */
+const appErrors = async (b: RunningSidecar, reason: string, code = "\\d+"): Promise<number> => {
   const { body } = await b.sidecar.telemetry.metrics.text()
-  const pattern = new RegExp(`^iip_mesh_request_errors_total\\{direction="inbound",service="inventory",code="\\d+",hop="app",reason="${reason}"\\}`)
+  const pattern = new RegExp(`^iip_mesh_request_errors_total\\{direction="inbound",service="inventory",code="${code}",hop="app",reason="${reason}"\\}`)
   return body
     .split("\n")
     .filter((line) => pattern.test(line))
@@ -75,7 +75,7 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
     const client = new grpc.Client(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory", "grpc.max_metadata_size": 1 << 20 })
     cleanup.add(() => client.close())
-    return { b, client }
+    return { a, b, client }
   }
 
   /** A server-streaming call: the messages read, then its status and the head's metadata. */
@@ -111,6 +111,15 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
       expect(over.status.details).toMatch(/its answer head \(\d+ bytes\) exceeds the 61440 bytes of metadata the mesh carries/)
     }
     expect(await appErrors(b, "app_failed")).toBe(2)
+  })
+
+  it("a whole answer whose trailers alone are past the bound (62,000 bytes), to an HTTP/1.1 caller: a 502 naming the app hop and the bound, not a 200 that breaks off", async () => {
+    const { a, b } = await startGrpcPair()
+    // Before: a 200 whose chunked body broke off (the caller's "aborted").
+    const answer = await call(a.outboundPort, { method: "POST", path: PATH, headers: { host: "inventory", "x-size": "62000" } })
+    expect([answer.status, answer.headers["x-iip-mesh-error"]]).toStrictEqual([502, "app; reason=app_failed"])
+    expect(answer.body.toString()).toMatch(/its trailers \(\d+ bytes\) exceed the 61440 bytes of metadata the mesh carries/)
+    expect(await appErrors(b, "app_failed", "502")).toBe(1)
   })
 
   it("a caller whose hello does not name `trailers` (8 KiB): a whole answer whose head and trailers fit only apart is app_failed, not streamed without its trailers", async () => {
