@@ -106,6 +106,7 @@ export class Served extends Cancellation implements RequestContext {
   readonly remoteAddress: string
   readonly peerIdentity: string | undefined
   readonly maxMetaBytes: number
+  readonly trailers: boolean
   /** Its metadata once decoded; until then `head`, the request's first packet, holds it. */
   private decodedMeta: Meta | undefined
   private head: Buffer | undefined
@@ -134,6 +135,7 @@ export class Served extends Cancellation implements RequestContext {
     remoteAddress: string,
     peerIdentity: string | undefined,
     maxMetaBytes: number,
+    trailers: boolean,
     channelId: number,
     rawPath: string,
     data: Buffer,
@@ -152,6 +154,7 @@ export class Served extends Cancellation implements RequestContext {
     this.remoteAddress = remoteAddress
     this.peerIdentity = peerIdentity
     this.maxMetaBytes = maxMetaBytes
+    this.trailers = trailers
     this.decodedMeta = meta
     this.head = meta === undefined ? head : undefined
     this.bodyOffset = bodyOffset

@@ -201,7 +201,7 @@ export class PeerChannelServer {
     // Its metadata is decoded when first read, from `data`, which a whole uncompressed body (a
     // view of it) keeps anyway; otherwise now, so the request does not hold the packet.
     const meta = stream === undefined && !overloaded && !compressed ? undefined : decodeMeta(data, bodyOffset)
-    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, this.maxMetaBytes, channelId, rawPath, stream === undefined ? body : noData, requestId, meta, data, bodyOffset, remaining, stream, oneway, charged, remaining > 0 ? this.connection.receivedAt() : 0)
+    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, this.maxMetaBytes, this.streamOut.trailersAgreed, channelId, rawPath, stream === undefined ? body : noData, requestId, meta, data, bodyOffset, remaining, stream, oneway, charged, remaining > 0 ? this.connection.receivedAt() : 0)
     const closed = this.connection.closeError
     if (closed !== undefined) served.abort(closed)
     const request = served.request
@@ -417,7 +417,7 @@ export class PeerChannelServer {
     channel.receiving = undefined // its continuations, if any, are dropped as they come
     const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
     const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0
-    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, this.maxMetaBytes, channelId, rawPath, noData, envelope.requestId, envelope.meta, prefix, 0, 0, undefined, oneway, 0, 0)
+    const served = new Served(this.connection.remoteAddress, this.connection.peerIdentity, this.maxMetaBytes, this.streamOut.trailersAgreed, channelId, rawPath, noData, envelope.requestId, envelope.meta, prefix, 0, 0, undefined, oneway, 0, 0)
     served.abort()
     if (oneway) {
       this.log("push-failed", { path: served.request.path, code: MeshErrorCode.badRequest, message })

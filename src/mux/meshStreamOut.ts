@@ -25,7 +25,7 @@ export class StreamSender {
   private readonly streamWindow: number
   private readonly maxMetaBytes: number
   /** Both hellos named `trailers`: a streamed body may end with metadata (§13). */
-  private readonly trailersAgreed: boolean
+  readonly trailersAgreed: boolean
   private readonly compression: Compression | undefined
   /** The session's listeners for the connection's close: a stream's window closes with it. */
   private readonly closeListeners: Array<(error: ConnectionClosed) => void>

@@ -23,6 +23,12 @@ export interface RequestContext {
    * mode), past which an answer's metadata cannot be sent. Plain IIP sends none: no bound (Infinity).
    */
   readonly maxMetaBytes: number
+  /**
+   * The caller reads trailers closing a streamed answer (both hellos name `trailers`, PROTOCOL.md
+   * §10, §13); where not, a streamed answer ends with a plain last packet, its trailers lost. Plain
+   * IIP streams no answer: false.
+   */
+  readonly trailers: boolean
   /** When the caller stops waiting, in this process's Date.now() terms; 0 when it did not say. */
   readonly deadline: number
   /** The request body as it streams in (mesh mode, streamed requests only); `data` is then empty. */

@@ -152,6 +152,7 @@ export class ServerSession implements MessageSink {
       cancel: this.abort.signal,
       meta: emptyMeta,
       maxMetaBytes: Infinity,
+      trailers: false,
       deadline: 0,
       stream: undefined,
       oneway: false,

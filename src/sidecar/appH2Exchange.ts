@@ -13,7 +13,8 @@
 // stream the app reset first (even with NO_ERROR) broke off.
 // Its head and trailers go back within the metadata a message to the caller carries (the bound
 // agreed with it, RequestContext.maxMetaBytes): an answer held whole whose head and trailers fit
-// only apart streams (a packet each); past it, either fails as the app's.
+// only apart streams (a packet each) to a caller that reads trailers closing a stream, and fails
+// as the app's to any other; past it, either fails as the app's.
 import { subscribe } from "node:diagnostics_channel"
 import * as http2 from "node:http2"
 import { failure, reply } from "../iip/server.ts"
@@ -323,8 +324,12 @@ export class AppH2Exchange implements Expiring, Held {
       if (held === undefined) return this.metaTooLarge(`its answer head (${together} bytes) exceeds`)
       // One metadata block cannot carry it: the answer streams, its head and its trailers in a
       // packet each, each checked apart (streamAnswer, below). Only where the trailers are the
-      // app's own (not a trailers-only answer's, split off its head) and the caller takes a stream.
-      if (trailers === undefined || this.request.plain) return this.wholeTooLarge(status, headers, held, together)
+      // app's own (not a trailers-only answer's, split off its head) and the caller takes a stream
+      // and the trailers closing it (else it would get the answer without them: no grpc-status),
+      // and only trailers that fit alone (else its head would go on, then the answer break off).
+      if (trailers === undefined || this.request.plain || !this.request.trailers || answerMetaPast(trailersMeta(trailers), this.request.maxMetaBytes) > 0) {
+        return this.wholeTooLarge(status, headers, held, together)
+      }
       this.streamAnswer()
       if (this.done) return
     }

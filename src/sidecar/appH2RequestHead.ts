@@ -21,6 +21,8 @@ export interface AppH2Request {
    * not only its head.
    */
   readonly plain: boolean
+  /** The caller reads trailers closing a stream (RequestContext.trailers): if not, an answer's trailers go back only beside its head, in one message. */
+  readonly trailers: boolean
 }
 
 /** HTTP/1.1-only headers an HTTP/2 request must not carry (RFC 9113 §8.2.2); `te` passes only as `trailers`. */

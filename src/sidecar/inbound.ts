@@ -237,7 +237,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     if (h2Leg !== undefined && (h2Only || isGrpcPairs(head.headers))) {
       if (stream === undefined) observation.requestBytes(0)
       const waitMs = deadline === 0 || oneway ? options.defaultTimeoutMs : timeLeft
-      const h2Request: AppH2Request = { method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs, maxMetaBytes: request.context.maxMetaBytes, plain }
+      const h2Request: AppH2Request = { method: head.method, path: head.path, authority: authority ?? pool.authority, headers: head.headers, body: stream ?? head.body, timeLeftMs: waitMs, maxMetaBytes: request.context.maxMetaBytes, plain, trailers: request.context.trailers }
       // A plain caller's answer goes back whole: gathered here, within the answer budget.
       const answer = plain ? plainAnswer(leg.answers, leg.address, pending) : pending
       // Once loaded, the leg is called at once: no promise per call.

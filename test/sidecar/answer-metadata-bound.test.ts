@@ -11,10 +11,12 @@ import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { RemoteError } from "../../src/mux/meshChannels.ts"
+import { Status } from "../../src/protocol/constants.ts"
+import { decodeEnvelope, decodeErrorBody, decodeHello, encodeEnvelope, encodeHello, EnvelopeKind, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
 import { plainRequestPath } from "../../src/sidecar/httpEnvelope.ts"
-import { Cleanup } from "../support/iipRaw.ts"
-import { rejection, startClient } from "../support/meshTest.ts"
-import { LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
+import { helloOf, rejection, startClient } from "../support/meshTest.ts"
+import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const identity = (value: Buffer): Buffer => value
 const PATH = "/demo.Inventory/Watch"
@@ -27,10 +29,10 @@ const message = (body: Buffer): Buffer => {
   return out
 }
 
-/** B's inbound errors counted as the app's, with `reason`. */
-const appErrors = async (b: RunningSidecar, reason: string): Promise<number> => {
+/** B's inbound errors counted as the app's, with `reason` (and the status `code`, any by default). */
+const appErrors = async (b: RunningSidecar, reason: string, code = "\\d+"): Promise<number> => {
   const { body } = await b.sidecar.telemetry.metrics.text()
-  const pattern = new RegExp(`^iip_mesh_request_errors_total\\{direction="inbound",service="inventory",code="\\d+",hop="app",reason="${reason}"\\}`)
+  const pattern = new RegExp(`^iip_mesh_request_errors_total\\{direction="inbound",service="inventory",code="${code}",hop="app",reason="${reason}"\\}`)
   return body
     .split("\n")
     .filter((line) => pattern.test(line))
@@ -73,7 +75,7 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
     const client = new grpc.Client(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory", "grpc.max_metadata_size": 1 << 20 })
     cleanup.add(() => client.close())
-    return { b, client }
+    return { a, b, client }
   }
 
   /** A server-streaming call: the messages read, then its status and the head's metadata. */
@@ -109,6 +111,41 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
       expect(over.status.details).toMatch(/its answer head \(\d+ bytes\) exceeds the 61440 bytes of metadata the mesh carries/)
     }
     expect(await appErrors(b, "app_failed")).toBe(2)
+  })
+
+  it("a whole answer whose trailers alone are past the bound (62,000 bytes), to an HTTP/1.1 caller: a 502 naming the app hop and the bound, not a 200 that breaks off", async () => {
+    const { a, b } = await startGrpcPair()
+    // Before: a 200 whose chunked body broke off (the caller's "aborted").
+    const answer = await call(a.outboundPort, { method: "POST", path: PATH, headers: { host: "inventory", "x-size": "62000" } })
+    expect([answer.status, answer.headers["x-iip-mesh-error"]]).toStrictEqual([502, "app; reason=app_failed"])
+    expect(answer.body.toString()).toMatch(/its trailers \(\d+ bytes\) exceed the 61440 bytes of metadata the mesh carries/)
+    expect(await appErrors(b, "app_failed", "502")).toBe(1)
+  })
+
+  it("a caller whose hello does not name `trailers` (8 KiB): a whole answer whose head and trailers fit only apart is app_failed, not streamed without its trailers", async () => {
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp()}`, appProtocol: "h2c", tracing: false }))
+    const raw = await RawClient.connect(b.sidecar.inbound.port, cleanup)
+    raw.write(frame(Status.RequestWhole, MeshPath.hello, 0, encodeHello(helloOf({ node: "old", features: MeshFeatures.filter((f) => f !== "trailers") }), false)))
+    expect(decodeHello((await raw.next(5000)).data)?.features).not.toContain("trailers")
+    /** The first packet of the answer to a gRPC request with HTTP metadata, the app's head and trailers of the sizes asked. */
+    const ask = async (requestId: number, head: number, trailers: number) => {
+      const headers = [["content-type", "application/grpc"], ["x-head-size", String(head)], ["x-size", String(trailers)]]
+      const meta = new Map([[":method", "POST"], [":authority", "inventory"], ["http-headers", JSON.stringify(headers)]])
+      raw.write(frame(Status.RequestWhole, PATH, 1, encodeEnvelope(EnvelopeKind.request, 0, requestId, meta, message(Buffer.from("hi")), 8192)))
+      const first = await raw.next(5000)
+      return { status: first.status, envelope: decodeEnvelope(first.data, 8192), data: first.data }
+    }
+    // Together within 8 KiB: one message, its trailers in its metadata.
+    const fits = await ask(1, 100, 100)
+    expect([fits.status, fits.envelope.kind]).toStrictEqual([Status.ResponseWhole, EnvelopeKind.response])
+    expect(JSON.parse(fits.envelope.meta.get("http-trailers")!)).toStrictEqual([["grpc-status", "0"], ["x-big", "b".repeat(100)]])
+    // 5,000 bytes each: a stream would close with a plain last packet, the trailers (grpc-status) lost.
+    const apart = await ask(2, 5000, 5000)
+    expect([apart.status, apart.envelope.kind]).toStrictEqual([Status.ResponseWhole, EnvelopeKind.error])
+    const error = decodeErrorBody(apart.data.subarray(apart.envelope.bodyOffset))
+    expect(error.code).toBe("app_failed")
+    expect(error.message).toMatch(/its answer head and trailers \(\d+ bytes together\) exceed the 8192 bytes of metadata the mesh carries/)
+    expect(await appErrors(b, "app_failed")).toBe(1)
   })
 
   describe("a library caller (8 KiB of metadata agreed) straight to B", () => {
