@@ -219,12 +219,21 @@ export abstract class MeshCaller {
     if (channel.refused) this.closeRefused(channel)
   }
 
-  /** Sends a request that gets no answer (a push). */
-  push(channel: OwnChannel, path: string, body: Uint8Array, meta: Meta = emptyMeta): void {
+  /** Sends a request that gets no answer (a push); behind `behind`'s packets still waiting in the writer, if any (see cancelAt). */
+  push(channel: OwnChannel, path: string, body: Uint8Array, meta: Meta = emptyMeta, behind = channel.id): void {
     const requestId = nextRequestId(channel)
     const packed = channel !== this.ownControl ? this.pack(body) : undefined
     const flags = packed === undefined ? EnvelopeFlag.oneway : EnvelopeFlag.oneway | EnvelopeFlag.compressed
-    this.connection.writer.sendEnvelope(Status.RequestWhole, path, channel.id, EnvelopeKind.request, flags, requestId, meta, this.agreed.maxMetaBytes, 0, packed ?? body)
+    this.connection.writer.sendEnvelope(Status.RequestWhole, path, channel.id, EnvelopeKind.request, flags, requestId, meta, this.agreed.maxMetaBytes, 0, packed ?? body, behind)
+  }
+
+  /**
+   * Tells the peer to stop `call`. Behind what its channel still has waiting in the writer's lane
+   * (a request sent behind a streamed body waits there): written ahead of it, the cancel would
+   * find nothing at the peer, be dropped, and the request would then run to its end.
+   */
+  private cancelAt(call: Call): void {
+    if (!this.connection.closed) this.push(this.ownControl, MeshPath.cancel, encodeChannelPair(call.channel.id, call.requestId), emptyMeta, call.channel.id)
   }
 
   /** The compressed form of a body worth compressing (§12.1), else undefined. */
@@ -255,9 +264,7 @@ export abstract class MeshCaller {
       // Held, never sent: nothing to tell the peer.
       return this.heldCalls.remove(call)
     }
-    if (!this.connection.closed) {
-      this.push(this.ownControl, MeshPath.cancel, encodeChannelPair(call.channel.id, call.requestId))
-    }
+    this.cancelAt(call)
   }
 
   protected finishCall(call: Call, error: MeshCallError | undefined, reply: MeshReply | undefined): void {
@@ -274,7 +281,7 @@ export abstract class MeshCaller {
     const incoming = call.incoming
     if (incoming === undefined || call.channel.fifo[0] !== call) return
     incoming.fail(new Cancelled({ message: "request cancelled by the caller" }))
-    if (!this.connection.closed) this.push(this.ownControl, MeshPath.cancel, encodeChannelPair(call.channel.id, call.requestId))
+    this.cancelAt(call)
   }
 
   protected onResponse(channel: OwnChannel, status: number, data: Buffer): void {

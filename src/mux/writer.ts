@@ -20,7 +20,8 @@
 // other packet goes out at its flush ahead of them. A small call on a connection that carries a
 // bulk stream therefore waits behind at most one chunk here, not behind all the stream has queued
 // (no head-of-line blocking between channels); order within a channel holds, since a packet sent
-// on a channel whose lane is not empty joins the lane. When the socket pushes back, packets wait
+// on a channel whose lane is not empty joins the lane, and so does a cancel of a request on it
+// (sent on the control channel, `sendEnvelope`'s `behind`), which must not overtake it. When the socket pushes back, packets wait
 // here; producers see `congested` and stop producing (the server stops reading requests, the
 // client holds new requests, a stream sender waits), so memory stays bounded. Nothing is dropped:
 // past the hard limit `send` throws instead.
@@ -61,6 +62,8 @@ const BULK_IN_FLIGHT = 1
 
 /** A packet waiting in a channel's lane: a stream chunk (its header byte, then `data`), or a packet sent behind one. */
 interface LanePacket {
+  /** The lane's channel, or another one's packet about it sent behind it (a control channel's cancel). */
+  readonly channelId: number
   readonly status: number
   readonly path: string
   /** The chunk header byte written before `data` (PROTOCOL.md §12), or -1 for a packet sent whole. */
@@ -155,7 +158,7 @@ export class PacketWriter {
       const lane = this.lanes.get(channelId)
       if (lane !== undefined) {
         // Behind this channel's bulk packets: order within a channel holds.
-        lane.packets.push({ status, path, chunkHeader: -1, data, size, written: undefined })
+        lane.packets.push({ channelId, status, path, chunkHeader: -1, data, size, written: undefined })
         this.queuedBytes += size
         return
       }
@@ -167,7 +170,10 @@ export class PacketWriter {
   /**
    * Queues a mesh message's first packet from its parts (PROTOCOL.md §12): envelope, metadata
    * (`deadlineMs` > 0, whole ms, written as its deadline entry) and body, encoded at the write straight into
-   * the batch. Throws EnvelopeError or PacketEncodeError (nothing queued) or Overloaded.
+   * the batch. `behind`: the channel whose lane it waits behind, if that has one; another than its
+   * own for a control message about a request that may wait in that lane (a cancel must not reach
+   * the peer ahead of the request it cancels). Throws EnvelopeError or PacketEncodeError (nothing
+   * queued) or Overloaded.
    */
   sendEnvelope(
     status: number,
@@ -179,19 +185,20 @@ export class PacketWriter {
     meta: Meta,
     maxMetaBytes: number,
     deadlineMs: number,
-    body: Uint8Array
+    body: Uint8Array,
+    behind = channelId
   ): void {
     const metaBytes = envelopeMetaBytes(meta, maxMetaBytes, deadlineMs)
     const dataLength = EnvelopeBytes + metaBytes + body.length
     const size = checkPacket(status, path, channelId, dataLength)
     if (this.closed || this.finishing !== undefined) throw new Overloaded({ message: "connection is closed", limit: "closed" })
     this.admit(size)
-    const lane = this.lanes.size > 0 ? this.lanes.get(channelId) : undefined
+    const lane = this.lanes.size > 0 ? this.lanes.get(behind) : undefined
     if (lane !== undefined) {
       // Behind this channel's bulk packets, which a lane keeps as buffers of their own.
       const data = Buffer.allocUnsafe(dataLength)
       data.set(body, encodeEnvelopeHeadInto(data, 0, kind, flags, requestId, meta, metaBytes, deadlineMs))
-      lane.packets.push({ status, path, chunkHeader: -1, data, size, written: undefined })
+      lane.packets.push({ channelId, status, path, chunkHeader: -1, data, size, written: undefined })
       this.queuedBytes += size
       return
     }
@@ -272,7 +279,7 @@ export class PacketWriter {
       this.lanes.set(channelId, lane)
       this.ring.push(lane)
     }
-    lane.packets.push({ status, path, chunkHeader, data, size, written })
+    lane.packets.push({ channelId, status, path, chunkHeader, data, size, written })
     this.queuedBytes += size
     if (this.waitingDrain || this.bulkInFlight >= BULK_IN_FLIGHT || this.scheduledSoon) return
     this.scheduledSoon = true
@@ -391,7 +398,7 @@ export class PacketWriter {
       let offset = 0
       for (let i = lane.head; i < end; i++) {
         const p = packets[i]!
-        offset = encodePacketInto(out, offset, p.status, p.path, lane.channelId, p.data)
+        offset = encodePacketInto(out, offset, p.status, p.path, p.channelId, p.data)
       }
       bytes += total
       this.sink.write(out, this.onBulkWritten)
