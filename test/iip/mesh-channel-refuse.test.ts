@@ -21,6 +21,8 @@ import { Cleanup, deferred, frame, RawClient, waitFor } from "../support/iipRaw.
 import { collectLog, helloOf, rejection, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
 import { tcpBufferMaxima } from "../support/socketBuffers.ts"
 
+const MiB = 1024 * 1024
+
 const request = (path: string, channel: number, id: number, body: string) =>
   frame(1, path, channel, encodeEnvelope(EnvelopeKind.request, 0, id, emptyMeta, Buffer.from(body), 8192))
 
@@ -165,15 +167,22 @@ describe("a channel over the server's channel budget", () => {
   it("at the opener: a refused channel whose body still streams when its answer comes is closed once its last packets are written", async () => {
     const peer = await startRawMeshPeer(cleanup)
     const client = startClient(cleanup, peer.port, { maxConnections: 1 })
-    // After the first piece, more than the socket buffers here can hold at their largest (a fixed
-    // 8 MiB fitted in buffers of 6 and 4 MiB), so the writer holds chunks while the peer does not read.
+    // After the first piece, 1 MiB at a time for as long as the writer takes them, until the answer
+    // came: the writer backs up at what the kernel's buffers take while the peer does not read (about
+    // 4 MB here, 6 MB with maxima of 32 or 64 MiB), and still holds pieces if they take more later.
+    // Not one piece of both maxima (a fixed 8 MiB fitted in buffers of 6 and 4 MiB; 129 MiB with
+    // maxima of 64 MiB took 3.8 s to fill before its first byte went out, once more than the 5 s
+    // below). At most both maxima, the writer's 1 MiB high-water mark and a piece: the window
+    // granted (a grant is 32 bits).
     const { receive, send } = tcpBufferMaxima()
-    const rest = receive + send + 1024 * 1024
+    const pieces = Math.min(Math.ceil((receive + send) / MiB) + 2, 4095)
+    const piece = Buffer.alloc(MiB, 1)
     const more = deferred()
+    let answeredYet = false
     async function* body() {
       yield Buffer.from("a")
       await more.promise
-      yield Buffer.alloc(rest, 1)
+      for (let sent = 0; !answeredYet && sent < pieces; sent++) yield piece
     }
     const answered = settle(client.stream("/up", body(), { timeoutMs: 20_000 }))
     const sent = await peer.take((p) => p.path === "/up", 5000, "the request's first packet")
@@ -183,7 +192,7 @@ describe("a channel over the server's channel budget", () => {
       socket.write(frame(1, path, AcceptorControlChannel, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, id, emptyMeta, body, 8192)))
     // The peer stops reading and grants the whole body: the client's writer backs up.
     socket.pause()
-    control(MeshPath.window, 1, encodeChannelPair(sent.channelId, rest))
+    control(MeshPath.window, 1, encodeChannelPair(sent.channelId, pieces * MiB))
     more.resolve()
     await waitFor(() => session.connection.writer.congested, 5000, "the client's writer to back up")
     // Refused, and its request answered overloaded, while the body is still going out.
@@ -191,6 +200,8 @@ describe("a channel over the server's channel budget", () => {
     const error = encodeEnvelope(EnvelopeKind.error, 0, decodeEnvelope(sent.data, MeshDefaults.maxMetaBytes).requestId, emptyMeta, Buffer.from('{"code":"overloaded","message":"refused","processed":false}'), 8192)
     socket.write(frame(5, "/up", sent.channelId, error))
     expect(await answered).toMatchObject({ ok: false, error: { code: "overloaded", processed: false } })
+    // Pieces went on while the kernel took more: the writer held some when the answer came.
+    answeredYet = true
     socket.resume()
     const close = await peer.take((p) => p.path === MeshPath.close, 10_000, "the refused channel's close")
     expect(decodeChannelId(bodyOf(close.data))).toBe(sent.channelId)
