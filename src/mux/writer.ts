@@ -21,10 +21,11 @@
 // bulk stream therefore waits behind at most one chunk here, not behind all the stream has queued
 // (no head-of-line blocking between channels); order within a channel holds, since a packet sent
 // on a channel whose lane is not empty joins the lane, and so does a cancel of a request on it
-// (sent on the control channel, `sendEnvelope`'s `behind`), which must not overtake it. When the socket pushes back, packets wait
-// here; producers see `congested` and stop producing (the server stops reading requests, the
-// client holds new requests, a stream sender waits), so memory stays bounded. Nothing is dropped:
-// past the hard limit `send` throws instead.
+// (`sendEnvelope`'s `behind`), which must not overtake it: sent on the control channel, it may go
+// out after control packets sent later (each is about its own channel). When the socket pushes
+// back, packets wait here; producers see `congested` and stop producing (the server stops reading
+// requests, the client holds new requests, a stream sender waits), so memory stays bounded.
+// Nothing is dropped: past the hard limit `send` throws instead.
 import { performance } from "node:perf_hooks"
 import { encodeEnvelopeHeadInto, EnvelopeBytes, envelopeMetaBytes, type Meta } from "../protocol/mesh.ts"
 import { checkPacket, encodeHeaderInto, encodePacketInto } from "../protocol/packet.ts"
