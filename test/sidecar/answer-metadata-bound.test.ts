@@ -14,20 +14,13 @@ import { RemoteError } from "../../src/mux/meshChannels.ts"
 import { Status } from "../../src/protocol/constants.ts"
 import { decodeEnvelope, decodeErrorBody, decodeHello, encodeEnvelope, encodeHello, EnvelopeKind, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
 import { plainRequestPath } from "../../src/sidecar/httpEnvelope.ts"
+import { grpcMessage, identity } from "../support/grpcRaw.ts"
 import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
 import { helloOf, rejection, startClient } from "../support/meshTest.ts"
 import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
-const identity = (value: Buffer): Buffer => value
 const PATH = "/demo.Inventory/Watch"
 
-/** A gRPC message: flag byte, 4-byte length, the bytes. */
-const message = (body: Buffer): Buffer => {
-  const out = Buffer.alloc(5 + body.length)
-  out.writeUInt32BE(body.length, 1)
-  body.copy(out, 5)
-  return out
-}
 
 /** B's inbound errors counted as the app's, with `reason` (and the status `code`, any by default). */
 const appErrors = async (b: RunningSidecar, reason: string, code = "\\d+"): Promise<number> => {
@@ -60,8 +53,8 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
       if (headSize > 0) head["x-head"] = "h".repeat(headSize)
       stream.respond(head, { waitForTrailers: true })
       stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "x-big": "b".repeat(Number(headers["x-size"] ?? 1)) }))
-      stream.write(message(Buffer.from("first")))
-      if (headers["x-stream"] === "1") stream.write(message(Buffer.alloc(70_000, 0x61)))
+      stream.write(grpcMessage(Buffer.from("first")))
+      if (headers["x-stream"] === "1") stream.write(grpcMessage(Buffer.alloc(70_000, 0x61)))
       stream.end()
     })
     await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
@@ -131,7 +124,7 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
     const ask = async (requestId: number, head: number, trailers: number) => {
       const headers = [["content-type", "application/grpc"], ["x-head-size", String(head)], ["x-size", String(trailers)]]
       const meta = new Map([[":method", "POST"], [":authority", "inventory"], ["http-headers", JSON.stringify(headers)]])
-      raw.write(frame(Status.RequestWhole, PATH, 1, encodeEnvelope(EnvelopeKind.request, 0, requestId, meta, message(Buffer.from("hi")), 8192)))
+      raw.write(frame(Status.RequestWhole, PATH, 1, encodeEnvelope(EnvelopeKind.request, 0, requestId, meta, grpcMessage(Buffer.from("hi")), 8192)))
       const first = await raw.next(5000)
       return { status: first.status, envelope: decodeEnvelope(first.data, 8192), data: first.data }
     }
@@ -154,20 +147,24 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
       expect(error).toBeInstanceOf(RemoteError)
       return [(error as RemoteError).code, (error as RemoteError).message]
     }
+    /** Trailers alone past 8 KiB, and head and trailers past it together: each fails as the app's, naming the bound. */
+    const expectPastTheBound = async (trailersAlone: () => Promise<unknown>, together: () => Promise<unknown>): Promise<void> => {
+      const [code, text] = await failureOf(trailersAlone())
+      expect(code).toBe("app_failed")
+      expect(text).toMatch(/its trailers \(\d+ bytes\) exceed the 8192 bytes of metadata the mesh carries/)
+      const [code2, why] = await failureOf(together())
+      expect(code2).toBe("app_failed")
+      expect(why).toMatch(/its answer head and trailers \(\d+ bytes together\) exceed the 8192 bytes of metadata the mesh carries/)
+    }
 
     it("an h2c app's trailers past 8 KiB, or head and trailers together past it (a plain caller's answer cannot stream): app_failed naming the bound", async () => {
       const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp()}`, appProtocol: "h2c", tracing: false }))
       const caller = startClient(cleanup, b.sidecar.inbound.port)
       // A plain request (no HTTP metadata): `__http_hdr__` in its path carries the headers to the app.
       const ask = (head: number, trailers: number) =>
-        caller.call(plainRequestPath(PATH, [["content-type", "application/grpc"], ["x-head-size", String(head)], ["x-size", String(trailers)]]), message(Buffer.from("hi")), { timeoutMs: 5000 })
+        caller.call(plainRequestPath(PATH, [["content-type", "application/grpc"], ["x-head-size", String(head)], ["x-size", String(trailers)]]), grpcMessage(Buffer.from("hi")), { timeoutMs: 5000 })
       expect((await ask(0, 4000)).subarray(5).toString()).toBe("first")
-      const [code, text] = await failureOf(ask(0, 20_000))
-      expect(code).toBe("app_failed")
-      expect(text).toMatch(/its trailers \(\d+ bytes\) exceed the 8192 bytes of metadata the mesh carries/)
-      const [together, why] = await failureOf(ask(5000, 5000))
-      expect(together).toBe("app_failed")
-      expect(why).toMatch(/its answer head and trailers \(\d+ bytes together\) exceed the 8192 bytes of metadata the mesh carries/)
+      await expectPastTheBound(() => ask(0, 20_000), () => ask(5000, 5000))
       expect(await appErrors(b, "app_failed")).toBe(2)
     })
 
@@ -175,19 +172,14 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
       const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp()}`, appProtocol: "h2c", tracing: false }))
       const caller = startClient(cleanup, b.sidecar.inbound.port)
       const ask = (trailers: number, head = 0) =>
-        caller.stream(plainRequestPath(PATH, [["content-type", "application/grpc"], ["x-stream", "1"], ["x-size", String(trailers)], ["x-head-size", String(head)]]), message(Buffer.from("hi")), { timeoutMs: 5000 })
+        caller.stream(plainRequestPath(PATH, [["content-type", "application/grpc"], ["x-stream", "1"], ["x-size", String(trailers)], ["x-head-size", String(head)]]), grpcMessage(Buffer.from("hi")), { timeoutMs: 5000 })
       const answer = await ask(100)
       // Past one chunk, the whole answer reaches the caller as a stream, its metadata in the first packet.
       let bytes = answer.data.length
       for await (const chunk of answer.stream ?? []) bytes += chunk.length
       expect(bytes).toBe(10 + 5 + 70_000)
       expect(JSON.parse(answer.meta.get("http-trailers") ?? "[]")).toStrictEqual([["grpc-status", "0"], ["x-big", "b".repeat(100)]])
-      const [code, text] = await failureOf(ask(20_000))
-      expect(code).toBe("app_failed")
-      expect(text).toMatch(/its trailers \(\d+ bytes\) exceed the 8192 bytes of metadata the mesh carries/)
-      const [together, why] = await failureOf(ask(5000, 5000))
-      expect(together).toBe("app_failed")
-      expect(why).toMatch(/its answer head and trailers \(\d+ bytes together\) exceed the 8192 bytes of metadata the mesh carries/)
+      await expectPastTheBound(() => ask(20_000), () => ask(5000, 5000))
       expect(await appErrors(b, "app_failed")).toBe(2)
     })
 

@@ -15,21 +15,14 @@ import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { HttpMeta } from "../../src/sidecar/httpEnvelope.ts"
+import { grpcMessage, identity } from "../support/grpcRaw.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { startClient } from "../support/meshTest.ts"
 import { FrameFlag, FrameType, h2Frame, INITIAL_WINDOW, rstStream, STATUS_200, startRawH2App } from "../support/h2Raw.ts"
 import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
-const identity = (value: Buffer): Buffer => value
 const PATH = "/demo.Inventory/Watch"
 
-/** A gRPC message: flag byte, 4-byte length, the bytes. */
-const message = (body: Buffer): Buffer => {
-  const out = Buffer.alloc(5 + body.length)
-  out.writeUInt32BE(body.length, 1)
-  body.copy(out, 5)
-  return out
-}
 
 /** The sum of the metric lines `pattern` matches (one per status code, say). */
 const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
@@ -201,8 +194,8 @@ describe("the end of an h2c app's answer at sidecar B", () => {
         const head = Number(headers["x-head"] ?? 0)
         stream.respond({ ":status": 200, "content-type": "application/grpc", ...(head > 0 ? { "x-head": "h".repeat(head) } : {}) }, { waitForTrailers: true })
         stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "x-big": "b".repeat(Number(headers["x-size"])) }))
-        stream.write(message(Buffer.from("first")))
-        if (headers["x-stream"] === "1") stream.write(message(Buffer.alloc(70_000, 0x61)))
+        stream.write(grpcMessage(Buffer.from("first")))
+        if (headers["x-stream"] === "1") stream.write(grpcMessage(Buffer.alloc(70_000, 0x61)))
         stream.end()
       })
       await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))

@@ -15,6 +15,7 @@ import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import { makeH2c } from "../../src/sidecar/outboundH2.ts"
+import { h2Frame } from "../support/h2Raw.ts"
 import { Cleanup, readUntil, withTimeout } from "../support/iipRaw.ts"
 import { type RunningSidecar, startMesh } from "../support/sidecarHarness.ts"
 
@@ -32,16 +33,6 @@ const getLength = (session: http2.ClientHttp2Session, path: string): Promise<num
   const stream = session.request({ ":path": path, ":authority": "catalog" })
   stream.on("error", () => {})
   return withTimeout(closed(stream), 3000, `the answer to ${path}`).then(({ read }) => read)
-}
-
-/** An HTTP/2 frame, as a client that reads nothing writes it by hand. */
-const rawFrame = (type: number, flags: number, stream: number, payload: Buffer): Buffer => {
-  const head = Buffer.alloc(9)
-  head.writeUIntBE(payload.length, 0, 3)
-  head[3] = type
-  head[4] = flags
-  head.writeUInt32BE(stream, 5)
-  return Buffer.concat([head, payload])
 }
 
 const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
@@ -142,11 +133,11 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
     increment.writeUInt32BE(0x7fffffff - 65535, 0)
     // HEADERS, END_STREAM | END_HEADERS: GET http://catalog/ from HPACK's static table and one literal.
     const get = Buffer.concat([Buffer.from([0x82, 0x86, 0x84, 0x41, 7]), Buffer.from("catalog")])
-    socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), rawFrame(4, 0, 0, settings), rawFrame(8, 0, 0, increment), rawFrame(1, 5, 1, get)]))
+    socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), h2Frame(4, 0, 0, settings), h2Frame(8, 0, 0, increment), h2Frame(1, 5, 1, get)]))
     // Each turn: a PING from the caller, real I/O, then one sweep (a quarter of the answer idle timeout).
     const cut = (async () => {
       while (toldFinished === undefined) {
-        socket.write(rawFrame(6, 0, 0, Buffer.alloc(8)))
+        socket.write(h2Frame(6, 0, 0, Buffer.alloc(8)))
         await new Promise((resolve) => setImmediate(resolve))
         vi.advanceTimersByTime(25)
       }
@@ -155,7 +146,7 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
     expect(await withTimeout(cut, 3000, "the exchange to hear of the cut")).toBe(false)
     // A count that must not grow: 12 more sweeps, the caller still PINGing.
     for (let i = 0; i < 12; i++) {
-      socket.write(rawFrame(6, 0, 0, Buffer.alloc(8)))
+      socket.write(h2Frame(6, 0, 0, Buffer.alloc(8)))
       await new Promise((resolve) => setImmediate(resolve))
       vi.advanceTimersByTime(25)
     }

@@ -13,21 +13,13 @@
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { h2Frame } from "../support/h2Raw.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { call, echoRequest, type Mesh, startMesh } from "../support/sidecarHarness.ts"
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
 const Type = { data: 0, headers: 1, rst: 3, settings: 4, ping: 6, goaway: 7, continuation: 9 } as const
 const Flag = { endStream: 1, ack: 1, endHeaders: 4 } as const
-
-const frameOf = (type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer => {
-  const head = Buffer.alloc(9)
-  head.writeUIntBE(payload.length, 0, 3)
-  head[3] = type
-  head[4] = flags
-  head.writeUInt32BE(stream, 5)
-  return Buffer.concat([head, payload])
-}
 
 /** HPACK: an integer with an N-bit prefix (RFC 7541 §5.1). */
 const hpackInt = (value: number, prefixBits: number, first: number): Array<number> => {
@@ -93,7 +85,7 @@ const connectRaw = async (cleanup: Cleanup, port: number) => {
     wake()
   })
   await withTimeout(new Promise<void>((resolve) => socket.once("connect", () => resolve())), 2000, "the connection")
-  socket.write(Buffer.concat([PREFACE, frameOf(Type.settings, 0, 0)]))
+  socket.write(Buffer.concat([PREFACE, h2Frame(Type.settings, 0, 0)]))
   /** Resolves once `done` holds of the frames received (or the connection closed). */
   const until = (done: (frames: ReadonlyArray<Frame>) => boolean, what: string) =>
     withTimeout(
@@ -135,15 +127,15 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
     ]
     let stream = 1
     for (const fields of evil) {
-      raw.socket.write(frameOf(Type.headers, Flag.endHeaders | Flag.endStream, stream, request(`/evil${stream}`, fields)))
+      raw.socket.write(h2Frame(Type.headers, Flag.endHeaders | Flag.endStream, stream, request(`/evil${stream}`, fields)))
       await raw.until(streamOver(stream), `stream ${stream} to end`)
       stream += 2
     }
     // A :path that would be a second request line: refused before the app (B's request-target check) or by nghttp2.
-    raw.socket.write(frameOf(Type.headers, Flag.endHeaders | Flag.endStream, stream, request("/a HTTP/1.1\r\nhost: catalog\r\n\r\nGET /smuggled")))
+    raw.socket.write(h2Frame(Type.headers, Flag.endHeaders | Flag.endStream, stream, request("/a HTTP/1.1\r\nhost: catalog\r\n\r\nGET /smuggled")))
     await raw.until(streamOver(stream), "the request-line stream to end")
     stream += 2
-    raw.socket.write(frameOf(Type.headers, Flag.endHeaders | Flag.endStream, stream, request("/clean", [["x-fine", "yes"]])))
+    raw.socket.write(h2Frame(Type.headers, Flag.endHeaders | Flag.endStream, stream, request("/clean", [["x-fine", "yes"]])))
     await raw.until(streamOver(stream), "the clean request's answer")
     expect(raw.isClosed()).toBe(false)
     // nghttp2 resets the streams with an upper-case name or a connection-specific header; a name
@@ -162,7 +154,7 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
     const raw = await connectRaw(cleanup, mesh.a.outboundPort)
     // Pings whose ACKs are never read: nghttp2 stops at its queue of unsent control frames.
     raw.socket.pause()
-    const ping = frameOf(Type.ping, 0, 0, Buffer.alloc(8))
+    const ping = h2Frame(Type.ping, 0, 0, Buffer.alloc(8))
     const burst = Buffer.concat(Array.from({ length: 20_000 }, () => ping))
     raw.socket.write(burst)
     raw.socket.write(burst)
@@ -174,8 +166,8 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
 
   it("a CONTINUATION flood (a header block that never ends) ends the session; the sidecar goes on serving", async () => {
     const raw = await connectRaw(cleanup, mesh.a.outboundPort)
-    raw.socket.write(frameOf(Type.headers, 0, 1, request("/cont")))
-    const continuation = frameOf(Type.continuation, 0, 1, headerBlock([["x-pad", "p".repeat(100)]]))
+    raw.socket.write(h2Frame(Type.headers, 0, 1, request("/cont")))
+    const continuation = h2Frame(Type.continuation, 0, 1, headerBlock([["x-pad", "p".repeat(100)]]))
     for (let i = 0; i < 200 && !raw.isClosed(); i++) raw.socket.write(continuation)
     await raw.until((frames) => frames.some((f) => f.type === Type.goaway), "the GOAWAY")
     expect(mesh.app.seen).toEqual([])
@@ -202,7 +194,7 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
     const raw = await connectRaw(cleanup, holding.a.outboundPort)
     // Its SETTINGS first (max concurrent streams 4), as a client must wait for.
     await raw.until((frames) => frames.some((f) => f.type === Type.settings && (f.flags & Flag.ack) === 0), "the server's SETTINGS")
-    const headers = Array.from({ length: 150 }, (_, i) => frameOf(Type.headers, Flag.endHeaders | Flag.endStream, 1 + 2 * i, request(`/flood${i}`)))
+    const headers = Array.from({ length: 150 }, (_, i) => h2Frame(Type.headers, Flag.endHeaders | Flag.endStream, 1 + 2 * i, request(`/flood${i}`)))
     raw.socket.write(Buffer.concat(headers))
     const refused = (frames: ReadonlyArray<Frame>) => frames.filter((f) => f.type === Type.rst && f.payload.readUInt32BE(0) === http2.constants.NGHTTP2_REFUSED_STREAM)
     // Refused by nghttp2 before node makes a stream of them: nothing of ours runs for them.

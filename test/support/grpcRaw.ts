@@ -13,3 +13,11 @@ export const rawMethod = (service: string, name: string, requestStream: boolean,
   responseSerialize: identity,
   responseDeserialize: identity
 })
+
+/** A gRPC message on the wire (length-prefixed, uncompressed): flag byte 0, 4-byte length, the bytes. */
+export const grpcMessage = (body: Buffer): Buffer => {
+  const out = Buffer.alloc(5 + body.length)
+  out.writeUInt32BE(body.length, 1)
+  body.copy(out, 5)
+  return out
+}
