@@ -7,14 +7,12 @@
 // failed at the send as the inbound hop's handler_failed: UNAVAILABLE to a gRPC caller, which
 // invites a retry of a call the app already processed.
 import * as grpc from "@grpc/grpc-js"
-import * as http2 from "node:http2"
-import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { RemoteError } from "../../src/mux/meshChannels.ts"
 import { Status } from "../../src/protocol/constants.ts"
 import { decodeEnvelope, decodeErrorBody, decodeHello, encodeEnvelope, encodeHello, EnvelopeKind, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
 import { plainRequestPath } from "../../src/sidecar/httpEnvelope.ts"
-import { grpcMessage, identity } from "../support/grpcRaw.ts"
+import { grpcMessage, identity, startSizedGrpcApp } from "../support/grpcRaw.ts"
 import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
 import { helloOf, rejection, startClient } from "../support/meshTest.ts"
 import { call, LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
@@ -39,32 +37,10 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
   })
   afterEach(() => cleanup.run())
 
-  /**
-   * A node:http2 gRPC app: a head with `x-head` of `x-head-size` bytes, one message (a second of
-   * 70 KB when `x-stream` is set: past B's 64 KiB, so the answer streams), trailers with `x-big` of
-   * `x-size` bytes.
-   */
-  const startGrpcApp = async (): Promise<number> => {
-    const app = http2.createServer()
-    app.on("stream", (stream, headers) => {
-      stream.on("error", () => {})
-      const head: http2.OutgoingHttpHeaders = { ":status": 200, "content-type": "application/grpc" }
-      const headSize = Number(headers["x-head-size"] ?? 0)
-      if (headSize > 0) head["x-head"] = "h".repeat(headSize)
-      stream.respond(head, { waitForTrailers: true })
-      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "x-big": "b".repeat(Number(headers["x-size"] ?? 1)) }))
-      stream.write(grpcMessage(Buffer.from("first")))
-      if (headers["x-stream"] === "1") stream.write(grpcMessage(Buffer.alloc(70_000, 0x61)))
-      stream.end()
-    })
-    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
-    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
-    return (app.address() as net.AddressInfo).port
-  }
 
   /** B in front of the app, A in front of B, and a grpc-js client of A that reads large metadata (its own bound is 8 KiB). */
   const startGrpcPair = async () => {
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp()}`, appProtocol: "h2c", tracing: false }))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startSizedGrpcApp(cleanup)}`, appProtocol: "h2c", tracing: false }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
     const client = new grpc.Client(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory", "grpc.max_metadata_size": 1 << 20 })
     cleanup.add(() => client.close())
@@ -116,7 +92,7 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
   })
 
   it("a caller whose hello does not name `trailers` (8 KiB): a whole answer whose head and trailers fit only apart is app_failed, not streamed without its trailers", async () => {
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp()}`, appProtocol: "h2c", tracing: false }))
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startSizedGrpcApp(cleanup)}`, appProtocol: "h2c", tracing: false }))
     const raw = await RawClient.connect(b.sidecar.inbound.port, cleanup)
     raw.write(frame(Status.RequestWhole, MeshPath.hello, 0, encodeHello(helloOf({ node: "old", features: MeshFeatures.filter((f) => f !== "trailers") }), false)))
     expect(decodeHello((await raw.next(5000)).data)?.features).not.toContain("trailers")
@@ -158,7 +134,7 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
     }
 
     it("an h2c app's trailers past 8 KiB, or head and trailers together past it (a plain caller's answer cannot stream): app_failed naming the bound", async () => {
-      const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp()}`, appProtocol: "h2c", tracing: false }))
+      const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startSizedGrpcApp(cleanup)}`, appProtocol: "h2c", tracing: false }))
       const caller = startClient(cleanup, b.sidecar.inbound.port)
       // A plain request (no HTTP metadata): `__http_hdr__` in its path carries the headers to the app.
       const ask = (head: number, trailers: number) =>
@@ -169,7 +145,7 @@ describe("an app's answer metadata against the bound the mesh carries, at sideca
     })
 
     it("an h2c app's answer that streamed (70 KB), gathered whole for a plain caller: its trailers go back with it, within 8 KiB", async () => {
-      const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startGrpcApp()}`, appProtocol: "h2c", tracing: false }))
+      const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await startSizedGrpcApp(cleanup)}`, appProtocol: "h2c", tracing: false }))
       const caller = startClient(cleanup, b.sidecar.inbound.port)
       const ask = (trailers: number, head = 0) =>
         caller.stream(plainRequestPath(PATH, [["content-type", "application/grpc"], ["x-stream", "1"], ["x-size", String(trailers)], ["x-head-size", String(head)]]), grpcMessage(Buffer.from("hi")), { timeoutMs: 5000 })

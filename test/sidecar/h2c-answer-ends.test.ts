@@ -15,7 +15,7 @@ import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { HttpMeta } from "../../src/sidecar/httpEnvelope.ts"
-import { grpcMessage, identity } from "../support/grpcRaw.ts"
+import { identity, startSizedGrpcApp } from "../support/grpcRaw.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { startClient } from "../support/meshTest.ts"
 import { FrameFlag, FrameType, h2Frame, INITIAL_WINDOW, rstStream, STATUS_200, startRawH2App } from "../support/h2Raw.ts"
@@ -181,34 +181,15 @@ describe("the end of an h2c app's answer at sidecar B", () => {
   })
 
   describe("a gRPC app's trailers, to a grpc-js caller", () => {
-    /**
-     * A node:http2 gRPC app: a head with `x-head` of `x-head` bytes (none for 0), one message (a
-     * second of 70 KB when `x-stream` is set: past B's 64 KiB, so the answer streams), then trailers
-     * with `x-big` of `x-size` bytes. Past 64 KiB node cannot send them: it resets the stream with
-     * NO_ERROR instead (a frameError at the app, nothing else).
-     */
-    const startGrpcApp = async (): Promise<number> => {
-      const app = http2.createServer()
-      app.on("stream", (stream, headers) => {
-        stream.on("error", () => {})
-        const head = Number(headers["x-head"] ?? 0)
-        stream.respond({ ":status": 200, "content-type": "application/grpc", ...(head > 0 ? { "x-head": "h".repeat(head) } : {}) }, { waitForTrailers: true })
-        stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "x-big": "b".repeat(Number(headers["x-size"])) }))
-        stream.write(grpcMessage(Buffer.from("first")))
-        if (headers["x-stream"] === "1") stream.write(grpcMessage(Buffer.alloc(70_000, 0x61)))
-        stream.end()
-      })
-      await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
-      cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
-      return (app.address() as net.AddressInfo).port
-    }
+    // The app is startSizedGrpcApp's: past 64 KiB of trailers node cannot send them, it resets the
+    // stream with NO_ERROR instead (a frameError at the app, nothing else).
 
     /** A server-streaming call: the messages read, then its status. */
     const watch = (client: grpc.Client, size: number, streamed: boolean, head = 0) =>
       new Promise<{ readonly messages: number; readonly status: grpc.StatusObject }>((resolve) => {
         const metadata = new grpc.Metadata()
         metadata.set("x-size", String(size))
-        metadata.set("x-head", String(head))
+        metadata.set("x-head-size", String(head))
         metadata.set("x-stream", streamed ? "1" : "0")
         const stream = client.makeServerStreamRequest(PATH, identity, identity, Buffer.from("hi"), metadata, { deadline: Date.now() + 5000 })
         let messages = 0
@@ -219,7 +200,7 @@ describe("the end of an h2c app's answer at sidecar B", () => {
 
     /** A pair in front of the app, and a grpc-js client of A that reads large metadata (its own bound is 8 KiB), to see 30 KB trailers pass. */
     const startCaller = async () => {
-      const { a, b } = await startPair(cleanup, await startGrpcApp())
+      const { a, b } = await startPair(cleanup, await startSizedGrpcApp(cleanup))
       const client = new grpc.Client(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory", "grpc.max_metadata_size": 1 << 20 })
       cleanup.add(() => client.close())
       return { b, client }
