@@ -17,22 +17,12 @@ import type { WorkloadCredentials } from "../../src/identity/credentials.ts"
 import * as IdentityClient from "../../src/identity/identityClient.ts"
 import type { SignResponse } from "../../src/identity/issuer.ts"
 import { chainProblem, chainUsableUntil } from "../../src/identity/trustBundle.ts"
-import { makeIssuingCa, trustDomain } from "../support/identityTest.ts"
+import { eventually, makeIssuingCa, trustDomain } from "../support/identityTest.ts"
 
 const minute = 60_000
 const hour = 60 * minute
 const lifetime = 10 * hour
 const catalogId = `spiffe://${trustDomain}/svc/catalog`
-
-/** Resolves when `check` holds, polled on real time; rejects after `ms` so a missing event fails the test. */
-const eventually = (check: () => boolean, ms = 5_000) =>
-  Effect.promise(() =>
-    new Promise<void>((resolve, reject) => {
-      const started = Date.now()
-      const poll = () => (check() ? resolve() : Date.now() - started > ms ? reject(new Error("timed out waiting")) : setTimeout(poll, 5))
-      poll()
-    })
-  )
 
 /**
  * A leaf under a CA with a 512-bit RSA key, in the chain and as the bundle: every signature

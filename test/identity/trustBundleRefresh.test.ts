@@ -21,19 +21,10 @@ import { caFiles, initCa, rotateCa } from "../../src/identity/caDirectory.ts"
 import { developmentTrustBundle, issuerTrustBundle } from "../../src/identity/signers.ts"
 import { certificatesOfPem } from "../../src/identity/trustBundle.ts"
 import { sidecarConfig } from "../support/sidecarHarness.ts"
-import { makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
+import { eventually, makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
 
 const minute = 60_000
 
-/** Resolves when `check` holds, polled on real time; rejects after `ms` so a missing event fails the test. */
-const eventually = (check: () => boolean, ms = 5_000) =>
-  Effect.promise(() =>
-    new Promise<void>((resolve, reject) => {
-      const started = Date.now()
-      const poll = () => (check() ? resolve() : Date.now() - started > ms ? reject(new Error("timed out waiting")) : setTimeout(poll, 5))
-      poll()
-    })
-  )
 const joinToken = "j".repeat(40)
 
 /** An issuer of its own (its CA is replaced here) with a join token for catalog, leaves of `leafLifetimeMs`; stopped with the scope. */

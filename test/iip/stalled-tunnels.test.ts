@@ -13,6 +13,7 @@
 // way, so a stalled tunnel ends up holding exactly its window (or is ended).
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { failure, type IipServer, reply } from "../../src/iip/server.ts"
+import type { IncomingRequest } from "../../src/mux/request.ts"
 import { Cleanup, deferred, waitFor } from "../support/iipRaw.ts"
 import { startClient, startServer } from "../support/meshTest.ts"
 
@@ -35,9 +36,16 @@ describe("stalled tunnels and ordinary requests", () => {
     cleanup.add(() => stop.resolve())
     // Per connection 8 MiB, in all 16 MiB: one connection's tunnels hold at most 8 windows of 1 MiB.
     server = await startServer(cleanup, { maxQueuedBytesPerConnection: 8 * MiB, maxQueuedBytes: 16 * MiB })
-    // A tunnel: answers at once and for as long as it lives (its caller's cancel or being ended
-    // ends it, as the sidecar's relay closes its app's socket), never reads what the caller sends.
-    server.handle("/tunnel", (request) => {
+    server.handle("/tunnel", openTunnel)
+    server.handle("/echo", (request) => request.data)
+  })
+  afterEach(() => cleanup.run())
+
+  /**
+   * A tunnel: answers at once and for as long as it lives (its caller's cancel or being ended ends
+   * it, as the sidecar's relay closes its app's socket), never reads what the caller sends.
+   */
+  const openTunnel = (request: IncomingRequest) => {
       request.context.longLived()
       const cancelled = request.context.signal
       return reply((async function*() {
@@ -47,10 +55,7 @@ describe("stalled tunnels and ordinary requests", () => {
           cancelled.addEventListener("abort", () => resolve())
         })
       })())
-    })
-    server.handle("/echo", (request) => request.data)
-  })
-  afterEach(() => cleanup.run())
+  }
 
   /**
    * Opens `n` tunnels on `client`, one after the other, and watches their answers: for each, once
@@ -108,18 +113,7 @@ describe("stalled tunnels and ordinary requests", () => {
   /** A server whose tunnels are admitted only while the pool (and the connection's share) has room for one more window. */
   const admitting = async (limits: { readonly maxQueuedBytes: number; readonly maxQueuedBytesPerConnection?: number }) => {
     const small = await startServer(cleanup, limits)
-    small.handle("/tunnel", (request) => {
-      if (request.context.stream?.tunnelPoolHasRoom() === false) return failure("overloaded", "no room in the tunnels' pool", false)
-      request.context.longLived()
-      const cancelled = request.context.signal
-      return reply((async function*() {
-        yield Buffer.from("open")
-        await new Promise<void>((resolve) => {
-          void stop.promise.then(resolve)
-          cancelled.addEventListener("abort", () => resolve())
-        })
-      })())
-    })
+    small.handle("/tunnel", (request) => request.context.stream?.tunnelPoolHasRoom() === false ? failure("overloaded", "no room in the tunnels' pool", false) : openTunnel(request))
     const pool = () => [...small.meshSessions][0]?.connection.budget.shared.tunnelBytes ?? 0
     return { small, pool }
   }

@@ -79,8 +79,8 @@ describe("outbound WebSockets at A whose caller stops reading", () => {
       answers.push(answer)
     }
     const opened = answers.filter((answer) => "ws" in answer).length
-    await stalled(flood)
-    console.log(`[outbound-tunnels] ${opened}/5 open at A (maxTunnels 3); far app flushed ${(flood.sent / MiB).toFixed(1)} MiB into the pair, ${(flood.sent / Math.max(1, opened) / MiB).toFixed(2)} MiB per open tunnel, none read by the callers`)
+    // Counts, not bytes: the far app's sockets are open as soon as their 101 came back, flooded or not.
+    console.log(`[outbound-tunnels] ${opened}/5 open at A (maxTunnels 3); far app flushed ${(flood.sent / MiB).toFixed(1)} MiB into the pair so far, none read by the callers`)
     expect(opened).toBe(3)
     for (const refused of answers.slice(3)) {
       expect("status" in refused && refused.status).toBe(503)

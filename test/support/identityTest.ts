@@ -17,6 +17,16 @@ import type { JoinToken } from "../../src/identity/proofs.ts"
 import { collectLog } from "./meshTest.ts"
 
 const day = 86_400_000
+/** Resolves when `check` holds, polled on real time; rejects after `ms` so a missing event fails the test. */
+export const eventually = (check: () => boolean, ms = 5_000) =>
+  Effect.promise(() =>
+    new Promise<void>((resolve, reject) => {
+      const started = Date.now()
+      const poll = () => (check() ? resolve() : Date.now() - started > ms ? reject(new Error("timed out waiting")) : setTimeout(poll, 5))
+      poll()
+    })
+  )
+
 export const trustDomain = "test.mesh"
 export const audience = "iip-mesh-identity"
 
