@@ -64,7 +64,7 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
     connection.enableMesh(options.isDialer, ownControlId, this.peerControl, options.agreed.maxChannels, options.agreed.maxMetaBytes, this.refusesChannels)
     this.own.set(ownControlId, this.ownControl)
     this.serving = new PeerChannelServer(connection, this, this.peerControl, options.agreed.maxMetaBytes, this.streamOut, options)
-    this.control = new ControlReceiver(connection, this, this.serving, this.peerControl, options.agreed.maxMetaBytes)
+    this.control = new ControlReceiver(connection, this, this.serving, this.peerControl, options.agreed.maxMetaBytes, options.isDialer, options.log)
     connection.attach(this)
   }
 
