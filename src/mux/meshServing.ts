@@ -135,9 +135,7 @@ export class PeerChannelServer {
   }
 
   onRequest(channelId: number, status: number, rawPath: string, data: Buffer): void {
-    let channel = this.peer.get(channelId)
-    if (channel === undefined) channel = this.newPeerChannel(channelId)
-    else if (channel.closing) channel.closing = false // closed while busy, and its id opened again: the same channel goes on
+    const channel = this.channelFor(channelId)
     if (!isFirstPacket(status)) {
       const receiving = channel.receiving
       let trailers: Meta | undefined
@@ -236,6 +234,17 @@ export class PeerChannelServer {
     // Waiting its turn: its deadline runs from now. Run at once, it got one only if its handler
     // answers later (run): a synchronous answer needs no heap entry.
     if (served.deadline > 0) this.servedDeadlines.addAt(served, served.deadline)
+  }
+
+  /**
+   * The channel a packet opens or goes on. One closed while busy and used again (its opener reused
+   * the id, §11) goes on as the same channel, and is no longer forgotten when it is idle.
+   */
+  private channelFor(channelId: number): PeerChannel {
+    const channel = this.peer.get(channelId)
+    if (channel === undefined) return this.newPeerChannel(channelId)
+    if (channel.closing) channel.closing = false
+    return channel
   }
 
   private runOneway(request: IncomingRequest, charged: number): void {
@@ -413,7 +422,7 @@ export class PeerChannelServer {
   onOversize(channelId: number, rawPath: string, prefix: Buffer, length: number): void {
     const envelope = this.readEnvelope(prefix)
     if (envelope === undefined) return
-    const channel = this.peer.get(channelId) ?? this.newPeerChannel(channelId)
+    const channel = this.channelFor(channelId)
     channel.receiving = undefined // its continuations, if any, are dropped as they come
     const message = `a message of ${length} bytes in one packet exceeds this server's whole-body limit; stream it`
     const oneway = (envelope.flags & EnvelopeFlag.oneway) !== 0

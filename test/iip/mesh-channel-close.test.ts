@@ -6,7 +6,8 @@
 // - hostile closes: a malformed body closes the connection (bad-control); one naming a control
 //   channel, a channel never opened or one of the server's own is ignored; a channel closed while
 //   busy is forgotten only once its answer is out, and a request on its id before that goes on it;
-//   closed idle it is forgotten at once and its id opens anew;
+//   closed idle it is forgotten at once and its id opens anew; so does a request too large for one
+//   packet (refused in its turn), and its continuations are dropped on the same channel;
 // - a close never overtakes packets of its channel still waiting in the writer (a stream's chunks
 //   wait in their channel's lane while control packets go ahead of them).
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -175,6 +176,42 @@ describe("closing mesh channels", () => {
     expect(session.connection.budget.shared.channels).toBe(0)
     raw.write(request("/echo", 1, 1, "again"))
     expect(bodyOf((await raw.next()).data)).toBe("again")
+    expect(session.peerChannelCount).toBe(1)
+  })
+
+  it("a request too large for one packet on a channel closed while busy goes on the same channel: its continuation is dropped there, not read as a new channel's", async () => {
+    const hold = deferred()
+    const busy = await startServer(cleanup)
+    busy.handle("/hold", () =>
+      reply((async function*() {
+        yield Buffer.from("a")
+        await hold.promise
+        yield Buffer.from("b")
+      })())
+    )
+    busy.handle("/echo", (request) => request.data)
+    const raw = await RawClient.connect(busy.address.port, cleanup)
+    raw.write(frame(1, MeshPath.hello, 0, encodeHello(helloOf({ node: "raw" }), false)))
+    await raw.next()
+    const session = [...busy.meshSessions][0]!
+    raw.write(request("/hold", 1, 1, ""))
+    expect((await raw.next()).status).toBe(4) // the answer streams: the channel is busy
+    raw.write(frame(1, MeshPath.close, 0, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, 1, emptyMeta, encodeChannelId(1), 8192)))
+    // Reused at once (§11): a first packet above the whole-body limit, its body to go on in a continuation.
+    const oversize = Buffer.alloc(2 * 1024 * 1024, 1)
+    raw.write(frame(0, "/echo", 1, encodeEnvelope(EnvelopeKind.request, 0, 2, emptyMeta, oversize, 8192)))
+    // Read (it waits its turn behind the streaming answer) before the answer ends.
+    await waitFor(() => session.servingCount === 2, 5000, "the large request to wait its turn")
+    hold.resolve()
+    // The stream's rest and last packet, then the refusal of the large request: all on channel 1.
+    const packets = [await raw.next()]
+    while (packets.at(-1)!.status !== 5) packets.push(await raw.next())
+    expect(packets.every((p) => p.channelId === 1)).toBe(true)
+    expect(decodeEnvelope(packets.at(-1)!.data, MeshDefaults.maxMetaBytes).kind).toBe(EnvelopeKind.error)
+    // The large request's continuation, then a request: the channel goes on.
+    raw.write(frame(3, "/echo", 1, Buffer.concat([Buffer.of(0), Buffer.from("rest")])), request("/echo", 1, 3, "after"))
+    const after = await raw.next()
+    expect({ channel: after.channelId, status: after.status, body: bodyOf(after.data), closed: session.closed }).toEqual({ channel: 1, status: 5, body: "after", closed: false })
     expect(session.peerChannelCount).toBe(1)
   })
 })
