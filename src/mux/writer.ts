@@ -73,6 +73,19 @@ interface LanePacket {
   readonly size: number
   /** Called once the socket took `data` (a leased chunk is released then); not called if the connection closes first. */
   readonly written: (() => void) | undefined
+  /** A mesh message with a deadline, `data` its body: encoded when written, with what is left of its deadline then. */
+  readonly envelope: LaneEnvelope | undefined
+}
+
+/** The parts of a mesh message's first packet (sendEnvelope) waiting in a lane with a deadline. */
+interface LaneEnvelope {
+  readonly kind: number
+  readonly flags: number
+  readonly requestId: number
+  readonly meta: Meta
+  readonly maxMetaBytes: number
+  /** When its deadline passes, in Date.now() terms. */
+  readonly deadlineAt: number
 }
 
 /** The bulk packets of one channel, in order, and whatever was sent on the channel behind them. */
@@ -159,7 +172,7 @@ export class PacketWriter {
       const lane = this.lanes.get(channelId)
       if (lane !== undefined) {
         // Behind this channel's bulk packets: order within a channel holds.
-        lane.packets.push({ channelId, status, path, chunkHeader: -1, data, size, written: undefined })
+        lane.packets.push({ channelId, status, path, chunkHeader: -1, data, size, written: undefined, envelope: undefined })
         this.queuedBytes += size
         return
       }
@@ -170,8 +183,8 @@ export class PacketWriter {
 
   /**
    * Queues a mesh message's first packet from its parts (PROTOCOL.md §12): envelope, metadata
-   * (`deadlineMs` > 0, whole ms, written as its deadline entry) and body, encoded at the write straight into
-   * the batch. `behind`: the channel whose lane it waits behind, if that has one; another than its
+   * (`deadlineMs` > 0, whole ms, written as its deadline entry: what is left of it when the packet
+   * is written, if it waits in a lane) and body, encoded at the write straight into the batch. `behind`: the channel whose lane it waits behind, if that has one; another than its
    * own for a control message about a request that may wait in that lane (a cancel must not reach
    * the peer ahead of the request it cancels). Throws EnvelopeError or PacketEncodeError (nothing
    * queued) or Overloaded.
@@ -196,10 +209,17 @@ export class PacketWriter {
     this.admit(size)
     const lane = this.lanes.size > 0 ? this.lanes.get(behind) : undefined
     if (lane !== undefined) {
-      // Behind this channel's bulk packets, which a lane keeps as buffers of their own.
-      const data = Buffer.allocUnsafe(dataLength)
-      data.set(body, encodeEnvelopeHeadInto(data, 0, kind, flags, requestId, meta, metaBytes, deadlineMs))
-      lane.packets.push({ channelId, status, path, chunkHeader: -1, data, size, written: undefined })
+      // Behind this channel's bulk packets, which a lane keeps as buffers of their own. One with a
+      // deadline is encoded when written: the far end must not get more time than is left then
+      // (the lane may wait for the peer's window). `size` is its most: fewer digits are left later.
+      if (deadlineMs > 0) {
+        const envelope = { kind, flags, requestId, meta, maxMetaBytes, deadlineAt: Date.now() + deadlineMs }
+        lane.packets.push({ channelId, status, path, chunkHeader: -1, data: body, size, written: undefined, envelope })
+      } else {
+        const data = Buffer.allocUnsafe(dataLength)
+        data.set(body, encodeEnvelopeHeadInto(data, 0, kind, flags, requestId, meta, metaBytes, 0))
+        lane.packets.push({ channelId, status, path, chunkHeader: -1, data, size, written: undefined, envelope: undefined })
+      }
       this.queuedBytes += size
       return
     }
@@ -280,7 +300,7 @@ export class PacketWriter {
       this.lanes.set(channelId, lane)
       this.ring.push(lane)
     }
-    lane.packets.push({ channelId, status, path, chunkHeader, data, size, written })
+    lane.packets.push({ channelId, status, path, chunkHeader, data, size, written, envelope: undefined })
     this.queuedBytes += size
     if (this.waitingDrain || this.bulkInFlight >= BULK_IN_FLIGHT || this.scheduledSoon) return
     this.scheduledSoon = true
@@ -395,14 +415,25 @@ export class PacketWriter {
       this.sink.write(first.data)
       let total = 0
       for (let i = lane.head; i < end; i++) total += packets[i]!.size
+      // Messages with a deadline take what is left of it now, whole ms, at least 1 (0 would be none).
+      const now = this.hasEnvelope(packets, lane.head, end) ? Date.now() : 0
       const out = Buffer.allocUnsafe(total)
       let offset = 0
       for (let i = lane.head; i < end; i++) {
         const p = packets[i]!
-        offset = encodePacketInto(out, offset, p.status, p.path, p.channelId, p.data)
+        const envelope = p.envelope
+        if (envelope === undefined) offset = encodePacketInto(out, offset, p.status, p.path, p.channelId, p.data)
+        else {
+          const left = Math.max(1, Math.ceil(envelope.deadlineAt - now))
+          const metaBytes = envelopeMetaBytes(envelope.meta, envelope.maxMetaBytes, left)
+          offset = encodeHeaderInto(out, offset, p.status, p.path, p.channelId, EnvelopeBytes + metaBytes + p.data.length)
+          offset = encodeEnvelopeHeadInto(out, offset, envelope.kind, envelope.flags, envelope.requestId, envelope.meta, metaBytes, left)
+          out.set(p.data, offset)
+          offset += p.data.length
+        }
       }
       bytes += total
-      this.sink.write(out, this.onBulkWritten)
+      this.sink.write(offset === total ? out : out.subarray(0, offset), this.onBulkWritten)
     }
     this.sink.uncork()
     this.bulkInFlight++
@@ -418,6 +449,11 @@ export class PacketWriter {
       }
       this.nextLane++
     }
+  }
+
+  private hasEnvelope(packets: Array<LanePacket>, from: number, to: number): boolean {
+    for (let i = from; i < to; i++) if (packets[i]!.envelope !== undefined) return true
+    return false
   }
 
   /** Writes the packets sent whole, in order: small ones copied into one buffer, large bodies by reference. */

@@ -4,7 +4,7 @@
 // encodeEnvelope), for small bodies copied into the batch, large ones written by reference, a
 // message queued behind its channel's stream chunks, metadata with a deadline entry, and a batch
 // mixing envelope packets with plain ones; bad metadata throws at the send and queues nothing.
-import { describe, expect, it } from "vitest"
+import { describe, expect, it, vi } from "vitest"
 import { PacketWriter } from "../../src/mux/writer.ts"
 import { EnvelopeError, encodeEnvelope, EnvelopeFlag, EnvelopeKind } from "../../src/protocol/mesh.ts"
 import { encodePacket } from "../../src/protocol/packet.ts"
@@ -57,12 +57,18 @@ describe("PacketWriter.sendEnvelope", () => {
     const { wire, sink, taken } = recordingSink()
     const writer = new PacketWriter(sink, limits)
     const chunk = Buffer.alloc(64 * 1024, 1)
-    writer.sendChunk(2, "/up", 5, 0, chunk)
-    writer.sendChunk(2, "/up", 5, 0, chunk)
-    writer.sendEnvelope(1, "/next", 5, EnvelopeKind.request, 0, 2, meta, 8192, 10, Buffer.from("next"))
-    for (let i = 0; i < 5; i++) {
-      await tick()
-      taken()
+    // Its deadline is what is left when it is written (writer-lanes.test.ts): the clock stands still here.
+    vi.useFakeTimers({ toFake: ["Date"] })
+    try {
+      writer.sendChunk(2, "/up", 5, 0, chunk)
+      writer.sendChunk(2, "/up", 5, 0, chunk)
+      writer.sendEnvelope(1, "/next", 5, EnvelopeKind.request, 0, 2, meta, 8192, 10, Buffer.from("next"))
+      for (let i = 0; i < 5; i++) {
+        await tick()
+        taken()
+      }
+    } finally {
+      vi.useRealTimers()
     }
     const chunkPacket = encodePacket(2, "/up", 5, Buffer.concat([Buffer.of(0), chunk]))
     expect(wire().equals(Buffer.concat([chunkPacket, chunkPacket, encodePacket(1, "/next", 5, encodeEnvelope(EnvelopeKind.request, 0, 2, meta, Buffer.from("next"), 8192, 10))]))).toBe(true)
