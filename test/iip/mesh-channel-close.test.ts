@@ -161,6 +161,9 @@ describe("closing mesh channels", () => {
     expect((await raw.next()).status).toBe(4) // the answer's first packet: it streams
     close(1)
     raw.write(request("/echo", 1, 2, "queued"))
+    // Both read (the request waits its turn behind the streaming answer) before the answer ends:
+    // resolved at once, the answer could end before the close was read, which then found it idle.
+    await waitFor(() => session.servingCount === 2, 5000, "the queued request to wait its turn")
     hold.resolve()
     // The rest of the stream (its chunks, its last packet), then the queued request's answer: all on channel 1.
     const packets = [await raw.next()]
