@@ -245,8 +245,11 @@ describe("admin federation under many concurrent admin requests", () => {
       // Queued before the next one is sent: the order they came is known.
       await until(() => waits() === i + 1, `waiter w${i} to wait`)
     }
-    /** The waiters whose series the peers were asked, in that order. */
-    const placed = () => [...new Set(asked.filter((url) => url.includes("service=w")).map((url) => new URLSearchParams(url.split("?")[1]).get("service")))]
+    /** The waiters whose series every peer was asked (so that releasing it ends its round), in the order they were first asked. */
+    const placed = () => {
+      const services = asked.filter((url) => url.includes("service=w")).map((url) => new URLSearchParams(url.split("?")[1]).get("service"))
+      return [...new Set(services)].filter((service) => services.filter((s) => s === service).length === PEERS)
+    }
     // Rounds end one at a time: the oldest waiter takes each place left.
     const ending = [...Array.from({ length: MAX_SERIES_ROUNDS }, (_, i) => `s${i}`), ...Array.from({ length: WAITERS - MAX_SERIES_ROUNDS }, (_, i) => `w${i}`)]
     for (const [n, service] of ending.entries()) {
