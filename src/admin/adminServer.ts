@@ -222,7 +222,7 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
       const left = new AbortController()
       res.once("close", () => left.abort())
       const series = await federation.series(sidecar, shown(sidecar), new URLSearchParams(query), left.signal)
-      if (series !== undefined && "busy" in series) return json(res, 503, { error: "federation_busy", message: series.busy })
+      if (series !== undefined && "busy" in series) return json(res, 503, { error: "federation_busy", message: series.busy }, { "retry-after": String(series.retryAfterSeconds) })
       return series === undefined ? json(res, 404, { error: "no_such_series" }) : json(res, 200, series)
     }
     if (path === "/golden/series") {

@@ -56,9 +56,14 @@ export interface FederationView {
   readonly golden: GoldenView
 }
 
-/** No place for a series round came within federationTimeoutMs: the admin answers 503 federation_busy with this message. */
+/**
+ * No place for a series round came within federationTimeoutMs: the admin answers 503
+ * federation_busy with this message, and Retry-After the seconds within which a place comes (each
+ * running round ends within federationTimeoutMs), at least 1 and at most 60.
+ */
 export interface SeriesBusy {
   readonly busy: string
+  readonly retryAfterSeconds: number
 }
 
 /** One series asked of every fresh peer, shared by everyone asking for it while it runs and MIN_REFRESH_MS after. */
@@ -94,6 +99,12 @@ export class Federation {
   private round: Promise<void> | undefined = undefined
   /** By selector (sorted query), the oldest first. */
   private readonly seriesRounds = new Map<string, SeriesRound>()
+  /**
+   * The series requests waiting for a place, the oldest first: a round that ends wakes the oldest
+   * alone (every waiter woken per round, each racing all the rounds again, cost as much as the
+   * square of the waiters).
+   */
+  private readonly waiting = new Set<() => void>()
 
   constructor(token: string | undefined, now: () => number = Date.now) {
     this.token = token
@@ -165,7 +176,8 @@ export class Federation {
    * it, else a new one once fewer than MAX_SERIES_ROUNDS are held. Undefined, asking nobody, once
    * `left` aborts while it waits for a place: a waiter whose client went used to stay and take the
    * next place, so a client sending requests and closing queued rounds without bound. Busy, asking
-   * nobody, when no place came within federationTimeoutMs: other waiters took each one that did.
+   * nobody, when no place came within federationTimeoutMs: older waiters took each one that did.
+   * Waiters get places in the order they came, each woken once, by the round whose place it takes.
    */
   private async peerSeries(config: Sidecar["config"], selector: URLSearchParams, left: AbortSignal): Promise<ReadonlyArray<ReadonlyArray<Point>> | SeriesBusy | undefined> {
     const key = selector.toString()
@@ -173,6 +185,9 @@ export class Federation {
     let deadline: Promise<void> | undefined
     let timer: ReturnType<typeof setTimeout> | undefined
     let passed = false
+    /** Handed a place by a round that ended; passed on to the next waiter unless taken. */
+    let woken = false
+    let placed = false
     try {
       for (;;) {
         if (left.aborted) return undefined
@@ -180,15 +195,25 @@ export class Federation {
         for (const [held, round] of this.seriesRounds) if (round.endedMs !== undefined && nowMs - round.endedMs >= MIN_REFRESH_MS) this.seriesRounds.delete(held)
         const shared = this.seriesRounds.get(key)
         if (shared !== undefined) return shared.points
-        if (this.seriesRounds.size < MAX_SERIES_ROUNDS) break
-        const ended = [...this.seriesRounds].find(([, round]) => round.endedMs !== undefined)
-        if (ended !== undefined) {
-          this.seriesRounds.delete(ended[0])
-          break
+        // A newcomer finds no place free while others wait: each ended round woke one of them.
+        if (woken || this.waiting.size === 0) {
+          if (this.seriesRounds.size < MAX_SERIES_ROUNDS) {
+            placed = true
+            break
+          }
+          const ended = [...this.seriesRounds].find(([, round]) => round.endedMs !== undefined)
+          if (ended !== undefined) {
+            this.seriesRounds.delete(ended[0])
+            placed = true
+            break
+          }
         }
         // A place that came at the deadline is still taken (checked above): busy only without one.
         if (passed) {
-          return { busy: `all ${MAX_SERIES_ROUNDS} places for series rounds were taken for ${config.federationTimeoutMs} ms (federationTimeoutMs): ask again` }
+          return {
+            busy: `all ${MAX_SERIES_ROUNDS} places for series rounds were taken for ${config.federationTimeoutMs} ms (federationTimeoutMs): ask again`,
+            retryAfterSeconds: Math.min(60, Math.max(1, Math.ceil(config.federationTimeoutMs / 1000)))
+          }
         }
         // Every place is a round still running (each ends within federationTimeoutMs): wait for one.
         gone ??= new Promise((resolve) => left.addEventListener("abort", () => resolve(), { once: true }))
@@ -198,17 +223,27 @@ export class Federation {
             resolve()
           }, config.federationTimeoutMs)
         })
-        await Promise.race([gone, deadline, ...[...this.seriesRounds.values()].map((round) => round.points)])
+        woken = false
+        let wake!: () => void
+        const turn = new Promise<void>((resolve) => (wake = () => {
+          woken = true
+          resolve()
+        }))
+        this.waiting.add(wake)
+        await Promise.race([gone, deadline, turn])
+        this.waiting.delete(wake)
       }
     } finally {
       clearTimeout(timer)
+      if (woken && !placed) this.wakeOldest()
     }
     const nowMs = this.now()
     const fresh = [...this.peers.values()].filter((p) => p.error === null && p.lastOkMs !== null && nowMs - p.lastOkMs <= config.federationStaleMs)
     const options = { token: this.token, timeoutMs: config.federationTimeoutMs, maxBytes: config.federationMaxBytes }
     const points = Promise.allSettled(fresh.map((peer) => getAdminJson(`http://${peer.admin}/golden/series?${selector}`, options))).then((answers) => {
-      // Set before anyone awaiting the round resumes: a waiter for a place finds it ended.
+      // Set before anyone awaiting the round resumes: the waiter woken for its place finds it ended.
       round.endedMs = this.now()
+      this.wakeOldest()
       const found: Array<ReadonlyArray<Point>> = []
       for (const answer of answers) {
         // A peer's JSON may be null: reading its points threw, and the round rejected for every asker sharing it.
@@ -221,6 +256,15 @@ export class Federation {
     const round: SeriesRound = { points, endedMs: undefined }
     this.seriesRounds.set(key, round)
     return points
+  }
+
+  /** The place a round left goes to the oldest waiter, if any (it takes it before any newcomer: its wake is a microtask). */
+  private wakeOldest(): void {
+    for (const wake of this.waiting) {
+      this.waiting.delete(wake)
+      wake()
+      return
+    }
   }
 
   /** Peers from discovery (the sidecars of this admin left out), then one call to each. */

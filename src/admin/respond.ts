@@ -6,9 +6,9 @@ import type * as stream from "node:stream"
 import { type Log, messageOf } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 
-export const json = (res: http.ServerResponse, status: number, body: unknown): void => {
+export const json = (res: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void => {
   const text = JSON.stringify(body, null, 2)
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) })
+  res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(text) })
   res.end(text)
 }
 

@@ -41,6 +41,17 @@ const init = Command.make("init", { dir, trustDomain, intermediateDays, rootDays
 
 const rotateTrustDomain = Flag.String("trust-domain").pipe(Flag.withDescription("the mesh's SPIFFE trust domain (default: the current root's; another is refused)"), Flag.optional)
 
+/** What each file rotate writes is, printed as it lands: a rotate that dies shows how far it got (run it again to finish). */
+const rotateWrote: Record<string, string> = {
+  [caFiles.previousRootKey]: "the current root's key, kept for the rotation",
+  [caFiles.previousRoot]: "the current root, kept for the rotation",
+  [caFiles.rootKey]: "the new root's key; keep it offline",
+  [caFiles.root]: "the new root",
+  [caFiles.nextIntermediateKey]: "the new root's intermediate's key",
+  [caFiles.nextIntermediate]: "the new root's intermediate: not in service yet, the issuer keeps signing under the previous root",
+  [caFiles.bundle]: "the new and the previous root; publish it: the issuer's Secret, the sidecars' bundle"
+}
+
 const rotate = Command.make("rotate", { dir, trustDomain: rotateTrustDomain, intermediateDays, rootDays }, (input) =>
   Effect.tryPromise({
     try: () =>
@@ -48,21 +59,20 @@ const rotate = Command.make("rotate", { dir, trustDomain: rotateTrustDomain, int
         dir: input.dir,
         ...(Option.isSome(input.trustDomain) ? { trustDomain: input.trustDomain.value } : {}),
         rootLifetimeMs: days(input.rootDays),
-        intermediateLifetimeMs: days(input.intermediateDays)
+        intermediateLifetimeMs: days(input.intermediateDays),
+        written: (name) => process.stdout.write(`wrote ${join(input.dir, name)} (${rotateWrote[name] ?? name})\n`)
       }),
     catch: (error) => error
   }).pipe(
-    Effect.andThen(Console.log(
+    Effect.andThen((outcome) => Console.log(
       [
-        `wrote ${join(input.dir, caFiles.root)} and ${join(input.dir, caFiles.rootKey)} (the new root; keep this key offline)`,
-        `wrote ${join(input.dir, caFiles.bundle)} with the new and the previous root: publish it (the issuer's Secret and the sidecars' bundle)`,
-        `wrote ${join(input.dir, caFiles.nextIntermediate)} and ${join(input.dir, caFiles.nextIntermediateKey)}: not in service yet, the issuer keeps signing under the previous root`,
+        ...(outcome === "resumed" ? ["finished the rotation that had stopped midway (the files above are what it still lacked)"] : []),
         `once every sidecar holds the two-root bundle (iip_mesh_trust_bundle_roots{state="valid"} 2), run ca switch-intermediate`
       ].join("\n")
     )),
     Effect.catch(failLine("rotate"))
   )
-).pipe(Command.withDescription("Start a root rotation: a new root, a bundle with both roots, the new root's intermediate set aside"))
+).pipe(Command.withDescription("Start a root rotation (or finish one that stopped midway): a new root, a bundle with both roots, the new root's intermediate set aside"))
 
 const switchNext = Command.make("switch-intermediate", { dir }, (input) =>
   Effect.try({ try: () => switchIntermediate({ dir: input.dir }), catch: (error) => error }).pipe(

@@ -9,8 +9,7 @@ import type { SidecarConfig } from "../config/sidecarConfig.ts"
 import { type Log, messageOf } from "../iip/log.ts"
 import * as IdentityClient from "../identity/identityClient.ts"
 import { defaultLeafLifetimeMs } from "../identity/certificates.ts"
-import { developmentSigner, developmentTrustBundle, issuerSigner, issuerTrustBundle, readSecretFile } from "../identity/signers.ts"
-import { readFileSync } from "node:fs"
+import { developmentSigner, developmentTrustBundle, issuerSigner, issuerTrustBundle, readSecretFile, readTrustBundleFile } from "../identity/signers.ts"
 
 export class IdentityConfigInvalid extends Data.TaggedError("IdentityConfigInvalid")<{ readonly message: string }> {}
 
@@ -52,8 +51,10 @@ export const sidecarIdentity = (config: SidecarConfig, log: Log): Effect.Effect<
       // switch the issuer's own leaf chains to the new root, which the file may not hold yet (a
       // ConfigMap that lags): a running sidecar must still reach its issuer (a starting one has
       // only the file to verify it with).
-      trustBundle: () => {
-        const configured = readFileSync(trustBundleFile, "utf8")
+      // Read off the event loop and bounded: a FIFO or a huge file fails the call (naming the file),
+      // and the identity client keeps the credentials and the bundle it holds.
+      trustBundle: async () => {
+        const configured = await readTrustBundleFile(trustBundleFile)
         return client === undefined ? configured : `${configured}\n${client.current().trustBundlePem}`
       },
       timeoutMs: config.identityRequestTimeoutMs

@@ -18,6 +18,13 @@
 // `ca switch-intermediate` puts the new intermediate in service; once every leaf under the old root
 // has expired, `ca finish-rotation` drops the old root from the bundle. Keys are written mode 0600
 // and never overwritten in place.
+//
+// `ca rotate` writes, in this order: previous-root.key.pem and previous-root.pem (copies of the
+// root), root.key.pem and root.pem (the new root), next-intermediate.key.pem and
+// next-intermediate.pem, then bundle.pem with both roots. Until that last write the issuer's files
+// (intermediate, its key, the bundle) are untouched; a rotate that died before it is finished by
+// running `ca rotate` again (what is whole on disk is kept, the rest made), and every other step
+// refuses such a directory, naming that command.
 import * as Data from "effect/Data"
 import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto"
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
@@ -87,15 +94,46 @@ const keyMatches = (privateKeyPem: string, certificate: X509Certificate): boolea
   }
 }
 
+const stamp = () => new Date().toISOString().slice(0, 10)
+
+const makeRoot = (trustDomain: string, lifetimes: CaLifetimes) =>
+  createRootCa({ commonName: `iip-mesh root ${trustDomain} ${stamp()}`, trustDomain, lifetimeMs: lifetimes.rootLifetimeMs ?? 3650 * day })
+
+const makeIntermediate = (root: CertifiedKey, trustDomain: string, lifetimes: CaLifetimes) =>
+  createIntermediateCa(root, { commonName: `iip-mesh intermediate ${trustDomain} ${stamp()}`, trustDomain, lifetimeMs: lifetimes.intermediateLifetimeMs ?? 365 * day })
+
 const makeCa = async (trustDomain: string, lifetimes: CaLifetimes) => {
-  const stamp = new Date().toISOString().slice(0, 10)
-  const root = await createRootCa({ commonName: `iip-mesh root ${trustDomain} ${stamp}`, trustDomain, lifetimeMs: lifetimes.rootLifetimeMs ?? 3650 * day })
-  const intermediate = await createIntermediateCa(root, {
-    commonName: `iip-mesh intermediate ${trustDomain} ${stamp}`,
-    trustDomain,
-    lifetimeMs: lifetimes.intermediateLifetimeMs ?? 365 * day
-  })
-  return { root, intermediate }
+  const root = await makeRoot(trustDomain, lifetimes)
+  return { root, intermediate: await makeIntermediate(root, trustDomain, lifetimes) }
+}
+
+/** The one certificate of a PEM file's text, as certificatesOfPem writes it (undefined: not one). */
+const onlyCertificate = (pem: string): string | undefined => {
+  const certificates = certificatesOfPem(pem)
+  return certificates.length === 1 ? certificates[0] : undefined
+}
+
+/** A certificate and its key, read from `dir`, when both are there and the key is the certificate's. */
+const certifiedKeyIn = (dir: string, certificate: string, key: string): CertifiedKey | undefined => {
+  if (!existsSync(join(dir, certificate)) || !existsSync(join(dir, key))) return undefined
+  const pair = { certificatePem: readText(join(dir, certificate)), privateKeyPem: readText(join(dir, key)) }
+  if (onlyCertificate(pair.certificatePem) === undefined) return undefined
+  return keyMatches(pair.privateKeyPem, new X509Certificate(pair.certificatePem)) ? pair : undefined
+}
+
+/** A rotation rotate began and did not finish: the previous root written, the new root not yet (or not yet in the bundle). */
+const rotationStopped = (dir: string): boolean => {
+  if (!existsSync(join(dir, caFiles.previousRoot))) return false
+  const root = onlyCertificate(readText(join(dir, caFiles.root)))
+  return root === undefined || root === onlyCertificate(readText(join(dir, caFiles.previousRoot))) || !certificatesOfPem(readText(join(dir, caFiles.bundle))).includes(root)
+}
+
+const refuseStoppedRotation = (dir: string): void => {
+  if (rotationStopped(dir)) {
+    throw new CaDirectoryError({
+      message: `${dir} holds a rotation that stopped midway (${caFiles.previousRoot} written, ${caFiles.bundle} without the new root; the issuer's files are untouched): run ca rotate again to finish it`
+    })
+  }
 }
 
 const writeCa = (dir: string, ca: { root: CertifiedKey; intermediate: CertifiedKey }, bundlePem: string): void => {
@@ -123,27 +161,63 @@ export const initCa = async (options: { readonly dir: string; readonly trustDoma
  * puts it in service) while the intermediate in service, under the previous root, stays. The new
  * root names the current root's trust domain (`trustDomain` may only repeat it): the issuer
  * refuses an intermediate of another, and every identity in the mesh names this one.
+ *
+ * Run again on a rotation that stopped before its bundle write (the process died), it finishes
+ * it: the previous root kept, the new root and its intermediate kept if whole (made otherwise),
+ * then the bundle. `written` is told each file once it is in place, in the order of the header.
+ * "resumed" when it finished a stopped rotation.
  */
-export const rotateCa = async (options: { readonly dir: string; readonly trustDomain?: string } & CaLifetimes): Promise<void> => {
+export const rotateCa = async (
+  options: { readonly dir: string; readonly trustDomain?: string; readonly written?: (name: string) => void } & CaLifetimes
+): Promise<"started" | "resumed"> => {
   if (options.trustDomain !== undefined) checkTrustDomain(options.trustDomain)
-  const at = (name: string) => join(options.dir, name)
-  if (!existsSync(at(caFiles.root)) || !existsSync(at(caFiles.rootKey))) throw new CaDirectoryError({ message: `${options.dir} holds no root to rotate (ca init first)` })
-  if (existsSync(at(caFiles.previousRoot))) throw new CaDirectoryError({ message: `a rotation is in progress in ${options.dir}: ca finish-rotation first` })
-  const oldRootPem = readText(at(caFiles.root))
-  const named = trustDomainOf(new X509Certificate(oldRootPem))
+  const dir = options.dir
+  const at = (name: string) => join(dir, name)
+  const write = (name: string, content: string, mode: number) => {
+    writeAtomically(dir, name, content, mode)
+    options.written?.(name)
+  }
+  if (!existsSync(at(caFiles.root)) || !existsSync(at(caFiles.rootKey))) throw new CaDirectoryError({ message: `${dir} holds no root to rotate (ca init first)` })
+  const resumed = rotationStopped(dir)
+  if (existsSync(at(caFiles.previousRoot)) && !resumed) {
+    const next = existsSync(at(caFiles.nextIntermediate))
+      ? "ca switch-intermediate next (once every sidecar holds the two-root bundle), then ca finish-rotation"
+      : "ca finish-rotation next (once every leaf under the previous root has expired)"
+    throw new CaDirectoryError({ message: `a rotation is in progress in ${dir} (${caFiles.bundle} holds both roots): ${next}` })
+  }
+  const previous = resumed ? certifiedKeyIn(dir, caFiles.previousRoot, caFiles.previousRootKey) : certifiedKeyIn(dir, caFiles.root, caFiles.rootKey)
+  if (previous === undefined) {
+    const [certificate, key] = resumed ? [caFiles.previousRoot, caFiles.previousRootKey] : [caFiles.root, caFiles.rootKey]
+    throw new CaDirectoryError({ message: `${at(key)} is not the key of ${at(certificate)} (or either is not one PEM item): not a directory ca init or ca rotate wrote` })
+  }
+  const named = trustDomainOf(new X509Certificate(previous.certificatePem))
   if (named !== undefined && options.trustDomain !== undefined && options.trustDomain !== named) {
-    throw new CaDirectoryError({ message: `${at(caFiles.root)} names trust domain ${named}, not ${options.trustDomain}: a rotation keeps the mesh's trust domain` })
+    throw new CaDirectoryError({ message: `${at(resumed ? caFiles.previousRoot : caFiles.root)} names trust domain ${named}, not ${options.trustDomain}: a rotation keeps the mesh's trust domain` })
   }
   const trustDomain = named ?? options.trustDomain
   if (trustDomain === undefined) throw new CaDirectoryError({ message: `${at(caFiles.root)} names no trust domain: give the mesh's (--trust-domain)` })
-  const ca = await makeCa(trustDomain, options)
-  writeAtomically(options.dir, caFiles.nextIntermediateKey, ca.intermediate.privateKeyPem, 0o600)
-  writeAtomically(options.dir, caFiles.nextIntermediate, ca.intermediate.certificatePem, 0o644)
-  renameSync(at(caFiles.rootKey), at(caFiles.previousRootKey))
-  renameSync(at(caFiles.root), at(caFiles.previousRoot))
-  writeAtomically(options.dir, caFiles.rootKey, ca.root.privateKeyPem, 0o600)
-  writeAtomically(options.dir, caFiles.root, ca.root.certificatePem, 0o644)
-  writeAtomically(options.dir, caFiles.bundle, ca.root.certificatePem + oldRootPem, 0o644)
+  if (!resumed) {
+    // Copies, not moves: root.pem and its key stay whole at every step.
+    write(caFiles.previousRootKey, previous.privateKeyPem, 0o600)
+    write(caFiles.previousRoot, previous.certificatePem, 0o644)
+  }
+  // The new root: the one on disk if rotate wrote it whole before it stopped.
+  const onDisk = certifiedKeyIn(dir, caFiles.root, caFiles.rootKey)
+  let root: CertifiedKey
+  if (onDisk !== undefined && onlyCertificate(onDisk.certificatePem) !== onlyCertificate(previous.certificatePem)) root = onDisk
+  else {
+    root = await makeRoot(trustDomain, options)
+    write(caFiles.rootKey, root.privateKeyPem, 0o600)
+    write(caFiles.root, root.certificatePem, 0o644)
+  }
+  const next = certifiedKeyIn(dir, caFiles.nextIntermediate, caFiles.nextIntermediateKey)
+  if (next === undefined || chainProblem(next.certificatePem, root.certificatePem, new Date()) !== undefined) {
+    const intermediate = await makeIntermediate(root, trustDomain, options)
+    write(caFiles.nextIntermediateKey, intermediate.privateKeyPem, 0o600)
+    write(caFiles.nextIntermediate, intermediate.certificatePem, 0o644)
+  }
+  write(caFiles.bundle, root.certificatePem + previous.certificatePem, 0o644)
+  return resumed ? "resumed" : "started"
 }
 
 /**
@@ -155,6 +229,7 @@ export const rotateCa = async (options: { readonly dir: string; readonly trustDo
  */
 export const switchIntermediate = (options: { readonly dir: string }): void => {
   const at = (name: string) => join(options.dir, name)
+  refuseStoppedRotation(options.dir)
   if (!existsSync(at(caFiles.nextIntermediate))) throw new CaDirectoryError({ message: `no intermediate waits to be switched to in ${options.dir} (ca rotate first)` })
   // A rotate that died before writing the two-root bundle: switching would hand the issuer a CA it refuses to load.
   const problem = chainProblem(readText(at(caFiles.nextIntermediate)), readText(at(caFiles.bundle)), new Date())
@@ -183,6 +258,7 @@ const refuseBeforeSwitch = (dir: string): void => {
 export const renewIntermediate = async (options: { readonly dir: string } & CaLifetimes): Promise<void> => {
   const at = (name: string) => join(options.dir, name)
   if (!existsSync(at(caFiles.root)) || !existsSync(at(caFiles.rootKey))) throw new CaDirectoryError({ message: `${options.dir} holds no root (ca init first)` })
+  refuseStoppedRotation(options.dir)
   refuseBeforeSwitch(options.dir)
   const root = { certificatePem: readText(at(caFiles.root)), privateKeyPem: readText(at(caFiles.rootKey)) }
   if (!keyMatches(root.privateKeyPem, new X509Certificate(root.certificatePem))) throw new CaDirectoryError({ message: `${at(caFiles.rootKey)} is not the key of ${at(caFiles.root)}` })
@@ -201,6 +277,7 @@ export const renewIntermediate = async (options: { readonly dir: string } & CaLi
 export const finishRotation = (options: { readonly dir: string }): void => {
   const at = (name: string) => join(options.dir, name)
   if (!existsSync(at(caFiles.previousRoot))) throw new CaDirectoryError({ message: `no rotation in progress in ${options.dir}` })
+  refuseStoppedRotation(options.dir)
   refuseBeforeSwitch(options.dir)
   writeAtomically(options.dir, caFiles.bundle, readFileSync(at(caFiles.root), "utf8"), 0o644)
   rmSync(at(caFiles.previousRoot))

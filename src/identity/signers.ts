@@ -12,7 +12,7 @@ import * as https from "node:https"
 import { join } from "node:path"
 import { type Log } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
-import { MAX_SECRET_FILE_BYTES, readSmallFile } from "../iip/smallFile.ts"
+import { MAX_SECRET_FILE_BYTES, readSmallFile, readSmallFileAsync } from "../iip/smallFile.ts"
 import { caFiles, loadIssuingCa } from "./caDirectory.ts"
 import { issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest } from "./certificateRequest.ts"
@@ -25,8 +25,8 @@ export interface IssuerOptions {
   /** https://HOST:PORT of the issuer. */
   readonly issuerUrl: string
   readonly trustDomain: string
-  /** The roots the issuer's certificate is verified against, read on every call (they change with a rotation). */
-  readonly trustBundle: () => string
+  /** The roots the issuer's certificate is verified against, read on every call (they change with a rotation); a promise when read from a file. */
+  readonly trustBundle: () => string | Promise<string>
   /** One call's bound (default 10 s). */
   readonly timeoutMs?: number
   /** Largest answer read (default 64 KiB). */
@@ -52,15 +52,16 @@ export const readSecretFile = (path: string): string => {
  * One call to the issuer: its JSON answer when it says 200; rejects otherwise, within the time and
  * size bounds, or at once when `signal` aborts (its caller has gone: the connection and the timer go too).
  */
-const callIssuer = (options: IssuerOptions, path: string, body: string | undefined, signal?: AbortSignal) =>
-  new Promise<unknown>((resolve, reject) => {
+const callIssuer = async (options: IssuerOptions, path: string, body: string | undefined, signal?: AbortSignal) => {
+  const ca = await options.trustBundle()
+  return new Promise<unknown>((resolve, reject) => {
     const timeoutMs = options.timeoutMs ?? 10_000
     const maxBytes = options.maxResponseBytes ?? 64 * 1024
     const expected = issuerSpiffeId(options.trustDomain)
     const request = https.request(new URL(path, options.issuerUrl), {
       method: body === undefined ? "GET" : "POST",
       headers: body === undefined ? {} : { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)) },
-      ca: options.trustBundle(),
+      ca,
       minVersion: "TLSv1.3",
       // The issuer is known by its SPIFFE ID, not by a host name (it may be reached by a Service
       // name, an address or a port-forward): the chain is checked by node:tls, the name here.
@@ -104,6 +105,7 @@ const callIssuer = (options: IssuerOptions, path: string, body: string | undefin
     })
     request.end(body)
   })
+}
 
 export const issuerSigner = (options: IssuerSignerOptions): Signer => (csrPem) =>
   callIssuer(options, "/v1/sign", JSON.stringify({ csr: csrPem, proof: options.proof() })) as Promise<SignResponse>
@@ -121,13 +123,18 @@ export interface DevelopmentSignerOptions {
   readonly log: Log
 }
 
-/** The bundle.pem of `caDir` as it is now: a rotation there reaches the development sidecar between renewals. */
-export const developmentTrustBundle = (caDir: string): BundleFetcher => async () => {
-  const path = join(caDir, caFiles.bundle)
-  const read = readSmallFile(path, maxPemChars, { followSymlink: true })
+/**
+ * A trust bundle file as it is now, read off the event loop: a FIFO, a device or a file over
+ * maxPemChars bytes is refused unread, the error naming the path (the caller keeps what it holds).
+ */
+export const readTrustBundleFile = async (path: string): Promise<string> => {
+  const read = await readSmallFileAsync(path, maxPemChars, { followSymlink: true })
   if ("problem" in read) throw new Error(`${path}: ${read.problem}`)
   return read.text
 }
+
+/** The bundle.pem of `caDir` as it is now: a rotation there reaches the development sidecar between renewals. */
+export const developmentTrustBundle = (caDir: string): BundleFetcher => () => readTrustBundleFile(join(caDir, caFiles.bundle))
 
 /** Signs this sidecar's own CSRs with the issuer's key from `caDir`, loudly. */
 export const developmentSigner = (options: DevelopmentSignerOptions): Signer => {

@@ -2,8 +2,11 @@
 // endpoints file, the sidecar's config file), without trusting what sits at the path: it is opened without blocking (a FIFO
 // with no writer would block the open, and the event loop, for good), then checked on the open
 // descriptor (a regular file, not a device or FIFO whose read never ends, of at most `maxBytes`),
-// so a swap between the check and the read changes nothing.
-import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
+// so a swap between the check and the read changes nothing. readSmallFileAsync does the same off
+// the event loop (libuv's threads), for files read while the sidecar serves (the --trust-bundle
+// file, read on every call to the issuer).
+import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from "node:fs"
+import { open } from "node:fs/promises"
 
 /** A secret file (a token: a ServiceAccount JWT is a few KiB) larger than this is refused unread. */
 export const MAX_SECRET_FILE_BYTES = 64 * 1024
@@ -21,20 +24,55 @@ export type SmallFile =
 export const readSmallFile = (path: string, maxBytes: number, options: { readonly followSymlink: boolean }): SmallFile => {
   let fd: number
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | (options.followSymlink ? 0 : constants.O_NOFOLLOW))
+    fd = openSync(path, openFlags(options))
   } catch (error) {
-    if (!options.followSymlink && (error as NodeJS.ErrnoException).code === "ELOOP") return { version: "symlink", problem: "a symbolic link, not followed" }
-    throw error
+    return notFollowed(error, options)
   }
   try {
     const stat = fstatSync(fd)
-    const version = `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}`
-    if (!stat.isFile()) return { version, problem: "not a regular file" }
-    if (stat.size > maxBytes) return { version, problem: `larger than ${maxBytes} bytes (${stat.size})` }
+    const refused = refusal(stat, maxBytes)
+    if (refused !== undefined) return refused
     const buffer = Buffer.alloc(stat.size)
     const length = readSync(fd, buffer, 0, buffer.length, 0)
-    return { version, text: buffer.toString("utf8", 0, length) }
+    return { version: versionOf(stat), text: buffer.toString("utf8", 0, length) }
   } finally {
     closeSync(fd)
   }
+}
+
+/** readSmallFile without blocking the event loop: the open, the check and the read (at most the size checked) on libuv's threads. */
+export const readSmallFileAsync = async (path: string, maxBytes: number, options: { readonly followSymlink: boolean }): Promise<SmallFile> => {
+  let handle: Awaited<ReturnType<typeof open>>
+  try {
+    handle = await open(path, openFlags(options))
+  } catch (error) {
+    return notFollowed(error, options)
+  }
+  try {
+    const stat = await handle.stat()
+    const refused = refusal(stat, maxBytes)
+    if (refused !== undefined) return refused
+    const buffer = Buffer.alloc(stat.size)
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0)
+    return { version: versionOf(stat), text: buffer.toString("utf8", 0, bytesRead) }
+  } finally {
+    await handle.close()
+  }
+}
+
+/** Non-blocking: a FIFO with no writer would block the open, and the event loop (or a libuv thread), for good. */
+const openFlags = (options: { readonly followSymlink: boolean }): number => constants.O_RDONLY | constants.O_NONBLOCK | (options.followSymlink ? 0 : constants.O_NOFOLLOW)
+
+const notFollowed = (error: unknown, options: { readonly followSymlink: boolean }): SmallFile => {
+  if (!options.followSymlink && (error as NodeJS.ErrnoException).code === "ELOOP") return { version: "symlink", problem: "a symbolic link, not followed" }
+  throw error
+}
+
+const versionOf = (stat: Stats): string => `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}`
+
+/** Why the open file is not read: not a regular file (a device or FIFO whose read never ends), or over `maxBytes`. */
+const refusal = (stat: Stats, maxBytes: number): SmallFile | undefined => {
+  if (!stat.isFile()) return { version: versionOf(stat), problem: "not a regular file" }
+  if (stat.size > maxBytes) return { version: versionOf(stat), problem: `larger than ${maxBytes} bytes (${stat.size})` }
+  return undefined
 }

@@ -34,10 +34,10 @@ const headers = { host: "127.0.0.1", authorization: `Bearer ${token}` }
 const windows = { "10s": { requests: 1, errors: 0, seconds: 10, buckets: [] }, "1m": { requests: 1, errors: 0, seconds: 60, buckets: [] }, "10m": { requests: 1, errors: 0, seconds: 600, buckets: [] } }
 
 /** GET `path` on the admin from `localAddress` (the per-address cap is 32 connections). */
-const get = (port: number, path: string, localAddress: string): { written: Promise<void>; answer: Promise<{ status: number; body: string }> } => {
+const get = (port: number, path: string, localAddress: string): { written: Promise<void>; answer: Promise<{ status: number; body: string; retryAfter: string | undefined }> } => {
   let written!: () => void
   const done = new Promise<void>((resolve) => (written = resolve))
-  const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+  const answer = new Promise<{ status: number; body: string; retryAfter: string | undefined }>((resolve, reject) => {
     const req = http.request({ host: "127.0.0.1", port, path, localAddress, headers, agent: false })
     req.once("finish", written)
     req.once("error", reject)
@@ -45,7 +45,7 @@ const get = (port: number, path: string, localAddress: string): { written: Promi
       let body = ""
       res.setEncoding("utf8")
       res.on("data", (chunk: string) => (body += chunk))
-      res.once("end", () => resolve({ status: res.statusCode ?? 0, body }))
+      res.once("end", () => resolve({ status: res.statusCode ?? 0, body, retryAfter: res.headers["retry-after"] }))
     })
     req.end()
   })
@@ -83,6 +83,9 @@ describe("admin federation under many concurrent admin requests", () => {
     const calls = Array.from({ length: PEERS }, () => ({ view: 0, series: 0 }))
     /** The series queries the peers were asked. */
     const asked: Array<string> = []
+    /** While set, each series' answers wait here, by service, until `release`. */
+    let holdEach = false
+    const heldSeries = new Map<string, Array<() => void>>()
     for (let i = 0; i < PEERS; i++) {
       const peer = http.createServer((req, res) => {
         const series = (req.url ?? "").startsWith("/golden/series")
@@ -95,7 +98,9 @@ describe("admin federation under many concurrent admin requests", () => {
           res.writeHead(200, { "content-type": "application/json" })
           res.end(JSON.stringify(series ? { points: [[slot, 1, 0, null]] } : { generatedAt: 1, services: [{ service: `peer${i}`, windows }], edges: [], routes: [] }))
         }
-        if (gate === undefined) answer()
+        const service = new URLSearchParams((req.url ?? "").split("?")[1]).get("service") ?? ""
+        if (series && holdEach) heldSeries.set(service, [...(heldSeries.get(service) ?? []), answer])
+        else if (gate === undefined) answer()
         else void gate.then(answer)
       })
       await new Promise<void>((resolve) => peer.listen(0, "127.0.0.1", resolve))
@@ -137,7 +142,20 @@ describe("admin federation under many concurrent admin requests", () => {
       return Promise.all(requests.map((r) => r.answer))
     }
 
-    return { calls, asked, slot, hold, concurrently, port }
+    /** Holds every series' answers at the peers until `release(service)` sends them. */
+    const holdEachSeries = () => {
+      holdEach = true
+      cleanup.add(async () => {
+        holdEach = false
+        for (const answers of heldSeries.values()) for (const answer of answers) answer()
+      })
+    }
+    const release = (service: string) => {
+      for (const answer of heldSeries.get(service) ?? []) answer()
+      heldSeries.delete(service)
+    }
+
+    return { calls, asked, slot, hold, concurrently, port, holdEachSeries, release }
   }
 
   it(`${CONCURRENT} concurrent GETs of one series, and of the view, cost each peer one call`, async () => {
@@ -191,11 +209,13 @@ describe("admin federation under many concurrent admin requests", () => {
       // No peer answered them, and this admin has no such series itself.
       for (const { answer } of running) expect((await answer).status).toBe(404)
       // Waited for without a timer (they are faked): before, no waiter was ever answered here.
-      const answered: Array<{ status: number; body: string }> = []
+      const answered: Array<{ status: number; body: string; retryAfter: string | undefined }> = []
       for (const { answer } of waiting) void answer.then((a) => answered.push(a), () => {})
       await until(() => answered.length > 0, "a waiter's answer")
       const [busy] = answered
       expect(busy!.status).toBe(503)
+      // A place comes within federationTimeoutMs (each running round ends within it): ask again then.
+      expect(busy!.retryAfter).toBe(String(FEDERATION_TIMEOUT_MS / 1000))
       expect(JSON.parse(busy!.body)).toStrictEqual({
         error: "federation_busy",
         message: `all ${MAX_SERIES_ROUNDS} places for series rounds were taken for ${FEDERATION_TIMEOUT_MS} ms (federationTimeoutMs): ask again`
@@ -207,6 +227,43 @@ describe("admin federation under many concurrent admin requests", () => {
       vi.useRealTimers()
       open()
     }
+  })
+
+  it(`requests waiting for a place get one each in the order they came, each woken once (not every waiter per round that ends)`, async () => {
+    const { asked, port, holdEachSeries, release } = await withPeers()
+    holdEachSeries()
+    const running = Array.from({ length: MAX_SERIES_ROUNDS }, (_, i) => get(port, `/federation/series?service=s${i}`, "127.0.0.1"))
+    await waitFor(() => asked.length === MAX_SERIES_ROUNDS * PEERS, 5000, `${MAX_SERIES_ROUNDS} series calls at each peer`)
+    // A waiter races its way out of the queue (its client leaving, its deadline, its turn): the
+    // races with more than two entries counted are the waiters' (a trace exporter's has two).
+    const race = vi.spyOn(Promise, "race")
+    const waits = () => race.mock.calls.filter(([entries]) => [...entries].length > 2).length
+    const WAITERS = 24
+    const waiting: Array<ReturnType<typeof get>> = []
+    for (let i = 0; i < WAITERS; i++) {
+      waiting.push(get(port, `/federation/series?service=w${i}`, "127.0.0.2"))
+      // Queued before the next one is sent: the order they came is known.
+      await until(() => waits() === i + 1, `waiter w${i} to wait`)
+    }
+    /** The waiters whose series every peer was asked (so that releasing it ends its round), in the order they were first asked. */
+    const placed = () => {
+      const services = asked.filter((url) => url.includes("service=w")).map((url) => new URLSearchParams(url.split("?")[1]).get("service"))
+      return [...new Set(services)].filter((service) => services.filter((s) => s === service).length === PEERS)
+    }
+    // Rounds end one at a time: the oldest waiter takes each place left.
+    const ending = [...Array.from({ length: MAX_SERIES_ROUNDS }, (_, i) => `s${i}`), ...Array.from({ length: WAITERS - MAX_SERIES_ROUNDS }, (_, i) => `w${i}`)]
+    for (const [n, service] of ending.entries()) {
+      release(service)
+      await until(() => placed().length === n + 1, `a place for the waiter after ${service}`)
+    }
+    expect(placed()).toStrictEqual(Array.from({ length: WAITERS }, (_, i) => `w${i}`))
+    // Each waiter waited once. Before, every round that ended woke every waiter, each but the one
+    // that took the place racing again (against all 16 rounds): 24 + 23 + 22 + ... + 0 = 300 races
+    // here, a cost quadratic in the waiters.
+    expect(waits()).toBe(WAITERS)
+    race.mockRestore()
+    for (let i = 0; i < WAITERS; i++) release(`w${i}`)
+    for (const answer of await Promise.all([...running, ...waiting].map((r) => r.answer))) expect(answer.status, answer.body).toBe(200)
   })
 
   it(`a request waiting for a place leaves the queue when its client goes: its series is never asked`, async () => {

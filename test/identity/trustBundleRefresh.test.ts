@@ -9,6 +9,7 @@ import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import { TestClock } from "effect/testing"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { execFileSync } from "node:child_process"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -105,6 +106,54 @@ describe("trust bundle refresh", () => {
       expect(client.current().certificateChainPem).toBe(first.certificateChainPem)
       expect(client.status()).toMatchObject({ renewals: 0, trustBundleRoots: 2, lastBundleError: undefined })
       expect(events).toContain("identity-trust-bundle-refreshed")
+    }).pipe(Effect.scoped))
+
+  /** A sidecar's identity from `issuer` whose --trust-bundle file is `file` (the issuer's bundle at first), and its events. */
+  const sidecarWithBundleFile = (issuer: Effect.Success<typeof ownIssuer>) =>
+    Effect.gen(function*() {
+      const dir = yield* Effect.acquireRelease(Effect.sync(() => mkdtempSync(join(tmpdir(), "iip-mesh-bundle-file-"))), (path) => Effect.sync(() => rmSync(path, { recursive: true, force: true })))
+      const file = join(dir, "bundle.pem")
+      writeFileSync(file, issuer.ca.trustBundlePem)
+      writeFileSync(join(dir, "join.token"), `${joinToken}\n`)
+      const events: Array<string> = []
+      const config = sidecarConfig({ service: "catalog", trustDomain, identityIssuer: issuer.running.url, trustBundleFile: file, identityJoinTokenFile: join(dir, "join.token") })
+      const client = yield* sidecarIdentity(config, (event) => void events.push(event))
+      return { client, file, events }
+    })
+
+  it.effect("a --trust-bundle file past 64 KiB is refused unread: the refresh fails naming it, the sidecar keeps the bundle it holds and takes the new one once the file is sound", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const issuer = yield* ownIssuer
+      const { client, file } = yield* sidecarWithBundleFile(issuer)
+      const held = client.current().trustBundlePem
+      const bundle = yield* addRoot(issuer)
+      // Before, the whole file was read (however large) and handed to TLS as the roots.
+      writeFileSync(file, " ".repeat(70_000))
+      yield* TestClock.adjust(5.5 * minute)
+      yield* eventually(() => client.status().bundleRefreshes.failed === 1)
+      expect(client.status().lastBundleError).toBe(`${file}: larger than 65536 bytes (70000)`)
+      expect(client.current().trustBundlePem).toBe(held)
+      writeFileSync(file, issuer.ca.trustBundlePem)
+      // The retry, within the refresh interval.
+      yield* TestClock.adjust(5.5 * minute)
+      yield* eventually(() => client.current().trustBundlePem === bundle)
+    }).pipe(Effect.scoped))
+
+  it.effect("a --trust-bundle file that is a FIFO nobody writes is refused at once, not read: the event loop never blocks, the sidecar keeps its bundle", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const issuer = yield* ownIssuer
+      const { client, file } = yield* sidecarWithBundleFile(issuer)
+      const held = client.current().trustBundlePem
+      yield* addRoot(issuer)
+      rmSync(file)
+      execFileSync("mkfifo", [file])
+      // Before, readFileSync opened the FIFO on the event loop and waited for a writer for good.
+      yield* TestClock.adjust(5.5 * minute)
+      yield* eventually(() => client.status().bundleRefreshes.failed === 1)
+      expect(client.status().lastBundleError).toBe(`${file}: not a regular file`)
+      expect(client.current().trustBundlePem).toBe(held)
     }).pipe(Effect.scoped))
 
   it.effect("identityBundleRefreshMs sets the interval: at 1 min a root added at the issuer reaches the sidecar within 1.1 min", () =>
