@@ -79,6 +79,8 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private failure: Error | undefined
   private wake: (() => void) | undefined
   private consumed = 0
+  /** Bytes its reader has taken out so far: a tunnel whose count stands still while it holds bytes is stalled (sidecar/tunnelStalls.ts). */
+  private takenOut = 0
   /** Nobody will read on (its request was answered): chunks are dropped and granted back as they come. */
   private discarded = false
   /** The body of a tunnel (`holdAsTunnel`): its unread bytes go to the tunnels' pool, or it is ended. */
@@ -291,8 +293,19 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     }
   }
 
+  /** Bytes held that the reader has not taken yet. */
+  get unreadBytes(): number {
+    return this.buffered
+  }
+
+  /** Bytes the reader has taken so far (only ever grows). */
+  get takenBytes(): number {
+    return this.takenOut
+  }
+
   /** A chunk left the stream's buffer for its consumer. */
   private taken(bytes: number): void {
+    this.takenOut += bytes
     // The connection's part goes back first: a paused connection resumes sooner.
     const fromPool = Math.max(0, bytes - (this.buffered - this.pooled))
     this.buffered -= bytes
