@@ -79,8 +79,6 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private failure: Error | undefined
   private wake: (() => void) | undefined
   private consumed = 0
-  /** Bytes its reader has taken out so far: a tunnel whose count stands still while it holds bytes is stalled (sidecar/tunnelStalls.ts). */
-  private takenOut = 0
   /** Nobody will read on (its request was answered): chunks are dropped and granted back as they come. */
   private discarded = false
   /** The body of a tunnel (`holdAsTunnel`): its unread bytes go to the tunnels' pool, or it is ended. */
@@ -298,14 +296,16 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     return this.buffered
   }
 
-  /** Bytes the reader has taken so far (only ever grows). */
-  get takenBytes(): number {
-    return this.takenOut
+  /**
+   * The oldest chunk held unread (undefined: none). Chunks leave in order, so the same one found
+   * twice means the reader took nothing in between (sidecar/tunnelStalls.ts), at no cost per chunk.
+   */
+  get oldestUnread(): Buffer | undefined {
+    return this.chunks[0]
   }
 
   /** A chunk left the stream's buffer for its consumer. */
   private taken(bytes: number): void {
-    this.takenOut += bytes
     // The connection's part goes back first: a paused connection resumes sooner.
     const fromPool = Math.max(0, bytes - (this.buffered - this.pooled))
     this.buffered -= bytes

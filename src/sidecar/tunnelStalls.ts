@@ -7,10 +7,10 @@
 // is never ended here, however long it stays so.
 //
 // One deadline heap (mux/deadlines.ts) for all of a side's tunnels, no timer per chunk: each
-// tunnel is looked at once per timeout, and ended when it held bytes at two looks in a row and its
-// reader took none between them (those bytes waited the whole timeout), so a stalled tunnel is
-// ended between one and two timeouts after its reader stopped; on the chunk path nothing changes
-// but the stream's count of bytes taken. Each one ended is said (`tunnel-stalled`, throttled: a
+// tunnel is looked at once per timeout, and ended when the same chunk is its oldest unread at two
+// looks in a row (chunks leave in order: its reader took none between them, and that chunk waited
+// the whole timeout), so a stalled tunnel is ended between one and two timeouts after its reader
+// stopped; nothing is done per chunk. Each one ended is said (`tunnel-stalled`, throttled: a
 // hostile caller can have tunnels stall as fast as it opens them); the side counts it in its metrics.
 import { type Log, LogThrottle } from "../iip/log.ts"
 import { Deadlines, type Expiring } from "../mux/deadlines.ts"
@@ -30,15 +30,14 @@ class Watch implements Expiring {
   /** What the `tunnel-stalled` line says of it (the app or service, the path). */
   readonly fields: Readonly<Record<string, unknown>>
   readonly onStall: () => void
-  /** At the last look: the bytes its reader had taken, and whether it held any unread. */
-  taken: number
-  held = false
+  /** Its oldest unread chunk at the last look (undefined: it held none). */
+  oldest: Buffer | undefined
 
   constructor(stream: IncomingStream, fields: Readonly<Record<string, unknown>>, onStall: () => void) {
     this.stream = stream
     this.fields = fields
     this.onStall = onStall
-    this.taken = stream.takenBytes
+    this.oldest = stream.oldestUnread
   }
 }
 
@@ -74,11 +73,9 @@ export class TunnelStalls {
   }
 
   private look(watch: Watch): void {
-    const taken = watch.stream.takenBytes
-    const held = watch.stream.unreadBytes > 0
-    if (held && watch.held && taken === watch.taken) return this.stalled(watch)
-    watch.taken = taken
-    watch.held = held
+    const oldest = watch.stream.oldestUnread
+    if (oldest !== undefined && oldest === watch.oldest) return this.stalled(watch)
+    watch.oldest = oldest
     this.deadlines.add(watch, this.stallMs)
   }
 
