@@ -77,6 +77,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "federationTimeoutMs":
     case "federationStaleMs":
     case "upgradeIdleTimeoutMs":
+    case "upgradeStallTimeoutMs":
       return parseDurationMs(last)
     case "perTryTimeoutMs":
     case "healthCheckIntervalMs":

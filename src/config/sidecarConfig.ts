@@ -230,6 +230,8 @@ export const SidecarConfigSchema = Schema.Struct({
   federationMaxPeers: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 10_000 }))),
   /** An upgraded connection (WebSocket) with no byte either way for this long is closed, on both sidecars. */
   upgradeIdleTimeoutMs: PositiveMs,
+  /** An upgraded connection holding bytes none of which its reader takes for this long is ended (sidecar/tunnelStalls.ts), on both sidecars. */
+  upgradeStallTimeoutMs: PositiveMs,
   /** The routes file (JSON, or YAML for .yaml/.yml; src/sidecar/routes.ts), re-read on change; null: no routes. */
   routes: Schema.NullOr(FilePath),
   /** The routes file is stat'ed this often besides the directory watch (which can miss events). */

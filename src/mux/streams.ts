@@ -111,7 +111,11 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       if (!this.ended) this.grant(chunk.length)
       return true
     }
-    if (this.ended) return true
+    if (this.ended) {
+      // Failed here (an unreadable chunk, its reader gone) while the sender goes on: granted back, as a discarded stream's, or the sender stalls for bytes nobody holds.
+      if (this.failure !== undefined) this.grant(chunk.length)
+      return true
+    }
     // Refused before it counts anywhere: `buffered` is what discard and leaveUnreadPool take back.
     if (this.buffered + chunk.length > 2 * this.window) return false
     if (this.tunnel && !this.budget!.chargeTunnel(chunk.length, this.window)) {
@@ -287,6 +291,19 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     }
   }
 
+  /** Bytes held that the reader has not taken yet. */
+  get unreadBytes(): number {
+    return this.buffered
+  }
+
+  /**
+   * The oldest chunk held unread (undefined: none). Chunks leave in order, so the same one found
+   * twice means the reader took nothing in between (sidecar/tunnelStalls.ts), at no cost per chunk.
+   */
+  get oldestUnread(): Buffer | undefined {
+    return this.chunks[0]
+  }
+
   /** A chunk left the stream's buffer for its consumer. */
   private taken(bytes: number): void {
     // The connection's part goes back first: a paused connection resumes sooner.
@@ -354,7 +371,9 @@ export class SendWindow {
     for (const w of waiters) w()
   }
 
+  /** Closes it with `error`; closed already, it keeps its first reason (a tunnel ended `overloaded`, then cancelled, ended `overloaded`). */
   close(error: Error): void {
+    if (this.closedWith !== undefined) return
     this.closedWith = error
     this.add(0)
   }

@@ -36,9 +36,10 @@ import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
 import { carriedProtocols, CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
 import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnvelope.ts"
-import { type AppUpgradeLeg, overloadLines, upgradeApp } from "./inboundUpgrade.ts"
+import { type AppUpgradeLeg, upgradeApp } from "./inboundUpgrade.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { plainAnswer } from "./plainAnswer.ts"
+import { TunnelStalls, tunnelLines } from "./tunnelStalls.ts"
 
 const HEADER_PARAM = "__http_hdr__"
 
@@ -60,6 +61,8 @@ export interface InboundOptions {
   readonly defaultTimeoutMs: number
   /** An upgraded connection to the app with no byte either way for this long is closed. */
   readonly upgradeIdleTimeoutMs: number
+  /** An upgraded connection whose caller's bytes the app takes none of for this long is ended (tunnelStalls.ts). */
+  readonly upgradeStallTimeoutMs: number
   /** Upgraded connections open to the app at once (inboundUpgrade.ts). */
   readonly maxTunnels: number
   /** Where the leg says what an operator should know (a tunnel ended overloaded). */
@@ -191,7 +194,8 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     onInvalidHeaders: onInvalid,
     tunnels: { open: 0, max: options.maxTunnels },
     log: options.log,
-    overloadLines: overloadLines()
+    overloadLines: tunnelLines(),
+    stalls: new TunnelStalls(options.upgradeStallTimeoutMs, options.log)
   }
   // The answer goes back as a PendingOutcome, not a promise: no promise chain per request.
   const handle = (request: IncomingRequest): PendingOutcome => {

@@ -20,12 +20,16 @@
 // WebSockets, stalled or not, never make this side refuse ordinary requests. One whose bytes do
 // not fit in the pool is ended by the mux (IncomingStream.holdAsTunnel) as a cancel ends one: its
 // app's connection is closed here, A closes its caller's, and it is counted (the request's error,
-// 101 inbound overloaded) and logged (`tunnel-overloaded`, throttled).
+// 101 inbound overloaded) and logged (`tunnel-overloaded`, throttled). One whose caller's bytes
+// wait unread by the app for the stall timeout (tunnelStalls.ts: the app stopped reading, or a
+// caller left while A had paused its socket) is ended too, its bytes released: its answer ends
+// `deadline_exceeded` (A closes its caller's connection), counted (101 inbound deadline_exceeded).
 import type * as http from "node:http"
 import type * as net from "node:net"
 import type { HandlerValue } from "../iip/dispatch.ts"
-import { type Log, LogThrottle } from "../iip/log.ts"
+import type { Log, LogThrottle } from "../iip/log.ts"
 import { failure, reply } from "../iip/server.ts"
+import { RemoteError } from "../mux/meshChannels.ts"
 import type { IncomingRequest } from "../mux/request.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
@@ -33,6 +37,7 @@ import { endToEndHeaders, type OnInvalidHeader, switchedAmong, upgradeProtocols 
 import { HttpMeta, responseMeta } from "./httpEnvelope.ts"
 import type { InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
+import type { TunnelStalls } from "./tunnelStalls.ts"
 import { pipeToSocket, SocketSource } from "./upgradePipe.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
@@ -45,17 +50,12 @@ export interface AppUpgradeLeg {
   readonly onInvalidHeaders: OnInvalidHeader | undefined
   /** Upgrades open or under way, shared by every request of the leg; at most `max`. */
   readonly tunnels: { open: number; readonly max: number }
-  /** Where a tunnel ended for want of room in the tunnels' pool is said (`tunnel-overloaded`, within `overloadLines`). */
+  /** Where a tunnel ended for want of room in the tunnels' pool is said (`tunnel-overloaded`, within `overloadLines`: tunnelLines()). */
   readonly log: Log
   readonly overloadLines: LogThrottle
+  /** Ends tunnels whose caller's bytes the app takes none of for the upgrade stall timeout. */
+  readonly stalls: TunnelStalls
 }
-
-/** `tunnel-overloaded` lines at most, per window: a hostile caller can have tunnels ended as fast as it opens them. */
-const OVERLOAD_LINES = 20
-const OVERLOAD_WINDOW_MS = 60_000
-
-/** The throttle of a leg's `tunnel-overloaded` lines. */
-export const overloadLines = (): LogThrottle => new LogThrottle(OVERLOAD_LINES, OVERLOAD_WINDOW_MS)
 
 export interface AppUpgradeRequest {
   readonly method: string
@@ -159,7 +159,16 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
       const appBytes = new SocketSource(socket, head)
       if (peerBytes === undefined) socket.end()
       else void pipeToSocket(peerBytes, socket).then((bytes) => observation.requestBytes(bytes))
+      let stalled = false
+      const unwatch = peerBytes === undefined ? undefined : leg.stalls.watch(peerBytes, { app: leg.address, path: app.path }, () => {
+        stalled = true
+        // Its answer ends typed (A closes its caller's connection); the caller's bytes go back to the pool, granted.
+        appBytes.fail(new RemoteError({ code: MeshErrorCode.deadlineExceeded, message: `the app at ${leg.address} read none of the upgraded connection's bytes for ${leg.stalls.stallMs} ms`, processed: true }))
+        peerBytes.discard()
+        socket.destroy()
+      })
       socket.once("close", () => {
+        unwatch?.()
         countOut()
         // The pipe to the app stops waiting for bytes nobody can take.
         peerBytes?.fail(new StreamFailed({ message: "the app's connection closed" }))
@@ -170,7 +179,8 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
           const admitted = leg.overloadLines.admit()
           if (admitted !== undefined) leg.log("tunnel-overloaded", { app: leg.address, path: app.path, message: `${overloaded.message}; raise maxQueuedBytes (or maxQueuedBytesPerConnection, a connection's share), or find why the app stopped reading`, ...admitted })
         }
-        observation.end(leg.address, 101, overloaded === undefined ? undefined : { hop: "inbound", reason: MeshErrorCode.overloaded })
+        const reason = overloaded !== undefined ? MeshErrorCode.overloaded : stalled ? MeshErrorCode.deadlineExceeded : undefined
+        observation.end(leg.address, 101, reason === undefined ? undefined : { hop: "inbound", reason })
       })
       const meta = responseMeta(101, endToEndHeaders(response.rawHeaders, leg.onInvalidHeaders)).set(HttpMeta.upgrade, switched)
       request.context.longLived()

@@ -8,7 +8,9 @@
 // `x-iip-mesh-error` answers, within the request's deadline; no retry (the caller's bytes are
 // already on their way). After it, a connection silent both ways for the upgrade idle timeout is
 // closed. Tracing and metrics see one request, from the head to the close. Open upgrades are bounded
-// (`maxTunnels`), and so are the far apps' bytes they hold unread by their callers (`maxQueuedBytes`).
+// (`maxTunnels`), and so are the far apps' bytes they hold unread by their callers (`maxQueuedBytes`);
+// one whose caller takes none of them for the stall timeout is ended (tunnelStalls.ts): its bytes
+// released, its caller's connection closed, counted (101 outbound deadline).
 import type * as net from "node:net"
 import { Cancellation } from "../mux/cancellation.ts"
 import { ConnectFailed } from "../mux/errors.ts"
@@ -27,6 +29,7 @@ import { applyRoute, chooseRoute } from "./outboundRoute.ts"
 import { appTimeoutMs, pickContext, type Target, targetOf } from "./outboundTarget.ts"
 import { ProxyError, proxyErrorOf, writeProxyError } from "./proxyError.ts"
 import type { RouteCounters } from "./routeCounters.ts"
+import type { TunnelStalls } from "./tunnelStalls.ts"
 import { pipeToSocket, SocketSource } from "./upgradePipe.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
@@ -37,9 +40,10 @@ export interface OutboundUpgradeOptions extends OutboundOptions {
    * Upgraded connections open at once, from the request to the caller's close (`maxTunnels`, as at
    * the inbound side), and the far apps' bytes they hold that their callers have not read yet
    * (`unread.bytes`, at most a stream window each): at the first, or with no room for one more
-   * window within the second, new upgrades are refused.
+   * window within the second, new upgrades are refused. `stalls` ends those whose callers take none
+   * of their bytes for the upgrade stall timeout.
    */
-  readonly tunnels: { open: number; readonly max: number; readonly unread: UnreadPool; readonly maxUnreadBytes: number }
+  readonly tunnels: { open: number; readonly max: number; readonly unread: UnreadPool; readonly maxUnreadBytes: number; readonly stalls: TunnelStalls }
 }
 
 /** The head written back for a status other than 101: the socket closes after its body. */
@@ -70,6 +74,8 @@ class OutboundUpgrade {
   private tunnel = false
   /** The far app's bytes after the 101, counted in `tunnels.unread` until the caller's socket closes. */
   private answer: IncomingStream | undefined = undefined
+  /** Why the tunnel was ended here, once its caller took none of the far app's bytes for the stall timeout. */
+  private stall: ProxyError | undefined = undefined
   private finished = false
 
   constructor(options: OutboundUpgradeOptions, req: OutboundRequest, socket: net.Socket, head: Buffer) {
@@ -187,9 +193,13 @@ class OutboundUpgrade {
     socket.write(`${head}\r\n`, "latin1")
     this.uncount()
     socket.setTimeout(options.upgradeIdleTimeoutMs, () => socket.destroy())
-    this.answer = reply.stream!
+    const answer = reply.stream!
+    this.answer = answer
     // A caller gone already would never take the bytes out of the count again.
-    if (!socket.closed) this.answer.countUnreadIn(options.tunnels.unread)
+    if (!socket.closed) {
+      answer.countUnreadIn(options.tunnels.unread)
+      socket.once("close", options.tunnels.stalls.watch(answer, { service: target.service, endpoint: this.endpointName, path: target.uri }, () => this.stalled(answer)))
+    }
     const sent = await pipeToSocket(this.answer, socket)
     observation.responseBytes(sent)
     // The exchange ends when both directions are over: the caller's socket closes.
@@ -199,7 +209,14 @@ class OutboundUpgrade {
 
   private finishUpgraded(): void {
     this.observation.requestBytes(this.source.bytes)
-    this.finish(101)
+    this.finish(101, this.stall)
+  }
+
+  /** Its caller took none of the far app's bytes for the stall timeout: they go, and so does the caller's connection (its close cancels the mesh request). */
+  private stalled(answer: IncomingStream): void {
+    this.stall = new ProxyError({ status: 101, reason: "deadline", hop: "outbound", message: `the caller read none of the upgraded connection's bytes for ${this.options.tunnels.stalls.stallMs} ms` })
+    this.socket.destroy()
+    answer.discard()
   }
 
   /** Once: the place among the open tunnels goes back (the caller closed, or the upgrade was refused). */

@@ -43,6 +43,7 @@ import { makeUpgradeHandler } from "./outboundUpgrade.ts"
 import { makeInboundLimiter } from "./rateLimits.ts"
 import { type CompiledRoutes, routesInForce } from "./routes.ts"
 import { type RoutesFileInvalid, watchRoutesFile } from "./routesFile.ts"
+import { TunnelStalls } from "./tunnelStalls.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 export interface HostPort {
@@ -345,6 +346,7 @@ export const make = (
       answerIdleTimeoutMs: config.answerIdleTimeoutMs,
       defaultTimeoutMs: config.inboundDefaultTimeoutMs,
       upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
+      upgradeStallTimeoutMs: config.upgradeStallTimeoutMs,
       maxTunnels: config.maxTunnels,
       log,
       appProtocol: config.appProtocol,
@@ -442,6 +444,8 @@ export const make = (
       )
       h2cLoading.then((listener) => listener.accept(socket), () => socket.destroy())
     }
+    const outboundTunnels = { open: 0, max: config.maxTunnels, unread: { bytes: 0 }, maxUnreadBytes: config.maxQueuedBytes, stalls: new TunnelStalls(config.upgradeStallTimeoutMs, log) }
+    telemetry.metrics.watchTunnelBytes(() => ({ outbound: outboundTunnels.unread.bytes, inbound: inbound.budget.tunnelBytes }))
     const outboundListener = new Http1Listener({
       maxHeaderSize: nodeHttp.maxHeaderSize,
       headersTimeoutMs: OUTBOUND_HEADERS_TIMEOUT_MS,
@@ -449,7 +453,7 @@ export const make = (
       keepAliveTimeoutMs: OUTBOUND_KEEP_ALIVE_MS,
       onRequest: handler,
       // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
-      onUpgrade: makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs, tunnels: { open: 0, max: config.maxTunnels, unread: { bytes: 0 }, maxUnreadBytes: config.maxQueuedBytes } }),
+      onUpgrade: makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs, tunnels: outboundTunnels }),
       onH2c: acceptH2c
     })
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>

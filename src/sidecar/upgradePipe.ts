@@ -48,6 +48,11 @@ export class SocketSource implements AsyncIterable<Buffer> {
     if (this.socket.isPaused()) this.socket.resume()
   }
 
+  /** Ends the iteration with `error`, after what is queued: the tunnel was ended here, its reader learns why. */
+  fail(error: Error): void {
+    this.queue.fail(error)
+  }
+
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {
     return this.queue[Symbol.asyncIterator]()
   }

@@ -24,6 +24,9 @@
 //   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
 //   iip_mesh_inbound_answer_bytes                                     gauge, read at scrape: bytes of the app's answers
 //                                                                     the inbound side holds gathered whole (at most maxQueuedBytes)
+//   iip_mesh_tunnel_unread_bytes{direction}                          gauge, read at scrape: bytes upgraded connections hold that
+//                                                                     their readers have not taken: inbound, the callers' in the
+//                                                                     tunnels' pool; outbound, the far apps' (each at most maxQueuedBytes)
 //   iip_mesh_authz_denied_total{service,reason}                      counter: inbound calls the policy refused (403)
 //   iip_mesh_authz_policy_reloads_total{result}                       counter: policy file re-reads, ok or invalid (last good kept)
 //   iip_mesh_tls_handshakes_total{direction,result}                   counter: mesh TLS handshakes, result ok or
@@ -148,6 +151,8 @@ export interface MeshMetrics {
   watchConnections(read: () => Record<Direction, ConnectionCounts>): void
   /** Where the inbound side's gathered answers' bytes are read at each scrape (appExchange.ts's answer budget). */
   watchAnswerBytes(read: () => number): void
+  /** Where the tunnels' unread bytes are read at each scrape: the inbound server's tunnels' pool, the outbound upgrades' count. */
+  watchTunnelBytes(read: () => Record<Direction, number>): void
   /** Where the spans the OTLP exporters dropped are read at each scrape (tracing.ts). */
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
@@ -410,6 +415,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readTrust: (() => TrustState) | undefined
   let readBundleRefreshes: (() => Readonly<Record<BundleRefreshResult, number>>) | undefined
   let readAnswerBytes = () => 0
+  let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   const rootStates = function*(): Iterable<Tally> {
     if (readTrust === undefined) return
@@ -481,6 +487,10 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     readBundleRefreshes === undefined ? [] : Object.entries(readBundleRefreshes()).map(([result, value]) => ({ labels: { result }, value })))
   fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], connectionGauge("connections"))
   fromTallies(registry, "gauge", "iip_mesh_inbound_answer_bytes", "Bytes of the app's answers the inbound side holds gathered whole to send back as one message (at most maxQueuedBytes).", [], () => [{ labels: {}, value: readAnswerBytes() }])
+  fromTallies(registry, "gauge", "iip_mesh_tunnel_unread_bytes", "Bytes upgraded connections (WebSockets) hold that their readers have not taken: inbound, the callers' bytes in the tunnels' pool; outbound, the far apps' bytes the callers have not read (each at most maxQueuedBytes).", ["direction"], () => {
+    const bytes = readTunnelBytes()
+    return directions.map((direction) => ({ labels: { direction }, value: bytes[direction] }))
+  })
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
   return {
@@ -560,6 +570,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchAnswerBytes: (read) => {
       readAnswerBytes = read
+    },
+    watchTunnelBytes: (read) => {
+      readTunnelBytes = read
     },
     watchDroppedSpans: (read) => {
       readDroppedSpans = read

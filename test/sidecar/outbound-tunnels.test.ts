@@ -3,12 +3,17 @@
 // by the same `maxTunnels` as B's: past it a new upgrade is refused 503 overloaded at the outbound
 // hop, ordinary requests go on, and a closed WebSocket makes room again. The bytes they hold unread
 // are counted too: once one more stream window of them would not fit within A's maxQueuedBytes, new
-// upgrades are refused the same way (as at B, PROTOCOL.md §8).
+// upgrades are refused the same way (as at B, PROTOCOL.md §8). The test waits for what A holds
+// (the gauge iip_mesh_tunnel_unread_bytes{direction="outbound"}), not for the flood to look still:
+// a stalled answer stream holds more than half its window once the far app has filled everything on
+// the way (A grants per half window its caller's socket took), whatever the kernel's buffers take.
 import type * as http from "node:http"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
-import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { MeshDefaults } from "../../src/protocol/mesh.ts"
+import { Cleanup, readUntil, waitFor } from "../support/iipRaw.ts"
+import { parsePrometheusText, sum } from "../support/prometheusText.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import { upgradeAnswer } from "../support/upgradeAnswer.ts"
 
@@ -60,13 +65,10 @@ describe("outbound WebSockets at A whose caller stops reading", () => {
     return { a, flood }
   }
 
-  /** The flood fills every window and socket buffer on the way, then stalls: until it stops growing (bounded). */
-  const stalled = async (flood: { readonly sent: number }) => {
-    let last = -1
-    for (const started = performance.now(); flood.sent !== last && performance.now() - started < 10_000;) {
-      last = flood.sent
-      await new Promise((resolve) => setTimeout(resolve, 200))
-    }
+  /** What A's tunnels hold that their callers have not read (its gauge), once it is at least `bytes` (read for 10 s at most). */
+  const unreadAtLeast = async (a: RunningSidecar, bytes: number) => {
+    const { value } = await readUntil(async () => sum(parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body), "iip_mesh_tunnel_unread_bytes", { direction: "outbound" }), (held) => held >= bytes, 10_000)
+    return value
   }
 
   it("A's maxTunnels 3: the 4th and 5th flooded upgrades are refused 503 overloaded at the outbound hop, plain requests go on, a closed one makes room", async () => {
@@ -127,7 +129,8 @@ describe("outbound WebSockets at A whose caller stops reading", () => {
       if ("ws" in answer) {
         answer.ws.pause()
         sockets.push(answer.ws)
-        await stalled(flood)
+        // Each stalled: more than half its window held at A.
+        expect(await unreadAtLeast(a, (sockets.length * MeshDefaults.streamWindow) / 2)).toBeGreaterThanOrEqual((sockets.length * MeshDefaults.streamWindow) / 2)
       } else refused = answer
     }
     console.log(`[outbound-tunnels] A's maxQueuedBytes 3 MiB: ${sockets.length} open before a refusal (12 tried at most); far app flushed ${(flood.sent / MiB).toFixed(1)} MiB into the pair; ${refused?.status ?? "none"}: ${refused?.body ?? ""}`)
