@@ -350,18 +350,24 @@ export class IipClient {
     // Per request with every channel busy: answer "nothing to open" without scanning the channels.
     if (this.queue.size === 0 && this.modeWaiters.length === 0 && this.pool.atCapacity()) return
     // With nothing waiting, only idle channels ahead are wanted: stop at the first ones found
-    // instead of counting every channel of every connection per request.
+    // instead of counting every channel of every connection per request. Newest first: `pick`
+    // takes the first free channel from the oldest, and channels opened ahead go at the end, so
+    // idle ones gather at the end, behind the busy ones a scan from the front walks past (issue
+    // 14: this scan was ~0.4 µs a request of sidecar A's profile at saturation, none newest first).
     const onlyAhead = this.queue.size === 0 && this.modeWaiters.length === 0
+    const connections = this.pool.connections
     let idle = 0
     let opening = 0
     let usable = 0
-    for (const pooled of this.pool.connections) {
+    for (let p = connections.length - 1; p >= 0; p--) {
+      const pooled = connections[p]!
       if (pooled.draining) continue
       usable++
       opening += pooled.opening
       if (onlyAhead && idle + opening >= this.idleChannelsAhead) return
-      for (const channel of pooled.channels) {
-        if (channel.outstanding !== 0) continue
+      const channels = pooled.channels
+      for (let c = channels.length - 1; c >= 0; c--) {
+        if (channels[c]!.outstanding !== 0) continue
         idle++
         if (onlyAhead && idle + opening >= this.idleChannelsAhead) return
       }

@@ -64,6 +64,26 @@ describe("TraceStore", () => {
     expect(store.recent(10).map((summary) => summary.rootName)).toStrictEqual(["e", "b", "a"])
   })
 
+  it("past the budget, a trace held or under way is still kept and one evicted or ended is not, ids alike in their last digits included", () => {
+    let now = 7_000
+    const store = new TraceStore({ maxTraces: 2, maxNewTracesPerSecond: 3, now: () => now })
+    const spans = tracingFor("catalog", store).spans!
+    // Three ids ending alike (wouldKeep's digest of them is the same), then one ending otherwise.
+    const [x, y, z, w] = ["1", "2", "3", "4"].map((first, i) => `${first}${"0".repeat(27)}${i === 3 ? "9999" : "beef"}`) as [string, string, string, string]
+    const remote = (traceId: string) => spans.start("GET catalog", SpanKind.SERVER, { traceId, spanId: "00f067aa0ba902b7", sampled: true })
+    for (const id of [x, y, z]) spans.end(remote(id))
+    // The second's budget is spent; z's trace took x's place (maxTraces 2).
+    expect([store.wouldKeep(x), store.wouldKeep(y), store.wouldKeep(z), store.wouldKeep(w)]).toStrictEqual([false, true, true, false])
+    now += 1000
+    const open = remote(w)
+    expect(open.recording).toBe(true)
+    for (const id of ["5", "6", "7"]) spans.end(remote(`${id}${"0".repeat(31)}`))
+    // Past this second's budget too: w's span under way keeps its trace wanted; y and z are evicted.
+    expect([store.wouldKeep(w), store.wouldKeep(y), store.wouldKeep(z)]).toStrictEqual([true, false, false])
+    spans.end(open)
+    expect(store.wouldKeep(w)).toBe(false)
+  })
+
   it("keeps maxSpansPerTrace spans of a trace and counts the rest", () => {
     const store = new TraceStore({ maxSpansPerTrace: 2 })
     const tracing = tracingFor("catalog", store)
