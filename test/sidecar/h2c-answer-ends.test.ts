@@ -219,6 +219,49 @@ describe("the end of an h2c app's answer at sidecar B", () => {
     expect(endStreamSent).toEqual([false, false, false])
   })
 
+  // The same reset, where the app's connection window is what holds its END_STREAM back: another
+  // stream spent it (the flaky run of answer-budget-endings: the app's window 0, B's own view 49,148,
+  // its WINDOW_UPDATE on the way). The app here is node's server in frames: its END_STREAM where its
+  // connection window allows it, a RST_STREAM(NO_ERROR) in its place where not (as the test above
+  // shows for the stream's window). B's answer of 1,000 bytes cannot tell the reset from a break-off:
+  // B gives the app a connection window no answer spends.
+  it("an app whose connection window another stream spent as it ended a small answer: it had window for its END_STREAM, the answer is whole", async () => {
+    const SMALL = 1000
+    let connectionWindow = INITIAL_WINDOW
+    const requests: Array<number> = []
+    const app = await startRawH2App(
+      cleanup,
+      (socket, stream) => {
+        requests.push(stream)
+        if (requests.length < 2) return
+        // B's streams 1 (the small answer's call) and 3: the small answer, then stream 3 sends what
+        // is left of the connection's window, up to its own stream's window, in 16 KiB frames.
+        const [small, filler] = requests as [number, number]
+        const frames = [h2Frame(FrameType.headers, FrameFlag.endHeaders, small, STATUS_200), h2Frame(FrameType.data, 0, small, Buffer.alloc(SMALL, 0x61))]
+        connectionWindow -= SMALL
+        frames.push(h2Frame(FrameType.headers, FrameFlag.endHeaders, filler, STATUS_200))
+        for (let left = Math.min(connectionWindow, INITIAL_WINDOW); left > 0; left -= 16_384) {
+          const bytes = Math.min(16_384, left)
+          frames.push(h2Frame(FrameType.data, 0, filler, Buffer.alloc(bytes, 0x62)))
+          connectionWindow -= bytes
+        }
+        frames.push(connectionWindow > 0 ? endStream(small) : rstStream(small))
+        socket.write(Buffer.concat(frames))
+      },
+      (stream, increment) => {
+        if (stream === 0) connectionWindow += increment
+      }
+    )
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${app.port}`, appProtocol: "h2c", tracing: false }))
+    const plain = startClient(cleanup, b.sidecar.inbound.port, { mesh: false })
+    const small = plain.call("/small", "{}", { timeoutMs: 5000 })
+    await waitFor(() => requests.length === 1, 5000, "the small answer's request at the app")
+    // The filler's answer never ends: its call fails as the test's cleanup closes everything.
+    plain.call("/filler", "{}", { timeoutMs: 5000 }).catch(() => {})
+    const answer = await small
+    expect(answer.length === SMALL ? SMALL : answer.toString()).toBe(SMALL)
+  })
+
   describe("a gRPC app's trailers, to a grpc-js caller", () => {
     // The app is startSizedGrpcApp's: past 64 KiB of trailers node cannot send them, it resets the
     // stream with NO_ERROR instead (a frameError at the app, nothing else).
