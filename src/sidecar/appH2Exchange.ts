@@ -116,6 +116,8 @@ export class AppH2Exchange implements Expiring, Held {
     const { request, leg } = this
     const body = request.body
     const withBody = body instanceof IncomingStream || body.length > 0
+    // Cancelled already (the first call waits for node:http2 to load): nothing goes to the app.
+    if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
     let stream: http2.ClientHttp2Stream
     try {
       stream = leg.current().request(rawHeadOf(request, this.grpc), { endStream: !withBody })
@@ -125,7 +127,6 @@ export class AppH2Exchange implements Expiring, Held {
     this.stream = stream
     // A gRPC call's deadline covers the whole call; any other request's only its answer's head.
     leg.deadlines.add(this, request.timeLeftMs)
-    if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
     cancel.addEventListener("abort", () => this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted"))
     // The stream's events reach the exchange through module-level listeners (the stream names
     // its exchange): six closures per call otherwise, and the context they share.
