@@ -16,7 +16,7 @@ import { failure, type Outcome, PendingOutcome, type Reply, reply } from "../mux
 import type { WithTrailers } from "../mux/streams.ts"
 import { Limits } from "../protocol/constants.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
-import type { AnswerBudget } from "./appExchange.ts"
+import { type AnswerBudget, overBudgetMessage } from "./appExchange.ts"
 import { AppErrorCode } from "./proxyError.ts"
 
 /**
@@ -41,7 +41,7 @@ const gather = async (answers: AnswerBudget, address: string, answer: Reply, out
         return outer.settle(failure(AppErrorCode.failed, `app at ${address}: its answer exceeds the ${Limits.maxPacketData} bytes a plain IIP answer carries`, true))
       }
       if (answers.held + chunk.length > answers.max) {
-        return outer.settle(failure(MeshErrorCode.overloaded, `an answer of ${charged + chunk.length} bytes or more from app at ${address} does not fit in the ${answers.max} bytes of answers the inbound sidecar may hold gathered whole (maxQueuedBytes; ${answers.held} held); retry later`, true))
+        return outer.settle(failure(MeshErrorCode.overloaded, overBudgetMessage(charged + chunk.length, address, answers), true))
       }
       answers.held += chunk.length
       charged += chunk.length
