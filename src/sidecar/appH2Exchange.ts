@@ -282,7 +282,11 @@ export class AppH2Exchange implements Expiring, Held {
         clearTimeout(this.stall)
         this.stall = undefined
       }
-    }, () => this.fail(this.status, { hop: "app", reason: "answer_broke_off" }, MeshErrorCode.cancelled, "nobody reads the answer"))
+    }, (refusal) =>
+      // Refused at this hop (a plain caller's answer past the answer budget): B's own overload, as the HTTP/1.1 leg counts it.
+      refusal === undefined
+        ? this.fail(this.status, { hop: "app", reason: "answer_broke_off" }, MeshErrorCode.cancelled, "nobody reads the answer")
+        : this.fail(503, { hop: "inbound", reason: refusal.code }, refusal.code, refusal.message))
     this.answer = answer
     this.releaseHold()
     // Its parts go to the stream: a first message not read by now is not looked for.
