@@ -47,6 +47,10 @@ export interface AnswerBudget {
   readonly max: number
 }
 
+/** The refusal of a plain caller's answer past the budget (this leg's and the h2c leg's, plainAnswer.ts): `bytes` came or were declared. */
+export const overBudgetMessage = (bytes: number, address: string, { held, max }: AnswerBudget): string =>
+  `an answer of ${bytes} bytes or more from app at ${address} does not fit in the ${max} bytes of answers the inbound sidecar may hold gathered whole (maxQueuedBytes; ${held} held); retry later`
+
 /** What every exchange of one sidecar shares. */
 export interface AppLeg {
   readonly pool: AppPool
@@ -304,8 +308,7 @@ export class AppExchange implements AppPoolHandler {
    * answers: refused at this hop, as processed (the app ran the request), rather than grow B's memory.
    */
   private overBudget(bytes: number): void {
-    const { held, max } = this.leg.answers
-    const message = `an answer of ${bytes} bytes or more from app at ${this.leg.address} does not fit in the ${max} bytes of answers the inbound sidecar may hold gathered whole (maxQueuedBytes; ${held} held); retry later`
+    const message = overBudgetMessage(bytes, this.leg.address, this.leg.answers)
     this.firstPart = undefined
     this.parts = undefined
     this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, failure(MeshErrorCode.overloaded, message, true))

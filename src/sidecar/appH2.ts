@@ -30,6 +30,9 @@ const ONE_MESSAGE_WAIT_MS = 20
 /** Methods remembered as streaming (their paths come from callers: bounded, forgotten all at once when full). */
 const STREAMING_METHODS_KEPT = 1024
 
+/** The app's connection window at B: the most HTTP/2 allows (RFC 9113 6.9.1), which no answer spends. */
+const CONNECTION_WINDOW = 2 ** 31 - 1
+
 const LENIENT_FIELDS = { strictSingleValueFields: false } as http2.ClientSessionOptions
 
 export class AppH2Leg implements H2Leg {
@@ -62,6 +65,12 @@ export class AppH2Leg implements H2Leg {
     const session = http2.connect(`http://${this.address}`, LENIENT_FIELDS)
     // Idle this long: closed (in-flight streams finish), made again on the next request.
     session.setTimeout(SESSION_IDLE_MS, () => session.close())
+    // The app's connection window, past its streams' (which bound what B holds: node takes the
+    // connection's at once): an app whose window another stream spent holds back its END_STREAM,
+    // and node's server resets with NO_ERROR in its place (appH2Exchange.ts, windowSpentAtReset).
+    session.once("connect", () => {
+      if (!session.destroyed) session.setLocalWindowSize(CONNECTION_WINDOW)
+    })
     // Its streams fail with the error; the session is made again on the next request.
     session.on("error", () => {})
     session.on("close", () => {

@@ -10,7 +10,8 @@
 // The time left before the caller's deadline bounds the whole gRPC call, and a plain caller's whole
 // answer, which this side gathers (any other request's answer head only): past it, or when the
 // caller cancels, the app's stream is reset. An answer is complete only with its END_STREAM: a
-// stream the app reset first (even with NO_ERROR) broke off.
+// stream the app reset first (even with NO_ERROR) broke off, save the NO_ERROR reset node's own
+// server sends in place of an END_STREAM its spent window holds back (windowSpentAtReset).
 // Its head and trailers go back within the metadata a message to the caller carries (the bound
 // agreed with it, RequestContext.maxMetaBytes): an answer held whole whose head and trailers fit
 // only apart streams (a packet each) to a caller that reads trailers closing a stream, and fails
@@ -38,6 +39,8 @@ import { TurnEnd } from "./turnEnd.ts"
 const WHOLE_ANSWER_LIMIT = 64 * 1024
 /** A gRPC app's trailers, filtered once while they repeat (its answer heads have the filter's own cache). */
 const appTrailers = new RawListCache()
+/** RFC 9113's initial stream window (6.9.2), node's setting unless B's session says otherwise. */
+const DEFAULT_INITIAL_WINDOW = 65_535
 /** A streaming answer pauses the app's stream while this much of it waits for the mesh. */
 const ANSWER_HIGH_WATER = 64 * 1024
 
@@ -93,7 +96,7 @@ export class AppH2Exchange implements Expiring, Held {
   private bytes = 0
   /** The answer's content-length, as the app sent it (node's headers object), for the message of an answer that broke off. */
   private declared: string | undefined = undefined
-  /** Set as the stream closes: whether the app's END_STREAM came first (false: a RST_STREAM, whatever came is not the whole answer). */
+  /** Set as the stream closes: whether the app's END_STREAM came first, or the reset node's server sends in its place (false: a RST_STREAM, whatever came is not the whole answer). */
   private endedAtClose: boolean | undefined = undefined
   private trailers: Array<readonly [string, string]> | undefined = undefined
   /** Set once the answer streams. */
@@ -113,6 +116,8 @@ export class AppH2Exchange implements Expiring, Held {
     const { request, leg } = this
     const body = request.body
     const withBody = body instanceof IncomingStream || body.length > 0
+    // Cancelled already (the first call waits for node:http2 to load): nothing goes to the app.
+    if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
     let stream: http2.ClientHttp2Stream
     try {
       stream = leg.current().request(rawHeadOf(request, this.grpc), { endStream: !withBody })
@@ -122,7 +127,6 @@ export class AppH2Exchange implements Expiring, Held {
     this.stream = stream
     // A gRPC call's deadline covers the whole call; any other request's only its answer's head.
     leg.deadlines.add(this, request.timeLeftMs)
-    if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
     cancel.addEventListener("abort", () => this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted"))
     // The stream's events reach the exchange through module-level listeners (the stream names
     // its exchange): six closures per call otherwise, and the context they share.
@@ -162,14 +166,30 @@ export class AppH2Exchange implements Expiring, Held {
 
   /** The stream closed (node's diagnostics channel, before the end node then gives its readable side): `ended`, after the app's END_STREAM. */
   onStreamClosed(ended: boolean): void {
-    this.endedAtClose = ended
+    const stream = this.stream!
+    this.endedAtClose = ended || (stream.rstCode === http2.constants.NGHTTP2_NO_ERROR && this.windowSpentAtReset(stream))
     // A reset with an error code after END_STREAM (one stopping the request body, which RFC 9113
     // §8.1 says with NO_ERROR): node drops what a paused stream still holds of the whole answer.
     // Read now (read() gives it as 'data'), it goes on as it does when nothing waited.
-    const stream = this.stream!
     if (!ended || this.done || stream.rstCode === http2.constants.NGHTTP2_NO_ERROR) return
     let chunk: Buffer | null = stream.read()
     while (chunk !== null) chunk = stream.read()
+  }
+
+  /**
+   * A reset with NO_ERROR before END_STREAM that node's own server sends in place of it, the
+   * answer whole: its writable side is finished once its last byte is sent, and a stream whose
+   * request body it never read it then closes at once, while the END_STREAM (an empty DATA frame)
+   * waits for window that nghttp2 does not give while the window is spent (h2c-answer-ends.test.ts:
+   * every answer of 65,535 bytes ended after its write). Taken as whole where the app's window at B
+   * may have been spent (this stream carried at least its initial window: B's WINDOW_UPDATEs may
+   * still have been on their way), no content-length says otherwise, and no gRPC status is missing
+   * (a gRPC answer is whole with its trailers). A reset with NO_ERROR before that point broke the answer off.
+   */
+  private windowSpentAtReset(stream: http2.ClientHttp2Stream): boolean {
+    const received = this.bytes + stream.readableLength
+    const window = stream.session?.localSettings.initialWindowSize ?? DEFAULT_INITIAL_WINDOW
+    return !this.grpc && received >= window && (this.declared === undefined || Number(this.declared) === received)
   }
 
   /** Reset without an error code (or closed before its end): settled here, whatever happened. */
@@ -262,7 +282,11 @@ export class AppH2Exchange implements Expiring, Held {
         clearTimeout(this.stall)
         this.stall = undefined
       }
-    }, () => this.fail(this.status, { hop: "app", reason: "answer_broke_off" }, MeshErrorCode.cancelled, "nobody reads the answer"))
+    }, (refusal) =>
+      // Refused at this hop (a plain caller's answer past the answer budget): B's own overload, as the HTTP/1.1 leg counts it.
+      refusal === undefined
+        ? this.fail(this.status, { hop: "app", reason: "answer_broke_off" }, MeshErrorCode.cancelled, "nobody reads the answer")
+        : this.fail(503, { hop: "inbound", reason: refusal.code }, refusal.code, refusal.message))
     this.answer = answer
     this.releaseHold()
     // Its parts go to the stream: a first message not read by now is not looked for.

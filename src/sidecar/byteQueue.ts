@@ -4,6 +4,7 @@
 // answers (appExchange.ts, appH2Exchange.ts) and both byte pipes of an upgrade (upgradePipe.ts) use it.
 // It may end with trailers, which the mesh session sends after the last byte (PROTOCOL.md §13).
 import type { Meta } from "../protocol/mesh.ts"
+import type { RemoteError } from "../mux/meshChannels.ts"
 import type { WithTrailers } from "../mux/streams.ts"
 
 /** What the queue may do to its source. */
@@ -16,16 +17,18 @@ export interface PausableSource {
 export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
   private readonly highWater: number
   private readonly source: PausableSource
-  private readonly onAbandoned: () => void
+  private readonly onAbandoned: (refusal: RemoteError | undefined) => void
   private readonly chunks: Array<Buffer> = []
   private queued = 0
   private ended = false
   private failure: Error | undefined = undefined
   private wake: (() => void) | undefined = undefined
   private trailing: Meta | undefined = undefined
+  /** Why the reader stops before the end, where it says (refuse). */
+  private refusal: RemoteError | undefined = undefined
 
-  /** `onAbandoned`: the reader stopped before the end (it broke off or failed). */
-  constructor(highWater: number, source: PausableSource, onAbandoned: () => void) {
+  /** `onAbandoned`: the reader stopped before the end (it broke off or failed), with its refusal if it gave one. */
+  constructor(highWater: number, source: PausableSource, onAbandoned: (refusal: RemoteError | undefined) => void) {
     this.highWater = highWater
     this.source = source
     this.onAbandoned = onAbandoned
@@ -72,6 +75,11 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
     this.notify()
   }
 
+  /** The reader stops here for a reason of its own (plainAnswer.ts: the answer is past the budget), which `onAbandoned` gets. */
+  refuse(refusal: RemoteError): void {
+    this.refusal = refusal
+  }
+
   async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
     let complete = false
     try {
@@ -91,7 +99,7 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
         await new Promise<void>((resolve) => (this.wake = resolve))
       }
     } finally {
-      if (!complete) this.onAbandoned()
+      if (!complete) this.onAbandoned(this.refusal)
     }
   }
 

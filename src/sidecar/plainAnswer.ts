@@ -4,8 +4,8 @@
 // within its hold) would otherwise be gathered by the server session, up to 16 MiB each with no
 // bound across requests. Here each chunk is charged as it comes; past the budget (or the packet
 // limit) the stream is left unread, which resets the app's stream (the exchange's reader is gone),
-// and the caller gets the typed refusal, as the HTTP/1.1 leg gives it (the exchange's own metrics
-// count an answer nobody read). What it took goes back when the answer is whole or given up: the
+// and the caller gets the typed refusal, as the HTTP/1.1 leg gives it (the exchange counts one past
+// the budget as this hop's overload, as that leg does; one past the packet limit as an answer nobody read). What it took goes back when the answer is whole or given up: the
 // caller's deadline (B's default one: a plain caller sends none) bounds the whole answer here, as
 // the h2c leg keeps it for a plain caller's (AppH2Request.plain). Only plain callers come here: a
 // mesh caller's streamed answer goes on as a stream. The trailers that closed the stream go back
@@ -16,7 +16,8 @@ import { failure, type Outcome, PendingOutcome, type Reply, reply } from "../mux
 import type { WithTrailers } from "../mux/streams.ts"
 import { Limits } from "../protocol/constants.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
-import type { AnswerBudget } from "./appExchange.ts"
+import { type AnswerBudget, overBudgetMessage } from "./appExchange.ts"
+import { PausingByteQueue } from "./byteQueue.ts"
 import { AppErrorCode } from "./proxyError.ts"
 
 /**
@@ -41,7 +42,10 @@ const gather = async (answers: AnswerBudget, address: string, answer: Reply, out
         return outer.settle(failure(AppErrorCode.failed, `app at ${address}: its answer exceeds the ${Limits.maxPacketData} bytes a plain IIP answer carries`, true))
       }
       if (answers.held + chunk.length > answers.max) {
-        return outer.settle(failure(MeshErrorCode.overloaded, `an answer of ${charged + chunk.length} bytes or more from app at ${address} does not fit in the ${answers.max} bytes of answers the inbound sidecar may hold gathered whole (maxQueuedBytes; ${answers.held} held); retry later`, true))
+        const message = overBudgetMessage(charged + chunk.length, address, answers)
+        // The exchange counts it as this hop's overload, not as the app's answer broken off.
+        if (answer.body instanceof PausingByteQueue) answer.body.refuse(new RemoteError({ code: MeshErrorCode.overloaded, message, processed: true }))
+        return outer.settle(failure(MeshErrorCode.overloaded, message, true))
       }
       answers.held += chunk.length
       charged += chunk.length

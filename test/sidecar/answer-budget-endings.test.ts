@@ -61,6 +61,22 @@ const handlerFail = (outcome: Settled<Buffer>): string => {
   return body.message
 }
 
+/** B's inbound errors (iip_mesh_request_errors_total) whose labels match `labels`, summed. */
+const errorCount = async (b: RunningSidecar, labels: RegExp): Promise<number> =>
+  (await b.sidecar.telemetry.metrics.text()).body
+    .split("\n")
+    .filter((line) => line.startsWith("iip_mesh_request_errors_total{direction=\"inbound\"") && labels.test(line))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0)
+
+/** Polls until B's errors matching `labels` number `count` (the exchange counts its end after the caller's outcome). */
+const errorsUntil = async (b: RunningSidecar, labels: RegExp, count: number, what: string): Promise<void> => {
+  const deadline = performance.now() + 5000
+  while ((await errorCount(b, labels)) !== count) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}: ${(await b.sidecar.telemetry.metrics.text()).body.split("\n").filter((line) => line.startsWith("iip_mesh_request_errors_total")).join("; ")}`)
+    await new Promise<void>((resolve) => setTimeout(resolve, 5))
+  }
+}
+
 /** A caller through A that B's app answers over HTTP/1.1; `abort` is the caller going away. */
 const meshCall = (cleanup: Cleanup, a: RunningSidecar, path: string, headers: http.OutgoingHttpHeaders = {}, method = "GET") => {
   let request: http.ClientRequest | undefined
@@ -128,6 +144,7 @@ describe("every ending of an exchange gives back what it took of B's answer budg
     const refusals = await withTimeout(Promise.all([plainCall(cleanup, b, "/big/p").outcome, plainCall(cleanup, b, "/bigchunked/p").outcome]), 5000, "the refusals")
     for (const refusal of refusals) expect(handlerFail(refusal)).toMatch(/does not fit in the 262144 bytes of answers the inbound sidecar may hold gathered whole/)
     expect(await gauge.read()).toBe(6 * HOLD)
+    await errorsUntil(b, /code="503",hop="inbound",reason="overloaded"/, 2, "B counting the refusals")
     // The callers go away (A cancels at B; a plain caller's connection closes), the app's connection breaks
     // short of what it declared.
     for (const one of cancelled) one.abort()
@@ -188,8 +205,13 @@ describe("every ending of an exchange gives back what it took of B's answer budg
     const refused = plainCall(cleanup, b, "/big")
     expect(handlerFail(await withTimeout(refused.outcome, 5000, "the refusal"))).toMatch(/does not fit in the 262144 bytes/)
     expect(await gauge.read()).toBe(3 * 80 * KiB)
+    // B counts the refusal as its own overload, as the HTTP/1.1 leg does, not as the app's answer broken off.
+    await errorsUntil(b, /code="503",hop="inbound",reason="overloaded"/, 1, "B counting the refusal")
+    expect(await errorCount(b, /hop="app"/)).toBe(0)
     streams.get("/whole")!.end()
-    streams.get("/reset")!.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
+    // A reset (INTERNAL_ERROR) with no END_STREAM before it: node's close(code) ends a stream whose
+    // writes are done with END_STREAM first, where its window lets it (the answer whole).
+    streams.get("/reset")!.destroy(new Error("the app broke off"))
     dropped.close()
     const [wholeEnd, resetEnd, droppedEnd] = await withTimeout(Promise.all([whole.outcome, reset.outcome, dropped.outcome]), 5000, "the h2c calls' ends")
     expect(wholeEnd.ok && wholeEnd.value.length).toBe(80 * KiB)

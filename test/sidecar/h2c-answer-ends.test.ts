@@ -180,6 +180,88 @@ describe("the end of an h2c app's answer at sidecar B", () => {
     expect(`${answer.status} ${answer.body.toString()}`).toBe("200 early")
   })
 
+  // node:http2's own server resets with NO_ERROR where its END_STREAM should go: its writable side
+  // finishes as its last byte is handed over, and a stream whose request body it never read it then
+  // closes (a RST_STREAM, at once) while the END_STREAM (an empty DATA frame) waits for window,
+  // which nghttp2 gives none when the window is spent: an answer of exactly the stream's window
+  // (65,535 bytes, B's setting) or a multiple of it, ended after its write, every time, however
+  // fast B reads. A plain
+  // caller's answer held whole (65,535) and streamed and gathered (131,070), a mesh caller's streamed.
+  it("node:http2's app ending an answer that spent its stream window (RST_STREAM(NO_ERROR) instead of its END_STREAM): whole", async () => {
+    const app = http2.createServer()
+    // Answers as many bytes as its path says (`/65535`), in one write, and ends once that is sent
+    // (an end that comes with the write's last chunk carries END_STREAM on it); it reads no request body.
+    app.on("stream", (stream, headers) => {
+      stream.on("error", () => {})
+      stream.respond({ ":status": 200 })
+      stream.write(Buffer.alloc(Number(String(headers[":path"]).slice(1)), 0x61), () => stream.end())
+    })
+    // Whether the app's END_STREAM had gone out as it closed each stream (node's own channel).
+    const endStreamSent: Array<boolean> = []
+    const closed = (message: unknown) => {
+      const { stream } = message as { readonly stream: http2.ServerHttp2Stream }
+      endStreamSent.push(stream.state.localClose === 1)
+    }
+    subscribe("http2.server.stream.close", closed)
+    cleanup.add(() => unsubscribe("http2.server.stream.close", closed))
+    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+    const { a, b } = await startPair(cleanup, (app.address() as net.AddressInfo).port)
+    const plain = startClient(cleanup, b.sidecar.inbound.port, { mesh: false })
+    for (const bytes of [INITIAL_WINDOW, 2 * INITIAL_WINDOW]) {
+      const answer = await plain.call(`/${bytes}`, "{}", { timeoutMs: 5000 })
+      // A short answer is the handler-fail body: its message shows.
+      expect(answer.length === bytes ? bytes : answer.toString()).toBe(bytes)
+    }
+    const meshed = await call(a.outboundPort, { path: `/${2 * INITIAL_WINDOW}`, headers: { host: "inventory" }, timeoutMs: 5000 })
+    expect([meshed.status, meshed.body.length]).toEqual([200, 2 * INITIAL_WINDOW])
+    // The app's reset came before its END_STREAM each time: what this test is about.
+    expect(endStreamSent).toEqual([false, false, false])
+  })
+
+  // The same reset, where the app's connection window is what holds its END_STREAM back: another
+  // stream spent it (the flaky run of answer-budget-endings: the app's window 0, B's own view 49,148,
+  // its WINDOW_UPDATE on the way). The app here is node's server in frames: its END_STREAM where its
+  // connection window allows it, a RST_STREAM(NO_ERROR) in its place where not (as the test above
+  // shows for the stream's window). B's answer of 1,000 bytes cannot tell the reset from a break-off:
+  // B gives the app a connection window no answer spends.
+  it("an app whose connection window another stream spent as it ended a small answer: it had window for its END_STREAM, the answer is whole", async () => {
+    const SMALL = 1000
+    let connectionWindow = INITIAL_WINDOW
+    const requests: Array<number> = []
+    const app = await startRawH2App(
+      cleanup,
+      (socket, stream) => {
+        requests.push(stream)
+        if (requests.length < 2) return
+        // B's streams 1 (the small answer's call) and 3: the small answer, then stream 3 sends what
+        // is left of the connection's window, up to its own stream's window, in 16 KiB frames.
+        const [small, filler] = requests as [number, number]
+        const frames = [h2Frame(FrameType.headers, FrameFlag.endHeaders, small, STATUS_200), h2Frame(FrameType.data, 0, small, Buffer.alloc(SMALL, 0x61))]
+        connectionWindow -= SMALL
+        frames.push(h2Frame(FrameType.headers, FrameFlag.endHeaders, filler, STATUS_200))
+        for (let left = Math.min(connectionWindow, INITIAL_WINDOW); left > 0; left -= 16_384) {
+          const bytes = Math.min(16_384, left)
+          frames.push(h2Frame(FrameType.data, 0, filler, Buffer.alloc(bytes, 0x62)))
+          connectionWindow -= bytes
+        }
+        frames.push(connectionWindow > 0 ? endStream(small) : rstStream(small))
+        socket.write(Buffer.concat(frames))
+      },
+      (stream, increment) => {
+        if (stream === 0) connectionWindow += increment
+      }
+    )
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${app.port}`, appProtocol: "h2c", tracing: false }))
+    const plain = startClient(cleanup, b.sidecar.inbound.port, { mesh: false })
+    const small = plain.call("/small", "{}", { timeoutMs: 5000 })
+    await waitFor(() => requests.length === 1, 5000, "the small answer's request at the app")
+    // The filler's answer never ends: its call fails as the test's cleanup closes everything.
+    plain.call("/filler", "{}", { timeoutMs: 5000 }).catch(() => {})
+    const answer = await small
+    expect(answer.length === SMALL ? SMALL : answer.toString()).toBe(SMALL)
+  })
+
   describe("a gRPC app's trailers, to a grpc-js caller", () => {
     // The app is startSizedGrpcApp's: past 64 KiB of trailers node cannot send them, it resets the
     // stream with NO_ERROR instead (a frameError at the app, nothing else).
