@@ -155,7 +155,7 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
     // One the peer took gave its place back: it may take another.
     if (!channel.refused) this.cap.lift()
     // A channel never used is unknown to the peer: nothing to tell it.
-    if (channel.nextRequestId !== 1 && !this.connection.closed) this.push(this.ownControl, MeshPath.close, encodeChannelId(channel.id))
+    if (channel.nextRequestId !== 1) this.sendControl(MeshPath.close, encodeChannelId(channel.id))
     this.freeOwnIds.push(channel.id)
     return true
   }
