@@ -387,7 +387,8 @@ export class PeerChannelServer {
 
   /**
    * An acceptor whose answers back up stops reading from that peer until they drain (PROTOCOL.md
-   * §8): after each answer written, those of its control channel (meshControl.ts) included.
+   * §8): after each answer written, those of its control channel (meshControl.ts) included, and
+   * after each control message of its own (MeshSession.sendControl).
    */
   pauseWhileBackedUp(): void {
     const writer = this.connection.writer

@@ -198,6 +198,15 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
     })
   }
 
+  /**
+   * This side's control messages back up as its answers do: an acceptor stops reading while they
+   * do (a peer that streams a body nobody reads is granted each chunk back at once, from the read).
+   */
+  override sendControl(path: string, body: Uint8Array, behind?: number): void {
+    super.sendControl(path, body, behind)
+    this.serving.pauseWhileBackedUp()
+  }
+
   /** A request on the peer's control channel, read by the serving side: the control channel answers it (meshControl.ts). */
   onControl(path: string, requestId: number, body: Buffer, oneway: boolean): void {
     this.control.receive(path, requestId, body, oneway)
