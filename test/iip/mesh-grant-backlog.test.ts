@@ -7,9 +7,9 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { defaultConnectionLimits } from "../../src/mux/connection.ts"
 import { meshChunk, meshDialer, meshRequest } from "../support/budgetAttack.ts"
-import { AcceptorControlChannel, encodeHello, MeshPath } from "../../src/protocol/mesh.ts"
-import { Cleanup, frame, RawParser, startRawServer, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { collectLog, helloOf, settle, startClient, startServer } from "../support/meshTest.ts"
+import { AcceptorControlChannel } from "../../src/protocol/mesh.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { collectLog, settle, startClient, startDeafAcceptor, startServer } from "../support/meshTest.ts"
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -34,25 +34,17 @@ describe("mesh grants a peer does not read", () => {
 
   it("a dialer whose grants for a discarded body back up to its hard limit closes the connection, never throws", async () => {
     let writes = 0
-    const { port } = await startRawServer(cleanup, (socket) => {
-      const parser = new RawParser()
-      socket.on("data", (chunk: Buffer) => {
-        for (const packet of parser.push(chunk)) {
-          if (packet.path !== MeshPath.hello || packet.channelId !== 0) continue
-          socket.write(frame(5, MeshPath.hello, 0, encodeHello(helloOf(), true)))
-          // Mesh mode from here: never read again; a body on the acceptor's first channel.
-          socket.pause()
-          socket.write(meshRequest(0, "/x", ACCEPTOR_CHANNEL, 1, Buffer.of(1)))
-          const chunks = continuations(ACCEPTOR_CHANNEL)
-          const pump = () => {
-            while (writes < MAX_WRITES && !socket.destroyed) {
-              writes++
-              if (!socket.write(chunks)) return void socket.once("drain", pump)
-            }
-          }
-          pump()
+    const port = await startDeafAcceptor(cleanup, (socket) => {
+      // A body on the acceptor's first channel.
+      socket.write(meshRequest(0, "/x", ACCEPTOR_CHANNEL, 1, Buffer.of(1)))
+      const chunks = continuations(ACCEPTOR_CHANNEL)
+      const pump = () => {
+        while (writes < MAX_WRITES && !socket.destroyed) {
+          writes++
+          if (!socket.write(chunks)) return void socket.once("drain", pump)
         }
-      })
+      }
+      pump()
     })
     const { events, log } = collectLog()
     // A small hard limit: the grants reach it after a few MiB of chunks (the sockets take some first).
