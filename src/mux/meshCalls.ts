@@ -233,7 +233,23 @@ export abstract class MeshCaller {
    * find nothing at the peer, be dropped, and the request would then run to its end.
    */
   private cancelAt(call: Call): void {
-    if (!this.connection.closed) this.push(this.ownControl, MeshPath.cancel, encodeChannelPair(call.channel.id, call.requestId), emptyMeta, call.channel.id)
+    this.sendControl(MeshPath.cancel, encodeChannelPair(call.channel.id, call.requestId), call.channel.id)
+  }
+
+  /**
+   * Sends one of this side's control messages (a window grant, a cancel, a channel's close or
+   * refusal), from a read, a timer or a stream's consumer. One the write queue cannot take (over
+   * its hard limit: the peer does not read) closes the connection, logged, instead of throwing
+   * into whatever sent it: the stream it grants would never go on, the channel counts would drift.
+   */
+  sendControl(path: string, body: Uint8Array, behind = this.ownControl.id): void {
+    if (this.connection.closed) return
+    try {
+      this.push(this.ownControl, path, body, emptyMeta, behind)
+    } catch (error) {
+      this.options.log("control-not-sent", { remote: this.connection.remoteAddress, path, message: String(error) })
+      this.connection.close(`cannot send ${path}: ${String(error)}`, false)
+    }
   }
 
   /** The compressed form of a body worth compressing (§12.1), else undefined. */
@@ -364,7 +380,7 @@ export abstract class MeshCaller {
     )
   }
   grant(channelId: number, bytes: number): void {
-    if (!this.connection.closed) this.push(this.ownControl, MeshPath.window, encodeChannelPair(channelId, bytes))
+    this.sendControl(MeshPath.window, encodeChannelPair(channelId, bytes))
   }
 
   violation(rule: string, message: string): void {

@@ -12,7 +12,7 @@ import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
 import type { Connection } from "./connection.ts"
 import type { ConnectionClosed } from "./errors.ts"
 import { type Dispatch, failure, type IncomingRequest, isPromiseLike, type Outcome, PendingOutcome } from "./request.ts"
-import { Cancelled, type OwnChannel, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
+import { Cancelled, PeerChannel, RemoteError, Served } from "./meshChannels.ts"
 import { Deadlines } from "./deadlines.ts"
 import type { Slab } from "./readSlabs.ts"
 import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
@@ -22,9 +22,8 @@ import { IncomingStream, type SendWindow, StreamFailed } from "./streams.ts"
 
 /** What the serving side asks of its session: to talk on the control channels and to end the connection. */
 export interface ServingSession {
-  readonly ownControl: OwnChannel
-  /** Sends a request that gets no answer (a refusal, on this side's control channel). */
-  push(channel: OwnChannel, path: string, body: Uint8Array): void
+  /** Sends a control message on this side's control channel (a refusal); one it cannot queue closes the connection. */
+  sendControl(path: string, body: Uint8Array): void
   /** Grants the peer `bytes` more of a stream's window on `channelId`. */
   grant(channelId: number, bytes: number): void
   /** The read slab a stream chunk is a view of (readSlabs.ts), undefined for a chunk of its own. */
@@ -280,7 +279,7 @@ export class PeerChannelServer {
     this.peer.set(channelId, channel)
     if (this.connection.channelRefused(channelId)) {
       channel.refused = true
-      this.session.push(this.session.ownControl, MeshPath.refuse, encodeChannelId(channelId))
+      this.session.sendControl(MeshPath.refuse, encodeChannelId(channelId))
     }
     return channel
   }
@@ -388,7 +387,8 @@ export class PeerChannelServer {
 
   /**
    * An acceptor whose answers back up stops reading from that peer until they drain (PROTOCOL.md
-   * §8): after each answer written, those of its control channel (meshControl.ts) included.
+   * §8): after each answer written, those of its control channel (meshControl.ts) included, and
+   * after each control message of its own (MeshSession.sendControl).
    */
   pauseWhileBackedUp(): void {
     const writer = this.connection.writer

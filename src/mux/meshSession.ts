@@ -155,7 +155,7 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
     // One the peer took gave its place back: it may take another.
     if (!channel.refused) this.cap.lift()
     // A channel never used is unknown to the peer: nothing to tell it.
-    if (channel.nextRequestId !== 1 && !this.connection.closed) this.push(this.ownControl, MeshPath.close, encodeChannelId(channel.id))
+    if (channel.nextRequestId !== 1) this.sendControl(MeshPath.close, encodeChannelId(channel.id))
     this.freeOwnIds.push(channel.id)
     return true
   }
@@ -196,6 +196,15 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
     this.call(this.ownControl, MeshPath.goAway, Buffer.from(JSON.stringify({ reason }), "utf8"), {}, (error) => {
       if (error === undefined) this.goAwayAcknowledged = true
     })
+  }
+
+  /**
+   * This side's control messages back up as its answers do: an acceptor stops reading while they
+   * do (a peer that streams a body nobody reads is granted each chunk back at once, from the read).
+   */
+  override sendControl(path: string, body: Uint8Array, behind?: number): void {
+    super.sendControl(path, body, behind)
+    this.serving.pauseWhileBackedUp()
   }
 
   /** A request on the peer's control channel, read by the serving side: the control channel answers it (meshControl.ts). */

@@ -84,6 +84,8 @@ interface LaneEnvelope {
   readonly requestId: number
   readonly meta: Meta
   readonly maxMetaBytes: number
+  /** Its deadline when queued, the most it is written with (the packet's size was counted with it). */
+  readonly deadlineMs: number
   /** When its deadline passes, in Date.now() terms. */
   readonly deadlineAt: number
 }
@@ -213,7 +215,7 @@ export class PacketWriter {
       // deadline is encoded when written: the far end must not get more time than is left then
       // (the lane may wait for the peer's window). `size` is its most: fewer digits are left later.
       if (deadlineMs > 0) {
-        const envelope = { kind, flags, requestId, meta, maxMetaBytes, deadlineAt: Date.now() + deadlineMs }
+        const envelope = { kind, flags, requestId, meta, maxMetaBytes, deadlineMs, deadlineAt: Date.now() + deadlineMs }
         lane.packets.push({ channelId, status, path, chunkHeader: -1, data: body, size, written: undefined, envelope })
       } else {
         const data = Buffer.allocUnsafe(dataLength)
@@ -415,7 +417,9 @@ export class PacketWriter {
       this.sink.write(first.data)
       let total = 0
       for (let i = lane.head; i < end; i++) total += packets[i]!.size
-      // Messages with a deadline take what is left of it now, whole ms, at least 1 (0 would be none).
+      // Messages with a deadline take what is left of it now, whole ms, at least 1 (0 would be none),
+      // at most what they were queued with: a wall clock set back must not make one longer than
+      // the `size` it was counted and allocated with.
       const now = this.hasEnvelope(packets, lane.head, end) ? Date.now() : 0
       const out = Buffer.allocUnsafe(total)
       let offset = 0
@@ -424,7 +428,7 @@ export class PacketWriter {
         const envelope = p.envelope
         if (envelope === undefined) offset = encodePacketInto(out, offset, p.status, p.path, p.channelId, p.data)
         else {
-          const left = Math.max(1, Math.ceil(envelope.deadlineAt - now))
+          const left = Math.max(1, Math.min(envelope.deadlineMs, Math.ceil(envelope.deadlineAt - now)))
           const metaBytes = envelopeMetaBytes(envelope.meta, envelope.maxMetaBytes, left)
           offset = encodeHeaderInto(out, offset, p.status, p.path, p.channelId, EnvelopeBytes + metaBytes + p.data.length)
           offset = encodeEnvelopeHeadInto(out, offset, envelope.kind, envelope.flags, envelope.requestId, envelope.meta, metaBytes, left)

@@ -6,10 +6,10 @@
 // was thrown out of the socket's read callback.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { defaultConnectionLimits } from "../../src/mux/connection.ts"
-import { encodeHello, MeshPath } from "../../src/protocol/mesh.ts"
+import { AcceptorControlChannel, MeshPath } from "../../src/protocol/mesh.ts"
 import { meshRequest } from "../support/budgetAttack.ts"
-import { Cleanup, frame, RawParser, startRawServer, withTimeout } from "../support/iipRaw.ts"
-import { collectLog, helloOf, settle, startClient } from "../support/meshTest.ts"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { collectLog, settle, startClient, startDeafAcceptor } from "../support/meshTest.ts"
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -31,25 +31,17 @@ describe("mesh dialer: control answers the acceptor does not read", () => {
     let sent = 0
     let closed!: () => void
     const acceptorClosed = new Promise<void>((resolve) => (closed = resolve))
-    const { port } = await startRawServer(cleanup, (socket) => {
+    const port = await startDeafAcceptor(cleanup, (socket) => {
       socket.once("close", () => closed())
-      const parser = new RawParser()
-      socket.on("data", (chunk: Buffer) => {
-        for (const packet of parser.push(chunk)) {
-          if (packet.path !== MeshPath.hello || packet.channelId !== 0) continue
-          socket.write(frame(5, MeshPath.hello, 0, encodeHello(helloOf(), true)))
-          // Mesh mode from here: never read again, ping on the acceptor's control channel.
-          socket.pause()
-          const body = Buffer.alloc(PING_BYTES, 7)
-          const pump = () => {
-            while (sent < MAX_PINGS && !socket.destroyed) {
-              sent++
-              if (!socket.write(meshRequest(1, MeshPath.ping, 0x8000_0000, sent, body))) return void socket.once("drain", pump)
-            }
-          }
-          pump()
+      // Ping on the acceptor's control channel.
+      const body = Buffer.alloc(PING_BYTES, 7)
+      const pump = () => {
+        while (sent < MAX_PINGS && !socket.destroyed) {
+          sent++
+          if (!socket.write(meshRequest(1, MeshPath.ping, AcceptorControlChannel, sent, body))) return void socket.once("drain", pump)
         }
-      })
+      }
+      pump()
     })
     const { events, log } = collectLog()
     // A small hard limit: on the old code the echoes reach it within a few MiB, and it threw.

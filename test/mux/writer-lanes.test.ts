@@ -4,7 +4,8 @@
 // chunks keeps its place; the writer holds one chunk in the socket at a time, so congestion and
 // memory stay as bounded as before; finish() waits for every lane; a chunk's `written` callback
 // (a leased chunk's release) runs once the socket took that chunk, not before, in order; a request
-// that waits in a lane carries the deadline left when it is written, not when it was queued.
+// that waits in a lane carries the deadline left when it is written, not when it was queued, and
+// never more than it was queued with (a wall clock set back meanwhile).
 import { describe, expect, it, vi } from "vitest"
 import { PacketWriter } from "../../src/mux/writer.ts"
 import { PacketDecoder } from "../../src/protocol/decoder.ts"
@@ -95,48 +96,64 @@ describe("PacketWriter lanes", () => {
   })
 
   it("a request waiting in its channel's lane carries the deadline left when it is written, not the one it was queued with", async () => {
-    const requests: Array<Buffer> = []
-    const decoder = new PacketDecoder({ checkHeader: () => undefined, onPacket: (_s, path, _c, data) => void (path === "/call" && requests.push(Buffer.from(data))) })
-    const callbacks: Array<() => void> = []
-    const sink = {
-      write: (chunk: Uint8Array, callback?: () => void) => {
-        decoder.push(Buffer.from(chunk))
-        if (callback !== undefined) callbacks.push(callback)
-        return true
-      },
-      cork: () => {},
-      uncork: () => {},
-      writableLength: 0,
-      once: () => undefined
-    }
-    const writer = new PacketWriter(sink, { highWaterBytes: 1 << 30, maxQueuedBytes: 1 << 30 })
-    // The clock is the test's: only Date is faked, the writer's ticks run as ever.
-    vi.useFakeTimers({ toFake: ["Date"] })
-    try {
-      vi.setSystemTime(1_000_000)
-      writer.sendChunk(2, "/up", 5, 0, chunk(1))
-      writer.sendChunk(2, "/up", 5, 0, chunk(2))
-      await tick() // the first chunk is in the socket, not taken: the lane holds the second
-      const meta = new Map([["x", "1"]])
-      // Behind channel 5's chunks; with 1000 ms left, then 10 ms left (a digit fewer by the time it goes).
-      writer.sendEnvelope(1, "/call", 5, EnvelopeKind.request, 0, 7, meta, MeshDefaults.maxMetaBytes, 1000, Buffer.from("a"))
-      writer.sendEnvelope(1, "/call", 5, EnvelopeKind.request, 0, 8, meta, MeshDefaults.maxMetaBytes, 10, Buffer.from("b"))
-      writer.sendChunk(2, "/up", 5, 0, chunk(3)) // one more bulk behind them: what they are written with is cut apart right
-      vi.setSystemTime(1_000_400) // 400 ms in the lane
-      for (let i = 0; i < 10 && callbacks.length > 0; i++) {
-        callbacks.splice(0).forEach((cb) => cb())
-        await tick()
-      }
-    } finally {
-      vi.useRealTimers()
-    }
-    const sent = requests.map((data) => {
-      const envelope = decodeEnvelope(data, MeshDefaults.maxMetaBytes)
-      return { id: envelope.requestId, deadline: envelope.meta.get(MetaKey.deadline), x: envelope.meta.get("x"), body: data.subarray(envelope.bodyOffset).toString() }
-    })
+    const { sent, writer } = await deadlinesThroughLane(400) // 400 ms in the lane
     // What is left: 600 ms; none for the second, which still goes with the least there is (its deadline passes at the far end).
     expect(sent).toEqual([{ id: 7, deadline: "600", x: "1", body: "a" }, { id: 8, deadline: "1", x: "1", body: "b" }])
     expect(writer.queuedChunks).toBe(0)
     expect(writer.pendingBytes).toBe(0)
   })
+
+  it("a wall clock set back while a request waits in a lane: it carries no more than it was queued with, and nothing is written past its packet", async () => {
+    const { sent, writer } = await deadlinesThroughLane(-5000)
+    expect(sent).toEqual([{ id: 7, deadline: "1000", x: "1", body: "a" }, { id: 8, deadline: "10", x: "1", body: "b" }])
+    expect(writer.queuedChunks).toBe(0)
+    expect(writer.pendingBytes).toBe(0)
+  })
 })
+
+/**
+ * Two requests (1000 ms and 10 ms left) queued behind channel 5's chunks, the wall clock moved by
+ * `clockMoveMs` while they wait, then the lane drained: the requests as written, and the writer.
+ */
+const deadlinesThroughLane = async (clockMoveMs: number) => {
+  const requests: Array<Buffer> = []
+  const decoder = new PacketDecoder({ checkHeader: () => undefined, onPacket: (_s, path, _c, data) => void (path === "/call" && requests.push(Buffer.from(data))) })
+  const callbacks: Array<() => void> = []
+  const sink = {
+    write: (chunk: Uint8Array, callback?: () => void) => {
+      decoder.push(Buffer.from(chunk))
+      if (callback !== undefined) callbacks.push(callback)
+      return true
+    },
+    cork: () => {},
+    uncork: () => {},
+    writableLength: 0,
+    once: () => undefined
+  }
+  const writer = new PacketWriter(sink, { highWaterBytes: 1 << 30, maxQueuedBytes: 1 << 30 })
+  // The clock is the test's: only Date is faked, the writer's ticks run as ever.
+  vi.useFakeTimers({ toFake: ["Date"] })
+  try {
+    vi.setSystemTime(1_000_000)
+    writer.sendChunk(2, "/up", 5, 0, chunk(1))
+    writer.sendChunk(2, "/up", 5, 0, chunk(2))
+    await tick() // the first chunk is in the socket, not taken: the lane holds the second
+    const meta = new Map([["x", "1"]])
+    // Behind channel 5's chunks; with 1000 ms left, then 10 ms left.
+    writer.sendEnvelope(1, "/call", 5, EnvelopeKind.request, 0, 7, meta, MeshDefaults.maxMetaBytes, 1000, Buffer.from("a"))
+    writer.sendEnvelope(1, "/call", 5, EnvelopeKind.request, 0, 8, meta, MeshDefaults.maxMetaBytes, 10, Buffer.from("b"))
+    writer.sendChunk(2, "/up", 5, 0, chunk(3)) // one more bulk behind them: what they are written with is cut apart right
+    vi.setSystemTime(1_000_000 + clockMoveMs)
+    for (let i = 0; i < 10 && callbacks.length > 0; i++) {
+      callbacks.splice(0).forEach((cb) => cb())
+      await tick()
+    }
+  } finally {
+    vi.useRealTimers()
+  }
+  const sent = requests.map((data) => {
+    const envelope = decodeEnvelope(data, MeshDefaults.maxMetaBytes)
+    return { id: envelope.requestId, deadline: envelope.meta.get(MetaKey.deadline), x: envelope.meta.get("x"), body: data.subarray(envelope.bodyOffset).toString() }
+  })
+  return { sent, writer }
+}

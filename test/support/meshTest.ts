@@ -1,7 +1,7 @@
 // Helpers for the mesh-mode tests (test/iip/mesh*.test.ts): servers and clients on 127.0.0.1
 // port 0 registered with a Cleanup, a log sink that keeps events for assertions, promise
-// settling without unhandled rejections, percentiles, and a hand-played mesh acceptor that
-// answers the hello and then does only what the test tells it to.
+// settling without unhandled rejections, percentiles, and hand-played mesh acceptors that answer
+// the hello and then do only what the test tells them to (one of them never reads again).
 import type * as net from "node:net"
 import { IipClient } from "../../src/iip/client.ts"
 import type { ClientOptions } from "../../src/iip/clientOptions.ts"
@@ -100,4 +100,23 @@ export const startRawMeshPeer = async (cleanup: Cleanup, hello: Hello = helloOf(
     return withTimeout(found(), timeoutMs, what)
   }
   return { port, packets, sockets, take }
+}
+
+/**
+ * A hand-played mesh acceptor that reads nothing once in mesh mode: it answers the hello, pauses
+ * its socket and hands it to `onMesh`, which writes what the test plays.
+ */
+export const startDeafAcceptor = async (cleanup: Cleanup, onMesh: (socket: net.Socket) => void): Promise<number> => {
+  const { port } = await startRawServer(cleanup, (socket) => {
+    const parser = new RawParser()
+    socket.on("data", (chunk: Buffer) => {
+      for (const packet of parser.push(chunk)) {
+        if (packet.path !== MeshPath.hello || packet.channelId !== 0) continue
+        socket.write(frame(5, MeshPath.hello, 0, encodeHello(helloOf(), true)))
+        socket.pause()
+        onMesh(socket)
+      }
+    })
+  })
+  return port
 }

@@ -1,0 +1,91 @@
+// A hand-played mesh peer that sends a request body nobody reads (its request was answered at
+// once: no handler) and never reads what it is sent (PROTOCOL.md §8, §13). Each chunk of such a
+// body is granted back at once, so the sender can finish; the grants back up in the writer like
+// any packet: an acceptor stops reading while they do, as for its answers; a dialer, which reads
+// on, closes the connection once they reach its hard limit. Nothing is thrown out of the socket's
+// read callback (before, `Overloaded` was, uncaught).
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { defaultConnectionLimits } from "../../src/mux/connection.ts"
+import { meshChunk, meshDialer, meshRequest } from "../support/budgetAttack.ts"
+import { AcceptorControlChannel } from "../../src/protocol/mesh.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { collectLog, settle, startClient, startDeafAcceptor, startServer } from "../support/meshTest.ts"
+
+const KiB = 1024
+const MiB = 1024 * KiB
+/** Continuation packets written at once, each a 1-byte chunk the server grants back. */
+const CHUNKS_PER_WRITE = 4096
+/** The most writes of chunks (about 64 MiB of them): far more than loopback's socket buffers and the hard limit take together. */
+const MAX_WRITES = 1200
+/** The acceptor's first channel (it opens the high ids). */
+const ACCEPTOR_CHANNEL = AcceptorControlChannel + 1
+
+/** One write's continuation packets on `channel`: 1-byte chunks of the body of request 1. */
+const continuations = (channel: number): Buffer => Buffer.concat(Array.from({ length: CHUNKS_PER_WRITE }, () => meshChunk(2, "/x", channel, Buffer.of(2))))
+
+describe("mesh grants a peer does not read", () => {
+  let cleanup: Cleanup
+
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+
+  afterEach(() => cleanup.run())
+
+  it("a dialer whose grants for a discarded body back up to its hard limit closes the connection, never throws", async () => {
+    let writes = 0
+    const port = await startDeafAcceptor(cleanup, (socket) => {
+      // A body on the acceptor's first channel.
+      socket.write(meshRequest(0, "/x", ACCEPTOR_CHANNEL, 1, Buffer.of(1)))
+      const chunks = continuations(ACCEPTOR_CHANNEL)
+      const pump = () => {
+        while (writes < MAX_WRITES && !socket.destroyed) {
+          writes++
+          if (!socket.write(chunks)) return void socket.once("drain", pump)
+        }
+      }
+      pump()
+    })
+    const { events, log } = collectLog()
+    // A small hard limit: the grants reach it after a few MiB of chunks (the sockets take some first).
+    const client = startClient(cleanup, port, { log, connectionLimits: { ...defaultConnectionLimits, writeHighWaterBytes: 64 * KiB, maxWriteQueueBytes: 256 * KiB } })
+    const call = settle(client.call("/never-answered", "x", { timeoutMs: 10_000 }))
+    const outcome = await withTimeout(call, 10_000, "the dialer to close the connection")
+    // Closed before the pump ran out: the dialer stopped taking chunks, they did not stop coming.
+    expect(writes).toBeLessThan(MAX_WRITES)
+    expect(String(outcome.ok ? "" : (outcome.error as Error).message)).toContain("cannot send /sys/window")
+    const line = events.find((e) => e.event === "control-not-sent")
+    expect(line?.fields).toMatchObject({ path: "/sys/window", message: expect.stringContaining("write queue holds") })
+  })
+
+  it("an acceptor stops reading while those grants back up, as it does for its answers, and reads again once the peer reads", async () => {
+    // A hard limit far above the high-water mark: what backs up stays near the latter.
+    const server = await startServer(cleanup, { connectionLimits: { ...defaultConnectionLimits, writeHighWaterBytes: 64 * KiB, maxWriteQueueBytes: 8 * MiB } })
+    const raw = await meshDialer(server.address.port, cleanup)
+    raw.socket.pause()
+    const session = () => [...server.meshSessions].find((s) => s.connection.socket.remotePort === raw.socket.localPort)
+    await waitFor(() => session() !== undefined, 5000, "the mesh session")
+    const connection = session()!.connection
+    raw.write(meshRequest(0, "/x", 1, 1, Buffer.of(1)))
+    const chunks = continuations(1)
+    let writes = 0
+    let stopped = false
+    const pump = () => {
+      while (writes < MAX_WRITES && !stopped && !raw.socket.destroyed) {
+        writes++
+        if (!raw.socket.write(chunks)) return void raw.socket.once("drain", pump)
+      }
+    }
+    pump()
+    // The state waited for, however much the sockets took first. Without the pause the grants
+    // pile up to the hard limit and the connection closes.
+    await waitFor(() => (connection.writer.congested && connection.socket.isPaused()) || connection.closed, 10_000, "the acceptor to stop reading while its grants back up")
+    stopped = true
+    // Queued: about the high-water mark plus what one read's chunks are granted, not the hard limit.
+    expect({ paused: connection.socket.isPaused(), closed: connection.closed }).toEqual({ paused: true, closed: false })
+    expect(connection.writer.pendingBytes).toBeLessThan(4 * MiB)
+    raw.socket.resume()
+    await waitFor(() => !connection.socket.isPaused(), 10_000, "the acceptor to read again")
+    expect(connection.closed).toBe(false)
+  })
+})
