@@ -67,6 +67,9 @@ export const checkTrustDomain = (trustDomain: string): string => {
 /** Writes `content` to `dir/name` through a temporary file and a rename, so a reader never sees half of it. */
 const writeAtomically = (dir: string, name: string, content: string, mode: number): void => {
   const temporary = join(dir, `.${name}.${process.pid}.tmp`)
+  // One a process of this id left when it died between the write and the rename (a container's
+  // pid is the same at every run): without this the rerun that finishes its work failed EEXIST.
+  rmSync(temporary, { force: true })
   writeFileSync(temporary, content, { mode, flag: "wx" })
   renameSync(temporary, join(dir, name))
 }
