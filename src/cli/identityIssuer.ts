@@ -13,7 +13,7 @@ import { join } from "node:path"
 import { messageOf, stderrLog } from "../iip/log.ts"
 import { caFiles, checkTrustDomain, loadIssuingCa } from "../identity/caDirectory.ts"
 import * as Issuer from "../identity/issuer.ts"
-import { inClusterTokenReview, type JoinToken, parseJoinTokens } from "../identity/proofs.ts"
+import { inClusterTokenReview, type JoinToken, readJoinTokensFile } from "../identity/proofs.ts"
 import { defaultTrustDomain } from "../identity/spiffe.ts"
 import { ArgumentError, parseDuration, parseHostPort, parseSize, parseWith } from "./args.ts"
 
@@ -110,7 +110,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
     })
     const joinTokensFile = Option.getOrUndefined(input.joinTokens)
     const joinTokens: ReadonlyArray<JoinToken> = joinTokensFile === undefined ? [] : yield* Effect.try({
-      try: () => parseJoinTokens(readFileSync(joinTokensFile, "utf8")),
+      try: () => readJoinTokensFile(joinTokensFile),
       catch: (error) => new ArgumentError({ message: `--join-tokens: ${messageOf(error)}` })
     })
     const inCluster = input.kubernetes === "off" ? undefined : yield* Effect.try({
