@@ -1,12 +1,14 @@
 // The files the identity issuer reads for itself, which it does not trust to be what they should:
 // in a cluster its ServiceAccount's ca.crt (once, at start) and token (on every TokenReview, while
-// it serves), and the --join-tokens file (once, at start). A FIFO (whose read waits for a writer,
+// it serves), the --join-tokens file (once, at start), its CA directory (every --ca-reload-interval
+// while it serves). A FIFO (whose read waits for a writer,
 // for good) or a file larger than such a file may be is refused unread, the error naming the file.
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { caDirectoryVersion, caFiles, initCa, loadIssuingCa } from "../../src/identity/caDirectory.ts"
 import { inClusterTokenReview, MAX_JOIN_TOKENS_FILE_BYTES, ProofRefused, readJoinTokensFile, reviewServiceAccountToken } from "../../src/identity/proofs.ts"
 
 const inCluster = { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: "1" }
@@ -58,5 +60,21 @@ describe("the identity issuer's own files", () => {
     expect(() => readJoinTokensFile(file)).toThrow(`${file}: larger than ${MAX_JOIN_TOKENS_FILE_BYTES} bytes (${MAX_JOIN_TOKENS_FILE_BYTES + 1})`)
     fifo("join-tokens")
     expect(() => readJoinTokensFile(file)).toThrow(`${file}: not a regular file`)
+  })
+
+  it("its CA directory, re-read while it serves: a FIFO or a file over 64 KiB as bundle.pem is refused unread, the directory's version changes and loading it fails naming the file", async () => {
+    await initCa({ dir, trustDomain: "files.mesh" })
+    const bundle = join(dir, caFiles.bundle)
+    const sound = caDirectoryVersion(dir)
+    expect(caDirectoryVersion(dir)).toBe(sound)
+    // Before, the whole file was read, on the issuer's event loop.
+    writeFileSync(bundle, " ".repeat(70_000))
+    const huge = caDirectoryVersion(dir)
+    expect(huge).not.toBe(sound)
+    expect(() => loadIssuingCa(dir)).toThrow(`cannot read ${bundle}: larger than 65536 bytes (70000)`)
+    // Before, readFileSync waited for a writer, for good: the issuer stopped serving.
+    fifo(caFiles.bundle)
+    expect(caDirectoryVersion(dir)).not.toBe(huge)
+    expect(() => loadIssuingCa(dir)).toThrow(`cannot read ${bundle}: not a regular file`)
   })
 })
