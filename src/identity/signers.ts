@@ -50,6 +50,9 @@ export const readSecretFile = (path: string): string => readSmallText(path, MAX_
  */
 const callIssuer = async (options: IssuerOptions, path: string, body: string | undefined, signal?: AbortSignal) => {
   const ca = await options.trustBundle()
+  // Gone while the bundle was read (the sidecar stopping): a request made now dials the issuer
+  // once more before its aborted signal destroys it.
+  signal?.throwIfAborted()
   return new Promise<unknown>((resolve, reject) => {
     const timeoutMs = options.timeoutMs ?? 10_000
     const maxBytes = options.maxResponseBytes ?? 64 * 1024
