@@ -7,13 +7,10 @@ import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { Command, Flag } from "effect/cli"
-import { createHash } from "node:crypto"
-import { readFileSync } from "node:fs"
-import { join } from "node:path"
 import { messageOf, stderrLog } from "../iip/log.ts"
-import { caFiles, checkTrustDomain, loadIssuingCa } from "../identity/caDirectory.ts"
+import { caDirectoryVersion, checkTrustDomain, loadIssuingCa } from "../identity/caDirectory.ts"
 import * as Issuer from "../identity/issuer.ts"
-import { inClusterTokenReview, type JoinToken, parseJoinTokens } from "../identity/proofs.ts"
+import { inClusterTokenReview, type JoinToken, readJoinTokensFile } from "../identity/proofs.ts"
 import { defaultTrustDomain } from "../identity/spiffe.ts"
 import { ArgumentError, parseDuration, parseHostPort, parseSize, parseWith } from "./args.ts"
 
@@ -46,20 +43,6 @@ const bounded = (name: string, value: number, min: number, max: number): number 
   return value
 }
 
-/** What the CA directory holds now, as one hash (a Secret update swaps all three files at once). */
-const caDirectoryHash = (dir: string): string => {
-  const hash = createHash("sha256")
-  for (const name of [caFiles.intermediate, caFiles.intermediateKey, caFiles.bundle]) {
-    try {
-      hash.update(readFileSync(join(dir, name)))
-    } catch {
-      hash.update("missing")
-    }
-    hash.update("\0")
-  }
-  return hash.digest("hex")
-}
-
 /**
  * Re-reads the CA directory every `intervalMs`: a changed CA that loads and verifies replaces the
  * issuer's (the steps of a root rotation, or a new intermediate, without a restart); one that does
@@ -67,10 +50,10 @@ const caDirectoryHash = (dir: string): string => {
  */
 const watchCaDirectory = (dir: string, trustDomain: string, intervalMs: number, issuer: Issuer.Issuer) =>
   Effect.gen(function*() {
-    let seen = caDirectoryHash(dir)
+    let seen = caDirectoryVersion(dir)
     for (;;) {
       yield* Effect.sleep(intervalMs)
-      const now = caDirectoryHash(dir)
+      const now = caDirectoryVersion(dir)
       if (now === seen) continue
       seen = now
       const loaded = yield* Effect.result(Effect.try({ try: () => loadIssuingCa(dir), catch: (error) => error }))
@@ -110,7 +93,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
     })
     const joinTokensFile = Option.getOrUndefined(input.joinTokens)
     const joinTokens: ReadonlyArray<JoinToken> = joinTokensFile === undefined ? [] : yield* Effect.try({
-      try: () => parseJoinTokens(readFileSync(joinTokensFile, "utf8")),
+      try: () => readJoinTokensFile(joinTokensFile),
       catch: (error) => new ArgumentError({ message: `--join-tokens: ${messageOf(error)}` })
     })
     const inCluster = input.kubernetes === "off" ? undefined : yield* Effect.try({

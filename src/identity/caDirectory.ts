@@ -26,12 +26,13 @@
 // running `ca rotate` again (what is whole on disk is kept, the rest made), and every other step
 // refuses such a directory, naming that command.
 import * as Data from "effect/Data"
-import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto"
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs"
+import { createHash, createPrivateKey, createPublicKey, X509Certificate } from "node:crypto"
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
+import { readSmallFile, type SmallFile } from "../iip/smallFile.ts"
 import { type CertifiedKey, createIntermediateCa, createRootCa } from "./certificates.ts"
 import { parseSpiffeId } from "./spiffe.ts"
-import { certificatesOfPem, chainProblem } from "./trustBundle.ts"
+import { certificatesOfPem, chainProblem, maxPemChars } from "./trustBundle.ts"
 
 export class CaDirectoryError extends Data.TaggedError("CaDirectoryError")<{ readonly message: string }> {}
 
@@ -67,16 +68,41 @@ export const checkTrustDomain = (trustDomain: string): string => {
 /** Writes `content` to `dir/name` through a temporary file and a rename, so a reader never sees half of it. */
 const writeAtomically = (dir: string, name: string, content: string, mode: number): void => {
   const temporary = join(dir, `.${name}.${process.pid}.tmp`)
+  // One a process of this id left when it died between the write and the rename (a container's
+  // pid is the same at every run): without this the rerun that finishes its work failed EEXIST.
+  rmSync(temporary, { force: true })
   writeFileSync(temporary, content, { mode, flag: "wx" })
   renameSync(temporary, join(dir, name))
 }
 
+/**
+ * A file of the directory, a PEM item or two: read without blocking (a FIFO there is refused, not
+ * waited on: the issuer re-reads the directory on its event loop while it serves) and at most
+ * maxPemChars bytes.
+ */
 const readText = (path: string): string => {
+  let read: SmallFile
   try {
-    return readFileSync(path, "utf8")
+    read = readSmallFile(path, maxPemChars, { followSymlink: true })
   } catch (cause) {
     throw new CaDirectoryError({ message: `cannot read ${path}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}` })
   }
+  if ("problem" in read) throw new CaDirectoryError({ message: `cannot read ${path}: ${read.problem}` })
+  return read.text
+}
+
+/** What the issuer's files in `dir` hold now, as one hash (a Secret update swaps all three at once); one not read hashes as why. */
+export const caDirectoryVersion = (dir: string): string => {
+  const hash = createHash("sha256")
+  for (const name of [caFiles.intermediate, caFiles.intermediateKey, caFiles.bundle]) {
+    try {
+      hash.update(readText(join(dir, name)))
+    } catch (error) {
+      hash.update(`unread: ${(error as Error).message}`)
+    }
+    hash.update("\0")
+  }
+  return hash.digest("hex")
 }
 
 /** The trust domain a CA certificate names (its `spiffe://<td>` URI SAN), if any. */
@@ -279,7 +305,7 @@ export const finishRotation = (options: { readonly dir: string }): void => {
   if (!existsSync(at(caFiles.previousRoot))) throw new CaDirectoryError({ message: `no rotation in progress in ${options.dir}` })
   refuseStoppedRotation(options.dir)
   refuseBeforeSwitch(options.dir)
-  writeAtomically(options.dir, caFiles.bundle, readFileSync(at(caFiles.root), "utf8"), 0o644)
+  writeAtomically(options.dir, caFiles.bundle, readText(at(caFiles.root)), 0o644)
   rmSync(at(caFiles.previousRoot))
   rmSync(at(caFiles.previousRootKey), { force: true })
 }

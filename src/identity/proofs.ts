@@ -12,10 +12,11 @@
 // for the log; no token ever reaches a log line.
 import * as Data from "effect/Data"
 import { createHash, timingSafeEqual } from "node:crypto"
-import { readFileSync } from "node:fs"
 import * as https from "node:https"
 import { loggable } from "../iip/redact.ts"
+import { MAX_SECRET_FILE_BYTES, readSmallText, readSmallTextAsync } from "../iip/smallFile.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
+import { maxPemChars } from "./trustBundle.ts"
 
 export const refusalReasons = [
   "bad-request",
@@ -45,7 +46,7 @@ export interface TokenReviewOptions {
   /** CA of the API server (in-cluster: the ServiceAccount's ca.crt); undefined for the system's. */
   readonly ca?: string | undefined
   /** The issuer's own credential for the TokenReview call, read on every call (kubelet rotates it). */
-  readonly bearerToken: () => string
+  readonly bearerToken: () => string | Promise<string>
   /** The audience sidecar tokens must be minted for: the issuer's own. */
   readonly audience: string
   readonly timeoutMs: number
@@ -55,15 +56,20 @@ export interface TokenReviewOptions {
 
 const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-/** The in-cluster TokenReview settings, or undefined outside a cluster. */
-export const inClusterTokenReview = (env: Record<string, string | undefined>, audience: string, timeoutMs: number): TokenReviewOptions | undefined => {
+/**
+ * The in-cluster TokenReview settings, or undefined outside a cluster. Its files are not trusted to
+ * be what they should: ca.crt, read once here, and the token, read on every TokenReview while the
+ * issuer serves (off the event loop), are refused unread when a FIFO or a device (whose read would
+ * wait for good) or larger than a PEM bundle or a secret may be, the error naming the file.
+ */
+export const inClusterTokenReview = (env: Record<string, string | undefined>, audience: string, timeoutMs: number, dir = serviceAccountDir): TokenReviewOptions | undefined => {
   const host = env.KUBERNETES_SERVICE_HOST
   if (host === undefined || host === "") return undefined
   const port = env.KUBERNETES_SERVICE_PORT ?? "443"
   return {
     apiUrl: `https://${host.includes(":") ? `[${host}]` : host}:${port}`,
-    ca: readFileSync(`${serviceAccountDir}/ca.crt`, "utf8"),
-    bearerToken: () => readFileSync(`${serviceAccountDir}/token`, "utf8").trim(),
+    ca: readSmallText(`${dir}/ca.crt`, maxPemChars),
+    bearerToken: async () => (await readSmallTextAsync(`${dir}/token`, MAX_SECRET_FILE_BYTES)).trim(),
     audience,
     timeoutMs
   }
@@ -124,7 +130,7 @@ export const reviewServiceAccountToken = async (options: TokenReviewOptions, tok
   })
   let answer: { status: number; json: unknown }
   try {
-    answer = await postJson(new URL("/apis/authentication.k8s.io/v1/tokenreviews", options.apiUrl), body, { authorization: `Bearer ${options.bearerToken()}` }, options)
+    answer = await postJson(new URL("/apis/authentication.k8s.io/v1/tokenreviews", options.apiUrl), body, { authorization: `Bearer ${await options.bearerToken()}` }, options)
   } catch (cause) {
     throw new ProofRefused({ reason: "token-review-unavailable", detail: `TokenReview failed: ${loggable(cause instanceof Error ? cause.message : String(cause))}` })
   }
@@ -172,6 +178,12 @@ const sha256 = (text: string): Buffer => createHash("sha256").update(text, "utf8
  * Parses a join-token file: one token per line, `TOKEN SERVICE[,SERVICE...]`, the token as given
  * or as `sha256:<hex>` of it (so the file need not hold the secret); `#` starts a comment.
  */
+/** A join-token file larger than this is refused unread: a line is a token and its services, some 10,000 of them. */
+export const MAX_JOIN_TOKENS_FILE_BYTES = 1024 * 1024
+
+/** The join tokens of a file, read once at the issuer's start: a FIFO, a device or a file over MAX_JOIN_TOKENS_FILE_BYTES throws, naming it. */
+export const readJoinTokensFile = (path: string): Array<JoinToken> => parseJoinTokens(readSmallText(path, MAX_JOIN_TOKENS_FILE_BYTES))
+
 export const parseJoinTokens = (text: string): Array<JoinToken> =>
   text.split("\n").flatMap((raw, index) => {
     const line = raw.replace(/#.*/, "").trim()

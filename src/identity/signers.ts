@@ -12,7 +12,7 @@ import * as https from "node:https"
 import { join } from "node:path"
 import { type Log } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
-import { MAX_SECRET_FILE_BYTES, readSmallFile, readSmallFileAsync } from "../iip/smallFile.ts"
+import { MAX_SECRET_FILE_BYTES, readSmallText, readSmallTextAsync } from "../iip/smallFile.ts"
 import { caFiles, loadIssuingCa } from "./caDirectory.ts"
 import { issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest } from "./certificateRequest.ts"
@@ -42,11 +42,7 @@ export interface IssuerSignerOptions extends IssuerOptions {
  * A file's content without its trailing newline; a token file is re-read on every call. A FIFO,
  * a device or a file over MAX_SECRET_FILE_BYTES throws, naming the path, never what it holds.
  */
-export const readSecretFile = (path: string): string => {
-  const read = readSmallFile(path, MAX_SECRET_FILE_BYTES, { followSymlink: true })
-  if ("problem" in read) throw new Error(`${path}: ${read.problem}`)
-  return read.text.trim()
-}
+export const readSecretFile = (path: string): string => readSmallText(path, MAX_SECRET_FILE_BYTES).trim()
 
 /**
  * One call to the issuer: its JSON answer when it says 200; rejects otherwise, within the time and
@@ -54,6 +50,9 @@ export const readSecretFile = (path: string): string => {
  */
 const callIssuer = async (options: IssuerOptions, path: string, body: string | undefined, signal?: AbortSignal) => {
   const ca = await options.trustBundle()
+  // Gone while the bundle was read (the sidecar stopping): a request made now dials the issuer
+  // once more before its aborted signal destroys it.
+  signal?.throwIfAborted()
   return new Promise<unknown>((resolve, reject) => {
     const timeoutMs = options.timeoutMs ?? 10_000
     const maxBytes = options.maxResponseBytes ?? 64 * 1024
@@ -127,11 +126,7 @@ export interface DevelopmentSignerOptions {
  * A trust bundle file as it is now, read off the event loop: a FIFO, a device or a file over
  * maxPemChars bytes is refused unread, the error naming the path (the caller keeps what it holds).
  */
-export const readTrustBundleFile = async (path: string): Promise<string> => {
-  const read = await readSmallFileAsync(path, maxPemChars, { followSymlink: true })
-  if ("problem" in read) throw new Error(`${path}: ${read.problem}`)
-  return read.text
-}
+export const readTrustBundleFile = (path: string): Promise<string> => readSmallTextAsync(path, maxPemChars)
 
 /** The bundle.pem of `caDir` as it is now: a rotation there reaches the development sidecar between renewals. */
 export const developmentTrustBundle = (caDir: string): BundleFetcher => () => readTrustBundleFile(join(caDir, caFiles.bundle))

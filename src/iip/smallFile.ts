@@ -4,7 +4,8 @@
 // descriptor (a regular file, not a device or FIFO whose read never ends, of at most `maxBytes`),
 // so a swap between the check and the read changes nothing. readSmallFileAsync does the same off
 // the event loop (libuv's threads), for files read while the sidecar serves (the --trust-bundle
-// file, read on every call to the issuer).
+// file, read on every call to the issuer; the issuer's own ServiceAccount token, read on every
+// TokenReview).
 import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from "node:fs"
 import { open } from "node:fs/promises"
 
@@ -58,6 +59,17 @@ export const readSmallFileAsync = async (path: string, maxBytes: number, options
   } finally {
     await handle.close()
   }
+}
+
+/** readSmallFile's text, symlinks followed; what is not read throws an Error naming the path and why (never what it holds). */
+export const readSmallText = (path: string, maxBytes: number): string => textOf(path, readSmallFile(path, maxBytes, { followSymlink: true }))
+
+/** readSmallText off the event loop. */
+export const readSmallTextAsync = async (path: string, maxBytes: number): Promise<string> => textOf(path, await readSmallFileAsync(path, maxBytes, { followSymlink: true }))
+
+const textOf = (path: string, read: SmallFile): string => {
+  if ("problem" in read) throw new Error(`${path}: ${read.problem}`)
+  return read.text
 }
 
 /** Non-blocking: a FIFO with no writer would block the open, and the event loop (or a libuv thread), for good. */

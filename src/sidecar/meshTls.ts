@@ -14,9 +14,10 @@ import { join } from "node:path"
 import * as tls from "node:tls"
 import { type CredentialSource, makeCredentialHolder, type WorkloadCredentials } from "../identity/credentials.ts"
 import { parseSpiffeId, spiffeIdOfCertificate } from "../identity/spiffe.ts"
-import { chainUsableUntil, rootValidities } from "../identity/trustBundle.ts"
+import { chainUsableUntil, maxPemChars, rootValidities } from "../identity/trustBundle.ts"
 import type { Log } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
+import { readSmallFile } from "../iip/smallFile.ts"
 import type { IipServer } from "../iip/server.ts"
 import { type ClientTlsOptions, MESH_ALPN, MESH_CIPHERSUITES, type ServerTlsOptions, type TlsCredentials, type TlsRefusal } from "../iip/tls.ts"
 import type { MeshMetrics, TrustState } from "../telemetry/metrics.ts"
@@ -233,7 +234,9 @@ export class MeshTls {
     const ca = endpoint.ca ?? ""
     let context = this.referenceContexts.get(ca)
     if (context === undefined) {
-      context = tls.createSecureContext({ minVersion: "TLSv1.2", ...(ca === "" ? {} : { ca: this.readCa(ca) }) })
+      // An unreadable CA file is given as no certificate at all ([]): a falsy `ca` ("") makes node
+      // trust its default roots, the system's, instead.
+      context = tls.createSecureContext({ minVersion: "TLSv1.2", ...(ca === "" ? {} : { ca: this.readCa(ca) ?? [] }) })
       this.referenceContexts.set(ca, context)
       if (ca === "") this.options.log("tls-endpoint-unverified", { endpoint: `${endpoint.host}:${endpoint.port}`, message: "no CA given: the server's certificate is not verified, as the reference does" })
     }
@@ -249,14 +252,21 @@ export class MeshTls {
     }
   }
 
-  /** A CA file's PEM; one that cannot be read trusts nothing (every handshake then fails peer_untrusted), said in the log. */
-  private readCa(path: string): string {
+  /**
+   * A CA file's PEM; one that cannot be read trusts nothing (every handshake then fails
+   * peer_untrusted), said in the log. Read on the event loop while the sidecar serves (the first
+   * dial of an endpoint naming it, from a reloaded endpoints file): so without blocking (a FIFO is
+   * refused unread, not waited on for a writer) and at most maxPemChars bytes.
+   */
+  private readCa(path: string): string | undefined {
     try {
-      return readFileSync(path, "utf8")
+      const read = readSmallFile(path, maxPemChars, { followSymlink: true })
+      if ("text" in read) return read.text
+      this.options.log("tls-endpoint-ca-unreadable", { path, message: read.problem })
     } catch (error) {
       this.options.log("tls-endpoint-ca-unreadable", { path, message: error instanceof Error ? error.message : String(error) })
-      return ""
     }
+    return undefined
   }
 }
 

@@ -13,15 +13,21 @@ import { afterAll, describe, expect, it, vi } from "vitest"
 import { caFiles, finishRotation, initCa, loadIssuingCa, renewIntermediate, rotateCa, switchIntermediate } from "../../src/identity/caDirectory.ts"
 import { certificatesOfPem, chainProblem } from "../../src/identity/trustBundle.ts"
 
-/** The rename after which the next one throws (0: none does). */
-const crash = vi.hoisted(() => ({ after: 0, renames: 0 }))
+/** The rename after which the next one throws (0: none does); the temporary file written before which the next one throws. */
+const crash = vi.hoisted(() => ({ after: 0, renames: 0, beforeRename: 0, temporaries: 0 }))
 vi.mock("node:fs", async (importOriginal) => {
   const actual = await importOriginal<typeof import("node:fs")>()
   const renameSync: typeof actual.renameSync = (from, to) => {
     actual.renameSync(from, to)
     if (crash.after !== 0 && ++crash.renames === crash.after) throw new Error(`injected crash after write ${crash.after}`)
   }
-  return { ...actual, default: { ...actual, renameSync }, renameSync }
+  const writeFileSync: typeof actual.writeFileSync = (file, data, options) => {
+    actual.writeFileSync(file, data, options)
+    if (crash.beforeRename !== 0 && String(file).endsWith(".tmp") && ++crash.temporaries === crash.beforeRename) {
+      throw new Error(`injected crash before rename ${crash.beforeRename}`)
+    }
+  }
+  return { ...actual, default: { ...actual, renameSync, writeFileSync }, renameSync, writeFileSync }
 })
 
 const work = fs.mkdtempSync(join(tmpdir(), "iip-mesh-ca-crash-"))
@@ -101,5 +107,24 @@ describe("ca rotate interrupted after each of its writes, then run again", () =>
       expect(loadIssuingCa(dir).trustDomain).toBe("shop.example")
     }
     expect(outcomes.map(([k, outcome]) => [k, outcome])).toStrictEqual(outcomes.map(([k, , expected]) => [k, expected]))
+  })
+
+  it("a crash between a file's write and its rename (its temporary file left, the rerun of the same process id: a container's pid 1) is finished by the rerun too", async () => {
+    const pristine = join(work, "pristine-temporary")
+    await initCa({ dir: pristine, trustDomain: "shop.example" })
+    const oldRoot = read(pristine, caFiles.root)
+    for (let k = 1; k <= 7; k++) {
+      const dir = join(work, `crash-before-rename-${k}`)
+      fs.cpSync(pristine, dir, { recursive: true })
+      crash.beforeRename = k
+      crash.temporaries = 0
+      const first = await rotateCa({ dir }).then(() => "ran through", (error: Error) => error.message)
+      crash.beforeRename = 0
+      expect(first, `write ${k}`).toBe(`injected crash before rename ${k}`)
+      // Before, the rerun's write of that same temporary file (flag wx) failed EEXIST, at every rerun.
+      expect(await rotateCa({ dir }).then(() => "finished", (error: Error) => error.message), `write ${k}`).toBe("finished")
+      expect(certificatesOfPem(read(dir, caFiles.bundle)), `write ${k}`).toStrictEqual([read(dir, caFiles.root), oldRoot])
+      expect(fs.readdirSync(dir).filter((name) => name.endsWith(".tmp")), `write ${k}`).toStrictEqual([])
+    }
   })
 })

@@ -5,6 +5,7 @@
 // steady 200 req/s load lose no request; permissive mode takes a plain peer and counts it; plain IIP
 // servers (the reference, plain or in its TLS mode) stay reachable per endpoint.
 import { X509Certificate } from "node:crypto"
+import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import { tmpdir } from "node:os"
@@ -367,6 +368,41 @@ describe("plain IIP endpoints next to mTLS", () => {
     )
     const refused = await call(strict.outboundPort, { headers: { host: "secured" } })
     expect([refused.status, refused.headers["x-iip-mesh-error"]]).toStrictEqual([502, "outbound; reason=peer_untrusted"])
+  })
+
+  it("a ca= file that cannot be read (missing, a FIFO nobody writes, over 64 KiB) trusts nothing, said in the log: not the system's roots, never a blocked event loop", async () => {
+    const reference = await ipServerCertificate(pki, "127.0.0.1")
+    const tlsServer = new IipServer({ port: 0, mesh: false, log: () => {}, tls: { credentials: reference, requireClientCertificate: false, minVersion: "TLSv1.2" } })
+    tlsServer.handlePrefix("/", () => "from tls")
+    await tlsServer.listen()
+    cleanup.add(() => tlsServer.close())
+    const dir = mkdtempSync(join(tmpdir(), "mtls-ca-unreadable-"))
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }))
+    execFileSync("mkfifo", [join(dir, "fifo.pem")])
+    writeFileSync(join(dir, "huge.pem"), pki.root.certificatePem + " ".repeat(70_000))
+    // The system's roots are this mesh's root here: a CA read as nothing used to fall back on them.
+    const system = tls.getCACertificates("default")
+    tls.setDefaultCACertificates([pki.root.certificatePem])
+    cleanup.add(async () => tls.setDefaultCACertificates(system))
+    const log: Array<{ event: string; fields: Record<string, unknown> }> = []
+    const endpoint = (name: string) => [{ address: `127.0.0.1:${tlsServer.address.port}`, weight: 1, security: "tls" as const, ca: join(dir, name) }]
+    const caller = await startSidecar(
+      cleanup,
+      sidecarConfig({ service: "store", endpoints: { missing: endpoint("missing.pem"), fifo: endpoint("fifo.pem"), huge: endpoint("huge.pem") } }),
+      (event, fields) => void log.push({ event, fields }),
+      { credentials: makeCredentialHolder(await pki.credentials(STORE)) }
+    )
+    // Before: the missing file's endpoint answered 200 (verified against the system's roots), the
+    // FIFO's blocked the sidecar's event loop for good (readFileSync waited for a writer), the huge
+    // file was read whole.
+    for (const host of ["missing", "fifo", "huge"]) {
+      const refused = await call(caller.outboundPort, { headers: { host } })
+      expect([host, refused.status, refused.headers["x-iip-mesh-error"]]).toStrictEqual([host, 502, "outbound; reason=peer_untrusted"])
+    }
+    const unreadable = log.filter((entry) => entry.event === "tls-endpoint-ca-unreadable").map((entry) => [entry.fields.path, entry.fields.message])
+    expect(unreadable).toContainEqual([join(dir, "fifo.pem"), "not a regular file"])
+    expect(unreadable).toContainEqual([join(dir, "huge.pem"), `larger than 65536 bytes (${pki.root.certificatePem.length + 70_000})`])
+    expect(unreadable.map(([path]) => path)).toContain(join(dir, "missing.pem"))
   })
 })
 

@@ -1,0 +1,80 @@
+// The files the identity issuer reads for itself, which it does not trust to be what they should:
+// in a cluster its ServiceAccount's ca.crt (once, at start) and token (on every TokenReview, while
+// it serves), the --join-tokens file (once, at start), its CA directory (every --ca-reload-interval
+// while it serves). A FIFO (whose read waits for a writer,
+// for good) or a file larger than such a file may be is refused unread, the error naming the file.
+import { execFileSync } from "node:child_process"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { caDirectoryVersion, caFiles, initCa, loadIssuingCa } from "../../src/identity/caDirectory.ts"
+import { inClusterTokenReview, MAX_JOIN_TOKENS_FILE_BYTES, ProofRefused, readJoinTokensFile, reviewServiceAccountToken } from "../../src/identity/proofs.ts"
+
+const inCluster = { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: "1" }
+
+describe("the identity issuer's own files", () => {
+  let dir: string
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "iip-mesh-issuer-files-"))
+  })
+  afterEach(() => rmSync(dir, { recursive: true, force: true }))
+
+  /** Replaces `dir/name` with a FIFO nobody writes. */
+  const fifo = (name: string) => {
+    rmSync(join(dir, name), { force: true })
+    execFileSync("mkfifo", [join(dir, name)])
+  }
+
+  it("its ServiceAccount token, read on every TokenReview, is refused unread when over 64 KiB or a FIFO: the review fails naming the file, asking nobody", async () => {
+    writeFileSync(join(dir, "ca.crt"), "the API server's CA")
+    writeFileSync(join(dir, "token"), "issuer-own-token\n")
+    const options = inClusterTokenReview(inCluster, "iip-mesh-identity", 1000, dir)!
+    const token = () => Promise.resolve().then(() => options.bearerToken())
+    expect(await token()).toBe("issuer-own-token")
+    // Before, the whole file was read and sent as the bearer token.
+    writeFileSync(join(dir, "token"), "t".repeat(70_000))
+    await expect(token()).rejects.toThrow(`${dir}/token: larger than 65536 bytes (70000)`)
+    // Before, readFileSync waited on the issuer's event loop for a writer, for good.
+    fifo("token")
+    await expect(token()).rejects.toThrow(`${dir}/token: not a regular file`)
+    // The review fails as the API server being unavailable does (the port is closed: not reached).
+    const refused = await reviewServiceAccountToken(options, "a-sidecar-token").then(() => undefined, (error: unknown) => error)
+    expect(refused).toBeInstanceOf(ProofRefused)
+    expect([(refused as ProofRefused).reason, (refused as ProofRefused).detail]).toStrictEqual(["token-review-unavailable", `TokenReview failed: ${dir}/token: not a regular file`])
+  })
+
+  it("its ServiceAccount ca.crt, read once at start, is refused unread when over 64 KiB or a FIFO, naming the file", () => {
+    writeFileSync(join(dir, "token"), "issuer-own-token\n")
+    writeFileSync(join(dir, "ca.crt"), " ".repeat(70_000))
+    expect(() => inClusterTokenReview(inCluster, "iip-mesh-identity", 1000, dir)).toThrow(`${dir}/ca.crt: larger than 65536 bytes (70000)`)
+    fifo("ca.crt")
+    expect(() => inClusterTokenReview(inCluster, "iip-mesh-identity", 1000, dir)).toThrow(`${dir}/ca.crt: not a regular file`)
+  })
+
+  it(`the --join-tokens file, read once at start, is refused unread when over ${MAX_JOIN_TOKENS_FILE_BYTES} bytes or a FIFO, naming the file`, () => {
+    const file = join(dir, "join-tokens")
+    writeFileSync(file, `${"t".repeat(40)} catalog\n`)
+    expect(readJoinTokensFile(file).map((token) => [...token.services])).toStrictEqual([["catalog"]])
+    writeFileSync(file, `${"t".repeat(40)} catalog\n`.padEnd(MAX_JOIN_TOKENS_FILE_BYTES + 1, "#"))
+    expect(() => readJoinTokensFile(file)).toThrow(`${file}: larger than ${MAX_JOIN_TOKENS_FILE_BYTES} bytes (${MAX_JOIN_TOKENS_FILE_BYTES + 1})`)
+    fifo("join-tokens")
+    expect(() => readJoinTokensFile(file)).toThrow(`${file}: not a regular file`)
+  })
+
+  it("its CA directory, re-read while it serves: a FIFO or a file over 64 KiB as bundle.pem is refused unread, the directory's version changes and loading it fails naming the file", async () => {
+    await initCa({ dir, trustDomain: "files.mesh" })
+    const bundle = join(dir, caFiles.bundle)
+    const sound = caDirectoryVersion(dir)
+    expect(caDirectoryVersion(dir)).toBe(sound)
+    // Before, the whole file was read, on the issuer's event loop.
+    writeFileSync(bundle, " ".repeat(70_000))
+    const huge = caDirectoryVersion(dir)
+    expect(huge).not.toBe(sound)
+    expect(() => loadIssuingCa(dir)).toThrow(`cannot read ${bundle}: larger than 65536 bytes (70000)`)
+    // Before, readFileSync waited for a writer, for good: the issuer stopped serving.
+    fifo(caFiles.bundle)
+    expect(caDirectoryVersion(dir)).not.toBe(huge)
+    expect(() => loadIssuingCa(dir)).toThrow(`cannot read ${bundle}: not a regular file`)
+  })
+})
