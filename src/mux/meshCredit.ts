@@ -4,14 +4,16 @@
 // reading for bytes (§8) and a `/sys/cancel` or a ping written after a body is always read.
 //
 // The sender (CreditWindow, one per session): every stream chunk takes from it as well as from its
-// stream's window (meshStreamOut.ts), each whole request body when written (meshCalls.ts: a call
-// that does not fit is held in the one queue, in order); a whole body comes back when its answer's
+// stream's window (meshStreamOut.ts), but leaves a reserve (a chunk, or a quarter of the credit if
+// less) to whole bodies, so streams whose readers stop never hold up calls with small bodies; each
+// whole request body takes from it when written (meshCalls.ts: a call that does not fit is held in
+// the one queue, in order); a whole body comes back when its answer's
 // last packet arrives (the receiver released it before writing that), stream bytes when the
 // receiver grants them back. The receiver (CreditReturn): stream bytes go back as its consumers
 // take them (streams.ts: as they leave the connection's budget), at once when they are dropped or
 // go to the tunnels' pool; it grants them on its control channel (`/sys/credit`, u32 bytes) once a
-// quarter of the credit is waiting, or at once while the sender has less than a batch left, so a
-// sender is never kept waiting for bytes the receiver holds no more. Plain counters: a couple of
+// quarter of the credit is waiting, or at once while the sender has no more than a batch (at least
+// a chunk) left, so a sender is never kept waiting for bytes the receiver holds no more. Plain counters: a couple of
 // integer operations per chunk.
 import { MeshDefaults } from "../protocol/mesh.ts"
 import type { SendWindow } from "./streams.ts"
@@ -23,11 +25,14 @@ const MaxGrant = 0x4000_0000
 export class CreditWindow {
   /** The receiver's stated `maxBytes`: the credit when nothing is outstanding. */
   readonly size: number
+  /** What stream chunks leave to whole bodies: a chunk (the largest whole body), or a quarter of the credit if less. */
+  private readonly reserve: number
   private credit: number
   private waiters: Array<() => void> = []
 
   constructor(size: number) {
     this.size = size
+    this.reserve = Math.min(MeshDefaults.chunkBytes, Math.floor(size / 4))
     this.credit = size
   }
 
@@ -56,10 +61,11 @@ export class CreditWindow {
     for (const wake of waiters) wake()
   }
 
-  /** Takes up to `want` bytes for a stream chunk if there is any credit (0 when there is none). */
+  /** Takes up to `want` bytes for a stream chunk if there is credit above the reserve (0 when there is none). */
   takeNow(want: number): number {
-    if (this.credit <= 0) return 0
-    const granted = Math.min(want, this.credit)
+    const room = this.credit - this.reserve
+    if (room <= 0) return 0
+    const granted = Math.min(want, room)
     this.credit -= granted
     return granted
   }
@@ -78,7 +84,7 @@ export class CreditReturn {
   private readonly size: number
   /** Grants wait until this much is released (a quarter of the credit). */
   private readonly batch: number
-  /** While the sender has less than this left, every release is granted at once. */
+  /** While the sender has no more than this left, every release is granted at once (a stream waits at the reserve, no more than this). */
   private readonly low: number
   /** Of the credit, the bytes this side holds: stream bytes not taken, whole bodies not answered. */
   private held = 0
@@ -97,14 +103,14 @@ export class CreditReturn {
   /** Bytes counted in the credit arrived (a stream's, or a whole body). */
   received(bytes: number): void {
     this.held += bytes
-    if (this.pending > 0 && this.size - this.held - this.pending < this.low) this.flush()
+    if (this.pending > 0 && this.size - this.held - this.pending <= this.low) this.flush()
   }
 
   /** Stream bytes this side holds no more (taken, dropped, moved to the tunnels' pool): granted back. */
   released(bytes: number): void {
     this.held -= bytes
     this.pending += bytes
-    if (this.pending >= this.batch || this.size - this.held - this.pending < this.low) this.flush()
+    if (this.pending >= this.batch || this.size - this.held - this.pending <= this.low) this.flush()
   }
 
   /** A whole body answered: the sender counts it back itself when the answer arrives. */

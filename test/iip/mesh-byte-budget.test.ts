@@ -109,6 +109,20 @@ describe("a caller's cancel reaches its handler while the server holds all its p
     expect((await client.stream("/count", upload(64), { timeoutMs: 5000 })).data.toString()).toBe(String(4 * 1024 * 1024))
   })
 
+  it("an upload whose handler does not read, against a byte budget of 256 KiB, does not hold up calls with whole bodies on the connection", async () => {
+    const server = await hangingServer({ maxQueuedBytesPerConnection: 256 * 1024 })
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 8 })
+    expect((await client.call("/echo", "warm-up", { timeoutMs: 5000 })).toString()).toBe("warm-up")
+    const controller = new AbortController()
+    const stalled = settle(client.stream("/hang", upload(16), { timeoutMs: 60_000, signal: controller.signal }))
+    await waitFor(() => running === 1, 5000, "the upload to run")
+    // It takes what the credit leaves above the reserve; calls with bodies go in the reserve, one after another.
+    for (let i = 0; i < 8; i++) expect((await client.call("/echo", Buffer.alloc(10 * 1024, 0x30 + i), { timeoutMs: 5000 })).length).toBe(10 * 1024)
+    controller.abort()
+    expect(((await stalled) as { error?: unknown }).error).toBeInstanceOf(Cancelled)
+    await waitFor(() => running === 0, 5000, `the upload's handler to be interrupted (running ${running})`)
+  })
+
   it("16 long-running calls with 60 KiB bodies against a byte budget of 256 KiB: every handler that ran is interrupted", async () => {
     const server = await hangingServer({ maxQueuedBytesPerConnection: 256 * 1024 })
     const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 16 })
@@ -176,30 +190,35 @@ describe("a client keeps within the connection credit its peer grants (conncredi
     await peer.take((p) => p.path === MeshPath.ping, 5000, "a ping written after what the credit let go")
   }
 
-  it("an upload stops at the credit, a ping and a held call's turn do not wait behind it, and each grant lets that much more go", async () => {
+  it("an upload stops at the credit less a reserve kept for whole bodies; pings and calls do not wait behind it; each grant lets that much more go", async () => {
+    // 160 KiB of credit: streams leave a quarter (40 KiB) to whole bodies.
     const peer = await startRawMeshPeer(cleanup, helloOf({ maxBytes: 160 * 1024 }))
     const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 4 })
     void settle(client.stream("/up", upload(8), { timeoutMs: 10_000 }))
-    await waitFor(() => uploaded(peer.packets) >= 160 * 1024, 5000, `the first 160 KiB (${uploaded(peer.packets)})`)
+    await waitFor(() => uploaded(peer.packets) >= 120 * 1024, 5000, `the first 120 KiB (${uploaded(peer.packets)})`)
     await pinged(client, peer)
-    expect(uploaded(peer.packets)).toBe(160 * 1024)
-    // A whole body waits for credit, in order, and goes first when a grant comes.
-    void settle(client.call("/small", Buffer.alloc(1000, 0x73), { timeoutMs: 10_000 }))
+    expect(uploaded(peer.packets)).toBe(120 * 1024)
+    // A whole body goes in the reserve; the next one that does not fit waits, in order, and goes
+    // first when a grant makes room, before the upload.
+    void settle(client.call("/whole", Buffer.alloc(30 * 1024, 0x31), { timeoutMs: 10_000 }))
+    await peer.take((p) => p.path === "/whole", 5000, "a whole 30 KiB body, within the reserve")
+    void settle(client.call("/whole", Buffer.alloc(30 * 1024, 0x32), { timeoutMs: 10_000 }))
     await pinged(client, peer)
-    expect(peer.packets.filter((p) => p.path === "/small")).toEqual([])
-    grant(peer.sockets[0]!, 1000)
-    await peer.take((p) => p.path === "/small", 5000, "the held call, once granted room")
+    expect(peer.packets.filter((p) => p.path === "/whole")).toEqual([])
+    grant(peer.sockets[0]!, 20 * 1024)
+    await peer.take((p) => p.path === "/whole", 5000, "the held call, once a grant makes room")
     await pinged(client, peer)
-    expect(uploaded(peer.packets)).toBe(160 * 1024)
+    expect(uploaded(peer.packets)).toBe(120 * 1024)
+    // Credit 64 KiB, of which the upload takes what is above the reserve.
     grant(peer.sockets[0]!, 64 * 1024)
-    await waitFor(() => uploaded(peer.packets) >= 224 * 1024, 5000, `64 KiB more (${uploaded(peer.packets)})`)
+    await waitFor(() => uploaded(peer.packets) >= 144 * 1024, 5000, `24 KiB more (${uploaded(peer.packets)})`)
     await pinged(client, peer)
-    expect(uploaded(peer.packets)).toBe(224 * 1024)
+    expect(uploaded(peer.packets)).toBe(144 * 1024)
     // A grant past what was sent never lets more than the budget go at once.
     grant(peer.sockets[0]!, 0xffff_ffff)
-    await waitFor(() => uploaded(peer.packets) >= 384 * 1024, 5000, `up to the budget again (${uploaded(peer.packets)})`)
+    await waitFor(() => uploaded(peer.packets) >= 264 * 1024, 5000, `up to the budget again (${uploaded(peer.packets)})`)
     await pinged(client, peer)
-    expect(uploaded(peer.packets)).toBe(384 * 1024)
+    expect(uploaded(peer.packets)).toBe(264 * 1024)
   })
 
   it("a peer that does not name conncredit is sent to as before, whatever its maxBytes", async () => {
