@@ -337,7 +337,7 @@ export abstract class MeshCaller {
         trailers = trailersOf(data, status, call.incoming, this.agreed.maxMetaBytes)
       } else if (call.incoming === undefined) {
         // Dropped unread (its answer could not be decompressed): its credit goes back at once.
-        if (data[0] === ChunkHeader.data) this.creditDropped(data.length - 1)
+        this.creditDroppedChunk(data)
       } else {
         const chunk = chunkOf(this.options.compression, data)
         if (chunk instanceof DecompressionFailed) {
@@ -407,15 +407,22 @@ export abstract class MeshCaller {
     )
   }
 
-  /**
-   * Stream bytes that arrived for no stream (dropped unread) give their connection credit back
-   * at once. A compressed chunk dropped unread is not counted: its size is known only once
-   * decompressed (only after a decompression failure, where the call is cancelled).
-   */
+  /** Stream bytes that arrived for no stream (dropped unread) give their connection credit back at once. */
   creditDropped(bytes: number): void {
     if (this.creditReturn === undefined || bytes === 0) return
     this.creditReturn.received(bytes)
     this.creditReturn.released(bytes)
+  }
+
+  /**
+   * `creditDropped` for a whole continuation packet's data chunk, counted as its sender counted
+   * it: decompressed. One that cannot be decompressed is not given back (its sender broke the
+   * frame, §13); nothing is decompressed where this side grants no credit.
+   */
+  creditDroppedChunk(data: Buffer): void {
+    if (this.creditReturn === undefined) return
+    const chunk = chunkOf(this.options.compression, data)
+    if (!(chunk instanceof DecompressionFailed)) this.creditDropped(chunk.length)
   }
 
   grant(channelId: number, bytes: number): void {

@@ -30,8 +30,8 @@ export interface ServingSession {
   grant(channelId: number, bytes: number): void
   /** The connection credit this side grants the peer (§13 `conncredit`), undefined where it grants none. */
   readonly creditReturn: CreditReturn | undefined
-  /** Stream bytes that arrived for no stream, dropped: their credit goes back at once. */
-  creditDropped(bytes: number): void
+  /** A continuation's data chunk that arrived for no stream, dropped: its credit goes back at once. */
+  creditDroppedChunk(data: Buffer): void
   /** The read slab a stream chunk is a view of (readSlabs.ts), undefined for a chunk of its own. */
   inPlace(data: Buffer, chunk: Buffer): Slab | undefined
   /** The peer broke a rule: logged, and the connection closes. */
@@ -150,7 +150,7 @@ export class PeerChannelServer {
       else if (data[0] === ChunkHeader.trailers) trailers = trailersOf(data, status, receiving, this.maxMetaBytes)
       else if (receiving === undefined) {
         // No stream takes it (its request was refused unread): its credit goes back at once.
-        if (data[0] === ChunkHeader.data) this.session.creditDropped(data.length - 1)
+        this.session.creditDroppedChunk(data)
       } else {
         const chunk = chunkOf(this.compression, data)
         if (chunk instanceof DecompressionFailed) receiving.fail(chunk)

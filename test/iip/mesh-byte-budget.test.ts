@@ -90,7 +90,7 @@ describe("a caller's cancel reaches its handler while the server holds all its p
 
   /** A body of `chunks` chunks of 64 KiB, given as an iterable: it streams. */
   async function* upload(chunks: number): AsyncIterable<Uint8Array> {
-    for (let i = 0; i < chunks; i++) yield Buffer.alloc(64 * 1024, 0x62)
+    for (let i = 0; i < chunks; i++) yield Buffer.alloc(64 * 1024)
   }
 
   it("4 long-running 1 MiB uploads whose handlers do not read, against a byte budget of 256 KiB: every cancel reaches its handler, and their credit comes back", async () => {
@@ -121,6 +121,23 @@ describe("a caller's cancel reaches its handler while the server holds all its p
     controller.abort()
     expect(((await stalled) as { error?: unknown }).error).toBeInstanceOf(Cancelled)
     await waitFor(() => running === 0, 5000, `the upload's handler to be interrupted (running ${running})`)
+  })
+
+  it("compressed uploads refused while the server is full give their dropped chunks' credit back", async () => {
+    // Two calls running fill a server-wide budget of 1 request: uploads are then refused (overloaded) and their chunks dropped.
+    const server = await hangingServer({ maxQueuedBytesPerConnection: 256 * 1024, maxQueuedRequests: 1 })
+    server.handle("/count", async (request: IncomingRequest) => String((await request.context.stream!.readAll(8 * 1024 * 1024)).length))
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 8, compression: {} })
+    expect((await client.call("/echo", "warm-up", { timeoutMs: 5000 })).toString()).toBe("warm-up")
+    const hanging = [hang(client, Buffer.from("a")), hang(client, Buffer.from("b"))]
+    await waitFor(() => running === 2, 5000, "two calls to run")
+    // Zeros, from a client that compresses: each 64 KiB chunk goes compressed.
+    for (let i = 0; i < 4; i++) {
+      const refused = await settle(client.stream("/count", upload(16), { timeoutMs: 5000 }))
+      expect(refused.ok).toBe(false)
+    }
+    await cancelAll(client, hanging)
+    expect((await client.stream("/count", upload(16), { timeoutMs: 5000 })).data.toString()).toBe(String(1024 * 1024))
   })
 
   it("16 long-running calls with 60 KiB bodies against a byte budget of 256 KiB: every handler that ran is interrupted", async () => {
