@@ -10,7 +10,7 @@ import { MeshSession, type OwnChannel } from "../mux/meshSession.ts"
 import type { Dispatch } from "../mux/request.ts"
 import { dialWebSocket } from "../mux/webSocketStream.ts"
 import { compressionFor, pickCodec } from "../protocol/compression.ts"
-import { agree, decodeHello, encodeHello, type Hello, MeshPath } from "../protocol/mesh.ts"
+import { agree, decodeHello, encodeHello, grantedCredit, type Hello, MeshPath } from "../protocol/mesh.ts"
 import type { ClientOptions, ReconnectOptions } from "./clientOptions.ts"
 import type { Link } from "./connectionPool.ts"
 import type { Log } from "./log.ts"
@@ -89,10 +89,12 @@ export const dialOnce = (settings: DialSettings, done: (error: ConnectFailed | u
       if (theirs === undefined) return adopt({ mode: "plain", session: plain })
       // The acceptor names the codec it picked from our offer (PROTOCOL.md §12.1).
       const codec = pickCodec(theirs.compression ?? [], hello.compression ?? [])
+      const agreed = agree(hello, theirs)
       const mesh = new MeshSession(connection, {
         isDialer: true,
-        agreed: agree(hello, theirs),
+        agreed,
         receiveWindow: hello.streamWindow,
+        grantCredit: grantedCredit(hello, agreed),
         dispatch: settings.dispatch,
         maxMessageBytes: settings.limits.maxMessageBytes,
         compression: compressionFor(codec, options.compression),

@@ -22,7 +22,7 @@ import { MeshSession } from "../mux/meshSession.ts"
 import { defaultServerSessionLimits, ServerSession } from "../mux/serverSession.ts"
 import { acceptWebSocket, type WebSocketServerOptions } from "../mux/webSocketStream.ts"
 import { compressionFor, offeredCodecs, pickCodec } from "../protocol/compression.ts"
-import { agree, decodeHello, encodeHello, type Hello, localHello } from "../protocol/mesh.ts"
+import { agree, decodeHello, encodeHello, grantedCredit, type Hello, localHello } from "../protocol/mesh.ts"
 import { type Handler, makeDispatch, type ServeHook, withHooks } from "./dispatch.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
 import { type Log, messageOf, stderrLog } from "./log.ts"
@@ -147,6 +147,7 @@ export class IipServer {
       maxMetaBytes: options.maxMetaBytes,
       maxChannels: options.maxChannelsPerConnection,
       maxRequests: this.connectionBudget.maxRequests,
+      maxBytes: this.connectionBudget.maxBytes,
       compression: offeredCodecs(options.compression)
     })
     this.tlsServer = options.tls === undefined ? undefined : this.makeTlsServer(options.tls)
@@ -420,6 +421,7 @@ export class IipServer {
           isDialer: false,
           agreed,
           receiveWindow: this.hello.streamWindow,
+          grantCredit: grantedCredit(this.hello, agreed),
           dispatch: this.dispatch,
           maxMessageBytes: this.limits.maxMessageBytes,
           compression: compressionFor(codec, this.options.compression),

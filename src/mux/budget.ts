@@ -40,11 +40,6 @@ export class Budget {
     return this.requests > this.limits.maxRequests || this.bytes > this.limits.maxBytes
   }
 
-  /** Back under half of both limits: a paused reader may go on (hysteresis, so it does not flap). */
-  get relieved(): boolean {
-    return this.requests <= this.limits.maxRequests / 2 && this.bytes <= this.limits.maxBytes / 2
-  }
-
   get channelsFull(): boolean {
     return this.channels >= this.limits.maxChannels
   }
@@ -62,6 +57,8 @@ export class InboundBudget {
   releases = 0
   /** Set by releaseAll: the connection is gone and late releases must not touch the shared budget. */
   private closed = false
+  /** Of `own.bytes`, what `hold` counts: only more reading gives it back, so it never pauses reading. */
+  private held = 0
   /** This connection's part of the shared tunnels' pool (Budget.tunnelBytes). */
   private tunnelBytes = 0
   /** Pushes running and the bytes of their bodies, counted apart from the requests (chargePush). */
@@ -93,7 +90,7 @@ export class InboundBudget {
     this.own.bytes += bytes
     this.shared.requests += requests
     this.shared.bytes += bytes
-    if (!this.paused && this.own.full) {
+    if (!this.paused && this.overOwn) {
       this.paused = true
       this.pause()
     }
@@ -106,7 +103,21 @@ export class InboundBudget {
     this.own.bytes -= bytes
     this.shared.requests -= requests
     this.shared.bytes -= bytes
-    if (this.paused && this.own.relieved) {
+    this.resumeIfRelieved()
+  }
+
+  /**
+   * Over its own request or byte limit, what `hold` counts aside: a packet whole and charged
+   * would otherwise count twice while its read ends, and a peer that keeps within the credit this
+   * side grants (§13 `conncredit`) would have it pause.
+   */
+  private get overOwn(): boolean {
+    return this.own.requests > this.own.limits.maxRequests || this.own.bytes - this.held > this.own.limits.maxBytes
+  }
+
+  /** Back under half of both limits (hysteresis, so it does not flap): a paused reader goes on. */
+  private resumeIfRelieved(): void {
+    if (this.paused && this.own.requests <= this.own.limits.maxRequests / 2 && this.own.bytes - this.held <= this.own.limits.maxBytes / 2) {
       this.paused = false
       this.resume()
     }
@@ -118,8 +129,16 @@ export class InboundBudget {
    */
   hold(bytes: number): void {
     if (this.closed) return
+    this.held += bytes
     this.own.bytes += bytes
     this.shared.bytes += bytes
+  }
+
+  /** Gives back what `hold` counted. */
+  unhold(bytes: number): void {
+    if (this.closed) return
+    this.held -= bytes
+    this.release(0, bytes)
   }
 
   /**
@@ -213,5 +232,6 @@ export class InboundBudget {
     this.own.requests = 0
     this.own.bytes = 0
     this.own.channels = 0
+    this.held = 0
   }
 }

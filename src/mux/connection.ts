@@ -407,7 +407,7 @@ export class Connection {
   /** The bytes allocated for a packet still being read count in the budget until it is whole. */
   private holdPacket(bytes: number): void {
     if (bytes > this.heldForPacket) this.budget.hold(bytes - this.heldForPacket)
-    else this.budget.release(0, this.heldForPacket - bytes)
+    else this.budget.unhold(this.heldForPacket - bytes)
     this.heldForPacket = bytes
   }
 
@@ -426,7 +426,7 @@ export class Connection {
       channel.bytes = 0
     } else if (!channel.refused) {
       this.assemblingBytes -= channel.bytes
-      this.budget.release(0, channel.bytes)
+      this.budget.unhold(channel.bytes)
       channel.parts = []
     }
     channel.refused = true
@@ -511,7 +511,7 @@ export class Connection {
       channel.parts = []
       channel.bytes = 0
       this.assemblingBytes -= bytes
-      this.budget.release(0, bytes)
+      this.budget.unhold(bytes)
       if (channel.refused) this.sink?.onMessage(channelId, channel.path, data, true)
       else this.sink?.onMessage(channelId, channel.path, Buffer.concat(parts, bytes))
     }

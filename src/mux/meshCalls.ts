@@ -1,7 +1,8 @@
 // The calling side of a mesh connection (PROTOCOL.md §10-§14): the calls this side makes on the
 // channels it opened, and their answers. A call is written on its channel (FIFO per channel,
 // checked by request id), or held while the peer holds all the requests it may from this
-// connection (meshHeldCalls.ts); its body streams out under the peer's window when it is too large
+// connection, or its connection credit has no room for the call's whole body (meshHeldCalls.ts,
+// meshCredit.ts); its body streams out under the peer's window when it is too large
 // for one packet (meshStreamOut.ts); its answer is read as it comes, whole or as a stream, and
 // hands the caller its result once; a deadline or the caller's cancellation gives it up and tells
 // the peer to stop. MeshSession (meshSession.ts) is this class with its own channels, the serving
@@ -15,6 +16,7 @@ import {
   decodeMeta,
   emptyMeta,
   encodeChannelPair,
+  encodeCredit,
   envelopeBodyOffset,
   EnvelopeFlag,
   EnvelopeKind,
@@ -31,6 +33,7 @@ import { ConnectionClosed, type Overloaded, RequestTimeout } from "./errors.ts"
 import { noBody } from "./meshAnswer.ts"
 import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCallError, type MeshReply, OwnChannel, RemoteError } from "./meshChannels.ts"
 import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
+import { CreditReturn, CreditWindow } from "./meshCredit.ts"
 import { HeldCalls } from "./meshHeldCalls.ts"
 import { StreamSender } from "./meshStreamOut.ts"
 import type { Slab } from "./readSlabs.ts"
@@ -43,6 +46,8 @@ export interface MeshSessionOptions {
   readonly agreed: Hello
   /** The stream window this side advertised: how much the peer may send before a grant. */
   readonly receiveWindow: number
+  /** The connection credit this side grants the peer (its own hello's `maxBytes`, where both name `conncredit`, §13); undefined: none. */
+  readonly grantCredit?: number | undefined
   /** Serves the peer's requests; undefined answers every one with not_found. */
   readonly dispatch: Dispatch | undefined
   readonly maxMessageBytes: number
@@ -84,6 +89,10 @@ export abstract class MeshCaller {
   protected readonly heldCalls: HeldCalls
   /** Sends this side's streamed bodies, request and answer alike. */
   protected readonly streamOut: StreamSender
+  /** The peer's connection credit (its hello's `maxBytes` under `conncredit`, §13), undefined where it grants none. */
+  private readonly creditWindow: CreditWindow | undefined
+  /** The connection credit this side grants the peer, undefined where it grants none: what the peer's bytes give back. */
+  readonly creditReturn: CreditReturn | undefined
   /** Deadlines of this side's calls: one timer, not one per call. */
   protected readonly callDeadlines = new Deadlines<Call>((call) =>
     this.giveUp(call, new RequestTimeout({ message: `no answer within ${call.timeoutMs} ms`, timeoutMs: call.timeoutMs }))
@@ -93,9 +102,13 @@ export abstract class MeshCaller {
     this.connection = connection
     this.options = options
     this.agreed = options.agreed
-    this.streamOut = new StreamSender(connection, options.agreed.streamWindow, options.agreed.maxMetaBytes, options.agreed.features.includes("trailers"), options.compression, this.closeListeners)
-    this.heldCalls = new HeldCalls(options.agreed.maxRequests ?? Infinity)
+    const peerBytes = options.agreed.maxBytes
+    this.creditWindow = peerBytes === undefined ? undefined : new CreditWindow(peerBytes)
+    this.streamOut = new StreamSender(connection, options.agreed.streamWindow, options.agreed.maxMetaBytes, options.agreed.features.includes("trailers"), options.compression, this.closeListeners, this.creditWindow)
+    this.heldCalls = new HeldCalls(options.agreed.maxRequests ?? Infinity, this.creditWindow)
     this.ownControl = new OwnChannel(ownControlId)
+    const granted = options.grantCredit
+    this.creditReturn = granted === undefined ? undefined : new CreditReturn(granted, (bytes) => this.creditGrant(bytes))
   }
 
   /**
@@ -143,12 +156,13 @@ export abstract class MeshCaller {
       deadlineAt: 0,
       timeoutMs,
       done: false,
+      credit: 0,
       incoming: undefined,
       signal: undefined,
       onAbort: undefined
     }
-    if (channel === this.ownControl || this.heldCalls.hasRoom) this.transmit(call, path, body, meta, timeoutMs)
-    // The peer holds all the requests it may from this connection: the call waits its turn.
+    if (channel === this.ownControl || this.heldCalls.admits(body)) this.transmit(call, path, body, meta, timeoutMs)
+    // The peer holds all the requests (or bytes) it may from this connection: the call waits its turn.
     else this.heldCalls.hold(call, path, body, meta, this.agreed.maxMetaBytes, timeoutMs)
     if (timeoutMs > 0) {
       if (deadlineAt > 0) this.callDeadlines.addAt(call, deadlineAt)
@@ -186,7 +200,14 @@ export abstract class MeshCaller {
     )
     call.requestId = requestId
     channel.fifo.push(call)
-    if (channel !== this.ownControl) this.heldCalls.outstanding++
+    if (channel !== this.ownControl) {
+      this.heldCalls.outstanding++
+      // The peer holds its whole body until it answers (§13 `conncredit`).
+      if (whole && this.creditWindow !== undefined && body.length > 0) {
+        call.credit = body.length
+        this.creditWindow.debit(body.length)
+      }
+    }
     if (!whole) {
       void this.streamOut.send(channel.id, path, Status.RequestContinue, Status.RequestLast, body, (window) => {
         channel.sending = window
@@ -201,9 +222,18 @@ export abstract class MeshCaller {
    * back to its budget before it wrote the answer's last packet), so the longest-held call goes out.
    */
   private answered(channel: OwnChannel): void {
-    channel.fifo.shift()
+    const call = channel.fifo.shift()!
     if (channel === this.ownControl) return
     this.heldCalls.outstanding--
+    if (call.credit > 0) this.creditWindow!.add(call.credit)
+    this.sendHeld()
+    // Refused, it left the client's pool: it closes with its last answer, whichever kind that is
+    // (a call held on it when the peer refused another went out after, and may have been served).
+    if (channel.refused) this.closeRefused(channel)
+  }
+
+  /** Held calls go out, in order, while the peer has room for them. */
+  private sendHeld(): void {
     for (let held = this.heldCalls.next(); held !== undefined; held = this.heldCalls.next()) {
       const call = held.call
       const timeoutMs = call.timeoutMs === 0 ? 0 : Math.max(1, call.deadlineAt - Date.now())
@@ -214,9 +244,18 @@ export abstract class MeshCaller {
         this.finishCall(call, error as Overloaded, undefined)
       }
     }
-    // Refused, it left the client's pool: it closes with its last answer, whichever kind that is
-    // (a call held on it when the peer refused another went out after, and may have been served).
-    if (channel.refused) this.closeRefused(channel)
+  }
+
+  /** The peer granted back `bytes` of its connection credit (`/sys/credit`, §13). */
+  creditGranted(bytes: number): void {
+    if (this.creditWindow === undefined) return
+    this.creditWindow.add(bytes)
+    this.sendHeld()
+  }
+
+  /** Grants the peer back `bytes` of the connection credit this side gives it. */
+  private creditGrant(bytes: number): void {
+    if (!this.connection.closed) this.push(this.ownControl, MeshPath.credit, encodeCredit(bytes))
   }
 
   /** Sends a request that gets no answer (a push); behind `behind`'s packets still waiting in the writer, if any (see cancelAt). */
@@ -277,8 +316,9 @@ export abstract class MeshCaller {
     this.finishCall(call, error, undefined)
     call.incoming?.fail(error)
     if (call.requestId === 0) {
-      // Held, never sent: nothing to tell the peer.
-      return this.heldCalls.remove(call)
+      // Held, never sent: nothing to tell the peer; the ones behind it may fit now.
+      this.heldCalls.remove(call)
+      return this.sendHeld()
     }
     this.cancelAt(call)
   }
@@ -311,7 +351,10 @@ export abstract class MeshCaller {
         call.incoming?.fail(new RemoteError(body))
       } else if (data[0] === ChunkHeader.trailers) {
         trailers = trailersOf(data, status, call.incoming, this.agreed.maxMetaBytes)
-      } else if (call.incoming !== undefined) {
+      } else if (call.incoming === undefined) {
+        // Dropped unread (its answer could not be decompressed): its credit goes back at once.
+        this.creditDroppedChunk(data)
+      } else {
         const chunk = chunkOf(this.options.compression, data)
         if (chunk instanceof DecompressionFailed) {
           // The answer cannot be read on: the call fails, the peer is told to stop, the rest is dropped unread.
@@ -369,7 +412,7 @@ export abstract class MeshCaller {
       return this.finishCall(call, undefined, { meta, data: body, stream: undefined })
     }
     // A streamed answer begins: the connection reads into reused memory from now on.
-    const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), this.connection.budget)
+    const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), this.connection.budget, this.creditReturn)
     this.connection.readIntoSlabsSoon()
     call.incoming = incoming
     if (body.length > 0 && !incoming.push(body)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)
@@ -379,6 +422,25 @@ export abstract class MeshCaller {
       (error: MeshCallError) => this.finishCall(call, error instanceof RemoteError || error instanceof StreamFailed ? error : new StreamFailed({ message: String(error) }), undefined)
     )
   }
+
+  /** Stream bytes that arrived for no stream (dropped unread) give their connection credit back at once. */
+  creditDropped(bytes: number): void {
+    if (this.creditReturn === undefined || bytes === 0) return
+    this.creditReturn.received(bytes)
+    this.creditReturn.released(bytes)
+  }
+
+  /**
+   * `creditDropped` for a whole continuation packet's data chunk, counted as its sender counted
+   * it: decompressed. One that cannot be decompressed is not given back (its sender broke the
+   * frame, §13); nothing is decompressed where this side grants no credit.
+   */
+  creditDroppedChunk(data: Buffer): void {
+    if (this.creditReturn === undefined) return
+    const chunk = chunkOf(this.options.compression, data)
+    if (!(chunk instanceof DecompressionFailed)) this.creditDropped(chunk.length)
+  }
+
   grant(channelId: number, bytes: number): void {
     this.sendControl(MeshPath.window, encodeChannelPair(channelId, bytes))
   }

@@ -58,6 +58,8 @@ export interface Call {
   timeoutMs: number
   /** The caller has its result. */
   done: boolean
+  /** Bytes of its whole body taken from the peer's connection credit (meshCredit.ts), back when its answer ends; 0 for none. */
+  credit: number
   /** The answer's body while it streams in. */
   incoming: IncomingStream | undefined
   /**
@@ -80,7 +82,7 @@ export class OwnChannel {
   sending: SendWindow | undefined
   /** The peer did not open it (`/sys/refuse`): no new request goes on it, and it closes once its calls are answered. */
   refused = false
-  /** Calls made on it and held, not yet written, until the peer's request budget has room (MeshCaller.send, meshCalls.ts). */
+  /** Calls made on it and held, not yet written, until the peer's request budget (or its connection credit) has room (MeshCaller.send, meshCalls.ts). */
   held = 0
 
   constructor(id: number) {

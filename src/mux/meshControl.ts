@@ -1,14 +1,14 @@
 // The peer's requests on its control channel (PROTOCOL.md §11), as a MeshSession (meshSession.ts)
 // receives them once its serving side (meshServing.ts) has read them: a ping is echoed, a cancel
 // or a channel's close goes to the serving side, a window grant to the stream it is for (on either
-// side's channel), a refusal of one of this side's channels to the session (which keeps them), and
+// side's channel), a connection credit grant (§13 `conncredit`) to the session's calls, a refusal of one of this side's channels to the session (which keeps them), and
 // a go-away stops new calls; an unknown path is answered not_found. While its answers back up, an
 // acceptor stops reading, as for the serving side's (pauseWhileBackedUp); a dialer cannot (it reads
 // its own calls' answers there: two peers each waiting for the other to read would both stall), so
 // it closes the connection once the answers it queued while backed up pass a bound. The requests
 // this side sends on its own control channel are the session's calls and pushes (meshCalls.ts).
 import { Status } from "../protocol/constants.ts"
-import { decodeChannelId, decodeChannelPair, emptyMeta, encodeErrorBody, EnvelopeKind, MeshErrorCode, MeshPath } from "../protocol/mesh.ts"
+import { decodeChannelId, decodeChannelPair, decodeCredit, emptyMeta, encodeErrorBody, EnvelopeKind, MeshErrorCode, MeshPath } from "../protocol/mesh.ts"
 import type { Connection } from "./connection.ts"
 import { noBody } from "./meshAnswer.ts"
 import type { PeerChannelServer } from "./meshServing.ts"
@@ -32,6 +32,8 @@ export interface ControlSession {
   sendingOn(channelId: number): SendWindow | undefined
   /** The peer refused one of this side's channels (§11 `refuse`). */
   refusedByPeer(channelId: number): void
+  /** The peer granted back connection credit (§13 `conncredit`); ignored where it grants none. */
+  creditGranted(bytes: number): void
   /** The peer broke a rule: logged, and the connection closes. */
   violation(rule: string, message: string): void
 }
@@ -92,6 +94,13 @@ export class ControlReceiver {
         this.connection.readInPlace()
         const window = this.session.sendingOn(pair[0]) ?? this.serving.sendingOn(pair[0])
         window?.add(pair[1])
+        return
+      }
+      case MeshPath.credit: {
+        const bytes = decodeCredit(body)
+        if (bytes === undefined) return this.session.violation("bad-control", "malformed credit grant")
+        this.connection.readInPlace()
+        this.session.creditGranted(bytes)
         return
       }
       case MeshPath.close: {

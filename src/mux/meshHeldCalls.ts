@@ -1,13 +1,16 @@
 // The peer's request budget as this side of a mesh connection keeps to it (PROTOCOL.md §10
 // `maxRequests`), owned by a MeshSession's calling side (meshCalls.ts): calls written on this
 // side's channels and not yet wholly answered are counted, and a call made while the count is at
-// the peer's budget waits here, in the order it was made, until an answer makes room. Past its budget the
-// peer would stop reading, and a cancel sent then would wait unread behind the requests; held
-// here, a call cancelled or timed out simply leaves the queue.
+// the peer's budget waits here, in the order it was made, until an answer makes room. So does a call
+// whose whole body the peer's connection credit has no room for (§13 `conncredit`, meshCredit.ts),
+// until an answer or a grant gives it some. Past its budget the peer would stop reading, and a
+// cancel sent then would wait unread behind the requests; held here, a call cancelled or timed out
+// simply leaves the queue.
 import { Status } from "../protocol/constants.ts"
 import { EnvelopeBytes, envelopeMetaBytes, MeshDefaults, type Meta } from "../protocol/mesh.ts"
 import { checkPacket } from "../protocol/packet.ts"
 import type { Call } from "./meshChannels.ts"
+import type { CreditWindow } from "./meshCredit.ts"
 
 /** A call waiting for room in the peer's request budget, with what it will send. */
 export interface Held {
@@ -24,14 +27,22 @@ export class HeldCalls {
   outstanding = 0
   /** Calls made while `outstanding` was at the peer's budget, in the order they were made. */
   private readonly queue: Array<Held> = []
+  /** The peer's connection credit, undefined where it grants none. */
+  private readonly credit: CreditWindow | undefined
 
-  constructor(max: number) {
+  constructor(max: number, credit: CreditWindow | undefined) {
     this.max = max
+    this.credit = credit
   }
 
-  /** One more call may be written now. */
-  get hasRoom(): boolean {
-    return this.outstanding < this.max
+  /** A call with `body` may be written now: none waits before it, and the peer has room for it. */
+  admits(body: Uint8Array | AsyncIterable<Uint8Array>): boolean {
+    return this.outstanding < this.max && this.queue.length === 0 && this.fits(body)
+  }
+
+  /** A whole body fits in the credit (a streamed one takes it chunk by chunk as it goes). */
+  private fits(body: Uint8Array | AsyncIterable<Uint8Array>): boolean {
+    return this.credit === undefined || !(body instanceof Uint8Array) || body.length > MeshDefaults.chunkBytes || this.credit.admits(body.length)
   }
 
   /**
@@ -48,7 +59,7 @@ export class HeldCalls {
 
   /** The longest-held call, out of the queue, when there is room for it; else undefined. */
   next(): Held | undefined {
-    if (this.outstanding >= this.max || this.queue.length === 0) return undefined
+    if (this.outstanding >= this.max || this.queue.length === 0 || !this.fits(this.queue[0]!.body)) return undefined
     const held = this.queue.shift()!
     held.call.channel.held--
     return held

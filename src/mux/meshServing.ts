@@ -17,6 +17,7 @@ import { Deadlines } from "./deadlines.ts"
 import type { Slab } from "./readSlabs.ts"
 import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
 import { writeAnswerHead } from "./meshAnswer.ts"
+import type { CreditReturn } from "./meshCredit.ts"
 import type { StreamSender } from "./meshStreamOut.ts"
 import { IncomingStream, type SendWindow, StreamFailed } from "./streams.ts"
 
@@ -26,6 +27,10 @@ export interface ServingSession {
   sendControl(path: string, body: Uint8Array): void
   /** Grants the peer `bytes` more of a stream's window on `channelId`. */
   grant(channelId: number, bytes: number): void
+  /** The connection credit this side grants the peer (§13 `conncredit`), undefined where it grants none. */
+  readonly creditReturn: CreditReturn | undefined
+  /** A continuation's data chunk that arrived for no stream, dropped: its credit goes back at once. */
+  creditDroppedChunk(data: Buffer): void
   /** The read slab a stream chunk is a view of (readSlabs.ts), undefined for a chunk of its own. */
   inPlace(data: Buffer, chunk: Buffer): Slab | undefined
   /** The peer broke a rule: logged, and the connection closes. */
@@ -140,7 +145,10 @@ export class PeerChannelServer {
       let trailers: Meta | undefined
       if (data[0] === ChunkHeader.error) receiving?.fail(new StreamFailed({ message: `caller aborted the request body: ${decodeErrorBody(data.subarray(1)).message}` }))
       else if (data[0] === ChunkHeader.trailers) trailers = trailersOf(data, status, receiving, this.maxMetaBytes)
-      else if (receiving !== undefined) {
+      else if (receiving === undefined) {
+        // No stream takes it (its request was refused unread): its credit goes back at once.
+        this.session.creditDroppedChunk(data)
+      } else {
         const chunk = chunkOf(this.compression, data)
         if (chunk instanceof DecompressionFailed) receiving.fail(chunk)
         else if (!receiving.push(chunk, this.session.inPlace(data, chunk))) return this.session.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
@@ -168,7 +176,7 @@ export class PeerChannelServer {
     // new work is refused at once (overloaded, not processed, so the caller may go elsewhere) and
     // its body is not kept.
     const overloaded = !isControl && (channel.refused || this.connection.budget.sharedFull)
-    const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.receiveWindow, (bytes) => this.session.grant(channelId, bytes), this.connection.budget)
+    const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.receiveWindow, (bytes) => this.session.grant(channelId, bytes), this.connection.budget, this.session.creditReturn)
     channel.receiving = stream
     if (stream !== undefined) this.connection.readIntoSlabsSoon()
     let body: Buffer = data.subarray(bodyOffset)
@@ -194,7 +202,11 @@ export class PeerChannelServer {
     // A push is counted apart, and never pauses reading (InboundBudget.chargePush).
     const pushTaken = oneway && !overloaded && unreadable === undefined && this.connection.budget.chargePush(charged)
     // Held until the request is answered; past the connection's own budget its reading pauses.
-    if (!oneway) this.connection.budget.charge(1, charged)
+    if (!oneway) {
+      this.connection.budget.charge(1, charged)
+      // Its caller counts its body in the credit until the answer (§13 `conncredit`).
+      this.session.creditReturn?.received(charged)
+    }
     // Its metadata is decoded when first read, from `data`, which a whole uncompressed body (a
     // view of it) keeps anyway; otherwise now, so the request does not hold the packet.
     const meta = stream === undefined && !overloaded && !compressed ? undefined : decodeMeta(data, bodyOffset)
@@ -379,6 +391,7 @@ export class PeerChannelServer {
   /** A request is done with (its answer written): what it held goes back to the budget, its unread body is dropped. */
   private finished(served: Served): void {
     this.connection.budget.release(served.waiting, served.charged)
+    if (!served.oneway) this.session.creditReturn?.answered(served.charged)
     served.waiting = 0
     served.charged = 0
     served.request.context.stream?.discard()

@@ -279,14 +279,15 @@ export class MeshSession extends MeshCaller implements MessageSink, ServingSessi
       const bytes = this.assemblingBytes
       this.assembling = undefined
       this.assemblingBytes = 0
-      this.connection.budget.release(0, bytes)
+      this.connection.budget.unhold(bytes)
       return this.onPacket(channelId, status, path, Buffer.concat(assembling, bytes))
     }
     if (part.length > 0) {
       const own = this.own.get(channelId)
       if (own !== undefined && own.fifo.length === 0) return this.violation("unexpected-response", `response on channel ${channelId} with no request outstanding`)
       const stream = own !== undefined ? own.fifo[0]!.incoming : this.serving.receivingOn(channelId)
-      if (stream !== undefined && !stream.push(part, this.connection.readSlab)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
+      if (stream === undefined) this.creditDropped(part.length)
+      else if (!stream.push(part, this.connection.readSlab)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channelId}`)
     }
     if (!last) return
     // A last packet ends its stream as a whole one does; any other only counts.

@@ -2,12 +2,14 @@
 // side (meshCalls.ts) and shared with its serving side (meshServing.ts): a request body or an
 // answer too large for one packet goes out here as continuation packets of at most one chunk,
 // each within the peer's window (a SendWindow the session registers on the channel, so the peer's
-// grants reach it) and behind a congested writer, and ends with an empty chunk, its trailers, or
+// grants reach it), within the connection credit where the peer grants one (meshCredit.ts), and
+// behind a congested writer, and ends with an empty chunk, its trailers, or
 // the error that stopped it.
 import type { Compression } from "../protocol/compression.ts"
 import { ChunkHeader, encodeErrorBody, encodeTrailersChunk, MeshDefaults, MeshErrorCode } from "../protocol/mesh.ts"
 import type { Connection } from "./connection.ts"
 import type { ConnectionClosed } from "./errors.ts"
+import type { CreditWindow } from "./meshCredit.ts"
 import { RemoteError } from "./meshChannels.ts"
 import { failure } from "./request.ts"
 import { IncomingStream, LeasedChunk, SendWindow, type WithTrailers } from "./streams.ts"
@@ -29,6 +31,8 @@ export class StreamSender {
   private readonly compression: Compression | undefined
   /** The session's listeners for the connection's close: a stream's window closes with it. */
   private readonly closeListeners: Array<(error: ConnectionClosed) => void>
+  /** The peer's connection credit (§13 `conncredit`), undefined where it grants none: every chunk takes from it too. */
+  private readonly credit: CreditWindow | undefined
 
   constructor(
     connection: Connection,
@@ -36,7 +40,8 @@ export class StreamSender {
     maxMetaBytes: number,
     trailersAgreed: boolean,
     compression: Compression | undefined,
-    closeListeners: Array<(error: ConnectionClosed) => void>
+    closeListeners: Array<(error: ConnectionClosed) => void>,
+    credit: CreditWindow | undefined
   ) {
     this.connection = connection
     this.streamWindow = streamWindow
@@ -44,6 +49,7 @@ export class StreamSender {
     this.trailersAgreed = trailersAgreed
     this.compression = compression
     this.closeListeners = closeListeners
+    this.credit = credit
   }
 
   /** Sends a body as continuation packets of at most one chunk, within the peer's window. */
@@ -76,7 +82,21 @@ export class StreamSender {
         while (offset < piece.length) {
           const want = Math.min(MeshDefaults.chunkBytes, piece.length - offset)
           // Await only when there is a reason to: no credit, or a congested writer.
-          const size = window.takeNow(want) || (await window.take(want))
+          let size = window.takeNow(want) || (await window.take(want))
+          const credit = this.credit
+          if (credit !== undefined) {
+            let taken = credit.takeNow(size)
+            while (taken === 0) {
+              // Interrupted (an error answer, the connection closed) while it waits: it stops, as `take` does.
+              const closed = window.closedError
+              if (closed !== undefined) throw closed
+              await credit.waitWith(window)
+              taken = credit.takeNow(size)
+            }
+            // The stream's credit not covered by the connection's stays the stream's.
+            if (taken < size) window.add(size - taken)
+            size = taken
+          }
           const writer = this.connection.writer
           if (writer.congested) await new Promise<void>((resolve) => writer.whenWritable(resolve))
           if (this.connection.closed) return

@@ -15,9 +15,14 @@
 // in the connection's budget: a chunk the pool (or its connection's share of it) has no room for
 // ends the tunnel (TunnelOverloaded) instead, so stalled tunnels, however many, never make the
 // server refuse ordinary requests.
+//
+// Where the connection grants its peer credit (meshCredit.ts, PROTOCOL.md §13 `conncredit`), every
+// byte pushed goes back to it as it leaves the connection's budget (taken, dropped), or at once when
+// it goes to the tunnels' pool or is dropped on arrival.
 import * as Data from "effect/Data"
 import type { Meta } from "../protocol/mesh.ts"
 import type { InboundBudget } from "./budget.ts"
+import type { CreditReturn } from "./meshCredit.ts"
 import type { Slab } from "./readSlabs.ts"
 
 export class StreamFailed extends Data.TaggedError("StreamFailed")<{ readonly message: string }> {}
@@ -94,11 +99,14 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private readonly window: number
   private readonly grant: (bytes: number) => void
   private readonly budget: InboundBudget | undefined
+  /** The connection credit this side grants its peer, if it does (a stream's bytes count in it). */
+  private readonly credit: CreditReturn | undefined
 
-  constructor(window: number, grant: (bytes: number) => void, budget?: InboundBudget) {
+  constructor(window: number, grant: (bytes: number) => void, budget?: InboundBudget, credit?: CreditReturn) {
     this.window = window
     this.grant = grant
     this.budget = budget
+    this.credit = credit
   }
 
   /**
@@ -107,29 +115,37 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
    * one, so up to twice the window is tolerated.
    */
   push(chunk: Buffer, slab?: Slab): boolean {
+    // Refused before it counts anywhere: `buffered` is what discard and leaveUnreadPool take back.
+    if (!this.discarded && !this.ended && this.buffered + chunk.length > 2 * this.window) return false
+    const credit = this.credit
+    credit?.received(chunk.length)
     if (this.discarded) {
       if (!this.ended) this.grant(chunk.length)
+      credit?.released(chunk.length)
       return true
     }
     if (this.ended) {
       // Failed here (an unreadable chunk, its reader gone) while the sender goes on: granted back, as a discarded stream's, or the sender stalls for bytes nobody holds.
       if (this.failure !== undefined) this.grant(chunk.length)
+      credit?.released(chunk.length)
       return true
     }
-    // Refused before it counts anywhere: `buffered` is what discard and leaveUnreadPool take back.
-    if (this.buffered + chunk.length > 2 * this.window) return false
     if (this.tunnel && !this.budget!.chargeTunnel(chunk.length, this.window)) {
       this.endTunnel()
       // Dropped as a discarded stream's chunks are: granted back, so the sender can finish.
       if (!this.ended) this.grant(chunk.length)
+      credit?.released(chunk.length)
       return true
     }
     this.buffered += chunk.length
     this.chunks.push(chunk)
     this.slabs.push(slab)
     slab?.ref()
-    if (this.tunnel) this.pooled += chunk.length
-    else this.budget?.charge(0, chunk.length)
+    // In the tunnels' pool, not the connection's budget: its credit goes back at once.
+    if (this.tunnel) {
+      this.pooled += chunk.length
+      credit?.released(chunk.length)
+    } else this.budget?.charge(0, chunk.length)
     if (this.unreadPool !== undefined) this.unreadPool.bytes += chunk.length
     this.notify()
     return true
@@ -151,6 +167,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     this.buffered = 0
     if (this.pooled > 0) this.budget!.releaseTunnel(this.pooled)
     this.budget?.release(0, dropped - this.pooled)
+    if (dropped > this.pooled) this.credit?.released(dropped - this.pooled)
     this.pooled = 0
     // Leases still out are granted now too: their release comes when it comes, the sender goes on.
     const back = dropped + this.consumed + this.leasedOut
@@ -177,6 +194,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     if (bytes === 0) return
     if (!this.budget.chargeTunnel(bytes, this.window)) return this.endTunnel()
     this.budget.release(0, bytes)
+    this.credit?.released(bytes)
     this.pooled = bytes
   }
 
@@ -315,6 +333,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
       this.budget!.releaseTunnel(fromPool)
     }
     this.budget?.release(0, bytes - fromPool)
+    if (bytes > fromPool) this.credit?.released(bytes - fromPool)
   }
 
   /** A lease of `bytes` was released (LeasedChunk): its bytes count towards the next grant. */
@@ -369,6 +388,11 @@ export class SendWindow {
     const waiters = this.waiters
     this.waiters = []
     for (const w of waiters) w()
+  }
+
+  /** `wake` runs on the next change (credit added, or the window closed). */
+  onChange(wake: () => void): void {
+    this.waiters.push(wake)
   }
 
   /** Closes it with `error`; closed already, it keeps its first reason (a tunnel ended `overloaded`, then cancelled, ended `overloaded`). */

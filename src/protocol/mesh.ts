@@ -16,10 +16,11 @@ export const MeshPath = {
   cancel: "/sys/cancel",
   window: "/sys/window",
   close: "/sys/close",
-  refuse: "/sys/refuse"
+  refuse: "/sys/refuse",
+  credit: "/sys/credit"
 } as const
 
-export const MeshFeatures = ["ping", "drain", "cancel", "deadline", "stream", "push", "reverse", "meta", "trailers", "close", "refuse"] as const
+export const MeshFeatures = ["ping", "drain", "cancel", "deadline", "stream", "push", "reverse", "meta", "trailers", "close", "refuse", "conncredit"] as const
 export type MeshFeature = (typeof MeshFeatures)[number]
 
 /** Channel ids: the dialer opens 1..2^31-1, the acceptor 2^31+1..2^32-1; each side's control channel is the base. */
@@ -52,6 +53,13 @@ export interface Hello {
    * limit stated, and the peer sends as it always did.
    */
   readonly maxRequests?: number
+  /**
+   * Bytes this side holds from the peer on one connection (bodies of requests not yet answered,
+   * stream bytes not yet consumed) before it stops reading from it (§8). Where both hellos name
+   * `conncredit` it is the peer's connection credit (§13): the peer never has more than that
+   * outstanding, so this side never stops reading for it. Absent: no limit stated.
+   */
+  readonly maxBytes?: number
   /** Codecs for bodies (§12.1): the dialer's offer, or the one the acceptor picked; absent or empty: none. */
   readonly compression?: ReadonlyArray<string>
 }
@@ -67,6 +75,7 @@ export const encodeHello = (hello: Hello, answer: boolean): Buffer =>
       streamWindow: hello.streamWindow,
       maxChannels: hello.maxChannels,
       ...(hello.maxRequests !== undefined ? { maxRequests: hello.maxRequests } : {}),
+      ...(hello.maxBytes !== undefined ? { maxBytes: hello.maxBytes } : {}),
       ...(hello.compression !== undefined && hello.compression.length > 0 ? { compression: hello.compression } : {})
     }),
     "utf8"
@@ -88,10 +97,13 @@ export const decodeHello = (data: Uint8Array): Hello | undefined => {
   // Optional, but a value that is there must be one: a peer cannot make this side send without a cap by garbling it.
   const maxRequests = r.maxRequests === undefined ? undefined : positiveInt(r.maxRequests, 0x7fff_ffff)
   if (r.maxRequests !== undefined && maxRequests === undefined) return undefined
+  const maxBytes = r.maxBytes === undefined ? undefined : positiveInt(r.maxBytes, Number.MAX_SAFE_INTEGER)
+  if (r.maxBytes !== undefined && maxBytes === undefined) return undefined
   const strings = (value: unknown) => (Array.isArray(value) ? value.filter((f): f is string => typeof f === "string") : [])
   const features = strings(r.features)
   const base = { version, node: typeof r.node === "string" ? r.node : "", features, maxMetaBytes, streamWindow, maxChannels }
-  const hello = maxRequests === undefined ? base : { ...base, maxRequests }
+  const budgeted = maxRequests === undefined ? base : { ...base, maxRequests }
+  const hello = maxBytes === undefined ? budgeted : { ...budgeted, maxBytes }
   return r.compression === undefined ? hello : { ...hello, compression: strings(r.compression) }
 }
 
@@ -102,6 +114,8 @@ export const localHello = (options: {
   readonly maxChannels?: number | undefined
   /** This side's per-connection request budget; stated only when it is finite. */
   readonly maxRequests?: number | undefined
+  /** This side's per-connection byte budget; stated only when it is finite. */
+  readonly maxBytes?: number | undefined
   readonly compression?: ReadonlyArray<string> | undefined
 }): Hello => ({
   version: MeshVersion,
@@ -111,21 +125,33 @@ export const localHello = (options: {
   streamWindow: MeshDefaults.streamWindow,
   maxChannels: options.maxChannels ?? MeshDefaults.maxChannels,
   ...(options.maxRequests !== undefined && Number.isFinite(options.maxRequests) ? { maxRequests: Math.min(0x7fff_ffff, Math.max(1, Math.floor(options.maxRequests))) } : {}),
+  ...(options.maxBytes !== undefined && Number.isFinite(options.maxBytes) ? { maxBytes: Math.min(Number.MAX_SAFE_INTEGER, Math.max(1, Math.floor(options.maxBytes))) } : {}),
   compression: options.compression ?? []
 })
 
-/** What both sides use: the lower version and limits, the common features. */
-export const agree = (mine: Hello, theirs: Hello): Hello => ({
-  version: Math.min(mine.version, theirs.version),
-  node: theirs.node,
-  features: mine.features.filter((f) => theirs.features.includes(f)),
-  maxMetaBytes: Math.min(mine.maxMetaBytes, theirs.maxMetaBytes),
-  streamWindow: theirs.streamWindow,
-  // Each side's own limit holds whatever the other declared: a peer cannot raise it by asking.
-  maxChannels: Math.min(mine.maxChannels, theirs.maxChannels),
-  // Like streamWindow, the receiver's: how many requests this side may keep outstanding with the peer.
-  ...(theirs.maxRequests !== undefined ? { maxRequests: theirs.maxRequests } : {})
-})
+/**
+ * What both sides use: the lower version and limits, the common features. `maxBytes` is the
+ * peer's, kept only where both name `conncredit`: the connection credit this side sends within.
+ */
+export const agree = (mine: Hello, theirs: Hello): Hello => {
+  const features = mine.features.filter((f) => theirs.features.includes(f))
+  return {
+    version: Math.min(mine.version, theirs.version),
+    node: theirs.node,
+    features,
+    maxMetaBytes: Math.min(mine.maxMetaBytes, theirs.maxMetaBytes),
+    streamWindow: theirs.streamWindow,
+    // Each side's own limit holds whatever the other declared: a peer cannot raise it by asking.
+    maxChannels: Math.min(mine.maxChannels, theirs.maxChannels),
+    // Like streamWindow, the receiver's: how many requests this side may keep outstanding with the peer.
+    ...(theirs.maxRequests !== undefined ? { maxRequests: theirs.maxRequests } : {}),
+    ...(theirs.maxBytes !== undefined && features.includes("conncredit") ? { maxBytes: theirs.maxBytes } : {})
+  }
+}
+
+/** The credit this side grants the peer (§13 `conncredit`): its own stated byte budget, where both hellos name the feature. */
+export const grantedCredit = (mine: Hello, agreed: Hello): number | undefined =>
+  agreed.features.includes("conncredit") ? mine.maxBytes : undefined
 
 // ---------------------------------------------------------------------------------------------
 // Envelope: the first 8 bytes of the first packet of every mesh message.
@@ -464,6 +490,11 @@ export const decodeChannelId = (data: Uint8Array): number | undefined => {
   const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
   return view.readUInt32BE(0)
 }
+
+/** The body of `/sys/credit` (§13 `conncredit`): the bytes of connection credit granted back, u32. */
+export const encodeCredit = (bytes: number): Buffer => encodeChannelId(bytes)
+
+export const decodeCredit = (data: Uint8Array): number | undefined => decodeChannelId(data)
 
 export const decodeChannelPair = (data: Uint8Array): readonly [number, number] | undefined => {
   if (data.length !== 8) return undefined

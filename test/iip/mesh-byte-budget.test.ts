@@ -5,12 +5,14 @@
 //   end); before, 4 long-running pushes filled a request budget of 4, the server paused reading,
 //   and the cancel of a running call sat unread. A push while none runs is always taken: before,
 //   one larger than the allowance (200 KiB against 128 KiB) was dropped every time.
+import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import type { IncomingRequest, IipServer } from "../../src/iip/server.ts"
 import { Cancelled } from "../../src/mux/meshSession.ts"
-import { Cleanup, waitFor } from "../support/iipRaw.ts"
-import { collectLog, settle, startClient, startServer } from "../support/meshTest.ts"
+import { AcceptorControlChannel, emptyMeta, encodeCredit, encodeEnvelope, EnvelopeFlag, EnvelopeKind, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
+import { Cleanup, frame, type RawPacket, waitFor } from "../support/iipRaw.ts"
+import { collectLog, helloOf, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
 
 describe("a caller's cancel reaches its handler while the server holds all its per-connection budget", () => {
   let cleanup: Cleanup
@@ -85,6 +87,66 @@ describe("a caller's cancel reaches its handler while the server holds all its p
     await cancelAll(client, [call])
     expect(parked.length).toBe(4)
   })
+
+  /** A body of `chunks` chunks of 64 KiB, given as an iterable: it streams. */
+  async function* upload(chunks: number): AsyncIterable<Uint8Array> {
+    for (let i = 0; i < chunks; i++) yield Buffer.alloc(64 * 1024)
+  }
+
+  it("4 long-running 1 MiB uploads whose handlers do not read, against a byte budget of 256 KiB: every cancel reaches its handler, and their credit comes back", async () => {
+    const server = await hangingServer({ maxQueuedBytesPerConnection: 256 * 1024 })
+    server.handle("/count", async (request: IncomingRequest) => String((await request.context.stream!.readAll(8 * 1024 * 1024)).length))
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 4 })
+    expect((await client.call("/echo", "warm-up", { timeoutMs: 5000 })).toString()).toBe("warm-up")
+    const calls = Array.from({ length: 4 }, () => {
+      const controller = new AbortController()
+      return { controller, outcome: settle(client.stream("/hang", upload(16), { timeoutMs: 60_000, signal: controller.signal })) }
+    })
+    // All four run (the first packet of each carries no body): their cancels come after the bodies' bytes.
+    await waitFor(() => running === 4, 5000, `the 4 uploads to run (${running})`)
+    await cancelAll(client, calls)
+    // What the cancelled uploads held was granted back: 4 MiB more goes through the 256 KiB credit.
+    expect((await client.stream("/count", upload(64), { timeoutMs: 5000 })).data.toString()).toBe(String(4 * 1024 * 1024))
+  })
+
+  it("an upload whose handler does not read, against a byte budget of 256 KiB, does not hold up calls with whole bodies on the connection", async () => {
+    const server = await hangingServer({ maxQueuedBytesPerConnection: 256 * 1024 })
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 8 })
+    expect((await client.call("/echo", "warm-up", { timeoutMs: 5000 })).toString()).toBe("warm-up")
+    const controller = new AbortController()
+    const stalled = settle(client.stream("/hang", upload(16), { timeoutMs: 60_000, signal: controller.signal }))
+    await waitFor(() => running === 1, 5000, "the upload to run")
+    // It takes what the credit leaves above the reserve; calls with bodies go in the reserve, one after another.
+    for (let i = 0; i < 8; i++) expect((await client.call("/echo", Buffer.alloc(10 * 1024, 0x30 + i), { timeoutMs: 5000 })).length).toBe(10 * 1024)
+    controller.abort()
+    expect(((await stalled) as { error?: unknown }).error).toBeInstanceOf(Cancelled)
+    await waitFor(() => running === 0, 5000, `the upload's handler to be interrupted (running ${running})`)
+  })
+
+  it("compressed uploads refused while the server is full give their dropped chunks' credit back", async () => {
+    // Two calls running fill a server-wide budget of 1 request: uploads are then refused (overloaded) and their chunks dropped.
+    const server = await hangingServer({ maxQueuedBytesPerConnection: 256 * 1024, maxQueuedRequests: 1 })
+    server.handle("/count", async (request: IncomingRequest) => String((await request.context.stream!.readAll(8 * 1024 * 1024)).length))
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 8, compression: {} })
+    expect((await client.call("/echo", "warm-up", { timeoutMs: 5000 })).toString()).toBe("warm-up")
+    const hanging = [hang(client, Buffer.from("a")), hang(client, Buffer.from("b"))]
+    await waitFor(() => running === 2, 5000, "two calls to run")
+    // Zeros, from a client that compresses: each 64 KiB chunk goes compressed.
+    for (let i = 0; i < 4; i++) {
+      const refused = await settle(client.stream("/count", upload(16), { timeoutMs: 5000 }))
+      expect(refused.ok).toBe(false)
+    }
+    await cancelAll(client, hanging)
+    expect((await client.stream("/count", upload(16), { timeoutMs: 5000 })).data.toString()).toBe(String(1024 * 1024))
+  })
+
+  it("16 long-running calls with 60 KiB bodies against a byte budget of 256 KiB: every handler that ran is interrupted", async () => {
+    const server = await hangingServer({ maxQueuedBytesPerConnection: 256 * 1024 })
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 16 })
+    expect((await client.call("/echo", "warm-up", { timeoutMs: 5000 })).toString()).toBe("warm-up")
+    const body = Buffer.alloc(60 * 1024, 0x61)
+    await cancelAll(client, Array.from({ length: 16 }, () => hang(client, body)))
+  })
 })
 
 describe("pushes against a small byte budget", () => {
@@ -114,5 +176,73 @@ describe("pushes against a small byte budget", () => {
     }
     expect(events.filter((e) => e.event === "push-failed")).toEqual([])
     expect(got).toEqual([200 * 1024, 200 * 1024])
+  })
+})
+
+describe("a client keeps within the connection credit its peer grants (conncredit, maxBytes in the hello)", () => {
+  let cleanup: Cleanup
+
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+
+  afterEach(() => cleanup.run())
+
+  async function* upload(chunks: number): AsyncIterable<Uint8Array> {
+    for (let i = 0; i < chunks; i++) yield Buffer.alloc(64 * 1024, 0x75)
+  }
+
+  /** Body bytes of the upload's continuation packets the peer has read (a data chunk: header byte 00 and its bytes). */
+  const uploaded = (packets: ReadonlyArray<RawPacket>): number =>
+    packets.filter((p) => p.path === "/up" && (p.status & 1) === 0 && p.data[0] === 0).reduce((n, p) => n + p.data.length - 1, 0)
+
+  /** The peer grants `bytes` of credit back: a push on its control channel. */
+  let grantId = 0
+  const grant = (socket: net.Socket, bytes: number) =>
+    socket.write(frame(1, MeshPath.credit, AcceptorControlChannel, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, ++grantId, emptyMeta, encodeCredit(bytes), 8192)))
+
+  /** A ping written now arrives after everything the client wrote before it (TCP keeps order). */
+  const pinged = async (client: IipClient, peer: Awaited<ReturnType<typeof startRawMeshPeer>>) => {
+    client.meshSessions[0]!.ping(() => {})
+    await peer.take((p) => p.path === MeshPath.ping, 5000, "a ping written after what the credit let go")
+  }
+
+  it("an upload stops at the credit less a reserve kept for whole bodies; pings and calls do not wait behind it; each grant lets that much more go", async () => {
+    // 160 KiB of credit: streams leave a quarter (40 KiB) to whole bodies.
+    const peer = await startRawMeshPeer(cleanup, helloOf({ maxBytes: 160 * 1024 }))
+    const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 4 })
+    void settle(client.stream("/up", upload(8), { timeoutMs: 10_000 }))
+    await waitFor(() => uploaded(peer.packets) >= 120 * 1024, 5000, `the first 120 KiB (${uploaded(peer.packets)})`)
+    await pinged(client, peer)
+    expect(uploaded(peer.packets)).toBe(120 * 1024)
+    // A whole body goes in the reserve; the next one that does not fit waits, in order, and goes
+    // first when a grant makes room, before the upload.
+    void settle(client.call("/whole", Buffer.alloc(30 * 1024, 0x31), { timeoutMs: 10_000 }))
+    await peer.take((p) => p.path === "/whole", 5000, "a whole 30 KiB body, within the reserve")
+    void settle(client.call("/whole", Buffer.alloc(30 * 1024, 0x32), { timeoutMs: 10_000 }))
+    await pinged(client, peer)
+    expect(peer.packets.filter((p) => p.path === "/whole")).toEqual([])
+    grant(peer.sockets[0]!, 20 * 1024)
+    await peer.take((p) => p.path === "/whole", 5000, "the held call, once a grant makes room")
+    await pinged(client, peer)
+    expect(uploaded(peer.packets)).toBe(120 * 1024)
+    // Credit 64 KiB, of which the upload takes what is above the reserve.
+    grant(peer.sockets[0]!, 64 * 1024)
+    await waitFor(() => uploaded(peer.packets) >= 144 * 1024, 5000, `24 KiB more (${uploaded(peer.packets)})`)
+    await pinged(client, peer)
+    expect(uploaded(peer.packets)).toBe(144 * 1024)
+    // A grant past what was sent never lets more than the budget go at once.
+    grant(peer.sockets[0]!, 0xffff_ffff)
+    await waitFor(() => uploaded(peer.packets) >= 264 * 1024, 5000, `up to the budget again (${uploaded(peer.packets)})`)
+    await pinged(client, peer)
+    expect(uploaded(peer.packets)).toBe(264 * 1024)
+  })
+
+  it("a peer that does not name conncredit is sent to as before, whatever its maxBytes", async () => {
+    const peer = await startRawMeshPeer(cleanup, helloOf({ maxBytes: 160 * 1024, features: MeshFeatures.filter((f) => f !== "conncredit") }))
+    const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 4 })
+    void settle(client.stream("/up", upload(8), { timeoutMs: 10_000 }))
+    await waitFor(() => uploaded(peer.packets) === 512 * 1024, 5000, `the whole upload within the stream window (${uploaded(peer.packets)})`)
+    expect(client.meshSessions[0]!.agreed.maxBytes).toBeUndefined()
   })
 })

@@ -15,7 +15,7 @@ const json = (text: string) => Buffer.from(text).toString("hex")
 /** A vector as PROTOCOL.md writes it, fields apart. */
 const spaced = (vector: string) => vector.replace(/ /g, "")
 const hello = { version: 1, node: "a", features: [...MeshFeatures], maxMetaBytes: 8192, streamWindow: 262144, maxChannels: 1024 }
-const base = '"features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close","refuse"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024'
+const base = '"features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close","refuse","conncredit"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024'
 /** 1024 bytes of "a": zstd (level 3, checksum, content size) and gzip (level 1) frames, as §16 shows them. */
 const aaaa = Buffer.alloc(1024, 0x61)
 const zstdFrame = Buffer.from("28b52ffd6400034d00001061610100fb2b800509986b45", "hex")
@@ -26,9 +26,9 @@ describe("compression vectors", () => {
   it("the hello offers codecs in `compression`; the answer names the acceptor's pick; without codecs the field is absent", () => {
     const offer = encodeHello({ ...hello, compression: ["zstd", "gzip"] }, false)
     const body = `{"iipmesh":1,"node":"a",${base},"compression":["zstd","gzip"]}`
-    expect(hex(encodePacket(1, "/sys/hello", 0, offer))).toBe(`012f7379732f68656c6c6f0000000000000000e0${json(body)}`)
+    expect(hex(encodePacket(1, "/sys/hello", 0, offer))).toBe(`012f7379732f68656c6c6f0000000000000000ed${json(body)}`)
     const answer = encodeHello({ ...hello, node: "b", compression: ["zstd"] }, true)
-    expect(hex(encodePacket(5, "/sys/hello", 0, answer))).toBe(`052f7379732f68656c6c6f0000000000000000e2${json(`{"code":0,"iipmesh":1,"node":"b",${base},"compression":["zstd"]}`)}`)
+    expect(hex(encodePacket(5, "/sys/hello", 0, answer))).toBe(`052f7379732f68656c6c6f0000000000000000ef${json(`{"code":0,"iipmesh":1,"node":"b",${base},"compression":["zstd"]}`)}`)
     expect(decodeHello(answer)?.compression).toStrictEqual(["zstd"])
     // No codec: the same bytes as before compression existed (§16's first vector).
     expect(encodeHello({ ...hello, compression: [] }, false).toString()).toBe(`{"iipmesh":1,"node":"a",${base}}`)

@@ -11,7 +11,10 @@ import {
   localHello,
   decodeMeta,
   decodeChannelId,
+  decodeCredit,
   encodeChannelId,
+  encodeCredit,
+  grantedCredit,
   encodeChannelPair,
   encodeEnvelope,
   encodeErrorBody,
@@ -34,19 +37,19 @@ const json = (text: string) => Buffer.from(text).toString("hex")
 describe("mesh vectors", () => {
   it("hello and its answer", () => {
     const body =
-      '{"iipmesh":1,"node":"a","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close","refuse"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024}'
-    expect(hex(encodePacket(1, "/sys/hello", 0, encodeHello(hello, false)))).toBe(`012f7379732f68656c6c6f0000000000000000c2${json(body)}`)
+      '{"iipmesh":1,"node":"a","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close","refuse","conncredit"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024}'
+    expect(hex(encodePacket(1, "/sys/hello", 0, encodeHello(hello, false)))).toBe(`012f7379732f68656c6c6f0000000000000000cf${json(body)}`)
     const answer = encodeHello({ ...hello, node: "b" }, true)
     expect(answer.toString()).toBe(body.replace('{"iipmesh":1,"node":"a"', '{"code":0,"iipmesh":1,"node":"b"'))
     expect(decodeHello(answer)).toStrictEqual({ ...hello, node: "b" })
   })
 
-  it("an acceptor's answer states its per-connection request budget (maxRequests); absent, none is stated; a garbled one is no hello", () => {
-    const answer = encodeHello({ ...hello, node: "b", maxRequests: 1024 }, true)
+  it("an acceptor's answer states its per-connection request and byte budgets (maxRequests, maxBytes); absent, none is stated; a garbled one is no hello", () => {
+    const answer = encodeHello({ ...hello, node: "b", maxRequests: 1024, maxBytes: 67108864 }, true)
     const body =
-      '{"code":0,"iipmesh":1,"node":"b","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close","refuse"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024,"maxRequests":1024}'
-    expect(hex(encodePacket(5, "/sys/hello", 0, answer))).toBe(`052f7379732f68656c6c6f0000000000000000de${json(body)}`)
-    expect(decodeHello(answer)).toStrictEqual({ ...hello, node: "b", maxRequests: 1024 })
+      '{"code":0,"iipmesh":1,"node":"b","features":["ping","drain","cancel","deadline","stream","push","reverse","meta","trailers","close","refuse","conncredit"],"maxMetaBytes":8192,"streamWindow":262144,"maxChannels":1024,"maxRequests":1024,"maxBytes":67108864}'
+    expect(hex(encodePacket(5, "/sys/hello", 0, answer))).toBe(`052f7379732f68656c6c6f0000000000000000ff${json(body)}`)
+    expect(decodeHello(answer)).toStrictEqual({ ...hello, node: "b", maxRequests: 1024, maxBytes: 67108864 })
     // The dialer's own limit is not the peer's: agreement keeps the receiver's, as with streamWindow.
     expect(agree(hello, { ...hello, maxRequests: 8 }).maxRequests).toBe(8)
     expect(agree({ ...hello, maxRequests: 8 }, hello).maxRequests).toBeUndefined()
@@ -54,6 +57,25 @@ describe("mesh vectors", () => {
     for (const garbled of ["0", "-1", "1.5", '"1024"', "null", "4294967296"]) {
       expect(decodeHello(Buffer.from(body.replace('"maxRequests":1024', `"maxRequests":${garbled}`)))).toBeUndefined()
     }
+    for (const garbled of ["0", "-1", "1.5", '"1024"', "null", "1e300"]) {
+      expect(decodeHello(Buffer.from(body.replace('"maxBytes":67108864', `"maxBytes":${garbled}`)))).toBeUndefined()
+    }
+  })
+
+  it("the peer's byte budget is the credit this side sends within only where both hellos name conncredit (§13)", () => {
+    const budgeted = { ...hello, maxBytes: 4096 }
+    expect(agree(hello, budgeted).maxBytes).toBe(4096)
+    expect(agree(budgeted, hello)).not.toHaveProperty("maxBytes")
+    const old = { ...budgeted, features: MeshFeatures.filter((f) => f !== "conncredit") }
+    expect(agree(hello, old)).not.toHaveProperty("maxBytes")
+    expect(grantedCredit(budgeted, agree(budgeted, hello))).toBe(4096)
+    expect(grantedCredit(budgeted, agree(budgeted, old))).toBeUndefined()
+    expect(localHello({ maxBytes: Infinity })).not.toHaveProperty("maxBytes")
+    expect(localHello({ maxBytes: 256 * 1024 }).maxBytes).toBe(256 * 1024)
+    // `/sys/credit`: u32 bytes; anything else is malformed.
+    expect(hex(encodeCredit(65536))).toBe("00010000")
+    expect(decodeCredit(Buffer.from("00010000", "hex"))).toBe(65536)
+    expect(decodeCredit(Buffer.from("000100", "hex"))).toBeUndefined()
   })
 
   it("a plain server's answer to hello is not a hello", () => {

@@ -1,0 +1,129 @@
+// Connection credit (PROTOCOL.md §13 `conncredit`), as HTTP/2 keeps a connection-level window:
+// where both hellos name the feature and the receiver states its per-connection byte budget
+// (`maxBytes`), the sender never has more than that of it outstanding, so the receiver never stops
+// reading for bytes (§8) and a `/sys/cancel` or a ping written after a body is always read.
+//
+// The sender (CreditWindow, one per session): every stream chunk takes from it as well as from its
+// stream's window (meshStreamOut.ts), but leaves a reserve (a chunk, or a quarter of the credit if
+// less) to whole bodies, so streams whose readers stop never hold up calls with small bodies; each
+// whole request body takes from it when written (meshCalls.ts: a call that does not fit is held in
+// the one queue, in order); a whole body comes back when its answer's
+// last packet arrives (the receiver released it before writing that), stream bytes when the
+// receiver grants them back. The receiver (CreditReturn): stream bytes go back as its consumers
+// take them (streams.ts: as they leave the connection's budget), at once when they are dropped or
+// go to the tunnels' pool; it grants them on its control channel (`/sys/credit`, u32 bytes) once a
+// quarter of the credit is waiting, or at once while the sender has no more than a batch (at least
+// a chunk) left, so a sender is never kept waiting for bytes the receiver holds no more. Plain counters: a couple of
+// integer operations per chunk.
+import { MeshDefaults } from "../protocol/mesh.ts"
+import type { SendWindow } from "./streams.ts"
+
+/** Largest grant sent in one `/sys/credit` (its body is a u32). */
+const MaxGrant = 0x4000_0000
+
+/** The sender's credit: what the receiver's budget still has room for. */
+export class CreditWindow {
+  /** The receiver's stated `maxBytes`: the credit when nothing is outstanding. */
+  readonly size: number
+  /** What stream chunks leave to whole bodies: a chunk (the largest whole body), or a quarter of the credit if less. */
+  private readonly reserve: number
+  private credit: number
+  private waiters: Array<() => void> = []
+
+  constructor(size: number) {
+    this.size = size
+    this.reserve = Math.min(MeshDefaults.chunkBytes, Math.floor(size / 4))
+    this.credit = size
+  }
+
+  /**
+   * A whole body of `bytes` may be written now: it fits, or nothing is outstanding (a body larger
+   * than the credit still goes alone, as a request alone always goes).
+   */
+  admits(bytes: number): boolean {
+    return this.credit >= bytes || this.credit >= this.size
+  }
+
+  /** A whole body was written. */
+  debit(bytes: number): void {
+    this.credit -= bytes
+  }
+
+  /**
+   * Credit back: a whole body answered, or the receiver's grant. Never above `size`: a peer granting
+   * what it was never sent cannot make this side send past its budget.
+   */
+  add(bytes: number): void {
+    this.credit = Math.min(this.size, this.credit + bytes)
+    if (this.waiters.length === 0) return
+    const waiters = this.waiters
+    this.waiters = []
+    for (const wake of waiters) wake()
+  }
+
+  /** Takes up to `want` bytes for a stream chunk if there is credit above the reserve (0 when there is none). */
+  takeNow(want: number): number {
+    const room = this.credit - this.reserve
+    if (room <= 0) return 0
+    const granted = Math.min(want, room)
+    this.credit -= granted
+    return granted
+  }
+
+  /** Resolves on the next credit back, or when `stream`'s window changes (it may have closed: the caller looks). */
+  waitWith(stream: SendWindow): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.waiters.push(resolve)
+      stream.onChange(resolve)
+    })
+  }
+}
+
+/** The receiver's side: what it holds of the credit it granted, and what it has to grant back. */
+export class CreditReturn {
+  private readonly size: number
+  /** Grants wait until this much is released (a quarter of the credit). */
+  private readonly batch: number
+  /** While the sender has no more than this left, every release is granted at once (a stream waits at the reserve, no more than this). */
+  private readonly low: number
+  /** Of the credit, the bytes this side holds: stream bytes not taken, whole bodies not answered. */
+  private held = 0
+  /** Released, not yet granted. */
+  private pending = 0
+  private readonly send: (bytes: number) => void
+
+  constructor(size: number, send: (bytes: number) => void) {
+    this.size = size
+    this.batch = Math.min(MaxGrant, Math.ceil(size / 4))
+    // A whole body is up to a chunk: below that the sender may be holding one back.
+    this.low = Math.min(size, Math.max(this.batch, MeshDefaults.chunkBytes))
+    this.send = send
+  }
+
+  /** Bytes counted in the credit arrived (a stream's, or a whole body). */
+  received(bytes: number): void {
+    this.held += bytes
+    if (this.pending > 0 && this.size - this.held - this.pending <= this.low) this.flush()
+  }
+
+  /** Stream bytes this side holds no more (taken, dropped, moved to the tunnels' pool): granted back. */
+  released(bytes: number): void {
+    this.held -= bytes
+    this.pending += bytes
+    if (this.pending >= this.batch || this.size - this.held - this.pending <= this.low) this.flush()
+  }
+
+  /** A whole body answered: the sender counts it back itself when the answer arrives. */
+  answered(bytes: number): void {
+    this.held -= bytes
+  }
+
+  private flush(): void {
+    // At most MaxGrant a packet: `batch` is no larger, so one send covers all but a single large release.
+    while (this.pending > 0) {
+      const bytes = Math.min(this.pending, MaxGrant)
+      this.pending -= bytes
+      this.send(bytes)
+    }
+  }
+}
