@@ -8,6 +8,7 @@ import type * as http from "node:http"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
+import type { SendWindow } from "../../src/mux/streams.ts"
 import { Cleanup, readUntil } from "../support/iipRaw.ts"
 import { collectLog } from "../support/meshTest.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
@@ -108,5 +109,42 @@ describe("tunnels stalled past the upgrade stall timeout", () => {
     expect(lines[0]?.fields.path).toBe("/flood")
     expect(idle.readyState).toBe(WebSocket.OPEN)
     expect(appSockets.get("/quiet")?.destroyed).toBe(false)
+  }, 30_000)
+
+  it("at B, its app gone while the caller's bytes wait unread (A's sender out of credit): they are granted back, so A's sender ends with its caller, its channel freed", async () => {
+    const { a, b, appSockets, open } = await pair({}, {})
+    /** A's windows of request bodies still streaming to B (a tunnel's caller's bytes). */
+    const sending = (): Array<SendWindow> => {
+      const windows: Array<SendWindow> = []
+      for (const session of a.sidecar.registry.clientOf(a.sidecar.registry.endpointsOf("catalog")[0]!).meshSessions) {
+        for (let id = 0; id < 64; id++) {
+          const window = session.sendingOn(id)
+          if (window !== undefined) windows.push(window)
+        }
+      }
+      return windows
+    }
+    const stalled = await open("/stalled")
+    const closed = new Promise<void>((resolve) => stalled.once("close", () => resolve()))
+    pump(stalled)
+    // B's app reads none of it: A sends until B has granted nothing back for a whole window, and B's
+    // pipe to the app has stopped taking (what B holds stands still), so no grant is on its way.
+    let before = -1
+    const blocked = await readUntil(async () => {
+      const windows = sending()
+      const held = sum(await metrics(b), "iip_mesh_tunnel_unread_bytes", { direction: "inbound" })
+      const still = held === before
+      before = held
+      return { windows, blocked: still && windows.length === 1 && (windows[0] as unknown as { readonly credit: number }).credit === 0 }
+    }, (read) => read.blocked, 10_000)
+    expect(blocked.value.blocked).toBe(true)
+    // The app goes (crashed, or closed its connection) with a window of the caller's bytes unread at B.
+    appSockets.get("/stalled")!.destroy()
+    await closed
+    const { value: left } = await readUntil(async () => sending().length, (n) => n === 0, 5000)
+    const { value: pool } = await readUntil(async () => sum(await metrics(b), "iip_mesh_tunnel_unread_bytes", { direction: "inbound" }), (bytes) => bytes === 0, 5000)
+    console.log(`[tunnel-stall-timeout] app gone at B: A's request bodies still sending ${left}; B's pool ${pool} bytes`)
+    expect(left).toBe(0)
+    expect(pool).toBe(0)
   }, 30_000)
 })
