@@ -31,7 +31,6 @@ import type { Log, LogThrottle } from "../iip/log.ts"
 import { failure, reply } from "../iip/server.ts"
 import { RemoteError } from "../mux/meshChannels.ts"
 import type { IncomingRequest } from "../mux/request.ts"
-import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { endToEndHeaders, type OnInvalidHeader, switchedAmong, upgradeProtocols } from "./headerFilter.ts"
 import { HttpMeta, responseMeta } from "./httpEnvelope.ts"
@@ -170,8 +169,10 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
       socket.once("close", () => {
         unwatch?.()
         countOut()
-        // The pipe to the app stops waiting for bytes nobody can take.
-        peerBytes?.fail(new StreamFailed({ message: "the app's connection closed" }))
+        // The pipe to the app stops waiting for bytes nobody can take, and they are granted back: failed
+        // instead, the mux drops them without a grant (the stream ended) and A's sender, out of credit
+        // while the app read nothing, would wait for them, its channel held, until the connection closes.
+        peerBytes?.discard()
         observation.responseBytes(appBytes.bytes)
         // Ended by the mux for want of room in the tunnels' pool (the cancel closed this socket).
         const overloaded = peerBytes?.overloaded

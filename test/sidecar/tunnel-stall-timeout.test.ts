@@ -4,10 +4,14 @@
 // none of the far app's. The bytes are released (the tunnels' gauge back to 0), the caller's
 // WebSocket is closed, the end is counted and logged. A tunnel open as long but holding nothing
 // stays open: whatever the machine's speed, it never holds a byte, so it is never ended here.
+// Nothing is left behind at A either: no request body still waiting for B's credit (B's app gone
+// with the caller's bytes unread: they are granted back), no answer still awaited (B ended it while
+// A's caller read nothing either: its end waits for A's credit, and comes once A grants).
 import type * as http from "node:http"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
+import type { SendWindow } from "../../src/mux/streams.ts"
 import { Cleanup, readUntil } from "../support/iipRaw.ts"
 import { collectLog } from "../support/meshTest.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
@@ -36,6 +40,21 @@ const endedAndReleased = async (sidecar: RunningSidecar, direction: string, labe
   return value
 }
 
+/** A's mesh sessions to B ("catalog"). */
+const sessionsTo = (a: RunningSidecar) => a.sidecar.registry.clientOf(a.sidecar.registry.endpointsOf("catalog")[0]!).meshSessions
+
+/** A's windows of request bodies still streaming to B (a tunnel's caller's bytes). */
+const sendingTo = (a: RunningSidecar): Array<SendWindow> => {
+  const windows: Array<SendWindow> = []
+  for (const session of sessionsTo(a)) {
+    for (let id = 0; id < 64; id++) {
+      const window = session.sendingOn(id)
+      if (window !== undefined) windows.push(window)
+    }
+  }
+  return windows
+}
+
 describe("tunnels stalled past the upgrade stall timeout", () => {
   let cleanup: Cleanup
   beforeEach(() => {
@@ -43,7 +62,7 @@ describe("tunnels stalled past the upgrade stall timeout", () => {
   })
   afterEach(() => cleanup.run())
 
-  /** A -> B -> an app: /stalled reads nothing and sends nothing, /flood sends without end, /quiet neither. */
+  /** A -> B -> an app: /stalled reads nothing and sends nothing, /flood sends without end, /deaf both, /quiet neither. */
   const pair = async (a: { readonly upgradeStallTimeoutMs?: number }, b: { readonly upgradeStallTimeoutMs?: number }) => {
     const app = await startApp(cleanup, (_req, res) => res.end("plain"))
     const wss = new WebSocketServer({ noServer: true })
@@ -53,6 +72,10 @@ describe("tunnels stalled past the upgrade stall timeout", () => {
         appSockets.set(req.url ?? "", socket)
         if (req.url === "/stalled") socket.pause()
         if (req.url === "/flood") pump(ws)
+        if (req.url === "/deaf") {
+          socket.pause()
+          pump(ws)
+        }
       }))
     cleanup.add(() => {
       for (const ws of wss.clients) ws.terminate()
@@ -108,5 +131,61 @@ describe("tunnels stalled past the upgrade stall timeout", () => {
     expect(lines[0]?.fields.path).toBe("/flood")
     expect(idle.readyState).toBe(WebSocket.OPEN)
     expect(appSockets.get("/quiet")?.destroyed).toBe(false)
+  }, 30_000)
+
+  it("at B, its app gone while the caller's bytes wait unread (A's sender out of credit): they are granted back, so A's sender ends with its caller, its channel freed", async () => {
+    const { a, b, appSockets, open } = await pair({}, {})
+    const sending = () => sendingTo(a)
+    const stalled = await open("/stalled")
+    const closed = new Promise<void>((resolve) => stalled.once("close", () => resolve()))
+    pump(stalled)
+    // B's app reads none of it: A sends until B has granted nothing back for a whole window, and B's
+    // pipe to the app has stopped taking (what B holds stands still), so no grant is on its way.
+    let before = -1
+    const blocked = await readUntil(async () => {
+      const windows = sending()
+      const held = sum(await metrics(b), "iip_mesh_tunnel_unread_bytes", { direction: "inbound" })
+      const still = held === before
+      before = held
+      return { windows, blocked: still && windows.length === 1 && (windows[0] as unknown as { readonly credit: number }).credit === 0 }
+    }, (read) => read.blocked, 10_000)
+    expect(blocked.value.blocked).toBe(true)
+    // The app goes (crashed, or closed its connection) with a window of the caller's bytes unread at B.
+    appSockets.get("/stalled")!.destroy()
+    await closed
+    const { value: left } = await readUntil(async () => sending().length, (n) => n === 0, 5000)
+    const { value: pool } = await readUntil(async () => sum(await metrics(b), "iip_mesh_tunnel_unread_bytes", { direction: "inbound" }), (bytes) => bytes === 0, 5000)
+    console.log(`[tunnel-stall-timeout] app gone at B: A's request bodies still sending ${left}; B's pool ${pool} bytes`)
+    expect(left).toBe(0)
+    expect(pool).toBe(0)
+  }, 30_000)
+
+  it("at B while A's caller reads nothing either (B's answer waiting for A's credit): that answer ends once A's caller takes bytes again; nothing left held, sent or awaited", async () => {
+    const { a, b, appSockets, open } = await pair({}, { upgradeStallTimeoutMs: STALL_MS })
+    const deaf = await open("/deaf")
+    const closed = new Promise<void>((resolve) => deaf.once("close", () => resolve()))
+    // Neither end reads. First A's stream of the app's bytes fills until what it holds stands still (B's
+    // answer waits for A's credit); then the caller's bytes, which B's app reads none of, until B ends it.
+    deaf.pause()
+    let before = -1
+    await readUntil(async () => {
+      const held = sum(await metrics(a), "iip_mesh_tunnel_unread_bytes", { direction: "outbound" })
+      const still = held === before && held > 0
+      before = held
+      return still
+    }, (still) => still, 10_000)
+    pump(deaf)
+    expect(await endedAndReleased(b, "inbound", { hop: "inbound", reason: "deadline_exceeded" })).toEqual({ ended: 1, unread: 0 })
+    expect(appSockets.get("/deaf")?.destroyed).toBe(true)
+    const awaitedAtStall = sessionsTo(a).reduce((n, session) => n + session.callingCount, 0)
+    // The caller reads again (as A's own stall timeout would end it): A grants, B's answer goes on to its end, the stall's error.
+    deaf.resume()
+    await closed
+    const { value: left } = await readUntil(async () => {
+      const families = await metrics(a)
+      return { awaited: sessionsTo(a).reduce((n, session) => n + session.callingCount, 0), sending: sendingTo(a).length, unread: sum(families, "iip_mesh_tunnel_unread_bytes", { direction: "outbound" }) }
+    }, (read) => read.awaited === 0 && read.sending === 0 && read.unread === 0, 5000)
+    console.log(`[tunnel-stall-timeout] neither end reading, B's stall first: B's answers A awaited then ${awaitedAtStall}; once its caller read, at A ${JSON.stringify(left)}`)
+    expect(left).toEqual({ awaited: 0, sending: 0, unread: 0 })
   }, 30_000)
 })
