@@ -124,8 +124,14 @@ describe("streamed gRPC calls through two sidecars", () => {
     cleanup = new Cleanup()
     seen.length = 0
     const appPort = await startFarApp(cleanup)
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${appPort}`, appProtocol: "h2c" }))
-    const a: RunningSidecar = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
+    // A call's deadline at the sidecars as long as the longest test's own bound on it (30 s): the
+    // tests check order, counts and metadata, not speed (with 128 KiB socket buffers at load 15 the
+    // 10,000-message calls were cut DEADLINE_EXCEEDED at the harness's 10 s).
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${appPort}`, appProtocol: "h2c", requestTimeoutMs: 30_000 }))
+    const a: RunningSidecar = await startSidecar(
+      cleanup,
+      sidecarConfig({ service: "store", endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] }, requestTimeoutMs: 30_000 })
+    )
     client = new InventoryClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory" })
     direct = new InventoryClient(`${LOOPBACK}:${appPort}`, grpc.credentials.createInsecure())
     cleanup.add(() => client.close())
@@ -164,7 +170,9 @@ describe("streamed gRPC calls through two sidecars", () => {
     expectMetadataCarried(ended, await run(direct))
   })
 
-  it("server streaming: every message in order, then the trailers", async () => {
+  // Each streaming test runs its call through the mesh, then directly, each under its own bound:
+  // the test's own timeout is their sum and a margin, or it would cut the second (vitest's 30 s).
+  it("server streaming: every message in order, then the trailers", { timeout: 2 * 20_000 + 10_000 }, async () => {
     const run = (client: grpc.Client) => withTimeout(readToStatus(client.makeServerStreamRequest(METHODS.list.path, identity, identity, Buffer.from("10000"), requestMetadata(), {})), 20_000, "10,000 streamed answers")
     const ended = await run(client)
     expect(ended.status.code).toBe(grpc.status.OK)
@@ -185,7 +193,7 @@ describe("streamed gRPC calls through two sidecars", () => {
     expectMetadataCarried(ended, viaDirect)
   })
 
-  it("client streaming: 10,000 messages in order, one answer with its trailers", async () => {
+  it("client streaming: 10,000 messages in order, one answer with its trailers", { timeout: 2 * 20_000 + 10_000 }, async () => {
     const run = (client: grpc.Client) => withTimeout(
       new Promise<Ended>((resolve) => {
         let headers: grpc.Metadata | undefined
@@ -205,7 +213,7 @@ describe("streamed gRPC calls through two sidecars", () => {
     expectMetadataCarried(ended, await run(direct))
   })
 
-  it("bidirectional: 10,000 messages each way on one call, in order, both ways at once", async () => {
+  it("bidirectional: 10,000 messages each way on one call, in order, both ways at once", { timeout: 2 * 30_000 + 10_000 }, async () => {
     const run = (client: grpc.Client) => {
       const call = client.makeBidiStreamRequest(METHODS.chat.path, identity, identity, requestMetadata(), {})
       const reading = readToStatus(call)

@@ -263,7 +263,8 @@ describe("streamed bodies through two sidecars", () => {
     expect(rest).toBe("second")
   })
 
-  it("a 100 MiB upload (with and without content-length) arrives byte-exact, memory growth well below the body", { timeout: 120_000 }, async () => {
+  // Two transfers, each under TRANSFER_MS: the test's timeout was 120 s, less than their 180 s.
+  it("a 100 MiB upload (with and without content-length) arrives byte-exact, memory growth well below the body", { timeout: 2 * TRANSFER_MS + 30_000 }, async () => {
     for (const framing of ["content-length", "chunked"] as const) {
       const probe = memoryProbe()
       const started = performance.now()
@@ -301,7 +302,7 @@ describe("streamed bodies through two sidecars", () => {
     }
   })
 
-  it("a 100 MiB download arrives byte-exact, memory growth well below the body", { timeout: 120_000 }, async () => {
+  it("a 100 MiB download arrives byte-exact, memory growth well below the body", { timeout: TRANSFER_MS + 30_000 }, async () => {
     const probe = memoryProbe()
     const started = performance.now()
     const result = await withTimeout(

@@ -35,8 +35,9 @@ export const startServerChild = async (
   })
   const lines: Array<(line: string) => void> = []
   readline.createInterface({ input: child.stdout! }).on("line", (line) => lines.shift()?.(line))
-  const nextLine = (what: string) => withTimeout(new Promise<string>((resolve) => lines.push(resolve)), 10_000, what)
-  const message = JSON.parse(await nextLine("the server child to listen")) as { port?: number; error?: string }
+  const nextLine = (what: string, timeoutMs = 10_000) => withTimeout(new Promise<string>((resolve) => lines.push(resolve)), timeoutMs, what)
+  // A node start: with two busy loops on both cores at load 17 it took longer than 10 s.
+  const message = JSON.parse(await nextLine("the server child to listen", 60_000)) as { port?: number; error?: string }
   if (message.port === undefined) throw new Error(`server child failed: ${message.error}`)
   /** Its memory, asked on stdin: works while it refuses every request. */
   const memory = async (): Promise<Memory> => {

@@ -10,7 +10,9 @@
 // full collections when the process runs with --expose-gc, and a line "memory" on stdin prints
 // {"memory":{...}} the same (for when the server refuses requests); a line "state" prints
 // {"state":{...}}: the shared budget's counts, the open connections, how many of them have their
-// reading paused, and the bytes read from them (tests wait on these instead of on quiet sockets).
+// reading paused, and the bytes read from every connection, closed ones included (tests wait on
+// these instead of on quiet sockets).
+import { subscribe } from "node:diagnostics_channel"
 import type * as net from "node:net"
 import * as readline from "node:readline"
 import { IipServer, type ServerOptions } from "../../src/iip/server.ts"
@@ -36,6 +38,12 @@ const memory = async () => {
   return { rss: usage.rss, heapUsed: usage.heapUsed, arrayBuffers: usage.arrayBuffers }
 }
 server.handle("/memory", async () => JSON.stringify(await memory()))
+/** Bytes read from connections since closed: the count a test waits on never goes back when the server closes some. */
+let closedBytesRead = 0
+subscribe("net.server.socket", (message) => {
+  const socket = (message as { readonly socket: net.Socket }).socket
+  socket.once("close", () => (closedBytesRead += socket.bytesRead))
+})
 const state = () => {
   const connections = [...new Set([...server.sessions].map((s) => s.connection).concat([...server.meshSessions].map((s) => s.connection)))]
   return {
@@ -45,7 +53,7 @@ const state = () => {
     sharedFull: server.budget.full,
     connections: connections.filter((c) => !c.closed).length,
     paused: connections.filter((c) => !c.closed && c.readingPaused).length,
-    bytesRead: connections.reduce((sum, c) => sum + (c.socket as net.Socket).bytesRead, 0)
+    bytesRead: connections.reduce((sum, c) => sum + (c.socket.destroyed ? 0 : (c.socket as net.Socket).bytesRead), closedBytesRead)
   }
 }
 readline.createInterface({ input: process.stdin }).on("line", (line) => {

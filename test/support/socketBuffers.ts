@@ -3,6 +3,7 @@
 // 4 MiB of answers for a caller that reads nothing, another 250 KiB, another 38 MiB. A test that
 // must fill them, or bound what they hold, reads their largest sizes here or looks past them at the
 // sidecar's own side of the connection, instead of assuming one machine's figures.
+import { subscribe } from "node:diagnostics_channel"
 import { readFileSync } from "node:fs"
 import * as net from "node:net"
 
@@ -16,16 +17,23 @@ const largest = (name: "tcp_rmem" | "tcp_wmem"): number => {
 /** The largest receive and send buffers TCP's autotuning gives a socket in this network namespace. */
 export const tcpBufferMaxima = (): { readonly receive: number; readonly send: number } => ({ receive: largest("tcp_rmem"), send: largest("tcp_wmem") })
 
+/** Sockets this process's servers accepted and are still open, as node's diagnostics channel announces them. */
+const accepted = new Set<net.Socket>()
+subscribe("net.server.socket", (message) => {
+  const socket = (message as { readonly socket: net.Socket }).socket
+  accepted.add(socket)
+  socket.once("close", () => accepted.delete(socket))
+})
+
 /**
  * This process's end of a connection a test made to a listener in the same process (the sidecars
  * run in the test's process and hand out no sockets): 127.0.0.1:`local` with its peer on `remote`.
  * What the kernel would not take waits in its writable buffer, whatever the kernel's buffer sizes.
+ * Only connections accepted after this module was loaded are found.
  */
 export const serverSide = (local: number, remote: number): net.Socket | undefined => {
-  // node's list of live handles (undocumented, kept for diagnostics): a server's accepted sockets are among them.
-  const handles = (process as unknown as { readonly _getActiveHandles: () => ReadonlyArray<unknown> })._getActiveHandles()
-  for (const handle of handles) {
-    if (handle instanceof net.Socket && handle.localPort === local && handle.remotePort === remote) return handle
+  for (const socket of accepted) {
+    if (socket.localPort === local && socket.remotePort === remote) return socket
   }
   return undefined
 }
