@@ -40,6 +40,25 @@ const startPair = async (cleanup: Cleanup, appPort: number) => {
   return { a, b }
 }
 
+/** Whether node:http2's server had sent each stream's END_STREAM as it closed it (node's own channel), in order. */
+const endStreamsSent = (cleanup: Cleanup): Array<boolean> => {
+  const sent: Array<boolean> = []
+  const closed = (message: unknown) => {
+    const { stream } = message as { readonly stream: http2.ServerHttp2Stream }
+    sent.push(stream.state.localClose === 1)
+  }
+  subscribe("http2.server.stream.close", closed)
+  cleanup.add(() => unsubscribe("http2.server.stream.close", closed))
+  return sent
+}
+
+/** `app` listening on loopback (closed at cleanup): its port. */
+const listening = async (cleanup: Cleanup, app: http2.Http2Server): Promise<number> => {
+  await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+  cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+  return (app.address() as net.AddressInfo).port
+}
+
 describe("the end of an h2c app's answer at sidecar B", () => {
   let cleanup: Cleanup
   beforeEach(() => {
@@ -198,17 +217,8 @@ describe("the end of an h2c app's answer at sidecar B", () => {
       stream.respond({ ":status": 200, "content-length": bytes })
       stream.write(Buffer.alloc(bytes, 0x61), () => stream.end())
     })
-    // Whether the app's END_STREAM had gone out as it closed each stream (node's own channel).
-    const endStreamSent: Array<boolean> = []
-    const closed = (message: unknown) => {
-      const { stream } = message as { readonly stream: http2.ServerHttp2Stream }
-      endStreamSent.push(stream.state.localClose === 1)
-    }
-    subscribe("http2.server.stream.close", closed)
-    cleanup.add(() => unsubscribe("http2.server.stream.close", closed))
-    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
-    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
-    const { a, b } = await startPair(cleanup, (app.address() as net.AddressInfo).port)
+    const endStreamSent = endStreamsSent(cleanup)
+    const { a, b } = await startPair(cleanup, await listening(cleanup, app))
     const plain = startClient(cleanup, b.sidecar.inbound.port, { mesh: false })
     for (const bytes of [INITIAL_WINDOW, 2 * INITIAL_WINDOW]) {
       const answer = await plain.call(`/${bytes}`, "{}", { timeoutMs: 5000 })
@@ -234,16 +244,8 @@ describe("the end of an h2c app's answer at sidecar B", () => {
       stream.write(Buffer.alloc(100_000, 0x61))
       stream.close()
     })
-    const endStreamSent: Array<boolean> = []
-    const closed = (message: unknown) => {
-      const { stream } = message as { readonly stream: http2.ServerHttp2Stream }
-      endStreamSent.push(stream.state.localClose === 1)
-    }
-    subscribe("http2.server.stream.close", closed)
-    cleanup.add(() => unsubscribe("http2.server.stream.close", closed))
-    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
-    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${(app.address() as net.AddressInfo).port}`, appProtocol: "h2c", tracing: false }))
+    const endStreamSent = endStreamsSent(cleanup)
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await listening(cleanup, app)}`, appProtocol: "h2c", tracing: false }))
     // node keeps the app's session open for the bytes it dropped: ended here, before B stops.
     const sessions: Array<http2.ServerHttp2Session> = []
     app.on("session", (session) => sessions.push(session))
