@@ -11,7 +11,8 @@
 // answer, which this side gathers (any other request's answer head only): past it, or when the
 // caller cancels, the app's stream is reset. An answer is complete only with its END_STREAM: a
 // stream the app reset first (even with NO_ERROR) broke off, save the NO_ERROR reset node's own
-// server sends in place of an END_STREAM its spent window holds back (windowSpentAtReset).
+// server sends in place of an END_STREAM its spent window holds back, after all the bytes its
+// content-length declared (windowSpentAtReset).
 // Its head and trailers go back within the metadata a message to the caller carries (the bound
 // agreed with it, RequestContext.maxMetaBytes): an answer held whole whose head and trailers fit
 // only apart streams (a packet each) to a caller that reads trailers closing a stream, and fails
@@ -181,15 +182,17 @@ export class AppH2Exchange implements Expiring, Held {
    * answer whole: its writable side is finished once its last byte is sent, and a stream whose
    * request body it never read it then closes at once, while the END_STREAM (an empty DATA frame)
    * waits for window that nghttp2 does not give while the window is spent (h2c-answer-ends.test.ts:
-   * every answer of 65,535 bytes ended after its write). Taken as whole where the app's window at B
-   * may have been spent (this stream carried at least its initial window: B's WINDOW_UPDATEs may
-   * still have been on their way), no content-length says otherwise, and no gRPC status is missing
-   * (a gRPC answer is whole with its trailers). A reset with NO_ERROR before that point broke the answer off.
+   * every answer of 65,535 bytes ended after its write). The same frames come from node's close()
+   * with bytes still queued, which it drops: only a content-length all of which came tells the
+   * two apart. Taken as whole where the app's window at B may have been spent (this stream carried
+   * at least its initial window: B's WINDOW_UPDATEs may still have been on their way), its
+   * content-length says all of it came, and no gRPC status is missing (a gRPC answer is whole with
+   * its trailers). Any other reset with NO_ERROR broke the answer off (PROTOCOL.md §17.5).
    */
   private windowSpentAtReset(stream: http2.ClientHttp2Stream): boolean {
     const received = this.bytes + stream.readableLength
     const window = stream.session?.localSettings.initialWindowSize ?? DEFAULT_INITIAL_WINDOW
-    return !this.grpc && received >= window && (this.declared === undefined || Number(this.declared) === received)
+    return !this.grpc && received >= window && this.declared !== undefined && Number(this.declared) === received
   }
 
   /** Reset without an error code (or closed before its end): settled here, whatever happened. */

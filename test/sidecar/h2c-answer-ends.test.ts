@@ -40,6 +40,25 @@ const startPair = async (cleanup: Cleanup, appPort: number) => {
   return { a, b }
 }
 
+/** Whether node:http2's server had sent each stream's END_STREAM as it closed it (node's own channel), in order. */
+const endStreamsSent = (cleanup: Cleanup): Array<boolean> => {
+  const sent: Array<boolean> = []
+  const closed = (message: unknown) => {
+    const { stream } = message as { readonly stream: http2.ServerHttp2Stream }
+    sent.push(stream.state.localClose === 1)
+  }
+  subscribe("http2.server.stream.close", closed)
+  cleanup.add(() => unsubscribe("http2.server.stream.close", closed))
+  return sent
+}
+
+/** `app` listening on loopback (closed at cleanup): its port. */
+const listening = async (cleanup: Cleanup, app: http2.Http2Server): Promise<number> => {
+  await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+  cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+  return (app.address() as net.AddressInfo).port
+}
+
 describe("the end of an h2c app's answer at sidecar B", () => {
   let cleanup: Cleanup
   beforeEach(() => {
@@ -185,28 +204,21 @@ describe("the end of an h2c app's answer at sidecar B", () => {
   // closes (a RST_STREAM, at once) while the END_STREAM (an empty DATA frame) waits for window,
   // which nghttp2 gives none when the window is spent: an answer of exactly the stream's window
   // (65,535 bytes, B's setting) or a multiple of it, ended after its write, every time, however
-  // fast B reads. A plain
+  // fast B reads. Whole where its content-length says all of it came. A plain
   // caller's answer held whole (65,535) and streamed and gathered (131,070), a mesh caller's streamed.
-  it("node:http2's app ending an answer that spent its stream window (RST_STREAM(NO_ERROR) instead of its END_STREAM): whole", async () => {
+  it("node:http2's app ending an answer that spent its stream window (RST_STREAM(NO_ERROR) instead of its END_STREAM): whole, by its content-length", async () => {
     const app = http2.createServer()
-    // Answers as many bytes as its path says (`/65535`), in one write, and ends once that is sent
-    // (an end that comes with the write's last chunk carries END_STREAM on it); it reads no request body.
+    // Answers as many bytes as its path says (`/65535`), declared, in one write, and ends once that
+    // is sent (an end that comes with the write's last chunk carries END_STREAM on it); it reads no
+    // request body.
     app.on("stream", (stream, headers) => {
       stream.on("error", () => {})
-      stream.respond({ ":status": 200 })
-      stream.write(Buffer.alloc(Number(String(headers[":path"]).slice(1)), 0x61), () => stream.end())
+      const bytes = Number(String(headers[":path"]).slice(1))
+      stream.respond({ ":status": 200, "content-length": bytes })
+      stream.write(Buffer.alloc(bytes, 0x61), () => stream.end())
     })
-    // Whether the app's END_STREAM had gone out as it closed each stream (node's own channel).
-    const endStreamSent: Array<boolean> = []
-    const closed = (message: unknown) => {
-      const { stream } = message as { readonly stream: http2.ServerHttp2Stream }
-      endStreamSent.push(stream.state.localClose === 1)
-    }
-    subscribe("http2.server.stream.close", closed)
-    cleanup.add(() => unsubscribe("http2.server.stream.close", closed))
-    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
-    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
-    const { a, b } = await startPair(cleanup, (app.address() as net.AddressInfo).port)
+    const endStreamSent = endStreamsSent(cleanup)
+    const { a, b } = await startPair(cleanup, await listening(cleanup, app))
     const plain = startClient(cleanup, b.sidecar.inbound.port, { mesh: false })
     for (const bytes of [INITIAL_WINDOW, 2 * INITIAL_WINDOW]) {
       const answer = await plain.call(`/${bytes}`, "{}", { timeoutMs: 5000 })
@@ -217,6 +229,32 @@ describe("the end of an h2c app's answer at sidecar B", () => {
     expect([meshed.status, meshed.body.length]).toEqual([200, 2 * INITIAL_WINDOW])
     // The app's reset came before its END_STREAM each time: what this test is about.
     expect(endStreamSent).toEqual([false, false, false])
+  })
+
+  // The same frames from an app that breaks its answer off: node:http2's close() (NO_ERROR) with
+  // the answer's bytes still queued sends what the stream's window lets through, drops the rest and
+  // resets, no END_STREAM. Without a content-length B cannot tell it from the held-back END_STREAM
+  // above: it is taken as broken off, a 502 a caller sees rather than a 200 short of its bytes (the
+  // price: an answer of no declared length that ends exactly as the app's window runs out fails too).
+  it("node:http2's app closing its stream (NO_ERROR) with 100,000 bytes written and no content-length: node drops what its window held back, the answer broke off", async () => {
+    const app = http2.createServer()
+    app.on("stream", (stream) => {
+      stream.on("error", () => {})
+      stream.respond({ ":status": 200 })
+      stream.write(Buffer.alloc(100_000, 0x61))
+      stream.close()
+    })
+    const endStreamSent = endStreamsSent(cleanup)
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${await listening(cleanup, app)}`, appProtocol: "h2c", tracing: false }))
+    // node keeps the app's session open for the bytes it dropped: ended here, before B stops.
+    const sessions: Array<http2.ServerHttp2Session> = []
+    app.on("session", (session) => sessions.push(session))
+    cleanup.add(() => sessions.forEach((session) => session.destroy()))
+    const plain = startClient(cleanup, b.sidecar.inbound.port, { mesh: false })
+    const answer = await plain.call("/cut", "{}", { timeoutMs: 5000 })
+    // The handler-fail body, not the 65,535 bytes the app's window let through.
+    expect(answer.length < 1000 ? answer.toString() : `${answer.length} bytes`).toMatch(/reset its stream \(NO_ERROR\) after \d+ bytes of its answer, before its end/)
+    expect(endStreamSent).toEqual([false])
   })
 
   // The same reset, where the app's connection window is what holds its END_STREAM back: another
