@@ -253,9 +253,12 @@ export abstract class MeshCaller {
     this.sendHeld()
   }
 
-  /** Grants the peer back `bytes` of the connection credit this side gives it. */
+  /**
+   * Grants the peer back `bytes` of the connection credit this side gives it: a control message,
+   * sent from a read or a handler's read of its body, so it backs up as the others do.
+   */
   private creditGrant(bytes: number): void {
-    if (!this.connection.closed) this.push(this.ownControl, MeshPath.credit, encodeCredit(bytes))
+    this.sendControl(MeshPath.credit, encodeCredit(bytes))
   }
 
   /** Sends a request that gets no answer (a push); behind `behind`'s packets still waiting in the writer, if any (see cancelAt). */
