@@ -335,11 +335,14 @@ export abstract class MeshCaller {
     call.callback(error, reply, call.context)
   }
 
-  /** A streamed answer's caller gave up: its stream fails, the peer is told to stop. */
+  /**
+   * A streamed answer's caller gave up: its stream fails, what it holds unread is dropped (its
+   * budget and connection credit go back: nobody will read it), the peer is told to stop.
+   */
   private cancelAnswer(call: Call): void {
     const incoming = call.incoming
     if (incoming === undefined || call.channel.fifo[0] !== call) return
-    incoming.fail(new Cancelled({ message: "request cancelled by the caller" }))
+    incoming.abandon(new Cancelled({ message: "request cancelled by the caller" }))
     this.cancelAt(call)
   }
 
