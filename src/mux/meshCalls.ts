@@ -253,9 +253,12 @@ export abstract class MeshCaller {
     this.sendHeld()
   }
 
-  /** Grants the peer back `bytes` of the connection credit this side gives it. */
+  /**
+   * Grants the peer back `bytes` of the connection credit this side gives it: a control message,
+   * sent from a read or a handler's read of its body, so it backs up as the others do.
+   */
   private creditGrant(bytes: number): void {
-    if (!this.connection.closed) this.push(this.ownControl, MeshPath.credit, encodeCredit(bytes))
+    this.sendControl(MeshPath.credit, encodeCredit(bytes))
   }
 
   /** Sends a request that gets no answer (a push); behind `behind`'s packets still waiting in the writer, if any (see cancelAt). */
@@ -332,11 +335,14 @@ export abstract class MeshCaller {
     call.callback(error, reply, call.context)
   }
 
-  /** A streamed answer's caller gave up: its stream fails, the peer is told to stop. */
+  /**
+   * A streamed answer's caller gave up: its stream fails, what it holds unread is dropped (its
+   * budget and connection credit go back: nobody will read it), the peer is told to stop.
+   */
   private cancelAnswer(call: Call): void {
     const incoming = call.incoming
     if (incoming === undefined || call.channel.fifo[0] !== call) return
-    incoming.fail(new Cancelled({ message: "request cancelled by the caller" }))
+    incoming.abandon(new Cancelled({ message: "request cancelled by the caller" }))
     this.cancelAt(call)
   }
 

@@ -126,6 +126,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     }
     if (this.ended) {
       // Failed here (an unreadable chunk, its reader gone) while the sender goes on: granted back, as a discarded stream's, or the sender stalls for bytes nobody holds.
+      // The empty chunk that ends a stream has nothing to grant.
       if (this.failure !== undefined && chunk.length > 0) this.grant(chunk.length)
       credit?.released(chunk.length)
       return true
@@ -159,6 +160,27 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   discard(): void {
     if (this.discarded) return
     this.discarded = true
+    const dropped = this.dropUnread()
+    // Leases still out are granted now too: their release comes when it comes, the sender goes on.
+    const back = dropped + this.consumed + this.leasedOut
+    if (!this.ended && back > 0) this.grant(back)
+    this.consumed = 0
+    this.leasedOut = 0
+    this.notify()
+  }
+
+  /**
+   * Fails it and drops what it holds unread: its reader gave up (a caller cancelled its streamed
+   * answer), so nobody takes those bytes; they go back to the connection's budget and credit at
+   * once. A reader still iterating sees the failure; what still comes is dropped as it arrives.
+   */
+  abandon(error: Error): void {
+    this.fail(error)
+    this.dropUnread()
+  }
+
+  /** Drops the chunks held unread, giving their bytes back where they count; returns how many. */
+  private dropUnread(): number {
     const dropped = this.buffered
     this.leaveUnreadPool()
     this.chunks.length = 0
@@ -169,12 +191,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     this.budget?.release(0, dropped - this.pooled)
     if (dropped > this.pooled) this.credit?.released(dropped - this.pooled)
     this.pooled = 0
-    // Leases still out are granted now too: their release comes when it comes, the sender goes on.
-    const back = dropped + this.consumed + this.leasedOut
-    if (!this.ended && back > 0) this.grant(back)
-    this.consumed = 0
-    this.leasedOut = 0
-    this.notify()
+    return dropped
   }
 
   /**

@@ -8,10 +8,10 @@
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
-import type { IncomingRequest, IipServer } from "../../src/iip/server.ts"
-import { Cancelled } from "../../src/mux/meshSession.ts"
+import { type IncomingRequest, type IipServer, reply } from "../../src/iip/server.ts"
+import { Cancelled, type MeshReply, type MeshSession } from "../../src/mux/meshSession.ts"
 import { AcceptorControlChannel, emptyMeta, encodeCredit, encodeEnvelope, EnvelopeFlag, EnvelopeKind, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
-import { Cleanup, frame, type RawPacket, waitFor } from "../support/iipRaw.ts"
+import { Cleanup, deferred, frame, type RawPacket, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, helloOf, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
 
 describe("a caller's cancel reaches its handler while the server holds all its per-connection budget", () => {
@@ -236,6 +236,26 @@ describe("a client keeps within the connection credit its peer grants (conncredi
     await waitFor(() => uploaded(peer.packets) >= 264 * 1024, 5000, `up to the budget again (${uploaded(peer.packets)})`)
     await pinged(client, peer)
     expect(uploaded(peer.packets)).toBe(264 * 1024)
+  })
+
+  it("a streamed answer to the server's own call, cancelled unread, gives its credit back: the client's uploads still flow", async () => {
+    // 256 KiB of credit: the answer takes what is above the reserve (192 KiB), unread.
+    const server = await startServer(cleanup, { maxQueuedBytesPerConnection: 256 * 1024 })
+    server.handle("/count", async (request: IncomingRequest) => String((await request.context.stream!.readAll(8 * 1024 * 1024)).length))
+    const connected = deferred<MeshSession>()
+    server.onMeshConnection((s) => connected.resolve(s))
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1 })
+    client.handle("/download", () => reply(upload(16)))
+    expect((await client.stream("/count", upload(1), { timeoutMs: 5000 })).data.toString()).toBe(String(64 * 1024))
+    const session = await withTimeout(connected.promise, 5000, "onMeshConnection")
+    const controller = new AbortController()
+    const answer = deferred<MeshReply | undefined>()
+    session.call(session.openChannel(), "/download", Buffer.alloc(0), { timeoutMs: 10_000, streamResponse: true, signal: controller.signal }, (_, r) => answer.resolve(r))
+    const stream = (await withTimeout(answer.promise, 5000, "the streamed answer"))!.stream!
+    await waitFor(() => stream.unreadBytes >= 192 * 1024, 5000, `the answer to fill the credit above the reserve (${stream.unreadBytes})`)
+    controller.abort()
+    // Before, its 192 KiB stayed held: the client kept only the reserve, which streams never take.
+    expect((await client.stream("/count", upload(16), { timeoutMs: 5000 })).data.toString()).toBe(String(1024 * 1024))
   })
 
   it("a peer that does not name conncredit is sent to as before, whatever its maxBytes", async () => {

@@ -89,3 +89,70 @@ describe("mesh grants a peer does not read", () => {
     expect(connection.closed).toBe(false)
   })
 })
+
+describe("connection credit grants a peer does not read (conncredit)", () => {
+  let cleanup: Cleanup
+
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+
+  afterEach(() => cleanup.run())
+
+  it("an acceptor stops reading while its /sys/credit grants back up, as for its other control messages, and never throws them into a handler", async () => {
+    // A 64 KiB byte budget: the peer never has more than a batch left, so every byte a handler
+    // takes is granted back at once, a /sys/credit per chunk. Each request's body stays under
+    // half a window (no /sys/window) and no handler answers: credit grants are all it is sent.
+    const errors: Array<string> = []
+    const parked: Array<() => void> = []
+    const server = await startServer(cleanup, {
+      maxQueuedBytesPerConnection: 64 * KiB,
+      connectionLimits: { ...defaultConnectionLimits, writeHighWaterBytes: 64 * KiB, maxWriteQueueBytes: MiB }
+    })
+    cleanup.add(() => parked.forEach((resolve) => resolve()))
+    server.handle("/x", async (request) => {
+      try {
+        for await (const _ of request.context.stream!) {
+        }
+      } catch (error) {
+        errors.push(String(error))
+      }
+      return new Promise<string>((resolve) => parked.push(() => resolve("done")))
+    })
+    const raw = await meshDialer(server.address.port, cleanup)
+    raw.socket.pause()
+    const session = () => [...server.meshSessions].find((s) => s.connection.socket.remotePort === raw.socket.localPort)
+    await waitFor(() => session() !== undefined, 5000, "the mesh session")
+    const connection = session()!.connection
+    // What the sockets take is filled first, with pushes of 64 KiB (cheap): the grants then meet a
+    // writer that stays congested, whatever the kernel's buffers hold.
+    const fill = session()!.openChannel()
+    for (const deadline = Date.now() + 5000; connection.writer.pendingBytes < 448 * KiB; ) {
+      if (Date.now() > deadline) throw new Error(`the sockets never filled (${connection.writer.pendingBytes} bytes pending)`)
+      while (connection.writer.pendingBytes < 512 * KiB) session()!.push(fill, "/fill", Buffer.alloc(64 * KiB))
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    // Requests on channels 1, 2, ...: each a body of 16 writes of 4096 1-byte chunks, then its end.
+    let writes = 0
+    let stopped = false
+    let chunks: Buffer = Buffer.alloc(0)
+    const pump = () => {
+      while (writes < MAX_WRITES && !stopped && !raw.socket.destroyed) {
+        const channel = 1 + Math.floor(writes / 16)
+        if (writes % 16 === 0) chunks = continuations(channel)
+        const first = writes % 16 === 0 ? meshRequest(0, "/x", channel, 1, Buffer.alloc(0)) : Buffer.alloc(0)
+        const last = writes % 16 === 15 ? meshChunk(3, "/x", channel, Buffer.alloc(0)) : Buffer.alloc(0)
+        writes++
+        if (!raw.socket.write(Buffer.concat([first, chunks, last]))) return void raw.socket.once("drain", pump)
+      }
+    }
+    pump()
+    await waitFor(() => (connection.writer.congested && connection.socket.isPaused()) || connection.closed || errors.length > 0, 10_000, "the acceptor to stop reading while its credit grants back up")
+    stopped = true
+    expect({ paused: connection.socket.isPaused(), closed: connection.closed, errors }).toEqual({ paused: true, closed: false, errors: [] })
+    expect(connection.writer.pendingBytes).toBeLessThan(MiB)
+    raw.socket.resume()
+    await waitFor(() => !connection.socket.isPaused(), 10_000, "the acceptor to read again")
+    expect({ closed: connection.closed, errors }).toEqual({ closed: false, errors: [] })
+  })
+})
