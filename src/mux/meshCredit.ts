@@ -28,7 +28,8 @@ export class CreditWindow {
   /** What stream chunks leave to whole bodies: a chunk (the largest whole body), or a quarter of the credit if less. */
   private readonly reserve: number
   private credit: number
-  private waiters: Array<() => void> = []
+  /** Streams waiting for credit (waitWith): each there once, until credit comes back or its window changes. */
+  private readonly waiters = new Set<() => void>()
 
   constructor(size: number) {
     this.size = size
@@ -55,9 +56,9 @@ export class CreditWindow {
    */
   add(bytes: number): void {
     this.credit = Math.min(this.size, this.credit + bytes)
-    if (this.waiters.length === 0) return
-    const waiters = this.waiters
-    this.waiters = []
+    if (this.waiters.size === 0) return
+    const waiters = [...this.waiters]
+    this.waiters.clear()
     for (const wake of waiters) wake()
   }
 
@@ -70,11 +71,21 @@ export class CreditWindow {
     return granted
   }
 
-  /** Resolves on the next credit back, or when `stream`'s window changes (it may have closed: the caller looks). */
+  /**
+   * Resolves on the next credit back, or when `stream`'s window changes (it may have closed: the
+   * caller looks). Woken by either, it leaves the other's list: a peer granting what gives no room
+   * (0 bytes of credit, a byte of the stream's window) wakes a stream that waits again at once, and
+   * each wake used to leave one more resolver behind there.
+   */
   waitWith(stream: SendWindow): Promise<void> {
     return new Promise<void>((resolve) => {
-      this.waiters.push(resolve)
-      stream.onChange(resolve)
+      const wake = () => {
+        this.waiters.delete(wake)
+        stream.offChange(wake)
+        resolve()
+      }
+      this.waiters.add(wake)
+      stream.onChange(wake)
     })
   }
 }

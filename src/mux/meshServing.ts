@@ -172,6 +172,9 @@ export class PeerChannelServer {
     const requestId = data.readUInt32BE(4)
     const oneway = (flags & EnvelopeFlag.oneway) !== 0
     const isControl = channelId === this.peerControl
+    // A control message is one packet (PROTOCOL.md §11): the body of one streamed would be charged
+    // to the budget with nothing to read or drop it, held for the connection's life.
+    if (isControl && !isLastPacket(status)) return this.session.violation("bad-control", "a control message in more than one packet")
     // The server as a whole holds all it may, or the channel was opened past its channel budget:
     // new work is refused at once (overloaded, not processed, so the caller may go elsewhere) and
     // its body is not kept.

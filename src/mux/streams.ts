@@ -412,6 +412,12 @@ export class SendWindow {
     this.waiters.push(wake)
   }
 
+  /** `wake`, given to onChange, is not to run any more (it was woken by something else). */
+  offChange(wake: () => void): void {
+    const index = this.waiters.indexOf(wake)
+    if (index !== -1) this.waiters.splice(index, 1)
+  }
+
   /** Closes it with `error`; closed already, it keeps its first reason (a tunnel ended `overloaded`, then cancelled, ended `overloaded`). */
   close(error: Error): void {
     if (this.closedWith !== undefined) return
