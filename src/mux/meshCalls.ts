@@ -447,7 +447,9 @@ export abstract class MeshCaller {
     if (!(chunk instanceof DecompressionFailed)) this.creditDropped(chunk.length)
   }
 
+  /** Grants `bytes` more of a channel's stream window; none for nothing (the empty last chunk of a stream dropped unread). */
   grant(channelId: number, bytes: number): void {
+    if (bytes === 0) return
     this.sendControl(MeshPath.window, encodeChannelPair(channelId, bytes))
   }
 
