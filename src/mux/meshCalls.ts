@@ -161,7 +161,7 @@ export abstract class MeshCaller {
       signal: undefined,
       onAbort: undefined
     }
-    if (channel === this.ownControl || this.heldCalls.admits(body)) this.transmit(call, path, body, meta, timeoutMs)
+    if (channel === this.ownControl || this.heldCalls.admits(body, channel)) this.transmit(call, path, body, meta, timeoutMs)
     // The peer holds all the requests (or bytes) it may from this connection: the call waits its turn.
     else this.heldCalls.hold(call, path, body, meta, this.agreed.maxMetaBytes, timeoutMs)
     if (timeoutMs > 0) {
