@@ -161,7 +161,7 @@ export abstract class MeshCaller {
       signal: undefined,
       onAbort: undefined
     }
-    if (channel === this.ownControl || this.heldCalls.admits(body)) this.transmit(call, path, body, meta, timeoutMs)
+    if (channel === this.ownControl || this.heldCalls.admits(body, channel)) this.transmit(call, path, body, meta, timeoutMs)
     // The peer holds all the requests (or bytes) it may from this connection: the call waits its turn.
     else this.heldCalls.hold(call, path, body, meta, this.agreed.maxMetaBytes, timeoutMs)
     if (timeoutMs > 0) {
@@ -447,7 +447,9 @@ export abstract class MeshCaller {
     if (!(chunk instanceof DecompressionFailed)) this.creditDropped(chunk.length)
   }
 
+  /** Grants `bytes` more of a channel's stream window; none for nothing (the empty last chunk of a stream dropped unread). */
   grant(channelId: number, bytes: number): void {
+    if (bytes === 0) return
     this.sendControl(MeshPath.window, encodeChannelPair(channelId, bytes))
   }
 

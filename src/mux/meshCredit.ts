@@ -12,9 +12,11 @@
 // receiver grants them back. The receiver (CreditReturn): stream bytes go back as its consumers
 // take them (streams.ts: as they leave the connection's budget), at once when they are dropped or
 // go to the tunnels' pool; it grants them on its control channel (`/sys/credit`, u32 bytes) once a
-// quarter of the credit is waiting, or at once while the sender has no more than a batch (at least
-// a chunk) left, so a sender is never kept waiting for bytes the receiver holds no more. Plain counters: a couple of
-// integer operations per chunk.
+// quarter of the credit is waiting, or while the sender has no more than a batch (at least a chunk)
+// left, so a sender is never kept waiting for bytes the receiver holds no more. Either way the grant
+// goes at the end of the tick, one for all the releases of that tick (a read's, then those of the
+// consumers it woke): a peer sending 1-byte chunks is not sent a 33-byte grant for each. Plain
+// counters: a couple of integer operations per chunk.
 import { MeshDefaults } from "../protocol/mesh.ts"
 import type { SendWindow } from "./streams.ts"
 
@@ -101,6 +103,8 @@ export class CreditReturn {
   private held = 0
   /** Released, not yet granted. */
   private pending = 0
+  /** A flush is due at the end of this tick. */
+  private scheduled = false
   private readonly send: (bytes: number) => void
 
   constructor(size: number, send: (bytes: number) => void) {
@@ -114,14 +118,14 @@ export class CreditReturn {
   /** Bytes counted in the credit arrived (a stream's, or a whole body). */
   received(bytes: number): void {
     this.held += bytes
-    if (this.pending > 0 && this.size - this.held - this.pending <= this.low) this.flush()
+    if (this.pending > 0 && this.size - this.held - this.pending <= this.low) this.schedule()
   }
 
   /** Stream bytes this side holds no more (taken, dropped, moved to the tunnels' pool): granted back. */
   released(bytes: number): void {
     this.held -= bytes
     this.pending += bytes
-    if (this.pending >= this.batch || this.size - this.held - this.pending <= this.low) this.flush()
+    if (this.pending >= this.batch || this.size - this.held - this.pending <= this.low) this.schedule()
   }
 
   /** A whole body answered: the sender counts it back itself when the answer arrives. */
@@ -129,7 +133,19 @@ export class CreditReturn {
     this.held -= bytes
   }
 
-  private flush(): void {
+  /**
+   * Grants what is pending at the end of the tick, before anything more is read: all the releases
+   * of a read go in one grant, those of the consumers it woke (promise jobs, which run after the
+   * tick's callbacks) in at most one more.
+   */
+  private schedule(): void {
+    if (this.scheduled) return
+    this.scheduled = true
+    process.nextTick(this.flush)
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false
     // At most MaxGrant a packet: `batch` is no larger, so one send covers all but a single large release.
     while (this.pending > 0) {
       const bytes = Math.min(this.pending, MaxGrant)

@@ -6,6 +6,11 @@
 // until an answer or a grant gives it some. Past its budget the peer would stop reading, and a
 // cancel sent then would wait unread behind the requests; held here, a call cancelled or timed out
 // simply leaves the queue.
+//
+// A call with no body needs no credit: it goes past calls held for credit alone (the request budget
+// has room), unless one of them is on its own channel (a channel's requests go in the order made,
+// §5). Nothing else may pass a held body: a body that fits would take the credit it waits for.
+// Across channels the protocol promises no order (§5: channels are independent).
 import { Status } from "../protocol/constants.ts"
 import { EnvelopeBytes, envelopeMetaBytes, MeshDefaults, type Meta } from "../protocol/mesh.ts"
 import { checkPacket } from "../protocol/packet.ts"
@@ -35,9 +40,14 @@ export class HeldCalls {
     this.credit = credit
   }
 
-  /** A call with `body` may be written now: none waits before it, and the peer has room for it. */
-  admits(body: Uint8Array | AsyncIterable<Uint8Array>): boolean {
-    return this.outstanding < this.max && this.queue.length === 0 && this.fits(body)
+  /**
+   * A call with `body` on `channel` may be written now: the peer has room for it, and none waits
+   * before it (or only calls held for credit on other channels, and it has no body).
+   */
+  admits(body: Uint8Array | AsyncIterable<Uint8Array>, channel: Call["channel"]): boolean {
+    if (this.outstanding >= this.max) return false
+    if (this.queue.length === 0) return this.fits(body)
+    return isBodyless(body) && channel.held === 0
   }
 
   /** A whole body fits in the credit (a streamed one takes it chunk by chunk as it goes). */
@@ -57,10 +67,25 @@ export class HeldCalls {
     call.channel.held++
   }
 
-  /** The longest-held call, out of the queue, when there is room for it; else undefined. */
+  /**
+   * The longest-held call, out of the queue, when there is room for it; else the longest-held call
+   * with no body behind it that none before it on its channel holds back; else undefined.
+   */
   next(): Held | undefined {
-    if (this.outstanding >= this.max || this.queue.length === 0 || !this.fits(this.queue[0]!.body)) return undefined
-    const held = this.queue.shift()!
+    if (this.outstanding >= this.max || this.queue.length === 0) return undefined
+    if (this.fits(this.queue[0]!.body)) return this.take(0)
+    // Rare (the head waits for credit): the channels passed are remembered, so the scan stays linear.
+    const before = new Set<Call["channel"]>()
+    for (let index = 0; index < this.queue.length; index++) {
+      const held = this.queue[index]!
+      if (isBodyless(held.body) && !before.has(held.call.channel)) return this.take(index)
+      before.add(held.call.channel)
+    }
+    return undefined
+  }
+
+  private take(index: number): Held {
+    const held = index === 0 ? this.queue.shift()! : this.queue.splice(index, 1)[0]!
     held.call.channel.held--
     return held
   }
@@ -86,3 +111,6 @@ export class HeldCalls {
     }
   }
 }
+
+/** A request with no body: it takes no connection credit. */
+const isBodyless = (body: Uint8Array | AsyncIterable<Uint8Array>): boolean => body instanceof Uint8Array && body.length === 0

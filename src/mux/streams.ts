@@ -126,8 +126,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     }
     if (this.ended) {
       // Failed here (an unreadable chunk, its reader gone) while the sender goes on: granted back, as a discarded stream's, or the sender stalls for bytes nobody holds.
-      // The empty chunk that ends a stream has nothing to grant.
-      if (this.failure !== undefined && chunk.length > 0) this.grant(chunk.length)
+      if (this.failure !== undefined) this.grant(chunk.length)
       credit?.released(chunk.length)
       return true
     }

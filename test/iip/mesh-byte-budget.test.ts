@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import { type IncomingRequest, type IipServer, reply } from "../../src/iip/server.ts"
 import { Cancelled, type MeshReply, type MeshSession } from "../../src/mux/meshSession.ts"
-import { AcceptorControlChannel, emptyMeta, encodeCredit, encodeEnvelope, EnvelopeFlag, EnvelopeKind, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
+import { AcceptorControlChannel, decodeEnvelope, emptyMeta, encodeCredit, encodeEnvelope, EnvelopeFlag, EnvelopeKind, MeshFeatures, MeshPath } from "../../src/protocol/mesh.ts"
 import { Cleanup, deferred, frame, type RawPacket, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, helloOf, settle, startClient, startRawMeshPeer, startServer } from "../support/meshTest.ts"
 
@@ -236,6 +236,52 @@ describe("a client keeps within the connection credit its peer grants (conncredi
     await waitFor(() => uploaded(peer.packets) >= 264 * 1024, 5000, `up to the budget again (${uploaded(peer.packets)})`)
     await pinged(client, peer)
     expect(uploaded(peer.packets)).toBe(264 * 1024)
+  })
+
+  it("a call with no body goes past a whole body held for credit, but not past one held on its own channel", async () => {
+    // 160 KiB of credit: the upload takes 120 KiB, a 30 KiB body 30 of the 40 KiB reserve, the next one waits.
+    const peer = await startRawMeshPeer(cleanup, helloOf({ maxBytes: 160 * 1024 }))
+    const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 4 })
+    void settle(client.stream("/up", upload(8), { timeoutMs: 10_000 }))
+    await waitFor(() => uploaded(peer.packets) >= 120 * 1024, 5000, `the first 120 KiB (${uploaded(peer.packets)})`)
+    void settle(client.call("/whole", Buffer.alloc(30 * 1024, 0x31), { timeoutMs: 10_000 }))
+    await peer.take((p) => p.path === "/whole", 5000, "a whole 30 KiB body, within the reserve")
+    const session = client.meshSessions[0]!
+    const channel = session.openChannel()
+    session.call(channel, "/whole", Buffer.alloc(30 * 1024, 0x32), { timeoutMs: 10_000 }, () => {})
+    session.call(channel, "/behind", Buffer.alloc(0), { timeoutMs: 10_000 }, () => {})
+    // Before, it waited behind the held body until a grant.
+    session.call(session.openChannel(), "/bare", Buffer.alloc(0), { timeoutMs: 10_000 }, () => {})
+    await peer.take((p) => p.path === "/bare", 5000, "the bodyless call on another channel, with no grant")
+    await pinged(client, peer)
+    expect(peer.packets.filter((p) => p.path === "/whole" || p.path === "/behind")).toEqual([])
+    grant(peer.sockets[0]!, 20 * 1024)
+    await peer.take((p) => p.path === "/behind", 5000, "the bodyless call behind the held body on its channel, once it went")
+    expect(peer.packets.filter((p) => p.path === "/whole").length).toBe(1)
+  })
+
+  it("a call with no body held for the request budget behind a body held for credit goes when an answer makes room", async () => {
+    // A budget of 3 requests: the upload, a 30 KiB body and a bodyless call that went past the held body.
+    const peer = await startRawMeshPeer(cleanup, helloOf({ maxBytes: 160 * 1024, maxRequests: 3 }))
+    const client = startClient(cleanup, peer.port, { maxConnections: 1, maxChannelsPerConnection: 8 })
+    void settle(client.stream("/up", upload(8), { timeoutMs: 10_000 }))
+    await waitFor(() => uploaded(peer.packets) >= 120 * 1024, 5000, `the first 120 KiB (${uploaded(peer.packets)})`)
+    void settle(client.call("/whole", Buffer.alloc(30 * 1024, 0x31), { timeoutMs: 10_000 }))
+    await peer.take((p) => p.path === "/whole", 5000, "a whole 30 KiB body, within the reserve")
+    const session = client.meshSessions[0]!
+    session.call(session.openChannel(), "/whole", Buffer.alloc(30 * 1024, 0x32), { timeoutMs: 10_000 }, () => {})
+    const answered = deferred()
+    session.call(session.openChannel(), "/bare", Buffer.alloc(0), { timeoutMs: 10_000 }, () => answered.resolve())
+    const first = await peer.take((p) => p.path === "/bare", 5000, "the first bodyless call")
+    session.call(session.openChannel(), "/bare", Buffer.alloc(0), { timeoutMs: 10_000 }, () => {})
+    await pinged(client, peer)
+    expect(peer.packets.filter((p) => p.path === "/bare")).toEqual([])
+    // The first is answered: its room goes to the bodyless call, not the body still short of credit.
+    const requestId = decodeEnvelope(first.data, 8192).requestId
+    peer.sockets[0]!.write(frame(5, "/bare", first.channelId, encodeEnvelope(EnvelopeKind.response, 0, requestId, emptyMeta, Buffer.from("ok"), 8192)))
+    await withTimeout(answered.promise, 5000, "the answer to the first")
+    await peer.take((p) => p.path === "/bare", 5000, "the second bodyless call, once an answer made room")
+    expect(peer.packets.filter((p) => p.path === "/whole")).toEqual([])
   })
 
   it("a streamed answer to the server's own call, cancelled unread, gives its credit back: the client's uploads still flow", async () => {
