@@ -5,6 +5,8 @@
 // was dropped; the request then ran to its end (in the sidecar: sent to the app, held open until
 // its 10 s timeout). The order is forced without any socket buffer: the streamed body is queued
 // in a microtask, the second call made and cancelled before the writer's next flush (a tick).
+// The server's side is waited for, not timed: the first call is let go only once the server has
+// read the cancel, so the second still waits behind it whatever the socket buffers.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import type { IipServer } from "../../src/iip/server.ts"
@@ -56,6 +58,13 @@ describe("a cancel behind a streamed body", () => {
     cancel.abort()
     expect(outcomes).toEqual(["never Cancelled"])
     await waitFor(() => ran.length > 0, 2000, "the streamed call to run")
+    // /hold must still be running when /never and its cancel reach the server, or /never runs at
+    // once instead of waiting in the mailbox. A ping written after the lane has left the writer
+    // is answered once the server has read all before it, the cancel included.
+    await waitFor(() => !session.connection.writer.holds(channel.id), 2000, "the lane to be written")
+    const pinged = deferred<MeshCallError | undefined>()
+    session.ping((error) => pinged.resolve(error))
+    expect(await pinged.promise).toBeUndefined()
     release.resolve()
     const served = [...server.meshSessions][0]!
     await waitFor(() => outcomes.length === 2 && (served.servingCount === 0 || ran.includes("never")), 2000, "both calls ended at the server")
