@@ -48,6 +48,24 @@ describe("closing mesh channels", () => {
   })
   afterEach(() => cleanup.run())
 
+  /** A server whose /hold answer streams "a", then "b" once `hold` is resolved, and a raw mesh dialer past its hello. */
+  const holdingServer = async () => {
+    const hold = deferred()
+    const busy = await startServer(cleanup)
+    busy.handle("/hold", () =>
+      reply((async function*() {
+        yield Buffer.from("a")
+        await hold.promise
+        yield Buffer.from("b")
+      })())
+    )
+    busy.handle("/echo", (request) => request.data)
+    const raw = await RawClient.connect(busy.address.port, cleanup)
+    raw.write(frame(1, MeshPath.hello, 0, encodeHello(helloOf({ node: "raw" }), false)))
+    await raw.next()
+    return { hold, raw, session: [...busy.meshSessions][0]! }
+  }
+
   it("channels opened past the limit for streams close once the streams end, at both ends of the same connection; the next burst reuses their ids", async () => {
     const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 2, streamChannelsPerConnection: 16 })
     const burst = async () => {
@@ -141,22 +159,9 @@ describe("closing mesh channels", () => {
   })
 
   it("a channel closed while its answer streams is forgotten only once the answer is out; a request on its id before that goes on the same channel", async () => {
-    const hold = deferred()
-    const busy = await startServer(cleanup)
-    busy.handle("/hold", () =>
-      reply((async function*() {
-        yield Buffer.from("a")
-        await hold.promise
-        yield Buffer.from("b")
-      })())
-    )
-    busy.handle("/echo", (request) => request.data)
-    const raw = await RawClient.connect(busy.address.port, cleanup)
-    raw.write(frame(1, MeshPath.hello, 0, encodeHello(helloOf({ node: "raw" }), false)))
-    await raw.next()
+    const { hold, raw, session } = await holdingServer()
     let controlId = 1
     const close = (channel: number) => raw.write(frame(1, MeshPath.close, 0, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, controlId++, emptyMeta, encodeChannelId(channel), 8192)))
-    const session = [...busy.meshSessions][0]!
     raw.write(request("/hold", 1, 1, ""))
     expect((await raw.next()).status).toBe(4) // the answer's first packet: it streams
     close(1)
@@ -183,20 +188,7 @@ describe("closing mesh channels", () => {
   })
 
   it("a request too large for one packet on a channel closed while busy goes on the same channel: its continuation is dropped there, not read as a new channel's", async () => {
-    const hold = deferred()
-    const busy = await startServer(cleanup)
-    busy.handle("/hold", () =>
-      reply((async function*() {
-        yield Buffer.from("a")
-        await hold.promise
-        yield Buffer.from("b")
-      })())
-    )
-    busy.handle("/echo", (request) => request.data)
-    const raw = await RawClient.connect(busy.address.port, cleanup)
-    raw.write(frame(1, MeshPath.hello, 0, encodeHello(helloOf({ node: "raw" }), false)))
-    await raw.next()
-    const session = [...busy.meshSessions][0]!
+    const { hold, raw, session } = await holdingServer()
     raw.write(request("/hold", 1, 1, ""))
     expect((await raw.next()).status).toBe(4) // the answer streams: the channel is busy
     raw.write(frame(1, MeshPath.close, 0, encodeEnvelope(EnvelopeKind.request, EnvelopeFlag.oneway, 1, emptyMeta, encodeChannelId(1), 8192)))

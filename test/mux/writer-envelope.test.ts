@@ -8,26 +8,7 @@ import { describe, expect, it, vi } from "vitest"
 import { PacketWriter } from "../../src/mux/writer.ts"
 import { EnvelopeError, encodeEnvelope, EnvelopeFlag, EnvelopeKind } from "../../src/protocol/mesh.ts"
 import { encodePacket } from "../../src/protocol/packet.ts"
-
-const recordingSink = () => {
-  const writes: Array<Buffer> = []
-  const callbacks: Array<() => void> = []
-  return {
-    wire: () => Buffer.concat(writes),
-    taken: () => callbacks.splice(0).forEach((cb) => cb()),
-    sink: {
-      write: (chunk: Uint8Array, callback?: () => void) => {
-        writes.push(Buffer.from(chunk))
-        if (callback !== undefined) callbacks.push(callback)
-        return true
-      },
-      cork: () => {},
-      uncork: () => {},
-      writableLength: 0,
-      once: () => undefined
-    }
-  }
-}
+import { recordingSink } from "../support/recordingSink.ts"
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve))
 const limits = { highWaterBytes: 1 << 30, maxQueuedBytes: 1 << 30 }

@@ -10,6 +10,7 @@ import { describe, expect, it, vi } from "vitest"
 import { PacketWriter } from "../../src/mux/writer.ts"
 import { PacketDecoder } from "../../src/protocol/decoder.ts"
 import { decodeEnvelope, EnvelopeKind, MeshDefaults, MetaKey } from "../../src/protocol/mesh.ts"
+import { recordingSink } from "../support/recordingSink.ts"
 
 /** A socket stand-in: records the packets of each write group and lets the test say when the socket took a write. */
 const manualSink = () => {
@@ -116,20 +117,7 @@ describe("PacketWriter lanes", () => {
  * `clockMoveMs` while they wait, then the lane drained: the requests as written, and the writer.
  */
 const deadlinesThroughLane = async (clockMoveMs: number) => {
-  const requests: Array<Buffer> = []
-  const decoder = new PacketDecoder({ checkHeader: () => undefined, onPacket: (_s, path, _c, data) => void (path === "/call" && requests.push(Buffer.from(data))) })
-  const callbacks: Array<() => void> = []
-  const sink = {
-    write: (chunk: Uint8Array, callback?: () => void) => {
-      decoder.push(Buffer.from(chunk))
-      if (callback !== undefined) callbacks.push(callback)
-      return true
-    },
-    cork: () => {},
-    uncork: () => {},
-    writableLength: 0,
-    once: () => undefined
-  }
+  const { wire, sink, taken, waiting } = recordingSink()
   const writer = new PacketWriter(sink, { highWaterBytes: 1 << 30, maxQueuedBytes: 1 << 30 })
   // The clock is the test's: only Date is faked, the writer's ticks run as ever.
   vi.useFakeTimers({ toFake: ["Date"] })
@@ -144,13 +132,15 @@ const deadlinesThroughLane = async (clockMoveMs: number) => {
     writer.sendEnvelope(1, "/call", 5, EnvelopeKind.request, 0, 8, meta, MeshDefaults.maxMetaBytes, 10, Buffer.from("b"))
     writer.sendChunk(2, "/up", 5, 0, chunk(3)) // one more bulk behind them: what they are written with is cut apart right
     vi.setSystemTime(1_000_000 + clockMoveMs)
-    for (let i = 0; i < 10 && callbacks.length > 0; i++) {
-      callbacks.splice(0).forEach((cb) => cb())
+    for (let i = 0; i < 10 && waiting() > 0; i++) {
+      taken()
       await tick()
     }
   } finally {
     vi.useRealTimers()
   }
+  const requests: Array<Buffer> = []
+  new PacketDecoder({ checkHeader: () => undefined, onPacket: (_s, path, _c, data) => void (path === "/call" && requests.push(Buffer.from(data))) }).push(wire())
   const sent = requests.map((data) => {
     const envelope = decodeEnvelope(data, MeshDefaults.maxMetaBytes)
     return { id: envelope.requestId, deadline: envelope.meta.get(MetaKey.deadline), x: envelope.meta.get("x"), body: data.subarray(envelope.bodyOffset).toString() }
