@@ -18,6 +18,7 @@
 // hello in clientDial.ts.
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import { defaultBudgets } from "../mux/budget.ts"
 import type { ClientChannel, ClientSession } from "../mux/clientSession.ts"
 import { defaultConnectionLimits } from "../mux/connection.ts"
 import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
@@ -93,7 +94,15 @@ export class IipClient {
       connectTimeoutMs: this.connectTimeoutMs,
       limits: { ...defaultConnectionLimits, ...options.connectionLimits },
       log: this.log,
-      hello: localHello({ node: options.node, maxMetaBytes: options.maxMetaBytes, compression: offeredCodecs(options.compression) }),
+      // It states its limits on the server's calls to it as a server does (§10): it never stops
+      // reading, so past them it refuses instead of pausing (meshStatedLimits.ts).
+      hello: localHello({
+        node: options.node,
+        maxMetaBytes: options.maxMetaBytes,
+        maxRequests: options.maxQueuedRequestsPerConnection ?? defaultBudgets.maxQueuedRequestsPerConnection,
+        maxBytes: options.maxQueuedBytesPerConnection ?? defaultBudgets.maxQueuedBytesPerConnection,
+        compression: offeredCodecs(options.compression)
+      }),
       dispatch: makeDispatch(this.router, this.log),
       // Requests queued behind streaming channels go as soon as one is free; channels opened
       // for streams and no longer needed close.

@@ -96,6 +96,7 @@ export const dialOnce = (settings: DialSettings, done: (error: ConnectFailed | u
         receiveWindow: hello.streamWindow,
         grantCredit: grantedCredit(hello, agreed),
         dispatch: settings.dispatch,
+        statedLimits: hello,
         maxMessageBytes: settings.limits.maxMessageBytes,
         compression: compressionFor(codec, options.compression),
         log: settings.log,

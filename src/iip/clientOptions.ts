@@ -48,6 +48,19 @@ export interface ClientOptions extends PeerOptions {
   readonly idleChannelsAhead?: number
   /** Requests in flight plus waiting; one more fails with Overloaded. */
   readonly maxPending?: number
+  /**
+   * Mesh mode, calls the server makes to this client (PROTOCOL.md §10): how many of them one
+   * connection may have read and not yet answered, or answered and not yet written, stated in the
+   * hello as `maxRequests` (default 1024, as a server's). An iip-mesh server keeps within it; past
+   * it a call is refused `overloaded`, processed: false.
+   */
+  readonly maxQueuedRequestsPerConnection?: number
+  /**
+   * Mesh mode: the bytes of the server's calls one connection may make this client hold, stated
+   * in the hello as `maxBytes` (the server's connection credit under `conncredit`, §13; default 64
+   * MiB, as a server's); a call whose body does not fit beside what is held is refused `overloaded`.
+   */
+  readonly maxQueuedBytesPerConnection?: number
   readonly connectTimeoutMs?: number
   /** Default per-request timeout; 0 means none. */
   readonly requestTimeoutMs?: number

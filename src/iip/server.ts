@@ -16,7 +16,7 @@ import type * as http from "node:http"
 import type { X509Certificate } from "node:crypto"
 import * as net from "node:net"
 import * as tls from "node:tls"
-import { Budget, type BudgetLimits } from "../mux/budget.ts"
+import { Budget, type BudgetLimits, defaultBudgets } from "../mux/budget.ts"
 import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { MeshSession } from "../mux/meshSession.ts"
 import { defaultServerSessionLimits, ServerSession } from "../mux/serverSession.ts"
@@ -37,14 +37,7 @@ export type { Body, Handler, HandlerResult, HandlerValue } from "./dispatch.ts"
 export type { Failure, IncomingRequest, Reply } from "../mux/request.ts"
 export { failure, reply } from "../mux/request.ts"
 
-/** Defaults of the budgets (README, PROTOCOL.md §15). */
-export const defaultBudgets = {
-  maxQueuedRequestsPerConnection: 1024,
-  maxQueuedBytesPerConnection: 64 * 1024 * 1024,
-  maxQueuedRequests: 16_384,
-  maxQueuedBytes: 512 * 1024 * 1024,
-  maxChannels: 65_536
-} as const
+export { defaultBudgets } from "../mux/budget.ts"
 
 export class ListenFailed extends Data.TaggedError("ListenFailed")<{ readonly message: string }> {}
 

@@ -15,6 +15,15 @@ export interface BudgetLimits {
   readonly maxChannels: number
 }
 
+/** Defaults of the budgets (README, PROTOCOL.md §15): a server's, and the per-connection ones a dialer states for the calls its acceptor makes to it (§10). */
+export const defaultBudgets = {
+  maxQueuedRequestsPerConnection: 1024,
+  maxQueuedBytesPerConnection: 64 * 1024 * 1024,
+  maxQueuedRequests: 16_384,
+  maxQueuedBytes: 512 * 1024 * 1024,
+  maxChannels: 65_536
+} as const
+
 export const unlimitedBudget: BudgetLimits = { maxRequests: Infinity, maxBytes: Infinity, maxChannels: Infinity }
 
 /** One pool of requests, bytes and channels: one connection's, or a whole server's. */
@@ -77,6 +86,11 @@ export class InboundBudget {
   /** The server as a whole holds all it may: refuse new work instead of queueing it. */
   get sharedFull(): boolean {
     return this.shared.full
+  }
+
+  /** Bytes this connection holds from its peer, apart from what only more reading gives back (`hold`). */
+  get bytesTaken(): number {
+    return this.own.bytes - this.held
   }
 
   /** Reading is paused because this connection holds all it may. */

@@ -35,6 +35,7 @@ import { type Call, type CallCallback, type CallOptions, Cancelled, type MeshCal
 import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
 import { CreditReturn, CreditWindow } from "./meshCredit.ts"
 import { HeldCalls } from "./meshHeldCalls.ts"
+import type { StatedLimitValues } from "./meshStatedLimits.ts"
 import { StreamSender } from "./meshStreamOut.ts"
 import type { Slab } from "./readSlabs.ts"
 import type { Dispatch } from "./request.ts"
@@ -50,6 +51,11 @@ export interface MeshSessionOptions {
   readonly grantCredit?: number | undefined
   /** Serves the peer's requests; undefined answers every one with not_found. */
   readonly dispatch: Dispatch | undefined
+  /**
+   * A dialer's own hello's limits on the peer's calls (§10), kept by refusing past them
+   * (meshStatedLimits.ts); undefined on an acceptor, which pauses its reading instead (§8).
+   */
+  readonly statedLimits?: StatedLimitValues | undefined
   readonly maxMessageBytes: number
   /** The agreed codec and the smallest body this side compresses; undefined: no codec agreed. */
   readonly compression: Compression | undefined

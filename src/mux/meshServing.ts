@@ -19,6 +19,7 @@ import { chunkOf, trailersOf, unpackBody } from "./meshChunks.ts"
 import { writeAnswerHead } from "./meshAnswer.ts"
 import type { CreditReturn } from "./meshCredit.ts"
 import type { StreamSender } from "./meshStreamOut.ts"
+import { type StatedLimitValues, StatedLimits } from "./meshStatedLimits.ts"
 import { IncomingStream, type SendWindow, StreamFailed } from "./streams.ts"
 
 /** What the serving side asks of its session: to talk on the control channels and to end the connection. */
@@ -45,6 +46,8 @@ export interface ServingOptions {
   readonly receiveWindow: number
   /** Serves the peer's requests; undefined answers every one with not_found. */
   readonly dispatch: Dispatch | undefined
+  /** A dialer's own limits on the peer's calls, kept by refusing past them (meshStatedLimits.ts); undefined on an acceptor. */
+  readonly statedLimits?: StatedLimitValues | undefined
   readonly compression: Compression | undefined
   readonly log: (event: string, fields: Record<string, unknown>) => void
 }
@@ -63,6 +66,8 @@ export class PeerChannelServer {
   private readonly compression: Compression | undefined
   private readonly log: (event: string, fields: Record<string, unknown>) => void
   private readonly dispatch: Dispatch
+  /** A dialer's limits on the peer's calls; undefined on an acceptor. */
+  private readonly stated: StatedLimits | undefined
   /** Sends the answers that stream out (the session's, shared with its calls). */
   private readonly streamOut: StreamSender
   /** The channels the peer opened, its control channel included once used. */
@@ -88,6 +93,7 @@ export class PeerChannelServer {
     this.compression = options.compression
     this.log = options.log
     this.dispatch = options.dispatch ?? noDispatch
+    this.stated = options.isDialer && options.statedLimits !== undefined ? new StatedLimits(connection, options.statedLimits, options.log) : undefined
   }
 
   /** Channels the peer opened on this connection, its control channel not counted. */
@@ -178,7 +184,9 @@ export class PeerChannelServer {
     // The server as a whole holds all it may, or the channel was opened past its channel budget:
     // new work is refused at once (overloaded, not processed, so the caller may go elsewhere) and
     // its body is not kept.
-    const overloaded = !isControl && (channel.refused || this.connection.budget.sharedFull)
+    const verdict = isControl || oneway || this.stated === undefined ? "take" : this.stated.verdict(data.length - bodyOffset)
+    if (verdict === "closed") return
+    const overloaded = !isControl && (channel.refused || this.connection.budget.sharedFull || verdict === "refuse")
     const stream = isLastPacket(status) || overloaded ? undefined : new IncomingStream(this.receiveWindow, (bytes) => this.session.grant(channelId, bytes), this.connection.budget, this.session.creditReturn)
     channel.receiving = stream
     if (stream !== undefined) this.connection.readIntoSlabsSoon()
@@ -225,7 +233,12 @@ export class PeerChannelServer {
       return
     }
     if (overloaded) {
-      served.refusal = failure(MeshErrorCode.overloaded, channel.refused ? "channel refused: the server holds all the channels it may; retry elsewhere" : "server overloaded; retry elsewhere", false)
+      const message = channel.refused
+        ? "channel refused: the server holds all the channels it may; retry elsewhere"
+        : verdict === "refuse"
+        ? this.stated!.refusalMessage
+        : "server overloaded; retry elsewhere"
+      served.refusal = failure(MeshErrorCode.overloaded, message, false)
       served.abort()
     } else if (unreadable !== undefined) {
       served.refusal = failure(MeshErrorCode.badRequest, unreadable.message, false)
@@ -379,7 +392,11 @@ export class PeerChannelServer {
     served.answered = true
     if (this.connection.closed) return false
     const streams = this.writeAnswer(channel, served, outcome)
-    if (!streams) this.finished(served)
+    if (!streams) {
+      // A dialer holds it until its answer is written (meshStatedLimits.ts).
+      this.stated?.answered()
+      this.finished(served)
+    }
     else if (served.isLongLived) {
       // A tunnel: from its answer's head on it waits for nothing, and its unread bytes count in
       // the tunnels' pool (budget.ts), not against the connection's requests. Past the pool's room

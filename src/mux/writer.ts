@@ -102,6 +102,11 @@ export class PacketWriter {
   private batch = new Batch()
   private spare: Batch | undefined = new Batch()
   private queuedBytes = 0
+  /**
+   * How many times the packets sent whole were taken to be written (or dropped at close): one
+   * counted while `wholeWaiting` is nonzero has left this writer once this moves on (meshStatedLimits.ts).
+   */
+  wholeWrites = 0
   /** A flush waits for the end of the turn (setImmediate) / of the tick (nextTick). */
   private scheduled = false
   private scheduledSoon = false
@@ -354,8 +359,14 @@ export class PacketWriter {
     this.releaseWaiters()
   }
 
+  /** Packets sent whole waiting for the next write (not those sent behind a lane). */
+  get wholeWaiting(): number {
+    return this.batch.length
+  }
+
   /** Empties the queue of packets sent whole and returns what it held. */
   private takeQueue(): Batch {
+    this.wholeWrites++
     const taken = this.batch
     this.batch = this.spare ?? new Batch()
     this.spare = undefined

@@ -70,11 +70,12 @@ export const helloOf = (overrides: Partial<Hello> = {}): Hello => ({
 })
 
 /**
- * A hand-played mesh acceptor: answers `/sys/hello` on channel 0 with `hello` (status 5) and
- * records every other packet without answering it.
+ * A hand-played mesh acceptor: answers `/sys/hello` on channel 0 with `hello` (status 5), keeps
+ * the dialer's hellos, and records every other packet without answering it.
  */
 export const startRawMeshPeer = async (cleanup: Cleanup, hello: Hello = helloOf()) => {
   const packets: Array<RawPacket> = []
+  const hellos: Array<Buffer> = []
   const waiters: Array<() => void> = []
   const sockets: Array<net.Socket> = []
   const { port } = await startRawServer(cleanup, (socket) => {
@@ -82,8 +83,10 @@ export const startRawMeshPeer = async (cleanup: Cleanup, hello: Hello = helloOf(
     const parser = new RawParser()
     socket.on("data", (chunk: Buffer) => {
       for (const packet of parser.push(chunk)) {
-        if (packet.path === MeshPath.hello && packet.channelId === 0) socket.write(frame(5, MeshPath.hello, 0, encodeHello(hello, true)))
-        else packets.push(packet)
+        if (packet.path === MeshPath.hello && packet.channelId === 0) {
+          hellos.push(packet.data)
+          socket.write(frame(5, MeshPath.hello, 0, encodeHello(hello, true)))
+        } else packets.push(packet)
       }
       for (const waiter of waiters.splice(0)) waiter()
     })
@@ -99,7 +102,7 @@ export const startRawMeshPeer = async (cleanup: Cleanup, hello: Hello = helloOf(
     }
     return withTimeout(found(), timeoutMs, what)
   }
-  return { port, packets, sockets, take }
+  return { port, packets, hellos, sockets, take }
 }
 
 /**
