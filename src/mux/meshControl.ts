@@ -83,8 +83,11 @@ export class ControlReceiver {
       case MeshPath.ping:
         return this.answer(path, requestId, EnvelopeKind.response, body)
       case MeshPath.cancel: {
+        // Malformed, it closes the connection as any malformed control message does: dropped, the
+        // request it meant to cancel would run on while its caller believes it stopped.
         const pair = decodeChannelPair(body)
-        if (pair !== undefined) this.serving.cancel(pair[0], pair[1])
+        if (pair === undefined) return this.session.violation("bad-control", `malformed cancel (${body.length} bytes, not 8)`)
+        this.serving.cancel(pair[0], pair[1])
         return
       }
       case MeshPath.window: {
