@@ -22,6 +22,7 @@
 import * as Data from "effect/Data"
 import type { Meta } from "../protocol/mesh.ts"
 import type { InboundBudget } from "./budget.ts"
+import { atEndOfRead } from "./connection.ts"
 import type { CreditReturn } from "./meshCredit.ts"
 import type { Slab } from "./readSlabs.ts"
 
@@ -96,6 +97,10 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private overload: TunnelOverloaded | undefined = undefined
   /** Where its unread bytes are also counted, once `countUnreadIn` was called (the outbound sidecar's tunnels). */
   private unreadPool: UnreadPool | undefined = undefined
+  /** Dropped bytes to grant back at the end of the read they came in (grantBack), and whether that is arranged. */
+  private owed = 0
+  private owedDue = false
+  private payOwed: (() => void) | undefined = undefined
   private readonly window: number
   private readonly grant: (bytes: number) => void
   private readonly budget: InboundBudget | undefined
@@ -120,20 +125,20 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     const credit = this.credit
     credit?.received(chunk.length)
     if (this.discarded) {
-      if (!this.ended) this.grant(chunk.length)
+      if (!this.ended) this.grantBack(chunk.length)
       credit?.released(chunk.length)
       return true
     }
     if (this.ended) {
       // Failed here (an unreadable chunk, its reader gone) while the sender goes on: granted back, as a discarded stream's, or the sender stalls for bytes nobody holds.
-      if (this.failure !== undefined) this.grant(chunk.length)
+      if (this.failure !== undefined) this.grantBack(chunk.length)
       credit?.released(chunk.length)
       return true
     }
     if (this.tunnel && !this.budget!.chargeTunnel(chunk.length, this.window)) {
       this.endTunnel()
       // Dropped as a discarded stream's chunks are: granted back, so the sender can finish.
-      if (!this.ended) this.grant(chunk.length)
+      if (!this.ended) this.grantBack(chunk.length)
       credit?.released(chunk.length)
       return true
     }
@@ -162,7 +167,7 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
     const dropped = this.dropUnread()
     // Leases still out are granted now too: their release comes when it comes, the sender goes on.
     const back = dropped + this.consumed + this.leasedOut
-    if (!this.ended && back > 0) this.grant(back)
+    if (!this.ended && back > 0) this.grantBack(back)
     this.consumed = 0
     this.leasedOut = 0
     this.notify()
@@ -176,6 +181,26 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   abandon(error: Error): void {
     this.fail(error)
     this.dropUnread()
+  }
+
+  /**
+   * Grants back bytes dropped unread: those of one read go in one grant, at its end (with the
+   * read's other packets), not one per chunk, so a peer sending 1-byte chunks to a body nobody
+   * reads is not sent a control packet per byte. Outside a read (a handler's answer dropped the
+   * body), at once.
+   */
+  private grantBack(bytes: number): void {
+    this.owed += bytes
+    if (this.owedDue) return
+    // Made the first time: most streams are read, never dropped.
+    const pay = (this.payOwed ??= () => {
+      const owed = this.owed
+      this.owed = 0
+      this.owedDue = false
+      this.grant(owed)
+    })
+    if (atEndOfRead(pay)) this.owedDue = true
+    else pay()
   }
 
   /** Drops the chunks held unread, giving their bytes back where they count; returns how many. */

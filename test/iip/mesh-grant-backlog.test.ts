@@ -1,9 +1,10 @@
-// A hand-played mesh peer that sends a request body nobody reads (its request was answered at
-// once: no handler) and never reads what it is sent (PROTOCOL.md §8, §13). Each chunk of such a
-// body is granted back at once, so the sender can finish; the grants back up in the writer like
-// any packet: an acceptor stops reading while they do, as for its answers; a dialer, which reads
-// on, closes the connection once they reach its hard limit. Nothing is thrown out of the socket's
-// read callback (before, `Overloaded` was, uncaught).
+// A hand-played mesh peer that sends request bodies nobody reads (their requests were answered at
+// once: no handler) and never reads what it is sent (PROTOCOL.md §8, §13). What such a body
+// receives is granted back as it comes, so the sender can finish: one grant per body per read, so
+// the peer spreads 1-byte chunks over many bodies to have a grant sent for nearly every one. The
+// grants back up in the writer like any packet: an acceptor stops reading while they do, as for
+// its answers; a dialer, which reads on, closes the connection once they reach its hard limit.
+// Nothing is thrown out of the socket's read callback (before, `Overloaded` was, uncaught).
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { defaultConnectionLimits } from "../../src/mux/connection.ts"
 import { meshChunk, meshDialer, meshRequest } from "../support/budgetAttack.ts"
@@ -22,6 +23,12 @@ const ACCEPTOR_CHANNEL = AcceptorControlChannel + 1
 
 /** One write's continuation packets on `channel`: 1-byte chunks of the body of request 1. */
 const continuations = (channel: number): Buffer => Buffer.concat(Array.from({ length: CHUNKS_PER_WRITE }, () => meshChunk(2, "/x", channel, Buffer.of(2))))
+/** Bodies dropped unread at once, one per channel, that the chunks of a write take turns on. */
+const BODIES = 1000
+/** One write's continuation packets: 1-byte chunks on channels `first` .. `first + BODIES - 1` in turn. */
+const spreadContinuations = (first: number): Buffer => Buffer.concat(Array.from({ length: CHUNKS_PER_WRITE }, (_, i) => meshChunk(2, "/x", first + (i % BODIES), Buffer.of(2))))
+/** The first packets of the bodies on channels `first` .. `first + BODIES - 1`. */
+const bodies = (first: number): Buffer => Buffer.concat(Array.from({ length: BODIES }, (_, i) => meshRequest(0, "/x", first + i, 1, Buffer.of(1))))
 
 describe("mesh grants a peer does not read", () => {
   let cleanup: Cleanup
@@ -32,12 +39,12 @@ describe("mesh grants a peer does not read", () => {
 
   afterEach(() => cleanup.run())
 
-  it("a dialer whose grants for a discarded body back up to its hard limit closes the connection, never throws", async () => {
+  it("a dialer whose grants for discarded bodies back up to its hard limit closes the connection, never throws", async () => {
     let writes = 0
     const port = await startDeafAcceptor(cleanup, (socket) => {
-      // A body on the acceptor's first channel.
-      socket.write(meshRequest(0, "/x", ACCEPTOR_CHANNEL, 1, Buffer.of(1)))
-      const chunks = continuations(ACCEPTOR_CHANNEL)
+      // Bodies on the acceptor's first channels.
+      socket.write(bodies(ACCEPTOR_CHANNEL))
+      const chunks = spreadContinuations(ACCEPTOR_CHANNEL)
       const pump = () => {
         while (writes < MAX_WRITES && !socket.destroyed) {
           writes++
@@ -66,8 +73,8 @@ describe("mesh grants a peer does not read", () => {
     const session = () => [...server.meshSessions].find((s) => s.connection.socket.remotePort === raw.socket.localPort)
     await waitFor(() => session() !== undefined, 5000, "the mesh session")
     const connection = session()!.connection
-    raw.write(meshRequest(0, "/x", 1, 1, Buffer.of(1)))
-    const chunks = continuations(1)
+    raw.write(bodies(1))
+    const chunks = spreadContinuations(1)
     let writes = 0
     let stopped = false
     const pump = () => {
