@@ -30,8 +30,8 @@ export class CreditWindow {
   /** What stream chunks leave to whole bodies: a chunk (the largest whole body), or a quarter of the credit if less. */
   private readonly reserve: number
   private credit: number
-  /** Streams waiting for credit (waitWith): each there once, until credit comes back or its window changes. */
-  private readonly waiters = new Set<() => void>()
+  /** Streams waiting for credit (waitWith), in the order they came, with the bytes each waits for: each there once, until woken or its window changes. */
+  private readonly waiters = new Map<() => void, number>()
 
   constructor(size: number) {
     this.size = size
@@ -59,9 +59,15 @@ export class CreditWindow {
   add(bytes: number): void {
     this.credit = Math.min(this.size, this.credit + bytes)
     if (this.waiters.size === 0) return
-    const waiters = [...this.waiters]
-    this.waiters.clear()
-    for (const wake of waiters) wake()
+    // In order, only as many as the room above the reserve serves, each counted for what it waits
+    // for (it takes no more): a peer granting a byte at a time wakes one stream, not all of them.
+    // One woken finds the room taken by another stream meanwhile waits again, for the next grant.
+    let room = this.credit - this.reserve
+    for (const [wake, want] of this.waiters) {
+      if (room <= 0) return
+      room -= want
+      wake() // leaves the map (deleting the entry being visited is safe)
+    }
   }
 
   /** Takes up to `want` bytes for a stream chunk if there is credit above the reserve (0 when there is none). */
@@ -74,19 +80,20 @@ export class CreditWindow {
   }
 
   /**
-   * Resolves on the next credit back, or when `stream`'s window changes (it may have closed: the
-   * caller looks). Woken by either, it leaves the other's list: a peer granting what gives no room
-   * (0 bytes of credit, a byte of the stream's window) wakes a stream that waits again at once, and
-   * each wake used to leave one more resolver behind there.
+   * Resolves when credit back gives room for this stream's turn (`want`: the most it then takes),
+   * or when `stream`'s window changes (it may have closed: the caller looks). Woken by either, it
+   * leaves the other's list: a peer granting what gives no room (0 bytes of credit, a byte of the
+   * stream's window) wakes a stream that waits again at once, and each wake used to leave one more
+   * resolver behind there.
    */
-  waitWith(stream: SendWindow): Promise<void> {
+  waitWith(stream: SendWindow, want: number): Promise<void> {
     return new Promise<void>((resolve) => {
       const wake = () => {
         this.waiters.delete(wake)
         stream.offChange(wake)
         resolve()
       }
-      this.waiters.add(wake)
+      this.waiters.set(wake, want)
       stream.onChange(wake)
     })
   }

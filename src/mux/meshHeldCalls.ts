@@ -34,6 +34,14 @@ export class HeldCalls {
   private readonly queue: Array<Held> = []
   /** The peer's connection credit, undefined where it grants none. */
   private readonly credit: CreditWindow | undefined
+  /** Held calls with no body: only they may pass a head waiting for credit. */
+  private bodyless = 0
+  /**
+   * A scan found no bodyless call free to pass (each has a call before it on its channel): until
+   * the queue changes none is, whatever credit comes, so a peer granting a byte at a time does not
+   * make each grant look at every held call.
+   */
+  private noneCanPass = false
 
   constructor(max: number, credit: CreditWindow | undefined) {
     this.max = max
@@ -65,6 +73,13 @@ export class HeldCalls {
     checkPacket(Status.RequestWhole, path, call.channel.id, EnvelopeBytes + metaBytes + (whole ? body.length : 0))
     this.queue.push({ call, path, body, meta })
     call.channel.held++
+    this.changed(body)
+  }
+
+  /** A call joined or left the queue: which bodyless calls may pass is to be found again. */
+  private changed(body: Uint8Array | AsyncIterable<Uint8Array>, left = false): void {
+    this.noneCanPass = false
+    if (isBodyless(body)) this.bodyless += left ? -1 : 1
   }
 
   /**
@@ -74,6 +89,7 @@ export class HeldCalls {
   next(): Held | undefined {
     if (this.outstanding >= this.max || this.queue.length === 0) return undefined
     if (this.fits(this.queue[0]!.body)) return this.take(0)
+    if (this.bodyless === 0 || this.noneCanPass) return undefined
     // Rare (the head waits for credit): the channels passed are remembered, so the scan stays linear.
     const before = new Set<Call["channel"]>()
     for (let index = 0; index < this.queue.length; index++) {
@@ -81,12 +97,14 @@ export class HeldCalls {
       if (isBodyless(held.body) && !before.has(held.call.channel)) return this.take(index)
       before.add(held.call.channel)
     }
+    this.noneCanPass = true
     return undefined
   }
 
   private take(index: number): Held {
     const held = index === 0 ? this.queue.shift()! : this.queue.splice(index, 1)[0]!
     held.call.channel.held--
+    this.changed(held.body, true)
     return held
   }
 
@@ -94,8 +112,9 @@ export class HeldCalls {
   remove(call: Call): void {
     const index = this.queue.findIndex((held) => held.call === call)
     if (index === -1) return
-    this.queue.splice(index, 1)
+    const [held] = this.queue.splice(index, 1)
     call.channel.held--
+    this.changed(held!.body, true)
   }
 
   /**
@@ -105,6 +124,8 @@ export class HeldCalls {
    * of the calls not handed over yet as taken.
    */
   drain(each: (held: Held) => void): void {
+    this.bodyless = 0
+    this.noneCanPass = false
     for (const held of this.queue.splice(0)) {
       held.call.channel.held--
       each(held)

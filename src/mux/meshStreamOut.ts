@@ -90,7 +90,7 @@ export class StreamSender {
               // Interrupted (an error answer, the connection closed) while it waits: it stops, as `take` does.
               const closed = window.closedError
               if (closed !== undefined) throw closed
-              await credit.waitWith(window)
+              await credit.waitWith(window, size)
               taken = credit.takeNow(size)
             }
             // The stream's credit not covered by the connection's stays the stream's.
