@@ -91,7 +91,11 @@ export class StreamSender {
               const closed = window.closedError
               if (closed !== undefined) throw closed
               await credit.waitWith(window, size)
-              taken = credit.takeNow(size)
+              // Woken by the close, with credit granted in the same read: no chunk goes after the
+              // cancel, and the turn a grant may have given it passes to the next stream waiting
+              // (a grant wakes only as many as its room serves: CreditWindow.add).
+              if (window.closedError === undefined) taken = credit.takeNow(size)
+              else credit.add(0)
             }
             // The stream's credit not covered by the connection's stays the stream's.
             if (taken < size) window.add(size - taken)

@@ -88,4 +88,22 @@ describe("the cost of a credit grant to the sender", () => {
     credit.add(256 * KiB)
     await Promise.all(waits.slice(0, 16))
   })
+
+  it("a woken stream that takes nothing (its window closed) passes its turn on: the room is not left to sleepers", async () => {
+    const credit = new CreditWindow(256 * KiB)
+    credit.takeNow(256 * KiB)
+    const order: Array<string> = []
+    const closing = credit.waitWith(new SendWindow(KiB), 16 * KiB).then(() => {
+      order.push("closed, declines")
+      credit.add(0)
+    })
+    const next = credit.waitWith(new SendWindow(KiB), 16 * KiB).then(() => {
+      order.push("next")
+      return credit.takeNow(16 * KiB)
+    })
+    credit.add(16 * KiB)
+    await closing
+    expect(await next).toBe(16 * KiB)
+    expect(order).toStrictEqual(["closed, declines", "next"])
+  })
 })
