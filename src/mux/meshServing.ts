@@ -2,9 +2,10 @@
 // MeshSession (meshSession.ts), which hands it every packet on a channel not its own: a request is
 // read (its body whole, or a stream under this side's window), run by the dispatch one at a time
 // per channel (the rest wait in the channel's mailbox), refused in its turn when the server holds
-// all it may, is draining or cannot read it, interrupted by the caller's cancel or its deadline,
-// and answered (meshAnswer.ts, meshStreamOut.ts). Requests on the peer's control channel are read
-// here too and handed back to the session (meshControl.ts answers them).
+// all it may (a dialer: past the limits it stated, meshStatedLimits.ts), is draining or cannot
+// read it, interrupted by the caller's cancel or its deadline, and answered (meshAnswer.ts,
+// meshStreamOut.ts). Requests on the peer's control channel are read here too and handed back to
+// the session (meshControl.ts answers them).
 import { type Compression, DecompressionFailed } from "../protocol/compression.ts"
 import { Status } from "../protocol/constants.ts"
 import { ChunkHeader, decodeEnvelope, decodeErrorBody, decodeMeta, encodeChannelId, envelopeBodyOffset, EnvelopeFlag, MeshErrorCode, MeshPath, type Meta, scanMeta } from "../protocol/mesh.ts"
@@ -396,8 +397,7 @@ export class PeerChannelServer {
       // A dialer holds it until its answer is written (meshStatedLimits.ts).
       this.stated?.answered()
       this.finished(served)
-    }
-    else if (served.isLongLived) {
+    } else if (served.isLongLived) {
       // A tunnel: from its answer's head on it waits for nothing, and its unread bytes count in
       // the tunnels' pool (budget.ts), not against the connection's requests. Past the pool's room
       // it is ended as a cancel ends one: its handler is cancelled, its answer ends `overloaded`.
