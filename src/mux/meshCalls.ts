@@ -423,8 +423,12 @@ export abstract class MeshCaller {
       this.answered(channel)
       return this.finishCall(call, undefined, { meta, data: body, stream: undefined })
     }
-    // A streamed answer begins: the connection reads into reused memory from now on.
-    const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), this.connection.budget, this.creditReturn)
+    // A streamed answer begins: the connection reads into reused memory from now on. A dialer's
+    // stated maxBytes is for the acceptor's calls to it (§10): its answers count in neither that
+    // nor the credit (granted back as they come), each held to its window alone, so answers whose
+    // readers stopped (a sidecar's slow callers) never stop another caller's on the connection.
+    const dialer = this.options.isDialer
+    const incoming = new IncomingStream(this.options.receiveWindow, (bytes) => this.grant(channel.id, bytes), dialer ? undefined : this.connection.budget, dialer ? this.creditReturn?.atArrival : this.creditReturn)
     this.connection.readIntoSlabsSoon()
     call.incoming = incoming
     if (body.length > 0 && !incoming.push(body)) return this.violation("window-exceeded", `peer sent past the stream window on channel ${channel.id}`)

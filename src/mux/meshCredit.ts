@@ -11,9 +11,11 @@
 // last packet arrives (the receiver released it before writing that), stream bytes when the
 // receiver grants them back. The receiver (CreditReturn): stream bytes go back as its consumers
 // take them (streams.ts: as they leave the connection's budget), at once when they are dropped or
-// go to the tunnels' pool; it grants them on its control channel (`/sys/credit`, u32 bytes) once a
-// quarter of the credit is waiting, or while the sender has no more than a batch (at least a chunk)
-// left, so a sender is never kept waiting for bytes the receiver holds no more. Either way the grant
+// go to the tunnels' pool, and a dialer's streamed answers to its own calls as they arrive (its
+// stated maxBytes bounds the acceptor's calls, PROTOCOL.md §10); it grants them on its control
+// channel (`/sys/credit`, u32 bytes) once a quarter of the credit is waiting, or while the sender
+// has no more than a batch (at least a chunk) left, so a sender is never kept waiting for bytes the
+// receiver holds no more. Either way the grant
 // goes at the end of the tick, one for all the releases of that tick (a read's, then those of the
 // consumers it woke): a peer sending 1-byte chunks is not sent a 33-byte grant for each. Plain
 // counters: a couple of integer operations per chunk.
@@ -99,8 +101,14 @@ export class CreditWindow {
   }
 }
 
+/** What a stream's bytes tell the credit it counts in (streams.ts): their arrival, and when this side holds them no more. */
+export interface StreamCredit {
+  received(bytes: number): void
+  released(bytes: number): void
+}
+
 /** The receiver's side: what it holds of the credit it granted, and what it has to grant back. */
-export class CreditReturn {
+export class CreditReturn implements StreamCredit {
   private readonly size: number
   /** Grants wait until this much is released (a quarter of the credit). */
   private readonly batch: number
@@ -112,6 +120,8 @@ export class CreditReturn {
   private pending = 0
   /** A flush is due at the end of this tick. */
   private scheduled = false
+  /** `atArrival`, made the first time it is asked for. */
+  private passing: StreamCredit | undefined = undefined
   private readonly send: (bytes: number) => void
 
   constructor(size: number, send: (bytes: number) => void) {
@@ -133,6 +143,20 @@ export class CreditReturn {
     this.held -= bytes
     this.pending += bytes
     if (this.pending >= this.batch || this.size - this.held - this.pending <= this.low) this.schedule()
+  }
+
+  /**
+   * For streams whose bytes this side does not hold in the credit (a dialer's answers to its own
+   * calls, meshCalls.ts): each byte granted back as it arrives, the stream bounded by its window alone.
+   */
+  get atArrival(): StreamCredit {
+    return (this.passing ??= {
+      received: (bytes) => {
+        this.received(bytes)
+        this.released(bytes)
+      },
+      released: () => {}
+    })
   }
 
   /** A whole body answered: the sender counts it back itself when the answer arrives. */

@@ -23,7 +23,7 @@ import * as Data from "effect/Data"
 import type { Meta } from "../protocol/mesh.ts"
 import type { InboundBudget } from "./budget.ts"
 import { atEndOfRead } from "./connection.ts"
-import type { CreditReturn } from "./meshCredit.ts"
+import type { StreamCredit } from "./meshCredit.ts"
 import type { Slab } from "./readSlabs.ts"
 
 export class StreamFailed extends Data.TaggedError("StreamFailed")<{ readonly message: string }> {}
@@ -105,9 +105,9 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
   private readonly grant: (bytes: number) => void
   private readonly budget: InboundBudget | undefined
   /** The connection credit this side grants its peer, if it does (a stream's bytes count in it). */
-  private readonly credit: CreditReturn | undefined
+  private readonly credit: StreamCredit | undefined
 
-  constructor(window: number, grant: (bytes: number) => void, budget?: InboundBudget, credit?: CreditReturn) {
+  constructor(window: number, grant: (bytes: number) => void, budget?: InboundBudget, credit?: StreamCredit) {
     this.window = window
     this.grant = grant
     this.budget = budget
