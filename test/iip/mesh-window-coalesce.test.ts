@@ -52,8 +52,10 @@ describe("window grants for an unread body", () => {
     raw.write(Buffer.concat(Array.from({ length: chunks }, () => meshChunk(2, "/drop", 1, Buffer.of(7)))))
     // The first byte came with the request and was granted back when the body was dropped.
     const grants = await grantsUntil(raw, 1, 1 + chunks)
-    // One per read of the server (a 64 KiB read holds ~4000 of these 16-byte packets), not 4096.
-    expect(grants.length).toBeLessThanOrEqual(16)
+    // One per read of the server, not one per chunk (4097). How many reads the 64 KiB take depends
+    // on the socket buffers (a 64 KiB read holds ~4000 of these 16-byte packets; with 4 KiB
+    // buffers reads of ~1.5 KiB, 46 grants): a bound of 16 packets a read at the least.
+    expect(grants.length).toBeLessThanOrEqual(chunks / 16)
     raw.write(meshChunk(3, "/drop", 1, Buffer.alloc(0)))
     raw.write(meshRequest(1, "/echo", 2, 1, Buffer.from("after")))
     for (;;) if ((await raw.next(5000)).path === "/echo") break
