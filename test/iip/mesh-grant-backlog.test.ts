@@ -23,12 +23,17 @@ const ACCEPTOR_CHANNEL = AcceptorControlChannel + 1
 
 /** One write's continuation packets on `channel`: 1-byte chunks of the body of request 1. */
 const continuations = (channel: number): Buffer => Buffer.concat(Array.from({ length: CHUNKS_PER_WRITE }, () => meshChunk(2, "/x", channel, Buffer.of(2))))
-/** Bodies dropped unread at once, one per channel, that the chunks of a write take turns on. */
+/**
+ * Bodies dropped unread at once, one per channel, that the chunks of a write take turns on: as
+ * many as a dialer takes channels from its acceptor (1024). An acceptor is given one per chunk
+ * of a write (it takes more channels): then every chunk of a read is granted apart, whatever the
+ * socket buffers make a read hold.
+ */
 const BODIES = 1000
-/** One write's continuation packets: 1-byte chunks on channels `first` .. `first + BODIES - 1` in turn. */
-const spreadContinuations = (first: number): Buffer => Buffer.concat(Array.from({ length: CHUNKS_PER_WRITE }, (_, i) => meshChunk(2, "/x", first + (i % BODIES), Buffer.of(2))))
-/** The first packets of the bodies on channels `first` .. `first + BODIES - 1`. */
-const bodies = (first: number): Buffer => Buffer.concat(Array.from({ length: BODIES }, (_, i) => meshRequest(0, "/x", first + i, 1, Buffer.of(1))))
+/** One write's continuation packets: 1-byte chunks on channels `first` .. `first + count - 1` in turn. */
+const spreadContinuations = (first: number, count = BODIES): Buffer => Buffer.concat(Array.from({ length: CHUNKS_PER_WRITE }, (_, i) => meshChunk(2, "/x", first + (i % count), Buffer.of(2))))
+/** The first packets of the bodies on channels `first` .. `first + count - 1`. */
+const bodies = (first: number, count = BODIES): Buffer => Buffer.concat(Array.from({ length: count }, (_, i) => meshRequest(0, "/x", first + i, 1, Buffer.of(1))))
 
 describe("mesh grants a peer does not read", () => {
   let cleanup: Cleanup
@@ -54,27 +59,30 @@ describe("mesh grants a peer does not read", () => {
       pump()
     })
     const { events, log } = collectLog()
-    // A small hard limit: the grants reach it after a few MiB of chunks (the sockets take some first).
+    // A small hard limit: the grants reach it once the sockets took what they take, a few MiB of
+    // grants, and each read of chunks is granted in at most a grant per body (about 0.6 bytes of
+    // grant per byte of chunks in a 64 KiB read): with 16 MiB socket buffers tens of MiB of chunks
+    // go first, several seconds on a loaded machine, hence the bound.
     const client = startClient(cleanup, port, { log, connectionLimits: { ...defaultConnectionLimits, writeHighWaterBytes: 64 * KiB, maxWriteQueueBytes: 256 * KiB } })
-    const call = settle(client.call("/never-answered", "x", { timeoutMs: 10_000 }))
-    const outcome = await withTimeout(call, 10_000, "the dialer to close the connection")
+    const call = settle(client.call("/never-answered", "x", { timeoutMs: 40_000 }))
+    const outcome = await withTimeout(call, 40_000, "the dialer to close the connection")
     // Closed before the pump ran out: the dialer stopped taking chunks, they did not stop coming.
     expect(writes).toBeLessThan(MAX_WRITES)
     expect(String(outcome.ok ? "" : (outcome.error as Error).message)).toContain("cannot send /sys/window")
     const line = events.find((e) => e.event === "control-not-sent")
     expect(line?.fields).toMatchObject({ path: "/sys/window", message: expect.stringContaining("write queue holds") })
-  })
+  }, 60_000)
 
   it("an acceptor stops reading while those grants back up, as it does for its answers, and reads again once the peer reads", async () => {
     // A hard limit far above the high-water mark: what backs up stays near the latter.
-    const server = await startServer(cleanup, { connectionLimits: { ...defaultConnectionLimits, writeHighWaterBytes: 64 * KiB, maxWriteQueueBytes: 8 * MiB } })
-    const raw = await meshDialer(server.address.port, cleanup)
+    const server = await startServer(cleanup, { maxChannelsPerConnection: 2 * CHUNKS_PER_WRITE, connectionLimits: { ...defaultConnectionLimits, writeHighWaterBytes: 64 * KiB, maxWriteQueueBytes: 8 * MiB } })
+    const raw = await meshDialer(server.address.port, cleanup, { maxChannels: 2 * CHUNKS_PER_WRITE })
     raw.socket.pause()
     const session = () => [...server.meshSessions].find((s) => s.connection.socket.remotePort === raw.socket.localPort)
     await waitFor(() => session() !== undefined, 5000, "the mesh session")
     const connection = session()!.connection
-    raw.write(bodies(1))
-    const chunks = spreadContinuations(1)
+    raw.write(bodies(1, CHUNKS_PER_WRITE))
+    const chunks = spreadContinuations(1, CHUNKS_PER_WRITE)
     let writes = 0
     let stopped = false
     const pump = () => {

@@ -6,7 +6,7 @@ import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import type { IipClient } from "../../src/iip/client.ts"
 import type { ServerOptions } from "../../src/iip/server.ts"
-import { emptyMeta, encodeEnvelope, encodeHello, EnvelopeKind, MeshPath } from "../../src/protocol/mesh.ts"
+import { emptyMeta, encodeEnvelope, encodeHello, EnvelopeKind, type Hello, MeshPath } from "../../src/protocol/mesh.ts"
 import { type Cleanup, frame, RawClient, withTimeout } from "./iipRaw.ts"
 import { helloOf } from "./meshTest.ts"
 
@@ -92,10 +92,10 @@ export const meshRequest = (status: 0 | 1, path: string, channelId: number, id: 
 /** A continuation packet of a streamed request: chunk header 00 and `bytes`. */
 export const meshChunk = (status: 2 | 3, path: string, channelId: number, bytes: Uint8Array): Buffer => frame(status, path, channelId, Buffer.concat([Buffer.of(0), bytes]))
 
-/** A raw dialer in mesh mode: it said hello and got the answer. */
-export const meshDialer = async (port: number, cleanup: Cleanup): Promise<RawClient> => {
+/** A raw dialer in mesh mode: it said hello (with `hello`'s fields) and got the answer. */
+export const meshDialer = async (port: number, cleanup: Cleanup, hello: Partial<Hello> = {}): Promise<RawClient> => {
   const raw = await RawClient.connect(port, cleanup)
-  raw.write(frame(1, MeshPath.hello, 0, encodeHello(helloOf({ node: "attacker" }), false)))
+  raw.write(frame(1, MeshPath.hello, 0, encodeHello(helloOf({ node: "attacker", ...hello }), false)))
   const answer = await raw.next(5000)
   if (answer.path !== MeshPath.hello || !answer.data.toString("utf8").includes('"iipmesh"')) throw new Error(`no mesh hello answer: ${answer.data.toString("utf8")}`)
   return raw
