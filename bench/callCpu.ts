@@ -15,10 +15,10 @@
 //   npm run -s bench -- callCpu --against ../wt-base --rounds 12 --warmup 2
 // Flags: --rounds N, --duration S, --warmup S (default 0.5), --inflight N (default 64), --against DIR.
 import { spawn } from "node:child_process"
-import { readFileSync } from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { benchArgs, printSummary } from "./args.ts"
+import { usageOf } from "./sidecar/procStats.ts"
 
 const PATH = "/echo_benchmark"
 const MODES = ["plain", "mesh"] as const
@@ -30,14 +30,10 @@ interface Sample {
   readonly syscalls: number
 }
 
-/** Read and write system calls this process made so far (/proc/self/io; 0 where there is none). */
+/** Read and write system calls this process made so far (/proc/self/io, NaN where there is none). */
 const syscallsSoFar = (): number => {
-  try {
-    const io = readFileSync("/proc/self/io", "utf8")
-    return Number(/syscr: (\d+)/.exec(io)?.[1] ?? 0) + Number(/syscw: (\d+)/.exec(io)?.[1] ?? 0)
-  } catch {
-    return 0
-  }
+  const usage = usageOf(process.pid)
+  return usage.reads + usage.writes
 }
 
 /** Child side: echo with `mode` and `src`'s client and server for `seconds` after a warm-up; prints a Sample. */
