@@ -30,7 +30,7 @@ import { IipClient } from "../src/iip/client.ts"
 import { type Child, killChild, listenOn, serveChild, spawnServer } from "./children.ts"
 import { IipServer } from "../src/iip/server.ts"
 import { benchArgs, printSummary } from "./args.ts"
-import { usageOf } from "./sidecar/procStats.ts"
+import { NO_USAGE, type Usage, usageOf } from "./sidecar/procStats.ts"
 
 const HOST = "127.0.0.1"
 const IIP_PATH = "/echo_benchmark"
@@ -335,6 +335,12 @@ interface Sample {
   readonly p99: number
   /** CPU µs of client and server per request completed in the window. */
   readonly cpuUs: number
+  /**
+   * Read and write system calls of client and server per request in the window: how many requests
+   * a read or write carried. A round slow in CPU with more of them batched worse (the loaded
+   * machine's scheduling); with as many, it ran slower code.
+   */
+  readonly syscalls: number
 }
 
 const percentile = (sorted: Float64Array, q: number): number =>
@@ -342,18 +348,18 @@ const percentile = (sorted: Float64Array, q: number): number =>
 
 /**
  * Keeps `inflight` requests going for `warmupMs + measureMs`; counts and times the requests that
- * complete inside the measuring window, and the CPU seconds `cpuNow` gives across it. Rejects on any
+ * complete inside the measuring window, and the CPU seconds and system calls `usageNow` gives across it. Rejects on any
  * error or wrong length, or if it stalls.
  */
-const closedLoop = (driver: Driver, inflight: number, expected: number, warmupMs: number, measureMs: number, cpuNow: () => number): Promise<Sample> =>
+const closedLoop = (driver: Driver, inflight: number, expected: number, warmupMs: number, measureMs: number, usageNow: () => Usage): Promise<Sample> =>
   new Promise((resolve, reject) => {
     let latencies = new Float64Array(1 << 16)
     let count = 0
     let outstanding = 0
     let finished = false
-    /** CPU at the first answer inside the window, and at the first after it. */
-    let cpuStart = NaN
-    let cpuEnd = NaN
+    /** CPU and system calls at the first answer inside the window, and at the first after it. */
+    let usageStart: Usage | undefined
+    let usageEnd: Usage | undefined
     const start = performance.now()
     const measureStart = start + warmupMs
     const measureEnd = measureStart + measureMs
@@ -365,7 +371,15 @@ const closedLoop = (driver: Driver, inflight: number, expected: number, warmupMs
       clearTimeout(watchdog)
       if (error !== undefined) return reject(error)
       const sorted = latencies.subarray(0, count).sort()
-      resolve({ rps: count / (measureMs / 1000), p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), cpuUs: ((cpuEnd - cpuStart) * 1e6) / count })
+      const start = usageStart ?? NO_USAGE
+      const end = usageEnd ?? NO_USAGE
+      resolve({
+        rps: count / (measureMs / 1000),
+        p50: percentile(sorted, 0.5),
+        p99: percentile(sorted, 0.99),
+        cpuUs: ((end.cpu - start.cpu) * 1e6) / count,
+        syscalls: (end.reads + end.writes - start.reads - start.writes) / count
+      })
     }
 
     const issue = (): void => {
@@ -384,7 +398,7 @@ const closedLoop = (driver: Driver, inflight: number, expected: number, warmupMs
         if (length !== expected) return finish(new Error(`wrong answer: echoed ${length} bytes, sent ${expected}`))
         const now = performance.now()
         if (now >= measureStart && now < measureEnd) {
-          if (count === 0) cpuStart = cpuNow()
+          if (count === 0) usageStart = usageNow()
           if (count === latencies.length) {
             const bigger = new Float64Array(latencies.length * 2)
             bigger.set(latencies)
@@ -392,7 +406,7 @@ const closedLoop = (driver: Driver, inflight: number, expected: number, warmupMs
           }
           latencies[count++] = now - sentAt
         }
-        if (now >= measureEnd && Number.isNaN(cpuEnd)) cpuEnd = cpuNow()
+        if (now >= measureEnd && usageEnd === undefined) usageEnd = usageNow()
         if (now < measureEnd) issue()
         else if (outstanding === 0) finish(undefined)
       }
@@ -451,6 +465,7 @@ interface Row extends Case {
   readonly p50_ms: number
   readonly p99_ms: number
   readonly cpu_us: number
+  readonly syscalls: number
 }
 
 const median = (values: ReadonlyArray<number>): number => {
@@ -529,16 +544,19 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
             const c = group[(round % 2 === 0 ? i + offset : group.length - 1 - i + offset) % group.length]!
             const driver = makeDriver(c, ports, payload, options)
             const serverPid = children[kinds.indexOf(serverOf(c.system))]!.process.pid ?? 0
-            const cpuNow = () => {
+            // Own CPU from cpuUsage (µs), not /proc's 10 ms ticks; the server's from /proc.
+            const usageNow = (): Usage => {
               const own = process.cpuUsage()
-              return (own.user + own.system) / 1e6 + usageOf(serverPid).cpu
+              const mine = usageOf(process.pid)
+              const server = usageOf(serverPid)
+              return { cpu: (own.user + own.system) / 1e6 + server.cpu, reads: mine.reads + server.reads, writes: mine.writes + server.writes }
             }
             try {
-              const sample = await closedLoop(driver, c.inflight, size, options.warmupMs, options.measureMs, cpuNow)
+              const sample = await closedLoop(driver, c.inflight, size, options.warmupMs, options.measureMs, usageNow)
               samples.get(c)!.push(sample)
               log(
                 `  round ${round + 1} ${pad(c.system, 11, true)} ${pad(String(inflight), 2)} in flight ${pad(String(size), 5)} B: ` +
-                  `${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms, p99 ${sample.p99.toFixed(3)} ms, CPU ${sample.cpuUs.toFixed(1)} us/req`
+                  `${Math.round(sample.rps)} req/s, p50 ${sample.p50.toFixed(3)} ms, p99 ${sample.p99.toFixed(3)} ms, CPU ${sample.cpuUs.toFixed(1)} us/req, ${sample.syscalls.toFixed(3)} syscalls/req`
               )
             } catch (error) {
               throw new Error(`${c.system}, ${inflight} in flight, ${size} B: ${error instanceof Error ? error.message : String(error)}`)
@@ -556,7 +574,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
 
   const rows: Array<Row> = cases.map((c) => {
     const s = samples.get(c)!
-    return { ...c, rps: median(s.map((x) => x.rps)), p50_ms: median(s.map((x) => x.p50)), p99_ms: median(s.map((x) => x.p99)), cpu_us: median(s.map((x) => x.cpuUs)) }
+    return { ...c, rps: median(s.map((x) => x.rps)), p50_ms: median(s.map((x) => x.p50)), p99_ms: median(s.map((x) => x.p99)), cpu_us: median(s.map((x) => x.cpuUs)), syscalls: median(s.map((x) => x.syscalls)) }
   })
   const find = (system: System, inflight: number, payload: number): Row | undefined =>
     rows.find((r) => r.system === system && r.inflight === inflight && r.payload === payload)
@@ -598,7 +616,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       rps: Math.round(r.rps),
       p50_ms: round(r.p50_ms, 4),
       p99_ms: round(r.p99_ms, 4),
-      cpu_us_per_request: round(r.cpu_us, 1)
+      cpu_us_per_request: round(r.cpu_us, 1),
+      syscalls_per_request: round(r.syscalls, 3)
     })),
     rounds: options.rounds,
     measure_s: options.measureMs / 1000,
