@@ -112,9 +112,11 @@ const rawCaller = (port: number, request: string, whole?: (body: Buffer) => bool
       chunks.push(chunk)
       received += chunk.length
       if (slow) {
-        // A slow reader: a read, then a pause, so what A writes last waits in its socket.
+        // A slow reader: a read, then a pause, so what A writes last waits in its socket (64 KiB
+        // per 5 ms is under 13 MB/s, far below what A writes on loopback; an 8 MiB answer takes
+        // about 120 reads, so the pause is most of the test's time: 20 ms made it 2.4 s a case).
         socket.pause()
-        setTimeout(() => socket.resume(), 20)
+        setTimeout(() => socket.resume(), 5)
       }
       if (whole !== undefined && received > SIZE && whole(answer().body)) {
         ending = "whole"
