@@ -170,7 +170,7 @@ export interface InboundHandler {
 }
 
 export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
-  const pool = new AppPool(options.appHost, options.appPort, options.appPoolSize)
+  const pool = new AppPool(options.appHost, options.appPort, options.appPoolSize, () => options.telemetry.metrics.http1StrayBytes("inbound"))
   const leg: AppLeg = {
     pool,
     answers: { held: 0, max: options.maxAnswerBytes },

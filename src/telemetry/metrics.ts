@@ -135,6 +135,8 @@ export interface MeshMetrics {
   endpointEjected(service: string, endpoint: string): void
   /** `count` header pairs were dropped for an invalid name or value (sidecar/headerFilter.ts). */
   invalidHeaders(direction: Direction, count: number): void
+  /** An HTTP/1.1 connection was closed for bytes no exchange could own (sidecar/appPool.ts inbound, http1Connection.ts outbound). */
+  http1StrayBytes(direction: Direction): void
   /** The authorization policy refused an inbound call to `service`; `reason` is its verdict (a small fixed set). */
   authzDenied(service: string, reason: string): void
   /** The policy file was read again: it held a policy (ok) or not (invalid: the last good one stays). */
@@ -405,6 +407,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const next: NextRequest = { wake: undefined }
   const ejections = new Map<string, Tally>()
   const invalidHeaders: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
+  const strayBytes: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
   const authzDenied = new Map<string, Tally>()
   const policyReloads = { ok: tally({ result: "ok" }), invalid: tally({ result: "invalid" }) }
   const handshakes = new Map<string, Tally>()
@@ -452,6 +455,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_response_bytes_total", "Bytes of response bodies proxied.", ["direction", "service"], each((s) => s.responseBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_endpoint_ejections_total", "Times an endpoint was taken out of balancing for failing.", ["service", "endpoint"], () => ejections.values())
   fromTallies(registry, "counter", "iip_mesh_invalid_headers_total", "Header pairs dropped for a name or value that cannot be written.", ["direction"], () => directions.map((d) => invalidHeaders[d]))
+  fromTallies(registry, "counter", "iip_mesh_http1_stray_bytes_total", "HTTP/1.1 connections closed for bytes no exchange could own: inbound, the app's past its answer or with no request waiting (kept, they would be the next request's answer); outbound, a caller's that are no valid request after the ones it sent.", ["direction"], () => directions.map((d) => strayBytes[d]))
   fromTallies(registry, "counter", "iip_mesh_authz_denied_total", "Inbound calls the authorization policy refused with 403, by the reason of its verdict.", ["service", "reason"], () => authzDenied.values())
   fromTallies(registry, "counter", "iip_mesh_authz_policy_reloads_total", "Re-reads of the authorization policy file: ok, or invalid (the last good policy stays in force).", ["result"], () => [policyReloads.ok, policyReloads.invalid])
   fromTallies(registry, "counter", "iip_mesh_tls_handshakes_total", "Mesh TLS handshakes, by direction and result (ok, or why the peer was refused).", ["direction", "result"], () => handshakes.values())
@@ -519,6 +523,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     invalidHeaders: (direction, count) => {
       invalidHeaders[direction].value += count
+    },
+    http1StrayBytes: (direction) => {
+      strayBytes[direction].value++
     },
     authzDenied: (service, reason) => {
       const key = `${service} ${reason}`

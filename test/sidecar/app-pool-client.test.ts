@@ -227,6 +227,29 @@ describe("the inbound side's app client", () => {
     expect(connections).toBe(2)
   })
 
+  it("bytes after an answer within its read (a second answer begun) end the socket, even when its rest would come only with the next request", async () => {
+    let connections = 0
+    const raw = await startRawServer(cleanup, (socket) => {
+      const connection = ++connections
+      let requests = 0
+      socket.on("data", () => {
+        requests++
+        if (connection === 1 && requests === 1) socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-le")
+        else if (connection === 1) socket.write("ngth: 4\r\n\r\nevil")
+        else socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+      })
+    })
+    let strays = 0
+    const pool = new AppPool("127.0.0.1", raw.port, 1, () => strays++)
+    cleanup.add(() => pool.destroy())
+    // Two at once: the second waits for the one socket, and would take it as the first's answer ends.
+    const [first, second] = await withTimeout(Promise.all([exchange(pool, {}), exchange(pool, {})]), 5000, "both answers")
+    expect(first.body).toBe("ok")
+    expect(second.body).toBe("ok")
+    expect(connections).toBe(2)
+    expect(strays).toBe(1)
+  })
+
   it("an answer's trailers are dropped: they never become the next answer's headers", async () => {
     let connections = 0
     const raw = await startRawServer(cleanup, (socket) => {
