@@ -78,6 +78,14 @@ export class Connection implements CallConnection {
   /** When the caller last took a byte of it (performance.now(), as the sweep saw), and `unsent` then. */
   private drainSince = 0
   private drainLeft = 0
+  /**
+   * The answer to bytes llhttp refused after requests still owed answers: it goes in its own place,
+   * after theirs, then the close (nothing more is read). Sent at once, it would read as the answer
+   * to the first of them, which may already have run at the far app.
+   */
+  private refusal: string | undefined = undefined
+  /** A request's head was read on this connection: bytes refused after it are counted (onStray). */
+  private carriedRequest = false
 
   constructor(listener: Http1Listener, socket: net.Socket, now: number) {
     this.listener = listener
@@ -124,7 +132,7 @@ export class Connection implements CallConnection {
   }
 
   private onData(data: Buffer): void {
-    if (this.gone) return
+    if (this.gone || this.refusal !== undefined) return
     if (this.sniffing && !this.sniff(data)) return
     // Bytes after an upgrade's head are the upgraded connection's, however they were read.
     const held = this.waiting.last
@@ -178,7 +186,7 @@ export class Connection implements CallConnection {
 
   /** A read llhttp parsed in consume mode (what onData does after its execute). */
   private onExecute(parsed: number | Error): void {
-    if (this.gone) return
+    if (this.gone || this.refusal !== undefined) return
     if (parsed instanceof Error) return this.parseFailed(parsed)
     // A read that ended no message and found none under way began one (its head is not complete):
     // its time runs from this read, as onData times a message from the read that brings its first bytes.
@@ -263,6 +271,7 @@ export class Connection implements CallConnection {
     const ordinary = upgrade && name !== "CONNECT" && asksOnlyH2c(raw)
     if (ordinary) this.lastRequest = true
     const call = new Http1Call(this, name, target, major, minor, raw, shouldKeepAlive && !ordinary, upgrade && !ordinary)
+    this.carriedRequest = true
     this.waiting.push(call)
     // An upgrade's head ends what llhttp reads here (2: no body, stop).
     if (call.upgrade) return 2
@@ -270,13 +279,17 @@ export class Connection implements CallConnection {
     return 0
   }
 
-  /** The next request's turn, when none is being answered. */
+  /** The next request's turn, when none is being answered; after the last, a refusal's. */
   private next(): void {
     while (this.current === undefined && this.waiting.length > 0 && !this.gone && !this.awaitingDrain) {
       const call = this.waiting.shift()!
       if (call.upgrade) return this.handOver(call)
       this.current = call
       this.start(call)
+    }
+    if (this.refusal !== undefined && this.current === undefined && this.waiting.length === 0 && !this.gone && !this.awaitingDrain) {
+      this.socket.write(this.refusal, "latin1")
+      return this.endAfterWrites()
     }
     this.updateReading()
   }
@@ -316,7 +329,7 @@ export class Connection implements CallConnection {
   /** Reads while nothing waits its turn and the body being read is not held back. */
   private updateReading(): void {
     if (this.gone) return
-    const hold = this.bodyHeld || this.waiting.length > 0 || this.awaitingDrain || (this.lastRequest && !this.inMessage)
+    const hold = this.bodyHeld || this.waiting.length > 0 || this.awaitingDrain || (this.lastRequest && !this.inMessage) || this.refusal !== undefined
     const handle = this.consumed
     if (handle !== undefined) {
       // The handle stops and starts; the socket's Readable state says so too (isPaused), as node:http's consumed sockets do.
@@ -351,8 +364,8 @@ export class Connection implements CallConnection {
       this.updateReading()
       return void this.socket.once("drain", () => this.drained())
     }
-    // The next answer goes out after this one's caller is done with it.
-    if (this.waiting.length > 0) process.nextTick(() => this.next())
+    // The next answer (or the refusal after the last) goes out after this one's caller is done with it.
+    if (this.waiting.length > 0 || this.refusal !== undefined) process.nextTick(() => this.next())
     else this.updateReading()
   }
 
@@ -362,13 +375,13 @@ export class Connection implements CallConnection {
     if (this.gone) return
     // Idle from now, not from the answer's end: the caller was reading it until now.
     if (!this.inMessage && this.waiting.length === 0) this.idleSince = performance.now()
-    if (this.waiting.length > 0) this.next()
+    if (this.waiting.length > 0 || this.refusal !== undefined) this.next()
     else this.updateReading()
   }
 
   /** The app ended its side: as node:http does, this side ends too (the connection closes, an answer being given with it). */
   private onEnd(): void {
-    if (this.gone) return
+    if (this.gone || this.refusal !== undefined) return
     const result = this.parser.finish()
     if (result instanceof Error) this.parseFailed(result)
     // The last request's body cut short: llhttp's error at the end of input, dropped as for its reads.
@@ -385,10 +398,21 @@ export class Connection implements CallConnection {
     this.current?.close(false)
   }
 
-  /** A request llhttp refused: node:http's answer (unless one has begun), then the close. */
+  /**
+   * A request llhttp refused: node:http's answer (unless one has begun), then the close; after
+   * requests still owed answers (pipelined, or one at the far app), in its own place after theirs.
+   */
   private parseFailed(error: Error): void {
     const code = (error as { code?: unknown }).code
-    this.fail(code === "HPE_HEADER_OVERFLOW" ? TOO_LARGE : code === "HPE_CHUNK_EXTENSIONS_OVERFLOW" ? EXTENSIONS_TOO_LARGE : BAD_REQUEST)
+    const answer = code === "HPE_HEADER_OVERFLOW" ? TOO_LARGE : code === "HPE_CHUNK_EXTENSIONS_OVERFLOW" ? EXTENSIONS_TOO_LARGE : BAD_REQUEST
+    if (this.carriedRequest) this.listener.options.onStray()
+    // A body cut short by the garbage is no request to answer in turn: it fails as its caller's.
+    if (this.parsing !== undefined || (this.current === undefined && this.waiting.length === 0)) return this.fail(answer)
+    this.refusal = answer
+    this.inMessage = false
+    this.closeParser()
+    // Requests read with the garbage wait their turn as any others (next holds reading from now on).
+    this.next()
   }
 
   /** Ends the connection with `answer`, if no answer has begun on it. */

@@ -7,7 +7,7 @@
 // - one request answered at a time, in order: a request pipelined behind one being answered waits,
 //   and the connection is not read further until its turn;
 // - llhttp's strict parsing (Transfer-Encoding with Content-Length, bad chunking... 400; a head
-//   past the size limit 431); an HTTP/1.1 request without Host 400; `Expect: 100-continue` is
+//   past the size limit 431, in its turn after the answers to the requests read before it); an HTTP/1.1 request without Host 400; `Expect: 100-continue` is
 //   answered 100, any other expectation 417; more than node's 1,000 header fields are dropped;
 // - the head must come within the headers timeout, the whole request within the request timeout
 //   (408, then the close); an idle keep-alive connection closes after its timeout;
@@ -39,6 +39,8 @@ export interface Http1ListenerOptions {
   readonly onUpgrade: (request: OutboundRequest, socket: net.Socket, head: Buffer) => void
   /** A connection that opened with the HTTP/2 preface, given back unread. */
   readonly onH2c: (socket: net.Socket) => void
+  /** A connection's bytes after a request were no request (it ends with a 400 or 431 after the answers it is owed). */
+  readonly onStray: () => void
 }
 
 export class Http1Listener {

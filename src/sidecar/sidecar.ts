@@ -454,7 +454,8 @@ export const make = (
       onRequest: handler,
       // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
       onUpgrade: makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs, tunnels: outboundTunnels }),
-      onH2c: acceptH2c
+      onH2c: acceptH2c,
+      onStray: () => telemetry.metrics.http1StrayBytes("outbound")
     })
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
