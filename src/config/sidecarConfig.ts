@@ -118,6 +118,8 @@ export const SidecarConfigSchema = Schema.Struct({
   maxChannels: Count,
   /** Upgraded connections (WebSockets) open through the inbound side at once; past it new upgrades are refused `overloaded`. */
   maxTunnels: Count,
+  /** Of those, open at once for one peer (a peer sidecar's address inbound, a calling app's outbound: sidecar/tunnelSeats.ts). */
+  maxTunnelsPerPeer: Count,
   /** Most body bytes of a mesh message sent whole (in one packet); a larger one must stream. */
   maxWholeBodyBytes: Bytes,
   /** An inbound connection must complete its first packet (its hello) within this; null for no limit. */

@@ -39,6 +39,7 @@ import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnv
 import { type AppUpgradeLeg, upgradeApp } from "./inboundUpgrade.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
 import { plainAnswer } from "./plainAnswer.ts"
+import { TunnelSeats } from "./tunnelSeats.ts"
 import { TunnelStalls, tunnelLines } from "./tunnelStalls.ts"
 
 const HEADER_PARAM = "__http_hdr__"
@@ -63,8 +64,9 @@ export interface InboundOptions {
   readonly upgradeIdleTimeoutMs: number
   /** An upgraded connection whose caller's bytes the app takes none of for this long is ended (tunnelStalls.ts). */
   readonly upgradeStallTimeoutMs: number
-  /** Upgraded connections open to the app at once (inboundUpgrade.ts). */
+  /** Upgraded connections open to the app at once (inboundUpgrade.ts), in all and for one peer sidecar. */
   readonly maxTunnels: number
+  readonly maxTunnelsPerPeer: number
   /** Where the leg says what an operator should know (a tunnel ended overloaded). */
   readonly log: Log
   /**
@@ -167,6 +169,8 @@ export interface InboundHandler {
   readonly close: () => Promise<void>
   /** The bytes of answers held gathered whole now (the answer budget's; a gauge reads it). */
   readonly answerBytes: () => number
+  /** The places among open tunnels to the app (their refusals, a counter reads them). */
+  readonly tunnels: TunnelSeats
 }
 
 export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
@@ -192,7 +196,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     address: leg.address,
     upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs,
     onInvalidHeaders: onInvalid,
-    tunnels: { open: 0, max: options.maxTunnels },
+    tunnels: new TunnelSeats(options.maxTunnels, options.maxTunnelsPerPeer),
     log: options.log,
     overloadLines: tunnelLines(),
     stalls: new TunnelStalls(options.upgradeStallTimeoutMs, options.log)
@@ -283,5 +287,5 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   return { handle, close: async () => {
     await (await h2Leg)?.close()
     await pool.destroy()
-  }, answerBytes: () => leg.answers.held }
+  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels }
 }

@@ -80,6 +80,11 @@ export type Direction = "outbound" | "inbound"
 
 /** Why the outbound listener resets an app's HTTP/2 stream: its answer waited the answer idle timeout with none of it taken. */
 export type H2ResetReason = "answer_stalled"
+/** The bound an upgrade was refused by (sidecar/tunnelSeats.ts): maxTunnels, maxTunnelsPerPeer, the tunnels' pool of unread bytes. */
+export type TunnelLimit = "tunnels" | "per_peer" | "bytes"
+/** No upgrade refused (a side with no tunnels: a sidecar without an app has no inbound leg). */
+const TUNNEL_LIMITS: ReadonlyArray<TunnelLimit> = ["tunnels", "per_peer", "bytes"]
+export const NO_TUNNEL_REFUSALS: Readonly<Record<TunnelLimit, number>> = { tunnels: 0, per_peer: 0, bytes: 0 }
 
 export interface MetricsOptions {
   /** Services per direction with series of their own; later ones count as `_other`. Default 500. */
@@ -155,6 +160,8 @@ export interface MeshMetrics {
   watchAnswerBytes(read: () => number): void
   /** Where the tunnels' unread bytes are read at each scrape: the inbound server's tunnels' pool, the outbound upgrades' count. */
   watchTunnelBytes(read: () => Record<Direction, number>): void
+  /** Where the upgrades refused for want of a tunnel's place are read at each scrape, by the bound that refused them (sidecar/tunnelSeats.ts). */
+  watchTunnelRefusals(read: () => Record<Direction, Readonly<Record<TunnelLimit, number>>>): void
   /** Where the spans the OTLP exporters dropped are read at each scrape (tracing.ts). */
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
@@ -419,6 +426,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readBundleRefreshes: (() => Readonly<Record<BundleRefreshResult, number>>) | undefined
   let readAnswerBytes = () => 0
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
+  let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   const rootStates = function*(): Iterable<Tally> {
     if (readTrust === undefined) return
@@ -494,6 +502,10 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "gauge", "iip_mesh_tunnel_unread_bytes", "Bytes upgraded connections (WebSockets) hold that their readers have not taken: inbound, the callers' bytes in the tunnels' pool; outbound, the far apps' bytes the callers have not read (each at most maxQueuedBytes).", ["direction"], () => {
     const bytes = readTunnelBytes()
     return directions.map((direction) => ({ labels: { direction }, value: bytes[direction] }))
+  })
+  fromTallies(registry, "counter", "iip_mesh_tunnels_refused_total", "Upgrades (WebSockets) refused 503 overloaded before any work, by direction and the bound that refused them: tunnels (maxTunnels), per_peer (maxTunnelsPerPeer: a peer sidecar's address inbound, a calling app's outbound), bytes (the tunnels' pool of unread bytes, maxQueuedBytes).", ["direction", "limit"], () => {
+    const refused = readTunnelRefusals()
+    return directions.flatMap((direction) => TUNNEL_LIMITS.map((limit) => ({ labels: { direction, limit }, value: refused[direction][limit] })))
   })
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
@@ -577,6 +589,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchAnswerBytes: (read) => {
       readAnswerBytes = read
+    },
+    watchTunnelRefusals: (read) => {
+      readTunnelRefusals = read
     },
     watchTunnelBytes: (read) => {
       readTunnelBytes = read
