@@ -40,9 +40,10 @@ export interface OutboundUpgradeOptions extends OutboundOptions {
   readonly upgradeIdleTimeoutMs: number
   /**
    * Upgraded connections open at once, from the request to the caller's close (`seats`: maxTunnels
-   * and maxTunnelsPerPeer, as at the inbound side), and the far apps' bytes they hold that their
-   * callers have not read yet (`unread.bytes`, at most a stream window each): at the first, or with
-   * no room for one more window within the second, new upgrades are refused. `stalls` ends those
+   * and maxTunnelsPerPeer, as at the inbound side), and the bytes they hold unread (`unread.bytes`):
+   * the far apps' their callers have not read yet (at most a stream window each) and the callers'
+   * the mesh has not taken yet (a socket's queue each, upgradePipe.ts): at the first, or with no
+   * room for one more window within the second, new upgrades are refused. `stalls` ends those
    * whose callers take none of their bytes for the upgrade stall timeout.
    */
   readonly tunnels: { readonly seats: TunnelSeats; readonly unread: UnreadPool; readonly maxUnreadBytes: number; readonly stalls: TunnelStalls }
@@ -102,6 +103,7 @@ class OutboundUpgrade {
       this.uncount()
       this.leaveTunnels()
       this.answer?.leaveUnreadPool()
+      this.source.leavePool()
       this.control.abort()
     })
     this.forward().catch((error: unknown) => this.fail(error))
@@ -122,6 +124,9 @@ class OutboundUpgrade {
     const full = tunnels.seats.take(req.remoteAddress)
     if (full !== undefined) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `${full} at the outbound sidecar; retry later` })
     this.tunnel = true
+    // The caller's bytes wait in a queue of the socket's (up to 64 KiB and a read) while the mesh
+    // has no credit for them: a far app that reads none would make it hold that much per tunnel.
+    if (!socket.closed) this.source.countIn(tunnels.unread)
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const protocols = upgradeProtocols(req.headers.upgrade)
     if (protocols === undefined) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "the Upgrade header is not a list of protocol tokens" })

@@ -499,7 +499,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     readBundleRefreshes === undefined ? [] : Object.entries(readBundleRefreshes()).map(([result, value]) => ({ labels: { result }, value })))
   fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], connectionGauge("connections"))
   fromTallies(registry, "gauge", "iip_mesh_inbound_answer_bytes", "Bytes of the app's answers the inbound side holds gathered whole to send back as one message (at most maxQueuedBytes).", [], () => [{ labels: {}, value: readAnswerBytes() }])
-  fromTallies(registry, "gauge", "iip_mesh_tunnel_unread_bytes", "Bytes upgraded connections (WebSockets) hold that their readers have not taken: inbound, the callers' bytes in the tunnels' pool; outbound, the far apps' bytes the callers have not read (each at most maxQueuedBytes).", ["direction"], () => {
+  fromTallies(registry, "gauge", "iip_mesh_tunnel_unread_bytes", "Bytes upgraded connections (WebSockets) hold that their readers have not taken: inbound, the callers' bytes in the tunnels' pool; outbound, the far apps' bytes the callers have not read and the callers' bytes the mesh has not taken (each at most maxQueuedBytes).", ["direction"], () => {
     const bytes = readTunnelBytes()
     return directions.map((direction) => ({ labels: { direction }, value: bytes[direction] }))
   })
