@@ -112,6 +112,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "maxEjectedPercent":
     case "appPoolSize":
     case "h2MaxStreams":
+    case "appH2MaxStreams":
     case "rateLimitKeys":
     case "goldenRoutes":
     case "tapListeners":

@@ -251,7 +251,9 @@ export const SidecarConfigSchema = Schema.Struct({
   /** How the inbound side speaks to its app: HTTP/1.1, or cleartext HTTP/2 (gRPC apps). */
   appProtocol: Schema.Literals(["http1", "h2c", "auto"]),
   /** Streams one HTTP/2 connection from the app may have open at once (its SETTINGS_MAX_CONCURRENT_STREAMS). */
-  h2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 })))
+  h2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
+  /** Streams open at once to an h2c app (sidecar/appH2.ts), fewer if it allows fewer; as many again may wait for one. */
+  appH2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 })))
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type

@@ -2,13 +2,19 @@
 // one pooled session per app, made again when it closes or goes away, closed when idle; each mesh
 // request is one stream on it (appH2Exchange.ts), its head built by appH2RequestHead.ts. The leg
 // keeps what its exchanges share: one timer for their deadlines, the holds of answers waiting to
-// go back whole, and the gRPC methods seen to stream.
+// go back whole, the gRPC methods seen to stream, and the places among the streams open to the app:
+// at most `maxStreams` (`--app-h2-max-streams`) on all its sessions, fewer when the app's
+// SETTINGS_MAX_CONCURRENT_STREAMS says so; as many again wait for a place, in order, within their
+// deadlines; past that a request is refused `overloaded`, not processed (a gRPC caller reads
+// UNAVAILABLE), and counted. node's session would take them all: its nghttp2 queue of streams
+// past the app's limit has no bound.
 import * as http2 from "node:http2"
 import { Deadlines } from "../mux/deadlines.ts"
 import type { PendingOutcome } from "../mux/request.ts"
 import { AnswerHolds } from "./answerHolds.ts"
 import { AppH2Exchange, type CancelSource, type H2Leg } from "./appH2Exchange.ts"
 import type { AppH2Request } from "./appH2RequestHead.ts"
+import { Fifo } from "./fifo.ts"
 import type { OnInvalidHeader } from "./headerFilter.ts"
 import type { InboundObservation } from "./observe.ts"
 
@@ -48,11 +54,68 @@ export class AppH2Leg implements H2Leg {
 
   /** A streamed answer whose stream stays paused this long (the mesh takes nothing of it) is given up: the answer idle timeout. */
   readonly answerIdleMs: number
+  /** Streams open to the app at once, on all its sessions (lowered to the app's own limit); as many again may wait. */
+  readonly maxStreams: number
+  /** Streams open to the app now, from the request until node closes the stream. */
+  private openStreams = 0
+  /** Exchanges waiting for a place, in order; `waitingCount` those of them not over (a deadline or cancel ends one where it waits). */
+  private readonly waiting = new Fifo<AppH2Exchange>()
+  private waitingCount = 0
+  /** Requests refused for want of a place (a counter reads it). */
+  refused = 0
 
-  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number) {
+  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number, maxStreams: number) {
     this.address = `${host}:${port}`
     this.onInvalid = onInvalid
     this.answerIdleMs = answerIdleMs
+    this.maxStreams = maxStreams
+  }
+
+  /** Exchanges waiting for a place now (a gauge reads it). */
+  get waitingStreams(): number {
+    return this.waitingCount
+  }
+
+  /**
+   * A place for `exchange`'s stream: taken now (true), or it waits for one (false, opened by
+   * streamClosed), or, with as many waiting as may, it is refused (undefined).
+   */
+  admit(exchange: AppH2Exchange): boolean | undefined {
+    const places = this.placesNow()
+    if (this.waitingCount === 0 && this.openStreams < places) {
+      this.openStreams++
+      return true
+    }
+    if (this.waitingCount >= places) {
+      this.refused++
+      return undefined
+    }
+    this.waiting.push(exchange)
+    this.waitingCount++
+    return false
+  }
+
+  /** A waiting exchange ended where it waited (its deadline, a cancel): it no longer counts; its entry is passed over. */
+  leftWaiting(): void {
+    this.waitingCount--
+  }
+
+  /** A stream closed: its place goes to the next exchange waiting, if any. */
+  streamClosed(): void {
+    this.openStreams--
+    while (this.waitingCount > 0 && this.openStreams < this.placesNow()) {
+      const next = this.waiting.shift()!
+      if (!next.waitingForPlace) continue
+      this.waitingCount--
+      this.openStreams++
+      next.open()
+    }
+  }
+
+  /** Ours, or fewer when the current session's app announced fewer (before its SETTINGS: ours). */
+  private placesNow(): number {
+    const announced = this.session?.remoteSettings.maxConcurrentStreams
+    return announced === undefined ? this.maxStreams : Math.min(this.maxStreams, announced)
   }
 
   /** The pooled session, connecting again once the last one closed or failed. */

@@ -350,6 +350,7 @@ export const make = (
       upgradeStallTimeoutMs: config.upgradeStallTimeoutMs,
       maxTunnels: config.maxTunnels,
       maxTunnelsPerPeer: config.maxTunnelsPerPeer,
+      appH2MaxStreams: config.appH2MaxStreams,
       log,
       appProtocol: config.appProtocol,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
@@ -359,6 +360,7 @@ export const make = (
     if (appLeg !== undefined) {
       yield* Effect.addFinalizer(() => Effect.promise(() => appLeg.close()))
       telemetry.metrics.watchAnswerBytes(appLeg.answerBytes)
+      telemetry.metrics.watchAppStreams(appLeg.appStreams)
     }
 
     // Inbound: other sidecars -> this app. Its Scope drains it on close.

@@ -82,6 +82,11 @@ export type Direction = "outbound" | "inbound"
 export type H2ResetReason = "answer_stalled"
 /** The bound an upgrade was refused by (sidecar/tunnelSeats.ts): maxTunnels, maxTunnelsPerPeer, the tunnels' pool of unread bytes. */
 export type TunnelLimit = "tunnels" | "per_peer" | "bytes"
+/** Requests waiting for a stream to an h2c app, and those refused for want of one (sidecar/appH2.ts). */
+export interface AppStreamCounts {
+  readonly waiting: number
+  readonly refused: number
+}
 /** No upgrade refused (a side with no tunnels: a sidecar without an app has no inbound leg). */
 const TUNNEL_LIMITS: ReadonlyArray<TunnelLimit> = ["tunnels", "per_peer", "bytes"]
 export const NO_TUNNEL_REFUSALS: Readonly<Record<TunnelLimit, number>> = { tunnels: 0, per_peer: 0, bytes: 0 }
@@ -162,6 +167,8 @@ export interface MeshMetrics {
   watchTunnelBytes(read: () => Record<Direction, number>): void
   /** Where the upgrades refused for want of a tunnel's place are read at each scrape, by the bound that refused them (sidecar/tunnelSeats.ts). */
   watchTunnelRefusals(read: () => Record<Direction, Readonly<Record<TunnelLimit, number>>>): void
+  /** Where the h2c app leg's waiting and refused requests are read at each scrape. */
+  watchAppStreams(read: () => AppStreamCounts): void
   /** Where the spans the OTLP exporters dropped are read at each scrape (tracing.ts). */
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
@@ -426,6 +433,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readBundleRefreshes: (() => Readonly<Record<BundleRefreshResult, number>>) | undefined
   let readAnswerBytes = () => 0
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
+  let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0 })
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   const rootStates = function*(): Iterable<Tally> {
@@ -507,6 +515,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     const refused = readTunnelRefusals()
     return directions.flatMap((direction) => TUNNEL_LIMITS.map((limit) => ({ labels: { direction, limit }, value: refused[direction][limit] })))
   })
+  fromTallies(registry, "gauge", "iip_mesh_app_streams_waiting", "Requests waiting for a stream to the h2c app (past --app-h2-max-streams open, or the app's own SETTINGS_MAX_CONCURRENT_STREAMS); at most as many again.", [], () => [{ labels: {}, value: readAppStreams().waiting }])
+  fromTallies(registry, "counter", "iip_mesh_app_streams_refused_total", "Requests refused 503 overloaded (gRPC UNAVAILABLE) before the h2c app saw them: as many waited for a stream to it as may.", [], () => [{ labels: {}, value: readAppStreams().refused }])
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
   return {
@@ -589,6 +599,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchAnswerBytes: (read) => {
       readAnswerBytes = read
+    },
+    watchAppStreams: (read) => {
+      readAppStreams = read
     },
     watchTunnelRefusals: (read) => {
       readTunnelRefusals = read

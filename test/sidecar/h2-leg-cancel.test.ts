@@ -33,7 +33,7 @@ describe("the h2c leg and a cancel that came first", () => {
     })
     await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
     cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
-    const leg = new AppH2Leg(LOOPBACK, (app.address() as net.AddressInfo).port, undefined, 5000)
+    const leg = new AppH2Leg(LOOPBACK, (app.address() as net.AddressInfo).port, undefined, 5000, 16)
     cleanup.add(() => leg.close())
     const tracing = makeTracing({ service: "catalog", store: new TraceStore(), env: {} })
     cleanup.add(() => tracing.shutdown())
