@@ -63,6 +63,8 @@ export class AppH2Leg implements H2Leg {
   private waitingCount = 0
   /** Requests refused for want of a place (a counter reads it). */
   refused = 0
+  /** The current session's app's SETTINGS_MAX_CONCURRENT_STREAMS, kept from its 'remoteSettings' (node's getter builds an object per read). */
+  private announcedStreams = Infinity
 
   constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number, maxStreams: number) {
     this.address = `${host}:${port}`
@@ -114,8 +116,7 @@ export class AppH2Leg implements H2Leg {
 
   /** Ours, or fewer when the current session's app announced fewer (before its SETTINGS: ours). */
   private placesNow(): number {
-    const announced = this.session?.remoteSettings.maxConcurrentStreams
-    return announced === undefined ? this.maxStreams : Math.min(this.maxStreams, announced)
+    return Math.min(this.maxStreams, this.announcedStreams)
   }
 
   /** The pooled session, connecting again once the last one closed or failed. */
@@ -141,6 +142,10 @@ export class AppH2Leg implements H2Leg {
     })
     session.on("goaway", () => {
       if (this.session === session) this.session = undefined
+    })
+    this.announcedStreams = Infinity
+    session.on("remoteSettings", (settings: http2.Settings) => {
+      if (this.session === session) this.announcedStreams = settings.maxConcurrentStreams ?? Infinity
     })
     this.session = session
     return session
