@@ -120,15 +120,20 @@ describe("open WebSockets and B's inbound budgets", () => {
     expect(await echoed(reopened!, "again")).toBe("again")
   }, 60_000)
 
+  /** The next upgrade through A is refused at `hop` for the `held` its peer (127.0.0.1) holds, and `counter` (the sidecar at that hop) counts it. */
+  const refusedPerPeer = async (a: RunningSidecar, counter: RunningSidecar, hop: "inbound" | "outbound", held: number) => {
+    const refused = await refusal(cleanup, a)
+    expect(refused.status).toBe(503)
+    expect(refused.headers["x-iip-mesh-error"]).toBe(`${hop}; reason=overloaded`)
+    expect(JSON.parse(refused.body).message).toMatch(new RegExp(`${held} upgraded connections open from 127\\.0\\.0\\.1.*maxTunnelsPerPeer`))
+    expect(value(parsePrometheusText((await counter.sidecar.telemetry.metrics.text()).body), "iip_mesh_tunnels_refused_total", { direction: hop, limit: "per_peer" })).toBe(1)
+  }
+
   it("past maxTunnelsPerPeer a peer sidecar's next upgrade is refused 503 overloaded at B, though maxTunnels has room; counted, and a closed one makes room", async () => {
     const { a, b, wsApp } = await pair({ maxTunnels: 10, maxTunnelsPerPeer: 2 })
     const sockets = [await open(cleanup, a), await open(cleanup, a)]
-    const refused = await refusal(cleanup, a)
-    expect(refused.status).toBe(503)
-    expect(refused.headers["x-iip-mesh-error"]).toBe("inbound; reason=overloaded")
-    expect(JSON.parse(refused.body).message).toMatch(/2 upgraded connections open from 127\.0\.0\.1.*maxTunnelsPerPeer/)
+    await refusedPerPeer(a, b, "inbound", 2)
     expect(wsApp.state.upgrades).toBe(2)
-    expect(value(parsePrometheusText((await b.sidecar.telemetry.metrics.text()).body), "iip_mesh_tunnels_refused_total", { direction: "inbound", limit: "per_peer" })).toBe(1)
     sockets[0]!.close()
     await waitFor(() => wsApp.state.open === 1, 5000, "the app's socket to close")
     let reopened: WebSocket | undefined
@@ -141,12 +146,8 @@ describe("open WebSockets and B's inbound budgets", () => {
   it("past maxTunnelsPerPeer at A a calling app's next upgrade is refused 503 overloaded at the outbound hop, before B is asked", async () => {
     const { a, wsApp } = await pair({}, { maxTunnelsPerPeer: 1 })
     const ws = await open(cleanup, a)
-    const refused = await refusal(cleanup, a)
-    expect(refused.status).toBe(503)
-    expect(refused.headers["x-iip-mesh-error"]).toBe("outbound; reason=overloaded")
-    expect(JSON.parse(refused.body).message).toMatch(/1 upgraded connections open from 127\.0\.0\.1.*maxTunnelsPerPeer/)
+    await refusedPerPeer(a, a, "outbound", 1)
     expect(wsApp.state.upgrades).toBe(1)
-    expect(value(parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body), "iip_mesh_tunnels_refused_total", { direction: "outbound", limit: "per_peer" })).toBe(1)
     expect(await echoed(ws, "still")).toBe("still")
   }, 30_000)
 
