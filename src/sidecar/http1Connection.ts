@@ -12,6 +12,7 @@ import { asksOnlyH2c, CONTINUE_EXPECTATION, MAX_HEADER_ENTRIES } from "./http1He
 import type { Http1Listener } from "./http1Listener.ts"
 import { Fifo } from "./fifo.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
+import { ProxyError, sendProxyError } from "./proxyError.ts"
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
 /** Past the announced keep-alive timeout, as node:http waits before closing an idle connection. */
@@ -78,6 +79,8 @@ export class Connection implements CallConnection {
   /** When the caller last took a byte of it (performance.now(), as the sweep saw), and `unsent` then. */
   private drainSince = 0
   private drainLeft = 0
+  /** What this connection counts in the listener's held answers (its unsent bytes when the wait began). */
+  private heldBytes = 0
   /**
    * The answer to bytes llhttp refused after requests still owed answers: it goes in its own place,
    * after theirs, then the close (nothing more is read). Sent at once, it would read as the answer
@@ -310,7 +313,25 @@ export class Connection implements CallConnection {
         this.socket.write("HTTP/1.1 100 Continue\r\n\r\n", "latin1")
       }
     }
-    this.listener.options.onRequest(call)
+    const { listener } = this
+    if (listener.heldAnswerBytes > listener.options.maxHeldAnswerBytes) {
+      listener.refusedForHeldAnswers++
+      call.keepAlive = false
+      return sendProxyError(call, new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar holds ${listener.heldAnswerBytes} bytes of answers its callers have not read, past maxQueuedBytes; retry later` }))
+    }
+    listener.options.onRequest(call)
+  }
+
+  /** Its unsent answer bytes count in the listener's held answers until the drain or the close. */
+  private holdAnswer(): void {
+    this.releaseAnswer()
+    this.heldBytes = this.drainLeft
+    this.listener.heldAnswerBytes += this.heldBytes
+  }
+
+  private releaseAnswer(): void {
+    this.listener.heldAnswerBytes -= this.heldBytes
+    this.heldBytes = 0
   }
 
   /** The socket goes to the upgrade handler, as node:http's 'upgrade' event gave it (CONNECT: closed, as there). */
@@ -361,6 +382,7 @@ export class Connection implements CallConnection {
       this.awaitingDrain = true
       this.drainSince = performance.now()
       this.drainLeft = unsent(this.socket)
+      this.holdAnswer()
       this.updateReading()
       return void this.socket.once("drain", () => this.drained())
     }
@@ -372,6 +394,7 @@ export class Connection implements CallConnection {
   /** The socket took the last answer: reading and answering go on. */
   private drained(): void {
     this.awaitingDrain = false
+    this.releaseAnswer()
     if (this.gone) return
     // Idle from now, not from the answer's end: the caller was reading it until now.
     if (!this.inMessage && this.waiting.length === 0) this.idleSince = performance.now()
@@ -391,6 +414,7 @@ export class Connection implements CallConnection {
 
   private onClose(): void {
     this.gone = true
+    this.releaseAnswer()
     this.listener.forget(this)
     this.closeParser()
     this.parsing?.failBody()
@@ -473,7 +497,11 @@ export class Connection implements CallConnection {
     this.awaitingDrain = true
     this.drainSince = performance.now()
     this.drainLeft = unsent(this.socket)
-    this.socket.once("close", () => this.listener.forget(this))
+    this.holdAnswer()
+    this.socket.once("close", () => {
+      this.releaseAnswer()
+      this.listener.forget(this)
+    })
     this.socket.destroySoon()
   }
 

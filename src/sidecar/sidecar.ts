@@ -460,8 +460,10 @@ export const make = (
       // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
       onUpgrade: makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs, tunnels: outboundTunnels }),
       onH2c: acceptH2c,
-      onStray: () => telemetry.metrics.http1StrayBytes("outbound")
+      onStray: () => telemetry.metrics.http1StrayBytes("outbound"),
+      maxHeldAnswerBytes: config.maxQueuedBytes
     })
+    telemetry.metrics.watchHeldAnswers(() => ({ bytes: outboundListener.heldAnswerBytes, refused: outboundListener.refusedForHeldAnswers }))
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout, their

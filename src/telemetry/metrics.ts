@@ -87,6 +87,11 @@ export interface AppStreamCounts {
   readonly waiting: number
   readonly refused: number
 }
+/** Bytes of whole answers the outbound listener holds unsent for callers that do not read them, and the requests refused past their budget (sidecar/http1Connection.ts). */
+export interface HeldAnswers {
+  readonly bytes: number
+  readonly refused: number
+}
 /** No upgrade refused (a side with no tunnels: a sidecar without an app has no inbound leg). */
 const TUNNEL_LIMITS: ReadonlyArray<TunnelLimit> = ["tunnels", "per_peer", "bytes"]
 export const NO_TUNNEL_REFUSALS: Readonly<Record<TunnelLimit, number>> = { tunnels: 0, per_peer: 0, bytes: 0 }
@@ -169,6 +174,8 @@ export interface MeshMetrics {
   watchTunnelRefusals(read: () => Record<Direction, Readonly<Record<TunnelLimit, number>>>): void
   /** Where the h2c app leg's waiting and refused requests are read at each scrape. */
   watchAppStreams(read: () => AppStreamCounts): void
+  /** Where the outbound listener's answers held for callers that do not read them, and the requests refused past their budget, are read at each scrape. */
+  watchHeldAnswers(read: () => HeldAnswers): void
   /** Where the spans the OTLP exporters dropped are read at each scrape (tracing.ts). */
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
@@ -434,6 +441,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readAnswerBytes = () => 0
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
   let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0 })
+  let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0 })
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   const rootStates = function*(): Iterable<Tally> {
@@ -515,6 +523,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     const refused = readTunnelRefusals()
     return directions.flatMap((direction) => TUNNEL_LIMITS.map((limit) => ({ labels: { direction, limit }, value: refused[direction][limit] })))
   })
+  fromTallies(registry, "gauge", "iip_mesh_outbound_held_answer_bytes", "Bytes of answers the outbound listener holds unsent for callers that have not read them (at most about maxQueuedBytes: past it new requests are refused).", [], () => [{ labels: {}, value: readHeldAnswers().bytes }])
+  fromTallies(registry, "counter", "iip_mesh_outbound_held_answers_refused_total", "HTTP/1.1 requests refused 503 overloaded at the outbound listener while the answers it held for callers that do not read them were past maxQueuedBytes.", [], () => [{ labels: {}, value: readHeldAnswers().refused }])
   fromTallies(registry, "gauge", "iip_mesh_app_streams_waiting", "Requests waiting for a stream to the h2c app (past --app-h2-max-streams open, or the app's own SETTINGS_MAX_CONCURRENT_STREAMS); at most as many again.", [], () => [{ labels: {}, value: readAppStreams().waiting }])
   fromTallies(registry, "counter", "iip_mesh_app_streams_refused_total", "Requests refused 503 overloaded (gRPC UNAVAILABLE) before the h2c app saw them: as many waited for a stream to it as may.", [], () => [{ labels: {}, value: readAppStreams().refused }])
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
@@ -599,6 +609,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchAnswerBytes: (read) => {
       readAnswerBytes = read
+    },
+    watchHeldAnswers: (read) => {
+      readHeldAnswers = read
     },
     watchAppStreams: (read) => {
       readAppStreams = read

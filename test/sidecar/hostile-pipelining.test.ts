@@ -99,7 +99,8 @@ describe("a caller that pipelines requests and reads no answer", () => {
       },
       onUpgrade: (_request, socket) => socket.destroy(),
       onH2c: (socket) => socket.destroy(),
-      onStray: () => {}
+      onStray: () => {},
+      maxHeldAnswerBytes: 512 * 1024 * 1024
     })
     await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve))
     cleanup.add(() => {
