@@ -170,6 +170,9 @@ export class AppH2Leg implements H2Leg {
   }
 
   close(): Promise<void> {
+    // Those still waiting for a place end now, not processed: opened as the closing session's
+    // streams close, they would make a session again after the close.
+    for (let waiting = this.waiting.shift(); waiting !== undefined; waiting = this.waiting.shift()) if (waiting.waitingForPlace) waiting.closedWaiting()
     const session = this.session
     this.session = undefined
     // The leg's timers go with it: the deadlines' one timer stays armed for a finished call's

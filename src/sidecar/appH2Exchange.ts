@@ -137,6 +137,11 @@ export class AppH2Exchange implements Expiring, Held {
     else this.waitingForPlace = true
   }
 
+  /** The leg closed while this waited for a place: nothing went to the app. */
+  closedWaiting(): void {
+    this.fail(503, { hop: "inbound", reason: MeshErrorCode.draining }, MeshErrorCode.draining, `the inbound sidecar stopped before a stream to the app at ${this.leg.address} was free`, false)
+  }
+
   /** Its place among the app's streams is taken: the stream opens. */
   open(): void {
     const { request, leg } = this
