@@ -507,6 +507,8 @@ export class Connection implements CallConnection {
 
   /** This module no longer reads the socket (`forget`: nor does the listener keep the connection). */
   private detach(forget = true): void {
+    // Whatever it held no longer counts: its close may not come through this module now.
+    this.releaseAnswer()
     if (forget) this.listener.forget(this)
     this.unconsume()
     this.closeParser()
