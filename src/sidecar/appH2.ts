@@ -14,7 +14,6 @@ import type { PendingOutcome } from "../mux/request.ts"
 import { AnswerHolds } from "./answerHolds.ts"
 import { AppH2Exchange, type CancelSource, type H2Leg } from "./appH2Exchange.ts"
 import type { AppH2Request } from "./appH2RequestHead.ts"
-import { Fifo } from "./fifo.ts"
 import type { OnInvalidHeader } from "./headerFilter.ts"
 import type { InboundObservation } from "./observe.ts"
 
@@ -58,9 +57,11 @@ export class AppH2Leg implements H2Leg {
   readonly maxStreams: number
   /** Streams open to the app now, from the request until node closes the stream. */
   private openStreams = 0
-  /** Exchanges waiting for a place, in order; `waitingCount` those of them not over (a deadline or cancel ends one where it waits). */
-  private readonly waiting = new Fifo<AppH2Exchange>()
-  private waitingCount = 0
+  /**
+   * Exchanges waiting for a place, in order (a Set keeps its insertion order): one that a deadline
+   * or cancel ends where it waits leaves at once, so those that never got a place are not held.
+   */
+  private readonly waiting = new Set<AppH2Exchange>()
   /** Requests refused for want of a place (a counter reads it). */
   refused = 0
   /** The current session's app's SETTINGS_MAX_CONCURRENT_STREAMS, kept from its 'remoteSettings' (node's getter builds an object per read). */
@@ -75,7 +76,7 @@ export class AppH2Leg implements H2Leg {
 
   /** Exchanges waiting for a place now (a gauge reads it). */
   get waitingStreams(): number {
-    return this.waitingCount
+    return this.waiting.size
   }
 
   /**
@@ -84,31 +85,29 @@ export class AppH2Leg implements H2Leg {
    */
   admit(exchange: AppH2Exchange): boolean | undefined {
     const places = this.placesNow()
-    if (this.waitingCount === 0 && this.openStreams < places) {
+    if (this.waiting.size === 0 && this.openStreams < places) {
       this.openStreams++
       return true
     }
-    if (this.waitingCount >= places) {
+    if (this.waiting.size >= places) {
       this.refused++
       return undefined
     }
-    this.waiting.push(exchange)
-    this.waitingCount++
+    this.waiting.add(exchange)
     return false
   }
 
-  /** A waiting exchange ended where it waited (its deadline, a cancel): it no longer counts; its entry is passed over. */
-  leftWaiting(): void {
-    this.waitingCount--
+  /** A waiting exchange ended where it waited (its deadline, a cancel). */
+  leftWaiting(exchange: AppH2Exchange): void {
+    this.waiting.delete(exchange)
   }
 
   /** A stream closed: its place goes to the next exchange waiting, if any. */
   streamClosed(): void {
     this.openStreams--
-    while (this.waitingCount > 0 && this.openStreams < this.placesNow()) {
-      const next = this.waiting.shift()!
-      if (!next.waitingForPlace) continue
-      this.waitingCount--
+    while (this.waiting.size > 0 && this.openStreams < this.placesNow()) {
+      const next = this.waiting.values().next().value!
+      this.waiting.delete(next)
       this.openStreams++
       next.open()
     }
@@ -172,7 +171,7 @@ export class AppH2Leg implements H2Leg {
   close(): Promise<void> {
     // Those still waiting for a place end now, not processed: opened as the closing session's
     // streams close, they would make a session again after the close.
-    for (let waiting = this.waiting.shift(); waiting !== undefined; waiting = this.waiting.shift()) if (waiting.waitingForPlace) waiting.closedWaiting()
+    for (const waiting of [...this.waiting]) waiting.closedWaiting()
     const session = this.session
     this.session = undefined
     // The leg's timers go with it: the deadlines' one timer stays armed for a finished call's

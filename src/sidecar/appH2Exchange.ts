@@ -64,7 +64,7 @@ export interface H2Leg {
   /** The places among the streams open to the app (appH2.ts): at most maxStreams, as many again waiting. */
   readonly maxStreams: number
   admit(exchange: AppH2Exchange): boolean | undefined
-  leftWaiting(): void
+  leftWaiting(exchange: AppH2Exchange): void
   streamClosed(): void
 }
 
@@ -459,7 +459,7 @@ export class AppH2Exchange implements Expiring, Held {
     this.done = true
     if (this.waitingForPlace) {
       this.waitingForPlace = false
-      this.leg.leftWaiting()
+      this.leg.leftWaiting(this)
     }
     this.leg.deadlines.remove(this)
     this.releaseHold()
