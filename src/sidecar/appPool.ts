@@ -167,10 +167,11 @@ class Connection {
         return
       }
       // The exchange ends now: whatever follows in the same read is no part of its answer. A message
-      // begun after it is heard of until the read is parsed (afterParse disarms it), so the begin
-      // callback costs nothing per answer: node's binding calls it only when it is a function.
+      // begun after it on a socket to be reused is heard of until the read is parsed (afterParse
+      // disarms it), so the begin callback costs nothing per answer: node's binding calls it only
+      // when it is a function. A socket that closes after this answer needs no such watch.
       this.completed = true
-      this.parser[HTTPParser.kOnMessageBegin] = this.onStrayBegin
+      if (this.keepAlive) this.parser[HTTPParser.kOnMessageBegin] = this.onStrayBegin
       // A chunked answer's trailers: llhttp hands them over as headers, just before this.
       const trailers = this.pendingHeaders
       this.pendingHeaders = []
@@ -343,9 +344,15 @@ class Connection {
     this.strayBegun = true
   }
 
-  /** Bytes no exchange asked for: the socket closes (the exchange they followed, if any, is over) and the pool counts it. */
+  /**
+   * Bytes no exchange asked for: the socket closes (the exchange they followed, if any, is over) and
+   * the pool counts it. After an answer whose socket is not kept (\`connection: close\`, a 204 or 304
+   * that frames a body, which may follow it) they could never be a later exchange's: the socket
+   * closes as it would have anyway, not counted.
+   */
   private stray(): void {
     if (this.closed) return
+    if (this.completed && !this.keepAlive) return this.fail(undefined)
     this.fail(new AppSocketError("the app sent bytes with no request waiting", "UNSOLICITED_RESPONSE"))
     this.pool.onStray()
   }
