@@ -105,6 +105,11 @@ export class AppH2Leg implements H2Leg {
   /** A stream closed: its place goes to the next exchange waiting, if any. */
   streamClosed(): void {
     this.openStreams--
+    this.openWaiting()
+  }
+
+  /** Exchanges waiting take the places free now, in order (a stream closed, or the app raised its limit). */
+  private openWaiting(): void {
     while (this.waiting.size > 0 && this.openStreams < this.placesNow()) {
       const next = this.waiting.values().next().value!
       this.waiting.delete(next)
@@ -144,7 +149,11 @@ export class AppH2Leg implements H2Leg {
     })
     this.announcedStreams = Infinity
     session.on("remoteSettings", (settings: http2.Settings) => {
-      if (this.session === session) this.announcedStreams = settings.maxConcurrentStreams ?? Infinity
+      if (this.session !== session) return
+      this.announcedStreams = settings.maxConcurrentStreams ?? Infinity
+      // A limit raised while exchanges wait: they take the new places now, not only once a stream
+      // closes (behind streams the app holds they would wait out their deadlines, places free).
+      if (this.waiting.size > 0) this.openWaiting()
     })
     this.session = session
     return session

@@ -56,7 +56,7 @@ const senderOn = (cleanup: Cleanup, leg: AppH2Leg, timeLeftMs: number) => {
   }
 }
 
-describe("the h2c leg and a cancel that came first", () => {
+describe("the h2c leg: a cancel that came first, and requests waiting for a stream", () => {
   let cleanup: Cleanup
   beforeEach(() => {
     cleanup = new Cleanup()
