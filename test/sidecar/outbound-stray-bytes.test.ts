@@ -4,7 +4,9 @@
 // the far app (it may have run there) read as refused, and one read in the same read as the
 // garbage was never sent. Now the requests before the garbage are answered in order, then the
 // 400 (with `connection: close`) answers the garbage in its own place, then the close; it is
-// counted (iip_mesh_http1_stray_bytes_total, outbound). Both tests failed before the fix.
+// counted (iip_mesh_http1_stray_bytes_total, outbound). Both tests failed before the fix. So does
+// a request read behind others whose chunked body llhttp refuses: it leaves the queue unsent, and
+// the 400 answers it in its turn (failed on 617baf5: the 400 went out in the first one's place).
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Cleanup, readUntil, waitFor, withTimeout } from "../support/iipRaw.ts"
@@ -73,5 +75,19 @@ describe("bytes a caller sends after its requests that are no request", () => {
     release()
     await withTimeout(waitFor(() => seen.closed, 5000, "A to close the connection"), 6000, "the close")
     expect(seen.answers).toStrictEqual(["HTTP/1.1 200 OK /held", "HTTP/1.1 400 Bad Request "])
+  })
+
+  it("a request read behind one at the far app whose chunked body llhttp refuses: the first's answer still comes, then the 400, then the close", async () => {
+    const { socket, seen } = rawCaller()
+    socket.write("GET /held HTTP/1.1\r\nhost: catalog\r\n\r\n", "latin1")
+    await waitFor(() => mesh.app.seen.some((r) => r.url === "/held"), 5000, "the app to hold /held")
+    // Its head is read (it waits its turn), then its body's first chunk size is no hex number.
+    socket.write("POST /two HTTP/1.1\r\nhost: catalog\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", "latin1")
+    expect((await readUntil(strayCount, (count) => count === 1, 5000)).value).toBe(1)
+    release()
+    await withTimeout(waitFor(() => seen.closed, 5000, "A to close the connection"), 6000, "the close")
+    expect(seen.answers).toStrictEqual(["HTTP/1.1 200 OK /held", "HTTP/1.1 400 Bad Request "])
+    // The refused request never went on.
+    expect(mesh.app.seen.map((r) => r.url)).toStrictEqual(["/held"])
   })
 })
