@@ -430,8 +430,16 @@ export class Connection implements CallConnection {
     const code = (error as { code?: unknown }).code
     const answer = code === "HPE_HEADER_OVERFLOW" ? TOO_LARGE : code === "HPE_CHUNK_EXTENSIONS_OVERFLOW" ? EXTENSIONS_TOO_LARGE : BAD_REQUEST
     if (this.carriedRequest) this.listener.options.onStray()
-    // A body cut short by the garbage is no request to answer in turn: it fails as its caller's.
-    if (this.parsing !== undefined || (this.current === undefined && this.waiting.length === 0)) return this.fail(answer)
+    const { parsing } = this
+    // The body of the request being answered cut short: it fails as that request's (the 400 its answer, if none has begun).
+    if ((parsing !== undefined && parsing === this.current) || (this.current === undefined && this.waiting.length === 0)) return this.fail(answer)
+    if (parsing !== undefined) {
+      // A request read behind others (the newest waiting) whose body broke: never started, it leaves
+      // the queue unsent, and the 400 answers it in its turn, after the answers owed before it.
+      this.parsing = undefined
+      parsing.failBody()
+      if (this.waiting.last === parsing) this.waiting.pop()
+    }
     this.refusal = answer
     this.inMessage = false
     this.closeParser()
