@@ -99,6 +99,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "maxChannelsPerConnection":
     case "maxChannels":
     case "maxTunnels":
+    case "maxTunnelsPerPeer":
       return /^\d+$/.test(last) ? Number(last) : last
     case "hashKey":
       return last === "" || last === "none" ? null : last
@@ -111,6 +112,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "maxEjectedPercent":
     case "appPoolSize":
     case "h2MaxStreams":
+    case "appH2MaxStreams":
     case "rateLimitKeys":
     case "goldenRoutes":
     case "tapListeners":

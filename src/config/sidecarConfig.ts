@@ -118,6 +118,8 @@ export const SidecarConfigSchema = Schema.Struct({
   maxChannels: Count,
   /** Upgraded connections (WebSockets) open through the inbound side at once; past it new upgrades are refused `overloaded`. */
   maxTunnels: Count,
+  /** Of those, open at once for one peer (a peer sidecar's address inbound, a calling app's outbound: sidecar/tunnelSeats.ts). */
+  maxTunnelsPerPeer: Count,
   /** Most body bytes of a mesh message sent whole (in one packet); a larger one must stream. */
   maxWholeBodyBytes: Bytes,
   /** An inbound connection must complete its first packet (its hello) within this; null for no limit. */
@@ -249,7 +251,9 @@ export const SidecarConfigSchema = Schema.Struct({
   /** How the inbound side speaks to its app: HTTP/1.1, or cleartext HTTP/2 (gRPC apps). */
   appProtocol: Schema.Literals(["http1", "h2c", "auto"]),
   /** Streams one HTTP/2 connection from the app may have open at once (its SETTINGS_MAX_CONCURRENT_STREAMS). */
-  h2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 })))
+  h2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
+  /** Streams open at once to an h2c app (sidecar/appH2.ts), fewer if it allows fewer; as many again may wait for one. */
+  appH2MaxStreams: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 })))
 })
 
 export type SidecarConfig = typeof SidecarConfigSchema.Type

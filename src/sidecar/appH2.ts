@@ -2,7 +2,12 @@
 // one pooled session per app, made again when it closes or goes away, closed when idle; each mesh
 // request is one stream on it (appH2Exchange.ts), its head built by appH2RequestHead.ts. The leg
 // keeps what its exchanges share: one timer for their deadlines, the holds of answers waiting to
-// go back whole, and the gRPC methods seen to stream.
+// go back whole, the gRPC methods seen to stream, and the places among the streams open to the app:
+// at most `maxStreams` (`--app-h2-max-streams`) on all its sessions, fewer when the app's
+// SETTINGS_MAX_CONCURRENT_STREAMS says so; as many again wait for a place, in order, within their
+// deadlines; past that a request is refused `overloaded`, not processed (a gRPC caller reads
+// UNAVAILABLE), and counted. node's session would take them all: its nghttp2 queue of streams
+// past the app's limit has no bound.
 import * as http2 from "node:http2"
 import { Deadlines } from "../mux/deadlines.ts"
 import type { PendingOutcome } from "../mux/request.ts"
@@ -48,11 +53,74 @@ export class AppH2Leg implements H2Leg {
 
   /** A streamed answer whose stream stays paused this long (the mesh takes nothing of it) is given up: the answer idle timeout. */
   readonly answerIdleMs: number
+  /** Streams open to the app at once, on all its sessions (lowered to the app's own limit); as many again may wait. */
+  readonly maxStreams: number
+  /** Streams open to the app now, from the request until node closes the stream. */
+  private openStreams = 0
+  /**
+   * Exchanges waiting for a place, in order (a Set keeps its insertion order): one that a deadline
+   * or cancel ends where it waits leaves at once, so those that never got a place are not held.
+   */
+  private readonly waiting = new Set<AppH2Exchange>()
+  /** Requests refused for want of a place (a counter reads it). */
+  refused = 0
+  /** The current session's app's SETTINGS_MAX_CONCURRENT_STREAMS, kept from its 'remoteSettings' (node's getter builds an object per read). */
+  private announcedStreams = Infinity
 
-  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number) {
+  constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number, maxStreams: number) {
     this.address = `${host}:${port}`
     this.onInvalid = onInvalid
     this.answerIdleMs = answerIdleMs
+    this.maxStreams = maxStreams
+  }
+
+  /** Exchanges waiting for a place now (a gauge reads it). */
+  get waitingStreams(): number {
+    return this.waiting.size
+  }
+
+  /**
+   * A place for `exchange`'s stream: taken now (true), or it waits for one (false, opened by
+   * streamClosed), or, with as many waiting as may, it is refused (undefined).
+   */
+  admit(exchange: AppH2Exchange): boolean | undefined {
+    const places = this.placesNow()
+    if (this.waiting.size === 0 && this.openStreams < places) {
+      this.openStreams++
+      return true
+    }
+    if (this.waiting.size >= places) {
+      this.refused++
+      return undefined
+    }
+    this.waiting.add(exchange)
+    return false
+  }
+
+  /** A waiting exchange ended where it waited (its deadline, a cancel). */
+  leftWaiting(exchange: AppH2Exchange): void {
+    this.waiting.delete(exchange)
+  }
+
+  /** A stream closed: its place goes to the next exchange waiting, if any. */
+  streamClosed(): void {
+    this.openStreams--
+    this.openWaiting()
+  }
+
+  /** Exchanges waiting take the places free now, in order (a stream closed, or the app raised its limit). */
+  private openWaiting(): void {
+    while (this.waiting.size > 0 && this.openStreams < this.placesNow()) {
+      const next = this.waiting.values().next().value!
+      this.waiting.delete(next)
+      this.openStreams++
+      next.open()
+    }
+  }
+
+  /** Ours, or fewer when the current session's app announced fewer (before its SETTINGS: ours). */
+  private placesNow(): number {
+    return Math.min(this.maxStreams, this.announcedStreams)
   }
 
   /** The pooled session, connecting again once the last one closed or failed. */
@@ -79,6 +147,14 @@ export class AppH2Leg implements H2Leg {
     session.on("goaway", () => {
       if (this.session === session) this.session = undefined
     })
+    this.announcedStreams = Infinity
+    session.on("remoteSettings", (settings: http2.Settings) => {
+      if (this.session !== session) return
+      this.announcedStreams = settings.maxConcurrentStreams ?? Infinity
+      // A limit raised while exchanges wait: they take the new places now, not only once a stream
+      // closes (behind streams the app holds they would wait out their deadlines, places free).
+      if (this.waiting.size > 0) this.openWaiting()
+    })
     this.session = session
     return session
   }
@@ -102,6 +178,9 @@ export class AppH2Leg implements H2Leg {
   }
 
   close(): Promise<void> {
+    // Those still waiting for a place end now, not processed: opened as the closing session's
+    // streams close, they would make a session again after the close.
+    for (const waiting of [...this.waiting]) waiting.closedWaiting()
     const session = this.session
     this.session = undefined
     // The leg's timers go with it: the deadlines' one timer stays armed for a finished call's

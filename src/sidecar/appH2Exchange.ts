@@ -61,6 +61,11 @@ export interface H2Leg {
   /** A gRPC method (path) one of whose answers carried a second message. */
   streams(path: string): boolean
   noteStreaming(path: string): void
+  /** The places among the streams open to the app (appH2.ts): at most maxStreams, as many again waiting. */
+  readonly maxStreams: number
+  admit(exchange: AppH2Exchange): boolean | undefined
+  leftWaiting(exchange: AppH2Exchange): void
+  streamClosed(): void
 }
 
 /** What cancels the exchange: the caller went away or the mesh's deadline passed (the request's Cancellation). */
@@ -102,6 +107,10 @@ export class AppH2Exchange implements Expiring, Held {
   private trailers: Array<readonly [string, string]> | undefined = undefined
   /** Set once the answer streams. */
   private answer: PausingByteQueue | undefined = undefined
+  /** Waiting for a place among the streams open to the app (the leg's admit). */
+  waitingForPlace = false
+  /** Holds one of those places, until node closes its stream. */
+  private placeHeld = false
   /** Armed while the streamed answer's app stream is paused (answerPaused). */
   private stall: NodeJS.Timeout | undefined = undefined
 
@@ -115,20 +124,39 @@ export class AppH2Exchange implements Expiring, Held {
 
   start(cancel: CancelSource): void {
     const { request, leg } = this
-    const body = request.body
-    const withBody = body instanceof IncomingStream || body.length > 0
     // Cancelled already (the first call waits for node:http2 to load): nothing goes to the app.
     if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
+    const admitted = leg.admit(this)
+    if (admitted === undefined) {
+      return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `as many requests wait for a stream to the app at ${leg.address} as it may have open (--app-h2-max-streams ${leg.maxStreams}, or fewer its SETTINGS_MAX_CONCURRENT_STREAMS allows); retry elsewhere`, false)
+    }
+    // A gRPC call's deadline covers the whole call (its wait for a place too); any other request's only its answer's head.
+    leg.deadlines.add(this, request.timeLeftMs)
+    cancel.addEventListener("abort", () => this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted"))
+    if (admitted) this.open()
+    else this.waitingForPlace = true
+  }
+
+  /** The leg closed while this waited for a place: nothing went to the app. */
+  closedWaiting(): void {
+    this.fail(503, { hop: "inbound", reason: MeshErrorCode.draining }, MeshErrorCode.draining, `the inbound sidecar stopped before a stream to the app at ${this.leg.address} was free`, false)
+  }
+
+  /** Its place among the app's streams is taken: the stream opens. */
+  open(): void {
+    const { request, leg } = this
+    this.waitingForPlace = false
+    this.placeHeld = true
+    const body = request.body
+    const withBody = body instanceof IncomingStream || body.length > 0
     let stream: http2.ClientHttp2Stream
     try {
       stream = leg.current().request(rawHeadOf(request, this.grpc), { endStream: !withBody })
     } catch (error) {
+      this.releasePlace()
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: ${(error as Error).message}`)
     }
     this.stream = stream
-    // A gRPC call's deadline covers the whole call; any other request's only its answer's head.
-    leg.deadlines.add(this, request.timeLeftMs)
-    cancel.addEventListener("abort", () => this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted"))
     // The stream's events reach the exchange through module-level listeners (the stream names
     // its exchange): six closures per call otherwise, and the context they share.
     const named = stream as ExchangeStream
@@ -195,8 +223,16 @@ export class AppH2Exchange implements Expiring, Held {
     return !this.grpc && received >= window && this.declared !== undefined && Number(this.declared) === received
   }
 
+  /** Its place among the app's streams goes back (once: its stream closed, or none could be opened). */
+  private releasePlace(): void {
+    if (!this.placeHeld) return
+    this.placeHeld = false
+    this.leg.streamClosed()
+  }
+
   /** Reset without an error code (or closed before its end): settled here, whatever happened. */
   onClose(): void {
+    this.releasePlace()
     // Every stream closes, most of them answered: no failure's reason and message built for those.
     if (this.done) return
     this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} closed the stream without an answer`)
@@ -421,6 +457,10 @@ export class AppH2Exchange implements Expiring, Held {
 
   private finish(): void {
     this.done = true
+    if (this.waitingForPlace) {
+      this.waitingForPlace = false
+      this.leg.leftWaiting(this)
+    }
     this.leg.deadlines.remove(this)
     this.releaseHold()
     if (this.stall !== undefined) clearTimeout(this.stall)

@@ -10,7 +10,9 @@
 // connection keeps the socket error's code (ECONNREFUSED: the app never saw the request); a
 // socket is reused only after a whole exchange that both sides keep alive, and is closed while
 // idle 2 s before the app's announced keep-alive timeout (4 s without one), so a reused socket is
-// rarely one the app is closing. Bytes the app sends with no request waiting end the socket.
+// rarely one the app is closing. Bytes the app sends with no request waiting end the socket, and
+// so do bytes after an answer in the read that ended it (a second answer begun): kept, the rest of
+// it would come as the answer to the socket's next request (a desync). Both are counted (onStray).
 // The request head, its check and its cached lines, are appRequestHead.ts.
 import * as net from "node:net"
 import { type AppPoolRequest, EXPECTS_PAYLOAD, writeHead } from "./appRequestHead.ts"
@@ -144,6 +146,8 @@ class Connection {
   private interim = false
   /** Headers llhttp handed over before the head was complete (a long head, or one split across reads). */
   private pendingHeaders: Array<string> = []
+  /** A message began after the exchange's answer, within the read that ended it (onStrayBegin). */
+  private strayBegun = false
 
   constructor(pool: AppPool, exchange: Exchange) {
     this.pool = pool
@@ -162,8 +166,12 @@ class Connection {
         this.interim = false
         return
       }
-      // The exchange ends now: whatever follows in the same read is no part of its answer.
+      // The exchange ends now: whatever follows in the same read is no part of its answer. A message
+      // begun after it on a socket to be reused is heard of until the read is parsed (afterParse
+      // disarms it), so the begin callback costs nothing per answer: node's binding calls it only
+      // when it is a function. A socket that closes after this answer needs no such watch.
       this.completed = true
+      if (this.keepAlive) this.parser[HTTPParser.kOnMessageBegin] = this.onStrayBegin
       // A chunked answer's trailers: llhttp hands them over as headers, just before this.
       const trailers = this.pendingHeaders
       this.pendingHeaders = []
@@ -267,7 +275,7 @@ class Connection {
     }
     if (exchange === undefined || exchange.ended || this.completed) {
       // An answer nobody asked for: the socket cannot be trusted any more.
-      this.fail(new AppSocketError("the app sent an answer with no request waiting", "UNSOLICITED_RESPONSE"))
+      this.stray()
       return 2
     }
     // 100 Continue, 103 Early Hints: RFC 9110 §15.2 has a client parse any number of them before the
@@ -324,12 +332,29 @@ class Connection {
 
   private onData(data: Buffer): void {
     if (this.closed) return
-    if (this.current === undefined) {
-      return this.fail(new AppSocketError("the app sent bytes with no request waiting", "UNSOLICITED_RESPONSE"))
-    }
+    if (this.current === undefined) return this.stray()
     const result = this.parser.execute(data)
-    if (result instanceof Error) return this.fail(parseError(result))
+    // Past the answer's end, what llhttp refused was no part of it.
+    if (result instanceof Error) return this.completed ? this.stray() : this.fail(parseError(result))
     this.afterParse()
+  }
+
+  /** llhttp began a message after the exchange's answer ended, in the same read (armed only then). */
+  private readonly onStrayBegin = (): void => {
+    this.strayBegun = true
+  }
+
+  /**
+   * Bytes no exchange asked for: the socket closes (the exchange they followed, if any, is over) and
+   * the pool counts it. After an answer whose socket is not kept (\`connection: close\`, a 204 or 304
+   * that frames a body, which may follow it) they could never be a later exchange's: the socket
+   * closes as it would have anyway, not counted.
+   */
+  private stray(): void {
+    if (this.closed) return
+    if (this.completed && !this.keepAlive) return this.fail(undefined)
+    this.fail(new AppSocketError("the app sent bytes with no request waiting", "UNSOLICITED_RESPONSE"))
+    this.pool.onStray()
   }
 
   private onEnd(): void {
@@ -346,6 +371,8 @@ class Connection {
 
   private afterParse(): void {
     if (!this.completed || this.closed) return
+    this.parser[HTTPParser.kOnMessageBegin] = undefined
+    if (this.strayBegun) return this.stray()
     // Answered before the body was all sent: what is left of it cannot go on this socket.
     if (this.writing) return this.fail(undefined)
     this.release()
@@ -416,16 +443,19 @@ export class AppPool {
   /** The Host header of a request that names none. */
   readonly authority: string
   private readonly size: number
+  /** A socket closed for bytes no exchange asked for (the sidecar's metric). */
+  readonly onStray: () => void
   private readonly connections = new Set<Connection>()
   private readonly idleSockets: Array<Connection> = []
   private readonly waiting: Array<Exchange> = []
   private waitingHead = 0
   private destroyed = false
 
-  constructor(host: string, port: number, size: number) {
+  constructor(host: string, port: number, size: number, onStray: () => void = () => {}) {
     this.host = host
     this.port = port
     this.size = size
+    this.onStray = onStray
     this.authority = `${host.includes(":") ? `[${host}]` : host}:${port}`
   }
 

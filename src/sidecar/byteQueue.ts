@@ -3,9 +3,10 @@
 // high-water mark the source is paused, and resumed once half of that is read. The app leg's
 // answers (appExchange.ts, appH2Exchange.ts) and both byte pipes of an upgrade (upgradePipe.ts) use it.
 // It may end with trailers, which the mesh session sends after the last byte (PROTOCOL.md §13).
+// What it holds may count in a pool of its owner's (countIn: the outbound tunnels' unread bytes).
 import type { Meta } from "../protocol/mesh.ts"
 import type { RemoteError } from "../mux/meshChannels.ts"
-import type { WithTrailers } from "../mux/streams.ts"
+import type { UnreadPool, WithTrailers } from "../mux/streams.ts"
 
 /** What the queue may do to its source. */
 export interface PausableSource {
@@ -26,6 +27,8 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
   private trailing: Meta | undefined = undefined
   /** Why the reader stops before the end, where it says (refuse). */
   private refusal: RemoteError | undefined = undefined
+  /** Where the bytes queued count too, until leavePool. */
+  private pool: UnreadPool | undefined = undefined
 
   /** `onAbandoned`: the reader stopped before the end (it broke off or failed), with its refusal if it gave one. */
   constructor(highWater: number, source: PausableSource, onAbandoned: (refusal: RemoteError | undefined) => void) {
@@ -39,10 +42,24 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
     return this.ended
   }
 
+  /** The bytes queued count in `pool` from now on, until leavePool (or a drop). */
+  countIn(pool: UnreadPool): void {
+    if (this.pool !== undefined) return
+    this.pool = pool
+    pool.bytes += this.queued
+  }
+
+  leavePool(): void {
+    if (this.pool === undefined) return
+    this.pool.bytes -= this.queued
+    this.pool = undefined
+  }
+
   push(chunk: Buffer): void {
     if (this.ended) return
     this.chunks.push(chunk)
     this.queued += chunk.length
+    if (this.pool !== undefined) this.pool.bytes += chunk.length
     if (this.queued > this.highWater) this.source.pause()
     this.notify()
   }
@@ -69,6 +86,7 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
 
   /** Ends here, without failing: what is queued is dropped (the reader sees the end). */
   drop(): void {
+    this.leavePool()
     this.ended = true
     this.chunks.length = 0
     this.queued = 0
@@ -87,6 +105,7 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
         const chunk = this.chunks.shift()
         if (chunk !== undefined) {
           this.queued -= chunk.length
+          if (this.pool !== undefined) this.pool.bytes -= chunk.length
           if (this.queued <= this.highWater / 2) this.source.resumeIfPaused()
           yield chunk
           continue

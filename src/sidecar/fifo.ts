@@ -31,6 +31,14 @@ export class Fifo<T> {
     return item
   }
 
+  /** Takes the newest item, undefined when empty. */
+  pop(): T | undefined {
+    if (this.rest.length > 0) return this.rest.pop()
+    const item = this.first
+    this.first = undefined
+    return item
+  }
+
   clear(): void {
     this.first = undefined
     this.rest.length = 0

@@ -12,6 +12,7 @@ import { asksOnlyH2c, CONTINUE_EXPECTATION, MAX_HEADER_ENTRIES } from "./http1He
 import type { Http1Listener } from "./http1Listener.ts"
 import { Fifo } from "./fifo.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
+import { ProxyError, sendProxyError } from "./proxyError.ts"
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
 /** Past the announced keep-alive timeout, as node:http waits before closing an idle connection. */
@@ -78,6 +79,16 @@ export class Connection implements CallConnection {
   /** When the caller last took a byte of it (performance.now(), as the sweep saw), and `unsent` then. */
   private drainSince = 0
   private drainLeft = 0
+  /** What this connection counts in the listener's held answers (its unsent bytes when the wait began). */
+  private heldBytes = 0
+  /**
+   * The answer to bytes llhttp refused after requests still owed answers: it goes in its own place,
+   * after theirs, then the close (nothing more is read). Sent at once, it would read as the answer
+   * to the first of them, which may already have run at the far app.
+   */
+  private refusal: string | undefined = undefined
+  /** A request's head was read on this connection: bytes refused after it are counted (onStray). */
+  private carriedRequest = false
 
   constructor(listener: Http1Listener, socket: net.Socket, now: number) {
     this.listener = listener
@@ -124,7 +135,7 @@ export class Connection implements CallConnection {
   }
 
   private onData(data: Buffer): void {
-    if (this.gone) return
+    if (this.gone || this.refusal !== undefined) return
     if (this.sniffing && !this.sniff(data)) return
     // Bytes after an upgrade's head are the upgraded connection's, however they were read.
     const held = this.waiting.last
@@ -178,7 +189,7 @@ export class Connection implements CallConnection {
 
   /** A read llhttp parsed in consume mode (what onData does after its execute). */
   private onExecute(parsed: number | Error): void {
-    if (this.gone) return
+    if (this.gone || this.refusal !== undefined) return
     if (parsed instanceof Error) return this.parseFailed(parsed)
     // A read that ended no message and found none under way began one (its head is not complete):
     // its time runs from this read, as onData times a message from the read that brings its first bytes.
@@ -263,6 +274,7 @@ export class Connection implements CallConnection {
     const ordinary = upgrade && name !== "CONNECT" && asksOnlyH2c(raw)
     if (ordinary) this.lastRequest = true
     const call = new Http1Call(this, name, target, major, minor, raw, shouldKeepAlive && !ordinary, upgrade && !ordinary)
+    this.carriedRequest = true
     this.waiting.push(call)
     // An upgrade's head ends what llhttp reads here (2: no body, stop).
     if (call.upgrade) return 2
@@ -270,13 +282,17 @@ export class Connection implements CallConnection {
     return 0
   }
 
-  /** The next request's turn, when none is being answered. */
+  /** The next request's turn, when none is being answered; after the last, a refusal's. */
   private next(): void {
     while (this.current === undefined && this.waiting.length > 0 && !this.gone && !this.awaitingDrain) {
       const call = this.waiting.shift()!
       if (call.upgrade) return this.handOver(call)
       this.current = call
       this.start(call)
+    }
+    if (this.refusal !== undefined && this.current === undefined && this.waiting.length === 0 && !this.gone && !this.awaitingDrain) {
+      this.socket.write(this.refusal, "latin1")
+      return this.endAfterWrites()
     }
     this.updateReading()
   }
@@ -297,7 +313,25 @@ export class Connection implements CallConnection {
         this.socket.write("HTTP/1.1 100 Continue\r\n\r\n", "latin1")
       }
     }
-    this.listener.options.onRequest(call)
+    const { listener } = this
+    if (listener.heldAnswerBytes > listener.options.maxHeldAnswerBytes) {
+      listener.refusedForHeldAnswers++
+      call.keepAlive = false
+      return sendProxyError(call, new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar holds ${listener.heldAnswerBytes} bytes of answers its callers have not read, past maxQueuedBytes; retry later` }))
+    }
+    listener.options.onRequest(call)
+  }
+
+  /** Its unsent answer bytes count in the listener's held answers until the drain or the close. */
+  private holdAnswer(): void {
+    this.releaseAnswer()
+    this.heldBytes = this.drainLeft
+    this.listener.heldAnswerBytes += this.heldBytes
+  }
+
+  private releaseAnswer(): void {
+    this.listener.heldAnswerBytes -= this.heldBytes
+    this.heldBytes = 0
   }
 
   /** The socket goes to the upgrade handler, as node:http's 'upgrade' event gave it (CONNECT: closed, as there). */
@@ -316,7 +350,7 @@ export class Connection implements CallConnection {
   /** Reads while nothing waits its turn and the body being read is not held back. */
   private updateReading(): void {
     if (this.gone) return
-    const hold = this.bodyHeld || this.waiting.length > 0 || this.awaitingDrain || (this.lastRequest && !this.inMessage)
+    const hold = this.bodyHeld || this.waiting.length > 0 || this.awaitingDrain || (this.lastRequest && !this.inMessage) || this.refusal !== undefined
     const handle = this.consumed
     if (handle !== undefined) {
       // The handle stops and starts; the socket's Readable state says so too (isPaused), as node:http's consumed sockets do.
@@ -348,27 +382,29 @@ export class Connection implements CallConnection {
       this.awaitingDrain = true
       this.drainSince = performance.now()
       this.drainLeft = unsent(this.socket)
+      this.holdAnswer()
       this.updateReading()
       return void this.socket.once("drain", () => this.drained())
     }
-    // The next answer goes out after this one's caller is done with it.
-    if (this.waiting.length > 0) process.nextTick(() => this.next())
+    // The next answer (or the refusal after the last) goes out after this one's caller is done with it.
+    if (this.waiting.length > 0 || this.refusal !== undefined) process.nextTick(() => this.next())
     else this.updateReading()
   }
 
   /** The socket took the last answer: reading and answering go on. */
   private drained(): void {
     this.awaitingDrain = false
+    this.releaseAnswer()
     if (this.gone) return
     // Idle from now, not from the answer's end: the caller was reading it until now.
     if (!this.inMessage && this.waiting.length === 0) this.idleSince = performance.now()
-    if (this.waiting.length > 0) this.next()
+    if (this.waiting.length > 0 || this.refusal !== undefined) this.next()
     else this.updateReading()
   }
 
   /** The app ended its side: as node:http does, this side ends too (the connection closes, an answer being given with it). */
   private onEnd(): void {
-    if (this.gone) return
+    if (this.gone || this.refusal !== undefined) return
     const result = this.parser.finish()
     if (result instanceof Error) this.parseFailed(result)
     // The last request's body cut short: llhttp's error at the end of input, dropped as for its reads.
@@ -378,6 +414,7 @@ export class Connection implements CallConnection {
 
   private onClose(): void {
     this.gone = true
+    this.releaseAnswer()
     this.listener.forget(this)
     this.closeParser()
     this.parsing?.failBody()
@@ -385,10 +422,29 @@ export class Connection implements CallConnection {
     this.current?.close(false)
   }
 
-  /** A request llhttp refused: node:http's answer (unless one has begun), then the close. */
+  /**
+   * A request llhttp refused: node:http's answer (unless one has begun), then the close; after
+   * requests still owed answers (pipelined, or one at the far app), in its own place after theirs.
+   */
   private parseFailed(error: Error): void {
     const code = (error as { code?: unknown }).code
-    this.fail(code === "HPE_HEADER_OVERFLOW" ? TOO_LARGE : code === "HPE_CHUNK_EXTENSIONS_OVERFLOW" ? EXTENSIONS_TOO_LARGE : BAD_REQUEST)
+    const answer = code === "HPE_HEADER_OVERFLOW" ? TOO_LARGE : code === "HPE_CHUNK_EXTENSIONS_OVERFLOW" ? EXTENSIONS_TOO_LARGE : BAD_REQUEST
+    if (this.carriedRequest) this.listener.options.onStray()
+    const { parsing } = this
+    // The body of the request being answered cut short: it fails as that request's (the 400 its answer, if none has begun).
+    if ((parsing !== undefined && parsing === this.current) || (this.current === undefined && this.waiting.length === 0)) return this.fail(answer)
+    if (parsing !== undefined) {
+      // A request read behind others (the newest waiting) whose body broke: never started, it leaves
+      // the queue unsent, and the 400 answers it in its turn, after the answers owed before it.
+      this.parsing = undefined
+      parsing.failBody()
+      if (this.waiting.last === parsing) this.waiting.pop()
+    }
+    this.refusal = answer
+    this.inMessage = false
+    this.closeParser()
+    // Requests read with the garbage wait their turn as any others (next holds reading from now on).
+    this.next()
   }
 
   /** Ends the connection with `answer`, if no answer has begun on it. */
@@ -449,12 +505,18 @@ export class Connection implements CallConnection {
     this.awaitingDrain = true
     this.drainSince = performance.now()
     this.drainLeft = unsent(this.socket)
-    this.socket.once("close", () => this.listener.forget(this))
+    this.holdAnswer()
+    this.socket.once("close", () => {
+      this.releaseAnswer()
+      this.listener.forget(this)
+    })
     this.socket.destroySoon()
   }
 
   /** This module no longer reads the socket (`forget`: nor does the listener keep the connection). */
   private detach(forget = true): void {
+    // Whatever it held no longer counts: its close may not come through this module now.
+    this.releaseAnswer()
     if (forget) this.listener.forget(this)
     this.unconsume()
     this.closeParser()

@@ -7,13 +7,16 @@
 // - one request answered at a time, in order: a request pipelined behind one being answered waits,
 //   and the connection is not read further until its turn;
 // - llhttp's strict parsing (Transfer-Encoding with Content-Length, bad chunking... 400; a head
-//   past the size limit 431); an HTTP/1.1 request without Host 400; `Expect: 100-continue` is
+//   past the size limit 431, in its turn after the answers to the requests read before it); an HTTP/1.1 request without Host 400; `Expect: 100-continue` is
 //   answered 100, any other expectation 417; more than node's 1,000 header fields are dropped;
 // - the head must come within the headers timeout, the whole request within the request timeout
 //   (408, then the close); an idle keep-alive connection closes after its timeout;
 // - an answer past the socket's high-water mark holds the next request (and reading) until the
 //   socket drains: a caller that pipelines and reads nothing gets no more answers to pile up in
-//   memory, and is closed once it has taken none of one for the keep-alive timeout;
+//   memory, and is closed once it has taken none of one for the keep-alive timeout; across
+//   connections, the bytes of the answers held so count in one budget (`maxHeldAnswerBytes`): past
+//   it a new request is refused 503 overloaded before it is forwarded, so many slow readers, each
+//   holding one large answer, cannot grow the process without end;
 // - HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body;
 // - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT closes it); one that asks for
 //   h2c alone (curl --http2 on http://) is no upgrade here, as the mesh never switches to h2c: an
@@ -39,6 +42,10 @@ export interface Http1ListenerOptions {
   readonly onUpgrade: (request: OutboundRequest, socket: net.Socket, head: Buffer) => void
   /** A connection that opened with the HTTP/2 preface, given back unread. */
   readonly onH2c: (socket: net.Socket) => void
+  /** A connection's bytes after a request were no request (it ends with a 400 or 431 after the answers it is owed). */
+  readonly onStray: () => void
+  /** The bytes of answers all connections may hold unsent for callers that do not take them; past it new requests are refused. */
+  readonly maxHeldAnswerBytes: number
 }
 
 export class Http1Listener {
@@ -48,6 +55,10 @@ export class Http1Listener {
   /** The end of every kept-alive answer's head (Http1Call.finalHead), built once. */
   readonly keepAliveTail: string
   private readonly connections = new Set<Connection>()
+  /** Bytes of answers connections hold waiting for their callers to take them (each counted from its drain wait to its drain or close). */
+  heldAnswerBytes = 0
+  /** Requests refused while those were past maxHeldAnswerBytes (a counter reads it). */
+  refusedForHeldAnswers = 0
   /** Runs while there are connections: an idle listener wakes nothing (issue 14: a timer a second gets node's timer code compiled by TurboFan, +5 MB resident). */
   private sweeper: NodeJS.Timeout | undefined
   private readonly sweepMs: number

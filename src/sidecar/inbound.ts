@@ -38,7 +38,9 @@ import { carriedProtocols, CLIENT_ID_HEADER, describedLength, endToEndPairs, isF
 import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnvelope.ts"
 import { type AppUpgradeLeg, upgradeApp } from "./inboundUpgrade.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
+import type { AppStreamCounts } from "../telemetry/metrics.ts"
 import { plainAnswer } from "./plainAnswer.ts"
+import { TunnelSeats } from "./tunnelSeats.ts"
 import { TunnelStalls, tunnelLines } from "./tunnelStalls.ts"
 
 const HEADER_PARAM = "__http_hdr__"
@@ -63,8 +65,11 @@ export interface InboundOptions {
   readonly upgradeIdleTimeoutMs: number
   /** An upgraded connection whose caller's bytes the app takes none of for this long is ended (tunnelStalls.ts). */
   readonly upgradeStallTimeoutMs: number
-  /** Upgraded connections open to the app at once (inboundUpgrade.ts). */
+  /** Upgraded connections open to the app at once (inboundUpgrade.ts), in all and for one peer sidecar. */
   readonly maxTunnels: number
+  readonly maxTunnelsPerPeer: number
+  /** Streams open to an h2c app at once (appH2.ts); as many again may wait for one. */
+  readonly appH2MaxStreams: number
   /** Where the leg says what an operator should know (a tunnel ended overloaded). */
   readonly log: Log
   /**
@@ -167,10 +172,14 @@ export interface InboundHandler {
   readonly close: () => Promise<void>
   /** The bytes of answers held gathered whole now (the answer budget's; a gauge reads it). */
   readonly answerBytes: () => number
+  /** The places among open tunnels to the app (their refusals, a counter reads them). */
+  readonly tunnels: TunnelSeats
+  /** Requests waiting for a stream to an h2c app now, and those refused for want of one (none without the h2c leg). */
+  readonly appStreams: () => AppStreamCounts
 }
 
 export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
-  const pool = new AppPool(options.appHost, options.appPort, options.appPoolSize)
+  const pool = new AppPool(options.appHost, options.appPort, options.appPoolSize, () => options.telemetry.metrics.http1StrayBytes("inbound"))
   const leg: AppLeg = {
     pool,
     answers: { held: 0, max: options.maxAnswerBytes },
@@ -183,7 +192,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   // node:http2 costs about 4 MB of memory: it loads only for an app spoken to over h2c.
   let h2Loaded: AppH2Leg | undefined
   const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
-    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs)))
+    ? import("./appH2.ts").then(({ AppH2Leg }) => (h2Loaded = new AppH2Leg(options.appHost, options.appPort, onInvalid, options.answerIdleTimeoutMs, options.appH2MaxStreams)))
     : undefined
   const h2Only = options.appProtocol === "h2c"
   const upgradeLeg: AppUpgradeLeg = {
@@ -192,7 +201,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     address: leg.address,
     upgradeIdleTimeoutMs: options.upgradeIdleTimeoutMs,
     onInvalidHeaders: onInvalid,
-    tunnels: { open: 0, max: options.maxTunnels },
+    tunnels: new TunnelSeats(options.maxTunnels, options.maxTunnelsPerPeer),
     log: options.log,
     overloadLines: tunnelLines(),
     stalls: new TunnelStalls(options.upgradeStallTimeoutMs, options.log)
@@ -283,5 +292,5 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   return { handle, close: async () => {
     await (await h2Leg)?.close()
     await pool.destroy()
-  }, answerBytes: () => leg.answers.held }
+  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0 }) }
 }

@@ -11,8 +11,9 @@
 // closes it at once.
 //
 // Open tunnels are bounded on their own (`maxTunnels`, counted from the upgrade request to the
-// app until its connection closes): past it a new upgrade is refused `overloaded`, not processed,
-// before the app is asked. So is one that, stalled, would not fit in the server's tunnels' pool
+// app until its connection closes), and so are those of one peer sidecar (`maxTunnelsPerPeer`, by
+// the address its connection comes from: tunnelSeats.ts): past either a new upgrade is refused
+// `overloaded`, not processed, before the app is asked. So is one that, stalled, would not fit in the server's tunnels' pool
 // or its connection's share of it (a window of unread bytes: IncomingStream.tunnelPoolHasRoom); healthy tunnels hold next to
 // nothing there, so this caps stalled ones, not their number. Once its 101 is back a tunnel holds
 // its channel and its place here, but no place among the requests waiting for an answer
@@ -36,6 +37,7 @@ import { endToEndHeaders, type OnInvalidHeader, switchedAmong, upgradeProtocols 
 import { HttpMeta, responseMeta } from "./httpEnvelope.ts"
 import type { InboundObservation } from "./observe.ts"
 import { AppErrorCode } from "./proxyError.ts"
+import { peerHost, type TunnelSeats } from "./tunnelSeats.ts"
 import type { TunnelStalls } from "./tunnelStalls.ts"
 import { pipeToSocket, SocketSource } from "./upgradePipe.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
@@ -47,8 +49,8 @@ export interface AppUpgradeLeg {
   readonly address: string
   readonly upgradeIdleTimeoutMs: number
   readonly onInvalidHeaders: OnInvalidHeader | undefined
-  /** Upgrades open or under way, shared by every request of the leg; at most `max`. */
-  readonly tunnels: { open: number; readonly max: number }
+  /** Upgrades open or under way, shared by every request of the leg: their places, in all and per peer. */
+  readonly tunnels: TunnelSeats
   /** Where a tunnel ended for want of room in the tunnels' pool is said (`tunnel-overloaded`, within `overloadLines`: tunnelLines()). */
   readonly log: Log
   readonly overloadLines: LogThrottle
@@ -77,16 +79,20 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
       observation.end(leg.address, 503, { hop: "inbound", reason: MeshErrorCode.overloaded })
       resolve(failure(MeshErrorCode.overloaded, message, false))
     }
-    if (tunnels.open >= tunnels.max) return refuse(`${tunnels.open} upgraded connections open, as many as maxTunnels allows; retry elsewhere`)
     // Stalled, it would hold a window unread: admitted without room for it, it would be ended as soon as it stalled (PROTOCOL.md §8).
-    if (peerBytes !== undefined && !peerBytes.tunnelPoolHasRoom()) return refuse("the tunnels' pool (bytes upgraded connections hold that their apps have not read), or this connection's share of it, has no room for one more stream window; raise maxQueuedBytes (or maxQueuedBytesPerConnection, a connection's share), or retry elsewhere")
-    tunnels.open++
+    if (peerBytes !== undefined && !peerBytes.tunnelPoolHasRoom()) {
+      tunnels.refusedForBytes()
+      return refuse("the tunnels' pool (bytes upgraded connections hold that their apps have not read), or this connection's share of it, has no room for one more stream window; raise maxQueuedBytes (or maxQueuedBytesPerConnection, a connection's share), or retry elsewhere")
+    }
+    const peer = peerHost(request.context.remoteAddress)
+    const full = tunnels.take(peer)
+    if (full !== undefined) return refuse(`${full}; retry elsewhere`)
     let counted = true
     /** Once, when the upgrade fails, is answered without switching, or its connection closes. */
     const countOut = () => {
       if (!counted) return
       counted = false
-      tunnels.open--
+      tunnels.give(peer)
     }
     let answered = false
     let timer: NodeJS.Timeout | undefined

@@ -8,7 +8,8 @@
 // `x-iip-mesh-error` answers, within the request's deadline; no retry (the caller's bytes are
 // already on their way). After it, a connection silent both ways for the upgrade idle timeout is
 // closed. Tracing and metrics see one request, from the head to the close. Open upgrades are bounded
-// (`maxTunnels`), and so are the far apps' bytes they hold unread by their callers (`maxQueuedBytes`);
+// (`maxTunnels`, and `maxTunnelsPerPeer` for one calling address: tunnelSeats.ts), and so are the
+// far apps' bytes they hold unread by their callers (`maxQueuedBytes`);
 // one whose caller takes none of them for the stall timeout is ended (tunnelStalls.ts): its bytes
 // released, its caller's connection closed, counted (101 outbound deadline).
 import type * as net from "node:net"
@@ -29,6 +30,7 @@ import { applyRoute, chooseRoute } from "./outboundRoute.ts"
 import { appTimeoutMs, pickContext, type Target, targetOf } from "./outboundTarget.ts"
 import { ProxyError, proxyErrorOf, writeProxyError } from "./proxyError.ts"
 import type { RouteCounters } from "./routeCounters.ts"
+import type { TunnelSeats } from "./tunnelSeats.ts"
 import type { TunnelStalls } from "./tunnelStalls.ts"
 import { pipeToSocket, SocketSource } from "./upgradePipe.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
@@ -37,13 +39,14 @@ export interface OutboundUpgradeOptions extends OutboundOptions {
   /** An upgraded connection with no byte either way for this long is closed. */
   readonly upgradeIdleTimeoutMs: number
   /**
-   * Upgraded connections open at once, from the request to the caller's close (`maxTunnels`, as at
-   * the inbound side), and the far apps' bytes they hold that their callers have not read yet
-   * (`unread.bytes`, at most a stream window each): at the first, or with no room for one more
-   * window within the second, new upgrades are refused. `stalls` ends those whose callers take none
-   * of their bytes for the upgrade stall timeout.
+   * Upgraded connections open at once, from the request to the caller's close (`seats`: maxTunnels
+   * and maxTunnelsPerPeer, as at the inbound side), and the bytes they hold unread (`unread.bytes`):
+   * the far apps' their callers have not read yet (at most a stream window each) and the callers'
+   * the mesh has not taken yet (a socket's queue each, upgradePipe.ts): at the first, or with no
+   * room for one more window within the second, new upgrades are refused. `stalls` ends those
+   * whose callers take none of their bytes for the upgrade stall timeout.
    */
-  readonly tunnels: { open: number; readonly max: number; readonly unread: UnreadPool; readonly maxUnreadBytes: number; readonly stalls: TunnelStalls }
+  readonly tunnels: { readonly seats: TunnelSeats; readonly unread: UnreadPool; readonly maxUnreadBytes: number; readonly stalls: TunnelStalls }
 }
 
 /** The head written back for a status other than 101: the socket closes after its body. */
@@ -100,6 +103,7 @@ class OutboundUpgrade {
       this.uncount()
       this.leaveTunnels()
       this.answer?.leaveUnreadPool()
+      this.source.leavePool()
       this.control.abort()
     })
     this.forward().catch((error: unknown) => this.fail(error))
@@ -112,11 +116,17 @@ class OutboundUpgrade {
     observation.begin(target.service, target.uri)
     // Each tunnel may hold a stream window of answer bytes its caller has not read: their number is bounded, before any work.
     const { tunnels } = options
-    if (tunnels.open >= tunnels.max) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `${tunnels.open} upgraded connections open at the outbound sidecar, as many as maxTunnels allows; retry later` })
     // As at the inbound side (PROTOCOL.md §8): admitted only while one more stalled window fits (this side's window: its hello's), or nothing is held.
-    if (tunnels.unread.bytes > 0 && tunnels.unread.bytes + MeshDefaults.streamWindow > tunnels.maxUnreadBytes) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar's upgraded connections hold ${tunnels.unread.bytes} bytes their callers have not read, no room for one more stream window within maxQueuedBytes; retry later` })
-    tunnels.open++
+    if (tunnels.unread.bytes > 0 && tunnels.unread.bytes + MeshDefaults.streamWindow > tunnels.maxUnreadBytes) {
+      tunnels.seats.refusedForBytes()
+      throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar's upgraded connections hold ${tunnels.unread.bytes} bytes their readers have not read yet, no room for one more stream window within maxQueuedBytes; retry later` })
+    }
+    const full = tunnels.seats.take(req.remoteAddress)
+    if (full !== undefined) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `${full} at the outbound sidecar; retry later` })
     this.tunnel = true
+    // The caller's bytes wait in a queue of the socket's (up to 64 KiB and a read) while the mesh
+    // has no credit for them: a far app that reads none would make it hold that much per tunnel.
+    if (!socket.closed) this.source.countIn(tunnels.unread)
     if (Buffer.byteLength(target.uri) > 2048) throw new ProxyError({ status: 414, reason: "uri_too_long", hop: "outbound", message: "IIP paths are at most 2048 bytes" })
     const protocols = upgradeProtocols(req.headers.upgrade)
     if (protocols === undefined) throw new ProxyError({ status: 400, reason: "bad_upgrade", hop: "outbound", message: "the Upgrade header is not a list of protocol tokens" })
@@ -223,7 +233,7 @@ class OutboundUpgrade {
   private leaveTunnels(): void {
     if (!this.tunnel) return
     this.tunnel = false
-    this.options.tunnels.open--
+    this.options.tunnels.seats.give(this.req.remoteAddress)
   }
 
   private uncount(): void {

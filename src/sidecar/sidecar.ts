@@ -22,7 +22,7 @@ import { dnsSrvSource } from "../discovery/dnsSrvSource.ts"
 import { directorySource } from "../discovery/directorySource.ts"
 import { MdnsSource } from "../discovery/mdnsSource.ts"
 import { configSource, fileSource } from "../discovery/staticSource.ts"
-import { makeMetrics } from "../telemetry/metrics.ts"
+import { makeMetrics, NO_TUNNEL_REFUSALS } from "../telemetry/metrics.ts"
 import type { Env } from "../telemetry/otelEnv.ts"
 import { TraceStore } from "../telemetry/traceStore.ts"
 import { makeTracing } from "../telemetry/tracing.ts"
@@ -43,6 +43,7 @@ import { makeUpgradeHandler } from "./outboundUpgrade.ts"
 import { makeInboundLimiter } from "./rateLimits.ts"
 import { type CompiledRoutes, routesInForce } from "./routes.ts"
 import { type RoutesFileInvalid, watchRoutesFile } from "./routesFile.ts"
+import { TunnelSeats } from "./tunnelSeats.ts"
 import { TunnelStalls } from "./tunnelStalls.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
@@ -348,6 +349,8 @@ export const make = (
       upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs,
       upgradeStallTimeoutMs: config.upgradeStallTimeoutMs,
       maxTunnels: config.maxTunnels,
+      maxTunnelsPerPeer: config.maxTunnelsPerPeer,
+      appH2MaxStreams: config.appH2MaxStreams,
       log,
       appProtocol: config.appProtocol,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
@@ -357,6 +360,7 @@ export const make = (
     if (appLeg !== undefined) {
       yield* Effect.addFinalizer(() => Effect.promise(() => appLeg.close()))
       telemetry.metrics.watchAnswerBytes(appLeg.answerBytes)
+      telemetry.metrics.watchAppStreams(appLeg.appStreams)
     }
 
     // Inbound: other sidecars -> this app. Its Scope drains it on close.
@@ -444,8 +448,9 @@ export const make = (
       )
       h2cLoading.then((listener) => listener.accept(socket), () => socket.destroy())
     }
-    const outboundTunnels = { open: 0, max: config.maxTunnels, unread: { bytes: 0 }, maxUnreadBytes: config.maxQueuedBytes, stalls: new TunnelStalls(config.upgradeStallTimeoutMs, log) }
+    const outboundTunnels = { seats: new TunnelSeats(config.maxTunnels, config.maxTunnelsPerPeer), unread: { bytes: 0 }, maxUnreadBytes: config.maxQueuedBytes, stalls: new TunnelStalls(config.upgradeStallTimeoutMs, log) }
     telemetry.metrics.watchTunnelBytes(() => ({ outbound: outboundTunnels.unread.bytes, inbound: inbound.budget.tunnelBytes }))
+    telemetry.metrics.watchTunnelRefusals(() => ({ outbound: outboundTunnels.seats.refused, inbound: appLeg?.tunnels.refused ?? NO_TUNNEL_REFUSALS }))
     const outboundListener = new Http1Listener({
       maxHeaderSize: nodeHttp.maxHeaderSize,
       headersTimeoutMs: OUTBOUND_HEADERS_TIMEOUT_MS,
@@ -454,8 +459,11 @@ export const make = (
       onRequest: handler,
       // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
       onUpgrade: makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs, tunnels: outboundTunnels }),
-      onH2c: acceptH2c
+      onH2c: acceptH2c,
+      onStray: () => telemetry.metrics.http1StrayBytes("outbound"),
+      maxHeldAnswerBytes: config.maxQueuedBytes
     })
+    telemetry.metrics.watchHeldAnswers(() => ({ bytes: outboundListener.heldAnswerBytes, refused: outboundListener.refusedForHeldAnswers }))
     const outbound = yield* Effect.acquireRelease(listen(outboundListener.server, splitAddress(config.outbound)), () =>
       Effect.gen(function*() {
         // Stop taking new requests, let the running ones finish within the drain timeout, their

@@ -5,7 +5,7 @@
 // is paused while more than a window of what it sent waits unread by the mesh; a mesh stream is
 // read only as fast as the socket drains.
 import type * as net from "node:net"
-import { StreamFailed } from "../mux/streams.ts"
+import { StreamFailed, type UnreadPool } from "../mux/streams.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 
@@ -46,6 +46,16 @@ export class SocketSource implements AsyncIterable<Buffer> {
     if (this.queue.isEnded) return
     this.queue.drop()
     if (this.socket.isPaused()) this.socket.resume()
+  }
+
+  /** What the socket sent and the mesh has not taken yet counts in `pool` from now on, until leavePool. */
+  countIn(pool: UnreadPool): void {
+    this.queue.countIn(pool)
+  }
+
+  /** Its bytes no longer count in the pool (its socket closed: they go when the reader does). */
+  leavePool(): void {
+    this.queue.leavePool()
   }
 
   /** Ends the iteration with `error`, after what is queued: the tunnel was ended here, its reader learns why. */

@@ -80,6 +80,21 @@ export type Direction = "outbound" | "inbound"
 
 /** Why the outbound listener resets an app's HTTP/2 stream: its answer waited the answer idle timeout with none of it taken. */
 export type H2ResetReason = "answer_stalled"
+/** The bound an upgrade was refused by (sidecar/tunnelSeats.ts): maxTunnels, maxTunnelsPerPeer, the tunnels' pool of unread bytes. */
+export type TunnelLimit = "tunnels" | "per_peer" | "bytes"
+/** Requests waiting for a stream to an h2c app, and those refused for want of one (sidecar/appH2.ts). */
+export interface AppStreamCounts {
+  readonly waiting: number
+  readonly refused: number
+}
+/** Bytes of whole answers the outbound listener holds unsent for callers that do not read them, and the requests refused past their budget (sidecar/http1Connection.ts). */
+export interface HeldAnswers {
+  readonly bytes: number
+  readonly refused: number
+}
+/** No upgrade refused (a side with no tunnels: a sidecar without an app has no inbound leg). */
+const TUNNEL_LIMITS: ReadonlyArray<TunnelLimit> = ["tunnels", "per_peer", "bytes"]
+export const NO_TUNNEL_REFUSALS: Readonly<Record<TunnelLimit, number>> = { tunnels: 0, per_peer: 0, bytes: 0 }
 
 export interface MetricsOptions {
   /** Services per direction with series of their own; later ones count as `_other`. Default 500. */
@@ -135,6 +150,8 @@ export interface MeshMetrics {
   endpointEjected(service: string, endpoint: string): void
   /** `count` header pairs were dropped for an invalid name or value (sidecar/headerFilter.ts). */
   invalidHeaders(direction: Direction, count: number): void
+  /** An HTTP/1.1 connection was closed for bytes no exchange could own (sidecar/appPool.ts inbound, http1Connection.ts outbound). */
+  http1StrayBytes(direction: Direction): void
   /** The authorization policy refused an inbound call to `service`; `reason` is its verdict (a small fixed set). */
   authzDenied(service: string, reason: string): void
   /** The policy file was read again: it held a policy (ok) or not (invalid: the last good one stays). */
@@ -153,6 +170,12 @@ export interface MeshMetrics {
   watchAnswerBytes(read: () => number): void
   /** Where the tunnels' unread bytes are read at each scrape: the inbound server's tunnels' pool, the outbound upgrades' count. */
   watchTunnelBytes(read: () => Record<Direction, number>): void
+  /** Where the upgrades refused for want of a tunnel's place are read at each scrape, by the bound that refused them (sidecar/tunnelSeats.ts). */
+  watchTunnelRefusals(read: () => Record<Direction, Readonly<Record<TunnelLimit, number>>>): void
+  /** Where the h2c app leg's waiting and refused requests are read at each scrape. */
+  watchAppStreams(read: () => AppStreamCounts): void
+  /** Where the outbound listener's answers held for callers that do not read them, and the requests refused past their budget, are read at each scrape. */
+  watchHeldAnswers(read: () => HeldAnswers): void
   /** Where the spans the OTLP exporters dropped are read at each scrape (tracing.ts). */
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
@@ -405,6 +428,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const next: NextRequest = { wake: undefined }
   const ejections = new Map<string, Tally>()
   const invalidHeaders: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
+  const strayBytes: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
   const authzDenied = new Map<string, Tally>()
   const policyReloads = { ok: tally({ result: "ok" }), invalid: tally({ result: "invalid" }) }
   const handshakes = new Map<string, Tally>()
@@ -416,6 +440,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readBundleRefreshes: (() => Readonly<Record<BundleRefreshResult, number>>) | undefined
   let readAnswerBytes = () => 0
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
+  let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0 })
+  let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0 })
+  let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   const rootStates = function*(): Iterable<Tally> {
     if (readTrust === undefined) return
@@ -452,6 +479,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_response_bytes_total", "Bytes of response bodies proxied.", ["direction", "service"], each((s) => s.responseBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_endpoint_ejections_total", "Times an endpoint was taken out of balancing for failing.", ["service", "endpoint"], () => ejections.values())
   fromTallies(registry, "counter", "iip_mesh_invalid_headers_total", "Header pairs dropped for a name or value that cannot be written.", ["direction"], () => directions.map((d) => invalidHeaders[d]))
+  fromTallies(registry, "counter", "iip_mesh_http1_stray_bytes_total", "HTTP/1.1 connections closed for bytes no exchange could own: inbound, the app's past its answer or with no request waiting (kept, they would be the next request's answer); outbound, a caller's that are no valid request after the ones it sent.", ["direction"], () => directions.map((d) => strayBytes[d]))
   fromTallies(registry, "counter", "iip_mesh_authz_denied_total", "Inbound calls the authorization policy refused with 403, by the reason of its verdict.", ["service", "reason"], () => authzDenied.values())
   fromTallies(registry, "counter", "iip_mesh_authz_policy_reloads_total", "Re-reads of the authorization policy file: ok, or invalid (the last good policy stays in force).", ["result"], () => [policyReloads.ok, policyReloads.invalid])
   fromTallies(registry, "counter", "iip_mesh_tls_handshakes_total", "Mesh TLS handshakes, by direction and result (ok, or why the peer was refused).", ["direction", "result"], () => handshakes.values())
@@ -487,10 +515,18 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     readBundleRefreshes === undefined ? [] : Object.entries(readBundleRefreshes()).map(([result, value]) => ({ labels: { result }, value })))
   fromTallies(registry, "gauge", "iip_mesh_open_connections", "IIP connections open now (outbound: dialed, inbound: accepted).", ["direction"], connectionGauge("connections"))
   fromTallies(registry, "gauge", "iip_mesh_inbound_answer_bytes", "Bytes of the app's answers the inbound side holds gathered whole to send back as one message (at most maxQueuedBytes).", [], () => [{ labels: {}, value: readAnswerBytes() }])
-  fromTallies(registry, "gauge", "iip_mesh_tunnel_unread_bytes", "Bytes upgraded connections (WebSockets) hold that their readers have not taken: inbound, the callers' bytes in the tunnels' pool; outbound, the far apps' bytes the callers have not read (each at most maxQueuedBytes).", ["direction"], () => {
+  fromTallies(registry, "gauge", "iip_mesh_tunnel_unread_bytes", "Bytes upgraded connections (WebSockets) hold that their readers have not taken: inbound, the callers' bytes in the tunnels' pool; outbound, the far apps' bytes the callers have not read and the callers' bytes the mesh has not taken (each at most maxQueuedBytes).", ["direction"], () => {
     const bytes = readTunnelBytes()
     return directions.map((direction) => ({ labels: { direction }, value: bytes[direction] }))
   })
+  fromTallies(registry, "counter", "iip_mesh_tunnels_refused_total", "Upgrades (WebSockets) refused 503 overloaded before any work, by direction and the bound that refused them: tunnels (maxTunnels), per_peer (maxTunnelsPerPeer: a peer sidecar's address inbound, a calling app's outbound), bytes (the tunnels' pool of unread bytes, maxQueuedBytes).", ["direction", "limit"], () => {
+    const refused = readTunnelRefusals()
+    return directions.flatMap((direction) => TUNNEL_LIMITS.map((limit) => ({ labels: { direction, limit }, value: refused[direction][limit] })))
+  })
+  fromTallies(registry, "gauge", "iip_mesh_outbound_held_answer_bytes", "Bytes of answers the outbound listener holds unsent for callers that have not read them (at most about maxQueuedBytes: past it new requests are refused).", [], () => [{ labels: {}, value: readHeldAnswers().bytes }])
+  fromTallies(registry, "counter", "iip_mesh_outbound_held_answers_refused_total", "HTTP/1.1 requests refused 503 overloaded at the outbound listener while the answers it held for callers that do not read them were past maxQueuedBytes.", [], () => [{ labels: {}, value: readHeldAnswers().refused }])
+  fromTallies(registry, "gauge", "iip_mesh_app_streams_waiting", "Requests waiting for a stream to the h2c app (past --app-h2-max-streams open, or the app's own SETTINGS_MAX_CONCURRENT_STREAMS); at most as many again.", [], () => [{ labels: {}, value: readAppStreams().waiting }])
+  fromTallies(registry, "counter", "iip_mesh_app_streams_refused_total", "Requests refused 503 overloaded (gRPC UNAVAILABLE) before the h2c app saw them: as many waited for a stream to it as may.", [], () => [{ labels: {}, value: readAppStreams().refused }])
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
   return {
@@ -519,6 +555,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     invalidHeaders: (direction, count) => {
       invalidHeaders[direction].value += count
+    },
+    http1StrayBytes: (direction) => {
+      strayBytes[direction].value++
     },
     authzDenied: (service, reason) => {
       const key = `${service} ${reason}`
@@ -570,6 +609,15 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchAnswerBytes: (read) => {
       readAnswerBytes = read
+    },
+    watchHeldAnswers: (read) => {
+      readHeldAnswers = read
+    },
+    watchAppStreams: (read) => {
+      readAppStreams = read
+    },
+    watchTunnelRefusals: (read) => {
+      readTunnelRefusals = read
     },
     watchTunnelBytes: (read) => {
       readTunnelBytes = read

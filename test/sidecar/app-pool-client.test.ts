@@ -227,6 +227,49 @@ describe("the inbound side's app client", () => {
     expect(connections).toBe(2)
   })
 
+  it("bytes after an answer within its read (a second answer begun) end the socket, even when its rest would come only with the next request", async () => {
+    let connections = 0
+    const raw = await startRawServer(cleanup, (socket) => {
+      const connection = ++connections
+      let requests = 0
+      socket.on("data", () => {
+        requests++
+        if (connection === 1 && requests === 1) socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-le")
+        else if (connection === 1) socket.write("ngth: 4\r\n\r\nevil")
+        else socket.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+      })
+    })
+    let strays = 0
+    const pool = new AppPool("127.0.0.1", raw.port, 1, () => strays++)
+    cleanup.add(() => pool.destroy())
+    // Two at once: the second waits for the one socket, and would take it as the first's answer ends.
+    const [first, second] = await withTimeout(Promise.all([exchange(pool, {}), exchange(pool, {})]), 5000, "both answers")
+    expect(first.body).toBe("ok")
+    expect(second.body).toBe("ok")
+    expect(connections).toBe(2)
+    expect(strays).toBe(1)
+  })
+
+  it("a 204 or 304 that frames a body and sends it in the same write is answered, its socket not reused, and not counted stray (it is no desync)", async () => {
+    const answers = [
+      "HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\nhello",
+      "HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    ]
+    let connections = 0
+    const raw = await startRawServer(cleanup, (socket) => {
+      const answer = answers[connections++]
+      socket.on("data", () => socket.write(answer ?? "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"))
+    })
+    let strays = 0
+    const pool = new AppPool("127.0.0.1", raw.port, 1, () => strays++)
+    cleanup.add(() => pool.destroy())
+    const outcomes = []
+    for (let i = 0; i < 3; i++) outcomes.push(await withTimeout(exchange(pool, {}), 5000, `answer ${i}`))
+    expect(outcomes.map((o) => `${o.status} ${o.body} ${o.error?.message ?? ""}`)).toStrictEqual(["204  ", "304  ", "200 ok "])
+    expect(connections).toBe(3)
+    expect(strays).toBe(0)
+  })
+
   it("an answer's trailers are dropped: they never become the next answer's headers", async () => {
     let connections = 0
     const raw = await startRawServer(cleanup, (socket) => {

@@ -15,6 +15,7 @@ import { Limits } from "../../src/protocol/constants.ts"
 import { FrameFlag, FrameType, h2Frame, rstStream, startRawH2App } from "../support/h2Raw.ts"
 import { Cleanup, startRawServer, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { startClient } from "../support/meshTest.ts"
+import { parsePrometheusText, value } from "../support/prometheusText.ts"
 import { call, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 /** A raw app: `answer` gets each connection's socket at the end of every request head it reads (no request here has a body). */
@@ -129,6 +130,23 @@ describe("a hostile far app's answers at the inbound side", () => {
     expect(next.body.toString()).toBe("ok")
     expect(app.counts.connections).toBe(2)
   })
+  it("a second answer begun after the first in the same write is never the next caller's: the socket closes, the next request gets a fresh one, the close is counted", async () => {
+    // The first answer, then the start of a second nobody asked for; its rest comes once the next
+    // request arrives on that socket, so a pool that kept the socket would hand it to that request.
+    const app = await startScriptedApp(cleanup, (socket, head) => {
+      if (head.startsWith("GET /first")) socket.write("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\ncontent-le")
+      else if (app.counts.requests === 2 && app.counts.connections === 1) socket.write("ngth: 5\r\n\r\nstray")
+      else socket.write("HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond")
+    })
+    const { b, a } = await startPair(cleanup, app.port)
+    expect((await call(a.outboundPort, { path: "/first", timeoutMs: 5000 })).body.toString()).toBe("first")
+    const second = await call(a.outboundPort, { path: "/second", timeoutMs: 5000 })
+    expect(second.status).toBe(200)
+    expect(second.body.toString()).toBe("second")
+    expect(app.counts.connections).toBe(2)
+    expect(value(parsePrometheusText((await b.sidecar.telemetry.metrics.text()).body), "iip_mesh_http1_stray_bytes_total", { direction: "inbound" })).toBe(1)
+  })
+
   it("a streamed answer that breaks before a byte of it reached A's caller (a chunk size past 64 bits) is a 502 naming the hop, not a bare close", async () => {
     const app = await startScriptedApp(cleanup, (socket, head) => {
       if (head.startsWith("GET /overflow")) socket.write("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1ffffffffffffffff\r\nabc")

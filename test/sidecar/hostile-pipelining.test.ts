@@ -98,7 +98,9 @@ describe("a caller that pipelines requests and reads no answer", () => {
         call.end(Buffer.alloc(size))
       },
       onUpgrade: (_request, socket) => socket.destroy(),
-      onH2c: (socket) => socket.destroy()
+      onH2c: (socket) => socket.destroy(),
+      onStray: () => {},
+      maxHeldAnswerBytes: 512 * 1024 * 1024
     })
     await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve))
     cleanup.add(() => {

@@ -127,6 +127,8 @@ describe("the outbound listener alone", () => {
       onRequest,
       onUpgrade: (_request, socket) => socket.destroy(),
       onH2c: (socket) => socket.destroy(),
+      onStray: () => {},
+      maxHeldAnswerBytes: 512 * 1024 * 1024,
       ...options
     })
     await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve))

@@ -7,6 +7,7 @@
 // (the gauge iip_mesh_tunnel_unread_bytes{direction="outbound"}), not for the flood to look still:
 // a stalled answer stream holds more than half its window once the far app has filled everything on
 // the way (A grants per half window its caller's socket took), whatever the kernel's buffers take.
+import { createHash } from "node:crypto"
 import type * as http from "node:http"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -118,6 +119,31 @@ describe("outbound WebSockets at A whose caller stops reading", () => {
       // Its place is back once A saw the close, which reaches the far app after it.
       await waitFor(() => flood.open === 0, 5000, "the far app's socket to close")
     }
+  }, 30_000)
+
+  it("the caller's bytes A holds for the mesh (a far app that reads none) count in A's tunnels' pool, and leave it when the tunnel ends", async () => {
+    // A far app that switches and then reads nothing: B's window fills, then A's queue of the caller's bytes.
+    const app = await startApp(cleanup, (req, res) => {
+      req.resume()
+      res.end("plain")
+    })
+    app.server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket) => {
+      const accept = createHash("sha1").update(`${req.headers["sec-websocket-key"]}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64")
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-accept: ${accept}\r\n\r\n`)
+      socket.pause()
+      // An upgraded socket is the server's no longer: its close would wait for it.
+      cleanup.add(() => socket.destroy())
+    })
+    // B ends the stalled tunnel after its stall timeout (1-2 s here): A's caller is cut, and what A held goes.
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, upgradeStallTimeoutMs: 1000 }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const answer = await upgrade(cleanup, a)
+    if (!("ws" in answer)) throw new Error(`the upgrade was refused: ${answer.status}`)
+    // More than the far app's socket buffers, B's stream window and A's queue take together.
+    for (let i = 0; i < 16; i++) answer.ws.send(Buffer.alloc(MiB, 2), { binary: true })
+    expect(await unreadAtLeast(a, 32 * 1024)).toBeGreaterThanOrEqual(32 * 1024)
+    const { value: left } = await readUntil(async () => sum(parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body), "iip_mesh_tunnel_unread_bytes", { direction: "outbound" }), (held) => held === 0, 10_000)
+    expect(left).toBe(0)
   }, 30_000)
 
   it("A's maxQueuedBytes 3 MiB: once its tunnels hold that much their callers have not read, new upgrades are refused 503 overloaded; closing them makes room", async () => {

@@ -15,6 +15,7 @@ import { REQUEST_CHANNELS_PER_CONNECTION } from "../../src/sidecar/endpoints.ts"
 import { HttpMeta, requestMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { startClient } from "../support/meshTest.ts"
+import { parsePrometheusText, value } from "../support/prometheusText.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import { upgradeRefusal } from "../support/upgradeAnswer.ts"
 
@@ -75,7 +76,10 @@ describe("open WebSockets and B's inbound budgets", () => {
   })
   afterEach(() => cleanup.run())
 
-  const pair = async (b: { readonly maxQueuedRequests?: number; readonly maxTunnels?: number; readonly maxQueuedBytes?: number }, aConfig: { readonly maxQueuedBytes?: number } = {}) => {
+  const pair = async (
+    b: { readonly maxQueuedRequests?: number; readonly maxTunnels?: number; readonly maxTunnelsPerPeer?: number; readonly maxQueuedBytes?: number },
+    aConfig: { readonly maxQueuedBytes?: number; readonly maxTunnelsPerPeer?: number } = {}
+  ) => {
     const wsApp = await startWsApp(cleanup)
     const bSidecar = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: wsApp.app.address, ...b }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", ...aConfig, endpoints: { catalog: [{ address: bSidecar.inboundAddress, weight: 1 }] } }))
@@ -115,6 +119,37 @@ describe("open WebSockets and B's inbound budgets", () => {
     expect(reopened).toBeDefined()
     expect(await echoed(reopened!, "again")).toBe("again")
   }, 60_000)
+
+  /** The next upgrade through A is refused at `hop` for the `held` its peer (127.0.0.1) holds, and `counter` (the sidecar at that hop) counts it. */
+  const refusedPerPeer = async (a: RunningSidecar, counter: RunningSidecar, hop: "inbound" | "outbound", held: number) => {
+    const refused = await refusal(cleanup, a)
+    expect(refused.status).toBe(503)
+    expect(refused.headers["x-iip-mesh-error"]).toBe(`${hop}; reason=overloaded`)
+    expect(JSON.parse(refused.body).message).toMatch(new RegExp(`${held} upgraded connections open from 127\\.0\\.0\\.1.*maxTunnelsPerPeer`))
+    expect(value(parsePrometheusText((await counter.sidecar.telemetry.metrics.text()).body), "iip_mesh_tunnels_refused_total", { direction: hop, limit: "per_peer" })).toBe(1)
+  }
+
+  it("past maxTunnelsPerPeer a peer sidecar's next upgrade is refused 503 overloaded at B, though maxTunnels has room; counted, and a closed one makes room", async () => {
+    const { a, b, wsApp } = await pair({ maxTunnels: 10, maxTunnelsPerPeer: 2 })
+    const sockets = [await open(cleanup, a), await open(cleanup, a)]
+    await refusedPerPeer(a, b, "inbound", 2)
+    expect(wsApp.state.upgrades).toBe(2)
+    sockets[0]!.close()
+    await waitFor(() => wsApp.state.open === 1, 5000, "the app's socket to close")
+    let reopened: WebSocket | undefined
+    for (const started = performance.now(); reopened === undefined && performance.now() - started < 5000;) {
+      reopened = await open(cleanup, a).catch(() => undefined)
+    }
+    expect(await echoed(reopened!, "again")).toBe("again")
+  }, 60_000)
+
+  it("past maxTunnelsPerPeer at A a calling app's next upgrade is refused 503 overloaded at the outbound hop, before B is asked", async () => {
+    const { a, wsApp } = await pair({}, { maxTunnelsPerPeer: 1 })
+    const ws = await open(cleanup, a)
+    await refusedPerPeer(a, a, "outbound", 1)
+    expect(wsApp.state.upgrades).toBe(1)
+    expect(await echoed(ws, "still")).toBe("still")
+  }, 30_000)
 
   it("maxQueuedBytes below a stream window (512 KiB) at A and B: WebSockets still open one after another, an empty tunnels' pool admitting one", async () => {
     const { a, wsApp } = await pair({ maxQueuedBytes: 512 * 1024 }, { maxQueuedBytes: 512 * 1024 })

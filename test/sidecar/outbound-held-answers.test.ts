@@ -1,0 +1,100 @@
+// Whole answers waiting in the outbound listener's sockets for callers that do not read them
+// (http1Connection.ts). Each connection holds at most one (the next request waits for its drain),
+// but nothing bounded them across connections: many slow readers, each holding one large answer,
+// could grow the process without end. Now the bytes held so count in one budget of the listener's
+// (`maxHeldAnswerBytes`, the sidecar's maxQueuedBytes): past it a new request is refused 503
+// overloaded at the outbound hop before it is forwarded, and once the readers take their answers
+// requests are answered again. Failed before (every caller got its 16 MiB answer, 192 MiB held).
+import * as net from "node:net"
+import type { AddressInfo } from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { Http1Listener } from "../../src/sidecar/http1Listener.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+
+const MiB = 1024 * 1024
+/** Larger than what loopback's socket buffers take (a few MiB): most of it waits in the listener's process. */
+const ANSWER = 16 * MiB
+const BUDGET = 8 * MiB
+const CALLERS = 12
+
+describe("whole answers held for callers that do not read them", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("past the listener's budget later callers are refused 503 overloaded, the answers held stay bounded, and taken answers make room", async () => {
+    let answered = 0
+    const listener = new Http1Listener({
+      maxHeaderSize: 16 * 1024,
+      headersTimeoutMs: 60_000,
+      requestTimeoutMs: 300_000,
+      keepAliveTimeoutMs: 60_000,
+      maxHeldAnswerBytes: BUDGET,
+      onRequest: (call) => {
+        answered++
+        call.writeHead(200, [["content-length", String(ANSWER)]])
+        call.end(Buffer.alloc(ANSWER, 0x61))
+      },
+      onUpgrade: (_request, socket) => socket.destroy(),
+      onH2c: (socket) => socket.destroy(),
+      onStray: () => {}
+    })
+    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => {
+      listener.destroyAll()
+      return new Promise<void>((resolve) => listener.server.close(() => resolve()))
+    })
+    const port = (listener.server.address() as AddressInfo).port
+    /** A caller that sends one request; paused, it reads nothing until resumed. */
+    const caller = (paused: boolean) => {
+      const socket = net.connect(port, "127.0.0.1")
+      cleanup.add(() => socket.destroy())
+      socket.on("error", () => {})
+      if (paused) socket.pause()
+      // One answer each (a refusal closes): its head parsed, its body only counted (16 MiB gathered chunk by chunk would be slow to copy).
+      const answers: Array<{ status: string; error: string | undefined; bytes: number }> = []
+      let start = Buffer.alloc(0)
+      let head: string | undefined
+      let length = 0
+      let bytes = 0
+      socket.on("data", (chunk: Buffer) => {
+        if (head === undefined) {
+          start = Buffer.concat([start, chunk])
+          const end = start.indexOf("\r\n\r\n")
+          if (end === -1) return
+          head = start.toString("latin1", 0, end)
+          length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0)
+          bytes = start.length - end - 4
+        } else bytes += chunk.length
+        if (answers.length === 0 && bytes >= length) answers.push({ status: head.split("\r\n")[0]!, error: /\r\nx-iip-mesh-error: *([^\r]*)/i.exec(head)?.[1], bytes })
+      })
+      socket.write("GET /big HTTP/1.1\r\nhost: catalog\r\n\r\n")
+      return { socket, answers }
+    }
+    const before = process.memoryUsage().arrayBuffers
+    const slow: Array<ReturnType<typeof caller>> = []
+    for (let i = 0; i < CALLERS; i++) {
+      slow.push(caller(true))
+      // One at a time: each request is read (and answered or refused) before the next caller comes.
+      await waitFor(() => answered + listener.refusedForHeldAnswers >= i + 1, 10_000, `caller ${i} to be answered or refused`)
+    }
+    // The first answer alone fills the budget: the rest are refused, nothing more is held.
+    expect(answered).toBe(1)
+    expect(listener.heldAnswerBytes).toBeGreaterThan(BUDGET)
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(3 * ANSWER)
+    const reading = caller(false)
+    await waitFor(() => reading.answers.length === 1, 10_000, "the refusal")
+    expect(reading.answers[0]).toStrictEqual({ status: "HTTP/1.1 503 Service Unavailable", error: "outbound; reason=overloaded", bytes: reading.answers[0]!.bytes })
+    // The slow callers read: their answers (and refusals) come, the budget is free again, and a new caller is answered.
+    for (const s of slow) s.socket.resume()
+    await withTimeout(waitFor(() => slow.every((s) => s.answers.length === 1), 20_000, "every slow caller's answer"), 25_000, "the slow callers")
+    expect(slow[0]!.answers[0]!.bytes).toBe(ANSWER)
+    expect(slow.slice(1).every((s) => s.answers[0]!.status === "HTTP/1.1 503 Service Unavailable")).toBe(true)
+    await waitFor(() => listener.heldAnswerBytes === 0, 10_000, "the budget to be free")
+    const later = caller(false)
+    await waitFor(() => later.answers.length === 1, 20_000, "the later caller's answer")
+    expect(later.answers[0]!.bytes).toBe(ANSWER)
+  }, 60_000)
+})
