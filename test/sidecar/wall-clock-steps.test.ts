@@ -3,7 +3,8 @@
 // 127.0.0.1 port 0. Date.now() is stepped by an hour (test/support/wallClock.ts); the monotonic
 // clock and Node's timers run on, and so must every deadline.
 // - Stepped back while a request with `iip-timeout: 500` is at the app: the app's caller gets 504
-//   after about 500 ms, not an hour later.
+//   after about 500 ms, not an hour later; and the Date header the sidecar writes on an answer
+//   without one follows the step at once (a wall time is meant there), not an hour later.
 // - Stepped forward while a 30 s and a 500 ms request are at the app: the 500 ms one gets 504, the
 //   30 s one is untouched and gets the app's answer when the app gives it.
 import type * as http from "node:http"
@@ -32,6 +33,8 @@ describe("proxied deadlines with the wall clock stepped", () => {
     cleanup = new Cleanup()
     held = new Map()
     mesh = await startMesh(cleanup, (req: http.IncomingMessage, res: http.ServerResponse) => {
+      // No Date of its own: the answer carries sidecar A's.
+      res.sendDate = false
       const url = req.url ?? ""
       const answer = () => res.end(`answer to ${url}`)
       const entry = held.get(url)
@@ -45,7 +48,7 @@ describe("proxied deadlines with the wall clock stepped", () => {
 
   afterEach(() => cleanup.run())
 
-  it("stepped back an hour while a 500 ms request is at the app: 504 after about 500 ms, not an hour later", async () => {
+  it("stepped back an hour while a 500 ms request is at the app: 504 after about 500 ms, not an hour later; the Date header follows the step", async () => {
     const holds = holding("/back")
     const started = performance.now()
     const answer = viaMesh("/back", 500)
@@ -54,6 +57,10 @@ describe("proxied deadlines with the wall clock stepped", () => {
     const timedOut = await withTimeout(answer, 5000, "the request's deadline")
     expect(timedOut.status).toBe(504)
     expect(performance.now() - started).toBeGreaterThanOrEqual(450)
+    // A wall time is meant in the Date header: the step shows there at once.
+    const after = await viaMesh("/after", 5000)
+    expect(after.status).toBe(200)
+    expect(Math.abs(Date.parse(after.headers.date!) - Date.now())).toBeLessThan(5000)
   })
 
   it("stepped forward an hour with a 30 s and a 500 ms request at the app: the 500 ms one gets 504, the 30 s one its answer", async () => {
