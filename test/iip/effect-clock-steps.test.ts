@@ -4,13 +4,17 @@
 // 127.0.0.1, port 0; real I/O awaited with Effect.promise, never with the TestClock.
 // - Keep-alive, stepped back: the client still pings after intervalMs of silence and closes the
 //   connection timeoutMs after the unanswered ping (not an hour later).
+// - Connection timeouts, stepped back: a connection that sends nothing is still closed when
+//   firstPacketTimeoutMs passes. Stepped forward: neither it nor an idle connection is closed at
+//   once; the silent one goes at firstPacketTimeoutMs, the idle one stays.
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect } from "effect"
 import { TestClock } from "effect/testing"
 import * as Client from "../../src/iip/client.ts"
+import * as Server from "../../src/iip/server.ts"
 import { MeshPath } from "../../src/protocol/mesh.ts"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
-import { settle, startRawMeshPeer } from "../support/meshTest.ts"
+import { Cleanup, frame, RawClient, withTimeout } from "../support/iipRaw.ts"
+import { collectLog, settle, startRawMeshPeer } from "../support/meshTest.ts"
 import { HOUR_MS, steppedEffectClock } from "../support/wallClock.ts"
 
 const useCleanup = Effect.acquireRelease(
@@ -21,8 +25,20 @@ const useCleanup = Effect.acquireRelease(
 /** Real I/O, bounded in real time. */
 const awaitReal = <A>(promise: Promise<A>, what: string, timeoutMs = 5000) => Effect.promise(() => withTimeout(promise, timeoutMs, what))
 
+/** Resolves once `condition` holds, checking after each turn of the event loop (real I/O only). */
+const until = (condition: () => boolean, what: string) =>
+  awaitReal(
+    new Promise<void>((resolve) => {
+      const check = () => (condition() ? resolve() : setImmediate(check))
+      check()
+    }),
+    what
+  )
+
 /** The test's TestClock with a wall time the test steps; provide `.clock` to the code under test. */
 const useSteppedClock = Effect.map(Clock.clockWith(Effect.succeed), steppedEffectClock)
+
+const timeouts = { firstPacketTimeoutMs: 1000, packetTimeoutMs: 2000, idleTimeoutMs: 4000 }
 
 describe("keep-alive with the wall clock stepped", () => {
   it.effect("stepped back an hour: still pings after intervalMs of silence and closes timeoutMs after the unanswered ping", () =>
@@ -48,5 +64,46 @@ describe("keep-alive with the wall clock stepped", () => {
       expect(session.closed).toBe(true)
       expect(session.connection.closeError?.message).toContain("no answer to a ping within 500 ms")
       yield* awaitReal(pending, "the pending call to fail")
+    }))
+})
+
+describe("connection timeouts with the wall clock stepped", () => {
+  it.effect("stepped back an hour: a connection that sends nothing is still closed when firstPacketTimeoutMs passes", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const wall = yield* useSteppedClock
+      const { events, log } = collectLog()
+      const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log }).pipe(Effect.provideService(Clock.Clock, wall.clock))
+      const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* until(() => server.connectionCount === 1, "the accept")
+      wall.step(-HOUR_MS)
+      yield* TestClock.adjust("999 millis")
+      expect(server.connectionCount).toBe(1)
+      yield* TestClock.adjust("1 millis")
+      yield* awaitReal(raw.waitClose(), "the close")
+      expect(events.map((e) => e.event)).toContain("no-first-packet")
+    }))
+
+  it.effect("stepped forward an hour: neither a silent nor an idle connection is closed at once; the silent one goes at firstPacketTimeoutMs", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const wall = yield* useSteppedClock
+      const { events, log } = collectLog()
+      const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log }).pipe(Effect.provideService(Clock.Clock, wall.clock))
+      server.handle("/echo", (request) => request.data)
+      const idle = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* Effect.promise(() => idle.newChannel())
+      idle.write(frame(1, "/echo", 1, "x"))
+      yield* awaitReal(idle.next(), "the echo")
+      const silent = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* until(() => server.connectionCount === 2, "the accepts")
+      wall.step(HOUR_MS)
+      yield* TestClock.adjust("999 millis")
+      expect(server.connectionCount).toBe(2)
+      expect(events).toEqual([])
+      yield* TestClock.adjust("1 millis")
+      yield* awaitReal(silent.waitClose(), "the silent connection to close")
+      expect(events.map((e) => e.event)).toEqual(["no-first-packet"])
+      expect(idle.isClosed).toBe(false)
     }))
 })
