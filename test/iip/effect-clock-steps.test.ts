@@ -7,13 +7,15 @@
 // - Connection timeouts, stepped back: a connection that sends nothing is still closed when
 //   firstPacketTimeoutMs passes. Stepped forward: neither it nor an idle connection is closed at
 //   once; the silent one goes at firstPacketTimeoutMs, the idle one stays.
+// - Drain, stepped back: `server.drain(5000)` still ends at 5 s. Stepped forward: it does not end
+//   at once; the busy connection is open at 4.9 s and closed at 5 s.
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect } from "effect"
+import { Clock, Effect, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import * as Client from "../../src/iip/client.ts"
 import * as Server from "../../src/iip/server.ts"
 import { MeshPath } from "../../src/protocol/mesh.ts"
-import { Cleanup, frame, RawClient, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, deferred, frame, RawClient, withTimeout } from "../support/iipRaw.ts"
 import { collectLog, settle, startRawMeshPeer } from "../support/meshTest.ts"
 import { HOUR_MS, steppedEffectClock } from "../support/wallClock.ts"
 
@@ -105,5 +107,55 @@ describe("connection timeouts with the wall clock stepped", () => {
       yield* awaitReal(silent.waitClose(), "the silent connection to close")
       expect(events.map((e) => e.event)).toEqual(["no-first-packet"])
       expect(idle.isClosed).toBe(false)
+    }))
+})
+
+describe("drain with the wall clock stepped", () => {
+  /** A server whose /never handler never answers, one call of a client at it, and a drain forked on the stepped clock. */
+  const drainingWithCallInFlight = Effect.gen(function*() {
+    const wall = yield* useSteppedClock
+    const started = deferred()
+    const { events, log } = collectLog()
+    const server = yield* Server.make({ keepAlive: false, drainTimeoutMs: 0, log }).pipe(Effect.provideService(Clock.Clock, wall.clock))
+    server.handle("/never", () => {
+      started.resolve()
+      return new Promise<string>(() => {})
+    })
+    const client = yield* Client.make({ host: "127.0.0.1", port: server.address.port, maxConnections: 1, keepAlive: false, log: () => {} })
+    const call = settle(client.call("/never", "x", { timeoutMs: 0 }))
+    yield* awaitReal(started.promise, "the handler to start")
+    const clientSession = client.meshSessions[0]!
+    const goAway = new Promise<void>((resolve) => clientSession.onPeerDraining(resolve))
+    const drain = yield* Effect.forkChild(server.drain(5000).pipe(Effect.provideService(Clock.Clock, wall.clock)))
+    // The go-away is said once the drain runs: it has read its start time by then.
+    yield* awaitReal(goAway, "the go-away at the client")
+    return { wall, server, drain, call, events }
+  })
+
+  it.effect("stepped back an hour: drain(5000) still ends at 5 s", () =>
+    Effect.gen(function*() {
+      const { wall, server, drain, call, events } = yield* drainingWithCallInFlight
+      wall.step(-HOUR_MS)
+      yield* TestClock.adjust("4900 millis")
+      expect(server.connectionCount).toBe(1)
+      yield* TestClock.adjust("100 millis")
+      expect(server.connectionCount).toBe(0)
+      yield* Fiber.join(drain)
+      expect(events.map((e) => e.event)).toContain("drain-deadline")
+      yield* awaitReal(call, "the in-flight call to end")
+    }))
+
+  it.effect("stepped forward an hour: drain(5000) does not end at once; the busy connection is open at 4.9 s, closed at 5 s", () =>
+    Effect.gen(function*() {
+      const { wall, server, drain, call, events } = yield* drainingWithCallInFlight
+      wall.step(HOUR_MS)
+      yield* TestClock.adjust("4900 millis")
+      expect(server.connectionCount).toBe(1)
+      expect(drain.pollUnsafe()).toBeUndefined()
+      yield* TestClock.adjust("100 millis")
+      expect(server.connectionCount).toBe(0)
+      yield* Fiber.join(drain)
+      expect(events.map((e) => e.event)).toContain("drain-deadline")
+      yield* awaitReal(call, "the in-flight call to end")
     }))
 })
