@@ -7,9 +7,11 @@
 //   without one follows the step at once (a wall time is meant there), not an hour later.
 // - Stepped forward while a 30 s and a 500 ms request are at the app: the 500 ms one gets 504, the
 //   30 s one is untouched and gets the app's answer when the app gives it.
+// - Stepped back while a graceful stop of sidecar A (drain timeout 1 s) waits for a request at the
+//   app: the stop ends after about its drain timeout, the request cut, not an hour later.
 import type * as http from "node:http"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { Cleanup, deferred, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, deferred, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { call, type Mesh, startMesh } from "../support/sidecarHarness.ts"
 import { HOUR_MS, type SteppedWallClock, steppedWallClock } from "../support/wallClock.ts"
 
@@ -76,5 +78,23 @@ describe("proxied deadlines with the wall clock stepped", () => {
     const answered = await withTimeout(long, 5000, "the 30 s request's answer")
     expect(answered.status).toBe(200)
     expect(answered.body.toString()).toBe("answer to /long")
+  })
+
+  it("stepped back an hour while a graceful stop waits for a request at the app: it ends at its 1 s drain timeout, not an hour later", async () => {
+    const holds = holding("/held")
+    const answer = viaMesh("/held", 30_000).then(
+      (received) => `answered ${received.status}`,
+      () => "cut"
+    )
+    await holds
+    const started = performance.now()
+    const stopped = mesh.a.stop()
+    // Not ready is the stop's first step, and the drain's start follows it in the same turn: the
+    // step lands while the drain waits for the request.
+    await waitFor(() => !mesh.a.sidecar.ready(), 5000, "the stop to begin")
+    clock.step(-HOUR_MS)
+    await withTimeout(stopped, 5000, "sidecar A's graceful stop")
+    expect(performance.now() - started).toBeGreaterThanOrEqual(900)
+    expect(await withTimeout(answer, 5000, "the held request's end")).toBe("cut")
   })
 })
