@@ -15,27 +15,10 @@ import { TestClock } from "effect/testing"
 import * as Client from "../../src/iip/client.ts"
 import * as Server from "../../src/iip/server.ts"
 import { MeshPath } from "../../src/protocol/mesh.ts"
-import { Cleanup, deferred, frame, RawClient, withTimeout } from "../support/iipRaw.ts"
+import { awaitReal, callHeldAtServer, until, useCleanup } from "../support/effectIo.ts"
+import { frame, RawClient } from "../support/iipRaw.ts"
 import { collectLog, settle, startRawMeshPeer } from "../support/meshTest.ts"
 import { HOUR_MS, steppedEffectClock } from "../support/wallClock.ts"
-
-const useCleanup = Effect.acquireRelease(
-  Effect.sync(() => new Cleanup()),
-  (cleanup) => Effect.promise(() => cleanup.run())
-)
-
-/** Real I/O, bounded in real time. */
-const awaitReal = <A>(promise: Promise<A>, what: string, timeoutMs = 5000) => Effect.promise(() => withTimeout(promise, timeoutMs, what))
-
-/** Resolves once `condition` holds, checking after each turn of the event loop (real I/O only). */
-const until = (condition: () => boolean, what: string) =>
-  awaitReal(
-    new Promise<void>((resolve) => {
-      const check = () => (condition() ? resolve() : setImmediate(check))
-      check()
-    }),
-    what
-  )
 
 /** The test's TestClock with a wall time the test steps; provide `.clock` to the code under test. */
 const useSteppedClock = Effect.map(Clock.clockWith(Effect.succeed), steppedEffectClock)
@@ -111,19 +94,10 @@ describe("connection timeouts with the wall clock stepped", () => {
 })
 
 describe("drain with the wall clock stepped", () => {
-  /** A server whose /never handler never answers, one call of a client at it, and a drain forked on the stepped clock. */
+  /** A call held at a server on the stepped clock, and a drain of that server forked on it. */
   const drainingWithCallInFlight = Effect.gen(function*() {
     const wall = yield* useSteppedClock
-    const started = deferred()
-    const { events, log } = collectLog()
-    const server = yield* Server.make({ keepAlive: false, drainTimeoutMs: 0, log }).pipe(Effect.provideService(Clock.Clock, wall.clock))
-    server.handle("/never", () => {
-      started.resolve()
-      return new Promise<string>(() => {})
-    })
-    const client = yield* Client.make({ host: "127.0.0.1", port: server.address.port, maxConnections: 1, keepAlive: false, log: () => {} })
-    const call = settle(client.call("/never", "x", { timeoutMs: 0 }))
-    yield* awaitReal(started.promise, "the handler to start")
+    const { server, client, call, events } = yield* callHeldAtServer(wall.clock)
     const clientSession = client.meshSessions[0]!
     const goAway = new Promise<void>((resolve) => clientSession.onPeerDraining(resolve))
     const drain = yield* Effect.forkChild(server.drain(5000).pipe(Effect.provideService(Clock.Clock, wall.clock)))
