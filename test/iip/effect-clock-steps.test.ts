@@ -53,12 +53,18 @@ describe("keep-alive with the wall clock stepped", () => {
 })
 
 describe("connection timeouts with the wall clock stepped", () => {
+  /** A server with the connection timeouts on a stepped clock, its log collected. */
+  const serverOnSteppedClock = Effect.gen(function*() {
+    const cleanup = yield* useCleanup
+    const wall = yield* useSteppedClock
+    const { events, log } = collectLog()
+    const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log }).pipe(Effect.provideService(Clock.Clock, wall.clock))
+    return { cleanup, wall, events, server }
+  })
+
   it.effect("stepped back an hour: a connection that sends nothing is still closed when firstPacketTimeoutMs passes", () =>
     Effect.gen(function*() {
-      const cleanup = yield* useCleanup
-      const wall = yield* useSteppedClock
-      const { events, log } = collectLog()
-      const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log }).pipe(Effect.provideService(Clock.Clock, wall.clock))
+      const { cleanup, wall, events, server } = yield* serverOnSteppedClock
       const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
       yield* until(() => server.connectionCount === 1, "the accept")
       wall.step(-HOUR_MS)
@@ -71,10 +77,7 @@ describe("connection timeouts with the wall clock stepped", () => {
 
   it.effect("stepped forward an hour: neither a silent nor an idle connection is closed at once; the silent one goes at firstPacketTimeoutMs", () =>
     Effect.gen(function*() {
-      const cleanup = yield* useCleanup
-      const wall = yield* useSteppedClock
-      const { events, log } = collectLog()
-      const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log }).pipe(Effect.provideService(Clock.Clock, wall.clock))
+      const { cleanup, wall, events, server } = yield* serverOnSteppedClock
       server.handle("/echo", (request) => request.data)
       const idle = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
       yield* Effect.promise(() => idle.newChannel())
