@@ -103,7 +103,8 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
       options.labelSelector
     )
     informer = current
-    const startedAt = Date.now()
+    // How long it ran, on the monotonic clock: a wall clock step must not restart or prolong the retries.
+    const startedAt = performance.now()
     const onChange = (): void => {
       if (informer === current) scheduleFlush()
       else void current.stop() // a stale informer whose watch opened after it was stopped
@@ -115,7 +116,7 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
       void current.stop()
       if (stopped || informer !== current) return
       // An informer that ran for a while before failing starts a new series of retries.
-      if (Date.now() - startedAt >= maxRetryMs) failures = 0
+      if (performance.now() - startedAt >= maxRetryMs) failures = 0
       failures += 1
       const delayMs = Math.min(maxRetryMs, retryMs * 2 ** (failures - 1))
       options.onFailed(error, failures, delayMs)

@@ -19,6 +19,7 @@ import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import type { Handler, HandlerValue } from "../iip/dispatch.ts"
 import { type IncomingRequest, IipServer as CoreServer, type ListenFailed, make as makeCore, reply, type ServerOptions, failure } from "../iip/server.ts"
+import { monotonicMs } from "../mux/clock.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { fromIncoming, toOutgoing } from "./streams.ts"
@@ -48,11 +49,15 @@ const answerOf = (request: IncomingRequest, cause: Cause.Cause<unknown>): Effect
   )
 }
 
-/** The request's deadline on the fiber's Clock: past it the handler is interrupted and the caller told. */
+/**
+ * The request's deadline on the fiber's Clock: past it the handler is interrupted and the caller
+ * told. The deadline is in monotonicMs() terms (src/mux/clock.ts), never compared with the Clock's
+ * time: what is left of it becomes a duration, and only the duration runs on the Clock.
+ */
 const withDeadline = (request: IncomingRequest, effect: Effect.Effect<HandlerValue, unknown>): Effect.Effect<HandlerValue, unknown> => {
   const deadline = request.context.deadline
   if (deadline === 0) return effect
-  const remaining = Math.max(0, deadline - Date.now())
+  const remaining = Math.max(0, deadline - monotonicMs())
   return Effect.timeoutOrElse(effect, {
     duration: Duration.millis(remaining),
     orElse: () => Effect.succeed(failure(MeshErrorCode.deadlineExceeded, `deadline of ${remaining} ms passed`, true))

@@ -6,9 +6,13 @@
 // partial written within the age is never removed (it resumes), an abandoned one goes at most a
 // quarter of the age late. The sweep looks only at this table (no walk of the root), and a write
 // costs one flag: the sweep notices it, as timeouts.ts notices a connection's packets. A partial
-// some other process makes after the start is seen at the next start.
+// some other process makes after the start is seen at the next start. Ages run on the Clock's
+// monotonic time, so a wall clock step neither removes every partial at once nor keeps abandoned
+// ones for the step's length; only a found partial's mtime is a wall time, read once against the
+// wall clock at the first sweep.
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import { monotonicMillisOf } from "../mux/clock.ts"
 
 /** A day: long enough for a paused transfer of GiBs to resume, short enough not to hold the quota for ever. */
 export const defaultPartialMaxAgeMs = 24 * 3_600_000
@@ -16,8 +20,10 @@ export const defaultPartialMaxAgeMs = 24 * 3_600_000
 interface Seen {
   /** Written since the sweep last looked. */
   written: boolean
-  /** When it was last seen written (its mtime for one found at start); -1 until a sweep sees it. */
-  seenAt: number
+  /** When it was last seen written, in monotonic ms (below 0 for one found old); undefined until a sweep sees it. */
+  seenAt: number | undefined
+  /** For one found at start, until the first sweep: its mtime (wall ms). */
+  modifiedMs: number | undefined
 }
 
 export class UnfinishedUploads {
@@ -35,13 +41,13 @@ export class UnfinishedUploads {
 
   /** One found at start, last modified at `modifiedMs`. */
   found(path: string, modifiedMs: number): void {
-    if (!this.known.has(path)) this.known.set(path, { written: false, seenAt: modifiedMs })
+    if (!this.known.has(path)) this.known.set(path, { written: false, seenAt: undefined, modifiedMs })
   }
 
   /** A request wrote it (or created it). */
   written(path: string): void {
     const seen = this.known.get(path)
-    if (seen === undefined) this.known.set(path, { written: true, seenAt: -1 })
+    if (seen === undefined) this.known.set(path, { written: true, seenAt: undefined, modifiedMs: undefined })
     else seen.written = true
   }
 
@@ -50,11 +56,19 @@ export class UnfinishedUploads {
     this.known.delete(path)
   }
 
-  /** Notes what was written since the last sweep; returns those not written for the age as of `now`. */
-  expired(now: number): Array<string> {
+  /**
+   * Notes what was written since the last sweep; returns those not written for the age as of `now`
+   * (monotonic ms). `wallNow` dates the mtimes of those found at start (one from the future is
+   * taken as written now).
+   */
+  expired(now: number, wallNow: number): Array<string> {
     const expired: Array<string> = []
     for (const [path, seen] of this.known) {
-      if (seen.written || seen.seenAt < 0) {
+      if (seen.modifiedMs !== undefined) {
+        if (!seen.written) seen.seenAt = now - Math.max(0, wallNow - seen.modifiedMs)
+        seen.modifiedMs = undefined
+      }
+      if (seen.written || seen.seenAt === undefined) {
         seen.written = false
         seen.seenAt = now
       } else if (now - seen.seenAt >= this.maxAgeMs) expired.push(path)
@@ -76,8 +90,9 @@ export class UnfinishedUploads {
 export const sweepUnfinished = (uploads: UnfinishedUploads, ready: Promise<unknown>, remove: (path: string) => Promise<void>): Effect.Effect<void> =>
   Effect.gen(function*() {
     yield* Effect.promise(() => ready)
+    const clock = yield* Clock.Clock
     for (;;) {
-      for (const path of uploads.expired(yield* Clock.currentTimeMillis)) yield* Effect.promise(() => remove(path))
+      for (const path of uploads.expired(monotonicMillisOf(clock), clock.currentTimeMillisUnsafe())) yield* Effect.promise(() => remove(path))
       yield* Effect.sleep(uploads.sweepEveryMs)
     }
   })

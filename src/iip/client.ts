@@ -20,6 +20,7 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { defaultBudgets } from "../mux/budget.ts"
 import type { ClientChannel, ClientSession } from "../mux/clientSession.ts"
+import { monotonicMs } from "../mux/clock.ts"
 import { defaultConnectionLimits } from "../mux/connection.ts"
 import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { type MeshCallError, type MeshReply, type MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
@@ -153,7 +154,7 @@ export class IipClient {
     this.pending.value++
     const timeoutMs = clampDeadlineMs(options.timeoutMs ?? this.requestTimeoutMs)
     // One clock read per request: sent at once, its remaining time is its whole timeout.
-    const now = timeoutMs > 0 ? Date.now() : 0
+    const now = timeoutMs > 0 ? monotonicMs() : 0
     const request = new Pending(this.pending, path, data, timeoutMs, timeoutMs > 0 ? now + timeoutMs : 0, options.meta ?? emptyMeta, options.signal, undefined, callback)
     this.route(request, now)
   }
@@ -177,7 +178,7 @@ export class IipClient {
     const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
     this.pending.value++
     // One clock read per request (none when the caller gave it): its deadline, and its remaining time when sent at once.
-    const now = timeoutMs > 0 ? (options.now || Date.now()) : 0
+    const now = timeoutMs > 0 ? (options.now || monotonicMs()) : 0
     this.route(new Pending(this.pending, path, body, timeoutMs, timeoutMs > 0 ? now + timeoutMs : 0, options.meta ?? emptyMeta, options.signal, onReply, undefined), now)
   }
 
@@ -280,7 +281,7 @@ export class IipClient {
     for (const pooled of this.pool.connections.splice(0)) pooled.link.session.connection.close("client closed", false)
   }
 
-  /** `now`: Date.now() when the request was made (0: read the clock when it is dispatched). */
+  /** `now`: monotonicMs() when the request was made (0: read the clock when it is dispatched). */
   private route(request: Pending, now = 0): void {
     // Behind requests already waiting, a new one waits too: first come, first served. With none
     // free, `grow` opens a channel for it (a mesh one at once, taking it from the queue).
@@ -291,7 +292,7 @@ export class IipClient {
   }
 
   private dispatch(pooled: Pooled, channel: ClientChannel | OwnChannel, request: Pending, now = 0): void {
-    const remaining = request.deadlineAt === 0 ? 0 : Math.max(1, request.deadlineAt - (now === 0 ? Date.now() : now))
+    const remaining = request.deadlineAt === 0 ? 0 : Math.max(1, request.deadlineAt - (now === 0 ? monotonicMs() : now))
     try {
       if (pooled.link.mode === "plain") {
         if (!(request.data instanceof Uint8Array)) {

@@ -93,8 +93,9 @@ export interface RequestOptions {
   /** Aborting it cancels the request (at the peer too, in mesh mode): an AbortSignal or a Cancellation (src/mux/cancellation.ts). */
   readonly signal?: CancelSignal
   /**
-   * Date.now() as the caller read it in the same synchronous step, `timeoutMs` counting from it:
-   * spares `stream` and `streamWith` a clock read. Absent or 0: they read the clock.
+   * `monotonicMs()` (src/mux/clock.ts: whole ms of performance.now(), not Date.now()) as the caller
+   * read it in the same synchronous step, `timeoutMs` counting from it: spares `stream` and
+   * `streamWith` a clock read. Absent or 0: they read the clock.
    */
   readonly now?: number
 }

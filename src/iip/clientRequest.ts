@@ -24,7 +24,7 @@ export class Pending {
   readonly path: string
   readonly data: Uint8Array | AsyncIterable<Uint8Array>
   readonly timeoutMs: number
-  /** Date.now() after which the caller stops waiting; 0 for never. */
+  /** When the caller stops waiting, in monotonicMs() terms (src/mux/clock.ts); 0 for never. */
   deadlineAt: number
   readonly meta: Meta
   readonly signal: CancelSignal | undefined

@@ -6,10 +6,11 @@
 // waiting on it to move on. A slow handler does not trip it: its sidecar answers pings meanwhile.
 // While this side has paused its own reading (a budget, a congested writer) silence is ours, not the
 // peer's: it counts only from when reading resumes.
-// Runs as a fiber under the owner's Supervisor, on Effect's Clock.
-import * as Clock from "effect/Clock"
+// Runs as a fiber under the owner's Supervisor, on Effect's Clock: its monotonic time, so a wall
+// clock stepped back does not hold the pings off for the step's length.
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import { monotonicMillis } from "../mux/clock.ts"
 import type { MeshSession } from "../mux/meshSession.ts"
 
 export interface KeepAliveOptions {
@@ -33,14 +34,14 @@ export const keepAlive = (session: MeshSession, options: KeepAliveOptions, onUna
   Effect.gen(function*() {
     const busyIntervalMs = Math.min(options.busyIntervalMs ?? options.intervalMs, options.intervalMs)
     let seen = session.packetsReceived
-    let heardAt = yield* Clock.currentTimeMillis
+    let heardAt = yield* monotonicMillis
     while (!session.closed) {
       // Until the silence would reach the limit; while idle, waking each busy interval to notice calls.
-      const now = yield* Clock.currentTimeMillis
+      const now = yield* monotonicMillis
       const limit = session.callingCount > 0 ? busyIntervalMs : options.intervalMs
       yield* Effect.sleep(Math.max(1, Math.min(heardAt + limit - now, busyIntervalMs)))
       if (session.closed) return
-      const at = yield* Clock.currentTimeMillis
+      const at = yield* monotonicMillis
       if (session.packetsReceived !== seen || session.connection.readingPaused) {
         seen = session.packetsReceived
         heardAt = at
@@ -56,6 +57,6 @@ export const keepAlive = (session: MeshSession, options: KeepAliveOptions, onUna
         return
       }
       seen = session.packetsReceived
-      heardAt = yield* Clock.currentTimeMillis
+      heardAt = yield* monotonicMillis
     }
   })

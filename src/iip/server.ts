@@ -8,7 +8,6 @@
 // `tls` every connection runs inside TLS (tls.ts, PROTOCOL.md §19): the handshake, and the client
 // certificate's identity check, finish before the connection's first byte of IIP is read; in
 // permissive mode a connection whose first byte is not a TLS record is taken as plain IIP.
-import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -17,6 +16,7 @@ import type { X509Certificate } from "node:crypto"
 import * as net from "node:net"
 import * as tls from "node:tls"
 import { Budget, type BudgetLimits, defaultBudgets } from "../mux/budget.ts"
+import { monotonicMillis } from "../mux/clock.ts"
 import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { MeshSession } from "../mux/meshSession.ts"
 import { defaultServerSessionLimits, ServerSession } from "../mux/serverSession.ts"
@@ -253,19 +253,20 @@ export class IipServer {
       if (server.listener.listening) server.listener.close()
       for (const detach of server.webSocketDetachers.splice(0)) detach()
       for (const session of server.meshes) session.goAway("server is stopping")
-      // The deadline by the clock: ticks counted as 10 ms each overran it on a loaded machine.
-      const started = yield* Clock.currentTimeMillis
+      // The deadline by the clock (ticks counted as 10 ms each overran it on a loaded machine), its
+      // monotonic time: a wall clock stepped back would hold the stop for the step's length.
+      const started = yield* monotonicMillis
       for (;;) {
         for (const session of server.meshes) {
           if (session.goAwayAcknowledged && session.servingCount === 0) session.connection.close("drained", true)
         }
         for (const session of server.plain) if (session.idle) session.connection.close("drained", true)
         if (server.connectionCount === 0) return
-        const left = deadlineMs - ((yield* Clock.currentTimeMillis) - started)
+        const left = deadlineMs - ((yield* monotonicMillis) - started)
         if (left <= 0) break
         yield* Effect.sleep(Math.min(10, left))
       }
-      server.log("drain-deadline", { open: server.connectionCount, afterMs: (yield* Clock.currentTimeMillis) - started })
+      server.log("drain-deadline", { open: server.connectionCount, afterMs: (yield* monotonicMillis) - started })
       yield* Effect.promise(() => server.close())
     })
   }

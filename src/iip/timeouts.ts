@@ -3,11 +3,13 @@
 // (slowloris), a connection this side paused at its budget stays paused only while what it holds
 // is being released (else its work is stuck, and a paused socket cannot see its peer leave), and a
 // connection with nothing in flight and no traffic for long is closed, so idle or stalled sockets
-// cannot hold the connection slots. One sweep fiber per server (on Effect's
-// Clock, so tests drive it with TestClock) compares each connection's packet and release counters
-// with what it saw last time: nothing per packet, nothing per request.
+// cannot hold the connection slots. One sweep fiber per server (on Effect's Clock, so tests drive
+// it with TestClock; on its monotonic time, so a wall clock step neither switches the timeouts off
+// nor fires them at once) compares each connection's packet and release counters with what it saw
+// last time: nothing per packet, nothing per request.
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import { monotonicMillisOf } from "../mux/clock.ts"
 import type { Connection } from "../mux/connection.ts"
 import type { Log } from "./log.ts"
 import type { Supervisor } from "./supervisor.ts"
@@ -65,7 +67,7 @@ export class ConnectionTimeouts {
     }
     const { firstPacketMs, packetMs, idleMs } = this.options
     if (this.stopped || (firstPacketMs <= 0 && packetMs <= 0 && idleMs <= 0)) return
-    const now = this.clock?.currentTimeMillisUnsafe() ?? -1
+    const now = this.clock === undefined ? -1 : monotonicMillisOf(this.clock)
     this.watched.set(connection, { openedAt: now, isIdle, packets: 0, releases: 0, progressAt: now, partialAt: -1 })
     if (!this.running) {
       this.running = true
@@ -87,7 +89,7 @@ export class ConnectionTimeouts {
       const clock = yield* Clock.Clock
       timeouts.clock = clock
       while (!timeouts.stopped) {
-        timeouts.sweep(clock.currentTimeMillisUnsafe())
+        timeouts.sweep(monotonicMillisOf(clock))
         // None left to watch: no tick while idle (the next watch forks a sweeper again).
         if (timeouts.watched.size === 0) {
           timeouts.running = false

@@ -16,6 +16,7 @@ import { ProtocolError } from "../protocol/errors.ts"
 import { EnvelopeBytes, MeshDefaults } from "../protocol/mesh.ts"
 import { isFirstPacket, isLastPacket, type Role, statusAllowed } from "../protocol/status.ts"
 import { Budget, type BudgetLimits, InboundBudget, unlimitedBudget } from "./budget.ts"
+import { monotonicMs } from "./clock.ts"
 import { ConnectionClosed } from "./errors.ts"
 import { readIntoSlabs, type Slab } from "./readSlabs.ts"
 import { PacketWriter } from "./writer.ts"
@@ -140,7 +141,7 @@ export class Connection {
   /** Reading with 'data' events, switching to slabs at the next turn, or reading into slabs. */
   private readMode: "data" | "switching" | "slabs" = "data"
   private readonly onData = (chunk: Buffer) => this.onBytes(chunk, undefined)
-  /** Date.now() of the read being decoded, once something asked (0: not yet). */
+  /** monotonicMs() of the read being decoded, once something asked (0: not yet). */
   private readAt = 0
   private readonly decoder: PacketDecoder
   private readonly channels = new Map<number, ChannelReceive>()
@@ -253,12 +254,13 @@ export class Connection {
   }
 
   /**
-   * When the packet being handed on arrived, in Date.now() terms: the clock is read once per read,
-   * not once per packet (a read at 64 requests in flight holds dozens). Outside a read: now.
+   * When the packet being handed on arrived, in monotonicMs() terms (clock.ts): the clock is read
+   * once per read, not once per packet (a read at 64 requests in flight holds dozens). Outside a
+   * read: now.
    */
   receivedAt(): number {
-    if (!this.writer.inRead) return Date.now()
-    if (this.readAt === 0) this.readAt = Date.now()
+    if (!this.writer.inRead) return monotonicMs()
+    if (this.readAt === 0) this.readAt = monotonicMs()
     return this.readAt
   }
 

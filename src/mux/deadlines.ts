@@ -5,7 +5,10 @@
 // exact (each entry knows its heap slot), so the heap holds only what is still pending and a
 // finished request leaves nothing behind. The one timer is not re-armed when its entry is
 // removed: it fires at the old time, finds nothing due and re-arms for the new earliest, so it
-// moves about once per deadline's length, not once per request.
+// moves about once per deadline's length, not once per request. Times are monotonic (clock.ts):
+// a wall clock stepped back or forward moves no deadline.
+
+import { monotonicMs } from "./clock.ts"
 
 /** The longest a Node timer waits: past it setTimeout fires after 1 ms (a TimeoutOverflowWarning). */
 export const MAX_TIMER_MS = 2 ** 31 - 1
@@ -35,10 +38,10 @@ export class Deadlines<T extends Expiring> {
 
   /** `item` expires `ms` from now (ms > 0) unless removed first. */
   add(item: T, ms: number): void {
-    this.addAt(item, Date.now() + ms)
+    this.addAt(item, monotonicMs() + ms)
   }
 
-  /** `item` expires at `at` (Date.now() terms; a time already past expires it on the next tick) unless removed first. */
+  /** `item` expires at `at` (monotonicMs() terms; a time already past expires it on the next tick) unless removed first. */
   addAt(item: T, at: number): void {
     const heap = this.heap
     item.deadlineAt = at
@@ -73,13 +76,13 @@ export class Deadlines<T extends Expiring> {
   private arm(at: number): void {
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.armedAt = at
-    this.timer = setTimeout(this.onTimer, Math.max(1, at - Date.now()))
+    this.timer = setTimeout(this.onTimer, Math.max(1, at - monotonicMs()))
   }
 
   private fire(): void {
     this.timer = undefined
     this.armedAt = 0
-    const now = Date.now()
+    const now = monotonicMs()
     const heap = this.heap
     while (heap.length > 0 && heap[0]!.deadlineAt <= now) {
       const item = heap[0]!

@@ -27,6 +27,7 @@ import {
 } from "../protocol/mesh.ts"
 import { isFirstPacket, isLastPacket } from "../protocol/status.ts"
 import type { CancelSignal } from "./cancellation.ts"
+import { monotonicMs } from "./clock.ts"
 import type { Connection } from "./connection.ts"
 import { Deadlines } from "./deadlines.ts"
 import { ConnectionClosed, type Overloaded, RequestTimeout } from "./errors.ts"
@@ -134,7 +135,7 @@ export abstract class MeshCaller {
   /**
    * `call` with its options as arguments, and a `context` handed back to `callback`: the client's
    * path, which then needs no options object or closure per request. `deadlineAt`: when `timeout`
-   * runs out in Date.now() terms, if the caller knows (no clock read here), else 0.
+   * runs out in monotonicMs() terms (clock.ts), if the caller knows (no clock read here), else 0.
    */
   send(
     channel: OwnChannel,
@@ -242,7 +243,7 @@ export abstract class MeshCaller {
   private sendHeld(): void {
     for (let held = this.heldCalls.next(); held !== undefined; held = this.heldCalls.next()) {
       const call = held.call
-      const timeoutMs = call.timeoutMs === 0 ? 0 : Math.max(1, call.deadlineAt - Date.now())
+      const timeoutMs = call.timeoutMs === 0 ? 0 : Math.max(1, call.deadlineAt - monotonicMs())
       try {
         this.transmit(call, held.path, held.body, held.meta, timeoutMs)
       } catch (error) {

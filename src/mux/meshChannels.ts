@@ -113,7 +113,7 @@ export class Served extends Cancellation implements RequestContext {
   private decodedMeta: Meta | undefined
   private head: Buffer | undefined
   private readonly bodyOffset: number
-  /** When the caller stops waiting, in Date.now() terms; 0: it did not say. */
+  /** When the caller stops waiting, in monotonicMs() terms (clock.ts); 0: it did not say. */
   readonly deadline: number
   readonly stream: IncomingStream | undefined
   readonly oneway: boolean
@@ -149,7 +149,7 @@ export class Served extends Cancellation implements RequestContext {
     stream: IncomingStream | undefined,
     oneway: boolean,
     charged: number,
-    /** When it arrived (Date.now() terms); read only when `deadlineMs` > 0. */
+    /** When it arrived (monotonicMs() terms); read only when `deadlineMs` > 0. */
     receivedAt: number
   ) {
     super()

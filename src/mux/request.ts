@@ -29,7 +29,11 @@ export interface RequestContext {
    * IIP streams no answer: false.
    */
   readonly trailers: boolean
-  /** When the caller stops waiting, in this process's Date.now() terms; 0 when it did not say. */
+  /**
+   * When the caller stops waiting, in this process's monotonic clock: whole ms of performance.now()
+   * (`monotonicMs()`, src/mux/clock.ts), not Date.now(), so a wall clock step does not move it; 0
+   * when it did not say. Time left: `deadline - monotonicMs()`.
+   */
   readonly deadline: number
   /** The request body as it streams in (mesh mode, streamed requests only); `data` is then empty. */
   readonly stream: IncomingStream | undefined

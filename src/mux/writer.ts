@@ -30,6 +30,7 @@ import { performance } from "node:perf_hooks"
 import { encodeEnvelopeHeadInto, EnvelopeBytes, envelopeMetaBytes, type Meta } from "../protocol/mesh.ts"
 import { checkPacket, encodeHeaderInto, encodePacketInto } from "../protocol/packet.ts"
 import { Batch } from "./batch.ts"
+import { monotonicMs } from "./clock.ts"
 import { Overloaded } from "./errors.ts"
 
 /** What the writer needs of a socket (net.Socket satisfies it). */
@@ -86,7 +87,7 @@ interface LaneEnvelope {
   readonly maxMetaBytes: number
   /** Its deadline when queued, the most it is written with (the packet's size was counted with it). */
   readonly deadlineMs: number
-  /** When its deadline passes, in Date.now() terms. */
+  /** When its deadline passes, in monotonicMs() terms (clock.ts). */
   readonly deadlineAt: number
 }
 
@@ -220,7 +221,7 @@ export class PacketWriter {
       // deadline is encoded when written: the far end must not get more time than is left then
       // (the lane may wait for the peer's window). `size` is its most: fewer digits are left later.
       if (deadlineMs > 0) {
-        const envelope = { kind, flags, requestId, meta, maxMetaBytes, deadlineMs, deadlineAt: Date.now() + deadlineMs }
+        const envelope = { kind, flags, requestId, meta, maxMetaBytes, deadlineMs, deadlineAt: monotonicMs() + deadlineMs }
         lane.packets.push({ channelId, status, path, chunkHeader: -1, data: body, size, written: undefined, envelope })
       } else {
         const data = Buffer.allocUnsafe(dataLength)
@@ -429,9 +430,9 @@ export class PacketWriter {
       let total = 0
       for (let i = lane.head; i < end; i++) total += packets[i]!.size
       // Messages with a deadline take what is left of it now, whole ms, at least 1 (0 would be none),
-      // at most what they were queued with: a wall clock set back must not make one longer than
-      // the `size` it was counted and allocated with.
-      const now = this.hasEnvelope(packets, lane.head, end) ? Date.now() : 0
+      // at most what they were queued with, the digits its `size` was counted and allocated with
+      // (the monotonic clock never gives more; the bound keeps any clock from writing past it).
+      const now = this.hasEnvelope(packets, lane.head, end) ? monotonicMs() : 0
       const out = Buffer.allocUnsafe(total)
       let offset = 0
       for (let i = lane.head; i < end; i++) {

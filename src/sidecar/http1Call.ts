@@ -65,10 +65,14 @@ const headerRecord = (raw: ReadonlyArray<string>): IncomingHttpHeaders => {
 
 let dateSecond = 0
 let dateText = ""
-/** The Date header's value, formatted once a second. */
+/**
+ * The Date header's value, formatted once a second. A wall time is meant here, so it follows a
+ * wall clock step at once: one back (NTP, an operator, a VM resume) formats it again too, where
+ * waiting for the next second would send the old time until the clock caught up with it.
+ */
 const httpDate = (): string => {
   const now = Date.now()
-  if (now - dateSecond >= 1000) {
+  if (now - dateSecond >= 1000 || now < dateSecond) {
     dateSecond = now - (now % 1000)
     dateText = new Date(dateSecond).toUTCString()
   }

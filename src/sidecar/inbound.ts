@@ -24,6 +24,7 @@
 import type { HandlerValue } from "../iip/dispatch.ts"
 import type { Log } from "../iip/log.ts"
 import { type Failure, failure, type IncomingRequest } from "../iip/server.ts"
+import { monotonicMs } from "../mux/clock.ts"
 import { PendingOutcome } from "../mux/request.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
@@ -230,7 +231,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     // The filter dropped any the caller sent: the app sees the verified identity or nothing.
     if (peer !== undefined && isFieldValue(peer)) head.headers.push([CLIENT_ID_HEADER, peer])
     const { deadline, oneway, stream } = request.context
-    const timeLeft = deadline > 0 ? Math.max(1, deadline - Date.now()) : 0
+    const timeLeft = deadline > 0 ? Math.max(1, deadline - monotonicMs()) : 0
     const asked = request.meta.get(HttpMeta.upgrade)
     const protocols = upgradeProtocols(asked)
     if (asked !== undefined && protocols === undefined) return pending.settle(failure(MeshErrorCode.badRequest, "the upgrade names no valid protocol list", false))

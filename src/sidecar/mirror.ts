@@ -5,6 +5,7 @@
 // endpoint a plain IIP peer, a streamed body that cannot be sent twice) is skipped, and whatever
 // it fails with is swallowed (the endpoint's health still learns of it, as from any try).
 import { Cancellation } from "../mux/cancellation.ts"
+import { monotonicMs } from "../mux/clock.ts"
 import type { Meta } from "../protocol/mesh.ts"
 import type { EndpointRegistry } from "./endpoints.ts"
 import { HttpMeta } from "./httpEnvelope.ts"
@@ -37,7 +38,7 @@ export interface MirrorRequest {
   readonly body: Uint8Array
   readonly meta: Meta
   readonly context: { readonly key?: string; readonly clientIp?: string; readonly uri?: string }
-  /** The primary request's deadline (Date.now() ms): the mirror gets no longer. */
+  /** The primary request's deadline (monotonicMs() terms, src/mux/clock.ts): the mirror gets no longer. */
   readonly deadline: number
 }
 
@@ -60,12 +61,12 @@ const mirrorOnce = async (request: MirrorRequest): Promise<void> => {
   let ok = false
   try {
     const client = registry.clientOf(lease.endpoint.endpoint)
-    const mode = client.currentMode ?? (await client.mode(Math.max(1, request.deadline - Date.now())))
+    const mode = client.currentMode ?? (await client.mode(Math.max(1, request.deadline - monotonicMs())))
     if (mode !== "mesh") {
       ok = true // not the endpoint's failure: a plain peer takes no mirror
       return
     }
-    const reply = await client.stream(request.uri, request.body, { meta: request.meta, timeoutMs: Math.max(1, request.deadline - Date.now()), signal: control })
+    const reply = await client.stream(request.uri, request.body, { meta: request.meta, timeoutMs: Math.max(1, request.deadline - monotonicMs()), signal: control })
     const status = Number(reply.meta.get(HttpMeta.status))
     ok = status >= 200 && status < 500
     // The answer is not wanted: a streamed body stops here.

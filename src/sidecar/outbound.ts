@@ -18,6 +18,7 @@
 // (outboundRetry.ts), the bodies (outboundBody.ts), its end and access record (outboundAccess.ts).
 import type { IipClient } from "../iip/client.ts"
 import { Cancellation } from "../mux/cancellation.ts"
+import { monotonicMs } from "../mux/clock.ts"
 import { RequestTimeout } from "../mux/errors.ts"
 import { Cancelled } from "../mux/meshChannels.ts"
 import type { IncomingStream } from "../mux/streams.ts"
@@ -200,8 +201,9 @@ class OutboundExchange implements HeldBodyReceiver {
     this.context = pickContext(req, target.uri, options.hashKey)
     const aborted = actions?.abortStatus?.()
     if (aborted !== undefined) throw new ProxyError({ status: aborted, reason: "fault_injected", hop: "outbound", message: `route ${this.choice!.route} injected a fault` })
-    // One deadline for the whole request, however many endpoints it tries (an injected delay included).
-    const now = Date.now()
+    // One deadline for the whole request, however many endpoints it tries (an injected delay
+    // included), on the monotonic clock (clock.ts): a wall clock step moves no request's deadline.
+    const now = monotonicMs()
     const deadline = now + appTimeoutMs(req, actions?.timeoutMs ?? options.requestTimeoutMs)
     this.deadline = deadline
     const delayMs = actions?.delayMs?.() ?? 0
@@ -211,8 +213,8 @@ class OutboundExchange implements HeldBodyReceiver {
 
   /**
    * After the head, body and any injected delay: the mirror, if the route has one, and the first
-   * try. `now`: Date.now() as read in this synchronous step (0: not read), passed down to the
-   * try so that one request reads the wall clock once, not four times.
+   * try. `now`: monotonicMs() as read in this synchronous step (0: not read), passed down to the
+   * try so that one request reads the clock for its deadlines once, not four times.
    */
   private firstTry(now: number): void {
     const { options } = this
@@ -241,8 +243,10 @@ class OutboundExchange implements HeldBodyReceiver {
   private tryOnce(now: number): void {
     const { options, observation, service, subset, deadline, perTryTimeoutMs } = this
     const { registry } = options
-    // One monotonic reading for the try: the retry budget's deposit (a first try), the pick, the try's start.
+    // One monotonic reading for the try: the retry budget's deposit (a first try), the pick, the
+    // try's start, and (in whole ms, as monotonicMs() reads it) its deadline when `now` was not read.
     const at = performance.now()
+    const nowMs = now || Math.floor(at)
     if (this.attempts === 0) registry.countRequest(service, at)
     const picked = registry.pick(service, this.context!, this.triedSet(), subset, at)
     if (picked._tag !== "Picked") {
@@ -262,7 +266,7 @@ class OutboundExchange implements HeldBodyReceiver {
     this.lease = lease
     this.tryStarted = at
     // This try ends at the request's deadline or its own timeout, whichever comes first.
-    const tryDeadline = perTryTimeoutMs === undefined ? deadline : Math.min(deadline, (now || Date.now()) + perTryTimeoutMs)
+    const tryDeadline = perTryTimeoutMs === undefined ? deadline : Math.min(deadline, nowMs + perTryTimeoutMs)
     this.tryDeadline = tryDeadline
     const control = new Cancellation()
     this.tryControl = control
@@ -270,26 +274,26 @@ class OutboundExchange implements HeldBodyReceiver {
     const watched = perTryTimeoutMs === undefined && options.slowTryFloorMs !== undefined && this.whole && IDEMPOTENT.has(this.method)
     this.slowAfterMs = watched ? slowTryAfterMs(options.slowTryFloorMs!, lease.expectedMs) : 0
     this.watch = watched
-      ? new TryWatch(control, this.slowAfterMs, () => this.attempts < this.maxAttempts && Date.now() < deadline && registry.hasUntried(service, this.triedSet()!, subset) && registry.allowRetry(service))
+      ? new TryWatch(control, this.slowAfterMs, () => this.attempts < this.maxAttempts && monotonicMs() < deadline && registry.hasUntried(service, this.triedSet()!, subset) && registry.allowRetry(service))
       : undefined
     const mode = client.currentMode
-    if (mode !== undefined) return this.sendTry(client, mode, now)
+    if (mode !== undefined) return this.sendTry(client, mode, nowMs)
     // No connection within the client's connect timeout (3 s: time for TCP to resend a lost SYN)
     // is a try that failed before sending: another endpoint may take the request.
-    client.mode(Math.max(1, tryDeadline - (now || Date.now()))).then((mode) => this.sendTry(client, mode, 0), (error: unknown) => this.tryFailed(error))
+    client.mode(Math.max(1, tryDeadline - nowMs)).then((mode) => this.sendTry(client, mode, 0), (error: unknown) => this.tryFailed(error))
   }
 
   /** Total: the try goes out over a connection in `mode`; its answer (or failure) comes to `replied` / `tryFailed`. `now` as for firstTry. */
   private sendTry(client: IipClient, mode: "mesh" | "plain", now: number): void {
-    const wallNow = now || Date.now()
-    const timeoutMs = Math.max(1, this.tryDeadline - wallNow)
+    const nowMs = now || monotonicMs()
+    const timeoutMs = Math.max(1, this.tryDeadline - nowMs)
     if (mode === "plain") {
       this.forwardPlain(client, this.lease!, this.tryStarted, this.target!, this.headers!, this.body!, timeoutMs, this.tryControl!)
         .then(() => this.watch?.settled(), (error: unknown) => this.tryFailed(error))
       return
     }
     try {
-      client.streamWith(this.target!.uri, this.body!, { meta: this.meta!, timeoutMs, signal: this.tryControl!, now: wallNow }, (error, reply) => this.replied(error, reply))
+      client.streamWith(this.target!.uri, this.body!, { meta: this.meta!, timeoutMs, signal: this.tryControl!, now: nowMs }, (error, reply) => this.replied(error, reply))
     } catch (error) {
       this.tryFailed(error)
     }
@@ -325,7 +329,7 @@ class OutboundExchange implements HeldBodyReceiver {
       // (a slow one, on a lossy network, not enough to take the endpoint out at once).
       this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
       const safe = notProcessed(error) || (IDEMPOTENT.has(method) && (transportFailure(error) || this.perTryDeadlinePassed(error)))
-      const retry = safe && this.whole && this.attempts < this.maxAttempts && !this.appGone && Date.now() < this.deadline && this.options.registry.allowRetry(this.service)
+      const retry = safe && this.whole && this.attempts < this.maxAttempts && !this.appGone && monotonicMs() < this.deadline && this.options.registry.allowRetry(this.service)
       if (!retry) return this.fail(error)
       this.lastError = error
       this.nextTry(0)
@@ -385,7 +389,7 @@ class OutboundExchange implements HeldBodyReceiver {
    * out) or when the app goes away (the timer is cleared, the request ends as cancelled).
    */
   private async hold(ms: number, deadline: number): Promise<void> {
-    const left = deadline - Date.now()
+    const left = deadline - monotonicMs()
     if (!this.appGone) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {

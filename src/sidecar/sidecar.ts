@@ -4,7 +4,6 @@
 // (SIGTERM) turns it not ready, drains the IIP connections, lets in-flight requests finish
 // within the drain timeout, then closes everything.
 import type { KubeConfig } from "@kubernetes/client-node"
-import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
@@ -13,6 +12,7 @@ import * as Server from "../iip/server.ts"
 import { type Log, LogThrottle, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import { Supervisor } from "../iip/supervisor.ts"
+import { monotonicMillis } from "../mux/clock.ts"
 import type { MeshSession } from "../mux/meshSession.ts"
 import { setReadSlabPoolBytes } from "../mux/readSlabs.ts"
 import type { SidecarConfig } from "../config/sidecarConfig.ts"
@@ -471,9 +471,10 @@ export const make = (
         ready = false
         outboundListener.close()
         h2c?.close()
-        // By the clock, not by counting sleeps: on a busy machine each sleep takes longer than asked.
-        const deadline = (yield* Clock.currentTimeMillis) + config.drainTimeoutMs
-        while ((inFlight.value > 0 || outboundListener.openConnections > 0) && (yield* Clock.currentTimeMillis) < deadline) yield* Effect.sleep(10)
+        // By the clock, not by counting sleeps (on a busy machine each sleep takes longer than asked),
+        // its monotonic time: a wall clock stepped back would hold the stop for the step's length.
+        const deadline = (yield* monotonicMillis) + config.drainTimeoutMs
+        while ((inFlight.value > 0 || outboundListener.openConnections > 0) && (yield* monotonicMillis) < deadline) yield* Effect.sleep(10)
         outboundListener.destroyAll()
         h2c?.destroyAll()
       })

@@ -2,11 +2,12 @@
 // server on 127.0.0.1 (test/discovery/fakeKubeApi.ts: list + streamed watch) that the test changes
 // while the source watches: the initial list, an added slice, a removed endpoint, readiness flips
 // (ready / serving / terminating), the weight annotation, a deleted slice, a watch the server
-// drops, a watch that fails (the source restarts the informer after its backoff) and an expired
-// history (410 Gone: list again). Every step waits, bounded, for the Reset it causes.
+// drops, a watch that fails (the source restarts the informer after its backoff; a wall clock step
+// does not restart the backoff series) and an expired history (410 Gone: list again). Every step waits, bounded, for the Reset it causes.
 import { afterEach, describe, expect, it } from "vitest"
 import { endpointsOfSlices, kubernetesSource, takesTraffic, weightOf } from "../../src/discovery/kubernetesSource.ts"
 import { endpointKey, type DiscoveredEndpoint, type EndpointUpdate } from "../../src/discovery/types.ts"
+import { HOUR_MS, steppedWallClock } from "../support/wallClock.ts"
 import { endpointSlice, FakeKubeApi } from "./fakeKubeApi.ts"
 import { Recorder } from "./recorder.ts"
 
@@ -229,6 +230,30 @@ describe("kubernetesSource against a fake API server", () => {
 
     api.apply("ADDED", endpointSlice("web-b", [{ ip: "10.1.0.20" }]))
     await expectSet(["10.1.0.10:4143#1", "10.1.0.20:4143#1"])
+  })
+
+  it("a wall clock stepped forward an hour does not make a short-lived informer's failure start a new series: the backoff goes on doubling", async () => {
+    const { api, logs, start, expectSet } = await setup({ retryMs: 20, maxRetryMs: 60_000 })
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    start()
+    await expectSet(["10.1.0.10:4143#1"])
+    await waitUntil(() => api.openWatches === 1)
+    api.failWatches = 1
+    api.dropWatches()
+    await logs.waitFor((l) => l.event === "discovery.kubernetes-failed" && l.fields["failures"] === 1, { timeoutMs: 3000 })
+    // The restarted informer lists and watches; then the wall clock jumps and its watch fails.
+    await waitUntil(() => api.openWatches === 1)
+    const clock = steppedWallClock()
+    try {
+      clock.step(HOUR_MS)
+      const from = logs.items.length
+      api.failWatches = 1
+      api.dropWatches()
+      const failed = await logs.waitFor((l) => l.event === "discovery.kubernetes-failed", { from, timeoutMs: 3000 })
+      expect(failed.fields).toMatchObject({ failures: 2, retryInMs: 40 })
+    } finally {
+      clock.restore()
+    }
   })
 
   it("an expired resourceVersion (410 Gone) makes it list again; a slice deleted meanwhile is gone", async () => {

@@ -2,7 +2,11 @@
 // removed (its bytes and its entry given back to the quota) by a sweep on the server's Clock, and
 // at start; one written within that age is kept and resumes. Runs on the TestClock, with a real
 // server on 127.0.0.1 port 0 and a raw client; the server's fibers run on the test's Clock.
+// With that Clock's wall time stepped by a day (its monotonic time and sleeps the TestClock's): a
+// step forward removes no partial written within the age, a step back does not keep an abandoned
+// one for the step's length.
 import { describe, expect, it } from "@effect/vitest"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import { TestClock } from "effect/testing"
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs"
@@ -14,6 +18,7 @@ import type { Log } from "../../src/iip/log.ts"
 import { IipServer } from "../../src/iip/server.ts"
 import { Supervisor } from "../../src/iip/supervisor.ts"
 import { Cleanup, frame, RawClient } from "../support/iipRaw.ts"
+import { HOUR_MS, steppedEffectClock } from "../support/wallClock.ts"
 import { tempDir } from "./support.ts"
 
 const maxAgeMs = 60_000
@@ -190,6 +195,45 @@ describe("unfinished uploads expire", () => {
         yield* TestClock.adjust(10)
         expect(yield* send("a.bin", 1, "b")).toBe(`{"TaskId":1,"DoneBytes":1}`)
         expect(readFileSync(join(root, "a.bin.iip-part"), "utf8")).toBe("ab")
+      })
+    ))
+})
+
+describe("unfinished uploads with the wall clock stepped", () => {
+  const DAY_MS = 24 * HOUR_MS
+
+  /** A file server on a Clock whose wall time the test steps, and a 60-byte partial of a.bin a sweep has seen written. */
+  const servedWithPartial = (cleanup: Cleanup, name: string) =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const wall = steppedEffectClock(yield* Clock.clockWith(Effect.succeed))
+      const root = tempDir(cleanup, name)
+      const { send } = yield* serve(cleanup, root, { quotaBytes: 100, partialMaxAgeMs: maxAgeMs }).pipe(Effect.provideService(Clock.Clock, wall.clock))
+      expect(yield* send("a.bin", 0, "a".repeat(60))).toBe(`{"TaskId":1,"DoneBytes":60}`)
+      yield* TestClock.adjust(maxAgeMs / 4)
+      return { wall, root, send }
+    })
+
+  it.effect("stepped forward a day: a partial written within the age is not removed, and resumes", () =>
+    withCleanup((cleanup) =>
+      Effect.gen(function*() {
+        const { wall, root, send } = yield* servedWithPartial(cleanup, "expiry-step-forward")
+        wall.step(DAY_MS)
+        yield* TestClock.adjust(maxAgeMs / 4)
+        // Had a sweep found it expired, its removal would have been queued in its turn ahead of this resume.
+        expect(yield* send("a.bin", 60, "a")).toBe(`{"TaskId":1,"DoneBytes":1}`)
+        expect(readFileSync(join(root, "a.bin.iip-part"), "utf8")).toBe("a".repeat(61))
+      })
+    ))
+
+  it.effect("stepped back a day: an abandoned partial is still removed within a quarter of the age past it", () =>
+    withCleanup((cleanup) =>
+      Effect.gen(function*() {
+        const { wall, root, send } = yield* servedWithPartial(cleanup, "expiry-step-back")
+        wall.step(-DAY_MS)
+        yield* TestClock.adjust(maxAgeMs + maxAgeMs / 4)
+        yield* waitUntil(() => !existsSync(join(root, "a.bin.iip-part")), "the abandoned partial to be removed")
+        expect(yield* send("b.bin", 0, "b".repeat(90))).toBe(`{"TaskId":1,"DoneBytes":90}`)
       })
     ))
 })

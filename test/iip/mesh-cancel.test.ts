@@ -15,6 +15,7 @@ import { Effect, Exit, Fiber } from "effect"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IipClient } from "../../src/iip/client.ts"
 import type { IncomingRequest, IipServer } from "../../src/iip/server.ts"
+import { monotonicMs } from "../../src/mux/clock.ts"
 import { RequestTimeout } from "../../src/mux/errors.ts"
 import { Cancelled, type MeshCallError, type MeshReply, RemoteError } from "../../src/mux/meshSession.ts"
 import { MetaKey } from "../../src/protocol/mesh.ts"
@@ -75,7 +76,7 @@ describe("cancel and deadlines in mesh mode", () => {
       blocked.get(request.data.toString())?.started.resolve({
         channelId: request.channelId,
         deadline: request.context.deadline,
-        arrivedAt: Date.now(),
+        arrivedAt: monotonicMs(),
         metaDeadline: request.meta.get(MetaKey.deadline),
         aborted: aborted.promise
       })
@@ -141,11 +142,11 @@ describe("cancel and deadlines in mesh mode", () => {
 
   it("a 100 ms deadline reaches the handler, interrupts it when it passes, fails the call, and the channel stays paired", async () => {
     const started = block("d1")
-    const sentAt = Date.now()
+    const sentAt = monotonicMs()
     const startedAt = performance.now()
     const error = rejection(client.call("/block", "d1", { timeoutMs: 100 }))
     const seen = await withTimeout(started, 5000, "the /block handler to start")
-    // The handler sees the absolute deadline in its own clock: within 100 ms of when it was sent.
+    // The handler sees the absolute deadline in its own (monotonic) clock: within 100 ms of when it was sent.
     expect(seen.deadline).toBeGreaterThan(0)
     expect(seen.deadline).toBeGreaterThan(seen.arrivedAt)
     expect(seen.deadline).toBeLessThanOrEqual(sentAt + 100 + 50) // + the time the request spent on the way

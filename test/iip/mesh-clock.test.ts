@@ -26,24 +26,9 @@ import * as Server from "../../src/iip/server.ts"
 import { reply } from "../../src/iip/server.ts"
 import { ConnectionClosed } from "../../src/mux/errors.ts"
 import { decodeEnvelope, EnvelopeFlag, EnvelopeKind, MeshDefaults, MeshPath } from "../../src/protocol/mesh.ts"
-import { Cleanup, deferred, withTimeout } from "../support/iipRaw.ts"
+import { awaitReal, callHeldAtServer, until, useCleanup } from "../support/effectIo.ts"
+import { deferred } from "../support/iipRaw.ts"
 import { collectLog, settle, startRawMeshPeer } from "../support/meshTest.ts"
-
-/** A Cleanup run when the test's Scope closes (after everything acquired later in the test). */
-const useCleanup = Effect.acquireRelease(
-  Effect.sync(() => new Cleanup()),
-  (cleanup) => Effect.promise(() => cleanup.run())
-)
-
-/** Real I/O, bounded in real time. */
-const awaitReal = <A>(promise: Promise<A>, what: string, timeoutMs = 5000) => Effect.promise(() => withTimeout(promise, timeoutMs, what))
-
-/** Resolves once `condition` holds, checking after each turn of the event loop (real I/O only). */
-const waitUntil = (condition: () => boolean): Promise<void> =>
-  new Promise((resolve) => {
-    const check = () => (condition() ? resolve() : setImmediate(check))
-    check()
-  })
 
 /** A port that nothing listens on: the OS picks it, we close it. */
 const freePort = (): Promise<number> =>
@@ -175,16 +160,7 @@ describe("keep-alive on the TestClock", () => {
 describe("drain on the TestClock", () => {
   it.effect("says go-away at once, keeps a busy connection open at 4.9 s, closes it at 5 s; the in-flight call fails with ConnectionClosed", () =>
     Effect.gen(function*() {
-      const started = deferred()
-      const { events, log } = collectLog()
-      const server = yield* Server.make({ keepAlive: false, drainTimeoutMs: 0, log })
-      server.handle("/never", () => {
-        started.resolve()
-        return new Promise<string>(() => {})
-      })
-      const client = yield* Client.make({ host: "127.0.0.1", port: server.address.port, maxConnections: 1, keepAlive: false, log: () => {} })
-      const call = settle(client.call("/never", "x", { timeoutMs: 0 }))
-      yield* awaitReal(started.promise, "the handler to start")
+      const { server, client, call, events } = yield* callHeldAtServer()
       const clientSession = client.meshSessions[0]!
       const serverSession = [...server.meshSessions][0]!
       const goAway = new Promise<void>((resolve) => clientSession.onPeerDraining(resolve))
@@ -215,16 +191,7 @@ describe("drain on the TestClock", () => {
 
   it.effect("keeps its deadline by the clock when each sleep takes longer than asked (a loaded machine): done at 5 s, not after 500 sleeps", () =>
     Effect.gen(function*() {
-      const started = deferred()
-      const { events, log } = collectLog()
-      const server = yield* Server.make({ keepAlive: false, drainTimeoutMs: 0, log })
-      server.handle("/never", () => {
-        started.resolve()
-        return new Promise<string>(() => {})
-      })
-      const client = yield* Client.make({ host: "127.0.0.1", port: server.address.port, maxConnections: 1, keepAlive: false, log: () => {} })
-      const call = settle(client.call("/never", "x", { timeoutMs: 0 }))
-      yield* awaitReal(started.promise, "the handler to start")
+      const { server, call, events } = yield* callHeldAtServer()
       const clock = yield* Clock.Clock
       // Every sleep lasts three times what it asked, as the drain's 10 ms ticks do on a busy machine.
       const slowSleeps: Clock.Clock = { ...clock, currentTimeMillis: clock.currentTimeMillis, sleep: (duration) => clock.sleep(Duration.times(duration, 3)) }
@@ -287,7 +254,7 @@ describe("drain on the TestClock", () => {
       yield* awaitReal(goAway, "the client to see the go-away")
       // Its answer to the go-away is on the way back (real I/O): step the drain's 10 ms checks until it closes.
       const serverSession = [...server.meshSessions][0]!
-      yield* awaitReal(waitUntil(() => serverSession.goAwayAcknowledged), "the server to get the go-away answered")
+      yield* until(() => serverSession.goAwayAcknowledged, "the server to get the go-away answered")
       yield* TestClock.adjust("10 millis")
       const reason = yield* awaitReal(closed, "the client to see the close")
       yield* Fiber.join(drain)

@@ -9,6 +9,7 @@
 //   deadline at all. The request is answered, not failed at once.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { IncomingRequest } from "../../src/iip/server.ts"
+import { monotonicMs } from "../../src/mux/clock.ts"
 import { decodeEnvelope, decodeErrorBody, decodeHello, emptyMeta, encodeEnvelope, encodeHello, EnvelopeKind, MaxDeadlineMs, MeshDefaults, MeshPath } from "../../src/protocol/mesh.ts"
 import { Cleanup, frame, RawClient, waitFor } from "../support/iipRaw.ts"
 import { collectLog, helloOf, startClient, startServer } from "../support/meshTest.ts"
@@ -120,7 +121,7 @@ describe("deadline-ms from the wire", () => {
     const server = await startServer(cleanup)
     const seen: Array<number> = []
     server.handle("/slow", (request) => {
-      seen.push(request.context.deadline === 0 ? 0 : request.context.deadline - Date.now())
+      seen.push(request.context.deadline === 0 ? 0 : request.context.deadline - monotonicMs())
       return new Promise<Buffer>((resolve) => setTimeout(() => resolve(request.data), 30))
     })
     const raw = await RawClient.connect(server.address.port, cleanup)

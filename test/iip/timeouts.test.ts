@@ -20,27 +20,10 @@ import WebSocket from "ws"
 import * as Client from "../../src/iip/client.ts"
 import * as Server from "../../src/iip/server.ts"
 import { Supervisor } from "../../src/iip/supervisor.ts"
-import { Cleanup, frame, RawClient, withTimeout } from "../support/iipRaw.ts"
+import { awaitReal, until, useCleanup } from "../support/effectIo.ts"
+import { frame, RawClient } from "../support/iipRaw.ts"
 import { collectLog } from "../support/meshTest.ts"
 import { startWebSocketServer } from "./webSocketSupport.ts"
-
-const useCleanup = Effect.acquireRelease(
-  Effect.sync(() => new Cleanup()),
-  (cleanup) => Effect.promise(() => cleanup.run())
-)
-
-/** Real I/O, bounded in real time. */
-const awaitReal = <A>(promise: Promise<A>, what: string, timeoutMs = 5000) => Effect.promise(() => withTimeout(promise, timeoutMs, what))
-
-/** Resolves once `condition` holds, checking after each turn of the event loop (real I/O only). */
-const until = (condition: () => boolean, what: string) =>
-  awaitReal(
-    new Promise<void>((resolve) => {
-      const check = () => (condition() ? resolve() : setImmediate(check))
-      check()
-    }),
-    what
-  )
 
 const timeouts = { firstPacketTimeoutMs: 1000, packetTimeoutMs: 2000, idleTimeoutMs: 4000 }
 

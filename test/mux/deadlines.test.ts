@@ -1,7 +1,9 @@
 // The session's deadline heap (src/mux/deadlines.ts) on fake timers: items expire in the order
 // of their deadlines, each exactly once and not before it is due; a removed item never expires and
-// leaves nothing behind; one Node timer serves them all; clear() stops everything.
+// leaves nothing behind; one Node timer serves them all; clear() stops everything; a wall clock
+// stepped back or forward (Date) moves no deadline: they are on the monotonic clock.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
+import { monotonicMs } from "../../src/mux/clock.ts"
 import { Deadlines, type Expiring } from "../../src/mux/deadlines.ts"
 
 interface Item extends Expiring {
@@ -75,17 +77,33 @@ describe("Deadlines", () => {
     const expired: Array<string> = []
     const deadlines = new Deadlines<Item>((i) => expired.push(i.name))
     deadlines.add(item("relative-30"), 30)
-    deadlines.addAt(item("absolute-20"), Date.now() + 20)
+    deadlines.addAt(item("absolute-20"), monotonicMs() + 20)
     expect(vi.getTimerCount()).toBe(1)
     vi.advanceTimersByTime(20)
     expect(expired).toEqual(["absolute-20"])
-    deadlines.addAt(item("past"), Date.now() - 5)
+    deadlines.addAt(item("past"), monotonicMs() - 5)
     expect(expired).toEqual(["absolute-20"])
     vi.advanceTimersByTime(1)
     expect(expired).toEqual(["absolute-20", "past"])
     vi.advanceTimersByTime(9)
     expect(expired).toEqual(["absolute-20", "past", "relative-30"])
     expect(deadlines.size).toBe(0)
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
+  it("a wall clock stepped back or forward moves no deadline: each expires when due, not an hour late nor at once", () => {
+    const expired: Array<string> = []
+    const deadlines = new Deadlines<Item>((i) => expired.push(i.name))
+    deadlines.add(item("30"), 30)
+    deadlines.add(item("1000"), 1000)
+    vi.setSystemTime(Date.now() - 3_600_000)
+    vi.advanceTimersByTime(30)
+    expect(expired).toEqual(["30"])
+    vi.setSystemTime(Date.now() + 7_200_000)
+    vi.advanceTimersByTime(969)
+    expect(expired).toEqual(["30"])
+    vi.advanceTimersByTime(1)
+    expect(expired).toEqual(["30", "1000"])
     expect(vi.getTimerCount()).toBe(0)
   })
 })

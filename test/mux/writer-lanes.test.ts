@@ -4,13 +4,14 @@
 // chunks keeps its place; the writer holds one chunk in the socket at a time, so congestion and
 // memory stay as bounded as before; finish() waits for every lane; a chunk's `written` callback
 // (a leased chunk's release) runs once the socket took that chunk, not before, in order; a request
-// that waits in a lane carries the deadline left when it is written, not when it was queued, and
-// never more than it was queued with (a wall clock set back meanwhile).
+// that waits in a lane carries the deadline left when it is written, not when it was queued, on
+// the monotonic clock: a wall clock set back meanwhile changes nothing.
 import { describe, expect, it, vi } from "vitest"
 import { PacketWriter } from "../../src/mux/writer.ts"
 import { PacketDecoder } from "../../src/protocol/decoder.ts"
 import { decodeEnvelope, EnvelopeKind, MeshDefaults, MetaKey } from "../../src/protocol/mesh.ts"
 import { recordingSink } from "../support/recordingSink.ts"
+import { steppedWallClock } from "../support/wallClock.ts"
 
 /** A socket stand-in: records the packets of each write group and lets the test say when the socket took a write. */
 const manualSink = () => {
@@ -97,32 +98,33 @@ describe("PacketWriter lanes", () => {
   })
 
   it("a request waiting in its channel's lane carries the deadline left when it is written, not the one it was queued with", async () => {
-    const { sent, writer } = await deadlinesThroughLane(400) // 400 ms in the lane
+    const { sent, writer } = await deadlinesThroughLane(400, 0) // 400 ms in the lane
     // What is left: 600 ms; none for the second, which still goes with the least there is (its deadline passes at the far end).
     expect(sent).toEqual([{ id: 7, deadline: "600", x: "1", body: "a" }, { id: 8, deadline: "1", x: "1", body: "b" }])
     expect(writer.queuedChunks).toBe(0)
     expect(writer.pendingBytes).toBe(0)
   })
 
-  it("a wall clock set back while a request waits in a lane: it carries no more than it was queued with, and nothing is written past its packet", async () => {
-    const { sent, writer } = await deadlinesThroughLane(-5000)
-    expect(sent).toEqual([{ id: 7, deadline: "1000", x: "1", body: "a" }, { id: 8, deadline: "10", x: "1", body: "b" }])
+  it("a wall clock set back 5 s while requests wait 400 ms in a lane: they carry what is left on the monotonic clock, and nothing is written past their packets", async () => {
+    const { sent, writer } = await deadlinesThroughLane(400, -5000)
+    expect(sent).toEqual([{ id: 7, deadline: "600", x: "1", body: "a" }, { id: 8, deadline: "1", x: "1", body: "b" }])
     expect(writer.queuedChunks).toBe(0)
     expect(writer.pendingBytes).toBe(0)
   })
 })
 
 /**
- * Two requests (1000 ms and 10 ms left) queued behind channel 5's chunks, the wall clock moved by
- * `clockMoveMs` while they wait, then the lane drained: the requests as written, and the writer.
+ * Two requests (1000 ms and 10 ms left) queued behind channel 5's chunks, the monotonic clock moved
+ * on by `waitMs` and the wall clock by `wallStepMs` while they wait, then the lane drained: the
+ * requests as written, and the writer.
  */
-const deadlinesThroughLane = async (clockMoveMs: number) => {
+const deadlinesThroughLane = async (waitMs: number, wallStepMs: number) => {
   const { wire, sink, taken, waiting } = recordingSink()
   const writer = new PacketWriter(sink, { highWaterBytes: 1 << 30, maxQueuedBytes: 1 << 30 })
-  // The clock is the test's: only Date is faked, the writer's ticks run as ever.
-  vi.useFakeTimers({ toFake: ["Date"] })
+  // The clocks are the test's: only performance (the monotonic clock) and Date.now are faked, the writer's ticks run as ever.
+  vi.useFakeTimers({ toFake: ["performance"] })
+  const wall = steppedWallClock()
   try {
-    vi.setSystemTime(1_000_000)
     writer.sendChunk(2, "/up", 5, 0, chunk(1))
     writer.sendChunk(2, "/up", 5, 0, chunk(2))
     await tick() // the first chunk is in the socket, not taken: the lane holds the second
@@ -131,12 +133,14 @@ const deadlinesThroughLane = async (clockMoveMs: number) => {
     writer.sendEnvelope(1, "/call", 5, EnvelopeKind.request, 0, 7, meta, MeshDefaults.maxMetaBytes, 1000, Buffer.from("a"))
     writer.sendEnvelope(1, "/call", 5, EnvelopeKind.request, 0, 8, meta, MeshDefaults.maxMetaBytes, 10, Buffer.from("b"))
     writer.sendChunk(2, "/up", 5, 0, chunk(3)) // one more bulk behind them: what they are written with is cut apart right
-    vi.setSystemTime(1_000_000 + clockMoveMs)
+    vi.advanceTimersByTime(waitMs)
+    wall.step(wallStepMs)
     for (let i = 0; i < 10 && waiting() > 0; i++) {
       taken()
       await tick()
     }
   } finally {
+    wall.restore()
     vi.useRealTimers()
   }
   const requests: Array<Buffer> = []

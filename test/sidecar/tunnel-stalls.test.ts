@@ -23,7 +23,7 @@ const takeOne = async (stream: IncomingStream) => {
 
 describe("TunnelStalls", () => {
   beforeEach(() => {
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] })
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date", "performance"] })
   })
   afterEach(() => {
     vi.useRealTimers()

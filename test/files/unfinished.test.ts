@@ -1,0 +1,45 @@
+// The unfinished-upload table (src/files/unfinished.ts) on its own: ages on the monotonic times the
+// sweep passes, and a partial found at start dated once by its mtime against the wall time of the
+// first sweep. No server, no Clock: the sweep's two readings are given directly.
+// - Found at start with an mtime in the future (the wall clock stepped back since its last write):
+//   taken as written at the first sweep, so it goes once the age has passed, not kept until its
+//   mtime plus the age.
+// - Found at start younger than the age: it goes when the rest of its age has passed on the
+//   monotonic clock, whatever the wall clock does after the first sweep.
+import { describe, expect, it } from "vitest"
+import { UnfinishedUploads } from "../../src/files/unfinished.ts"
+
+const maxAgeMs = 60_000
+const DAY_MS = 24 * 3_600_000
+/** The wall time of the first sweep, and its monotonic time (a TestClock's starts at 0). */
+const wallAtStart = 1_800_000_000_000
+const startMs = 0
+
+describe("unfinished uploads found at start", () => {
+  it("one dated a day in the future counts as written at the first sweep: it goes once the age has passed, not a day later", () => {
+    const uploads = new UnfinishedUploads(maxAgeMs)
+    uploads.found("future.bin.iip-part", wallAtStart + DAY_MS)
+    expect(uploads.expired(startMs, wallAtStart)).toEqual([])
+    expect(uploads.expired(startMs + maxAgeMs - 1, wallAtStart + maxAgeMs - 1)).toEqual([])
+    expect(uploads.expired(startMs + maxAgeMs, wallAtStart + maxAgeMs)).toEqual(["future.bin.iip-part"])
+  })
+
+  it("one younger than the age goes when the rest of its age has passed on the monotonic clock, the wall clock stepped back a day after the first sweep", () => {
+    const uploads = new UnfinishedUploads(maxAgeMs)
+    uploads.found("young.bin.iip-part", wallAtStart - 30_000)
+    uploads.found("old.bin.iip-part", wallAtStart - maxAgeMs)
+    expect(uploads.expired(startMs, wallAtStart)).toEqual(["old.bin.iip-part"])
+    uploads.forget("old.bin.iip-part")
+    expect(uploads.expired(startMs + 29_999, wallAtStart - DAY_MS)).toEqual([])
+    expect(uploads.expired(startMs + 30_000, wallAtStart - DAY_MS)).toEqual(["young.bin.iip-part"])
+  })
+
+  it("one written before the first sweep ages from that sweep, not from its mtime", () => {
+    const uploads = new UnfinishedUploads(maxAgeMs)
+    uploads.found("resumed.bin.iip-part", wallAtStart - 2 * maxAgeMs)
+    uploads.written("resumed.bin.iip-part")
+    expect(uploads.expired(startMs, wallAtStart)).toEqual([])
+    expect(uploads.expired(startMs + maxAgeMs - 1, wallAtStart)).toEqual([])
+    expect(uploads.expired(startMs + maxAgeMs, wallAtStart)).toEqual(["resumed.bin.iip-part"])
+  })
+})
