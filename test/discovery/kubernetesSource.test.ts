@@ -209,14 +209,22 @@ describe("kubernetesSource against a fake API server", () => {
     await expectSet(["10.1.0.20:4143#1"])
   })
 
+  /**
+   * A source with a 20 ms retry (doubling up to 60 s) whose list has web-a, once its watch is open.
+   * A long maxRetryMs: an informer that lived that long before failing starts the series again,
+   * and a loaded machine can take 100 ms to list and watch.
+   */
+  const watchingWebA = async () => {
+    const watching = await setup({ retryMs: 20, maxRetryMs: 60_000 })
+    watching.api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    watching.start()
+    await watching.expectSet(["10.1.0.10:4143#1"])
+    await waitUntil(() => watching.api.openWatches === 1)
+    return watching
+  }
+
   it("a failing watch restarts the informer after the backoff: a fresh list, then a watch", async () => {
-    // A long maxRetryMs: an informer that lived that long before failing starts the series again,
-    // and a loaded machine can take 100 ms to list and watch.
-    const { api, logs, start, expectSet } = await setup({ retryMs: 20, maxRetryMs: 60_000 })
-    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
-    start()
-    await expectSet(["10.1.0.10:4143#1"])
-    await waitUntil(() => api.openWatches === 1)
+    const { api, logs, expectSet } = await watchingWebA()
 
     const mark = api.requests.mark
     api.failWatches = 2
@@ -233,11 +241,7 @@ describe("kubernetesSource against a fake API server", () => {
   })
 
   it("a wall clock stepped forward an hour does not make a short-lived informer's failure start a new series: the backoff goes on doubling", async () => {
-    const { api, logs, start, expectSet } = await setup({ retryMs: 20, maxRetryMs: 60_000 })
-    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
-    start()
-    await expectSet(["10.1.0.10:4143#1"])
-    await waitUntil(() => api.openWatches === 1)
+    const { api, logs } = await watchingWebA()
     api.failWatches = 1
     api.dropWatches()
     await logs.waitFor((l) => l.event === "discovery.kubernetes-failed" && l.fields["failures"] === 1, { timeoutMs: 3000 })
