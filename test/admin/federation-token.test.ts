@@ -6,20 +6,16 @@
 // /federation nor /federation/series. The views federation needs (/golden?scope=self and
 // /golden/series?scope=self, what /metrics already tells anyone) are answered without the token;
 // everything else on the control listener still needs it.
-import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Scope from "effect/Scope"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import type * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import * as Admin from "../../src/admin/adminServer.ts"
 import type { FederationView } from "../../src/admin/federation.ts"
-import type { Sidecar } from "../../src/sidecar/sidecar.ts"
+import { startAdminedSidecar } from "../support/adminHarness.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
-import { call, quietLog, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { call } from "../support/sidecarHarness.ts"
 
 const token = "federation-token-0123456789"
 const MESH = "federation-token"
@@ -36,16 +32,8 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true })
 })
 
-/** An admin requiring `token` and the sidecar "web" it reports on, in the shared directory. */
-const startWeb = async () => {
-  const scope = await Effect.runPromise(Scope.make())
-  cleanup.add(() => Effect.runPromise(Scope.close(scope, Exit.void)))
-  let sidecar: Sidecar | undefined
-  const addresses = await Effect.runPromise(Admin.make({ admin: "127.0.0.1:0", control: "127.0.0.1:0", token }, () => sidecar).pipe(Scope.provide(scope)))
-  const running = await startSidecar(cleanup, sidecarConfig({ service: "web", node: "web-node", localDiscovery: dir, meshName: MESH }), quietLog, { adminPort: addresses.control.port })
-  sidecar = running.sidecar
-  return { running, control: addresses.control.port }
-}
+/** This admin, requiring `token`, and the sidecar "web" it reports on, in the shared directory. */
+const startWeb = () => startAdminedSidecar(cleanup, token, { service: "web", node: "web-node", localDiscovery: dir, meshName: MESH })
 
 describe("federation and the admin control token", () => {
   it("a peer admin announced through discovery never receives the token", async () => {
