@@ -4,10 +4,11 @@
 // directory's announcement, an EndpointSlice port named "admin-control"); each is asked for its own golden
 // metrics (/golden?scope=self), which the control listener serves without its token, and the views
 // are merged with the local one. No token is ever sent: anyone on the LAN can announce an admin
-// port of their own, and a token sent there would let them drive every sidecar sharing it. A peer that does not answer (or not in time, or too much, or with what is not a view:
-// every field is checked before it is merged, and no more series or longer names than a sidecar
-// keeps are taken) is kept and marked stale, with its last view, not
-// hidden; one no discovery lists for `FORGET_MS` is forgotten.
+// port of their own, and a token sent there would let them drive every sidecar sharing it. A peer
+// that does not answer (or not in time, or too much, or with what is not a view: every field is
+// checked before it is merged, and no more series or longer names than a sidecar keeps are taken)
+// is kept and marked stale, with its last view, not hidden; one no discovery lists for `FORGET_MS`
+// is forgotten.
 //
 // Bounded: peers are asked only when someone asks this admin (nothing runs while nobody looks),
 // for the view and for each series at most once per `MIN_REFRESH_MS` (concurrent askers share one
