@@ -12,10 +12,11 @@
 //     GET  /dashboard/data      what the dashboard polls
 //     GET  /golden, /golden/series, /golden/traces, /tap   golden metrics, their time series, an edge's
 //                               slowest traces, the live tap (observability.ts); /golden?scope=self: this
-//                               sidecar's own, what a federating peer asks for
+//                               sidecar's own, what a federating peer asks for: these two (GET, scope=self) need no
+//                               token, federation sends none (what /metrics already tells anyone)
 //     GET  /federation          the whole mesh: this view and the peer admins' found through discovery (federation.ts);
 //                               /federation/series?service=S (or caller=&callee=): a series over the whole mesh
-// With a token configured (adminToken / adminTokenFile) every control request must carry
+// With a token configured (adminToken / adminTokenFile) every other control request must carry
 // `Authorization: Bearer <token>`, compared in constant time; without one, 401. Without a token
 // (loopback only), a request must name a loopback host: a DNS-rebinding page cannot drive it.
 // Every request goes through a total handler (respond.ts): a bad request is a 4xx, a bug of ours a
@@ -127,6 +128,15 @@ const loopbackHost = (host: string | undefined): boolean => {
 
 const BAD_HOST = JSON.stringify({ error: "bad_host", message: "without a token the admin control listener answers only requests for a loopback host (127.0.0.1, localhost, [::1])" })
 
+/**
+ * What a federating admin asks a peer for (federation.ts): this sidecar's own golden view or series.
+ * Served without the token because federation must send none (its peers are whatever discovery
+ * lists, and anyone on the LAN can announce one); it tells what /metrics tells anyone already.
+ * `scope` read as the routes below read it, so what passes is exactly the self view.
+ */
+const federationRead = (req: http.IncomingMessage, path: string, query: string): boolean =>
+  req.method === "GET" && (path === "/golden" || path === "/golden/series") && new URLSearchParams(query).get("scope") === "self"
+
 const UNAUTHORIZED = JSON.stringify({ error: "unauthorized", message: "the admin control listener needs Authorization: Bearer <token>" })
 
 export interface AdminOptions {
@@ -181,7 +191,8 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
   // Loaded on the first /federation: a sidecar nobody asks for the mesh's view never loads its client.
   let federation: Federation | undefined
   const controlRoute = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
-    if (authorized !== undefined && !authorized(req)) {
+    const [path = "/", query = ""] = (req.url ?? "/").split("?")
+    if (authorized !== undefined && !authorized(req) && !federationRead(req, path, query)) {
       res.writeHead(401, { "content-type": "application/json", "content-length": UNAUTHORIZED.length, "www-authenticate": 'Bearer realm="iip-mesh-admin"' })
       res.end(UNAUTHORIZED)
       return
@@ -191,7 +202,6 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
       res.end(BAD_HOST)
       return
     }
-    const [path = "/", query = ""] = (req.url ?? "/").split("?")
     if (await readOnly(path, res)) return
     const sidecar = current()
     if (sidecar === undefined) return json(res, 503, { error: "starting" })
@@ -216,7 +226,7 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
     if (path === "/config") return json(res, 200, configView(sidecar))
     if (path === "/golden") return json(res, 200, goldenOf(new URLSearchParams(query).get("scope") === "self" ? [sidecar] : shown(sidecar)))
     if (path === "/federation" || path === "/federation/series") {
-      federation ??= new (await import("./federation.ts")).Federation(listeners.token)
+      federation ??= new (await import("./federation.ts")).Federation()
       if (path === "/federation") return json(res, 200, await federation.view(sidecar, shown(sidecar)))
       // Aborted when the client goes before its answer: a request waiting for a place leaves the queue.
       const left = new AbortController()

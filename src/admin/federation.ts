@@ -2,11 +2,13 @@
 // listener). The peers are the other sidecars' admin control listeners, found through the same
 // discovery as endpoints (an endpoint that announces `adminPort`: mDNS TXT "admin", the local
 // directory's announcement, an EndpointSlice port named "admin-control"); each is asked for its own golden
-// metrics (/golden?scope=self) with this admin's bearer token, and the views are merged with the
-// local one. A peer that does not answer (or not in time, or too much, or with what is not a view:
-// every field is checked before it is merged, and no more series or longer names than a sidecar
-// keeps are taken) is kept and marked stale, with its last view, not
-// hidden; one no discovery lists for `FORGET_MS` is forgotten.
+// metrics (/golden?scope=self), which the control listener serves without its token, and the views
+// are merged with the local one. No token is ever sent: anyone on the LAN can announce an admin
+// port of their own, and a token sent there would let them drive every sidecar sharing it. A peer
+// that does not answer (or not in time, or too much, or with what is not a view: every field is
+// checked before it is merged, and no more series or longer names than a sidecar keeps are taken)
+// is kept and marked stale, with its last view, not hidden; one no discovery lists for `FORGET_MS`
+// is forgotten.
 //
 // Bounded: peers are asked only when someone asks this admin (nothing runs while nobody looks),
 // for the view and for each series at most once per `MIN_REFRESH_MS` (concurrent askers share one
@@ -90,9 +92,11 @@ const isPoint = (value: unknown): value is Point =>
 
 const adminAddress = (host: string, port: number) => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
 
+/** Every call to a peer admin: bounded in time and size, and without a token (see the top of this file). */
+const peerCallOptions = (config: Sidecar["config"]) => ({ timeoutMs: config.federationTimeoutMs, maxBytes: config.federationMaxBytes })
+
 export class Federation {
   private readonly peers = new Map<string, Peer>()
-  private readonly token: string | undefined
   private readonly now: () => number
   private untracked = 0
   private lastRoundMs = Number.NEGATIVE_INFINITY
@@ -106,8 +110,7 @@ export class Federation {
    */
   private readonly waiting = new Set<() => void>()
 
-  constructor(token: string | undefined, now: () => number = Date.now) {
-    this.token = token
+  constructor(now: () => number = Date.now) {
     this.now = now
   }
 
@@ -239,7 +242,7 @@ export class Federation {
     }
     const nowMs = this.now()
     const fresh = [...this.peers.values()].filter((p) => p.error === null && p.lastOkMs !== null && nowMs - p.lastOkMs <= config.federationStaleMs)
-    const options = { token: this.token, timeoutMs: config.federationTimeoutMs, maxBytes: config.federationMaxBytes }
+    const options = peerCallOptions(config)
     const points = Promise.allSettled(fresh.map((peer) => getAdminJson(`http://${peer.admin}/golden/series?${selector}`, options))).then((answers) => {
       // Set before anyone awaiting the round resumes: the waiter woken for its place finds it ended.
       round.endedMs = this.now()
@@ -292,7 +295,7 @@ export class Federation {
     }
     this.untracked = untracked
     for (const [admin, peer] of this.peers) if (nowMs - peer.lastListedMs > FORGET_MS) this.peers.delete(admin)
-    const options = { token: this.token, timeoutMs: config.federationTimeoutMs, maxBytes: config.federationMaxBytes }
+    const options = peerCallOptions(config)
     await Promise.all([...this.peers.values()].map(async (peer) => {
       try {
         const view = viewOf(await getAdminJson(`http://${peer.admin}/golden?scope=self`, options))

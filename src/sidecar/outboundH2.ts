@@ -112,7 +112,8 @@ class StreamCall implements OutboundCall {
     open.add(this)
     this.method = headers[":method"] ?? ""
     this.url = headers[":path"] ?? ""
-    // The request line's pseudo-headers are not headers to forward; :authority is the host.
+    // The request line's pseudo-headers are not headers to forward; :authority is the host (a Host
+    // naming another origin makes the request malformed: refused by targetOf, outboundTarget.ts).
     const authority = headers[":authority"]
     if (headers.host === undefined && typeof authority === "string") headers.host = authority
     this.headers = headers

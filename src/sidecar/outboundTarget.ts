@@ -1,6 +1,7 @@
 // Outbound, what a request is for: the service its Host header or absolute URI names (the first
-// step of outbound.ts and outboundUpgrade.ts), the balancer's view of it (hash key, client, URI),
-// and the deadline the app may shorten. Route choice, which needs the options, is outboundRoute.ts.
+// step of outbound.ts and outboundUpgrade.ts; an HTTP/2 request whose Host names another origin
+// than its :authority is refused), the balancer's view of it (hash key, client, URI), and the
+// deadline the app may shorten. Route choice, which needs the options, is outboundRoute.ts.
 import { queryValue } from "../balancer/pickers.ts"
 import type { OutboundRequest } from "./outboundCall.ts"
 import { TIMEOUT_HEADER } from "./headerFilter.ts"
@@ -46,10 +47,28 @@ const MAX_SERVICE_NAME = 253
 let lastAuthority = ""
 let lastService = ""
 
+/**
+ * An HTTP/2 request's Host and :authority name one origin (RFC 9113 §8.3.1, compared after the
+ * scheme-based normalization a proxy owes them: case, and the default port of http). Host is filled
+ * from :authority when absent (outboundH2.ts), so agreeing ones are usually equal strings.
+ */
+const sameOrigin = (host: string, authority: string): boolean => {
+  if (host === authority) return true
+  const normal = (name: string) => name.toLowerCase().replace(/:80$/, "")
+  return normal(host) === normal(authority)
+}
+
 /** Which service a request is for: the absolute URI's host, else the Host header; `.mesh` and the port dropped. */
 export const targetOf = (req: OutboundRequest): Target => {
   const url = req.url
   let authority = req.headers.host ?? ""
+  if (req.httpVersionMajor === 2) {
+    // Host winning over :authority routed a request somewhere its caller's HTTP/2 stack (and any proxy reading :authority) did not send it.
+    const pseudo = req.headers[":authority"]
+    if (typeof pseudo === "string" && !sameOrigin(authority, pseudo)) {
+      throw new ProxyError({ status: 400, reason: "bad_target", hop: "outbound", message: "the Host header and :authority name different origins (RFC 9113 §8.3.1)" })
+    }
+  }
   let uri = url
   if (!url.startsWith("/")) {
     const absolute = URL.canParse(url) ? new URL(url) : undefined

@@ -4,20 +4,16 @@
 // peer made this admin's /federation and /federation/series a 500 for everyone (a TypeError in
 // the merge) or summed strings into the counts; now its answer is refused as it comes: the peer is
 // listed with an error, and the view and the series are this admin's own (and the good peers').
-import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Scope from "effect/Scope"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import type * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import * as Admin from "../../src/admin/adminServer.ts"
 import type { FederationView } from "../../src/admin/federation.ts"
-import type { Sidecar } from "../../src/sidecar/sidecar.ts"
+import { startAdminedSidecar } from "../support/adminHarness.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
-import { call, quietLog, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { call } from "../support/sidecarHarness.ts"
 
 const token = "federation-token-0123456789"
 const MESH = "federation-hostile"
@@ -58,14 +54,9 @@ describe("a federation peer answering with malformed data", () => {
     const roguePort = (rogue.address() as net.AddressInfo).port
     // Announced in the shared directory as a live sidecar (this process's pid) with that admin port.
     writeFileSync(join(dir, "rogue-node.json"), JSON.stringify({ service: "rogue", host: "127.0.0.1", port: 1, weight: 1, node: "rogue-node", mesh: MESH, pid: process.pid, adminPort: roguePort }))
-    const scope = await Effect.runPromise(Scope.make())
-    cleanup.add(() => Effect.runPromise(Scope.close(scope, Exit.void)))
-    let sidecar: Sidecar | undefined
-    const addresses = await Effect.runPromise(Admin.make({ admin: "127.0.0.1:0", control: "127.0.0.1:0", token }, () => sidecar).pipe(Scope.provide(scope)))
-    const running = await startSidecar(cleanup, sidecarConfig({ service: "web", node: "web-node", localDiscovery: dir, meshName: MESH }), quietLog, { adminPort: addresses.control.port })
-    sidecar = running.sidecar
+    const { running, control } = await startAdminedSidecar(cleanup, token, { service: "web", node: "web-node", localDiscovery: dir, meshName: MESH })
     await waitFor(() => running.sidecar.discovery.endpoints("rogue").length > 0, 5000, "web to discover the rogue peer")
-    return addresses.control.port
+    return control
   }
 
   it.each([0, 1, 2])("is listed with an error, and /federation and /federation/series still answer (variant %i)", async (variant) => {
