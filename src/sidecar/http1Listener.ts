@@ -15,8 +15,8 @@
 //   socket drains: a caller that pipelines and reads nothing gets no more answers to pile up in
 //   memory, and is closed once it has taken none of one for the keep-alive timeout;
 // - HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body;
-// - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT closes it); one that asks for
-//   h2c alone (curl --http2 on http://) is no upgrade here, as the mesh never switches to h2c: an
+// - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT is answered 400 bad_target and
+//   closed); one that asks for h2c alone (curl --http2 on http://) is no upgrade here, as the mesh never switches to h2c: an
 //   ordinary request, its body read as any other's (chunked or with a length: in another coding it
 //   stays an upgrade, refused), and the last one read on its connection.
 // Each connection is an http1Connection.ts Connection (its parsing, turns and timeouts); this module

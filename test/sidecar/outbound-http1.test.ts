@@ -2,7 +2,8 @@
 // keeps what node:http's server guaranteed the app. Through a sidecar pair, byte by byte from a
 // raw client: pipelined requests answered in order; `Expect: 100-continue` answered 100 before
 // the body is sent, other expectations 417; no Host on HTTP/1.1, Transfer-Encoding with
-// Content-Length: 400 and the close, the app seeing nothing; a head over node's 16 KiB: 431;
+// Content-Length: 400 and the close, the app seeing nothing; CONNECT: 400 bad_target and the close
+// (it was cut without an answer); a head over node's 16 KiB: 431;
 // HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body and the
 // connection goes on. On the listener alone, with short timeouts: a slow head or a slow body is
 // answered 408 and closed, an idle keep-alive connection closed; one request at a time (the next
@@ -73,6 +74,18 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
     }
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/no-host")
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/smuggle")
+  })
+
+  it("CONNECT (a tunnel, as an app with HTTPS_PROXY asks) is answered 400 bad_target and closed, not cut without a word; the app sees nothing", async () => {
+    const client = await connect()
+    client.write("CONNECT catalog:443 HTTP/1.1\r\nhost: catalog:443\r\n\r\n")
+    await client.untilResponses(1)
+    const answer = client.responses[0]!
+    expect(answer.startLine).toBe("HTTP/1.1 400 Bad Request")
+    expect(header(answer, "x-iip-mesh-error")).toBe("outbound; reason=bad_target")
+    expect(JSON.parse(answer.body.toString("utf8"))).toMatchObject({ error: "bad_target", hop: "outbound" })
+    await waitFor(() => client.closed, 5000, "the close after the answer")
+    expect(mesh.app.seen.map((r) => r.method)).not.toContain("CONNECT")
   })
 
   it("a head over node's 16 KiB is answered 431", async () => {
