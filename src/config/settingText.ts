@@ -99,6 +99,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "maxChannelsPerConnection":
     case "maxChannels":
     case "maxTunnels":
+    case "maxAppConnections":
       return /^\d+$/.test(last) ? Number(last) : last
     case "hashKey":
       return last === "" || last === "none" ? null : last

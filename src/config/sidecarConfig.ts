@@ -118,6 +118,8 @@ export const SidecarConfigSchema = Schema.Struct({
   maxChannels: Count,
   /** Upgraded connections (WebSockets) open through the inbound side at once; past it new upgrades are refused `overloaded`. */
   maxTunnels: Count,
+  /** Connections the local apps hold open to the outbound listener at once; past it a new one is closed at once. */
+  maxAppConnections: Count,
   /** Most body bytes of a mesh message sent whole (in one packet); a larger one must stream. */
   maxWholeBodyBytes: Bytes,
   /** An inbound connection must complete its first packet (its hello) within this; null for no limit. */

@@ -11,6 +11,8 @@
 //   answered 100, any other expectation 417; more than node's 1,000 header fields are dropped;
 // - the head must come within the headers timeout, the whole request within the request timeout
 //   (408, then the close); an idle keep-alive connection closes after its timeout;
+// - at most `maxConnections` connections at once (h2c and upgraded ones counted too); past it a new
+//   one is closed at once (node's own cap, `server.maxConnections`);
 // - an answer past the socket's high-water mark holds the next request (and reading) until the
 //   socket drains: a caller that pipelines and reads nothing gets no more answers to pile up in
 //   memory, and is closed once it has taken none of one for the keep-alive timeout;
@@ -39,6 +41,13 @@ export interface Http1ListenerOptions {
   readonly onUpgrade: (request: OutboundRequest, socket: net.Socket, head: Buffer) => void
   /** A connection that opened with the HTTP/2 preface, given back unread. */
   readonly onH2c: (socket: net.Socket) => void
+  /**
+   * Connections open at once, HTTP/1.1, h2c and upgraded ones together (node counts every socket
+   * the server accepted until it closes); one past it is closed at once, unread.
+   */
+  readonly maxConnections: number
+  /** A connection was closed for want of a place (to be counted and logged, throttled). */
+  readonly onDropped?: () => void
 }
 
 export class Http1Listener {
@@ -64,6 +73,10 @@ export class Http1Listener {
         this.sweeper.unref()
       }
     })
+    // The apps (any process in the pod reaches the port) could otherwise hold every descriptor the
+    // process has, and the inbound side could accept no peer nor dial any endpoint.
+    this.server.maxConnections = options.maxConnections
+    this.server.on("drop", () => options.onDropped?.())
     const shortest = Math.min(options.headersTimeoutMs, options.requestTimeoutMs, options.keepAliveTimeoutMs)
     this.sweepMs = Math.max(10, Math.min(1000, shortest / 4))
   }

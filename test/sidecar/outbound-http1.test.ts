@@ -8,7 +8,8 @@
 // connection goes on. On the listener alone, with short timeouts: a slow head or a slow body is
 // answered 408 and closed, an idle keep-alive connection closed; one request at a time (the next
 // waits its turn); a body nobody reads holds the client back, then arrives whole; each
-// connection's llhttp parser is closed once the connection is done.
+// connection's llhttp parser is closed once the connection is done; past maxConnections a new
+// connection is closed at once (an app, or any process in the pod, held every descriptor before).
 import * as net from "node:net"
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest"
 import { Http1Listener, type Http1ListenerOptions } from "../../src/sidecar/http1Listener.ts"
@@ -137,6 +138,7 @@ describe("the outbound listener alone", () => {
       headersTimeoutMs: 60_000,
       requestTimeoutMs: 300_000,
       keepAliveTimeoutMs: 60_000,
+      maxConnections: 1000,
       onRequest,
       onUpgrade: (_request, socket) => socket.destroy(),
       onH2c: (socket) => socket.destroy(),
@@ -183,6 +185,34 @@ describe("the outbound listener alone", () => {
     leaving.destroy()
     expect(made.mock.contexts).toHaveLength(3)
     await waitFor(() => made.mock.contexts.every((parser) => closes.mock.contexts.includes(parser)), 5000, "the three parsers closed")
+  })
+
+  it("holds at most maxConnections: one past it is closed at once, unread, and said (onDropped); once one closes, a new one is served", async () => {
+    let dropped = 0
+    const { port } = await start((call) => answer(call, "ok"), { maxConnections: 3, onDropped: () => dropped++ })
+    // Three apps' connections that never finish a head (slowloris): each holds its place until the head timeout.
+    const held = await Promise.all([0, 1, 2].map(async () => {
+      const client = await RawHttpClient.connect(cleanup, port)
+      client.write("GET /slow HTTP/1.1\r\nhost: a\r\n")
+      return client
+    }))
+    const extra = await RawHttpClient.connect(cleanup, port)
+    extra.write("GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+    await waitFor(() => extra.closed, 5000, "the connection past the cap to be closed")
+    expect(extra.responses).toEqual([])
+    expect(dropped).toBe(1)
+    held[0]!.destroy()
+    // The listener counts the close once it sees it: a new connection is served from then on.
+    await waitFor(() => held[0]!.closed, 5000, "the held connection's close")
+    let served: RawHttpClient | undefined
+    for (let tries = 0; served === undefined; tries++) {
+      const client = await RawHttpClient.connect(cleanup, port)
+      client.write("GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+      await client.untilResponses(1, 5000)
+      if (client.responses.length === 1) served = client
+      else expect(tries, "a place freed by the close").toBeLessThan(50)
+    }
+    expect(served.responses[0]!.body.toString()).toBe("ok")
   })
 
   it("a slow head, then a slow body, are answered 408 and closed", async () => {
