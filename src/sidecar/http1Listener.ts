@@ -7,7 +7,7 @@
 // - one request answered at a time, in order: a request pipelined behind one being answered waits,
 //   and the connection is not read further until its turn;
 // - llhttp's strict parsing (Transfer-Encoding with Content-Length, bad chunking... 400; a head
-//   past the size limit 431); an HTTP/1.1 request without Host 400; `Expect: 100-continue` is
+//   past the size limit 431); an HTTP/1.1 request without Host (or with two) 400; `Expect: 100-continue` is
 //   answered 100, any other expectation 417; more than node's 1,000 header fields are dropped;
 // - the head must come within the headers timeout, the whole request within the request timeout
 //   (408, then the close); an idle keep-alive connection closes after its timeout;

@@ -1,7 +1,7 @@
 // The outbound listener's HTTP/1.1 (issue 14: our own server over llhttp in place of node:http's)
 // keeps what node:http's server guaranteed the app. Through a sidecar pair, byte by byte from a
 // raw client: pipelined requests answered in order; `Expect: 100-continue` answered 100 before
-// the body is sent, other expectations 417; no Host on HTTP/1.1, Transfer-Encoding with
+// the body is sent, other expectations 417; no Host (or two) on HTTP/1.1, Transfer-Encoding with
 // Content-Length: 400 and the close, the app seeing nothing; CONNECT: 400 bad_target and the close
 // (it was cut without an answer); a head over node's 16 KiB: 431;
 // HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body and the
@@ -62,9 +62,12 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
     expect(seen).not.toContain("/teapot")
   })
 
-  it("refuses an HTTP/1.1 request without Host, and Transfer-Encoding with Content-Length, with 400 and the close; the app sees neither", async () => {
+  it("refuses an HTTP/1.1 request without Host, with two Host fields, and Transfer-Encoding with Content-Length, with 400 and the close; the app sees none", async () => {
     for (const head of [
       "GET /no-host HTTP/1.1\r\n\r\n",
+      // RFC 9112 3.2: a server MUST answer 400 to more than one Host field (the first went to one service, a proxy before us may have checked the second).
+      "GET /two-hosts HTTP/1.1\r\nhost: catalog\r\nhost: billing\r\n\r\n",
+      "GET /two-hosts HTTP/1.1\r\nhost: catalog\r\nHost: catalog\r\n\r\n",
       "POST /smuggle HTTP/1.1\r\nhost: catalog\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
     ]) {
       const client = await connect()
@@ -74,6 +77,7 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
       await waitFor(() => client.closed, 5000, "the close after a 400")
     }
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/no-host")
+    expect(mesh.app.seen.map((r) => r.url)).not.toContain("/two-hosts")
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/smuggle")
   })
 
