@@ -219,6 +219,27 @@ describe("the outbound listener alone", () => {
     expect(served.responses[0]!.body.toString()).toBe("ok")
   })
 
+  it("CONNECT: a caller that keeps its side open after the 400 does not hold its connection (nor its place under maxConnections)", async () => {
+    // The answer is written and the listener's end sent; no timer watches the socket after that,
+    // so a caller that never closes its side would hold the connection (and a place) for ever.
+    const { port, sockets } = await start((call) => answer(call, "ok"), { maxConnections: 1 })
+    const client = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true })
+    cleanup.add(() => void client.destroy())
+    client.on("error", () => {})
+    const chunks: Array<Buffer> = []
+    client.on("data", (chunk: Buffer) => chunks.push(chunk))
+    let ended = false
+    client.once("end", () => (ended = true))
+    client.write("CONNECT catalog:443 HTTP/1.1\r\nhost: catalog:443\r\n\r\n")
+    await waitFor(() => ended, 5000, "the answer and the listener's end")
+    expect(Buffer.concat(chunks).toString("latin1")).toMatch(/^HTTP\/1\.1 400 /)
+    await waitFor(() => sockets.length === 1 && sockets[0]!.destroyed, 5000, "the listener's socket closed although the caller keeps its side open")
+    const next = await RawHttpClient.connect(cleanup, port)
+    next.write("GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+    await next.untilResponses(1, 5000)
+    expect(next.responses.map((r) => r.body.toString())).toEqual(["ok"])
+  })
+
   it("a slow head, then a slow body, are answered 408 and closed", async () => {
     const { port } = await start((call) => void call.readBody(1024).then(() => answer(call, "late"), () => {}), { headersTimeoutMs: 200, requestTimeoutMs: 400 })
     for (const partial of ["GET /slow HTTP/1.1\r\nhost: a\r\n", "POST /slow HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nabc"]) {
