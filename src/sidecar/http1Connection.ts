@@ -309,7 +309,12 @@ export class Connection implements CallConnection {
    */
   private handOver(call: Http1Call): void {
     this.detach()
-    if (call.method === "CONNECT") return writeProxyError(this.socket, CONNECT_REFUSED)
+    if (call.method === "CONNECT") {
+      // No timer watches the socket from here: closed once the answer is written, as the other
+      // error answers are, or a caller keeping its side open would hold it (and a place) for ever.
+      writeProxyError(this.socket, CONNECT_REFUSED)
+      return void this.socket.destroySoon()
+    }
     ;(this.socket as { readableFlowing: boolean | null }).readableFlowing = null
     this.listener.options.onUpgrade(call, this.socket, call.upgradeHead)
   }
