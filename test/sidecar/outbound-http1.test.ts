@@ -17,7 +17,7 @@ import { HTTPParser } from "../../src/sidecar/llhttp.ts"
 import type { OutboundCall } from "../../src/sidecar/outboundCall.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { HttpStreamParser, type RawMessage, RawHttpClient } from "../support/rawHttp.ts"
-import { echoRequest, type Mesh, startMesh } from "../support/sidecarHarness.ts"
+import { echoRequest, type Mesh, sidecarConfig, startMesh, startSidecar } from "../support/sidecarHarness.ts"
 
 const bodyOf = (message: RawMessage) => JSON.parse(message.body.toString("utf8")) as { url: string; body: string; method: string }
 const header = (message: RawMessage, name: string) => message.headers.find(([n]) => n.toLowerCase() === name)?.[1]
@@ -126,6 +126,34 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
     expect(responses[0]!.body.length).toBe(0)
     expect(Number(header(responses[0]!, "content-length"))).toBeGreaterThan(0)
     expect(bodyOf(responses[1]!).url).toBe("/after")
+  })
+})
+
+describe("the sidecar's --max-app-connections", () => {
+  const cleanup = new Cleanup()
+  afterAll(() => cleanup.run())
+
+  it("closes an app connection past the cap and logs outbound-connections-full with the cap (throttled: 20 lines, then the count left out)", async () => {
+    const lines: Array<Record<string, unknown>> = []
+    const running = await startSidecar(cleanup, sidecarConfig({ service: "store", maxAppConnections: 2 }), (event, fields) => {
+      if (event === "outbound-connections-full") lines.push(fields)
+    })
+    const held = await Promise.all([0, 1].map(async () => {
+      const client = await RawHttpClient.connect(cleanup, running.outboundPort)
+      client.write("GET /slow HTTP/1.1\r\nhost: catalog\r\n")
+      return client
+    }))
+    const extras: Array<RawHttpClient> = []
+    for (let i = 0; i < 25; i++) {
+      const extra = await RawHttpClient.connect(cleanup, running.outboundPort)
+      extra.write("GET / HTTP/1.1\r\nhost: catalog\r\n\r\n")
+      extras.push(extra)
+      await waitFor(() => extra.closed, 5000, "the connection past the cap to be closed")
+    }
+    expect(extras.every((extra) => extra.responses.length === 0)).toBe(true)
+    expect(held.every((client) => !client.closed)).toBe(true)
+    expect(lines).toHaveLength(20)
+    expect(lines[0]).toMatchObject({ maxAppConnections: 2 })
   })
 })
 
