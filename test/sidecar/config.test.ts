@@ -523,7 +523,7 @@ describe("iip-mesh sidecar with a bad configuration", () => {
 })
 
 describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
-  it("default to 1024 requests and 64 MiB per connection, 16384 and 512 MiB in all, 1024/65536 channels, 4096 tunnels, 4096 app connections, 1 MiB whole bodies, 10 s / 30 s / 5 min", () => {
+  it("default to 1024 requests and 64 MiB per connection, 16384 and 512 MiB in all, 1024/65536 channels, 4096 tunnels, 8192 app connections, 1 MiB whole bodies, 10 s / 30 s / 5 min", () => {
     const config = ok(load(["--service", "a"]))
     expect(config).toMatchObject({
       maxQueuedRequestsPerConnection: 1024,
@@ -533,7 +533,7 @@ describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
       maxChannelsPerConnection: 1024,
       maxChannels: 65_536,
       maxTunnels: 4096,
-      maxAppConnections: 4096,
+      maxAppConnections: 8192,
       maxWholeBodyBytes: 1024 * 1024,
       firstPacketTimeoutMs: 10_000,
       packetTimeoutMs: 30_000,
