@@ -100,6 +100,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "maxChannels":
     case "maxTunnels":
     case "maxTunnelsPerPeer":
+    case "maxAppConnections":
       return /^\d+$/.test(last) ? Number(last) : last
     case "hashKey":
       return last === "" || last === "none" ? null : last

@@ -48,6 +48,7 @@ export const settings = [
   { key: "maxChannels", env: "IIP_MESH_MAX_CHANNELS", flag: "--max-channels", help: "inbound channels open in all (default 65536)" },
   { key: "maxTunnels", env: "IIP_MESH_MAX_TUNNELS", flag: "--max-tunnels", help: "upgraded connections (WebSockets) open at once, to the app (inbound) and from the calling apps (outbound), each side counted on its own; past it new upgrades are refused overloaded (default 4096)" },
   { key: "maxTunnelsPerPeer", env: "IIP_MESH_MAX_TUNNELS_PER_PEER", flag: "--max-tunnels-per-peer", help: "of those, open at once for one peer: a peer sidecar's address (inbound), a calling app's (outbound); past it its new upgrades are refused overloaded (default 1024)" },
+  { key: "maxAppConnections", env: "IIP_MESH_MAX_APP_CONNECTIONS", flag: "--max-app-connections", help: "connections the local apps hold open to the outbound listener at once (HTTP/1.1, h2c and upgraded ones together); past it a new one is closed at once, logged; keep it above --max-tunnels, which it counts too (default 8192)" },
   { key: "maxWholeBodyBytes", env: "IIP_MESH_MAX_WHOLE_BODY_BYTES", flag: "--max-whole-body-bytes", help: "largest body a peer may send in one packet; larger ones must stream (default 1MiB)" },
   { key: "firstPacketTimeoutMs", env: "IIP_MESH_FIRST_PACKET_TIMEOUT", flag: "--first-packet-timeout", help: "an inbound connection must send its first packet within this (default 10s)" },
   { key: "packetTimeoutMs", env: "IIP_MESH_PACKET_TIMEOUT", flag: "--packet-timeout", help: "a started packet must be complete within this (default 30s)" },
@@ -147,6 +148,9 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   maxChannels: 65_536,
   maxTunnels: 4096,
   maxTunnelsPerPeer: 1024,
+  // Above maxTunnels (the upgraded connections count here too): with every outbound tunnel open, the
+  // apps' ordinary connections still have 4096 places, and the next upgrade is refused overloaded.
+  maxAppConnections: 8192,
   maxWholeBodyBytes: 1024 * 1024,
   firstPacketTimeoutMs: 10_000,
   packetTimeoutMs: 30_000,

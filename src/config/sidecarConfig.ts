@@ -120,6 +120,8 @@ export const SidecarConfigSchema = Schema.Struct({
   maxTunnels: Count,
   /** Of those, open at once for one peer (a peer sidecar's address inbound, a calling app's outbound: sidecar/tunnelSeats.ts). */
   maxTunnelsPerPeer: Count,
+  /** Connections the local apps hold open to the outbound listener at once; past it a new one is closed at once. */
+  maxAppConnections: Count,
   /** Most body bytes of a mesh message sent whole (in one packet); a larger one must stream. */
   maxWholeBodyBytes: Bytes,
   /** An inbound connection must complete its first packet (its hello) within this; null for no limit. */

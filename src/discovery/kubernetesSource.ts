@@ -24,6 +24,12 @@
 // the read-only listener), when the Service names one, is the pods' admin control port (admin
 // federation, src/admin/federation.ts).
 //
+// Slices are read as untrusted input (anyone allowed to write slices in the namespace, or a server
+// in the middle, controls them), as the other sources read theirs: a part that is not what the API
+// defines (null, missing, not a list) is skipped; a port outside 1..65535, an address that is no IP
+// address or host name, a zone or node name that is not a bounded printable string is left out.
+// One malformed slice never keeps the service's good endpoints from being reported.
+//
 // Reconnecting and coalescing: kubernetesWatch.ts. The last reported set stays while the watch is
 // down, and a Reset is only emitted when the set differs from the last one.
 import { DiscoveryV1Api, KubeConfig, type V1EndpointSlice } from "@kubernetes/client-node"
@@ -31,7 +37,7 @@ import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
 import { watchKubernetes } from "./kubernetesWatch.ts"
-import { clampWeight, endpointKey, type DiscoveredEndpoint, type DiscoverySource } from "./types.ts"
+import { clampWeight, endpointKey, type DiscoveredEndpoint, type DiscoverySource, isHost, isNodeId, validPort } from "./types.ts"
 
 export interface KubernetesSourceOptions {
   /** The mesh service the endpoints belong to. */
@@ -96,20 +102,23 @@ export const endpointsOfSlices = (
   }
 ): ReadonlyArray<DiscoveredEndpoint> => {
   const endpoints = new Map<string, DiscoveredEndpoint>()
-  const ordered = [...slices].sort((a, b) => (a.metadata?.name ?? "").localeCompare(b.metadata?.name ?? ""))
+  const ordered = slices.filter(isObject).sort((a, b) => nameOf(a).localeCompare(nameOf(b)))
   for (const slice of ordered) {
-    const port = slice.ports?.find((candidate) => (candidate.name ?? "") === options.portName)?.port
+    const port = portNamed(slice, options.portName)
     if (port === undefined) {
-      if ((slice.endpoints ?? []).length > 0) options.noPort?.(slice.metadata?.name ?? "")
+      if (listOf(slice.endpoints).length > 0) options.noPort?.(nameOf(slice))
       continue
     }
-    const adminPort = slice.ports?.find((candidate) => (candidate.name ?? "") === (options.adminPortName ?? "admin-control"))?.port
+    const adminPort = portNamed(slice, options.adminPortName ?? "admin-control")
     const weight = weightOf(slice.metadata?.annotations?.[options.weightAnnotation])
     const identity = identityOf(slice, options.trustDomain, options.identityLabel ?? defaultIdentityLabel)
     const version = slice.metadata?.labels?.[versionLabel]
-    for (const endpoint of slice.endpoints ?? []) {
-      if (!takesTraffic(endpoint.conditions)) continue
-      for (const address of endpoint.addresses) {
+    for (const endpoint of listOf(slice.endpoints)) {
+      if (!isObject(endpoint) || !takesTraffic(endpoint.conditions)) continue
+      const zone = printable(endpoint.zone)
+      const node = printable(endpoint.nodeName)
+      for (const address of listOf(endpoint.addresses)) {
+        if (typeof address !== "string" || !isHost(address)) continue
         const found: DiscoveredEndpoint = {
           service: options.service,
           host: address,
@@ -117,10 +126,10 @@ export const endpointsOfSlices = (
           weight,
           features: [],
           source: "kubernetes",
-          ...(endpoint.zone === undefined ? {} : { zone: endpoint.zone }),
-          ...(endpoint.nodeName === undefined ? {} : { node: endpoint.nodeName }),
+          ...(zone === undefined ? {} : { zone }),
+          ...(node === undefined ? {} : { node }),
           ...(identity === undefined ? {} : { identity }),
-          ...(version === undefined || !isSubsetLabel(version) ? {} : { version }),
+          ...(typeof version !== "string" || !isSubsetLabel(version) ? {} : { version }),
           ...(adminPort === undefined ? {} : { adminPort })
         }
         const key = endpointKey(found)
@@ -130,6 +139,22 @@ export const endpointsOfSlices = (
   }
   return [...endpoints.values()]
 }
+
+const isObject = <A>(value: A | null | undefined): value is A => typeof value === "object" && value !== null
+
+/** A list the API defines, or none when it is missing or not a list. */
+const listOf = <A>(value: ReadonlyArray<A> | null | undefined): ReadonlyArray<A> => (Array.isArray(value) ? value : [])
+
+const nameOf = (slice: V1EndpointSlice): string => (typeof slice.metadata?.name === "string" ? slice.metadata.name : "")
+
+/** The slice's port named `name`, if it is a port number (1..65535). */
+const portNamed = (slice: V1EndpointSlice, name: string): number | undefined => {
+  const port = listOf(slice.ports).find((candidate) => isObject(candidate) && (candidate.name ?? "") === name)?.port
+  return typeof port === "number" ? validPort(port) : undefined
+}
+
+/** A zone or node name fit for the admin view and the log, or none. */
+const printable = (value: unknown): string | undefined => (typeof value === "string" && isNodeId(value) ? value : undefined)
 
 export const defaultIdentityLabel = "iip-mesh/service-account"
 

@@ -49,9 +49,14 @@ const FIRST_WINS = new Set([
 const HeaderRecord = function HeaderRecord() {} as unknown as new () => Record<string, string | Array<string>>
 HeaderRecord.prototype = Object.create(null)
 
-/** Lower-case names, repeated values joined as node:http joins them. */
+/**
+ * Lower-case names, repeated values joined as node:http joins them. A Host field given twice
+ * leaves none in the record: the request names no target, and is refused 400 as one without Host
+ * (RFC 9112 3.2 requires it; node:http kept the first, which a proxy in front may not have checked).
+ */
 const headerRecord = (raw: ReadonlyArray<string>): IncomingHttpHeaders => {
   const headers = new HeaderRecord()
+  let hostRepeated = false
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]!.toLowerCase()
     const value = raw[i + 1]!
@@ -59,7 +64,9 @@ const headerRecord = (raw: ReadonlyArray<string>): IncomingHttpHeaders => {
     if (prior === undefined) headers[name] = name === "set-cookie" ? [value] : value
     else if (name === "set-cookie") (prior as Array<string>).push(value)
     else if (!FIRST_WINS.has(name)) headers[name] = `${prior}${name === "cookie" ? "; " : ", "}${value}`
+    else if (name === "host") hostRepeated = true
   }
+  if (hostRepeated) headers["host"] = undefined as unknown as string
   return headers as IncomingHttpHeaders
 }
 

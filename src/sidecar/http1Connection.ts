@@ -12,7 +12,7 @@ import { asksOnlyH2c, CONTINUE_EXPECTATION, MAX_HEADER_ENTRIES } from "./http1He
 import type { Http1Listener } from "./http1Listener.ts"
 import { Fifo } from "./fifo.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
-import { ProxyError, sendProxyError } from "./proxyError.ts"
+import { ProxyError, sendProxyError, writeProxyError } from "./proxyError.ts"
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
 /** Past the announced keep-alive timeout, as node:http waits before closing an idle connection. */
@@ -23,6 +23,7 @@ const BAD_REQUEST = errorAnswer(400, "Bad Request")
 const TOO_LARGE = errorAnswer(431, "Request Header Fields Too Large")
 const EXTENSIONS_TOO_LARGE = errorAnswer(413, "Payload Too Large")
 const TIMED_OUT = errorAnswer(408, "Request Timeout")
+const CONNECT_REFUSED = new ProxyError({ status: 400, reason: "bad_target", hop: "outbound", message: "CONNECT is not proxied: send the request itself, naming the service in Host or an absolute http:// URI" })
 
 /** A TCP socket's libuv handle, as llhttp consumes it (node:http's onSocketPause/onSocketResume keep `reading` the same way). */
 interface ConsumableHandle {
@@ -334,10 +335,19 @@ export class Connection implements CallConnection {
     this.heldBytes = 0
   }
 
-  /** The socket goes to the upgrade handler, as node:http's 'upgrade' event gave it (CONNECT: closed, as there). */
+  /**
+   * The socket goes to the upgrade handler, as node:http's 'upgrade' event gave it. CONNECT (a
+   * tunnel: an app whose HTTPS_PROXY names the sidecar) is no request the mesh carries: answered
+   * 400 bad_target, as over HTTP/2, then closed (node:http closed it without a word).
+   */
   private handOver(call: Http1Call): void {
     this.detach()
-    if (call.method === "CONNECT") return void this.socket.destroy()
+    if (call.method === "CONNECT") {
+      // No timer watches the socket from here: closed once the answer is written, as the other
+      // error answers are, or a caller keeping its side open would hold it (and a place) for ever.
+      writeProxyError(this.socket, CONNECT_REFUSED)
+      return void this.socket.destroySoon()
+    }
     ;(this.socket as { readableFlowing: boolean | null }).readableFlowing = null
     this.listener.options.onUpgrade(call, this.socket, call.upgradeHead)
   }

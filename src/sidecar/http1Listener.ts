@@ -7,10 +7,13 @@
 // - one request answered at a time, in order: a request pipelined behind one being answered waits,
 //   and the connection is not read further until its turn;
 // - llhttp's strict parsing (Transfer-Encoding with Content-Length, bad chunking... 400; a head
-//   past the size limit 431, in its turn after the answers to the requests read before it); an HTTP/1.1 request without Host 400; `Expect: 100-continue` is
+//   past the size limit 431, in its turn after the answers to the requests read before it); an
+//   HTTP/1.1 request without Host (or with two) 400; `Expect: 100-continue` is
 //   answered 100, any other expectation 417; more than node's 1,000 header fields are dropped;
 // - the head must come within the headers timeout, the whole request within the request timeout
 //   (408, then the close); an idle keep-alive connection closes after its timeout;
+// - at most `maxConnections` connections at once (h2c and upgraded ones counted too); past it a new
+//   one is closed at once (node's own cap, `server.maxConnections`);
 // - an answer past the socket's high-water mark holds the next request (and reading) until the
 //   socket drains: a caller that pipelines and reads nothing gets no more answers to pile up in
 //   memory, and is closed once it has taken none of one for the keep-alive timeout; across
@@ -18,8 +21,8 @@
 //   it a new request is refused 503 overloaded before it is forwarded, so many slow readers, each
 //   holding one large answer, cannot grow the process without end;
 // - HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body;
-// - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT closes it); one that asks for
-//   h2c alone (curl --http2 on http://) is no upgrade here, as the mesh never switches to h2c: an
+// - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT is answered 400 bad_target and
+//   closed); one that asks for h2c alone (curl --http2 on http://) is no upgrade here, as the mesh never switches to h2c: an
 //   ordinary request, its body read as any other's (chunked or with a length: in another coding it
 //   stays an upgrade, refused), and the last one read on its connection.
 // Each connection is an http1Connection.ts Connection (its parsing, turns and timeouts); this module
@@ -46,6 +49,13 @@ export interface Http1ListenerOptions {
   readonly onStray: () => void
   /** The bytes of answers all connections may hold unsent for callers that do not take them; past it new requests are refused. */
   readonly maxHeldAnswerBytes: number
+  /**
+   * Connections open at once, HTTP/1.1, h2c and upgraded ones together (node counts every socket
+   * the server accepted until it closes); one past it is closed at once, unread.
+   */
+  readonly maxConnections: number
+  /** A connection was closed for want of a place (to be counted and logged, throttled). */
+  readonly onDropped?: () => void
 }
 
 export class Http1Listener {
@@ -75,6 +85,10 @@ export class Http1Listener {
         this.sweeper.unref()
       }
     })
+    // The apps (any process in the pod reaches the port) could otherwise hold every descriptor the
+    // process has, and the inbound side could accept no peer nor dial any endpoint.
+    this.server.maxConnections = options.maxConnections
+    this.server.on("drop", () => options.onDropped?.())
     const shortest = Math.min(options.headersTimeoutMs, options.requestTimeoutMs, options.keepAliveTimeoutMs)
     this.sweepMs = Math.max(10, Math.min(1000, shortest / 4))
   }

@@ -166,12 +166,16 @@ export interface TranslateOptions {
 
 /** One HTTPRoute's routes (one per target service, rule and match), or why it cannot be taken. */
 export const translateHttpRoute = (object: HttpRouteObject, options: TranslateOptions): Translation => {
-  const namespace = object.metadata?.namespace ?? "default"
-  const name = object.metadata?.name ?? ""
-  const parents = (object.spec?.parentRefs ?? []).filter(isCoreService)
-  if (parents.length === 0) return { _tag: "NotMesh" }
-  const created = object.metadata?.creationTimestamp === undefined ? 0 : new Date(object.metadata.creationTimestamp).getTime()
+  // Total: an object whose parts are not what the API defines (a null rule or match, rules that are
+  // no list, a path value that is no string: the watch hands over what the server sent) is refused
+  // with the reason, logged by the caller, and the other objects apply; it used to throw out of the
+  // watch's change handler, and no change to any HTTPRoute applied until it was gone.
   try {
+    const namespace = object.metadata?.namespace ?? "default"
+    const name = object.metadata?.name ?? ""
+    const parents = (object.spec?.parentRefs ?? []).filter(isCoreService)
+    if (parents.length === 0) return { _tag: "NotMesh" }
+    const created = object.metadata?.creationTimestamp === undefined ? 0 : new Date(object.metadata.creationTimestamp).getTime()
     const routes: Array<TranslatedRoute> = []
     const rules = object.spec?.rules ?? [{}]
     for (const parent of parents) {
@@ -243,7 +247,7 @@ export const translateHttpRoute = (object: HttpRouteObject, options: TranslateOp
     return { _tag: "Routes", routes }
   } catch (error) {
     if (error instanceof Untranslatable) return { _tag: "Refused", reason: error.message }
-    throw error
+    return { _tag: "Refused", reason: `not an HTTPRoute as the API defines it (${error instanceof Error ? error.message : String(error)})` }
   }
 }
 

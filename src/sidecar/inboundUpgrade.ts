@@ -143,9 +143,11 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
       // Not switched: the answer goes back as it is (an ordinary answer); this connection is the app's no longer.
       countOut()
       peerBytes?.discard()
+      // Taken now: an answer framed by the close ends after node has let go of the socket (response.socket is null by then).
+      const appSocket = response.socket
       response.on("end", () => {
         observation.end(leg.address, response.statusCode ?? 502, undefined)
-        response.socket.destroy()
+        appSocket.destroy()
       })
       response.on("error", () => observation.end(leg.address, 502, { hop: "app", reason: "answer_broke_off" }))
       answer(reply(response, responseMeta(response.statusCode ?? 502, endToEndHeaders(response.rawHeaders, leg.onInvalidHeaders))))

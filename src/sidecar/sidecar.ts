@@ -451,11 +451,18 @@ export const make = (
     const outboundTunnels = { seats: new TunnelSeats(config.maxTunnels, config.maxTunnelsPerPeer), unread: { bytes: 0 }, maxUnreadBytes: config.maxQueuedBytes, stalls: new TunnelStalls(config.upgradeStallTimeoutMs, log) }
     telemetry.metrics.watchTunnelBytes(() => ({ outbound: outboundTunnels.unread.bytes, inbound: inbound.budget.tunnelBytes }))
     telemetry.metrics.watchTunnelRefusals(() => ({ outbound: outboundTunnels.seats.refused, inbound: appLeg?.tunnels.refused ?? NO_TUNNEL_REFUSALS }))
+    const droppedLines = new LogThrottle(EXPORT_FAILED_LINES, EXPORT_FAILED_WINDOW_MS)
     const outboundListener = new Http1Listener({
       maxHeaderSize: nodeHttp.maxHeaderSize,
       headersTimeoutMs: OUTBOUND_HEADERS_TIMEOUT_MS,
       requestTimeoutMs: OUTBOUND_REQUEST_TIMEOUT_MS,
       keepAliveTimeoutMs: OUTBOUND_KEEP_ALIVE_MS,
+      maxConnections: config.maxAppConnections,
+      // Every connection past the cap would be a line: throttled as export failures are.
+      onDropped: () => {
+        const admitted = droppedLines.admit()
+        if (admitted !== undefined) log("outbound-connections-full", { maxAppConnections: config.maxAppConnections, message: "a new app connection was closed: as many as maxAppConnections are open", ...admitted })
+      },
       onRequest: handler,
       // WebSocket and other upgrades: one mesh stream each (outboundUpgrade.ts).
       onUpgrade: makeUpgradeHandler({ ...outboundOptions, upgradeIdleTimeoutMs: config.upgradeIdleTimeoutMs, tunnels: outboundTunnels }),

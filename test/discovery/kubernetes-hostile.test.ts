@@ -1,13 +1,17 @@
 // The EndpointSlice source (src/discovery/kubernetesSource.ts, kubernetesWatch.ts) against an API
 // server that misbehaves (test/discovery/fakeKubeApi.ts): one that answers every watch with an
 // event and ends it at once, one whose history is always expired (410 Gone on every watch), and
-// annotations out of range. The watch must not reconnect in a tight loop.
+// annotations out of range. The watch must not reconnect in a tight loop. And EndpointSlice
+// objects that are not what the API defines (whoever may write slices in the namespace, or a
+// server in the middle): one malformed slice threw out of the watch's change handler (uncaught),
+// and the service's good endpoints were never reported; ports and addresses out of range were
+// dialled and shown.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
-import { kubernetesSource, weightOf } from "../../src/discovery/kubernetesSource.ts"
-import { KubeConfig } from "@kubernetes/client-node"
+import { endpointsOfSlices, kubernetesSource, weightOf } from "../../src/discovery/kubernetesSource.ts"
+import { KubeConfig, type V1EndpointSlice } from "@kubernetes/client-node"
 import { MaxWatchLineBytes, watchKubernetes } from "../../src/discovery/kubernetesWatch.ts"
 import { type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
 import { endpointSlice, FakeKubeApi } from "./fakeKubeApi.ts"
@@ -211,5 +215,54 @@ describe("EndpointSlice annotations out of range", () => {
     expect(weightOf("1001")).toBe(MaxWeight)
     expect(weightOf(`${"9".repeat(400)}`)).toBe(MaxWeight)
     expect(weightOf("1000")).toBe(1000)
+  })
+})
+
+describe("EndpointSlice objects that are not what the API defines", () => {
+  const options = { service: "web", portName: "mesh", weightAnnotation: "iip-mesh/weight", adminPortName: "admin-control" }
+  const good = endpointSlice("web-a", [{ ip: "10.1.0.10" }])
+  /** A copy of a good slice of the one endpoint `ip`, changed by `change` as the test needs (any shape). */
+  const bent = (name: string, change: (slice: Record<string, any>) => void, ip = "10.1.0.20") => {
+    const slice = structuredClone(endpointSlice(name, [{ ip }])) as Record<string, any>
+    change(slice)
+    return slice as unknown as V1EndpointSlice
+  }
+  const hosts = (slices: ReadonlyArray<V1EndpointSlice>) => endpointsOfSlices(slices, options).map((e) => `${e.host}:${e.port}`)
+
+  it("null, missing or mistyped parts (endpoints, addresses, ports, names) are skipped without a throw; the good slice beside them is kept", () => {
+    const malformed = [
+      bent("m1", (s) => delete s.endpoints[0].addresses),
+      bent("m2", (s) => (s.endpoints[0].addresses = null)),
+      bent("m3", (s) => (s.endpoints[0].addresses = [12345, null, { ip: "10.1.0.21" }])),
+      bent("m4", (s) => (s.endpoints = [null, "10.1.0.22"])),
+      bent("m5", (s) => (s.endpoints = { 0: { addresses: ["10.1.0.23"] } })),
+      bent("m6", (s) => (s.ports = [null, 7])),
+      bent("m7", (s) => (s.ports = "mesh")),
+      null as unknown as V1EndpointSlice
+    ]
+    for (const slice of malformed) expect(hosts([slice, good]), JSON.stringify(slice)).toEqual(["10.1.0.10:4143"])
+    expect(hosts([...malformed, good])).toEqual(["10.1.0.10:4143"])
+    // A name that is no string only orders the slices: its endpoints are good.
+    expect(hosts([bent("n", (s) => (s.metadata.name = 42)), good])).toEqual(["10.1.0.20:4143", "10.1.0.10:4143"])
+  })
+
+  it("a port outside 1..65535 or not an integer, and an address that is no IP address or host name, are left out: never dialled nor shown", () => {
+    for (const port of [0, -1, 70000, 1.5, "80", null]) expect(hosts([bent("p", (s) => (s.ports[0].port = port)), good]), String(port)).toEqual(["10.1.0.10:4143"])
+    for (const ip of ["a b\r\nx-evil: 1", "x".repeat(300), "10.0.0.1:80", ""]) expect(hosts([bent("a", () => {}, ip), good]), JSON.stringify(ip)).toEqual(["10.1.0.10:4143"])
+    expect(hosts([bent("fqdn", () => {}, "web-0.web.shop.svc.cluster.local")])).toEqual(["web-0.web.shop.svc.cluster.local:4143"])
+  })
+
+  it("an admin port out of range, and a zone or node name with control characters or of 10 KB, are left off the endpoint, which is kept", () => {
+    const slice = bent("z", (s) => {
+      s.ports.push({ name: "admin-control", port: 70000 })
+      s.endpoints[0].zone = "z\n".repeat(5000)
+      s.endpoints[0].nodeName = { name: "n1" }
+    })
+    const [endpoint, ...rest] = endpointsOfSlices([slice], options)
+    expect(rest).toEqual([])
+    expect(endpoint).toMatchObject({ host: "10.1.0.20", port: 4143 })
+    expect(endpoint!.adminPort).toBeUndefined()
+    expect(endpoint!.zone).toBeUndefined()
+    expect(endpoint!.node).toBeUndefined()
   })
 })

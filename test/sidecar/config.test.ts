@@ -523,7 +523,7 @@ describe("iip-mesh sidecar with a bad configuration", () => {
 })
 
 describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
-  it("default to 1024 requests and 64 MiB per connection, 16384 and 512 MiB in all, 1024/65536 channels, 4096 tunnels, 1 MiB whole bodies, 10 s / 30 s / 5 min", () => {
+  it("default to 1024 requests and 64 MiB per connection, 16384 and 512 MiB in all, 1024/65536 channels, 4096 tunnels, 8192 app connections, 1 MiB whole bodies, 10 s / 30 s / 5 min", () => {
     const config = ok(load(["--service", "a"]))
     expect(config).toMatchObject({
       maxQueuedRequestsPerConnection: 1024,
@@ -533,6 +533,7 @@ describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
       maxChannelsPerConnection: 1024,
       maxChannels: 65_536,
       maxTunnels: 4096,
+      maxAppConnections: 8192,
       maxWholeBodyBytes: 1024 * 1024,
       firstPacketTimeoutMs: 10_000,
       packetTimeoutMs: 30_000,
@@ -550,6 +551,7 @@ describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
       "--max-channels-per-connection", "16",
       "--max-channels", "4096",
       "--max-tunnels", "300",
+      "--max-app-connections", "50",
       "--max-whole-body-bytes", "256KiB",
       "--first-packet-timeout", "2s",
       "--packet-timeout", "500ms",
@@ -563,13 +565,14 @@ describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
       maxChannelsPerConnection: 16,
       maxChannels: 4096,
       maxTunnels: 300,
+      maxAppConnections: 50,
       maxWholeBodyBytes: 256 * 1024,
       firstPacketTimeoutMs: 2000,
       packetTimeoutMs: 500,
       idleTimeoutMs: null
     })
-    const fromEnv = ok(load(["--service", "a"], { IIP_MESH_MAX_QUEUED_BYTES: "1048576", IIP_MESH_IDLE_TIMEOUT: "2m", IIP_MESH_MAX_CHANNELS: "100", IIP_MESH_MAX_TUNNELS: "7" }))
-    expect(fromEnv).toMatchObject({ maxQueuedBytes: 1024 * 1024, idleTimeoutMs: 120_000, maxChannels: 100, maxTunnels: 7 })
+    const fromEnv = ok(load(["--service", "a"], { IIP_MESH_MAX_QUEUED_BYTES: "1048576", IIP_MESH_IDLE_TIMEOUT: "2m", IIP_MESH_MAX_CHANNELS: "100", IIP_MESH_MAX_TUNNELS: "7", IIP_MESH_MAX_APP_CONNECTIONS: "9" }))
+    expect(fromEnv).toMatchObject({ maxQueuedBytes: 1024 * 1024, idleTimeoutMs: 120_000, maxChannels: 100, maxTunnels: 7, maxAppConnections: 9 })
   })
 
   it("bad sizes, counts and durations are reported together, each with its setting", () => {

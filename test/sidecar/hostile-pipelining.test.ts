@@ -93,6 +93,7 @@ describe("a caller that pipelines requests and reads no answer", () => {
       headersTimeoutMs: 60_000,
       requestTimeoutMs: 300_000,
       keepAliveTimeoutMs: 200,
+      maxConnections: 1000,
       onRequest: (call) => {
         call.writeHead(200, [["content-length", String(size)]])
         call.end(Buffer.alloc(size))

@@ -166,4 +166,15 @@ describe("hostile upgrades", () => {
     tunnels.at(-1)!.write("ping")
     expect(await withTimeout(arrived, 2000, "bytes through the last tunnel")).toBe("ping")
   })
+
+  it("an app that does not switch and answers until its connection closes: the caller gets that answer, and nothing throws", async () => {
+    // Node's server with no upgrade listener answers an upgrade request as an ordinary one, framed by the close.
+    const { a } = await startMesh(cleanup, (_req, res) => res.end("not switched"))
+    const answer = await rawExchange(cleanup, a.outboundPort, "GET /ws HTTP/1.1\r\nhost: catalog\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n", (got) => got.endsWith("not switched"))
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /)
+    expect(answer).toMatch(/\r\n\r\nnot switched$/)
+    // B's end of the answer (where it threw) runs after the caller has it: a later request shows B went on.
+    const plain = await call(a.outboundPort, { path: "/after", timeoutMs: 2000 })
+    expect(plain.status).toBe(200)
+  })
 })

@@ -3,7 +3,7 @@
 // precedence, what is refused and why), then a real sidecar watching a fake API server
 // (src/sidecar/kubernetesRoutes.ts): an HTTPRoute added, its weights changed (to another
 // service), and deleted each take effect within 1 s; an object that cannot be taken is logged and
-// the others still apply.
+// the others still apply; one whose parts are not what the API defines is refused, not thrown.
 import type { KubernetesObject } from "@kubernetes/client-node"
 import * as Result from "effect/Result"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -83,6 +83,26 @@ describe("HTTPRoute translation", () => {
     expect(refused({ parentRefs: [{ name: "shop-gateway" }], rules: [] })).toEqual({ _tag: "NotMesh" })
     expect(gatewayDurationMs("1h2m3s500ms")).toBe(3_723_500)
     expect(gatewayDurationMs("0s")).toBe(0)
+  })
+
+  it("parts that are not what the API defines (null, not a list, not a string) make the object refused with the reason, never a throw", () => {
+    // What a server sends is not checked against the types: each of these threw out of the watch's change handler.
+    const bent: Array<unknown> = [
+      { parentRefs: pricingParent, rules: { 0: {} } },
+      { parentRefs: pricingParent, rules: [null] },
+      { parentRefs: pricingParent, rules: [{ matches: [null] }] },
+      { parentRefs: pricingParent, rules: [{ matches: [{ path: { type: "PathPrefix", value: 5 } }] }] },
+      { parentRefs: pricingParent, rules: [{ matches: [{ headers: [null] }] }] },
+      { parentRefs: pricingParent, rules: [{ backendRefs: [null] }] },
+      { parentRefs: pricingParent, rules: [{ filters: [null] }] },
+      { parentRefs: pricingParent, rules: [{ filters: [{ type: "RequestHeaderModifier", requestHeaderModifier: { set: [null] } }] }] },
+      { parentRefs: [null] },
+      { parentRefs: "pricing" }
+    ]
+    for (const spec of bent) {
+      const translation = translateHttpRoute(httpRoute("r", spec as NonNullable<HttpRouteObject["spec"]>), { meshNameOf })
+      expect(translation, JSON.stringify(spec)).toMatchObject({ _tag: "Refused", reason: expect.stringMatching(/^not an HTTPRoute as the API defines it \(/) })
+    }
   })
 
   it("precedence: exact path, then the longest prefix, then method, headers, query; then the oldest object", () => {

@@ -31,6 +31,7 @@ describe("whole answers held for callers that do not read them", () => {
       headersTimeoutMs: 60_000,
       requestTimeoutMs: 300_000,
       keepAliveTimeoutMs: 60_000,
+      maxConnections: 1000,
       maxHeldAnswerBytes: BUDGET,
       onRequest: (call) => {
         answered++

@@ -1,13 +1,15 @@
 // The outbound listener's HTTP/1.1 (issue 14: our own server over llhttp in place of node:http's)
 // keeps what node:http's server guaranteed the app. Through a sidecar pair, byte by byte from a
 // raw client: pipelined requests answered in order; `Expect: 100-continue` answered 100 before
-// the body is sent, other expectations 417; no Host on HTTP/1.1, Transfer-Encoding with
-// Content-Length: 400 and the close, the app seeing nothing; a head over node's 16 KiB: 431;
+// the body is sent, other expectations 417; no Host (or two) on HTTP/1.1, Transfer-Encoding with
+// Content-Length: 400 and the close, the app seeing nothing; CONNECT: 400 bad_target and the close
+// (it was cut without an answer); a head over node's 16 KiB: 431;
 // HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body and the
 // connection goes on. On the listener alone, with short timeouts: a slow head or a slow body is
 // answered 408 and closed, an idle keep-alive connection closed; one request at a time (the next
 // waits its turn); a body nobody reads holds the client back, then arrives whole; each
-// connection's llhttp parser is closed once the connection is done.
+// connection's llhttp parser is closed once the connection is done; past maxConnections a new
+// connection is closed at once (an app, or any process in the pod, held every descriptor before).
 import * as net from "node:net"
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest"
 import { Http1Listener, type Http1ListenerOptions } from "../../src/sidecar/http1Listener.ts"
@@ -15,7 +17,7 @@ import { HTTPParser } from "../../src/sidecar/llhttp.ts"
 import type { OutboundCall } from "../../src/sidecar/outboundCall.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { HttpStreamParser, type RawMessage, RawHttpClient } from "../support/rawHttp.ts"
-import { echoRequest, type Mesh, startMesh } from "../support/sidecarHarness.ts"
+import { echoRequest, type Mesh, sidecarConfig, startMesh, startSidecar } from "../support/sidecarHarness.ts"
 
 const bodyOf = (message: RawMessage) => JSON.parse(message.body.toString("utf8")) as { url: string; body: string; method: string }
 const header = (message: RawMessage, name: string) => message.headers.find(([n]) => n.toLowerCase() === name)?.[1]
@@ -60,9 +62,12 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
     expect(seen).not.toContain("/teapot")
   })
 
-  it("refuses an HTTP/1.1 request without Host, and Transfer-Encoding with Content-Length, with 400 and the close; the app sees neither", async () => {
+  it("refuses an HTTP/1.1 request without Host, with two Host fields, and Transfer-Encoding with Content-Length, with 400 and the close; the app sees none", async () => {
     for (const head of [
       "GET /no-host HTTP/1.1\r\n\r\n",
+      // RFC 9112 3.2: a server MUST answer 400 to more than one Host field (the first went to one service, a proxy before us may have checked the second).
+      "GET /two-hosts HTTP/1.1\r\nhost: catalog\r\nhost: billing\r\n\r\n",
+      "GET /two-hosts HTTP/1.1\r\nhost: catalog\r\nHost: catalog\r\n\r\n",
       "POST /smuggle HTTP/1.1\r\nhost: catalog\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
     ]) {
       const client = await connect()
@@ -72,7 +77,20 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
       await waitFor(() => client.closed, 5000, "the close after a 400")
     }
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/no-host")
+    expect(mesh.app.seen.map((r) => r.url)).not.toContain("/two-hosts")
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/smuggle")
+  })
+
+  it("CONNECT (a tunnel, as an app with HTTPS_PROXY asks) is answered 400 bad_target and closed, not cut without a word; the app sees nothing", async () => {
+    const client = await connect()
+    client.write("CONNECT catalog:443 HTTP/1.1\r\nhost: catalog:443\r\n\r\n")
+    await client.untilResponses(1)
+    const answer = client.responses[0]!
+    expect(answer.startLine).toBe("HTTP/1.1 400 Bad Request")
+    expect(header(answer, "x-iip-mesh-error")).toBe("outbound; reason=bad_target")
+    expect(JSON.parse(answer.body.toString("utf8"))).toMatchObject({ error: "bad_target", hop: "outbound" })
+    await waitFor(() => client.closed, 5000, "the close after the answer")
+    expect(mesh.app.seen.map((r) => r.method)).not.toContain("CONNECT")
   })
 
   it("a head over node's 16 KiB is answered 431", async () => {
@@ -111,6 +129,34 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
   })
 })
 
+describe("the sidecar's --max-app-connections", () => {
+  const cleanup = new Cleanup()
+  afterAll(() => cleanup.run())
+
+  it("closes an app connection past the cap and logs outbound-connections-full with the cap (throttled: 20 lines, then the count left out)", async () => {
+    const lines: Array<Record<string, unknown>> = []
+    const running = await startSidecar(cleanup, sidecarConfig({ service: "store", maxAppConnections: 2 }), (event, fields) => {
+      if (event === "outbound-connections-full") lines.push(fields)
+    })
+    const held = await Promise.all([0, 1].map(async () => {
+      const client = await RawHttpClient.connect(cleanup, running.outboundPort)
+      client.write("GET /slow HTTP/1.1\r\nhost: catalog\r\n")
+      return client
+    }))
+    const extras: Array<RawHttpClient> = []
+    for (let i = 0; i < 25; i++) {
+      const extra = await RawHttpClient.connect(cleanup, running.outboundPort)
+      extra.write("GET / HTTP/1.1\r\nhost: catalog\r\n\r\n")
+      extras.push(extra)
+      await waitFor(() => extra.closed, 5000, "the connection past the cap to be closed")
+    }
+    expect(extras.every((extra) => extra.responses.length === 0)).toBe(true)
+    expect(held.every((client) => !client.closed)).toBe(true)
+    expect(lines).toHaveLength(20)
+    expect(lines[0]).toMatchObject({ maxAppConnections: 2 })
+  })
+})
+
 describe("the outbound listener alone", () => {
   let cleanup: Cleanup
   beforeEach(() => {
@@ -124,6 +170,7 @@ describe("the outbound listener alone", () => {
       headersTimeoutMs: 60_000,
       requestTimeoutMs: 300_000,
       keepAliveTimeoutMs: 60_000,
+      maxConnections: 1000,
       onRequest,
       onUpgrade: (_request, socket) => socket.destroy(),
       onH2c: (socket) => socket.destroy(),
@@ -172,6 +219,55 @@ describe("the outbound listener alone", () => {
     leaving.destroy()
     expect(made.mock.contexts).toHaveLength(3)
     await waitFor(() => made.mock.contexts.every((parser) => closes.mock.contexts.includes(parser)), 5000, "the three parsers closed")
+  })
+
+  it("holds at most maxConnections: one past it is closed at once, unread, and said (onDropped); once one closes, a new one is served", async () => {
+    let dropped = 0
+    const { port } = await start((call) => answer(call, "ok"), { maxConnections: 3, onDropped: () => dropped++ })
+    // Three apps' connections that never finish a head (slowloris): each holds its place until the head timeout.
+    const held = await Promise.all([0, 1, 2].map(async () => {
+      const client = await RawHttpClient.connect(cleanup, port)
+      client.write("GET /slow HTTP/1.1\r\nhost: a\r\n")
+      return client
+    }))
+    const extra = await RawHttpClient.connect(cleanup, port)
+    extra.write("GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+    await waitFor(() => extra.closed, 5000, "the connection past the cap to be closed")
+    expect(extra.responses).toEqual([])
+    expect(dropped).toBe(1)
+    held[0]!.destroy()
+    // The listener counts the close once it sees it: a new connection is served from then on.
+    await waitFor(() => held[0]!.closed, 5000, "the held connection's close")
+    let served: RawHttpClient | undefined
+    for (let tries = 0; served === undefined; tries++) {
+      const client = await RawHttpClient.connect(cleanup, port)
+      client.write("GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+      await client.untilResponses(1, 5000)
+      if (client.responses.length === 1) served = client
+      else expect(tries, "a place freed by the close").toBeLessThan(50)
+    }
+    expect(served.responses[0]!.body.toString()).toBe("ok")
+  })
+
+  it("CONNECT: a caller that keeps its side open after the 400 does not hold its connection (nor its place under maxConnections)", async () => {
+    // The answer is written and the listener's end sent; no timer watches the socket after that,
+    // so a caller that never closes its side would hold the connection (and a place) for ever.
+    const { port, sockets } = await start((call) => answer(call, "ok"), { maxConnections: 1 })
+    const client = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true })
+    cleanup.add(() => void client.destroy())
+    client.on("error", () => {})
+    const chunks: Array<Buffer> = []
+    client.on("data", (chunk: Buffer) => chunks.push(chunk))
+    let ended = false
+    client.once("end", () => (ended = true))
+    client.write("CONNECT catalog:443 HTTP/1.1\r\nhost: catalog:443\r\n\r\n")
+    await waitFor(() => ended, 5000, "the answer and the listener's end")
+    expect(Buffer.concat(chunks).toString("latin1")).toMatch(/^HTTP\/1\.1 400 /)
+    await waitFor(() => sockets.length === 1 && sockets[0]!.destroyed, 5000, "the listener's socket closed although the caller keeps its side open")
+    const next = await RawHttpClient.connect(cleanup, port)
+    next.write("GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+    await next.untilResponses(1, 5000)
+    expect(next.responses.map((r) => r.body.toString())).toEqual(["ok"])
   })
 
   it("a slow head, then a slow body, are answered 408 and closed", async () => {

@@ -12,6 +12,7 @@ import type * as http from "node:http"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import WebSocket, { WebSocketServer } from "ws"
+import { configDefaults } from "../../src/config/settings.ts"
 import { MeshDefaults } from "../../src/protocol/mesh.ts"
 import { Cleanup, readUntil, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
@@ -99,6 +100,30 @@ describe("outbound WebSockets at A whose caller stops reading", () => {
     const again = await upgrade(cleanup, a)
     expect("ws" in again).toBe(true)
   }, 60_000)
+
+  it("the defaults leave room past every outbound tunnel: an app connection cap as far above maxTunnels as the defaults' still serves plain requests and refuses the next upgrade 503 overloaded", async () => {
+    // The app connections count the upgraded ones: a cap no higher than maxTunnels makes the tunnel
+    // limit unreachable (the next upgrade is cut without an answer) and takes every ordinary request
+    // of the pod down with it. Scaled down: maxTunnels 2, and the defaults' headroom above it.
+    const defaults = configDefaults()
+    const headroom = defaults.maxAppConnections - defaults.maxTunnels
+    const app = await startApp(cleanup, (req, res) => {
+      req.resume()
+      res.end("plain")
+    })
+    const wss = new WebSocketServer({ noServer: true })
+    app.server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => wss.handleUpgrade(req, socket, head, () => {}))
+    cleanup.add(() => {
+      for (const ws of wss.clients) ws.terminate()
+      wss.close()
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", maxTunnels: 2, maxAppConnections: 2 + headroom, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    for (let i = 0; i < 2; i++) expect("ws" in (await upgrade(cleanup, a))).toBe(true)
+    const third = await upgrade(cleanup, a)
+    expect("status" in third && third.status).toBe(503)
+    expect((await call(a.outboundPort, { path: "/plain", headers: { host: "catalog" }, timeoutMs: 5000 })).status).toBe(200)
+  }, 30_000)
 
   it("A's maxTunnels 1: an upgrade refused before the 101 (414 at A, 403 from the far app), its caller keeping its side open, gives its place back", async () => {
     const { a, flood } = await floodingPair({ maxTunnels: 1 })

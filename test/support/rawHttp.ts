@@ -197,6 +197,11 @@ export class RawHttpClient {
     this.socket.write(bytes)
   }
 
+  /** Closes the connection from this side. */
+  destroy(): void {
+    this.socket.destroy()
+  }
+
   /** Resolves once `count` responses have been parsed or the connection closed (bounded by `timeoutMs`). */
   untilResponses(count: number, timeoutMs = 5000): Promise<void> {
     return withTimeout(
