@@ -9,6 +9,7 @@ interface Bench {
 const benches: Record<string, () => Promise<Bench>> = {
   balancer: () => import("./balancer.ts"),
   callCpu: () => import("./callCpu.ts"),
+  closeDeopt: () => import("./closeDeopt.ts"),
   compression: () => import("./compression.ts"),
   echo: () => import("./echo.ts"),
   grpc: () => import("./grpc.ts"),
