@@ -14,7 +14,8 @@
 //
 //   npm run -s bench -- closeDeopt                 3 rounds, 30,000 warm-up and 5,000 calls a round
 // Flags: --rounds N, --warmup N (calls before the first close), --calls N (calls after each close),
-//        --mesh (the client in mesh mode), --no-maglev (V8 flag set at run time, as a sidecar does).
+//        --mesh (the client in mesh mode), --no-maglev (V8 flag set at run time, as a sidecar does),
+//        --no-close (the same rounds without the other connection: the control).
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { IipClient } from "../src/iip/client.ts"
@@ -61,11 +62,13 @@ const child = async (args: ReadonlyArray<string>): Promise<void> => {
     })
   await run(client, number("--warmup", 30_000))
   for (let round = 1; round <= number("--rounds", 3); round++) {
-    const other = new IipClient(options)
-    await run(other, 1)
-    other.close()
-    // The server's side of that connection closes when it reads the FIN: wait until it is gone.
-    while (server.connectionCount > 1) await new Promise((resolve) => setImmediate(resolve))
+    if (!args.includes("--no-close")) {
+      const other = new IipClient(options)
+      await run(other, 1)
+      other.close()
+      // The server's side of that connection closes when it reads the FIN: wait until it is gone.
+      while (server.connectionCount > 1) await new Promise((resolve) => setImmediate(resolve))
+    }
     const cpuUs = await run(client, number("--calls", 5_000))
     process.stdout.write(`${MARK}${JSON.stringify({ round, cpuUs })}\n`)
   }
