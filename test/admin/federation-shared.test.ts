@@ -17,8 +17,9 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import * as Admin from "../../src/admin/adminServer.ts"
 import { type FederationView, MAX_SERIES_ROUNDS } from "../../src/admin/federation.ts"
 import type { Sidecar } from "../../src/sidecar/sidecar.ts"
-import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { Cleanup, readUntil, waitFor } from "../support/iipRaw.ts"
 import { call, quietLog, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { HOUR_MS, steppedWallClock } from "../support/wallClock.ts"
 
 const token = "federation-token-0123456789"
 const MESH = "federation-shared"
@@ -284,5 +285,21 @@ describe("admin federation under many concurrent admin requests", () => {
     expect((await get(port, "/federation/series?service=after", "127.0.0.1").answer).status).toBe(200)
     expect(asked.filter((url) => url.includes("service=gone"))).toEqual([])
     expect(asked.filter((url) => url.includes("service=after"))).toHaveLength(PEERS)
+  })
+
+  it("a wall clock stepped back an hour does not stop the view's refreshes: the peers are asked again", async () => {
+    // Taken over before the admin's federation is made (on the first view): it keeps what it reads the time with.
+    const wall = steppedWallClock()
+    cleanup.add(() => wall.restore())
+    const { calls, port } = await withPeers()
+    expect(calls.map((c) => c.view)).toEqual([1, 1, 1])
+    wall.step(-HOUR_MS)
+    // A view is refreshed at most every 500 ms: read it until the peers were asked again. Before,
+    // the last round's time (Date.now()) was an hour ahead: no refresh came for that hour.
+    const { value } = await readUntil(async () => {
+      await call(port, { path: "/federation", headers })
+      return calls.map((c) => c.view)
+    }, (views) => views.every((n) => n >= 2), 10_000)
+    expect(value.every((n) => n >= 2), `view calls at the peers: ${value}`).toBe(true)
   })
 })
