@@ -48,6 +48,7 @@ export interface ClientOptions extends PeerOptions {
   readonly idleChannelsAhead?: number
   /** Requests in flight plus waiting; one more fails with Overloaded. */
   readonly maxPending?: number
+  /** A connection and its hello within this (default 3000; at most MaxDeadlineMs, 24 h). */
   readonly connectTimeoutMs?: number
   /** Default per-request timeout; 0 means none. */
   readonly requestTimeoutMs?: number

@@ -1,9 +1,11 @@
-// A request's time left as a Node timer takes it: at most MAX_TIMER_MS (2^31-1 ms). Past it Node
-// fires after 1 ms. A library caller still passing Date.now() as the `now` option (monotonicMs()
-// is meant, PROTOCOL.md §14) gives a deadline ~56 years away: a plain IIP call that waited in the
-// client's queue was sent with that much left, and the client's timer failed it 1 ms later.
-// Real TCP on 127.0.0.1, port 0; the client's setTimeout is faked once the call waits (Node's
-// socket timers stay real), so the 1 ms is passed by hand, not by a sleep.
+// The client's times as Node timers take them: past MAX_TIMER_MS (2^31-1 ms) Node fires after 1 ms.
+// - A library caller still passing Date.now() as the `now` option (monotonicMs() is meant,
+//   PROTOCOL.md §14) gives a deadline ~56 years away: a plain IIP call that waited in the client's
+//   queue was sent with that much left, and the client's timer failed it 1 ms later.
+// - A connectTimeoutMs of Infinity (or any past the limit) failed every dial after 1 ms.
+// Real TCP on 127.0.0.1, port 0; the client's setTimeout is faked once it waits (Node's socket
+// timers stay real), so the 1 ms is passed by hand, not by a sleep.
+import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import type { IncomingRequest } from "../../src/iip/server.ts"
 import { Cleanup } from "../support/iipRaw.ts"
@@ -17,7 +19,7 @@ const until = (condition: () => boolean, what: string): Promise<void> =>
     check()
   })
 
-describe("a plain IIP call whose time left is more than a Node timer holds", () => {
+describe("client times longer than a Node timer holds", () => {
   let cleanup: Cleanup
   beforeEach(() => {
     cleanup = new Cleanup()
@@ -56,5 +58,26 @@ describe("a plain IIP call whose time left is more than a Node timer holds", () 
     held.get("queued")!()
     await until(() => outcome !== undefined, "the queued call's answer")
     expect(outcome).toStrictEqual({ ok: true, value: Buffer.from("answer to queued") })
+  })
+
+  it("a connectTimeoutMs of Infinity waits for a server that does not answer the hello: no 1 ms dial failure", async () => {
+    // Accepts and never says a word: the client waits for the hello's answer within its connect timeout.
+    const sockets = new Set<net.Socket>()
+    const silent = net.createServer((socket) => void sockets.add(socket))
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => {
+      for (const socket of sockets) socket.destroy()
+      silent.close(() => resolve())
+    }))
+    const client = startClient(cleanup, (silent.address() as net.AddressInfo).port, { connectTimeoutMs: Infinity })
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] })
+    let outcome: Settled<string> | undefined
+    void settle(client.mode()).then((result) => (outcome = result))
+    await until(() => sockets.size === 1, "the client's connection")
+    // Before, the dial's timer and mode()'s were armed with Infinity and fired after 1 ms: ConnectFailed.
+    vi.advanceTimersByTime(1000)
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(outcome).toBeUndefined()
+    vi.useRealTimers()
   })
 })
