@@ -17,7 +17,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import * as Admin from "../../src/admin/adminServer.ts"
 import { type FederationView, MAX_SERIES_ROUNDS } from "../../src/admin/federation.ts"
 import type { Sidecar } from "../../src/sidecar/sidecar.ts"
-import { Cleanup, readUntil, waitFor } from "../support/iipRaw.ts"
+import { Cleanup, readUntil, untilTurn, waitFor } from "../support/iipRaw.ts"
 import { call, quietLog, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 import { HOUR_MS, steppedWallClock } from "../support/wallClock.ts"
 
@@ -52,14 +52,6 @@ const get = (port: number, path: string, localAddress: string): { written: Promi
   })
   return { written: done, answer }
 }
-
-/** Resolves once `condition` holds, checked after each turn of the event loop (no timer: they may be faked); fails after 5 s. */
-const until = (condition: () => boolean, what: string): Promise<void> =>
-  new Promise((resolve, reject) => {
-    const deadline = performance.now() + 5000
-    const check = () => (condition() ? resolve() : performance.now() > deadline ? reject(new Error(`timed out waiting for ${what}`)) : setImmediate(check))
-    check()
-  })
 
 describe("admin federation under many concurrent admin requests", () => {
   let cleanup: Cleanup
@@ -199,7 +191,7 @@ describe("admin federation under many concurrent admin requests", () => {
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] })
     try {
       const running = Array.from({ length: MAX_SERIES_ROUNDS }, (_, i) => get(port, `/federation/series?service=s${i}`, "127.0.0.1"))
-      await until(() => calls.every((c) => c.series >= MAX_SERIES_ROUNDS), `${MAX_SERIES_ROUNDS} series calls at each peer`)
+      await untilTurn(() => calls.every((c) => c.series >= MAX_SERIES_ROUNDS), `${MAX_SERIES_ROUNDS} series calls at each peer`)
       // One waiter more than there are places: every place is a running round.
       const waiting = Array.from({ length: MAX_SERIES_ROUNDS + 1 }, (_, i) => get(port, `/federation/series?service=w${i}`, "127.0.0.2"))
       await Promise.all(waiting.map((r) => r.written))
@@ -212,7 +204,7 @@ describe("admin federation under many concurrent admin requests", () => {
       // Waited for without a timer (they are faked): before, no waiter was ever answered here.
       const answered: Array<{ status: number; body: string; retryAfter: string | undefined }> = []
       for (const { answer } of waiting) void answer.then((a) => answered.push(a), () => {})
-      await until(() => answered.length > 0, "a waiter's answer")
+      await untilTurn(() => answered.length > 0, "a waiter's answer")
       const [busy] = answered
       expect(busy!.status).toBe(503)
       // A place comes within federationTimeoutMs (each running round ends within it): ask again then.
@@ -244,7 +236,7 @@ describe("admin federation under many concurrent admin requests", () => {
     for (let i = 0; i < WAITERS; i++) {
       waiting.push(get(port, `/federation/series?service=w${i}`, "127.0.0.2"))
       // Queued before the next one is sent: the order they came is known.
-      await until(() => waits() === i + 1, `waiter w${i} to wait`)
+      await untilTurn(() => waits() === i + 1, `waiter w${i} to wait`)
     }
     /** The waiters whose series every peer was asked (so that releasing it ends its round), in the order they were first asked. */
     const placed = () => {
@@ -255,7 +247,7 @@ describe("admin federation under many concurrent admin requests", () => {
     const ending = [...Array.from({ length: MAX_SERIES_ROUNDS }, (_, i) => `s${i}`), ...Array.from({ length: WAITERS - MAX_SERIES_ROUNDS }, (_, i) => `w${i}`)]
     for (const [n, service] of ending.entries()) {
       release(service)
-      await until(() => placed().length === n + 1, `a place for the waiter after ${service}`)
+      await untilTurn(() => placed().length === n + 1, `a place for the waiter after ${service}`)
     }
     expect(placed()).toStrictEqual(Array.from({ length: WAITERS }, (_, i) => `w${i}`))
     // Each waiter waited once. Before, every round that ended woke every waiter, each but the one

@@ -8,16 +8,8 @@
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import type { IncomingRequest } from "../../src/iip/server.ts"
-import { Cleanup } from "../support/iipRaw.ts"
+import { Cleanup, untilTurn } from "../support/iipRaw.ts"
 import { type Settled, settle, startClient, startServer } from "../support/meshTest.ts"
-
-/** Resolves once `condition` holds, checked after each turn of the event loop (no timer: they are faked); fails after 5 s. */
-const until = (condition: () => boolean, what: string): Promise<void> =>
-  new Promise((resolve, reject) => {
-    const deadline = performance.now() + 5000
-    const check = () => (condition() ? resolve() : performance.now() > deadline ? reject(new Error(`timed out waiting for ${what}`)) : setImmediate(check))
-    check()
-  })
 
 describe("client times longer than a Node timer holds", () => {
   let cleanup: Cleanup
@@ -40,7 +32,7 @@ describe("client times longer than a Node timer holds", () => {
     // One connection of one channel, no pipelining: a second call waits in the client's queue.
     const client = startClient(cleanup, server.address.port, { mesh: false, maxConnections: 1, maxChannelsPerConnection: 1, pipelineAtLimit: false })
     const occupier = settle(client.call("/hold", "occupier", { timeoutMs: 30_000 }))
-    await until(() => held.has("occupier"), "the occupier at the handler")
+    await untilTurn(() => held.has("occupier"), "the occupier at the handler")
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] })
     let outcome: Settled<Buffer> | undefined
     void settle(client.stream("/hold", Buffer.from("queued"), { timeoutMs: 30_000, now: Date.now() })).then((result) => {
@@ -49,14 +41,14 @@ describe("client times longer than a Node timer holds", () => {
     expect(client.stats.queued).toBe(1)
     held.get("occupier")!()
     expect(await occupier).toStrictEqual({ ok: true, value: Buffer.from("answer to occupier") })
-    await until(() => held.has("queued"), "the queued call at the handler")
+    await untilTurn(() => held.has("queued"), "the queued call at the handler")
     // Before, the client's timer for it was armed with ~56 years and fired after 1 ms: RequestTimeout.
     vi.advanceTimersByTime(1000)
     await new Promise((resolve) => setImmediate(resolve))
     expect(outcome).toBeUndefined()
     vi.useRealTimers()
     held.get("queued")!()
-    await until(() => outcome !== undefined, "the queued call's answer")
+    await untilTurn(() => outcome !== undefined, "the queued call's answer")
     expect(outcome).toStrictEqual({ ok: true, value: Buffer.from("answer to queued") })
   })
 
@@ -73,7 +65,7 @@ describe("client times longer than a Node timer holds", () => {
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] })
     let outcome: Settled<string> | undefined
     void settle(client.mode()).then((result) => (outcome = result))
-    await until(() => sockets.size === 1, "the client's connection")
+    await untilTurn(() => sockets.size === 1, "the client's connection")
     // Before, the dial's timer and mode()'s were armed with Infinity and fired after 1 ms: ConnectFailed.
     vi.advanceTimersByTime(1000)
     await new Promise((resolve) => setImmediate(resolve))
