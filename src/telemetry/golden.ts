@@ -162,7 +162,10 @@ export class GoldenSeries {
     const windowMs = WINDOWS[name]
     const ring = name === "10s" ? this.fine : this.coarse
     const { totals, startMs } = ring.sum(nowMs, windowMs / ring.widthMs)
-    const seconds = Math.max(1, (nowMs - Math.max(startMs, this.firstMs)) / 1000)
+    // A series' start ahead of now: the wall clock stepped back since. The series is older than
+    // the window then (the slots are wall time: they line up across hosts), not younger than 1 s.
+    const coveredFrom = this.firstMs > nowMs ? startMs : Math.max(startMs, this.firstMs)
+    const seconds = Math.max(1, (nowMs - coveredFrom) / 1000)
     return { requests: totals[0]!, errors: totals[1]!, seconds, buckets: Array.from(totals.subarray(2)) }
   }
 

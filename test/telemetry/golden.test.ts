@@ -103,6 +103,28 @@ describe("golden metrics", () => {
     expect(golden.points({ service: "nobody" })).toBeUndefined()
   })
 
+  it("a wall clock stepped back an hour: the windows' rates are over the time they cover, not over 1 s", () => {
+    const clock = testClock(START)
+    const golden = makeGolden({ self: "web", now: clock.now })
+    const served = golden.served("store")
+    // Five minutes at one request a second, then the clock steps back an hour.
+    for (let i = 0; i < 300; i++) {
+      served.record("/items", 0.01, false)
+      clock.advance(1000)
+    }
+    clock.advance(-3_600_000)
+    for (let i = 0; i < 20; i++) {
+      served.record("/items", 0.01, false)
+      clock.advance(1000)
+    }
+    // Before, the series' start was an hour ahead of the clock: each window covered "1 s" (the
+    // floor), and the 10 s window's 9 requests (its current slot is empty) read as 9 a second.
+    const windows = golden.view().services.find((s) => s.service === "store")!.windows
+    expect(windows["10s"].stats.requests).toBe(9)
+    expect(windows["10s"].stats.rps).toBeCloseTo(1, 1)
+    expect(windows["1m"].stats.rps).toBeLessThanOrEqual(1)
+  })
+
   it("routes: ids templated, query dropped, depth and length bounded, and at most maxRoutes per service", () => {
     expect(routeOf("/users/123/orders/9f8e7d6c-1111-2222-3333-444455556666?x=1")).toBe("/users/{id}/orders/{id}")
     expect(routeOf("/pkg.v1.Greeter/SayHello")).toBe("/pkg.v1.Greeter/SayHello")
