@@ -125,6 +125,29 @@ describe("golden metrics", () => {
     expect(windows["1m"].stats.rps).toBeLessThanOrEqual(1)
   })
 
+  it("a wall clock stepped back an hour, then past the series' start again: the rates stay over the time the windows cover", () => {
+    const clock = testClock(START)
+    const golden = makeGolden({ self: "web", now: clock.now })
+    const served = golden.served("store")
+    // Five minutes at one request a second, then the clock steps back an hour and the load goes on
+    // at one a second until the clock is a minute past the series' start again.
+    for (let i = 0; i < 300; i++) {
+      served.record("/items", 0.01, false)
+      clock.advance(1000)
+    }
+    clock.advance(-3_600_000)
+    for (let i = 0; i < 3_600 - 300 + 60; i++) {
+      served.record("/items", 0.01, false)
+      clock.advance(1000)
+    }
+    // Every window is full of requests a second apart: 1 a second. Before, the series' start was
+    // taken for its age again once the clock passed it: the 10 min window's ~600 requests over 60 s.
+    const windows = golden.view().services.find((s) => s.service === "store")!.windows
+    expect(windows["10m"].stats.requests).toBeGreaterThan(580)
+    expect(windows["10m"].stats.rps).toBeCloseTo(1, 1)
+    expect(windows["1m"].stats.rps).toBeCloseTo(1, 1)
+  })
+
   it("routes: ids templated, query dropped, depth and length bounded, and at most maxRoutes per service", () => {
     expect(routeOf("/users/123/orders/9f8e7d6c-1111-2222-3333-444455556666?x=1")).toBe("/users/{id}/orders/{id}")
     expect(routeOf("/pkg.v1.Greeter/SayHello")).toBe("/pkg.v1.Greeter/SayHello")
