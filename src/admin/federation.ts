@@ -18,6 +18,7 @@
 // for one at most federationTimeoutMs (each running round ends within it), then is answered busy:
 // so a series is answered within twice federationTimeoutMs, however many requests queue (256
 // connections of 4 requests each used to wait up to 64 rounds, 64 s at the default).
+import { monotonicMs } from "../mux/clock.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import { type GoldenView, mergeViews } from "../telemetry/golden.ts"
 import { getAdminJson } from "./adminClient.ts"
@@ -72,7 +73,7 @@ export interface SeriesBusy {
 interface SeriesRound {
   /** The peers' answers that are series (the others left out); never rejects. */
   readonly points: Promise<ReadonlyArray<ReadonlyArray<Point>>>
-  /** When it ended; undefined while it runs. */
+  /** When it ended (monotonicMs()); undefined while it runs. */
   endedMs: number | undefined
 }
 
@@ -80,8 +81,11 @@ interface Peer {
   readonly admin: string
   node: string | null
   services: Set<string>
+  /** When discovery last listed it (monotonicMs()). */
   lastListedMs: number
+  /** When it last answered: monotonicMs() for its staleness, epoch ms to show (lastSeenMs); null: never. */
   lastOkMs: number | null
+  lastSeenMs: number | null
   error: string | null
   view: GoldenView | undefined
 }
@@ -97,8 +101,8 @@ const peerCallOptions = (config: Sidecar["config"]) => ({ timeoutMs: config.fede
 
 export class Federation {
   private readonly peers = new Map<string, Peer>()
-  private readonly now: () => number
   private untracked = 0
+  /** When the last view round ended (monotonicMs(): a wall clock stepped back would stop the refreshes for the step). */
   private lastRoundMs = Number.NEGATIVE_INFINITY
   private round: Promise<void> | undefined = undefined
   /** By selector (sorted query), the oldest first. */
@@ -110,34 +114,30 @@ export class Federation {
    */
   private readonly waiting = new Set<() => void>()
 
-  constructor(now: () => number = Date.now) {
-    this.now = now
-  }
-
   /** The mesh as `sidecar`'s admin sees it, `shown` being the sidecars this admin reports on itself. */
   async view(sidecar: Sidecar, shown: ReadonlyArray<Sidecar>): Promise<FederationView> {
     const config = sidecar.config
     const ownNodes = new Set(shown.map((s) => s.config.node))
-    if (this.now() - this.lastRoundMs >= MIN_REFRESH_MS) {
+    if (monotonicMs() - this.lastRoundMs >= MIN_REFRESH_MS) {
       this.round ??= this.refresh(sidecar, ownNodes).finally(() => {
         this.round = undefined
-        this.lastRoundMs = this.now()
+        this.lastRoundMs = monotonicMs()
       })
     }
     if (this.round !== undefined) await this.round
-    const nowMs = this.now()
+    const nowMs = monotonicMs()
     const peers = [...this.peers.values()].sort((a, b) => a.admin.localeCompare(b.admin)).map((peer): PeerStatus => ({
       admin: peer.admin,
       node: peer.node,
       services: [...peer.services].sort(),
       stale: peer.error !== null || peer.lastOkMs === null || nowMs - peer.lastOkMs > config.federationStaleMs,
-      lastSeenMs: peer.lastOkMs,
+      lastSeenMs: peer.lastSeenMs,
       error: peer.error
     }))
     const local = shown.map((s) => s.telemetry.metrics.golden.view())
     const remote = [...this.peers.values()].flatMap((peer) => (peer.view === undefined ? [] : [peer.view]))
     return {
-      generatedAt: nowMs,
+      generatedAt: Date.now(),
       self: { nodes: [...ownNodes], services: [...new Set(shown.map((s) => s.config.service))] },
       peers,
       untracked: this.untracked,
@@ -194,7 +194,7 @@ export class Federation {
     try {
       for (;;) {
         if (left.aborted) return undefined
-        const nowMs = this.now()
+        const nowMs = monotonicMs()
         for (const [held, round] of this.seriesRounds) if (round.endedMs !== undefined && nowMs - round.endedMs >= MIN_REFRESH_MS) this.seriesRounds.delete(held)
         const shared = this.seriesRounds.get(key)
         if (shared !== undefined) return shared.points
@@ -240,12 +240,12 @@ export class Federation {
       clearTimeout(timer)
       if (woken && !placed) this.wakeOldest()
     }
-    const nowMs = this.now()
+    const nowMs = monotonicMs()
     const fresh = [...this.peers.values()].filter((p) => p.error === null && p.lastOkMs !== null && nowMs - p.lastOkMs <= config.federationStaleMs)
     const options = peerCallOptions(config)
     const points = Promise.allSettled(fresh.map((peer) => getAdminJson(`http://${peer.admin}/golden/series?${selector}`, options))).then((answers) => {
       // Set before anyone awaiting the round resumes: the waiter woken for its place finds it ended.
-      round.endedMs = this.now()
+      round.endedMs = monotonicMs()
       this.wakeOldest()
       const found: Array<ReadonlyArray<Point>> = []
       for (const answer of answers) {
@@ -273,7 +273,7 @@ export class Federation {
   /** Peers from discovery (the sidecars of this admin left out), then one call to each. */
   private async refresh(sidecar: Sidecar, ownNodes: ReadonlySet<string>): Promise<void> {
     const config = sidecar.config
-    const nowMs = this.now()
+    const nowMs = monotonicMs()
     let untracked = 0
     for (const endpoints of Object.values(sidecar.discovery.snapshot().services)) {
       for (const endpoint of endpoints) {
@@ -285,7 +285,7 @@ export class Federation {
             untracked++
             continue
           }
-          peer = { admin, node: null, services: new Set(), lastListedMs: nowMs, lastOkMs: null, error: null, view: undefined }
+          peer = { admin, node: null, services: new Set(), lastListedMs: nowMs, lastOkMs: null, lastSeenMs: null, error: null, view: undefined }
           this.peers.set(admin, peer)
         }
         peer.lastListedMs = nowMs
@@ -301,7 +301,8 @@ export class Federation {
         const view = viewOf(await getAdminJson(`http://${peer.admin}/golden?scope=self`, options))
         if (view === undefined) throw new Error("the answer is not a golden metrics view")
         peer.view = view
-        peer.lastOkMs = this.now()
+        peer.lastOkMs = monotonicMs()
+        peer.lastSeenMs = Date.now()
         peer.error = null
       } catch (error) {
         peer.error = error instanceof Error ? error.message : String(error)

@@ -26,7 +26,7 @@ import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, Request
 import { type MeshCallError, type MeshReply, type MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
 import { offeredCodecs } from "../protocol/compression.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
-import { clampDeadlineMs, emptyMeta, localHello, MeshErrorCode, type Meta } from "../protocol/mesh.ts"
+import { clampDeadlineMs, emptyMeta, localHello, MaxDeadlineMs, MeshErrorCode, type Meta } from "../protocol/mesh.ts"
 import { backoffDelay, type DialSettings, dialOnce } from "./clientDial.ts"
 import type { ClientCallback, ClientError, ClientOptions, ReconnectOptions, RequestOptions } from "./clientOptions.ts"
 import { ClientQueue } from "./clientQueue.ts"
@@ -84,7 +84,8 @@ export class IipClient {
     )
     this.idleChannelsAhead = Math.max(1, options.idleChannelsAhead ?? 1)
     this.maxPending = options.maxPending ?? 10_000
-    this.connectTimeoutMs = options.connectTimeoutMs ?? 3000
+    // At most MaxDeadlineMs: past what a Node timer holds (Infinity too), every dial failed after 1 ms.
+    this.connectTimeoutMs = Math.min(options.connectTimeoutMs ?? 3000, MaxDeadlineMs)
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000
     this.reconnect = options.reconnect ?? { baseMs: 100, maxMs: 5000 }
     this.log = options.log ?? stderrLog

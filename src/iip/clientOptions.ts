@@ -61,6 +61,7 @@ export interface ClientOptions extends PeerOptions {
    * MiB, as a server's); a call whose body does not fit beside what is held is refused `overloaded`.
    */
   readonly maxQueuedBytesPerConnection?: number
+  /** A connection and its hello within this (default 3000; at most MaxDeadlineMs, 24 h). */
   readonly connectTimeoutMs?: number
   /** Default per-request timeout; 0 means none. */
   readonly requestTimeoutMs?: number

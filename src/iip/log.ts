@@ -1,6 +1,7 @@
 // The structured log events the library emits on its own (protocol violations, handler crashes,
 // refused connections): one JSON line each on stderr unless the caller passes its own sink; and
 // LogThrottle, the bound on a line that may repeat without end.
+import { monotonicMs } from "../mux/clock.ts"
 import type { ConnectionLog } from "../mux/connection.ts"
 
 export type Log = ConnectionLog
@@ -16,7 +17,8 @@ export const messageOf = (error: unknown): string =>
 /**
  * A bound on a log line that repeats for one cause (a collector down, a caller looping on a denied
  * path, a bug a peer can reach): at most `maxLines` per `windowMs`; the rest are counted, and the
- * first line that goes out after them carries their number (`suppressedBefore`).
+ * first line that goes out after them carries their number (`suppressedBefore`). Windows are timed
+ * on `now`, monotonicMs() unless a test gives its own: a wall clock step moves none.
  */
 export class LogThrottle {
   private readonly maxLines: number
@@ -26,7 +28,7 @@ export class LogThrottle {
   private linesInWindow = 0
   private suppressed = 0
 
-  constructor(maxLines: number, windowMs: number, now: () => number = Date.now) {
+  constructor(maxLines: number, windowMs: number, now: () => number = monotonicMs) {
     this.maxLines = maxLines
     this.windowMs = windowMs
     this.now = now
@@ -35,7 +37,7 @@ export class LogThrottle {
   /** The fields to add to a line that may go out now; undefined when it may not (it is counted). */
   admit(): { readonly suppressedBefore?: number } | undefined {
     const now = this.now()
-    // A clock stepped back starts a window too: else the log stays shut until the clock catches up.
+    // A clock stepped back (an injected one can be) starts a window too: else the log stays shut until it catches up.
     if (now - this.windowStart >= this.windowMs || now < this.windowStart) {
       this.windowStart = now
       this.linesInWindow = 0

@@ -5,6 +5,7 @@
 // every outstanding request fails at once.
 import { EmptyBody, Status, SystemChannel, SystemPath } from "../protocol/constants.ts"
 import { ProtocolError } from "../protocol/errors.ts"
+import { clampDeadlineMs } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import { ChannelOpenFailed, ConnectionClosed, RequestTimeout } from "./errors.ts"
@@ -87,13 +88,16 @@ export class ClientSession implements MessageSink {
    * Writes one request on `channel` and calls `callback` exactly once with its answer or error.
    * Throws (and sends nothing) when the packet cannot be encoded or the writer is over its limit.
    */
-  request(channel: ClientChannel, path: string, data: Uint8Array, timeoutMs: number, callback: ResponseCallback): void {
+  request(channel: ClientChannel, path: string, data: Uint8Array, timeLeftMs: number, callback: ResponseCallback): void {
     if (channel.closed || this.connection.closed) {
       const error = this.connection.closeError ?? new ConnectionClosed({ message: `channel ${channel.id} is closed`, sent: false })
       callback(new ConnectionClosed({ message: error.message, sent: false }), undefined)
       return
     }
     this.connection.writer.send(Status.RequestWhole, path, channel.id, data.length === 0 ? EmptyBody : data)
+    // At most MaxDeadlineMs, as the mesh side clamps it: a time left past what a Node timer holds
+    // (a caller's `now` in Date.now() terms) fired after 1 ms.
+    const timeoutMs = clampDeadlineMs(timeLeftMs)
     const waiter: Waiter = { callback, timer: undefined, timeoutMs, done: false, channel }
     if (timeoutMs > 0) waiter.timer = setTimeout(onTimeout, timeoutMs, waiter)
     channel.fifo.push(waiter)

@@ -76,7 +76,9 @@ export class Deadlines<T extends Expiring> {
   private arm(at: number): void {
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.armedAt = at
-    this.timer = setTimeout(this.onTimer, Math.max(1, at - monotonicMs()))
+    // Clamped: past MAX_TIMER_MS Node fires after 1 ms, and fire() would re-arm every ms while the
+    // deadline is pending. A timer cut short finds nothing due and re-arms for what is left.
+    this.timer = setTimeout(this.onTimer, Math.min(MAX_TIMER_MS, Math.max(1, at - monotonicMs())))
   }
 
   private fire(): void {

@@ -26,7 +26,7 @@ export interface AuthorizationOptions {
   readonly policy: () => CompiledPolicy
   readonly metrics: MeshMetrics
   readonly log: Log
-  /** The clock of the log's rate limit (default Date.now). */
+  /** The clock of the log's rate limit (default monotonicMs(), src/mux/clock.ts). */
   readonly now?: () => number
 }
 

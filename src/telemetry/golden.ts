@@ -71,6 +71,8 @@ class Ring {
   private currentBase = 0
   private currentStartMs = 0
   private currentEndMs = 0
+  /** The start of the earliest slot it entered: before a series' first, the wall clock stepped back. */
+  lowestStartMs = Number.POSITIVE_INFINITY
 
   constructor(widthMs: number, slots: number) {
     this.widthMs = widthMs
@@ -101,6 +103,7 @@ class Ring {
     this.currentBase = base
     this.currentStartMs = epoch * this.widthMs
     this.currentEndMs = this.currentStartMs + this.widthMs
+    if (this.currentStartMs < this.lowestStartMs) this.lowestStartMs = this.currentStartMs
   }
 
   /** The sum of the `count` most recent slots (the current one included), and where they start. */
@@ -139,7 +142,8 @@ class Ring {
 export class GoldenSeries {
   private readonly fine = new Ring(FINE.widthMs, FINE.slots)
   private readonly coarse = new Ring(COARSE.widthMs, COARSE.slots)
-  private readonly firstMs: number
+  /** When it started (wall ms); -Infinity once the wall clock stepped back past that. */
+  private firstMs: number
   /** Running totals since the start, for Prometheus (metrics.ts): requests, errors, seconds, per bucket. */
   readonly totals = { requests: 0, errors: 0, seconds: 0, buckets: new Float64Array(BUCKETS) }
 
@@ -162,7 +166,13 @@ export class GoldenSeries {
     const windowMs = WINDOWS[name]
     const ring = name === "10s" ? this.fine : this.coarse
     const { totals, startMs } = ring.sum(nowMs, windowMs / ring.widthMs)
-    const seconds = Math.max(1, (nowMs - Math.max(startMs, this.firstMs)) / 1000)
+    // A series' start ahead of now, or a slot entered before its start's: the wall clock stepped
+    // back since. The series is older than the window then (the slots are wall time: they line up
+    // across hosts), not younger than 1 s; and stays so once the clock passes its start again
+    // (else the 10 min window's requests went over the minute since then, for ten minutes).
+    if (this.firstMs > nowMs || this.fine.lowestStartMs < Math.floor(this.firstMs / FINE.widthMs) * FINE.widthMs) this.firstMs = Number.NEGATIVE_INFINITY
+    const coveredFrom = Math.max(startMs, this.firstMs)
+    const seconds = Math.max(1, (nowMs - coveredFrom) / 1000)
     return { requests: totals[0]!, errors: totals[1]!, seconds, buckets: Array.from(totals.subarray(2)) }
   }
 

@@ -7,7 +7,10 @@
 // Bounded: at most `maxListeners` at once; a listener takes at most `ratePerSecond` records a
 // second (the rest are `sampledOut`: the tap is a sample under load) and queues at most
 // `maxQueued` while its reader is slow (the rest are `dropped`, counted and reported to it), each
-// record with at most TAP_MAX_PATH characters of its path.
+// record with at most TAP_MAX_PATH characters of its path. The rate's one-second windows are on the
+// monotonic clock: a wall clock stepped back would shut the tap for the step's length.
+
+import { monotonicMs } from "../mux/clock.ts"
 
 export interface TapRecord {
   /** Milliseconds since the epoch, when the request ended. */
@@ -67,8 +70,8 @@ export const matchesTap = (filter: TapFilter, record: TapRecord): boolean =>
 export class TapListener {
   readonly filter: TapFilter
   private readonly limits: TapLimits
-  private readonly now: () => number
   private readonly queue: Array<TapRecord> = []
+  /** monotonicMs() */
   private windowStartMs = 0
   private inWindow = 0
   dropped = 0
@@ -76,15 +79,14 @@ export class TapListener {
   /** Called when a record is queued on an empty queue: the reader may take. */
   onRecord: (() => void) | undefined = undefined
 
-  constructor(filter: TapFilter, limits: TapLimits, now: () => number) {
+  constructor(filter: TapFilter, limits: TapLimits) {
     this.filter = filter
     this.limits = limits
-    this.now = now
   }
 
   offer(record: TapRecord): void {
     if (!matchesTap(this.filter, record)) return
-    const nowMs = this.now()
+    const nowMs = monotonicMs()
     if (nowMs - this.windowStartMs >= 1000) {
       this.windowStartMs = nowMs
       this.inWindow = 0
@@ -115,19 +117,17 @@ export class TapListener {
 export class Tap {
   private readonly listeners = new Set<TapListener>()
   private readonly limits: TapLimits
-  private readonly now: () => number
   /** Someone listens: the sidecar builds records only then. */
   active = false
 
-  constructor(limits: Partial<TapLimits> = {}, now: () => number = Date.now) {
+  constructor(limits: Partial<TapLimits> = {}) {
     this.limits = { ...defaultTapLimits, ...limits }
-    this.now = now
   }
 
   /** A new listener; undefined when `maxListeners` already listen. */
   listen(filter: TapFilter): TapListener | undefined {
     if (this.listeners.size >= this.limits.maxListeners) return undefined
-    const listener = new TapListener(filter, this.limits, this.now)
+    const listener = new TapListener(filter, this.limits)
     this.listeners.add(listener)
     this.active = true
     return listener

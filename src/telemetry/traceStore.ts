@@ -34,6 +34,7 @@ import type { Attributes, AttributeValue, HrTime } from "@opentelemetry/api"
 import { SpanKind, SpanStatusCode, TraceFlags } from "@opentelemetry/api"
 import type { Resource } from "@opentelemetry/resources"
 import type { ReadableSpan, SpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { monotonicMs } from "../mux/clock.ts"
 import { SpanRing } from "./spanRing.ts"
 
 export interface TraceStoreOptions {
@@ -48,7 +49,10 @@ export interface TraceStoreOptions {
    * oldest trace goes (a trace of a sidecar B packs to ~750 bytes). Default 2 KiB per `maxTraces`.
    */
   readonly maxBytes?: number
-  /** Wall-clock ms (tests); default Date.now. */
+  /**
+   * Now in ms for the per-second budget (tests); default monotonicMs(): a wall clock step neither
+   * renews the budget nor holds it back.
+   */
   readonly now?: () => number
 }
 
@@ -213,7 +217,7 @@ export class TraceStore {
     this.maxTraces = Math.max(1, options.maxTraces ?? 1000)
     this.maxSpansPerTrace = Math.max(1, options.maxSpansPerTrace ?? 128)
     this.maxNewPerSecond = Math.max(0, options.maxNewTracesPerSecond ?? Infinity)
-    this.now = options.now ?? Date.now
+    this.now = options.now ?? monotonicMs
     this.counts = new Int32Array(this.maxTraces)
     this.dropped = new Int32Array(this.maxTraces)
     this.ring = new SpanRing(options.maxBytes ?? this.maxTraces * 2048, this.maxTraces, (slot) => this.evict(slot))

@@ -17,8 +17,9 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import * as Admin from "../../src/admin/adminServer.ts"
 import { type FederationView, MAX_SERIES_ROUNDS } from "../../src/admin/federation.ts"
 import type { Sidecar } from "../../src/sidecar/sidecar.ts"
-import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { Cleanup, readUntil, untilTurn, waitFor } from "../support/iipRaw.ts"
 import { call, quietLog, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { HOUR_MS, steppedWallClock } from "../support/wallClock.ts"
 
 const token = "federation-token-0123456789"
 const MESH = "federation-shared"
@@ -51,14 +52,6 @@ const get = (port: number, path: string, localAddress: string): { written: Promi
   })
   return { written: done, answer }
 }
-
-/** Resolves once `condition` holds, checked after each turn of the event loop (no timer: they may be faked); fails after 5 s. */
-const until = (condition: () => boolean, what: string): Promise<void> =>
-  new Promise((resolve, reject) => {
-    const deadline = performance.now() + 5000
-    const check = () => (condition() ? resolve() : performance.now() > deadline ? reject(new Error(`timed out waiting for ${what}`)) : setImmediate(check))
-    check()
-  })
 
 describe("admin federation under many concurrent admin requests", () => {
   let cleanup: Cleanup
@@ -198,7 +191,7 @@ describe("admin federation under many concurrent admin requests", () => {
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] })
     try {
       const running = Array.from({ length: MAX_SERIES_ROUNDS }, (_, i) => get(port, `/federation/series?service=s${i}`, "127.0.0.1"))
-      await until(() => calls.every((c) => c.series >= MAX_SERIES_ROUNDS), `${MAX_SERIES_ROUNDS} series calls at each peer`)
+      await untilTurn(() => calls.every((c) => c.series >= MAX_SERIES_ROUNDS), `${MAX_SERIES_ROUNDS} series calls at each peer`)
       // One waiter more than there are places: every place is a running round.
       const waiting = Array.from({ length: MAX_SERIES_ROUNDS + 1 }, (_, i) => get(port, `/federation/series?service=w${i}`, "127.0.0.2"))
       await Promise.all(waiting.map((r) => r.written))
@@ -211,7 +204,7 @@ describe("admin federation under many concurrent admin requests", () => {
       // Waited for without a timer (they are faked): before, no waiter was ever answered here.
       const answered: Array<{ status: number; body: string; retryAfter: string | undefined }> = []
       for (const { answer } of waiting) void answer.then((a) => answered.push(a), () => {})
-      await until(() => answered.length > 0, "a waiter's answer")
+      await untilTurn(() => answered.length > 0, "a waiter's answer")
       const [busy] = answered
       expect(busy!.status).toBe(503)
       // A place comes within federationTimeoutMs (each running round ends within it): ask again then.
@@ -243,7 +236,7 @@ describe("admin federation under many concurrent admin requests", () => {
     for (let i = 0; i < WAITERS; i++) {
       waiting.push(get(port, `/federation/series?service=w${i}`, "127.0.0.2"))
       // Queued before the next one is sent: the order they came is known.
-      await until(() => waits() === i + 1, `waiter w${i} to wait`)
+      await untilTurn(() => waits() === i + 1, `waiter w${i} to wait`)
     }
     /** The waiters whose series every peer was asked (so that releasing it ends its round), in the order they were first asked. */
     const placed = () => {
@@ -254,7 +247,7 @@ describe("admin federation under many concurrent admin requests", () => {
     const ending = [...Array.from({ length: MAX_SERIES_ROUNDS }, (_, i) => `s${i}`), ...Array.from({ length: WAITERS - MAX_SERIES_ROUNDS }, (_, i) => `w${i}`)]
     for (const [n, service] of ending.entries()) {
       release(service)
-      await until(() => placed().length === n + 1, `a place for the waiter after ${service}`)
+      await untilTurn(() => placed().length === n + 1, `a place for the waiter after ${service}`)
     }
     expect(placed()).toStrictEqual(Array.from({ length: WAITERS }, (_, i) => `w${i}`))
     // Each waiter waited once. Before, every round that ended woke every waiter, each but the one
@@ -284,5 +277,21 @@ describe("admin federation under many concurrent admin requests", () => {
     expect((await get(port, "/federation/series?service=after", "127.0.0.1").answer).status).toBe(200)
     expect(asked.filter((url) => url.includes("service=gone"))).toEqual([])
     expect(asked.filter((url) => url.includes("service=after"))).toHaveLength(PEERS)
+  })
+
+  it("a wall clock stepped back an hour does not stop the view's refreshes: the peers are asked again", async () => {
+    // Taken over before the admin's federation is made (on the first view): it keeps what it reads the time with.
+    const wall = steppedWallClock()
+    cleanup.add(() => wall.restore())
+    const { calls, port } = await withPeers()
+    expect(calls.map((c) => c.view)).toEqual([1, 1, 1])
+    wall.step(-HOUR_MS)
+    // A view is refreshed at most every 500 ms: read it until the peers were asked again. Before,
+    // the last round's time (Date.now()) was an hour ahead: no refresh came for that hour.
+    const { value } = await readUntil(async () => {
+      await call(port, { path: "/federation", headers })
+      return calls.map((c) => c.view)
+    }, (views) => views.every((n) => n >= 2), 10_000)
+    expect(value.every((n) => n >= 2), `view calls at the peers: ${value}`).toBe(true)
   })
 })

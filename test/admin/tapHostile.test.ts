@@ -36,6 +36,22 @@ describe("the tap under hostile readers and requests", () => {
     expect(short!.path).toBe("/short")
   })
 
+  it("a listener's per-second window runs on the monotonic clock: a wall clock stepped back does not shut the tap for the step", () => {
+    // Fakes Date and performance: setSystemTime steps the wall clock alone, advanceTimersByTime both.
+    vi.useFakeTimers()
+    cleanup.add(() => vi.useRealTimers())
+    const tap = new Tap({ ratePerSecond: 2, maxQueued: 10 })
+    const listener = tap.listen({})!
+    for (const path of ["/1", "/2", "/3"]) tap.publish(record(path))
+    expect(listener.sampledOut).toBe(1)
+    vi.setSystemTime(Date.now() - 3_600_000)
+    // A second later the window is new; before, its start was an hour ahead of Date.now(): shut for the hour.
+    vi.advanceTimersByTime(1000)
+    tap.publish(record("/4"))
+    expect(listener.take().map((r) => r.path)).toStrictEqual(["/1", "/2", "/4"])
+    expect(listener.sampledOut).toBe(1)
+  })
+
   it(`a reader that reads nothing is closed after ${TAP_STALLED_BEATS} heartbeats without a drain, and its place is free again`, async () => {
     // The heartbeats run on a faked setInterval, by hand: no sleep decides when the reader counts as stalled.
     vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] })

@@ -1,6 +1,7 @@
 // The bound on a log line that repeats (src/iip/log.ts LogThrottle): at most so many lines per
-// window, the rest counted and their number carried by the next line that goes out.
-import { describe, expect, it } from "vitest"
+// window, the rest counted and their number carried by the next line that goes out. Its own clock
+// is monotonic: a wall clock step neither opens a window early nor holds one shut.
+import { describe, expect, it, vi } from "vitest"
 import { LogThrottle } from "../../src/iip/log.ts"
 
 describe("LogThrottle", () => {
@@ -33,5 +34,22 @@ describe("LogThrottle", () => {
     expect(throttle.admit()).toBeUndefined()
     now += 1000
     expect(throttle.admit()).toStrictEqual({ suppressedBefore: 1 })
+  })
+
+  it("by default on the monotonic clock: a wall clock stepped back an hour does not open a new window", () => {
+    // Fakes Date and performance: setSystemTime steps the wall clock alone, advanceTimersByTime both.
+    vi.useFakeTimers()
+    try {
+      const throttle = new LogThrottle(1, 1000)
+      expect(throttle.admit()).toStrictEqual({})
+      expect(throttle.admit()).toBeUndefined()
+      // Before, on Date.now(), the step started a window: a line a step let through.
+      vi.setSystemTime(Date.now() - 3_600_000)
+      expect(throttle.admit()).toBeUndefined()
+      vi.advanceTimersByTime(1000)
+      expect(throttle.admit()).toStrictEqual({ suppressedBefore: 2 })
+    } finally {
+      vi.useRealTimers()
+    }
   })
 })

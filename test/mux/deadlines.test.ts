@@ -1,10 +1,11 @@
 // The session's deadline heap (src/mux/deadlines.ts) on fake timers: items expire in the order
 // of their deadlines, each exactly once and not before it is due; a removed item never expires and
 // leaves nothing behind; one Node timer serves them all; clear() stops everything; a wall clock
-// stepped back or forward (Date) moves no deadline: they are on the monotonic clock.
+// stepped back or forward (Date) moves no deadline: they are on the monotonic clock; a deadline
+// further than a Node timer can wait arms the longest timer, not one that fires every ms.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import { monotonicMs } from "../../src/mux/clock.ts"
-import { Deadlines, type Expiring } from "../../src/mux/deadlines.ts"
+import { Deadlines, type Expiring, MAX_TIMER_MS } from "../../src/mux/deadlines.ts"
 
 interface Item extends Expiring {
   readonly name: string
@@ -105,5 +106,21 @@ describe("Deadlines", () => {
     vi.advanceTimersByTime(1)
     expect(expired).toEqual(["30", "1000"])
     expect(vi.getTimerCount()).toBe(0)
+  })
+
+  it("a deadline further than a Node timer can wait (a Date.now() passed as a deadline) arms the longest timer, not a 1 ms one", () => {
+    const expired: Array<string> = []
+    const deadlines = new Deadlines<Item>((i) => expired.push(i.name))
+    const timeout = vi.spyOn(globalThis, "setTimeout")
+    // A library caller that still passes Date.now() as the `now` option: its 30 s deadline is ~56 years away.
+    deadlines.addAt(item("epoch"), Date.now() + 30_000)
+    expect(timeout.mock.calls.map((call) => call[1])).toEqual([MAX_TIMER_MS])
+    vi.advanceTimersByTime(MAX_TIMER_MS)
+    expect(expired).toEqual([])
+    // The longest wait passed with the deadline still ahead: one re-arm, again for the longest.
+    expect(timeout.mock.calls.map((call) => call[1])).toEqual([MAX_TIMER_MS, MAX_TIMER_MS])
+    expect(vi.getTimerCount()).toBe(1)
+    deadlines.clear()
+    timeout.mockRestore()
   })
 })

@@ -104,6 +104,14 @@ export const withTimeout = <A>(promise: Promise<A>, ms: number, what: string): P
  * Polls `condition` every couple of milliseconds until it holds, failing after `timeoutMs`. Only for
  * states that announce themselves with no event (pool sizes, pause flags).
  */
+/** Resolves once `condition` holds, checked after each turn of the event loop (no timer: a test may fake them); fails after `withinMs`. */
+export const untilTurn = (condition: () => boolean, what: string, withinMs = 5000): Promise<void> =>
+  new Promise((resolve, reject) => {
+    const deadline = performance.now() + withinMs
+    const check = () => (condition() ? resolve() : performance.now() > deadline ? reject(new Error(`timed out waiting for ${what}`)) : setImmediate(check))
+    check()
+  })
+
 export const waitFor = async (condition: () => boolean, timeoutMs: number, what: string): Promise<void> => {
   const deadline = performance.now() + timeoutMs
   while (!condition()) {

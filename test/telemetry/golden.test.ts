@@ -103,6 +103,41 @@ describe("golden metrics", () => {
     expect(golden.points({ service: "nobody" })).toBeUndefined()
   })
 
+  /** A service's windows after five minutes at one request a second, a step back of an hour and `seconds` more at one a second. */
+  const windowsAfterStepBack = (seconds: number) => {
+    const clock = testClock(START)
+    const golden = makeGolden({ self: "web", now: clock.now })
+    const served = golden.served("store")
+    for (let i = 0; i < 300 + seconds; i++) {
+      if (i === 300) clock.advance(-3_600_000)
+      served.record("/items", 0.01, false)
+      clock.advance(1000)
+    }
+    return golden.view().services.find((s) => s.service === "store")!.windows
+  }
+
+  it("a wall clock stepped back an hour: the windows' rates are over the time they cover, not over 1 s", () => {
+    const windows = windowsAfterStepBack(20)
+    // Before, the series' start was an hour ahead of the clock: each window covered "1 s" (the
+    // floor), and the 10 s window's 9 requests (its current slot is empty) read as 9 a second.
+    expect(windows["10s"].stats.requests).toBe(9)
+    expect(windows["10s"].stats.rps).toBeCloseTo(1, 1)
+    // A window the step's time does not fill yet counts whole (the series is older than it): an
+    // under-read while it fills, the 20 requests since the step over the 50-60 s its slots span.
+    expect(windows["1m"].stats.requests).toBe(20)
+    expect(windows["1m"].stats.rps).toBeLessThan(0.5)
+  })
+
+  it("a wall clock stepped back an hour, then past the series' start again: the rates stay over the time the windows cover", () => {
+    // The load goes on at one a second until the clock is a minute past the series' start again.
+    const windows = windowsAfterStepBack(3_600 - 300 + 60)
+    // Every window is full of requests a second apart: 1 a second. Before, the series' start was
+    // taken for its age again once the clock passed it: the 10 min window's ~600 requests over 60 s.
+    expect(windows["10m"].stats.requests).toBeGreaterThan(580)
+    expect(windows["10m"].stats.rps).toBeCloseTo(1, 1)
+    expect(windows["1m"].stats.rps).toBeCloseTo(1, 1)
+  })
+
   it("routes: ids templated, query dropped, depth and length bounded, and at most maxRoutes per service", () => {
     expect(routeOf("/users/123/orders/9f8e7d6c-1111-2222-3333-444455556666?x=1")).toBe("/users/{id}/orders/{id}")
     expect(routeOf("/pkg.v1.Greeter/SayHello")).toBe("/pkg.v1.Greeter/SayHello")

@@ -5,7 +5,7 @@
 // exactly as recorded; unsampled spans are not kept; a sidecar's shutdown leaves a shared store
 // alone.
 import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api"
-import { afterEach, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it, vi } from "vitest"
 import { extractContext } from "../../src/telemetry/propagation.ts"
 import { TraceStore } from "../../src/telemetry/traceStore.ts"
 import { makeTracing, type Tracing } from "../../src/telemetry/tracing.ts"
@@ -62,6 +62,28 @@ describe("TraceStore", () => {
     const fifth = traceOf("e")
     expect(store.get(fifth)!.map((span) => span.name)).toStrictEqual(["e", "e child"])
     expect(store.recent(10).map((summary) => summary.rootName)).toStrictEqual(["e", "b", "a"])
+  })
+
+  it("the per-second budget of new traces runs on the monotonic clock: a wall clock step neither renews it nor holds it back", () => {
+    // Fakes Date and performance: setSystemTime steps the wall clock alone, advanceTimersByTime both.
+    vi.useFakeTimers()
+    cleanup.add(() => vi.useRealTimers())
+    const store = new TraceStore({ maxNewTracesPerSecond: 2 })
+    const tracing = tracingFor("catalog", store)
+    const traceOf = (name: string) => {
+      const root = tracing.tracer.startSpan(name)
+      root.end()
+      return root.spanContext().traceId
+    }
+    traceOf("a")
+    traceOf("b")
+    // Stepped back an hour within the second: no new second's budget (before, Date.now()'s second changed).
+    vi.setSystemTime(Date.now() - 3_600_000)
+    expect(store.get(traceOf("c"))).toBeUndefined()
+    // A second later, whatever the wall clock says: a new budget.
+    vi.advanceTimersByTime(1000)
+    expect(store.get(traceOf("d"))).toHaveLength(1)
+    expect(store.recent(10).map((summary) => summary.rootName)).toStrictEqual(["d", "b", "a"])
   })
 
   it("past the budget, a trace held or under way is still kept and one evicted or ended is not, ids alike in their last digits included", () => {
