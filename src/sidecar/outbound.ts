@@ -19,7 +19,7 @@
 import type { IipClient } from "../iip/client.ts"
 import { Cancellation } from "../mux/cancellation.ts"
 import { monotonicMs } from "../mux/clock.ts"
-import { RequestTimeout } from "../mux/errors.ts"
+import { ConnectFailed, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled } from "../mux/meshChannels.ts"
 import type { IncomingStream } from "../mux/streams.ts"
 import { type MeshReply, RemoteError } from "../mux/meshSession.ts"
@@ -92,6 +92,8 @@ class OutboundExchange implements HeldBodyReceiver {
   private meta: Map<string, string> | undefined = undefined
   private context: ReturnType<typeof pickContext> | undefined = undefined
   private deadline = 0
+  /** What the deadline allows the whole request (ms). */
+  private timeoutMs = 0
   private perTryTimeoutMs: number | undefined = undefined
   private maxAttempts = MAX_ATTEMPTS
   /** The last try's failure, thrown when no endpoint is left for a retry. */
@@ -204,7 +206,8 @@ class OutboundExchange implements HeldBodyReceiver {
     // One deadline for the whole request, however many endpoints it tries (an injected delay
     // included), on the monotonic clock (clock.ts): a wall clock step moves no request's deadline.
     const now = monotonicMs()
-    const deadline = now + appTimeoutMs(req, actions?.timeoutMs ?? options.requestTimeoutMs)
+    this.timeoutMs = appTimeoutMs(req, actions?.timeoutMs ?? options.requestTimeoutMs)
+    const deadline = now + this.timeoutMs
     this.deadline = deadline
     const delayMs = actions?.delayMs?.() ?? 0
     if (delayMs > 0) this.hold(delayMs, deadline).then(() => this.firstTry(0)).catch((error: unknown) => this.fail(error))
@@ -330,12 +333,21 @@ class OutboundExchange implements HeldBodyReceiver {
       this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
       const safe = notProcessed(error) || (IDEMPOTENT.has(method) && (transportFailure(error) || this.perTryDeadlinePassed(error)))
       const retry = safe && this.whole && this.attempts < this.maxAttempts && !this.appGone && monotonicMs() < this.deadline && this.options.registry.allowRetry(this.service)
-      if (!retry) return this.fail(error)
+      if (!retry) return this.fail(this.connectOutlastedDeadline(error) ? new RequestTimeout({ message: `no connection to ${lease!.endpoint.id} before the deadline (${error.message})`, timeoutMs: this.timeoutMs }) : error)
       this.lastError = error
       this.nextTry(0)
     } catch (failure) {
       this.fail(failure)
     }
+  }
+
+  /**
+   * A connection still being made when the request's deadline came (the wait for it is bounded by
+   * the deadline): the request ran out of time, a 504, not a broken endpoint's 502. The wait's
+   * timer counts whole milliseconds, hence the millisecond of slack.
+   */
+  private connectOutlastedDeadline(error: unknown): error is ConnectFailed {
+    return error instanceof ConnectFailed && error.tls === undefined && monotonicMs() + 1 >= this.deadline
   }
 
   /**

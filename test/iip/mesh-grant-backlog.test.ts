@@ -142,13 +142,20 @@ describe("connection credit grants a peer does not read (conncredit)", () => {
     await waitFor(() => session() !== undefined, 5000, "the mesh session")
     const connection = session()!.connection
     // What the sockets take is filled first, with pushes of 64 KiB (cheap): the grants then meet a
-    // writer that stays congested, whatever the kernel's buffers hold.
+    // writer that stays congested, whatever the kernel's buffers hold. Buffers that grow (to 16 MiB)
+    // go on taking the writer's bytes after it looked full, in real time: it is topped up again
+    // whenever the kernel emptied it below the high-water mark, until the state waited for holds.
     const fill = session()!.openChannel()
+    const topUp = () => {
+      if (connection.writer.congested || connection.closed) return
+      while (connection.writer.pendingBytes < 512 * KiB) session()!.push(fill, "/fill", Buffer.alloc(64 * KiB))
+    }
     for (const deadline = Date.now() + 5000; connection.writer.pendingBytes < 448 * KiB; ) {
       if (Date.now() > deadline) throw new Error(`the sockets never filled (${connection.writer.pendingBytes} bytes pending)`)
-      while (connection.writer.pendingBytes < 512 * KiB) session()!.push(fill, "/fill", Buffer.alloc(64 * KiB))
+      topUp()
       await new Promise((resolve) => setImmediate(resolve))
     }
+    const packetsBefore = connection.packetsReceived
     // Requests on channels 1, 2, ...: each a body of 16 writes of 4096 1-byte chunks, then its end.
     let writes = 0
     let stopped = false
@@ -164,9 +171,14 @@ describe("connection credit grants a peer does not read (conncredit)", () => {
       }
     }
     pump()
-    await waitFor(() => (connection.writer.congested && connection.socket.isPaused()) || connection.closed || errors.length > 0, 10_000, "the acceptor to stop reading while its credit grants back up")
+    await waitFor(() => {
+      topUp()
+      return (connection.writer.congested && connection.socket.isPaused()) || connection.closed || errors.length > 0
+    }, 10_000, "the acceptor to stop reading while its credit grants back up")
     stopped = true
     expect({ paused: connection.socket.isPaused(), closed: connection.closed, errors }).toEqual({ paused: true, closed: false, errors: [] })
+    // Chunks were read and granted on the way there, not only the fill.
+    expect(connection.packetsReceived).toBeGreaterThan(packetsBefore)
     expect(connection.writer.pendingBytes).toBeLessThan(MiB)
     raw.socket.resume()
     await waitFor(() => !connection.socket.isPaused(), 10_000, "the acceptor to read again")

@@ -5,6 +5,7 @@
 // caller — the caller's sidecar routes `pricing` by its file.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
+import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -57,11 +58,26 @@ describe("route timeout and retries", () => {
     const started = performance.now()
     const answer = await call(running.outboundPort, { path: "/hang", headers: { host: "pricing" } })
     const elapsed = performance.now() - started
-    expect(answer.status).toBe(504)
+    expect(answer.status, String(answer.headers["x-iip-mesh-error"])).toBe(504)
     expect(answer.headers["x-iip-mesh-error"]).toMatch(/reason=deadline/)
     expect(elapsed).toBeGreaterThanOrEqual(190)
     expect(elapsed).toBeLessThan(5000)
     expect((await call(running.outboundPort, { path: "/", headers: { host: "pricing" } })).status).toBe(200)
+  })
+
+  it("a deadline that passes while the endpoint's connection is still being made answers 504 deadline, not 502", async () => {
+    // An endpoint that takes the TCP connection and never says a word: the mesh connection is never
+    // up. At load 15 a real sidecar's connection took longer than this route's 200 ms too.
+    const silent = net.createServer((socket) => cleanup.add(() => socket.destroy()))
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => silent.close(() => resolve())))
+    const { port } = silent.address() as net.AddressInfo
+    const running = await caller([
+      { name: "quick", service: "pricing", split: [{ subset: "v1", weight: 1 }], timeoutMs: 200 }
+    ], [{ address: `127.0.0.1:${port}`, weight: 1, version: "v1" }])
+    const answer = await call(running.outboundPort, { path: "/", headers: { host: "pricing" } })
+    expect(answer.status, String(answer.headers["x-iip-mesh-error"])).toBe(504)
+    expect(answer.headers["x-iip-mesh-error"]).toMatch(/reason=deadline/)
   })
 
   it("a route's retries: attempts 1 tries one endpoint where the default tries both; its per-try timeout moves on to the next", async () => {
