@@ -4,9 +4,10 @@
 // keeps what its exchanges share: one timer for their deadlines, the holds of answers waiting to
 // go back whole, the gRPC methods seen to stream, and the places among the streams open to the app:
 // at most `maxStreams` (`--app-h2-max-streams`) on all its sessions, fewer when the app's
-// SETTINGS_MAX_CONCURRENT_STREAMS says so; as many again wait for a place, in order, within their
-// deadlines; past that a request is refused `overloaded`, not processed (a gRPC caller reads
-// UNAVAILABLE), and counted. node's session would take them all: its nghttp2 queue of streams
+// SETTINGS_MAX_CONCURRENT_STREAMS says so (until a new session's SETTINGS come in, it carries one
+// stream: an app announcing fewer than B's may refuse the rest, RFC 9113 §5.1.2); as many again
+// wait for a place, in order, within their deadlines; past that a request is refused `overloaded`,
+// not processed (a gRPC caller reads UNAVAILABLE), and counted. node's session would take them all: its nghttp2 queue of streams
 // past the app's limit has no bound.
 import * as http2 from "node:http2"
 import { Deadlines } from "../mux/deadlines.ts"
@@ -66,6 +67,10 @@ export class AppH2Leg implements H2Leg {
   refused = 0
   /** The current session's app's SETTINGS_MAX_CONCURRENT_STREAMS, kept from its 'remoteSettings' (node's getter builds an object per read). */
   private announcedStreams = Infinity
+  /** The current session's SETTINGS came in: until then it carries only the stream that made it. */
+  private settled = false
+  /** A stream went out on the current session before its SETTINGS (the one that made it). */
+  private unsettledStreamOut = false
 
   constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number, maxStreams: number) {
     this.address = `${host}:${port}`
@@ -85,7 +90,7 @@ export class AppH2Leg implements H2Leg {
    */
   admit(exchange: AppH2Exchange): boolean | undefined {
     const places = this.placesNow()
-    if (this.waiting.size === 0 && this.openStreams < places) {
+    if (this.waiting.size === 0 && this.mayOpen(places)) {
       this.openStreams++
       return true
     }
@@ -110,7 +115,7 @@ export class AppH2Leg implements H2Leg {
 
   /** Exchanges waiting take the places free now, in order (a stream closed, or the app raised its limit). */
   private openWaiting(): void {
-    while (this.waiting.size > 0 && this.openStreams < this.placesNow()) {
+    while (this.waiting.size > 0 && this.mayOpen(this.placesNow())) {
       const next = this.waiting.values().next().value!
       this.waiting.delete(next)
       this.openStreams++
@@ -118,7 +123,25 @@ export class AppH2Leg implements H2Leg {
     }
   }
 
-  /** Ours, or fewer when the current session's app announced fewer (before its SETTINGS: ours). */
+  /**
+   * A stream may open now: a place is free, and the current session's SETTINGS came in, or it has
+   * none yet (the stream makes it). An app that announces fewer streams than B's limit refuses
+   * those opened before it said so; its SETTINGS come first thing, so the wait is one round trip.
+   */
+  private mayOpen(places: number): boolean {
+    return this.openStreams < places && (this.settled || !this.unsettledStreamOut)
+  }
+
+  /** The current session is gone: the next stream makes another; exchanges waiting for its SETTINGS go on. */
+  private sessionGone(session: http2.ClientHttp2Session): void {
+    if (this.session !== session) return
+    this.session = undefined
+    this.settled = false
+    this.unsettledStreamOut = false
+    if (this.waiting.size > 0) this.openWaiting()
+  }
+
+  /** Ours, or fewer when the current session's app announced fewer (before its SETTINGS: ours, the waiting budget's measure). */
   private placesNow(): number {
     return Math.min(this.maxStreams, this.announcedStreams)
   }
@@ -141,18 +164,18 @@ export class AppH2Leg implements H2Leg {
     })
     // Its streams fail with the error; the session is made again on the next request.
     session.on("error", () => {})
-    session.on("close", () => {
-      if (this.session === session) this.session = undefined
-    })
-    session.on("goaway", () => {
-      if (this.session === session) this.session = undefined
-    })
+    session.on("close", () => this.sessionGone(session))
+    session.on("goaway", () => this.sessionGone(session))
     this.announcedStreams = Infinity
+    this.settled = false
+    // The caller opens the session's first stream now.
+    this.unsettledStreamOut = true
     session.on("remoteSettings", (settings: http2.Settings) => {
       if (this.session !== session) return
       this.announcedStreams = settings.maxConcurrentStreams ?? Infinity
-      // A limit raised while exchanges wait: they take the new places now, not only once a stream
-      // closes (behind streams the app holds they would wait out their deadlines, places free).
+      this.settled = true
+      // A limit raised (or first known) while exchanges wait: they take the new places now, not only
+      // once a stream closes (behind streams the app holds they would wait out their deadlines, places free).
       if (this.waiting.size > 0) this.openWaiting()
     })
     this.session = session

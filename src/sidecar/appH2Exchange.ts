@@ -186,9 +186,12 @@ export class AppH2Exchange implements Expiring, Held {
   onError(error: NodeJS.ErrnoException): void {
     // A reset with an error code after END_STREAM: node reports it instead of the end; the answer is whole.
     if (this.endedAtClose === true) return this.onEnd()
-    // Refused before the app saw the request: not processed, another instance may take it.
+    // Refused before the app saw the request (no connection, or its stream reset with
+    // REFUSED_STREAM, which RFC 9113 §8.7 says was not processed): another instance may take it.
     const cause = (error as { readonly cause?: NodeJS.ErrnoException }).cause
-    const refused = this.status === 0 && (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED")
+    const refused =
+      this.status === 0 &&
+      (error.code === "ECONNREFUSED" || cause?.code === "ECONNREFUSED" || this.stream?.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM)
     const code = refused ? AppErrorCode.unavailable : AppErrorCode.failed
     this.fail(502, { hop: "app", reason: code }, code, `app at ${this.leg.address}: ${error.code ?? error.message}`, !refused)
   }
