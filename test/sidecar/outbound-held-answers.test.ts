@@ -6,10 +6,9 @@
 // overloaded at the outbound hop before it is forwarded, and once the readers take their answers
 // requests are answered again. Failed before (every caller got its 16 MiB answer, 192 MiB held).
 import * as net from "node:net"
-import type { AddressInfo } from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { Http1Listener } from "../../src/sidecar/http1Listener.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { listenOutbound } from "../support/outboundListener.ts"
 
 const MiB = 1024 * 1024
 /** Larger than what loopback's socket buffers take (a few MiB): most of it waits in the listener's process. */
@@ -26,28 +25,15 @@ describe("whole answers held for callers that do not read them", () => {
 
   it("past the listener's budget later callers are refused 503 overloaded, the answers held stay bounded, and taken answers make room", async () => {
     let answered = 0
-    const listener = new Http1Listener({
-      maxHeaderSize: 16 * 1024,
-      headersTimeoutMs: 60_000,
-      requestTimeoutMs: 300_000,
-      keepAliveTimeoutMs: 60_000,
-      maxConnections: 1000,
-      maxHeldAnswerBytes: BUDGET,
-      onRequest: (call) => {
+    const { listener, port } = await listenOutbound(
+      cleanup,
+      (call) => {
         answered++
         call.writeHead(200, [["content-length", String(ANSWER)]])
         call.end(Buffer.alloc(ANSWER, 0x61))
       },
-      onUpgrade: (_request, socket) => socket.destroy(),
-      onH2c: (socket) => socket.destroy(),
-      onStray: () => {}
-    })
-    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve))
-    cleanup.add(() => {
-      listener.destroyAll()
-      return new Promise<void>((resolve) => listener.server.close(() => resolve()))
-    })
-    const port = (listener.server.address() as AddressInfo).port
+      { maxHeldAnswerBytes: BUDGET }
+    )
     /** A caller that sends one request; paused, it reads nothing until resumed. */
     const caller = (paused: boolean) => {
       const socket = net.connect(port, "127.0.0.1")

@@ -12,10 +12,11 @@
 // connection is closed at once (an app, or any process in the pod, held every descriptor before).
 import * as net from "node:net"
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest"
-import { Http1Listener, type Http1ListenerOptions } from "../../src/sidecar/http1Listener.ts"
+import type { Http1ListenerOptions } from "../../src/sidecar/http1Listener.ts"
 import { HTTPParser } from "../../src/sidecar/llhttp.ts"
 import type { OutboundCall } from "../../src/sidecar/outboundCall.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { listenOutbound } from "../support/outboundListener.ts"
 import { HttpStreamParser, type RawMessage, RawHttpClient } from "../support/rawHttp.ts"
 import { echoRequest, type Mesh, sidecarConfig, startMesh, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -165,27 +166,10 @@ describe("the outbound listener alone", () => {
   afterEach(() => cleanup.run())
 
   const start = async (onRequest: (call: OutboundCall) => void, options: Partial<Http1ListenerOptions> = {}) => {
-    const listener = new Http1Listener({
-      maxHeaderSize: 16 * 1024,
-      headersTimeoutMs: 60_000,
-      requestTimeoutMs: 300_000,
-      keepAliveTimeoutMs: 60_000,
-      maxConnections: 1000,
-      onRequest,
-      onUpgrade: (_request, socket) => socket.destroy(),
-      onH2c: (socket) => socket.destroy(),
-      onStray: () => {},
-      maxHeldAnswerBytes: 512 * 1024 * 1024,
-      ...options
-    })
-    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve))
-    cleanup.add(() => {
-      listener.destroyAll()
-      return new Promise<void>((resolve) => listener.server.close(() => resolve()))
-    })
+    const { listener, port } = await listenOutbound(cleanup, onRequest, options)
     const sockets: Array<net.Socket> = []
     listener.server.on("connection", (socket: net.Socket) => sockets.push(socket))
-    return { port: (listener.server.address() as net.AddressInfo).port, sockets }
+    return { port, sockets }
   }
 
   const answer = (call: OutboundCall, text: string) => {
