@@ -111,7 +111,15 @@ describe("hostile HTTP/2 on the outbound listener", () => {
     session.on("goaway", () => (goaway = true))
     session.on("error", () => {})
     let opened = 0
-    // In batches of 100, each batch a turn of the event loop, so the GOAWAY is seen when it comes.
+    // In batches of 100, each taken by A before the next, so the GOAWAY is seen when it comes:
+    // counting what the client had queued counted the kernel's buffers too (4 KiB ones held back
+    // enough for 3,700 opened before it came). The batch leaves the client (nghttp2's queue and the
+    // socket's, which announce it with no event), then a PING, which A answers after reading it.
+    const ended = () => goaway || session.destroyed || session.closed
+    const batchTaken = async () => {
+      await waitFor(() => ended() || (session.state.outboundQueueSize === 0 && session.socket.writableLength === 0), 10_000, "the batch to leave the client")
+      await new Promise<void>((resolve) => (ended() ? resolve() : void session.ping(() => resolve())))
+    }
     while (!goaway && !session.destroyed && opened < 5000) {
       for (let i = 0; i < 100 && !session.closed && !session.destroyed; i++, opened++) {
         // Every other one a POST whose body has begun (held whole if it ended in the turn, streamed if not).
@@ -121,7 +129,7 @@ describe("hostile HTTP/2 on the outbound listener", () => {
         if (post) stream.write("part of a body")
         stream.close(http2.constants.NGHTTP2_CANCEL)
       }
-      await new Promise((resolve) => setImmediate(resolve))
+      await batchTaken()
     }
     expect(goaway).toBe(true)
     expect(opened).toBeLessThan(2000)
