@@ -1,11 +1,13 @@
 // The timeouts of a server's connections (PROTOCOL.md §15): a new connection must complete its
 // first packet (a mesh dialer's hello) in time, a packet once started must be completed in time
 // (slowloris), a connection this side paused at its budget stays paused only while what it holds
-// is being released (else its work is stuck, and a paused socket cannot see its peer leave), and a
-// connection with nothing in flight and no traffic for long is closed, so idle or stalled sockets
-// cannot hold the connection slots. One sweep fiber per server (on Effect's
-// Clock, so tests drive it with TestClock) compares each connection's packet and release counters
-// with what it saw last time: nothing per packet, nothing per request.
+// is being released (else its work is stuck, and a paused socket cannot see its peer leave), a
+// connection whose peer takes nothing this side writes is closed at the write timeout (its queued
+// bytes hold the server's write budget, budget.ts), and a connection with nothing in flight and no
+// traffic for long is closed, so idle or stalled sockets cannot hold the connection slots. One
+// sweep fiber per server (on Effect's Clock, so tests drive it with TestClock) compares each
+// connection's packet, release and write counters with what it saw last time: nothing per packet,
+// nothing per request.
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type { Connection } from "../mux/connection.ts"
@@ -22,9 +24,11 @@ export interface TimeoutOptions {
   readonly packetMs: number
   /** No request in flight and no packet received for this long; 0: never. */
   readonly idleMs: number
+  /** The writer waits for the socket and the peer takes nothing for this long; 0: never. */
+  readonly writeMs: number
 }
 
-export const defaultTimeouts: TimeoutOptions = { firstPacketMs: 10_000, packetMs: 30_000, idleMs: 300_000 }
+export const defaultTimeouts: TimeoutOptions = { firstPacketMs: 10_000, packetMs: 30_000, idleMs: 300_000, writeMs: 60_000 }
 
 interface Watch {
   /** When it was accepted; -1 when the sweeper had not started yet (its first sweep sets it). */
@@ -38,6 +42,10 @@ interface Watch {
   progressAt: number
   /** When the packet now partly read was first seen partly read; -1 when none is. */
   partialAt: number
+  /** The writer's count of writes its socket took (PacketWriter.writesTaken) when last seen. */
+  writesTaken: number
+  /** When the writer was last seen not waiting for its peer, or its peer took a write. */
+  writeProgressAt: number
 }
 
 export class ConnectionTimeouts {
@@ -63,10 +71,10 @@ export class ConnectionTimeouts {
       known.isIdle = isIdle
       return
     }
-    const { firstPacketMs, packetMs, idleMs } = this.options
-    if (this.stopped || (firstPacketMs <= 0 && packetMs <= 0 && idleMs <= 0)) return
+    const { firstPacketMs, packetMs, idleMs, writeMs } = this.options
+    if (this.stopped || (firstPacketMs <= 0 && packetMs <= 0 && idleMs <= 0 && writeMs <= 0)) return
     const now = this.clock?.currentTimeMillisUnsafe() ?? -1
-    this.watched.set(connection, { openedAt: now, isIdle, packets: 0, releases: 0, progressAt: now, partialAt: -1 })
+    this.watched.set(connection, { openedAt: now, isIdle, packets: 0, releases: 0, progressAt: now, partialAt: -1, writesTaken: 0, writeProgressAt: now })
     if (!this.running) {
       this.running = true
       this.supervisor.fork(this.sweeper())
@@ -81,8 +89,8 @@ export class ConnectionTimeouts {
   /** Sweeps every quarter of the shortest timeout, so each fires at most a quarter late. */
   private sweeper(): Effect.Effect<void> {
     const timeouts = this
-    const { firstPacketMs, packetMs, idleMs } = this.options
-    const tick = Math.max(5, Math.floor(Math.min(...[firstPacketMs, packetMs, idleMs].filter((ms) => ms > 0)) / 4))
+    const { firstPacketMs, packetMs, idleMs, writeMs } = this.options
+    const tick = Math.max(5, Math.floor(Math.min(...[firstPacketMs, packetMs, idleMs, writeMs].filter((ms) => ms > 0)) / 4))
     return Effect.gen(function*() {
       const clock = yield* Clock.Clock
       timeouts.clock = clock
@@ -99,7 +107,7 @@ export class ConnectionTimeouts {
   }
 
   private sweep(now: number): void {
-    const { firstPacketMs, packetMs, idleMs } = this.options
+    const { firstPacketMs, packetMs, idleMs, writeMs } = this.options
     for (const [connection, watch] of this.watched) {
       if (connection.closed) {
         this.watched.delete(connection)
@@ -108,6 +116,17 @@ export class ConnectionTimeouts {
       if (watch.openedAt < 0) {
         watch.openedAt = now
         watch.progressAt = now
+        watch.writeProgressAt = now
+      }
+      // A peer that takes none of what this side sends holds its bytes (the server's write budget)
+      // and, while that is spent, every connection's reading: whatever else it does, it is closed.
+      const writer = connection.writer
+      if (!writer.waitingForPeer || writer.writesTaken !== watch.writesTaken) {
+        watch.writesTaken = writer.writesTaken
+        watch.writeProgressAt = now
+      } else if (writeMs > 0 && now - watch.writeProgressAt >= writeMs) {
+        this.expire(connection, "write-timeout", `the peer took nothing written for ${writeMs} ms`, false)
+        continue
       }
       const packets = connection.packetsReceived
       const releases = connection.budget.releases

@@ -21,6 +21,7 @@ export const defaultBudgets = {
   maxQueuedBytesPerConnection: 64 * 1024 * 1024,
   maxQueuedRequests: 16_384,
   maxQueuedBytes: 512 * 1024 * 1024,
+  maxQueuedWriteBytes: 512 * 1024 * 1024,
   maxChannels: 65_536
 } as const
 
@@ -249,3 +250,60 @@ export class InboundBudget {
     this.held = 0
   }
 }
+
+/** What a WriteBudget pauses and resumes: a server connection's reading. */
+export interface PausableReader {
+  pauseReading(): void
+  resumeReading(): void
+}
+
+/**
+ * Bytes of answers (and everything else a server sends) queued in its connections' writers and
+ * sockets, all connections together. A connection's writer charges what it queues and gives back
+ * what its socket took (writer.ts); past `maxBytes` no connection of the server reads new requests
+ * until the sum is back under half (hysteresis), so peers that send requests and never read their
+ * answers cannot make the process hold more than the bound, plus what the reads under way when it
+ * was crossed still answer. Those peers are closed at their write timeout (timeouts.ts), which
+ * gives their bytes back. Under the bound its cost is a counter add and a compare per packet.
+ */
+export class WriteBudget {
+  bytes = 0
+  readonly maxBytes: number
+  private paused = false
+  private readonly readers = new Set<PausableReader>()
+
+  constructor(maxBytes: number) {
+    this.maxBytes = maxBytes
+  }
+
+  /** Over the bound: reading is paused on every connection. */
+  get exceeded(): boolean {
+    return this.paused
+  }
+
+  /** A server connection: paused with the others while the budget is exceeded (at once if it is). */
+  join(reader: PausableReader): void {
+    this.readers.add(reader)
+    if (this.paused) reader.pauseReading()
+  }
+
+  /** The connection is gone; its bytes were given back by its writer. */
+  leave(reader: PausableReader): void {
+    this.readers.delete(reader)
+  }
+
+  /** Called when `bytes` changed: pauses every reader past the bound, resumes them under half of it. */
+  check(): void {
+    if (!this.paused) {
+      if (this.bytes <= this.maxBytes) return
+      this.paused = true
+      for (const reader of this.readers) reader.pauseReading()
+    } else if (this.bytes <= this.maxBytes / 2) {
+      this.paused = false
+      for (const reader of this.readers) reader.resumeReading()
+    }
+  }
+}
+
+/** The write budget of connections no server bounds (a client's): counted, never exceeded. */
+export const unlimitedWriteBudget = new WriteBudget(Infinity)

@@ -15,7 +15,7 @@ import { PacketDecoder } from "../protocol/decoder.ts"
 import { ProtocolError } from "../protocol/errors.ts"
 import { EnvelopeBytes, MeshDefaults } from "../protocol/mesh.ts"
 import { isFirstPacket, isLastPacket, type Role, statusAllowed } from "../protocol/status.ts"
-import { Budget, type BudgetLimits, InboundBudget, unlimitedBudget } from "./budget.ts"
+import { Budget, type BudgetLimits, InboundBudget, unlimitedBudget, type WriteBudget } from "./budget.ts"
 import { ConnectionClosed } from "./errors.ts"
 import { readIntoSlabs, type Slab } from "./readSlabs.ts"
 import { PacketWriter } from "./writer.ts"
@@ -94,6 +94,8 @@ interface ChannelReceive {
 export interface ConnectionBudget {
   readonly own: BudgetLimits
   readonly shared: Budget
+  /** A server's: the bytes its connections' writers hold, all together; reading pauses on all while it is exceeded. */
+  readonly writes?: WriteBudget
 }
 
 /** In mesh mode the dialer opens channels below 2^31 and the acceptor at or above it. */
@@ -151,6 +153,8 @@ export class Connection {
   private assemblingBytes = 0
   /** Requests, bytes and channels the peer makes this side hold (budget.ts). */
   readonly budget: InboundBudget
+  /** Where this connection's writer counts its bytes with its server's other connections', and pauses with them. */
+  private readonly writeBudget: WriteBudget | undefined
   /** Bytes of the packet being read, as held in the budget. */
   private heldForPacket = 0
   /**
@@ -176,10 +180,9 @@ export class Connection {
     this.log = log
     this.budget = new InboundBudget(budget.own, budget.shared, () => this.pauseReading(), () => this.resumeReading())
     this.remoteAddress = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`
-    this.writer = new PacketWriter(socket, {
-      highWaterBytes: limits.writeHighWaterBytes,
-      maxQueuedBytes: limits.maxWriteQueueBytes
-    })
+    this.writer = new PacketWriter(socket, { highWaterBytes: limits.writeHighWaterBytes, maxQueuedBytes: limits.maxWriteQueueBytes }, budget.writes)
+    this.writeBudget = budget.writes
+    budget.writes?.join(this)
     this.decoder = new PacketDecoder(
       {
         checkHeader: (status, channelId) => this.checkHeader(status, channelId),
@@ -393,7 +396,11 @@ export class Connection {
       this.writer.finish(() => this.socket.end())
       // A peer that never reads must not keep the socket alive forever.
       const timer = setTimeout(() => this.socket.destroy(), gracefulCloseMs)
-      this.socket.once("close", () => clearTimeout(timer))
+      this.socket.once("close", () => {
+        clearTimeout(timer)
+        // What the peer never took goes back to the write budget.
+        this.writer.close()
+      })
     } else {
       this.writer.close()
       this.socket.destroy()
@@ -401,6 +408,7 @@ export class Connection {
     this.channels.clear()
     this.assemblingBytes = 0
     this.budget.releaseAll()
+    this.writeBudget?.leave(this)
     this.sink?.onClose(this.closedWith)
   }
 

@@ -30,6 +30,7 @@ import { performance } from "node:perf_hooks"
 import { encodeEnvelopeHeadInto, EnvelopeBytes, envelopeMetaBytes, type Meta } from "../protocol/mesh.ts"
 import { checkPacket, encodeHeaderInto, encodePacketInto } from "../protocol/packet.ts"
 import { Batch } from "./batch.ts"
+import { unlimitedWriteBudget, type WriteBudget } from "./budget.ts"
 import { Overloaded } from "./errors.ts"
 
 /** What the writer needs of a socket (net.Socket satisfies it). */
@@ -133,6 +134,7 @@ export class PacketWriter {
   /** The `written` callbacks of the bulk packets in the socket, in the order written. */
   private readonly bulkCallbacks: Array<(() => void) | undefined> = []
   private readonly onBulkWritten = () => {
+    this.writesTaken++
     this.bulkInFlight--
     this.bulkCallbacks.shift()?.()
     this.flush()
@@ -149,16 +151,29 @@ export class PacketWriter {
     this.flush()
   }
   private readonly onDrain = () => {
+    this.writesTaken++
     this.waitingDrain = false
     this.flush()
   }
 
   private readonly sink: ByteSink
   private readonly limits: WriterLimits
+  /** Where this writer's bytes count with its server's other connections' (budget.ts). */
+  private readonly budget: WriteBudget
+  /** Of `budget.bytes`, this writer's part: what was queued, until `settleBudget` sees the socket took it. */
+  private charged = 0
+  /** Times the socket took what it held (a drain, a bulk packet written): the peer reads (timeouts.ts). */
+  writesTaken = 0
 
-  constructor(sink: ByteSink, limits: WriterLimits) {
+  constructor(sink: ByteSink, limits: WriterLimits, budget: WriteBudget = unlimitedWriteBudget) {
     this.sink = sink
     this.limits = limits
+    this.budget = budget
+  }
+
+  /** Waiting for the socket to take what it holds: only the peer reading moves it on. */
+  get waitingForPeer(): boolean {
+    return this.waitingDrain || this.bulkInFlight > 0
   }
 
   /** Bytes waiting here or in the socket. */
@@ -329,6 +344,7 @@ export class PacketWriter {
     return n
   }
 
+  /** Takes `size` bytes into the queue (the packet is queued right after) or throws Overloaded. */
   private admit(size: number): void {
     if (this.queuedBytes + size > this.limits.maxQueuedBytes && this.queuedBytes > 0) {
       throw new Overloaded({
@@ -336,6 +352,23 @@ export class PacketWriter {
         limit: "writeQueueBytes"
       })
     }
+    this.charged += size
+    const budget = this.budget
+    if ((budget.bytes += size) > budget.maxBytes) budget.check()
+  }
+
+  /**
+   * Gives the write budget back what left this writer since: called once a write is done, and at
+   * close (all of it). What a socket that pushed back holds stays charged until its drain; what
+   * one took under its high-water mark (and the one bulk packet in flight) is not counted, a few
+   * KiB per connection at most.
+   */
+  private settleBudget(): void {
+    const pending = this.closed ? 0 : this.waitingDrain ? this.queuedBytes + this.sink.writableLength : this.queuedBytes
+    if (pending === this.charged) return
+    this.budget.bytes += pending - this.charged
+    this.charged = pending
+    this.budget.check()
   }
 
   /** Calls `callback` once the writer is no longer congested (at once if it is not). */
@@ -356,6 +389,7 @@ export class PacketWriter {
     this.closed = true
     this.recycle(this.takeQueue())
     this.dropLanes()
+    this.settleBudget()
     this.releaseWaiters()
   }
 
@@ -395,7 +429,9 @@ export class PacketWriter {
     if (!ok) {
       this.waitingDrain = true
       this.sink.once("drain", this.onDrain)
+      this.settleBudget()
     } else {
+      this.settleBudget()
       if (!this.congested) this.releaseWaiters()
       this.finishIfDone()
     }
