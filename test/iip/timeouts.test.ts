@@ -7,7 +7,8 @@
 //   still being handled is not;
 // - a connection paused at its budget whose held requests never finish is closed after
 //   packetTimeoutMs (a paused socket cannot even see its peer leave); one paused because its peer
-//   reads its answers slowly is not;
+//   reads its answers slowly is not; one whose peer takes nothing it writes is closed after
+//   writeTimeoutMs, and taking some starts that timeout again;
 // - 200 silent sockets fill maxConnections (a new caller is turned away) until the first-packet
 //   timeout frees their slots, and the next caller is served;
 // - a mesh client's keep-alive pings keep its idle connection open for 5 minutes of an idle
@@ -171,6 +172,45 @@ describe("connection timeouts on the TestClock", () => {
       raw.socket.resume()
       const answer = yield* Effect.promise(() => raw.next(10_000))
       expect(answer.data.length).toBe(8 * 1024 * 1024)
+    }))
+
+  it.effect("a peer that takes none of its answers is closed at writeTimeoutMs; taking some starts the timeout again", () =>
+    Effect.gen(function*() {
+      const cleanup = yield* useCleanup
+      const { events, log } = collectLog()
+      const server = yield* Server.make({ ...timeouts, writeTimeoutMs: 10_000, drainTimeoutMs: 0, log })
+      let handled = 0
+      server.handle("/big", () => {
+        handled++
+        return Buffer.alloc(8 * 1024 * 1024, 0x62)
+      })
+      const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+      yield* Effect.promise(() => raw.newChannel())
+      raw.socket.pause()
+      const writer = [...server.sessions][0]!.connection.writer
+      for (let sent = 1; !writer.waitingForPeer; sent++) {
+        expect(sent, "8 MiB answers sent without the writer waiting for its peer").toBeLessThanOrEqual(MAX_BIG_ANSWERS)
+        raw.write(frame(1, "/big", 1, "{}"))
+        yield* until(() => writer.waitingForPeer || handled === sent, "the server to answer or wait for its peer")
+      }
+      yield* TestClock.adjust("9 seconds")
+      expect(server.connectionCount).toBe(1)
+      // The peer reads until its socket took one write, then stops again: the timeout starts over.
+      const taken = writer.writesTaken
+      raw.socket.resume()
+      yield* until(() => writer.writesTaken > taken, "the peer to take a write")
+      raw.socket.pause()
+      if (!writer.waitingForPeer) raw.write(frame(1, "/big", 1, "{}"))
+      yield* until(() => writer.waitingForPeer, "the writer to wait for its peer again")
+      yield* TestClock.adjust("9 seconds")
+      expect(server.connectionCount).toBe(1)
+      yield* TestClock.adjust("2 seconds")
+      expect(server.connectionCount).toBe(0)
+      // A paused socket cannot see the close: read what is left up to it.
+      raw.socket.resume()
+      yield* awaitReal(raw.waitClose(), "the close")
+      expect(events.find((e) => e.event === "write-timeout")?.fields.reason).toBe("the peer took nothing written for 10000 ms")
+      expect(server.writeBudget.bytes).toBe(0)
     }))
 
   it.effect("200 silent sockets fill maxConnections until the first-packet timeout frees their slots", () =>
