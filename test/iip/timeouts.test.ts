@@ -48,6 +48,39 @@ const timeouts = { firstPacketTimeoutMs: 1000, packetTimeoutMs: 2000, idleTimeou
 /** 512 MiB of answers a peer does not read: far more than loopback's buffers took on any kernel seen (6 and 4 MiB, 38 MiB). */
 const MAX_BIG_ANSWERS = 64
 
+/**
+ * A server whose /big answers 8 MiB, and a raw client with a channel open that does not read.
+ * `backUp` sends one request at a time until the server stops reading and its writer waits for
+ * the peer: however much the kernel's buffers take, the answers back up in the server's writer
+ * once they are full (the first did with maxima of 128 KiB, 32 MiB and 2 GiB; another kernel took
+ * one whole into buffers of 6 and 4 MiB). Never more than needed: it was a request per 8 MiB of
+ * both maxima (513 at 2 GiB).
+ */
+const bigAnswers = (options: Server.ServerOptions) =>
+  Effect.gen(function*() {
+    const cleanup = yield* useCleanup
+    const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, ...options })
+    let handled = 0
+    server.handle("/big", () => {
+      handled++
+      return Buffer.alloc(8 * 1024 * 1024, 0x62)
+    })
+    const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+    yield* Effect.promise(() => raw.newChannel())
+    raw.socket.pause()
+    const connection = [...server.sessions][0]!.connection
+    const backedUp = () => connection.readingPaused && connection.writer.waitingForPeer
+    const backUp = Effect.gen(function*() {
+      for (let sent = 1; !backedUp(); sent++) {
+        expect(sent, "8 MiB answers sent without the server backing up").toBeLessThanOrEqual(MAX_BIG_ANSWERS)
+        const before = handled
+        raw.write(frame(1, "/big", 1, "{}"))
+        yield* until(() => backedUp() || handled > before, "the server to answer or back up")
+      }
+    })
+    return { server, raw, connection, backUp }
+  })
+
 describe("connection timeouts on the TestClock", () => {
   it.effect("a connection that sends nothing is closed when firstPacketTimeoutMs passes, not before", () =>
     Effect.gen(function*() {
@@ -147,26 +180,8 @@ describe("connection timeouts on the TestClock", () => {
 
   it.effect("a connection paused because its peer reads its answers slowly is not closed for it: the peer's pace decides", () =>
     Effect.gen(function*() {
-      const cleanup = yield* useCleanup
-      const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log: () => {} })
-      let handled = 0
-      server.handle("/big", () => {
-        handled++
-        return Buffer.alloc(8 * 1024 * 1024, 0x62)
-      })
-      const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
-      yield* Effect.promise(() => raw.newChannel())
-      raw.socket.pause()
-      // One 8 MiB answer at a time until the server stops reading: however much the kernel's
-      // buffers take, the answers back up in the server's writer once they are full (the first
-      // did with maxima of 128 KiB, 32 MiB and 2 GiB; another kernel took one whole into buffers
-      // of 6 and 4 MiB). Never more than needed: it was a request per 8 MiB of both maxima (513 at 2 GiB).
-      const connection = [...server.sessions][0]!.connection
-      for (let sent = 1; !connection.readingPaused; sent++) {
-        expect(sent, "8 MiB answers sent without the server pausing").toBeLessThanOrEqual(MAX_BIG_ANSWERS)
-        raw.write(frame(1, "/big", 1, "{}"))
-        yield* until(() => connection.readingPaused || handled === sent, "the server to answer or stop reading")
-      }
+      const { backUp, raw, server } = yield* bigAnswers({ log: () => {} })
+      yield* backUp
       yield* TestClock.adjust("20 seconds")
       expect(server.connectionCount).toBe(1)
       raw.socket.resume()
@@ -176,32 +191,17 @@ describe("connection timeouts on the TestClock", () => {
 
   it.effect("a peer that takes none of its answers is closed at writeTimeoutMs; taking some starts the timeout again", () =>
     Effect.gen(function*() {
-      const cleanup = yield* useCleanup
       const { events, log } = collectLog()
-      const server = yield* Server.make({ ...timeouts, writeTimeoutMs: 10_000, drainTimeoutMs: 0, log })
-      let handled = 0
-      server.handle("/big", () => {
-        handled++
-        return Buffer.alloc(8 * 1024 * 1024, 0x62)
-      })
-      const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
-      yield* Effect.promise(() => raw.newChannel())
-      raw.socket.pause()
-      const writer = [...server.sessions][0]!.connection.writer
-      for (let sent = 1; !writer.waitingForPeer; sent++) {
-        expect(sent, "8 MiB answers sent without the writer waiting for its peer").toBeLessThanOrEqual(MAX_BIG_ANSWERS)
-        raw.write(frame(1, "/big", 1, "{}"))
-        yield* until(() => writer.waitingForPeer || handled === sent, "the server to answer or wait for its peer")
-      }
+      const { backUp, connection, raw, server } = yield* bigAnswers({ writeTimeoutMs: 10_000, log })
+      yield* backUp
       yield* TestClock.adjust("9 seconds")
       expect(server.connectionCount).toBe(1)
       // The peer reads until its socket took one write, then stops again: the timeout starts over.
-      const taken = writer.writesTaken
+      const taken = connection.writer.writesTaken
       raw.socket.resume()
-      yield* until(() => writer.writesTaken > taken, "the peer to take a write")
+      yield* until(() => connection.writer.writesTaken > taken, "the peer to take a write")
       raw.socket.pause()
-      if (!writer.waitingForPeer) raw.write(frame(1, "/big", 1, "{}"))
-      yield* until(() => writer.waitingForPeer, "the writer to wait for its peer again")
+      yield* backUp
       yield* TestClock.adjust("9 seconds")
       expect(server.connectionCount).toBe(1)
       yield* TestClock.adjust("2 seconds")
