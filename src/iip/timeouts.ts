@@ -140,7 +140,7 @@ export class ConnectionTimeouts {
       if (connection.readingPaused) {
         // This side stopped reading: the clock of a packet in progress stops too. Paused for its
         // answers to drain, the peer's reading pace decides (a slow reader of large answers is
-        // not stuck; a mesh peer that reads nothing fails its pings). Paused at its budget while
+        // not stuck; a peer that reads nothing meets the write timeout above). Paused at its budget while
         // nothing it holds is released for a packet timeout, its work is stuck, and a paused
         // socket cannot even see its peer leave: it is closed.
         watch.partialAt = -1
