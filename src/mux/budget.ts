@@ -3,8 +3,10 @@
 // connections of a server share one. A connection over its own budget stops reading from its
 // socket until its handlers catch up (TCP pushes back on that peer alone); when the shared budget
 // is spent, new work from any connection is refused at once (typed `overloaded`), so one greedy
-// peer can neither exhaust memory nor make everybody else's requests hang. Plain counters: the
-// sessions charge and release on every request, so nothing here allocates.
+// peer can neither exhaust memory nor make everybody else's requests hang. What a server's
+// connections queue to send, answers their peers do not read, has a budget of all of them too
+// (WriteBudget). Plain counters: the sessions charge and release on every request, the writers on
+// every packet, so nothing here allocates.
 
 export interface BudgetLimits {
   /** Requests read and not yet answered. */

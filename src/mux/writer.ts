@@ -25,7 +25,9 @@
 // out after control packets sent later (each is about its own channel). When the socket pushes
 // back, packets wait here; producers see `congested` and stop producing (the server stops reading
 // requests, the client holds new requests, a stream sender waits), so memory stays bounded.
-// Nothing is dropped: past the hard limit `send` throws instead.
+// Nothing is dropped: past the hard limit `send` throws instead. A server's writers also count
+// what they hold in one budget of all its connections (budget.ts WriteBudget), which pauses every
+// connection's reading while it is exceeded.
 import { performance } from "node:perf_hooks"
 import { encodeEnvelopeHeadInto, EnvelopeBytes, envelopeMetaBytes, type Meta } from "../protocol/mesh.ts"
 import { checkPacket, encodeHeaderInto, encodePacketInto } from "../protocol/packet.ts"
@@ -360,8 +362,8 @@ export class PacketWriter {
   /**
    * Gives the write budget back what left this writer since: called once a write is done, and at
    * close (all of it). What a socket that pushed back holds stays charged until its drain; what
-   * one took under its high-water mark (and the one bulk packet in flight) is not counted, a few
-   * KiB per connection at most.
+   * one took under its high-water mark (and the one stream chunk in flight) is not counted: that
+   * much per connection at most.
    */
   private settleBudget(): void {
     const pending = this.closed ? 0 : this.waitingDrain ? this.queuedBytes + this.sink.writableLength : this.queuedBytes
