@@ -75,4 +75,33 @@ describe("bytes queued in the server's writers, all connections together", () =>
     expect(events.filter((e) => e === "write-timeout").length).toBe(CLIENTS)
     await waitFor(() => server.writeBudget.bytes === 0, 10_000, "the write budget released")
   })
+
+  it("a peer that reads nothing stops only its own reading: past the bound, an honest client is read and answered before that peer's write timeout", async () => {
+    const budget = 32 * MiB
+    const server = new IipServer({ port: 0, maxQueuedWriteBytes: budget, writeTimeoutMs: 60_000, log: () => {} })
+    server.handle("/big", () => ANSWER)
+    await server.listen()
+    cleanup.add(() => server.close())
+    const port = server.address.port
+
+    // 48 MiB of answers in one read: past the bound (counted until the socket took them all, which
+    // no loopback buffers seen do: about 4 MiB, at most 2 x 16 MiB), and under twice it.
+    ;(await connect(cleanup, port)).write(requests(48))
+    const [hostile] = [...server.sessions]
+    await waitFor(() => hostile !== undefined && hostile.connection.readingPaused && server.budget.requests === 0, 10_000, "the stalled peer answered and paused")
+    expect(server.writeBudget.bytes).toBeGreaterThan(budget)
+
+    const honest = await connect(cleanup, port)
+    const parser = new RawParser()
+    const answers: Array<number> = []
+    honest.on("data", (chunk: Buffer) => {
+      for (const packet of parser.push(chunk)) answers.push(packet.data.length)
+    })
+    honest.resume()
+    honest.write(requests(2))
+    await waitFor(() => answers.length === 2, 10_000, "the honest client's two answers while the stalled peer holds the budget")
+    expect(answers).toEqual([MiB, MiB])
+    expect(server.connectionCount).toBe(2)
+    expect(server.writeBudget.bytes).toBeGreaterThan(budget)
+  })
 })
