@@ -113,7 +113,7 @@ export const SidecarConfigSchema = Schema.Struct({
   /** Inbound budgets of the whole listener: past them new requests are refused `overloaded`. */
   maxQueuedRequests: Count,
   maxQueuedBytes: Bytes,
-  /** Bytes the inbound listener's connections hold queued to send, all together: past it none reads new requests. */
+  /** Bytes the inbound listener's connections hold queued to send, all together: past it those holding more than their share read no new requests, past twice it none. */
   maxQueuedWriteBytes: Bytes,
   /** Channels a peer may open on one inbound connection, and on all of them together. */
   maxChannelsPerConnection: Count,

@@ -63,7 +63,9 @@ export interface ServerOptions extends PeerOptions {
   readonly maxChannels?: number
   /**
    * Bytes of answers (all this server sends) queued in its connections' writers and sockets, all
-   * together; past it no connection reads new requests until they are back under half (default 512 MiB).
+   * together; past it a connection holding more than its share (this / connections) reads no new
+   * requests until it holds under half its share or all are back under half; past twice it none
+   * does until back under 1.5 times it (default 512 MiB).
    */
   readonly maxQueuedWriteBytes?: number
   /** A connection whose peer takes none of what it sends for this long is closed (default 60 s; 0: no limit). */

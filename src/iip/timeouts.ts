@@ -119,7 +119,7 @@ export class ConnectionTimeouts {
         watch.writeProgressAt = now
       }
       // A peer that takes none of what this side sends holds its bytes (the server's write budget)
-      // and, while that is spent, every connection's reading: whatever else it does, it is closed.
+      // and, while that is spent twice over, every connection's reading: whatever else it does, it is closed.
       const writer = connection.writer
       if (!writer.waitingForPeer || writer.writesTaken !== watch.writesTaken) {
         watch.writesTaken = writer.writesTaken

@@ -5,7 +5,7 @@
 // is spent, new work from any connection is refused at once (typed `overloaded`), so one greedy
 // peer can neither exhaust memory nor make everybody else's requests hang. What a server's
 // connections queue to send, answers their peers do not read, has a budget of all of them too
-// (WriteBudget). Plain counters: the sessions charge and release on every request, the writers on
+// (WriteBudget): past it the connections holding more than their share stop reading. Plain counters: the sessions charge and release on every request, the writers on
 // every packet, so nothing here allocates.
 
 export interface BudgetLimits {
@@ -253,8 +253,10 @@ export class InboundBudget {
   }
 }
 
-/** What a WriteBudget pauses and resumes: a server connection's reading. */
-export interface PausableReader {
+/** A server connection, as a WriteBudget sees it: what its writer holds of the budget, and its reading. */
+export interface WriteBudgetMember {
+  /** Bytes of the budget its writer holds now. */
+  readonly writeCharged: number
   pauseReading(): void
   resumeReading(): void
 }
@@ -262,48 +264,85 @@ export interface PausableReader {
 /**
  * Bytes of answers (and everything else a server sends) queued in its connections' writers and
  * sockets, all connections together. A connection's writer charges what it queues and gives back
- * what its socket took (writer.ts); past `maxBytes` no connection of the server reads new requests
- * until the sum is back under half (hysteresis), so peers that send requests and never read their
- * answers cannot make the process hold more than the bound, plus what the reads under way when it
- * was crossed still answer. Those peers are closed at their write timeout (timeouts.ts), which
- * gives their bytes back. Under the bound its cost is a counter add and a compare per packet.
+ * what its socket took (writer.ts). Past `maxBytes` a connection holding more than its share of it
+ * (`maxBytes` / connections) stops reading new requests until it holds under half its share or the
+ * sum is back under half the bound; the others, whose peers take what they are sent, go on being
+ * read, so a few peers that read slowly or not at all cannot stop everybody else's (nor make mesh
+ * peers' pings go unanswered). Past twice the bound no connection reads until the sum is back under
+ * 1.5 times it: so peers that send requests and never read their answers cannot make the process
+ * hold more than twice the bound, plus what the read under way when it was crossed still answers.
+ * Those peers are closed at their write timeout (timeouts.ts), which gives their bytes back. Under
+ * the bound its cost is a counter add and two compares per packet; past it a set look-up.
  */
 export class WriteBudget {
   bytes = 0
   readonly maxBytes: number
-  private paused = false
-  private readonly readers = new Set<PausableReader>()
+  /** Past `maxBytes`: members over their share are paused (in `overShare`); until under half of it. */
+  exceeded = false
+  /** Past twice `maxBytes`: every member is paused; until under 1.5 times it. */
+  private full = false
+  private readonly members = new Set<WriteBudgetMember>()
+  private readonly overShare = new Set<WriteBudgetMember>()
 
   constructor(maxBytes: number) {
     this.maxBytes = maxBytes
   }
 
-  /** Over the bound: reading is paused on every connection. */
-  get exceeded(): boolean {
-    return this.paused
+  /** A server connection: paused with the others while the budget is spent twice over (at once if it is). */
+  join(member: WriteBudgetMember): void {
+    this.members.add(member)
+    if (this.full) member.pauseReading()
   }
 
-  /** A server connection: paused with the others while the budget is exceeded (at once if it is). */
-  join(reader: PausableReader): void {
-    this.readers.add(reader)
-    if (this.paused) reader.pauseReading()
+  /** The connection is gone (its reading with it); its writer gives its bytes back when it closes. */
+  leave(member: WriteBudgetMember): void {
+    this.members.delete(member)
+    this.overShare.delete(member)
   }
 
-  /** The connection is gone; its bytes were given back by its writer. */
-  leave(reader: PausableReader): void {
-    this.readers.delete(reader)
-  }
-
-  /** Called when `bytes` changed: pauses every reader past the bound, resumes them under half of it. */
-  check(): void {
-    if (!this.paused) {
-      if (this.bytes <= this.maxBytes) return
-      this.paused = true
-      for (const reader of this.readers) reader.pauseReading()
-    } else if (this.bytes <= this.maxBytes / 2) {
-      this.paused = false
-      for (const reader of this.readers) reader.resumeReading()
+  /**
+   * Called when `bytes` grew past the bound, or changed while it is exceeded; `member`: the
+   * connection whose writer changed it. Pauses and resumes as the class says.
+   */
+  check(member?: WriteBudgetMember): void {
+    const max = this.maxBytes
+    if (!this.exceeded) {
+      if (this.bytes <= max) return
+      this.exceeded = true
+      const share = max / this.members.size
+      for (const each of this.members) if (each.writeCharged > share) this.pauseOverShare(each)
+    } else if (this.bytes <= max / 2) {
+      this.exceeded = false
+      for (const each of this.overShare) each.resumeReading()
+      this.overShare.clear()
+      if (this.full) {
+        this.full = false
+        for (const each of this.members) each.resumeReading()
+      }
+      return
+    } else if (member !== undefined && this.members.has(member)) {
+      const share = max / this.members.size
+      if (!this.overShare.has(member)) {
+        if (member.writeCharged > share) this.pauseOverShare(member)
+      } else if (member.writeCharged <= share / 2) {
+        this.overShare.delete(member)
+        member.resumeReading()
+      }
     }
+    if (!this.full) {
+      if (this.bytes > 2 * max) {
+        this.full = true
+        for (const each of this.members) each.pauseReading()
+      }
+    } else if (this.bytes <= 1.5 * max) {
+      this.full = false
+      for (const each of this.members) each.resumeReading()
+    }
+  }
+
+  private pauseOverShare(member: WriteBudgetMember): void {
+    this.overShare.add(member)
+    member.pauseReading()
   }
 }
 

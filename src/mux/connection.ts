@@ -94,7 +94,7 @@ interface ChannelReceive {
 export interface ConnectionBudget {
   readonly own: BudgetLimits
   readonly shared: Budget
-  /** A server's: the bytes its connections' writers hold, all together; reading pauses on all while it is exceeded. */
+  /** A server's: the bytes its connections' writers hold, all together; past it those holding more than their share stop reading. */
   readonly writes?: WriteBudget
 }
 
@@ -180,7 +180,7 @@ export class Connection {
     this.log = log
     this.budget = new InboundBudget(budget.own, budget.shared, () => this.pauseReading(), () => this.resumeReading())
     this.remoteAddress = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`
-    this.writer = new PacketWriter(socket, { highWaterBytes: limits.writeHighWaterBytes, maxQueuedBytes: limits.maxWriteQueueBytes }, budget.writes)
+    this.writer = new PacketWriter(socket, { highWaterBytes: limits.writeHighWaterBytes, maxQueuedBytes: limits.maxWriteQueueBytes }, budget.writes, this)
     this.writeBudget = budget.writes
     budget.writes?.join(this)
     this.decoder = new PacketDecoder(
@@ -296,6 +296,11 @@ export class Connection {
   /** Packets read so far: the server's timeouts watch it for progress. */
   get packetsReceived(): number {
     return this.decoder.packets
+  }
+
+  /** Bytes of its server's write budget this connection's writer holds (budget.ts WriteBudgetMember). */
+  get writeCharged(): number {
+    return this.writer.chargedBytes
   }
 
   /** True while a packet is partly read. */

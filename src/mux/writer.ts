@@ -26,13 +26,13 @@
 // back, packets wait here; producers see `congested` and stop producing (the server stops reading
 // requests, the client holds new requests, a stream sender waits), so memory stays bounded.
 // Nothing is dropped: past the hard limit `send` throws instead. A server's writers also count
-// what they hold in one budget of all its connections (budget.ts WriteBudget), which pauses every
-// connection's reading while it is exceeded.
+// what they hold in one budget of all its connections (budget.ts WriteBudget), which pauses the
+// reading of the connections holding more than their share while it is exceeded.
 import { performance } from "node:perf_hooks"
 import { encodeEnvelopeHeadInto, EnvelopeBytes, envelopeMetaBytes, type Meta } from "../protocol/mesh.ts"
 import { checkPacket, encodeHeaderInto, encodePacketInto } from "../protocol/packet.ts"
 import { Batch } from "./batch.ts"
-import { unlimitedWriteBudget, type WriteBudget } from "./budget.ts"
+import { unlimitedWriteBudget, type WriteBudget, type WriteBudgetMember } from "./budget.ts"
 import { Overloaded } from "./errors.ts"
 
 /** What the writer needs of a socket (net.Socket satisfies it). */
@@ -167,10 +167,19 @@ export class PacketWriter {
   /** Times the socket took what it held (a drain, a bulk packet written): the peer reads (timeouts.ts). */
   writesTaken = 0
 
-  constructor(sink: ByteSink, limits: WriterLimits, budget: WriteBudget = unlimitedWriteBudget) {
+  /** The connection whose bytes these are, as the budget pauses and resumes it. */
+  private readonly member: WriteBudgetMember | undefined
+
+  constructor(sink: ByteSink, limits: WriterLimits, budget: WriteBudget = unlimitedWriteBudget, member?: WriteBudgetMember) {
     this.sink = sink
     this.limits = limits
     this.budget = budget
+    this.member = member
+  }
+
+  /** Bytes of the write budget this writer holds. */
+  get chargedBytes(): number {
+    return this.charged
   }
 
   /** Waiting for the socket to take what it holds: only the peer reading moves it on. */
@@ -356,7 +365,7 @@ export class PacketWriter {
     }
     this.charged += size
     const budget = this.budget
-    if ((budget.bytes += size) > budget.maxBytes) budget.check()
+    if ((budget.bytes += size) > budget.maxBytes || budget.exceeded) budget.check(this.member)
   }
 
   /**
@@ -370,7 +379,7 @@ export class PacketWriter {
     if (pending === this.charged) return
     this.budget.bytes += pending - this.charged
     this.charged = pending
-    this.budget.check()
+    this.budget.check(this.member)
   }
 
   /** Calls `callback` once the writer is no longer congested (at once if it is not). */
