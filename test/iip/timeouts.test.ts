@@ -197,11 +197,19 @@ describe("connection timeouts on the TestClock", () => {
       yield* TestClock.adjust("9 seconds")
       expect(server.connectionCount).toBe(1)
       // The peer reads until its socket took one write, then stops again: the timeout starts over.
+      // Eight more requests wait for the server to read again, so that what it then writes is far
+      // more than the kernel's buffers take: backed up by one answer only, 16 MiB buffers took the
+      // rest after the pause, the writer waited for nothing and the connection was idle.
       const taken = connection.writer.writesTaken
+      const packets = connection.packetsReceived
+      raw.write(...Array.from({ length: 8 }, () => frame(1, "/big", 1, "{}")))
       raw.socket.resume()
       yield* until(() => connection.writer.writesTaken > taken, "the peer to take a write")
       raw.socket.pause()
-      yield* backUp
+      yield* until(
+        () => connection.packetsReceived === packets + 8 && connection.readingPaused && connection.writer.waitingForPeer,
+        "the eight requests read and answered, their 64 MiB waiting for the peer"
+      )
       yield* TestClock.adjust("9 seconds")
       expect(server.connectionCount).toBe(1)
       yield* TestClock.adjust("2 seconds")
