@@ -221,6 +221,28 @@ describe("connection timeouts on the TestClock", () => {
       expect(server.writeBudget.bytes).toBe(0)
     }))
 
+  it.effect("a peer that reads a large pipelined answer slowly is not closed at writeTimeoutMs while it takes some", () =>
+    Effect.gen(function*() {
+      const { events, log } = collectLog()
+      const { connection, raw, server } = yield* bigAnswers({ writeTimeoutMs: 10_000, log })
+      // Eight requests in one read: their 64 MiB leave in one write, which the socket takes whole
+      // only once the peer read all but what the kernel's buffers hold (at most 2 x 16 MiB here).
+      const packets = connection.packetsReceived
+      raw.write(...Array.from({ length: 8 }, () => frame(1, "/big", 1, "{}")))
+      yield* until(() => connection.packetsReceived === packets + 8 && connection.writer.waitingForPeer, "the eight answers written")
+      // 1 MiB taken every 3 s: slow, but reading.
+      for (let step = 1; step <= 5; step++) {
+        const before = raw.bytesIn
+        raw.socket.resume()
+        yield* until(() => raw.bytesIn >= before + 1024 * 1024, "the peer to read 1 MiB")
+        raw.socket.pause()
+        yield* TestClock.adjust("3 seconds")
+        expect(server.connectionCount, `closed after ${step * 3} s of a peer reading 1 MiB every 3 s`).toBe(1)
+      }
+      expect(connection.writer.waitingForPeer).toBe(true)
+      expect(events.filter((e) => e.event === "write-timeout")).toEqual([])
+    }))
+
   it.effect("200 silent sockets fill maxConnections until the first-packet timeout frees their slots", () =>
     Effect.gen(function*() {
       const cleanup = yield* useCleanup
