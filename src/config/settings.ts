@@ -52,7 +52,7 @@ export const settings = [
   { key: "firstPacketTimeoutMs", env: "IIP_MESH_FIRST_PACKET_TIMEOUT", flag: "--first-packet-timeout", help: "an inbound connection must send its first packet within this (default 10s)" },
   { key: "packetTimeoutMs", env: "IIP_MESH_PACKET_TIMEOUT", flag: "--packet-timeout", help: "a started packet must be complete within this (default 30s)" },
   { key: "idleTimeoutMs", env: "IIP_MESH_IDLE_TIMEOUT", flag: "--idle-timeout", help: "an inbound connection idle this long is closed (default 5m)" },
-  { key: "writeTimeoutMs", env: "IIP_MESH_WRITE_TIMEOUT", flag: "--write-timeout", help: "an inbound connection whose peer takes none of what it is sent for this long is closed (default 60s)" },
+  { key: "writeTimeoutMs", env: "IIP_MESH_WRITE_TIMEOUT", flag: "--write-timeout", help: "an inbound connection whose peer takes none of what it is sent for this long (no write done, under 512 KiB of one under way) is closed (default 60s)" },
   { key: "appPoolSize", env: "IIP_MESH_APP_POOL_SIZE", flag: "--app-pool-size", help: "sockets the inbound side keeps to its app at most (default 256)" },
   { key: "bodyIdleTimeoutMs", env: "IIP_MESH_BODY_IDLE_TIMEOUT", flag: "--body-idle-timeout", help: "a streamed request body silent this long is given up (default 10s)" },
   { key: "answerIdleTimeoutMs", env: "IIP_MESH_ANSWER_IDLE_TIMEOUT", flag: "--answer-idle-timeout", help: "an app's streamed answer the mesh takes nothing of for this long is given up: a caller that stopped reading, or reads under 512 KiB per this; on the outbound side, an app's HTTP/2 stream that takes none of its answer for this long is reset (default 60s)" },

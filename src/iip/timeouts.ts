@@ -28,6 +28,9 @@ export interface TimeoutOptions {
   readonly writeMs: number
 }
 
+/** Bytes the kernel must take of a write under way to count as the peer reading (the write timeout). */
+const writeProgressBytes = 512 * 1024
+
 export const defaultTimeouts: TimeoutOptions = { firstPacketMs: 10_000, packetMs: 30_000, idleMs: 300_000, writeMs: 60_000 }
 
 interface Watch {
@@ -44,7 +47,9 @@ interface Watch {
   partialAt: number
   /** The writer's count of writes its socket took (PacketWriter.writesTaken) when last seen. */
   writesTaken: number
-  /** When the writer was last seen not waiting for its peer, or its peer took a write. */
+  /** The socket's bytes its kernel had not taken (PacketWriter.socketUnsent) at the last progress, or at a new write. */
+  socketUnsent: number
+  /** When the writer was last seen not waiting for its peer, or its peer took some of what it was sent. */
   writeProgressAt: number
 }
 
@@ -74,7 +79,7 @@ export class ConnectionTimeouts {
     const { firstPacketMs, packetMs, idleMs, writeMs } = this.options
     if (this.stopped || (firstPacketMs <= 0 && packetMs <= 0 && idleMs <= 0 && writeMs <= 0)) return
     const now = this.clock?.currentTimeMillisUnsafe() ?? -1
-    this.watched.set(connection, { openedAt: now, isIdle, packets: 0, releases: 0, progressAt: now, partialAt: -1, writesTaken: 0, writeProgressAt: now })
+    this.watched.set(connection, { openedAt: now, isIdle, packets: 0, releases: 0, progressAt: now, partialAt: -1, writesTaken: 0, socketUnsent: -1, writeProgressAt: now })
     if (!this.running) {
       this.running = true
       this.supervisor.fork(this.sweeper())
@@ -120,10 +125,17 @@ export class ConnectionTimeouts {
       }
       // A peer that takes none of what this side sends holds its bytes (the server's write budget)
       // and, while that is spent twice over, every connection's reading: whatever else it does, it is closed.
+      // Taking some is progress: a write done, or the kernel taking 512 KiB of one under way (one
+      // write can hold a whole read's answers, which a slow honest reader takes for minutes; less
+      // is what buffers take after a peer stopped reading, as answerIdleTimeoutMs counts it).
       const writer = connection.writer
-      if (!writer.waitingForPeer || writer.writesTaken !== watch.writesTaken) {
+      const unsent = writer.socketUnsent
+      if (!writer.waitingForPeer || writer.writesTaken !== watch.writesTaken || watch.socketUnsent - unsent >= writeProgressBytes) {
         watch.writesTaken = writer.writesTaken
+        watch.socketUnsent = unsent
         watch.writeProgressAt = now
+      } else if (unsent > watch.socketUnsent) {
+        watch.socketUnsent = unsent
       } else if (writeMs > 0 && now - watch.writeProgressAt >= writeMs) {
         this.expire(connection, "write-timeout", `the peer took nothing written for ${writeMs} ms`, false)
         continue

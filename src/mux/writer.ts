@@ -187,6 +187,17 @@ export class PacketWriter {
     return this.waitingDrain || this.bulkInFlight > 0
   }
 
+  /**
+   * Bytes handed to the socket that its kernel has not taken yet, as libuv counts them while a write
+   * is under way (the handle's `writeQueueSize`, which Node keeps up to date but does not document):
+   * it shrinks as the peer reads, long before a large write completes (timeouts.ts). -1 where the
+   * socket has no such handle (a WebSocket's stream).
+   */
+  get socketUnsent(): number {
+    const size = (this.sink as { _handle?: { writeQueueSize?: unknown } | null })._handle?.writeQueueSize
+    return typeof size === "number" ? size : -1
+  }
+
   /** Bytes waiting here or in the socket. */
   get pendingBytes(): number {
     return this.queuedBytes + this.sink.writableLength
