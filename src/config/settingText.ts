@@ -84,11 +84,13 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "firstPacketTimeoutMs":
     case "packetTimeoutMs":
     case "idleTimeoutMs":
+    case "writeTimeoutMs":
     case "slowTryFloorMs":
     case "idleGcMs":
       return last === "" || last === "none" || last === "off" ? null : parseDurationMs(last)
     case "maxQueuedBytesPerConnection":
     case "maxQueuedBytes":
+    case "maxQueuedWriteBytes":
     case "maxWholeBodyBytes":
     case "federationMaxBytes":
     case "traceStoreBytes":

@@ -113,6 +113,8 @@ export const SidecarConfigSchema = Schema.Struct({
   /** Inbound budgets of the whole listener: past them new requests are refused `overloaded`. */
   maxQueuedRequests: Count,
   maxQueuedBytes: Bytes,
+  /** Bytes the inbound listener's connections hold queued to send, all together: past it those holding more than their share read no new requests, past twice it none. */
+  maxQueuedWriteBytes: Bytes,
   /** Channels a peer may open on one inbound connection, and on all of them together. */
   maxChannelsPerConnection: Count,
   maxChannels: Count,
@@ -130,6 +132,8 @@ export const SidecarConfigSchema = Schema.Struct({
   packetTimeoutMs: Schema.NullOr(PositiveMs),
   /** An inbound connection with nothing in flight and no traffic for this long is closed; null for never. */
   idleTimeoutMs: Schema.NullOr(PositiveMs),
+  /** An inbound connection whose peer takes none of what it is sent for this long is closed; null for never. */
+  writeTimeoutMs: Schema.NullOr(PositiveMs),
   /** Sockets the inbound side keeps to its app at most; requests past it wait for one. */
   appPoolSize: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
   /** A streamed request body that sends nothing for this long is given up (the app's socket freed). */

@@ -15,7 +15,7 @@ import type * as http from "node:http"
 import type { X509Certificate } from "node:crypto"
 import * as net from "node:net"
 import * as tls from "node:tls"
-import { Budget, type BudgetLimits, defaultBudgets } from "../mux/budget.ts"
+import { Budget, type BudgetLimits, defaultBudgets, WriteBudget } from "../mux/budget.ts"
 import { monotonicMillis } from "../mux/clock.ts"
 import { type ByteStream, type ConnectionLimits, Connection, defaultConnectionLimits } from "../mux/connection.ts"
 import { MeshSession } from "../mux/meshSession.ts"
@@ -61,6 +61,15 @@ export interface ServerOptions extends PeerOptions {
   readonly maxQueuedBytes?: number
   /** Channels open, all connections together; past it a new one is refused (default 65536). */
   readonly maxChannels?: number
+  /**
+   * Bytes of answers (all this server sends) queued in its connections' writers and sockets, all
+   * together; past it a connection holding more than its share (this / connections) reads no new
+   * requests until it holds under half its share or all are back under half; past twice it none
+   * does until back under 1.5 times it (default 512 MiB).
+   */
+  readonly maxQueuedWriteBytes?: number
+  /** A connection whose peer takes none of what it sends for this long is closed (default 60 s; 0: no limit). */
+  readonly writeTimeoutMs?: number
   /** A new connection must complete its first packet (its hello) within this (default 10 s; 0: no limit). */
   readonly firstPacketTimeoutMs?: number
   /** A packet once started must be complete within this, unless this side paused reading (default 30 s; 0: no limit). */
@@ -98,6 +107,8 @@ export class IipServer {
   readonly statistics: ServerStatistics | undefined
   /** What all connections together may make this server hold (budget.ts). */
   readonly budget: Budget
+  /** What all connections together queue to send (budget.ts WriteBudget). */
+  readonly writeBudget: WriteBudget
   private readonly connectionBudget: BudgetLimits
   private readonly timeouts: ConnectionTimeouts
   private draining = false
@@ -123,12 +134,14 @@ export class IipServer {
       maxBytes: options.maxQueuedBytes ?? defaultBudgets.maxQueuedBytes,
       maxChannels: options.maxChannels ?? defaultBudgets.maxChannels
     })
+    this.writeBudget = new WriteBudget(options.maxQueuedWriteBytes ?? defaultBudgets.maxQueuedWriteBytes)
     this.supervisor = options.supervisor ?? new Supervisor()
     this.timeouts = new ConnectionTimeouts(
       {
         firstPacketMs: options.firstPacketTimeoutMs ?? defaultTimeouts.firstPacketMs,
         packetMs: options.packetTimeoutMs ?? defaultTimeouts.packetMs,
-        idleMs: options.idleTimeoutMs ?? defaultTimeouts.idleMs
+        idleMs: options.idleTimeoutMs ?? defaultTimeouts.idleMs,
+        writeMs: options.writeTimeoutMs ?? defaultTimeouts.writeMs
       },
       this.supervisor,
       this.log
@@ -386,7 +399,7 @@ export class IipServer {
 
   private accept(socket: ByteStream, peerIdentity: string | undefined): void {
     if (this.full(socket)) return
-    const connection = new Connection(socket, "server", this.limits, this.log, { own: this.connectionBudget, shared: this.budget })
+    const connection = new Connection(socket, "server", this.limits, this.log, { own: this.connectionBudget, shared: this.budget, writes: this.writeBudget })
     // Before the session exists: it copies the identity into every request's context.
     connection.peerIdentity = peerIdentity
     const session = new ServerSession(

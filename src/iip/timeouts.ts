@@ -1,12 +1,14 @@
 // The timeouts of a server's connections (PROTOCOL.md §15): a new connection must complete its
 // first packet (a mesh dialer's hello) in time, a packet once started must be completed in time
 // (slowloris), a connection this side paused at its budget stays paused only while what it holds
-// is being released (else its work is stuck, and a paused socket cannot see its peer leave), and a
-// connection with nothing in flight and no traffic for long is closed, so idle or stalled sockets
-// cannot hold the connection slots. One sweep fiber per server (on Effect's Clock, so tests drive
-// it with TestClock; on its monotonic time, so a wall clock step neither switches the timeouts off
-// nor fires them at once) compares each connection's packet and release counters with what it saw
-// last time: nothing per packet, nothing per request.
+// is being released (else its work is stuck, and a paused socket cannot see its peer leave), a
+// connection whose peer takes nothing this side writes is closed at the write timeout (its queued
+// bytes hold the server's write budget, budget.ts), and a connection with nothing in flight and no
+// traffic for long is closed, so idle or stalled sockets cannot hold the connection slots. One
+// sweep fiber per server (on Effect's Clock, so tests drive it with TestClock; on its monotonic
+// time, so a wall clock step neither switches the timeouts off nor fires them at once) compares
+// each connection's packet, release and write counters with what it saw last time: nothing per
+// packet, nothing per request.
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import { monotonicMillisOf } from "../mux/clock.ts"
@@ -24,9 +26,14 @@ export interface TimeoutOptions {
   readonly packetMs: number
   /** No request in flight and no packet received for this long; 0: never. */
   readonly idleMs: number
+  /** The writer waits for the socket and the peer takes nothing for this long; 0: never. */
+  readonly writeMs: number
 }
 
-export const defaultTimeouts: TimeoutOptions = { firstPacketMs: 10_000, packetMs: 30_000, idleMs: 300_000 }
+/** Bytes the kernel must take of a write under way to count as the peer reading (the write timeout). */
+const writeProgressBytes = 512 * 1024
+
+export const defaultTimeouts: TimeoutOptions = { firstPacketMs: 10_000, packetMs: 30_000, idleMs: 300_000, writeMs: 60_000 }
 
 interface Watch {
   /** When it was accepted; -1 when the sweeper had not started yet (its first sweep sets it). */
@@ -40,6 +47,12 @@ interface Watch {
   progressAt: number
   /** When the packet now partly read was first seen partly read; -1 when none is. */
   partialAt: number
+  /** The writer's count of writes its socket took (PacketWriter.writesTaken) when last seen. */
+  writesTaken: number
+  /** The socket's bytes its kernel had not taken (PacketWriter.socketUnsent) at the last progress, or at a new write. */
+  socketUnsent: number
+  /** When the writer was last seen not waiting for its peer, or its peer took some of what it was sent. */
+  writeProgressAt: number
 }
 
 export class ConnectionTimeouts {
@@ -65,10 +78,10 @@ export class ConnectionTimeouts {
       known.isIdle = isIdle
       return
     }
-    const { firstPacketMs, packetMs, idleMs } = this.options
-    if (this.stopped || (firstPacketMs <= 0 && packetMs <= 0 && idleMs <= 0)) return
+    const { firstPacketMs, packetMs, idleMs, writeMs } = this.options
+    if (this.stopped || (firstPacketMs <= 0 && packetMs <= 0 && idleMs <= 0 && writeMs <= 0)) return
     const now = this.clock === undefined ? -1 : monotonicMillisOf(this.clock)
-    this.watched.set(connection, { openedAt: now, isIdle, packets: 0, releases: 0, progressAt: now, partialAt: -1 })
+    this.watched.set(connection, { openedAt: now, isIdle, packets: 0, releases: 0, progressAt: now, partialAt: -1, writesTaken: 0, socketUnsent: -1, writeProgressAt: now })
     if (!this.running) {
       this.running = true
       this.supervisor.fork(this.sweeper())
@@ -83,8 +96,8 @@ export class ConnectionTimeouts {
   /** Sweeps every quarter of the shortest timeout, so each fires at most a quarter late. */
   private sweeper(): Effect.Effect<void> {
     const timeouts = this
-    const { firstPacketMs, packetMs, idleMs } = this.options
-    const tick = Math.max(5, Math.floor(Math.min(...[firstPacketMs, packetMs, idleMs].filter((ms) => ms > 0)) / 4))
+    const { firstPacketMs, packetMs, idleMs, writeMs } = this.options
+    const tick = Math.max(5, Math.floor(Math.min(...[firstPacketMs, packetMs, idleMs, writeMs].filter((ms) => ms > 0)) / 4))
     return Effect.gen(function*() {
       const clock = yield* Clock.Clock
       timeouts.clock = clock
@@ -101,7 +114,7 @@ export class ConnectionTimeouts {
   }
 
   private sweep(now: number): void {
-    const { firstPacketMs, packetMs, idleMs } = this.options
+    const { firstPacketMs, packetMs, idleMs, writeMs } = this.options
     for (const [connection, watch] of this.watched) {
       if (connection.closed) {
         this.watched.delete(connection)
@@ -110,6 +123,24 @@ export class ConnectionTimeouts {
       if (watch.openedAt < 0) {
         watch.openedAt = now
         watch.progressAt = now
+        watch.writeProgressAt = now
+      }
+      // A peer that takes none of what this side sends holds its bytes (the server's write budget)
+      // and, while that is spent twice over, every connection's reading: whatever else it does, it is closed.
+      // Taking some is progress: a write done, or the kernel taking 512 KiB of one under way (one
+      // write can hold a whole read's answers, which a slow honest reader takes for minutes; less
+      // is what buffers take after a peer stopped reading, as answerIdleTimeoutMs counts it).
+      const writer = connection.writer
+      const unsent = writer.socketUnsent
+      if (!writer.waitingForPeer || writer.writesTaken !== watch.writesTaken || watch.socketUnsent - unsent >= writeProgressBytes) {
+        watch.writesTaken = writer.writesTaken
+        watch.socketUnsent = unsent
+        watch.writeProgressAt = now
+      } else if (unsent > watch.socketUnsent) {
+        watch.socketUnsent = unsent
+      } else if (writeMs > 0 && now - watch.writeProgressAt >= writeMs) {
+        this.expire(connection, "write-timeout", `the peer took nothing written for ${writeMs} ms`, false)
+        continue
       }
       const packets = connection.packetsReceived
       const releases = connection.budget.releases
@@ -123,7 +154,7 @@ export class ConnectionTimeouts {
       if (connection.readingPaused) {
         // This side stopped reading: the clock of a packet in progress stops too. Paused for its
         // answers to drain, the peer's reading pace decides (a slow reader of large answers is
-        // not stuck; a mesh peer that reads nothing fails its pings). Paused at its budget while
+        // not stuck; a peer that reads nothing meets the write timeout above). Paused at its budget while
         // nothing it holds is released for a packet timeout, its work is stuck, and a paused
         // socket cannot even see its peer leave: it is closed.
         watch.partialAt = -1

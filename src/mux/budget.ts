@@ -3,8 +3,10 @@
 // connections of a server share one. A connection over its own budget stops reading from its
 // socket until its handlers catch up (TCP pushes back on that peer alone); when the shared budget
 // is spent, new work from any connection is refused at once (typed `overloaded`), so one greedy
-// peer can neither exhaust memory nor make everybody else's requests hang. Plain counters: the
-// sessions charge and release on every request, so nothing here allocates.
+// peer can neither exhaust memory nor make everybody else's requests hang. What a server's
+// connections queue to send, answers their peers do not read, has a budget of all of them too
+// (WriteBudget): past it the connections holding more than their share stop reading. Plain counters: the sessions charge and release on every request, the writers on
+// every packet, so nothing here allocates.
 
 export interface BudgetLimits {
   /** Requests read and not yet answered. */
@@ -21,6 +23,7 @@ export const defaultBudgets = {
   maxQueuedBytesPerConnection: 64 * 1024 * 1024,
   maxQueuedRequests: 16_384,
   maxQueuedBytes: 512 * 1024 * 1024,
+  maxQueuedWriteBytes: 512 * 1024 * 1024,
   maxChannels: 65_536
 } as const
 
@@ -249,3 +252,99 @@ export class InboundBudget {
     this.held = 0
   }
 }
+
+/** A server connection, as a WriteBudget sees it: what its writer holds of the budget, and its reading. */
+export interface WriteBudgetMember {
+  /** Bytes of the budget its writer holds now. */
+  readonly writeCharged: number
+  pauseReading(): void
+  resumeReading(): void
+}
+
+/**
+ * Bytes of answers (and everything else a server sends) queued in its connections' writers and
+ * sockets, all connections together. A connection's writer charges what it queues and gives back
+ * what its socket took (writer.ts). Past `maxBytes` a connection holding more than its share of it
+ * (`maxBytes` / connections) stops reading new requests until it holds under half its share or the
+ * sum is back under half the bound; the others, whose peers take what they are sent, go on being
+ * read, so a few peers that read slowly or not at all cannot stop everybody else's (nor make mesh
+ * peers' pings go unanswered). Past twice the bound no connection reads until the sum is back under
+ * 1.5 times it: so peers that send requests and never read their answers cannot make the process
+ * hold more than twice the bound, plus what the read under way when it was crossed still answers.
+ * Those peers are closed at their write timeout (timeouts.ts), which gives their bytes back. Under
+ * the bound its cost is a counter add and two compares per packet; past it a set look-up.
+ */
+export class WriteBudget {
+  bytes = 0
+  readonly maxBytes: number
+  /** Past `maxBytes`: members over their share are paused (in `overShare`); until under half of it. */
+  exceeded = false
+  /** Past twice `maxBytes`: every member is paused; until under 1.5 times it. */
+  private full = false
+  private readonly members = new Set<WriteBudgetMember>()
+  private readonly overShare = new Set<WriteBudgetMember>()
+
+  constructor(maxBytes: number) {
+    this.maxBytes = maxBytes
+  }
+
+  /** A server connection: paused with the others while the budget is spent twice over (at once if it is). */
+  join(member: WriteBudgetMember): void {
+    this.members.add(member)
+    if (this.full) member.pauseReading()
+  }
+
+  /** The connection is gone (its reading with it); its writer gives its bytes back when it closes. */
+  leave(member: WriteBudgetMember): void {
+    this.members.delete(member)
+    this.overShare.delete(member)
+  }
+
+  /**
+   * Called when `bytes` grew past the bound, or changed while it is exceeded; `member`: the
+   * connection whose writer changed it. Pauses and resumes as the class says.
+   */
+  check(member?: WriteBudgetMember): void {
+    const max = this.maxBytes
+    if (!this.exceeded) {
+      if (this.bytes <= max) return
+      this.exceeded = true
+      const share = max / this.members.size
+      for (const each of this.members) if (each.writeCharged > share) this.pauseOverShare(each)
+    } else if (this.bytes <= max / 2) {
+      this.exceeded = false
+      for (const each of this.overShare) each.resumeReading()
+      this.overShare.clear()
+      if (this.full) {
+        this.full = false
+        for (const each of this.members) each.resumeReading()
+      }
+      return
+    } else if (member !== undefined && this.members.has(member)) {
+      const share = max / this.members.size
+      if (!this.overShare.has(member)) {
+        if (member.writeCharged > share) this.pauseOverShare(member)
+      } else if (member.writeCharged <= share / 2) {
+        this.overShare.delete(member)
+        member.resumeReading()
+      }
+    }
+    if (!this.full) {
+      if (this.bytes > 2 * max) {
+        this.full = true
+        for (const each of this.members) each.pauseReading()
+      }
+    } else if (this.bytes <= 1.5 * max) {
+      this.full = false
+      for (const each of this.members) each.resumeReading()
+    }
+  }
+
+  private pauseOverShare(member: WriteBudgetMember): void {
+    this.overShare.add(member)
+    member.pauseReading()
+  }
+}
+
+/** The write budget of connections no server bounds (a client's): counted, never exceeded. */
+export const unlimitedWriteBudget = new WriteBudget(Infinity)

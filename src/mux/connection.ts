@@ -15,7 +15,7 @@ import { PacketDecoder } from "../protocol/decoder.ts"
 import { ProtocolError } from "../protocol/errors.ts"
 import { EnvelopeBytes, MeshDefaults } from "../protocol/mesh.ts"
 import { isFirstPacket, isLastPacket, type Role, statusAllowed } from "../protocol/status.ts"
-import { Budget, type BudgetLimits, InboundBudget, unlimitedBudget } from "./budget.ts"
+import { Budget, type BudgetLimits, InboundBudget, unlimitedBudget, type WriteBudget } from "./budget.ts"
 import { monotonicMs } from "./clock.ts"
 import { ConnectionClosed } from "./errors.ts"
 import { readIntoSlabs, type Slab } from "./readSlabs.ts"
@@ -95,6 +95,8 @@ interface ChannelReceive {
 export interface ConnectionBudget {
   readonly own: BudgetLimits
   readonly shared: Budget
+  /** A server's: the bytes its connections' writers hold, all together; past it those holding more than their share stop reading. */
+  readonly writes?: WriteBudget
 }
 
 /** In mesh mode the dialer opens channels below 2^31 and the acceptor at or above it. */
@@ -152,6 +154,8 @@ export class Connection {
   private assemblingBytes = 0
   /** Requests, bytes and channels the peer makes this side hold (budget.ts). */
   readonly budget: InboundBudget
+  /** Where this connection's writer counts its bytes with its server's other connections', and pauses with them. */
+  private readonly writeBudget: WriteBudget | undefined
   /** Bytes of the packet being read, as held in the budget. */
   private heldForPacket = 0
   /**
@@ -177,10 +181,9 @@ export class Connection {
     this.log = log
     this.budget = new InboundBudget(budget.own, budget.shared, () => this.pauseReading(), () => this.resumeReading())
     this.remoteAddress = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? 0}`
-    this.writer = new PacketWriter(socket, {
-      highWaterBytes: limits.writeHighWaterBytes,
-      maxQueuedBytes: limits.maxWriteQueueBytes
-    })
+    this.writer = new PacketWriter(socket, { highWaterBytes: limits.writeHighWaterBytes, maxQueuedBytes: limits.maxWriteQueueBytes }, budget.writes, this)
+    this.writeBudget = budget.writes
+    budget.writes?.join(this)
     this.decoder = new PacketDecoder(
       {
         checkHeader: (status, channelId) => this.checkHeader(status, channelId),
@@ -297,6 +300,11 @@ export class Connection {
     return this.decoder.packets
   }
 
+  /** Bytes of its server's write budget this connection's writer holds (budget.ts WriteBudgetMember). */
+  get writeCharged(): number {
+    return this.writer.chargedBytes
+  }
+
   /** True while a packet is partly read. */
   get midPacket(): boolean {
     return !this.decoder.idle
@@ -395,7 +403,11 @@ export class Connection {
       this.writer.finish(() => this.socket.end())
       // A peer that never reads must not keep the socket alive forever.
       const timer = setTimeout(() => this.socket.destroy(), gracefulCloseMs)
-      this.socket.once("close", () => clearTimeout(timer))
+      this.socket.once("close", () => {
+        clearTimeout(timer)
+        // What the peer never took goes back to the write budget.
+        this.writer.close()
+      })
     } else {
       this.writer.close()
       this.socket.destroy()
@@ -403,6 +415,7 @@ export class Connection {
     this.channels.clear()
     this.assemblingBytes = 0
     this.budget.releaseAll()
+    this.writeBudget?.leave(this)
     this.sink?.onClose(this.closedWith)
   }
 

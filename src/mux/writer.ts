@@ -25,11 +25,14 @@
 // out after control packets sent later (each is about its own channel). When the socket pushes
 // back, packets wait here; producers see `congested` and stop producing (the server stops reading
 // requests, the client holds new requests, a stream sender waits), so memory stays bounded.
-// Nothing is dropped: past the hard limit `send` throws instead.
+// Nothing is dropped: past the hard limit `send` throws instead. A server's writers also count
+// what they hold in one budget of all its connections (budget.ts WriteBudget), which pauses the
+// reading of the connections holding more than their share while it is exceeded.
 import { performance } from "node:perf_hooks"
 import { encodeEnvelopeHeadInto, EnvelopeBytes, envelopeMetaBytes, type Meta } from "../protocol/mesh.ts"
 import { checkPacket, encodeHeaderInto, encodePacketInto } from "../protocol/packet.ts"
 import { Batch } from "./batch.ts"
+import { unlimitedWriteBudget, type WriteBudget, type WriteBudgetMember } from "./budget.ts"
 import { monotonicMs } from "./clock.ts"
 import { Overloaded } from "./errors.ts"
 
@@ -134,6 +137,7 @@ export class PacketWriter {
   /** The `written` callbacks of the bulk packets in the socket, in the order written. */
   private readonly bulkCallbacks: Array<(() => void) | undefined> = []
   private readonly onBulkWritten = () => {
+    this.writesTaken++
     this.bulkInFlight--
     this.bulkCallbacks.shift()?.()
     this.flush()
@@ -150,16 +154,49 @@ export class PacketWriter {
     this.flush()
   }
   private readonly onDrain = () => {
+    this.writesTaken++
     this.waitingDrain = false
     this.flush()
   }
 
   private readonly sink: ByteSink
   private readonly limits: WriterLimits
+  /** Where this writer's bytes count with its server's other connections' (budget.ts). */
+  private readonly budget: WriteBudget
+  /** Of `budget.bytes`, this writer's part: what was queued, until `settleBudget` sees the socket took it. */
+  private charged = 0
+  /** Times the socket took what it held (a drain, a bulk packet written): the peer reads (timeouts.ts). */
+  writesTaken = 0
 
-  constructor(sink: ByteSink, limits: WriterLimits) {
+  /** The connection whose bytes these are, as the budget pauses and resumes it. */
+  private readonly member: WriteBudgetMember | undefined
+
+  constructor(sink: ByteSink, limits: WriterLimits, budget: WriteBudget = unlimitedWriteBudget, member?: WriteBudgetMember) {
     this.sink = sink
     this.limits = limits
+    this.budget = budget
+    this.member = member
+  }
+
+  /** Bytes of the write budget this writer holds. */
+  get chargedBytes(): number {
+    return this.charged
+  }
+
+  /** Waiting for the socket to take what it holds: only the peer reading moves it on. */
+  get waitingForPeer(): boolean {
+    return this.waitingDrain || this.bulkInFlight > 0
+  }
+
+  /**
+   * Bytes handed to the socket that its kernel has not taken yet, as libuv counts them while a write
+   * is under way (the handle's `writeQueueSize`, which Node keeps up to date but does not document):
+   * it shrinks as the peer reads, long before a large write completes (timeouts.ts). -1 where the
+   * socket has no such handle (a WebSocket's stream).
+   */
+  get socketUnsent(): number {
+    const size = (this.sink as { _handle?: { writeQueueSize?: unknown } | null })._handle?.writeQueueSize
+    return typeof size === "number" ? size : -1
   }
 
   /** Bytes waiting here or in the socket. */
@@ -330,6 +367,7 @@ export class PacketWriter {
     return n
   }
 
+  /** Takes `size` bytes into the queue (the packet is queued right after) or throws Overloaded. */
   private admit(size: number): void {
     if (this.queuedBytes + size > this.limits.maxQueuedBytes && this.queuedBytes > 0) {
       throw new Overloaded({
@@ -337,6 +375,23 @@ export class PacketWriter {
         limit: "writeQueueBytes"
       })
     }
+    this.charged += size
+    const budget = this.budget
+    if ((budget.bytes += size) > budget.maxBytes || budget.exceeded) budget.check(this.member)
+  }
+
+  /**
+   * Gives the write budget back what left this writer since: called once a write is done, and at
+   * close (all of it). What a socket that pushed back holds stays charged until its drain; what
+   * one took under its high-water mark (and the one stream chunk in flight) is not counted: that
+   * much per connection at most.
+   */
+  private settleBudget(): void {
+    const pending = this.closed ? 0 : this.waitingDrain ? this.queuedBytes + this.sink.writableLength : this.queuedBytes
+    if (pending === this.charged) return
+    this.budget.bytes += pending - this.charged
+    this.charged = pending
+    this.budget.check(this.member)
   }
 
   /** Calls `callback` once the writer is no longer congested (at once if it is not). */
@@ -357,6 +412,7 @@ export class PacketWriter {
     this.closed = true
     this.recycle(this.takeQueue())
     this.dropLanes()
+    this.settleBudget()
     this.releaseWaiters()
   }
 
@@ -396,7 +452,9 @@ export class PacketWriter {
     if (!ok) {
       this.waitingDrain = true
       this.sink.once("drain", this.onDrain)
+      this.settleBudget()
     } else {
+      this.settleBudget()
       if (!this.congested) this.releaseWaiters()
       this.finishIfDone()
     }

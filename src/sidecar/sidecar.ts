@@ -210,12 +210,14 @@ const inboundLimitsOf = (config: SidecarConfig): Partial<Server.ServerOptions> =
   maxQueuedBytesPerConnection: config.maxQueuedBytesPerConnection,
   maxQueuedRequests: config.maxQueuedRequests,
   maxQueuedBytes: config.maxQueuedBytes,
+  maxQueuedWriteBytes: config.maxQueuedWriteBytes,
   maxChannelsPerConnection: config.maxChannelsPerConnection,
   maxChannels: config.maxChannels,
   connectionLimits: { maxWholeBodyBytes: config.maxWholeBodyBytes },
   firstPacketTimeoutMs: config.firstPacketTimeoutMs ?? 0,
   packetTimeoutMs: config.packetTimeoutMs ?? 0,
-  idleTimeoutMs: config.idleTimeoutMs ?? 0
+  idleTimeoutMs: config.idleTimeoutMs ?? 0,
+  writeTimeoutMs: config.writeTimeoutMs ?? 0
 })
 
 /**

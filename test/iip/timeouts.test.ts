@@ -7,7 +7,8 @@
 //   still being handled is not;
 // - a connection paused at its budget whose held requests never finish is closed after
 //   packetTimeoutMs (a paused socket cannot even see its peer leave); one paused because its peer
-//   reads its answers slowly is not;
+//   reads its answers slowly is not; one whose peer takes nothing it writes is closed after
+//   writeTimeoutMs, and taking some starts that timeout again;
 // - 200 silent sockets fill maxConnections (a new caller is turned away) until the first-packet
 //   timeout frees their slots, and the next caller is served;
 // - a mesh client's keep-alive pings keep its idle connection open for 5 minutes of an idle
@@ -29,6 +30,42 @@ const timeouts = { firstPacketTimeoutMs: 1000, packetTimeoutMs: 2000, idleTimeou
 
 /** 512 MiB of answers a peer does not read: far more than loopback's buffers took on any kernel seen (6 and 4 MiB, 38 MiB). */
 const MAX_BIG_ANSWERS = 64
+
+/**
+ * A server whose /big answers 8 MiB, and a raw client with a channel open that does not read.
+ * `backUp` sends one request at a time until the server stops reading and its writer waits for
+ * the peer: however much the kernel's buffers take, the answers back up in the server's writer
+ * once they are full (the first did with maxima of 128 KiB, 32 MiB and 2 GiB; another kernel took
+ * one whole into buffers of 6 and 4 MiB). Never more than needed: it was a request per 8 MiB of
+ * both maxima (513 at 2 GiB).
+ */
+const bigAnswers = (options: Server.ServerOptions) =>
+  Effect.gen(function*() {
+    const cleanup = yield* useCleanup
+    // No idle timeout: 16 MiB buffers went on taking the last answer after `backUp` saw the writer
+    // wait (the kernel grows a socket's send buffer as its peer acknowledges); the connection,
+    // then neither paused nor busy, was closed idle at 4 s, which is not what these cases test.
+    const server = yield* Server.make({ ...timeouts, idleTimeoutMs: 0, drainTimeoutMs: 0, ...options })
+    let handled = 0
+    server.handle("/big", () => {
+      handled++
+      return Buffer.alloc(8 * 1024 * 1024, 0x62)
+    })
+    const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
+    yield* Effect.promise(() => raw.newChannel())
+    raw.socket.pause()
+    const connection = [...server.sessions][0]!.connection
+    const backedUp = () => connection.readingPaused && connection.writer.waitingForPeer
+    const backUp = Effect.gen(function*() {
+      for (let sent = 1; !backedUp(); sent++) {
+        expect(sent, "8 MiB answers sent without the server backing up").toBeLessThanOrEqual(MAX_BIG_ANSWERS)
+        const before = handled
+        raw.write(frame(1, "/big", 1, "{}"))
+        yield* until(() => backedUp() || handled > before, "the server to answer or back up")
+      }
+    })
+    return { server, raw, connection, backUp }
+  })
 
 describe("connection timeouts on the TestClock", () => {
   it.effect("a connection that sends nothing is closed when firstPacketTimeoutMs passes, not before", () =>
@@ -170,6 +207,60 @@ describe("connection timeouts on the TestClock", () => {
       raw.socket.resume()
       const answer = yield* Effect.promise(() => raw.next(10_000))
       expect(answer.data.length).toBe(8 * 1024 * 1024)
+    }))
+
+  it.effect("a peer that takes none of its answers is closed at writeTimeoutMs; taking some starts the timeout again", () =>
+    Effect.gen(function*() {
+      const { events, log } = collectLog()
+      const { backUp, connection, raw, server } = yield* bigAnswers({ writeTimeoutMs: 10_000, log })
+      yield* backUp
+      yield* TestClock.adjust("9 seconds")
+      expect(server.connectionCount).toBe(1)
+      // The peer reads until its socket took one write, then stops again: the timeout starts over.
+      // Eight more requests wait for the server to read again, so that what it then writes is far
+      // more than the kernel's buffers take: backed up by one answer only, 16 MiB buffers took the
+      // rest after the pause, the writer waited for nothing and the connection was idle.
+      const taken = connection.writer.writesTaken
+      const packets = connection.packetsReceived
+      raw.write(...Array.from({ length: 8 }, () => frame(1, "/big", 1, "{}")))
+      raw.socket.resume()
+      yield* until(() => connection.writer.writesTaken > taken, "the peer to take a write")
+      raw.socket.pause()
+      yield* until(
+        () => connection.packetsReceived === packets + 8 && connection.readingPaused && connection.writer.waitingForPeer,
+        "the eight requests read and answered, their 64 MiB waiting for the peer"
+      )
+      yield* TestClock.adjust("9 seconds")
+      expect(server.connectionCount).toBe(1)
+      yield* TestClock.adjust("2 seconds")
+      expect(server.connectionCount).toBe(0)
+      // A paused socket cannot see the close: read what is left up to it.
+      raw.socket.resume()
+      yield* awaitReal(raw.waitClose(), "the close")
+      expect(events.find((e) => e.event === "write-timeout")?.fields.reason).toBe("the peer took nothing written for 10000 ms")
+      expect(server.writeBudget.bytes).toBe(0)
+    }))
+
+  it.effect("a peer that reads a large pipelined answer slowly is not closed at writeTimeoutMs while it takes some", () =>
+    Effect.gen(function*() {
+      const { events, log } = collectLog()
+      const { connection, raw, server } = yield* bigAnswers({ writeTimeoutMs: 10_000, log })
+      // Eight requests in one read: their 64 MiB leave in one write, which the socket takes whole
+      // only once the peer read all but what the kernel's buffers hold (at most 2 x 16 MiB here).
+      const packets = connection.packetsReceived
+      raw.write(...Array.from({ length: 8 }, () => frame(1, "/big", 1, "{}")))
+      yield* until(() => connection.packetsReceived === packets + 8 && connection.writer.waitingForPeer, "the eight answers written")
+      // 1 MiB taken every 3 s: slow, but reading.
+      for (let step = 1; step <= 5; step++) {
+        const before = raw.bytesIn
+        raw.socket.resume()
+        yield* until(() => raw.bytesIn >= before + 1024 * 1024, "the peer to read 1 MiB")
+        raw.socket.pause()
+        yield* TestClock.adjust("3 seconds")
+        expect(server.connectionCount, `closed after ${step * 3} s of a peer reading 1 MiB every 3 s`).toBe(1)
+      }
+      expect(connection.writer.waitingForPeer).toBe(true)
+      expect(events.filter((e) => e.event === "write-timeout")).toEqual([])
     }))
 
   it.effect("200 silent sockets fill maxConnections until the first-packet timeout frees their slots", () =>

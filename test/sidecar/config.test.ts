@@ -530,6 +530,7 @@ describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
       maxQueuedBytesPerConnection: 64 * 1024 * 1024,
       maxQueuedRequests: 16_384,
       maxQueuedBytes: 512 * 1024 * 1024,
+      maxQueuedWriteBytes: 512 * 1024 * 1024,
       maxChannelsPerConnection: 1024,
       maxChannels: 65_536,
       maxTunnels: 4096,
@@ -537,7 +538,8 @@ describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
       maxWholeBodyBytes: 1024 * 1024,
       firstPacketTimeoutMs: 10_000,
       packetTimeoutMs: 30_000,
-      idleTimeoutMs: 300_000
+      idleTimeoutMs: 300_000,
+      writeTimeoutMs: 60_000
     })
   })
 
@@ -548,6 +550,7 @@ describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
       "--max-queued-bytes-per-connection", "4MiB",
       "--max-queued-requests", "2000",
       "--max-queued-bytes", "1GiB",
+      "--max-queued-write-bytes", "64MiB",
       "--max-channels-per-connection", "16",
       "--max-channels", "4096",
       "--max-tunnels", "300",
@@ -555,13 +558,15 @@ describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
       "--max-whole-body-bytes", "256KiB",
       "--first-packet-timeout", "2s",
       "--packet-timeout", "500ms",
-      "--idle-timeout", "off"
+      "--idle-timeout", "off",
+      "--write-timeout", "10s"
     ]))
     expect(fromFlags).toMatchObject({
       maxQueuedRequestsPerConnection: 64,
       maxQueuedBytesPerConnection: 4 * 1024 * 1024,
       maxQueuedRequests: 2000,
       maxQueuedBytes: 1024 ** 3,
+      maxQueuedWriteBytes: 64 * 1024 * 1024,
       maxChannelsPerConnection: 16,
       maxChannels: 4096,
       maxTunnels: 300,
@@ -569,10 +574,11 @@ describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
       maxWholeBodyBytes: 256 * 1024,
       firstPacketTimeoutMs: 2000,
       packetTimeoutMs: 500,
-      idleTimeoutMs: null
+      idleTimeoutMs: null,
+      writeTimeoutMs: 10_000
     })
-    const fromEnv = ok(load(["--service", "a"], { IIP_MESH_MAX_QUEUED_BYTES: "1048576", IIP_MESH_IDLE_TIMEOUT: "2m", IIP_MESH_MAX_CHANNELS: "100", IIP_MESH_MAX_TUNNELS: "7", IIP_MESH_MAX_APP_CONNECTIONS: "9" }))
-    expect(fromEnv).toMatchObject({ maxQueuedBytes: 1024 * 1024, idleTimeoutMs: 120_000, maxChannels: 100, maxTunnels: 7, maxAppConnections: 9 })
+    const fromEnv = ok(load(["--service", "a"], { IIP_MESH_MAX_QUEUED_BYTES: "1048576", IIP_MESH_IDLE_TIMEOUT: "2m", IIP_MESH_MAX_CHANNELS: "100", IIP_MESH_MAX_TUNNELS: "7", IIP_MESH_MAX_APP_CONNECTIONS: "9", IIP_MESH_WRITE_TIMEOUT: "off" }))
+    expect(fromEnv).toMatchObject({ maxQueuedBytes: 1024 * 1024, idleTimeoutMs: 120_000, maxChannels: 100, maxTunnels: 7, maxAppConnections: 9, writeTimeoutMs: null })
   })
 
   it("bad sizes, counts and durations are reported together, each with its setting", () => {
