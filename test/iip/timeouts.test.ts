@@ -64,7 +64,7 @@ const bigAnswers = (options: Server.ServerOptions) =>
         yield* until(() => backedUp() || handled > before, "the server to answer or back up")
       }
     })
-    return { server, raw, connection, backUp }
+    return { server, raw, connection, backUp, handled: () => handled }
   })
 
 describe("connection timeouts on the TestClock", () => {
@@ -166,27 +166,18 @@ describe("connection timeouts on the TestClock", () => {
 
   it.effect("a connection paused because its peer reads its answers slowly is not closed for it: the peer's pace decides", () =>
     Effect.gen(function*() {
-      const cleanup = yield* useCleanup
-      const server = yield* Server.make({ ...timeouts, drainTimeoutMs: 0, log: () => {} })
-      let handled = 0
-      server.handle("/big", () => {
-        handled++
-        return Buffer.alloc(8 * 1024 * 1024, 0x62)
-      })
-      const raw = yield* Effect.promise(() => RawClient.connect(server.address.port, cleanup))
-      yield* Effect.promise(() => raw.newChannel())
-      raw.socket.pause()
+      // With the idle timeout on (bigAnswers turns it off): the property is that a pause is not idleness.
+      const { connection, handled, raw, server } = yield* bigAnswers({ idleTimeoutMs: timeouts.idleTimeoutMs, log: () => {} })
       // One 8 MiB answer at a time until the server stops reading: however much the kernel's
       // buffers take, the answers back up in the server's writer once they are full (the first
       // did with maxima of 128 KiB, 32 MiB and 2 GiB; another kernel took one whole into buffers
       // of 6 and 4 MiB). Never more than needed: it was a request per 8 MiB of both maxima (513 at 2 GiB).
-      const connection = [...server.sessions][0]!.connection
       let sent = 0
       const fillUntilPaused = Effect.gen(function*() {
         while (!connection.readingPaused) {
           expect(++sent, "8 MiB answers sent without the server pausing").toBeLessThanOrEqual(MAX_BIG_ANSWERS)
           raw.write(frame(1, "/big", 1, "{}"))
-          yield* until(() => connection.readingPaused || handled === sent, "the server to answer or stop reading")
+          yield* until(() => connection.readingPaused || handled() === sent, "the server to answer or stop reading")
         }
       })
       // The kernel may go on taking the backlog after the pause (buffers that grow up to 16 MiB
@@ -199,10 +190,10 @@ describe("connection timeouts on the TestClock", () => {
       for (let step = 0; pausedFor < pausedStretchMs; step++) {
         expect(step, "seconds before the server stayed paused long enough").toBeLessThan(80)
         yield* fillUntilPaused
-        const handledBefore = handled
+        const handledBefore = handled()
         yield* TestClock.adjust("1 second")
         expect(server.connectionCount).toBe(1)
-        pausedFor = connection.readingPaused && handled === handledBefore ? pausedFor + 1000 : 0
+        pausedFor = connection.readingPaused && handled() === handledBefore ? pausedFor + 1000 : 0
       }
       raw.socket.resume()
       const answer = yield* Effect.promise(() => raw.next(10_000))
