@@ -50,6 +50,10 @@
 // per round and path the bench prints its slowest request and each sidecar's stalls within the
 // path's own slices (hopStalls.ts), and the report sums them: a p99 set by a stall shows which hop
 // stopped and whether it worked (GC, a long task) or waited for a core.
+// The probe also reports every GC pause, however short: per round the bench prints each sidecar's
+// pauses within the path's slices (per 1,000 requests, median length) and how many of the path's
+// slowest 1 % met one (gcTail.ts), since at 1,000 req/s a scavenge of a millisecond is as long as
+// the p99 the mesh adds.
 // Also reported, per request and process (load generator, app, each proxy) in each phase: CPU
 // microseconds (utime + stime from /proc/<pid>/stat; for wrk, this process's reaped children's) and
 // read + write system calls (syscr/syscw of /proc/<pid>/io), which say where the throughput goes on
@@ -98,6 +102,7 @@ import { startProxyPair } from "./sidecar/proxies.ts"
 import { report } from "./sidecar/report.ts"
 import { HOST, makePayload, PAYLOAD_BYTES, SERVICE_HOST } from "./sidecar/request.ts"
 import { countStalls, describeStalls } from "./sidecar/hopStalls.ts"
+import { describeGcTail, gcTail } from "./sidecar/gcTail.ts"
 import { runInTurns } from "./sidecar/turns.ts"
 import { addUsages, emptyResults, type Proc, type SaturationSample, type Usages, ZERO_USAGES } from "./sidecar/results.ts"
 import { startSidecarPair } from "./sidecar/sidecars.ts"
@@ -266,6 +271,9 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
               const stalls = { a: countStalls(pair.a.stalls, windows.get(mode)!), b: countStalls(pair.b.stalls, windows.get(mode)!) }
               results.openStalls.set(mode, [...(results.openStalls.get(mode) ?? []), stalls])
               log(`    ${mode} event loops in its slices: A ${describeStalls(stalls.a)}; B ${describeStalls(stalls.b)}`)
+              if (pair.a.gcPauses !== undefined && pair.b.gcPauses !== undefined) {
+                log(`    ${mode} ${describeGcTail(gcTail(sample.calls, windows.get(mode)!, [["A", pair.a.gcPauses], ["B", pair.b.gcPauses]]))}`)
+              }
             }
           }
         } finally {
