@@ -97,7 +97,7 @@ import { mb, ms, pad, sleep } from "./sidecar/format.ts"
 import { closedLoop, makeTarget, openLoop, type Target } from "./sidecar/nodeLoad.ts"
 import { isMeshed, type Mode, parseArgs, PROXIED, type Proxied } from "./sidecar/options.ts"
 import type { ProxyPair } from "./sidecar/pair.ts"
-import { NO_USAGE, reapedChildrenCpu, rssAnonMb, rssMb, type Usage, usageOf } from "./sidecar/procStats.ts"
+import { NO_USAGE, reapedChildrenCpu, rssAnonMb, rssMb, type Usage, usageDelta, usageOf } from "./sidecar/procStats.ts"
 import { startProxyPair } from "./sidecar/proxies.ts"
 import { report } from "./sidecar/report.ts"
 import { HOST, makePayload, PAYLOAD_BYTES, SERVICE_HOST } from "./sidecar/request.ts"
@@ -184,12 +184,12 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     /** What each process used since `from` (CPU seconds, system calls). */
     const usageSince = (mode: Mode, from: Usages): Usages => {
       const to = readUsage(mode)
-      const delta = (p: Proc): Usage => ({ cpu: to[p].cpu - from[p].cpu, reads: to[p].reads - from[p].reads, writes: to[p].writes - from[p].writes })
+      const delta = (p: Proc): Usage => usageDelta(to[p], from[p])
       return { client: delta("client"), app: delta("app"), a: delta("a"), b: delta("b") }
     }
     /** Records one round's use per request (CPU in microseconds). */
     const notePerRequest = (key: string, used: Usages, requests: number): void => {
-      const per = (p: Proc): Usage => ({ cpu: (used[p].cpu * 1e6) / requests, reads: used[p].reads / requests, writes: used[p].writes / requests })
+      const per = (p: Proc): Usage => ({ cpu: (used[p].cpu * 1e6) / requests, mainCpu: (used[p].mainCpu * 1e6) / requests, reads: used[p].reads / requests, writes: used[p].writes / requests })
       results.perRequest.set(key, [...(results.perRequest.get(key) ?? []), { client: per("client"), app: per("app"), a: per("a"), b: per("b") }])
     }
     const noteUsage = (key: string, mode: Mode, from: Usages, requests: number): void => notePerRequest(key, usageSince(mode, from), requests)

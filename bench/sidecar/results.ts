@@ -23,9 +23,9 @@ export interface SaturationSample {
 export type Proc = "client" | "app" | "a" | "b"
 export const PROCS: ReadonlyArray<Proc> = ["client", "app", "a", "b"]
 export type Usages = Record<Proc, Usage>
-const ZERO: Usage = { cpu: 0, reads: 0, writes: 0 }
+const ZERO: Usage = { cpu: 0, mainCpu: 0, reads: 0, writes: 0 }
 export const ZERO_USAGES: Usages = { client: ZERO, app: ZERO, a: ZERO, b: ZERO }
-const add = (x: Usage, y: Usage): Usage => ({ cpu: x.cpu + y.cpu, reads: x.reads + y.reads, writes: x.writes + y.writes })
+const add = (x: Usage, y: Usage): Usage => ({ cpu: x.cpu + y.cpu, mainCpu: x.mainCpu + y.mainCpu, reads: x.reads + y.reads, writes: x.writes + y.writes })
 export const addUsages = (x: Usages, y: Usages): Usages => ({ client: add(x.client, y.client), app: add(x.app, y.app), a: add(x.a, y.a), b: add(x.b, y.b) })
 
 /** VmRSS of one pair's proxies, MB. */
