@@ -31,6 +31,7 @@
 import os from "node:os"
 import { createHash } from "node:crypto"
 import { createRequire } from "node:module"
+import { BlockList, isIP } from "node:net"
 import type Bonjour from "bonjour-service"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
@@ -109,6 +110,27 @@ export interface MdnsSourceOptions {
   readonly log?: Log
 }
 
+/** Addresses that name whichever host dials them: loopback and "this host" (0.0.0.0/8, ::), IPv4-mapped forms too. */
+const thisHost = new BlockList()
+thisHost.addSubnet("127.0.0.0", 8, "ipv4")
+thisHost.addSubnet("0.0.0.0", 8, "ipv4")
+thisHost.addAddress("::1", "ipv6")
+thisHost.addAddress("::", "ipv6")
+
+/** Addresses no TCP connection goes to: multicast and the limited broadcast. */
+const notUnicast = new BlockList()
+notUnicast.addSubnet("224.0.0.0", 4, "ipv4")
+notUnicast.addAddress("255.255.255.255", "ipv4")
+notUnicast.addSubnet("ff00::", 8, "ipv6")
+
+const inList = (list: BlockList, host: string): boolean => {
+  const family = isIP(host)
+  return family !== 0 && list.check(host, family === 4 ? "ipv4" : "ipv6")
+}
+
+/** A host that names the host dialing it, whoever announced it: a loopback or "this host" address, or localhost. */
+const isOnThisHost = (host: string): boolean => inList(thisHost, host) || /^(?:[^.]+\.)*localhost\.?$/i.test(host)
+
 const isWildcard = (address: string | undefined): boolean =>
   address === undefined || address === "" || address === "0.0.0.0" || address === "::" || address === "[::]"
 
@@ -153,7 +175,7 @@ export interface SeenService {
 
 export type Decoded =
   | { readonly ok: true; readonly endpoint: DiscoveredEndpoint }
-  | { readonly ok: false; readonly reason: "mesh" | "self" | "malformed" }
+  | { readonly ok: false; readonly reason: "mesh" | "self" | "malformed" | "local-address" }
 
 const text = (txt: Record<string, unknown>, key: string): string | undefined => {
   const value = txt[key]
@@ -163,7 +185,9 @@ const text = (txt: Record<string, unknown>, key: string): string | undefined => 
 /**
  * The endpoint an answer describes, or why it is not reported. Any host on the link can answer, so
  * each field is checked: a service that is not a DNS label, or a host (TXT addr, else the answer's
- * source) that is not an IP address or host name, makes the record malformed; the weight is clamped
+ * source) that is not an IP address or host name, or is multicast, makes the record malformed; a
+ * host on the receiving host (loopback, 0.0.0.0, ::, localhost) is refused unless the answer came from
+ * this host too (reason "local-address"); the weight is clamped
  * to 1..MaxWeight; a zone, node, version or id that is not of its kind is left out, as are features
  * that are not short labels (at most MaxFeatures kept).
  */
@@ -177,7 +201,9 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
   const port = seen.port
   if (service === undefined || !isServiceName(service) || !Number.isInteger(port) || port <= 0 || port > 65535) return { ok: false, reason: "malformed" }
   const host = text(txt, "addr") ?? seen.referer?.address ?? seen.addresses?.find((a) => !a.includes(":")) ?? seen.host
-  if (typeof host !== "string" || !isHost(host)) return { ok: false, reason: "malformed" }
+  if (typeof host !== "string" || !isHost(host) || inList(notUnicast, host)) return { ok: false, reason: "malformed" }
+  // Announced by another host, a loopback addr would aim this sidecar's mesh traffic at its own app or admin.
+  if (isOnThisHost(host) && (seen.referer === undefined || !isOnThisHost(seen.referer.address))) return { ok: false, reason: "local-address" }
   const weight = clampWeight(Number(text(txt, "weight") ?? "1"))
   const features = (text(txt, "features") ?? "").split(",", MaxFeatures * 4).filter((f) => featurePattern.test(f)).slice(0, MaxFeatures)
   const proto = text(txt, "proto")

@@ -54,6 +54,25 @@ describe("hostile TXT records", () => {
     expect(bare("h1.local")).toBe("h1.local")
   })
 
+  it("an addr on the receiving host (loopback, 0.0.0.0, ::, localhost) from another host is refused: it would aim the mesh at this sidecar's own app or admin", () => {
+    for (const addr of ["127.0.0.1", "127.9.9.9", "0.0.0.0", "0.1.2.3", "::1", "::", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1", "localhost", "LocalHost.", "admin.localhost"]) {
+      expect(decoded({ addr }), JSON.stringify(addr)).toBe("local-address")
+    }
+    // Without addr the host is the answer's source, which a remote host cannot make loopback; its SRV target neither.
+    const { addr: _, ...noAddr } = txt
+    expect(decodeService({ fqdn: "x._iip-mesh._tcp.local", port: 7001, host: "localhost", txt: noAddr, addresses: [] }, "shop", "self")).toMatchObject({ ok: false, reason: "local-address" })
+    // A publisher on this host (its answer comes from loopback, as in a one-host demo) may announce loopback.
+    expect(decoded({ addr: "127.0.0.1" }, { referer: { address: "127.0.0.1" } })).toMatchObject({ host: "127.0.0.1" })
+    expect(decoded({ addr: "::1" }, { referer: { address: "::1" } })).toMatchObject({ host: "::1" })
+    expect(decoded({ addr: "10.0.0.7" })).toMatchObject({ host: "10.0.0.7" })
+  })
+
+  it("a multicast or broadcast addr is never a dial target, from any host", () => {
+    for (const addr of ["224.0.0.251", "239.1.2.3", "255.255.255.255", "ff02::fb"]) {
+      for (const referer of ["10.0.0.9", "127.0.0.1"]) expect(decoded({ addr }, { referer: { address: referer } }), `${addr} from ${referer}`).toBe("malformed")
+    }
+  })
+
   it("zone, node, features and proto are bounded: values that are not labels are left out, at most 16 features", () => {
     const endpoint = decoded({
       zone: "z".repeat(5000),
