@@ -1,0 +1,100 @@
+// A hostile IIP server answering our client (src/iip/client.ts, src/mux/clientSession.ts), written
+// as a raw TCP server that speaks bytes (test/support/iipRaw.ts), on 127.0.0.1 port 0:
+// - a /sys/new_channel answer naming a channel id no packet can carry (2^40, 1.5, 2^32): the client
+//   kept the channel and failed every later call on it with PacketEncodeError (the caller's-mistake
+//   error, which a load-balancing caller does not fail over on), the connection staying up;
+// - seeded random answers (right, duplicated, on channels never opened, huge lengths, garbage, cut
+//   mid-frame, none): every call ends, by its deadline at the latest, in an answer or a typed error;
+// - a server that accepts and closes at once: the redials are spaced by the back-off, no tight loop.
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import type * as net from "node:net"
+import { ChannelOpenFailed } from "../../src/mux/errors.ts"
+import { prng } from "../helpers/prng.ts"
+import { Cleanup, frame, RawParser, startRawServer, withTimeout } from "../support/iipRaw.ts"
+import { settle, startClient } from "../support/meshTest.ts"
+
+/** A raw plain-IIP server: each packet the client sends goes to `answer` with the socket. */
+const rawServer = (cleanup: Cleanup, answer: (socket: net.Socket, packet: { path: string; channelId: number }) => void) =>
+  startRawServer(cleanup, (socket) => {
+    const parser = new RawParser()
+    socket.on("data", (chunk) => {
+      for (const packet of parser.push(chunk)) if (!socket.destroyed) answer(socket, packet)
+    })
+  })
+
+const typedErrors = ["ConnectionClosed", "RequestTimeout", "ChannelOpenFailed", "ConnectFailed", "Overloaded"]
+
+describe("a hostile server answering the client", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("a new channel id no packet can carry (2^40, 1.5, 2^32) fails the call with ChannelOpenFailed, and the next call does not reuse it", async () => {
+    for (const channelId of [2 ** 40, 1.5, 2 ** 32]) {
+      let opens = 0
+      const server = await rawServer(cleanup, (socket, packet) => {
+        if (packet.path !== "/sys/new_channel") return void socket.write(frame(5, packet.path, packet.channelId, "ok"))
+        opens++
+        socket.write(frame(5, packet.path, packet.channelId, JSON.stringify({ code: 0, channel_id: channelId })))
+      })
+      const client = startClient(cleanup, server.port, { mesh: false })
+      for (let call = 0; call < 2; call++) {
+        const outcome = await settle(client.call("/x", "hi", { timeoutMs: 5000 }))
+        expect(outcome.ok ? "answered" : outcome.error, `${channelId}, call ${call}`).toBeInstanceOf(ChannelOpenFailed)
+      }
+      // Each call asked for a channel of its own: the refused one was not kept.
+      expect(opens).toBe(2)
+      expect(client.stats.channels).toBe(0)
+    }
+  })
+
+  it("seeded random answers: 400 calls each end by their deadline in an answer or a typed error (a hang fails at 10 s)", async () => {
+    const random = prng(0x1ee7)
+    const behaviours = ["right", "twice", "stray-channel", "huge-length", "garbage", "cut", "silent", "close-frame"] as const
+    let behaviour: (typeof behaviours)[number] = "right"
+    const server = await rawServer(cleanup, (socket, packet) => {
+      if (packet.path === "/sys/new_channel") return void socket.write(frame(5, packet.path, packet.channelId, JSON.stringify({ code: 0, channel_id: random.int(1, 3) })))
+      const answer = frame(5, packet.path, packet.channelId, "ok")
+      if (behaviour === "right") socket.write(answer)
+      else if (behaviour === "twice") socket.write(Buffer.concat([answer, answer]))
+      else if (behaviour === "stray-channel") socket.write(frame(5, packet.path, random.int(4, 2 ** 32 - 1), "ok"))
+      else if (behaviour === "huge-length") socket.write(frame(5, packet.path, packet.channelId, "ok", 0xffffffff))
+      else if (behaviour === "garbage") socket.write(random.bytes(random.int(1, 64)))
+      else if (behaviour === "cut") socket.end(answer.subarray(0, random.int(1, answer.length - 1)))
+      else if (behaviour === "close-frame") socket.write(Buffer.from([8]))
+    })
+    const client = startClient(cleanup, server.port, { mesh: false, reconnect: { baseMs: 1, maxMs: 5 } })
+    const counts = new Map<string, number>()
+    for (let call = 0; call < 400; call++) {
+      behaviour = random.pick(behaviours)
+      const timeoutMs = behaviour === "silent" ? 20 : 2000
+      // The call's own deadline ends it; the bound here only catches a hang.
+      const outcome = await withTimeout(settle(client.call("/x", "hi", { timeoutMs })), 10_000, `call ${call} (${behaviour})`)
+      const tag = outcome.ok ? "answered" : (outcome.error as { _tag?: string })._tag ?? String(outcome.error)
+      expect(["answered", ...typedErrors], `call ${call} (${behaviour})`).toContain(tag)
+      counts.set(tag, (counts.get(tag) ?? 0) + 1)
+    }
+    expect(client.stats.pending).toBe(0)
+    expect(counts.get("answered")).toBeGreaterThan(0)
+    console.log(`hostile server fuzz: ${JSON.stringify(Object.fromEntries(counts))}`)
+  })
+
+  it("a mesh client against a server that accepts and closes at once redials with back-off: a few attempts in 3 s, not thousands", async () => {
+    let accepted = 0
+    const server = await startRawServer(cleanup, (socket) => {
+      accepted++
+      socket.destroy()
+    })
+    const client = startClient(cleanup, server.port)
+    const cpuBefore = process.cpuUsage()
+    const outcome = await settle(client.call("/x", "hi", { timeoutMs: 3000 }))
+    const cpu = process.cpuUsage(cpuBefore)
+    expect(outcome.ok ? "answered" : (outcome.error as { _tag: string })._tag).toBe("ConnectFailed")
+    // The back-off doubles from its first delay: a tight loop would make hundreds of attempts.
+    expect(accepted).toBeGreaterThanOrEqual(1)
+    expect(accepted).toBeLessThan(50)
+    console.log(`accept-and-close: ${accepted} attempts in 3 s, ${Math.round((cpu.user + cpu.system) / 1000)} ms CPU`)
+  })
+})
