@@ -5,13 +5,15 @@
 //   error, which a load-balancing caller does not fail over on), the connection staying up;
 // - seeded random answers (right, duplicated, on channels never opened, huge lengths, garbage, cut
 //   mid-frame, none): every call ends, by its deadline at the latest, in an answer or a typed error;
+// - a mesh server's answers garbled in flight after its hello (a proxy between a real IipServer and
+//   the client flips, drops and cuts bytes, seeded): every call ends in an answer or a typed error;
 // - a server that accepts and closes at once: the redials are spaced by the back-off, no tight loop.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import type * as net from "node:net"
+import * as net from "node:net"
 import { ChannelOpenFailed } from "../../src/mux/errors.ts"
 import { prng } from "../helpers/prng.ts"
 import { Cleanup, frame, RawParser, startRawServer, withTimeout } from "../support/iipRaw.ts"
-import { settle, startClient } from "../support/meshTest.ts"
+import { settle, startClient, startServer } from "../support/meshTest.ts"
 
 /** A raw plain-IIP server: each packet the client sends goes to `answer` with the socket. */
 const rawServer = (cleanup: Cleanup, answer: (socket: net.Socket, packet: { path: string; channelId: number }) => void) =>
@@ -22,7 +24,45 @@ const rawServer = (cleanup: Cleanup, answer: (socket: net.Socket, packet: { path
     })
   })
 
-const typedErrors = ["ConnectionClosed", "RequestTimeout", "ChannelOpenFailed", "ConnectFailed", "Overloaded"]
+const typedErrors = ["ConnectionClosed", "RequestTimeout", "ChannelOpenFailed", "ConnectFailed", "Overloaded", "RemoteError", "StreamFailed", "DecompressionFailed"]
+
+/**
+ * A TCP proxy on 127.0.0.1:0 to `port`: the client's bytes go through as they are; the server's go
+ * through `garble` after its first packet (the hello's answer), which passes intact.
+ */
+const garblingProxy = async (cleanup: Cleanup, port: number, garble: (chunk: Buffer) => Buffer | "cut") => {
+  const sockets = new Set<net.Socket>()
+  const proxy = net.createServer((client) => {
+    const server = net.connect(port, "127.0.0.1")
+    for (const socket of [client, server]) {
+      sockets.add(socket)
+      socket.on("error", () => {})
+      socket.once("close", () => {
+        sockets.delete(socket)
+        client.destroy()
+        server.destroy()
+      })
+    }
+    client.pipe(server)
+    const hello = new RawParser()
+    let helloPassed = false
+    server.on("data", (chunk: Buffer) => {
+      if (!helloPassed) {
+        helloPassed = hello.push(chunk).length > 0
+        return void client.write(chunk)
+      }
+      const out = garble(chunk)
+      if (out === "cut") client.destroy()
+      else client.write(out)
+    })
+  })
+  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve))
+  cleanup.add(() => new Promise<void>((resolve) => {
+    for (const socket of sockets) socket.destroy()
+    proxy.close(() => resolve())
+  }))
+  return (proxy.address() as net.AddressInfo).port
+}
 
 describe("a hostile server answering the client", () => {
   let cleanup: Cleanup
@@ -79,6 +119,33 @@ describe("a hostile server answering the client", () => {
     expect(client.stats.pending).toBe(0)
     expect(counts.get("answered")).toBeGreaterThan(0)
     console.log(`hostile server fuzz: ${JSON.stringify(Object.fromEntries(counts))}`)
+  })
+
+  it("a mesh server's answers garbled in flight (seeded): 150 calls each end by their deadline in an answer or a typed error", async () => {
+    const random = prng(0xfeed)
+    const server = await startServer(cleanup)
+    server.handle("/echo", (request) => request.data)
+    const port = await garblingProxy(cleanup, server.address.port, (chunk) => {
+      const roll = random.int(0, 9)
+      if (roll < 5) return chunk
+      if (roll === 9) return "cut"
+      const bytes = Buffer.from(chunk)
+      for (let i = random.int(1, 4); i > 0; i--) bytes[random.int(0, bytes.length - 1)] = random.int(0, 255)
+      return roll === 8 ? bytes.subarray(0, random.int(0, bytes.length)) : bytes
+    })
+    const client = startClient(cleanup, port, { reconnect: { baseMs: 1, maxMs: 5 } })
+    const counts = new Map<string, number>()
+    // A length garbled upwards leaves the client waiting for bytes that never come: its deadline ends the call.
+    for (let call = 0; call < 150; call++) {
+      const body = random.bytes(random.int(1, 3000))
+      const outcome = await withTimeout(settle(client.call("/echo", body, { timeoutMs: 200 })), 10_000, `call ${call}`)
+      const tag = outcome.ok ? "answered" : (outcome.error as { _tag?: string })._tag ?? String(outcome.error)
+      expect(["answered", ...typedErrors], `call ${call}`).toContain(tag)
+      counts.set(tag, (counts.get(tag) ?? 0) + 1)
+    }
+    expect(client.stats.pending).toBe(0)
+    expect(counts.get("answered")).toBeGreaterThan(0)
+    console.log(`garbled mesh answers: ${JSON.stringify(Object.fromEntries(counts))}`)
   })
 
   it("a mesh client against a server that accepts and closes at once redials with back-off: a few attempts in 3 s, not thousands", async () => {
