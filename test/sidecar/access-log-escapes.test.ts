@@ -8,22 +8,7 @@ import * as http2 from "node:http2"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import type { AccessRecord } from "../../src/sidecar/outboundAccess.ts"
 import { Cleanup } from "../support/iipRaw.ts"
-import { echoRequest, LOOPBACK, startMesh } from "../support/sidecarHarness.ts"
-
-/** The access lines written to stdout while the test runs, taken out of it. */
-const captureAccessLines = (cleanup: Cleanup): Array<string> => {
-  const lines: Array<string> = []
-  const stdout = process.stdout as { write: typeof process.stdout.write }
-  const original = stdout.write
-  stdout.write = ((chunk: string | Uint8Array, ...rest: Array<never>) => {
-    const text = typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8")
-    if (!text.startsWith(`{"time":`)) return original.call(process.stdout, chunk, ...rest)
-    for (const line of text.split("\n")) if (line !== "") lines.push(line)
-    return true
-  }) as typeof process.stdout.write
-  cleanup.add(() => (stdout.write = original))
-  return lines
-}
+import { captureAccessLog, echoRequest, LOOPBACK, startMesh } from "../support/sidecarHarness.ts"
 
 describe("the access log against control characters in a request", () => {
   let cleanup: Cleanup
@@ -33,7 +18,7 @@ describe("the access log against control characters in a request", () => {
   afterEach(() => cleanup.run())
 
   it("an HTTP/2 :path with C1 controls (CSI U+009B) is logged escaped, and reads back as sent", async () => {
-    const lines = captureAccessLines(cleanup)
+    const lines = captureAccessLog(cleanup, (line) => line)
     const { a } = await startMesh(cleanup, echoRequest, { a: { accessLog: true } })
     const session = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`)
     cleanup.add(() => session.destroy())
