@@ -5,6 +5,7 @@
 //   error, which a load-balancing caller does not fail over on), the connection staying up;
 // - seeded random answers (right, duplicated, on channels never opened, huge lengths, garbage, cut
 //   mid-frame, none): every call ends, by its deadline at the latest, in an answer or a typed error;
+// - a hello answer with absurd limits (the largest decodeHello takes, 1, out of range, junk): calls end;
 // - a mesh server's answers garbled in flight after its hello (a proxy between a real IipServer and
 //   the client flips, drops and cuts bytes, seeded): every call ends in an answer or a typed error;
 // - a server that accepts and closes at once: the redials are spaced by the back-off, no tight loop.
@@ -27,10 +28,16 @@ const rawServer = (cleanup: Cleanup, answer: (socket: net.Socket, packet: { path
 const typedErrors = ["ConnectionClosed", "RequestTimeout", "ChannelOpenFailed", "ConnectFailed", "Overloaded", "RemoteError", "StreamFailed", "DecompressionFailed"]
 
 /**
- * A TCP proxy on 127.0.0.1:0 to `port`: the client's bytes go through as they are; the server's go
- * through `garble` after its first packet (the hello's answer), which passes intact.
+ * A TCP proxy on 127.0.0.1:0 to `port`: the client's bytes go through as they are; the server's
+ * first packet (the hello's answer) has its JSON body passed through `hello`, the rest of its
+ * bytes go through `garble`. (The server says nothing else before the client's first request.)
  */
-const garblingProxy = async (cleanup: Cleanup, port: number, garble: (chunk: Buffer) => Buffer | "cut") => {
+const garblingProxy = async (
+  cleanup: Cleanup,
+  port: number,
+  garble: (chunk: Buffer) => Buffer | "cut",
+  hello: (answer: Record<string, unknown>) => Record<string, unknown> = (answer) => answer
+) => {
   const sockets = new Set<net.Socket>()
   const proxy = net.createServer((client) => {
     const server = net.connect(port, "127.0.0.1")
@@ -44,12 +51,17 @@ const garblingProxy = async (cleanup: Cleanup, port: number, garble: (chunk: Buf
       })
     }
     client.pipe(server)
-    const hello = new RawParser()
+    const helloParser = new RawParser()
     let helloPassed = false
     server.on("data", (chunk: Buffer) => {
       if (!helloPassed) {
-        helloPassed = hello.push(chunk).length > 0
-        return void client.write(chunk)
+        const packets = helloParser.push(chunk)
+        helloPassed = packets.length > 0
+        for (const [i, packet] of packets.entries()) {
+          const data = i === 0 ? JSON.stringify(hello(JSON.parse(packet.data.toString()) as Record<string, unknown>)) : packet.data
+          client.write(frame(packet.status, packet.path, packet.channelId, data))
+        }
+        return
       }
       const out = garble(chunk)
       if (out === "cut") client.destroy()
@@ -146,6 +158,33 @@ describe("a hostile server answering the client", () => {
     expect(client.stats.pending).toBe(0)
     expect(counts.get("answered")).toBeGreaterThan(0)
     console.log(`garbled mesh answers: ${JSON.stringify(Object.fromEntries(counts))}`)
+  })
+
+  it("a hello answer with absurd limits (largest allowed, maxRequests 1, maxBytes 1, out of range): 20 calls at once each end in an answer or a typed error", async () => {
+    const server = await startServer(cleanup)
+    server.handle("/echo", (request) => request.data)
+    const absurd: ReadonlyArray<Record<string, unknown>> = [
+      { maxChannels: 0x7fff_ffff, streamWindow: 0x7fff_ffff, maxMetaBytes: 0xffff, maxRequests: 0x7fff_ffff, maxBytes: Number.MAX_SAFE_INTEGER },
+      { maxRequests: 1 },
+      { maxBytes: 1 },
+      { maxChannels: 1, streamWindow: 1 },
+      { maxChannels: 0 },
+      { streamWindow: 1e300, maxRequests: -1 },
+      { maxMetaBytes: "8192", maxBytes: Number.NaN },
+      { iipmesh: 0xffff, features: ["x".repeat(10_000), 7, null], node: "\u009b31m".repeat(1000) }
+    ]
+    const summary: Array<string> = []
+    for (const fields of absurd) {
+      const port = await garblingProxy(cleanup, server.address.port, (chunk) => chunk, (answer) => ({ ...answer, ...fields }))
+      const client = startClient(cleanup, port)
+      const bodies = Array.from({ length: 20 }, (_, i) => Buffer.alloc(1 + i * 300, i))
+      const outcomes = await withTimeout(Promise.all(bodies.map((body) => settle(client.call("/echo", body, { timeoutMs: 3000 })))), 10_000, JSON.stringify(fields))
+      const tags = outcomes.map((outcome, i) => (outcome.ok ? (outcome.value.equals(bodies[i]!) ? "answered" : "wrong answer") : (outcome.error as { _tag?: string })._tag ?? String(outcome.error)))
+      for (const tag of tags) expect(["answered", ...typedErrors], JSON.stringify(fields)).toContain(tag)
+      expect(client.stats.pending).toBe(0)
+      summary.push(`${Object.keys(fields).join("+")}: ${[...new Set(tags)].join("/")}, mode ${client.currentMode ?? "none"}`)
+    }
+    console.log(`absurd hellos: ${summary.join("; ")}`)
   })
 
   it("a mesh client against a server that accepts and closes at once redials with back-off: a few attempts in 3 s, not thousands", async () => {
