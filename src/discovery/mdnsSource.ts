@@ -187,11 +187,12 @@ const text = (txt: Record<string, unknown>, key: string): string | undefined => 
  * each field is checked: a service that is not a DNS label, or a host (TXT addr, else the answer's
  * source) that is not an IP address or host name, or is multicast, makes the record malformed; a
  * host on the receiving host (loopback, 0.0.0.0, ::, localhost) is refused unless the answer came from
- * this host too (reason "local-address"); the weight is clamped
+ * this host too (from loopback, or from an address `isOwnAddress` says is this host's; reason
+ * "local-address"); the weight is clamped
  * to 1..MaxWeight; a zone, node, version or id that is not of its kind is left out, as are features
  * that are not short labels (at most MaxFeatures kept).
  */
-export const decodeService = (seen: SeenService, mesh: string, self: string | undefined): Decoded => {
+export const decodeService = (seen: SeenService, mesh: string, self: string | undefined, isOwnAddress: (address: string) => boolean = () => false): Decoded => {
   const txt = seen.txt ?? {}
   if (text(txt, "mesh") !== mesh) return { ok: false, reason: "mesh" }
   const announcedNode = text(txt, "node")
@@ -203,7 +204,9 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
   const host = text(txt, "addr") ?? seen.referer?.address ?? seen.addresses?.find((a) => !a.includes(":")) ?? seen.host
   if (typeof host !== "string" || !isHost(host) || inList(notUnicast, host)) return { ok: false, reason: "malformed" }
   // Announced by another host, a loopback addr would aim this sidecar's mesh traffic at its own app or admin.
-  if (isOnThisHost(host) && (seen.referer === undefined || !isOnThisHost(seen.referer.address))) return { ok: false, reason: "local-address" }
+  if (isOnThisHost(host) && (seen.referer === undefined || !(isOnThisHost(seen.referer.address) || isOwnAddress(seen.referer.address)))) {
+    return { ok: false, reason: "local-address" }
+  }
   const weight = clampWeight(Number(text(txt, "weight") ?? "1"))
   const features = (text(txt, "features") ?? "").split(",", MaxFeatures * 4).filter((f) => featurePattern.test(f)).slice(0, MaxFeatures)
   const proto = text(txt, "proto")
@@ -448,10 +451,16 @@ export class MdnsSource implements DiscoverySource {
     const ignored = new Set<string>()
     let full = false
     const self = options.includeSelf === true ? undefined : options.node
+    // This host's interface addresses, read again each re-query interval (only a loopback addr asks).
+    let ownAddresses: ReadonlySet<string> | undefined
+    const isOwnAddress = (address: string): boolean => {
+      ownAddresses ??= new Set(Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).map((entry) => entry.address)))
+      return ownAddresses.has(address)
+    }
     const onService = (seen: SeenService) => {
       // DNS names are at most 255 bytes; what a hostile packet holds beyond that is not logged.
       const fqdn = seen.fqdn.slice(0, 255)
-      const decoded = decodeService(seen, options.mesh, self)
+      const decoded = decodeService(seen, options.mesh, self, isOwnAddress)
       if (decoded.ok) {
         // Logged once per episode: until the table has room again.
         if (!table.seen(seen.fqdn, decoded.endpoint, timer.now())) {
@@ -479,6 +488,7 @@ export class MdnsSource implements DiscoverySource {
     const query = () => mdns.query(browsedName, "PTR")
     query()
     const cancel = timer.every(options.queryIntervalMs ?? MdnsDefaults.queryIntervalMs, () => {
+      ownAddresses = undefined
       query()
       for (const fqdn of table.sweep(timer.now())) log("mdns-expired", { fqdn: fqdn.slice(0, 255) })
       if (warnings > 1) log("mdns-warnings", { count: warnings - 1 })

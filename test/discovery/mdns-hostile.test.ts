@@ -64,6 +64,10 @@ describe("hostile TXT records", () => {
     // A publisher on this host (its answer comes from loopback, as in a one-host demo) may announce loopback.
     expect(decoded({ addr: "127.0.0.1" }, { referer: { address: "127.0.0.1" } })).toMatchObject({ host: "127.0.0.1" })
     expect(decoded({ addr: "::1" }, { referer: { address: "::1" } })).toMatchObject({ host: "::1" })
+    // So may one whose answer comes from one of this host's own interface addresses (a sidecar beside this one, over the LAN).
+    const ownAddresses = new Set(["10.0.0.9"])
+    expect(decodeService(seen({ addr: "127.0.0.1" }), "shop", "self", (address) => ownAddresses.has(address))).toMatchObject({ ok: true, endpoint: { host: "127.0.0.1" } })
+    expect(decodeService(seen({ addr: "127.0.0.1" }, { referer: { address: "10.0.0.8" } }), "shop", "self", (address) => ownAddresses.has(address))).toMatchObject({ ok: false, reason: "local-address" })
     expect(decoded({ addr: "10.0.0.7" })).toMatchObject({ host: "10.0.0.7" })
   })
 
