@@ -71,6 +71,18 @@ describe("hostile TXT records", () => {
     expect(decoded({ addr: "10.0.0.7" })).toMatchObject({ host: "10.0.0.7" })
   })
 
+  it("an addr the resolver reads as an IPv4 address though it is not a dotted quad (127.1, 2130706433, 0x7f.1, 0) is malformed: it would dial this host's loopback, or multicast, past the checks above", () => {
+    // getaddrinfo (what net.connect looks a host name up with) takes inet_aton's forms: 127.1 and
+    // 2130706433 connect to 127.0.0.1, 0 to this host, 224.1 is multicast; isIP says none is an address.
+    for (const addr of ["127.1", "127.0.1", "2130706433", "0x7f000001", "0x7f.1", "0177.0.0.1", "0", "0.0", "224.1", "3758096635", "127.1."]) {
+      for (const referer of ["10.0.0.9", "127.0.0.1"]) expect(decoded({ addr }, { referer: { address: referer } }), `${addr} from ${referer}`).toBe("malformed")
+    }
+    // Names with digits stay names; a numeric label before the last is fine too.
+    for (const addr of ["h1.local", "catalog-1", "1a.example", "web.1st", "pod-7.web.shop.svc.cluster.local", "10.0.0.5"]) {
+      expect(decoded({ addr }), addr).toMatchObject({ host: addr })
+    }
+  })
+
   it("a multicast or broadcast addr is never a dial target, from any host", () => {
     for (const addr of ["224.0.0.251", "239.1.2.3", "255.255.255.255", "ff02::fb"]) {
       for (const referer of ["10.0.0.9", "127.0.0.1"]) expect(decoded({ addr }, { referer: { address: referer } }), `${addr} from ${referer}`).toBe("malformed")
