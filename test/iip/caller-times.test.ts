@@ -8,7 +8,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { monotonicMs } from "../../src/mux/clock.ts"
 import { PacketEncodeError } from "../../src/protocol/errors.ts"
-import { Cleanup, startRawServer } from "../support/iipRaw.ts"
+import { Cleanup, startRawServer, withTimeout } from "../support/iipRaw.ts"
 import { rejection, settle, type Settled, startClient, startServer } from "../support/meshTest.ts"
 
 describe("caller times out of range", () => {
@@ -36,6 +36,25 @@ describe("caller times out of range", () => {
     expect(honest).not.toBeInstanceOf(PacketEncodeError)
     expect(["RequestTimeout", "RemoteError"]).toContain((honest as { _tag: string })._tag)
     expect(reached).toBe(1)
+  })
+
+  it("a Date.now() read after the wall clock was stepped back past this process's start (below performance.timeOrigin) is refused too", async () => {
+    // A host that booted with its clock ahead and had NTP step it back: Date.now() stays below the
+    // process's timeOrigin for as long as the step exceeds the process's age. Still a wall time: its
+    // deadline would be decades away (a day, clamped), not the caller's 200 ms.
+    const server = await startServer(cleanup)
+    let reached = 0
+    server.handle("/never", () => {
+      reached++
+      return new Promise<string>(() => {})
+    })
+    const client = startClient(cleanup, server.address.port)
+    expect(await client.mode()).toBe("mesh")
+    const steppedBack = Math.floor(performance.timeOrigin) - 6 * 3600_000
+    const error = await withTimeout(rejection(client.stream("/never", Buffer.from("x"), { timeoutMs: 200, now: steppedBack }), "a call with a stepped-back wall-clock now"), 3000, "the call to end")
+    expect(error).toBeInstanceOf(PacketEncodeError)
+    expect((error as PacketEncodeError).rule).toBe("now-not-monotonic")
+    expect(reached).toBe(0)
   })
 
   it("probe(timeoutMs) past what a Node timer holds waits: it is still pending when a 100 ms probe has timed out", async () => {
