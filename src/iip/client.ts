@@ -45,10 +45,12 @@ const toBytes = (data: Uint8Array | string | undefined): Uint8Array =>
 const TRIM_AFTER_MS = 1000
 
 /**
- * Where Date.now() readings start: monotonicMs() counts from this process's start and stays below
- * it for decades, so a `now` at or past it was read from the wall clock.
+ * 2^40 ms: Date.now() has read more since November 2004, monotonicMs() (counted from this process's
+ * or worker's start) reaches it after 34 years, so a `now` at or past it was read from the wall
+ * clock. Not performance.timeOrigin: a wall clock stepped back by more than the process's age
+ * (booted ahead, then NTP) reads below that for as long.
  */
-const wallClockFloorMs = performance.timeOrigin
+const wallClockFloorMs = 2 ** 40
 
 const nowNotMonotonic = (now: number): PacketEncodeError =>
   new PacketEncodeError({ rule: "now-not-monotonic", message: `RequestOptions.now ${now} is a wall-clock time: pass monotonicMs() (src/mux/clock.ts) or leave it out` })
