@@ -18,15 +18,21 @@ describe("caller times out of range", () => {
   })
   afterEach(() => cleanup.run())
 
-  it("a Date.now() as `now` is refused at once with PacketEncodeError now-not-monotonic, and nothing reaches the server", async () => {
+  /** A mesh client connected to a server whose /never handler counts its calls and never answers. */
+  const neverAnswering = async () => {
     const server = await startServer(cleanup)
-    let reached = 0
+    const counts = { reached: 0 }
     server.handle("/never", () => {
-      reached++
+      counts.reached++
       return new Promise<string>(() => {})
     })
     const client = startClient(cleanup, server.address.port)
     expect(await client.mode()).toBe("mesh")
+    return { client, counts }
+  }
+
+  it("a Date.now() as `now` is refused at once with PacketEncodeError now-not-monotonic, and nothing reaches the server", async () => {
+    const { client, counts } = await neverAnswering()
     const error = await rejection(client.stream("/never", Buffer.from("x"), { timeoutMs: 200, now: Date.now() }), "a call with a wall-clock now")
     expect(error).toBeInstanceOf(PacketEncodeError)
     expect((error as PacketEncodeError).rule).toBe("now-not-monotonic")
@@ -35,26 +41,19 @@ describe("caller times out of range", () => {
     const honest = await rejection(client.stream("/never", Buffer.from("y"), { timeoutMs: 200, now: monotonicMs() }), "a call with a monotonic now")
     expect(honest).not.toBeInstanceOf(PacketEncodeError)
     expect(["RequestTimeout", "RemoteError"]).toContain((honest as { _tag: string })._tag)
-    expect(reached).toBe(1)
+    expect(counts.reached).toBe(1)
   })
 
   it("a Date.now() read after the wall clock was stepped back past this process's start (below performance.timeOrigin) is refused too", async () => {
     // A host that booted with its clock ahead and had NTP step it back: Date.now() stays below the
     // process's timeOrigin for as long as the step exceeds the process's age. Still a wall time: its
     // deadline would be decades away (a day, clamped), not the caller's 200 ms.
-    const server = await startServer(cleanup)
-    let reached = 0
-    server.handle("/never", () => {
-      reached++
-      return new Promise<string>(() => {})
-    })
-    const client = startClient(cleanup, server.address.port)
-    expect(await client.mode()).toBe("mesh")
+    const { client, counts } = await neverAnswering()
     const steppedBack = Math.floor(performance.timeOrigin) - 6 * 3600_000
     const error = await withTimeout(rejection(client.stream("/never", Buffer.from("x"), { timeoutMs: 200, now: steppedBack }), "a call with a stepped-back wall-clock now"), 3000, "the call to end")
     expect(error).toBeInstanceOf(PacketEncodeError)
     expect((error as PacketEncodeError).rule).toBe("now-not-monotonic")
-    expect(reached).toBe(0)
+    expect(counts.reached).toBe(0)
   })
 
   it("probe(timeoutMs) past what a Node timer holds waits: it is still pending when a 100 ms probe has timed out", async () => {
