@@ -3,6 +3,7 @@
 // of their kind, hosts that are not addresses, and more instances than any mesh has. A bad record
 // is left out or loses the bad field; the good ones are kept.
 import { createRequire } from "node:module"
+import os from "node:os"
 import { describe, expect, it } from "vitest"
 import { decodeService, instancesIn, MaxMdnsInstances, MdnsEndpointTable, type SeenService } from "../../src/discovery/mdnsSource.ts"
 import { type DiscoveredEndpoint, type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
@@ -81,6 +82,14 @@ describe("hostile TXT records", () => {
     for (const addr of ["h1.local", "catalog-1", "1a.example", "web.1st", "pod-7.web.shop.svc.cluster.local", "10.0.0.5"]) {
       expect(decoded({ addr }), addr).toMatchObject({ host: addr })
     }
+  })
+
+  it("an addr naming this host by its host name (which /etc/hosts maps to loopback: 127.0.1.1 on Debian) from another host is refused; from this host it is taken", () => {
+    // The name is no secret: a sidecar's default node id and its SRV target carry it.
+    const name = os.hostname()
+    for (const addr of [name, name.toUpperCase(), `${name}.`]) expect(decoded({ addr }), addr).toBe("local-address")
+    expect(decoded({ addr: name }, { referer: { address: "127.0.0.1" } })).toMatchObject({ host: name })
+    expect(decoded({ addr: `${name}x.example` })).toMatchObject({ host: `${name}x.example` })
   })
 
   it("a multicast or broadcast addr is never a dial target, from any host", () => {
