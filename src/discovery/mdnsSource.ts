@@ -128,8 +128,23 @@ const inList = (list: BlockList, host: string): boolean => {
   return family !== 0 && list.check(host, family === 4 ? "ipv4" : "ipv6")
 }
 
-/** A host that names the host dialing it, whoever announced it: a loopback or "this host" address, or localhost. */
-const isOnThisHost = (host: string): boolean => inList(thisHost, host) || /^(?:[^.]+\.)*localhost\.?$/i.test(host)
+/**
+ * This host's own name, as an announced host: /etc/hosts maps it to loopback (127.0.1.1 on Debian,
+ * 127.0.0.1 in many containers), and it is no secret (a sidecar's default node id and SRV target
+ * carry it). Read when a name is announced: a host name may change while the sidecar runs.
+ */
+const isOwnHostName = (host: string): boolean => {
+  const name = host.endsWith(".") ? host.slice(0, -1) : host
+  return name.length > 0 && name.toLowerCase() === os.hostname().toLowerCase()
+}
+
+/**
+ * A host that names the host dialing it, whoever announced it: a loopback or "this host" address,
+ * localhost, or this host's own name. (Any other name may resolve to loopback too: a name is
+ * checked as it is announced, not as the resolver answers when the sidecar dials it.)
+ */
+const isOnThisHost = (host: string): boolean =>
+  isIP(host) !== 0 ? inList(thisHost, host) : /^(?:[^.]+\.)*localhost\.?$/i.test(host) || isOwnHostName(host)
 
 const isWildcard = (address: string | undefined): boolean =>
   address === undefined || address === "" || address === "0.0.0.0" || address === "::" || address === "[::]"
@@ -186,7 +201,7 @@ const text = (txt: Record<string, unknown>, key: string): string | undefined => 
  * The endpoint an answer describes, or why it is not reported. Any host on the link can answer, so
  * each field is checked: a service that is not a DNS label, or a host (TXT addr, else the answer's
  * source) that is not an IP address or host name, or is multicast, makes the record malformed; a
- * host on the receiving host (loopback, 0.0.0.0, ::, localhost) is refused unless the answer came from
+ * host on the receiving host (loopback, 0.0.0.0, ::, localhost, its host name) is refused unless the answer came from
  * this host too (from loopback, or from an address `isOwnAddress` says is this host's; reason
  * "local-address"); the weight is clamped
  * to 1..MaxWeight; a zone, node, version or id that is not of its kind is left out, as are features
