@@ -9,7 +9,7 @@ import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import * as Server from "../iip/server.ts"
-import { type Log, LogThrottle, stderrLog } from "../iip/log.ts"
+import { jsonLine, type Log, LogThrottle, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import { monotonicMillis } from "../mux/clock.ts"
@@ -409,7 +409,7 @@ export const make = (
 
     // Outbound: this app -> other services.
     const onAccess = config.accessLog
-      ? (record: AccessRecord) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`)
+      ? (record: AccessRecord) => process.stdout.write(jsonLine({ time: new Date().toISOString(), ...record }))
       : undefined
     const outboundOptions = {
       registry,
