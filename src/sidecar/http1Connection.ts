@@ -34,12 +34,14 @@ interface ConsumableHandle {
 }
 
 /**
- * Bytes of answers the socket has not sent: its Writable's (a chunk counts whole until all of it
- * is sent) and libuv's queue (which shrinks as the caller reads), so a caller reading one large
- * write shows progress.
+ * Bytes of answers the socket holds unsent, each once: its Writable's, where a chunk libuv is
+ * writing counts whole until all of it is sent (its buffer lives until then). libuv's queue
+ * (`queuedInLibuv`) is part of that chunk: added, it counted twice (up to twice the answer).
  */
-const unsent = (socket: net.Socket): number =>
-  socket.writableLength + ((socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0)
+const held = (socket: net.Socket): number => socket.writableLength
+
+/** What libuv has yet to hand the kernel of the chunk it is writing: it shrinks as a caller reads one large write (progress `held` shows only once all of it is sent). */
+const queuedInLibuv = (socket: net.Socket): number => (socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0
 
 /** One connection from the app. */
 export class Connection implements CallConnection {
@@ -77,10 +79,11 @@ export class Connection implements CallConnection {
   private lastRequest = false
   /** The last answer waits in the socket past its high-water mark: nothing more is read or answered until it drains. */
   private awaitingDrain = false
-  /** When the caller last took a byte of it (performance.now(), as the sweep saw), and `unsent` then. */
+  /** When the caller last took a byte of it (performance.now(), as the sweep saw), and `held` and `queuedInLibuv` then. */
   private drainSince = 0
   private drainLeft = 0
-  /** What this connection counts in the listener's held answers (its unsent bytes when the wait began). */
+  private drainQueued = 0
+  /** What this connection counts in the listener's held answers (`held` when the wait began). */
   private heldBytes = 0
   /**
    * The answer to bytes llhttp refused after requests still owed answers: it goes in its own place,
@@ -323,8 +326,12 @@ export class Connection implements CallConnection {
     listener.options.onRequest(call)
   }
 
-  /** Its unsent answer bytes count in the listener's held answers until the drain or the close. */
-  private holdAnswer(): void {
+  /** The caller's taking of the answer is watched from now (checkTimeouts), its bytes counted in the listener's held answers until the drain or the close. */
+  private awaitDrain(): void {
+    this.awaitingDrain = true
+    this.drainSince = performance.now()
+    this.drainLeft = held(this.socket)
+    this.drainQueued = queuedInLibuv(this.socket)
     this.releaseAnswer()
     this.heldBytes = this.drainLeft
     this.listener.heldAnswerBytes += this.heldBytes
@@ -389,10 +396,7 @@ export class Connection implements CallConnection {
     // memory here (16 KiB answers: 80 MB a second): the next request waits until the socket has
     // taken this answer, so what waits is bounded by the socket's buffers.
     if (this.socket.writableNeedDrain) {
-      this.awaitingDrain = true
-      this.drainSince = performance.now()
-      this.drainLeft = unsent(this.socket)
-      this.holdAnswer()
+      this.awaitDrain()
       this.updateReading()
       return void this.socket.once("drain", () => this.drained())
     }
@@ -475,9 +479,11 @@ export class Connection implements CallConnection {
     // One still reading (what the socket holds changed since the last sweep: nothing else writes
     // while the drain is awaited) is not idle, however slow.
     if (this.awaitingDrain) {
-      const left = unsent(this.socket)
-      if (left !== this.drainLeft) {
+      const left = held(this.socket)
+      const queued = queuedInLibuv(this.socket)
+      if (left !== this.drainLeft || queued !== this.drainQueued) {
         this.drainLeft = left
+        this.drainQueued = queued
         this.drainSince = now
       } else if (now - this.drainSince > keepAliveTimeoutMs + KEEP_ALIVE_GRACE_MS) return this.destroy()
       return
@@ -494,13 +500,13 @@ export class Connection implements CallConnection {
   /** Cut now: with a reset when an answer is not all out (one begun, or the last one still in the socket). */
   destroy(): void {
     this.gone = true
-    cut(this.socket, this.current?.answering === true || unsent(this.socket) > 0)
+    cut(this.socket, this.current?.answering === true || held(this.socket) > 0)
   }
 
   /** The listener closes and nothing is asked on this connection: it ends now, after its last answer is out if it is not yet. */
   closeIdle(): void {
     if (this.gone) return
-    if (unsent(this.socket) > 0) this.endAfterWrites()
+    if (held(this.socket) > 0) this.endAfterWrites()
     else this.destroy()
   }
 
@@ -512,10 +518,7 @@ export class Connection implements CallConnection {
   private endAfterWrites(): void {
     this.gone = true
     this.detach(false)
-    this.awaitingDrain = true
-    this.drainSince = performance.now()
-    this.drainLeft = unsent(this.socket)
-    this.holdAnswer()
+    this.awaitDrain()
     this.socket.once("close", () => {
       this.releaseAnswer()
       this.listener.forget(this)
