@@ -348,13 +348,13 @@ export class Connection implements CallConnection {
    * 400 bad_target, as over HTTP/2, then closed (node:http closed it without a word).
    */
   private handOver(call: Http1Call): void {
-    this.detach()
     if (call.method === "CONNECT") {
-      // No timer watches the socket from here: closed once the answer is written, as the other
-      // error answers are, or a caller keeping its side open would hold it (and a place) for ever.
+      // Closed once the answer is out, as the other error answers are, and watched until then: a
+      // caller that reads none of it would otherwise hold the socket (and a place) for ever.
       writeProxyError(this.socket, CONNECT_REFUSED)
-      return void this.socket.destroySoon()
+      return this.endAfterWrites()
     }
+    this.detach()
     ;(this.socket as { readableFlowing: boolean | null }).readableFlowing = null
     this.listener.options.onUpgrade(call, this.socket, call.upgradeHead)
   }
@@ -461,15 +461,14 @@ export class Connection implements CallConnection {
     this.next()
   }
 
-  /** Ends the connection with `answer`, if no answer has begun on it. */
+  /** Ends the connection with `answer`, if no answer has begun on it (after it is out, or cut if the caller takes none of it: endAfterWrites). */
   private fail(answer: string): void {
     if (this.gone) return
     this.gone = true
-    this.detach()
-    if (this.current === undefined || !this.current.headersSent) this.socket.end(answer, "latin1")
-    this.socket.destroySoon()
+    if (this.current === undefined || !this.current.headersSent) this.socket.write(answer, "latin1")
     this.parsing?.failBody()
     this.current?.close(false)
+    this.endAfterWrites()
   }
 
   /** The listener's sweep: a head or a request too slow, an idle connection past its keep-alive. */
@@ -511,9 +510,10 @@ export class Connection implements CallConnection {
   }
 
   /**
-   * The last answer is written: the socket ends once it is out. The listener keeps the connection
-   * until then, so that a stop waits for it and its drain deadline cuts it, and a caller that
-   * takes none of it for as long as an idle connection may stay is cut (checkTimeouts).
+   * The last answer is written (an error answer included): the socket ends once it is out. The
+   * listener keeps the connection until then, so that a stop waits for it and its drain deadline
+   * cuts it, and a caller that takes none of it for as long as an idle connection may stay is cut
+   * (checkTimeouts): destroySoon alone waits for ever on a caller whose receive side is full.
    */
   private endAfterWrites(): void {
     this.gone = true
