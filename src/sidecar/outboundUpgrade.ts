@@ -8,7 +8,7 @@
 // `x-iip-mesh-error` answers, within the request's deadline; no retry (the caller's bytes are
 // already on their way). After it, a connection silent both ways for the upgrade idle timeout is
 // closed. Tracing and metrics see one request, from the head to the close. Open upgrades are bounded
-// (`maxTunnels`, and `maxTunnelsPerPeer` for one calling address: tunnelSeats.ts), and so are the
+// (`maxTunnels`; no bound by caller: they are the pod's own apps, tunnelSeats.ts), and so are the
 // far apps' bytes they hold unread by their callers (`maxQueuedBytes`);
 // one whose caller takes none of them for the stall timeout is ended (tunnelStalls.ts): its bytes
 // released, its caller's connection closed, counted (101 outbound deadline).
@@ -40,7 +40,7 @@ export interface OutboundUpgradeOptions extends OutboundOptions {
   readonly upgradeIdleTimeoutMs: number
   /**
    * Upgraded connections open at once, from the request to the caller's close (`seats`: maxTunnels
-   * and maxTunnelsPerPeer, as at the inbound side), and the bytes they hold unread (`unread.bytes`):
+   * alone, no bound by caller), and the bytes they hold unread (`unread.bytes`):
    * the far apps' their callers have not read yet (at most a stream window each) and the callers'
    * the mesh has not taken yet (a socket's queue each, upgradePipe.ts): at the first, or with no
    * room for one more window within the second, new upgrades are refused. `stalls` ends those
@@ -121,7 +121,7 @@ class OutboundUpgrade {
       tunnels.seats.refusedForBytes()
       throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar's upgraded connections hold ${tunnels.unread.bytes} bytes their readers have not read yet, no room for one more stream window within maxQueuedBytes; retry later` })
     }
-    const full = tunnels.seats.take(req.remoteAddress)
+    const full = tunnels.seats.take()
     if (full !== undefined) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `${full} at the outbound sidecar; retry later` })
     this.tunnel = true
     // The caller's bytes wait in a queue of the socket's (up to 64 KiB and a read) while the mesh
@@ -233,7 +233,7 @@ class OutboundUpgrade {
   private leaveTunnels(): void {
     if (!this.tunnel) return
     this.tunnel = false
-    this.options.tunnels.seats.give(this.req.remoteAddress)
+    this.options.tunnels.seats.give()
   }
 
   private uncount(): void {
