@@ -190,6 +190,7 @@ class OutboundUpgrade {
     if (status !== 101) {
       // Not switched: the answer, then the end of this connection; the caller's bytes are not wanted.
       this.source.stop()
+      this.closeAfterAnswer()
       socket.write(closingHead(status, answerHeaders), "latin1")
       this.uncount()
       const sent = reply.stream === undefined ? (socket.end(reply.data), reply.data.length) : await pipeToSocket(reply.stream, socket)
@@ -229,6 +230,20 @@ class OutboundUpgrade {
     answer.discard()
   }
 
+  /**
+   * The answer being written (an error, or the far app's without a switch) is the connection's
+   * last: the socket closes once it is out, not when the caller closes its side (the listener is
+   * half-open: one keeping its side open held the socket and a place among the app connections for
+   * ever), and with no byte moving either way for the upgrade idle timeout (a caller that takes
+   * none of it) it is cut. Its bytes are still read and dropped until then (SocketSource.stop):
+   * the close seldom finds bytes unread, which would make it a reset (as node:http's destroySoon).
+   */
+  private closeAfterAnswer(): void {
+    const { socket } = this
+    socket.setTimeout(this.options.upgradeIdleTimeoutMs, () => socket.destroy())
+    socket.once("finish", () => socket.destroy())
+  }
+
   /** Once: the place among the open tunnels goes back (the caller closed, or the upgrade was refused). */
   private leaveTunnels(): void {
     if (!this.tunnel) return
@@ -264,8 +279,10 @@ class OutboundUpgrade {
       ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
       : proxyErrorOf(error, this.endpointName)
     this.source.stop()
-    if (this.socket.writable && this.socket.bytesWritten === 0) writeProxyError(this.socket, proxyError)
-    else this.socket.destroy()
+    if (this.socket.writable && this.socket.bytesWritten === 0) {
+      writeProxyError(this.socket, proxyError)
+      this.closeAfterAnswer()
+    } else this.socket.destroy()
     this.finish(proxyError.status, proxyError)
   }
 }
