@@ -11,7 +11,7 @@ import * as nodeNet from "node:net"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { listenOutbound } from "../support/outboundListener.ts"
 
-const KEEP_ALIVE_MS = 500
+const KEEP_ALIVE_MS = 1000
 
 describe("an error answer to a caller whose receive side is full", () => {
   let cleanup: Cleanup
