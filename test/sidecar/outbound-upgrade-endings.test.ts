@@ -58,4 +58,35 @@ describe("an upgrade answered without a switch, to a caller that keeps its side 
     }
     expect(answer?.status).toBe(statusLine === "HTTP/1.1 503 " ? 503 : 403)
   }, 30_000)
+
+  it("the far app's endless answer (403) to a caller that reads none of it and keeps sending: cut after the upgrade idle timeout with none of it taken, its place among the app connections free", async () => {
+    // The answer runs until the app's connection ends: more than any socket buffers hold, whatever their size.
+    const chunk = Buffer.alloc(64 * 1024, 0x61)
+    const app = await startApp(cleanup, (req, res) => {
+      if (req.headers.upgrade === undefined) return void res.end("plain")
+      res.writeHead(403, { "content-type": "text/plain" })
+      const pump = (): void => {
+        while (!res.destroyed && res.write(chunk)) {}
+        if (!res.destroyed) res.once("drain", pump)
+      }
+      pump()
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", maxAppConnections: 1, upgradeIdleTimeoutMs: 500, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const socket = net.connect({ port: a.outboundPort, host: LOOPBACK })
+    cleanup.add(() => socket.destroy())
+    socket.on("error", () => {})
+    socket.pause()
+    socket.write("GET /live HTTP/1.1\r\nhost: catalog\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+    // A byte well within every idle timeout: the caller is never silent, it only takes nothing.
+    const chatter = setInterval(() => socket.writable && socket.write("x"), 100)
+    cleanup.add(() => clearInterval(chatter))
+    // Its place is free once A cut it (A drops a connection past the cap at once: a try that fails is retried, within a bound).
+    let answer: Answer | undefined
+    for (const started = performance.now(); answer === undefined && performance.now() - started < 15_000;) {
+      answer = await call(a.outboundPort, { path: "/plain", headers: { host: "catalog" }, timeoutMs: 2000 }).catch(() => undefined)
+    }
+    expect(answer?.status).toBe(200)
+    expect(answer?.body.toString()).toBe("plain")
+  }, 30_000)
 })
