@@ -10,6 +10,7 @@ import type * as net from "node:net"
 import { cut, Http1Call, type CallConnection } from "./http1Call.ts"
 import { asksOnlyH2c, CONTINUE_EXPECTATION, MAX_HEADER_ENTRIES } from "./http1HeadRules.ts"
 import type { Http1Listener } from "./http1Listener.ts"
+import { queuedInLibuv } from "./drained.ts"
 import { Fifo } from "./fifo.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
 import { ProxyError, sendProxyError, writeProxyError } from "./proxyError.ts"
@@ -40,8 +41,6 @@ interface ConsumableHandle {
  */
 const held = (socket: net.Socket): number => socket.writableLength
 
-/** What libuv has yet to hand the kernel of the chunk it is writing: it shrinks as a caller reads one large write (progress `held` shows only once all of it is sent). */
-const queuedInLibuv = (socket: net.Socket): number => (socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0
 
 /** One connection from the app. */
 export class Connection implements CallConnection {

@@ -18,6 +18,7 @@ import { ConnectFailed } from "../mux/errors.ts"
 import type { MeshReply } from "../mux/meshSession.ts"
 import type { IncomingStream, UnreadPool } from "../mux/streams.ts"
 import { EnvelopeError, MeshDefaults } from "../protocol/mesh.ts"
+import { queuedInLibuv } from "./drained.ts"
 import type { EndpointLease } from "./endpoints.ts"
 import { carriedProtocols, endToEndHeaders, switchedAmong, upgradeProtocols } from "./headerFilter.ts"
 import { headersOf, HttpMeta, requestMeta, withForwarded } from "./httpEnvelope.ts"
@@ -234,14 +235,34 @@ class OutboundUpgrade {
    * The answer being written (an error, or the far app's without a switch) is the connection's
    * last: the socket closes once it is out, not when the caller closes its side (the listener is
    * half-open: one keeping its side open held the socket and a place among the app connections for
-   * ever), and with no byte moving either way for the upgrade idle timeout (a caller that takes
-   * none of it) it is cut. Its bytes are still read and dropped until then (SocketSource.stop):
-   * the close seldom finds bytes unread, which would make it a reset (as node:http's destroySoon).
+   * ever), and with none of it moving for the upgrade idle timeout (a caller that takes none of it,
+   * or a far app that sends no more) it is cut. The caller's bytes are still read and dropped until
+   * then (SocketSource.stop): the close seldom finds bytes unread, which would make it a reset (as
+   * node:http's destroySoon). They are no sign of life here: the socket's own idle timer, which
+   * they restart, let a caller that sends and never reads hold the socket, its tunnel place and the
+   * far app's answer for ever.
    */
   private closeAfterAnswer(): void {
     const { socket } = this
-    socket.setTimeout(this.options.upgradeIdleTimeoutMs, () => socket.destroy())
+    if (socket.destroyed) return
     socket.once("finish", () => socket.destroy())
+    const idleMs = this.options.upgradeIdleTimeoutMs
+    // The answer moves when more of it is written, or the caller takes some (the socket's queue or libuv's share shrinks).
+    let written = socket.bytesWritten
+    let left = socket.writableLength
+    let queued = queuedInLibuv(socket)
+    let since = performance.now()
+    const watch = setInterval(() => {
+      const now = performance.now()
+      if (socket.bytesWritten !== written || socket.writableLength !== left || queuedInLibuv(socket) !== queued) {
+        written = socket.bytesWritten
+        left = socket.writableLength
+        queued = queuedInLibuv(socket)
+        since = now
+      } else if (now - since >= idleMs) socket.destroy()
+    }, Math.max(10, Math.min(1000, idleMs / 4)))
+    watch.unref()
+    socket.once("close", () => clearInterval(watch))
   }
 
   /** Once: the place among the open tunnels goes back (the caller closed, or the upgrade was refused). */
