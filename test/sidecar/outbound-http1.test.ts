@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import type { Http1ListenerOptions } from "../../src/sidecar/http1Listener.ts"
 import { HTTPParser } from "../../src/sidecar/llhttp.ts"
 import type { OutboundCall } from "../../src/sidecar/outboundCall.ts"
-import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { listenOutbound } from "../support/outboundListener.ts"
 import { HttpStreamParser, type RawMessage, RawHttpClient } from "../support/rawHttp.ts"
 import { echoRequest, type Mesh, sidecarConfig, startMesh, startSidecar } from "../support/sidecarHarness.ts"
@@ -265,6 +265,23 @@ describe("the outbound listener alone", () => {
       expect(performance.now() - started).toBeGreaterThanOrEqual(150)
       await waitFor(() => client.closed, 5000, "the close after a 408")
     }
+  })
+
+  it("a body too slow while its answer streams to the close (HTTP/1.0): the connection is reset, not ended as if the answer were whole", async () => {
+    // The answer's head and a first part are out, with no length: to an HTTP/1.0 caller its end is the close.
+    const { port } = await start((call) => {
+      call.writeHead(200, [])
+      call.write(Buffer.from("partial"))
+    }, { requestTimeoutMs: 300 })
+    const socket = net.connect(port, "127.0.0.1")
+    cleanup.add(() => socket.destroy())
+    const ending = new Promise<string>((resolve) => {
+      socket.on("end", () => resolve("end"))
+      socket.on("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message))
+    })
+    socket.resume()
+    socket.write("POST /slow HTTP/1.0\r\nhost: a\r\ncontent-length: 10\r\n\r\nabc")
+    expect(await withTimeout(ending, 10_000, "the connection's end")).toBe("ECONNRESET")
   })
 
   it("closes a keep-alive connection idle past its timeout (announced in keep-alive), not before", async () => {
