@@ -460,9 +460,12 @@ export class Connection implements CallConnection {
     this.next()
   }
 
-  /** Ends the connection with `answer`, if no answer has begun on it (after it is out, or cut if the caller takes none of it: endAfterWrites). */
+  /** Ends the connection with `answer`, if no answer has begun on it (after it is out, or cut if the caller takes none of it: endAfterWrites); one begun, it is cut. */
   private fail(answer: string): void {
     if (this.gone) return
+    // One begun can only be cut (onClose ends the request): a FIN would read as its end to a caller
+    // whose body runs to the close (HTTP/1.0, no length), as destroySoon made it.
+    if (this.current?.answering === true) return this.destroy()
     this.gone = true
     if (this.current === undefined || !this.current.headersSent) this.socket.write(answer, "latin1")
     this.parsing?.failBody()
