@@ -284,6 +284,25 @@ describe("the outbound listener alone", () => {
     expect(await withTimeout(ending, 10_000, "the connection's end")).toBe("ECONNRESET")
   })
 
+  it("an h2c-only upgrade's broken body read while the request before it is at the far app: that request's answer first, then the 400, then the close", async () => {
+    const calls: Array<OutboundCall> = []
+    let strays = 0
+    const { port } = await start((call) => void calls.push(call), { onStray: () => strays++ })
+    const client = await RawHttpClient.connect(cleanup, port)
+    client.write("GET /1 HTTP/1.1\r\nhost: a\r\n\r\n")
+    await waitFor(() => calls.length === 1, 5000, "the first request")
+    client.write("POST /2 HTTP/1.1\r\nhost: a\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAoAAAAAIAAAAA\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n")
+    // Its bytes refused (counted as any others after a request), or the first request cut off for them.
+    await waitFor(() => strays === 1 || calls[0]!.destroyed, 5000, "the broken body to be read")
+    expect(calls[0]!.destroyed).toBe(false)
+    answer(calls[0]!, "one")
+    await client.untilResponses(2, 5000)
+    expect(client.responses.map((r) => r.startLine)).toStrictEqual(["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"])
+    expect(client.responses[0]!.body.toString()).toBe("one")
+    await waitFor(() => client.closed, 5000, "the close after the 400")
+    expect(calls.length).toBe(1)
+  })
+
   it("closes a keep-alive connection idle past its timeout (announced in keep-alive), not before", async () => {
     const { port } = await start((call) => answer(call, "ok"), { keepAliveTimeoutMs: 1000 })
     const client = await RawHttpClient.connect(cleanup, port)
