@@ -218,10 +218,11 @@ export class Connection implements CallConnection {
    * input's end within it), which node's binding reports as no error for an upgrade: the parse
    * stopped short of the read's end within the message (it stops short otherwise only at the
    * message's end, llhttp's pause after an upgrade, when nothing more is read). node:http's 400,
-   * as for any request it refuses.
+   * as for any request it refuses, and in the same place (parseFailed): after the answer to a
+   * request read before it, not as that answer (it may have run at the far app already).
    */
   private bodyRefused(): void {
-    this.fail(BAD_REQUEST)
+    this.parseFailed(new Error("the body of an upgrade to h2c alone is malformed or cut short"))
   }
 
   /** True when `data` is for HTTP/1.1; false while it may be the HTTP/2 preface, or once it was. */
