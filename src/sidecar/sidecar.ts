@@ -450,7 +450,7 @@ export const make = (
       )
       h2cLoading.then((listener) => listener.accept(socket), () => socket.destroy())
     }
-    const outboundTunnels = { seats: new TunnelSeats(config.maxTunnels, config.maxTunnelsPerPeer), unread: { bytes: 0 }, maxUnreadBytes: config.maxQueuedBytes, stalls: new TunnelStalls(config.upgradeStallTimeoutMs, log) }
+    const outboundTunnels = { seats: new TunnelSeats(config.maxTunnels), unread: { bytes: 0 }, maxUnreadBytes: config.maxQueuedBytes, stalls: new TunnelStalls(config.upgradeStallTimeoutMs, log) }
     telemetry.metrics.watchTunnelBytes(() => ({ outbound: outboundTunnels.unread.bytes, inbound: inbound.budget.tunnelBytes }))
     telemetry.metrics.watchTunnelRefusals(() => ({ outbound: outboundTunnels.seats.refused, inbound: appLeg?.tunnels.refused ?? NO_TUNNEL_REFUSALS }))
     const droppedLines = new LogThrottle(EXPORT_FAILED_LINES, EXPORT_FAILED_WINDOW_MS)
