@@ -3,9 +3,10 @@
 // request is one stream on it (appH2Exchange.ts), its head built by appH2RequestHead.ts. The leg
 // keeps what its exchanges share: one timer for their deadlines, the holds of answers waiting to
 // go back whole, the gRPC methods seen to stream, and the places among the streams open to the app:
-// at most `maxStreams` (`--app-h2-max-streams`) on all its sessions, fewer when the app's
-// SETTINGS_MAX_CONCURRENT_STREAMS says so (until a new session's SETTINGS come in, it carries one
-// stream: an app announcing fewer than B's may refuse the rest, RFC 9113 §5.1.2); as many again
+// at most `maxStreams` (`--app-h2-max-streams`) on all its sessions, and on the current one no more
+// than the app's SETTINGS_MAX_CONCURRENT_STREAMS (until a new session's SETTINGS come in, it carries one
+// stream: an app announcing fewer than B's may refuse the rest, RFC 9113 §5.1.2); a session the app
+// sent GOAWAY keeps its streams, and those waiting go to a new one at once; as many again
 // wait for a place, in order, within their deadlines; past that a request is refused `overloaded`,
 // not processed (a gRPC caller reads UNAVAILABLE), and counted. node's session would take them all: its nghttp2 queue of streams
 // past the app's limit has no bound.
@@ -59,6 +60,12 @@ export class AppH2Leg implements H2Leg {
   /** Streams open to the app now, from the request until node closes the stream. */
   private openStreams = 0
   /**
+   * Those of them on the current session, which the app's limit bounds: a session the app sent
+   * GOAWAY (a graceful restart) keeps its streams until they end, and those waiting go to a new
+   * session at once, not behind them.
+   */
+  private currentStreams = 0
+  /**
    * Exchanges waiting for a place, in order (a Set keeps its insertion order): one that a deadline
    * or cancel ends where it waits leaves at once, so those that never got a place are not held.
    */
@@ -90,7 +97,7 @@ export class AppH2Leg implements H2Leg {
    */
   admit(exchange: AppH2Exchange): boolean | undefined {
     const places = this.placesNow()
-    if (this.waiting.size === 0 && this.mayOpen(places)) {
+    if (this.waiting.size === 0 && this.mayOpen()) {
       this.openStreams++
       return true
     }
@@ -107,15 +114,16 @@ export class AppH2Leg implements H2Leg {
     this.waiting.delete(exchange)
   }
 
-  /** A stream closed: its place goes to the next exchange waiting, if any. */
-  streamClosed(): void {
+  /** A stream on `session` closed: its place goes to the next exchange waiting, if any. */
+  streamClosed(session: http2.ClientHttp2Session): void {
     this.openStreams--
+    if (session === this.session) this.currentStreams--
     this.openWaiting()
   }
 
   /** Exchanges waiting take the places free now, in order (a stream closed, or the app raised its limit). */
   private openWaiting(): void {
-    while (this.waiting.size > 0 && this.mayOpen(this.placesNow())) {
+    while (this.waiting.size > 0 && this.mayOpen()) {
       const next = this.waiting.values().next().value!
       this.waiting.delete(next)
       this.openStreams++
@@ -124,18 +132,24 @@ export class AppH2Leg implements H2Leg {
   }
 
   /**
-   * A stream may open now: a place is free, and the current session's SETTINGS came in, or it has
-   * none yet (the stream makes it). An app that announces fewer streams than B's limit refuses
-   * those opened before it said so; its SETTINGS come first thing, so the wait is one round trip.
+   * A stream may open now: B's limit has a place on all sessions, the app's on the current one, and
+   * the current session's SETTINGS came in, or it has none yet (the stream makes it). An app that
+   * announces fewer streams than B's limit refuses those opened before it said so; its SETTINGS
+   * come first thing, so the wait is one round trip.
    */
-  private mayOpen(places: number): boolean {
-    return this.openStreams < places && (this.settled || !this.unsettledStreamOut)
+  private mayOpen(): boolean {
+    return this.openStreams < this.maxStreams && this.currentStreams < this.announcedStreams && (this.settled || !this.unsettledStreamOut)
   }
 
-  /** The current session is gone: the next stream makes another; exchanges waiting for its SETTINGS go on. */
+  /**
+   * The current session is gone (closed, or the app sent GOAWAY: its open streams may still end
+   * there): the next stream makes another, and those waiting, for its SETTINGS or for its places,
+   * go on now, within B's limit.
+   */
   private sessionGone(session: http2.ClientHttp2Session): void {
     if (this.session !== session) return
     this.session = undefined
+    this.currentStreams = 0
     this.settled = false
     this.unsettledStreamOut = false
     if (this.waiting.size > 0) this.openWaiting()
@@ -146,8 +160,14 @@ export class AppH2Leg implements H2Leg {
     return Math.min(this.maxStreams, this.announcedStreams)
   }
 
-  /** The pooled session, connecting again once the last one closed or failed. */
-  current(): http2.ClientHttp2Session {
+  /** The session a stream that took its place (admit, openWaiting) opens on, counted there: the pooled one, made again once the last one closed, failed or went away. */
+  sessionForStream(): http2.ClientHttp2Session {
+    const session = this.current()
+    this.currentStreams++
+    return session
+  }
+
+  private current(): http2.ClientHttp2Session {
     const open = this.session
     if (open !== undefined && !open.closed && !open.destroyed) return open
     // A field HTTP/2 names single-value (user-agent, content-type...) that a peer gave twice goes to
@@ -167,6 +187,7 @@ export class AppH2Leg implements H2Leg {
     session.on("close", () => this.sessionGone(session))
     session.on("goaway", () => this.sessionGone(session))
     this.announcedStreams = Infinity
+    this.currentStreams = 0
     this.settled = false
     // The caller opens the session's first stream now.
     this.unsettledStreamOut = true

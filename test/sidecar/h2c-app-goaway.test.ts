@@ -1,0 +1,85 @@
+// An h2c app that sends GOAWAY (a gRPC server's graceful restart, a max connection age) while B's
+// calls wait for a stream to it (appH2.ts): the old session keeps the streams it took until they
+// end, and the waiting calls go to a new session at once, each answered once. Before, B counted
+// the old session's streams against the new one's places (the app's SETTINGS_MAX_CONCURRENT_STREAMS
+// held for all its sessions): the waiting calls stayed behind the held ones, and this failed
+// (timed out waiting for the two answers, the old session's calls still held).
+import * as grpc from "@grpc/grpc-js"
+import * as http2 from "node:http2"
+import type * as net from "node:net"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { grpcMessage, identity, rawMethod } from "../support/grpcRaw.ts"
+import { Cleanup, readUntil, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { parsePrometheusText, value } from "../support/prometheusText.ts"
+import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+
+const METHODS = { hold: rawMethod("demo.Inventory", "Hold", false, false) }
+const InventoryClient = grpc.makeGenericClientConstructor(METHODS, "Inventory")
+
+describe("an h2c app that sends GOAWAY", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("calls waiting for the app's 2 streams go to a new session at once, while the old session's calls finish there", async () => {
+    // A node:http2 gRPC app that takes 2 streams per session and echoes each message, holding them while `holding`.
+    const held: Array<() => void> = []
+    const seen: Array<string> = []
+    const sessions: Array<http2.ServerHttp2Session> = []
+    let holding = true
+    const app = http2.createServer({ settings: { maxConcurrentStreams: 2 } })
+    app.on("session", (session) => sessions.push(session))
+    app.on("stream", (stream) => {
+      stream.on("error", () => {})
+      const parts: Array<Buffer> = []
+      stream.on("data", (chunk: Buffer) => parts.push(chunk))
+      stream.on("end", () => {
+        const message = Buffer.concat(parts).subarray(5)
+        seen.push(message.toString())
+        const answer = () => {
+          if (stream.destroyed) return
+          stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true })
+          stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }))
+          stream.end(grpcMessage(message))
+        }
+        if (holding) held.push(answer)
+        else answer()
+      })
+    })
+    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => {
+      for (const session of sessions) session.destroy()
+      app.close(() => resolve())
+    }))
+    const port = (app.address() as net.AddressInfo).port
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${port}`, appProtocol: "h2c", appH2MaxStreams: 8, tracing: false }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const client = new InventoryClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory" })
+    cleanup.add(() => client.close())
+    const call = (i: number) =>
+      new Promise<string>((resolve) => {
+        client.makeUnaryRequest(METHODS.hold.path, identity, identity, Buffer.from(`m${i}`), new grpc.Metadata(), { deadline: Date.now() + 60_000 }, (error, answer) =>
+          resolve(error === null ? `0 ${answer!.toString()}` : `${error.code} ${error.details}`))
+      })
+    // Two calls hold the app's two streams; two more wait at B for a place.
+    const first = [call(0), call(1)]
+    await waitFor(() => held.length === 2, 10_000, "the app to hold two calls")
+    const waiting = [call(2), call(3)]
+    const metrics = async () => parsePrometheusText((await b.sidecar.telemetry.metrics.text()).body)
+    expect((await readUntil(async () => value(await metrics(), "iip_mesh_app_streams_waiting"), (n) => n === 2, 10_000)).value).toBe(2)
+    // The app restarts gracefully: GOAWAY (NO_ERROR, its last stream), the held calls go on, new ones are answered at once.
+    holding = false
+    sessions[0]!.close()
+    expect(await withTimeout(Promise.all(waiting), 20_000, "the two waiting calls' answers")).toStrictEqual(["0 m2", "0 m3"])
+    expect(held.length).toBe(2)
+    expect(sessions.length).toBe(2)
+    for (const release of held.splice(0)) release()
+    expect(await withTimeout(Promise.all(first), 20_000, "the two held calls' answers")).toStrictEqual(["0 m0", "0 m1"])
+    // Each reached the app once, nothing refused, nobody left waiting.
+    expect(seen.toSorted()).toStrictEqual(["m0", "m1", "m2", "m3"])
+    expect(value(await metrics(), "iip_mesh_app_streams_waiting")).toBe(0)
+    expect(value(await metrics(), "iip_mesh_app_streams_refused_total")).toBe(0)
+  }, 90_000)
+})
