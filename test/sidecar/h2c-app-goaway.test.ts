@@ -3,7 +3,9 @@
 // end, and the waiting calls go to a new session at once, each answered once. Before, B counted
 // the old session's streams against the new one's places (the app's SETTINGS_MAX_CONCURRENT_STREAMS
 // held for all its sessions): the waiting calls stayed behind the held ones, and this failed
-// (timed out waiting for the two answers, the old session's calls still held).
+// (the two waiting calls ended DEADLINE_EXCEEDED at A's default timeout, the old session's calls
+// still held). A stream the app's GOAWAY says it never processed (above its last stream id) ends
+// UNAVAILABLE, app_unavailable, not processed (w9-h2refused): a guard, it passed before.
 import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
@@ -16,6 +18,51 @@ import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness
 const METHODS = { hold: rawMethod("demo.Inventory", "Hold", false, false) }
 const InventoryClient = grpc.makeGenericClientConstructor(METHODS, "Inventory")
 
+/** A node:http2 gRPC app on 127.0.0.1 port 0 (closed at cleanup) taking 2 streams per session, echoing each message; an answer is pushed to `held` while `holding()`. */
+const startHoldingApp = async (cleanup: Cleanup, held: Array<() => void>, holding: () => boolean) => {
+  const seen: Array<string> = []
+  const sessions: Array<http2.ServerHttp2Session> = []
+  const app = http2.createServer({ settings: { maxConcurrentStreams: 2 } })
+  app.on("session", (session) => sessions.push(session))
+  app.on("stream", (stream) => {
+    stream.on("error", () => {})
+    const parts: Array<Buffer> = []
+    stream.on("data", (chunk: Buffer) => parts.push(chunk))
+    stream.on("end", () => {
+      const message = Buffer.concat(parts).subarray(5)
+      seen.push(message.toString())
+      const answer = () => {
+        if (stream.destroyed) return
+        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true })
+        stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }))
+        stream.end(grpcMessage(message))
+      }
+      if (holding()) held.push(answer)
+      else answer()
+    })
+  })
+  await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+  cleanup.add(() => new Promise<void>((resolve) => {
+    for (const session of sessions) session.destroy()
+    app.close(() => resolve())
+  }))
+  return { port: (app.address() as net.AddressInfo).port, sessions, seen }
+}
+
+/** B in front of the app at `port` (--app-h2-max-streams 8), A in front of B, and a grpc-js client of A: `call(i)` sends `m<i>`, resolving to "0 <answer>" or "<code> <details> <x-iip-mesh-error>". */
+const startMeshTo = async (cleanup: Cleanup, port: number) => {
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${port}`, appProtocol: "h2c", appH2MaxStreams: 8, tracing: false }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
+  const client = new InventoryClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory" })
+  cleanup.add(() => client.close())
+  const call = (i: number) =>
+    new Promise<string>((resolve) => {
+      client.makeUnaryRequest(METHODS.hold.path, identity, identity, Buffer.from(`m${i}`), new grpc.Metadata(), { deadline: Date.now() + 60_000 }, (error, answer) =>
+        resolve(error === null ? `0 ${answer!.toString()}` : `${error.code} ${error.details} ${error.metadata.get("x-iip-mesh-error")[0]?.toString()}`))
+    })
+  return { b, call }
+}
+
 describe("an h2c app that sends GOAWAY", () => {
   let cleanup: Cleanup
   beforeEach(() => {
@@ -24,45 +71,10 @@ describe("an h2c app that sends GOAWAY", () => {
   afterEach(() => cleanup.run())
 
   it("calls waiting for the app's 2 streams go to a new session at once, while the old session's calls finish there", async () => {
-    // A node:http2 gRPC app that takes 2 streams per session and echoes each message, holding them while `holding`.
     const held: Array<() => void> = []
-    const seen: Array<string> = []
-    const sessions: Array<http2.ServerHttp2Session> = []
     let holding = true
-    const app = http2.createServer({ settings: { maxConcurrentStreams: 2 } })
-    app.on("session", (session) => sessions.push(session))
-    app.on("stream", (stream) => {
-      stream.on("error", () => {})
-      const parts: Array<Buffer> = []
-      stream.on("data", (chunk: Buffer) => parts.push(chunk))
-      stream.on("end", () => {
-        const message = Buffer.concat(parts).subarray(5)
-        seen.push(message.toString())
-        const answer = () => {
-          if (stream.destroyed) return
-          stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true })
-          stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }))
-          stream.end(grpcMessage(message))
-        }
-        if (holding) held.push(answer)
-        else answer()
-      })
-    })
-    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
-    cleanup.add(() => new Promise<void>((resolve) => {
-      for (const session of sessions) session.destroy()
-      app.close(() => resolve())
-    }))
-    const port = (app.address() as net.AddressInfo).port
-    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${port}`, appProtocol: "h2c", appH2MaxStreams: 8, tracing: false }))
-    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
-    const client = new InventoryClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory" })
-    cleanup.add(() => client.close())
-    const call = (i: number) =>
-      new Promise<string>((resolve) => {
-        client.makeUnaryRequest(METHODS.hold.path, identity, identity, Buffer.from(`m${i}`), new grpc.Metadata(), { deadline: Date.now() + 60_000 }, (error, answer) =>
-          resolve(error === null ? `0 ${answer!.toString()}` : `${error.code} ${error.details}`))
-      })
+    const { port, sessions, seen } = await startHoldingApp(cleanup, held, () => holding)
+    const { b, call } = await startMeshTo(cleanup, port)
     // Two calls hold the app's two streams; two more wait at B for a place.
     const first = [call(0), call(1)]
     await waitFor(() => held.length === 2, 10_000, "the app to hold two calls")
@@ -81,5 +93,20 @@ describe("an h2c app that sends GOAWAY", () => {
     expect(seen.toSorted()).toStrictEqual(["m0", "m1", "m2", "m3"])
     expect(value(await metrics(), "iip_mesh_app_streams_waiting")).toBe(0)
     expect(value(await metrics(), "iip_mesh_app_streams_refused_total")).toBe(0)
+  }, 90_000)
+
+  it("a stream above the GOAWAY's last stream id is UNAVAILABLE app_unavailable (not processed); the one below is answered; a new call goes to a new session", async () => {
+    const held: Array<() => void> = []
+    const { port, sessions } = await startHoldingApp(cleanup, held, () => sessions.length === 1)
+    const { call } = await startMeshTo(cleanup, port)
+    const first = [call(0), call(1)]
+    await waitFor(() => held.length === 2, 10_000, "the app to hold two calls")
+    // The app says it goes away having processed stream 1 only (RFC 9113 §6.8: stream 3 was not).
+    sessions[0]!.goaway(http2.constants.NGHTTP2_NO_ERROR, 1)
+    expect(await withTimeout(first[1]!, 20_000, "the refused call's end")).toMatch(/^14 .* app; reason=app_unavailable$/)
+    expect(await withTimeout(call(2), 20_000, "a new call's answer")).toBe("0 m2")
+    expect(sessions.length).toBe(2)
+    for (const release of held.splice(0)) release()
+    expect(await withTimeout(first[0]!, 20_000, "the processed call's answer")).toBe("0 m0")
   }, 90_000)
 })
