@@ -11,6 +11,7 @@
 // not processed (a gRPC caller reads UNAVAILABLE), and counted. node's session would take them all: its nghttp2 queue of streams
 // past the app's limit has no bound.
 import * as http2 from "node:http2"
+import * as net from "node:net"
 import { Deadlines } from "../mux/deadlines.ts"
 import type { PendingOutcome } from "../mux/request.ts"
 import { AnswerHolds } from "./answerHolds.ts"
@@ -21,8 +22,6 @@ import type { InboundObservation } from "./observe.ts"
 
 /** Like the HTTP/1.1 pool's idle keep-alive sockets, an unused session does not stay open for ever. */
 const SESSION_IDLE_MS = 60_000
-/** At close, streams the app left open (it reset them without an error code, say) wait no longer than this. */
-const CLOSE_GRACE_MS = 1000
 /** An answer held to go back whole streams instead once it is not over this long after the turn its head came in (what a streaming answer's first message may wait). */
 const WHOLE_ANSWER_WAIT_MS = 1
 /**
@@ -79,7 +78,14 @@ export class AppH2Leg implements H2Leg {
   /** A stream went out on the current session before its SETTINGS (the one that made it). */
   private unsettledStreamOut = false
 
+  private readonly host: string
+  private readonly port: number
+  /** Every session's socket until it closes (the current session's, and those still ending): the leg's close destroys them. */
+  private readonly sockets = new Map<http2.ClientHttp2Session, net.Socket>()
+
   constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number, maxStreams: number) {
+    this.host = host
+    this.port = port
     this.address = `${host}:${port}`
     this.onInvalid = onInvalid
     this.answerIdleMs = answerIdleMs
@@ -173,7 +179,13 @@ export class AppH2Leg implements H2Leg {
     // A field HTTP/2 names single-value (user-agent, content-type...) that a peer gave twice goes to
     // the app as it came, as the HTTP/1.1 leg carries it, not refused by node's request() (a
     // session option node reads on clients too; @types/node declares it on servers only).
-    const session = http2.connect(`http://${this.address}`, LENIENT_FIELDS)
+    // Its socket made here, as node's connect makes it, so that the leg's close can destroy it: the
+    // session's is a proxy that refuses destroy(), and node lets a session that began to close go
+    // only on the app's FIN (even after destroy()), which an app that sends nothing never sends.
+    const socket = net.connect(this.port, this.host)
+    const session = http2.connect(`http://${this.address}`, { ...LENIENT_FIELDS, createConnection: () => socket })
+    this.sockets.set(session, socket)
+    socket.once("close", () => this.sockets.delete(session))
     // Idle this long: closed (in-flight streams finish), made again on the next request.
     session.setTimeout(SESSION_IDLE_MS, () => session.close())
     // The app's connection window, past its streams' (which bound what B holds: node takes the
@@ -225,24 +237,20 @@ export class AppH2Leg implements H2Leg {
     // Those still waiting for a place end now, not processed: opened as the closing session's
     // streams close, they would make a session again after the close.
     for (const waiting of [...this.waiting]) waiting.closedWaiting()
-    const session = this.session
     this.session = undefined
     // The leg's timers go with it: the deadlines' one timer stays armed for a finished call's
     // deadline (deadlines.ts re-arms lazily), which kept the process alive that long after a stop.
-    const stopTimers = () => {
-      this.deadlines.clear()
-      this.holds.clear()
-      this.oneMessageHolds.clear()
+    this.deadlines.clear()
+    this.holds.clear()
+    this.oneMessageHolds.clear()
+    // The inbound side has drained (or its drain timeout passed): what is still open to the app is
+    // cut now, sessions and sockets, whatever the app does (it may send nothing, not even a FIN).
+    const closed: Array<Promise<void>> = []
+    for (const [session, socket] of this.sockets) {
+      closed.push(new Promise((resolve) => socket.once("close", () => resolve())))
+      session.destroy()
+      socket.destroy()
     }
-    if (session === undefined || session.destroyed) return Promise.resolve(stopTimers())
-    // The inbound side has drained: streams still open get a short grace, then the session ends.
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => session.destroy(), CLOSE_GRACE_MS)
-      session.close(() => {
-        clearTimeout(timer)
-        stopTimers()
-        resolve()
-      })
-    })
+    return Promise.all(closed).then(() => {})
   }
 }
