@@ -5,7 +5,11 @@
 // idle timer counts PINGs: a caller PINGing now and then gets GOAWAY all the same, within twice the
 // idle timeout (the listener's sweep; with the listener and without the sweep, that case failed: no GOAWAY in 20 s).
 // PINGs while a stream is open are not counted, and a grpc-js channel with keepalive on (PINGs with
-// no call) stays usable through the mesh (guards, passed before).
+// no call) stays usable through the mesh (guards, passed before). A PING that follows a call (grpc-go's
+// BDP probe, sent as its answer's data comes in) reaches A after the stream closed: one call after
+// another, each with its PING, got GOAWAY too_many_pings at the fourth PING (this failed: PING 3 not acknowledged);
+// a PING after a stream opened since the last one is not a strike (as grpc-go's and grpc-java's
+// servers reset their strikes when they send a stream's headers or data).
 import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import * as net from "node:net"
@@ -73,6 +77,22 @@ describe("A's h2c sessions that PING", () => {
     const status = await withTimeout(new Promise<number>((resolve) => done.once("response", (head) => resolve(Number(head[":status"])))), 10_000, "the answer")
     expect(status).toBe(200)
     expect(session.closed).toBe(false)
+  }, 60_000)
+
+  it("calls one after another, each answer's DATA followed by a PING (grpc-go's BDP probe), arriving with no stream open: the session goes on", async () => {
+    const { session, goaway } = await listener(60_000)
+    let gone = false
+    void goaway.then(() => (gone = true))
+    for (let i = 0; i < 10; i++) {
+      const done = session.request({ ":path": "/done", ":authority": "catalog" })
+      done.on("error", () => {})
+      // As grpc-go's client does: a PING as its answer's data comes in, its ACK awaited before the next.
+      const acked = new Promise<boolean>((resolve) => done.once("data", () => void ping(session).then(() => resolve(true), () => resolve(false))))
+      await withTimeout(new Promise<void>((resolve) => done.on("close", () => resolve()).resume()), 10_000, `call ${i}'s end`)
+      expect(await withTimeout(acked, 10_000, `PING ${i}'s ACK`), `PING ${i} acknowledged`).toBe(true)
+    }
+    expect(gone).toBe(false)
+    expect(session.closed || session.destroyed).toBe(false)
   }, 60_000)
 
   it("a grpc-js channel with keepalive on (1.2 s, without calls) through A and B: idle for 3 PINGs, then a call succeeds", async () => {
