@@ -9,7 +9,9 @@
 // BDP probe, sent as its answer's data comes in) reaches A after the stream closed: one call after
 // another, each with its PING, got GOAWAY too_many_pings at the fourth PING (this failed: PING 3 not acknowledged);
 // a PING after a stream opened since the last one is not a strike (as grpc-go's and grpc-java's
-// servers reset their strikes when they send a stream's headers or data).
+// servers reset their strikes when they send a stream's headers or data). The sweep's bound of
+// twice the idle timeout is for a session with no stream: one whose short calls the sweep never
+// happened to find open got GOAWAY all the same (this failed: GOAWAY at 3.3 s, calls every 200 ms).
 import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import * as net from "node:net"
@@ -57,6 +59,21 @@ describe("A's h2c sessions that PING", () => {
     const pinging = setInterval(() => void ping(session).catch(() => {}), 1100)
     cleanup.add(() => clearInterval(pinging))
     expect((await withTimeout(goaway, 20_000, "the GOAWAY")).code).toBe(http2.constants.NGHTTP2_NO_ERROR)
+  }, 60_000)
+
+  it("a session whose short calls come one after another, every 200 ms, keeps going past twice its 1.5 s idle timeout: the sweep counts the streams it did not see open", async () => {
+    const { session, goaway } = await listener(1500, 400)
+    let gone = false
+    void goaway.then(() => (gone = true))
+    const started = performance.now()
+    // Each call is over within a turn or two at A: the sweep (every 100 ms) rarely finds one open.
+    for (let i = 0; performance.now() - started < 5000 && !gone; i++) {
+      const done = session.request({ ":path": "/done", ":authority": "catalog" })
+      done.on("error", () => {})
+      await withTimeout(new Promise<void>((resolve) => done.on("close", () => resolve()).resume()), 10_000, `call ${i}'s end`)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    expect(gone).toBe(false)
   }, 60_000)
 
   it("PINGs back to back with no stream open: GOAWAY ENHANCE_YOUR_CALM too_many_pings", async () => {
