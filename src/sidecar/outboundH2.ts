@@ -348,10 +348,15 @@ const endIfStalled = (session: http2.ServerHttp2Session, open: ReadonlySet<Strea
   setTimeout(endIfStalled, ms, session, open, ms, now).unref()
 }
 
-/** A session names its open calls, for the sweep, and since when the sweep found none open (performance.now()). */
+/**
+ * A session names its open calls, for the sweep, since when the sweep found none open and none
+ * opened (performance.now()), and whether a stream opened since the last sweep (one over between
+ * two sweeps, as most calls are, the sweep never finds open).
+ */
 const OPEN = Symbol("open")
 const QUIET_SINCE = Symbol("quietSince")
-type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number }
+const STREAMED = Symbol("streamed")
+type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number; [STREAMED]: boolean }
 
 /**
  * A session the sweep found with no stream open for this many idle timeouts is asked to go
@@ -430,8 +435,10 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       // An idle timeout that PINGs do not reset: node's timer counts them once the session has a
       // 'ping' listener (the PING floor's, below), so a PING now and then would keep a session with
       // no stream (and its --max-app-connections place) for ever.
-      if (open.size > 0) swept[QUIET_SINCE] = now
-      else if (now - swept[QUIET_SINCE] >= QUIET_TIMEOUTS * options.idleTimeoutMs && !session.closed) session.close()
+      if (open.size > 0 || swept[STREAMED]) {
+        swept[QUIET_SINCE] = now
+        swept[STREAMED] = false
+      } else if (now - swept[QUIET_SINCE] >= QUIET_TIMEOUTS * options.idleTimeoutMs && !session.closed) session.close()
       const cut = cutStalled(open)
       if (cut > 0) options.onStalled(cut, session)
     }
@@ -440,6 +447,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     const open = new Set<StreamCall>()
     ;(session as SweptSession)[OPEN] = open
     ;(session as SweptSession)[QUIET_SINCE] = performance.now()
+    ;(session as SweptSession)[STREAMED] = false
     let lastPing = -Infinity
     let pingStrikes = 0
     // A stream came since the last PING: a PING that follows a call, as grpc-go's BDP probe follows
@@ -455,6 +463,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     })
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true
+      ;(session as SweptSession)[STREAMED] = true
       handler(new StreamCall(stream, headers, flags, rawHeaders, open))
     })
     // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive
