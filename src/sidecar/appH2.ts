@@ -3,13 +3,15 @@
 // request is one stream on it (appH2Exchange.ts), its head built by appH2RequestHead.ts. The leg
 // keeps what its exchanges share: one timer for their deadlines, the holds of answers waiting to
 // go back whole, the gRPC methods seen to stream, and the places among the streams open to the app:
-// at most `maxStreams` (`--app-h2-max-streams`) on all its sessions, fewer when the app's
-// SETTINGS_MAX_CONCURRENT_STREAMS says so (until a new session's SETTINGS come in, it carries one
-// stream: an app announcing fewer than B's may refuse the rest, RFC 9113 §5.1.2); as many again
+// at most `maxStreams` (`--app-h2-max-streams`) on all its sessions, and on the current one no more
+// than the app's SETTINGS_MAX_CONCURRENT_STREAMS (until a new session's SETTINGS come in, it carries one
+// stream: an app announcing fewer than B's may refuse the rest, RFC 9113 §5.1.2); a session the app
+// sent GOAWAY keeps its streams, and those waiting go to a new one at once; as many again
 // wait for a place, in order, within their deadlines; past that a request is refused `overloaded`,
 // not processed (a gRPC caller reads UNAVAILABLE), and counted. node's session would take them all: its nghttp2 queue of streams
 // past the app's limit has no bound.
 import * as http2 from "node:http2"
+import * as net from "node:net"
 import { Deadlines } from "../mux/deadlines.ts"
 import type { PendingOutcome } from "../mux/request.ts"
 import { AnswerHolds } from "./answerHolds.ts"
@@ -20,8 +22,6 @@ import type { InboundObservation } from "./observe.ts"
 
 /** Like the HTTP/1.1 pool's idle keep-alive sockets, an unused session does not stay open for ever. */
 const SESSION_IDLE_MS = 60_000
-/** At close, streams the app left open (it reset them without an error code, say) wait no longer than this. */
-const CLOSE_GRACE_MS = 1000
 /** An answer held to go back whole streams instead once it is not over this long after the turn its head came in (what a streaming answer's first message may wait). */
 const WHOLE_ANSWER_WAIT_MS = 1
 /**
@@ -59,6 +59,12 @@ export class AppH2Leg implements H2Leg {
   /** Streams open to the app now, from the request until node closes the stream. */
   private openStreams = 0
   /**
+   * Those of them on the current session, which the app's limit bounds: a session the app sent
+   * GOAWAY (a graceful restart) keeps its streams until they end, and those waiting go to a new
+   * session at once, not behind them.
+   */
+  private currentStreams = 0
+  /**
    * Exchanges waiting for a place, in order (a Set keeps its insertion order): one that a deadline
    * or cancel ends where it waits leaves at once, so those that never got a place are not held.
    */
@@ -72,7 +78,14 @@ export class AppH2Leg implements H2Leg {
   /** A stream went out on the current session before its SETTINGS (the one that made it). */
   private unsettledStreamOut = false
 
+  private readonly host: string
+  private readonly port: number
+  /** Every session's socket until it closes (the current session's, and those still ending): the leg's close destroys them. */
+  private readonly sockets = new Map<http2.ClientHttp2Session, net.Socket>()
+
   constructor(host: string, port: number, onInvalid: OnInvalidHeader | undefined, answerIdleMs: number, maxStreams: number) {
+    this.host = host
+    this.port = port
     this.address = `${host}:${port}`
     this.onInvalid = onInvalid
     this.answerIdleMs = answerIdleMs
@@ -90,7 +103,7 @@ export class AppH2Leg implements H2Leg {
    */
   admit(exchange: AppH2Exchange): boolean | undefined {
     const places = this.placesNow()
-    if (this.waiting.size === 0 && this.mayOpen(places)) {
+    if (this.waiting.size === 0 && this.mayOpen()) {
       this.openStreams++
       return true
     }
@@ -107,15 +120,16 @@ export class AppH2Leg implements H2Leg {
     this.waiting.delete(exchange)
   }
 
-  /** A stream closed: its place goes to the next exchange waiting, if any. */
-  streamClosed(): void {
+  /** A stream on `session` closed: its place goes to the next exchange waiting, if any. */
+  streamClosed(session: http2.ClientHttp2Session): void {
     this.openStreams--
+    if (session === this.session) this.currentStreams--
     this.openWaiting()
   }
 
   /** Exchanges waiting take the places free now, in order (a stream closed, or the app raised its limit). */
   private openWaiting(): void {
-    while (this.waiting.size > 0 && this.mayOpen(this.placesNow())) {
+    while (this.waiting.size > 0 && this.mayOpen()) {
       const next = this.waiting.values().next().value!
       this.waiting.delete(next)
       this.openStreams++
@@ -124,18 +138,26 @@ export class AppH2Leg implements H2Leg {
   }
 
   /**
-   * A stream may open now: a place is free, and the current session's SETTINGS came in, or it has
-   * none yet (the stream makes it). An app that announces fewer streams than B's limit refuses
-   * those opened before it said so; its SETTINGS come first thing, so the wait is one round trip.
+   * A stream may open now: B's limit has a place on all sessions, the app's on the current one, and
+   * the current session's SETTINGS came in, or it has none yet (the stream makes it). An app that
+   * announces fewer streams than B's limit refuses those opened before it said so; its SETTINGS
+   * come first thing, so the wait is one round trip.
    */
-  private mayOpen(places: number): boolean {
-    return this.openStreams < places && (this.settled || !this.unsettledStreamOut)
+  private mayOpen(): boolean {
+    return this.openStreams < this.maxStreams && this.currentStreams < this.announcedStreams && (this.settled || !this.unsettledStreamOut)
   }
 
-  /** The current session is gone: the next stream makes another; exchanges waiting for its SETTINGS go on. */
+  /**
+   * The current session is gone (closed, or the app sent GOAWAY: its open streams may still end
+   * there): the next stream makes another, and those waiting, for its SETTINGS or for its places,
+   * go on now, within B's limit.
+   */
   private sessionGone(session: http2.ClientHttp2Session): void {
     if (this.session !== session) return
     this.session = undefined
+    this.currentStreams = 0
+    // Its app's limit went with it (one of 0 would otherwise refuse every request, no session made again).
+    this.announcedStreams = Infinity
     this.settled = false
     this.unsettledStreamOut = false
     if (this.waiting.size > 0) this.openWaiting()
@@ -146,14 +168,26 @@ export class AppH2Leg implements H2Leg {
     return Math.min(this.maxStreams, this.announcedStreams)
   }
 
-  /** The pooled session, connecting again once the last one closed or failed. */
-  current(): http2.ClientHttp2Session {
+  /** The session a stream that took its place (admit, openWaiting) opens on, counted there: the pooled one, made again once the last one closed, failed or went away. */
+  sessionForStream(): http2.ClientHttp2Session {
+    const session = this.current()
+    this.currentStreams++
+    return session
+  }
+
+  private current(): http2.ClientHttp2Session {
     const open = this.session
     if (open !== undefined && !open.closed && !open.destroyed) return open
     // A field HTTP/2 names single-value (user-agent, content-type...) that a peer gave twice goes to
     // the app as it came, as the HTTP/1.1 leg carries it, not refused by node's request() (a
     // session option node reads on clients too; @types/node declares it on servers only).
-    const session = http2.connect(`http://${this.address}`, LENIENT_FIELDS)
+    // Its socket made here, as node's connect makes it, so that the leg's close can destroy it: the
+    // session's is a proxy that refuses destroy(), and node lets a session that began to close go
+    // only on the app's FIN (even after destroy()), which an app that sends nothing never sends.
+    const socket = net.connect(this.port, this.host)
+    const session = http2.connect(`http://${this.address}`, { ...LENIENT_FIELDS, createConnection: () => socket })
+    this.sockets.set(session, socket)
+    socket.once("close", () => this.sockets.delete(session))
     // Idle this long: closed (in-flight streams finish), made again on the next request.
     session.setTimeout(SESSION_IDLE_MS, () => session.close())
     // The app's connection window, past its streams' (which bound what B holds: node takes the
@@ -167,6 +201,7 @@ export class AppH2Leg implements H2Leg {
     session.on("close", () => this.sessionGone(session))
     session.on("goaway", () => this.sessionGone(session))
     this.announcedStreams = Infinity
+    this.currentStreams = 0
     this.settled = false
     // The caller opens the session's first stream now.
     this.unsettledStreamOut = true
@@ -204,24 +239,20 @@ export class AppH2Leg implements H2Leg {
     // Those still waiting for a place end now, not processed: opened as the closing session's
     // streams close, they would make a session again after the close.
     for (const waiting of [...this.waiting]) waiting.closedWaiting()
-    const session = this.session
     this.session = undefined
     // The leg's timers go with it: the deadlines' one timer stays armed for a finished call's
     // deadline (deadlines.ts re-arms lazily), which kept the process alive that long after a stop.
-    const stopTimers = () => {
-      this.deadlines.clear()
-      this.holds.clear()
-      this.oneMessageHolds.clear()
+    this.deadlines.clear()
+    this.holds.clear()
+    this.oneMessageHolds.clear()
+    // The inbound side has drained (or its drain timeout passed): what is still open to the app is
+    // cut now, sessions and sockets, whatever the app does (it may send nothing, not even a FIN).
+    const closed: Array<Promise<void>> = []
+    for (const [session, socket] of this.sockets) {
+      closed.push(new Promise((resolve) => socket.once("close", () => resolve())))
+      session.destroy()
+      socket.destroy()
     }
-    if (session === undefined || session.destroyed) return Promise.resolve(stopTimers())
-    // The inbound side has drained: streams still open get a short grace, then the session ends.
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => session.destroy(), CLOSE_GRACE_MS)
-      session.close(() => {
-        clearTimeout(timer)
-        stopTimers()
-        resolve()
-      })
-    })
+    return Promise.all(closed).then(() => {})
   }
 }

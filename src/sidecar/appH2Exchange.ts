@@ -56,8 +56,8 @@ export interface H2Leg {
   readonly oneMessageHolds: AnswerHolds
   /** A streamed answer whose stream stays paused this long is given up. */
   readonly answerIdleMs: number
-  /** The pooled session, made again once the last one closed or failed. */
-  current(): http2.ClientHttp2Session
+  /** The session a stream that took its place opens on (the pooled one, made again once the last one closed, failed or went away), counted there until streamClosed. */
+  sessionForStream(): http2.ClientHttp2Session
   /** A gRPC method (path) one of whose answers carried a second message. */
   streams(path: string): boolean
   noteStreaming(path: string): void
@@ -65,7 +65,7 @@ export interface H2Leg {
   readonly maxStreams: number
   admit(exchange: AppH2Exchange): boolean | undefined
   leftWaiting(exchange: AppH2Exchange): void
-  streamClosed(): void
+  streamClosed(session: http2.ClientHttp2Session): void
 }
 
 /** What cancels the exchange: the caller went away or the mesh's deadline passed (the request's Cancellation). */
@@ -111,6 +111,8 @@ export class AppH2Exchange implements Expiring, Held {
   waitingForPlace = false
   /** Holds one of those places, until node closes its stream. */
   private placeHeld = false
+  /** The session its stream opened on, whose places it holds. */
+  private session: http2.ClientHttp2Session | undefined = undefined
   /** Armed while the streamed answer's app stream is paused (answerPaused). */
   private stall: NodeJS.Timeout | undefined = undefined
 
@@ -149,9 +151,11 @@ export class AppH2Exchange implements Expiring, Held {
     this.placeHeld = true
     const body = request.body
     const withBody = body instanceof IncomingStream || body.length > 0
+    const session = leg.sessionForStream()
+    this.session = session
     let stream: http2.ClientHttp2Stream
     try {
-      stream = leg.current().request(rawHeadOf(request, this.grpc), { endStream: !withBody })
+      stream = session.request(rawHeadOf(request, this.grpc), { endStream: !withBody })
     } catch (error) {
       this.releasePlace()
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${leg.address}: ${(error as Error).message}`)
@@ -230,7 +234,7 @@ export class AppH2Exchange implements Expiring, Held {
   private releasePlace(): void {
     if (!this.placeHeld) return
     this.placeHeld = false
-    this.leg.streamClosed()
+    this.leg.streamClosed(this.session!)
   }
 
   /** Reset without an error code (or closed before its end): settled here, whatever happened. */

@@ -8,6 +8,9 @@
 // in (a unary call's) is held whole: it travels as one mesh message and may be retried; any other streams.
 // A stream whose answer makes no progress for the answer idle timeout (a caller that grants it no
 // window while it keeps its session busy) is reset on its own by one sweep over the listener's sessions.
+// A caller PINGing with no stream open is bounded too: PINGs under 1 s apart again and again end
+// the session (GOAWAY ENHANCE_YOUR_CALM), and the sweep asks one with no stream for twice the idle
+// timeout to go, PINGs or not.
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
@@ -345,9 +348,40 @@ const endIfStalled = (session: http2.ServerHttp2Session, open: ReadonlySet<Strea
   setTimeout(endIfStalled, ms, session, open, ms, now).unref()
 }
 
-/** A session names its open calls, for the sweep. */
+/**
+ * A session names its open calls, for the sweep, since when the sweep found none open and none
+ * opened (performance.now()), and whether a stream opened since the last sweep (one over between
+ * two sweeps, as most calls are, the sweep never finds open).
+ */
 const OPEN = Symbol("open")
-type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall> }
+const QUIET_SINCE = Symbol("quietSince")
+const STREAMED = Symbol("streamed")
+type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number; [STREAMED]: boolean }
+
+/**
+ * A session the sweep found with no stream open for this many idle timeouts is asked to go
+ * (GOAWAY), whatever PINGs came: twice, so that the sweep's coarse clock (it saw the last stream
+ * open up to a sweep before it closed) never goes before node's own timer for a session that is
+ * simply idle.
+ */
+const QUIET_TIMEOUTS = 2
+/**
+ * With no stream open, a PING this soon after the caller's last one is a strike; one strike past
+ * PING_STRIKES and the session ends with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", as gRPC servers
+ * answer clients whose keepalive is faster than they allow (theirs: 5 min without calls). A PING
+ * while a stream is open, or the first after a stream opened, is not counted: grpc-go's BDP probe
+ * goes out as its answer's data comes in, after the stream closed here (grpc-go's and grpc-java's
+ * servers reset their strikes when they send headers or data).
+ */
+const MIN_PING_INTERVAL_MS = 1000
+const PING_STRIKES = 2
+const TOO_MANY_PINGS = Buffer.from("too_many_pings")
+
+/** Ends `session` now: GOAWAY with `code` and `debug`, then its socket. */
+const endSession = (session: http2.ServerHttp2Session, code: number, debug: Buffer): void => {
+  session.goaway(code, 0, debug)
+  session.destroy(undefined, code)
+}
 
 /** Resets a session's streams whose answers stalled; how many. */
 const cutStalled = (open: ReadonlySet<StreamCall>): number => {
@@ -394,17 +428,44 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
   // busy (PINGs, other streams) never lets look idle.
   let sweeper: NodeJS.Timeout | undefined
   const sweep = (): void => {
+    const now = performance.now()
     for (const session of sessions) {
-      const cut = cutStalled((session as SweptSession)[OPEN])
+      const swept = session as SweptSession
+      const open = swept[OPEN]
+      // An idle timeout that PINGs do not reset: node's timer counts them once the session has a
+      // 'ping' listener (the PING floor's, below), so a PING now and then would keep a session with
+      // no stream (and its --max-app-connections place) for ever.
+      if (open.size > 0 || swept[STREAMED]) {
+        swept[QUIET_SINCE] = now
+        swept[STREAMED] = false
+      } else if (now - swept[QUIET_SINCE] >= QUIET_TIMEOUTS * options.idleTimeoutMs && !session.closed) session.close()
+      const cut = cutStalled(open)
       if (cut > 0) options.onStalled(cut, session)
     }
   }
   h2.on("session", (session: http2.ServerHttp2Session) => {
     const open = new Set<StreamCall>()
     ;(session as SweptSession)[OPEN] = open
-    session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) =>
+    ;(session as SweptSession)[QUIET_SINCE] = performance.now()
+    ;(session as SweptSession)[STREAMED] = false
+    let lastPing = -Infinity
+    let pingStrikes = 0
+    // A stream came since the last PING: a PING that follows a call, as grpc-go's BDP probe follows
+    // its answer's data, often reaches A after the stream closed, and is no strike.
+    let streamSincePing = false
+    session.on("ping", () => {
+      const now = performance.now()
+      if (open.size > 0 || streamSincePing) {
+        pingStrikes = 0
+        streamSincePing = false
+      } else if (now - lastPing < MIN_PING_INTERVAL_MS && ++pingStrikes > PING_STRIKES) return endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_PINGS)
+      lastPing = now
+    })
+    session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
+      streamSincePing = true
+      ;(session as SweptSession)[STREAMED] = true
       handler(new StreamCall(stream, headers, flags, rawHeaders, open))
-    )
+    })
     // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive
     // connection; its open streams may finish. One whose streams cannot (a caller that grants no
     // window to their answers, each holding up to 64 KiB) is ended once nothing moves for as long again.
