@@ -61,27 +61,38 @@ type Decode = (parser: RpcSerialization.Parser, bytes: Uint8Array) => ReadonlyAr
 const decoderOf = (serialization: RpcSerialization.RpcSerialization["Service"]): Decode =>
   /json/i.test(serialization.contentType) ? (parser, bytes) => parser.decode(textDecoder.decode(bytes)) : (parser, bytes) => parser.decode(bytes)
 
-/** Cuts a byte stream into frames, whatever its chunk boundaries; a frame over `max` is refused. */
+/**
+ * Cuts a byte stream into frames, whatever its chunk boundaries; a frame over `max` is refused.
+ * The chunks of a frame under way are kept as they came and joined once it is whole (or its
+ * length can be read): joined at every chunk, a frame was copied again per chunk, quadratic in its
+ * chunks, and a peer sending 16 MiB in pieces of a few bytes held the event loop for minutes.
+ */
 const unframe = (max: number) => {
-  let pending: Uint8Array = new Uint8Array(0)
+  let held: Array<Uint8Array> = []
+  let heldBytes = 0
+  // Bytes to hold before anything can be cut: a length, then the frame it announces.
+  let needed = 4
   return (chunk: Uint8Array): Array<Uint8Array> | StreamFailed => {
-    if (pending.length === 0) pending = chunk
-    else {
-      const joined = new Uint8Array(pending.length + chunk.length)
-      joined.set(pending)
-      joined.set(chunk, pending.length)
-      pending = joined
-    }
+    held.push(chunk)
+    heldBytes += chunk.length
     const frames: Array<Uint8Array> = []
+    if (heldBytes < needed) return frames
+    let pending = held.length === 1 ? chunk : Buffer.concat(held, heldBytes)
     let offset = 0
+    needed = 4
     while (pending.length - offset >= 4) {
       const length = new DataView(pending.buffer, pending.byteOffset + offset, 4).getUint32(0)
       if (length > max) return new StreamFailed({ message: `rpc message of ${length} bytes exceeds ${max}` })
-      if (pending.length - offset - 4 < length) break
+      if (pending.length - offset - 4 < length) {
+        needed = 4 + length
+        break
+      }
       frames.push(pending.subarray(offset + 4, offset + 4 + length))
       offset += 4 + length
     }
     pending = pending.subarray(offset)
+    held = pending.length === 0 ? [] : [pending]
+    heldBytes = pending.length
     return frames
   }
 }
