@@ -9,7 +9,8 @@
 //   nothing.
 // - Over IIP (real sockets, plain and mesh): a thousand of those frames sent to one RPC server,
 //   one after another, each answered (a Defect, or the Exit of a well-formed request); the same
-//   server then answers a well-formed Echo.
+//   server then answers a method it does not have with a failed Exit naming it, and a well-formed
+//   Echo.
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Schema } from "effect"
 import { Rpc, RpcGroup, RpcServer } from "effect/rpc"
@@ -195,6 +196,10 @@ describe.each([false, true])("an RPC server over IIP fed fuzzed MessagePack fram
         answered.set(message!._tag, (answered.get(message!._tag) ?? 0) + 1)
       }
       expect(answered.get("Defect")).toBeGreaterThan(serverFrames / 2)
+      // A method the server does not have is answered too, and names the method.
+      const unknown = yield* iip.request("/rpc", framed(Uint8Array.from(pack({ _tag: "Request", id: "2", tag: "NoSuchMethod", payload: {}, headers: [] }))))
+      const [refusal] = parser.decode(unknown.subarray(4))
+      expect(refusal).toMatchObject({ _tag: "Exit", requestId: "2", exit: { _tag: "Failure", cause: [{ _tag: "Die", defect: expect.stringMatching(/NoSuchMethod/) }] } })
       const answer = yield* iip.request("/rpc", framed(wellFormed[0]!))
       const [exit] = parser.decode(answer.subarray(4)) as ReadonlyArray<{ readonly exit: unknown }>
       assert.deepStrictEqual(exit!.exit, { _tag: "Success", value: "x" })
