@@ -12,13 +12,11 @@
 //   server then answers a method it does not have with a failed Exit naming it, and a well-formed
 //   Echo.
 import { assert, describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Schema } from "effect"
-import { Rpc, RpcGroup, RpcServer } from "effect/rpc"
+import { Context, Effect, Layer } from "effect"
 import { pack } from "msgpackr"
 import { IipClient } from "../../src/effect/client.ts"
-import { layerMsgPack, maxMessagePackDepth, msgPack } from "../../src/effect/msgpack.ts"
-import { layerServerProtocol } from "../../src/effect/rpc.ts"
-import { IipServer } from "../../src/effect/server.ts"
+import { maxMessagePackDepth, msgPack } from "../../src/effect/msgpack.ts"
+import { framed, quiet, serveEcho } from "../support/echoRpcServer.ts"
 
 /** mulberry32: a small seeded PRNG, so every run sends the same frames. */
 const prng = (seed: number) => {
@@ -163,27 +161,12 @@ describe("MessagePack rpc serialization, fuzzed (seed 0x1e1f2)", () => {
   })
 })
 
-class Rpcs extends RpcGroup.make(Rpc.make("Echo", { payload: { text: Schema.String }, success: Schema.String })) {}
-const quiet = { log: () => {} }
-const framed = (message: Uint8Array): Uint8Array => {
-  const out = Buffer.alloc(4 + message.length)
-  out.writeUInt32BE(message.length, 0)
-  out.set(message, 4)
-  return out
-}
 const serverFrames = 1_000
 
 describe.each([false, true])("an RPC server over IIP fed fuzzed MessagePack frames (mesh %s, seed 0x1e1f2)", (mesh) => {
   it.live(`answers each of ${serverFrames} frames and then serves a well-formed Echo`, () =>
     Effect.gen(function*() {
-      const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
-      const port = Context.get(server, IipServer).address.port
-      yield* Layer.build(
-        RpcServer.layer(Rpcs).pipe(
-          Layer.provide([Rpcs.toLayer({ Echo: ({ text }) => Effect.succeed(text) }), layerServerProtocol()]),
-          Layer.provide([Layer.succeedContext(server), layerMsgPack])
-        )
-      )
+      const port = yield* serveEcho
       const iip = Context.get(yield* Layer.build(IipClient.layer({ host: "127.0.0.1", port, requestTimeoutMs: 30_000, mesh, ...quiet })), IipClient)
       const parser = msgPack.makeUnsafe()
       const random = prng(seed + (mesh ? 1 : 0))
