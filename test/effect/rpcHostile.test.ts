@@ -19,7 +19,8 @@
 //   instead of leaving it waiting forever; an answer given twice ends it once; a large answer
 //   streamed in 1 KiB pieces costs CPU linear in its size.
 // - A frame trickled by a raw mesh dialer in empty and 1-byte pieces costs memory for its bytes,
-//   not an object and a read slab per piece.
+//   not an object and a read slab per piece; one announcing more than the largest message is
+//   refused once its length is read, split across pieces, with no more of it sent.
 import { assert, describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
 import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
@@ -346,4 +347,22 @@ describe("a Request trickled by a raw mesh dialer", () => {
       // Held as they came: ~110 bytes of heap per piece and the 64 KiB read slabs they lie in, 40 MB.
       expect(grown / 1e6).toBeLessThan(12)
     }), 60_000)
+
+  it.live("a frame announcing more than the largest message is refused once its length is read, split across pieces", () =>
+    Effect.gen(function*() {
+      const port = yield* serveEcho
+      const cleanup = new Cleanup()
+      yield* Effect.addFinalizer(() => Effect.promise(() => cleanup.run()))
+      const answer = yield* Effect.promise(async () => {
+        const raw = await meshDialer(port, cleanup)
+        // 4 GiB announced in two pieces of its length, and nothing more: the answer comes without the rest.
+        raw.write(meshRequest(0, "/rpc", 1, 1, Uint8Array.of(0xff, 0xff)))
+        raw.write(meshChunk(2, "/rpc", 1, Uint8Array.of(0xff, 0xf0)))
+        for (;;) {
+          const packet = await raw.next(10_000)
+          if (packet.path === "/rpc" && packet.channelId === 1) return packet.data.toString("latin1")
+        }
+      })
+      expect(answer).toMatch(/rpc message of 4294967280 bytes exceeds 16777216/)
+    }))
 })
