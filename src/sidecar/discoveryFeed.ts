@@ -98,7 +98,8 @@ const registryForms = (discovery: Discovery, service: string, forms: WeakMap<Mer
     return form
   })
 
-const registryForm = (service: string, e: MergedEndpoint): Endpoint => ({
+/** One of discovery's endpoints of `service` in the registry's form. */
+export const registryForm = (service: string, e: MergedEndpoint): Endpoint => ({
   service,
   host: e.host,
   port: e.port,
@@ -109,7 +110,3 @@ const registryForm = (service: string, e: MergedEndpoint): Endpoint => ({
   ca: e.ca,
   version: e.version
 })
-
-/** A service's endpoints as discovery holds them now, in the registry's form: what a whole recomputation sets. */
-export const endpointsOf = (discovery: Discovery, service: string): ReadonlyArray<Endpoint> =>
-  discovery.endpoints(service).map((merged) => registryForm(service, merged))

@@ -7,7 +7,8 @@ import { afterEach, describe, expect, it, vi } from "vitest"
 import { Discovery } from "../../src/discovery/discovery.ts"
 import { decodeService, instancesIn, MdnsEndpointTable } from "../../src/discovery/mdnsSource.ts"
 import type { DiscoveredEndpoint, EndpointUpdate } from "../../src/discovery/types.ts"
-import { endpointsOf, FeedIntervalMs, type FeedTimer, feedRegistry } from "../../src/sidecar/discoveryFeed.ts"
+import { FeedIntervalMs, type FeedTimer, feedRegistry, registryForm } from "../../src/sidecar/discoveryFeed.ts"
+import type { Endpoint } from "../../src/sidecar/endpoints.ts"
 import { prng } from "../helpers/prng.ts"
 import { bareRegistry } from "../support/bareRegistry.ts"
 
@@ -16,6 +17,9 @@ const closers: Array<() => void> = []
 afterEach(() => {
   for (const close of closers.splice(0)) close()
 })
+
+/** A service's endpoints as discovery holds them now, in the registry's form: what a whole recomputation would set. */
+const endpointsOf = (discovery: Discovery, service: string): ReadonlyArray<Endpoint> => discovery.endpoints(service).map((e) => registryForm(service, e))
 
 /** The feed's clock and timers, moved by hand: `advance` runs the timers that come due. */
 const handTimer = () => {
