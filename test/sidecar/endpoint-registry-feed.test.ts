@@ -41,7 +41,11 @@ const handTimer = () => {
       entry.run()
     }
   }
-  return { timer, advance, timers }
+  /** Sets the clock back by `ms` (an injected clock that is not monotonic, a faked performance.now()): no timer runs. */
+  const stepBack = (ms: number): void => {
+    now -= ms
+  }
+  return { timer, advance, stepBack, timers }
 }
 
 /** A discovery with `sources` sources whose emit functions the test calls, feeding a registry on a hand-moved clock. */
@@ -189,6 +193,21 @@ describe("feedRegistry, a flood of changes", () => {
     await turnEnds()
     expect(registry.endpointsOf("catalog").map((e) => e.host)).toEqual(["10.1.0.2"])
     expect(clock.timers.size).toBe(0)
+  })
+
+  it("a clock stepped back holds a change at most one interval, not for the step", async () => {
+    const { registry, emits, clock } = setUp(1)
+    clock.advance(10_000)
+    emits[0]!({ _tag: "Add", endpoint: endpoint("a", 1) })
+    await turnEnds()
+    expect(registry.endpointsOf("a").map((e) => e.host)).toEqual(["10.0.0.1"])
+    // Back to 0 (vi.useFakeTimers() restarts performance.now() there): the last application looks 10 s ahead.
+    clock.stepBack(10_000)
+    emits[0]!({ _tag: "Add", endpoint: endpoint("a", 2) })
+    await turnEnds()
+    clock.advance(FeedIntervalMs)
+    // Before, the wait was worked out as 10,050 ms: the change was held for the step.
+    expect(registry.endpointsOf("a").map((e) => e.host)).toEqual(["10.0.0.1", "10.0.0.2"])
   })
 
   it("Resets turn after turn (DNS SRV answers, EndpointSlice watch events) are coalesced the same way", async () => {
