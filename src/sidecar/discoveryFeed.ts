@@ -71,7 +71,8 @@ export const feedRegistry = (discovery: Discovery, registry: EndpointRegistry, l
     pending.add(update._tag === "Reset" || update._tag === "Remove" ? update.service : update.endpoint.service)
     if (scheduled) return
     scheduled = true
-    const wait = lastApplied + intervalMs - timer.now()
+    // At most one interval: a clock stepped back (faked, injected) must not hold a change for the step.
+    const wait = Math.min(intervalMs, lastApplied + intervalMs - timer.now())
     if (wait <= 0) queueMicrotask(apply)
     else cancelTimer = timer.after(wait, apply)
   })
