@@ -128,6 +128,16 @@ describe("feedRegistry", () => {
     await burstApplied(clock)
     expect(registry.endpointsOf("a").map((e) => e.host)).toEqual(["10.0.0.1"])
   })
+
+  it("stopped in the turn of a change after a quiet interval (its application already queued), applies nothing", async () => {
+    const { registry, emits, stop, clock } = setUp(1)
+    const sets = vi.spyOn(registry, "set")
+    emits[0]!({ _tag: "Add", endpoint: endpoint("a", 1) })
+    stop()
+    await burstApplied(clock)
+    expect(sets).not.toHaveBeenCalled()
+    expect(registry.endpointsOf("a")).toEqual([])
+  })
 })
 
 /** A host on the LAN flapping one mDNS instance, packet by packet, as the source reads them (instancesIn, decodeService, its table). */
