@@ -91,7 +91,8 @@ export const leftOutByCap = (update: EndpointUpdate, after: SourceView): number 
 /**
  * One endpoint from all its reports (in registration order): the winner's fields (see
  * sourcePriority); zone, version, node and identity filled from the next report that has them when the winner
- * lacks them; features from the first report that lists any.
+ * lacks them; features from the first report that lists any. `offHost` is the winner's alone: an
+ * address the operator listed too is dialled as written, whatever a network source says of it.
  */
 const mergeReports = (reports: ReadonlyArray<DiscoveredEndpoint>): MergedEndpoint => {
   const ordered = reports.toSorted((a, b) => rank(a.source) - rank(b.source))
@@ -160,6 +161,7 @@ const sameEndpoint = (a: MergedEndpoint, b: MergedEndpoint): boolean =>
   a.identity === b.identity &&
   a.security === b.security &&
   a.ca === b.ca &&
+  a.offHost === b.offHost &&
   a.source === b.source &&
   sameList(a.features, b.features) &&
   sameList(a.sources, b.sources)

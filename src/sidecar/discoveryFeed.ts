@@ -47,5 +47,6 @@ export const endpointsOf = (discovery: Discovery, service: string): ReadonlyArra
     identity: e.identity,
     security: e.security,
     ca: e.ca,
-    version: e.version
+    version: e.version,
+    offHost: e.offHost
   }))

@@ -20,6 +20,8 @@
 //   iip_mesh_request_bytes_total{direction,service}                   counter: request bodies
 //   iip_mesh_response_bytes_total{direction,service}                  counter: response bodies
 //   iip_mesh_endpoint_ejections_total{service,endpoint}               counter
+//   iip_mesh_dials_refused_total{service,endpoint}                    counter: tries not dialled, an endpoint from another host
+//                                                                     whose address is on this host (src/iip/dialGuard.ts)
 //   iip_mesh_invalid_headers_total{direction}                         counter: header pairs dropped as unwritable
 //   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
 //   iip_mesh_inbound_answer_bytes                                     gauge, read at scrape: bytes of the app's answers
@@ -148,6 +150,8 @@ export interface MeshMetrics {
   /** The metrics of one service in one direction, created on first use and cached. */
   service(direction: Direction, service: string): ServiceMetrics
   endpointEjected(service: string, endpoint: string): void
+  /** A try to an endpoint from another host was not dialled: its address is on this host or the metadata service (src/iip/dialGuard.ts). */
+  dialRefused(service: string, endpoint: string): void
   /** `count` header pairs were dropped for an invalid name or value (sidecar/headerFilter.ts). */
   invalidHeaders(direction: Direction, count: number): void
   /** An HTTP/1.1 connection was closed for bytes no exchange could own (sidecar/appPool.ts inbound, http1Connection.ts outbound). */
@@ -208,6 +212,17 @@ interface Tally {
 }
 
 const tally = (labels: Labels): Tally => ({ labels, value: 0 })
+
+/** Adds one to the tally of (service, endpoint) in `tallies` (as many series as discovery lists endpoints, which it bounds). */
+const countPerEndpoint = (tallies: Map<string, Tally>, service: string, endpoint: string): void => {
+  const key = `${service} ${endpoint}`
+  let t = tallies.get(key)
+  if (t === undefined) {
+    t = tally({ service, endpoint })
+    tallies.set(key, t)
+  }
+  t.value++
+}
 
 /** A counter (or gauge) whose values are read from tallies at scrape time. */
 const fromTallies = (
@@ -427,6 +442,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const services: Record<Direction, Map<string, ServiceSeries>> = { outbound: new Map(), inbound: new Map() }
   const next: NextRequest = { wake: undefined }
   const ejections = new Map<string, Tally>()
+  const refusedDials = new Map<string, Tally>()
   const invalidHeaders: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
   const strayBytes: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
   const authzDenied = new Map<string, Tally>()
@@ -478,6 +494,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_request_bytes_total", "Bytes of request bodies proxied.", ["direction", "service"], each((s) => s.requestBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_response_bytes_total", "Bytes of response bodies proxied.", ["direction", "service"], each((s) => s.responseBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_endpoint_ejections_total", "Times an endpoint was taken out of balancing for failing.", ["service", "endpoint"], () => ejections.values())
+  fromTallies(registry, "counter", "iip_mesh_dials_refused_total", "Tries not dialled: an endpoint learned from another host whose address is on this host (loopback, unspecified, multicast) or the metadata service.", ["service", "endpoint"], () => refusedDials.values())
   fromTallies(registry, "counter", "iip_mesh_invalid_headers_total", "Header pairs dropped for a name or value that cannot be written.", ["direction"], () => directions.map((d) => invalidHeaders[d]))
   fromTallies(registry, "counter", "iip_mesh_http1_stray_bytes_total", "HTTP/1.1 connections closed for bytes no exchange could own: inbound, the app's past its answer or with no request waiting (kept, they would be the next request's answer); outbound, a caller's that are no valid request after the ones it sent.", ["direction"], () => directions.map((d) => strayBytes[d]))
   fromTallies(registry, "counter", "iip_mesh_authz_denied_total", "Inbound calls the authorization policy refused with 403, by the reason of its verdict.", ["service", "reason"], () => authzDenied.values())
@@ -544,15 +561,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
       }
       return series
     },
-    endpointEjected: (service, endpoint) => {
-      const key = `${service} ${endpoint}`
-      let t = ejections.get(key)
-      if (t === undefined) {
-        t = tally({ service, endpoint })
-        ejections.set(key, t)
-      }
-      t.value++
-    },
+    endpointEjected: (service, endpoint) => countPerEndpoint(ejections, service, endpoint),
+    dialRefused: (service, endpoint) => countPerEndpoint(refusedDials, service, endpoint),
     invalidHeaders: (direction, count) => {
       invalidHeaders[direction].value += count
     },
