@@ -213,12 +213,12 @@ interface Tally {
 
 const tally = (labels: Labels): Tally => ({ labels, value: 0 })
 
-/** Adds one to the tally of (service, endpoint) in `tallies` (as many series as discovery lists endpoints, which it bounds). */
-const countPerEndpoint = (tallies: Map<string, Tally>, service: string, endpoint: string): void => {
-  const key = `${service} ${endpoint}`
+/** Adds one to the tally of `labels` in `tallies`, keyed by the label values (the caller bounds how many there are). */
+const countIn = (tallies: Map<string, Tally>, labels: Labels): void => {
+  const key = Object.values(labels).join(" ")
   let t = tallies.get(key)
   if (t === undefined) {
-    t = tally({ service, endpoint })
+    t = tally(labels)
     tallies.set(key, t)
   }
   t.value++
@@ -561,23 +561,16 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
       }
       return series
     },
-    endpointEjected: (service, endpoint) => countPerEndpoint(ejections, service, endpoint),
-    dialRefused: (service, endpoint) => countPerEndpoint(refusedDials, service, endpoint),
+    // As many series as discovery lists endpoints, which it bounds.
+    endpointEjected: (service, endpoint) => countIn(ejections, { service, endpoint }),
+    dialRefused: (service, endpoint) => countIn(refusedDials, { service, endpoint }),
     invalidHeaders: (direction, count) => {
       invalidHeaders[direction].value += count
     },
     http1StrayBytes: (direction) => {
       strayBytes[direction].value++
     },
-    authzDenied: (service, reason) => {
-      const key = `${service} ${reason}`
-      let t = authzDenied.get(key)
-      if (t === undefined) {
-        t = tally({ service, reason })
-        authzDenied.set(key, t)
-      }
-      t.value++
-    },
+    authzDenied: (service, reason) => countIn(authzDenied, { service, reason }),
     authzPolicyReloaded: (result) => {
       policyReloads[result].value++
     },

@@ -4,7 +4,6 @@
 // the system as any name an attacker's DNS points at 127.0.0.1 would be), over TCP, TLS or WebSocket:
 // a listener on 127.0.0.1 sees no connection, the request ends with ConnectFailed `notPeer`. Without
 // the option the same client reaches the same server (what a static endpoint does).
-import * as net from "node:net"
 import { createSecureContext } from "node:tls"
 import { afterEach, describe, expect, it } from "vitest"
 import { IipClient } from "../../src/iip/client.ts"
@@ -12,23 +11,12 @@ import type { ClientOptions } from "../../src/iip/clientOptions.ts"
 import { isNotPeerAddress } from "../../src/iip/dialGuard.ts"
 import { IipServer } from "../../src/iip/server.ts"
 import { ConnectFailed } from "../../src/mux/errors.ts"
+import { countingListener } from "../support/countingListener.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 
 describe("dialling only peers", () => {
   const cleanup = new Cleanup()
   afterEach(() => cleanup.run())
-
-  /** A TCP listener on 127.0.0.1 that counts the connections it gets (and closes them). */
-  const loopbackListener = async () => {
-    let connections = 0
-    const server = net.createServer((socket) => {
-      connections++
-      socket.destroy()
-    })
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
-    return { port: (server.address() as net.AddressInfo).port, connections: () => connections }
-  }
 
   const client = (options: ClientOptions) => {
     const c = new IipClient({ log: () => {}, waitForReconnect: false, connectTimeoutMs: 5000, ...options })
@@ -46,7 +34,7 @@ describe("dialling only peers", () => {
     ["a name that resolves to loopback, over TLS", "localhost", { tls: { secureContext: () => createSecureContext() } }],
     ["a name that resolves to loopback, over WebSocket", "localhost", { transport: "websocket" as const }]
   ])("refuses %s: the listener sees no connection", async (_name, host, extra) => {
-    const listener = await loopbackListener()
+    const listener = await countingListener(cleanup)
     const error = await failure(client({ host, port: listener.port, peersOnly: true, ...extra }).call("/echo", "x"))
     expect(error).toBeInstanceOf(ConnectFailed)
     expect((error as ConnectFailed).notPeer).toBe(true)

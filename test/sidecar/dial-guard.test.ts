@@ -5,9 +5,9 @@
 // beside it; the refused tries are counted in iip_mesh_dials_refused_total and logged, and the
 // balancer ejects the endpoint (fewer refused tries than requests: no storm). With
 // dialLocalEndpoints the operator opts out (test/sidecar/discovery.test.ts routes that way).
-import * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { LoopbackDnsServer } from "../discovery/dnsServer.ts"
+import { countingListener } from "../support/countingListener.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
 import { call, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
@@ -17,14 +17,8 @@ describe("a sidecar's dials to endpoints from the network", () => {
   afterEach(() => cleanup.run())
 
   it("a DNS SRV answer aiming at this host's loopback is never dialled; the operator's endpoint takes every request", async () => {
-    let victimConnections = 0
-    const victim = net.createServer((socket) => {
-      victimConnections++
-      socket.destroy()
-    })
-    await new Promise<void>((resolve) => victim.listen(0, "127.0.0.1", resolve))
-    cleanup.add(() => new Promise<void>((resolve) => victim.close(() => resolve())))
-    const victimPort = (victim.address() as net.AddressInfo).port
+    const victim = await countingListener(cleanup)
+    const victimPort = victim.port
 
     const app = await startApp(cleanup, (_req, res) => res.end("legit"))
     const peer = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address }))
@@ -48,7 +42,7 @@ describe("a sidecar's dials to endpoints from the network", () => {
       const answer = await call(store.outboundPort, { headers: { host: "catalog" }, timeoutMs: 5000 })
       expect(answer.body.toString()).toBe("legit")
     }
-    expect(victimConnections).toBe(0)
+    expect(victim.connections()).toBe(0)
     const refused = sum(parsePrometheusText((await store.sidecar.telemetry.metrics.text()).body), "iip_mesh_dials_refused_total", { service: "catalog", endpoint: `127.0.0.1:${victimPort}` })
     expect(refused).toBeGreaterThan(0)
     expect(refused).toBeLessThan(requests)
