@@ -52,7 +52,7 @@ describe("dialling only peers", () => {
   })
 
   it("tells peers' addresses from this host's and the metadata service's", () => {
-    for (const address of ["127.0.0.1", "127.255.255.254", "0.0.0.0", "0.1.2.3", "::1", "::", "::ffff:127.0.0.1", "224.0.0.251", "239.1.2.3", "255.255.255.255", "ff02::fb", "169.254.169.254", "fd00:ec2::254"]) {
+    for (const address of ["127.0.0.1", "127.255.255.254", "0.0.0.0", "0.1.2.3", "::1", "::", "::ffff:127.0.0.1", "::ffff:7f00:1", "0:0:0:0:0:0:0:1", "::1%lo", "224.0.0.251", "239.1.2.3", "255.255.255.255", "ff02::fb", "169.254.169.254", "fd00:ec2::254"]) {
       expect(isNotPeerAddress(address), address).toBe(true)
     }
     // Zeroconf peers live in 169.254/16 on a link without DHCP; private and public addresses are peers'.
