@@ -32,7 +32,13 @@ describe("dialling only peers", () => {
     ["an IPv4-mapped loopback", "::ffff:127.0.0.1", {}],
     ["a name that resolves to loopback", "localhost", {}],
     ["a name that resolves to loopback, over TLS", "localhost", { tls: { secureContext: () => createSecureContext() } }],
-    ["a name that resolves to loopback, over WebSocket", "localhost", { transport: "websocket" as const }]
+    ["a name that resolves to loopback, over WebSocket", "localhost", { transport: "websocket" as const }],
+    // getaddrinfo reads these as 127.0.0.1 (inet_aton); the WebSocket URL parser rewrites them to it, a literal then dialled with no lookup.
+    ["a short IPv4 loopback form (127.1)", "127.1", {}],
+    ["a short IPv4 loopback form (127.1), over WebSocket", "127.1", { transport: "websocket" as const }],
+    ["a loopback as one number (2130706433), over WebSocket", "2130706433", { transport: "websocket" as const }],
+    ["a hex loopback (0x7f000001), over WebSocket", "0x7f000001", { transport: "websocket" as const }],
+    ["a loopback with a trailing dot (127.0.0.1.), over WebSocket", "127.0.0.1.", { transport: "websocket" as const }]
   ])("refuses %s: the listener sees no connection", async (_name, host, extra) => {
     const listener = await countingListener(cleanup)
     const error = await failure(client({ host, port: listener.port, peersOnly: true, ...extra }).call("/echo", "x"))
