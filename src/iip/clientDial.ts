@@ -13,7 +13,7 @@ import { compressionFor, pickCodec } from "../protocol/compression.ts"
 import { agree, decodeHello, encodeHello, grantedCredit, type Hello, MeshPath } from "../protocol/mesh.ts"
 import type { ClientOptions, ReconnectOptions } from "./clientOptions.ts"
 import type { Link } from "./connectionPool.ts"
-import { guardedLookup, isNotPeerAddress } from "./dialGuard.ts"
+import { guardedLookup, isNotPeerAddress, isNotPeerUrl } from "./dialGuard.ts"
 import type { Log } from "./log.ts"
 import { decodeTlsRefusal, dialTls, type TlsRefusal } from "./tls.ts"
 
@@ -112,7 +112,8 @@ export const dialOnce = (settings: DialSettings, done: (error: ConnectFailed | u
     })
   }
   // An IP literal is connected to without a lookup: checked here, answered as a failed connect is (later, never within this call).
-  if (options.peersOnly === true && isNotPeerAddress(options.host)) {
+  // Over WebSocket, as the URL parser reads the host: it turns 127.1 and the like into a literal.
+  if (options.peersOnly === true && (isNotPeerAddress(options.host) || (options.transport === "websocket" && isNotPeerUrl(address)))) {
     notPeer = true
     queueMicrotask(() => fail("refused"))
     return

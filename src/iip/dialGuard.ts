@@ -33,6 +33,21 @@ export const isNotPeerAddress = (address: string): boolean => {
   return notPeers.check(address, family === 4 ? "ipv4" : "ipv6")
 }
 
+/**
+ * Whether the host of `url` (a ws:// URL), as the URL parser reads it, is not a peer's address. The
+ * parser rewrites IPv4 in forms no IP check reads as one (127.1, 2130706433, 0x7f000001, a trailing
+ * dot) to dotted form, which the WebSocket client then connects to as a literal, with no lookup.
+ */
+export const isNotPeerUrl = (url: string): boolean => {
+  let hostname: string
+  try {
+    hostname = new URL(url).hostname
+  } catch {
+    return false // not dialled at all: the WebSocket client fails on the same URL
+  }
+  return isNotPeerAddress(hostname.startsWith("[") ? hostname.slice(1, -1) : hostname)
+}
+
 /** The error code of a lookup this guard refused (the dial's ConnectFailed says `notPeer`). */
 const NotPeerCode = "ENOTPEER"
 
