@@ -19,9 +19,9 @@
 //   iip_mesh_retries_total{direction,service}                         counter
 //   iip_mesh_request_bytes_total{direction,service}                   counter: request bodies
 //   iip_mesh_response_bytes_total{direction,service}                  counter: response bodies
-//   iip_mesh_endpoint_ejections_total{service,endpoint}               counter
+//   iip_mesh_endpoint_ejections_total{service,endpoint}               counter (1,000 series, then _other)
 //   iip_mesh_dials_refused_total{service,endpoint}                    counter: tries not dialled, an endpoint from another host
-//                                                                     whose address is on this host (src/iip/dialGuard.ts)
+//                                                                     whose address is on this host (src/iip/dialGuard.ts); 1,000 series, then _other
 //   iip_mesh_invalid_headers_total{direction}                         counter: header pairs dropped as unwritable
 //   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
 //   iip_mesh_inbound_answer_bytes                                     gauge, read at scrape: bytes of the app's answers
@@ -213,12 +213,27 @@ interface Tally {
 
 const tally = (labels: Labels): Tally => ({ labels, value: 0 })
 
-/** Adds one to the tally of `labels` in `tallies`, keyed by the label values (the caller bounds how many there are). */
+/**
+ * Series per tally map (countIn): discovery bounds the endpoints listed at once, not the names a
+ * hostile source lists one after another over a sidecar's life, each of which would stay a series.
+ */
+const MAX_TALLY_SERIES = 1000
+
+/**
+ * Adds one to the tally of `labels` in `tallies`, keyed by the label values. Past MAX_TALLY_SERIES
+ * label sets, every new one counts in one whose values are all `_other`.
+ */
 const countIn = (tallies: Map<string, Tally>, labels: Labels): void => {
-  const key = Object.values(labels).join(" ")
+  let counted = labels
+  let key = Object.values(counted).join(" ")
   let t = tallies.get(key)
+  if (t === undefined && tallies.size >= MAX_TALLY_SERIES) {
+    counted = Object.fromEntries(Object.keys(labels).map((name) => [name, "_other"]))
+    key = Object.values(counted).join(" ")
+    t = tallies.get(key)
+  }
   if (t === undefined) {
-    t = tally(labels)
+    t = tally(counted)
     tallies.set(key, t)
   }
   t.value++
@@ -561,7 +576,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
       }
       return series
     },
-    // As many series as discovery lists endpoints, which it bounds.
+    // Endpoint names come from discovery, a hostile source's too: countIn caps the series.
     endpointEjected: (service, endpoint) => countIn(ejections, { service, endpoint }),
     dialRefused: (service, endpoint) => countIn(refusedDials, { service, endpoint }),
     invalidHeaders: (direction, count) => {
