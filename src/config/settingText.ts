@@ -135,6 +135,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "accessLog":
     case "tracing":
     case "compress":
+    case "dialLocalEndpoints":
       return last === "" || last === "true" || last === "1" ? true : last === "false" || last === "0" ? false : last
     case "app":
       return last === "none" ? null : last

@@ -72,6 +72,13 @@ export const SidecarConfigSchema = Schema.Struct({
   /** This instance's version, announced (mDNS TXT `version`, the local directory) as its subset label; null: none. */
   appVersion: Schema.NullOr(VersionLabel),
   /** This instance's share of its service's traffic, as announced. */
+  /**
+   * Dial endpoints learned from another host (DNS SRV, Kubernetes, another host's mDNS answer) even
+   * when their address, resolved, is on this host (loopback, unspecified, multicast, the metadata
+   * service): for a one-machine setup whose DNS or API server lists loopback peers. Off: such a dial
+   * is refused (src/iip/dialGuard.ts), so a spoofed answer cannot aim this sidecar at its own app.
+   */
+  dialLocalEndpoints: Schema.Boolean,
   weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 }))),
   requestTimeoutMs: PositiveMs,
   drainTimeoutMs: PositiveMs,

@@ -115,7 +115,7 @@ export const lookupSrv = async (resolver: Resolver, service: string, name: strin
           capped = true
           break collect
         }
-        const endpoint: DiscoveredEndpoint = { service, host: address, port: record.port, weight: clampWeight(record.weight), features: [], source: "dns" }
+        const endpoint: DiscoveredEndpoint = { service, host: address, port: record.port, weight: clampWeight(record.weight), features: [], source: "dns", offHost: true }
         if (!endpoints.has(endpointKey(endpoint))) endpoints.set(endpointKey(endpoint), endpoint)
       }
     }

@@ -91,11 +91,15 @@ export const leftOutByCap = (update: EndpointUpdate, after: SourceView): number 
 /**
  * One endpoint from all its reports (in registration order): the winner's fields (see
  * sourcePriority); zone, version, node and identity filled from the next report that has them when the winner
- * lacks them; features from the first report that lists any.
+ * lacks them; features from the first report that lists any. `offHost` only when every report has it:
+ * an address the operator or this host lists too (static, files, the local directory, which ranks
+ * below the network sources, an mDNS answer from this host) is dialled as written, whatever a network
+ * source says of it.
  */
 const mergeReports = (reports: ReadonlyArray<DiscoveredEndpoint>): MergedEndpoint => {
   const ordered = reports.toSorted((a, b) => rank(a.source) - rank(b.source))
-  const winner = ordered[0]!
+  const { offHost: _winnerOffHost, ...winner } = ordered[0]!
+  const offHost = ordered.every((report) => report.offHost === true)
   const zone = ordered.find((report) => report.zone !== undefined)?.zone
   const version = ordered.find((report) => report.version !== undefined)?.version
   const node = ordered.find((report) => report.node !== undefined)?.node
@@ -103,6 +107,7 @@ const mergeReports = (reports: ReadonlyArray<DiscoveredEndpoint>): MergedEndpoin
   const adminPort = ordered.find((report) => report.adminPort !== undefined)?.adminPort
   return {
     ...winner,
+    ...(offHost ? { offHost } : {}),
     ...(identity === undefined ? {} : { identity }),
     ...(adminPort === undefined ? {} : { adminPort }),
     ...(zone === undefined ? {} : { zone }),
@@ -160,6 +165,7 @@ const sameEndpoint = (a: MergedEndpoint, b: MergedEndpoint): boolean =>
   a.identity === b.identity &&
   a.security === b.security &&
   a.ca === b.ca &&
+  a.offHost === b.offHost &&
   a.source === b.source &&
   sameList(a.features, b.features) &&
   sameList(a.sources, b.sources)

@@ -126,6 +126,9 @@ export const endpointsOfSlices = (
           weight,
           features: [],
           source: "kubernetes",
+          // The API server refuses loopback and link-local addresses in an EndpointSlice; a name
+          // (FQDN address type) or a compromised writer could still aim one at this host.
+          offHost: true,
           ...(zone === undefined ? {} : { zone }),
           ...(node === undefined ? {} : { node }),
           ...(identity === undefined ? {} : { identity }),

@@ -219,9 +219,8 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
   const host = text(txt, "addr") ?? seen.referer?.address ?? seen.addresses?.find((a) => !a.includes(":")) ?? seen.host
   if (typeof host !== "string" || !isHost(host) || inList(notUnicast, host)) return { ok: false, reason: "malformed" }
   // Announced by another host, a loopback addr would aim this sidecar's mesh traffic at its own app or admin.
-  if (isOnThisHost(host) && (seen.referer === undefined || !(isOnThisHost(seen.referer.address) || isOwnAddress(seen.referer.address)))) {
-    return { ok: false, reason: "local-address" }
-  }
+  const fromThisHost = seen.referer !== undefined && (isOnThisHost(seen.referer.address) || isOwnAddress(seen.referer.address))
+  if (isOnThisHost(host) && !fromThisHost) return { ok: false, reason: "local-address" }
   const weight = clampWeight(Number(text(txt, "weight") ?? "1"))
   const features = (text(txt, "features") ?? "").split(",", MaxFeatures * 4).filter((f) => featurePattern.test(f)).slice(0, MaxFeatures)
   const proto = text(txt, "proto")
@@ -245,6 +244,8 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
       weight,
       features: features.slice(0, MaxFeatures),
       source: "mdns",
+      // Any other name can resolve to loopback too: from another host, the dial checks the address it gets.
+      ...(fromThisHost ? {} : { offHost: true as const }),
       ...(version !== undefined ? { version } : {}),
       ...(zone !== undefined ? { zone } : {}),
       ...(node !== undefined ? { node } : {}),
@@ -257,7 +258,7 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
 const sameEndpoint = (a: DiscoveredEndpoint, b: DiscoveredEndpoint): boolean =>
   a.service === b.service && a.host === b.host && a.port === b.port && a.weight === b.weight && a.zone === b.zone &&
   a.version === b.version && a.node === b.node && a.source === b.source && a.features.join(",") === b.features.join(",") &&
-  a.adminPort === b.adminPort
+  a.adminPort === b.adminPort && a.offHost === b.offHost
 
 /**
  * The endpoints currently listed, by mDNS instance (fqdn), with the time each was last confirmed.

@@ -28,6 +28,12 @@ export interface DiscoveredEndpoint {
   readonly ca?: string
   /** The port of the sidecar's admin control listener on `host`, when it announces one (admin federation). */
   readonly adminPort?: number
+  /**
+   * Learned from another host (an mDNS answer from elsewhere, a DNS server, the Kubernetes API):
+   * never dialled at an address on this host, whatever `host` resolves to (src/iip/dialGuard.ts).
+   * Unset for what the operator wrote (static, files, the local directory) and mDNS answers from this host.
+   */
+  readonly offHost?: true
 }
 
 /**

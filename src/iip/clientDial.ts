@@ -13,6 +13,7 @@ import { compressionFor, pickCodec } from "../protocol/compression.ts"
 import { agree, decodeHello, encodeHello, grantedCredit, type Hello, MeshPath } from "../protocol/mesh.ts"
 import type { ClientOptions, ReconnectOptions } from "./clientOptions.ts"
 import type { Link } from "./connectionPool.ts"
+import { guardedLookup, isNotPeerAddress, isNotPeerUrl } from "./dialGuard.ts"
 import type { Log } from "./log.ts"
 import { decodeTlsRefusal, dialTls, type TlsRefusal } from "./tls.ts"
 
@@ -49,16 +50,20 @@ export const dialOnce = (settings: DialSettings, done: (error: ConnectFailed | u
   let abandon = () => {}
   /** Over TLS: the refusal behind a connection that failed after its handshake (TLS 1.3: the server's verdict on our certificate comes then). */
   let refusedAfterHandshake: () => TlsRefusal | undefined = () => undefined
+  /** The dial guard refused the address (peersOnly): whatever error the transport reports for it. */
+  let notPeer = false
   const fail = (reason: string, refusal?: TlsRefusal) => {
     if (finished) return
     finished = true
+    clearTimeout(timer)
     abandon()
     done(
       new ConnectFailed({
-        message: `cannot connect to ${address}: ${refusal?.message ?? reason}`,
+        message: `cannot connect to ${address}: ${notPeer ? "its address is on this host (or the metadata service), refused for an endpoint from another host" : (refusal?.message ?? reason)}`,
         address,
         refused: reason === "ECONNREFUSED",
-        ...(refusal === undefined ? {} : { tls: refusal.reason })
+        ...(refusal === undefined ? {} : { tls: refusal.reason }),
+        ...(notPeer ? { notPeer } : {})
       }),
       undefined
     )
@@ -106,17 +111,25 @@ export const dialOnce = (settings: DialSettings, done: (error: ConnectFailed | u
       adopt({ mode: "mesh", session: mesh })
     })
   }
+  // An IP literal is connected to without a lookup: checked here, answered as a failed connect is (later, never within this call).
+  // Over WebSocket, as the URL parser reads the host: it turns 127.1 and the like into a literal.
+  if (options.peersOnly === true && (isNotPeerAddress(options.host) || (options.transport === "websocket" && isNotPeerUrl(address)))) {
+    notPeer = true
+    queueMicrotask(() => fail("refused"))
+    return
+  }
+  const lookup = options.peersOnly === true ? { lookup: guardedLookup(() => (notPeer = true)) } : undefined
   if (options.transport === "websocket") {
-    abandon = dialWebSocket(address, (error, stream) => (error === undefined ? opened(stream!) : fail(error)))
+    abandon = dialWebSocket(address, (error, stream) => (error === undefined ? opened(stream!) : fail(error)), lookup)
     return
   }
   if (options.tls !== undefined) {
-    const dial = dialTls(options.host, options.port, options.tls, opened, fail)
+    const dial = dialTls(options.host, options.port, options.tls, opened, fail, lookup)
     abandon = dial.abandon
     refusedAfterHandshake = dial.refusedAfterHandshake
     return
   }
-  const socket = net.connect({ host: options.host, port: options.port, noDelay: true })
+  const socket = net.connect({ host: options.host, port: options.port, noDelay: true, ...lookup })
   abandon = () => socket.destroy()
   socket.once("error", (error: NodeJS.ErrnoException) => fail(error.code ?? error.message))
   socket.once("connect", () => {

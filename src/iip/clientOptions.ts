@@ -85,6 +85,13 @@ export interface ClientOptions extends PeerOptions {
    * TCP transport only: over WebSocket it is not used.
    */
   readonly tls?: ClientTlsOptions
+  /**
+   * Dial only peers' addresses: `host` (a name: every address it resolves to) must not be this
+   * host's loopback, unspecified, multicast or broadcast, or the cloud metadata service
+   * (src/iip/dialGuard.ts); else the attempt fails with ConnectFailed `notPeer`, nothing connected.
+   * For servers learned from another host (mDNS, DNS SRV, Kubernetes). Default false.
+   */
+  readonly peersOnly?: boolean
 }
 
 export interface RequestOptions {

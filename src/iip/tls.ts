@@ -5,7 +5,7 @@
 // certificate and ALPN "iip-mesh/1"; the Go reference's TLS mode is TLS without client
 // certificates and without ALPN, the IIP bytes inside unchanged.
 import { X509Certificate } from "node:crypto"
-import { isIP } from "node:net"
+import { isIP, type LookupFunction } from "node:net"
 import type * as tls from "node:tls"
 import { checkServerIdentity, connect } from "node:tls"
 import { Status, SystemChannel } from "../protocol/constants.ts"
@@ -149,7 +149,9 @@ export const dialTls = (
   port: number,
   options: ClientTlsOptions,
   opened: (socket: tls.TLSSocket) => void,
-  fail: (reason: string, refusal?: TlsRefusal) => void
+  fail: (reason: string, refusal?: TlsRefusal) => void,
+  /** Resolves a host name (the dial guard's, src/iip/dialGuard.ts); absent: dns.lookup. */
+  lookup?: { readonly lookup: LookupFunction }
 ): { readonly abandon: () => void; readonly refusedAfterHandshake: () => TlsRefusal | undefined } => {
   const verify = options.verifyChain !== false
   const alpn = options.alpn ?? [MESH_ALPN]
@@ -161,6 +163,7 @@ export const dialTls = (
   const socket = connect({
     host,
     port,
+    ...lookup,
     secureContext: options.secureContext(),
     ALPNProtocols: [...alpn],
     // The verdict is taken at secureConnect below, where the certificate the peer showed can still

@@ -34,4 +34,9 @@ export class ConnectFailed extends Data.TaggedError("ConnectFailed")<{
   readonly refused?: boolean
   /** A TLS refusal's token (src/iip/tls.ts TlsRefusalReason): the connection was made and its handshake refused. */
   readonly tls?: string
+  /**
+   * The endpoint was learned from another host and its address (a name: after resolution) is on this
+   * host, or the metadata service: not dialled (src/iip/dialGuard.ts).
+   */
+  readonly notPeer?: boolean
 }> {}

@@ -9,6 +9,7 @@
 import * as Data from "effect/Data"
 import type * as http from "node:http"
 import { createRequire } from "node:module"
+import type { LookupFunction } from "node:net"
 import { Duplex } from "node:stream"
 import type WebSocket from "ws"
 import type { WebSocketServer } from "ws"
@@ -162,10 +163,14 @@ export const acceptWebSocket = (
  * Dials `url` and calls `done` once with the open stream or the reason it failed. Returns the
  * function that abandons the attempt (or destroys the stream once open).
  */
-export const dialWebSocket = (url: string, done: (error: string | undefined, stream: WebSocketStream | undefined) => void): (() => void) => {
+export const dialWebSocket = (
+  url: string,
+  done: (error: string | undefined, stream: WebSocketStream | undefined) => void,
+  lookup?: { readonly lookup: LookupFunction }
+): (() => void) => {
   let ws: WebSocket
   try {
-    ws = new (wsLibrary())(url, { perMessageDeflate: false, maxPayload: WebSocketMessageBytes })
+    ws = new (wsLibrary())(url, { perMessageDeflate: false, maxPayload: WebSocketMessageBytes, ...lookup })
   } catch (error) {
     done((error as Error).message, undefined)
     return () => {}

@@ -109,5 +109,6 @@ export const registryForm = (service: string, e: MergedEndpoint): Endpoint => ({
   identity: e.identity,
   security: e.security,
   ca: e.ca,
-  version: e.version
+  version: e.version,
+  offHost: e.offHost
 })

@@ -14,7 +14,7 @@ import { leftOut, MaxSubsetsPerService, subsetExclusions } from "../balancer/sub
 import { IipClient } from "../iip/client.ts"
 import { backoffDelay } from "../iip/clientDial.ts"
 import { defaultKeepAlive } from "../iip/keepAlive.ts"
-import type { Log } from "../iip/log.ts"
+import { type Log, LogThrottle } from "../iip/log.ts"
 import type { Supervisor } from "../iip/supervisor.ts"
 import type { ClientTlsOptions } from "../iip/tls.ts"
 import type { EndpointSecurity } from "./meshTls.ts"
@@ -34,6 +34,11 @@ export interface Endpoint {
   readonly ca?: string | undefined
   /** Its version label: the subset a route may send traffic to (src/balancer/subsets.ts). */
   readonly version?: string | undefined
+  /**
+   * Learned from another host (mDNS, DNS SRV, Kubernetes): dialled only at a peer's address, never
+   * at this host's loopback and the like (src/iip/dialGuard.ts), whatever its name resolves to.
+   */
+  readonly offHost?: boolean | undefined
 }
 
 /**
@@ -48,7 +53,7 @@ export const REQUEST_CHANNELS_PER_CONNECTION = 64
 const STREAM_CHANNELS_PER_CONNECTION = 512
 
 /** What the connections to an endpoint depend on besides its address: a change makes a new client. */
-const securityOf = (endpoint: Endpoint): string => `${endpoint.security ?? ""} ${endpoint.identity ?? ""} ${endpoint.ca ?? ""}`
+const securityOf = (endpoint: Endpoint): string => `${endpoint.security ?? ""} ${endpoint.identity ?? ""} ${endpoint.ca ?? ""}${endpoint.offHost === true ? " off-host" : ""}`
 
 const keys = new WeakMap<object, string>()
 const clientKeys = new WeakMap<Endpoint, string>()
@@ -108,7 +113,15 @@ export interface EndpointRegistryOptions {
   readonly supervisor: Supervisor
   /** The TLS options of an endpoint's connections (meshTls.ts); undefined or absent: plain TCP. */
   readonly clientTls?: (endpoint: Endpoint) => ClientTlsOptions | undefined
+  /** A try to an endpoint of `service` from another host was not dialled: its address is on this host (counted in a metric). */
+  readonly onDialRefused?: (service: string, endpoint: string) => void
+  /** Dial endpoints from another host even at addresses on this host (the sidecar's dialLocalEndpoints): no dial guard. */
+  readonly dialLocalEndpoints?: boolean
 }
+
+/** Lines logged for dials refused at an address on this host (refusedDial), at most per window: a hostile host can list many. */
+const REFUSED_DIAL_LINES = 10
+const REFUSED_DIAL_WINDOW_MS = 60_000
 
 /** An endpoint as the balancer sees it: identity and weight, with the endpoint itself. */
 interface Member {
@@ -157,6 +170,7 @@ export class EndpointRegistry {
   private readonly unlisted = new Set<string>()
   private closed = false
   private readonly options: EndpointRegistryOptions
+  private readonly refusedDialLines = new LogThrottle(REFUSED_DIAL_LINES, REFUSED_DIAL_WINDOW_MS)
 
   constructor(options: EndpointRegistryOptions) {
     this.options = options
@@ -253,6 +267,17 @@ export class EndpointRegistry {
     return undefined
   }
 
+  /**
+   * A try on `lease` was not dialled: its endpoint came from another host and its address is on this
+   * host (ConnectFailed `notPeer`). Counted and logged (throttled); the caller ends the lease as
+   * unreachable, so the balancer ejects the endpoint as it does one refusing connections.
+   */
+  refusedDial(service: string, lease: EndpointLease): void {
+    this.options.onDialRefused?.(service, lease.endpoint.id)
+    const admitted = this.refusedDialLines.admit()
+    if (admitted !== undefined) this.options.log("endpoints.dial-refused", { service, endpoint: lease.endpoint.id, source: lease.endpoint.endpoint.source, ...admitted })
+  }
+
   /** The admin API's weight override; undefined returns to discovery's. False if there is no such endpoint. */
   overrideWeight(service: string, address: string, weight: number | undefined): boolean {
     return this.services.get(service)?.overrideWeight(address, weight) ?? false
@@ -327,7 +352,8 @@ export class EndpointRegistry {
         maxPending: Number.POSITIVE_INFINITY,
         streamChannelsPerConnection: STREAM_CHANNELS_PER_CONNECTION,
         log: this.options.log,
-        supervisor: this.options.supervisor
+        supervisor: this.options.supervisor,
+        ...(endpoint.offHost === true && this.options.dialLocalEndpoints !== true ? { peersOnly: true } : {})
       })
       this.clients.set(id, client)
       if (!this.users.has(id)) this.unlisted.add(id)

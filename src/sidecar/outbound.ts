@@ -30,7 +30,7 @@ import { recordOutboundEnd } from "./outboundAccess.ts"
 import { pipeToResponse, plainStatus, readBody } from "./outboundBody.ts"
 import type { HeldBodyReceiver, OutboundCall, OutboundRequest, OutboundResponse } from "./outboundCall.ts"
 import type { OutboundOptions } from "./outboundOptions.ts"
-import { IDEMPOTENT, MAX_ATTEMPTS, notProcessed, refusedByPolicy, refusedOrDraining, transportFailure } from "./outboundRetry.ts"
+import { IDEMPOTENT, isRefusedDial, MAX_ATTEMPTS, notProcessed, refusedByPolicy, refusedOrDraining, transportFailure } from "./outboundRetry.ts"
 import { applyRoute, chooseRoute } from "./outboundRoute.ts"
 import { appTimeoutMs, pickContext, type Target, targetOf } from "./outboundTarget.ts"
 import { describedLength, endToEndHeaders } from "./headerFilter.ts"
@@ -330,6 +330,7 @@ class OutboundExchange implements HeldBodyReceiver {
       }
       // A request the app gave up on says nothing about the endpoint; a refused connection, much
       // (a slow one, on a lossy network, not enough to take the endpoint out at once).
+      if (isRefusedDial(error)) this.options.registry.refusedDial(this.service, lease!)
       this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
       const safe = notProcessed(error) || (IDEMPOTENT.has(method) && (transportFailure(error) || this.perTryDeadlinePassed(error)))
       const retry = safe && this.whole && this.attempts < this.maxAttempts && !this.appGone && monotonicMs() < this.deadline && this.options.registry.allowRetry(this.service)

@@ -23,11 +23,16 @@ export const notProcessed = (error: unknown): boolean =>
   (error instanceof RemoteError && !error.processed)
 
 /**
- * Nothing listens there, or it is stopping and turned the request away unprocessed: the balancer
+ * Nothing listens there, or it is stopping and turned the request away unprocessed, or it is not to
+ * be dialled (from another host, at an address on this one: src/iip/dialGuard.ts): the balancer
  * ejects the endpoint, or holds it out as restarting when it said go-away just before.
  */
 export const refusedOrDraining = (error: unknown): boolean =>
-  (error instanceof ConnectFailed && error.refused === true) || (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
+  (error instanceof ConnectFailed && (error.refused === true || error.notPeer === true)) ||
+  (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
+
+/** The dial guard refused the endpoint's address (src/iip/dialGuard.ts): the registry counts and logs it. */
+export const isRefusedDial = (error: unknown): boolean => error instanceof ConnectFailed && error.notPeer === true
 
 /** Far-side errors that another endpoint would give too, or that end the request: not worth a retry. */
 const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest, AppErrorCode.forbidden, AppErrorCode.rateLimited])

@@ -26,7 +26,7 @@ import { OutboundObservation } from "./observe.ts"
 import { recordOutboundEnd } from "./outboundAccess.ts"
 import type { OutboundRequest } from "./outboundCall.ts"
 import type { OutboundOptions } from "./outboundOptions.ts"
-import { refusedOrDraining } from "./outboundRetry.ts"
+import { isRefusedDial, refusedOrDraining } from "./outboundRetry.ts"
 import { applyRoute, chooseRoute } from "./outboundRoute.ts"
 import { appTimeoutMs, pickContext, type Target, targetOf } from "./outboundTarget.ts"
 import { ProxyError, proxyErrorOf, writeProxyError } from "./proxyError.ts"
@@ -172,6 +172,7 @@ class OutboundUpgrade {
       if (mode === "plain") throw new ProxyError({ status: 502, reason: "upgrade_unsupported", hop: "outbound", message: `${lease.endpoint.id} speaks plain IIP, which carries no upgrade` })
       reply = await client.stream(target.uri, this.source, { meta, signal: this.control })
     } catch (error) {
+      if (isRefusedDial(error)) this.options.registry.refusedDial(target.service, lease)
       this.endLease(lease, tryStarted, false, refusedOrDraining(error) || (error instanceof ConnectFailed && error.refused === true))
       if (timedOut) throw new ProxyError({ status: 504, reason: "deadline", hop: "outbound", message: `no answer to the upgrade from ${lease.endpoint.id} within ${timeoutMs} ms` })
       throw error

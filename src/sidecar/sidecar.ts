@@ -313,7 +313,9 @@ export const make = (
       balancing: balancingOf(config),
       log,
       supervisor,
-      clientTls: (endpoint) => meshTls.clientOptions(endpoint)
+      clientTls: (endpoint) => meshTls.clientOptions(endpoint),
+      onDialRefused: (service, endpoint) => telemetry.metrics.dialRefused(service, endpoint),
+      dialLocalEndpoints: config.dialLocalEndpoints
     })
     yield* Effect.addFinalizer(() => Effect.sync(() => registry.close()))
     // Discovery feeds the registry: every change to a service replaces its endpoint set.

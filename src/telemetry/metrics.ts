@@ -19,7 +19,9 @@
 //   iip_mesh_retries_total{direction,service}                         counter
 //   iip_mesh_request_bytes_total{direction,service}                   counter: request bodies
 //   iip_mesh_response_bytes_total{direction,service}                  counter: response bodies
-//   iip_mesh_endpoint_ejections_total{service,endpoint}               counter
+//   iip_mesh_endpoint_ejections_total{service,endpoint}               counter (1,000 series, then _other)
+//   iip_mesh_dials_refused_total{service,endpoint}                    counter: tries not dialled, an endpoint from another host
+//                                                                     whose address is on this host (src/iip/dialGuard.ts); 1,000 series, then _other
 //   iip_mesh_invalid_headers_total{direction}                         counter: header pairs dropped as unwritable
 //   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
 //   iip_mesh_inbound_answer_bytes                                     gauge, read at scrape: bytes of the app's answers
@@ -148,6 +150,8 @@ export interface MeshMetrics {
   /** The metrics of one service in one direction, created on first use and cached. */
   service(direction: Direction, service: string): ServiceMetrics
   endpointEjected(service: string, endpoint: string): void
+  /** A try to an endpoint from another host was not dialled: its address is on this host or the metadata service (src/iip/dialGuard.ts). */
+  dialRefused(service: string, endpoint: string): void
   /** `count` header pairs were dropped for an invalid name or value (sidecar/headerFilter.ts). */
   invalidHeaders(direction: Direction, count: number): void
   /** An HTTP/1.1 connection was closed for bytes no exchange could own (sidecar/appPool.ts inbound, http1Connection.ts outbound). */
@@ -208,6 +212,32 @@ interface Tally {
 }
 
 const tally = (labels: Labels): Tally => ({ labels, value: 0 })
+
+/**
+ * Series per tally map (countIn): discovery bounds the endpoints listed at once, not the names a
+ * hostile source lists one after another over a sidecar's life, each of which would stay a series.
+ */
+const MAX_TALLY_SERIES = 1000
+
+/**
+ * Adds one to the tally of `labels` in `tallies`, keyed by the label values. Past MAX_TALLY_SERIES
+ * label sets, every new one counts in one whose values are all `_other`.
+ */
+const countIn = (tallies: Map<string, Tally>, labels: Labels): void => {
+  let counted = labels
+  let key = Object.values(counted).join(" ")
+  let t = tallies.get(key)
+  if (t === undefined && tallies.size >= MAX_TALLY_SERIES) {
+    counted = Object.fromEntries(Object.keys(labels).map((name) => [name, "_other"]))
+    key = Object.values(counted).join(" ")
+    t = tallies.get(key)
+  }
+  if (t === undefined) {
+    t = tally(counted)
+    tallies.set(key, t)
+  }
+  t.value++
+}
 
 /** A counter (or gauge) whose values are read from tallies at scrape time. */
 const fromTallies = (
@@ -427,6 +457,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const services: Record<Direction, Map<string, ServiceSeries>> = { outbound: new Map(), inbound: new Map() }
   const next: NextRequest = { wake: undefined }
   const ejections = new Map<string, Tally>()
+  const refusedDials = new Map<string, Tally>()
   const invalidHeaders: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
   const strayBytes: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
   const authzDenied = new Map<string, Tally>()
@@ -478,6 +509,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_request_bytes_total", "Bytes of request bodies proxied.", ["direction", "service"], each((s) => s.requestBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_response_bytes_total", "Bytes of response bodies proxied.", ["direction", "service"], each((s) => s.responseBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_endpoint_ejections_total", "Times an endpoint was taken out of balancing for failing.", ["service", "endpoint"], () => ejections.values())
+  fromTallies(registry, "counter", "iip_mesh_dials_refused_total", "Tries not dialled: an endpoint learned from another host whose address is on this host (loopback, unspecified, multicast) or the metadata service.", ["service", "endpoint"], () => refusedDials.values())
   fromTallies(registry, "counter", "iip_mesh_invalid_headers_total", "Header pairs dropped for a name or value that cannot be written.", ["direction"], () => directions.map((d) => invalidHeaders[d]))
   fromTallies(registry, "counter", "iip_mesh_http1_stray_bytes_total", "HTTP/1.1 connections closed for bytes no exchange could own: inbound, the app's past its answer or with no request waiting (kept, they would be the next request's answer); outbound, a caller's that are no valid request after the ones it sent.", ["direction"], () => directions.map((d) => strayBytes[d]))
   fromTallies(registry, "counter", "iip_mesh_authz_denied_total", "Inbound calls the authorization policy refused with 403, by the reason of its verdict.", ["service", "reason"], () => authzDenied.values())
@@ -544,30 +576,16 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
       }
       return series
     },
-    endpointEjected: (service, endpoint) => {
-      const key = `${service} ${endpoint}`
-      let t = ejections.get(key)
-      if (t === undefined) {
-        t = tally({ service, endpoint })
-        ejections.set(key, t)
-      }
-      t.value++
-    },
+    // Endpoint names come from discovery, a hostile source's too: countIn caps the series.
+    endpointEjected: (service, endpoint) => countIn(ejections, { service, endpoint }),
+    dialRefused: (service, endpoint) => countIn(refusedDials, { service, endpoint }),
     invalidHeaders: (direction, count) => {
       invalidHeaders[direction].value += count
     },
     http1StrayBytes: (direction) => {
       strayBytes[direction].value++
     },
-    authzDenied: (service, reason) => {
-      const key = `${service} ${reason}`
-      let t = authzDenied.get(key)
-      if (t === undefined) {
-        t = tally({ service, reason })
-        authzDenied.set(key, t)
-      }
-      t.value++
-    },
+    authzDenied: (service, reason) => countIn(authzDenied, { service, reason }),
     authzPolicyReloaded: (result) => {
       policyReloads[result].value++
     },

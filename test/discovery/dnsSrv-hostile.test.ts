@@ -55,6 +55,11 @@ describe("lookupSrv against hostile answers", () => {
     expect(answer.capped).toBeUndefined()
   })
 
+  it("a target whose A record is this host's loopback is reported marked offHost: the sidecar then refuses to dial it (a spoofed answer)", async () => {
+    const answer = await lookup({ srv: { [name]: [{ weight: 1, port: 9990, target: target("evil") }] }, a: { [target("evil")]: ["127.0.0.1"] } })
+    expect(answer.endpoints).toMatchObject([{ host: "127.0.0.1", port: 9990, source: "dns", offHost: true }])
+  })
+
   it("records times addresses beyond MaxEndpointsPerService: at most that many endpoints are built, and the TTL still comes out", async () => {
     // 40 targets with 70 addresses each (as many as fit a UDP answer): 2,800 endpoints if all were kept.
     const targets = Array.from({ length: 40 }, (_, i) => target(`pod-${i}`))

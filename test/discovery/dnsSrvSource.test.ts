@@ -85,9 +85,9 @@ describe("lookupSrv against a loopback DNS server", () => {
     const answer = answerOf(await lookupSrv(resolverFor(server), "web", name))
     expect(answer.ttlSeconds).toBe(5)
     expect(answer.endpoints).toStrictEqual([
-      { service: "web", host: "10.1.0.10", port: 4143, weight: 10, features: [], source: "dns" },
-      { service: "web", host: "10.1.0.11", port: 4143, weight: 20, features: [], source: "dns" },
-      { service: "web", host: "10.1.0.12", port: 4143, weight: 1, features: [], source: "dns" }
+      { service: "web", host: "10.1.0.10", port: 4143, weight: 10, features: [], source: "dns", offHost: true },
+      { service: "web", host: "10.1.0.11", port: 4143, weight: 20, features: [], source: "dns", offHost: true },
+      { service: "web", host: "10.1.0.12", port: 4143, weight: 1, features: [], source: "dns", offHost: true }
     ])
   })
 

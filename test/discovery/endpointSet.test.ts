@@ -125,6 +125,18 @@ describe("merged", () => {
     expect(only(view)[0]).toMatchObject({ weight: 5, source: "static:file", sources: ["static:file", "kubernetes", "dns", "mdns", "gossip"] })
   })
 
+  it("an address any source from this host or the operator reports is not offHost, whatever a network source says; reported only from the network, it is", () => {
+    const fromDns = state(ep("127.0.0.1", 80, "dns", { offHost: true }))
+    const fromMdns = state(ep("127.0.0.1", 80, "mdns", { offHost: true }))
+    // The local directory (this host's own sidecars) ranks below every network source, static above them.
+    for (const trusted of ["local", "static"]) {
+      for (const order of [[fromDns, state(ep("127.0.0.1", 80, trusted))], [state(ep("127.0.0.1", 80, trusted)), fromDns]]) {
+        expect(only(merged(order))[0]!.offHost, trusted).toBeUndefined()
+      }
+    }
+    expect(only(merged([fromDns, fromMdns]))[0]).toMatchObject({ offHost: true, source: "dns" })
+  })
+
   it("between sources of the same kind the one registered first wins, and the kind is listed once", () => {
     const view = merged([state(ep("10.0.0.1", 80, "dns", { weight: 3 })), state(ep("10.0.0.1", 80, "dns", { weight: 9 }))])
     expect(only(view)[0]).toMatchObject({ weight: 3, sources: ["dns"] })

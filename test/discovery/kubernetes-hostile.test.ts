@@ -252,6 +252,10 @@ describe("EndpointSlice objects that are not what the API defines", () => {
     expect(hosts([bent("fqdn", () => {}, "web-0.web.shop.svc.cluster.local")])).toEqual(["web-0.web.shop.svc.cluster.local:4143"])
   })
 
+  it("every endpoint of a slice is marked offHost: a name (FQDN address) or a loopback address is then refused at the dial", () => {
+    expect(endpointsOfSlices([good, bent("fqdn", () => {}, "localhost"), bent("lo", () => {}, "127.0.0.1")], options).map((e) => e.offHost)).toEqual([true, true, true])
+  })
+
   it("an admin port out of range, and a zone or node name with control characters or of 10 KB, are left off the endpoint, which is kept", () => {
     const slice = bent("z", (s) => {
       s.ports.push({ name: "admin-control", port: 70000 })

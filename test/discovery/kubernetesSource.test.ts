@@ -86,7 +86,7 @@ describe("endpoint rules (pure)", () => {
       ],
       { service: "web", portName: "mesh", weightAnnotation: "iip-mesh/weight", noPort: (slice) => noPort.push(slice) }
     )
-    expect(endpoints).toStrictEqual([{ service: "web", host: "10.1.0.10", port: 4143, weight: 3, features: [], source: "kubernetes", zone: "z1", node: "node-1" }])
+    expect(endpoints).toStrictEqual([{ service: "web", host: "10.1.0.10", port: 4143, weight: 3, features: [], source: "kubernetes", offHost: true, zone: "z1", node: "node-1" }])
     expect(noPort).toStrictEqual(["web-b"])
   })
 })
@@ -136,7 +136,7 @@ describe("kubernetesSource against a fake API server", () => {
     // Initial list: one Reset with both ready endpoints, the other Service's slice left out.
     const first = await expectSet(["10.1.0.10:4143#1", "10.1.0.11:4143#1"])
     expect(first.endpoints.find((e) => e.host === "10.1.0.10")).toStrictEqual({
-      service: "web", host: "10.1.0.10", port: 4143, weight: 1, features: [], source: "kubernetes", zone: "z1", node: "node-1"
+      service: "web", host: "10.1.0.10", port: 4143, weight: 1, features: [], source: "kubernetes", offHost: true, zone: "z1", node: "node-1"
     })
     const list = await api.requests.waitFor((r) => r.kind === "list")
     expect(list.url.searchParams.get("labelSelector")).toBe("kubernetes.io/service-name=web")

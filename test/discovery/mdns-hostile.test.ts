@@ -92,6 +92,14 @@ describe("hostile TXT records", () => {
     expect(decoded({ addr: `${name}x.example` })).toMatchObject({ host: `${name}x.example` })
   })
 
+  it("any other name can resolve to loopback too (ip6-localhost, an attacker's own DNS name): from another host it is taken marked offHost, so the dial checks the address it resolves to", () => {
+    for (const addr of ["evil.example", "ip6-localhost", "printer.local", "10.0.0.5"]) expect(decoded({ addr }), addr).toMatchObject({ host: addr, offHost: true })
+    // Announced from this host (two sidecars on one machine): dialled as announced.
+    const local = decoded({ addr: "evil.example" }, { referer: { address: "127.0.0.1" } })
+    expect(local).toMatchObject({ host: "evil.example" })
+    expect((local as DiscoveredEndpoint).offHost).toBeUndefined()
+  })
+
   it("a multicast or broadcast addr is never a dial target, from any host", () => {
     for (const addr of ["224.0.0.251", "239.1.2.3", "255.255.255.255", "ff02::fb"]) {
       for (const referer of ["10.0.0.9", "127.0.0.1"]) expect(decoded({ addr }, { referer: { address: referer } }), `${addr} from ${referer}`).toBe("malformed")

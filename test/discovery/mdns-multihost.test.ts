@@ -4,7 +4,8 @@
 // process under its own hostname. Asserts: everyone sees everyone and a newcomer within 1 s, a
 // goodbye drops at once, a SIGKILLed host is dropped within 5 s, an unplugged host leaves and
 // rejoins when plugged back, a host announcing a loopback addr (aiming the others at themselves)
-// is ignored for it. Packet loss is not tested: it needs nftables on the bridge (testing.md)
+// is ignored for it, one announcing any other addr (a name that may resolve to loopback) is marked
+// offHost. Packet loss is not tested: it needs nftables on the bridge (testing.md)
 // and `nft` is not installed on these machines (tc netem is unavailable on this kernel).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { mdnsChildScript } from "../support/netnsLo.ts"
@@ -76,23 +77,39 @@ describe.skipIf(suite.skip)(suite.title, () => {
     )
   })
 
-  it("a host announcing addr 127.0.0.1 is ignored for it (local-address), its real announcement beside it taken", async () => {
-    const browser = await start(1)
+  /** Host 2 announces "catalog" at `addr` on port `hostilePort` (not browsing), and "web" at its own address beside it. */
+  const startHostile = (addr: string, hostilePort: number) => {
     const hostile = net!.host(2)
     const options = {
       mesh: "test",
       node: hostile.name,
       interface: hostile.address,
       browse: false,
-      // The first points the others at their own loopback (their app, their admin); the second is honest.
-      announce: [{ service: "catalog", port: 9901, address: "127.0.0.1" }, { service: "web", port, address: hostile.address }]
+      announce: [{ service: "catalog", port: hostilePort, address: addr }, { service: "web", port, address: hostile.address }]
     }
     const proc = net!.exec(hostile, [mdnsChildScript, JSON.stringify({ options, allowedPrefixes: [`${net!.net}.`, "127."] })])
     running.push({ host: hostile, proc })
+    return hostile
+  }
+
+  it("a host announcing addr 127.0.0.1 is ignored for it (local-address), its real announcement beside it taken", async () => {
+    const browser = await start(1)
+    // The first points the others at their own loopback (their app, their admin); the second is honest.
+    const hostile = startHostile("127.0.0.1", 9901)
     await browser.proc.log.waitFor(isAdd(hostile.name), 3000, "the honest announcement on h1")
     await browser.proc.log.waitFor((d) => d.type === "log" && d.event === "mdns-ignored" && (d.fields as { reason?: string }).reason === "local-address", 3000, "the loopback one ignored")
     const added = browser.proc.log.lines.map((l) => reportedUpdate(l.data)).filter((u) => u?._tag === "Add").map((u) => (u!.endpoint as { host: string }).host)
     expect(added).not.toContain("127.0.0.1")
+  })
+
+  it("a host announcing a name (which may resolve to the receiver's loopback) is taken marked offHost, so the sidecar checks the address it dials; its honest address is marked too", async () => {
+    const browser = await start(1)
+    const hostile = startHostile("evil.example", 9902)
+    const addOf = (host: string) => (d: Record<string, unknown>) => reportedUpdate(d)?._tag === "Add" && (reportedUpdate(d)!.endpoint as { host: string }).host === host
+    const named = await browser.proc.log.waitFor(addOf("evil.example"), 3000, "the named announcement on h1")
+    expect(reportedUpdate(named.data)!.endpoint).toMatchObject({ service: "catalog", host: "evil.example", port: 9902, offHost: true })
+    const honest = await browser.proc.log.waitFor(addOf(hostile.address), 3000, "the honest announcement on h1")
+    expect(reportedUpdate(honest.data)!.endpoint).toMatchObject({ host: hostile.address, offHost: true })
   })
 
   it("a host's goodbye drops it at once on the others", async () => {

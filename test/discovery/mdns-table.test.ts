@@ -61,7 +61,7 @@ describe("TXT record", () => {
     })
     expect(decodeService(seenOf(txt), "shop", "other")).toStrictEqual({
       ok: true,
-      endpoint: endpoint({ weight: 3, version: "1.2.0", zone: "z1" })
+      endpoint: endpoint({ weight: 3, version: "1.2.0", zone: "z1", offHost: true })
     })
   })
 

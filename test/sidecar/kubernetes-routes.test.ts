@@ -230,7 +230,8 @@ describe("HTTPRoutes watched from a fake API server", () => {
     }))
     const caller = await startSidecar(
       cleanup,
-      sidecarConfig({ service: "store", kubernetes: { pricing: "shop/pricing-v1+pricing-v2" }, kubernetesRoutes: ["shop"] }),
+      // The EndpointSlices list 127.0.0.1 (every pod of this test is on loopback): dialled only when the operator allows it.
+      sidecarConfig({ service: "store", kubernetes: { pricing: "shop/pricing-v1+pricing-v2" }, kubernetesRoutes: ["shop"], dialLocalEndpoints: true }),
       undefined,
       { kubeConfig: api.kubeConfig() }
     )

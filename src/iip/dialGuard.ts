@@ -1,0 +1,76 @@
+// The check an IIP client's dial (clientDial.ts) makes, when asked to, on the address it is about to
+// connect to, after name resolution: an endpoint learned from another host (mDNS, DNS SRV,
+// Kubernetes) must never make this host dial itself. A name can resolve to loopback whatever the
+// discovery source checked about its text (an attacker's `evil.example` -> 127.0.0.1, a spoofed SRV
+// answer), so the check runs on what the connect would use: an IP literal as given, a name through
+// net.connect's `lookup` hook, before any socket is opened.
+import * as dns from "node:dns"
+import { BlockList, isIP, type LookupFunction } from "node:net"
+
+/**
+ * Addresses a peer from another host never has: this host's loopback (its app, its admin port),
+ * "this network" and unspecified (a connect to them reaches this host), multicast and broadcast, and
+ * the cloud metadata service (AWS, GCP, Azure: 169.254.169.254; AWS over IPv6: fd00:ec2::254). The
+ * rest of link-local stays allowed: zeroconf peers on a link without DHCP live in 169.254.0.0/16.
+ */
+const notPeers = new BlockList()
+notPeers.addSubnet("127.0.0.0", 8, "ipv4")
+notPeers.addSubnet("0.0.0.0", 8, "ipv4")
+notPeers.addSubnet("224.0.0.0", 4, "ipv4")
+notPeers.addAddress("255.255.255.255", "ipv4")
+notPeers.addAddress("169.254.169.254", "ipv4")
+notPeers.addAddress("::1", "ipv6")
+notPeers.addAddress("::", "ipv6")
+notPeers.addSubnet("ff00::", 8, "ipv6")
+notPeers.addAddress("fd00:ec2::254", "ipv6")
+
+/** Whether `address` (an IP address) is one an endpoint from another host must not be dialled at. IPv4-mapped IPv6 counts as its IPv4. */
+export const isNotPeerAddress = (address: string): boolean => {
+  const family = isIP(address)
+  if (family === 0) return false
+  const mapped = family === 6 ? /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] : undefined
+  if (mapped !== undefined) return notPeers.check(mapped, "ipv4")
+  return notPeers.check(address, family === 4 ? "ipv4" : "ipv6")
+}
+
+/**
+ * Whether the host of `url` (a ws:// URL), as the URL parser reads it, is not a peer's address. The
+ * parser rewrites IPv4 in forms no IP check reads as one (127.1, 2130706433, 0x7f000001, a trailing
+ * dot) to dotted form, which the WebSocket client then connects to as a literal, with no lookup.
+ */
+export const isNotPeerUrl = (url: string): boolean => {
+  let hostname: string
+  try {
+    hostname = new URL(url).hostname
+  } catch {
+    return false // not dialled at all: the WebSocket client fails on the same URL
+  }
+  return isNotPeerAddress(hostname.startsWith("[") ? hostname.slice(1, -1) : hostname)
+}
+
+/** The error code of a lookup this guard refused (the dial's ConnectFailed says `notPeer`). */
+const NotPeerCode = "ENOTPEER"
+
+/** A refusal as node:net reports lookup errors: an Error with a code. */
+const notPeerError = (address: string): NodeJS.ErrnoException =>
+  Object.assign(new Error(`resolves to ${address}, not a peer's address`), { code: NotPeerCode })
+
+/**
+ * dns.lookup, refusing a name when any address it resolves to is not a peer's (`onRefused` is told
+ * first): one such address marks the name as hostile (a mixed answer is a way to win a race), so none
+ * of them is tried.
+ */
+export const guardedLookup = (onRefused: () => void): LookupFunction => (hostname, options, callback) => {
+  dns.lookup(hostname, options, (error: NodeJS.ErrnoException | null, address: string | ReadonlyArray<dns.LookupAddress>, family?: number) => {
+    if (error !== null) return callback(error, "", 0)
+    const list = typeof address === "string" ? [{ address }] : address
+    const refused = list.find((entry) => isNotPeerAddress(entry.address))
+    if (refused !== undefined) {
+      onRefused()
+      return callback(notPeerError(refused.address), "", 0)
+    }
+    // The shape asked for: net.connect asks for all addresses (autoSelectFamily) or for one.
+    if (typeof address === "string") callback(null, address, family)
+    else (callback as unknown as (error: null, addresses: ReadonlyArray<dns.LookupAddress>) => void)(null, address)
+  })
+}
