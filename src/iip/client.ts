@@ -34,7 +34,7 @@ import { Pending, type PendingCount, sendPlain } from "./clientRequest.ts"
 import { ConnectionPool, type Link, type Pooled } from "./connectionPool.ts"
 import { type Handler, makeDispatch } from "./dispatch.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
-import { type Log, stderrLog } from "./log.ts"
+import { type Log, LogThrottle, stderrLog } from "./log.ts"
 import { Router } from "./router.ts"
 import { Supervisor } from "./supervisor.ts"
 
@@ -43,6 +43,10 @@ const toBytes = (data: Uint8Array | string | undefined): Uint8Array =>
 
 /** How long after a stream ended channels left over for streams are looked at (`trimSoon`). */
 const TRIM_AFTER_MS = 1000
+
+/** `connect-failed` lines a client logs per window unless its owner gives a throttle (connectFailedLines). */
+const CONNECT_FAILED_LINES = 10
+const CONNECT_FAILED_WINDOW_MS = 60_000
 
 /**
  * 2^40 ms: Date.now() has read more since November 2004, monotonicMs() (counted from this process's
@@ -77,6 +81,7 @@ export class IipClient {
   private readonly requestTimeoutMs: number
   private readonly reconnect: ReconnectOptions
   private readonly log: Log
+  private readonly connectFailedLines: LogThrottle
   private readonly options: ClientOptions
   private readonly supervisor: Supervisor
   private readonly dial: DialSettings
@@ -100,6 +105,7 @@ export class IipClient {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000
     this.reconnect = options.reconnect ?? { baseMs: 100, maxMs: 5000 }
     this.log = options.log ?? stderrLog
+    this.connectFailedLines = options.connectFailedLines ?? new LogThrottle(CONNECT_FAILED_LINES, CONNECT_FAILED_WINDOW_MS)
     this.supervisor = options.supervisor ?? new Supervisor()
     this.dial = {
       address: this.address,
@@ -477,7 +483,8 @@ export class IipClient {
         )
         client.attempting = false
         if (error === undefined || client.closed) break
-        client.log("connect-failed", { address: client.address, reason: error.message, failures: failures + 1 })
+        const admitted = client.connectFailedLines.admit()
+        if (admitted !== undefined) client.log("connect-failed", { address: client.address, reason: error.message, failures: failures + 1, ...admitted })
         // A live connection serves the waiting requests. A draining one does not: it still counts in
         // the pool until its last answers are in, and the waiters must hear this failure now.
         if (client.pool.connections.some((p) => !p.draining)) break

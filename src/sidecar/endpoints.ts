@@ -123,6 +123,10 @@ export interface EndpointRegistryOptions {
 const REFUSED_DIAL_LINES = 10
 const REFUSED_DIAL_WINDOW_MS = 60_000
 
+/** connect-failed lines of all the registry's clients together, at most per window: endpoints failing for hours are redialled per request. */
+const CONNECT_FAILED_LINES = 10
+const CONNECT_FAILED_WINDOW_MS = 60_000
+
 /** An endpoint as the balancer sees it: identity and weight, with the endpoint itself. */
 interface Member {
   readonly id: string
@@ -171,6 +175,7 @@ export class EndpointRegistry {
   private closed = false
   private readonly options: EndpointRegistryOptions
   private readonly refusedDialLines = new LogThrottle(REFUSED_DIAL_LINES, REFUSED_DIAL_WINDOW_MS)
+  private readonly connectFailedLines = new LogThrottle(CONNECT_FAILED_LINES, CONNECT_FAILED_WINDOW_MS)
 
   constructor(options: EndpointRegistryOptions) {
     this.options = options
@@ -352,6 +357,7 @@ export class EndpointRegistry {
         maxPending: Number.POSITIVE_INFINITY,
         streamChannelsPerConnection: STREAM_CHANNELS_PER_CONNECTION,
         log: this.options.log,
+        connectFailedLines: this.connectFailedLines,
         supervisor: this.options.supervisor,
         ...(endpoint.offHost === true && this.options.dialLocalEndpoints !== true ? { peersOnly: true } : {})
       })
