@@ -7,6 +7,7 @@
 // dialLocalEndpoints the operator opts out, and the same listener is fetched from (the control).
 import type { V1EndpointSlice } from "@kubernetes/client-node"
 import { afterEach, describe, expect, it } from "vitest"
+import { AdminCallFailed, getAdminJson } from "../../src/admin/adminClient.ts"
 import type { FederationView } from "../../src/admin/federation.ts"
 import { endpointSlice, FakeKubeApi } from "../discovery/fakeKubeApi.ts"
 import { startAdminedSidecar } from "../support/adminHarness.ts"
@@ -66,5 +67,19 @@ describe("admin federation's fetches from peers learned from another host", () =
     const { victim, view } = await start(true)
     expect(view.peers).toHaveLength(2)
     expect(victim.connections()).toBeGreaterThan(0)
+  })
+
+  it("getAdminJson with peersOnly refuses every spelling of loopback the URL parser reads as it (127.1, [::1], [::ffff:127.0.0.1]) before connecting", async () => {
+    const victim = await countingListener(cleanup)
+    const options = { timeoutMs: 5000, maxBytes: 1024, peersOnly: true }
+    for (const host of ["127.1", "[::1]", "[::ffff:127.0.0.1]", "0x7f.0.0.1"]) {
+      const failed = await getAdminJson(`http://${host}:${victim.port}/golden`, options).then(() => undefined, (error: unknown) => error)
+      expect(failed, host).toBeInstanceOf(AdminCallFailed)
+      expect((failed as AdminCallFailed).notPeer, host).toBe(true)
+    }
+    expect(victim.connections()).toBe(0)
+    // The control: without peersOnly the same spelling reaches the listener.
+    await getAdminJson(`http://127.1:${victim.port}/golden`, { timeoutMs: 5000, maxBytes: 1024 }).catch(() => undefined)
+    expect(victim.connections()).toBe(1)
   })
 })
