@@ -44,9 +44,12 @@ const toBytes = (data: Uint8Array | string | undefined): Uint8Array =>
 /** How long after a stream ended channels left over for streams are looked at (`trimSoon`). */
 const TRIM_AFTER_MS = 1000
 
-/** `connect-failed` lines a client logs per window unless its owner gives a throttle (connectFailedLines). */
-const CONNECT_FAILED_LINES = 10
-const CONNECT_FAILED_WINDOW_MS = 60_000
+/**
+ * The bound on `connect-failed` lines, 10 a minute: a client's own unless its owner gives one
+ * (ClientOptions.connectFailedLines), as the owners of many clients (the sidecar's endpoint
+ * registry, the load-balance client) do, one for all of them.
+ */
+export const connectFailedThrottle = (): LogThrottle => new LogThrottle(10, 60_000)
 
 /**
  * 2^40 ms: Date.now() has read more since November 2004, monotonicMs() (counted from this process's
@@ -105,7 +108,7 @@ export class IipClient {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000
     this.reconnect = options.reconnect ?? { baseMs: 100, maxMs: 5000 }
     this.log = options.log ?? stderrLog
-    this.connectFailedLines = options.connectFailedLines ?? new LogThrottle(CONNECT_FAILED_LINES, CONNECT_FAILED_WINDOW_MS)
+    this.connectFailedLines = options.connectFailedLines ?? connectFailedThrottle()
     this.supervisor = options.supervisor ?? new Supervisor()
     this.dial = {
       address: this.address,

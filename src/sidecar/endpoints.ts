@@ -11,7 +11,7 @@
 import * as Effect from "effect/Effect"
 import { type Lease, type PickerName, type PickResult, ServiceBalancer, type EndpointView } from "../balancer/serviceBalancer.ts"
 import { leftOut, MaxSubsetsPerService, subsetExclusions } from "../balancer/subsets.ts"
-import { IipClient } from "../iip/client.ts"
+import { connectFailedThrottle, IipClient } from "../iip/client.ts"
 import { backoffDelay } from "../iip/clientDial.ts"
 import { defaultKeepAlive } from "../iip/keepAlive.ts"
 import { type Log, LogThrottle } from "../iip/log.ts"
@@ -123,10 +123,6 @@ export interface EndpointRegistryOptions {
 const REFUSED_DIAL_LINES = 10
 const REFUSED_DIAL_WINDOW_MS = 60_000
 
-/** connect-failed lines of all the registry's clients together, at most per window: endpoints failing for hours are redialled per request. */
-const CONNECT_FAILED_LINES = 10
-const CONNECT_FAILED_WINDOW_MS = 60_000
-
 /** An endpoint as the balancer sees it: identity and weight, with the endpoint itself. */
 interface Member {
   readonly id: string
@@ -175,7 +171,8 @@ export class EndpointRegistry {
   private closed = false
   private readonly options: EndpointRegistryOptions
   private readonly refusedDialLines = new LogThrottle(REFUSED_DIAL_LINES, REFUSED_DIAL_WINDOW_MS)
-  private readonly connectFailedLines = new LogThrottle(CONNECT_FAILED_LINES, CONNECT_FAILED_WINDOW_MS)
+  /** connect-failed lines of all its clients together: endpoints failing for hours are redialled per request. */
+  private readonly connectFailedLines = connectFailedThrottle()
 
   constructor(options: EndpointRegistryOptions) {
     this.options = options
