@@ -5,6 +5,7 @@
 // endpoint registry gives one to all its clients) bounds the lines of every client sharing it, and
 // the first line after a window says how many were left out (suppressedBefore).
 import { afterEach, describe, expect, it } from "vitest"
+import { connectFailedThrottle } from "../../src/iip/client.ts"
 import { LogThrottle } from "../../src/iip/log.ts"
 import { countingListener } from "../support/countingListener.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
@@ -53,5 +54,24 @@ describe("connect-failed lines of a client redialling a failing server", () => {
     const next = connectFailed(lines)[3]!
     expect(next.fields.suppressedBefore).toBeGreaterThanOrEqual(40 - 3 - 2)
     expect(next.fields.failures).toBeGreaterThan(1)
+  })
+
+  it("a server that starts failing has its first failure logged though clients sharing the throttle used up the window", async () => {
+    // The registry's throttle, its window held open (the clock does not move): only the lines' order matters.
+    const shared = connectFailedThrottle(true, () => 0)
+    const old = await countingListener(cleanup)
+    const lines: Array<Line> = []
+    failingClient(old.port, lines, shared)
+    await waitFor(() => old.connections() >= 30, 20_000, "30 failed attempts to the old server")
+    const before = connectFailed(lines).length
+    expect(before).toBeGreaterThan(0)
+    const fresh = await countingListener(cleanup)
+    failingClient(fresh.port, lines, shared)
+    await waitFor(() => fresh.connections() >= 5, 20_000, "5 failed attempts to the new server")
+    const ofFresh = connectFailed(lines).filter((line) => line.fields.address === `127.0.0.1:${fresh.port}`)
+    // Its first failure, and none of its repeats while the old server's fill the window.
+    expect(ofFresh).toHaveLength(1)
+    expect(ofFresh[0]!.fields.failures).toBe(1)
+    expect(connectFailed(lines).length).toBeLessThanOrEqual(10)
   })
 })
