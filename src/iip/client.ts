@@ -47,9 +47,12 @@ const TRIM_AFTER_MS = 1000
 /**
  * The bound on `connect-failed` lines, 10 a minute: a client's own unless its owner gives one
  * (ClientOptions.connectFailedLines), as the owners of many clients (the sidecar's endpoint
- * registry, the load-balance client) do, one for all of them.
+ * registry, the load-balance client) do, one for all of them (`shared`). A shared one keeps half
+ * for a client's first failure since it was last connected: an endpoint failing per request does
+ * not hide another's first failure for the rest of the minute, or for good when it fails faster.
+ * `now`: tests' clock.
  */
-export const connectFailedThrottle = (): LogThrottle => new LogThrottle(10, 60_000)
+export const connectFailedThrottle = (shared = false, now: () => number = monotonicMs): LogThrottle => new LogThrottle(10, 60_000, now, shared ? 5 : 0)
 
 /**
  * 2^40 ms: Date.now() has read more since November 2004, monotonicMs() (counted from this process's
@@ -75,6 +78,8 @@ export class IipClient {
   private attempting = false
   /** Why the last connection attempt failed, for requests that time out waiting for one. */
   private lastConnectError: ConnectFailed | undefined
+  /** A dial failed since the last connection came up: its next failures are repeats (connectFailedLines). */
+  private connectFailing = false
   /** Requests sent and not yet answered. */
   private readonly pending: PendingCount = { value: 0 }
   private closed = false
@@ -486,7 +491,8 @@ export class IipClient {
         )
         client.attempting = false
         if (error === undefined || client.closed) break
-        const admitted = client.connectFailedLines.admit()
+        const admitted = client.connectFailedLines.admit(!client.connectFailing)
+        client.connectFailing = true
         if (admitted !== undefined) client.log("connect-failed", { address: client.address, reason: error.message, failures: failures + 1, ...admitted })
         // A live connection serves the waiting requests. A draining one does not: it still counts in
         // the pool until its last answers are in, and the waiters must hear this failure now.
@@ -512,6 +518,7 @@ export class IipClient {
     const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false, plainCap: Infinity }
     this.pool.connections.push(pooled)
     this.lastConnectError = undefined
+    this.connectFailing = false
     for (const waiter of this.modeWaiters.splice(0)) waiter(undefined, link.mode)
     link.session.onClosed(() => this.drop(pooled))
     if (link.mode === "mesh") {

@@ -172,7 +172,7 @@ export class EndpointRegistry {
   private readonly options: EndpointRegistryOptions
   private readonly refusedDialLines = new LogThrottle(REFUSED_DIAL_LINES, REFUSED_DIAL_WINDOW_MS)
   /** connect-failed lines of all its clients together: endpoints failing for hours are redialled per request. */
-  private readonly connectFailedLines = connectFailedThrottle()
+  private readonly connectFailedLines = connectFailedThrottle(true)
 
   constructor(options: EndpointRegistryOptions) {
     this.options = options

@@ -216,7 +216,7 @@ export class LoadBalanceClient {
   private readonly requestTimeoutMs: number
   private readonly maxTries: number
   /** connect-failed lines of all the backends' clients together (unless `client` gives its own throttle): backends failing for hours are redialled per call. */
-  private readonly connectFailedLines = connectFailedThrottle()
+  private readonly connectFailedLines = connectFailedThrottle(true)
   private closed = false
 
   /** Throws InvalidBackendList when the list has a bad entry. */
