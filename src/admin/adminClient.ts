@@ -1,18 +1,23 @@
 // A client of other admin control listeners: what the CLI (stat, top, tap) and a federating admin
 // server (federation.ts) use. Every call is bounded: a deadline for the whole answer, a cap on its
 // size, the bearer token sent when one is configured; a failure is an AdminCallFailed that says
-// which URL and why, never a throw.
+// which URL and why, never a throw. With `peersOnly` (a peer learned from another host) the dial
+// guard (src/iip/dialGuard.ts) refuses an address on this host before any connection.
 import * as Data from "effect/Data"
 import type * as http from "node:http"
 import * as https from "node:https"
+import { guardedLookup, isNotPeerAddress } from "../iip/dialGuard.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
-export class AdminCallFailed extends Data.TaggedError("AdminCallFailed")<{ readonly url: string; readonly message: string }> {}
+/** `notPeer`: the dial guard refused the address (peersOnly), nothing was connected. */
+export class AdminCallFailed extends Data.TaggedError("AdminCallFailed")<{ readonly url: string; readonly message: string; readonly notPeer?: true }> {}
 
 export interface AdminCallOptions {
   readonly token?: string | undefined
   readonly timeoutMs: number
   readonly maxBytes: number
+  /** Refuse to connect to this host's loopback, unspecified, multicast or the metadata address, checked after resolution. */
+  readonly peersOnly?: boolean
 }
 
 const requestOf = (url: URL) => (url.protocol === "https:" ? https.request : nodeHttp.request)
@@ -29,14 +34,20 @@ export const getAdminJson = (url: string, options: AdminCallOptions): Promise<un
     } catch {
       return fail("not a URL")
     }
-    const req = requestOf(parsed)(parsed, { method: "GET", headers: headersOf(options.token), agent: false })
+    // An IP literal is connected to without a lookup: checked here; a name through the lookup hook.
+    const host = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname
+    if (options.peersOnly === true && isNotPeerAddress(host)) return reject(new AdminCallFailed({ url, message: `${host} is not a peer's address`, notPeer: true }))
+    let notPeer = false
+    const lookup = options.peersOnly === true ? { lookup: guardedLookup(() => (notPeer = true)) } : {}
+    const req = requestOf(parsed)(parsed, { method: "GET", headers: headersOf(options.token), agent: false, ...lookup })
     const timer = setTimeout(() => {
       req.destroy()
       fail(`no whole answer within ${options.timeoutMs} ms`)
     }, options.timeoutMs)
     req.once("error", (error) => {
       clearTimeout(timer)
-      fail(error.message)
+      if (notPeer) reject(new AdminCallFailed({ url, message: error.message, notPeer: true }))
+      else fail(error.message)
     })
     req.once("response", (res) => {
       const parts: Array<Buffer> = []

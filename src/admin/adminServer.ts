@@ -226,7 +226,7 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
     if (path === "/config") return json(res, 200, configView(sidecar))
     if (path === "/golden") return json(res, 200, goldenOf(new URLSearchParams(query).get("scope") === "self" ? [sidecar] : shown(sidecar)))
     if (path === "/federation" || path === "/federation/series") {
-      federation ??= new (await import("./federation.ts")).Federation()
+      federation ??= new (await import("./federation.ts")).Federation(log)
       if (path === "/federation") return json(res, 200, await federation.view(sidecar, shown(sidecar)))
       // Aborted when the client goes before its answer: a request waiting for a place leaves the queue.
       const left = new AbortController()

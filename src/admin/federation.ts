@@ -18,15 +18,27 @@
 // for one at most federationTimeoutMs (each running round ends within it), then is answered busy:
 // so a series is answered within twice federationTimeoutMs, however many requests queue (256
 // connections of 4 requests each used to wait up to 64 rounds, 64 s at the default).
+//
+// A peer learned from another host (offHost: Kubernetes, DNS, another host's mDNS) is never fetched
+// from at this host's own addresses (src/iip/dialGuard.ts, as the data plane's dials): a LAN host
+// announcing `addr=evil.example` (-> 127.0.0.1) and an admin port would make this admin GET its
+// own app or admin port and show the answer's parts. Refusals are counted in
+// iip_mesh_dials_refused_total and logged (federation.dial-refused, throttled); the peer is listed
+// with the refusal as its error. dialLocalEndpoints opts out, as it does for the data plane.
+import { type Log, LogThrottle } from "../iip/log.ts"
 import { monotonicMs } from "../mux/clock.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
 import { type GoldenView, mergeViews } from "../telemetry/golden.ts"
-import { getAdminJson } from "./adminClient.ts"
+import { AdminCallFailed, getAdminJson } from "./adminClient.ts"
 import { isCount, viewOf } from "./goldenViewCheck.ts"
 import { goldenSeries, type Point } from "./observability.ts"
 
 const MIN_REFRESH_MS = 500
 const FORGET_MS = 10 * 60_000
+
+/** Lines logged for fetches refused at an address on this host, at most per window: a hostile host can announce many. */
+const REFUSED_LINES = 10
+const REFUSED_WINDOW_MS = 60_000
 
 /** Points of a peer's series: 10 minutes in 10 s slots (telemetry/golden.ts). */
 const PEER_MAX_POINTS = 60
@@ -88,6 +100,8 @@ interface Peer {
   lastSeenMs: number | null
   error: string | null
   view: GoldenView | undefined
+  /** Some endpoint discovery last listed at this admin address came from another host: fetched through the dial guard. */
+  offHost: boolean
 }
 
 /** A series point a peer sends: [slot start, requests, errors, p99 or null], numbers all. */
@@ -96,8 +110,12 @@ const isPoint = (value: unknown): value is Point =>
 
 const adminAddress = (host: string, port: number) => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
 
-/** Every call to a peer admin: bounded in time and size, and without a token (see the top of this file). */
-const peerCallOptions = (config: Sidecar["config"]) => ({ timeoutMs: config.federationTimeoutMs, maxBytes: config.federationMaxBytes })
+/** Every call to `peer`'s admin: bounded in time and size, without a token, through the dial guard when it is from another host (see the top of this file). */
+const peerCallOptions = (config: Sidecar["config"], peer: Peer) => ({
+  timeoutMs: config.federationTimeoutMs,
+  maxBytes: config.federationMaxBytes,
+  peersOnly: peer.offHost && !config.dialLocalEndpoints
+})
 
 export class Federation {
   private readonly peers = new Map<string, Peer>()
@@ -113,6 +131,13 @@ export class Federation {
    * square of the waiters).
    */
   private readonly waiting = new Set<() => void>()
+  private readonly refusedLines = new LogThrottle(REFUSED_LINES, REFUSED_WINDOW_MS)
+  private readonly log: Log
+
+  /** `log`: the admin server's, for refused fetches. */
+  constructor(log: Log) {
+    this.log = log
+  }
 
   /** The mesh as `sidecar`'s admin sees it, `shown` being the sidecars this admin reports on itself. */
   async view(sidecar: Sidecar, shown: ReadonlyArray<Sidecar>): Promise<FederationView> {
@@ -156,7 +181,7 @@ export class Federation {
     const selector = new URLSearchParams([...query.entries()].filter(([key]) => ["service", "caller", "callee"].includes(key)))
     selector.set("scope", "self")
     selector.sort()
-    const remote = await this.peerSeries(sidecar.config, selector, left)
+    const remote = await this.peerSeries(sidecar, selector, left)
     if (remote === undefined || "busy" in remote) return remote
     const found = [...(local === undefined ? [] : [local.points]), ...remote]
     if (found.length === 0) return undefined
@@ -182,7 +207,8 @@ export class Federation {
    * nobody, when no place came within federationTimeoutMs: older waiters took each one that did.
    * Waiters get places in the order they came, each woken once, by the round whose place it takes.
    */
-  private async peerSeries(config: Sidecar["config"], selector: URLSearchParams, left: AbortSignal): Promise<ReadonlyArray<ReadonlyArray<Point>> | SeriesBusy | undefined> {
+  private async peerSeries(sidecar: Sidecar, selector: URLSearchParams, left: AbortSignal): Promise<ReadonlyArray<ReadonlyArray<Point>> | SeriesBusy | undefined> {
+    const config = sidecar.config
     const key = selector.toString()
     let gone: Promise<void> | undefined
     let deadline: Promise<void> | undefined
@@ -242,8 +268,7 @@ export class Federation {
     }
     const nowMs = monotonicMs()
     const fresh = [...this.peers.values()].filter((p) => p.error === null && p.lastOkMs !== null && nowMs - p.lastOkMs <= config.federationStaleMs)
-    const options = peerCallOptions(config)
-    const points = Promise.allSettled(fresh.map((peer) => getAdminJson(`http://${peer.admin}/golden/series?${selector}`, options))).then((answers) => {
+    const points = Promise.allSettled(fresh.map((peer) => this.fetch(sidecar, peer, `/golden/series?${selector}`))).then((answers) => {
       // Set before anyone awaiting the round resumes: the waiter woken for its place finds it ended.
       round.endedMs = monotonicMs()
       this.wakeOldest()
@@ -285,9 +310,11 @@ export class Federation {
             untracked++
             continue
           }
-          peer = { admin, node: null, services: new Set(), lastListedMs: nowMs, lastOkMs: null, lastSeenMs: null, error: null, view: undefined }
+          peer = { admin, node: null, services: new Set(), lastListedMs: nowMs, lastOkMs: null, lastSeenMs: null, error: null, view: undefined, offHost: false }
           this.peers.set(admin, peer)
         }
+        // Guarded if any endpoint at this address came from another host in this listing.
+        peer.offHost = (peer.lastListedMs === nowMs && peer.offHost) || endpoint.offHost === true
         peer.lastListedMs = nowMs
         peer.node = endpoint.node ?? peer.node
         peer.services.add(endpoint.service)
@@ -295,10 +322,9 @@ export class Federation {
     }
     this.untracked = untracked
     for (const [admin, peer] of this.peers) if (nowMs - peer.lastListedMs > FORGET_MS) this.peers.delete(admin)
-    const options = peerCallOptions(config)
     await Promise.all([...this.peers.values()].map(async (peer) => {
       try {
-        const view = viewOf(await getAdminJson(`http://${peer.admin}/golden?scope=self`, options))
+        const view = viewOf(await this.fetch(sidecar, peer, "/golden?scope=self"))
         if (view === undefined) throw new Error("the answer is not a golden metrics view")
         peer.view = view
         peer.lastOkMs = monotonicMs()
@@ -308,5 +334,20 @@ export class Federation {
         peer.error = error instanceof Error ? error.message : String(error)
       }
     }))
+  }
+
+  /** GET `path` of `peer`'s admin (peerCallOptions); a fetch the dial guard refused is counted and logged, then fails as any other. */
+  private async fetch(sidecar: Sidecar, peer: Peer, path: string): Promise<unknown> {
+    try {
+      return await getAdminJson(`http://${peer.admin}${path}`, peerCallOptions(sidecar.config, peer))
+    } catch (error) {
+      if (error instanceof AdminCallFailed && error.notPeer === true) {
+        const service = [...peer.services].sort()[0] ?? ""
+        sidecar.telemetry.metrics.dialRefused(service, peer.admin)
+        const admitted = this.refusedLines.admit()
+        if (admitted !== undefined) this.log("federation.dial-refused", { admin: peer.admin, service, ...admitted })
+      }
+      throw error
+    }
   }
 }

@@ -34,7 +34,7 @@ import { Pending, type PendingCount, sendPlain } from "./clientRequest.ts"
 import { ConnectionPool, type Link, type Pooled } from "./connectionPool.ts"
 import { type Handler, makeDispatch } from "./dispatch.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
-import { type Log, stderrLog } from "./log.ts"
+import { type Log, LogThrottle, stderrLog } from "./log.ts"
 import { Router } from "./router.ts"
 import { Supervisor } from "./supervisor.ts"
 
@@ -43,6 +43,16 @@ const toBytes = (data: Uint8Array | string | undefined): Uint8Array =>
 
 /** How long after a stream ended channels left over for streams are looked at (`trimSoon`). */
 const TRIM_AFTER_MS = 1000
+
+/**
+ * The bound on `connect-failed` lines, 10 a minute: a client's own unless its owner gives one
+ * (ClientOptions.connectFailedLines), as the owners of many clients (the sidecar's endpoint
+ * registry, the load-balance client) do, one for all of them (`shared`). A shared one keeps half
+ * for a client's first failure since it was last connected: an endpoint failing per request does
+ * not hide another's first failure for the rest of the minute, or for good when it fails faster.
+ * `now`: tests' clock.
+ */
+export const connectFailedThrottle = (shared = false, now: () => number = monotonicMs): LogThrottle => new LogThrottle(10, 60_000, now, shared ? 5 : 0)
 
 /**
  * 2^40 ms: Date.now() has read more since November 2004, monotonicMs() (counted from this process's
@@ -68,6 +78,8 @@ export class IipClient {
   private attempting = false
   /** Why the last connection attempt failed, for requests that time out waiting for one. */
   private lastConnectError: ConnectFailed | undefined
+  /** A dial failed since the last connection came up: its next failures are repeats (connectFailedLines). */
+  private connectFailing = false
   /** Requests sent and not yet answered. */
   private readonly pending: PendingCount = { value: 0 }
   private closed = false
@@ -77,6 +89,7 @@ export class IipClient {
   private readonly requestTimeoutMs: number
   private readonly reconnect: ReconnectOptions
   private readonly log: Log
+  private readonly connectFailedLines: LogThrottle
   private readonly options: ClientOptions
   private readonly supervisor: Supervisor
   private readonly dial: DialSettings
@@ -100,6 +113,7 @@ export class IipClient {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000
     this.reconnect = options.reconnect ?? { baseMs: 100, maxMs: 5000 }
     this.log = options.log ?? stderrLog
+    this.connectFailedLines = options.connectFailedLines ?? connectFailedThrottle()
     this.supervisor = options.supervisor ?? new Supervisor()
     this.dial = {
       address: this.address,
@@ -477,7 +491,9 @@ export class IipClient {
         )
         client.attempting = false
         if (error === undefined || client.closed) break
-        client.log("connect-failed", { address: client.address, reason: error.message, failures: failures + 1 })
+        const admitted = client.connectFailedLines.admit(!client.connectFailing)
+        client.connectFailing = true
+        if (admitted !== undefined) client.log("connect-failed", { address: client.address, reason: error.message, failures: failures + 1, ...admitted })
         // A live connection serves the waiting requests. A draining one does not: it still counts in
         // the pool until its last answers are in, and the waiters must hear this failure now.
         if (client.pool.connections.some((p) => !p.draining)) break
@@ -502,6 +518,7 @@ export class IipClient {
     const pooled: Pooled = { link, channels: [], opening: 0, waitingWritable: false, draining: false, plainCap: Infinity }
     this.pool.connections.push(pooled)
     this.lastConnectError = undefined
+    this.connectFailing = false
     for (const waiter of this.modeWaiters.splice(0)) waiter(undefined, link.mode)
     link.session.onClosed(() => this.drop(pooled))
     if (link.mode === "mesh") {

@@ -5,6 +5,7 @@ import type { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, Re
 import type { MeshCallError } from "../mux/meshSession.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
 import type { Meta } from "../protocol/mesh.ts"
+import type { LogThrottle } from "./log.ts"
 import type { PeerOptions } from "./peerOptions.ts"
 import type { ClientTlsOptions } from "./tls.ts"
 
@@ -92,6 +93,13 @@ export interface ClientOptions extends PeerOptions {
    * For servers learned from another host (mDNS, DNS SRV, Kubernetes). Default false.
    */
   readonly peersOnly?: boolean
+  /**
+   * Bounds the `connect-failed` lines (the rest counted in the next line's suppressedBefore): a
+   * server failing for hours is redialled at back-off rate. Shared by the clients of one owner (a
+   * sidecar's endpoint registry), it bounds the lines over all their servers. Default: this
+   * client's own, 10 lines a minute.
+   */
+  readonly connectFailedLines?: LogThrottle
 }
 
 export interface RequestOptions {

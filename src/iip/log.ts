@@ -25,31 +25,35 @@ export const messageOf = (error: unknown): string =>
  * A bound on a log line that repeats for one cause (a collector down, a caller looping on a denied
  * path, a bug a peer can reach): at most `maxLines` per `windowMs`; the rest are counted, and the
  * first line that goes out after them carries their number (`suppressedBefore`). Windows are timed
- * on `now`, monotonicMs() unless a test gives its own: a wall clock step moves none.
+ * on `now`, monotonicMs() unless a test gives its own: a wall clock step moves none. `reserved` of
+ * a window's lines are kept for first occurrences (`admit(true)`, as a cause newly seen): one cause
+ * repeating fast does not hide the others' first lines, and the bound stays maxLines.
  */
 export class LogThrottle {
   private readonly maxLines: number
   private readonly windowMs: number
   private readonly now: () => number
+  private readonly reserved: number
   private windowStart = Number.NEGATIVE_INFINITY
   private linesInWindow = 0
   private suppressed = 0
 
-  constructor(maxLines: number, windowMs: number, now: () => number = monotonicMs) {
+  constructor(maxLines: number, windowMs: number, now: () => number = monotonicMs, reserved = 0) {
     this.maxLines = maxLines
     this.windowMs = windowMs
     this.now = now
+    this.reserved = Math.min(reserved, maxLines)
   }
 
-  /** The fields to add to a line that may go out now; undefined when it may not (it is counted). */
-  admit(): { readonly suppressedBefore?: number } | undefined {
+  /** The fields to add to a line that may go out now; undefined when it may not (it is counted). `first`: it may take a reserved line. */
+  admit(first = false): { readonly suppressedBefore?: number } | undefined {
     const now = this.now()
     // A clock stepped back (an injected one can be) starts a window too: else the log stays shut until it catches up.
     if (now - this.windowStart >= this.windowMs || now < this.windowStart) {
       this.windowStart = now
       this.linesInWindow = 0
     }
-    if (this.linesInWindow >= this.maxLines) {
+    if (this.linesInWindow >= (first ? this.maxLines : this.maxLines - this.reserved)) {
       this.suppressed++
       return undefined
     }

@@ -11,7 +11,7 @@
 import * as Effect from "effect/Effect"
 import { type Lease, type PickerName, type PickResult, ServiceBalancer, type EndpointView } from "../balancer/serviceBalancer.ts"
 import { leftOut, MaxSubsetsPerService, subsetExclusions } from "../balancer/subsets.ts"
-import { IipClient } from "../iip/client.ts"
+import { connectFailedThrottle, IipClient } from "../iip/client.ts"
 import { backoffDelay } from "../iip/clientDial.ts"
 import { defaultKeepAlive } from "../iip/keepAlive.ts"
 import { type Log, LogThrottle } from "../iip/log.ts"
@@ -171,6 +171,8 @@ export class EndpointRegistry {
   private closed = false
   private readonly options: EndpointRegistryOptions
   private readonly refusedDialLines = new LogThrottle(REFUSED_DIAL_LINES, REFUSED_DIAL_WINDOW_MS)
+  /** connect-failed lines of all its clients together: endpoints failing for hours are redialled per request. */
+  private readonly connectFailedLines = connectFailedThrottle(true)
 
   constructor(options: EndpointRegistryOptions) {
     this.options = options
@@ -352,6 +354,7 @@ export class EndpointRegistry {
         maxPending: Number.POSITIVE_INFINITY,
         streamChannelsPerConnection: STREAM_CHANNELS_PER_CONNECTION,
         log: this.options.log,
+        connectFailedLines: this.connectFailedLines,
         supervisor: this.options.supervisor,
         ...(endpoint.offHost === true && this.options.dialLocalEndpoints !== true ? { peersOnly: true } : {})
       })

@@ -20,7 +20,7 @@
 //   iip_mesh_request_bytes_total{direction,service}                   counter: request bodies
 //   iip_mesh_response_bytes_total{direction,service}                  counter: response bodies
 //   iip_mesh_endpoint_ejections_total{service,endpoint}               counter (1,000 series, then _other)
-//   iip_mesh_dials_refused_total{service,endpoint}                    counter: tries not dialled, an endpoint from another host
+//   iip_mesh_dials_refused_total{service,endpoint}                    counter: tries not dialled, an endpoint (or federation peer admin) from another host
 //                                                                     whose address is on this host (src/iip/dialGuard.ts); 1,000 series, then _other
 //   iip_mesh_invalid_headers_total{direction}                         counter: header pairs dropped as unwritable
 //   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
@@ -150,7 +150,7 @@ export interface MeshMetrics {
   /** The metrics of one service in one direction, created on first use and cached. */
   service(direction: Direction, service: string): ServiceMetrics
   endpointEjected(service: string, endpoint: string): void
-  /** A try to an endpoint from another host was not dialled: its address is on this host or the metadata service (src/iip/dialGuard.ts). */
+  /** A try to an endpoint (or a federation fetch from a peer admin, `endpoint` its admin address) from another host was not dialled: its address is on this host or the metadata service (src/iip/dialGuard.ts). */
   dialRefused(service: string, endpoint: string): void
   /** `count` header pairs were dropped for an invalid name or value (sidecar/headerFilter.ts). */
   invalidHeaders(direction: Direction, count: number): void
@@ -509,7 +509,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_request_bytes_total", "Bytes of request bodies proxied.", ["direction", "service"], each((s) => s.requestBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_response_bytes_total", "Bytes of response bodies proxied.", ["direction", "service"], each((s) => s.responseBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_endpoint_ejections_total", "Times an endpoint was taken out of balancing for failing.", ["service", "endpoint"], () => ejections.values())
-  fromTallies(registry, "counter", "iip_mesh_dials_refused_total", "Tries not dialled: an endpoint learned from another host whose address is on this host (loopback, unspecified, multicast) or the metadata service.", ["service", "endpoint"], () => refusedDials.values())
+  fromTallies(registry, "counter", "iip_mesh_dials_refused_total", "Tries not dialled: an endpoint or federation peer admin learned from another host whose address is on this host (loopback, unspecified, multicast) or the metadata service.", ["service", "endpoint"], () => refusedDials.values())
   fromTallies(registry, "counter", "iip_mesh_invalid_headers_total", "Header pairs dropped for a name or value that cannot be written.", ["direction"], () => directions.map((d) => invalidHeaders[d]))
   fromTallies(registry, "counter", "iip_mesh_http1_stray_bytes_total", "HTTP/1.1 connections closed for bytes no exchange could own: inbound, the app's past its answer or with no request waiting (kept, they would be the next request's answer); outbound, a caller's that are no valid request after the ones it sent.", ["direction"], () => directions.map((d) => strayBytes[d]))
   fromTallies(registry, "counter", "iip_mesh_authz_denied_total", "Inbound calls the authorization policy refused with 403, by the reason of its verdict.", ["service", "reason"], () => authzDenied.values())

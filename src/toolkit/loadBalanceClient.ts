@@ -22,7 +22,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Scope from "effect/Scope"
 import { type EndpointView, type Lease, type PickerName, ServiceBalancer, type ServiceBalancerOptions } from "../balancer/serviceBalancer.ts"
-import { IipClient } from "../iip/client.ts"
+import { connectFailedThrottle, IipClient } from "../iip/client.ts"
 import type { ClientError, ClientOptions } from "../iip/clientOptions.ts"
 import { type Hook, Refused, runHooks } from "../iip/dispatch.ts"
 import { messageOf } from "../iip/log.ts"
@@ -215,6 +215,8 @@ export class LoadBalanceClient {
   private readonly options: LoadBalanceClientOptions
   private readonly requestTimeoutMs: number
   private readonly maxTries: number
+  /** connect-failed lines of all the backends' clients together (unless `client` gives its own throttle): backends failing for hours are redialled per call. */
+  private readonly connectFailedLines = connectFailedThrottle(true)
   private closed = false
 
   /** Throws InvalidBackendList when the list has a bad entry. */
@@ -343,7 +345,7 @@ export class LoadBalanceClient {
   }
 
   private connect(entry: BackendEntry): Backend {
-    const client = new IipClient({ ...this.options.client, host: entry.host, port: entry.port })
+    const client = new IipClient({ connectFailedLines: this.connectFailedLines, ...this.options.client, host: entry.host, port: entry.port })
     return { address: entry.address, client, weight: entry.weight, inFlight: 0, removed: false }
   }
 

@@ -52,4 +52,16 @@ describe("LogThrottle", () => {
       vi.useRealTimers()
     }
   })
+
+  it("reserved lines go to first occurrences only; the bound stays maxLines and every line left out is counted once", () => {
+    let now = 0
+    const throttle = new LogThrottle(4, 60_000, () => now, 2)
+    expect([throttle.admit(), throttle.admit(), throttle.admit()]).toStrictEqual([{}, {}, undefined])
+    expect(throttle.admit(true)).toStrictEqual({ suppressedBefore: 1 })
+    expect(throttle.admit()).toBeUndefined()
+    expect(throttle.admit(true)).toStrictEqual({ suppressedBefore: 1 })
+    expect([throttle.admit(true), throttle.admit()]).toStrictEqual([undefined, undefined])
+    now += 60_000
+    expect(throttle.admit()).toStrictEqual({ suppressedBefore: 2 })
+  })
 })

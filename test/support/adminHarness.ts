@@ -6,7 +6,8 @@ import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import * as Admin from "../../src/admin/adminServer.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
-import type { Sidecar } from "../../src/sidecar/sidecar.ts"
+import type { Log } from "../../src/iip/log.ts"
+import type { Sidecar, SidecarOptions } from "../../src/sidecar/sidecar.ts"
 import type { Cleanup } from "./iipRaw.ts"
 import { quietLog, type RunningSidecar, sidecarConfig, startSidecar } from "./sidecarHarness.ts"
 
@@ -16,17 +17,19 @@ export interface AdminedSidecar {
   readonly control: number
 }
 
-/** The admin requiring `token`, then the sidecar `config` describes, announcing the control port. */
+/** The admin requiring `token`, then the sidecar `config` describes (logging to `log`, with `options`), announcing the control port. */
 export const startAdminedSidecar = async (
   cleanup: Cleanup,
   token: string,
-  config: Partial<SidecarConfig> & Pick<SidecarConfig, "service">
+  config: Partial<SidecarConfig> & Pick<SidecarConfig, "service">,
+  log: Log = quietLog,
+  options: SidecarOptions = {}
 ): Promise<AdminedSidecar> => {
   const scope = await Effect.runPromise(Scope.make())
   cleanup.add(() => Effect.runPromise(Scope.close(scope, Exit.void)))
   let sidecar: Sidecar | undefined
-  const addresses = await Effect.runPromise(Admin.make({ admin: "127.0.0.1:0", control: "127.0.0.1:0", token }, () => sidecar).pipe(Scope.provide(scope)))
-  const running = await startSidecar(cleanup, sidecarConfig(config), quietLog, { adminPort: addresses.control.port })
+  const addresses = await Effect.runPromise(Admin.make({ admin: "127.0.0.1:0", control: "127.0.0.1:0", token }, () => sidecar, { log }).pipe(Scope.provide(scope)))
+  const running = await startSidecar(cleanup, sidecarConfig(config), log, { ...options, adminPort: addresses.control.port })
   sidecar = running.sidecar
   return { running, control: addresses.control.port }
 }
