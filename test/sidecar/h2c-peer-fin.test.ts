@@ -1,0 +1,134 @@
+// h2c sessions that close gracefully and a peer that never sends its FIN (peerFin.ts): node's
+// closing session ends its socket and lets it go only on the peer's FIN, so a hung peer held the
+// socket (its descriptor, the session's memory, at A a --max-app-connections place) for ever. Now
+// the side that ended destroys its socket a grace (2 s) after its end went out.
+// At B: an app (node:http2) that answers, then sends GOAWAY and never closes its socket: failed
+// before (B's socket to the app was still open after 20 s). At A: a caller whose session A closed
+// for idleness, which reads but never ends its socket: failed before (A's socket still open after
+// 20 s). A grpc-js channel whose idle session A closed makes a new one for its next call (a guard).
+import * as grpc from "@grpc/grpc-js"
+import * as http2 from "node:http2"
+import * as net from "node:net"
+import { readFileSync } from "node:fs"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { makeH2c } from "../../src/sidecar/outboundH2.ts"
+import { identity, rawMethod } from "../support/grpcRaw.ts"
+import { FrameType, h2Frame } from "../support/h2Raw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { call, LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+
+const METHODS = { echo: rawMethod("demo.Inventory", "Echo", false, false) }
+const InventoryClient = grpc.makeGenericClientConstructor(METHODS, "Inventory")
+
+/** A net server on 127.0.0.1 port 0 that keeps its sockets half-open (as A's listener does): `onSocket` gets each; `sockets` are those still open. */
+const halfOpenServer = async (cleanup: Cleanup, onSocket: (socket: net.Socket) => void) => {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket)
+    socket.on("error", () => {})
+    socket.once("close", () => sockets.delete(socket))
+    onSocket(socket)
+  })
+  await new Promise<void>((resolve) => server.listen(0, LOOPBACK, resolve))
+  cleanup.add(() => new Promise<void>((resolve) => {
+    for (const socket of sockets) socket.destroy()
+    server.close(() => resolve())
+  }))
+  return { port: (server.address() as net.AddressInfo).port, sockets }
+}
+
+/**
+ * TCP sockets to 127.0.0.1:`port` that a process still holds (/proc/net/tcp: a socket whose
+ * descriptor was closed, waiting in FIN_WAIT2 for the peer, belongs to no inode).
+ */
+const heldSocketsTo = (port: number): number => {
+  const remote = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`
+  return readFileSync("/proc/net/tcp", "latin1").split("\n").slice(1).filter((line) => {
+    const fields = line.trim().split(/\s+/)
+    return fields[2] === remote && fields[9] !== "0"
+  }).length
+}
+
+describe("an h2c peer that never sends its FIN", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("B's session to an app that answers, sends GOAWAY and never closes its socket: B closes its socket", async () => {
+    // node:http2 on half-open sockets: it never ends a socket itself while its session lives, and
+    // the session is never closed here, only its GOAWAY sent.
+    const app = http2.createServer()
+    const sessions: Array<http2.ServerHttp2Session> = []
+    app.on("session", (session) => {
+      sessions.push(session)
+      session.on("error", () => {})
+    })
+    app.on("stream", (stream) => {
+      stream.on("error", () => {})
+      stream.respond({ ":status": 200 })
+      stream.end("answered")
+      stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR)
+    })
+    cleanup.add(() => {
+      for (const session of sessions) session.destroy()
+    })
+    const accepted: Array<net.Socket> = []
+    const { port } = await halfOpenServer(cleanup, (socket) => {
+      accepted.push(socket)
+      app.emit("connection", socket)
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "inventory", app: `${LOOPBACK}:${port}`, appProtocol: "h2c", tracing: false }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: { inventory: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const answer = await withTimeout(call(a.outboundPort, { method: "GET", path: "/", headers: { host: "inventory" } }), 20_000, "the answer")
+    expect(answer.status).toBe(200)
+    expect(accepted.length).toBe(1)
+    // B's end (its FIN) and its close reach no event at the app (node's session reads the socket
+    // and writes nothing after the FIN): the kernel tells whether a process still holds B's socket.
+    await waitFor(() => heldSocketsTo(port) === 0, 20_000, "B to close its socket to the app")
+  }, 60_000)
+
+  it("A's session that went idle, to a caller that reads and never ends its socket: A closes its socket", async () => {
+    const h2 = makeH2c(() => {}, { idleTimeoutMs: 300, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {} })
+    cleanup.add(() => h2.destroyAll())
+    const { port, sockets } = await halfOpenServer(cleanup, (socket) => h2.accept(socket))
+    // The caller: preface and SETTINGS, then it reads all A sends (its GOAWAY, A's FIN) and sends nothing more.
+    const caller = net.connect({ port, host: LOOPBACK, allowHalfOpen: true })
+    cleanup.add(() => caller.destroy())
+    caller.on("error", () => {})
+    let read = 0
+    caller.on("data", (chunk: Buffer) => (read += chunk.length))
+    const ended = new Promise<void>((resolve) => caller.once("end", () => resolve()))
+    caller.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), h2Frame(FrameType.settings, 0, 0)]))
+    await withTimeout(ended, 20_000, "A's end of the idle session")
+    expect(read).toBeGreaterThan(0)
+    await waitFor(() => sockets.size === 0, 20_000, "A to close its socket to the caller")
+  }, 60_000)
+
+  it("a grpc-js channel whose session A closed for idleness makes a new one for its next call", async () => {
+    // An echo of the request's gRPC message, as a far app's answer would come back.
+    const h2 = makeH2c((call) => {
+      void call.readBody(1024).then((body) => {
+        call.writeHead(200, [["content-type", "application/grpc"]])
+        call.end(body, [["grpc-status", "0"]])
+      })
+    }, { idleTimeoutMs: 300, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {} })
+    cleanup.add(() => h2.destroyAll())
+    let accepted = 0
+    const { port, sockets } = await halfOpenServer(cleanup, (socket) => {
+      accepted++
+      h2.accept(socket)
+    })
+    const client = new InventoryClient(`${LOOPBACK}:${port}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory" })
+    cleanup.add(() => client.close())
+    const echo = (text: string) =>
+      new Promise<string>((resolve) =>
+        client.makeUnaryRequest(METHODS.echo.path, identity, identity, Buffer.from(text), new grpc.Metadata(), { deadline: Date.now() + 20_000 }, (error, answer) =>
+          resolve(error === null ? answer!.toString() : `${error.code} ${error.details}`)))
+    expect(await echo("first")).toBe("first")
+    await waitFor(() => sockets.size === 0, 20_000, "the idle session's socket to close")
+    expect(await echo("second")).toBe("second")
+    expect(accepted).toBe(2)
+  }, 60_000)
+})
