@@ -13,6 +13,7 @@
 // timeout to go, PINGs or not.
 import * as http2 from "node:http2"
 import type * as net from "node:net"
+import { boundPeerFin } from "../mux/peerFin.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { TurnEnd } from "./turnEnd.ts"
@@ -471,7 +472,12 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     session.on("error", () => {})
   })
   return {
-    accept: (socket) => void h2.emit("connection", socket),
+    accept: (socket) => {
+      // A session closed (idle, PINGs bounded, the drain's GOAWAY) ends its socket and waits for the
+      // caller's FIN: one that never sends it kept the socket, and its --max-app-connections place, for ever.
+      boundPeerFin(socket)
+      h2.emit("connection", socket)
+    },
     sessions,
     close: () => {
       for (const session of sessions) session.close()
