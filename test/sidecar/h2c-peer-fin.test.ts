@@ -9,11 +9,11 @@
 import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import * as net from "node:net"
-import { readFileSync } from "node:fs"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { makeH2c } from "../../src/sidecar/outboundH2.ts"
 import { identity, rawMethod } from "../support/grpcRaw.ts"
 import { FrameType, h2Frame } from "../support/h2Raw.ts"
+import { heldSocketsTo } from "../support/heldSockets.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { call, LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -35,18 +35,6 @@ const halfOpenServer = async (cleanup: Cleanup, onSocket: (socket: net.Socket) =
     server.close(() => resolve())
   }))
   return { port: (server.address() as net.AddressInfo).port, sockets }
-}
-
-/**
- * TCP sockets to 127.0.0.1:`port` that a process still holds (/proc/net/tcp: a socket whose
- * descriptor was closed, waiting in FIN_WAIT2 for the peer, belongs to no inode).
- */
-const heldSocketsTo = (port: number): number => {
-  const remote = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`
-  return readFileSync("/proc/net/tcp", "latin1").split("\n").slice(1).filter((line) => {
-    const fields = line.trim().split(/\s+/)
-    return fields[2] === remote && fields[9] !== "0"
-  }).length
 }
 
 describe("an h2c peer that never sends its FIN", () => {
