@@ -2,7 +2,8 @@
 // end went out (its descriptor, buffers and, for an HTTP/2 session, the session itself: node's
 // closing session lets go only on the peer's FIN, even after destroy()) until the peer ends it too
 // or resets it, and a peer that does neither held it for ever. Used by the h2c legs (appH2.ts,
-// outboundH2.ts) on every socket they hand to node's sessions.
+// outboundH2.ts) on every socket they hand to node's sessions, and by A's refused upgrades
+// (outboundUpgrade.ts), whose sockets no timer watches any more.
 import type * as net from "node:net"
 
 /**

@@ -15,6 +15,7 @@
 import type * as net from "node:net"
 import { Cancellation } from "../mux/cancellation.ts"
 import { ConnectFailed } from "../mux/errors.ts"
+import { boundPeerFin } from "../mux/peerFin.ts"
 import type { MeshReply } from "../mux/meshSession.ts"
 import type { IncomingStream, UnreadPool } from "../mux/streams.ts"
 import { EnvelopeError, MeshDefaults } from "../protocol/mesh.ts"
@@ -190,6 +191,8 @@ class OutboundUpgrade {
     if (status !== 101) {
       // Not switched: the answer, then the end of this connection; the caller's bytes are not wanted.
       this.source.stop()
+      // Ended once its answer is out: the caller's FIN waited for a grace only (as in fail()).
+      boundPeerFin(socket)
       socket.write(closingHead(status, answerHeaders), "latin1")
       this.uncount()
       const sent = reply.stream === undefined ? (socket.end(reply.data), reply.data.length) : await pipeToSocket(reply.stream, socket)
@@ -264,8 +267,12 @@ class OutboundUpgrade {
       ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
       : proxyErrorOf(error, this.endpointName)
     this.source.stop()
-    if (this.socket.writable && this.socket.bytesWritten === 0) writeProxyError(this.socket, proxyError)
-    else this.socket.destroy()
+    // No timer watches the socket once the listener handed it over: after the answer, the
+    // caller's FIN is waited for a grace, not for ever (the listener keeps sockets half-open).
+    if (this.socket.writable && this.socket.bytesWritten === 0) {
+      boundPeerFin(this.socket)
+      writeProxyError(this.socket, proxyError)
+    } else this.socket.destroy()
     this.finish(proxyError.status, proxyError)
   }
 }
