@@ -2,23 +2,24 @@
 // end went out (its descriptor, buffers and, for an HTTP/2 session, the session itself: node's
 // closing session lets go only on the peer's FIN, even after destroy()) until the peer ends it too
 // or resets it, and a peer that does neither held it for ever. Used by the h2c legs (appH2.ts,
-// outboundH2.ts) on every socket they hand to node's sessions, and by A's refused upgrades
-// (outboundUpgrade.ts), whose sockets no timer watches any more.
-import type * as net from "node:net"
+// outboundH2.ts) on every socket they hand to node's sessions, and by the sockets no timer
+// watches any more once they are answered: A's refused upgrades (outboundUpgrade.ts), the admin
+// server's CONNECT (respond.ts).
+import type { Duplex } from "node:stream"
 
 /**
  * How long an ended socket waits for the peer's FIN: a peer that still reads sends it within a
  * round trip. Destroying it then loses nothing: what this side wrote has left (its end 'finish'ed).
  */
-export const PEER_FIN_GRACE_MS = 2_000
+const PEER_FIN_GRACE_MS = 2_000
 
-const destroy = (socket: net.Socket): void => void socket.destroy()
+const destroy = (socket: Duplex): void => void socket.destroy()
 
-/** `socket` is destroyed if it is still open `graceMs` after its end went out ('finish'): an unref'd timer, cleared on its close. */
-export const boundPeerFin = (socket: net.Socket, graceMs: number = PEER_FIN_GRACE_MS): void => {
+/** `socket` is destroyed if it is still open PEER_FIN_GRACE_MS after its end went out ('finish'): an unref'd timer, cleared on its close. */
+export const boundPeerFin = (socket: Duplex): void => {
   socket.once("finish", () => {
     if (socket.destroyed) return
-    const timer = setTimeout(destroy, graceMs, socket)
+    const timer = setTimeout(destroy, PEER_FIN_GRACE_MS, socket)
     timer.unref()
     socket.once("close", () => clearTimeout(timer))
   })
