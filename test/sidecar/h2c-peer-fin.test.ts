@@ -11,9 +11,9 @@ import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { makeH2c } from "../../src/sidecar/outboundH2.ts"
-import { identity, rawMethod } from "../support/grpcRaw.ts"
+import { rawMethod, unaryText } from "../support/grpcRaw.ts"
 import { FrameType, h2Frame } from "../support/h2Raw.ts"
-import { heldSocketsTo } from "../support/heldSockets.ts"
+import { halfOpenCaller, heldSocketsTo } from "../support/heldSockets.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { call, LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -82,15 +82,8 @@ describe("an h2c peer that never sends its FIN", () => {
     cleanup.add(() => h2.destroyAll())
     const { port, sockets } = await halfOpenServer(cleanup, (socket) => h2.accept(socket))
     // The caller: preface and SETTINGS, then it reads all A sends (its GOAWAY, A's FIN) and sends nothing more.
-    const caller = net.connect({ port, host: LOOPBACK, allowHalfOpen: true })
-    cleanup.add(() => caller.destroy())
-    caller.on("error", () => {})
-    let read = 0
-    caller.on("data", (chunk: Buffer) => (read += chunk.length))
-    const ended = new Promise<void>((resolve) => caller.once("end", () => resolve()))
-    caller.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), h2Frame(FrameType.settings, 0, 0)]))
-    await withTimeout(ended, 20_000, "A's end of the idle session")
-    expect(read).toBeGreaterThan(0)
+    const { read } = await halfOpenCaller(cleanup, port, Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), h2Frame(FrameType.settings, 0, 0)]))
+    expect(read.length).toBeGreaterThan(0)
     await waitFor(() => sockets.size === 0, 20_000, "A to close its socket to the caller")
   }, 60_000)
 
@@ -110,10 +103,7 @@ describe("an h2c peer that never sends its FIN", () => {
     })
     const client = new InventoryClient(`${LOOPBACK}:${port}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "inventory" })
     cleanup.add(() => client.close())
-    const echo = (text: string) =>
-      new Promise<string>((resolve) =>
-        client.makeUnaryRequest(METHODS.echo.path, identity, identity, Buffer.from(text), new grpc.Metadata(), { deadline: Date.now() + 20_000 }, (error, answer) =>
-          resolve(error === null ? answer!.toString() : `${error.code} ${error.details}`)))
+    const echo = (text: string) => unaryText(client, METHODS.echo.path, text, new grpc.Metadata())
     expect(await echo("first")).toBe("first")
     await waitFor(() => sockets.size === 0, 20_000, "the idle session's socket to close")
     expect(await echo("second")).toBe("second")
