@@ -12,7 +12,7 @@ import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { makeH2c } from "../../src/sidecar/outboundH2.ts"
 import { rawMethod, unaryText } from "../support/grpcRaw.ts"
-import { FrameType, h2Frame } from "../support/h2Raw.ts"
+import { FrameFlag, FrameType, h2Frame } from "../support/h2Raw.ts"
 import { halfOpenCaller, heldSocketsTo } from "../support/heldSockets.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { call, LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
@@ -108,5 +108,49 @@ describe("an h2c peer that never sends its FIN", () => {
     await waitFor(() => sockets.size === 0, 20_000, "the idle session's socket to close")
     expect(await echo("second")).toBe("second")
     expect(accepted).toBe(2)
+  }, 60_000)
+})
+
+describe("an h2c caller that stops reading", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("A's session ended as stalled (idle, an answer waiting, nothing moving) lets its socket go", async () => {
+    // An answer as long as the caller's windows allow: written until the stream holds some back, again at each drain.
+    const chunk = Buffer.alloc(64 * 1024, 0x61)
+    const h2 = makeH2c((call) => {
+      call.writeHead(200, [])
+      const more = (): void => {
+        while (!call.destroyed && call.write(chunk));
+        if (!call.destroyed) void call.drained().then(more)
+      }
+      more()
+    }, { idleTimeoutMs: 300, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {} })
+    cleanup.add(() => h2.destroyAll())
+    const { port, sockets } = await halfOpenServer(cleanup, (socket) => h2.accept(socket))
+    // The caller: windows as large as HTTP/2 allows, one GET, then it reads nothing (a paused socket stops reading at its high-water mark).
+    const caller = net.connect({ port, host: LOOPBACK, allowHalfOpen: true })
+    cleanup.add(() => caller.destroy())
+    caller.on("error", () => {})
+    await new Promise<void>((resolve) => caller.once("connect", () => resolve()))
+    caller.pause()
+    const settings = Buffer.alloc(6)
+    settings.writeUInt16BE(4, 0) // SETTINGS_INITIAL_WINDOW_SIZE
+    settings.writeUInt32BE(2 ** 31 - 1, 2)
+    const increment = Buffer.alloc(4)
+    increment.writeUInt32BE(2 ** 31 - 1 - 65_535, 0)
+    // HPACK, static table: :method GET, :scheme http, :path /, :authority catalog (literal, indexed name 1).
+    const head = Buffer.concat([Buffer.from([0x82, 0x86, 0x84, 0x41, 7]), Buffer.from("catalog")])
+    caller.write(Buffer.concat([
+      Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+      h2Frame(FrameType.settings, 0, 0, settings),
+      h2Frame(FrameType.windowUpdate, 0, 0, increment),
+      h2Frame(FrameType.headers, FrameFlag.endStream | FrameFlag.endHeaders, 1, head)
+    ]))
+    await waitFor(() => sockets.size === 1, 20_000, "A to accept the caller")
+    await waitFor(() => sockets.size === 0, 30_000, "A to let go of the stalled caller's socket")
   }, 60_000)
 })
