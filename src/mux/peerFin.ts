@@ -15,12 +15,19 @@ const PEER_FIN_GRACE_MS = 2_000
 
 const destroy = (socket: Duplex): void => void socket.destroy()
 
-/** `socket` is destroyed if it is still open PEER_FIN_GRACE_MS after its end went out ('finish'): an unref'd timer, cleared on its close. */
+/**
+ * `socket` is destroyed if it is still open PEER_FIN_GRACE_MS from now: for a socket whose HTTP/2
+ * session was destroyed, which node ends and lets go only once its end went out, never for a peer
+ * that reads nothing. An unref'd timer, cleared on its close.
+ */
+export const destroyAfterGrace = (socket: Duplex): void => {
+  if (socket.destroyed) return
+  const timer = setTimeout(destroy, PEER_FIN_GRACE_MS, socket)
+  timer.unref()
+  socket.once("close", () => clearTimeout(timer))
+}
+
+/** `socket` is destroyed if it is still open PEER_FIN_GRACE_MS after its end went out ('finish'). */
 export const boundPeerFin = (socket: Duplex): void => {
-  socket.once("finish", () => {
-    if (socket.destroyed) return
-    const timer = setTimeout(destroy, PEER_FIN_GRACE_MS, socket)
-    timer.unref()
-    socket.once("close", () => clearTimeout(timer))
-  })
+  socket.once("finish", () => destroyAfterGrace(socket))
 }

@@ -13,7 +13,7 @@
 // timeout to go, PINGs or not.
 import * as http2 from "node:http2"
 import type * as net from "node:net"
-import { boundPeerFin } from "../mux/peerFin.ts"
+import { boundPeerFin, destroyAfterGrace } from "../mux/peerFin.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { TurnEnd } from "./turnEnd.ts"
@@ -345,14 +345,25 @@ const endIfStalled = (session: http2.ServerHttp2Session, open: ReadonlySet<Strea
   if (session.destroyed) return
   const socket = session.socket
   const now = socket.bytesRead + socket.bytesWritten
-  if (now === moved) for (const call of open) if (call.answerWaiting) return void session.destroy()
+  if (now === moved) for (const call of open) if (call.answerWaiting) return destroySession(session)
   setTimeout(endIfStalled, ms, session, open, ms, now).unref()
 }
 
-/** A session names its open calls, for the sweep, and since when the sweep found none open (performance.now()). */
+/** A session names its open calls, for the sweep, since when the sweep found none open (performance.now()), and its socket as accepted. */
 const OPEN = Symbol("open")
 const QUIET_SINCE = Symbol("quietSince")
-type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number }
+const SOCKET = Symbol("socket")
+type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number; [SOCKET]: net.Socket }
+
+/**
+ * Ends `session` now, and its socket within a grace: node's destroy() ends the socket and lets it
+ * go only once that end went out, never for a caller that reads nothing (session.socket is a proxy
+ * that refuses destroy()). The grace lets a last GOAWAY out to a caller that still reads.
+ */
+const destroySession = (session: http2.ServerHttp2Session, code?: number): void => {
+  session.destroy(undefined, code)
+  destroyAfterGrace((session as SweptSession)[SOCKET])
+}
 
 /**
  * A session the sweep found with no stream open for this many idle timeouts is asked to go
@@ -374,7 +385,7 @@ const TOO_MANY_PINGS = Buffer.from("too_many_pings")
 /** Ends `session` now: GOAWAY with `code` and `debug`, then its socket. */
 const endSession = (session: http2.ServerHttp2Session, code: number, debug: Buffer): void => {
   session.goaway(code, 0, debug)
-  session.destroy(undefined, code)
+  destroySession(session, code)
 }
 
 /** Resets a session's streams whose answers stalled; how many. */
@@ -435,8 +446,11 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       if (cut > 0) options.onStalled(cut, session)
     }
   }
+  // The socket accept() hands over now: node makes its session and emits 'session' within the emit.
+  let accepting: net.Socket | undefined
   h2.on("session", (session: http2.ServerHttp2Session) => {
     const open = new Set<StreamCall>()
+    ;(session as SweptSession)[SOCKET] = accepting!
     ;(session as SweptSession)[OPEN] = open
     ;(session as SweptSession)[QUIET_SINCE] = performance.now()
     let lastPing = -Infinity
@@ -476,14 +490,16 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       // A session closed (idle, PINGs bounded, the drain's GOAWAY) ends its socket and waits for the
       // caller's FIN: one that never sends it kept the socket, and its --max-app-connections place, for ever.
       boundPeerFin(socket)
+      accepting = socket
       h2.emit("connection", socket)
+      accepting = undefined
     },
     sessions,
     close: () => {
       for (const session of sessions) session.close()
     },
     destroyAll: () => {
-      for (const session of sessions) session.destroy()
+      for (const session of sessions) destroySession(session)
     }
   }
 }
