@@ -6,6 +6,9 @@
 // before (B's socket to the app was still open after 20 s). At A: a caller whose session A closed
 // for idleness, which reads but never ends its socket: failed before (A's socket still open after
 // 20 s). A grpc-js channel whose idle session A closed makes a new one for its next call (a guard).
+// And a caller that grants every window and reads nothing: A destroys its session as stalled, and
+// node's destroy() lets the socket go only once its end went out, which it never does. Failed
+// before (A's socket still held after 30 s).
 import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import * as net from "node:net"
