@@ -112,14 +112,6 @@ describe("an h2c peer that never sends its FIN", () => {
     expect(await echo("second")).toBe("second")
     expect(accepted).toBe(2)
   }, 60_000)
-})
-
-describe("an h2c caller that stops reading", () => {
-  let cleanup: Cleanup
-  beforeEach(() => {
-    cleanup = new Cleanup()
-  })
-  afterEach(() => cleanup.run())
 
   it("A's session ended as stalled (idle, an answer waiting, nothing moving) lets its socket go", async () => {
     // An answer as long as the caller's windows allow: written until the stream holds some back, again at each drain.
