@@ -549,7 +549,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
               const own = process.cpuUsage()
               const mine = usageOf(process.pid)
               const server = usageOf(serverPid)
-              return { cpu: (own.user + own.system) / 1e6 + server.cpu, reads: mine.reads + server.reads, writes: mine.writes + server.writes }
+              return { cpu: (own.user + own.system) / 1e6 + server.cpu, mainCpu: mine.mainCpu + server.mainCpu, reads: mine.reads + server.reads, writes: mine.writes + server.writes }
             }
             try {
               const sample = await closedLoop(driver, c.inflight, size, options.warmupMs, options.measureMs, usageNow)

@@ -32,8 +32,10 @@
 //      and one Chat call writing as many under the client's back-pressure while reading the
 //      echoes: messages/s, one path at a time, alternating which goes first per round.
 // Per phase, CPU microseconds per call (or per message) of the client (this process), the app and
-// each sidecar, from /proc (procStats.ts). Every unary answer is checked (OK and the bytes back);
-// every stream must deliver all its messages in order; more than 1% failed calls abort the bench.
+// each sidecar, from /proc (procStats.ts), and the share of each sidecar's CPU its V8 helper threads
+// took (collector and compiler, off the main thread: a quarter at 1,000 calls/s on a loaded 2-core
+// machine). Every unary answer is checked (OK and the bytes back); every stream must deliver all
+// its messages in order; more than 1% failed calls abort the bench.
 //
 //   npm run -s bench -- grpc            2 s warm-up + 10 s per window, 3 rounds (about 4 min)
 //   npm run -s bench -- grpc --quick    1 s warm-up + 3 s per window, 1 round
@@ -54,12 +56,12 @@ import { fileURLToPath } from "node:url"
 import { benchArgs, printSummary } from "./args.ts"
 import { type Child, killChild, serveChild, spawnServer } from "./children.ts"
 import { writeBenchCredentials } from "./sidecar/credentials.ts"
-import { median, ms, pad, round, signed, sleep, us } from "./sidecar/format.ts"
+import { median, ms, pad, percent, round, signed, sleep, us } from "./sidecar/format.ts"
 import { countStalls, describeSlowRequest, describeStalls, describeTail, slowestEpisodes } from "./sidecar/hopStalls.ts"
 import { closedLoopOf, openLoopOf, type OpenSample, type Send } from "./sidecar/nodeLoad.ts"
 import { DEFAULT_SIDECAR_MAIN, parseEnv, SHIPPED_ENV, SHIPPED_NODE_FLAGS } from "./sidecar/options.ts"
 import type { HopStall } from "./sidecar/pair.ts"
-import { coresAllowed, NO_USAGE, nodeFlagsOf, type Usage, usageOf } from "./sidecar/procStats.ts"
+import { coresAllowed, NO_USAGE, nodeFlagsOf, type Usage, usageDelta, usageOf } from "./sidecar/procStats.ts"
 import { HOST } from "./sidecar/request.ts"
 import { addUsages, type Proc, type Usages, ZERO_USAGES } from "./sidecar/results.ts"
 import { type Sidecar, startSidecar } from "./sidecar/sidecars.ts"
@@ -241,6 +243,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const chats = new Map<Mode, Array<number>>(MODES.map((m) => [m, []]))
   /** CPU microseconds per call (or message) by phase, mode and process. */
   const cpu = new Map<string, Array<Record<Proc, number>>>()
+  /** Per key, the share of each sidecar's CPU its V8 helper threads (collector, compiler) took, not its main thread. */
+  const helperShares = new Map<string, Array<{ a: number; b: number }>>()
   try {
     app = await spawnServer(import.meta.url, "grpc", sidecarOptions.cpuProfDir, stallMs)
     const credentials = await writeBenchCredentials(dir, ["echo", "client"])
@@ -293,12 +297,14 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     /** What each process used since `from`. */
     const usageSince = (mode: Mode, from: Usages): Usages => {
       const to = readUsage(mode)
-      const delta = (p: Proc): Usage => ({ cpu: to[p].cpu - from[p].cpu, reads: to[p].reads - from[p].reads, writes: to[p].writes - from[p].writes })
+      const delta = (p: Proc): Usage => usageDelta(to[p], from[p])
       return { client: delta("client"), app: delta("app"), a: delta("a"), b: delta("b") }
     }
     const noteCpu = (key: string, used: Usages, count: number) => {
       const per = (p: Proc) => (used[p].cpu * 1e6) / count
       cpu.set(key, [...(cpu.get(key) ?? []), { client: per("client"), app: per("app"), a: per("a"), b: per("b") }])
+      const helpers = (p: "a" | "b") => 1 - used[p].mainCpu / used[p].cpu
+      helperShares.set(key, [...(helperShares.get(key) ?? []), { a: helpers("a"), b: helpers("b") }])
     }
     const failOn = (what: string, errors: number, firstError: string | undefined, sent: number) => {
       if (errors > 0) log(`    ${what}: ${errors} failed calls (first: ${firstError})`)
@@ -430,6 +436,14 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     ...cpuKeys.map((key) => {
       const c = cpuOf(key)
       return `  ${pad(key, 40, true)} ${pad(us(c.client), 8)} ${pad(us(c.app), 8)} ${pad(us(c.a), 10)} ${pad(us(c.b), 10)}`
+    }),
+    "",
+    "sidecars' CPU off the main thread (V8's collector and compiler helpers)     sidecar A  sidecar B",
+    ...cpuKeys.flatMap((key) => {
+      const shares = helperShares.get(key) ?? []
+      const share = (p: "a" | "b") => med(shares.map((s) => s[p]))
+      if (!Number.isFinite(share("a"))) return []
+      return [`  ${pad(key, 72, true)} ${pad(percent(share("a")), 10)} ${pad(percent(share("b")), 10)}`]
     }),
     ""
   ]

@@ -11,6 +11,7 @@ const benches: Record<string, () => Promise<Bench>> = {
   callCpu: () => import("./callCpu.ts"),
   closeDeopt: () => import("./closeDeopt.ts"),
   compression: () => import("./compression.ts"),
+  discoveryFlap: () => import("./discoveryFlap.ts"),
   echo: () => import("./echo.ts"),
   grpc: () => import("./grpc.ts"),
   sidecar: () => import("./sidecar.ts"),

@@ -11,6 +11,18 @@ export interface Hop {
   readonly stop: () => Promise<void>
   /** iip-mesh sidecars: each event-loop stall over 10 ms so far, as stallProbe.mjs reported it. */
   readonly stalls?: ReadonlyArray<HopStall>
+  /** iip-mesh sidecars: their GC pauses so far (the most recent MAX_HOP_GC), as stallProbe.mjs reported them. */
+  readonly gcPauses?: ReadonlyArray<HopGc>
+}
+
+/** The GC pauses kept per hop: a full bench's saturation phase makes tens of thousands. */
+export const MAX_HOP_GC = 100_000
+
+/** One GC pause of a hop: when it began (epoch ms), how long, and whether it was a full (mark-compact) collection. */
+export interface HopGc {
+  readonly startMs: number
+  readonly ms: number
+  readonly major: boolean
 }
 
 /** One stall of a hop's event loop: when it ended (epoch ms), how long, the main thread's CPU over it, and how much was GC. */

@@ -49,28 +49,46 @@ export const nodeFlagsOf = (pid: number): ReadonlyArray<string> | undefined => {
   }
 }
 
-/** What a process has used so far: CPU seconds, and read and write system calls (sockets included). */
+/**
+ * What a process has used so far: CPU seconds (all its threads; `mainCpu` its main thread's, the
+ * rest is V8's helper threads: collector and compiler), and read and write system calls (sockets included).
+ */
 export interface Usage {
   readonly cpu: number
+  readonly mainCpu: number
   readonly reads: number
   readonly writes: number
 }
 
-export const NO_USAGE: Usage = { cpu: NaN, reads: NaN, writes: NaN }
+export const NO_USAGE: Usage = { cpu: NaN, mainCpu: NaN, reads: NaN, writes: NaN }
+
+/** What was used between two readings. */
+export const usageDelta = (to: Usage, from: Usage): Usage => ({
+  cpu: to.cpu - from.cpu,
+  mainCpu: to.mainCpu - from.mainCpu,
+  reads: to.reads - from.reads,
+  writes: to.writes - from.writes
+})
 
 /** The fields of /proc/<pid>/stat after the command name (which may hold spaces): [0] is the state. */
-const statFields = (pid: number | "self"): ReadonlyArray<string> => {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+const statFields = (pid: number | "self", thread = ""): ReadonlyArray<string> => {
+  const stat = readFileSync(`/proc/${pid}/${thread}stat`, "utf8")
   return stat.slice(stat.lastIndexOf(")") + 2).split(" ")
 }
 
-/** User + system CPU (utime, stime) and syscr/syscw of /proc/<pid>/io. */
+/** User + system CPU (utime, stime) of the process and of its main thread, and syscr/syscw of /proc/<pid>/io. */
 export const usageOf = (pid: number): Usage => {
   try {
     const fields = statFields(pid)
+    const main = statFields(pid, `task/${pid}/`)
     const io = readFileSync(`/proc/${pid}/io`, "utf8")
     const count = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, "m").exec(io)?.[1] ?? NaN)
-    return { cpu: (Number(fields[11]) + Number(fields[12])) / TICKS, reads: count("syscr"), writes: count("syscw") }
+    return {
+      cpu: (Number(fields[11]) + Number(fields[12])) / TICKS,
+      mainCpu: (Number(main[11]) + Number(main[12])) / TICKS,
+      reads: count("syscr"),
+      writes: count("syscw")
+    }
   } catch {
     return NO_USAGE
   }

@@ -43,6 +43,9 @@ export const report = (results: Results): { readonly text: string; readonly summ
   const usageFor = (key: string, p: Proc, k: keyof Usage) => median((results.perRequest.get(key) ?? []).map((u) => u[p][k]))
   /** Both proxies' CPU per request at saturation, microseconds. */
   const pairCpu = (mode: Proxied) => usageFor(`saturation ${mode}`, "a", "cpu") + usageFor(`saturation ${mode}`, "b", "cpu")
+  /** The saturation warm-up round's figures (one run per path). */
+  const warmupRps = (mode: Mode) => results.saturationWarmup.get(mode)?.rps ?? NaN
+  const warmupPairCpu = (mode: Mode) => usageFor(`saturation-warmup ${mode}`, "a", "cpu") + usageFor(`saturation-warmup ${mode}`, "b", "cpu")
   // CPU per request of the whole picture (client + app, plus both proxies): on a box where CPU is
   // what runs out, the saturation ratio to expect; steadier than req/s on a shared one.
   const totalCpu = (mode: Mode) => PROCS.reduce((sum, p) => sum + (mode === "direct" && (p === "a" || p === "b") ? 0 : usageFor(`saturation ${mode}`, p, "cpu")), 0)
@@ -77,6 +80,10 @@ export const report = (results: Results): { readonly text: string; readonly summ
     )
   }
   lines.push(`(all CPU vs direct: client + app CPU per request direct, over the same with both proxies; the ratio a CPU-bound box would show)`)
+  if (results.saturationWarmup.size > 0) {
+    const warmups = modes.filter((mode) => results.saturationWarmup.has(mode)).map((mode) => `${mode} ${us(warmupRps(mode))} req/s${mode === "direct" ? "" : `, ${us(warmupPairCpu(mode))} us`}`)
+    lines.push(`warm-up round before them (${options.saturationWarmupMs / 1000} s a path, not in the medians): ${warmups.join("; ")}`)
+  }
   lines.push(``)
   lines.push(`per request: CPU us, read + write syscalls (client: ${results.saturationTool === "wrk" ? "wrk at saturation, " : ""}the bench's Node generator otherwise;`)
   lines.push(`syscr/syscw count read/write-family calls only: the recv/send that nginx and haproxy use show as 0)`)
@@ -257,6 +264,10 @@ export const report = (results: Results): { readonly text: string; readonly summ
     ),
     cpu_us_per_request: perPhase(cpuSummary),
     syscalls_per_request: perPhase(syscallSummary),
+    saturation_warmup_s: options.saturationWarmupMs / 1000,
+    saturation_warmup: Object.fromEntries(
+      modes.filter((mode) => results.saturationWarmup.has(mode)).map((mode) => [mode, { rps: Math.round(warmupRps(mode)), cpu_us_per_request: cpuSummary(`saturation-warmup ${mode}`) }])
+    ),
     ...Object.fromEntries(MODES.map((mode) => [`errors_${mode}`, errors(mode)])),
     skipped: Object.fromEntries(results.skipped),
     saturation_tool: results.saturationTool,

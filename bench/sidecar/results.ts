@@ -23,9 +23,9 @@ export interface SaturationSample {
 export type Proc = "client" | "app" | "a" | "b"
 export const PROCS: ReadonlyArray<Proc> = ["client", "app", "a", "b"]
 export type Usages = Record<Proc, Usage>
-const ZERO: Usage = { cpu: 0, reads: 0, writes: 0 }
+const ZERO: Usage = { cpu: 0, mainCpu: 0, reads: 0, writes: 0 }
 export const ZERO_USAGES: Usages = { client: ZERO, app: ZERO, a: ZERO, b: ZERO }
-const add = (x: Usage, y: Usage): Usage => ({ cpu: x.cpu + y.cpu, reads: x.reads + y.reads, writes: x.writes + y.writes })
+const add = (x: Usage, y: Usage): Usage => ({ cpu: x.cpu + y.cpu, mainCpu: x.mainCpu + y.mainCpu, reads: x.reads + y.reads, writes: x.writes + y.writes })
 export const addUsages = (x: Usages, y: Usages): Usages => ({ client: add(x.client, y.client), app: add(x.app, y.app), a: add(x.a, y.a), b: add(x.b, y.b) })
 
 /** VmRSS of one pair's proxies, MB. */
@@ -53,6 +53,8 @@ export interface Results {
   readonly skipped: Map<Mode, string>
   readonly open: Map<Mode, Array<OpenSample>>
   readonly saturated: Map<Mode, Array<SaturationSample>>
+  /** The saturation phase's warm-up round (--saturation-warmup): one run per path, not in the medians. */
+  readonly saturationWarmup: Map<Mode, SaturationSample>
   /** Per request (CPU in microseconds), keyed "<phase> <mode>", one entry per round. */
   readonly perRequest: Map<string, Array<Usages>>
   /** Each pair's share of a core during its open-loop runs. */
@@ -70,6 +72,7 @@ export const emptyResults = (options: Options): Results => ({
   skipped: new Map(),
   open: new Map(MODES.map((m) => [m, []])),
   saturated: new Map(MODES.map((m) => [m, []])),
+  saturationWarmup: new Map(),
   perRequest: new Map(),
   vcpuAtRate: new Map(PROXIED.map((m) => [m, []])),
   rss: new Map(PROXIED.map((m) => [m, { idleA: NaN, idleB: NaN, peakA: NaN, peakB: NaN, after5A: NaN, after5B: NaN, after10A: NaN, after10B: NaN, idleAnonA: NaN, idleAnonB: NaN, after10AnonA: NaN, after10AnonB: NaN }])),

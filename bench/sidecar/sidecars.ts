@@ -9,7 +9,8 @@ import { join } from "node:path"
 import { killChild } from "../children.ts"
 import type { Meshed, Options } from "./options.ts"
 import { STALL_PROBE, stallOfLine } from "./hopStalls.ts"
-import { type Hop, HopFailed, type HopStall, type ProxyPair } from "./pair.ts"
+import { gcOfLine } from "./gcTail.ts"
+import { type Hop, HopFailed, type HopGc, type HopStall, MAX_HOP_GC, type ProxyPair } from "./pair.ts"
 import { HOST } from "./request.ts"
 
 /**
@@ -52,6 +53,7 @@ export const startSidecar = (name: string, args: ReadonlyArray<string>, options:
     let out = ""
     let settled = false
     const stalls: Array<HopStall> = []
+    const gcPauses: Array<HopGc> = []
     const timer = setTimeout(() => fail(new HopFailed({ message: `sidecar ${name} did not print its ready line within 20 s` })), 20_000)
     const fail = (error: HopFailed) => {
       if (settled) return
@@ -62,7 +64,7 @@ export const startSidecar = (name: string, args: ReadonlyArray<string>, options:
     child.on("error", (error) => fail(new HopFailed({ message: `sidecar ${name} did not start: ${error.message}` })))
     child.once("exit", (code, signal) => fail(new HopFailed({ message: `sidecar ${name} exited (${code ?? signal}) before it was ready; output: ${JSON.stringify(out.slice(0, 500))}` })))
     child.stdout!.setEncoding("utf8")
-    // The ready line, then the stall probe's lines (anything else it prints goes to the log, or is dropped).
+    // The ready line, then the stall probe's lines, stalls and GC pauses (anything else it prints goes to the log, or is dropped).
     child.stdout!.on("data", (text: string) => {
       out += text
       for (let nl = out.indexOf("\n"); nl !== -1; nl = out.indexOf("\n")) {
@@ -80,10 +82,16 @@ export const startSidecar = (name: string, args: ReadonlyArray<string>, options:
           stalls.push(stall)
           continue
         }
+        const pause = gcOfLine(parsed)
+        if (pause !== undefined) {
+          if (gcPauses.length === MAX_HOP_GC) gcPauses.splice(0, MAX_HOP_GC / 2)
+          gcPauses.push(pause)
+          continue
+        }
         if (settled || parsed?.event !== "sidecar-ready" || typeof parsed.outbound !== "string" || typeof parsed.inbound !== "string") continue
         settled = true
         clearTimeout(timer)
-        resolve({ pid: child.pid!, stop, outbound: splitHostPort(parsed.outbound), inbound: parsed.inbound, admin: String(parsed.admin), stalls })
+        resolve({ pid: child.pid!, stop, outbound: splitHostPort(parsed.outbound), inbound: parsed.inbound, admin: String(parsed.admin), stalls, gcPauses })
       }
       // A line is at most a few hundred bytes; whatever else the sidecar prints without newlines is not kept.
       if (out.length > 65_536) out = ""

@@ -7,6 +7,10 @@
 // says why).
 //
 //   {"event":"bench-stall","endMs":1764877512345.6,"ms":84.2,"cpuMs":83.0,"gcMs":83.9,"majorGcMs":83.9}
+// And every GC pause, however short (gcTail.ts lines the slowest requests up with them), one line
+// per batch of gc entries node hands over; an idle process collects nothing, so writes nothing:
+//   {"event":"bench-gc","startMs":1764877512301.2,"ms":0.8,"major":false}
+import { constants, performance, PerformanceObserver } from "node:perf_hooks"
 import { watchStalls } from "./stallWatch.mjs"
 
 // node:fs's CommonJS exports, as src/toolkit/nodeHttp.ts takes node:http's: no ES namespace built.
@@ -23,4 +27,13 @@ const write = (line) => {
     // The bench has gone (EPIPE) or stopped reading: the line has no reader.
   }
 }
+const origin = performance.timeOrigin
+new PerformanceObserver((list) => {
+  let lines = ""
+  for (const entry of list.getEntries()) {
+    const major = entry.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR
+    lines += `{"event":"bench-gc","startMs":${(origin + entry.startTime).toFixed(3)},"ms":${entry.duration.toFixed(3)},"major":${major}}\n`
+  }
+  write(lines)
+}).observe({ entryTypes: ["gc"] })
 watchStalls((stall) => write(`${JSON.stringify({ event: "bench-stall", ...stall })}\n`), Number.isFinite(stallMs) && stallMs > 0 ? stallMs : undefined)

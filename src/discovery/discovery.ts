@@ -35,6 +35,19 @@ interface Subscription {
   readonly listener: DiscoveryListener
 }
 
+/**
+ * Puts back into `now` the objects of `previous` for the endpoints a re-merge left as they were: a
+ * Reset (a DNS answer, an EndpointSlice event) re-merges a whole service into new objects, and
+ * subscribers that keep what they computed per object (the sidecar's feed and its registry's keys)
+ * would otherwise recompute it for every endpoint on every Reset.
+ */
+const keepUnchanged = (service: string, previous: ReadonlyMap<string, MergedEndpoint>, now: Map<string, MergedEndpoint>): void => {
+  for (const [key, endpoint] of now) {
+    const kept = previous.get(key)
+    if (kept !== undefined && kept.adminPort === endpoint.adminPort && change(service, key, kept, endpoint) === undefined) now.set(key, kept)
+  }
+}
+
 const updateService = (update: EndpointUpdate): string =>
   update._tag === "Reset" || update._tag === "Remove" ? update.service : update.endpoint.service
 
@@ -186,6 +199,7 @@ export class Discovery {
     const updates = diff(before, after)
     if (updates.length === 0) return
     const now = after.get(service)
+    if (now !== undefined && previous !== undefined) keepUnchanged(service, previous, now)
     if (now === undefined) this.view.delete(service)
     else this.view.set(service, now)
     this.tell(service, updates)

@@ -8,7 +8,7 @@ import * as Result from "effect/Result"
 import { Resolver } from "node:dns/promises"
 import { isIP } from "node:net"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
-import { endpointKey, MaxEndpointsPerService, type DiscoveredEndpoint, type DiscoverySource } from "./types.ts"
+import { clampWeight, endpointKey, MaxEndpointsPerService, type DiscoveredEndpoint, type DiscoverySource } from "./types.ts"
 
 /** A lookup failed (timeout, refused, server failure): the last good set stays and the lookup is retried. */
 export class DnsLookupFailed extends Data.TaggedError("DnsLookupFailed")<{
@@ -92,7 +92,7 @@ const addressesOf = async (resolver: Resolver, target: string): Promise<Readonly
 /**
  * One lookup of `name`: the SRV records, then their targets' addresses. No records (ENODATA,
  * ENOTFOUND) is an empty answer; anything else is a DnsLookupFailed. The port comes from the
- * SRV record, the weight too (0 counts as 1); a target of "." (no service), a port of 0 and targets
+ * SRV record, the weight too (into 1..MaxWeight: 0 counts as 1, 65535 as MaxWeight); a target of "." (no service), a port of 0 and targets
  * without addresses are left out; priorities are not used (Kubernetes gives every record priority 0).
  * At most MaxEndpointsPerService targets are looked up and endpoints built: records times addresses
  * could otherwise run to millions from one TCP answer.
@@ -115,7 +115,7 @@ export const lookupSrv = async (resolver: Resolver, service: string, name: strin
           capped = true
           break collect
         }
-        const endpoint: DiscoveredEndpoint = { service, host: address, port: record.port, weight: Math.max(1, record.weight), features: [], source: "dns" }
+        const endpoint: DiscoveredEndpoint = { service, host: address, port: record.port, weight: clampWeight(record.weight), features: [], source: "dns" }
         if (!endpoints.has(endpointKey(endpoint))) endpoints.set(endpointKey(endpoint), endpoint)
       }
     }

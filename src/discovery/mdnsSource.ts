@@ -31,6 +31,7 @@
 import os from "node:os"
 import { createHash } from "node:crypto"
 import { createRequire } from "node:module"
+import { BlockList, isIP } from "node:net"
 import type Bonjour from "bonjour-service"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
@@ -109,6 +110,42 @@ export interface MdnsSourceOptions {
   readonly log?: Log
 }
 
+/** Addresses that name whichever host dials them: loopback and "this host" (0.0.0.0/8, ::), IPv4-mapped forms too. */
+const thisHost = new BlockList()
+thisHost.addSubnet("127.0.0.0", 8, "ipv4")
+thisHost.addSubnet("0.0.0.0", 8, "ipv4")
+thisHost.addAddress("::1", "ipv6")
+thisHost.addAddress("::", "ipv6")
+
+/** Addresses no TCP connection goes to: multicast and the limited broadcast. */
+const notUnicast = new BlockList()
+notUnicast.addSubnet("224.0.0.0", 4, "ipv4")
+notUnicast.addAddress("255.255.255.255", "ipv4")
+notUnicast.addSubnet("ff00::", 8, "ipv6")
+
+const inList = (list: BlockList, host: string): boolean => {
+  const family = isIP(host)
+  return family !== 0 && list.check(host, family === 4 ? "ipv4" : "ipv6")
+}
+
+/**
+ * This host's own name, as an announced host: /etc/hosts maps it to loopback (127.0.1.1 on Debian,
+ * 127.0.0.1 in many containers), and it is no secret (a sidecar's default node id and SRV target
+ * carry it). Read when a name is announced: a host name may change while the sidecar runs.
+ */
+const isOwnHostName = (host: string): boolean => {
+  const name = host.endsWith(".") ? host.slice(0, -1) : host
+  return name.length > 0 && name.toLowerCase() === os.hostname().toLowerCase()
+}
+
+/**
+ * A host that names the host dialing it, whoever announced it: a loopback or "this host" address,
+ * localhost, or this host's own name. (Any other name may resolve to loopback too: a name is
+ * checked as it is announced, not as the resolver answers when the sidecar dials it.)
+ */
+const isOnThisHost = (host: string): boolean =>
+  isIP(host) !== 0 ? inList(thisHost, host) : /^(?:[^.]+\.)*localhost\.?$/i.test(host) || isOwnHostName(host)
+
 const isWildcard = (address: string | undefined): boolean =>
   address === undefined || address === "" || address === "0.0.0.0" || address === "::" || address === "[::]"
 
@@ -153,7 +190,7 @@ export interface SeenService {
 
 export type Decoded =
   | { readonly ok: true; readonly endpoint: DiscoveredEndpoint }
-  | { readonly ok: false; readonly reason: "mesh" | "self" | "malformed" }
+  | { readonly ok: false; readonly reason: "mesh" | "self" | "malformed" | "local-address" }
 
 const text = (txt: Record<string, unknown>, key: string): string | undefined => {
   const value = txt[key]
@@ -163,11 +200,14 @@ const text = (txt: Record<string, unknown>, key: string): string | undefined => 
 /**
  * The endpoint an answer describes, or why it is not reported. Any host on the link can answer, so
  * each field is checked: a service that is not a DNS label, or a host (TXT addr, else the answer's
- * source) that is not an IP address or host name, makes the record malformed; the weight is clamped
+ * source) that is not an IP address or host name, or is multicast, makes the record malformed; a
+ * host on the receiving host (loopback, 0.0.0.0, ::, localhost, its host name) is refused unless the answer came from
+ * this host too (from loopback, or from an address `isOwnAddress` says is this host's; reason
+ * "local-address"); the weight is clamped
  * to 1..MaxWeight; a zone, node, version or id that is not of its kind is left out, as are features
  * that are not short labels (at most MaxFeatures kept).
  */
-export const decodeService = (seen: SeenService, mesh: string, self: string | undefined): Decoded => {
+export const decodeService = (seen: SeenService, mesh: string, self: string | undefined, isOwnAddress: (address: string) => boolean = () => false): Decoded => {
   const txt = seen.txt ?? {}
   if (text(txt, "mesh") !== mesh) return { ok: false, reason: "mesh" }
   const announcedNode = text(txt, "node")
@@ -177,7 +217,11 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
   const port = seen.port
   if (service === undefined || !isServiceName(service) || !Number.isInteger(port) || port <= 0 || port > 65535) return { ok: false, reason: "malformed" }
   const host = text(txt, "addr") ?? seen.referer?.address ?? seen.addresses?.find((a) => !a.includes(":")) ?? seen.host
-  if (typeof host !== "string" || !isHost(host)) return { ok: false, reason: "malformed" }
+  if (typeof host !== "string" || !isHost(host) || inList(notUnicast, host)) return { ok: false, reason: "malformed" }
+  // Announced by another host, a loopback addr would aim this sidecar's mesh traffic at its own app or admin.
+  if (isOnThisHost(host) && (seen.referer === undefined || !(isOnThisHost(seen.referer.address) || isOwnAddress(seen.referer.address)))) {
+    return { ok: false, reason: "local-address" }
+  }
   const weight = clampWeight(Number(text(txt, "weight") ?? "1"))
   const features = (text(txt, "features") ?? "").split(",", MaxFeatures * 4).filter((f) => featurePattern.test(f)).slice(0, MaxFeatures)
   const proto = text(txt, "proto")
@@ -422,10 +466,16 @@ export class MdnsSource implements DiscoverySource {
     const ignored = new Set<string>()
     let full = false
     const self = options.includeSelf === true ? undefined : options.node
+    // This host's interface addresses, read again each re-query interval (only a loopback addr asks).
+    let ownAddresses: ReadonlySet<string> | undefined
+    const isOwnAddress = (address: string): boolean => {
+      ownAddresses ??= new Set(Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).map((entry) => entry.address)))
+      return ownAddresses.has(address)
+    }
     const onService = (seen: SeenService) => {
       // DNS names are at most 255 bytes; what a hostile packet holds beyond that is not logged.
       const fqdn = seen.fqdn.slice(0, 255)
-      const decoded = decodeService(seen, options.mesh, self)
+      const decoded = decodeService(seen, options.mesh, self, isOwnAddress)
       if (decoded.ok) {
         // Logged once per episode: until the table has room again.
         if (!table.seen(seen.fqdn, decoded.endpoint, timer.now())) {
@@ -453,6 +503,7 @@ export class MdnsSource implements DiscoverySource {
     const query = () => mdns.query(browsedName, "PTR")
     query()
     const cancel = timer.every(options.queryIntervalMs ?? MdnsDefaults.queryIntervalMs, () => {
+      ownAddresses = undefined
       query()
       for (const fqdn of table.sweep(timer.now())) log("mdns-expired", { fqdn: fqdn.slice(0, 255) })
       if (warnings > 1) log("mdns-warnings", { count: warnings - 1 })

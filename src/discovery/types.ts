@@ -48,9 +48,17 @@ export const clampWeight = (weight: number): number => (Number.isNaN(weight) ? 1
 /** A mesh service name: a DNS label (a-z, 0-9, -; at most 63), as the configuration requires. */
 export const isServiceName = (text: string): boolean => /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/.test(text)
 
-/** An endpoint host: an IP address, or a host name (labels of A-Z a-z 0-9 - _, at most 253 in all). */
+/**
+ * A last label of digits or 0x-hex: no top-level domain is one (RFC 3696 §2), and getaddrinfo, which
+ * net.connect looks names up with, reads such a name as inet_aton does (127.1, 2130706433, 0x7f.1,
+ * 0177.0.0.1 and 0 dial this host): an IPv4 address that isIP does not see, past every address check.
+ */
+const numericLastLabel = /(?:^|\.)(?:\d+|0x[0-9a-f]*)\.?$/i
+
+/** An endpoint host: an IP address, or a host name (labels of A-Z a-z 0-9 - _, at most 253 in all, the last not numeric). */
 export const isHost = (text: string): boolean =>
-  isIP(text) !== 0 || (text.length <= 253 && /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/.test(text))
+  isIP(text) !== 0 ||
+  (text.length <= 253 && /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/.test(text) && !numericLastLabel.test(text))
 
 /** A sidecar id as announced: 1-253 characters, none of them a control character (the configuration takes any non-empty id; the default is host name and pid). */
 export const isNodeId = (text: string): boolean => text.length <= 253 && /^[^\u0000-\u001f\u007f]+$/.test(text)

@@ -61,27 +61,74 @@ type Decode = (parser: RpcSerialization.Parser, bytes: Uint8Array) => ReadonlyAr
 const decoderOf = (serialization: RpcSerialization.RpcSerialization["Service"]): Decode =>
   /json/i.test(serialization.contentType) ? (parser, bytes) => parser.decode(textDecoder.decode(bytes)) : (parser, bytes) => parser.decode(bytes)
 
-/** Cuts a byte stream into frames, whatever its chunk boundaries; a frame over `max` is refused. */
+const lengthAt = (bytes: Uint8Array, at: number): number => new DataView(bytes.buffer, bytes.byteOffset + at, 4).getUint32(0)
+const noBytes = new Uint8Array(0)
+
+/**
+ * Cuts a byte stream into frames, whatever its chunk boundaries; a frame over `max` is refused as
+ * soon as its length can be read. A frame whole in a chunk is a view of it; one under way is
+ * copied into a buffer of its own, grown by doubling and, once a quarter of it came, to the size
+ * it announced (never past `max` and its length, nor four times what came). Its cost is linear in
+ * its bytes, and so is what it holds, however it is cut: joined anew at every chunk, a frame was
+ * copied again per chunk (quadratic: a peer sending 16 MiB in pieces of a few bytes held the event
+ * loop for minutes); kept as a list of its chunks, each piece held an object and the read slab it
+ * lay in (empty pieces, which bring a frame no closer to its end, without bound).
+ */
 const unframe = (max: number) => {
-  let pending: Uint8Array = new Uint8Array(0)
+  // The frame under way: its first `used` bytes in `held`; `needed` of them make it whole (4 until
+  // its length is read).
+  let held: Uint8Array = noBytes
+  let used = 0
+  let needed = 4
+  const hold = (bytes: Uint8Array) => {
+    const want = used + bytes.length
+    if (want > held.length) {
+      // A quarter of the frame in: its whole size at once (one copy of what came), else doubled.
+      const grown = Buffer.allocUnsafe(want * 4 >= needed ? needed : Math.max(2 * held.length, want, 256))
+      grown.set(held.subarray(0, used))
+      held = grown
+    }
+    held.set(bytes, used)
+    used = want
+  }
+  const tooLarge = (length: number) => new StreamFailed({ message: `rpc message of ${length} bytes exceeds ${max}` })
   return (chunk: Uint8Array): Array<Uint8Array> | StreamFailed => {
-    if (pending.length === 0) pending = chunk
-    else {
-      const joined = new Uint8Array(pending.length + chunk.length)
-      joined.set(pending)
-      joined.set(chunk, pending.length)
-      pending = joined
-    }
     const frames: Array<Uint8Array> = []
-    let offset = 0
-    while (pending.length - offset >= 4) {
-      const length = new DataView(pending.buffer, pending.byteOffset + offset, 4).getUint32(0)
-      if (length > max) return new StreamFailed({ message: `rpc message of ${length} bytes exceeds ${max}` })
-      if (pending.length - offset - 4 < length) break
-      frames.push(pending.subarray(offset + 4, offset + 4 + length))
-      offset += 4 + length
+    let at = 0
+    // The frame under way first, taking from the chunk only what it still needs.
+    while (used > 0 && at < chunk.length) {
+      const take = Math.min(needed - used, chunk.length - at)
+      hold(chunk.subarray(at, at + take))
+      at += take
+      if (used < needed) return frames
+      if (needed === 4) {
+        const length = lengthAt(held, 0)
+        if (length > max) return tooLarge(length)
+        needed = 4 + length
+        if (length > 0) continue
+      }
+      // Its own buffer: the frame's decoded values may be views of it, it is never written again.
+      frames.push(held.subarray(4, needed))
+      held = noBytes
+      used = 0
+      needed = 4
     }
-    pending = pending.subarray(offset)
+    while (chunk.length - at >= 4) {
+      const length = lengthAt(chunk, at)
+      if (length > max) return tooLarge(length)
+      if (chunk.length - at - 4 < length) {
+        needed = 4 + length
+        break
+      }
+      frames.push(chunk.subarray(at + 4, at + 4 + length))
+      at += 4 + length
+    }
+    // The start of the next frame: a view of the chunk, copied only if more of the frame comes
+    // (a whole body's unfinished end costs nothing).
+    if (at < chunk.length) {
+      held = chunk.subarray(at)
+      used = held.length
+    }
     return frames
   }
 }

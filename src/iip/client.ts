@@ -25,7 +25,7 @@ import { defaultConnectionLimits } from "../mux/connection.ts"
 import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { type MeshCallError, type MeshReply, type MeshSession, type OwnChannel, RemoteError } from "../mux/meshSession.ts"
 import { offeredCodecs } from "../protocol/compression.ts"
-import type { PacketEncodeError } from "../protocol/errors.ts"
+import { PacketEncodeError } from "../protocol/errors.ts"
 import { clampDeadlineMs, emptyMeta, localHello, MaxDeadlineMs, MeshErrorCode, type Meta } from "../protocol/mesh.ts"
 import { backoffDelay, type DialSettings, dialOnce } from "./clientDial.ts"
 import type { ClientCallback, ClientError, ClientOptions, ReconnectOptions, RequestOptions } from "./clientOptions.ts"
@@ -43,6 +43,17 @@ const toBytes = (data: Uint8Array | string | undefined): Uint8Array =>
 
 /** How long after a stream ended channels left over for streams are looked at (`trimSoon`). */
 const TRIM_AFTER_MS = 1000
+
+/**
+ * 2^40 ms: Date.now() has read more since November 2004, monotonicMs() (counted from this process's
+ * or worker's start) reaches it after 34 years, so a `now` at or past it was read from the wall
+ * clock. Not performance.timeOrigin: a wall clock stepped back by more than the process's age
+ * (booted ahead, then NTP) reads below that for as long.
+ */
+const wallClockFloorMs = 2 ** 40
+
+const nowNotMonotonic = (now: number): PacketEncodeError =>
+  new PacketEncodeError({ rule: "now-not-monotonic", message: `RequestOptions.now ${now} is a wall-clock time: pass monotonicMs() (src/mux/clock.ts) or leave it out` })
 
 export class IipClient {
   readonly router = new Router<Handler>()
@@ -177,6 +188,8 @@ export class IipClient {
     // The sidecar's and the RPC client's calls come this way: past the bound they do not wait in the queue either.
     if (this.pending.value >= this.maxPending) return onReply(this.overloaded(), undefined)
     const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
+    // A `now` on the wall clock (Date.now()) would put the deadline decades away: the caller's bug, told at once.
+    if (options.now !== undefined && options.now >= wallClockFloorMs) return onReply(nowNotMonotonic(options.now), undefined)
     this.pending.value++
     // One clock read per request (none when the caller gave it): its deadline, and its remaining time when sent at once.
     const now = timeoutMs > 0 ? (options.now || monotonicMs()) : 0
@@ -230,8 +243,10 @@ export class IipClient {
    */
   probe(timeoutMs: number): Promise<number> {
     const started = performance.now()
+    // As a Node timer takes it: past 2^31-1 ms, NaN or <= 0 it would fire after 1 ms.
+    const waitMs = clampDeadlineMs(timeoutMs) || this.connectTimeoutMs
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new RequestTimeout({ message: `no answer to a health check within ${timeoutMs} ms`, timeoutMs })), timeoutMs)
+      const timer = setTimeout(() => reject(new RequestTimeout({ message: `no answer to a health check within ${waitMs} ms`, timeoutMs: waitMs })), waitMs)
       const settle = (error: unknown) => {
         clearTimeout(timer)
         if (error === undefined) resolve(performance.now() - started)

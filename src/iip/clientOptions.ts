@@ -96,7 +96,8 @@ export interface RequestOptions {
   /**
    * `monotonicMs()` (src/mux/clock.ts: whole ms of performance.now(), not Date.now()) as the caller
    * read it in the same synchronous step, `timeoutMs` counting from it: spares `stream` and
-   * `streamWith` a clock read. Absent or 0: they read the clock.
+   * `streamWith` a clock read. Absent or 0: they read the clock. A Date.now() reading here is refused
+   * with PacketEncodeError `now-not-monotonic` (it would put the deadline decades away).
    */
   readonly now?: number
 }

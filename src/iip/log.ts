@@ -3,11 +3,18 @@
 // LogThrottle, the bound on a line that may repeat without end.
 import { monotonicMs } from "../mux/clock.ts"
 import type { ConnectionLog } from "../mux/connection.ts"
+import { escapeInvisible } from "./redact.ts"
 
 export type Log = ConnectionLog
 
+/**
+ * `value` as one JSON log line, newline included, with no control character raw in it: values from
+ * the network reach log lines, and JSON.stringify escapes only U+0000-U+001F (redact.ts). Parses back the same.
+ */
+export const jsonLine = (value: unknown): string => `${escapeInvisible(JSON.stringify(value))}\n`
+
 export const stderrLog: Log = (event, fields) => {
-  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`)
+  process.stderr.write(jsonLine({ time: new Date().toISOString(), event, ...fields }))
 }
 
 /** The message of anything thrown or failed with. */

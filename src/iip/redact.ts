@@ -23,8 +23,14 @@ const clamp = (text: string, maxChars: number): string => {
  * `text` as a JSON string literal, at most about `maxChars` long: C0 controls, quotes and
  * backslashes escaped as JSON escapes them, and the characters above as \uXXXX.
  */
-export const quoted = (text: string, maxChars = DEFAULT_MAX_CHARS): string =>
-  JSON.stringify(clamp(text, maxChars)).replace(INVISIBLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+export const quoted = (text: string, maxChars = DEFAULT_MAX_CHARS): string => escapeInvisible(JSON.stringify(clamp(text, maxChars)))
+
+/** INVISIBLE without its global flag: a test that keeps no lastIndex between calls. */
+const hasInvisible = new RegExp(INVISIBLE.source)
+
+/** JSON text (JSON.stringify's) with the characters of INVISIBLE as \uXXXX escapes: the same value, none of them raw. */
+export const escapeInvisible = (json: string): string =>
+  hasInvisible.test(json) ? json.replace(INVISIBLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`) : json
 
 /** C0 controls and the characters of INVISIBLE: what `printable` escapes. */
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g

@@ -3,7 +3,7 @@
 // that pairs each answer with the oldest request (§4.3). A request that times out keeps its place
 // in the FIFO so its late answer is consumed and pairing never shifts. When the connection dies,
 // every outstanding request fails at once.
-import { EmptyBody, Status, SystemChannel, SystemPath } from "../protocol/constants.ts"
+import { EmptyBody, Limits, Status, SystemChannel, SystemPath } from "../protocol/constants.ts"
 import { ProtocolError } from "../protocol/errors.ts"
 import { clampDeadlineMs } from "../protocol/mesh.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
@@ -109,9 +109,13 @@ export class ClientSession implements MessageSink {
     this.request(this.system, SystemPath.newChannel, EmptyBody, timeoutMs, (error, data) => {
       if (error !== undefined) return callback(error, undefined)
       const answer = parseSystemAnswer(data!)
-      if (answer === undefined || answer.code !== 0 || answer.channelId <= 0) {
+      if (answer === undefined || answer.code !== 0) {
         const detail = answer === undefined ? `unreadable answer ${JSON.stringify(data!.toString("utf8", 0, 120))}` : `code ${answer.code} ${answer.message}`
         return callback(new ChannelOpenFailed({ message: `server refused a new channel: ${detail}` }), undefined)
+      }
+      // An id no packet can carry (2^40, 1.5) would fail every call on the channel as the caller's own PacketEncodeError.
+      if (!Number.isInteger(answer.channelId) || answer.channelId <= 0 || answer.channelId > Limits.maxChannelId) {
+        return callback(new ChannelOpenFailed({ message: `server gave a new channel the id ${answer.channelId}, out of 1..${Limits.maxChannelId}` }), undefined)
       }
       if (this.channels.has(answer.channelId)) {
         this.connection.close(`server returned channel id ${answer.channelId}, which is already open`, false)

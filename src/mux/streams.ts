@@ -120,6 +120,9 @@ export class IncomingStream implements AsyncIterable<Buffer>, WithTrailers {
    * one, so up to twice the window is tolerated.
    */
   push(chunk: Buffer, slab?: Slab): boolean {
+    // An empty chunk brings nothing and counts in no window, budget or credit: kept, each held an
+    // object and its read slab, and a peer sending them without end grew the stream without bound.
+    if (chunk.length === 0) return true
     // Refused before it counts anywhere: `buffered` is what discard and leaveUnreadPool take back.
     if (!this.discarded && !this.ended && this.buffered + chunk.length > 2 * this.window) return false
     const credit = this.credit

@@ -157,6 +157,8 @@ export class AppH2Leg implements H2Leg {
     if (this.session !== session) return
     this.session = undefined
     this.currentStreams = 0
+    // Its app's limit went with it (one of 0 would otherwise refuse every request, no session made again).
+    this.announcedStreams = Infinity
     this.settled = false
     this.unsettledStreamOut = false
     if (this.waiting.size > 0) this.openWaiting()

@@ -2,6 +2,7 @@
 // write that returned false, wait until the socket or stream takes more, or closes (then nothing
 // more will be written, and the writer sees it destroyed).
 import type { EventEmitter } from "node:events"
+import type * as net from "node:net"
 
 /** Resolves on the writable's next 'drain' or 'close', whichever comes first; both listeners leave. */
 export const drainedOrClosed = (writable: EventEmitter): Promise<void> =>
@@ -14,3 +15,10 @@ export const drainedOrClosed = (writable: EventEmitter): Promise<void> =>
     writable.on("drain", done)
     writable.on("close", done)
   })
+
+/**
+ * What libuv has yet to hand the kernel of the chunk a socket is writing (Node keeps the handle's
+ * `writeQueueSize` up to date but does not document it): it shrinks as a caller reads one large
+ * write, where `writableLength` counts that chunk whole until all of it is sent.
+ */
+export const queuedInLibuv = (socket: net.Socket): number => (socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0

@@ -10,6 +10,7 @@ import type * as net from "node:net"
 import { cut, Http1Call, type CallConnection } from "./http1Call.ts"
 import { asksOnlyH2c, CONTINUE_EXPECTATION, MAX_HEADER_ENTRIES } from "./http1HeadRules.ts"
 import type { Http1Listener } from "./http1Listener.ts"
+import { queuedInLibuv } from "./drained.ts"
 import { Fifo } from "./fifo.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
 import { ProxyError, sendProxyError, writeProxyError } from "./proxyError.ts"
@@ -34,12 +35,12 @@ interface ConsumableHandle {
 }
 
 /**
- * Bytes of answers the socket has not sent: its Writable's (a chunk counts whole until all of it
- * is sent) and libuv's queue (which shrinks as the caller reads), so a caller reading one large
- * write shows progress.
+ * Bytes of answers the socket holds unsent, each once: its Writable's, where a chunk libuv is
+ * writing counts whole until all of it is sent (its buffer lives until then). libuv's queue
+ * (`queuedInLibuv`) is part of that chunk: added, it counted twice (up to twice the answer).
  */
-const unsent = (socket: net.Socket): number =>
-  socket.writableLength + ((socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0)
+const held = (socket: net.Socket): number => socket.writableLength
+
 
 /** One connection from the app. */
 export class Connection implements CallConnection {
@@ -77,10 +78,11 @@ export class Connection implements CallConnection {
   private lastRequest = false
   /** The last answer waits in the socket past its high-water mark: nothing more is read or answered until it drains. */
   private awaitingDrain = false
-  /** When the caller last took a byte of it (performance.now(), as the sweep saw), and `unsent` then. */
+  /** When the caller last took a byte of it (performance.now(), as the sweep saw), and `held` and `queuedInLibuv` then. */
   private drainSince = 0
   private drainLeft = 0
-  /** What this connection counts in the listener's held answers (its unsent bytes when the wait began). */
+  private drainQueued = 0
+  /** What this connection counts in the listener's held answers (`held` when the wait began). */
   private heldBytes = 0
   /**
    * The answer to bytes llhttp refused after requests still owed answers: it goes in its own place,
@@ -216,10 +218,11 @@ export class Connection implements CallConnection {
    * input's end within it), which node's binding reports as no error for an upgrade: the parse
    * stopped short of the read's end within the message (it stops short otherwise only at the
    * message's end, llhttp's pause after an upgrade, when nothing more is read). node:http's 400,
-   * as for any request it refuses.
+   * as for any request it refuses, and in the same place (parseFailed): after the answer to a
+   * request read before it, not as that answer (it may have run at the far app already).
    */
   private bodyRefused(): void {
-    this.fail(BAD_REQUEST)
+    this.parseFailed(new Error("the body of an upgrade to h2c alone is malformed or cut short"))
   }
 
   /** True when `data` is for HTTP/1.1; false while it may be the HTTP/2 preface, or once it was. */
@@ -323,8 +326,12 @@ export class Connection implements CallConnection {
     listener.options.onRequest(call)
   }
 
-  /** Its unsent answer bytes count in the listener's held answers until the drain or the close. */
-  private holdAnswer(): void {
+  /** The caller's taking of the answer is watched from now (checkTimeouts), its bytes counted in the listener's held answers until the drain or the close. */
+  private awaitDrain(): void {
+    this.awaitingDrain = true
+    this.drainSince = performance.now()
+    this.drainLeft = held(this.socket)
+    this.drainQueued = queuedInLibuv(this.socket)
     this.releaseAnswer()
     this.heldBytes = this.drainLeft
     this.listener.heldAnswerBytes += this.heldBytes
@@ -341,13 +348,13 @@ export class Connection implements CallConnection {
    * 400 bad_target, as over HTTP/2, then closed (node:http closed it without a word).
    */
   private handOver(call: Http1Call): void {
-    this.detach()
     if (call.method === "CONNECT") {
-      // No timer watches the socket from here: closed once the answer is written, as the other
-      // error answers are, or a caller keeping its side open would hold it (and a place) for ever.
+      // Closed once the answer is out, as the other error answers are, and watched until then: a
+      // caller that reads none of it would otherwise hold the socket (and a place) for ever.
       writeProxyError(this.socket, CONNECT_REFUSED)
-      return void this.socket.destroySoon()
+      return this.endAfterWrites()
     }
+    this.detach()
     ;(this.socket as { readableFlowing: boolean | null }).readableFlowing = null
     this.listener.options.onUpgrade(call, this.socket, call.upgradeHead)
   }
@@ -389,10 +396,7 @@ export class Connection implements CallConnection {
     // memory here (16 KiB answers: 80 MB a second): the next request waits until the socket has
     // taken this answer, so what waits is bounded by the socket's buffers.
     if (this.socket.writableNeedDrain) {
-      this.awaitingDrain = true
-      this.drainSince = performance.now()
-      this.drainLeft = unsent(this.socket)
-      this.holdAnswer()
+      this.awaitDrain()
       this.updateReading()
       return void this.socket.once("drain", () => this.drained())
     }
@@ -457,15 +461,17 @@ export class Connection implements CallConnection {
     this.next()
   }
 
-  /** Ends the connection with `answer`, if no answer has begun on it. */
+  /** Ends the connection with `answer`, if no answer has begun on it (after it is out, or cut if the caller takes none of it: endAfterWrites); one begun, it is cut. */
   private fail(answer: string): void {
     if (this.gone) return
+    // One begun can only be cut (onClose ends the request): a FIN would read as its end to a caller
+    // whose body runs to the close (HTTP/1.0, no length), as destroySoon made it.
+    if (this.current?.answering === true) return this.destroy()
     this.gone = true
-    this.detach()
-    if (this.current === undefined || !this.current.headersSent) this.socket.end(answer, "latin1")
-    this.socket.destroySoon()
+    if (this.current === undefined || !this.current.headersSent) this.socket.write(answer, "latin1")
     this.parsing?.failBody()
     this.current?.close(false)
+    this.endAfterWrites()
   }
 
   /** The listener's sweep: a head or a request too slow, an idle connection past its keep-alive. */
@@ -475,9 +481,11 @@ export class Connection implements CallConnection {
     // One still reading (what the socket holds changed since the last sweep: nothing else writes
     // while the drain is awaited) is not idle, however slow.
     if (this.awaitingDrain) {
-      const left = unsent(this.socket)
-      if (left !== this.drainLeft) {
+      const left = held(this.socket)
+      const queued = queuedInLibuv(this.socket)
+      if (left !== this.drainLeft || queued !== this.drainQueued) {
         this.drainLeft = left
+        this.drainQueued = queued
         this.drainSince = now
       } else if (now - this.drainSince > keepAliveTimeoutMs + KEEP_ALIVE_GRACE_MS) return this.destroy()
       return
@@ -494,28 +502,26 @@ export class Connection implements CallConnection {
   /** Cut now: with a reset when an answer is not all out (one begun, or the last one still in the socket). */
   destroy(): void {
     this.gone = true
-    cut(this.socket, this.current?.answering === true || unsent(this.socket) > 0)
+    cut(this.socket, this.current?.answering === true || held(this.socket) > 0)
   }
 
   /** The listener closes and nothing is asked on this connection: it ends now, after its last answer is out if it is not yet. */
   closeIdle(): void {
     if (this.gone) return
-    if (unsent(this.socket) > 0) this.endAfterWrites()
+    if (held(this.socket) > 0) this.endAfterWrites()
     else this.destroy()
   }
 
   /**
-   * The last answer is written: the socket ends once it is out. The listener keeps the connection
-   * until then, so that a stop waits for it and its drain deadline cuts it, and a caller that
-   * takes none of it for as long as an idle connection may stay is cut (checkTimeouts).
+   * The last answer is written (an error answer included): the socket ends once it is out. The
+   * listener keeps the connection until then, so that a stop waits for it and its drain deadline
+   * cuts it, and a caller that takes none of it for as long as an idle connection may stay is cut
+   * (checkTimeouts): destroySoon alone waits for ever on a caller whose receive side is full.
    */
   private endAfterWrites(): void {
     this.gone = true
     this.detach(false)
-    this.awaitingDrain = true
-    this.drainSince = performance.now()
-    this.drainLeft = unsent(this.socket)
-    this.holdAnswer()
+    this.awaitDrain()
     this.socket.once("close", () => {
       this.releaseAnswer()
       this.listener.forget(this)

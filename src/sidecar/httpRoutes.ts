@@ -119,12 +119,15 @@ const pathOf = (path: Match["path"]): { readonly spec?: Record<string, string>; 
 
 const exactPairs = (list: ReadonlyArray<NameValue> | undefined, what: string, lowerCase: boolean): Record<string, string> | undefined => {
   if (list === undefined || list.length === 0) return undefined
-  const out: Record<string, string> = {}
+  // Without a prototype: `name in {}` holds for "constructor" or "toString", and `out.__proto__ =`
+  // sets none; either way a condition the route's author wrote was dropped and the match took
+  // every request.
+  const out: Record<string, string> = Object.create(null)
   for (const entry of list) {
     if ((entry.type ?? "Exact") !== "Exact") refuse(`${what} match type ${JSON.stringify(String(entry.type).slice(0, 40))} is not supported (Exact only)`)
     const name = lowerCase ? String(entry.name ?? "").toLowerCase() : String(entry.name ?? "")
     // The API takes the first of a repeated name.
-    if (!(name in out)) out[name] = String(entry.value ?? "")
+    if (!Object.hasOwn(out, name)) out[name] = String(entry.value ?? "")
   }
   return out
 }

@@ -349,11 +349,16 @@ const endIfStalled = (session: http2.ServerHttp2Session, open: ReadonlySet<Strea
   setTimeout(endIfStalled, ms, session, open, ms, now).unref()
 }
 
-/** A session names its open calls, for the sweep, since when the sweep found none open (performance.now()), and its socket as accepted. */
+/**
+ * A session names its open calls, for the sweep, since when the sweep found none open and none
+ * opened (performance.now()), whether a stream opened since the last sweep (one over between
+ * two sweeps, as most calls are, the sweep never finds open), and its socket as accepted.
+ */
 const OPEN = Symbol("open")
 const QUIET_SINCE = Symbol("quietSince")
+const STREAMED = Symbol("streamed")
 const SOCKET = Symbol("socket")
-type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number; [SOCKET]: net.Socket }
+type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number; [STREAMED]: boolean; [SOCKET]: net.Socket }
 
 /**
  * Ends `session` now, and its socket within a grace: node's destroy() ends the socket and lets it
@@ -376,7 +381,9 @@ const QUIET_TIMEOUTS = 2
  * With no stream open, a PING this soon after the caller's last one is a strike; one strike past
  * PING_STRIKES and the session ends with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", as gRPC servers
  * answer clients whose keepalive is faster than they allow (theirs: 5 min without calls). A PING
- * while a stream is open is not counted (grpc-go's BDP probes come with its answers' data).
+ * while a stream is open, or the first after a stream opened, is not counted: grpc-go's BDP probe
+ * goes out as its answer's data comes in, after the stream closed here (grpc-go's and grpc-java's
+ * servers reset their strikes when they send headers or data).
  */
 const MIN_PING_INTERVAL_MS = 1000
 const PING_STRIKES = 2
@@ -440,8 +447,10 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       // An idle timeout that PINGs do not reset: node's timer counts them once the session has a
       // 'ping' listener (the PING floor's, below), so a PING now and then would keep a session with
       // no stream (and its --max-app-connections place) for ever.
-      if (open.size > 0) swept[QUIET_SINCE] = now
-      else if (now - swept[QUIET_SINCE] >= QUIET_TIMEOUTS * options.idleTimeoutMs && !session.closed) session.close()
+      if (open.size > 0 || swept[STREAMED]) {
+        swept[QUIET_SINCE] = now
+        swept[STREAMED] = false
+      } else if (now - swept[QUIET_SINCE] >= QUIET_TIMEOUTS * options.idleTimeoutMs && !session.closed) session.close()
       const cut = cutStalled(open)
       if (cut > 0) options.onStalled(cut, session)
     }
@@ -453,17 +462,25 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     ;(session as SweptSession)[SOCKET] = accepting!
     ;(session as SweptSession)[OPEN] = open
     ;(session as SweptSession)[QUIET_SINCE] = performance.now()
+    ;(session as SweptSession)[STREAMED] = false
     let lastPing = -Infinity
     let pingStrikes = 0
+    // A stream came since the last PING: a PING that follows a call, as grpc-go's BDP probe follows
+    // its answer's data, often reaches A after the stream closed, and is no strike.
+    let streamSincePing = false
     session.on("ping", () => {
       const now = performance.now()
-      if (open.size > 0) pingStrikes = 0
-      else if (now - lastPing < MIN_PING_INTERVAL_MS && ++pingStrikes > PING_STRIKES) return endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_PINGS)
+      if (open.size > 0 || streamSincePing) {
+        pingStrikes = 0
+        streamSincePing = false
+      } else if (now - lastPing < MIN_PING_INTERVAL_MS && ++pingStrikes > PING_STRIKES) return endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_PINGS)
       lastPing = now
     })
-    session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) =>
+    session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
+      streamSincePing = true
+      ;(session as SweptSession)[STREAMED] = true
       handler(new StreamCall(stream, headers, flags, rawHeaders, open))
-    )
+    })
     // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive
     // connection; its open streams may finish. One whose streams cannot (a caller that grants no
     // window to their answers, each holding up to 64 KiB) is ended once nothing moves for as long again.

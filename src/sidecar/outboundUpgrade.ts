@@ -8,17 +8,17 @@
 // `x-iip-mesh-error` answers, within the request's deadline; no retry (the caller's bytes are
 // already on their way). After it, a connection silent both ways for the upgrade idle timeout is
 // closed. Tracing and metrics see one request, from the head to the close. Open upgrades are bounded
-// (`maxTunnels`, and `maxTunnelsPerPeer` for one calling address: tunnelSeats.ts), and so are the
+// (`maxTunnels`; no bound by caller: they are the pod's own apps, tunnelSeats.ts), and so are the
 // far apps' bytes they hold unread by their callers (`maxQueuedBytes`);
 // one whose caller takes none of them for the stall timeout is ended (tunnelStalls.ts): its bytes
 // released, its caller's connection closed, counted (101 outbound deadline).
 import type * as net from "node:net"
 import { Cancellation } from "../mux/cancellation.ts"
 import { ConnectFailed } from "../mux/errors.ts"
-import { boundPeerFin } from "../mux/peerFin.ts"
 import type { MeshReply } from "../mux/meshSession.ts"
 import type { IncomingStream, UnreadPool } from "../mux/streams.ts"
 import { EnvelopeError, MeshDefaults } from "../protocol/mesh.ts"
+import { queuedInLibuv } from "./drained.ts"
 import type { EndpointLease } from "./endpoints.ts"
 import { carriedProtocols, endToEndHeaders, switchedAmong, upgradeProtocols } from "./headerFilter.ts"
 import { headersOf, HttpMeta, requestMeta, withForwarded } from "./httpEnvelope.ts"
@@ -41,7 +41,7 @@ export interface OutboundUpgradeOptions extends OutboundOptions {
   readonly upgradeIdleTimeoutMs: number
   /**
    * Upgraded connections open at once, from the request to the caller's close (`seats`: maxTunnels
-   * and maxTunnelsPerPeer, as at the inbound side), and the bytes they hold unread (`unread.bytes`):
+   * alone, no bound by caller), and the bytes they hold unread (`unread.bytes`):
    * the far apps' their callers have not read yet (at most a stream window each) and the callers'
    * the mesh has not taken yet (a socket's queue each, upgradePipe.ts): at the first, or with no
    * room for one more window within the second, new upgrades are refused. `stalls` ends those
@@ -122,7 +122,7 @@ class OutboundUpgrade {
       tunnels.seats.refusedForBytes()
       throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar's upgraded connections hold ${tunnels.unread.bytes} bytes their readers have not read yet, no room for one more stream window within maxQueuedBytes; retry later` })
     }
-    const full = tunnels.seats.take(req.remoteAddress)
+    const full = tunnels.seats.take()
     if (full !== undefined) throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `${full} at the outbound sidecar; retry later` })
     this.tunnel = true
     // The caller's bytes wait in a queue of the socket's (up to 64 KiB and a read) while the mesh
@@ -191,8 +191,7 @@ class OutboundUpgrade {
     if (status !== 101) {
       // Not switched: the answer, then the end of this connection; the caller's bytes are not wanted.
       this.source.stop()
-      // Ended once its answer is out: the caller's FIN waited for a grace only (as in fail()).
-      boundPeerFin(socket)
+      this.closeAfterAnswer()
       socket.write(closingHead(status, answerHeaders), "latin1")
       this.uncount()
       const sent = reply.stream === undefined ? (socket.end(reply.data), reply.data.length) : await pipeToSocket(reply.stream, socket)
@@ -232,11 +231,45 @@ class OutboundUpgrade {
     answer.discard()
   }
 
+  /**
+   * The answer being written (an error, or the far app's without a switch) is the connection's
+   * last: the socket closes once it is out, not when the caller closes its side (the listener is
+   * half-open: one keeping its side open held the socket and a place among the app connections for
+   * ever), and with none of it moving for the upgrade idle timeout (a caller that takes none of it,
+   * or a far app that sends no more) it is cut. The caller's bytes are still read and dropped until
+   * then (SocketSource.stop): the close seldom finds bytes unread, which would make it a reset (as
+   * node:http's destroySoon). They are no sign of life here: the socket's own idle timer, which
+   * they restart, let a caller that sends and never reads hold the socket, its tunnel place and the
+   * far app's answer for ever.
+   */
+  private closeAfterAnswer(): void {
+    const { socket } = this
+    if (socket.destroyed) return
+    socket.once("finish", () => socket.destroy())
+    const idleMs = this.options.upgradeIdleTimeoutMs
+    // The answer moves when more of it is written, or the caller takes some (the socket's queue or libuv's share shrinks).
+    let written = socket.bytesWritten
+    let left = socket.writableLength
+    let queued = queuedInLibuv(socket)
+    let since = performance.now()
+    const watch = setInterval(() => {
+      const now = performance.now()
+      if (socket.bytesWritten !== written || socket.writableLength !== left || queuedInLibuv(socket) !== queued) {
+        written = socket.bytesWritten
+        left = socket.writableLength
+        queued = queuedInLibuv(socket)
+        since = now
+      } else if (now - since >= idleMs) socket.destroy()
+    }, Math.max(10, Math.min(1000, idleMs / 4)))
+    watch.unref()
+    socket.once("close", () => clearInterval(watch))
+  }
+
   /** Once: the place among the open tunnels goes back (the caller closed, or the upgrade was refused). */
   private leaveTunnels(): void {
     if (!this.tunnel) return
     this.tunnel = false
-    this.options.tunnels.seats.give(this.req.remoteAddress)
+    this.options.tunnels.seats.give()
   }
 
   private uncount(): void {
@@ -267,11 +300,9 @@ class OutboundUpgrade {
       ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
       : proxyErrorOf(error, this.endpointName)
     this.source.stop()
-    // No timer watches the socket once the listener handed it over: after the answer, the
-    // caller's FIN is waited for a grace, not for ever (the listener keeps sockets half-open).
     if (this.socket.writable && this.socket.bytesWritten === 0) {
-      boundPeerFin(this.socket)
       writeProxyError(this.socket, proxyError)
+      this.closeAfterAnswer()
     } else this.socket.destroy()
     this.finish(proxyError.status, proxyError)
   }

@@ -9,7 +9,7 @@ import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import * as Server from "../iip/server.ts"
-import { type Log, LogThrottle, stderrLog } from "../iip/log.ts"
+import { jsonLine, type Log, LogThrottle, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import { monotonicMillis } from "../mux/clock.ts"
@@ -409,7 +409,7 @@ export const make = (
 
     // Outbound: this app -> other services.
     const onAccess = config.accessLog
-      ? (record: AccessRecord) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`)
+      ? (record: AccessRecord) => process.stdout.write(jsonLine({ time: new Date().toISOString(), ...record }))
       : undefined
     const outboundOptions = {
       registry,
@@ -450,7 +450,7 @@ export const make = (
       )
       h2cLoading.then((listener) => listener.accept(socket), () => socket.destroy())
     }
-    const outboundTunnels = { seats: new TunnelSeats(config.maxTunnels, config.maxTunnelsPerPeer), unread: { bytes: 0 }, maxUnreadBytes: config.maxQueuedBytes, stalls: new TunnelStalls(config.upgradeStallTimeoutMs, log) }
+    const outboundTunnels = { seats: new TunnelSeats(config.maxTunnels), unread: { bytes: 0 }, maxUnreadBytes: config.maxQueuedBytes, stalls: new TunnelStalls(config.upgradeStallTimeoutMs, log) }
     telemetry.metrics.watchTunnelBytes(() => ({ outbound: outboundTunnels.unread.bytes, inbound: inbound.budget.tunnelBytes }))
     telemetry.metrics.watchTunnelRefusals(() => ({ outbound: outboundTunnels.seats.refused, inbound: appLeg?.tunnels.refused ?? NO_TUNNEL_REFUSALS }))
     const droppedLines = new LogThrottle(EXPORT_FAILED_LINES, EXPORT_FAILED_WINDOW_MS)

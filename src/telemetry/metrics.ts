@@ -519,7 +519,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     const bytes = readTunnelBytes()
     return directions.map((direction) => ({ labels: { direction }, value: bytes[direction] }))
   })
-  fromTallies(registry, "counter", "iip_mesh_tunnels_refused_total", "Upgrades (WebSockets) refused 503 overloaded before any work, by direction and the bound that refused them: tunnels (maxTunnels), per_peer (maxTunnelsPerPeer: a peer sidecar's address inbound, a calling app's outbound), bytes (the tunnels' pool of unread bytes, maxQueuedBytes).", ["direction", "limit"], () => {
+  fromTallies(registry, "counter", "iip_mesh_tunnels_refused_total", "Upgrades (WebSockets) refused 503 overloaded before any work, by direction and the bound that refused them: tunnels (maxTunnels), per_peer (maxTunnelsPerPeer: one peer sidecar's address, inbound only), bytes (the tunnels' pool of unread bytes, maxQueuedBytes).", ["direction", "limit"], () => {
     const refused = readTunnelRefusals()
     return directions.flatMap((direction) => TUNNEL_LIMITS.map((limit) => ({ labels: { direction, limit }, value: refused[direction][limit] })))
   })

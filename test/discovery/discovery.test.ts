@@ -118,6 +118,22 @@ describe("Discovery", () => {
     expect(web.shown()).toStrictEqual(["Reset web []", "Add 10.0.0.1:80"])
   })
 
+  it("a Reset keeps the object of every endpoint it leaves as it was (subscribers cache per object)", () => {
+    discovery = new Discovery()
+    const dns = handSource()
+    discovery.register(dns.source)
+    dns.emit({ _tag: "Reset", service: "web", endpoints: [ep("10.0.0.1", "dns"), ep("10.0.0.2", "dns"), ep("10.0.0.3", "dns", { adminPort: 9901 })] })
+    const [one, two, three] = discovery.endpoints("web")
+    dns.emit({ _tag: "Reset", service: "web", endpoints: [ep("10.0.0.1", "dns"), ep("10.0.0.2", "dns", { weight: 3 }), ep("10.0.0.3", "dns", { adminPort: 9902 }), ep("10.0.0.4", "dns")] })
+    const after = discovery.endpoints("web")
+    expect(after.map(endpointKey)).toStrictEqual(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"])
+    expect(after[0]).toBe(one)
+    expect(after[1]).not.toBe(two)
+    expect(after[1]!.weight).toBe(3)
+    expect(after[2]).not.toBe(three)
+    expect(after[2]!.adminPort).toBe(9902)
+  })
+
   it("unregistering a source stops it and withdraws what it reported; it cannot emit any more", () => {
     discovery = new Discovery()
     const dns = handSource([{ _tag: "Reset", service: "web", endpoints: [ep("10.0.0.1", "dns"), ep("10.0.0.2", "dns")] }])

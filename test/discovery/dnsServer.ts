@@ -1,7 +1,8 @@
 // A tiny authoritative DNS server on 127.0.0.1 over UDP for the DNS SRV tests: it answers SRV and A
 // queries from a zone the test sets (and changes) at will. A name in the zone with no records of the
 // asked type gets an empty NOERROR answer (Node: ENODATA); a name not in the zone gets NXDOMAIN
-// (ENOTFOUND). Written here because dns2 compresses SRV targets, which Node's resolver rejects.
+// (ENOTFOUND); `rewrite` can garble or drop answers. Written here because dns2 compresses SRV
+// targets, which Node's resolver rejects.
 import { createSocket, type Socket } from "node:dgram"
 import { once } from "node:events"
 
@@ -80,6 +81,8 @@ const answer = (query: Buffer, zone: Zone): Buffer => {
 export class LoopbackDnsServer {
   /** What the server answers from now on. */
   zone: Zone
+  /** Turns each answer into the bytes sent (undefined: no answer at all), for hostile-server tests. */
+  rewrite: ((answer: Buffer) => Buffer | undefined) | undefined = undefined
   readonly port: number
   private readonly socket: Socket
 
@@ -88,7 +91,8 @@ export class LoopbackDnsServer {
     this.zone = zone
     this.port = socket.address().port
     socket.on("message", (query, peer) => {
-      socket.send(answer(query, this.zone), peer.port, peer.address)
+      const bytes = this.rewrite === undefined ? answer(query, this.zone) : this.rewrite(answer(query, this.zone))
+      if (bytes !== undefined) socket.send(bytes, peer.port, peer.address)
     })
   }
 

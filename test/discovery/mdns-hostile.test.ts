@@ -3,6 +3,7 @@
 // of their kind, hosts that are not addresses, and more instances than any mesh has. A bad record
 // is left out or loses the bad field; the good ones are kept.
 import { createRequire } from "node:module"
+import os from "node:os"
 import { describe, expect, it } from "vitest"
 import { decodeService, instancesIn, MaxMdnsInstances, MdnsEndpointTable, type SeenService } from "../../src/discovery/mdnsSource.ts"
 import { type DiscoveredEndpoint, type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
@@ -52,6 +53,49 @@ describe("hostile TXT records", () => {
     }
     expect(bare("bad host\u0000")).toBe("malformed")
     expect(bare("h1.local")).toBe("h1.local")
+  })
+
+  it("an addr on the receiving host (loopback, 0.0.0.0, ::, localhost) from another host is refused: it would aim the mesh at this sidecar's own app or admin", () => {
+    for (const addr of ["127.0.0.1", "127.9.9.9", "0.0.0.0", "0.1.2.3", "::1", "::", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1", "localhost", "LocalHost.", "admin.localhost"]) {
+      expect(decoded({ addr }), JSON.stringify(addr)).toBe("local-address")
+    }
+    // Without addr the host is the answer's source, which a remote host cannot make loopback; its SRV target neither.
+    const { addr: _, ...noAddr } = txt
+    expect(decodeService({ fqdn: "x._iip-mesh._tcp.local", port: 7001, host: "localhost", txt: noAddr, addresses: [] }, "shop", "self")).toMatchObject({ ok: false, reason: "local-address" })
+    // A publisher on this host (its answer comes from loopback, as in a one-host demo) may announce loopback.
+    expect(decoded({ addr: "127.0.0.1" }, { referer: { address: "127.0.0.1" } })).toMatchObject({ host: "127.0.0.1" })
+    expect(decoded({ addr: "::1" }, { referer: { address: "::1" } })).toMatchObject({ host: "::1" })
+    // So may one whose answer comes from one of this host's own interface addresses (a sidecar beside this one, over the LAN).
+    const ownAddresses = new Set(["10.0.0.9"])
+    expect(decodeService(seen({ addr: "127.0.0.1" }), "shop", "self", (address) => ownAddresses.has(address))).toMatchObject({ ok: true, endpoint: { host: "127.0.0.1" } })
+    expect(decodeService(seen({ addr: "127.0.0.1" }, { referer: { address: "10.0.0.8" } }), "shop", "self", (address) => ownAddresses.has(address))).toMatchObject({ ok: false, reason: "local-address" })
+    expect(decoded({ addr: "10.0.0.7" })).toMatchObject({ host: "10.0.0.7" })
+  })
+
+  it("an addr the resolver reads as an IPv4 address though it is not a dotted quad (127.1, 2130706433, 0x7f.1, 0) is malformed: it would dial this host's loopback, or multicast, past the checks above", () => {
+    // getaddrinfo (what net.connect looks a host name up with) takes inet_aton's forms: 127.1 and
+    // 2130706433 connect to 127.0.0.1, 0 to this host, 224.1 is multicast; isIP says none is an address.
+    for (const addr of ["127.1", "127.0.1", "2130706433", "0x7f000001", "0x7f.1", "0177.0.0.1", "0", "0.0", "224.1", "3758096635", "127.1."]) {
+      for (const referer of ["10.0.0.9", "127.0.0.1"]) expect(decoded({ addr }, { referer: { address: referer } }), `${addr} from ${referer}`).toBe("malformed")
+    }
+    // Names with digits stay names; a numeric label before the last is fine too.
+    for (const addr of ["h1.local", "catalog-1", "1a.example", "web.1st", "pod-7.web.shop.svc.cluster.local", "10.0.0.5"]) {
+      expect(decoded({ addr }), addr).toMatchObject({ host: addr })
+    }
+  })
+
+  it("an addr naming this host by its host name (which /etc/hosts maps to loopback: 127.0.1.1 on Debian) from another host is refused; from this host it is taken", () => {
+    // The name is no secret: a sidecar's default node id and its SRV target carry it.
+    const name = os.hostname()
+    for (const addr of [name, name.toUpperCase(), `${name}.`]) expect(decoded({ addr }), addr).toBe("local-address")
+    expect(decoded({ addr: name }, { referer: { address: "127.0.0.1" } })).toMatchObject({ host: name })
+    expect(decoded({ addr: `${name}x.example` })).toMatchObject({ host: `${name}x.example` })
+  })
+
+  it("a multicast or broadcast addr is never a dial target, from any host", () => {
+    for (const addr of ["224.0.0.251", "239.1.2.3", "255.255.255.255", "ff02::fb"]) {
+      for (const referer of ["10.0.0.9", "127.0.0.1"]) expect(decoded({ addr }, { referer: { address: referer } }), `${addr} from ${referer}`).toBe("malformed")
+    }
   })
 
   it("zone, node, features and proto are bounded: values that are not labels are left out, at most 16 features", () => {

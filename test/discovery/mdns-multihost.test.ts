@@ -3,7 +3,8 @@
 // sidecar's discovery (announce "catalog" on its eth0 address, browse the others) in a child
 // process under its own hostname. Asserts: everyone sees everyone and a newcomer within 1 s, a
 // goodbye drops at once, a SIGKILLed host is dropped within 5 s, an unplugged host leaves and
-// rejoins when plugged back. Packet loss is not tested: it needs nftables on the bridge (testing.md)
+// rejoins when plugged back, a host announcing a loopback addr (aiming the others at themselves)
+// is ignored for it. Packet loss is not tested: it needs nftables on the bridge (testing.md)
 // and `nft` is not installed on these machines (tc netem is unavailable on this kernel).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { mdnsChildScript } from "../support/netnsLo.ts"
@@ -73,6 +74,25 @@ describe.skipIf(suite.skip)(suite.title, () => {
     console.log(
       `mdns 3 hosts: newcomer appears ${spread(latencies)} after its source started (${spread(seen.map((l) => l.at - third.proc.spawnedAt))} after spawn)`
     )
+  })
+
+  it("a host announcing addr 127.0.0.1 is ignored for it (local-address), its real announcement beside it taken", async () => {
+    const browser = await start(1)
+    const hostile = net!.host(2)
+    const options = {
+      mesh: "test",
+      node: hostile.name,
+      interface: hostile.address,
+      browse: false,
+      // The first points the others at their own loopback (their app, their admin); the second is honest.
+      announce: [{ service: "catalog", port: 9901, address: "127.0.0.1" }, { service: "web", port, address: hostile.address }]
+    }
+    const proc = net!.exec(hostile, [mdnsChildScript, JSON.stringify({ options, allowedPrefixes: [`${net!.net}.`, "127."] })])
+    running.push({ host: hostile, proc })
+    await browser.proc.log.waitFor(isAdd(hostile.name), 3000, "the honest announcement on h1")
+    await browser.proc.log.waitFor((d) => d.type === "log" && d.event === "mdns-ignored" && (d.fields as { reason?: string }).reason === "local-address", 3000, "the loopback one ignored")
+    const added = browser.proc.log.lines.map((l) => reportedUpdate(l.data)).filter((u) => u?._tag === "Add").map((u) => (u!.endpoint as { host: string }).host)
+    expect(added).not.toContain("127.0.0.1")
   })
 
   it("a host's goodbye drops it at once on the others", async () => {

@@ -6,10 +6,10 @@
 // it polls host1's admin /mesh and sends requests through host1's outbound, on that namespace's
 // loopback). host1 runs "store", which calls "catalog" on host2 and host3.
 // Asserts, with the measured times printed: a new catalog appears in host1's /mesh within 1 s of
-// its ready line and is used (answers through host1's outbound); a drained one (SIGTERM, goodbye)
-// is dropped at once; a SIGKILLed one within 5 s; an unplugged host within 5 s and it comes back
-// when plugged in again; with 30% packet loss on the bridge (nftables in the bridge namespace,
-// when `nft` is installed) the mesh still converges.
+// its ready line and is used (answers through host1's outbound); a drained one (SIGTERM) is
+// dropped by its goodbye (within 1 s, before liveness could); a SIGKILLed one within 5 s; an
+// unplugged host within 5 s and it comes back when plugged in again; with 30% packet loss on the
+// bridge (nftables in the bridge namespace, when `nft` is installed) the mesh still converges.
 import { execFileSync, spawnSync } from "node:child_process"
 import { resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -181,7 +181,10 @@ describe.skipIf(suite.skip)(suite.title, () => {
     const exit = await drained.proc.exited
     const exitedMs = performance.now() - sent
     expect(exit).toEqual({ code: 0, signal: null })
-    expect(dropped.at - sent).toBeLessThan(300)
+    // Dropped by the goodbye, not by the liveness check, which could not drop it before 1.5 s (a
+    // silence of 2.5 s, re-queried each second). Not 300 ms: through four processes on a loaded
+    // machine (the watcher polls /mesh and writes a line the test reads) it took 443 ms once.
+    expect(dropped.at - sent).toBeLessThan(1000)
     expect(catalogOf(dropped.data).map((e) => e.address)).toEqual([String(sidecars.get(2)!.ready.data.inbound)])
     const after = await Promise.all(Array.from({ length: 5 }, () => request()))
     for (const answer of after) expect(answer).toMatchObject({ status: 200, body: `from ${host(2).name}` })

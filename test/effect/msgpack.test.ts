@@ -6,24 +6,13 @@
 // - Over IIP (real sockets): a request whose frame is garbage gets a Defect answer naming the
 //   problem, and the same RPC server answers the next, well-formed request.
 import { assert, describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Schema } from "effect"
-import { Rpc, RpcClient, RpcGroup, RpcServer } from "effect/rpc"
+import { Context, Effect, Layer } from "effect"
+import { RpcClient } from "effect/rpc"
 import { pack } from "msgpackr"
 import { IipClient } from "../../src/effect/client.ts"
 import { layerMsgPack, msgPack } from "../../src/effect/msgpack.ts"
-import { layerClientProtocol, layerServerProtocol } from "../../src/effect/rpc.ts"
-import { IipServer } from "../../src/effect/server.ts"
-
-class Rpcs extends RpcGroup.make(Rpc.make("Echo", { payload: { text: Schema.String }, success: Schema.String })) {}
-const quiet = { log: () => {} }
-
-/** One message as the IIP RPC protocols frame it: a 4-byte big-endian length, then the message. */
-const framed = (bytes: Uint8Array): Uint8Array => {
-  const out = Buffer.alloc(4 + bytes.length)
-  out.writeUInt32BE(bytes.length, 0)
-  out.set(bytes, 4)
-  return out
-}
+import { layerClientProtocol } from "../../src/effect/rpc.ts"
+import { EchoRpcs, framed, quiet, serveEcho } from "../support/echoRpcServer.ts"
 
 describe("MessagePack RpcSerialization", () => {
   it("round-trips a message and a batch; an empty batch encodes to nothing", () => {
@@ -57,14 +46,7 @@ describe("MessagePack RpcSerialization", () => {
 
   it.live("over IIP: a garbage frame is answered with a defect, and the server keeps serving", () =>
     Effect.gen(function*() {
-      const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
-      const port = Context.get(server, IipServer).address.port
-      yield* Layer.build(
-        RpcServer.layer(Rpcs).pipe(
-          Layer.provide([Rpcs.toLayer({ Echo: ({ text }) => Effect.succeed(text) }), layerServerProtocol()]),
-          Layer.provide([Layer.succeedContext(server), layerMsgPack])
-        )
-      )
+      const port = yield* serveEcho
       const iip = yield* Layer.build(IipClient.layer({ host: "127.0.0.1", port, requestTimeoutMs: 5000, ...quiet }))
       const answer = yield* Context.get(iip, IipClient).request("/rpc", framed(pack({ not: "a message" })))
       assert.strictEqual(answer.readUInt32BE(0), answer.length - 4)
@@ -72,7 +54,7 @@ describe("MessagePack RpcSerialization", () => {
       assert.strictEqual(defect!._tag, "Defect")
       expect(String(defect!.defect)).toMatch(/not an rpc message/)
       const protocol = yield* Layer.build(layerClientProtocol().pipe(Layer.provide([Layer.succeedContext(iip), layerMsgPack])))
-      const client = yield* RpcClient.make(Rpcs).pipe(Effect.provide(protocol))
+      const client = yield* RpcClient.make(EchoRpcs).pipe(Effect.provide(protocol))
       assert.strictEqual(yield* client.Echo({ text: "after" }), "after")
     })
   )

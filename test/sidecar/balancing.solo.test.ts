@@ -25,7 +25,7 @@ import * as Admin from "../../src/admin/adminServer.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import type { AccessRecord } from "../../src/sidecar/outboundAccess.ts"
 import { Cleanup, readUntil, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { type Answer, type App, call, echoed, echoRequest, progress, timedCall, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { type Answer, type App, call, captureAccessLog, echoed, echoRequest, progress, timedCall, rawValues, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 import type { EndpointView } from "../../src/balancer/serviceBalancer.ts"
 
 const childScript = resolve(import.meta.dirname, "../support/meshInstanceChild.ts")
@@ -148,23 +148,6 @@ const waitForEndpoint = async (adminPort: number, address: string, test: (e: End
   }
 }
 
-/** The access log records A writes to stdout (accessLog: true), taken out of stdout while the test runs. */
-const captureAccessLog = (cleanup: Cleanup): Array<AccessRecord> => {
-  const records: Array<AccessRecord> = []
-  const stdout = process.stdout as { write: typeof process.stdout.write }
-  const original = stdout.write
-  stdout.write = ((chunk: string | Uint8Array, ...rest: Array<never>) => {
-    const text = typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8")
-    if (text.startsWith(`{"time":`) && text.includes(`"attempts":`)) {
-      for (const line of text.split("\n")) if (line !== "") records.push(JSON.parse(line) as AccessRecord)
-      return true
-    }
-    return original.call(process.stdout, chunk, ...rest)
-  }) as typeof process.stdout.write
-  cleanup.add(() => (stdout.write = original))
-  return records
-}
-
 const percentile = (sorted: ReadonlyArray<number>, p: number): number => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
 
 const bodyOf = (answer: Answer): string => answer.body.toString("utf8")
@@ -239,7 +222,7 @@ describe("SIGKILL one of three instances under steady load", () => {
     const instances = await Promise.all(names.map((name) => spawnInstance(cleanup, name, 2)))
     const byName = new Map(instances.map((i) => [i.name, i]))
     victimAddress = byName.get(victim)!.inbound
-    access = captureAccessLog(cleanup)
+    access = captureAccessLog(cleanup, (line) => JSON.parse(line) as AccessRecord)
     const { a, adminPort } = await startCaller(cleanup, instances.map((i) => i.inbound), { requestTimeoutMs: 5000, accessLog: true })
     const pendingAtA = (address: string) => a.sidecar.registry.view().find((v) => v.service === "catalog")?.endpoints.find((e) => e.address === address)?.pending ?? 0
 

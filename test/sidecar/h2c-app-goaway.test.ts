@@ -5,7 +5,9 @@
 // held for all its sessions): the waiting calls stayed behind the held ones, and this failed
 // (the two waiting calls ended DEADLINE_EXCEEDED at A's default timeout, the old session's calls
 // still held). A stream the app's GOAWAY says it never processed (above its last stream id) ends
-// UNAVAILABLE, app_unavailable, not processed (w9-h2refused): a guard, it passed before.
+// UNAVAILABLE, app_unavailable, not processed (w9-h2refused): a guard, it passed before. An app
+// that announced SETTINGS_MAX_CONCURRENT_STREAMS 0 and then went away left its 0 as B's limit: no
+// new session was ever made and every call was refused overloaded (this failed: "14 ... overloaded").
 import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
@@ -18,11 +20,11 @@ import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness
 const METHODS = { hold: rawMethod("demo.Inventory", "Hold", false, false) }
 const InventoryClient = grpc.makeGenericClientConstructor(METHODS, "Inventory")
 
-/** A node:http2 gRPC app on 127.0.0.1 port 0 (closed at cleanup) taking 2 streams per session, echoing each message; an answer is pushed to `held` while `holding()`. */
-const startHoldingApp = async (cleanup: Cleanup, held: Array<() => void>, holding: () => boolean) => {
+/** A node:http2 gRPC app on 127.0.0.1 port 0 (closed at cleanup) taking `maxConcurrentStreams` (2) streams per session, echoing each message; an answer is pushed to `held` while `holding()`. */
+const startHoldingApp = async (cleanup: Cleanup, held: Array<() => void>, holding: () => boolean, maxConcurrentStreams = 2) => {
   const seen: Array<string> = []
   const sessions: Array<http2.ServerHttp2Session> = []
-  const app = http2.createServer({ settings: { maxConcurrentStreams: 2 } })
+  const app = http2.createServer({ settings: { maxConcurrentStreams } })
   app.on("session", (session) => sessions.push(session))
   app.on("stream", (stream) => {
     stream.on("error", () => {})
@@ -46,7 +48,7 @@ const startHoldingApp = async (cleanup: Cleanup, held: Array<() => void>, holdin
     for (const session of sessions) session.destroy()
     app.close(() => resolve())
   }))
-  return { port: (app.address() as net.AddressInfo).port, sessions, seen }
+  return { app, port: (app.address() as net.AddressInfo).port, sessions, seen }
 }
 
 /** B in front of the app at `port` (--app-h2-max-streams 8), A in front of B, and a grpc-js client of A: `call(i)` sends `m<i>`, resolving to "0 <answer>" or "<code> <details> <x-iip-mesh-error>". */
@@ -108,5 +110,19 @@ describe("an h2c app that sends GOAWAY", () => {
     expect(sessions.length).toBe(2)
     for (const release of held.splice(0)) release()
     expect(await withTimeout(first[0]!, 20_000, "the processed call's answer")).toBe("0 m0")
+  }, 90_000)
+
+  it("an app that announced 0 streams, then GOAWAY: the next call goes to a new session, not refused overloaded for ever", async () => {
+    const { app, port, sessions } = await startHoldingApp(cleanup, [], () => false, 0)
+    const { call } = await startMeshTo(cleanup, port)
+    // B's first stream goes out before the app's SETTINGS (0): the app refuses it, not processed.
+    expect(await withTimeout(call(0), 20_000, "the refused call's end")).toMatch(/^14 .* app; reason=app_unavailable$/)
+    // The app takes streams again on new connections, and sends GOAWAY on this one; B closes it.
+    app.updateSettings({ maxConcurrentStreams: 2 })
+    const gone = new Promise<void>((resolve) => sessions[0]!.once("close", () => resolve()))
+    sessions[0]!.close()
+    await withTimeout(gone, 20_000, "B to close the app's first session")
+    expect(await withTimeout(call(1), 20_000, "a new call's answer")).toBe("0 m1")
+    expect(sessions.length).toBe(2)
   }, 90_000)
 })

@@ -105,6 +105,27 @@ describe("HTTPRoute translation", () => {
     }
   })
 
+  it("header and query matches named like Object.prototype's members (constructor, toString, __proto__) are kept, not dropped", () => {
+    // Dropped, the match would take every request: a canary route for `constructor: canary` sent all traffic to v2.
+    const [route] = translated(httpRoute("r", {
+      parentRefs: pricingParent,
+      rules: [{
+        matches: [{ headers: [{ name: "Constructor", value: "canary" }, { name: "__proto__", value: "p" }], queryParams: [{ name: "toString", value: "1" }, { name: "__proto__", value: "2" }, { name: "toString", value: "later" }] }],
+        backendRefs: [{ name: "pricing-v2", port: 80 }]
+      }]
+    }))
+    const match = (route!.spec["matches"] as ReadonlyArray<{ readonly headers: object; readonly query: object }>)[0]!
+    expect(Object.entries(match.headers)).toEqual([["constructor", "canary"], ["__proto__", "p"]])
+    // The API takes the first of a repeated name.
+    expect(Object.entries(match.query)).toEqual([["toString", "1"], ["__proto__", "2"]])
+    expect(route!.order.slice(3, 5)).toEqual([-2, -2])
+    const compiled = compileRoutes(Result.getOrThrow(parseRoutesDocument({ routes: [route!.spec] })), { sourceOf: () => "HTTPRoute shop/r" })
+    const directory = { hasSubset: () => true }
+    expect(chooseSubset(compiled, directory, "pricing", "GET", "/", {})).toBeUndefined()
+    expect(chooseSubset(compiled, directory, "pricing", "GET", "/?toString=1&__proto__=2", { constructor: "canary" })).toBeUndefined()
+    expect(chooseSubset(compiled, directory, "pricing", "GET", "/?toString=1&__proto__=2", { constructor: "canary", ["__proto__"]: "p" })?.route).toBe("shop.r.0.0")
+  })
+
   it("precedence: exact path, then the longest prefix, then method, headers, query; then the oldest object", () => {
     const routes = [
       ...translated(httpRoute("old", { parentRefs: pricingParent, rules: [{ matches: [{ path: { value: "/a" } }] }] }, "2025-01-01T00:00:00Z")),

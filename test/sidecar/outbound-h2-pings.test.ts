@@ -5,7 +5,13 @@
 // idle timer counts PINGs: a caller PINGing now and then gets GOAWAY all the same, within twice the
 // idle timeout (the listener's sweep; with the listener and without the sweep, that case failed: no GOAWAY in 20 s).
 // PINGs while a stream is open are not counted, and a grpc-js channel with keepalive on (PINGs with
-// no call) stays usable through the mesh (guards, passed before).
+// no call) stays usable through the mesh (guards, passed before). A PING that follows a call (grpc-go's
+// BDP probe, sent as its answer's data comes in) reaches A after the stream closed: one call after
+// another, each with its PING, got GOAWAY too_many_pings at the fourth PING (this failed: PING 3 not acknowledged);
+// a PING after a stream opened since the last one is not a strike (as grpc-go's and grpc-java's
+// servers reset their strikes when they send a stream's headers or data). The sweep's bound of
+// twice the idle timeout is for a session with no stream: one whose short calls the sweep never
+// happened to find open got GOAWAY all the same (this failed: GOAWAY at 3.3 s, calls every 200 ms).
 import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import * as net from "node:net"
@@ -55,6 +61,21 @@ describe("A's h2c sessions that PING", () => {
     expect((await withTimeout(goaway, 20_000, "the GOAWAY")).code).toBe(http2.constants.NGHTTP2_NO_ERROR)
   }, 60_000)
 
+  it("a session whose short calls come one after another, every 200 ms, keeps going past twice its 1.5 s idle timeout: the sweep counts the streams it did not see open", async () => {
+    const { session, goaway } = await listener(1500, 400)
+    let gone = false
+    void goaway.then(() => (gone = true))
+    const started = performance.now()
+    // Each call is over within a turn or two at A: the sweep (every 100 ms) rarely finds one open.
+    for (let i = 0; performance.now() - started < 5000 && !gone; i++) {
+      const done = session.request({ ":path": "/done", ":authority": "catalog" })
+      done.on("error", () => {})
+      await withTimeout(new Promise<void>((resolve) => done.on("close", () => resolve()).resume()), 10_000, `call ${i}'s end`)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    expect(gone).toBe(false)
+  }, 60_000)
+
   it("PINGs back to back with no stream open: GOAWAY ENHANCE_YOUR_CALM too_many_pings", async () => {
     const { session, goaway } = await listener(60_000)
     let gone = false
@@ -73,6 +94,22 @@ describe("A's h2c sessions that PING", () => {
     const status = await withTimeout(new Promise<number>((resolve) => done.once("response", (head) => resolve(Number(head[":status"])))), 10_000, "the answer")
     expect(status).toBe(200)
     expect(session.closed).toBe(false)
+  }, 60_000)
+
+  it("calls one after another, each answer's DATA followed by a PING (grpc-go's BDP probe), arriving with no stream open: the session goes on", async () => {
+    const { session, goaway } = await listener(60_000)
+    let gone = false
+    void goaway.then(() => (gone = true))
+    for (let i = 0; i < 10; i++) {
+      const done = session.request({ ":path": "/done", ":authority": "catalog" })
+      done.on("error", () => {})
+      // As grpc-go's client does: a PING as its answer's data comes in, its ACK awaited before the next.
+      const acked = new Promise<boolean>((resolve) => done.once("data", () => void ping(session).then(() => resolve(true), () => resolve(false))))
+      await withTimeout(new Promise<void>((resolve) => done.on("close", () => resolve()).resume()), 10_000, `call ${i}'s end`)
+      expect(await withTimeout(acked, 10_000, `PING ${i}'s ACK`), `PING ${i} acknowledged`).toBe(true)
+    }
+    expect(gone).toBe(false)
+    expect(session.closed || session.destroyed).toBe(false)
   }, 60_000)
 
   it("a grpc-js channel with keepalive on (1.2 s, without calls) through A and B: idle for 3 PINGs, then a call succeeds", async () => {

@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import type { Http1ListenerOptions } from "../../src/sidecar/http1Listener.ts"
 import { HTTPParser } from "../../src/sidecar/llhttp.ts"
 import type { OutboundCall } from "../../src/sidecar/outboundCall.ts"
-import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { listenOutbound } from "../support/outboundListener.ts"
 import { HttpStreamParser, type RawMessage, RawHttpClient } from "../support/rawHttp.ts"
 import { echoRequest, type Mesh, sidecarConfig, startMesh, startSidecar } from "../support/sidecarHarness.ts"
@@ -265,6 +265,42 @@ describe("the outbound listener alone", () => {
       expect(performance.now() - started).toBeGreaterThanOrEqual(150)
       await waitFor(() => client.closed, 5000, "the close after a 408")
     }
+  })
+
+  it("a body too slow while its answer streams to the close (HTTP/1.0): the connection is reset, not ended as if the answer were whole", async () => {
+    // The answer's head and a first part are out, with no length: to an HTTP/1.0 caller its end is the close.
+    const { port } = await start((call) => {
+      call.writeHead(200, [])
+      call.write(Buffer.from("partial"))
+    }, { requestTimeoutMs: 300 })
+    const socket = net.connect(port, "127.0.0.1")
+    cleanup.add(() => socket.destroy())
+    const ending = new Promise<string>((resolve) => {
+      socket.on("end", () => resolve("end"))
+      socket.on("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message))
+    })
+    socket.resume()
+    socket.write("POST /slow HTTP/1.0\r\nhost: a\r\ncontent-length: 10\r\n\r\nabc")
+    expect(await withTimeout(ending, 10_000, "the connection's end")).toBe("ECONNRESET")
+  })
+
+  it("an h2c-only upgrade's broken body read while the request before it is at the far app: that request's answer first, then the 400, then the close", async () => {
+    const calls: Array<OutboundCall> = []
+    let strays = 0
+    const { port } = await start((call) => void calls.push(call), { onStray: () => strays++ })
+    const client = await RawHttpClient.connect(cleanup, port)
+    client.write("GET /1 HTTP/1.1\r\nhost: a\r\n\r\n")
+    await waitFor(() => calls.length === 1, 5000, "the first request")
+    client.write("POST /2 HTTP/1.1\r\nhost: a\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAoAAAAAIAAAAA\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n")
+    // Its bytes refused (counted as any others after a request), or the first request cut off for them.
+    await waitFor(() => strays === 1 || calls[0]!.destroyed, 5000, "the broken body to be read")
+    expect(calls[0]!.destroyed).toBe(false)
+    answer(calls[0]!, "one")
+    await client.untilResponses(2, 5000)
+    expect(client.responses.map((r) => r.startLine)).toStrictEqual(["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"])
+    expect(client.responses[0]!.body.toString()).toBe("one")
+    await waitFor(() => client.closed, 5000, "the close after the 400")
+    expect(calls.length).toBe(1)
   })
 
   it("closes a keep-alive connection idle past its timeout (announced in keep-alive), not before", async () => {

@@ -29,6 +29,11 @@ import { upgradeAnswer } from "../support/upgradeAnswer.ts"
 
 const MiB = 1024 * 1024
 const window = MeshDefaults.streamWindow
+/**
+ * How long a state may take to come, at most. Filling the pipes means megabytes through A and B and
+ * every socket buffer on the way, in this process: at load average 20, 5 s ran out (1 run in 4).
+ */
+const WAIT_MS = 20_000
 
 /** Sends 64 KiB messages, each once the socket took the one before, until it closes: whatever the buffers on the way take, they end full. */
 const pump = (ws: WebSocket): void => {
@@ -99,7 +104,7 @@ describe("WebSockets whose far app stops reading", () => {
       }
       open.push(answer.ws)
       pump(answer.ws)
-      await waitFor(() => held() >= (open.length * window) / 2, 5000, "B to hold more than half of each window")
+      await waitFor(() => held() >= (open.length * window) / 2, WAIT_MS, "B to hold more than half of each window")
     }
     const pool = shared()?.tunnelBytes ?? 0
     const again = await upgrade(a)
@@ -118,10 +123,10 @@ describe("WebSockets whose far app stops reading", () => {
     expect(statuses).toEqual([200, 200, 200, 200, 200])
     // The app closes them (a caller's close would not be seen: A stopped reading its socket, back-pressured by the stall).
     for (const socket of sockets) socket.destroy()
-    await waitFor(() => held() === 0, 5000, "B to drop the closed WebSockets' windows")
+    await waitFor(() => held() === 0, WAIT_MS, "B to drop the closed WebSockets' windows")
     const reopened = await upgrade(a)
     expect("ws" in reopened ? "open" : `${reopened.status} ${reopened.body}`).toBe("open")
-  }, 20_000)
+  }, 60_000)
 
   it("8 opened while their app reads, then stalled: all admitted; those whose bytes find no room in B's 2 MiB tunnels' pool are ended (their callers' connections drop), B's pool stays within it, and B answers ordinary requests", async () => {
     const { a, b, bLog, sockets, shared } = await pair(false)
@@ -132,7 +137,7 @@ describe("WebSockets whose far app stops reading", () => {
     }
     // Healthy at the upgrade, each was admitted: admission caps stalled windows, not numbers.
     expect(open.length).toBe(8)
-    await waitFor(() => sockets.length === 8, 5000, "the app to hold every WebSocket")
+    await waitFor(() => sockets.length === 8, WAIT_MS, "the app to hold every WebSocket")
     let closed = 0
     for (const ws of open) ws.once("close", () => closed++)
     for (const socket of sockets) socket.pause()
@@ -141,10 +146,10 @@ describe("WebSockets whose far app stops reading", () => {
     cleanup.add(() => clearInterval(peak))
     for (const ws of open) pump(ws)
     // Every one left holds more than half its window at B once its caller filled the pipe: at most 3 in 2 MiB.
-    await waitFor(() => closed >= 5, 5000, "at least 5 of the 8 WebSockets to be ended")
+    await waitFor(() => closed >= 5, WAIT_MS, "at least 5 of the 8 WebSockets to be ended")
     const statuses = await plain(a)
     const ended = () => bLog.events.filter((e) => e.event === "tunnel-overloaded")
-    await waitFor(() => ended().length >= 5, 5000, "B to count the WebSockets it ended")
+    await waitFor(() => ended().length >= 5, WAIT_MS, "B to count the WebSockets it ended")
     const errors = value(parsePrometheusText((await b.sidecar.telemetry.metrics.text()).body), "iip_mesh_request_errors_total", { direction: "inbound", code: "101", hop: "inbound", reason: "overloaded" })
     clearInterval(peak)
     console.log(`[stalled-websockets] 8 stalled after opening: ${closed} ended; B's tunnels' pool ${((shared()?.tunnelBytes ?? 0) / MiB).toFixed(2)} MiB (peak ${(poolPeak / MiB).toFixed(2)}) of 2, its requests' budget ${((shared()?.bytes ?? 0) / MiB).toFixed(2)} MiB; ordinary requests: ${statuses.join(",")}; ${errors} counted; log: ${JSON.stringify(ended()[0]?.fields)}`)
@@ -154,5 +159,5 @@ describe("WebSockets whose far app stops reading", () => {
     expect(shared()?.bytes ?? 0).toBeLessThan(window)
     expect(errors).toBe(ended().length)
     expect(ended()[0]?.fields.message).toMatch(/tunnels' pool.*maxQueuedBytes/)
-  }, 20_000)
+  }, 60_000)
 })

@@ -234,9 +234,11 @@ rateLimits:
   - name: few
     service: pricing
     direction: outbound
-    perSecond: 1
+    perSecond: 0.001
     burst: 12
 `
+    // 12 upgrades in the bucket and no token back within the test (one each 1,000 s): at 1/s, 12
+    // upgrades through two sidecars on a loaded machine outlasted a second and the 13th was let through.
     const { running } = await router("ws-routes.yaml", routes, { service: "store", endpoints: { pricing: [v1.endpoint, v2.endpoint] } })
     const stable = []
     for (let i = 0; i < 10; i++) stable.push(await firstMessage(running))

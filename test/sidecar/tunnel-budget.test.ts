@@ -78,7 +78,7 @@ describe("open WebSockets and B's inbound budgets", () => {
 
   const pair = async (
     b: { readonly maxQueuedRequests?: number; readonly maxTunnels?: number; readonly maxTunnelsPerPeer?: number; readonly maxQueuedBytes?: number },
-    aConfig: { readonly maxQueuedBytes?: number; readonly maxTunnelsPerPeer?: number } = {}
+    aConfig: { readonly maxQueuedBytes?: number; readonly maxTunnels?: number; readonly maxTunnelsPerPeer?: number } = {}
   ) => {
     const wsApp = await startWsApp(cleanup)
     const bSidecar = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: wsApp.app.address, ...b }))
@@ -143,12 +143,19 @@ describe("open WebSockets and B's inbound budgets", () => {
     expect(await echoed(reopened!, "again")).toBe("again")
   }, 60_000)
 
-  it("past maxTunnelsPerPeer at A a calling app's next upgrade is refused 503 overloaded at the outbound hop, before B is asked", async () => {
-    const { a, wsApp } = await pair({}, { maxTunnelsPerPeer: 1 })
-    const ws = await open(cleanup, a)
-    await refusedPerPeer(a, a, "outbound", 1)
-    expect(wsApp.state.upgrades).toBe(1)
-    expect(await echoed(ws, "still")).toBe("still")
+  it("at A maxTunnelsPerPeer bounds nothing (its callers are the pod's own apps, all 127.0.0.1): maxTunnels alone refuses, at the outbound hop before B is asked", async () => {
+    const { a, wsApp } = await pair({}, { maxTunnels: 3, maxTunnelsPerPeer: 1 })
+    const sockets: Array<WebSocket> = []
+    for (let i = 0; i < 3; i++) sockets.push(await open(cleanup, a))
+    const refused = await refusal(cleanup, a)
+    expect(refused.status).toBe(503)
+    expect(refused.headers["x-iip-mesh-error"]).toBe("outbound; reason=overloaded")
+    expect(JSON.parse(refused.body).message).toMatch(/3 upgraded connections open, as many as maxTunnels allows/)
+    const metrics = parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body)
+    expect(value(metrics, "iip_mesh_tunnels_refused_total", { direction: "outbound", limit: "tunnels" })).toBe(1)
+    expect(value(metrics, "iip_mesh_tunnels_refused_total", { direction: "outbound", limit: "per_peer" })).toBe(0)
+    expect(wsApp.state.upgrades).toBe(3)
+    for (const [i, ws] of sockets.entries()) expect(await echoed(ws, `still${i}`)).toBe(`still${i}`)
   }, 30_000)
 
   it("maxQueuedBytes below a stream window (512 KiB) at A and B: WebSockets still open one after another, an empty tunnels' pool admitting one", async () => {

@@ -268,3 +268,23 @@ export const timedCall = async (port: number, path: string, agent: http.Agent) =
     return { startedAt, answer: undefined, thrown: error instanceof Error ? error.message : String(error) }
   }
 }
+
+/**
+ * The access log lines sidecars in this process write to stdout (accessLog: true), each as `read`
+ * makes it, taken out of stdout while the test runs; the Cleanup gives stdout back.
+ */
+export const captureAccessLog = <A>(cleanup: Cleanup, read: (line: string) => A): Array<A> => {
+  const records: Array<A> = []
+  const stdout = process.stdout as { write: typeof process.stdout.write }
+  const original = stdout.write
+  stdout.write = ((chunk: string | Uint8Array, ...rest: Array<never>) => {
+    const text = typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8")
+    if (text.startsWith(`{"time":`) && text.includes(`"attempts":`)) {
+      for (const line of text.split("\n")) if (line !== "") records.push(read(line))
+      return true
+    }
+    return original.call(process.stdout, chunk, ...rest)
+  }) as typeof process.stdout.write
+  cleanup.add(() => (stdout.write = original))
+  return records
+}
