@@ -8,11 +8,14 @@
 // 20 s). A grpc-js channel whose idle session A closed makes a new one for its next call (a guard).
 // And a caller that grants every window and reads nothing: A destroys its session as stalled, and
 // node's destroy() lets the socket go only once its end went out, which it never does. Failed
-// before (A's socket still held after 30 s).
+// before (A's socket still held after 30 s). The same caller when the sweep reset its stalled stream
+// first (--answer-idle-timeout below the idle timeout): the session, idle later, closed with no stream
+// open and its GOAWAY stuck behind the answer's bytes, was never ended. Failed before (held after 30 s).
 import * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import type { OutboundCall } from "../../src/sidecar/outboundCall.ts"
 import { makeH2c } from "../../src/sidecar/outboundH2.ts"
 import { rawMethod, unaryText } from "../support/grpcRaw.ts"
 import { FrameFlag, FrameType, h2Frame } from "../support/h2Raw.ts"
@@ -38,6 +41,39 @@ const halfOpenServer = async (cleanup: Cleanup, onSocket: (socket: net.Socket) =
     server.close(() => resolve())
   }))
   return { port: (server.address() as net.AddressInfo).port, sockets }
+}
+
+/** An answer as long as the caller's windows allow: written until the stream holds some back, again at each drain. */
+const endlessAnswer = (call: OutboundCall): void => {
+  const chunk = Buffer.alloc(64 * 1024, 0x61)
+  call.writeHead(200, [])
+  const more = (): void => {
+    while (!call.destroyed && call.write(chunk));
+    if (!call.destroyed) void call.drained().then(more)
+  }
+  more()
+}
+
+/** A caller of 127.0.0.1:`port`: windows as large as HTTP/2 allows, one GET, then it reads nothing (a paused socket stops reading at its high-water mark). */
+const stalledCaller = async (cleanup: Cleanup, port: number): Promise<void> => {
+  const caller = net.connect({ port, host: LOOPBACK, allowHalfOpen: true })
+  cleanup.add(() => caller.destroy())
+  caller.on("error", () => {})
+  await new Promise<void>((resolve) => caller.once("connect", () => resolve()))
+  caller.pause()
+  const settings = Buffer.alloc(6)
+  settings.writeUInt16BE(4, 0) // SETTINGS_INITIAL_WINDOW_SIZE
+  settings.writeUInt32BE(2 ** 31 - 1, 2)
+  const increment = Buffer.alloc(4)
+  increment.writeUInt32BE(2 ** 31 - 1 - 65_535, 0)
+  // HPACK, static table: :method GET, :scheme http, :path /, :authority catalog (literal, indexed name 1).
+  const head = Buffer.concat([Buffer.from([0x82, 0x86, 0x84, 0x41, 7]), Buffer.from("catalog")])
+  caller.write(Buffer.concat([
+    Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+    h2Frame(FrameType.settings, 0, 0, settings),
+    h2Frame(FrameType.windowUpdate, 0, 0, increment),
+    h2Frame(FrameType.headers, FrameFlag.endStream | FrameFlag.endHeaders, 1, head)
+  ]))
 }
 
 describe("an h2c peer that never sends its FIN", () => {
@@ -114,37 +150,21 @@ describe("an h2c peer that never sends its FIN", () => {
   }, 60_000)
 
   it("A's session ended as stalled (idle, an answer waiting, nothing moving) lets its socket go", async () => {
-    // An answer as long as the caller's windows allow: written until the stream holds some back, again at each drain.
-    const chunk = Buffer.alloc(64 * 1024, 0x61)
-    const h2 = makeH2c((call) => {
-      call.writeHead(200, [])
-      const more = (): void => {
-        while (!call.destroyed && call.write(chunk));
-        if (!call.destroyed) void call.drained().then(more)
-      }
-      more()
-    }, { idleTimeoutMs: 300, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {} })
+    const h2 = makeH2c(endlessAnswer, { idleTimeoutMs: 300, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {} })
     cleanup.add(() => h2.destroyAll())
     const { port, sockets } = await halfOpenServer(cleanup, (socket) => h2.accept(socket))
-    // The caller: windows as large as HTTP/2 allows, one GET, then it reads nothing (a paused socket stops reading at its high-water mark).
-    const caller = net.connect({ port, host: LOOPBACK, allowHalfOpen: true })
-    cleanup.add(() => caller.destroy())
-    caller.on("error", () => {})
-    await new Promise<void>((resolve) => caller.once("connect", () => resolve()))
-    caller.pause()
-    const settings = Buffer.alloc(6)
-    settings.writeUInt16BE(4, 0) // SETTINGS_INITIAL_WINDOW_SIZE
-    settings.writeUInt32BE(2 ** 31 - 1, 2)
-    const increment = Buffer.alloc(4)
-    increment.writeUInt32BE(2 ** 31 - 1 - 65_535, 0)
-    // HPACK, static table: :method GET, :scheme http, :path /, :authority catalog (literal, indexed name 1).
-    const head = Buffer.concat([Buffer.from([0x82, 0x86, 0x84, 0x41, 7]), Buffer.from("catalog")])
-    caller.write(Buffer.concat([
-      Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
-      h2Frame(FrameType.settings, 0, 0, settings),
-      h2Frame(FrameType.windowUpdate, 0, 0, increment),
-      h2Frame(FrameType.headers, FrameFlag.endStream | FrameFlag.endHeaders, 1, head)
-    ]))
+    await stalledCaller(cleanup, port)
+    await waitFor(() => sockets.size === 1, 20_000, "A to accept the caller")
+    await waitFor(() => sockets.size === 0, 30_000, "A to let go of the stalled caller's socket")
+  }, 60_000)
+
+  it("A's session whose stalled stream the sweep reset before the session went idle lets its socket go", async () => {
+    // --answer-idle-timeout below the idle timeout: the sweep resets the stream first, and the
+    // session, idle later, is closed with no stream open, its GOAWAY and RST_STREAM never out.
+    const h2 = makeH2c(endlessAnswer, { idleTimeoutMs: 1_000, maxStreams: 16, answerIdleMs: 100, onStalled: () => {} })
+    cleanup.add(() => h2.destroyAll())
+    const { port, sockets } = await halfOpenServer(cleanup, (socket) => h2.accept(socket))
+    await stalledCaller(cleanup, port)
     await waitFor(() => sockets.size === 1, 20_000, "A to accept the caller")
     await waitFor(() => sockets.size === 0, 30_000, "A to let go of the stalled caller's socket")
   }, 60_000)
