@@ -338,14 +338,20 @@ class StreamCall implements OutboundCall {
 
 /**
  * Ends a session asked to go if no byte moved either way in `ms` while one of its streams holds
- * answer bytes (checked again until it ends); `moved`: the count at the last check. A stream
- * with nothing to send (a long poll, a quiet gRPC server stream) is idle, not stalled: it may wait.
+ * answer bytes, or while it has no stream open (checked again until it ends); `moved`: the count
+ * at the last check. A stream with nothing to send (a long poll, a quiet gRPC server stream) is
+ * idle, not stalled: it may wait. A session asked to go with no stream open that is still there
+ * holds only its own last frames (GOAWAY, a reset), behind bytes the caller does not take: the
+ * sweep reset its stalled streams before it went idle (an answer idle timeout below the idle one).
  */
 const endIfStalled = (session: http2.ServerHttp2Session, open: ReadonlySet<StreamCall>, ms: number, moved: number): void => {
   if (session.destroyed) return
   const socket = session.socket
   const now = socket.bytesRead + socket.bytesWritten
-  if (now === moved) for (const call of open) if (call.answerWaiting) return destroySession(session)
+  if (now === moved) {
+    if (open.size === 0) return destroySession(session)
+    for (const call of open) if (call.answerWaiting) return destroySession(session)
+  }
   setTimeout(endIfStalled, ms, session, open, ms, now).unref()
 }
 
