@@ -3,9 +3,9 @@
 // closing session lets go only on the peer's FIN, even after destroy()) until the peer ends it too
 // or resets it, and a peer that does neither held it for ever. Used by the h2c legs (appH2.ts,
 // outboundH2.ts) on every socket they hand to node's sessions (and, for a session destroyed, whose
-// end may never go out to a peer that reads nothing, from the destroy on), and by the sockets no
-// timer watches any more once they are answered: A's refused upgrades (outboundUpgrade.ts), the
-// admin server's CONNECT (respond.ts).
+// end may never go out to a peer that reads nothing, from the destroy on), and by the admin
+// server's CONNECT (respond.ts), a socket no timer watches any more once it is answered. (A's
+// refused upgrades close once their answer is out: outboundUpgrade.ts's closeAfterAnswer.)
 import type { Duplex } from "node:stream"
 
 /**

@@ -1,8 +1,9 @@
 // An upgrade request A refuses (outboundUpgrade.ts's error answer, then its end) from a caller that
 // reads the answer and never ends its side: the listener keeps sockets half-open and, once the
 // socket is handed to the upgrade, no timer watches it, so A held it (and its
-// --max-app-connections place) for ever. Now it is destroyed a grace (2 s) after its end went out.
-// Failed before: A's socket still held after 20 s.
+// --max-app-connections place) for ever. Now it is destroyed once its end went out
+// (outboundUpgrade.ts's closeAfterAnswer; outbound-upgrade-endings.test.ts sees the place free
+// again, this the kernel's view: no process holds A's socket). Failed before: still held after 20 s.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { halfOpenCaller, heldSocketsTo } from "../support/heldSockets.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
