@@ -149,19 +149,14 @@ describe("an h2c peer that never sends its FIN", () => {
     expect(accepted).toBe(2)
   }, 60_000)
 
-  it("A's session ended as stalled (idle, an answer waiting, nothing moving) lets its socket go", async () => {
-    const h2 = makeH2c(endlessAnswer, { idleTimeoutMs: 300, maxStreams: 16, answerIdleMs: 60_000, onStalled: () => {} })
-    cleanup.add(() => h2.destroyAll())
-    const { port, sockets } = await halfOpenServer(cleanup, (socket) => h2.accept(socket))
-    await stalledCaller(cleanup, port)
-    await waitFor(() => sockets.size === 1, 20_000, "A to accept the caller")
-    await waitFor(() => sockets.size === 0, 30_000, "A to let go of the stalled caller's socket")
-  }, 60_000)
-
-  it("A's session whose stalled stream the sweep reset before the session went idle lets its socket go", async () => {
-    // --answer-idle-timeout below the idle timeout: the sweep resets the stream first, and the
-    // session, idle later, is closed with no stream open, its GOAWAY and RST_STREAM never out.
-    const h2 = makeH2c(endlessAnswer, { idleTimeoutMs: 1_000, maxStreams: 16, answerIdleMs: 100, onStalled: () => {} })
+  // Ended as stalled: idle, an answer waiting, nothing moving. Or the sweep reset the stalled stream
+  // first (--answer-idle-timeout below the idle timeout): the session, idle later, is closed with no
+  // stream open, its GOAWAY and RST_STREAM never out.
+  it.each([
+    ["ended as stalled (idle, an answer waiting, nothing moving)", { idleTimeoutMs: 300, answerIdleMs: 60_000 }],
+    ["whose stalled stream the sweep reset before the session went idle", { idleTimeoutMs: 1_000, answerIdleMs: 100 }]
+  ])("A's session %s lets its socket go", async (_name, timeouts) => {
+    const h2 = makeH2c(endlessAnswer, { ...timeouts, maxStreams: 16, onStalled: () => {} })
     cleanup.add(() => h2.destroyAll())
     const { port, sockets } = await halfOpenServer(cleanup, (socket) => h2.accept(socket))
     await stalledCaller(cleanup, port)
