@@ -3,6 +3,7 @@
 import * as Data from "effect/Data"
 import type * as http from "node:http"
 import type * as stream from "node:stream"
+import { boundPeerFin } from "../mux/peerFin.ts"
 import { type Log, messageOf } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 
@@ -81,6 +82,8 @@ const CONNECT_REFUSED = JSON.stringify({ error: "method_not_allowed", message: "
  */
 export const refuseConnect = (_req: http.IncomingMessage, socket: stream.Duplex): void => {
   socket.on("error", ignore)
+  // node's server let go of it (half-open, no timeout): the client's FIN is waited for a grace only.
+  boundPeerFin(socket)
   socket.end(
     `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/json\r\ncontent-length: ${CONNECT_REFUSED.length}\r\nconnection: close\r\n\r\n${CONNECT_REFUSED}`
   )

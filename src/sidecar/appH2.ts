@@ -13,6 +13,7 @@
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { Deadlines } from "../mux/deadlines.ts"
+import { boundPeerFin } from "../mux/peerFin.ts"
 import type { PendingOutcome } from "../mux/request.ts"
 import { AnswerHolds } from "./answerHolds.ts"
 import { AppH2Exchange, type CancelSource, type H2Leg } from "./appH2Exchange.ts"
@@ -185,6 +186,9 @@ export class AppH2Leg implements H2Leg {
     // session's is a proxy that refuses destroy(), and node lets a session that began to close go
     // only on the app's FIN (even after destroy()), which an app that sends nothing never sends.
     const socket = net.connect(this.port, this.host)
+    // A session that closes with no stream left (idle, or after the app's GOAWAY) ends its socket
+    // and waits for the app's FIN: an app that never sends it kept the socket for ever.
+    boundPeerFin(socket)
     const session = http2.connect(`http://${this.address}`, { ...LENIENT_FIELDS, createConnection: () => socket })
     this.sockets.set(session, socket)
     socket.once("close", () => this.sockets.delete(session))

@@ -13,6 +13,7 @@
 // timeout to go, PINGs or not.
 import * as http2 from "node:http2"
 import type * as net from "node:net"
+import { boundPeerFin, destroyAfterGrace } from "../mux/peerFin.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { TurnEnd } from "./turnEnd.ts"
@@ -337,26 +338,43 @@ class StreamCall implements OutboundCall {
 
 /**
  * Ends a session asked to go if no byte moved either way in `ms` while one of its streams holds
- * answer bytes (checked again until it ends); `moved`: the count at the last check. A stream
- * with nothing to send (a long poll, a quiet gRPC server stream) is idle, not stalled: it may wait.
+ * answer bytes, or while it has no stream open (checked again until it ends); `moved`: the count
+ * at the last check. A stream with nothing to send (a long poll, a quiet gRPC server stream) is
+ * idle, not stalled: it may wait. A session asked to go with no stream open that is still there
+ * holds only its own last frames (GOAWAY, a reset), behind bytes the caller does not take: the
+ * sweep reset its stalled streams before it went idle (an answer idle timeout below the idle one).
  */
 const endIfStalled = (session: http2.ServerHttp2Session, open: ReadonlySet<StreamCall>, ms: number, moved: number): void => {
   if (session.destroyed) return
   const socket = session.socket
   const now = socket.bytesRead + socket.bytesWritten
-  if (now === moved) for (const call of open) if (call.answerWaiting) return void session.destroy()
+  if (now === moved) {
+    if (open.size === 0) return destroySession(session)
+    for (const call of open) if (call.answerWaiting) return destroySession(session)
+  }
   setTimeout(endIfStalled, ms, session, open, ms, now).unref()
 }
 
 /**
  * A session names its open calls, for the sweep, since when the sweep found none open and none
- * opened (performance.now()), and whether a stream opened since the last sweep (one over between
- * two sweeps, as most calls are, the sweep never finds open).
+ * opened (performance.now()), whether a stream opened since the last sweep (one over between
+ * two sweeps, as most calls are, the sweep never finds open), and its socket as accepted.
  */
 const OPEN = Symbol("open")
 const QUIET_SINCE = Symbol("quietSince")
 const STREAMED = Symbol("streamed")
-type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number; [STREAMED]: boolean }
+const SOCKET = Symbol("socket")
+type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number; [STREAMED]: boolean; [SOCKET]: net.Socket }
+
+/**
+ * Ends `session` now, and its socket within a grace: node's destroy() ends the socket and lets it
+ * go only once that end went out, never for a caller that reads nothing (session.socket is a proxy
+ * that refuses destroy()). The grace lets a last GOAWAY out to a caller that still reads.
+ */
+const destroySession = (session: http2.ServerHttp2Session, code?: number): void => {
+  session.destroy(undefined, code)
+  destroyAfterGrace((session as SweptSession)[SOCKET])
+}
 
 /**
  * A session the sweep found with no stream open for this many idle timeouts is asked to go
@@ -380,7 +398,7 @@ const TOO_MANY_PINGS = Buffer.from("too_many_pings")
 /** Ends `session` now: GOAWAY with `code` and `debug`, then its socket. */
 const endSession = (session: http2.ServerHttp2Session, code: number, debug: Buffer): void => {
   session.goaway(code, 0, debug)
-  session.destroy(undefined, code)
+  destroySession(session, code)
 }
 
 /** Resets a session's streams whose answers stalled; how many. */
@@ -443,8 +461,11 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       if (cut > 0) options.onStalled(cut, session)
     }
   }
+  // The socket accept() hands over now: node makes its session and emits 'session' within the emit.
+  let accepting: net.Socket | undefined
   h2.on("session", (session: http2.ServerHttp2Session) => {
     const open = new Set<StreamCall>()
+    ;(session as SweptSession)[SOCKET] = accepting!
     ;(session as SweptSession)[OPEN] = open
     ;(session as SweptSession)[QUIET_SINCE] = performance.now()
     ;(session as SweptSession)[STREAMED] = false
@@ -488,13 +509,20 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     session.on("error", () => {})
   })
   return {
-    accept: (socket) => void h2.emit("connection", socket),
+    accept: (socket) => {
+      // A session closed (idle, PINGs bounded, the drain's GOAWAY) ends its socket and waits for the
+      // caller's FIN: one that never sends it kept the socket, and its --max-app-connections place, for ever.
+      boundPeerFin(socket)
+      accepting = socket
+      h2.emit("connection", socket)
+      accepting = undefined
+    },
     sessions,
     close: () => {
       for (const session of sessions) session.close()
     },
     destroyAll: () => {
-      for (const session of sessions) session.destroy()
+      for (const session of sessions) destroySession(session)
     }
   }
 }

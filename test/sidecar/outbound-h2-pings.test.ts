@@ -17,7 +17,7 @@ import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { makeH2c } from "../../src/sidecar/outboundH2.ts"
-import { identity, rawMethod } from "../support/grpcRaw.ts"
+import { rawMethod, unaryText } from "../support/grpcRaw.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -137,10 +137,7 @@ describe("A's h2c sessions that PING", () => {
       "grpc.keepalive_permit_without_calls": 1
     })
     cleanup.add(() => client.close())
-    const echo = (text: string) =>
-      new Promise<string>((resolve) =>
-        client.makeUnaryRequest(METHODS.echo.path, identity, identity, Buffer.from(text), new grpc.Metadata(), { deadline: Date.now() + 20_000 }, (error, answer) =>
-          resolve(error === null ? answer!.toString() : `${error.code} ${error.details}`)))
+    const echo = (text: string) => unaryText(client, METHODS.echo.path, text, new grpc.Metadata())
     expect(await echo("first")).toBe("first")
     const afterFirst = fromClient
     await waitFor(() => fromClient >= afterFirst + 3 * 17, 20_000, "three keepalive PINGs")

@@ -1,5 +1,6 @@
 // grpc-js method definitions over raw bytes (no protobuf): what the gRPC tests' clients and
 // servers use, so the bytes a test sends are exactly the bytes compared at the far end.
+import type * as grpc from "@grpc/grpc-js"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import type { Cleanup } from "./iipRaw.ts"
@@ -16,6 +17,12 @@ export const rawMethod = (service: string, name: string, requestStream: boolean,
   responseSerialize: identity,
   responseDeserialize: identity
 })
+
+/** A unary call of `path` on `client` with `text` (20 s deadline): the answer's text, or "<code> <details>". */
+export const unaryText = (client: grpc.Client, path: string, text: string, metadata: grpc.Metadata): Promise<string> =>
+  new Promise((resolve) =>
+    client.makeUnaryRequest(path, identity, identity, Buffer.from(text), metadata, { deadline: Date.now() + 20_000 }, (error, answer) =>
+      resolve(error === null ? answer!.toString() : `${error.code} ${error.details}`)))
 
 /** A gRPC message on the wire (length-prefixed, uncompressed): flag byte 0, 4-byte length, the bytes. */
 export const grpcMessage = (body: Buffer): Buffer => {

@@ -1,0 +1,34 @@
+// A bound on the wait for a peer's FIN, for every socket this side ends: node keeps a socket whose
+// end went out (its descriptor, buffers and, for an HTTP/2 session, the session itself: node's
+// closing session lets go only on the peer's FIN, even after destroy()) until the peer ends it too
+// or resets it, and a peer that does neither held it for ever. Used by the h2c legs (appH2.ts,
+// outboundH2.ts) on every socket they hand to node's sessions (and, for a session destroyed, whose
+// end may never go out to a peer that reads nothing, from the destroy on), and by the admin
+// server's CONNECT (respond.ts), a socket no timer watches any more once it is answered. (A's
+// refused upgrades close once their answer is out: outboundUpgrade.ts's closeAfterAnswer.)
+import type { Duplex } from "node:stream"
+
+/**
+ * How long an ended socket waits for the peer's FIN: a peer that still reads sends it within a
+ * round trip. Destroying it then loses nothing: what this side wrote has left (its end 'finish'ed).
+ */
+const PEER_FIN_GRACE_MS = 2_000
+
+const destroy = (socket: Duplex): void => void socket.destroy()
+
+/**
+ * `socket` is destroyed if it is still open PEER_FIN_GRACE_MS from now: for a socket whose HTTP/2
+ * session was destroyed, which node ends and lets go only once its end went out, never for a peer
+ * that reads nothing. An unref'd timer, cleared on its close.
+ */
+export const destroyAfterGrace = (socket: Duplex): void => {
+  if (socket.destroyed) return
+  const timer = setTimeout(destroy, PEER_FIN_GRACE_MS, socket)
+  timer.unref()
+  socket.once("close", () => clearTimeout(timer))
+}
+
+/** `socket` is destroyed if it is still open PEER_FIN_GRACE_MS after its end went out ('finish'). */
+export const boundPeerFin = (socket: Duplex): void => {
+  socket.once("finish", () => destroyAfterGrace(socket))
+}
