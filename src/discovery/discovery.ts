@@ -44,7 +44,7 @@ interface Subscription {
 const keepUnchanged = (service: string, previous: ReadonlyMap<string, MergedEndpoint>, now: Map<string, MergedEndpoint>): void => {
   for (const [key, endpoint] of now) {
     const kept = previous.get(key)
-    if (kept !== undefined && kept.adminPort === endpoint.adminPort && change(service, key, kept, endpoint) === undefined) now.set(key, kept)
+    if (kept !== undefined && change(service, key, kept, endpoint) === undefined) now.set(key, kept)
   }
 }
 

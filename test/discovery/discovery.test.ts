@@ -134,6 +134,22 @@ describe("Discovery", () => {
     expect(after[2]!.adminPort).toBe(9902)
   })
 
+  it("an Add, a Change or a Reset altering only the admin port is a change (federation reads the admin port)", () => {
+    discovery = new Discovery()
+    const mdns = handSource()
+    const dns = handSource()
+    discovery.register(mdns.source)
+    discovery.register(dns.source)
+    mdns.emit({ _tag: "Add", endpoint: ep("10.0.0.1", "mdns", { adminPort: 9901 }) })
+    dns.emit({ _tag: "Reset", service: "web", endpoints: [ep("10.0.0.2", "dns", { adminPort: 9901 })] })
+    const web = subscribe("web")
+    mdns.emit({ _tag: "Add", endpoint: ep("10.0.0.1", "mdns", { adminPort: 9902 }) })
+    mdns.emit({ _tag: "Change", endpoint: ep("10.0.0.1", "mdns", { adminPort: 9903 }) })
+    dns.emit({ _tag: "Reset", service: "web", endpoints: [ep("10.0.0.2", "dns", { adminPort: 9904 })] })
+    expect(discovery.snapshot().services["web"]!.map((endpoint) => endpoint.adminPort)).toStrictEqual([9903, 9904])
+    expect(web.shown()).toStrictEqual(["Reset web [10.0.0.1:80 10.0.0.2:80]", "Change 10.0.0.1:80", "Change 10.0.0.1:80", "Change 10.0.0.2:80"])
+  })
+
   it("unregistering a source stops it and withdraws what it reported; it cannot emit any more", () => {
     discovery = new Discovery()
     const dns = handSource([{ _tag: "Reset", service: "web", endpoints: [ep("10.0.0.1", "dns"), ep("10.0.0.2", "dns")] }])
