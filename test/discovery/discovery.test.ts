@@ -1,7 +1,7 @@
 // The discovery service (src/discovery/discovery.ts): sources registered and withdrawn, their
 // updates merged, subscribers getting a Reset first and then the merged Add/Remove/Change, the admin
 // snapshot listing each endpoint with its sources. The sources here are in-memory ones the test drives.
-import { afterEach, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it, vi } from "vitest"
 import { Discovery, type DiscoveryListener } from "../../src/discovery/discovery.ts"
 import type { MergedEndpoint } from "../../src/discovery/endpointSet.ts"
 import { endpointKey, type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate } from "../../src/discovery/types.ts"
@@ -208,6 +208,29 @@ describe("Discovery", () => {
     dns.emit({ _tag: "Add", endpoint: ep("10.0.0.1", "dns") })
     expect(web.shown()).toStrictEqual(["Reset web []", "Add 10.0.0.1:80"])
     expect(log.items).toStrictEqual([["discovery.listener-failed", { service: "web", message: "registry full" }]])
+  })
+
+  it("a listener that throws, with a log that throws too, does not keep the update from the others", () => {
+    discovery = new Discovery({
+      log: () => {
+        throw new Error("logger down")
+      }
+    })
+    const dns = handSource()
+    discovery.register(dns.source)
+    discovery.subscribe("web", (update) => {
+      if (update._tag === "Add") throw new Error("registry full")
+    })
+    const web = subscribe("web")
+    const stderr: Array<string> = []
+    const write = vi.spyOn(process.stderr, "write").mockImplementation((chunk) => (stderr.push(String(chunk)), true))
+    try {
+      dns.emit({ _tag: "Add", endpoint: ep("10.0.0.1", "dns") })
+    } finally {
+      write.mockRestore()
+    }
+    expect(web.shown()).toStrictEqual(["Reset web []", "Add 10.0.0.1:80"])
+    expect(stderr.map((line) => JSON.parse(line) as unknown)).toMatchObject([{ event: "discovery.listener-failed", message: "registry full", logFailed: "logger down" }])
   })
 
   it("the snapshot lists services and endpoints in order, each with its address and sources", () => {
