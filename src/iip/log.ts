@@ -18,9 +18,17 @@ export const stderrLog: Log = (event, fields) => {
   process.stderr.write(jsonLine({ time: new Date().toISOString(), event, ...fields }))
 }
 
-/** The message of anything thrown or failed with. */
-export const messageOf = (error: unknown): string =>
-  error instanceof Error ? error.message : typeof error === "object" && error !== null && "message" in error ? String(error.message) : String(error)
+/**
+ * The message of anything thrown or failed with; never throws itself (an object with no prototype,
+ * a `message` getter that throws): it is called in catch blocks, where a throw escapes.
+ */
+export const messageOf = (error: unknown): string => {
+  try {
+    return error instanceof Error ? error.message : typeof error === "object" && error !== null && "message" in error ? String(error.message) : String(error)
+  } catch {
+    return "(an error that cannot be shown as text)"
+  }
+}
 
 /**
  * `log` for where a throw has no caller to go to, or would stop work that does not depend on the
@@ -31,7 +39,18 @@ export const neverThrowing = (log: Log): Log => (event, fields) => {
   try {
     log(event, fields)
   } catch (error) {
-    stderrLog(event, { ...fields, logFailed: messageOf(error) })
+    const logFailed = messageOf(error)
+    // Fields JSON cannot write (a BigInt, a cycle: maybe why the sink threw) give a line without
+    // them; stderr itself throwing leaves nothing to tell.
+    try {
+      stderrLog(event, { ...fields, logFailed })
+    } catch {
+      try {
+        stderrLog(event, { logFailed, fieldsUnwritable: true })
+      } catch {
+        // Nowhere left to write.
+      }
+    }
   }
 }
 
