@@ -49,6 +49,14 @@ const show = (update: EndpointUpdate<MergedEndpoint>): string => {
 let discovery: Discovery
 afterEach(() => discovery.close())
 
+/** A new Discovery with two hand-driven sources registered on it. */
+const twoSources = () => {
+  discovery = new Discovery()
+  const sources = [handSource(), handSource()] as const
+  for (const { source } of sources) discovery.register(source)
+  return sources
+}
+
 const subscribe = (service: string) => {
   const updates = new Recorder<EndpointUpdate<MergedEndpoint>>()
   const unsubscribe = discovery.subscribe(service, updates.push)
@@ -92,11 +100,7 @@ describe("Discovery", () => {
   })
 
   it("the same endpoint from two sources is announced once; removal from one source keeps it; removal from both removes it", () => {
-    discovery = new Discovery()
-    const mdns = handSource()
-    const fromStatic = handSource()
-    discovery.register(mdns.source)
-    discovery.register(fromStatic.source)
+    const [mdns, fromStatic] = twoSources()
     const web = subscribe("web")
     mdns.emit({ _tag: "Add", endpoint: ep("10.0.0.1", "mdns", { weight: 9, zone: "z" }) })
     fromStatic.emit({ _tag: "Reset", service: "web", endpoints: [ep("10.0.0.1", "static", { weight: 2 })] })
@@ -135,11 +139,7 @@ describe("Discovery", () => {
   })
 
   it("an Add, a Change or a Reset altering only the admin port is a change (federation reads the admin port)", () => {
-    discovery = new Discovery()
-    const mdns = handSource()
-    const dns = handSource()
-    discovery.register(mdns.source)
-    discovery.register(dns.source)
+    const [mdns, dns] = twoSources()
     mdns.emit({ _tag: "Add", endpoint: ep("10.0.0.1", "mdns", { adminPort: 9901 }) })
     dns.emit({ _tag: "Reset", service: "web", endpoints: [ep("10.0.0.2", "dns", { adminPort: 9901 })] })
     const web = subscribe("web")

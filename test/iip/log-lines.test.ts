@@ -7,18 +7,24 @@
 import { afterEach, describe, expect, it } from "vitest"
 import { messageOf, neverThrowing, stderrLog } from "../../src/iip/log.ts"
 
-describe("stderrLog", () => {
-  const original = process.stderr.write
-  afterEach(() => {
-    process.stderr.write = original
-  })
+const original = process.stderr.write
+afterEach(() => {
+  process.stderr.write = original
+})
 
+/** What is written to stderr from now on (until the test's end), kept instead of written. */
+const captureStderr = (): Array<string> => {
+  const written: Array<string> = []
+  process.stderr.write = ((chunk: string) => {
+    written.push(chunk)
+    return true
+  }) as typeof process.stderr.write
+  return written
+}
+
+describe("stderrLog", () => {
   it("escapes DEL, C1 controls, U+2028/U+2029 and bidi overrides in its JSON line; the line parses back to the fields", () => {
-    const written: Array<string> = []
-    process.stderr.write = ((chunk: string) => {
-      written.push(chunk)
-      return true
-    }) as typeof process.stderr.write
+    const written = captureStderr()
     const fqdn = "evil\u009b2J\u009b31mowned\u007f\u0085\u2028\u2029\u202elacol._iip-mesh._tcp.local"
     stderrLog("mdns-ignored", { fqdn, reason: "mesh" })
     process.stderr.write = original
@@ -31,20 +37,11 @@ describe("stderrLog", () => {
 })
 
 describe("neverThrowing", () => {
-  const original = process.stderr.write
-  afterEach(() => {
-    process.stderr.write = original
-  })
-
   // Its fallback ran messageOf on what the sink threw and JSON.stringify on the fields, both of
   // which throw on some values (an object with no prototype, a getter that throws; a BigInt, a
   // cycle: often the very reason the sink threw), so the throw went out of the wrapper after all.
   it("does not throw whatever the sink throws and whatever the fields hold; it still writes a line", () => {
-    const written: Array<string> = []
-    process.stderr.write = ((chunk: string) => {
-      written.push(chunk)
-      return true
-    }) as typeof process.stderr.write
+    const written = captureStderr()
     const cyclic: Record<string, unknown> = {}
     cyclic["self"] = cyclic
     const sinks: Array<() => never> = [
