@@ -12,7 +12,7 @@ import { download } from "../files/download.ts"
 import { ProgressMeter, resultLine } from "../files/progress.ts"
 import { defaultMaxEntries, defaultMaxFileBytes, defaultQuotaBytes, openRoot, serveFiles } from "../files/server.ts"
 import type { ChecksumMismatch, TransferFailed, TransferResult } from "../files/transfer.ts"
-import { defaultPartialMaxAgeMs } from "../files/unfinished.ts"
+import { defaultMaxUnfinishedUploads, defaultPartialMaxAgeMs } from "../files/unfinished.ts"
 import { upload } from "../files/upload.ts"
 import * as Server from "../iip/server.ts"
 import { messageOf } from "../iip/log.ts"
@@ -51,6 +51,10 @@ const fileServer = Command.make(
     partialMaxAge: Flag.String("partial-max-age").pipe(
       Flag.withDescription("an unfinished upload not written for this long is removed, e.g. 24h, 90m (0: never)"),
       Flag.withDefault(`${defaultPartialMaxAgeMs / 3_600_000}h`)
+    ),
+    maxUnfinished: Flag.Int("max-unfinished").pipe(
+      Flag.withDescription("most unfinished uploads at once, those found at start included; a new one past it is refused"),
+      Flag.withDefault(defaultMaxUnfinishedUploads)
     )
   },
   (input) =>
@@ -61,7 +65,7 @@ const fileServer = Command.make(
       const partialMaxAgeMs = yield* parseWith(() => parseDuration(input.partialMaxAge))
       const root = yield* Effect.tryPromise({ try: () => openRoot(input.root), catch: (error) => error })
       const server = yield* Server.make({ host, port, mesh: false })
-      serveFiles(server, root, { maxFileBytes, quotaBytes, maxEntries: input.maxEntries, partialMaxAgeMs })
+      serveFiles(server, root, { maxFileBytes, quotaBytes, maxEntries: input.maxEntries, partialMaxAgeMs, maxUnfinishedUploads: input.maxUnfinished })
       yield* Console.log(`iip-mesh file-server listening on ${server.address.host}:${server.address.port}, root ${root}`)
       return yield* Effect.never
     }).pipe(Effect.scoped, Effect.catch(failLine("file-server")))

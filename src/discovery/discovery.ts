@@ -2,7 +2,7 @@
 // are registered here and report updates; each source's state is folded on its own, the sources are
 // merged per service (endpointSet.ts), and subscribers (the sidecar's endpoint registry, the admin
 // view) receive the merged changes: a Reset when they subscribe, then Add, Remove and Change.
-import { messageOf, stderrLog, type Log } from "../iip/log.ts"
+import { messageOf, neverThrowing, stderrLog, type Log } from "../iip/log.ts"
 import { applyUpdate, change, diff, leftOutByCap, merged, mergedEndpoint, type MergedEndpoint, type MergedState, type SourceState } from "./endpointSet.ts"
 import { type DiscoveredEndpoint, endpointKey, MaxEndpointsPerService, type DiscoverySource, type EndpointUpdate } from "./types.ts"
 
@@ -14,7 +14,7 @@ export interface DiscoverySnapshot {
 }
 
 export interface DiscoveryOptions {
-  /** Where a listener that throws is reported; stderr by default. */
+  /** Where a listener that throws is reported; stderr by default, and when this log throws itself. */
   readonly log?: Log
 }
 
@@ -44,7 +44,7 @@ interface Subscription {
 const keepUnchanged = (service: string, previous: ReadonlyMap<string, MergedEndpoint>, now: Map<string, MergedEndpoint>): void => {
   for (const [key, endpoint] of now) {
     const kept = previous.get(key)
-    if (kept !== undefined && kept.adminPort === endpoint.adminPort && change(service, key, kept, endpoint) === undefined) now.set(key, kept)
+    if (kept !== undefined && change(service, key, kept, endpoint) === undefined) now.set(key, kept)
   }
 }
 
@@ -60,7 +60,8 @@ export class Discovery {
   private readonly log: Log
 
   constructor(options: DiscoveryOptions = {}) {
-    this.log = options.log ?? stderrLog
+    // Called from sources' callbacks and in loops over subscribers: a log that throws must not cut them short.
+    this.log = neverThrowing(options.log ?? stderrLog)
   }
 
   /** Starts `source`; the returned function stops it and withdraws everything it reported. */

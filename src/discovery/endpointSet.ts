@@ -156,9 +156,14 @@ export const mergedEndpoint = (states: Iterable<SourceView>, service: string, ke
 const sameList = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean =>
   a.length === b.length && a.every((item, i) => item === b[i])
 
-/** Whether a subscriber would see a difference between two merged endpoints with the same key. */
+/**
+ * Whether a subscriber would see a difference between two merged endpoints with the same key. The
+ * admin port counts: federation reads it from discovery's view, which keeps the old object when
+ * this says the same.
+ */
 const sameEndpoint = (a: MergedEndpoint, b: MergedEndpoint): boolean =>
   a.weight === b.weight &&
+  a.adminPort === b.adminPort &&
   a.zone === b.zone &&
   a.version === b.version &&
   a.node === b.node &&

@@ -92,7 +92,7 @@ const unframe = (max: number) => {
     used = want
   }
   const tooLarge = (length: number) => new StreamFailed({ message: `rpc message of ${length} bytes exceeds ${max}` })
-  return (chunk: Uint8Array): Array<Uint8Array> | StreamFailed => {
+  const cut = (chunk: Uint8Array): Array<Uint8Array> | StreamFailed => {
     const frames: Array<Uint8Array> = []
     let at = 0
     // The frame under way first, taking from the chunk only what it still needs.
@@ -131,17 +131,28 @@ const unframe = (max: number) => {
     }
     return frames
   }
+  // At the end of the bytes: a frame begun and not finished is a message the peer sent and the
+  // exchange never saw, so it fails the exchange rather than leave it a message short.
+  const unfinished = (): StreamFailed | undefined =>
+    used === 0 ? undefined : new StreamFailed({ message: `the rpc body ends inside a message (${used} of ${needed === 4 ? "at least 4" : needed} bytes)` })
+  return Object.assign(cut, { unfinished })
 }
 
-/** The messages of a whole body of frames (most answers: one frame, one message); throws StreamFailed or the parser's error. */
+/**
+ * The messages of a whole body of frames (most answers: one frame, one message); throws
+ * StreamFailed (a frame too large, or the body ending inside one) or the parser's error.
+ */
 const decodeWhole = (bytes: Uint8Array, decode: Decode, parser: RpcSerialization.Parser, max: number): ReadonlyArray<unknown> => {
   if (bytes.length >= 4) {
     const length = new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0)
     if (length > max) throw new StreamFailed({ message: `rpc message of ${length} bytes exceeds ${max}` })
     if (length === bytes.length - 4) return decode(parser, bytes.subarray(4))
   }
-  const frames = unframe(max)(bytes)
+  const cut = unframe(max)
+  const frames = cut(bytes)
   if (frames instanceof StreamFailed) throw frames
+  const unfinished = cut.unfinished()
+  if (unfinished !== undefined) throw unfinished
   return frames.flatMap((f) => decode(parser, f))
 }
 
@@ -166,7 +177,11 @@ const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, decode: Decode, pa
       if (frames instanceof StreamFailed) return Effect.fail(frames)
       return Effect.try({ try: () => frames.flatMap((f) => decode(parser, f)), catch: (cause) => new StreamFailed({ message: `undecodable rpc message: ${String(cause)}` }) })
     }),
-    Stream.flatMap((messages) => Stream.fromIterable(messages))
+    Stream.flatMap((messages) => Stream.fromIterable(messages)),
+    Stream.concat(Stream.suspend(() => {
+      const unfinished = cut.unfinished()
+      return unfinished === undefined ? Stream.empty : Stream.fail(unfinished)
+    }))
   )
 }
 
@@ -278,6 +293,10 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
       }
       return fromIncoming(body, asStreamError).pipe(
         Stream.runForEach((bytes) => Effect.suspend(() => hand(clientId, messagesOf(bytes)))),
+        Effect.andThen(Effect.suspend(() => {
+          const unfinished = cut.unfinished()
+          return unfinished === undefined ? Effect.void : Effect.fail(unfinished)
+        })),
         Effect.ensuring(Effect.sync(() => cancel.abort())),
         Effect.mapError(failed),
         Effect.catchDefect((cause) => Effect.fail(undecodable(cause))),
@@ -533,17 +552,22 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
       }
       exchanges.set(id, exchange)
       cancel.addEventListener("abort", exchange.onCancel)
-      // A streamed request body (a large Request): its message goes to the RPC server once whole;
-      // the fiber reading it stops with the request (cancel, deadline, connection close).
+      // A streamed request body (a large Request): its message goes to the RPC server once the
+      // body has ended whole, so a body that turns out not to be one Request (a second message, an
+      // unfinished frame) starts nothing; the fiber reading it stops with the request (cancel,
+      // deadline, connection close).
       let seen = 0
+      let message: unknown
       const reading = runFork(
         decodeFrames(fromIncoming(stream, (error) => new StreamFailed({ message: String(error) })), decode, parser, max).pipe(
           // One Request (requestProblem): one message, and nothing after it.
-          Stream.runForEach((message) => {
-            const problem = seen++ === 0 ? requestProblem([message]) : notOneRequest
-            return problem === undefined ? write(id, message as FromClientEncoded) : Effect.fail(new StreamFailed({ message: problem }))
+          Stream.runForEach((next) => {
+            const problem = seen++ === 0 ? requestProblem([next]) : notOneRequest
+            if (problem !== undefined) return Effect.fail(new StreamFailed({ message: problem }))
+            message = next
+            return Effect.void
           }),
-          Effect.andThen(Effect.suspend(() => (seen === 0 ? Effect.fail(new StreamFailed({ message: notOneRequest })) : write(id, RpcMessage.constEof)))),
+          Effect.andThen(Effect.suspend(() => (seen === 0 ? Effect.fail(new StreamFailed({ message: notOneRequest })) : writeOne(id, message)))),
           // Refused, or its answer (when it has begun) ended: the RPC server forgets the client
           // either way, so nothing it started outlives the exchange.
           Effect.catch((error) =>

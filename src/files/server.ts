@@ -5,8 +5,8 @@
 // becomes `<name>` when the request marked Completed arrives; a restarted server resumes from it.
 // A failure answers the reference's handler-fail body, its message naming the path as asked.
 // Uploads are held to a per-file cap and a quota for the whole root, bytes and entries (quota.ts),
-// checked before a request writes anything; an unfinished upload not written for a day expires
-// (unfinished.ts). An unfinished upload is only ever a regular file of the server's own (one link,
+// checked before a request writes anything; at most 2,000 uploads are unfinished at once, and one
+// not written for a day expires (unfinished.ts). An unfinished upload is only ever a regular file of the server's own (one link,
 // inside the root), so a hard link or symlink planted in the root cannot be written through or
 // hashed, and a file opened to be read must still lead inside the root (a directory swapped for a
 // symlink after the check); partial files are created, renamed and expired in their directory held
@@ -32,7 +32,7 @@ import {
   type WriteTarget
 } from "./paths.ts"
 import { measureRoot, RootUsage } from "./quota.ts"
-import { defaultPartialMaxAgeMs, sweepUnfinished, UnfinishedUploads } from "./unfinished.ts"
+import { defaultMaxUnfinishedUploads, defaultPartialMaxAgeMs, sweepUnfinished, UnfinishedUploads } from "./unfinished.ts"
 import {
   type ChecksumAnswer,
   type ChecksumRequest,
@@ -63,6 +63,8 @@ export interface FileServerOptions {
   readonly maxEntries?: number
   /** How long an unfinished upload may go unwritten before it is removed (default a day; 0: never). */
   readonly partialMaxAgeMs?: number
+  /** Most unfinished uploads at once, those found at start included (default 2,000); a file whole in one request needs no place. */
+  readonly maxUnfinishedUploads?: number
 }
 
 export const defaultMaxFileBytes = 4 * 2 ** 30
@@ -198,7 +200,7 @@ const hashBlocksAtOnce = 4
 export const serveFiles = (server: IipServer, root: string, options: FileServerOptions = {}): void => {
   const maxFileBytes = options.maxFileBytes ?? defaultMaxFileBytes
   const quotaBytes = options.quotaBytes ?? defaultQuotaBytes
-  const unfinished = new UnfinishedUploads(options.partialMaxAgeMs ?? defaultPartialMaxAgeMs)
+  const unfinished = new UnfinishedUploads(options.partialMaxAgeMs ?? defaultPartialMaxAgeMs, options.maxUnfinishedUploads ?? defaultMaxUnfinishedUploads)
   // Measured in the background: the routes answer at once, an upload waits for the figure.
   const usage = measureRoot(root).then((measured) => {
     for (const { path, modifiedMs } of measured.partials) unfinished.found(path, modifiedMs)
@@ -304,13 +306,26 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     const partial = dir.at(where.name + partialSuffix)
     const before = await lstat(partial).catch(() => undefined)
     const sizeBefore = before?.size ?? 0
-    // A new file (only offset 0 starts one) takes an entry, given back if it is not made.
+    // A new file (only offset 0 starts one) takes an entry, and a place among the unfinished
+    // uploads unless it is whole in this request; both given back if it is not made.
     const newFile = before === undefined && request.start === 0
-    if (newFile && !held.takeEntry()) throw noRoom(held, request.filePath, "file")
+    if (newFile && !request.completed && !unfinished.admit(where.partial)) {
+      throw new FileRequestRefused({
+        message: `${JSON.stringify(request.filePath)} would be a new unfinished upload, past this server's limit of ${unfinished.maxCount} unfinished uploads (${unfinished.count} held): finish one, or let abandoned ones expire`
+      })
+    }
+    const notMade = () => {
+      held.removed(0, 1)
+      unfinished.forget(where.partial)
+    }
+    if (newFile && !held.takeEntry()) {
+      unfinished.forget(where.partial)
+      throw noRoom(held, request.filePath, "file")
+    }
     const growth = request.start + request.content.length - sizeBefore
     const reserved = held.reserve(growth)
     if (reserved === undefined) {
-      if (newFile) held.removed(0, 1)
+      if (newFile) notMade()
       throw new FileRequestRefused({
         message: `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
       })
@@ -322,7 +337,7 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       // No O_TRUNC: the checks come first; what lies beyond the chunk is cut after the write.
       handle = await openPartial(root, partial, constants.O_WRONLY | (request.start === 0 ? constants.O_CREAT : 0), request.filePath).catch(
         (error: NodeJS.ErrnoException) => {
-          if (newFile) held.removed(0, 1)
+          if (newFile) notMade()
           if (error.code !== "ENOENT") throw error
           throw new FileRequestRefused({ message: `no unfinished upload of ${JSON.stringify(request.filePath)} to continue at ${request.start}: start at 0` })
         }

@@ -1,5 +1,8 @@
-// The file server's unfinished uploads (`<path>.iip-part`) and their expiry: a client that starts
-// uploads and goes away would otherwise hold the root's quota for ever. server.ts tells this module
+// The file server's unfinished uploads (`<path>.iip-part`), their number and their expiry: a client
+// that starts uploads and goes away would otherwise hold the root's quota for ever, and one that
+// starts them without end would grow this table (and the root's entries) to the millions. A new
+// unfinished upload needs a place (`admit`), at most `maxCount` at once, those found at start
+// included; a finished, expired or vanished one gives its place back. server.ts tells this module
 // of every partial it writes and of every one that took its name; the walk at start (quota.ts)
 // lists those already there, aged by their modification time. A sweep on the server's Clock
 // removes each one not written for `maxAgeMs`, at start and then every eighth of that age: a
@@ -17,6 +20,12 @@ import { monotonicMillisOf } from "../mux/clock.ts"
 /** A day: long enough for a paused transfer of GiBs to resume, short enough not to hold the quota for ever. */
 export const defaultPartialMaxAgeMs = 24 * 3_600_000
 
+/**
+ * Far more uploads under way at once than a file server sees from honest clients, and a table of at
+ * most a few MB (a path is at most 1 KiB under the root: paths.ts).
+ */
+export const defaultMaxUnfinishedUploads = 2_000
+
 interface Seen {
   /** Written since the sweep last looked. */
   written: boolean
@@ -28,10 +37,28 @@ interface Seen {
 
 export class UnfinishedUploads {
   readonly maxAgeMs: number
+  readonly maxCount: number
   private readonly known = new Map<string, Seen>()
 
-  constructor(maxAgeMs: number) {
+  constructor(maxAgeMs: number, maxCount: number) {
     this.maxAgeMs = maxAgeMs
+    this.maxCount = maxCount
+  }
+
+  /** How many there are (found at start or written since, not yet finished, expired or gone). */
+  get count(): number {
+    return this.known.size
+  }
+
+  /**
+   * Takes a place for a new one about to be written, if there is room; true for one already known.
+   * A place taken for a file that is then not made goes back with `forget`.
+   */
+  admit(path: string): boolean {
+    if (this.known.has(path)) return true
+    if (this.known.size >= this.maxCount) return false
+    this.known.set(path, { written: true, seenAt: undefined, modifiedMs: undefined })
+    return true
   }
 
   /** How often the sweep runs. */

@@ -1,6 +1,7 @@
 // The structured log events the library emits on its own (protocol violations, handler crashes,
-// refused connections): one JSON line each on stderr unless the caller passes its own sink; and
-// LogThrottle, the bound on a line that may repeat without end.
+// refused connections): one JSON line each on stderr unless the caller passes its own sink;
+// neverThrowing, a sink that cannot throw into its caller; and LogThrottle, the bound on a line
+// that may repeat without end.
 import { monotonicMs } from "../mux/clock.ts"
 import type { ConnectionLog } from "../mux/connection.ts"
 import { escapeInvisible } from "./redact.ts"
@@ -17,9 +18,41 @@ export const stderrLog: Log = (event, fields) => {
   process.stderr.write(jsonLine({ time: new Date().toISOString(), event, ...fields }))
 }
 
-/** The message of anything thrown or failed with. */
-export const messageOf = (error: unknown): string =>
-  error instanceof Error ? error.message : typeof error === "object" && error !== null && "message" in error ? String(error.message) : String(error)
+/**
+ * The message of anything thrown or failed with; never throws itself (an object with no prototype,
+ * a `message` getter that throws): it is called in catch blocks, where a throw escapes.
+ */
+export const messageOf = (error: unknown): string => {
+  try {
+    return error instanceof Error ? error.message : typeof error === "object" && error !== null && "message" in error ? String(error.message) : String(error)
+  } catch {
+    return "(an error that cannot be shown as text)"
+  }
+}
+
+/**
+ * `log` for where a throw has no caller to go to, or would stop work that does not depend on the
+ * line (a microtask applying independent services): a line the sink throws on goes to stderr,
+ * with the sink's own error, instead of out of the caller.
+ */
+export const neverThrowing = (log: Log): Log => (event, fields) => {
+  try {
+    log(event, fields)
+  } catch (error) {
+    const logFailed = messageOf(error)
+    // Fields JSON cannot write (a BigInt, a cycle: maybe why the sink threw) give a line without
+    // them; stderr itself throwing leaves nothing to tell.
+    try {
+      stderrLog(event, { ...fields, logFailed })
+    } catch {
+      try {
+        stderrLog(event, { logFailed, fieldsUnwritable: true })
+      } catch {
+        // Nowhere left to write.
+      }
+    }
+  }
+}
 
 /**
  * A bound on a log line that repeats for one cause (a collector down, a caller looping on a denied

@@ -9,7 +9,7 @@
 // its rate, and a change (a goodbye too) reaches the registry at most `intervalMs` late.
 import type { Discovery } from "../discovery/discovery.ts"
 import type { MergedEndpoint } from "../discovery/endpointSet.ts"
-import { type Log, messageOf } from "../iip/log.ts"
+import { type Log, messageOf, neverThrowing } from "../iip/log.ts"
 import type { Endpoint, EndpointRegistry } from "./endpoints.ts"
 
 /**
@@ -43,6 +43,8 @@ export interface FeedOptions {
 export const feedRegistry = (discovery: Discovery, registry: EndpointRegistry, log: Log, options: FeedOptions = {}): (() => void) => {
   const intervalMs = options.intervalMs ?? FeedIntervalMs
   const timer = options.timer ?? systemFeedTimer
+  // Each service is applied on its own: a failure, and a log that throws on its line, cost that service alone.
+  const report = neverThrowing(log)
   // At most one name per service discovery holds or just dropped: bounded by discovery's own caps.
   const pending = new Set<string>()
   const forms = new WeakMap<MergedEndpoint, Endpoint>()
@@ -63,7 +65,7 @@ export const feedRegistry = (discovery: Discovery, registry: EndpointRegistry, l
       try {
         registry.set(service, registryForms(discovery, service, forms))
       } catch (error) {
-        log("discovery.listener-failed", { service, message: messageOf(error) })
+        report("discovery.listener-failed", { service, message: messageOf(error) })
       }
     }
   }

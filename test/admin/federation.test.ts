@@ -14,7 +14,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import * as Admin from "../../src/admin/adminServer.ts"
 import type { FederationView } from "../../src/admin/federation.ts"
 import type { Sidecar } from "../../src/sidecar/sidecar.ts"
-import { Cleanup, readUntil } from "../support/iipRaw.ts"
+import { Cleanup, readUntil, waitFor } from "../support/iipRaw.ts"
 import { call, quietLog, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const token = "federation-token-0123456789"
@@ -59,12 +59,10 @@ describe("admin federation", () => {
     const web = await startHost("web", false)
     const catalog = await startHost("catalog", true)
     const pricing = await startHost("pricing", true)
-    // web learns catalog and pricing from the directory; then some traffic.
-    const deadline = Date.now() + 5000
-    while (web.running.sidecar.discovery.endpoints("catalog").length === 0 || web.running.sidecar.discovery.endpoints("pricing").length === 0) {
-      if (Date.now() > deadline) throw new Error("web did not discover catalog and pricing within 5 s")
-      await new Promise((r) => setTimeout(r, 20))
-    }
+    // web learns catalog and pricing from the directory; then some traffic. The outbound routes by
+    // the registry, which the discovery feed updates up to an interval after discovery.
+    const { registry } = web.running.sidecar
+    await waitFor(() => registry.endpointsOf("catalog").length > 0 && registry.endpointsOf("pricing").length > 0, 5000, "web's registry to hold catalog and pricing")
     for (let i = 0; i < 10; i++) {
       expect((await call(web.running.outboundPort, { path: "/x", headers: { host: "catalog" } })).status).toBe(200)
       expect((await call(web.running.outboundPort, { path: "/y", headers: { host: "pricing" } })).status).toBe(200)

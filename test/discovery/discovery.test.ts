@@ -1,7 +1,7 @@
 // The discovery service (src/discovery/discovery.ts): sources registered and withdrawn, their
 // updates merged, subscribers getting a Reset first and then the merged Add/Remove/Change, the admin
 // snapshot listing each endpoint with its sources. The sources here are in-memory ones the test drives.
-import { afterEach, describe, expect, it } from "vitest"
+import { afterEach, describe, expect, it, vi } from "vitest"
 import { Discovery, type DiscoveryListener } from "../../src/discovery/discovery.ts"
 import type { MergedEndpoint } from "../../src/discovery/endpointSet.ts"
 import { endpointKey, type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate } from "../../src/discovery/types.ts"
@@ -49,6 +49,14 @@ const show = (update: EndpointUpdate<MergedEndpoint>): string => {
 let discovery: Discovery
 afterEach(() => discovery.close())
 
+/** A new Discovery with two hand-driven sources registered on it. */
+const twoSources = () => {
+  discovery = new Discovery()
+  const sources = [handSource(), handSource()] as const
+  for (const { source } of sources) discovery.register(source)
+  return sources
+}
+
 const subscribe = (service: string) => {
   const updates = new Recorder<EndpointUpdate<MergedEndpoint>>()
   const unsubscribe = discovery.subscribe(service, updates.push)
@@ -92,11 +100,7 @@ describe("Discovery", () => {
   })
 
   it("the same endpoint from two sources is announced once; removal from one source keeps it; removal from both removes it", () => {
-    discovery = new Discovery()
-    const mdns = handSource()
-    const fromStatic = handSource()
-    discovery.register(mdns.source)
-    discovery.register(fromStatic.source)
+    const [mdns, fromStatic] = twoSources()
     const web = subscribe("web")
     mdns.emit({ _tag: "Add", endpoint: ep("10.0.0.1", "mdns", { weight: 9, zone: "z" }) })
     fromStatic.emit({ _tag: "Reset", service: "web", endpoints: [ep("10.0.0.1", "static", { weight: 2 })] })
@@ -132,6 +136,18 @@ describe("Discovery", () => {
     expect(after[1]!.weight).toBe(3)
     expect(after[2]).not.toBe(three)
     expect(after[2]!.adminPort).toBe(9902)
+  })
+
+  it("an Add, a Change or a Reset altering only the admin port is a change (federation reads the admin port)", () => {
+    const [mdns, dns] = twoSources()
+    mdns.emit({ _tag: "Add", endpoint: ep("10.0.0.1", "mdns", { adminPort: 9901 }) })
+    dns.emit({ _tag: "Reset", service: "web", endpoints: [ep("10.0.0.2", "dns", { adminPort: 9901 })] })
+    const web = subscribe("web")
+    mdns.emit({ _tag: "Add", endpoint: ep("10.0.0.1", "mdns", { adminPort: 9902 }) })
+    mdns.emit({ _tag: "Change", endpoint: ep("10.0.0.1", "mdns", { adminPort: 9903 }) })
+    dns.emit({ _tag: "Reset", service: "web", endpoints: [ep("10.0.0.2", "dns", { adminPort: 9904 })] })
+    expect(discovery.snapshot().services["web"]!.map((endpoint) => endpoint.adminPort)).toStrictEqual([9903, 9904])
+    expect(web.shown()).toStrictEqual(["Reset web [10.0.0.1:80 10.0.0.2:80]", "Change 10.0.0.1:80", "Change 10.0.0.1:80", "Change 10.0.0.2:80"])
   })
 
   it("unregistering a source stops it and withdraws what it reported; it cannot emit any more", () => {
@@ -192,6 +208,29 @@ describe("Discovery", () => {
     dns.emit({ _tag: "Add", endpoint: ep("10.0.0.1", "dns") })
     expect(web.shown()).toStrictEqual(["Reset web []", "Add 10.0.0.1:80"])
     expect(log.items).toStrictEqual([["discovery.listener-failed", { service: "web", message: "registry full" }]])
+  })
+
+  it("a listener that throws, with a log that throws too, does not keep the update from the others", () => {
+    discovery = new Discovery({
+      log: () => {
+        throw new Error("logger down")
+      }
+    })
+    const dns = handSource()
+    discovery.register(dns.source)
+    discovery.subscribe("web", (update) => {
+      if (update._tag === "Add") throw new Error("registry full")
+    })
+    const web = subscribe("web")
+    const stderr: Array<string> = []
+    const write = vi.spyOn(process.stderr, "write").mockImplementation((chunk) => (stderr.push(String(chunk)), true))
+    try {
+      dns.emit({ _tag: "Add", endpoint: ep("10.0.0.1", "dns") })
+    } finally {
+      write.mockRestore()
+    }
+    expect(web.shown()).toStrictEqual(["Reset web []", "Add 10.0.0.1:80"])
+    expect(stderr.map((line) => JSON.parse(line) as unknown)).toMatchObject([{ event: "discovery.listener-failed", message: "registry full", logFailed: "logger down" }])
   })
 
   it("the snapshot lists services and endpoints in order, each with its address and sources", () => {

@@ -10,7 +10,8 @@
 //   the defect encoded).
 // - A body that is not exactly one Request (a second RPC after the first, an Interrupt for an
 //   unknown id), whole or streamed, is refused: the second RPC would outlive its exchange, beyond
-//   any cancel; one the refused exchange started is interrupted.
+//   any cancel; a streamed one starts no RPC. A body (or an answer) whose last frame is cut is
+//   refused (fails the call) rather than served a message short.
 // - A large Request streamed in 1 KiB pieces costs CPU linear in its size (its frame was joined
 //   anew at every piece: quadratic).
 // - A handler that throws is answered with a Defect; one that never returns is interrupted when its
@@ -158,8 +159,23 @@ describe.each([true, false])("hostile MessagePack rpc frames (mesh %s)", (mesh) 
       yield* refusedThenServes(served, framed(pack([echo(), hang])), /one Request/, encode)
       yield* refusedThenServes(served, framed(pack(echo()), pack(hang)), /one Request/, encode)
       yield* refusedThenServes(served, framed(pack({ _tag: "Interrupt", requestId: "7" })), /one Request/, encode)
-      yield* refusedThenServes(served, framed(), /one Request/, encode)
+      // Plain IIP sends an empty body as "{}": there, a frame cut short.
+      yield* refusedThenServes(served, framed(), mesh ? /one Request/ : /ends inside a message/, encode)
       assert.isFalse(yield* Deferred.isDone(served.hangStarted))
+    }))
+
+  it.live("a body whose last frame is cut is answered with a defect, not served a message short", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      // A whole Request, then the first 10 bytes of a second frame (its length and part of it).
+      const cut = Buffer.concat([framed(pack(echo())), framed(pack(echo("2"))).subarray(0, 10)])
+      yield* refusedThenServes(served, cut, /ends inside a message/, encode)
+      yield* refusedThenServes(served, Buffer.concat([framed(pack(echo())), Uint8Array.of(0, 0)]), /ends inside a message/, encode)
+      if (mesh) {
+        const [answer] = yield* served.streamedPieces([framed(pack(echo())), framed(pack(echo("2"))).subarray(0, 10)])
+        assert.strictEqual(answer!._tag, "Defect", JSON.stringify(answer))
+        expect(String(answer!.defect)).toMatch(/ends inside a message/)
+      }
     }))
 
   it.live("a handler that throws, or (mesh) never returns and is cancelled, leaves the server serving", () =>
@@ -181,14 +197,15 @@ describe.each([true, false])("hostile MessagePack rpc frames (mesh %s)", (mesh) 
     }))
 
   if (mesh) {
-    it.live("a streamed body holding a second message is refused, and the RPC it started is interrupted", () =>
+    it.live("a streamed body holding a second message is refused, and neither RPC starts", () =>
       Effect.gen(function*() {
         const served = yield* setUp
         const hang = { _tag: "Request", id: "2", tag: "Hang", payload: null, headers: [] }
         const [answer] = yield* served.streamed(framed(pack(hang), pack(echo())))
         assert.strictEqual(answer!._tag, "Defect", JSON.stringify(answer))
         expect(String(answer!.defect)).toMatch(/one Request/)
-        yield* Deferred.await(served.hangFinalized)
+        // The Request goes to the RPC server only once the body ended whole.
+        assert.isFalse(yield* Deferred.isDone(served.hangStarted))
         const [ok] = yield* served.streamed(framed(pack(echo("3"))))
         assert.deepStrictEqual(ok!.exit, { _tag: "Success", value: "x" })
       }))
@@ -312,6 +329,24 @@ describe("an RpcClient facing a hostile server", () => {
       assert.strictEqual(answer, text)
       expect((cpu.user + cpu.system) / 1000).toBeLessThan(3000)
     }), 60_000)
+
+  it.live("an answer whose last frame is cut ends the call with a defect, whole or streamed (mesh)", () =>
+    Effect.gen(function*() {
+      const cut = (id: string) => Buffer.concat([framed(exit(id, "first")), framed(exit(id, "second")).subarray(0, 10)])
+      const whole = yield* hostile(cut)
+      const result = yield* Effect.exit(Effect.timeout(whole.Echo({ text: "x" }), "5 seconds"))
+      assert.isTrue(Exit.isFailure(result))
+      expect(String(Exit.isFailure(result) ? result.cause : "")).toMatch(/ends inside a message/)
+      // Streamed: the cut frame comes in a piece of its own, before the Exit.
+      const streamed = yield* hostile((id) =>
+        reply((async function*() {
+          yield framed(pack({ _tag: "Chunk", requestId: id, values: ["a"] }))
+          yield framed(exit(id, "x")).subarray(0, 6)
+        })()), true)
+      const streamedResult = yield* Effect.exit(Effect.timeout(streamed.Echo({ text: "x" }), "5 seconds"))
+      assert.isTrue(Exit.isFailure(streamedResult))
+      expect(String(Exit.isFailure(streamedResult) ? streamedResult.cause : "")).toMatch(/ends inside a message/)
+    }))
 
   it.live("an empty answer ends the call with a defect", () =>
     Effect.gen(function*() {

@@ -149,6 +149,36 @@ describe("file server limits", () => {
     expect(readdirSync(root, { recursive: true }).sort()).toStrictEqual(["a", "a/x.iip-part", "e0", "e1", "e2", "e3", "there", "there/f.txt"])
   })
 
+  it("unfinished uploads are held to maxUnfinishedUploads: one past it is refused, the others go on, a finished one makes room", async () => {
+    const { root, local, start } = await setUp({ maxUnfinishedUploads: 3 })
+    const port = await start()
+    const client = await RawClient.connect(port, cleanup)
+    await client.newChannel()
+    const send = async (path: string, at: number, completed: boolean, content = "x") => {
+      client.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, path, at, completed, Buffer.from(content))))
+      return (await client.next(10_000)).data.toString()
+    }
+    for (const name of ["u0", "u1", "u2"]) expect(await send(name, 0, false)).toBe(`{"TaskId":1,"DoneBytes":1}`)
+    const refused = /"u3\\" would be a new unfinished upload, past this server's limit of 3 unfinished uploads \(3 held\): finish one, or let abandoned ones expire"}$/
+    expect(await send("u3", 0, false)).toMatch(refused)
+    expect(existsSync(join(root, "u3.iip-part"))).toBe(false)
+    // The others go on, and a file whole in one request is never unfinished: it needs no place.
+    expect(await send("u1", 1, false)).toBe(`{"TaskId":1,"DoneBytes":1}`)
+    expect(await send("whole", 0, true)).toBe(`{"TaskId":1,"DoneBytes":1}`)
+    // The upload client's uploads start unfinished (its Completed request follows the content): refused the same way.
+    writeFileSync(join(local, "big.bin"), randomFile(3 * MiB))
+    expect(await uploadFails(port, join(local, "big.bin"), "big.bin")).toMatch(/"big.bin" would be a new unfinished upload, past this server's limit of 3/)
+    // u0 finished: its place is free.
+    expect(await send("u0", 1, true)).toBe(`{"TaskId":1,"DoneBytes":1}`)
+    expect(await send("u3", 0, false)).toBe(`{"TaskId":1,"DoneBytes":1}`)
+    expect(readdirSync(root).sort()).toStrictEqual(["u0", "u1.iip-part", "u2.iip-part", "u3.iip-part", "whole"])
+    // A restarted server counts the unfinished uploads it finds.
+    const again = await RawClient.connect(await listen(root, { maxUnfinishedUploads: 3 }), cleanup)
+    await again.newChannel()
+    again.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, "u4", 0, false, Buffer.from("x"))))
+    expect((await again.next(10_000)).data.toString()).toMatch(/"u4\\" would be a new unfinished upload, past this server's limit of 3 unfinished uploads \(3 held\)/)
+  })
+
   it("re-uploading a file counts only the bytes it adds, and a restarted server measures the root again", async () => {
     const { local, root } = await setUp()
     writeFileSync(join(local, "a.bin"), randomFile(MiB))
@@ -271,7 +301,7 @@ describe("partial files the server did not make", () => {
   })
 })
 
-describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-max-age", () => {
+describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-max-age --max-unfinished", () => {
   it("takes sizes like 1MiB and refuses what passes them", async () => {
     const root = tempDir(cleanup, "root")
     const local = tempDir(cleanup, "local")
@@ -286,6 +316,22 @@ describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-m
     // big.bin.iip-part and small.bin are 2 of the 3 entries: a new directory and its file are 2 more.
     expect(await uploadFails(port, join(local, "small.bin"), "d/small.bin")).toBe(
       `the server answered with error -1: "d/small.bin" needs a new file, past this server's limit of 3 files and directories under its root (3 held)`
+    )
+  })
+
+  it("--max-unfinished bounds the unfinished uploads: the upload past it is refused with the server's reason", async () => {
+    const root = tempDir(cleanup, "root")
+    const local = tempDir(cleanup, "local")
+    const { port } = await startFileServer(cleanup, root, ["--max-unfinished", "1"])
+    const client = await RawClient.connect(port, cleanup)
+    await client.newChannel()
+    client.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, "paused.bin", 0, false, Buffer.from("x"))))
+    expect((await client.next(10_000)).data.toString()).toBe(`{"TaskId":1,"DoneBytes":1}`)
+    writeFileSync(join(local, "small.bin"), randomFile(1000))
+    const refused = await runCli(cleanup, ["upload", `${host}:${port}`, join(local, "small.bin"), "small.bin"])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toBe(
+      `iip-mesh upload: the server answered with error -1: "small.bin" would be a new unfinished upload, past this server's limit of 1 unfinished uploads (1 held): finish one, or let abandoned ones expire\n`
     )
   })
 

@@ -7,7 +7,7 @@
 // - Found at start younger than the age: it goes when the rest of its age has passed on the
 //   monotonic clock, whatever the wall clock does after the first sweep.
 import { describe, expect, it } from "vitest"
-import { UnfinishedUploads } from "../../src/files/unfinished.ts"
+import { defaultMaxUnfinishedUploads, UnfinishedUploads } from "../../src/files/unfinished.ts"
 
 const maxAgeMs = 60_000
 const DAY_MS = 24 * 3_600_000
@@ -17,7 +17,7 @@ const startMs = 0
 
 describe("unfinished uploads found at start", () => {
   it("one dated a day in the future counts as written at the first sweep: it goes once the age has passed, not a day later", () => {
-    const uploads = new UnfinishedUploads(maxAgeMs)
+    const uploads = new UnfinishedUploads(maxAgeMs, defaultMaxUnfinishedUploads)
     uploads.found("future.bin.iip-part", wallAtStart + DAY_MS)
     expect(uploads.expired(startMs, wallAtStart)).toEqual([])
     expect(uploads.expired(startMs + maxAgeMs - 1, wallAtStart + maxAgeMs - 1)).toEqual([])
@@ -25,7 +25,7 @@ describe("unfinished uploads found at start", () => {
   })
 
   it("one younger than the age goes when the rest of its age has passed on the monotonic clock, the wall clock stepped back a day after the first sweep", () => {
-    const uploads = new UnfinishedUploads(maxAgeMs)
+    const uploads = new UnfinishedUploads(maxAgeMs, defaultMaxUnfinishedUploads)
     uploads.found("young.bin.iip-part", wallAtStart - 30_000)
     uploads.found("old.bin.iip-part", wallAtStart - maxAgeMs)
     expect(uploads.expired(startMs, wallAtStart)).toEqual(["old.bin.iip-part"])
@@ -35,7 +35,7 @@ describe("unfinished uploads found at start", () => {
   })
 
   it("one written before the first sweep ages from that sweep, not from its mtime", () => {
-    const uploads = new UnfinishedUploads(maxAgeMs)
+    const uploads = new UnfinishedUploads(maxAgeMs, defaultMaxUnfinishedUploads)
     uploads.found("resumed.bin.iip-part", wallAtStart - 2 * maxAgeMs)
     uploads.written("resumed.bin.iip-part")
     expect(uploads.expired(startMs, wallAtStart)).toEqual([])

@@ -5,20 +5,26 @@
 // overrides went out raw. They must be escaped (as redact.ts's quoted does), and the line still
 // read back as the same fields.
 import { afterEach, describe, expect, it } from "vitest"
-import { stderrLog } from "../../src/iip/log.ts"
+import { messageOf, neverThrowing, stderrLog } from "../../src/iip/log.ts"
+
+const original = process.stderr.write
+afterEach(() => {
+  process.stderr.write = original
+})
+
+/** What is written to stderr from now on (until the test's end), kept instead of written. */
+const captureStderr = (): Array<string> => {
+  const written: Array<string> = []
+  process.stderr.write = ((chunk: string) => {
+    written.push(chunk)
+    return true
+  }) as typeof process.stderr.write
+  return written
+}
 
 describe("stderrLog", () => {
-  const original = process.stderr.write
-  afterEach(() => {
-    process.stderr.write = original
-  })
-
   it("escapes DEL, C1 controls, U+2028/U+2029 and bidi overrides in its JSON line; the line parses back to the fields", () => {
-    const written: Array<string> = []
-    process.stderr.write = ((chunk: string) => {
-      written.push(chunk)
-      return true
-    }) as typeof process.stderr.write
+    const written = captureStderr()
     const fqdn = "evil\u009b2J\u009b31mowned\u007f\u0085\u2028\u2029\u202elacol._iip-mesh._tcp.local"
     stderrLog("mdns-ignored", { fqdn, reason: "mesh" })
     process.stderr.write = original
@@ -27,5 +33,53 @@ describe("stderrLog", () => {
     expect(line.endsWith("\n")).toBe(true)
     expect(line.slice(0, -1).match(/[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069\n\r]/g) ?? []).toStrictEqual([])
     expect(JSON.parse(line)).toMatchObject({ event: "mdns-ignored", fqdn, reason: "mesh" })
+  })
+})
+
+describe("neverThrowing", () => {
+  // Its fallback ran messageOf on what the sink threw and JSON.stringify on the fields, both of
+  // which throw on some values (an object with no prototype, a getter that throws; a BigInt, a
+  // cycle: often the very reason the sink threw), so the throw went out of the wrapper after all.
+  it("does not throw whatever the sink throws and whatever the fields hold; it still writes a line", () => {
+    const written = captureStderr()
+    const cyclic: Record<string, unknown> = {}
+    cyclic["self"] = cyclic
+    const sinks: Array<() => never> = [
+      () => {
+        throw Object.create(null)
+      },
+      () => {
+        throw {
+          get message(): string {
+            throw new Error("no message")
+          }
+        }
+      },
+      () => {
+        throw new Error("sink down")
+      }
+    ]
+    for (const sink of sinks) {
+      expect(() => neverThrowing(sink)("discovery.listener-failed", { service: "web" })).not.toThrow()
+      expect(() => neverThrowing(sink)("discovery.listener-failed", { service: "web", count: 1n })).not.toThrow()
+      expect(() => neverThrowing(sink)("discovery.listener-failed", { service: "web", cyclic })).not.toThrow()
+    }
+    // stderr itself throwing: nothing left to tell, and nothing thrown.
+    process.stderr.write = (() => {
+      throw new Error("EPIPE")
+    }) as typeof process.stderr.write
+    expect(() => neverThrowing(sinks[2]!)("discovery.listener-failed", { service: "web" })).not.toThrow()
+    process.stderr.write = original
+    expect(written).toHaveLength(9)
+    for (const line of written) expect(JSON.parse(line)).toMatchObject({ event: "discovery.listener-failed", logFailed: expect.any(String) })
+    // The fields as given when they can be written; else the line says they could not be.
+    expect(JSON.parse(written[6]!)).toMatchObject({ service: "web", logFailed: "sink down" })
+    expect(JSON.parse(written[8]!)).toMatchObject({ logFailed: "sink down", fieldsUnwritable: true })
+  })
+
+  it("messageOf gives a text for anything thrown", () => {
+    expect(messageOf(Object.create(null))).toEqual(expect.any(String))
+    expect(messageOf({ get message(): string { throw new Error("no") } })).toEqual(expect.any(String))
+    expect(messageOf(new Error("plain"))).toBe("plain")
   })
 })

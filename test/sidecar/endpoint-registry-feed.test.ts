@@ -271,24 +271,33 @@ describe("feedRegistry, a failing update", () => {
     expect(registry.endpointsOf("a").map((e) => e.host)).toEqual(["10.0.0.1", "10.0.0.2"])
   })
 
-  it("whose log throws too (an embedder's logger) does not stop the feed: the next burst is applied", async () => {
+  it("whose log throws too (an embedder's logger) drops nothing: the rest of the round is applied, the failure goes to stderr", async () => {
     const { registry, emits, clock } = setUp(1, () => {
       throw new Error("logger down")
     })
     const set = registry.set.bind(registry)
     let refuse = true
     vi.spyOn(registry, "set").mockImplementation((service, endpoints) => {
-      if (refuse) throw new Error("refused")
+      if (refuse && service === "a") throw new Error("refused")
       set(service, endpoints)
     })
     const uncaught: Array<unknown> = []
     const onUncaught = (error: unknown) => uncaught.push(error)
     process.on("uncaughtException", onUncaught)
     closers.push(() => process.off("uncaughtException", onUncaught))
+    const stderr: Array<string> = []
+    const write = vi.spyOn(process.stderr, "write").mockImplementation((chunk) => (stderr.push(String(chunk)), true))
+    closers.push(() => write.mockRestore())
+    // One round: "a" refused (and its log line throws), then "b", which must not wait for a change of its own.
     emits[0]!({ _tag: "Add", endpoint: endpoint("a", 1) })
+    emits[0]!({ _tag: "Add", endpoint: endpoint("b", 1) })
     await burstApplied(clock)
     await new Promise((resolve) => setImmediate(resolve))
-    expect(uncaught.map((e) => (e as Error).message)).toEqual(["logger down"])
+    write.mockRestore()
+    expect(uncaught).toEqual([])
+    expect(registry.endpointsOf("b").map((e) => e.host)).toEqual(["10.0.0.1"])
+    const lines = stderr.map((line) => JSON.parse(line) as Record<string, unknown>)
+    expect(lines).toMatchObject([{ event: "discovery.listener-failed", service: "a", message: "refused", logFailed: "logger down" }])
     refuse = false
     emits[0]!({ _tag: "Add", endpoint: endpoint("a", 2) })
     await burstApplied(clock)
