@@ -5,7 +5,7 @@
 // through the end-to-end filter (headerFilter.ts). Pure.
 import type { IncomingHttpHeaders } from "node:http"
 import { type Meta, metaByteLength } from "../protocol/mesh.ts"
-import { copyToExtend, endToEndPairs, endToEndPart, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
+import { AddedPair, copyToExtend, endToEndPairs, endToEndPart, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
 
 export const HttpMeta = {
   method: ":method",
@@ -35,11 +35,15 @@ export const withForwarded = (headers: Array<readonly [string, string]>, clientA
     else if (name !== "x-forwarded-proto" && name !== "x-forwarded-host") headers[kept++] = pair
   }
   headers.length = kept
-  headers.push(["x-forwarded-for", prior === undefined ? clientAddress : `${prior}, ${clientAddress}`])
-  headers.push(["x-forwarded-proto", "http"])
-  headers.push(["x-forwarded-host", host])
+  headers.push(prior === undefined ? forwardedFor.of(clientAddress) : ["x-forwarded-for", `${prior}, ${clientAddress}`])
+  headers.push(FORWARDED_PROTO)
+  headers.push(forwardedHost.of(host))
   return headers
 }
+
+const forwardedFor = new AddedPair("x-forwarded-for")
+const forwardedHost = new AddedPair("x-forwarded-host")
+const FORWARDED_PROTO: readonly [string, string] = ["x-forwarded-proto", "http"]
 
 /**
  * A header list as its JSON, kept for the next list: an app sends the same headers request after

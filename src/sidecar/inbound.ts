@@ -35,7 +35,7 @@ import type { AppH2Request } from "./appH2RequestHead.ts"
 import { isGrpcPairs } from "./grpcStatus.ts"
 import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
-import { carriedProtocols, CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
+import { AddedPair, carriedProtocols, CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
 import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnvelope.ts"
 import { type AppUpgradeLeg, upgradeApp } from "./inboundUpgrade.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
@@ -190,6 +190,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     onInvalidHeaders: options.onInvalidHeaders
   }
   const onInvalid = options.onInvalidHeaders
+  const clientId = new AddedPair(CLIENT_ID_HEADER)
   // node:http2 costs about 4 MB of memory: it loads only for an app spoken to over h2c.
   let h2Loaded: AppH2Leg | undefined
   const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
@@ -229,7 +230,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     const limited = options.rateLimit?.(peer, request.context.remoteAddress, head.headers)
     if (limited !== undefined) return pending.settle(limited)
     // The filter dropped any the caller sent: the app sees the verified identity or nothing.
-    if (peer !== undefined && isFieldValue(peer)) head.headers.push([CLIENT_ID_HEADER, peer])
+    if (peer !== undefined && isFieldValue(peer)) head.headers.push(clientId.of(peer))
     const { deadline, oneway, stream } = request.context
     const timeLeft = deadline > 0 ? Math.max(1, deadline - monotonicMs()) : 0
     const asked = request.meta.get(HttpMeta.upgrade)
