@@ -147,6 +147,11 @@ export class AppExchange implements AppPoolHandler {
     this.abort(reason)
   }
 
+  /** The request's cancellation fired (the exchange is its abort listener, an AbortListener). */
+  handleEvent(): void {
+    this.cancel(new StreamFailed({ message: "request aborted" }))
+  }
+
   /** Our own limits: the exchange ends, the caller gets a typed error. */
   giveUp(code: string, status: number, message: string): void {
     if (this.done) return

@@ -26,7 +26,6 @@ import type { Log } from "../iip/log.ts"
 import { type Failure, failure, type IncomingRequest } from "../iip/server.ts"
 import { monotonicMs } from "../mux/clock.ts"
 import { PendingOutcome } from "../mux/request.ts"
-import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
 import type { AppH2Leg } from "./appH2.ts"
@@ -164,9 +163,6 @@ const forwardH2Later = (h2Leg: Promise<AppH2Leg>, request: AppH2Request, observa
   )
 
 /** The caller's cancel ends the HTTP/1.1 exchange (apart from serve, as forwardH2Later). */
-const cancelOnAbort = (cancel: IncomingRequest["context"]["cancel"], exchange: AppExchange): void =>
-  cancel.addEventListener("abort", () => exchange.cancel(new StreamFailed({ message: "request aborted" })))
-
 export interface InboundHandler {
   readonly handle: (request: IncomingRequest) => PendingOutcome
   /** Closes the app pool's sockets (the sidecar is stopping). */
@@ -286,8 +282,9 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     }, observation, pending)
     // The context's cancellation, not its AbortSignal: that one would be made for this alone.
     const cancel = request.context.cancel
-    if (cancel.aborted) return exchange.cancel(new StreamFailed({ message: "request aborted" }))
-    cancelOnAbort(cancel, exchange)
+    if (cancel.aborted) return exchange.handleEvent()
+    // The exchange listens itself (its handleEvent): no closure per request.
+    cancel.addEventListener("abort", exchange)
     // The mesh session enforces a deadline it was given, except for a push; the rest get ours.
     exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0)
   }
