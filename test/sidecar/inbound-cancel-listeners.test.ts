@@ -1,0 +1,45 @@
+// A request's abort listener at the inbound side ends with the request. A plain IIP connection's
+// requests share one cancel signal, the connection's (serverSession.ts): an exchange left listening
+// on it after its answer would be kept, with its request and body, for as long as the connection
+// lives, and every one of them told at its close. Counted on the signals the listeners were added
+// to: after the answers, no more abort listeners than before them, however many requests went.
+import { getEventListeners } from "node:events"
+import { afterEach, describe, expect, it, vi } from "vitest"
+import { Cleanup } from "../support/iipRaw.ts"
+import { startClient } from "../support/meshTest.ts"
+import { sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+
+describe("the inbound side's abort listeners", () => {
+  let cleanup = new Cleanup()
+  afterEach(async () => {
+    vi.restoreAllMocks()
+    await cleanup.run()
+    cleanup = new Cleanup()
+  })
+
+  it("are gone once a plain IIP request is answered: the connection's signal does not gather one per request", async () => {
+    const app = await startApp(cleanup, (req, res) => {
+      req.resume()
+      req.once("end", () => res.end("ok"))
+    })
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, tracing: false }))
+    const plain = startClient(cleanup, b.sidecar.inbound.port, { mesh: false })
+    const signals = new Set<EventTarget>()
+    const add = EventTarget.prototype.addEventListener
+    vi.spyOn(EventTarget.prototype, "addEventListener").mockImplementation(function (this: EventTarget, type, listener, options) {
+      if (type === "abort" && this instanceof AbortSignal) signals.add(this)
+      return add.call(this, type, listener, options)
+    })
+    const listening = (): number => {
+      let count = 0
+      for (const signal of signals) count += getEventListeners(signal, "abort").length
+      return count
+    }
+    expect((await plain.call("/first", "{}", { timeoutMs: 5000 })).toString()).toBe("ok")
+    // The first request showed where the listeners go (the connection's own signal among them).
+    expect(signals.size).toBeGreaterThan(0)
+    const before = listening()
+    for (let i = 0; i < 20; i++) expect((await plain.call(`/more/${i}`, "{}", { timeoutMs: 5000 })).toString()).toBe("ok")
+    expect(listening()).toBe(before)
+  })
+})
