@@ -283,8 +283,8 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     // The context's cancellation, not its AbortSignal: that one would be made for this alone.
     const cancel = request.context.cancel
     if (cancel.aborted) return exchange.handleEvent()
-    // The exchange listens itself (its handleEvent): no closure per request.
-    cancel.addEventListener("abort", exchange)
+    // The exchange listens itself (its handleEvent): no closure per request; it stops when it ends.
+    exchange.listen(cancel)
     // The mesh session enforces a deadline it was given, except for a push; the rest get ours.
     exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0)
   }
