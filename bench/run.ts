@@ -7,6 +7,7 @@ interface Bench {
 }
 
 const benches: Record<string, () => Promise<Bench>> = {
+  alloc: () => import("./alloc.ts"),
   balancer: () => import("./balancer.ts"),
   callCpu: () => import("./callCpu.ts"),
   closeDeopt: () => import("./closeDeopt.ts"),

@@ -4,11 +4,24 @@
 // as the rest of a call's bookkeeping). A served request's context holds a Cancellation too and
 // builds a real AbortSignal only for a handler that asks for one (Effect handlers do).
 
+/**
+ * A listener as an object, as EventTarget takes one: a request's own handler object can listen
+ * without a closure made for it per request (issue 14).
+ */
+export interface AbortListener {
+  handleEvent(): void
+}
+
 /** What a call reads of its cancellation: AbortSignal and Cancellation both have it. */
 export interface CancelSignal {
   readonly aborted: boolean
-  addEventListener(type: "abort", listener: () => void, options?: { readonly once?: boolean }): void
-  removeEventListener(type: "abort", listener: () => void): void
+  addEventListener(type: "abort", listener: (() => void) | AbortListener, options?: { readonly once?: boolean }): void
+  removeEventListener(type: "abort", listener: (() => void) | AbortListener): void
+}
+
+const notify = (listener: (() => void) | AbortListener): void => {
+  if (typeof listener === "function") listener()
+  else listener.handleEvent()
 }
 
 /**
@@ -20,17 +33,17 @@ export class Cancellation implements CancelSignal {
   /** What `abort` was given (undefined before). */
   reason: unknown = undefined
   /** Usually one listener: kept apart so that a request allocates no array. */
-  private first: (() => void) | undefined = undefined
-  private more: Array<() => void> | undefined = undefined
+  private first: (() => void) | AbortListener | undefined = undefined
+  private more: Array<(() => void) | AbortListener> | undefined = undefined
   private controller: AbortController | undefined = undefined
 
-  addEventListener(_type: "abort", listener: () => void): void {
+  addEventListener(_type: "abort", listener: (() => void) | AbortListener): void {
     if (this.aborted) return
     if (this.first === undefined) this.first = listener
     else (this.more ??= []).push(listener)
   }
 
-  removeEventListener(_type: "abort", listener: () => void): void {
+  removeEventListener(_type: "abort", listener: (() => void) | AbortListener): void {
     if (this.first === listener) this.first = undefined
     else if (this.more !== undefined) {
       const index = this.more.indexOf(listener)
@@ -55,8 +68,8 @@ export class Cancellation implements CancelSignal {
     const more = this.more
     this.first = undefined
     this.more = undefined
-    first?.()
-    if (more !== undefined) for (const listener of more) listener()
+    if (first !== undefined) notify(first)
+    if (more !== undefined) for (const listener of more) notify(listener)
     this.controller?.abort(reason)
   }
 }

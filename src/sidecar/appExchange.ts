@@ -14,6 +14,7 @@
 // An answer's head and trailers go back within the metadata a message to the caller carries (the
 // bound agreed with it, RequestContext.maxMetaBytes): past it the answer fails as the app's.
 import { failure, reply } from "../iip/server.ts"
+import type { CancelSignal } from "../mux/cancellation.ts"
 import type { Outcome, PendingOutcome } from "../mux/request.ts"
 import { RemoteError } from "../mux/meshChannels.ts"
 import { IncomingStream, StreamFailed } from "../mux/streams.ts"
@@ -112,6 +113,12 @@ export class AppExchange implements AppPoolHandler {
   private stall: NodeJS.Timeout | undefined = undefined
   /** The answer's metadata, while a whole answer is being collected. */
   private meta: Meta | undefined = undefined
+  /**
+   * The request's cancellation, while the exchange listens to it: left when the exchange ends, since
+   * a plain IIP connection's requests share one (its session's signal), which would otherwise keep
+   * every exchange, request body and all, for as long as the connection lives.
+   */
+  private cancelSource: CancelSignal | undefined = undefined
 
   constructor(leg: AppLeg, request: AppRequest, observation: InboundObservation, pending: PendingOutcome) {
     this.leg = leg
@@ -145,6 +152,18 @@ export class AppExchange implements AppPoolHandler {
     this.finish()
     this.observation.end(this.leg.address, this.status === 0 ? 502 : this.status, { hop: "inbound", reason: MeshErrorCode.cancelled })
     this.abort(reason)
+  }
+
+  /** Listens to the request's cancellation (handleEvent) until the exchange ends. */
+  listen(cancel: CancelSignal): void {
+    if (this.done) return
+    this.cancelSource = cancel
+    cancel.addEventListener("abort", this)
+  }
+
+  /** The request's cancellation fired (the exchange is its abort listener, an AbortListener). */
+  handleEvent(): void {
+    if (!this.done) this.cancel(new StreamFailed({ message: "request aborted" }))
   }
 
   /** Our own limits: the exchange ends, the caller gets a typed error. */
@@ -360,6 +379,11 @@ export class AppExchange implements AppPoolHandler {
 
   private finish(): void {
     this.done = true
+    const cancel = this.cancelSource
+    if (cancel !== undefined) {
+      this.cancelSource = undefined
+      cancel.removeEventListener("abort", this)
+    }
     if (this.charged > 0) {
       this.leg.answers.held -= this.charged
       this.charged = 0

@@ -20,6 +20,7 @@
 import { subscribe } from "node:diagnostics_channel"
 import * as http2 from "node:http2"
 import { failure, reply } from "../iip/server.ts"
+import type { AbortListener } from "../mux/cancellation.ts"
 import type { Deadlines, Expiring } from "../mux/deadlines.ts"
 import { RemoteError } from "../mux/meshChannels.ts"
 import type { Outcome, PendingOutcome } from "../mux/request.ts"
@@ -71,7 +72,8 @@ export interface H2Leg {
 /** What cancels the exchange: the caller went away or the mesh's deadline passed (the request's Cancellation). */
 export interface CancelSource {
   readonly aborted: boolean
-  addEventListener(type: "abort", f: () => void): void
+  addEventListener(type: "abort", listener: AbortListener): void
+  removeEventListener(type: "abort", listener: AbortListener): void
 }
 
 /**
@@ -104,6 +106,11 @@ export class AppH2Exchange implements Expiring, Held {
   private declared: string | undefined = undefined
   /** Set as the stream closes: whether the app's END_STREAM came first, or the reset node's server sends in its place (false: a RST_STREAM, whatever came is not the whole answer). */
   private endedAtClose: boolean | undefined = undefined
+  /**
+   * The request's cancellation while the exchange listens to it: left when the exchange ends (a plain
+   * IIP connection's requests share one, which would otherwise keep every exchange while it lives).
+   */
+  private cancelSource: CancelSource | undefined = undefined
   private trailers: Array<readonly [string, string]> | undefined = undefined
   /** Set once the answer streams. */
   private answer: PausingByteQueue | undefined = undefined
@@ -134,7 +141,9 @@ export class AppH2Exchange implements Expiring, Held {
     }
     // A gRPC call's deadline covers the whole call (its wait for a place too); any other request's only its answer's head.
     leg.deadlines.add(this, request.timeLeftMs)
-    cancel.addEventListener("abort", () => this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted"))
+    // The exchange listens itself (handleEvent), until it ends (finish).
+    this.cancelSource = cancel
+    cancel.addEventListener("abort", this)
     if (admitted) this.open()
     else this.waitingForPlace = true
   }
@@ -462,8 +471,18 @@ export class AppH2Exchange implements Expiring, Held {
     else this.settle(failure(code, message, processed))
   }
 
+  /** The request's cancellation fired (the exchange is its abort listener). */
+  handleEvent(): void {
+    this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
+  }
+
   private finish(): void {
     this.done = true
+    const cancel = this.cancelSource
+    if (cancel !== undefined) {
+      this.cancelSource = undefined
+      cancel.removeEventListener("abort", this)
+    }
     if (this.waitingForPlace) {
       this.waitingForPlace = false
       this.leg.leftWaiting(this)

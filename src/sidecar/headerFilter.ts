@@ -124,6 +124,26 @@ class Kept {
 }
 
 /**
+ * A header pair a hop adds, made anew only when its value changes: x-forwarded-host, the client's
+ * address and the caller's identity are the same request after request (each a 64-byte array per
+ * request otherwise, issue 14). Shared between lists: no one changes a pair in place (readonly).
+ */
+export class AddedPair {
+  private readonly name: string
+  private pair: HeaderPair
+
+  constructor(name: string) {
+    this.name = name
+    this.pair = [name, ""]
+  }
+
+  of(value: string): HeaderPair {
+    if (this.pair[1] !== value) this.pair = [this.name, value]
+    return this.pair
+  }
+}
+
+/**
  * A copy of a cached header list for one request to add to. Pushed pair by pair into a new array,
  * so its store has V8's first capacity (17 entries) and the pairs a hop adds (x-forwarded-*, a
  * traceparent, the client id, a content-length) fit without a second store; `slice()` gives a store

@@ -5,7 +5,7 @@
 // through the end-to-end filter (headerFilter.ts). Pure.
 import type { IncomingHttpHeaders } from "node:http"
 import { type Meta, metaByteLength } from "../protocol/mesh.ts"
-import { copyToExtend, endToEndPairs, endToEndPart, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
+import { AddedPair, copyToExtend, endToEndPairs, endToEndPart, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
 
 export const HttpMeta = {
   method: ":method",
@@ -35,11 +35,15 @@ export const withForwarded = (headers: Array<readonly [string, string]>, clientA
     else if (name !== "x-forwarded-proto" && name !== "x-forwarded-host") headers[kept++] = pair
   }
   headers.length = kept
-  headers.push(["x-forwarded-for", prior === undefined ? clientAddress : `${prior}, ${clientAddress}`])
-  headers.push(["x-forwarded-proto", "http"])
-  headers.push(["x-forwarded-host", host])
+  headers.push(prior === undefined ? forwardedFor.of(clientAddress) : ["x-forwarded-for", `${prior}, ${clientAddress}`])
+  headers.push(FORWARDED_PROTO)
+  headers.push(forwardedHost.of(host))
   return headers
 }
+
+const forwardedFor = new AddedPair("x-forwarded-for")
+const forwardedHost = new AddedPair("x-forwarded-host")
+const FORWARDED_PROTO: readonly [string, string] = ["x-forwarded-proto", "http"]
 
 /**
  * A header list as its JSON, kept for the next list: an app sends the same headers request after
@@ -68,14 +72,26 @@ class HeadersJson {
     }
     if (cut === headers.length) return this.text
     // The names are the three literals traceTailAt compared against: only a value may need escaping.
+    // Each pair is its name's opening (a constant), the value and the closing (with the list's own
+    // bracket after the last pair): three joins a pair, not six (issue 14: each a 32-byte string).
     let text = this.open
-    for (let i = cut; i < headers.length; i++) {
-      const value = headers[i]![1]
-      text += isPlainJson(value) ? `,["${headers[i]![0]}","${value}"]` : `,["${headers[i]![0]}",${JSON.stringify(value)}]`
+    const last = headers.length - 1
+    for (let i = cut; i <= last; i++) {
+      const pair = headers[i]!
+      const value = pair[1]
+      text = isPlainJson(value)
+        ? text + tailPairOpen(pair[0]) + value + (i === last ? '"]]' : '"]')
+        : `${text},["${pair[0]}",${JSON.stringify(value)}${i === last ? "]]" : "]"}`
     }
-    return `${text}]`
+    return text
   }
 }
+
+/** A trace tail pair's text up to its value's opening quote, by name (traceTailAt's three). */
+const TRACEPARENT_OPEN = ',["traceparent","'
+const TRACESTATE_OPEN = ',["tracestate","'
+const BAGGAGE_OPEN = ',["baggage","'
+const tailPairOpen = (name: string): string => (name === "traceparent" ? TRACEPARENT_OPEN : name === "tracestate" ? TRACESTATE_OPEN : BAGGAGE_OPEN)
 
 /** Printable ASCII without `"` or `\`: the same characters in a JSON string (a traceparent always). */
 const isPlainJson = (value: string): boolean => {

@@ -26,7 +26,6 @@ import type { Log } from "../iip/log.ts"
 import { type Failure, failure, type IncomingRequest } from "../iip/server.ts"
 import { monotonicMs } from "../mux/clock.ts"
 import { PendingOutcome } from "../mux/request.ts"
-import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { AppExchange, type AppLeg } from "./appExchange.ts"
 import type { AppH2Leg } from "./appH2.ts"
@@ -35,7 +34,7 @@ import type { AppH2Request } from "./appH2RequestHead.ts"
 import { isGrpcPairs } from "./grpcStatus.ts"
 import { AppPool } from "./appPool.ts"
 import type { InboundAuthorization } from "./authorization.ts"
-import { carriedProtocols, CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
+import { AddedPair, carriedProtocols, CLIENT_ID_HEADER, describedLength, endToEndPairs, isFieldValue, isToken, type OnInvalidHeader, TIMEOUT_HEADER, upgradeProtocols } from "./headerFilter.ts"
 import { headersFromPlainQuery, headersOf, HttpMeta, sentValue } from "./httpEnvelope.ts"
 import { type AppUpgradeLeg, upgradeApp } from "./inboundUpgrade.ts"
 import { InboundObservation, type SidecarTelemetry } from "./observe.ts"
@@ -164,9 +163,6 @@ const forwardH2Later = (h2Leg: Promise<AppH2Leg>, request: AppH2Request, observa
   )
 
 /** The caller's cancel ends the HTTP/1.1 exchange (apart from serve, as forwardH2Later). */
-const cancelOnAbort = (cancel: IncomingRequest["context"]["cancel"], exchange: AppExchange): void =>
-  cancel.addEventListener("abort", () => exchange.cancel(new StreamFailed({ message: "request aborted" })))
-
 export interface InboundHandler {
   readonly handle: (request: IncomingRequest) => PendingOutcome
   /** Closes the app pool's sockets (the sidecar is stopping). */
@@ -190,6 +186,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     onInvalidHeaders: options.onInvalidHeaders
   }
   const onInvalid = options.onInvalidHeaders
+  const clientId = new AddedPair(CLIENT_ID_HEADER)
   // node:http2 costs about 4 MB of memory: it loads only for an app spoken to over h2c.
   let h2Loaded: AppH2Leg | undefined
   const h2Leg: Promise<AppH2Leg> | undefined = options.appProtocol === "h2c" || options.appProtocol === "auto"
@@ -229,7 +226,7 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     const limited = options.rateLimit?.(peer, request.context.remoteAddress, head.headers)
     if (limited !== undefined) return pending.settle(limited)
     // The filter dropped any the caller sent: the app sees the verified identity or nothing.
-    if (peer !== undefined && isFieldValue(peer)) head.headers.push([CLIENT_ID_HEADER, peer])
+    if (peer !== undefined && isFieldValue(peer)) head.headers.push(clientId.of(peer))
     const { deadline, oneway, stream } = request.context
     const timeLeft = deadline > 0 ? Math.max(1, deadline - monotonicMs()) : 0
     const asked = request.meta.get(HttpMeta.upgrade)
@@ -285,8 +282,9 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
     }, observation, pending)
     // The context's cancellation, not its AbortSignal: that one would be made for this alone.
     const cancel = request.context.cancel
-    if (cancel.aborted) return exchange.cancel(new StreamFailed({ message: "request aborted" }))
-    cancelOnAbort(cancel, exchange)
+    if (cancel.aborted) return exchange.handleEvent()
+    // The exchange listens itself (its handleEvent): no closure per request; it stops when it ends.
+    exchange.listen(cancel)
     // The mesh session enforces a deadline it was given, except for a push; the rest get ours.
     exchange.start(deadline === 0 ? options.defaultTimeoutMs : oneway ? timeLeft : 0)
   }

@@ -23,6 +23,22 @@ import type { Meta } from "../protocol/mesh.ts"
 import { grpcStatusIn, isGrpc, rpcAttributes } from "./grpcStatus.ts"
 import { trailersOf } from "./httpEnvelope.ts"
 
+/**
+ * A span's name, "METHOD service": the pair repeats request after request, so the last one's text
+ * is kept (a joined string per span otherwise, issue 14). One entry: bounded whatever a peer sends.
+ */
+let lastSpanMethod = ""
+let lastSpanService = ""
+let lastSpanName = " "
+const spanName = (method: string, service: string): string => {
+  if (method !== lastSpanMethod || service !== lastSpanService) {
+    lastSpanMethod = method
+    lastSpanService = service
+    lastSpanName = `${method} ${service}`
+  }
+  return lastSpanName
+}
+
 export interface SidecarTelemetry {
   readonly tracing: Tracing
   readonly metrics: MeshMetrics
@@ -115,7 +131,7 @@ export class OutboundObservation {
     const spans = this.telemetry.tracing.spans
     if (spans === undefined) return
     const incoming = this.incoming!
-    const span = spans.start(`${this.method} ${service}`, SpanKind.CLIENT, incoming.parent, incoming.traceState)
+    const span = spans.start(spanName(this.method, service), SpanKind.CLIENT, incoming.parent, incoming.traceState)
     if (span.recording) {
       const attributes = span.attributes
       attributes["http.request.method"] = this.method
@@ -236,7 +252,7 @@ export class InboundObservation {
     if (spans === undefined) return
     const incoming = incomingTraceOfPairs(headers)
     this.incoming = incoming
-    const server = spans.start(`${method} ${service}`, SpanKind.SERVER, incoming.parent, incoming.traceState)
+    const server = spans.start(spanName(method, service), SpanKind.SERVER, incoming.parent, incoming.traceState)
     if (server.recording) {
       // The peer's "host:port": semantic conventions keep the port apart (client.port).
       const client = hostAndPort(remoteAddress)

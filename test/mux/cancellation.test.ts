@@ -28,6 +28,25 @@ describe("Cancellation", () => {
     expect(seen).toStrictEqual(["second"])
   })
 
+  it("takes a listener object (handleEvent), as an AbortSignal does, in order with functions and removable", () => {
+    const seen: Array<string> = []
+    const listener = { handleEvent: () => seen.push("object") }
+    const cancellation = new Cancellation()
+    cancellation.addEventListener("abort", () => seen.push("function"))
+    cancellation.addEventListener("abort", listener)
+    cancellation.abort()
+    expect(seen).toStrictEqual(["function", "object"])
+    const removed = new Cancellation()
+    removed.addEventListener("abort", listener)
+    removed.removeEventListener("abort", listener)
+    removed.abort()
+    expect(seen).toStrictEqual(["function", "object"])
+    const controller = new AbortController()
+    controller.signal.addEventListener("abort", listener)
+    controller.abort()
+    expect(seen).toStrictEqual(["function", "object", "object"])
+  })
+
   it("its AbortSignal, made on first read, follows it either way round", () => {
     const before = new Cancellation()
     const signal = before.signal

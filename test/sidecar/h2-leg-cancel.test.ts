@@ -51,7 +51,7 @@ const senderOn = (cleanup: Cleanup, leg: AppH2Leg, timeLeftMs: number) => {
   return (path: string, aborted = false): PendingOutcome => {
     const request: AppH2Request = { method: "GET", path, authority: "catalog", headers: [], body: Buffer.alloc(0), timeLeftMs, maxMetaBytes: 8192, plain: false, trailers: true }
     const pending = new PendingOutcome()
-    leg.forward(request, new InboundObservation(telemetry, "catalog", "GET", path, [], "127.0.0.1:40000"), { aborted, addEventListener: () => {} }, pending)
+    leg.forward(request, new InboundObservation(telemetry, "catalog", "GET", path, [], "127.0.0.1:40000"), { aborted, addEventListener: () => {}, removeEventListener: () => {} }, pending)
     return pending
   }
 }

@@ -1,0 +1,101 @@
+// Bytes allocated per request in each sidecar (issue 14), load-independent: the app, sidecar B and
+// sidecar A as in the sidecar bench (bench/sidecar: real processes, mTLS, the shipped flags),
+// `--connections` keep-alive clients send the bench's request (POST /echo, 1 KiB) `--warmup-requests`
+// times, then each sidecar's allocation probe (sidecar/allocProbe.mjs) samples every allocation over
+// `--requests` more. Prints per sidecar: bytes per request, scavenges and mark-compacts per 1,000
+// requests, and the top allocation sites in bytes per request. `--mode untraced` runs --tracing false.
+import * as http from "node:http"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { benchArgs, printSummary } from "./args.ts"
+import { killChild, spawnServer } from "./children.ts"
+import { APP_FILE } from "./sidecar/app.ts"
+import { writeBenchCredentials } from "./sidecar/credentials.ts"
+import { parseArgs as parseSidecarArgs } from "./sidecar/options.ts"
+import { makePayload, PATH, SERVICE_HOST } from "./sidecar/request.ts"
+import { startSidecarPair } from "./sidecar/sidecars.ts"
+
+const PROBE = `--import=${fileURLToPath(new URL("./sidecar/allocProbe.mjs", import.meta.url))}`
+
+interface ProbeReport {
+  readonly bytes: number
+  readonly scavenges: number
+  readonly markCompacts: number
+  readonly sites: ReadonlyArray<readonly [string, number]>
+}
+
+/** Waits for `file` to appear (the probe writes it once it has acted on the signal), for at most 30 s. */
+const fileAppears = async (file: string): Promise<void> => {
+  const deadline = Date.now() + 30_000
+  while (!existsSync(file)) {
+    if (Date.now() > deadline) throw new Error(`the allocation probe did not write ${file} within 30 s`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+/** `count` requests over `connections` keep-alive connections, each connection one at a time. */
+const sendRequests = async (agent: http.Agent, port: number, count: number, connections: number): Promise<void> => {
+  const payload = makePayload()
+  let left = count
+  const one = () =>
+    new Promise<void>((resolve, reject) => {
+      const req = http.request({ host: "127.0.0.1", port, agent, method: "POST", path: PATH, headers: { host: SERVICE_HOST, "content-length": payload.length } }, (res) => {
+        if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`))
+        res.on("end", resolve).resume()
+      })
+      req.on("error", reject)
+      req.end(payload)
+    })
+  const loop = async () => {
+    while (left > 0) {
+      left--
+      await one()
+    }
+  }
+  await Promise.all(Array.from({ length: connections }, loop))
+}
+
+export const main = async (args: ReadonlyArray<string>): Promise<void> => {
+  const { value, number } = benchArgs(args)
+  const requests = Math.round(number("--requests", 50_000))
+  const warmup = Math.round(number("--warmup-requests", 20_000))
+  const connections = Math.min(64, Math.round(number("--connections", 8)))
+  const mode = value("--mode") === "untraced" ? "untraced" : "meshed"
+  const sidecarOptions = parseSidecarArgs(args)
+  const dir = mkdtempSync(join(tmpdir(), "iip-alloc-"))
+  const options = { ...sidecarOptions, sidecarNodeFlags: [...sidecarOptions.sidecarNodeFlags, PROBE], sidecarEnv: { ...sidecarOptions.sidecarEnv, ALLOC_PROBE_DIR: dir } }
+  const spawned: Array<() => Promise<void>> = []
+  const app = await spawnServer(APP_FILE, "app", undefined)
+  const agent = new http.Agent({ keepAlive: true, maxSockets: connections })
+  try {
+    const credentials = (await writeBenchCredentials(dir, ["echo", "client"])) as Record<"echo" | "client", string>
+    const pair = await startSidecarPair(mode, app.port, options, spawned, credentials)
+    const sidecars = { a: pair.a.pid, b: pair.b.pid }
+    await sendRequests(agent, pair.entry.port, warmup, connections)
+    for (const pid of Object.values(sidecars)) process.kill(pid, "SIGUSR2")
+    for (const pid of Object.values(sidecars)) await fileAppears(join(dir, `alloc-${pid}.started`))
+    await sendRequests(agent, pair.entry.port, requests, connections)
+    for (const pid of Object.values(sidecars)) process.kill(pid, "SIGUSR2")
+    const summary: Record<string, unknown> = { mode, requests, warmup, connections }
+    for (const [name, pid] of Object.entries(sidecars)) {
+      const file = join(dir, `alloc-${pid}.json`)
+      await fileAppears(file)
+      const report = JSON.parse(readFileSync(file, "utf8")) as ProbeReport
+      const perRequest = report.bytes / requests
+      process.stdout.write(
+        `sidecar ${name}: ${perRequest.toFixed(0)} B/request, ${((report.scavenges * 1000) / requests).toFixed(2)} scavenges and ${((report.markCompacts * 1000) / requests).toFixed(2)} mark-compacts per 1,000 requests\n`
+      )
+      for (const [site, bytes] of report.sites.slice(0, Math.round(number("--top", 25)))) process.stdout.write(`  ${(bytes / requests).toFixed(0).padStart(6)} B  ${site}\n`)
+      summary[`${name}_bytes_per_request`] = Math.round(perRequest)
+      summary[`${name}_scavenges_per_1000`] = (report.scavenges * 1000) / requests
+    }
+    printSummary(summary)
+  } finally {
+    agent.destroy()
+    for (const stop of spawned.reverse()) await stop()
+    await killChild(app.process)
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
