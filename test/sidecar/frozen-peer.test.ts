@@ -4,6 +4,9 @@
 // (2 s) loses the connection, so the GETs waiting on it retry on B2, and B1 is held out (not
 // picked) until a connection to it succeeds again, which it does soon after SIGCONT. (From a chaos
 // soak: a SIGSTOPped peer kept getting about a request a second, each waiting until it resumed.)
+// When A handed each request to B1 is read off B1's client in A (a spy that only records): a GET
+// the test started just before SIGCONT may reach A's pick after B1 is back (on a loaded machine,
+// hundreds of ms later), so its start time alone cannot say it was sent to B1 while frozen.
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import { Agent } from "node:http"
@@ -45,6 +48,7 @@ const namedApp = (name: string): http.RequestListener => (req, res) => {
 }
 
 interface Outcome {
+  readonly path: string
   readonly startedAt: number
   readonly endedAt: number
   readonly status: number
@@ -81,9 +85,19 @@ describe("a peer that stops answering (SIGSTOP)", () => {
       let running = true
       const worker = async (id: number) => {
         for (let i = 0; running; i++) {
-          const { startedAt, answer, thrown } = await timedCall(a.outboundPort, `/w${id}/${i}`, agent)
-          record({ startedAt, endedAt: performance.now(), status: answer?.status ?? 0, instance: answer?.status === 200 ? answer.body.toString() : undefined, thrown })
+          const path = `/w${id}/${i}`
+          const { startedAt, answer, thrown } = await timedCall(a.outboundPort, path, agent)
+          record({ path, startedAt, endedAt: performance.now(), status: answer?.status ?? 0, instance: answer?.status === 200 ? answer.body.toString() : undefined, thrown })
         }
+      }
+      // When A last handed each path to B1's client (its tries there), from A's own connection pool.
+      const sentToB1 = new Map<string, number>()
+      const b1Endpoint = a.sidecar.registry.endpointsOf("catalog").find((e) => `${e.host}:${e.port}` === b1.inbound)!
+      const b1Client = a.sidecar.registry.clientOf(b1Endpoint)
+      const streamWith = b1Client.streamWith.bind(b1Client)
+      b1Client.streamWith = (path, ...rest) => {
+        sentToB1.set(path, performance.now())
+        streamWith(path, ...rest)
       }
       const workers = [0, 1, 2, 3].map(worker)
       const stopLoad = async () => {
@@ -119,9 +133,16 @@ describe("a peer that stops answering (SIGSTOP)", () => {
           `${afterDetection.length} sent from 4.5 s on, slowest ${Math.max(...afterDetection.map((o) => o.endedAt - o.startedAt)).toFixed(1)} ms; ` +
           `B1 back ${backAfter.toFixed(0)} ms after SIGCONT`
       )
-      // Every request answered, none by the frozen instance.
+      // Every request answered, none by the frozen instance: B1 answered only what A handed it
+      // before it froze or once it was back (a connection to it succeeds only after SIGCONT).
       expect(outcomes.filter((o) => o.status !== 200).map((o) => o.thrown ?? o.status)).toStrictEqual([])
-      expect(whileFrozen.filter((o) => o.instance === "b1" && o.startedAt > frozenAt + 50)).toStrictEqual([])
+      expect(outcomes.filter((o) => o.instance === "b1").every((o) => sentToB1.has(o.path))).toBe(true)
+      expect(
+        whileFrozen
+          .filter((o) => o.instance === "b1" && o.startedAt > frozenAt + 50)
+          .map((o) => ({ ...o, sentAt: sentToB1.get(o.path)! }))
+          .filter((o) => o.sentAt < resumedAt)
+      ).toStrictEqual([])
       // Those waiting on B1 moved on within the ping's bounds (1 s of silence, then 2 s unanswered, plus a tick).
       expect(slowest).toBeLessThan(5000)
       // Once the connection is lost, B1 is not picked: requests go straight to B2.

@@ -54,12 +54,6 @@ const writeBig = async (out: http.ClientRequest | http.ServerResponse): Promise<
   out.end()
 }
 
-/** Two full collections: the second completes the first's (concurrent) freeing of dead Buffers. */
-const collectTwice = () => {
-  collectGarbage()
-  collectGarbage()
-}
-
 /**
  * Samples rss and arrayBuffers every 50 ms (measurement, not synchronisation). V8 frees dead
  * Buffers lazily (it lets tens of MiB of external garbage pile up before it collects), so the raw
@@ -69,12 +63,12 @@ const collectTwice = () => {
  * high-water mark of that garbage (tens of MiB either way), not what is held.
  */
 const memoryProbe = () => {
-  collectTwice()
+  collectGarbage()
   const start = process.memoryUsage()
   const peak = { rss: start.rss, arrayBuffers: start.arrayBuffers, liveArrayBuffers: start.arrayBuffers }
   let samples = 0
   const sample = (live: boolean) => {
-    if (live) collectTwice()
+    if (live) collectGarbage()
     const now = process.memoryUsage()
     peak.rss = Math.max(peak.rss, now.rss)
     peak.arrayBuffers = Math.max(peak.arrayBuffers, now.arrayBuffers)
