@@ -8,9 +8,9 @@
 // in (a unary call's) is held whole: it travels as one mesh message and may be retried; any other streams.
 // A stream whose answer makes no progress for the answer idle timeout (a caller that grants it no
 // window while it keeps its session busy) is reset on its own by one sweep over the listener's sessions.
-// A caller PINGing with no stream open is bounded too: PINGs under 1 s apart again and again end
-// the session (GOAWAY ENHANCE_YOUR_CALM), and the sweep asks one with no stream for twice the idle
-// timeout to go, PINGs or not.
+// A caller PINGing with no stream open is bounded too: PINGs under 1 s apart again and again, once
+// it has taken no answer for the answer idle timeout, end the session (GOAWAY ENHANCE_YOUR_CALM), and
+// the sweep asks one with no stream for twice the idle timeout to go, PINGs or not.
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { boundPeerFin, destroyAfterGrace } from "../mux/peerFin.ts"
@@ -77,6 +77,12 @@ const SWEEPS = 4
 /** The calls whose bodies are held in this turn of the event loop: a body not over at its end (turnEnd.ts) streams. */
 const heldThisTurn = new TurnEnd<StreamCall>((call) => call.streamOn())
 
+/** When a session's caller was last seen taking an answer, and the connection window it had left then (-1: not looked at since a stream's close). */
+interface AnswerTaking {
+  at: number
+  window: number
+}
+
 /** One HTTP/2 stream as outbound.ts reads and answers a request (outboundCall.ts), on node's core stream API. */
 class StreamCall implements OutboundCall {
   readonly httpVersionMajor = 2
@@ -102,6 +108,8 @@ class StreamCall implements OutboundCall {
   private heldParts: Array<Buffer> | undefined = undefined
   /** Its session's open calls (makeH2c's stall checks look at them), left on the stream's close. */
   private readonly open: Set<StreamCall>
+  /** Its session's caller's answer taking (takingAnswer): this stream's close is its answer's last byte handed to the socket, not read yet. */
+  private readonly taking: AnswerTaking
   /** Answer bytes handed to the stream: less what it still holds, what left (a write's bytes leave with its callback). */
   private queued = 0
   /** What had left at the last sweep that found the answer waiting (-1: none did), and the sweeps since with nothing more gone. */
@@ -110,9 +118,10 @@ class StreamCall implements OutboundCall {
   /** Why this side cut the answer off, if it did (OutboundResponse.cutReason). */
   cutReason: string | undefined = undefined
 
-  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>) {
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking) {
     this.stream = stream
     this.open = open
+    this.taking = taking
     open.add(this)
     this.method = headers[":method"] ?? ""
     this.url = headers[":path"] ?? ""
@@ -265,6 +274,9 @@ class StreamCall implements OutboundCall {
   /** The stream closed: onClose's listener is told whether the exchange finished. */
   closed(): void {
     this.open.delete(this)
+    // Its window, given back from now on, is the caller reading this answer's tail: looked at from the next PING.
+    this.taking.at = performance.now()
+    this.taking.window = -1
     this.closeListener?.(this.writableEnded && this.stream.rstCode === http2.constants.NGHTTP2_NO_ERROR)
   }
 
@@ -384,7 +396,7 @@ const destroySession = (session: http2.ServerHttp2Session, code?: number): void 
  */
 const QUIET_TIMEOUTS = 2
 /**
- * With no stream open, a PING this soon after the caller's last one is a strike; one strike past
+ * With no stream open and no answer being taken (takingAnswer), a PING this soon after the caller's last one is a strike; one strike past
  * PING_STRIKES and the session ends with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", as gRPC servers
  * answer clients whose keepalive is faster than they allow (theirs: 5 min without calls). A PING
  * while a stream is open, or the first after a stream opened, is not counted: grpc-go's BDP probe
@@ -394,6 +406,25 @@ const QUIET_TIMEOUTS = 2
 const MIN_PING_INTERVAL_MS = 1000
 const PING_STRIKES = 2
 const TOO_MANY_PINGS = Buffer.from("too_many_pings")
+
+/**
+ * Whether the caller of a session with no stream open is still taking an answer: a stream's close
+ * here is its answer's last byte handed to the socket, not read. A caller that pauses its reading
+ * holds the answer's tail (up to its windows) and PINGs on; ended now (GOAWAY ENHANCE_YOUR_CALM),
+ * it loses that tail: node's client drops a stream's unread data on a GOAWAY with an error code. It
+ * is taking one while it gave back window (WINDOW_UPDATE: it read) within the answer idle timeout,
+ * the bound a stream's answer has too; one that PINGs on with no answer to read is bounded from then.
+ */
+const takingAnswer = (session: http2.ServerHttp2Session, taking: AnswerTaking, now: number, answerIdleMs: number): boolean => {
+  if (taking.at === -Infinity) return false
+  // Only streams' DATA takes connection window, and none is open: a window that grew is the caller reading.
+  const window = session.state.remoteWindowSize ?? -1
+  if (window !== taking.window) {
+    if (taking.window !== -1) taking.at = now
+    taking.window = window
+  }
+  return now - taking.at < answerIdleMs
+}
 
 /** Ends `session` now: GOAWAY with `code` and `debug`, then its socket. */
 const endSession = (session: http2.ServerHttp2Session, code: number, debug: Buffer): void => {
@@ -474,9 +505,12 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     // A stream came since the last PING: a PING that follows a call, as grpc-go's BDP probe follows
     // its answer's data, often reaches A after the stream closed, and is no strike.
     let streamSincePing = false
+    // When the caller was last seen taking an answer (a stream of it closed here, or it gave back
+    // window since), and the connection window it had then left: see takingAnswer.
+    const taking: AnswerTaking = { at: -Infinity, window: -1 }
     session.on("ping", () => {
       const now = performance.now()
-      if (open.size > 0 || streamSincePing) {
+      if (open.size > 0 || streamSincePing || takingAnswer(session, taking, now, options.answerIdleMs)) {
         pingStrikes = 0
         streamSincePing = false
       } else if (now - lastPing < MIN_PING_INTERVAL_MS && ++pingStrikes > PING_STRIKES) return endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_PINGS)
@@ -485,7 +519,7 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true
       ;(session as SweptSession)[STREAMED] = true
-      handler(new StreamCall(stream, headers, flags, rawHeaders, open))
+      handler(new StreamCall(stream, headers, flags, rawHeaders, open, taking))
     })
     // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive
     // connection; its open streams may finish. One whose streams cannot (a caller that grants no

@@ -9,12 +9,13 @@
 // as answer_stalled; the session and its other streams go on. A slow reader that keeps taking its
 // answer, and a stream with nothing to send, are not stalled. A caller that reads nothing of its
 // socket at all gets the same: the stream is over on this side at once, counted once, though its
-// RST_STREAM leaves only when the socket takes bytes again.
+// RST_STREAM leaves only when the socket takes bytes again. A cut answer never looks complete to
+// node's client, even one ended at A with its END_STREAM queued behind it (a guard, passed before).
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
-import { makeH2c } from "../../src/sidecar/outboundH2.ts"
+import { type H2Listener, makeH2c } from "../../src/sidecar/outboundH2.ts"
 import { h2Frame } from "../support/h2Raw.ts"
 import { Cleanup, readUntil, withTimeout } from "../support/iipRaw.ts"
 import { type RunningSidecar, startMesh } from "../support/sidecarHarness.ts"
@@ -48,6 +49,15 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
   })
   afterEach(() => cleanup.run())
 
+  /** `h2`'s connections from a server on 127.0.0.1 port 0; its port. */
+  const listen = async (h2: H2Listener): Promise<number> => {
+    cleanup.add(() => h2.destroyAll())
+    const server = net.createServer((socket) => h2.accept(socket))
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    return (server.address() as net.AddressInfo).port
+  }
+
   /** A client session that PINGs every 20 ms (the session is never idle), with a per-stream window of `window` bytes. */
   const busyClient = (port: number, window: number): http2.ClientHttp2Session => {
     const session = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: window } })
@@ -72,11 +82,8 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
       call.writeHead(200, [["content-length", String(size)]])
       call.end(Buffer.alloc(size))
     }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: idleMs, onStalled: (streams) => stalls.push(streams) })
-    cleanup.add(() => h2.destroyAll())
-    const server = net.createServer((socket) => h2.accept(socket))
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
-    const session = busyClient((server.address() as net.AddressInfo).port, 4 * KiB)
+    const port = await listen(h2)
+    const session = busyClient(port, 4 * KiB)
     const quiet = session.request({ ":path": "/quiet", ":authority": "catalog" })
     quiet.on("error", () => {})
     const quietClosed = closed(quiet)
@@ -117,11 +124,8 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
       }
       pump()
     }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: 100, onStalled: (streams) => stalls.push(streams) })
-    cleanup.add(() => h2.destroyAll())
-    const server = net.createServer((socket) => h2.accept(socket))
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
-    const socket = net.connect((server.address() as net.AddressInfo).port, "127.0.0.1")
+    const port = await listen(h2)
+    const socket = net.connect(port, "127.0.0.1")
     cleanup.add(() => socket.destroy())
     socket.on("error", () => {})
     socket.pause()
@@ -153,6 +157,30 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
     expect(stalls).toStrictEqual([1])
   })
 
+  it("a stalled answer already ended at A (its END_STREAM queued behind it) is cut so that node's client never sees it complete: RST_STREAM CANCEL, no 'end' even when read on", async () => {
+    const size = 60 * KiB
+    let toldFinished: boolean | undefined
+    const h2 = makeH2c((call) => {
+      call.onClose((finished) => (toldFinished = finished))
+      call.writeHead(200, [["content-length", String(size)]])
+      call.end(Buffer.alloc(size))
+    }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: 200, onStalled: () => {} })
+    const port = await listen(h2)
+    const session = busyClient(port, 4 * KiB)
+    const stream = session.request({ ":path": "/ended", ":authority": "catalog" })
+    stream.pause()
+    const seen: Array<string> = []
+    stream.on("end", () => seen.push("end"))
+    // Node's client emits no 'error' for a CANCEL, nor 'aborted' for a request it had ended (a GET): the reset code tells.
+    stream.on("error", () => {})
+    const { rstCode, read } = await withTimeout(closed(stream), 3000, "the stalled stream's reset")
+    // Read on after the reset: what was not read is gone, and the body still has no end.
+    stream.resume()
+    await new Promise((resolve) => setImmediate(resolve))
+    expect({ rstCode, partial: read < size, seen }).toStrictEqual({ rstCode: http2.constants.NGHTTP2_CANCEL, partial: true, seen: [] })
+    expect(toldFinished).toBe(false)
+  })
+
   it("a slow reader that pauses for less than the answer idle timeout gets its whole streamed answer", async () => {
     const idleMs = 300
     const total = 1024 * KiB
@@ -169,11 +197,8 @@ describe("an HTTP/2 caller that keeps its session busy and never reads one strea
       }
       pump()
     }, { idleTimeoutMs: 60_000, maxStreams: 256, answerIdleMs: idleMs, onStalled: () => {} })
-    cleanup.add(() => h2.destroyAll())
-    const server = net.createServer((socket) => h2.accept(socket))
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-    cleanup.add(() => new Promise<void>((resolve) => server.close(() => resolve())))
-    const session = busyClient((server.address() as net.AddressInfo).port, 16 * KiB)
+    const port = await listen(h2)
+    const session = busyClient(port, 16 * KiB)
     const stream = session.request({ ":path": "/slow", ":authority": "catalog" })
     stream.on("error", () => {})
     let read = 0
