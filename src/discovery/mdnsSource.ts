@@ -31,10 +31,11 @@
 import os from "node:os"
 import { createHash } from "node:crypto"
 import { createRequire } from "node:module"
-import { BlockList, isIP } from "node:net"
+import { isIP } from "node:net"
 import type Bonjour from "bonjour-service"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
+import { isNotUnicastAddress, isThisHostAddress } from "../iip/dialGuard.ts"
 import { MeshVersion } from "../protocol/mesh.ts"
 import { clampWeight, type DiscoveredEndpoint, type DiscoverySource, type EndpointUpdate, endpointKey, isHost, isNodeId, isServiceName, validPort } from "./types.ts"
 
@@ -110,24 +111,6 @@ export interface MdnsSourceOptions {
   readonly log?: Log
 }
 
-/** Addresses that name whichever host dials them: loopback and "this host" (0.0.0.0/8, ::), IPv4-mapped forms too. */
-const thisHost = new BlockList()
-thisHost.addSubnet("127.0.0.0", 8, "ipv4")
-thisHost.addSubnet("0.0.0.0", 8, "ipv4")
-thisHost.addAddress("::1", "ipv6")
-thisHost.addAddress("::", "ipv6")
-
-/** Addresses no TCP connection goes to: multicast and the limited broadcast. */
-const notUnicast = new BlockList()
-notUnicast.addSubnet("224.0.0.0", 4, "ipv4")
-notUnicast.addAddress("255.255.255.255", "ipv4")
-notUnicast.addSubnet("ff00::", 8, "ipv6")
-
-const inList = (list: BlockList, host: string): boolean => {
-  const family = isIP(host)
-  return family !== 0 && list.check(host, family === 4 ? "ipv4" : "ipv6")
-}
-
 /**
  * This host's own name, as an announced host: /etc/hosts maps it to loopback (127.0.1.1 on Debian,
  * 127.0.0.1 in many containers), and it is no secret (a sidecar's default node id and SRV target
@@ -144,7 +127,7 @@ const isOwnHostName = (host: string): boolean => {
  * checked as it is announced, not as the resolver answers when the sidecar dials it.)
  */
 const isOnThisHost = (host: string): boolean =>
-  isIP(host) !== 0 ? inList(thisHost, host) : /^(?:[^.]+\.)*localhost\.?$/i.test(host) || isOwnHostName(host)
+  isIP(host) !== 0 ? isThisHostAddress(host) : /^(?:[^.]+\.)*localhost\.?$/i.test(host) || isOwnHostName(host)
 
 const isWildcard = (address: string | undefined): boolean =>
   address === undefined || address === "" || address === "0.0.0.0" || address === "::" || address === "[::]"
@@ -217,7 +200,7 @@ export const decodeService = (seen: SeenService, mesh: string, self: string | un
   const port = seen.port
   if (service === undefined || !isServiceName(service) || !Number.isInteger(port) || port <= 0 || port > 65535) return { ok: false, reason: "malformed" }
   const host = text(txt, "addr") ?? seen.referer?.address ?? seen.addresses?.find((a) => !a.includes(":")) ?? seen.host
-  if (typeof host !== "string" || !isHost(host) || inList(notUnicast, host)) return { ok: false, reason: "malformed" }
+  if (typeof host !== "string" || !isHost(host) || isNotUnicastAddress(host)) return { ok: false, reason: "malformed" }
   // Announced by another host, a loopback addr would aim this sidecar's mesh traffic at its own app or admin.
   const fromThisHost = seen.referer !== undefined && (isOnThisHost(seen.referer.address) || isOwnAddress(seen.referer.address))
   if (isOnThisHost(host) && !fromThisHost) return { ok: false, reason: "local-address" }

@@ -7,31 +7,42 @@
 import * as dns from "node:dns"
 import { BlockList, isIP, type LookupFunction } from "node:net"
 
+/** Addresses that name whichever host dials them: loopback and "this network" / unspecified (0.0.0.0/8, ::). */
+const thisHost = new BlockList()
+thisHost.addSubnet("127.0.0.0", 8, "ipv4")
+thisHost.addSubnet("0.0.0.0", 8, "ipv4")
+thisHost.addAddress("::1", "ipv6")
+thisHost.addAddress("::", "ipv6")
+
+/** Addresses no TCP connection goes to: multicast and the limited broadcast. */
+const notUnicast = new BlockList()
+notUnicast.addSubnet("224.0.0.0", 4, "ipv4")
+notUnicast.addAddress("255.255.255.255", "ipv4")
+notUnicast.addSubnet("ff00::", 8, "ipv6")
+
 /**
- * Addresses a peer from another host never has: this host's loopback (its app, its admin port),
- * "this network" and unspecified (a connect to them reaches this host), multicast and broadcast, and
- * the cloud metadata service (AWS, GCP, Azure: 169.254.169.254; AWS over IPv6: fd00:ec2::254). The
+ * The cloud metadata service (AWS, GCP, Azure: 169.254.169.254; AWS over IPv6: fd00:ec2::254). The
  * rest of link-local stays allowed: zeroconf peers on a link without DHCP live in 169.254.0.0/16.
  */
-const notPeers = new BlockList()
-notPeers.addSubnet("127.0.0.0", 8, "ipv4")
-notPeers.addSubnet("0.0.0.0", 8, "ipv4")
-notPeers.addSubnet("224.0.0.0", 4, "ipv4")
-notPeers.addAddress("255.255.255.255", "ipv4")
-notPeers.addAddress("169.254.169.254", "ipv4")
-notPeers.addAddress("::1", "ipv6")
-notPeers.addAddress("::", "ipv6")
-notPeers.addSubnet("ff00::", 8, "ipv6")
-notPeers.addAddress("fd00:ec2::254", "ipv6")
+const metadata = new BlockList()
+metadata.addAddress("169.254.169.254", "ipv4")
+metadata.addAddress("fd00:ec2::254", "ipv6")
 
-/** Whether `address` (an IP address) is one an endpoint from another host must not be dialled at. IPv4-mapped IPv6 counts as its IPv4. */
-export const isNotPeerAddress = (address: string): boolean => {
+/** Whether `address` is an IP address in `list` (BlockList reads IPv4-mapped IPv6 as its IPv4). */
+const inList = (list: BlockList, address: string): boolean => {
   const family = isIP(address)
-  if (family === 0) return false
-  const mapped = family === 6 ? /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] : undefined
-  if (mapped !== undefined) return notPeers.check(mapped, "ipv4")
-  return notPeers.check(address, family === 4 ? "ipv4" : "ipv6")
+  return family !== 0 && list.check(address, family === 4 ? "ipv4" : "ipv6")
 }
+
+/** Whether `address` (an IP address) is this host's, whoever dials it (mDNS's announced-host check too). */
+export const isThisHostAddress = (address: string): boolean => inList(thisHost, address)
+
+/** Whether `address` (an IP address) is multicast or broadcast: no peer's. */
+export const isNotUnicastAddress = (address: string): boolean => inList(notUnicast, address)
+
+/** Whether `address` (an IP address) is one an endpoint from another host must not be dialled at: this host's, not unicast, or the metadata service. */
+export const isNotPeerAddress = (address: string): boolean =>
+  isThisHostAddress(address) || isNotUnicastAddress(address) || inList(metadata, address)
 
 /**
  * Whether the host of `url` (a ws:// URL), as the URL parser reads it, is not a peer's address. The
