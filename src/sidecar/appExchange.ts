@@ -25,7 +25,7 @@ import { InvalidRequestHead } from "./appRequestHead.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader } from "./headerFilter.ts"
 import { answerMetaPast, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
-import { AppErrorCode } from "./proxyError.ts"
+import { AppErrorCode, appDeadlineMessage } from "./proxyError.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 
 /** Answers up to this size (declared by the app) go back as one message; larger or chunked ones stream. */
@@ -129,7 +129,7 @@ export class AppExchange implements AppPoolHandler {
 
   /** Sends the request; `deadlineMs` > 0 arms our own deadline (requests without one, and pushes). */
   start(deadlineMs: number): void {
-    if (deadlineMs > 0) this.timer = setTimeout(() => this.giveUp(MeshErrorCode.deadlineExceeded, 504, `no answer from the app within ${deadlineMs} ms`), deadlineMs)
+    if (deadlineMs > 0) this.timer = setTimeout(() => this.giveUp(MeshErrorCode.deadlineExceeded, 504, appDeadlineMessage(deadlineMs, this.status !== 0, false)), deadlineMs)
     const request = this.request
     const body = request.body
     // A whole body: the request is the pool's as it is (no copy of it per request).
