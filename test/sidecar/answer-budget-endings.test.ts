@@ -9,7 +9,9 @@
 // once every call has its one outcome. The app holds each answer that must be in flight until the
 // test ends it, and the test waits for B's gauge to show what those answers took (their declared
 // length at their heads, or what B gathered): no assertion depends on timing (where a deadline
-// races the app's head, either order ends the same way).
+// races the app's head, either order ends the same way), save the message at B's default deadline,
+// which says whether the head came (the apps send it at once; 300 ms leaves the race to a stall
+// of the test process that long between B's start of the exchange and the head's read).
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
