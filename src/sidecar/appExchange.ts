@@ -25,7 +25,7 @@ import { InvalidRequestHead } from "./appRequestHead.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader } from "./headerFilter.ts"
 import { answerMetaPast, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
-import { AppErrorCode } from "./proxyError.ts"
+import { AppErrorCode, appDeadlineMessage } from "./proxyError.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 
 /** Answers up to this size (declared by the app) go back as one message; larger or chunked ones stream. */
@@ -129,7 +129,7 @@ export class AppExchange implements AppPoolHandler {
 
   /** Sends the request; `deadlineMs` > 0 arms our own deadline (requests without one, and pushes). */
   start(deadlineMs: number): void {
-    if (deadlineMs > 0) this.timer = setTimeout(() => this.giveUp(MeshErrorCode.deadlineExceeded, 504, `no answer from the app within ${deadlineMs} ms`), deadlineMs)
+    if (deadlineMs > 0) this.timer = setTimeout(() => this.giveUp(MeshErrorCode.deadlineExceeded, 504, appDeadlineMessage(deadlineMs, this.status !== 0, this.mode === "stream")), deadlineMs)
     const request = this.request
     const body = request.body
     // A whole body: the request is the pool's as it is (no copy of it per request).
@@ -166,13 +166,16 @@ export class AppExchange implements AppPoolHandler {
     if (!this.done) this.cancel(new StreamFailed({ message: "request aborted" }))
   }
 
-  /** Our own limits: the exchange ends, the caller gets a typed error. */
+  /**
+   * Our own limits: the exchange ends, the caller gets a typed error: as the outcome, or, once the
+   * answer streams (settled already), as the stream's end (a StreamFailed there would reach it as handler_failed).
+   */
   giveUp(code: string, status: number, message: string): void {
     if (this.done) return
     this.finish()
     this.observation.end(this.leg.address, status, { hop: "inbound", reason: code })
     this.settle(failure(code, message, true))
-    this.abort(new StreamFailed({ message }))
+    this.abort(this.mode === "stream" ? new RemoteError({ code, message, processed: true }) : new StreamFailed({ message }))
   }
 
   onRequestStart(controller: AppController): void {

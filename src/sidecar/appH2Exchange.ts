@@ -34,7 +34,7 @@ import { grpcStatusIn, isGrpcPairs } from "./grpcStatus.ts"
 import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
 import { answerMetaPast, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
-import { AppErrorCode } from "./proxyError.ts"
+import { AppErrorCode, appDeadlineMessage } from "./proxyError.ts"
 import { TurnEnd } from "./turnEnd.ts"
 
 /** An answer held to go back whole streams instead once this much of it came (or once its hold is over: appH2.ts). */
@@ -256,7 +256,8 @@ export class AppH2Exchange implements Expiring, Held {
 
   /** The leg's deadlines: the call's time is up. */
   deadlinePassed(): void {
-    this.fail(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, MeshErrorCode.deadlineExceeded, `no answer from the app within ${this.request.timeLeftMs} ms`)
+    const message = appDeadlineMessage(this.request.timeLeftMs, this.status !== 0, this.answer !== undefined)
+    this.fail(504, { hop: "inbound", reason: MeshErrorCode.deadlineExceeded }, MeshErrorCode.deadlineExceeded, message)
   }
 
   /** The leg's holds: the wait for a whole answer is over (released once the answer ended or streams). */

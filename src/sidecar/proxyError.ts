@@ -27,6 +27,14 @@ export class ProxyError extends Data.TaggedError("ProxyError")<{
   readonly retryAfterSeconds?: number
 }> {}
 
+/**
+ * What a caller is told when its deadline passes at the inbound hop: an app whose answer's head came
+ * did answer (the call's time ran out while the rest came: a gRPC call's deadline covers its whole
+ * answer, and B gathers a plain caller's), and "no answer" would send whoever reads it to a silent app.
+ */
+export const appDeadlineMessage = (ms: number, headCame: boolean, streamed: boolean): string =>
+  headCame ? `the call's deadline of ${ms} ms passed while the app's answer ${streamed ? "streamed" : "came in"}` : `no answer from the app within ${ms} ms`
+
 /** Mesh error codes the inbound sidecar uses for its app and for the requests it gives up on. */
 export const AppErrorCode = {
   unavailable: "app_unavailable",

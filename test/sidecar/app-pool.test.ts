@@ -1,6 +1,7 @@
 // No caller holds the inbound side's app sockets for ever (issue 13, point 6): streamed bodies that
-// never end, requests without a deadline to an app that never answers, and pushes whose answer
-// nobody reads. The pool is made small (app pool size 2) and the limits short (a few hundred ms)
+// never end, requests without a deadline to an app that never answers (or never ends an answer it
+// began: the caller gets the deadline's typed error, saying the answer streamed), and pushes whose
+// answer nobody reads. The pool is made small (app pool size 2) and the limits short (a few hundred ms)
 // so the test is fast; each case first fills the pool, then shows that a legitimate request is
 // answered, that the held requests end with a typed error and their app requests are destroyed,
 // and that the in-flight gauge comes back to 0.
@@ -20,12 +21,17 @@ const meta = (method: string) =>
     ["http-headers", "[]"]
   ])
 
-/** The app: `/hang` never answers, `/stream` answers with a chunked body, anything else reads the body and answers "ok". */
+/** The app: `/hang` never answers, `/drip` begins a chunked answer and never ends it, `/stream` answers with a chunked body, anything else reads the body and answers "ok". */
 const handler = (closedEarly: { count: number }): http.RequestListener => (req, res) => {
   res.once("close", () => {
     if (!res.writableFinished) closedEarly.count++
   })
   if (req.url === "/hang") return void req.resume()
+  if (req.url === "/drip") {
+    req.resume()
+    res.writeHead(200, { "content-type": "text/plain" })
+    return void res.write("x".repeat(1024))
+  }
   req.resume()
   req.once("end", () => {
     if (req.url === "/stream") {
@@ -99,6 +105,26 @@ describe("the inbound side's app pool cannot be starved", () => {
       expect(((outcome as { error: RemoteError }).error).code).toBe("deadline_exceeded")
     }
     await waitFor(() => closedEarly.count === app.seen.filter((s) => s.url === "/hang").length, 5000, "the app requests destroyed")
+    await waitFor(() => inFlight(b) === 0, 5000, "the in-flight gauge back to 0")
+  })
+
+  it("a request without a deadline whose answer streams and never ends gets deadline_exceeded at the default deadline, saying the answer streamed", async () => {
+    const { app, b, client, closedEarly } = await setUp({ appPoolSize: 2, inboundDefaultTimeoutMs: 500 })
+    // No deadline on the wire (timeoutMs 0): B's default bounds it. The reply comes as the answer
+    // starts streaming, so B had the head (the stream) before its deadline passed.
+    const reply = await withTimeout(client.stream("/drip", new Uint8Array(0), { meta: meta("GET"), timeoutMs: 0 }), 5000, "the streamed answer's start")
+    const read = async (): Promise<number> => {
+      let bytes = 0
+      for await (const chunk of reply.stream!) bytes += chunk.length
+      return bytes
+    }
+    const outcome = await withTimeout(settle(read()), 5000, "the streamed answer's end")
+    expect(outcome.ok).toBe(false)
+    const error = (outcome as { error: unknown }).error
+    expect(error).toBeInstanceOf(RemoteError)
+    expect((error as RemoteError).code).toBe("deadline_exceeded")
+    expect((error as RemoteError).message).toBe("the call's deadline of 500 ms passed while the app's answer streamed")
+    await waitFor(() => closedEarly.count === app.seen.filter((s) => s.url === "/drip").length, 5000, "the app request destroyed")
     await waitFor(() => inFlight(b) === 0, 5000, "the in-flight gauge back to 0")
   })
 

@@ -4,8 +4,8 @@
 // call's deadline ends it with DEADLINE_EXCEEDED within 100 ms of the deadline and the far handler
 // sees the cancellation within 100 ms of it. The mesh enforces the deadline itself, not only the
 // apps: a raw HTTP/2 caller and a raw HTTP/2 far app, neither of which keeps time, still see the
-// call end at its `grpc-timeout`: the caller with grpc-status 4 in the trailers, the far app with
-// its stream reset.
+// call end at its `grpc-timeout`: the caller with grpc-status 4 in the trailers (and a message saying the deadline
+// passed while the answer streamed), the far app with its stream reset.
 // Robust under load (the whole suite on two cores) without a looser bound: each measured call runs
 // on a warm path (an answered call first: the client's channel, A's connection to B and its TLS,
 // B's session to the app are up, so a deadline is not spent on them), and the time bounds leave
@@ -203,6 +203,8 @@ describe("the mesh's own gRPC deadline (callers and apps that keep no time)", ()
     const ended = await withTimeout(trailers, 5000, "the trailers")
     expect(ended.fields["grpc-status"]).toBe("4")
     expect(ended.fields["x-iip-mesh-error"]).toBe("inbound; reason=deadline")
+    // The app had answered (head and a message): the message says the call's time ran out while it streamed, not that no answer came.
+    expect(decodeURIComponent(String(ended.fields["grpc-message"]))).toMatch(/^the call's deadline of \d+ ms passed while the app's answer streamed$/)
     expect(lateness(offCore, ended.at, deadlineAt)).toBeLessThan(100)
     expect(lateness(offCore, await withTimeout(farResetAt, 2000, "the far stream's reset"), deadlineAt)).toBeLessThan(100)
     // The far app was told the time left.
