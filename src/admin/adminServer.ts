@@ -69,6 +69,9 @@ const tracesOf = (sidecars: ReadonlyArray<Sidecar>) => {
 const READ_ONLY_PATHS = ["/health", "/ready", "/metrics"]
 const CONTROL_PATHS = ["/", ...READ_ONLY_PATHS, "/mesh", "/mesh/<service>/<host:port>/weight", "/traces", "/traces/<trace id>", "/config", "/dashboard/data", "/golden", "/golden/series", "/golden/traces", "/tap", "/federation", "/federation/series"]
 
+/** The control paths served as they are written (the two with a parameter are matched by their patterns). */
+const CONTROL_READS = new Set(["/dashboard", ...CONTROL_PATHS.filter((path) => !path.includes("<"))])
+
 /** The token file could not be read, or holds too short a token. */
 export class AdminTokenInvalid extends Data.TaggedError("AdminTokenInvalid")<{ readonly message: string }> {}
 
@@ -137,6 +140,18 @@ const BAD_HOST = JSON.stringify({ error: "bad_host", message: "without a token t
 const federationRead = (req: http.IncomingMessage, path: string, query: string): boolean =>
   req.method === "GET" && (path === "/golden" || path === "/golden/series") && new URLSearchParams(query).get("scope") === "self"
 
+/**
+ * Every admin path but a weight override only reads, so only GET and HEAD reach it: a POST or DELETE
+ * that answered like a GET let a client (or a page's form) believe it changed something, and
+ * `DELETE /tap` opened an event stream. True when the request may go on; otherwise answered 405.
+ * Asked only for a path that exists: any other stays the 404 that lists the paths.
+ */
+const readMethod = (req: http.IncomingMessage, res: http.ServerResponse): boolean => {
+  if (req.method === "GET" || req.method === "HEAD") return true
+  json(res, 405, { error: "method_not_allowed", allowed: ["GET", "HEAD"] }, { allow: "GET, HEAD" })
+  return false
+}
+
 const UNAUTHORIZED = JSON.stringify({ error: "unauthorized", message: "the admin control listener needs Authorization: Bearer <token>" })
 
 export interface AdminOptions {
@@ -184,6 +199,7 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
   }
   const readOnlyRoute = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const [path = "/"] = (req.url ?? "/").split("?")
+    if (READ_ONLY_PATHS.includes(path) && !readMethod(req, res)) return
     if (await readOnly(path, res)) return
     json(res, 404, { error: "not_found", paths: READ_ONLY_PATHS, message: "the dashboard, /mesh, /traces, /config and weight overrides are on the admin control listener (adminControl)" })
   }
@@ -202,6 +218,8 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
       res.end(BAD_HOST)
       return
     }
+    const weightPath = WEIGHT_PATH.exec(path)
+    if ((CONTROL_READS.has(path) || TRACE_PATH.test(path)) && !readMethod(req, res)) return
     if (await readOnly(path, res)) return
     const sidecar = current()
     if (sidecar === undefined) return json(res, 503, { error: "starting" })
@@ -211,7 +229,6 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
       return
     }
     if (path === "/mesh") return json(res, 200, meshView(sidecar))
-    const weightPath = WEIGHT_PATH.exec(path)
     if (weightPath !== null) return weightOverride(sidecar, req, res, weightPath[1]!, decodeSegment(weightPath[2]!))
     if (path === "/traces") {
       const limit = Math.min(1000, Math.max(1, Number(new URLSearchParams(query).get("limit") ?? "50") || 50))

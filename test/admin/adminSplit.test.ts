@@ -49,6 +49,30 @@ describe("admin listeners", () => {
     expect(running.sidecar.registry.view()[0]!.endpoints[0]!.weight).toBe(0)
   })
 
+  it("a read path asked with another method than GET or HEAD is 405 (Allow: GET, HEAD) on both listeners; unknown paths stay 404", async () => {
+    const running = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: "127.0.0.1:1", weight: 1 }] } }))
+    const { readOnly, control } = await startAdminListeners(cleanup, running)
+    const host = { host: "127.0.0.1" }
+    for (const method of ["POST", "DELETE", "PUT", "OPTIONS", "PATCH"]) {
+      for (const path of ["/health", "/metrics"]) {
+        const refused = await call(portOf(readOnly), { method, path, headers: host })
+        expect(refused.status, `read-only ${method} ${path}`).toBe(405)
+        expect(refused.headers.allow).toBe("GET, HEAD")
+      }
+      for (const path of ["/", "/dashboard", "/config", "/traces", `/traces/${"ab".repeat(16)}`, "/tap", "/golden", "/federation/series"]) {
+        const refused = await call(portOf(control), { method, path, headers: host })
+        expect(refused.status, `control ${method} ${path}`).toBe(405)
+        expect(JSON.parse(refused.body.toString())).toMatchObject({ error: "method_not_allowed", allowed: ["GET", "HEAD"] })
+      }
+      expect((await call(portOf(readOnly), { method, path: "/nope", headers: host })).status).toBe(404)
+      expect((await call(portOf(control), { method, path: "/nope", headers: host })).status).toBe(404)
+    }
+    const head = await call(portOf(control), { method: "HEAD", path: "/config", headers: host })
+    expect(head.status).toBe(200)
+    expect(head.body.length).toBe(0)
+    expect((await call(portOf(control), { method: "DELETE", path: "/mesh/catalog/127.0.0.1:1/weight", headers: host })).status).toBe(200)
+  })
+
   it("without a token, the control listener answers only requests for a loopback host (no DNS rebinding); the read-only one any", async () => {
     const running = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: "127.0.0.1:1", weight: 1 }] } }))
     const { readOnly, control } = await startAdminListeners(cleanup, running)
