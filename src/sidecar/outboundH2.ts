@@ -16,6 +16,7 @@ import type * as net from "node:net"
 import { boundPeerFin, destroyAfterGrace } from "../mux/peerFin.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
+import { resetFailed } from "./h2Reset.ts"
 import { TurnEnd } from "./turnEnd.ts"
 
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
@@ -343,8 +344,9 @@ class StreamCall implements OutboundCall {
     }
   }
 
+  /** A cut answer (the far app died, the peer's connection was lost, the body broke its length): the caller must read it as one. */
   destroy(): void {
-    this.stream.destroy()
+    resetFailed(this.stream)
   }
 }
 
