@@ -4,7 +4,8 @@
 // once the answer was out: the caller's bytes then met a closed socket, the kernel answered with a
 // reset, and the caller's kernel dropped the answer unread (ECONNRESET, nothing read). Now the
 // close lingers as nginx's does: the caller's bytes are read and dropped after the answer until its
-// FIN, within 2 s and 16 MiB (peerFin.ts's lingerAfterEnd), and the caller reads the answer.
+// FIN, within 2 s and 16 MiB (peerFin.ts's lingerAfterEnd), and the caller reads the answer; one
+// that sends on and never ends its side is closed within those bounds.
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
@@ -48,5 +49,26 @@ describe("a refusal's caller still sending when the answer is out", () => {
     const ended = await withTimeout(sendThenRead(a.outboundPort, head, cleanup), 10_000, "the caller's read")
     expect(ended.read).toMatch(answer)
     expect(ended.error).toBeUndefined()
+  })
+
+  it("a caller that sends on and never ends its side cannot hold the socket: it is closed within the linger's bounds", async () => {
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: {} }))
+    const socket = net.connect(a.outboundPort, "127.0.0.1")
+    cleanup.add(() => socket.destroy())
+    socket.on("error", () => {})
+    let read = ""
+    socket.on("data", (chunk: Buffer) => (read += chunk.toString("latin1")))
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()))
+    let sending = true
+    socket.once("close", () => (sending = false))
+    const sendOn = (): void => {
+      if (sending) socket.write(Buffer.alloc(16 * 1024, 0x61), () => setImmediate(sendOn))
+    }
+    socket.write(refusals[0][1], sendOn)
+    const startedAt = performance.now()
+    await withTimeout(closed, 10_000, "A to close the socket")
+    expect(read).toMatch(refusals[0][2])
+    // The grace (2 s) after the answer went out, or the 16 MiB bound, whichever comes first.
+    expect(performance.now() - startedAt).toBeLessThan(8000)
   })
 })
