@@ -380,6 +380,10 @@ const STREAMED = Symbol("streamed")
 const SOCKET = Symbol("socket")
 type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number; [STREAMED]: boolean; [SOCKET]: net.Socket }
 
+/** A socket accept() handed to node names itself, for its session to find through session.socket. */
+const ACCEPTED = Symbol("accepted")
+type AcceptedSocket = net.Socket & { [ACCEPTED]: net.Socket }
+
 /**
  * Ends `session` now, and its socket within a grace: node's destroy() ends the socket and lets it
  * go only once that end went out, never for a caller that reads nothing (session.socket is a proxy
@@ -494,11 +498,12 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       if (cut > 0) options.onStalled(cut, session)
     }
   }
-  // The socket accept() hands over now: node makes its session and emits 'session' within the emit.
-  let accepting: net.Socket | undefined
   h2.on("session", (session: http2.ServerHttp2Session) => {
     const open = new Set<StreamCall>()
-    ;(session as SweptSession)[SOCKET] = accepting!
+    // The socket as accepted, read through session.socket (a proxy that passes reads on to it, as
+    // node documents): not a variable accept() sets around its emit, which held only while node
+    // emits 'session' within that emit (node 24 does; nothing documents it).
+    ;(session as SweptSession)[SOCKET] = (session.socket as AcceptedSocket)[ACCEPTED]
     ;(session as SweptSession)[OPEN] = open
     ;(session as SweptSession)[QUIET_SINCE] = performance.now()
     ;(session as SweptSession)[STREAMED] = false
@@ -549,9 +554,8 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       // A session closed (idle, PINGs bounded, the drain's GOAWAY) ends its socket and waits for the
       // caller's FIN: one that never sends it kept the socket, and its --max-app-connections place, for ever.
       boundPeerFin(socket)
-      accepting = socket
+      ;(socket as AcceptedSocket)[ACCEPTED] = socket
       h2.emit("connection", socket)
-      accepting = undefined
     },
     sessions,
     close: () => {
