@@ -551,6 +551,10 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
   })
   return {
     accept: (socket) => {
+      // Closed by its caller while node:http2 loaded (the first h2c connection): nothing to serve,
+      // and node would wrap the handle-less socket in a JSStreamSocket of its own, the one
+      // session.socket then reads through to, which names no accepted socket.
+      if (socket.destroyed) return
       // A session closed (idle, PINGs bounded, the drain's GOAWAY) ends its socket and waits for the
       // caller's FIN: one that never sends it kept the socket, and its --max-app-connections place, for ever.
       boundPeerFin(socket)
