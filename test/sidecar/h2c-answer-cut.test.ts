@@ -124,9 +124,11 @@ describe("an h2 stream cut after its bytes began", () => {
   it("the caller goes away mid-body: the h2c app's body reader fails (no END_STREAM before B's reset), it does not read half a body as whole", async () => {
     const bodyRead = deferred<string>()
     const firstBytes = deferred()
+    const resetCode = deferred<number>()
     const app = http2.createServer()
     app.on("stream", async (stream) => {
       stream.on("error", () => {})
+      stream.on("close", () => resetCode.resolve(stream.rstCode))
       let bytes = 0
       try {
         for await (const chunk of stream) {
@@ -151,6 +153,8 @@ describe("an h2 stream cut after its bytes began", () => {
     await withTimeout(firstBytes.promise, 5000, "the body's first bytes at the app")
     socket.destroy()
     expect(await withTimeout(bodyRead.promise, 5000, "the app's read of the body")).toBe("failed: ERR_STREAM_PREMATURE_CLOSE")
+    // A cancellation, as node's own AbortSignal resets it: the app is told it is not wanted, not that B failed.
+    expect(await withTimeout(resetCode.promise, 5000, "the app's stream's close")).toBe(http2.constants.NGHTTP2_CANCEL)
   })
 })
 
