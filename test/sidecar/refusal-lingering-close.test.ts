@@ -5,14 +5,19 @@
 // reset, and the caller's kernel dropped the answer unread (ECONNRESET, nothing read). Now the
 // close lingers as nginx's does: the caller's bytes are read and dropped after the answer until its
 // FIN, within 2 s and 16 MiB (peerFin.ts's lingerAfterEnd), and the caller reads the answer; one
-// that sends on and never ends its side is closed within those bounds.
+// that sends on and never ends its side is closed within those bounds, and one that sends nothing
+// more and never ends its side is closed once the 2 s are over.
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { halfOpenCaller, heldSocketsTo } from "../support/heldSockets.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
-/** What comes after the refused head: more than the kernel's buffers on both sides hold. */
+/** What comes after the refused head: more than the kernel's buffers on both sides hold (at their defaults). */
 const TRAILING = 4 * 1024 * 1024
+/** What a lingering close reads and drops at most (peerFin.ts), and the writes of a caller that sends on. */
+const LINGER_BYTES = 16 * 1024 * 1024
+const CHUNK = 256 * 1024
 
 /** Sends `head` and TRAILING bytes without reading, then reads to the close: what it read, and the error that ended the read, if one did. */
 const sendThenRead = (port: number, head: string, cleanup: Cleanup): Promise<{ readonly read: string; readonly error: string | undefined }> =>
@@ -51,9 +56,10 @@ describe("a refusal's caller still sending when the answer is out", () => {
     expect(ended.error).toBeUndefined()
   })
 
-  it("a caller that sends on and never ends its side cannot hold the socket: it is closed within the linger's bounds", async () => {
+  it("a caller that sends on and never ends its side cannot hold the socket: it is closed once A dropped 16 MiB of it", async () => {
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: {} }))
-    const socket = net.connect(a.outboundPort, "127.0.0.1")
+    // Half-open: node's default socket would end its side on A's FIN, and so end the linger itself.
+    const socket = net.connect({ port: a.outboundPort, host: "127.0.0.1", allowHalfOpen: true })
     cleanup.add(() => socket.destroy())
     socket.on("error", () => {})
     let read = ""
@@ -62,13 +68,28 @@ describe("a refusal's caller still sending when the answer is out", () => {
     let sending = true
     socket.once("close", () => (sending = false))
     const sendOn = (): void => {
-      if (sending) socket.write(Buffer.alloc(16 * 1024, 0x61), () => setImmediate(sendOn))
+      if (sending) socket.write(Buffer.alloc(CHUNK, 0x61), () => setImmediate(sendOn))
     }
     socket.write(refusals[0][1], sendOn)
     const startedAt = performance.now()
     await withTimeout(closed, 10_000, "A to close the socket")
     expect(read).toMatch(refusals[0][2])
-    // The grace (2 s) after the answer went out, or the 16 MiB bound, whichever comes first.
+    // The grace (2 s) after the answer went out, or the 16 MiB bound, whichever comes first: this
+    // caller sends far more than 16 MiB in 2 s, so the bytes' bound ends it, and what it got into
+    // the socket is the 16 MiB and what the kernel's buffers on both sides hold (at most 2 x 16 MiB).
+    expect(performance.now() - startedAt).toBeLessThan(8000)
+    expect(socket.bytesWritten).toBeLessThan(LINGER_BYTES + 2 * 16 * 1024 * 1024 + CHUNK + 64 * 1024)
+  })
+
+  it("a caller that sends nothing more and never ends its side cannot hold the socket: A lets it go once the grace is over", async () => {
+    // The bytes' bound cannot end this linger: only its time bound does (the listener's own sweep
+    // would wait for the keep-alive timeout, 60 s). A's close, after its FIN and with nothing
+    // unread, sends nothing such a caller would see: the kernel's table says whether A holds it.
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", tracing: false, endpoints: {} }))
+    const startedAt = performance.now()
+    const caller = await halfOpenCaller(cleanup, a.outboundPort, refusals[0][1])
+    expect(caller.read).toMatch(refusals[0][2])
+    await waitFor(() => heldSocketsTo(caller.localPort) === 0, 10_000, "A to let the socket go")
     expect(performance.now() - startedAt).toBeLessThan(8000)
   })
 })
