@@ -370,6 +370,21 @@ describe("an RpcClient facing a hostile server", () => {
       }
     }))
 
+  it.live("a streamed answer whose body breaks after its whole Exit, nothing begun after it, ends the call with that Exit (mesh)", () =>
+    Effect.gen(function*() {
+      // The RPC ended at the server and its Exit came whole: the connection lost (or the stream
+      // reset) after it is no failure of the call, which a caller might retry. Waiting for the
+      // body's end (for a frame begun after the Exit) turned it into one.
+      const streamed = yield* hostile((id) =>
+        reply((async function*() {
+          yield framed(exit(id, "x"))
+          throw new Error("the stream broke after the exit")
+        })()), true)
+      const result = yield* Effect.exit(Effect.timeout(streamed.Echo({ text: "x" }), "5 seconds"))
+      assert.isTrue(Exit.isSuccess(result), String(result))
+      assert.deepStrictEqual(Exit.isSuccess(result) ? result.value : undefined, "x")
+    }))
+
   it.live("an empty answer ends the call with a defect", () =>
     Effect.gen(function*() {
       const client = yield* hostile(() => new Uint8Array(0))
