@@ -299,6 +299,10 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
       }
       return fromIncoming(body, asStreamError).pipe(
         Stream.runForEach((bytes) => Effect.suspend(() => hand(clientId, messagesOf(bytes)))),
+        // The body broke (connection lost, stream reset) after the whole Exit, with no frame begun
+        // after it: the RPC ended and its end came whole; what was waited for did not come, and no
+        // call fails for it (a failure here made a completed RPC read as failed, retried maybe).
+        Effect.catch((error) => (ending !== undefined && cut.unfinished() === undefined ? Effect.void : Effect.fail(error))),
         Effect.andThen(Effect.suspend(() => {
           const unfinished = cut.unfinished()
           if (unfinished !== undefined) return Effect.fail(unfinished)
