@@ -528,7 +528,9 @@ export class Connection implements CallConnection {
       this.listener.forget(this)
     })
     // Its end, then the caller's bytes read and dropped until its FIN (bounded): destroySoon's
-    // close at 'finish', with them unread, was a reset that could lose the answer unread.
+    // close at 'finish', with them unread, was a reset that could lose the answer unread. The
+    // answer is all out at 'finish': it leaves the budget then, not at the lingering close.
+    this.socket.once("finish", () => this.releaseAnswer())
     this.socket.end()
     lingerAfterEnd(this.socket)
   }
