@@ -16,6 +16,7 @@ import type * as net from "node:net"
 import { boundPeerFin, destroyAfterGrace } from "../mux/peerFin.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
+import { resetFailed } from "./h2Reset.ts"
 import { TurnEnd } from "./turnEnd.ts"
 
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
@@ -343,8 +344,9 @@ class StreamCall implements OutboundCall {
     }
   }
 
+  /** A cut answer (the far app died, the peer's connection was lost, the body broke its length): the caller must read it as one. */
   destroy(): void {
-    this.stream.destroy()
+    resetFailed(this.stream)
   }
 }
 
@@ -377,6 +379,10 @@ const QUIET_SINCE = Symbol("quietSince")
 const STREAMED = Symbol("streamed")
 const SOCKET = Symbol("socket")
 type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number; [STREAMED]: boolean; [SOCKET]: net.Socket }
+
+/** A socket accept() handed to node names itself, for its session to find through session.socket. */
+const ACCEPTED = Symbol("accepted")
+type AcceptedSocket = net.Socket & { [ACCEPTED]: net.Socket }
 
 /**
  * Ends `session` now, and its socket within a grace: node's destroy() ends the socket and lets it
@@ -492,11 +498,12 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       if (cut > 0) options.onStalled(cut, session)
     }
   }
-  // The socket accept() hands over now: node makes its session and emits 'session' within the emit.
-  let accepting: net.Socket | undefined
   h2.on("session", (session: http2.ServerHttp2Session) => {
     const open = new Set<StreamCall>()
-    ;(session as SweptSession)[SOCKET] = accepting!
+    // The socket as accepted, read through session.socket (a proxy that passes reads on to it, as
+    // node documents): not a variable accept() sets around its emit, which held only while node
+    // emits 'session' within that emit (node 24 does; nothing documents it).
+    ;(session as SweptSession)[SOCKET] = (session.socket as AcceptedSocket)[ACCEPTED]
     ;(session as SweptSession)[OPEN] = open
     ;(session as SweptSession)[QUIET_SINCE] = performance.now()
     ;(session as SweptSession)[STREAMED] = false
@@ -544,12 +551,15 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
   })
   return {
     accept: (socket) => {
+      // Closed by its caller while node:http2 loaded (the first h2c connection): nothing to serve,
+      // and node would wrap the handle-less socket in a JSStreamSocket of its own, the one
+      // session.socket then reads through to, which names no accepted socket.
+      if (socket.destroyed) return
       // A session closed (idle, PINGs bounded, the drain's GOAWAY) ends its socket and waits for the
       // caller's FIN: one that never sends it kept the socket, and its --max-app-connections place, for ever.
       boundPeerFin(socket)
-      accepting = socket
+      ;(socket as AcceptedSocket)[ACCEPTED] = socket
       h2.emit("connection", socket)
-      accepting = undefined
     },
     sessions,
     close: () => {

@@ -107,4 +107,27 @@ describe("whole answers held for callers that do not read them", () => {
     await waitFor(() => third.answers.length === 1, 10_000, "the third caller's refusal")
     expect(third.answers[0]!.status).toBe("HTTP/1.1 503 Service Unavailable")
   }, 30_000)
+
+  it("a last answer (connection: close) all out leaves the budget while its close lingers for the caller's FIN", async () => {
+    // The lingering close (peerFin.ts's lingerAfterEnd) keeps the connection up to 2 s after its
+    // end went out, waiting for a FIN this caller never sends: the answer's bytes, gone from the
+    // process, counted on until the close, and refused other callers' requests meanwhile.
+    const { listener, port, counts } = await bigAnswers(512 * MiB)
+    const socket = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true })
+    cleanup.add(() => socket.destroy())
+    socket.on("error", () => {})
+    socket.pause()
+    socket.write("GET /big HTTP/1.1\r\nhost: catalog\r\nconnection: close\r\n\r\n")
+    // (Held in part on loopback's default buffers; kernel buffers of 2 x 16 MiB take it all, and hold nothing to count.)
+    await waitFor(() => counts.answered === 1, 10_000, "the answer")
+    let bytes = 0
+    socket.on("data", (chunk: Buffer) => (bytes += chunk.length))
+    const ended = new Promise<void>((resolve) => socket.once("end", () => resolve()))
+    socket.resume()
+    await withTimeout(ended, 10_000, "the answer's end")
+    expect(bytes).toBeGreaterThan(ANSWER)
+    // All of it out (the caller read it to A's FIN): free in the budget, before the linger's end closes the connection.
+    await waitFor(() => listener.heldAnswerBytes === 0 || listener.openConnections === 0, 10_000, "the budget to be free or the connection closed")
+    expect({ held: listener.heldAnswerBytes, open: listener.openConnections }).toStrictEqual({ held: 0, open: 1 })
+  }, 30_000)
 })
