@@ -10,7 +10,12 @@
 // it at a floor that includes the node binary's pages the first burst mapped for good (about 6 MB of
 // TurboFan's code), so a later burst's garbage, 7 MB in the sidecar bench, stayed under a tenth
 // above that floor and was never given back (issue 14); so growth of the anonymous memory alone
-// (/proc/self/status's RssAnon) by more than a young generation holds is due as well. Its pause
+// (/proc/self/status's RssAnon) by more than a young generation holds is due as well, but with a
+// backoff: the next burst takes that memory again, so bursts a few seconds apart each got their
+// release (1,500 requests every 6 s: 11-22 releases in 200 s against 2-4 on the RSS test alone),
+// each a pause that throws away the code of the maps that died; so each such release within 30 s of
+// the last release doubles the quiet the next one waits for (2, then 4, 8, 16 s), which the next
+// burst usually breaks, and the backoff ends once the process slept 30 s without a request. Its pause
 // (30-230 ms measured) stops every request then in the process, so it runs only when there is
 // none: CPU alone does not say so, since a light steady load (hundreds of requests a second) stays
 // under 5 % of a core; a release taken under such a load was
@@ -40,6 +45,13 @@ const GROWTH = 0.1
  * whose refill the next scavenge reuses and no release should chase.
  */
 const ANON_GROWTH_BYTES = 4 * 1024 * 1024
+/**
+ * A release for anonymous growth alone this soon after the last release gives back memory that the
+ * traffic takes again: it waits for a longer quiet, doubled with each such release; from this long
+ * after the last release it waits the quiet time (so never longer than this), and this long asleep
+ * without a request ends the backoff.
+ */
+const CHURN_MS = 30_000
 const CHECK_MS = 1000
 
 /** One check: CPU time used and requests started or finished since the last one, the resident size and its anonymous part now (undefined: unknown), the time since the last one. */
@@ -57,16 +69,28 @@ export class ReleaseDecider {
   private floorBytes: number
   private floorAnonBytes: number | undefined
   private quietForMs = 0
+  /** The quiet a release for anonymous growth alone needs (the quiet time, or more in a backoff). */
+  private anonQuietMs: number
+  /** Time since the last release (awake and asleep; the start-up's is not counted). */
+  private sinceReleaseMs = Number.POSITIVE_INFINITY
+  /** Anonymous growth is due once the backoff's quiet is reached: stay awake for it. */
+  private waitingForAnon = false
+  /** The due release is for anonymous growth alone. */
+  private dueForAnon = false
 
   /** `floorBytes` / `floorAnonBytes`: the resident size and its anonymous part the process settled at (at start, then after each release). */
   constructor(quietMs: number, floorBytes: number, floorAnonBytes: number | undefined) {
     this.quietMs = quietMs
     this.floorBytes = floorBytes
     this.floorAnonBytes = floorAnonBytes
+    this.anonQuietMs = quietMs
   }
 
   /** True when a release is due now. */
   observe(sample: MemorySample): boolean {
+    this.sinceReleaseMs += sample.elapsedMs
+    this.waitingForAnon = false
+    this.dueForAnon = false
     if (sample.requests > 0 || sample.cpuMicros > sample.elapsedMs * 1000 * QUIET_CPU_SHARE) {
       this.quietForMs = 0
       return false
@@ -74,23 +98,31 @@ export class ReleaseDecider {
     this.quietForMs += sample.elapsedMs
     if (this.quietForMs < this.quietMs) return false
     if (sample.rssBytes > this.floorBytes * (1 + GROWTH)) return true
-    return sample.anonBytes !== undefined && this.floorAnonBytes !== undefined && sample.anonBytes > this.floorAnonBytes + ANON_GROWTH_BYTES
+    if (sample.anonBytes === undefined || this.floorAnonBytes === undefined || sample.anonBytes <= this.floorAnonBytes + ANON_GROWTH_BYTES) return false
+    const needMs = this.sinceReleaseMs >= CHURN_MS ? this.quietMs : this.anonQuietMs
+    this.dueForAnon = this.quietForMs >= needMs
+    this.waitingForAnon = !this.dueForAnon
+    return this.dueForAnon
   }
 
-  /** Quiet for the quiet time: nothing more to decide until the next request (after observe said no). */
+  /** Quiet for the quiet time with no release to wait for: nothing more to decide until the next request (after observe said no). */
   get settled(): boolean {
-    return this.quietForMs >= this.quietMs
+    return this.quietForMs >= this.quietMs && !this.waitingForAnon
   }
 
-  /** A request came after the checks stopped: the quiet time starts again. */
-  woke(): void {
+  /** A request came after the checks stopped, `sleptMs` after the last check: the quiet time starts again (and a sleep of CHURN_MS ends a backoff). */
+  woke(sleptMs: number): void {
     this.quietForMs = 0
+    this.sinceReleaseMs += sleptMs
+    if (sleptMs >= CHURN_MS) this.anonQuietMs = this.quietMs
   }
 
   /** The release ran and left the process at `rssBytes`, `anonBytes` of it anonymous: the next one waits for growth above them. */
   released(rssBytes: number, anonBytes: number | undefined): void {
     this.floorBytes = rssBytes
     this.floorAnonBytes = anonBytes
+    if (this.dueForAnon && this.sinceReleaseMs < CHURN_MS) this.anonQuietMs = 2 * this.anonQuietMs
+    this.sinceReleaseMs = 0
   }
 }
 
@@ -201,10 +233,11 @@ export const startMemoryRelease = (quietMs: number, log: Log, activity: RequestA
   }
   const wake = () => {
     if (stopped) return
-    decider.woke()
+    const now = performance.now()
+    decider.woke(now - at)
     cpu = process.cpuUsage()
     requests = activity()
-    at = performance.now()
+    at = now
     timer = setInterval(check, CHECK_MS)
     timer.unref()
   }
