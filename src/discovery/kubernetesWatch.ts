@@ -15,6 +15,8 @@
 // The informer's Watch opens at most one watch per MinWatchSpacingMs (a real API server keeps a
 // watch open for minutes, so this costs nothing there).
 //
+// The list: kubernetesGet.ts (bounded in bytes and time, items without metadata left out).
+//
 // The stream: the client's own Watch reads lines with no bound (a line that never ends grew until
 // the string limit threw, uncaught, after some 500 MB) and hands any JSON line to the informer,
 // whose async handler rejects, unhandled, on an event without an object. The informer's Watch here
@@ -26,11 +28,11 @@
 // Stopping: the Watch returns its AbortController as soon as the request is sent, so a stop at any
 // point closes the watch; one whose informer was stopped during the spacing wait, or while its
 // credentials were fetched, is not opened.
-import { type KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node"
+import { type KubeConfig, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node"
 import * as Data from "effect/Data"
-import http from "node:http"
-import https from "node:https"
+import type http from "node:http"
 import { setTimeout as sleep } from "node:timers/promises"
+import { hasMetadata, listKubernetes, sendGet } from "./kubernetesGet.ts"
 
 /** A watch stream sent a line longer than MaxWatchLineBytes; the watch is closed and the informer restarted. */
 export class WatchLineTooLong extends Data.TaggedError("WatchLineTooLong")<{ readonly path: string; readonly message: string }> {}
@@ -49,8 +51,6 @@ export interface KubernetesWatchOptions<T extends KubernetesObject> {
   /** The path the informer lists and watches (/apis/GROUP/VERSION/namespaces/NS/PLURAL). */
   readonly path: string
   readonly namespace: string
-  /** Lists the objects (the API client's call for `path`, with the same selector). */
-  readonly list: () => Promise<KubernetesListObject<T>>
   readonly labelSelector?: string
   /** Told of the objects after the first list and after each batch of changes. */
   readonly onChange: (objects: ReadonlyArray<T>) => void
@@ -92,7 +92,7 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
       path,
       new BoundedWatch(kubeConfig, () => stopped || informer !== current),
       async () => {
-        const list = await options.list()
+        const list = await listKubernetes<T>(kubeConfig, path, options.labelSelector, () => stopped || informer !== current)
         // Stopped while listing: fail the list so this informer does not go on to watch.
         if (stopped || informer !== current) throw new Error("kubernetes watch stopped")
         listed = true
@@ -144,8 +144,7 @@ const isEvent = (value: unknown): value is { readonly type: string; readonly obj
   if (typeof value !== "object" || value === null) return false
   const { type, object } = value as { readonly type?: unknown; readonly object?: unknown }
   if (typeof type !== "string" || typeof object !== "object" || object === null) return false
-  const metadata = (object as { readonly metadata?: unknown }).metadata
-  return type === "ERROR" || (typeof metadata === "object" && metadata !== null)
+  return type === "ERROR" || hasMetadata(object)
 }
 
 /** The inactivity limit of a watch (the client's): no byte for this long closes it with a TimeoutError. */
@@ -230,30 +229,19 @@ class BoundedWatch extends Watch {
       response.on("error", finish)
     }
 
-    let request: http.ClientRequest
+    let request: http.ClientRequest | undefined
     try {
-      const cluster = this.config.getCurrentCluster()
-      if (cluster === null) throw new Error("No currently active cluster")
-      const url = new URL(cluster.server + path)
-      url.searchParams.set("watch", "true")
-      for (const [key, value] of Object.entries(queryParams)) if (value !== undefined) url.searchParams.set(key, String(value))
-      const options: https.RequestOptions = {}
-      await this.config.applyToHTTPSOptions(options)
-      // Stopped while an authenticator (exec, OIDC) worked: the informer no longer holds this watch to abort it.
-      if (this.unwanted()) {
-        controller.abort()
-        return controller
-      }
-      // The client's fetch strips leading and trailing whitespace from header values (a token file
-      // ending in a newline works there); https.request would throw on it.
-      const headers: Record<string, string | number | Array<string>> = {}
-      for (const [name, value] of Object.entries(options.headers ?? {})) if (value !== undefined) headers[name] = typeof value === "string" ? value.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "") : value
-      request = (url.protocol === "https:" ? https : http).request(url, { ...options, headers, method: "GET", signal: controller.signal }, onResponse)
+      request = await sendGet(this.config, path, { watch: "true", ...queryParams }, controller.signal, this.unwanted, onResponse)
     } catch (error) {
       // Thrown (a credential file unreadable, a header value that still cannot be sent), it would leave
       // the informer stopped for good (or, on a reconnect, reject unhandled): told as the watch's end,
       // it fails the informer, which is restarted after the backoff.
       setImmediate(() => done(error))
+      controller.abort()
+      return controller
+    }
+    // Stopped while an authenticator (exec, OIDC) worked: the informer no longer holds this watch to abort it.
+    if (request === undefined) {
       controller.abort()
       return controller
     }

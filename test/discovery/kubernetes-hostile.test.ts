@@ -12,6 +12,7 @@ import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { endpointsOfSlices, kubernetesSource, weightOf } from "../../src/discovery/kubernetesSource.ts"
 import { KubeConfig, type V1EndpointSlice } from "@kubernetes/client-node"
+import { MaxListBytes } from "../../src/discovery/kubernetesGet.ts"
 import { MaxWatchLineBytes, watchKubernetes } from "../../src/discovery/kubernetesWatch.ts"
 import { type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
 import { endpointSlice, FakeKubeApi } from "./fakeKubeApi.ts"
@@ -35,7 +36,6 @@ const firstWatchFailure = async (kubeConfig: KubeConfig) => {
     kubeConfig,
     path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
     namespace: "shop",
-    list: async () => ({ apiVersion: "v1", kind: "List", metadata: { resourceVersion: "1" }, items: [] }),
     onChange: () => {},
     onFailed: (error, _failures, retryInMs) => failures.push({ message: String(error), retryInMs }),
     retryMs: 20,
@@ -125,6 +125,39 @@ describe("watch streams with hostile lines", () => {
   })
 })
 
+describe("list answers that are too large or hold what is no object", () => {
+  it("a list that never ends is cut at MaxListBytes: the list fails (logged), is retried, and memory stays bounded", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.endlessList = true
+    const logs = new Recorder<{ readonly event: string; readonly fields: Record<string, unknown> }>()
+    stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: (event, fields) => logs.push({ event, fields }) }).start(() => {}))
+    const failed = await logs.waitFor((l) => l.event === "discovery.kubernetes-failed", { timeoutMs: 8000 })
+    expect(String(failed.fields["message"])).toContain(`longer than ${MaxListBytes} bytes`)
+    // What the server got to send before the cut: the limit plus what the socket buffers held.
+    expect(api.endlessListBytes).toBeLessThan(MaxListBytes + 16 * 1024 * 1024)
+    // Retried after the backoff, and a server that behaves again is listed and watched.
+    api.endlessList = false
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 5000 })
+  })
+
+  it("list items without metadata (null, a number, {}, a name that is no string) are left out, on the first list and on a list after 410 Gone; the good slices apply", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    api.listExtraItems = [null, 42, {}, { addressType: "IPv4" }, { metadata: { name: 7 } }]
+    const updates = new Recorder<EndpointUpdate>()
+    stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: () => {} }).start(updates.push))
+    await updates.waitFor((u) => u._tag === "Reset" && u.endpoints.length === 1, { timeoutMs: 3000 })
+    // The next watch finds its history expired and lists again: the same items there.
+    api.apply("ADDED", endpointSlice("web-b", [{ ip: "10.1.0.20" }]))
+    api.expireHistory()
+    api.dropWatches()
+    await updates.waitFor((u) => u._tag === "Reset" && u.endpoints.length === 2, { timeoutMs: 5000 })
+  })
+})
+
 describe("a watch that cannot even be sent", () => {
   it("a credential that cannot be read when the watch opens (a CA file gone) fails the informer, which is retried with backoff, not left stopped", async () => {
     const api = await FakeKubeApi.start("shop")
@@ -197,7 +230,6 @@ describe("a watch stopped while its credentials are being fetched", () => {
       kubeConfig,
       path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
       namespace: "shop",
-      list: async () => ({ apiVersion: "v1", kind: "List", metadata: { resourceVersion: "1" }, items: [] }),
       onChange: () => {},
       onFailed: () => {}
     })
