@@ -19,7 +19,7 @@ export class KubernetesListFailed extends Data.TaggedError("KubernetesListFailed
  * The largest list answer read: etcd keeps objects under 1.5 MiB, and one Service's EndpointSlices
  * or one namespace's HTTPRoutes come nowhere near this; a larger answer is a broken or hostile server.
  */
-export const MaxListBytes = 32 * 1024 * 1024
+export const MaxListBytes = 16 * 1024 * 1024
 
 /** The time a whole list answer may take (a real API server answers such a list in well under a second). */
 export const ListTimeoutMs = 30_000
@@ -51,13 +51,19 @@ export const sendGet = async (
   return (url.protocol === "https:" ? https : http).request(url, { ...options, headers, method: "GET", signal }, onResponse)
 }
 
+/** A list read, and the bytes its answer took. */
+export interface Listed<T extends KubernetesObject> {
+  readonly list: KubernetesListObject<T>
+  readonly bytes: number
+}
+
 /** Lists `path` (with the label selector), bounded as the top of this file says. */
 export const listKubernetes = <T extends KubernetesObject>(
   kubeConfig: KubeConfig,
   path: string,
   labelSelector: string | undefined,
   unwanted: () => boolean
-): Promise<KubernetesListObject<T>> =>
+): Promise<Listed<T>> =>
   new Promise((resolve, reject) => {
     const controller = new AbortController()
     let settled = false
@@ -90,7 +96,7 @@ export const listKubernetes = <T extends KubernetesObject>(
         if (list === undefined) return fail("a list answer that is not a list of objects")
         settled = true
         clearTimeout(timer)
-        resolve(list)
+        resolve({ list, bytes: size })
       })
       response.on("error", (error) => fail(error.message))
       response.on("close", () => fail("the list answer ended early"))

@@ -22,7 +22,9 @@
 // whose async handler rejects, unhandled, on an event without an object. The informer's Watch here
 // reads the stream itself: a line over MaxWatchLineBytes closes the watch with WatchLineTooLong
 // (the informer fails and is restarted after the backoff); a line that is not an event with an
-// object (and metadata) is skipped, as the client skips what is not JSON. A watch that cannot be sent
+// object (and metadata) is skipped, as the client skips what is not JSON. The objects an informer
+// holds are at most MaxHeldBytes (in the bytes they came in): a watch bringing more closes with
+// WatchHeldTooMuch, and the informer is restarted after the backoff. A watch that cannot be sent
 // (a credential file unreadable) ends as a failed watch instead of throwing.
 //
 // Stopping: the Watch returns its AbortController as soon as the request is sent, so a stop at any
@@ -32,7 +34,7 @@ import { type KubeConfig, type KubernetesObject, ListWatch, Watch } from "@kuber
 import * as Data from "effect/Data"
 import type http from "node:http"
 import { setTimeout as sleep } from "node:timers/promises"
-import { hasMetadata, listKubernetes, sendGet } from "./kubernetesGet.ts"
+import { hasMetadata, listKubernetes, MaxListBytes, sendGet } from "./kubernetesGet.ts"
 
 /** A watch stream sent a line longer than MaxWatchLineBytes; the watch is closed and the informer restarted. */
 export class WatchLineTooLong extends Data.TaggedError("WatchLineTooLong")<{ readonly path: string; readonly message: string }> {}
@@ -42,6 +44,16 @@ export class WatchLineTooLong extends Data.TaggedError("WatchLineTooLong")<{ rea
  * default, so no stored object's event comes near 4 MiB; a longer line is a broken or hostile server.
  */
 export const MaxWatchLineBytes = 4 * 1024 * 1024
+
+/** A watch brought the objects the informer holds past MaxHeldBytes; the watch is closed and the informer restarted. */
+export class WatchHeldTooMuch extends Data.TaggedError("WatchHeldTooMuch")<{ readonly path: string; readonly message: string }> {}
+
+/**
+ * The most an informer holds, in bytes of the answers its objects came in (HeldBytes): twice the
+ * largest list, so a full list leaves a watch as much room again. A server that streams ever new
+ * objects grew a process past 600 MB in 20 s (50,000 slices of 2 KB, each change listing them all).
+ */
+export const MaxHeldBytes = 2 * MaxListBytes
 
 /** The least time between two watches one informer opens. */
 export const MinWatchSpacingMs = 1000
@@ -88,13 +100,15 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
 
   const startInformer = (): void => {
     listed = false
+    const held = new HeldBytes()
     const current: ListWatch<T> = new ListWatch<T>(
       path,
-      new BoundedWatch(kubeConfig, () => stopped || informer !== current),
+      new BoundedWatch(kubeConfig, () => stopped || informer !== current, held),
       async () => {
-        const list = await listKubernetes<T>(kubeConfig, path, options.labelSelector, () => stopped || informer !== current)
+        const { list, bytes } = await listKubernetes<T>(kubeConfig, path, options.labelSelector, () => stopped || informer !== current)
         // Stopped while listing: fail the list so this informer does not go on to watch.
         if (stopped || informer !== current) throw new Error("kubernetes watch stopped")
+        held.listed(bytes)
         listed = true
         scheduleFlush()
         return list
@@ -147,6 +161,31 @@ const isEvent = (value: unknown): value is { readonly type: string; readonly obj
   return type === "ERROR" || hasMetadata(object)
 }
 
+/**
+ * What the objects an informer holds came as, in bytes, at most MaxHeldBytes: the listed answer
+ * as a whole, plus each object's last watch event line by name. An object listed, then changed, is
+ * counted twice, and one listed, then deleted, until the next list: at most twice what is held.
+ */
+class HeldBytes {
+  private readonly byKey = new Map<string, number>()
+  private total = 0
+
+  listed(bytes: number): void {
+    this.byKey.clear()
+    this.total = bytes
+  }
+
+  /** Counts a watch event's line; false once the objects held would pass MaxHeldBytes. */
+  event(type: string, object: KubernetesObject, bytes: number): boolean {
+    const key = `${object.metadata?.namespace ?? ""}/${object.metadata?.name ?? ""}`
+    const before = this.byKey.get(key) ?? 0
+    if (type === "DELETED") this.byKey.delete(key)
+    else if (type === "ADDED" || type === "MODIFIED") this.byKey.set(key, bytes)
+    this.total += (this.byKey.get(key) ?? 0) - before
+    return this.total <= MaxHeldBytes
+  }
+}
+
 /** The inactivity limit of a watch (the client's): no byte for this long closes it with a TimeoutError. */
 const WatchIdleTimeoutMs = 30_000
 
@@ -156,11 +195,13 @@ const WatchIdleTimeoutMs = 30_000
  */
 class BoundedWatch extends Watch {
   private readonly unwanted: () => boolean
+  private readonly held: HeldBytes
   private lastOpened = -Infinity
 
-  constructor(kubeConfig: KubeConfig, unwanted: () => boolean) {
+  constructor(kubeConfig: KubeConfig, unwanted: () => boolean, held: HeldBytes) {
     super(kubeConfig)
     this.unwanted = unwanted
+    this.held = held
   }
 
   override async watch(
@@ -205,7 +246,9 @@ class BoundedWatch extends Watch {
         } catch {
           return
         }
-        if (isEvent(event)) callback(event.type, event.object, event)
+        if (!isEvent(event)) return
+        if (this.held.event(event.type, event.object, bytes.length)) callback(event.type, event.object, event)
+        else finish(new WatchHeldTooMuch({ path, message: `the watched objects came to more than ${MaxHeldBytes} bytes` }))
       }
       response.on("data", (chunk: Buffer) => {
         stillReading()

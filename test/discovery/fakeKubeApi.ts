@@ -73,6 +73,9 @@ export class FakeKubeApi {
   /** Answer every list with one that never ends (64 KiB chunks while the client reads); counts the bytes sent. */
   endlessList = false
   endlessListBytes = 0
+  /** Answer every watch with ADDED events of ever new slices (of 64 KiB) while the client reads; counts the bytes sent. */
+  endlessAdds = false
+  endlessAddsBytes = 0
   /** Put these after the objects of every list (items that are not what the API defines, say). */
   listExtraItems: ReadonlyArray<unknown> = []
   private readonly server: Server
@@ -205,6 +208,20 @@ export class FakeKubeApi {
     if (this.endlessLine) {
       res.write('{"type":"ADDED","object":{"metadata":{"name":"')
       this.pumpEndless(res, Buffer.alloc(64 * 1024, "x"), (bytes) => (this.endlessBytes += bytes))
+      return
+    }
+    if (this.endlessAdds) {
+      let n = 0
+      const pump = (): void => {
+        while (!res.destroyed) {
+          n += 1
+          const slice = endpointSlice(`flood-${n}`, [{ ip: `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}` }], { weight: "1".padStart(64 * 1024, " ") })
+          const line = `${JSON.stringify({ type: "ADDED", object: slice })}\n`
+          this.endlessAddsBytes += line.length
+          if (!res.write(line)) return void res.once("drain", pump)
+        }
+      }
+      pump()
       return
     }
     if (this.watchPrefix !== "") res.write(this.watchPrefix)

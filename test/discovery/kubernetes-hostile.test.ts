@@ -13,7 +13,7 @@ import { afterEach, describe, expect, it } from "vitest"
 import { endpointsOfSlices, kubernetesSource, weightOf } from "../../src/discovery/kubernetesSource.ts"
 import { KubeConfig, type V1EndpointSlice } from "@kubernetes/client-node"
 import { MaxListBytes } from "../../src/discovery/kubernetesGet.ts"
-import { MaxWatchLineBytes, watchKubernetes } from "../../src/discovery/kubernetesWatch.ts"
+import { MaxHeldBytes, MaxWatchLineBytes, watchKubernetes } from "../../src/discovery/kubernetesWatch.ts"
 import { type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
 import { endpointSlice, FakeKubeApi } from "./fakeKubeApi.ts"
 import { Recorder } from "./recorder.ts"
@@ -125,15 +125,20 @@ describe("watch streams with hostile lines", () => {
   })
 })
 
+/** The message of the first failure the EndpointSlice source logs against `api`. */
+const firstFailure = async (api: FakeKubeApi): Promise<string> => {
+  const logs = new Recorder<{ readonly event: string; readonly fields: Record<string, unknown> }>()
+  stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: (event, fields) => logs.push({ event, fields }) }).start(() => {}))
+  const failed = await logs.waitFor((l) => l.event === "discovery.kubernetes-failed", { timeoutMs: 8000 })
+  return String(failed.fields["message"])
+}
+
 describe("list answers that are too large or hold what is no object", () => {
   it("a list that never ends is cut at MaxListBytes: the list fails (logged), is retried, and memory stays bounded", async () => {
     const api = await FakeKubeApi.start("shop")
     apis.push(api)
     api.endlessList = true
-    const logs = new Recorder<{ readonly event: string; readonly fields: Record<string, unknown> }>()
-    stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: (event, fields) => logs.push({ event, fields }) }).start(() => {}))
-    const failed = await logs.waitFor((l) => l.event === "discovery.kubernetes-failed", { timeoutMs: 8000 })
-    expect(String(failed.fields["message"])).toContain(`longer than ${MaxListBytes} bytes`)
+    expect(await firstFailure(api)).toContain(`longer than ${MaxListBytes} bytes`)
     // What the server got to send before the cut: the limit plus what the socket buffers held.
     expect(api.endlessListBytes).toBeLessThan(MaxListBytes + 16 * 1024 * 1024)
     // Retried after the backoff, and a server that behaves again is listed and watched.
@@ -155,6 +160,19 @@ describe("list answers that are too large or hold what is no object", () => {
     api.expireHistory()
     api.dropWatches()
     await updates.waitFor((u) => u._tag === "Reset" && u.endpoints.length === 2, { timeoutMs: 5000 })
+  })
+})
+
+describe("a watch that brings ever new objects", () => {
+  it("is closed once the objects held pass MaxHeldBytes: the watch fails (logged), is restarted with a fresh list, and what was sent stays bounded", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    api.endlessAdds = true
+    expect(await firstFailure(api)).toContain(`more than ${MaxHeldBytes} bytes`)
+    expect(api.endlessAddsBytes).toBeLessThan(MaxHeldBytes + 16 * 1024 * 1024)
+    const mark = api.requests.mark
+    await api.requests.waitFor((r) => r.kind === "list", { from: mark, timeoutMs: 5000 })
   })
 })
 
