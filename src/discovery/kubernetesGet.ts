@@ -48,7 +48,13 @@ export const sendGet = async (
   // ending in a newline works there); https.request would throw on it.
   const headers: Record<string, string | number | Array<string>> = {}
   for (const [name, value] of Object.entries(options.headers ?? {})) if (value !== undefined) headers[name] = typeof value === "string" ? value.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "") : value
-  return (url.protocol === "https:" ? https : http).request(url, { ...options, headers, method: "GET", signal }, onResponse)
+  // The kubeconfig's agent is made once per cluster and user, with the CA and client certificate
+  // read then, and an agent's options win over a request's: a CA file rotated in place (ca.crt in a
+  // pod) or a renewed client certificate would never be read again. Without a proxy the request
+  // gets an agent of its own (`false`), with what was read just now; through a proxy only the
+  // kubeconfig's agent knows the way (it keeps the first CA and certificate).
+  const agent = cluster.proxyUrl === undefined ? false : options.agent
+  return (url.protocol === "https:" ? https : http).request(url, { ...options, agent, headers, method: "GET", signal }, onResponse)
 }
 
 /** A list read, and the bytes its answer took. */
