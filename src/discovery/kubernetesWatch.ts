@@ -72,6 +72,8 @@ export interface KubernetesWatchOptions<T extends KubernetesObject> {
   readonly retryMs?: number
   /** The longest restart delay (default 30 s). */
   readonly maxRetryMs?: number
+  /** The most the informer holds (default MaxHeldBytes; the tests pass a smaller one, so that passing it is cheap). */
+  readonly maxHeldBytes?: number
 }
 
 /** Starts the watch; the function it returns stops it. */
@@ -100,7 +102,7 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
 
   const startInformer = (): void => {
     listed = false
-    const held = new HeldBytes()
+    const held = new HeldBytes(options.maxHeldBytes ?? MaxHeldBytes)
     const current: ListWatch<T> = new ListWatch<T>(
       path,
       new BoundedWatch(kubeConfig, () => stopped || informer !== current, held),
@@ -162,27 +164,32 @@ const isEvent = (value: unknown): value is { readonly type: string; readonly obj
 }
 
 /**
- * What the objects an informer holds came as, in bytes, at most MaxHeldBytes: the listed answer
+ * What the objects an informer holds came as, in bytes, at most `limit`: the listed answer
  * as a whole, plus each object's last watch event line by name. An object listed, then changed, is
  * counted twice, and one listed, then deleted, until the next list: at most twice what is held.
  */
 class HeldBytes {
+  readonly limit: number
   private readonly byKey = new Map<string, number>()
   private total = 0
+
+  constructor(limit: number) {
+    this.limit = limit
+  }
 
   listed(bytes: number): void {
     this.byKey.clear()
     this.total = bytes
   }
 
-  /** Counts a watch event's line; false once the objects held would pass MaxHeldBytes. */
+  /** Counts a watch event's line; false once the objects held would pass the limit. */
   event(type: string, object: KubernetesObject, bytes: number): boolean {
     const key = `${object.metadata?.namespace ?? ""}/${object.metadata?.name ?? ""}`
     const before = this.byKey.get(key) ?? 0
     if (type === "DELETED") this.byKey.delete(key)
     else if (type === "ADDED" || type === "MODIFIED") this.byKey.set(key, bytes)
     this.total += (this.byKey.get(key) ?? 0) - before
-    return this.total <= MaxHeldBytes
+    return this.total <= this.limit
   }
 }
 
@@ -248,7 +255,7 @@ class BoundedWatch extends Watch {
         }
         if (!isEvent(event)) return
         if (this.held.event(event.type, event.object, bytes.length)) callback(event.type, event.object, event)
-        else finish(new WatchHeldTooMuch({ path, message: `the watched objects came to more than ${MaxHeldBytes} bytes` }))
+        else finish(new WatchHeldTooMuch({ path, message: `the watched objects came to more than ${this.held.limit} bytes` }))
       }
       response.on("data", (chunk: Buffer) => {
         stillReading()

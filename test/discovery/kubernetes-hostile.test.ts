@@ -13,7 +13,7 @@ import { afterEach, describe, expect, it } from "vitest"
 import { endpointsOfSlices, kubernetesSource, weightOf } from "../../src/discovery/kubernetesSource.ts"
 import { KubeConfig, type V1EndpointSlice } from "@kubernetes/client-node"
 import { MaxListBytes } from "../../src/discovery/kubernetesGet.ts"
-import { MaxHeldBytes, MaxWatchLineBytes, watchKubernetes } from "../../src/discovery/kubernetesWatch.ts"
+import { MaxWatchLineBytes, watchKubernetes } from "../../src/discovery/kubernetesWatch.ts"
 import { type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
 import { endpointSlice, FakeKubeApi } from "./fakeKubeApi.ts"
 import { Recorder } from "./recorder.ts"
@@ -26,11 +26,11 @@ afterEach(async () => {
 })
 
 /**
- * Watches with `kubeConfig` (the list is the test's own and succeeds; the watch reads the
- * configuration's credentials) until the watch fails once: that failure, and the recorder of the
- * ones that follow (retried at 20 ms, doubling to 100).
+ * Watches the slices of "shop" with `kubeConfig` (the list and the watch read the configuration's
+ * credentials) until the informer fails once: that failure, and the recorder of the ones that
+ * follow (retried at 20 ms, doubling to 100).
  */
-const firstWatchFailure = async (kubeConfig: KubeConfig) => {
+const firstWatchFailure = async (kubeConfig: KubeConfig, options: { readonly maxHeldBytes?: number } = {}) => {
   const failures = new Recorder<{ readonly message: string; readonly retryInMs: number | undefined }>()
   stops.push(watchKubernetes({
     kubeConfig,
@@ -39,7 +39,8 @@ const firstWatchFailure = async (kubeConfig: KubeConfig) => {
     onChange: () => {},
     onFailed: (error, _failures, retryInMs) => failures.push({ message: String(error), retryInMs }),
     retryMs: 20,
-    maxRetryMs: 100
+    maxRetryMs: 100,
+    ...options
   }))
   return { ...(await failures.waitFor(() => true, { timeoutMs: 3000 })), failures }
 }
@@ -164,13 +165,16 @@ describe("list answers that are too large or hold what is no object", () => {
 })
 
 describe("a watch that brings ever new objects", () => {
-  it("is closed once the objects held pass MaxHeldBytes: the watch fails (logged), is restarted with a fresh list, and what was sent stays bounded", async () => {
+  // MaxHeldBytes (32 MiB) took 2-6 s to stream through the informer; the limit is the same code.
+  const maxHeldBytes = 1024 * 1024
+
+  it("is closed once the objects held pass the limit (MaxHeldBytes, 1 MiB here): the watch fails, the informer is restarted with a fresh list, and what was sent stays bounded", async () => {
     const api = await FakeKubeApi.start("shop")
     apis.push(api)
     api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
     api.endlessAdds = true
-    expect(await firstFailure(api)).toContain(`more than ${MaxHeldBytes} bytes`)
-    expect(api.endlessAddsBytes).toBeLessThan(MaxHeldBytes + 16 * 1024 * 1024)
+    expect((await firstWatchFailure(api.kubeConfig(), { maxHeldBytes })).message).toContain(`more than ${maxHeldBytes} bytes`)
+    expect(api.endlessAddsBytes).toBeLessThan(maxHeldBytes + 16 * 1024 * 1024)
     const mark = api.requests.mark
     await api.requests.waitFor((r) => r.kind === "list", { from: mark, timeoutMs: 5000 })
   })
