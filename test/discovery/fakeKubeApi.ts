@@ -76,6 +76,8 @@ export class FakeKubeApi {
   /** Answer every watch with ADDED events of ever new slices (of 64 KiB) while the client reads; counts the bytes sent. */
   endlessAdds = false
   endlessAddsBytes = 0
+  /** The namespace and name of the nth slice endlessAdds sends (by default ever new names in this namespace). */
+  endlessAddsNames: (n: number) => { readonly namespace: string; readonly name: string } = (n) => ({ namespace: this.namespace, name: `flood-${n}` })
   /** Put these after the objects of every list (items that are not what the API defines, say). */
   listExtraItems: ReadonlyArray<unknown> = []
   private readonly server: Server
@@ -215,8 +217,9 @@ export class FakeKubeApi {
       const pump = (): void => {
         while (!res.destroyed) {
           n += 1
-          const slice = endpointSlice(`flood-${n}`, [{ ip: `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}` }], { weight: "1".padStart(64 * 1024, " ") })
-          const line = `${JSON.stringify({ type: "ADDED", object: slice })}\n`
+          const { namespace, name } = this.endlessAddsNames(n)
+          const slice = endpointSlice(name, [{ ip: `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}` }], { weight: "1".padStart(64 * 1024, " ") })
+          const line = `${JSON.stringify({ type: "ADDED", object: { ...slice, metadata: { ...slice.metadata, namespace } } })}\n`
           this.endlessAddsBytes += line.length
           if (!res.write(line)) return void res.once("drain", pump)
         }

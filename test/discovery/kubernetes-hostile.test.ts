@@ -178,6 +178,20 @@ describe("a watch that brings ever new objects", () => {
     const mark = api.requests.mark
     await api.requests.waitFor((r) => r.kind === "list", { from: mark, timeoutMs: 5000 })
   })
+
+  it("objects whose namespace or name holds a slash (a/b + c, a + b/c) are each counted: names that join alike do not pass the limit unseen", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    // 63 objects per joined name: "k<group>/x/x/.../x" cut after each of its 63 slashes.
+    api.endlessAddsNames = (n) => {
+      const parts = [`k${Math.floor(n / 63)}`, ...Array.from({ length: 63 }, () => "x")]
+      const cut = 1 + (n % 63)
+      return { namespace: parts.slice(0, cut).join("/"), name: parts.slice(cut).join("/") }
+    }
+    api.endlessAdds = true
+    expect((await firstWatchFailure(api.kubeConfig(), { maxHeldBytes })).message).toContain(`more than ${maxHeldBytes} bytes`)
+    expect(api.endlessAddsBytes).toBeLessThan(maxHeldBytes + 16 * 1024 * 1024)
+  })
 })
 
 describe("a watch that cannot even be sent", () => {
