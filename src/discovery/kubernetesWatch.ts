@@ -184,7 +184,9 @@ class HeldBytes {
 
   /** Counts a watch event's line; false once the objects held would pass the limit. */
   event(type: string, object: KubernetesObject, bytes: number): boolean {
-    const key = `${object.metadata?.namespace ?? ""}/${object.metadata?.name ?? ""}`
+    // Both parts whole, as the informer keys them: joined with a "/", ("a/b", "c") and ("a", "b/c")
+    // would count as one object while the informer holds two.
+    const key = JSON.stringify([object.metadata?.namespace ?? "", object.metadata?.name ?? ""])
     const before = this.byKey.get(key) ?? 0
     if (type === "DELETED") this.byKey.delete(key)
     else if (type === "ADDED" || type === "MODIFIED") this.byKey.set(key, bytes)
