@@ -194,18 +194,48 @@ describe("a watch that brings ever new objects", () => {
   })
 })
 
+/**
+ * Watches the slices of "shop" with `kubeConfig` until the watch is open, then `spoil`s the
+ * credentials and ends the watch: the informer watches again without listing, so the first failure
+ * is the watch's own (checked: no list before it). That failure, and the recorder of the ones that
+ * follow (each a fresh list with the same credentials).
+ */
+const rewatchFailure = async (api: FakeKubeApi, kubeConfig: KubeConfig, spoil: () => void) => {
+  const failures = new Recorder<{ readonly message: string; readonly retryInMs: number | undefined }>()
+  stops.push(watchKubernetes({
+    kubeConfig,
+    path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+    namespace: "shop",
+    onChange: () => {},
+    onFailed: (error, _failures, retryInMs) => failures.push({ message: String(error), retryInMs }),
+    retryMs: 20,
+    maxRetryMs: 100
+  }))
+  await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 3000 })
+  spoil()
+  const mark = api.requests.mark
+  api.dropWatches()
+  const first = await failures.waitFor(() => true, { timeoutMs: 3000 })
+  expect(api.requests.items.slice(mark)).toStrictEqual([])
+  return { ...first, failures }
+}
+
 describe("a watch that cannot even be sent", () => {
   it("a credential that cannot be read when the watch opens (a CA file gone) fails the informer, which is retried with backoff, not left stopped", async () => {
     const api = await FakeKubeApi.start("shop")
     apis.push(api)
+    const dir = mkdtempSync(join(tmpdir(), "iip-mesh-kube-ca-"))
+    stops.push(() => rmSync(dir, { recursive: true, force: true }))
+    const caFile = join(dir, "ca.crt")
+    writeFileSync(caFile, "read, not used: the server is plain HTTP\n")
     const kubeConfig = new KubeConfig()
     kubeConfig.loadFromOptions({
-      clusters: [{ name: "fake", server: `http://127.0.0.1:${api.port}`, caFile: "/nonexistent/iip-mesh-test/ca.crt" }],
+      clusters: [{ name: "fake", server: `http://127.0.0.1:${api.port}`, caFile, skipTLSVerify: true }],
       users: [{ name: "mesh", token: "test-token" }],
       contexts: [{ name: "fake", cluster: "fake", user: "mesh", namespace: "shop" }],
       currentContext: "fake"
     })
-    const first = await firstWatchFailure(kubeConfig)
+    const first = await rewatchFailure(api, kubeConfig, () => rmSync(caFile))
     expect(first.message).toContain("ENOENT")
     expect(first.retryInMs).toBe(20)
     await first.failures.waitFor((f) => f.retryInMs === 40, { timeoutMs: 3000 })
@@ -245,7 +275,8 @@ describe("bearer tokens as the watch sends them", () => {
   it("a token that cannot be a header value (a newline inside) fails the watch, which is retried with backoff; nothing is thrown out of the informer", async () => {
     const api = await FakeKubeApi.start("shop")
     apis.push(api)
-    const first = await firstWatchFailure(configWith(api, { token: "broken\ntoken" }))
+    const kubeConfig = configWith(api, { token: "test-token" })
+    const first = await rewatchFailure(api, kubeConfig, () => void ((kubeConfig.getCurrentUser() as { token?: string }).token = "broken\ntoken"))
     expect(first.message).toContain("Authorization")
     expect(first.retryInMs).toBe(20)
     await first.failures.waitFor((f) => f.retryInMs === 40, { timeoutMs: 3000 })
