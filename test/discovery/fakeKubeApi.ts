@@ -78,6 +78,9 @@ export class FakeKubeApi {
   endlessAddsBytes = 0
   /** The namespace and name of the nth slice endlessAdds sends (by default ever new names in this namespace). */
   endlessAddsNames: (n: number) => { readonly namespace: string; readonly name: string } = (n) => ({ namespace: this.namespace, name: `flood-${n}` })
+  /** Answer every list with its headers only, and hold it open (as a server that hangs); its close is recorded. */
+  holdLists = false
+  readonly closedLists = new Recorder<URL>()
   /** Put these after the objects of every list (items that are not what the API defines, say). */
   listExtraItems: ReadonlyArray<unknown> = []
   private readonly server: Server
@@ -186,6 +189,11 @@ export class FakeKubeApi {
       const items = [...(this.objects.get(path)?.values() ?? [])].filter((object) => matches(object, selector))
       const httpRoutes = path.endsWith("/httproutes")
       res.writeHead(200, { "content-type": "application/json" })
+      if (this.holdLists) {
+        res.flushHeaders()
+        res.on("close", () => this.closedLists.push(url))
+        return
+      }
       if (this.endlessList) {
         res.write(`{"kind":"EndpointSliceList","metadata":{"resourceVersion":"${this.rv}"},"items":[`)
         this.pumpEndless(res, Buffer.from(`${JSON.stringify(endpointSlice("pad", [], { service: "other" }))},`.padStart(64 * 1024)), (bytes) => (this.endlessListBytes += bytes))

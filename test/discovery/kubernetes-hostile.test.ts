@@ -306,6 +306,24 @@ describe("a watch stopped while its credentials are being fetched", () => {
     release()
     expect(await watchesWithin(api, 300)).toBe(0)
   })
+
+  it("stopped while the server holds the list's answer, the list is closed at once (not after ListTimeoutMs) and nothing is watched", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.holdLists = true
+    const stop = watchKubernetes({
+      kubeConfig: api.kubeConfig(),
+      path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+      namespace: "shop",
+      onChange: () => {},
+      onFailed: () => {}
+    })
+    stops.push(stop)
+    await api.requests.waitFor((r) => r.kind === "list", { timeoutMs: 3000 })
+    stop()
+    await api.closedLists.waitFor(() => true, { timeoutMs: 1000 })
+    expect(api.requests.items.filter((r) => r.kind === "watch")).toStrictEqual([])
+  })
 })
 
 describe("EndpointSlice annotations out of range", () => {
