@@ -63,25 +63,36 @@ export interface Listed<T extends KubernetesObject> {
   readonly bytes: number
 }
 
-/** Lists `path` (with the label selector), bounded as the top of this file says. */
+/**
+ * Lists `path` (with the label selector), bounded as the top of this file says; `stopped` (the
+ * informer's stop) closes it wherever it is, so a list held open by the server does not outlive it.
+ */
 export const listKubernetes = <T extends KubernetesObject>(
   kubeConfig: KubeConfig,
   path: string,
   labelSelector: string | undefined,
-  unwanted: () => boolean
+  unwanted: () => boolean,
+  stopped: AbortSignal
 ): Promise<Listed<T>> =>
   new Promise((resolve, reject) => {
     const controller = new AbortController()
     let settled = false
-    const fail = (message: string, statusCode?: number): void => {
-      if (settled) return
+    const settle = (): void => {
       settled = true
       clearTimeout(timer)
+      stopped.removeEventListener("abort", onStopped)
+    }
+    const fail = (message: string, statusCode?: number): void => {
+      if (settled) return
+      settle()
       controller.abort()
       reject(new KubernetesListFailed({ path, message, ...(statusCode === undefined ? {} : { statusCode }) }))
     }
+    const onStopped = (): void => fail("kubernetes watch stopped")
     const timer = setTimeout(() => fail(`no whole list answer within ${ListTimeoutMs} ms`), ListTimeoutMs)
     timer.unref()
+    if (stopped.aborted) return onStopped()
+    stopped.addEventListener("abort", onStopped, { once: true })
     const onResponse = (response: http.IncomingMessage): void => {
       if (response.statusCode !== 200) {
         response.resume()
@@ -100,8 +111,7 @@ export const listKubernetes = <T extends KubernetesObject>(
         if (settled) return
         const list = listOf<T>(Buffer.concat(chunks))
         if (list === undefined) return fail("a list answer that is not a list of objects")
-        settled = true
-        clearTimeout(timer)
+        settle()
         resolve({ list, bytes: size })
       })
       response.on("error", (error) => fail(error.message))

@@ -29,7 +29,7 @@
 //
 // Stopping: the Watch returns its AbortController as soon as the request is sent, so a stop at any
 // point closes the watch; one whose informer was stopped during the spacing wait, or while its
-// credentials were fetched, is not opened.
+// credentials were fetched, is not opened. A list in flight is closed by the stop too.
 import { type KubeConfig, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node"
 import * as Data from "effect/Data"
 import type http from "node:http"
@@ -86,6 +86,8 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
   let listed = false
   let failures = 0
   let restartTimer: ReturnType<typeof setTimeout> | undefined
+  /** Aborted by the stop: closes the current informer's list wherever it is. */
+  const stopping = new AbortController()
   let flushScheduled = false
 
   // After a batch of informer events (a whole list arrives as one synchronous run of "add"s), report once.
@@ -107,7 +109,7 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
       path,
       new BoundedWatch(kubeConfig, () => stopped || informer !== current, held),
       async () => {
-        const { list, bytes } = await listKubernetes<T>(kubeConfig, path, options.labelSelector, () => stopped || informer !== current)
+        const { list, bytes } = await listKubernetes<T>(kubeConfig, path, options.labelSelector, () => stopped || informer !== current, stopping.signal)
         // Stopped while listing: fail the list so this informer does not go on to watch.
         if (stopped || informer !== current) throw new Error("kubernetes watch stopped")
         held.listed(bytes)
@@ -148,6 +150,7 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
   startInformer()
   return () => {
     stopped = true
+    stopping.abort()
     clearTimeout(restartTimer)
     const last = informer
     informer = undefined
