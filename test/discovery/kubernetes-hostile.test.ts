@@ -38,10 +38,9 @@ afterEach(async () => {
 
 /**
  * Watches the slices of "shop" with `kubeConfig` (the list and the watch read the configuration's
- * credentials) until the informer fails once: that failure, and the recorder of the ones that
- * follow (retried at 20 ms, doubling to 100).
+ * credentials): the recorder of the informer's failures (retried at 20 ms, doubling to 100).
  */
-const firstWatchFailure = async (kubeConfig: KubeConfig, options: { readonly maxHeldBytes?: number } = {}) => {
+const watchSlices = (kubeConfig: KubeConfig, options: { readonly maxHeldBytes?: number } = {}) => {
   const failures = new Recorder<{ readonly message: string; readonly retryInMs: number | undefined }>()
   stops.push(watchKubernetes({
     kubeConfig,
@@ -53,6 +52,12 @@ const firstWatchFailure = async (kubeConfig: KubeConfig, options: { readonly max
     maxRetryMs: 100,
     ...options
   }))
+  return failures
+}
+
+/** Watches as watchSlices until the informer fails once: that failure, and the recorder of the ones that follow. */
+const firstWatchFailure = async (kubeConfig: KubeConfig, options: { readonly maxHeldBytes?: number } = {}) => {
+  const failures = watchSlices(kubeConfig, options)
   return { ...(await failures.waitFor(() => true, { timeoutMs: 3000 })), failures }
 }
 
@@ -212,16 +217,7 @@ describe("a watch that brings ever new objects", () => {
  * follow (each a fresh list with the same credentials).
  */
 const rewatchFailure = async (api: FakeKubeApi, kubeConfig: KubeConfig, spoil: () => void) => {
-  const failures = new Recorder<{ readonly message: string; readonly retryInMs: number | undefined }>()
-  stops.push(watchKubernetes({
-    kubeConfig,
-    path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
-    namespace: "shop",
-    onChange: () => {},
-    onFailed: (error, _failures, retryInMs) => failures.push({ message: String(error), retryInMs }),
-    retryMs: 20,
-    maxRetryMs: 100
-  }))
+  const failures = watchSlices(kubeConfig)
   await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 3000 })
   spoil()
   const mark = api.requests.mark
