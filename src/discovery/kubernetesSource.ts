@@ -32,7 +32,7 @@
 //
 // Reconnecting and coalescing: kubernetesWatch.ts. The last reported set stays while the watch is
 // down, and a Reset is only emitted when the set differs from the last one.
-import { DiscoveryV1Api, KubeConfig, type V1EndpointSlice } from "@kubernetes/client-node"
+import { KubeConfig, type V1EndpointSlice } from "@kubernetes/client-node"
 import { isSubsetLabel } from "../balancer/subsets.ts"
 import { parseSpiffeId } from "../identity/spiffe.ts"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
@@ -194,7 +194,6 @@ export const kubernetesSource = (options: KubernetesSourceOptions): DiscoverySou
       log("discovery.kubernetes-not-in-cluster", { service, namespace, kubernetesService })
     }
     const kubeConfig = options.kubeConfig ?? inClusterConfig()
-    const api = kubeConfig.makeApiClient(DiscoveryV1Api)
     const labelSelector = `${serviceNameLabel}=${kubernetesService}`
     let lastReported: string | undefined
     return watchKubernetes<V1EndpointSlice>({
@@ -202,7 +201,6 @@ export const kubernetesSource = (options: KubernetesSourceOptions): DiscoverySou
       path: endpointSlicesPath(namespace),
       namespace,
       labelSelector,
-      list: () => api.listNamespacedEndpointSlice({ namespace, labelSelector }),
       retryMs,
       maxRetryMs,
       // Reported only when the set differs from the last one.

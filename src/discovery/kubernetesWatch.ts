@@ -15,22 +15,26 @@
 // The informer's Watch opens at most one watch per MinWatchSpacingMs (a real API server keeps a
 // watch open for minutes, so this costs nothing there).
 //
+// The list: kubernetesGet.ts (bounded in bytes and time, items without metadata left out).
+//
 // The stream: the client's own Watch reads lines with no bound (a line that never ends grew until
 // the string limit threw, uncaught, after some 500 MB) and hands any JSON line to the informer,
 // whose async handler rejects, unhandled, on an event without an object. The informer's Watch here
 // reads the stream itself: a line over MaxWatchLineBytes closes the watch with WatchLineTooLong
 // (the informer fails and is restarted after the backoff); a line that is not an event with an
-// object (and metadata) is skipped, as the client skips what is not JSON. A watch that cannot be sent
+// object (and metadata) is skipped, as the client skips what is not JSON. The objects an informer
+// holds are at most MaxHeldBytes (in the bytes they came in): a watch bringing more closes with
+// WatchHeldTooMuch, and the informer is restarted after the backoff. A watch that cannot be sent
 // (a credential file unreadable) ends as a failed watch instead of throwing.
 //
 // Stopping: the Watch returns its AbortController as soon as the request is sent, so a stop at any
 // point closes the watch; one whose informer was stopped during the spacing wait, or while its
-// credentials were fetched, is not opened.
-import { type KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node"
+// credentials were fetched, is not opened. A list in flight is closed by the stop too.
+import { type KubeConfig, type KubernetesObject, ListWatch, Watch } from "@kubernetes/client-node"
 import * as Data from "effect/Data"
-import http from "node:http"
-import https from "node:https"
+import type http from "node:http"
 import { setTimeout as sleep } from "node:timers/promises"
+import { hasMetadata, listKubernetes, MaxListBytes, sendGet } from "./kubernetesGet.ts"
 
 /** A watch stream sent a line longer than MaxWatchLineBytes; the watch is closed and the informer restarted. */
 export class WatchLineTooLong extends Data.TaggedError("WatchLineTooLong")<{ readonly path: string; readonly message: string }> {}
@@ -41,6 +45,16 @@ export class WatchLineTooLong extends Data.TaggedError("WatchLineTooLong")<{ rea
  */
 export const MaxWatchLineBytes = 4 * 1024 * 1024
 
+/** A watch brought the objects the informer holds past MaxHeldBytes; the watch is closed and the informer restarted. */
+export class WatchHeldTooMuch extends Data.TaggedError("WatchHeldTooMuch")<{ readonly path: string; readonly message: string }> {}
+
+/**
+ * The most an informer holds, in bytes of the answers its objects came in (HeldBytes): twice the
+ * largest list, so a full list leaves a watch as much room again. A server that streams ever new
+ * objects grew a process past 600 MB in 20 s (50,000 slices of 2 KB, each change listing them all).
+ */
+export const MaxHeldBytes = 2 * MaxListBytes
+
 /** The least time between two watches one informer opens. */
 export const MinWatchSpacingMs = 1000
 
@@ -49,8 +63,6 @@ export interface KubernetesWatchOptions<T extends KubernetesObject> {
   /** The path the informer lists and watches (/apis/GROUP/VERSION/namespaces/NS/PLURAL). */
   readonly path: string
   readonly namespace: string
-  /** Lists the objects (the API client's call for `path`, with the same selector). */
-  readonly list: () => Promise<KubernetesListObject<T>>
   readonly labelSelector?: string
   /** Told of the objects after the first list and after each batch of changes. */
   readonly onChange: (objects: ReadonlyArray<T>) => void
@@ -60,6 +72,8 @@ export interface KubernetesWatchOptions<T extends KubernetesObject> {
   readonly retryMs?: number
   /** The longest restart delay (default 30 s). */
   readonly maxRetryMs?: number
+  /** The most the informer holds (default MaxHeldBytes; the tests pass a smaller one, so that passing it is cheap). */
+  readonly maxHeldBytes?: number
 }
 
 /** Starts the watch; the function it returns stops it. */
@@ -72,6 +86,8 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
   let listed = false
   let failures = 0
   let restartTimer: ReturnType<typeof setTimeout> | undefined
+  /** Aborted by the stop: closes the current informer's list wherever it is. */
+  const stopping = new AbortController()
   let flushScheduled = false
 
   // After a batch of informer events (a whole list arrives as one synchronous run of "add"s), report once.
@@ -88,13 +104,15 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
 
   const startInformer = (): void => {
     listed = false
+    const held = new HeldBytes(options.maxHeldBytes ?? MaxHeldBytes)
     const current: ListWatch<T> = new ListWatch<T>(
       path,
-      new BoundedWatch(kubeConfig, () => stopped || informer !== current),
+      new BoundedWatch(kubeConfig, () => stopped || informer !== current, held),
       async () => {
-        const list = await options.list()
+        const { list, bytes } = await listKubernetes<T>(kubeConfig, path, options.labelSelector, () => stopped || informer !== current, stopping.signal)
         // Stopped while listing: fail the list so this informer does not go on to watch.
         if (stopped || informer !== current) throw new Error("kubernetes watch stopped")
+        held.listed(bytes)
         listed = true
         scheduleFlush()
         return list
@@ -132,6 +150,7 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
   startInformer()
   return () => {
     stopped = true
+    stopping.abort()
     clearTimeout(restartTimer)
     const last = informer
     informer = undefined
@@ -144,8 +163,39 @@ const isEvent = (value: unknown): value is { readonly type: string; readonly obj
   if (typeof value !== "object" || value === null) return false
   const { type, object } = value as { readonly type?: unknown; readonly object?: unknown }
   if (typeof type !== "string" || typeof object !== "object" || object === null) return false
-  const metadata = (object as { readonly metadata?: unknown }).metadata
-  return type === "ERROR" || (typeof metadata === "object" && metadata !== null)
+  return type === "ERROR" || hasMetadata(object)
+}
+
+/**
+ * What the objects an informer holds came as, in bytes, at most `limit`: the listed answer
+ * as a whole, plus each object's last watch event line by name. An object listed, then changed, is
+ * counted twice, and one listed, then deleted, until the next list: at most twice what is held.
+ */
+class HeldBytes {
+  readonly limit: number
+  private readonly byKey = new Map<string, number>()
+  private total = 0
+
+  constructor(limit: number) {
+    this.limit = limit
+  }
+
+  listed(bytes: number): void {
+    this.byKey.clear()
+    this.total = bytes
+  }
+
+  /** Counts a watch event's line; false once the objects held would pass the limit. */
+  event(type: string, object: KubernetesObject, bytes: number): boolean {
+    // Both parts whole, as the informer keys them: joined with a "/", ("a/b", "c") and ("a", "b/c")
+    // would count as one object while the informer holds two.
+    const key = JSON.stringify([object.metadata?.namespace ?? "", object.metadata?.name ?? ""])
+    const before = this.byKey.get(key) ?? 0
+    if (type === "DELETED") this.byKey.delete(key)
+    else if (type === "ADDED" || type === "MODIFIED") this.byKey.set(key, bytes)
+    this.total += (this.byKey.get(key) ?? 0) - before
+    return this.total <= this.limit
+  }
 }
 
 /** The inactivity limit of a watch (the client's): no byte for this long closes it with a TimeoutError. */
@@ -157,11 +207,13 @@ const WatchIdleTimeoutMs = 30_000
  */
 class BoundedWatch extends Watch {
   private readonly unwanted: () => boolean
+  private readonly held: HeldBytes
   private lastOpened = -Infinity
 
-  constructor(kubeConfig: KubeConfig, unwanted: () => boolean) {
+  constructor(kubeConfig: KubeConfig, unwanted: () => boolean, held: HeldBytes) {
     super(kubeConfig)
     this.unwanted = unwanted
+    this.held = held
   }
 
   override async watch(
@@ -206,7 +258,9 @@ class BoundedWatch extends Watch {
         } catch {
           return
         }
-        if (isEvent(event)) callback(event.type, event.object, event)
+        if (!isEvent(event)) return
+        if (this.held.event(event.type, event.object, bytes.length)) callback(event.type, event.object, event)
+        else finish(new WatchHeldTooMuch({ path, message: `the watched objects came to more than ${this.held.limit} bytes` }))
       }
       response.on("data", (chunk: Buffer) => {
         stillReading()
@@ -230,30 +284,19 @@ class BoundedWatch extends Watch {
       response.on("error", finish)
     }
 
-    let request: http.ClientRequest
+    let request: http.ClientRequest | undefined
     try {
-      const cluster = this.config.getCurrentCluster()
-      if (cluster === null) throw new Error("No currently active cluster")
-      const url = new URL(cluster.server + path)
-      url.searchParams.set("watch", "true")
-      for (const [key, value] of Object.entries(queryParams)) if (value !== undefined) url.searchParams.set(key, String(value))
-      const options: https.RequestOptions = {}
-      await this.config.applyToHTTPSOptions(options)
-      // Stopped while an authenticator (exec, OIDC) worked: the informer no longer holds this watch to abort it.
-      if (this.unwanted()) {
-        controller.abort()
-        return controller
-      }
-      // The client's fetch strips leading and trailing whitespace from header values (a token file
-      // ending in a newline works there); https.request would throw on it.
-      const headers: Record<string, string | number | Array<string>> = {}
-      for (const [name, value] of Object.entries(options.headers ?? {})) if (value !== undefined) headers[name] = typeof value === "string" ? value.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "") : value
-      request = (url.protocol === "https:" ? https : http).request(url, { ...options, headers, method: "GET", signal: controller.signal }, onResponse)
+      request = await sendGet(this.config, path, { watch: "true", ...queryParams }, controller.signal, this.unwanted, onResponse)
     } catch (error) {
       // Thrown (a credential file unreadable, a header value that still cannot be sent), it would leave
       // the informer stopped for good (or, on a reconnect, reject unhandled): told as the watch's end,
       // it fails the informer, which is restarted after the backoff.
       setImmediate(() => done(error))
+      controller.abort()
+      return controller
+    }
+    // Stopped while an authenticator (exec, OIDC) worked: the informer no longer holds this watch to abort it.
+    if (request === undefined) {
       controller.abort()
       return controller
     }

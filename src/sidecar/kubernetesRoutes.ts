@@ -6,13 +6,13 @@
 // (`httproutes-loaded`); a change reaches requests as soon as the watch event does. The sidecar
 // puts them after the routes file's (routes.ts mergeRoutes). Loaded only when configured (the
 // Kubernetes client costs memory and start time).
-import { CustomObjectsApi, type KubeConfig, type KubernetesListObject, type KubernetesObject } from "@kubernetes/client-node"
+import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node"
 import * as Result from "effect/Result"
 import { inClusterConfig } from "../discovery/kubernetesSource.ts"
 import { watchKubernetes } from "../discovery/kubernetesWatch.ts"
 import { type Log, messageOf } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
-import { byPrecedence, HTTPROUTE_GROUP, HTTPROUTE_PLURAL, HTTPROUTE_VERSION, type HttpRouteObject, httpRoutesPath, type TranslatedRoute, translateHttpRoute } from "./httpRoutes.ts"
+import { byPrecedence, type HttpRouteObject, httpRoutesPath, type TranslatedRoute, translateHttpRoute } from "./httpRoutes.ts"
 import { type CompiledRoutes, type CompileOptions, compileRoutes, MAX_ROUTES, noRoutes, parseRoutesDocument } from "./routes.ts"
 
 export interface KubernetesRoutesOptions {
@@ -84,7 +84,6 @@ export const watchKubernetesRoutes = (options: KubernetesRoutesOptions): Kuberne
     log("httproutes-not-in-cluster", { namespaces: options.namespaces.join(",") })
   }
   const kubeConfig = options.kubeConfig ?? inClusterConfig()
-  const api = kubeConfig.makeApiClient(CustomObjectsApi)
   const perNamespace = new Map<string, ReadonlyArray<Stored>>()
   const refused = new Set<string>()
   let current: CompiledRoutes = noRoutes
@@ -100,7 +99,6 @@ export const watchKubernetesRoutes = (options: KubernetesRoutesOptions): Kuberne
       kubeConfig,
       path: httpRoutesPath(namespace),
       namespace,
-      list: () => api.listNamespacedCustomObject({ group: HTTPROUTE_GROUP, version: HTTPROUTE_VERSION, namespace, plural: HTTPROUTE_PLURAL }) as Promise<KubernetesListObject<Stored>>,
       ...(options.retryMs === undefined ? {} : { retryMs: options.retryMs }),
       ...(options.maxRetryMs === undefined ? {} : { maxRetryMs: options.maxRetryMs }),
       onChange: (objects) => {

@@ -70,6 +70,19 @@ export class FakeKubeApi {
   /** Answer every watch with one line that never ends (64 KiB chunks while the client reads); counts the bytes sent. */
   endlessLine = false
   endlessBytes = 0
+  /** Answer every list with one that never ends (64 KiB chunks while the client reads); counts the bytes sent. */
+  endlessList = false
+  endlessListBytes = 0
+  /** Answer every watch with ADDED events of ever new slices (of 64 KiB) while the client reads; counts the bytes sent. */
+  endlessAdds = false
+  endlessAddsBytes = 0
+  /** The namespace and name of the nth slice endlessAdds sends (by default ever new names in this namespace). */
+  endlessAddsNames: (n: number) => { readonly namespace: string; readonly name: string } = (n) => ({ namespace: this.namespace, name: `flood-${n}` })
+  /** Answer every list with its headers only, and hold it open (as a server that hangs); its close is recorded. */
+  holdLists = false
+  readonly closedLists = new Recorder<URL>()
+  /** Put these after the objects of every list (items that are not what the API defines, say). */
+  listExtraItems: ReadonlyArray<unknown> = []
   private readonly server: Server
   /** Objects by path (the kind's collection) and name. */
   private readonly objects = new Map<string, Map<string, KubernetesObject>>()
@@ -150,6 +163,17 @@ export class FakeKubeApi {
     await new Promise<void>((resolve) => this.server.close(() => resolve()))
   }
 
+  /** Writes `chunk` again and again while the client reads, until it goes away. */
+  private pumpEndless(res: ServerResponse, chunk: Buffer, sent: (bytes: number) => void): void {
+    const pump = (): void => {
+      while (!res.destroyed) {
+        sent(chunk.length)
+        if (!res.write(chunk)) return void res.once("drain", pump)
+      }
+    }
+    pump()
+  }
+
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? "/", "http://127.0.0.1")
     const paths = [`/apis/discovery.k8s.io/v1/namespaces/${this.namespace}/endpointslices`, `/apis/gateway.networking.k8s.io/v1/namespaces/${this.namespace}/httproutes`]
@@ -165,6 +189,17 @@ export class FakeKubeApi {
       const items = [...(this.objects.get(path)?.values() ?? [])].filter((object) => matches(object, selector))
       const httpRoutes = path.endsWith("/httproutes")
       res.writeHead(200, { "content-type": "application/json" })
+      if (this.holdLists) {
+        res.flushHeaders()
+        res.on("close", () => this.closedLists.push(url))
+        return
+      }
+      if (this.endlessList) {
+        res.write(`{"kind":"EndpointSliceList","metadata":{"resourceVersion":"${this.rv}"},"items":[`)
+        this.pumpEndless(res, Buffer.from(`${JSON.stringify(endpointSlice("pad", [], { service: "other" }))},`.padStart(64 * 1024)), (bytes) => (this.endlessListBytes += bytes))
+        return
+      }
+      items.push(...(this.listExtraItems as Array<KubernetesObject>))
       res.end(JSON.stringify({
         apiVersion: httpRoutes ? "gateway.networking.k8s.io/v1" : "discovery.k8s.io/v1",
         kind: httpRoutes ? "HTTPRouteList" : "EndpointSliceList",
@@ -181,14 +216,22 @@ export class FakeKubeApi {
     res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" })
     res.flushHeaders()
     if (this.endlessLine) {
-      const chunk = Buffer.alloc(64 * 1024, "x")
+      res.write('{"type":"ADDED","object":{"metadata":{"name":"')
+      this.pumpEndless(res, Buffer.alloc(64 * 1024, "x"), (bytes) => (this.endlessBytes += bytes))
+      return
+    }
+    if (this.endlessAdds) {
+      let n = 0
       const pump = (): void => {
         while (!res.destroyed) {
-          this.endlessBytes += chunk.length
-          if (!res.write(chunk)) return void res.once("drain", pump)
+          n += 1
+          const { namespace, name } = this.endlessAddsNames(n)
+          const slice = endpointSlice(name, [{ ip: `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}` }], { weight: "1".padStart(64 * 1024, " ") })
+          const line = `${JSON.stringify({ type: "ADDED", object: { ...slice, metadata: { ...slice.metadata, namespace } } })}\n`
+          this.endlessAddsBytes += line.length
+          if (!res.write(line)) return void res.once("drain", pump)
         }
       }
-      res.write('{"type":"ADDED","object":{"metadata":{"name":"')
       pump()
       return
     }

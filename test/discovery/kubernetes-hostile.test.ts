@@ -12,10 +12,22 @@ import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { endpointsOfSlices, kubernetesSource, weightOf } from "../../src/discovery/kubernetesSource.ts"
 import { KubeConfig, type V1EndpointSlice } from "@kubernetes/client-node"
+import { MaxListBytes } from "../../src/discovery/kubernetesGet.ts"
 import { MaxWatchLineBytes, watchKubernetes } from "../../src/discovery/kubernetesWatch.ts"
 import { type EndpointUpdate, MaxWeight } from "../../src/discovery/types.ts"
+import { tcpBufferMaxima } from "../support/socketBuffers.ts"
 import { endpointSlice, FakeKubeApi } from "./fakeKubeApi.ts"
 import { Recorder } from "./recorder.ts"
+
+/**
+ * What the fake server may have written that the client never read: the kernel's socket buffers
+ * of both ends at their largest (tcp_rmem, tcp_wmem: 16 MiB each in a namespace set so, where a
+ * fixed 16 MiB allowance failed) and a chunk or line in flight.
+ */
+const inSocketBuffers = (): number => {
+  const { receive, send } = tcpBufferMaxima()
+  return receive + send + 2 * 1024 * 1024
+}
 
 const apis: Array<FakeKubeApi> = []
 const stops: Array<() => void> = []
@@ -25,22 +37,27 @@ afterEach(async () => {
 })
 
 /**
- * Watches with `kubeConfig` (the list is the test's own and succeeds; the watch reads the
- * configuration's credentials) until the watch fails once: that failure, and the recorder of the
- * ones that follow (retried at 20 ms, doubling to 100).
+ * Watches the slices of "shop" with `kubeConfig` (the list and the watch read the configuration's
+ * credentials): the recorder of the informer's failures (retried at 20 ms, doubling to 100).
  */
-const firstWatchFailure = async (kubeConfig: KubeConfig) => {
+const watchSlices = (kubeConfig: KubeConfig, options: { readonly maxHeldBytes?: number } = {}) => {
   const failures = new Recorder<{ readonly message: string; readonly retryInMs: number | undefined }>()
   stops.push(watchKubernetes({
     kubeConfig,
     path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
     namespace: "shop",
-    list: async () => ({ apiVersion: "v1", kind: "List", metadata: { resourceVersion: "1" }, items: [] }),
     onChange: () => {},
     onFailed: (error, _failures, retryInMs) => failures.push({ message: String(error), retryInMs }),
     retryMs: 20,
-    maxRetryMs: 100
+    maxRetryMs: 100,
+    ...options
   }))
+  return failures
+}
+
+/** Watches as watchSlices until the informer fails once: that failure, and the recorder of the ones that follow. */
+const firstWatchFailure = async (kubeConfig: KubeConfig, options: { readonly maxHeldBytes?: number } = {}) => {
+  const failures = watchSlices(kubeConfig, options)
   return { ...(await failures.waitFor(() => true, { timeoutMs: 3000 })), failures }
 }
 
@@ -100,7 +117,7 @@ describe("watch streams with hostile lines", () => {
     const failed = await logs.waitFor((l) => l.event === "discovery.kubernetes-failed", { timeoutMs: 10_000 })
     expect(String(failed.fields["message"])).toContain(`longer than ${MaxWatchLineBytes} bytes`)
     // What the server got to send before the cut: the line limit plus what the socket buffers held.
-    expect(api.endlessBytes).toBeLessThan(MaxWatchLineBytes + 16 * 1024 * 1024)
+    expect(api.endlessBytes).toBeLessThan(MaxWatchLineBytes + inSocketBuffers())
     // The list still gave the endpoints; a server that behaves again is watched again.
     expect(updates.items.length).toBeGreaterThanOrEqual(1)
     api.endlessLine = false
@@ -125,18 +142,107 @@ describe("watch streams with hostile lines", () => {
   })
 })
 
+/** The message of the first failure the EndpointSlice source logs against `api`. */
+const firstFailure = async (api: FakeKubeApi): Promise<string> => {
+  const logs = new Recorder<{ readonly event: string; readonly fields: Record<string, unknown> }>()
+  stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: (event, fields) => logs.push({ event, fields }) }).start(() => {}))
+  const failed = await logs.waitFor((l) => l.event === "discovery.kubernetes-failed", { timeoutMs: 8000 })
+  return String(failed.fields["message"])
+}
+
+describe("list answers that are too large or hold what is no object", () => {
+  it("a list that never ends is cut at MaxListBytes: the list fails (logged), is retried, and memory stays bounded", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.endlessList = true
+    expect(await firstFailure(api)).toContain(`longer than ${MaxListBytes} bytes`)
+    // What the server got to send before the cut: the limit plus what the socket buffers held.
+    expect(api.endlessListBytes).toBeLessThan(MaxListBytes + inSocketBuffers())
+    // Retried after the backoff, and a server that behaves again is listed and watched.
+    api.endlessList = false
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 5000 })
+  })
+
+  it("list items without metadata (null, a number, {}, a name that is no string) are left out, on the first list and on a list after 410 Gone; the good slices apply", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    api.listExtraItems = [null, 42, {}, { addressType: "IPv4" }, { metadata: { name: 7 } }]
+    const updates = new Recorder<EndpointUpdate>()
+    stops.push(kubernetesSource({ service: "web", namespace: "shop", kubernetesService: "web", kubeConfig: api.kubeConfig(), retryMs: 20, maxRetryMs: 100, log: () => {} }).start(updates.push))
+    await updates.waitFor((u) => u._tag === "Reset" && u.endpoints.length === 1, { timeoutMs: 3000 })
+    // The next watch finds its history expired and lists again: the same items there.
+    api.apply("ADDED", endpointSlice("web-b", [{ ip: "10.1.0.20" }]))
+    api.expireHistory()
+    api.dropWatches()
+    await updates.waitFor((u) => u._tag === "Reset" && u.endpoints.length === 2, { timeoutMs: 5000 })
+  })
+})
+
+describe("a watch that brings ever new objects", () => {
+  // MaxHeldBytes (32 MiB) took 2-6 s to stream through the informer; the limit is the same code.
+  const maxHeldBytes = 1024 * 1024
+
+  it("is closed once the objects held pass the limit (MaxHeldBytes, 1 MiB here): the watch fails, the informer is restarted with a fresh list, and what was sent stays bounded", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.apply("ADDED", endpointSlice("web-a", [{ ip: "10.1.0.10" }]))
+    api.endlessAdds = true
+    expect((await firstWatchFailure(api.kubeConfig(), { maxHeldBytes })).message).toContain(`more than ${maxHeldBytes} bytes`)
+    expect(api.endlessAddsBytes).toBeLessThan(maxHeldBytes + inSocketBuffers())
+    const mark = api.requests.mark
+    await api.requests.waitFor((r) => r.kind === "list", { from: mark, timeoutMs: 5000 })
+  })
+
+  it("objects whose namespace or name holds a slash (a/b + c, a + b/c) are each counted: names that join alike do not pass the limit unseen", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    // 63 objects per joined name: "k<group>/x/x/.../x" cut after each of its 63 slashes.
+    api.endlessAddsNames = (n) => {
+      const parts = [`k${Math.floor(n / 63)}`, ...Array.from({ length: 63 }, () => "x")]
+      const cut = 1 + (n % 63)
+      return { namespace: parts.slice(0, cut).join("/"), name: parts.slice(cut).join("/") }
+    }
+    api.endlessAdds = true
+    expect((await firstWatchFailure(api.kubeConfig(), { maxHeldBytes })).message).toContain(`more than ${maxHeldBytes} bytes`)
+    expect(api.endlessAddsBytes).toBeLessThan(maxHeldBytes + inSocketBuffers())
+  })
+})
+
+/**
+ * Watches the slices of "shop" with `kubeConfig` until the watch is open, then `spoil`s the
+ * credentials and ends the watch: the informer watches again without listing, so the first failure
+ * is the watch's own (checked: no list before it). That failure, and the recorder of the ones that
+ * follow (each a fresh list with the same credentials).
+ */
+const rewatchFailure = async (api: FakeKubeApi, kubeConfig: KubeConfig, spoil: () => void) => {
+  const failures = watchSlices(kubeConfig)
+  await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 3000 })
+  spoil()
+  const mark = api.requests.mark
+  api.dropWatches()
+  const first = await failures.waitFor(() => true, { timeoutMs: 3000 })
+  expect(api.requests.items.slice(mark)).toStrictEqual([])
+  return { ...first, failures }
+}
+
 describe("a watch that cannot even be sent", () => {
   it("a credential that cannot be read when the watch opens (a CA file gone) fails the informer, which is retried with backoff, not left stopped", async () => {
     const api = await FakeKubeApi.start("shop")
     apis.push(api)
+    const dir = mkdtempSync(join(tmpdir(), "iip-mesh-kube-ca-"))
+    stops.push(() => rmSync(dir, { recursive: true, force: true }))
+    const caFile = join(dir, "ca.crt")
+    writeFileSync(caFile, "read, not used: the server is plain HTTP\n")
     const kubeConfig = new KubeConfig()
     kubeConfig.loadFromOptions({
-      clusters: [{ name: "fake", server: `http://127.0.0.1:${api.port}`, caFile: "/nonexistent/iip-mesh-test/ca.crt" }],
+      clusters: [{ name: "fake", server: `http://127.0.0.1:${api.port}`, caFile, skipTLSVerify: true }],
       users: [{ name: "mesh", token: "test-token" }],
       contexts: [{ name: "fake", cluster: "fake", user: "mesh", namespace: "shop" }],
       currentContext: "fake"
     })
-    const first = await firstWatchFailure(kubeConfig)
+    const first = await rewatchFailure(api, kubeConfig, () => rmSync(caFile))
     expect(first.message).toContain("ENOENT")
     expect(first.retryInMs).toBe(20)
     await first.failures.waitFor((f) => f.retryInMs === 40, { timeoutMs: 3000 })
@@ -176,7 +282,8 @@ describe("bearer tokens as the watch sends them", () => {
   it("a token that cannot be a header value (a newline inside) fails the watch, which is retried with backoff; nothing is thrown out of the informer", async () => {
     const api = await FakeKubeApi.start("shop")
     apis.push(api)
-    const first = await firstWatchFailure(configWith(api, { token: "broken\ntoken" }))
+    const kubeConfig = configWith(api, { token: "test-token" })
+    const first = await rewatchFailure(api, kubeConfig, () => void ((kubeConfig.getCurrentUser() as { token?: string }).token = "broken\ntoken"))
     expect(first.message).toContain("Authorization")
     expect(first.retryInMs).toBe(20)
     await first.failures.waitFor((f) => f.retryInMs === 40, { timeoutMs: 3000 })
@@ -197,7 +304,6 @@ describe("a watch stopped while its credentials are being fetched", () => {
       kubeConfig,
       path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
       namespace: "shop",
-      list: async () => ({ apiVersion: "v1", kind: "List", metadata: { resourceVersion: "1" }, items: [] }),
       onChange: () => {},
       onFailed: () => {}
     })
@@ -206,6 +312,24 @@ describe("a watch stopped while its credentials are being fetched", () => {
     stop()
     release()
     expect(await watchesWithin(api, 300)).toBe(0)
+  })
+
+  it("stopped while the server holds the list's answer, the list is closed at once (not after ListTimeoutMs) and nothing is watched", async () => {
+    const api = await FakeKubeApi.start("shop")
+    apis.push(api)
+    api.holdLists = true
+    const stop = watchKubernetes({
+      kubeConfig: api.kubeConfig(),
+      path: "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
+      namespace: "shop",
+      onChange: () => {},
+      onFailed: () => {}
+    })
+    stops.push(stop)
+    await api.requests.waitFor((r) => r.kind === "list", { timeoutMs: 3000 })
+    stop()
+    await api.closedLists.waitFor(() => true, { timeoutMs: 1000 })
+    expect(api.requests.items.filter((r) => r.kind === "watch")).toStrictEqual([])
   })
 })
 
