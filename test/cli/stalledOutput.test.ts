@@ -1,0 +1,91 @@
+// The sidecar's own environment: its stdout and stderr are pipes a stalled container log driver
+// stops reading. Node on Linux writes to a pipe asynchronously and queues what the pipe does not
+// take, without bound; the access log (one line per request, the URI the app chose in it) and the
+// warnings must not grow the sidecar's memory with each request while nobody reads them.
+import { spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
+import * as http from "node:http"
+import { resolve } from "node:path"
+import { afterEach, describe, expect, it } from "vitest"
+
+const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
+const stops: Array<() => void> = []
+afterEach(() => {
+  for (const stop of stops.splice(0)) stop()
+})
+
+const rssBytes = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) * 1024
+
+/** `count` GETs of `path` to `host:port` over `connections` keep-alive connections; statuses seen. */
+const requests = async (port: number, path: string, count: number, connections: number): Promise<Set<number>> => {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: connections })
+  const statuses = new Set<number>()
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < count) {
+      next++
+      statuses.add(await new Promise<number>((done, failed) => {
+        http.get({ host: "127.0.0.1", port, path, agent, headers: { host: "nowhere" } }, (res) => {
+          res.resume()
+          res.once("end", () => done(res.statusCode!))
+        }).once("error", failed)
+      }))
+    }
+  }
+  await Promise.all(Array.from({ length: connections }, worker))
+  agent.destroy()
+  return statuses
+}
+
+describe("a sidecar whose stdout nobody reads", () => {
+  it("holds a bounded amount of access log, says how many lines it dropped once read again", async () => {
+    const child = spawn(process.execPath, [main, "sidecar", "--service", "web", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--access-log"], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_")))
+    })
+    stops.push(() => child.kill("SIGKILL"))
+    let stderr = ""
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    const ready = await new Promise<{ outbound: string }>((done, failed) => {
+      let out = ""
+      const onData = (chunk: Buffer): void => {
+        out += chunk.toString()
+        const end = out.indexOf("\n")
+        if (end < 0) return
+        // From here on nobody reads stdout: the pipe fills and the sidecar's writes queue.
+        child.stdout.off("data", onData)
+        child.stdout.pause()
+        done(JSON.parse(out.slice(0, end)) as { outbound: string })
+      }
+      child.stdout.on("data", onData)
+      child.once("exit", (code) => failed(new Error(`sidecar exited with ${code}: ${stderr}`)))
+    })
+    const port = Number(ready.outbound.split(":")[1])
+    const uri = `/${"u".repeat(8000)}`
+    await requests(port, uri, 500, 4)
+    const before = rssBytes(child.pid!)
+    const statuses = await requests(port, uri, 10_000, 8)
+    const grown = rssBytes(child.pid!) - before
+    // Past IIP's 2,048-byte paths: answered 414 at once, its access line 8 KB. 10,000 of them are 80 MB:
+    // a sidecar queueing them all grows by as much.
+    expect([...statuses]).toStrictEqual([414])
+    expect(grown, `RSS grew by ${(grown / 1e6).toFixed(1)} MB`).toBeLessThan(30e6)
+    const lines: Array<Record<string, unknown>> = []
+    await new Promise<void>((done) => {
+      let out = ""
+      child.stdout.on("data", (chunk: Buffer) => {
+        out += chunk.toString()
+        const end = out.lastIndexOf("\n")
+        for (const line of out.slice(0, end + 1).split("\n").filter((l) => l !== "")) lines.push(JSON.parse(line) as Record<string, unknown>)
+        out = out.slice(end + 1)
+        if (lines.some((l) => l.event === "log-lines-dropped")) done()
+      })
+      child.stdout.resume()
+      // The first line after the stall carries the count; one more request writes it.
+      void requests(port, "/after", 1, 1)
+    })
+    const dropped = lines.find((l) => l.event === "log-lines-dropped")!
+    expect(Number(dropped.lines)).toBeGreaterThan(0)
+    expect(lines.filter((l) => l.status === 414).length + Number(dropped.lines)).toBeGreaterThanOrEqual(10_000)
+  }, 30_000)
+})
