@@ -11,6 +11,7 @@ import * as net from "node:net"
 import * as Server from "../iip/server.ts"
 import { jsonLine, type Log, LogThrottle, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
+import { stdoutLines } from "../iip/outputLines.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import { monotonicMillis } from "../mux/clock.ts"
 import type { MeshSession } from "../mux/meshSession.ts"
@@ -411,7 +412,7 @@ export const make = (
 
     // Outbound: this app -> other services.
     const onAccess = config.accessLog
-      ? (record: AccessRecord) => process.stdout.write(jsonLine({ time: new Date().toISOString(), ...record }))
+      ? (record: AccessRecord) => stdoutLines()(jsonLine({ time: new Date().toISOString(), ...record }))
       : undefined
     const outboundOptions = {
       registry,

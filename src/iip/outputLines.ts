@@ -1,0 +1,50 @@
+// Where the process's own lines leave it: stdout (the sidecar's access log, sidecar.ts) and stderr
+// (stderrLog, log.ts). In a container both are pipes, and a log driver that stalls stops reading
+// them; node on Linux then queues every write in memory without bound (10,000 access lines of 8 KB,
+// URIs an app chose, grew a sidecar by 170 MB). Each stream holds at most about
+// MAX_QUEUED_OUTPUT_BYTES unwritten here: past it lines are dropped and counted, and the first line
+// written after says how many (`log-lines-dropped`), so a reader sees where its log has a hole.
+
+/** The most a stream holds unwritten before lines are dropped: about 4,000 access lines. */
+export const MAX_QUEUED_OUTPUT_BYTES = 1 << 20
+
+/** What a line writer needs of a stream: process.stdout or stderr, a stand-in in tests. */
+export interface LineOutput {
+  /** What it holds unwritten (Writable's count: string lengths for strings). */
+  readonly writableLength: number
+  write(line: string): unknown
+}
+
+export interface LineWriter {
+  /** Writes `line` (newline included), or drops it while the stream holds too much. */
+  (line: string): void
+  /** Lines dropped since the writer was made. */
+  readonly dropped: () => number
+}
+
+export const lineWriter = (output: LineOutput, maxQueuedBytes: number = MAX_QUEUED_OUTPUT_BYTES): LineWriter => {
+  let unsaid = 0
+  let total = 0
+  const write = (line: string): void => {
+    if (output.writableLength + line.length > maxQueuedBytes) {
+      unsaid++
+      total++
+      return
+    }
+    if (unsaid > 0) {
+      output.write(`${JSON.stringify({ time: new Date().toISOString(), event: "log-lines-dropped", lines: unsaid })}\n`)
+      unsaid = 0
+    }
+    output.write(line)
+  }
+  return Object.assign(write, { dropped: () => total })
+}
+
+let stdout: LineWriter | undefined
+let stderr: LineWriter | undefined
+
+/** The process's stdout, bounded (made at first use: process.stdout is itself made lazily). */
+export const stdoutLines = (): LineWriter => (stdout ??= lineWriter(process.stdout))
+
+/** The process's stderr, bounded. */
+export const stderrLines = (): LineWriter => (stderr ??= lineWriter(process.stderr))

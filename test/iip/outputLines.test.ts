@@ -1,0 +1,34 @@
+// lineWriter: the bound on what a stalled stdout or stderr holds (src/iip/outputLines.ts).
+import { describe, expect, it } from "vitest"
+import { lineWriter } from "../../src/iip/outputLines.ts"
+
+/** A stream whose reader takes nothing until `drain()`. */
+const stalled = () => {
+  const held: Array<string> = []
+  const output = {
+    get writableLength() {
+      return held.reduce((sum, line) => sum + line.length, 0)
+    },
+    write: (line: string) => held.push(line),
+    drain: () => held.splice(0)
+  }
+  return output
+}
+
+describe("lineWriter", () => {
+  it("drops lines past its bound, counts them, and says how many before the next line written", () => {
+    const output = stalled()
+    const write = lineWriter(output, 90)
+    for (let i = 0; i < 30; i++) write(`line ${String(i).padStart(3, "0")}\n`)
+    const held = output.drain()
+    expect(held).toStrictEqual(Array.from({ length: 10 }, (_, i) => `line ${String(i).padStart(3, "0")}\n`))
+    expect(write.dropped()).toBe(20)
+    write("after\n")
+    const [note, after] = output.drain()
+    expect(JSON.parse(note!)).toMatchObject({ event: "log-lines-dropped", lines: 20 })
+    expect(after).toBe("after\n")
+    write("again\n")
+    expect(output.drain()).toStrictEqual(["again\n"])
+    expect(write.dropped()).toBe(20)
+  })
+})
