@@ -37,30 +37,35 @@ const requests = async (port: number, path: string, count: number, connections: 
   return statuses
 }
 
+/** A sidecar with the access log on; its stdout read up to the ready line, then left unread. */
+const startSidecar = async () => {
+  const child = spawn(process.execPath, [main, "sidecar", "--service", "web", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--access-log"], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_")))
+  })
+  stops.push(() => child.kill("SIGKILL"))
+  let stderr = ""
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+  const ready = await new Promise<{ outbound: string; admin: string }>((done, failed) => {
+    let out = ""
+    const onData = (chunk: Buffer): void => {
+      out += chunk.toString()
+      const end = out.indexOf("\n")
+      if (end < 0) return
+      // From here on nobody reads stdout: the pipe fills and the sidecar's writes queue.
+      child.stdout.off("data", onData)
+      child.stdout.pause()
+      done(JSON.parse(out.slice(0, end)) as { outbound: string; admin: string })
+    }
+    child.stdout.on("data", onData)
+    child.once("exit", (code) => failed(new Error(`sidecar exited with ${code}: ${stderr}`)))
+  })
+  return { child, port: Number(ready.outbound.split(":")[1]), admin: ready.admin }
+}
+
 describe("a sidecar whose stdout nobody reads", () => {
   it("holds a bounded amount of access log, says how many lines it dropped once read again", async () => {
-    const child = spawn(process.execPath, [main, "sidecar", "--service", "web", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--access-log"], {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_")))
-    })
-    stops.push(() => child.kill("SIGKILL"))
-    let stderr = ""
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    const ready = await new Promise<{ outbound: string }>((done, failed) => {
-      let out = ""
-      const onData = (chunk: Buffer): void => {
-        out += chunk.toString()
-        const end = out.indexOf("\n")
-        if (end < 0) return
-        // From here on nobody reads stdout: the pipe fills and the sidecar's writes queue.
-        child.stdout.off("data", onData)
-        child.stdout.pause()
-        done(JSON.parse(out.slice(0, end)) as { outbound: string })
-      }
-      child.stdout.on("data", onData)
-      child.once("exit", (code) => failed(new Error(`sidecar exited with ${code}: ${stderr}`)))
-    })
-    const port = Number(ready.outbound.split(":")[1])
+    const { child, port } = await startSidecar()
     const uri = `/${"u".repeat(8000)}`
     await requests(port, uri, 500, 4)
     const before = rssBytes(child.pid!)
@@ -87,5 +92,15 @@ describe("a sidecar whose stdout nobody reads", () => {
     const dropped = lines.find((l) => l.event === "log-lines-dropped")!
     expect(Number(dropped.lines)).toBeGreaterThan(0)
     expect(lines.filter((l) => l.status === 414).length + Number(dropped.lines)).toBeGreaterThanOrEqual(3000)
+  }, 30_000)
+
+  it("whose stdout is closed keeps answering, and a write to it is no uncaught exception", async () => {
+    const { admin, child, port } = await startSidecar()
+    child.stdout.destroy()
+    expect([...await requests(port, "/x", 20, 2)]).toStrictEqual([503])
+    const metrics = await (await fetch(`http://${admin}/metrics`)).text()
+    // Before: one per request (20), each an uncaught-exception line on stderr.
+    expect(metrics).toContain(`iip_mesh_uncaught_errors_total{kind="exception"} 0\n`)
+    expect(child.exitCode).toBeNull()
   }, 30_000)
 })
