@@ -4,6 +4,8 @@
 // URIs an app chose, grew a sidecar by 170 MB). Each stream holds at most about
 // MAX_QUEUED_OUTPUT_BYTES unwritten here: past it lines are dropped and counted, and the first line
 // written after says how many (`log-lines-dropped`), so a reader sees where its log has a hole.
+// A stream whose reader is gone (EPIPE) takes no more lines: they are dropped, not thrown as an
+// uncaught exception per line (iip_mesh_uncaught_errors_total is for bugs).
 
 /** The most a stream holds unwritten before lines are dropped: about 4,000 access lines. */
 export const MAX_QUEUED_OUTPUT_BYTES = 1 << 20
@@ -12,6 +14,8 @@ export const MAX_QUEUED_OUTPUT_BYTES = 1 << 20
 export interface LineOutput {
   /** What it holds unwritten (Writable's count: string lengths for strings). */
   readonly writableLength: number
+  /** True once it failed (EPIPE) or was closed: it takes nothing more. */
+  readonly destroyed: boolean
   write(line: string): unknown
 }
 
@@ -26,7 +30,7 @@ export const lineWriter = (output: LineOutput, maxQueuedBytes: number = MAX_QUEU
   let unsaid = 0
   let total = 0
   const write = (line: string): void => {
-    if (output.writableLength + line.length > maxQueuedBytes) {
+    if (output.destroyed || output.writableLength + line.length > maxQueuedBytes) {
       unsaid++
       total++
       return
@@ -43,8 +47,17 @@ export const lineWriter = (output: LineOutput, maxQueuedBytes: number = MAX_QUEU
 let stdout: LineWriter | undefined
 let stderr: LineWriter | undefined
 
+/**
+ * A standard stream's writer. Its failure (the reader gone) has nowhere to be told: unheard, it
+ * would be an uncaught exception; heard, the stream is destroyed and its lines counted dropped.
+ */
+const standard = (stream: NodeJS.WriteStream): LineWriter => {
+  stream.on("error", () => {})
+  return lineWriter(stream)
+}
+
 /** The process's stdout, bounded (made at first use: process.stdout is itself made lazily). */
-export const stdoutLines = (): LineWriter => (stdout ??= lineWriter(process.stdout))
+export const stdoutLines = (): LineWriter => (stdout ??= standard(process.stdout))
 
 /** The process's stderr, bounded. */
-export const stderrLines = (): LineWriter => (stderr ??= lineWriter(process.stderr))
+export const stderrLines = (): LineWriter => (stderr ??= standard(process.stderr))

@@ -6,6 +6,7 @@ import { lineWriter } from "../../src/iip/outputLines.ts"
 const stalled = () => {
   const held: Array<string> = []
   const output = {
+    destroyed: false,
     get writableLength() {
       return held.reduce((sum, line) => sum + line.length, 0)
     },
@@ -30,5 +31,14 @@ describe("lineWriter", () => {
     write("again\n")
     expect(output.drain()).toStrictEqual(["again\n"])
     expect(write.dropped()).toBe(20)
+  })
+
+  it("drops every line once its stream is destroyed", () => {
+    const output = stalled()
+    const write = lineWriter(output, 90)
+    output.destroyed = true
+    write("lost\n")
+    expect(output.drain()).toStrictEqual([])
+    expect(write.dropped()).toBe(1)
   })
 })
