@@ -82,6 +82,24 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/smuggle")
   })
 
+  it("a body in a transfer coding besides chunked (gzip, chunked; or split over two fields) is answered 501 and the close: the mesh would drop the coding and hand the app gzip bytes as plain; the app sees none", async () => {
+    const gzipped = "1f8b0800000000000003cb48cdc9c90700867a36c305000000"
+    const chunked = `${(gzipped.length / 2).toString(16)}\r\n${Buffer.from(gzipped, "hex").toString("latin1")}\r\n0\r\n\r\n`
+    for (const codings of ["transfer-encoding: gzip, chunked\r\n", "transfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n", "Transfer-Encoding: deflate ,chunked\r\n"]) {
+      const client = await connect()
+      client.write(Buffer.from(`POST /coded HTTP/1.1\r\nhost: catalog\r\n${codings}\r\n${chunked}`, "latin1"))
+      await client.untilResponses(1)
+      expect(client.responses[0]!.startLine, codings).toBe("HTTP/1.1 501 Not Implemented")
+      await waitFor(() => client.closed, 5000, "the close after a 501")
+    }
+    // Plain chunked still goes through.
+    const client = await connect()
+    client.write(`POST /chunked HTTP/1.1\r\nhost: catalog\r\ntransfer-encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`)
+    await client.untilResponses(1)
+    expect(bodyOf(client.responses[0]!)).toMatchObject({ url: "/chunked", body: "abc" })
+    expect(mesh.app.seen.map((r) => r.url)).not.toContain("/coded")
+  })
+
   it("CONNECT (a tunnel, as an app with HTTPS_PROXY asks) is answered 400 bad_target and closed, not cut without a word; the app sees nothing", async () => {
     const client = await connect()
     client.write("CONNECT catalog:443 HTTP/1.1\r\nhost: catalog:443\r\n\r\n")
