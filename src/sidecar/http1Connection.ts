@@ -317,6 +317,15 @@ export class Connection implements CallConnection {
         this.socket.write("HTTP/1.1 100 Continue\r\n\r\n", "latin1")
       }
     }
+    // A body in another coding besides chunked (gzip, chunked): llhttp takes the chunks off, the
+    // hop-by-hop Transfer-Encoding is dropped, and the far app would get gzip bytes as plain ones.
+    // RFC 9112 6.1: a coding the server does not do is answered 501 (as nginx does).
+    const codings = call.headers["transfer-encoding"]
+    if (codings !== undefined && codings.trim().toLowerCase() !== "chunked") {
+      call.keepAlive = false
+      call.writeHead(501, [])
+      return call.end()
+    }
     const { listener } = this
     if (listener.heldAnswerBytes > listener.options.maxHeldAnswerBytes) {
       listener.refusedForHeldAnswers++

@@ -1,7 +1,7 @@
 // The outbound listener's HTTP/1.1 (issue 14: our own server over llhttp in place of node:http's)
 // keeps what node:http's server guaranteed the app. Through a sidecar pair, byte by byte from a
 // raw client: pipelined requests answered in order; `Expect: 100-continue` answered 100 before
-// the body is sent, other expectations 417; no Host (or two) on HTTP/1.1, Transfer-Encoding with
+// the body is sent, other expectations 417; a body in a coding besides chunked 501; no Host (or two) on HTTP/1.1, Transfer-Encoding with
 // Content-Length: 400 and the close, the app seeing nothing; CONNECT: 400 bad_target and the close
 // (it was cut without an answer); a head over node's 16 KiB: 431;
 // HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body and the
