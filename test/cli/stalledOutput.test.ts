@@ -64,8 +64,8 @@ const startSidecar = async () => {
 }
 
 describe("a sidecar whose stdout nobody reads", () => {
-  it("holds a bounded amount of access log, says how many lines it dropped once read again", async () => {
-    const { child, port } = await startSidecar()
+  it("holds a bounded amount of access log, says how many lines it dropped once read again, and counts them in /metrics", async () => {
+    const { admin, child, port } = await startSidecar()
     const uri = `/${"u".repeat(8000)}`
     await requests(port, uri, 500, 4)
     const before = rssBytes(child.pid!)
@@ -92,6 +92,9 @@ describe("a sidecar whose stdout nobody reads", () => {
     const dropped = lines.find((l) => l.event === "log-lines-dropped")!
     expect(Number(dropped.lines)).toBeGreaterThan(0)
     expect(lines.filter((l) => l.status === 414).length + Number(dropped.lines)).toBeGreaterThanOrEqual(3000)
+    // Counted where an alert can see it, too.
+    const metrics = await (await fetch(`http://${admin}/metrics`)).text()
+    expect(metrics).toContain(`iip_mesh_log_lines_dropped_total{stream="stdout"} ${dropped.lines}\n`)
   }, 30_000)
 
   it("whose stdout is closed keeps answering, and a write to it is no uncaught exception", async () => {
