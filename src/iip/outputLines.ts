@@ -61,3 +61,6 @@ export const stdoutLines = (): LineWriter => (stdout ??= standard(process.stdout
 
 /** The process's stderr, bounded. */
 export const stderrLines = (): LineWriter => (stderr ??= standard(process.stderr))
+
+/** Lines each standard stream dropped so far (for /metrics; a stream not written to yet has dropped none). */
+export const droppedLines = (): Readonly<Record<"stdout" | "stderr", number>> => ({ stdout: stdout?.dropped() ?? 0, stderr: stderr?.dropped() ?? 0 })

@@ -11,7 +11,7 @@ import * as net from "node:net"
 import * as Server from "../iip/server.ts"
 import { jsonLine, type Log, LogThrottle, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
-import { stdoutLines } from "../iip/outputLines.ts"
+import { droppedLines as droppedOutputLines, stdoutLines } from "../iip/outputLines.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import { monotonicMillis } from "../mux/clock.ts"
 import type { MeshSession } from "../mux/meshSession.ts"
@@ -411,6 +411,7 @@ export const make = (
     }
 
     // Outbound: this app -> other services.
+    telemetry.metrics.watchDroppedLines(droppedOutputLines)
     const onAccess = config.accessLog
       ? (record: AccessRecord) => stdoutLines()(jsonLine({ time: new Date().toISOString(), ...record }))
       : undefined
