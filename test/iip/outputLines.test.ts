@@ -1,4 +1,5 @@
 // lineWriter: the bound on what a stalled stdout or stderr holds (src/iip/outputLines.ts).
+import { Writable } from "node:stream"
 import { describe, expect, it } from "vitest"
 import { lineWriter } from "../../src/iip/outputLines.ts"
 
@@ -40,5 +41,18 @@ describe("lineWriter", () => {
     write("lost\n")
     expect(output.drain()).toStrictEqual([])
     expect(write.dropped()).toBe(1)
+  })
+
+  it("bounds what a real stream holds in bytes, not UTF-16 units: lines of two-byte characters hold at most the bound", () => {
+    // As net.Socket (process.stdout on a pipe): strings taken as they are, writableLength their .length.
+    const pipe = new Writable({ decodeStrings: false, write: () => {} })
+    const write = lineWriter(pipe, 1000)
+    // 100 'é' and a newline: 101 UTF-16 units, 201 bytes of UTF-8 in the pipe.
+    const line = `${"é".repeat(100)}\n`
+    for (let i = 0; i < 20; i++) write(line)
+    const held = 20 - write.dropped()
+    expect(held * Buffer.byteLength(line), `${held} lines held`).toBeLessThanOrEqual(1000)
+    expect(held).toBe(4)
+    pipe.destroy()
   })
 })
