@@ -12,11 +12,11 @@ export const MAX_QUEUED_OUTPUT_BYTES = 1 << 20
 
 /** What a line writer needs of a stream: process.stdout or stderr, a stand-in in tests. */
 export interface LineOutput {
-  /** What it holds unwritten (Writable's count: string lengths for strings). */
+  /** What it holds unwritten (Writable's count: bytes for the buffers written here). */
   readonly writableLength: number
   /** True once it failed (EPIPE) or was closed: it takes nothing more. */
   readonly destroyed: boolean
-  write(line: string): unknown
+  write(line: Uint8Array): unknown
 }
 
 export interface LineWriter {
@@ -29,17 +29,20 @@ export interface LineWriter {
 export const lineWriter = (output: LineOutput, maxQueuedBytes: number = MAX_QUEUED_OUTPUT_BYTES): LineWriter => {
   let unsaid = 0
   let total = 0
+  // Lines go as bytes: a string's writableLength is its UTF-16 length, a third of what lines of
+  // CJK text (or half of latin1 bytes of a URI) take in the pipe.
   const write = (line: string): void => {
-    if (output.destroyed || output.writableLength + line.length > maxQueuedBytes) {
+    const bytes = Buffer.from(line)
+    if (output.destroyed || output.writableLength + bytes.length > maxQueuedBytes) {
       unsaid++
       total++
       return
     }
     if (unsaid > 0) {
-      output.write(`${JSON.stringify({ time: new Date().toISOString(), event: "log-lines-dropped", lines: unsaid })}\n`)
+      output.write(Buffer.from(`${JSON.stringify({ time: new Date().toISOString(), event: "log-lines-dropped", lines: unsaid })}\n`))
       unsaid = 0
     }
-    output.write(line)
+    output.write(bytes)
   }
   return Object.assign(write, { dropped: () => total })
 }

@@ -5,14 +5,14 @@ import { lineWriter } from "../../src/iip/outputLines.ts"
 
 /** A stream whose reader takes nothing until `drain()`. */
 const stalled = () => {
-  const held: Array<string> = []
+  const held: Array<Uint8Array> = []
   const output = {
     destroyed: false,
     get writableLength() {
       return held.reduce((sum, line) => sum + line.length, 0)
     },
-    write: (line: string) => held.push(line),
-    drain: () => held.splice(0)
+    write: (line: Uint8Array) => held.push(line),
+    drain: () => held.splice(0).map((line) => Buffer.from(line).toString())
   }
   return output
 }
