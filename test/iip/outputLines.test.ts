@@ -1,7 +1,12 @@
 // lineWriter: the bound on what a stalled stdout or stderr holds (src/iip/outputLines.ts).
+import { spawn } from "node:child_process"
+import { closeSync, openSync } from "node:fs"
+import { resolve } from "node:path"
 import { Writable } from "node:stream"
 import { describe, expect, it } from "vitest"
 import { lineWriter } from "../../src/iip/outputLines.ts"
+
+const outputLines = resolve(import.meta.dirname, "../../src/iip/outputLines.ts")
 
 /** A stream whose reader takes nothing until `drain()`. */
 const stalled = () => {
@@ -54,5 +59,34 @@ describe("lineWriter", () => {
     expect(held * Buffer.byteLength(line), `${held} lines held`).toBeLessThanOrEqual(1000)
     expect(held).toBe(4)
     pipe.destroy()
+  })
+})
+
+describe("the process's own streams", () => {
+  /** A node process writing `lines` access lines through stdoutLines to `stdout`; its stderr. */
+  const run = (stdout: number | "pipe", lines: number): Promise<string> => {
+    const script = [
+      `import { stdoutLines } from ${JSON.stringify(outputLines)}`,
+      `process.on("uncaughtException", (error) => process.stderr.write("uncaught " + error.code + "\\n"))`,
+      `for (let i = 0; i < ${lines}; i++) stdoutLines()("an access line\\n")`
+    ].join("\n")
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", stdout, "pipe"] })
+    if (child.stdout !== null) child.stdout.destroy()
+    let stderr = ""
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    return new Promise((done) => child.once("close", () => done(stderr)))
+  }
+
+  it("a stdout that fails otherwise than with its reader gone (ENOSPC: a full disk) is not silenced", async () => {
+    const full = openSync("/dev/full", "w")
+    try {
+      expect(await run(full, 3)).toContain("uncaught ENOSPC")
+    } finally {
+      closeSync(full)
+    }
+  })
+
+  it("a stdout whose reader is gone (EPIPE) drops its lines quietly", async () => {
+    expect(await run("pipe", 3)).toBe("")
   })
 })
