@@ -50,12 +50,19 @@ export const lineWriter = (output: LineOutput, maxQueuedBytes: number = MAX_QUEU
 let stdout: LineWriter | undefined
 let stderr: LineWriter | undefined
 
+/** The codes that say a stream's reader is gone (a pipe's, or a socket's). */
+const READER_GONE = new Set(["EPIPE", "ECONNRESET"])
+
 /**
- * A standard stream's writer. Its failure (the reader gone) has nowhere to be told: unheard, it
- * would be an uncaught exception; heard, the stream is destroyed and its lines counted dropped.
+ * A standard stream's writer. Its reader gone has nowhere to be told: unheard, it would be an
+ * uncaught exception; heard, the stream is destroyed and its lines counted dropped. Any other
+ * failure (ENOSPC on a file that is full: node's file stdout is not destroyed by it and fails each
+ * write) is thrown on, as it was before this listener: the last resort logs and counts it.
  */
 const standard = (stream: NodeJS.WriteStream): LineWriter => {
-  stream.on("error", () => {})
+  stream.on("error", (error: NodeJS.ErrnoException) => {
+    if (!READER_GONE.has(error.code ?? "")) throw error
+  })
   return lineWriter(stream)
 }
 
