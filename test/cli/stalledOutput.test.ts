@@ -97,6 +97,23 @@ describe("a sidecar whose stdout nobody reads", () => {
     expect(metrics).toContain(`iip_mesh_log_lines_dropped_total{stream="stdout"} ${dropped.lines}\n`)
   }, 30_000)
 
+  it("stopped while lines are dropped, says how many before it exits", async () => {
+    const { child, port } = await startSidecar()
+    // 400 lines of 8 KB: past the pipe's 64 KiB and the 1 MiB held, about 250 are dropped.
+    expect([...await requests(port, `/${"u".repeat(8000)}`, 400, 4)]).toStrictEqual([414])
+    const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)))
+    child.kill("SIGTERM")
+    let out = ""
+    child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()))
+    child.stdout.resume()
+    await new Promise((done) => child.stdout.once("end", done))
+    expect(await exited).toBe(0)
+    const lines = out.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as Record<string, unknown>)
+    const dropped = lines.find((l) => l.event === "log-lines-dropped")
+    expect(dropped, "a log-lines-dropped line").toBeDefined()
+    expect(lines.filter((l) => l.status === 414).length + Number(dropped!.lines)).toBe(400)
+  }, 30_000)
+
   it("whose stdout is closed keeps answering, and a write to it is no uncaught exception", async () => {
     const { admin, child, port } = await startSidecar()
     child.stdout.destroy()
