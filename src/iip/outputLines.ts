@@ -24,6 +24,8 @@ export interface LineWriter {
   (line: string): void
   /** Lines dropped since the writer was made. */
   readonly dropped: () => number
+  /** Writes the `log-lines-dropped` line now, if lines were dropped since the last one: at a stop, when no line may follow. */
+  readonly flush: () => void
 }
 
 export const lineWriter = (output: LineOutput, maxQueuedBytes: number = MAX_QUEUED_OUTPUT_BYTES): LineWriter => {
@@ -31,6 +33,11 @@ export const lineWriter = (output: LineOutput, maxQueuedBytes: number = MAX_QUEU
   let total = 0
   // Lines go as bytes: a string's writableLength is its UTF-16 length, a third of what lines of
   // CJK text (or half of latin1 bytes of a URI) take in the pipe.
+  const flush = (): void => {
+    if (unsaid === 0 || output.destroyed) return
+    output.write(Buffer.from(`${JSON.stringify({ time: new Date().toISOString(), event: "log-lines-dropped", lines: unsaid })}\n`))
+    unsaid = 0
+  }
   const write = (line: string): void => {
     const bytes = Buffer.from(line)
     if (output.destroyed || output.writableLength + bytes.length > maxQueuedBytes) {
@@ -38,13 +45,10 @@ export const lineWriter = (output: LineOutput, maxQueuedBytes: number = MAX_QUEU
       total++
       return
     }
-    if (unsaid > 0) {
-      output.write(Buffer.from(`${JSON.stringify({ time: new Date().toISOString(), event: "log-lines-dropped", lines: unsaid })}\n`))
-      unsaid = 0
-    }
+    flush()
     output.write(bytes)
   }
-  return Object.assign(write, { dropped: () => total })
+  return Object.assign(write, { dropped: () => total, flush })
 }
 
 let stdout: LineWriter | undefined
@@ -71,6 +75,12 @@ export const stdoutLines = (): LineWriter => (stdout ??= standard(process.stdout
 
 /** The process's stderr, bounded. */
 export const stderrLines = (): LineWriter => (stderr ??= standard(process.stderr))
+
+/** Says on each standard stream the lines it dropped and has not said yet: the last thing a stopping command writes. */
+export const flushDroppedLines = (): void => {
+  stdout?.flush()
+  stderr?.flush()
+}
 
 /** Lines each standard stream dropped so far (for /metrics; a stream not written to yet has dropped none). */
 export const droppedLines = (): Readonly<Record<"stdout" | "stderr", number>> => ({ stdout: stdout?.dropped() ?? 0, stderr: stderr?.dropped() ?? 0 })

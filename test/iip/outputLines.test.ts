@@ -39,6 +39,17 @@ describe("lineWriter", () => {
     expect(write.dropped()).toBe(20)
   })
 
+  it("flush says the lines dropped and not yet said, once, whatever the stream holds (a stop: no line follows)", () => {
+    const output = stalled()
+    const write = lineWriter(output, 20)
+    for (let i = 0; i < 5; i++) write("0123456789\n")
+    write.flush()
+    write.flush()
+    const held = output.drain()
+    expect(held.slice(0, 1)).toStrictEqual(["0123456789\n"])
+    expect(held.slice(1).map((line) => JSON.parse(line) as unknown)).toMatchObject([{ event: "log-lines-dropped", lines: 4 }])
+  })
+
   it("drops every line once its stream is destroyed", () => {
     const output = stalled()
     const write = lineWriter(output, 90)
