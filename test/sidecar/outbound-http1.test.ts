@@ -92,6 +92,11 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
       expect(client.responses[0]!.startLine, codings).toBe("HTTP/1.1 501 Not Implemented")
       await waitFor(() => client.closed, 5000, "the close after a 501")
     }
+    // Asked for a 100 first: the 501 in its place, not a 100 that has the body sent for nothing.
+    const asking = await connect()
+    asking.write("POST /coded HTTP/1.1\r\nhost: catalog\r\nexpect: 100-continue\r\ntransfer-encoding: gzip, chunked\r\n\r\n")
+    await asking.untilResponses(1)
+    expect(asking.responses[0]!.startLine).toBe("HTTP/1.1 501 Not Implemented")
     // Plain chunked still goes through.
     const client = await connect()
     client.write(`POST /chunked HTTP/1.1\r\nhost: catalog\r\ntransfer-encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`)
