@@ -3,7 +3,8 @@
 // the allowed endings (an answer, a typed refusal naming its hop, or the connection lost), none
 // hangs, no 200 carries a body cut short, and each the app took with under 500 ms to go is answered.
 // (Seen: the requests A had not read when the stop began, about half, are reset unread, as nginx's
-// graceful stop closes its idle connections; those the app held past the drain are reset too.)
+// graceful stop closes its idle connections; those the app held past the drain are reset too. In
+// three runs 103 reached the app, 74 to 80 were answered: 97 reset unread, 23 to 29 held past it.)
 import * as http from "node:http"
 import { afterEach, describe, expect, it } from "vitest"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
