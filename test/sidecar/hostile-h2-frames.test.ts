@@ -10,7 +10,8 @@
 //   sidecar stops reading it; a CONTINUATION flood (CVE-2024-27983's kind): the session is ended
 //   with GOAWAY; the sidecar goes on serving;
 // - an HPACK bomb is reset ENHANCE_YOUR_CALM before the app; SETTINGS (ACKs unread) and PRIORITY
-//   floods end the session, a WINDOW_UPDATE flood costs nothing;
+//   floods end the session (SETTINGS, with small socket buffers: the sidecar stops reading it), a
+//   WINDOW_UPDATE flood costs nothing;
 // - 150 streams opened at once past --h2-max-streams 4 (requests the app holds): 146 refused,
 //   4 reach the app.
 import * as http2 from "node:http2"
@@ -232,17 +233,24 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
     expect(await requestOnNewSession(cleanup, mesh.a.outboundPort)).toBe(200)
   })
 
-  it("SETTINGS (ACKs unread) and PRIORITY floods of 20,000 frames end the session with a GOAWAY; the sidecar goes on serving", async () => {
+  it("SETTINGS (ACKs unread) and PRIORITY floods of 20,000 frames end the session with a GOAWAY (SETTINGS: or stop being read); the sidecar goes on serving", async () => {
     // Node 24's nghttp2: the SETTINGS flood INTERNAL_ERROR (its queue of unsent ACKs full), the PRIORITY one ENHANCE_YOUR_CALM.
-    const floods = [h2Frame(Type.settings, 0, 0, Buffer.from([0, 4, 0, 1, 0, 0])), h2Frame(Type.priority, 0, 1, Buffer.from([0, 0, 0, 0, 15]))]
-    for (const frame of floods) {
+    const floods = [["SETTINGS", h2Frame(Type.settings, 0, 0, Buffer.from([0, 4, 0, 1, 0, 0]))], ["PRIORITY", h2Frame(Type.priority, 0, 1, Buffer.from([0, 0, 0, 0, 15]))]] as const
+    for (const [name, frame] of floods) {
       const raw = await connectRaw(cleanup, mesh.a.outboundPort)
       raw.socket.pause()
       let taken = false
       raw.socket.write(Buffer.concat(Array.from({ length: 20_000 }, () => frame)), () => void (taken = true))
-      await stoppedReading(raw.socket, () => taken || raw.isClosed())
-      raw.socket.resume()
-      await raw.until((frames) => frames.some((f) => f.type === Type.goaway), "the GOAWAY")
+      const verdict = await stoppedReading(raw.socket, () => taken || raw.isClosed())
+      if (verdict === "done") {
+        raw.socket.resume()
+        await raw.until((frames) => frames.some((f) => f.type === Type.goaway), `the GOAWAY after the ${name} flood`)
+      } else {
+        // Small socket buffers (4 KiB): the unread ACKs stall the sidecar's writes and it stops
+        // reading (as for PINGs), bounded too; read again, the ACKs drain and no flood is seen.
+        // PRIORITY frames are not answered: nothing stalls, they must end the session.
+        expect(name, "the sidecar stopped reading a flood it answers nothing to").toBe("SETTINGS")
+      }
       raw.socket.destroy()
       expect(await requestOnNewSession(cleanup, mesh.a.outboundPort)).toBe(200)
     }
