@@ -2,8 +2,9 @@
 // (stderrLog, log.ts). In a container both are pipes, and a log driver that stalls stops reading
 // them; node on Linux then queues every write in memory without bound (10,000 access lines of 8 KB,
 // URIs an app chose, grew a sidecar by 170 MB). Each stream holds at most about
-// MAX_QUEUED_OUTPUT_BYTES unwritten here: past it lines are dropped and counted, and the first line
-// written after says how many (`log-lines-dropped`), so a reader sees where its log has a hole.
+// MAX_QUEUED_OUTPUT_BYTES (bytes, not UTF-16 units) unwritten here: past it lines are dropped and
+// counted, and the first line written after (or the last, at a stop: runMain) says how many
+// (`log-lines-dropped`), so a reader sees where its log has a hole.
 // A stream whose reader is gone (EPIPE) takes no more lines: they are dropped, not thrown as an
 // uncaught exception per line (iip_mesh_uncaught_errors_total is for bugs).
 
@@ -31,13 +32,13 @@ export interface LineWriter {
 export const lineWriter = (output: LineOutput, maxQueuedBytes: number = MAX_QUEUED_OUTPUT_BYTES): LineWriter => {
   let unsaid = 0
   let total = 0
-  // Lines go as bytes: a string's writableLength is its UTF-16 length, a third of what lines of
-  // CJK text (or half of latin1 bytes of a URI) take in the pipe.
   const flush = (): void => {
     if (unsaid === 0 || output.destroyed) return
     output.write(Buffer.from(`${JSON.stringify({ time: new Date().toISOString(), event: "log-lines-dropped", lines: unsaid })}\n`))
     unsaid = 0
   }
+  // Lines go as bytes: a string's writableLength is its UTF-16 length, a third of what lines of
+  // CJK text (or half of latin1 bytes of a URI) take in the pipe.
   const write = (line: string): void => {
     const bytes = Buffer.from(line)
     if (output.destroyed || output.writableLength + bytes.length > maxQueuedBytes) {
