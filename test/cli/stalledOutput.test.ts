@@ -39,7 +39,7 @@ const requests = async (port: number, path: string, count: number, connections: 
 
 /** A sidecar with the access log on; its stdout read up to the ready line, then left unread. */
 const startSidecar = async () => {
-  const child = spawn(process.execPath, [main, "sidecar", "--service", "web", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--access-log"], {
+  const child = spawn(process.execPath, [main, "sidecar", "--service", "web", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--admin-control", "127.0.0.1:0", "--access-log"], {
     stdio: ["ignore", "pipe", "pipe"],
     env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_")))
   })
