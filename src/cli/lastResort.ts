@@ -16,6 +16,7 @@
 // Never installed in library code: tests run sidecars and servers in the test process, where
 // vitest's own listeners must keep reporting every stray exception as a failure.
 import { LogThrottle, messageOf } from "../iip/log.ts"
+import { stderrLines } from "../iip/outputLines.ts"
 import { loggable } from "../iip/redact.ts"
 import { type FaultKind, processFaults } from "../telemetry/processFaults.ts"
 
@@ -30,7 +31,8 @@ export interface LastResortOptions {
 
 /** Installs the process-level listeners; call once, from the program's entry point. */
 export const installLastResort = (options: LastResortOptions): void => {
-  const write = options.write ?? ((line: string) => process.stderr.write(line))
+  // Through the bounded stderr, as every log line: a stalled log driver holds ~1 MiB of them at most.
+  const write = options.write ?? stderrLines()
   const maxLines = options.maxLines ?? 20
   const windowMs = options.windowMs ?? 60_000
   // A bug that an attacker can reach would otherwise write a line per request: the log is bounded too.

@@ -1,10 +1,12 @@
 // Runs a long-lived command (sidecar, demo) as the process's main program without the full CLI
 // stack: SIGTERM or SIGINT interrupts it, which runs its finalizers (the drain), and the process
-// exits 0 after a clean stop, 1 after a failure. Keeping this path light keeps the sidecar's
-// memory down (bench/sidecar measures it).
+// exits 0 after a clean stop, 1 after a failure; the lines a stalled stdout or stderr dropped are
+// said last (iip/outputLines.ts), and node exits once the pipes took what they hold. Keeping this
+// path light keeps the sidecar's memory down (bench/sidecar measures it).
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import { flushDroppedLines } from "../iip/outputLines.ts"
 
 export const runMain = (program: Effect.Effect<unknown, unknown>): void => {
   const fiber = Effect.runFork(program)
@@ -18,5 +20,7 @@ export const runMain = (program: Effect.Effect<unknown, unknown>): void => {
       process.stderr.write(`${Cause.pretty(exit.cause)}\n`)
       process.exitCode = 1
     }
+    // The drain is over and no access or log line follows: a hole in a stalled log is said now.
+    flushDroppedLines()
   })
 }

@@ -4,6 +4,7 @@
 // that may repeat without end.
 import { monotonicMs } from "../mux/clock.ts"
 import type { ConnectionLog } from "../mux/connection.ts"
+import { stderrLines } from "./outputLines.ts"
 import { escapeInvisible } from "./redact.ts"
 
 export type Log = ConnectionLog
@@ -15,7 +16,7 @@ export type Log = ConnectionLog
 export const jsonLine = (value: unknown): string => `${escapeInvisible(JSON.stringify(value))}\n`
 
 export const stderrLog: Log = (event, fields) => {
-  process.stderr.write(jsonLine({ time: new Date().toISOString(), event, ...fields }))
+  stderrLines()(jsonLine({ time: new Date().toISOString(), event, ...fields }))
 }
 
 /**

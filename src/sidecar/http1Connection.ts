@@ -303,20 +303,29 @@ export class Connection implements CallConnection {
   }
 
   private start(call: Http1Call): void {
-    if (call.httpVersionMajor === 1 && call.httpVersionMinor === 1) {
-      if (call.headers.host === undefined) {
-        call.keepAlive = false
-        call.writeHead(400, [])
+    const http11 = call.httpVersionMajor === 1 && call.httpVersionMinor === 1
+    if (http11 && call.headers.host === undefined) {
+      call.keepAlive = false
+      call.writeHead(400, [])
+      return call.end()
+    }
+    // A body in another coding besides chunked (gzip, chunked): llhttp takes the chunks off, the
+    // hop-by-hop Transfer-Encoding is dropped, and the far app would get gzip bytes as plain ones.
+    // RFC 9112 6.1: a coding the server does not do is answered 501 (as nginx does), before
+    // any 100 Continue, which would have the client send a body only to be dropped.
+    const codings = call.headers["transfer-encoding"]
+    if (codings !== undefined && codings.trim().toLowerCase() !== "chunked") {
+      call.keepAlive = false
+      call.writeHead(501, [])
+      return call.end()
+    }
+    const expect = call.headers.expect
+    if (http11 && expect !== undefined) {
+      if (!CONTINUE_EXPECTATION.test(expect)) {
+        call.writeHead(417, [])
         return call.end()
       }
-      const expect = call.headers.expect
-      if (expect !== undefined) {
-        if (!CONTINUE_EXPECTATION.test(expect)) {
-          call.writeHead(417, [])
-          return call.end()
-        }
-        this.socket.write("HTTP/1.1 100 Continue\r\n\r\n", "latin1")
-      }
+      this.socket.write("HTTP/1.1 100 Continue\r\n\r\n", "latin1")
     }
     const { listener } = this
     if (listener.heldAnswerBytes > listener.options.maxHeldAnswerBytes) {

@@ -11,6 +11,7 @@ import * as net from "node:net"
 import * as Server from "../iip/server.ts"
 import { jsonLine, type Log, LogThrottle, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
+import { droppedLines as droppedOutputLines, stdoutLines } from "../iip/outputLines.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import { monotonicMillis } from "../mux/clock.ts"
 import type { MeshSession } from "../mux/meshSession.ts"
@@ -410,8 +411,9 @@ export const make = (
     }
 
     // Outbound: this app -> other services.
+    telemetry.metrics.watchDroppedLines(droppedOutputLines)
     const onAccess = config.accessLog
-      ? (record: AccessRecord) => process.stdout.write(jsonLine({ time: new Date().toISOString(), ...record }))
+      ? (record: AccessRecord) => stdoutLines()(jsonLine({ time: new Date().toISOString(), ...record }))
       : undefined
     const outboundOptions = {
       registry,

@@ -49,6 +49,9 @@
 //                                                                     or export_failed (tracing.ts)
 //   iip_mesh_uncaught_errors_total{kind}                              counter: exceptions and rejections
 //                                                                     nothing handled, that the process survived
+//   iip_mesh_log_lines_dropped_total{stream}                          counter, read at scrape: access and log lines
+//                                                                     dropped while stdout or stderr was not read
+//                                                                     (iip/outputLines.ts)
 //   iip_mesh_route_requests_total{service,route,outcome}              counter: served requests per route (golden.ts:
 //                                                                     path template or gRPC method, capped per service)
 //   iip_mesh_route_request_duration_seconds{service,route}            histogram (the golden metrics' buckets)
@@ -182,6 +185,8 @@ export interface MeshMetrics {
   watchHeldAnswers(read: () => HeldAnswers): void
   /** Where the spans the OTLP exporters dropped are read at each scrape (tracing.ts). */
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
+  /** Where the lines dropped by stdout and stderr nobody read are read at each scrape (iip/outputLines.ts). */
+  watchDroppedLines(read: () => Readonly<Record<"stdout" | "stderr", number>>): void
   /** Where the trust bundle and identity gauges are read at each scrape; without it they have no series (no credentials). */
   watchTrust(read: () => TrustState): void
   /** Where the identity's trust bundle refreshes are read at each scrape; without it they have no series (no identity). */
@@ -475,6 +480,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0 })
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
+  let readDroppedLines: () => Readonly<Record<"stdout" | "stderr", number>> = () => ({ stdout: 0, stderr: 0 })
   const rootStates = function*(): Iterable<Tally> {
     if (readTrust === undefined) return
     const now = Date.now()
@@ -557,6 +563,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   })
   fromTallies(registry, "gauge", "iip_mesh_outbound_held_answer_bytes", "Bytes of answers the outbound listener holds unsent for callers that have not read them (at most about maxQueuedBytes: past it new requests are refused).", [], () => [{ labels: {}, value: readHeldAnswers().bytes }])
   fromTallies(registry, "counter", "iip_mesh_outbound_held_answers_refused_total", "HTTP/1.1 requests refused 503 overloaded at the outbound listener while the answers it held for callers that do not read them were past maxQueuedBytes.", [], () => [{ labels: {}, value: readHeldAnswers().refused }])
+  fromTallies(registry, "counter", "iip_mesh_log_lines_dropped_total", "Access and log lines dropped while stdout or stderr held about 1 MiB its reader had not taken (a stalled log driver).", ["stream"], () =>
+    Object.entries(readDroppedLines()).map(([stream, value]) => ({ labels: { stream }, value })))
   fromTallies(registry, "gauge", "iip_mesh_app_streams_waiting", "Requests waiting for a stream to the h2c app (past --app-h2-max-streams open, or the app's own SETTINGS_MAX_CONCURRENT_STREAMS); at most as many again.", [], () => [{ labels: {}, value: readAppStreams().waiting }])
   fromTallies(registry, "counter", "iip_mesh_app_streams_refused_total", "Requests refused 503 overloaded (gRPC UNAVAILABLE) before the h2c app saw them: as many waited for a stream to it as may.", [], () => [{ labels: {}, value: readAppStreams().refused }])
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
@@ -630,6 +638,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchHeldAnswers: (read) => {
       readHeldAnswers = read
+    },
+    watchDroppedLines: (read) => {
+      readDroppedLines = read
     },
     watchAppStreams: (read) => {
       readAppStreams = read

@@ -2,7 +2,8 @@
 // a real child process (test/support/lastResortChild.ts): exceptions thrown from timers and
 // promise rejections nobody handles no longer end the process; each is one JSON line on stderr with
 // its message sanitized (no raw CR/LF or escape sequences, so no forged log lines), at most 20 per
-// minute when they come in a flood, and all of them counted in iip_mesh_uncaught_errors_total.
+// minute when they come in a flood, and all of them counted in iip_mesh_uncaught_errors_total;
+// written through the bounded stderr (src/iip/outputLines.ts), so a stderr nobody reads holds ~1 MiB.
 import { spawn } from "node:child_process"
 import { resolve } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
@@ -61,5 +62,28 @@ describe("the last line of defence", () => {
     const metrics = (await call(port, { path: "/metrics" })).body.toString()
     expect(uncaughtSeries(metrics)).toStrictEqual({ exception: 200, rejection: 2 })
     expect(stderr().trimEnd().split("\n")).toHaveLength(20)
+  })
+
+  it("its lines go through the bounded stderr: a stderr nobody reads holds at most about 1 MiB of them", async () => {
+    // 3,000 faults of 1 KB messages, admitted without the throttle (as 20 a minute would be, over days).
+    const script = [
+      `import { installLastResort } from ${JSON.stringify(resolve(import.meta.dirname, "../../src/cli/lastResort.ts"))}`,
+      `installLastResort({ command: "test-child", maxLines: 1e6 })`,
+      `let left = 3000`,
+      `const fault = () => {`,
+      `  if (left-- === 0) return void process.stdout.write(process.stderr.writableLength + "\\n")`,
+      `  setImmediate(fault)`,
+      `  throw new Error("x".repeat(1000))`,
+      `}`,
+      `setImmediate(fault)`
+    ].join("\n")
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "pipe"] })
+    cleanup.add(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    })
+    // Its stderr is never read: the pipe fills and what is written after queues in the child.
+    child.stderr.pause()
+    const held = await withTimeout(new Promise<number>((done) => child.stdout.once("data", (chunk: Buffer) => done(Number(chunk.toString())))), 15_000, "the child's count")
+    expect(held).toBeLessThanOrEqual(1 << 20)
   })
 })

@@ -9,6 +9,9 @@
 // - a PING flood whose ACKs are not read: the session is ended, or (small socket buffers) the
 //   sidecar stops reading it; a CONTINUATION flood (CVE-2024-27983's kind): the session is ended
 //   with GOAWAY; the sidecar goes on serving;
+// - an HPACK bomb is reset ENHANCE_YOUR_CALM before the app; SETTINGS (ACKs unread) and PRIORITY
+//   floods end the session (SETTINGS, with small socket buffers: the sidecar stops reading it), a
+//   WINDOW_UPDATE flood costs nothing;
 // - 150 streams opened at once past --h2-max-streams 4 (requests the app holds): 146 refused,
 //   4 reach the app.
 import * as http2 from "node:http2"
@@ -19,7 +22,7 @@ import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { call, echoRequest, type Mesh, startMesh } from "../support/sidecarHarness.ts"
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
-const Type = { data: 0, headers: 1, rst: 3, settings: 4, ping: 6, goaway: 7, continuation: 9 } as const
+const Type = { data: 0, headers: 1, priority: 2, rst: 3, settings: 4, ping: 6, goaway: 7, windowUpdate: 8, continuation: 9 } as const
 const Flag = { endStream: 1, ack: 1, endHeaders: 4 } as const
 
 /** HPACK: an integer with an N-bit prefix (RFC 7541 §5.1). */
@@ -124,6 +127,22 @@ const stoppedReading = (socket: net.Socket, done: () => boolean): Promise<"done"
     "the sidecar to take the pings, end the session, or stop reading"
   )
 
+/** A GET on a session of node's own client: its status. */
+const requestOnNewSession = (cleanup: Cleanup, port: number): Promise<number> => {
+  const session = http2.connect(`http://127.0.0.1:${port}`)
+  cleanup.add(() => session.destroy())
+  return withTimeout(
+    new Promise<number>((resolve, reject) => {
+      const s = session.request({ ":path": "/after", ":authority": "catalog" })
+      s.on("response", (head) => resolve(Number(head[":status"])))
+      s.on("error", reject)
+      s.resume()
+    }),
+    2000,
+    "a request on a new session"
+  )
+}
+
 /** The stream ended for the client: reset, or answered to its end. */
 const streamOver = (stream: number) => (frames: ReadonlyArray<Frame>) =>
   frames.some((f) => f.stream === stream && (f.type === Type.rst || ((f.type === Type.headers || f.type === Type.data) && (f.flags & Flag.endStream) !== 0)))
@@ -197,6 +216,57 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
     expect(answer.status).toBe(200)
   })
 
+  it("an HPACK bomb (one 4,000-byte value indexed once, then referenced 12,000 times: 48 MB of header list in 12 KB) is refused; the app sees nothing, the session serves a clean request", async () => {
+    const raw = await connectRaw(cleanup, mesh.a.outboundPort)
+    const value = "b".repeat(4000)
+    // A literal with incremental indexing (RFC 7541 6.2.1): dynamic table index 62; then 0xBE, "indexed field 62", again and again.
+    const bomb = Buffer.concat([request("/bomb"), Buffer.from([0x40, 3, ...Buffer.from("x-b"), ...hpackInt(value.length, 7, 0), ...Buffer.from(value)]), Buffer.alloc(12_000, 0xbe)])
+    const heapBefore = process.memoryUsage().heapUsed
+    raw.socket.write(h2Frame(Type.headers, Flag.endHeaders | Flag.endStream, 1, bomb))
+    await raw.until(streamOver(1), "the bomb's stream to end")
+    const reset = raw.frames.find((f) => f.type === Type.rst && f.stream === 1)
+    expect(reset?.payload.readUInt32BE(0)).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
+    expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(16e6)
+    raw.socket.write(h2Frame(Type.headers, Flag.endHeaders | Flag.endStream, 3, request("/clean")))
+    await raw.until(streamOver(3), "the clean request's answer")
+    expect(mesh.app.seen.map((r) => r.url)).toEqual(["/clean"])
+    expect(await requestOnNewSession(cleanup, mesh.a.outboundPort)).toBe(200)
+  })
+
+  it("SETTINGS (ACKs unread) and PRIORITY floods of 20,000 frames end the session with a GOAWAY (SETTINGS: or stop being read); the sidecar goes on serving", async () => {
+    // Node 24's nghttp2: the SETTINGS flood INTERNAL_ERROR (its queue of unsent ACKs full), the PRIORITY one ENHANCE_YOUR_CALM.
+    const floods = [["SETTINGS", h2Frame(Type.settings, 0, 0, Buffer.from([0, 4, 0, 1, 0, 0]))], ["PRIORITY", h2Frame(Type.priority, 0, 1, Buffer.from([0, 0, 0, 0, 15]))]] as const
+    for (const [name, frame] of floods) {
+      const raw = await connectRaw(cleanup, mesh.a.outboundPort)
+      raw.socket.pause()
+      let taken = false
+      raw.socket.write(Buffer.concat(Array.from({ length: 20_000 }, () => frame)), () => void (taken = true))
+      const verdict = await stoppedReading(raw.socket, () => taken || raw.isClosed())
+      if (verdict === "done") {
+        raw.socket.resume()
+        await raw.until((frames) => frames.some((f) => f.type === Type.goaway), `the GOAWAY after the ${name} flood`)
+      } else {
+        // Small socket buffers (4 KiB): the unread ACKs stall the sidecar's writes and it stops
+        // reading (as for PINGs), bounded too; read again, the ACKs drain and no flood is seen.
+        // PRIORITY frames are not answered: nothing stalls, they must end the session.
+        expect(name, "the sidecar stopped reading a flood it answers nothing to").toBe("SETTINGS")
+      }
+      raw.socket.destroy()
+      expect(await requestOnNewSession(cleanup, mesh.a.outboundPort)).toBe(200)
+    }
+  })
+
+  it("a WINDOW_UPDATE flood (20,000 increments of 1) is taken at no cost: the same session answers a request after", async () => {
+    const increment = Buffer.alloc(4)
+    increment.writeUInt32BE(1)
+    const raw = await connectRaw(cleanup, mesh.a.outboundPort)
+    await withTimeout(new Promise<void>((resolve) => raw.socket.write(Buffer.concat(Array.from({ length: 20_000 }, () => h2Frame(Type.windowUpdate, 0, 0, increment))), () => resolve())), 5000, "the flood written")
+    raw.socket.write(h2Frame(Type.headers, Flag.endHeaders | Flag.endStream, 1, request("/after-flood")))
+    await raw.until(streamOver(1), "the request after the flood")
+    expect(raw.frames.filter((f) => f.type === Type.goaway || f.type === Type.rst)).toEqual([])
+    expect(mesh.app.seen.map((r) => r.url)).toEqual(["/after-flood"])
+  })
+
   it("a CONTINUATION flood (a header block that never ends) ends the session; the sidecar goes on serving", async () => {
     const raw = await connectRaw(cleanup, mesh.a.outboundPort)
     raw.socket.write(h2Frame(Type.headers, 0, 1, request("/cont")))
@@ -204,19 +274,7 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
     for (let i = 0; i < 200 && !raw.isClosed(); i++) raw.socket.write(continuation)
     await raw.until((frames) => frames.some((f) => f.type === Type.goaway), "the GOAWAY")
     expect(mesh.app.seen).toEqual([])
-    const session = http2.connect(`http://127.0.0.1:${mesh.a.outboundPort}`)
-    cleanup.add(() => session.destroy())
-    const ok = await withTimeout(
-      new Promise<number>((resolve, reject) => {
-        const s = session.request({ ":path": "/after", ":authority": "catalog" })
-        s.on("response", (head) => resolve(Number(head[":status"])))
-        s.on("error", reject)
-        s.resume()
-      }),
-      2000,
-      "a request on a new session"
-    )
-    expect(ok).toBe(200)
+    expect(await requestOnNewSession(cleanup, mesh.a.outboundPort)).toBe(200)
   })
 
   it("a HEADERS flood past --h2-max-streams: the extra streams are refused (REFUSED_STREAM), the app sees that many and no more", async () => {

@@ -1,7 +1,7 @@
 // The outbound listener's HTTP/1.1 (issue 14: our own server over llhttp in place of node:http's)
 // keeps what node:http's server guaranteed the app. Through a sidecar pair, byte by byte from a
 // raw client: pipelined requests answered in order; `Expect: 100-continue` answered 100 before
-// the body is sent, other expectations 417; no Host (or two) on HTTP/1.1, Transfer-Encoding with
+// the body is sent, other expectations 417; a body in a coding besides chunked 501; no Host (or two) on HTTP/1.1, Transfer-Encoding with
 // Content-Length: 400 and the close, the app seeing nothing; CONNECT: 400 bad_target and the close
 // (it was cut without an answer); a head over node's 16 KiB: 431;
 // HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body and the
@@ -80,6 +80,29 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/no-host")
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/two-hosts")
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/smuggle")
+  })
+
+  it("a body in a transfer coding besides chunked (gzip, chunked; or split over two fields) is answered 501 and the close: the mesh would drop the coding and hand the app gzip bytes as plain; the app sees none", async () => {
+    const gzipped = "1f8b0800000000000003cb48cdc9c90700867a36c305000000"
+    const chunked = `${(gzipped.length / 2).toString(16)}\r\n${Buffer.from(gzipped, "hex").toString("latin1")}\r\n0\r\n\r\n`
+    for (const codings of ["transfer-encoding: gzip, chunked\r\n", "transfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n", "Transfer-Encoding: deflate ,chunked\r\n"]) {
+      const client = await connect()
+      client.write(Buffer.from(`POST /coded HTTP/1.1\r\nhost: catalog\r\n${codings}\r\n${chunked}`, "latin1"))
+      await client.untilResponses(1)
+      expect(client.responses[0]!.startLine, codings).toBe("HTTP/1.1 501 Not Implemented")
+      await waitFor(() => client.closed, 5000, "the close after a 501")
+    }
+    // Asked for a 100 first: the 501 in its place, not a 100 that has the body sent for nothing.
+    const asking = await connect()
+    asking.write("POST /coded HTTP/1.1\r\nhost: catalog\r\nexpect: 100-continue\r\ntransfer-encoding: gzip, chunked\r\n\r\n")
+    await asking.untilResponses(1)
+    expect(asking.responses[0]!.startLine).toBe("HTTP/1.1 501 Not Implemented")
+    // Plain chunked still goes through.
+    const client = await connect()
+    client.write(`POST /chunked HTTP/1.1\r\nhost: catalog\r\ntransfer-encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`)
+    await client.untilResponses(1)
+    expect(bodyOf(client.responses[0]!)).toMatchObject({ url: "/chunked", body: "abc" })
+    expect(mesh.app.seen.map((r) => r.url)).not.toContain("/coded")
   })
 
   it("CONNECT (a tunnel, as an app with HTTPS_PROXY asks) is answered 400 bad_target and closed, not cut without a word; the app sees nothing", async () => {
