@@ -7,7 +7,8 @@
 // trailers-only RESOURCE_EXHAUSTED naming the limit, with x-iip-mesh-error), then RST_STREAM
 // NO_ERROR as the caller is still sending (RFC 9113 §8.1), none of the body sent on, and the
 // request counted in the access log as the HTTP/1.1 413 is. Real callers: node's http2 client,
-// curl --http2-prior-knowledge, @grpc/grpc-js.
+// curl --http2-prior-knowledge, @grpc/grpc-js. Through two sidecars no limit of the mesh's applies:
+// a message past the far grpc-js app's own (4 MiB) reaches it and its RESOURCE_EXHAUSTED comes back.
 import * as grpc from "@grpc/grpc-js"
 import { execFile, spawnSync } from "node:child_process"
 import { writeFile } from "node:fs/promises"
@@ -128,5 +129,31 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     expect(error?.details).toContain(`at most ${LIMIT} bytes`)
     expect(error?.metadata.get("x-iip-mesh-error")).toEqual(["outbound; reason=body_too_large"])
     expect(received).toEqual([])
+  })
+})
+
+describe("a gRPC message through two sidecars", () => {
+  const cleanup = new Cleanup()
+  afterAll(() => cleanup.run())
+
+  it("past the far grpc-js app's own limit comes back as the app's RESOURCE_EXHAUSTED, not the mesh's", async () => {
+    let calls = 0
+    const server = new grpc.Server()
+    server.addService({ put: METHOD }, { put: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => (calls++, callback(null, Buffer.from("put"))) })
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync(`${LOOPBACK}:0`, grpc.ServerCredentials.createInsecure(), (e, bound) => (e === null ? resolve(bound) : reject(e))))
+    cleanup.add(() => server.forceShutdown())
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "legacy", app: `${LOOPBACK}:${port}`, appProtocol: "h2c" }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { legacy: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const client = new LegacyClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "legacy" })
+    cleanup.add(() => client.close())
+    const error = await withTimeout(
+      new Promise<grpc.ServiceError | null>((resolve) => client.makeUnaryRequest(METHOD.path, identity, identity, Buffer.alloc(5 * 1024 * 1024, 7), new grpc.Metadata(), {}, (e) => resolve(e))),
+      10_000,
+      "the gRPC call"
+    )
+    expect(error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED)
+    expect(error?.details).toContain("larger than max")
+    expect(error?.metadata.get("x-iip-mesh-error")).toEqual([])
+    expect(calls).toBe(0)
   })
 })
