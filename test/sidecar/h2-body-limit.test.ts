@@ -5,8 +5,9 @@
 // (heldBody paused it and readBody's 'data' listener did not resume it), the call hung; and one past
 // the limit destroyed the stream, RST_STREAM NO_ERROR with no answer. Now: a 413 (gRPC: a
 // trailers-only RESOURCE_EXHAUSTED naming the limit, with x-iip-mesh-error), then RST_STREAM
-// NO_ERROR as the caller is still sending (RFC 9113 §8.1), none of the body sent on, and the
-// request counted in the access log as the HTTP/1.1 413 is. Real callers: node's http2 client,
+// NO_ERROR as the caller is still sending (RFC 9113 §8.1), none of the body sent on, the
+// request counted in the access log as the HTTP/1.1 413 is, and the stream closed on the sidecar's
+// side too (no request left in flight) while the caller keeps its session. Real callers: node's http2 client,
 // curl --http2-prior-knowledge, @grpc/grpc-js. Through two sidecars no limit of the mesh's applies:
 // a message past the far grpc-js app's own (4 MiB) reaches it and its RESOURCE_EXHAUSTED comes back.
 import * as grpc from "@grpc/grpc-js"
@@ -17,7 +18,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { IncomingRequest } from "../../src/iip/server.ts"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { startServer } from "../support/meshTest.ts"
 import { gate } from "../support/netnsProcess.ts"
 import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
@@ -93,16 +94,30 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     expect(received).toEqual([100 * 1024])
   })
 
-  it("past the limit gets 413 naming it, then RST_STREAM NO_ERROR; nothing reaches the service; logged as a 413", async () => {
+  it("past the limit gets 413 naming it, then RST_STREAM NO_ERROR; nothing reaches the service; logged as a 413; the call ends", async () => {
     received.length = 0
     access.length = 0
-    const outcome = await withTimeout(h2Post(cleanup, a.outboundPort, Buffer.alloc(TOO_LARGE, 7)), 10_000, "the too-large call")
+    // 1 MiB past the limit: the caller is still sending when the 413 comes, its window closed at the
+    // cut (its stream's 64 KiB), so its stream ends only by the reset (without it: the call hangs).
+    const outcome = await withTimeout(h2Post(cleanup, a.outboundPort, Buffer.alloc(LIMIT + 1024 * 1024, 7)), 10_000, "the too-large call")
     expect(outcome.status).toBe(413)
     expect(outcome.headers["x-iip-mesh-error"]).toBe("outbound; reason=body_too_large")
     expect(outcome.body).toContain(`at most ${LIMIT} bytes`)
     expect(outcome.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR)
     expect(received).toEqual([])
     expect(access).toEqual([expect.objectContaining({ status: 413, error: { hop: "outbound", reason: "body_too_large" } })])
+    // The caller's session stays open: the sidecar's stream closed all the same (the DATA that came
+    // past the cut, left unread in it, kept it open and the request in flight for the session's life).
+    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "the too-large call to leave the sidecar")
+  })
+
+  it("past the limit with its end within the caller's window gets 413 and the call ends", async () => {
+    received.length = 0
+    // 20 KiB past the limit: all of it and its end come in after the cut, unread.
+    const outcome = await withTimeout(h2Post(cleanup, a.outboundPort, Buffer.alloc(LIMIT + 20 * 1024, 7)), 10_000, "the too-large call")
+    expect(outcome.status).toBe(413)
+    expect(received).toEqual([])
+    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "the too-large call to leave the sidecar")
   })
 
   it.skipIf(curlGate.skip)(curlGate.title, async () => {
@@ -114,6 +129,7 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     const printed = await new Promise<string>((resolve) => execFile("curl", args, (_error, stdout) => resolve(stdout)))
     expect(printed).toBe("2 413")
     expect(received).toEqual([])
+    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "curl's call to leave the sidecar")
   })
 
   it("a gRPC message past the limit ends RESOURCE_EXHAUSTED naming it, with the mesh's error hop", async () => {
@@ -129,6 +145,7 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     expect(error?.details).toContain(`at most ${LIMIT} bytes`)
     expect(error?.metadata.get("x-iip-mesh-error")).toEqual(["outbound; reason=body_too_large"])
     expect(received).toEqual([])
+    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "the gRPC call to leave the sidecar")
   })
 })
 
