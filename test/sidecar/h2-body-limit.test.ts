@@ -37,6 +37,8 @@ interface H2Outcome {
   readonly headers: http2.IncomingHttpHeaders
   readonly body: string
   readonly rstCode: number | undefined
+  /** Bytes the caller's socket had written when the stream closed. */
+  readonly sent: number
 }
 
 /** One POST of `body` over a new h2c session to 127.0.0.1:`port`; resolves when the stream closes, rejects on its error. */
@@ -51,7 +53,7 @@ const h2Post = (cleanup: Cleanup, port: number, body: Buffer): Promise<H2Outcome
     stream.on("response", (h) => (headers = h))
     stream.on("data", (chunk: Buffer) => parts.push(chunk))
     stream.on("error", reject)
-    stream.on("close", () => resolve({ status: Number(headers[":status"] ?? 0), headers, body: Buffer.concat(parts).toString(), rstCode: stream.rstCode }))
+    stream.on("close", () => resolve({ status: Number(headers[":status"] ?? 0), headers, body: Buffer.concat(parts).toString(), rstCode: stream.rstCode, sent: session.socket.bytesWritten }))
     stream.end(body)
   })
 
@@ -101,6 +103,8 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     // cut (its stream's 64 KiB), so its stream ends only by the reset (without it: the call hangs).
     const outcome = await withTimeout(h2Post(cleanup, a.outboundPort, Buffer.alloc(LIMIT + 1024 * 1024, 7)), 10_000, "the too-large call")
     expect(outcome.status).toBe(413)
+    // Stopped by the reset, not read to its end and dropped: the caller got to send about a window past the limit.
+    expect(outcome.sent).toBeLessThan(LIMIT + 512 * 1024)
     expect(outcome.headers["x-iip-mesh-error"]).toBe("outbound; reason=body_too_large")
     expect(outcome.body).toContain(`at most ${LIMIT} bytes`)
     expect(outcome.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR)
