@@ -60,6 +60,19 @@ function onHeldEnd(this: CallStream): void {
   this[CALL].heldEnd()
 }
 
+/**
+ * The answer to a body cut off at its limit is out: a caller still sending (no END_STREAM yet) is
+ * told to stop with RST_STREAM NO_ERROR (RFC 9113 §8.1: a complete answer before the request's end),
+ * and the DATA that came past the cut (at most the stream's window: readBody paused the stream) is
+ * dropped. Left unread, node never ends a stream closed NO_ERROR (it waits for its readable side's
+ * end): no 'close', the request in flight and the stream kept for as long as the caller kept its session.
+ */
+function onCutAnswered(this: http2.ServerHttp2Stream): void {
+  if (this.destroyed) return
+  if (this.state.remoteClose !== 1) this.close(http2.constants.NGHTTP2_NO_ERROR)
+  this.resume()
+}
+
 const EMPTY = Buffer.alloc(0)
 
 /** respond()'s options, one object per combination (node only reads them): none made per call. */
@@ -355,14 +368,13 @@ class StreamCall implements OutboundCall {
     this.resetUnread()
   }
 
-  /**
-   * A body cut off at its limit (readBody) that the caller is still sending: once the answer is
-   * out, RST_STREAM NO_ERROR tells it to stop (RFC 9113 §8.1: a complete answer before the request's
-   * end); close() sends it after the answer's queued frames.
-   */
+  /** A body cut off at its limit (readBody): its unread rest is dealt with once the answer is out (onCutAnswered). */
   private resetUnread(): void {
     const stream = this.stream
-    if (this.bodyCut && !stream.destroyed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_NO_ERROR)
+    if (!this.bodyCut || stream.destroyed) return
+    this.bodyCut = false
+    if (stream.writableFinished) onCutAnswered.call(stream)
+    else stream.once("finish", onCutAnswered)
   }
 
   destroy(): void {
