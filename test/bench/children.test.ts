@@ -32,4 +32,12 @@ describe("bench server children", () => {
     const pid = Number(/pid (\d+)/.exec(String(error))![1])
     expect(() => process.kill(pid, 0)).toThrow(/ESRCH/)
   })
+
+  it("a port reported after the parent gave up does not turn its failure into a child", async () => {
+    const outcome = await spawnServer(LATE_CHILD.href, "late-on-stop", undefined, undefined, 300).then(
+      (child) => `a child on port ${child.port}`,
+      (e: unknown) => String(e)
+    )
+    expect(outcome).toMatch(/^Error: late-on-stop server \(pid \d+\) reported no port within 0\.3 s/)
+  })
 })
