@@ -47,6 +47,8 @@ export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string 
     child.stdout!.setEncoding("utf8")
     // The port, then the stall probe's lines (anything else is dropped).
     child.stdout!.on("data", (text: string) => {
+      // Given up on: what the child prints while it is being stopped is no port to hand out.
+      if (failed) return
       out += text
       for (let nl = out.indexOf("\n"); nl !== -1; nl = out.indexOf("\n")) {
         const line = out.slice(0, nl)
