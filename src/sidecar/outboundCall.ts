@@ -22,7 +22,7 @@ export interface OutboundRequest {
   /**
    * The body whole; undefined when it runs past `limit` bytes: HTTP/1.1 cuts the app's connection
    * off there (http1Call.ts); HTTP/2 reads no more of it and keeps the stream for the answer (a 413),
-   * then resets it NO_ERROR (outboundH2.ts).
+   * then resets it NO_ERROR if the caller is still sending and drops what came past the cut (outboundH2.ts).
    */
   readBody(limit: number): Promise<Buffer | undefined>
   /**
