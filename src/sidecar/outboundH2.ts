@@ -61,6 +61,19 @@ function onHeldEnd(this: CallStream): void {
   this[CALL].heldEnd()
 }
 
+/**
+ * The answer to a body cut off at its limit is out: a caller still sending (no END_STREAM yet) is
+ * told to stop with RST_STREAM NO_ERROR (RFC 9113 §8.1: a complete answer before the request's end),
+ * and the DATA that came past the cut (at most the stream's window: readBody paused the stream) is
+ * dropped. Left unread, node never ends a stream closed NO_ERROR (it waits for its readable side's
+ * end): no 'close', the request in flight and the stream kept for as long as the caller kept its session.
+ */
+function onCutAnswered(this: http2.ServerHttp2Stream): void {
+  if (this.destroyed) return
+  if (this.state.remoteClose !== 1) this.close(http2.constants.NGHTTP2_NO_ERROR)
+  this.resume()
+}
+
 const EMPTY = Buffer.alloc(0)
 
 /** respond()'s options, one object per combination (node only reads them): none made per call. */
@@ -118,6 +131,8 @@ class StreamCall implements OutboundCall {
   private stillSweeps = 0
   /** Why this side cut the answer off, if it did (OutboundResponse.cutReason). */
   cutReason: string | undefined = undefined
+  /** The request's body ran past readBody's limit: the rest is not read, and the stream is reset once answered (resetUnread). */
+  private bodyCut = false
 
   constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking) {
     this.stream = stream
@@ -193,19 +208,28 @@ class StreamCall implements OutboundCall {
   readBody(limit: number): Promise<Buffer | undefined> {
     const stream = this.stream
     return new Promise((resolve, reject) => {
-      const parts: Array<Buffer> = []
+      let parts: Array<Buffer> = []
       let total = 0
-      stream.on("data", (chunk: Buffer) => {
+      const onData = (chunk: Buffer): void => {
         total += chunk.length
-        if (total > limit) {
-          stream.destroy()
-          resolve(undefined)
-        } else parts.push(chunk)
-      })
+        if (total <= limit) return void parts.push(chunk)
+        // Past the limit nothing more is read (the caller's window closes on it) and the stream stays
+        // open for the exchange's answer (a 413), after which end() resets it: destroyed here, the
+        // caller got a bare RST_STREAM NO_ERROR and no answer.
+        stream.off("data", onData)
+        stream.pause()
+        parts = []
+        this.bodyCut = true
+        resolve(undefined)
+      }
+      stream.on("data", onData)
       stream.once("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)))
       stream.once("error", reject)
       // Closed before the body's end (reset by the app): no 'end' follows.
       stream.once("close", () => reject(new Error("the stream closed before its body's end")))
+      // A body heldBody streamed on was paused there, and a 'data' listener does not resume a stream
+      // paused on purpose: without this a body past 64 KiB for a plain IIP peer was never read.
+      stream.resume()
     })
   }
 
@@ -336,12 +360,22 @@ class StreamCall implements OutboundCall {
     // Head and end in one HEADERS frame when nothing else follows (a gRPC trailers-only answer):
     // a gRPC client reads them apart as an answer without a status.
     const endsWithHead = !this.headWritten && empty && trailers === undefined
-    if (!this.sendHead(endsWithHead, trailers !== undefined) || endsWithHead || this.stream.destroyed || this.stream.writableEnded) return
+    if (!this.sendHead(endsWithHead, trailers !== undefined) || endsWithHead || this.stream.destroyed || this.stream.writableEnded) return this.resetUnread()
     if (empty) this.stream.end()
     else {
       this.queued += data.length
       this.stream.end(data)
     }
+    this.resetUnread()
+  }
+
+  /** A body cut off at its limit (readBody): its unread rest is dealt with once the answer is out (onCutAnswered). */
+  private resetUnread(): void {
+    const stream = this.stream
+    if (!this.bodyCut || stream.destroyed) return
+    this.bodyCut = false
+    if (stream.writableFinished) onCutAnswered.call(stream)
+    else stream.once("finish", onCutAnswered)
   }
 
   /** A cut answer (the far app died, the peer's connection was lost, the body broke its length): the caller must read it as one. */
