@@ -112,15 +112,17 @@ export interface DocumentWatch<T> {
   readonly close: () => void
 }
 
-/** What the file looked like when last read: a change of any part means it is read again. */
-const signatureOf = async (path: string): Promise<string> => {
+/** What the file looks like (a change of any part means it is read again), and its mtime in wall ms (NaN: not stat'ed). */
+const versionOf = async (path: string): Promise<{ readonly signature: string; readonly mtimeMs: number }> => {
   try {
     const info = await stat(path, { bigint: true })
-    return `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}`
+    return { signature: `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}`, mtimeMs: Number(info.mtimeNs / 1_000_000n) }
   } catch (error) {
-    return `error:${(error as NodeJS.ErrnoException).code ?? "unknown"}`
+    return { signature: `error:${(error as NodeJS.ErrnoException).code ?? "unknown"}`, mtimeMs: Number.NaN }
   }
 }
+
+const signatureOf = async (path: string): Promise<string> => (await versionOf(path)).signature
 
 /** Loads the file (failing when `read` fails) and keeps its value current until `close`. */
 export const watchDocumentFile = async <T, E extends { readonly message: string }>(
@@ -128,16 +130,6 @@ export const watchDocumentFile = async <T, E extends { readonly message: string 
 ): Promise<Result.Result<DocumentWatch<T>, E>> => {
   const { path, log, event, describe } = options
   const loadedFields = options.loadedFields ?? {}
-  let seen = await signatureOf(path)
-  const first = await options.read()
-  if (Result.isFailure(first)) return Result.fail(first.failure)
-  let value = first.success
-  log(`${event}-loaded`, { path: loggable(path), ...loadedFields, applies: describe(value) })
-  let closed = false
-  /** One check at a time; a change seen meanwhile runs one more after it. */
-  let running: Promise<void> | undefined
-  let again = false
-
   const settleMs = Math.max(0, options.settleMs ?? settleMsDefault)
   /** Resolved by close, so a check waiting out a settle time ends at once. */
   let wake: (() => void) | undefined
@@ -150,6 +142,32 @@ export const watchDocumentFile = async <T, E extends { readonly message: string 
         resolve()
       }
     })
+
+  // The first value, as a reload takes one, except that a file whose mtime is older than the
+  // settle time is read at once (a start waits only for a file being written, seen by its mtime:
+  // wall time, as the file system keeps it). One still changing after settleTries looks is taken
+  // as read (there is no last good one to keep), and read again by the first check.
+  let seen = ""
+  let first: Result.Result<T, E> | undefined
+  let skipped = 0
+  while (first === undefined) {
+    const before = await versionOf(path)
+    if (before.mtimeMs > Date.now() - settleMs) await settle()
+    const read = await options.read()
+    seen = before.signature
+    if ((await signatureOf(path)) === before.signature) first = read
+    else if (++skipped === settleTries) {
+      log(`${event}-still-changing`, { path: loggable(path), tries: String(settleTries), settleMs: String(settleMs), keeping: "the version read" })
+      first = read
+    }
+  }
+  if (Result.isFailure(first)) return Result.fail(first.failure)
+  let value = first.success
+  log(`${event}-loaded`, { path: loggable(path), ...(skipped === 0 ? {} : { skipped: String(skipped) }), ...loadedFields, applies: describe(value) })
+  let closed = false
+  /** One check at a time; a change seen meanwhile runs one more after it. */
+  let running: Promise<void> | undefined
+  let again = false
 
   const load = async (): Promise<void> => {
     let skipped = 0

@@ -5,7 +5,7 @@
 // so the part is never applied and the whole is. Real files in a temp dir; the settle time on
 // faked timers (the pause of the writer is where the test writes the rest), the file system real.
 import * as Result from "effect/Result"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
@@ -41,6 +41,13 @@ const settling = async (checking: Promise<void>): Promise<"settling" | "done"> =
   }
 }
 
+/** `text` at `path`, its mtime a second back: a file in place before the watch starts, which the start takes at once. */
+const writeBefore = (path: string, text: string) => {
+  writeFileSync(path, text)
+  const second = Date.now() / 1000 - 1
+  utimesSync(path, second, second)
+}
+
 const loggedTo = (logged: Array<Record<string, unknown>>) => (event: string, fields?: Readonly<Record<string, unknown>>) => logged.push({ event, ...fields })
 
 /** The policy file at `path` for catalog, checked only when the test says (no watch, an hour's poll), its log and reloads recorded. */
@@ -56,7 +63,7 @@ const watchPolicy = async (path: string) => {
 describe("a file written in two parts is never applied half", () => {
   it("the authorization policy: the part without `methods` (every method allowed) is not applied, the whole is", async () => {
     const path = join(dir, "policy.yaml")
-    writeFileSync(path, `services:\n  catalog:\n    rules:\n      - from: ["${reports}"]\n        methods: [GET]\n`)
+    writeBefore(path, `services:\n  catalog:\n    rules:\n      - from: ["${reports}"]\n        methods: [GET]\n`)
     const { policy, logged, loads } = await watchPolicy(path)
     const firstPart = `services:\n  catalog:\n    rules:\n      - from: ["${storefront}"]\n`
     const whole = `${firstPart}        methods: [GET]\n`
@@ -88,7 +95,7 @@ describe("a file written in two parts is never applied half", () => {
   it("the routes: the part with the first route only is not applied, the whole is", async () => {
     const route = (name: string, service: string) => `  - name: ${name}\n    service: ${service}\n    split: [{subset: v1, weight: 1}]\n`
     const path = join(dir, "routes.yaml")
-    writeFileSync(path, `routes:\n${route("a", "pricing")}${route("b", "store")}${route("c", "search")}`)
+    writeBefore(path, `routes:\n${route("a", "pricing")}${route("b", "store")}${route("c", "search")}`)
     const logged: Array<Record<string, unknown>> = []
     const watched = await watchRoutesFile({ path, pollMs: 3_600_000, watch: false, log: loggedTo(logged) })
     if (Result.isFailure(watched)) throw new Error(watched.failure.message)
@@ -115,7 +122,7 @@ describe("a file written in two parts is never applied half", () => {
   it("a file that keeps changing is left after a bounded number of looks, logged, the last good kept; the next check takes it once still", async () => {
     const path = join(dir, "policy.yaml")
     const allowing = (identity: string, note: number) => `# ${note}\nservices:\n  catalog:\n    rules:\n      - from: ["${identity}"]\n`
-    writeFileSync(path, allowing(reports, 0))
+    writeBefore(path, allowing(reports, 0))
     const { policy, logged, loads } = await watchPolicy(path)
 
     writeFileSync(path, allowing(storefront, 1))
@@ -137,5 +144,30 @@ describe("a file written in two parts is never applied half", () => {
     await next
     expect(loads).toStrictEqual(["ok"])
     expect(policy.current().decide(storefront, "GET", "/")).toBe("allow")
+  })
+
+  it("at start: a file written within the settle time is read once it stands still; an older one at once", async () => {
+    const path = join(dir, "policy.yaml")
+    const firstPart = `services:\n  catalog:\n    rules:\n      - from: ["${storefront}"]\n`
+    const whole = `${firstPart}        methods: [GET]\n`
+    writeFileSync(path, firstPart)
+    const starting = watchPolicy(path)
+    const first = await settling(starting.then(() => undefined))
+    writeFileSync(path, whole)
+    await vi.advanceTimersByTimeAsync(settleMsDefault)
+    await settling(starting.then(() => undefined))
+    await vi.advanceTimersByTimeAsync(settleMsDefault)
+    const { policy, logged } = await starting
+    expect(policy.current().decide(storefront, "POST", "/")).toBe("no-rule-matched")
+    expect(policy.current().decide(storefront, "GET", "/")).toBe("allow")
+    expect(first).toBe("settling")
+    expect(logged.map((l) => [l.event, l.skipped])).toStrictEqual([["authz-policy-loaded", "1"]])
+
+    // Written a second before the start: taken without waiting.
+    const old = join(dir, "old.yaml")
+    writeBefore(old, whole)
+    const quick = watchPolicy(old)
+    expect(await settling(quick.then(() => undefined))).toBe("done")
+    expect((await quick).policy.current().decide(storefront, "GET", "/")).toBe("allow")
   })
 })
