@@ -170,4 +170,24 @@ describe("a file written in two parts is never applied half", () => {
     expect(await settling(quick.then(() => undefined))).toBe("done")
     expect((await quick).policy.current().decide(storefront, "GET", "/")).toBe("allow")
   })
+
+  it("at start: a file still changing after the bounded looks is not taken (its part may allow more); the start fails, saying so", async () => {
+    const path = join(dir, "policy.yaml")
+    const allowing = (note: number) => `# ${note}\nservices:\n  catalog:\n    rules:\n      - from: ["${storefront}"]\n`
+    writeFileSync(path, allowing(1))
+    const logged: Array<Record<string, unknown>> = []
+    const starting = watchPolicyFile({ path, service: "catalog", trustDomain: td, pollMs: 3_600_000, watch: false, log: loggedTo(logged) })
+    const started = starting.then(() => undefined)
+    for (let write = 2; write <= settleTries + 1; write++) {
+      expect(await settling(started)).toBe("settling")
+      // A size change each time, so the version differs whatever the mtime's granularity.
+      writeFileSync(path, allowing(10 ** write))
+      await vi.advanceTimersByTimeAsync(settleMsDefault)
+    }
+    expect(await settling(started)).toBe("done")
+    const result = await starting
+    if (Result.isSuccess(result)) closers.push(result.success.close)
+    expect(Result.isFailure(result) ? result.failure : "started").toMatchObject({ _tag: "PolicyFileInvalid", message: expect.stringMatching(/still changing/) })
+    expect(logged.map((l) => l.event)).toStrictEqual(["authz-policy-still-changing"])
+  })
 })
