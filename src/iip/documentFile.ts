@@ -11,7 +11,7 @@
 // version taken after such skips says how many in its log line (`skipped`).
 // A version that cannot be read or checked keeps the last good one in force,
 // says why in the log (`<event>-invalid`) and is counted (`onLoad("invalid")`); at start there is
-// no last good one, so the caller gets the failure.
+// no last good one, so the caller gets the failure, as for a file still changing after those looks.
 import * as Result from "effect/Result"
 import { constants, type FSWatcher, watch } from "node:fs"
 import { open, stat } from "node:fs/promises"
@@ -74,7 +74,9 @@ export interface DocumentWatchOptions<T, E extends { readonly message: string }>
   readonly read: () => Promise<Result.Result<T, E>>
   /** What is in force, for the log (`applies` of the loaded event, `keeping` of the invalid one). */
   readonly describe: (value: T) => string
-  /** The log events' prefix: `<event>-loaded`, `<event>-invalid`, `<event>-watch-failed`. */
+  /** The caller's error for a file still changing at start (no version to take), from `message`. */
+  readonly unsettled: (message: string) => E
+  /** The log events' prefix: `<event>-loaded`, `<event>-invalid`, `<event>-still-changing`, `<event>-watch-failed`. */
   readonly event: string
   /** More fields of the loaded event. */
   readonly loadedFields?: Readonly<Record<string, string>>
@@ -145,8 +147,8 @@ export const watchDocumentFile = async <T, E extends { readonly message: string 
 
   // The first value, as a reload takes one, except that a file whose mtime is older than the
   // settle time is read at once (a start waits only for a file being written, seen by its mtime:
-  // wall time, as the file system keeps it). One still changing after settleTries looks is taken
-  // as read (there is no last good one to keep), and read again by the first check.
+  // wall time, as the file system keeps it). One still changing after settleTries looks fails the
+  // start: what was read may be a part (a policy allowing more) and there is no last good one.
   let seen = ""
   let first: Result.Result<T, E> | undefined
   let skipped = 0
@@ -157,8 +159,8 @@ export const watchDocumentFile = async <T, E extends { readonly message: string 
     seen = before.signature
     if ((await signatureOf(path)) === before.signature) first = read
     else if (++skipped === settleTries) {
-      log(`${event}-still-changing`, { path: loggable(path), tries: String(settleTries), settleMs: String(settleMs), keeping: "the version read" })
-      first = read
+      log(`${event}-still-changing`, { path: loggable(path), tries: String(settleTries), settleMs: String(settleMs), keeping: "nothing: not started" })
+      return Result.fail(options.unsettled(`still changing after ${settleTries} looks ${settleMs} ms apart (a writer still at it?): not started on a part of it`))
     }
   }
   if (Result.isFailure(first)) return Result.fail(first.failure)

@@ -44,6 +44,7 @@ export const watchRoutesFile = (options: RoutesFileOptions): Promise<Result.Resu
     path: options.path,
     read: () => readRoutesFile(options.path, options.compile),
     describe: (routes) => routes.source,
+    unsettled: (message) => new RoutesFileInvalid({ path: options.path, message: `${options.path}: ${message}` }),
     event: "routes",
     pollMs: options.pollMs,
     log: options.log,

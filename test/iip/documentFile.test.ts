@@ -27,6 +27,7 @@ describe("watchDocumentFile", () => {
         return Result.succeed(text)
       },
       describe: (text) => text,
+      unsettled: (message) => ({ message }),
       event: "doc",
       pollMs: 3_600_000,
       // The settle time's own logic: half-written-files.test.ts.
