@@ -135,10 +135,11 @@ export const watchDocumentFile = async <T, E extends { readonly message: string 
   const settleMs = Math.max(0, options.settleMs ?? settleMsDefault)
   /** Resolved by close, so a check waiting out a settle time ends at once. */
   let wake: (() => void) | undefined
-  const settle = () =>
+  /** At start the caller awaits the value, so the timer holds the process; a reload's does not. */
+  const settle = (holdsProcess = false) =>
     new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, settleMs)
-      timer.unref()
+      if (!holdsProcess) timer.unref()
       wake = () => {
         clearTimeout(timer)
         resolve()
@@ -154,7 +155,7 @@ export const watchDocumentFile = async <T, E extends { readonly message: string 
   let skipped = 0
   while (first === undefined) {
     const before = await versionOf(path)
-    if (before.mtimeMs > Date.now() - settleMs) await settle()
+    if (before.mtimeMs > Date.now() - settleMs) await settle(true)
     const read = await options.read()
     seen = before.signature
     if ((await signatureOf(path)) === before.signature) first = read
