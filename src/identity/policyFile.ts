@@ -52,6 +52,7 @@ export const watchPolicyFile = (options: PolicyFileOptions): Promise<Result.Resu
     path: options.path,
     read: () => readPolicyFile(options.path, options.service, options.trustDomain),
     describe: (policy) => policy.source,
+    unsettled: (message) => new PolicyFileInvalid({ path: options.path, message }),
     event: "authz-policy",
     loadedFields: { service: options.service },
     pollMs: options.pollMs,

@@ -3,10 +3,15 @@
 // ending in .yaml/.yml (yamlStrict.ts, with the `yaml` parser, is loaded only then). Re-read when it changes: its
 // directory is watched (an editor's rename-over and a Kubernetes ConfigMap's symlink swap are both
 // seen), and a bounded poll stats it in case the watch misses an event (network file systems, some
-// container runtimes). A version that changed while it was read is not applied (a writer was still
-// at it); the next check reads it whole. A version that cannot be read or checked keeps the last good one in force,
+// container runtimes). A version is taken only once it is stable: its identity, size and mtime the
+// same for a settle time (250 ms) and across the read. A writer that is still at it (an editor
+// saving in place, `cat > file`) may have left a prefix that is itself valid YAML with fewer rules,
+// a policy that allows more than meant; so a version still changing is skipped and looked at again,
+// a few times, then left to the next check (`<event>-still-changing`), the last good one kept; a
+// version taken after such skips says how many in its log line (`skipped`).
+// A version that cannot be read or checked keeps the last good one in force,
 // says why in the log (`<event>-invalid`) and is counted (`onLoad("invalid")`); at start there is
-// no last good one, so the caller gets the failure.
+// no last good one, so the caller gets the failure, as for a file still changing after those looks.
 import * as Result from "effect/Result"
 import { constants, type FSWatcher, watch } from "node:fs"
 import { open, stat } from "node:fs/promises"
@@ -69,7 +74,9 @@ export interface DocumentWatchOptions<T, E extends { readonly message: string }>
   readonly read: () => Promise<Result.Result<T, E>>
   /** What is in force, for the log (`applies` of the loaded event, `keeping` of the invalid one). */
   readonly describe: (value: T) => string
-  /** The log events' prefix: `<event>-loaded`, `<event>-invalid`, `<event>-watch-failed`. */
+  /** The caller's error for a file still changing at start (no version to take), from `message`. */
+  readonly unsettled: (message: string) => E
+  /** The log events' prefix: `<event>-loaded`, `<event>-invalid`, `<event>-still-changing`, `<event>-watch-failed`. */
   readonly event: string
   /** More fields of the loaded event. */
   readonly loadedFields?: Readonly<Record<string, string>>
@@ -80,9 +87,24 @@ export interface DocumentWatchOptions<T, E extends { readonly message: string }>
   readonly onLoad?: (result: DocumentLoad) => void
   /** How long a burst of watch events is let settle before the file is read (default 50 ms). */
   readonly debounceMs?: number
+  /** How long a changed version must stay unchanged before it is read (default settleMsDefault). */
+  readonly settleMs?: number
   /** False: the poll alone (a file system where watching sees nothing); default true. */
   readonly watch?: boolean
 }
+
+/**
+ * A writer's pause between two writes (an editor's buffered save, a script's lines) is a few ms;
+ * 250 ms is past them while a reload still lands well under a second after the save.
+ */
+export const settleMsDefault = 250
+
+/**
+ * How many times one check looks at a version that keeps changing before it leaves it to the next
+ * check (the watch's next event or the poll): a file written without pause for longer is not read
+ * in a loop, and the check ends (what is in force stays).
+ */
+export const settleTries = 8
 
 /** The value in force and the watch that keeps it current. */
 export interface DocumentWatch<T> {
@@ -92,15 +114,17 @@ export interface DocumentWatch<T> {
   readonly close: () => void
 }
 
-/** What the file looked like when last read: a change of any part means it is read again. */
-const signatureOf = async (path: string): Promise<string> => {
+/** What the file looks like (a change of any part means it is read again), and its mtime in wall ms (NaN: not stat'ed). */
+const versionOf = async (path: string): Promise<{ readonly signature: string; readonly mtimeMs: number }> => {
   try {
     const info = await stat(path, { bigint: true })
-    return `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}`
+    return { signature: `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}`, mtimeMs: Number(info.mtimeNs / 1_000_000n) }
   } catch (error) {
-    return `error:${(error as NodeJS.ErrnoException).code ?? "unknown"}`
+    return { signature: `error:${(error as NodeJS.ErrnoException).code ?? "unknown"}`, mtimeMs: Number.NaN }
   }
 }
+
+const signatureOf = async (path: string): Promise<string> => (await versionOf(path)).signature
 
 /** Loads the file (failing when `read` fails) and keeps its value current until `close`. */
 export const watchDocumentFile = async <T, E extends { readonly message: string }>(
@@ -108,34 +132,79 @@ export const watchDocumentFile = async <T, E extends { readonly message: string 
 ): Promise<Result.Result<DocumentWatch<T>, E>> => {
   const { path, log, event, describe } = options
   const loadedFields = options.loadedFields ?? {}
-  let seen = await signatureOf(path)
-  const first = await options.read()
+  const settleMs = Math.max(0, options.settleMs ?? settleMsDefault)
+  /** Resolved by close, so a check waiting out a settle time ends at once. */
+  let wake: (() => void) | undefined
+  /** At start the caller awaits the value, so the timer holds the process; a reload's does not. */
+  const settle = (holdsProcess = false) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, settleMs)
+      if (!holdsProcess) timer.unref()
+      wake = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+
+  // The first value, as a reload takes one, except that a file whose mtime is older than the
+  // settle time is read at once (a start waits only for a file being written, seen by its mtime:
+  // wall time, as the file system keeps it). One still changing after settleTries looks fails the
+  // start: what was read may be a part (a policy allowing more) and there is no last good one.
+  let seen = ""
+  let first: Result.Result<T, E> | undefined
+  let skipped = 0
+  while (first === undefined) {
+    const before = await versionOf(path)
+    if (before.mtimeMs > Date.now() - settleMs) await settle(true)
+    const read = await options.read()
+    seen = before.signature
+    if ((await signatureOf(path)) === before.signature) first = read
+    else if (++skipped === settleTries) {
+      log(`${event}-still-changing`, { path: loggable(path), tries: String(settleTries), settleMs: String(settleMs), keeping: "nothing: not started" })
+      return Result.fail(options.unsettled(`still changing after ${settleTries} looks ${settleMs} ms apart (a writer still at it?): not started on a part of it`))
+    }
+  }
   if (Result.isFailure(first)) return Result.fail(first.failure)
   let value = first.success
-  log(`${event}-loaded`, { path: loggable(path), ...loadedFields, applies: describe(value) })
+  log(`${event}-loaded`, { path: loggable(path), ...(skipped === 0 ? {} : { skipped: String(skipped) }), ...loadedFields, applies: describe(value) })
   let closed = false
   /** One check at a time; a change seen meanwhile runs one more after it. */
   let running: Promise<void> | undefined
   let again = false
 
   const load = async (): Promise<void> => {
-    const signature = await signatureOf(path)
-    if (signature === seen || closed) return
-    const next = await options.read()
-    // Changed while it was read (a writer still at it): what was read may be a part of it, and
-    // YAML cut short is often a valid document. Not applied: the change's own watch event, or
-    // the poll, reads it again (not at once: a file that never stops changing is not read in a loop).
-    const after = await signatureOf(path)
-    if (closed || after !== signature) return
-    seen = signature
-    if (Result.isFailure(next)) {
-      log(`${event}-invalid`, { path: loggable(path), message: loggable(next.failure.message, 1000), keeping: describe(value) })
-      options.onLoad?.("invalid")
+    let skipped = 0
+    for (let tries = 0; tries < settleTries; tries++) {
+      const signature = await signatureOf(path)
+      if (signature === seen || closed) return
+      // Unchanged for the settle time, then across the read: a writer that paused for less than
+      // that (its first part may be a valid document with fewer entries) has written again by now.
+      await settle()
+      if (closed) return
+      if ((await signatureOf(path)) !== signature) {
+        skipped++
+        continue
+      }
+      const next = await options.read()
+      if (closed) return
+      if ((await signatureOf(path)) !== signature) {
+        skipped++
+        continue
+      }
+      seen = signature
+      const fields = { path: loggable(path), ...(skipped === 0 ? {} : { skipped: String(skipped) }) }
+      if (Result.isFailure(next)) {
+        log(`${event}-invalid`, { ...fields, message: loggable(next.failure.message, 1000), keeping: describe(value) })
+        options.onLoad?.("invalid")
+        return
+      }
+      value = next.success
+      log(`${event}-loaded`, { ...fields, ...loadedFields, applies: describe(value) })
+      options.onLoad?.("ok")
       return
     }
-    value = next.success
-    log(`${event}-loaded`, { path: loggable(path), ...loadedFields, applies: describe(value) })
-    options.onLoad?.("ok")
+    // Not marked seen: the next check (the watch's next event, the poll) looks at it again.
+    log(`${event}-still-changing`, { path: loggable(path), tries: String(settleTries), settleMs: String(settleMs), keeping: describe(value) })
   }
   const check = (): Promise<void> => {
     if (running !== undefined) {
@@ -174,6 +243,7 @@ export const watchDocumentFile = async <T, E extends { readonly message: string 
     check,
     close: () => {
       closed = true
+      wake?.()
       clearTimeout(timer)
       clearInterval(poll)
       watcher?.close()

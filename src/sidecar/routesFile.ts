@@ -25,6 +25,8 @@ export interface RoutesFileOptions {
   readonly debounceMs?: number
   /** How the routes are compiled (the rate limits' bucket bound). */
   readonly compile?: CompileOptions
+  /** False: the poll alone (a file system where watching sees nothing); default true. */
+  readonly watch?: boolean
 }
 
 /** Reads, parses, checks and compiles the file: its routes, or why not (naming the file). */
@@ -42,8 +44,10 @@ export const watchRoutesFile = (options: RoutesFileOptions): Promise<Result.Resu
     path: options.path,
     read: () => readRoutesFile(options.path, options.compile),
     describe: (routes) => routes.source,
+    unsettled: (message) => new RoutesFileInvalid({ path: options.path, message: `${options.path}: ${message}` }),
     event: "routes",
     pollMs: options.pollMs,
     log: options.log,
-    ...(options.debounceMs === undefined ? {} : { debounceMs: options.debounceMs })
+    ...(options.debounceMs === undefined ? {} : { debounceMs: options.debounceMs }),
+    ...(options.watch === undefined ? {} : { watch: options.watch })
   })

@@ -2,9 +2,11 @@
 // raced a writer (the file changed while it was read) may hold part of the file, and YAML cut
 // short is often still a valid document; such a read is not applied, the next check reads it whole.
 import * as Result from "effect/Result"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { execFile } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { promisify } from "node:util"
 import { afterAll, describe, expect, it } from "vitest"
 import { watchDocumentFile } from "../../src/iip/documentFile.ts"
 
@@ -12,7 +14,7 @@ const dir = mkdtempSync(join(tmpdir(), "iip-mesh-document-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
 describe("watchDocumentFile", () => {
-  it("a version that changed while it was read is not applied; the next check applies the whole file", async () => {
+  it("a version that changed while it was read is not applied; the check looks again and applies the whole file", async () => {
     const path = join(dir, "routes.yaml")
     writeFileSync(path, "first")
     /** Set by the test: runs inside the next read, after the content was taken (a writer finishing meanwhile). */
@@ -27,8 +29,11 @@ describe("watchDocumentFile", () => {
         return Result.succeed(text)
       },
       describe: (text) => text,
+      unsettled: (message) => ({ message }),
       event: "doc",
       pollMs: 3_600_000,
+      // The settle time's own logic: half-written-files.test.ts.
+      settleMs: 0,
       watch: false,
       log: (event, fields) => events.push(`${event} ${String(fields?.["applies"] ?? fields?.["keeping"] ?? "")}`)
     })
@@ -37,13 +42,32 @@ describe("watchDocumentFile", () => {
       writeFileSync(path, "part")
       duringRead = () => writeFileSync(path, "part and the rest")
       await watch.success.check()
-      expect(watch.success.current()).toBe("first")
-      await watch.success.check()
       expect(watch.success.current()).toBe("part and the rest")
       expect(events).toStrictEqual(["doc-loaded first", "doc-loaded part and the rest"])
     } finally {
       watch.success.close()
     }
+  })
+
+  it("the start waits out its settle time on its own: a process with nothing else running does not exit before the file is read", async () => {
+    const path = join(dir, "fresh.yaml")
+    writeFileSync(path, "a: 1\n")
+    // An mtime an hour ahead (a writer's clock ahead of ours): the start waits out the settle time.
+    const ahead = Date.now() / 1000 + 3600
+    utimesSync(path, ahead, ahead)
+    const script = [
+      `import * as Result from "effect/Result"`,
+      `import { watchDocumentFile } from ${JSON.stringify(new URL("../../src/iip/documentFile.ts", import.meta.url).href)}`,
+      `const watched = await watchDocumentFile({ path: ${JSON.stringify(path)}, read: async () => Result.succeed("read"), describe: String,`,
+      `  unsettled: (message) => ({ message }), event: "doc", pollMs: 3600000, watch: false, log: () => {} })`,
+      `if (Result.isSuccess(watched)) watched.success.close()`,
+      `console.log(Result.isSuccess(watched) ? watched.success.current() : "failed")`
+    ].join("\n")
+    const child = await promisify(execFile)(process.execPath, ["--input-type=module", "-e", script], { cwd: new URL("../..", import.meta.url).pathname, timeout: 30_000 }).then(
+      ({ stdout }) => ({ code: 0, stdout }),
+      (error: { code?: number; stdout?: string }) => ({ code: error.code, stdout: error.stdout })
+    )
+    expect(child).toStrictEqual({ code: 0, stdout: "read\n" })
   })
 })
 

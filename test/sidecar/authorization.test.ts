@@ -163,6 +163,24 @@ describe("authorization policy at the inbound side", () => {
     expect(await metric(callee.b, /^iip_mesh_authz_policy_reloads_total\{result="invalid"\}/)).toBe(1)
   })
 
+  it("a YAML policy saved in place in two parts, a pause between, is never applied half (its rule without paths and methods allows all); the whole is", async () => {
+    const path = join(dir, "policy.yaml")
+    const rule = `services:\n  catalog:\n    rules:\n      - from: ["${storefront}"]\n`
+    writeFileSync(path, `${rule}        paths: ["/products"]\n        methods: [GET]\n`)
+    const callee = await startCallee({ authzPolicy: path })
+    const a = await startCaller([callee], storefront)
+    // An editor or `cat > file` writing in place: the first part, a pause shorter than the settle
+    // time (250 ms), the rest. The pause is the writer's, not a wait for the sidecar.
+    writeFileSync(path, rule)
+    await new Promise((resolve) => setTimeout(resolve, 150))
+    writeFileSync(path, `${rule}        paths: ["/products"]\n        methods: [GET, POST]\n`)
+    await callee.until(() => callee.logged.filter((l) => l.event === "authz-policy-loaded").length >= 2, "B to load a new policy")
+    expectForbidden(await call(a.outboundPort, { method: "DELETE", path: "/products" }), "DELETE, which only the first part allowed")
+    expectForbidden(await call(a.outboundPort, { path: "/orders" }), "another path, which only the first part allowed")
+    expect((await call(a.outboundPort, { method: "POST", path: "/products", body: "{}" })).status).toBe(200)
+    expect(await metric(callee.b, /^iip_mesh_authz_policy_reloads_total\{result="ok"\}/)).toBe(1)
+  })
+
   it("a sidecar does not start with a policy file that is not a policy", async () => {
     writeFileSync(join(dir, "policy.json"), JSON.stringify({ services: { catalog: { default: "nobody" } } }))
     await expect(startCallee({ authzPolicy: join(dir, "policy.json") })).rejects.toThrow(/services\.catalog\.default: expected one of allow-all, mesh-authenticated, deny/)

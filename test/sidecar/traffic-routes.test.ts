@@ -156,6 +156,28 @@ describe("routes over real sidecars", () => {
     for (let i = 0; i < 5; i++) expect(await get(running, "pricing")).toBe("pricing-v2")
   })
 
+  it("a YAML file saved in place in two parts, a pause between, is never applied half (its first route alone is valid); the whole is", async () => {
+    const v1 = await versioned("pricing", "v1")
+    const v2 = await versioned("pricing", "v2")
+    const route = (name: string, service: string, subset: string, match = "") => `  - name: ${name}\n    service: ${service}\n${match}    split: [{ subset: ${subset}, weight: 1 }]\n`
+    const testers = route("testers", "pricing", "v2", `    matches: [{ headers: { x-tester: "yes" } }]\n`)
+    const { running, path, logged, until } = await router("parts.yaml", `routes:\n${testers}${route("stable", "pricing", "v1")}${route("search", "search", "v1")}`, {
+      service: "store",
+      endpoints: { pricing: [v1.endpoint, v2.endpoint] }
+    })
+    // An editor or `cat > file` writing in place: the first part, a pause shorter than the settle
+    // time (250 ms), the rest. The pause is the writer's, not a wait for the sidecar.
+    writeFileSync(path, `routes:\n${testers}`)
+    await new Promise((resolve) => setTimeout(resolve, 150))
+    writeFileSync(path, `routes:\n${testers}${route("stable", "pricing", "v1")}`)
+    await until(() => logged.filter((l) => l.event === "routes-loaded").length === 2, "the whole file's routes-loaded", 5000)
+    expect(logged.filter((l) => l.event === "routes-loaded").map((l) => l.applies)).toStrictEqual(["3 routes for 2 services", "2 routes for 1 service"])
+    for (let i = 0; i < 5; i++) {
+      expect(await get(running, "pricing")).toBe("pricing-v1")
+      expect(await get(running, "pricing", { headers: { "x-tester": "yes" } })).toBe("pricing-v2")
+    }
+  })
+
   it("a retry stays within the subset: an unreachable v2 endpoint's requests go to the other v2, never to v1", async () => {
     const v1 = await versioned("pricing", "v1")
     const v2 = await versioned("pricing", "v2")
