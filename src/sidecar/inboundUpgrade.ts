@@ -90,7 +90,7 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
     const full = tunnels.take(peer)
     if (full !== undefined) return refuse(`${full}; retry elsewhere`)
     let counted = true
-    /** Once, when the upgrade fails, is answered without switching, or its connection closes. */
+    /** Once, when the upgrade fails or is answered without switching (after a switch, runTunnel gives the place back at the close). */
     const countOut = () => {
       if (!counted) return
       counted = false
