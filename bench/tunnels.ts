@@ -8,23 +8,23 @@
 // go with the tunnels open? `--default-caps` leaves the sidecars' tunnel and channel caps as shipped
 // (otherwise raised to fit --tunnels): upgrades refused or failed are counted, the first one's
 // answer printed, instead of ending the run.
-// `--sidecar-main other/dist/cli/main.js` runs another build (A/B pairs: alternate the two).
-//   node bench/tunnels.ts [--tunnels 1000] [--default-caps] [--sidecar-main PATH]
+// `--sidecar-main other/dist/cli/main.js` runs another build (A/B pairs: alternate the two);
+// `--sidecar-node-flags "..."` replaces the shipped node flags, and `--snapshot` (with
+// `--heapsnapshot-signal=SIGUSR2` among them) has each sidecar write a heap snapshot with the tunnels open.
+// The last stdout line is one JSON object (the figures per 1,000 tunnels, in MB).
+//   npm run -s bench -- tunnels [--tunnels 1000] [--default-caps] [--sidecar-main PATH] [--sidecar-node-flags FLAGS] [--snapshot]
 import { readFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
 import * as http from "node:http"
 import { loadavg } from "node:os"
 import WebSocket, { WebSocketServer } from "ws"
+import { benchArgs, printSummary } from "./args.ts"
 import { killChild, listenOn, serveChild, spawnServer } from "./children.ts"
 import { DEFAULT_SIDECAR_MAIN, SHIPPED_ENV, SHIPPED_NODE_FLAGS } from "./sidecar/options.ts"
 import { type Sidecar, startSidecar } from "./sidecar/sidecars.ts"
 import { HOST } from "./sidecar/request.ts"
 
 const MB = 1024 * 1024
-
-const arg = (name: string): string | undefined => {
-  const i = process.argv.indexOf(name)
-  return i === -1 ? undefined : process.argv[i + 1]
-}
 
 const serveApp = async (): Promise<number> => {
   const server = http.createServer((_req, res) => res.end("plain"))
@@ -75,16 +75,17 @@ const openTunnel = (entry: { host: string; port: number }): Promise<WebSocket> =
     ws.once("message", () => resolve(ws))
   })
 
-const main = async () => {
-  const count = Number(arg("--tunnels") ?? 1000)
-  const sidecarMain = arg("--sidecar-main") ?? DEFAULT_SIDECAR_MAIN
+export const main = async (args: ReadonlyArray<string>): Promise<void> => {
+  const { value, number } = benchArgs(args)
+  const count = Math.round(number("--tunnels", 1000))
+  const sidecarMain = value("--sidecar-main") ?? DEFAULT_SIDECAR_MAIN
   const spawned: Array<() => Promise<void>> = []
   const app = await spawnServer(import.meta.url, "app", undefined)
   spawned.push(() => killChild(app.process))
   try {
-    const options = { cpuProfDir: undefined, sidecarNodeFlags: (arg("--sidecar-node-flags") ?? SHIPPED_NODE_FLAGS).split(" ").filter((flag) => flag !== ""), sidecarEnv: Object.fromEntries([SHIPPED_ENV.split("=") as [string, string]]), sidecarMain, sidecarLogDir: undefined }
+    const options = { cpuProfDir: undefined, sidecarNodeFlags: (value("--sidecar-node-flags") ?? SHIPPED_NODE_FLAGS).split(" ").filter((flag) => flag !== ""), sidecarEnv: Object.fromEntries([SHIPPED_ENV.split("=") as [string, string]]), sidecarMain, sidecarLogDir: undefined }
     const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--admin-control", `${HOST}:0`, "--drain-timeout", "2s", "--mtls", "off"]
-    const caps = process.argv.includes("--default-caps") ? [] : ["--max-tunnels", String(Math.max(4096, count + 16)), "--max-tunnels-per-peer", String(Math.max(1024, count + 16)), "--max-app-connections", String(Math.max(8192, count + 64))]
+    const caps = args.includes("--default-caps") ? [] : ["--max-tunnels", String(Math.max(4096, count + 16)), "--max-tunnels-per-peer", String(Math.max(1024, count + 16)), "--max-app-connections", String(Math.max(8192, count + 64))]
     const b = await startSidecar("b", ["--service", "echo", "--app", `${HOST}:${app.port}`, ...common, ...caps], options, spawned)
     const a = await startSidecar("a", ["--service", "client", "--endpoint", `echo=${b.inbound}`, ...common, ...caps], options, spawned)
     // One tunnel first: the mesh connection, its first stream and the code paths warm, outside the figures.
@@ -99,12 +100,16 @@ const main = async () => {
     const after = await measure([a, b])
     const per = 1000 / count
     const line = (name: string, i: number) => `${name}: rss ${(before[i]!.rss / MB).toFixed(1)} -> ${(after[i]!.rss / MB).toFixed(1)} MB (+${(((after[i]!.rss - before[i]!.rss) * per) / MB).toFixed(1)} MB per 1,000), heap ${(before[i]!.heap / MB).toFixed(1)} -> ${(after[i]!.heap / MB).toFixed(1)} MB (+${(((after[i]!.heap - before[i]!.heap) * per) / MB).toFixed(1)} MB per 1,000)`
-    console.log(JSON.stringify({ tunnels: count, sidecarMain, load: loadavg().map((l) => l.toFixed(2)).join(" ") }))
+    const load = loadavg().map((l) => l.toFixed(2)).join(" ")
+    console.log(`${count} tunnels, ${sidecarMain}, load ${load}`)
     console.log(line("A (outbound)", 0))
     console.log(line("B (inbound)", 1))
-    console.log(`${sockets.length} tunnels open, ${failed.length} failed${failed.length === 0 ? "" : ` (first: ${failed[0]})`}; a plain GET through A now: ${await plainGet(a.outbound)}`)
+    const plain = await plainGet(a.outbound)
+    console.log(`${sockets.length} tunnels open, ${failed.length} failed${failed.length === 0 ? "" : ` (first: ${failed[0]})`}; a plain GET through A now: ${plain}`)
+    const perThousand = (i: number, key: "rss" | "heap") => Number((((after[i]![key] - before[i]![key]) * per) / MB).toFixed(1))
+    printSummary({ tunnels: count, open: sockets.length, failed: failed.length, load, aRssMb: perThousand(0, "rss"), aHeapMb: perThousand(0, "heap"), bRssMb: perThousand(1, "rss"), bHeapMb: perThousand(1, "heap"), plainGet: plain })
     // `--sidecar-node-flags "--heapsnapshot-signal=SIGUSR2 ..."`: each sidecar writes a heap snapshot with the tunnels open (into its cwd).
-    if (process.argv.includes("--snapshot")) {
+    if (args.includes("--snapshot")) {
       for (const s of [a, b]) process.kill(s.pid, "SIGUSR2")
       await idle(15_000)
     }
@@ -114,5 +119,8 @@ const main = async () => {
   }
 }
 
-if (process.argv.includes("--serve")) void serveChild(serveApp)
-else await main()
+// Run directly (`node bench/tunnels.ts`, as spawnServer starts the app's process) rather than through bench/run.ts.
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  if (process.argv.includes("--serve")) void serveChild(serveApp)
+  else await main(process.argv.slice(2))
+}
