@@ -17,7 +17,8 @@ const benches: Record<string, () => Promise<Bench>> = {
   grpc: () => import("./grpc.ts"),
   sidecar: () => import("./sidecar.ts"),
   rpc: () => import("./rpc.ts"),
-  stream: () => import("./stream.ts")
+  stream: () => import("./stream.ts"),
+  tunnels: () => import("./tunnels.ts")
 }
 
 const [name, ...rest] = process.argv.slice(2)
