@@ -31,7 +31,9 @@ import type { HandlerValue } from "../iip/dispatch.ts"
 import type { Log, LogThrottle } from "../iip/log.ts"
 import { failure, reply } from "../iip/server.ts"
 import { RemoteError } from "../mux/meshChannels.ts"
+import type { CancelSignal } from "../mux/cancellation.ts"
 import type { IncomingRequest } from "../mux/request.ts"
+import type { IncomingStream } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { endToEndHeaders, type OnInvalidHeader, switchedAmong, upgradeProtocols } from "./headerFilter.ts"
 import { HttpMeta, responseMeta } from "./httpEnvelope.ts"
@@ -158,42 +160,54 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
         socket.destroy()
         return giveUp(502, AppErrorCode.failed, "app", failure(AppErrorCode.failed, `app at ${leg.address} switched to no protocol it was asked for`, true))
       }
-      socket.setNoDelay(true)
-      socket.setTimeout(leg.upgradeIdleTimeoutMs, () => socket.destroy())
-      socket.on("error", () => {})
       cancel.removeEventListener("abort", onCancel)
-      cancel.addEventListener("abort", () => socket.destroy())
-      const appBytes = new SocketSource(socket, head)
-      if (peerBytes === undefined) socket.end()
-      else void pipeToSocket(peerBytes, socket).then((bytes) => observation.requestBytes(bytes))
-      let stalled = false
-      const unwatch = peerBytes === undefined ? undefined : leg.stalls.watch(peerBytes, { app: leg.address, path: app.path }, () => {
-        stalled = true
-        // Its answer ends typed (A closes its caller's connection); the caller's bytes go back to the pool, granted.
-        appBytes.fail(new RemoteError({ code: MeshErrorCode.deadlineExceeded, message: `the app at ${leg.address} read none of the upgraded connection's bytes for ${leg.stalls.stallMs} ms`, processed: true }))
-        peerBytes.discard()
-        socket.destroy()
-      })
-      socket.once("close", () => {
-        unwatch?.()
-        countOut()
-        // The pipe to the app stops waiting for bytes nobody can take, and they are granted back: failed
-        // instead, the mux drops them without a grant (the stream ended) and A's sender, out of credit
-        // while the app read nothing, would wait for them, its channel held, until the connection closes.
-        peerBytes?.discard()
-        observation.responseBytes(appBytes.bytes)
-        // Ended by the mux for want of room in the tunnels' pool (the cancel closed this socket).
-        const overloaded = peerBytes?.overloaded
-        if (overloaded !== undefined) {
-          const admitted = leg.overloadLines.admit()
-          if (admitted !== undefined) leg.log("tunnel-overloaded", { app: leg.address, path: app.path, message: `${overloaded.message}; raise maxQueuedBytes (or maxQueuedBytesPerConnection, a connection's share), or find why the app stopped reading`, ...admitted })
-        }
-        const reason = overloaded !== undefined ? MeshErrorCode.overloaded : stalled ? MeshErrorCode.deadlineExceeded : undefined
-        observation.end(leg.address, 101, reason === undefined ? undefined : { hop: "inbound", reason })
-      })
-      const meta = responseMeta(101, endToEndHeaders(response.rawHeaders, leg.onInvalidHeaders)).set(HttpMeta.upgrade, switched)
+      // The place goes back when the app's socket closes (runTunnel), not here.
+      counted = false
+      const tunnel = runTunnel(leg, peer, peerBytes, socket, head, app.path, observation, cancel, responseMeta(101, endToEndHeaders(response.rawHeaders, leg.onInvalidHeaders)).set(HttpMeta.upgrade, switched))
       request.context.longLived()
-      answer(reply(appBytes, meta))
+      answer(tunnel)
     })
     outgoing.end(noBody)
   })
+
+/**
+ * The upgraded connection from the 101 on, until the app's socket closes: the answer the peer gets
+ * (the app's bytes, streamed). Apart from upgradeApp so that what its callbacks hold, for as long as
+ * the tunnel is open, is what they use: closures made in upgradeApp would hold its whole scope
+ * (the app's request and answer objects, node's agent, the peer's request), about 3 KB a tunnel.
+ */
+const runTunnel = (leg: AppUpgradeLeg, peer: string, peerBytes: IncomingStream | undefined, socket: net.Socket, head: Buffer, path: string, observation: InboundObservation, cancel: CancelSignal, meta: Map<string, string>): HandlerValue => {
+  socket.setNoDelay(true)
+  socket.setTimeout(leg.upgradeIdleTimeoutMs, () => socket.destroy())
+  socket.on("error", () => {})
+  cancel.addEventListener("abort", () => socket.destroy())
+  const appBytes = new SocketSource(socket, head)
+  if (peerBytes === undefined) socket.end()
+  else void pipeToSocket(peerBytes, socket).then((bytes) => observation.requestBytes(bytes))
+  let stalled = false
+  const unwatch = peerBytes === undefined ? undefined : leg.stalls.watch(peerBytes, { app: leg.address, path }, () => {
+    stalled = true
+    // Its answer ends typed (A closes its caller's connection); the caller's bytes go back to the pool, granted.
+    appBytes.fail(new RemoteError({ code: MeshErrorCode.deadlineExceeded, message: `the app at ${leg.address} read none of the upgraded connection's bytes for ${leg.stalls.stallMs} ms`, processed: true }))
+    peerBytes.discard()
+    socket.destroy()
+  })
+  socket.once("close", () => {
+    unwatch?.()
+    leg.tunnels.give(peer)
+    // The pipe to the app stops waiting for bytes nobody can take, and they are granted back: failed
+    // instead, the mux drops them without a grant (the stream ended) and A's sender, out of credit
+    // while the app read nothing, would wait for them, its channel held, until the connection closes.
+    peerBytes?.discard()
+    observation.responseBytes(appBytes.bytes)
+    // Ended by the mux for want of room in the tunnels' pool (the cancel closed this socket).
+    const overloaded = peerBytes?.overloaded
+    if (overloaded !== undefined) {
+      const admitted = leg.overloadLines.admit()
+      if (admitted !== undefined) leg.log("tunnel-overloaded", { app: leg.address, path, message: `${overloaded.message}; raise maxQueuedBytes (or maxQueuedBytesPerConnection, a connection's share), or find why the app stopped reading`, ...admitted })
+    }
+    const reason = overloaded !== undefined ? MeshErrorCode.overloaded : stalled ? MeshErrorCode.deadlineExceeded : undefined
+    observation.end(leg.address, 101, reason === undefined ? undefined : { hop: "inbound", reason })
+  })
+  return reply(appBytes, meta)
+}

@@ -61,7 +61,8 @@ const closingHead = (status: number, headers: ReadonlyArray<readonly [string, st
 /** One upgrade request, from its head to the close of the upgraded connection. */
 class OutboundUpgrade {
   private readonly options: OutboundUpgradeOptions
-  private readonly req: OutboundRequest
+  /** The request's URL, for the access log: the request itself is forward's alone (held no longer than the head's exchange). */
+  private readonly url: string
   private readonly socket: net.Socket
   private readonly source: SocketSource
   private readonly observation: OutboundObservation
@@ -85,14 +86,14 @@ class OutboundUpgrade {
 
   constructor(options: OutboundUpgradeOptions, req: OutboundRequest, socket: net.Socket, head: Buffer) {
     this.options = options
-    this.req = req
+    this.url = req.url
     this.socket = socket
     this.method = req.method
     this.observation = new OutboundObservation(options.telemetry, this.method, req.headers)
     this.source = new SocketSource(socket, head)
   }
 
-  run(): void {
+  run(req: OutboundRequest): void {
     const { socket, options } = this
     if (options.inFlight !== undefined) {
       options.inFlight.value++
@@ -108,11 +109,11 @@ class OutboundUpgrade {
       this.source.leavePool()
       this.control.abort()
     })
-    this.forward().catch((error: unknown) => this.fail(error))
+    this.forward(req).catch((error: unknown) => this.fail(error))
   }
 
-  private async forward(): Promise<void> {
-    const { req, options, observation, socket } = this
+  private async forward(req: OutboundRequest): Promise<void> {
+    const { options, observation, socket } = this
     const target = targetOf(req)
     this.target = target
     observation.begin(target.service, target.uri)
@@ -214,8 +215,17 @@ class OutboundUpgrade {
       answer.countUnreadIn(options.tunnels.unread)
       socket.once("close", options.tunnels.stalls.watch(answer, { service: target.service, endpoint: this.endpointName, path: target.uri }, () => this.stalled(answer)))
     }
-    const sent = await pipeToSocket(this.answer, socket)
-    observation.responseBytes(sent)
+    return this.relay(answer)
+  }
+
+  /**
+   * The far app's bytes to the caller, until the tunnel ends. Apart from forward, whose frame ends
+   * here: what it holds (the caller's request and its connection's parse state, the headers, the
+   * route, the endpoint's reply) would otherwise stay as long as the tunnel is open.
+   */
+  private async relay(answer: IncomingStream): Promise<void> {
+    const { socket } = this
+    this.observation.responseBytes(await pipeToSocket(answer, socket))
     // The exchange ends when both directions are over: the caller's socket closes.
     if (socket.closed) this.finishUpgraded()
     else socket.once("close", () => this.finishUpgraded())
@@ -290,7 +300,7 @@ class OutboundUpgrade {
     if (this.finished) return
     this.finished = true
     this.routeCounters?.finished(status, error !== undefined)
-    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url, this.endpointName, this.method, status, this.started, this.attempts, error)
+    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.url, this.endpointName, this.method, status, this.started, this.attempts, error)
   }
 
   /** Total: before the answer's head, the caller gets an error answer; after it, a cut connection. */
@@ -313,5 +323,5 @@ class OutboundUpgrade {
 
 /** What the outbound listener does with an upgrade request and its socket. */
 export const makeUpgradeHandler = (options: OutboundUpgradeOptions) => (req: OutboundRequest, socket: net.Socket, head: Buffer): void => {
-  new OutboundUpgrade(options, req, socket, head).run()
+  new OutboundUpgrade(options, req, socket, head).run(req)
 }
