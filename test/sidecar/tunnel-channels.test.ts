@@ -6,15 +6,13 @@
 // with no stream place left is refused at once, 503 overloaded at the outbound hop, counted with
 // the other upgrade refusals, and the endpoint stays healthy. Small channel limits at B so that
 // tens of WebSockets reach the bound. Real peers: `ws` as the app's server and as the callers.
-import type * as http from "node:http"
-import type * as net from "node:net"
 import { afterEach, beforeEach, expect, it } from "vitest"
-import WebSocket, { WebSocketServer } from "ws"
+import WebSocket from "ws"
 import { REQUEST_CHANNELS_PER_CONNECTION } from "../../src/sidecar/endpoints.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { parsePrometheusText, value } from "../support/prometheusText.ts"
-import { call, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
-import { upgradeAnswer } from "../support/upgradeAnswer.ts"
+import { call, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { startHoldingWsApp, upgradeAnswer } from "../support/upgradeAnswer.ts"
 
 /** B's channels per connection: A may open half, 70, of which 64 are the requests': 6 stream places a connection, 12 on A's two. */
 const B_CHANNELS = 2 * (REQUEST_CHANNELS_PER_CONNECTION + 6)
@@ -27,16 +25,7 @@ beforeEach(() => {
 afterEach(() => cleanup.run())
 
 it("past its stream places to an endpoint, A refuses an upgrade at once (503 overloaded, counted) and an ordinary request to it still gets its answer", async () => {
-  const app = await startApp(cleanup, (req, res) => {
-    req.resume()
-    res.end("plain")
-  })
-  const wss = new WebSocketServer({ noServer: true })
-  app.server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => wss.handleUpgrade(req, socket, head, () => {}))
-  cleanup.add(() => {
-    for (const ws of wss.clients) ws.terminate()
-    wss.close()
-  })
+  const app = await startHoldingWsApp(cleanup)
   const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, maxChannelsPerConnection: B_CHANNELS }))
   // A short deadline: before the fix the extra upgrade waited for it (504), and the test should not wait 10 s for that.
   const a = await startSidecar(cleanup, sidecarConfig({ service: "store", requestTimeoutMs: 3000, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
