@@ -2,9 +2,12 @@
 // streamed answer that never ends (a WebSocket's, a long one) keeps its channel for its whole
 // life, and the client skips such a channel for new requests. With no allowance, streams as many
 // as the channels leave every other request queued until its deadline; with one, the connection
-// opens a channel for each stream past its limit, and other requests are answered at once.
+// opens a channel for each stream past its limit, and other requests are answered at once. A
+// tunnel (RequestOptions.tunnel) takes only those stream places; past them it fails at once.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { StreamPlacesLimit } from "../../src/iip/client.ts"
 import { reply } from "../../src/iip/server.ts"
+import { Overloaded } from "../../src/mux/errors.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { rejection, startClient, startServer } from "../support/meshTest.ts"
 
@@ -45,5 +48,29 @@ describe("channels held by streams", () => {
   it("with one, the connection opens a channel past its limit and the request is answered", async () => {
     const client = await holdStreams(4)
     expect((await client.call("/echo", "x", { timeoutMs: 2000 })).toString()).toBe("x")
+  })
+
+  it("a tunnel past the connection's stream places fails at once (Overloaded streamChannels, nothing sent), and requests keep their channels", async () => {
+    // The server takes 12 channels a connection: the client opens 6 at most, 2 its requests', 4 stream places.
+    const server = await startServer(cleanup, { maxChannelsPerConnection: 12 })
+    let tunnels = 0
+    server.handle("/hold", () => {
+      tunnels++
+      return reply(endless())
+    })
+    server.handle("/echo", (request) => request.data)
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 2, streamChannelsPerConnection: 8 })
+    const controller = new AbortController()
+    cleanup.add(() => controller.abort())
+    for (let i = 0; i < 4; i++) await client.stream("/hold", endless(), { signal: controller.signal, tunnel: true, timeoutMs: 5000 })
+    const started = performance.now()
+    const refused = await rejection(client.stream("/hold", endless(), { signal: controller.signal, tunnel: true, timeoutMs: 5000 }))
+    expect(refused).toBeInstanceOf(Overloaded)
+    expect((refused as Overloaded).limit).toBe(StreamPlacesLimit)
+    expect(performance.now() - started).toBeLessThan(1000)
+    expect(tunnels).toBe(4)
+    expect(client.stats.queued).toBe(0)
+    for (let i = 0; i < 3; i++) expect((await client.call("/echo", `x${i}`, { timeoutMs: 2000 })).toString()).toBe(`x${i}`)
+    expect(client.stats.channels).toBeLessThanOrEqual(6)
   })
 })
