@@ -73,4 +73,25 @@ describe("channels held by streams", () => {
     for (let i = 0; i < 3; i++) expect((await client.call("/echo", `x${i}`, { timeoutMs: 2000 })).toString()).toBe(`x${i}`)
     expect(client.stats.channels).toBeLessThanOrEqual(6)
   })
+  it("a far side taking fewer than twice the requests' channels still takes tunnels: half the requests' channels, the rest theirs", async () => {
+    // The server takes 12 channels a connection, the client's requests 8: half of 12 leaves no place past them (before: every tunnel refused at once).
+    const server = await startServer(cleanup, { maxChannelsPerConnection: 12 })
+    let tunnels = 0
+    server.handle("/hold", () => {
+      tunnels++
+      return reply(endless())
+    })
+    server.handle("/echo", (request) => request.data)
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 8, streamChannelsPerConnection: 8 })
+    const controller = new AbortController()
+    cleanup.add(() => controller.abort())
+    for (let i = 0; i < 4; i++) await client.stream("/hold", endless(), { signal: controller.signal, tunnel: true, timeoutMs: 5000 })
+    const refused = await rejection(client.stream("/hold", endless(), { signal: controller.signal, tunnel: true, timeoutMs: 5000 }))
+    expect((refused as Overloaded).limit).toBe(StreamPlacesLimit)
+    expect(tunnels).toBe(4)
+    // The other 4 of the 8 are the requests': 4 at once are answered, and no channel past the 8 is opened.
+    const answers = await Promise.all([0, 1, 2, 3].map((i) => client.call("/echo", `y${i}`, { timeoutMs: 2000 })))
+    expect(answers.map(String)).toEqual(["y0", "y1", "y2", "y3"])
+    expect(client.stats.channels).toBeLessThanOrEqual(8)
+  })
 })
