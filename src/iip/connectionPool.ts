@@ -148,8 +148,8 @@ export class ConnectionPool {
     const open = pooled.channels.length + pooled.opening
     const limit = this.channelLimit(pooled)
     if (open < limit) return true
-    const places = this.streamPlaces(pooled)
-    if (places === 0 || open >= limit + places) return false
+    const past = this.pastLimit(pooled)
+    if (past === 0 || open >= limit + past) return false
     return tunnel || open - this.streaming(pooled) < limit
   }
 
@@ -161,15 +161,31 @@ export class ConnectionPool {
    * requests keep `limit` of them whatever the streams, streams get the rest. The sidecar's (64
    * request channels, 512 for streams, a far side taking 1,024): min(576, 512) - 64 = 448 a
    * connection, 896 to an endpoint on its 2 connections; before, streams could take all 2 x 512
-   * and requests waited for their deadline. None without streamChannelsPerConnection (streams take
-   * the requests' channels like any request), on a plain connection, or on one whose server
-   * refused a channel (it has none to spare).
+   * and requests waited for their deadline. A far side taking fewer than twice the requests'
+   * channels (maxChannels / 2 <= limit: a peer run with a low --max-channels-per-connection) leaves
+   * none past them: there streams get half the requests' channels instead, min(limit / 2,
+   * streamChannelsPerConnection), and the requests keep the rest (else every tunnel to it would be
+   * refused). None without streamChannelsPerConnection (streams take the requests' channels like
+   * any request), on a plain connection, or on one whose server refused a channel (it has none to
+   * spare).
    */
   streamPlaces(pooled: Pooled): number {
+    if (!this.takesStreams(pooled.link)) return 0
+    const past = this.pastLimit(pooled)
+    return past > 0 ? past : Math.min(this.streamChannelsPerConnection, Math.floor(this.channelLimit(pooled) / 2))
+  }
+
+  /** Channels a connection may open past its `channelLimit` for streams: min(limit + streamChannelsPerConnection, maxChannels / 2) - limit, at least 0 (streamPlaces). */
+  private pastLimit(pooled: Pooled): number {
     const link = pooled.link
-    if (this.streamChannelsPerConnection === 0 || link.mode !== "mesh" || link.session.channelCap !== Infinity) return 0
+    if (!this.takesStreams(link)) return 0
     const limit = this.channelLimit(pooled)
     return Math.max(0, Math.min(limit + this.streamChannelsPerConnection, Math.floor(link.session.agreed.maxChannels / 2)) - limit)
+  }
+
+  /** Streams have places of their own on this link: streamChannelsPerConnection, mesh mode, no channel refused. */
+  private takesStreams(link: Link): link is Extract<Link, { readonly mode: "mesh" }> {
+    return this.streamChannelsPerConnection !== 0 && link.mode === "mesh" && link.session.channelCap === Infinity
   }
 
   /**
