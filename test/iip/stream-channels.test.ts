@@ -94,4 +94,25 @@ describe("channels held by streams", () => {
     expect(answers.map(String)).toEqual(["y0", "y1", "y2", "y3"])
     expect(client.stats.channels).toBeLessThanOrEqual(8)
   })
+  it("tunnels asked for before the connection is up: those past the stream places fail once it is, and a request behind them is answered", async () => {
+    // As above, 4 stream places on the one connection; 6 tunnels and a request asked for at once, before it is dialled.
+    const server = await startServer(cleanup, { maxChannelsPerConnection: 12 })
+    server.handle("/hold", () => reply(endless()))
+    server.handle("/echo", (request) => request.data)
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 2, streamChannelsPerConnection: 8 })
+    const controller = new AbortController()
+    cleanup.add(() => controller.abort())
+    const started = performance.now()
+    const tunnels = Array.from({ length: 6 }, () =>
+      client.stream("/hold", endless(), { signal: controller.signal, tunnel: true, timeoutMs: 5000 }).then(
+        () => "open",
+        (error) => (error instanceof Overloaded && error.limit === StreamPlacesLimit ? "refused" : String(error))
+      )
+    )
+    const echoed = client.call("/echo", "behind", { timeoutMs: 2000 })
+    expect((await echoed).toString()).toBe("behind")
+    expect((await Promise.all(tunnels)).sort()).toEqual(["open", "open", "open", "open", "refused", "refused"])
+    // Refused once the connection said how many places it has, not at their deadline.
+    expect(performance.now() - started).toBeLessThan(1500)
+  })
 })
