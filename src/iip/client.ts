@@ -208,15 +208,17 @@ export class IipClient {
     // A `now` on the wall clock (Date.now()) would put the deadline decades away: the caller's bug, told at once.
     if (options.now !== undefined && options.now >= wallClockFloorMs) return onReply(nowNotMonotonic(options.now), undefined)
     // No stream place will come for it before its deadline is the likelier end: told now, nothing sent.
-    if (options.tunnel === true && !this.pool.tunnelRoom(this.queue.tunnels)) {
-      return onReply(new Overloaded({ message: `every stream place on the connections to ${this.address} is taken (the rest of their channels are the requests')`, limit: StreamPlacesLimit }), undefined)
-    }
+    if (options.tunnel === true && !this.pool.tunnelRoom(this.queue.tunnels)) return onReply(this.noStreamPlace(), undefined)
     this.pending.value++
     // One clock read per request (none when the caller gave it): its deadline, and its remaining time when sent at once.
     const now = timeoutMs > 0 ? (options.now || monotonicMs()) : 0
     const request = new Pending(this.pending, path, body, timeoutMs, timeoutMs > 0 ? now + timeoutMs : 0, options.meta ?? emptyMeta, options.signal, onReply, undefined)
     request.tunnel = options.tunnel === true
     this.route(request, now)
+  }
+
+  private noStreamPlace(): Overloaded {
+    return new Overloaded({ message: `every stream place on the connections to ${this.address} is taken (the rest of their channels are the requests')`, limit: StreamPlacesLimit })
   }
 
   private overloaded(): Overloaded {
@@ -381,11 +383,20 @@ export class IipClient {
 
   /** Moves waiting requests onto free channels. */
   private drainQueue(): void {
+    let refused = false
     while (this.queue.size > 0) {
-      const picked = this.pool.pick(this.queue.first!.tunnel)
-      if (picked === undefined) return
-      this.dispatch(picked[0], picked[1], this.queue.shift()!)
+      const first = this.queue.first!
+      const picked = this.pool.pick(first.tunnel)
+      if (picked !== undefined) this.dispatch(picked[0], picked[1], this.queue.shift()!)
+      // A tunnel first in line waits only for a place that will come (a channel opening, a connection
+      // dialled). Admitted with none up (tunnelRoom), it may find fewer places than tunnels waiting:
+      // told now, not at its deadline with the requests behind it (which may want a channel opened).
+      else if (first.tunnel && !this.pool.tunnelRoom(this.queue.tunnels - 1)) {
+        this.queue.shift()!.callback(this.noStreamPlace(), undefined)
+        refused = true
+      } else break
     }
+    if (refused && this.queue.size > 0) this.grow()
   }
 
   private failQueued(error: ClientError): void {
@@ -423,9 +434,10 @@ export class IipClient {
     }
     // A channel for each waiting request (none is written behind another), one for `mode` callers.
     const wanted = Math.max(this.idleChannelsAhead - idle - opening, this.queue.size - opening, this.modeWaiters.length > 0 && opening === 0 ? 1 : 0)
-    // A tunnel first in line needs a connection with a stream place: none live, another is dialled.
-    const tunnel = this.queue.first?.tunnel === true
     for (let i = 0; i < wanted; i++) {
+      // A tunnel first in line needs a connection with a stream place: none live, another is dialled.
+      // Looked at each time: a channel opened takes the first in line (drainQueue).
+      const tunnel = this.queue.first?.tunnel === true
       const pooled = this.pool.connections.find((p) => this.pool.hasRoom(p, tunnel))
       if (pooled !== undefined) this.openChannel(pooled)
       else if (!this.dialing && usable < this.pool.maxConnections) {
