@@ -41,6 +41,9 @@ import { Supervisor } from "./supervisor.ts"
 const toBytes = (data: Uint8Array | string | undefined): Uint8Array =>
   data === undefined ? new Uint8Array(0) : typeof data === "string" ? Buffer.from(data, "utf8") : data
 
+/** Overloaded `limit` of a tunnel refused for want of a stream place (RequestOptions.tunnel). */
+export const StreamPlacesLimit = "streamChannels"
+
 /** How long after a stream ended channels left over for streams are looked at (`trimSoon`). */
 const TRIM_AFTER_MS = 1000
 
@@ -204,10 +207,18 @@ export class IipClient {
     const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
     // A `now` on the wall clock (Date.now()) would put the deadline decades away: the caller's bug, told at once.
     if (options.now !== undefined && options.now >= wallClockFloorMs) return onReply(nowNotMonotonic(options.now), undefined)
+    // No stream place will come for it before its deadline is the likelier end: told now, nothing sent.
+    if (options.tunnel === true && !this.pool.tunnelRoom(this.queue.tunnels)) return onReply(this.noStreamPlace(), undefined)
     this.pending.value++
     // One clock read per request (none when the caller gave it): its deadline, and its remaining time when sent at once.
     const now = timeoutMs > 0 ? (options.now || monotonicMs()) : 0
-    this.route(new Pending(this.pending, path, body, timeoutMs, timeoutMs > 0 ? now + timeoutMs : 0, options.meta ?? emptyMeta, options.signal, onReply, undefined), now)
+    const request = new Pending(this.pending, path, body, timeoutMs, timeoutMs > 0 ? now + timeoutMs : 0, options.meta ?? emptyMeta, options.signal, onReply, undefined)
+    request.tunnel = options.tunnel === true
+    this.route(request, now)
+  }
+
+  private noStreamPlace(): Overloaded {
+    return new Overloaded({ message: `every stream place on the connections to ${this.address} is taken (the rest of their channels are the requests')`, limit: StreamPlacesLimit })
   }
 
   private overloaded(): Overloaded {
@@ -315,7 +326,7 @@ export class IipClient {
   private route(request: Pending, now = 0): void {
     // Behind requests already waiting, a new one waits too: first come, first served. With none
     // free, `grow` opens a channel for it (a mesh one at once, taking it from the queue).
-    const picked = this.queue.size === 0 ? this.pool.pick() : undefined
+    const picked = this.queue.size === 0 ? this.pool.pick(request.tunnel) : undefined
     if (picked !== undefined) this.dispatch(picked[0], picked[1], request, now)
     else this.queue.push(request)
     this.grow()
@@ -372,11 +383,20 @@ export class IipClient {
 
   /** Moves waiting requests onto free channels. */
   private drainQueue(): void {
+    let refused = false
     while (this.queue.size > 0) {
-      const picked = this.pool.pick()
-      if (picked === undefined) return
-      this.dispatch(picked[0], picked[1], this.queue.shift()!)
+      const first = this.queue.first!
+      const picked = this.pool.pick(first.tunnel)
+      if (picked !== undefined) this.dispatch(picked[0], picked[1], this.queue.shift()!)
+      // A tunnel first in line waits only for a place that will come (a channel opening, a connection
+      // dialled). Admitted with none up (tunnelRoom), it may find fewer places than tunnels waiting:
+      // told now, not at its deadline with the requests behind it (which may want a channel opened).
+      else if (first.tunnel && !this.pool.tunnelRoom(this.queue.tunnels - 1)) {
+        this.queue.shift()!.callback(this.noStreamPlace(), undefined)
+        refused = true
+      } else break
     }
+    if (refused && this.queue.size > 0) this.grow()
   }
 
   private failQueued(error: ClientError): void {
@@ -415,7 +435,10 @@ export class IipClient {
     // A channel for each waiting request (none is written behind another), one for `mode` callers.
     const wanted = Math.max(this.idleChannelsAhead - idle - opening, this.queue.size - opening, this.modeWaiters.length > 0 && opening === 0 ? 1 : 0)
     for (let i = 0; i < wanted; i++) {
-      const pooled = this.pool.connections.find((p) => this.pool.hasRoom(p))
+      // A tunnel first in line needs a connection with a stream place: none live, another is dialled.
+      // Looked at each time: a channel opened takes the first in line (drainQueue).
+      const tunnel = this.queue.first?.tunnel === true
+      const pooled = this.pool.connections.find((p) => this.pool.hasRoom(p, tunnel))
       if (pooled !== undefined) this.openChannel(pooled)
       else if (!this.dialing && usable < this.pool.maxConnections) {
         this.dialing = true

@@ -30,8 +30,8 @@ export interface ClientOptions extends PeerOptions {
   /**
    * Channels a mesh connection may open past maxChannelsPerConnection, one for each that a stream
    * holds (a WebSocket, a long streamed answer: out of use for its whole life), so that streams
-   * never take every channel from other requests; never more than half the channels the server
-   * takes. Left over once the streams end, they close (`trim`). Default 0: streams count against
+   * never take every channel from other requests; the connection's channels never more than half
+   * what the server takes (ConnectionPool.streamPlaces). Left over once the streams end, they close (`trim`). Default 0: streams count against
    * maxChannelsPerConnection like any request.
    */
   readonly streamChannelsPerConnection?: number
@@ -115,4 +115,12 @@ export interface RequestOptions {
    * with PacketEncodeError `now-not-monotonic` (it would put the deadline decades away).
    */
   readonly now?: number
+  /**
+   * `stream` only: the call holds its channel for its life (an upgraded connection, a WebSocket). It
+   * goes only where the connection has a stream place left (ConnectionPool.streamPlaces), never on
+   * the requests' channels; with none left, and as many tunnels already waiting as places will
+   * come, it fails at once with Overloaded `streamChannels` rather than wait for its deadline.
+   * Without streamChannelsPerConnection it is an ordinary stream.
+   */
+  readonly tunnel?: boolean
 }

@@ -13,6 +13,8 @@ export class ClientQueue {
   private tail: Pending | undefined = undefined
   /** Requests waiting. */
   size = 0
+  /** Tunnels among them (RequestOptions.tunnel): the client admits no more than stream places will come. */
+  tunnels = 0
   private readonly deadlines: Deadlines<Pending>
 
   /** `expired`: a request whose deadline passed while it waited, already out of the queue; the client says why it got no channel. */
@@ -30,6 +32,7 @@ export class ClientQueue {
     else this.tail.next = request
     this.tail = request
     this.size++
+    if (request.tunnel) this.tunnels++
     if (request.deadlineAt > 0) this.deadlines.addAt(request, request.deadlineAt)
     const signal = request.signal
     if (signal !== undefined) {
@@ -42,6 +45,11 @@ export class ClientQueue {
       signal.addEventListener("abort", onAbort)
       request.onAbort = onAbort
     }
+  }
+
+  /** The longest-waiting request, left in the queue; undefined when none waits. */
+  get first(): Pending | undefined {
+    return this.head
   }
 
   /** The longest-waiting request, out of the queue; undefined when none waits. */
@@ -75,6 +83,7 @@ export class ClientQueue {
     else next.previous = previous
     request.previous = undefined
     request.next = undefined
+    if (request.tunnel) this.tunnels--
     // None waits: no timer either (an armed one would keep a process alive until it fired).
     if (--this.size === 0) this.deadlines.clear()
   }

@@ -35,6 +35,8 @@ export class Pending {
   previous: Pending | undefined = undefined
   next: Pending | undefined = undefined
   onAbort: (() => void) | undefined = undefined
+  /** RequestOptions.tunnel: it takes a stream place (set once, before it is routed). */
+  tunnel = false
   private readonly count: PendingCount
   /** Set for `stream`: the answer is handed over as it starts, its body streaming. */
   private readonly onStream: ((error: ClientError | undefined, reply: MeshReply | undefined) => void) | undefined

@@ -51,6 +51,7 @@ export class ConnectionPool {
 
   /**
    * A free channel on a connection that can take a request; undefined when every channel is busy.
+   * A tunnel (RequestOptions.tunnel) only where the connection has a stream place left.
    * Never one with a request its caller still waits for: the server answers a channel's requests
    * in order, so a request written behind a hanging one would hang with it (the client opens
    * another channel, or waits for the first to free). Nor one a stream holds (its request body
@@ -59,10 +60,10 @@ export class ConnectionPool {
    * them and answers each at once, so a request behind them waits a round trip, not for a
    * handler; and their late answers free the channel without a word to the client.
    */
-  pick(): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
+  pick(tunnel = false): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
     for (let p = 0; p < this.connections.length; p++) {
       const pooled = this.connections[p]!
-      if (!this.usable(pooled)) continue
+      if (!this.usable(pooled) || (tunnel && !this.hasStreamPlace(pooled))) continue
       const channels = pooled.channels
       for (let c = 0; c < channels.length; c++) {
         const channel = channels[c]!
@@ -72,10 +73,11 @@ export class ConnectionPool {
     // At the limit, pipelining goes behind the least-loaded channel (calls given up there are
     // answered at once). Else, only when no channel is free: a mesh channel whose calls were all
     // given up (walking each busy channel's calls on every pick would cost a scan per request).
-    if (this.pipelineAtLimit && this.atCapacity()) return this.leastLoaded()
+    if (this.pipelineAtLimit && this.atCapacity()) return this.leastLoaded(tunnel)
     for (let p = 0; p < this.connections.length; p++) {
       const pooled = this.connections[p]!
       if (pooled.link.mode !== "mesh" || pooled.draining || pooled.link.session.connection.closed || pooled.link.session.connection.writer.congested) continue
+      if (tunnel && !this.hasStreamPlace(pooled)) continue
       for (const channel of pooled.channels) if (!channel.streaming && allGivenUp(channel as OwnChannel)) return [pooled, channel]
     }
     return undefined
@@ -94,11 +96,11 @@ export class ConnectionPool {
   }
 
   /** The channel with the fewest requests outstanding (pipelineAtLimit), none a stream holds. */
-  private leastLoaded(): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
+  private leastLoaded(tunnel: boolean): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
     let best: readonly [Pooled, ClientChannel | OwnChannel] | undefined
     for (const pooled of this.connections) {
       const connection = pooled.link.session.connection
-      if (pooled.draining || connection.closed || connection.writer.congested) continue
+      if (pooled.draining || connection.closed || connection.writer.congested || (tunnel && !this.hasStreamPlace(pooled))) continue
       for (const channel of pooled.channels) {
         if (!channel.streaming && (best === undefined || channel.outstanding < best[1].outstanding)) best = [pooled, channel]
       }
@@ -136,22 +138,86 @@ export class ConnectionPool {
   /**
    * Whether a connection may open another channel. A channel a stream holds is out of use for its
    * whole life, and `pick` skips it: past its own limit, a mesh connection opens one more channel
-   * for each such channel (streamChannelsPerConnection of them at most), up to half what the
-   * server takes, so streams do not leave other requests without a channel (the sidecar: 40
-   * WebSockets took all 2 x 16, and every later request waited for its deadline), nor pass the
-   * server's request budget per connection (which pauses reading from the whole connection).
+   * for each such channel, up to its stream places, so streams do not leave other requests without
+   * a channel (the sidecar: 40 WebSockets took all 2 x 16, and every later request waited for its
+   * deadline). For a waiting `tunnel`, only a connection with a stream place left: a channel opened
+   * for it elsewhere could not take it (`pick`), and one opened past the limit is a stream's.
    */
-  hasRoom(pooled: Pooled): boolean {
-    if (pooled.draining) return false
+  hasRoom(pooled: Pooled, tunnel = false): boolean {
+    if (pooled.draining || (tunnel && !this.hasStreamPlace(pooled))) return false
     const open = pooled.channels.length + pooled.opening
     const limit = this.channelLimit(pooled)
     if (open < limit) return true
-    // A server that refused a channel has none to spare for streams either.
-    if (this.streamChannelsPerConnection === 0 || pooled.link.mode !== "mesh" || pooled.link.session.channelCap !== Infinity) return false
-    if (open >= Math.min(limit + this.streamChannelsPerConnection, pooled.link.session.agreed.maxChannels / 2)) return false
+    const past = this.pastLimit(pooled)
+    if (past === 0 || open >= limit + past) return false
+    return tunnel || open - this.streaming(pooled) < limit
+  }
+
+  /**
+   * Channels streams may hold on a connection beside the requests' `channelLimit`. The budget: a
+   * connection opens at most min(limit + streamChannelsPerConnection, maxChannels / 2) channels,
+   * half what the server takes (each open stream is a request in the server's per-connection
+   * budget, by default as large as maxChannels, and a connection past it is no longer read); the
+   * requests keep `limit` of them whatever the streams, streams get the rest. The sidecar's (64
+   * request channels, 512 for streams, a far side taking 1,024): min(576, 512) - 64 = 448 a
+   * connection, 896 to an endpoint on its 2 connections; before, streams could take all 2 x 512
+   * and requests waited for their deadline. A far side taking fewer than twice the requests'
+   * channels (maxChannels / 2 <= limit: a peer run with a low --max-channels-per-connection) leaves
+   * none past them: there streams get half the requests' channels instead, min(limit / 2,
+   * streamChannelsPerConnection), and the requests keep the rest (else every tunnel to it would be
+   * refused). None without streamChannelsPerConnection (streams take the requests' channels like
+   * any request), on a plain connection, or on one whose server refused a channel (it has none to
+   * spare).
+   */
+  streamPlaces(pooled: Pooled): number {
+    if (!this.takesStreams(pooled.link)) return 0
+    const past = this.pastLimit(pooled)
+    return past > 0 ? past : Math.min(this.streamChannelsPerConnection, Math.floor(this.channelLimit(pooled) / 2))
+  }
+
+  /** Channels a connection may open past its `channelLimit` for streams: min(limit + streamChannelsPerConnection, maxChannels / 2) - limit, at least 0 (streamPlaces). */
+  private pastLimit(pooled: Pooled): number {
+    const link = pooled.link
+    if (!this.takesStreams(link)) return 0
+    const limit = this.channelLimit(pooled)
+    return Math.max(0, Math.min(limit + this.streamChannelsPerConnection, Math.floor(link.session.agreed.maxChannels / 2)) - limit)
+  }
+
+  /** Streams have places of their own on this link: streamChannelsPerConnection, mesh mode, no channel refused. */
+  private takesStreams(link: Link): link is Extract<Link, { readonly mode: "mesh" }> {
+    return this.streamChannelsPerConnection !== 0 && link.mode === "mesh" && link.session.channelCap === Infinity
+  }
+
+  /**
+   * Whether one more tunnel may wait for a stream place, beside `waiting` tunnels already waiting:
+   * the places free on live connections, and on those not dialled yet (as many as the most a live
+   * one has; with none up, not known: yes), are more. Always without streamChannelsPerConnection.
+   */
+  tunnelRoom(waiting: number): boolean {
+    if (this.streamChannelsPerConnection === 0) return true
+    let live = 0
+    let most = 0
+    let free = 0
+    for (const pooled of this.connections) {
+      if (pooled.draining || pooled.link.session.connection.closed) continue
+      live++
+      const places = this.streamPlaces(pooled)
+      most = Math.max(most, places)
+      free += Math.max(0, places - this.streaming(pooled))
+    }
+    if (live === 0) return true
+    return free + most * Math.max(0, this.maxConnections - live) > waiting
+  }
+
+  /** A tunnel may go on this connection: fewer streams hold its channels than it has stream places (any, without streamChannelsPerConnection). */
+  private hasStreamPlace(pooled: Pooled): boolean {
+    return this.streamChannelsPerConnection === 0 || this.streaming(pooled) < this.streamPlaces(pooled)
+  }
+
+  private streaming(pooled: Pooled): number {
     let streaming = 0
     for (const channel of pooled.channels) if (channel.streaming) streaming++
-    return open - streaming < limit
+    return streaming
   }
 
   /** Some mesh connection holds channels past its limit (opened for streams, `hasRoom`) that `trim` may close. */
@@ -178,9 +244,7 @@ export class ConnectionPool {
       const channels = pooled.channels as Array<OwnChannel>
       const limit = this.channelLimit(pooled)
       if (channels.length <= limit) continue
-      let streaming = 0
-      for (const channel of channels) if (channel.streaming) streaming++
-      let over = channels.length - streaming - limit
+      let over = channels.length - this.streaming(pooled) - limit
       for (let i = channels.length - 1; i >= 0 && over > 0; i--) {
         const channel = channels[i]!
         if (channel.outstanding === 0 && !channel.streaming && link.session.closeChannel(channel)) {

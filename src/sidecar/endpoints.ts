@@ -49,7 +49,7 @@ export interface Endpoint {
  */
 export const REQUEST_CHANNELS_PER_CONNECTION = 64
 
-/** Channels per connection to an endpoint for streams beyond the requests' (the client caps them at half what the far side takes: 512 by default). */
+/** Channels per connection to an endpoint for streams beyond the requests' (the client caps a connection's channels at half what the far side takes: 448 for streams by default, ConnectionPool.streamPlaces). */
 const STREAM_CHANNELS_PER_CONNECTION = 512
 
 /** What the connections to an endpoint depend on besides its address: a change makes a new client. */
@@ -345,7 +345,8 @@ export class EndpointRegistry {
         // Another endpoint takes a request this one cannot: never wait here for a reconnect.
         waitForReconnect: false,
         // WebSockets and long streamed answers each hold a channel for their life: they get channels
-        // of their own (up to half what the far side takes per connection), never the requests'.
+        // of their own (a connection's up to half what the far side takes), never the requests';
+        // an upgrade finding none left is refused at once (outboundUpgrade.ts).
         maxChannelsPerConnection: REQUEST_CHANNELS_PER_CONNECTION,
         // Unrelated callers share these channels: past them a request waits at A, never behind another's.
         pipelineAtLimit: false,

@@ -83,7 +83,7 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
     }
     // Stalled, it would hold a window unread: admitted without room for it, it would be ended as soon as it stalled (PROTOCOL.md §8).
     if (peerBytes !== undefined && !peerBytes.tunnelPoolHasRoom()) {
-      tunnels.refusedForBytes()
+      tunnels.refusedFor("bytes")
       return refuse("the tunnels' pool (bytes upgraded connections hold that their apps have not read), or this connection's share of it, has no room for one more stream window; raise maxQueuedBytes (or maxQueuedBytesPerConnection, a connection's share), or retry elsewhere")
     }
     const peer = peerHost(request.context.remoteAddress)

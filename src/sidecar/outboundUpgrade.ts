@@ -9,12 +9,14 @@
 // already on their way). After it, a connection silent both ways for the upgrade idle timeout is
 // closed. Tracing and metrics see one request, from the head to the close. Open upgrades are bounded
 // (`maxTunnels`; no bound by caller: they are the pod's own apps, tunnelSeats.ts), and so are the
-// far apps' bytes they hold unread by their callers (`maxQueuedBytes`);
+// far apps' bytes they hold unread by their callers (`maxQueuedBytes`) and, per endpoint, the
+// channels they hold (its client's stream places: past them refused at once, the requests keep theirs);
 // one whose caller takes none of them for the stall timeout is ended (tunnelStalls.ts): its bytes
 // released, its caller's connection closed, counted (101 outbound deadline).
 import type * as net from "node:net"
 import { Cancellation } from "../mux/cancellation.ts"
-import { ConnectFailed } from "../mux/errors.ts"
+import { StreamPlacesLimit } from "../iip/client.ts"
+import { ConnectFailed, Overloaded } from "../mux/errors.ts"
 import { lingerAfterEnd } from "../mux/peerFin.ts"
 import type { MeshReply } from "../mux/meshSession.ts"
 import type { IncomingStream, UnreadPool } from "../mux/streams.ts"
@@ -121,7 +123,7 @@ class OutboundUpgrade {
     const { tunnels } = options
     // As at the inbound side (PROTOCOL.md §8): admitted only while one more stalled window fits (this side's window: its hello's), or nothing is held.
     if (tunnels.unread.bytes > 0 && tunnels.unread.bytes + MeshDefaults.streamWindow > tunnels.maxUnreadBytes) {
-      tunnels.seats.refusedForBytes()
+      tunnels.seats.refusedFor("bytes")
       throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `the outbound sidecar's upgraded connections hold ${tunnels.unread.bytes} bytes their readers have not read yet, no room for one more stream window within maxQueuedBytes; retry later` })
     }
     const full = tunnels.seats.take()
@@ -172,8 +174,14 @@ class OutboundUpgrade {
     try {
       const mode = client.currentMode ?? (await client.mode(timeoutMs))
       if (mode === "plain") throw new ProxyError({ status: 502, reason: "upgrade_unsupported", hop: "outbound", message: `${lease.endpoint.id} speaks plain IIP, which carries no upgrade` })
-      reply = await client.stream(target.uri, this.source, { meta, signal: this.control })
+      reply = await client.stream(target.uri, this.source, { meta, signal: this.control, tunnel: true })
     } catch (error) {
+      // No stream place on its connections to the endpoint: refused here, at once, nothing sent; says nothing of the endpoint's health.
+      if (error instanceof Overloaded && error.limit === StreamPlacesLimit) {
+        lease.release()
+        options.tunnels.seats.refusedFor("channels")
+        throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `${error.message} at the outbound sidecar; retry later` })
+      }
       if (isRefusedDial(error)) this.options.registry.refusedDial(target.service, lease)
       this.endLease(lease, tryStarted, false, refusedOrDraining(error) || (error instanceof ConnectFailed && error.refused === true))
       if (timedOut) throw new ProxyError({ status: 504, reason: "deadline", hop: "outbound", message: `no answer to the upgrade from ${lease.endpoint.id} within ${timeoutMs} ms` })

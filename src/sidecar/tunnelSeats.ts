@@ -6,8 +6,9 @@
 // outbound side has no per-peer bound: its callers are the pod's own apps, all one address
 // (127.0.0.1), so a bound by address would only be a lower `maxTunnels` (and one by calling
 // connection is one, what an upgraded connection is). Refusals are counted by the bound that
-// refused them, with the tunnels' pool of unread bytes (`bytes`), which the sides check themselves
-// (a gauge reads them).
+// refused them, with the tunnels' pool of unread bytes (`bytes`) and, outbound, the stream places
+// on the picked endpoint's connections (`channels`), which the sides check themselves (a gauge
+// reads them).
 import type { TunnelLimit } from "../telemetry/metrics.ts"
 
 export class TunnelSeats {
@@ -16,7 +17,7 @@ export class TunnelSeats {
   readonly maxPerPeer: number | undefined
   /** Places taken now. */
   open = 0
-  readonly refused: Record<TunnelLimit, number> = { tunnels: 0, per_peer: 0, bytes: 0 }
+  readonly refused: Record<TunnelLimit, number> = { tunnels: 0, per_peer: 0, bytes: 0, channels: 0 }
   /** Places taken by each peer holding one at least (a peer's entry goes with its last place). */
   private readonly byPeer = new Map<string, number>()
 
@@ -52,9 +53,9 @@ export class TunnelSeats {
     else this.byPeer.set(peer, held - 1)
   }
 
-  /** An upgrade refused for want of room in the side's tunnels' pool of unread bytes. */
-  refusedForBytes(): void {
-    this.refused.bytes++
+  /** An upgrade refused by a bound the side checks itself: room in its tunnels' pool of unread bytes, or (outbound) a stream place on the endpoint's connections. */
+  refusedFor(limit: "bytes" | "channels"): void {
+    this.refused[limit]++
   }
 }
 

@@ -86,7 +86,7 @@ export type Direction = "outbound" | "inbound"
 /** Why the outbound listener resets an app's HTTP/2 stream: its answer waited the answer idle timeout with none of it taken. */
 export type H2ResetReason = "answer_stalled"
 /** The bound an upgrade was refused by (sidecar/tunnelSeats.ts): maxTunnels, maxTunnelsPerPeer, the tunnels' pool of unread bytes. */
-export type TunnelLimit = "tunnels" | "per_peer" | "bytes"
+export type TunnelLimit = "tunnels" | "per_peer" | "bytes" | "channels"
 /** Requests waiting for a stream to an h2c app, and those refused for want of one (sidecar/appH2.ts). */
 export interface AppStreamCounts {
   readonly waiting: number
@@ -98,8 +98,8 @@ export interface HeldAnswers {
   readonly refused: number
 }
 /** No upgrade refused (a side with no tunnels: a sidecar without an app has no inbound leg). */
-const TUNNEL_LIMITS: ReadonlyArray<TunnelLimit> = ["tunnels", "per_peer", "bytes"]
-export const NO_TUNNEL_REFUSALS: Readonly<Record<TunnelLimit, number>> = { tunnels: 0, per_peer: 0, bytes: 0 }
+const TUNNEL_LIMITS: ReadonlyArray<TunnelLimit> = ["tunnels", "per_peer", "bytes", "channels"]
+export const NO_TUNNEL_REFUSALS: Readonly<Record<TunnelLimit, number>> = { tunnels: 0, per_peer: 0, bytes: 0, channels: 0 }
 
 export interface MetricsOptions {
   /** Services per direction with series of their own; later ones count as `_other`. Default 500. */
@@ -557,7 +557,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     const bytes = readTunnelBytes()
     return directions.map((direction) => ({ labels: { direction }, value: bytes[direction] }))
   })
-  fromTallies(registry, "counter", "iip_mesh_tunnels_refused_total", "Upgrades (WebSockets) refused 503 overloaded before any work, by direction and the bound that refused them: tunnels (maxTunnels), per_peer (maxTunnelsPerPeer: one peer sidecar's address, inbound only), bytes (the tunnels' pool of unread bytes, maxQueuedBytes).", ["direction", "limit"], () => {
+  fromTallies(registry, "counter", "iip_mesh_tunnels_refused_total", "Upgrades (WebSockets) refused 503 overloaded before any work, by direction and the bound that refused them: tunnels (maxTunnels), per_peer (maxTunnelsPerPeer: one peer sidecar's address, inbound only), bytes (the tunnels' pool of unread bytes, maxQueuedBytes), channels (no stream place left on the connections to the endpoint picked, outbound only).", ["direction", "limit"], () => {
     const refused = readTunnelRefusals()
     return directions.flatMap((direction) => TUNNEL_LIMITS.map((limit) => ({ labels: { direction, limit }, value: refused[direction][limit] })))
   })

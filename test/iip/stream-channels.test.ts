@@ -2,9 +2,12 @@
 // streamed answer that never ends (a WebSocket's, a long one) keeps its channel for its whole
 // life, and the client skips such a channel for new requests. With no allowance, streams as many
 // as the channels leave every other request queued until its deadline; with one, the connection
-// opens a channel for each stream past its limit, and other requests are answered at once.
+// opens a channel for each stream past its limit, and other requests are answered at once. A
+// tunnel (RequestOptions.tunnel) takes only those stream places; past them it fails at once.
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { StreamPlacesLimit } from "../../src/iip/client.ts"
 import { reply } from "../../src/iip/server.ts"
+import { Overloaded } from "../../src/mux/errors.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { rejection, startClient, startServer } from "../support/meshTest.ts"
 
@@ -45,5 +48,66 @@ describe("channels held by streams", () => {
   it("with one, the connection opens a channel past its limit and the request is answered", async () => {
     const client = await holdStreams(4)
     expect((await client.call("/echo", "x", { timeoutMs: 2000 })).toString()).toBe("x")
+  })
+
+  /** A server taking 12 channels a connection, holding each /hold tunnel open; a one-connection client whose requests have `requestChannels`. */
+  const tunnelPair = async (requestChannels: number) => {
+    const server = await startServer(cleanup, { maxChannelsPerConnection: 12 })
+    const held = { tunnels: 0 }
+    server.handle("/hold", () => {
+      held.tunnels++
+      return reply(endless())
+    })
+    server.handle("/echo", (request) => request.data)
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: requestChannels, streamChannelsPerConnection: 8 })
+    const controller = new AbortController()
+    cleanup.add(() => controller.abort())
+    const tunnel = () => client.stream("/hold", endless(), { signal: controller.signal, tunnel: true, timeoutMs: 5000 })
+    return { client, held, tunnel }
+  }
+
+  it("a tunnel past the connection's stream places fails at once (Overloaded streamChannels, nothing sent), and requests keep their channels", async () => {
+    // The server takes 12 channels a connection: the client opens 6 at most, 2 its requests', 4 stream places.
+    const { client, held, tunnel } = await tunnelPair(2)
+    for (let i = 0; i < 4; i++) await tunnel()
+    const started = performance.now()
+    const refused = await rejection(tunnel())
+    expect(refused).toBeInstanceOf(Overloaded)
+    expect((refused as Overloaded).limit).toBe(StreamPlacesLimit)
+    expect(performance.now() - started).toBeLessThan(1000)
+    expect(held.tunnels).toBe(4)
+    expect(client.stats.queued).toBe(0)
+    for (let i = 0; i < 3; i++) expect((await client.call("/echo", `x${i}`, { timeoutMs: 2000 })).toString()).toBe(`x${i}`)
+    expect(client.stats.channels).toBeLessThanOrEqual(6)
+  })
+
+  it("a far side taking fewer than twice the requests' channels still takes tunnels: half the requests' channels, the rest theirs", async () => {
+    // The client's requests have 8 channels: half of 12 leaves no place past them (before: every tunnel refused at once).
+    const { client, held, tunnel } = await tunnelPair(8)
+    for (let i = 0; i < 4; i++) await tunnel()
+    const refused = await rejection(tunnel())
+    expect((refused as Overloaded).limit).toBe(StreamPlacesLimit)
+    expect(held.tunnels).toBe(4)
+    // The other 4 of the 8 are the requests': 4 at once are answered, and no channel past the 8 is opened.
+    const answers = await Promise.all([0, 1, 2, 3].map((i) => client.call("/echo", `y${i}`, { timeoutMs: 2000 })))
+    expect(answers.map(String)).toEqual(["y0", "y1", "y2", "y3"])
+    expect(client.stats.channels).toBeLessThanOrEqual(8)
+  })
+
+  it("tunnels asked for before the connection is up: those past the stream places fail once it is, and a request behind them is answered", async () => {
+    // 4 stream places on the one connection; 6 tunnels and a request asked for at once, before it is dialled.
+    const { client, tunnel } = await tunnelPair(2)
+    const started = performance.now()
+    const tunnels = Array.from({ length: 6 }, () =>
+      tunnel().then(
+        () => "open",
+        (error) => (error instanceof Overloaded && error.limit === StreamPlacesLimit ? "refused" : String(error))
+      )
+    )
+    const echoed = client.call("/echo", "behind", { timeoutMs: 2000 })
+    expect((await echoed).toString()).toBe("behind")
+    expect((await Promise.all(tunnels)).sort()).toEqual(["open", "open", "open", "open", "refused", "refused"])
+    // Refused once the connection said how many places it has, not at their deadline.
+    expect(performance.now() - started).toBeLessThan(1500)
   })
 })

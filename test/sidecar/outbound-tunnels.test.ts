@@ -17,7 +17,7 @@ import { MeshDefaults } from "../../src/protocol/mesh.ts"
 import { Cleanup, readUntil, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
-import { upgradeAnswer } from "../support/upgradeAnswer.ts"
+import { startHoldingWsApp, upgradeAnswer } from "../support/upgradeAnswer.ts"
 
 const MiB = 1024 * 1024
 
@@ -107,16 +107,7 @@ describe("outbound WebSockets at A whose caller stops reading", () => {
     // of the pod down with it. Scaled down: maxTunnels 2, and the defaults' headroom above it.
     const defaults = configDefaults()
     const headroom = defaults.maxAppConnections - defaults.maxTunnels
-    const app = await startApp(cleanup, (req, res) => {
-      req.resume()
-      res.end("plain")
-    })
-    const wss = new WebSocketServer({ noServer: true })
-    app.server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => wss.handleUpgrade(req, socket, head, () => {}))
-    cleanup.add(() => {
-      for (const ws of wss.clients) ws.terminate()
-      wss.close()
-    })
+    const app = await startHoldingWsApp(cleanup)
     const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", maxTunnels: 2, maxAppConnections: 2 + headroom, endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
     for (let i = 0; i < 2; i++) expect("ws" in (await upgrade(cleanup, a))).toBe(true)

@@ -1,8 +1,26 @@
 // What a WebSocket upgrade through a sidecar came to, for the tests that open or are refused one
-// (websocket, tunnel-budget, outbound-tunnels): the open socket, or the non-101 answer it met.
+// (websocket, tunnel-budget, outbound-tunnels, tunnel-channels): the open socket, or the non-101
+// answer it met; and an app that takes upgrades and holds them.
 import type * as http from "node:http"
-import type { WebSocket } from "ws"
-import { withTimeout } from "./iipRaw.ts"
+import type * as net from "node:net"
+import { type WebSocket, WebSocketServer } from "ws"
+import { type Cleanup, withTimeout } from "./iipRaw.ts"
+import { startApp } from "./sidecarHarness.ts"
+
+/** An app answering "plain" to requests whose `ws` server accepts every upgrade and sends nothing; its sockets end with the test. */
+export const startHoldingWsApp = async (cleanup: Cleanup) => {
+  const app = await startApp(cleanup, (req, res) => {
+    req.resume()
+    res.end("plain")
+  })
+  const wss = new WebSocketServer({ noServer: true })
+  app.server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => wss.handleUpgrade(req, socket, head, () => {}))
+  cleanup.add(() => {
+    for (const ws of wss.clients) ws.terminate()
+    wss.close()
+  })
+  return app
+}
 
 export interface UpgradeRefusal {
   readonly status: number
