@@ -2,6 +2,7 @@
 // with `--serve <kind>`), prints its port as one stdout line, and exits when its stdin closes.
 import { type ChildProcess, spawn } from "node:child_process"
 import type * as net from "node:net"
+import { availableParallelism, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import { STALL_PROBE, stallOfLine } from "./sidecar/hopStalls.ts"
 import type { HopStall } from "./sidecar/pair.ts"
@@ -14,11 +15,11 @@ export interface Child {
 }
 
 /**
- * Starts `benchFile --serve kind` and waits for the port it prints. `stallProbeMs`: the child also
- * runs the bench's stall probe, reporting stalls over that many ms, whose lines after the port are
- * gathered in `stalls`.
+ * Starts `benchFile --serve kind` and waits for the port it prints, `reportWithinMs` at most (then
+ * the child is stopped). `stallProbeMs`: the child also runs the bench's stall probe, reporting
+ * stalls over that many ms, whose lines after the port are gathered in `stalls`.
  */
-export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string | undefined, stallProbeMs?: number): Promise<Child> =>
+export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string | undefined, stallProbeMs?: number, reportWithinMs = 10_000): Promise<Child> =>
   new Promise((resolve, reject) => {
     const execArgv = [...(cpuProfDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=server-${kind}.cpuprofile`]), ...(stallProbeMs === undefined ? [] : [STALL_PROBE])]
     const child = spawn(process.execPath, [...execArgv, fileURLToPath(benchFile), "--serve", kind], {
@@ -28,14 +29,21 @@ export const spawnServer = (benchFile: string, kind: string, cpuProfDir: string 
     let out = ""
     let port = 0
     const stalls: Array<HopStall> = []
-    const timer = setTimeout(() => fail(new Error(`${kind} server did not report its port within 10 s`)), 10_000)
+    const started = performance.now()
+    // A child starts slowly on a loaded machine: the load says whether to wait longer or look at the child.
+    const load = () => `load average ${loadavg()[0]!.toFixed(1)} on ${availableParallelism()} cores`
+    const timer = setTimeout(() => fail(new Error(`${kind} server (pid ${child.pid}) reported no port within ${reportWithinMs / 1000} s (${load()}); stopped it`)), reportWithinMs)
+    // Once (the child's exit follows a stop), and told once the child is gone.
+    let failed = false
     const fail = (error: Error) => {
       clearTimeout(timer)
-      if (child.pid !== undefined) void killChild(child)
-      reject(error)
+      if (failed) return
+      failed = true
+      if (child.pid === undefined) return reject(error)
+      killChild(child).then(() => reject(error), () => reject(error))
     }
     child.on("error", fail)
-    child.on("exit", (code) => fail(new Error(`${kind} server exited with ${code} before reporting its port`)))
+    child.on("exit", (code, signal) => fail(new Error(`${kind} server (pid ${child.pid}) exited with ${code ?? signal} ${Math.round(performance.now() - started)} ms after its start, before reporting its port (${load()})`)))
     child.stdout!.setEncoding("utf8")
     // The port, then the stall probe's lines (anything else is dropped).
     child.stdout!.on("data", (text: string) => {
@@ -79,6 +87,11 @@ export const killChild = (child: ChildProcess): Promise<void> =>
 
 /** The child side: serve, print the port, exit with the parent. */
 export const serveChild = async (start: () => Promise<number>): Promise<void> => {
+  // A parent that gave up waiting for the port (or went) closed its ends of the pipes: the port's
+  // write then fails with EPIPE, an 'error' event that, unhandled, crashed the child. With nobody
+  // to serve, the child goes quietly.
+  process.stdout.on("error", () => process.exit(0))
+  process.stdin.on("error", () => process.exit(0))
   const port = await start()
   process.stdin.on("end", () => process.exit(0))
   process.stdin.resume()

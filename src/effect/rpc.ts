@@ -282,25 +282,32 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
     }
     /** A streamed answer: read as delivered, so the server sends only as fast as the caller takes. */
     const streamed = (clientId: number, request: RpcMessage.RequestEncoded, parser: RpcSerialization.Parser, body: AsyncIterable<Uint8Array>, cancel: Cancellation) => {
-      let ended = false
+      // The messages of the piece that holds the RPC's end wait for the body's end: handed on at
+      // once, the RpcClient took the call as over, and a frame begun after the end (the body ending
+      // inside a message, which fails the same bytes whole) failed nothing. Messages past the end
+      // are not handed on (the RpcClient ignores them).
+      let ending: ReadonlyArray<FromServerEncoded> | undefined
       const cut = unframe(max)
       const messagesOf = (bytes: Uint8Array): ReadonlyArray<FromServerEncoded> => {
         const frames = cut(bytes)
         if (frames instanceof StreamFailed) throw frames
+        if (ending !== undefined) return []
         const messages = ownAnswers(request, frames.flatMap((f) => decode(parser, f)))
-        if (messages.some(isEnd)) ended = true
-        return messages
+        if (!messages.some(isEnd)) return messages
+        ending = messages
+        return []
       }
       return fromIncoming(body, asStreamError).pipe(
         Stream.runForEach((bytes) => Effect.suspend(() => hand(clientId, messagesOf(bytes)))),
         Effect.andThen(Effect.suspend(() => {
           const unfinished = cut.unfinished()
-          return unfinished === undefined ? Effect.void : Effect.fail(unfinished)
+          if (unfinished !== undefined) return Effect.fail(unfinished)
+          return ending === undefined ? Effect.void : hand(clientId, ending)
         })),
         Effect.ensuring(Effect.sync(() => cancel.abort())),
         Effect.mapError(failed),
         Effect.catchDefect((cause) => Effect.fail(undecodable(cause))),
-        Effect.andThen(Effect.suspend(() => (ended || request.isNotification === true ? Effect.void : Effect.fail(endedEarly(request)))))
+        Effect.andThen(Effect.suspend(() => (ending !== undefined || request.isNotification === true ? Effect.void : Effect.fail(endedEarly(request)))))
       )
     }
     /**

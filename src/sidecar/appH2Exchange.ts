@@ -31,6 +31,7 @@ import { type AppH2Request, rawHeadOf } from "./appH2RequestHead.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { grpcStatusIn, isGrpcPairs } from "./grpcStatus.ts"
+import { resetCancelled } from "./h2Reset.ts"
 import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
 import { answerMetaPast, responseMeta, trailersMeta, withTrailers } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
@@ -465,7 +466,9 @@ export class AppH2Exchange implements Expiring, Held {
     this.finish()
     this.observation.end(this.leg.address, status, reason)
     const stream = this.stream
-    if (stream !== undefined && !stream.destroyed) stream.close(http2.constants.NGHTTP2_CANCEL)
+    // Reset with no END_STREAM before it: close(CANCEL) ended the request body first, and an app
+    // took the part of a body that had come (its caller gone mid-body) as all of it.
+    if (stream !== undefined && !stream.destroyed) resetCancelled(stream)
     const body = this.request.body
     if (body instanceof IncomingStream) body.discard()
     if (this.answer !== undefined) this.answer.fail(new RemoteError({ code, message, processed: true }))

@@ -7,6 +7,7 @@
 // no Buffer, Readable push, 'data' event or next tick per read (sidecar A's CPU, issue 14); pausing is
 // then the handle's readStop/readStart, and an upgrade gives the socket back to its Readable stream.
 import type * as net from "node:net"
+import { lingerAfterEnd } from "../mux/peerFin.ts"
 import { cut, Http1Call, type CallConnection } from "./http1Call.ts"
 import { asksOnlyH2c, CONTINUE_EXPECTATION, MAX_HEADER_ENTRIES } from "./http1HeadRules.ts"
 import type { Http1Listener } from "./http1Listener.ts"
@@ -526,7 +527,10 @@ export class Connection implements CallConnection {
       this.releaseAnswer()
       this.listener.forget(this)
     })
-    this.socket.destroySoon()
+    // Its end, then the caller's bytes read and dropped until its FIN (bounded): destroySoon's
+    // close at 'finish', with them unread, was a reset that could lose the answer unread.
+    this.socket.end()
+    lingerAfterEnd(this.socket)
   }
 
   /** This module no longer reads the socket (`forget`: nor does the listener keep the connection). */

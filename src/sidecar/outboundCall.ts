@@ -19,7 +19,11 @@ export interface OutboundRequest {
   readonly hasBody: boolean
   /** The body as it arrives, read once; the app is held back while the reader is behind. Fails if the app goes away before its end. */
   body(): AsyncIterable<Buffer>
-  /** The body whole; undefined when it runs past `limit` bytes (the request is then cut off: the app's connection closes). */
+  /**
+   * The body whole; undefined when it runs past `limit` bytes: HTTP/1.1 cuts the app's connection
+   * off there (http1Call.ts); HTTP/2 reads no more of it and keeps the stream for the answer (a 413),
+   * then resets it NO_ERROR (outboundH2.ts).
+   */
   readBody(limit: number): Promise<Buffer | undefined>
   /**
    * HTTP/1.1: the body whole when all of it is here already (it came with the head) and within

@@ -16,6 +16,7 @@ import type * as net from "node:net"
 import { boundPeerFin, destroyAfterGrace } from "../mux/peerFin.ts"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
+import { resetFailed } from "./h2Reset.ts"
 import { TurnEnd } from "./turnEnd.ts"
 
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
@@ -117,6 +118,8 @@ class StreamCall implements OutboundCall {
   private stillSweeps = 0
   /** Why this side cut the answer off, if it did (OutboundResponse.cutReason). */
   cutReason: string | undefined = undefined
+  /** The request's body ran past readBody's limit: the rest is not read, and the stream is reset once answered (resetUnread). */
+  private bodyCut = false
 
   constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking) {
     this.stream = stream
@@ -192,19 +195,28 @@ class StreamCall implements OutboundCall {
   readBody(limit: number): Promise<Buffer | undefined> {
     const stream = this.stream
     return new Promise((resolve, reject) => {
-      const parts: Array<Buffer> = []
+      let parts: Array<Buffer> = []
       let total = 0
-      stream.on("data", (chunk: Buffer) => {
+      const onData = (chunk: Buffer): void => {
         total += chunk.length
-        if (total > limit) {
-          stream.destroy()
-          resolve(undefined)
-        } else parts.push(chunk)
-      })
+        if (total <= limit) return void parts.push(chunk)
+        // Past the limit nothing more is read (the caller's window closes on it) and the stream stays
+        // open for the exchange's answer (a 413), after which end() resets it: destroyed here, the
+        // caller got a bare RST_STREAM NO_ERROR and no answer.
+        stream.off("data", onData)
+        stream.pause()
+        parts = []
+        this.bodyCut = true
+        resolve(undefined)
+      }
+      stream.on("data", onData)
       stream.once("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)))
       stream.once("error", reject)
       // Closed before the body's end (reset by the app): no 'end' follows.
       stream.once("close", () => reject(new Error("the stream closed before its body's end")))
+      // A body heldBody streamed on was paused there, and a 'data' listener does not resume a stream
+      // paused on purpose: without this a body past 64 KiB for a plain IIP peer was never read.
+      stream.resume()
     })
   }
 
@@ -335,16 +347,28 @@ class StreamCall implements OutboundCall {
     // Head and end in one HEADERS frame when nothing else follows (a gRPC trailers-only answer):
     // a gRPC client reads them apart as an answer without a status.
     const endsWithHead = !this.headWritten && empty && trailers === undefined
-    if (!this.sendHead(endsWithHead, trailers !== undefined) || endsWithHead || this.stream.destroyed || this.stream.writableEnded) return
+    if (!this.sendHead(endsWithHead, trailers !== undefined) || endsWithHead || this.stream.destroyed || this.stream.writableEnded) return this.resetUnread()
     if (empty) this.stream.end()
     else {
       this.queued += data.length
       this.stream.end(data)
     }
+    this.resetUnread()
   }
 
+  /**
+   * A body cut off at its limit (readBody) that the caller is still sending: once the answer is
+   * out, RST_STREAM NO_ERROR tells it to stop (RFC 9113 §8.1: a complete answer before the request's
+   * end); close() sends it after the answer's queued frames.
+   */
+  private resetUnread(): void {
+    const stream = this.stream
+    if (this.bodyCut && !stream.destroyed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_NO_ERROR)
+  }
+
+  /** A cut answer (the far app died, the peer's connection was lost, the body broke its length): the caller must read it as one. */
   destroy(): void {
-    this.stream.destroy()
+    resetFailed(this.stream)
   }
 }
 
@@ -377,6 +401,10 @@ const QUIET_SINCE = Symbol("quietSince")
 const STREAMED = Symbol("streamed")
 const SOCKET = Symbol("socket")
 type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number; [STREAMED]: boolean; [SOCKET]: net.Socket }
+
+/** A socket accept() handed to node names itself, for its session to find through session.socket. */
+const ACCEPTED = Symbol("accepted")
+type AcceptedSocket = net.Socket & { [ACCEPTED]: net.Socket }
 
 /**
  * Ends `session` now, and its socket within a grace: node's destroy() ends the socket and lets it
@@ -492,11 +520,12 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       if (cut > 0) options.onStalled(cut, session)
     }
   }
-  // The socket accept() hands over now: node makes its session and emits 'session' within the emit.
-  let accepting: net.Socket | undefined
   h2.on("session", (session: http2.ServerHttp2Session) => {
     const open = new Set<StreamCall>()
-    ;(session as SweptSession)[SOCKET] = accepting!
+    // The socket as accepted, read through session.socket (a proxy that passes reads on to it, as
+    // node documents): not a variable accept() sets around its emit, which held only while node
+    // emits 'session' within that emit (node 24 does; nothing documents it).
+    ;(session as SweptSession)[SOCKET] = (session.socket as AcceptedSocket)[ACCEPTED]
     ;(session as SweptSession)[OPEN] = open
     ;(session as SweptSession)[QUIET_SINCE] = performance.now()
     ;(session as SweptSession)[STREAMED] = false
@@ -547,9 +576,8 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       // A session closed (idle, PINGs bounded, the drain's GOAWAY) ends its socket and waits for the
       // caller's FIN: one that never sends it kept the socket, and its --max-app-connections place, for ever.
       boundPeerFin(socket)
-      accepting = socket
+      ;(socket as AcceptedSocket)[ACCEPTED] = socket
       h2.emit("connection", socket)
-      accepting = undefined
     },
     sessions,
     close: () => {

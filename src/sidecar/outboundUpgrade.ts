@@ -15,6 +15,7 @@
 import type * as net from "node:net"
 import { Cancellation } from "../mux/cancellation.ts"
 import { ConnectFailed } from "../mux/errors.ts"
+import { lingerAfterEnd } from "../mux/peerFin.ts"
 import type { MeshReply } from "../mux/meshSession.ts"
 import type { IncomingStream, UnreadPool } from "../mux/streams.ts"
 import { EnvelopeError, MeshDefaults } from "../protocol/mesh.ts"
@@ -234,7 +235,8 @@ class OutboundUpgrade {
 
   /**
    * The answer being written (an error, or the far app's without a switch) is the connection's
-   * last: the socket closes once it is out, not when the caller closes its side (the listener is
+   * last: the socket closes once it is out and the caller's FIN came (its bytes read and dropped
+   * meanwhile, within lingerAfterEnd's bounds), not only when the caller closes its side (the listener is
    * half-open: one keeping its side open held the socket and a place among the app connections for
    * ever), and with none of it moving for the upgrade idle timeout (a caller that takes none of it,
    * or a far app that sends no more) it is cut. The caller's bytes are still read and dropped until
@@ -246,7 +248,7 @@ class OutboundUpgrade {
   private closeAfterAnswer(): void {
     const { socket } = this
     if (socket.destroyed) return
-    socket.once("finish", () => socket.destroy())
+    lingerAfterEnd(socket)
     const idleMs = this.options.upgradeIdleTimeoutMs
     // The answer moves when more of it is written, or the caller takes some (the socket's queue or libuv's share shrinks).
     let written = socket.bytesWritten

@@ -348,6 +348,28 @@ describe("an RpcClient facing a hostile server", () => {
       expect(String(Exit.isFailure(streamedResult) ? streamedResult.cause : "")).toMatch(/ends inside a message/)
     }))
 
+  it.live("a streamed answer with a frame begun after its Exit ends the call with a defect, as the same bytes whole do (mesh)", () =>
+    Effect.gen(function*() {
+      // The Exit and the cut frame in one piece, and apart: either way the answer ends inside a
+      // message. The Exit was handed to the RpcClient before the body's end was read, and the
+      // failure found there had no call left to fail: the caller took the answer as whole.
+      for (const split of [false, true]) {
+        const streamed = yield* hostile((id) => {
+          const done = framed(exit(id, "x"))
+          const begun = framed(exit(id, "y")).subarray(0, 6)
+          return reply((async function*() {
+            if (split) {
+              yield done
+              yield begun
+            } else yield Buffer.concat([done, begun])
+          })())
+        }, true)
+        const result = yield* Effect.exit(Effect.timeout(streamed.Echo({ text: "x" }), "5 seconds"))
+        assert.isTrue(Exit.isFailure(result), `split ${split}: ${String(result)}`)
+        expect(String(Exit.isFailure(result) ? result.cause : "")).toMatch(/ends inside a message/)
+      }
+    }))
+
   it.live("an empty answer ends the call with a defect", () =>
     Effect.gen(function*() {
       const client = yield* hostile(() => new Uint8Array(0))

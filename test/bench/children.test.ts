@@ -1,0 +1,35 @@
+// The benches' server children (bench/children.ts): a child whose parent stopped reading its stdout
+// (it gave up waiting for the port, at load 23 after 10 s) exits quietly when it writes the port,
+// rather than crash on an unhandled EPIPE; a parent that gives up says how long it waited, at what
+// load, and that it stopped the child.
+import { spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { describe, expect, it } from "vitest"
+import { spawnServer } from "../../bench/children.ts"
+
+const LATE_CHILD = new URL("fixtures/lateServeChild.ts", import.meta.url)
+
+describe("bench server children", () => {
+  it("a child whose stdout was closed exits 0 when it reports its port, with no EPIPE", async () => {
+    const child = spawn(process.execPath, [fileURLToPath(LATE_CHILD)], { stdio: ["pipe", "pipe", "pipe"] })
+    let stderr = ""
+    child.stderr.setEncoding("utf8").on("data", (text: string) => (stderr += text))
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+    child.stdout.destroy()
+    child.stdin.write("go\n")
+    const code = await exited
+    expect(stderr).not.toContain("EPIPE")
+    expect(code).toBe(0)
+  })
+
+  it("a parent that gives up says how long it waited, the load, and that it stopped the child", async () => {
+    const error = await spawnServer(LATE_CHILD.href, "late", undefined, undefined, 300).then(
+      () => undefined,
+      (e: unknown) => e
+    )
+    expect(String(error)).toMatch(/^Error: late server \(pid \d+\) reported no port within 0\.3 s \(load average \d+\.\d+ on \d+ cores\); stopped it$/)
+    // Told once the child is gone.
+    const pid = Number(/pid (\d+)/.exec(String(error))![1])
+    expect(() => process.kill(pid, 0)).toThrow(/ESRCH/)
+  })
+})

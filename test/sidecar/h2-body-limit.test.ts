@@ -1,0 +1,159 @@
+// An HTTP/2 caller's request body past the sidecar's body limit gets an answer (outboundH2.ts's
+// readBody): the one limit on A's outbound side a body can pass is a plain IIP service's one packet
+// (16 MiB; a mesh peer takes a body of any length as a stream, and HTTP/2 holds a body to its
+// declared content-length itself). Before: a body over 64 KiB for a plain service was never read
+// (heldBody paused it and readBody's 'data' listener did not resume it), the call hung; and one past
+// the limit destroyed the stream, RST_STREAM NO_ERROR with no answer. Now: a 413 (gRPC: a
+// trailers-only RESOURCE_EXHAUSTED naming the limit, with x-iip-mesh-error), then RST_STREAM
+// NO_ERROR as the caller is still sending (RFC 9113 §8.1), none of the body sent on, and the
+// request counted in the access log as the HTTP/1.1 413 is. Real callers: node's http2 client,
+// curl --http2-prior-knowledge, @grpc/grpc-js. Through two sidecars no limit of the mesh's applies:
+// a message past the far grpc-js app's own (4 MiB) reaches it and its RESOURCE_EXHAUSTED comes back.
+import * as grpc from "@grpc/grpc-js"
+import { execFile, spawnSync } from "node:child_process"
+import { writeFile } from "node:fs/promises"
+import * as http2 from "node:http2"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import type { IncomingRequest } from "../../src/iip/server.ts"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { startServer } from "../support/meshTest.ts"
+import { gate } from "../support/netnsProcess.ts"
+import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+
+/** A plain IIP service takes one packet (outbound.ts's PLAIN_BODY_LIMIT). */
+const LIMIT = 16 * 1024 * 1024
+const TOO_LARGE = LIMIT + 1
+
+const curlGate = gate(
+  "curl --http2-prior-knowledge past the limit prints 413",
+  spawnSync("curl", ["--version"]).status === 0 ? { ok: true } : { ok: false, reason: "no curl (apt curl)" }
+)
+
+interface H2Outcome {
+  readonly status: number
+  readonly headers: http2.IncomingHttpHeaders
+  readonly body: string
+  readonly rstCode: number | undefined
+}
+
+/** One POST of `body` over a new h2c session to 127.0.0.1:`port`; resolves when the stream closes, rejects on its error. */
+const h2Post = (cleanup: Cleanup, port: number, body: Buffer): Promise<H2Outcome> =>
+  new Promise((resolve, reject) => {
+    const session = http2.connect(`http://${LOOPBACK}:${port}`)
+    cleanup.add(() => session.destroy())
+    session.on("error", reject)
+    const stream = session.request({ ":method": "POST", ":path": "/upload", ":authority": "legacy" })
+    let headers: http2.IncomingHttpHeaders = {}
+    const parts: Array<Buffer> = []
+    stream.on("response", (h) => (headers = h))
+    stream.on("data", (chunk: Buffer) => parts.push(chunk))
+    stream.on("error", reject)
+    stream.on("close", () => resolve({ status: Number(headers[":status"] ?? 0), headers, body: Buffer.concat(parts).toString(), rstCode: stream.rstCode }))
+    stream.end(body)
+  })
+
+const identity = (value: Buffer): Buffer => value
+const METHOD = { path: "/demo.Legacy/Put", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity }
+const LegacyClient = grpc.makeGenericClientConstructor({ put: METHOD }, "Legacy")
+
+interface Access {
+  readonly status: number
+  readonly error?: { readonly hop: string; readonly reason: string }
+}
+
+describe("an HTTP/2 request body for a plain IIP service", () => {
+  const cleanup = new Cleanup()
+  let a: RunningSidecar
+  /** The bodies the plain service got, by length. */
+  const received: Array<number> = []
+  let access: Array<Access>
+
+  beforeAll(async () => {
+    const server = await startServer(cleanup, { mesh: false })
+    server.handle("/upload", (request: IncomingRequest) => {
+      received.push(request.data.length)
+      return `got ${request.data.length}`
+    })
+    server.handle("/demo.Legacy/Put", (request: IncomingRequest) => {
+      received.push(request.data.length)
+      return "put"
+    })
+    access = captureAccessLog(cleanup, (line) => JSON.parse(line) as Access)
+    a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { legacy: [{ address: `${LOOPBACK}:${server.address.port}`, weight: 1 }] } }))
+  })
+  afterAll(() => cleanup.run())
+
+  it("of 100 KiB (past the 64 KiB held whole, within the limit) reaches the service whole", async () => {
+    received.length = 0
+    const outcome = await withTimeout(h2Post(cleanup, a.outboundPort, Buffer.alloc(100 * 1024, 7)), 10_000, "the 100 KiB call")
+    expect(outcome.status).toBe(200)
+    expect(outcome.body).toBe(`got ${100 * 1024}`)
+    expect(received).toEqual([100 * 1024])
+  })
+
+  it("past the limit gets 413 naming it, then RST_STREAM NO_ERROR; nothing reaches the service; logged as a 413", async () => {
+    received.length = 0
+    access.length = 0
+    const outcome = await withTimeout(h2Post(cleanup, a.outboundPort, Buffer.alloc(TOO_LARGE, 7)), 10_000, "the too-large call")
+    expect(outcome.status).toBe(413)
+    expect(outcome.headers["x-iip-mesh-error"]).toBe("outbound; reason=body_too_large")
+    expect(outcome.body).toContain(`at most ${LIMIT} bytes`)
+    expect(outcome.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR)
+    expect(received).toEqual([])
+    expect(access).toEqual([expect.objectContaining({ status: 413, error: { hop: "outbound", reason: "body_too_large" } })])
+  })
+
+  it.skipIf(curlGate.skip)(curlGate.title, async () => {
+    received.length = 0
+    const file = join(tmpdir(), `h2-body-limit-${process.pid}.bin`)
+    await writeFile(file, Buffer.alloc(TOO_LARGE, 7))
+    cleanup.add(() => import("node:fs/promises").then((fs) => fs.rm(file, { force: true })))
+    const args = ["-sS", "--http2-prior-knowledge", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "-H", "Host: legacy", "--data-binary", `@${file}`, `http://${LOOPBACK}:${a.outboundPort}/upload`]
+    const printed = await new Promise<string>((resolve) => execFile("curl", args, (_error, stdout) => resolve(stdout)))
+    expect(printed).toBe("2 413")
+    expect(received).toEqual([])
+  })
+
+  it("a gRPC message past the limit ends RESOURCE_EXHAUSTED naming it, with the mesh's error hop", async () => {
+    received.length = 0
+    const client = new LegacyClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "legacy" })
+    cleanup.add(() => client.close())
+    const error = await withTimeout(
+      new Promise<grpc.ServiceError | null>((resolve) => client.makeUnaryRequest(METHOD.path, identity, identity, Buffer.alloc(TOO_LARGE, 7), new grpc.Metadata(), {}, (e) => resolve(e))),
+      10_000,
+      "the gRPC call"
+    )
+    expect(error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED)
+    expect(error?.details).toContain(`at most ${LIMIT} bytes`)
+    expect(error?.metadata.get("x-iip-mesh-error")).toEqual(["outbound; reason=body_too_large"])
+    expect(received).toEqual([])
+  })
+})
+
+describe("a gRPC message through two sidecars", () => {
+  const cleanup = new Cleanup()
+  afterAll(() => cleanup.run())
+
+  it("past the far grpc-js app's own limit comes back as the app's RESOURCE_EXHAUSTED, not the mesh's", async () => {
+    let calls = 0
+    const server = new grpc.Server()
+    server.addService({ put: METHOD }, { put: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => (calls++, callback(null, Buffer.from("put"))) })
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync(`${LOOPBACK}:0`, grpc.ServerCredentials.createInsecure(), (e, bound) => (e === null ? resolve(bound) : reject(e))))
+    cleanup.add(() => server.forceShutdown())
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "legacy", app: `${LOOPBACK}:${port}`, appProtocol: "h2c" }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { legacy: [{ address: b.inboundAddress, weight: 1 }] } }))
+    const client = new LegacyClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "legacy" })
+    cleanup.add(() => client.close())
+    const error = await withTimeout(
+      new Promise<grpc.ServiceError | null>((resolve) => client.makeUnaryRequest(METHOD.path, identity, identity, Buffer.alloc(5 * 1024 * 1024, 7), new grpc.Metadata(), {}, (e) => resolve(e))),
+      10_000,
+      "the gRPC call"
+    )
+    expect(error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED)
+    expect(error?.details).toContain("larger than max")
+    expect(error?.metadata.get("x-iip-mesh-error")).toEqual([])
+    expect(calls).toBe(0)
+  })
+})
