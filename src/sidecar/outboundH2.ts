@@ -120,6 +120,8 @@ class StreamCall implements OutboundCall {
   cutReason: string | undefined = undefined
   /** The request's body ran past readBody's limit: the rest is not read, and the stream is reset once answered (resetUnread). */
   private bodyCut = false
+  /** Ends readBody's reading as past its limit (stopBody), while it reads. */
+  private stopReading: (() => void) | undefined = undefined
 
   constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking) {
     this.stream = stream
@@ -197,18 +199,23 @@ class StreamCall implements OutboundCall {
     return new Promise((resolve, reject) => {
       let parts: Array<Buffer> = []
       let total = 0
-      const onData = (chunk: Buffer): void => {
-        total += chunk.length
-        if (total <= limit) return void parts.push(chunk)
-        // Past the limit nothing more is read (the caller's window closes on it) and the stream stays
-        // open for the exchange's answer (a 413), after which end() resets it: destroyed here, the
-        // caller got a bare RST_STREAM NO_ERROR and no answer.
+      // Past the limit (or given up: stopBody) nothing more is read (the caller's window closes on it)
+      // and the stream stays open for the exchange's answer (a 413, a 408), after which end() resets
+      // it: destroyed here, the caller got a bare RST_STREAM NO_ERROR and no answer.
+      const stop = (): void => {
+        this.stopReading = undefined
         stream.off("data", onData)
         stream.pause()
         parts = []
         this.bodyCut = true
         resolve(undefined)
       }
+      const onData = (chunk: Buffer): void => {
+        total += chunk.length
+        if (total <= limit) parts.push(chunk)
+        else stop()
+      }
+      this.stopReading = stop
       stream.on("data", onData)
       stream.once("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)))
       stream.once("error", reject)
@@ -218,6 +225,11 @@ class StreamCall implements OutboundCall {
       // paused on purpose: without this a body past 64 KiB for a plain IIP peer was never read.
       stream.resume()
     })
+  }
+
+  /** The body readBody gathers is not wanted (too slow: outboundBody.ts): as past its limit, no more of it is read, and the stream is reset once answered. */
+  stopBody(): void {
+    this.stopReading?.()
   }
 
   heldBody(limit: number, receiver: HeldBodyReceiver): void {
