@@ -16,25 +16,18 @@ import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { IncomingRequest } from "../../src/iip/server.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
-import { startServer } from "../support/meshTest.ts"
 import { gate } from "../support/netnsProcess.ts"
-import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { type Access, PLAIN_LIMIT, startPlainUpload } from "../support/plainUpload.ts"
+import { LOOPBACK, type RunningSidecar } from "../support/sidecarHarness.ts"
 
-/** A plain IIP service takes one packet (outbound.ts's PLAIN_BODY_LIMIT). */
-const LIMIT = 16 * 1024 * 1024
+const LIMIT = PLAIN_LIMIT
 const TOO_LARGE = LIMIT + 1
 /** The trickling callers' deadline (ms), and their pace: a byte every TRICKLE_MS. */
 const DEADLINE_MS = 300
 const TRICKLE_MS = 20
 
 const curlGate = gate("past 16 MiB, curl with a length and chunked prints 413 with connection: close", spawnSync("curl", ["--version"]).status === 0 ? { ok: true } : { ok: false, reason: "no curl (apt curl)" })
-
-interface Access {
-  readonly status: number
-  readonly error?: { readonly hop: string; readonly reason: string }
-}
 
 interface H1Outcome {
   readonly status: number
@@ -113,18 +106,11 @@ const statusOf = (answer: string): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(a
 describe("a request body A gathers whole", () => {
   const cleanup = new Cleanup()
   let a: RunningSidecar
-  /** The bodies the plain service got, by length. */
-  const received: Array<number> = []
+  let received: Array<number>
   let access: Array<Access>
 
   beforeAll(async () => {
-    const server = await startServer(cleanup, { mesh: false })
-    server.handle("/upload", (request: IncomingRequest) => {
-      received.push(request.data.length)
-      return `got ${request.data.length}`
-    })
-    access = captureAccessLog(cleanup, (line) => JSON.parse(line) as Access)
-    a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { legacy: [{ address: `${LOOPBACK}:${server.address.port}`, weight: 1 }] } }))
+    ;({ a, received, access } = await startPlainUpload(cleanup, { "/upload": (length) => `got ${length}` }))
   })
   afterAll(() => cleanup.run())
 
