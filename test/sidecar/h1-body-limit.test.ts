@@ -6,7 +6,9 @@
 // the body reaches the service and the access log counts the 413. A body trickling in (a byte
 // every 20 ms) ends at the request's deadline (`iip-timeout`) in 408 `body_timeout`, over HTTP/1.1
 // (with the close) and HTTP/2 (then RST_STREAM NO_ERROR); before, the exchange waited for the body
-// until the listener's 300 s request timeout (HTTP/1.1) or for ever (HTTP/2). Real callers: curl,
+// until the listener's 300 s request timeout (HTTP/1.1) or for ever (HTTP/2). A body failing so is
+// the caller's failure, not the endpoint's: twelve of them over two endpoints eject none (counted
+// against the endpoint as a failed try, they ejected one). Real callers: curl,
 // node's http and http2 clients, a raw socket for the trickle.
 import { execFile, spawnSync } from "node:child_process"
 import { writeFile } from "node:fs/promises"
@@ -177,6 +179,26 @@ describe("a request body A gathers whole", () => {
       expect(access).toEqual([expect.objectContaining({ status: 408, error: { hop: "outbound", reason: "body_timeout" } })])
     })
   }
+
+  it("a body too slow is the caller's failure, counted as the request's error, none against the endpoints (no ejection)", async () => {
+    // Two endpoints: the outlier detector ejects at most half of them, and one of two may go.
+    const own = new Cleanup()
+    try {
+      const { a: two } = await startPlainUpload(own, { "/upload": (length) => `got ${length}` }, 2)
+      const metric = async (pattern: RegExp): Promise<number> => {
+        const { body } = await two.sidecar.telemetry.metrics.text()
+        return body.split("\n").filter((line) => pattern.test(line)).reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0)
+      }
+      // Each endpoint past the outlier detector's five consecutive failures, had each counted against it.
+      const head = `POST /upload HTTP/1.1\r\nhost: legacy\r\niip-timeout: ${DEADLINE_MS}\r\ntransfer-encoding: chunked\r\n\r\n100000\r\n`
+      const answers = await withTimeout(Promise.all(Array.from({ length: 12 }, () => trickleH1(own, two.outboundPort, head))), 10_000, "twelve trickling calls")
+      expect(answers.map(statusOf)).toEqual(Array.from({ length: 12 }, () => 408))
+      expect(await metric(/^iip_mesh_request_errors_total\{direction="outbound",service="legacy",code="408",hop="outbound",reason="body_timeout"\}/)).toBe(12)
+      expect(await metric(/^iip_mesh_endpoint_ejections_total\{service="legacy"/)).toBe(0)
+    } finally {
+      await own.run()
+    }
+  })
 
   it("trickling in over HTTP/2 ends at the request's deadline in 408 body_timeout, then RST_STREAM NO_ERROR", async () => {
     received.length = 0

@@ -23,17 +23,24 @@ export interface PlainUpload {
   readonly access: Array<Access>
 }
 
-/** The plain service answers each of `paths` with `answer(length)`; A routes `legacy` to it, its access log on. */
-export const startPlainUpload = async (cleanup: Cleanup, paths: Record<string, (length: number) => string>): Promise<PlainUpload> => {
+/**
+ * The plain service (`instances` of it, each an endpoint) answers each of `paths` with
+ * `answer(length)`; A routes `legacy` to it, its access log on.
+ */
+export const startPlainUpload = async (cleanup: Cleanup, paths: Record<string, (length: number) => string>, instances = 1): Promise<PlainUpload> => {
   const received: Array<number> = []
-  const server = await startServer(cleanup, { mesh: false })
-  for (const [path, answer] of Object.entries(paths)) {
-    server.handle(path, (request: IncomingRequest) => {
-      received.push(request.data.length)
-      return answer(request.data.length)
-    })
+  const endpoints: Array<{ address: string; weight: number }> = []
+  for (let i = 0; i < instances; i++) {
+    const server = await startServer(cleanup, { mesh: false })
+    for (const [path, answer] of Object.entries(paths)) {
+      server.handle(path, (request: IncomingRequest) => {
+        received.push(request.data.length)
+        return answer(request.data.length)
+      })
+    }
+    endpoints.push({ address: `${LOOPBACK}:${server.address.port}`, weight: 1 })
   }
   const access = captureAccessLog(cleanup, (line) => JSON.parse(line) as Access)
-  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { legacy: [{ address: `${LOOPBACK}:${server.address.port}`, weight: 1 }] } }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { legacy: endpoints } }))
   return { a, received, access }
 }
