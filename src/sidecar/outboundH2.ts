@@ -217,7 +217,10 @@ class StreamCall implements OutboundCall {
       }
       this.stopReading = stop
       stream.on("data", onData)
-      stream.once("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)))
+      stream.once("end", () => {
+        this.stopReading = undefined
+        resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total))
+      })
       stream.once("error", reject)
       // Closed before the body's end (reset by the app): no 'end' follows.
       stream.once("close", () => reject(new Error("the stream closed before its body's end")))
