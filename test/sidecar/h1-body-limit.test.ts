@@ -85,6 +85,28 @@ const trickleH1 = (cleanup: Cleanup, port: number, head: string): Promise<string
     socket.write(head)
   })
 
+/**
+ * A raw HTTP/1.1 caller whose chunked body comes a one-byte chunk every TRICKLE_MS, `chunks` of
+ * them, then its end; it asks for `connection: close`, so it resolves with the answer at its FIN.
+ */
+const slowChunkedH1 = (cleanup: Cleanup, port: number, timeoutMs: number, chunks: number): Promise<string> =>
+  new Promise((resolve, reject) => {
+    const socket = net.connect(port, LOOPBACK)
+    let sent = 0
+    const timer = setInterval(() => {
+      if (++sent < chunks) return void socket.write("1\r\nx\r\n")
+      clearInterval(timer)
+      socket.write("1\r\nx\r\n0\r\n\r\n")
+    }, TRICKLE_MS)
+    cleanup.add(() => (clearInterval(timer), socket.destroy()))
+    let answer = ""
+    socket.setEncoding("latin1")
+    socket.on("data", (text: string) => (answer += text))
+    socket.on("end", () => (clearInterval(timer), resolve(answer)))
+    socket.on("error", reject)
+    socket.write(`POST /upload HTTP/1.1\r\nhost: legacy\r\niip-timeout: ${timeoutMs}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n`)
+  })
+
 /** An HTTP/2 caller whose body comes a byte every TRICKLE_MS, never ended; resolves when its stream closes. */
 const trickleH2 = (cleanup: Cleanup, port: number): Promise<{ status: number; reason: unknown; rstCode: number | undefined }> =>
   new Promise((resolve, reject) => {
@@ -195,6 +217,35 @@ describe("a request body A gathers whole", () => {
       expect(answers.map(statusOf)).toEqual(Array.from({ length: 12 }, () => 408))
       expect(await metric(/^iip_mesh_request_errors_total\{direction="outbound",service="legacy",code="408",hop="outbound",reason="body_timeout"\}/)).toBe(12)
       expect(await metric(/^iip_mesh_endpoint_ejections_total\{service="legacy"/)).toBe(0)
+    } finally {
+      await own.run()
+    }
+  })
+
+  it("a body too slow for the plain service says nothing of its endpoint: no latency sample, no failure, nothing left pending", async () => {
+    const endpoint = () => a.sidecar.registry.view().find((v) => v.service === "legacy")!.endpoints[0]!
+    // A request answered first, so that the endpoint has a sample of its own.
+    expect((await withTimeout(nodePost(cleanup, a.outboundPort, Buffer.alloc(10, 7), false), 10_000, "a small call")).status).toBe(200)
+    const before = endpoint()
+    const head = `POST /upload HTTP/1.1\r\nhost: legacy\r\niip-timeout: ${DEADLINE_MS}\r\ntransfer-encoding: chunked\r\n\r\n100000\r\n`
+    expect(statusOf(await withTimeout(trickleH1(cleanup, a.outboundPort, head), 10_000, "the trickling call's answer"))).toBe(408)
+    const after = endpoint()
+    // The time the caller took over its body is not the endpoint's latency (a sample of ~300 ms, up to 4x its estimate).
+    expect(after.samples).toBe(before.samples)
+    expect(after.failures).toBe(before.failures)
+    expect(after.pending).toBe(0)
+  })
+
+  it("a body slower than the per-try timeout but within the deadline still reaches the plain service, which gets its per-try time", async () => {
+    const own = new Cleanup()
+    try {
+      // The service takes 50 ms, well within the 200 ms a try has; the body takes ~400 ms to come.
+      const answerAfter = (length: number): Promise<string> => new Promise((resolve) => setTimeout(() => resolve(`got ${length}`), 50))
+      const { a: slowTries, received: got } = await startPlainUpload(own, { "/upload": answerAfter }, 1, { perTryTimeoutMs: 200 })
+      const answer = await withTimeout(slowChunkedH1(own, slowTries.outboundPort, 5_000, 20), 10_000, "the slow call's answer")
+      expect(statusOf(answer)).toBe(200)
+      expect(answer).toMatch(/\r\n\r\ngot 20$/)
+      expect(got).toEqual([20])
     } finally {
       await own.run()
     }

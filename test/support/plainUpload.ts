@@ -5,6 +5,7 @@
 import type { IncomingRequest } from "../../src/iip/server.ts"
 import type { Cleanup } from "./iipRaw.ts"
 import { startServer } from "./meshTest.ts"
+import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "./sidecarHarness.ts"
 
 /** A plain IIP service takes one packet (outbound.ts's PLAIN_BODY_LIMIT). */
@@ -25,9 +26,14 @@ export interface PlainUpload {
 
 /**
  * The plain service (`instances` of it, each an endpoint) answers each of `paths` with
- * `answer(length)`; A routes `legacy` to it, its access log on.
+ * `answer(length)`; A routes `legacy` to it, its access log on, with `settings` over the test defaults.
  */
-export const startPlainUpload = async (cleanup: Cleanup, paths: Record<string, (length: number) => string>, instances = 1): Promise<PlainUpload> => {
+export const startPlainUpload = async (
+  cleanup: Cleanup,
+  paths: Record<string, (length: number) => string | Promise<string>>,
+  instances = 1,
+  settings: Partial<SidecarConfig> = {}
+): Promise<PlainUpload> => {
   const received: Array<number> = []
   const endpoints: Array<{ address: string; weight: number }> = []
   for (let i = 0; i < instances; i++) {
@@ -41,6 +47,6 @@ export const startPlainUpload = async (cleanup: Cleanup, paths: Record<string, (
     endpoints.push({ address: `${LOOPBACK}:${server.address.port}`, weight: 1 })
   }
   const access = captureAccessLog(cleanup, (line) => JSON.parse(line) as Access)
-  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { legacy: endpoints } }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { legacy: endpoints }, ...settings }))
   return { a, received, access }
 }
