@@ -93,6 +93,11 @@ export interface Lease<E> {
    * held out, not failing.
    */
   end(now: number, latencyMs: number, ok: boolean, unreachable?: boolean, slow?: boolean): EjectionReason | "restarting" | undefined
+  /**
+   * Ends the request saying nothing about the endpoint: no latency sample, no failure, nothing for
+   * the outlier detector (it never got the request: the caller's body failed first, outbound.ts).
+   */
+  release(): void
 }
 
 export type PickResult<E> =
@@ -316,6 +321,11 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
         const reason = this.outliers.record(member.id, at, ok, this.members.length)
         if (reason === undefined && unreachable && this.outliers.connectFailed(member.id, at, this.members.length)) return "connect_failed"
         return reason
+      },
+      release: () => {
+        if (ended) return
+        ended = true
+        member.release()
       }
     }
   }

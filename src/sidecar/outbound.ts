@@ -498,13 +498,16 @@ class OutboundExchange implements HeldBodyReceiver {
       try {
         body = await readBody(this.req, PLAIN_BODY_LIMIT, this.deadline - monotonicMs(), this.timeoutMs)
       } catch (error) {
-        // The caller's body failed (too large, too slow, cut), not the endpoint: the try ends as no
-        // failure of it (tryFailed would count one against it), the request with the error.
-        this.endLease(lease, tryStarted, true)
+        // The caller's body failed (too large, too slow, cut), not the endpoint: the try ends saying
+        // nothing of it (tryFailed would count a failure against it; a success, the gather's time
+        // as its latency), the request with the error.
+        lease.release()
         return this.fail(error)
       }
-      // What the try has left once its body came.
-      timeoutMs = Math.max(1, this.tryDeadline - monotonicMs())
+      // The try's time for the endpoint from when its body came (after a gather longer than a
+      // per-try timeout what the try had left was nothing: a timeout counted against the endpoint),
+      // within what the request's deadline leaves.
+      timeoutMs = Math.max(1, Math.min(timeoutMs, this.deadline - monotonicMs()))
     }
     const data = await client.call(plainRequestPath(target.uri, headers), body.length === 0 ? "{}" : body, { timeoutMs, signal })
     const { status, error } = plainStatus(data)
