@@ -69,13 +69,19 @@ const curlPost = async (cleanup: Cleanup, port: number, chunked: boolean): Promi
 }
 
 /**
- * A raw HTTP/1.1 caller that sends `head` and then its body a byte every TRICKLE_MS, never ending
- * it; resolves with what it read once the sidecar ended the connection (its FIN).
+ * A raw HTTP/1.1 caller that sends `head`, then every TRICKLE_MS `piece(n)` of its body for the nth
+ * (by default a byte, never ending; undefined: nothing more); resolves with what it read once the
+ * sidecar ended the connection (its FIN).
  */
-const trickleH1 = (cleanup: Cleanup, port: number, head: string): Promise<string> =>
+const trickleH1 = (cleanup: Cleanup, port: number, head: string, piece: (n: number) => string | undefined = () => "x"): Promise<string> =>
   new Promise((resolve, reject) => {
     const socket = net.connect(port, LOOPBACK)
-    const timer = setInterval(() => socket.write("x"), TRICKLE_MS)
+    let sent = 0
+    const timer = setInterval(() => {
+      const next = piece(++sent)
+      if (next === undefined) clearInterval(timer)
+      else socket.write(next)
+    }, TRICKLE_MS)
     cleanup.add(() => (clearInterval(timer), socket.destroy()))
     let answer = ""
     socket.setEncoding("latin1")
@@ -86,26 +92,16 @@ const trickleH1 = (cleanup: Cleanup, port: number, head: string): Promise<string
   })
 
 /**
- * A raw HTTP/1.1 caller whose chunked body comes a one-byte chunk every TRICKLE_MS, `chunks` of
- * them, then its end; it asks for `connection: close`, so it resolves with the answer at its FIN.
+ * A chunked body of `chunks` one-byte chunks, one every TRICKLE_MS, then its end, with `connection:
+ * close` (the answer ends at the sidecar's FIN).
  */
 const slowChunkedH1 = (cleanup: Cleanup, port: number, timeoutMs: number, chunks: number): Promise<string> =>
-  new Promise((resolve, reject) => {
-    const socket = net.connect(port, LOOPBACK)
-    let sent = 0
-    const timer = setInterval(() => {
-      if (++sent < chunks) return void socket.write("1\r\nx\r\n")
-      clearInterval(timer)
-      socket.write("1\r\nx\r\n0\r\n\r\n")
-    }, TRICKLE_MS)
-    cleanup.add(() => (clearInterval(timer), socket.destroy()))
-    let answer = ""
-    socket.setEncoding("latin1")
-    socket.on("data", (text: string) => (answer += text))
-    socket.on("end", () => (clearInterval(timer), resolve(answer)))
-    socket.on("error", reject)
-    socket.write(`POST /upload HTTP/1.1\r\nhost: legacy\r\niip-timeout: ${timeoutMs}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n`)
-  })
+  trickleH1(
+    cleanup,
+    port,
+    `POST /upload HTTP/1.1\r\nhost: legacy\r\niip-timeout: ${timeoutMs}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n`,
+    (n) => (n < chunks ? "1\r\nx\r\n" : n === chunks ? "1\r\nx\r\n0\r\n\r\n" : undefined)
+  )
 
 /** An HTTP/2 caller whose body comes a byte every TRICKLE_MS, never ended; resolves when its stream closes. */
 const trickleH2 = (cleanup: Cleanup, port: number): Promise<{ status: number; reason: unknown; rstCode: number | undefined }> =>
