@@ -167,6 +167,17 @@ describe("a request body A gathers whole", () => {
     expect(received).toEqual([])
   })
 
+  it("declaring a length past 16 MiB for a plain service is answered 413 and the close from its head, before its body comes", async () => {
+    received.length = 0
+    const head = `POST /upload HTTP/1.1\r\nhost: legacy\r\niip-timeout: 5000\r\ncontent-length: ${TOO_LARGE}\r\nexpect: 100-continue\r\n\r\n`
+    // Nothing of the body is sent: the length alone must decide (a gather would wait for it to the deadline, a 408).
+    const answer = await withTimeout(trickleH1(cleanup, a.outboundPort, head, () => undefined), 4_000, "the answer")
+    expect(answer).toMatch(/^(HTTP\/1\.1 100 Continue\r\n\r\n)?HTTP\/1\.1 413 /)
+    expect(answer).toMatch(/\r\nx-iip-mesh-error: outbound; reason=body_too_large\r\n/)
+    expect(answer).toMatch(/\r\nconnection: close\r\n/)
+    expect(received).toEqual([])
+  })
+
   it("of 100 KiB within the limit still reaches the service whole, the connection kept", async () => {
     received.length = 0
     const outcome = await withTimeout(nodePost(cleanup, a.outboundPort, Buffer.alloc(100 * 1024, 7), false), 10_000, "the 100 KiB call")
