@@ -98,6 +98,26 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     expect(received).toEqual([])
   })
 
+  it("a gRPC client stream that does not end within the deadline (iip-timeout) ends DEADLINE_EXCEEDED, with the mesh's body_timeout", async () => {
+    received.length = 0
+    const client = new LegacyClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "legacy" })
+    cleanup.add(() => client.close())
+    const metadata = new grpc.Metadata()
+    metadata.set("iip-timeout", "300")
+    const error = await withTimeout(
+      new Promise<grpc.ServiceError | null>((resolve) => {
+        const call = client.makeClientStreamRequest(METHOD.path, identity, identity, metadata, {}, (e) => resolve(e))
+        // One message, and the stream left open: a plain service takes the body whole, so it is gathered.
+        call.write(Buffer.alloc(10, 7))
+      }),
+      10_000,
+      "the gRPC call"
+    )
+    expect(error?.code).toBe(grpc.status.DEADLINE_EXCEEDED)
+    expect(error?.metadata.get("x-iip-mesh-error")).toEqual(["outbound; reason=body_timeout"])
+    expect(received).toEqual([])
+  })
+
   it("a gRPC message past the limit ends RESOURCE_EXHAUSTED naming it, with the mesh's error hop", async () => {
     received.length = 0
     const client = new LegacyClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "legacy" })
