@@ -8,8 +8,10 @@
 // (with the close) and HTTP/2 (then RST_STREAM NO_ERROR); before, the exchange waited for the body
 // until the listener's 300 s request timeout (HTTP/1.1) or for ever (HTTP/2). A body failing so is
 // the caller's failure, not the endpoint's: twelve of them over two endpoints eject none (counted
-// against the endpoint as a failed try, they ejected one). Real callers: curl,
-// node's http and http2 clients, a raw socket for the trickle.
+// against the endpoint as a failed try, they ejected one), nor add a latency sample to it; a body
+// slower than a per-try timeout but within the deadline still gets the try's time for its answer.
+// A declared length past the limit is refused from the head. Real callers: curl, node's http and
+// http2 clients, a raw socket for the trickle.
 import { execFile, spawnSync } from "node:child_process"
 import { writeFile } from "node:fs/promises"
 import * as http from "node:http"
