@@ -93,6 +93,13 @@ export interface Lease<E> {
    * held out, not failing.
    */
   end(now: number, latencyMs: number, ok: boolean, unreachable?: boolean, slow?: boolean): EjectionReason | "restarting" | undefined
+  /**
+   * Ends the request saying nothing about the endpoint, for a request it never got (the caller's
+   * body failed first: outbound.ts forwardPlain): no latency sample, no failure or penalty, no
+   * outlier record; only its in-flight count is given back. Once, as end(): a lease already ended
+   * is left as it is.
+   */
+  release(): void
 }
 
 export type PickResult<E> =
@@ -316,6 +323,11 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
         const reason = this.outliers.record(member.id, at, ok, this.members.length)
         if (reason === undefined && unreachable && this.outliers.connectFailed(member.id, at, this.members.length)) return "connect_failed"
         return reason
+      },
+      release: () => {
+        if (ended) return
+        ended = true
+        member.release()
       }
     }
   }

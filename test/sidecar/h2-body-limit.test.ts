@@ -17,14 +17,12 @@ import * as http2 from "node:http2"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { IncomingRequest } from "../../src/iip/server.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { startServer } from "../support/meshTest.ts"
 import { gate } from "../support/netnsProcess.ts"
-import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { type Access, PLAIN_LIMIT, startPlainUpload } from "../support/plainUpload.ts"
+import { LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
-/** A plain IIP service takes one packet (outbound.ts's PLAIN_BODY_LIMIT). */
-const LIMIT = 16 * 1024 * 1024
+const LIMIT = PLAIN_LIMIT
 const TOO_LARGE = LIMIT + 1
 
 const curlGate = gate(
@@ -61,30 +59,14 @@ const identity = (value: Buffer): Buffer => value
 const METHOD = { path: "/demo.Legacy/Put", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity }
 const LegacyClient = grpc.makeGenericClientConstructor({ put: METHOD }, "Legacy")
 
-interface Access {
-  readonly status: number
-  readonly error?: { readonly hop: string; readonly reason: string }
-}
-
 describe("an HTTP/2 request body for a plain IIP service", () => {
   const cleanup = new Cleanup()
   let a: RunningSidecar
-  /** The bodies the plain service got, by length. */
-  const received: Array<number> = []
+  let received: Array<number>
   let access: Array<Access>
 
   beforeAll(async () => {
-    const server = await startServer(cleanup, { mesh: false })
-    server.handle("/upload", (request: IncomingRequest) => {
-      received.push(request.data.length)
-      return `got ${request.data.length}`
-    })
-    server.handle("/demo.Legacy/Put", (request: IncomingRequest) => {
-      received.push(request.data.length)
-      return "put"
-    })
-    access = captureAccessLog(cleanup, (line) => JSON.parse(line) as Access)
-    a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { legacy: [{ address: `${LOOPBACK}:${server.address.port}`, weight: 1 }] } }))
+    ;({ a, received, access } = await startPlainUpload(cleanup, { "/upload": (length) => `got ${length}`, "/demo.Legacy/Put": () => "put" }))
   })
   afterAll(() => cleanup.run())
 
@@ -134,6 +116,26 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     expect(printed).toBe("2 413")
     expect(received).toEqual([])
     await waitFor(() => a.sidecar.inFlight() === 0, 5000, "curl's call to leave the sidecar")
+  })
+
+  it("a gRPC client stream that does not end within the deadline (iip-timeout) ends DEADLINE_EXCEEDED, with the mesh's body_timeout", async () => {
+    received.length = 0
+    const client = new LegacyClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "legacy" })
+    cleanup.add(() => client.close())
+    const metadata = new grpc.Metadata()
+    metadata.set("iip-timeout", "300")
+    const error = await withTimeout(
+      new Promise<grpc.ServiceError | null>((resolve) => {
+        const call = client.makeClientStreamRequest(METHOD.path, identity, identity, metadata, {}, (e) => resolve(e))
+        // One message, and the stream left open: a plain service takes the body whole, so it is gathered.
+        call.write(Buffer.alloc(10, 7))
+      }),
+      10_000,
+      "the gRPC call"
+    )
+    expect(error?.code).toBe(grpc.status.DEADLINE_EXCEEDED)
+    expect(error?.metadata.get("x-iip-mesh-error")).toEqual(["outbound; reason=body_timeout"])
+    expect(received).toEqual([])
   })
 
   it("a gRPC message past the limit ends RESOURCE_EXHAUSTED naming it, with the mesh's error hop", async () => {
