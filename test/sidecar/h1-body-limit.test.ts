@@ -5,8 +5,9 @@
 // was destroyed, curl "(52) Empty reply from server", node's client "write ECONNRESET"); none of
 // the body reaches the service and the access log counts the 413. A body trickling in (a byte
 // every 20 ms) ends at the request's deadline (`iip-timeout`) in 408 `body_timeout`, over HTTP/1.1
-// (with the close) and HTTP/2 (then RST_STREAM NO_ERROR); before, the exchange waited for the body
-// until the listener's 300 s request timeout (HTTP/1.1) or for ever (HTTP/2). A body failing so is
+// (with the close) and HTTP/2 (then RST_STREAM NO_ERROR, the stream closed on the sidecar's side
+// while the caller keeps its session); before, the exchange waited for the body until the
+// listener's 300 s request timeout (HTTP/1.1) or for ever (HTTP/2). A body failing so is
 // the caller's failure, not the endpoint's: twelve of them over two endpoints eject none (counted
 // against the endpoint as a failed try, they ejected one), nor add a latency sample to it; a body
 // slower than a per-try timeout but within the deadline still gets the try's time for its answer.
@@ -20,7 +21,7 @@ import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { gate } from "../support/netnsProcess.ts"
 import { type Access, PLAIN_LIMIT, startPlainUpload } from "../support/plainUpload.ts"
 import { LOOPBACK, type RunningSidecar } from "../support/sidecarHarness.ts"
@@ -269,5 +270,8 @@ describe("a request body A gathers whole", () => {
     expect(outcome.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR)
     expect(received).toEqual([])
     expect(access).toEqual([expect.objectContaining({ status: 408, error: { hop: "outbound", reason: "body_timeout" } })])
+    // The caller keeps its session: the sidecar's stream closed all the same (the trickle's DATA past
+    // the stop, left unread, kept it open and the request in flight for the session's life).
+    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "the trickling h2 call to leave the sidecar")
   })
 })

@@ -7,9 +7,11 @@
 // trailers-only RESOURCE_EXHAUSTED naming the limit, with x-iip-mesh-error), then RST_STREAM
 // NO_ERROR as the caller is still sending (RFC 9113 §8.1), none of the body sent on, the
 // request counted in the access log as the HTTP/1.1 413 is, and the stream closed on the sidecar's
-// side too (no request left in flight) while the caller keeps its session. Real callers: node's http2 client,
-// curl --http2-prior-knowledge, @grpc/grpc-js. Through two sidecars no limit of the mesh's applies:
-// a message past the far grpc-js app's own (4 MiB) reaches it and its RESOURCE_EXHAUSTED comes back.
+// side too (no request left in flight) while the caller keeps its session. A gRPC client stream not
+// ended within its deadline ends DEADLINE_EXCEEDED (the 408 body_timeout), its stream closed on the
+// sidecar's side too. Real callers: node's http2 client, curl --http2-prior-knowledge,
+// @grpc/grpc-js. Through two sidecars no limit of the mesh's applies: a message past the far
+// grpc-js app's own (4 MiB) reaches it and its RESOURCE_EXHAUSTED comes back.
 import * as grpc from "@grpc/grpc-js"
 import { execFile, spawnSync } from "node:child_process"
 import { writeFile } from "node:fs/promises"
@@ -136,6 +138,7 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     expect(error?.code).toBe(grpc.status.DEADLINE_EXCEEDED)
     expect(error?.metadata.get("x-iip-mesh-error")).toEqual(["outbound; reason=body_timeout"])
     expect(received).toEqual([])
+    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "the gRPC client stream to leave the sidecar")
   })
 
   it("a gRPC message past the limit ends RESOURCE_EXHAUSTED naming it, with the mesh's error hop", async () => {
