@@ -20,11 +20,11 @@ import * as http2 from "node:http2"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { gate } from "../support/netnsProcess.ts"
-import { type Access, PLAIN_LIMIT, startPlainUpload } from "../support/plainUpload.ts"
-import { LOOPBACK, type RunningSidecar } from "../support/sidecarHarness.ts"
+import { PLAIN_LIMIT, plainUploadSuite, startPlainUpload } from "../support/plainUpload.ts"
+import { LOOPBACK } from "../support/sidecarHarness.ts"
 
 const LIMIT = PLAIN_LIMIT
 const TOO_LARGE = LIMIT + 1
@@ -127,15 +127,8 @@ const trickleH2 = (cleanup: Cleanup, port: number): Promise<{ status: number; re
 const statusOf = (answer: string): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0)
 
 describe("a request body A gathers whole", () => {
-  const cleanup = new Cleanup()
-  let a: RunningSidecar
-  let received: Array<number>
-  let access: Array<Access>
-
-  beforeAll(async () => {
-    ;({ a, received, access } = await startPlainUpload(cleanup, { "/upload": (length) => `got ${length}` }))
-  })
-  afterAll(() => cleanup.run())
+  const upload = plainUploadSuite({ "/upload": (length) => `got ${length}` })
+  const { cleanup } = upload
 
   const tooLarge = (outcome: H1Outcome): void => {
     expect(outcome.status).toBe(413)
@@ -145,48 +138,48 @@ describe("a request body A gathers whole", () => {
   }
 
   it("past 16 MiB for a plain service, with a length, node's client reads 413 and the close; nothing reaches the service; logged", async () => {
-    received.length = 0
-    access.length = 0
-    tooLarge(await withTimeout(nodePost(cleanup, a.outboundPort, Buffer.alloc(TOO_LARGE, 7), false), 10_000, "the too-large call"))
-    expect(received).toEqual([])
-    expect(access).toEqual([expect.objectContaining({ status: 413, error: { hop: "outbound", reason: "body_too_large" } })])
+    upload.received.length = 0
+    upload.access.length = 0
+    tooLarge(await withTimeout(nodePost(cleanup, upload.a.outboundPort, Buffer.alloc(TOO_LARGE, 7), false), 10_000, "the too-large call"))
+    expect(upload.received).toEqual([])
+    expect(upload.access).toEqual([expect.objectContaining({ status: 413, error: { hop: "outbound", reason: "body_too_large" } })])
   })
 
   it("past 16 MiB, chunked, node's client reads 413 and the close; nothing reaches the service", async () => {
-    received.length = 0
-    tooLarge(await withTimeout(nodePost(cleanup, a.outboundPort, Buffer.alloc(TOO_LARGE, 7), true), 10_000, "the too-large chunked call"))
-    expect(received).toEqual([])
+    upload.received.length = 0
+    tooLarge(await withTimeout(nodePost(cleanup, upload.a.outboundPort, Buffer.alloc(TOO_LARGE, 7), true), 10_000, "the too-large chunked call"))
+    expect(upload.received).toEqual([])
   })
 
   it.skipIf(curlGate.skip)(curlGate.title, async () => {
-    received.length = 0
+    upload.received.length = 0
     for (const chunked of [false, true]) {
-      const printed = await curlPost(cleanup, a.outboundPort, chunked)
+      const printed = await curlPost(cleanup, upload.a.outboundPort, chunked)
       expect(printed).toMatch(/^HTTP\/1\.1 413 /m)
       expect(printed).toMatch(/^x-iip-mesh-error: outbound; reason=body_too_large\r$/m)
       expect(printed).toMatch(/^connection: close\r$/m)
       expect(printed).toMatch(/code=413$/)
     }
-    expect(received).toEqual([])
+    expect(upload.received).toEqual([])
   })
 
   it("declaring a length past 16 MiB for a plain service is answered 413 and the close from its head, before its body comes", async () => {
-    received.length = 0
+    upload.received.length = 0
     const head = `POST /upload HTTP/1.1\r\nhost: legacy\r\niip-timeout: 5000\r\ncontent-length: ${TOO_LARGE}\r\nexpect: 100-continue\r\n\r\n`
     // Nothing of the body is sent: the length alone must decide (a gather would wait for it to the deadline, a 408).
-    const answer = await withTimeout(trickleH1(cleanup, a.outboundPort, head, () => undefined), 4_000, "the answer")
+    const answer = await withTimeout(trickleH1(cleanup, upload.a.outboundPort, head, () => undefined), 4_000, "the answer")
     expect(answer).toMatch(/^(HTTP\/1\.1 100 Continue\r\n\r\n)?HTTP\/1\.1 413 /)
     expect(answer).toMatch(/\r\nx-iip-mesh-error: outbound; reason=body_too_large\r\n/)
     expect(answer).toMatch(/\r\nconnection: close\r\n/)
-    expect(received).toEqual([])
+    expect(upload.received).toEqual([])
   })
 
   it("of 100 KiB within the limit still reaches the service whole, the connection kept", async () => {
-    received.length = 0
-    const outcome = await withTimeout(nodePost(cleanup, a.outboundPort, Buffer.alloc(100 * 1024, 7), false), 10_000, "the 100 KiB call")
+    upload.received.length = 0
+    const outcome = await withTimeout(nodePost(cleanup, upload.a.outboundPort, Buffer.alloc(100 * 1024, 7), false), 10_000, "the 100 KiB call")
     expect(outcome.status).toBe(200)
     expect(outcome.body).toBe(`got ${100 * 1024}`)
-    expect(received).toEqual([100 * 1024])
+    expect(upload.received).toEqual([100 * 1024])
   })
 
   for (const [name, framing] of [
@@ -195,20 +188,20 @@ describe("a request body A gathers whole", () => {
     ["chunked (for the plain service)", "transfer-encoding: chunked"]
   ] as const) {
     it(`trickling in over HTTP/1.1, ${name}, ends at the request's deadline in 408 body_timeout and the close`, async () => {
-      received.length = 0
-      access.length = 0
+      upload.received.length = 0
+      upload.access.length = 0
       const started = performance.now()
       const head = `POST /upload HTTP/1.1\r\nhost: legacy\r\niip-timeout: ${DEADLINE_MS}\r\n${framing}\r\n\r\n`
       // Chunked, the trickle's bytes are one chunk's data: its size line first.
-      const answer = await withTimeout(trickleH1(cleanup, a.outboundPort, framing.startsWith("transfer") ? `${head}100000\r\n` : head), 10_000, "the trickling call's answer")
+      const answer = await withTimeout(trickleH1(cleanup, upload.a.outboundPort, framing.startsWith("transfer") ? `${head}100000\r\n` : head), 10_000, "the trickling call's answer")
       expect(statusOf(answer)).toBe(408)
       expect(answer).toMatch(/\r\nx-iip-mesh-error: outbound; reason=body_timeout\r\n/)
       expect(answer).toMatch(/\r\nconnection: close\r\n/)
       expect(answer).toContain(`within its deadline of ${DEADLINE_MS} ms`)
       // The deadline ended it, not the listener's request timeout (300 s) nor the body's end.
       expect(performance.now() - started).toBeLessThan(5_000)
-      expect(received).toEqual([])
-      expect(access).toEqual([expect.objectContaining({ status: 408, error: { hop: "outbound", reason: "body_timeout" } })])
+      expect(upload.received).toEqual([])
+      expect(upload.access).toEqual([expect.objectContaining({ status: 408, error: { hop: "outbound", reason: "body_timeout" } })])
     })
   }
 
@@ -233,12 +226,12 @@ describe("a request body A gathers whole", () => {
   })
 
   it("a body too slow for the plain service says nothing of its endpoint: no latency sample, no failure, nothing left pending", async () => {
-    const endpoint = () => a.sidecar.registry.view().find((v) => v.service === "legacy")!.endpoints[0]!
+    const endpoint = () => upload.a.sidecar.registry.view().find((v) => v.service === "legacy")!.endpoints[0]!
     // A request answered first, so that the endpoint has a sample of its own.
-    expect((await withTimeout(nodePost(cleanup, a.outboundPort, Buffer.alloc(10, 7), false), 10_000, "a small call")).status).toBe(200)
+    expect((await withTimeout(nodePost(cleanup, upload.a.outboundPort, Buffer.alloc(10, 7), false), 10_000, "a small call")).status).toBe(200)
     const before = endpoint()
     const head = `POST /upload HTTP/1.1\r\nhost: legacy\r\niip-timeout: ${DEADLINE_MS}\r\ntransfer-encoding: chunked\r\n\r\n100000\r\n`
-    expect(statusOf(await withTimeout(trickleH1(cleanup, a.outboundPort, head), 10_000, "the trickling call's answer"))).toBe(408)
+    expect(statusOf(await withTimeout(trickleH1(cleanup, upload.a.outboundPort, head), 10_000, "the trickling call's answer"))).toBe(408)
     const after = endpoint()
     // The time the caller took over its body is not the endpoint's latency (a sample of ~300 ms, up to 4x its estimate).
     expect(after.samples).toBe(before.samples)
@@ -262,16 +255,16 @@ describe("a request body A gathers whole", () => {
   })
 
   it("trickling in over HTTP/2 ends at the request's deadline in 408 body_timeout, then RST_STREAM NO_ERROR", async () => {
-    received.length = 0
-    access.length = 0
-    const outcome = await withTimeout(trickleH2(cleanup, a.outboundPort), 10_000, "the trickling h2 call")
+    upload.received.length = 0
+    upload.access.length = 0
+    const outcome = await withTimeout(trickleH2(cleanup, upload.a.outboundPort), 10_000, "the trickling h2 call")
     expect(outcome.status).toBe(408)
     expect(outcome.reason).toBe("outbound; reason=body_timeout")
     expect(outcome.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR)
-    expect(received).toEqual([])
-    expect(access).toEqual([expect.objectContaining({ status: 408, error: { hop: "outbound", reason: "body_timeout" } })])
+    expect(upload.received).toEqual([])
+    expect(upload.access).toEqual([expect.objectContaining({ status: 408, error: { hop: "outbound", reason: "body_timeout" } })])
     // The caller keeps its session: the sidecar's stream closed all the same (the trickle's DATA past
     // the stop, left unread, kept it open and the request in flight for the session's life).
-    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "the trickling h2 call to leave the sidecar")
+    await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the trickling h2 call to leave the sidecar")
   })
 })

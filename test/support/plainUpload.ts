@@ -1,9 +1,10 @@
 // A sidecar A whose service `legacy` is a plain IIP service (one packet a request), for the tests of
 // the request bodies A gathers whole before sending (h1-body-limit, h2-body-limit): the bodies the
 // service got, by length, and A's access log records, for asserting that a refused body reached
-// nothing and was counted.
+// nothing and was counted; plainUploadSuite sets one up for a describe block's tests.
 import type { IncomingRequest } from "../../src/iip/server.ts"
-import type { Cleanup } from "./iipRaw.ts"
+import { afterAll, beforeAll } from "vitest"
+import { Cleanup } from "./iipRaw.ts"
 import { startServer } from "./meshTest.ts"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
 import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "./sidecarHarness.ts"
@@ -49,4 +50,21 @@ export const startPlainUpload = async (
   const access = captureAccessLog(cleanup, (line) => JSON.parse(line) as Access)
   const a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { legacy: endpoints }, ...settings }))
   return { a, received, access }
+}
+
+/** A describe block's plain upload (startPlainUpload): started before its tests, cleaned up after them. */
+export interface PlainUploadSuite extends PlainUpload {
+  /** The block's cleanup, run after its tests. */
+  readonly cleanup: Cleanup
+}
+
+/** Registers, in the describe block it is called in, a plain upload on `paths` for its tests; its fields are set once started. */
+export const plainUploadSuite = (paths: Record<string, (length: number) => string | Promise<string>>): PlainUploadSuite => {
+  const cleanup = new Cleanup()
+  const suite = { cleanup } as { -readonly [K in keyof PlainUploadSuite]: PlainUploadSuite[K] }
+  beforeAll(async () => {
+    Object.assign(suite, await startPlainUpload(cleanup, paths))
+  })
+  afterAll(() => cleanup.run())
+  return suite
 }
