@@ -94,10 +94,11 @@ export interface Lease<E> {
    */
   end(now: number, latencyMs: number, ok: boolean, unreachable?: boolean, slow?: boolean): EjectionReason | "restarting" | undefined
   /**
-   * Ends the request saying nothing about the endpoint, for a request it never got (the caller's
-   * body failed first: outbound.ts forwardPlain): no latency sample, no failure or penalty, no
-   * outlier record; only its in-flight count is given back. Once, as end(): a lease already ended
-   * is left as it is.
+   * Ends the request saying nothing about the endpoint, for a request it never got: no latency
+   * sample, no failure or penalty, no outlier record; only its in-flight count is given back. Once,
+   * as end(): a lease already ended is left as it is. For outbound.ts forwardPlain (the caller's
+   * body failed before it was sent) and outboundUpgrade.ts (an upgrade refused on this side, no
+   * stream place left).
    */
   release(): void
 }
