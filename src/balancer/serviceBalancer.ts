@@ -93,7 +93,13 @@ export interface Lease<E> {
    * held out, not failing.
    */
   end(now: number, latencyMs: number, ok: boolean, unreachable?: boolean, slow?: boolean): EjectionReason | "restarting" | undefined
-  /** Ends the request saying nothing about the endpoint: it was never sent there (refused on this side). No sample, no penalty. */
+  /**
+   * Ends the request saying nothing about the endpoint, for a request it never got: no latency
+   * sample, no failure or penalty, no outlier record; only its in-flight count is given back. Once,
+   * as end(): a lease already ended is left as it is. For outbound.ts forwardPlain (the caller's
+   * body failed before it was sent) and outboundUpgrade.ts (an upgrade refused on this side, no
+   * stream place left).
+   */
   release(): void
 }
 

@@ -262,6 +262,8 @@ export class Http1Call implements OutboundCall {
   readBody(limit: number): Promise<Buffer | undefined> {
     if (!this.hasBody) return Promise.resolve(EMPTY)
     if (this.bodyFailure !== undefined) return Promise.reject(this.bodyFailure)
+    // A length past the limit (llhttp checked it is a number) is refused before its bytes come.
+    if (Number(this.headers["content-length"]) > limit) return Promise.resolve(this.cutOff())
     // Usually the whole body came with the head: no queue, no waiting.
     if (this.bodyEnded && this.queue === undefined) {
       if (this.heldBytes > limit) return Promise.resolve(this.cutOff())
@@ -297,8 +299,21 @@ export class Http1Call implements OutboundCall {
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)
   }
 
+  /**
+   * The body is not wanted (past its limit, or too slow: outboundBody.ts): the rest of it is read and
+   * dropped, and the answer (a 413, a 408) is the connection's last, with `connection: close` and the
+   * lingering close (http1Connection.ts endAfterWrites): destroyed here, the caller's kernel got a
+   * reset with its body still coming and dropped the answer (curl: "Empty reply from server").
+   */
+  stopBody(): void {
+    this.keepAlive = false
+    this.firstHeld = undefined
+    this.moreHeld = undefined
+    this.discardBody()
+  }
+
   private cutOff(): undefined {
-    this.destroy()
+    this.stopBody()
     return undefined
   }
 

@@ -2,8 +2,9 @@
 // by Host (`catalog`, `catalog.mesh`) or by an absolute URI (so HTTP_PROXY works); the registry's
 // balancer picks an endpoint; the request goes over that endpoint's pooled IIP connection (mesh
 // mode: head in metadata, body streamed, the remaining deadline in the envelope; plain IIP: the
-// reference adapter's `__http_hdr__` convention); the answer streams back to the app. Bodies are
-// never gathered beyond one small chunk.
+// reference adapter's `__http_hdr__` convention); the answer streams back to the app. A body is
+// gathered whole only up to 64 KiB (held for retries) or for a plain IIP peer (one packet), and
+// then within the request's deadline (outboundBody.ts).
 //
 // Retries go to another endpoint, only where safe: the request was not processed (no connection,
 // refused while draining or overloaded, its app not listening), or its method is idempotent and
@@ -177,11 +178,24 @@ class OutboundExchange implements HeldBodyReceiver {
     }
   }
 
-  /** A body not here with the head: gathered (up to the whole-body limit) or streamed; then sent. */
+  /**
+   * A body not here with the head: gathered (up to the whole-body limit) or streamed; then sent.
+   * Gathered, the request's deadline runs from now: the body must come within it.
+   */
   private async awaitBody(length: number): Promise<void> {
     const { req } = this
-    const body = length <= WHOLE_BODY_LIMIT ? await readBody(req, WHOLE_BODY_LIMIT) : req.body()
+    let body: Uint8Array | AsyncIterable<Buffer>
+    if (length <= WHOLE_BODY_LIMIT) {
+      this.setDeadline(monotonicMs())
+      body = await readBody(req, WHOLE_BODY_LIMIT, this.timeoutMs, this.timeoutMs)
+    } else body = req.body()
     this.send(body, length)
+  }
+
+  /** The request's one deadline, `timeoutMs` from `now` (the app's `iip-timeout` or its route's timeout, within the configured one). */
+  private setDeadline(now: number): void {
+    this.timeoutMs = appTimeoutMs(this.req, this.choice?.actions?.timeoutMs ?? this.options.requestTimeoutMs)
+    this.deadline = now + this.timeoutMs
   }
 
   /** The body in hand (or streaming): the request's metadata, its route's fault, deadline and delay; then its first try. */
@@ -205,10 +219,10 @@ class OutboundExchange implements HeldBodyReceiver {
     if (aborted !== undefined) throw new ProxyError({ status: aborted, reason: "fault_injected", hop: "outbound", message: `route ${this.choice!.route} injected a fault` })
     // One deadline for the whole request, however many endpoints it tries (an injected delay
     // included), on the monotonic clock (clock.ts): a wall clock step moves no request's deadline.
+    // A body gathered first (awaitBody) set it at its head.
     const now = monotonicMs()
-    this.timeoutMs = appTimeoutMs(req, actions?.timeoutMs ?? options.requestTimeoutMs)
-    const deadline = now + this.timeoutMs
-    this.deadline = deadline
+    if (this.deadline === 0) this.setDeadline(now)
+    const deadline = this.deadline
     const delayMs = actions?.delayMs?.() ?? 0
     if (delayMs > 0) this.hold(delayMs, deadline).then(() => this.firstTry(0)).catch((error: unknown) => this.fail(error))
     else this.firstTry(now)
@@ -479,7 +493,22 @@ class OutboundExchange implements HeldBodyReceiver {
     timeoutMs: number,
     signal: Cancellation
   ): Promise<void> {
-    const body = held instanceof Uint8Array ? held : await readBody(this.req, PLAIN_BODY_LIMIT)
+    let body = held
+    if (!(body instanceof Uint8Array)) {
+      try {
+        body = await readBody(this.req, PLAIN_BODY_LIMIT, this.deadline - monotonicMs(), this.timeoutMs)
+      } catch (error) {
+        // The caller's body failed (too large, too slow, cut), not the endpoint: the try ends saying
+        // nothing of it (tryFailed would count a failure against it; a success, the gather's time
+        // as its latency), the request with the error.
+        lease.release()
+        return this.fail(error)
+      }
+      // The try's time for the endpoint from when its body came (after a gather longer than a
+      // per-try timeout what the try had left was nothing: a timeout counted against the endpoint),
+      // within what the request's deadline leaves.
+      timeoutMs = Math.max(1, Math.min(timeoutMs, this.deadline - monotonicMs()))
+    }
     const data = await client.call(plainRequestPath(target.uri, headers), body.length === 0 ? "{}" : body, { timeoutMs, signal })
     const { status, error } = plainStatus(data)
     this.endLease(lease, tryStarted, status < 500)

@@ -1,4 +1,4 @@
-// Outbound, the bodies: the app's request body gathered whole (up to a limit), a streamed answer
+// Outbound, the bodies: the app's request body gathered whole (up to a limit, by the deadline), a streamed answer
 // piped back to the app held to its declared length, and a plain IIP service's in-band error
 // bodies read as statuses. The steps of outbound.ts that move bytes rather than choose.
 import type { IncomingStream } from "../mux/streams.ts"
@@ -8,9 +8,32 @@ import type { OnInvalidHeader } from "./headerFilter.ts"
 import { trailersOf } from "./httpEnvelope.ts"
 import { ProxyError } from "./proxyError.ts"
 
-/** Gathers a body of at most `limit` bytes; past it, the request is cut off and the answer is 413 (where it can still be given). */
-export const readBody = async (req: OutboundRequest, limit: number): Promise<Buffer> => {
-  const body = await req.readBody(limit)
+const late = Symbol("late")
+const ignore = (): void => {}
+
+/**
+ * Gathers a body of at most `limit` bytes within `leftMs`, what the request's deadline of
+ * `deadlineMs` leaves: past the limit the answer is 413 `body_too_large`, past the time 408
+ * `body_timeout`, and either way no more of the body is read (OutboundRequest.stopBody). A caller
+ * trickling its body (a byte a second) held the exchange, and its place, until the listener's
+ * request timeout (HTTP/1.1, 300 s) or for ever (HTTP/2).
+ */
+export const readBody = async (req: OutboundRequest, limit: number, leftMs: number, deadlineMs: number): Promise<Buffer> => {
+  const reading = req.readBody(limit)
+  let timer: NodeJS.Timeout | undefined
+  const timeUp = new Promise<typeof late>((resolve) => (timer = setTimeout(resolve, Math.max(1, leftMs), late)))
+  let body: Buffer | undefined | typeof late
+  try {
+    body = await Promise.race([reading, timeUp])
+  } finally {
+    clearTimeout(timer)
+  }
+  if (body === late) {
+    // How the reading ends now (the caller gone: a rejection) is no one's concern.
+    reading.catch(ignore)
+    req.stopBody()
+    throw new ProxyError({ status: 408, reason: "body_timeout", hop: "outbound", message: `the request's body did not come whole within its deadline of ${deadlineMs} ms` })
+  }
   if (body === undefined) throw new ProxyError({ status: 413, reason: "body_too_large", hop: "outbound", message: `a plain IIP service takes at most ${limit} bytes` })
   return body
 }

@@ -20,11 +20,18 @@ export interface OutboundRequest {
   /** The body as it arrives, read once; the app is held back while the reader is behind. Fails if the app goes away before its end. */
   body(): AsyncIterable<Buffer>
   /**
-   * The body whole; undefined when it runs past `limit` bytes: HTTP/1.1 cuts the app's connection
-   * off there (http1Call.ts); HTTP/2 reads no more of it and keeps the stream for the answer (a 413),
-   * then resets it NO_ERROR if the caller is still sending and drops what came past the cut (outboundH2.ts).
+   * The body whole; undefined when it runs past `limit` bytes (or declares a length past it): the
+   * rest is not gathered (as stopBody), the exchange answers 413. HTTP/1.1 makes that answer the
+   * connection's last, the rest dropped by its lingering close (http1Call.ts); HTTP/2 keeps the stream
+   * for it, then resets it NO_ERROR if the caller is still sending and drops what came past the cut (outboundH2.ts).
    */
   readBody(limit: number): Promise<Buffer | undefined>
+  /**
+   * The body is not wanted any more (it came too slowly: outboundBody.ts): the rest is not read on,
+   * and the answer ends the exchange as past readBody's limit (HTTP/1.1: the connection's last,
+   * then its lingering close; HTTP/2: the stream reset NO_ERROR once answered if the caller still sends).
+   */
+  stopBody(): void
   /**
    * HTTP/1.1: the body whole when all of it is here already (it came with the head) and within
    * `limit` bytes, taken at once without a promise; otherwise undefined and nothing taken (readBody then).

@@ -62,11 +62,12 @@ function onHeldEnd(this: CallStream): void {
 }
 
 /**
- * The answer to a body cut off at its limit is out: a caller still sending (no END_STREAM yet) is
- * told to stop with RST_STREAM NO_ERROR (RFC 9113 §8.1: a complete answer before the request's end),
- * and the DATA that came past the cut (at most the stream's window: readBody paused the stream) is
- * dropped. Left unread, node never ends a stream closed NO_ERROR (it waits for its readable side's
- * end): no 'close', the request in flight and the stream kept for as long as the caller kept its session.
+ * The answer to a body cut off at its limit (or given up: stopBody) is out: a caller still sending
+ * (no END_STREAM yet) is told to stop with RST_STREAM NO_ERROR (RFC 9113 §8.1: a complete answer
+ * before the request's end), and the DATA that came past the cut (at most the stream's window:
+ * readBody paused the stream) is dropped. Left unread, node never ends a stream closed NO_ERROR (it
+ * waits for its readable side's end): no 'close', the request in flight and the stream kept for as
+ * long as the caller kept its session.
  */
 function onCutAnswered(this: http2.ServerHttp2Stream): void {
   if (this.destroyed) return
@@ -131,8 +132,10 @@ class StreamCall implements OutboundCall {
   private stillSweeps = 0
   /** Why this side cut the answer off, if it did (OutboundResponse.cutReason). */
   cutReason: string | undefined = undefined
-  /** The request's body ran past readBody's limit: the rest is not read, and the stream is reset once answered (resetUnread). */
+  /** The request's body ran past readBody's limit (or stopBody gave it up): the rest is not read, and is dealt with once answered (resetUnread). */
   private bodyCut = false
+  /** Ends readBody's reading as past its limit (stopBody), while it reads. */
+  private stopReading: (() => void) | undefined = undefined
 
   constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking) {
     this.stream = stream
@@ -210,20 +213,28 @@ class StreamCall implements OutboundCall {
     return new Promise((resolve, reject) => {
       let parts: Array<Buffer> = []
       let total = 0
-      const onData = (chunk: Buffer): void => {
-        total += chunk.length
-        if (total <= limit) return void parts.push(chunk)
-        // Past the limit nothing more is read (the caller's window closes on it) and the stream stays
-        // open for the exchange's answer (a 413), after which end() resets it: destroyed here, the
-        // caller got a bare RST_STREAM NO_ERROR and no answer.
+      // Past the limit (or given up: stopBody) nothing more is read (the caller's window closes on it)
+      // and the stream stays open for the exchange's answer (a 413, a 408), after which end() deals
+      // with the rest (resetUnread): destroyed here, the caller got a bare RST_STREAM NO_ERROR and no answer.
+      const stop = (): void => {
+        this.stopReading = undefined
         stream.off("data", onData)
         stream.pause()
         parts = []
         this.bodyCut = true
         resolve(undefined)
       }
+      const onData = (chunk: Buffer): void => {
+        total += chunk.length
+        if (total <= limit) parts.push(chunk)
+        else stop()
+      }
+      this.stopReading = stop
       stream.on("data", onData)
-      stream.once("end", () => resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total)))
+      stream.once("end", () => {
+        this.stopReading = undefined
+        resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total))
+      })
       stream.once("error", reject)
       // Closed before the body's end (reset by the app): no 'end' follows.
       stream.once("close", () => reject(new Error("the stream closed before its body's end")))
@@ -231,6 +242,11 @@ class StreamCall implements OutboundCall {
       // paused on purpose: without this a body past 64 KiB for a plain IIP peer was never read.
       stream.resume()
     })
+  }
+
+  /** The body readBody gathers is not wanted (too slow: outboundBody.ts): as past its limit, no more of it is read, and the rest is dealt with once answered (resetUnread). */
+  stopBody(): void {
+    this.stopReading?.()
   }
 
   heldBody(limit: number, receiver: HeldBodyReceiver): void {
@@ -369,7 +385,7 @@ class StreamCall implements OutboundCall {
     this.resetUnread()
   }
 
-  /** A body cut off at its limit (readBody): its unread rest is dealt with once the answer is out (onCutAnswered). */
+  /** A body cut off at its limit (readBody) or given up (stopBody): its unread rest is dealt with once the answer is out (onCutAnswered). */
   private resetUnread(): void {
     const stream = this.stream
     if (!this.bodyCut || stream.destroyed) return

@@ -7,24 +7,24 @@
 // trailers-only RESOURCE_EXHAUSTED naming the limit, with x-iip-mesh-error), then RST_STREAM
 // NO_ERROR as the caller is still sending (RFC 9113 §8.1), none of the body sent on, the
 // request counted in the access log as the HTTP/1.1 413 is, and the stream closed on the sidecar's
-// side too (no request left in flight) while the caller keeps its session. Real callers: node's http2 client,
-// curl --http2-prior-knowledge, @grpc/grpc-js. Through two sidecars no limit of the mesh's applies:
-// a message past the far grpc-js app's own (4 MiB) reaches it and its RESOURCE_EXHAUSTED comes back.
+// side too (no request left in flight) while the caller keeps its session. A gRPC client stream not
+// ended within its deadline ends DEADLINE_EXCEEDED (the 408 body_timeout), its stream closed on the
+// sidecar's side too. Real callers: node's http2 client, curl --http2-prior-knowledge,
+// @grpc/grpc-js. Through two sidecars no limit of the mesh's applies: a message past the far
+// grpc-js app's own (4 MiB) reaches it and its RESOURCE_EXHAUSTED comes back.
 import * as grpc from "@grpc/grpc-js"
 import { execFile, spawnSync } from "node:child_process"
 import { writeFile } from "node:fs/promises"
 import * as http2 from "node:http2"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { IncomingRequest } from "../../src/iip/server.ts"
+import { afterAll, describe, expect, it } from "vitest"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { startServer } from "../support/meshTest.ts"
 import { gate } from "../support/netnsProcess.ts"
-import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import { PLAIN_LIMIT, plainUploadSuite } from "../support/plainUpload.ts"
+import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
-/** A plain IIP service takes one packet (outbound.ts's PLAIN_BODY_LIMIT). */
-const LIMIT = 16 * 1024 * 1024
+const LIMIT = PLAIN_LIMIT
 const TOO_LARGE = LIMIT + 1
 
 const curlGate = gate(
@@ -61,85 +61,88 @@ const identity = (value: Buffer): Buffer => value
 const METHOD = { path: "/demo.Legacy/Put", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity }
 const LegacyClient = grpc.makeGenericClientConstructor({ put: METHOD }, "Legacy")
 
-interface Access {
-  readonly status: number
-  readonly error?: { readonly hop: string; readonly reason: string }
+/** A grpc-js client of `legacy` through the sidecar whose outbound listener is on `port`, closed by `cleanup`. */
+const legacyClient = (cleanup: Cleanup, port: number): InstanceType<typeof LegacyClient> => {
+  const client = new LegacyClient(`${LOOPBACK}:${port}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "legacy" })
+  cleanup.add(() => client.close())
+  return client
 }
 
 describe("an HTTP/2 request body for a plain IIP service", () => {
-  const cleanup = new Cleanup()
-  let a: RunningSidecar
-  /** The bodies the plain service got, by length. */
-  const received: Array<number> = []
-  let access: Array<Access>
-
-  beforeAll(async () => {
-    const server = await startServer(cleanup, { mesh: false })
-    server.handle("/upload", (request: IncomingRequest) => {
-      received.push(request.data.length)
-      return `got ${request.data.length}`
-    })
-    server.handle("/demo.Legacy/Put", (request: IncomingRequest) => {
-      received.push(request.data.length)
-      return "put"
-    })
-    access = captureAccessLog(cleanup, (line) => JSON.parse(line) as Access)
-    a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { legacy: [{ address: `${LOOPBACK}:${server.address.port}`, weight: 1 }] } }))
-  })
-  afterAll(() => cleanup.run())
+  const upload = plainUploadSuite({ "/upload": (length) => `got ${length}`, "/demo.Legacy/Put": () => "put" })
+  const { cleanup } = upload
 
   it("of 100 KiB (past the 64 KiB held whole, within the limit) reaches the service whole", async () => {
-    received.length = 0
-    const outcome = await withTimeout(h2Post(cleanup, a.outboundPort, Buffer.alloc(100 * 1024, 7)), 10_000, "the 100 KiB call")
+    upload.received.length = 0
+    const outcome = await withTimeout(h2Post(cleanup, upload.a.outboundPort, Buffer.alloc(100 * 1024, 7)), 10_000, "the 100 KiB call")
     expect(outcome.status).toBe(200)
     expect(outcome.body).toBe(`got ${100 * 1024}`)
-    expect(received).toEqual([100 * 1024])
+    expect(upload.received).toEqual([100 * 1024])
   })
 
   it("past the limit gets 413 naming it, then RST_STREAM NO_ERROR; nothing reaches the service; logged as a 413; the call ends", async () => {
-    received.length = 0
-    access.length = 0
+    upload.received.length = 0
+    upload.access.length = 0
     // 1 MiB past the limit: the caller is still sending when the 413 comes, its window closed at the
     // cut (its stream's 64 KiB), so its stream ends only by the reset (without it: the call hangs).
-    const outcome = await withTimeout(h2Post(cleanup, a.outboundPort, Buffer.alloc(LIMIT + 1024 * 1024, 7)), 10_000, "the too-large call")
+    const outcome = await withTimeout(h2Post(cleanup, upload.a.outboundPort, Buffer.alloc(LIMIT + 1024 * 1024, 7)), 10_000, "the too-large call")
     expect(outcome.status).toBe(413)
     // Stopped by the reset, not read to its end and dropped: the caller got to send about a window past the limit.
     expect(outcome.sent).toBeLessThan(LIMIT + 512 * 1024)
     expect(outcome.headers["x-iip-mesh-error"]).toBe("outbound; reason=body_too_large")
     expect(outcome.body).toContain(`at most ${LIMIT} bytes`)
     expect(outcome.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR)
-    expect(received).toEqual([])
-    expect(access).toEqual([expect.objectContaining({ status: 413, error: { hop: "outbound", reason: "body_too_large" } })])
+    expect(upload.received).toEqual([])
+    expect(upload.access).toEqual([expect.objectContaining({ status: 413, error: { hop: "outbound", reason: "body_too_large" } })])
     // The caller's session stays open: the sidecar's stream closed all the same (the DATA that came
     // past the cut, left unread in it, kept it open and the request in flight for the session's life).
-    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "the too-large call to leave the sidecar")
+    await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the too-large call to leave the sidecar")
   })
 
   it("past the limit with its end within the caller's window gets 413 and the call ends", async () => {
-    received.length = 0
+    upload.received.length = 0
     // 20 KiB past the limit: all of it and its end come in after the cut, unread.
-    const outcome = await withTimeout(h2Post(cleanup, a.outboundPort, Buffer.alloc(LIMIT + 20 * 1024, 7)), 10_000, "the too-large call")
+    const outcome = await withTimeout(h2Post(cleanup, upload.a.outboundPort, Buffer.alloc(LIMIT + 20 * 1024, 7)), 10_000, "the too-large call")
     expect(outcome.status).toBe(413)
-    expect(received).toEqual([])
-    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "the too-large call to leave the sidecar")
+    expect(upload.received).toEqual([])
+    await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the too-large call to leave the sidecar")
   })
 
   it.skipIf(curlGate.skip)(curlGate.title, async () => {
-    received.length = 0
+    upload.received.length = 0
     const file = join(tmpdir(), `h2-body-limit-${process.pid}.bin`)
     await writeFile(file, Buffer.alloc(TOO_LARGE, 7))
     cleanup.add(() => import("node:fs/promises").then((fs) => fs.rm(file, { force: true })))
-    const args = ["-sS", "--http2-prior-knowledge", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "-H", "Host: legacy", "--data-binary", `@${file}`, `http://${LOOPBACK}:${a.outboundPort}/upload`]
+    const args = ["-sS", "--http2-prior-knowledge", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "-H", "Host: legacy", "--data-binary", `@${file}`, `http://${LOOPBACK}:${upload.a.outboundPort}/upload`]
     const printed = await new Promise<string>((resolve) => execFile("curl", args, (_error, stdout) => resolve(stdout)))
     expect(printed).toBe("2 413")
-    expect(received).toEqual([])
-    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "curl's call to leave the sidecar")
+    expect(upload.received).toEqual([])
+    await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "curl's call to leave the sidecar")
+  })
+
+  it("a gRPC client stream that does not end within the deadline (iip-timeout) ends DEADLINE_EXCEEDED, with the mesh's body_timeout", async () => {
+    upload.received.length = 0
+    const client = legacyClient(cleanup, upload.a.outboundPort)
+    const metadata = new grpc.Metadata()
+    metadata.set("iip-timeout", "300")
+    const error = await withTimeout(
+      new Promise<grpc.ServiceError | null>((resolve) => {
+        const call = client.makeClientStreamRequest(METHOD.path, identity, identity, metadata, {}, (e) => resolve(e))
+        // One message, and the stream left open: a plain service takes the body whole, so it is gathered.
+        call.write(Buffer.alloc(10, 7))
+      }),
+      10_000,
+      "the gRPC call"
+    )
+    expect(error?.code).toBe(grpc.status.DEADLINE_EXCEEDED)
+    expect(error?.metadata.get("x-iip-mesh-error")).toEqual(["outbound; reason=body_timeout"])
+    expect(upload.received).toEqual([])
+    await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the gRPC client stream to leave the sidecar")
   })
 
   it("a gRPC message past the limit ends RESOURCE_EXHAUSTED naming it, with the mesh's error hop", async () => {
-    received.length = 0
-    const client = new LegacyClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "legacy" })
-    cleanup.add(() => client.close())
+    upload.received.length = 0
+    const client = legacyClient(cleanup, upload.a.outboundPort)
     const error = await withTimeout(
       new Promise<grpc.ServiceError | null>((resolve) => client.makeUnaryRequest(METHOD.path, identity, identity, Buffer.alloc(TOO_LARGE, 7), new grpc.Metadata(), {}, (e) => resolve(e))),
       10_000,
@@ -148,8 +151,8 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     expect(error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED)
     expect(error?.details).toContain(`at most ${LIMIT} bytes`)
     expect(error?.metadata.get("x-iip-mesh-error")).toEqual(["outbound; reason=body_too_large"])
-    expect(received).toEqual([])
-    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "the gRPC call to leave the sidecar")
+    expect(upload.received).toEqual([])
+    await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the gRPC call to leave the sidecar")
   })
 })
 
@@ -165,8 +168,7 @@ describe("a gRPC message through two sidecars", () => {
     cleanup.add(() => server.forceShutdown())
     const b = await startSidecar(cleanup, sidecarConfig({ service: "legacy", app: `${LOOPBACK}:${port}`, appProtocol: "h2c" }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { legacy: [{ address: b.inboundAddress, weight: 1 }] } }))
-    const client = new LegacyClient(`${LOOPBACK}:${a.outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "legacy" })
-    cleanup.add(() => client.close())
+    const client = legacyClient(cleanup, a.outboundPort)
     const error = await withTimeout(
       new Promise<grpc.ServiceError | null>((resolve) => client.makeUnaryRequest(METHOD.path, identity, identity, Buffer.alloc(5 * 1024 * 1024, 7), new grpc.Metadata(), {}, (e) => resolve(e))),
       10_000,
