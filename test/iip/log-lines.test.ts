@@ -12,11 +12,11 @@ afterEach(() => {
   process.stderr.write = original
 })
 
-/** What is written to stderr from now on (until the test's end), kept instead of written. */
+/** What is written to stderr from now on (until the test's end), kept instead of written (as text: lines go out as UTF-8 buffers, src/iip/outputLines.ts). */
 const captureStderr = (): Array<string> => {
   const written: Array<string> = []
-  process.stderr.write = ((chunk: string) => {
-    written.push(chunk)
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    written.push(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8"))
     return true
   }) as typeof process.stderr.write
   return written
