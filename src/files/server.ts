@@ -330,19 +330,54 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
         message: `${JSON.stringify(request.filePath)} needs ${growth} more bytes, past this server's quota of ${held.quotaBytes} bytes for its root (${held.bytes} bytes held)`
       })
     }
+    // A new file whole in this request took no place among the unfinished uploads: one that cannot
+    // take its name (a directory of that name made meanwhile by another request, an I/O error)
+    // goes again, or it stayed a partial (its entry, its bytes, for a day) past maxUnfinishedUploads.
+    const placeless = newFile && request.completed
+    let made = false
+    try {
+      const opened = () => (made = true)
+      await writePartial(request, held, { partial, key: where.partial, newFile, notMade, opened }, reserved, sizeBefore)
+      if (request.completed) {
+        const target = dir.at(where.name)
+        const replaced = await lstat(target).catch(() => undefined)
+        await rename(partial, target)
+        unfinished.forget(where.partial)
+        // The file (or symlink) it replaced is gone: its entry, and its bytes.
+        if (replaced !== undefined) held.removed(replaced.isFile() ? replaced.size : 0, 1)
+      }
+    } catch (error) {
+      if (placeless && made) await discard(held, partial, where.partial)
+      throw error
+    }
+  }
+
+  /**
+   * Writes the request's chunk into its partial file (`file.partial`: reached in its directory
+   * held open; `file.key`: its upload's key) and settles the bytes reserved for it. Calls
+   * `file.opened` once the file is open (made, when new), before anything else can fail.
+   */
+  const writePartial = async (
+    request: UploadRequest,
+    held: RootUsage,
+    file: { readonly partial: string; readonly key: string; readonly newFile: boolean; readonly notMade: () => void; readonly opened: () => void },
+    reserved: number,
+    sizeBefore: number
+  ): Promise<void> => {
     let sizeAfter = sizeBefore
     let handle: FileHandle | undefined
     try {
       // Only the first request (offset 0) starts a file; a later one continues one that exists.
       // No O_TRUNC: the checks come first; what lies beyond the chunk is cut after the write.
-      handle = await openPartial(root, partial, constants.O_WRONLY | (request.start === 0 ? constants.O_CREAT : 0), request.filePath).catch(
+      handle = await openPartial(root, file.partial, constants.O_WRONLY | (request.start === 0 ? constants.O_CREAT : 0), request.filePath).catch(
         (error: NodeJS.ErrnoException) => {
-          if (newFile) notMade()
+          if (file.newFile) file.notMade()
           if (error.code !== "ENOENT") throw error
           throw new FileRequestRefused({ message: `no unfinished upload of ${JSON.stringify(request.filePath)} to continue at ${request.start}: start at 0` })
         }
       )
-      unfinished.written(where.partial)
+      file.opened()
+      unfinished.written(file.key)
       const size = (await handle.stat()).size
       if (request.start > size) {
         throw new FileRequestRefused({ message: `offset ${request.start} is past the ${size} bytes received so far: continue at ${size}` })
@@ -358,14 +393,13 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
       }
       held.settle(reserved, sizeAfter - sizeBefore)
     }
-    if (request.completed) {
-      const target = dir.at(where.name)
-      const replaced = await lstat(target).catch(() => undefined)
-      await rename(partial, target)
-      unfinished.forget(where.partial)
-      // The file (or symlink) it replaced is gone: its entry, and its bytes.
-      if (replaced !== undefined) held.removed(replaced.isFile() ? replaced.size : 0, 1)
-    }
+  }
+
+  /** Removes a partial file this request made and could not finish: its entry, bytes and table entry go too. */
+  const discard = async (held: RootUsage, inDir: string, partial: string): Promise<void> => {
+    const stats = await lstat(inDir).catch(() => undefined)
+    if (stats?.isFile() === true && (await unlink(inDir).then(() => true, () => false))) held.removed(stats.size, 1)
+    unfinished.forget(partial)
   }
 
   /**

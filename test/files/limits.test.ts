@@ -179,6 +179,40 @@ describe("file server limits", () => {
     expect((await again.next(10_000)).data.toString()).toMatch(/"u4\\" would be a new unfinished upload, past this server's limit of 3 unfinished uploads \(3 held\)/)
   })
 
+  it("a file sent whole whose rename fails (a directory took its name meanwhile) leaves no unfinished upload and takes no place", async () => {
+    const { root, start } = await setUp({ maxUnfinishedUploads: 2 })
+    const port = await start()
+    const client = await RawClient.connect(port, cleanup)
+    await client.newChannel()
+    await client.newChannel()
+    const small = encodeChecksumRequest({ filePath: "s.txt", upload: false, length: undefined })
+    const answers: Array<string> = []
+    for (let i = 0; i < 60; i++) {
+      // Channel 1: d<i> whole in one request; channel 2: d<i>/x, which makes the directory d<i>
+      // while the first is being written (0-3 checksums ahead of it): its rename then fails.
+      const delay = i % 4
+      client.write(Buffer.concat([
+        ...Array.from({ length: delay }, () => frame(1, FilePath.checksum, 2, small)),
+        frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, `d${i}`, 0, true, Buffer.from("abc"))),
+        frame(1, FilePath.upload, 2, encodeUploadRequest(taskId, `d${i}/x`, 0, true, Buffer.from("abc")))
+      ]))
+      for (let k = 0; k < 2 + delay; k++) {
+        const answer = await client.next(10_000)
+        if (answer.channelId === 1) answers.push(answer.data.toString())
+      }
+    }
+    const failed = answers.filter((text) => text.includes("EISDIR") || text.includes("is a directory"))
+    expect(failed.length).toBeGreaterThan(0)
+    // Nothing unfinished is left of them: no partial on disk, no place taken.
+    expect(readdirSync(root).filter((name) => name.endsWith(".iip-part"))).toStrictEqual([])
+    const send = async (path: string) => {
+      client.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, path, 0, false, Buffer.from("x"))))
+      return (await client.next(10_000)).data.toString()
+    }
+    expect(await send("u0")).toBe(`{"TaskId":1,"DoneBytes":1}`)
+    expect(await send("u1")).toBe(`{"TaskId":1,"DoneBytes":1}`)
+  })
+
   it("re-uploading a file counts only the bytes it adds, and a restarted server measures the root again", async () => {
     const { local, root } = await setUp()
     writeFileSync(join(local, "a.bin"), randomFile(MiB))
