@@ -52,7 +52,9 @@ export interface ServerOptions extends PeerOptions {
   readonly maxQueuedRequestsPerConnection?: number
   /**
    * Bytes read but not consumed per connection (queued bodies, unfinished messages, unread stream
-   * chunks) before its reading pauses (default 64 MiB). Also bounds `connectionLimits.maxMessageBytes`.
+   * chunks) before its reading pauses (default 64 MiB). Also bounds `connectionLimits.maxMessageBytes`,
+   * and the streamed answers gathered whole for a plain peer (one packet each): past it, with the
+   * rest of what the connection holds, such an answer is refused "server overloaded".
    */
   readonly maxQueuedBytesPerConnection?: number
   /** Requests read but not answered, all connections together; past it new requests are refused `overloaded` (default 16384). */

@@ -217,6 +217,21 @@ export class InboundBudget {
     this.shared.bytes -= bytes
   }
 
+  /**
+   * Takes `bytes` of an answer gathered whole for a plain peer (serverSession.ts), if they fit in
+   * both budgets' bytes; false (nothing taken) when they do not, or once the connection is gone
+   * (the answer would go nowhere). Given back with `release(0, bytes)` once the answer is whole
+   * or refused. It never pauses reading: the answers are this side's, reading less would not
+   * shrink them.
+   */
+  chargeGathered(bytes: number): boolean {
+    if (this.closed) return false
+    if (this.own.bytes - this.held + bytes > this.own.limits.maxBytes || this.shared.bytes + bytes > this.shared.limits.maxBytes) return false
+    this.own.bytes += bytes
+    this.shared.bytes += bytes
+    return true
+  }
+
   /** Takes one channel from both budgets; false (nothing taken) when either is spent. */
   openChannel(): boolean {
     if (this.closed) return false

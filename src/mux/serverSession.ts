@@ -8,6 +8,7 @@ import { PacketEncodeError } from "../protocol/errors.ts"
 import { emptyMeta, MeshErrorCode, MeshPath } from "../protocol/mesh.ts"
 import { parseRequestPath } from "../protocol/requestPath.ts"
 import { channelLimitBody, handlerFailedBody, newChannelBody, noResponseBody, unknownPathBody } from "../protocol/systemMessages.ts"
+import type { InboundBudget } from "./budget.ts"
 import type { Connection, MessageSink } from "./connection.ts"
 import type { ConnectionClosed } from "./errors.ts"
 import { type Dispatch, IncomingRequest, isPromiseLike, type Outcome } from "./request.ts"
@@ -29,8 +30,14 @@ const noData = Buffer.alloc(0)
 /** A plain peer has no typed errors: the reference's handler-fail body says it (PROTOCOL.md §8). */
 const overloadedBody = handlerFailedBody("server overloaded, retry later")
 
-/** The plain-IIP answer for an outcome (PROTOCOL.md §6). */
-const plainBody = (outcome: Outcome): Uint8Array | PromiseLike<Uint8Array> => {
+/**
+ * The plain-IIP answer for an outcome (PROTOCOL.md §6). A plain peer takes one packet, so a
+ * streamed answer is gathered whole, within the packet limit and within what `budget` (the
+ * connection's, and the server's) has room for: each gather could hold 16 MiB, and a peer asking on
+ * its 1,024 channels at once made one connection hold 16 GiB. Past the room it is refused
+ * overloaded, and its stream given up.
+ */
+const plainBody = (outcome: Outcome, budget: InboundBudget): Uint8Array | PromiseLike<Uint8Array> => {
   if (outcome instanceof Uint8Array) return outcome.length > 0 ? outcome : noResponseBody
   if (outcome._tag === "Failure") {
     if (outcome.code === MeshErrorCode.notFound) return unknownPathBody
@@ -39,17 +46,41 @@ const plainBody = (outcome: Outcome): Uint8Array | PromiseLike<Uint8Array> => {
   }
   const body = outcome.body
   if (body instanceof Uint8Array) return body.length > 0 ? body : noResponseBody
-  // A plain peer takes one packet: gather the stream, within the packet limit.
-  return (async () => {
-    const parts: Array<Uint8Array> = []
-    let total = 0
+  return gather(body, budget)
+}
+
+/**
+ * Gathers one streamed answer. A refused one gives its bytes back at once, before its stream is
+ * closed: the gathers of one read run interleaved and reach the budget's end together, and bytes
+ * given back a turn later would have each of them refused in turn, none answered.
+ */
+const gather = async (body: AsyncIterable<Uint8Array>, budget: InboundBudget): Promise<Uint8Array> => {
+  const parts: Array<Uint8Array> = []
+  let total = 0
+  const giveBack = () => {
+    budget.release(0, total)
+    total = 0
+  }
+  try {
     for await (const chunk of body) {
+      if (total + chunk.length > Limits.maxPacketData) {
+        giveBack()
+        return handlerFailedBody(`answer exceeds ${Limits.maxPacketData} bytes`)
+      }
+      if (!budget.chargeGathered(chunk.length)) {
+        giveBack()
+        return overloadedBody
+      }
       total += chunk.length
-      if (total > Limits.maxPacketData) return handlerFailedBody(`answer exceeds ${Limits.maxPacketData} bytes`)
       parts.push(chunk)
     }
-    return total === 0 ? noResponseBody : Buffer.concat(parts, total)
-  })().catch(() => noResponseBody)
+    const whole = total === 0 ? noResponseBody : Buffer.concat(parts, total)
+    giveBack()
+    return whole
+  } catch {
+    giveBack()
+    return noResponseBody
+  }
 }
 
 /**
@@ -132,6 +163,8 @@ export class ServerSession implements MessageSink {
   private readonly limits: ServerSessionLimits
   private readonly onClosed: (session: ServerSession, error: ConnectionClosed) => void
   private readonly onHello: HelloHandler | undefined
+  /** plainBody within this connection's budget, made once (not a closure per answer). */
+  private readonly plainBody = (outcome: Outcome) => plainBody(outcome, this.connection.budget)
 
   constructor(
     connection: Connection,
@@ -220,7 +253,7 @@ export class ServerSession implements MessageSink {
     } catch {
       return noResponseBody
     }
-    return isPromiseLike(outcome) ? Promise.resolve(outcome).then(plainBody) : plainBody(outcome)
+    return isPromiseLike(outcome) ? Promise.resolve(outcome).then(this.plainBody) : plainBody(outcome, this.connection.budget)
   }
 
   reply(request: IncomingRequest, data: Uint8Array): void {
