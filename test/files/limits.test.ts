@@ -180,7 +180,8 @@ describe("file server limits", () => {
   })
 
   it("a file sent whole whose rename fails (a directory took its name meanwhile) leaves no unfinished upload and takes no place", async () => {
-    const { root, start } = await setUp({ maxUnfinishedUploads: 2 })
+    // 60 files d<i>/x of 3 bytes stay: 180 of the 400 bytes allowed.
+    const { root, start } = await setUp({ maxUnfinishedUploads: 2, quotaBytes: 400 })
     const port = await start()
     const client = await RawClient.connect(port, cleanup)
     await client.newChannel()
@@ -211,6 +212,9 @@ describe("file server limits", () => {
     }
     expect(await send("u0")).toBe(`{"TaskId":1,"DoneBytes":1}`)
     expect(await send("u1")).toBe(`{"TaskId":1,"DoneBytes":1}`)
+    // Their bytes went back too: 180 + 2 held, 200 more fit.
+    client.write(frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, "last", 0, true, Buffer.alloc(200))))
+    expect((await client.next(10_000)).data.toString()).toBe(`{"TaskId":1,"DoneBytes":200}`)
   })
 
   it("re-uploading a file counts only the bytes it adds, and a restarted server measures the root again", async () => {
