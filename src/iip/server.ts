@@ -54,7 +54,8 @@ export interface ServerOptions extends PeerOptions {
    * Bytes read but not consumed per connection (queued bodies, unfinished messages, unread stream
    * chunks) before its reading pauses (default 64 MiB). Also bounds `connectionLimits.maxMessageBytes`,
    * and the streamed answers gathered whole for a plain peer (one packet each): past it, with the
-   * rest of what the connection holds, such an answer is refused "server overloaded".
+   * rest of what the connection holds, such an answer is refused "server overloaded" (the
+   * connection's only one goes on, within the packet limit and `maxQueuedBytes`).
    */
   readonly maxQueuedBytesPerConnection?: number
   /** Requests read but not answered, all connections together; past it new requests are refused `overloaded` (default 16384). */

@@ -76,6 +76,8 @@ export class InboundBudget {
   /** Pushes running and the bytes of their bodies, counted apart from the requests (chargePush). */
   private pushes = 0
   private pushBytes = 0
+  /** Of `own.bytes`, what the answers being gathered for a plain peer hold (chargeGathered). */
+  private gathered = 0
   private readonly pause: () => void
   private readonly resume: () => void
 
@@ -218,18 +220,29 @@ export class InboundBudget {
   }
 
   /**
-   * Takes `bytes` of an answer gathered whole for a plain peer (serverSession.ts), if they fit in
-   * both budgets' bytes; false (nothing taken) when they do not, or once the connection is gone
-   * (the answer would go nowhere). Given back with `release(0, bytes)` once the answer is whole
-   * or refused. It never pauses reading: the answers are this side's, reading less would not
-   * shrink them.
+   * Takes `bytes` more of an answer gathered whole for a plain peer (serverSession.ts) that holds
+   * `mine` already, if they fit in both budgets' bytes; false (nothing taken) when they do not, or
+   * once the connection is gone (the answer would go nowhere). The connection's only gather is
+   * held to the shared budget alone, as a request alone is always read: one larger than this
+   * connection's budget would otherwise be refused "retry later" every time it is asked. Given
+   * back with releaseGathered once the answer is whole or refused. It never pauses reading: the
+   * answers are this side's, reading less would not shrink them.
    */
-  chargeGathered(bytes: number): boolean {
+  chargeGathered(bytes: number, mine: number): boolean {
     if (this.closed) return false
-    if (this.own.bytes - this.held + bytes > this.own.limits.maxBytes || this.shared.bytes + bytes > this.shared.limits.maxBytes) return false
+    const alone = this.gathered === mine
+    if ((!alone && this.own.bytes - this.held + bytes > this.own.limits.maxBytes) || this.shared.bytes + bytes > this.shared.limits.maxBytes) return false
+    this.gathered += bytes
     this.own.bytes += bytes
     this.shared.bytes += bytes
     return true
+  }
+
+  /** Gives back what chargeGathered took. */
+  releaseGathered(bytes: number): void {
+    if (this.closed) return
+    this.gathered -= bytes
+    this.release(0, bytes)
   }
 
   /** Takes one channel from both budgets; false (nothing taken) when either is spent. */
@@ -261,6 +274,7 @@ export class InboundBudget {
     this.tunnelBytes = 0
     this.pushes = 0
     this.pushBytes = 0
+    this.gathered = 0
     this.own.requests = 0
     this.own.bytes = 0
     this.own.channels = 0

@@ -35,7 +35,8 @@ const overloadedBody = handlerFailedBody("server overloaded, retry later")
  * streamed answer is gathered whole, within the packet limit and within what `budget` (the
  * connection's, and the server's) has room for: each gather could hold 16 MiB (a peer asking on 24
  * channels at once, reading nothing, made one connection hold 305 MB; on its 1,024, 16 GiB). Past
- * the room it is refused overloaded, and its stream given up.
+ * the room it is refused overloaded, and its stream given up; the connection's only one is held
+ * to the server's room alone (budget.ts chargeGathered).
  */
 const plainBody = (outcome: Outcome, budget: InboundBudget): Uint8Array | PromiseLike<Uint8Array> => {
   if (outcome instanceof Uint8Array) return outcome.length > 0 ? outcome : noResponseBody
@@ -58,7 +59,7 @@ const gather = async (body: AsyncIterable<Uint8Array>, budget: InboundBudget): P
   const parts: Array<Uint8Array> = []
   let total = 0
   const giveBack = () => {
-    budget.release(0, total)
+    budget.releaseGathered(total)
     total = 0
   }
   try {
@@ -67,7 +68,7 @@ const gather = async (body: AsyncIterable<Uint8Array>, budget: InboundBudget): P
         giveBack()
         return handlerFailedBody(`answer exceeds ${Limits.maxPacketData} bytes`)
       }
-      if (!budget.chargeGathered(chunk.length)) {
+      if (!budget.chargeGathered(chunk.length, total)) {
         giveBack()
         return overloadedBody
       }

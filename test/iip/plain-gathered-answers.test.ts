@@ -60,4 +60,23 @@ describe("streamed answers gathered whole for a plain IIP peer", () => {
     client.write(frame(1, "/big", 1, "x"))
     expect((await client.next(20_000)).data.length).toBe(2 * MiB)
   }, 30_000)
+
+  it("an answer larger than the connection's byte budget is whole when it is the connection's only one", async () => {
+    // Alone it never fits: refused "server overloaded, retry later", every retry was refused too.
+    const server = new IipServer({ host: "127.0.0.1", port: 0, maxQueuedBytesPerConnection: MiB, log: () => {} })
+    server.handle("/big", () =>
+      reply((async function*() {
+        for (let i = 0; i < 32; i++) yield Buffer.alloc(64 * KiB, i)
+      })()))
+    await server.listen()
+    cleanup.add(() => server.close())
+    const client = await RawClient.connect(server.address.port, cleanup)
+    await client.newChannel()
+    for (let round = 0; round < 2; round++) {
+      client.write(frame(1, "/big", 1, "x"))
+      const answer = await client.next(20_000)
+      expect(answer.data.length, answer.data.subarray(0, 80).toString("latin1")).toBe(2 * MiB)
+      expect(answer.data[64 * KiB * 31]).toBe(31)
+    }
+  }, 30_000)
 })
