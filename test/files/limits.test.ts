@@ -42,6 +42,33 @@ const listen = async (root: string, options: FileServerOptions) => {
 const uploadFails = async (port: number, localPath: string, remotePath: string) =>
   (await Effect.runPromise(Effect.flip(upload({ host, port, localPath, remotePath })))).message
 
+/**
+ * Opens a raw client with two channels and writes `count` pairs of uploads at once, `first(i)` on
+ * channel 1 and `second(i)` on channel 2 behind 0-3 checksums of `s.txt` (there or not: a few file
+ * system calls), so the second starts a varying margin after the first and races between them go
+ * either way; the texts answered on each channel.
+ */
+const racedPairs = async (port: number, count: number, first: (i: number) => Buffer, second: (i: number) => Buffer) => {
+  const client = await RawClient.connect(port, cleanup)
+  await client.newChannel()
+  await client.newChannel()
+  const small = encodeChecksumRequest({ filePath: "s.txt", upload: false, length: undefined })
+  const answers: Record<1 | 2, Array<string>> = { 1: [], 2: [] }
+  for (let i = 0; i < count; i++) {
+    const delay = i % 4
+    client.write(Buffer.concat([
+      ...Array.from({ length: delay }, () => frame(1, FilePath.checksum, 2, small)),
+      frame(1, FilePath.upload, 1, first(i)),
+      frame(1, FilePath.upload, 2, second(i))
+    ]))
+    for (let k = 0; k < 2 + delay; k++) {
+      const answer = await client.next(10_000)
+      answers[answer.channelId as 1 | 2].push(answer.data.toString())
+    }
+  }
+  return { client, answers }
+}
+
 describe("file server limits", () => {
   it("a file may not grow past the per-file cap: the chunk that would is refused, nothing of it written", async () => {
     const { local, root, start } = await setUp({ maxFileBytes: 2 * MiB + 100 })
@@ -94,28 +121,14 @@ describe("file server limits", () => {
   it("a refused upload does not remove a new directory from under another upload going into it", async () => {
     const { root, start } = await setUp()
     writeFileSync(join(root, "s.txt"), "s")
-    const port = await start()
-    const client = await RawClient.connect(port, cleanup)
-    await client.newChannel()
-    await client.newChannel()
-    const small = encodeChecksumRequest({ filePath: "s.txt", upload: false, length: undefined })
-    const refusedOnes: Array<string> = []
-    for (let i = 0; i < 100; i++) {
-      // Channel 1: refused (nothing to continue at 5) after creating d<i>. Channel 2: a fresh upload
-      // into d<i>, started a few file system calls later (0-3 checksums ahead of it on its channel).
-      const delay = i % 4
-      client.write(Buffer.concat([
-        ...Array.from({ length: delay }, () => frame(1, FilePath.checksum, 2, small)),
-        frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, `d${i}/x.bin`, 5, false, Buffer.from("abc"))),
-        frame(1, FilePath.upload, 2, encodeUploadRequest(taskId, `d${i}/y.bin`, 0, false, Buffer.from("abc")))
-      ]))
-      for (let k = 0; k < 2 + delay; k++) {
-        const answer = await client.next(10_000)
-        const text = answer.data.toString()
-        if (answer.channelId === 2 && !text.startsWith(`{"Size"`) && text !== `{"TaskId":1,"DoneBytes":3}`) refusedOnes.push(text)
-      }
-    }
-    expect(refusedOnes).toStrictEqual([])
+    // Channel 1: refused (nothing to continue at 5) after creating d<i>. Channel 2: a fresh upload into d<i>.
+    const { answers } = await racedPairs(
+      await start(),
+      100,
+      (i) => encodeUploadRequest(taskId, `d${i}/x.bin`, 5, false, Buffer.from("abc")),
+      (i) => encodeUploadRequest(taskId, `d${i}/y.bin`, 0, false, Buffer.from("abc"))
+    )
+    expect(answers[2].filter((text) => !text.startsWith(`{"Size"`) && text !== `{"TaskId":1,"DoneBytes":3}`)).toStrictEqual([])
     for (let i = 0; i < 100; i++) expect(readFileSync(join(root, `d${i}/y.bin.iip-part`), "utf8")).toBe("abc")
   })
 
@@ -182,27 +195,15 @@ describe("file server limits", () => {
   it("a file sent whole whose rename fails (a directory took its name meanwhile) leaves no unfinished upload and takes no place", async () => {
     // 60 files d<i>/x of 3 bytes stay: 180 of the 400 bytes allowed.
     const { root, start } = await setUp({ maxUnfinishedUploads: 2, quotaBytes: 400 })
-    const port = await start()
-    const client = await RawClient.connect(port, cleanup)
-    await client.newChannel()
-    await client.newChannel()
-    const small = encodeChecksumRequest({ filePath: "s.txt", upload: false, length: undefined })
-    const answers: Array<string> = []
-    for (let i = 0; i < 60; i++) {
-      // Channel 1: d<i> whole in one request; channel 2: d<i>/x, which makes the directory d<i>
-      // while the first is being written (0-3 checksums ahead of it): its rename then fails.
-      const delay = i % 4
-      client.write(Buffer.concat([
-        ...Array.from({ length: delay }, () => frame(1, FilePath.checksum, 2, small)),
-        frame(1, FilePath.upload, 1, encodeUploadRequest(taskId, `d${i}`, 0, true, Buffer.from("abc"))),
-        frame(1, FilePath.upload, 2, encodeUploadRequest(taskId, `d${i}/x`, 0, true, Buffer.from("abc")))
-      ]))
-      for (let k = 0; k < 2 + delay; k++) {
-        const answer = await client.next(10_000)
-        if (answer.channelId === 1) answers.push(answer.data.toString())
-      }
-    }
-    const failed = answers.filter((text) => text.includes("EISDIR") || text.includes("is a directory"))
+    // Channel 1: d<i> whole in one request; channel 2: d<i>/x, which makes the directory d<i>
+    // while the first is being written: its rename then fails.
+    const { client, answers } = await racedPairs(
+      await start(),
+      60,
+      (i) => encodeUploadRequest(taskId, `d${i}`, 0, true, Buffer.from("abc")),
+      (i) => encodeUploadRequest(taskId, `d${i}/x`, 0, true, Buffer.from("abc"))
+    )
+    const failed = answers[1].filter((text) => text.includes("EISDIR") || text.includes("is a directory"))
     expect(failed.length).toBeGreaterThan(0)
     // Nothing unfinished is left of them: no partial on disk, no place taken.
     expect(readdirSync(root).filter((name) => name.endsWith(".iip-part"))).toStrictEqual([])
