@@ -60,7 +60,11 @@ export interface ServerOptions extends PeerOptions {
   readonly maxQueuedBytesPerConnection?: number
   /** Requests read but not answered, all connections together; past it new requests are refused `overloaded` (default 16384). */
   readonly maxQueuedRequests?: number
-  /** Bytes read but not consumed, all connections together; past it new requests are refused `overloaded` (default 512 MiB). */
+  /**
+   * Bytes read but not consumed, all connections together; past it new requests are refused
+   * `overloaded` (default 512 MiB). Also the streamed answers gathered whole for plain peers, as
+   * per connection (the server's only one goes on, within the packet limit).
+   */
   readonly maxQueuedBytes?: number
   /** Channels open, all connections together; past it a new one is refused (default 65536). */
   readonly maxChannels?: number

@@ -41,6 +41,8 @@ export class Budget {
    * requests. A tunnel whose bytes do not fit is ended (streams.ts), never counted in `bytes`.
    */
   tunnelBytes = 0
+  /** Of `bytes`, what answers being gathered whole for plain peers hold (InboundBudget.chargeGathered). */
+  gathered = 0
   readonly limits: BudgetLimits
 
   constructor(limits: BudgetLimits) {
@@ -76,8 +78,6 @@ export class InboundBudget {
   /** Pushes running and the bytes of their bodies, counted apart from the requests (chargePush). */
   private pushes = 0
   private pushBytes = 0
-  /** Of `own.bytes`, what the answers being gathered for a plain peer hold (chargeGathered). */
-  private gathered = 0
   private readonly pause: () => void
   private readonly resume: () => void
 
@@ -222,17 +222,19 @@ export class InboundBudget {
   /**
    * Takes `bytes` more of an answer gathered whole for a plain peer (serverSession.ts) that holds
    * `mine` already, if they fit in both budgets' bytes; false (nothing taken) when they do not, or
-   * once the connection is gone (the answer would go nowhere). The connection's only gather is
-   * held to the shared budget alone, as a request alone is always read: one larger than this
-   * connection's budget would otherwise be refused "retry later" every time it is asked. Given
-   * back with releaseGathered once the answer is whole or refused. It never pauses reading: the
-   * answers are this side's, reading less would not shrink them.
+   * once the connection is gone (the answer would go nowhere). A gather alone in a budget (the
+   * connection's only one, the server's only one) is not held to that budget, as a request alone
+   * is always read: one larger than it would otherwise be refused "retry later" every time it is
+   * asked (the packet limit bounds it). Given back with releaseGathered once the answer is whole
+   * or refused. It never pauses reading: the answers are this side's, reading less would not
+   * shrink them.
    */
   chargeGathered(bytes: number, mine: number): boolean {
     if (this.closed) return false
-    const alone = this.gathered === mine
-    if ((!alone && this.own.bytes - this.held + bytes > this.own.limits.maxBytes) || this.shared.bytes + bytes > this.shared.limits.maxBytes) return false
-    this.gathered += bytes
+    if (this.own.gathered !== mine && this.own.bytes - this.held + bytes > this.own.limits.maxBytes) return false
+    if (this.shared.gathered !== mine && this.shared.bytes + bytes > this.shared.limits.maxBytes) return false
+    this.own.gathered += bytes
+    this.shared.gathered += bytes
     this.own.bytes += bytes
     this.shared.bytes += bytes
     return true
@@ -241,7 +243,8 @@ export class InboundBudget {
   /** Gives back what chargeGathered took. */
   releaseGathered(bytes: number): void {
     if (this.closed) return
-    this.gathered -= bytes
+    this.own.gathered -= bytes
+    this.shared.gathered -= bytes
     this.release(0, bytes)
   }
 
@@ -274,7 +277,8 @@ export class InboundBudget {
     this.tunnelBytes = 0
     this.pushes = 0
     this.pushBytes = 0
-    this.gathered = 0
+    this.shared.gathered -= this.own.gathered
+    this.own.gathered = 0
     this.own.requests = 0
     this.own.bytes = 0
     this.own.channels = 0

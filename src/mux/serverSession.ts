@@ -35,8 +35,8 @@ const overloadedBody = handlerFailedBody("server overloaded, retry later")
  * streamed answer is gathered whole, within the packet limit and within what `budget` (the
  * connection's, and the server's) has room for: each gather could hold 16 MiB (a peer asking on 24
  * channels at once, reading nothing, made one connection hold 305 MB; on its 1,024, 16 GiB). Past
- * the room it is refused overloaded, and its stream given up; the connection's only one is held
- * to the server's room alone (budget.ts chargeGathered).
+ * the room it is refused overloaded, and its stream given up; one alone (the connection's, the
+ * server's) goes on past that budget's room (budget.ts chargeGathered).
  */
 const plainBody = (outcome: Outcome, budget: InboundBudget): Uint8Array | PromiseLike<Uint8Array> => {
   if (outcome instanceof Uint8Array) return outcome.length > 0 ? outcome : noResponseBody

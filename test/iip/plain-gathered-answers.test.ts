@@ -61,9 +61,12 @@ describe("streamed answers gathered whole for a plain IIP peer", () => {
     expect((await client.next(20_000)).data.length).toBe(2 * MiB)
   }, 30_000)
 
-  it("an answer larger than the connection's byte budget is whole when it is the connection's only one", async () => {
+  it.each([
+    ["the connection's", { maxQueuedBytesPerConnection: MiB }],
+    ["the server's", { maxQueuedBytes: MiB }]
+  ])("an answer larger than %s byte budget is whole when it is the only one", async (_, budgets) => {
     // Alone it never fits: refused "server overloaded, retry later", every retry was refused too.
-    const server = new IipServer({ host: "127.0.0.1", port: 0, maxQueuedBytesPerConnection: MiB, log: () => {} })
+    const server = new IipServer({ host: "127.0.0.1", port: 0, ...budgets, log: () => {} })
     server.handle("/big", () =>
       reply((async function*() {
         for (let i = 0; i < 32; i++) yield Buffer.alloc(64 * KiB, i)
