@@ -5,7 +5,8 @@
 // in the connection's byte budget (maxQueuedBytesPerConnection), and an answer that finds no room
 // is refused "server overloaded" (plain IIP has no typed errors) instead of held. Before, each
 // gather held up to 16 MiB whatever the budget: 24 channels held 305 MB at once (1,024 channels on
-// one connection: 16 GiB).
+// one connection: 16 GiB). An answer alone (on its connection, in its server) larger than the
+// budget is still whole: refused, it would be refused again at every retry.
 import { afterEach, describe, expect, it } from "vitest"
 import { IipServer } from "../../src/iip/server.ts"
 import { reply } from "../../src/mux/request.ts"
