@@ -47,6 +47,8 @@ import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
 const WHOLE_BODY_LIMIT = 64 * 1024
 /** A plain IIP peer takes one packet. */
 const PLAIN_BODY_LIMIT = 16 * 1024 * 1024
+/** No endpoint tried yet (registry.hasUntried's question before a first try). */
+const NONE_TRIED: ReadonlySet<string> = new Set()
 
 /** The status a peer answered with, if it is one an app may get: a final status, 200-599 (no 1xx, no 101 switch). */
 const statusOf = (meta: MeshReply["meta"]): number | undefined => {
@@ -185,7 +187,10 @@ class OutboundExchange implements HeldBodyReceiver {
   private async awaitBody(length: number): Promise<void> {
     const { req } = this
     let body: Uint8Array | AsyncIterable<Buffer>
-    if (length <= WHOLE_BODY_LIMIT) {
+    // A caller waiting for its 100 Continue is asked for its body (by the reading) only for a
+    // request that can go (RFC 9110 10.1.1): with no endpoint to take it, the body streams instead,
+    // unread until the try, whose pick refuses it (503) before the 100.
+    if (length <= WHOLE_BODY_LIMIT && (req.awaitsContinue !== true || this.options.registry.hasUntried(this.service, NONE_TRIED, this.subset))) {
       this.setDeadline(monotonicMs())
       body = await readBody(req, WHOLE_BODY_LIMIT, this.timeoutMs, this.timeoutMs)
     } else body = req.body()

@@ -33,6 +33,11 @@ export interface OutboundRequest {
    */
   stopBody(): void
   /**
+   * HTTP/1.1: the caller sent `Expect: 100-continue` and waits for the 100, which goes when its body
+   * is first read (body's iteration, readBody): a request refused before is answered without it.
+   */
+  readonly awaitsContinue?: boolean
+  /**
    * HTTP/1.1: the body whole when all of it is here already (it came with the head) and within
    * `limit` bytes, taken at once without a promise; otherwise undefined and nothing taken (readBody then).
    */
