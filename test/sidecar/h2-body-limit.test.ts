@@ -1,4 +1,4 @@
-// An HTTP/2 caller's request body past the sidecar's body limit gets an answer (outboundH2.ts's
+// An HTTP/2 caller's request body past the sidecar's body limit gets an answer (outboundH2Call.ts's
 // readBody): the one limit on A's outbound side a body can pass is a plain IIP service's one packet
 // (16 MiB; a mesh peer takes a body of any length as a stream, and HTTP/2 holds a body to its
 // declared content-length itself). Before: a body over 64 KiB for a plain service was never read
@@ -159,7 +159,7 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     cleanup.add(() => import("node:fs/promises").then((fs) => fs.rm(file, { force: true })))
     const args = ["-sS", "--http2-prior-knowledge", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "-H", "Host: legacy", "--data-binary", `@${file}`, `http://${LOOPBACK}:${upload.a.outboundPort}/upload`]
     // Four times: curl 7.88 lost an answer that came with its reset in one read (3 runs in 4, "(92)
-    // Stream error in the HTTP/2 framing layer"), once the 413 came from the head (outboundH2.ts onCutAnswered).
+    // Stream error in the HTTP/2 framing layer"), once the 413 came from the head (outboundH2Call.ts onCutAnswered).
     for (let run = 0; run < 4; run++) {
       const printed = await new Promise<string>((resolve) => execFile("curl", args, (_error, stdout, stderr) => resolve(`${stdout}${stderr}`)))
       expect(printed).toBe("2 413")
