@@ -4,7 +4,9 @@
 // be refused (no endpoint: 503; a declared length past a plain IIP service's 16 MiB: 413) was invited
 // to send its whole body first. Now the refusal comes without the 100 and with `connection: close`
 // (the caller may or may not send its body after all; the lingering close drops it), and a request
-// that goes still gets its 100 and its body through. Real callers: curl (which waits 1 s for the
+// that goes still gets its 100 and its body through, to a plain IIP service or (through B) a mesh
+// one; a refusal of the far side's (B's policy: 403) comes after the 100, as the request was
+// forwarded before it. Real callers: curl (which waits 1 s for the
 // 100, then sends anyway: its upload size says whether it was invited) and node's http client (its
 // 'continue' event, and the bytes its socket wrote).
 import { execFile, spawnSync } from "node:child_process"
@@ -12,11 +14,11 @@ import { rm, writeFile } from "node:fs/promises"
 import * as http from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { describe, expect, it } from "vitest"
-import { type Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { gate } from "../support/netnsProcess.ts"
 import { PLAIN_LIMIT, plainUploadSuite } from "../support/plainUpload.ts"
-import { LOOPBACK } from "../support/sidecarHarness.ts"
+import { type App, echoRequest, LOOPBACK, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const curlGate = gate("curl with Expect: 100-continue", spawnSync("curl", ["--version"]).status === 0 ? { ok: true } : { ok: false, reason: "no curl (apt curl)" })
 
@@ -114,5 +116,27 @@ describe("Expect: 100-continue on the outbound listener", () => {
     expect(outcome.status).toBe(200)
     expect(outcome.continued).toBe(true)
     expect(upload.received).toEqual([1000])
+  })
+})
+
+describe("Expect: 100-continue towards a mesh service", () => {
+  const cleanup = new Cleanup()
+  let a: RunningSidecar
+  let app: App
+  beforeAll(async () => {
+    app = await startApp(cleanup, echoRequest)
+    const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address }))
+    a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  })
+  afterAll(() => cleanup.run())
+
+  // The 100 goes as the mesh stream pulls the body (2 MiB), or as the gather starts once an endpoint is there (1,000 bytes).
+  it.skipIf(curlGate.skip)(`${curlGate.title}: a streamed body (2 MiB) and a gathered one (1,000 bytes) get the 100, then reach the far app`, async () => {
+    for (const size of [2 * 1024 * 1024, 1000]) {
+      const printed = await curlExpect(cleanup, a.outboundPort, "catalog", size)
+      expect(printed).toMatch(/^HTTP\/1\.1 100 Continue\r$/m)
+      expect(printed).toMatch(new RegExp(`code=200 up=${size}$`))
+    }
+    expect(app.seen.filter((r) => r.url === "/upload")).toHaveLength(2)
   })
 })
