@@ -67,8 +67,20 @@ function onCutAnswered(this: http2.ServerHttp2Stream): void {
   if (this.state.remoteClose === 1) return void this.resume()
   const session = this.session
   // No PING possible (the session going, too many unanswered): the reset at once.
-  if (session === undefined || session.destroyed || !session.ping(resetCut.bind(this))) resetCut.call(this)
+  if (session === undefined || session.destroyed) return resetCut.call(this)
+  // A caller that never answers the PING (nothing makes it) would otherwise keep the stream open,
+  // its request in flight and a place of the session's streams, for as long as it keeps the
+  // session: the reset goes after CUT_PING_WAIT_MS at the latest. Timers only on this error path.
+  const stream = this
+  const wait = setTimeout(resetCut.bind(stream), CUT_PING_WAIT_MS).unref()
+  const answered = (): void => {
+    clearTimeout(wait)
+    resetCut.call(stream)
+  }
+  if (!session.ping(answered)) answered()
 }
+/** How long a cut stream's reset waits for its PING's answer: as long as HTTP/1.1's lingering close waits (peerFin.ts). */
+const CUT_PING_WAIT_MS = 2_000
 /** Still paused until now: the caller's window stays closed while the PING goes round. */
 function resetCut(this: http2.ServerHttp2Stream): void {
   if (this.destroyed) return

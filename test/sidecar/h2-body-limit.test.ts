@@ -10,7 +10,8 @@
 // side too (no request left in flight) while the caller keeps its session. A content-length declared
 // past the limit is refused from the head (before: the body was read up to the limit first, or the
 // call waited to its deadline's 408 when the caller waited before sending on), the reset after a
-// PING's round trip (curl 7.88 dropped an answer that came with its reset in one read). A gRPC client stream not
+// PING's round trip (curl 7.88 dropped an answer that came with its reset in one read), or 2 s for
+// a caller that never answers the PING (a raw caller: before, its stream stayed open for the session's life). A gRPC client stream not
 // ended within its deadline ends DEADLINE_EXCEEDED (the 408 body_timeout), its stream closed on the
 // sidecar's side too. Real callers: node's http2 client, curl --http2-prior-knowledge,
 // @grpc/grpc-js. Through two sidecars no limit of the mesh's applies: a message past the far
@@ -19,9 +20,11 @@ import * as grpc from "@grpc/grpc-js"
 import { execFile, spawnSync } from "node:child_process"
 import { writeFile } from "node:fs/promises"
 import * as http2 from "node:http2"
+import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
+import { FrameFlag, FrameType, h2Frame } from "../support/h2Raw.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { gate } from "../support/netnsProcess.ts"
 import { PLAIN_LIMIT, plainUploadSuite } from "../support/plainUpload.ts"
@@ -77,6 +80,49 @@ const h2Declaring = (cleanup: Cleanup, port: number, extra: http2.OutgoingHttpHe
     stream.on("close", () => resolve({ status: Number(headers[":status"] ?? 0), headers, body: "", rstCode: stream.rstCode, sent: session.socket.bytesWritten }))
     stream.write(Buffer.alloc(64 * 1024, 7))
   })
+
+/** An HPACK string literal, no Huffman coding (RFC 7541 5.2): short values only (a 7-bit length). */
+const hpackString = (value: string): Buffer => Buffer.concat([Buffer.from([value.length]), Buffer.from(value, "latin1")])
+
+/**
+ * A caller that speaks HTTP/2 byte by byte and never acknowledges a PING (node's client always
+ * does): it acknowledges SETTINGS, sends one POST to `legacy` declaring `length` bytes and none of
+ * them, and notes the frames the sidecar sends on its stream. Resolves with the RST_STREAM's error
+ * code once the sidecar resets the stream; `pings` counts the PINGs it left unanswered.
+ */
+const h2NoPingAck = (cleanup: Cleanup, port: number, length: number): { readonly reset: Promise<number>; readonly seen: { status: number; pings: number } } => {
+  const seen = { status: 0, pings: 0 }
+  const socket = net.connect(port, LOOPBACK)
+  cleanup.add(() => socket.destroy())
+  const reset = new Promise<number>((resolve, reject) => {
+    socket.on("error", reject)
+    socket.on("close", () => reject(new Error("the connection closed before a RST_STREAM")))
+    let read = Buffer.alloc(0)
+    socket.on("data", (data: Buffer) => {
+      read = Buffer.concat([read, data])
+      while (read.length >= 9 && read.length >= 9 + read.readUIntBE(0, 3)) {
+        const size = read.readUIntBE(0, 3)
+        const type = read[3]!
+        const flags = read[4]!
+        const stream = read.readUInt32BE(5) & 0x7fffffff
+        const payload = read.subarray(9, 9 + size)
+        read = read.subarray(9 + size)
+        if (type === FrameType.settings && (flags & FrameFlag.ack) === 0) socket.write(h2Frame(FrameType.settings, FrameFlag.ack, 0))
+        // The answer's head: node sends :status first, a static-table index for 413 it has none of (a literal with name index 8).
+        if (type === FrameType.headers && stream === 1 && seen.status === 0) seen.status = Number(payload.subarray(2, 2 + payload[1]!).toString("latin1"))
+        if (type === PING && (flags & FrameFlag.ack) === 0) seen.pings++
+        if (type === FrameType.rstStream && stream === 1) resolve(payload.readUInt32BE(0))
+      }
+    })
+  })
+  reset.catch(() => {})
+  // :method POST, :scheme http (static indexes 3, 6), then :path, :authority, content-length as literals with indexed names (4, 1, 28).
+  const head = Buffer.concat([Buffer.from([0x83, 0x86, 0x04]), hpackString("/upload"), Buffer.from([0x01]), hpackString("legacy"), Buffer.from([0x0f, 28 - 15]), hpackString(String(length))])
+  socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1"), h2Frame(FrameType.settings, 0, 0), h2Frame(FrameType.headers, FrameFlag.endHeaders, 1, head)]))
+  return { reset, seen }
+}
+/** PING's frame type (RFC 9113 6.7). */
+const PING = 6
 
 const identity = (value: Buffer): Buffer => value
 const METHOD = { path: "/demo.Legacy/Put", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity }
@@ -141,6 +187,18 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     expect(outcome.headers["x-iip-mesh-error"]).toBe("outbound; reason=body_too_large")
     expect(upload.received).toEqual([])
     await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the gRPC call to leave the sidecar")
+  })
+
+  it("declaring a content-length past the limit, from a caller that never answers a PING, still has its stream reset (not held for the session's life)", async () => {
+    upload.received.length = 0
+    const caller = h2NoPingAck(cleanup, upload.a.outboundPort, TOO_LARGE)
+    // The reset waits for a PING's round trip (outboundH2Call.ts onCutAnswered), but not for ever.
+    const code = await withTimeout(caller.reset, 8_000, "the RST_STREAM")
+    expect(code).toBe(http2.constants.NGHTTP2_NO_ERROR)
+    expect(caller.seen.status).toBe(413)
+    expect(caller.seen.pings).toBeGreaterThan(0)
+    expect(upload.received).toEqual([])
+    await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the call to leave the sidecar")
   })
 
   it("past the limit with its end within the caller's window gets 413 and the call ends", async () => {
