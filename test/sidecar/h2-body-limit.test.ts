@@ -88,9 +88,11 @@ const hpackString = (value: string): Buffer => Buffer.concat([Buffer.from([value
  * A caller that speaks HTTP/2 byte by byte and never acknowledges a PING (node's client always
  * does): it acknowledges SETTINGS, sends one POST to `legacy` declaring `length` bytes and none of
  * them, and notes the frames the sidecar sends on its stream. Resolves with the RST_STREAM's error
- * code once the sidecar resets the stream; `pings` counts the PINGs it left unanswered.
+ * code once the sidecar resets the stream; `pings` counts the PINGs it left unanswered. `onPing`
+ * "end": at the first PING it ends its side (FIN) and reads on, as a caller done with the answer
+ * exits (curl), on a listener that keeps half-open connections.
  */
-const h2NoPingAck = (cleanup: Cleanup, port: number, length: number): { readonly reset: Promise<number>; readonly seen: { status: number; pings: number } } => {
+const h2NoPingAck = (cleanup: Cleanup, port: number, length: number, onPing: "ignore" | "end" = "ignore"): { readonly reset: Promise<number>; readonly seen: { status: number; pings: number } } => {
   const seen = { status: 0, pings: 0 }
   const socket = net.connect(port, LOOPBACK)
   cleanup.add(() => socket.destroy())
@@ -110,7 +112,7 @@ const h2NoPingAck = (cleanup: Cleanup, port: number, length: number): { readonly
         if (type === FrameType.settings && (flags & FrameFlag.ack) === 0) socket.write(h2Frame(FrameType.settings, FrameFlag.ack, 0))
         // The answer's head: node sends :status first, a static-table index for 413 it has none of (a literal with name index 8).
         if (type === FrameType.headers && stream === 1 && seen.status === 0) seen.status = Number(payload.subarray(2, 2 + payload[1]!).toString("latin1"))
-        if (type === PING && (flags & FrameFlag.ack) === 0) seen.pings++
+        if (type === PING && (flags & FrameFlag.ack) === 0 && seen.pings++ === 0 && onPing === "end") socket.end()
         if (type === FrameType.rstStream && stream === 1) resolve(payload.readUInt32BE(0))
       }
     })
@@ -198,6 +200,15 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     expect(caller.seen.status).toBe(413)
     expect(caller.seen.pings).toBeGreaterThan(0)
     expect(upload.received).toEqual([])
+    await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the call to leave the sidecar")
+  })
+
+  it("declaring a content-length past the limit, from a caller that ends its side at the PING instead of answering it, leaves the sidecar", async () => {
+    upload.received.length = 0
+    const caller = h2NoPingAck(cleanup, upload.a.outboundPort, TOO_LARGE, "end")
+    const code = await withTimeout(caller.reset, 8_000, "the RST_STREAM")
+    expect(code).toBe(http2.constants.NGHTTP2_NO_ERROR)
+    expect(caller.seen.status).toBe(413)
     await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the call to leave the sidecar")
   })
 
