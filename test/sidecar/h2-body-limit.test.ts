@@ -110,9 +110,10 @@ const h2NoPingAck = (cleanup: Cleanup, port: number, length: number, onPing: "ig
         const payload = read.subarray(9, 9 + size)
         read = read.subarray(9 + size)
         if (type === FrameType.settings && (flags & FrameFlag.ack) === 0) socket.write(h2Frame(FrameType.settings, FrameFlag.ack, 0))
-        // The answer's head: node sends :status first, a static-table index for 413 it has none of (a literal with name index 8).
-        if (type === FrameType.headers && stream === 1 && seen.status === 0) seen.status = Number(payload.subarray(2, 2 + payload[1]!).toString("latin1"))
-        if (type === PING && (flags & FrameFlag.ack) === 0 && seen.pings++ === 0 && onPing === "end") socket.end()
+        // The answer's head opens with :status, 413 being in no static-table entry: a literal of the
+        // indexed name (8) with incremental indexing (0x48), its 3 digits plain (Huffman-coded, no shorter).
+        if (type === FrameType.headers && stream === 1 && payload[0] === 0x48 && payload[1] === 3) seen.status = Number(payload.subarray(2, 5).toString("latin1"))
+        if (type === FrameType.ping && (flags & FrameFlag.ack) === 0 && seen.pings++ === 0 && onPing === "end") socket.end()
         if (type === FrameType.rstStream && stream === 1) resolve(payload.readUInt32BE(0))
       }
     })
@@ -123,8 +124,6 @@ const h2NoPingAck = (cleanup: Cleanup, port: number, length: number, onPing: "ig
   socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1"), h2Frame(FrameType.settings, 0, 0), h2Frame(FrameType.headers, FrameFlag.endHeaders, 1, head)]))
   return { reset, seen }
 }
-/** PING's frame type (RFC 9113 6.7). */
-const PING = 6
 
 const identity = (value: Buffer): Buffer => value
 const METHOD = { path: "/demo.Legacy/Put", requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity }
