@@ -13,6 +13,11 @@ export interface PausableSource {
   readonly pause: () => void
   /** Resumes the source if it is paused (and nothing if not). */
   readonly resumeIfPaused: () => void
+  /**
+   * The reader waits with nothing queued: a source that sends only when asked is asked now (an
+   * HTTP/1.1 caller owed its 100 Continue: http1Call.ts). Once per wait, not per chunk.
+   */
+  readonly wanted?: () => void
 }
 
 export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
@@ -115,6 +120,7 @@ export class PausingByteQueue implements AsyncIterable<Buffer>, WithTrailers {
           complete = true
           return
         }
+        this.source.wanted?.()
         await new Promise<void>((resolve) => (this.wake = resolve))
       }
     } finally {

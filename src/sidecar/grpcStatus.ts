@@ -101,7 +101,7 @@ export const sendGrpcError = (res: OutboundResponse, error: ProxyError): number 
   ]
   try {
     // Once the answer has started, the status is its trailers. Before: a head and an end with
-    // nothing between, on HTTP/2 one HEADERS frame that ends the stream (outboundH2.ts), which is
+    // nothing between, on HTTP/2 one HEADERS frame that ends the stream (outboundH2Call.ts), which is
     // what a gRPC client reads as trailers-only.
     if (res.headersSent) res.end(undefined, status)
     else {

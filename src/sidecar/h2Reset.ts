@@ -1,5 +1,5 @@
 // How a sidecar resets an HTTP/2 stream whose bytes began: A's answer to an h2c caller
-// (outboundH2.ts) and B's request to an h2c app (appH2Exchange.ts). Both go without an END_STREAM
+// (outboundH2Call.ts) and B's request to an h2c app (appH2Exchange.ts). Both go without an END_STREAM
 // first and with a code the other end reads as a cut. node's own calls do neither: a stream's
 // destroy() with no error resets with NO_ERROR, which node's client reads as the stream's end
 // ('end', rstCode 0) and curl as a whole answer (exit 0); close(code) ends the writable side

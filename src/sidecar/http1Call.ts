@@ -182,6 +182,11 @@ export class Http1Call implements OutboundCall {
   private queue: PausingByteQueue | undefined = undefined
   /** The answer ended before the body: what is left of it is read and dropped. */
   private discarding = false
+  /**
+   * The caller sent `Expect: 100-continue` and waits for the 100 before its body: it goes when the
+   * body is first wanted (the request routed: outbound.ts), not at the head (RFC 9110 10.1.1).
+   */
+  private continueOwed = false
   // The answer.
   private head = ""
   private hasLength = false
@@ -208,6 +213,23 @@ export class Http1Call implements OutboundCall {
 
   get remoteAddress(): string {
     return this.connection.remoteAddress
+  }
+
+  /** A caller waits for its 100 Continue before sending its body (see continueOwed). */
+  get awaitsContinue(): boolean {
+    return this.continueOwed
+  }
+
+  /** The caller's head asked for 100-continue (HTTP/1.1): owed once its body is wanted, if it has one. */
+  expectContinue(): void {
+    this.continueOwed = this.hasBody
+  }
+
+  /** The body is wanted: a caller waiting for its 100 Continue gets it now (not once the answer began). */
+  private invite(): void {
+    if (!this.continueOwed || this.bodyEnded) return
+    this.continueOwed = false
+    if (!this.headWritten && !this.over) this.connection.socket.write("HTTP/1.1 100 Continue\r\n\r\n", "latin1")
   }
 
   // -- the request body, as the connection's parser hands it over
@@ -247,7 +269,8 @@ export class Http1Call implements OutboundCall {
     if (this.queue !== undefined) return this.queue
     const queue = new PausingByteQueue(BODY_HIGH_WATER, {
       pause: () => this.connection.holdBody(true),
-      resumeIfPaused: () => this.connection.holdBody(false)
+      resumeIfPaused: () => this.connection.holdBody(false),
+      wanted: () => this.invite()
     }, () => this.discardBody())
     this.queue = queue
     if (this.firstHeld !== undefined) queue.push(this.firstHeld)
@@ -345,7 +368,9 @@ export class Http1Call implements OutboundCall {
       } // HTTP/1.0: the body runs to the close.
       else this.keepAlive = false
     }
-    if (this.connection.closing) this.keepAlive = false
+    // Answered without the 100 its caller waits for: it may send its body yet or never, so what
+    // comes next on the connection cannot be told apart; it ends (the lingering close drops the body).
+    if (this.connection.closing || (this.continueOwed && !this.bodyEnded)) this.keepAlive = false
     if (!this.keepAlive) return `${head}connection: close\r\n\r\n`
     // The same head as the last answer's (AnswerHead): the same string, flat since its first write.
     if (head !== lastKeptAlive.head || this.connection.keepAliveTail !== lastKeptAlive.tail) {

@@ -325,7 +325,9 @@ export class Connection implements CallConnection {
         call.writeHead(417, [])
         return call.end()
       }
-      this.socket.write("HTTP/1.1 100 Continue\r\n\r\n", "latin1")
+      // The 100 goes once the request is routed and its body wanted (http1Call.ts invite): a
+      // request refused before (no endpoint, a length past the limit) is answered without it.
+      call.expectContinue()
     }
     const { listener } = this
     if (listener.heldAnswerBytes > listener.options.maxHeldAnswerBytes) {

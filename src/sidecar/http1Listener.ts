@@ -10,7 +10,9 @@
 //   past the size limit 431, in its turn after the answers to the requests read before it); an
 //   HTTP/1.1 request without Host (or with two) 400; a body in a coding besides chunked (gzip,
 //   chunked) 501 and the close, as the mesh carries no transfer coding; `Expect: 100-continue` is
-//   answered 100, any other expectation 417; more than node's 1,000 header fields are dropped;
+//   answered 100 once the request is routed and its body wanted (one refused before gets its final
+//   status without it, and the close), any other expectation 417; more than node's 1,000 header
+//   fields are dropped;
 // - the head must come within the headers timeout, the whole request within the request timeout
 //   (408, then the close); an idle keep-alive connection closes after its timeout;
 // - at most `maxConnections` connections at once (h2c and upgraded ones counted too); past it a new

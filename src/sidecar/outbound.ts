@@ -19,6 +19,7 @@
 // (outboundRetry.ts), the bodies (outboundBody.ts), its end and access record (outboundAccess.ts).
 import type { IipClient } from "../iip/client.ts"
 import { Cancellation } from "../mux/cancellation.ts"
+import type { Deadlines } from "../mux/deadlines.ts"
 import { monotonicMs } from "../mux/clock.ts"
 import { ConnectFailed, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled } from "../mux/meshChannels.ts"
@@ -28,7 +29,7 @@ import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
 import type { EndpointLease } from "./endpoints.ts"
 import { type Failure, OutboundObservation } from "./observe.ts"
 import { recordOutboundEnd } from "./outboundAccess.ts"
-import { pipeToResponse, plainStatus, readBody } from "./outboundBody.ts"
+import { type BodyGather, pipeToResponse, plainStatus, readBody } from "./outboundBody.ts"
 import type { HeldBodyReceiver, OutboundCall, OutboundRequest, OutboundResponse } from "./outboundCall.ts"
 import type { OutboundOptions } from "./outboundOptions.ts"
 import { IDEMPOTENT, isRefusedDial, MAX_ATTEMPTS, notProcessed, refusedByPolicy, refusedOrDraining, transportFailure } from "./outboundRetry.ts"
@@ -47,6 +48,8 @@ import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
 const WHOLE_BODY_LIMIT = 64 * 1024
 /** A plain IIP peer takes one packet. */
 const PLAIN_BODY_LIMIT = 16 * 1024 * 1024
+/** No endpoint tried yet (registry.hasUntried's question before a first try). */
+const NONE_TRIED: ReadonlySet<string> = new Set()
 
 /** The status a peer answered with, if it is one an app may get: a final status, 200-599 (no 1xx, no 101 switch). */
 const statusOf = (meta: MeshReply["meta"]): number | undefined => {
@@ -58,9 +61,9 @@ const statusOf = (meta: MeshReply["meta"]): number | undefined => {
  * One request from the app, from its head to the end of its answer. A class rather than closures:
  * its steps are methods, its state fields, so a request allocates this object and little else.
  */
-class OutboundExchange implements HeldBodyReceiver {
+class OutboundExchange implements HeldBodyReceiver, BodyGather {
   private readonly options: OutboundOptions
-  private readonly req: OutboundRequest
+  readonly req: OutboundRequest
   private readonly res: OutboundResponse
   private readonly started = performance.now()
   private readonly method: string
@@ -105,9 +108,15 @@ class OutboundExchange implements HeldBodyReceiver {
   private tryDeadline = 0
   private slowAfterMs = 0
   private watch: TryWatch | undefined = undefined
+  // A body being gathered (readBody): its deadline's place on the handler's heap, and whether it passed.
+  private readonly bodyDeadlines: Deadlines<BodyGather>
+  deadlineSlot = -1
+  deadlineAt = 0
+  bodyLate = false
 
-  constructor(options: OutboundOptions, req: OutboundRequest, res: OutboundResponse) {
+  constructor(options: OutboundOptions, req: OutboundRequest, res: OutboundResponse, deadlines: Deadlines<BodyGather>) {
     this.options = options
+    this.bodyDeadlines = deadlines
     this.req = req
     this.res = res
     this.method = req.method
@@ -185,9 +194,12 @@ class OutboundExchange implements HeldBodyReceiver {
   private async awaitBody(length: number): Promise<void> {
     const { req } = this
     let body: Uint8Array | AsyncIterable<Buffer>
-    if (length <= WHOLE_BODY_LIMIT) {
+    // A caller waiting for its 100 Continue is asked for its body (by the reading) only for a
+    // request that can go (RFC 9110 10.1.1): with no endpoint to take it, the body streams instead,
+    // unread until the try, whose pick refuses it (503) before the 100.
+    if (length <= WHOLE_BODY_LIMIT && (req.awaitsContinue !== true || this.options.registry.hasUntried(this.service, NONE_TRIED, this.subset))) {
       this.setDeadline(monotonicMs())
-      body = await readBody(req, WHOLE_BODY_LIMIT, this.timeoutMs, this.timeoutMs)
+      body = await readBody(this, this.bodyDeadlines, WHOLE_BODY_LIMIT, this.timeoutMs, this.timeoutMs)
     } else body = req.body()
     this.send(body, length)
   }
@@ -496,7 +508,7 @@ class OutboundExchange implements HeldBodyReceiver {
     let body = held
     if (!(body instanceof Uint8Array)) {
       try {
-        body = await readBody(this.req, PLAIN_BODY_LIMIT, this.deadline - monotonicMs(), this.timeoutMs)
+        body = await readBody(this, this.bodyDeadlines, PLAIN_BODY_LIMIT, this.deadline - monotonicMs(), this.timeoutMs)
       } catch (error) {
         // The caller's body failed (too large, too slow, cut), not the endpoint: the try ends saying
         // nothing of it (tryFailed would count a failure against it; a success, the gather's time
@@ -543,6 +555,10 @@ class OutboundExchange implements HeldBodyReceiver {
 
 const noBody = Buffer.alloc(0)
 
-export const makeOutboundHandler = (options: OutboundOptions) => (call: OutboundCall): void => {
-  new OutboundExchange(options, call, call).run()
+/**
+ * The handler of a sidecar's outbound requests. The deadlines of the bodies its exchanges gather
+ * share `deadlines` (outboundBody.ts bodyDeadlines: one timer), which the sidecar clears as it stops.
+ */
+export const makeOutboundHandler = (options: OutboundOptions, deadlines: Deadlines<BodyGather>) => (call: OutboundCall): void => {
+  new OutboundExchange(options, call, call, deadlines).run()
 }

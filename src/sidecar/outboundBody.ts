@@ -1,6 +1,7 @@
 // Outbound, the bodies: the app's request body gathered whole (up to a limit, by the deadline), a streamed answer
 // piped back to the app held to its declared length, and a plain IIP service's in-band error
 // bodies read as statuses. The steps of outbound.ts that move bytes rather than choose.
+import { Deadlines, type Expiring } from "../mux/deadlines.ts"
 import type { IncomingStream } from "../mux/streams.ts"
 import { parseSystemAnswer } from "../protocol/systemMessages.ts"
 import type { OutboundRequest, OutboundResponse } from "./outboundCall.ts"
@@ -8,32 +9,41 @@ import type { OnInvalidHeader } from "./headerFilter.ts"
 import { trailersOf } from "./httpEnvelope.ts"
 import { ProxyError } from "./proxyError.ts"
 
-const late = Symbol("late")
-const ignore = (): void => {}
+/** A gather whose body is awaited (the exchange itself: no object per gather), on its handler's deadline heap (bodyDeadlines). */
+export interface BodyGather extends Expiring {
+  readonly req: OutboundRequest
+  /** Set when the deadline passed before the body came whole. */
+  bodyLate: boolean
+}
+
+/** A gather's deadline passed: the body is given up, which ends readBody's reading (stopBody), and the gather knows why. */
+const bodyLate = (gather: BodyGather): void => {
+  gather.bodyLate = true
+  gather.req.stopBody()
+}
+
+/** One heap of gathers' deadlines for an outbound handler: one timer for all of them, none per body. */
+export const bodyDeadlines = (): Deadlines<BodyGather> => new Deadlines(bodyLate)
 
 /**
- * Gathers a body of at most `limit` bytes within `leftMs`, what the request's deadline of
- * `deadlineMs` leaves: past the limit the answer is 413 `body_too_large`, past the time 408
+ * Gathers `gather.req`'s body of at most `limit` bytes within `leftMs`, what the request's deadline
+ * of `deadlineMs` leaves: past the limit the answer is 413 `body_too_large`, past the time 408
  * `body_timeout`, and either way no more of the body is read (OutboundRequest.stopBody). A caller
  * trickling its body (a byte a second) held the exchange, and its place, until the listener's
- * request timeout (HTTP/1.1, 300 s) or for ever (HTTP/2).
+ * request timeout (HTTP/1.1, 300 s) or for ever (HTTP/2). The deadline is an entry on `deadlines`
+ * (its expiry stops the reading, which ends it): a setTimeout and a Promise.race per gather cost
+ * a Timeout, three promises and a closure.
  */
-export const readBody = async (req: OutboundRequest, limit: number, leftMs: number, deadlineMs: number): Promise<Buffer> => {
-  const reading = req.readBody(limit)
-  let timer: NodeJS.Timeout | undefined
-  const timeUp = new Promise<typeof late>((resolve) => (timer = setTimeout(resolve, Math.max(1, leftMs), late)))
-  let body: Buffer | undefined | typeof late
+export const readBody = async (gather: BodyGather, deadlines: Deadlines<BodyGather>, limit: number, leftMs: number, deadlineMs: number): Promise<Buffer> => {
+  gather.bodyLate = false
+  deadlines.add(gather, Math.max(1, leftMs))
+  let body: Buffer | undefined
   try {
-    body = await Promise.race([reading, timeUp])
+    body = await gather.req.readBody(limit)
   } finally {
-    clearTimeout(timer)
+    deadlines.remove(gather)
   }
-  if (body === late) {
-    // How the reading ends now (the caller gone: a rejection) is no one's concern.
-    reading.catch(ignore)
-    req.stopBody()
-    throw new ProxyError({ status: 408, reason: "body_timeout", hop: "outbound", message: `the request's body did not come whole within its deadline of ${deadlineMs} ms` })
-  }
+  if (gather.bodyLate) throw new ProxyError({ status: 408, reason: "body_timeout", hop: "outbound", message: `the request's body did not come whole within its deadline of ${deadlineMs} ms` })
   if (body === undefined) throw new ProxyError({ status: 413, reason: "body_too_large", hop: "outbound", message: `a plain IIP service takes at most ${limit} bytes` })
   return body
 }

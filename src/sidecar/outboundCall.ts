@@ -1,6 +1,6 @@
 // What outbound.ts and outboundUpgrade.ts need of the app's side of one request: the request as
 // it came, and the way back to the app. The outbound listener provides it for HTTP/1.1
-// (http1Listener.ts: one object per request, no node:http stream objects) and outboundH2.ts for
+// (http1Listener.ts: one object per request, no node:http stream objects) and outboundH2Call.ts for
 // each HTTP/2 stream (over node's core stream API).
 import type { IncomingHttpHeaders } from "node:http"
 
@@ -23,7 +23,7 @@ export interface OutboundRequest {
    * The body whole; undefined when it runs past `limit` bytes (or declares a length past it): the
    * rest is not gathered (as stopBody), the exchange answers 413. HTTP/1.1 makes that answer the
    * connection's last, the rest dropped by its lingering close (http1Call.ts); HTTP/2 keeps the stream
-   * for it, then resets it NO_ERROR if the caller is still sending and drops what came past the cut (outboundH2.ts).
+   * for it, then resets it NO_ERROR if the caller is still sending and drops what came past the cut (outboundH2Call.ts).
    */
   readBody(limit: number): Promise<Buffer | undefined>
   /**
@@ -32,6 +32,11 @@ export interface OutboundRequest {
    * then its lingering close; HTTP/2: the stream reset NO_ERROR once answered if the caller still sends).
    */
   stopBody(): void
+  /**
+   * HTTP/1.1: the caller sent `Expect: 100-continue` and waits for the 100, which goes when its body
+   * is first read (body's iteration, readBody): a request refused before is answered without it.
+   */
+  readonly awaitsContinue?: boolean
   /**
    * HTTP/1.1: the body whole when all of it is here already (it came with the head) and within
    * `limit` bytes, taken at once without a promise; otherwise undefined and nothing taken (readBody then).
@@ -62,7 +67,7 @@ export interface OutboundResponse {
   readonly writableEnded: boolean
   /** The exchange is over before its end: the app went away or the answer was cut off. */
   readonly destroyed: boolean
-  /** Why this side cut the answer off, if it did (HTTP/2: `answer_stalled`, outboundH2.ts); undefined when the app went away. */
+  /** Why this side cut the answer off, if it did (HTTP/2: `answer_stalled`, outboundH2Call.ts); undefined when the app went away. */
   readonly cutReason?: string | undefined
   /** Once, when the exchange is over (one listener per call): `finished` when the whole answer was handed to the socket, false when it was cut off. */
   onClose(listener: (finished: boolean) => void): void

@@ -37,6 +37,7 @@ import { makeInboundHandler } from "./inbound.ts"
 import { MeshTls, MtlsUnavailable, readCredentialsDir } from "./meshTls.ts"
 import type { SidecarTelemetry } from "./observe.ts"
 import { makeOutboundHandler } from "./outbound.ts"
+import { bodyDeadlines } from "./outboundBody.ts"
 import type { AccessRecord } from "./outboundAccess.ts"
 import { Http1Listener } from "./http1Listener.ts"
 import type { H2Listener } from "./outboundH2.ts"
@@ -427,7 +428,10 @@ export const make = (
       inFlight,
       onInvalidHeaders: (count: number) => telemetry.metrics.invalidHeaders("outbound", count)
     }
-    const handler = makeOutboundHandler(outboundOptions)
+    // The bodies outbound exchanges gather wait on one deadline heap; its timer goes with the sidecar.
+    const gathers = bodyDeadlines()
+    yield* Effect.addFinalizer(() => Effect.sync(() => gathers.clear()))
+    const handler = makeOutboundHandler(outboundOptions, gathers)
     if (config.healthCheckIntervalMs !== null) {
       // Active checks: each round waits for the last; a check gets one interval, at least 1 s (a
       // shorter timeout would eject healthy endpoints of a busy machine).

@@ -1,5 +1,5 @@
 // Work left for the end of the event loop's turn, for many items at once: the HTTP/2 legs
-// (outboundH2.ts, appH2Exchange.ts) decide at the end of the turn an answer's head or a call's body came in
+// (outboundH2Call.ts, appH2Exchange.ts) decide at the end of the turn an answer's head or a call's body came in
 // whether it was read whole, which one setImmediate per turn does for every item of the turn,
 // instead of a promise, a closure or an Immediate per call.
 

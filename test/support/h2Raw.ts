@@ -4,7 +4,7 @@
 import type * as net from "node:net"
 import { type Cleanup, startRawServer } from "./iipRaw.ts"
 
-export const FrameType = { data: 0, headers: 1, rstStream: 3, settings: 4, windowUpdate: 8 } as const
+export const FrameType = { data: 0, headers: 1, rstStream: 3, settings: 4, ping: 6, windowUpdate: 8 } as const
 export const FrameFlag = { endStream: 1, ack: 1, endHeaders: 4 } as const
 
 /** One HTTP/2 frame: its 9-byte head (length, type, flags, stream id), then the payload. */

@@ -1,0 +1,423 @@
+// One HTTP/2 stream of the outbound listener's h2c sessions (outboundH2.ts) as outbound.ts reads and
+// answers a request (outboundCall.ts), on node's core stream API: its head, its body (held whole
+// when it ends within its head's turn, gathered to a limit, or streamed), and its answer (head,
+// body, trailers), with what the session sweep asks of it (a stalled answer's reset) and the reset
+// that tells a caller still sending to stop once its cut-off body's answer is out.
+import * as http2 from "node:http2"
+import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
+import { drainedOrClosed } from "./drained.ts"
+import { resetFailed } from "./h2Reset.ts"
+import { TurnEnd } from "./turnEnd.ts"
+
+/** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
+const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string>> => {
+  // The envelope hands the same list while an app's trailers repeat (httpEnvelope.ts's trailersOf):
+  // one object for them (node copies it before use).
+  if (pairs === lastTrailers) return lastFields
+  // No prototype: a trailer named `constructor` found Object's own there as a first value (and was sent so).
+  const fields = Object.create(null) as Record<string, string | Array<string>>
+  for (let i = 0; i < pairs.length; i++) {
+    const name = pairs[i]![0]
+    const value = pairs[i]![1]
+    const prior = fields[name]
+    fields[name] = prior === undefined ? value : Array.isArray(prior) ? [...prior, value] : [prior, value]
+  }
+  lastTrailers = pairs
+  lastFields = fields
+  return fields
+}
+let lastTrailers: ReadonlyArray<readonly [string, string]> | undefined
+let lastFields: Record<string, string | Array<string>> = {}
+
+/** A stream error is its exchange's end ('close' follows); the body's reader sees it through its iterator. */
+const ignore = (): void => {}
+
+/**
+ * A stream names its call, for module-level listeners (`this` is the stream): a closure and its
+ * context per call and event otherwise.
+ */
+const CALL = Symbol("call")
+type CallStream = http2.ServerHttp2Stream & { [CALL]: StreamCall }
+function onStreamClose(this: CallStream): void {
+  this[CALL].closed()
+}
+function onWantTrailers(this: CallStream): void {
+  this[CALL].sendTrailers()
+}
+function onHeldData(this: CallStream, chunk: Buffer): void {
+  this[CALL].heldData(chunk)
+}
+function onHeldEnd(this: CallStream): void {
+  this[CALL].heldEnd()
+}
+
+/**
+ * The answer to a body cut off at its limit (or given up: stopBody) is out: a caller still sending
+ * (no END_STREAM yet) is told to stop with RST_STREAM NO_ERROR (RFC 9113 §8.1: a complete answer
+ * before the request's end), and the DATA that came past the cut (at most the stream's window:
+ * readBody paused the stream) is dropped. Left unread, node never ends a stream closed NO_ERROR (it
+ * waits for its readable side's end): no 'close', the request in flight and the stream kept for as
+ * long as the caller kept its session.
+ * The reset goes after a PING's round trip, so that the caller has read the answer before it: curl
+ * 7.88 (Debian 12's) that gets the answer and the reset in one read while it uploads drops the answer
+ * ("(92) Stream error in the HTTP/2 framing layer", 3 runs in 4 with a 413 from the head: h2-body-limit).
+ */
+function onCutAnswered(this: http2.ServerHttp2Stream): void {
+  if (this.destroyed) return
+  if (this.state.remoteClose === 1) return void this.resume()
+  const session = this.session
+  // No PING possible (the session going, too many unanswered): the reset at once.
+  if (session === undefined || session.destroyed) return resetCut.call(this)
+  // A caller that never answers the PING (nothing makes it) would otherwise keep the stream open,
+  // its request in flight and a place of the session's streams, for as long as it keeps the
+  // session: the reset goes after CUT_PING_WAIT_MS at the latest. Timers only on this error path.
+  const stream = this
+  const wait = setTimeout(resetCut.bind(stream), CUT_PING_WAIT_MS).unref()
+  const answered = (): void => {
+    clearTimeout(wait)
+    resetCut.call(stream)
+  }
+  if (!session.ping(answered)) answered()
+}
+/** How long a cut stream's reset waits for its PING's answer: as long as HTTP/1.1's lingering close waits (peerFin.ts). */
+const CUT_PING_WAIT_MS = 2_000
+/** Still paused until now: the caller's window stays closed while the PING goes round. */
+function resetCut(this: http2.ServerHttp2Stream): void {
+  if (this.destroyed) return
+  if (this.state.remoteClose !== 1) this.close(http2.constants.NGHTTP2_NO_ERROR)
+  this.resume()
+}
+
+const EMPTY = Buffer.alloc(0)
+
+/** respond()'s options, one object per combination (node only reads them): none made per call. */
+const END = { endStream: true, waitForTrailers: false } as const
+const END_AND_TRAILERS = { endStream: true, waitForTrailers: true } as const
+const TRAILERS = { endStream: false, waitForTrailers: true } as const
+const NO_END = { endStream: false, waitForTrailers: false } as const
+
+/** Why this side resets a stream whose answer stopped moving (its request's failure reason, the reset counter's label). */
+export const ANSWER_STALLED = "answer_stalled"
+
+/** Sweeps per answer idle timeout: a stream is reset this many sweeps after its answer last moved, within a quarter of the timeout past it. */
+export const SWEEPS = 4
+
+/** The calls whose bodies are held in this turn of the event loop: a body not over at its end (turnEnd.ts) streams. */
+const heldThisTurn = new TurnEnd<StreamCall>((call) => call.streamOn())
+
+/** When a session's caller was last seen taking an answer, and the connection window it had left then (-1: not looked at since a stream's close). */
+export interface AnswerTaking {
+  at: number
+  window: number
+}
+
+/** One HTTP/2 stream as outbound.ts reads and answers a request (outboundCall.ts), on node's core stream API. */
+export class StreamCall implements OutboundCall {
+  readonly httpVersionMajor = 2
+  headersSent = false
+  writableEnded = false
+  readonly method: string
+  readonly url: string
+  readonly headers: http2.IncomingHttpHeaders
+  readonly rawHeaders: ReadonlyArray<string>
+  readonly hasBody: boolean
+  private readonly stream: http2.ServerHttp2Stream
+  private status = 200
+  private head: ReadonlyArray<readonly [string, string]> = []
+  headWritten = false
+  /** Sent when the stream asks for them (the head was sent with waitForTrailers). */
+  private trailers: ReadonlyArray<readonly [string, string]> | undefined = undefined
+  private closeListener: ((finished: boolean) => void) | undefined = undefined
+  /** A body being held (heldBody): who gets it, its limit, what came so far (usually one chunk, kept without an array). */
+  private holder: HeldBodyReceiver | undefined = undefined
+  private holdLimit = 0
+  private heldBytes = 0
+  private heldFirst: Buffer | undefined = undefined
+  private heldParts: Array<Buffer> | undefined = undefined
+  /** Its session's open calls (makeH2c's stall checks look at them), left on the stream's close. */
+  private readonly open: Set<StreamCall>
+  /** Its session's caller's answer taking (takingAnswer): this stream's close is its answer's last byte handed to the socket, not read yet. */
+  private readonly taking: AnswerTaking
+  /** Answer bytes handed to the stream: less what it still holds, what left (a write's bytes leave with its callback). */
+  private queued = 0
+  /** What had left at the last sweep that found the answer waiting (-1: none did), and the sweeps since with nothing more gone. */
+  private sentAtSweep = -1
+  private stillSweeps = 0
+  /** Why this side cut the answer off, if it did (OutboundResponse.cutReason). */
+  cutReason: string | undefined = undefined
+  /** The request's body ran past readBody's limit (or stopBody gave it up): the rest is not read, and is dealt with once answered (resetUnread). */
+  private bodyCut = false
+  /** Ends readBody's reading as past its limit (stopBody), while it reads. */
+  private stopReading: (() => void) | undefined = undefined
+
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking) {
+    this.stream = stream
+    this.open = open
+    this.taking = taking
+    open.add(this)
+    this.method = headers[":method"] ?? ""
+    this.url = headers[":path"] ?? ""
+    // The request line's pseudo-headers are not headers to forward; :authority is the host (a Host
+    // naming another origin makes the request malformed: refused by targetOf, outboundTarget.ts).
+    const authority = headers[":authority"]
+    if (headers.host === undefined && typeof authority === "string") headers.host = authority
+    this.headers = headers
+    // As node gives it: the header filter leaves its pseudo-headers out (no copy without them per call).
+    this.rawHeaders = rawHeaders
+    this.hasBody = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) === 0
+    stream.on("error", ignore)
+    // `on`, not `once`: a stream closes once, and once() binds a wrapper per call.
+    stream.on("close", onStreamClose)
+    const named = stream as CallStream
+    named[CALL] = this
+  }
+
+  /** Answer bytes wait for the caller's window (or the socket): the stream cannot end before it grants it. */
+  get answerWaiting(): boolean {
+    return this.stream.writableLength > 0
+  }
+
+  /**
+   * The sweep's look at the answer: true once it has been waiting with none of it gone for SWEEPS
+   * sweeps in a row (a write of at most one mesh chunk, 64 KiB, leaves at once with its callback:
+   * a reader under 64 KiB per answer idle timeout is stalled too). A stream with nothing to send is not.
+   */
+  stalled(): boolean {
+    const waiting = this.stream.writableLength
+    // A stream destroyed and not yet closed ('close' comes on a later tick) is over already.
+    if (waiting === 0 || this.stream.destroyed) {
+      this.sentAtSweep = -1
+      return false
+    }
+    const sent = this.queued - waiting
+    if (sent !== this.sentAtSweep) {
+      this.sentAtSweep = sent
+      this.stillSweeps = 0
+      return false
+    }
+    return ++this.stillSweeps >= SWEEPS
+  }
+
+  /**
+   * Resets the stream (RST_STREAM CANCEL) and destroys it: the exchange hears of it as a caller
+   * gone (onClose), its answer is freed. Destroyed, not only closed: a reset that waits behind
+   * answer bytes the socket cannot take (a caller that reads none of its socket) would otherwise
+   * leave the stream open, its answer and far request held, for as long as the session lives.
+   */
+  cutStalled(): void {
+    this.cutReason = ANSWER_STALLED
+    this.stream.close(http2.constants.NGHTTP2_CANCEL)
+    this.stream.destroy()
+  }
+
+  get remoteAddress(): string {
+    return this.stream.session?.socket.remoteAddress ?? ""
+  }
+  get destroyed(): boolean {
+    return this.stream.destroyed
+  }
+
+  body(): AsyncIterable<Buffer> {
+    return this.stream
+  }
+
+  readBody(limit: number): Promise<Buffer | undefined> {
+    const stream = this.stream
+    // A length declared past the limit is refused from the head, as HTTP/1.1's is (http1Call.ts):
+    // none of the body is read (the caller's window closes on what came), the rest dealt with once
+    // answered (resetUnread). Read to the limit first, it cost 16 MiB of the caller's upload, or a
+    // 408 at the deadline from a caller that waits for its answer before sending on.
+    if (Number(this.headers["content-length"]) > limit) {
+      stream.pause()
+      this.bodyCut = true
+      return Promise.resolve(undefined)
+    }
+    return new Promise((resolve, reject) => {
+      let parts: Array<Buffer> = []
+      let total = 0
+      // Past the limit (or given up: stopBody) nothing more is read (the caller's window closes on it)
+      // and the stream stays open for the exchange's answer (a 413, a 408), after which end() deals
+      // with the rest (resetUnread): destroyed here, the caller got a bare RST_STREAM NO_ERROR and no answer.
+      const stop = (): void => {
+        this.stopReading = undefined
+        stream.off("data", onData)
+        stream.pause()
+        parts = []
+        this.bodyCut = true
+        resolve(undefined)
+      }
+      const onData = (chunk: Buffer): void => {
+        total += chunk.length
+        if (total <= limit) parts.push(chunk)
+        else stop()
+      }
+      this.stopReading = stop
+      stream.on("data", onData)
+      stream.once("end", () => {
+        this.stopReading = undefined
+        resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total))
+      })
+      stream.once("error", reject)
+      // Closed before the body's end (reset by the app): no 'end' follows.
+      stream.once("close", () => reject(new Error("the stream closed before its body's end")))
+      // A body heldBody streamed on was paused there, and a 'data' listener does not resume a stream
+      // paused on purpose: without this a body past 64 KiB for a plain IIP peer was never read.
+      stream.resume()
+    })
+  }
+
+  /** The body readBody gathers is not wanted (too slow: outboundBody.ts): as past its limit, no more of it is read, and the rest is dealt with once answered (resetUnread). */
+  stopBody(): void {
+    this.stopReading?.()
+  }
+
+  heldBody(limit: number, receiver: HeldBodyReceiver): void {
+    // Flowing ('data'), not paused mode ('readable' and read()): paused mode cost a unary call
+    // three more process.nextTick entries (adding and removing the 'readable' listener, each
+    // emitReadable). The listeners are module-level and the turn's end is one setImmediate for
+    // every call held in that turn: no promise, closures or Immediate per call.
+    this.holdLimit = limit
+    this.holder = receiver
+    const stream = this.stream
+    stream.on("data", onHeldData)
+    stream.on("end", onHeldEnd)
+    heldThisTurn.add(this)
+  }
+
+  /** A chunk of a held body; past the limit, the body streams. */
+  heldData(chunk: Buffer): void {
+    if (this.holder === undefined) return
+    if (this.heldFirst === undefined) this.heldFirst = chunk
+    else (this.heldParts ??= [this.heldFirst!]).push(chunk)
+    this.heldBytes += chunk.length
+    if (this.heldBytes > this.holdLimit) this.streamOn()
+  }
+
+  /** The held body ended within its turn: it goes whole. */
+  heldEnd(): void {
+    const holder = this.holder
+    if (holder === undefined) return
+    this.holder = undefined
+    this.stream.off("data", onHeldData)
+    this.stream.off("end", onHeldEnd)
+    holder.bodyHeld(this.takeHeld() ?? EMPTY)
+  }
+
+  /** The turn ended (or the limit passed) before the body did: what came so far is put back (unshift) and the body streams. */
+  streamOn(): void {
+    const holder = this.holder
+    if (holder === undefined) return
+    this.holder = undefined
+    const stream = this.stream
+    stream.off("data", onHeldData)
+    stream.off("end", onHeldEnd)
+    const held = this.takeHeld()
+    // A stream reset meanwhile has nothing to put back: its reader sees the reset.
+    if (!stream.destroyed) {
+      stream.pause()
+      if (held !== undefined) stream.unshift(held)
+    }
+    holder.bodyHeld(stream)
+  }
+
+  private takeHeld(): Buffer | undefined {
+    const parts = this.heldParts
+    const held = parts !== undefined ? Buffer.concat(parts, this.heldBytes) : this.heldFirst
+    this.heldFirst = undefined
+    this.heldParts = undefined
+    return held
+  }
+
+  onClose(listener: (finished: boolean) => void): void {
+    // Finished when the answer was ended and the stream closed cleanly: a stream the client reset
+    // (a cancelled call) closes with its error code.
+    this.closeListener = listener
+  }
+
+  /** The stream closed: onClose's listener is told whether the exchange finished. */
+  closed(): void {
+    this.open.delete(this)
+    // Its window, given back from now on, is the caller reading this answer's tail: looked at from the next PING.
+    this.taking.at = performance.now()
+    this.taking.window = -1
+    this.closeListener?.(this.writableEnded && this.stream.rstCode === http2.constants.NGHTTP2_NO_ERROR)
+  }
+
+  /** The stream asks for the trailers (the head was sent with waitForTrailers). */
+  sendTrailers(): void {
+    this.stream.sendTrailers(fieldsOf(this.trailers ?? []))
+  }
+
+  writeHead(status: number, headers: ReadonlyArray<readonly [string, string]>): void {
+    this.status = status
+    this.head = headers
+    this.headersSent = true
+  }
+
+  /** The head, once; trailers awaited unless the answer is known to carry none. */
+  private sendHead(endStream: boolean, waitForTrailers: boolean): boolean {
+    if (this.headWritten) return true
+    this.headWritten = true
+    const stream = this.stream
+    if (stream.destroyed) return false
+    // Asked for once per stream (`on`: no once() wrapper to bind per call).
+    if (waitForTrailers) stream.on("wantTrailers", onWantTrailers)
+    // A flat name, value list, sized once: node takes it as it is, with no header object to build.
+    const head = this.head
+    const raw = new Array<string>(2 + 2 * head.length)
+    raw[0] = ":status"
+    raw[1] = String(this.status)
+    for (let i = 0; i < head.length; i++) {
+      const pair = head[i]!
+      raw[2 + 2 * i] = pair[0]
+      raw[3 + 2 * i] = pair[1]
+    }
+    stream.respond(raw, endStream ? (waitForTrailers ? END_AND_TRAILERS : END) : waitForTrailers ? TRAILERS : NO_END)
+    return true
+  }
+
+  write(chunk: Uint8Array): boolean {
+    // Streamed: whether trailers follow is not known yet (none is an empty end).
+    // Ended by its head already (an answer to HEAD, a 204 or 304 carries no body).
+    if (!this.sendHead(false, true) || this.stream.destroyed || this.stream.writableEnded) return false
+    this.queued += chunk.length
+    return this.stream.write(chunk)
+  }
+
+  drained(): Promise<void> {
+    const stream = this.stream
+    if (stream.destroyed) return Promise.resolve()
+    return drainedOrClosed(stream)
+  }
+
+  end(data?: Uint8Array | string, trailers?: ReadonlyArray<readonly [string, string]>): void {
+    if (this.writableEnded) return
+    this.writableEnded = true
+    this.trailers = trailers
+    const empty = data === undefined || data.length === 0
+    // Head and end in one HEADERS frame when nothing else follows (a gRPC trailers-only answer):
+    // a gRPC client reads them apart as an answer without a status.
+    const endsWithHead = !this.headWritten && empty && trailers === undefined
+    if (!this.sendHead(endsWithHead, trailers !== undefined) || endsWithHead || this.stream.destroyed || this.stream.writableEnded) return this.resetUnread()
+    if (empty) this.stream.end()
+    else {
+      this.queued += data.length
+      this.stream.end(data)
+    }
+    this.resetUnread()
+  }
+
+  /** A body cut off at its limit (readBody) or given up (stopBody): its unread rest is dealt with once the answer is out (onCutAnswered). */
+  private resetUnread(): void {
+    const stream = this.stream
+    if (!this.bodyCut || stream.destroyed) return
+    this.bodyCut = false
+    if (stream.writableFinished) onCutAnswered.call(stream)
+    else stream.once("finish", onCutAnswered)
+  }
+
+  /** A cut answer (the far app died, the peer's connection was lost, the body broke its length): the caller must read it as one. */
+  destroy(): void {
+    resetFailed(this.stream)
+  }
+}

@@ -1,0 +1,107 @@
+// The bounds on the outbound listener's h2c sessions (outboundH2.ts sets them up): what the sweep
+// notes on a session (its open calls, since when it is quiet), its end when asked to go and stalled,
+// the PING floor for a caller that PINGs with no stream open (unless it is still taking an answer),
+// and the reset of streams whose answers stalled. Per session and per sweep: nothing per request.
+import type * as http2 from "node:http2"
+import type * as net from "node:net"
+import { destroyAfterGrace } from "../mux/peerFin.ts"
+import type { AnswerTaking, StreamCall } from "./outboundH2Call.ts"
+
+/**
+ * Ends a session asked to go if no byte moved either way in `ms` while one of its streams holds
+ * answer bytes, or while it has no stream open (checked again until it ends); `moved`: the count
+ * at the last check. A stream with nothing to send (a long poll, a quiet gRPC server stream) is
+ * idle, not stalled: it may wait. A session asked to go with no stream open that is still there
+ * holds only its own last frames (GOAWAY, a reset), behind bytes the caller does not take: the
+ * sweep reset its stalled streams before it went idle (an answer idle timeout below the idle one).
+ */
+export const endIfStalled = (session: http2.ServerHttp2Session, open: ReadonlySet<StreamCall>, ms: number, moved: number): void => {
+  if (session.destroyed) return
+  const socket = session.socket
+  const now = socket.bytesRead + socket.bytesWritten
+  if (now === moved) {
+    if (open.size === 0) return destroySession(session)
+    for (const call of open) if (call.answerWaiting) return destroySession(session)
+  }
+  setTimeout(endIfStalled, ms, session, open, ms, now).unref()
+}
+
+/**
+ * A session names its open calls, for the sweep, since when the sweep found none open and none
+ * opened (performance.now()), whether a stream opened since the last sweep (one over between
+ * two sweeps, as most calls are, the sweep never finds open), and its socket as accepted.
+ */
+export const OPEN = Symbol("open")
+export const QUIET_SINCE = Symbol("quietSince")
+export const STREAMED = Symbol("streamed")
+export const SOCKET = Symbol("socket")
+export type SweptSession = http2.ServerHttp2Session & { [OPEN]: Set<StreamCall>; [QUIET_SINCE]: number; [STREAMED]: boolean; [SOCKET]: net.Socket }
+
+/** A socket accept() handed to node names itself, for its session to find through session.socket. */
+export const ACCEPTED = Symbol("accepted")
+export type AcceptedSocket = net.Socket & { [ACCEPTED]: net.Socket }
+
+/**
+ * Ends `session` now, and its socket within a grace: node's destroy() ends the socket and lets it
+ * go only once that end went out, never for a caller that reads nothing (session.socket is a proxy
+ * that refuses destroy()). The grace lets a last GOAWAY out to a caller that still reads.
+ */
+export const destroySession = (session: http2.ServerHttp2Session, code?: number): void => {
+  session.destroy(undefined, code)
+  destroyAfterGrace((session as SweptSession)[SOCKET])
+}
+
+/**
+ * A session the sweep found with no stream open for this many idle timeouts is asked to go
+ * (GOAWAY), whatever PINGs came: twice, so that the sweep's coarse clock (it saw the last stream
+ * open up to a sweep before it closed) never goes before node's own timer for a session that is
+ * simply idle.
+ */
+export const QUIET_TIMEOUTS = 2
+/**
+ * With no stream open and no answer being taken (takingAnswer), a PING this soon after the caller's last one is a strike; one strike past
+ * PING_STRIKES and the session ends with GOAWAY ENHANCE_YOUR_CALM "too_many_pings", as gRPC servers
+ * answer clients whose keepalive is faster than they allow (theirs: 5 min without calls). A PING
+ * while a stream is open, or the first after a stream opened, is not counted: grpc-go's BDP probe
+ * goes out as its answer's data comes in, after the stream closed here (grpc-go's and grpc-java's
+ * servers reset their strikes when they send headers or data).
+ */
+export const MIN_PING_INTERVAL_MS = 1000
+export const PING_STRIKES = 2
+export const TOO_MANY_PINGS = Buffer.from("too_many_pings")
+
+/**
+ * Whether the caller of a session with no stream open is still taking an answer: a stream's close
+ * here is its answer's last byte handed to the socket, not read. A caller that pauses its reading
+ * holds the answer's tail (up to its windows) and PINGs on; ended now (GOAWAY ENHANCE_YOUR_CALM),
+ * it loses that tail: node's client drops a stream's unread data on a GOAWAY with an error code. It
+ * is taking one while it gave back window (WINDOW_UPDATE: it read) within the answer idle timeout,
+ * the bound a stream's answer has too; one that PINGs on with no answer to read is bounded from then.
+ */
+export const takingAnswer = (session: http2.ServerHttp2Session, taking: AnswerTaking, now: number, answerIdleMs: number): boolean => {
+  if (taking.at === -Infinity) return false
+  // Only streams' DATA takes connection window, and none is open: a window that grew is the caller reading.
+  const window = session.state.remoteWindowSize ?? -1
+  if (window !== taking.window) {
+    if (taking.window !== -1) taking.at = now
+    taking.window = window
+  }
+  return now - taking.at < answerIdleMs
+}
+
+/** Ends `session` now: GOAWAY with `code` and `debug`, then its socket. */
+export const endSession = (session: http2.ServerHttp2Session, code: number, debug: Buffer): void => {
+  session.goaway(code, 0, debug)
+  destroySession(session, code)
+}
+
+/** Resets a session's streams whose answers stalled; how many. */
+export const cutStalled = (open: ReadonlySet<StreamCall>): number => {
+  let cut = 0
+  for (const call of open) {
+    if (!call.stalled()) continue
+    call.cutStalled()
+    cut++
+  }
+  return cut
+}
