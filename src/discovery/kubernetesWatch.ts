@@ -58,6 +58,23 @@ export const MaxHeldBytes = 2 * MaxListBytes
 /** The least time between two watches one informer opens. */
 export const MinWatchSpacingMs = 1000
 
+/**
+ * The clock an informer paces itself by: its restart backoff, the watch spacing, the client's own
+ * reconnect delay. Monotonic, so a wall clock step neither restarts nor prolongs a series; the tests
+ * pass a manual one to run minutes of backoff at once.
+ */
+export interface WatchClock {
+  /** Now, in ms on a monotonic clock. */
+  readonly now: () => number
+  /** Resolves after `ms`, or as soon as `signal` aborts; keeps no process alive. */
+  readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>
+}
+
+export const systemWatchClock: WatchClock = {
+  now: () => performance.now(),
+  sleep: (ms, signal) => sleep(ms, undefined, { ref: false, signal }).catch(() => {})
+}
+
 export interface KubernetesWatchOptions<T extends KubernetesObject> {
   readonly kubeConfig: KubeConfig
   /** The path the informer lists and watches (/apis/GROUP/VERSION/namespaces/NS/PLURAL). */
@@ -74,6 +91,8 @@ export interface KubernetesWatchOptions<T extends KubernetesObject> {
   readonly maxRetryMs?: number
   /** The most the informer holds (default MaxHeldBytes; the tests pass a smaller one, so that passing it is cheap). */
   readonly maxHeldBytes?: number
+  /** The clock of its delays (default systemWatchClock). */
+  readonly clock?: WatchClock
 }
 
 /** Starts the watch; the function it returns stops it. */
@@ -81,11 +100,11 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
   const { kubeConfig, path, namespace } = options
   const retryMs = options.retryMs ?? 1_000
   const maxRetryMs = options.maxRetryMs ?? 30_000
+  const clock = options.clock ?? systemWatchClock
   let stopped = false
   let informer: ListWatch<T> | undefined
   let listed = false
   let failures = 0
-  let restartTimer: ReturnType<typeof setTimeout> | undefined
   /** Aborted by the stop: closes the current informer's list wherever it is. */
   const stopping = new AbortController()
   let flushScheduled = false
@@ -107,7 +126,7 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
     const held = new HeldBytes(options.maxHeldBytes ?? MaxHeldBytes)
     const current: ListWatch<T> = new ListWatch<T>(
       path,
-      new BoundedWatch(kubeConfig, () => stopped || informer !== current, held),
+      new BoundedWatch(kubeConfig, () => stopped || informer !== current, held, clock, stopping.signal),
       async () => {
         const { list, bytes } = await listKubernetes<T>(kubeConfig, path, options.labelSelector, () => stopped || informer !== current, stopping.signal)
         // Stopped while listing: fail the list so this informer does not go on to watch.
@@ -118,11 +137,14 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
         return list
       },
       false,
-      options.labelSelector
+      options.labelSelector,
+      undefined,
+      // The client's own delay before it re-opens a watch (doubling, reset by an event).
+      { delayFn: (ms) => clock.sleep(ms, stopping.signal) }
     )
     informer = current
     // How long it ran, on the monotonic clock: a wall clock step must not restart or prolong the retries.
-    const startedAt = performance.now()
+    const startedAt = clock.now()
     const onChange = (): void => {
       if (informer === current) scheduleFlush()
       else void current.stop() // a stale informer whose watch opened after it was stopped
@@ -134,13 +156,13 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
       void current.stop()
       if (stopped || informer !== current) return
       // An informer that ran for a while before failing starts a new series of retries.
-      if (performance.now() - startedAt >= maxRetryMs) failures = 0
+      if (clock.now() - startedAt >= maxRetryMs) failures = 0
       failures += 1
       const delayMs = Math.min(maxRetryMs, retryMs * 2 ** (failures - 1))
       options.onFailed(error, failures, delayMs)
-      restartTimer = setTimeout(() => {
+      void clock.sleep(delayMs, stopping.signal).then(() => {
         if (!stopped) startInformer()
-      }, delayMs)
+      })
     })
     current.start().catch((error: unknown) => {
       if (!stopped && informer === current) options.onFailed(error, failures, undefined)
@@ -151,7 +173,6 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
   return () => {
     stopped = true
     stopping.abort()
-    clearTimeout(restartTimer)
     const last = informer
     informer = undefined
     void last?.stop()
@@ -208,12 +229,17 @@ const WatchIdleTimeoutMs = 30_000
 class BoundedWatch extends Watch {
   private readonly unwanted: () => boolean
   private readonly held: HeldBytes
+  private readonly clock: WatchClock
+  /** Aborted by the stop: ends the spacing wait. */
+  private readonly stopping: AbortSignal
   private lastOpened = -Infinity
 
-  constructor(kubeConfig: KubeConfig, unwanted: () => boolean, held: HeldBytes) {
+  constructor(kubeConfig: KubeConfig, unwanted: () => boolean, held: HeldBytes, clock: WatchClock, stopping: AbortSignal) {
     super(kubeConfig)
     this.unwanted = unwanted
     this.held = held
+    this.clock = clock
+    this.stopping = stopping
   }
 
   override async watch(
@@ -223,13 +249,13 @@ class BoundedWatch extends Watch {
     done: (err: unknown) => void
   ): Promise<AbortController> {
     const controller = new AbortController()
-    const wait = this.lastOpened + MinWatchSpacingMs - performance.now()
-    if (wait > 0) await sleep(wait, undefined, { ref: false })
+    const wait = this.lastOpened + MinWatchSpacingMs - this.clock.now()
+    if (wait > 0) await this.clock.sleep(wait, this.stopping)
     if (this.unwanted()) {
       controller.abort()
       return controller
     }
-    this.lastOpened = performance.now()
+    this.lastOpened = this.clock.now()
     let finished = false
     let idle: ReturnType<typeof setTimeout> | undefined
     const finish = (error: unknown): void => {
