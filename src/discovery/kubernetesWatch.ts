@@ -10,6 +10,14 @@
 // least maxRetryMs before failing starts the series again). Changes are coalesced: a list of many
 // objects, or a burst of watch events, calls `onChange` once, with every object the watch holds.
 //
+// Relists: after a 410 Gone the client lists again at once (its own delay, doubling, comes between
+// that list and the next watch, and any event resets it), so a server answering every watch with
+// 410 had 6 lists (of up to MaxListBytes) in 15 s, and one sending an event before each 410 one
+// list a second. A relist here waits the same backoff as a restart (retryMs doubling up to
+// maxRetryMs, said through `onFailed`), unless a watch since the last list stayed open at least
+// maxRetryMs: then it lists at once and the series starts again. An event does not reset it (the
+// churning server sends one); a real API server keeps a healthy watch open for minutes.
+//
 // Spacing: the informer re-opens a watch the server ends at once, and after any event it does so
 // without delay; a server (or proxy) that ends every watch after one event made 269 watches in 2 s.
 // The informer's Watch opens at most one watch per MinWatchSpacingMs (a real API server keeps a
@@ -35,6 +43,9 @@ import * as Data from "effect/Data"
 import type http from "node:http"
 import { setTimeout as sleep } from "node:timers/promises"
 import { hasMetadata, listKubernetes, MaxListBytes, sendGet } from "./kubernetesGet.ts"
+
+/** A watch answered 410 Gone again before one lived a while since the last list: the informer lists again after a backoff. */
+export class WatchGoneAgain extends Data.TaggedError("WatchGoneAgain")<{ readonly path: string; readonly message: string }> {}
 
 /** A watch stream sent a line longer than MaxWatchLineBytes; the watch is closed and the informer restarted. */
 export class WatchLineTooLong extends Data.TaggedError("WatchLineTooLong")<{ readonly path: string; readonly message: string }> {}
@@ -83,7 +94,7 @@ export interface KubernetesWatchOptions<T extends KubernetesObject> {
   readonly labelSelector?: string
   /** Told of the objects after the first list and after each batch of changes. */
   readonly onChange: (objects: ReadonlyArray<T>) => void
-  /** The informer failed; a new one starts in `retryInMs`. */
+  /** The informer failed, a new one starts in `retryInMs`; or its watch answered 410 Gone again (WatchGoneAgain), it lists again in `retryInMs`. */
   readonly onFailed: (message: unknown, failures: number, retryInMs: number | undefined) => void
   /** The first restart delay after the informer failed; doubles per failure (default 1 s). */
   readonly retryMs?: number
@@ -105,7 +116,7 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
   let informer: ListWatch<T> | undefined
   let listed = false
   let failures = 0
-  /** Aborted by the stop: closes the current informer's list wherever it is. */
+  /** Aborted by the stop: closes the current informer's list (or its wait) wherever it is. */
   const stopping = new AbortController()
   let flushScheduled = false
 
@@ -124,13 +135,30 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
   const startInformer = (): void => {
     listed = false
     const held = new HeldBytes(options.maxHeldBytes ?? MaxHeldBytes)
+    /** This informer's lists so far: the client lists again only after a 410 Gone (or events without a resourceVersion). */
+    let lists = 0
+    /** Relists in a row, none after a watch that lived a while. */
+    let relists = 0
+    /** A watch since the last list stayed open at least maxRetryMs. */
+    let watchLived = false
+    const unwanted = (): boolean => stopped || informer !== current
     const current: ListWatch<T> = new ListWatch<T>(
       path,
-      new BoundedWatch(kubeConfig, () => stopped || informer !== current, held, clock, stopping.signal),
+      new BoundedWatch(kubeConfig, { unwanted, held, clock, stopping: stopping.signal, ended: (livedMs) => (watchLived ||= livedMs >= maxRetryMs) }),
       async () => {
-        const { list, bytes } = await listKubernetes<T>(kubeConfig, path, options.labelSelector, () => stopped || informer !== current, stopping.signal)
+        if (lists > 0) {
+          relists = watchLived ? 0 : relists + 1
+          const delayMs = relists === 0 ? 0 : Math.min(maxRetryMs, retryMs * 2 ** (relists - 1))
+          if (delayMs > 0) {
+            options.onFailed(new WatchGoneAgain({ path, message: `410 Gone again, no watch open ${maxRetryMs} ms since the last list: listing again in ${delayMs} ms` }), relists, delayMs)
+            await clock.sleep(delayMs, stopping.signal)
+          }
+        }
+        lists += 1
+        watchLived = false
+        const { list, bytes } = await listKubernetes<T>(kubeConfig, path, options.labelSelector, unwanted, stopping.signal)
         // Stopped while listing: fail the list so this informer does not go on to watch.
-        if (stopped || informer !== current) throw new Error("kubernetes watch stopped")
+        if (unwanted()) throw new Error("kubernetes watch stopped")
         held.listed(bytes)
         listed = true
         scheduleFlush()
@@ -232,14 +260,20 @@ class BoundedWatch extends Watch {
   private readonly clock: WatchClock
   /** Aborted by the stop: ends the spacing wait. */
   private readonly stopping: AbortSignal
+  /** Told how long each watch it opened stayed open, when it ends. */
+  private readonly ended: (livedMs: number) => void
   private lastOpened = -Infinity
 
-  constructor(kubeConfig: KubeConfig, unwanted: () => boolean, held: HeldBytes, clock: WatchClock, stopping: AbortSignal) {
+  constructor(
+    kubeConfig: KubeConfig,
+    informer: { readonly unwanted: () => boolean; readonly held: HeldBytes; readonly clock: WatchClock; readonly stopping: AbortSignal; readonly ended: (livedMs: number) => void }
+  ) {
     super(kubeConfig)
-    this.unwanted = unwanted
-    this.held = held
-    this.clock = clock
-    this.stopping = stopping
+    this.unwanted = informer.unwanted
+    this.held = informer.held
+    this.clock = informer.clock
+    this.stopping = informer.stopping
+    this.ended = informer.ended
   }
 
   override async watch(
@@ -255,7 +289,7 @@ class BoundedWatch extends Watch {
       controller.abort()
       return controller
     }
-    this.lastOpened = this.clock.now()
+    const opened = (this.lastOpened = this.clock.now())
     let finished = false
     let idle: ReturnType<typeof setTimeout> | undefined
     const finish = (error: unknown): void => {
@@ -263,6 +297,7 @@ class BoundedWatch extends Watch {
       finished = true
       clearTimeout(idle)
       controller.abort()
+      this.ended(this.clock.now() - opened)
       done(error)
     }
     const stillReading = (): void => {
