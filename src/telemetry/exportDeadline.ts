@@ -5,9 +5,11 @@
 // until the request ends: 30 such answers and every later export was refused at once, for good.
 // The exporter's API cannot abort a request, but it takes the agent (its `httpAgentOptions`
 // factory): here the socket a request runs on is destroyed once it has been that request's for
-// `deadlineMs` (connect, headers and body together), and the request ends with ExportDeadlineExceeded
-// (a failure the exporter does not retry). A keep-alive socket's deadline is armed each time the
-// agent hands it to a request and disarmed when the request gives it back.
+// `deadlineMs` (connect, headers and body together), and the exporter's send ends: before the
+// answer's headers with ExportDeadlineExceeded, a failure it does not retry; after a 200's headers
+// it takes the spans as sent. Either way BoundedExport (tracing.ts) has given the batch up, and
+// counted it, at the same timeout; the slot is what comes back here. A keep-alive socket's deadline
+// is armed each time the agent hands it to a request and disarmed when the request gives it back.
 // The agent is the one the exporter would have made: otlp-exporter-base's factory, which reads the
 // OTLP TLS files (OTEL_EXPORTER_OTLP_CERTIFICATE, ...) from process.env, wrapped.
 import * as Data from "effect/Data"
@@ -19,7 +21,7 @@ import type { Duplex } from "node:stream"
 export class ExportDeadlineExceeded extends Data.TaggedError("ExportDeadlineExceeded")<{ readonly message: string }> {}
 
 /** What the exporter's `httpAgentOptions` takes: the agent for a URL's protocol ("http:" or "https:"). */
-export type AgentFactory = (protocol: string) => Promise<http.Agent>
+type AgentFactory = (protocol: string) => Promise<http.Agent>
 
 const load = createRequire(import.meta.url)
 
@@ -31,7 +33,7 @@ export const deadlineAgents = (deadlineMs: number): AgentFactory => {
 }
 
 /** `agent`, each socket destroyed once it has served one request for `deadlineMs`. */
-export const withDeadline = (agent: http.Agent, deadlineMs: number): http.Agent => {
+const withDeadline = (agent: http.Agent, deadlineMs: number): http.Agent => {
   const timers = new WeakMap<Duplex, NodeJS.Timeout>()
   const disarm = (socket: Duplex): void => {
     clearTimeout(timers.get(socket))
