@@ -14,9 +14,12 @@
 // that list and the next watch, and any event resets it), so a server answering every watch with
 // 410 had 6 lists (of up to MaxListBytes) in 15 s, and one sending an event before each 410 one
 // list a second. A relist here waits the same backoff as a restart (retryMs doubling up to
-// maxRetryMs, said through `onFailed`), unless a watch since the last list stayed open at least
-// maxRetryMs: then it lists at once and the series starts again. An event does not reset it (the
-// churning server sends one); a real API server keeps a healthy watch open for minutes.
+// maxRetryMs, said through `onFailed`), unless maxRetryMs passed since the last list without a 410:
+// then it lists at once and the series starts again. Neither an event (the churning server sends
+// one) nor one watch's life decides it: a proxy that cuts every watch after 10 s, in front of a
+// healthy server, made each routine 410 (history compacted) wait longer, up to maxRetryMs, for good.
+// A server that waits maxRetryMs after each list to answer 410 gets a list per maxRetryMs, as the
+// backoff's longest delay allows.
 //
 // Spacing: the informer re-opens a watch the server ends at once, and after any event it does so
 // without delay; a server (or proxy) that ends every watch after one event made 269 watches in 2 s.
@@ -44,7 +47,7 @@ import type http from "node:http"
 import { setTimeout as sleep } from "node:timers/promises"
 import { hasMetadata, listKubernetes, MaxListBytes, sendGet } from "./kubernetesGet.ts"
 
-/** A watch answered 410 Gone again before one lived a while since the last list: the informer lists again after a backoff. */
+/** A watch answered 410 Gone again less than maxRetryMs after the last list: the informer lists again after a backoff. */
 export class WatchGoneAgain extends Data.TaggedError("WatchGoneAgain")<{ readonly path: string; readonly message: string }> {}
 
 /** A watch stream sent a line longer than MaxWatchLineBytes; the watch is closed and the informer restarted. */
@@ -137,29 +140,29 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
     const held = new HeldBytes(options.maxHeldBytes ?? MaxHeldBytes)
     /** This informer's lists so far: the client lists again only after a 410 Gone (or events without a resourceVersion). */
     let lists = 0
-    /** Relists in a row, none after a watch that lived a while. */
+    /** Relists in a row, each less than maxRetryMs after the list before it. */
     let relists = 0
-    /** A watch since the last list stayed open at least maxRetryMs. */
-    let watchLived = false
+    /** When the last list ended. */
+    let listedAt = 0
     const unwanted = (): boolean => stopped || informer !== current
     const current: ListWatch<T> = new ListWatch<T>(
       path,
-      new BoundedWatch(kubeConfig, { unwanted, held, clock, stopping: stopping.signal, ended: (livedMs) => (watchLived ||= livedMs >= maxRetryMs) }),
+      new BoundedWatch(kubeConfig, { unwanted, held, clock, stopping: stopping.signal }),
       async () => {
         if (lists > 0) {
-          relists = watchLived ? 0 : relists + 1
+          relists = clock.now() - listedAt >= maxRetryMs ? 0 : relists + 1
           const delayMs = relists === 0 ? 0 : Math.min(maxRetryMs, retryMs * 2 ** (relists - 1))
           if (delayMs > 0) {
-            options.onFailed(new WatchGoneAgain({ path, message: `410 Gone again, no watch open ${maxRetryMs} ms since the last list: listing again in ${delayMs} ms` }), relists, delayMs)
+            options.onFailed(new WatchGoneAgain({ path, message: `410 Gone again within ${maxRetryMs} ms of the last list: listing again in ${delayMs} ms` }), relists, delayMs)
             await clock.sleep(delayMs, stopping.signal)
           }
         }
         lists += 1
-        watchLived = false
         const { list, bytes } = await listKubernetes<T>(kubeConfig, path, options.labelSelector, unwanted, stopping.signal)
         // Stopped while listing: fail the list so this informer does not go on to watch.
         if (unwanted()) throw new Error("kubernetes watch stopped")
         held.listed(bytes)
+        listedAt = clock.now()
         listed = true
         scheduleFlush()
         return list
@@ -260,20 +263,17 @@ class BoundedWatch extends Watch {
   private readonly clock: WatchClock
   /** Aborted by the stop: ends the spacing wait. */
   private readonly stopping: AbortSignal
-  /** Told how long each watch it opened stayed open, when it ends. */
-  private readonly ended: (livedMs: number) => void
   private lastOpened = -Infinity
 
   constructor(
     kubeConfig: KubeConfig,
-    informer: { readonly unwanted: () => boolean; readonly held: HeldBytes; readonly clock: WatchClock; readonly stopping: AbortSignal; readonly ended: (livedMs: number) => void }
+    informer: { readonly unwanted: () => boolean; readonly held: HeldBytes; readonly clock: WatchClock; readonly stopping: AbortSignal }
   ) {
     super(kubeConfig)
     this.unwanted = informer.unwanted
     this.held = informer.held
     this.clock = informer.clock
     this.stopping = informer.stopping
-    this.ended = informer.ended
   }
 
   override async watch(
@@ -289,7 +289,7 @@ class BoundedWatch extends Watch {
       controller.abort()
       return controller
     }
-    const opened = (this.lastOpened = this.clock.now())
+    this.lastOpened = this.clock.now()
     let finished = false
     let idle: ReturnType<typeof setTimeout> | undefined
     const finish = (error: unknown): void => {
@@ -297,7 +297,6 @@ class BoundedWatch extends Watch {
       finished = true
       clearTimeout(idle)
       controller.abort()
-      this.ended(this.clock.now() - opened)
       done(error)
     }
     const stillReading = (): void => {

@@ -4,7 +4,8 @@
 // the informer list again; the client's own delay sat between that list and the next watch, so
 // the lists came right after each 410: 6 lists in 15 s (of up to 16 MiB each), and a server that
 // sends one event before each 410 (which resets the client's delay) had one list a second. The
-// relists back off as the informer's restarts do; a watch that lived a while resets the series.
+// relists back off as the informer's restarts do; 30 s since the last list without a 410 (one watch
+// open that long, or many a proxy cut) resets the series.
 import { afterEach, describe, expect, it } from "vitest"
 import { watchKubernetes } from "../../src/discovery/kubernetesWatch.ts"
 import { endpointSlice, FakeKubeApi } from "./fakeKubeApi.ts"
@@ -105,5 +106,37 @@ describe("relists after 410 Gone back off", () => {
     expect(times[0]).toBe(MAX_RETRY_MS)
     gaps(times).forEach((gap, n) => expect(gap, `gap ${n} of ${JSON.stringify(times)}`).toBeGreaterThanOrEqual(backoff(n)))
     expect(times.length).toBeGreaterThanOrEqual(3)
+  })
+
+  it("watches ended every 10 s (a proxy that cuts them, none living the longest delay) for a minute since the last list: each 410 then lists at once, as often as it comes", async () => {
+    const api = await server()
+    const clock = new ManualClock()
+    const failed = watch(api, clock)
+    const slice = endpointSlice("web-a", [{ ip: "10.1.0.10" }])
+    await api.requests.waitFor((r) => r.kind === "watch", { timeoutMs: 3000 })
+    for (let round = 1; round <= 3; round++) {
+      // Six watches of 10 s, each bringing an event (so the client re-opens at once: nothing sleeps).
+      for (let cut = 0; cut < 6; cut++) {
+        clock.advance(10_000)
+        const mark = api.requests.mark
+        api.apply("MODIFIED", slice)
+        api.dropWatches()
+        await api.requests.waitFor((r) => r.kind === "watch", { from: mark, timeoutMs: 3000 })
+      }
+      // Ten seconds into the seventh, it ends, and the next is answered 410: its resourceVersion (the event just sent) expired while none was open.
+      clock.advance(10_000)
+      const mark = api.requests.mark
+      api.apply("MODIFIED", slice)
+      api.dropWatches()
+      api.expireHistory()
+      api.apply("MODIFIED", slice)
+      // Before: each relist waited (1 s, then 2 s, 4 s...: no watch had stayed open 30 s), and the clock stands still.
+      const listed = await api.requests.waitFor((r) => r.kind === "list", { from: mark, timeoutMs: 3000 }).then(() => true, () => false)
+      expect({ round, listed, delays: failed.items.map((f) => f.retryInMs) }).toStrictEqual({ round, listed: true, delays: [] })
+      // The watch after it waits out the spacing (one a second), then stays open.
+      await clock.idle()
+      clock.wakeNext()
+      await api.requests.waitFor((r) => r.kind === "watch", { from: mark + 2, timeoutMs: 3000 })
+    }
   })
 })
