@@ -16,6 +16,7 @@ import * as SidecarLive from "../sidecar/sidecar.ts"
 import { splitAddress } from "../sidecar/sidecar.ts"
 import { leaveMaglev } from "./compilerTiers.ts"
 import { requestActivity, startMemoryRelease } from "./memoryRelease.ts"
+import { setOutputFlushMs } from "./runMain.ts"
 
 export const sidecarHelp = (): string =>
   [
@@ -39,6 +40,7 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
       return
     }
     const config = loaded.success
+    setOutputFlushMs(config.outputFlushTimeoutMs)
     const listeners = Admin.adminListenersOf(config)
     if (Result.isFailure(listeners)) {
       process.stderr.write(`iip-mesh sidecar: ${listeners.failure.message}\n`)

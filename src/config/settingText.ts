@@ -61,6 +61,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
       return values.flatMap((v) => v.split(",")).map((e) => e.trim()).filter((e) => e !== "")
     case "requestTimeoutMs":
     case "drainTimeoutMs":
+    case "outputFlushTimeoutMs":
     case "ejectionBaseMs":
     case "ejectionMaxMs":
     case "bodyIdleTimeoutMs":

@@ -3,6 +3,7 @@
 // loadSidecarConfig.ts merges the sources over, in the order README "Configuration" lists them.
 import { hostname } from "node:os"
 import { pickerNames } from "../balancer/serviceBalancer.ts"
+import { OUTPUT_FLUSH_MS } from "../iip/outputLines.ts"
 import type { SidecarConfig } from "./sidecarConfig.ts"
 
 /** Where each setting comes from, in README order. */
@@ -26,6 +27,7 @@ export const settings = [
   { key: "weight", env: "IIP_MESH_WEIGHT", flag: "--weight", help: "this instance's weight, as announced (default 1)" },
   { key: "requestTimeoutMs", env: "IIP_MESH_REQUEST_TIMEOUT", flag: "--request-timeout", help: "deadline of a proxied request (default 15s)" },
   { key: "drainTimeoutMs", env: "IIP_MESH_DRAIN_TIMEOUT", flag: "--drain-timeout", help: "how long a stop lets requests finish (default 10s)" },
+  { key: "outputFlushTimeoutMs", env: "IIP_MESH_OUTPUT_FLUSH_TIMEOUT", flag: "--output-flush-timeout", help: "how long a stopped sidecar waits for stdout to take its last lines before it exits (default 2s)" },
   { key: "accessLog", env: "IIP_MESH_ACCESS_LOG", flag: "--access-log", help: "one JSON line per request on stdout (default off)" },
   { key: "tracing", env: "IIP_MESH_TRACING", flag: "--tracing", help: "trace every request (default on; OTEL_* variables configure export)" },
   { key: "compress", env: "IIP_MESH_COMPRESS", flag: "--compress", help: "compress bodies sent to other sidecars when it pays (default off: for slow links)" },
@@ -129,6 +131,7 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   weight: 1,
   requestTimeoutMs: 15_000,
   drainTimeoutMs: 10_000,
+  outputFlushTimeoutMs: OUTPUT_FLUSH_MS,
   accessLog: false,
   tracing: true,
   compress: false,

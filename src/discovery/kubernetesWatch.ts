@@ -10,6 +10,17 @@
 // least maxRetryMs before failing starts the series again). Changes are coalesced: a list of many
 // objects, or a burst of watch events, calls `onChange` once, with every object the watch holds.
 //
+// Relists: after a 410 Gone the client lists again at once (its own delay, doubling, comes between
+// that list and the next watch, and any event resets it), so a server answering every watch with
+// 410 had 6 lists (of up to MaxListBytes) in 15 s, and one sending an event before each 410 one
+// list a second. A relist here waits the same backoff as a restart (retryMs doubling up to
+// maxRetryMs, said through `onFailed`), unless maxRetryMs passed since the last list without a 410:
+// then it lists at once and the series starts again. Neither an event (the churning server sends
+// one) nor one watch's life decides it: a proxy that cuts every watch after 10 s, in front of a
+// healthy server, made each routine 410 (history compacted) wait longer, up to maxRetryMs, for good.
+// A server that waits maxRetryMs after each list to answer 410 gets a list per maxRetryMs, as the
+// backoff's longest delay allows.
+//
 // Spacing: the informer re-opens a watch the server ends at once, and after any event it does so
 // without delay; a server (or proxy) that ends every watch after one event made 269 watches in 2 s.
 // The informer's Watch opens at most one watch per MinWatchSpacingMs (a real API server keeps a
@@ -36,6 +47,9 @@ import type http from "node:http"
 import { setTimeout as sleep } from "node:timers/promises"
 import { hasMetadata, listKubernetes, MaxListBytes, sendGet } from "./kubernetesGet.ts"
 
+/** A watch answered 410 Gone again less than maxRetryMs after the last list: the informer lists again after a backoff. */
+export class WatchGoneAgain extends Data.TaggedError("WatchGoneAgain")<{ readonly path: string; readonly message: string }> {}
+
 /** A watch stream sent a line longer than MaxWatchLineBytes; the watch is closed and the informer restarted. */
 export class WatchLineTooLong extends Data.TaggedError("WatchLineTooLong")<{ readonly path: string; readonly message: string }> {}
 
@@ -58,6 +72,23 @@ export const MaxHeldBytes = 2 * MaxListBytes
 /** The least time between two watches one informer opens. */
 export const MinWatchSpacingMs = 1000
 
+/**
+ * The clock an informer paces itself by: its restart backoff, the watch spacing, the client's own
+ * reconnect delay. Monotonic, so a wall clock step neither restarts nor prolongs a series; the tests
+ * pass a manual one to run minutes of backoff at once.
+ */
+export interface WatchClock {
+  /** Now, in ms on a monotonic clock. */
+  readonly now: () => number
+  /** Resolves after `ms`, or as soon as `signal` aborts; keeps no process alive. */
+  readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>
+}
+
+export const systemWatchClock: WatchClock = {
+  now: () => performance.now(),
+  sleep: (ms, signal) => sleep(ms, undefined, { ref: false, signal }).catch(() => {})
+}
+
 export interface KubernetesWatchOptions<T extends KubernetesObject> {
   readonly kubeConfig: KubeConfig
   /** The path the informer lists and watches (/apis/GROUP/VERSION/namespaces/NS/PLURAL). */
@@ -66,7 +97,7 @@ export interface KubernetesWatchOptions<T extends KubernetesObject> {
   readonly labelSelector?: string
   /** Told of the objects after the first list and after each batch of changes. */
   readonly onChange: (objects: ReadonlyArray<T>) => void
-  /** The informer failed; a new one starts in `retryInMs`. */
+  /** The informer failed, a new one starts in `retryInMs`; or its watch answered 410 Gone again (WatchGoneAgain), it lists again in `retryInMs`. */
   readonly onFailed: (message: unknown, failures: number, retryInMs: number | undefined) => void
   /** The first restart delay after the informer failed; doubles per failure (default 1 s). */
   readonly retryMs?: number
@@ -74,6 +105,8 @@ export interface KubernetesWatchOptions<T extends KubernetesObject> {
   readonly maxRetryMs?: number
   /** The most the informer holds (default MaxHeldBytes; the tests pass a smaller one, so that passing it is cheap). */
   readonly maxHeldBytes?: number
+  /** The clock of its delays (default systemWatchClock). */
+  readonly clock?: WatchClock
 }
 
 /** Starts the watch; the function it returns stops it. */
@@ -81,12 +114,12 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
   const { kubeConfig, path, namespace } = options
   const retryMs = options.retryMs ?? 1_000
   const maxRetryMs = options.maxRetryMs ?? 30_000
+  const clock = options.clock ?? systemWatchClock
   let stopped = false
   let informer: ListWatch<T> | undefined
   let listed = false
   let failures = 0
-  let restartTimer: ReturnType<typeof setTimeout> | undefined
-  /** Aborted by the stop: closes the current informer's list wherever it is. */
+  /** Aborted by the stop: closes the current informer's list (or its wait) wherever it is. */
   const stopping = new AbortController()
   let flushScheduled = false
 
@@ -105,24 +138,44 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
   const startInformer = (): void => {
     listed = false
     const held = new HeldBytes(options.maxHeldBytes ?? MaxHeldBytes)
+    /** This informer's lists so far: the client lists again only after a 410 Gone (or events without a resourceVersion). */
+    let lists = 0
+    /** Relists in a row, each less than maxRetryMs after the list before it. */
+    let relists = 0
+    /** When the last list ended. */
+    let listedAt = 0
+    const unwanted = (): boolean => stopped || informer !== current
     const current: ListWatch<T> = new ListWatch<T>(
       path,
-      new BoundedWatch(kubeConfig, () => stopped || informer !== current, held),
+      new BoundedWatch(kubeConfig, { unwanted, held, clock, stopping: stopping.signal }),
       async () => {
-        const { list, bytes } = await listKubernetes<T>(kubeConfig, path, options.labelSelector, () => stopped || informer !== current, stopping.signal)
+        if (lists > 0) {
+          relists = clock.now() - listedAt >= maxRetryMs ? 0 : relists + 1
+          const delayMs = relists === 0 ? 0 : Math.min(maxRetryMs, retryMs * 2 ** (relists - 1))
+          if (delayMs > 0) {
+            options.onFailed(new WatchGoneAgain({ path, message: `410 Gone again within ${maxRetryMs} ms of the last list: listing again in ${delayMs} ms` }), relists, delayMs)
+            await clock.sleep(delayMs, stopping.signal)
+          }
+        }
+        lists += 1
+        const { list, bytes } = await listKubernetes<T>(kubeConfig, path, options.labelSelector, unwanted, stopping.signal)
         // Stopped while listing: fail the list so this informer does not go on to watch.
-        if (stopped || informer !== current) throw new Error("kubernetes watch stopped")
+        if (unwanted()) throw new Error("kubernetes watch stopped")
         held.listed(bytes)
+        listedAt = clock.now()
         listed = true
         scheduleFlush()
         return list
       },
       false,
-      options.labelSelector
+      options.labelSelector,
+      undefined,
+      // The client's own delay before it re-opens a watch (doubling, reset by an event).
+      { delayFn: (ms) => clock.sleep(ms, stopping.signal) }
     )
     informer = current
     // How long it ran, on the monotonic clock: a wall clock step must not restart or prolong the retries.
-    const startedAt = performance.now()
+    const startedAt = clock.now()
     const onChange = (): void => {
       if (informer === current) scheduleFlush()
       else void current.stop() // a stale informer whose watch opened after it was stopped
@@ -134,13 +187,13 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
       void current.stop()
       if (stopped || informer !== current) return
       // An informer that ran for a while before failing starts a new series of retries.
-      if (performance.now() - startedAt >= maxRetryMs) failures = 0
+      if (clock.now() - startedAt >= maxRetryMs) failures = 0
       failures += 1
       const delayMs = Math.min(maxRetryMs, retryMs * 2 ** (failures - 1))
       options.onFailed(error, failures, delayMs)
-      restartTimer = setTimeout(() => {
+      void clock.sleep(delayMs, stopping.signal).then(() => {
         if (!stopped) startInformer()
-      }, delayMs)
+      })
     })
     current.start().catch((error: unknown) => {
       if (!stopped && informer === current) options.onFailed(error, failures, undefined)
@@ -151,7 +204,6 @@ export const watchKubernetes = <T extends KubernetesObject>(options: KubernetesW
   return () => {
     stopped = true
     stopping.abort()
-    clearTimeout(restartTimer)
     const last = informer
     informer = undefined
     void last?.stop()
@@ -208,12 +260,20 @@ const WatchIdleTimeoutMs = 30_000
 class BoundedWatch extends Watch {
   private readonly unwanted: () => boolean
   private readonly held: HeldBytes
+  private readonly clock: WatchClock
+  /** Aborted by the stop: ends the spacing wait. */
+  private readonly stopping: AbortSignal
   private lastOpened = -Infinity
 
-  constructor(kubeConfig: KubeConfig, unwanted: () => boolean, held: HeldBytes) {
+  constructor(
+    kubeConfig: KubeConfig,
+    informer: { readonly unwanted: () => boolean; readonly held: HeldBytes; readonly clock: WatchClock; readonly stopping: AbortSignal }
+  ) {
     super(kubeConfig)
-    this.unwanted = unwanted
-    this.held = held
+    this.unwanted = informer.unwanted
+    this.held = informer.held
+    this.clock = informer.clock
+    this.stopping = informer.stopping
   }
 
   override async watch(
@@ -223,13 +283,13 @@ class BoundedWatch extends Watch {
     done: (err: unknown) => void
   ): Promise<AbortController> {
     const controller = new AbortController()
-    const wait = this.lastOpened + MinWatchSpacingMs - performance.now()
-    if (wait > 0) await sleep(wait, undefined, { ref: false })
+    const wait = this.lastOpened + MinWatchSpacingMs - this.clock.now()
+    if (wait > 0) await this.clock.sleep(wait, this.stopping)
     if (this.unwanted()) {
       controller.abort()
       return controller
     }
-    this.lastOpened = performance.now()
+    this.lastOpened = this.clock.now()
     let finished = false
     let idle: ReturnType<typeof setTimeout> | undefined
     const finish = (error: unknown): void => {

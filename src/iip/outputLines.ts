@@ -7,6 +7,9 @@
 // (`log-lines-dropped`), so a reader sees where its log has a hole.
 // A stream whose reader is gone (EPIPE) takes no more lines: they are dropped, not thrown as an
 // uncaught exception per line (iip_mesh_uncaught_errors_total is for bugs).
+// At a stop, node waits for the pipes to take what they hold: a stopped sidecar whose stdout nobody
+// reads any more never exited. exitWithinMs bounds that wait (runMain); past it the process exits,
+// saying on stderr (when stderr takes lines) how many lines stdout left unwritten (`output-unwritten`).
 
 /** The most a stream holds unwritten before lines are dropped: about 4,000 access lines. */
 export const MAX_QUEUED_OUTPUT_BYTES = 1 << 20
@@ -17,7 +20,8 @@ export interface LineOutput {
   readonly writableLength: number
   /** True once it failed (EPIPE) or was closed: it takes nothing more. */
   readonly destroyed: boolean
-  write(line: Uint8Array): unknown
+  /** `written` is called once the line left (or failed to). */
+  write(line: Uint8Array, written: () => void): unknown
 }
 
 export interface LineWriter {
@@ -27,14 +31,22 @@ export interface LineWriter {
   readonly dropped: () => number
   /** Writes the `log-lines-dropped` line now, if lines were dropped since the last one: at a stop, when no line may follow. */
   readonly flush: () => void
+  /** Lines written to the stream that it has not passed on yet. */
+  readonly unwritten: () => number
 }
 
 export const lineWriter = (output: LineOutput, maxQueuedBytes: number = MAX_QUEUED_OUTPUT_BYTES): LineWriter => {
   let unsaid = 0
   let total = 0
+  let unwritten = 0
+  // One callback for every line: no closure per line on the access log's path.
+  const written = (): void => {
+    unwritten--
+  }
   const flush = (): void => {
     if (unsaid === 0 || output.destroyed) return
-    output.write(Buffer.from(`${JSON.stringify({ time: new Date().toISOString(), event: "log-lines-dropped", lines: unsaid })}\n`))
+    unwritten++
+    output.write(Buffer.from(`${JSON.stringify({ time: new Date().toISOString(), event: "log-lines-dropped", lines: unsaid })}\n`), written)
     unsaid = 0
   }
   // Lines go as bytes: a string's writableLength is its UTF-16 length, a third of what lines of
@@ -47,9 +59,10 @@ export const lineWriter = (output: LineOutput, maxQueuedBytes: number = MAX_QUEU
       return
     }
     flush()
-    output.write(bytes)
+    unwritten++
+    output.write(bytes, written)
   }
-  return Object.assign(write, { dropped: () => total, flush })
+  return Object.assign(write, { dropped: () => total, flush, unwritten: () => unwritten })
 }
 
 let stdout: LineWriter | undefined
@@ -81,6 +94,26 @@ export const stderrLines = (): LineWriter => (stderr ??= standard(process.stderr
 export const flushDroppedLines = (): void => {
   stdout?.flush()
   stderr?.flush()
+}
+
+/** How long a stopped process waits for stdout and stderr to take what they hold before it exits anyway (the default of --output-flush-timeout). */
+export const OUTPUT_FLUSH_MS = 2_000
+
+/**
+ * Exits the process once `ms` have passed, unless it ends first by itself (the pipes took their
+ * lines: the timer holds nothing up). The lines stdout still holds then are lost: how many, and
+ * how many it dropped before, is said on stderr first, when stderr holds nothing unwritten itself
+ * (a stalled stderr's own loss has nowhere to be said).
+ */
+export const exitWithinMs = (ms: number): void => {
+  setTimeout(() => {
+    const lines = stdout?.unwritten() ?? 0
+    if (lines > 0 && !process.stderr.destroyed && process.stderr.writableLength === 0) {
+      const said = { time: new Date().toISOString(), event: "output-unwritten", stream: "stdout", lines, dropped: stdout?.dropped() ?? 0, afterMs: ms }
+      process.stderr.write(`${JSON.stringify(said)}\n`)
+    }
+    process.exit()
+  }, ms).unref()
 }
 
 /** Lines each standard stream dropped so far (for /metrics; a stream not written to yet has dropped none). */

@@ -53,6 +53,7 @@ import {
   type SamplerSettings,
   type TelemetryWarning
 } from "./otelEnv.ts"
+import { deadlineAgents } from "./exportDeadline.ts"
 import { effectOtelTracer, otelCore, otelResources, otelSdkTraceBase } from "./otelSdk.ts"
 import { SpanRecorder } from "./spanRecord.ts"
 import type { Origin, TraceStore } from "./traceStore.ts"
@@ -266,9 +267,9 @@ const samplerOf = (settings: SamplerSettings): Sampler => {
 
 const processorOf = (settings: ExporterSettings, onError: (error: Error) => void, dropped: DroppedSpans): SpanProcessor => {
   const { ConsoleSpanExporter, SimpleSpanProcessor } = otelSdkTraceBase()
-  return settings.kind === "console"
-    ? new SimpleSpanProcessor(new ConsoleSpanExporter())
-    : new BoundedExport(otlpExporter(settings), Math.min(settings.timeoutMillis ?? OTLP_TIMEOUT, MAX_TIMER_MS), onError, dropped)
+  if (settings.kind === "console") return new SimpleSpanProcessor(new ConsoleSpanExporter())
+  const timeoutMillis = Math.min(settings.timeoutMillis ?? OTLP_TIMEOUT, MAX_TIMER_MS)
+  return new BoundedExport(otlpExporter(settings, timeoutMillis), timeoutMillis, onError, dropped)
 }
 
 /** Spans an OTLP exporter holds at most, queued or in batches the collector has not answered for yet. */
@@ -360,7 +361,12 @@ const withinMillis = (promise: Promise<void>, ms: number): Promise<void> => {
 /** Loads the exporter package for the protocol only now, so a sidecar that exports nothing never loads one. */
 const load = createRequire(import.meta.url)
 
-const otlpExporter = (settings: OtlpSettings): SpanExporter => {
+/**
+ * The exporter `settings` describe. Over HTTP its agent holds each exchange to `deadlineMs`
+ * (exportDeadline.ts: the exporter's timeout is only a socket idle timeout); gRPC calls carry a
+ * deadline of the same timeout already (otlp-grpc-exporter-base).
+ */
+const otlpExporter = (settings: OtlpSettings, deadlineMs: number): SpanExporter => {
   const common = {
     url: settings.url,
     ...(settings.timeoutMillis === undefined ? {} : { timeoutMillis: settings.timeoutMillis }),
@@ -369,11 +375,11 @@ const otlpExporter = (settings: OtlpSettings): SpanExporter => {
   switch (settings.protocol) {
     case "http/protobuf": {
       const { OTLPTraceExporter } = load("@opentelemetry/exporter-trace-otlp-proto") as typeof import("@opentelemetry/exporter-trace-otlp-proto")
-      return new OTLPTraceExporter({ ...common, headers: { ...settings.headers } })
+      return new OTLPTraceExporter({ ...common, headers: { ...settings.headers }, httpAgentOptions: deadlineAgents(deadlineMs) })
     }
     case "http/json": {
       const { OTLPTraceExporter } = load("@opentelemetry/exporter-trace-otlp-http") as typeof import("@opentelemetry/exporter-trace-otlp-http")
-      return new OTLPTraceExporter({ ...common, headers: { ...settings.headers } })
+      return new OTLPTraceExporter({ ...common, headers: { ...settings.headers }, httpAgentOptions: deadlineAgents(deadlineMs) })
     }
     case "grpc": {
       const { OTLPTraceExporter } = load("@opentelemetry/exporter-trace-otlp-grpc") as typeof import("@opentelemetry/exporter-trace-otlp-grpc")

@@ -37,9 +37,9 @@ const requests = async (port: number, path: string, count: number, connections: 
   return statuses
 }
 
-/** A sidecar with the access log on; its stdout read up to the ready line, then left unread. */
-const startSidecar = async () => {
-  const child = spawn(process.execPath, [main, "sidecar", "--service", "web", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--admin-control", "127.0.0.1:0", "--access-log"], {
+/** A sidecar with the access log on (and `extraArgs`); its stdout read up to the ready line, then left unread. */
+const startSidecar = async (extraArgs: ReadonlyArray<string> = []) => {
+  const child = spawn(process.execPath, [main, "sidecar", "--service", "web", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--admin-control", "127.0.0.1:0", "--access-log", ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
     env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("IIP_MESH_") && !name.startsWith("OTEL_")))
   })
@@ -60,7 +60,7 @@ const startSidecar = async () => {
     child.stdout.on("data", onData)
     child.once("exit", (code) => failed(new Error(`sidecar exited with ${code}: ${stderr}`)))
   })
-  return { child, port: Number(ready.outbound.split(":")[1]), admin: ready.admin }
+  return { child, port: Number(ready.outbound.split(":")[1]), admin: ready.admin, stderr: () => stderr }
 }
 
 describe("a sidecar whose stdout nobody reads", () => {
@@ -112,6 +112,32 @@ describe("a sidecar whose stdout nobody reads", () => {
     const dropped = lines.find((l) => l.event === "log-lines-dropped")
     expect(dropped, "a log-lines-dropped line").toBeDefined()
     expect(lines.filter((l) => l.status === 414).length + Number(dropped!.lines)).toBe(400)
+  }, 30_000)
+
+  it("stopped while nobody reads its stdout any more, exits within the output flush bound and says on stderr what it left unwritten", async () => {
+    const { child, port, stderr } = await startSidecar(["--output-flush-timeout", "1500ms"])
+    expect([...await requests(port, `/${"u".repeat(8000)}`, 400, 4)]).toStrictEqual([414])
+    const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)))
+    const stopped = performance.now()
+    child.kill("SIGTERM")
+    // Before: it never exited (node waits for the pipe to take what it holds); bounded here, far past the 1.5 s.
+    let giveUp: NodeJS.Timeout | undefined
+    const code = await Promise.race([exited, new Promise<string>((done) => (giveUp = setTimeout(() => done("still running after 8 s"), 8000)))])
+    clearTimeout(giveUp)
+    const tookMs = performance.now() - stopped
+    expect(code).toBe(0)
+    // It waited the bound (not less: a pipe that drains in time loses nothing), then exited: an idle
+    // sidecar's drain takes milliseconds, so the 2.5 s past the bound are slack for a loaded machine.
+    expect(tookMs).toBeGreaterThanOrEqual(1400)
+    expect(tookMs).toBeLessThan(4000)
+    const unwritten = stderr().split("\n").filter((l) => l.includes('"output-unwritten"')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    console.log(`stalled stdout at stop: exited ${code} after ${tookMs.toFixed(0)} ms, ${JSON.stringify(unwritten)}`)
+    expect(unwritten).toHaveLength(1)
+    expect(unwritten[0]).toMatchObject({ stream: "stdout", afterMs: 1500 })
+    // What the pipe never took: the lines queued (about 1 MiB of 8 KB lines, the log-lines-dropped line among them), and those dropped before.
+    expect(Number(unwritten[0]!.lines)).toBeGreaterThan(50)
+    expect(Number(unwritten[0]!.dropped)).toBeGreaterThan(0)
+    expect(Number(unwritten[0]!.lines) + Number(unwritten[0]!.dropped)).toBeLessThanOrEqual(401)
   }, 30_000)
 
   it("whose stdout is closed keeps answering, and a write to it is no uncaught exception", async () => {

@@ -3,7 +3,7 @@
 // way kube-apiserver does for an informer: a list (GET .../endpointslices, with a resourceVersion)
 // and a streamed watch (?watch=true: one JSON event per line, replayed from the requested
 // resourceVersion). The test changes the slices, drops
-// the watch streams, makes the next watches fail or expires the history (410 Gone).
+// the watch streams, makes the next watches fail, expires the history or answers every watch 410 Gone.
 import type { KubernetesObject, V1EndpointSlice } from "@kubernetes/client-node"
 import { KubeConfig } from "@kubernetes/client-node"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
@@ -65,6 +65,11 @@ export class FakeKubeApi {
   failWatches = 0
   /** Answer every watch with one new event (this object, re-applied as MODIFIED) and end it at once: a server that churns. */
   churnWatches: KubernetesObject | undefined
+  /**
+   * Answer every watch with 410 Gone: as an HTTP status ("status"), or as an ERROR event on a
+   * stream that then ends ("event"; after churnWatches' event when that is set).
+   */
+  goneWatches: "status" | "event" | undefined
   /** Answer every watch with this text first (malformed lines, say), then as usual. */
   watchPrefix = ""
   /** Answer every watch with one line that never ends (64 KiB chunks while the client reads); counts the bytes sent. */
@@ -208,6 +213,10 @@ export class FakeKubeApi {
       }))
       return
     }
+    if (this.goneWatches === "status") {
+      res.writeHead(410, { "content-type": "application/json" }).end(JSON.stringify(goneStatus))
+      return
+    }
     if (this.failWatches > 0) {
       this.failWatches -= 1
       res.writeHead(500, { "content-type": "application/json" }).end(JSON.stringify({ kind: "Status", code: 500, message: "injected" }))
@@ -239,12 +248,17 @@ export class FakeKubeApi {
     if (this.churnWatches !== undefined) {
       this.apply("MODIFIED", this.churnWatches)
       const event = this.history.at(-1)!
-      res.end(`${JSON.stringify({ type: event.type, object: event.object })}\n`)
+      res.write(`${JSON.stringify({ type: event.type, object: event.object })}\n`)
+      res.end(this.goneWatches === "event" ? `${JSON.stringify({ type: "ERROR", object: goneStatus })}\n` : "")
+      return
+    }
+    if (this.goneWatches === "event") {
+      res.end(`${JSON.stringify({ type: "ERROR", object: goneStatus })}\n`)
       return
     }
     const from = Number(url.searchParams.get("resourceVersion") ?? "0")
     if (from < this.oldestRv) {
-      res.end(`${JSON.stringify({ type: "ERROR", object: { kind: "Status", code: 410, reason: "Expired", message: "too old resource version" } })}\n`)
+      res.end(`${JSON.stringify({ type: "ERROR", object: goneStatus })}\n`)
       return
     }
     for (const event of this.history) {
@@ -258,6 +272,9 @@ export class FakeKubeApi {
     })
   }
 }
+
+/** What kube-apiserver answers a watch from a resourceVersion it no longer has. */
+const goneStatus = { kind: "Status", code: 410, reason: "Expired", message: "too old resource version" }
 
 /** Equality selectors only ("a=b,c=d"), as the informer sends them. */
 const matches = (object: KubernetesObject, selector: string | null): boolean => {

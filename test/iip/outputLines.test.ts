@@ -50,6 +50,24 @@ describe("lineWriter", () => {
     expect(held.slice(1).map((line) => JSON.parse(line) as unknown)).toMatchObject([{ event: "log-lines-dropped", lines: 4 }])
   })
 
+  it("counts the lines a real stream holds unwritten, the dropped-lines note among them, until it passes them on", async () => {
+    // A stream that takes nothing until `go`: its write callbacks come only then.
+    let go: () => void = () => {}
+    const pipe = new Writable({ highWaterMark: 16, write: (_chunk, _encoding, done) => void (go = done) })
+    const write = lineWriter(pipe, 30)
+    for (let i = 0; i < 5; i++) write("0123456789\n")
+    // Two held (one in the stream's write, one queued: 22 bytes of the 30), three dropped; the note joins them at a stop.
+    expect([write.unwritten(), write.dropped()]).toStrictEqual([2, 3])
+    write.flush()
+    expect(write.unwritten()).toBe(3)
+    for (let i = 0; i < 3; i++) {
+      go()
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    expect(write.unwritten()).toBe(0)
+    pipe.destroy()
+  })
+
   it("drops every line once its stream is destroyed", () => {
     const output = stalled()
     const write = lineWriter(output, 90)
