@@ -356,8 +356,14 @@ export class IipClient {
         return
       }
       request.pooled = pooled
+      if (request.tunnel) {
+        // A stream's place from now: a tunnel with a whole body streams only once its answer comes.
+        request.tunnelChannel = channel as OwnChannel
+        request.tunnelChannel.tunnelOpening = true
+      }
       pooled.link.session.send(channel as OwnChannel, request.path, request.data, remaining, request.meta, request.signal, request.streams, this.onMeshAnswer, request, request.deadlineAt)
     } catch (error) {
+      this.tunnelAnswered(request)
       request.callback(error as Overloaded | PacketEncodeError, undefined)
     }
   }
@@ -365,6 +371,7 @@ export class IipClient {
   /** A mesh call's answer, for the request it was sent for (the call's context): one function for all calls. */
   private readonly onMeshAnswer = (error: MeshCallError | undefined, reply: MeshReply | undefined, context: unknown): void => {
     const request = context as Pending
+    this.tunnelAnswered(request)
     // Its channel may be free now (a whole answer): a waiting request takes it before this caller,
     // told next, can make a new one.
     if (this.waiting > 0) this.drainQueue()
@@ -376,6 +383,14 @@ export class IipClient {
       if (this.pool.connections.some((p) => !p.draining)) return this.route(request)
     }
     request.streamed(error, reply)
+  }
+
+  /** A tunnel's answer came (or it failed): its channel counts as a stream's only while the answer streams. */
+  private tunnelAnswered(request: Pending): void {
+    const channel = request.tunnelChannel
+    if (channel === undefined) return
+    channel.tunnelOpening = false
+    request.tunnelChannel = undefined
   }
 
   /** A request's deadline passed while it waited (out of the queue already; nothing of it was sent). */

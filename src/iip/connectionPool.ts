@@ -216,7 +216,7 @@ export class ConnectionPool {
 
   private streaming(pooled: Pooled): number {
     let streaming = 0
-    for (const channel of pooled.channels) if (channel.streaming) streaming++
+    for (const channel of pooled.channels) if (channel.streaming || (channel as OwnChannel).tunnelOpening === true) streaming++
     return streaming
   }
 

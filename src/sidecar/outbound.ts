@@ -12,7 +12,9 @@
 // took so long without an answer that another endpoint is worth a try (slowTry.ts). Every
 // retry needs the service's retry budget and the body held whole; all tries share one deadline,
 // which the app may shorten with an `iip-timeout` header (ms). Every endpoint at its concurrency
-// limit sheds the request: 503 with retry-after.
+// limit sheds the request: 503 with retry-after. An event stream (a GET accepting
+// text/event-stream) holds its channel as long as it lives: it takes a stream place on the
+// connections to the endpoint, as an upgrade does, and with none left is refused 503 at once.
 //
 // This module is the exchange and the handler; its parts are apart: the request's target
 // (outboundTarget.ts), its route (outboundRoute.ts), which failures may be retried
@@ -20,7 +22,8 @@
 import type { IipClient } from "../iip/client.ts"
 import { Cancellation } from "../mux/cancellation.ts"
 import { monotonicMs } from "../mux/clock.ts"
-import { ConnectFailed, RequestTimeout } from "../mux/errors.ts"
+import { StreamPlacesLimit } from "../iip/client.ts"
+import { ConnectFailed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled } from "../mux/meshChannels.ts"
 import type { IncomingStream } from "../mux/streams.ts"
 import { type MeshReply, RemoteError } from "../mux/meshSession.ts"
@@ -33,7 +36,7 @@ import type { HeldBodyReceiver, OutboundCall, OutboundRequest, OutboundResponse 
 import type { OutboundOptions } from "./outboundOptions.ts"
 import { IDEMPOTENT, isRefusedDial, MAX_ATTEMPTS, notProcessed, refusedByPolicy, refusedOrDraining, transportFailure } from "./outboundRetry.ts"
 import { applyRoute, chooseRoute } from "./outboundRoute.ts"
-import { appTimeoutMs, pickContext, type Target, targetOf } from "./outboundTarget.ts"
+import { appTimeoutMs, isEventStream, pickContext, type Target, targetOf } from "./outboundTarget.ts"
 import { describedLength, endToEndHeaders } from "./headerFilter.ts"
 import { grpcStatusIn, isGrpc, sendGrpcError } from "./grpcStatus.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, trailersOf, withForwarded } from "./httpEnvelope.ts"
@@ -310,7 +313,9 @@ class OutboundExchange implements HeldBodyReceiver {
       return
     }
     try {
-      client.streamWith(this.target!.uri, this.body!, { meta: this.meta!, timeoutMs, signal: this.tryControl!, now: nowMs }, (error, reply) => this.replied(error, reply))
+      // An event stream holds its channel as long as it lives: a stream place, as an upgrade, never the requests' channels.
+      const tunnel = isEventStream(this.req)
+      client.streamWith(this.target!.uri, this.body!, { meta: this.meta!, timeoutMs, signal: this.tryControl!, now: nowMs, tunnel }, (error, reply) => this.replied(error, reply))
     } catch (error) {
       this.tryFailed(error)
     }
@@ -341,6 +346,12 @@ class OutboundExchange implements HeldBodyReceiver {
         this.endLease(lease!, tryStarted, false, false, true)
         this.lastError = new RequestTimeout({ message: `no answer from ${lease!.endpoint.id} within ${Math.round(this.slowAfterMs)} ms`, timeoutMs: this.slowAfterMs })
         return this.nextTry(0)
+      }
+      // No stream place left for an event stream on the connections to the endpoint: refused here,
+      // at once, nothing sent (503 overloaded); says nothing of the endpoint's health.
+      if (error instanceof Overloaded && error.limit === StreamPlacesLimit) {
+        lease!.release()
+        return this.fail(error)
       }
       // A request the app gave up on says nothing about the endpoint; a refused connection, much
       // (a slow one, on a lossy network, not enough to take the endpoint out at once).

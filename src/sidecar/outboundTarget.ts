@@ -34,6 +34,13 @@ export const appTimeoutMs = (req: OutboundRequest, configured: number): number =
   return asked > 0 ? Math.min(asked, configured) : configured
 }
 
+/** An event stream (a GET accepting text/event-stream: an EventSource): its answer lasts as long as it is wanted. */
+export const isEventStream = (req: OutboundRequest): boolean => {
+  if (req.method !== "GET") return false
+  const accept = req.headers.accept
+  return typeof accept === "string" && /text\/event-stream/i.test(accept)
+}
+
 /** The service an authority names: the host, lower case, `.mesh`, a final dot and the port dropped ("" for none). */
 const serviceOf = (authority: string): string => {
   const host = authority.startsWith("[") ? authority.slice(0, authority.indexOf("]") + 1) : authority.split(":")[0]!

@@ -1,0 +1,92 @@
+// Event streams (GETs that accept text/event-stream: EventSource) and B's app pool (appPool.ts): each
+// holds one of the pool's sockets for its whole life, and requests past the pool's size wait for a
+// socket. At the shipped sizes, 256 open event streams to one app (--app-pool-size) left every other
+// request to it waiting for its deadline (measured: 250 streams, a plain GET 200 in 28-62 ms; 256,
+// 504 at its 3 s deadline). Now event streams take at most half the pool; past that one is refused
+// at once (503 overloaded, not processed: A may take it elsewhere) and the other requests keep the
+// rest. At A, each held a channel of its connections to the endpoint, and past the stream places
+// they took the requests' too (measured with --app-pool-size 4096 at B: 1,000 streams, a plain GET
+// 200 in 5-15 ms; 1,024, 504 at its deadline): now they take stream places only, as upgrades do
+// (tunnel-channels.test.ts), past them refused at once. Small channel limits at B so that tens of
+// streams reach A's bound. Real peers: a node:http app and node:http callers.
+import * as http from "node:http"
+import { afterEach, beforeEach, expect, it } from "vitest"
+import { REQUEST_CHANNELS_PER_CONNECTION } from "../../src/sidecar/endpoints.ts"
+import { Cleanup } from "../support/iipRaw.ts"
+import { call, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+
+const POOL = 8
+
+let cleanup: Cleanup
+beforeEach(() => {
+  cleanup = new Cleanup()
+})
+afterEach(() => cleanup.run())
+
+/** An event stream through A's outbound port: 200 once its first event came, else the status it was refused with. */
+const openEventStream = (cleanup: Cleanup, port: number): Promise<{ readonly status: number; readonly error: string | undefined; readonly ms: number }> =>
+  new Promise((resolve, reject) => {
+    const started = performance.now()
+    const req = http.request({ host: "127.0.0.1", port, path: "/events", headers: { host: "catalog", accept: "text/event-stream" }, agent: false })
+    cleanup.add(() => req.destroy())
+    req.on("error", reject)
+    req.on("response", (res) => {
+      const status = res.statusCode ?? 0
+      const error = res.headers["x-iip-mesh-error"] as string | undefined
+      if (status !== 200) res.resume()
+      res.once("data", () => resolve({ status, error, ms: performance.now() - started }))
+    })
+    req.end()
+  })
+
+/** An app whose /events sends one event and holds the stream open, and whose other paths answer "plain". */
+const startEventsApp = (cleanup: Cleanup) =>
+  startApp(cleanup, (req, res) => {
+    if (req.url === "/events") {
+      res.writeHead(200, { "content-type": "text/event-stream" })
+      res.write("data: hi\n\n")
+      return
+    }
+    res.end("plain")
+  })
+
+/** `count` plain GETs to catalog through A at once, each with a 3 s deadline. */
+const plainGets = (port: number, count: number) =>
+  Promise.all(Array.from({ length: count }, () => call(port, { path: "/items", headers: { host: "catalog", "iip-timeout": "3000" }, timeoutMs: 5000 })))
+
+it("event streams take at most half of B's app pool: past it refused at once (503 overloaded), and plain requests keep their sockets", async () => {
+  const app = await startEventsApp(cleanup)
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: POOL }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  // As many as the pool has sockets, one after another (before: all 8 open, every socket held).
+  const streams = []
+  for (let i = 0; i < POOL; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+  expect(streams.filter((s) => s.status === 200)).toHaveLength(POOL / 2)
+  const refused = streams.filter((s) => s.status !== 200)
+  expect(refused.map((s) => [s.status, s.error])).toEqual(Array(POOL / 2).fill([503, "inbound; reason=overloaded"]))
+  for (const s of refused) expect(s.ms).toBeLessThan(1000)
+  // The other half is the requests': as many plain GETs at once are answered (before: 504 at their deadline).
+  const started = performance.now()
+  const plain = await plainGets(a.outboundPort, POOL / 2)
+  expect(plain.map((p) => [p.status, p.body.toString()])).toEqual(Array(POOL / 2).fill([200, "plain"]))
+  expect(performance.now() - started).toBeLessThan(2000)
+})
+
+it("at A, event streams take the stream places on the connections to the endpoint, never the requests' channels: past them refused at once (503 overloaded)", async () => {
+  const app = await startEventsApp(cleanup)
+  // B takes 140 channels a connection: A opens 70, 64 the requests', 6 stream places; 12 on its two connections.
+  const streamPlaces = 2 * 6
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: 1024, maxChannelsPerConnection: 2 * (REQUEST_CHANNELS_PER_CONNECTION + 6) }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  // As many as A's two connections have channels in all (before: all 140 open, then every request waited for its deadline).
+  const streams = []
+  for (let i = 0; i < 140; i += 20) streams.push(...(await Promise.all(Array.from({ length: 20 }, () => openEventStream(cleanup, a.outboundPort)))))
+  expect(streams.filter((s) => s.status === 200)).toHaveLength(streamPlaces)
+  const refused = streams.filter((s) => s.status !== 200)
+  expect(new Set(refused.map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 outbound; reason=overloaded"]))
+  for (const s of refused) expect(s.ms).toBeLessThan(1000)
+  const started = performance.now()
+  const plain = await plainGets(a.outboundPort, 16)
+  expect(plain.map((p) => p.status)).toEqual(Array(16).fill(200))
+  expect(performance.now() - started).toBeLessThan(2000)
+})
