@@ -356,7 +356,11 @@ class OutboundExchange implements HeldBodyReceiver {
       // A request the app gave up on says nothing about the endpoint; a refused connection, much
       // (a slow one, on a lossy network, not enough to take the endpoint out at once).
       if (isRefusedDial(error)) this.options.registry.refusedDial(this.service, lease!)
-      this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
+      // An event stream B refused unsent for want of a place (its app pool's share for event
+      // streams held): no failure of B either, else a burst of them ejected it and its plain
+      // requests, which it answers, went elsewhere. Another endpoint may take it (notProcessed).
+      if (error instanceof RemoteError && error.code === MeshErrorCode.overloaded && !error.processed && isEventStream(this.req)) lease!.release()
+      else this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
       const safe = notProcessed(error) || (IDEMPOTENT.has(method) && (transportFailure(error) || this.perTryDeadlinePassed(error)))
       const retry = safe && this.whole && this.attempts < this.maxAttempts && !this.appGone && monotonicMs() < this.deadline && this.options.registry.allowRetry(this.service)
       if (!retry) return this.fail(this.connectOutlastedDeadline(error) ? new RequestTimeout({ message: `no connection to ${lease!.endpoint.id} before the deadline (${error.message})`, timeoutMs: this.timeoutMs }) : error)

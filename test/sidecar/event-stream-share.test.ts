@@ -8,12 +8,13 @@
 // they took the requests' too (measured with --app-pool-size 4096 at B: 1,000 streams, a plain GET
 // 200 in 5-15 ms; 1,024, 504 at its deadline): now they take stream places only, as upgrades do
 // (tunnel-channels.test.ts), past them refused at once. Small channel limits at B so that tens of
-// streams reach A's bound. Real peers: a node:http app and node:http callers.
+// streams reach A's bound. B's refusals are no failure of B at A: a burst of them ejects no endpoint.
+// Real peers: a node:http app and node:http callers.
 import * as http from "node:http"
 import { afterEach, beforeEach, expect, it } from "vitest"
 import { REQUEST_CHANNELS_PER_CONNECTION } from "../../src/sidecar/endpoints.ts"
 import { Cleanup } from "../support/iipRaw.ts"
-import { call, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const POOL = 8
 
@@ -89,4 +90,28 @@ it("at A, event streams take the stream places on the connections to the endpoin
   const plain = await plainGets(a.outboundPort, 16)
   expect(plain.map((p) => p.status)).toEqual(Array(16).fill(200))
   expect(performance.now() - started).toBeLessThan(2000)
+})
+
+/** The value of the first line of A's metrics matching `pattern` (0: none). */
+const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
+  const { body } = await sidecar.sidecar.telemetry.metrics.text()
+  const line = body.split("\n").find((l) => pattern.test(l))
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
+}
+
+it("event streams refused for B's share are no failure of B: A ejects neither, its plain requests answered", async () => {
+  const app = await startEventsApp(cleanup)
+  // Two catalog sidecars with one event stream's place each (a pool of 2 sockets).
+  const b1 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-1", app: app.address, appPoolSize: 2 }))
+  const b2 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-2", app: app.address, appPoolSize: 2 }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b1.inboundAddress, weight: 1 }, { address: b2.inboundAddress, weight: 1 }] } }))
+  // 20 asked for, one after another: at most 2 open, the rest refused by one B or both (before:
+  // each refusal a failure of that B, 5 in a row ejected it, and every plain request went to the other).
+  const streams = []
+  for (let i = 0; i < 20; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+  const refused = streams.filter((s) => s.status !== 200)
+  expect(refused.length).toBeGreaterThanOrEqual(18)
+  expect(new Set(refused.map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 inbound; reason=overloaded"]))
+  expect(await metric(a, /^iip_mesh_endpoint_ejections_total/)).toBe(0)
+  expect((await plainGets(a.outboundPort, 4)).map((p) => p.status)).toEqual([200, 200, 200, 200])
 })
