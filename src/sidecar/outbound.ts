@@ -14,7 +14,9 @@
 // which the app may shorten with an `iip-timeout` header (ms). Every endpoint at its concurrency
 // limit sheds the request: 503 with retry-after. An event stream (a GET accepting
 // text/event-stream) holds its channel as long as it lives: it takes a stream place on the
-// connections to the endpoint, as an upgrade does, and with none left is refused 503 at once.
+// connections to the endpoint, as an upgrade does; with none left there it goes to another
+// endpoint (no retry budget: nothing was sent), and with none left on any it may try, is refused
+// 503 at once.
 //
 // This module is the exchange and the handler; its parts are apart: the request's target
 // (outboundTarget.ts), its route (outboundRoute.ts), which failures may be retried
@@ -348,10 +350,13 @@ class OutboundExchange implements HeldBodyReceiver {
         return this.nextTry(0)
       }
       // No stream place left for an event stream on the connections to the endpoint: refused here,
-      // at once, nothing sent (503 overloaded); says nothing of the endpoint's health.
+      // nothing sent, saying nothing of the endpoint's health. Another endpoint's connections may
+      // have places (the balancer does not count open streams): tried next, with no retry budget
+      // (nothing was sent); with none left untried, 503 overloaded at once (tryOnce throws it).
       if (error instanceof Overloaded && error.limit === StreamPlacesLimit) {
         lease!.release()
-        return this.fail(error)
+        this.lastError = error
+        return this.attempts < this.maxAttempts ? this.nextTry(0) : this.fail(error)
       }
       // A request the app gave up on says nothing about the endpoint; a refused connection, much
       // (a slow one, on a lossy network, not enough to take the endpoint out at once).

@@ -115,3 +115,17 @@ it("event streams refused for B's share are no failure of B: A ejects neither, i
   expect(await metric(a, /^iip_mesh_endpoint_ejections_total/)).toBe(0)
   expect((await plainGets(a.outboundPort, 4)).map((p) => p.status)).toEqual([200, 200, 200, 200])
 })
+
+it("an event stream with no stream place left on the connections to one endpoint goes to another that has one", async () => {
+  const app = await startEventsApp(cleanup)
+  // As above: 12 stream places on A's two connections to each catalog sidecar, 24 in all.
+  const channels = 2 * (REQUEST_CHANNELS_PER_CONNECTION + 6)
+  const b1 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-1", app: app.address, appPoolSize: 1024, maxChannelsPerConnection: channels }))
+  const b2 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-2", app: app.address, appPoolSize: 1024, maxChannelsPerConnection: channels }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b1.inboundAddress, weight: 1 }, { address: b2.inboundAddress, weight: 1 }] } }))
+  // One after another (before: once the endpoint picked had none left, refused, the other's places free).
+  const streams = []
+  for (let i = 0; i < 30; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+  expect(streams.filter((s) => s.status === 200)).toHaveLength(24)
+  expect(new Set(streams.slice(24).map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 outbound; reason=overloaded"]))
+})
