@@ -153,6 +153,7 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   maxChannels: 65_536,
   // Idle tunnels cost each sidecar ~20-29 MB of RSS (~10-12 MB of heap) per 1,000 over its ~64 MB idle
   // (`bench -- tunnels`): 1,024 keep one within the 100 MB peak target (issue 14), 4,096 held ~80-117 MB more.
+  // Per side (inbound and outbound count apart): one full on both holds ~115 MB.
   maxTunnels: 1024,
   // Half: one peer sidecar cannot take every inbound place.
   maxTunnelsPerPeer: 512,
