@@ -114,6 +114,31 @@ describe("channels held by streams", () => {
     // Refused once the connection said how many places it has, not at their deadline.
     expect(performance.now() - started).toBeLessThan(1500)
   })
+
+  it("at the client's limit, a request is not pipelined behind a tunnel whose answer has not begun", async () => {
+    const server = await startServer(cleanup, { maxChannelsPerConnection: 12 })
+    const gates: { head?: () => void; block?: () => void } = {}
+    server.handle("/events", () => new Promise((resolve) => (gates.head = () => resolve(reply(endless())))))
+    server.handle("/block", (request) => new Promise((resolve) => (gates.block = () => resolve(request.data))))
+    server.handle("/echo", (request) => request.data)
+    // One connection of 2 request channels; at its limit a request goes behind the least-loaded channel.
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 2, streamChannelsPerConnection: 8, pipelineAtLimit: true })
+    await client.call("/echo", "warm", { timeoutMs: 2000 })
+    const controller = new AbortController()
+    cleanup.add(() => controller.abort())
+    // An event stream's GET (a whole body) as a tunnel, its answer held back; a request holding the other channel.
+    const tunnel = settle(client.stream("/events", Buffer.from("go"), { signal: controller.signal, tunnel: true, timeoutMs: 5000 }))
+    const blocked = settle(client.call("/block", "blocked", { timeoutMs: 5000 }))
+    await waitFor(() => gates.head !== undefined && gates.block !== undefined, 2000, "both at the server")
+    const echoed = settle(client.call("/echo", "behind", { timeoutMs: 1500 }))
+    // The tunnel's answer begins and never ends; the other request is answered.
+    gates.head!()
+    expect((await tunnel).ok).toBe(true)
+    gates.block!()
+    expect((await blocked).ok).toBe(true)
+    const result = await echoed
+    expect(result.ok ? result.value.toString() : String(result.error)).toBe("behind")
+  })
 })
 
 /**
@@ -182,38 +207,5 @@ describe("requests and tunnels waiting for a connection", () => {
     relay.release()
     expect((await fifth).ok).toBe(true)
     expect(client.stats.connections).toBe(2)
-  })
-})
-
-describe("a tunnel sent with its body whole", () => {
-  let cleanup: Cleanup
-  beforeEach(() => {
-    cleanup = new Cleanup()
-  })
-  afterEach(() => cleanup.run())
-
-  it("at the client's limit, a request is not pipelined behind a tunnel whose answer has not begun", async () => {
-    const server = await startServer(cleanup, { maxChannelsPerConnection: 12 })
-    const gates: { head?: () => void; block?: () => void } = {}
-    server.handle("/events", () => new Promise((resolve) => (gates.head = () => resolve(reply(endless())))))
-    server.handle("/block", (request) => new Promise((resolve) => (gates.block = () => resolve(request.data))))
-    server.handle("/echo", (request) => request.data)
-    // One connection of 2 request channels; at its limit a request goes behind the least-loaded channel.
-    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 2, streamChannelsPerConnection: 8, pipelineAtLimit: true })
-    await client.call("/echo", "warm", { timeoutMs: 2000 })
-    const controller = new AbortController()
-    cleanup.add(() => controller.abort())
-    // An event stream's GET (a whole body) as a tunnel, its answer held back; a request holding the other channel.
-    const tunnel = settle(client.stream("/events", Buffer.from("go"), { signal: controller.signal, tunnel: true, timeoutMs: 5000 }))
-    const blocked = settle(client.call("/block", "blocked", { timeoutMs: 5000 }))
-    await waitFor(() => gates.head !== undefined && gates.block !== undefined, 2000, "both at the server")
-    const echoed = settle(client.call("/echo", "behind", { timeoutMs: 1500 }))
-    // The tunnel's answer begins and never ends; the other request is answered.
-    gates.head!()
-    expect((await tunnel).ok).toBe(true)
-    gates.block!()
-    expect((await blocked).ok).toBe(true)
-    const result = await echoed
-    expect(result.ok ? result.value.toString() : String(result.error)).toBe("behind")
   })
 })
