@@ -13,7 +13,7 @@
 import * as http from "node:http"
 import { afterEach, beforeEach, expect, it } from "vitest"
 import { REQUEST_CHANNELS_PER_CONNECTION } from "../../src/sidecar/endpoints.ts"
-import { Cleanup } from "../support/iipRaw.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const POOL = 8
@@ -25,7 +25,7 @@ beforeEach(() => {
 afterEach(() => cleanup.run())
 
 /** An event stream through A's outbound port: 200 once its first event came, else the status it was refused with. */
-const openEventStream = (cleanup: Cleanup, port: number): Promise<{ readonly status: number; readonly error: string | undefined; readonly ms: number }> =>
+const openEventStream = (cleanup: Cleanup, port: number): Promise<{ readonly status: number; readonly error: string | undefined; readonly ms: number; readonly close: () => void }> =>
   new Promise((resolve, reject) => {
     const started = performance.now()
     const req = http.request({ host: "127.0.0.1", port, path: "/events", headers: { host: "catalog", accept: "text/event-stream" }, agent: false })
@@ -35,21 +35,25 @@ const openEventStream = (cleanup: Cleanup, port: number): Promise<{ readonly sta
       const status = res.statusCode ?? 0
       const error = res.headers["x-iip-mesh-error"] as string | undefined
       if (status !== 200) res.resume()
-      res.once("data", () => resolve({ status, error, ms: performance.now() - started }))
+      res.once("data", () => resolve({ status, error, ms: performance.now() - started, close: () => req.destroy() }))
     })
     req.end()
   })
 
-/** An app whose /events sends one event and holds the stream open, and whose other paths answer "plain". */
-const startEventsApp = (cleanup: Cleanup) =>
-  startApp(cleanup, (req, res) => {
+/** An app whose /events sends one event and holds the stream open, and whose other paths answer "plain"; `ended`: event streams it saw end. */
+const startEventsApp = async (cleanup: Cleanup) => {
+  const ended = { events: 0 }
+  const app = await startApp(cleanup, (req, res) => {
     if (req.url === "/events") {
+      res.on("close", () => ended.events++)
       res.writeHead(200, { "content-type": "text/event-stream" })
       res.write("data: hi\n\n")
       return
     }
     res.end("plain")
   })
+  return { address: app.address, ended }
+}
 
 /** `count` plain GETs to catalog through A at once, each with a 3 s deadline. */
 const plainGets = (port: number, count: number) =>
@@ -128,4 +132,17 @@ it("an event stream with no stream place left on the connections to one endpoint
   for (let i = 0; i < 30; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
   expect(streams.filter((s) => s.status === 200)).toHaveLength(24)
   expect(new Set(streams.slice(24).map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 outbound; reason=overloaded"]))
+})
+
+it("an event stream gives its place at B back when its caller goes: as many open again", async () => {
+  const app = await startEventsApp(cleanup)
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: POOL }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  for (let round = 1; round <= 2; round++) {
+    const streams = []
+    for (let i = 0; i < POOL / 2; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+    expect(streams.map((s) => s.status)).toEqual(Array(POOL / 2).fill(200))
+    for (const s of streams) s.close()
+    await waitFor(() => app.ended.events === round * (POOL / 2), 3000, "the app to see its event streams end")
+  }
 })
