@@ -146,3 +146,19 @@ it("an event stream gives its place at B back when its caller goes: as many open
     await waitFor(() => app.ended.events === round * (POOL / 2), 3000, "the app to see its event streams end")
   }
 })
+
+it("an event stream gives its stream place at A back when its caller goes: as many open again", async () => {
+  const app = await startEventsApp(cleanup)
+  // As above: 12 stream places on A's two connections to B.
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: 1024, maxChannelsPerConnection: 2 * (REQUEST_CHANNELS_PER_CONNECTION + 6) }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  const toB = a.sidecar.registry.clientOf(a.sidecar.registry.endpointsOf("catalog")[0]!)
+  for (let round = 1; round <= 2; round++) {
+    const streams = []
+    for (let i = 0; i < 12; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+    expect(streams.map((s) => s.status)).toEqual(Array(12).fill(200))
+    for (const s of streams) s.close()
+    // Ended once B has answered each cancel (until then their channels are still held).
+    await waitFor(() => toB.meshSessions.every((session) => session.callingCount === 0), 3000, "A's streams to B to end")
+  }
+})
