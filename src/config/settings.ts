@@ -50,8 +50,8 @@ export const settings = [
   { key: "maxQueuedWriteBytes", env: "IIP_MESH_MAX_QUEUED_WRITE_BYTES", flag: "--max-queued-write-bytes", help: "bytes the inbound listener's connections hold queued to send (answers their peers have not read), all together; past it an inbound connection holding more than its share (the bound / connections) reads no new requests until under half its share or all under half the bound; past twice it none does (default 512MiB)" },
   { key: "maxChannelsPerConnection", env: "IIP_MESH_MAX_CHANNELS_PER_CONNECTION", flag: "--max-channels-per-connection", help: "channels a peer may open on one inbound connection (default 1024)" },
   { key: "maxChannels", env: "IIP_MESH_MAX_CHANNELS", flag: "--max-channels", help: "inbound channels open in all (default 65536)" },
-  { key: "maxTunnels", env: "IIP_MESH_MAX_TUNNELS", flag: "--max-tunnels", help: "upgraded connections (WebSockets) open at once, to the app (inbound) and from the calling apps (outbound), each side counted on its own; past it new upgrades are refused overloaded (default 4096)" },
-  { key: "maxTunnelsPerPeer", env: "IIP_MESH_MAX_TUNNELS_PER_PEER", flag: "--max-tunnels-per-peer", help: "inbound only: of those, open at once from one peer sidecar (the address its connections come from); past it its new upgrades are refused overloaded (default 1024). The outbound side is bounded by --max-tunnels alone: its callers are the pod's own apps, all one address" },
+  { key: "maxTunnels", env: "IIP_MESH_MAX_TUNNELS", flag: "--max-tunnels", help: "upgraded connections (WebSockets) open at once, to the app (inbound) and from the calling apps (outbound), each side counted on its own; past it new upgrades are refused overloaded (default 1024: idle tunnels cost ~20-29 MB of RSS per 1,000, and the sidecar's peak target is 100 MB)" },
+  { key: "maxTunnelsPerPeer", env: "IIP_MESH_MAX_TUNNELS_PER_PEER", flag: "--max-tunnels-per-peer", help: "inbound only: of those, open at once from one peer sidecar (the address its connections come from); past it its new upgrades are refused overloaded (default 512: two peers to fill the default --max-tunnels; it does not follow a --max-tunnels you set). The outbound side is bounded by --max-tunnels alone: its callers are the pod's own apps, all one address" },
   { key: "maxAppConnections", env: "IIP_MESH_MAX_APP_CONNECTIONS", flag: "--max-app-connections", help: "connections the local apps hold open to the outbound listener at once (HTTP/1.1, h2c and upgraded ones together); past it a new one is closed at once, logged; keep it above --max-tunnels, which it counts too (default 8192)" },
   { key: "maxWholeBodyBytes", env: "IIP_MESH_MAX_WHOLE_BODY_BYTES", flag: "--max-whole-body-bytes", help: "largest body a peer may send in one packet; larger ones must stream (default 1MiB)" },
   { key: "firstPacketTimeoutMs", env: "IIP_MESH_FIRST_PACKET_TIMEOUT", flag: "--first-packet-timeout", help: "an inbound connection must send its first packet within this (default 10s)" },
@@ -154,10 +154,14 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   maxQueuedWriteBytes: 512 * 1024 * 1024,
   maxChannelsPerConnection: 1024,
   maxChannels: 65_536,
-  maxTunnels: 4096,
-  maxTunnelsPerPeer: 1024,
+  // Idle tunnels cost each sidecar ~20-29 MB of RSS (~10-12 MB of heap) per 1,000 over its ~64 MB idle
+  // (`bench -- tunnels`): 1,024 keep one within the 100 MB peak target (issue 14), 4,096 held ~80-117 MB more.
+  // Per side (inbound and outbound count apart): one full on both holds ~115 MB.
+  maxTunnels: 1024,
+  // Half: one peer sidecar cannot take every inbound place.
+  maxTunnelsPerPeer: 512,
   // Above maxTunnels (the upgraded connections count here too): with every outbound tunnel open, the
-  // apps' ordinary connections still have 4096 places, and the next upgrade is refused overloaded.
+  // apps' ordinary connections still have 7,168 places, and the next upgrade is refused overloaded.
   maxAppConnections: 8192,
   maxWholeBodyBytes: 1024 * 1024,
   firstPacketTimeoutMs: 10_000,

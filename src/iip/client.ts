@@ -72,8 +72,15 @@ export class IipClient {
   readonly router = new Router<Handler>()
   readonly address: string
   private readonly pool: ConnectionPool
-  /** Requests waiting for a channel. */
+  /** Requests waiting for a channel (tunnels apart). */
   private readonly queue = new ClientQueue((request) => this.expired(request))
+  /**
+   * Tunnels (RequestOptions.tunnel) waiting for a stream place: a queue of their own, so that a
+   * tunnel waiting for a connection to be dialled (the live ones' places taken) never holds up the
+   * requests behind it, which a live connection's free channels can take now. Bounded by the places
+   * that will come (tunnelRoom).
+   */
+  private readonly tunnelQueue = new ClientQueue((request) => this.expired(request))
   /** Callers of `mode` waiting for a connection. */
   private readonly modeWaiters: Array<(error: ClientError | undefined, mode: "mesh" | "plain" | undefined) => void> = []
   private dialing = false
@@ -142,7 +149,7 @@ export class IipClient {
       },
       // A plain channel's oldest request was answered, its caller not yet told: a waiting request goes first.
       onPlainChannelFree: () => {
-        if (this.queue.size > 0) this.drainQueue()
+        if (this.waiting > 0) this.drainQueue()
       },
       onChannelRefused: (channel) => this.pool.dropRefused(channel),
       closed: () => this.closed
@@ -163,7 +170,7 @@ export class IipClient {
       channels += pooled.channels.length
       if (pooled.link.mode === "mesh") mesh++
     }
-    return { connections: this.pool.connections.length, mesh, channels, pending: this.pending.value, queued: this.queue.size }
+    return { connections: this.pool.connections.length, mesh, channels, pending: this.pending.value, queued: this.waiting }
   }
 
   /** The live plain-IIP connections of the pool (for inspection: writer congestion, channels). */
@@ -208,7 +215,7 @@ export class IipClient {
     // A `now` on the wall clock (Date.now()) would put the deadline decades away: the caller's bug, told at once.
     if (options.now !== undefined && options.now >= wallClockFloorMs) return onReply(nowNotMonotonic(options.now), undefined)
     // No stream place will come for it before its deadline is the likelier end: told now, nothing sent.
-    if (options.tunnel === true && !this.pool.tunnelRoom(this.queue.tunnels)) return onReply(this.noStreamPlace(), undefined)
+    if (options.tunnel === true && !this.pool.tunnelRoom(this.tunnelQueue.size)) return onReply(this.noStreamPlace(), undefined)
     this.pending.value++
     // One clock read per request (none when the caller gave it): its deadline, and its remaining time when sent at once.
     const now = timeoutMs > 0 ? (options.now || monotonicMs()) : 0
@@ -322,13 +329,19 @@ export class IipClient {
     for (const pooled of this.pool.connections.splice(0)) pooled.link.session.connection.close("client closed", false)
   }
 
+  /** Requests and tunnels waiting. */
+  private get waiting(): number {
+    return this.queue.size + this.tunnelQueue.size
+  }
+
   /** `now`: monotonicMs() when the request was made (0: read the clock when it is dispatched). */
   private route(request: Pending, now = 0): void {
-    // Behind requests already waiting, a new one waits too: first come, first served. With none
-    // free, `grow` opens a channel for it (a mesh one at once, taking it from the queue).
-    const picked = this.queue.size === 0 ? this.pool.pick(request.tunnel) : undefined
+    // Behind others of its kind already waiting, a new one waits too: first come, first served. With
+    // none free, `grow` opens a channel for it (a mesh one at once, taking it from the queue).
+    const queue = request.tunnel ? this.tunnelQueue : this.queue
+    const picked = queue.size === 0 ? this.pool.pick(request.tunnel) : undefined
     if (picked !== undefined) this.dispatch(picked[0], picked[1], request, now)
-    else this.queue.push(request)
+    else queue.push(request)
     this.grow()
   }
 
@@ -343,8 +356,14 @@ export class IipClient {
         return
       }
       request.pooled = pooled
+      if (request.tunnel) {
+        // A stream's place from now: a tunnel with a whole body streams only once its answer comes.
+        request.tunnelChannel = channel as OwnChannel
+        request.tunnelChannel.tunnelOpening = true
+      }
       pooled.link.session.send(channel as OwnChannel, request.path, request.data, remaining, request.meta, request.signal, request.streams, this.onMeshAnswer, request, request.deadlineAt)
     } catch (error) {
+      this.tunnelAnswered(request)
       request.callback(error as Overloaded | PacketEncodeError, undefined)
     }
   }
@@ -352,9 +371,10 @@ export class IipClient {
   /** A mesh call's answer, for the request it was sent for (the call's context): one function for all calls. */
   private readonly onMeshAnswer = (error: MeshCallError | undefined, reply: MeshReply | undefined, context: unknown): void => {
     const request = context as Pending
+    this.tunnelAnswered(request)
     // Its channel may be free now (a whole answer): a waiting request takes it before this caller,
     // told next, can make a new one.
-    if (this.queue.size > 0) this.drainQueue()
+    if (this.waiting > 0) this.drainQueue()
     if (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed && !this.closed) {
       // The server is stopping and never ran it: move it to another live connection if there
       // is one; otherwise hand the refusal back, so the caller can go to another server now.
@@ -363,6 +383,14 @@ export class IipClient {
       if (this.pool.connections.some((p) => !p.draining)) return this.route(request)
     }
     request.streamed(error, reply)
+  }
+
+  /** A tunnel's answer came (or it failed): its channel counts as a stream's only while the answer streams. */
+  private tunnelAnswered(request: Pending): void {
+    const channel = request.tunnelChannel
+    if (channel === undefined) return
+    channel.tunnelOpening = false
+    request.tunnelChannel = undefined
   }
 
   /** A request's deadline passed while it waited (out of the queue already; nothing of it was sent). */
@@ -381,40 +409,45 @@ export class IipClient {
     )
   }
 
-  /** Moves waiting requests onto free channels. */
+  /** Moves waiting requests, then waiting tunnels, onto free channels. */
   private drainQueue(): void {
-    let refused = false
     while (this.queue.size > 0) {
-      const first = this.queue.first!
-      const picked = this.pool.pick(first.tunnel)
-      if (picked !== undefined) this.dispatch(picked[0], picked[1], this.queue.shift()!)
+      const picked = this.pool.pick(false)
+      if (picked === undefined) break
+      this.dispatch(picked[0], picked[1], this.queue.shift()!)
+    }
+    let refused = false
+    while (this.tunnelQueue.size > 0) {
+      const picked = this.pool.pick(true)
+      if (picked !== undefined) this.dispatch(picked[0], picked[1], this.tunnelQueue.shift()!)
       // A tunnel first in line waits only for a place that will come (a channel opening, a connection
       // dialled). Admitted with none up (tunnelRoom), it may find fewer places than tunnels waiting:
-      // told now, not at its deadline with the requests behind it (which may want a channel opened).
-      else if (first.tunnel && !this.pool.tunnelRoom(this.queue.tunnels - 1)) {
-        this.queue.shift()!.callback(this.noStreamPlace(), undefined)
+      // told now, not at its deadline (the tunnels behind it may want a connection dialled).
+      else if (!this.pool.tunnelRoom(this.tunnelQueue.size - 1)) {
+        this.tunnelQueue.shift()!.callback(this.noStreamPlace(), undefined)
         refused = true
       } else break
     }
-    if (refused && this.queue.size > 0) this.grow()
+    if (refused && this.waiting > 0) this.grow()
   }
 
   private failQueued(error: ClientError): void {
     for (const waiter of this.modeWaiters.splice(0)) waiter(error, undefined)
     for (const request of this.queue.takeAll()) request.callback(error, undefined)
+    for (const request of this.tunnelQueue.takeAll()) request.callback(error, undefined)
   }
 
   /** Opens channels (and connections) ahead of need, within the limits. */
   private grow(): void {
     if (this.closed) return
     // Per request with every channel busy: answer "nothing to open" without scanning the channels.
-    if (this.queue.size === 0 && this.modeWaiters.length === 0 && this.pool.atCapacity()) return
+    if (this.waiting === 0 && this.modeWaiters.length === 0 && this.pool.atCapacity()) return
     // With nothing waiting, only idle channels ahead are wanted: stop at the first ones found
     // instead of counting every channel of every connection per request. Newest first: `pick`
     // takes the first free channel from the oldest, and channels opened ahead go at the end, so
     // idle ones gather at the end, behind the busy ones a scan from the front walks past (issue
     // 14: this scan was ~0.4 µs a request of sidecar A's profile at saturation, none newest first).
-    const onlyAhead = this.queue.size === 0 && this.modeWaiters.length === 0
+    const onlyAhead = this.waiting === 0 && this.modeWaiters.length === 0
     const connections = this.pool.connections
     let idle = 0
     let opening = 0
@@ -433,11 +466,11 @@ export class IipClient {
       }
     }
     // A channel for each waiting request (none is written behind another), one for `mode` callers.
-    const wanted = Math.max(this.idleChannelsAhead - idle - opening, this.queue.size - opening, this.modeWaiters.length > 0 && opening === 0 ? 1 : 0)
+    const wanted = Math.max(this.idleChannelsAhead - idle - opening, this.waiting - opening, this.modeWaiters.length > 0 && opening === 0 ? 1 : 0)
     for (let i = 0; i < wanted; i++) {
-      // A tunnel first in line needs a connection with a stream place: none live, another is dialled.
-      // Looked at each time: a channel opened takes the first in line (drainQueue).
-      const tunnel = this.queue.first?.tunnel === true
+      // Requests first (drainQueue serves them first); then a tunnel needs a connection with a stream
+      // place: none live, another is dialled. Looked at each time: a channel opened takes one (drainQueue).
+      const tunnel = this.queue.size === 0 && this.tunnelQueue.size > 0
       const pooled = this.pool.connections.find((p) => this.pool.hasRoom(p, tunnel))
       if (pooled !== undefined) this.openChannel(pooled)
       else if (!this.dialing && usable < this.pool.maxConnections) {
@@ -493,7 +526,7 @@ export class IipClient {
       // refused again, once per waiting request each time one is made. With none given, each
       // request still asks, and fails at once below rather than wait for a channel that never comes.
       if (error instanceof ChannelOpenFailed && pooled.channels.length > 0) pooled.plainCap = Math.min(pooled.plainCap, pooled.channels.length + pooled.opening)
-      if (this.queue.size > 0 && this.pool.connections.every((p) => p.channels.length === 0)) this.failQueued(error!)
+      if (this.waiting > 0 && this.pool.connections.every((p) => p.channels.length === 0)) this.failQueued(error!)
     })
   }
 
@@ -524,7 +557,7 @@ export class IipClient {
         // `mode` callers want an answer now; requests wait for the next attempt while their deadline allows.
         for (const waiter of client.modeWaiters.splice(0)) waiter(error, undefined)
         if (client.options.waitForReconnect === false) client.failQueued(error)
-        if (client.queue.size === 0) break
+        if (client.waiting === 0) break
         yield* Effect.sleep(backoffDelay(failures, client.reconnect, Math.random()))
       }
     }).pipe(
@@ -569,7 +602,7 @@ export class IipClient {
   private drop(pooled: Pooled): void {
     const index = this.pool.connections.indexOf(pooled)
     if (index !== -1) this.pool.connections.splice(index, 1)
-    if (this.queue.size > 0) this.grow()
+    if (this.waiting > 0) this.grow()
   }
 }
 

@@ -1,9 +1,9 @@
 // The requests of an IIP client (client.ts) that wait for a channel: no connection yet, or every
-// channel busy with the client at its channel limit. First come, first served. A request stays
-// its caller's while it waits: when its deadline passes or its caller cancels it, it leaves the
-// queue at once and nothing of it was sent. A list through the requests themselves (removal in
-// O(1), so thousands expiring together cost no more than thousands sent) and one timer for all
-// their deadlines (deadlines.ts), not one per request.
+// channel busy with the client at its channel limit (its tunnels wait in a queue of their own, one
+// more of these). First come, first served. A request stays its caller's while it waits: when its
+// deadline passes or its caller cancels it, it leaves the queue at once and nothing of it was sent.
+// A list through the requests themselves (removal in O(1), so thousands expiring together cost no
+// more than thousands sent) and one timer for all their deadlines (deadlines.ts), not one per request.
 import { Deadlines } from "../mux/deadlines.ts"
 import { Cancelled } from "../mux/meshSession.ts"
 import type { Pending } from "./clientRequest.ts"
@@ -13,8 +13,6 @@ export class ClientQueue {
   private tail: Pending | undefined = undefined
   /** Requests waiting. */
   size = 0
-  /** Tunnels among them (RequestOptions.tunnel): the client admits no more than stream places will come. */
-  tunnels = 0
   private readonly deadlines: Deadlines<Pending>
 
   /** `expired`: a request whose deadline passed while it waited, already out of the queue; the client says why it got no channel. */
@@ -32,7 +30,6 @@ export class ClientQueue {
     else this.tail.next = request
     this.tail = request
     this.size++
-    if (request.tunnel) this.tunnels++
     if (request.deadlineAt > 0) this.deadlines.addAt(request, request.deadlineAt)
     const signal = request.signal
     if (signal !== undefined) {
@@ -83,7 +80,6 @@ export class ClientQueue {
     else next.previous = previous
     request.previous = undefined
     request.next = undefined
-    if (request.tunnel) this.tunnels--
     // None waits: no timer either (an armed one would keep a process alive until it fired).
     if (--this.size === 0) this.deadlines.clear()
   }

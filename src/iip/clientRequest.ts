@@ -3,7 +3,7 @@
 // (no cancel in the protocol) it is sent by `sendPlain`; in mesh mode by the mesh session.
 import type { CancelSignal } from "../mux/cancellation.ts"
 import type { ClientChannel, ClientSession } from "../mux/clientSession.ts"
-import { Cancelled, type MeshReply } from "../mux/meshSession.ts"
+import { Cancelled, type MeshReply, type OwnChannel } from "../mux/meshSession.ts"
 import { emptyMeta, type Meta } from "../protocol/mesh.ts"
 import type { ClientCallback, ClientError } from "./clientOptions.ts"
 import type { Pooled } from "./connectionPool.ts"
@@ -37,6 +37,8 @@ export class Pending {
   onAbort: (() => void) | undefined = undefined
   /** RequestOptions.tunnel: it takes a stream place (set once, before it is routed). */
   tunnel = false
+  /** The channel a tunnel was sent on, until its answer's head (OwnChannel.tunnelOpening). */
+  tunnelChannel: OwnChannel | undefined = undefined
   private readonly count: PendingCount
   /** Set for `stream`: the answer is handed over as it starts, its body streaming. */
   private readonly onStream: ((error: ClientError | undefined, reply: MeshReply | undefined) => void) | undefined

@@ -31,6 +31,9 @@ const allGivenUp = (channel: OwnChannel): boolean => {
   return true
 }
 
+/** A stream holds the channel, or will: a tunnel was sent on it and its answer has not begun (OwnChannel.tunnelOpening). */
+const heldByStream = (channel: ClientChannel | OwnChannel): boolean => channel.streaming || (channel as OwnChannel).tunnelOpening === true
+
 export class ConnectionPool {
   readonly connections: Array<Pooled> = []
   readonly maxConnections: number
@@ -95,14 +98,17 @@ export class ConnectionPool {
     return true
   }
 
-  /** The channel with the fewest requests outstanding (pipelineAtLimit), none a stream holds. */
+  /**
+   * The channel with the fewest requests outstanding (pipelineAtLimit), none a stream holds nor a
+   * tunnel whose answer has not begun: a request behind it would wait for the stream's end.
+   */
   private leastLoaded(tunnel: boolean): readonly [Pooled, ClientChannel | OwnChannel] | undefined {
     let best: readonly [Pooled, ClientChannel | OwnChannel] | undefined
     for (const pooled of this.connections) {
       const connection = pooled.link.session.connection
       if (pooled.draining || connection.closed || connection.writer.congested || (tunnel && !this.hasStreamPlace(pooled))) continue
       for (const channel of pooled.channels) {
-        if (!channel.streaming && (best === undefined || channel.outstanding < best[1].outstanding)) best = [pooled, channel]
+        if (!heldByStream(channel) && (best === undefined || channel.outstanding < best[1].outstanding)) best = [pooled, channel]
       }
     }
     return best
@@ -216,7 +222,7 @@ export class ConnectionPool {
 
   private streaming(pooled: Pooled): number {
     let streaming = 0
-    for (const channel of pooled.channels) if (channel.streaming) streaming++
+    for (const channel of pooled.channels) if (heldByStream(channel)) streaming++
     return streaming
   }
 

@@ -84,6 +84,12 @@ export class OwnChannel {
   refused = false
   /** Calls made on it and held, not yet written, until the peer's request budget (or its connection credit) has room (MeshCaller.send, meshCalls.ts). */
   held = 0
+  /**
+   * A tunnel (the IIP client's RequestOptions.tunnel) was sent on it and its answer's head is not in
+   * yet: its client counts it a stream's from then, not only once the answer streams, else tunnels
+   * sent together with whole bodies (an event stream's GET) all found the same places free.
+   */
+  tunnelOpening = false
 
   constructor(id: number) {
     this.id = id

@@ -20,7 +20,7 @@ import { RemoteError } from "../mux/meshChannels.ts"
 import { IncomingStream, StreamFailed } from "../mux/streams.ts"
 import { Limits } from "../protocol/constants.ts"
 import { type Meta, MeshErrorCode } from "../protocol/mesh.ts"
-import type { AppController, AppPool, AppPoolHandler } from "./appPool.ts"
+import { type AppController, type AppPool, type AppPoolHandler, EventStreamsFull } from "./appPool.ts"
 import { InvalidRequestHead } from "./appRequestHead.ts"
 import { describedLength, endToEndHeaders, type OnInvalidHeader } from "./headerFilter.ts"
 import { answerMetaPast, responseMeta, trailersMeta } from "./httpEnvelope.ts"
@@ -285,6 +285,11 @@ export class AppExchange implements AppPoolHandler {
     if (this.done) return
     if (this.mode === "waiting") {
       const code = (error as NodeJS.ErrnoException).code
+      if (error instanceof EventStreamsFull) {
+        // The pool's share for event streams is held: refused before anything was sent, another endpoint may take it.
+        this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, failure(MeshErrorCode.overloaded, `${error.message}; retry later`, false))
+        return this.abort(error)
+      }
       if (error instanceof InvalidRequestHead) {
         // A head the pool would not write: refused before anything was sent.
         this.fail(400, { hop: "inbound", reason: MeshErrorCode.badRequest }, failure(MeshErrorCode.badRequest, `cannot form the request to the app: ${error.message}`, false))

@@ -14,6 +14,11 @@
 // so do bytes after an answer in the read that ended it (a second answer begun): kept, the rest of
 // it would come as the answer to the socket's next request (a desync). Both are counted (onStray).
 // The request head, its check and its cached lines, are appRequestHead.ts.
+//
+// Event streams (a GET accepting text/event-stream: an EventSource) hold a socket for their whole
+// life: at most half the sockets, counted from dispatch to their end; past that one is refused at
+// once (EventStreamsFull) and the other requests keep the rest. Without it 256 of them took the
+// shipped pool and every other request to the app waited for its deadline.
 import * as net from "node:net"
 import { type AppPoolRequest, EXPECTS_PAYLOAD, writeHead } from "./appRequestHead.ts"
 import { drainedOrClosed } from "./drained.ts"
@@ -51,6 +56,27 @@ export class AppSocketError extends Error {
   }
 }
 
+/** An event stream refused: the pool's share for them is held; nothing was sent. */
+export class EventStreamsFull extends Error {
+  readonly code = "EVENT_STREAMS_FULL"
+}
+
+/**
+ * A GET whose `accept` names text/event-stream (flat name, value list; as EventSource writes it):
+ * it will hold its socket as long as it lives. Per request on the hot path: no regex on the value
+ * (a browser's accept is ~70 bytes: a case-blind regex there took 350-450 ns a call at load 13,
+ * this 100-200).
+ */
+const isEventStream = (request: AppPoolRequest): boolean => {
+  if (request.method !== "GET") return false
+  const headers = request.headers
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!
+    if (name.length === 6 && (name === "accept" || /^accept$/i.test(name))) return headers[i + 1]!.includes("text/event-stream")
+  }
+  return false
+}
+
 /** The exchange's handle, handed to the handler first. */
 export interface AppController {
   readonly paused: boolean
@@ -84,6 +110,9 @@ class Exchange implements AppController {
   chunked = false
   connection: Connection | undefined = undefined
   ended = false
+  /** Counted among `pool`'s event streams until it ends (`over`). */
+  eventStream = false
+  pool: AppPool | undefined = undefined
   paused = false
   /** Interim (1xx) answers passed over so far. */
   interims = 0
@@ -113,8 +142,17 @@ class Exchange implements AppController {
   /** The exchange is over: with `error`, the handler hears of it (once). */
   end(error: Error | undefined): void {
     if (this.ended) return
-    this.ended = true
+    this.over()
     if (error !== undefined) this.handler.onResponseError(this, error)
+  }
+
+  /** Ended, its place among the pool's event streams given back. */
+  over(): void {
+    this.ended = true
+    if (this.eventStream) {
+      this.eventStream = false
+      this.pool!.eventStreams--
+    }
   }
 }
 
@@ -177,7 +215,7 @@ class Connection {
       this.pendingHeaders = []
       const exchange = this.current
       if (exchange !== undefined && !exchange.ended) {
-        exchange.ended = true
+        exchange.over()
         exchange.handler.onResponseEnd(exchange, trailers)
       }
     }
@@ -436,13 +474,17 @@ const parseError = (error: Error): AppSocketError => {
   return new AppSocketError(`the app's answer is not valid HTTP/1.1: ${typeof reason === "string" ? reason : error.message} (${named})`, named)
 }
 
-/** At most `size` keep-alive sockets to one app; requests past that wait in order. */
+/** At most `size` keep-alive sockets to one app; requests past that wait in order; event streams take half at most. */
 export class AppPool {
   readonly host: string
   readonly port: number
   /** The Host header of a request that names none. */
   readonly authority: string
   private readonly size: number
+  /** Event streams admitted at once (waiting or on a socket): half the sockets, at least one. */
+  readonly maxEventStreams: number
+  /** Event streams admitted now. */
+  eventStreams = 0
   /** A socket closed for bytes no exchange asked for (the sidecar's metric). */
   readonly onStray: () => void
   private readonly connections = new Set<Connection>()
@@ -455,6 +497,7 @@ export class AppPool {
     this.host = host
     this.port = port
     this.size = size
+    this.maxEventStreams = Math.max(1, Math.floor(size / 2))
     this.onStray = onStray
     this.authority = `${host.includes(":") ? `[${host}]` : host}:${port}`
   }
@@ -466,6 +509,12 @@ export class AppPool {
     const invalid = writeHead(exchange, this.authority)
     if (invalid !== undefined) return exchange.end(invalid)
     if (this.destroyed) return exchange.end(new AppSocketError("the app pool is closed", "POOL_CLOSED"))
+    if (isEventStream(request)) {
+      if (this.eventStreams >= this.maxEventStreams) return exchange.end(new EventStreamsFull(`${this.eventStreams} event streams to the app at ${this.authority} hold half its ${this.size} pool sockets (--app-pool-size), the most they may`))
+      this.eventStreams++
+      exchange.eventStream = true
+      exchange.pool = this
+    }
     const idle = this.idleSockets.pop()
     if (idle !== undefined) return idle.run(exchange)
     if (this.connections.size < this.size) return void this.connections.add(new Connection(this, exchange))

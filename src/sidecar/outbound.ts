@@ -12,7 +12,11 @@
 // took so long without an answer that another endpoint is worth a try (slowTry.ts). Every
 // retry needs the service's retry budget and the body held whole; all tries share one deadline,
 // which the app may shorten with an `iip-timeout` header (ms). Every endpoint at its concurrency
-// limit sheds the request: 503 with retry-after.
+// limit sheds the request: 503 with retry-after. An event stream (a GET accepting
+// text/event-stream) holds its channel as long as it lives: it takes a stream place on the
+// connections to the endpoint, as an upgrade does; with none left there it goes to another
+// endpoint (no retry budget: nothing was sent), and with none left on any it may try, is refused
+// 503 at once.
 //
 // This module is the exchange and the handler; its parts are apart: the request's target
 // (outboundTarget.ts), its route (outboundRoute.ts), which failures may be retried
@@ -21,7 +25,8 @@ import type { IipClient } from "../iip/client.ts"
 import { Cancellation } from "../mux/cancellation.ts"
 import type { Deadlines } from "../mux/deadlines.ts"
 import { monotonicMs } from "../mux/clock.ts"
-import { ConnectFailed, RequestTimeout } from "../mux/errors.ts"
+import { StreamPlacesLimit } from "../iip/client.ts"
+import { ConnectFailed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { Cancelled } from "../mux/meshChannels.ts"
 import type { IncomingStream } from "../mux/streams.ts"
 import { type MeshReply, RemoteError } from "../mux/meshSession.ts"
@@ -34,7 +39,7 @@ import type { HeldBodyReceiver, OutboundCall, OutboundRequest, OutboundResponse 
 import type { OutboundOptions } from "./outboundOptions.ts"
 import { IDEMPOTENT, isRefusedDial, MAX_ATTEMPTS, notProcessed, refusedByPolicy, refusedOrDraining, transportFailure } from "./outboundRetry.ts"
 import { applyRoute, chooseRoute } from "./outboundRoute.ts"
-import { appTimeoutMs, pickContext, type Target, targetOf } from "./outboundTarget.ts"
+import { appTimeoutMs, isEventStream, pickContext, type Target, targetOf } from "./outboundTarget.ts"
 import { describedLength, endToEndHeaders } from "./headerFilter.ts"
 import { grpcStatusIn, isGrpc, sendGrpcError } from "./grpcStatus.ts"
 import { headersOf, HttpMeta, plainRequestPath, requestMeta, sentValue, trailersOf, withForwarded } from "./httpEnvelope.ts"
@@ -322,7 +327,9 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
       return
     }
     try {
-      client.streamWith(this.target!.uri, this.body!, { meta: this.meta!, timeoutMs, signal: this.tryControl!, now: nowMs }, (error, reply) => this.replied(error, reply))
+      // An event stream holds its channel as long as it lives: a stream place, as an upgrade, never the requests' channels.
+      const tunnel = isEventStream(this.req)
+      client.streamWith(this.target!.uri, this.body!, { meta: this.meta!, timeoutMs, signal: this.tryControl!, now: nowMs, tunnel }, (error, reply) => this.replied(error, reply))
     } catch (error) {
       this.tryFailed(error)
     }
@@ -354,10 +361,23 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
         this.lastError = new RequestTimeout({ message: `no answer from ${lease!.endpoint.id} within ${Math.round(this.slowAfterMs)} ms`, timeoutMs: this.slowAfterMs })
         return this.nextTry(0)
       }
+      // No stream place left for an event stream on the connections to the endpoint: refused here,
+      // nothing sent, saying nothing of the endpoint's health. Another endpoint's connections may
+      // have places (the balancer does not count open streams): tried next, with no retry budget
+      // (nothing was sent); with none left untried, 503 overloaded at once (tryOnce throws it).
+      if (error instanceof Overloaded && error.limit === StreamPlacesLimit) {
+        lease!.release()
+        this.lastError = error
+        return this.attempts < this.maxAttempts ? this.nextTry(0) : this.fail(error)
+      }
       // A request the app gave up on says nothing about the endpoint; a refused connection, much
       // (a slow one, on a lossy network, not enough to take the endpoint out at once).
       if (isRefusedDial(error)) this.options.registry.refusedDial(this.service, lease!)
-      this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
+      // An event stream B refused unsent for want of a place (its app pool's share for event
+      // streams held): no failure of B either, else a burst of them ejected it and its plain
+      // requests, which it answers, went elsewhere. Another endpoint may take it (notProcessed).
+      if (error instanceof RemoteError && error.code === MeshErrorCode.overloaded && !error.processed && isEventStream(this.req)) lease!.release()
+      else this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
       const safe = notProcessed(error) || (IDEMPOTENT.has(method) && (transportFailure(error) || this.perTryDeadlinePassed(error)))
       const retry = safe && this.whole && this.attempts < this.maxAttempts && !this.appGone && monotonicMs() < this.deadline && this.options.registry.allowRetry(this.service)
       if (!retry) return this.fail(this.connectOutlastedDeadline(error) ? new RequestTimeout({ message: `no connection to ${lease!.endpoint.id} before the deadline (${error.message})`, timeoutMs: this.timeoutMs }) : error)

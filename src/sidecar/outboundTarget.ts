@@ -34,6 +34,13 @@ export const appTimeoutMs = (req: OutboundRequest, configured: number): number =
   return asked > 0 ? Math.min(asked, configured) : configured
 }
 
+/** An event stream (a GET accepting text/event-stream, as EventSource writes it): its answer lasts as long as it is wanted. */
+export const isEventStream = (req: OutboundRequest): boolean => {
+  if (req.method !== "GET") return false
+  const accept = req.headers.accept
+  return typeof accept === "string" && accept.includes("text/event-stream")
+}
+
 /** The service an authority names: the host, lower case, `.mesh`, a final dot and the port dropped ("" for none). */
 const serviceOf = (authority: string): string => {
   const host = authority.startsWith("[") ? authority.slice(0, authority.indexOf("]") + 1) : authority.split(":")[0]!

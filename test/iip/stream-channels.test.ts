@@ -3,13 +3,17 @@
 // life, and the client skips such a channel for new requests. With no allowance, streams as many
 // as the channels leave every other request queued until its deadline; with one, the connection
 // opens a channel for each stream past its limit, and other requests are answered at once. A
-// tunnel (RequestOptions.tunnel) takes only those stream places; past them it fails at once.
+// tunnel (RequestOptions.tunnel) takes only those stream places; past them it fails at once. A
+// tunnel waiting for a second connection to be dialled (a relay that holds the dial) must not hold
+// up a request that a live connection's free channel can take; nor, at the client's limit, may a
+// request be pipelined behind a tunnel sent with its body whole whose answer has not begun.
+import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { StreamPlacesLimit } from "../../src/iip/client.ts"
 import { reply } from "../../src/iip/server.ts"
 import { Overloaded } from "../../src/mux/errors.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
-import { rejection, startClient, startServer } from "../support/meshTest.ts"
+import { rejection, settle, startClient, startServer } from "../support/meshTest.ts"
 
 /** An answer body that sends one byte and never ends. */
 const endless = (): AsyncIterable<Uint8Array> => ({
@@ -109,5 +113,99 @@ describe("channels held by streams", () => {
     expect((await Promise.all(tunnels)).sort()).toEqual(["open", "open", "open", "open", "refused", "refused"])
     // Refused once the connection said how many places it has, not at their deadline.
     expect(performance.now() - started).toBeLessThan(1500)
+  })
+
+  it("at the client's limit, a request is not pipelined behind a tunnel whose answer has not begun", async () => {
+    const server = await startServer(cleanup, { maxChannelsPerConnection: 12 })
+    const gates: { head?: () => void; block?: () => void } = {}
+    server.handle("/events", () => new Promise((resolve) => (gates.head = () => resolve(reply(endless())))))
+    server.handle("/block", (request) => new Promise((resolve) => (gates.block = () => resolve(request.data))))
+    server.handle("/echo", (request) => request.data)
+    // One connection of 2 request channels; at its limit a request goes behind the least-loaded channel.
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: 2, streamChannelsPerConnection: 8, pipelineAtLimit: true })
+    await client.call("/echo", "warm", { timeoutMs: 2000 })
+    const controller = new AbortController()
+    cleanup.add(() => controller.abort())
+    // An event stream's GET (a whole body) as a tunnel, its answer held back; a request holding the other channel.
+    const tunnel = settle(client.stream("/events", Buffer.from("go"), { signal: controller.signal, tunnel: true, timeoutMs: 5000 }))
+    const blocked = settle(client.call("/block", "blocked", { timeoutMs: 5000 }))
+    await waitFor(() => gates.head !== undefined && gates.block !== undefined, 2000, "both at the server")
+    const echoed = settle(client.call("/echo", "behind", { timeoutMs: 1500 }))
+    // The tunnel's answer begins and never ends; the other request is answered.
+    gates.head!()
+    expect((await tunnel).ok).toBe(true)
+    gates.block!()
+    expect((await blocked).ok).toBe(true)
+    const result = await echoed
+    expect(result.ok ? result.value.toString() : String(result.error)).toBe("behind")
+  })
+})
+
+/**
+ * A loopback relay to `port` whose first connection goes through at once and whose later ones are
+ * accepted and held unrelayed (a slow dial: the client's hello goes unanswered) until `release`.
+ */
+const lateRelay = async (cleanup: Cleanup, port: number): Promise<{ readonly port: number; readonly held: () => number; readonly release: () => void }> => {
+  const sockets = new Set<net.Socket>()
+  const waiting: Array<net.Socket> = []
+  let accepted = 0
+  let released = false
+  const relay = (socket: net.Socket) => {
+    const upstream = net.connect(port, "127.0.0.1")
+    sockets.add(upstream)
+    upstream.on("error", () => socket.destroy())
+    socket.on("error", () => upstream.destroy())
+    socket.pipe(upstream).pipe(socket)
+  }
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    if (accepted++ === 0 || released) relay(socket)
+    else waiting.push(socket)
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  cleanup.add(() => {
+    for (const socket of sockets) socket.destroy()
+    return new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    held: () => waiting.length,
+    release: () => {
+      released = true
+      for (const socket of waiting.splice(0)) relay(socket)
+    }
+  }
+}
+
+describe("requests and tunnels waiting for a connection", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("a request is answered on a free channel while a tunnel waits for the second connection's dial", async () => {
+    const server = await startServer(cleanup, { maxChannelsPerConnection: 12 })
+    server.handle("/hold", () => reply(endless()))
+    server.handle("/echo", (request) => request.data)
+    const relay = await lateRelay(cleanup, server.address.port)
+    // Each connection: 2 request channels, 4 stream places (half of 12 is 6).
+    const client = startClient(cleanup, relay.port, { maxConnections: 2, maxChannelsPerConnection: 2, streamChannelsPerConnection: 8, pipelineAtLimit: false })
+    const controller = new AbortController()
+    cleanup.add(() => controller.abort())
+    const tunnel = () => client.stream("/hold", endless(), { signal: controller.signal, tunnel: true, timeoutMs: 5000 })
+    for (let i = 0; i < 4; i++) await tunnel()
+    // The fifth has a place only on a second connection: it waits while that one is dialled (held).
+    const fifth = settle(tunnel())
+    await waitFor(() => relay.held() === 1, 2000, "the second connection's dial")
+    const started = performance.now()
+    const echoed = await settle(client.call("/echo", "past the tunnel", { timeoutMs: 1500 }))
+    const waitedMs = performance.now() - started
+    expect(echoed.ok ? echoed.value.toString() : String(echoed.error)).toBe("past the tunnel")
+    expect(waitedMs).toBeLessThan(1000)
+    // The dial completes: the tunnel takes its place there.
+    relay.release()
+    expect((await fifth).ok).toBe(true)
+    expect(client.stats.connections).toBe(2)
   })
 })

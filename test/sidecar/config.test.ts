@@ -523,7 +523,7 @@ describe("iip-mesh sidecar with a bad configuration", () => {
 })
 
 describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
-  it("default to 1024 requests and 64 MiB per connection, 16384 and 512 MiB in all, 1024/65536 channels, 4096 tunnels, 8192 app connections, 1 MiB whole bodies, 10 s / 30 s / 5 min", () => {
+  it("default to 1024 requests and 64 MiB per connection, 16384 and 512 MiB in all, 1024/65536 channels, 1024 tunnels (512 per peer), 8192 app connections, 1 MiB whole bodies, 10 s / 30 s / 5 min", () => {
     const config = ok(load(["--service", "a"]))
     expect(config).toMatchObject({
       maxQueuedRequestsPerConnection: 1024,
@@ -533,7 +533,8 @@ describe("loadSidecarConfig: the inbound budgets and timeouts", () => {
       maxQueuedWriteBytes: 512 * 1024 * 1024,
       maxChannelsPerConnection: 1024,
       maxChannels: 65_536,
-      maxTunnels: 4096,
+      maxTunnels: 1024,
+      maxTunnelsPerPeer: 512,
       maxAppConnections: 8192,
       maxWholeBodyBytes: 1024 * 1024,
       firstPacketTimeoutMs: 10_000,

@@ -1,0 +1,164 @@
+// Event streams (GETs that accept text/event-stream: EventSource) and B's app pool (appPool.ts): each
+// holds one of the pool's sockets for its whole life, and requests past the pool's size wait for a
+// socket. At the shipped sizes, 256 open event streams to one app (--app-pool-size) left every other
+// request to it waiting for its deadline (measured: 250 streams, a plain GET 200 in 28-62 ms; 256,
+// 504 at its 3 s deadline). Now event streams take at most half the pool; past that one is refused
+// at once (503 overloaded, not processed: A may take it elsewhere) and the other requests keep the
+// rest. At A, each held a channel of its connections to the endpoint, and past the stream places
+// they took the requests' too (measured with --app-pool-size 4096 at B: 1,000 streams, a plain GET
+// 200 in 5-15 ms; 1,024, 504 at its deadline): now they take stream places only, as upgrades do
+// (tunnel-channels.test.ts), past them refused at once. Small channel limits at B so that tens of
+// streams reach A's bound. B's refusals are no failure of B at A: a burst of them ejects no endpoint.
+// Real peers: a node:http app and node:http callers.
+import * as http from "node:http"
+import { afterEach, beforeEach, expect, it } from "vitest"
+import { REQUEST_CHANNELS_PER_CONNECTION } from "../../src/sidecar/endpoints.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+
+const POOL = 8
+
+let cleanup: Cleanup
+beforeEach(() => {
+  cleanup = new Cleanup()
+})
+afterEach(() => cleanup.run())
+
+/** An event stream through A's outbound port: 200 once its first event came, else the status it was refused with. */
+const openEventStream = (cleanup: Cleanup, port: number): Promise<{ readonly status: number; readonly error: string | undefined; readonly ms: number; readonly close: () => void }> =>
+  new Promise((resolve, reject) => {
+    const started = performance.now()
+    const req = http.request({ host: "127.0.0.1", port, path: "/events", headers: { host: "catalog", accept: "text/event-stream" }, agent: false })
+    cleanup.add(() => req.destroy())
+    req.on("error", reject)
+    req.on("response", (res) => {
+      const status = res.statusCode ?? 0
+      const error = res.headers["x-iip-mesh-error"] as string | undefined
+      if (status !== 200) res.resume()
+      res.once("data", () => resolve({ status, error, ms: performance.now() - started, close: () => req.destroy() }))
+    })
+    req.end()
+  })
+
+/** An app whose /events sends one event and holds the stream open, and whose other paths answer "plain"; `ended`: event streams it saw end. */
+const startEventsApp = async (cleanup: Cleanup) => {
+  const ended = { events: 0 }
+  const app = await startApp(cleanup, (req, res) => {
+    if (req.url === "/events") {
+      res.on("close", () => ended.events++)
+      res.writeHead(200, { "content-type": "text/event-stream" })
+      res.write("data: hi\n\n")
+      return
+    }
+    res.end("plain")
+  })
+  return { address: app.address, ended }
+}
+
+/** `count` plain GETs to catalog through A at once, each with a 3 s deadline. */
+const plainGets = (port: number, count: number) =>
+  Promise.all(Array.from({ length: count }, () => call(port, { path: "/items", headers: { host: "catalog", "iip-timeout": "3000" }, timeoutMs: 5000 })))
+
+it("event streams take at most half of B's app pool: past it refused at once (503 overloaded), and plain requests keep their sockets", async () => {
+  const app = await startEventsApp(cleanup)
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: POOL }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  // As many as the pool has sockets, one after another (before: all 8 open, every socket held).
+  const streams = []
+  for (let i = 0; i < POOL; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+  expect(streams.filter((s) => s.status === 200)).toHaveLength(POOL / 2)
+  const refused = streams.filter((s) => s.status !== 200)
+  expect(refused.map((s) => [s.status, s.error])).toEqual(Array(POOL / 2).fill([503, "inbound; reason=overloaded"]))
+  for (const s of refused) expect(s.ms).toBeLessThan(1000)
+  // The other half is the requests': as many plain GETs at once are answered (before: 504 at their deadline).
+  const started = performance.now()
+  const plain = await plainGets(a.outboundPort, POOL / 2)
+  expect(plain.map((p) => [p.status, p.body.toString()])).toEqual(Array(POOL / 2).fill([200, "plain"]))
+  expect(performance.now() - started).toBeLessThan(2000)
+})
+
+it("at A, event streams take the stream places on the connections to the endpoint, never the requests' channels: past them refused at once (503 overloaded)", async () => {
+  const app = await startEventsApp(cleanup)
+  // B takes 140 channels a connection: A opens 70, 64 the requests', 6 stream places; 12 on its two connections.
+  const streamPlaces = 2 * 6
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: 1024, maxChannelsPerConnection: 2 * (REQUEST_CHANNELS_PER_CONNECTION + 6) }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  // As many as A's two connections have channels in all (before: all 140 open, then every request waited for its deadline).
+  const streams = []
+  for (let i = 0; i < 140; i += 20) streams.push(...(await Promise.all(Array.from({ length: 20 }, () => openEventStream(cleanup, a.outboundPort)))))
+  expect(streams.filter((s) => s.status === 200)).toHaveLength(streamPlaces)
+  const refused = streams.filter((s) => s.status !== 200)
+  expect(new Set(refused.map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 outbound; reason=overloaded"]))
+  for (const s of refused) expect(s.ms).toBeLessThan(1000)
+  const started = performance.now()
+  const plain = await plainGets(a.outboundPort, 16)
+  expect(plain.map((p) => p.status)).toEqual(Array(16).fill(200))
+  expect(performance.now() - started).toBeLessThan(2000)
+})
+
+/** The value of the first line of A's metrics matching `pattern` (0: none). */
+const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
+  const { body } = await sidecar.sidecar.telemetry.metrics.text()
+  const line = body.split("\n").find((l) => pattern.test(l))
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
+}
+
+it("event streams refused for B's share are no failure of B: A ejects neither, its plain requests answered", async () => {
+  const app = await startEventsApp(cleanup)
+  // Two catalog sidecars with one event stream's place each (a pool of 2 sockets).
+  const b1 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-1", app: app.address, appPoolSize: 2 }))
+  const b2 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-2", app: app.address, appPoolSize: 2 }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b1.inboundAddress, weight: 1 }, { address: b2.inboundAddress, weight: 1 }] } }))
+  // 20 asked for, one after another: at most 2 open, the rest refused by one B or both (before:
+  // each refusal a failure of that B, 5 in a row ejected it, and every plain request went to the other).
+  const streams = []
+  for (let i = 0; i < 20; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+  const refused = streams.filter((s) => s.status !== 200)
+  expect(refused.length).toBeGreaterThanOrEqual(18)
+  expect(new Set(refused.map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 inbound; reason=overloaded"]))
+  expect(await metric(a, /^iip_mesh_endpoint_ejections_total/)).toBe(0)
+  expect((await plainGets(a.outboundPort, 4)).map((p) => p.status)).toEqual([200, 200, 200, 200])
+})
+
+it("an event stream with no stream place left on the connections to one endpoint goes to another that has one", async () => {
+  const app = await startEventsApp(cleanup)
+  // As above: 12 stream places on A's two connections to each catalog sidecar, 24 in all.
+  const channels = 2 * (REQUEST_CHANNELS_PER_CONNECTION + 6)
+  const b1 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-1", app: app.address, appPoolSize: 1024, maxChannelsPerConnection: channels }))
+  const b2 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-2", app: app.address, appPoolSize: 1024, maxChannelsPerConnection: channels }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b1.inboundAddress, weight: 1 }, { address: b2.inboundAddress, weight: 1 }] } }))
+  // One after another (before: once the endpoint picked had none left, refused, the other's places free).
+  const streams = []
+  for (let i = 0; i < 30; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+  expect(streams.filter((s) => s.status === 200)).toHaveLength(24)
+  expect(new Set(streams.slice(24).map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 outbound; reason=overloaded"]))
+})
+
+it("an event stream gives its place at B back when its caller goes: as many open again", async () => {
+  const app = await startEventsApp(cleanup)
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: POOL }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  for (let round = 1; round <= 2; round++) {
+    const streams = []
+    for (let i = 0; i < POOL / 2; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+    expect(streams.map((s) => s.status)).toEqual(Array(POOL / 2).fill(200))
+    for (const s of streams) s.close()
+    await waitFor(() => app.ended.events === round * (POOL / 2), 3000, "the app to see its event streams end")
+  }
+})
+
+it("an event stream gives its stream place at A back when its caller goes: as many open again", async () => {
+  const app = await startEventsApp(cleanup)
+  // As above: 12 stream places on A's two connections to B.
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: 1024, maxChannelsPerConnection: 2 * (REQUEST_CHANNELS_PER_CONNECTION + 6) }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  const toB = a.sidecar.registry.clientOf(a.sidecar.registry.endpointsOf("catalog")[0]!)
+  for (let round = 1; round <= 2; round++) {
+    const streams = []
+    for (let i = 0; i < 12; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+    expect(streams.map((s) => s.status)).toEqual(Array(12).fill(200))
+    for (const s of streams) s.close()
+    // Ended once B has answered each cancel (until then their channels are still held).
+    await waitFor(() => toB.meshSessions.every((session) => session.callingCount === 0), 3000, "A's streams to B to end")
+  }
+})
