@@ -59,12 +59,27 @@ export const refreshDelayMs = (ttlSeconds: number | undefined, limits: { readonl
 export const retryDelayMs = (failures: number, limits: { readonly retryMs: number; readonly refreshMs: number }): number =>
   Math.min(limits.refreshMs, limits.retryMs * 2 ** Math.max(0, failures - 1))
 
+/**
+ * Targets whose addresses are looked up at once. Each lookup's answer may hold 64 KiB of records
+ * (about 4,000 addresses over TCP), and a DNS server takes a burst of a thousand queries badly (the
+ * loopback test server's socket dropped all past ~250, and the lookup failed): a few at a time, and
+ * none once the endpoints fill MaxEndpointsPerService.
+ */
+export const MaxTargetLookupsInFlight = 16
+
+/** A target's addresses; ttl where the record gave one. */
+export type TargetAddresses = ReadonlyArray<{ readonly address: string; readonly ttl?: number }>
+
 /** What one lookup found; ttlSeconds is the smallest TTL of the address records, if any were looked up. */
 export interface SrvAnswer {
   readonly endpoints: ReadonlyArray<DiscoveredEndpoint>
   readonly ttlSeconds: number | undefined
   /** Set when the answer held more than MaxEndpointsPerService targets or endpoints (the rest left out). */
   readonly capped?: true
+  /** The addresses of each target looked up (or kept, for a target that failed): the next lookup's `previous`. */
+  readonly addresses: ReadonlyMap<string, TargetAddresses>
+  /** Targets whose own lookup failed, and the first failure's code: their last addresses were kept, if any. */
+  readonly failedTargets?: { readonly count: number; readonly code: string; readonly message: string }
 }
 
 const codeOf = (error: unknown): string =>
@@ -83,7 +98,7 @@ const orNone = async <A>(lookup: Promise<ReadonlyArray<A>>): Promise<ReadonlyArr
 }
 
 /** The addresses of an SRV target: itself when it is an IP, else its A records, else its AAAA records. */
-const addressesOf = async (resolver: Resolver, target: string): Promise<ReadonlyArray<{ readonly address: string; readonly ttl?: number }>> => {
+const addressesOf = async (resolver: Resolver, target: string): Promise<TargetAddresses> => {
   if (isIP(target) !== 0) return [{ address: target }]
   const v4 = await orNone(resolver.resolve4(target, { ttl: true }))
   return v4.length > 0 ? v4 : orNone(resolver.resolve6(target, { ttl: true }))
@@ -91,43 +106,95 @@ const addressesOf = async (resolver: Resolver, target: string): Promise<Readonly
 
 /**
  * One lookup of `name`: the SRV records, then their targets' addresses. No records (ENODATA,
- * ENOTFOUND) is an empty answer; anything else is a DnsLookupFailed. The port comes from the
- * SRV record, the weight too (into 1..MaxWeight: 0 counts as 1, 65535 as MaxWeight); a target of "." (no service), a port of 0 and targets
- * without addresses are left out; priorities are not used (Kubernetes gives every record priority 0).
- * At most MaxEndpointsPerService targets are looked up and endpoints built: records times addresses
- * could otherwise run to millions from one TCP answer.
+ * ENOTFOUND) is an empty answer; a failed SRV query, or every target's lookup failing, is a
+ * DnsLookupFailed. A target whose own lookup fails beside good ones keeps its addresses from
+ * `previous` (the last answer's) and is counted in failedTargets: one broken name must not hide a
+ * service. The port comes from the SRV record, the weight too (into 1..MaxWeight: 0 counts as 1,
+ * 65535 as MaxWeight); a target of "." (no service), a port of 0 and targets without addresses are
+ * left out; priorities are not used (Kubernetes gives every record priority 0). Targets are looked
+ * up in the records' order, MaxTargetLookupsInFlight at a time, and no more once their endpoints
+ * fill MaxEndpointsPerService: records times addresses could otherwise run to millions.
  */
-export const lookupSrv = async (resolver: Resolver, service: string, name: string): Promise<Result.Result<SrvAnswer, DnsLookupFailed>> => {
+export const lookupSrv = async (
+  resolver: Resolver,
+  service: string,
+  name: string,
+  previous: ReadonlyMap<string, TargetAddresses> = new Map()
+): Promise<Result.Result<SrvAnswer, DnsLookupFailed>> => {
+  let records: ReadonlyArray<{ readonly name: string; readonly port: number; readonly weight: number }>
   try {
-    const records = (await orNone(resolver.resolveSrv(name))).filter((record) => record.port > 0)
-    const allTargets = [...new Set(records.map((record) => record.name))].filter((target) => target !== "" && target !== ".")
-    const targets = allTargets.slice(0, MaxEndpointsPerService)
-    let capped = targets.length < allTargets.length
-    const addresses = new Map(await Promise.all(targets.map(async (target) => [target, await addressesOf(resolver, target)] as const)))
-    let ttlSeconds: number | undefined
-    for (const entries of addresses.values()) {
-      for (const { ttl } of entries) if (ttl !== undefined && (ttlSeconds === undefined || ttl < ttlSeconds)) ttlSeconds = ttl
-    }
-    const endpoints = new Map<string, DiscoveredEndpoint>()
-    collect: for (const record of records) {
-      for (const { address } of addresses.get(record.name) ?? []) {
-        if (endpoints.size >= MaxEndpointsPerService) {
-          capped = true
-          break collect
-        }
-        const endpoint: DiscoveredEndpoint = { service, host: address, port: record.port, weight: clampWeight(record.weight), features: [], source: "dns", offHost: true }
-        if (!endpoints.has(endpointKey(endpoint))) endpoints.set(endpointKey(endpoint), endpoint)
-      }
-    }
-    return Result.succeed({ endpoints: [...endpoints.values()], ttlSeconds, ...(capped ? { capped: true as const } : {}) })
+    records = (await orNone(resolver.resolveSrv(name))).filter((record) => record.port > 0)
   } catch (error) {
     return Result.fail(new DnsLookupFailed({ name, code: codeOf(error), message: messageOf(error) }))
   }
+  const portsOf = new Map<string, Set<number>>()
+  for (const record of records) {
+    if (record.name === "" || record.name === ".") continue
+    const ports = portsOf.get(record.name)
+    if (ports === undefined) portsOf.set(record.name, new Set([record.port]))
+    else ports.add(record.port)
+  }
+  const targets = [...portsOf.keys()]
+  const addresses = new Map<string, TargetAddresses>()
+  // The endpoints the targets looked up so far make (a target's addresses times its ports): lookups stop at the cap.
+  const keys = new Set<string>()
+  let failed: { count: number; code: string; message: string } | undefined
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < targets.length && keys.size < MaxEndpointsPerService) {
+      const target = targets[next++]!
+      let found: TargetAddresses
+      try {
+        found = await addressesOf(resolver, target)
+      } catch (error) {
+        if (failed === undefined) failed = { count: 1, code: codeOf(error), message: messageOf(error) }
+        else failed.count += 1
+        const kept = previous.get(target)
+        if (kept === undefined) continue
+        found = kept
+      }
+      // What is kept for the next lookup is bounded too: past the cap an address makes no endpoint.
+      addresses.set(target, found.length > MaxEndpointsPerService ? found.slice(0, MaxEndpointsPerService) : found)
+      for (const { address } of found) {
+        for (const port of portsOf.get(target)!) keys.add(endpointKey({ host: address, port }))
+        if (keys.size >= MaxEndpointsPerService) break
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(MaxTargetLookupsInFlight, targets.length) }, worker))
+  if (failed !== undefined && failed.count === targets.length) return Result.fail(new DnsLookupFailed({ name, code: failed.code, message: failed.message }))
+  // Targets never asked: the ones before them filled the cap.
+  let capped = next < targets.length
+  let ttlSeconds: number | undefined
+  for (const entries of addresses.values()) {
+    for (const { ttl } of entries) if (ttl !== undefined && (ttlSeconds === undefined || ttl < ttlSeconds)) ttlSeconds = ttl
+  }
+  const endpoints = new Map<string, DiscoveredEndpoint>()
+  collect: for (const record of records) {
+    for (const { address } of addresses.get(record.name) ?? []) {
+      const endpoint: DiscoveredEndpoint = { service, host: address, port: record.port, weight: clampWeight(record.weight), features: [], source: "dns", offHost: true }
+      const key = endpointKey(endpoint)
+      if (endpoints.has(key)) continue
+      if (endpoints.size >= MaxEndpointsPerService) {
+        capped = true
+        break collect
+      }
+      endpoints.set(key, endpoint)
+    }
+  }
+  return Result.succeed({
+    endpoints: [...endpoints.values()],
+    ttlSeconds,
+    addresses,
+    ...(capped ? { capped: true as const } : {}),
+    ...(failed === undefined ? {} : { failedTargets: failed })
+  })
 }
 
 /**
  * The endpoints behind an SRV name, looked up at start and then after each refresh delay. An empty
- * answer reports no endpoints; a failed lookup keeps the last reported set and is retried with backoff.
+ * answer reports no endpoints; a failed lookup keeps the last reported set and is retried with backoff;
+ * targets that failed beside good ones keep their last addresses and are retried with the same backoff.
  */
 export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => ({
   start(emit) {
@@ -140,16 +207,26 @@ export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => (
     let stopped = false
     let failures = 0
     let timer: ReturnType<typeof setTimeout> | undefined
+    /** Each target's addresses in the last answer: a target whose lookup fails next time keeps them. */
+    let previous: ReadonlyMap<string, TargetAddresses> = new Map()
 
     const run = async (): Promise<void> => {
-      const result = await lookupSrv(resolver, service, name)
+      const result = await lookupSrv(resolver, service, name, previous)
       if (stopped) return
       let delayMs: number
       if (Result.isSuccess(result)) {
-        failures = 0
-        if (result.success.capped === true) log("discovery.dns-capped", { service, name, limit: MaxEndpointsPerService })
-        emit({ _tag: "Reset", service, endpoints: result.success.endpoints })
-        delayMs = refreshDelayMs(result.success.ttlSeconds, limits)
+        const { capped, endpoints, ttlSeconds, failedTargets } = result.success
+        previous = result.success.addresses
+        if (capped === true) log("discovery.dns-capped", { service, name, limit: MaxEndpointsPerService })
+        emit({ _tag: "Reset", service, endpoints })
+        delayMs = refreshDelayMs(ttlSeconds, limits)
+        if (failedTargets === undefined) failures = 0
+        else {
+          // Reported with what the others gave; those targets are asked again sooner, backing off like a failure.
+          failures += 1
+          log("discovery.dns-target-failed", { service, name, failed: failedTargets.count, code: failedTargets.code, message: failedTargets.message, failures })
+          delayMs = Math.min(delayMs, retryDelayMs(failures, limits))
+        }
       } else {
         failures += 1
         const { code, message } = result.failure
