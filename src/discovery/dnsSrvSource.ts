@@ -7,6 +7,7 @@ import * as Data from "effect/Data"
 import * as Result from "effect/Result"
 import { Resolver } from "node:dns/promises"
 import { isIP } from "node:net"
+import { isNotUnicastAddress } from "../iip/dialGuard.ts"
 import { messageOf, stderrLog, type Log } from "../iip/log.ts"
 import { clampWeight, endpointKey, MaxEndpointsPerService, type DiscoveredEndpoint, type DiscoverySource } from "./types.ts"
 
@@ -97,11 +98,15 @@ const orNone = async <A>(lookup: Promise<ReadonlyArray<A>>): Promise<ReadonlyArr
   }
 }
 
-/** The addresses of an SRV target: itself when it is an IP, else its A records, else its AAAA records. */
+/**
+ * The addresses of an SRV target: itself when it is an IP, else its A records, else its AAAA
+ * records; multicast and broadcast ones left out (as mDNS leaves them out: no peer is there, and
+ * each would take a place in the service and a try before the dial guard refused it).
+ */
 const addressesOf = async (resolver: Resolver, target: string): Promise<TargetAddresses> => {
-  if (isIP(target) !== 0) return [{ address: target }]
-  const v4 = await orNone(resolver.resolve4(target, { ttl: true }))
-  return v4.length > 0 ? v4 : orNone(resolver.resolve6(target, { ttl: true }))
+  if (isIP(target) !== 0) return isNotUnicastAddress(target) ? [] : [{ address: target }]
+  const v4 = (await orNone(resolver.resolve4(target, { ttl: true }))).filter(({ address }) => !isNotUnicastAddress(address))
+  return v4.length > 0 ? v4 : (await orNone(resolver.resolve6(target, { ttl: true }))).filter(({ address }) => !isNotUnicastAddress(address))
 }
 
 /**
@@ -110,8 +115,8 @@ const addressesOf = async (resolver: Resolver, target: string): Promise<TargetAd
  * DnsLookupFailed. A target whose own lookup fails beside good ones keeps its addresses from
  * `previous` (the last answer's) and is counted in failedTargets: one broken name must not hide a
  * service. The port comes from the SRV record, the weight too (into 1..MaxWeight: 0 counts as 1,
- * 65535 as MaxWeight); a target of "." (no service), a port of 0 and targets without addresses are
- * left out; priorities are not used (Kubernetes gives every record priority 0). Targets are looked
+ * 65535 as MaxWeight); a target of "." (no service), a port of 0, multicast and broadcast addresses
+ * and targets without addresses are left out; priorities are not used (Kubernetes gives every record priority 0). Targets are looked
  * up in the records' order, MaxTargetLookupsInFlight at a time, and no more once their endpoints
  * fill MaxEndpointsPerService: records times addresses could otherwise run to millions.
  */

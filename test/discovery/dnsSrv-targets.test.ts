@@ -88,6 +88,19 @@ describe("lookupSrv with targets that fail", () => {
   })
 })
 
+describe("lookupSrv with addresses no peer has", () => {
+  it("multicast and broadcast addresses (as IP targets, IPv4-mapped, or A records) are left out, as mDNS leaves them out: no dial could reach a peer there", async () => {
+    const odd = ["224.0.0.251", "255.255.255.255", "::ffff:224.0.0.1", "ff02::1"]
+    const { resolver } = await serve({
+      srv: { [name]: [...odd.map((t) => ({ weight: 1, port: 4143, target: t })), { weight: 1, port: 4143, target: target("group") }, { weight: 1, port: 4143, target: target("good") }] },
+      a: { [target("group")]: ["239.1.2.3"], [target("good")]: ["10.1.0.1"] }
+    })
+    const result = await lookupSrv(resolver, "web", name)
+    if (Result.isFailure(result)) throw new Error(`lookup failed: ${JSON.stringify(result.failure)}`)
+    expect(result.success.endpoints.map(endpointKey)).toStrictEqual(["10.1.0.1:4143"])
+  })
+})
+
 describe("dnsSrvSource with a target that starts failing", () => {
   it("keeps the addresses that target last had, logs the failure and looks up again soon", async () => {
     const { server } = await serve({ ...zone(), servfail: [] })
