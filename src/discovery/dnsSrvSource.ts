@@ -214,6 +214,8 @@ export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => (
     let timer: ReturnType<typeof setTimeout> | undefined
     /** Each target's addresses in the last answer: a target whose lookup fails next time keeps them. */
     let previous: ReadonlyMap<string, TargetAddresses> = new Map()
+    /** Whether the last answer was capped: logged when an answer becomes so, not on every lookup (a second apart at TTL 0). */
+    let wasCapped = false
 
     const run = async (): Promise<void> => {
       const result = await lookupSrv(resolver, service, name, previous)
@@ -222,7 +224,8 @@ export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => (
       if (Result.isSuccess(result)) {
         const { capped, endpoints, ttlSeconds, failedTargets } = result.success
         previous = result.success.addresses
-        if (capped === true) log("discovery.dns-capped", { service, name, limit: MaxEndpointsPerService })
+        if (capped === true && !wasCapped) log("discovery.dns-capped", { service, name, limit: MaxEndpointsPerService })
+        wasCapped = capped === true
         emit({ _tag: "Reset", service, endpoints })
         delayMs = refreshDelayMs(ttlSeconds, limits)
         if (failedTargets === undefined) failures = 0

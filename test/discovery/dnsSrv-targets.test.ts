@@ -101,6 +101,30 @@ describe("lookupSrv with addresses no peer has", () => {
   })
 })
 
+describe("dnsSrvSource with an answer past the cap", () => {
+  it("logs discovery.dns-capped when the answer becomes capped, not again on every lookup while it stays so (TTL 0: a lookup a second)", async () => {
+    const targets = Array.from({ length: 600 }, (_, i) => target(`pod-${i}`))
+    const a: Record<string, Array<string>> = {}
+    for (const [i, t] of targets.entries()) a[t] = [`10.8.${i >> 8}.${i & 255}`, `10.9.${i >> 8}.${i & 255}`]
+    const capped: Zone = { srv: { [name]: targets.map((t) => ({ weight: 1, port: 4143, target: t })) }, a, ttl: 0 }
+    const { server } = await serve(capped)
+    const logs = new Recorder<{ event: string; fields: Record<string, unknown> }>()
+    const source = dnsSrvSource({ service: "web", name, servers: [server.address], refreshMs: 100, minRefreshMs: 20, log: (event, fields) => logs.push({ event, fields }) })
+    const updates = new Recorder<EndpointUpdate>()
+    stops.push(source.start(updates.push))
+    const resets = (count: number) => updates.waitFor(() => updates.items.length >= count, { timeoutMs: 10_000 })
+    await resets(4)
+    expect(logs.items.filter((entry) => entry.event === "discovery.dns-capped")).toHaveLength(1)
+    // Under the cap, then past it again: a new episode, logged again.
+    server.zone = { ...capped, srv: { [name]: capped.srv![name]!.slice(0, 10) } }
+    await updates.waitFor((update) => update._tag === "Reset" && update.endpoints.length === 20, { timeoutMs: 10_000 })
+    server.zone = capped
+    await updates.waitFor((update) => update._tag === "Reset" && update.endpoints.length === MaxEndpointsPerService, { from: updates.mark, timeoutMs: 10_000 })
+    await resets(updates.items.length + 2)
+    expect(logs.items.filter((entry) => entry.event === "discovery.dns-capped")).toHaveLength(2)
+  })
+})
+
 describe("dnsSrvSource with a target that starts failing", () => {
   it("keeps the addresses that target last had, logs the failure and looks up again soon", async () => {
     const { server } = await serve({ ...zone(), servfail: [] })
