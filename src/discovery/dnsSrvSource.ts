@@ -230,9 +230,10 @@ export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => (
         delayMs = refreshDelayMs(ttlSeconds, limits)
         if (failedTargets === undefined) failures = 0
         else {
-          // Reported with what the others gave; those targets are asked again sooner, backing off like a failure.
+          // Reported with what the others gave; those targets are asked again sooner, backing off like a
+          // failure. Logged when targets start failing: a name that never resolves would be a line per lookup.
+          if (failures === 0) log("discovery.dns-target-failed", { service, name, failed: failedTargets.count, code: failedTargets.code, message: failedTargets.message })
           failures += 1
-          log("discovery.dns-target-failed", { service, name, failed: failedTargets.count, code: failedTargets.code, message: failedTargets.message, failures })
           delayMs = Math.min(delayMs, retryDelayMs(failures, limits))
         }
       } else {
