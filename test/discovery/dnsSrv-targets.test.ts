@@ -67,14 +67,10 @@ describe("lookupSrv with targets of huge address answers", () => {
 })
 
 describe("lookupSrv with targets that fail", () => {
-  const zone: Zone = {
-    srv: { [name]: [{ weight: 1, port: 4143, target: target("good") }, { weight: 1, port: 4143, target: target("broken") }] },
-    a: { [target("good")]: ["10.1.0.1"], [target("broken")]: ["10.1.0.2"] },
-    servfail: [target("broken")]
-  }
+  const oneBroken: Zone = { ...twoTargets(), servfail: [target("broken")] }
 
   it("one target's lookup failing (SERVFAIL) does not hide the others: they are reported, the failure counted", async () => {
-    const { resolver } = await serve(zone)
+    const { resolver } = await serve(oneBroken)
     const result = await lookupSrv(resolver, "web", name)
     if (Result.isFailure(result)) throw new Error(`lookup failed: ${JSON.stringify(result.failure)}`)
     expect(result.success.endpoints.map(endpointKey)).toStrictEqual(["10.1.0.1:4143"])
@@ -82,7 +78,7 @@ describe("lookupSrv with targets that fail", () => {
   })
 
   it("every target failing is a failed lookup: the last set stays", async () => {
-    const { resolver } = await serve({ ...zone, servfail: [target("good"), target("broken")] })
+    const { resolver } = await serve({ ...oneBroken, servfail: [target("good"), target("broken")] })
     const result = await lookupSrv(resolver, "web", name)
     expect(Result.isFailure(result) ? result.failure.code : "answered").toBe("ESERVFAIL")
   })
@@ -127,7 +123,7 @@ describe("dnsSrvSource with an answer past the cap", () => {
 
 describe("dnsSrvSource with a target that starts failing", () => {
   it("keeps the addresses that target last had, logs the failure once and looks up again soon", async () => {
-    const { server } = await serve({ ...zone(), servfail: [] })
+    const { server } = await serve({ ...twoTargets(), ttl: 0 })
     const updates = new Recorder<EndpointUpdate>()
     const logs = new Recorder<{ event: string; fields: Record<string, unknown> }>()
     const source = dnsSrvSource({ service: "web", name, servers: [server.address], refreshMs: 100, minRefreshMs: 20, retryMs: 20, log: (event, fields) => logs.push({ event, fields }) })
@@ -135,7 +131,7 @@ describe("dnsSrvSource with a target that starts failing", () => {
     const keys = (update: EndpointUpdate) => (update._tag === "Reset" ? update.endpoints.map(endpointKey).sort() : [])
     await updates.waitFor((update) => keys(update).length === 2)
     const mark = updates.mark
-    server.zone = { ...zone(), servfail: [target("broken")] }
+    server.zone = { ...twoTargets(), ttl: 0, servfail: [target("broken")] }
     await logs.waitFor((entry) => entry.event === "discovery.dns-target-failed")
     // Two lookups after the failure began: every Reset since still lists the broken target's address.
     const after = server.queries.filter((query) => query.type === 33).length
@@ -156,10 +152,10 @@ describe("dnsSrvSource with a target that starts failing", () => {
   })
 })
 
-function zone(): Zone {
+/** Two targets of one address each: "good" and "broken" (which a test makes fail). */
+function twoTargets(): Zone {
   return {
     srv: { [name]: [{ weight: 1, port: 4143, target: target("good") }, { weight: 1, port: 4143, target: target("broken") }] },
-    a: { [target("good")]: ["10.1.0.1"], [target("broken")]: ["10.1.0.2"] },
-    ttl: 0
+    a: { [target("good")]: ["10.1.0.1"], [target("broken")]: ["10.1.0.2"] }
   }
 }
