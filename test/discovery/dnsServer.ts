@@ -1,7 +1,7 @@
 // A tiny authoritative DNS server on 127.0.0.1 over UDP for the DNS SRV tests: it answers SRV and A
 // queries from a zone the test sets (and changes) at will. A name in the zone with no records of the
 // asked type gets an empty NOERROR answer (Node: ENODATA); a name not in the zone gets NXDOMAIN
-// (ENOTFOUND); a name in `servfail` gets SERVFAIL; `rewrite` can garble or drop answers. With
+// (ENOTFOUND); a name in `servfail` gets SERVFAIL, one in `silent` no answer at all; `rewrite` can garble or drop answers. With
 // `tcp`, it also answers over TCP on the same port and truncates UDP answers past 1,232 bytes (the
 // resolver then asks again over TCP), so an answer can hold up to 64 KiB of records. Every query is
 // recorded in `queries`. Written here because dns2 compresses SRV targets, which Node's resolver rejects.
@@ -23,6 +23,8 @@ export interface Zone {
   readonly ttl?: number
   /** Names answered with SERVFAIL (a broken zone, or a server that gave up). */
   readonly servfail?: ReadonlyArray<string>
+  /** Names never answered (a server that drops queries it cannot serve): the resolver times out. */
+  readonly silent?: ReadonlyArray<string>
 }
 
 /** The largest UDP answer sent when the server also answers over TCP (the resolver's EDNS size). */
@@ -100,6 +102,13 @@ const truncated = (bytes: Buffer, query: Buffer): Buffer => {
   return Buffer.concat([header, query.subarray(12, offset + 4)])
 }
 
+/** A query the server received. */
+export interface Query {
+  readonly name: string
+  readonly type: number
+  readonly tcp: boolean
+}
+
 export class LoopbackDnsServer {
   /** What the server answers from now on. */
   zone: Zone
@@ -111,7 +120,10 @@ export class LoopbackDnsServer {
   mostOutstanding = 0
   private outstanding = 0
   /** Every query received, in order, over UDP and TCP. */
-  readonly queries: Array<{ readonly name: string; readonly type: number; readonly tcp: boolean }> = []
+  readonly queries: Array<Query> = []
+  private readonly queryWaiters = new Set<() => void>()
+  /** Answers held back by answerDelayMs: cleared on close, where a send would throw. */
+  private readonly delayed = new Set<ReturnType<typeof setTimeout>>()
   readonly port: number
   private readonly socket: Socket
   private readonly tcp: Server | undefined
@@ -155,14 +167,38 @@ export class LoopbackDnsServer {
       this.outstanding -= 1
       send()
     }
-    if (this.answerDelayMs === 0) done()
-    else setTimeout(done, this.answerDelayMs)
+    if (this.answerDelayMs === 0) return done()
+    const timer = setTimeout(() => {
+      this.delayed.delete(timer)
+      done()
+    }, this.answerDelayMs)
+    this.delayed.add(timer)
   }
 
   private answerTo(query: Buffer, tcp: boolean): Buffer | undefined {
     const { name, type } = questionOf(query)
     this.queries.push({ name, type, tcp })
+    for (const check of this.queryWaiters) check()
+    if (this.zone.silent?.includes(name) === true) return undefined
     return this.rewrite === undefined ? answer(query, this.zone) : this.rewrite(answer(query, this.zone))
+  }
+
+  /** Resolves once `count` queries that `match` have been received (counting those already were); rejects after `timeoutMs`. */
+  received(match: (query: Query) => boolean, count: number, timeoutMs = 5000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (this.queries.filter(match).length < count) return
+        this.queryWaiters.delete(check)
+        clearTimeout(timer)
+        resolve()
+      }
+      const timer = setTimeout(() => {
+        this.queryWaiters.delete(check)
+        reject(new Error(`${this.queries.filter(match).length} of ${count} matching queries within ${timeoutMs} ms`))
+      }, timeoutMs)
+      this.queryWaiters.add(check)
+      check()
+    })
   }
 
   /** Listens on 127.0.0.1, on `port` (default: any free one); with `tcp`, over TCP on the same port too. */
@@ -190,6 +226,8 @@ export class LoopbackDnsServer {
   }
 
   async close(): Promise<void> {
+    for (const timer of this.delayed) clearTimeout(timer)
+    this.delayed.clear()
     const closed = once(this.socket, "close")
     this.socket.close()
     if (this.tcp !== undefined) {

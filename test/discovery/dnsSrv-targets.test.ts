@@ -135,15 +135,7 @@ describe("dnsSrvSource with a target that starts failing", () => {
     await logs.waitFor((entry) => entry.event === "discovery.dns-target-failed")
     // Two lookups after the failure began: every Reset since still lists the broken target's address.
     const after = server.queries.filter((query) => query.type === 33).length
-    await new Promise<void>((resolve, reject) => {
-      const check = setInterval(() => {
-        if (server.queries.filter((query) => query.type === 33).length >= after + 2) {
-          clearInterval(check)
-          resolve()
-        }
-      }, 10)
-      setTimeout(() => reject(new Error("no further lookups")), 5000).unref()
-    })
+    await server.received((query) => query.type === 33, after + 2)
     const since = updates.items.slice(mark).map(keys)
     for (const reset of since) expect(reset).toStrictEqual(["10.1.0.1:4143", "10.1.0.2:4143"])
     expect(logs.items.find((entry) => entry.event === "discovery.dns-target-failed")?.fields).toMatchObject({ service: "web", failed: 1, code: "ESERVFAIL" })
