@@ -118,14 +118,17 @@ const addressesOf = async (resolver: Resolver, target: string): Promise<TargetAd
  * 65535 as MaxWeight); a target of "." (no service), a port of 0, multicast and broadcast addresses
  * and targets without addresses are left out; priorities are not used (Kubernetes gives every record priority 0). Targets are looked
  * up in the records' order, MaxTargetLookupsInFlight at a time, and no more once their endpoints
- * fill MaxEndpointsPerService: records times addresses could otherwise run to millions.
+ * fill MaxEndpointsPerService: records times addresses could otherwise run to millions. No target is
+ * asked once `signal` aborts (the source stopped: the resolver's cancel ends only the queries in
+ * flight).
  */
 export const lookupSrv = async (
   resolver: Resolver,
   service: string,
   name: string,
-  previous: ReadonlyMap<string, TargetAddresses> = new Map()
+  options: { readonly previous?: ReadonlyMap<string, TargetAddresses>; readonly signal?: AbortSignal } = {}
 ): Promise<Result.Result<SrvAnswer, DnsLookupFailed>> => {
+  const previous = options.previous ?? new Map<string, TargetAddresses>()
   let records: ReadonlyArray<{ readonly name: string; readonly port: number; readonly weight: number }>
   try {
     records = (await orNone(resolver.resolveSrv(name))).filter((record) => record.port > 0)
@@ -144,9 +147,18 @@ export const lookupSrv = async (
   // The endpoints the targets looked up so far make (a target's addresses times its ports): lookups stop at the cap.
   const keys = new Set<string>()
   let failed: { count: number; code: string; message: string } | undefined
+  const take = (target: string, found: TargetAddresses): void => {
+    // What is kept for the next lookup is bounded too: past the cap an address makes no endpoint.
+    addresses.set(target, found.length > MaxEndpointsPerService ? found.slice(0, MaxEndpointsPerService) : found)
+    for (const { address } of found) {
+      for (const port of portsOf.get(target)!) keys.add(endpointKey({ host: address, port }))
+      if (keys.size >= MaxEndpointsPerService) break
+    }
+  }
+  const asking = () => keys.size < MaxEndpointsPerService && options.signal?.aborted !== true
   let next = 0
   const worker = async (): Promise<void> => {
-    while (next < targets.length && keys.size < MaxEndpointsPerService) {
+    while (next < targets.length && asking()) {
       const target = targets[next++]!
       let found: TargetAddresses
       try {
@@ -158,17 +170,12 @@ export const lookupSrv = async (
         if (kept === undefined) continue
         found = kept
       }
-      // What is kept for the next lookup is bounded too: past the cap an address makes no endpoint.
-      addresses.set(target, found.length > MaxEndpointsPerService ? found.slice(0, MaxEndpointsPerService) : found)
-      for (const { address } of found) {
-        for (const port of portsOf.get(target)!) keys.add(endpointKey({ host: address, port }))
-        if (keys.size >= MaxEndpointsPerService) break
-      }
+      take(target, found)
     }
   }
   await Promise.all(Array.from({ length: Math.min(MaxTargetLookupsInFlight, targets.length) }, worker))
   if (failed !== undefined && failed.count === targets.length) return Result.fail(new DnsLookupFailed({ name, code: failed.code, message: failed.message }))
-  // Targets never asked: the ones before them filled the cap.
+  // Targets never asked: the ones before them filled the cap (or the source stopped, and nobody reads this).
   let capped = next < targets.length
   let ttlSeconds: number | undefined
   for (const entries of addresses.values()) {
@@ -212,13 +219,15 @@ export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => (
     let stopped = false
     let failures = 0
     let timer: ReturnType<typeof setTimeout> | undefined
+    // Stops the lookup in flight from asking for more targets: the resolver's cancel ends only the queries it has sent.
+    const stop = new AbortController()
     /** Each target's addresses in the last answer: a target whose lookup fails next time keeps them. */
     let previous: ReadonlyMap<string, TargetAddresses> = new Map()
     /** Whether the last answer was capped: logged when an answer becomes so, not on every lookup (a second apart at TTL 0). */
     let wasCapped = false
 
     const run = async (): Promise<void> => {
-      const result = await lookupSrv(resolver, service, name, previous)
+      const result = await lookupSrv(resolver, service, name, { previous, signal: stop.signal })
       if (stopped) return
       let delayMs: number
       if (Result.isSuccess(result)) {
@@ -249,6 +258,7 @@ export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => (
     return () => {
       stopped = true
       clearTimeout(timer)
+      stop.abort()
       resolver.cancel()
     }
   }

@@ -144,6 +144,28 @@ describe("dnsSrvSource with a target that starts failing", () => {
   })
 })
 
+describe("a lookup that is stopped", () => {
+  it("a source stopped mid-lookup asks for no further target", async () => {
+    const targets = Array.from({ length: 400 }, (_, i) => target(`pod-${i}`))
+    const a: Record<string, Array<string>> = {}
+    for (const [i, t] of targets.entries()) a[t] = [`10.9.${i >> 8}.${i & 255}`]
+    const sentinel = target("after-stop")
+    const { server, resolver } = await serve({ srv: { [name]: targets.map((t) => ({ weight: 1, port: 4143, target: t })) }, a: { ...a, [sentinel]: ["10.6.0.1"] } })
+    server.answerDelayMs = 20
+    const stop = dnsSrvSource({ service: "web", name, servers: [server.address], log: () => {} }).start(() => {})
+    const asked = (query: { readonly name: string; readonly type: number }) => query.type === TYPE_A && query.name !== sentinel
+    await server.received(asked, 1)
+    stop()
+    // What the stop's cancelled lookups set off runs in microtasks: one turn later, then a query of
+    // our own, which the server receives after any the source sent before it.
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    const probe = resolver.resolve4(sentinel)
+    await server.received((query) => query.name === sentinel, 1)
+    await probe
+    expect(server.queries.filter(asked).length).toBeLessThanOrEqual(MaxTargetLookupsInFlight)
+  })
+})
+
 /** Two targets of one address each: "good" and "broken" (which a test makes fail). */
 function twoTargets(): Zone {
   return {
