@@ -33,6 +33,8 @@ export interface DnsSrvSourceOptions {
   readonly retryMs?: number
   /** Per query and try (default 2 s). */
   readonly timeoutMs?: number
+  /** How long one lookup asks for targets (default LookupDeadlineMs). */
+  readonly lookupDeadlineMs?: number
   /** Tries per query and server (default 2). */
   readonly tries?: number
   /** Receives "discovery.dns-failed"; stderr by default. */
@@ -67,6 +69,15 @@ export const retryDelayMs = (failures: number, limits: { readonly retryMs: numbe
  * none once the endpoints fill MaxEndpointsPerService.
  */
 export const MaxTargetLookupsInFlight = 16
+
+/**
+ * How long one lookup asks for targets (default). A server that never answers target queries would
+ * otherwise hold a lookup for a timeout per MaxTargetLookupsInFlight targets (1,000 targets at 2 s x
+ * 2 tries: over six minutes), the reported set unchanged all along; past it, the targets not asked
+ * count as failed and keep their last addresses, and the ones in flight end by their own timeout.
+ * A healthy server answers 1,000 targets, 16 at a time, in well under a second.
+ */
+export const LookupDeadlineMs = 10_000
 
 /** A target's addresses; ttl where the record gave one. */
 export type TargetAddresses = ReadonlyArray<{ readonly address: string; readonly ttl?: number }>
@@ -120,15 +131,17 @@ const addressesOf = async (resolver: Resolver, target: string): Promise<TargetAd
  * up in the records' order, MaxTargetLookupsInFlight at a time, and no more once their endpoints
  * fill MaxEndpointsPerService: records times addresses could otherwise run to millions. No target is
  * asked once `signal` aborts (the source stopped: the resolver's cancel ends only the queries in
- * flight).
+ * flight) or `deadlineMs` has passed; those not asked count as failed ones (ETIMEOUT).
  */
 export const lookupSrv = async (
   resolver: Resolver,
   service: string,
   name: string,
-  options: { readonly previous?: ReadonlyMap<string, TargetAddresses>; readonly signal?: AbortSignal } = {}
+  options: { readonly previous?: ReadonlyMap<string, TargetAddresses>; readonly signal?: AbortSignal; readonly deadlineMs?: number } = {}
 ): Promise<Result.Result<SrvAnswer, DnsLookupFailed>> => {
   const previous = options.previous ?? new Map<string, TargetAddresses>()
+  const deadlineMs = options.deadlineMs ?? LookupDeadlineMs
+  const endAt = performance.now() + deadlineMs
   let records: ReadonlyArray<{ readonly name: string; readonly port: number; readonly weight: number }>
   try {
     records = (await orNone(resolver.resolveSrv(name))).filter((record) => record.port > 0)
@@ -155,7 +168,7 @@ export const lookupSrv = async (
       if (keys.size >= MaxEndpointsPerService) break
     }
   }
-  const asking = () => keys.size < MaxEndpointsPerService && options.signal?.aborted !== true
+  const asking = () => keys.size < MaxEndpointsPerService && options.signal?.aborted !== true && performance.now() < endAt
   let next = 0
   const worker = async (): Promise<void> => {
     while (next < targets.length && asking()) {
@@ -174,9 +187,19 @@ export const lookupSrv = async (
     }
   }
   await Promise.all(Array.from({ length: Math.min(MaxTargetLookupsInFlight, targets.length) }, worker))
+  // Targets never asked: the ones before them filled the cap, or the deadline (or stop) came first,
+  // and then they are as failed ones, with their last addresses.
+  let capped = next < targets.length && keys.size >= MaxEndpointsPerService
+  if (next < targets.length && !capped) {
+    const unasked = targets.length - next
+    failed ??= { count: 0, code: "ETIMEOUT", message: `${unasked} targets not asked within the lookup's ${deadlineMs} ms` }
+    failed.count += unasked
+    for (const target of targets.slice(next)) {
+      const kept = previous.get(target)
+      if (kept !== undefined && keys.size < MaxEndpointsPerService) take(target, kept)
+    }
+  }
   if (failed !== undefined && failed.count === targets.length) return Result.fail(new DnsLookupFailed({ name, code: failed.code, message: failed.message }))
-  // Targets never asked: the ones before them filled the cap (or the source stopped, and nobody reads this).
-  let capped = next < targets.length
   let ttlSeconds: number | undefined
   for (const entries of addresses.values()) {
     for (const { ttl } of entries) if (ttl !== undefined && (ttlSeconds === undefined || ttl < ttlSeconds)) ttlSeconds = ttl
@@ -221,13 +244,14 @@ export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => (
     let timer: ReturnType<typeof setTimeout> | undefined
     // Stops the lookup in flight from asking for more targets: the resolver's cancel ends only the queries it has sent.
     const stop = new AbortController()
+    const deadlineMs = options.lookupDeadlineMs ?? LookupDeadlineMs
     /** Each target's addresses in the last answer: a target whose lookup fails next time keeps them. */
     let previous: ReadonlyMap<string, TargetAddresses> = new Map()
     /** Whether the last answer was capped: logged when an answer becomes so, not on every lookup (a second apart at TTL 0). */
     let wasCapped = false
 
     const run = async (): Promise<void> => {
-      const result = await lookupSrv(resolver, service, name, { previous, signal: stop.signal })
+      const result = await lookupSrv(resolver, service, name, { previous, signal: stop.signal, deadlineMs })
       if (stopped) return
       let delayMs: number
       if (Result.isSuccess(result)) {

@@ -144,7 +144,26 @@ describe("dnsSrvSource with a target that starts failing", () => {
   })
 })
 
-describe("a lookup that is stopped", () => {
+describe("a lookup a server drags out, or that is stopped", () => {
+  it("targets whose address queries are never answered: the lookup stops asking at its deadline, the ones not asked keep their last addresses, and it ends", async () => {
+    // One target answers, 199 never do: asked 16 at a time to their timeout, they would hold the
+    // lookup for 13 timeouts (1,000 such targets at the default 2 s x 2 tries: minutes), the set unchanged meanwhile.
+    const targets = Array.from({ length: 200 }, (_, i) => target(`pod-${i}`))
+    const a: Record<string, Array<string>> = {}
+    for (const [i, t] of targets.entries()) a[t] = [`10.9.0.${i}`]
+    const { server } = await serve({ srv: { [name]: targets.map((t) => ({ weight: 1, port: 4143, target: t })) }, a, silent: targets.slice(1) })
+    const resolver = new Resolver({ timeout: 200, tries: 1 })
+    resolver.setServers([server.address])
+    const previous = new Map([[target("pod-150"), [{ address: "10.7.0.150" }]]])
+    const result = await lookupSrv(resolver, "web", name, { previous, deadlineMs: 300 })
+    if (Result.isFailure(result)) throw new Error(`lookup failed: ${JSON.stringify(result.failure)}`)
+    expect(result.success.endpoints.map(endpointKey).sort()).toStrictEqual(["10.7.0.150:4143", "10.9.0.0:4143"])
+    expect(result.success.failedTargets).toMatchObject({ count: 199, code: "ETIMEOUT" })
+    expect(result.success.capped).toBeUndefined()
+    // Asked: the first rounds, not all 200.
+    expect(addressQueries(server)).toBeLessThanOrEqual(3 * MaxTargetLookupsInFlight)
+  })
+
   it("a source stopped mid-lookup asks for no further target", async () => {
     const targets = Array.from({ length: 400 }, (_, i) => target(`pod-${i}`))
     const a: Record<string, Array<string>> = {}
