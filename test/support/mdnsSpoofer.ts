@@ -6,8 +6,8 @@
 //
 // argv[2]: JSON { fqdn, kind: "goodbye" | "takeover", count, everyMs, mesh, service, port?, address?, allowedPrefixes }
 // stdout: {"type":"ready"}, then {"type":"sent","packets":N} once every packet is out.
-import os from "node:os"
 import { createRequire } from "node:module"
+import { exitUnlessInTestNamespace } from "./testNamespaceGuard.ts"
 
 interface SpooferConfig {
   readonly fqdn: string
@@ -23,13 +23,7 @@ interface SpooferConfig {
 
 const write = (line: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(line)}\n`)
 const config = JSON.parse(process.argv[2] ?? "{}") as SpooferConfig
-const foreign = Object.values(os.networkInterfaces())
-  .flatMap((a) => a ?? [])
-  .filter((a) => a.family === "IPv4" && !config.allowedPrefixes.some((prefix) => a.address.startsWith(prefix)))
-if (foreign.length > 0 || config.allowedPrefixes.length === 0) {
-  write({ type: "fatal", reason: `not inside a test namespace: ${foreign.map((a) => a.address).join(", ")}` })
-  process.exit(3)
-}
+exitUnlessInTestNamespace(config.allowedPrefixes, write)
 
 type Mdns = { respond: (packet: unknown, callback: (error: unknown) => void) => void; destroy: () => void }
 const mdns = (createRequire(import.meta.url)("multicast-dns") as (options: unknown) => Mdns)(
