@@ -50,10 +50,10 @@ const measure = async (size: number, packets: number, intervalMs: number | undef
   registry.set = (service, endpoints) => (applications++, set(service, endpoints))
   const receive = (p: ReturnType<typeof packet>): void => {
     const { goodbyes, seen } = instancesIn(p, { address: "10.1.255.254" })
-    for (const name of goodbyes) table!.gone(name)
+    for (const name of goodbyes) table!.gone(name, "10.1.255.254", 0)
     for (const service of seen) {
       const decoded = decodeService(service, mesh, "self")
-      if (decoded.ok) table!.seen(service.fqdn, decoded.endpoint, 0)
+      if (decoded.ok) table!.seen(service.fqdn, decoded.endpoint, 0, "10.1.255.254")
     }
   }
   try {

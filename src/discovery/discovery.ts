@@ -2,7 +2,7 @@
 // are registered here and report updates; each source's state is folded on its own, the sources are
 // merged per service (endpointSet.ts), and subscribers (the sidecar's endpoint registry, the admin
 // view) receive the merged changes: a Reset when they subscribe, then Add, Remove and Change.
-import { messageOf, neverThrowing, stderrLog, type Log } from "../iip/log.ts"
+import { LogThrottle, messageOf, neverThrowing, stderrLog, type Log } from "../iip/log.ts"
 import { applyUpdate, change, diff, leftOutByCap, merged, mergedEndpoint, type MergedEndpoint, type MergedState, type SourceState } from "./endpointSet.ts"
 import { type DiscoveredEndpoint, endpointKey, MaxEndpointsPerService, type DiscoverySource, type EndpointUpdate } from "./types.ts"
 
@@ -16,7 +16,20 @@ export interface DiscoverySnapshot {
 export interface DiscoveryOptions {
   /** Where a listener that throws is reported; stderr by default, and when this log throws itself. */
   readonly log?: Log
+  /** Told of the endpoints the cap per service left out of an update, by the kind of source ("mdns", "static", ...): a metric counts them. */
+  readonly onLeftOut?: (source: string, count: number) => void
+  /** The clock of the capped lines' throttle (monotonic ms). */
+  readonly now?: () => number
 }
+
+/**
+ * `discovery.endpoints-capped` lines per minute, over all sources: a source on the network (an mDNS
+ * host announcing past the cap, then saying goodbye, again and again) can make one refused Add after
+ * another, each of which was a line (6,000 for three rounds of 2,000). The next line admitted says
+ * how many were not written; onLeftOut counts them all.
+ */
+const CappedLines = 10
+const CappedWindowMs = 60_000
 
 interface Registration {
   /** What the source reports now, updated in place (applyUpdate). */
@@ -58,10 +71,14 @@ export class Discovery {
   /** The merged endpoints per service, updated in place: an update costs what it changes. */
   private view = new Map<string, Map<string, MergedEndpoint>>()
   private readonly log: Log
+  private readonly onLeftOut: ((source: string, count: number) => void) | undefined
+  private readonly cappedLines: LogThrottle
 
   constructor(options: DiscoveryOptions = {}) {
     // Called from sources' callbacks and in loops over subscribers: a log that throws must not cut them short.
     this.log = neverThrowing(options.log ?? stderrLog)
+    this.onLeftOut = options.onLeftOut
+    this.cappedLines = new LogThrottle(CappedLines, CappedWindowMs, options.now)
   }
 
   /** Starts `source`; the returned function stops it and withdraws everything it reported. */
@@ -127,7 +144,13 @@ export class Discovery {
     const dropped = leftOutByCap(update, registration.state)
     if (dropped > 0) {
       const source = update._tag === "Reset" ? update.endpoints[0]?.source : update._tag === "Remove" ? undefined : update.endpoint.source
-      this.log("discovery.endpoints-capped", { service: updateService(update), source, limit: MaxEndpointsPerService, leftOut: dropped })
+      const admitted = this.cappedLines.admit()
+      if (admitted !== undefined) this.log("discovery.endpoints-capped", { service: updateService(update), source, limit: MaxEndpointsPerService, leftOut: dropped, ...admitted })
+      try {
+        this.onLeftOut?.((source ?? "unknown").split(":", 1)[0]!, dropped)
+      } catch (error) {
+        this.log("discovery.listener-failed", { service: updateService(update), message: messageOf(error) })
+      }
     }
     this.keepWaiting(registration, update)
     if (!changed) return

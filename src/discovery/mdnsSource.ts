@@ -22,7 +22,8 @@
 // a PTR query (every live publisher answers it) and drops the endpoints nobody re-confirmed within
 // `silenceMs`. A goodbye (unpublishAll on stop) removes an endpoint at once. With the defaults (1000 / 2500 ms) a killed
 // publisher is dropped 1.5–3.5 s after its death, and a host that comes back is listed again within
-// about one interval.
+// about one interval. A live instance is held by the address its answers come from: goodbyes and
+// answers for its name from another address are refused and counted (mdns-spoofed, MdnsEndpointTable).
 //
 // Time: `timer` ({ now, every }; default performance.now and setInterval) drives the re-query and
 // the silence check, so a test can move time by hand (test/support/netnsMdnsChild.ts "tick"). The
@@ -244,11 +245,20 @@ const sameEndpoint = (a: DiscoveredEndpoint, b: DiscoveredEndpoint): boolean =>
   a.adminPort === b.adminPort && a.offHost === b.offHost
 
 /**
- * The endpoints currently listed, by mDNS instance (fqdn), with the time each was last confirmed.
- * Pure state: `seen` on every answer, `gone` on a goodbye, `sweep` on every tick.
+ * The endpoints currently listed, by mDNS instance (fqdn), with the time each was last confirmed and
+ * the address its answers come from (its origin). Pure state: `seen` on every answer, `gone` on a
+ * goodbye, `sweep` on every tick.
+ *
+ * mDNS has no authentication: any host on the link can send a goodbye for, or announce, any name.
+ * An instance is held by its origin while it is live: another address's goodbye, or its answer for
+ * the same name (a name taken over at the sender's address), is refused ("spoofed") until the
+ * instance goes silent for `silenceMs`. Otherwise one host sending goodbyes for every other
+ * instance would keep them all out of the mesh (they are back only at their next answer, each
+ * interval), and one announcing their names would flap them to itself. An instance whose host
+ * really moved is taken at its new address once its old one has expired (1.5-3.5 s with the defaults).
  */
 export class MdnsEndpointTable {
-  private readonly entries = new Map<string, { endpoint: DiscoveredEndpoint; lastSeen: number }>()
+  private readonly entries = new Map<string, { endpoint: DiscoveredEndpoint; lastSeen: number; origin: string }>()
   private readonly emit: (update: EndpointUpdate) => void
   private readonly silenceMs: number
   private readonly maxInstances: number
@@ -267,15 +277,19 @@ export class MdnsEndpointTable {
     return [...this.entries.values()].map((entry) => entry.endpoint)
   }
 
-  /** An answer for `fqdn` arrived at `now`; false when it is new and the table is full (it is not tracked). */
-  seen(fqdn: string, endpoint: DiscoveredEndpoint, now: number): boolean {
+  /**
+   * An answer for `fqdn` from `origin` arrived at `now`: "full" when it is new and the table is full
+   * (it is not tracked), "spoofed" when another origin holds the instance and it is live (refused).
+   */
+  seen(fqdn: string, endpoint: DiscoveredEndpoint, now: number, origin: string): "ok" | "full" | "spoofed" {
     const key = fqdn.toLowerCase()
     const entry = this.entries.get(key)
-    if (entry === undefined && this.entries.size >= this.maxInstances) return false
-    this.entries.set(key, { endpoint, lastSeen: now })
+    if (entry === undefined && this.entries.size >= this.maxInstances) return "full"
+    if (entry !== undefined && entry.origin !== origin && now - entry.lastSeen <= this.silenceMs) return "spoofed"
+    this.entries.set(key, { endpoint, lastSeen: now, origin })
     if (entry === undefined) {
       this.emit({ _tag: "Add", endpoint })
-      return true
+      return "ok"
     }
     const old = entry.endpoint
     if (old.service !== endpoint.service || endpointKey(old) !== endpointKey(endpoint)) {
@@ -284,24 +298,34 @@ export class MdnsEndpointTable {
     } else if (!sameEndpoint(old, endpoint)) {
       this.emit({ _tag: "Change", endpoint })
     }
-    return true
+    return "ok"
   }
 
-  /** A goodbye (or a record that no longer qualifies) for `fqdn`. */
-  gone(fqdn: string): void {
-    const key = fqdn.toLowerCase()
-    const entry = this.entries.get(key)
-    if (entry === undefined) return
-    this.entries.delete(key)
-    this.emit({ _tag: "Remove", service: entry.endpoint.service, key: endpointKey(entry.endpoint) })
+  /**
+   * A goodbye (or a record that no longer qualifies) for `fqdn` from `origin`: false, and nothing
+   * removed, when another origin holds the instance and it is live (spoofed).
+   */
+  gone(fqdn: string, origin: string, now: number): boolean {
+    const entry = this.entries.get(fqdn.toLowerCase())
+    if (entry === undefined) return true
+    if (entry.origin !== origin && now - entry.lastSeen <= this.silenceMs) return false
+    this.drop(fqdn.toLowerCase())
+    return true
   }
 
   /** Drops every entry not confirmed for more than `silenceMs`; returns the dropped fqdns. */
   sweep(now: number): Array<string> {
     const dropped: Array<string> = []
     for (const [fqdn, entry] of this.entries) if (now - entry.lastSeen > this.silenceMs) dropped.push(fqdn)
-    for (const fqdn of dropped) this.gone(fqdn)
+    for (const fqdn of dropped) this.drop(fqdn)
     return dropped
+  }
+
+  private drop(key: string): void {
+    const entry = this.entries.get(key)
+    if (entry === undefined) return
+    this.entries.delete(key)
+    this.emit({ _tag: "Remove", service: entry.endpoint.service, key: endpointKey(entry.endpoint) })
   }
 }
 
@@ -456,21 +480,27 @@ export class MdnsSource implements DiscoverySource {
       ownAddresses ??= new Set(Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).map((entry) => entry.address)))
       return ownAddresses.has(address)
     }
-    const onService = (seen: SeenService) => {
+    // Answers and goodbyes for an instance another host holds (MdnsEndpointTable): counted, and
+    // logged once per re-query interval (any host can send them at line rate).
+    let spoofed = 0
+    const onService = (seen: SeenService, origin: string) => {
       // DNS names are at most 255 bytes; what a hostile packet holds beyond that is not logged.
       const fqdn = seen.fqdn.slice(0, 255)
       const decoded = decodeService(seen, options.mesh, self, isOwnAddress)
       if (decoded.ok) {
+        const taken = table.seen(seen.fqdn, decoded.endpoint, timer.now(), origin)
         // Logged once per episode: until the table has room again.
-        if (!table.seen(seen.fqdn, decoded.endpoint, timer.now())) {
+        if (taken === "full") {
           if (!full) log("mdns-table-full", { fqdn, limit: maxInstances })
           full = true
+        } else if (taken === "spoofed") {
+          spoofed += 1
         } else if (table.size < maxInstances) {
           full = false
         }
         return
       }
-      table.gone(seen.fqdn)
+      if (!table.gone(seen.fqdn, origin, timer.now())) spoofed += 1
       if (decoded.reason !== "self" && !ignored.has(seen.fqdn) && ignored.size < maxInstances) {
         ignored.add(seen.fqdn)
         log("mdns-ignored", { fqdn, reason: decoded.reason })
@@ -480,8 +510,8 @@ export class MdnsSource implements DiscoverySource {
     // answers the PTR query sent each interval), updates and goodbyes alike.
     const onResponse = (packet: { readonly answers?: unknown; readonly additionals?: unknown }, rinfo: { readonly address: string }) => {
       const { goodbyes, seen } = instancesIn(packet, { address: rinfo.address })
-      for (const fqdn of goodbyes) table.gone(fqdn)
-      for (const service of seen) onService(service)
+      for (const fqdn of goodbyes) if (!table.gone(fqdn, rinfo.address, timer.now())) spoofed += 1
+      for (const service of seen) onService(service, rinfo.address)
     }
     mdns.on("response", onResponse)
     const query = () => mdns.query(browsedName, "PTR")
@@ -492,6 +522,8 @@ export class MdnsSource implements DiscoverySource {
       for (const fqdn of table.sweep(timer.now())) log("mdns-expired", { fqdn: fqdn.slice(0, 255) })
       if (warnings > 1) log("mdns-warnings", { count: warnings - 1 })
       warnings = 0
+      if (spoofed > 0) log("mdns-spoofed", { count: spoofed })
+      spoofed = 0
     })
     return () => {
       stopped = true

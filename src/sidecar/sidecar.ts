@@ -23,7 +23,7 @@ import { dnsSrvSource } from "../discovery/dnsSrvSource.ts"
 import { directorySource } from "../discovery/directorySource.ts"
 import { MdnsSource } from "../discovery/mdnsSource.ts"
 import { configSource, fileSource } from "../discovery/staticSource.ts"
-import { makeMetrics, NO_TUNNEL_REFUSALS } from "../telemetry/metrics.ts"
+import { makeMetrics, type MeshMetrics, NO_TUNNEL_REFUSALS } from "../telemetry/metrics.ts"
 import type { Env } from "../telemetry/otelEnv.ts"
 import { TraceStore } from "../telemetry/traceStore.ts"
 import { makeTracing } from "../telemetry/tracing.ts"
@@ -123,9 +123,9 @@ const listen = (server: net.Server, address: HostPort) =>
  * Kubernetes Services (their endpoints' identities in `trustDomain`). The Kubernetes client is loaded only when a Service is to be watched: it
  * costs about 85 MB of memory and 0.8 s at start, which a sidecar off Kubernetes should not pay.
  */
-const startDiscovery = (config: SidecarConfig, log: Log, trustDomain: string | undefined, kubeConfig: KubeConfig | undefined) =>
+const startDiscovery = (config: SidecarConfig, log: Log, trustDomain: string | undefined, kubeConfig: KubeConfig | undefined, metrics: MeshMetrics) =>
   Effect.gen(function*() {
-    const discovery = new Discovery({ log })
+    const discovery = new Discovery({ log, onLeftOut: (source, count) => metrics.discoveryLeftOut(source, count) })
     discovery.register(configSource(config.endpoints))
     if (config.endpointsFile !== null) discovery.register(fileSource({ path: config.endpointsFile, log }))
     for (const [service, name] of Object.entries(config.dnsSrv)) {
@@ -321,7 +321,7 @@ export const make = (
     })
     yield* Effect.addFinalizer(() => Effect.sync(() => registry.close()))
     // Discovery feeds the registry: every change to a service replaces its endpoint set.
-    const discovery = yield* startDiscovery(config, log, meshTls.mode === "off" ? undefined : meshTls.trustDomain, options.kubeConfig)
+    const discovery = yield* startDiscovery(config, log, meshTls.mode === "off" ? undefined : meshTls.trustDomain, options.kubeConfig, telemetry.metrics)
     yield* Effect.addFinalizer(() => Effect.sync(() => discovery.close()))
     const stopFeed = feedRegistry(discovery, registry, log)
     yield* Effect.addFinalizer(() => Effect.sync(stopFeed))

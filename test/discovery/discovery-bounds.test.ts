@@ -57,20 +57,46 @@ describe("applyUpdate's cap per service", () => {
 })
 
 describe("Discovery with a source past the cap", () => {
-  it("logs what it left out, per update, naming the service and the source", () => {
+  it("logs what it left out, naming the service and the source, and counts every endpoint left out by its source", () => {
     const logs = new Recorder<[string, Record<string, unknown>]>()
-    const discovery = new Discovery({ log: (event, fields) => logs.push([event, fields]) })
+    const leftOut: Array<[string, number]> = []
+    const discovery = new Discovery({ log: (event, fields) => logs.push([event, fields]), onLeftOut: (source, count) => leftOut.push([source, count]) })
     let emit: (update: EndpointUpdate) => void = () => {}
     const source: DiscoverySource = { start: (e) => ((emit = e), () => {}) }
     discovery.register(source)
     emit({ _tag: "Reset", service: "web", endpoints: many(MaxEndpointsPerService + 3) })
     expect(discovery.endpoints("web")).toHaveLength(MaxEndpointsPerService)
-    emit({ _tag: "Add", endpoint: ep(MaxEndpointsPerService + 10) })
+    emit({ _tag: "Add", endpoint: ep(MaxEndpointsPerService + 10, { source: "static:file" }) })
     expect(discovery.endpoints("web")).toHaveLength(MaxEndpointsPerService)
     expect(logs.items).toStrictEqual([
       ["discovery.endpoints-capped", { service: "web", source: "mdns", limit: MaxEndpointsPerService, leftOut: 3 }],
-      ["discovery.endpoints-capped", { service: "web", source: "mdns", limit: MaxEndpointsPerService, leftOut: 1 }]
+      ["discovery.endpoints-capped", { service: "web", source: "static:file", limit: MaxEndpointsPerService, leftOut: 1 }]
     ])
+    expect(leftOut).toStrictEqual([["mdns", 3], ["static", 1]])
+    discovery.close()
+  })
+
+  it("a source flapping endpoints past the cap (an mDNS host: goodbye, announce, again) logs at most 10 lines a minute, the next saying how many it left out meanwhile; each is counted", () => {
+    const logs = new Recorder<[string, Record<string, unknown>]>()
+    let leftOut = 0
+    let now = 0
+    const discovery = new Discovery({ log: (event, fields) => logs.push([event, fields]), onLeftOut: (_source, count) => (leftOut += count), now: () => now })
+    let emit: (update: EndpointUpdate) => void = () => {}
+    discovery.register({ start: (e) => ((emit = e), () => {}) })
+    for (const endpoint of many(MaxEndpointsPerService)) emit({ _tag: "Add", endpoint })
+    const over = many(2000, MaxEndpointsPerService)
+    for (let round = 0; round < 3; round++) {
+      for (const endpoint of over) emit({ _tag: "Add", endpoint })
+      for (const endpoint of over) emit({ _tag: "Remove", service: "web", key: `${endpoint.host}:80` })
+    }
+    const capped = () => logs.items.filter(([event]) => event === "discovery.endpoints-capped")
+    expect(capped()).toHaveLength(10)
+    expect(leftOut).toBe(6000)
+    now = 60_000
+    emit({ _tag: "Add", endpoint: over[0]! })
+    expect(capped()).toHaveLength(11)
+    expect(capped().at(-1)![1]).toMatchObject({ leftOut: 1, suppressedBefore: 5990 })
+    expect(discovery.endpoints("web")).toHaveLength(MaxEndpointsPerService)
     discovery.close()
   })
 

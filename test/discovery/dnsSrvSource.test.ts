@@ -108,8 +108,8 @@ describe("lookupSrv against a loopback DNS server", () => {
 
   it("an empty Service (ENODATA) and an unknown name (ENOTFOUND) are empty answers, not failures", async () => {
     const server = await startServer({ srv: { [name]: [] } })
-    expect(answerOf(await lookupSrv(resolverFor(server), "web", name))).toStrictEqual({ endpoints: [], ttlSeconds: undefined })
-    expect(answerOf(await lookupSrv(resolverFor(server), "web", "_mesh._tcp.nothing.shop.svc.cluster.local"))).toStrictEqual({ endpoints: [], ttlSeconds: undefined })
+    expect(answerOf(await lookupSrv(resolverFor(server), "web", name))).toStrictEqual({ endpoints: [], ttlSeconds: undefined, addresses: new Map() })
+    expect(answerOf(await lookupSrv(resolverFor(server), "web", "_mesh._tcp.nothing.shop.svc.cluster.local"))).toStrictEqual({ endpoints: [], ttlSeconds: undefined, addresses: new Map() })
   })
 
   it("a server that is gone is a DnsLookupFailed naming the error", async () => {

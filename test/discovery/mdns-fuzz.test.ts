@@ -58,11 +58,11 @@ describe("seeded random mDNS responses", () => {
       decodedPackets++
       const referer = { address: pick(["10.0.0.9", "10.0.0.9", "127.0.0.1"]) }
       const { goodbyes, seen } = instancesIn(packet, referer)
-      for (const fqdn of goodbyes) table.gone(fqdn)
+      for (const fqdn of goodbyes) table.gone(fqdn, referer.address, round)
       for (const service of seen) {
         const decoded = decodeService(service, "shop", "self")
         if (!decoded.ok) {
-          table.gone(service.fqdn)
+          table.gone(service.fqdn, referer.address, round)
           continue
         }
         const { endpoint } = decoded
@@ -75,7 +75,7 @@ describe("seeded random mDNS responses", () => {
         expect(endpoint.features.length).toBeLessThanOrEqual(16)
         if (endpoint.adminPort !== undefined) expect(endpoint.adminPort >= 1 && endpoint.adminPort <= 65535).toBe(true)
         if (isIP(endpoint.host) === 0) expect(endpoint.host.length).toBeLessThanOrEqual(253)
-        table.seen(service.fqdn, endpoint, round)
+        table.seen(service.fqdn, endpoint, round, referer.address)
         expect(table.size).toBeLessThanOrEqual(maxInstances)
       }
     }

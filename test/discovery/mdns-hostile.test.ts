@@ -135,7 +135,7 @@ describe("a flood of instances", () => {
     const table = new MdnsEndpointTable((update) => updates.push(update), 2500)
     const refused: Array<boolean> = []
     for (let i = 0; i < count; i++) {
-      refused.push(!table.seen(`i${i}._iip-mesh._tcp.local`, { service: `s${i % 50}`, host: `10.0.${i >> 8}.${i & 255}`, port: 7000, weight: 1, features: [], source: "mdns" }, 0))
+      refused.push(table.seen(`i${i}._iip-mesh._tcp.local`, { service: `s${i % 50}`, host: `10.0.${i >> 8}.${i & 255}`, port: 7000, weight: 1, features: [], source: "mdns" }, 0, "10.0.255.1") === "full")
     }
     return { table, updates, refused }
   }
@@ -146,11 +146,11 @@ describe("a flood of instances", () => {
     expect(updates).toHaveLength(MaxMdnsInstances)
     expect(refused.filter(Boolean)).toHaveLength(500)
     // A known instance is still confirmed and updated at the cap.
-    expect(table.seen("i0._iip-mesh._tcp.local", { service: "s0", host: "10.0.0.0", port: 7000, weight: 2, features: [], source: "mdns" }, 1)).toBe(true)
+    expect(table.seen("i0._iip-mesh._tcp.local", { service: "s0", host: "10.0.0.0", port: 7000, weight: 2, features: [], source: "mdns" }, 1, "10.0.255.1")).toBe("ok")
     expect(updates.at(-1)).toMatchObject({ _tag: "Change" })
     // A goodbye makes room for a new one.
-    table.gone("i1._iip-mesh._tcp.local")
-    expect(table.seen("new._iip-mesh._tcp.local", { service: "s0", host: "10.9.9.9", port: 7000, weight: 1, features: [], source: "mdns" }, 1)).toBe(true)
+    table.gone("i1._iip-mesh._tcp.local", "10.0.255.1", 1)
+    expect(table.seen("new._iip-mesh._tcp.local", { service: "s0", host: "10.9.9.9", port: 7000, weight: 1, features: [], source: "mdns" }, 1, "10.0.255.1")).toBe("ok")
   })
 })
 

@@ -5,9 +5,12 @@
 // goodbye drops at once, a SIGKILLed host is dropped within 5 s, an unplugged host leaves and
 // rejoins when plugged back, a host announcing a loopback addr (aiming the others at themselves)
 // is ignored for it, one announcing any other addr (a name that may resolve to loopback) is marked
-// offHost. Packet loss is not tested: it needs nftables on the bridge (testing.md)
+// offHost, and a host speaking for another's instance (its goodbyes, its name over its own address)
+// is not believed while that instance's own host keeps answering. Packet loss is not tested: it needs nftables on the bridge (testing.md)
 // and `nft` is not installed on these machines (tc netem is unavailable on this kernel).
+import { resolve } from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { instanceName } from "../../src/discovery/mdnsSource.ts"
 import { mdnsChildScript } from "../support/netnsLo.ts"
 import { type Host, NetnsHosts, probeRootNetns } from "../support/netnsHosts.ts"
 import { assertCapability, gate, isAdd, isRemove, type JsonLineProcess, reportedUpdate } from "../support/netnsProcess.ts"
@@ -15,6 +18,7 @@ import { assertCapability, gate, isAdd, isRemove, type JsonLineProcess, reported
 const capability = probeRootNetns()
 const suite = gate("mDNS discovery across three hosts (network namespaces on a bridge)", capability)
 const port = 7000
+const spooferScript = resolve(import.meta.dirname, "../support/mdnsSpoofer.ts")
 
 const ms = (n: number) => `${n.toFixed(0)} ms`
 const spread = (values: ReadonlyArray<number>) => values.map(ms).join(", ")
@@ -162,5 +166,47 @@ describe.skipIf(suite.skip)(suite.title, () => {
       `mdns 3 hosts: unplug drop ${spread(dropped.map((l) => l.at - unplugged))} (the unplugged host drops the others after ${spread(alone.map((l) => l.at - unplugged))}); ` +
         `rejoin ${spread(back.map((l) => l.at - replugged))} after replug`
     )
+  })
+  /** h3 sends `count` packets speaking for h2's instance (goodbyes, or its name at h3's address). */
+  const spoof = async (kind: "goodbye" | "takeover", victim: Host, count: number, everyMs: number) => {
+    const spoofer = net!.host(3)
+    const fqdn = `${instanceName("test", victim.name, { service: "catalog", port })}._iip-mesh._tcp.local`
+    const config = { fqdn, kind, count, everyMs, mesh: "test", service: "catalog", port: 9903, address: spoofer.address, allowedPrefixes: [`${net!.net}.`, "127."] }
+    const proc = net!.exec(spoofer, [spooferScript, JSON.stringify(config)], "spoofer")
+    running.push({ host: spoofer, proc })
+    await proc.log.waitFor((d) => d.type === "sent" || d.type === "fatal", 15_000, "the spoofed packets to be sent")
+    return spoofer
+  }
+
+  /** What h1 counted as spoofed (mdns-spoofed lines, one per re-query interval). */
+  const spoofedOn = (proc: JsonLineProcess, from: number) =>
+    proc.log.lines.slice(from).reduce((sum, l) => sum + (l.data.type === "log" && l.data.event === "mdns-spoofed" ? Number((l.data.fields as { count: number }).count) : 0), 0)
+
+  const waitSpoofed = async (proc: JsonLineProcess, from: number, count: number) => {
+    const deadline = performance.now() + 5000
+    while (spoofedOn(proc, from) < count && performance.now() < deadline) await proc.log.waitFor((d) => d.type === "log" && d.event === "mdns-spoofed", 3000, "spoofed packets counted", proc.log.lines.length).catch(() => undefined)
+  }
+
+  it("another host's goodbyes for an instance (a goodbye flood) do not drop it while its own host answers; they are counted", async () => {
+    const [browser, victim] = [await start(1), await start(2)]
+    await meshed([browser, victim], 3000)
+    const from = browser.proc.log.lines.length
+    await spoof("goodbye", victim.host, 100, 10)
+    await waitSpoofed(browser.proc, from, 100)
+    const removes = browser.proc.log.lines.slice(from).filter((l) => isRemove(keyOf(victim.host))(l.data)).length
+    expect(removes).toBe(0)
+    expect(spoofedOn(browser.proc, from)).toBeGreaterThanOrEqual(100)
+  })
+
+  it("another host announcing an instance's name at its own address does not take it over while its own host answers", async () => {
+    const [browser, victim] = [await start(1), await start(2)]
+    await meshed([browser, victim], 3000)
+    const from = browser.proc.log.lines.length
+    const spoofer = await spoof("takeover", victim.host, 20, 50)
+    await waitSpoofed(browser.proc, from, 20)
+    const since = browser.proc.log.lines.slice(from).map((l) => reportedUpdate(l.data)).filter((u) => u !== undefined)
+    expect(since.filter((u) => u._tag === "Remove")).toStrictEqual([])
+    expect(since.filter((u) => u._tag !== "Remove" && (u.endpoint as { host: string }).host === spoofer.address)).toStrictEqual([])
+    expect(spoofedOn(browser.proc, from)).toBeGreaterThanOrEqual(20)
   })
 })

@@ -34,6 +34,9 @@ const endpoint = (overrides: Partial<DiscoveredEndpoint> = {}): DiscoveredEndpoi
   ...overrides
 })
 
+/** The address a host's answers come from. */
+const O = "10.0.0.5"
+
 describe("instance names", () => {
   it("are DNS labels: no dots, at most 63 bytes, distinct when any part differs", () => {
     const name = instanceName("shop", "node.a", announcement)
@@ -109,12 +112,12 @@ describe("liveness table", () => {
 
   it("adds a new instance, ignores a repeat, reports a change of weight and a move of address", () => {
     const { updates, table: t } = table()
-    t.seen("A.local", endpoint(), 0)
-    t.seen("a.local", endpoint(), 10)
+    t.seen("A.local", endpoint(), 0, O)
+    t.seen("a.local", endpoint(), 10, O)
     expect(updates).toStrictEqual([{ _tag: "Add", endpoint: endpoint() }])
-    t.seen("a.local", endpoint({ weight: 5 }), 20)
+    t.seen("a.local", endpoint({ weight: 5 }), 20, O)
     expect(updates[1]).toStrictEqual({ _tag: "Change", endpoint: endpoint({ weight: 5 }) })
-    t.seen("a.local", endpoint({ port: 7009 }), 30)
+    t.seen("a.local", endpoint({ port: 7009 }), 30, O)
     expect(updates.slice(2)).toStrictEqual([
       { _tag: "Remove", service: "catalog", key: "10.0.0.5:7001" },
       { _tag: "Add", endpoint: endpoint({ port: 7009 }) }
@@ -124,26 +127,44 @@ describe("liveness table", () => {
 
   it("removes an instance on its goodbye", () => {
     const { updates, table: t } = table()
-    t.seen("a.local", endpoint(), 0)
-    t.gone("a.local")
-    t.gone("a.local")
+    t.seen("a.local", endpoint(), 0, O)
+    t.gone("a.local", O, 0)
+    t.gone("a.local", O, 0)
     expect(updates.at(-1)).toStrictEqual({ _tag: "Remove", service: "catalog", key: "10.0.0.5:7001" })
     expect(updates).toHaveLength(2)
   })
 
   it("drops what was not re-confirmed within the silence limit, keeps what was, and re-adds a returning instance", () => {
     const { updates, table: t } = table(2500)
-    t.seen("a.local", endpoint(), 0)
-    t.seen("b.local", endpoint({ host: "10.0.0.6", node: "n2" }), 0)
+    t.seen("a.local", endpoint(), 0, O)
+    t.seen("b.local", endpoint({ host: "10.0.0.6", node: "n2" }), 0, O)
     for (let now = 1000; now <= 2000; now += 1000) {
-      t.seen("b.local", endpoint({ host: "10.0.0.6", node: "n2" }), now)
+      t.seen("b.local", endpoint({ host: "10.0.0.6", node: "n2" }), now, O)
       expect(t.sweep(now)).toStrictEqual([])
     }
     expect(t.sweep(2500)).toStrictEqual([])
     expect(t.sweep(2501)).toStrictEqual(["a.local"])
     expect(updates.at(-1)).toStrictEqual({ _tag: "Remove", service: "catalog", key: "10.0.0.5:7001" })
     expect(t.endpoints().map((e) => e.node)).toStrictEqual(["n2"])
-    t.seen("a.local", endpoint(), 4000)
+    t.seen("a.local", endpoint(), 4000, O)
     expect(updates.at(-1)).toStrictEqual({ _tag: "Add", endpoint: endpoint() })
+  })
+  it("an instance is held by the address its answers come from: another's goodbye or answer for its name is refused while it is live, taken once it went silent", () => {
+    const { updates, table: t } = table(2500)
+    t.seen("a.local", endpoint(), 0, O)
+    // A goodbye and a take-over from another host, while the instance answers: refused, nothing changes.
+    expect(t.gone("a.local", "10.0.0.66", 100)).toBe(false)
+    expect(t.seen("a.local", endpoint({ host: "10.0.0.66" }), 200, "10.0.0.66")).toBe("spoofed")
+    expect(updates).toStrictEqual([{ _tag: "Add", endpoint: endpoint() }])
+    // A refused answer does not keep the instance alive either: it expires on its own host's silence.
+    expect(t.sweep(2501)).toStrictEqual(["a.local"])
+    // Once gone, the name is anyone's (a host that moved to a new address is taken there).
+    expect(t.seen("a.local", endpoint({ host: "10.0.0.66" }), 2600, "10.0.0.66")).toBe("ok")
+    // Its own goodbye removes it at once; a goodbye for an instance silent past the limit is taken from anyone.
+    expect(t.gone("a.local", "10.0.0.66", 2700)).toBe(true)
+    t.seen("b.local", endpoint({ host: "10.0.0.7" }), 3000, "10.0.0.7")
+    expect(t.gone("b.local", O, 5500)).toBe(false)
+    expect(t.gone("b.local", O, 5501)).toBe(true)
+    expect(updates.map((u) => u._tag)).toStrictEqual(["Add", "Remove", "Add", "Remove", "Add", "Remove"])
   })
 })

@@ -6,7 +6,9 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { LoopbackDnsServer } from "../discovery/dnsServer.ts"
+import { MaxEndpointsPerService } from "../../src/discovery/types.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { parsePrometheusText, sum } from "../support/prometheusText.ts"
 import { call, echoRequest, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 describe("sidecar endpoints from discovery", () => {
@@ -87,5 +89,17 @@ describe("sidecar endpoints from discovery", () => {
     const watching = await startSidecar(cleanup, sidecarConfig({ service: "store", kubernetes: { catalog: "shop/catalog" } }), (event) => events.push(event))
     expect(watching.sidecar.ready()).toBe(true)
     if (process.env["KUBERNETES_SERVICE_HOST"] === undefined) expect(events).toContain("discovery.kubernetes-not-in-cluster")
+  })
+  it("counts the endpoints a source lists past the cap per service in iip_mesh_discovery_endpoints_left_out_total, by source kind", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "iip-mesh-endpoints-"))
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }))
+    const file = join(dir, "endpoints.json")
+    // Loopback ports nothing listens on: nothing is called, only listed.
+    const listed = Array.from({ length: MaxEndpointsPerService + 2 }, (_, i) => ({ address: `127.0.0.1:${20_000 + i}`, weight: 1 }))
+    writeFileSync(file, JSON.stringify({ catalog: listed }))
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpointsFile: file }))
+    await waitFor(() => a.sidecar.registry.endpointsOf("catalog").length === MaxEndpointsPerService, 5000, "the file's endpoints")
+    const metrics = parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body)
+    expect(sum(metrics, "iip_mesh_discovery_endpoints_left_out_total", { source: "static" })).toBe(2)
   })
 })

@@ -151,10 +151,10 @@ const mdnsHost = (emit: (update: EndpointUpdate) => void) => {
       { name: fqdn(i), type: "TXT", ttl: 4500, data: ["mesh=m", "service=catalog", `addr=10.1.${i >> 8}.${i & 255}`].map((t) => Buffer.from(t)) }
     ]
     const { goodbyes, seen } = instancesIn({ answers }, { address: "10.1.255.254" })
-    for (const name of goodbyes) table.gone(name)
+    for (const name of goodbyes) table.gone(name, "10.1.255.254", 0)
     for (const service of seen) {
       const decoded = decodeService(service, "m", "self")
-      if (decoded.ok) table.seen(service.fqdn, decoded.endpoint, 0)
+      if (decoded.ok) table.seen(service.fqdn, decoded.endpoint, 0, "10.1.255.254")
     }
   }
   return { receive }

@@ -14,6 +14,7 @@
 import os from "node:os"
 import { createInterface } from "node:readline"
 import { MdnsSource, type MdnsSourceOptions, type MdnsTimer } from "../../src/discovery/mdnsSource.ts"
+import { exitUnlessInTestNamespace } from "./testNamespaceGuard.ts"
 
 interface ChildConfig {
   readonly options: MdnsSourceOptions
@@ -25,13 +26,7 @@ interface ChildConfig {
 const write = (line: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(line)}\n`)
 
 const config = JSON.parse(process.argv[2] ?? "{}") as ChildConfig
-const foreign = Object.values(os.networkInterfaces())
-  .flatMap((addresses) => addresses ?? [])
-  .filter((a) => a.family === "IPv4" && !config.allowedPrefixes.some((prefix) => a.address.startsWith(prefix)))
-if (foreign.length > 0 || config.allowedPrefixes.length === 0) {
-  write({ type: "fatal", reason: `not inside a test namespace: ${foreign.map((a) => a.address).join(", ")}` })
-  process.exit(3)
-}
+exitUnlessInTestNamespace(config.allowedPrefixes, write)
 
 let clock = 0
 const ticks: Array<() => void> = []
