@@ -11,10 +11,9 @@ import * as tls from "node:tls"
 import { beforeAll, describe, expect, it } from "vitest"
 import { createIntermediateCa, createRootCa, generateKeyPair, issueLeaf, validFromNow } from "../../src/identity/certificates.ts"
 import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
-import { parseJoinTokens } from "../../src/identity/proofs.ts"
 import { issuerSigner, issuerTrustBundle } from "../../src/identity/signers.ts"
 import { issuerSpiffeId } from "../../src/identity/spiffe.ts"
-import { audience, makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
+import { audience, joinTokensNow, makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
 
 let ca: Awaited<ReturnType<typeof makeIssuingCa>>
 beforeAll(async () => {
@@ -107,7 +106,7 @@ describe("issuer: clients that stall after the handshake", () => {
 
   it("a client stalled mid-body holds no signing slot: with maxInFlight 1 a sidecar is still signed meanwhile", async () => {
     const joinToken = "j".repeat(40)
-    const running = await startIssuer(ca, { joinTokens: parseJoinTokens(`${joinToken} catalog\n`), maxInFlight: 1 })
+    const running = await startIssuer(ca, { joinTokens: joinTokensNow(`${joinToken} catalog\n`), maxInFlight: 1 })
     try {
       // node answers 100 Continue right before it hands the request to the issuer's handler: once
       // it arrives, the stalled request is in the handler, reading its body.
@@ -132,7 +131,7 @@ describe("issuer: an intermediate near its end", () => {
     const root = await createRootCa({ commonName: "root", trustDomain, lifetimeMs: 10 * 86_400_000 })
     const intermediate = await createIntermediateCa(root, { commonName: "ending", trustDomain, lifetimeMs: 2 * 3_600_000 })
     const joinToken = "j".repeat(40)
-    const running = await startIssuer({ intermediate, trustBundlePem: root.certificatePem, trustDomain }, { joinTokens: parseJoinTokens(`${joinToken} catalog\n`) })
+    const running = await startIssuer({ intermediate, trustBundlePem: root.certificatePem, trustDomain }, { joinTokens: joinTokensNow(`${joinToken} catalog\n`) })
     try {
       const pair = await generateKeyPair()
       const signer = issuerSigner({ issuerUrl: running.url, trustDomain, trustBundle: () => root.certificatePem, proof: () => ({ kind: "join", token: joinToken }) })

@@ -17,12 +17,11 @@ import { sidecarIdentity } from "../../src/cli/sidecarIdentity.ts"
 import { issueLeaf } from "../../src/identity/certificates.ts"
 import { readCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import * as IdentityClient from "../../src/identity/identityClient.ts"
-import { parseJoinTokens } from "../../src/identity/proofs.ts"
 import { caFiles, initCa, rotateCa } from "../../src/identity/caDirectory.ts"
 import { developmentTrustBundle, issuerTrustBundle } from "../../src/identity/signers.ts"
 import { certificatesOfPem } from "../../src/identity/trustBundle.ts"
 import { sidecarConfig } from "../support/sidecarHarness.ts"
-import { eventually, makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
+import { eventually, joinTokensNow, makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
 
 const minute = 60_000
 
@@ -33,7 +32,7 @@ const issuerWith = (leafLifetimeMs = 24 * 60 * minute) =>
   Effect.acquireRelease(
     Effect.promise(async () => {
       const ca = await makeIssuingCa()
-      return { ca, running: await startIssuer(ca, { joinTokens: parseJoinTokens(`${joinToken} catalog\n`), leafLifetimeMs }) }
+      return { ca, running: await startIssuer(ca, { joinTokens: joinTokensNow(`${joinToken} catalog\n`), leafLifetimeMs }) }
     }),
     ({ running }) => Effect.promise(() => running.stop())
   )

@@ -13,7 +13,7 @@ import type { AddressInfo } from "node:net"
 import type { IssuingCa } from "../../src/identity/caDirectory.ts"
 import { createIntermediateCa, createRootCa, generateKeyPair } from "../../src/identity/certificates.ts"
 import * as Issuer from "../../src/identity/issuer.ts"
-import type { JoinToken } from "../../src/identity/proofs.ts"
+import { defaultJoinTokenTtlMs, type JoinToken, parseJoinTokens } from "../../src/identity/proofs.ts"
 import { collectLog } from "./meshTest.ts"
 
 const day = 86_400_000
@@ -28,6 +28,9 @@ export const eventually = (check: () => boolean, ms = 5_000) =>
   )
 
 export const trustDomain = "test.mesh"
+
+/** Join tokens as a file written now would give them (ending the default 24 h from now, unless a line says expires=). */
+export const joinTokensNow = (text: string): Array<JoinToken> => parseJoinTokens(text, { writtenAt: Date.now(), defaultTtlMs: defaultJoinTokenTtlMs })
 export const audience = "iip-mesh-identity"
 
 export const makeIssuingCa = async (name = "test"): Promise<IssuingCa & { rootPem: string }> => {
