@@ -111,8 +111,8 @@ const callIssuer = async (options: IssuerOptions, path: string, body: string | u
   })
 }
 
-export const issuerSigner = (options: IssuerSignerOptions): Signer => (csrPem) =>
-  callIssuer(options, "/v1/sign", JSON.stringify({ csr: csrPem, proof: options.proof() }), undefined, options.credentials?.()) as Promise<SignResponse>
+export const issuerSigner = (options: IssuerSignerOptions): Signer => (csrPem, signal) =>
+  callIssuer(options, "/v1/sign", JSON.stringify({ csr: csrPem, proof: options.proof() }), signal, options.credentials?.()) as Promise<SignResponse>
 
 /** GET /v1/bundle: the bundle as the issuer holds it now, whatever it is (the identity client checks and bounds it). */
 export const issuerTrustBundle = (options: IssuerOptions): BundleFetcher => async (signal) => {
