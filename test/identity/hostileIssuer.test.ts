@@ -146,14 +146,11 @@ describe("issuer: an intermediate near its end", () => {
   })
 })
 
-/** An HTTPS server holding the issuer's name (spiffe://td/issuer under the test CA) whose every answer is `status` with `body`. */
-const withFakeIssuer = async (status: number, body: string, run: (url: string) => Promise<void>) => {
+/** An HTTPS server holding the issuer's name (spiffe://td/issuer under the test CA) answering with `handler`. */
+const withHostileIssuer = async (handler: http.RequestListener, run: (url: string) => Promise<void>) => {
   const pair = await generateKeyPair()
   const leaf = await issueLeaf(ca.intermediate, { spiffeId: issuerSpiffeId(trustDomain), publicKey: pair.keys.publicKey, ...validFromNow(3_600_000) })
-  const server = https.createServer({ key: pair.privateKeyPem, cert: leaf + ca.intermediate.certificatePem }, (_request, response) => {
-    response.writeHead(status, { "content-type": "application/json" })
-    response.end(body)
-  })
+  const server = https.createServer({ key: pair.privateKeyPem, cert: leaf + ca.intermediate.certificatePem }, handler)
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
   try {
     await run(`https://127.0.0.1:${(server.address() as AddressInfo).port}`)
@@ -163,7 +160,59 @@ const withFakeIssuer = async (status: number, body: string, run: (url: string) =
   }
 }
 
+/** As withHostileIssuer, every answer `status` with `body`. */
+const withFakeIssuer = (status: number, body: string, run: (url: string) => Promise<void>) =>
+  withHostileIssuer((_request, response) => {
+    response.writeHead(status, { "content-type": "application/json" })
+    response.end(body)
+  }, run)
+
 describe("issuer: what a sidecar takes from something answering as the issuer", () => {
+  // Guards (wave 2 probe: these held, no test had them): a sign call ends within its bound whatever the issuer does.
+  it("an issuer that never answers, or answers 200 and trickles for ever, fails the sign call at its timeout (1 s here); one answering 64 MiB fails past 64 KiB, read no further", async () => {
+    const pair = await generateKeyPair()
+    const csr = await createCertificateRequest(pair.keys, undefined)
+    let written = 0
+    const handlers: Record<string, http.RequestListener> = {
+      never: (request) => void request.resume(),
+      trickle: (request, response) => {
+        request.resume()
+        response.writeHead(200, { "content-type": "application/json" })
+        const trickle = setInterval(() => response.write(" "), 100)
+        response.on("close", () => clearInterval(trickle))
+      },
+      huge: (request, response) => {
+        request.resume()
+        response.writeHead(200, { "content-type": "application/json" })
+        const chunk = Buffer.alloc(64 * 1024, 0x20)
+        const more = () => {
+          while (written < 64 * 1024 * 1024 && !response.destroyed) {
+            written += chunk.length
+            if (!response.write(chunk)) return void response.once("drain", more)
+          }
+          response.end()
+        }
+        more()
+      }
+    }
+    const outcomes: Record<string, string> = {}
+    for (const [name, handler] of Object.entries(handlers)) {
+      await withHostileIssuer(handler, async (url) => {
+        const sign = issuerSigner({ issuerUrl: url, trustDomain, trustBundle: () => ca.trustBundlePem, proof: () => ({ kind: "join", token: "j".repeat(40) }), timeoutMs: 1_000 })
+        const started = performance.now()
+        outcomes[name] = await sign(csr).then(() => "signed", (error: Error) => error.message)
+        expect(performance.now() - started).toBeLessThan(3_000)
+      })
+    }
+    expect(outcomes).toStrictEqual({
+      never: "the issuer did not answer within 1000 ms",
+      trickle: "the issuer did not answer within 1000 ms",
+      huge: "the issuer's answer is larger than 65536 bytes"
+    })
+    // What the kernel's buffers took before the call went, not 64 MiB.
+    expect(written).toBeLessThan(16 * 1024 * 1024)
+  })
+
   it.each(["null", "7", "\"text\"", "[1]"])("a refusal whose JSON is %s rejects the call with the status (not an exception out of the response handler, leaving the call unsettled)", async (body) => {
     await withFakeIssuer(503, body, async (url) => {
       const options = { issuerUrl: url, trustDomain, trustBundle: () => ca.trustBundlePem, timeoutMs: 2_000 }
