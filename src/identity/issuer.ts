@@ -306,7 +306,10 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         )
       )
     )
-    options.log("identity-issuer-ready", { address: `${bound.host}:${bound.port}`, trustDomain: options.trustDomain, kubernetes: options.tokenReview !== undefined, joinTokens: options.joinTokens.length })
+    // Tokens already ended earn renewals only: a file older than its TTL shows here, not at the first refused join.
+    const startedAt = clock.currentTimeMillisUnsafe()
+    const joinTokensExpired = options.joinTokens.filter((token) => token.expiresAt <= startedAt).length
+    options.log("identity-issuer-ready", { address: `${bound.host}:${bound.port}`, trustDomain: options.trustDomain, kubernetes: options.tokenReview !== undefined, joinTokens: options.joinTokens.length, joinTokensExpired })
     const replaceCa = async (next: IssuingCa): Promise<void> => {
       const nextServing = await servingCredentials(next, options)
       ca = next

@@ -66,15 +66,20 @@ describe("join token expiry", () => {
       expect(events.filter((e) => e.event === "identity-refused").map((e) => e.fields.reason)).toStrictEqual(["bad-join-token"])
     }).pipe(Effect.scoped))
 
-  it.effect("expires= sets a token's own end (an absolute RFC 3339 time), whatever the default TTL", () =>
+  it.effect("expires= sets a token's own end (an absolute RFC 3339 time), whatever the default TTL; the issuer's ready line counts the tokens already ended", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(Date.now())
       const now = yield* Clock.currentTimeMillis
       const ca = yield* Effect.promise(() => makeIssuingCa())
       const ends = new Date(now + 2 * hour).toISOString()
       const tokens = parseJoinTokens(`${catalogToken} catalog expires=${ends}\n${pricingToken} pricing\n`, { writtenAt: now, defaultTtlMs: hour })
-      const { url } = yield* issuerOnTestClock(ca, tokens)
+      const started = yield* issuerOnTestClock(ca, tokens)
+      const url = started.url
+      // An issuer started now counts none of them ended; one started after the hour, pricing's.
+      const ready = (events: ReadonlyArray<{ event: string; fields: Record<string, unknown> }>) => events.find((e) => e.event === "identity-issuer-ready")?.fields.joinTokensExpired
+      expect(ready(started.events)).toBe(0)
       yield* TestClock.adjust(hour)
+      expect(ready((yield* issuerOnTestClock(ca, tokens)).events)).toBe(1)
       expect(yield* sign(ca, url, catalogToken, "catalog")).toMatchObject({ signed: `spiffe://${trustDomain}/svc/catalog` })
       expect((yield* sign(ca, url, pricingToken, "pricing")).refused).toMatch(/401 bad-join-token.*expired at/)
       yield* TestClock.adjust(hour)
