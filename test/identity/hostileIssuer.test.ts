@@ -20,6 +20,21 @@ beforeAll(async () => {
   ca = await makeIssuingCa()
 })
 
+/** Writes `total` bytes of spaces as fast as `response` takes them, telling `wrote` each chunk, until it is destroyed. */
+const writeSpaces = (response: http.ServerResponse, total: number, wrote: (bytes: number) => void) => {
+  const chunk = Buffer.alloc(64 * 1024, 0x20)
+  let left = total
+  const more = () => {
+    while (left > 0 && !response.destroyed) {
+      left -= chunk.length
+      wrote(chunk.length)
+      if (!response.write(chunk)) return void response.once("drain", more)
+    }
+    response.end()
+  }
+  more()
+}
+
 /** An issuer whose TokenReviews go to an API server answering with `handler`; `run` asks it to sign with a Kubernetes token. */
 const withApiServer = async (handler: http.RequestListener, run: (sign: () => Promise<unknown>) => Promise<void>) => {
   const api = http.createServer(handler)
@@ -52,18 +67,9 @@ describe("issuer: a hostile Kubernetes API server", () => {
   })
 
   it("a TokenReview answer of 8 MiB is token-review-unavailable once past 64 KiB", async () => {
-    let written = 0
     await withApiServer((_request, response) => {
       response.writeHead(201, { "content-type": "application/json" })
-      const chunk = Buffer.alloc(64 * 1024, 0x20)
-      const more = () => {
-        while (written < 8 * 1024 * 1024 && !response.destroyed) {
-          written += chunk.length
-          if (!response.write(chunk)) return void response.once("drain", more)
-        }
-        response.end()
-      }
-      more()
+      writeSpaces(response, 8 * 1024 * 1024, () => {})
     }, async (sign) => {
       await expect(sign()).rejects.toThrow(/503 token-review-unavailable\): TokenReview failed: answer larger than 65536 bytes/)
     })
@@ -184,15 +190,7 @@ describe("issuer: what a sidecar takes from something answering as the issuer", 
       huge: (request, response) => {
         request.resume()
         response.writeHead(200, { "content-type": "application/json" })
-        const chunk = Buffer.alloc(64 * 1024, 0x20)
-        const more = () => {
-          while (written < 64 * 1024 * 1024 && !response.destroyed) {
-            written += chunk.length
-            if (!response.write(chunk)) return void response.once("drain", more)
-          }
-          response.end()
-        }
-        more()
+        writeSpaces(response, 64 * 1024 * 1024, (bytes) => (written += bytes))
       }
     }
     const outcomes: Record<string, string> = {}

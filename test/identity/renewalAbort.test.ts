@@ -6,12 +6,11 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import { TestClock } from "effect/testing"
-import * as net from "node:net"
 import { issueLeaf } from "../../src/identity/certificates.ts"
 import { readCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import * as IdentityClient from "../../src/identity/identityClient.ts"
 import { issuerSigner } from "../../src/identity/signers.ts"
-import { eventually, makeIssuingCa, trustDomain } from "../support/identityTest.ts"
+import { eventually, makeIssuingCa, silentServer, trustDomain } from "../support/identityTest.ts"
 
 const hour = 3_600_000
 
@@ -20,24 +19,7 @@ describe("a renewal in flight", () => {
     Effect.gen(function*() {
       yield* TestClock.setTime(Date.now())
       const ca = yield* Effect.promise(() => makeIssuingCa())
-      // Takes the connection, reads what comes (so it sees the client close) and never answers the TLS handshake.
-      const held = new Set<net.Socket>()
-      let closed = 0
-      const silent = net.createServer((socket) => {
-        held.add(socket)
-        socket.resume()
-        socket.on("close", () => closed++)
-      })
-      const port = yield* Effect.acquireRelease(
-        Effect.promise(() => new Promise<number>((resolve) => silent.listen(0, "127.0.0.1", () => resolve((silent.address() as net.AddressInfo).port)))),
-        () =>
-          Effect.promise(() =>
-            new Promise<void>((resolve) => {
-              for (const socket of held) socket.destroy()
-              silent.close(() => resolve())
-            })
-          )
-      )
+      const { port, state } = yield* silentServer
       const toIssuer = issuerSigner({ issuerUrl: `https://127.0.0.1:${port}`, trustDomain, trustBundle: () => ca.trustBundlePem, proof: () => ({ kind: "join", token: "j".repeat(40) }), timeoutMs: 10_000 })
       // The first credentials in-process; the renewal goes to the silent issuer.
       let calls = 0
@@ -51,9 +33,9 @@ describe("a renewal in flight", () => {
       yield* IdentityClient.make({ signer, trustDomain, requestedId: `spiffe://${trustDomain}/svc/catalog`, log: () => {} }).pipe(Scope.provide(scope))
       // Past the renewal (70 % +- 5 % of 10 h).
       yield* TestClock.adjust(8 * hour)
-      yield* eventually(() => held.size === 1)
+      yield* eventually(() => state.held.size === 1)
       yield* Scope.close(scope, Exit.void)
-      yield* eventually(() => closed === 1, 2_000)
+      yield* eventually(() => state.closed === 1, 2_000)
       expect(calls).toBe(2)
     }).pipe(Effect.scoped))
 })
