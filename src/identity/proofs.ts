@@ -191,7 +191,21 @@ export interface JoinTokenTimes {
 
 const servicePattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 /** RFC 3339 with its zone: a time without one would be read in the issuer's local zone. */
-const rfc3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/
+const rfc3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/
+
+/**
+ * The time an RFC 3339 `text` names, or NaN. Date.parse takes days up to 31 in every month and an
+ * hour of 24, rolling them into the following days: a mistyped end (30 February) would be moved
+ * silently, so the day must exist in its month and the hour be below 24.
+ */
+const rfc3339Time = (text: string): number => {
+  const fields = rfc3339.exec(text)
+  if (fields === null) return NaN
+  const [year, month, day, hour] = fields.slice(1, 5).map(Number) as [number, number, number, number]
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate()
+  return day >= 1 && day <= daysInMonth && hour <= 23 ? Date.parse(text) : NaN
+}
+
 /** Shorter secrets are refused when the file is read: a join token must not be guessable. */
 export const minJoinTokenLength = 32
 
@@ -227,7 +241,7 @@ export const parseJoinTokens = (text: string, times: JoinTokenTimes): Array<Join
     if (bad.length > 0) throw new Error(`${where}: not service names: ${bad.map((name) => JSON.stringify(loggable(name, 64))).join(", ")}`)
     const hashed = /^sha256:([0-9a-f]{64})$/.exec(secret)
     if (hashed === null && secret.length < minJoinTokenLength) throw new Error(`${where}: a token must be at least ${minJoinTokenLength} characters (or sha256:<hex> of one)`)
-    const expiresAt = end === undefined ? times.writtenAt + times.defaultTtlMs : end.startsWith("expires=") && rfc3339.test(end.slice(8)) ? Date.parse(end.slice(8)) : NaN
+    const expiresAt = end === undefined ? times.writtenAt + times.defaultTtlMs : end.startsWith("expires=") ? rfc3339Time(end.slice(8)) : NaN
     if (Number.isNaN(expiresAt)) throw new Error(`${where}: expected expires=<RFC 3339 time with its zone, e.g. 2027-01-02T03:04:05Z>, got ${JSON.stringify(loggable(end ?? "", 64))}`)
     return [{ sha256: hashed !== null ? Buffer.from(hashed[1]!, "hex") : sha256(secret), services: new Set(names), expiresAt }]
   })

@@ -91,7 +91,10 @@ describe("join token expiry", () => {
     expect(parseJoinTokens(`${catalogToken} catalog expires=2027-01-02T03:04:05Z`, times)[0]!.expiresAt).toBe(Date.parse("2027-01-02T03:04:05Z"))
     expect(parseJoinTokens(`${catalogToken} catalog expires=2027-01-02T03:04:05.250+02:00`, times)[0]!.expiresAt).toBe(Date.parse("2027-01-02T01:04:05.250Z"))
     expect(parseJoinTokens(`${catalogToken} catalog`, { writtenAt: 5, defaultTtlMs: hour })[0]!.expiresAt).toBe(5 + hour)
-    for (const bad of ["expires=2027-01-02", "expires=2027-01-02T03:04:05", "expires=tomorrow", "expires=2027-13-02T03:04:05Z", "ttl=1h"]) {
+    expect(parseJoinTokens(`${catalogToken} catalog expires=2028-02-29T23:59:59Z`, times)[0]!.expiresAt).toBe(Date.parse("2028-02-29T23:59:59Z"))
+    // Date.parse rolls a 30 February or a 24:00 over into the next days: a mistyped end is refused, not moved.
+    const overflowing = ["expires=2027-02-29T03:04:05Z", "expires=2027-04-31T03:04:05Z", "expires=2027-01-02T24:00:00Z", "expires=2027-01-00T03:04:05Z"]
+    for (const bad of ["expires=2027-01-02", "expires=2027-01-02T03:04:05", "expires=tomorrow", "expires=2027-13-02T03:04:05Z", "ttl=1h", ...overflowing]) {
       expect(() => parseJoinTokens(`# tokens\n${catalogToken} catalog ${bad}`, times)).toThrow(/^join tokens line 2: /)
     }
   })
