@@ -197,7 +197,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     const clock = yield* Clock.Clock
 
     /** The identity a proof earns for a CSR naming `requestedId` (or nothing), and whether a presented certificate earned it. */
-    const grant = async (proof: SignRequest["proof"], requestedId: string | undefined, socket: TLSSocket): Promise<{ spiffeId: string; byCertificate: boolean }> => {
+    const grant = async (proof: SignRequest["proof"], requestedId: string | undefined, renewing: string | undefined): Promise<{ spiffeId: string; byCertificate: boolean }> => {
       if (proof.kind === "kubernetes") {
         if (options.tokenReview === undefined) throw new ProofRefused({ reason: "proof-not-accepted", detail: "this issuer takes no Kubernetes tokens (not in a cluster)" })
         const account = await reviewServiceAccountToken(options.tokenReview, proof.token)
@@ -213,11 +213,11 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         }
         service = segments[2]
       }
-      const granted = checkJoinToken(options.joinTokens, proof.token, service, clock.currentTimeMillisUnsafe(), presentedService(socket, options.trustDomain))
+      const granted = checkJoinToken(options.joinTokens, proof.token, service, clock.currentTimeMillisUnsafe(), renewing)
       return { spiffeId: serviceSpiffeId(options.trustDomain, granted.service), byCertificate: granted.byCertificate }
     }
 
-    const sign = async (body: string, socket: TLSSocket): Promise<SignResponse> => {
+    const sign = async (body: string, renewing: string | undefined): Promise<SignResponse> => {
       const signingCa = ca
       const request = parseSignRequest(body)
       let csr
@@ -227,7 +227,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         if (error instanceof RequestMalformed) throw new ProofRefused({ reason: "malformed-csr", detail: error.reason })
         throw error
       }
-      const { spiffeId, byCertificate } = await grant(request.proof, csr.requestedId, socket)
+      const { spiffeId, byCertificate } = await grant(request.proof, csr.requestedId, renewing)
       if (csr.requestedId !== undefined && csr.requestedId !== spiffeId) {
         throw new ProofRefused({ reason: "identity-not-allowed", detail: `the request asks for ${loggable(csr.requestedId, 200)}; the proof earns ${spiffeId}` })
       }
@@ -277,13 +277,16 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       if (request.method === "GET" && path === "/v1/bundle") return answer(response, 200, { trustBundlePem: ca.trustBundlePem })
       if (path !== "/v1/sign") return answer(response, 404, { error: "not-found", message: "POST /v1/sign" })
       if (request.method !== "POST") return answer(response, 405, { error: "method-not-allowed", message: "POST /v1/sign" })
+      // Read now, while the connection is open: a client may leave once its body is sent, and a
+      // closed TLSSocket has no peer certificate left to read.
+      const renewing = presentedService(request.socket as TLSSocket, options.trustDomain)
       // A slot is taken once the body is in: a client that sends its body slowly (or never) holds
       // a connection, bounded by maxConnections and the request timeout, never a signing slot.
       readBody(request, options.maxRequestBytes)
         .then((body) => {
           if (inFlight >= options.maxInFlight) throw new ProofRefused({ reason: "overloaded", detail: `${options.maxInFlight} signings in progress` })
           inFlight++
-          return sign(body, request.socket as TLSSocket).finally(() => inFlight--)
+          return sign(body, renewing).finally(() => inFlight--)
         })
         .then((signedResponse) => answer(response, 200, signedResponse), (error) => refuse(response, remote, error))
     })

@@ -1,14 +1,16 @@
 // The issuer against hostile peers (wave 2: no input may crash, desync or exhaust the issuer): a
 // Kubernetes API server whose answer never ends is bounded by the review's timeout, one answering
 // the wrong JSON types is refused as its fault, never blamed on the sidecar; clients that stall
-// after the handshake are closed at the request timeout and hold no signing slot; and the leaves
-// it signs never outlive its intermediate.
+// after the handshake are closed at the request timeout and hold no signing slot; one presenting
+// its certificate that leaves once its request is sent is answered for what it sent; and the
+// leaves it signs never outlive its intermediate.
 import { X509Certificate } from "node:crypto"
 import * as http from "node:http"
 import * as https from "node:https"
+import * as net from "node:net"
 import type { AddressInfo } from "node:net"
 import * as tls from "node:tls"
-import { beforeAll, describe, expect, it } from "vitest"
+import { beforeAll, describe, expect, it, vi } from "vitest"
 import { createIntermediateCa, createRootCa, generateKeyPair, issueLeaf, validFromNow } from "../../src/identity/certificates.ts"
 import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import { issuerSigner, issuerTrustBundle } from "../../src/identity/signers.ts"
@@ -126,6 +128,34 @@ describe("issuer: clients that stall after the handshake", () => {
       const answer = await signer(await createCertificateRequest(pair.keys, undefined))
       expect(answer.spiffeId).toBe(`spiffe://${trustDomain}/svc/catalog`)
       socket.destroy()
+    } finally {
+      await running.stop()
+    }
+  })
+})
+
+describe("issuer: a client presenting its certificate that leaves", () => {
+  it("once its whole request is in, it is signed as if it had stayed (its connection gone before the proof is checked), never refused for an error reading the closed connection", async () => {
+    const joinToken = "j".repeat(40)
+    const running = await startIssuer(ca, { joinTokens: joinTokensNow(`${joinToken} catalog\n`) })
+    try {
+      const pair = await generateKeyPair()
+      const catalog = `spiffe://${trustDomain}/svc/catalog`
+      const chain = (await issueLeaf(ca.intermediate, { spiffeId: catalog, publicKey: pair.keys.publicKey, ...validFromNow(3_600_000) })) + ca.intermediate.certificatePem
+      const body = JSON.stringify({ csr: await createCertificateRequest(pair.keys, catalog), proof: { kind: "join", token: joinToken } })
+      const attempts = 5
+      for (let i = 0; i < attempts; i++) {
+        // A reset as soon as the request is written: the issuer is still checking the CSR (async) when the connection closes.
+        const raw = net.connect(Number(new URL(running.url).port), "127.0.0.1")
+        const socket = tls.connect({ socket: raw, rejectUnauthorized: false, key: pair.privateKeyPem, cert: chain }, () =>
+          socket.write(`POST /v1/sign HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`, () => raw.resetAndDestroy()))
+        socket.on("error", () => {})
+        raw.on("error", () => {})
+        await new Promise((resolve) => raw.on("close", resolve))
+      }
+      const outcomes = () => running.events.filter((e) => e.event === "identity-issued" || e.event === "identity-refused")
+      await vi.waitFor(() => expect(outcomes()).toHaveLength(attempts), { timeout: 5_000 })
+      expect(outcomes().map((e) => [e.event, e.fields.detail])).toStrictEqual(Array.from({ length: attempts }, () => ["identity-issued", undefined]))
     } finally {
       await running.stop()
     }
