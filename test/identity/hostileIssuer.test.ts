@@ -2,8 +2,8 @@
 // Kubernetes API server whose answer never ends is bounded by the review's timeout, one answering
 // the wrong JSON types is refused as its fault, never blamed on the sidecar; clients that stall
 // after the handshake are closed at the request timeout and hold no signing slot; one presenting
-// its certificate that leaves once its request is sent is answered for what it sent; and the
-// leaves it signs never outlive its intermediate.
+// its certificate that leaves once its request is sent is answered for what it sent; JSON bombs
+// are refused as bad requests; and the leaves it signs never outlive its intermediate.
 import { X509Certificate } from "node:crypto"
 import * as http from "node:http"
 import * as https from "node:https"
@@ -15,7 +15,7 @@ import { createIntermediateCa, createRootCa, generateKeyPair, issueLeaf, validFr
 import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import { issuerSigner, issuerTrustBundle } from "../../src/identity/signers.ts"
 import { issuerSpiffeId } from "../../src/identity/spiffe.ts"
-import { audience, joinTokensNow, makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
+import { audience, joinTokensNow, makeIssuingCa, type RunningIssuer, startIssuer, trustDomain } from "../support/identityTest.ts"
 
 let ca: Awaited<ReturnType<typeof makeIssuingCa>>
 beforeAll(async () => {
@@ -158,6 +158,41 @@ describe("issuer: a client presenting its certificate that leaves", () => {
       expect(outcomes().map((e) => [e.event, e.fields.detail])).toStrictEqual(Array.from({ length: attempts }, () => ["identity-issued", undefined]))
     } finally {
       await running.stop()
+    }
+  })
+})
+
+/** A raw TLS client POSTing `body` to /v1/sign (connection: close); resolves with the status line's code and the body's JSON `error`. */
+const rawSign = (url: string, body: string) =>
+  new Promise<{ status: number; error: unknown }>((resolve, reject) => {
+    const chunks: Array<Buffer> = []
+    const socket = tls.connect({ host: "127.0.0.1", port: Number(new URL(url).port), rejectUnauthorized: false }, () =>
+      socket.end(`POST /v1/sign HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`))
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk))
+    socket.on("error", reject)
+    socket.on("close", () => {
+      const text = Buffer.concat(chunks).toString()
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0)
+      resolve({ status, error: status === 0 ? undefined : (JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4)) as { error: unknown }).error })
+    })
+  })
+
+describe("issuer: JSON bombs", () => {
+  // Guards (wave 2 probe: these held, no test had them; a body over the bound is issuer.test.ts's).
+  it("a body nested 8,000 deep in 16 KiB, or 500,000 deep in 1 MiB, and a 1 MB token inside the bound are each 400 bad-request, saying which field", async () => {
+    const small = await startIssuer(ca, { joinTokens: joinTokensNow(`${"j".repeat(40)} catalog\n`) })
+    const large = await startIssuer(ca, { joinTokens: joinTokensNow(`${"j".repeat(40)} catalog\n`), maxRequestBytes: 1024 * 1024 })
+    try {
+      const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth)
+      expect(await rawSign(small.url, nested(8_000))).toStrictEqual({ status: 400, error: "bad-request" })
+      expect(await rawSign(large.url, nested(500_000))).toStrictEqual({ status: 400, error: "bad-request" })
+      expect(await rawSign(large.url, JSON.stringify({ csr: "x", proof: { kind: "join", token: "j".repeat(1_000_000) } }))).toStrictEqual({ status: 400, error: "bad-request" })
+      const details = (running: RunningIssuer) => running.events.filter((e) => e.event === "identity-refused").map((e) => e.fields.detail)
+      expect(details(small)).toStrictEqual(["csr: expected a PEM string"])
+      expect(details(large)).toStrictEqual(["csr: expected a PEM string", "proof.token: expected a string of 1..8192 characters"])
+    } finally {
+      await small.stop()
+      await large.stop()
     }
   })
 })
