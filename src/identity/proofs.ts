@@ -217,11 +217,13 @@ export const MAX_JOIN_TOKENS_FILE_BYTES = 1024 * 1024
 /**
  * The join tokens of a file, read once at the issuer's start, tokens without `expires=` ending
  * `defaultTtlMs` after the file was last written (a restart of the issuer does not extend them): a
- * FIFO, a device or a file over MAX_JOIN_TOKENS_FILE_BYTES throws, naming it.
+ * FIFO, a device or a file over MAX_JOIN_TOKENS_FILE_BYTES throws, naming it. A write time in the
+ * future (a skewed clock where the file was made, `touch -d`) counts as now: it would otherwise
+ * stretch every such token's life as far, and the TTL is what bounds a leaked token.
  */
 export const readJoinTokensFile = (path: string, defaultTtlMs: number): Array<JoinToken> => {
   const text = readSmallText(path, MAX_JOIN_TOKENS_FILE_BYTES)
-  return parseJoinTokens(text, { writtenAt: statSync(path).mtimeMs, defaultTtlMs })
+  return parseJoinTokens(text, { writtenAt: Math.min(statSync(path).mtimeMs, Date.now()), defaultTtlMs })
 }
 
 /**
