@@ -122,7 +122,7 @@ const startIdentities = (services: ReadonlyArray<string>) =>
   Effect.gen(function*() {
     const { createIntermediateCa, createRootCa } = yield* Effect.promise(() => import("../identity/certificates.ts"))
     const Issuer = yield* Effect.promise(() => import("../identity/issuer.ts"))
-    const { parseJoinTokens } = yield* Effect.promise(() => import("../identity/proofs.ts"))
+    const { defaultJoinTokenTtlMs, parseJoinTokens } = yield* Effect.promise(() => import("../identity/proofs.ts"))
     const { issuerSigner } = yield* Effect.promise(() => import("../identity/signers.ts"))
     const IdentityClient = yield* Effect.promise(() => import("../identity/identityClient.ts"))
     const year = 365 * 86_400_000
@@ -139,21 +139,27 @@ const startIdentities = (services: ReadonlyArray<string>) =>
       host: "127.0.0.1",
       port: 0,
       tokenReview: undefined,
-      joinTokens: parseJoinTokens([...tokens].map(([service, token]) => `${token} ${service}`).join("\n")),
+      // They end 24 h from now; the demo's sidecars, having joined, renew with their certificates.
+      joinTokens: parseJoinTokens([...tokens].map(([service, token]) => `${token} ${service}`).join("\n"), { writtenAt: Date.now(), defaultTtlMs: defaultJoinTokenTtlMs }),
       log: quiet
     })
     /** A sidecar's credentials for `service`, kept renewed for the demo's life. */
     const credentialsFor = (service: string): Effect.Effect<CredentialSource, never, Scope.Scope> =>
-      IdentityClient.make({
-        signer: issuerSigner({
-          issuerUrl: `https://127.0.0.1:${issuer.port}`,
+      Effect.gen(function*() {
+        let client: CredentialSource | undefined
+        client = yield* IdentityClient.make({
+          signer: issuerSigner({
+            issuerUrl: `https://127.0.0.1:${issuer.port}`,
+            trustDomain: defaultTrustDomain,
+            trustBundle: () => root.certificatePem,
+            proof: () => ({ kind: "join", token: tokens.get(service)! }),
+            credentials: () => client?.current()
+          }),
           trustDomain: defaultTrustDomain,
-          trustBundle: () => root.certificatePem,
-          proof: () => ({ kind: "join", token: tokens.get(service)! })
-        }),
-        trustDomain: defaultTrustDomain,
-        requestedId: serviceSpiffeId(defaultTrustDomain, service),
-        log: quiet
+          requestedId: serviceSpiffeId(defaultTrustDomain, service),
+          log: quiet
+        })
+        return client
       })
     return { issuer: `https://127.0.0.1:${issuer.port}`, credentialsFor }
   })

@@ -1,7 +1,7 @@
 // `iip-mesh identity --ca-dir D [flags]`: runs the issuer (src/identity/issuer.ts) with the
 // intermediate and bundle from D (the `ca init` directory, or a Kubernetes Secret mounted there).
 // In a cluster it checks ServiceAccount tokens with TokenReview (its own in-cluster credentials);
-// join tokens come from a file. The CA directory is re-read periodically, so a rotation step (a
+// join tokens come from a file (each ends: its expires=, else --join-token-ttl after the file was written). The CA directory is re-read periodically, so a rotation step (a
 // Secret update) needs no restart. Runs until SIGTERM.
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
@@ -22,7 +22,14 @@ const flags = {
   trustDomain: Flag.String("trust-domain").pipe(Flag.withDescription("the mesh's trust domain (default: the one the intermediate names, else iip-mesh.local)"), Flag.optional),
   leafLifetime: Flag.String("leaf-lifetime").pipe(Flag.withDescription("lifetime of the certificates signed, e.g. 24h or 90m (default 24h)"), Flag.withDefault("24h")),
   audience: Flag.String("audience").pipe(Flag.withDescription(`the audience sidecars' ServiceAccount tokens must be minted for (default ${defaultIssuerAudience})`), Flag.withDefault(defaultIssuerAudience)),
-  joinTokens: Flag.String("join-tokens").pipe(Flag.withDescription("file of join tokens: TOKEN SERVICE[,SERVICE...] per line (TOKEN may be sha256:<hex>)"), Flag.optional),
+  joinTokens: Flag.String("join-tokens").pipe(
+    Flag.withDescription("file of join tokens: TOKEN SERVICE[,SERVICE...] [expires=RFC3339-TIME] per line (TOKEN may be sha256:<hex>)"),
+    Flag.optional
+  ),
+  joinTokenTtl: Flag.String("join-token-ttl").pipe(
+    Flag.withDescription("a join token without expires= ends this long after its file was written, e.g. 24h or 90m (default 24h); a sidecar that joined renews with its certificate"),
+    Flag.withDefault("24h")
+  ),
   kubernetes: Flag.Literals("kubernetes", ["auto", "on", "off"]).pipe(
     Flag.withDescription("check ServiceAccount tokens with the TokenReview API (default auto: when running in a cluster)"),
     Flag.withDefault("auto")
@@ -80,6 +87,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
     const maxInFlight = yield* parseWith(() => bounded("max-in-flight", input.maxInFlight, 1, 100_000))
     const maxConnections = yield* parseWith(() => bounded("max-connections", input.maxConnections, 1, 1_000_000))
     const caReloadMs = yield* parseWith(() => bounded("ca-reload-interval", parseDuration(input.caReloadInterval), 100, 3_600_000))
+    const joinTokenTtlMs = yield* parseWith(() => bounded("join-token-ttl", parseDuration(input.joinTokenTtl, 366 * 86_400_000), 60_000, 366 * 86_400_000))
     const ca = yield* Effect.try({ try: () => loadIssuingCa(input.caDir), catch: (error) => error })
     const trustDomain = yield* Effect.try({
       try: () => {
@@ -93,7 +101,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
     })
     const joinTokensFile = Option.getOrUndefined(input.joinTokens)
     const joinTokens: ReadonlyArray<JoinToken> = joinTokensFile === undefined ? [] : yield* Effect.try({
-      try: () => readJoinTokensFile(joinTokensFile),
+      try: () => readJoinTokensFile(joinTokensFile, joinTokenTtlMs),
       catch: (error) => new ArgumentError({ message: `--join-tokens: ${messageOf(error)}` })
     })
     const inCluster = input.kubernetes === "off" ? undefined : yield* Effect.try({

@@ -61,6 +61,8 @@ export const sidecarIdentity = (config: SidecarConfig, log: Log): Effect.Effect<
     }
     const signer = issuerSigner({
       ...issuer,
+      // Once held, the credentials renew themselves: past the join token's end they are the proof.
+      credentials: () => client?.current(),
       proof: () =>
         identityTokenFile !== null
           ? { kind: "kubernetes", token: readSecretFile(identityTokenFile) }

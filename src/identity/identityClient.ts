@@ -36,8 +36,11 @@ import {
   rootValidities
 } from "./trustBundle.ts"
 
-/** Sends a CSR (PEM) to whoever signs it and returns the answer; rejects when it cannot. */
-export type Signer = (csrPem: string) => Promise<SignResponse>
+/**
+ * Sends a CSR (PEM) to whoever signs it and returns the answer; rejects when it cannot. `signal`
+ * aborts when the client's scope closes mid-call (the sidecar stopping): the call goes with it.
+ */
+export type Signer = (csrPem: string, signal?: AbortSignal) => Promise<SignResponse>
 
 /**
  * The issuer's trust bundle as it is now (PEM text, if the issuer is honest: it is checked); rejects
@@ -165,7 +168,7 @@ const obtain = (options: IdentityClientOptions) =>
       try: () => createCertificateRequest(pair.keys, options.requestedId),
       catch: (e) => new IdentityUnavailable({ message: `cannot make a certificate request: ${messageOf(e)}` })
     })
-    const response = yield* Effect.tryPromise({ try: () => options.signer(csr), catch: (e) => new IdentityUnavailable({ message: messageOf(e) }) })
+    const response = yield* Effect.tryPromise({ try: (signal) => options.signer(csr, signal), catch: (e) => new IdentityUnavailable({ message: messageOf(e) }) })
     const now = new Date(yield* Clock.currentTimeMillis)
     return yield* Effect.try({
       try: () => credentialsOf(response, pair.privateKeyPem, options, now),

@@ -11,14 +11,19 @@
 //   GET /health, GET /metrics (signed and refused counts, Prometheus text)
 //
 // The CSR is checked first (local, cheap), then the proof (proofs.ts), then the identity the CSR
-// names must be the one the proof earns. Every input is bounded: body size, request time, the
-// TokenReview call's time and answer, and the signings in flight.
+// names must be the one the proof earns. A sidecar renewing presents the certificate it holds as
+// its TLS client certificate (verified against the bundle, never required): past its join token's
+// end, that certificate is what earns the renewal of the same service's identity. Every input is
+// bounded: body size, request time, the TokenReview call's time and answer, and the signings in
+// flight.
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { X509Certificate } from "node:crypto"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import * as https from "node:https"
 import type * as net from "node:net"
+import type { TLSSocket } from "node:tls"
 import { ListenFailed } from "../iip/server.ts"
 import { type Log } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
@@ -27,7 +32,7 @@ import { defaultLeafLifetimeMs, generateKeyPair, issueLeaf, validFromNow } from 
 import { readCertificateRequest, RequestMalformed } from "./certificateRequest.ts"
 import { checkJoinToken, type JoinToken, ProofRefused, type RefusalReason, refusalReasons, reviewServiceAccountToken, type TokenReviewOptions } from "./proofs.ts"
 import { certificatesOfPem } from "./trustBundle.ts"
-import { issuerSpiffeId, kubernetesSpiffeId, parseSpiffeId, serviceSpiffeId } from "./spiffe.ts"
+import { issuerSpiffeId, kubernetesSpiffeId, parseSpiffeId, serviceSpiffeId, spiffeIdOfCertificate } from "./spiffe.ts"
 
 export const proofKinds = ["kubernetes", "join"] as const
 export type ProofKind = (typeof proofKinds)[number]
@@ -56,7 +61,7 @@ export interface IssuerOptions {
   readonly leafLifetimeMs: number
   /** Kubernetes proofs are taken only with this; undefined refuses them. */
   readonly tokenReview: TokenReviewOptions | undefined
-  /** Join tokens; empty refuses join proofs. */
+  /** Join tokens (each with its end, judged on Effect's Clock); empty refuses join proofs. */
   readonly joinTokens: ReadonlyArray<JoinToken>
   /** Largest request body (default 16 KiB). */
   readonly maxRequestBytes: number
@@ -161,11 +166,26 @@ const leafValidity = (ca: IssuingCa, lifetimeMs: number) => {
   return validFromNow(Math.max(0, Math.min(lifetimeMs, intermediateEnd - Date.now())))
 }
 
-/** The issuer's own serving credentials: a fresh in-memory key and a leaf under the intermediate. */
+/**
+ * The issuer's own serving credentials: a fresh in-memory key and a leaf under the intermediate,
+ * and the bundle a client's certificate is verified against (asked for, never required).
+ */
 const servingCredentials = async (ca: IssuingCa, options: IssuerOptions) => {
   const pair = await generateKeyPair()
   const leaf = await issueLeaf(ca.intermediate, { spiffeId: issuerSpiffeId(options.trustDomain), publicKey: pair.keys.publicKey, ...leafValidity(ca, options.leafLifetimeMs) })
-  return { key: pair.privateKeyPem, cert: leaf + ca.intermediate.certificatePem, minVersion: "TLSv1.3" as const }
+  return { key: pair.privateKeyPem, cert: leaf + ca.intermediate.certificatePem, ca: ca.trustBundlePem, minVersion: "TLSv1.3" as const }
+}
+
+/**
+ * The service whose certificate the client presented, verified by node:tls against the bundle
+ * (unexpired, chained to a root we hand out) and naming spiffe://<td>/svc/<service>; else undefined.
+ */
+const presentedService = (socket: TLSSocket, trustDomain: string): string | undefined => {
+  if (!socket.authorized) return undefined
+  const raw = socket.getPeerCertificate().raw
+  const id = raw === undefined ? undefined : spiffeIdOfCertificate(raw)
+  const segments = id?.trustDomain === trustDomain ? id.path.split("/") : []
+  return segments.length === 3 && segments[1] === "svc" ? segments[2] : undefined
 }
 
 export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed, Scope.Scope> =>
@@ -174,13 +194,14 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     const signed: Record<ProofKind, number> = { kubernetes: 0, join: 0 }
     const refused = Object.fromEntries(refusalReasons.map((reason) => [reason, 0])) as Record<RefusalReason, number>
     let inFlight = 0
+    const clock = yield* Clock.Clock
 
-    /** The identity a proof earns for a CSR naming `requestedId` (or nothing). */
-    const grant = async (proof: SignRequest["proof"], requestedId: string | undefined): Promise<string> => {
+    /** The identity a proof earns for a CSR naming `requestedId` (or nothing), and whether a presented certificate earned it. */
+    const grant = async (proof: SignRequest["proof"], requestedId: string | undefined, renewing: string | undefined): Promise<{ spiffeId: string; byCertificate: boolean }> => {
       if (proof.kind === "kubernetes") {
         if (options.tokenReview === undefined) throw new ProofRefused({ reason: "proof-not-accepted", detail: "this issuer takes no Kubernetes tokens (not in a cluster)" })
         const account = await reviewServiceAccountToken(options.tokenReview, proof.token)
-        return kubernetesSpiffeId(options.trustDomain, account.namespace, account.serviceAccount)
+        return { spiffeId: kubernetesSpiffeId(options.trustDomain, account.namespace, account.serviceAccount), byCertificate: false }
       }
       if (options.joinTokens.length === 0) throw new ProofRefused({ reason: "proof-not-accepted", detail: "this issuer has no join tokens" })
       let service: string | undefined
@@ -192,10 +213,11 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         }
         service = segments[2]
       }
-      return serviceSpiffeId(options.trustDomain, checkJoinToken(options.joinTokens, proof.token, service))
+      const granted = checkJoinToken(options.joinTokens, proof.token, service, clock.currentTimeMillisUnsafe(), renewing)
+      return { spiffeId: serviceSpiffeId(options.trustDomain, granted.service), byCertificate: granted.byCertificate }
     }
 
-    const sign = async (body: string): Promise<SignResponse> => {
+    const sign = async (body: string, renewing: string | undefined): Promise<SignResponse> => {
       const signingCa = ca
       const request = parseSignRequest(body)
       let csr
@@ -205,14 +227,14 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         if (error instanceof RequestMalformed) throw new ProofRefused({ reason: "malformed-csr", detail: error.reason })
         throw error
       }
-      const spiffeId = await grant(request.proof, csr.requestedId)
+      const { spiffeId, byCertificate } = await grant(request.proof, csr.requestedId, renewing)
       if (csr.requestedId !== undefined && csr.requestedId !== spiffeId) {
         throw new ProofRefused({ reason: "identity-not-allowed", detail: `the request asks for ${loggable(csr.requestedId, 200)}; the proof earns ${spiffeId}` })
       }
       const leaf = await issueLeaf(signingCa.intermediate, { spiffeId, publicKey: csr.publicKey, ...leafValidity(signingCa, options.leafLifetimeMs) })
       signed[request.proof.kind]++
       const notAfter = new Date(new X509Certificate(leaf).validTo).toISOString()
-      options.log("identity-issued", { spiffeId, proof: request.proof.kind, notAfter })
+      options.log("identity-issued", { spiffeId, proof: request.proof.kind, byCertificate, notAfter })
       return { spiffeId, certificateChainPem: leaf + signingCa.intermediate.certificatePem, trustBundlePem: signingCa.trustBundlePem, notAfter }
     }
 
@@ -245,7 +267,9 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     // The TLS handshake is bounded like the request that follows it.
     // node checks the request and header timeouts every connectionsCheckingInterval (30 s by
     // default): a stalled client would hold its connection three times the bound, so every second.
-    const server = https.createServer({ ...serving, handshakeTimeout: options.requestTimeoutMs, connectionsCheckingInterval: 1_000 }, (request, response) => {
+    // A client certificate is asked for (a renewing sidecar presents its own) but never required:
+    // a sidecar joining has none, and one that does not verify earns nothing by itself.
+    const server = https.createServer({ ...serving, requestCert: true, rejectUnauthorized: false, handshakeTimeout: options.requestTimeoutMs, connectionsCheckingInterval: 1_000 }, (request, response) => {
       const remote = request.socket.remoteAddress
       const path = (request.url ?? "").split("?")[0]
       if (request.method === "GET" && path === "/health") return answer(response, 200, "ok\n", "text/plain")
@@ -253,13 +277,16 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       if (request.method === "GET" && path === "/v1/bundle") return answer(response, 200, { trustBundlePem: ca.trustBundlePem })
       if (path !== "/v1/sign") return answer(response, 404, { error: "not-found", message: "POST /v1/sign" })
       if (request.method !== "POST") return answer(response, 405, { error: "method-not-allowed", message: "POST /v1/sign" })
+      // Read now, while the connection is open: a client may leave once its body is sent, and a
+      // closed TLSSocket has no peer certificate left to read.
+      const renewing = presentedService(request.socket as TLSSocket, options.trustDomain)
       // A slot is taken once the body is in: a client that sends its body slowly (or never) holds
       // a connection, bounded by maxConnections and the request timeout, never a signing slot.
       readBody(request, options.maxRequestBytes)
         .then((body) => {
           if (inFlight >= options.maxInFlight) throw new ProofRefused({ reason: "overloaded", detail: `${options.maxInFlight} signings in progress` })
           inFlight++
-          return sign(body).finally(() => inFlight--)
+          return sign(body, renewing).finally(() => inFlight--)
         })
         .then((signedResponse) => answer(response, 200, signedResponse), (error) => refuse(response, remote, error))
     })
@@ -282,7 +309,10 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         )
       )
     )
-    options.log("identity-issuer-ready", { address: `${bound.host}:${bound.port}`, trustDomain: options.trustDomain, kubernetes: options.tokenReview !== undefined, joinTokens: options.joinTokens.length })
+    // Tokens already ended earn renewals only: a file older than its TTL shows here, not at the first refused join.
+    const startedAt = clock.currentTimeMillisUnsafe()
+    const joinTokensExpired = options.joinTokens.filter((token) => token.expiresAt <= startedAt).length
+    options.log("identity-issuer-ready", { address: `${bound.host}:${bound.port}`, trustDomain: options.trustDomain, kubernetes: options.tokenReview !== undefined, joinTokens: options.joinTokens.length, joinTokensExpired })
     const replaceCa = async (next: IssuingCa): Promise<void> => {
       const nextServing = await servingCredentials(next, options)
       ca = next

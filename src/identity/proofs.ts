@@ -5,13 +5,16 @@
 //   for that audience; the answer's username `system:serviceaccount:<ns>:<sa>` gives
 //   spiffe://<td>/ns/<ns>/sa/<sa>. A token for another audience, of a deleted account, or not a
 //   ServiceAccount's at all earns nothing.
-// - join: a secret configured at the issuer, bound to the services it may claim; it earns
-//   spiffe://<td>/svc/<service> for one of them.
+// - join: a secret configured at the issuer, bound to the services it may claim, with an end
+//   (`expires=`, or the issuer's TTL after its file was written); it earns
+//   spiffe://<td>/svc/<service> for one of them. Past its end it earns a renewal only: the same
+//   service's identity, for a sidecar presenting a certificate of it on the call.
 //
 // Every refusal is a ProofRefused with a reason from a closed set (metrics label it) and a detail
 // for the log; no token ever reaches a log line.
 import * as Data from "effect/Data"
 import { createHash, timingSafeEqual } from "node:crypto"
+import { statSync } from "node:fs"
 import * as https from "node:https"
 import { loggable } from "../iip/redact.ts"
 import { MAX_SECRET_FILE_BYTES, readSmallText, readSmallTextAsync } from "../iip/smallFile.ts"
@@ -162,58 +165,115 @@ export const reviewServiceAccountToken = async (options: TokenReviewOptions, tok
 
 // --- Join tokens ----------------------------------------------------------------------------
 
-/** A join token's SHA-256 and the services it may claim. */
+/** A join token's SHA-256, the services it may claim, and when it stops earning a first certificate. */
 export interface JoinToken {
   readonly sha256: Buffer
   readonly services: ReadonlySet<string>
+  /** Milliseconds since the epoch; from then on the token earns renewals only (checkJoinToken). */
+  readonly expiresAt: number
+}
+
+/**
+ * Why a join token is reusable until its end rather than single-use: the sidecar's key is made in
+ * memory and never written, so a sidecar that restarts has nothing but its token to join again
+ * with, and the replicas of a service share their service's token. A single-use token would strand
+ * the first restart and need a token per replica. What bounds a token instead is its end (24 h by
+ * default, kubeadm's bootstrap-token TTL), and a running sidecar does not depend on it: it renews
+ * with the certificate it holds (issuer.ts), so the end only bounds when a sidecar may (re)join.
+ */
+export const defaultJoinTokenTtlMs = 24 * 3_600_000
+
+/** Where a token without `expires=` gets its end: its file's write time plus the issuer's TTL. */
+export interface JoinTokenTimes {
+  readonly writtenAt: number
+  readonly defaultTtlMs: number
 }
 
 const servicePattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
+/** RFC 3339 with its zone: a time without one would be read in the issuer's local zone. */
+const rfc3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/
+
+/**
+ * The time an RFC 3339 `text` names, or NaN. Date.parse takes days up to 31 in every month and an
+ * hour of 24, rolling them into the following days: a mistyped end (30 February) would be moved
+ * silently, so the day must exist in its month and the hour be below 24.
+ */
+const rfc3339Time = (text: string): number => {
+  const fields = rfc3339.exec(text)
+  if (fields === null) return NaN
+  const [year, month, day, hour] = fields.slice(1, 5).map(Number) as [number, number, number, number]
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate()
+  return day >= 1 && day <= daysInMonth && hour <= 23 ? Date.parse(text) : NaN
+}
+
 /** Shorter secrets are refused when the file is read: a join token must not be guessable. */
 export const minJoinTokenLength = 32
 
 const sha256 = (text: string): Buffer => createHash("sha256").update(text, "utf8").digest()
 
-/**
- * Parses a join-token file: one token per line, `TOKEN SERVICE[,SERVICE...]`, the token as given
- * or as `sha256:<hex>` of it (so the file need not hold the secret); `#` starts a comment.
- */
 /** A join-token file larger than this is refused unread: a line is a token and its services, some 10,000 of them. */
 export const MAX_JOIN_TOKENS_FILE_BYTES = 1024 * 1024
 
-/** The join tokens of a file, read once at the issuer's start: a FIFO, a device or a file over MAX_JOIN_TOKENS_FILE_BYTES throws, naming it. */
-export const readJoinTokensFile = (path: string): Array<JoinToken> => parseJoinTokens(readSmallText(path, MAX_JOIN_TOKENS_FILE_BYTES))
+/**
+ * The join tokens of a file, read once at the issuer's start, tokens without `expires=` ending
+ * `defaultTtlMs` after the file was last written (a restart of the issuer does not extend them): a
+ * FIFO, a device or a file over MAX_JOIN_TOKENS_FILE_BYTES throws, naming it. A write time in the
+ * future (a skewed clock where the file was made, `touch -d`) counts as now: it would otherwise
+ * stretch every such token's life as far, and the TTL is what bounds a leaked token.
+ */
+export const readJoinTokensFile = (path: string, defaultTtlMs: number): Array<JoinToken> => {
+  const text = readSmallText(path, MAX_JOIN_TOKENS_FILE_BYTES)
+  return parseJoinTokens(text, { writtenAt: Math.min(statSync(path).mtimeMs, Date.now()), defaultTtlMs })
+}
 
-export const parseJoinTokens = (text: string): Array<JoinToken> =>
+/**
+ * Parses a join-token file: one token per line, `TOKEN SERVICE[,SERVICE...] [expires=TIME]`, the
+ * token as given or as `sha256:<hex>` of it (so the file need not hold the secret), TIME in RFC
+ * 3339 with its zone (`2027-01-02T03:04:05Z`); `#` starts a comment.
+ */
+export const parseJoinTokens = (text: string, times: JoinTokenTimes): Array<JoinToken> =>
   text.split("\n").flatMap((raw, index) => {
     const line = raw.replace(/#.*/, "").trim()
     if (line === "") return []
-    const [secret = "", services = "", ...extra] = line.split(/\s+/)
+    const [secret = "", services = "", end, ...extra] = line.split(/\s+/)
     const where = `join tokens line ${index + 1}`
-    if (extra.length > 0 || services === "") throw new Error(`${where}: expected TOKEN SERVICE[,SERVICE...]`)
+    if (extra.length > 0 || services === "") throw new Error(`${where}: expected TOKEN SERVICE[,SERVICE...] [expires=TIME]`)
     const names = services.split(",")
     const bad = names.filter((name) => !servicePattern.test(name))
     if (bad.length > 0) throw new Error(`${where}: not service names: ${bad.map((name) => JSON.stringify(loggable(name, 64))).join(", ")}`)
     const hashed = /^sha256:([0-9a-f]{64})$/.exec(secret)
     if (hashed === null && secret.length < minJoinTokenLength) throw new Error(`${where}: a token must be at least ${minJoinTokenLength} characters (or sha256:<hex> of one)`)
-    return [{ sha256: hashed !== null ? Buffer.from(hashed[1]!, "hex") : sha256(secret), services: new Set(names) }]
+    const expiresAt = end === undefined ? times.writtenAt + times.defaultTtlMs : end.startsWith("expires=") ? rfc3339Time(end.slice(8)) : NaN
+    if (Number.isNaN(expiresAt)) throw new Error(`${where}: expected expires=<RFC 3339 time with its zone, e.g. 2027-01-02T03:04:05Z>, got ${JSON.stringify(loggable(end ?? "", 64))}`)
+    return [{ sha256: hashed !== null ? Buffer.from(hashed[1]!, "hex") : sha256(secret), services: new Set(names), expiresAt }]
   })
 
 /**
  * The service a join token lets its bearer claim: `requested` when the token is bound to it, or
  * the token's only service when nothing is requested. Tokens are compared by hash in constant time.
+ * A token past its end (at `now`) earns only a renewal (byCertificate): the service `renewing` (the
+ * one a verified certificate presented on the call names) when it is that one. A token removed from
+ * the file earns nothing, certificate or not: that is how one is revoked.
  */
-export const checkJoinToken = (tokens: ReadonlyArray<JoinToken>, token: string, requested: string | undefined): string => {
+export const checkJoinToken = (
+  tokens: ReadonlyArray<JoinToken>,
+  token: string,
+  requested: string | undefined,
+  now: number,
+  renewing: string | undefined
+): { readonly service: string; readonly byCertificate: boolean } => {
   const presented = sha256(token)
   let match: JoinToken | undefined
   for (const candidate of tokens) if (timingSafeEqual(candidate.sha256, presented)) match = candidate
   if (match === undefined) throw new ProofRefused({ reason: "bad-join-token", detail: "unknown join token" })
+  let service: string
   if (requested === undefined) {
-    if (match.services.size === 1) return [...match.services][0]!
-    throw new ProofRefused({ reason: "identity-not-allowed", detail: "the join token is bound to several services: the request must name one" })
-  }
-  if (!match.services.has(requested)) {
+    if (match.services.size !== 1) throw new ProofRefused({ reason: "identity-not-allowed", detail: "the join token is bound to several services: the request must name one" })
+    service = [...match.services][0]!
+  } else if (!match.services.has(requested)) {
     throw new ProofRefused({ reason: "identity-not-allowed", detail: `the join token is not bound to service ${loggable(requested, 64)}` })
-  }
-  return requested
+  } else service = requested
+  if (now < match.expiresAt) return { service, byCertificate: false }
+  if (renewing === service) return { service, byCertificate: true }
+  throw new ProofRefused({ reason: "bad-join-token", detail: `the join token expired at ${new Date(match.expiresAt).toISOString()}: joining needs a new one (a sidecar that joined with it renews with its certificate)` })
 }

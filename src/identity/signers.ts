@@ -2,8 +2,9 @@
 // fetched between renewals (its BundleFetcher):
 // - issuerSigner: POST /v1/sign to `iip-mesh identity` over HTTPS, the issuer verified against the
 //   trust bundle and by its SPIFFE ID (spiffe://<td>/issuer), the proof read fresh on every call
-//   (kubelet rotates projected tokens; a join-token file may be replaced); issuerTrustBundle: GET
-//   /v1/bundle, verified the same way.
+//   (kubelet rotates projected tokens; a join-token file may be replaced), the credentials held
+//   presented as the TLS client certificate (a renewal past its join token's end rests on them);
+//   issuerTrustBundle: GET /v1/bundle, verified the same way.
 // - developmentSigner: the sidecar holds the issuer's CA directory and signs its own leaf. For a
 //   laptop only: anyone who can read that directory can be anyone in the mesh, and the log says so;
 //   developmentTrustBundle reads that directory's bundle.pem again.
@@ -16,6 +17,7 @@ import { MAX_SECRET_FILE_BYTES, readSmallText, readSmallTextAsync } from "../iip
 import { caFiles, loadIssuingCa } from "./caDirectory.ts"
 import { issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest } from "./certificateRequest.ts"
+import type { WorkloadCredentials } from "./credentials.ts"
 import type { BundleFetcher, Signer } from "./identityClient.ts"
 import type { ProofKind, SignResponse } from "./issuer.ts"
 import { issuerSpiffeId } from "./spiffe.ts"
@@ -36,6 +38,8 @@ export interface IssuerOptions {
 export interface IssuerSignerOptions extends IssuerOptions {
   /** The proof, read on every call. */
   readonly proof: () => { readonly kind: ProofKind; readonly token: string }
+  /** The credentials held, presented on every call once there are some (a renewal); undefined when joining. */
+  readonly credentials?: () => Pick<WorkloadCredentials, "privateKeyPem" | "certificateChainPem"> | undefined
 }
 
 /**
@@ -48,7 +52,7 @@ export const readSecretFile = (path: string): string => readSmallText(path, MAX_
  * One call to the issuer: its JSON answer when it says 200; rejects otherwise, within the time and
  * size bounds, or at once when `signal` aborts (its caller has gone: the connection and the timer go too).
  */
-const callIssuer = async (options: IssuerOptions, path: string, body: string | undefined, signal?: AbortSignal) => {
+const callIssuer = async (options: IssuerOptions, path: string, body: string | undefined, signal?: AbortSignal, held?: Pick<WorkloadCredentials, "privateKeyPem" | "certificateChainPem">) => {
   const ca = await options.trustBundle()
   // Gone while the bundle was read (the sidecar stopping): a request made now dials the issuer
   // once more before its aborted signal destroys it.
@@ -68,6 +72,7 @@ const callIssuer = async (options: IssuerOptions, path: string, body: string | u
         const uris = (certificate.subjectaltname ?? "").split(", ").filter((name) => name.startsWith("URI:"))
         return uris.length === 1 && uris[0] === `URI:${expected}` ? undefined : new Error(`the issuer's certificate does not name ${expected}`)
       },
+      ...(held === undefined ? {} : { key: held.privateKeyPem, cert: held.certificateChainPem }),
       agent: false,
       signal
     })
@@ -106,8 +111,8 @@ const callIssuer = async (options: IssuerOptions, path: string, body: string | u
   })
 }
 
-export const issuerSigner = (options: IssuerSignerOptions): Signer => (csrPem) =>
-  callIssuer(options, "/v1/sign", JSON.stringify({ csr: csrPem, proof: options.proof() })) as Promise<SignResponse>
+export const issuerSigner = (options: IssuerSignerOptions): Signer => (csrPem, signal) =>
+  callIssuer(options, "/v1/sign", JSON.stringify({ csr: csrPem, proof: options.proof() }), signal, options.credentials?.()) as Promise<SignResponse>
 
 /** GET /v1/bundle: the bundle as the issuer holds it now, whatever it is (the identity client checks and bounds it). */
 export const issuerTrustBundle = (options: IssuerOptions): BundleFetcher => async (signal) => {

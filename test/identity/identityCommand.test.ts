@@ -1,11 +1,12 @@
 // `iip-mesh identity` as the command it is: it starts from a `ca init` directory and a join-token
 // file, prints its ready line, signs a sidecar's request end to end, stops on SIGTERM with exit 0;
 // it follows its CA directory through a rotation's steps (the two-root bundle first, signing under
-// the new root only after switch-intermediate); and it refuses to start with no proof it could
-// take, outside a cluster with --kubernetes on, or with a trust domain its intermediate does not name.
+// the new root only after switch-intermediate); --join-token-ttl ends the tokens of a file written
+// longer ago; and it refuses to start with no proof it could take, outside a cluster with
+// --kubernetes on, or with a trust domain its intermediate does not name.
 import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { X509Certificate } from "node:crypto"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -38,23 +39,30 @@ const run = (...args: Array<string>) =>
     execFile(process.execPath, [main, "identity", ...args], { timeout: START_MS, env }, (error, _stdout, stderr) => done({ code: error === null ? 0 : Number(error.code ?? 1), stderr }))
   })
 
+/** The first JSON line on `stream` (the child's stdout or stderr) naming `event`; fails when the child exits first or after START_MS. */
+const lineOf = <A>(child: ChildProcess, stream: NodeJS.ReadableStream, event: string) =>
+  new Promise<A>((found, failed) => {
+    let out = ""
+    const timer = setTimeout(() => failed(new Error(`no ${event} line within ${START_MS} ms`)), START_MS)
+    stream.on("data", (chunk: Buffer) => {
+      out += chunk.toString()
+      const line = out.split("\n").find((l) => l.includes(`"${event}"`))
+      if (line !== undefined) {
+        clearTimeout(timer)
+        found(JSON.parse(line) as A)
+      }
+    })
+    child.once("exit", (code) => {
+      clearTimeout(timer)
+      failed(new Error(`exited with ${code}`))
+    })
+  })
+
 describe("iip-mesh identity", () => {
   it("serves signing requests from a ca init directory with join tokens, and stops on SIGTERM with exit 0", async () => {
     const child: ChildProcess = spawn(process.execPath, [main, "identity", "--ca-dir", caDir, "--listen", "127.0.0.1:0", "--join-tokens", join(work, "join-tokens")], { env, stdio: ["ignore", "pipe", "pipe"] })
     try {
-      const ready = await new Promise<{ listen: string; trustDomain: string }>((found, failed) => {
-        let out = ""
-        const timer = setTimeout(() => failed(new Error(`no ready line within ${START_MS} ms`)), START_MS)
-        child.stdout!.on("data", (chunk: Buffer) => {
-          out += chunk.toString()
-          const line = out.split("\n").find((l) => l.includes('"identity-ready"'))
-          if (line !== undefined) {
-            clearTimeout(timer)
-            found(JSON.parse(line))
-          }
-        })
-        child.once("exit", (code) => failed(new Error(`exited with ${code}`)))
-      })
+      const ready = await lineOf<{ listen: string; trustDomain: string }>(child, child.stdout!, "identity-ready")
       expect(ready.trustDomain).toBe("cmd.mesh")
       const pair = await generateKeyPair()
       const signer = issuerSigner({
@@ -126,6 +134,25 @@ describe("iip-mesh identity", () => {
     } finally {
       child.kill("SIGKILL")
     }
+  }, TEST_MS)
+
+  it("--join-token-ttl ends the tokens of a file written longer ago: its ready line counts them ended and a join with one is refused; a TTL under a minute does not start", async () => {
+    const file = join(work, "old-join-tokens")
+    writeFileSync(file, `${token} catalog\n`)
+    const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000)
+    utimesSync(file, twoHoursAgo, twoHoursAgo)
+    const child: ChildProcess = spawn(process.execPath, [main, "identity", "--ca-dir", caDir, "--listen", "127.0.0.1:0", "--join-tokens", file, "--join-token-ttl", "1h"], { env, stdio: ["ignore", "ignore", "pipe"] })
+    try {
+      // The issuer's own ready line (on stderr, the log) carries the count of tokens already ended.
+      const ready = await lineOf<{ address: string; joinTokens: number; joinTokensExpired: number }>(child, child.stderr!, "identity-issuer-ready")
+      expect(ready).toMatchObject({ joinTokens: 1, joinTokensExpired: 1 })
+      const pair = await generateKeyPair()
+      const signer = issuerSigner({ issuerUrl: `https://${ready.address}`, trustDomain: "cmd.mesh", trustBundle: () => readFileSync(join(caDir, "bundle.pem"), "utf8"), proof: () => ({ kind: "join", token }) })
+      await expect(signer(await createCertificateRequest(pair.keys, "spiffe://cmd.mesh/svc/catalog"))).rejects.toThrow(/401 bad-join-token\): the join token expired at /)
+    } finally {
+      child.kill("SIGKILL")
+    }
+    expect(await run("--ca-dir", caDir, "--join-tokens", file, "--join-token-ttl", "30s")).toMatchObject({ code: 1, stderr: expect.stringMatching(/join-token-ttl/) })
   }, TEST_MS)
 
   it("refuses to start with no proof it could take, with --kubernetes on outside a cluster, or with another trust domain", async () => {

@@ -9,11 +9,10 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest"
 import { generateKeyPair } from "../../src/identity/certificates.ts"
 import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import type { ProofKind } from "../../src/identity/issuer.ts"
-import { parseJoinTokens } from "../../src/identity/proofs.ts"
 import { issuerSigner } from "../../src/identity/signers.ts"
 import { spiffeIdOfCertificate } from "../../src/identity/spiffe.ts"
 import { chainProblem } from "../../src/identity/trustBundle.ts"
-import { audience, type FakeApiServer, makeIssuingCa, type RunningIssuer, startFakeApiServer, startIssuer, trustDomain } from "../support/identityTest.ts"
+import { audience, type FakeApiServer, joinTokensNow, makeIssuingCa, type RunningIssuer, startFakeApiServer, startIssuer, trustDomain } from "../support/identityTest.ts"
 
 const catalogJoinToken = "j".repeat(40)
 const sharedJoinToken = "s".repeat(40)
@@ -33,7 +32,7 @@ beforeAll(async () => {
   })
   running = await startIssuer(ca, {
     apiUrl: api.url,
-    joinTokens: parseJoinTokens(`${catalogJoinToken} catalog\n# a token two services share\n${sharedJoinToken} pricing,storefront\n`)
+    joinTokens: joinTokensNow(`${catalogJoinToken} catalog\n# a token two services share\n${sharedJoinToken} pricing,storefront\n`)
   })
   return async () => {
     await running.stop()
@@ -163,9 +162,9 @@ describe("issuer: join tokens", () => {
   })
 
   it("a join-token file with a short token or a bad service name does not load", () => {
-    expect(() => parseJoinTokens("short catalog")).toThrow(/line 1: a token must be at least 32 characters/)
-    expect(() => parseJoinTokens(`${catalogJoinToken} Catalog`)).toThrow(/not service names/)
-    expect(parseJoinTokens(`sha256:${"ab".repeat(32)} catalog`)).toHaveLength(1)
+    expect(() => joinTokensNow("short catalog")).toThrow(/line 1: a token must be at least 32 characters/)
+    expect(() => joinTokensNow(`${catalogJoinToken} Catalog`)).toThrow(/not service names/)
+    expect(joinTokensNow(`sha256:${"ab".repeat(32)} catalog`)).toHaveLength(1)
   })
 })
 

@@ -4,7 +4,7 @@
 // while it serves). A FIFO (whose read waits for a writer,
 // for good) or a file larger than such a file may be is refused unread, the error naming the file.
 import { execFileSync } from "node:child_process"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -55,11 +55,20 @@ describe("the identity issuer's own files", () => {
   it(`the --join-tokens file, read once at start, is refused unread when over ${MAX_JOIN_TOKENS_FILE_BYTES} bytes or a FIFO, naming the file`, () => {
     const file = join(dir, "join-tokens")
     writeFileSync(file, `${"t".repeat(40)} catalog\n`)
-    expect(readJoinTokensFile(file).map((token) => [...token.services])).toStrictEqual([["catalog"]])
+    // A token without expires= ends the TTL after the file was written: an issuer restarted later does not extend it.
+    expect(readJoinTokensFile(file, 3_600_000).map((token) => [[...token.services], token.expiresAt])).toStrictEqual([[["catalog"], statSync(file).mtimeMs + 3_600_000]])
+    // A write time in the future (a skewed clock where the file was made, touch -d) would stretch the
+    // TTL as far: no token ends later than the TTL from the issuer's start.
+    const future = new Date(Date.now() + 10 * 365 * 86_400_000)
+    utimesSync(file, future, future)
+    const before = Date.now()
+    const [stretched] = readJoinTokensFile(file, 3_600_000)
+    expect(stretched!.expiresAt).toBeGreaterThanOrEqual(before + 3_600_000)
+    expect(stretched!.expiresAt).toBeLessThanOrEqual(Date.now() + 3_600_000)
     writeFileSync(file, `${"t".repeat(40)} catalog\n`.padEnd(MAX_JOIN_TOKENS_FILE_BYTES + 1, "#"))
-    expect(() => readJoinTokensFile(file)).toThrow(`${file}: larger than ${MAX_JOIN_TOKENS_FILE_BYTES} bytes (${MAX_JOIN_TOKENS_FILE_BYTES + 1})`)
+    expect(() => readJoinTokensFile(file, 3_600_000)).toThrow(`${file}: larger than ${MAX_JOIN_TOKENS_FILE_BYTES} bytes (${MAX_JOIN_TOKENS_FILE_BYTES + 1})`)
     fifo("join-tokens")
-    expect(() => readJoinTokensFile(file)).toThrow(`${file}: not a regular file`)
+    expect(() => readJoinTokensFile(file, 3_600_000)).toThrow(`${file}: not a regular file`)
   })
 
   it("its CA directory, re-read while it serves: a FIFO or a file over 64 KiB as bundle.pem is refused unread, the directory's version changes and loading it fails naming the file", async () => {

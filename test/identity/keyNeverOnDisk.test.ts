@@ -9,8 +9,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { parseJoinTokens } from "../../src/identity/proofs.ts"
-import { makeIssuingCa, type RunningIssuer, startIssuer, trustDomain } from "../support/identityTest.ts"
+import { joinTokensNow, makeIssuingCa, type RunningIssuer, startIssuer, trustDomain } from "../support/identityTest.ts"
 
 const main = resolve(import.meta.dirname, "../../src/cli/main.ts")
 const token = "k".repeat(48)
@@ -24,7 +23,7 @@ beforeAll(async () => {
   const ca = await makeIssuingCa()
   writeFileSync(join(inputs, "bundle.pem"), ca.trustBundlePem)
   writeFileSync(join(inputs, "join-token"), `${token}\n`)
-  issuer = await startIssuer(ca, { joinTokens: parseJoinTokens(`${token} catalog`), leafLifetimeMs: 4_000 })
+  issuer = await startIssuer(ca, { joinTokens: joinTokensNow(`${token} catalog`), leafLifetimeMs: 4_000 })
 })
 
 afterAll(async () => {

@@ -10,19 +10,17 @@ import * as Scope from "effect/Scope"
 import { TestClock } from "effect/testing"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { execFileSync } from "node:child_process"
-import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { sidecarIdentity } from "../../src/cli/sidecarIdentity.ts"
 import { issueLeaf } from "../../src/identity/certificates.ts"
 import { readCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import * as IdentityClient from "../../src/identity/identityClient.ts"
-import { parseJoinTokens } from "../../src/identity/proofs.ts"
 import { caFiles, initCa, rotateCa } from "../../src/identity/caDirectory.ts"
 import { developmentTrustBundle, issuerTrustBundle } from "../../src/identity/signers.ts"
 import { certificatesOfPem } from "../../src/identity/trustBundle.ts"
 import { sidecarConfig } from "../support/sidecarHarness.ts"
-import { eventually, makeIssuingCa, startIssuer, trustDomain } from "../support/identityTest.ts"
+import { eventually, joinTokensNow, makeIssuingCa, silentServer, startIssuer, trustDomain } from "../support/identityTest.ts"
 
 const minute = 60_000
 
@@ -33,7 +31,7 @@ const issuerWith = (leafLifetimeMs = 24 * 60 * minute) =>
   Effect.acquireRelease(
     Effect.promise(async () => {
       const ca = await makeIssuingCa()
-      return { ca, running: await startIssuer(ca, { joinTokens: parseJoinTokens(`${joinToken} catalog\n`), leafLifetimeMs }) }
+      return { ca, running: await startIssuer(ca, { joinTokens: joinTokensNow(`${joinToken} catalog\n`), leafLifetimeMs }) }
     }),
     ({ running }) => Effect.promise(() => running.stop())
   )
@@ -219,27 +217,13 @@ describe("trust bundle refresh", () => {
         const leaf = await issueLeaf(ca.intermediate, { spiffeId: request.requestedId!, publicKey: request.publicKey, lifetimeMs: 10 * 60 * minute })
         return { spiffeId: request.requestedId!, certificateChainPem: leaf + ca.intermediate.certificatePem, trustBundlePem: ca.trustBundlePem, notAfter: "" }
       }
-      // Takes the connection, reads what comes (so it sees the client close) and never answers the TLS handshake.
-      const held = new Set<net.Socket>()
-      let closed = 0
-      const silent = net.createServer((socket) => {
-        held.add(socket)
-        socket.resume()
-        socket.on("close", () => closed++)
-      })
-      const port = yield* Effect.acquireRelease(
-        Effect.promise(() => new Promise<number>((resolve) => silent.listen(0, "127.0.0.1", () => resolve((silent.address() as net.AddressInfo).port)))),
-        () => Effect.promise(() => new Promise<void>((resolve) => {
-          for (const socket of held) socket.destroy()
-          silent.close(() => resolve())
-        }))
-      )
+      const { port, state } = yield* silentServer
       const fetchTrustBundle = issuerTrustBundle({ issuerUrl: `https://127.0.0.1:${port}`, trustDomain, trustBundle: () => ca.trustBundlePem, timeoutMs: 10_000 })
       const scope = yield* Scope.make()
       yield* IdentityClient.make({ signer, fetchTrustBundle, trustDomain, requestedId: `spiffe://${trustDomain}/svc/catalog`, log: () => {} }).pipe(Scope.provide(scope))
       yield* TestClock.adjust(5.5 * minute)
-      yield* eventually(() => held.size === 1)
+      yield* eventually(() => state.held.size === 1)
       yield* Scope.close(scope, Exit.void)
-      yield* eventually(() => closed === 1, 2_000)
+      yield* eventually(() => state.closed === 1, 2_000)
     }).pipe(Effect.scoped))
 })

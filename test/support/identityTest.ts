@@ -9,11 +9,11 @@ import "reflect-metadata"
 import * as x509 from "@peculiar/x509"
 import * as http from "node:http"
 import * as https from "node:https"
-import type { AddressInfo } from "node:net"
+import * as net from "node:net"
 import type { IssuingCa } from "../../src/identity/caDirectory.ts"
 import { createIntermediateCa, createRootCa, generateKeyPair } from "../../src/identity/certificates.ts"
 import * as Issuer from "../../src/identity/issuer.ts"
-import type { JoinToken } from "../../src/identity/proofs.ts"
+import { defaultJoinTokenTtlMs, type JoinToken, parseJoinTokens } from "../../src/identity/proofs.ts"
 import { collectLog } from "./meshTest.ts"
 
 const day = 86_400_000
@@ -28,6 +28,9 @@ export const eventually = (check: () => boolean, ms = 5_000) =>
   )
 
 export const trustDomain = "test.mesh"
+
+/** Join tokens as a file written now would give them (ending the default 24 h from now, unless a line says expires=). */
+export const joinTokensNow = (text: string): Array<JoinToken> => parseJoinTokens(text, { writtenAt: Date.now(), defaultTtlMs: defaultJoinTokenTtlMs })
 export const audience = "iip-mesh-identity"
 
 export const makeIssuingCa = async (name = "test"): Promise<IssuingCa & { rootPem: string }> => {
@@ -97,7 +100,7 @@ export const startFakeApiServer = async (tokens: Readonly<Record<string, FakeTok
   const server = credentials === undefined ? http.createServer(handler) : https.createServer(credentials, handler)
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
   return {
-    url: `${credentials === undefined ? "http" : "https"}://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: `${credentials === undefined ? "http" : "https"}://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
     reviews,
     ...(credentials === undefined ? {} : { ca: credentials.cert }),
     close: () => new Promise((resolve) => server.close(() => resolve()))
@@ -132,3 +135,29 @@ export const startIssuer = async (
   )
   return { issuer, url: `https://127.0.0.1:${issuer.port}`, events, stop: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
 }
+
+/**
+ * A TCP server on 127.0.0.1:0 that takes connections, reads what comes (so it sees a client close)
+ * and never answers (a TLS handshake never completes): an issuer that has gone silent. Closed,
+ * its connections destroyed, with the scope.
+ */
+export const silentServer = Effect.gen(function*() {
+  const held = new Set<net.Socket>()
+  const state = { held, closed: 0 }
+  const server = net.createServer((socket) => {
+    held.add(socket)
+    socket.resume()
+    socket.on("close", () => state.closed++)
+  })
+  const port = yield* Effect.acquireRelease(
+    Effect.promise(() => new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as net.AddressInfo).port)))),
+    () =>
+      Effect.promise(() =>
+        new Promise<void>((resolve) => {
+          for (const socket of held) socket.destroy()
+          server.close(() => resolve())
+        })
+      )
+  )
+  return { port, state }
+})
