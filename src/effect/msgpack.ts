@@ -10,7 +10,9 @@
 // Plain MessagePack maps, no msgpackr record extension, so any MessagePack decoder can read it. A
 // frame that is not plain MessagePack (no extensions, bounded nesting: a peer's frame is checked
 // before msgpackr reads it) or not one message envelope (an object with a string `_tag`, or an
-// array of them) throws, which the protocols turn into a defect for that exchange.
+// array of them) throws, which the protocols turn into a defect for that exchange. The RPC server
+// reads a peer's Requests with `decodeMsgPackRequests`, which also counts what they hold outside
+// their payloads (headers above all) in that check, before any of it is built.
 import * as Layer from "effect/Layer"
 import { RpcSerialization } from "effect/rpc"
 import { Packr, Unpackr } from "msgpackr"
@@ -25,6 +27,30 @@ const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true })
 /** How deep arrays and maps may nest in a frame: msgpackr reads them recursively (its stack overflows near 5,000). */
 export const maxMessagePackDepth = 512
 
+/**
+ * The most header pairs a Request may carry (node:http's maxHeadersCount): the RPC server makes an
+ * object of them before the handler runs, ~1.2 µs a pair (1.5 million in a 15 MB frame held the
+ * event loop 1.8 s, on top of their decoding; ten times a payload of the same size in all).
+ */
+export const maxRequestHeaderPairs = 2000
+
+/**
+ * The most values (array items, map keys and values) a peer's Request may hold outside its
+ * payload: its headers' pairs of two strings and its few other fields. Counted as the frame is
+ * checked, so what the RPC server would refuse after decoding (too many headers, an id or an
+ * unknown field that is a long list) is never built: 1.5 million pairs cost msgpackr 0.5 s.
+ */
+const maxValuesOutsidePayload = 3 * maxRequestHeaderPairs + 64
+
+const utf8 = new TextEncoder()
+const payloadKey = utf8.encode("payload")
+const headersKey = utf8.encode("headers")
+const isKey = (bytes: Uint8Array, at: number, length: number, key: Uint8Array): boolean => {
+  if (length !== key.length) return false
+  for (let i = 0; i < length; i++) if (bytes[at + i] !== key[i]) return false
+  return true
+}
+
 const headerBytes = (bytes: Uint8Array, at: number, size: 1 | 2 | 4): number =>
   size === 1 ? bytes[at]! : size === 2 ? (bytes[at]! << 8) | bytes[at + 1]! : bytes[at]! * 0x1000000 + ((bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!)
 
@@ -37,16 +63,29 @@ const headerBytes = (bytes: Uint8Array, at: number, size: 1 | 2 | 4): number =>
  * type 0, what msgpackr packs it as) and timestamps (type -1 in its four sizes, what it packs a
  * Date as, which a Schema.Any value keeps: a few bytes make one Date). A length or count past the
  * frame's end, nesting past `maxMessagePackDepth` and bytes after the value are refused before
- * anything is allocated.
+ * anything is allocated. With `request` (a peer's Requests, as the RPC server reads them), so are
+ * more than `maxRequestHeaderPairs` headers and more than `maxValuesOutsidePayload` values outside
+ * the messages' payloads.
  */
-export const plainMessagePackProblem = (bytes: Uint8Array): string | undefined => {
+export const plainMessagePackProblem = (bytes: Uint8Array, request = false): string | undefined => {
   const end = bytes.length
   // Values still to read at each open array or map, the innermost last.
   const open: Array<number> = []
   let left = 1
   let at = 0
+  // With `request`: the messages' fields are read at depth `fieldsAt` (1: the frame is one
+  // message, 2: a list of them), in a map (`inMessage`); the field whose value comes next, by its
+  // key; the depth past which values lie in a payload (Infinity: not in one); values counted outside.
+  const fieldsAt = (bytes[0]! >= 0x90 && bytes[0]! <= 0x9f) || bytes[0] === 0xdc || bytes[0] === 0xdd ? 2 : 1
+  let inMessage = false
+  let field: "payload" | "headers" | undefined
+  let payloadFrom = Infinity
+  let outside = 0
   while (left > 0) {
     if (at >= end) return "ends inside a value"
+    // A key of a message's field (a map's items alternate key, value: a key is read at an even count left).
+    const atField = request && inMessage && open.length === fieldsAt
+    const isFieldKey = atField && left % 2 === 0
     const token = bytes[at++]!
     left--
     let skip = 0
@@ -81,15 +120,32 @@ export const plainMessagePackProblem = (bytes: Uint8Array): string | undefined =
       }
     }
     if (skip > end - at) return "declares more bytes than it holds"
+    if (isFieldKey) {
+      // A string key's bytes are the `skip` just read past; any other key names no field of ours.
+      const string = (token >= 0xa0 && token <= 0xbf) || token === 0xd9 || token === 0xda || token === 0xdb
+      field = string && isKey(bytes, at, skip, payloadKey) ? "payload" : string && isKey(bytes, at, skip, headersKey) ? "headers" : undefined
+    }
     at += skip
     if (items > 0) {
       // Every item takes a byte at least.
       if (items > end - at) return "declares more items than it holds"
       if (open.length === maxMessagePackDepth) return `nests deeper than ${maxMessagePackDepth}`
+      if (request && open.length < payloadFrom) {
+        if (atField && field === "payload") payloadFrom = open.length + 1
+        else {
+          // Headers are a list of pairs: its count is theirs.
+          const list = (token >= 0x90 && token <= 0x9f) || token === 0xdc || token === 0xdd
+          if (atField && field === "headers" && list && items > maxRequestHeaderPairs) return `holds a Request with more than ${maxRequestHeaderPairs} headers`
+          outside += items
+          if (outside > maxValuesOutsidePayload) return `holds a Request with more than ${maxValuesOutsidePayload} values outside its payload`
+        }
+      }
       open.push(left)
       left = items
+      if (open.length === fieldsAt) inMessage = token <= 0x8f || token === 0xde || token === 0xdf
     }
     while (left === 0 && open.length > 0) left = open.pop()!
+    if (open.length < payloadFrom) payloadFrom = Infinity
   }
   return at === end ? undefined : "holds bytes after its value"
 }
@@ -97,9 +153,9 @@ export const plainMessagePackProblem = (bytes: Uint8Array): string | undefined =
 const isEnvelope = (value: unknown): boolean =>
   typeof value === "object" && value !== null && typeof (value as { _tag?: unknown })._tag === "string"
 
-const decode = (data: Uint8Array | string): ReadonlyArray<unknown> => {
+const decodeChecked = (data: Uint8Array | string, request: boolean): ReadonlyArray<unknown> => {
   const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data
-  const problem = plainMessagePackProblem(bytes)
+  const problem = plainMessagePackProblem(bytes, request)
   if (problem !== undefined) throw new Error(`a MessagePack rpc frame ${problem}`)
   const value: unknown = unpackr.unpack(bytes)
   if (Array.isArray(value)) {
@@ -109,6 +165,11 @@ const decode = (data: Uint8Array | string): ReadonlyArray<unknown> => {
   if (!isEnvelope(value)) throw new Error("a MessagePack rpc frame is not an rpc message")
   return [value]
 }
+
+const decode = (data: Uint8Array | string): ReadonlyArray<unknown> => decodeChecked(data, false)
+
+/** A frame of a peer's Requests, as the RPC server reads one: `decode`, their headers and all but their payloads bounded as it is checked. */
+export const decodeMsgPackRequests = (data: Uint8Array): ReadonlyArray<unknown> => decodeChecked(data, true)
 
 const encode = (message: unknown): Uint8Array | undefined => {
   if (Array.isArray(message) && message.length === 0) return undefined

@@ -27,7 +27,7 @@ import { StreamFailed } from "../mux/streams.ts"
 import { Refused } from "../iip/dispatch.ts"
 import { type LbCallError, NoBackend } from "../toolkit/loadBalanceClient.ts"
 import { asStreamError, IipClient, IipLoadBalancer, type StreamError } from "./client.ts"
-import { msgPack } from "./msgpack.ts"
+import { decodeMsgPackRequests, maxRequestHeaderPairs, msgPack } from "./msgpack.ts"
 import { IipServer } from "./server.ts"
 import { fromIncoming, toOutgoing } from "./streams.ts"
 
@@ -60,6 +60,10 @@ const frame = (encoded: Uint8Array | string): Uint8Array => {
 type Decode = (parser: RpcSerialization.Parser, bytes: Uint8Array) => ReadonlyArray<unknown>
 const decoderOf = (serialization: RpcSerialization.RpcSerialization["Service"]): Decode =>
   /json/i.test(serialization.contentType) ? (parser, bytes) => parser.decode(textDecoder.decode(bytes)) : (parser, bytes) => parser.decode(bytes)
+
+/** As `decoderOf`, for the Requests the server reads: MessagePack's are bounded as their frame is checked (see requestProblem). */
+const requestDecoderOf = (serialization: RpcSerialization.RpcSerialization["Service"]): Decode =>
+  serialization === msgPack ? (_parser, bytes) => decodeMsgPackRequests(bytes) : decoderOf(serialization)
 
 const lengthAt = (bytes: Uint8Array, at: number): number => new DataView(bytes.buffer, bytes.byteOffset + at, 4).getUint32(0)
 const noBytes = new Uint8Array(0)
@@ -186,20 +190,14 @@ const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, decode: Decode, pa
 }
 
 /**
- * The most header pairs a Request may carry (node:http's maxHeadersCount): the RPC server makes an
- * object of them before the handler runs, ~1.2 µs a pair (1.5 million in a 15 MB frame held the
- * event loop 1.8 s, on top of their decoding; ten times a payload of the same size in all).
- */
-const maxHeaderPairs = 2000
-
-/**
  * Why `messages` (what one IIP request carried) are not one Request as the client protocols send
  * it, or undefined. More would run RPCs the exchange cannot answer or cancel (its answer is the
  * first RPC's; a second RPC would run on past it, beyond the reach of the cancel, the deadline and
  * the connection's close); headers that are not string pairs throw in the RPC server or, with a
- * `__proto__` key, replace the prototype of the handler's headers (past maxHeaderPairs, cost it
- * seconds); an id or tag that is an object throws where the RPC server writes it into its defect's
- * text, out of the IIP handler.
+ * `__proto__` key, replace the prototype of the handler's headers (past maxRequestHeaderPairs, cost
+ * it seconds); an id or tag that is an object throws where the RPC server writes it into its
+ * defect's text, out of the IIP handler. A MessagePack frame holding more headers (or more values
+ * outside its payload) is refused before it is decoded: decoding 1.5 million pairs cost 0.5 s.
  */
 const notOneRequest = "an rpc exchange carries one Request, and only that"
 const requestProblem = (messages: ReadonlyArray<unknown>): string | undefined => {
@@ -208,7 +206,7 @@ const requestProblem = (messages: ReadonlyArray<unknown>): string | undefined =>
   if ((typeof id !== "string" && typeof id !== "number") || typeof tag !== "string") return "the rpc request's id or tag is not a string"
   if (headers === undefined) return undefined
   if (!Array.isArray(headers)) return "the rpc request's headers are not a list of string pairs"
-  if (headers.length > maxHeaderPairs) return `the rpc request has more than ${maxHeaderPairs} headers`
+  if (headers.length > maxRequestHeaderPairs) return `the rpc request has more than ${maxRequestHeaderPairs} headers`
   for (const pair of headers) {
     if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== "string" || typeof pair[1] !== "string") return "the rpc request's headers are not a list of string pairs"
   }
@@ -430,7 +428,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
   Effect.gen(function*() {
     const serialization = yield* RpcSerialization.RpcSerialization
     const server = yield* IipServer
-    const decode = decoderOf(serialization)
+    const decode = requestDecoderOf(serialization)
     const parserFor = parserSource(serialization)
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)

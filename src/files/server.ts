@@ -395,10 +395,17 @@ export const serveFiles = (server: IipServer, root: string, options: FileServerO
     }
   }
 
-  /** Removes a partial file this request made and could not finish: its entry, bytes and table entry go too. */
+  /**
+   * Removes a partial file this request made and could not finish: its entry, bytes and table entry
+   * go too. One that cannot be removed stays in the table, so the sweep removes it once expired:
+   * forgotten, it held its bytes and entry until a restart and took no place among the unfinished.
+   */
   const discard = async (held: RootUsage, inDir: string, partial: string): Promise<void> => {
     const stats = await lstat(inDir).catch(() => undefined)
-    if (stats?.isFile() === true && (await unlink(inDir).then(() => true, () => false))) held.removed(stats.size, 1)
+    if (stats?.isFile() === true) {
+      if (!(await unlink(inDir).then(() => true, () => false))) return
+      held.removed(stats.size, 1)
+    }
     unfinished.forget(partial)
   }
 

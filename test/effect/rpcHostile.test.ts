@@ -6,7 +6,9 @@
 //   a small frame decode to a huge or cyclic value, records, sets, regexps, errors), headers that
 //   are not a list of string pairs (a number, `__proto__` with an object), an id or tag that is an
 //   object (its text would throw in the RPC server), more header pairs than node:http takes (the RPC
-//   server made an object of a million of them): each is answered with a Defect and the same
+//   server made an object of a million of them; MessagePack's are counted as the frame is checked,
+//   with all a Request holds outside its payload, before msgpackr builds them): each is answered
+//   with a Defect and the same
 //   server then answers a well-formed RPC. SchemaBinary's refusals too (its message schema wants
 //   the defect encoded).
 // - A body that is not exactly one Request (a second RPC after the first, an Interrupt for an
@@ -28,7 +30,7 @@ import { Context, Deferred, Effect, Exit, Fiber, Layer, Schema, Stream } from "e
 import { Rpc, RpcClient, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
 import { pack } from "msgpackr"
 import { IipClient } from "../../src/effect/client.ts"
-import { layerMsgPack, msgPack } from "../../src/effect/msgpack.ts"
+import { decodeMsgPackRequests, layerMsgPack, msgPack } from "../../src/effect/msgpack.ts"
 import { layerClientProtocol, layerServerProtocol } from "../../src/effect/rpc.ts"
 import { IipServer } from "../../src/effect/server.ts"
 import { type Reply, reply } from "../../src/mux/request.ts"
@@ -260,6 +262,30 @@ describe.each([true, false])("hostile MessagePack rpc frames (mesh %s)", (mesh) 
       const [answer] = yield* served.request(framed(pack({ _tag: "Request", id: "1", tag: "Headers", payload: null, headers: most })))
       assert.strictEqual((answer!.exit as { value: ReadonlyArray<string> }).value.length, 2000, JSON.stringify(answer).slice(0, 200))
     }), 30_000)
+
+  it.live("a Request's header pairs, and what its other fields but the payload hold, are counted as the frame is checked, before msgpackr builds them", () =>
+    Effect.gen(function*() {
+      const served = yield* setUp
+      // 1.5 million pairs in 15 MB: msgpackr built them all (0.5 s of the event loop on a quiet
+      // machine, 3-6 s here under load) before the count was looked at. The same pairs under
+      // another field cost as much (the id: refused once decoded; one the RPC server ignores: served).
+      const many = Array.from({ length: 1_500_000 }, (_, i) => [`h${i}`, ""])
+      const before = (fields: Record<string, unknown>) => pack({ _tag: "Request", id: "1", ...fields, tag: "Echo", payload: { text: "x" } })
+      const headersFirst = before({ headers: many })
+      // Refused at their count, where the frame check reaches it: microseconds, not the 0.5 s
+      // msgpackr took to build them (50 ms is far from both, on a fast machine or a loaded one).
+      const started = performance.now()
+      expect(() => decodeMsgPackRequests(headersFirst)).toThrow(/frame holds a Request with more than 2000 headers/)
+      expect(performance.now() - started).toBeLessThan(50)
+      yield* refusedThenServes(served, framed(headersFirst), /frame holds a Request with more than 2000 headers/, encode)
+      const some = many.slice(0, 10_000)
+      for (const fields of [{ x: some }, { id: some }, { headers: [], traceId: { ...some } }]) {
+        yield* refusedThenServes(served, framed(before(fields)), /frame holds a Request with more than \d+ values outside its payload/, encode)
+      }
+      // As many values in the payload are served.
+      const [sum] = yield* served.request(framed(pack({ _tag: "Request", id: "1", tag: "Sum", headers: [], payload: { rows: many.slice(0, 20_000).map(() => [1, 2]) } })))
+      assert.deepStrictEqual(sum!.exit, { _tag: "Success", value: 40_000 })
+    }), 60_000)
 })
 
 describe("hostile JSON rpc frames", () => {

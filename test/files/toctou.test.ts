@@ -4,6 +4,10 @@
 // its name, in its directory held open, so nothing outside the root is created or replaced. The
 // swap is made deterministic by running it inside realpathSync.native, right after the check has
 // seen the real directory, or just before the upload's open, rename, mkdir or rmdir.
+// The same hooks make a file sent whole fail to take its name (a directory made there just before
+// its rename) and its partial fail to be removed (an unlink that fails, as it does for a non-root
+// server in a directory made read-only meanwhile): the partial stays counted among the unfinished
+// uploads, and the sweep removes it once expired.
 import * as Effect from "effect/Effect"
 import * as fs from "node:fs"
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs"
@@ -13,7 +17,7 @@ import { openRoot, serveFiles } from "../../src/files/server.ts"
 import { ask, connect, taskId } from "../../src/files/transfer.ts"
 import { encodeChecksumRequest, encodeDownloadRequest, encodeUploadRequest, FilePath } from "../../src/files/wire.ts"
 import { IipServer } from "../../src/iip/server.ts"
-import { Cleanup } from "../support/iipRaw.ts"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { tempDir } from "./support.ts"
 
 const swap = vi.hoisted(() => ({
@@ -22,7 +26,8 @@ const swap = vi.hoisted(() => ({
   beforeRename: undefined as (() => void) | undefined,
   beforeMkdir: undefined as (() => void) | undefined,
   afterMkdir: undefined as (() => void) | undefined,
-  beforeRmdir: undefined as (() => void) | undefined
+  beforeRmdir: undefined as (() => void) | undefined,
+  beforeUnlink: undefined as (() => void) | undefined
 }))
 
 vi.mock("node:fs", async (importOriginal) => {
@@ -41,7 +46,7 @@ vi.mock("node:fs", async (importOriginal) => {
 
 vi.mock("node:fs/promises", async (importOriginal) => {
   const original = await importOriginal<typeof import("node:fs/promises")>()
-  const take = (key: "beforeOpenPartial" | "beforeRename" | "beforeMkdir" | "afterMkdir" | "beforeRmdir") => {
+  const take = (key: "beforeOpenPartial" | "beforeRename" | "beforeMkdir" | "afterMkdir" | "beforeRmdir" | "beforeUnlink") => {
     const then = swap[key]
     swap[key] = undefined
     then?.()
@@ -63,7 +68,11 @@ vi.mock("node:fs/promises", async (importOriginal) => {
     take("beforeRmdir")
     return original.rmdir(path, options)
   }
-  return { ...original, default: { ...original, open, rename, mkdir, rmdir }, open, rename, mkdir, rmdir }
+  const unlink: typeof original.unlink = async (path) => {
+    take("beforeUnlink")
+    return await original.unlink(path)
+  }
+  return { ...original, default: { ...original, open, rename, mkdir, rmdir, unlink }, open, rename, mkdir, rmdir, unlink }
 })
 
 const cleanup = new Cleanup()
@@ -153,5 +162,31 @@ describe("a directory swapped for a symlink between check and open", () => {
     expect(readFileSync(join(outside, "x"), "utf8")).toBe("precious")
     // Both went where the checked directory went.
     expect(readdirSync(join(root, "d-old")).filter((name) => name !== "new" && name !== "empty").sort()).toStrictEqual(["x", "y.iip-part"])
+  })
+})
+
+describe("a file sent whole whose rename fails and whose partial cannot be removed", () => {
+  it("stays counted among the unfinished uploads, and the sweep removes it once expired", async () => {
+    const root = tempDir(cleanup, "discard")
+    const server = new IipServer({ host: "127.0.0.1", port: 0, mesh: false, log: () => {} })
+    // One unfinished upload at most; one not written for 2 s expires (swept every 250 ms).
+    serveFiles(server, await openRoot(root), { maxUnfinishedUploads: 1, partialMaxAgeMs: 2000 })
+    await server.listen()
+    cleanup.add(() => server.close())
+    const upload = (name: string, completed: boolean) =>
+      Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+        const remote = yield* connect({ host: "127.0.0.1", port: server.address.port }, name)
+        return (yield* ask(remote, FilePath.upload, encodeUploadRequest(taskId, name, 0, completed, Buffer.from("uploaded")))).toString()
+      })))
+    swap.beforeRename = () => mkdirSync(join(root, "w"))
+    swap.beforeUnlink = () => {
+      throw Object.assign(new Error("EACCES: permission denied, unlink"), { code: "EACCES" })
+    }
+    expect(await upload("w", true)).toMatch(/^{"code":-1,.*(EISDIR|is a directory)/)
+    // Still there: forgotten, it held its bytes and its entry until a restart, and took no place.
+    expect(readdirSync(root).sort()).toStrictEqual(["w", "w.iip-part"])
+    expect(await upload("u", false)).toMatch(/past this server's limit of 1 unfinished uploads \(1 held\)/)
+    await waitFor(() => !existsSync(join(root, "w.iip-part")), 20_000, "the sweep to remove w.iip-part")
+    expect(await upload("u", false)).toBe(`{"TaskId":1,"DoneBytes":8}`)
   })
 })
