@@ -122,13 +122,14 @@ describe("dnsSrvSource with an answer past the cap", () => {
 })
 
 describe("dnsSrvSource with a target that starts failing", () => {
+  const keys = (update: EndpointUpdate) => (update._tag === "Reset" ? update.endpoints.map(endpointKey).sort() : [])
+
   it("keeps the addresses that target last had, logs the failure once and looks up again soon", async () => {
     const { server } = await serve({ ...twoTargets(), ttl: 0 })
     const updates = new Recorder<EndpointUpdate>()
     const logs = new Recorder<{ event: string; fields: Record<string, unknown> }>()
     const source = dnsSrvSource({ service: "web", name, servers: [server.address], refreshMs: 100, minRefreshMs: 20, retryMs: 20, log: (event, fields) => logs.push({ event, fields }) })
     stops.push(source.start(updates.push))
-    const keys = (update: EndpointUpdate) => (update._tag === "Reset" ? update.endpoints.map(endpointKey).sort() : [])
     await updates.waitFor((update) => keys(update).length === 2)
     const mark = updates.mark
     server.zone = { ...twoTargets(), ttl: 0, servfail: [target("broken")] }
@@ -141,6 +142,37 @@ describe("dnsSrvSource with a target that starts failing", () => {
     expect(logs.items.find((entry) => entry.event === "discovery.dns-target-failed")?.fields).toMatchObject({ service: "web", failed: 1, code: "ESERVFAIL" })
     // Logged when the target started failing, not again on each lookup while it goes on failing.
     expect(logs.items.filter((entry) => entry.event === "discovery.dns-target-failed")).toHaveLength(1)
+  })
+
+  it("keeps them only for keepFailedTargetMs after they were last looked up: a target that goes on failing (SERVFAIL) is then left out", async () => {
+    const { server } = await serve({ ...twoTargets(), ttl: 0 })
+    const updates = new Recorder<EndpointUpdate>()
+    const source = dnsSrvSource({ service: "web", name, servers: [server.address], refreshMs: 100, minRefreshMs: 20, retryMs: 20, keepFailedTargetMs: 300, log: () => {} })
+    stops.push(source.start(updates.push))
+    await updates.waitFor((update) => keys(update).length === 2)
+    const lastGood = updates.items.length
+    server.zone = { ...twoTargets(), ttl: 0, servfail: [target("broken")] }
+    await updates.waitFor((update) => keys(update).join() === "10.1.0.1:4143", { timeoutMs: 5000 })
+    // Kept meanwhile: at least one lookup after the failure began still listed it.
+    const since = updates.items.slice(lastGood).map(keys)
+    expect(since[0]).toStrictEqual(["10.1.0.1:4143", "10.1.0.2:4143"])
+    expect(since.at(-1)).toStrictEqual(["10.1.0.1:4143"])
+  })
+
+  it("drops at the next lookup a target that no longer exists (NXDOMAIN) or that left the SRV answer: neither is kept as a failure", async () => {
+    const { server } = await serve({ ...twoTargets(), ttl: 0 })
+    const updates = new Recorder<EndpointUpdate>()
+    const source = dnsSrvSource({ service: "web", name, servers: [server.address], refreshMs: 100, minRefreshMs: 20, retryMs: 20, log: () => {} })
+    stops.push(source.start(updates.push))
+    await updates.waitFor((update) => keys(update).length === 2)
+    // "broken" still listed in the SRV answer, its name gone: NXDOMAIN.
+    server.zone = { srv: twoTargets().srv, a: { [target("good")]: ["10.1.0.1"] }, ttl: 0 }
+    await updates.waitFor((update) => keys(update).join() === "10.1.0.1:4143", { timeoutMs: 5000 })
+    server.zone = { ...twoTargets(), ttl: 0 }
+    await updates.waitFor((update) => keys(update).length === 2, { from: updates.mark, timeoutMs: 5000 })
+    // Left out of the SRV answer while its name still answers.
+    server.zone = { ...twoTargets(), srv: { [name]: twoTargets().srv![name]!.slice(0, 1) }, ttl: 0 }
+    await updates.waitFor((update) => keys(update).join() === "10.1.0.1:4143", { from: updates.mark, timeoutMs: 5000 })
   })
 })
 
