@@ -166,7 +166,7 @@ describe("dnsSrvSource with a target that starts failing", () => {
     stops.push(source.start(updates.push))
     await updates.waitFor((update) => keys(update).length === 2)
     // "broken" still listed in the SRV answer, its name gone: NXDOMAIN.
-    server.zone = { srv: twoTargets().srv, a: { [target("good")]: ["10.1.0.1"] }, ttl: 0 }
+    server.zone = { srv: twoTargets().srv!, a: { [target("good")]: ["10.1.0.1"] }, ttl: 0 }
     await updates.waitFor((update) => keys(update).join() === "10.1.0.1:4143", { timeoutMs: 5000 })
     server.zone = { ...twoTargets(), ttl: 0 }
     await updates.waitFor((update) => keys(update).length === 2, { from: updates.mark, timeoutMs: 5000 })
@@ -186,7 +186,7 @@ describe("a lookup a server drags out, or that is stopped", () => {
     const { server } = await serve({ srv: { [name]: targets.map((t) => ({ weight: 1, port: 4143, target: t })) }, a, silent: targets.slice(1) })
     const resolver = new Resolver({ timeout: 200, tries: 1 })
     resolver.setServers([server.address])
-    const previous = new Map([[target("pod-150"), [{ address: "10.7.0.150" }]]])
+    const previous = new Map([[target("pod-150"), { addresses: [{ address: "10.7.0.150" }], resolvedAt: performance.now() }]])
     const result = await lookupSrv(resolver, "web", name, { previous, deadlineMs: 300 })
     if (Result.isFailure(result)) throw new Error(`lookup failed: ${JSON.stringify(result.failure)}`)
     expect(result.success.endpoints.map(endpointKey).sort()).toStrictEqual(["10.7.0.150:4143", "10.9.0.0:4143"])
