@@ -144,6 +144,18 @@ describe("dnsSrvSource with a target that starts failing", () => {
     expect(logs.items.filter((entry) => entry.event === "discovery.dns-target-failed")).toHaveLength(1)
   })
 
+  it("logs a target's failure when it begins right after a failed lookup too (the SRV query's own failure does not stand for it)", async () => {
+    const { server } = await serve({ ...twoTargets(), ttl: 0, servfail: [name] })
+    const logs = new Recorder<{ event: string; fields: Record<string, unknown> }>()
+    const source = dnsSrvSource({ service: "web", name, servers: [server.address], refreshMs: 100, minRefreshMs: 20, retryMs: 20, log: (event, fields) => logs.push({ event, fields }) })
+    const updates = new Recorder<EndpointUpdate>()
+    stops.push(source.start(updates.push))
+    await logs.waitFor((entry) => entry.event === "discovery.dns-failed")
+    server.zone = { ...twoTargets(), ttl: 0, servfail: [target("broken")] }
+    await updates.waitFor((update) => keys(update).length > 0)
+    expect((await logs.waitFor((entry) => entry.event === "discovery.dns-target-failed", { timeoutMs: 1000 })).fields).toMatchObject({ failed: 1, code: "ESERVFAIL" })
+  })
+
   it("keeps them only for keepFailedTargetMs after they were last looked up: a target that goes on failing (SERVFAIL) is then left out", async () => {
     const { server } = await serve({ ...twoTargets(), ttl: 0 })
     const updates = new Recorder<EndpointUpdate>()
