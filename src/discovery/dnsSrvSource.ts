@@ -279,6 +279,8 @@ export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => (
     let previous: ReadonlyMap<string, KnownTarget> = new Map()
     /** Whether the last answer was capped: logged when an answer becomes so, not on every lookup (a second apart at TTL 0). */
     let wasCapped = false
+    /** Whether the last answer had failed targets: logged when targets start failing, whatever failed before (`failures` counts failed lookups too). */
+    let targetsFailing = false
 
     const run = async (): Promise<void> => {
       const result = await lookupSrv(resolver, service, name, { previous, signal: stop.signal, deadlineMs, keepFailedMs })
@@ -295,10 +297,11 @@ export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => (
         else {
           // Reported with what the others gave; those targets are asked again sooner, backing off like a
           // failure. Logged when targets start failing: a name that never resolves would be a line per lookup.
-          if (failures === 0) log("discovery.dns-target-failed", { service, name, failed: failedTargets.count, code: failedTargets.code, message: failedTargets.message })
+          if (!targetsFailing) log("discovery.dns-target-failed", { service, name, failed: failedTargets.count, code: failedTargets.code, message: failedTargets.message })
           failures += 1
           delayMs = Math.min(delayMs, retryDelayMs(failures, limits))
         }
+        targetsFailing = failedTargets !== undefined
       } else {
         failures += 1
         const { code, message } = result.failure
