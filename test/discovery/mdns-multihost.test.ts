@@ -19,6 +19,7 @@ const capability = probeRootNetns()
 const suite = gate("mDNS discovery across three hosts (network namespaces on a bridge)", capability)
 const port = 7000
 const spooferScript = resolve(import.meta.dirname, "../support/mdnsSpoofer.ts")
+const listenerScript = resolve(import.meta.dirname, "../support/mdnsListener.ts")
 
 const ms = (n: number) => `${n.toFixed(0)} ms`
 const spread = (values: ReadonlyArray<number>) => values.map(ms).join(", ")
@@ -186,6 +187,38 @@ describe.skipIf(suite.skip)(suite.title, () => {
     const deadline = performance.now() + 5000
     while (spoofedOn(proc, from) < count && performance.now() < deadline) await proc.log.waitFor((d) => d.type === "log" && d.event === "mdns-spoofed", 3000, "spoofed packets counted", proc.log.lines.length).catch(() => undefined)
   }
+
+  it("a dual-stack host on two interfaces of the link answers from one address: none of its answers is refused as spoofed, and its goodbye drops it at once", async () => {
+    const allowedPrefixes = [`${net!.net}.`, "127."]
+    // h1 browses on a clock of its own: "tick 0" sends a query and writes the spoofed count, expiring nothing.
+    const browserHost = net!.host(1)
+    const browser = net!.exec(browserHost, [mdnsChildScript, JSON.stringify({ options: { mesh: "test", node: browserHost.name, interface: browserHost.address }, manualClock: true, allowedPrefixes })])
+    running.push({ host: browserHost, proc: browser })
+    await browser.log.waitFor((d) => d.type === "ready", 10_000, "h1 to start")
+    // h2 has IPv4 and IPv6 on eth0 and eth1, both on the bridge, and names no interface: the kernel picks where it sends from.
+    const dual = net!.host(2)
+    await net!.addSecondInterface(dual)
+    const options = { mesh: "test", node: dual.name, browse: false, announce: [{ service: "catalog", port, address: dual.address }] }
+    const proc = net!.exec(dual, [mdnsChildScript, JSON.stringify({ options, allowedPrefixes })])
+    running.push({ host: dual, proc })
+    await browser.log.waitFor(isAdd(dual.name), 3000, "h2 to appear on h1")
+    // h3 asks 20 times: h2 answers each query it receives on each interface, and h1 reads every answer too.
+    const fqdn = `${instanceName("test", dual.name, { service: "catalog", port })}._iip-mesh._tcp.local`
+    const listener = net!.exec(net!.host(3), [listenerScript, JSON.stringify({ fqdn, count: 20, everyMs: 50, allowedPrefixes })], "listener")
+    running.push({ host: net!.host(3), proc: listener })
+    const heard = (await listener.log.waitFor((d) => d.type === "heard" || d.type === "fatal", 10_000, "h3's queries answered")).data
+    expect(heard.origins).toStrictEqual({ [dual.address]: expect.any(Number) })
+    expect((heard.origins as Record<string, number>)[dual.address]).toBeGreaterThanOrEqual(20)
+    const tick = browser.log.lines.length
+    browser.send("tick 0")
+    await browser.log.waitFor((d) => d.type === "ticked", 2000, "h1's tick", tick)
+    expect(browser.log.find((d) => d.type === "log" && d.event === "mdns-spoofed")).toBeUndefined()
+    const sent = performance.now()
+    proc.send("stop")
+    const removed = await browser.log.waitFor(isRemove(keyOf(dual)), 1000, "h2's goodbye on h1")
+    expect(removed.at - sent).toBeLessThan(500)
+    expect(browser.log.lines.filter((l) => isRemove(keyOf(dual))(l.data))).toHaveLength(1)
+  })
 
   it("another host's goodbyes for an instance (a goodbye flood) do not drop it while its own host answers; they are counted", async () => {
     const [browser, victim] = [await start(1), await start(2)]
