@@ -6,7 +6,11 @@
 // rejoins when plugged back, a host announcing a loopback addr (aiming the others at themselves)
 // is ignored for it, one announcing any other addr (a name that may resolve to loopback) is marked
 // offHost, and a host speaking for another's instance (its goodbyes, its name over its own address)
-// is not believed while that instance's own host keeps answering. Packet loss is not tested: it needs nftables on the bridge (testing.md)
+// is not believed while that instance's own host keeps answering, while the legitimate cases of
+// that rule still hold: a dual-stack host on two interfaces answers from one address (never refused
+// as spoofing itself, its goodbye taken at once), a sidecar restarted at once under the same
+// instance name is taken at once, and a host whose address changes is taken at its new one once the
+// old has been silent. Packet loss is not tested: it needs nftables on the bridge (testing.md)
 // and `nft` is not installed on these machines (tc netem is unavailable on this kernel).
 import { execFileSync } from "node:child_process"
 import { resolve } from "node:path"
