@@ -154,10 +154,10 @@ export class NetnsHosts {
   /**
    * Gives `host` a second interface on the bridge (eth1, `<net>.(30+i)`) and IPv6 addresses beside
    * IPv4 on both (`<net6>::<i>` on eth0, `<net6>::1:<i>` on eth1): a dual-stack host on two
-   * interfaces of one link. Returns eth1's IPv4 address. The IPv6 subnet is blackholed in the root
-   * namespace like the IPv4 one, on first use.
+   * interfaces of one link. Returns what undoes it (the hosts are shared by a file's tests). The
+   * IPv6 subnet is blackholed in the root namespace like the IPv4 one, on first use.
    */
-  async addSecondInterface(host: Host): Promise<string> {
+  async addSecondInterface(host: Host): Promise<() => void> {
     if (!this.net6Claimed) {
       ip("-6", "route", "add", "blackhole", `${this.net6}::/64`)
       this.net6Claimed = true
@@ -173,7 +173,11 @@ export class NetnsHosts {
     ip("-n", host.name, "addr", "add", `${this.net6}::1:${host.index}/64`, "dev", "eth1", "nodad")
     ip("-n", host.name, "link", "set", "eth1", "up")
     await this.waitLinks([{ ...host, port }])
-    return address
+    return () => {
+      // Deleting one end of the veth deletes the other, with eth1's addresses.
+      tryIp("-n", this.switchNs, "link", "del", port)
+      tryIp("-n", host.name, "addr", "del", `${this.net6}::${host.index}/64`, "dev", "eth0")
+    }
   }
 
   /** Unplugs the host: its bridge port goes down. */
