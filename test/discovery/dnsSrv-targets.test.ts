@@ -3,7 +3,8 @@
 // (test/discovery/dnsServer.ts): targets whose address answers fill 64 KiB each (about 4,000
 // addresses), and targets whose own lookup fails beside good ones. What must hold: no more targets
 // are asked than the endpoint cap needs, a few at a time; one bad target neither hides the others
-// nor the addresses it had.
+// nor the addresses it had, for keepFailedTargetMs (then they go, as a target's do at once when its
+// name is gone or it leaves the SRV answer).
 import * as Result from "effect/Result"
 import { Resolver } from "node:dns/promises"
 import { afterEach, describe, expect, it } from "vitest"
