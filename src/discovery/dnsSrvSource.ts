@@ -35,6 +35,8 @@ export interface DnsSrvSourceOptions {
   readonly timeoutMs?: number
   /** How long one lookup asks for targets (default LookupDeadlineMs). */
   readonly lookupDeadlineMs?: number
+  /** How long a target whose own lookup fails keeps the addresses it last had (default KeepFailedTargetMs). */
+  readonly keepFailedTargetMs?: number
   /** Tries per query and server (default 2). */
   readonly tries?: number
   /** Receives "discovery.dns-failed"; stderr by default. */
@@ -79,8 +81,23 @@ export const MaxTargetLookupsInFlight = 16
  */
 export const LookupDeadlineMs = 10_000
 
+/**
+ * How long a target whose own lookup fails (SERVFAIL, a timeout, a refusal: not NXDOMAIN, which is
+ * an answer) keeps the addresses its last good lookup gave it (default). Long enough to ride out a
+ * DNS server's restart or a zone being reloaded; bounded, because a name that never resolves again
+ * is a host gone in all but its SRV record, and the address it had may be another peer's by now
+ * (Kubernetes hands pod IPs out again).
+ */
+export const KeepFailedTargetMs = 300_000
+
 /** A target's addresses; ttl where the record gave one. */
 export type TargetAddresses = ReadonlyArray<{ readonly address: string; readonly ttl?: number }>
+
+/** A target's addresses as its last good lookup gave them, and when (performance.now()): a target failing since keeps them until KeepFailedTargetMs after. */
+export interface KnownTarget {
+  readonly addresses: TargetAddresses
+  readonly resolvedAt: number
+}
 
 /** What one lookup found; ttlSeconds is the smallest TTL of the address records, if any were looked up. */
 export interface SrvAnswer {
@@ -89,7 +106,7 @@ export interface SrvAnswer {
   /** Set when the answer held more than MaxEndpointsPerService targets or endpoints (the rest left out). */
   readonly capped?: true
   /** The addresses of each target looked up (or kept, for a target that failed): the next lookup's `previous`. */
-  readonly addresses: ReadonlyMap<string, TargetAddresses>
+  readonly addresses: ReadonlyMap<string, KnownTarget>
   /** Targets whose own lookup failed, and the first failure's code: their last addresses were kept, if any. */
   readonly failedTargets?: { readonly count: number; readonly code: string; readonly message: string }
 }
@@ -124,8 +141,8 @@ const addressesOf = async (resolver: Resolver, target: string): Promise<TargetAd
  * One lookup of `name`: the SRV records, then their targets' addresses. No records (ENODATA,
  * ENOTFOUND) is an empty answer; a failed SRV query, or every target's lookup failing, is a
  * DnsLookupFailed. A target whose own lookup fails beside good ones keeps its addresses from
- * `previous` (the last answer's) and is counted in failedTargets: one broken name must not hide a
- * service. The port comes from the SRV record, the weight too (into 1..MaxWeight: 0 counts as 1,
+ * `previous` (the last answer's) for up to `keepFailedMs` after they were looked up, and is counted
+ * in failedTargets: one broken name must not hide a service. The port comes from the SRV record, the weight too (into 1..MaxWeight: 0 counts as 1,
  * 65535 as MaxWeight); a target of "." (no service), a port of 0, multicast and broadcast addresses
  * and targets without addresses are left out; priorities are not used (Kubernetes gives every record priority 0). Targets are looked
  * up in the records' order, MaxTargetLookupsInFlight at a time, and no more once their endpoints
@@ -137,10 +154,21 @@ export const lookupSrv = async (
   resolver: Resolver,
   service: string,
   name: string,
-  options: { readonly previous?: ReadonlyMap<string, TargetAddresses>; readonly signal?: AbortSignal; readonly deadlineMs?: number } = {}
+  options: {
+    readonly previous?: ReadonlyMap<string, KnownTarget>
+    readonly signal?: AbortSignal
+    readonly deadlineMs?: number
+    readonly keepFailedMs?: number
+  } = {}
 ): Promise<Result.Result<SrvAnswer, DnsLookupFailed>> => {
-  const previous = options.previous ?? new Map<string, TargetAddresses>()
+  const previous = options.previous ?? new Map<string, KnownTarget>()
   const deadlineMs = options.deadlineMs ?? LookupDeadlineMs
+  const keepFailedMs = options.keepFailedMs ?? KeepFailedTargetMs
+  /** What a target that failed keeps: its last addresses, unless they are older than keepFailedMs. */
+  const keptFor = (target: string): KnownTarget | undefined => {
+    const kept = previous.get(target)
+    return kept !== undefined && performance.now() - kept.resolvedAt <= keepFailedMs ? kept : undefined
+  }
   const endAt = performance.now() + deadlineMs
   let records: ReadonlyArray<{ readonly name: string; readonly port: number; readonly weight: number }>
   try {
@@ -156,13 +184,13 @@ export const lookupSrv = async (
     else ports.add(record.port)
   }
   const targets = [...portsOf.keys()]
-  const addresses = new Map<string, TargetAddresses>()
+  const addresses = new Map<string, KnownTarget>()
   // The endpoints the targets looked up so far make (a target's addresses times its ports): lookups stop at the cap.
   const keys = new Set<string>()
   let failed: { count: number; code: string; message: string } | undefined
-  const take = (target: string, found: TargetAddresses): void => {
+  const take = (target: string, found: TargetAddresses, resolvedAt: number): void => {
     // What is kept for the next lookup is bounded too: past the cap an address makes no endpoint.
-    addresses.set(target, found.length > MaxEndpointsPerService ? found.slice(0, MaxEndpointsPerService) : found)
+    addresses.set(target, { addresses: found.length > MaxEndpointsPerService ? found.slice(0, MaxEndpointsPerService) : found, resolvedAt })
     for (const { address } of found) {
       for (const port of portsOf.get(target)!) keys.add(endpointKey({ host: address, port }))
       if (keys.size >= MaxEndpointsPerService) break
@@ -173,17 +201,17 @@ export const lookupSrv = async (
   const worker = async (): Promise<void> => {
     while (next < targets.length && asking()) {
       const target = targets[next++]!
-      let found: TargetAddresses
+      let found: KnownTarget
       try {
-        found = await addressesOf(resolver, target)
+        found = { addresses: await addressesOf(resolver, target), resolvedAt: performance.now() }
       } catch (error) {
         if (failed === undefined) failed = { count: 1, code: codeOf(error), message: messageOf(error) }
         else failed.count += 1
-        const kept = previous.get(target)
+        const kept = keptFor(target)
         if (kept === undefined) continue
         found = kept
       }
-      take(target, found)
+      take(target, found.addresses, found.resolvedAt)
     }
   }
   await Promise.all(Array.from({ length: Math.min(MaxTargetLookupsInFlight, targets.length) }, worker))
@@ -195,18 +223,18 @@ export const lookupSrv = async (
     failed ??= { count: 0, code: "ETIMEOUT", message: `${unasked} targets not asked within the lookup's ${deadlineMs} ms` }
     failed.count += unasked
     for (const target of targets.slice(next)) {
-      const kept = previous.get(target)
-      if (kept !== undefined && keys.size < MaxEndpointsPerService) take(target, kept)
+      const kept = keptFor(target)
+      if (kept !== undefined && keys.size < MaxEndpointsPerService) take(target, kept.addresses, kept.resolvedAt)
     }
   }
   if (failed !== undefined && failed.count === targets.length) return Result.fail(new DnsLookupFailed({ name, code: failed.code, message: failed.message }))
   let ttlSeconds: number | undefined
-  for (const entries of addresses.values()) {
+  for (const { addresses: entries } of addresses.values()) {
     for (const { ttl } of entries) if (ttl !== undefined && (ttlSeconds === undefined || ttl < ttlSeconds)) ttlSeconds = ttl
   }
   const endpoints = new Map<string, DiscoveredEndpoint>()
   collect: for (const record of records) {
-    for (const { address } of addresses.get(record.name) ?? []) {
+    for (const { address } of addresses.get(record.name)?.addresses ?? []) {
       const endpoint: DiscoveredEndpoint = { service, host: address, port: record.port, weight: clampWeight(record.weight), features: [], source: "dns", offHost: true }
       const key = endpointKey(endpoint)
       if (endpoints.has(key)) continue
@@ -229,7 +257,8 @@ export const lookupSrv = async (
 /**
  * The endpoints behind an SRV name, looked up at start and then after each refresh delay. An empty
  * answer reports no endpoints; a failed lookup keeps the last reported set and is retried with backoff;
- * targets that failed beside good ones keep their last addresses and are retried with the same backoff.
+ * targets that failed beside good ones keep their last addresses (for keepFailedTargetMs) and are
+ * retried with the same backoff.
  */
 export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => ({
   start(emit) {
@@ -245,13 +274,16 @@ export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => (
     // Stops the lookup in flight from asking for more targets: the resolver's cancel ends only the queries it has sent.
     const stop = new AbortController()
     const deadlineMs = options.lookupDeadlineMs ?? LookupDeadlineMs
+    const keepFailedMs = options.keepFailedTargetMs ?? KeepFailedTargetMs
     /** Each target's addresses in the last answer: a target whose lookup fails next time keeps them. */
-    let previous: ReadonlyMap<string, TargetAddresses> = new Map()
+    let previous: ReadonlyMap<string, KnownTarget> = new Map()
     /** Whether the last answer was capped: logged when an answer becomes so, not on every lookup (a second apart at TTL 0). */
     let wasCapped = false
+    /** Whether the last answer had failed targets: logged when targets start failing, whatever failed before (`failures` counts failed lookups too). */
+    let targetsFailing = false
 
     const run = async (): Promise<void> => {
-      const result = await lookupSrv(resolver, service, name, { previous, signal: stop.signal, deadlineMs })
+      const result = await lookupSrv(resolver, service, name, { previous, signal: stop.signal, deadlineMs, keepFailedMs })
       if (stopped) return
       let delayMs: number
       if (Result.isSuccess(result)) {
@@ -265,10 +297,11 @@ export const dnsSrvSource = (options: DnsSrvSourceOptions): DiscoverySource => (
         else {
           // Reported with what the others gave; those targets are asked again sooner, backing off like a
           // failure. Logged when targets start failing: a name that never resolves would be a line per lookup.
-          if (failures === 0) log("discovery.dns-target-failed", { service, name, failed: failedTargets.count, code: failedTargets.code, message: failedTargets.message })
+          if (!targetsFailing) log("discovery.dns-target-failed", { service, name, failed: failedTargets.count, code: failedTargets.code, message: failedTargets.message })
           failures += 1
           delayMs = Math.min(delayMs, retryDelayMs(failures, limits))
         }
+        targetsFailing = failedTargets !== undefined
       } else {
         failures += 1
         const { code, message } = result.failure

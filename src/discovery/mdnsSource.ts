@@ -256,6 +256,9 @@ const sameEndpoint = (a: DiscoveredEndpoint, b: DiscoveredEndpoint): boolean =>
  * instance would keep them all out of the mesh (they are back only at their next answer, each
  * interval), and one announcing their names would flap them to itself. An instance whose host
  * really moved is taken at its new address once its old one has expired (1.5-3.5 s with the defaults).
+ * A host has one origin: the browse socket is IPv4 only (multicast-dns's udp4) and the kernel sends a
+ * host's multicast from one address, two interfaces and IPv6 beside IPv4 or not (mdns-multihost.test.ts);
+ * browsing over IPv6 as well would give a dual-stack host two, and its own answers would be refused.
  */
 export class MdnsEndpointTable {
   private readonly entries = new Map<string, { endpoint: DiscoveredEndpoint; lastSeen: number; origin: string }>()

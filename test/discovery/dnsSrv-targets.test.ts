@@ -3,7 +3,8 @@
 // (test/discovery/dnsServer.ts): targets whose address answers fill 64 KiB each (about 4,000
 // addresses), and targets whose own lookup fails beside good ones. What must hold: no more targets
 // are asked than the endpoint cap needs, a few at a time; one bad target neither hides the others
-// nor the addresses it had.
+// nor the addresses it had, for keepFailedTargetMs (then they go, as a target's do at once when its
+// name is gone or it leaves the SRV answer).
 import * as Result from "effect/Result"
 import { Resolver } from "node:dns/promises"
 import { afterEach, describe, expect, it } from "vitest"
@@ -122,13 +123,14 @@ describe("dnsSrvSource with an answer past the cap", () => {
 })
 
 describe("dnsSrvSource with a target that starts failing", () => {
+  const keys = (update: EndpointUpdate) => (update._tag === "Reset" ? update.endpoints.map(endpointKey).sort() : [])
+
   it("keeps the addresses that target last had, logs the failure once and looks up again soon", async () => {
     const { server } = await serve({ ...twoTargets(), ttl: 0 })
     const updates = new Recorder<EndpointUpdate>()
     const logs = new Recorder<{ event: string; fields: Record<string, unknown> }>()
     const source = dnsSrvSource({ service: "web", name, servers: [server.address], refreshMs: 100, minRefreshMs: 20, retryMs: 20, log: (event, fields) => logs.push({ event, fields }) })
     stops.push(source.start(updates.push))
-    const keys = (update: EndpointUpdate) => (update._tag === "Reset" ? update.endpoints.map(endpointKey).sort() : [])
     await updates.waitFor((update) => keys(update).length === 2)
     const mark = updates.mark
     server.zone = { ...twoTargets(), ttl: 0, servfail: [target("broken")] }
@@ -142,6 +144,49 @@ describe("dnsSrvSource with a target that starts failing", () => {
     // Logged when the target started failing, not again on each lookup while it goes on failing.
     expect(logs.items.filter((entry) => entry.event === "discovery.dns-target-failed")).toHaveLength(1)
   })
+
+  it("logs a target's failure when it begins right after a failed lookup too (the SRV query's own failure does not stand for it)", async () => {
+    const { server } = await serve({ ...twoTargets(), ttl: 0, servfail: [name] })
+    const logs = new Recorder<{ event: string; fields: Record<string, unknown> }>()
+    const source = dnsSrvSource({ service: "web", name, servers: [server.address], refreshMs: 100, minRefreshMs: 20, retryMs: 20, log: (event, fields) => logs.push({ event, fields }) })
+    const updates = new Recorder<EndpointUpdate>()
+    stops.push(source.start(updates.push))
+    await logs.waitFor((entry) => entry.event === "discovery.dns-failed")
+    server.zone = { ...twoTargets(), ttl: 0, servfail: [target("broken")] }
+    await updates.waitFor((update) => keys(update).length > 0)
+    expect((await logs.waitFor((entry) => entry.event === "discovery.dns-target-failed", { timeoutMs: 1000 })).fields).toMatchObject({ failed: 1, code: "ESERVFAIL" })
+  })
+
+  it("keeps them only for keepFailedTargetMs after they were last looked up: a target that goes on failing (SERVFAIL) is then left out", async () => {
+    const { server } = await serve({ ...twoTargets(), ttl: 0 })
+    const updates = new Recorder<EndpointUpdate>()
+    const source = dnsSrvSource({ service: "web", name, servers: [server.address], refreshMs: 100, minRefreshMs: 20, retryMs: 20, keepFailedTargetMs: 300, log: () => {} })
+    stops.push(source.start(updates.push))
+    await updates.waitFor((update) => keys(update).length === 2)
+    const lastGood = updates.items.length
+    server.zone = { ...twoTargets(), ttl: 0, servfail: [target("broken")] }
+    await updates.waitFor((update) => keys(update).join() === "10.1.0.1:4143", { timeoutMs: 5000 })
+    // Kept meanwhile: at least one lookup after the failure began still listed it.
+    const since = updates.items.slice(lastGood).map(keys)
+    expect(since[0]).toStrictEqual(["10.1.0.1:4143", "10.1.0.2:4143"])
+    expect(since.at(-1)).toStrictEqual(["10.1.0.1:4143"])
+  })
+
+  it("drops at the next lookup a target that no longer exists (NXDOMAIN) or that left the SRV answer: neither is kept as a failure", async () => {
+    const { server } = await serve({ ...twoTargets(), ttl: 0 })
+    const updates = new Recorder<EndpointUpdate>()
+    const source = dnsSrvSource({ service: "web", name, servers: [server.address], refreshMs: 100, minRefreshMs: 20, retryMs: 20, log: () => {} })
+    stops.push(source.start(updates.push))
+    await updates.waitFor((update) => keys(update).length === 2)
+    // "broken" still listed in the SRV answer, its name gone: NXDOMAIN.
+    server.zone = { srv: twoTargets().srv!, a: { [target("good")]: ["10.1.0.1"] }, ttl: 0 }
+    await updates.waitFor((update) => keys(update).join() === "10.1.0.1:4143", { timeoutMs: 5000 })
+    server.zone = { ...twoTargets(), ttl: 0 }
+    await updates.waitFor((update) => keys(update).length === 2, { from: updates.mark, timeoutMs: 5000 })
+    // Left out of the SRV answer while its name still answers.
+    server.zone = { ...twoTargets(), srv: { [name]: twoTargets().srv![name]!.slice(0, 1) }, ttl: 0 }
+    await updates.waitFor((update) => keys(update).join() === "10.1.0.1:4143", { from: updates.mark, timeoutMs: 5000 })
+  })
 })
 
 describe("a lookup a server drags out, or that is stopped", () => {
@@ -154,7 +199,7 @@ describe("a lookup a server drags out, or that is stopped", () => {
     const { server } = await serve({ srv: { [name]: targets.map((t) => ({ weight: 1, port: 4143, target: t })) }, a, silent: targets.slice(1) })
     const resolver = new Resolver({ timeout: 200, tries: 1 })
     resolver.setServers([server.address])
-    const previous = new Map([[target("pod-150"), [{ address: "10.7.0.150" }]]])
+    const previous = new Map([[target("pod-150"), { addresses: [{ address: "10.7.0.150" }], resolvedAt: performance.now() }]])
     const result = await lookupSrv(resolver, "web", name, { previous, deadlineMs: 300 })
     if (Result.isFailure(result)) throw new Error(`lookup failed: ${JSON.stringify(result.failure)}`)
     expect(result.success.endpoints.map(endpointKey).sort()).toStrictEqual(["10.7.0.150:4143", "10.9.0.0:4143"])

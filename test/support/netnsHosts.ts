@@ -58,12 +58,16 @@ export class NetnsHosts {
   /** Namespaces this instance made (only these are ever deleted). */
   private readonly created: Array<string> = []
   private destroyed = false
+  /** The IPv6 subnet addSecondInterface uses (ULA, from the IPv4 one's X), and whether it was blackholed. */
+  private readonly net6: string
+  private net6Claimed = false
   private readonly onExit = () => this.destroy()
 
   private constructor(prefix: string, net: string) {
     this.prefix = prefix
     this.net = net
     this.switchNs = `${prefix}sw`
+    this.net6 = `fd77:77:${net.split(".")[2]}`
   }
 
   get subnet(): string {
@@ -147,6 +151,35 @@ export class NetnsHosts {
     ])
   }
 
+  /**
+   * Gives `host` a second interface on the bridge (eth1, `<net>.(30+i)`) and IPv6 addresses beside
+   * IPv4 on both (`<net6>::<i>` on eth0, `<net6>::1:<i>` on eth1): a dual-stack host on two
+   * interfaces of one link. Returns what undoes it (the hosts are shared by a file's tests). The
+   * IPv6 subnet is blackholed in the root namespace like the IPv4 one, on first use.
+   */
+  async addSecondInterface(host: Host): Promise<() => void> {
+    if (!this.net6Claimed) {
+      ip("-6", "route", "add", "blackhole", `${this.net6}::/64`)
+      this.net6Claimed = true
+    }
+    const port = `${host.port}b`
+    const address = `${this.net}.${30 + host.index}`
+    ip("-n", this.switchNs, "link", "add", port, "type", "veth", "peer", "name", "eth1", "netns", host.name)
+    ip("-n", this.switchNs, "link", "set", port, "master", "br0")
+    ip("-n", this.switchNs, "link", "set", port, "up")
+    ip("-n", host.name, "link", "set", "eth1", "multicast", "on")
+    ip("-n", host.name, "addr", "add", `${address}/24`, "dev", "eth1")
+    ip("-n", host.name, "addr", "add", `${this.net6}::${host.index}/64`, "dev", "eth0", "nodad")
+    ip("-n", host.name, "addr", "add", `${this.net6}::1:${host.index}/64`, "dev", "eth1", "nodad")
+    ip("-n", host.name, "link", "set", "eth1", "up")
+    await this.waitLinks([{ ...host, port }])
+    return () => {
+      // Deleting one end of the veth deletes the other, with eth1's addresses.
+      tryIp("-n", this.switchNs, "link", "del", port)
+      tryIp("-n", host.name, "addr", "del", `${this.net6}::${host.index}/64`, "dev", "eth0")
+    }
+  }
+
   /** Unplugs the host: its bridge port goes down. */
   unplug(host: Host): void {
     ip("-n", this.switchNs, "link", "set", host.port, "down")
@@ -174,5 +207,6 @@ export class NetnsHosts {
       tryIp("netns", "del", name)
     }
     tryIp("route", "del", "blackhole", this.subnet)
+    if (this.net6Claimed) tryIp("-6", "route", "del", "blackhole", `${this.net6}::/64`)
   }
 }
