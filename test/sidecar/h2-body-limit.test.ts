@@ -47,19 +47,19 @@ interface H2Outcome {
   readonly sent: number
 }
 
-/** One POST of `body` over a new h2c session to 127.0.0.1:`port`; resolves when the stream closes, rejects on its error. */
-const h2Post = (cleanup: Cleanup, port: number, body: Buffer): Promise<H2Outcome> =>
+/** One POST of `body` to `authority` over a new h2c session to 127.0.0.1:`port`; resolves when the stream closes, rejects on its error. */
+const h2Post = (cleanup: Cleanup, port: number, body: Buffer, authority = "legacy"): Promise<H2Outcome> =>
   new Promise((resolve, reject) => {
     const session = http2.connect(`http://${LOOPBACK}:${port}`)
     cleanup.add(() => session.destroy())
     session.on("error", reject)
-    const stream = session.request({ ":method": "POST", ":path": "/upload", ":authority": "legacy" })
+    const stream = session.request({ ":method": "POST", ":path": "/upload", ":authority": authority })
     let headers: http2.IncomingHttpHeaders = {}
     const parts: Array<Buffer> = []
     stream.on("response", (h) => (headers = h))
     stream.on("data", (chunk: Buffer) => parts.push(chunk))
     stream.on("error", reject)
-    stream.on("close", () => resolve({ status: Number(headers[":status"] ?? 0), headers, body: Buffer.concat(parts).toString(), rstCode: stream.rstCode, sent: session.socket.bytesWritten }))
+    stream.on("close", () => resolve({ status: Number(headers[":status"] ?? 0), headers, body: Buffer.concat(parts).toString(), rstCode: stream.rstCode, sent: session.socket?.bytesWritten ?? -1 }))
     stream.end(body)
   })
 
@@ -165,6 +165,22 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     // The caller's session stays open: the sidecar's stream closed all the same (the DATA that came
     // past the cut, left unread in it, kept it open and the request in flight for the session's life).
     await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the too-large call to leave the sidecar")
+  })
+
+  // A body that streams (past the 64 KiB held whole) was paused for its reader (outboundH2Call.ts
+  // streamOn): refused before any read it (no endpoint), it stayed unread, and node never ends a
+  // stream whose readable side is left so: no close for the caller (its window full), the request
+  // in flight for the session's life.
+  it("a body that streams (2 MiB) to a service with no endpoint gets 503 no_endpoint, then the stream closes and leaves the sidecar", async () => {
+    upload.access.length = 0
+    const outcome = await withTimeout(h2Post(cleanup, upload.a.outboundPort, Buffer.alloc(2 * 1024 * 1024, 7), "nowhere"), 5_000, "the refused call's close")
+    expect(outcome.status).toBe(503)
+    expect(outcome.headers["x-iip-mesh-error"]).toBe("outbound; reason=no_endpoint")
+    expect(outcome.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR)
+    // Stopped by the reset, not read to its end: about a window of it was sent.
+    expect(outcome.sent).toBeLessThan(1024 * 1024)
+    expect(upload.access).toEqual([expect.objectContaining({ status: 503, error: { hop: "outbound", reason: "no_endpoint" } })])
+    await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the refused call to leave the sidecar")
   })
 
   it("declaring a content-length past the limit gets 413 at its head, not after reading its body (nor a 408 at the deadline); the stream closes", async () => {
