@@ -407,10 +407,15 @@ export class StreamCall implements OutboundCall {
     this.resetUnread()
   }
 
-  /** A body cut off at its limit (readBody) or given up (stopBody): its unread rest is dealt with once the answer is out (onCutAnswered). */
+  /**
+   * The answer is over before the request's body was read to its end: cut off at its limit
+   * (readBody), given up (stopBody), or never read, a body that streams refused before its try (no
+   * endpoint) and left paused by streamOn. Its unread rest is dealt with once the answer is out
+   * (onCutAnswered): left so, node never ends the stream (the caller's window full, no close).
+   */
   private resetUnread(): void {
     const stream = this.stream
-    if (!this.bodyCut || stream.destroyed) return
+    if (stream.destroyed || !(this.bodyCut || (this.hasBody && !stream.readableEnded))) return
     this.bodyCut = false
     if (stream.writableFinished) onCutAnswered.call(stream)
     else stream.once("finish", onCutAnswered)
