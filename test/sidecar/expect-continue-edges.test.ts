@@ -35,15 +35,16 @@ const rawCaller = (cleanup: Cleanup, port: number): RawCaller => {
     for (const wake of waiters.splice(0)) wake()
   })
   socket.on("error", () => {})
-  const closed = new Promise<string>((resolve) => socket.on("close", () => resolve(text)))
+  const closed = new Promise<string>((resolve) =>
+    socket.on("close", () => {
+      resolve(text)
+      for (const wake of waiters.splice(0)) wake()
+    }))
   const until = async (pattern: RegExp, what: string): Promise<void> => {
     const ready = async (): Promise<void> => {
       while (!pattern.test(text)) {
         if (socket.destroyed) throw new Error(`the connection closed before ${what}: ${JSON.stringify(text)}`)
-        await new Promise<void>((resolve) => {
-          waiters.push(resolve)
-          socket.once("close", resolve)
-        })
+        await new Promise<void>((resolve) => waiters.push(resolve))
       }
     }
     await withTimeout(ready(), 5_000, what)
