@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import type { IncomingRequest } from "../../src/iip/server.ts"
 import { startServer } from "../support/meshTest.ts"
-import { plainUploadSuite } from "../support/plainUpload.ts"
+import { type PlainUpload, plainUploadSuite, startPlainUpload } from "../support/plainUpload.ts"
 import { captureAccessLog, LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 interface RawCaller {
@@ -161,5 +161,31 @@ describe("Expect: 100-continue refused by a route's injected abort", () => {
     expect(text).toMatch(/^x-iip-mesh-error: outbound; reason=fault_injected\r$/m)
     expect(text).toMatch(/^connection: close\r$/m)
     expect(received).toEqual([])
+  })
+})
+
+describe("Expect: 100-continue when discovery changes between the check and the pick", () => {
+  const cleanup = new Cleanup()
+  let upload: PlainUpload
+  beforeAll(async () => {
+    upload = await startPlainUpload(cleanup, { "/upload": (length) => `got ${length}` })
+  })
+  afterAll(() => cleanup.run())
+
+  // The body was invited (an endpoint was there) and came whole: the connection is in step, the 503 keeps it.
+  it("the endpoint gone after the 100: 503 no_endpoint with the body read whole, the connection kept for the next request", async () => {
+    const caller = rawCaller(cleanup, upload.a.outboundPort)
+    caller.socket.write(expectHead("legacy", 1000))
+    await caller.until(/^HTTP\/1\.1 100 Continue\r\n\r\n/, "the 100")
+    const endpoints = upload.a.sidecar.registry.endpointsOf("legacy")
+    upload.a.sidecar.registry.set("legacy", [])
+    caller.socket.write(Buffer.alloc(1000, 0x41))
+    await caller.until(/reason=no_endpoint[\s\S]*\r\n\r\n[\s\S]*\}$/, "the 503")
+    expect(caller.read()).toMatch(/^connection: keep-alive\r$/m)
+    upload.a.sidecar.registry.set("legacy", endpoints)
+    caller.socket.write(GET_BEHIND)
+    await caller.until(/got 2$/, "the next answer on the same connection")
+    expect(count(caller.read(), /HTTP\/1\.1 100 /)).toBe(1)
+    expect(upload.received).toEqual([2])
   })
 })
