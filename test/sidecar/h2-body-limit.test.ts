@@ -28,7 +28,9 @@ import { FrameFlag, FrameType, h2Frame } from "../support/h2Raw.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { gate } from "../support/netnsProcess.ts"
 import { PLAIN_LIMIT, plainUploadSuite } from "../support/plainUpload.ts"
-import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import type { IncomingRequest } from "../../src/iip/server.ts"
+import { startServer } from "../support/meshTest.ts"
+import { captureAccessLog, LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const LIMIT = PLAIN_LIMIT
 const TOO_LARGE = LIMIT + 1
@@ -310,5 +312,53 @@ describe("a gRPC message through two sidecars", () => {
     expect(error?.details).toContain("larger than max")
     expect(error?.metadata.get("x-iip-mesh-error")).toEqual([])
     expect(calls).toBe(0)
+  })
+})
+
+describe("an HTTP/2 body for a plain IIP service whose caller leaves while the connection is made", () => {
+  const cleanup = new Cleanup()
+  afterAll(() => cleanup.run())
+
+  // The caller reset its stream while A waited for the endpoint's connection; the try went on once
+  // it came, and readBody listened for the 'close' that had already passed: the gather waited, on
+  // the handler's deadline heap, for the request's deadline (here 10 s), the exchange and its
+  // access record held until then, its entry firing for a request long over.
+  it("the gather of a stream already closed ends at once, not at the request's deadline", async () => {
+    const server = await startServer(cleanup, { mesh: false })
+    server.handle("/upload", (request: IncomingRequest) => `got ${request.data.length}`)
+    // The endpoint's connection is held (accepted, not yet joined to the service) until released.
+    const held: Array<net.Socket> = []
+    let release = (): void => {}
+    const released = new Promise<void>((resolve) => (release = resolve))
+    const gate = net.createServer((socket) => {
+      held.push(socket)
+      socket.pause()
+      void released.then(() => {
+        const onward = net.connect(server.address.port, LOOPBACK)
+        cleanup.add(() => onward.destroy())
+        socket.pipe(onward).pipe(socket)
+        socket.resume()
+      })
+    })
+    await new Promise<void>((resolve) => gate.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => gate.close(() => resolve())))
+    cleanup.add(() => held.forEach((socket) => socket.destroy()))
+    const access = captureAccessLog(cleanup, (line) => JSON.parse(line) as { status: number })
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { legacy: [{ address: `${LOOPBACK}:${(gate.address() as net.AddressInfo).port}`, weight: 1 }] } }))
+    const session = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`)
+    cleanup.add(() => session.destroy())
+    session.on("error", () => {})
+    // Past the 64 KiB held whole: the body streams, read by the try (forwardPlain's readBody).
+    const stream = session.request({ ":method": "POST", ":path": "/upload", ":authority": "legacy", "iip-timeout": "10000" })
+    stream.on("error", () => {})
+    stream.write(Buffer.alloc(100 * 1024, 7))
+    await waitFor(() => held.length > 0, 5000, "A's connection to the endpoint")
+    const closed = new Promise<void>((resolve) => stream.on("close", () => resolve()))
+    stream.close(http2.constants.NGHTTP2_CANCEL)
+    await closed
+    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "the reset call to leave the sidecar")
+    release()
+    await waitFor(() => access.length > 0, 3000, "the reset call's access record")
+    expect(access).toHaveLength(1)
   })
 })
