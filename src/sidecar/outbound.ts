@@ -173,6 +173,11 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
     this.subset = choice?.subset
     // A split over services (HTTPRoute backendRefs): the balancer picks among the other service's endpoints.
     if (choice?.service !== undefined) this.service = choice.service
+    // A route's injected abort refuses the request whatever its body, as a rate limit does: before
+    // the body is read, so that an HTTP/1.1 caller waiting for its 100 Continue is not invited to
+    // send a body only for it to be dropped (a small one was gathered first: the 100 went).
+    const aborted = choice?.actions?.abortStatus?.()
+    if (aborted !== undefined) throw new ProxyError({ status: aborted, reason: "fault_injected", hop: "outbound", message: `route ${choice!.route} injected a fault` })
     const length = Number(req.headers["content-length"] ?? NaN)
     this.bodyLength = length
     // A body held whole can be sent again to another endpoint; a streamed one cannot.
@@ -232,8 +237,6 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
     this.meta = requestMeta(method, target.authority, headers)
     if (declares) headers.pop()
     this.context = pickContext(req, target.uri, options.hashKey)
-    const aborted = actions?.abortStatus?.()
-    if (aborted !== undefined) throw new ProxyError({ status: aborted, reason: "fault_injected", hop: "outbound", message: `route ${this.choice!.route} injected a fault` })
     // One deadline for the whole request, however many endpoints it tries (an injected delay
     // included), on the monotonic clock (clock.ts): a wall clock step moves no request's deadline.
     // A body gathered first (awaitBody) set it at its head.

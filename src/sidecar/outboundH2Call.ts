@@ -89,6 +89,7 @@ function resetCut(this: http2.ServerHttp2Stream): void {
 }
 
 const EMPTY = Buffer.alloc(0)
+const closedBeforeEnd = (): Error => new Error("the stream closed before its body's end")
 
 /** respond()'s options, one object per combination (node only reads them): none made per call. */
 const END = { endStream: true, waitForTrailers: false } as const
@@ -232,6 +233,9 @@ export class StreamCall implements OutboundCall {
       this.bodyCut = true
       return Promise.resolve(undefined)
     }
+    // Closed already (the caller reset it while the try waited for its endpoint's connection): its
+    // 'close' has passed, and the gather would wait for the request's deadline, the exchange held.
+    if (stream.destroyed) return Promise.reject(closedBeforeEnd())
     return new Promise((resolve, reject) => {
       let parts: Array<Buffer> = []
       let total = 0
@@ -259,7 +263,7 @@ export class StreamCall implements OutboundCall {
       })
       stream.once("error", reject)
       // Closed before the body's end (reset by the app): no 'end' follows.
-      stream.once("close", () => reject(new Error("the stream closed before its body's end")))
+      stream.once("close", () => reject(closedBeforeEnd()))
       // A body heldBody streamed on was paused there, and a 'data' listener does not resume a stream
       // paused on purpose: without this a body past 64 KiB for a plain IIP peer was never read.
       stream.resume()
@@ -407,10 +411,15 @@ export class StreamCall implements OutboundCall {
     this.resetUnread()
   }
 
-  /** A body cut off at its limit (readBody) or given up (stopBody): its unread rest is dealt with once the answer is out (onCutAnswered). */
+  /**
+   * The answer is over before the request's body was read to its end: cut off at its limit
+   * (readBody), given up (stopBody), or never read, a body that streams refused before its try (no
+   * endpoint) and left paused by streamOn. Its unread rest is dealt with once the answer is out
+   * (onCutAnswered): left so, node never ends the stream (the caller's window full, no close).
+   */
   private resetUnread(): void {
     const stream = this.stream
-    if (!this.bodyCut || stream.destroyed) return
+    if (stream.destroyed || !(this.bodyCut || (this.hasBody && !stream.readableEnded))) return
     this.bodyCut = false
     if (stream.writableFinished) onCutAnswered.call(stream)
     else stream.once("finish", onCutAnswered)

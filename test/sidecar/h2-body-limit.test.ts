@@ -28,7 +28,9 @@ import { FrameFlag, FrameType, h2Frame } from "../support/h2Raw.ts"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { gate } from "../support/netnsProcess.ts"
 import { PLAIN_LIMIT, plainUploadSuite } from "../support/plainUpload.ts"
-import { LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
+import type { IncomingRequest } from "../../src/iip/server.ts"
+import { startServer } from "../support/meshTest.ts"
+import { captureAccessLog, LOOPBACK, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const LIMIT = PLAIN_LIMIT
 const TOO_LARGE = LIMIT + 1
@@ -47,19 +49,19 @@ interface H2Outcome {
   readonly sent: number
 }
 
-/** One POST of `body` over a new h2c session to 127.0.0.1:`port`; resolves when the stream closes, rejects on its error. */
-const h2Post = (cleanup: Cleanup, port: number, body: Buffer): Promise<H2Outcome> =>
+/** One POST of `body` to `authority` over a new h2c session to 127.0.0.1:`port`; resolves when the stream closes, rejects on its error. */
+const h2Post = (cleanup: Cleanup, port: number, body: Buffer, authority = "legacy"): Promise<H2Outcome> =>
   new Promise((resolve, reject) => {
     const session = http2.connect(`http://${LOOPBACK}:${port}`)
     cleanup.add(() => session.destroy())
     session.on("error", reject)
-    const stream = session.request({ ":method": "POST", ":path": "/upload", ":authority": "legacy" })
+    const stream = session.request({ ":method": "POST", ":path": "/upload", ":authority": authority })
     let headers: http2.IncomingHttpHeaders = {}
     const parts: Array<Buffer> = []
     stream.on("response", (h) => (headers = h))
     stream.on("data", (chunk: Buffer) => parts.push(chunk))
     stream.on("error", reject)
-    stream.on("close", () => resolve({ status: Number(headers[":status"] ?? 0), headers, body: Buffer.concat(parts).toString(), rstCode: stream.rstCode, sent: session.socket.bytesWritten }))
+    stream.on("close", () => resolve({ status: Number(headers[":status"] ?? 0), headers, body: Buffer.concat(parts).toString(), rstCode: stream.rstCode, sent: session.socket?.bytesWritten ?? -1 }))
     stream.end(body)
   })
 
@@ -165,6 +167,22 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
     // The caller's session stays open: the sidecar's stream closed all the same (the DATA that came
     // past the cut, left unread in it, kept it open and the request in flight for the session's life).
     await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the too-large call to leave the sidecar")
+  })
+
+  // A body that streams (past the 64 KiB held whole) was paused for its reader (outboundH2Call.ts
+  // streamOn): refused before any read it (no endpoint), it stayed unread, and node never ends a
+  // stream whose readable side is left so: no close for the caller (its window full), the request
+  // in flight for the session's life.
+  it("a body that streams (2 MiB) to a service with no endpoint gets 503 no_endpoint, then the stream closes and leaves the sidecar", async () => {
+    upload.access.length = 0
+    const outcome = await withTimeout(h2Post(cleanup, upload.a.outboundPort, Buffer.alloc(2 * 1024 * 1024, 7), "nowhere"), 5_000, "the refused call's close")
+    expect(outcome.status).toBe(503)
+    expect(outcome.headers["x-iip-mesh-error"]).toBe("outbound; reason=no_endpoint")
+    expect(outcome.rstCode).toBe(http2.constants.NGHTTP2_NO_ERROR)
+    // Stopped by the reset, not read to its end: about a window of it was sent.
+    expect(outcome.sent).toBeLessThan(1024 * 1024)
+    expect(upload.access).toEqual([expect.objectContaining({ status: 503, error: { hop: "outbound", reason: "no_endpoint" } })])
+    await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "the refused call to leave the sidecar")
   })
 
   it("declaring a content-length past the limit gets 413 at its head, not after reading its body (nor a 408 at the deadline); the stream closes", async () => {
@@ -294,5 +312,53 @@ describe("a gRPC message through two sidecars", () => {
     expect(error?.details).toContain("larger than max")
     expect(error?.metadata.get("x-iip-mesh-error")).toEqual([])
     expect(calls).toBe(0)
+  })
+})
+
+describe("an HTTP/2 body for a plain IIP service whose caller leaves while the connection is made", () => {
+  const cleanup = new Cleanup()
+  afterAll(() => cleanup.run())
+
+  // The caller reset its stream while A waited for the endpoint's connection; the try went on once
+  // it came, and readBody listened for the 'close' that had already passed: the gather waited, on
+  // the handler's deadline heap, for the request's deadline (here 10 s), the exchange and its
+  // access record held until then, its entry firing for a request long over.
+  it("the gather of a stream already closed ends at once, not at the request's deadline", async () => {
+    const server = await startServer(cleanup, { mesh: false })
+    server.handle("/upload", (request: IncomingRequest) => `got ${request.data.length}`)
+    // The endpoint's connection is held (accepted, not yet joined to the service) until released.
+    const held: Array<net.Socket> = []
+    let release = (): void => {}
+    const released = new Promise<void>((resolve) => (release = resolve))
+    const gate = net.createServer((socket) => {
+      held.push(socket)
+      socket.pause()
+      void released.then(() => {
+        const onward = net.connect(server.address.port, LOOPBACK)
+        cleanup.add(() => onward.destroy())
+        socket.pipe(onward).pipe(socket)
+        socket.resume()
+      })
+    })
+    await new Promise<void>((resolve) => gate.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => gate.close(() => resolve())))
+    cleanup.add(() => held.forEach((socket) => socket.destroy()))
+    const access = captureAccessLog(cleanup, (line) => JSON.parse(line) as { status: number })
+    const a = await startSidecar(cleanup, sidecarConfig({ service: "store", accessLog: true, tracing: false, endpoints: { legacy: [{ address: `${LOOPBACK}:${(gate.address() as net.AddressInfo).port}`, weight: 1 }] } }))
+    const session = http2.connect(`http://${LOOPBACK}:${a.outboundPort}`)
+    cleanup.add(() => session.destroy())
+    session.on("error", () => {})
+    // Past the 64 KiB held whole: the body streams, read by the try (forwardPlain's readBody).
+    const stream = session.request({ ":method": "POST", ":path": "/upload", ":authority": "legacy", "iip-timeout": "10000" })
+    stream.on("error", () => {})
+    stream.write(Buffer.alloc(100 * 1024, 7))
+    await waitFor(() => held.length > 0, 5000, "A's connection to the endpoint")
+    const closed = new Promise<void>((resolve) => stream.on("close", () => resolve()))
+    stream.close(http2.constants.NGHTTP2_CANCEL)
+    await closed
+    await waitFor(() => a.sidecar.inFlight() === 0, 5000, "the reset call to leave the sidecar")
+    release()
+    await waitFor(() => access.length > 0, 3000, "the reset call's access record")
+    expect(access).toHaveLength(1)
   })
 })
