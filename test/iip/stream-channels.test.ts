@@ -55,7 +55,7 @@ describe("channels held by streams", () => {
   })
 
   /** A server taking 12 channels a connection, holding each /hold tunnel open; a one-connection client whose requests have `requestChannels`. */
-  const tunnelPair = async (requestChannels: number) => {
+  const tunnelPair = async (requestChannels: number, pipelineAtLimit = true) => {
     const server = await startServer(cleanup, { maxChannelsPerConnection: 12 })
     const held = { tunnels: 0 }
     server.handle("/hold", () => {
@@ -63,11 +63,11 @@ describe("channels held by streams", () => {
       return reply(endless())
     })
     server.handle("/echo", (request) => request.data)
-    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: requestChannels, streamChannelsPerConnection: 8 })
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: requestChannels, streamChannelsPerConnection: 8, pipelineAtLimit })
     const controller = new AbortController()
     cleanup.add(() => controller.abort())
     const tunnel = () => client.stream("/hold", endless(), { signal: controller.signal, tunnel: true, timeoutMs: 5000 })
-    return { client, held, tunnel }
+    return { server, client, held, tunnel }
   }
 
   it("a tunnel past the connection's stream places fails at once (Overloaded streamChannels, nothing sent), and requests keep their channels", async () => {
@@ -138,6 +138,30 @@ describe("channels held by streams", () => {
     expect((await blocked).ok).toBe(true)
     const result = await echoed
     expect(result.ok ? result.value.toString() : String(result.error)).toBe("behind")
+  })
+
+  it("a tunnel gets a stream place while requests keep waiting for theirs (steady load): it does not wait for their queue to empty", async () => {
+    // As the sidecar's clients (endpoints.ts): at the limit a request waits in the queue, none pipelined.
+    const { server, client, held, tunnel } = await tunnelPair(2, false)
+    const gates: Array<() => void> = []
+    server.handle("/block", (request) => new Promise((resolve) => gates.push(() => resolve(request.data))))
+    cleanup.add(() => {
+      for (const open of gates.splice(0)) open()
+    })
+    // Both request channels held and a third request queued behind them: requests always waiting.
+    const blocked = [0, 1, 2].map((i) => settle(client.call("/block", `b${i}`, { timeoutMs: 5000 })))
+    await waitFor(() => gates.length === 2 && client.stats.queued === 1, 2000, "two requests held, one queued")
+    // 4 stream places are free: the tunnel opens on one now, not after the requests' queue empties (its deadline first).
+    const started = performance.now()
+    const opened = await settle(tunnel())
+    expect(opened.ok ? "open" : String(opened.error)).toBe("open")
+    expect(performance.now() - started).toBeLessThan(1000)
+    expect(held.tunnels).toBe(1)
+    expect(client.stats.queued).toBe(1)
+    for (const open of gates.splice(0)) open()
+    await waitFor(() => gates.length === 1, 2000, "the queued request at the server")
+    gates.splice(0)[0]!()
+    expect((await Promise.all(blocked)).map((r) => (r.ok ? r.value.toString() : String(r.error)))).toEqual(["b0", "b1", "b2"])
   })
 })
 
