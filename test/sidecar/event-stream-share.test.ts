@@ -25,10 +25,11 @@ beforeEach(() => {
 afterEach(() => cleanup.run())
 
 /** An event stream through A's outbound port: 200 once its first event came, else the status it was refused with. */
-const openEventStream = (cleanup: Cleanup, port: number): Promise<{ readonly status: number; readonly error: string | undefined; readonly ms: number; readonly close: () => void }> =>
+const openEventStream = (cleanup: Cleanup, port: number, accept: string | Array<string> = "text/event-stream"): Promise<{ readonly status: number; readonly error: string | undefined; readonly ms: number; readonly close: () => void }> =>
   new Promise((resolve, reject) => {
     const started = performance.now()
-    const req = http.request({ host: "127.0.0.1", port, path: "/events", headers: { host: "catalog", accept: "text/event-stream" }, agent: false })
+    // An array: one accept line each.
+    const req = http.request({ host: "127.0.0.1", port, path: "/events", headers: { host: "catalog", accept }, agent: false })
     cleanup.add(() => req.destroy())
     req.on("error", reject)
     req.on("response", (res) => {
@@ -75,6 +76,19 @@ it("event streams take at most half of B's app pool: past it refused at once (50
   const plain = await plainGets(a.outboundPort, POOL / 2)
   expect(plain.map((p) => [p.status, p.body.toString()])).toEqual(Array(POOL / 2).fill([200, "plain"]))
   expect(performance.now() - started).toBeLessThan(2000)
+})
+
+it.each([
+  ["in another case (media types are case-blind)", "Text/Event-Stream"],
+  ["in a second accept line", ["text/html", "text/event-stream"]]
+])("an event stream accepting text/event-stream %s is held to half of B's app pool too", async (_, accept) => {
+  const app = await startEventsApp(cleanup)
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: POOL }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  // Before: neither A nor B (the first accept line only) took these for event streams, and all 8 held B's sockets.
+  const streams = []
+  for (let i = 0; i < POOL; i++) streams.push(await openEventStream(cleanup, a.outboundPort, accept))
+  expect(streams.map((s) => [s.status, s.error])).toEqual([...Array(POOL / 2).fill([200, undefined]), ...Array(POOL / 2).fill([503, "inbound; reason=overloaded"])])
 })
 
 it("at A, event streams take the stream places on the connections to the endpoint, never the requests' channels: past them refused at once (503 overloaded)", async () => {
