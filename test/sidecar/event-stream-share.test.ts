@@ -161,6 +161,43 @@ it("an event stream gives its place at B back when its caller goes: as many open
   }
 })
 
+it.each([
+  // B's pool of 8: 4 event streams; A's places many.
+  { places: "B's share", appPoolSize: POOL, open: POOL / 2, refused: "inbound; reason=overloaded" },
+  // B's share 512; A's 12 stream places on its two connections to B (B takes 140 channels a connection).
+  { places: "A's stream places", appPoolSize: 1024, open: 12, refused: "outbound; reason=overloaded" }
+])("an event stream the app ends or refuses (a plain 200 or 404, a reset, its deadline) gives $places back: as many open after as before", async ({ appPoolSize, open, refused }) => {
+  const ended = { events: 0 }
+  const app = await startApp(cleanup, (req, res) => {
+    if (req.url === "/events") {
+      res.on("close", () => ended.events++)
+      res.writeHead(200, { "content-type": "text/event-stream" })
+      res.write("data: hi\n\n")
+    } else if (req.url === "/plain-200") res.end("not a stream")
+    else if (req.url === "/plain-404") res.writeHead(404).end()
+    else if (req.url === "/reset") req.socket.destroy()
+    // "/silent": no answer before A's deadline.
+  })
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize, maxChannelsPerConnection: 2 * (REQUEST_CHANNELS_PER_CONNECTION + 6) }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  const asked = (path: string, timeout = "3000") => call(a.outboundPort, { path, headers: { host: "catalog", accept: "text/event-stream", "iip-timeout": timeout }, timeoutMs: 5000 })
+  // 13 of each at once, past both A's 12 places and B's 4 (the rest refused 503 there: one more
+  // ending), so that each place is held when its ending comes, not one reused after another.
+  const endings = { "/plain-200": 200, "/plain-404": 404, "/reset": 502, "/silent": 504 }
+  for (const [path, status] of Object.entries(endings)) {
+    const statuses = (await Promise.all(Array.from({ length: 13 }, () => asked(path, path === "/silent" ? "200" : "3000")))).map((answer) => answer.status)
+    expect(new Set(statuses.map((s) => (s === 503 ? status : s)))).toEqual(new Set([status]))
+    expect(statuses.filter((s) => s === status).length).toBeGreaterThanOrEqual(4)
+  }
+  const toB = a.sidecar.registry.clientOf(a.sidecar.registry.endpointsOf("catalog")[0]!)
+  await waitFor(() => toB.meshSessions.every((session) => session.callingCount === 0), 3000, "A's calls to B to end")
+  // Then all the places open, and the next is refused by the bound, no place kept by an ending.
+  const streams = []
+  for (let i = 0; i < open + 1; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+  expect(streams.map((s) => [s.status, s.error])).toEqual([...Array(open).fill([200, undefined]), [503, refused]])
+  expect(ended.events).toBe(0)
+})
+
 it("an event stream gives its stream place at A back when its caller goes: as many open again", async () => {
   const app = await startEventsApp(cleanup)
   // As above: 12 stream places on A's two connections to B.
