@@ -56,6 +56,13 @@ const startEventsApp = async (cleanup: Cleanup) => {
   return { address: app.address, ended }
 }
 
+/** The value of the first line of a sidecar's metrics matching `pattern` (0: none). */
+const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
+  const { body } = await sidecar.sidecar.telemetry.metrics.text()
+  const line = body.split("\n").find((l) => pattern.test(l))
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
+}
+
 /** `count` plain GETs to catalog through A at once, each with a 3 s deadline. */
 const plainGets = (port: number, count: number) =>
   Promise.all(Array.from({ length: count }, () => call(port, { path: "/items", headers: { host: "catalog", "iip-timeout": "3000" }, timeoutMs: 5000 })))
@@ -110,13 +117,6 @@ it("at A, event streams take the stream places on the connections to the endpoin
   expect(performance.now() - started).toBeLessThan(2000)
 })
 
-/** The value of the first line of A's metrics matching `pattern` (0: none). */
-const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
-  const { body } = await sidecar.sidecar.telemetry.metrics.text()
-  const line = body.split("\n").find((l) => pattern.test(l))
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
-}
-
 it("event streams refused for B's share are no failure of B: A ejects neither, its plain requests answered", async () => {
   const app = await startEventsApp(cleanup)
   // Two catalog sidecars with one event stream's place each (a pool of 2 sockets).
@@ -132,6 +132,21 @@ it("event streams refused for B's share are no failure of B: A ejects neither, i
   expect(new Set(refused.map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 inbound; reason=overloaded"]))
   expect(await metric(a, /^iip_mesh_endpoint_ejections_total/)).toBe(0)
   expect((await plainGets(a.outboundPort, 4)).map((p) => p.status)).toEqual([200, 200, 200, 200])
+})
+
+it("a burst of event streams at once, refused for B's share by both endpoints, ejects neither: plain requests still go to both", async () => {
+  const app = await startEventsApp(cleanup)
+  const b1 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-1", app: app.address, appPoolSize: 2 }))
+  const b2 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-2", app: app.address, appPoolSize: 2 }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b1.inboundAddress, weight: 1 }, { address: b2.inboundAddress, weight: 1 }] } }))
+  // 40 at once: refusals from both Bs land together, several a second try's, at most 2 open.
+  const streams = await Promise.all(Array.from({ length: 40 }, () => openEventStream(cleanup, a.outboundPort)))
+  expect(streams.filter((s) => s.status === 200).length).toBeLessThanOrEqual(2)
+  expect(new Set(streams.filter((s) => s.status !== 200).map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 inbound; reason=overloaded"]))
+  // Every endpoint's series, not the first line's alone.
+  const { body } = await a.sidecar.telemetry.metrics.text()
+  expect(body.split("\n").filter((l) => /^iip_mesh_endpoint_ejections_total/.test(l) && !l.endsWith(" 0"))).toEqual([])
+  expect((await plainGets(a.outboundPort, 16)).map((p) => p.status)).toEqual(Array(16).fill(200))
 })
 
 it("an event stream with no stream place left on the connections to one endpoint goes to another that has one", async () => {
