@@ -78,6 +78,8 @@ it("event streams take at most half of B's app pool: past it refused at once (50
   const refused = streams.filter((s) => s.status !== 200)
   expect(refused.map((s) => [s.status, s.error])).toEqual(Array(POOL / 2).fill([503, "inbound; reason=overloaded"]))
   for (const s of refused) expect(s.ms).toBeLessThan(1000)
+  // B counts them: A's callers see 503s, B's operator sees why.
+  expect(await metric(b, /^iip_mesh_app_event_streams_refused_total /)).toBe(POOL / 2)
   // The other half is the requests': as many plain GETs at once are answered (before: 504 at their deadline).
   const started = performance.now()
   const plain = await plainGets(a.outboundPort, POOL / 2)
