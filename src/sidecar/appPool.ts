@@ -485,6 +485,8 @@ export class AppPool {
   readonly maxEventStreams: number
   /** Event streams admitted now. */
   eventStreams = 0
+  /** Event streams refused so far, past `maxEventStreams` (a metric's). */
+  eventStreamsRefused = 0
   /** A socket closed for bytes no exchange asked for (the sidecar's metric). */
   readonly onStray: () => void
   private readonly connections = new Set<Connection>()
@@ -510,7 +512,10 @@ export class AppPool {
     if (invalid !== undefined) return exchange.end(invalid)
     if (this.destroyed) return exchange.end(new AppSocketError("the app pool is closed", "POOL_CLOSED"))
     if (isEventStream(request)) {
-      if (this.eventStreams >= this.maxEventStreams) return exchange.end(new EventStreamsFull(`${this.eventStreams} event streams to the app at ${this.authority} hold half its ${this.size} pool sockets (--app-pool-size), the most they may`))
+      if (this.eventStreams >= this.maxEventStreams) {
+        this.eventStreamsRefused++
+        return exchange.end(new EventStreamsFull(`${this.eventStreams} event streams to the app at ${this.authority} hold half its ${this.size} pool sockets (--app-pool-size), the most they may`))
+      }
       this.eventStreams++
       exchange.eventStream = true
       exchange.pool = this
