@@ -41,17 +41,14 @@ const openEventStream = (cleanup: Cleanup, port: number, accept: string | Array<
     req.end()
   })
 
-/** An app whose /events sends one event and holds the stream open, and whose other paths answer "plain"; `ended`: event streams it saw end. */
-const startEventsApp = async (cleanup: Cleanup) => {
+/** An app whose /events sends one event and holds the stream open, and whose other paths `other` answers ("plain"); `ended`: event streams it saw end. */
+const startEventsApp = async (cleanup: Cleanup, other: http.RequestListener = (_, res) => res.end("plain")) => {
   const ended = { events: 0 }
   const app = await startApp(cleanup, (req, res) => {
-    if (req.url === "/events") {
-      res.on("close", () => ended.events++)
-      res.writeHead(200, { "content-type": "text/event-stream" })
-      res.write("data: hi\n\n")
-      return
-    }
-    res.end("plain")
+    if (req.url !== "/events") return other(req, res)
+    res.on("close", () => ended.events++)
+    res.writeHead(200, { "content-type": "text/event-stream" })
+    res.write("data: hi\n\n")
   })
   return { address: app.address, ended }
 }
@@ -184,13 +181,8 @@ it.each([
   // B's share 512; A's 12 stream places on its two connections to B (B takes 140 channels a connection).
   { places: "A's stream places", appPoolSize: 1024, open: 12, refused: "outbound; reason=overloaded" }
 ])("an event stream the app ends or refuses (a plain 200 or 404, a reset, its deadline) gives $places back: as many open after as before", async ({ appPoolSize, open, refused }) => {
-  const ended = { events: 0 }
-  const app = await startApp(cleanup, (req, res) => {
-    if (req.url === "/events") {
-      res.on("close", () => ended.events++)
-      res.writeHead(200, { "content-type": "text/event-stream" })
-      res.write("data: hi\n\n")
-    } else if (req.url === "/plain-200") res.end("not a stream")
+  const app = await startEventsApp(cleanup, (req, res) => {
+    if (req.url === "/plain-200") res.end("not a stream")
     else if (req.url === "/plain-404") res.writeHead(404).end()
     else if (req.url === "/reset") req.socket.destroy()
     // "/silent": no answer before A's deadline.
@@ -212,7 +204,7 @@ it.each([
   const streams = []
   for (let i = 0; i < open + 1; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
   expect(streams.map((s) => [s.status, s.error])).toEqual([...Array(open).fill([200, undefined]), [503, refused]])
-  expect(ended.events).toBe(0)
+  expect(app.ended.events).toBe(0)
 })
 
 it("an event stream gives its stream place at A back when its caller goes: as many open again", async () => {
