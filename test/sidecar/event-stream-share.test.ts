@@ -167,9 +167,10 @@ it("an event stream gives its place at B back when its caller goes: as many open
   const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: POOL }))
   const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
   for (let round = 1; round <= 2; round++) {
+    // One past the share too: refused, so the places are B's bound's, not merely free.
     const streams = []
-    for (let i = 0; i < POOL / 2; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
-    expect(streams.map((s) => s.status)).toEqual(Array(POOL / 2).fill(200))
+    for (let i = 0; i < POOL / 2 + 1; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+    expect(streams.map((s) => [s.status, s.error])).toEqual([...Array(POOL / 2).fill([200, undefined]), [503, "inbound; reason=overloaded"]])
     for (const s of streams) s.close()
     await waitFor(() => app.ended.events === round * (POOL / 2), 3000, "the app to see its event streams end")
   }
@@ -214,9 +215,10 @@ it("an event stream gives its stream place at A back when its caller goes: as ma
   const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
   const toB = a.sidecar.registry.clientOf(a.sidecar.registry.endpointsOf("catalog")[0]!)
   for (let round = 1; round <= 2; round++) {
+    // One past the places too: refused, so the places are A's bound's, not merely free.
     const streams = []
-    for (let i = 0; i < 12; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
-    expect(streams.map((s) => s.status)).toEqual(Array(12).fill(200))
+    for (let i = 0; i < 13; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+    expect(streams.map((s) => [s.status, s.error])).toEqual([...Array(12).fill([200, undefined]), [503, "outbound; reason=overloaded"]])
     for (const s of streams) s.close()
     // Ended once B has answered each cancel (until then their channels are still held).
     await waitFor(() => toB.meshSessions.every((session) => session.callingCount === 0), 3000, "A's streams to B to end")
