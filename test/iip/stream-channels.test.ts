@@ -232,4 +232,31 @@ describe("requests and tunnels waiting for a connection", () => {
     expect((await fifth).ok).toBe(true)
     expect(client.stats.connections).toBe(2)
   })
+
+  it("a tunnel waiting for the dial ends at its deadline, and those waiting at the client's close end then: each with one outcome", async () => {
+    const server = await startServer(cleanup, { maxChannelsPerConnection: 12 })
+    server.handle("/hold", () => reply(endless()))
+    const relay = await lateRelay(cleanup, server.address.port)
+    const client = startClient(cleanup, relay.port, { maxConnections: 2, maxChannelsPerConnection: 2, streamChannelsPerConnection: 8, pipelineAtLimit: false })
+    const controller = new AbortController()
+    cleanup.add(() => controller.abort())
+    // Every call of each tunnel's callback (streamWith: a second would show, a promise would hide it).
+    const outcomes: Array<string> = []
+    const tunnel = (timeoutMs: number) =>
+      client.streamWith("/hold", endless(), { signal: controller.signal, tunnel: true, timeoutMs }, (error) => outcomes.push(error === undefined ? "open" : error._tag))
+    for (let i = 0; i < 4; i++) tunnel(5000)
+    await waitFor(() => outcomes.length === 4, 2000, "4 tunnels open")
+    // Past the first connection's 4 places: these wait for the second's dial, which is held.
+    tunnel(300)
+    tunnel(20_000)
+    tunnel(20_000)
+    await waitFor(() => relay.held() === 1 && client.stats.queued === 3, 2000, "three tunnels waiting for the dial")
+    await waitFor(() => outcomes.length === 5, 2000, "the first one's deadline")
+    client.close()
+    await waitFor(() => outcomes.length === 7, 2000, "the others' end at the close")
+    // Nothing more comes after.
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(outcomes).toEqual(["open", "open", "open", "open", "RequestTimeout", "ConnectionClosed", "ConnectionClosed"])
+    expect(client.stats.queued).toBe(0)
+  })
 })
