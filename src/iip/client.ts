@@ -518,7 +518,9 @@ export class IipClient {
       const channel = link.session.openChannel()
       pooled.channels.push(channel)
       // A stream place's channel: requests waiting would take it first (drainQueue), past their own.
-      if (tunnel && this.tunnelQueue.size > 0) this.dispatch(pooled, channel, this.tunnelQueue.shift()!)
+      // Only where `pick` would send now: not on a closed or congested connection (drainQueue waits).
+      const connection = link.session.connection
+      if (tunnel && this.tunnelQueue.size > 0 && !connection.closed && !connection.writer.congested) this.dispatch(pooled, channel, this.tunnelQueue.shift()!)
       this.drainQueue()
       return
     }
