@@ -470,9 +470,15 @@ export class IipClient {
     for (let i = 0; i < wanted; i++) {
       // Requests first (drainQueue serves them first); then a tunnel needs a connection with a stream
       // place: none live, another is dialled. Looked at each time: a channel opened takes one (drainQueue).
-      const tunnel = this.queue.size === 0 && this.tunnelQueue.size > 0
-      const pooled = this.pool.connections.find((p) => this.pool.hasRoom(p, tunnel))
-      if (pooled !== undefined) this.openChannel(pooled)
+      let tunnel = this.queue.size === 0 && this.tunnelQueue.size > 0
+      let pooled = this.pool.connections.find((p) => this.pool.hasRoom(p, tunnel))
+      // Requests waiting with no room for theirs: a waiting tunnel still gets a channel of its stream
+      // places, else under steady load it waited for the requests' queue to empty (or its deadline).
+      if (pooled === undefined && !tunnel && this.tunnelQueue.size > 0) {
+        tunnel = true
+        pooled = this.pool.connections.find((p) => this.pool.hasRoom(p, true))
+      }
+      if (pooled !== undefined) this.openChannel(pooled, tunnel)
       else if (!this.dialing && usable < this.pool.maxConnections) {
         this.dialing = true
         this.supervisor.fork(this.redial())
@@ -505,10 +511,16 @@ export class IipClient {
     if (this.pool.trim()) this.trimLater()
   }
 
-  private openChannel(pooled: Pooled): void {
+  /** `tunnel`: opened for the first tunnel waiting, which takes it (a mesh one, open at once) before any request. */
+  private openChannel(pooled: Pooled, tunnel = false): void {
     const link = pooled.link
     if (link.mode === "mesh") {
-      pooled.channels.push(link.session.openChannel())
+      const channel = link.session.openChannel()
+      pooled.channels.push(channel)
+      // A stream place's channel: requests waiting would take it first (drainQueue), past their own.
+      // Only where `pick` would send now: not on a closed or congested connection (drainQueue waits).
+      const connection = link.session.connection
+      if (tunnel && this.tunnelQueue.size > 0 && !connection.closed && !connection.writer.congested) this.dispatch(pooled, channel, this.tunnelQueue.shift()!)
       this.drainQueue()
       return
     }

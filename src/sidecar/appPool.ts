@@ -22,6 +22,7 @@
 import * as net from "node:net"
 import { type AppPoolRequest, EXPECTS_PAYLOAD, writeHead } from "./appRequestHead.ts"
 import { drainedOrClosed } from "./drained.ts"
+import { acceptsEventStream } from "./eventStream.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser } from "./llhttp.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
@@ -62,17 +63,16 @@ export class EventStreamsFull extends Error {
 }
 
 /**
- * A GET whose `accept` names text/event-stream (flat name, value list; as EventSource writes it):
- * it will hold its socket as long as it lives. Per request on the hot path: no regex on the value
- * (a browser's accept is ~70 bytes: a case-blind regex there took 350-450 ns a call at load 13,
- * this 100-200).
+ * A GET whose `accept` names text/event-stream (flat name, value list), in any of its accept lines
+ * (A forwards them as they came, and takes them joined: its answer and ours must agree): it will
+ * hold its socket as long as it lives.
  */
 const isEventStream = (request: AppPoolRequest): boolean => {
   if (request.method !== "GET") return false
   const headers = request.headers
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i]!
-    if (name.length === 6 && (name === "accept" || /^accept$/i.test(name))) return headers[i + 1]!.includes("text/event-stream")
+    if (name.length === 6 && (name === "accept" || /^accept$/i.test(name)) && acceptsEventStream(headers[i + 1]!)) return true
   }
   return false
 }
@@ -485,6 +485,8 @@ export class AppPool {
   readonly maxEventStreams: number
   /** Event streams admitted now. */
   eventStreams = 0
+  /** Event streams refused so far, past `maxEventStreams` (a metric's). */
+  eventStreamsRefused = 0
   /** A socket closed for bytes no exchange asked for (the sidecar's metric). */
   readonly onStray: () => void
   private readonly connections = new Set<Connection>()
@@ -510,7 +512,10 @@ export class AppPool {
     if (invalid !== undefined) return exchange.end(invalid)
     if (this.destroyed) return exchange.end(new AppSocketError("the app pool is closed", "POOL_CLOSED"))
     if (isEventStream(request)) {
-      if (this.eventStreams >= this.maxEventStreams) return exchange.end(new EventStreamsFull(`${this.eventStreams} event streams to the app at ${this.authority} hold half its ${this.size} pool sockets (--app-pool-size), the most they may`))
+      if (this.eventStreams >= this.maxEventStreams) {
+        this.eventStreamsRefused++
+        return exchange.end(new EventStreamsFull(`${this.eventStreams} event streams to the app at ${this.authority} hold half its ${this.size} pool sockets (--app-pool-size), the most they may`))
+      }
       this.eventStreams++
       exchange.eventStream = true
       exchange.pool = this

@@ -7,6 +7,7 @@ import type { OutboundRequest } from "./outboundCall.ts"
 import { TIMEOUT_HEADER } from "./headerFilter.ts"
 import { grpcTimeoutMs } from "./grpcStatus.ts"
 import { ProxyError } from "./proxyError.ts"
+import { acceptsEventStream } from "./eventStream.ts"
 
 export interface Target {
   readonly service: string
@@ -37,8 +38,9 @@ export const appTimeoutMs = (req: OutboundRequest, configured: number): number =
 /** An event stream (a GET accepting text/event-stream, as EventSource writes it): its answer lasts as long as it is wanted. */
 export const isEventStream = (req: OutboundRequest): boolean => {
   if (req.method !== "GET") return false
+  // Several accept lines come joined into one (http1Call.ts's headerRecord, node's http2).
   const accept = req.headers.accept
-  return typeof accept === "string" && accept.includes("text/event-stream")
+  return typeof accept === "string" && acceptsEventStream(accept)
 }
 
 /** The service an authority names: the host, lower case, `.mesh`, a final dot and the port dropped ("" for none). */

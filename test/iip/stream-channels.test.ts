@@ -55,7 +55,7 @@ describe("channels held by streams", () => {
   })
 
   /** A server taking 12 channels a connection, holding each /hold tunnel open; a one-connection client whose requests have `requestChannels`. */
-  const tunnelPair = async (requestChannels: number) => {
+  const tunnelPair = async (requestChannels: number, pipelineAtLimit = true) => {
     const server = await startServer(cleanup, { maxChannelsPerConnection: 12 })
     const held = { tunnels: 0 }
     server.handle("/hold", () => {
@@ -63,11 +63,11 @@ describe("channels held by streams", () => {
       return reply(endless())
     })
     server.handle("/echo", (request) => request.data)
-    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: requestChannels, streamChannelsPerConnection: 8 })
+    const client = startClient(cleanup, server.address.port, { maxConnections: 1, maxChannelsPerConnection: requestChannels, streamChannelsPerConnection: 8, pipelineAtLimit })
     const controller = new AbortController()
     cleanup.add(() => controller.abort())
     const tunnel = () => client.stream("/hold", endless(), { signal: controller.signal, tunnel: true, timeoutMs: 5000 })
-    return { client, held, tunnel }
+    return { server, client, held, tunnel }
   }
 
   it("a tunnel past the connection's stream places fails at once (Overloaded streamChannels, nothing sent), and requests keep their channels", async () => {
@@ -139,6 +139,30 @@ describe("channels held by streams", () => {
     const result = await echoed
     expect(result.ok ? result.value.toString() : String(result.error)).toBe("behind")
   })
+
+  it("a tunnel gets a stream place while requests keep waiting for theirs (steady load): it does not wait for their queue to empty", async () => {
+    // As the sidecar's clients (endpoints.ts): at the limit a request waits in the queue, none pipelined.
+    const { server, client, held, tunnel } = await tunnelPair(2, false)
+    const gates: Array<() => void> = []
+    server.handle("/block", (request) => new Promise((resolve) => gates.push(() => resolve(request.data))))
+    cleanup.add(() => {
+      for (const open of gates.splice(0)) open()
+    })
+    // Both request channels held and a third request queued behind them: requests always waiting.
+    const blocked = [0, 1, 2].map((i) => settle(client.call("/block", `b${i}`, { timeoutMs: 5000 })))
+    await waitFor(() => gates.length === 2 && client.stats.queued === 1, 2000, "two requests held, one queued")
+    // 4 stream places are free: the tunnel opens on one now, not after the requests' queue empties (its deadline first).
+    const started = performance.now()
+    const opened = await settle(tunnel())
+    expect(opened.ok ? "open" : String(opened.error)).toBe("open")
+    expect(performance.now() - started).toBeLessThan(1000)
+    expect(held.tunnels).toBe(1)
+    expect(client.stats.queued).toBe(1)
+    for (const open of gates.splice(0)) open()
+    await waitFor(() => gates.length === 1, 2000, "the queued request at the server")
+    gates.splice(0)[0]!()
+    expect((await Promise.all(blocked)).map((r) => (r.ok ? r.value.toString() : String(r.error)))).toEqual(["b0", "b1", "b2"])
+  })
 })
 
 /**
@@ -207,5 +231,32 @@ describe("requests and tunnels waiting for a connection", () => {
     relay.release()
     expect((await fifth).ok).toBe(true)
     expect(client.stats.connections).toBe(2)
+  })
+
+  it("a tunnel waiting for the dial ends at its deadline, and those waiting at the client's close end then: each with one outcome", async () => {
+    const server = await startServer(cleanup, { maxChannelsPerConnection: 12 })
+    server.handle("/hold", () => reply(endless()))
+    const relay = await lateRelay(cleanup, server.address.port)
+    const client = startClient(cleanup, relay.port, { maxConnections: 2, maxChannelsPerConnection: 2, streamChannelsPerConnection: 8, pipelineAtLimit: false })
+    const controller = new AbortController()
+    cleanup.add(() => controller.abort())
+    // Every call of each tunnel's callback (streamWith: a second would show, a promise would hide it).
+    const outcomes: Array<string> = []
+    const tunnel = (timeoutMs: number) =>
+      client.streamWith("/hold", endless(), { signal: controller.signal, tunnel: true, timeoutMs }, (error) => outcomes.push(error === undefined ? "open" : error._tag))
+    for (let i = 0; i < 4; i++) tunnel(5000)
+    await waitFor(() => outcomes.length === 4, 2000, "4 tunnels open")
+    // Past the first connection's 4 places: these wait for the second's dial, which is held.
+    tunnel(300)
+    tunnel(20_000)
+    tunnel(20_000)
+    await waitFor(() => relay.held() === 1 && client.stats.queued === 3, 2000, "three tunnels waiting for the dial")
+    await waitFor(() => outcomes.length === 5, 2000, "the first one's deadline")
+    client.close()
+    await waitFor(() => outcomes.length === 7, 2000, "the others' end at the close")
+    // Nothing more comes after.
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(outcomes).toEqual(["open", "open", "open", "open", "RequestTimeout", "ConnectionClosed", "ConnectionClosed"])
+    expect(client.stats.queued).toBe(0)
   })
 })

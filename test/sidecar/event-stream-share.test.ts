@@ -25,10 +25,11 @@ beforeEach(() => {
 afterEach(() => cleanup.run())
 
 /** An event stream through A's outbound port: 200 once its first event came, else the status it was refused with. */
-const openEventStream = (cleanup: Cleanup, port: number): Promise<{ readonly status: number; readonly error: string | undefined; readonly ms: number; readonly close: () => void }> =>
+const openEventStream = (cleanup: Cleanup, port: number, accept: string | Array<string> = "text/event-stream"): Promise<{ readonly status: number; readonly error: string | undefined; readonly ms: number; readonly close: () => void }> =>
   new Promise((resolve, reject) => {
     const started = performance.now()
-    const req = http.request({ host: "127.0.0.1", port, path: "/events", headers: { host: "catalog", accept: "text/event-stream" }, agent: false })
+    // An array: one accept line each.
+    const req = http.request({ host: "127.0.0.1", port, path: "/events", headers: { host: "catalog", accept }, agent: false })
     cleanup.add(() => req.destroy())
     req.on("error", reject)
     req.on("response", (res) => {
@@ -40,19 +41,23 @@ const openEventStream = (cleanup: Cleanup, port: number): Promise<{ readonly sta
     req.end()
   })
 
-/** An app whose /events sends one event and holds the stream open, and whose other paths answer "plain"; `ended`: event streams it saw end. */
-const startEventsApp = async (cleanup: Cleanup) => {
+/** An app whose /events sends one event and holds the stream open, and whose other paths `other` answers ("plain"); `ended`: event streams it saw end. */
+const startEventsApp = async (cleanup: Cleanup, other: http.RequestListener = (_, res) => res.end("plain")) => {
   const ended = { events: 0 }
   const app = await startApp(cleanup, (req, res) => {
-    if (req.url === "/events") {
-      res.on("close", () => ended.events++)
-      res.writeHead(200, { "content-type": "text/event-stream" })
-      res.write("data: hi\n\n")
-      return
-    }
-    res.end("plain")
+    if (req.url !== "/events") return other(req, res)
+    res.on("close", () => ended.events++)
+    res.writeHead(200, { "content-type": "text/event-stream" })
+    res.write("data: hi\n\n")
   })
   return { address: app.address, ended }
+}
+
+/** The value of the first line of a sidecar's metrics matching `pattern` (0: none). */
+const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
+  const { body } = await sidecar.sidecar.telemetry.metrics.text()
+  const line = body.split("\n").find((l) => pattern.test(l))
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
 }
 
 /** `count` plain GETs to catalog through A at once, each with a 3 s deadline. */
@@ -70,11 +75,26 @@ it("event streams take at most half of B's app pool: past it refused at once (50
   const refused = streams.filter((s) => s.status !== 200)
   expect(refused.map((s) => [s.status, s.error])).toEqual(Array(POOL / 2).fill([503, "inbound; reason=overloaded"]))
   for (const s of refused) expect(s.ms).toBeLessThan(1000)
+  // B counts them: A's callers see 503s, B's operator sees why.
+  expect(await metric(b, /^iip_mesh_app_event_streams_refused_total /)).toBe(POOL / 2)
   // The other half is the requests': as many plain GETs at once are answered (before: 504 at their deadline).
   const started = performance.now()
   const plain = await plainGets(a.outboundPort, POOL / 2)
   expect(plain.map((p) => [p.status, p.body.toString()])).toEqual(Array(POOL / 2).fill([200, "plain"]))
   expect(performance.now() - started).toBeLessThan(2000)
+})
+
+it.each([
+  ["in another case (media types are case-blind)", "Text/Event-Stream"],
+  ["in a second accept line", ["text/html", "text/event-stream"]]
+])("an event stream accepting text/event-stream %s is held to half of B's app pool too", async (_, accept) => {
+  const app = await startEventsApp(cleanup)
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: POOL }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  // Before: neither A nor B (the first accept line only) took these for event streams, and all 8 held B's sockets.
+  const streams = []
+  for (let i = 0; i < POOL; i++) streams.push(await openEventStream(cleanup, a.outboundPort, accept))
+  expect(streams.map((s) => [s.status, s.error])).toEqual([...Array(POOL / 2).fill([200, undefined]), ...Array(POOL / 2).fill([503, "inbound; reason=overloaded"])])
 })
 
 it("at A, event streams take the stream places on the connections to the endpoint, never the requests' channels: past them refused at once (503 overloaded)", async () => {
@@ -96,13 +116,6 @@ it("at A, event streams take the stream places on the connections to the endpoin
   expect(performance.now() - started).toBeLessThan(2000)
 })
 
-/** The value of the first line of A's metrics matching `pattern` (0: none). */
-const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
-  const { body } = await sidecar.sidecar.telemetry.metrics.text()
-  const line = body.split("\n").find((l) => pattern.test(l))
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
-}
-
 it("event streams refused for B's share are no failure of B: A ejects neither, its plain requests answered", async () => {
   const app = await startEventsApp(cleanup)
   // Two catalog sidecars with one event stream's place each (a pool of 2 sockets).
@@ -118,6 +131,21 @@ it("event streams refused for B's share are no failure of B: A ejects neither, i
   expect(new Set(refused.map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 inbound; reason=overloaded"]))
   expect(await metric(a, /^iip_mesh_endpoint_ejections_total/)).toBe(0)
   expect((await plainGets(a.outboundPort, 4)).map((p) => p.status)).toEqual([200, 200, 200, 200])
+})
+
+it("a burst of event streams at once, refused for B's share by both endpoints, ejects neither: plain requests still go to both", async () => {
+  const app = await startEventsApp(cleanup)
+  const b1 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-1", app: app.address, appPoolSize: 2 }))
+  const b2 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-2", app: app.address, appPoolSize: 2 }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b1.inboundAddress, weight: 1 }, { address: b2.inboundAddress, weight: 1 }] } }))
+  // 40 at once: refusals from both Bs land together, several a second try's, at most 2 open.
+  const streams = await Promise.all(Array.from({ length: 40 }, () => openEventStream(cleanup, a.outboundPort)))
+  expect(streams.filter((s) => s.status === 200).length).toBeLessThanOrEqual(2)
+  expect(new Set(streams.filter((s) => s.status !== 200).map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 inbound; reason=overloaded"]))
+  // Every endpoint's series, not the first line's alone.
+  const { body } = await a.sidecar.telemetry.metrics.text()
+  expect(body.split("\n").filter((l) => /^iip_mesh_endpoint_ejections_total/.test(l) && !l.endsWith(" 0"))).toEqual([])
+  expect((await plainGets(a.outboundPort, 16)).map((p) => p.status)).toEqual(Array(16).fill(200))
 })
 
 it("an event stream with no stream place left on the connections to one endpoint goes to another that has one", async () => {
@@ -139,12 +167,45 @@ it("an event stream gives its place at B back when its caller goes: as many open
   const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: POOL }))
   const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
   for (let round = 1; round <= 2; round++) {
+    // One past the share too: refused, so the places are B's bound's, not merely free.
     const streams = []
-    for (let i = 0; i < POOL / 2; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
-    expect(streams.map((s) => s.status)).toEqual(Array(POOL / 2).fill(200))
+    for (let i = 0; i < POOL / 2 + 1; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+    expect(streams.map((s) => [s.status, s.error])).toEqual([...Array(POOL / 2).fill([200, undefined]), [503, "inbound; reason=overloaded"]])
     for (const s of streams) s.close()
     await waitFor(() => app.ended.events === round * (POOL / 2), 3000, "the app to see its event streams end")
   }
+})
+
+it.each([
+  // B's pool of 8: 4 event streams; A's places many.
+  { places: "B's share", appPoolSize: POOL, open: POOL / 2, refused: "inbound; reason=overloaded" },
+  // B's share 512; A's 12 stream places on its two connections to B (B takes 140 channels a connection).
+  { places: "A's stream places", appPoolSize: 1024, open: 12, refused: "outbound; reason=overloaded" }
+])("an event stream the app ends or refuses (a plain 200 or 404, a reset, its deadline) gives $places back: as many open after as before", async ({ appPoolSize, open, refused }) => {
+  const app = await startEventsApp(cleanup, (req, res) => {
+    if (req.url === "/plain-200") res.end("not a stream")
+    else if (req.url === "/plain-404") res.writeHead(404).end()
+    else if (req.url === "/reset") req.socket.destroy()
+    // "/silent": no answer before A's deadline.
+  })
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize, maxChannelsPerConnection: 2 * (REQUEST_CHANNELS_PER_CONNECTION + 6) }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  const asked = (path: string, timeout = "3000") => call(a.outboundPort, { path, headers: { host: "catalog", accept: "text/event-stream", "iip-timeout": timeout }, timeoutMs: 5000 })
+  // 13 of each at once, past both A's 12 places and B's 4 (the rest refused 503 there: one more
+  // ending), so that each place is held when its ending comes, not one reused after another.
+  const endings = { "/plain-200": 200, "/plain-404": 404, "/reset": 502, "/silent": 504 }
+  for (const [path, status] of Object.entries(endings)) {
+    const statuses = (await Promise.all(Array.from({ length: 13 }, () => asked(path, path === "/silent" ? "200" : "3000")))).map((answer) => answer.status)
+    expect(new Set(statuses.map((s) => (s === 503 ? status : s)))).toEqual(new Set([status]))
+    expect(statuses.filter((s) => s === status).length).toBeGreaterThanOrEqual(4)
+  }
+  const toB = a.sidecar.registry.clientOf(a.sidecar.registry.endpointsOf("catalog")[0]!)
+  await waitFor(() => toB.meshSessions.every((session) => session.callingCount === 0), 3000, "A's calls to B to end")
+  // Then all the places open, and the next is refused by the bound, no place kept by an ending.
+  const streams = []
+  for (let i = 0; i < open + 1; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+  expect(streams.map((s) => [s.status, s.error])).toEqual([...Array(open).fill([200, undefined]), [503, refused]])
+  expect(app.ended.events).toBe(0)
 })
 
 it("an event stream gives its stream place at A back when its caller goes: as many open again", async () => {
@@ -154,9 +215,10 @@ it("an event stream gives its stream place at A back when its caller goes: as ma
   const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
   const toB = a.sidecar.registry.clientOf(a.sidecar.registry.endpointsOf("catalog")[0]!)
   for (let round = 1; round <= 2; round++) {
+    // One past the places too: refused, so the places are A's bound's, not merely free.
     const streams = []
-    for (let i = 0; i < 12; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
-    expect(streams.map((s) => s.status)).toEqual(Array(12).fill(200))
+    for (let i = 0; i < 13; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
+    expect(streams.map((s) => [s.status, s.error])).toEqual([...Array(12).fill([200, undefined]), [503, "outbound; reason=overloaded"]])
     for (const s of streams) s.close()
     // Ended once B has answered each cancel (until then their channels are still held).
     await waitFor(() => toB.meshSessions.every((session) => session.callingCount === 0), 3000, "A's streams to B to end")

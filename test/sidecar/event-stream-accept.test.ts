@@ -1,0 +1,14 @@
+// acceptsEventStream (eventStream.ts): the accept value A and B both read to tell an event stream,
+// scanned from hyphen to hyphen with its letters folded (media types are case-blind, RFC 9110 8.3.1).
+import { expect, it } from "vitest"
+import { acceptsEventStream } from "../../src/sidecar/eventStream.ts"
+
+it("names text/event-stream in any case, anywhere in the list, and nothing else", () => {
+  const yes = ["text/event-stream", "TEXT/EVENT-STREAM", "Text/Event-Stream", "text/html, text/event-stream", "application/signed-exchange;v=b3, text/Event-Stream;q=0.9"]
+  const no = ["", "*/*", "-", "text/event", "event-stream", "text/event-streaXm", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"]
+  expect(yes.map(acceptsEventStream)).toEqual(yes.map(() => true))
+  expect(no.map(acceptsEventStream)).toEqual(no.map(() => false))
+  // Only letters fold: a control byte is not "/" or "-" (0x0f | 0x20 is "/", 0x0d | 0x20 is "-").
+  expect(acceptsEventStream("text\x0fevent-stream")).toBe(false)
+  expect(acceptsEventStream("text/event\x0dstream")).toBe(false)
+})
