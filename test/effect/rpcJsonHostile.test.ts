@@ -152,6 +152,32 @@ describe("hostile JSON rpc Requests", () => {
     }))
 })
 
+describe("the JSON frame scan", () => {
+  const plain = { request: false, maxValues: 1_000_000 }
+  const deep = (n: number) => `${"[".repeat(n)}${"]".repeat(n)}`
+  it("ends a string at its first unescaped quote, short or long (found natively past 32 bytes)", () => {
+    for (const pad of ["", "a".repeat(40)]) {
+      // An escaped quote and brackets inside: one string; an escaped backslash before the quote ends it.
+      expect(plainJsonProblem(Buffer.from(`["${pad}\\"${deep(600)}"]`), plain)).toBeUndefined()
+      expect(plainJsonProblem(Buffer.from(`["${pad}\\\\",${deep(600)}]`), plain)).toBe("nests deeper than 512")
+      expect(plainJsonProblem(Buffer.from(`["${pad}\\\\\\"${deep(600)}"]`), plain)).toBeUndefined()
+    }
+    expect(plainJsonProblem(Buffer.from(deep(512)), plain)).toBeUndefined()
+    expect(plainJsonProblem(Buffer.from(deep(513)), plain)).toBe("nests deeper than 512")
+  })
+
+  it("counts numbers and literals as one value each, and bytes JSON.parse refuses in time linear in them", () => {
+    expect(plainJsonProblem(Buffer.from(`[${"12345,true,null,".repeat(333)}0]`), { request: false, maxValues: 1000 })).toBeUndefined()
+    expect(plainJsonProblem(Buffer.from(`[${"12345,true,null,".repeat(333)}0,1]`), { request: false, maxValues: 1000 })).toBe("holds a Request with more than 1000 values")
+    // A byte-order mark or a letter before brackets does not hide them.
+    expect(plainJsonProblem(Buffer.from(`\ufeff${deep(600)}`), plain)).toBe("nests deeper than 512")
+    expect(plainJsonProblem(Buffer.from(`[x${deep(600)}]`), plain)).toBe("nests deeper than 512")
+    // An unclosed string or stray closers: nothing to refuse here, JSON.parse will.
+    expect(plainJsonProblem(Buffer.from(`["${"\\".repeat(1000)}`), plain)).toBeUndefined()
+    expect(plainJsonProblem(Buffer.from("]]]}}}"), plain)).toBeUndefined()
+  })
+})
+
 describe.each([true, false])("a Request's values in all (json %s)", (json) => {
   it.live("past maxRequestValues are refused before decoding, at the limit served", () =>
     Effect.gen(function*() {
