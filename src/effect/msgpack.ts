@@ -40,7 +40,7 @@ export const maxRequestHeaderPairs = 2000
  * checked, so what the RPC server would refuse after decoding (too many headers, an id or an
  * unknown field that is a long list) is never built: 1.5 million pairs cost msgpackr 0.5 s.
  */
-const maxValuesOutsidePayload = 3 * maxRequestHeaderPairs + 64
+export const maxValuesOutsidePayload = 3 * maxRequestHeaderPairs + 64
 
 const utf8 = new TextEncoder()
 const payloadKey = utf8.encode("payload")
@@ -64,10 +64,10 @@ const headerBytes = (bytes: Uint8Array, at: number, size: 1 | 2 | 4): number =>
  * Date as, which a Schema.Any value keeps: a few bytes make one Date). A length or count past the
  * frame's end, nesting past `maxMessagePackDepth` and bytes after the value are refused before
  * anything is allocated. With `request` (a peer's Requests, as the RPC server reads them), so are
- * more than `maxRequestHeaderPairs` headers and more than `maxValuesOutsidePayload` values outside
- * the messages' payloads.
+ * more than `maxRequestHeaderPairs` headers, more than `maxValuesOutsidePayload` values outside
+ * the messages' payloads and more than `maxValues` values in all.
  */
-export const plainMessagePackProblem = (bytes: Uint8Array, request = false): string | undefined => {
+export const plainMessagePackProblem = (bytes: Uint8Array, request = false, maxValues = Infinity): string | undefined => {
   const end = bytes.length
   // Values still to read at each open array or map, the innermost last.
   const open: Array<number> = []
@@ -81,6 +81,7 @@ export const plainMessagePackProblem = (bytes: Uint8Array, request = false): str
   let field: "payload" | "headers" | undefined
   let payloadFrom = Infinity
   let outside = 0
+  let values = 0
   while (left > 0) {
     if (at >= end) return "ends inside a value"
     // A key of a message's field (a map's items alternate key, value: a key is read at an even count left).
@@ -140,6 +141,9 @@ export const plainMessagePackProblem = (bytes: Uint8Array, request = false): str
           if (outside > maxValuesOutsidePayload) return `holds a Request with more than ${maxValuesOutsidePayload} values outside its payload`
         }
       }
+      // In all, payloads included: decoding costs by the value as much as by the byte.
+      values += items
+      if (values > maxValues) return `holds a Request with more than ${maxValues} values`
       open.push(left)
       left = items
       if (open.length === fieldsAt) inMessage = token <= 0x8f || token === 0xde || token === 0xdf
@@ -153,9 +157,9 @@ export const plainMessagePackProblem = (bytes: Uint8Array, request = false): str
 const isEnvelope = (value: unknown): boolean =>
   typeof value === "object" && value !== null && typeof (value as { _tag?: unknown })._tag === "string"
 
-const decodeChecked = (data: Uint8Array | string, request: boolean): ReadonlyArray<unknown> => {
+const decodeChecked = (data: Uint8Array | string, request: boolean, maxValues: number): ReadonlyArray<unknown> => {
   const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data
-  const problem = plainMessagePackProblem(bytes, request)
+  const problem = plainMessagePackProblem(bytes, request, maxValues)
   if (problem !== undefined) throw new Error(`a MessagePack rpc frame ${problem}`)
   const value: unknown = unpackr.unpack(bytes)
   if (Array.isArray(value)) {
@@ -166,10 +170,13 @@ const decodeChecked = (data: Uint8Array | string, request: boolean): ReadonlyArr
   return [value]
 }
 
-const decode = (data: Uint8Array | string): ReadonlyArray<unknown> => decodeChecked(data, false)
+const decode = (data: Uint8Array | string): ReadonlyArray<unknown> => decodeChecked(data, false, Infinity)
 
-/** A frame of a peer's Requests, as the RPC server reads one: `decode`, their headers and all but their payloads bounded as it is checked. */
-export const decodeMsgPackRequests = (data: Uint8Array): ReadonlyArray<unknown> => decodeChecked(data, true)
+/**
+ * A frame of a peer's Requests, as the RPC server reads one: `decode`, their headers, all but
+ * their payloads and (`maxValues`) all they hold bounded as it is checked.
+ */
+export const decodeMsgPackRequests = (data: Uint8Array, maxValues = Infinity): ReadonlyArray<unknown> => decodeChecked(data, true, maxValues)
 
 const encode = (message: unknown): Uint8Array | undefined => {
   if (Array.isArray(message) && message.length === 0) return undefined

@@ -27,6 +27,7 @@ import { StreamFailed } from "../mux/streams.ts"
 import { Refused } from "../iip/dispatch.ts"
 import { type LbCallError, NoBackend } from "../toolkit/loadBalanceClient.ts"
 import { asStreamError, IipClient, IipLoadBalancer, type StreamError } from "./client.ts"
+import { plainJsonProblem } from "./jsonFrame.ts"
 import { decodeMsgPackRequests, maxRequestHeaderPairs, msgPack } from "./msgpack.ts"
 import { IipServer } from "./server.ts"
 import { fromIncoming, toOutgoing } from "./streams.ts"
@@ -36,10 +37,17 @@ export interface RpcOverIipOptions {
   readonly path?: string
   /** The largest message either side accepts (default 16 MiB). */
   readonly maxFrameBytes?: number
+  /**
+   * The most values (array items, object or map keys and values) a Request the server reads may
+   * hold, its payload's included (default 1,000,000): counted before it is decoded, since decoding
+   * costs by the value as much as by the byte (1.5 million keys in 15 MB took seconds).
+   */
+  readonly maxRequestValues?: number
 }
 
 const defaultPath = "/rpc"
 const defaultMaxFrameBytes = 16 * 1024 * 1024
+const defaultMaxRequestValues = 1_000_000
 const textDecoder = new TextDecoder()
 
 /** One message as a frame: its length (4 bytes, big-endian), then its bytes (a string encoded in place). */
@@ -61,9 +69,22 @@ type Decode = (parser: RpcSerialization.Parser, bytes: Uint8Array) => ReadonlyAr
 const decoderOf = (serialization: RpcSerialization.RpcSerialization["Service"]): Decode =>
   /json/i.test(serialization.contentType) ? (parser, bytes) => parser.decode(textDecoder.decode(bytes)) : (parser, bytes) => parser.decode(bytes)
 
-/** As `decoderOf`, for the Requests the server reads: MessagePack's are bounded as their frame is checked (see requestProblem). */
-const requestDecoderOf = (serialization: RpcSerialization.RpcSerialization["Service"]): Decode =>
-  serialization === msgPack ? (_parser, bytes) => decodeMsgPackRequests(bytes) : decoderOf(serialization)
+/**
+ * As `decoderOf`, for the Requests the server reads: MessagePack's and JSON's are bounded as their
+ * frame is checked, before they are decoded (see requestProblem); the fields of JSON's (and
+ * NDJSON's) envelope are known, any other JSON serialization's (JSON-RPC) is bounded in depth and
+ * values only. The refusal throws, as the parser's own would.
+ */
+const requestDecoderOf = (serialization: RpcSerialization.RpcSerialization["Service"], maxValues: number): Decode => {
+  if (serialization === msgPack) return (_parser, bytes) => decodeMsgPackRequests(bytes, maxValues)
+  if (!/json/i.test(serialization.contentType)) return decoderOf(serialization)
+  const check = { request: serialization === RpcSerialization.json || serialization === RpcSerialization.ndjson, maxValues }
+  return (parser, bytes) => {
+    const problem = plainJsonProblem(bytes, check)
+    if (problem !== undefined) throw new Error(`a JSON rpc frame ${problem}`)
+    return parser.decode(textDecoder.decode(bytes))
+  }
+}
 
 const lengthAt = (bytes: Uint8Array, at: number): number => new DataView(bytes.buffer, bytes.byteOffset + at, 4).getUint32(0)
 const noBytes = new Uint8Array(0)
@@ -196,8 +217,9 @@ const decodeFrames = <E>(bytes: Stream.Stream<Uint8Array, E>, decode: Decode, pa
  * the connection's close); headers that are not string pairs throw in the RPC server or, with a
  * `__proto__` key, replace the prototype of the handler's headers (past maxRequestHeaderPairs, cost
  * it seconds); an id or tag that is an object throws where the RPC server writes it into its
- * defect's text, out of the IIP handler. A MessagePack frame holding more headers (or more values
- * outside its payload) is refused before it is decoded: decoding 1.5 million pairs cost 0.5 s.
+ * defect's text, out of the IIP handler. A MessagePack or JSON frame holding more headers (or more
+ * values outside its payload) is refused before it is decoded: decoding 1.5 million pairs cost
+ * 0.5 s (MessagePack), 900,000 cost JSON.parse 1 s.
  */
 const notOneRequest = "an rpc exchange carries one Request, and only that"
 const requestProblem = (messages: ReadonlyArray<unknown>): string | undefined => {
@@ -428,7 +450,7 @@ export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
   Effect.gen(function*() {
     const serialization = yield* RpcSerialization.RpcSerialization
     const server = yield* IipServer
-    const decode = requestDecoderOf(serialization)
+    const decode = requestDecoderOf(serialization, options.maxRequestValues ?? defaultMaxRequestValues)
     const parserFor = parserSource(serialization)
     const context = yield* Effect.context<never>()
     const runFork = Effect.runForkWith(context)

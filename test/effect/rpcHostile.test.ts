@@ -297,8 +297,8 @@ describe("hostile JSON rpc frames", () => {
       const served = yield* setUp
       yield* refusedThenServes(served, framed(Buffer.from("{\"_tag\":")), /undecodable/, encode)
       const deep = Buffer.from(`{"_tag":"Request","id":"1","tag":"Echo","headers":[],"payload":{"text":${"[".repeat(100_000)}${"]".repeat(100_000)}}}`)
-      const [answer] = yield* served.request(framed(deep))
-      assert.strictEqual(answer!._tag, "Exit")
+      // Refused by the frame's scan before JSON.parse (rpcJsonHostile.test.ts has the rest).
+      yield* refusedThenServes(served, framed(deep), /nests deeper than 512/, encode)
       const headers = `[["__proto__",{"polluted":"yes"}],["a","b"]]`
       const [pollute] = yield* served.request(framed(Buffer.from(`{"_tag":"Request","id":"1","tag":"Headers","payload":null,"headers":${headers}}`)))
       assert.strictEqual(pollute!._tag, "Defect", JSON.stringify(pollute))

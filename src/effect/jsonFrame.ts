@@ -1,0 +1,150 @@
+// The JSON counterpart of msgpack.ts's frame check, for the RPC server (rpc.ts): a peer's JSON
+// Request frame is scanned once, byte by byte, before JSON.parse sees it. JSON.parse has no limit
+// of its own: 16 MiB of nested brackets held the event loop 7.5 s (every other connection waited),
+// a Schema.Any payload that deep died in the handler with a RangeError, and 900,000 header pairs
+// were built (1 s) before the RPC server refused more than 2,000. The scan refuses what
+// MessagePack's check refuses, with the same bounds and words, at the byte where it is found.
+import { maxMessagePackDepth, maxRequestHeaderPairs, maxValuesOutsidePayload } from "./msgpack.ts"
+
+/** How deep arrays and objects may nest in a JSON Request frame: as in a MessagePack one. */
+export const maxJsonDepth = maxMessagePackDepth
+
+export interface JsonCheck {
+  /** Count a Request's header pairs and what it holds outside its payload (the message envelope as effect/rpc's JSON and NDJSON write it). */
+  readonly request: boolean
+  /** The most values (array items, object keys and values) the frame may hold. */
+  readonly maxValues: number
+}
+
+const quote = 0x22
+const backslash = 0x5c
+const comma = 0x2c
+const colon = 0x3a
+const openArray = 0x5b
+const closeArray = 0x5d
+const openObject = 0x7b
+const closeObject = 0x7d
+const isSpace = (c: number): boolean => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
+
+const utf8 = new TextEncoder()
+const payloadKey = utf8.encode("payload")
+const headersKey = utf8.encode("headers")
+const isKey = (bytes: Uint8Array, at: number, length: number, key: Uint8Array): boolean => {
+  if (length !== key.length) return false
+  for (let i = 0; i < length; i++) if (bytes[at + i] !== key[i]) return false
+  return true
+}
+
+// Whether each open container is an object (1) or an array (0), the innermost last. One for all
+// scans: a scan is synchronous and runs to its end, so none shares it with another.
+const isObject = new Uint8Array(maxJsonDepth)
+
+/**
+ * Where the string begun before `from` ends: its first quote that no backslash escapes (one after
+ * an even run of them), else the end. The quotes are found natively (a loop over a string's every
+ * byte doubled the scan's cost for a 1 KiB one); the backslashes before each are counted back, and
+ * those runs never overlap, so the whole is linear.
+ */
+const closingQuote = (bytes: Uint8Array, from: number): number => {
+  // Short strings (most keys and values) by hand: a native call costs more than their bytes.
+  const near = Math.min(bytes.length, from + 32)
+  let q = from
+  while (q < near && bytes[q] !== quote && bytes[q] !== backslash) q++
+  if (q < near && bytes[q] === quote) return q
+  for (q = bytes.indexOf(quote, from); q !== -1; q = bytes.indexOf(quote, q + 1)) {
+    let run = 0
+    while (q - run - 1 >= from && bytes[q - run - 1] === backslash) run++
+    if (run % 2 === 0) return q
+  }
+  return bytes.length
+}
+
+// Past any depth: no payload is open (a small integer, as the depths it is compared with).
+const notInPayload = maxJsonDepth + 1
+
+const noField = 0
+const payloadField = 1
+const headersField = 2
+
+/**
+ * Why `bytes` (one frame: a JSON value, or several, as NDJSON lines) may not go to JSON.parse, or
+ * undefined. A loop over the bytes, no recursion, nothing allocated: strings are skipped to their
+ * closing quote (not one a backslash escapes), so brackets in them count for nothing.
+ * Refused: nesting past `maxJsonDepth`, more than `check.maxValues` values; with `check.request`,
+ * a message's `headers` list past `maxRequestHeaderPairs` items and more than
+ * `maxValuesOutsidePayload` values outside its `payload` (counted as MessagePack's check counts
+ * them: each key and each value, the payload's own value included). A key spelled with an escape
+ * names no field here: what is under it counts as outside the payload, so it can only be refused
+ * sooner. Bytes that are not JSON are left for JSON.parse to refuse: the scan only has to be right
+ * about what it would accept, and linear in anything.
+ */
+export const plainJsonProblem = (bytes: Uint8Array, check: JsonCheck): string | undefined => {
+  const end = bytes.length
+  const request = check.request
+  let depth = 0
+  // The next string is a key; the byte before was part of a number or a literal.
+  let key = false
+  let scalar = false
+  // The messages' fields are at depth `fieldsAt` (1: a message, 2: a list of them); the field
+  // whose value comes next; the depth from which values lie in a payload, and the depth of the
+  // headers' items (0: not in them).
+  let fieldsAt = 1
+  let field = noField
+  const maxValues = check.maxValues
+  let payloadFrom = notInPayload
+  let headersAt = 0
+  let headers = 0
+  let values = 0
+  let outside = 0
+  for (let at = 0; at < end; at++) {
+    const c = bytes[at]!
+    if (isSpace(c) || c === colon || c === comma) {
+      scalar = false
+      key = c === comma && depth > 0 && isObject[depth - 1] === 1
+      continue
+    }
+    if (c === closeArray || c === closeObject) {
+      scalar = false
+      if (depth > 0) depth--
+      if (depth < payloadFrom) payloadFrom = notInPayload
+      if (depth < headersAt) headersAt = 0
+      continue
+    }
+    // The rest of a number or a literal (true, false, null) is the same value.
+    if (scalar && c !== quote && c !== openArray && c !== openObject) continue
+    // A key or a value begins here.
+    if (depth > 0) {
+      if (request && depth < payloadFrom) {
+        if (depth === headersAt && ++headers > maxRequestHeaderPairs) return `holds a Request with more than ${maxRequestHeaderPairs} headers`
+        if (++outside > maxValuesOutsidePayload) return `holds a Request with more than ${maxValuesOutsidePayload} values outside its payload`
+      }
+      if (++values > maxValues) return `holds a Request with more than ${maxValues} values`
+    }
+    const inMessage = request && depth === fieldsAt && isObject[depth - 1] === 1
+    if (c === quote) {
+      scalar = false
+      const from = at + 1
+      at = closingQuote(bytes, from)
+      // A key with an escape matches neither name byte for byte.
+      if (inMessage && key) field = isKey(bytes, from, at - from, payloadKey) ? payloadField : isKey(bytes, from, at - from, headersKey) ? headersField : noField
+      continue
+    }
+    if (c === openArray || c === openObject) {
+      scalar = false
+      if (depth === maxJsonDepth) return `nests deeper than ${maxJsonDepth}`
+      if (depth === 0) fieldsAt = c === openArray ? 2 : 1
+      if (inMessage && !key) {
+        if (field === payloadField) payloadFrom = depth + 1
+        else if (field === headersField && c === openArray) {
+          headersAt = depth + 1
+          headers = 0
+        }
+      }
+      isObject[depth++] = c === openObject ? 1 : 0
+      key = c === openObject
+      continue
+    }
+    scalar = true
+  }
+  return undefined
+}

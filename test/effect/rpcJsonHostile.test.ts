@@ -1,0 +1,211 @@
+// Hostile JSON Requests against the Effect RPC server over IIP (src/effect/rpc.ts, jsonFrame.ts):
+// a real IIP server on 127.0.0.1 (port 0), the attacker's RPC frames hand-made bytes sent over one
+// mesh connection, an honest caller's Echo on another. JSON.parse had nothing in front of it:
+// - 16 MiB of nested brackets took seconds to parse, the event loop held all along (every other
+//   connection stalled); a Schema.Any payload that deep died in the handler with a RangeError;
+// - 900,000 header pairs were parsed (a second) before the 2,000-pair refusal.
+// Now a scan of the bytes refuses nesting past 512, more than 2,000 header pairs and more than
+// 6,064 values outside the payload before JSON.parse, and (both serializations) a Request holding
+// more values than `maxRequestValues`.
+import { monitorEventLoopDelay } from "node:perf_hooks"
+import { assert, describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Layer, Schema } from "effect"
+import { Rpc, RpcGroup, RpcSerialization, RpcServer } from "effect/rpc"
+import { Packr } from "msgpackr"
+import { IipClient } from "../../src/effect/client.ts"
+import { plainJsonProblem } from "../../src/effect/jsonFrame.ts"
+import { layerMsgPack, msgPack } from "../../src/effect/msgpack.ts"
+import { layerServerProtocol, type RpcOverIipOptions } from "../../src/effect/rpc.ts"
+import { IipServer } from "../../src/effect/server.ts"
+
+class Rpcs extends RpcGroup.make(
+  Rpc.make("Echo", { payload: { text: Schema.String }, success: Schema.String }),
+  Rpc.make("Depth", { payload: { value: Schema.Any }, success: Schema.Number })
+) {}
+
+const quiet = { log: () => {} }
+// Maps of any size (the default packs at most 65,535 keys in one).
+const packr = new Packr({ useRecords: false, variableMapSize: true })
+
+const framed = (message: Uint8Array): Uint8Array => {
+  const out = Buffer.alloc(4 + message.length)
+  out.writeUInt32BE(message.length, 0)
+  out.set(message, 4)
+  return out
+}
+
+/** How deep arrays nest in `value`, with a loop (a recursive count would overflow where the handler did). */
+const depthOf = (value: unknown): number => {
+  let depth = 0
+  while (Array.isArray(value)) {
+    depth++
+    value = value[0]
+  }
+  return depth
+}
+
+type Answer = { readonly _tag: string; readonly defect?: unknown; readonly exit?: unknown }
+
+/** A JSON or MessagePack RPC server, a mesh connection for the attacker and another for an honest caller. */
+const serve = (json: boolean, options: RpcOverIipOptions = {}) =>
+  Effect.gen(function*() {
+    const server = yield* Layer.build(IipServer.layer({ host: "127.0.0.1", port: 0, ...quiet }))
+    const port = Context.get(server, IipServer).address.port
+    yield* Layer.build(
+      RpcServer.layer(Rpcs).pipe(
+        Layer.provide([Rpcs.toLayer({ Echo: ({ text }) => Effect.succeed(text), Depth: ({ value }) => Effect.succeed(depthOf(value)) }), layerServerProtocol(options)]),
+        Layer.provide([Layer.succeedContext(server), json ? RpcSerialization.layerJson : layerMsgPack])
+      )
+    )
+    const connect = Effect.map(Layer.build(IipClient.layer({ host: "127.0.0.1", port, requestTimeoutMs: 120_000, mesh: true, ...quiet })), (c) => Context.get(c, IipClient))
+    const attacker = yield* connect
+    const honest = yield* connect
+    const parser = json ? RpcSerialization.json.makeUnsafe() : msgPack.makeUnsafe()
+    const encode = (message: unknown): Uint8Array => (json ? Buffer.from(JSON.stringify(message)) : packr.pack(message))
+    const decode = (answer: Uint8Array): Answer => (parser.decode(json ? Buffer.from(answer.subarray(4)).toString("utf8") : answer.subarray(4)) as ReadonlyArray<Answer>)[0]!
+    const request = (client: IipClient["Service"], body: Uint8Array) => Effect.map(client.request("/rpc", framed(body)), decode)
+    /**
+     * The attacker's `body` as its Request, while the honest caller calls Echo: the answer, and
+     * the longest the event loop was held meanwhile (ms).
+     */
+    const attack = (body: Uint8Array) =>
+      Effect.gen(function*() {
+        const delay = monitorEventLoopDelay({ resolution: 10 })
+        delay.enable()
+        const [answer, echo] = yield* Effect.all([
+          request(attacker, body),
+          request(honest, encode({ _tag: "Request", id: "9", tag: "Echo", payload: { text: "honest" }, headers: [] }))
+        ], { concurrency: 2 }).pipe(Effect.ensuring(Effect.sync(() => delay.disable())))
+        assert.deepStrictEqual(echo.exit, { _tag: "Success", value: "honest" })
+        return { answer, heldMs: delay.max / 1e6 }
+      })
+    return { attack, request: (body: Uint8Array) => request(attacker, body), encode }
+  })
+
+const request = (fields: string) => Buffer.from(`{"_tag":"Request","id":"1",${fields}}`)
+// The event loop's longest hold while a refused Request is read: its 16 MiB come over loopback in
+// mesh chunks and the refusal costs microseconds. 1 s is far from both the seconds JSON.parse
+// took (7.5 s on a quiet machine) and what the transport costs, loaded or not.
+const heldBoundMs = 1000
+
+describe("hostile JSON rpc Requests", () => {
+  it.live("16 MiB of nested brackets are refused before JSON.parse, the event loop free for another connection's call", () =>
+    Effect.gen(function*() {
+      const served = yield* serve(true)
+      const half = (16 * 1024 * 1024 - 200) / 2
+      const deep = request(`"tag":"Echo","headers":[],"payload":{"text":${"[".repeat(half)}${"]".repeat(half)}}`)
+      const { answer, heldMs } = yield* served.attack(deep)
+      assert.strictEqual(answer._tag, "Defect", JSON.stringify(answer).slice(0, 300))
+      expect(String(answer.defect)).toMatch(/a JSON rpc frame nests deeper than 512/)
+      expect(heldMs).toBeLessThan(heldBoundMs)
+    }), 180_000)
+
+  it.live("a Schema.Any payload nested past 512 is refused, not a RangeError in the handler; 512 deep is served", () =>
+    Effect.gen(function*() {
+      const served = yield* serve(true)
+      // In the message (1), its payload (2): the value's arrays take the rest.
+      const nested = (depth: number) => request(`"tag":"Depth","headers":[],"payload":{"value":${"[".repeat(depth)}${"]".repeat(depth)}}`)
+      // 16 MiB of brackets: 8 million deep, JSON.parse took seconds and the handler died with a RangeError.
+      const tooDeep = yield* served.request(nested((16 * 1024 * 1024 - 200) / 2))
+      assert.strictEqual(tooDeep._tag, "Defect", JSON.stringify(tooDeep).slice(0, 300))
+      expect(String(tooDeep.defect)).toMatch(/nests deeper than 512/)
+      const served510 = yield* served.request(nested(510))
+      assert.deepStrictEqual(served510.exit, { _tag: "Success", value: 510 })
+      const refused511 = yield* served.request(nested(511))
+      expect(String(refused511.defect)).toMatch(/nests deeper than 512/)
+    }), 180_000)
+
+  it.live("900,000 header pairs are refused at the 2,001st, before JSON.parse builds them", () =>
+    Effect.gen(function*() {
+      const served = yield* serve(true)
+      const pairs = Array.from({ length: 900_000 }, (_, i) => `["h${i}",""]`).join(",")
+      const body = request(`"tag":"Echo","headers":[${pairs}],"payload":{"text":"x"}`)
+      const started = performance.now()
+      expect(plainJsonProblem(body, { request: true, maxValues: 1_000_000 })).toMatch(/more than 2000 headers/)
+      // Microseconds at the 2,001st pair, not the second JSON.parse took (50 ms is far from both).
+      expect(performance.now() - started).toBeLessThan(50)
+      const { answer, heldMs } = yield* served.attack(body)
+      assert.strictEqual(answer._tag, "Defect", JSON.stringify(answer).slice(0, 300))
+      expect(String(answer.defect)).toMatch(/a JSON rpc frame holds a Request with more than 2000 headers/)
+      expect(heldMs).toBeLessThan(heldBoundMs)
+    }), 180_000)
+
+  it.live("values outside the payload past the MessagePack bound are refused; as many in the payload, and 2,000 headers, are served", () =>
+    Effect.gen(function*() {
+      const served = yield* serve(true)
+      const some = JSON.stringify(Array.from({ length: 10_000 }, (_, i) => [`h${i}`, ""]))
+      for (const fields of [`"x":${some},"tag":"Echo","headers":[]`, `"tag":"Echo","traceId":${some},"headers":[]`]) {
+        const answer = yield* served.request(request(`${fields},"payload":{"text":"x"}`))
+        expect(String(answer.defect)).toMatch(/a JSON rpc frame holds a Request with more than 6064 values outside its payload/)
+      }
+      const headers = JSON.stringify(Array.from({ length: 2000 }, (_, i) => [`h${i}`, "v"]))
+      const ok = yield* served.request(request(`"tag":"Echo","headers":${headers},"payload":{"text":"x","pad":${some}}`))
+      assert.deepStrictEqual(ok.exit, { _tag: "Success", value: "x" })
+    }), 60_000)
+
+  it.live("strings holding brackets, quotes and escapes are skipped as strings", () =>
+    Effect.gen(function*() {
+      const served = yield* serve(true)
+      const text = `${"[".repeat(2000)}\\"{\\\\${"{".repeat(2000)}`
+      const answer = yield* served.request(request(`"tag":"Echo","headers":[["a\\"]","[["]],"payload":{"text":"${text}"}`))
+      assert.deepStrictEqual(answer.exit, { _tag: "Success", value: JSON.parse(`"${text}"`) })
+    }))
+})
+
+describe("the JSON frame scan", () => {
+  const plain = { request: false, maxValues: 1_000_000 }
+  const deep = (n: number) => `${"[".repeat(n)}${"]".repeat(n)}`
+  it("ends a string at its first unescaped quote, short or long (found natively past 32 bytes)", () => {
+    for (const pad of ["", "a".repeat(40)]) {
+      // An escaped quote and brackets inside: one string; an escaped backslash before the quote ends it.
+      expect(plainJsonProblem(Buffer.from(`["${pad}\\"${deep(600)}"]`), plain)).toBeUndefined()
+      expect(plainJsonProblem(Buffer.from(`["${pad}\\\\",${deep(600)}]`), plain)).toBe("nests deeper than 512")
+      expect(plainJsonProblem(Buffer.from(`["${pad}\\\\\\"${deep(600)}"]`), plain)).toBeUndefined()
+    }
+    expect(plainJsonProblem(Buffer.from(deep(512)), plain)).toBeUndefined()
+    expect(plainJsonProblem(Buffer.from(deep(513)), plain)).toBe("nests deeper than 512")
+  })
+
+  it("counts numbers and literals as one value each, and bytes JSON.parse refuses in time linear in them", () => {
+    expect(plainJsonProblem(Buffer.from(`[${"12345,true,null,".repeat(333)}0]`), { request: false, maxValues: 1000 })).toBeUndefined()
+    expect(plainJsonProblem(Buffer.from(`[${"12345,true,null,".repeat(333)}0,1]`), { request: false, maxValues: 1000 })).toBe("holds a Request with more than 1000 values")
+    // A byte-order mark or a letter before brackets does not hide them.
+    expect(plainJsonProblem(Buffer.from(`\ufeff${deep(600)}`), plain)).toBe("nests deeper than 512")
+    expect(plainJsonProblem(Buffer.from(`[x${deep(600)}]`), plain)).toBe("nests deeper than 512")
+    // An unclosed string or stray closers: nothing to refuse here, JSON.parse will.
+    expect(plainJsonProblem(Buffer.from(`["${"\\".repeat(1000)}`), plain)).toBeUndefined()
+    expect(plainJsonProblem(Buffer.from("]]]}}}"), plain)).toBeUndefined()
+  })
+})
+
+describe.each([true, false])("a Request's values in all (json %s)", (json) => {
+  it.live("past maxRequestValues are refused before decoding, at the limit served", () =>
+    Effect.gen(function*() {
+      const served = yield* serve(json, { maxRequestValues: 1000 })
+      // The message's 5 fields are 10 values, the payload's 1 field 2: the pad's items take the rest.
+      const echo = (items: number) => served.encode({ _tag: "Request", id: "1", tag: "Echo", headers: [], payload: { text: "x", pad: new Array(items).fill(0) } })
+      const at = yield* served.request(echo(1000 - 14))
+      assert.deepStrictEqual(at.exit, { _tag: "Success", value: "x" }, JSON.stringify(at).slice(0, 300))
+      const past = yield* served.request(echo(1000 - 13))
+      expect(String(past.defect)).toMatch(/rpc frame holds a Request with more than 1000 values/)
+    }))
+
+  it.live("1.5 million keys are refused by the default limit (1,000,000) without the seconds of decoding", () =>
+    Effect.gen(function*() {
+      const served = yield* serve(json)
+      // Written as bytes: an object of 1.5 million keys costs the test seconds to make and encode.
+      const count = 1_500_000
+      const names = Array.from({ length: count }, (_, i) => i.toString(36))
+      let body: Uint8Array
+      if (json) body = Buffer.from(`{"_tag":"Request","id":"1","tag":"Echo","headers":[],"payload":{"text":"x","keys":{${names.map((k) => `"${k}":0`).join(",")}}}}`)
+      else {
+        // The Request with `keys: null` last, its null (the last byte) replaced by a map32 of the keys.
+        const prefix = served.encode({ _tag: "Request", id: "1", tag: "Echo", headers: [], payload: { text: "x", keys: null } })
+        const map = Buffer.from([0xdf, count >>> 24, (count >>> 16) & 0xff, (count >>> 8) & 0xff, count & 0xff])
+        body = Buffer.concat([prefix.subarray(0, prefix.length - 1), map, ...names.map((k) => Buffer.from([0xa0 | k.length, ...Buffer.from(k), 0]))])
+      }
+      const { answer, heldMs } = yield* served.attack(body)
+      expect(String(answer.defect)).toMatch(/rpc frame holds a Request with more than 1000000 values/)
+      expect(heldMs).toBeLessThan(heldBoundMs)
+    }), 180_000)
+})
