@@ -1,8 +1,8 @@
 // Runs a long-lived command (sidecar, demo) as the process's main program without the full CLI
 // stack: SIGTERM or SIGINT interrupts it, which runs its finalizers (the drain), and the process
 // exits 0 after a clean stop, 1 after a failure; the lines a stalled stdout or stderr dropped are
-// said last (iip/outputLines.ts), and node exits once the pipes took what they hold, or after
-// OUTPUT_FLUSH_MS when one is stalled (nobody reads it any more), saying so on stderr. Keeping this
+// said last (iip/outputLines.ts), and node exits once the pipes took what they hold, or once one
+// took nothing for OUTPUT_FLUSH_MS (nobody reads it any more), saying so on stderr. Keeping this
 // path light keeps the sidecar's memory down (bench/sidecar measures it).
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"

@@ -27,7 +27,7 @@ export const settings = [
   { key: "weight", env: "IIP_MESH_WEIGHT", flag: "--weight", help: "this instance's weight, as announced (default 1)" },
   { key: "requestTimeoutMs", env: "IIP_MESH_REQUEST_TIMEOUT", flag: "--request-timeout", help: "deadline of a proxied request (default 15s)" },
   { key: "drainTimeoutMs", env: "IIP_MESH_DRAIN_TIMEOUT", flag: "--drain-timeout", help: "how long a stop lets requests finish (default 10s)" },
-  { key: "outputFlushTimeoutMs", env: "IIP_MESH_OUTPUT_FLUSH_TIMEOUT", flag: "--output-flush-timeout", help: "how long a stopped sidecar waits for stdout to take its last lines before it exits (default 2s)" },
+  { key: "outputFlushTimeoutMs", env: "IIP_MESH_OUTPUT_FLUSH_TIMEOUT", flag: "--output-flush-timeout", help: "how long a stopped sidecar waits on a stdout that takes nothing of its last lines before it exits (default 2s; a slow reader gets 30s at most)" },
   { key: "accessLog", env: "IIP_MESH_ACCESS_LOG", flag: "--access-log", help: "one JSON line per request on stdout (default off)" },
   { key: "tracing", env: "IIP_MESH_TRACING", flag: "--tracing", help: "trace every request (default on; OTEL_* variables configure export)" },
   { key: "compress", env: "IIP_MESH_COMPRESS", flag: "--compress", help: "compress bodies sent to other sidecars when it pays (default off: for slow links)" },

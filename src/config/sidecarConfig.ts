@@ -82,7 +82,7 @@ export const SidecarConfigSchema = Schema.Struct({
   weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 }))),
   requestTimeoutMs: PositiveMs,
   drainTimeoutMs: PositiveMs,
-  /** How long a stopped sidecar waits for stdout and stderr to take what they hold (nobody may read them any more) before it exits. */
+  /** How long a stopped sidecar waits on a stdout or stderr that takes nothing of what they hold (nobody may read them any more) before it exits. */
   outputFlushTimeoutMs: PositiveMs,
   accessLog: Schema.Boolean,
   /** Spans for every request (kept in the admin's trace store; exported when OTEL_* says so). */

@@ -80,13 +80,17 @@ export const MinWatchSpacingMs = 1000
 export interface WatchClock {
   /** Now, in ms on a monotonic clock. */
   readonly now: () => number
-  /** Resolves after `ms`, or as soon as `signal` aborts; keeps no process alive. */
+  /**
+   * Resolves after `ms`, or as soon as `signal` aborts (the watch's stop). It holds the process up
+   * meanwhile: in a backoff it is all a watch has pending, and a process whose only work is the watch
+   * exited there, for good.
+   */
   readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>
 }
 
 export const systemWatchClock: WatchClock = {
   now: () => performance.now(),
-  sleep: (ms, signal) => sleep(ms, undefined, { ref: false, signal }).catch(() => {})
+  sleep: (ms, signal) => sleep(ms, undefined, { signal }).catch(() => {})
 }
 
 export interface KubernetesWatchOptions<T extends KubernetesObject> {

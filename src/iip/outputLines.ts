@@ -8,8 +8,9 @@
 // A stream whose reader is gone (EPIPE) takes no more lines: they are dropped, not thrown as an
 // uncaught exception per line (iip_mesh_uncaught_errors_total is for bugs).
 // At a stop, node waits for the pipes to take what they hold: a stopped sidecar whose stdout nobody
-// reads any more never exited. exitWithinMs bounds that wait (runMain); past it the process exits,
-// saying on stderr (when stderr takes lines) how many lines stdout left unwritten (`output-unwritten`).
+// reads any more never exited. exitWithinMs bounds that wait (runMain): once the pipes took nothing
+// for a while (or after OUTPUT_FLUSH_MAX_MS) the process exits, saying on stderr (when stderr takes
+// lines) how many lines stdout left unwritten (`output-unwritten`).
 
 /** The most a stream holds unwritten before lines are dropped: about 4,000 access lines. */
 export const MAX_QUEUED_OUTPUT_BYTES = 1 << 20
@@ -96,25 +97,56 @@ export const flushDroppedLines = (): void => {
   stderr?.flush()
 }
 
-/** How long a stopped process waits for stdout and stderr to take what they hold before it exits anyway (the default of --output-flush-timeout). */
+/** How long a stopped process waits for stdout and stderr to take anything before it exits anyway (the default of --output-flush-timeout). */
 export const OUTPUT_FLUSH_MS = 2_000
 
 /**
- * Exits the process once `ms` have passed, unless it ends first by itself (the pipes took their
- * lines: the timer holds nothing up). The lines stdout still holds then are lost: how many, and
- * how many it dropped before, is said on stderr first, when stderr holds nothing unwritten itself
- * (a stalled stderr's own loss has nowhere to be said).
+ * The longest a stop waits on a stdout that keeps taking lines, however slowly: a reader slower
+ * than that loses the rest (a Kubernetes pod is killed 30 s after its stop by default in any case).
+ */
+export const OUTPUT_FLUSH_MAX_MS = 30_000
+
+/**
+ * Exits the process once stdout and stderr took no byte for `ms` (their reader stopped reading), or
+ * after OUTPUT_FLUSH_MAX_MS in all, unless it ends first by itself (the pipes took their lines: the
+ * timer holds nothing up). A reader that is slow but reading is waited for: a bound on the whole
+ * wait cut one taking 300 KB/s (the MiB held takes 3.5 s) at 1 s, mid-line. The lines stdout still
+ * holds then are lost: how many, and how many it dropped before, is said on stderr first, when
+ * stderr holds nothing unwritten itself (a stalled stderr's own loss has nowhere to be said).
  */
 export const exitWithinMs = (ms: number): void => {
-  setTimeout(() => {
+  const held = (): string => JSON.stringify([stdout === undefined ? [] : unsent(process.stdout), stderr === undefined ? [] : unsent(process.stderr)])
+  const looks = Math.max(1, Math.floor(OUTPUT_FLUSH_MAX_MS / ms))
+  let looked = 0
+  let before = held()
+  const look = (): void => {
+    looked++
+    const now = held()
+    // Nothing is written after the stop: what the streams hold changes only as their readers take it.
+    const taking = now !== before && (stdout?.unwritten() ?? 0) + (stderr?.unwritten() ?? 0) > 0
+    if (taking && looked < looks) {
+      before = now
+      setTimeout(look, ms).unref()
+      return
+    }
     const lines = stdout?.unwritten() ?? 0
     if (lines > 0 && !process.stderr.destroyed && process.stderr.writableLength === 0) {
-      const said = { time: new Date().toISOString(), event: "output-unwritten", stream: "stdout", lines, dropped: stdout?.dropped() ?? 0, afterMs: ms }
+      const said = { time: new Date().toISOString(), event: "output-unwritten", stream: "stdout", lines, dropped: stdout?.dropped() ?? 0, afterMs: looked * ms }
       process.stderr.write(`${JSON.stringify(said)}\n`)
     }
     process.exit()
-  }, ms).unref()
+  }
+  setTimeout(look, ms).unref()
 }
+
+/**
+ * What a standard stream holds: in node's queue (writableLength) and in libuv's (the handle's
+ * writeQueueSize). Node sends the lines queued behind a write as one write, and counts them and
+ * calls their callbacks only once the pipe took all of it: a MiB read at 300 KB/s showed no change
+ * there for 3 s. libuv's queue falls as the pipe takes bytes.
+ */
+const unsent = (stream: NodeJS.WriteStream): readonly [number, number] =>
+  [stream.writableLength, (stream as { readonly _handle?: { readonly writeQueueSize?: number } })._handle?.writeQueueSize ?? 0]
 
 /** Lines each standard stream dropped so far (for /metrics; a stream not written to yet has dropped none). */
 export const droppedLines = (): Readonly<Record<"stdout" | "stderr", number>> => ({ stdout: stdout?.dropped() ?? 0, stderr: stderr?.dropped() ?? 0 })

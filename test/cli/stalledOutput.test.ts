@@ -140,6 +140,42 @@ describe("a sidecar whose stdout nobody reads", () => {
     expect(Number(unwritten[0]!.lines) + Number(unwritten[0]!.dropped)).toBeLessThanOrEqual(401)
   }, 30_000)
 
+  it("stopped while its stdout is read slowly (about 300 KB/s: the MiB it holds takes past the bound), waits while lines are taken: every line arrives, none said unwritten", async () => {
+    const { child, port, stderr } = await startSidecar(["--output-flush-timeout", "1s"])
+    // About 1 MiB of 8 KB lines held (and the pipe's 64 KiB), the rest dropped: some 3.5 s of reading at 300 KB/s.
+    expect([...await requests(port, `/${"u".repeat(8000)}`, 400, 4)]).toStrictEqual([414])
+    const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)))
+    child.kill("SIGTERM")
+    // A reader that takes 300 KB a second: each chunk read, it pauses for the time that chunk is worth at that rate.
+    let out = ""
+    let paused: NodeJS.Timeout | undefined
+    child.stdout.on("data", (chunk: Buffer) => {
+      out += chunk.toString()
+      child.stdout.pause()
+      paused = setTimeout(() => child.stdout.resume(), chunk.length / 300)
+    })
+    child.stdout.resume()
+    const ended = new Promise((done) => child.stdout.once("end", done))
+    const code = await exited
+    await ended
+    clearTimeout(paused)
+    // A line cut off by the exit (the process ended mid-write) is no JSON: counted as torn.
+    const parsed = out.split("\n").filter((l) => l !== "").map((l) => {
+      try {
+        return JSON.parse(l) as Record<string, unknown>
+      } catch {
+        return undefined
+      }
+    })
+    const lines = parsed.filter((l) => l !== undefined)
+    const torn = parsed.length - lines.length
+    const dropped = Number(lines.find((l) => l.event === "log-lines-dropped")?.lines ?? 0)
+    const unwritten = stderr().split("\n").filter((l) => l.includes('"output-unwritten"'))
+    console.log(`slow stdout at stop: exited ${code}, ${out.length} bytes read, ${lines.length} lines (${torn} torn), ${dropped} dropped before the stop, ${JSON.stringify(unwritten)}`)
+    // Before: cut at the 1 s bound although the pipe was taking lines (the last one torn), the rest said unwritten.
+    expect({ code, torn, unwritten, whole: lines.filter((l) => l.status === 414).length + dropped }).toStrictEqual({ code: 0, torn: 0, unwritten: [], whole: 400 })
+  }, 30_000)
+
   it("whose stdout is closed keeps answering, and a write to it is no uncaught exception", async () => {
     const { admin, child, port } = await startSidecar()
     child.stdout.destroy()

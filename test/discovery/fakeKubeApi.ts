@@ -153,6 +153,13 @@ export class FakeKubeApi {
     this.watches.clear()
   }
 
+  /** End every open watch stream with an ERROR event 410 Gone, as kube-apiserver does once etcd compacted the history a watcher still needed. */
+  goneOpenWatches(): void {
+    this.expireHistory()
+    for (const watch of this.watches) watch.res.end(`${JSON.stringify({ type: "ERROR", object: goneStatus })}\n`)
+    this.watches.clear()
+  }
+
   /** Forget the history: a watch from an older resourceVersion gets 410 Gone (the client must list again). */
   expireHistory(): void {
     this.oldestRv = this.rv + 1

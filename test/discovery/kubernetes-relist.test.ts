@@ -59,6 +59,16 @@ const listTimes = async (api: FakeKubeApi, clock: ManualClock, untilMs: number, 
   }
 }
 
+/** Wakes the informer's sleeps in turn, as soon as each begins, until `done` holds (within 3 s of real time). */
+const wakeUntil = async (clock: ManualClock, done: () => boolean, what: string): Promise<void> => {
+  const deadline = performance.now() + 3000
+  while (!done()) {
+    if (performance.now() > deadline) throw new Error(`timed out after 3000 ms waiting for ${what} (at ${clock.now()} ms on the clock)`)
+    if (clock.nextAt !== Infinity) clock.wakeNext()
+    else await new Promise<void>((resolve) => setTimeout(resolve, 2))
+  }
+}
+
 /** The gaps between consecutive times. */
 const gaps = (times: ReadonlyArray<number>): Array<number> => times.slice(1).map((time, i) => time - times[i]!)
 
@@ -106,6 +116,35 @@ describe("relists after 410 Gone back off", () => {
     expect(times[0]).toBe(MAX_RETRY_MS)
     gaps(times).forEach((gap, n) => expect(gap, `gap ${n} of ${JSON.stringify(times)}`).toBeGreaterThanOrEqual(backoff(n)))
     expect(times.length).toBeGreaterThanOrEqual(3)
+  })
+
+  it.each([
+    ["stream", "an ERROR event that ends the open watch"],
+    ["reopen", "the watch re-opened after the server ended it"]
+  ] as const)("a healthy watch open past the longest delay, in the middle of a backed-off series, then 410 Gone (etcd compacted, %s: %s): the list follows at once, no wait on the clock and none said", async (how, _as) => {
+    const api = await server()
+    api.goneWatches = "event"
+    const clock = new ManualClock()
+    const failed = watch(api, clock)
+    // A series under way: 410 on every watch, lists at 0, 1 and 3 s; the next relist waits 4 s.
+    expect(await listTimes(api, clock, 5_000)).toStrictEqual([0, 1_000, 3_000])
+    // The server is healthy again: the next list's watch stays open, for longer than the longest delay.
+    api.goneWatches = undefined
+    await wakeUntil(clock, () => api.openWatches > 0, "a watch that stays open")
+    clock.advance(MAX_RETRY_MS + 1_000)
+    const said = failed.mark
+    const mark = api.requests.mark
+    if (how === "stream") api.goneOpenWatches()
+    else {
+      api.expireHistory()
+      api.dropWatches()
+      // The client's own delay and the watch spacing come before the watch that meets the 410.
+      await wakeUntil(clock, () => api.requests.items.slice(mark).some((r) => r.kind === "watch"), "the watch from the compacted resourceVersion")
+    }
+    const goneAt = clock.now()
+    // Nothing wakes the clock from here: a list that waited on it would never come.
+    const listed = await api.requests.waitFor((r) => r.kind === "list", { from: mark, timeoutMs: 3000 }).then(() => true, () => false)
+    expect({ listed, at: clock.now(), said: failed.items.slice(said) }).toStrictEqual({ listed: true, at: goneAt, said: [] })
   })
 
   it("watches ended every 10 s (a proxy that cuts them, none living the longest delay) for a minute since the last list: each 410 then lists at once, as often as it comes", async () => {
