@@ -1,0 +1,189 @@
+// The certificate-based renewal attacked (a new way to earn an identity): past its join token's
+// end, a sign call earns `spiffe://<td>/svc/<service>` only when it presents, as its TLS client
+// certificate, a current, verifiable leaf naming exactly that ID. Each certificate here is made
+// by the test as an attacker holding some key would make it, presented with the expired token of
+// the service it wants, to a real issuer on 127.0.0.1:0.
+import "reflect-metadata"
+import * as x509 from "@peculiar/x509"
+import { randomBytes, webcrypto } from "node:crypto"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import type { CertifiedKey } from "../../src/identity/certificates.ts"
+import { createIntermediateCa, createRootCa, generateKeyPair } from "../../src/identity/certificates.ts"
+import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
+import { parseJoinTokens } from "../../src/identity/proofs.ts"
+import { issuerSigner } from "../../src/identity/signers.ts"
+import { makeIssuingCa, type RunningIssuer, startIssuer, trustDomain } from "../support/identityTest.ts"
+
+const day = 86_400_000
+const catalogToken = "c".repeat(40)
+const catalog = `spiffe://${trustDomain}/svc/catalog`
+const signingAlgorithm = { name: "ECDSA", hash: "SHA-256" } as const
+
+let ca: Awaited<ReturnType<typeof makeIssuingCa>>
+let running: RunningIssuer
+beforeAll(async () => {
+  ca = await makeIssuingCa()
+  // catalog's token ended a day ago: only a certificate earns catalog's identity now.
+  running = await startIssuer(ca, { joinTokens: parseJoinTokens(`${catalogToken} catalog,pricing\n`, { writtenAt: Date.now() - 2 * day, defaultTtlMs: day }) })
+})
+afterAll(async () => {
+  await running?.stop()
+})
+
+const signingKeyOf = (signer: CertifiedKey) =>
+  webcrypto.subtle.importKey("pkcs8", Buffer.from(signer.privateKeyPem.replace(/-----[A-Z ]+-----|\s+/g, ""), "base64"), { name: "ECDSA", namedCurve: "P-256" }, false, ["sign"])
+
+/** What a client presents: its key and its chain, leaf first. */
+interface Held {
+  readonly privateKeyPem: string
+  readonly certificateChainPem: string
+}
+
+/** A leaf signed by `signer` (its certificate and key), the way an attacker holding that key could make one. */
+const forge = async (
+  signer: CertifiedKey,
+  options: {
+    readonly uris: ReadonlyArray<string>
+    readonly notBefore?: Date
+    readonly notAfter?: Date
+    readonly ca?: boolean
+    readonly chain?: string
+  }
+): Promise<Held> => {
+  const pair = await generateKeyPair()
+  const parent = new x509.X509Certificate(signer.certificatePem)
+  const certificate = await x509.X509CertificateGenerator.create({
+    serialNumber: randomBytes(8).toString("hex").replace(/^./, "1"),
+    subject: options.ca === true ? [{ CN: ["forged ca"] }] : [],
+    issuer: parent.subject,
+    notBefore: options.notBefore ?? new Date(Date.now() - 60_000),
+    notAfter: options.notAfter ?? new Date(Date.now() + day),
+    publicKey: pair.keys.publicKey,
+    signingKey: await signingKeyOf(signer),
+    signingAlgorithm,
+    extensions: [
+      new x509.BasicConstraintsExtension(options.ca === true, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement | (options.ca === true ? x509.KeyUsageFlags.keyCertSign : 0), true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension(options.uris.map((value) => ({ type: "url" as const, value })), true),
+      await x509.AuthorityKeyIdentifierExtension.create(parent)
+    ]
+  })
+  return { privateKeyPem: pair.privateKeyPem, certificateChainPem: certificate.toString("pem") + "\n" + (options.chain ?? signer.certificatePem) }
+}
+
+/** A sign call for catalog's identity with catalog's (expired) token, presenting `held`: the ID signed, or the refusal. */
+const renewCatalog = async (held: Held | undefined, token = catalogToken) => {
+  const pair = await generateKeyPair()
+  const signer = issuerSigner({ issuerUrl: running.url, trustDomain, trustBundle: () => ca.trustBundlePem, proof: () => ({ kind: "join", token }), credentials: () => held })
+  return signer(await createCertificateRequest(pair.keys, catalog)).then((answer) => answer.spiffeId, (error: Error) => error.message)
+}
+
+const expiredToken = /^the issuer refused \(401 bad-join-token\): the join token expired at /
+
+describe("renewal by certificate: what earns it", () => {
+  it("a current leaf of the issuer's CA naming exactly the service's ID, with its chain, earns it (control)", async () => {
+    expect(await renewCatalog(await forge(ca.intermediate, { uris: [catalog] }))).toBe(catalog)
+    expect(await renewCatalog(undefined)).toMatch(expiredToken)
+  })
+
+  it("a leaf of the issuer's CA that has expired, or is not valid yet, earns nothing", async () => {
+    expect(await renewCatalog(await forge(ca.intermediate, { uris: [catalog], notBefore: new Date(Date.now() - 2 * day), notAfter: new Date(Date.now() - 60_000) }))).toMatch(expiredToken)
+    expect(await renewCatalog(await forge(ca.intermediate, { uris: [catalog], notBefore: new Date(Date.now() + 3_600_000), notAfter: new Date(Date.now() + day) }))).toMatch(expiredToken)
+  })
+
+  it("a leaf of the issuer's CA naming another trust domain, another service, or a variant of the ID, earns nothing", async () => {
+    const variants = [
+      `spiffe://other.mesh/svc/catalog`,
+      `spiffe://${trustDomain}/svc/pricing`,
+      `spiffe://${trustDomain}/svc/catalogx`,
+      `spiffe://${trustDomain}/svc/catalo`,
+      `spiffe://${trustDomain}/svc/Catalog`,
+      `spiffe://${trustDomain}/svc/catalog/`,
+      `spiffe://${trustDomain}/svc/catalog/x`,
+      `spiffe://${trustDomain}/svc/cat%61log`,
+      `spiffe://${trustDomain}//svc/catalog`,
+      `spiffe://${trustDomain}/x/svc/catalog`,
+      `spiffe://${trustDomain.toUpperCase()}/svc/catalog`,
+      `spiffe://${trustDomain}:443/svc/catalog`,
+      `spiffe://x@${trustDomain}/svc/catalog`,
+      `spiffe://${trustDomain}/svc/catalog?x=1`,
+      `spiffe://${trustDomain}/svc/catalog#x`,
+      `https://${trustDomain}/svc/catalog`,
+      `spiffe://${trustDomain}`
+    ]
+    for (const uri of variants) expect([uri, await renewCatalog(await forge(ca.intermediate, { uris: [uri] }))]).toStrictEqual([uri, expect.stringMatching(expiredToken)])
+  })
+
+  it("a leaf with two URI SANs earns nothing, even both the service's own ID", async () => {
+    expect(await renewCatalog(await forge(ca.intermediate, { uris: [catalog, catalog] }))).toMatch(expiredToken)
+    expect(await renewCatalog(await forge(ca.intermediate, { uris: [catalog, `spiffe://${trustDomain}/svc/pricing`] }))).toMatch(expiredToken)
+  })
+
+  it("a CA certificate presented as the leaf earns nothing: the bundle's root itself, or a CA under the intermediate naming the service", async () => {
+    const root = await createRootCa({ commonName: "attack root", trustDomain, lifetimeMs: day })
+    const issuing = await makeIssuingCaWithRoot(root)
+    // The root as a leaf: the chain is the trust anchor itself.
+    expect(await renewCatalogAt(issuing, { privateKeyPem: root.privateKeyPem, certificateChainPem: root.certificatePem })).toMatch(expiredToken)
+    expect(await renewCatalog(await forge(ca.intermediate, { uris: [catalog], ca: true }))).toMatch(expiredToken)
+  })
+
+  it("a leaf under a second intermediate (a CA below the issuing one) earns nothing; a leaf sent without its intermediate earns nothing", async () => {
+    const sub = await forgeCa(ca.intermediate, "sub intermediate")
+    expect(await renewCatalog(await forge(sub, { uris: [catalog], chain: sub.certificatePem + ca.intermediate.certificatePem }))).toMatch(expiredToken)
+    expect(await renewCatalog(await forge(ca.intermediate, { uris: [catalog], chain: "" }))).toMatch(expiredToken)
+  })
+
+  it("a leaf signed by a key not in the bundle under a CA certificate with the same subject (the intermediate's, or the root's) earns nothing", async () => {
+    const lookalikeRoot = await createRootCa({ commonName: "test root", trustDomain, lifetimeMs: day })
+    const lookalikeIntermediate = await createIntermediateCa(lookalikeRoot, { commonName: "test intermediate", trustDomain, lifetimeMs: day })
+    expect(await renewCatalog(await forge(lookalikeIntermediate, { uris: [catalog] }))).toMatch(expiredToken)
+    expect(await renewCatalog(await forge(lookalikeIntermediate, { uris: [catalog], chain: lookalikeIntermediate.certificatePem + lookalikeRoot.certificatePem }))).toMatch(expiredToken)
+  })
+
+  it("a current certificate of the service does not make a token good that is not in the file (revoked), even while another token of that service is", async () => {
+    const held = await forge(ca.intermediate, { uris: [catalog] })
+    expect(await renewCatalog(held, "r".repeat(40))).toBe("the issuer refused (401 bad-join-token): unknown join token")
+  })
+})
+
+/** A CA under `signer` (no path length of its own): below the issuing intermediate, whose path length is 0. */
+const forgeCa = async (signer: CertifiedKey, commonName: string): Promise<CertifiedKey> => {
+  const pair = await generateKeyPair()
+  const parent = new x509.X509Certificate(signer.certificatePem)
+  const certificate = await x509.X509CertificateGenerator.create({
+    serialNumber: randomBytes(8).toString("hex").replace(/^./, "1"),
+    subject: [{ CN: [commonName] }],
+    issuer: parent.subject,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + day),
+    publicKey: pair.keys.publicKey,
+    signingKey: await signingKeyOf(signer),
+    signingAlgorithm,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(pair.keys.publicKey),
+      await x509.AuthorityKeyIdentifierExtension.create(parent)
+    ]
+  })
+  return { certificatePem: certificate.toString("pem") + "\n", privateKeyPem: pair.privateKeyPem }
+}
+
+/** An issuing CA whose root (key included) the test holds. */
+const makeIssuingCaWithRoot = async (root: CertifiedKey) => {
+  const intermediate = await createIntermediateCa(root, { commonName: "attack intermediate", trustDomain, lifetimeMs: day })
+  return { intermediate, trustBundlePem: root.certificatePem, trustDomain }
+}
+
+/** renewCatalog against an issuer of `issuing`, started and stopped for the one call. */
+const renewCatalogAt = async (issuing: Awaited<ReturnType<typeof makeIssuingCaWithRoot>>, held: Held) => {
+  const other = await startIssuer(issuing, { joinTokens: parseJoinTokens(`${catalogToken} catalog\n`, { writtenAt: Date.now() - 2 * day, defaultTtlMs: day }) })
+  try {
+    const pair = await generateKeyPair()
+    const signer = issuerSigner({ issuerUrl: other.url, trustDomain, trustBundle: () => issuing.trustBundlePem, proof: () => ({ kind: "join", token: catalogToken }), credentials: () => held })
+    return await signer(await createCertificateRequest(pair.keys, catalog)).then((answer) => answer.spiffeId, (error: Error) => error.message)
+  } finally {
+    await other.stop()
+  }
+}
