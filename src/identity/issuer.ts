@@ -178,12 +178,14 @@ const servingCredentials = async (ca: IssuingCa, options: IssuerOptions) => {
 
 /**
  * The service whose certificate the client presented, verified by node:tls against the bundle
- * (unexpired, chained to a root we hand out) and naming spiffe://<td>/svc/<service>; else undefined.
+ * (unexpired, chained to a root we hand out), not a CA (an X.509-SVID leaf never is: OpenSSL takes
+ * a CA certificate as a client's leaf when its key usage allows) and naming
+ * spiffe://<td>/svc/<service>; else undefined.
  */
 const presentedService = (socket: TLSSocket, trustDomain: string): string | undefined => {
   if (!socket.authorized) return undefined
-  const raw = socket.getPeerCertificate().raw
-  const id = raw === undefined ? undefined : spiffeIdOfCertificate(raw)
+  const leaf = socket.getPeerX509Certificate()
+  const id = leaf === undefined || leaf.ca ? undefined : spiffeIdOfCertificate(leaf)
   const segments = id?.trustDomain === trustDomain ? id.path.split("/") : []
   return segments.length === 3 && segments[1] === "svc" ? segments[2] : undefined
 }
