@@ -6,7 +6,8 @@
 import "reflect-metadata"
 import * as x509 from "@peculiar/x509"
 import { randomBytes, webcrypto } from "node:crypto"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as tls from "node:tls"
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest"
 import type { CertifiedKey } from "../../src/identity/certificates.ts"
 import { createIntermediateCa, createRootCa, generateKeyPair } from "../../src/identity/certificates.ts"
 import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
@@ -144,6 +145,77 @@ describe("renewal by certificate: what earns it", () => {
   it("a current certificate of the service does not make a token good that is not in the file (revoked), even while another token of that service is", async () => {
     const held = await forge(ca.intermediate, { uris: [catalog] })
     expect(await renewCatalog(held, "r".repeat(40))).toBe("the issuer refused (401 bad-join-token): unknown join token")
+  })
+})
+
+/**
+ * A raw TLS client presenting `held` (and resuming `session` when given) that POSTs catalog's
+ * renewal and closes: the status, whether the session was resumed, and the session it was given.
+ */
+const rawRenew = async (held: Held, session?: Buffer) => {
+  const pair = await generateKeyPair()
+  const body = JSON.stringify({ csr: await createCertificateRequest(pair.keys, catalog), proof: { kind: "join", token: catalogToken } })
+  return new Promise<{ status: number; reused: boolean; session: Buffer | undefined }>((resolve, reject) => {
+    const chunks: Array<Buffer> = []
+    let given: Buffer | undefined
+    let reused = false
+    const socket = tls.connect(
+      { host: "127.0.0.1", port: Number(new URL(running.url).port), rejectUnauthorized: false, key: held.privateKeyPem, cert: held.certificateChainPem, ...(session === undefined ? {} : { session }) },
+      () => {
+        reused = socket.isSessionReused()
+        socket.write(`POST /v1/sign HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+      }
+    )
+    socket.on("session", (ticket: Buffer) => (given = ticket))
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk))
+    socket.on("error", reject)
+    socket.on("close", () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(Buffer.concat(chunks).toString())?.[1] ?? 0), reused, session: given }))
+  })
+}
+
+describe("renewal by certificate: a session resumed", () => {
+  it("a TLS session resumed after its certificate expired earns nothing: the certificate is judged on the call, not when it was first shown", async () => {
+    const notAfter = new Date(Math.ceil(Date.now() / 1000) * 1000 + 1_000)
+    const held = await forge(ca.intermediate, { uris: [catalog], notAfter })
+    const first = await rawRenew(held)
+    expect(first.status).toBe(200)
+    expect(first.session).toBeDefined()
+    // The certificate's end is on the wall clock (OpenSSL judges it there): wait for it, bounded.
+    await vi.waitFor(() => expect(Date.now()).toBeGreaterThan(notAfter.getTime() + 1_000), { timeout: 5_000, interval: 50 })
+    const resumed = await rawRenew(held, first.session)
+    expect(resumed.reused).toBe(true)
+    expect(resumed.status).toBe(401)
+    // The same certificate shown afresh is refused, as it should be.
+    expect((await rawRenew(held)).status).toBe(401)
+  })
+
+  it("a connection kept alive past its certificate's end earns nothing more with it", async () => {
+    const notAfter = new Date(Math.ceil(Date.now() / 1000) * 1000 + 1_000)
+    const held = await forge(ca.intermediate, { uris: [catalog], notAfter })
+    const socket = tls.connect({ host: "127.0.0.1", port: Number(new URL(running.url).port), rejectUnauthorized: false, key: held.privateKeyPem, cert: held.certificateChainPem })
+    socket.on("error", () => {})
+    try {
+      await new Promise((resolve) => socket.once("secureConnect", resolve))
+      let received = ""
+      socket.on("data", (chunk: Buffer) => (received += chunk.toString()))
+      /** One request on the open connection; its status once its whole answer (content-length) is in. */
+      const renew = async () => {
+        const pair = await generateKeyPair()
+        const body = JSON.stringify({ csr: await createCertificateRequest(pair.keys, catalog), proof: { kind: "join", token: catalogToken } })
+        received = ""
+        socket.write(`POST /v1/sign HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+        await vi.waitFor(() => {
+          const head = /^HTTP\/1\.1 (\d{3})[^]*?content-length: (\d+)\r\n[^]*?\r\n\r\n/i.exec(received)
+          expect(head !== null && Buffer.byteLength(received) >= head[0].length + Number(head[2])).toBe(true)
+        }, { timeout: 5_000, interval: 5 })
+        return Number(received.slice(9, 12))
+      }
+      expect(await renew()).toBe(200)
+      await vi.waitFor(() => expect(Date.now()).toBeGreaterThan(notAfter.getTime() + 1_000), { timeout: 5_000, interval: 50 })
+      expect(await renew()).toBe(401)
+    } finally {
+      socket.destroy()
+    }
   })
 })
 
