@@ -178,14 +178,18 @@ const servingCredentials = async (ca: IssuingCa, options: IssuerOptions) => {
 
 /**
  * The service whose certificate the client presented, verified by node:tls against the bundle
- * (unexpired, chained to a root we hand out), not a CA (an X.509-SVID leaf never is: OpenSSL takes
- * a CA certificate as a client's leaf when its key usage allows) and naming
- * spiffe://<td>/svc/<service>; else undefined.
+ * (chained to a root we hand out), current at `now`, not a CA (an X.509-SVID leaf never is: OpenSSL
+ * takes a CA certificate as a client's leaf when its key usage allows) and naming
+ * spiffe://<td>/svc/<service>; else undefined. node:tls judged the dates once, at the connection's
+ * full handshake: a connection kept alive, or a session resumed from its ticket (300 s), would
+ * carry a certificate past its end, so the leaf's dates are judged again on every call, on the
+ * wall clock as OpenSSL judges them (leaves never outlive their intermediate: leafValidity).
  */
-const presentedService = (socket: TLSSocket, trustDomain: string): string | undefined => {
+const presentedService = (socket: TLSSocket, trustDomain: string, now: number): string | undefined => {
   if (!socket.authorized) return undefined
   const leaf = socket.getPeerX509Certificate()
-  const id = leaf === undefined || leaf.ca ? undefined : spiffeIdOfCertificate(leaf)
+  const current = leaf !== undefined && !leaf.ca && leaf.validFromDate.getTime() <= now && now <= leaf.validToDate.getTime()
+  const id = current ? spiffeIdOfCertificate(leaf) : undefined
   const segments = id?.trustDomain === trustDomain ? id.path.split("/") : []
   return segments.length === 3 && segments[1] === "svc" ? segments[2] : undefined
 }
@@ -281,7 +285,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       if (request.method !== "POST") return answer(response, 405, { error: "method-not-allowed", message: "POST /v1/sign" })
       // Read now, while the connection is open: a client may leave once its body is sent, and a
       // closed TLSSocket has no peer certificate left to read.
-      const renewing = presentedService(request.socket as TLSSocket, options.trustDomain)
+      const renewing = presentedService(request.socket as TLSSocket, options.trustDomain, Date.now())
       // A slot is taken once the body is in: a client that sends its body slowly (or never) holds
       // a connection, bounded by maxConnections and the request timeout, never a signing slot.
       readBody(request, options.maxRequestBytes)
