@@ -2,18 +2,21 @@
 // end, a sign call earns `spiffe://<td>/svc/<service>` only when it presents, as its TLS client
 // certificate, a current, verifiable leaf naming exactly that ID. Each certificate here is made
 // by the test as an attacker holding some key would make it, presented with the expired token of
-// the service it wants, to a real issuer on 127.0.0.1:0.
+// the service it wants, to a real issuer on 127.0.0.1:0. Presenting one changes nothing for a
+// Kubernetes proof; it reaches the issuer through a TCP relay, not through a proxy terminating TLS.
 import "reflect-metadata"
 import * as x509 from "@peculiar/x509"
 import { randomBytes, webcrypto } from "node:crypto"
+import * as net from "node:net"
 import * as tls from "node:tls"
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest"
 import type { CertifiedKey } from "../../src/identity/certificates.ts"
-import { createIntermediateCa, createRootCa, generateKeyPair } from "../../src/identity/certificates.ts"
+import { createIntermediateCa, createRootCa, generateKeyPair, issueLeaf, validFromNow } from "../../src/identity/certificates.ts"
 import { createCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import { parseJoinTokens } from "../../src/identity/proofs.ts"
 import { issuerSigner } from "../../src/identity/signers.ts"
-import { makeIssuingCa, type RunningIssuer, startIssuer, trustDomain } from "../support/identityTest.ts"
+import { issuerSpiffeId } from "../../src/identity/spiffe.ts"
+import { audience, makeIssuingCa, type RunningIssuer, startFakeApiServer, startIssuer, trustDomain } from "../support/identityTest.ts"
 
 const day = 86_400_000
 const catalogToken = "c".repeat(40)
@@ -74,9 +77,9 @@ const forge = async (
 }
 
 /** A sign call for catalog's identity with catalog's (expired) token, presenting `held`: the ID signed, or the refusal. */
-const renewCatalog = async (held: Held | undefined, token = catalogToken) => {
+const renewCatalog = async (held: Held | undefined, token = catalogToken, issuerUrl = running.url) => {
   const pair = await generateKeyPair()
-  const signer = issuerSigner({ issuerUrl: running.url, trustDomain, trustBundle: () => ca.trustBundlePem, proof: () => ({ kind: "join", token }), credentials: () => held })
+  const signer = issuerSigner({ issuerUrl, trustDomain, trustBundle: () => ca.trustBundlePem, proof: () => ({ kind: "join", token }), credentials: () => held })
   return signer(await createCertificateRequest(pair.keys, catalog)).then((answer) => answer.spiffeId, (error: Error) => error.message)
 }
 
@@ -215,6 +218,61 @@ describe("renewal by certificate: a session resumed", () => {
       expect(await renew()).toBe(401)
     } finally {
       socket.destroy()
+    }
+  })
+})
+
+describe("renewal by certificate: what presenting one does elsewhere", () => {
+  it("a Kubernetes proof is judged by its token alone: a presented certificate (of a service, expired, foreign) neither blocks nor changes the identity it earns", async () => {
+    const api = await startFakeApiServer({ good: { username: "system:serviceaccount:shop:catalog", audiences: [audience] } })
+    const issuing = await startIssuer(ca, { apiUrl: api.url })
+    try {
+      const foreign = await makeIssuingCa("foreign")
+      const presented = [
+        await forge(ca.intermediate, { uris: [catalog] }),
+        await forge(ca.intermediate, { uris: [`spiffe://${trustDomain}/ns/shop/sa/catalog`], notBefore: new Date(Date.now() - 2 * day), notAfter: new Date(Date.now() - 60_000) }),
+        await forge(foreign.intermediate, { uris: [`spiffe://${trustDomain}/ns/shop/sa/catalog`] })
+      ]
+      for (const held of presented) {
+        const pair = await generateKeyPair()
+        const signer = issuerSigner({ issuerUrl: issuing.url, trustDomain, trustBundle: () => ca.trustBundlePem, proof: () => ({ kind: "kubernetes", token: "good" }), credentials: () => held })
+        expect((await signer(await createCertificateRequest(pair.keys, undefined))).spiffeId).toBe(`spiffe://${trustDomain}/ns/shop/sa/catalog`)
+        // The service's certificate does not lift a Kubernetes proof to the service's identity.
+        await expect(signer(await createCertificateRequest(pair.keys, catalog))).rejects.toThrow(/403 identity-not-allowed/)
+      }
+    } finally {
+      await issuing.stop()
+      await api.close()
+    }
+  })
+
+  it("behind a TCP relay the certificate reaches the issuer and renews; behind a proxy that terminates TLS it cannot (the issuer sees the proxy's connection): such a proxy must pass TLS through", async () => {
+    const relays: Array<net.Server> = []
+    const sockets = new Set<net.Socket>()
+    /** A proxy on 127.0.0.1:0 passing each connection to the issuer: as bytes, or through TLS of its own (as the issuer, asking for client certificates). */
+    const proxy = async (terminate: boolean) => {
+      const pair = await generateKeyPair()
+      const cert = (await issueLeaf(ca.intermediate, { spiffeId: issuerSpiffeId(trustDomain), publicKey: pair.keys.publicKey, ...validFromNow(day) })) + ca.intermediate.certificatePem
+      const port = Number(new URL(running.url).port)
+      const relay = (client: net.Socket) => {
+        const upstream = terminate ? tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false }) : net.connect(port, "127.0.0.1")
+        sockets.add(client).add(upstream)
+        client.on("error", () => upstream.destroy())
+        upstream.on("error", () => client.destroy())
+        client.pipe(upstream).pipe(client)
+      }
+      const server = terminate ? tls.createServer({ key: pair.privateKeyPem, cert, requestCert: true, rejectUnauthorized: false }, relay) : net.createServer(relay)
+      relays.push(server)
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+      return `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+    }
+    try {
+      const held = await forge(ca.intermediate, { uris: [catalog] })
+      expect(await renewCatalog(held, catalogToken, await proxy(false))).toBe(catalog)
+      expect(await renewCatalog(held, catalogToken, await proxy(true))).toMatch(expiredToken)
+    } finally {
+      for (const socket of sockets) socket.destroy()
+      await Promise.all(relays.map((server) => new Promise((resolve) => server.close(resolve))))
     }
   })
 })
