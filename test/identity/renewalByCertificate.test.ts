@@ -176,7 +176,7 @@ const rawRenew = async (held: Held, session?: Buffer) => {
   })
 }
 
-describe("renewal by certificate: a session resumed", () => {
+describe("renewal by certificate: a connection or session outliving what it was verified against", () => {
   it("a TLS session resumed after its certificate expired earns nothing: the certificate is judged on the call, not when it was first shown", async () => {
     const notAfter = new Date(Math.ceil(Date.now() / 1000) * 1000 + 1_000)
     const held = await forge(ca.intermediate, { uris: [catalog], notAfter })
@@ -194,33 +194,50 @@ describe("renewal by certificate: a session resumed", () => {
 
   it("a connection kept alive past its certificate's end earns nothing more with it", async () => {
     const notAfter = new Date(Math.ceil(Date.now() / 1000) * 1000 + 1_000)
-    const held = await forge(ca.intermediate, { uris: [catalog], notAfter })
-    const socket = tls.connect({ host: "127.0.0.1", port: Number(new URL(running.url).port), rejectUnauthorized: false, key: held.privateKeyPem, cert: held.certificateChainPem })
-    socket.on("error", () => {})
+    const connection = await keptAlive(running.url, await forge(ca.intermediate, { uris: [catalog], notAfter }))
     try {
-      await new Promise((resolve) => socket.once("secureConnect", resolve))
-      let received = ""
-      socket.on("data", (chunk: Buffer) => (received += chunk.toString()))
-      /** One request on the open connection; its status once its whole answer (content-length) is in. */
-      const renew = async () => {
-        const pair = await generateKeyPair()
-        const body = JSON.stringify({ csr: await createCertificateRequest(pair.keys, catalog), proof: { kind: "join", token: catalogToken } })
-        received = ""
-        socket.write(`POST /v1/sign HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
-        await vi.waitFor(() => {
-          const head = /^HTTP\/1\.1 (\d{3})[^]*?content-length: (\d+)\r\n[^]*?\r\n\r\n/i.exec(received)
-          expect(head !== null && Buffer.byteLength(received) >= head[0].length + Number(head[2])).toBe(true)
-        }, { timeout: 5_000, interval: 5 })
-        return Number(received.slice(9, 12))
-      }
-      expect(await renew()).toBe(200)
+      expect(await connection.renew()).toBe(200)
       await vi.waitFor(() => expect(Date.now()).toBeGreaterThan(notAfter.getTime() + 1_000), { timeout: 5_000, interval: 50 })
-      expect(await renew()).toBe(401)
+      expect(await connection.renew()).toBe(401)
     } finally {
-      socket.destroy()
+      connection.close()
+    }
+  })
+
+  it("a connection kept alive across a CA replacement that drops its certificate's root earns nothing more with it (it would renew into the new CA)", async () => {
+    const rotating = await startIssuer(ca, { joinTokens: parseJoinTokens(`${catalogToken} catalog\n`, { writtenAt: Date.now() - 2 * day, defaultTtlMs: day }) })
+    const connection = await keptAlive(rotating.url, await forge(ca.intermediate, { uris: [catalog] }))
+    try {
+      expect(await connection.renew()).toBe(200)
+      await rotating.issuer.replaceCa(await makeIssuingCa("next"))
+      expect(await connection.renew()).toBe(401)
+    } finally {
+      connection.close()
+      await rotating.stop()
     }
   })
 })
+
+/** A TLS connection to `url` presenting `held`, kept open: renew() sends catalog's renewal on it and resolves with the status once the whole answer is in. */
+const keptAlive = async (url: string, held: Held) => {
+  const socket = tls.connect({ host: "127.0.0.1", port: Number(new URL(url).port), rejectUnauthorized: false, key: held.privateKeyPem, cert: held.certificateChainPem })
+  socket.on("error", () => {})
+  await new Promise((resolve) => socket.once("secureConnect", resolve))
+  let received = ""
+  socket.on("data", (chunk: Buffer) => (received += chunk.toString()))
+  const renew = async () => {
+    const pair = await generateKeyPair()
+    const body = JSON.stringify({ csr: await createCertificateRequest(pair.keys, catalog), proof: { kind: "join", token: catalogToken } })
+    received = ""
+    socket.write(`POST /v1/sign HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+    await vi.waitFor(() => {
+      const head = /^HTTP\/1\.1 (\d{3})[^]*?content-length: (\d+)\r\n[^]*?\r\n\r\n/i.exec(received)
+      expect(head !== null && Buffer.byteLength(received) >= head[0].length + Number(head[2])).toBe(true)
+    }, { timeout: 5_000, interval: 5 })
+    return Number(received.slice(9, 12))
+  }
+  return { renew, close: () => socket.destroy() }
+}
 
 describe("renewal by certificate: what presenting one does elsewhere", () => {
   it("a Kubernetes proof is judged by its token alone: a presented certificate (of a service, expired, foreign) neither blocks nor changes the identity it earns", async () => {
