@@ -205,12 +205,20 @@ describe("renewal by certificate: a connection or session outliving what it was 
   })
 
   it("a connection kept alive across a CA replacement that drops its certificate's root earns nothing more with it (it would renew into the new CA)", async () => {
-    const rotating = await startIssuer(ca, { joinTokens: parseJoinTokens(`${catalogToken} catalog\n`, { writtenAt: Date.now() - 2 * day, defaultTtlMs: day }) })
+    const rotating = await startIssuer(ca, { joinTokens: parseJoinTokens(`${catalogToken} catalog\n`, { writtenAt: Date.now() - 2 * day, defaultTtlMs: day }), requestTimeoutMs: 1_000 })
     const connection = await keptAlive(rotating.url, await forge(ca.intermediate, { uris: [catalog] }))
     try {
       expect(await connection.renew()).toBe(200)
-      await rotating.issuer.replaceCa(await makeIssuingCa("next"))
+      const next = await makeIssuingCa("next")
+      await rotating.issuer.replaceCa(next)
+      const replaced = Date.now()
       expect(await connection.renew()).toBe(401)
+      // A new connection with a certificate of the new CA renews once no handshake can have begun
+      // before the replacement (the handshake's bound, requestTimeoutMs: 1 s here), waited for.
+      await vi.waitFor(() => expect(Date.now()).toBeGreaterThan(replaced + 1_000), { timeout: 5_000, interval: 50 })
+      const fresh = await keptAlive(rotating.url, await forge(next.intermediate, { uris: [catalog] }))
+      expect(await fresh.renew()).toBe(200)
+      fresh.close()
     } finally {
       connection.close()
       await rotating.stop()
