@@ -27,7 +27,7 @@ const flags = {
     Flag.optional
   ),
   joinTokenTtl: Flag.String("join-token-ttl").pipe(
-    Flag.withDescription("a join token without expires= ends this long after its file was written, e.g. 24h or 90m (default 24h); a sidecar that joined renews with its certificate"),
+    Flag.withDescription("a join token without expires= ends this long after its file was last written (any write starts it again for every such token), e.g. 24h or 90m (default 24h); a sidecar that joined renews with its certificate"),
     Flag.withDefault("24h")
   ),
   kubernetes: Flag.Literals("kubernetes", ["auto", "on", "off"]).pipe(

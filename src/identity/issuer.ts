@@ -178,12 +178,19 @@ const servingCredentials = async (ca: IssuingCa, options: IssuerOptions) => {
 
 /**
  * The service whose certificate the client presented, verified by node:tls against the bundle
- * (unexpired, chained to a root we hand out) and naming spiffe://<td>/svc/<service>; else undefined.
+ * (chained to a root we hand out), current at `now`, not a CA (an X.509-SVID leaf never is: OpenSSL
+ * takes a CA certificate as a client's leaf when its key usage allows) and naming
+ * spiffe://<td>/svc/<service>; else undefined. node:tls judged the dates once, at the connection's
+ * full handshake: a connection kept alive would carry a certificate past its end, so the leaf's
+ * dates are judged again on every call, on the wall clock as OpenSSL judges them (leaves never
+ * outlive their intermediate: leafValidity). A resumed session counts no certificate: it shows
+ * none, OpenSSL hands back the one of the session's first handshake (our client never resumes).
  */
-const presentedService = (socket: TLSSocket, trustDomain: string): string | undefined => {
-  if (!socket.authorized) return undefined
-  const raw = socket.getPeerCertificate().raw
-  const id = raw === undefined ? undefined : spiffeIdOfCertificate(raw)
+const presentedService = (socket: TLSSocket, trustDomain: string, now: number): string | undefined => {
+  if (!socket.authorized || socket.isSessionReused()) return undefined
+  const leaf = socket.getPeerX509Certificate()
+  const current = leaf !== undefined && !leaf.ca && leaf.validFromDate.getTime() <= now && now <= leaf.validToDate.getTime()
+  const id = current ? spiffeIdOfCertificate(leaf) : undefined
   const segments = id?.trustDomain === trustDomain ? id.path.split("/") : []
   return segments.length === 3 && segments[1] === "svc" ? segments[2] : undefined
 }
@@ -263,6 +270,14 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         ""
       ].join("\n")
 
+    // A connection's client certificate was verified against the bundle of its handshake: kept
+    // alive across a replacement of the CA, it would still count a certificate whose root the
+    // replacement dropped, and renew it into the new CA. So a certificate counts only on a
+    // connection verified under the CA now; one whose handshake may have begun before the
+    // replacement (it is bounded by handshakeTimeout) counts none: a sidecar retries anew.
+    let caGeneration = 0
+    let caReplacedAt = -Infinity
+    const verifiedUnder = new WeakMap<TLSSocket, number>()
     const serving = yield* Effect.promise(() => servingCredentials(ca, options))
     // The TLS handshake is bounded like the request that follows it.
     // node checks the request and header timeouts every connectionsCheckingInterval (30 s by
@@ -279,7 +294,8 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       if (request.method !== "POST") return answer(response, 405, { error: "method-not-allowed", message: "POST /v1/sign" })
       // Read now, while the connection is open: a client may leave once its body is sent, and a
       // closed TLSSocket has no peer certificate left to read.
-      const renewing = presentedService(request.socket as TLSSocket, options.trustDomain)
+      const socket = request.socket as TLSSocket
+      const renewing = verifiedUnder.get(socket) === caGeneration ? presentedService(socket, options.trustDomain, Date.now()) : undefined
       // A slot is taken once the body is in: a client that sends its body slowly (or never) holds
       // a connection, bounded by maxConnections and the request timeout, never a signing slot.
       readBody(request, options.maxRequestBytes)
@@ -290,6 +306,8 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         })
         .then((signedResponse) => answer(response, 200, signedResponse), (error) => refuse(response, remote, error))
     })
+    // Before the HTTP layer takes the connection, so its first request finds the tag.
+    server.prependListener("secureConnection", (socket: TLSSocket) => verifiedUnder.set(socket, Date.now() - caReplacedAt <= options.requestTimeoutMs ? -1 : caGeneration))
     server.requestTimeout = options.requestTimeoutMs
     server.headersTimeout = Math.min(options.requestTimeoutMs, 60_000)
     server.keepAliveTimeout = 5_000
@@ -317,6 +335,8 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       const nextServing = await servingCredentials(next, options)
       ca = next
       server.setSecureContext(nextServing)
+      caGeneration++
+      caReplacedAt = Date.now()
       options.log("identity-ca-replaced", { intermediate: new X509Certificate(next.intermediate.certificatePem).subject, roots: certificatesOfPem(next.trustBundlePem).length })
     }
     return { ...bound, signed: () => ({ ...signed }), refused: () => ({ ...refused }), replaceCa }

@@ -216,8 +216,10 @@ export const MAX_JOIN_TOKENS_FILE_BYTES = 1024 * 1024
 
 /**
  * The join tokens of a file, read once at the issuer's start, tokens without `expires=` ending
- * `defaultTtlMs` after the file was last written (a restart of the issuer does not extend them): a
- * FIFO, a device or a file over MAX_JOIN_TOKENS_FILE_BYTES throws, naming it. A write time in the
+ * `defaultTtlMs` after the file was last written (a restart of the issuer does not extend them, a
+ * write to the file does: the file holds no other time, so adding a line re-opens the ended ones
+ * without `expires=`, as PROTOCOL.md tells operators): a FIFO, a device or a file over
+ * MAX_JOIN_TOKENS_FILE_BYTES throws, naming it. A write time in the
  * future (a skewed clock where the file was made, `touch -d`) counts as now: it would otherwise
  * stretch every such token's life as far, and the TTL is what bounds a leaked token.
  */
@@ -252,8 +254,9 @@ export const parseJoinTokens = (text: string, times: JoinTokenTimes): Array<Join
  * The service a join token lets its bearer claim: `requested` when the token is bound to it, or
  * the token's only service when nothing is requested. Tokens are compared by hash in constant time.
  * A token past its end (at `now`) earns only a renewal (byCertificate): the service `renewing` (the
- * one a verified certificate presented on the call names) when it is that one. A token removed from
- * the file earns nothing, certificate or not: that is how one is revoked.
+ * one a verified certificate presented on the call names) when it is that one. The token presented
+ * is the one judged, never another of the same service: a token removed from the file earns
+ * nothing, certificate or not, even while the service has others; that is how one is revoked.
  */
 export const checkJoinToken = (
   tokens: ReadonlyArray<JoinToken>,

@@ -4,7 +4,7 @@
 // while it serves). A FIFO (whose read waits for a writer,
 // for good) or a file larger than such a file may be is refused unread, the error naming the file.
 import { execFileSync } from "node:child_process"
-import { mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs"
+import { appendFileSync, mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -65,6 +65,14 @@ describe("the identity issuer's own files", () => {
     const [stretched] = readJoinTokensFile(file, 3_600_000)
     expect(stretched!.expiresAt).toBeGreaterThanOrEqual(before + 3_600_000)
     expect(stretched!.expiresAt).toBeLessThanOrEqual(Date.now() + 3_600_000)
+    // Any write starts the TTL again for a line without expires=, one that had ended included (the
+    // file holds no other time; PROTOCOL.md tells operators); a line with expires= keeps its end.
+    const long = new Date(Date.now() - 2 * 3_600_000)
+    writeFileSync(file, `${"t".repeat(40)} catalog\n${"u".repeat(40)} pricing expires=${long.toISOString()}\n`)
+    utimesSync(file, long, long)
+    expect(readJoinTokensFile(file, 3_600_000).map((token) => token.expiresAt < Date.now())).toStrictEqual([true, true])
+    appendFileSync(file, `${"v".repeat(40)} storefront\n`)
+    expect(readJoinTokensFile(file, 3_600_000).map((token) => token.expiresAt < Date.now())).toStrictEqual([false, true, false])
     writeFileSync(file, `${"t".repeat(40)} catalog\n`.padEnd(MAX_JOIN_TOKENS_FILE_BYTES + 1, "#"))
     expect(() => readJoinTokensFile(file, 3_600_000)).toThrow(`${file}: larger than ${MAX_JOIN_TOKENS_FILE_BYTES} bytes (${MAX_JOIN_TOKENS_FILE_BYTES + 1})`)
     fifo("join-tokens")
