@@ -7,6 +7,8 @@
 // `--kind grpc` (issue 17): the gRPC bench's meshed path instead (grpc.ts's set-up: a grpc-js
 // client on one channel -> A -> B -> grpc-js app over h2c), unary Echo calls of --message-bytes
 // (default 1 KiB), `--connections` calls outstanding at a time on that channel, every answer checked.
+// `--site-depth N` names each site with N - 1 of its callers (who reaches node's internals);
+// `--keep-profiles DIR` keeps each sidecar's whole sampled profile there (alloc-<pid>.heapprofile).
 import type * as grpc from "@grpc/grpc-js"
 import * as http from "node:http"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
@@ -106,8 +108,9 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   if (kind === "grpc" && mode !== "meshed") throw new Error("--kind grpc runs the meshed path only (grpc.ts's set-up)")
   const messageBytes = Math.min(4 * 1024 * 1024, Math.max(4, Math.round(number("--message-bytes", 1024))))
   const sidecarOptions = parseSidecarArgs(args)
+  const keep = value("--keep-profiles")
   const dir = mkdtempSync(join(tmpdir(), "iip-alloc-"))
-  const options = { ...sidecarOptions, sidecarNodeFlags: [...sidecarOptions.sidecarNodeFlags, PROBE], sidecarEnv: { ...sidecarOptions.sidecarEnv, ALLOC_PROBE_DIR: dir } }
+  const options = { ...sidecarOptions, sidecarNodeFlags: [...sidecarOptions.sidecarNodeFlags, PROBE], sidecarEnv: { ...sidecarOptions.sidecarEnv, ALLOC_PROBE_DIR: dir, ALLOC_PROBE_DEPTH: String(Math.round(number("--site-depth", 1))), ...(keep === undefined ? {} : { ALLOC_PROBE_KEEP: keep }) } }
   const spawned: Array<() => Promise<void>> = []
   let path: Path | undefined
   try {
