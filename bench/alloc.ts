@@ -4,6 +4,12 @@
 // times, then each sidecar's allocation probe (sidecar/allocProbe.mjs) samples every allocation over
 // `--requests` more. Prints per sidecar: bytes per request, scavenges and mark-compacts per 1,000
 // requests, and the top allocation sites in bytes per request. `--mode untraced` runs --tracing false.
+// `--kind grpc` (issue 17): the gRPC bench's meshed path instead (grpc.ts's set-up: a grpc-js
+// client on one channel -> A -> B -> grpc-js app over h2c), unary Echo calls of --message-bytes
+// (default 1 KiB), `--connections` calls outstanding at a time on that channel, every answer checked.
+// `--site-depth N` names each site with N - 1 of its callers (who reaches node's internals);
+// `--keep-profiles DIR` keeps each sidecar's whole sampled profile there (alloc-<pid>.heapprofile).
+import type * as grpc from "@grpc/grpc-js"
 import * as http from "node:http"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -13,9 +19,10 @@ import { benchArgs, printSummary } from "./args.ts"
 import { killChild, spawnServer } from "./children.ts"
 import { APP_FILE } from "./sidecar/app.ts"
 import { writeBenchCredentials } from "./sidecar/credentials.ts"
-import { parseArgs as parseSidecarArgs } from "./sidecar/options.ts"
+import { type Meshed, type Options, parseArgs as parseSidecarArgs } from "./sidecar/options.ts"
 import { makePayload, PATH, SERVICE_HOST } from "./sidecar/request.ts"
 import { startSidecarPair } from "./sidecar/sidecars.ts"
+import { meshedClient, spawnGrpcServer, startGrpcSidecars, unarySend } from "./grpc.ts"
 
 const PROBE = `--import=${fileURLToPath(new URL("./sidecar/allocProbe.mjs", import.meta.url))}`
 
@@ -35,11 +42,22 @@ const fileAppears = async (file: string): Promise<void> => {
   }
 }
 
-/** `count` requests over `connections` keep-alive connections, each connection one at a time. */
-const sendRequests = async (agent: http.Agent, port: number, count: number, connections: number): Promise<void> => {
-  const payload = makePayload()
+/** `count` calls of `one`, `concurrency` at a time. */
+const sendAll = async (one: () => Promise<void>, count: number, concurrency: number): Promise<void> => {
   let left = count
-  const one = () =>
+  const loop = async () => {
+    while (left > 0) {
+      left--
+      await one()
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, loop))
+}
+
+/** One POST /echo on a keep-alive connection of `agent`. */
+const httpRequest = (agent: http.Agent, port: number): (() => Promise<void>) => {
+  const payload = makePayload()
+  return () =>
     new Promise<void>((resolve, reject) => {
       const req = http.request({ host: "127.0.0.1", port, agent, method: "POST", path: PATH, headers: { host: SERVICE_HOST, "content-length": payload.length } }, (res) => {
         if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`))
@@ -48,13 +66,36 @@ const sendRequests = async (agent: http.Agent, port: number, count: number, conn
       req.on("error", reject)
       req.end(payload)
     })
-  const loop = async () => {
-    while (left > 0) {
-      left--
-      await one()
-    }
+}
+
+/** One unary Echo call on `client`, its answer checked (grpc.ts's unarySend). */
+const grpcCall = (client: grpc.Client, messageBytes: number): (() => Promise<void>) => {
+  const send = unarySend(client, Buffer.alloc(messageBytes, 0x63))
+  return () => new Promise<void>((resolve, reject) => send((error) => (error === undefined ? resolve() : reject(new Error(error)))))
+}
+
+/** The processes of one kind's path: the app, A and B, and the call the clients make. */
+interface Path {
+  readonly a: number
+  readonly b: number
+  readonly call: () => Promise<void>
+  readonly close: () => void
+}
+
+const startPath = async (kind: "http" | "grpc", mode: Meshed, connections: number, messageBytes: number, dir: string, options: Options, spawned: Array<() => Promise<void>>): Promise<Path> => {
+  if (kind === "grpc") {
+    const app = await spawnGrpcServer(undefined)
+    spawned.push(() => killChild(app.process))
+    const { a, b } = await startGrpcSidecars(app.port, dir, options, spawned)
+    const client = meshedClient(a)
+    return { a: a.pid, b: b.pid, call: grpcCall(client, messageBytes), close: () => client.close() }
   }
-  await Promise.all(Array.from({ length: connections }, loop))
+  const app = await spawnServer(APP_FILE, "app", undefined)
+  spawned.push(() => killChild(app.process))
+  const credentials = (await writeBenchCredentials(dir, ["echo", "client"])) as Record<"echo" | "client", string>
+  const pair = await startSidecarPair(mode, app.port, options, spawned, credentials)
+  const agent = new http.Agent({ keepAlive: true, maxSockets: connections })
+  return { a: pair.a.pid, b: pair.b.pid, call: httpRequest(agent, pair.entry.port), close: () => agent.destroy() }
 }
 
 export const main = async (args: ReadonlyArray<string>): Promise<void> => {
@@ -63,29 +104,32 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const warmup = Math.round(number("--warmup-requests", 20_000))
   const connections = Math.min(64, Math.round(number("--connections", 8)))
   const mode = value("--mode") === "untraced" ? "untraced" : "meshed"
+  const kind = value("--kind") === "grpc" ? "grpc" : "http"
+  if (kind === "grpc" && mode !== "meshed") throw new Error("--kind grpc runs the meshed path only (grpc.ts's set-up)")
+  const messageBytes = Math.min(4 * 1024 * 1024, Math.max(4, Math.round(number("--message-bytes", 1024))))
   const sidecarOptions = parseSidecarArgs(args)
+  const keep = value("--keep-profiles")
   const dir = mkdtempSync(join(tmpdir(), "iip-alloc-"))
-  const options = { ...sidecarOptions, sidecarNodeFlags: [...sidecarOptions.sidecarNodeFlags, PROBE], sidecarEnv: { ...sidecarOptions.sidecarEnv, ALLOC_PROBE_DIR: dir } }
+  const options = { ...sidecarOptions, sidecarNodeFlags: [...sidecarOptions.sidecarNodeFlags, PROBE], sidecarEnv: { ...sidecarOptions.sidecarEnv, ALLOC_PROBE_DIR: dir, ALLOC_PROBE_DEPTH: String(Math.round(number("--site-depth", 1))), ...(keep === undefined ? {} : { ALLOC_PROBE_KEEP: keep }) } }
   const spawned: Array<() => Promise<void>> = []
-  const app = await spawnServer(APP_FILE, "app", undefined)
-  const agent = new http.Agent({ keepAlive: true, maxSockets: connections })
+  let path: Path | undefined
   try {
-    const credentials = (await writeBenchCredentials(dir, ["echo", "client"])) as Record<"echo" | "client", string>
-    const pair = await startSidecarPair(mode, app.port, options, spawned, credentials)
-    const sidecars = { a: pair.a.pid, b: pair.b.pid }
-    await sendRequests(agent, pair.entry.port, warmup, connections)
+    path = await startPath(kind, mode, connections, messageBytes, dir, options, spawned)
+    const sidecars = { a: path.a, b: path.b }
+    await sendAll(path.call, warmup, connections)
     for (const pid of Object.values(sidecars)) process.kill(pid, "SIGUSR2")
     for (const pid of Object.values(sidecars)) await fileAppears(join(dir, `alloc-${pid}.started`))
-    await sendRequests(agent, pair.entry.port, requests, connections)
+    await sendAll(path.call, requests, connections)
     for (const pid of Object.values(sidecars)) process.kill(pid, "SIGUSR2")
-    const summary: Record<string, unknown> = { mode, requests, warmup, connections }
+    const summary: Record<string, unknown> = { kind, mode, requests, warmup, connections, ...(kind === "grpc" ? { messageBytes } : {}) }
+    const unit = kind === "grpc" ? "call" : "request"
     for (const [name, pid] of Object.entries(sidecars)) {
       const file = join(dir, `alloc-${pid}.json`)
       await fileAppears(file)
       const report = JSON.parse(readFileSync(file, "utf8")) as ProbeReport
       const perRequest = report.bytes / requests
       process.stdout.write(
-        `sidecar ${name}: ${perRequest.toFixed(0)} B/request, ${((report.scavenges * 1000) / requests).toFixed(2)} scavenges and ${((report.markCompacts * 1000) / requests).toFixed(2)} mark-compacts per 1,000 requests\n`
+        `sidecar ${name}: ${perRequest.toFixed(0)} B/${unit}, ${((report.scavenges * 1000) / requests).toFixed(2)} scavenges and ${((report.markCompacts * 1000) / requests).toFixed(2)} mark-compacts per 1,000 ${unit}s\n`
       )
       for (const [site, bytes] of report.sites.slice(0, Math.round(number("--top", 25)))) process.stdout.write(`  ${(bytes / requests).toFixed(0).padStart(6)} B  ${site}\n`)
       summary[`${name}_bytes_per_request`] = Math.round(perRequest)
@@ -93,9 +137,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     }
     printSummary(summary)
   } finally {
-    agent.destroy()
+    path?.close()
     for (const stop of spawned.reverse()) await stop()
-    await killChild(app.process)
     rmSync(dir, { recursive: true, force: true })
   }
 }

@@ -64,14 +64,14 @@ import type { HopStall } from "./sidecar/pair.ts"
 import { coresAllowed, NO_USAGE, nodeFlagsOf, type Usage, usageDelta, usageOf } from "./sidecar/procStats.ts"
 import { HOST } from "./sidecar/request.ts"
 import { addUsages, type Proc, type Usages, ZERO_USAGES } from "./sidecar/results.ts"
-import { type Sidecar, startSidecar } from "./sidecar/sidecars.ts"
+import { type Sidecar, type SidecarProcessOptions, startSidecar } from "./sidecar/sidecars.ts"
 import { watchStalls } from "./sidecar/stallWatch.mjs"
 import { runInTurns } from "./sidecar/turns.ts"
 import { identity, rawMethod } from "../test/support/grpcRaw.ts"
 import { connectLean, leanUnarySend } from "./grpcLean.ts"
 
-const METHODS = { echo: rawMethod("bench.Echo", "Echo", false, false), download: rawMethod("bench.Echo", "Download", false, true), chat: rawMethod("bench.Echo", "Chat", true, true) }
-const EchoClient = grpc.makeGenericClientConstructor(METHODS, "Echo")
+export const METHODS = { echo: rawMethod("bench.Echo", "Echo", false, false), download: rawMethod("bench.Echo", "Download", false, true), chat: rawMethod("bench.Echo", "Chat", true, true) }
+export const EchoClient = grpc.makeGenericClientConstructor(METHODS, "Echo")
 
 /** Issue 17's target: what the mesh adds to the p99 of unary calls at 1,000 calls/s, ms. */
 const TARGET_ADDED_P99_MS = 2
@@ -134,8 +134,31 @@ const startServer = (): Promise<number> => {
   )
 }
 
+/** The far app (this file with `--serve grpc`, a child process). */
+export const spawnGrpcServer = (cpuProfDir: string | undefined, stallMs?: number): Promise<Child> => spawnServer(import.meta.url, "grpc", cpuProfDir, stallMs)
+
+/**
+ * The meshed path's sidecars: B in front of the gRPC app (--app-protocol h2c), A calling B, mTLS on
+ * with credentials written to `dir`, tracing on (the defaults). Each stop goes to `spawned`.
+ */
+export const startGrpcSidecars = async (
+  appPort: number,
+  dir: string,
+  options: SidecarProcessOptions,
+  spawned: Array<() => Promise<void>>
+): Promise<{ readonly a: Sidecar; readonly b: Sidecar }> => {
+  const credentials = await writeBenchCredentials(dir, ["echo", "client"])
+  const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--admin-control", `${HOST}:0`, "--drain-timeout", "2s"]
+  const b = await startSidecar("b-grpc", ["--service", "echo", "--app", `${HOST}:${appPort}`, "--app-protocol", "h2c", "--tls-credentials-dir", credentials.echo!, ...common], options, spawned)
+  const a = await startSidecar("a-grpc", ["--service", "client", "--endpoint", `echo=${b.inbound}`, "--tls-credentials-dir", credentials.client!, ...common], options, spawned)
+  return { a, b }
+}
+
+/** The meshed path's grpc-js client: sidecar A's outbound, authority "echo" (one channel, one HTTP/2 connection). */
+export const meshedClient = (a: Sidecar): grpc.Client => new EchoClient(`${HOST}:${a.outbound.port}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "echo" })
+
 /** One unary call, its answer checked. */
-const unarySend = (client: grpc.Client, payload: Buffer): Send => (done) => {
+export const unarySend = (client: grpc.Client, payload: Buffer): Send => (done) => {
   client.makeUnaryRequest(METHODS.echo.path, identity, identity, payload, (error, answer) =>
     done(error !== null ? `${grpc.status[error.code]}: ${error.details}` : answer?.length !== payload.length ? `echoed ${answer?.length} bytes` : undefined)
   )
@@ -246,11 +269,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   /** Per key, the share of each sidecar's CPU its V8 helper threads (collector, compiler) took, not its main thread. */
   const helperShares = new Map<string, Array<{ a: number; b: number }>>()
   try {
-    app = await spawnServer(import.meta.url, "grpc", sidecarOptions.cpuProfDir, stallMs)
-    const credentials = await writeBenchCredentials(dir, ["echo", "client"])
-    const common = ["--outbound", `${HOST}:0`, "--inbound", `${HOST}:0`, "--admin", `${HOST}:0`, "--admin-control", `${HOST}:0`, "--drain-timeout", "2s"]
-    const b: Sidecar = await startSidecar("b-grpc", ["--service", "echo", "--app", `${HOST}:${app.port}`, "--app-protocol", "h2c", "--tls-credentials-dir", credentials.echo!, ...common], sidecarOptions, spawned)
-    const a: Sidecar = await startSidecar("a-grpc", ["--service", "client", "--endpoint", `echo=${b.inbound}`, "--tls-credentials-dir", credentials.client!, ...common], sidecarOptions, spawned)
+    app = await spawnGrpcServer(sidecarOptions.cpuProfDir, stallMs)
+    const { a, b } = await startGrpcSidecars(app.port, dir, sidecarOptions, spawned)
     log(`  meshed: A :${a.outbound.port} (pid ${a.pid}) -> B (pid ${b.pid}) -> app :${app.port} (pid ${app.process.pid})`)
     // The competitors' settings and where the scheduler may put each process, as they really run:
     // the same client process (its channels differ only in the meshed one's authority) and the
@@ -269,7 +289,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     )
     const clientOf: Record<Mode, grpc.Client> = {
       direct: new EchoClient(`${HOST}:${app.port}`, grpc.credentials.createInsecure()),
-      meshed: new EchoClient(`${HOST}:${a.outbound.port}`, grpc.credentials.createInsecure(), { "grpc.default_authority": "echo" })
+      meshed: meshedClient(a)
     }
     clients.push(clientOf.direct, clientOf.meshed)
     const sessionLost = (error: Error) => log(`    lean generator's session: ${error.message}`)

@@ -21,18 +21,23 @@ let markCompacts = 0
 const post = (method, params) =>
   new Promise((resolve, reject) => session.post(method, params, (error, result) => (error ? reject(error) : resolve(result))))
 
-/** Self bytes per site (function, file, line), summed over the call tree. */
+/** Frames per site: 1, the allocating function alone; more, its callers too (ALLOC_PROBE_DEPTH), to tell who reaches a shared one (node's internals). */
+const DEPTH = Math.max(1, Math.min(8, Number(process.env.ALLOC_PROBE_DEPTH ?? 1)))
+
+const frameOf = (frame) => `${frame.functionName || "(anonymous)"} ${basename(frame.url) || "(native)"}:${frame.lineNumber + 1}`
+
+/** Self bytes per site (function, file, line, and DEPTH - 1 callers), summed over the call tree. */
 const sitesOf = (head) => {
   const sites = new Map()
-  const visit = (node) => {
+  const visit = (node, callers) => {
+    const frames = [frameOf(node.callFrame), ...callers].slice(0, DEPTH)
     if (node.selfSize > 0) {
-      const frame = node.callFrame
-      const site = `${frame.functionName || "(anonymous)"} ${basename(frame.url) || "(native)"}:${frame.lineNumber + 1}`
+      const site = frames.join(" < ")
       sites.set(site, (sites.get(site) ?? 0) + node.selfSize)
     }
-    for (const child of node.children) visit(child)
+    for (const child of node.children) visit(child, frames)
   }
-  visit(head)
+  visit(head, [])
   return [...sites].sort((x, y) => y[1] - x[1])
 }
 
@@ -60,6 +65,8 @@ const stop = async () => {
   session = undefined
   const sites = sitesOf(profile.head)
   const bytes = sites.reduce((sum, [, size]) => sum + size, 0)
+  // The whole sampled profile too when asked (ALLOC_PROBE_KEEP: a directory), for DevTools' Memory tab or a script.
+  if (process.env.ALLOC_PROBE_KEEP) writeFileSync(join(process.env.ALLOC_PROBE_KEEP, `alloc-${process.pid}.heapprofile`), JSON.stringify(profile))
   writeFileSync(join(dir, `alloc-${process.pid}.json`), JSON.stringify({ bytes, scavenges, markCompacts, sites: sites.slice(0, 60) }))
 }
 
