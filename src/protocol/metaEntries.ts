@@ -88,15 +88,21 @@ export class MetaEntries implements ReadonlyMap<string, string> {
   }
 
   forEach(callback: (value: string, key: string, map: ReadonlyMap<string, string>) => void, thisArg?: unknown): void {
-    if (this.map !== undefined) {
-      for (const [key, value] of this.map) callback.call(thisArg, value, key, this)
-      return
-    }
     // The count and each entry read as the walk reaches it, as a Map's forEach sees changes made during it.
-    for (let i = 0; i < this.count; i++) callback.call(thisArg, this.valueAt(i), this.keyAt(i), this)
+    let walked = 0
+    for (; this.map === undefined && walked < this.count; walked++) callback.call(thisArg, this.valueAt(walked), this.keyAt(walked), this)
+    if (this.map === undefined) return
+    // In a Map from the start, or moved into one by a set during the walk above (it keeps the
+    // fields' order): its entries past those walked, read live as the Map's own walk would.
+    for (const [key, value] of this.map) {
+      if (walked > 0) walked--
+      else callback.call(thisArg, value, key, this)
+    }
   }
 
   // Iteration (tests, the admin side, a plain answer's merge) goes through a Map of the entries: rare.
+  // Up to FIELDS entries that Map is a copy, so a set during the walk is not seen (a Map's iterator
+  // would see it); nothing here sets while it iterates, and readers of a Meta cannot.
   entries(): MapIterator<[string, string]> {
     return this.toMap().entries()
   }

@@ -45,6 +45,24 @@ describe("MetaEntries", () => {
     sameAsMap([["a", "1"], ["b", "2"], ["c", "3"], ["d", "4"], ["e", "5"], ["b", "20"], ["f", "6"], ["e", "50"]])
   })
 
+  it("a forEach sees a set made during it, as a Map's does, also when that set moves the entries into a Map", () => {
+    const walk = (meta: { set(key: string, value: string): unknown; forEach(callback: (value: string, key: string) => void): void }) => {
+      for (const key of ["a", "b", "c", "d"]) meta.set(key, key)
+      const seen: Array<string> = []
+      meta.forEach((value, key) => {
+        seen.push(`${key}=${value}`)
+        // "e" is the fifth key: the entries move into a Map with "b" still ahead of the walk.
+        if (key === "a") {
+          meta.set("e", "e")
+          meta.set("b", "B")
+        }
+      })
+      return seen
+    }
+    expect(walk(new MetaEntries())).toStrictEqual(walk(new Map<string, string>()))
+    expect(walk(new MetaEntries())).toStrictEqual(["a=a", "b=B", "c=c", "d=d", "e=e"])
+  })
+
   it("an envelope's metadata decodes into one with the entries encoded, and encodes again to the same bytes", () => {
     const meta = new MetaEntries().set(":method", "POST").set(":authority", "echo").set("http-headers", '[["x","1"]]')
     const data = encodeEnvelope(1, 0, 7, meta, Buffer.from("hi"), 8192, 1500)
