@@ -392,4 +392,25 @@ describe("concurrency limit", () => {
       // Excluding every endpoint (all tried) is NoEndpoint, not Overloaded.
       expect(balancer.pick(t, { now: t }, new Set(balancer.endpoints.map((e) => e.id)))._tag).toBe("NoEndpoint")
     }))
+
+  it.effect("a lease gives its place back once: end or release, whichever comes first; later calls change nothing", () =>
+    Effect.gen(function*() {
+      const { balancer } = balancerOf("p2c", [1])
+      const t = yield* now
+      const leases: Array<Lease<Ep>> = []
+      for (let i = 0; i < 4; i++) {
+        const result = balancer.pick(t, { now: t })
+        if (result._tag !== "Picked") throw new Error(result._tag)
+        leases.push(result.lease)
+      }
+      const [released, ended, ...running] = leases
+      released!.release()
+      released!.release()
+      expect(released!.end(t, 1, false, true)).toBeUndefined()
+      expect(ended!.end(t, 5, true)).toBeUndefined()
+      ended!.release()
+      expect(ended!.end(t, 5, false)).toBeUndefined()
+      // The other two still hold their places; the one end gave its one sample, the release none.
+      expect(balancer.view(t).map((v) => [v.pending, v.samples, v.failures])).toEqual([[running.length, 1, 0]])
+    }))
 })

@@ -3,7 +3,7 @@
 // fields up to four entries and in a Map past them; a peer's block of many entries, repeated keys
 // among them, decodes with a Map's result.
 import { describe, expect, it } from "vitest"
-import { decodeEnvelope, encodeEnvelope } from "../../src/protocol/mesh.ts"
+import { decodeEnvelope, encodeEnvelope, encodeTrailersChunk } from "../../src/protocol/mesh.ts"
 import { MetaEntries } from "../../src/protocol/metaEntries.ts"
 
 /** The same operations on a MetaEntries and a Map, compared entry by entry after each. */
@@ -70,6 +70,22 @@ describe("MetaEntries", () => {
     expect(decoded).toBeInstanceOf(MetaEntries)
     expect([...decoded]).toStrictEqual([[":method", "POST"], [":authority", "echo"], ["http-headers", '[["x","1"]]'], ["deadline-ms", "1500"]])
     expect(encodeEnvelope(1, 0, 7, decoded, Buffer.from("hi"), 8192)).toStrictEqual(data)
+  })
+
+  it("encodes byte for byte as a Map of the same sets does, in fields and past them, its own deadline entry replaced or kept", () => {
+    const sets: ReadonlyArray<readonly [string, string]> = [
+      [":method", "POST"], ["deadline-ms", "900"], [":authority", "echo"], ["http-headers", '[["é","ключ"]]'], [":method", "GET"], ["x-a", "1"], ["x-b", ""]
+    ]
+    for (let n = 0; n <= sets.length; n++) {
+      const entries = new MetaEntries()
+      const map = new Map<string, string>()
+      for (const [key, value] of sets.slice(0, n)) {
+        entries.set(key, value)
+        map.set(key, value)
+      }
+      for (const deadlineMs of [0, 1500]) expect(encodeEnvelope(1, 0, 7, entries, Buffer.from("hi"), 8192, deadlineMs)).toStrictEqual(encodeEnvelope(1, 0, 7, map, Buffer.from("hi"), 8192, deadlineMs))
+      expect(encodeTrailersChunk(entries, 8192)).toStrictEqual(encodeTrailersChunk(map, 8192))
+    }
   })
 
   it("a peer's block of 4,000 entries over 1,000 keys decodes as a Map would: each key once, in first-set order, its last value", () => {
