@@ -7,6 +7,7 @@
 // the error that stopped it.
 import type { Compression } from "../protocol/compression.ts"
 import { ChunkHeader, encodeErrorBody, encodeTrailersChunk, MeshDefaults, MeshErrorCode } from "../protocol/mesh.ts"
+import { MetaEntries } from "../protocol/metaEntries.ts"
 import type { Connection } from "./connection.ts"
 import type { ConnectionClosed } from "./errors.ts"
 import type { CreditWindow } from "./meshCredit.ts"
@@ -139,8 +140,9 @@ export class StreamSender {
 
   /** A stream's last packet: empty, or its trailers (§13) when the body has some and the peer reads them. */
   private closingChunk(body: Uint8Array | AsyncIterable<Uint8Array>): Buffer {
-    // A Map, not any `trailers` field: node's IncomingMessage has one of its own (a plain object).
+    // A Meta as this library makes them (a Map, or a MetaEntries: what an envelope's metadata
+    // decodes into), not any `trailers` field: node's IncomingMessage has one of its own (a plain object).
     const trailers = body instanceof Uint8Array ? undefined : (body as Partial<WithTrailers>).trailers
-    return !(trailers instanceof Map) || trailers.size === 0 || !this.trailersAgreed ? lastChunk : encodeTrailersChunk(trailers, this.maxMetaBytes)
+    return !(trailers instanceof Map || trailers instanceof MetaEntries) || trailers.size === 0 || !this.trailersAgreed ? lastChunk : encodeTrailersChunk(trailers, this.maxMetaBytes)
   }
 }

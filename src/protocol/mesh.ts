@@ -5,6 +5,7 @@
 import * as Data from "effect/Data"
 import { ErrorCode } from "./constants.ts"
 import { parseJsonObject } from "./systemMessages.ts"
+import { MetaEntries } from "./metaEntries.ts"
 import { utf8Length, writeUtf8 } from "./utf8.ts"
 
 export const MeshVersion = 1
@@ -345,7 +346,7 @@ const isDeadlineKey = (view: Buffer, at: number, length: number): boolean => {
  * Short metadata strings decoded lately, by the entry's place in its block: keys, and values such
  * as `:status` 200 or `:method` POST. A peer sends the same ones message after message, so the
  * bytes are compared with the string decoded last at that place and it is reused when they match:
- * no call into C++ to decode a new string, and a Map key whose hash is already computed. Only
+ * no call into C++ to decode a new string, and (in a Map) a key whose hash is already computed. Only
  * ASCII strings are kept (a match is then byte for byte the same string), up to RECENT_BYTES long.
  */
 const RECENT_PLACES = 8
@@ -373,9 +374,12 @@ const decodeRecent = (view: Buffer, at: number, length: number, recent: Array<st
   return text
 }
 
-/** Metadata entries from `start` to `end` of `view`; throws EnvelopeError when one is malformed. */
-const decodeMetaEntries = (view: Buffer, start: number, end: number): Meta => {
-  const entries = new Map<string, string>()
+/**
+ * Metadata entries from `start` to `end` of `view` into `entries`; throws EnvelopeError when one is
+ * malformed. An envelope's go into a MetaEntries (a message's few entries without a hash table),
+ * a trailers chunk's into a Map (what a stream's trailers are: meshStreamOut relays a Map).
+ */
+const decodeMetaEntries = <M extends MetaEntries | Map<string, string>>(view: Buffer, start: number, end: number, entries: M): M => {
   let offset = start
   let place = 0
   while (offset < end) {
@@ -412,7 +416,7 @@ export const decodeTrailersChunk = (data: Buffer, maxMetaBytes: number): Meta =>
   const metaBytes = data.readUInt16BE(1)
   if (metaBytes > maxMetaBytes) throw new EnvelopeError({ message: `trailers of ${metaBytes} bytes exceed the ${maxMetaBytes}-byte limit` })
   if (3 + metaBytes !== data.length) throw new EnvelopeError({ message: `trailers length ${metaBytes} does not match the chunk` })
-  return decodeMetaEntries(data, 3, data.length)
+  return decodeMetaEntries(data, 3, data.length, new Map<string, string>())
 }
 
 /**
@@ -453,9 +457,9 @@ export const scanMeta = (view: Buffer, bodyOffset: number): number => {
   return deadline
 }
 
-/** The metadata block before `bodyOffset` as a Map; throws EnvelopeError when an entry is malformed. */
+/** The metadata block before `bodyOffset` (a MetaEntries); throws EnvelopeError when an entry is malformed. */
 export const decodeMeta = (view: Buffer, bodyOffset: number): Meta =>
-  bodyOffset === EnvelopeBytes ? emptyMeta : decodeMetaEntries(view, EnvelopeBytes, bodyOffset)
+  bodyOffset === EnvelopeBytes ? emptyMeta : decodeMetaEntries(view, EnvelopeBytes, bodyOffset, new MetaEntries())
 
 /** Reads the envelope of a first packet; throws EnvelopeError when it is malformed. */
 export const decodeEnvelope = (data: Uint8Array, maxMetaBytes: number): Envelope => {

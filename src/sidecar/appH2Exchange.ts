@@ -26,6 +26,7 @@ import { RemoteError } from "../mux/meshChannels.ts"
 import type { Outcome, PendingOutcome } from "../mux/request.ts"
 import { IncomingStream } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
+import type { MetaEntries } from "../protocol/metaEntries.ts"
 import type { AnswerHolds, Held } from "./answerHolds.ts"
 import { type AppH2Request, rawHeadOf } from "./appH2RequestHead.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
@@ -427,7 +428,7 @@ export class AppH2Exchange implements Expiring, Held {
   }
 
   /** The answer goes back as one message: `meta` holds its head and its trailers (`held`). */
-  private answerWhole(meta: Map<string, string>, held: Array<readonly [string, string]> | undefined): void {
+  private answerWhole(meta: MetaEntries, held: Array<readonly [string, string]> | undefined): void {
     const { leg, status } = this
     this.finish()
     const body = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes)

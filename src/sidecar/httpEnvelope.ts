@@ -5,6 +5,7 @@
 // through the end-to-end filter (headerFilter.ts). Pure.
 import type { IncomingHttpHeaders } from "node:http"
 import { type Meta, metaByteLength } from "../protocol/mesh.ts"
+import { MetaEntries } from "../protocol/metaEntries.ts"
 import { AddedPair, copyToExtend, endToEndPairs, endToEndPart, type OnInvalidHeader, pairsMatchFlat } from "./headerFilter.ts"
 
 export const HttpMeta = {
@@ -123,18 +124,19 @@ const responseHeadersJson = new HeadersJson()
 /** A gRPC app's trailers repeat call after call (`grpc-status: 0`): apart from the heads, whose cache they would otherwise replace. */
 const trailersJson = new HeadersJson()
 
-// Built with set(), not from an array of entries: no entry arrays and no iterator protocol per request.
-export const requestMeta = (method: string, authority: string, headers: HeaderPairs): Map<string, string> =>
-  new Map<string, string>().set(HttpMeta.method, method).set(HttpMeta.authority, authority).set(HttpMeta.headers, requestHeadersJson.of(headers))
+// MetaEntries (metaEntries.ts), not a Map: no hash table per request at either sidecar; built with
+// set(), not from an array of entries: no entry arrays and no iterator protocol per request.
+export const requestMeta = (method: string, authority: string, headers: HeaderPairs): MetaEntries =>
+  new MetaEntries().set(HttpMeta.method, method).set(HttpMeta.authority, authority).set(HttpMeta.headers, requestHeadersJson.of(headers))
 
-export const responseMeta = (status: number, headers: HeaderPairs): Map<string, string> =>
-  new Map<string, string>().set(HttpMeta.status, String(status)).set(HttpMeta.headers, responseHeadersJson.of(headers))
+export const responseMeta = (status: number, headers: HeaderPairs): MetaEntries =>
+  new MetaEntries().set(HttpMeta.status, String(status)).set(HttpMeta.headers, responseHeadersJson.of(headers))
 
 /** Trailers as they close a streamed answer (PROTOCOL.md §13, §17.5). */
 export const trailersMeta = (trailers: HeaderPairs): Map<string, string> => new Map<string, string>().set(HttpMeta.trailers, trailersJson.of(trailers))
 
 /** An answer held whole carries its trailers in its metadata (PROTOCOL.md §17.5), beside its head. */
-export const withTrailers = (meta: Map<string, string>, trailers: HeaderPairs): Map<string, string> => meta.set(HttpMeta.trailers, trailersJson.of(trailers))
+export const withTrailers = (meta: MetaEntries, trailers: HeaderPairs): MetaEntries => meta.set(HttpMeta.trailers, trailersJson.of(trailers))
 
 /** An answer's metadata keys' bytes besides their values, all three there (PROTOCOL.md §12: a key length, the key, a value length each). */
 const ANSWER_KEYS_BYTES = 9 + Buffer.byteLength(HttpMeta.status) + Buffer.byteLength(HttpMeta.headers) + Buffer.byteLength(HttpMeta.trailers)

@@ -35,6 +35,7 @@ import type { CancelSignal } from "../mux/cancellation.ts"
 import type { IncomingRequest } from "../mux/request.ts"
 import type { IncomingStream } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
+import type { MetaEntries } from "../protocol/metaEntries.ts"
 import { endToEndHeaders, type OnInvalidHeader, switchedAmong, upgradeProtocols } from "./headerFilter.ts"
 import { HttpMeta, responseMeta } from "./httpEnvelope.ts"
 import type { InboundObservation } from "./observe.ts"
@@ -176,7 +177,7 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
  * the tunnel is open, is what they use: closures made in upgradeApp would hold its whole scope
  * (the app's request and answer objects, node's agent, the peer's request), about 3 KB a tunnel.
  */
-const runTunnel = (leg: AppUpgradeLeg, peer: string, peerBytes: IncomingStream | undefined, socket: net.Socket, head: Buffer, path: string, observation: InboundObservation, cancel: CancelSignal, meta: Map<string, string>): HandlerValue => {
+const runTunnel = (leg: AppUpgradeLeg, peer: string, peerBytes: IncomingStream | undefined, socket: net.Socket, head: Buffer, path: string, observation: InboundObservation, cancel: CancelSignal, meta: MetaEntries): HandlerValue => {
   socket.setNoDelay(true)
   socket.setTimeout(leg.upgradeIdleTimeoutMs, () => socket.destroy())
   socket.on("error", () => {})

@@ -31,6 +31,7 @@ import { Cancelled } from "../mux/meshChannels.ts"
 import type { IncomingStream } from "../mux/streams.ts"
 import { type MeshReply, RemoteError } from "../mux/meshSession.ts"
 import { EnvelopeError, MeshErrorCode } from "../protocol/mesh.ts"
+import type { MetaEntries } from "../protocol/metaEntries.ts"
 import type { EndpointLease } from "./endpoints.ts"
 import { type Failure, OutboundObservation } from "./observe.ts"
 import { recordOutboundEnd } from "./outboundAccess.ts"
@@ -98,7 +99,7 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
   private whole = false
   /** The body's declared length (NaN for none). */
   private bodyLength = NaN
-  private meta: Map<string, string> | undefined = undefined
+  private meta: MetaEntries | undefined = undefined
   private context: ReturnType<typeof pickContext> | undefined = undefined
   private deadline = 0
   /** What the deadline allows the whole request (ms). */

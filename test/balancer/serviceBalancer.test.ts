@@ -374,22 +374,41 @@ describe("retry budget", () => {
     }))
 })
 
+/** `count` picks at `t`, each expected to be one. */
+const pickedLeases = (balancer: ServiceBalancer<Ep>, t: number, count: number): Array<Lease<Ep>> =>
+  Array.from({ length: count }, () => {
+    const result = balancer.pick(t, { now: t })
+    if (result._tag !== "Picked") throw new Error(result._tag)
+    return result.lease
+  })
+
 describe("concurrency limit", () => {
   it.effect("skips an endpoint at its limit, and says Overloaded when every endpoint is", () =>
     Effect.gen(function*() {
       const { balancer } = balancerOf("p2c", [1, 1], { maxPendingPerEndpoint: 2 })
       const t = yield* now
-      const leases: Array<Lease<Ep>> = []
-      for (let i = 0; i < 4; i++) {
-        const result = balancer.pick(t, { now: t })
-        if (result._tag !== "Picked") throw new Error(result._tag)
-        leases.push(result.lease)
-      }
+      const leases = pickedLeases(balancer, t, 4)
       expect(balancer.view(t).map((v) => v.pending)).toEqual([2, 2])
       expect(balancer.pick(t, { now: t })._tag).toBe("Overloaded")
       leases[0]!.end(t, 1, true)
       expect(balancer.pick(t, { now: t })._tag).toBe("Picked")
       // Excluding every endpoint (all tried) is NoEndpoint, not Overloaded.
       expect(balancer.pick(t, { now: t }, new Set(balancer.endpoints.map((e) => e.id)))._tag).toBe("NoEndpoint")
+    }))
+
+  it.effect("a lease gives its place back once: end or release, whichever comes first; later calls change nothing", () =>
+    Effect.gen(function*() {
+      const { balancer } = balancerOf("p2c", [1])
+      const t = yield* now
+      const leases = pickedLeases(balancer, t, 4)
+      const [released, ended, ...running] = leases
+      released!.release()
+      released!.release()
+      expect(released!.end(t, 1, false, true)).toBeUndefined()
+      expect(ended!.end(t, 5, true)).toBeUndefined()
+      ended!.release()
+      expect(ended!.end(t, 5, false)).toBeUndefined()
+      // The other two still hold their places; the one end gave its one sample, the release none.
+      expect(balancer.view(t).map((v) => [v.pending, v.samples, v.failures])).toEqual([[running.length, 1, 0]])
     }))
 })

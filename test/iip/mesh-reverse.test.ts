@@ -26,7 +26,8 @@ const seenOf = (request: { path: string; data: Buffer; channelId: number; contex
   data: request.data.toString("utf8"),
   channelId: request.channelId,
   oneway: request.context.oneway,
-  meta: request.context.meta
+  // Its entries as a Map: the metadata decoded is a ReadonlyMap (a MetaEntries), compared by its entries.
+  meta: new Map(request.context.meta)
 })
 
 /** session.call as a promise of (error, reply). */

@@ -37,6 +37,8 @@ describe("trailers closing a stream", () => {
       return JSON.stringify({ text, trailers: Object.fromEntries(stream.trailers ?? []) })
     })
     server.handle("/relay", (request) => reply(request.context.stream!))
+    // Answers with the request's own metadata as its trailers: a Meta as an envelope decodes it (a MetaEntries, not a Map).
+    server.handle("/meta-back", (request) => reply(withTrailers(["m"], request.meta)))
   })
   afterEach(() => cleanup.run())
 
@@ -54,6 +56,13 @@ describe("trailers closing a stream", () => {
     const relayed = await client.stream("/relay", withTrailers(["x", "y"], new Map([["t", "1"]])), { timeoutMs: 5000 })
     expect(await read(relayed.stream!)).toBe("xy")
     expect(relayed.stream!.trailers).toStrictEqual(new Map([["t", "1"]]))
+  })
+
+  it("trailers that are a decoded envelope's metadata reach the caller as a Map's do", async () => {
+    const client = startClient(cleanup, server.address.port)
+    const answer = await client.stream("/meta-back", Buffer.alloc(0), { timeoutMs: 0, meta: new Map([["x-c", "1"]]) })
+    expect(await read(answer.stream!)).toBe("m")
+    expect([...(answer.stream!.trailers ?? [])]).toStrictEqual([["x-c", "1"]])
   })
 
   it("a peer that did not name `trailers` in its hello gets a plain last packet", async () => {

@@ -2,6 +2,7 @@
 // read (every unit, malformed values ignored) and written back; which content-types are gRPC; the
 // status each mesh failure becomes; trailers read from metadata through the header filter.
 import { describe, expect, it } from "vitest"
+import { MetaEntries } from "../../src/protocol/metaEntries.ts"
 import { GrpcCode, grpcCodeOf, grpcStatusIn, grpcTimeoutMs, grpcTimeoutValue, isGrpc, rpcAttributes } from "../../src/sidecar/grpcStatus.ts"
 import { HttpMeta, responseMeta, trailersMeta, trailersOf, withTrailers } from "../../src/sidecar/httpEnvelope.ts"
 import { ProxyError } from "../../src/sidecar/proxyError.ts"
@@ -92,8 +93,8 @@ describe("http-trailers", () => {
 
   it("trailers into metadata: the list's JSON, the same list again the same text, another list its own", () => {
     expect(trailersMeta([["grpc-status", "0"]]).get(HttpMeta.trailers)).toBe('[["grpc-status","0"]]')
-    expect(withTrailers(new Map(), [["grpc-status", "0"]]).get(HttpMeta.trailers)).toBe('[["grpc-status","0"]]')
-    expect(withTrailers(new Map(), [["grpc-status", "0"], ["x-c", "1"]]).get(HttpMeta.trailers)).toBe('[["grpc-status","0"],["x-c","1"]]')
+    expect(withTrailers(new MetaEntries(), [["grpc-status", "0"]]).get(HttpMeta.trailers)).toBe('[["grpc-status","0"]]')
+    expect(withTrailers(new MetaEntries(), [["grpc-status", "0"], ["x-c", "1"]]).get(HttpMeta.trailers)).toBe('[["grpc-status","0"],["x-c","1"]]')
     expect(trailersMeta([["grpc-status", "0"]]).get(HttpMeta.trailers)).toBe('[["grpc-status","0"]]')
   })
 })

@@ -74,7 +74,7 @@ describe("header rules", () => {
 
   it("a request's or an answer's header list as JSON: the same list again gives the same text, any changed name or value its own", () => {
     const list: Array<[string, string]> = [["accept", "*/*"], ["x-forwarded-for", "127.0.0.1"]]
-    const text = (meta: Map<string, string>) => meta.get("http-headers")
+    const text = (meta: ReadonlyMap<string, string>) => meta.get("http-headers")
     expect(text(requestMeta("GET", "a", list))).toBe('[["accept","*/*"],["x-forwarded-for","127.0.0.1"]]')
     expect(text(requestMeta("GET", "a", list.map(([n, v]) => [n, v] as [string, string])))).toBe('[["accept","*/*"],["x-forwarded-for","127.0.0.1"]]')
     expect(text(requestMeta("GET", "a", [["accept", "*/*"], ["x-forwarded-for", "127.0.0.2"]]))).toBe('[["accept","*/*"],["x-forwarded-for","127.0.0.2"]]')
