@@ -14,7 +14,6 @@
 // for the log; no token ever reaches a log line.
 import * as Data from "effect/Data"
 import { createHash, timingSafeEqual } from "node:crypto"
-import { statSync } from "node:fs"
 import * as https from "node:https"
 import { loggable } from "../iip/redact.ts"
 import { MAX_SECRET_FILE_BYTES, readSmallText, readSmallTextAsync } from "../iip/smallFile.ts"
@@ -210,23 +209,6 @@ const rfc3339Time = (text: string): number => {
 export const minJoinTokenLength = 32
 
 const sha256 = (text: string): Buffer => createHash("sha256").update(text, "utf8").digest()
-
-/** A join-token file larger than this is refused unread: a line is a token and its services, some 10,000 of them. */
-export const MAX_JOIN_TOKENS_FILE_BYTES = 1024 * 1024
-
-/**
- * The join tokens of a file, read once at the issuer's start, tokens without `expires=` ending
- * `defaultTtlMs` after the file was last written (a restart of the issuer does not extend them, a
- * write to the file does: the file holds no other time, so adding a line re-opens the ended ones
- * without `expires=`, as PROTOCOL.md tells operators): a FIFO, a device or a file over
- * MAX_JOIN_TOKENS_FILE_BYTES throws, naming it. A write time in the
- * future (a skewed clock where the file was made, `touch -d`) counts as now: it would otherwise
- * stretch every such token's life as far, and the TTL is what bounds a leaked token.
- */
-export const readJoinTokensFile = (path: string, defaultTtlMs: number): Array<JoinToken> => {
-  const text = readSmallText(path, MAX_JOIN_TOKENS_FILE_BYTES)
-  return parseJoinTokens(text, { writtenAt: Math.min(statSync(path).mtimeMs, Date.now()), defaultTtlMs })
-}
 
 /**
  * Parses a join-token file: one token per line, `TOKEN SERVICE[,SERVICE...] [expires=TIME]`, the
