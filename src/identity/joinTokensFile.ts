@@ -52,12 +52,14 @@ export interface JoinTokensFileOptions {
   readonly pollMs: number
   /** "identity-join-tokens-loaded" and "identity-join-tokens-invalid" events (never a token: only counts). */
   readonly log: Log
+  /** False: the poll alone (a file system where watching sees nothing); default true. */
+  readonly watch?: boolean
 }
 
 /** How many tokens are in force and how many of them earn renewals only, for the log. */
 const describeTokens = (tokens: ReadonlyArray<JoinToken>): string => {
   const now = Date.now()
-  return `${tokens.length} join tokens, ${tokens.filter((token) => token.expiresAt <= now).length} ended`
+  return `${tokens.length} join token${tokens.length === 1 ? "" : "s"}, ${tokens.filter((token) => token.expiresAt <= now).length} ended`
 }
 
 /** Loads the file (failing when it is not a join-token file) and keeps its tokens current until `close`. */
@@ -71,7 +73,8 @@ export const watchJoinTokensFile = async (options: JoinTokensFileOptions): Promi
     event: "identity-join-tokens",
     pollMs: options.pollMs,
     log: options.log,
-    onLoad: (result) => reloads[result]++
+    onLoad: (result) => reloads[result]++,
+    ...(options.watch === undefined ? {} : { watch: options.watch })
   })
   return Result.map(watched, (watch) => ({ ...watch, reloads: () => ({ ...reloads }) }))
 }
