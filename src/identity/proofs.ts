@@ -222,11 +222,12 @@ export const parseJoinTokens = (text: string, times: JoinTokenTimes): Array<Join
     const [secret = "", services = "", end, ...extra] = line.split(/\s+/)
     const where = `join tokens line ${index + 1}`
     if (extra.length > 0 || services === "") throw new Error(`${where}: expected TOKEN SERVICE[,SERVICE...] [expires=TIME]`)
+    // The token first: a line with its columns swapped would otherwise quote it as a bad service name, into the log of a re-read.
+    const hashed = /^sha256:([0-9a-f]{64})$/.exec(secret)
+    if (hashed === null && secret.length < minJoinTokenLength) throw new Error(`${where}: a token must be at least ${minJoinTokenLength} characters (or sha256:<hex> of one)`)
     const names = services.split(",")
     const bad = names.filter((name) => !servicePattern.test(name))
     if (bad.length > 0) throw new Error(`${where}: not service names: ${bad.map((name) => JSON.stringify(loggable(name, 64))).join(", ")}`)
-    const hashed = /^sha256:([0-9a-f]{64})$/.exec(secret)
-    if (hashed === null && secret.length < minJoinTokenLength) throw new Error(`${where}: a token must be at least ${minJoinTokenLength} characters (or sha256:<hex> of one)`)
     const expiresAt = end === undefined ? times.writtenAt + times.defaultTtlMs : end.startsWith("expires=") ? rfc3339Time(end.slice(8)) : NaN
     if (Number.isNaN(expiresAt)) throw new Error(`${where}: expected expires=<RFC 3339 time with its zone, e.g. 2027-01-02T03:04:05Z>, got ${JSON.stringify(loggable(end ?? "", 64))}`)
     return [{ sha256: hashed !== null ? Buffer.from(hashed[1]!, "hex") : sha256(secret), services: new Set(names), expiresAt }]

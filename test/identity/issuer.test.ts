@@ -166,6 +166,20 @@ describe("issuer: join tokens", () => {
     expect(() => joinTokensNow(`${catalogJoinToken} Catalog`)).toThrow(/not service names/)
     expect(joinTokensNow(`sha256:${"ab".repeat(32)} catalog`)).toHaveLength(1)
   })
+
+  it("a line with its columns swapped (SERVICE TOKEN) is refused without the token in the message: the issuer logs it on a re-read", () => {
+    const token = "Zx9_kQ2-".repeat(6)
+    const refusal = (() => {
+      try {
+        joinTokensNow(`catalog ${token}\n`)
+        return "loaded"
+      } catch (error) {
+        return (error as Error).message
+      }
+    })()
+    expect(refusal).toMatch(/line 1: a token must be at least 32 characters/)
+    expect(refusal).not.toContain(token.slice(0, 8))
+  })
 })
 
 /** A raw POST to the issuer; resolves with status and body. */
