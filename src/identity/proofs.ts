@@ -229,7 +229,7 @@ export const parseJoinTokens = (text: string, times: JoinTokenTimes): Array<Join
     const bad = names.filter((name) => !servicePattern.test(name))
     if (bad.length > 0) throw new Error(`${where}: not service names: ${bad.map((name) => JSON.stringify(loggable(name, 64))).join(", ")}`)
     const expiresAt = end === undefined ? times.writtenAt + times.defaultTtlMs : end.startsWith("expires=") ? rfc3339Time(end.slice(8)) : NaN
-    if (Number.isNaN(expiresAt)) throw new Error(`${where}: expected expires=<RFC 3339 time with its zone, e.g. 2027-01-02T03:04:05Z>, got ${JSON.stringify(loggable(end ?? "", 64))}`)
+    if (Number.isNaN(expiresAt)) throw new Error(`${where}: expected expires=<RFC 3339 time with its zone, e.g. 2027-01-02T03:04:05Z>, got ${end?.startsWith("expires=") === true ? JSON.stringify(loggable(end, 64)) : "a third field that is not expires="}`)
     return [{ sha256: hashed !== null ? Buffer.from(hashed[1]!, "hex") : sha256(secret), services: new Set(names), expiresAt }]
   })
 

@@ -179,6 +179,9 @@ describe("issuer: join tokens", () => {
     })()
     expect(refusal).toMatch(/line 1: a token must be at least 32 characters/)
     expect(refusal).not.toContain(token.slice(0, 8))
+    // A third field that is not expires= (a second token pasted on the line) is not quoted either; a bad expires= is.
+    expect(() => joinTokensNow(`${catalogJoinToken} catalog ${token}\n`)).toThrow(/line 1: expected expires=<RFC 3339 time with its zone, e\.g\. 2027-01-02T03:04:05Z>, got a third field that is not expires=$/)
+    expect(() => joinTokensNow(`${catalogJoinToken} catalog expires=2027-02-30T00:00:00Z\n`)).toThrow(/got "expires=2027-02-30T00:00:00Z"$/)
   })
 })
 
