@@ -132,6 +132,8 @@ const startIdentities = (services: ReadonlyArray<string>) =>
     const quiet: Log = (event, fields) => {
       if (event === "identity-refused" || event === "identity-renewal-failed") stderrLog(event, fields)
     }
+    // They end 24 h from now; the demo's sidecars, having joined, renew with their certificates.
+    const joinTokens = parseJoinTokens([...tokens].map(([service, token]) => `${token} ${service}`).join("\n"), { writtenAt: Date.now(), defaultTtlMs: defaultJoinTokenTtlMs })
     const issuer = yield* Issuer.make({
       ...Issuer.issuerDefaults,
       ca: { intermediate, trustBundlePem: root.certificatePem, trustDomain: defaultTrustDomain },
@@ -139,8 +141,7 @@ const startIdentities = (services: ReadonlyArray<string>) =>
       host: "127.0.0.1",
       port: 0,
       tokenReview: undefined,
-      // They end 24 h from now; the demo's sidecars, having joined, renew with their certificates.
-      joinTokens: parseJoinTokens([...tokens].map(([service, token]) => `${token} ${service}`).join("\n"), { writtenAt: Date.now(), defaultTtlMs: defaultJoinTokenTtlMs }),
+      joinTokens: () => joinTokens,
       log: quiet
     })
     /** A sidecar's credentials for `service`, kept renewed for the demo's life. */

@@ -1,8 +1,10 @@
 // `iip-mesh identity --ca-dir D [flags]`: runs the issuer (src/identity/issuer.ts) with the
 // intermediate and bundle from D (the `ca init` directory, or a Kubernetes Secret mounted there).
 // In a cluster it checks ServiceAccount tokens with TokenReview (its own in-cluster credentials);
-// join tokens come from a file (each ends: its expires=, else --join-token-ttl after the file was written). The CA directory is re-read periodically, so a rotation step (a
-// Secret update) needs no restart. Runs until SIGTERM.
+// join tokens come from a file (each ends: its expires=, else --join-token-ttl after the file was written),
+// re-read when it changes (joinTokensFile.ts), so adding or revoking a token needs no restart. The
+// CA directory is re-read periodically, so a rotation step (a Secret update) needs no restart
+// either. Runs until SIGTERM.
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -10,11 +12,15 @@ import { Command, Flag } from "effect/cli"
 import { messageOf, stderrLog } from "../iip/log.ts"
 import { caDirectoryVersion, checkTrustDomain, loadIssuingCa } from "../identity/caDirectory.ts"
 import * as Issuer from "../identity/issuer.ts"
-import { inClusterTokenReview, type JoinToken, readJoinTokensFile } from "../identity/proofs.ts"
+import { type JoinTokensWatch, watchJoinTokensFile } from "../identity/joinTokensFile.ts"
+import { inClusterTokenReview } from "../identity/proofs.ts"
 import { defaultTrustDomain } from "../identity/spiffe.ts"
 import { ArgumentError, parseDuration, parseHostPort, parseSize, parseWith } from "./args.ts"
 
 export const defaultIssuerAudience = "iip-mesh-identity"
+
+/** The join-token file is stat'ed this often besides its watch (as the sidecar's policy and routes files). */
+const joinTokensPollMs = 5_000
 
 const flags = {
   caDir: Flag.String("ca-dir").pipe(Flag.withDescription("directory with intermediate.pem, intermediate.key.pem and bundle.pem (ca init, or the mounted Secret)")),
@@ -23,7 +29,7 @@ const flags = {
   leafLifetime: Flag.String("leaf-lifetime").pipe(Flag.withDescription("lifetime of the certificates signed, e.g. 24h or 90m (default 24h)"), Flag.withDefault("24h")),
   audience: Flag.String("audience").pipe(Flag.withDescription(`the audience sidecars' ServiceAccount tokens must be minted for (default ${defaultIssuerAudience})`), Flag.withDefault(defaultIssuerAudience)),
   joinTokens: Flag.String("join-tokens").pipe(
-    Flag.withDescription("file of join tokens: TOKEN SERVICE[,SERVICE...] [expires=RFC3339-TIME] per line (TOKEN may be sha256:<hex>)"),
+    Flag.withDescription("file of join tokens: TOKEN SERVICE[,SERVICE...] [expires=RFC3339-TIME] per line (TOKEN may be sha256:<hex>); re-read when it changes (an invalid version keeps the last good tokens)"),
     Flag.optional
   ),
   joinTokenTtl: Flag.String("join-token-ttl").pipe(
@@ -100,10 +106,14 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
       catch: (error) => error
     })
     const joinTokensFile = Option.getOrUndefined(input.joinTokens)
-    const joinTokens: ReadonlyArray<JoinToken> = joinTokensFile === undefined ? [] : yield* Effect.try({
-      try: () => readJoinTokensFile(joinTokensFile, joinTokenTtlMs),
-      catch: (error) => new ArgumentError({ message: `--join-tokens: ${messageOf(error)}` })
-    })
+    // Closed with the scope, so the watch and its poll end with the issuer.
+    const joinTokensWatch: JoinTokensWatch | undefined = joinTokensFile === undefined ? undefined : yield* Effect.acquireRelease(
+      Effect.promise(() => watchJoinTokensFile({ path: joinTokensFile, defaultTtlMs: joinTokenTtlMs, pollMs: joinTokensPollMs, log: stderrLog })).pipe(
+        Effect.flatMap((loaded) => loaded._tag === "Success" ? Effect.succeed(loaded.success) : Effect.fail(new ArgumentError({ message: `--join-tokens: ${loaded.failure.message}` })))
+      ),
+      (watch) => Effect.sync(() => watch.close())
+    )
+    const joinTokens = joinTokensWatch?.current ?? (() => [])
     const inCluster = input.kubernetes === "off" ? undefined : yield* Effect.try({
       try: () => inClusterTokenReview(process.env, input.audience, tokenReviewTimeoutMs),
       catch: (error) => new ArgumentError({ message: `cannot read the in-cluster ServiceAccount credentials: ${messageOf(error)}` })
@@ -111,7 +121,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
     if (input.kubernetes === "on" && inCluster === undefined) {
       return yield* new ArgumentError({ message: "--kubernetes on: not running in a cluster (KUBERNETES_SERVICE_HOST is not set)" })
     }
-    if (inCluster === undefined && joinTokens.length === 0) {
+    if (inCluster === undefined && joinTokens().length === 0) {
       return yield* new ArgumentError({ message: "no proof is accepted: run in a cluster (TokenReview) or give --join-tokens" })
     }
     const issuer = yield* Issuer.make({
@@ -122,6 +132,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
       leafLifetimeMs,
       tokenReview: inCluster,
       joinTokens,
+      ...(joinTokensWatch === undefined ? {} : { joinTokenReloads: joinTokensWatch.reloads }),
       maxRequestBytes,
       requestTimeoutMs,
       maxInFlight,
@@ -129,7 +140,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
       log: stderrLog
     })
     yield* Effect.forkScoped(watchCaDirectory(input.caDir, trustDomain, caReloadMs, issuer))
-    yield* Console.log(JSON.stringify({ event: "identity-ready", listen: `${issuer.host}:${issuer.port}`, trustDomain, kubernetes: inCluster !== undefined, joinTokens: joinTokens.length }))
+    yield* Console.log(JSON.stringify({ event: "identity-ready", listen: `${issuer.host}:${issuer.port}`, trustDomain, kubernetes: inCluster !== undefined, joinTokens: joinTokens().length }))
     return yield* Effect.never
   }).pipe(
     Effect.scoped,

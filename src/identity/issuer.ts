@@ -8,7 +8,7 @@
 //   GET /v1/bundle  200 {"trustBundlePem"}: the bundle signed leaves come with, fetched by sidecars
 //     between renewals so a root added by a rotation reaches them within minutes (no proof needed:
 //     the bundle is public)
-//   GET /health, GET /metrics (signed and refused counts, Prometheus text)
+//   GET /health, GET /metrics (signed and refused counts, join-token file re-reads, Prometheus text)
 //
 // The CSR is checked first (local, cheap), then the proof (proofs.ts), then the identity the CSR
 // names must be the one the proof earns. A sidecar renewing presents the certificate it holds as
@@ -25,6 +25,7 @@ import * as https from "node:https"
 import type * as net from "node:net"
 import type { TLSSocket } from "node:tls"
 import { ListenFailed } from "../iip/server.ts"
+import type { DocumentLoad } from "../iip/documentFile.ts"
 import { type Log } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import type { IssuingCa } from "./caDirectory.ts"
@@ -61,8 +62,14 @@ export interface IssuerOptions {
   readonly leafLifetimeMs: number
   /** Kubernetes proofs are taken only with this; undefined refuses them. */
   readonly tokenReview: TokenReviewOptions | undefined
-  /** Join tokens (each with its end, judged on Effect's Clock); empty refuses join proofs. */
-  readonly joinTokens: ReadonlyArray<JoinToken>
+  /**
+   * The join tokens in force (each with its end, judged on Effect's Clock), asked on every join
+   * proof, so a re-read of their file (joinTokensFile.ts) applies from the next request on; none
+   * refuses join proofs.
+   */
+  readonly joinTokens: () => ReadonlyArray<JoinToken>
+  /** Re-reads of the join-token file by result, for /metrics; undefined when there is no file. */
+  readonly joinTokenReloads?: () => Readonly<Record<DocumentLoad, number>>
   /** Largest request body (default 16 KiB). */
   readonly maxRequestBytes: number
   /** A request must be read and answered within this (default 10 s). */
@@ -210,7 +217,8 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         const account = await reviewServiceAccountToken(options.tokenReview, proof.token)
         return { spiffeId: kubernetesSpiffeId(options.trustDomain, account.namespace, account.serviceAccount), byCertificate: false }
       }
-      if (options.joinTokens.length === 0) throw new ProofRefused({ reason: "proof-not-accepted", detail: "this issuer has no join tokens" })
+      const joinTokens = options.joinTokens()
+      if (joinTokens.length === 0) throw new ProofRefused({ reason: "proof-not-accepted", detail: "this issuer has no join tokens" })
       let service: string | undefined
       if (requestedId !== undefined) {
         const parsed = parseSpiffeId(requestedId)
@@ -220,7 +228,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         }
         service = segments[2]
       }
-      const granted = checkJoinToken(options.joinTokens, proof.token, service, clock.currentTimeMillisUnsafe(), renewing)
+      const granted = checkJoinToken(joinTokens, proof.token, service, clock.currentTimeMillisUnsafe(), renewing)
       return { spiffeId: serviceSpiffeId(options.trustDomain, granted.service), byCertificate: granted.byCertificate }
     }
 
@@ -259,6 +267,17 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       answer(response, statusOf[refusal.reason], { error: refusal.reason, message: refusal.detail })
     }
 
+    const joinTokenReloadsText = (): Array<string> => {
+      const reloads = options.joinTokenReloads?.()
+      if (reloads === undefined) return []
+      return [
+        "# HELP iip_mesh_issuer_join_tokens_reloads_total Re-reads of the join-token file: ok, or invalid (the last good tokens stay in force).",
+        "# TYPE iip_mesh_issuer_join_tokens_reloads_total counter",
+        `iip_mesh_issuer_join_tokens_reloads_total{result="ok"} ${reloads.ok}`,
+        `iip_mesh_issuer_join_tokens_reloads_total{result="invalid"} ${reloads.invalid}`
+      ]
+    }
+
     const metricsText = () =>
       [
         "# HELP iip_mesh_issuer_signed_total Leaves signed, by proof kind.",
@@ -267,6 +286,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         "# HELP iip_mesh_issuer_refused_total Certificate requests refused, by reason.",
         "# TYPE iip_mesh_issuer_refused_total counter",
         ...refusalReasons.map((reason) => `iip_mesh_issuer_refused_total{reason="${reason}"} ${refused[reason]}`),
+        ...joinTokenReloadsText(),
         ""
       ].join("\n")
 
@@ -329,8 +349,9 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     )
     // Tokens already ended earn renewals only: a file older than its TTL shows here, not at the first refused join.
     const startedAt = clock.currentTimeMillisUnsafe()
-    const joinTokensExpired = options.joinTokens.filter((token) => token.expiresAt <= startedAt).length
-    options.log("identity-issuer-ready", { address: `${bound.host}:${bound.port}`, trustDomain: options.trustDomain, kubernetes: options.tokenReview !== undefined, joinTokens: options.joinTokens.length, joinTokensExpired })
+    const joinTokens = options.joinTokens()
+    const joinTokensExpired = joinTokens.filter((token) => token.expiresAt <= startedAt).length
+    options.log("identity-issuer-ready", { address: `${bound.host}:${bound.port}`, trustDomain: options.trustDomain, kubernetes: options.tokenReview !== undefined, joinTokens: joinTokens.length, joinTokensExpired })
     const replaceCa = async (next: IssuingCa): Promise<void> => {
       const nextServing = await servingCredentials(next, options)
       ca = next

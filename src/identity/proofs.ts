@@ -14,7 +14,6 @@
 // for the log; no token ever reaches a log line.
 import * as Data from "effect/Data"
 import { createHash, timingSafeEqual } from "node:crypto"
-import { statSync } from "node:fs"
 import * as https from "node:https"
 import { loggable } from "../iip/redact.ts"
 import { MAX_SECRET_FILE_BYTES, readSmallText, readSmallTextAsync } from "../iip/smallFile.ts"
@@ -211,23 +210,6 @@ export const minJoinTokenLength = 32
 
 const sha256 = (text: string): Buffer => createHash("sha256").update(text, "utf8").digest()
 
-/** A join-token file larger than this is refused unread: a line is a token and its services, some 10,000 of them. */
-export const MAX_JOIN_TOKENS_FILE_BYTES = 1024 * 1024
-
-/**
- * The join tokens of a file, read once at the issuer's start, tokens without `expires=` ending
- * `defaultTtlMs` after the file was last written (a restart of the issuer does not extend them, a
- * write to the file does: the file holds no other time, so adding a line re-opens the ended ones
- * without `expires=`, as PROTOCOL.md tells operators): a FIFO, a device or a file over
- * MAX_JOIN_TOKENS_FILE_BYTES throws, naming it. A write time in the
- * future (a skewed clock where the file was made, `touch -d`) counts as now: it would otherwise
- * stretch every such token's life as far, and the TTL is what bounds a leaked token.
- */
-export const readJoinTokensFile = (path: string, defaultTtlMs: number): Array<JoinToken> => {
-  const text = readSmallText(path, MAX_JOIN_TOKENS_FILE_BYTES)
-  return parseJoinTokens(text, { writtenAt: Math.min(statSync(path).mtimeMs, Date.now()), defaultTtlMs })
-}
-
 /**
  * Parses a join-token file: one token per line, `TOKEN SERVICE[,SERVICE...] [expires=TIME]`, the
  * token as given or as `sha256:<hex>` of it (so the file need not hold the secret), TIME in RFC
@@ -240,13 +222,14 @@ export const parseJoinTokens = (text: string, times: JoinTokenTimes): Array<Join
     const [secret = "", services = "", end, ...extra] = line.split(/\s+/)
     const where = `join tokens line ${index + 1}`
     if (extra.length > 0 || services === "") throw new Error(`${where}: expected TOKEN SERVICE[,SERVICE...] [expires=TIME]`)
+    // The token first: a line with its columns swapped would otherwise quote it as a bad service name, into the log of a re-read.
+    const hashed = /^sha256:([0-9a-f]{64})$/.exec(secret)
+    if (hashed === null && secret.length < minJoinTokenLength) throw new Error(`${where}: a token must be at least ${minJoinTokenLength} characters (or sha256:<hex> of one)`)
     const names = services.split(",")
     const bad = names.filter((name) => !servicePattern.test(name))
     if (bad.length > 0) throw new Error(`${where}: not service names: ${bad.map((name) => JSON.stringify(loggable(name, 64))).join(", ")}`)
-    const hashed = /^sha256:([0-9a-f]{64})$/.exec(secret)
-    if (hashed === null && secret.length < minJoinTokenLength) throw new Error(`${where}: a token must be at least ${minJoinTokenLength} characters (or sha256:<hex> of one)`)
     const expiresAt = end === undefined ? times.writtenAt + times.defaultTtlMs : end.startsWith("expires=") ? rfc3339Time(end.slice(8)) : NaN
-    if (Number.isNaN(expiresAt)) throw new Error(`${where}: expected expires=<RFC 3339 time with its zone, e.g. 2027-01-02T03:04:05Z>, got ${JSON.stringify(loggable(end ?? "", 64))}`)
+    if (Number.isNaN(expiresAt)) throw new Error(`${where}: expected expires=<RFC 3339 time with its zone, e.g. 2027-01-02T03:04:05Z>, got ${end?.startsWith("expires=") === true ? JSON.stringify(loggable(end, 64)) : "a third field that is not expires="}`)
     return [{ sha256: hashed !== null ? Buffer.from(hashed[1]!, "hex") : sha256(secret), services: new Set(names), expiresAt }]
   })
 

@@ -3,11 +3,13 @@
 // it follows its CA directory through a rotation's steps (the two-root bundle first, signing under
 // the new root only after switch-intermediate); --join-token-ttl ends the tokens of a file written
 // longer ago; and it refuses to start with no proof it could take, outside a cluster with
-// --kubernetes on, or with a trust domain its intermediate does not name.
+// --kubernetes on, or with a trust domain its intermediate does not name; it re-reads its join-token
+// file while it runs (a token removed is refused at once, a new one taken, a bad file changes nothing).
 import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { X509Certificate } from "node:crypto"
 import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
+import * as https from "node:https"
 import { join, resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { initCa, rotateCa, switchIntermediate } from "../../src/identity/caDirectory.ts"
@@ -27,6 +29,8 @@ const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !n
  */
 const START_MS = 60_000
 const TEST_MS = 90_000
+/** A re-read of the join-token file lands well under a second after the write (watched, 250 ms settle); bounded for a loaded machine. */
+const RELOAD_MS = 20_000
 
 beforeAll(async () => {
   await initCa({ dir: caDir, trustDomain: "cmd.mesh" })
@@ -153,6 +157,66 @@ describe("iip-mesh identity", () => {
       child.kill("SIGKILL")
     }
     expect(await run("--ca-dir", caDir, "--join-tokens", file, "--join-token-ttl", "30s")).toMatchObject({ code: 1, stderr: expect.stringMatching(/join-token-ttl/) })
+  }, TEST_MS)
+
+  it("re-reads its --join-tokens file while it runs: a token removed is refused from the next request on, a new one taken; a bad file keeps the last good tokens, logged and counted", async () => {
+    const file = join(work, "reloaded-join-tokens")
+    const pricingToken = "p".repeat(40)
+    writeFileSync(file, `${token} catalog\n`)
+    const child: ChildProcess = spawn(process.execPath, [main, "identity", "--ca-dir", caDir, "--listen", "127.0.0.1:0", "--join-tokens", file], { env, stdio: ["ignore", "ignore", "pipe"] })
+    let stderr = ""
+    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    /** Until stderr holds `pattern` `count` times: checked as each chunk comes in, bounded. */
+    const waitFor = (pattern: RegExp, count = 1) =>
+      new Promise<void>((found, failed) => {
+        const check = () => {
+          if ((stderr.match(new RegExp(pattern.source, "g")) ?? []).length < count) return
+          clearTimeout(timer)
+          child.stderr!.off("data", check)
+          found()
+        }
+        const timer = setTimeout(() => {
+          child.stderr!.off("data", check)
+          failed(new Error(`no ${pattern} (x${count}) within ${RELOAD_MS} ms: ${stderr}`))
+        }, RELOAD_MS)
+        child.stderr!.on("data", check)
+        check()
+      })
+    try {
+      await waitFor(/"identity-issuer-ready"/)
+      const listen = /"address":"([^"]+)"/.exec(stderr)![1]!
+      const bundle = readFileSync(join(caDir, "bundle.pem"), "utf8")
+      /** The identity `secret` earns for `service`, or the refusal. */
+      const sign = async (secret: string, service: string) => {
+        const pair = await generateKeyPair()
+        const signer = issuerSigner({ issuerUrl: `https://${listen}`, trustDomain: "cmd.mesh", trustBundle: () => bundle, proof: () => ({ kind: "join", token: secret }) })
+        return signer(await createCertificateRequest(pair.keys, `spiffe://cmd.mesh/svc/${service}`)).then((answer) => answer.spiffeId, (error: Error) => error.message)
+      }
+      const reloads = () =>
+        new Promise<string>((done, failed) => {
+          https.get(`https://${listen}/metrics`, { ca: bundle, checkServerIdentity: () => undefined }, (response) => {
+            let text = ""
+            response.on("data", (chunk: Buffer) => (text += chunk.toString()))
+            response.on("end", () => done(text.split("\n").filter((line) => line.startsWith("iip_mesh_issuer_join_tokens_reloads_total")).join("\n")))
+          }).on("error", failed)
+        })
+      expect(await sign(token, "catalog")).toBe("spiffe://cmd.mesh/svc/catalog")
+      expect(await sign(pricingToken, "pricing")).toMatch(/401 bad-join-token\): unknown join token/)
+      // Rewritten in place, as an operator's editor or `echo >` does: the catalog token revoked, a pricing one added.
+      writeFileSync(file, `${pricingToken} pricing\n`)
+      await waitFor(/"identity-join-tokens-loaded"/, 2)
+      expect(await sign(token, "catalog")).toMatch(/401 bad-join-token\): unknown join token/)
+      expect(await sign(pricingToken, "pricing")).toBe("spiffe://cmd.mesh/svc/pricing")
+      // A file that does not parse (a short token) changes nothing: the last good tokens stay, logged and counted.
+      writeFileSync(file, `short catalog\n`)
+      await waitFor(/"identity-join-tokens-invalid".*at least 32 characters/)
+      expect(await sign(pricingToken, "pricing")).toBe("spiffe://cmd.mesh/svc/pricing")
+      expect(await sign(token, "catalog")).toMatch(/401 bad-join-token\): unknown join token/)
+      expect(stderr).not.toContain(pricingToken)
+      expect(await reloads()).toBe('iip_mesh_issuer_join_tokens_reloads_total{result="ok"} 1\niip_mesh_issuer_join_tokens_reloads_total{result="invalid"} 1')
+    } finally {
+      child.kill("SIGKILL")
+    }
   }, TEST_MS)
 
   it("refuses to start with no proof it could take, with --kubernetes on outside a cluster, or with another trust domain", async () => {

@@ -166,6 +166,23 @@ describe("issuer: join tokens", () => {
     expect(() => joinTokensNow(`${catalogJoinToken} Catalog`)).toThrow(/not service names/)
     expect(joinTokensNow(`sha256:${"ab".repeat(32)} catalog`)).toHaveLength(1)
   })
+
+  it("a line with its columns swapped (SERVICE TOKEN) is refused without the token in the message: the issuer logs it on a re-read", () => {
+    const token = "Zx9_kQ2-".repeat(6)
+    const refusal = (() => {
+      try {
+        joinTokensNow(`catalog ${token}\n`)
+        return "loaded"
+      } catch (error) {
+        return (error as Error).message
+      }
+    })()
+    expect(refusal).toMatch(/line 1: a token must be at least 32 characters/)
+    expect(refusal).not.toContain(token.slice(0, 8))
+    // A third field that is not expires= (a second token pasted on the line) is not quoted either; a bad expires= is.
+    expect(() => joinTokensNow(`${catalogJoinToken} catalog ${token}\n`)).toThrow(/line 1: expected expires=<RFC 3339 time with its zone, e\.g\. 2027-01-02T03:04:05Z>, got a third field that is not expires=$/)
+    expect(() => joinTokensNow(`${catalogJoinToken} catalog expires=2027-02-30T00:00:00Z\n`)).toThrow(/got "expires=2027-02-30T00:00:00Z"$/)
+  })
 })
 
 /** A raw POST to the issuer; resolves with status and body. */

@@ -1,6 +1,6 @@
 // The files the identity issuer reads for itself, which it does not trust to be what they should:
 // in a cluster its ServiceAccount's ca.crt (once, at start) and token (on every TokenReview, while
-// it serves), the --join-tokens file (once, at start), its CA directory (every --ca-reload-interval
+// it serves), the --join-tokens file (at start and whenever it changes), its CA directory (every --ca-reload-interval
 // while it serves). A FIFO (whose read waits for a writer,
 // for good) or a file larger than such a file may be is refused unread, the error naming the file.
 import { execFileSync } from "node:child_process"
@@ -9,7 +9,16 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { caDirectoryVersion, caFiles, initCa, loadIssuingCa } from "../../src/identity/caDirectory.ts"
-import { inClusterTokenReview, MAX_JOIN_TOKENS_FILE_BYTES, ProofRefused, readJoinTokensFile, reviewServiceAccountToken } from "../../src/identity/proofs.ts"
+import * as Result from "effect/Result"
+import { MAX_JOIN_TOKENS_FILE_BYTES, readJoinTokensFile as readResult } from "../../src/identity/joinTokensFile.ts"
+import { inClusterTokenReview, ProofRefused, reviewServiceAccountToken } from "../../src/identity/proofs.ts"
+
+/** The tokens of the file, or its refusal's message thrown. */
+const readJoinTokensFile = async (path: string, defaultTtlMs: number) => {
+  const read = await readResult(path, defaultTtlMs)
+  if (Result.isFailure(read)) throw new Error(read.failure.message)
+  return read.success
+}
 
 const inCluster = { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: "1" }
 
@@ -52,17 +61,17 @@ describe("the identity issuer's own files", () => {
     expect(() => inClusterTokenReview(inCluster, "iip-mesh-identity", 1000, dir)).toThrow(`${dir}/ca.crt: not a regular file`)
   })
 
-  it(`the --join-tokens file, read once at start, is refused unread when over ${MAX_JOIN_TOKENS_FILE_BYTES} bytes or a FIFO, naming the file`, () => {
+  it(`the --join-tokens file, read at start and on every change, is refused unread when over ${MAX_JOIN_TOKENS_FILE_BYTES} bytes or a FIFO, naming the file`, async () => {
     const file = join(dir, "join-tokens")
     writeFileSync(file, `${"t".repeat(40)} catalog\n`)
     // A token without expires= ends the TTL after the file was written: an issuer restarted later does not extend it.
-    expect(readJoinTokensFile(file, 3_600_000).map((token) => [[...token.services], token.expiresAt])).toStrictEqual([[["catalog"], statSync(file).mtimeMs + 3_600_000]])
+    expect((await readJoinTokensFile(file, 3_600_000)).map((token) => [[...token.services], token.expiresAt])).toStrictEqual([[["catalog"], statSync(file).mtimeMs + 3_600_000]])
     // A write time in the future (a skewed clock where the file was made, touch -d) would stretch the
     // TTL as far: no token ends later than the TTL from the issuer's start.
     const future = new Date(Date.now() + 10 * 365 * 86_400_000)
     utimesSync(file, future, future)
     const before = Date.now()
-    const [stretched] = readJoinTokensFile(file, 3_600_000)
+    const [stretched] = await readJoinTokensFile(file, 3_600_000)
     expect(stretched!.expiresAt).toBeGreaterThanOrEqual(before + 3_600_000)
     expect(stretched!.expiresAt).toBeLessThanOrEqual(Date.now() + 3_600_000)
     // Any write starts the TTL again for a line without expires=, one that had ended included (the
@@ -70,13 +79,13 @@ describe("the identity issuer's own files", () => {
     const long = new Date(Date.now() - 2 * 3_600_000)
     writeFileSync(file, `${"t".repeat(40)} catalog\n${"u".repeat(40)} pricing expires=${long.toISOString()}\n`)
     utimesSync(file, long, long)
-    expect(readJoinTokensFile(file, 3_600_000).map((token) => token.expiresAt < Date.now())).toStrictEqual([true, true])
+    expect((await readJoinTokensFile(file, 3_600_000)).map((token) => token.expiresAt < Date.now())).toStrictEqual([true, true])
     appendFileSync(file, `${"v".repeat(40)} storefront\n`)
-    expect(readJoinTokensFile(file, 3_600_000).map((token) => token.expiresAt < Date.now())).toStrictEqual([false, true, false])
+    expect((await readJoinTokensFile(file, 3_600_000)).map((token) => token.expiresAt < Date.now())).toStrictEqual([false, true, false])
     writeFileSync(file, `${"t".repeat(40)} catalog\n`.padEnd(MAX_JOIN_TOKENS_FILE_BYTES + 1, "#"))
-    expect(() => readJoinTokensFile(file, 3_600_000)).toThrow(`${file}: larger than ${MAX_JOIN_TOKENS_FILE_BYTES} bytes (${MAX_JOIN_TOKENS_FILE_BYTES + 1})`)
+    await expect(readJoinTokensFile(file, 3_600_000)).rejects.toThrow(`${file}: larger than ${MAX_JOIN_TOKENS_FILE_BYTES} bytes (${MAX_JOIN_TOKENS_FILE_BYTES + 1})`)
     fifo("join-tokens")
-    expect(() => readJoinTokensFile(file, 3_600_000)).toThrow(`${file}: not a regular file`)
+    await expect(readJoinTokensFile(file, 3_600_000)).rejects.toThrow(`${file}: not a regular file`)
   })
 
   it("its CA directory, re-read while it serves: a FIFO or a file over 64 KiB as bundle.pem is refused unread, the directory's version changes and loading it fails naming the file", async () => {

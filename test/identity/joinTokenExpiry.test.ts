@@ -33,7 +33,7 @@ const expired = (end: number | string) =>
 const issuerOnTestClock = (ca: IssuingCa, joinTokens: ReadonlyArray<JoinToken>) =>
   Effect.gen(function*() {
     const { events, log } = collectLog()
-    const issuer = yield* Issuer.make({ ca, trustDomain, host: "127.0.0.1", port: 0, ...Issuer.issuerDefaults, tokenReview: undefined, joinTokens, log })
+    const issuer = yield* Issuer.make({ ca, trustDomain, host: "127.0.0.1", port: 0, ...Issuer.issuerDefaults, tokenReview: undefined, joinTokens: () => joinTokens, log })
     return { issuer, url: `https://127.0.0.1:${issuer.port}`, events }
   })
 

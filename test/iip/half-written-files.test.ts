@@ -1,7 +1,8 @@
-// Files the sidecar re-reads while it runs (src/iip/documentFile.ts: the --authz-policy and
-// --routes files) written in place in two parts with a pause between (an editor saving in place,
-// `cat > file`): the first part alone is valid YAML with fewer rules or routes, a policy that allows
-// more than meant. A version is taken only once unchanged for the settle time and across the read,
+// Files re-read while running (src/iip/documentFile.ts: the sidecar's --authz-policy and --routes
+// files, the issuer's --join-tokens file) written in place in two parts with a pause between (an
+// editor saving in place, `cat > file`): the first part alone is valid YAML with fewer rules or
+// routes, a policy that allows more than meant, or a join-token line binding its token to a
+// service cut short (another service's name). A version is taken only once unchanged for the settle time and across the read,
 // so the part is never applied and the whole is. Real files in a temp dir; the settle time on
 // faked timers (the pause of the writer is where the test writes the rest), the file system real.
 import * as Result from "effect/Result"
@@ -10,6 +11,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import { settleMsDefault, settleTries } from "../../src/iip/documentFile.ts"
+import { watchJoinTokensFile } from "../../src/identity/joinTokensFile.ts"
+import { checkJoinToken } from "../../src/identity/proofs.ts"
 import { watchPolicyFile } from "../../src/identity/policyFile.ts"
 import { watchRoutesFile } from "../../src/sidecar/routesFile.ts"
 
@@ -117,6 +120,46 @@ describe("a file written in two parts is never applied half", () => {
     await checking
     expect(routes.current().source).toBe("2 routes for 2 services")
     expect(logged.map((l) => l.applies)).toStrictEqual(["3 routes for 3 services", "2 routes for 2 services"])
+  })
+
+  it("the issuer's join tokens: the part binding a token to `storefront` (the line cut inside `storefront-admin`) is not applied, the whole is", async () => {
+    const path = join(dir, "join-tokens")
+    const [catalogToken, adminToken] = ["c".repeat(40), "a".repeat(40)]
+    writeBefore(path, `${catalogToken} catalog\n`)
+    const logged: Array<Record<string, unknown>> = []
+    const watched = await watchJoinTokensFile({ path, defaultTtlMs: 3_600_000, pollMs: 3_600_000, watch: false, log: loggedTo(logged) })
+    if (Result.isFailure(watched)) throw new Error(watched.failure.message)
+    const tokens = watched.success
+    closers.push(tokens.close)
+    /** The service `token` earns when it asks for `service`, or the refusal's reason. */
+    const earns = (token: string, service: string) => {
+      try {
+        return checkJoinToken(tokens.current(), token, service, Date.now(), undefined).service
+      } catch (error) {
+        return (error as { reason: string }).reason
+      }
+    }
+
+    writeFileSync(path, `${adminToken} storefront`)
+    const checking = tokens.check()
+    expect(await settling(checking)).toBe("settling")
+    await vi.advanceTimersByTimeAsync(settleMsDefault - 1)
+    writeFileSync(path, `${adminToken} storefront-admin\n`)
+    await vi.advanceTimersByTimeAsync(1)
+    expect(await settling(checking)).toBe("settling")
+    expect(earns(adminToken, "storefront")).toBe("bad-join-token")
+    expect(earns(catalogToken, "catalog")).toBe("catalog")
+    await vi.advanceTimersByTimeAsync(settleMsDefault)
+    await checking
+
+    expect(earns(adminToken, "storefront")).toBe("identity-not-allowed")
+    expect(earns(adminToken, "storefront-admin")).toBe("storefront-admin")
+    expect(earns(catalogToken, "catalog")).toBe("bad-join-token")
+    expect(tokens.reloads()).toStrictEqual({ ok: 1, invalid: 0 })
+    expect(logged.map((l) => [l.event, l.skipped, l.applies])).toStrictEqual([
+      ["identity-join-tokens-loaded", undefined, "1 join token, 0 ended"],
+      ["identity-join-tokens-loaded", "1", "1 join token, 0 ended"]
+    ])
   })
 
   it("a file that keeps changing is left after a bounded number of looks, logged, the last good kept; the next check takes it once still", async () => {

@@ -116,9 +116,10 @@ export interface RunningIssuer {
 
 export const startIssuer = async (
   ca: IssuingCa,
-  options: { readonly apiUrl?: string; readonly apiCa?: string | undefined; readonly joinTokens?: ReadonlyArray<JoinToken> } & Partial<Issuer.IssuerOptions> = {}
+  options: { readonly apiUrl?: string; readonly apiCa?: string | undefined; readonly joinTokens?: ReadonlyArray<JoinToken> } & Partial<Omit<Issuer.IssuerOptions, "joinTokens">> = {}
 ): Promise<RunningIssuer> => {
   const { events, log } = collectLog()
+  const joinTokens = options.joinTokens ?? []
   const scope = await Effect.runPromise(Scope.make())
   const issuer = await Effect.runPromise(
     Issuer.make({
@@ -128,9 +129,9 @@ export const startIssuer = async (
       port: 0,
       ...Issuer.issuerDefaults,
       tokenReview: options.apiUrl === undefined ? undefined : { apiUrl: options.apiUrl, ca: options.apiCa, bearerToken: () => "issuer-own-token", audience, timeoutMs: 2_000 },
-      joinTokens: options.joinTokens ?? [],
       log,
-      ...options
+      ...options,
+      joinTokens: () => joinTokens
     }).pipe(Scope.provide(scope))
   )
   return { issuer, url: `https://127.0.0.1:${issuer.port}`, events, stop: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
