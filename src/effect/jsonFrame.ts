@@ -98,7 +98,13 @@ export const plainJsonProblem = (bytes: Uint8Array, check: JsonCheck): string | 
   let outside = 0
   for (let at = 0; at < end; at++) {
     const c = bytes[at]!
-    if (isSpace(c) || c === colon || c === comma) {
+    // Space leaves `key` as it was: `, "headers"` is a key as `,"headers"` is (taken for a
+    // value, its name was not read, and a list under it counted as the payload's).
+    if (isSpace(c)) {
+      scalar = false
+      continue
+    }
+    if (c === colon || c === comma) {
       scalar = false
       key = c === comma && depth > 0 && isObject[depth - 1] === 1
       continue
