@@ -4,7 +4,7 @@
 // a Schema.Any payload that deep died in the handler with a RangeError, and 900,000 header pairs
 // were built (1 s) before the RPC server refused more than 2,000. The scan refuses what
 // MessagePack's check refuses, with the same bounds and words, at the byte where it is found.
-import { maxMessagePackDepth, maxRequestHeaderPairs, maxValuesOutsidePayload } from "./msgpack.ts"
+import { headersKey, isKey, maxMessagePackDepth, maxRequestHeaderPairs, maxValuesOutsidePayload, payloadKey } from "./msgpack.ts"
 
 /** How deep arrays and objects may nest in a JSON Request frame: as in a MessagePack one. */
 export const maxJsonDepth = maxMessagePackDepth
@@ -38,15 +38,6 @@ for (const c of [0x20, 0x0a, 0x0d, 0x09]) kinds[c] = space
 for (const c of [comma, colon]) kinds[c] = separator
 for (const c of [closeArray, closeObject]) kinds[c] = closer
 for (const c of [quote, openArray, openObject]) kinds[c] = start
-
-const utf8 = new TextEncoder()
-const payloadKey = utf8.encode("payload")
-const headersKey = utf8.encode("headers")
-const isKey = (bytes: Uint8Array, at: number, length: number, key: Uint8Array): boolean => {
-  if (length !== key.length) return false
-  for (let i = 0; i < length; i++) if (bytes[at + i] !== key[i]) return false
-  return true
-}
 
 // Whether each open container is an object (1) or an array (0), the innermost last. One for all
 // scans: a scan is synchronous and runs to its end, so none shares it with another.
