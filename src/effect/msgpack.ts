@@ -43,9 +43,11 @@ export const maxRequestHeaderPairs = 2000
 export const maxValuesOutsidePayload = 3 * maxRequestHeaderPairs + 64
 
 const utf8 = new TextEncoder()
-const payloadKey = utf8.encode("payload")
-const headersKey = utf8.encode("headers")
-const isKey = (bytes: Uint8Array, at: number, length: number, key: Uint8Array): boolean => {
+// The Request fields the frame checks find by name (this one and jsonFrame.ts's), as UTF-8 bytes.
+export const payloadKey = utf8.encode("payload")
+export const headersKey = utf8.encode("headers")
+/** Whether the `length` bytes at `at` spell `key`. */
+export const isKey = (bytes: Uint8Array, at: number, length: number, key: Uint8Array): boolean => {
   if (length !== key.length) return false
   for (let i = 0; i < length; i++) if (bytes[at + i] !== key[i]) return false
   return true

@@ -49,6 +49,7 @@ const defaultPath = "/rpc"
 const defaultMaxFrameBytes = 16 * 1024 * 1024
 const defaultMaxRequestValues = 1_000_000
 const textDecoder = new TextDecoder()
+const newline = 0x0a
 
 /** One message as a frame: its length (4 bytes, big-endian), then its bytes (a string encoded in place). */
 const frame = (encoded: Uint8Array | string): Uint8Array => {
@@ -79,8 +80,13 @@ const requestDecoderOf = (serialization: RpcSerialization.RpcSerialization["Serv
   if (serialization === msgPack) return (_parser, bytes) => decodeMsgPackRequests(bytes, maxValues)
   if (!/json/i.test(serialization.contentType)) return decoderOf(serialization)
   const check = { request: serialization === RpcSerialization.json || serialization === RpcSerialization.ndjson, maxValues }
+  // A line-framed parser (NDJSON, NDJSON-RPC) keeps an unfinished line for the next frame, where
+  // it reaches JSON.parse whole though each frame was scanned alone: the scan covers a line only
+  // if it is whole in its frame. The client protocols write each message, newline and all, as one
+  // frame.
+  const wholeLines = serialization.includesFraming
   return (parser, bytes) => {
-    const problem = plainJsonProblem(bytes, check)
+    const problem = plainJsonProblem(bytes, check) ?? (wholeLines && bytes.length > 0 && bytes[bytes.length - 1] !== newline ? "ends inside a line" : undefined)
     if (problem !== undefined) throw new Error(`a JSON rpc frame ${problem}`)
     return parser.decode(textDecoder.decode(bytes))
   }
