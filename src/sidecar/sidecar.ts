@@ -416,6 +416,8 @@ export const make = (
     const onAccess = config.accessLog
       ? (record: AccessRecord) => stdoutLines()(jsonLine({ time: new Date().toISOString(), ...record }))
       : undefined
+    const eventStreamsRefused = { value: 0 }
+    telemetry.metrics.watchOutboundEventStreamRefusals(() => eventStreamsRefused.value)
     const outboundOptions = {
       registry,
       ...(routes === undefined ? {} : { routes }),
@@ -426,6 +428,7 @@ export const make = (
       telemetry,
       ...(onAccess === undefined ? {} : { onAccess }),
       inFlight,
+      eventStreamsRefused,
       onInvalidHeaders: (count: number) => telemetry.metrics.invalidHeaders("outbound", count)
     }
     // The bodies outbound exchanges gather wait on one deadline heap; its timer goes with the sidecar.

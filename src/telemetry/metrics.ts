@@ -188,6 +188,8 @@ export interface MeshMetrics {
   watchAppStreams(read: () => AppStreamCounts): void
   /** Where the outbound listener's answers held for callers that do not read them, and the requests refused past their budget, are read at each scrape. */
   watchHeldAnswers(read: () => HeldAnswers): void
+  /** Where the event streams the outbound side refused for want of a stream place are read at each scrape (sidecar/outbound.ts). */
+  watchOutboundEventStreamRefusals(read: () => number): void
   /** Where the spans the OTLP exporters dropped are read at each scrape (tracing.ts). */
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the lines dropped by stdout and stderr nobody read are read at each scrape (iip/outputLines.ts). */
@@ -484,6 +486,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
   let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, eventStreamsRefused: 0 })
   let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0 })
+  let readOutboundEventStreamRefusals: () => number = () => 0
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   let readDroppedLines: () => Readonly<Record<"stdout" | "stderr", number>> = () => ({ stdout: 0, stderr: 0 })
@@ -569,6 +572,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     return directions.flatMap((direction) => TUNNEL_LIMITS.map((limit) => ({ labels: { direction, limit }, value: refused[direction][limit] })))
   })
   fromTallies(registry, "gauge", "iip_mesh_outbound_held_answer_bytes", "Bytes of answers the outbound listener holds unsent for callers that have not read them (at most about maxQueuedBytes: past it new requests are refused).", [], () => [{ labels: {}, value: readHeldAnswers().bytes }])
+  fromTallies(registry, "counter", "iip_mesh_outbound_event_streams_refused_total", "Event streams (GETs accepting text/event-stream) refused 503 overloaded at the outbound sidecar, nothing sent: no stream place left on the connections to any endpoint tried (the rest of their channels are the requests'). Upgrades refused so count in iip_mesh_tunnels_refused_total, limit channels.", [], () => [{ labels: {}, value: readOutboundEventStreamRefusals() }])
   fromTallies(registry, "counter", "iip_mesh_outbound_held_answers_refused_total", "HTTP/1.1 requests refused 503 overloaded at the outbound listener while the answers it held for callers that do not read them were past maxQueuedBytes.", [], () => [{ labels: {}, value: readHeldAnswers().refused }])
   fromTallies(registry, "counter", "iip_mesh_log_lines_dropped_total", "Access and log lines dropped while stdout or stderr held about 1 MiB its reader had not taken (a stalled log driver).", ["stream"], () =>
     Object.entries(readDroppedLines()).map(([stream, value]) => ({ labels: { stream }, value })))
@@ -647,6 +651,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchHeldAnswers: (read) => {
       readHeldAnswers = read
+    },
+    watchOutboundEventStreamRefusals: (read) => {
+      readOutboundEventStreamRefusals = read
     },
     watchDroppedLines: (read) => {
       readDroppedLines = read
