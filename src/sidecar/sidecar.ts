@@ -125,7 +125,8 @@ const listen = (server: net.Server, address: HostPort) =>
  */
 const startDiscovery = (config: SidecarConfig, log: Log, trustDomain: string | undefined, kubeConfig: KubeConfig | undefined, metrics: MeshMetrics) =>
   Effect.gen(function*() {
-    const discovery = new Discovery({ log, onLeftOut: (source, count) => metrics.discoveryLeftOut(source, count) })
+    const discovery = new Discovery({ log })
+    metrics.watchDiscoveryLeftOut(() => discovery.leftOut())
     discovery.register(configSource(config.endpoints))
     if (config.endpointsFile !== null) discovery.register(fileSource({ path: config.endpointsFile, log }))
     for (const [service, name] of Object.entries(config.dnsSrv)) {
