@@ -16,8 +16,6 @@ export interface DiscoverySnapshot {
 export interface DiscoveryOptions {
   /** Where a listener that throws is reported; stderr by default, and when this log throws itself. */
   readonly log?: Log
-  /** Told of the endpoints the cap per service left out of an update, by the kind of source ("mdns", "static", ...): a metric counts them. */
-  readonly onLeftOut?: (source: string, count: number) => void
   /** The clock of the capped lines' throttle (monotonic ms). */
   readonly now?: () => number
 }
@@ -26,7 +24,7 @@ export interface DiscoveryOptions {
  * `discovery.endpoints-capped` lines per minute, over all sources: a source on the network (an mDNS
  * host announcing past the cap, then saying goodbye, again and again) can make one refused Add after
  * another, each of which was a line (6,000 for three rounds of 2,000). The next line admitted says
- * how many were not written; onLeftOut counts them all.
+ * how many were not written; leftOut() tells how many are out now.
  */
 const CappedLines = 10
 const CappedWindowMs = 60_000
@@ -61,6 +59,9 @@ const keepUnchanged = (service: string, previous: ReadonlyMap<string, MergedEndp
   }
 }
 
+/** "mdns", "static", ...: a source's name before its first ":" (static:file is static). */
+const sourceKind = (source: string | undefined): string => (source ?? "unknown").split(":", 1)[0]!
+
 const updateService = (update: EndpointUpdate): string =>
   update._tag === "Reset" || update._tag === "Remove" ? update.service : update.endpoint.service
 
@@ -71,13 +72,13 @@ export class Discovery {
   /** The merged endpoints per service, updated in place: an update costs what it changes. */
   private view = new Map<string, Map<string, MergedEndpoint>>()
   private readonly log: Log
-  private readonly onLeftOut: ((source: string, count: number) => void) | undefined
+  /** The kinds of source that have had endpoints left out (a handful: static, kubernetes, dns, mdns, ...), whose gauge then reads 0 rather than vanish. */
+  private readonly leftOutKinds = new Set<string>()
   private readonly cappedLines: LogThrottle
 
   constructor(options: DiscoveryOptions = {}) {
     // Called from sources' callbacks and in loops over subscribers: a log that throws must not cut them short.
     this.log = neverThrowing(options.log ?? stderrLog)
-    this.onLeftOut = options.onLeftOut
     this.cappedLines = new LogThrottle(CappedLines, CappedWindowMs, options.now)
   }
 
@@ -130,6 +131,28 @@ export class Discovery {
     return { services }
   }
 
+  /**
+   * Endpoints left out now by the cap per service, by the kind of source (summed over its sources
+   * and services): those waiting to get in as others leave, at most MaxEndpointsPerService a
+   * service and source (past that a source's further ones are not kept, so not counted). A gauge
+   * an operator can alert on: a source re-listing the same endpoints, or flapping them, leaves out
+   * as many as before, where a count of each refusal grew with the churn. Read at each scrape.
+   */
+  leftOut(): Map<string, number> {
+    const out = new Map<string, number>()
+    for (const kind of this.leftOutKinds) out.set(kind, 0)
+    for (const registration of this.registrations) {
+      // Endpoint by endpoint: one source may report under several names (static and static:file).
+      for (const waiting of registration.waiting.values()) {
+        for (const endpoint of waiting.values()) {
+          const kind = sourceKind(endpoint.source)
+          out.set(kind, (out.get(kind) ?? 0) + 1)
+        }
+      }
+    }
+    return out
+  }
+
   /** Stops every source and drops every subscriber, without telling them. */
   close(): void {
     const registrations = [...this.registrations.values()]
@@ -146,11 +169,7 @@ export class Discovery {
       const source = update._tag === "Reset" ? update.endpoints[0]?.source : update._tag === "Remove" ? undefined : update.endpoint.source
       const admitted = this.cappedLines.admit()
       if (admitted !== undefined) this.log("discovery.endpoints-capped", { service: updateService(update), source, limit: MaxEndpointsPerService, leftOut: dropped, ...admitted })
-      try {
-        this.onLeftOut?.((source ?? "unknown").split(":", 1)[0]!, dropped)
-      } catch (error) {
-        this.log("discovery.listener-failed", { service: updateService(update), message: messageOf(error) })
-      }
+      this.leftOutKinds.add(sourceKind(source))
     }
     this.keepWaiting(registration, update)
     if (!changed) return

@@ -169,7 +169,12 @@ export const ChunkHeader = { data: 0, error: 1, compressed: 2, trailers: 3 } as 
 export const EnvelopeBytes = 8
 
 export type Meta = ReadonlyMap<string, string>
-export const emptyMeta: Meta = new Map()
+/**
+ * The metadata of every empty block, shared: a MetaEntries as a non-empty block decodes to, so a
+ * reader's instanceof does not depend on the message; frozen, so a set through a cast throws (a
+ * TypeError) instead of changing it for every other message.
+ */
+export const emptyMeta: Meta = Object.freeze(new MetaEntries())
 
 export interface Envelope {
   readonly kind: number

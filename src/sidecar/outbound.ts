@@ -564,6 +564,8 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
   /** Total: whatever the failure, the app gets an answer (or a cut connection), never a rejection. */
   private fail(error: unknown): void {
     try {
+      // An event stream with no stream place on any endpoint tried (upgrades count theirs in tunnelSeats.ts).
+      if (error instanceof Overloaded && error.limit === StreamPlacesLimit && this.options.eventStreamsRefused !== undefined) this.options.eventStreamsRefused.value++
       const proxyError = error instanceof EnvelopeError
         ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
         : proxyErrorOf(error, this.endpointName)

@@ -28,4 +28,9 @@ export interface OutboundOptions {
   readonly onInvalidHeaders?: OnInvalidHeader
   /** Requests begun whose response has not closed yet (the sidecar's drain waits for 0). */
   readonly inFlight?: { value: number }
+  /**
+   * Event streams refused here, 503 overloaded, for want of a stream place on the connections to
+   * every endpoint tried (once a request; a metric reads it at each scrape).
+   */
+  readonly eventStreamsRefused?: { value: number }
 }

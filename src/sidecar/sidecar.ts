@@ -125,7 +125,8 @@ const listen = (server: net.Server, address: HostPort) =>
  */
 const startDiscovery = (config: SidecarConfig, log: Log, trustDomain: string | undefined, kubeConfig: KubeConfig | undefined, metrics: MeshMetrics) =>
   Effect.gen(function*() {
-    const discovery = new Discovery({ log, onLeftOut: (source, count) => metrics.discoveryLeftOut(source, count) })
+    const discovery = new Discovery({ log })
+    metrics.watchDiscoveryLeftOut(() => discovery.leftOut())
     discovery.register(configSource(config.endpoints))
     if (config.endpointsFile !== null) discovery.register(fileSource({ path: config.endpointsFile, log }))
     for (const [service, name] of Object.entries(config.dnsSrv)) {
@@ -416,6 +417,8 @@ export const make = (
     const onAccess = config.accessLog
       ? (record: AccessRecord) => stdoutLines()(jsonLine({ time: new Date().toISOString(), ...record }))
       : undefined
+    const eventStreamsRefused = { value: 0 }
+    telemetry.metrics.watchOutboundEventStreamRefusals(() => eventStreamsRefused.value)
     const outboundOptions = {
       registry,
       ...(routes === undefined ? {} : { routes }),
@@ -426,6 +429,7 @@ export const make = (
       telemetry,
       ...(onAccess === undefined ? {} : { onAccess }),
       inFlight,
+      eventStreamsRefused,
       onInvalidHeaders: (count: number) => telemetry.metrics.invalidHeaders("outbound", count)
     }
     // The bodies outbound exchanges gather wait on one deadline heap; its timer goes with the sidecar.

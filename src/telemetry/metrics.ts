@@ -22,8 +22,8 @@
 //   iip_mesh_endpoint_ejections_total{service,endpoint}               counter (1,000 series, then _other)
 //   iip_mesh_dials_refused_total{service,endpoint}                    counter: tries not dialled, an endpoint (or federation peer admin) from another host
 //                                                                     whose address is on this host (src/iip/dialGuard.ts); 1,000 series, then _other
-//   iip_mesh_discovery_endpoints_left_out_total{source}              counter: endpoints a discovery source reported past the
-//                                                                     cap per service (src/discovery/discovery.ts), by source kind
+//   iip_mesh_discovery_endpoints_left_out{source}                    gauge, read at scrape: endpoints discovery leaves out now at
+//                                                                     the cap per service (src/discovery/discovery.ts), by source kind
 //   iip_mesh_invalid_headers_total{direction}                         counter: header pairs dropped as unwritable
 //   iip_mesh_open_connections{direction}, iip_mesh_open_channels{direction}   gauges, read at scrape
 //   iip_mesh_inbound_answer_bytes                                     gauge, read at scrape: bytes of the app's answers
@@ -158,8 +158,8 @@ export interface MeshMetrics {
   endpointEjected(service: string, endpoint: string): void
   /** A try to an endpoint (or a federation fetch from a peer admin, `endpoint` its admin address) from another host was not dialled: its address is on this host or the metadata service (src/iip/dialGuard.ts). */
   dialRefused(service: string, endpoint: string): void
-  /** Discovery left `count` endpoints of a source (its kind: mdns, dns, kubernetes, static, local) out of a service at its cap. */
-  discoveryLeftOut(source: string, count: number): void
+  /** Where the endpoints discovery leaves out now at its cap per service are read at each scrape, by the kind of source (mdns, dns, kubernetes, static, local). */
+  watchDiscoveryLeftOut(read: () => ReadonlyMap<string, number>): void
   /** `count` header pairs were dropped for an invalid name or value (sidecar/headerFilter.ts). */
   invalidHeaders(direction: Direction, count: number): void
   /** An HTTP/1.1 connection was closed for bytes no exchange could own (sidecar/appPool.ts inbound, http1Connection.ts outbound). */
@@ -188,6 +188,8 @@ export interface MeshMetrics {
   watchAppStreams(read: () => AppStreamCounts): void
   /** Where the outbound listener's answers held for callers that do not read them, and the requests refused past their budget, are read at each scrape. */
   watchHeldAnswers(read: () => HeldAnswers): void
+  /** Where the event streams the outbound side refused for want of a stream place are read at each scrape (sidecar/outbound.ts). */
+  watchOutboundEventStreamRefusals(read: () => number): void
   /** Where the spans the OTLP exporters dropped are read at each scrape (tracing.ts). */
   watchDroppedSpans(read: () => Readonly<DroppedSpans>): void
   /** Where the lines dropped by stdout and stderr nobody read are read at each scrape (iip/outputLines.ts). */
@@ -468,7 +470,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   const next: NextRequest = { wake: undefined }
   const ejections = new Map<string, Tally>()
   const refusedDials = new Map<string, Tally>()
-  const discoveryLeftOut = new Map<string, Tally>()
+  let readDiscoveryLeftOut: () => ReadonlyMap<string, number> = () => new Map()
   const invalidHeaders: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
   const strayBytes: Record<Direction, Tally> = { outbound: tally({ direction: "outbound" }), inbound: tally({ direction: "inbound" }) }
   const authzDenied = new Map<string, Tally>()
@@ -484,6 +486,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
   let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, eventStreamsRefused: 0 })
   let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0 })
+  let readOutboundEventStreamRefusals: () => number = () => 0
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
   let readDroppedSpans: () => Readonly<DroppedSpans> = () => ({ queueFull: 0, exportFailed: 0 })
   let readDroppedLines: () => Readonly<Record<"stdout" | "stderr", number>> = () => ({ stdout: 0, stderr: 0 })
@@ -522,7 +525,8 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_response_bytes_total", "Bytes of response bodies proxied.", ["direction", "service"], each((s) => s.responseBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_endpoint_ejections_total", "Times an endpoint was taken out of balancing for failing.", ["service", "endpoint"], () => ejections.values())
   fromTallies(registry, "counter", "iip_mesh_dials_refused_total", "Tries not dialled: an endpoint or federation peer admin learned from another host whose address is on this host (loopback, unspecified, multicast) or the metadata service.", ["service", "endpoint"], () => refusedDials.values())
-  fromTallies(registry, "counter", "iip_mesh_discovery_endpoints_left_out_total", "Endpoints a discovery source reported past the cap of 1,000 per service and source (left out, admitted as others leave), by the kind of source. DNS SRV answers are cut by their lookup, which stops asking at the cap (logged discovery.dns-capped), and are not counted here.", ["source"], () => discoveryLeftOut.values())
+  fromTallies(registry, "gauge", "iip_mesh_discovery_endpoints_left_out", "Endpoints discovery leaves out now, reported past the cap of 1,000 per service and source (admitted as others leave), by the kind of source, summed over services; at most 1,000 a service and source are kept waiting and counted. DNS SRV answers are cut by their lookup, which stops asking at the cap (logged discovery.dns-capped), and are not counted here.", ["source"], () =>
+    Array.from(readDiscoveryLeftOut(), ([source, value]) => ({ labels: { source }, value })))
   fromTallies(registry, "counter", "iip_mesh_invalid_headers_total", "Header pairs dropped for a name or value that cannot be written.", ["direction"], () => directions.map((d) => invalidHeaders[d]))
   fromTallies(registry, "counter", "iip_mesh_http1_stray_bytes_total", "HTTP/1.1 connections closed for bytes no exchange could own: inbound, the app's past its answer or with no request waiting (kept, they would be the next request's answer); outbound, a caller's that are no valid request after the ones it sent.", ["direction"], () => directions.map((d) => strayBytes[d]))
   fromTallies(registry, "counter", "iip_mesh_authz_denied_total", "Inbound calls the authorization policy refused with 403, by the reason of its verdict.", ["service", "reason"], () => authzDenied.values())
@@ -569,6 +573,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     return directions.flatMap((direction) => TUNNEL_LIMITS.map((limit) => ({ labels: { direction, limit }, value: refused[direction][limit] })))
   })
   fromTallies(registry, "gauge", "iip_mesh_outbound_held_answer_bytes", "Bytes of answers the outbound listener holds unsent for callers that have not read them (at most about maxQueuedBytes: past it new requests are refused).", [], () => [{ labels: {}, value: readHeldAnswers().bytes }])
+  fromTallies(registry, "counter", "iip_mesh_outbound_event_streams_refused_total", "Event streams (GETs accepting text/event-stream) refused 503 overloaded at the outbound sidecar, nothing sent: no stream place left on the connections to any endpoint tried (the rest of their channels are the requests'). Upgrades refused so count in iip_mesh_tunnels_refused_total, limit channels.", [], () => [{ labels: {}, value: readOutboundEventStreamRefusals() }])
   fromTallies(registry, "counter", "iip_mesh_outbound_held_answers_refused_total", "HTTP/1.1 requests refused 503 overloaded at the outbound listener while the answers it held for callers that do not read them were past maxQueuedBytes.", [], () => [{ labels: {}, value: readHeldAnswers().refused }])
   fromTallies(registry, "counter", "iip_mesh_log_lines_dropped_total", "Access and log lines dropped while stdout or stderr held about 1 MiB its reader had not taken (a stalled log driver).", ["stream"], () =>
     Object.entries(readDroppedLines()).map(([stream, value]) => ({ labels: { stream }, value })))
@@ -595,7 +600,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     // Endpoint names come from discovery, a hostile source's too: countIn caps the series.
     endpointEjected: (service, endpoint) => countIn(ejections, { service, endpoint }),
     dialRefused: (service, endpoint) => countIn(refusedDials, { service, endpoint }),
-    discoveryLeftOut: (source, count) => countIn(discoveryLeftOut, { source }, count),
+    watchDiscoveryLeftOut: (read) => {
+      readDiscoveryLeftOut = read
+    },
     invalidHeaders: (direction, count) => {
       invalidHeaders[direction].value += count
     },
@@ -647,6 +654,9 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     },
     watchHeldAnswers: (read) => {
       readHeldAnswers = read
+    },
+    watchOutboundEventStreamRefusals: (read) => {
+      readOutboundEventStreamRefusals = read
     },
     watchDroppedLines: (read) => {
       readDroppedLines = read

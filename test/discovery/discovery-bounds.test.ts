@@ -57,10 +57,9 @@ describe("applyUpdate's cap per service", () => {
 })
 
 describe("Discovery with a source past the cap", () => {
-  it("logs what it left out, naming the service and the source, and counts every endpoint left out by its source", () => {
+  it("logs what it left out, naming the service and the source, and tells how many are left out now by the kind of source", () => {
     const logs = new Recorder<[string, Record<string, unknown>]>()
-    const leftOut: Array<[string, number]> = []
-    const discovery = new Discovery({ log: (event, fields) => logs.push([event, fields]), onLeftOut: (source, count) => leftOut.push([source, count]) })
+    const discovery = new Discovery({ log: (event, fields) => logs.push([event, fields]) })
     let emit: (update: EndpointUpdate) => void = () => {}
     const source: DiscoverySource = { start: (e) => ((emit = e), () => {}) }
     discovery.register(source)
@@ -72,15 +71,17 @@ describe("Discovery with a source past the cap", () => {
       ["discovery.endpoints-capped", { service: "web", source: "mdns", limit: MaxEndpointsPerService, leftOut: 3 }],
       ["discovery.endpoints-capped", { service: "web", source: "static:file", limit: MaxEndpointsPerService, leftOut: 1 }]
     ])
-    expect(leftOut).toStrictEqual([["mdns", 3], ["static", 1]])
+    expect(discovery.leftOut()).toStrictEqual(new Map([["mdns", 3], ["static", 1]]))
+    // Another service's left out add up under the same kind.
+    emit({ _tag: "Reset", service: "api", endpoints: many(MaxEndpointsPerService + 2).map((endpoint) => ({ ...endpoint, service: "api" })) })
+    expect(discovery.leftOut()).toStrictEqual(new Map([["mdns", 5], ["static", 1]]))
     discovery.close()
   })
 
-  it("a source flapping endpoints past the cap (an mDNS host: goodbye, announce, again) logs at most 10 lines a minute, the next saying how many it left out meanwhile; each is counted", () => {
+  it("a source flapping endpoints past the cap (an mDNS host: goodbye, announce, again) logs at most 10 lines a minute, the next saying how many it left out meanwhile; what is left out reads what is out now", () => {
     const logs = new Recorder<[string, Record<string, unknown>]>()
-    let leftOut = 0
     let now = 0
-    const discovery = new Discovery({ log: (event, fields) => logs.push([event, fields]), onLeftOut: (_source, count) => (leftOut += count), now: () => now })
+    const discovery = new Discovery({ log: (event, fields) => logs.push([event, fields]), now: () => now })
     let emit: (update: EndpointUpdate) => void = () => {}
     discovery.register({ start: (e) => ((emit = e), () => {}) })
     for (const endpoint of many(MaxEndpointsPerService)) emit({ _tag: "Add", endpoint })
@@ -91,12 +92,29 @@ describe("Discovery with a source past the cap", () => {
     }
     const capped = () => logs.items.filter(([event]) => event === "discovery.endpoints-capped")
     expect(capped()).toHaveLength(10)
-    expect(leftOut).toBe(6000)
+    // Every one announced was said goodbye to: none left out now (before: a counter at 6,000, growing with the churn).
+    expect(discovery.leftOut()).toStrictEqual(new Map([["mdns", 0]]))
     now = 60_000
     emit({ _tag: "Add", endpoint: over[0]! })
     expect(capped()).toHaveLength(11)
     expect(capped().at(-1)![1]).toMatchObject({ leftOut: 1, suppressedBefore: 5990 })
+    expect(discovery.leftOut()).toStrictEqual(new Map([["mdns", 1]]))
     expect(discovery.endpoints("web")).toHaveLength(MaxEndpointsPerService)
+    discovery.close()
+  })
+
+  it("a source answering the same list past the cap again and again (a DNS or EndpointSlice re-list) leaves out as many as before, not as many again; withdrawn, none", () => {
+    const discovery = new Discovery({ log: () => {} })
+    let emit: (update: EndpointUpdate) => void = () => {}
+    const stop = discovery.register({ start: (e) => ((emit = e), () => {}) })
+    const listed = many(MaxEndpointsPerService + 3).map((endpoint) => ({ ...endpoint, source: "dns:web" }))
+    for (let round = 0; round < 5; round++) emit({ _tag: "Reset", service: "web", endpoints: listed })
+    expect(discovery.leftOut()).toStrictEqual(new Map([["dns", 3]]))
+    // Room made by the source's own Remove: the oldest waiting one gets in, one fewer left out.
+    emit({ _tag: "Remove", service: "web", key: `${listed[0]!.host}:80` })
+    expect(discovery.leftOut()).toStrictEqual(new Map([["dns", 2]]))
+    stop()
+    expect(discovery.leftOut()).toStrictEqual(new Map([["dns", 0]]))
     discovery.close()
   })
 

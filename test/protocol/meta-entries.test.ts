@@ -3,7 +3,7 @@
 // fields up to four entries and in a Map past them; a peer's block of many entries, repeated keys
 // among them, decodes with a Map's result.
 import { describe, expect, it } from "vitest"
-import { decodeEnvelope, encodeEnvelope, encodeTrailersChunk } from "../../src/protocol/mesh.ts"
+import { decodeEnvelope, emptyMeta, encodeEnvelope, encodeTrailersChunk } from "../../src/protocol/mesh.ts"
 import { MetaEntries } from "../../src/protocol/metaEntries.ts"
 
 /** The same operations on a MetaEntries and a Map, compared entry by entry after each. */
@@ -70,6 +70,22 @@ describe("MetaEntries", () => {
     expect(decoded).toBeInstanceOf(MetaEntries)
     expect([...decoded]).toStrictEqual([[":method", "POST"], [":authority", "echo"], ["http-headers", '[["x","1"]]'], ["deadline-ms", "1500"]])
     expect(encodeEnvelope(1, 0, 7, decoded, Buffer.from("hi"), 8192)).toStrictEqual(data)
+  })
+
+  it("an empty block decodes to the same type as a non-empty one, and the shared empty one cannot be changed", () => {
+    const empty = decodeEnvelope(encodeEnvelope(1, 0, 7, new Map(), Buffer.from("hi"), 8192), 8192).meta
+    const full = decodeEnvelope(encodeEnvelope(1, 0, 7, new Map([[":status", "200"]]), Buffer.from("hi"), 8192), 8192).meta
+    expect(empty).toBeInstanceOf(MetaEntries)
+    expect(full).toBeInstanceOf(MetaEntries)
+    expect(empty).not.toBeInstanceOf(Map)
+    expect(Object.prototype.toString.call(empty)).toBe(Object.prototype.toString.call(full))
+    expect(empty.size).toBe(0)
+    expect([...empty]).toStrictEqual([])
+    expect(empty).toBe(emptyMeta)
+    // Every empty block shares it, so a caller that casts it to set on it must not change it for the others.
+    expect(() => (emptyMeta as MetaEntries).set("x", "1")).toThrow(TypeError)
+    expect(emptyMeta.size).toBe(0)
+    expect(emptyMeta.get("x")).toBeUndefined()
   })
 
   it("encodes byte for byte as a Map of the same sets does, in fields and past them, its own deadline entry replaced or kept", () => {

@@ -7,7 +7,7 @@ import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { LoopbackDnsServer } from "../discovery/dnsServer.ts"
 import { MaxEndpointsPerService } from "../../src/discovery/types.ts"
-import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { Cleanup, readUntil, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
 import { call, echoRequest, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
@@ -90,7 +90,7 @@ describe("sidecar endpoints from discovery", () => {
     expect(watching.sidecar.ready()).toBe(true)
     if (process.env["KUBERNETES_SERVICE_HOST"] === undefined) expect(events).toContain("discovery.kubernetes-not-in-cluster")
   })
-  it("counts the endpoints a source lists past the cap per service in iip_mesh_discovery_endpoints_left_out_total, by source kind", async () => {
+  it("tells how many endpoints a source lists past the cap per service now in iip_mesh_discovery_endpoints_left_out, by source kind: a re-read with fewer reads fewer", async () => {
     const dir = mkdtempSync(join(tmpdir(), "iip-mesh-endpoints-"))
     cleanup.add(() => rmSync(dir, { recursive: true, force: true }))
     const file = join(dir, "endpoints.json")
@@ -99,7 +99,11 @@ describe("sidecar endpoints from discovery", () => {
     writeFileSync(file, JSON.stringify({ catalog: listed }))
     const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpointsFile: file }))
     await waitFor(() => a.sidecar.registry.endpointsOf("catalog").length === MaxEndpointsPerService, 5000, "the file's endpoints")
-    const metrics = parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body)
-    expect(sum(metrics, "iip_mesh_discovery_endpoints_left_out_total", { source: "static" })).toBe(2)
+    const leftOut = async () => sum(parsePrometheusText((await a.sidecar.telemetry.metrics.text()).body), "iip_mesh_discovery_endpoints_left_out", { source: "static" })
+    expect(await leftOut()).toBe(2)
+    // The file re-read without its first endpoint: one of the two waiting gets in, one is left out (before: a counter at 2 + 1).
+    writeFileSync(file, JSON.stringify({ catalog: listed.slice(1) }))
+    expect((await readUntil(leftOut, (count) => count === 1, 5000)).value).toBe(1)
+    expect(a.sidecar.registry.endpointsOf("catalog")).toHaveLength(MaxEndpointsPerService)
   })
 })

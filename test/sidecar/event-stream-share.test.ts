@@ -110,6 +110,8 @@ it("at A, event streams take the stream places on the connections to the endpoin
   const refused = streams.filter((s) => s.status !== 200)
   expect(new Set(refused.map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 outbound; reason=overloaded"]))
   for (const s of refused) expect(s.ms).toBeLessThan(1000)
+  // A counts its own refusals, as B does its share's (before: counted nowhere).
+  expect(await metric(a, /^iip_mesh_outbound_event_streams_refused_total /)).toBe(refused.length)
   const started = performance.now()
   const plain = await plainGets(a.outboundPort, 16)
   expect(plain.map((p) => p.status)).toEqual(Array(16).fill(200))
@@ -130,6 +132,9 @@ it("event streams refused for B's share are no failure of B: A ejects neither, i
   expect(refused.length).toBeGreaterThanOrEqual(18)
   expect(new Set(refused.map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 inbound; reason=overloaded"]))
   expect(await metric(a, /^iip_mesh_endpoint_ejections_total/)).toBe(0)
+  // B's refusals, counted at B: not A's.
+  expect(await metric(a, /^iip_mesh_outbound_event_streams_refused_total /)).toBe(0)
+  expect(await metric(b1, /^iip_mesh_app_event_streams_refused_total /) + await metric(b2, /^iip_mesh_app_event_streams_refused_total /)).toBeGreaterThanOrEqual(refused.length)
   expect((await plainGets(a.outboundPort, 4)).map((p) => p.status)).toEqual([200, 200, 200, 200])
 })
 
@@ -160,6 +165,8 @@ it("an event stream with no stream place left on the connections to one endpoint
   for (let i = 0; i < 30; i++) streams.push(await openEventStream(cleanup, a.outboundPort))
   expect(streams.filter((s) => s.status === 200)).toHaveLength(24)
   expect(new Set(streams.slice(24).map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 outbound; reason=overloaded"]))
+  // Once a refused request, though each was refused by the connections to both endpoints.
+  expect(await metric(a, /^iip_mesh_outbound_event_streams_refused_total /)).toBe(6)
 })
 
 it("an event stream gives its place at B back when its caller goes: as many open again", async () => {

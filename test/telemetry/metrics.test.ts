@@ -4,6 +4,8 @@
 // registries in one process stay apart and both carry the process metrics; a flood of service
 // names is capped. Plus the parser itself on the format's corners.
 import { describe, expect, it } from "vitest"
+import { Discovery } from "../../src/discovery/discovery.ts"
+import { type EndpointUpdate, MaxEndpointsPerService } from "../../src/discovery/types.ts"
 import { makeMetrics } from "../../src/telemetry/metrics.ts"
 import { histogram, parsePrometheusText, samples, sum, value } from "../support/prometheusText.ts"
 
@@ -82,6 +84,24 @@ describe("mesh metrics", () => {
     refreshes.unchanged++
     const m = await scrape(metrics)
     expect(Object.fromEntries(["updated", "unchanged", "failed", "refused"].map((result) => [result, value(m, "iip_mesh_trust_bundle_refreshes_total", { result })]))).toStrictEqual({ updated: 1, unchanged: 8, failed: 2, refused: 0 })
+  })
+
+  it("the endpoints discovery leaves out at its cap are a gauge read at each scrape: a source re-listing the same ones reads the same, one making room reads fewer", async () => {
+    const metrics = makeMetrics()
+    const discovery = new Discovery({ log: () => {} })
+    metrics.watchDiscoveryLeftOut(() => discovery.leftOut())
+    let emit: (update: EndpointUpdate) => void = () => {}
+    discovery.register({ start: (e) => ((emit = e), () => {}) })
+    const listed = Array.from({ length: MaxEndpointsPerService + 5 }, (_, i) => ({ service: "web", host: `10.0.${i >> 8}.${i & 255}`, port: 80, weight: 1, features: [], source: "kubernetes" }))
+    for (let round = 0; round < 4; round++) emit({ _tag: "Reset", service: "web", endpoints: listed })
+    const { body } = await metrics.text()
+    expect(body).toContain("# TYPE iip_mesh_discovery_endpoints_left_out gauge")
+    expect(body).not.toContain("iip_mesh_discovery_endpoints_left_out_total")
+    // Before: a counter at 20 (5 left out, counted on each of the 4 answers).
+    expect(value(await scrape(metrics), "iip_mesh_discovery_endpoints_left_out", { source: "kubernetes" })).toBe(5)
+    emit({ _tag: "Reset", service: "web", endpoints: listed.slice(3) })
+    expect(value(await scrape(metrics), "iip_mesh_discovery_endpoints_left_out", { source: "kubernetes" })).toBe(2)
+    discovery.close()
   })
 
   it("a later scrape sees later counts, not doubled ones", async () => {
