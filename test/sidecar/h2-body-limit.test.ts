@@ -36,7 +36,7 @@ const LIMIT = PLAIN_LIMIT
 const TOO_LARGE = LIMIT + 1
 
 const curlGate = gate(
-  "curl --http2-prior-knowledge past the limit prints 413",
+  "curl --http2-prior-knowledge past the limit: answered 413 and closed on the sidecar's side; curl shows no other status",
   spawnSync("curl", ["--version"]).status === 0 ? { ok: true } : { ok: false, reason: "no curl (apt curl)" }
 )
 
@@ -240,19 +240,41 @@ describe("an HTTP/2 request body for a plain IIP service", () => {
 
   it.skipIf(curlGate.skip)(curlGate.title, async () => {
     upload.received.length = 0
+    upload.access.length = 0
     const file = join(tmpdir(), `h2-body-limit-${process.pid}.bin`)
     await writeFile(file, Buffer.alloc(TOO_LARGE, 7))
     cleanup.add(() => import("node:fs/promises").then((fs) => fs.rm(file, { force: true })))
-    const args = ["-sS", "--http2-prior-knowledge", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "-H", "Host: legacy", "--data-binary", `@${file}`, `http://${LOOPBACK}:${upload.a.outboundPort}/upload`]
+    // --max-time past the reset's bound (the PING's 2 s): a curl that has not ended by then never
+    // reads it (below).
+    const args = ["-sS", "--http2-prior-knowledge", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "-H", "Host: legacy", "--data-binary", `@${file}`, `http://${LOOPBACK}:${upload.a.outboundPort}/upload`]
     // Four times: curl 7.88 lost an answer that came with its reset in one read (3 runs in 4, "(92)
     // Stream error in the HTTP/2 framing layer"), once the 413 came from the head (outboundH2Call.ts onCutAnswered).
     for (let run = 0; run < 4; run++) {
-      const printed = await new Promise<string>((resolve) => execFile("curl", args, (_error, stdout, stderr) => resolve(`${stdout}${stderr}`)))
-      expect(printed).toBe("2 413")
+      const exited = new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile("curl", args, (error, stdout, stderr) => resolve({ code: typeof error?.code === "number" ? error.code : 0, stdout, stderr }))
+      )
+      // What the sidecar guarantees, whatever curl does: the 413 answered (logged) and the stream
+      // reset and closed on its side within the PING's 2 s, with room for a loaded machine.
+      await waitFor(() => upload.access.length === run + 1 && upload.a.sidecar.inFlight() === 0, 5000, `curl's call ${run} answered and closed on the sidecar's side`)
+      expect(upload.access[run]).toEqual(expect.objectContaining({ status: 413, error: { hop: "outbound", reason: "body_too_large" } }))
+      const { code, stdout, stderr } = await exited
+      // curl 7.88 (Debian 12's) has two faults of its own here, both only once its upload has
+      // filled the socket's buffers (tcp_rmem/wmem of 4-16 KiB in a namespace: 3 runs in 5): it
+      // reads the whole 413 and stops sending, but never reads its socket again (ss: 43 bytes, the
+      // PING and the reset after it, unread in curl's receive queue; the sidecar's send queue
+      // empty) and ends on its --max-time, all of the answer received; or its own send hits EAGAIN
+      // just after it read the whole answer (strace: 206 bytes, HEADERS and DATA) and it closes
+      // without looking at it, "(55)". Upstream curl reworked HTTP/2 uploads answered early in 8.1
+      // (curl#11165; not tried here). Any status it prints is the 413.
+      const printed = `exit ${code}: ${stdout} ${stderr}`
+      if (code === 28) {
+        expect(stdout, printed).toBe("2 413")
+        expect(stderr, printed).toMatch(/\(28\) Operation timed out after \d+ milliseconds with (\d+) out of \1 bytes received/)
+      } else if (code === 55) expect(stdout, printed).toBe("0 000")
+      else expect({ code, stdout }, printed).toEqual({ code: 0, stdout: "2 413" })
     }
     expect(upload.received).toEqual([])
-    await waitFor(() => upload.a.sidecar.inFlight() === 0, 5000, "curl's call to leave the sidecar")
-  })
+  }, 40_000)
 
   it("a gRPC client stream that does not end within the deadline (iip-timeout) ends DEADLINE_EXCEEDED, with the mesh's body_timeout", async () => {
     upload.received.length = 0
