@@ -62,6 +62,31 @@ const lineOf = <A>(child: ChildProcess, stream: NodeJS.ReadableStream, event: st
     })
   })
 
+/**
+ * A child's stderr as it comes, and a wait until it holds `pattern` `count` times: checked as each
+ * chunk comes in, failing after `boundMs` with what was read.
+ */
+const stderrOf = (child: ChildProcess, boundMs: number) => {
+  let text = ""
+  child.stderr!.on("data", (chunk: Buffer) => (text += chunk.toString()))
+  const waitFor = (pattern: RegExp, count = 1) =>
+    new Promise<void>((found, failed) => {
+      const check = () => {
+        if ((text.match(new RegExp(pattern.source, "g")) ?? []).length < count) return
+        clearTimeout(timer)
+        child.stderr!.off("data", check)
+        found()
+      }
+      const timer = setTimeout(() => {
+        child.stderr!.off("data", check)
+        failed(new Error(`no ${pattern} (x${count}) within ${boundMs} ms: ${text}`))
+      }, boundMs)
+      child.stderr!.on("data", check)
+      check()
+    })
+  return { text: () => text, waitFor }
+}
+
 describe("iip-mesh identity", () => {
   it("serves signing requests from a ca init directory with join tokens, and stops on SIGTERM with exit 0", async () => {
     const child: ChildProcess = spawn(process.execPath, [main, "identity", "--ca-dir", caDir, "--listen", "127.0.0.1:0", "--join-tokens", join(work, "join-tokens")], { env, stdio: ["ignore", "pipe", "pipe"] })
@@ -94,27 +119,11 @@ describe("iip-mesh identity", () => {
       [main, "identity", "--ca-dir", dir, "--listen", "127.0.0.1:0", "--join-tokens", join(work, "join-tokens"), "--ca-reload-interval", "100ms"],
       { env, stdio: ["ignore", "pipe", "pipe"] }
     )
-    let stderr = ""
-    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    /** Until stderr holds `pattern`: checked as each chunk comes in, bounded. */
-    const waitFor = (pattern: RegExp) =>
-      new Promise<void>((found, failed) => {
-        const check = () => {
-          if (!pattern.test(stderr)) return
-          clearTimeout(timer)
-          child.stderr!.off("data", check)
-          found()
-        }
-        const timer = setTimeout(() => {
-          child.stderr!.off("data", check)
-          failed(new Error(`no ${pattern} within ${START_MS} ms: ${stderr}`))
-        }, START_MS)
-        child.stderr!.on("data", check)
-        check()
-      })
+    const stderr = stderrOf(child, START_MS)
+    const waitFor = stderr.waitFor
     try {
       await waitFor(/"identity-issuer-ready"/)
-      const listen = /"address":"([^"]+)"/.exec(stderr)![1]!
+      const listen = /"address":"([^"]+)"/.exec(stderr.text())![1]!
       const sign = async () => {
         const pair = await generateKeyPair()
         const signer = issuerSigner({ issuerUrl: `https://${listen}`, trustDomain: "cmd.mesh", trustBundle: () => readFileSync(join(dir, "bundle.pem"), "utf8"), proof: () => ({ kind: "join", token }) })
@@ -164,27 +173,11 @@ describe("iip-mesh identity", () => {
     const pricingToken = "p".repeat(40)
     writeFileSync(file, `${token} catalog\n`)
     const child: ChildProcess = spawn(process.execPath, [main, "identity", "--ca-dir", caDir, "--listen", "127.0.0.1:0", "--join-tokens", file], { env, stdio: ["ignore", "ignore", "pipe"] })
-    let stderr = ""
-    child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    /** Until stderr holds `pattern` `count` times: checked as each chunk comes in, bounded. */
-    const waitFor = (pattern: RegExp, count = 1) =>
-      new Promise<void>((found, failed) => {
-        const check = () => {
-          if ((stderr.match(new RegExp(pattern.source, "g")) ?? []).length < count) return
-          clearTimeout(timer)
-          child.stderr!.off("data", check)
-          found()
-        }
-        const timer = setTimeout(() => {
-          child.stderr!.off("data", check)
-          failed(new Error(`no ${pattern} (x${count}) within ${RELOAD_MS} ms: ${stderr}`))
-        }, RELOAD_MS)
-        child.stderr!.on("data", check)
-        check()
-      })
+    const stderr = stderrOf(child, RELOAD_MS)
+    const waitFor = stderr.waitFor
     try {
       await waitFor(/"identity-issuer-ready"/)
-      const listen = /"address":"([^"]+)"/.exec(stderr)![1]!
+      const listen = /"address":"([^"]+)"/.exec(stderr.text())![1]!
       const bundle = readFileSync(join(caDir, "bundle.pem"), "utf8")
       /** The identity `secret` earns for `service`, or the refusal. */
       const sign = async (secret: string, service: string) => {
