@@ -12,6 +12,8 @@
 // for a while (or after OUTPUT_FLUSH_MAX_MS) the process exits, saying on stderr (when stderr takes
 // lines) how many lines stdout left unwritten (`output-unwritten`).
 
+import { libuvQueued } from "../mux/libuvQueue.ts"
+
 /** The most a stream holds unwritten before lines are dropped: about 4,000 access lines. */
 export const MAX_QUEUED_OUTPUT_BYTES = 1 << 20
 
@@ -146,7 +148,7 @@ export const exitWithinMs = (ms: number): void => {
  * there for 3 s. libuv's queue falls as the pipe takes bytes.
  */
 const unsent = (stream: NodeJS.WriteStream): readonly [number, number] =>
-  [stream.writableLength, (stream as { readonly _handle?: { readonly writeQueueSize?: number } })._handle?.writeQueueSize ?? 0]
+  [stream.writableLength, libuvQueued(stream) ?? 0]
 
 /** Lines each standard stream dropped so far (for /metrics; a stream not written to yet has dropped none). */
 export const droppedLines = (): Readonly<Record<"stdout" | "stderr", number>> => ({ stdout: stdout?.dropped() ?? 0, stderr: stderr?.dropped() ?? 0 })

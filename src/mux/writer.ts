@@ -35,6 +35,7 @@ import { Batch } from "./batch.ts"
 import { unlimitedWriteBudget, type WriteBudget, type WriteBudgetMember } from "./budget.ts"
 import { monotonicMs } from "./clock.ts"
 import { Overloaded } from "./errors.ts"
+import { libuvQueued } from "./libuvQueue.ts"
 
 /** What the writer needs of a socket (net.Socket satisfies it). */
 export interface ByteSink {
@@ -195,8 +196,7 @@ export class PacketWriter {
    * socket has no such handle (a WebSocket's stream).
    */
   get socketUnsent(): number {
-    const size = (this.sink as { _handle?: { writeQueueSize?: unknown } | null })._handle?.writeQueueSize
-    return typeof size === "number" ? size : -1
+    return libuvQueued(this.sink) ?? -1
   }
 
   /** Bytes waiting here or in the socket. */

@@ -3,6 +3,7 @@
 // more will be written, and the writer sees it destroyed).
 import type { EventEmitter } from "node:events"
 import type * as net from "node:net"
+import { libuvQueued } from "../mux/libuvQueue.ts"
 
 /** Resolves on the writable's next 'drain' or 'close', whichever comes first; both listeners leave. */
 export const drainedOrClosed = (writable: EventEmitter): Promise<void> =>
@@ -21,4 +22,4 @@ export const drainedOrClosed = (writable: EventEmitter): Promise<void> =>
  * `writeQueueSize` up to date but does not document it): it shrinks as a caller reads one large
  * write, where `writableLength` counts that chunk whole until all of it is sent.
  */
-export const queuedInLibuv = (socket: net.Socket): number => (socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0
+export const queuedInLibuv = (socket: net.Socket): number => libuvQueued(socket) ?? 0
