@@ -15,9 +15,10 @@
 // 62.7-64.4 without a probe, or with this one, in the starts whose own start-up compiled nothing
 // with TurboFan). A read places a stall at its own time, up to 250 ms after the stall ended; so
 // while the process serves (over BUSY_EVENTS of libuv's I/O events in a quiet read's window, and
-// for QUIET_AFTER_MS after) a second timer reads every 5 ms and places each stall within 5 ms: that
+// for QUIET_AFTER_MS after) a second timer runs every 5 ms and places each stall within 5 ms: that
 // is when the bench lines stalls up with its paths' slices and slowest requests, and when the
-// process compiles its own hot code anyway. Busy by I/O events, not by the loop's utilisation: a
+// process compiles its own hot code anyway. That timer measures its own lateness and the histograms
+// sleep meanwhile (reading them every 5 ms meant resetting one each time; see readTick). Busy by I/O events, not by the loop's utilisation: a
 // sidecar's start keeps the loop busy for seconds, and 5 ms reads then warmed the same internals.
 // Nothing is watched during the start-up itself (STARTED_BELOW): the bench measures nothing then.
 import { constants, monitorEventLoopDelay, performance, PerformanceObserver } from "node:perf_hooks"
@@ -102,27 +103,44 @@ export const watchStalls = (report, stallMs = STALL_MS) => {
     waiting = still
   }
 
-  const read = () => {
-    const now = performance.now()
-    // The longest the histograms' timer waited since the last read, over its 5 ms.
+  /** A read saw the loop `held` ms over its tick, now: one getrusage(2) per read, the reading itself the next window's start. */
+  const note = (now, held) => {
+    // (While busy, 200 reads a second: two calls each were 0.4 system calls per request at 1,000 req/s.)
+    const cpuNow = process.threadCpuUsage()
+    const cpuMs = (cpuNow.user - cpu.user + cpuNow.system - cpu.system) / 1000
+    cpu = cpuNow
+    // A stall that began before the last read ended just before it, after the read had run but
+    // before the tick had: its CPU time is in the window before.
+    const began = now - held
+    if (held > threshold) waiting.push({ from: Math.min(last, began) - TICK_MS, end: now, ms: held, cpuMs: began < last ? cpuMs + lastCpuMs : cpuMs })
+    lastCpuMs = cpuMs
+    last = now
+    if (waiting.length > 0) settle(now)
+  }
+
+  /** A quiet read: the longest the histograms' timer waited since the last read, over its 5 ms. */
+  const readHistograms = () => {
     const olderMax = older.max
     const recentMax = recent.max
     const held = (olderMax > olderSeen ? Math.max(olderMax, recentMax) : recentMax) / 1e6 - TICK_MS
     older.reset()
     olderSeen = recentMax
     ;[older, recent] = [recent, older]
-    // One getrusage(2) per read: the reading itself is the next window's start (while busy, 200
-    // reads a second: two calls each were 0.4 system calls per request at 1,000 req/s).
-    const cpuNow = process.threadCpuUsage()
-    const cpuMs = (cpuNow.user - cpu.user + cpuNow.system - cpu.system) / 1000
-    cpu = cpuNow
-    // A stall that began before the last read ended just before it, after the read had run but
-    // before the histograms' timer had: its CPU time is in the window before.
-    const began = now - held
-    if (held > threshold) waiting.push({ from: Math.min(last, began) - TICK_MS, end: now, ms: held, cpuMs: began < last ? cpuMs + lastCpuMs : cpuMs })
-    lastCpuMs = cpuMs
-    last = now
-    if (waiting.length > 0) settle(now)
+    note(performance.now(), held)
+  }
+
+  /**
+   * A busy read: how late this 5 ms timer itself ran. Not the histograms: each reset clears a
+   * histogram's whole count array (node's covers 1 ns to 2^63 at 3 digits, ~440 KB), and at a
+   * reset every 5 ms that memset was 2-3 % of a sidecar's CPU at 1,000 req/s (perf, 2026-12-06)
+   * and swept its caches 200 times a second; they sleep while busy.
+   */
+  let tickAt = 0
+  const readTick = () => {
+    const now = performance.now()
+    const held = now - tickAt - TICK_MS
+    tickAt = now
+    note(now, held)
   }
 
   /** The 5 ms reads, while the process is busy. */
@@ -147,15 +165,25 @@ export const watchStalls = (report, stallMs = STALL_MS) => {
       events = loopEvents()
       return
     }
-    read()
-    const now = last
+    if (fine === undefined) readHistograms()
+    const now = performance.now()
     const eventsNow = loopEvents()
     if (eventsNow - events > BUSY_EVENTS) busyAt = now
     events = eventsNow
-    if (now - busyAt < QUIET_AFTER_MS) fine ??= setInterval(read, TICK_MS).unref()
-    else if (fine !== undefined) {
+    if (now - busyAt < QUIET_AFTER_MS) {
+      if (fine !== undefined) return
+      older.disable()
+      recent.disable()
+      tickAt = now
+      fine = setInterval(readTick, TICK_MS).unref()
+    } else if (fine !== undefined) {
       clearInterval(fine)
       fine = undefined
+      older.reset()
+      recent.reset()
+      olderSeen = 0
+      older.enable()
+      recent.enable()
     }
   }, QUIET_READ_MS).unref()
 }

@@ -1,4 +1,4 @@
-// The benches' stall probe (bench/sidecar/stallWatch.mjs) while its process is quiet: JavaScript
+// The benches' stall probe (bench/sidecar/stallWatch.mjs), quiet and busy. Quiet, JavaScript
 // reads the event-loop delay histograms every 250 ms, so a stall is reported once (the two
 // histograms reset in turn must not both report it), about as long as it was, placed by the next
 // read after it ended (a period, 250 ms, later on a quiet machine; the full suite at load 16 made
@@ -22,6 +22,20 @@ describe("the stall watch, quiet", () => {
     expect(stall!.ms).toBeGreaterThanOrEqual(end - start - 6)
     // The next read after the end: a period later, plus what a loaded machine delays the timer.
     expect(stall!.endMs - end).toBeLessThanOrEqual(1000)
+    expect(stall!.cpuMs).toBeGreaterThan(0)
+  })
+})
+
+describe("the stall watch, busy", () => {
+  it("reports a 300 ms block of the loop once, 300 ms long, within 100 ms of its end (a quiet read: up to 250 ms), on CPU", async () => {
+    const { stdout } = await promisify(execFile)(process.execPath, [child, "300", "busy"], { timeout: 20_000 })
+    const { start, end, stalls } = JSON.parse(stdout) as { start: number; end: number; stalls: Array<{ endMs: number; ms: number; cpuMs: number; gcMs: number }> }
+    const block = stalls.filter((stall) => stall.endMs >= end && stall.endMs - stall.ms <= end)
+    expect(block, JSON.stringify({ start, end, stalls })).toHaveLength(1)
+    const [stall] = block
+    expect(stall!.ms).toBeGreaterThanOrEqual(end - start - 6)
+    // Busy, the 5 ms timer's next run after the end places it, not a 250 ms read.
+    expect(stall!.endMs - end).toBeLessThan(100)
     expect(stall!.cpuMs).toBeGreaterThan(0)
   })
 })
