@@ -10,7 +10,7 @@
  * malloc_trim are declared here by prototype, so it needs no node headers, no libc headers and no
  * node-gyp; they resolve against the node binary and the libc it has loaded (-z now: at load time,
  * so a libc without malloc_trim fails the load, which the sidecar logs, rather than the call).
- * Loaded only on Linux with glibc (src/cli/mallocTrim.ts).
+ * Built only on Linux with glibc (scripts/nativeTrim.ts); loaded by src/cli/mallocTrim.ts.
  */
 
 typedef __SIZE_TYPE__ size_t;

@@ -37,12 +37,14 @@ export const glibcVersion = (): string | undefined => {
 /** Loads the addon at `file`; never throws (a missing or broken file is a reason, not a crash). */
 export const loadMallocTrim = (file: string = builtFile): MallocTrim => {
   if (process.platform !== "linux") return { unavailable: `malloc_trim is glibc's, and this is ${process.platform}` }
-  // The file first: the build makes none without glibc, and the report behind glibcVersion takes milliseconds.
+  // The build makes no file without glibc. No glibcVersion() here: the report behind it takes
+  // milliseconds and pages ~0.8 MB of node's report code into every idle sidecar (issue 14), and a
+  // file carried to a C library without malloc_trim (the addon is linked -nostdlib, the symbol
+  // left to the process) fails the RTLD_NOW load below with that symbol named.
   if (!existsSync(file)) return { unavailable: `no ${file} (npm install and npm run build compile it where a C compiler is; a sidecar run from src/ has none)` }
-  if (glibcVersion() === undefined) return { unavailable: "the C library is not glibc (malloc_trim is glibc's)" }
   const module = { exports: {} as { trim?: unknown } }
   try {
-    // RTLD_NOW: every symbol resolved here, so a libc without malloc_trim fails this load, not a later call.
+    // RTLD_NOW: every symbol resolved here, so a C library without malloc_trim fails this load, not a later call.
     process.dlopen(module, file, constants.dlopen.RTLD_NOW)
   } catch (error) {
     return { unavailable: `${file} did not load: ${error instanceof Error ? error.message : String(error)}` }

@@ -4,7 +4,7 @@
 // a missing or broken file is a reason the sidecar logs, not a crash. Without a C compiler or glibc
 // the compiled half skips with the reason (in CI, where scripts/test-tools.sh installs gcc, it fails).
 import { spawnSync } from "node:child_process"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
@@ -67,5 +67,18 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     // The start-up's collection, then its trim, logged as active with what it gave back.
     expect(trims).toBe(1)
     expect(lines).toEqual([["memory-trim", { active: true, trimmedMb: expect.any(Number) }]])
+  })
+
+  it("a file built as the addon is but calling what this C library lacks fails its load, naming the symbol (the start-up checks no glibc version)", () => {
+    assertCapability(capability, "a C compiler on Linux with glibc (the memory trim)")
+    // The addon as scripts/nativeTrim.ts builds it (-nostdlib, -z now), its libc call renamed: what
+    // the file does on a C library without malloc_trim (musl), where no report is asked first.
+    const source = join(dir, "lacking.c")
+    writeFileSync(source, readFileSync(join(import.meta.dirname, "..", "..", "native", "malloc_trim.c"), "utf8").replaceAll("malloc_trim", "iip_mesh_absent_trim"))
+    const file = join(dir, "lacking.node")
+    const cc = spawnSync(process.env.CC ?? "cc", ["-shared", "-fPIC", "-O2", "-nostdlib", "-Wl,-z,now", "-o", file, source], { encoding: "utf8" })
+    expect(cc.status, cc.stderr).toBe(0)
+    const loaded = loadMallocTrim(file)
+    expect("unavailable" in loaded && loaded.unavailable).toMatch(/lacking\.node did not load: .*iip_mesh_absent_trim/)
   })
 })
