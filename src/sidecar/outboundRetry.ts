@@ -10,6 +10,14 @@ import { AppErrorCode } from "./proxyError.ts"
 /** Tries per request, the first included (a route may ask for another number: routeActions.ts). */
 export const MAX_ATTEMPTS = 3
 
+/**
+ * Tries of one request the dial guard refused that cost it none of its tries nor the retry budget:
+ * nothing was sent or connected (microseconds each), and a hostile discovery source listing more
+ * such endpoints than a request has tries, weighted above the real ones (and more than the balancer
+ * may eject at once), would otherwise fail every request. Past this many, a refused try counts.
+ */
+export const FREE_REFUSED_DIALS = 16
+
 /** RFC 9110 idempotent methods: running one twice has the effect of running it once. */
 export const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])
 
