@@ -6,7 +6,7 @@
 import * as Data from "effect/Data"
 import type * as http from "node:http"
 import * as https from "node:https"
-import { guardedLookup, isNotPeerAddress } from "../iip/dialGuard.ts"
+import { guardedLookup, isNotPeerAddress, notPeerRefusal } from "../iip/dialGuard.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
 /** `notPeer`: the dial guard refused the address (peersOnly), nothing was connected. */
@@ -38,7 +38,7 @@ export const getAdminJson = (url: string, options: AdminCallOptions): Promise<un
     const host = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname
     if (options.peersOnly === true && isNotPeerAddress(host)) return reject(new AdminCallFailed({ url, message: `${host} is not a peer's address`, notPeer: true }))
     let notPeer = false
-    const lookup = options.peersOnly === true ? { lookup: guardedLookup(() => (notPeer = true)) } : {}
+    const lookup = options.peersOnly === true ? { lookup: guardedLookup(notPeerRefusal, () => (notPeer = true)) } : {}
     const req = requestOf(parsed)(parsed, { method: "GET", headers: headersOf(options.token), agent: false, ...lookup })
     const timer = setTimeout(() => {
       req.destroy()

@@ -38,7 +38,7 @@ import { recordOutboundEnd } from "./outboundAccess.ts"
 import { type BodyGather, pipeToResponse, plainStatus, readBody } from "./outboundBody.ts"
 import type { HeldBodyReceiver, OutboundCall, OutboundRequest, OutboundResponse } from "./outboundCall.ts"
 import type { OutboundOptions } from "./outboundOptions.ts"
-import { FREE_REFUSED_DIALS, IDEMPOTENT, isRefusedDial, MAX_ATTEMPTS, notProcessed, refusedByPolicy, refusedOrDraining, transportFailure } from "./outboundRetry.ts"
+import { dialRefusalOf, FREE_REFUSED_DIALS, IDEMPOTENT, MAX_ATTEMPTS, notProcessed, refusedByPolicy, refusedOrDraining, transportFailure } from "./outboundRetry.ts"
 import { applyRoute, chooseRoute } from "./outboundRoute.ts"
 import { appTimeoutMs, isEventStream, pickContext, type Target, targetOf } from "./outboundTarget.ts"
 import { describedLength, endToEndHeaders } from "./headerFilter.ts"
@@ -378,10 +378,10 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
       }
       // A request the app gave up on says nothing about the endpoint; a refused connection, much
       // (a slow one, on a lossy network, not enough to take the endpoint out at once).
-      const refused = isRefusedDial(error)
-      if (refused) this.options.registry.refusedDial(this.service, lease!)
+      const refusal = dialRefusalOf(error)
+      if (refusal !== undefined) this.options.registry.refusedDial(this.service, lease!, refusal)
       // Nothing sent, nothing connected: a try the request does not pay for (FREE_REFUSED_DIALS).
-      const free = refused && this.freeTries < FREE_REFUSED_DIALS
+      const free = refusal !== undefined && this.freeTries < FREE_REFUSED_DIALS
       if (free) this.freeTries++
       // An event stream B refused unsent for want of a place (its app pool's share for event
       // streams held): no failure of B either, else a burst of them ejected it and its plain
