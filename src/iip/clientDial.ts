@@ -13,7 +13,7 @@ import { compressionFor, pickCodec } from "../protocol/compression.ts"
 import { agree, decodeHello, encodeHello, grantedCredit, type Hello, MeshPath } from "../protocol/mesh.ts"
 import type { ClientOptions, ReconnectOptions } from "./clientOptions.ts"
 import type { Link } from "./connectionPool.ts"
-import { type DialRefusal, guardedLookup, isNotPeerAddress, urlHost } from "./dialGuard.ts"
+import { type DialRefusal, dialRefusal, guardedLookup, urlHost } from "./dialGuard.ts"
 import type { Log } from "./log.ts"
 import { decodeTlsRefusal, dialTls, type TlsRefusal } from "./tls.ts"
 
@@ -47,16 +47,6 @@ export interface DialSettings {
   readonly onChannelRefused: (channel: OwnChannel) => void
   /** The client was closed meanwhile: the connection is not taken. */
   readonly closed: () => boolean
-}
-
-/**
- * Why the dial guard refuses connecting to `address` (an IP address) for a client with `options`:
- * this process's own listener there (notSelf), or, for a server from another host (peersOnly), an
- * address of this host or the metadata service. Undefined: it may be dialled.
- */
-const refusalOf = (options: ClientOptions, address: string): DialRefusal | undefined => {
-  if (options.notSelf?.reaches(address, options.port) === true) return "own-listener"
-  return options.peersOnly === true && isNotPeerAddress(address) ? "not-peer" : undefined
 }
 
 /** One connection attempt, TLS handshake and hello included; `done` gets the connection, or why there is none. */
@@ -132,13 +122,13 @@ export const dialOnce = (settings: DialSettings, done: (error: ConnectFailed | u
   const guarded = options.peersOnly === true || options.notSelf !== undefined
   if (guarded) {
     const parsed = options.transport === "websocket" ? urlHost(address) : undefined
-    refused = refusalOf(options, options.host) ?? (parsed === undefined ? undefined : refusalOf(options, parsed))
+    refused = dialRefusal(options, options.host, options.port) ?? (parsed === undefined ? undefined : dialRefusal(options, parsed, options.port))
     if (refused !== undefined) {
       queueMicrotask(() => fail("refused"))
       return
     }
   }
-  const lookup = guarded ? { lookup: guardedLookup((resolved) => refusalOf(options, resolved), (why) => (refused = why)) } : undefined
+  const lookup = guarded ? { lookup: guardedLookup((resolved) => dialRefusal(options, resolved, options.port), (why) => (refused = why)) } : undefined
   if (options.transport === "websocket") {
     abandon = dialWebSocket(address, (error, stream) => (error === undefined ? opened(stream!) : fail(error)), lookup)
     return

@@ -7,6 +7,7 @@
 // listeners for any endpoint (ownListeners.ts).
 import * as dns from "node:dns"
 import { BlockList, isIP, type LookupFunction } from "node:net"
+import type { SelfDialCheck } from "./ownListeners.ts"
 
 /** Addresses that name whichever host dials them: loopback and "this network" / unspecified (0.0.0.0/8, ::). */
 const thisHost = new BlockList()
@@ -102,5 +103,18 @@ export const guardedLookup = (refuse: (address: string) => DialRefusal | undefin
   })
 }
 
-/** The guard for an endpoint from another host: refuses what isNotPeerAddress does. */
-export const notPeerRefusal = (address: string): DialRefusal | undefined => (isNotPeerAddress(address) ? "not-peer" : undefined)
+/** What a dial is guarded by: `peersOnly`, a server from another host; `notSelf`, this process's own listeners. */
+export interface DialGuarding {
+  readonly peersOnly?: boolean | undefined
+  readonly notSelf?: SelfDialCheck | undefined
+}
+
+/**
+ * Why `guarding` refuses connecting to `address` (an IP address) at `port`: this process's own
+ * listener there, or, for a server from another host, an address of this host or the metadata
+ * service. Undefined: it may be dialled.
+ */
+export const dialRefusal = (guarding: DialGuarding, address: string, port: number): DialRefusal | undefined => {
+  if (guarding.notSelf?.reaches(address, port) === true) return "own-listener"
+  return guarding.peersOnly === true && isNotPeerAddress(address) ? "not-peer" : undefined
+}

@@ -75,6 +75,8 @@ export interface Sidecar {
   readonly telemetry: SidecarTelemetry
   /** The routes in force (file and HTTPRoutes), or undefined when none are configured. */
   readonly routes: () => CompiledRoutes | undefined
+  /** Where this process listens (the sidecar's listeners and options.ownListeners): never dialled for a discovered peer. */
+  readonly ownListeners: OwnListeners
 }
 
 export interface SidecarOptions {
@@ -524,6 +526,7 @@ export const make = (
       beginStop: () => (ready = false),
       inFlight: () => inFlight.value,
       telemetry,
-      routes: () => routes?.()
+      routes: () => routes?.(),
+      ownListeners
     }
   })

@@ -7,26 +7,13 @@
 // The same over a non-loopback address of the host, from DNS SRV, with a second sidecar on that
 // address still dialled: test/sidecar/self-dial-netns.test.ts.
 import { Effect, Exit, Scope } from "effect"
-import diagnosticsChannel from "node:diagnostics_channel"
-import type * as net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import * as Admin from "../../src/admin/adminServer.ts"
 import type { Sidecar } from "../../src/sidecar/sidecar.ts"
+import { acceptedSockets } from "../support/acceptedSockets.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
 import { call, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
-
-/** Sockets accepted per local port, by any server of this process, from now until the Cleanup runs. */
-const acceptedSockets = (cleanup: Cleanup): ((port: number) => number) => {
-  const counts = new Map<number, number>()
-  const onSocket = (message: unknown) => {
-    const port = (message as { socket: net.Socket }).socket.localPort
-    if (port !== undefined) counts.set(port, (counts.get(port) ?? 0) + 1)
-  }
-  diagnosticsChannel.subscribe("net.server.socket", onSocket)
-  cleanup.add(() => diagnosticsChannel.unsubscribe("net.server.socket", onSocket))
-  return (port) => counts.get(port) ?? 0
-}
 
 describe("a sidecar's dials to its own listeners", () => {
   const cleanup = new Cleanup()

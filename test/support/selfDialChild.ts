@@ -9,12 +9,11 @@
 // (node's `net.server.socket` diagnostics channel), the paths S's app saw, the refusals counted
 // and logged. Exits 3 before anything listens unless it is inside such a namespace.
 import { Effect, Exit, Scope } from "effect"
-import diagnosticsChannel from "node:diagnostics_channel"
 import * as http from "node:http"
-import type * as net from "node:net"
 import * as Admin from "../../src/admin/adminServer.ts"
 import type { Sidecar } from "../../src/sidecar/sidecar.ts"
 import { LoopbackDnsServer } from "../discovery/dnsServer.ts"
+import { acceptedSockets } from "./acceptedSockets.ts"
 import { Cleanup, waitFor } from "./iipRaw.ts"
 import { parsePrometheusText, sum } from "./prometheusText.ts"
 import { sidecarConfig, startApp, startSidecar } from "./sidecarHarness.ts"
@@ -25,12 +24,8 @@ const report = (line: Record<string, unknown>) => process.stdout.write(`${JSON.s
 const address = process.argv[2] ?? ""
 exitUnlessInTestNamespace(address === "" ? [] : [`${address.split(".").slice(0, 3).join(".")}.`, "127."], report)
 
-/** Sockets accepted at `address` (IPv4 or its mapped form), per local port. */
-const accepted = new Map<number, number>()
-diagnosticsChannel.subscribe("net.server.socket", (message) => {
-  const socket = (message as { socket: net.Socket }).socket
-  if (socket.localAddress === address || socket.localAddress === `::ffff:${address}`) accepted.set(socket.localPort!, (accepted.get(socket.localPort!) ?? 0) + 1)
-})
+/** Sockets accepted at `address`, per local port (the child ends with its namespace: no cleanup). */
+const accepted = acceptedSockets(undefined, address)
 
 const get = (port: number, host: string, path: string) =>
   new Promise<string>((resolve, reject) => {
@@ -96,7 +91,7 @@ try {
     peerInbound: peer.sidecar.inbound.port,
     catalogAnswers,
     storeAnswers,
-    accepted: Object.fromEntries(accepted),
+    accepted: Object.fromEntries(Object.values(own).concat(peer.sidecar.inbound.port).map((port) => [port, accepted(port)])),
     storeAppPaths: storeApp.seen.map((request) => request.url),
     refused,
     refusedStore: sum(metrics, "iip_mesh_dials_refused_total", { service: "store" }),
