@@ -129,8 +129,17 @@ export class OwnListeners {
     if (isThisHostAddress(address)) return true
     const at = this.now()
     if (this.local === undefined || at - this.readAt >= INTERFACES_REFRESH_MS) {
-      this.local = this.readAddresses()
       this.readAt = at
+      try {
+        this.local = this.readAddresses()
+      } catch {
+        // os.networkInterfaces() throws where uv_interface_addresses fails (some sandboxes). This
+        // runs inside a dial and inside dns.lookup's callback, where a throw would end the dial's
+        // fiber or the process: keep the addresses last read (loopback is checked without them) and
+        // read again a second later. Refusing every such dial instead would refuse every peer on
+        // another host that listens at the same port, as a mesh's sidecars usually do.
+        this.local ??= new BlockList()
+      }
     }
     return this.local.check(address, family)
   }

@@ -72,3 +72,38 @@ describe("a process's own listeners", () => {
     expect(fake.state.reads).toBe(2)
   })
 })
+
+describe("this host's addresses unreadable", () => {
+  // os.networkInterfaces() throws where uv_interface_addresses fails (some sandboxes); the check runs
+  // inside a dial and inside dns.lookup's callback, where a throw would kill the dial's fiber or the process.
+  it("a read that throws never escapes a dial's check: loopback still refused, the last addresses read kept, read again a second later", () => {
+    const time = { now: 0 }
+    const state = { fail: false, reads: 0 }
+    const own = new OwnListeners({
+      now: () => time.now,
+      interfaces: () => {
+        state.reads++
+        if (state.fail) throw Object.assign(new Error("uv_interface_addresses returned Unknown system error 1"), { code: "ERR_SYSTEM_ERROR" })
+        const list = new BlockList()
+        list.addAddress("10.0.0.5", "ipv4")
+        return list
+      }
+    })
+    own.add({ host: "0.0.0.0", port: 4000 })
+    expect(own.all.reaches("10.0.0.5", 4000)).toBe(true)
+    state.fail = true
+    time.now += INTERFACES_REFRESH_MS
+    expect(own.all.reaches("10.0.0.5", 4000)).toBe(true)
+    expect(own.all.reaches("127.0.0.1", 4000)).toBe(true)
+    expect(own.all.reaches("10.0.0.6", 4000)).toBe(false)
+    // A failing read is not retried on every dial either.
+    const reads = state.reads
+    for (let i = 0; i < 100; i++) own.all.reaches("10.0.0.6", 4000)
+    expect(state.reads).toBe(reads)
+    // Never read at all: loopback still refused.
+    const never = new OwnListeners({ interfaces: () => { throw new Error("uv_interface_addresses") } })
+    never.add({ host: "::", port: 4000 })
+    expect(never.all.reaches("::1", 4000)).toBe(true)
+    expect(never.all.reaches("10.0.0.5", 4000)).toBe(false)
+  })
+})
