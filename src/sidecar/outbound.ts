@@ -79,6 +79,8 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
   private attempts = 0
   /** Of `attempts`, the refused dials that cost the request no try (FREE_REFUSED_DIALS). */
   private freeTries = 0
+  /** The last try was refused by the dial guard: nothing sent, so the next one is no retry (iip_mesh_retries_total). */
+  private lastRefused = false
   /** The first endpoint tried; a Set only once there is a second (a retry). */
   private firstTried: string | undefined = undefined
   private tried: Set<string> | undefined = undefined
@@ -297,8 +299,10 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
       throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${service}${subset === undefined ? "" : ` in subset ${subset}`}` })
     }
     const { lease } = picked
-    // A retry counts once there is another endpoint to send it to.
-    if (this.lastError !== undefined) observation.retried()
+    // A retry counts once there is another endpoint to send it to, and the request was sent before:
+    // a try the dial guard refused sent nothing (a hostile list would read as a retry storm).
+    if (this.lastError !== undefined && !this.lastRefused) observation.retried()
+    this.lastRefused = false
     this.endpointName = lease.endpoint.id
     this.addTried(lease.endpoint.id)
     this.attempts++
@@ -392,6 +396,7 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
       const retry = safe && this.whole && this.triesLeft() && !this.appGone && monotonicMs() < this.deadline && (free || this.options.registry.allowRetry(this.service))
       if (!retry) return this.fail(this.connectOutlastedDeadline(error) ? new RequestTimeout({ message: `no connection to ${lease!.endpoint.id} before the deadline (${error.message})`, timeoutMs: this.timeoutMs }) : error)
       this.lastError = error
+      this.lastRefused = refusal !== undefined
       this.nextTry(0)
     } catch (failure) {
       this.fail(failure)

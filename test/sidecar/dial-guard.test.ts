@@ -72,5 +72,10 @@ describe("a sidecar's dials to endpoints from the network", () => {
     for (let i = 0; i < 60; i++) answers.push(`${(await call(store.outboundPort, { headers: { host: "catalog" }, timeoutMs: 5000 })).status}`)
     expect(answers.filter((status) => status !== "200")).toEqual([])
     expect(victims.map((victim) => victim.connections())).toEqual(victims.map(() => 0))
+    // A refused try sent nothing: the try after it is no retry ("sent again"), and /metrics says
+    // so, or a hostile list would show as a retry storm on every request's dashboards.
+    const metrics = parsePrometheusText((await store.sidecar.telemetry.metrics.text()).body)
+    expect(sum(metrics, "iip_mesh_dials_refused_total", { service: "catalog" })).toBeGreaterThan(0)
+    expect(sum(metrics, "iip_mesh_retries_total", { direction: "outbound", service: "catalog" })).toBe(0)
   })
 })
