@@ -30,8 +30,8 @@ describe("a process's own listeners", () => {
   listeners.add({ host: "0.0.0.0", port: 5000 }, true) // the inbound one
 
   it.each([
-    ["an IPv4 wildcard: this host's IPv4 addresses", 4000, ["10.0.0.5", "127.0.0.1", "127.8.9.10", "0.0.0.0", "::ffff:10.0.0.5", "::ffff:a00:5"], ["10.0.0.6", "fd00::5", "::1", "192.168.1.1"]],
-    ["a dual-stack wildcard: every address of this host", 6000, ["10.0.0.5", "fd00::5", "FD00:0:0:0:0:0:0:5", "fe80::5%eth0", "::1", "::", "127.0.0.1"], ["fd00::6", "10.0.0.6"]],
+    ["an IPv4 wildcard: this host's IPv4 addresses", 4000, ["10.0.0.5", "127.0.0.1", "127.8.9.10", "0.0.0.0", "::ffff:10.0.0.5", "::ffff:a00:5"], ["10.0.0.6", "fd00::5", "::1", "fe80::5%eth0", "::", "192.168.1.1"]],
+    ["a dual-stack wildcard: every address of this host", 6000, ["10.0.0.5", "fd00::5", "FD00:0:0:0:0:0:0:5", "fe80::5%eth0", "::1", "::", "127.0.0.1", "0.0.0.0", "::ffff:10.0.0.5", "::ffff:127.0.0.1"], ["fd00::6", "fe80::6%eth0", "10.0.0.6", "::ffff:10.0.0.6"]],
     ["a bound address: that address only", 7000, ["10.0.0.5", "::ffff:10.0.0.5"], ["127.0.0.1", "fd00::5", "10.0.0.6"]],
     ["a loopback address: it, and the unspecified address", 8000, ["127.0.0.1", "0.0.0.0", "::ffff:127.0.0.1"], ["127.0.0.2", "10.0.0.5", "::1"]]
   ])("%s", (_name, port, reaching, notReaching) => {
