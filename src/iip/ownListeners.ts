@@ -11,9 +11,9 @@
 // one bound to 0.0.0.0, every IPv4 address of this host (loopback's 127/8, each interface's);
 // for `::` (dual-stack, as node binds it), every address of this host, IPv6 and IPv4. A connect to
 // the unspecified address (0.0.0.0, `::`) goes to loopback. This host's interface addresses are read
-// (os.networkInterfaces(), ~100 µs) at most once a second, and only when a dial's port is one of
-// the listeners' and a wildcard listener has it: an address added since (DHCP, a new pod IP) is
-// seen within a second.
+// (os.networkInterfaces(), ~100 µs) at most once a second (less often on a host with thousands of
+// addresses: READ_COST_FACTOR), and only when a dial's port is one of the listeners' and a wildcard
+// listener has it: an address added since (DHCP, a new pod IP) is seen within a second.
 import { BlockList, isIP } from "node:net"
 import * as os from "node:os"
 import { isThisHostAddress } from "./dialGuard.ts"
@@ -31,6 +31,13 @@ export interface SelfDialCheck {
 
 /** At most this often this host's interface addresses are read again. */
 export const INTERFACES_REFRESH_MS = 1000
+
+/**
+ * A read is repeated no sooner than this many times what it took: reading is O(addresses) and
+ * blocks the event loop (5,000 addresses on lo: ~40 ms for os.networkInterfaces(), ~35 ms for the
+ * BlockList), so a host with thousands spends at most 1% of its time on it, seeing a new address later.
+ */
+const READ_COST_FACTOR = 100
 
 /** One listener: which of this host's addresses reach it. */
 interface Listener {
@@ -77,7 +84,8 @@ export class OwnListeners {
   private readonly now: () => number
   private readonly readAddresses: () => BlockList
   private local: BlockList | undefined
-  private readAt = 0
+  /** When this host's addresses may be read again. */
+  private nextReadAt = 0
   /** Every listener: for a dial nothing of this process is meant to take. */
   readonly all: SelfDialCheck = { reaches: (address, port) => this.reaches(address, port, true) }
   /** Every listener but the serving ones: for a dial to this process's own service (the app calling itself through its own inbound). */
@@ -128,8 +136,7 @@ export class OwnListeners {
   private isLocal(address: string, family: "ipv4" | "ipv6"): boolean {
     if (isThisHostAddress(address)) return true
     const at = this.now()
-    if (this.local === undefined || at - this.readAt >= INTERFACES_REFRESH_MS) {
-      this.readAt = at
+    if (this.local === undefined || at >= this.nextReadAt) {
       try {
         this.local = this.readAddresses()
       } catch {
@@ -140,6 +147,7 @@ export class OwnListeners {
         // another host that listens at the same port, as a mesh's sidecars usually do.
         this.local ??= new BlockList()
       }
+      this.nextReadAt = at + Math.max(INTERFACES_REFRESH_MS, READ_COST_FACTOR * (this.now() - at))
     }
     return this.local.check(address, family)
   }
