@@ -62,6 +62,8 @@ const securityOf = (endpoint: Endpoint, own: boolean): string => `${endpoint.sec
 
 const keys = new WeakMap<object, string>()
 const clientKeys = new WeakMap<Endpoint, string>()
+/** The keys asked for by the registry of the endpoint's own service: one process may hold several registries seeing one endpoint object. */
+const ownClientKeys = new WeakMap<Endpoint, string>()
 
 /**
  * The key of an endpoint's client: its address and the security its connections need, computed once
@@ -69,10 +71,12 @@ const clientKeys = new WeakMap<Endpoint, string>()
  * securities each get a client of their own: one's mTLS endpoint is never dialled over the other's plain client.
  */
 const clientKeyOf = (endpoint: Endpoint, ownService: string | undefined): string => {
-  let key = clientKeys.get(endpoint)
+  const own = endpoint.service === ownService
+  const cache = own ? ownClientKeys : clientKeys
+  let key = cache.get(endpoint)
   if (key === undefined) {
-    key = `${endpointKey(endpoint)} ${securityOf(endpoint, endpoint.service === ownService)}`
-    clientKeys.set(endpoint, key)
+    key = `${endpointKey(endpoint)} ${securityOf(endpoint, own)}`
+    cache.set(endpoint, key)
   }
   return key
 }
