@@ -6,11 +6,12 @@
 import * as Data from "effect/Data"
 import type * as http from "node:http"
 import * as https from "node:https"
-import { guardedLookup, isNotPeerAddress } from "../iip/dialGuard.ts"
+import { type DialRefusal, dialRefusal, guardedLookup } from "../iip/dialGuard.ts"
+import type { SelfDialCheck } from "../iip/ownListeners.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
-/** `notPeer`: the dial guard refused the address (peersOnly), nothing was connected. */
-export class AdminCallFailed extends Data.TaggedError("AdminCallFailed")<{ readonly url: string; readonly message: string; readonly notPeer?: true }> {}
+/** `notPeer`: the dial guard refused the address (peersOnly, notSelf: `why`), nothing was connected. */
+export class AdminCallFailed extends Data.TaggedError("AdminCallFailed")<{ readonly url: string; readonly message: string; readonly notPeer?: true; readonly why?: DialRefusal }> {}
 
 export interface AdminCallOptions {
   readonly token?: string | undefined
@@ -18,6 +19,8 @@ export interface AdminCallOptions {
   readonly maxBytes: number
   /** Refuse to connect to this host's loopback, unspecified, multicast or the metadata address, checked after resolution. */
   readonly peersOnly?: boolean
+  /** Refuse to connect where this process itself listens (src/iip/ownListeners.ts), checked after resolution. */
+  readonly notSelf?: SelfDialCheck
 }
 
 const requestOf = (url: URL) => (url.protocol === "https:" ? https.request : nodeHttp.request)
@@ -36,9 +39,11 @@ export const getAdminJson = (url: string, options: AdminCallOptions): Promise<un
     }
     // An IP literal is connected to without a lookup: checked here; a name through the lookup hook.
     const host = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname
-    if (options.peersOnly === true && isNotPeerAddress(host)) return reject(new AdminCallFailed({ url, message: `${host} is not a peer's address`, notPeer: true }))
-    let notPeer = false
-    const lookup = options.peersOnly === true ? { lookup: guardedLookup(() => (notPeer = true)) } : {}
+    const port = parsed.port === "" ? (parsed.protocol === "https:" ? 443 : 80) : Number(parsed.port)
+    const literal = dialRefusal(options, host, port)
+    if (literal !== undefined) return reject(new AdminCallFailed({ url, message: literal === "not-peer" ? `${host} is not a peer's address` : `${host}:${port} is where this process itself listens`, notPeer: true, why: literal }))
+    let refused: DialRefusal | undefined
+    const lookup = options.peersOnly === true || options.notSelf !== undefined ? { lookup: guardedLookup((address) => dialRefusal(options, address, port), (why) => (refused = why)) } : {}
     const req = requestOf(parsed)(parsed, { method: "GET", headers: headersOf(options.token), agent: false, ...lookup })
     const timer = setTimeout(() => {
       req.destroy()
@@ -46,7 +51,7 @@ export const getAdminJson = (url: string, options: AdminCallOptions): Promise<un
     }, options.timeoutMs)
     req.once("error", (error) => {
       clearTimeout(timer)
-      if (notPeer) reject(new AdminCallFailed({ url, message: error.message, notPeer: true }))
+      if (refused !== undefined) reject(new AdminCallFailed({ url, message: error.message, notPeer: true, why: refused }))
       else fail(error.message)
     })
     req.once("response", (res) => {

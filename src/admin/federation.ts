@@ -24,7 +24,9 @@
 // announcing `addr=evil.example` (-> 127.0.0.1) and an admin port would make this admin GET its
 // own app or admin port and show the answer's parts. Refusals are counted in
 // iip_mesh_dials_refused_total and logged (federation.dial-refused, throttled); the peer is listed
-// with the refusal as its error. dialLocalEndpoints opts out, as it does for the data plane.
+// with the refusal as its error. dialLocalEndpoints opts out, as it does for the data plane. From any
+// source and whatever dialLocalEndpoints says, no peer admin is fetched from at this process's own
+// listeners (src/iip/ownListeners.ts): announced under another node's name, it would be itself.
 import { type Log, LogThrottle } from "../iip/log.ts"
 import { monotonicMs } from "../mux/clock.ts"
 import type { Sidecar } from "../sidecar/sidecar.ts"
@@ -110,11 +112,12 @@ const isPoint = (value: unknown): value is Point =>
 
 const adminAddress = (host: string, port: number) => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
 
-/** Every call to `peer`'s admin: bounded in time and size, without a token, through the dial guard when it is from another host (see the top of this file). */
-const peerCallOptions = (config: Sidecar["config"], peer: Peer) => ({
-  timeoutMs: config.federationTimeoutMs,
-  maxBytes: config.federationMaxBytes,
-  peersOnly: peer.offHost && !config.dialLocalEndpoints
+/** Every call to `peer`'s admin: bounded in time and size, without a token, through the dial guard when it is from another host, never at this process's own listeners (see the top of this file). */
+const peerCallOptions = (sidecar: Sidecar, peer: Peer) => ({
+  timeoutMs: sidecar.config.federationTimeoutMs,
+  maxBytes: sidecar.config.federationMaxBytes,
+  peersOnly: peer.offHost && !sidecar.config.dialLocalEndpoints,
+  notSelf: sidecar.ownListeners.all
 })
 
 export class Federation {
@@ -339,13 +342,13 @@ export class Federation {
   /** GET `path` of `peer`'s admin (peerCallOptions); a fetch the dial guard refused is counted and logged, then fails as any other. */
   private async fetch(sidecar: Sidecar, peer: Peer, path: string): Promise<unknown> {
     try {
-      return await getAdminJson(`http://${peer.admin}${path}`, peerCallOptions(sidecar.config, peer))
+      return await getAdminJson(`http://${peer.admin}${path}`, peerCallOptions(sidecar, peer))
     } catch (error) {
       if (error instanceof AdminCallFailed && error.notPeer === true) {
         const service = [...peer.services].sort()[0] ?? ""
         sidecar.telemetry.metrics.dialRefused(service, peer.admin)
         const admitted = this.refusedLines.admit()
-        if (admitted !== undefined) this.log("federation.dial-refused", { admin: peer.admin, service, ...admitted })
+        if (admitted !== undefined) this.log("federation.dial-refused", { admin: peer.admin, service, reason: error.why ?? "not-peer", ...admitted })
       }
       throw error
     }

@@ -200,7 +200,7 @@ const startSidecar = (service: string, app: App | undefined, weight: number, ver
     let sidecar: Sidecar | undefined
     // Both admin listeners on loopback, no token: the control one serves the dashboard.
     const admin = yield* Admin.make({ admin: loaded.success.admin, control: loaded.success.adminControl, token: undefined }, () => sidecar, { mesh: () => mesh.sidecars })
-    sidecar = yield* SidecarLive.make(loaded.success, quietRoutesLog, { traces: mesh.traces, env: otelEnv, credentials })
+    sidecar = yield* SidecarLive.make(loaded.success, quietRoutesLog, { traces: mesh.traces, env: otelEnv, credentials, ownListeners: [admin.readOnly, admin.control] })
     mesh.sidecars.push(sidecar)
     app?.useSidecar(`http://${sidecar.outbound.host}:${sidecar.outbound.port}`)
     return { sidecar, admin: `http://${admin.readOnly.host}:${admin.readOnly.port}`, control: `http://${admin.control.host}:${admin.control.port}` }

@@ -65,7 +65,7 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
     // The control listener's port is announced when peers reach it where they reach the inbound one.
     const controlHost = admin.control.host
     const announceAdmin = controlHost === "0.0.0.0" || controlHost === "::" || controlHost === splitAddress(config.inbound).host
-    const options = { ...(announceAdmin ? { adminPort: admin.control.port } : {}), ...(identity === undefined ? {} : { credentials: identity }) }
+    const options = { ...(announceAdmin ? { adminPort: admin.control.port } : {}), ...(identity === undefined ? {} : { credentials: identity }), ownListeners: [admin.readOnly, admin.control] }
     const started = yield* SidecarLive.make(config, stderrLog, options).pipe(
       Effect.catchTag("MtlsUnavailable", (error) =>
         Effect.sync(() => {

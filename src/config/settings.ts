@@ -23,7 +23,7 @@ export const settings = [
   { key: "mdns", env: "IIP_MESH_MDNS", flag: "--mdns", help: "announce and discover by mDNS on the LAN (default off)" },
   { key: "meshName", env: "IIP_MESH_MESH_NAME", flag: "--mesh-name", help: "mesh name for mDNS (default: default)" },
   { key: "mdnsInterface", env: "IIP_MESH_MDNS_INTERFACE", flag: "--mdns-interface", help: "IPv4 address of the interface for mDNS (default: all)" },
-  { key: "dialLocalEndpoints", env: "IIP_MESH_DIAL_LOCAL_ENDPOINTS", flag: "--dial-local-endpoints", help: "dial endpoints from DNS SRV, Kubernetes or another host's mDNS even at this host's loopback (default off: refused)" },
+  { key: "dialLocalEndpoints", env: "IIP_MESH_DIAL_LOCAL_ENDPOINTS", flag: "--dial-local-endpoints", help: "dial endpoints from DNS SRV, Kubernetes or another host's mDNS even at this host's loopback (default off: refused); this sidecar's own listeners stay refused" },
   { key: "weight", env: "IIP_MESH_WEIGHT", flag: "--weight", help: "this instance's weight, as announced (default 1)" },
   { key: "requestTimeoutMs", env: "IIP_MESH_REQUEST_TIMEOUT", flag: "--request-timeout", help: "deadline of a proxied request (default 15s)" },
   { key: "drainTimeoutMs", env: "IIP_MESH_DRAIN_TIMEOUT", flag: "--drain-timeout", help: "how long a stop lets requests finish (default 10s)" },

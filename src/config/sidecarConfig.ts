@@ -77,6 +77,7 @@ export const SidecarConfigSchema = Schema.Struct({
    * when their address, resolved, is on this host (loopback, unspecified, multicast, the metadata
    * service): for a one-machine setup whose DNS or API server lists loopback peers. Off: such a dial
    * is refused (src/iip/dialGuard.ts), so a spoofed answer cannot aim this sidecar at its own app.
+   * Either way no endpoint is dialled at this sidecar's own listeners (src/iip/ownListeners.ts).
    */
   dialLocalEndpoints: Schema.Boolean,
   weight: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 1000 }))),

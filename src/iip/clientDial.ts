@@ -13,9 +13,15 @@ import { compressionFor, pickCodec } from "../protocol/compression.ts"
 import { agree, decodeHello, encodeHello, grantedCredit, type Hello, MeshPath } from "../protocol/mesh.ts"
 import type { ClientOptions, ReconnectOptions } from "./clientOptions.ts"
 import type { Link } from "./connectionPool.ts"
-import { guardedLookup, isNotPeerAddress, isNotPeerUrl } from "./dialGuard.ts"
+import { type DialRefusal, dialRefusal, guardedLookup, urlHost } from "./dialGuard.ts"
 import type { Log } from "./log.ts"
 import { decodeTlsRefusal, dialTls, type TlsRefusal } from "./tls.ts"
+
+/** What a refused dial's ConnectFailed says. */
+const REFUSED: Record<DialRefusal, string> = {
+  "not-peer": "its address is on this host (or the metadata service), refused for an endpoint from another host",
+  "own-listener": "this process itself listens there, refused: the dial would call itself"
+}
 
 /** The redial delay after `failures` failed attempts. */
 export const backoffDelay = (failures: number, options: ReconnectOptions, random: number): number => {
@@ -50,8 +56,8 @@ export const dialOnce = (settings: DialSettings, done: (error: ConnectFailed | u
   let abandon = () => {}
   /** Over TLS: the refusal behind a connection that failed after its handshake (TLS 1.3: the server's verdict on our certificate comes then). */
   let refusedAfterHandshake: () => TlsRefusal | undefined = () => undefined
-  /** The dial guard refused the address (peersOnly): whatever error the transport reports for it. */
-  let notPeer = false
+  /** The dial guard refused the address (peersOnly, notSelf), and why: whatever error the transport reports for it. */
+  let refused: DialRefusal | undefined
   const fail = (reason: string, refusal?: TlsRefusal) => {
     if (finished) return
     finished = true
@@ -59,11 +65,11 @@ export const dialOnce = (settings: DialSettings, done: (error: ConnectFailed | u
     abandon()
     done(
       new ConnectFailed({
-        message: `cannot connect to ${address}: ${notPeer ? "its address is on this host (or the metadata service), refused for an endpoint from another host" : (refusal?.message ?? reason)}`,
+        message: `cannot connect to ${address}: ${refused === undefined ? (refusal?.message ?? reason) : REFUSED[refused]}`,
         address,
         refused: reason === "ECONNREFUSED",
         ...(refusal === undefined ? {} : { tls: refusal.reason }),
-        ...(notPeer ? { notPeer } : {})
+        ...(refused === undefined ? {} : refused === "own-listener" ? { notPeer: true, ownListener: true } : { notPeer: true })
       }),
       undefined
     )
@@ -112,13 +118,17 @@ export const dialOnce = (settings: DialSettings, done: (error: ConnectFailed | u
     })
   }
   // An IP literal is connected to without a lookup: checked here, answered as a failed connect is (later, never within this call).
-  // Over WebSocket, as the URL parser reads the host: it turns 127.1 and the like into a literal.
-  if (options.peersOnly === true && (isNotPeerAddress(options.host) || (options.transport === "websocket" && isNotPeerUrl(address)))) {
-    notPeer = true
-    queueMicrotask(() => fail("refused"))
-    return
+  // Over WebSocket, as the URL parser reads the host too: it turns 127.1 and the like into a literal.
+  const guarded = options.peersOnly === true || options.notSelf !== undefined
+  if (guarded) {
+    const parsed = options.transport === "websocket" ? urlHost(address) : undefined
+    refused = dialRefusal(options, options.host, options.port) ?? (parsed === undefined ? undefined : dialRefusal(options, parsed, options.port))
+    if (refused !== undefined) {
+      queueMicrotask(() => fail("refused"))
+      return
+    }
   }
-  const lookup = options.peersOnly === true ? { lookup: guardedLookup(() => (notPeer = true)) } : undefined
+  const lookup = guarded ? { lookup: guardedLookup((resolved) => dialRefusal(options, resolved, options.port), (why) => (refused = why)) } : undefined
   if (options.transport === "websocket") {
     abandon = dialWebSocket(address, (error, stream) => (error === undefined ? opened(stream!) : fail(error)), lookup)
     return

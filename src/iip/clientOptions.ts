@@ -6,6 +6,7 @@ import type { MeshCallError } from "../mux/meshSession.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
 import type { Meta } from "../protocol/mesh.ts"
 import type { LogThrottle } from "./log.ts"
+import type { SelfDialCheck } from "./ownListeners.ts"
 import type { PeerOptions } from "./peerOptions.ts"
 import type { ClientTlsOptions } from "./tls.ts"
 
@@ -93,6 +94,12 @@ export interface ClientOptions extends PeerOptions {
    * For servers learned from another host (mDNS, DNS SRV, Kubernetes). Default false.
    */
   readonly peersOnly?: boolean
+  /**
+   * Never connect where this process itself listens (src/iip/ownListeners.ts): when `host` (a name:
+   * any address it resolves to) at `port` reaches one of its listeners, the attempt fails with
+   * ConnectFailed `notPeer` and `ownListener`, nothing connected. Whatever `peersOnly` says.
+   */
+  readonly notSelf?: SelfDialCheck
   /**
    * Bounds the `connect-failed` lines (the rest counted in the next line's suppressedBefore): a
    * server failing for hours is redialled at back-off rate. Shared by the clients of one owner (a

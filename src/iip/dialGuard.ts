@@ -3,9 +3,11 @@
 // Kubernetes) must never make this host dial itself. A name can resolve to loopback whatever the
 // discovery source checked about its text (an attacker's `evil.example` -> 127.0.0.1, a spoofed SRV
 // answer), so the check runs on what the connect would use: an IP literal as given, a name through
-// net.connect's `lookup` hook, before any socket is opened.
+// net.connect's `lookup` hook, before any socket is opened. The same hook refuses this process's own
+// listeners for any endpoint (ownListeners.ts).
 import * as dns from "node:dns"
 import { BlockList, isIP, type LookupFunction } from "node:net"
+import type { SelfDialCheck } from "./ownListeners.ts"
 
 /** Addresses that name whichever host dials them: loopback and "this network" / unspecified (0.0.0.0/8, ::). */
 const thisHost = new BlockList()
@@ -45,43 +47,74 @@ export const isNotPeerAddress = (address: string): boolean =>
   isThisHostAddress(address) || isNotUnicastAddress(address) || inList(metadata, address)
 
 /**
- * Whether the host of `url` (a ws:// URL), as the URL parser reads it, is not a peer's address. The
- * parser rewrites IPv4 in forms no IP check reads as one (127.1, 2130706433, 0x7f000001, a trailing
- * dot) to dotted form, which the WebSocket client then connects to as a literal, with no lookup.
+ * The host of `url` (a ws:// URL) as the URL parser reads it, which is what the WebSocket client
+ * connects to: the parser rewrites IPv4 in forms no IP check reads as one (127.1, 2130706433,
+ * 0x7f000001, a trailing dot) to dotted form, then dialled as a literal, with no lookup. Undefined
+ * for a URL that does not parse (the WebSocket client fails on it too: nothing is dialled).
  */
-export const isNotPeerUrl = (url: string): boolean => {
+export const urlHost = (url: string): string | undefined => {
   let hostname: string
   try {
     hostname = new URL(url).hostname
   } catch {
-    return false // not dialled at all: the WebSocket client fails on the same URL
+    return undefined
   }
-  return isNotPeerAddress(hostname.startsWith("[") ? hostname.slice(1, -1) : hostname)
+  return hostname.startsWith("[") ? hostname.slice(1, -1) : hostname
 }
+
+/** Whether the host of `url` (a ws:// URL), as the URL parser reads it, is not a peer's address. */
+export const isNotPeerUrl = (url: string): boolean => {
+  const host = urlHost(url)
+  return host !== undefined && isNotPeerAddress(host)
+}
+
+/**
+ * Why a dial was refused: `not-peer`, an endpoint from another host at an address of this host (or
+ * the metadata service); `own-listener`, an address and port where this process itself listens
+ * (ownListeners.ts), from any source.
+ */
+export type DialRefusal = "not-peer" | "own-listener"
 
 /** The error code of a lookup this guard refused (the dial's ConnectFailed says `notPeer`). */
 const NotPeerCode = "ENOTPEER"
 
 /** A refusal as node:net reports lookup errors: an Error with a code. */
-const notPeerError = (address: string): NodeJS.ErrnoException =>
-  Object.assign(new Error(`resolves to ${address}, not a peer's address`), { code: NotPeerCode })
+const notPeerError = (address: string, why: DialRefusal): NodeJS.ErrnoException =>
+  Object.assign(new Error(`resolves to ${address}, ${why === "not-peer" ? "not a peer's address" : "where this process itself listens"}`), { code: NotPeerCode })
 
 /**
- * dns.lookup, refusing a name when any address it resolves to is not a peer's (`onRefused` is told
- * first): one such address marks the name as hostile (a mixed answer is a way to win a race), so none
- * of them is tried.
+ * dns.lookup, refusing a name when `refuse` refuses any address it resolves to (`onRefused` is told
+ * why first): one such address marks the name as hostile (a mixed answer is a way to win a race), so
+ * none of them is tried.
  */
-export const guardedLookup = (onRefused: () => void): LookupFunction => (hostname, options, callback) => {
+export const guardedLookup = (refuse: (address: string) => DialRefusal | undefined, onRefused: (why: DialRefusal) => void): LookupFunction => (hostname, options, callback) => {
   dns.lookup(hostname, options, (error: NodeJS.ErrnoException | null, address: string | ReadonlyArray<dns.LookupAddress>, family?: number) => {
     if (error !== null) return callback(error, "", 0)
     const list = typeof address === "string" ? [{ address }] : address
-    const refused = list.find((entry) => isNotPeerAddress(entry.address))
-    if (refused !== undefined) {
-      onRefused()
-      return callback(notPeerError(refused.address), "", 0)
+    for (const entry of list) {
+      const why = refuse(entry.address)
+      if (why === undefined) continue
+      onRefused(why)
+      return callback(notPeerError(entry.address, why), "", 0)
     }
     // The shape asked for: net.connect asks for all addresses (autoSelectFamily) or for one.
     if (typeof address === "string") callback(null, address, family)
     else (callback as unknown as (error: null, addresses: ReadonlyArray<dns.LookupAddress>) => void)(null, address)
   })
+}
+
+/** What a dial is guarded by: `peersOnly`, a server from another host; `notSelf`, this process's own listeners. */
+export interface DialGuarding {
+  readonly peersOnly?: boolean | undefined
+  readonly notSelf?: SelfDialCheck | undefined
+}
+
+/**
+ * Why `guarding` refuses connecting to `address` (an IP address) at `port`: this process's own
+ * listener there, or, for a server from another host, an address of this host or the metadata
+ * service. Undefined: it may be dialled.
+ */
+export const dialRefusal = (guarding: DialGuarding, address: string, port: number): DialRefusal | undefined => {
+  if (guarding.notSelf?.reaches(address, port) === true) return "own-listener"
+  return guarding.peersOnly === true && isNotPeerAddress(address) ? "not-peer" : undefined
 }

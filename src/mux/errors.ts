@@ -39,4 +39,6 @@ export class ConnectFailed extends Data.TaggedError("ConnectFailed")<{
    * host, or the metadata service: not dialled (src/iip/dialGuard.ts).
    */
   readonly notPeer?: boolean
+  /** With notPeer: the address and port are this process's own listener (src/iip/ownListeners.ts), whatever the endpoint's source. */
+  readonly ownListener?: boolean
 }> {}

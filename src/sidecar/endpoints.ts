@@ -14,7 +14,9 @@ import { leftOut, MaxSubsetsPerService, subsetExclusions } from "../balancer/sub
 import { connectFailedThrottle, IipClient } from "../iip/client.ts"
 import { backoffDelay } from "../iip/clientDial.ts"
 import { defaultKeepAlive } from "../iip/keepAlive.ts"
+import type { DialRefusal } from "../iip/dialGuard.ts"
 import { type Log, LogThrottle } from "../iip/log.ts"
+import type { OwnListeners, SelfDialCheck } from "../iip/ownListeners.ts"
 import type { Supervisor } from "../iip/supervisor.ts"
 import type { ClientTlsOptions } from "../iip/tls.ts"
 import type { EndpointSecurity } from "./meshTls.ts"
@@ -52,22 +54,29 @@ export const REQUEST_CHANNELS_PER_CONNECTION = 64
 /** Channels per connection to an endpoint for streams beyond the requests' (the client caps a connection's channels at half what the far side takes: 448 for streams by default, ConnectionPool.streamPlaces). */
 const STREAM_CHANNELS_PER_CONNECTION = 512
 
-/** What the connections to an endpoint depend on besides its address: a change makes a new client. */
-const securityOf = (endpoint: Endpoint): string => `${endpoint.security ?? ""} ${endpoint.identity ?? ""} ${endpoint.ca ?? ""}${endpoint.offHost === true ? " off-host" : ""}`
+/**
+ * What the connections to an endpoint depend on besides its address: a change makes a new client.
+ * `own`: an endpoint of the registry's own service, which may reach this sidecar's own inbound.
+ */
+const securityOf = (endpoint: Endpoint, own: boolean): string => `${endpoint.security ?? ""} ${endpoint.identity ?? ""} ${endpoint.ca ?? ""}${endpoint.offHost === true ? " off-host" : ""}${own ? " own" : ""}`
 
 const keys = new WeakMap<object, string>()
 const clientKeys = new WeakMap<Endpoint, string>()
+/** The keys asked for by the registry of the endpoint's own service: one process may hold several registries seeing one endpoint object. */
+const ownClientKeys = new WeakMap<Endpoint, string>()
 
 /**
  * The key of an endpoint's client: its address and the security its connections need, computed once
  * per endpoint object (asked for per request). Two services listing one address with different
  * securities each get a client of their own: one's mTLS endpoint is never dialled over the other's plain client.
  */
-const clientKeyOf = (endpoint: Endpoint): string => {
-  let key = clientKeys.get(endpoint)
+const clientKeyOf = (endpoint: Endpoint, ownService: string | undefined): string => {
+  const own = endpoint.service === ownService
+  const cache = own ? ownClientKeys : clientKeys
+  let key = cache.get(endpoint)
   if (key === undefined) {
-    key = `${endpointKey(endpoint)} ${securityOf(endpoint)}`
-    clientKeys.set(endpoint, key)
+    key = `${endpointKey(endpoint)} ${securityOf(endpoint, own)}`
+    cache.set(endpoint, key)
   }
   return key
 }
@@ -117,6 +126,13 @@ export interface EndpointRegistryOptions {
   readonly onDialRefused?: (service: string, endpoint: string) => void
   /** Dial endpoints from another host even at addresses on this host (the sidecar's dialLocalEndpoints): no dial guard. */
   readonly dialLocalEndpoints?: boolean
+  /**
+   * This sidecar's listeners, never dialled whatever an endpoint's source (dialLocalEndpoints
+   * included): its inbound one only for its own `service` (the app calling its own service).
+   */
+  readonly ownListeners?: OwnListeners
+  /** This sidecar's own service. */
+  readonly service?: string
 }
 
 /** Lines logged for dials refused at an address on this host (refusedDial), at most per window: a hostile host can list many. */
@@ -265,19 +281,19 @@ export class EndpointRegistry {
   endLease(lease: EndpointLease, startedAt: number, ok: boolean, unreachable = false, slow = false, at: number = now()): string | undefined {
     const result = lease.end(at, at - startedAt, ok, unreachable, slow)
     if (result !== "restarting") return result
-    this.watch(lease.endpoint.id, clientKeyOf(lease.endpoint.endpoint))
+    this.watch(lease.endpoint.id, clientKeyOf(lease.endpoint.endpoint, this.options.service))
     return undefined
   }
 
   /**
-   * A try on `lease` was not dialled: its endpoint came from another host and its address is on this
-   * host (ConnectFailed `notPeer`). Counted and logged (throttled); the caller ends the lease as
+   * A try on `lease` was not dialled (ConnectFailed `notPeer`): its endpoint came from another host
+   * and its address is on this host (`not-peer`), or it is this sidecar's own listener (`own-listener`). Counted and logged (throttled); the caller ends the lease as
    * unreachable, so the balancer ejects the endpoint as it does one refusing connections.
    */
-  refusedDial(service: string, lease: EndpointLease): void {
+  refusedDial(service: string, lease: EndpointLease, reason: DialRefusal): void {
     this.options.onDialRefused?.(service, lease.endpoint.id)
     const admitted = this.refusedDialLines.admit()
-    if (admitted !== undefined) this.options.log("endpoints.dial-refused", { service, endpoint: lease.endpoint.id, source: lease.endpoint.endpoint.source, ...admitted })
+    if (admitted !== undefined) this.options.log("endpoints.dial-refused", { service, endpoint: lease.endpoint.id, source: lease.endpoint.endpoint.source, reason, ...admitted })
   }
 
   /** The admin API's weight override; undefined returns to discovery's. False if there is no such endpoint. */
@@ -328,7 +344,7 @@ export class EndpointRegistry {
 
   /** The pooled client of an endpoint, made on first use. */
   clientOf(endpoint: Endpoint): IipClient {
-    const id = clientKeyOf(endpoint)
+    const id = clientKeyOf(endpoint, this.options.service)
     let client = this.clients.get(id)
     if (client === undefined) {
       const key = endpointKey(endpoint)
@@ -357,12 +373,20 @@ export class EndpointRegistry {
         log: this.options.log,
         connectFailedLines: this.connectFailedLines,
         supervisor: this.options.supervisor,
-        ...(endpoint.offHost === true && this.options.dialLocalEndpoints !== true ? { peersOnly: true } : {})
+        ...(endpoint.offHost === true && this.options.dialLocalEndpoints !== true ? { peersOnly: true } : {}),
+        ...this.notSelfOf(endpoint)
       })
       this.clients.set(id, client)
       if (!this.users.has(id)) this.unlisted.add(id)
     }
     return client
+  }
+
+  /** The own listeners an endpoint's client must never reach: all of them, but the inbound one for the sidecar's own service. */
+  private notSelfOf(endpoint: Endpoint): { readonly notSelf?: SelfDialCheck } {
+    const listeners = this.options.ownListeners
+    if (listeners === undefined) return {}
+    return { notSelf: endpoint.service === this.options.service ? listeners.exceptServing : listeners.all }
   }
 
   private tlsOf(endpoint: Endpoint): { readonly tls?: ClientTlsOptions } {
@@ -389,7 +413,7 @@ export class EndpointRegistry {
   private closeUnused(service: string, endpoints: ReadonlyArray<Endpoint>): void {
     const before = this.usesOf.get(service)
     const after = new Set<string>()
-    for (const endpoint of endpoints) after.add(clientKeyOf(endpoint))
+    for (const endpoint of endpoints) after.add(clientKeyOf(endpoint, this.options.service))
     if (after.size === 0) this.usesOf.delete(service)
     else this.usesOf.set(service, after)
     for (const id of after) {

@@ -38,7 +38,7 @@ import { recordOutboundEnd } from "./outboundAccess.ts"
 import { type BodyGather, pipeToResponse, plainStatus, readBody } from "./outboundBody.ts"
 import type { HeldBodyReceiver, OutboundCall, OutboundRequest, OutboundResponse } from "./outboundCall.ts"
 import type { OutboundOptions } from "./outboundOptions.ts"
-import { IDEMPOTENT, isRefusedDial, MAX_ATTEMPTS, notProcessed, refusedByPolicy, refusedOrDraining, transportFailure } from "./outboundRetry.ts"
+import { dialRefusalOf, FREE_REFUSED_DIALS, IDEMPOTENT, MAX_ATTEMPTS, notProcessed, refusedByPolicy, refusedOrDraining, transportFailure } from "./outboundRetry.ts"
 import { applyRoute, chooseRoute } from "./outboundRoute.ts"
 import { appTimeoutMs, isEventStream, pickContext, type Target, targetOf } from "./outboundTarget.ts"
 import { describedLength, endToEndHeaders } from "./headerFilter.ts"
@@ -77,6 +77,10 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
   private target: Target | undefined = undefined
   private endpointName = "-"
   private attempts = 0
+  /** Of `attempts`, the refused dials that cost the request no try (FREE_REFUSED_DIALS). */
+  private freeTries = 0
+  /** The last try was refused by the dial guard: nothing sent, so the next one is no retry (iip_mesh_retries_total). */
+  private lastRefused = false
   /** The first endpoint tried; a Set only once there is a second (a retry). */
   private firstTried: string | undefined = undefined
   private tried: Set<string> | undefined = undefined
@@ -295,8 +299,10 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
       throw new ProxyError({ status: 503, reason: "no_endpoint", hop: "outbound", message: `no endpoint known for service ${service}${subset === undefined ? "" : ` in subset ${subset}`}` })
     }
     const { lease } = picked
-    // A retry counts once there is another endpoint to send it to.
-    if (this.lastError !== undefined) observation.retried()
+    // A retry counts once there is another endpoint to send it to, and the request was sent before:
+    // a try the dial guard refused sent nothing (a hostile list would read as a retry storm).
+    if (this.lastError !== undefined && !this.lastRefused) observation.retried()
+    this.lastRefused = false
     this.endpointName = lease.endpoint.id
     this.addTried(lease.endpoint.id)
     this.attempts++
@@ -312,7 +318,7 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
     const watched = perTryTimeoutMs === undefined && options.slowTryFloorMs !== undefined && this.whole && IDEMPOTENT.has(this.method)
     this.slowAfterMs = watched ? slowTryAfterMs(options.slowTryFloorMs!, lease.expectedMs) : 0
     this.watch = watched
-      ? new TryWatch(control, this.slowAfterMs, () => this.attempts < this.maxAttempts && monotonicMs() < deadline && registry.hasUntried(service, this.triedSet()!, subset) && registry.allowRetry(service))
+      ? new TryWatch(control, this.slowAfterMs, () => this.triesLeft() && monotonicMs() < deadline && registry.hasUntried(service, this.triedSet()!, subset) && registry.allowRetry(service))
       : undefined
     const mode = client.currentMode
     if (mode !== undefined) return this.sendTry(client, mode, nowMs)
@@ -372,24 +378,34 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
       if (error instanceof Overloaded && error.limit === StreamPlacesLimit) {
         lease!.release()
         this.lastError = error
-        return this.attempts < this.maxAttempts ? this.nextTry(0) : this.fail(error)
+        return this.triesLeft() ? this.nextTry(0) : this.fail(error)
       }
       // A request the app gave up on says nothing about the endpoint; a refused connection, much
       // (a slow one, on a lossy network, not enough to take the endpoint out at once).
-      if (isRefusedDial(error)) this.options.registry.refusedDial(this.service, lease!)
+      const refusal = dialRefusalOf(error)
+      if (refusal !== undefined) this.options.registry.refusedDial(this.service, lease!, refusal)
+      // Nothing sent, nothing connected: a try the request does not pay for (FREE_REFUSED_DIALS).
+      const free = refusal !== undefined && this.freeTries < FREE_REFUSED_DIALS
+      if (free) this.freeTries++
       // An event stream B refused unsent for want of a place (its app pool's share for event
       // streams held): no failure of B either, else a burst of them ejected it and its plain
       // requests, which it answers, went elsewhere. Another endpoint may take it (notProcessed).
       if (error instanceof RemoteError && error.code === MeshErrorCode.overloaded && !error.processed && isEventStream(this.req)) lease!.release()
       else this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
       const safe = notProcessed(error) || (IDEMPOTENT.has(method) && (transportFailure(error) || this.perTryDeadlinePassed(error)))
-      const retry = safe && this.whole && this.attempts < this.maxAttempts && !this.appGone && monotonicMs() < this.deadline && this.options.registry.allowRetry(this.service)
+      const retry = safe && this.whole && this.triesLeft() && !this.appGone && monotonicMs() < this.deadline && (free || this.options.registry.allowRetry(this.service))
       if (!retry) return this.fail(this.connectOutlastedDeadline(error) ? new RequestTimeout({ message: `no connection to ${lease!.endpoint.id} before the deadline (${error.message})`, timeoutMs: this.timeoutMs }) : error)
       this.lastError = error
+      this.lastRefused = refusal !== undefined
       this.nextTry(0)
     } catch (failure) {
       this.fail(failure)
     }
+  }
+
+  /** Whether the request has a try left: the tries it made, less the refused dials it did not pay for. */
+  private triesLeft(): boolean {
+    return this.attempts - this.freeTries < this.maxAttempts
   }
 
   /**

@@ -2,6 +2,7 @@
 // may safely take the request, and whether the failure says something about the endpoint (the
 // balancer ejects it, or holds it out as restarting). Shared with outbound upgrades
 // (outboundUpgrade.ts), which never retry but report a refused endpoint the same way.
+import type { DialRefusal } from "../iip/dialGuard.ts"
 import { ConnectFailed, ConnectionClosed, RequestTimeout } from "../mux/errors.ts"
 import { RemoteError } from "../mux/meshSession.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
@@ -9,6 +10,14 @@ import { AppErrorCode } from "./proxyError.ts"
 
 /** Tries per request, the first included (a route may ask for another number: routeActions.ts). */
 export const MAX_ATTEMPTS = 3
+
+/**
+ * Tries of one request the dial guard refused that cost it none of its tries nor the retry budget:
+ * nothing was sent or connected (microseconds each), and a hostile discovery source listing more
+ * such endpoints than a request has tries, weighted above the real ones (and more than the balancer
+ * may eject at once), would otherwise fail every request. Past this many, a refused try counts.
+ */
+export const FREE_REFUSED_DIALS = 16
 
 /** RFC 9110 idempotent methods: running one twice has the effect of running it once. */
 export const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])
@@ -24,15 +33,16 @@ export const notProcessed = (error: unknown): boolean =>
 
 /**
  * Nothing listens there, or it is stopping and turned the request away unprocessed, or it is not to
- * be dialled (from another host, at an address on this one: src/iip/dialGuard.ts): the balancer
+ * be dialled (from another host, at an address on this one: src/iip/dialGuard.ts; this sidecar's own listener: src/iip/ownListeners.ts): the balancer
  * ejects the endpoint, or holds it out as restarting when it said go-away just before.
  */
 export const refusedOrDraining = (error: unknown): boolean =>
   (error instanceof ConnectFailed && (error.refused === true || error.notPeer === true)) ||
   (error instanceof RemoteError && error.code === MeshErrorCode.draining && !error.processed)
 
-/** The dial guard refused the endpoint's address (src/iip/dialGuard.ts): the registry counts and logs it. */
-export const isRefusedDial = (error: unknown): boolean => error instanceof ConnectFailed && error.notPeer === true
+/** Why the dial guard refused the endpoint's address (src/iip/dialGuard.ts, ownListeners.ts), if it did: the registry counts and logs it. */
+export const dialRefusalOf = (error: unknown): DialRefusal | undefined =>
+  error instanceof ConnectFailed && error.notPeer === true ? (error.ownListener === true ? "own-listener" : "not-peer") : undefined
 
 /** Far-side errors that another endpoint would give too, or that end the request: not worth a retry. */
 const FINAL_REMOTE_ERRORS = new Set<string>([MeshErrorCode.deadlineExceeded, MeshErrorCode.cancelled, MeshErrorCode.notFound, MeshErrorCode.badRequest, AppErrorCode.forbidden, AppErrorCode.rateLimited])

@@ -29,7 +29,7 @@ import { OutboundObservation } from "./observe.ts"
 import { recordOutboundEnd } from "./outboundAccess.ts"
 import type { OutboundRequest } from "./outboundCall.ts"
 import type { OutboundOptions } from "./outboundOptions.ts"
-import { isRefusedDial, refusedOrDraining } from "./outboundRetry.ts"
+import { dialRefusalOf, refusedOrDraining } from "./outboundRetry.ts"
 import { applyRoute, chooseRoute } from "./outboundRoute.ts"
 import { appTimeoutMs, pickContext, type Target, targetOf } from "./outboundTarget.ts"
 import { ProxyError, proxyErrorOf, writeProxyError } from "./proxyError.ts"
@@ -182,7 +182,8 @@ class OutboundUpgrade {
         options.tunnels.seats.refusedFor("channels")
         throw new ProxyError({ status: 503, reason: "overloaded", hop: "outbound", message: `${error.message} at the outbound sidecar; retry later` })
       }
-      if (isRefusedDial(error)) this.options.registry.refusedDial(target.service, lease)
+      const refusal = dialRefusalOf(error)
+      if (refusal !== undefined) this.options.registry.refusedDial(target.service, lease, refusal)
       this.endLease(lease, tryStarted, false, refusedOrDraining(error) || (error instanceof ConnectFailed && error.refused === true))
       if (timedOut) throw new ProxyError({ status: 504, reason: "deadline", hop: "outbound", message: `no answer to the upgrade from ${lease.endpoint.id} within ${timeoutMs} ms` })
       throw error

@@ -12,6 +12,7 @@ import * as Server from "../iip/server.ts"
 import { jsonLine, type Log, LogThrottle, stderrLog } from "../iip/log.ts"
 import { loggable, redactUrl } from "../iip/redact.ts"
 import { droppedLines as droppedOutputLines, stdoutLines } from "../iip/outputLines.ts"
+import { OwnListeners } from "../iip/ownListeners.ts"
 import { Supervisor } from "../iip/supervisor.ts"
 import { monotonicMillis } from "../mux/clock.ts"
 import type { MeshSession } from "../mux/meshSession.ts"
@@ -74,6 +75,8 @@ export interface Sidecar {
   readonly telemetry: SidecarTelemetry
   /** The routes in force (file and HTTPRoutes), or undefined when none are configured. */
   readonly routes: () => CompiledRoutes | undefined
+  /** Where this process listens (the sidecar's listeners and options.ownListeners): never dialled for a discovered peer. */
+  readonly ownListeners: OwnListeners
 }
 
 export interface SidecarOptions {
@@ -90,6 +93,8 @@ export interface SidecarOptions {
   readonly credentials?: CredentialSource
   /** The port of this sidecar's admin control listener, announced to discovery beside the inbound address (admin federation). */
   readonly adminPort?: number
+  /** The process's other listeners (the admin's, as bound): never dialled for an endpoint, as the sidecar's own are not (src/iip/ownListeners.ts). */
+  readonly ownListeners?: ReadonlyArray<HostPort>
   /** Where the Kubernetes API server is, for the EndpointSlice and HTTPRoute watches (tests); in-cluster by default. */
   readonly kubeConfig?: KubeConfig
 }
@@ -308,6 +313,10 @@ export const make = (
     const announcedVersion = config.appVersion === null ? {} : { version: config.appVersion }
     let ready = false
     const inFlight = { value: 0 }
+    // Where this sidecar listens: no endpoint, whatever its source, makes it dial itself (the
+    // inbound and outbound listeners join as they are bound, before any request).
+    const ownListeners = new OwnListeners()
+    for (const listener of options.ownListeners ?? []) ownListeners.add(listener)
     const registry = new EndpointRegistry({
       node: config.node,
       requestTimeoutMs: config.requestTimeoutMs,
@@ -318,7 +327,9 @@ export const make = (
       supervisor,
       clientTls: (endpoint) => meshTls.clientOptions(endpoint),
       onDialRefused: (service, endpoint) => telemetry.metrics.dialRefused(service, endpoint),
-      dialLocalEndpoints: config.dialLocalEndpoints
+      dialLocalEndpoints: config.dialLocalEndpoints,
+      ownListeners,
+      service: config.service
     })
     yield* Effect.addFinalizer(() => Effect.sync(() => registry.close()))
     // Discovery feeds the registry: every change to a service replaces its endpoint set.
@@ -384,6 +395,7 @@ export const make = (
       log
     })
     meshTls.attach(inbound)
+    ownListeners.add(inbound.address, true)
     telemetry.metrics.watchConnections(() => {
       let channels = 0
       for (const session of inbound.sessions) channels += session.channelCount
@@ -500,6 +512,7 @@ export const make = (
         h2c?.destroyAll()
       })
     )
+    ownListeners.add(outbound)
     ready = true
     // Registered last, so it runs first when the Scope closes.
     yield* Effect.addFinalizer(() => Effect.sync(() => (ready = false)))
@@ -513,6 +526,7 @@ export const make = (
       beginStop: () => (ready = false),
       inFlight: () => inFlight.value,
       telemetry,
-      routes: () => routes?.()
+      routes: () => routes?.(),
+      ownListeners
     }
   })

@@ -21,7 +21,8 @@
 //   iip_mesh_response_bytes_total{direction,service}                  counter: response bodies
 //   iip_mesh_endpoint_ejections_total{service,endpoint}               counter (1,000 series, then _other)
 //   iip_mesh_dials_refused_total{service,endpoint}                    counter: tries not dialled, an endpoint (or federation peer admin) from another host
-//                                                                     whose address is on this host (src/iip/dialGuard.ts); 1,000 series, then _other
+//                                                                     whose address is on this host (src/iip/dialGuard.ts), or one at this sidecar's
+//                                                                     own listener (src/iip/ownListeners.ts); 1,000 series, then _other
 //   iip_mesh_discovery_endpoints_left_out{source}                    gauge, read at scrape: endpoints discovery leaves out now at
 //                                                                     the cap per service (src/discovery/discovery.ts), by source kind
 //   iip_mesh_invalid_headers_total{direction}                         counter: header pairs dropped as unwritable
@@ -156,7 +157,7 @@ export interface MeshMetrics {
   /** The metrics of one service in one direction, created on first use and cached. */
   service(direction: Direction, service: string): ServiceMetrics
   endpointEjected(service: string, endpoint: string): void
-  /** A try to an endpoint (or a federation fetch from a peer admin, `endpoint` its admin address) from another host was not dialled: its address is on this host or the metadata service (src/iip/dialGuard.ts). */
+  /** A try to an endpoint (or a federation fetch from a peer admin, `endpoint` its admin address) was not dialled: from another host, at an address on this host or the metadata service (src/iip/dialGuard.ts); or at this sidecar's own listener (src/iip/ownListeners.ts). */
   dialRefused(service: string, endpoint: string): void
   /** Where the endpoints discovery leaves out now at its cap per service are read at each scrape, by the kind of source (mdns, dns, kubernetes, static, local). */
   watchDiscoveryLeftOut(read: () => ReadonlyMap<string, number>): void
@@ -524,7 +525,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   fromTallies(registry, "counter", "iip_mesh_request_bytes_total", "Bytes of request bodies proxied.", ["direction", "service"], each((s) => s.requestBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_response_bytes_total", "Bytes of response bodies proxied.", ["direction", "service"], each((s) => s.responseBodyBytes))
   fromTallies(registry, "counter", "iip_mesh_endpoint_ejections_total", "Times an endpoint was taken out of balancing for failing.", ["service", "endpoint"], () => ejections.values())
-  fromTallies(registry, "counter", "iip_mesh_dials_refused_total", "Tries not dialled: an endpoint or federation peer admin learned from another host whose address is on this host (loopback, unspecified, multicast) or the metadata service.", ["service", "endpoint"], () => refusedDials.values())
+  fromTallies(registry, "counter", "iip_mesh_dials_refused_total", "Tries not dialled: an endpoint or federation peer admin learned from another host whose address is on this host (loopback, unspecified, multicast) or the metadata service, or an endpoint at one of this sidecar's own listeners.", ["service", "endpoint"], () => refusedDials.values())
   fromTallies(registry, "gauge", "iip_mesh_discovery_endpoints_left_out", "Endpoints discovery leaves out now, reported past the cap of 1,000 per service and source (admitted as others leave), by the kind of source, summed over services; at most 1,000 a service and source are kept waiting and counted. DNS SRV answers are cut by their lookup, which stops asking at the cap (logged discovery.dns-capped), and are not counted here.", ["source"], () =>
     Array.from(readDiscoveryLeftOut(), ([source, value]) => ({ labels: { source }, value })))
   fromTallies(registry, "counter", "iip_mesh_invalid_headers_total", "Header pairs dropped for a name or value that cannot be written.", ["direction"], () => directions.map((d) => invalidHeaders[d]))

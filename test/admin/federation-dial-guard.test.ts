@@ -5,12 +5,15 @@
 // admin port. /federation lists both peers with the refusal as their error; the listener sees no
 // connection; the refusals are counted in iip_mesh_dials_refused_total and logged. With
 // dialLocalEndpoints the operator opts out, and the same listener is fetched from (the control).
+// This admin's own listeners stay refused either way (src/iip/ownListeners.ts): a peer admin
+// announced at its own control port under another node's name would have it fetch from itself.
 import type { V1EndpointSlice } from "@kubernetes/client-node"
 import { afterEach, describe, expect, it } from "vitest"
 import { AdminCallFailed, getAdminJson } from "../../src/admin/adminClient.ts"
 import type { FederationView } from "../../src/admin/federation.ts"
 import { endpointSlice, FakeKubeApi } from "../discovery/fakeKubeApi.ts"
 import { startAdminedSidecar } from "../support/adminHarness.ts"
+import { acceptedSockets } from "../support/acceptedSockets.ts"
 import { countingListener } from "../support/countingListener.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { parsePrometheusText, sum } from "../support/prometheusText.ts"
@@ -67,6 +70,32 @@ describe("admin federation's fetches from peers learned from another host", () =
     const { victim, view } = await start(true)
     expect(view.peers).toHaveLength(2)
     expect(victim.connections()).toBeGreaterThan(0)
+  })
+
+  it("a peer admin at this admin's own control listener (another node's name, dialLocalEndpoints on) is never fetched from: refused as own-listener", async () => {
+    const api = await FakeKubeApi.start("shop")
+    cleanup.add(() => api.close())
+    const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+    const { running, control } = await startAdminedSidecar(
+      cleanup,
+      token,
+      { service: "web", node: "web-node", kubernetes: { catalog: "shop/catalog" }, dialLocalEndpoints: true },
+      (event, fields) => events.push({ event, fields: { ...fields } }),
+      { kubeConfig: api.kubeConfig() }
+    )
+    const accepted = acceptedSockets(cleanup)
+    api.apply("ADDED", catalogSlice("catalog-a", "127.0.0.1", control))
+    await waitFor(() => running.sidecar.discovery.endpoints("catalog").length === 1, 5000, "the catalog endpoint")
+    const answer = await call(control, { path: "/federation", headers })
+    expect(answer.status, answer.body.toString()).toBe(200)
+    const view = JSON.parse(answer.body.toString()) as FederationView
+    const admin = `127.0.0.1:${control}`
+    expect(view.peers.map((peer) => [peer.admin, peer.error])).toEqual([[admin, expect.stringMatching(/where this process itself listens/)]])
+    // One socket: the test's own /federation request; none from the fetch.
+    expect(accepted(control)).toBe(1)
+    const metrics = parsePrometheusText((await running.sidecar.telemetry.metrics.text()).body)
+    expect(sum(metrics, "iip_mesh_dials_refused_total", { service: "catalog", endpoint: admin })).toBe(1)
+    expect(events.filter((e) => e.event === "federation.dial-refused").map((e) => [e.fields.admin, e.fields.reason])).toEqual([[admin, "own-listener"]])
   })
 
   it("getAdminJson with peersOnly refuses every spelling of loopback the URL parser reads as it (127.1, [::1], [::ffff:127.0.0.1]) before connecting", async () => {

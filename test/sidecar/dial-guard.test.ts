@@ -48,4 +48,34 @@ describe("a sidecar's dials to endpoints from the network", () => {
     expect(refused).toBeLessThan(requests)
     expect(events.some((e) => e.event === "endpoints.dial-refused" && e.fields.endpoint === `127.0.0.1:${victimPort}`)).toBe(true)
   })
+
+  it("many refused endpoints cost a request none of its tries: every request still reaches the operator's endpoint", async () => {
+    // More refused endpoints than a request has tries, weighted far above the real one, and more
+    // than the balancer may eject at once (half a service's endpoints): each request meets several.
+    const victims = await Promise.all(Array.from({ length: 10 }, () => countingListener(cleanup)))
+    const app = await startApp(cleanup, (_req, res) => res.end("legit"))
+    const peer = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address }))
+    const name = "_mesh._tcp.catalog.shop.svc.cluster.local"
+    const dns = await LoopbackDnsServer.start({
+      srv: { [name]: victims.map((victim) => ({ weight: 1000, port: victim.port, target: "evil.example" })) },
+      a: { "evil.example": ["127.0.0.1"] },
+      ttl: 60
+    })
+    cleanup.add(() => dns.close())
+    const store = await startSidecar(
+      cleanup,
+      sidecarConfig({ service: "store", endpoints: { catalog: [{ address: peer.inboundAddress, weight: 1 }] }, dnsSrv: { catalog: name }, dnsServers: [`127.0.0.1:${dns.port}`] })
+    )
+    await waitFor(() => store.sidecar.registry.endpointsOf("catalog").length === 11, 5000, "the static and the ten SRV endpoints")
+
+    const answers: Array<string> = []
+    for (let i = 0; i < 60; i++) answers.push(`${(await call(store.outboundPort, { headers: { host: "catalog" }, timeoutMs: 5000 })).status}`)
+    expect(answers.filter((status) => status !== "200")).toEqual([])
+    expect(victims.map((victim) => victim.connections())).toEqual(victims.map(() => 0))
+    // A refused try sent nothing: the try after it is no retry ("sent again"), and /metrics says
+    // so, or a hostile list would show as a retry storm on every request's dashboards.
+    const metrics = parsePrometheusText((await store.sidecar.telemetry.metrics.text()).body)
+    expect(sum(metrics, "iip_mesh_dials_refused_total", { service: "catalog" })).toBeGreaterThan(0)
+    expect(sum(metrics, "iip_mesh_retries_total", { direction: "outbound", service: "catalog" })).toBe(0)
+  })
 })

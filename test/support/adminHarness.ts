@@ -29,7 +29,7 @@ export const startAdminedSidecar = async (
   cleanup.add(() => Effect.runPromise(Scope.close(scope, Exit.void)))
   let sidecar: Sidecar | undefined
   const addresses = await Effect.runPromise(Admin.make({ admin: "127.0.0.1:0", control: "127.0.0.1:0", token }, () => sidecar, { log }).pipe(Scope.provide(scope)))
-  const running = await startSidecar(cleanup, sidecarConfig(config), log, { ...options, adminPort: addresses.control.port })
+  const running = await startSidecar(cleanup, sidecarConfig(config), log, { ...options, adminPort: addresses.control.port, ownListeners: [addresses.readOnly, addresses.control] })
   sidecar = running.sidecar
   return { running, control: addresses.control.port }
 }

@@ -3,7 +3,7 @@
 import { Supervisor } from "../../src/iip/supervisor.ts"
 import { type BalancingOptions, EndpointRegistry } from "../../src/sidecar/endpoints.ts"
 
-const balancing: BalancingOptions = {
+export const balancing: BalancingOptions = {
   picker: "p2c",
   maxPendingPerEndpoint: 1000,
   retryBudgetRatio: 0.2,
