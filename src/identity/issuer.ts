@@ -14,8 +14,8 @@
 // names must be the one the proof earns. A sidecar renewing presents the certificate it holds as
 // its TLS client certificate (verified against the bundle, never required): past its join token's
 // end, that certificate is what earns the renewal of the same service's identity. Every input is
-// bounded: body size, request time, the TokenReview call's time and answer, and the signings in
-// flight.
+// bounded: body size, request time, the TokenReview call's time and answer, the signings in
+// flight and the connections, each in all and per peer (issuerShares.ts).
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -26,11 +26,12 @@ import type * as net from "node:net"
 import type { TLSSocket } from "node:tls"
 import { ListenFailed } from "../iip/server.ts"
 import type { DocumentLoad } from "../iip/documentFile.ts"
-import { type Log } from "../iip/log.ts"
+import { type Log, LogThrottle } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import type { IssuingCa } from "./caDirectory.ts"
 import { defaultLeafLifetimeMs, generateKeyPair, issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest, RequestMalformed } from "./certificateRequest.ts"
+import { IssuerShares } from "./issuerShares.ts"
 import { checkJoinToken, type JoinToken, ProofRefused, type RefusalReason, refusalReasons, reviewServiceAccountToken, type TokenReviewOptions } from "./proofs.ts"
 import { certificatesOfPem } from "./trustBundle.ts"
 import { issuerSpiffeId, kubernetesSpiffeId, parseSpiffeId, serviceSpiffeId, spiffeIdOfCertificate } from "./spiffe.ts"
@@ -76,8 +77,15 @@ export interface IssuerOptions {
   readonly requestTimeoutMs: number
   /** Signings in progress at once; past it requests are refused `overloaded` (default 64). */
   readonly maxInFlight: number
+  /**
+   * Of those, in progress for one source address at once; past it its requests are refused
+   * `too-many-requests` (default 16; one connection holds 4 at most: maxInFlightPerConnection).
+   */
+  readonly maxInFlightPerSource: number
   /** Connections open at once; past it new ones are dropped (default 1024). */
   readonly maxConnections: number
+  /** Of those, open from one source address at once, handshakes included; past it new ones are closed (default 64). */
+  readonly maxConnectionsPerSource: number
   readonly log: Log
 }
 
@@ -86,7 +94,9 @@ export const issuerDefaults = {
   maxRequestBytes: 16 * 1024,
   requestTimeoutMs: 10_000,
   maxInFlight: 64,
-  maxConnections: 1024
+  maxInFlightPerSource: 16,
+  maxConnections: 1024,
+  maxConnectionsPerSource: 64
 } as const
 
 export interface Issuer {
@@ -111,8 +121,13 @@ const statusOf: Record<RefusalReason, number> = {
   "identity-not-allowed": 403,
   "token-review-unavailable": 503,
   "proof-not-accepted": 403,
+  "too-many-requests": 429,
   "overloaded": 503
 }
+
+/** Refusals a peer can repeat as fast as it sends: logged at most this many a window, the rest counted. */
+const floodLines = 20
+const floodWindowMs = 60_000
 
 const maxTokenChars = 8 * 1024
 
@@ -207,7 +222,9 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     let ca = options.ca
     const signed: Record<ProofKind, number> = { kubernetes: 0, join: 0 }
     const refused = Object.fromEntries(refusalReasons.map((reason) => [reason, 0])) as Record<RefusalReason, number>
-    let inFlight = 0
+    const shares = new IssuerShares(options)
+    const refusalLines = new LogThrottle(floodLines, floodWindowMs)
+    const connectionLines = new LogThrottle(floodLines, floodWindowMs)
     const clock = yield* Clock.Clock
 
     /** The identity a proof earns for a CSR naming `requestedId` (or nothing), and whether a presented certificate earned it. */
@@ -253,18 +270,28 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       return { spiffeId, certificateChainPem: leaf + signingCa.intermediate.certificatePem, trustBundlePem: signingCa.trustBundlePem, notAfter }
     }
 
-    const answer = (response: ServerResponse, status: number, body: unknown, contentType = "application/json") => {
+    const answer = (response: ServerResponse, status: number, body: unknown, contentType = "application/json", retryAfter = false) => {
       if (response.headersSent || response.destroyed) return
       const text = typeof body === "string" ? body : JSON.stringify(body)
-      response.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(text), "cache-control": "no-store" })
+      response.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(text), "cache-control": "no-store", ...(retryAfter ? { "retry-after": "1" } : {}) })
       response.end(text)
     }
 
     const refuse = (response: ServerResponse, remote: string | undefined, error: unknown) => {
       const refusal = error instanceof ProofRefused ? error : new ProofRefused({ reason: "bad-request", detail: `unexpected: ${loggable(error instanceof Error ? error.message : String(error))}` })
       refused[refusal.reason]++
-      options.log("identity-refused", { reason: refusal.reason, detail: refusal.detail, remote })
-      answer(response, statusOf[refusal.reason], { error: refusal.reason, message: refusal.detail })
+      // A peer past its share or the whole sends as fast as it likes: a line each would be its to write.
+      const busy = refusal.reason === "too-many-requests" || refusal.reason === "overloaded"
+      const admitted = busy ? refusalLines.admit() : {}
+      if (admitted !== undefined) options.log("identity-refused", { reason: refusal.reason, detail: refusal.detail, remote, ...admitted })
+      answer(response, statusOf[refusal.reason], { error: refusal.reason, message: refusal.detail }, "application/json", busy)
+    }
+
+    const connectionRefused = (limit: "total" | "per_source", remote: string | undefined) => {
+      const admitted = connectionLines.admit()
+      if (admitted === undefined) return
+      const detail = limit === "total" ? `all ${options.maxConnections} connections are taken` : `this address's share of connections (${options.maxConnectionsPerSource}) is taken`
+      options.log("identity-connection-refused", { limit, detail, remote, ...admitted })
     }
 
     const joinTokenReloadsText = (): Array<string> => {
@@ -286,6 +313,16 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         "# HELP iip_mesh_issuer_refused_total Certificate requests refused, by reason.",
         "# TYPE iip_mesh_issuer_refused_total counter",
         ...refusalReasons.map((reason) => `iip_mesh_issuer_refused_total{reason="${reason}"} ${refused[reason]}`),
+        "# HELP iip_mesh_issuer_signings_in_flight Certificate requests being signed now.",
+        "# TYPE iip_mesh_issuer_signings_in_flight gauge",
+        `iip_mesh_issuer_signings_in_flight ${shares.inFlight}`,
+        "# HELP iip_mesh_issuer_connections Connections open now, TLS handshakes in progress included.",
+        "# TYPE iip_mesh_issuer_connections gauge",
+        `iip_mesh_issuer_connections ${shares.connections}`,
+        "# HELP iip_mesh_issuer_connections_refused_total Connections closed at accept: past --max-connections in all, or past --max-connections-per-source from one address.",
+        "# TYPE iip_mesh_issuer_connections_refused_total counter",
+        `iip_mesh_issuer_connections_refused_total{limit="total"} ${shares.connectionsRefused.total}`,
+        `iip_mesh_issuer_connections_refused_total{limit="per_source"} ${shares.connectionsRefused.per_source}`,
         ...joinTokenReloadsText(),
         ""
       ].join("\n")
@@ -317,12 +354,14 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       const socket = request.socket as TLSSocket
       const renewing = verifiedUnder.get(socket) === caGeneration ? presentedService(socket, options.trustDomain, Date.now()) : undefined
       // A slot is taken once the body is in: a client that sends its body slowly (or never) holds
-      // a connection, bounded by maxConnections and the request timeout, never a signing slot.
+      // a connection, bounded by the connection limits and the request timeout, never a signing
+      // slot. The slot is the peer's until its signing ends, whether or not it is still there.
+      const source = remote ?? "unknown"
       readBody(request, options.maxRequestBytes)
         .then((body) => {
-          if (inFlight >= options.maxInFlight) throw new ProofRefused({ reason: "overloaded", detail: `${options.maxInFlight} signings in progress` })
-          inFlight++
-          return sign(body, renewing).finally(() => inFlight--)
+          const refusal = shares.take(socket, source)
+          if (refusal !== undefined) throw refusal
+          return sign(body, renewing).finally(() => shares.release(socket, source))
         })
         .then((signedResponse) => answer(response, 200, signedResponse), (error) => refuse(response, remote, error))
     })
@@ -333,6 +372,21 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     server.keepAliveTimeout = 5_000
     server.maxConnections = options.maxConnections
     server.on("tlsClientError", () => {})
+    // At the TCP accept, before the TLS handshake (its CPU and its place are what a flood takes).
+    server.prependListener("connection", (socket: net.Socket) => {
+      const source = socket.remoteAddress
+      // No address: the peer is already gone.
+      if (source === undefined) return void socket.destroy()
+      if (!shares.admit(source)) {
+        socket.destroy()
+        return connectionRefused("per_source", source)
+      }
+      socket.once("close", () => shares.closed(source))
+    })
+    server.on("drop", (dropped?: { readonly remoteAddress?: string }) => {
+      shares.connectionsRefused.total++
+      connectionRefused("total", dropped?.remoteAddress)
+    })
     const bound = yield* Effect.acquireRelease(listenTls(server, options.host, options.port), () =>
       Effect.callback<void>((resume) => {
         server.close(() => resume(Effect.void))

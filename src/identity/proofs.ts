@@ -30,6 +30,7 @@ export const refusalReasons = [
   "identity-not-allowed",
   "token-review-unavailable",
   "proof-not-accepted",
+  "too-many-requests",
   "overloaded"
 ] as const
 export type RefusalReason = (typeof refusalReasons)[number]
