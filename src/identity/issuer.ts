@@ -125,7 +125,11 @@ const statusOf: Record<RefusalReason, number> = {
   "overloaded": 503
 }
 
-/** Refusals a peer can repeat as fast as it sends: logged at most this many a window, the rest counted. */
+/**
+ * Refusal and refused-connection lines: a peer repeats them as fast as it sends, so each kind is
+ * logged at most this many a window, the rest counted in the next line (every one in the metrics).
+ * One throttle a kind: a flood of one does not hide another's first lines.
+ */
 const floodLines = 20
 const floodWindowMs = 60_000
 
@@ -223,8 +227,8 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     const signed: Record<ProofKind, number> = { kubernetes: 0, join: 0 }
     const refused = Object.fromEntries(refusalReasons.map((reason) => [reason, 0])) as Record<RefusalReason, number>
     const shares = new IssuerShares(options)
-    const refusalLines = new LogThrottle(floodLines, floodWindowMs)
-    const connectionLines = new LogThrottle(floodLines, floodWindowMs)
+    const refusalLines = Object.fromEntries(refusalReasons.map((reason) => [reason, new LogThrottle(floodLines, floodWindowMs)])) as Record<RefusalReason, LogThrottle>
+    const connectionLines = { total: new LogThrottle(floodLines, floodWindowMs), per_source: new LogThrottle(floodLines, floodWindowMs) }
     const clock = yield* Clock.Clock
 
     /** The identity a proof earns for a CSR naming `requestedId` (or nothing), and whether a presented certificate earned it. */
@@ -280,15 +284,14 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     const refuse = (response: ServerResponse, remote: string | undefined, error: unknown) => {
       const refusal = error instanceof ProofRefused ? error : new ProofRefused({ reason: "bad-request", detail: `unexpected: ${loggable(error instanceof Error ? error.message : String(error))}` })
       refused[refusal.reason]++
-      // A peer past its share or the whole sends as fast as it likes: a line each would be its to write.
       const busy = refusal.reason === "too-many-requests" || refusal.reason === "overloaded"
-      const admitted = busy ? refusalLines.admit() : {}
+      const admitted = refusalLines[refusal.reason].admit()
       if (admitted !== undefined) options.log("identity-refused", { reason: refusal.reason, detail: refusal.detail, remote, ...admitted })
       answer(response, statusOf[refusal.reason], { error: refusal.reason, message: refusal.detail }, "application/json", busy)
     }
 
     const connectionRefused = (limit: "total" | "per_source", remote: string | undefined) => {
-      const admitted = connectionLines.admit()
+      const admitted = connectionLines[limit].admit()
       if (admitted === undefined) return
       const detail = limit === "total" ? `all ${options.maxConnections} connections are taken` : `this address's share of connections (${options.maxConnectionsPerSource}) is taken`
       options.log("identity-connection-refused", { limit, detail, remote, ...admitted })

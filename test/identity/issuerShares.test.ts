@@ -3,8 +3,8 @@
 // can pipeline as our client never would); its signings are held at a Kubernetes API server that
 // answers TokenReviews only when the test lets it. An honest sidecar (our own signer, from
 // 127.0.0.1, with a join token) must still be signed while the attacker holds all it can; what the
-// attacker is refused comes back as a typed answer (429 too-many-requests) and is counted, and the
-// connections past its share are closed and counted.
+// attacker is refused comes back as a typed answer (429 too-many-requests) and is counted, the
+// connections past its share are closed and counted, and its refusals cannot flood the log.
 import * as http from "node:http"
 import * as net from "node:net"
 import * as tls from "node:tls"
@@ -250,5 +250,21 @@ describe("issuer: one peer cannot take every connection", () => {
     expect(body.statuses()).toStrictEqual([408])
     // Only the scrape's own connection is left.
     await metricsMatching(running, /^iip_mesh_issuer_connections 1$/m)
+  })
+})
+
+describe("issuer: its log under a flood", () => {
+  it("a peer's 200 bad requests write 20 refusal lines, not 200; a sidecar's refused join token is still logged, and every refusal counted", async () => {
+    const { running } = await startHeldIssuer()
+    const attacker = attackerTls(running.issuer.port)
+    await attacker.secure
+    attacker.socket.write(signRequest("not json").repeat(200))
+    await until(() => attacker.statuses().length === 200)
+    expect(refused(running, "bad-request")).toBe(200)
+    const lines = running.events.filter((e) => e.event === "identity-refused")
+    expect(lines).toHaveLength(20)
+    expect(lines[0]!.fields).toMatchObject({ reason: "bad-request", remote: attackerAddress })
+    await expect(honestSign(running, { kind: "join", token: "x".repeat(40) })).rejects.toMatchObject({ status: 401, reason: "bad-join-token" })
+    expect(running.events.filter((e) => e.event === "identity-refused").at(-1)!.fields).toMatchObject({ reason: "bad-join-token", remote: "127.0.0.1" })
   })
 })
