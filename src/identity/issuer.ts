@@ -226,16 +226,17 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     let ca = options.ca
     const signed: Record<ProofKind, number> = { kubernetes: 0, join: 0 }
     const refused = Object.fromEntries(refusalReasons.map((reason) => [reason, 0])) as Record<RefusalReason, number>
+    let abandoned = 0
     const shares = new IssuerShares(options)
     const refusalLines = Object.fromEntries(refusalReasons.map((reason) => [reason, new LogThrottle(floodLines, floodWindowMs)])) as Record<RefusalReason, LogThrottle>
     const connectionLines = { total: new LogThrottle(floodLines, floodWindowMs), per_source: new LogThrottle(floodLines, floodWindowMs) }
     const clock = yield* Clock.Clock
 
     /** The identity a proof earns for a CSR naming `requestedId` (or nothing), and whether a presented certificate earned it. */
-    const grant = async (proof: SignRequest["proof"], requestedId: string | undefined, renewing: string | undefined): Promise<{ spiffeId: string; byCertificate: boolean }> => {
+    const grant = async (proof: SignRequest["proof"], requestedId: string | undefined, renewing: string | undefined, departure: AbortSignal): Promise<{ spiffeId: string; byCertificate: boolean }> => {
       if (proof.kind === "kubernetes") {
         if (options.tokenReview === undefined) throw new ProofRefused({ reason: "proof-not-accepted", detail: "this issuer takes no Kubernetes tokens (not in a cluster)" })
-        const account = await reviewServiceAccountToken(options.tokenReview, proof.token)
+        const account = await reviewServiceAccountToken(options.tokenReview, proof.token, departure)
         return { spiffeId: kubernetesSpiffeId(options.trustDomain, account.namespace, account.serviceAccount), byCertificate: false }
       }
       const joinTokens = options.joinTokens()
@@ -253,7 +254,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       return { spiffeId: serviceSpiffeId(options.trustDomain, granted.service), byCertificate: granted.byCertificate }
     }
 
-    const sign = async (body: string, renewing: string | undefined): Promise<SignResponse> => {
+    const sign = async (body: string, renewing: string | undefined, departure: AbortSignal): Promise<SignResponse> => {
       const signingCa = ca
       const request = parseSignRequest(body)
       let csr
@@ -263,7 +264,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         if (error instanceof RequestMalformed) throw new ProofRefused({ reason: "malformed-csr", detail: error.reason })
         throw error
       }
-      const { spiffeId, byCertificate } = await grant(request.proof, csr.requestedId, renewing)
+      const { spiffeId, byCertificate } = await grant(request.proof, csr.requestedId, renewing, departure)
       if (csr.requestedId !== undefined && csr.requestedId !== spiffeId) {
         throw new ProofRefused({ reason: "identity-not-allowed", detail: `the request asks for ${loggable(csr.requestedId, 200)}; the proof earns ${spiffeId}` })
       }
@@ -319,6 +320,9 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         "# HELP iip_mesh_issuer_signings_in_flight Certificate requests being signed now.",
         "# TYPE iip_mesh_issuer_signings_in_flight gauge",
         `iip_mesh_issuer_signings_in_flight ${shares.inFlight}`,
+        "# HELP iip_mesh_issuer_abandoned_total Signings given up because their client left during the TokenReview (the review aborted, the slot given back).",
+        "# TYPE iip_mesh_issuer_abandoned_total counter",
+        `iip_mesh_issuer_abandoned_total ${abandoned}`,
         "# HELP iip_mesh_issuer_connections Connections open now, TLS handshakes in progress included.",
         "# TYPE iip_mesh_issuer_connections gauge",
         `iip_mesh_issuer_connections ${shares.connections}`,
@@ -338,6 +342,19 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     let caGeneration = 0
     let caReplacedAt = -Infinity
     const verifiedUnder = new WeakMap<TLSSocket, number>()
+    // A signing slot is the peer's until its signing ends, and a TokenReview may take up to its
+    // timeout: a peer that sends and leaves would hold its share that long for nothing. So a
+    // connection's signings are given up when it closes (one signal a connection, made at its first).
+    const departures = new WeakMap<TLSSocket, AbortSignal>()
+    const departureOf = (socket: TLSSocket): AbortSignal => {
+      const known = departures.get(socket)
+      if (known !== undefined) return known
+      const controller = new AbortController()
+      if (socket.destroyed) controller.abort()
+      else socket.once("close", () => controller.abort())
+      departures.set(socket, controller.signal)
+      return controller.signal
+    }
     const serving = yield* Effect.promise(() => servingCredentials(ca, options))
     // The TLS handshake is bounded like the request that follows it.
     // node checks the request and header timeouts every connectionsCheckingInterval (30 s by
@@ -358,15 +375,21 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       const renewing = verifiedUnder.get(socket) === caGeneration ? presentedService(socket, options.trustDomain, Date.now()) : undefined
       // A slot is taken once the body is in: a client that sends its body slowly (or never) holds
       // a connection, bounded by the connection limits and the request timeout, never a signing
-      // slot. The slot is the peer's until its signing ends, whether or not it is still there.
+      // slot; one that leaves while signed gives its slot back (departureOf).
       const source = remote ?? "unknown"
+      let departure: AbortSignal | undefined
       readBody(request, options.maxRequestBytes)
         .then((body) => {
           const refusal = shares.take(socket, source)
           if (refusal !== undefined) throw refusal
-          return sign(body, renewing).finally(() => shares.release(socket, source))
+          departure = departureOf(socket)
+          return sign(body, renewing, departure).finally(() => shares.release(socket, source))
         })
-        .then((signedResponse) => answer(response, 200, signedResponse), (error) => refuse(response, remote, error))
+        .then(
+          (signedResponse) => answer(response, 200, signedResponse),
+          // Aborted because the client left: no one to answer, and not the API server's refusal.
+          (error) => (departure?.aborted === true && error instanceof ProofRefused && error.reason === "token-review-unavailable" ? void abandoned++ : refuse(response, remote, error))
+        )
     })
     // Before the HTTP layer takes the connection, so its first request finds the tag.
     server.prependListener("secureConnection", (socket: TLSSocket) => verifiedUnder.set(socket, Date.now() - caReplacedAt <= options.requestTimeoutMs ? -1 : caGeneration))

@@ -270,3 +270,92 @@ describe("issuer: its log under a flood", () => {
     expect(running.events.filter((e) => e.event === "identity-refused").at(-1)!.fields).toMatchObject({ reason: "bad-join-token", remote: "127.0.0.1" })
   })
 })
+
+describe("issuer: every share taken is given back once", () => {
+  /** An API server that holds TokenReviews of the token "held" (until their caller leaves) and drops the connection of "fail". */
+  const abortingApiServer = async () => {
+    const state = { reviews: 0, open: new Set<http.ServerResponse>() }
+    const server = http.createServer((request, response) => {
+      let text = ""
+      request.on("data", (chunk: Buffer) => (text += chunk.toString()))
+      request.on("end", () => {
+        state.reviews++
+        if (text.includes(`"token":"fail"`)) return void request.socket.destroy()
+        state.open.add(response)
+        response.on("close", () => state.open.delete(response))
+      })
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    cleanups.push(() => {
+      server.closeAllConnections()
+      return new Promise<void>((resolve) => server.close(() => resolve()))
+    })
+    return { url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, state }
+  }
+
+  it("after 1,000 requests from one address that left mid-signing, failed at the TokenReview, were refused after taking a slot or past the connection's share, or broke off their body, the gauges are back to 0 and the address has its full share", async () => {
+    const api = await abortingApiServer()
+    const running = await startIssuer(ca, {
+      joinTokens: joinTokensNow(`${joinToken} catalog\n`),
+      // The held TokenReviews end only when their caller leaves: the timeout is not what frees them.
+      tokenReview: { apiUrl: api.url, ca: undefined, bearerToken: () => "issuer-own-token", audience, timeoutMs: 60_000 },
+      maxConnectionsPerSource: 64
+    })
+    cleanups.push(() => running.stop())
+    const pair = await generateKeyPair()
+    const csr = await createCertificateRequest(pair.keys, undefined)
+    const body = (kind: "kubernetes" | "join", token: string) => JSON.stringify({ csr, proof: { kind, token } })
+    const held = signRequest(body("kubernetes", "held"))
+    const rounds = 59
+    let requests = 0
+    for (let round = 0; round < rounds; round++) {
+      const reviewsBefore = api.state.reviews
+      // Pipelined 8: 4 take the connection's share, 4 are refused 429; then it leaves.
+      const pipelined = attackerTls(running.issuer.port)
+      // Each sends one to be held at the API server, then leaves.
+      const leaving = Array.from({ length: 4 }, () => attackerTls(running.issuer.port))
+      // TokenReview fails (503 token-review-unavailable); a bad join token (401) is refused after its slot was taken.
+      const failing = Array.from({ length: 2 }, () => attackerTls(running.issuer.port))
+      const badToken = Array.from({ length: 2 }, () => attackerTls(running.issuer.port))
+      // Sends its head and part of its body, then leaves: never takes a slot.
+      const broken = attackerTls(running.issuer.port)
+      const all = [pipelined, ...leaving, ...failing, ...badToken, broken]
+      await Promise.all(all.map((attacker) => attacker.secure))
+      pipelined.socket.write(held.repeat(8))
+      for (const attacker of leaving) attacker.socket.write(held)
+      for (const attacker of failing) attacker.socket.write(signRequest(body("kubernetes", "fail")))
+      for (const attacker of badToken) attacker.socket.write(signRequest(body("join", "x".repeat(40))))
+      broken.socket.write(held.slice(0, held.length - 10))
+      const answered = [...failing, ...badToken]
+      await until(() => api.state.reviews - reviewsBefore === 10 && answered.every((attacker) => attacker.statuses().length === 1), 10_000, () => [round, api.state.reviews - reviewsBefore, running.issuer.refused()])
+      for (const attacker of all) attacker.socket.destroy()
+      requests += 8 + 4 + 2 + 2 + 1
+    }
+    expect(requests).toBeGreaterThanOrEqual(1_000)
+    await until(() => api.state.open.size === 0, 10_000, () => api.state.open.size)
+    const text = await metricsMatching(running, /^iip_mesh_issuer_signings_in_flight 0$/m)
+    // Only the scrape's own connection is left.
+    expect(await metricsMatching(running, /^iip_mesh_issuer_connections 1$/m)).toMatch(/^iip_mesh_issuer_connections 1$/m)
+    expect(text).toMatch(new RegExp(`^iip_mesh_issuer_refused_total\\{reason="too-many-requests"\\} ${rounds * 4}$`, "m"))
+    expect(text).toMatch(new RegExp(`^iip_mesh_issuer_refused_total\\{reason="bad-request"\\} ${rounds}$`, "m"))
+    expect(text).toMatch(new RegExp(`^iip_mesh_issuer_refused_total\\{reason="token-review-unavailable"\\} ${rounds * 2}$`, "m"))
+    expect(text).toMatch(new RegExp(`^iip_mesh_issuer_refused_total\\{reason="bad-join-token"\\} ${rounds * 2}$`, "m"))
+    expect(text).toMatch(new RegExp(`^iip_mesh_issuer_abandoned_total ${rounds * 8}$`, "m"))
+    // The address's full share: 16 held at once, on 4 connections, none refused.
+    const refusedBefore = refused(running, "too-many-requests")
+    const reviewsBefore = api.state.reviews
+    const again = Array.from({ length: 4 }, () => attackerTls(running.issuer.port))
+    await Promise.all(again.map((attacker) => attacker.secure))
+    for (const attacker of again) attacker.socket.write(held.repeat(4))
+    await until(() => api.state.reviews - reviewsBefore === 16, 10_000, () => [api.state.reviews - reviewsBefore, running.issuer.refused()])
+    expect(refused(running, "too-many-requests")).toBe(refusedBefore)
+    for (const attacker of again) attacker.socket.destroy()
+    await metricsMatching(running, /^iip_mesh_issuer_signings_in_flight 0$/m)
+    // And is signed.
+    const honest = attackerTls(running.issuer.port)
+    await honest.secure
+    honest.socket.write(signRequest(body("join", joinToken)))
+    await until(() => honest.statuses().length === 1, 10_000, () => honest.state.text)
+    expect(honest.statuses()).toStrictEqual([200])
+  })
+})
