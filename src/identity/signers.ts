@@ -46,9 +46,10 @@ export interface IssuerSignerOptions extends IssuerOptions {
 /**
  * The issuer answered, refusing: its status and its reason (issuer.ts answers a reason of
  * proofs.ts's refusalReasons; 429 `too-many-requests` and 503 `overloaded` pass with time), both
- * shortened and escaped for a log line, as a foreign server may say anything.
+ * shortened and escaped for a log line, as a foreign server may say anything; and its
+ * `retry-after` in ms when it gave one in seconds (the identity client bounds it).
  */
-export class IssuerRefused extends Data.TaggedError("IssuerRefused")<{ readonly status: number; readonly reason: string; readonly detail: string }> {
+export class IssuerRefused extends Data.TaggedError("IssuerRefused")<{ readonly status: number; readonly reason: string; readonly detail: string; readonly retryAfterMs: number | undefined }> {
   override get message(): string {
     return `the issuer refused (${this.status} ${this.reason}): ${this.detail}`
   }
@@ -114,7 +115,9 @@ const callIssuer = async (options: IssuerOptions, path: string, body: string | u
         if (response.statusCode !== 200) {
           // Any JSON at all (null included): what is not an object names no reason.
           const { error, message } = (typeof json === "object" && json !== null ? json : {}) as { error?: unknown; message?: unknown }
-          return reject(new IssuerRefused({ status: response.statusCode ?? 0, reason: loggable(String(error), 64), detail: loggable(String(message)) }))
+          const retryAfter = response.headers["retry-after"]
+          const retryAfterMs = retryAfter !== undefined && /^\d{1,9}$/.test(retryAfter) ? Number(retryAfter) * 1_000 : undefined
+          return reject(new IssuerRefused({ status: response.statusCode ?? 0, reason: loggable(String(error), 64), detail: loggable(String(message)), retryAfterMs }))
         }
         resolve(json)
       })

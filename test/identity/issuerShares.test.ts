@@ -185,7 +185,7 @@ describe("issuer: what our client sees past its share", () => {
     await until(() => api.held.length === 1)
     const refusal = await honestSign(running).then(() => undefined, (error: unknown) => error)
     expect(refusal).toBeInstanceOf(IssuerRefused)
-    expect(refusal).toMatchObject({ status: 429, reason: "too-many-requests", detail: "this address's share of signings in progress (1) is taken" })
+    expect(refusal).toMatchObject({ status: 429, reason: "too-many-requests", detail: "this address's share of signings in progress (1) is taken", retryAfterMs: 1_000 })
     api.release()
     await expect(first).rejects.toMatchObject({ _tag: "IssuerRefused", status: 401, reason: "unauthenticated" })
     expect((await honestSign(running)).spiffeId).toBe(`spiffe://${trustDomain}/svc/catalog`)
