@@ -52,11 +52,11 @@ const holdingApiServer = async () => {
   return { url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, held, release }
 }
 
-const startHeldIssuer = async (options: Parameters<typeof startIssuer>[1] = {}) => {
+const startHeldIssuer = async (options: Parameters<typeof startIssuer>[1] = {}, reviewTimeoutMs = 60_000) => {
   const api = await holdingApiServer()
   const running = await startIssuer(ca, {
     joinTokens: joinTokensNow(`${joinToken} catalog\n`),
-    tokenReview: { apiUrl: api.url, ca: undefined, bearerToken: () => "issuer-own-token", audience, timeoutMs: 60_000 },
+    tokenReview: { apiUrl: api.url, ca: undefined, bearerToken: () => "issuer-own-token", audience, timeoutMs: reviewTimeoutMs },
     ...options
   })
   cleanups.push(() => running.stop())
@@ -212,6 +212,16 @@ describe("issuer: one peer cannot take every connection", () => {
     expect(lines[0]!.fields).toMatchObject({ limit: "per_source", remote: attackerAddress })
   })
 
+  it("on a dual-stack listener an IPv4 peer is its mapped address (::ffff:127.0.0.2) on every connection: one source, held to its share", async () => {
+    const { running } = await startHeldIssuer({ host: "::", maxConnectionsPerSource: 2 })
+    const held = Array.from({ length: 2 }, () => attackerTcp(running.issuer.port))
+    await Promise.all(held.map((attacker) => attacker.connected))
+    const late = attackerTcp(running.issuer.port)
+    await until(() => late.state.closed)
+    expect(held.every((attacker) => !attacker.state.closed)).toBe(true)
+    expect(running.events.find((e) => e.event === "identity-connection-refused")!.fields).toMatchObject({ limit: "per_source", remote: `::ffff:${attackerAddress}` })
+  })
+
   it("past maxConnections in all a new connection is dropped by node, counted and logged as the total's", async () => {
     const { running } = await startHeldIssuer({ maxConnections: 4 })
     const held = Array.from({ length: 4 }, () => attackerTcp(running.issuer.port))
@@ -292,6 +302,20 @@ describe("issuer: every share taken is given back once", () => {
     })
     return { url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, state }
   }
+
+  it("signings whose TokenReview times out give their slots back: the address's full share is taken again at once", async () => {
+    // The API server holds every review; each times out after 300 ms.
+    const { running } = await startHeldIssuer({}, 300)
+    const attackers = Array.from({ length: 4 }, () => attackerTls(running.issuer.port))
+    await Promise.all(attackers.map((attacker) => attacker.secure))
+    for (const attacker of attackers) attacker.socket.write(signRequest(attackBody).repeat(4))
+    await until(() => attackers.flatMap((attacker) => attacker.statuses()).length === 16, 10_000, () => running.issuer.refused())
+    expect(attackers.flatMap((attacker) => attacker.statuses())).toStrictEqual(Array(16).fill(503))
+    expect(await metricsOf(running)).toMatch(/^iip_mesh_issuer_signings_in_flight 0$/m)
+    for (const attacker of attackers) attacker.socket.write(signRequest(attackBody).repeat(4))
+    await until(() => refused(running, "token-review-unavailable") === 32, 10_000, () => running.issuer.refused())
+    expect(refused(running, "too-many-requests")).toBe(0)
+  })
 
   it("after 1,000 requests from one address that left mid-signing, failed at the TokenReview, were refused after taking a slot or past the connection's share, or broke off their body, the gauges are back to 0 and the address has its full share", async () => {
     const api = await abortingApiServer()
