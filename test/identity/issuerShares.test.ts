@@ -317,6 +317,19 @@ describe("issuer: every share taken is given back once", () => {
     expect(refused(running, "too-many-requests")).toBe(0)
   })
 
+  it("an issuer stopping with signings at the TokenReview aborts those reviews: no request to the API server outlives it", async () => {
+    const { api, running } = await startHeldIssuer()
+    const attacker = attackerTls(running.issuer.port)
+    await attacker.secure
+    attacker.socket.write(signRequest(attackBody).repeat(4))
+    await until(() => api.held.length === 4)
+    let reviewsClosed = 0
+    for (const response of api.held) response.once("close", () => reviewsClosed++)
+    await running.stop()
+    // Bounded well below the review's own 60 s timeout.
+    await until(() => reviewsClosed === 4, 5_000, () => reviewsClosed)
+  })
+
   it("after 1,000 requests from one address that left mid-signing, failed at the TokenReview, were refused after taking a slot or past the connection's share, or broke off their body, the gauges are back to 0 and the address has its full share", async () => {
     const api = await abortingApiServer()
     const running = await startIssuer(ca, {
