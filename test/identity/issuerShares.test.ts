@@ -87,7 +87,7 @@ const attackerTls = (port: number) => {
   const statuses = () => [...state.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((match) => Number(match[1]))
   const secure = new Promise<void>((resolve) => socket.once("secureConnect", () => resolve()))
   socket.once("secureConnect", () => (state.secured = true))
-  return { socket, state, statuses, secure }
+  return { socket, tcp, state, statuses, secure }
 }
 
 /** A raw TCP connection from the attacker's address that never starts its TLS handshake. */
@@ -349,7 +349,7 @@ describe("issuer: every share taken is given back once", () => {
       const reviewsBefore = api.state.reviews
       // Pipelined 8: 4 take the connection's share, 4 are refused 429; then it leaves.
       const pipelined = attackerTls(running.issuer.port)
-      // Each sends one to be held at the API server, then leaves.
+      // Each sends one to be held at the API server, then leaves: two with a FIN, two with a reset.
       const leaving = Array.from({ length: 4 }, () => attackerTls(running.issuer.port))
       // TokenReview fails (503 token-review-unavailable); a bad join token (401) is refused after its slot was taken.
       const failing = Array.from({ length: 2 }, () => attackerTls(running.issuer.port))
@@ -365,6 +365,7 @@ describe("issuer: every share taken is given back once", () => {
       broken.socket.write(held.slice(0, held.length - 10))
       const answered = [...failing, ...badToken]
       await until(() => api.state.reviews - reviewsBefore === 10 && answered.every((attacker) => attacker.statuses().length === 1), 10_000, () => [round, api.state.reviews - reviewsBefore, running.issuer.refused()])
+      for (const attacker of leaving.slice(2)) attacker.tcp.resetAndDestroy()
       for (const attacker of all) attacker.socket.destroy()
       requests += 8 + 4 + 2 + 2 + 1
     }
