@@ -48,7 +48,15 @@ const flags = {
     Flag.withDefault("30s")
   ),
   maxConnections: Flag.Int("max-connections").pipe(Flag.withDescription("connections open at once; past it new ones are dropped (default 1024)"), Flag.withDefault(1024)),
-  maxInFlight: Flag.Int("max-in-flight").pipe(Flag.withDescription("signings in progress at once; past it requests are refused overloaded (default 64)"), Flag.withDefault(64))
+  maxConnectionsPerSource: Flag.Int("max-connections-per-source").pipe(
+    Flag.withDescription("of those, open from one address at once (TLS handshakes included); past it its new ones are closed (default 64)"),
+    Flag.withDefault(64)
+  ),
+  maxInFlight: Flag.Int("max-in-flight").pipe(Flag.withDescription("signings in progress at once; past it requests are refused overloaded (default 64)"), Flag.withDefault(64)),
+  maxInFlightPerSource: Flag.Int("max-in-flight-per-source").pipe(
+    Flag.withDescription("of those, for one address at once (4 at most per connection); past it its requests are refused too-many-requests (default 16)"),
+    Flag.withDefault(16)
+  )
 }
 
 const bounded = (name: string, value: number, min: number, max: number): number => {
@@ -92,6 +100,8 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
     const requestTimeoutMs = yield* parseWith(() => bounded("request-timeout", parseDuration(input.requestTimeout), 100, 300_000))
     const maxInFlight = yield* parseWith(() => bounded("max-in-flight", input.maxInFlight, 1, 100_000))
     const maxConnections = yield* parseWith(() => bounded("max-connections", input.maxConnections, 1, 1_000_000))
+    const maxInFlightPerSource = yield* parseWith(() => bounded("max-in-flight-per-source", input.maxInFlightPerSource, 1, 100_000))
+    const maxConnectionsPerSource = yield* parseWith(() => bounded("max-connections-per-source", input.maxConnectionsPerSource, 1, 1_000_000))
     const caReloadMs = yield* parseWith(() => bounded("ca-reload-interval", parseDuration(input.caReloadInterval), 100, 3_600_000))
     const joinTokenTtlMs = yield* parseWith(() => bounded("join-token-ttl", parseDuration(input.joinTokenTtl, 366 * 86_400_000), 60_000, 366 * 86_400_000))
     const ca = yield* Effect.try({ try: () => loadIssuingCa(input.caDir), catch: (error) => error })
@@ -136,7 +146,9 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
       maxRequestBytes,
       requestTimeoutMs,
       maxInFlight,
+      maxInFlightPerSource,
       maxConnections,
+      maxConnectionsPerSource,
       log: stderrLog
     })
     yield* Effect.forkScoped(watchCaDirectory(input.caDir, trustDomain, caReloadMs, issuer))

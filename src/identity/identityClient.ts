@@ -24,6 +24,7 @@ import { generateKeyPair } from "./certificates.ts"
 import { createCertificateRequest } from "./certificateRequest.ts"
 import { type CredentialSource, makeCredentialHolder, type WorkloadCredentials } from "./credentials.ts"
 import type { SignResponse } from "./issuer.ts"
+import { IssuerRefused } from "./signers.ts"
 import { parseSpiffeId, spiffeIdOfCertificate } from "./spiffe.ts"
 import {
   boundedCertificatesOfPem,
@@ -56,7 +57,8 @@ export type BundleFetcher = (signal?: AbortSignal) => Promise<unknown>
 export const bundleRefreshResults = ["updated", "unchanged", "failed", "refused"] as const
 export type BundleRefreshResult = (typeof bundleRefreshResults)[number]
 
-export class IdentityUnavailable extends Data.TaggedError("IdentityUnavailable")<{ readonly message: string }> {}
+/** `retryAfterMs`: the issuer asked to be left alone this long (its `retry-after`, refusing 429 or 503). */
+export class IdentityUnavailable extends Data.TaggedError("IdentityUnavailable")<{ readonly message: string; readonly retryAfterMs?: number | undefined }> {}
 
 export interface IdentityClientOptions {
   readonly signer: Signer
@@ -168,7 +170,10 @@ const obtain = (options: IdentityClientOptions) =>
       try: () => createCertificateRequest(pair.keys, options.requestedId),
       catch: (e) => new IdentityUnavailable({ message: `cannot make a certificate request: ${messageOf(e)}` })
     })
-    const response = yield* Effect.tryPromise({ try: (signal) => options.signer(csr, signal), catch: (e) => new IdentityUnavailable({ message: messageOf(e) }) })
+    const response = yield* Effect.tryPromise({
+      try: (signal) => options.signer(csr, signal),
+      catch: (e) => new IdentityUnavailable({ message: messageOf(e), retryAfterMs: e instanceof IssuerRefused ? e.retryAfterMs : undefined })
+    })
     const now = new Date(yield* Clock.currentTimeMillis)
     return yield* Effect.try({
       try: () => credentialsOf(response, pair.privateKeyPem, options, now),
@@ -221,7 +226,8 @@ export const make = (options: IdentityClientOptions): Effect.Effect<IdentityClie
           return result.success
         }
         lastError = result.failure.message
-        const delay = yield* backoff(attempt, retryMaxMs)
+        // No sooner than the issuer's retry-after (a busy issuer says when), no later than retryMaxMs whatever it says.
+        const delay = Math.max(yield* backoff(attempt, retryMaxMs), Math.min(result.failure.retryAfterMs ?? 0, retryMaxMs))
         options.log("identity-renewal-failed", { error: loggable(lastError), attempt: attempt + 1, retryInMs: delay })
         yield* Effect.sleep(delay)
       }

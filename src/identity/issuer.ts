@@ -14,8 +14,8 @@
 // names must be the one the proof earns. A sidecar renewing presents the certificate it holds as
 // its TLS client certificate (verified against the bundle, never required): past its join token's
 // end, that certificate is what earns the renewal of the same service's identity. Every input is
-// bounded: body size, request time, the TokenReview call's time and answer, and the signings in
-// flight.
+// bounded: body size, request time, the TokenReview call's time and answer, the signings in
+// flight and the connections, each in all and per peer (issuerShares.ts).
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -26,11 +26,12 @@ import type * as net from "node:net"
 import type { TLSSocket } from "node:tls"
 import { ListenFailed } from "../iip/server.ts"
 import type { DocumentLoad } from "../iip/documentFile.ts"
-import { type Log } from "../iip/log.ts"
+import { type Log, LogThrottle } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
 import type { IssuingCa } from "./caDirectory.ts"
 import { defaultLeafLifetimeMs, generateKeyPair, issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest, RequestMalformed } from "./certificateRequest.ts"
+import { IssuerShares } from "./issuerShares.ts"
 import { checkJoinToken, type JoinToken, ProofRefused, type RefusalReason, refusalReasons, reviewServiceAccountToken, type TokenReviewOptions } from "./proofs.ts"
 import { certificatesOfPem } from "./trustBundle.ts"
 import { issuerSpiffeId, kubernetesSpiffeId, parseSpiffeId, serviceSpiffeId, spiffeIdOfCertificate } from "./spiffe.ts"
@@ -76,8 +77,15 @@ export interface IssuerOptions {
   readonly requestTimeoutMs: number
   /** Signings in progress at once; past it requests are refused `overloaded` (default 64). */
   readonly maxInFlight: number
+  /**
+   * Of those, in progress for one source address at once; past it its requests are refused
+   * `too-many-requests` (default 16; one connection holds 4 at most: maxInFlightPerConnection).
+   */
+  readonly maxInFlightPerSource: number
   /** Connections open at once; past it new ones are dropped (default 1024). */
   readonly maxConnections: number
+  /** Of those, open from one source address at once, handshakes included; past it new ones are closed (default 64). */
+  readonly maxConnectionsPerSource: number
   readonly log: Log
 }
 
@@ -86,7 +94,9 @@ export const issuerDefaults = {
   maxRequestBytes: 16 * 1024,
   requestTimeoutMs: 10_000,
   maxInFlight: 64,
-  maxConnections: 1024
+  maxInFlightPerSource: 16,
+  maxConnections: 1024,
+  maxConnectionsPerSource: 64
 } as const
 
 export interface Issuer {
@@ -111,8 +121,17 @@ const statusOf: Record<RefusalReason, number> = {
   "identity-not-allowed": 403,
   "token-review-unavailable": 503,
   "proof-not-accepted": 403,
+  "too-many-requests": 429,
   "overloaded": 503
 }
+
+/**
+ * Refusal and refused-connection lines: a peer repeats them as fast as it sends, so each kind is
+ * logged at most this many a window, the rest counted in the next line (every one in the metrics).
+ * One throttle a kind: a flood of one does not hide another's first lines.
+ */
+const floodLines = 20
+const floodWindowMs = 60_000
 
 const maxTokenChars = 8 * 1024
 
@@ -207,14 +226,17 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     let ca = options.ca
     const signed: Record<ProofKind, number> = { kubernetes: 0, join: 0 }
     const refused = Object.fromEntries(refusalReasons.map((reason) => [reason, 0])) as Record<RefusalReason, number>
-    let inFlight = 0
+    let abandoned = 0
+    const shares = new IssuerShares(options)
+    const refusalLines = Object.fromEntries(refusalReasons.map((reason) => [reason, new LogThrottle(floodLines, floodWindowMs)])) as Record<RefusalReason, LogThrottle>
+    const connectionLines = { total: new LogThrottle(floodLines, floodWindowMs), per_source: new LogThrottle(floodLines, floodWindowMs) }
     const clock = yield* Clock.Clock
 
     /** The identity a proof earns for a CSR naming `requestedId` (or nothing), and whether a presented certificate earned it. */
-    const grant = async (proof: SignRequest["proof"], requestedId: string | undefined, renewing: string | undefined): Promise<{ spiffeId: string; byCertificate: boolean }> => {
+    const grant = async (proof: SignRequest["proof"], requestedId: string | undefined, renewing: string | undefined, departure: AbortSignal): Promise<{ spiffeId: string; byCertificate: boolean }> => {
       if (proof.kind === "kubernetes") {
         if (options.tokenReview === undefined) throw new ProofRefused({ reason: "proof-not-accepted", detail: "this issuer takes no Kubernetes tokens (not in a cluster)" })
-        const account = await reviewServiceAccountToken(options.tokenReview, proof.token)
+        const account = await reviewServiceAccountToken(options.tokenReview, proof.token, departure)
         return { spiffeId: kubernetesSpiffeId(options.trustDomain, account.namespace, account.serviceAccount), byCertificate: false }
       }
       const joinTokens = options.joinTokens()
@@ -232,7 +254,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       return { spiffeId: serviceSpiffeId(options.trustDomain, granted.service), byCertificate: granted.byCertificate }
     }
 
-    const sign = async (body: string, renewing: string | undefined): Promise<SignResponse> => {
+    const sign = async (body: string, renewing: string | undefined, departure: AbortSignal): Promise<SignResponse> => {
       const signingCa = ca
       const request = parseSignRequest(body)
       let csr
@@ -242,7 +264,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         if (error instanceof RequestMalformed) throw new ProofRefused({ reason: "malformed-csr", detail: error.reason })
         throw error
       }
-      const { spiffeId, byCertificate } = await grant(request.proof, csr.requestedId, renewing)
+      const { spiffeId, byCertificate } = await grant(request.proof, csr.requestedId, renewing, departure)
       if (csr.requestedId !== undefined && csr.requestedId !== spiffeId) {
         throw new ProofRefused({ reason: "identity-not-allowed", detail: `the request asks for ${loggable(csr.requestedId, 200)}; the proof earns ${spiffeId}` })
       }
@@ -253,18 +275,27 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       return { spiffeId, certificateChainPem: leaf + signingCa.intermediate.certificatePem, trustBundlePem: signingCa.trustBundlePem, notAfter }
     }
 
-    const answer = (response: ServerResponse, status: number, body: unknown, contentType = "application/json") => {
+    const answer = (response: ServerResponse, status: number, body: unknown, contentType = "application/json", retryAfter = false) => {
       if (response.headersSent || response.destroyed) return
       const text = typeof body === "string" ? body : JSON.stringify(body)
-      response.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(text), "cache-control": "no-store" })
+      response.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(text), "cache-control": "no-store", ...(retryAfter ? { "retry-after": "1" } : {}) })
       response.end(text)
     }
 
     const refuse = (response: ServerResponse, remote: string | undefined, error: unknown) => {
       const refusal = error instanceof ProofRefused ? error : new ProofRefused({ reason: "bad-request", detail: `unexpected: ${loggable(error instanceof Error ? error.message : String(error))}` })
       refused[refusal.reason]++
-      options.log("identity-refused", { reason: refusal.reason, detail: refusal.detail, remote })
-      answer(response, statusOf[refusal.reason], { error: refusal.reason, message: refusal.detail })
+      const busy = refusal.reason === "too-many-requests" || refusal.reason === "overloaded"
+      const admitted = refusalLines[refusal.reason].admit()
+      if (admitted !== undefined) options.log("identity-refused", { reason: refusal.reason, detail: refusal.detail, remote, ...admitted })
+      answer(response, statusOf[refusal.reason], { error: refusal.reason, message: refusal.detail }, "application/json", busy)
+    }
+
+    const connectionRefused = (limit: "total" | "per_source", remote: string | undefined) => {
+      const admitted = connectionLines[limit].admit()
+      if (admitted === undefined) return
+      const detail = limit === "total" ? `all ${options.maxConnections} connections are taken` : `this address's share of connections (${options.maxConnectionsPerSource}) is taken`
+      options.log("identity-connection-refused", { limit, detail, remote, ...admitted })
     }
 
     const joinTokenReloadsText = (): Array<string> => {
@@ -286,6 +317,19 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         "# HELP iip_mesh_issuer_refused_total Certificate requests refused, by reason.",
         "# TYPE iip_mesh_issuer_refused_total counter",
         ...refusalReasons.map((reason) => `iip_mesh_issuer_refused_total{reason="${reason}"} ${refused[reason]}`),
+        "# HELP iip_mesh_issuer_signings_in_flight Certificate requests being signed now.",
+        "# TYPE iip_mesh_issuer_signings_in_flight gauge",
+        `iip_mesh_issuer_signings_in_flight ${shares.inFlight}`,
+        "# HELP iip_mesh_issuer_abandoned_total Signings given up because their client left during the TokenReview (the review aborted, the slot given back).",
+        "# TYPE iip_mesh_issuer_abandoned_total counter",
+        `iip_mesh_issuer_abandoned_total ${abandoned}`,
+        "# HELP iip_mesh_issuer_connections Connections open now, TLS handshakes in progress included.",
+        "# TYPE iip_mesh_issuer_connections gauge",
+        `iip_mesh_issuer_connections ${shares.connections}`,
+        "# HELP iip_mesh_issuer_connections_refused_total Connections closed at accept: past --max-connections in all, or past --max-connections-per-source from one address.",
+        "# TYPE iip_mesh_issuer_connections_refused_total counter",
+        `iip_mesh_issuer_connections_refused_total{limit="total"} ${shares.connectionsRefused.total}`,
+        `iip_mesh_issuer_connections_refused_total{limit="per_source"} ${shares.connectionsRefused.per_source}`,
         ...joinTokenReloadsText(),
         ""
       ].join("\n")
@@ -298,6 +342,19 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     let caGeneration = 0
     let caReplacedAt = -Infinity
     const verifiedUnder = new WeakMap<TLSSocket, number>()
+    // A signing slot is the peer's until its signing ends, and a TokenReview may take up to its
+    // timeout: a peer that sends and leaves would hold its share that long for nothing. So a
+    // connection's signings are given up when it closes (one signal a connection, made at its first).
+    const departures = new WeakMap<TLSSocket, AbortSignal>()
+    const departureOf = (socket: TLSSocket): AbortSignal => {
+      const known = departures.get(socket)
+      if (known !== undefined) return known
+      const controller = new AbortController()
+      if (socket.destroyed) controller.abort()
+      else socket.once("close", () => controller.abort())
+      departures.set(socket, controller.signal)
+      return controller.signal
+    }
     const serving = yield* Effect.promise(() => servingCredentials(ca, options))
     // The TLS handshake is bounded like the request that follows it.
     // node checks the request and header timeouts every connectionsCheckingInterval (30 s by
@@ -317,14 +374,22 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       const socket = request.socket as TLSSocket
       const renewing = verifiedUnder.get(socket) === caGeneration ? presentedService(socket, options.trustDomain, Date.now()) : undefined
       // A slot is taken once the body is in: a client that sends its body slowly (or never) holds
-      // a connection, bounded by maxConnections and the request timeout, never a signing slot.
+      // a connection, bounded by the connection limits and the request timeout, never a signing
+      // slot; one that leaves while signed gives its slot back (departureOf).
+      const source = remote ?? "unknown"
+      let departure: AbortSignal | undefined
       readBody(request, options.maxRequestBytes)
         .then((body) => {
-          if (inFlight >= options.maxInFlight) throw new ProofRefused({ reason: "overloaded", detail: `${options.maxInFlight} signings in progress` })
-          inFlight++
-          return sign(body, renewing).finally(() => inFlight--)
+          const refusal = shares.take(socket, source)
+          if (refusal !== undefined) throw refusal
+          departure = departureOf(socket)
+          return sign(body, renewing, departure).finally(() => shares.release(socket, source))
         })
-        .then((signedResponse) => answer(response, 200, signedResponse), (error) => refuse(response, remote, error))
+        .then(
+          (signedResponse) => answer(response, 200, signedResponse),
+          // Aborted because the client left: no one to answer, and not the API server's refusal.
+          (error) => (departure?.aborted === true && error instanceof ProofRefused && error.reason === "token-review-unavailable" ? void abandoned++ : refuse(response, remote, error))
+        )
     })
     // Before the HTTP layer takes the connection, so its first request finds the tag.
     server.prependListener("secureConnection", (socket: TLSSocket) => verifiedUnder.set(socket, Date.now() - caReplacedAt <= options.requestTimeoutMs ? -1 : caGeneration))
@@ -333,6 +398,21 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     server.keepAliveTimeout = 5_000
     server.maxConnections = options.maxConnections
     server.on("tlsClientError", () => {})
+    // At the TCP accept, before the TLS handshake (its CPU and its place are what a flood takes).
+    server.prependListener("connection", (socket: net.Socket) => {
+      const source = socket.remoteAddress
+      // No address: the peer is already gone.
+      if (source === undefined) return void socket.destroy()
+      if (!shares.admit(source)) {
+        socket.destroy()
+        return connectionRefused("per_source", source)
+      }
+      socket.once("close", () => shares.closed(source))
+    })
+    server.on("drop", (dropped?: { readonly remoteAddress?: string }) => {
+      shares.connectionsRefused.total++
+      connectionRefused("total", dropped?.remoteAddress)
+    })
     const bound = yield* Effect.acquireRelease(listenTls(server, options.host, options.port), () =>
       Effect.callback<void>((resume) => {
         server.close(() => resume(Effect.void))

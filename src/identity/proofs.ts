@@ -30,6 +30,7 @@ export const refusalReasons = [
   "identity-not-allowed",
   "token-review-unavailable",
   "proof-not-accepted",
+  "too-many-requests",
   "overloaded"
 ] as const
 export type RefusalReason = (typeof refusalReasons)[number]
@@ -81,14 +82,15 @@ const labelPattern = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 /** Kubernetes ServiceAccount names are DNS subdomains; SPIFFE path segments take them as they are. */
 const accountPattern = /^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$/
 
-/** POSTs one JSON body and reads a bounded JSON answer. */
-const postJson = (url: URL, body: string, headers: Record<string, string>, options: TokenReviewOptions) =>
+/** POSTs one JSON body and reads a bounded JSON answer; `signal` aborts it (the connection and the timer go with it). */
+const postJson = (url: URL, body: string, headers: Record<string, string>, options: TokenReviewOptions, signal: AbortSignal | undefined) =>
   new Promise<{ status: number; json: unknown }>((resolve, reject) => {
     const maxBytes = options.maxResponseBytes ?? 64 * 1024
     const request = (url.protocol === "https:" ? https : nodeHttp).request(url, {
       method: "POST",
       headers: { ...headers, "content-type": "application/json", accept: "application/json", "content-length": String(Buffer.byteLength(body)) },
-      ...(url.protocol === "https:" && options.ca !== undefined ? { ca: options.ca } : {})
+      ...(url.protocol === "https:" && options.ca !== undefined ? { ca: options.ca } : {}),
+      signal
     })
     const timer = setTimeout(() => request.destroy(new Error(`no answer within ${options.timeoutMs} ms`)), options.timeoutMs)
     request.on("error", (error) => {
@@ -123,8 +125,11 @@ interface TokenReviewStatus {
   readonly user?: { readonly username?: unknown }
 }
 
-/** A ServiceAccount token's namespace and account, as the API server vouches for them. */
-export const reviewServiceAccountToken = async (options: TokenReviewOptions, token: string): Promise<{ namespace: string; serviceAccount: string }> => {
+/**
+ * A ServiceAccount token's namespace and account, as the API server vouches for them. `signal`
+ * aborts the review (refused token-review-unavailable): the issuer's client has gone.
+ */
+export const reviewServiceAccountToken = async (options: TokenReviewOptions, token: string, signal?: AbortSignal): Promise<{ namespace: string; serviceAccount: string }> => {
   const body = JSON.stringify({
     apiVersion: "authentication.k8s.io/v1",
     kind: "TokenReview",
@@ -132,7 +137,7 @@ export const reviewServiceAccountToken = async (options: TokenReviewOptions, tok
   })
   let answer: { status: number; json: unknown }
   try {
-    answer = await postJson(new URL("/apis/authentication.k8s.io/v1/tokenreviews", options.apiUrl), body, { authorization: `Bearer ${await options.bearerToken()}` }, options)
+    answer = await postJson(new URL("/apis/authentication.k8s.io/v1/tokenreviews", options.apiUrl), body, { authorization: `Bearer ${await options.bearerToken()}` }, options, signal)
   } catch (cause) {
     throw new ProofRefused({ reason: "token-review-unavailable", detail: `TokenReview failed: ${loggable(cause instanceof Error ? cause.message : String(cause))}` })
   }

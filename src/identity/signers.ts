@@ -8,6 +8,7 @@
 // - developmentSigner: the sidecar holds the issuer's CA directory and signs its own leaf. For a
 //   laptop only: anyone who can read that directory can be anyone in the mesh, and the log says so;
 //   developmentTrustBundle reads that directory's bundle.pem again.
+import * as Data from "effect/Data"
 import { X509Certificate } from "node:crypto"
 import * as https from "node:https"
 import { join } from "node:path"
@@ -40,6 +41,18 @@ export interface IssuerSignerOptions extends IssuerOptions {
   readonly proof: () => { readonly kind: ProofKind; readonly token: string }
   /** The credentials held, presented on every call once there are some (a renewal); undefined when joining. */
   readonly credentials?: () => Pick<WorkloadCredentials, "privateKeyPem" | "certificateChainPem"> | undefined
+}
+
+/**
+ * The issuer answered, refusing: its status and its reason (issuer.ts answers a reason of
+ * proofs.ts's refusalReasons; 429 `too-many-requests` and 503 `overloaded` pass with time), both
+ * shortened and escaped for a log line, as a foreign server may say anything; and its
+ * `retry-after` in ms when it gave one in seconds (the identity client bounds it).
+ */
+export class IssuerRefused extends Data.TaggedError("IssuerRefused")<{ readonly status: number; readonly reason: string; readonly detail: string; readonly retryAfterMs: number | undefined }> {
+  override get message(): string {
+    return `the issuer refused (${this.status} ${this.reason}): ${this.detail}`
+  }
 }
 
 /**
@@ -102,7 +115,9 @@ const callIssuer = async (options: IssuerOptions, path: string, body: string | u
         if (response.statusCode !== 200) {
           // Any JSON at all (null included): what is not an object names no reason.
           const { error, message } = (typeof json === "object" && json !== null ? json : {}) as { error?: unknown; message?: unknown }
-          return reject(new Error(`the issuer refused (${response.statusCode} ${loggable(String(error), 64)}): ${loggable(String(message))}`))
+          const retryAfter = response.headers["retry-after"]
+          const retryAfterMs = retryAfter !== undefined && /^\d{1,9}$/.test(retryAfter) ? Number(retryAfter) * 1_000 : undefined
+          return reject(new IssuerRefused({ status: response.statusCode ?? 0, reason: loggable(String(error), 64), detail: loggable(String(message)), retryAfterMs }))
         }
         resolve(json)
       })

@@ -15,6 +15,7 @@ import { createIntermediateCa, createRootCa, generateKeyPair, issueLeaf } from "
 import { readCertificateRequest } from "../../src/identity/certificateRequest.ts"
 import type { WorkloadCredentials } from "../../src/identity/credentials.ts"
 import * as IdentityClient from "../../src/identity/identityClient.ts"
+import { IssuerRefused } from "../../src/identity/signers.ts"
 import type { SignResponse } from "../../src/identity/issuer.ts"
 import { chainProblem, chainUsableUntil } from "../../src/identity/trustBundle.ts"
 import { eventually, makeIssuingCa, trustDomain } from "../support/identityTest.ts"
@@ -373,6 +374,45 @@ describe("identity client", () => {
       expect(state.calls).toHaveLength(6)
       expect(client.status()).toMatchObject({ renewals: 1, lastError: undefined })
       expect(client.current().privateKeyPem).not.toBe(first.privateKeyPem)
+    }).pipe(Effect.scoped))
+
+  it.effect("a busy issuer's retry-after is waited out (bounded by retryMaxMs); a refused proof retries on the backoff alone", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const { signer, state } = yield* makeFakeIssuer
+      const refusals = [
+        new IssuerRefused({ status: 429, reason: "too-many-requests", detail: "this address's share of signings in progress (16) is taken", retryAfterMs: 5_000 }),
+        new IssuerRefused({ status: 503, reason: "overloaded", detail: "64 signings in progress", retryAfterMs: 86_400_000 }),
+        new IssuerRefused({ status: 401, reason: "bad-join-token", detail: "no such join token", retryAfterMs: undefined })
+      ]
+      const refusing: IdentityClient.Signer = async (csrPem, signal) => {
+        const refusal = refusals.shift()
+        if (refusal === undefined) return signer(csrPem, signal)
+        state.calls.push(Date.now())
+        throw refusal
+      }
+      const events: Array<{ event: string; fields: Record<string, unknown> }> = []
+      const fiber = yield* Effect.forkScoped(startClient(refusing, events))
+      const retries = () => events.filter((e) => e.event === "identity-renewal-failed").map((e) => e.fields.retryInMs as number)
+      yield* eventually(() => retries().length === 1)
+      // The backoff's first wait is under 1 s; the issuer asked for 5 s.
+      expect(retries()[0]).toBe(5_000)
+      yield* TestClock.adjust(4_999)
+      expect(state.calls).toHaveLength(1)
+      yield* TestClock.adjust(1)
+      yield* eventually(() => retries().length === 2)
+      // A day asked for: 60 s (retryMaxMs) at most.
+      expect(retries()[1]).toBe(60_000)
+      yield* TestClock.adjust(60_000)
+      yield* eventually(() => retries().length === 3)
+      // No retry-after: the backoff's third wait, 4 s times a jitter in [0.5, 1).
+      expect(retries()[2]).toBeGreaterThanOrEqual(2_000)
+      expect(retries()[2]).toBeLessThan(4_000)
+      expect(events[2]!.fields.error).toMatch(/the issuer refused \(401 bad-join-token\)/)
+      yield* TestClock.adjust(retries()[2]!)
+      const client = yield* Fiber.join(fiber)
+      expect(client.current().spiffeId).toBe(catalogId)
+      expect(state.calls).toHaveLength(4)
     }).pipe(Effect.scoped))
 
   it.effect("an answer that does not certify the client's own key is refused and retried; the first credentials wait for a good one", () =>

@@ -4,12 +4,14 @@
 // the new root only after switch-intermediate); --join-token-ttl ends the tokens of a file written
 // longer ago; and it refuses to start with no proof it could take, outside a cluster with
 // --kubernetes on, or with a trust domain its intermediate does not name; it re-reads its join-token
-// file while it runs (a token removed is refused at once, a new one taken, a bad file changes nothing).
+// file while it runs (a token removed is refused at once, a new one taken, a bad file changes nothing);
+// its per-source limits are taken from their flags.
 import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { X509Certificate } from "node:crypto"
 import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import * as https from "node:https"
+import * as net from "node:net"
 import { join, resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { initCa, rotateCa, switchIntermediate } from "../../src/identity/caDirectory.ts"
@@ -210,6 +212,31 @@ describe("iip-mesh identity", () => {
     } finally {
       child.kill("SIGKILL")
     }
+  }, TEST_MS)
+
+  it("--max-connections-per-source closes an address's connection past it at accept (logged); out-of-range per-source limits do not start", async () => {
+    const child: ChildProcess = spawn(process.execPath, [main, "identity", "--ca-dir", caDir, "--listen", "127.0.0.1:0", "--join-tokens", join(work, "join-tokens"), "--max-connections-per-source", "1"], { env, stdio: ["ignore", "ignore", "pipe"] })
+    const stderr = stderrOf(child, START_MS)
+    const held = new net.Socket()
+    try {
+      const ready = await lineOf<{ address: string }>(child, child.stderr!, "identity-issuer-ready")
+      const [host, port] = [ready.address.slice(0, ready.address.lastIndexOf(":")), Number(ready.address.slice(ready.address.lastIndexOf(":") + 1))]
+      // 127.0.0.1's one connection, held without a handshake: the signer's, from the same address, is closed.
+      await new Promise<void>((connected) => held.connect(port, host, connected))
+      const pair = await generateKeyPair()
+      const signer = issuerSigner({ issuerUrl: `https://${ready.address}`, trustDomain: "cmd.mesh", trustBundle: () => readFileSync(join(caDir, "bundle.pem"), "utf8"), proof: () => ({ kind: "join", token }) })
+      await expect(signer(await createCertificateRequest(pair.keys, undefined))).rejects.toThrow(/socket disconnected|ECONNRESET|socket hang up/)
+      await stderr.waitFor(/"event":"identity-connection-refused","limit":"per_source","detail":"this address's share of connections \(1\) is taken","remote":"127\.0\.0\.1"/)
+    } finally {
+      held.destroy()
+      child.kill("SIGKILL")
+    }
+    const [inFlight, connections] = await Promise.all([
+      run("--ca-dir", caDir, "--join-tokens", join(work, "join-tokens"), "--max-in-flight-per-source", "0"),
+      run("--ca-dir", caDir, "--join-tokens", join(work, "join-tokens"), "--max-connections-per-source", "0")
+    ])
+    expect(inFlight).toMatchObject({ code: 1, stderr: expect.stringMatching(/--max-in-flight-per-source: expected 1\.\.100000, got 0/) })
+    expect(connections).toMatchObject({ code: 1, stderr: expect.stringMatching(/--max-connections-per-source: expected 1\.\.1000000, got 0/) })
   }, TEST_MS)
 
   it("refuses to start with no proof it could take, with --kubernetes on outside a cluster, or with another trust domain", async () => {
