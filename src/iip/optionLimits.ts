@@ -1,5 +1,5 @@
-// The numeric options of the library's entry points (IipServer, IipClient, the load-balance client,
-// the file server and transfers, the Effect RPC protocols), checked once when each is constructed,
+// The numeric options of the library's entry points (IipServer, IipClient, the load-balance client
+// and its service balancer, the file server and transfers, the Effect RPC protocols), checked once when each is constructed,
 // never per request. Every limit is enforced as `x > limit`, so a NaN made it false for good and
 // switched the bound off; Infinity, negatives and fractions did the same or worse, and a timer
 // given more than Node holds (2^31-1 ms) fires after 1 ms. A bad value is refused, not clamped: a
@@ -18,8 +18,8 @@ export const maxTimerMs = 2 ** 31 - 1
 
 /** What values one option takes. */
 export interface Limit {
-  /** "count": whole numbers only; "ms": any finite number of milliseconds. */
-  readonly unit: "count" | "ms"
+  /** "count": whole numbers only; "ms": any finite number of milliseconds; "amount": any finite number (a ratio, a share). */
+  readonly unit: "count" | "ms" | "amount"
   readonly min: number
   readonly max: number
   /** Infinity is accepted too: documented as "no limit" (or as the owner's own cap) by that option. */
@@ -30,6 +30,8 @@ export interface Limit {
 export const count = (min: number, max = Number.MAX_SAFE_INTEGER): Limit => ({ unit: "count", min, max, infinite: false })
 /** A whole number in [min, max], or Infinity where the option documents it as "no limit". */
 export const countOrInfinity = (min: number, max = Number.MAX_SAFE_INTEGER): Limit => ({ unit: "count", min, max, infinite: true })
+/** A finite number in [min, max]: a ratio, a percentage, a rate. */
+export const amount = (min: number, max = Number.MAX_SAFE_INTEGER): Limit => ({ unit: "amount", min, max, infinite: false })
 /** A finite duration in [min, max] ms; min 1 where 0 would fire at once, max what a timer holds. */
 export const durationMs = (min: 0 | 1, max = maxTimerMs): Limit => ({ unit: "ms", min, max, infinite: false })
 /** As durationMs, Infinity accepted where the option documents what it becomes (its owner's cap). */
@@ -49,11 +51,11 @@ const accepts = (limit: Limit, value: unknown): boolean => {
   if (typeof value !== "number") return false
   if (value === Infinity) return limit.infinite
   if (!Number.isFinite(value) || value < limit.min || value > limit.max) return false
-  return limit.unit === "ms" || Number.isInteger(value)
+  return limit.unit !== "count" || Number.isInteger(value)
 }
 
 const rangeText = (limit: Limit): string => {
-  const what = limit.unit === "count" ? "a whole number" : "a number of ms"
+  const what = limit.unit === "count" ? "a whole number" : limit.unit === "ms" ? "a number of ms" : "a number"
   return `${what} from ${limit.min} to ${limit.max}${limit.infinite ? " (or Infinity)" : ""}`
 }
 

@@ -21,7 +21,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Scope from "effect/Scope"
-import { type EndpointView, type Lease, type PickerName, ServiceBalancer, type ServiceBalancerOptions } from "../balancer/serviceBalancer.ts"
+import { checkBalancerOptions, type EndpointView, type Lease, type PickerName, ServiceBalancer, type ServiceBalancerOptions } from "../balancer/serviceBalancer.ts"
 import { connectFailedThrottle, IipClient } from "../iip/client.ts"
 import { checkClientOptions, type ClientError, type ClientOptions } from "../iip/clientOptions.ts"
 import { type Hook, Refused, runHooks } from "../iip/dispatch.ts"
@@ -208,13 +208,14 @@ const connected = (client: IipClient, timeoutMs: number): Promise<ClientError | 
     ? Promise.resolve(undefined)
     : client.mode(Number.isFinite(timeoutMs) ? Math.max(1, timeoutMs) : undefined).then(() => undefined, (error: ClientError) => error)
 
-/** What each numeric option takes (optionLimits.ts); the backends' clients' are checked here too, not at their first dial. */
+/** What each numeric option takes (optionLimits.ts); the backends' clients' and the balancer's are checked here too, before anything is made. */
 const balancerClientLimits: Limits<LoadBalanceClientOptions> = { requestTimeoutMs: durationOrInfinityMs(0, MaxDeadlineMs), maxTries: count(1) }
 
 /** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range. */
 const checkBalancerClientOptions = (options: LoadBalanceClientOptions): void => {
   checkOptions("LoadBalanceClient", balancerClientLimits, options)
   if (options.client !== undefined) checkClientOptions(options.client)
+  if (options.balancer !== undefined) checkBalancerOptions(options.balancer)
 }
 
 export class LoadBalanceClient {
