@@ -42,4 +42,5 @@ export const checkPeerOptions = (owner: string, options: PeerOptions): void => {
   checkOptions(owner, { maxMetaBytes: count(1, 0xffff) }, options)
   checkOptions(`${owner} connectionLimits`, connectionLimits, options.connectionLimits)
   if (options.keepAlive !== false) checkOptions(`${owner} keepAlive`, keepAliveLimits, options.keepAlive)
+  if (options.compression !== false) checkOptions(`${owner} compression`, { minBytes: count(0) }, options.compression)
 }

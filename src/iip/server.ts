@@ -115,6 +115,7 @@ const serverLimits: Limits<ServerOptions> = {
   drainTimeoutMs: durationMs(0)
 }
 const tlsLimits: Limits<ServerTlsOptions> = { handshakeTimeoutMs: durationMs(1) }
+const webSocketLimits: Limits<WebSocketServerOptions> = { maxMessageBytes: count(1), maxConnections: count(1) }
 
 export class IipServer {
   readonly router = new Router<Handler>()
@@ -229,9 +230,11 @@ export class IipServer {
   /**
    * Serves IIP over WebSocket (PROTOCOL.md §18) on `options.path` (default "/iip") of an HTTP
    * server the caller owns and listens with; same routes, both modes, calls in both directions.
-   * Closing this server detaches it and closes those connections; the HTTP server stays.
+   * Closing this server detaches it and closes those connections; the HTTP server stays. Throws
+   * OptionInvalid (optionLimits.ts) for a numeric option out of range, attaching nothing.
    */
   attachWebSocket(server: http.Server, options: WebSocketServerOptions = {}): this {
+    checkOptions("IipServer attachWebSocket", webSocketLimits, options)
     const refused = (remote: string, reason: string) => this.log("connection-refused", { remote, reason })
     this.webSocketDetachers.push(acceptWebSocket(server, options, (stream) => this.accept(stream, undefined), refused))
     return this

@@ -7,8 +7,12 @@
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as http from "node:http"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { IipClient } from "../../src/iip/client.ts"
+import { IipClient as EffectClient } from "../../src/effect/client.ts"
+import { IipServer as EffectServer } from "../../src/effect/server.ts"
+import { IipClient, make as makeClient } from "../../src/iip/client.ts"
 import type { ClientOptions } from "../../src/iip/clientOptions.ts"
 import { checkOptions, count, durationMs, maxTimerMs, OptionInvalid } from "../../src/iip/optionLimits.ts"
 import { IipServer, make, type ServerOptions } from "../../src/iip/server.ts"
@@ -94,6 +98,15 @@ describe("option limits", () => {
     expect(refusal(() => new IipServer({ keepAlive: { intervalMs: NaN, timeoutMs: 5000 } })).option).toBe("IipServer keepAlive intervalMs")
     expect(refusal(() => new IipServer({ keepAlive: { intervalMs: 1000, timeoutMs: 0 } })).option).toBe("IipServer keepAlive timeoutMs")
     expect(refusal(() => new IipServer({ connectionLimits: { maxMessageBytes: NaN } })).option).toBe("IipServer connectionLimits maxMessageBytes")
+    expect(refusal(() => new IipServer({ compression: { minBytes: NaN } })).option).toBe("IipServer compression minBytes")
+  })
+
+  it("attachWebSocket refuses a message size or connection count out of range and attaches nothing", () => {
+    const server = new IipServer({ log: () => {} })
+    const web = http.createServer()
+    expect(refusal(() => server.attachWebSocket(web, { maxConnections: NaN })).option).toBe("IipServer attachWebSocket maxConnections")
+    expect(refusal(() => server.attachWebSocket(web, { maxMessageBytes: -1 })).option).toBe("IipServer attachWebSocket maxMessageBytes")
+    expect(web.listenerCount("upgrade")).toBe(0)
   })
 
   it("the Effect constructors die with the OptionInvalid, not a failure of their own type", async () => {
@@ -103,6 +116,13 @@ describe("option limits", () => {
     // Its failure type is InvalidBackendList: an option out of range must not pass for one.
     const balancer = await defectOf(Effect.scoped(makeLoadBalancer({ backends: "127.0.0.1:9#1", client: { maxPending: NaN, log: () => {} } })))
     expect((balancer as OptionInvalid).option).toBe("IipClient maxPending")
+    const client = await defectOf(Effect.scoped(makeClient({ host: "127.0.0.1", port: 9, connectTimeoutMs: NaN, log: () => {} })))
+    expect((client as OptionInvalid).option).toBe("IipClient connectTimeoutMs")
+    // The layers of src/effect, whose failure types (ListenFailed, none) stay as they were.
+    const serverLayer = await defectOf(Effect.scoped(Layer.build(EffectServer.layer({ port: 0, idleTimeoutMs: -1, log: () => {} }))))
+    expect((serverLayer as OptionInvalid).option).toBe("IipServer idleTimeoutMs")
+    const clientLayer = await defectOf(Effect.scoped(Layer.build(EffectClient.layer({ host: "127.0.0.1", port: 9, maxPending: 0, log: () => {} }))))
+    expect((clientLayer as OptionInvalid).option).toBe("IipClient maxPending")
   })
 
   it("IipClient refuses counts and timeouts out of range, Infinity only where documented", () => {
