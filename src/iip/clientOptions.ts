@@ -135,7 +135,7 @@ export interface RequestOptions {
 }
 
 /** What each numeric option takes (optionLimits.ts). */
-const clientLimits: Limits<ClientOptions> = {
+const clientLimits: Limits<Omit<ClientOptions, "host" | "port">> = {
   maxConnections: count(1),
   // A hello states it as a positive 31-bit number (mesh.ts decodeHello).
   maxChannelsPerConnection: count(1, 0x7fff_ffff),
@@ -154,7 +154,7 @@ const reconnectLimits: Limits<ReconnectOptions> = { baseMs: durationMs(1), maxMs
 
 /** Throws OptionInvalid (optionLimits.ts) for a numeric option of a client out of range. */
 export const checkClientOptions = (options: Omit<ClientOptions, "host" | "port">): void => {
-  checkOptions("IipClient", clientLimits, options as ClientOptions)
+  checkOptions("IipClient", clientLimits, options)
   checkOptions("IipClient reconnect", reconnectLimits, options.reconnect)
   checkPeerOptions("IipClient", options)
 }
