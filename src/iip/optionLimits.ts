@@ -1,6 +1,6 @@
 // The numeric options of the library's entry points (IipServer, IipClient, the load-balance client
-// and its service balancer, the file server and transfers, the Effect RPC protocols), checked once when each is constructed,
-// never per request. Every limit is enforced as `x > limit`, so a NaN made it false for good and
+// and its service balancer, the HTTP adapter, the file server and transfers, the Effect RPC
+// protocols), checked once when each is constructed, never per request. Every limit is enforced as `x > limit`, so a NaN made it false for good and
 // switched the bound off; Infinity, negatives and fractions did the same or worse, and a timer
 // given more than Node holds (2^31-1 ms) fires after 1 ms. A bad value is refused, not clamped: a
 // typo must not quietly become another limit. Undefined is the option's default, left to its owner.

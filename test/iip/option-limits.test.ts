@@ -16,6 +16,7 @@ import { IipClient, make as makeClient } from "../../src/iip/client.ts"
 import type { ClientOptions } from "../../src/iip/clientOptions.ts"
 import { checkOptions, count, durationMs, maxTimerMs, OptionInvalid } from "../../src/iip/optionLimits.ts"
 import { IipServer, make, type ServerOptions } from "../../src/iip/server.ts"
+import { HttpAdapter } from "../../src/toolkit/httpAdapter.ts"
 import { LoadBalanceClient, make as makeLoadBalancer } from "../../src/toolkit/loadBalanceClient.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { startClient, startServer } from "../support/meshTest.ts"
@@ -144,6 +145,11 @@ describe("option limits", () => {
     expect(refusal(() => new LoadBalanceClient({ backends: "127.0.0.1:9#1", maxTries: NaN })).option).toBe("LoadBalanceClient maxTries")
     expect(refusal(() => new LoadBalanceClient({ backends: "127.0.0.1:9#1", requestTimeoutMs: -1 })).option).toBe("LoadBalanceClient requestTimeoutMs")
     expect(refusal(() => new LoadBalanceClient({ backends: "127.0.0.1:9#1", client: { maxConnections: NaN } })).option).toBe("IipClient maxConnections")
+  })
+
+  it("the HTTP adapter refuses a body limit or a timeout out of range", () => {
+    for (const value of [NaN, Infinity, -1, 0.5]) expect(refusal(() => new HttpAdapter({ maxBodyBytes: value })).option).toBe("HttpAdapter maxBodyBytes")
+    for (const value of [NaN, -1, 86_400_001]) expect(refusal(() => new HttpAdapter({ requestTimeoutMs: value })).option).toBe("HttpAdapter requestTimeoutMs")
   })
 
   it("defaults and documented edge values still construct, and a request goes through", async () => {
