@@ -14,6 +14,7 @@
 // The common case (nothing excluded, the picked endpoint below its limit) picks from a cached list
 // of usable endpoints, rebuilt only when membership, weights, ejections or holds change.
 
+import { amount, checkOptions, count, durationMs, type Limits } from "../iip/optionLimits.ts"
 import { type Balanced, EndpointStats, type EndpointStatsOptions } from "./endpointStats.ts"
 import { type HoldOutOptions, type HoldReason, HoldOuts } from "./holdOuts.ts"
 import { type EjectionReason, OutlierDetector, type OutlierOptions } from "./outlierDetector.ts"
@@ -181,6 +182,39 @@ const makePicker = <E extends Balanced>(name: PickerName, options: ServiceBalanc
   }
 }
 
+/** What each numeric option takes (optionLimits.ts); 0 turns an outlier rule or the hold window off. */
+const outlierLimits: Limits<OutlierOptions> = {
+  consecutiveFailures: count(0),
+  errorRatePercent: amount(0, 100),
+  minRequests: count(1),
+  windowMs: durationMs(1),
+  baseEjectionMs: durationMs(1),
+  maxEjectionMs: durationMs(1),
+  maxEjectedPercent: amount(0, 100)
+}
+const holdOutLimits: Limits<HoldOutOptions> = { windowMs: durationMs(0) }
+const retryBudgetLimits: Limits<RetryBudgetOptions> = { ratio: amount(0), minPerSecond: amount(0), windowMs: durationMs(1) }
+// `weight` is the endpoint's, from discovery (0 or less: never picked), not a bound.
+const statsLimits: Limits<Omit<EndpointStatsOptions, "weight">> = {
+  tauMs: durationMs(1),
+  minSampleWeight: amount(0, 1),
+  staleAfterMs: durationMs(0),
+  defaultLatencyMs: durationMs(0),
+  sampleCapFactor: amount(1),
+  sampleCapFloorMs: durationMs(0),
+  failurePenaltyMs: durationMs(0),
+  penaltyTauMs: durationMs(1)
+}
+
+/** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range, named `ServiceBalancer option`. */
+export const checkBalancerOptions = (options: ServiceBalancerOptions): void => {
+  checkOptions("ServiceBalancer", { maxPendingPerEndpoint: count(1) }, options)
+  checkOptions("ServiceBalancer outlier", outlierLimits, options.outlier)
+  checkOptions("ServiceBalancer holdOut", holdOutLimits, options.holdOut)
+  checkOptions("ServiceBalancer retryBudget", retryBudgetLimits, options.retryBudget)
+  checkOptions("ServiceBalancer stats", statsLimits, options.stats)
+}
+
 export class ServiceBalancer<E extends BalancedEndpoint> {
   readonly retryBudget: RetryBudget
   private readonly picker: Picker<Member<E>>
@@ -200,7 +234,9 @@ export class ServiceBalancer<E extends BalancedEndpoint> {
   private coldEstimateAt = Number.NEGATIVE_INFINITY
   private readonly statsOptions: EndpointStatsOptions
 
+  /** Throws OptionInvalid (src/iip/optionLimits.ts) for a numeric option out of range. */
   constructor(options: ServiceBalancerOptions = {}) {
+    checkBalancerOptions(options)
     this.picker = makePicker(options.picker ?? "p2c", options)
     this.outliers = new OutlierDetector(options.outlier)
     this.holds = new HoldOuts(options.holdOut)

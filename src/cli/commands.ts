@@ -65,7 +65,11 @@ const fileServer = Command.make(
       const partialMaxAgeMs = yield* parseWith(() => parseDuration(input.partialMaxAge))
       const root = yield* Effect.tryPromise({ try: () => openRoot(input.root), catch: (error) => error })
       const server = yield* Server.make({ host, port, mesh: false })
-      serveFiles(server, root, { maxFileBytes, quotaBytes, maxEntries: input.maxEntries, partialMaxAgeMs, maxUnfinishedUploads: input.maxUnfinished })
+      // A flag out of range (OptionInvalid, naming it) is a line on stderr, as a flag that does not parse.
+      yield* Effect.try({
+        try: () => serveFiles(server, root, { maxFileBytes, quotaBytes, maxEntries: input.maxEntries, partialMaxAgeMs, maxUnfinishedUploads: input.maxUnfinished }),
+        catch: (error) => error
+      })
       yield* Console.log(`iip-mesh file-server listening on ${server.address.host}:${server.address.port}, root ${root}`)
       return yield* Effect.never
     }).pipe(Effect.scoped, Effect.catch(failLine("file-server")))

@@ -7,7 +7,7 @@
 // (JSON, NDJSON, JSON-RPC, Effect's binary SchemaBinary, MessagePack from msgpack.ts) and framed
 // by a 4-byte length each (a streamed answer's chunks are cut by the window, not per message), so
 // serializations without framing of their own work too; a frame larger than `maxFrameBytes` fails the exchange before
-// it is buffered. Whole bodies are decoded with plain loops (a Stream pipeline per RPC cost more
+// it is buffered. The limits are checked as a protocol is built: one out of range dies with OptionInvalid. Whole bodies are decoded with plain loops (a Stream pipeline per RPC cost more
 // than the RPC). The Request's trace context travels in the message (the server's span is its
 // child) and as a `traceparent` in the IIP metadata, where the sidecars read it.
 import type * as Cause from "effect/Cause"
@@ -19,6 +19,7 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { RpcClient, RpcClientError, RpcMessage, RpcSerialization, RpcServer } from "effect/rpc"
 import type { FromClientEncoded, FromServerEncoded } from "effect/rpc/RpcMessage"
+import { checkOptions, count, type Limits } from "../iip/optionLimits.ts"
 import { reply } from "../iip/server.ts"
 import { type CancelSignal, Cancellation } from "../mux/cancellation.ts"
 import { atEndOfRead } from "../mux/connection.ts"
@@ -48,6 +49,11 @@ export interface RpcOverIipOptions {
 const defaultPath = "/rpc"
 const defaultMaxFrameBytes = 16 * 1024 * 1024
 const defaultMaxRequestValues = 1_000_000
+
+/** What each numeric option takes (src/iip/optionLimits.ts); a frame's length is 4 bytes. */
+const rpcLimits: Limits<RpcOverIipOptions> = { maxFrameBytes: count(1, 0xffff_ffff), maxRequestValues: count(1) }
+/** Dies with OptionInvalid for an option out of range: run once, as a protocol is built. */
+const checkRpcOptions = (options: RpcOverIipOptions) => Effect.sync(() => checkOptions("RPC over IIP", rpcLimits, options))
 const textDecoder = new TextDecoder()
 const newline = 0x0a
 
@@ -277,7 +283,7 @@ type StartExchange = (
  * exchange.
  */
 const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
-  RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
+  Effect.andThen(checkRpcOptions(options), RpcClient.Protocol.make(Effect.fnUntraced(function*(writeResponse) {
     const serialization = yield* RpcSerialization.RpcSerialization
     const path = options.path ?? defaultPath
     const max = options.maxFrameBytes ?? defaultMaxFrameBytes
@@ -391,7 +397,7 @@ const clientProtocolOver = (start: StartExchange, options: RpcOverIipOptions) =>
       supportsTransferables: false,
       codecFor: serialization.codecFor
     }
-  }))
+  })))
 
 /** A failure of the plain client or the load-balance client, typed (NoBackend and Refused are the balancer's own). */
 const asCallError = (error: unknown): StreamError | LbCallError => (error instanceof NoBackend || error instanceof Refused ? error : asStreamError(error))
@@ -454,6 +460,7 @@ const noAnswer = new Uint8Array(0)
  */
 export const makeServerProtocol = (options: RpcOverIipOptions = {}) =>
   Effect.gen(function*() {
+    yield* checkRpcOptions(options)
     const serialization = yield* RpcSerialization.RpcSerialization
     const server = yield* IipServer
     const decode = requestDecoderOf(serialization, options.maxRequestValues ?? defaultMaxRequestValues)

@@ -10,11 +10,13 @@ import * as Fiber from "effect/Fiber"
 import type { Hash } from "node:crypto"
 import { constants, type FileHandle, open, rename, rm, stat } from "node:fs/promises"
 import { basename } from "node:path"
+import { count } from "../iip/optionLimits.ts"
 import { hashPrefix, writeAt } from "./localFiles.ts"
 import { nameTooLong, partialSuffix } from "./paths.ts"
 import {
   askChecksum,
   ask,
+  checkTransferOptions,
   ChecksumMismatch,
   connect,
   describeProblem,
@@ -35,8 +37,10 @@ export interface DownloadOptions extends TransferOptions {
   readonly window?: number
 }
 
+/** An option out of range dies with OptionInvalid (src/iip/optionLimits.ts) before the partial file is opened. */
 export const download = (options: DownloadOptions): Effect.Effect<TransferResult, TransferFailed | ChecksumMismatch> =>
   Effect.gen(function*() {
+    yield* checkTransferOptions(options, "download", { window: count(1) })
     const started = performance.now()
     const tooLong = nameTooLong(basename(options.localPath), "download")
     if (tooLong !== undefined) return yield* new TransferFailed({ message: `${options.localPath} ${tooLong}` })
@@ -62,7 +66,7 @@ export const download = (options: DownloadOptions): Effect.Effect<TransferResult
     const resumedFrom = offset
     const progress = (done: number) => reportProgress(options, { done, total: known?.size, resumedFrom })
     yield* progress(offset)
-    const window = known === undefined ? 1 : Math.max(1, options.window ?? 16)
+    const window = known === undefined ? 1 : options.window ?? 16
     const bytes = yield* receive(remote, options, handle, hash, offset, window, known?.size, progress).pipe(
       Effect.mapError((error) =>
         new TransferFailed({ message: `${error.message}; ${partialPath} keeps what arrived: run again to resume` })

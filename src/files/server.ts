@@ -17,6 +17,7 @@ import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs"
 import { type FileHandle, lstat, open, realpath, rename, rmdir, stat, unlink } from "node:fs/promises"
 import { basename, dirname } from "node:path"
 import { messageOf } from "../iip/log.ts"
+import { checkOptions, count, durationMs, type Limits, maxTimerMs } from "../iip/optionLimits.ts"
 import type { IipServer } from "../iip/server.ts"
 import { type BlockLender, hashBlockBytes, hashPrefix, writeAt } from "./localFiles.ts"
 import {
@@ -71,6 +72,17 @@ export const defaultMaxFileBytes = 4 * 2 ** 30
 export const defaultQuotaBytes = 16 * 2 ** 30
 /** About one per 16 KiB of the default quota, the ratio mkfs.ext4 gives a file system's inodes. */
 export const defaultMaxEntries = 1_000_000
+
+/** What each numeric option takes (src/iip/optionLimits.ts). */
+const fileServerLimits: Limits<FileServerOptions> = {
+  maxFileBytes: count(0),
+  quotaBytes: count(0),
+  maxEntries: count(1),
+  // The sweep runs every eighth of it (unfinished.ts): that must fit a timer.
+  partialMaxAgeMs: durationMs(0, 8 * maxTimerMs),
+  // 0: no resumable uploads, only files whole in one request.
+  maxUnfinishedUploads: count(0)
+}
 
 /** The real path of `root`, which must be a directory. */
 export const openRoot = async (root: string): Promise<string> => {
@@ -196,8 +208,12 @@ const blockPool = (count: number, bytes: number): BlockLender => {
 /** Blocks the checksums read through at once (the rest wait their turn). */
 const hashBlocksAtOnce = 4
 
-/** Registers the three routes on `server`, serving files under `root` (a real path: see openRoot). */
+/**
+ * Registers the three routes on `server`, serving files under `root` (a real path: see openRoot).
+ * Throws OptionInvalid (src/iip/optionLimits.ts) for an option out of range, before it registers any.
+ */
 export const serveFiles = (server: IipServer, root: string, options: FileServerOptions = {}): void => {
+  checkOptions("file server", fileServerLimits, options)
   const maxFileBytes = options.maxFileBytes ?? defaultMaxFileBytes
   const quotaBytes = options.quotaBytes ?? defaultQuotaBytes
   const unfinished = new UnfinishedUploads(options.partialMaxAgeMs ?? defaultPartialMaxAgeMs, options.maxUnfinishedUploads ?? defaultMaxUnfinishedUploads)

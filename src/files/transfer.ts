@@ -1,13 +1,16 @@
 // What download.ts and upload.ts share: the options and result of a transfer, its errors, and the
 // one plain IIP connection it runs on (one channel, so requests and answers stay in order exactly
-// as with the Go clients), with `/file_checksum` asked the way a Go server can decline.
+// as with the Go clients), with `/file_checksum` asked the way a Go server can decline. Its numeric
+// options are checked before a transfer opens a file or dials (checkTransferOptions).
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Client from "../iip/client.ts"
 import { type Log, messageOf } from "../iip/log.ts"
+import { checkOptions, durationOrInfinityMs, type Limit, type Limits } from "../iip/optionLimits.ts"
 import { printable } from "../iip/redact.ts"
 import { ErrorCode } from "../protocol/constants.ts"
+import { MaxDeadlineMs } from "../protocol/mesh.ts"
 import { maxPathBytes } from "./paths.ts"
 import { type AnswerProblem, type ChecksumAnswer, type ChecksumRequest, decodeChecksumAnswer, encodeChecksumRequest, FilePath } from "./wire.ts"
 
@@ -37,6 +40,19 @@ export interface TransferOptions {
   /** The IIP client's own log events (default: none). */
   readonly log?: Log
 }
+
+/** As the IIP client's (clientOptions.ts): 0 is no timeout, Infinity is MaxDeadlineMs; a connect timeout of 0 would fail at once. */
+const transferLimits: Limits<TransferOptions> = { timeoutMs: durationOrInfinityMs(0, MaxDeadlineMs), connectTimeoutMs: durationOrInfinityMs(1, MaxDeadlineMs) }
+
+/**
+ * Dies with OptionInvalid (src/iip/optionLimits.ts) for a numeric option out of range, with
+ * `own` the limits of the caller's own options (named `kind`): run first, before a file is opened.
+ */
+export const checkTransferOptions = <O extends TransferOptions>(options: O, kind: string, own: { readonly [K in Exclude<keyof O, keyof TransferOptions>]?: Limit }): Effect.Effect<void> =>
+  Effect.sync(() => {
+    checkOptions("file transfer", transferLimits, options)
+    checkOptions(kind, own as Limits<O>, options)
+  })
 
 export interface TransferResult {
   readonly bytes: number

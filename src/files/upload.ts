@@ -11,6 +11,7 @@ import { hashPrefix, readAt } from "./localFiles.ts"
 import {
   ask,
   askChecksum,
+  checkTransferOptions,
   ChecksumMismatch,
   connect,
   describeProblem,
@@ -28,8 +29,10 @@ export interface UploadOptions extends TransferOptions {
   readonly remotePath: string
 }
 
+/** An option out of range dies with OptionInvalid (src/iip/optionLimits.ts) before the local file is opened. */
 export const upload = (options: UploadOptions): Effect.Effect<TransferResult, TransferFailed | ChecksumMismatch> =>
   Effect.gen(function*() {
+    yield* checkTransferOptions(options, "upload", {})
     const started = performance.now()
     const handle = yield* Effect.acquireRelease(
       // O_NONBLOCK: a FIFO is refused below as not a regular file instead of blocking the open (and a thread of the pool).

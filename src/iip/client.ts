@@ -28,7 +28,7 @@ import { offeredCodecs } from "../protocol/compression.ts"
 import { PacketEncodeError } from "../protocol/errors.ts"
 import { clampDeadlineMs, emptyMeta, localHello, MaxDeadlineMs, MeshErrorCode, type Meta } from "../protocol/mesh.ts"
 import { backoffDelay, type DialSettings, dialOnce } from "./clientDial.ts"
-import type { ClientCallback, ClientError, ClientOptions, ReconnectOptions, RequestOptions } from "./clientOptions.ts"
+import { checkClientOptions, type ClientCallback, type ClientError, type ClientOptions, type ReconnectOptions, type RequestOptions } from "./clientOptions.ts"
 import { ClientQueue } from "./clientQueue.ts"
 import { Pending, type PendingCount, sendPlain } from "./clientRequest.ts"
 import { ConnectionPool, type Link, type Pooled } from "./connectionPool.ts"
@@ -106,19 +106,22 @@ export class IipClient {
   /** Set while channels opened for streams are left over and busy: `trim` looks again when it fires. */
   private trimTimer: NodeJS.Timeout | undefined = undefined
 
+  /** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range. */
   constructor(options: ClientOptions) {
+    checkClientOptions(options)
     this.options = options
     this.address = options.transport === "websocket" ? `ws://${options.host}:${options.port}${options.webSocketPath ?? "/iip"}` : `${options.host}:${options.port}`
     this.pool = new ConnectionPool(
-      Math.max(1, options.maxConnections ?? 2),
-      Math.max(1, options.maxChannelsPerConnection ?? 16),
-      Math.max(0, options.streamChannelsPerConnection ?? 0),
+      options.maxConnections ?? 2,
+      options.maxChannelsPerConnection ?? 16,
+      options.streamChannelsPerConnection ?? 0,
       options.pipelineAtLimit !== false,
       () => this.drainQueue()
     )
     this.idleChannelsAhead = Math.max(1, options.idleChannelsAhead ?? 1)
     this.maxPending = options.maxPending ?? 10_000
-    // At most MaxDeadlineMs: past what a Node timer holds (Infinity too), every dial failed after 1 ms.
+    // Infinity (the one value over MaxDeadlineMs checkClientOptions lets by) as MaxDeadlineMs: past
+    // what a Node timer holds, every dial failed after 1 ms.
     this.connectTimeoutMs = Math.min(options.connectTimeoutMs ?? 3000, MaxDeadlineMs)
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000
     this.reconnect = options.reconnect ?? { baseMs: 100, maxMs: 5000 }

@@ -1,13 +1,15 @@
 // What an IIP client (client.ts) is made with and what its callers get back: the client's and each
-// request's options, and the errors a request can end with.
+// request's options (the client's checked at construction, checkClientOptions), and the errors a
+// request can end with.
 import type { CancelSignal } from "../mux/cancellation.ts"
 import type { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import type { MeshCallError } from "../mux/meshSession.ts"
 import type { PacketEncodeError } from "../protocol/errors.ts"
-import type { Meta } from "../protocol/mesh.ts"
+import { MaxDeadlineMs, type Meta } from "../protocol/mesh.ts"
 import type { LogThrottle } from "./log.ts"
+import { checkOptions, count, countOrInfinity, durationMs, durationOrInfinityMs, type Limits } from "./optionLimits.ts"
 import type { SelfDialCheck } from "./ownListeners.ts"
-import type { PeerOptions } from "./peerOptions.ts"
+import { checkPeerOptions, type PeerOptions } from "./peerOptions.ts"
 import type { ClientTlsOptions } from "./tls.ts"
 
 export type ClientError = ConnectionClosed | RequestTimeout | Overloaded | ChannelOpenFailed | ConnectFailed | PacketEncodeError | MeshCallError
@@ -130,4 +132,29 @@ export interface RequestOptions {
    * Without streamChannelsPerConnection it is an ordinary stream.
    */
   readonly tunnel?: boolean
+}
+
+/** What each numeric option takes (optionLimits.ts). */
+const clientLimits: Limits<Omit<ClientOptions, "host" | "port">> = {
+  maxConnections: count(1),
+  // A hello states it as a positive 31-bit number (mesh.ts decodeHello).
+  maxChannelsPerConnection: count(1, 0x7fff_ffff),
+  streamChannelsPerConnection: count(0),
+  idleChannelsAhead: count(0),
+  // Infinity: no bound of the client's own (the sidecar's, whose balancer bounds requests).
+  maxPending: countOrInfinity(1),
+  maxQueuedRequestsPerConnection: count(1),
+  maxQueuedBytesPerConnection: count(1),
+  // Infinity: MaxDeadlineMs, as documented; 0 would fail every dial at once.
+  connectTimeoutMs: durationOrInfinityMs(1, MaxDeadlineMs),
+  // 0: none; a request's timeout is held to MaxDeadlineMs (clampDeadlineMs), Infinity too.
+  requestTimeoutMs: durationOrInfinityMs(0, MaxDeadlineMs)
+}
+const reconnectLimits: Limits<ReconnectOptions> = { baseMs: durationMs(1), maxMs: durationMs(1) }
+
+/** Throws OptionInvalid (optionLimits.ts) for a numeric option of a client out of range. */
+export const checkClientOptions = (options: Omit<ClientOptions, "host" | "port">): void => {
+  checkOptions("IipClient", clientLimits, options)
+  checkOptions("IipClient reconnect", reconnectLimits, options.reconnect)
+  checkPeerOptions("IipClient", options)
 }

@@ -26,7 +26,8 @@ import { agree, decodeHello, encodeHello, grantedCredit, type Hello, localHello 
 import { type Handler, makeDispatch, type ServeHook, withHooks } from "./dispatch.ts"
 import { defaultKeepAlive, keepAlive } from "./keepAlive.ts"
 import { type Log, messageOf, stderrLog } from "./log.ts"
-import type { PeerOptions } from "./peerOptions.ts"
+import { checkOptions, count, durationMs, type Limits } from "./optionLimits.ts"
+import { checkPeerOptions, type PeerOptions } from "./peerOptions.ts"
 import { Router } from "./router.ts"
 import { ServerStatistics, type StatisticsOptions } from "./statistics.ts"
 import { Supervisor } from "./supervisor.ts"
@@ -94,6 +95,27 @@ export interface ServerOptions extends PeerOptions {
 }
 
 const defaultHandshakeTimeoutMs = 10_000
+const defaultMaxConnections = 1000
+
+/** What each numeric option takes (optionLimits.ts): 0 is "no limit" for the timeouts that say so. */
+const serverLimits: Limits<ServerOptions> = {
+  maxConnections: count(1),
+  // A hello states it as a positive 31-bit number (mesh.ts decodeHello).
+  maxChannelsPerConnection: count(1, 0x7fff_ffff),
+  maxQueuedRequestsPerConnection: count(1),
+  maxQueuedBytesPerConnection: count(1),
+  maxQueuedRequests: count(1),
+  maxQueuedBytes: count(1),
+  maxChannels: count(1),
+  maxQueuedWriteBytes: count(1),
+  writeTimeoutMs: durationMs(0),
+  firstPacketTimeoutMs: durationMs(0),
+  packetTimeoutMs: durationMs(0),
+  idleTimeoutMs: durationMs(0),
+  drainTimeoutMs: durationMs(0)
+}
+const tlsLimits: Limits<ServerTlsOptions> = { handshakeTimeoutMs: durationMs(1) }
+const webSocketLimits: Limits<WebSocketServerOptions> = { maxMessageBytes: count(1), maxConnections: count(1) }
 
 export class IipServer {
   readonly router = new Router<Handler>()
@@ -103,6 +125,7 @@ export class IipServer {
   /** Where its events go (options.log); what serves on it logs there too (files: a failed expiry). */
   readonly log: Log
   private readonly options: ServerOptions
+  private readonly maxConnections: number
   private readonly limits: ConnectionLimits
   private readonly hello: Hello
   private readonly supervisor: Supervisor
@@ -124,8 +147,13 @@ export class IipServer {
   /** Sockets between accept and a finished handshake (or their first byte), closed with the server. */
   private readonly handshaking = new Set<net.Socket>()
 
+  /** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range. */
   constructor(options: ServerOptions) {
+    checkOptions("IipServer", serverLimits, options)
+    checkOptions("IipServer tls", tlsLimits, options.tls)
+    checkPeerOptions("IipServer", options)
     this.options = options
+    this.maxConnections = options.maxConnections ?? defaultMaxConnections
     this.log = options.log ?? stderrLog
     const perConnectionBytes = options.maxQueuedBytesPerConnection ?? defaultBudgets.maxQueuedBytesPerConnection
     const limits = { ...defaultConnectionLimits, ...options.connectionLimits }
@@ -202,9 +230,11 @@ export class IipServer {
   /**
    * Serves IIP over WebSocket (PROTOCOL.md §18) on `options.path` (default "/iip") of an HTTP
    * server the caller owns and listens with; same routes, both modes, calls in both directions.
-   * Closing this server detaches it and closes those connections; the HTTP server stays.
+   * Closing this server detaches it and closes those connections; the HTTP server stays. Throws
+   * OptionInvalid (optionLimits.ts) for a numeric option out of range, attaching nothing.
    */
   attachWebSocket(server: http.Server, options: WebSocketServerOptions = {}): this {
+    checkOptions("IipServer attachWebSocket", webSocketLimits, options)
     const refused = (remote: string, reason: string) => this.log("connection-refused", { remote, reason })
     this.webSocketDetachers.push(acceptWebSocket(server, options, (stream) => this.accept(stream, undefined), refused))
     return this
@@ -396,7 +426,7 @@ export class IipServer {
 
   /** Refuses (and closes) a connection over the limit (handshakes under way count) or while draining. */
   private full(socket: ByteStream): boolean {
-    const max = this.options.maxConnections ?? 1000
+    const max = this.maxConnections
     if (this.connectionCount + this.handshaking.size < max && !this.draining) return false
     const reason = this.draining ? "server is draining" : `server connections limited (${max})`
     this.log("connection-refused", { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason })

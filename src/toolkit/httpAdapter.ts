@@ -19,12 +19,13 @@ import type * as http from "node:http"
 import type * as net from "node:net"
 import { Refused } from "../iip/dispatch.ts"
 import { messageOf } from "../iip/log.ts"
+import { checkOptions, count, durationOrInfinityMs, type Limits as OptionLimits } from "../iip/optionLimits.ts"
 import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded, RequestTimeout } from "../mux/errors.ts"
 import { RemoteError } from "../mux/meshSession.ts"
 import { EmptyBody, Limits } from "../protocol/constants.ts"
 import { clampErrorMessage, safeErrorCode } from "../protocol/errorText.ts"
 import { PacketEncodeError } from "../protocol/errors.ts"
-import { MeshErrorCode } from "../protocol/mesh.ts"
+import { MaxDeadlineMs, MeshErrorCode } from "../protocol/mesh.ts"
 import { noResponseBody, parseSystemAnswer, unknownPathBody } from "../protocol/systemMessages.ts"
 import { withHttpHeader } from "./httpHeader.ts"
 import { type LoadBalanceClient, NoBackend } from "./loadBalanceClient.ts"
@@ -146,6 +147,9 @@ const compile = (route: HttpRoute): Compiled =>
     ? route
     : { host: typeof route.host === "string" ? new RegExp(`^(?:${route.host})$`, "i") : route.host, uri: route.uri, to: route.to }
 
+/** What each numeric option takes (src/iip/optionLimits.ts); the timeout as the load-balance client's. */
+const adapterLimits: OptionLimits<HttpAdapterOptions> = { requestTimeoutMs: durationOrInfinityMs(0, MaxDeadlineMs), maxBodyBytes: count(0) }
+
 export class HttpAdapter {
   private readonly routes: Array<{ readonly route: HttpRoute; readonly compiled: Compiled }> = []
   private readonly server: http.Server
@@ -153,7 +157,9 @@ export class HttpAdapter {
   private readonly requestTimeoutMs: number
   private readonly maxBodyBytes: number
 
+  /** Throws OptionInvalid (src/iip/optionLimits.ts) for a numeric option out of range. */
   constructor(options: HttpAdapterOptions = {}) {
+    checkOptions("HttpAdapter", adapterLimits, options)
     this.options = options
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000
     this.maxBodyBytes = options.maxBodyBytes ?? Limits.maxPacketData

@@ -21,16 +21,17 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Scope from "effect/Scope"
-import { type EndpointView, type Lease, type PickerName, ServiceBalancer, type ServiceBalancerOptions } from "../balancer/serviceBalancer.ts"
+import { checkBalancerOptions, type EndpointView, type Lease, type PickerName, ServiceBalancer, type ServiceBalancerOptions } from "../balancer/serviceBalancer.ts"
 import { connectFailedThrottle, IipClient } from "../iip/client.ts"
-import type { ClientError, ClientOptions } from "../iip/clientOptions.ts"
+import { checkClientOptions, type ClientError, type ClientOptions } from "../iip/clientOptions.ts"
 import { type Hook, Refused, runHooks } from "../iip/dispatch.ts"
 import { messageOf } from "../iip/log.ts"
+import { checkOptions, count, durationOrInfinityMs, type Limits } from "../iip/optionLimits.ts"
 import { type CancelSignal, Cancellation } from "../mux/cancellation.ts"
 import { ChannelOpenFailed, ConnectFailed, ConnectionClosed, Overloaded } from "../mux/errors.ts"
 import { Cancelled } from "../mux/meshChannels.ts"
 import { RemoteError } from "../mux/meshSession.ts"
-import { MeshErrorCode, type Meta } from "../protocol/mesh.ts"
+import { MaxDeadlineMs, MeshErrorCode, type Meta } from "../protocol/mesh.ts"
 import { parseQuery, parseRequestPath } from "../protocol/requestPath.ts"
 import { type BackendEntry, type InvalidBackendList, parseBackend, parseBackendList } from "./backendList.ts"
 
@@ -207,6 +208,16 @@ const connected = (client: IipClient, timeoutMs: number): Promise<ClientError | 
     ? Promise.resolve(undefined)
     : client.mode(Number.isFinite(timeoutMs) ? Math.max(1, timeoutMs) : undefined).then(() => undefined, (error: ClientError) => error)
 
+/** What each numeric option takes (optionLimits.ts); the backends' clients' and the balancer's are checked here too, before anything is made. */
+const balancerClientLimits: Limits<LoadBalanceClientOptions> = { requestTimeoutMs: durationOrInfinityMs(0, MaxDeadlineMs), maxTries: count(1) }
+
+/** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range. */
+const checkBalancerClientOptions = (options: LoadBalanceClientOptions): void => {
+  checkOptions("LoadBalanceClient", balancerClientLimits, options)
+  if (options.client !== undefined) checkClientOptions(options.client)
+  if (options.balancer !== undefined) checkBalancerOptions(options.balancer)
+}
+
 export class LoadBalanceClient {
   private readonly backends = new Map<string, Backend>()
   private readonly balancer: ServiceBalancer<Endpoint>
@@ -219,11 +230,12 @@ export class LoadBalanceClient {
   private readonly connectFailedLines = connectFailedThrottle(true)
   private closed = false
 
-  /** Throws InvalidBackendList when the list has a bad entry. */
+  /** Throws InvalidBackendList when the list has a bad entry, OptionInvalid for an option out of range. */
   constructor(options: LoadBalanceClientOptions) {
+    checkBalancerClientOptions(options)
     this.options = options
     this.requestTimeoutMs = options.requestTimeoutMs ?? 3000
-    this.maxTries = Math.max(1, options.maxTries ?? 2)
+    this.maxTries = options.maxTries ?? 2
     this.balancer = new ServiceBalancer<Endpoint>({
       ...options.balancer,
       picker: options.method ?? "MethodMinPending",
@@ -445,9 +457,10 @@ export class LoadBalanceClient {
   }
 }
 
-/** A load-balance client that closes with the current Scope. */
+/** A load-balance client that closes with the current Scope; an option out of range dies with OptionInvalid (optionLimits.ts). */
 export const make = (options: LoadBalanceClientOptions): Effect.Effect<LoadBalanceClient, InvalidBackendList, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.try({ try: () => new LoadBalanceClient(options), catch: (error) => error as InvalidBackendList }),
+    // Checked first so that only a bad backend list is this Effect's failure.
+    Effect.andThen(Effect.sync(() => checkBalancerClientOptions(options)), Effect.try({ try: () => new LoadBalanceClient(options), catch: (error) => error as InvalidBackendList })),
     (client) => Effect.sync(() => client.close())
   )

@@ -380,5 +380,12 @@ describe("iip-mesh file-server --max-file-size --quota --max-entries --partial-m
     expect(run.code).toBe(1)
     expect(run.stderr).toBe(`iip-mesh file-server: expected a size like 4GiB, 512MiB or a number of bytes, got "lots"\n`)
   })
+
+  it("a count out of range is one line on stderr naming it, and exit code 1", async () => {
+    const root = tempDir(cleanup, "root")
+    const run = await runCli(cleanup, ["file-server", "--root", root, "--listen", "127.0.0.1:0", "--max-entries", "0"])
+    expect(run.code).toBe(1)
+    expect(run.stderr).toBe(`iip-mesh file-server: file server maxEntries must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}, not 0\n`)
+  })
 })
 

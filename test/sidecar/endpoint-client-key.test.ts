@@ -15,7 +15,7 @@ describe("an endpoint's client key", () => {
     for (const registry of registries.splice(0)) registry.close()
   })
   const registryOf = (service: string) => {
-    const registry = new EndpointRegistry({ node: "test", requestTimeoutMs: 1000, compress: false, maxMetaBytes: 65_536, balancing, log: () => {}, supervisor: new Supervisor(), ownListeners: new OwnListeners(), service })
+    const registry = new EndpointRegistry({ node: "test", requestTimeoutMs: 1000, compress: false, maxMetaBytes: 65_535, balancing, log: () => {}, supervisor: new Supervisor(), ownListeners: new OwnListeners(), service })
     registries.push(registry)
     return registry
   }

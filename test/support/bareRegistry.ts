@@ -19,4 +19,4 @@ export const balancing: BalancingOptions = {
 }
 
 export const bareRegistry = (): EndpointRegistry =>
-  new EndpointRegistry({ node: "test", requestTimeoutMs: 1000, compress: false, maxMetaBytes: 65_536, balancing, log: () => {}, supervisor: new Supervisor() })
+  new EndpointRegistry({ node: "test", requestTimeoutMs: 1000, compress: false, maxMetaBytes: 65_535, balancing, log: () => {}, supervisor: new Supervisor() })

@@ -1,0 +1,161 @@
+// The numeric options of IipServer, IipClient and the load-balance client (src/iip/optionLimits.ts):
+// NaN, Infinity, negatives, fractions and numbers past a Node timer switched their bounds off (every
+// check is `x > limit`, false for NaN) or made timers fire at once. Each is refused at construction
+// with OptionInvalid naming the option and the value; the Effect constructor dies with it; the
+// defaults and the documented edge values (0 timeouts, maxPending Infinity) still construct and serve.
+// Real TCP on 127.0.0.1, port 0.
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as http from "node:http"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { IipClient as EffectClient } from "../../src/effect/client.ts"
+import { IipServer as EffectServer } from "../../src/effect/server.ts"
+import { IipClient, make as makeClient } from "../../src/iip/client.ts"
+import type { ClientOptions } from "../../src/iip/clientOptions.ts"
+import { checkOptions, count, durationMs, maxTimerMs, OptionInvalid } from "../../src/iip/optionLimits.ts"
+import { IipServer, make, type ServerOptions } from "../../src/iip/server.ts"
+import { HttpAdapter } from "../../src/toolkit/httpAdapter.ts"
+import { LoadBalanceClient, make as makeLoadBalancer } from "../../src/toolkit/loadBalanceClient.ts"
+import { Cleanup } from "../support/iipRaw.ts"
+import { startClient, startServer } from "../support/meshTest.ts"
+
+/** The defect an Effect constructor died with; fails the test when it did not die. */
+const defectOf = async (effect: Effect.Effect<unknown, unknown>): Promise<unknown> => {
+  const exit = await Effect.runPromiseExit(effect)
+  expect(Exit.isFailure(exit)).toBe(true)
+  const reasons = Exit.isFailure(exit) ? exit.cause.reasons : []
+  expect(reasons.some(Cause.isFailReason)).toBe(false)
+  return reasons.find(Cause.isDieReason)?.defect
+}
+
+/** The OptionInvalid `construct` throws; fails the test when it throws nothing or something else. */
+const refusal = (construct: () => unknown): OptionInvalid => {
+  try {
+    construct()
+  } catch (error) {
+    expect(error).toBeInstanceOf(OptionInvalid)
+    return error as OptionInvalid
+  }
+  throw new Error("constructed without a refusal")
+}
+
+const notCounts: ReadonlyArray<unknown> = [NaN, Infinity, -Infinity, -1, 1.5, "8"]
+const notDurations: ReadonlyArray<unknown> = [NaN, Infinity, -1, maxTimerMs + 1, "100"]
+
+const serverCounts = [
+  "maxConnections",
+  "maxChannelsPerConnection",
+  "maxQueuedRequestsPerConnection",
+  "maxQueuedBytesPerConnection",
+  "maxQueuedRequests",
+  "maxQueuedBytes",
+  "maxChannels",
+  "maxQueuedWriteBytes",
+  "maxMetaBytes"
+] as const
+const serverDurations = ["writeTimeoutMs", "firstPacketTimeoutMs", "packetTimeoutMs", "idleTimeoutMs", "drainTimeoutMs"] as const
+
+describe("option limits", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("checkOptions names the owner, the option and the value, and passes undefined and in-range values", () => {
+    const limits = { size: count(1, 10), waitMs: durationMs(0) }
+    expect(() => checkOptions("Thing", limits, { size: 10, waitMs: 0.5 })).not.toThrow()
+    expect(() => checkOptions("Thing", limits, {})).not.toThrow()
+    const error = refusal(() => checkOptions("Thing", limits, { size: NaN }))
+    expect(error._tag).toBe("OptionInvalid")
+    expect(error.option).toBe("Thing size")
+    expect(error.value).toBeNaN()
+    expect(error.message).toBe("Thing size must be a whole number from 1 to 10, not NaN")
+    // A value that is not a number is shown typed and cut short: it reaches logs.
+    expect(refusal(() => checkOptions("Thing", limits, { waitMs: "x".repeat(1000) as unknown as number })).message).toMatch(/not string "x{39}\.\.\.$/)
+  })
+
+  it("IipServer refuses each budget that is not a whole number in range", () => {
+    for (const option of serverCounts) {
+      for (const value of [...notCounts, 0]) {
+        const error = refusal(() => new IipServer({ port: 0, log: () => {}, [option]: value } as ServerOptions))
+        expect(error.option).toBe(`IipServer ${option}`)
+        expect(Object.is(error.value, value)).toBe(true)
+      }
+    }
+    expect(refusal(() => new IipServer({ maxMetaBytes: 0x10000 })).option).toBe("IipServer maxMetaBytes")
+    expect(refusal(() => new IipServer({ maxChannelsPerConnection: 2 ** 31 })).option).toBe("IipServer maxChannelsPerConnection")
+  })
+
+  it("IipServer refuses each timeout that is not a finite number of ms a timer holds", () => {
+    for (const option of serverDurations) {
+      for (const value of notDurations) {
+        const error = refusal(() => new IipServer({ port: 0, log: () => {}, [option]: value } as ServerOptions))
+        expect(error.option).toBe(`IipServer ${option}`)
+      }
+    }
+    expect(refusal(() => new IipServer({ keepAlive: { intervalMs: NaN, timeoutMs: 5000 } })).option).toBe("IipServer keepAlive intervalMs")
+    expect(refusal(() => new IipServer({ keepAlive: { intervalMs: 1000, timeoutMs: 0 } })).option).toBe("IipServer keepAlive timeoutMs")
+    expect(refusal(() => new IipServer({ connectionLimits: { maxMessageBytes: NaN } })).option).toBe("IipServer connectionLimits maxMessageBytes")
+    expect(refusal(() => new IipServer({ compression: { minBytes: NaN } })).option).toBe("IipServer compression minBytes")
+  })
+
+  it("attachWebSocket refuses a message size or connection count out of range and attaches nothing", () => {
+    const server = new IipServer({ log: () => {} })
+    const web = http.createServer()
+    expect(refusal(() => server.attachWebSocket(web, { maxConnections: NaN })).option).toBe("IipServer attachWebSocket maxConnections")
+    expect(refusal(() => server.attachWebSocket(web, { maxMessageBytes: -1 })).option).toBe("IipServer attachWebSocket maxMessageBytes")
+    expect(web.listenerCount("upgrade")).toBe(0)
+  })
+
+  it("the Effect constructors die with the OptionInvalid, not a failure of their own type", async () => {
+    const server = await defectOf(Effect.scoped(make({ port: 0, maxQueuedBytes: NaN, log: () => {} })))
+    expect(server).toBeInstanceOf(OptionInvalid)
+    expect((server as OptionInvalid).option).toBe("IipServer maxQueuedBytes")
+    // Its failure type is InvalidBackendList: an option out of range must not pass for one.
+    const balancer = await defectOf(Effect.scoped(makeLoadBalancer({ backends: "127.0.0.1:9#1", client: { maxPending: NaN, log: () => {} } })))
+    expect((balancer as OptionInvalid).option).toBe("IipClient maxPending")
+    const client = await defectOf(Effect.scoped(makeClient({ host: "127.0.0.1", port: 9, connectTimeoutMs: NaN, log: () => {} })))
+    expect((client as OptionInvalid).option).toBe("IipClient connectTimeoutMs")
+    // The layers of src/effect, whose failure types (ListenFailed, none) stay as they were.
+    const serverLayer = await defectOf(Effect.scoped(Layer.build(EffectServer.layer({ port: 0, idleTimeoutMs: -1, log: () => {} }))))
+    expect((serverLayer as OptionInvalid).option).toBe("IipServer idleTimeoutMs")
+    const clientLayer = await defectOf(Effect.scoped(Layer.build(EffectClient.layer({ host: "127.0.0.1", port: 9, maxPending: 0, log: () => {} }))))
+    expect((clientLayer as OptionInvalid).option).toBe("IipClient maxPending")
+  })
+
+  it("IipClient refuses counts and timeouts out of range, Infinity only where documented", () => {
+    const client = (options: Partial<ClientOptions>) => () => new IipClient({ host: "127.0.0.1", port: 9, log: () => {}, ...options })
+    for (const option of ["maxConnections", "maxChannelsPerConnection", "maxPending", "maxQueuedRequestsPerConnection", "maxQueuedBytesPerConnection"] as const) {
+      for (const value of [NaN, -1, 0, 2.5]) expect(refusal(client({ [option]: value })).option).toBe(`IipClient ${option}`)
+    }
+    for (const option of ["streamChannelsPerConnection", "idleChannelsAhead"] as const) {
+      for (const value of [NaN, Infinity, -1, 0.5]) expect(refusal(client({ [option]: value })).option).toBe(`IipClient ${option}`)
+    }
+    for (const value of [NaN, -1, 0, 86_400_001]) expect(refusal(client({ connectTimeoutMs: value })).option).toBe("IipClient connectTimeoutMs")
+    for (const value of [NaN, -1, 86_400_001]) expect(refusal(client({ requestTimeoutMs: value })).option).toBe("IipClient requestTimeoutMs")
+    expect(refusal(client({ reconnect: { baseMs: 0, maxMs: 5000 } })).option).toBe("IipClient reconnect baseMs")
+    expect(refusal(client({ reconnect: { baseMs: 100, maxMs: NaN } })).option).toBe("IipClient reconnect maxMs")
+    expect(refusal(client({ keepAlive: { intervalMs: 1000, timeoutMs: 1000, busyTimeoutMs: -5 } })).option).toBe("IipClient keepAlive busyTimeoutMs")
+  })
+
+  it("the load-balance client refuses its own and its backends' client options at construction", () => {
+    expect(refusal(() => new LoadBalanceClient({ backends: "127.0.0.1:9#1", maxTries: NaN })).option).toBe("LoadBalanceClient maxTries")
+    expect(refusal(() => new LoadBalanceClient({ backends: "127.0.0.1:9#1", requestTimeoutMs: -1 })).option).toBe("LoadBalanceClient requestTimeoutMs")
+    expect(refusal(() => new LoadBalanceClient({ backends: "127.0.0.1:9#1", client: { maxConnections: NaN } })).option).toBe("IipClient maxConnections")
+  })
+
+  it("the HTTP adapter refuses a body limit or a timeout out of range", () => {
+    for (const value of [NaN, Infinity, -1, 0.5]) expect(refusal(() => new HttpAdapter({ maxBodyBytes: value })).option).toBe("HttpAdapter maxBodyBytes")
+    for (const value of [NaN, -1, 86_400_001]) expect(refusal(() => new HttpAdapter({ requestTimeoutMs: value })).option).toBe("HttpAdapter requestTimeoutMs")
+  })
+
+  it("defaults and documented edge values still construct, and a request goes through", async () => {
+    const server = await startServer(cleanup, { idleTimeoutMs: 0, writeTimeoutMs: 0, firstPacketTimeoutMs: 0, packetTimeoutMs: 0, drainTimeoutMs: 0, maxConnections: 1 })
+    server.handle("/echo", (request) => request.data)
+    const client = startClient(cleanup, server.address.port, { maxPending: Infinity, idleChannelsAhead: 0, requestTimeoutMs: 0, streamChannelsPerConnection: 0 })
+    expect((await client.call("/echo", "hi")).toString()).toBe("hi")
+  })
+})
