@@ -79,6 +79,8 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
   private attempts = 0
   /** Of `attempts`, the refused dials that cost the request no try (FREE_REFUSED_DIALS). */
   private freeTries = 0
+  /** Of `attempts`, every dial the guard refused (free or not): nothing was sent on them, so the span and access log leave them out. */
+  private refusedTries = 0
   /** The last try was refused by the dial guard: nothing sent, so the next one is no retry (iip_mesh_retries_total). */
   private lastRefused = false
   /** The first endpoint tried; a Set only once there is a second (a retry). */
@@ -383,7 +385,10 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
       // A request the app gave up on says nothing about the endpoint; a refused connection, much
       // (a slow one, on a lossy network, not enough to take the endpoint out at once).
       const refusal = dialRefusalOf(error)
-      if (refusal !== undefined) this.options.registry.refusedDial(this.service, lease!, refusal)
+      if (refusal !== undefined) {
+        this.options.registry.refusedDial(this.service, lease!, refusal)
+        this.refusedTries++
+      }
       // Nothing sent, nothing connected: a try the request does not pay for (FREE_REFUSED_DIALS).
       const free = refusal !== undefined && this.freeTries < FREE_REFUSED_DIALS
       if (free) this.freeTries++
@@ -574,7 +579,7 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
   /** The request ended (exactly once; `at`: now, if read): its span and metrics, and the access log line when it is on. */
   private finish(status: number, error?: Failure, at: number = performance.now()): void {
     this.routeCounters?.finished(status, error !== undefined)
-    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url, this.endpointName, this.method, status, this.started, this.attempts, error, at)
+    recordOutboundEnd(this.observation, this.options.onAccess, this.target, this.req.url, this.endpointName, this.method, status, this.started, this.attempts - this.refusedTries, error, at)
   }
 
   /** Total: whatever the failure, the app gets an answer (or a cut connection), never a rejection. */

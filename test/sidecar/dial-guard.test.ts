@@ -77,5 +77,11 @@ describe("a sidecar's dials to endpoints from the network", () => {
     const metrics = parsePrometheusText((await store.sidecar.telemetry.metrics.text()).body)
     expect(sum(metrics, "iip_mesh_dials_refused_total", { service: "catalog" })).toBeGreaterThan(0)
     expect(sum(metrics, "iip_mesh_retries_total", { direction: "outbound", service: "catalog" })).toBe(0)
+    // Nor do the spans: each request was sent once, so its client span says one attempt and no
+    // resend, however many refused dials came before the send.
+    const traces = store.sidecar.telemetry.traces
+    const clientSpans = traces.recent(60).flatMap((trace) => (traces.get(trace.traceId) ?? []).filter((span) => span.kind === "client" && span.attributes["iip_mesh.service"] === "catalog"))
+    expect(clientSpans).toHaveLength(60)
+    expect(clientSpans.map((span) => [span.attributes["iip_mesh.attempts"], span.attributes["http.request.resend_count"]])).toEqual(clientSpans.map(() => [1, undefined]))
   })
 })
