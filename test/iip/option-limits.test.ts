@@ -18,8 +18,9 @@ import { checkOptions, count, durationMs, maxTimerMs, OptionInvalid } from "../.
 import { IipServer, make, type ServerOptions } from "../../src/iip/server.ts"
 import { HttpAdapter } from "../../src/toolkit/httpAdapter.ts"
 import { LoadBalanceClient, make as makeLoadBalancer } from "../../src/toolkit/loadBalanceClient.ts"
-import { Cleanup } from "../support/iipRaw.ts"
-import { startClient, startServer } from "../support/meshTest.ts"
+import { PacketEncodeError } from "../../src/protocol/errors.ts"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { settle, startClient, startServer } from "../support/meshTest.ts"
 
 /** The defect an Effect constructor died with; fails the test when it did not die. */
 const defectOf = async (effect: Effect.Effect<unknown, unknown>): Promise<unknown> => {
@@ -150,6 +151,33 @@ describe("option limits", () => {
   it("the HTTP adapter refuses a body limit or a timeout out of range", () => {
     for (const value of [NaN, Infinity, -1, 0.5]) expect(refusal(() => new HttpAdapter({ maxBodyBytes: value })).option).toBe("HttpAdapter maxBodyBytes")
     for (const value of [NaN, -1, 86_400_001]) expect(refusal(() => new HttpAdapter({ requestTimeoutMs: value })).option).toBe("HttpAdapter requestTimeoutMs")
+  })
+
+  // A request's timeout of NaN (a deadline computed from an undefined) meant no timeout at all: a
+  // request to a server that never answers waited forever. It is refused as sent, nothing sent.
+  it("a request with a timeout of NaN is refused with PacketEncodeError, before anything is sent", async () => {
+    const server = await startServer(cleanup)
+    let received = 0
+    server.handle("/never", () => {
+      received++
+      return new Promise<string>(() => {})
+    })
+    server.handle("/echo", (request) => request.data)
+    for (const mesh of [true, false]) {
+      const client = startClient(cleanup, server.address.port, { mesh })
+      const refused = [
+        await settle(withTimeout(client.call("/never", "x", { timeoutMs: NaN }), 5000, "the refusal of call")),
+        await settle(withTimeout(client.stream("/never", Buffer.from("x"), { timeoutMs: NaN }), 5000, "the refusal of stream"))
+      ]
+      for (const result of refused) {
+        expect(result.ok).toBe(false)
+        expect(result.ok ? undefined : result.error).toBeInstanceOf(PacketEncodeError)
+        expect(result.ok ? undefined : (result.error as PacketEncodeError).rule).toBe("timeout-not-a-number")
+      }
+      // The client goes on serving requests with a timeout.
+      expect((await client.call("/echo", "after")).toString()).toBe("after")
+    }
+    expect(received).toBe(0)
   })
 
   it("defaults and documented edge values still construct, and a request goes through", async () => {
