@@ -4,9 +4,7 @@
 // with OptionInvalid naming the option and the value; the Effect constructor dies with it; the
 // defaults and the documented edge values (0 timeouts, maxPending Infinity) still construct and serve.
 // Real TCP on 127.0.0.1, port 0.
-import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as http from "node:http"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -14,33 +12,14 @@ import { IipClient as EffectClient } from "../../src/effect/client.ts"
 import { IipServer as EffectServer } from "../../src/effect/server.ts"
 import { IipClient, make as makeClient } from "../../src/iip/client.ts"
 import type { ClientOptions } from "../../src/iip/clientOptions.ts"
-import { checkOptions, count, durationMs, maxTimerMs, OptionInvalid } from "../../src/iip/optionLimits.ts"
+import { checkOptions, count, durationMs, maxTimerMs } from "../../src/iip/optionLimits.ts"
 import { IipServer, make, type ServerOptions } from "../../src/iip/server.ts"
 import { HttpAdapter } from "../../src/toolkit/httpAdapter.ts"
 import { LoadBalanceClient, make as makeLoadBalancer } from "../../src/toolkit/loadBalanceClient.ts"
 import { PacketEncodeError } from "../../src/protocol/errors.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { settle, startClient, startServer } from "../support/meshTest.ts"
-
-/** The defect an Effect constructor died with; fails the test when it did not die. */
-const defectOf = async (effect: Effect.Effect<unknown, unknown>): Promise<unknown> => {
-  const exit = await Effect.runPromiseExit(effect)
-  expect(Exit.isFailure(exit)).toBe(true)
-  const reasons = Exit.isFailure(exit) ? exit.cause.reasons : []
-  expect(reasons.some(Cause.isFailReason)).toBe(false)
-  return reasons.find(Cause.isDieReason)?.defect
-}
-
-/** The OptionInvalid `construct` throws; fails the test when it throws nothing or something else. */
-const refusal = (construct: () => unknown): OptionInvalid => {
-  try {
-    construct()
-  } catch (error) {
-    expect(error).toBeInstanceOf(OptionInvalid)
-    return error as OptionInvalid
-  }
-  throw new Error("constructed without a refusal")
-}
+import { defectOf, refusal } from "../support/optionRefusal.ts"
 
 const notCounts: ReadonlyArray<unknown> = [NaN, Infinity, -Infinity, -1, 1.5, "8"]
 const notDurations: ReadonlyArray<unknown> = [NaN, Infinity, -1, maxTimerMs + 1, "100"]
@@ -113,18 +92,17 @@ describe("option limits", () => {
 
   it("the Effect constructors die with the OptionInvalid, not a failure of their own type", async () => {
     const server = await defectOf(Effect.scoped(make({ port: 0, maxQueuedBytes: NaN, log: () => {} })))
-    expect(server).toBeInstanceOf(OptionInvalid)
-    expect((server as OptionInvalid).option).toBe("IipServer maxQueuedBytes")
+    expect(server.option).toBe("IipServer maxQueuedBytes")
     // Its failure type is InvalidBackendList: an option out of range must not pass for one.
     const balancer = await defectOf(Effect.scoped(makeLoadBalancer({ backends: "127.0.0.1:9#1", client: { maxPending: NaN, log: () => {} } })))
-    expect((balancer as OptionInvalid).option).toBe("IipClient maxPending")
+    expect(balancer.option).toBe("IipClient maxPending")
     const client = await defectOf(Effect.scoped(makeClient({ host: "127.0.0.1", port: 9, connectTimeoutMs: NaN, log: () => {} })))
-    expect((client as OptionInvalid).option).toBe("IipClient connectTimeoutMs")
+    expect(client.option).toBe("IipClient connectTimeoutMs")
     // The layers of src/effect, whose failure types (ListenFailed, none) stay as they were.
     const serverLayer = await defectOf(Effect.scoped(Layer.build(EffectServer.layer({ port: 0, idleTimeoutMs: -1, log: () => {} }))))
-    expect((serverLayer as OptionInvalid).option).toBe("IipServer idleTimeoutMs")
+    expect(serverLayer.option).toBe("IipServer idleTimeoutMs")
     const clientLayer = await defectOf(Effect.scoped(Layer.build(EffectClient.layer({ host: "127.0.0.1", port: 9, maxPending: 0, log: () => {} }))))
-    expect((clientLayer as OptionInvalid).option).toBe("IipClient maxPending")
+    expect(clientLayer.option).toBe("IipClient maxPending")
   })
 
   it("IipClient refuses counts and timeouts out of range, Infinity only where documented", () => {
