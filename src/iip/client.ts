@@ -68,8 +68,8 @@ const wallClockFloorMs = 2 ** 40
 const nowNotMonotonic = (now: number): PacketEncodeError =>
   new PacketEncodeError({ rule: "now-not-monotonic", message: `RequestOptions.now ${now} is a wall-clock time: pass monotonicMs() (src/mux/clock.ts) or leave it out` })
 
-/** A timeout of NaN (a deadline computed from an undefined) read as none: the request waited forever. */
-const timeoutNotANumber = (): PacketEncodeError =>
+/** A timeout of NaN (a deadline computed from an undefined) was read as none: the request waited forever. Refused instead. */
+export const timeoutNotANumber = (): PacketEncodeError =>
   new PacketEncodeError({ rule: "timeout-not-a-number", message: "RequestOptions.timeoutMs is NaN: give a number of ms (0 for none) or leave it out" })
 
 export class IipClient {

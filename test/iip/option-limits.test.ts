@@ -16,7 +16,9 @@ import { checkOptions, count, durationMs, maxTimerMs } from "../../src/iip/optio
 import { IipServer, make, type ServerOptions } from "../../src/iip/server.ts"
 import { HttpAdapter } from "../../src/toolkit/httpAdapter.ts"
 import { LoadBalanceClient, make as makeLoadBalancer } from "../../src/toolkit/loadBalanceClient.ts"
+import { monotonicMs } from "../../src/mux/clock.ts"
 import { PacketEncodeError } from "../../src/protocol/errors.ts"
+import { MaxDeadlineMs } from "../../src/protocol/mesh.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { settle, startClient, startServer } from "../support/meshTest.ts"
 import { defectOf, refusal } from "../support/optionRefusal.ts"
@@ -156,6 +158,34 @@ describe("option limits", () => {
       expect((await client.call("/echo", "after")).toString()).toBe("after")
     }
     expect(received).toBe(0)
+  })
+
+  // The load-balance client turned both into no deadline at all: NaN (`NaN > 0` is false) and
+  // Infinity (a deadline at Infinity sends a timeout of 0, none), where its client and README hold
+  // Infinity to 24 h. The server sees the deadline the call carries (mesh mode).
+  it("the load-balance client refuses a call's timeout of NaN and holds Infinity to 24 h", async () => {
+    const server = await startServer(cleanup)
+    let received = 0
+    const deadlines: Array<number> = []
+    server.handle("/never", () => {
+      received++
+      return new Promise<string>(() => {})
+    })
+    server.handle("/deadline", (request) => {
+      deadlines.push(request.context.deadline - monotonicMs())
+      return "ok"
+    })
+    const lb = new LoadBalanceClient({ backends: `127.0.0.1:${server.address.port}#1`, client: { log: () => {} } })
+    cleanup.add(() => lb.close())
+    const result = await settle(withTimeout(lb.call("/never", "x", { timeoutMs: NaN }), 5000, "the refusal"))
+    expect(result.ok ? undefined : (result.error as PacketEncodeError).rule).toBe("timeout-not-a-number")
+    expect(received).toBe(0)
+    await lb.call("/deadline", "x", { timeoutMs: Infinity })
+    const forever = new LoadBalanceClient({ backends: `127.0.0.1:${server.address.port}#1`, requestTimeoutMs: Infinity, client: { log: () => {} } })
+    cleanup.add(() => forever.close())
+    await forever.call("/deadline", "x")
+    expect(deadlines).toHaveLength(2)
+    for (const left of deadlines) expect(left).toBeGreaterThan(MaxDeadlineMs - 60_000)
   })
 
   it("defaults and documented edge values still construct, and a request goes through", async () => {
