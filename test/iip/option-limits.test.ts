@@ -4,7 +4,11 @@
 // with OptionInvalid naming the option and the value; the Effect constructor dies with it; the
 // defaults and the documented edge values (0 timeouts, maxPending Infinity) still construct and serve.
 // Real TCP on 127.0.0.1, port 0.
+import * as Cause from "effect/Cause"
+import type * as Config from "effect/Config"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as http from "node:http"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
@@ -105,6 +109,23 @@ describe("option limits", () => {
     expect(serverLayer.option).toBe("IipServer idleTimeoutMs")
     const clientLayer = await defectOf(Effect.scoped(Layer.build(EffectClient.layer({ host: "127.0.0.1", port: 9, maxPending: 0, log: () => {} }))))
     expect(clientLayer.option).toBe("IipClient maxPending")
+  })
+
+  // layerConfig's type says a bad setting is a ConfigError: one out of range (a deadline past 24 h,
+  // 0 connections, a drain past a timer) died with OptionInvalid instead.
+  it("layerConfig fails with a ConfigError naming the setting, not a defect", async () => {
+    const failureOf = async <A, E>(layer: Layer.Layer<A, E>, env: Record<string, string>): Promise<string> => {
+      const exit = await Effect.runPromiseExit(Effect.scoped(Layer.build(layer.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(env)))))))
+      expect(Exit.isFailure(exit)).toBe(true)
+      const reasons = Exit.isFailure(exit) ? exit.cause.reasons : []
+      expect(reasons.some(Cause.isDieReason)).toBe(false)
+      const error = reasons.find(Cause.isFailReason)?.error
+      expect((error as Config.ConfigError)._tag).toBe("ConfigError")
+      return (error as Config.ConfigError).message
+    }
+    expect(await failureOf(EffectClient.layerConfig(), { IIP_CLIENT_PORT: "9", IIP_CLIENT_DEADLINE: "2 days" })).toMatch(/: IIP_CLIENT_DEADLINE: IipClient requestTimeoutMs must be/)
+    expect(await failureOf(EffectClient.layerConfig(), { IIP_CLIENT_PORT: "9", IIP_CLIENT_MAX_CONNECTIONS: "0" })).toMatch(/: IIP_CLIENT_MAX_CONNECTIONS: IipClient maxConnections must be/)
+    expect(await failureOf(EffectServer.layerConfig(), { IIP_SERVER_PORT: "0", IIP_SERVER_DRAIN_TIMEOUT: "30 days" })).toMatch(/: IIP_SERVER_DRAIN_TIMEOUT: IipServer drainTimeoutMs must be/)
   })
 
   it("IipClient refuses counts and timeouts out of range, Infinity only where documented", () => {
