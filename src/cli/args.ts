@@ -2,6 +2,7 @@
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import { MAX_TIMER_MS } from "../mux/deadlines.ts"
+import { MaxDeadlineMs } from "../protocol/mesh.ts"
 
 export interface HostPort {
   readonly host: string
@@ -46,6 +47,18 @@ export const parseDuration = (text: string, maxMs = MAX_TIMER_MS): number => {
   const unit = match[2] ?? "s"
   const ms = Math.round(unit === "ms" ? value : unit === "s" ? value * 1000 : unit === "m" ? value * 60_000 : value * 3_600_000)
   if (!(ms <= maxMs)) throw new ArgumentError({ message: `expected a duration of at most ${maxMs} ms (${Math.floor(maxMs / 8_640_000) / 10} days), got ${shown}` })
+  return ms
+}
+
+/**
+ * The duration of flag `--name`, from `minMs` to MaxDeadlineMs (24 h): what the clients' and
+ * transfers' timeouts take (src/iip/optionLimits.ts), refused here as the flag the user gave.
+ */
+export const parseTimeoutFlag = (name: string, text: string, minMs: 0 | 1): number => {
+  const ms = parseDuration(text)
+  if (!(ms >= minMs && ms <= MaxDeadlineMs)) {
+    throw new ArgumentError({ message: `--${name}: expected a duration from ${minMs} ms to ${MaxDeadlineMs} ms (24 h), got ${JSON.stringify(text.slice(0, 80))}` })
+  }
   return ms
 }
 

@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises"
 import { createSecureContext } from "node:tls"
 import * as Client from "../iip/client.ts"
 import { messageOf } from "../iip/log.ts"
-import { ArgumentError, parseDuration, parseTarget, parseWith } from "./args.ts"
+import { ArgumentError, parseTarget, parseTimeoutFlag, parseWith } from "./args.ts"
 
 const target = Argument.String("target").pipe(Argument.withDescription("HOST:PORT/path?query"))
 const data = Flag.String("data").pipe(Flag.withDescription("request body (default {})"), Flag.optional)
@@ -41,7 +41,8 @@ export const call = Command.make("call", { target, data, dataFile, timeout, tls:
       return yield* new ArgumentError({ message: "give --data or --data-file, not both" })
     }
     const { host, port, path } = yield* parseWith(() => parseTarget(input.target))
-    const timeoutMs = yield* parseWith(() => parseDuration(input.timeout))
+    // Both the connect and the request timeout: 0 would fail the dial at once.
+    const timeoutMs = yield* parseWith(() => parseTimeoutFlag("timeout", input.timeout, 1))
     const file = input.dataFile
     const body = Option.isSome(file)
       ? yield* Effect.tryPromise({

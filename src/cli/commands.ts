@@ -16,7 +16,7 @@ import { defaultMaxUnfinishedUploads, defaultPartialMaxAgeMs } from "../files/un
 import { upload } from "../files/upload.ts"
 import * as Server from "../iip/server.ts"
 import { messageOf } from "../iip/log.ts"
-import { parseDuration, parseHostPort, parseSize, parseWith } from "./args.ts"
+import { parseDuration, parseHostPort, parseSize, parseTimeoutFlag, parseWith } from "./args.ts"
 import { ca } from "./ca.ts"
 import { call } from "./call.ts"
 import { echoServer } from "./echoServer.ts"
@@ -86,7 +86,7 @@ const transfer = (
 ) =>
   Effect.gen(function*() {
     const { host, port } = yield* parseWith(() => parseHostPort(input.server))
-    const timeoutMs = yield* parseWith(() => parseDuration(input.timeout))
+    const timeoutMs = yield* parseWith(() => parseTimeoutFlag("timeout", input.timeout, 0))
     const meter = new ProgressMeter(process.stderr)
     const result = yield* run({ host, port, timeoutMs, onProgress: meter.update }).pipe(Effect.ensuring(Effect.sync(() => meter.finish())))
     yield* Console.log(resultLine(command === "download" ? "downloaded" : "uploaded", input.from, input.to, result))

@@ -11,7 +11,7 @@ import { messageOf } from "../iip/log.ts"
 import { InvalidBackendList, parseBackendList } from "../toolkit/backendList.ts"
 import * as HttpAdapter from "../toolkit/httpAdapter.ts"
 import * as LoadBalanceClient from "../toolkit/loadBalanceClient.ts"
-import { ArgumentError, parseDuration, parseHostPort, parseWith } from "./args.ts"
+import { ArgumentError, parseHostPort, parseTimeoutFlag, parseWith } from "./args.ts"
 
 const listen = Flag.String("listen").pipe(
   Flag.withDescription("address to listen on, HOST:PORT; port 0 picks a free port"),
@@ -45,7 +45,7 @@ const parseRoute = (text: string) => {
 export const httpAdapter = Command.make("http-adapter", { listen, route, method, paramKey, timeout }, (input) =>
   Effect.gen(function*() {
     const { host, port } = yield* parseWith(() => parseHostPort(input.listen))
-    const requestTimeoutMs = yield* parseWith(() => parseDuration(input.timeout))
+    const requestTimeoutMs = yield* parseWith(() => parseTimeoutFlag("timeout", input.timeout, 0))
     const parsed = yield* parseWith(() => input.route.map(parseRoute))
     const routes: Array<HttpAdapter.HttpRoute> = []
     for (const { host: pattern, backends } of parsed) {

@@ -16,7 +16,7 @@ import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import { IipClient as CoreClient, make as makeCore } from "../iip/client.ts"
-import type { ClientError, ClientOptions } from "../iip/clientOptions.ts"
+import { checkClientOptions, type ClientError, type ClientOptions } from "../iip/clientOptions.ts"
 import type { HandlerValue } from "../iip/dispatch.ts"
 import { Cancellation } from "../mux/cancellation.ts"
 import type { IncomingRequest } from "../mux/request.ts"
@@ -26,6 +26,7 @@ import type { InvalidBackendList } from "../toolkit/backendList.ts"
 import { type LbCallError, type LoadBalanceClient as CoreLoadBalancer, type LoadBalanceClientOptions, make as makeLoadBalancer } from "../toolkit/loadBalanceClient.ts"
 import { type EffectHandler, type RunFork, supervise } from "./server.ts"
 import { fromIncoming, toOutgoing } from "./streams.ts"
+import { checkedConfig } from "./checkedConfig.ts"
 
 export interface CallOptions {
   /** How long the caller waits; the server stops the handler when it passes. Unset: the client's default (0: none). */
@@ -126,7 +127,8 @@ export const clientConfig = (prefix = "IIP_CLIENT"): Config.Config<ClientOptions
     maxConnections: Config.Int(`${prefix}_MAX_CONNECTIONS`).pipe(Config.withDefault(2)),
     node: Config.String(`${prefix}_NODE`).pipe(Config.withDefault("iip-mesh"))
   }).pipe(
-    Config.map(({ deadline, ...rest }): ClientOptions => ({ ...rest, requestTimeoutMs: Math.round(Duration.toMillis(deadline)) }))
+    Config.map(({ deadline, ...rest }): ClientOptions => ({ ...rest, requestTimeoutMs: Math.round(Duration.toMillis(deadline)) })),
+    (config) => checkedConfig(config, checkClientOptions, { requestTimeoutMs: `${prefix}_DEADLINE`, maxConnections: `${prefix}_MAX_CONNECTIONS` })
   )
 
 export class IipClient extends Context.Service<IipClient, IipClientService>()("iip-mesh/IipClient") {

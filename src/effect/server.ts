@@ -18,11 +18,12 @@ import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import type { Handler, HandlerValue } from "../iip/dispatch.ts"
-import { type IncomingRequest, IipServer as CoreServer, type ListenFailed, make as makeCore, reply, type ServerOptions, failure } from "../iip/server.ts"
+import { checkServerOptions, type IncomingRequest, IipServer as CoreServer, type ListenFailed, make as makeCore, reply, type ServerOptions, failure } from "../iip/server.ts"
 import { monotonicMs } from "../mux/clock.ts"
 import { StreamFailed } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import { fromIncoming, toOutgoing } from "./streams.ts"
+import { checkedConfig } from "./checkedConfig.ts"
 
 export type EffectHandler<E, R> = (request: IncomingRequest) => Effect.Effect<HandlerValue, E, R>
 export type StreamHandler<E, R> = (request: IncomingRequest, body: Stream.Stream<Uint8Array, StreamFailed>) => Stream.Stream<Uint8Array, E, R>
@@ -122,7 +123,10 @@ export const serverConfig = (prefix = "IIP_SERVER"): Config.Config<ServerOptions
     port: Config.Int(`${prefix}_PORT`).pipe(Config.withDefault(0)),
     drainTimeout: Config.Duration(`${prefix}_DRAIN_TIMEOUT`).pipe(Config.withDefault(Duration.seconds(5))),
     node: Config.String(`${prefix}_NODE`).pipe(Config.withDefault("iip-mesh"))
-  }).pipe(Config.map(({ drainTimeout, ...rest }): ServerOptions => ({ ...rest, drainTimeoutMs: Math.round(Duration.toMillis(drainTimeout)) })))
+  }).pipe(
+    Config.map(({ drainTimeout, ...rest }): ServerOptions => ({ ...rest, drainTimeoutMs: Math.round(Duration.toMillis(drainTimeout)) })),
+    (config) => checkedConfig(config, checkServerOptions, { drainTimeoutMs: `${prefix}_DRAIN_TIMEOUT` })
+  )
 
 export class IipServer extends Context.Service<IipServer, IipServerService>()("iip-mesh/IipServer") {
   /** A listening server; closing the layer drains it (in-flight handlers finish, then the rest are interrupted). */

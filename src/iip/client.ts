@@ -68,6 +68,10 @@ const wallClockFloorMs = 2 ** 40
 const nowNotMonotonic = (now: number): PacketEncodeError =>
   new PacketEncodeError({ rule: "now-not-monotonic", message: `RequestOptions.now ${now} is a wall-clock time: pass monotonicMs() (src/mux/clock.ts) or leave it out` })
 
+/** A timeout of NaN (a deadline computed from an undefined) was read as none: the request waited forever. Refused instead. */
+export const timeoutNotANumber = (): PacketEncodeError =>
+  new PacketEncodeError({ rule: "timeout-not-a-number", message: "RequestOptions.timeoutMs is NaN: give a number of ms (0 for none) or leave it out" })
+
 export class IipClient {
   readonly router = new Router<Handler>()
   readonly address: string
@@ -190,8 +194,10 @@ export class IipClient {
   send(path: string, data: Uint8Array, options: RequestOptions, callback: ClientCallback): void {
     if (this.closed) return callback(new ConnectionClosed({ message: "client is closed", sent: false }), undefined)
     if (this.pending.value >= this.maxPending) return callback(this.overloaded(), undefined)
-    this.pending.value++
     const timeoutMs = clampDeadlineMs(options.timeoutMs ?? this.requestTimeoutMs)
+    // NaN only: it is the one value not equal to itself.
+    if (options.timeoutMs !== options.timeoutMs) return callback(timeoutNotANumber(), undefined)
+    this.pending.value++
     // One clock read per request: sent at once, its remaining time is its whole timeout.
     const now = timeoutMs > 0 ? monotonicMs() : 0
     const request = new Pending(this.pending, path, data, timeoutMs, timeoutMs > 0 ? now + timeoutMs : 0, options.meta ?? emptyMeta, options.signal, undefined, callback)
@@ -215,6 +221,7 @@ export class IipClient {
     // The sidecar's and the RPC client's calls come this way: past the bound they do not wait in the queue either.
     if (this.pending.value >= this.maxPending) return onReply(this.overloaded(), undefined)
     const timeoutMs = clampDeadlineMs(options.timeoutMs ?? 0)
+    if (options.timeoutMs !== options.timeoutMs) return onReply(timeoutNotANumber(), undefined)
     // A `now` on the wall clock (Date.now()) would put the deadline decades away: the caller's bug, told at once.
     if (options.now !== undefined && options.now >= wallClockFloorMs) return onReply(nowNotMonotonic(options.now), undefined)
     // No stream place will come for it before its deadline is the likelier end: told now, nothing sent.

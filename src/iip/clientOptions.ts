@@ -112,6 +112,11 @@ export interface ClientOptions extends PeerOptions {
 }
 
 export interface RequestOptions {
+  /**
+   * The whole request's timeout: absent, the client's requestTimeoutMs; 0 or less, none; past
+   * MaxDeadlineMs (Infinity too), MaxDeadlineMs. NaN is refused with PacketEncodeError
+   * `timeout-not-a-number`, nothing sent.
+   */
   readonly timeoutMs?: number
   /** Sent with the request in mesh mode (trace context and the like); a plain peer cannot take it. */
   readonly meta?: Meta

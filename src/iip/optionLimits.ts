@@ -7,7 +7,8 @@
 // The rule for where the refusal goes: a plain constructor throws OptionInvalid; an Effect
 // constructor or layer dies with it (the defect is the OptionInvalid itself). An invalid option is
 // the program's own mistake, not a condition a caller could handle, and dying keeps the error types
-// of the existing layers as they are (a Config-read value that fails here dies the same way).
+// of the existing layers as they are. Options read from Config are the exception: checked as they
+// are read (src/effect/checkedConfig.ts), a setting out of range is the ConfigError layerConfig promises.
 import * as Data from "effect/Data"
 
 /** An option its owner refused at construction: `option` names it, with its owner ("IipServer maxQueuedBytes"). */

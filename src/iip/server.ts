@@ -117,6 +117,13 @@ const serverLimits: Limits<ServerOptions> = {
 const tlsLimits: Limits<ServerTlsOptions> = { handshakeTimeoutMs: durationMs(1) }
 const webSocketLimits: Limits<WebSocketServerOptions> = { maxMessageBytes: count(1), maxConnections: count(1) }
 
+/** Throws OptionInvalid (optionLimits.ts) for a numeric option of a server out of range. */
+export const checkServerOptions = (options: ServerOptions): void => {
+  checkOptions("IipServer", serverLimits, options)
+  checkOptions("IipServer tls", tlsLimits, options.tls)
+  checkPeerOptions("IipServer", options)
+}
+
 export class IipServer {
   readonly router = new Router<Handler>()
   private readonly plain = new Set<ServerSession>()
@@ -149,9 +156,7 @@ export class IipServer {
 
   /** Throws OptionInvalid (optionLimits.ts) for a numeric option out of range. */
   constructor(options: ServerOptions) {
-    checkOptions("IipServer", serverLimits, options)
-    checkOptions("IipServer tls", tlsLimits, options.tls)
-    checkPeerOptions("IipServer", options)
+    checkServerOptions(options)
     this.options = options
     this.maxConnections = options.maxConnections ?? defaultMaxConnections
     this.log = options.log ?? stderrLog

@@ -22,7 +22,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Scope from "effect/Scope"
 import { checkBalancerOptions, type EndpointView, type Lease, type PickerName, ServiceBalancer, type ServiceBalancerOptions } from "../balancer/serviceBalancer.ts"
-import { connectFailedThrottle, IipClient } from "../iip/client.ts"
+import { connectFailedThrottle, IipClient, timeoutNotANumber } from "../iip/client.ts"
 import { checkClientOptions, type ClientError, type ClientOptions } from "../iip/clientOptions.ts"
 import { type Hook, Refused, runHooks } from "../iip/dispatch.ts"
 import { messageOf } from "../iip/log.ts"
@@ -86,6 +86,7 @@ export interface LoadBalanceClientOptions {
 }
 
 export interface LbCallOptions {
+  /** Covers every try: absent, requestTimeoutMs; 0 or less, none; Infinity, 24 h; NaN is refused (PacketEncodeError). */
   readonly timeoutMs?: number
   /** MethodIpHash: the address hashed; also shown to rules and hooks. */
   readonly clientIp?: string
@@ -381,7 +382,10 @@ export class LoadBalanceClient {
   ): Promise<Exit.Exit<unknown, LbCallError>> {
     if (this.closed) return Exit.fail(new ConnectionClosed({ message: "the load-balance client is closed", sent: false }))
     const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs
-    const deadline = timeoutMs > 0 ? performance.now() + timeoutMs : Number.POSITIVE_INFINITY
+    // NaN (not equal to itself) is refused as the IIP client refuses it; Infinity is held to
+    // MaxDeadlineMs as there: a deadline at Infinity would send every try without one.
+    if (timeoutMs !== timeoutMs) return Exit.fail(timeoutNotANumber())
+    const deadline = timeoutMs > 0 ? performance.now() + Math.min(timeoutMs, MaxDeadlineMs) : Number.POSITIVE_INFINITY
     const target = this.options.rule?.(this.ruleContext(call))
     const tried = new Set<string>()
     this.balancer.retryBudget.deposit(performance.now())

@@ -3,23 +3,11 @@
 // is checked as `x > limit` (maxPendingPerEndpoint NaN: an endpoint never full; an outlier rule of
 // NaN never ejects). Each is refused with OptionInvalid naming the option and the value; the
 // load-balance client's `balancer` options are refused when it is constructed.
-import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import { describe, expect, it } from "vitest"
 import { ServiceBalancer, type ServiceBalancerOptions } from "../../src/balancer/serviceBalancer.ts"
-import { OptionInvalid } from "../../src/iip/optionLimits.ts"
 import { LoadBalanceClient, make as makeLoadBalancer } from "../../src/toolkit/loadBalanceClient.ts"
-
-const refusal = (construct: () => unknown): OptionInvalid => {
-  try {
-    construct()
-  } catch (error) {
-    expect(error).toBeInstanceOf(OptionInvalid)
-    return error as OptionInvalid
-  }
-  throw new Error("constructed without a refusal")
-}
+import { defectOf, refusal } from "../support/optionRefusal.ts"
 
 describe("service balancer options", () => {
   it("refuses each bound, window, share and rate out of range, naming it", () => {
@@ -47,11 +35,8 @@ describe("service balancer options", () => {
   })
 
   it("the load-balance client's Effect constructor dies with it: it is no InvalidBackendList", async () => {
-    const exit = await Effect.runPromiseExit(Effect.scoped(makeLoadBalancer({ backends: "127.0.0.1:9#1", balancer: { outlier: { windowMs: NaN } } })))
-    expect(Exit.isFailure(exit)).toBe(true)
-    const reasons = Exit.isFailure(exit) ? exit.cause.reasons : []
-    expect(reasons.some(Cause.isFailReason)).toBe(false)
-    expect((reasons.find(Cause.isDieReason)?.defect as OptionInvalid).option).toBe("ServiceBalancer outlier windowMs")
+    const defect = await defectOf(Effect.scoped(makeLoadBalancer({ backends: "127.0.0.1:9#1", balancer: { outlier: { windowMs: NaN } } })))
+    expect(defect.option).toBe("ServiceBalancer outlier windowMs")
   })
 
   it("takes the documented edge values: rules off at 0, fractions where they are shares", () => {

@@ -78,6 +78,25 @@ describe("iip-mesh CLI", () => {
     expect(result.stderr).toMatch(/cannot connect to 127\.0\.0\.1:1/)
   })
 
+  // A --timeout the library's clients refuse (a connect timeout of 0, a timeout past their 24 h)
+  // is refused as the flag it came from, in one line: it was a library option's name, or for
+  // download, upload and http-adapter (whose parser takes up to 24.8 days) a logged defect.
+  it("a --timeout the commands cannot use is one line naming the flag, exit code 1", async () => {
+    const tooLong = (command: string) => `iip-mesh ${command}: --timeout: expected a duration from 0 ms to 86400000 ms (24 h), got "25h"\n`
+    const [zero, long, down, up, adapter] = await Promise.all([
+      run(["call", "127.0.0.1:1/echo", "--timeout", "0"]),
+      run(["call", "127.0.0.1:1/echo", "--timeout", "25h"]),
+      run(["download", "127.0.0.1:1", "a", join(tmpdir(), `iip-mesh-cli-${process.pid}-never`), "--timeout", "25h"]),
+      run(["upload", "127.0.0.1:1", main, "a", "--timeout", "25h"]),
+      run(["http-adapter", "--listen", "127.0.0.1:0", "--route", "x=127.0.0.1:1#1", "--timeout", "25h"])
+    ])
+    expect(zero).toStrictEqual({ code: 1, stdout: "", stderr: `iip-mesh call: --timeout: expected a duration from 1 ms to 86400000 ms (24 h), got "0"\n` })
+    expect(long).toStrictEqual({ code: 1, stdout: "", stderr: `iip-mesh call: --timeout: expected a duration from 1 ms to 86400000 ms (24 h), got "25h"\n` })
+    expect(down).toStrictEqual({ code: 1, stdout: "", stderr: tooLong("download") })
+    expect(up).toStrictEqual({ code: 1, stdout: "", stderr: tooLong("upload") })
+    expect(adapter).toStrictEqual({ code: 1, stdout: "", stderr: tooLong("http-adapter") })
+  })
+
   it("call rejects a target without a path", async () => {
     const result = await run(["call", address])
     expect(result.code).not.toBe(0)

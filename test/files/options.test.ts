@@ -3,33 +3,19 @@
 // took any upload; a partialMaxAgeMs of NaN never expired a partial file; a download window of NaN
 // asked for nothing and waited forever; a timeoutMs of NaN became no timeout at all). serveFiles
 // throws OptionInvalid naming the option and the value; download and upload die with it.
-import * as Cause from "effect/Cause"
-import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import { existsSync } from "node:fs"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { download } from "../../src/files/download.ts"
 import { type FileServerOptions, serveFiles } from "../../src/files/server.ts"
 import { upload } from "../../src/files/upload.ts"
-import { OptionInvalid } from "../../src/iip/optionLimits.ts"
 import { IipServer } from "../../src/iip/server.ts"
 import { Cleanup } from "../support/iipRaw.ts"
+import { defectOf, refusal } from "../support/optionRefusal.ts"
 import { tempDir } from "./support.ts"
 
 const cleanup = new Cleanup()
 afterEach(() => cleanup.run())
-
-/** The OptionInvalid an Effect died with; fails the test when it did not die or failed with a typed error. */
-const defectOf = async (effect: Effect.Effect<unknown, unknown>): Promise<OptionInvalid> => {
-  const exit = await Effect.runPromiseExit(effect)
-  expect(Exit.isFailure(exit)).toBe(true)
-  const reasons = Exit.isFailure(exit) ? exit.cause.reasons : []
-  expect(reasons.some(Cause.isFailReason)).toBe(false)
-  const defect = reasons.find(Cause.isDieReason)?.defect
-  expect(defect).toBeInstanceOf(OptionInvalid)
-  return defect as OptionInvalid
-}
 
 describe("file transfer options", () => {
   it("serveFiles refuses a cap, a quota, an age or a count out of range before it registers a route", () => {
@@ -46,15 +32,9 @@ describe("file transfer options", () => {
     ]
     for (const [option, value] of cases) {
       const server = new IipServer({ port: 0, mesh: false, log: () => {} })
-      let thrown: unknown
-      try {
-        serveFiles(server, tempDir(cleanup, "root"), { [option]: value })
-      } catch (error) {
-        thrown = error
-      }
-      expect(thrown).toBeInstanceOf(OptionInvalid)
-      expect((thrown as OptionInvalid).option).toBe(`file server ${option}`)
-      expect(Object.is((thrown as OptionInvalid).value, value)).toBe(true)
+      const thrown = refusal(() => serveFiles(server, tempDir(cleanup, "root"), { [option]: value }))
+      expect(thrown.option).toBe(`file server ${option}`)
+      expect(Object.is(thrown.value, value)).toBe(true)
       expect(server.router.lookup("/upload_file")).toBeUndefined()
     }
   })

@@ -5,6 +5,8 @@
 // defaults and the documented edge values (0 timeouts, maxPending Infinity) still construct and serve.
 // Real TCP on 127.0.0.1, port 0.
 import * as Cause from "effect/Cause"
+import type * as Config from "effect/Config"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -14,32 +16,16 @@ import { IipClient as EffectClient } from "../../src/effect/client.ts"
 import { IipServer as EffectServer } from "../../src/effect/server.ts"
 import { IipClient, make as makeClient } from "../../src/iip/client.ts"
 import type { ClientOptions } from "../../src/iip/clientOptions.ts"
-import { checkOptions, count, durationMs, maxTimerMs, OptionInvalid } from "../../src/iip/optionLimits.ts"
+import { checkOptions, count, durationMs, maxTimerMs } from "../../src/iip/optionLimits.ts"
 import { IipServer, make, type ServerOptions } from "../../src/iip/server.ts"
 import { HttpAdapter } from "../../src/toolkit/httpAdapter.ts"
 import { LoadBalanceClient, make as makeLoadBalancer } from "../../src/toolkit/loadBalanceClient.ts"
-import { Cleanup } from "../support/iipRaw.ts"
-import { startClient, startServer } from "../support/meshTest.ts"
-
-/** The defect an Effect constructor died with; fails the test when it did not die. */
-const defectOf = async (effect: Effect.Effect<unknown, unknown>): Promise<unknown> => {
-  const exit = await Effect.runPromiseExit(effect)
-  expect(Exit.isFailure(exit)).toBe(true)
-  const reasons = Exit.isFailure(exit) ? exit.cause.reasons : []
-  expect(reasons.some(Cause.isFailReason)).toBe(false)
-  return reasons.find(Cause.isDieReason)?.defect
-}
-
-/** The OptionInvalid `construct` throws; fails the test when it throws nothing or something else. */
-const refusal = (construct: () => unknown): OptionInvalid => {
-  try {
-    construct()
-  } catch (error) {
-    expect(error).toBeInstanceOf(OptionInvalid)
-    return error as OptionInvalid
-  }
-  throw new Error("constructed without a refusal")
-}
+import { monotonicMs } from "../../src/mux/clock.ts"
+import { PacketEncodeError } from "../../src/protocol/errors.ts"
+import { MaxDeadlineMs } from "../../src/protocol/mesh.ts"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { settle, startClient, startServer } from "../support/meshTest.ts"
+import { defectOf, refusal } from "../support/optionRefusal.ts"
 
 const notCounts: ReadonlyArray<unknown> = [NaN, Infinity, -Infinity, -1, 1.5, "8"]
 const notDurations: ReadonlyArray<unknown> = [NaN, Infinity, -1, maxTimerMs + 1, "100"]
@@ -112,18 +98,34 @@ describe("option limits", () => {
 
   it("the Effect constructors die with the OptionInvalid, not a failure of their own type", async () => {
     const server = await defectOf(Effect.scoped(make({ port: 0, maxQueuedBytes: NaN, log: () => {} })))
-    expect(server).toBeInstanceOf(OptionInvalid)
-    expect((server as OptionInvalid).option).toBe("IipServer maxQueuedBytes")
+    expect(server.option).toBe("IipServer maxQueuedBytes")
     // Its failure type is InvalidBackendList: an option out of range must not pass for one.
     const balancer = await defectOf(Effect.scoped(makeLoadBalancer({ backends: "127.0.0.1:9#1", client: { maxPending: NaN, log: () => {} } })))
-    expect((balancer as OptionInvalid).option).toBe("IipClient maxPending")
+    expect(balancer.option).toBe("IipClient maxPending")
     const client = await defectOf(Effect.scoped(makeClient({ host: "127.0.0.1", port: 9, connectTimeoutMs: NaN, log: () => {} })))
-    expect((client as OptionInvalid).option).toBe("IipClient connectTimeoutMs")
+    expect(client.option).toBe("IipClient connectTimeoutMs")
     // The layers of src/effect, whose failure types (ListenFailed, none) stay as they were.
     const serverLayer = await defectOf(Effect.scoped(Layer.build(EffectServer.layer({ port: 0, idleTimeoutMs: -1, log: () => {} }))))
-    expect((serverLayer as OptionInvalid).option).toBe("IipServer idleTimeoutMs")
+    expect(serverLayer.option).toBe("IipServer idleTimeoutMs")
     const clientLayer = await defectOf(Effect.scoped(Layer.build(EffectClient.layer({ host: "127.0.0.1", port: 9, maxPending: 0, log: () => {} }))))
-    expect((clientLayer as OptionInvalid).option).toBe("IipClient maxPending")
+    expect(clientLayer.option).toBe("IipClient maxPending")
+  })
+
+  // layerConfig's type says a bad setting is a ConfigError: one out of range (a deadline past 24 h,
+  // 0 connections, a drain past a timer) died with OptionInvalid instead.
+  it("layerConfig fails with a ConfigError naming the setting, not a defect", async () => {
+    const failureOf = async <A, E>(layer: Layer.Layer<A, E>, env: Record<string, string>): Promise<string> => {
+      const exit = await Effect.runPromiseExit(Effect.scoped(Layer.build(layer.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(env)))))))
+      expect(Exit.isFailure(exit)).toBe(true)
+      const reasons = Exit.isFailure(exit) ? exit.cause.reasons : []
+      expect(reasons.some(Cause.isDieReason)).toBe(false)
+      const error = reasons.find(Cause.isFailReason)?.error
+      expect((error as Config.ConfigError)._tag).toBe("ConfigError")
+      return (error as Config.ConfigError).message
+    }
+    expect(await failureOf(EffectClient.layerConfig(), { IIP_CLIENT_PORT: "9", IIP_CLIENT_DEADLINE: "2 days" })).toMatch(/: IIP_CLIENT_DEADLINE: IipClient requestTimeoutMs must be/)
+    expect(await failureOf(EffectClient.layerConfig(), { IIP_CLIENT_PORT: "9", IIP_CLIENT_MAX_CONNECTIONS: "0" })).toMatch(/: IIP_CLIENT_MAX_CONNECTIONS: IipClient maxConnections must be/)
+    expect(await failureOf(EffectServer.layerConfig(), { IIP_SERVER_PORT: "0", IIP_SERVER_DRAIN_TIMEOUT: "30 days" })).toMatch(/: IIP_SERVER_DRAIN_TIMEOUT: IipServer drainTimeoutMs must be/)
   })
 
   it("IipClient refuses counts and timeouts out of range, Infinity only where documented", () => {
@@ -150,6 +152,61 @@ describe("option limits", () => {
   it("the HTTP adapter refuses a body limit or a timeout out of range", () => {
     for (const value of [NaN, Infinity, -1, 0.5]) expect(refusal(() => new HttpAdapter({ maxBodyBytes: value })).option).toBe("HttpAdapter maxBodyBytes")
     for (const value of [NaN, -1, 86_400_001]) expect(refusal(() => new HttpAdapter({ requestTimeoutMs: value })).option).toBe("HttpAdapter requestTimeoutMs")
+  })
+
+  // A request's timeout of NaN (a deadline computed from an undefined) meant no timeout at all: a
+  // request to a server that never answers waited forever. It is refused as sent, nothing sent.
+  it("a request with a timeout of NaN is refused with PacketEncodeError, before anything is sent", async () => {
+    const server = await startServer(cleanup)
+    let received = 0
+    server.handle("/never", () => {
+      received++
+      return new Promise<string>(() => {})
+    })
+    server.handle("/echo", (request) => request.data)
+    for (const mesh of [true, false]) {
+      const client = startClient(cleanup, server.address.port, { mesh })
+      const refused = [
+        await settle(withTimeout(client.call("/never", "x", { timeoutMs: NaN }), 5000, "the refusal of call")),
+        await settle(withTimeout(client.stream("/never", Buffer.from("x"), { timeoutMs: NaN }), 5000, "the refusal of stream"))
+      ]
+      for (const result of refused) {
+        expect(result.ok).toBe(false)
+        expect(result.ok ? undefined : result.error).toBeInstanceOf(PacketEncodeError)
+        expect(result.ok ? undefined : (result.error as PacketEncodeError).rule).toBe("timeout-not-a-number")
+      }
+      // The client goes on serving requests with a timeout.
+      expect((await client.call("/echo", "after")).toString()).toBe("after")
+    }
+    expect(received).toBe(0)
+  })
+
+  // The load-balance client turned both into no deadline at all: NaN (`NaN > 0` is false) and
+  // Infinity (a deadline at Infinity sends a timeout of 0, none), where its client and README hold
+  // Infinity to 24 h. The server sees the deadline the call carries (mesh mode).
+  it("the load-balance client refuses a call's timeout of NaN and holds Infinity to 24 h", async () => {
+    const server = await startServer(cleanup)
+    let received = 0
+    const deadlines: Array<number> = []
+    server.handle("/never", () => {
+      received++
+      return new Promise<string>(() => {})
+    })
+    server.handle("/deadline", (request) => {
+      deadlines.push(request.context.deadline - monotonicMs())
+      return "ok"
+    })
+    const lb = new LoadBalanceClient({ backends: `127.0.0.1:${server.address.port}#1`, client: { log: () => {} } })
+    cleanup.add(() => lb.close())
+    const result = await settle(withTimeout(lb.call("/never", "x", { timeoutMs: NaN }), 5000, "the refusal"))
+    expect(result.ok ? undefined : (result.error as PacketEncodeError).rule).toBe("timeout-not-a-number")
+    expect(received).toBe(0)
+    await lb.call("/deadline", "x", { timeoutMs: Infinity })
+    const forever = new LoadBalanceClient({ backends: `127.0.0.1:${server.address.port}#1`, requestTimeoutMs: Infinity, client: { log: () => {} } })
+    cleanup.add(() => forever.close())
+    await forever.call("/deadline", "x")
+    expect(deadlines).toHaveLength(2)
+    for (const left of deadlines) expect(left).toBeGreaterThan(MaxDeadlineMs - 60_000)
   })
 
   it("defaults and documented edge values still construct, and a request goes through", async () => {
