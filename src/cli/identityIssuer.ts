@@ -52,6 +52,14 @@ const flags = {
     Flag.withDescription("of those, open from one address at once (TLS handshakes included); past it its new ones are closed (default 64)"),
     Flag.withDefault(64)
   ),
+  handshakeRatePerSource: Flag.Int("handshake-rate-per-source").pipe(
+    Flag.withDescription("TLS handshakes one address may start a second, sustained; past it (and its burst) its new connections are closed at accept, before any TLS (default 20)"),
+    Flag.withDefault(Issuer.issuerDefaults.handshakeRatePerSource)
+  ),
+  handshakeBurstPerSource: Flag.Int("handshake-burst-per-source").pipe(
+    Flag.withDescription("and at once, from a full bucket: sidecars behind one address (a NAT) starting together (default 40)"),
+    Flag.withDefault(Issuer.issuerDefaults.handshakeBurstPerSource)
+  ),
   maxInFlight: Flag.Int("max-in-flight").pipe(Flag.withDescription("signings in progress at once; past it requests are refused overloaded (default 64)"), Flag.withDefault(64)),
   maxInFlightPerSource: Flag.Int("max-in-flight-per-source").pipe(
     Flag.withDescription("of those, for one address at once (4 at most per connection); past it its requests are refused too-many-requests (default 16)"),
@@ -102,6 +110,8 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
     const maxConnections = yield* parseWith(() => bounded("max-connections", input.maxConnections, 1, 1_000_000))
     const maxInFlightPerSource = yield* parseWith(() => bounded("max-in-flight-per-source", input.maxInFlightPerSource, 1, 100_000))
     const maxConnectionsPerSource = yield* parseWith(() => bounded("max-connections-per-source", input.maxConnectionsPerSource, 1, 1_000_000))
+    const handshakeRatePerSource = yield* parseWith(() => bounded("handshake-rate-per-source", input.handshakeRatePerSource, 1, 1_000_000))
+    const handshakeBurstPerSource = yield* parseWith(() => bounded("handshake-burst-per-source", input.handshakeBurstPerSource, 1, 1_000_000))
     const caReloadMs = yield* parseWith(() => bounded("ca-reload-interval", parseDuration(input.caReloadInterval), 100, 3_600_000))
     const joinTokenTtlMs = yield* parseWith(() => bounded("join-token-ttl", parseDuration(input.joinTokenTtl, 366 * 86_400_000), 60_000, 366 * 86_400_000))
     const ca = yield* Effect.try({ try: () => loadIssuingCa(input.caDir), catch: (error) => error })
@@ -149,6 +159,8 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
       maxInFlightPerSource,
       maxConnections,
       maxConnectionsPerSource,
+      handshakeRatePerSource,
+      handshakeBurstPerSource,
       log: stderrLog
     })
     yield* Effect.forkScoped(watchCaDirectory(input.caDir, trustDomain, caReloadMs, issuer))

@@ -15,7 +15,8 @@
 // its TLS client certificate (verified against the bundle, never required): past its join token's
 // end, that certificate is what earns the renewal of the same service's identity. Every input is
 // bounded: body size, request time, the TokenReview call's time and answer, the signings in
-// flight and the connections, each in all and per peer (issuerShares.ts).
+// flight and the connections, each in all and per peer (issuerShares.ts), and the rate at which one
+// peer starts TLS handshakes (handshakeRate.ts).
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -28,9 +29,11 @@ import { ListenFailed } from "../iip/server.ts"
 import type { DocumentLoad } from "../iip/documentFile.ts"
 import { type Log, LogThrottle } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
+import { monotonicMillisOf } from "../mux/clock.ts"
 import type { IssuingCa } from "./caDirectory.ts"
 import { defaultLeafLifetimeMs, generateKeyPair, issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest, RequestMalformed } from "./certificateRequest.ts"
+import { HandshakeRate, handshakeSourcesTracked, type HandshakeVerdict } from "./handshakeRate.ts"
 import { IssuerShares } from "./issuerShares.ts"
 import { checkJoinToken, type JoinToken, ProofRefused, type RefusalReason, refusalReasons, reviewServiceAccountToken, type TokenReviewOptions } from "./proofs.ts"
 import { certificatesOfPem } from "./trustBundle.ts"
@@ -86,6 +89,12 @@ export interface IssuerOptions {
   readonly maxConnections: number
   /** Of those, open from one source address at once, handshakes included; past it new ones are closed (default 64). */
   readonly maxConnectionsPerSource: number
+  /**
+   * TLS handshakes one source address may start a second, sustained (default 20), and at once
+   * (default 40); past them its new connections are closed at accept, before any TLS work.
+   */
+  readonly handshakeRatePerSource: number
+  readonly handshakeBurstPerSource: number
   readonly log: Log
 }
 
@@ -96,7 +105,13 @@ export const issuerDefaults = {
   maxInFlight: 64,
   maxInFlightPerSource: 16,
   maxConnections: 1024,
-  maxConnectionsPerSource: 64
+  maxConnectionsPerSource: 64,
+  // A sidecar makes one connection a call (join, renewal, bundle refresh: minutes apart; a failed
+  // one retried after 1 s, doubling): 40 sidecars behind one address starting together, then 20
+  // more a second, pass; a loop at full speed (300-340 a second measured, from 8 connections at a
+  // time, the loop and the issuer in one process) is held to 20 a second.
+  handshakeRatePerSource: 20,
+  handshakeBurstPerSource: 40
 } as const
 
 export interface Issuer {
@@ -227,10 +242,12 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     const signed: Record<ProofKind, number> = { kubernetes: 0, join: 0 }
     const refused = Object.fromEntries(refusalReasons.map((reason) => [reason, 0])) as Record<RefusalReason, number>
     let abandoned = 0
+    let handshakes = 0
     const shares = new IssuerShares(options)
     const refusalLines = Object.fromEntries(refusalReasons.map((reason) => [reason, new LogThrottle(floodLines, floodWindowMs)])) as Record<RefusalReason, LogThrottle>
-    const connectionLines = { total: new LogThrottle(floodLines, floodWindowMs), per_source: new LogThrottle(floodLines, floodWindowMs) }
+    const connectionLines = { total: new LogThrottle(floodLines, floodWindowMs), per_source: new LogThrottle(floodLines, floodWindowMs), handshake_rate: new LogThrottle(floodLines, floodWindowMs) }
     const clock = yield* Clock.Clock
+    const handshakeRate = new HandshakeRate({ ratePerSecond: options.handshakeRatePerSource, burst: options.handshakeBurstPerSource }, () => monotonicMillisOf(clock))
 
     /** The identity a proof earns for a CSR naming `requestedId` (or nothing), and whether a presented certificate earned it. */
     const grant = async (proof: SignRequest["proof"], requestedId: string | undefined, renewing: string | undefined, departure: AbortSignal): Promise<{ spiffeId: string; byCertificate: boolean }> => {
@@ -291,10 +308,17 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       answer(response, statusOf[refusal.reason], { error: refusal.reason, message: refusal.detail }, "application/json", busy)
     }
 
-    const connectionRefused = (limit: "total" | "per_source", remote: string | undefined) => {
+    const connectionRefused = (limit: "total" | "per_source" | "handshake_rate", remote: string | undefined, verdict?: HandshakeVerdict) => {
       const admitted = connectionLines[limit].admit()
       if (admitted === undefined) return
-      const detail = limit === "total" ? `all ${options.maxConnections} connections are taken` : `this address's share of connections (${options.maxConnectionsPerSource}) is taken`
+      const rate = `${options.handshakeRatePerSource}/s, burst ${options.handshakeBurstPerSource}`
+      const detail = limit === "total"
+        ? `all ${options.maxConnections} connections are taken`
+        : limit === "per_source"
+        ? `this address's share of connections (${options.maxConnectionsPerSource}) is taken`
+        : verdict === "over-rate-shared"
+        ? `the handshakes of addresses past the ${handshakeSourcesTracked} tracked, which share one bucket, are past ${rate}`
+        : `this address's TLS handshakes are past ${rate}`
       options.log("identity-connection-refused", { limit, detail, remote, ...admitted })
     }
 
@@ -323,13 +347,20 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         "# HELP iip_mesh_issuer_abandoned_total Signings given up because their client left during the TokenReview (the review aborted, the slot given back).",
         "# TYPE iip_mesh_issuer_abandoned_total counter",
         `iip_mesh_issuer_abandoned_total ${abandoned}`,
+        "# HELP iip_mesh_issuer_tls_handshakes_total TLS handshakes completed (each costs the issuer a key exchange and a signature).",
+        "# TYPE iip_mesh_issuer_tls_handshakes_total counter",
+        `iip_mesh_issuer_tls_handshakes_total ${handshakes}`,
         "# HELP iip_mesh_issuer_connections Connections open now, TLS handshakes in progress included.",
         "# TYPE iip_mesh_issuer_connections gauge",
         `iip_mesh_issuer_connections ${shares.connections}`,
-        "# HELP iip_mesh_issuer_connections_refused_total Connections closed at accept: past --max-connections in all, or past --max-connections-per-source from one address.",
+        "# HELP iip_mesh_issuer_connections_refused_total Connections closed at accept: past --max-connections in all, past --max-connections-per-source from one address, or past its --handshake-rate-per-source.",
         "# TYPE iip_mesh_issuer_connections_refused_total counter",
         `iip_mesh_issuer_connections_refused_total{limit="total"} ${shares.connectionsRefused.total}`,
         `iip_mesh_issuer_connections_refused_total{limit="per_source"} ${shares.connectionsRefused.per_source}`,
+        `iip_mesh_issuer_connections_refused_total{limit="handshake_rate"} ${handshakeRate.refused}`,
+        "# HELP iip_mesh_issuer_handshake_rate_sources Source addresses whose TLS handshake bucket is tracked now (not full again yet).",
+        "# TYPE iip_mesh_issuer_handshake_rate_sources gauge",
+        `iip_mesh_issuer_handshake_rate_sources ${handshakeRate.tracked}`,
         ...joinTokenReloadsText(),
         ""
       ].join("\n")
@@ -392,22 +423,41 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         )
     })
     // Before the HTTP layer takes the connection, so its first request finds the tag.
-    server.prependListener("secureConnection", (socket: TLSSocket) => verifiedUnder.set(socket, Date.now() - caReplacedAt <= options.requestTimeoutMs ? -1 : caGeneration))
+    server.prependListener("secureConnection", (socket: TLSSocket) => {
+      handshakes++
+      verifiedUnder.set(socket, Date.now() - caReplacedAt <= options.requestTimeoutMs ? -1 : caGeneration)
+    })
     server.requestTimeout = options.requestTimeoutMs
     server.headersTimeout = Math.min(options.requestTimeoutMs, 60_000)
     server.keepAliveTimeout = 5_000
     server.maxConnections = options.maxConnections
     server.on("tlsClientError", () => {})
-    // At the TCP accept, before the TLS handshake (its CPU and its place are what a flood takes).
-    server.prependListener("connection", (socket: net.Socket) => {
+    /** Closes a connection refused at accept (counted and logged, by `limit`, unless its peer had already gone); false. */
+    const closeAtAccept = (socket: net.Socket, source?: string, limit?: "per_source" | "handshake_rate", verdict?: HandshakeVerdict): false => {
+      socket.destroy()
+      if (limit !== undefined) connectionRefused(limit, source, verdict)
+      return false
+    }
+    /** Whether a connection just accepted may go on to its TLS handshake; one that may not is closed. */
+    const admit = (socket: net.Socket): boolean => {
       const source = socket.remoteAddress
       // No address: the peer is already gone.
-      if (source === undefined) return void socket.destroy()
-      if (!shares.admit(source)) {
-        socket.destroy()
-        return connectionRefused("per_source", source)
-      }
+      if (source === undefined) return closeAtAccept(socket)
+      // The rate first: a connection it refuses never holds a place in the shares.
+      const verdict = handshakeRate.take(source)
+      if (verdict !== "admitted") return closeAtAccept(socket, source, "handshake_rate", verdict)
+      if (!shares.admit(source)) return closeAtAccept(socket, source, "per_source")
       socket.once("close", () => shares.closed(source))
+      return true
+    }
+    // At the TCP accept, before any TLS work (its CPU and its place are what a flood takes): node's
+    // own connection listener, which wraps the socket in a TLSSocket (an SSL object made, even for a
+    // socket already closed), runs only for a connection admitted. Measured: closing a connection
+    // costs ~42 us, a TLSSocket made on it ~83 us more.
+    const startTls = server.listeners("connection") as Array<(socket: net.Socket) => void>
+    server.removeAllListeners("connection")
+    server.on("connection", (socket: net.Socket) => {
+      if (admit(socket)) for (const listener of startTls) listener.call(server, socket)
     })
     server.on("drop", (dropped?: { readonly remoteAddress?: string }) => {
       shares.connectionsRefused.total++

@@ -239,6 +239,33 @@ describe("iip-mesh identity", () => {
     expect(connections).toMatchObject({ code: 1, stderr: expect.stringMatching(/--max-connections-per-source: expected 1\.\.1000000, got 0/) })
   }, TEST_MS)
 
+  it("--handshake-rate-per-source / --handshake-burst-per-source close an address's connection past its bucket at accept (logged); out-of-range values do not start", async () => {
+    const child: ChildProcess = spawn(process.execPath, [main, "identity", "--ca-dir", caDir, "--listen", "127.0.0.1:0", "--join-tokens", join(work, "join-tokens"), "--handshake-rate-per-source", "1", "--handshake-burst-per-source", "1"], { env, stdio: ["ignore", "ignore", "pipe"] })
+    const stderr = stderrOf(child, START_MS)
+    const first = new net.Socket()
+    try {
+      const ready = await lineOf<{ address: string }>(child, child.stderr!, "identity-issuer-ready")
+      const [host, port] = [ready.address.slice(0, ready.address.lastIndexOf(":")), Number(ready.address.slice(ready.address.lastIndexOf(":") + 1))]
+      const pair = await generateKeyPair()
+      const csr = await createCertificateRequest(pair.keys, undefined)
+      const signer = issuerSigner({ issuerUrl: `https://${ready.address}`, trustDomain: "cmd.mesh", trustBundle: () => readFileSync(join(caDir, "bundle.pem"), "utf8"), proof: () => ({ kind: "join", token }) })
+      // 127.0.0.1's one handshake of the burst, taken by a connection that never starts it: the
+      // signer's, right after (well within the second a token takes to come back), is closed.
+      await new Promise<void>((connected) => first.connect(port, host, connected))
+      await expect(signer(csr)).rejects.toThrow(/socket disconnected|ECONNRESET|socket hang up/)
+      await stderr.waitFor(/"event":"identity-connection-refused","limit":"handshake_rate","detail":"this address's TLS handshakes are past 1\/s, burst 1","remote":"127\.0\.0\.1"/)
+    } finally {
+      first.destroy()
+      child.kill("SIGKILL")
+    }
+    const [rate, burst] = await Promise.all([
+      run("--ca-dir", caDir, "--join-tokens", join(work, "join-tokens"), "--handshake-rate-per-source", "0"),
+      run("--ca-dir", caDir, "--join-tokens", join(work, "join-tokens"), "--handshake-burst-per-source", "0")
+    ])
+    expect(rate).toMatchObject({ code: 1, stderr: expect.stringMatching(/--handshake-rate-per-source: expected 1\.\.1000000, got 0/) })
+    expect(burst).toMatchObject({ code: 1, stderr: expect.stringMatching(/--handshake-burst-per-source: expected 1\.\.1000000, got 0/) })
+  }, TEST_MS)
+
   it("refuses to start with no proof it could take, with --kubernetes on outside a cluster, or with another trust domain", async () => {
     // Four independent starts, side by side.
     const [noProof, kubernetes, otherDomain, missing] = await Promise.all([

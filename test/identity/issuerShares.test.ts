@@ -52,10 +52,14 @@ const holdingApiServer = async () => {
   return { url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, held, release }
 }
 
+/** Handshakes a source may start, high enough that the shares, not the rate (issuerHandshakeRate.test.ts), are what these meet. */
+const unlimitedHandshakes = { handshakeRatePerSource: 1_000_000, handshakeBurstPerSource: 1_000_000 }
+
 const startHeldIssuer = async (options: Parameters<typeof startIssuer>[1] = {}, reviewTimeoutMs = 60_000) => {
   const api = await holdingApiServer()
   const running = await startIssuer(ca, {
     joinTokens: joinTokensNow(`${joinToken} catalog\n`),
+    ...unlimitedHandshakes,
     tokenReview: { apiUrl: api.url, ca: undefined, bearerToken: () => "issuer-own-token", audience, timeoutMs: reviewTimeoutMs },
     ...options
   })
@@ -336,7 +340,8 @@ describe("issuer: every share taken is given back once", () => {
       joinTokens: joinTokensNow(`${joinToken} catalog\n`),
       // The held TokenReviews end only when their caller leaves: the timeout is not what frees them.
       tokenReview: { apiUrl: api.url, ca: undefined, bearerToken: () => "issuer-own-token", audience, timeoutMs: 60_000 },
-      maxConnectionsPerSource: 64
+      maxConnectionsPerSource: 64,
+      ...unlimitedHandshakes
     })
     cleanups.push(() => running.stop())
     const pair = await generateKeyPair()
