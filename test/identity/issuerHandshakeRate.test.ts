@@ -137,6 +137,8 @@ describe("issuer: one address's TLS handshake rate", () => {
     // It did try far more: each attempt past the bucket was closed at accept, and counted.
     expect(attack.state.attempts, JSON.stringify(figures)).toBeGreaterThan(4 * (burst + ratePerSecond * seconds))
     expect(refusedAtAccept).toBe(attack.state.attempts - attackHandshakes)
+    // No connection refused at accept holds a place in the shares: the scrape's own is the one open.
+    expect(counter(text, "iip_mesh_issuer_connections"), JSON.stringify(figures)).toBe(1)
     const lines = running.events.filter((e) => e.event === "identity-connection-refused")
     expect(lines.length).toBeGreaterThan(0)
     expect(lines.length).toBeLessThanOrEqual(20)
