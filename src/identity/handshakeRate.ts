@@ -64,7 +64,7 @@ export class HandshakeRate {
     return this.buckets.size
   }
 
-  /** Takes a handshake for a connection just accepted from `source`, or says which bucket is empty. */
+  /** Takes a handshake for a connection just accepted from `source`, or refuses it (its bucket is empty). */
   take(source: string): HandshakeVerdict {
     const now = this.now()
     this.forgetFull(now)
