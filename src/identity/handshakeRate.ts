@@ -4,8 +4,13 @@
 // verification), and the connection share (issuerShares.ts) bounds only the connections open at
 // once: a peer connecting, handshaking and closing in a loop holds a few and takes a core. Only
 // addresses whose bucket is not full are tracked (one that is full is as good as none), at most
-// maxSources of them: a new address past that shares one bucket with every other untracked one,
-// so a spray of addresses neither grows memory nor gets a fresh burst per address.
+// maxSources of them: a new address past that takes the place of the least recently updated one,
+// so a spray of addresses grows no memory. It does not share one bucket among the addresses past
+// maxSources: a spray (one IPv6 /64 holds 2^64 addresses) would keep the table full and empty
+// that bucket, refusing every sidecar new to the issuer; an address looping is updated at each of
+// its attempts, so it stays at the back and keeps its bucket unless maxSources other addresses
+// connect between two of them (and addresses enough to do that already get far more handshakes,
+// burst and rate each, than one issuer can make: a bound across addresses is not this one's).
 
 /** Addresses tracked at most (an entry is ~200 bytes: ~2 MB at most). */
 export const handshakeSourcesTracked = 10_000
@@ -15,12 +20,12 @@ export interface HandshakeRateLimits {
   readonly ratePerSecond: number
   /** And at once from a full bucket: sidecars behind one address (a NAT) starting together. */
   readonly burst: number
-  /** Addresses tracked at once; past it new ones share one bucket (default handshakeSourcesTracked). */
+  /** Addresses tracked at once; past it a new one takes the least recently updated one's place (default handshakeSourcesTracked). */
   readonly maxSources?: number
 }
 
-/** Admitted, refused by the address's own bucket, or by the bucket shared past maxSources addresses. */
-export type HandshakeVerdict = "admitted" | "over-rate" | "over-rate-shared"
+/** Admitted, or refused by the address's bucket. */
+export type HandshakeVerdict = "admitted" | "over-rate"
 
 /** Tokens are counted in thousandths: a whole ms at a whole rate a second refills a whole number of them, so the sums stay exact. */
 const unit = 1_000
@@ -42,7 +47,6 @@ export class HandshakeRate {
   private readonly now: () => number
   /** Least recently updated first (an update moves an entry to the end): what is full again is at the front. */
   private readonly buckets = new Map<string, Bucket>()
-  private readonly shared: Bucket
   /** Handshakes refused (their connections closed at accept). */
   refused = 0
 
@@ -53,7 +57,6 @@ export class HandshakeRate {
     this.maxSources = limits.maxSources ?? handshakeSourcesTracked
     this.fullAfterMs = this.burst / this.refillPerMs
     this.now = now
-    this.shared = { tokens: this.burst, at: now() }
   }
 
   /** Addresses tracked now (those whose bucket may not be full). */
@@ -61,23 +64,21 @@ export class HandshakeRate {
     return this.buckets.size
   }
 
-  /** Takes a handshake for a connection just accepted from `source`, or says which bucket is empty. */
+  /** Takes a handshake for a connection just accepted from `source`, or refuses it (its bucket is empty). */
   take(source: string): HandshakeVerdict {
     const now = this.now()
     this.forgetFull(now)
     let bucket = this.buckets.get(source)
     if (bucket === undefined) {
-      if (this.buckets.size >= this.maxSources) return this.takeFrom(this.shared, now) ? "admitted" : this.refuse("over-rate-shared")
+      // The least recently updated first: its address has waited longest since its last attempt.
+      if (this.buckets.size >= this.maxSources) this.buckets.delete(this.buckets.keys().next().value!)
       bucket = { tokens: this.burst, at: now }
     } else this.buckets.delete(source)
     const taken = this.takeFrom(bucket, now)
     this.buckets.set(source, bucket)
-    return taken ? "admitted" : this.refuse("over-rate")
-  }
-
-  private refuse(verdict: HandshakeVerdict): HandshakeVerdict {
+    if (taken) return "admitted"
     this.refused++
-    return verdict
+    return "over-rate"
   }
 
   private takeFrom(bucket: Bucket, now: number): boolean {

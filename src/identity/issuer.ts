@@ -33,7 +33,7 @@ import { monotonicMillisOf } from "../mux/clock.ts"
 import type { IssuingCa } from "./caDirectory.ts"
 import { defaultLeafLifetimeMs, generateKeyPair, issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest, RequestMalformed } from "./certificateRequest.ts"
-import { HandshakeRate, handshakeSourcesTracked, type HandshakeVerdict } from "./handshakeRate.ts"
+import { HandshakeRate } from "./handshakeRate.ts"
 import { IssuerShares } from "./issuerShares.ts"
 import { checkJoinToken, type JoinToken, ProofRefused, type RefusalReason, refusalReasons, reviewServiceAccountToken, type TokenReviewOptions } from "./proofs.ts"
 import { certificatesOfPem } from "./trustBundle.ts"
@@ -308,17 +308,14 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       answer(response, statusOf[refusal.reason], { error: refusal.reason, message: refusal.detail }, "application/json", busy)
     }
 
-    const connectionRefused = (limit: "total" | "per_source" | "handshake_rate", remote: string | undefined, verdict?: HandshakeVerdict) => {
+    const connectionRefused = (limit: "total" | "per_source" | "handshake_rate", remote: string | undefined) => {
       const admitted = connectionLines[limit].admit()
       if (admitted === undefined) return
-      const rate = `${options.handshakeRatePerSource}/s, burst ${options.handshakeBurstPerSource}`
       const detail = limit === "total"
         ? `all ${options.maxConnections} connections are taken`
         : limit === "per_source"
         ? `this address's share of connections (${options.maxConnectionsPerSource}) is taken`
-        : verdict === "over-rate-shared"
-        ? `the handshakes of addresses past the ${handshakeSourcesTracked} tracked, which share one bucket, are past ${rate}`
-        : `this address's TLS handshakes are past ${rate}`
+        : `this address's TLS handshakes are past ${options.handshakeRatePerSource}/s, burst ${options.handshakeBurstPerSource}`
       options.log("identity-connection-refused", { limit, detail, remote, ...admitted })
     }
 
@@ -433,9 +430,9 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     server.maxConnections = options.maxConnections
     server.on("tlsClientError", () => {})
     /** Closes a connection refused at accept (counted and logged, by `limit`, unless its peer had already gone); false. */
-    const closeAtAccept = (socket: net.Socket, source?: string, limit?: "per_source" | "handshake_rate", verdict?: HandshakeVerdict): false => {
+    const closeAtAccept = (socket: net.Socket, source?: string, limit?: "per_source" | "handshake_rate"): false => {
       socket.destroy()
-      if (limit !== undefined) connectionRefused(limit, source, verdict)
+      if (limit !== undefined) connectionRefused(limit, source)
       return false
     }
     /** Whether a connection just accepted may go on to its TLS handshake; one that may not is closed. */
@@ -444,8 +441,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       // No address: the peer is already gone.
       if (source === undefined) return closeAtAccept(socket)
       // The rate first: a connection it refuses never holds a place in the shares.
-      const verdict = handshakeRate.take(source)
-      if (verdict !== "admitted") return closeAtAccept(socket, source, "handshake_rate", verdict)
+      if (handshakeRate.take(source) !== "admitted") return closeAtAccept(socket, source, "handshake_rate")
       if (!shares.admit(source)) return closeAtAccept(socket, source, "per_source")
       socket.once("close", () => shares.closed(source))
       return true

@@ -1,6 +1,6 @@
 // The issuer's handshake token buckets (src/identity/handshakeRate.ts) on an injected clock: the
 // burst and the sustained rate per address, addresses apart, the entries forgotten once full
-// again, and the bound on addresses tracked (past it one shared bucket).
+// again, and the bound on addresses tracked (past it the least recently updated makes room).
 import { describe, expect, it } from "vitest"
 import { HandshakeRate } from "../../src/identity/handshakeRate.ts"
 
@@ -57,20 +57,38 @@ describe("HandshakeRate", () => {
     expect(takes(rate, "10.0.0.1", 20).every((verdict) => verdict === "admitted")).toBe(true)
   })
 
-  it("a spray of a million addresses tracks maxSources of them; the rest share one bucket of one address's burst and rate, and those tracked keep their own", () => {
+  it("a spray of a million addresses tracks maxSources of them, the least recently updated making room; each address's first handshake is admitted", () => {
     const { clock, rate } = onClock({ ratePerSecond: 20, burst: 40, maxSources: 1_000 })
-    takes(rate, "10.0.0.1", 1)
     let admitted = 0
     for (let i = 0; i < 1_000_000; i++) if (rate.take(`fd00::${i.toString(16)}`) === "admitted") admitted++
     expect(rate.tracked).toBe(1_000)
-    // 999 addresses got a bucket of their own (one handshake each), 40 more the shared burst.
-    expect(admitted).toBe(999 + 40)
-    expect(rate.take("fd00:ffff::1")).toBe("over-rate-shared")
-    expect(rate.take("10.0.0.1")).toBe("admitted")
-    // Once the tracked are full again (2 s idle) new addresses get buckets of their own again.
+    expect(admitted).toBe(1_000_000)
+    // Once the tracked are full again (2 s idle) they are forgotten.
     clock.now += 2_000
     expect(rate.take("fd00:ffff::1")).toBe("admitted")
     expect(rate.tracked).toBe(1)
+  })
+
+  it("addresses past maxSources tracked never refuse a newcomer that has not itself gone past its rate: the least recently updated entry makes room", () => {
+    const { rate } = onClock({ ratePerSecond: 20, burst: 40, maxSources: 3 })
+    // Three addresses connecting once each (a spray, or sidecars joining) fill the table for 2 s.
+    for (const source of ["fd00::1", "fd00::2", "fd00::3"]) expect(rate.take(source)).toBe("admitted")
+    // More sprayed addresses, 50 of them, one connection each.
+    for (let i = 0; i < 50; i++) rate.take(`fd00:1::${i.toString(16)}`)
+    // An honest sidecar's first connection, from an address never seen.
+    expect(rate.take("10.0.0.9")).toBe("admitted")
+    expect(rate.tracked).toBe(3)
+  })
+
+  it("an address looping past its rate stays refused while fewer than maxSources other addresses connect between its attempts", () => {
+    const { clock, rate } = onClock({ ratePerSecond: 1, burst: 2, maxSources: 4 })
+    expect(takes(rate, "10.0.0.1", 2).every((verdict) => verdict === "admitted")).toBe(true)
+    for (let i = 0; i < 100; i++) {
+      clock.now += 1
+      rate.take(`fd00::${i.toString(16)}`)
+      rate.take(`fd00:1::${i.toString(16)}`)
+      expect(rate.take("10.0.0.1")).toBe("over-rate")
+    }
   })
 
   it("a clock read earlier than the last (never from a monotonic one) refills nothing and refuses nothing wrongly", () => {

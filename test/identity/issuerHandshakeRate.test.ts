@@ -3,6 +3,7 @@
 // (issuerShares.ts) does not bound it, since the loop holds only a few connections at a time. The
 // attacker is a raw TLS/TCP client from 127.0.0.2; an honest sidecar signs from 127.0.0.3
 // meanwhile. The handshakes completed are counted at the issuer (its metrics).
+import { createHook } from "node:async_hooks"
 import * as https from "node:https"
 import * as net from "node:net"
 import * as tls from "node:tls"
@@ -136,9 +137,38 @@ describe("issuer: one address's TLS handshake rate", () => {
     // It did try far more: each attempt past the bucket was closed at accept, and counted.
     expect(attack.state.attempts, JSON.stringify(figures)).toBeGreaterThan(4 * (burst + ratePerSecond * seconds))
     expect(refusedAtAccept).toBe(attack.state.attempts - attackHandshakes)
+    // No connection refused at accept holds a place in the shares: the scrape's own is the one open.
+    expect(counter(text, "iip_mesh_issuer_connections"), JSON.stringify(figures)).toBe(1)
     const lines = running.events.filter((e) => e.event === "identity-connection-refused")
     expect(lines.length).toBeGreaterThan(0)
     expect(lines.length).toBeLessThanOrEqual(20)
     expect(lines[0]!.fields).toMatchObject({ limit: "handshake_rate", remote: attackerAddress })
+  })
+  it("a connection refused at accept gets no TLS setup: node makes a TLS wrap (an SSL object) only for the connections admitted", async () => {
+    const running = await startIssuer(ca, { joinTokens: joinTokensNow(`${joinToken} catalog\n`), handshakeRatePerSource: 1, handshakeBurstPerSource: 2 })
+    cleanups.push(() => running.stop())
+    // The attacker speaks plain TCP (it never starts TLS itself): every TLS wrap made in this
+    // process meanwhile is the issuer's.
+    let tlsWraps = 0
+    const hook = createHook({ init: (_id, type) => void (type === "TLSWRAP" && tlsWraps++) }).enable()
+    cleanups.push(() => hook.disable())
+    const sockets: Array<net.Socket> = []
+    cleanups.push(() => sockets.forEach((socket) => socket.destroy()))
+    const connections = 30
+    for (let i = 0; i < connections; i++) {
+      const socket = net.connect({ host: "127.0.0.1", port: running.issuer.port, localAddress: attackerAddress })
+      socket.on("error", () => {})
+      sockets.push(socket)
+      await new Promise((connected) => socket.once("connect", connected))
+    }
+    // The last one is refused (its closing seen), and the issuer handled every accept before it.
+    const last = net.connect({ host: "127.0.0.1", port: running.issuer.port, localAddress: attackerAddress })
+    last.on("error", () => {})
+    sockets.push(last)
+    await new Promise((closed) => last.once("close", closed))
+    hook.disable()
+    const refused = counter(await metricsFrom(running, scraperAddress), `iip_mesh_issuer_connections_refused_total{limit="handshake_rate"}`)
+    expect(refused).toBeGreaterThanOrEqual(connections + 1 - 2 - 1)
+    expect(tlsWraps).toBe(connections + 1 - refused)
   })
 })
