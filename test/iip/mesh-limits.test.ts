@@ -136,12 +136,13 @@ describe("deadline-ms from the wire", () => {
     else expect(seen[0]).toBe(0)
   })
 
-  it("a caller's timeout of Infinity, 1e12 or NaN is clamped too (mesh and plain): the call is answered, not timed out at once", async () => {
+  // (A timeout of NaN is refused before anything is sent since w13-rlibopts: test/iip/option-limits.test.ts.)
+  it("a caller's timeout of Infinity or 1e12 is clamped too (mesh and plain): the call is answered, not timed out at once", async () => {
     const server = await startServer(cleanup)
     server.handle("/slow", (request) => new Promise<Buffer>((resolve) => setTimeout(() => resolve(request.data), 30)))
     for (const mesh of [true, false]) {
       const client = startClient(cleanup, server.address.port, { mesh })
-      for (const timeoutMs of [Infinity, 1e12, Number.NaN]) {
+      for (const timeoutMs of [Infinity, 1e12]) {
         expect((await client.call("/slow", `t${timeoutMs}`, { timeoutMs })).toString()).toBe(`t${timeoutMs}`)
       }
     }
