@@ -84,7 +84,7 @@ export interface CallTimes {
 }
 
 /** The percentiles of sorted latencies. */
-const summarizeLatencies = (sorted: Float64Array) => ({
+export const summarizeLatencies = (sorted: Float64Array) => ({
   p50: percentile(sorted, 0.5),
   p90: percentile(sorted, 0.9),
   p99: percentile(sorted, 0.99),

@@ -1,0 +1,159 @@
+// The sidecar bench's default open-loop generator: bench/sidecar/openLoop.c, compiled with the
+// machine's C compiler once per change of its source (into a cache dir under the temp dir), run as
+// one long-lived child the bench drives over its line protocol (the C file's header), slice after
+// slice on different targets. Its samples are nodeLoad.ts's OpenSample, so turns.ts's mergeOpen and
+// the reports take them as they take the Node loop's. The point: the generator runs outside the
+// bench's Node process, so neither its GC pauses nor its timers' lateness land in the tails.
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { createHash } from "node:crypto"
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { Data } from "effect"
+import { type OpenSample, summarizeLatencies } from "./nodeLoad.ts"
+import { findExecutable } from "./which.ts"
+
+export const C_SOURCE = fileURLToPath(new URL("./openLoop.c", import.meta.url))
+export const CC_INSTALL_HINT = "apt-get install gcc"
+
+/** The generator could not be built, or died, or answered what the bench cannot read. */
+export class CLoadFailed extends Data.TaggedError("CLoadFailed")<{ readonly message: string }> {}
+
+/** A command the generator refused (its {"error": ...} answer). */
+export class CLoadRefused extends Data.TaggedError("CLoadRefused")<{ readonly message: string }> {}
+
+/**
+ * The generator's binary, compiled if this source has not been yet: `<tmp>/iip-mesh-openloop-<hash>/openloop`.
+ * Undefined when there is no C compiler (the caller falls back to the Node loop and says how to get one).
+ */
+export const buildOpenLoop = (cc: string | undefined = process.env.CC ?? findExecutable("cc")): string | undefined => {
+  if (cc === undefined) return undefined
+  const source = readFileSync(C_SOURCE)
+  const dir = join(tmpdir(), `iip-mesh-openloop-${createHash("sha256").update(source).digest("hex").slice(0, 16)}`)
+  const binary = join(dir, "openloop")
+  if (existsSync(binary)) return binary
+  mkdirSync(dir, { recursive: true })
+  // Built beside it and renamed, so a bench or test building at the same moment never runs half a file.
+  const partial = join(dir, `openloop.${process.pid}.partial`)
+  try {
+    execFileSync(cc, ["-O2", "-Wall", "-Wextra", "-o", partial, C_SOURCE], { stdio: ["ignore", "pipe", "pipe"] })
+    chmodSync(partial, 0o755)
+    renameSync(partial, binary)
+  } catch (error) {
+    rmSync(partial, { force: true })
+    const stderr = (error as { stderr?: Buffer }).stderr?.toString().trim().slice(0, 2000)
+    throw new CLoadFailed({ message: `${cc} could not compile ${C_SOURCE}: ${stderr ?? String(error)}` })
+  }
+  return binary
+}
+
+/** The generator's most requests in flight per target (openLoop.c's MAX_SOCKETS). */
+const MAX_SOCKETS = 1024
+
+/** A running generator: its pid (to read its CPU), its targets and open-loop runs, and its stop. */
+export interface CLoad {
+  readonly pid: number
+  /** Registers `host:port` (an IPv4 address) as target `id`; `hostHeader` undefined sends `Host: host:port`, as node does. */
+  readonly target: (id: number, host: string, port: number, hostHeader: string | undefined, maxSockets: number) => Promise<void>
+  /** One open loop on target `id`, the answer as nodeLoad.ts's openLoop gives it. */
+  readonly run: (id: number, rate: number, warmupMs: number, measureMs: number, giveUpMs: number) => Promise<OpenSample>
+  /** Sends a raw command line and resolves with the answer's JSON (tests use it for what the bench never sends). */
+  readonly command: (line: string) => Promise<unknown>
+  readonly close: () => Promise<void>
+}
+
+interface Waiter {
+  readonly resolve: (answer: unknown) => void
+  readonly reject: (error: CLoadFailed) => void
+}
+
+/** Starts the generator `binary` (from buildOpenLoop). */
+export const startCLoad = (binary: string): Promise<CLoad> =>
+  new Promise((resolve, reject) => {
+    const child: ChildProcess = spawn(binary, [], { stdio: ["pipe", "pipe", "pipe"] })
+    const waiters: Array<Waiter> = []
+    let out = ""
+    let stderr = ""
+    let gone: CLoadFailed | undefined
+    const fail = (error: CLoadFailed) => {
+      gone ??= error
+      for (const waiter of waiters.splice(0)) waiter.reject(gone)
+    }
+    child.stderr!.setEncoding("utf8").on("data", (text: string) => (stderr = (stderr + text).slice(-2000)))
+    child.stdout!.setEncoding("utf8").on("data", (text: string) => {
+      out += text
+      for (let nl = out.indexOf("\n"); nl !== -1; nl = out.indexOf("\n")) {
+        const line = out.slice(0, nl)
+        out = out.slice(nl + 1)
+        const waiter = waiters.shift()
+        if (waiter === undefined) return fail(new CLoadFailed({ message: `the generator printed a line nobody asked for: ${line.slice(0, 200)}` }))
+        try {
+          waiter.resolve(JSON.parse(line))
+        } catch {
+          waiter.reject(new CLoadFailed({ message: `the generator's answer is no JSON: ${line.slice(0, 200)}` }))
+        }
+      }
+    })
+    // Its stdin can fail once it has exited: the exit says why.
+    child.stdin!.on("error", () => {})
+    child.once("error", (error) => {
+      fail(new CLoadFailed({ message: `the generator did not start: ${error.message}` }))
+      reject(gone)
+    })
+    const exited = new Promise<void>((done) =>
+      child.once("exit", (code, signal) => {
+        fail(new CLoadFailed({ message: `the generator exited (${code ?? signal})${stderr === "" ? "" : `: ${stderr.trim()}`}` }))
+        done()
+      })
+    )
+    const command = (line: string): Promise<unknown> =>
+      new Promise((ok, no) => {
+        if (gone !== undefined) return no(gone)
+        waiters.push({ resolve: ok, reject: no })
+        child.stdin!.write(`${line}\n`)
+      })
+    /** A command's answer, or its refusal as an error. */
+    const expect = async (line: string): Promise<Record<string, unknown>> => {
+      const answer = (await command(line)) as Record<string, unknown>
+      if (typeof answer !== "object" || answer === null) throw new CLoadFailed({ message: `the generator answered ${JSON.stringify(answer)}` })
+      if (typeof answer.error === "string") throw new CLoadRefused({ message: `${line.split(" ")[0]}: ${answer.error}` })
+      return answer
+    }
+    child.once("spawn", () =>
+      resolve({
+        pid: child.pid!,
+        command,
+        target: async (id, host, port, hostHeader, maxSockets) => {
+          await expect(`target ${id} ${host} ${port} ${hostHeader ?? "-"} ${Math.min(maxSockets, MAX_SOCKETS)}`)
+        },
+        run: async (id, rate, warmupMs, measureMs, giveUpMs) => sampleOf(await expect(`run ${id} ${rate} ${Math.round(measureMs)} ${Math.round(warmupMs)} ${Math.round(giveUpMs)}`)),
+        close: async () => {
+          if (child.exitCode === null && child.signalCode === null) {
+            child.stdin!.end()
+            // It exits on its stdin's end; a run in progress ends within its give-up time first.
+            const force = setTimeout(() => child.kill("SIGKILL"), 5000)
+            await exited
+            clearTimeout(force)
+          }
+        }
+      })
+    )
+  })
+
+/** A run's answer as an OpenSample (nodeLoad.ts): the latencies sorted beside the calls in due order. */
+const sampleOf = (answer: Record<string, unknown>): OpenSample => {
+  const { sent, errors, firstError, maxOutstanding, dueMs, ms } = answer
+  if (typeof sent !== "number" || typeof errors !== "number" || typeof maxOutstanding !== "number" || !Array.isArray(dueMs) || !Array.isArray(ms) || dueMs.length !== ms.length) {
+    throw new CLoadFailed({ message: `the generator's run answer lacks a field: ${JSON.stringify(answer).slice(0, 200)}` })
+  }
+  const calls = { dueMs: Float64Array.from(dueMs as Array<number>), ms: Float64Array.from(ms as Array<number>) }
+  return {
+    sent,
+    errors,
+    firstError: typeof firstError === "string" ? firstError : undefined,
+    maxOutstanding,
+    ...summarizeLatencies(calls.ms.slice().sort()),
+    calls
+  }
+}

@@ -1,0 +1,279 @@
+// The sidecar bench's C open-loop generator (bench/sidecar/openLoop.c, driven by cLoad.ts), compiled
+// with the machine's C compiler and run as the bench runs it (one long-lived child, many commands),
+// against real node:http servers on 127.0.0.1 port 0, raw node:net servers for the answers no HTTP
+// server sends (garbage, an endless header block, a close mid-body), and an nginx pair where nginx
+// is installed. Without a C compiler the suite skips with the reason (in CI, where
+// scripts/test-tools.sh installs gcc, it fails).
+import { spawnSync } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import * as http from "node:http"
+import * as net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { performance } from "node:perf_hooks"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { buildOpenLoop, type CLoad, CLoadRefused, startCLoad } from "../../bench/sidecar/cLoad.ts"
+import { makeTarget, openLoop } from "../../bench/sidecar/nodeLoad.ts"
+import { startProxyPair } from "../../bench/sidecar/proxies.ts"
+import { makePayload, PATH, SERVICE_HOST } from "../../bench/sidecar/request.ts"
+import { findExecutable } from "../../bench/sidecar/which.ts"
+import { assertCapability, type Capability, gate } from "../support/netnsProcess.ts"
+
+const cc = process.env.CC ?? "cc"
+const capability: Capability = spawnSync(cc, ["--version"]).status === 0 ? { ok: true } : { ok: false, reason: `no C compiler (${cc}; apt-get install gcc)` }
+const compiled = gate("the C open-loop generator", capability)
+const payload = makePayload()
+const HOST = "127.0.0.1"
+
+const cleanups: Array<() => void | Promise<void>> = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+})
+
+const listen = async <S extends net.Server>(server: S): Promise<number> => {
+  await new Promise<void>((resolve) => server.listen(0, HOST, resolve))
+  cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  return (server.address() as net.AddressInfo).port
+}
+
+/** A node:http server answering each whole request with `answer`; counts requests and connections. */
+const httpServer = async (answer: (body: Buffer, req: http.IncomingMessage, res: http.ServerResponse) => void) => {
+  const seen = { requests: 0, connections: 0, wrong: [] as Array<string> }
+  const server = http.createServer((req, res) => {
+    const parts: Array<Buffer> = []
+    req.on("data", (chunk: Buffer) => parts.push(chunk))
+    req.on("end", () => {
+      seen.requests++
+      const body = Buffer.concat(parts)
+      if (req.method !== "POST" || req.url !== PATH || req.headers["content-type"] !== "application/octet-stream" || !body.equals(payload)) {
+        if (seen.wrong.length < 3) seen.wrong.push(`${req.method} ${req.url} ${req.headers["content-type"]} ${body.length} B`)
+      }
+      answer(body, req, res)
+    })
+  })
+  server.on("connection", () => seen.connections++)
+  cleanups.push(() => server.closeAllConnections())
+  return { seen, port: await listen(server), server }
+}
+
+const echo = (body: Buffer, _req: http.IncomingMessage, res: http.ServerResponse) => {
+  res.writeHead(200, { "content-length": body.length })
+  res.end(body)
+}
+
+/** A raw server: each connection's bytes go to `onData` with its socket (answers no HTTP server would send). */
+const rawServer = async (onData: (socket: net.Socket, data: Buffer) => void) => {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on("close", () => sockets.delete(socket))
+    socket.on("error", () => {})
+    socket.on("data", (data) => onData(socket, data))
+  })
+  cleanups.push(() => {
+    for (const socket of sockets) socket.destroy()
+  })
+  return listen(server)
+}
+
+describe.skipIf(compiled.skip)(compiled.title, () => {
+  let load: CLoad
+  let nextId = 0
+  /** A fresh target id for `port` (ids are never reused in a file). */
+  const target = async (port: number, maxSockets = 16, hostHeader?: string): Promise<number> => {
+    const id = nextId++
+    await load.target(id, HOST, port, hostHeader, maxSockets)
+    return id
+  }
+
+  beforeAll(async () => {
+    assertCapability(capability, "a C compiler (the bench's open-loop generator)")
+    load = await startCLoad(buildOpenLoop(cc)!)
+  })
+  afterAll(async () => {
+    await load?.close()
+  })
+
+  it("sends exactly RATE * MS / 1000 requests on schedule, each answered, due times increasing by 1 / RATE", async () => {
+    const { seen, port } = await httpServer(echo)
+    const id = await target(port)
+    const before = Date.now()
+    const sample = await load.run(id, 500, 0, 400, 2000)
+    const after = Date.now()
+    expect(seen.wrong).toStrictEqual([])
+    expect(sample).toMatchObject({ sent: 200, errors: 0, firstError: undefined })
+    expect(seen.requests).toBe(200)
+    expect(sample.calls.ms.length).toBe(200)
+    expect(sample.latencies.length).toBe(200)
+    for (let i = 0; i < 200; i++) {
+      expect(sample.calls.ms[i]).toBeGreaterThan(0)
+      expect(sample.calls.ms[i]).toBeLessThan(2000)
+      if (i > 0) expect(sample.calls.dueMs[i]! - sample.calls.dueMs[i - 1]!).toBeCloseTo(2, 2)
+    }
+    // Epoch milliseconds, inside the run.
+    expect(sample.calls.dueMs[0]).toBeGreaterThanOrEqual(before)
+    expect(sample.calls.dueMs[199]).toBeLessThanOrEqual(after)
+    expect(sample.p50).toBeLessThanOrEqual(sample.p99)
+    expect(sample.max).toBe(sample.latencies[199])
+    expect(sample.maxOutstanding).toBeGreaterThanOrEqual(1)
+  })
+
+  it("counts only the requests due after the warm-up, and keeps its connections alive across runs", async () => {
+    const { seen, port } = await httpServer(echo)
+    const id = await target(port)
+    const first = await load.run(id, 200, 100, 100, 2000)
+    const second = await load.run(id, 200, 0, 100, 2000)
+    expect(first).toMatchObject({ sent: 40, errors: 0 })
+    expect(first.calls.ms.length).toBe(20)
+    expect(second).toMatchObject({ sent: 20, errors: 0 })
+    expect(seen.requests).toBe(60)
+    // One at a time at 200 req/s on an idle server: the most recently used connection each time.
+    expect(seen.connections).toBeLessThanOrEqual(2)
+  })
+
+  it("sends nodeLoad.ts's request byte for byte, the Host header given or host:port", async () => {
+    const heads: Array<string> = []
+    const port = await rawServer((socket, data) => {
+      const text = data.toString("latin1")
+      const end = text.indexOf("\r\n\r\n")
+      if (end !== -1) heads.push(text.slice(0, end + 4))
+      socket.end("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+    })
+    for (const hostHeader of [undefined, SERVICE_HOST]) {
+      const node = makeTarget(HOST, port, hostHeader, 1)
+      await openLoop(node, payload, 100, 0, 10)
+      node.agent.destroy()
+      await load.run(await target(port, 1, hostHeader), 100, 0, 10, 2000)
+    }
+    expect(heads.length).toBe(4)
+    expect(heads[1]).toBe(heads[0])
+    expect(heads[3]).toBe(heads[2])
+    expect(heads[2]).toContain(`host: ${SERVICE_HOST}\r\n`)
+  })
+
+  it("counts an answer of status 500 as an error naming the status", async () => {
+    const { port } = await httpServer((_body, _req, res) => {
+      res.writeHead(500, { "content-length": 5 })
+      res.end("oops!")
+    })
+    const sample = await load.run(await target(port), 500, 0, 100, 2000)
+    expect(sample).toMatchObject({ sent: 50, errors: 50, firstError: "status 500" })
+    expect(sample.calls.ms.length).toBe(0)
+    expect(sample.p99).toBeNaN()
+  })
+
+  it("counts a body of the wrong length as an error naming its length", async () => {
+    const { port } = await httpServer((body, _req, res) => {
+      res.writeHead(200, { "content-length": 1000 })
+      res.end(body.subarray(0, 1000))
+    })
+    expect(await load.run(await target(port), 500, 0, 20, 2000)).toMatchObject({ sent: 10, errors: 10, firstError: "echoed 1000 bytes" })
+  })
+
+  it("reads chunked answers (chunk by chunk, trailers too) as whole bodies", async () => {
+    const { seen, port } = await httpServer((body, _req, res) => {
+      res.writeHead(200, { "transfer-encoding": "chunked", trailer: "x-sum" })
+      res.write(body.subarray(0, 100))
+      res.write(body.subarray(100, 1000))
+      res.addTrailers({ "x-sum": "1024" })
+      res.end(body.subarray(1000))
+    })
+    const sample = await load.run(await target(port), 500, 0, 100, 2000)
+    expect(sample).toMatchObject({ sent: 50, errors: 0 })
+    expect(sample.calls.ms.length).toBe(50)
+    expect(seen.connections).toBeLessThan(50)
+  })
+
+  it("opens a new connection after each `connection: close` answer, every request answered", async () => {
+    const { seen, port } = await httpServer((body, _req, res) => {
+      res.writeHead(200, { "content-length": body.length, connection: "close" })
+      res.end(body)
+    })
+    const sample = await load.run(await target(port), 500, 0, 100, 2000)
+    expect(sample).toMatchObject({ sent: 50, errors: 0 })
+    expect(seen.connections).toBe(50)
+  })
+
+  it("reads a body that runs until the server closes (no length, no chunks)", async () => {
+    const port = await rawServer((socket, data) => {
+      if (data.includes("\r\n\r\n")) socket.end(Buffer.concat([Buffer.from("HTTP/1.1 200 OK\r\n\r\n"), payload]))
+    })
+    expect(await load.run(await target(port), 200, 0, 50, 2000)).toMatchObject({ sent: 10, errors: 0 })
+  })
+
+  it("never holds more than MAXSOCKETS connections: the rest wait in order, all answered", async () => {
+    // A slow server (each answer 10 ms late): 2 connections serve 200 req/s at most, so at 1,000
+    // req/s most requests must wait for a free connection.
+    const { seen, port } = await httpServer((body, req, res) => void setTimeout(() => echo(body, req, res), 10))
+    const sample = await load.run(await target(port, 2), 1000, 0, 50, 3000)
+    expect(sample).toMatchObject({ sent: 50, errors: 0 })
+    expect(seen.connections).toBe(2)
+    expect(sample.maxOutstanding).toBeGreaterThanOrEqual(10)
+    // Waiting counts: the last requests wait for the first ones' answers.
+    expect(sample.max).toBeGreaterThan(100)
+  })
+
+  it("ends a run GIVEUP_MS after the last request was due, the unanswered counted as errors, and serves the next command", async () => {
+    const silent = await rawServer(() => {})
+    const started = performance.now()
+    const sample = await load.run(await target(silent, 4), 200, 0, 50, 300)
+    const took = performance.now() - started
+    expect(sample).toMatchObject({ sent: 10, errors: 10, firstError: "10 requests unanswered 300 ms after the last was due" })
+    expect(took).toBeGreaterThanOrEqual(300)
+    expect(took).toBeLessThan(3000)
+    const { port } = await httpServer(echo)
+    expect(await load.run(await target(port), 200, 0, 50, 2000)).toMatchObject({ sent: 10, errors: 0 })
+  })
+
+  const malformed: ReadonlyArray<readonly [string, (socket: net.Socket) => void, string]> = [
+    ["garbage", (socket) => socket.write("garbage that is no answer\r\n\r\n"), "malformed status line"],
+    ["a header block over 16 KiB", (socket) => socket.write(`HTTP/1.1 200 OK\r\nx-long: ${"a".repeat(20_000)}`), "header block over 16384 bytes"],
+    ["a close mid-body", (socket) => socket.end("HTTP/1.1 200 OK\r\ncontent-length: 1024\r\n\r\nonly this"), "connection closed mid-answer"],
+    ["a close before any answer", (socket) => socket.end(), "connection closed before the answer"],
+    ["a Content-Length of 1 TiB", (socket) => socket.write("HTTP/1.1 200 OK\r\ncontent-length: 1099511627776\r\n\r\n"), "content-length over 1 MiB"],
+    ["both framings", (socket) => socket.write("HTTP/1.1 200 OK\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n"), "both transfer-encoding and content-length"],
+    ["a bad chunk size", (socket) => socket.write("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"), "bad chunk size"],
+    ["an endless chunk-size line", (socket) => socket.write(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4;${"x".repeat(5000)}`), "chunk-size line over 1024 bytes"],
+    ["a chunk of 4 GiB", (socket) => socket.write("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n100000000\r\n"), "chunk size too large"]
+  ]
+  for (const [what, answer, error] of malformed) {
+    it(`counts ${what} as an error ("${error}"), drops the connection, and serves the next command`, async () => {
+      const port = await rawServer((socket, data) => {
+        if (data.includes("\r\n\r\n")) answer(socket)
+      })
+      const sample = await load.run(await target(port, 4), 200, 0, 25, 1000)
+      expect(sample).toMatchObject({ sent: 5, errors: 5, firstError: error })
+      const good = await httpServer(echo)
+      expect(await load.run(await target(good.port), 200, 0, 25, 2000)).toMatchObject({ sent: 5, errors: 0 })
+    })
+  }
+
+  it("refuses a malformed command, a line over 4 KiB and an unknown target with an error line, and goes on", async () => {
+    expect(await load.command("launch 1 2 3")).toMatchObject({ error: expect.stringMatching(/^unknown or malformed command/) })
+    expect(await load.command(`target 0 ${HOST} 80 ${"h".repeat(5000)} 1`)).toStrictEqual({ error: "command line over 4096 bytes" })
+    expect(await load.command(`target 0 ${HOST} 80 ${"h".repeat(300)} 1`)).toStrictEqual({ error: "host header over 256 bytes" })
+    expect(await load.command("target 0 localhost 80 - 1")).toStrictEqual({ error: "host must be an IPv4 address" })
+    await expect(load.run(63, 100, 0, 10, 10)).rejects.toThrow(CLoadRefused)
+    expect(await load.command("run 0 0 10 0 10")).toMatchObject({ error: expect.stringMatching(/^rate must be/) })
+    const { port } = await httpServer(echo)
+    expect(await load.run(await target(port), 200, 0, 25, 2000)).toMatchObject({ sent: 5, errors: 0 })
+  })
+
+  const nginx = findExecutable("nginx")
+  it.skipIf(nginx === undefined)(`through an nginx pair to a node:http app, every answer right${nginx === undefined ? " (skipped: nginx not installed; apt-get install nginx-light)" : ""}`, async () => {
+    const { seen, port } = await httpServer(echo)
+    const dir = mkdtempSync(join(tmpdir(), "cload-nginx-"))
+    const spawned: Array<() => Promise<void>> = []
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+    cleanups.push(async () => {
+      for (const stop of spawned.reverse()) await stop()
+    })
+    const pair = await startProxyPair("nginx", port, dir, spawned)
+    if (typeof pair === "string") throw new Error(pair)
+    const sample = await load.run(await target(pair.entry.port, 16, SERVICE_HOST), 1000, 100, 300, 3000)
+    expect(sample).toMatchObject({ sent: 400, errors: 0 })
+    expect(sample.calls.ms.length).toBe(300)
+    expect(seen.wrong).toStrictEqual([])
+    expect(seen.requests).toBe(400)
+  })
+})
