@@ -19,12 +19,16 @@
 //
 // Processes: the echo app (bench/sidecar/app.ts), each path's two proxies (sidecars.ts: `node
 // <sidecar main> sidecar ...`, its ready line giving the addresses; proxies.ts: nginx and haproxy
-// from configs generated into a temp dir, on free ports), the Node load generator here and wrk as a
-// child. Each path runs in turn, never two at once. Phases, rounds alternating the order of the
+// from configs generated into a temp dir, on free ports), the open-loop generator (a C child, or
+// the Node one here), the Node closed loop here for priming, and wrk as a child. Each path runs in turn, never two at once. Phases, rounds alternating the order of the
 // paths (tables show the median over rounds):
 //   0. priming: every path gets a short closed-loop run, not measured, its answers checked (a cold
 //      sidecar is slow for its first few thousand requests, which at a fixed rate becomes a backlog).
-//   1. open loop at --rate req/s (default 1,000), the Node generator (nodeLoad.ts): requests go out
+//   1. open loop at --rate req/s (default 1,000), from --generator c (default: sidecar/openLoop.c,
+//      a single-threaded epoll program compiled with the machine's cc on first use, driven by
+//      cLoad.ts; it keeps the generator's GC pauses and timer lateness, and most of its CPU, out of
+//      the tails; without cc the bench says so and falls back) or --generator node (nodeLoad.ts,
+//      in this process; the header line says which ran, and each round its CPU per request): requests go out
 //      on a fixed schedule whether or not earlier ones answered, latency runs from the intended send
 //      time (queueing is not hidden); a warm-up, then the measuring window of each path, both
 //      in slices of --slice s (default 0.25), the paths taking turns (every other turn with
@@ -58,12 +62,13 @@
 // microseconds (utime + stime from /proc/<pid>/stat; for wrk, this process's reaped children's) and
 // read + write system calls (syscr/syscw of /proc/<pid>/io), which say where the throughput goes on
 // a shared machine better than req/s alone; and the proxies' share of a core at the fixed rate.
-// Every answer of the Node generator is checked (status 200, 1,024 bytes back); wrk's errors and
+// Every answer of the open-loop generators (C or Node) and of priming is checked (status 200, 1,024 bytes back); wrk's errors and
 // non-2xx answers are counted; more than 1% of a run failing aborts the bench.
 //
 //   npm run -s bench -- sidecar            2 s warm-up + 10 s per window, 3 rounds (~8.5 min)
 //   npm run -s bench -- sidecar --quick    1 s warm-up + 3 s per window, 1 round (~90 s)
-// Flags: --rounds N, --duration S, --warmup S, --slice S, --rate R, --inflight N (saturation connections),
+// Flags: --rounds N, --duration S, --warmup S, --slice S, --rate R, --generator c|node (the open loop's),
+//        --inflight N (saturation connections),
 //        --saturation-warmup S (the saturation warm-up round per path; default --duration, 0 none),
 //        --only direct,meshed,mtls-off,untraced,nginx,haproxy (a subset; "added" and the ratios need direct, the
 //        targets nginx), --phases open,saturation,memory (a subset, for investigating),
@@ -93,8 +98,9 @@ import { Data } from "effect"
 import { printSummary } from "./args.ts"
 import { type Child, killChild, spawnServer } from "./children.ts"
 import { APP_FILE } from "./sidecar/app.ts"
-import { mb, ms, pad, sleep } from "./sidecar/format.ts"
-import { closedLoop, makeTarget, openLoop, type Target } from "./sidecar/nodeLoad.ts"
+import { mb, ms, pad, sleep, us } from "./sidecar/format.ts"
+import { closedLoop, makeTarget, type Target } from "./sidecar/nodeLoad.ts"
+import { type OpenGenerator, startGenerator } from "./sidecar/generator.ts"
 import { isMeshed, type Mode, parseArgs, PROXIED, type Proxied } from "./sidecar/options.ts"
 import type { ProxyPair } from "./sidecar/pair.ts"
 import { NO_USAGE, reapedChildrenCpu, rssAnonMb, rssMb, type Usage, usageDelta, usageOf } from "./sidecar/procStats.ts"
@@ -121,20 +127,26 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   log(`sidecars: ${Object.entries(options.sidecarEnv).map(([k, v]) => `${k}=${v} `).join("")}node ${options.sidecarNodeFlags.join(" ")} ${options.sidecarMain}`)
   const payload = makePayload()
   const wrk = findExecutable("wrk")
+  // The open loop's generator, started once (its child, if C, lives until the end).
+  const { generator, note } = options.phases.includes("open") ? await startGenerator<Mode>(options.generator) : { generator: undefined, note: undefined }
+  if (note !== undefined) log(`  ${note}`)
+  const generatorName = generator === undefined ? "-" : generator.kind === "c" ? `C generator, pid ${generator.pid}` : "Node generator"
   log(
     `sidecar bench: node ${process.version}, ${options.rounds} round(s), warm-up ${options.warmupMs / 1000} s + ${options.measureMs / 1000} s per window, ` +
-      `open loop ${options.rate} req/s, saturation ${options.inflight} connections (${wrk === undefined ? "Node closed loop" : "wrk"}), ${PAYLOAD_BYTES} B bodies`
+      `open loop ${options.rate} req/s (${generatorName}), saturation ${options.inflight} connections (${wrk === undefined ? "Node closed loop" : "wrk"}), ${PAYLOAD_BYTES} B bodies`
   )
   if (wrk === undefined) log(`  wrk not found: ${WRK_INSTALL_HINT} (saturation runs on the Node closed loop meanwhile)`)
 
   const results = emptyResults(options)
   results.saturationTool = wrk === undefined ? "node" : "wrk"
+  results.openGenerator = generator?.kind
   const dir = mkdtempSync(join(tmpdir(), "iip-mesh-bench-"))
   // Every child's stop, whatever happens: run in `finally`, and on SIGINT/SIGTERM of the bench.
   const spawned: Array<() => Promise<void>> = []
   let app: Child | undefined
-  // Callers first (proxy A, then B, then the app), so no sidecar sees its peer vanish and redials.
+  // Callers first (the open loop's generator, proxy A, then B, then the app), so no sidecar sees its peer vanish and redials.
   const stopAll = async () => {
+    await generator?.close()
     for (const stop of [...spawned].reverse()) await stop()
     spawned.length = 0
     if (app !== undefined) await killChild(app.process)
@@ -170,20 +182,21 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     const modes = options.modes.filter((mode) => mode === "direct" || pairs.has(mode))
     const pairOf = (mode: Mode) => (mode === "direct" ? undefined : pairs.get(mode))
 
-    const readUsage = (mode: Mode): Usages => {
+    /** `generator`: the open loop's, whose process is then the client (the C child, or this one). */
+    const readUsage = (mode: Mode, generator?: OpenGenerator<Mode>): Usages => {
       const self = process.cpuUsage()
       const pair = pairOf(mode)
       return {
         // This process and, once reaped, wrk (its CPU and, through /proc/self/io, its system calls).
-        client: { ...usageOf(process.pid), cpu: (self.user + self.system) / 1e6 + reapedChildrenCpu() },
+        client: generator !== undefined && generator.pid !== process.pid ? usageOf(generator.pid) : { ...usageOf(process.pid), cpu: (self.user + self.system) / 1e6 + reapedChildrenCpu() },
         app: usageOf(appPid),
         a: pair === undefined ? NO_USAGE : usageOf(pair.a.pid),
         b: pair === undefined ? NO_USAGE : usageOf(pair.b.pid)
       }
     }
     /** What each process used since `from` (CPU seconds, system calls). */
-    const usageSince = (mode: Mode, from: Usages): Usages => {
-      const to = readUsage(mode)
+    const usageSince = (mode: Mode, from: Usages, generator?: OpenGenerator<Mode>): Usages => {
+      const to = readUsage(mode, generator)
       const delta = (p: Proc): Usage => usageDelta(to[p], from[p])
       return { client: delta("client"), app: delta("app"), a: delta("a"), b: delta("b") }
     }
@@ -236,49 +249,52 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     // 1. Open loop at a fixed rate. The paths take turns slice by slice (--slice, 0.25 s), so a burst
     // of other work on this shared machine lands on every path alike instead of on whichever ran
     // its whole window then; each path's slices are pooled into one sample per round.
-    if (options.phases.includes("open")) {
+    if (generator !== undefined) {
       for (let round = 0; round < options.rounds; round++) {
         const order = orderOf(round)
-        const targets = new Map(order.map((mode) => [mode, targetOf(mode, 256)]))
-        try {
-          const spent = new Map<Mode, { usage: Usages; wall: number }>(order.map((mode) => [mode, { usage: ZERO_USAGES, wall: 0 }]))
-          const { slicing, samples, windows } = await runInTurns(order, options, async (mode, sliceMs, measured) => {
-            const usage = readUsage(mode)
-            const wallStart = performance.now()
-            const sample = await openLoop(targets.get(mode)!, payload, options.rate, 0, sliceMs)
-            if (measured) {
-              const s = spent.get(mode)!
-              s.usage = addUsages(s.usage, usageSince(mode, usage))
-              s.wall += (performance.now() - wallStart) / 1000
-            }
-            failOn(`open loop${measured ? "" : " warm-up"} ${mode}`, sample.errors, sample.firstError, sample.sent)
-            return sample
-          })
-          // The probes report a stall a few ms after it ends: let the last slice's arrive.
-          await sleep(100)
-          for (const mode of order) {
-            const sample = samples.get(mode)!
-            const { usage, wall } = spent.get(mode)!
-            notePerRequest(`open ${mode}`, usage, sample.sent)
-            if (mode !== "direct") results.vcpuAtRate.get(mode)!.push({ a: usage.a.cpu / wall, b: usage.b.cpu / wall })
-            results.open.get(mode)!.push(sample)
-            log(
-              `  round ${round + 1} open loop ${pad(mode, 8, true)} ${options.rate} req/s: p50 ${ms(sample.p50)} p90 ${ms(sample.p90)} p99 ${ms(sample.p99)} ` +
-                `max ${ms(sample.max)} ms, ${sample.maxOutstanding} outstanding at most (${slicing.slices} slices of ${slicing.sliceMs / 1000} s)`
-            )
-            const pair = pairOf(mode)
-            if (mode !== "direct" && pair?.a.stalls !== undefined && pair.b.stalls !== undefined) {
-              const stalls = { a: countStalls(pair.a.stalls, windows.get(mode)!), b: countStalls(pair.b.stalls, windows.get(mode)!) }
-              results.openStalls.set(mode, [...(results.openStalls.get(mode) ?? []), stalls])
-              log(`    ${mode} event loops in its slices: A ${describeStalls(stalls.a)}; B ${describeStalls(stalls.b)}`)
-              if (pair.a.gcPauses !== undefined && pair.b.gcPauses !== undefined) {
-                log(`    ${mode} ${describeGcTail(gcTail(sample.calls, windows.get(mode)!, [["A", pair.a.gcPauses], ["B", pair.b.gcPauses]]))}`)
-              }
+        await generator.targets(new Map(order.map((mode) => [mode, { ...entryOf(mode), hostHeader: hostHeaderOf(mode) }])), 256)
+        const spent = new Map<Mode, { usage: Usages; wall: number }>(order.map((mode) => [mode, { usage: ZERO_USAGES, wall: 0 }]))
+        const { slicing, samples, windows } = await runInTurns(order, options, async (mode, sliceMs, measured) => {
+          const usage = readUsage(mode, generator)
+          const wallStart = performance.now()
+          const sample = await generator.run(mode, options.rate, sliceMs)
+          if (measured) {
+            const s = spent.get(mode)!
+            s.usage = addUsages(s.usage, usageSince(mode, usage, generator))
+            s.wall += (performance.now() - wallStart) / 1000
+          }
+          failOn(`open loop${measured ? "" : " warm-up"} ${mode}`, sample.errors, sample.firstError, sample.sent)
+          return sample
+        })
+        // The probes report a stall a few ms after it ends: let the last slice's arrive.
+        await sleep(100)
+        for (const mode of order) {
+          const sample = samples.get(mode)!
+          const { usage, wall } = spent.get(mode)!
+          notePerRequest(`open ${mode}`, usage, sample.sent)
+          if (mode !== "direct") results.vcpuAtRate.get(mode)!.push({ a: usage.a.cpu / wall, b: usage.b.cpu / wall })
+          results.open.get(mode)!.push(sample)
+          log(
+            `  round ${round + 1} open loop ${pad(mode, 8, true)} ${options.rate} req/s: p50 ${ms(sample.p50)} p90 ${ms(sample.p90)} p99 ${ms(sample.p99)} ` +
+              `max ${ms(sample.max)} ms, ${sample.maxOutstanding} outstanding at most (${slicing.slices} slices of ${slicing.sliceMs / 1000} s)`
+          )
+          const pair = pairOf(mode)
+          if (mode !== "direct" && pair?.a.stalls !== undefined && pair.b.stalls !== undefined) {
+            const stalls = { a: countStalls(pair.a.stalls, windows.get(mode)!), b: countStalls(pair.b.stalls, windows.get(mode)!) }
+            results.openStalls.set(mode, [...(results.openStalls.get(mode) ?? []), stalls])
+            log(`    ${mode} event loops in its slices: A ${describeStalls(stalls.a)}; B ${describeStalls(stalls.b)}`)
+            if (pair.a.gcPauses !== undefined && pair.b.gcPauses !== undefined) {
+              log(`    ${mode} ${describeGcTail(gcTail(sample.calls, windows.get(mode)!, [["A", pair.a.gcPauses], ["B", pair.b.gcPauses]]))}`)
             }
           }
-        } finally {
-          for (const target of targets.values()) target.agent.destroy()
         }
+        // What the generator cost: its CPU over the measured slices of every path, per request.
+        const sent = order.reduce((n, mode) => n + samples.get(mode)!.sent, 0)
+        const generatorCpu = order.reduce((sum, mode) => sum + spent.get(mode)!.usage.client.cpu, 0)
+        log(
+          `  round ${round + 1} generator (${generatorName}): ${us((generatorCpu * 1e6) / sent)} us CPU per request over its measured slices` +
+            (generator.kind === "node" ? " (this whole process: the loop, the priming's leftovers, the bench's own work)" : "")
+        )
       }
     }
 

@@ -23,11 +23,14 @@ export class CLoadFailed extends Data.TaggedError("CLoadFailed")<{ readonly mess
 /** A command the generator refused (its {"error": ...} answer). */
 export class CLoadRefused extends Data.TaggedError("CLoadRefused")<{ readonly message: string }> {}
 
+/** The C compiler: $CC, else cc on PATH. */
+export const findCc = (): string | undefined => process.env.CC ?? findExecutable("cc")
+
 /**
  * The generator's binary, compiled if this source has not been yet: `<tmp>/iip-mesh-openloop-<hash>/openloop`.
  * Undefined when there is no C compiler (the caller falls back to the Node loop and says how to get one).
  */
-export const buildOpenLoop = (cc: string | undefined = process.env.CC ?? findExecutable("cc")): string | undefined => {
+export const buildOpenLoop = (cc: string | undefined = findCc()): string | undefined => {
   if (cc === undefined) return undefined
   const source = readFileSync(C_SOURCE)
   const dir = join(tmpdir(), `iip-mesh-openloop-${createHash("sha256").update(source).digest("hex").slice(0, 16)}`)

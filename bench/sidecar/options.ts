@@ -2,6 +2,7 @@
 import { fileURLToPath } from "node:url"
 import { Data } from "effect"
 import { benchArgs } from "../args.ts"
+import { GENERATORS, type GeneratorKind } from "./generator.ts"
 
 /** A flag names something the bench does not have. */
 export class BadFlag extends Data.TaggedError("BadFlag")<{ readonly message: string }> {}
@@ -47,6 +48,8 @@ export interface Options {
   /** The open loop's window is run in slices of this length, the paths taking turns (see bench/sidecar.ts). */
   readonly sliceMs: number
   readonly rate: number
+  /** The open loop's generator: the C one (openLoop.c, the default) or the Node one (nodeLoad.ts). */
+  readonly generator: GeneratorKind
   readonly inflight: number
   readonly modes: ReadonlyArray<Mode>
   readonly phases: ReadonlyArray<Phase>
@@ -82,6 +85,7 @@ export const parseArgs = (args: ReadonlyArray<string>): Options => {
     // idle GC (--idle-gc, 2 s of quiet: a full collection of tens of ms) to run mid-window.
     sliceMs: Math.min(60_000, number("--slice", 0.25) * 1000),
     rate: Math.min(20_000, number("--rate", 1000)),
+    generator: generatorOf(value("--generator") ?? "c"),
     inflight: Math.min(1024, Math.round(number("--inflight", 64))),
     modes: subset("--only", MODES),
     phases: subset("--phases", PHASES),
@@ -91,6 +95,12 @@ export const parseArgs = (args: ReadonlyArray<string>): Options => {
     sidecarMain: value("--sidecar-main") ?? DEFAULT_SIDECAR_MAIN,
     sidecarLogDir: value("--sidecar-log-dir")
   }
+}
+
+const generatorOf = (name: string): GeneratorKind => {
+  const kind = GENERATORS.find((g) => g === name)
+  if (kind === undefined) throw new BadFlag({ message: `--generator: unknown ${name} (choose from ${GENERATORS.join(", ")})` })
+  return kind
 }
 
 /** "NAME=VALUE NAME=VALUE" (--sidecar-env; "" for none). */

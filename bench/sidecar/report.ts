@@ -54,7 +54,7 @@ export const report = (results: Results): { readonly text: string; readonly summ
 
   const lines: Array<string> = []
   const tool = results.saturationTool === "wrk" ? `wrk -t1 -c${options.inflight}` : `Node closed loop, ${options.inflight} in flight (wrk not installed)`
-  lines.push(`open loop, ${options.rate} req/s, ${PAYLOAD_BYTES} B POST, median of ${options.rounds} round(s) of ${options.measureMs / 1000} s; added = path - direct`)
+  lines.push(`open loop, ${options.rate} req/s (${results.openGenerator === "c" ? "C generator" : "Node generator"}), ${PAYLOAD_BYTES} B POST, median of ${options.rounds} round(s) of ${options.measureMs / 1000} s; added = path - direct`)
   lines.push(`${pad("", 10, true)} ${pad("p50 ms", 8)} ${pad("p90 ms", 8)} ${pad("p99 ms", 8)}   ${pad("added p50", 9)} ${pad("added p90", 9)} ${pad("added p99", 9)}`)
   for (const mode of modes) {
     const addedCells = mode === "direct" ? "" : `   ${pad(signed(added("p50", mode)), 9)} ${pad(signed(added("p90", mode)), 9)} ${pad(signed(added("p99", mode)), 9)}`
@@ -85,7 +85,8 @@ export const report = (results: Results): { readonly text: string; readonly summ
     lines.push(`warm-up round before them (${options.saturationWarmupMs / 1000} s a path, not in the medians): ${warmups.join("; ")}`)
   }
   lines.push(``)
-  lines.push(`per request: CPU us, read + write syscalls (client: ${results.saturationTool === "wrk" ? "wrk at saturation, " : ""}the bench's Node generator otherwise;`)
+  const openClient = results.openGenerator === "c" ? "the C generator" : "the bench's Node process"
+  lines.push(`per request: CPU us, read + write syscalls (client: ${results.saturationTool === "wrk" ? "wrk at saturation, " : ""}${openClient} in the open loop;`)
   lines.push(`syscr/syscw count read/write-family calls only: the recv/send that nginx and haproxy use show as 0)`)
   lines.push(`${pad("", 20, true)} ${pad("client", 13)} ${pad("app", 13)} ${pad("proxy A", 13)} ${pad("proxy B", 13)}`)
   const cell = (key: string, p: Proc) => pad(`${us(usageFor(key, p, "cpu"))} ${usageFor(key, p, "reads").toFixed(1)}+${usageFor(key, p, "writes").toFixed(1)}`, 13)
@@ -271,6 +272,7 @@ export const report = (results: Results): { readonly text: string; readonly summ
     ...Object.fromEntries(MODES.map((mode) => [`errors_${mode}`, errors(mode)])),
     skipped: Object.fromEntries(results.skipped),
     saturation_tool: results.saturationTool,
+    open_generator: results.openGenerator ?? null,
     rate: options.rate,
     inflight_saturated: options.inflight,
     payload: PAYLOAD_BYTES,

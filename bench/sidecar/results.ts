@@ -2,6 +2,7 @@
 // per round), per-request CPU and system calls per process, the proxies' share of a core at the
 // fixed rate and their RSS over the run. The orchestrator (bench/sidecar.ts) fills it in, report.ts
 // reads it.
+import type { GeneratorKind } from "./generator.ts"
 import type { StallCount } from "./hopStalls.ts"
 import type { OpenSample } from "./nodeLoad.ts"
 import { type Mode, MODES, type Options, PROXIED, type Proxied } from "./options.ts"
@@ -49,6 +50,8 @@ export interface Results {
   readonly options: Options
   /** What drove the saturation phase. */
   saturationTool: "wrk" | "node"
+  /** What drove the open loop (undefined: that phase did not run). */
+  openGenerator: GeneratorKind | undefined
   /** Paths asked for but not run, with the reason (a proxy not installed). */
   readonly skipped: Map<Mode, string>
   readonly open: Map<Mode, Array<OpenSample>>
@@ -69,6 +72,7 @@ export interface Results {
 export const emptyResults = (options: Options): Results => ({
   options,
   saturationTool: "wrk",
+  openGenerator: undefined,
   skipped: new Map(),
   open: new Map(MODES.map((m) => [m, []])),
   saturated: new Map(MODES.map((m) => [m, []])),

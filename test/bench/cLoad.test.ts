@@ -13,7 +13,9 @@ import { join } from "node:path"
 import { performance } from "node:perf_hooks"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { buildOpenLoop, type CLoad, CLoadRefused, startCLoad } from "../../bench/sidecar/cLoad.ts"
+import { GENERATORS, startGenerator } from "../../bench/sidecar/generator.ts"
 import { makeTarget, openLoop } from "../../bench/sidecar/nodeLoad.ts"
+import { parseArgs } from "../../bench/sidecar/options.ts"
 import { startProxyPair } from "../../bench/sidecar/proxies.ts"
 import { makePayload, PATH, SERVICE_HOST } from "../../bench/sidecar/request.ts"
 import { findExecutable } from "../../bench/sidecar/which.ts"
@@ -276,4 +278,40 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     expect(seen.wrong).toStrictEqual([])
     expect(seen.requests).toBe(400)
   })
+})
+
+describe("the open loop's generator (--generator)", () => {
+  it("is C by default, Node when asked, and names an unknown one", () => {
+    expect(parseArgs([]).generator).toBe("c")
+    expect(parseArgs(["--generator", "node"]).generator).toBe("node")
+    expect(() => parseArgs(["--generator", "wrk2"])).toThrow(/--generator: unknown wrk2 \(choose from c, node\)/)
+  })
+
+  it("falls back to the Node loop without a C compiler, saying how to get one", async () => {
+    const { generator, note } = await startGenerator<string>("c", () => undefined)
+    cleanups.push(generator.close)
+    expect(generator.kind).toBe("node")
+    expect(generator.pid).toBe(process.pid)
+    expect(note).toBe("cc not found: apt-get install gcc (the open loop runs on the Node generator meanwhile)")
+  })
+
+  for (const kind of GENERATORS) {
+    it.skipIf(kind === "c" && compiled.skip)(`runs a slice per path on the ${kind} generator, each answered by its own server`, async () => {
+      const one = await httpServer(echo)
+      const two = await httpServer(echo)
+      const { generator, note } = await startGenerator<string>(kind)
+      cleanups.push(generator.close)
+      expect(note).toBeUndefined()
+      expect(generator.kind).toBe(kind)
+      if (kind === "c") expect(generator.pid).not.toBe(process.pid)
+      await generator.targets(new Map([["one", { host: HOST, port: one.port, hostHeader: undefined }], ["two", { host: HOST, port: two.port, hostHeader: SERVICE_HOST }]]), 8)
+      expect(await generator.run("one", 400, 50)).toMatchObject({ sent: 20, errors: 0 })
+      expect(await generator.run("two", 400, 25)).toMatchObject({ sent: 10, errors: 0 })
+      expect([one.seen.requests, two.seen.requests]).toStrictEqual([20, 10])
+      // A new round's targets: the connections of the last one are closed first.
+      await generator.targets(new Map([["one", { host: HOST, port: one.port, hostHeader: undefined }]]), 8)
+      expect(await generator.run("one", 400, 25)).toMatchObject({ sent: 10, errors: 0 })
+      expect(one.seen.connections).toBeGreaterThanOrEqual(2)
+    })
+  }
 })
