@@ -76,7 +76,8 @@ export const startCLoad = (binary: string): Promise<CLoad> =>
   new Promise((resolve, reject) => {
     const child: ChildProcess = spawn(binary, [], { stdio: ["pipe", "pipe", "pipe"] })
     const waiters: Array<Waiter> = []
-    let out = ""
+    /** The start of an answer line not yet whole. */
+    const parts: Array<string> = []
     let stderr = ""
     let gone: CLoadFailed | undefined
     const fail = (error: CLoadFailed) => {
@@ -85,8 +86,14 @@ export const startCLoad = (binary: string): Promise<CLoad> =>
     }
     child.stderr!.setEncoding("utf8").on("data", (text: string) => (stderr = (stderr + text).slice(-2000)))
     child.stdout!.setEncoding("utf8").on("data", (text: string) => {
-      out += text
-      for (let nl = out.indexOf("\n"); nl !== -1; nl = out.indexOf("\n")) {
+      // A long run's answer comes in many chunks: only the new one is searched for its end.
+      let nl = text.indexOf("\n")
+      if (nl === -1) return void parts.push(text)
+      parts.push(text)
+      let out = parts.join("")
+      parts.length = 0
+      nl = out.length - text.length + nl
+      for (; nl !== -1; nl = out.indexOf("\n")) {
         const line = out.slice(0, nl)
         out = out.slice(nl + 1)
         const waiter = waiters.shift()
@@ -97,6 +104,7 @@ export const startCLoad = (binary: string): Promise<CLoad> =>
           waiter.reject(new CLoadFailed({ message: `the generator's answer is no JSON: ${line.slice(0, 200)}` }))
         }
       }
+      if (out !== "") parts.push(out)
     })
     // Its stdin can fail once it has exited: the exit says why.
     child.stdin!.on("error", () => {})

@@ -478,7 +478,12 @@ static void onEvent(Conn *c, uint32_t events, int64_t now) {
   if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) onReadable(c, now);
 }
 
+/** When the timer is set to fire (re-arming it to the same time would cost a system call a loop). */
+static int64_t armedAt = -1;
+
 static void armTimer(int64_t at) {
+  if (at == armedAt) return;
+  armedAt = at;
   struct itimerspec spec = { .it_value = { .tv_sec = at / 1000000000LL, .tv_nsec = at % 1000000000LL } };
   timerfd_settime(timerfd, TFD_TIMER_ABSTIME, &spec, NULL);
 }
@@ -612,6 +617,7 @@ static void runLoop(long id, double rate, long ms, long warmupMs, long giveupMs)
     now = nowNs(CLOCK_MONOTONIC);
     for (int k = 0; k < n; k++) {
       if (events[k].data.ptr == NULL) {
+        armedAt = -1;
         uint64_t expirations;
         ssize_t ignored = read(timerfd, &expirations, sizeof expirations);
         (void)ignored;

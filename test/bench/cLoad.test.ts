@@ -120,6 +120,14 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     expect(sample.maxOutstanding).toBeGreaterThanOrEqual(1)
   })
 
+  it("reads a long run's answer whole, however many chunks it comes in (3,000 calls, ~100 KB)", async () => {
+    const { seen, port } = await httpServer(echo)
+    const sample = await load.run(await target(port, 64), 5000, 0, 600, 3000)
+    expect(sample).toMatchObject({ sent: 3000, errors: 0 })
+    expect(sample.calls.dueMs.length).toBe(3000)
+    expect(seen.requests).toBe(3000)
+  })
+
   it("counts only the requests due after the warm-up, and keeps its connections alive across runs", async () => {
     const { seen, port } = await httpServer(echo)
     const id = await target(port)
