@@ -296,6 +296,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
             (generator.kind === "node" ? " (this whole process: the loop, the priming's leftovers, the bench's own work)" : "")
         )
       }
+      // Its connections (and the C child) go before saturation, as each round's did before the next.
+      await generator.close()
     }
 
     // 2. Saturation, sampling the proxies' RSS while their path runs (warm-up included).

@@ -54,7 +54,7 @@ export const report = (results: Results): { readonly text: string; readonly summ
 
   const lines: Array<string> = []
   const tool = results.saturationTool === "wrk" ? `wrk -t1 -c${options.inflight}` : `Node closed loop, ${options.inflight} in flight (wrk not installed)`
-  lines.push(`open loop, ${options.rate} req/s (${results.openGenerator === "c" ? "C generator" : "Node generator"}), ${PAYLOAD_BYTES} B POST, median of ${options.rounds} round(s) of ${options.measureMs / 1000} s; added = path - direct`)
+  lines.push(`open loop, ${options.rate} req/s (${results.openGenerator === "c" ? "C generator" : results.openGenerator === "node" ? "Node generator" : "not run"}), ${PAYLOAD_BYTES} B POST, median of ${options.rounds} round(s) of ${options.measureMs / 1000} s; added = path - direct`)
   lines.push(`${pad("", 10, true)} ${pad("p50 ms", 8)} ${pad("p90 ms", 8)} ${pad("p99 ms", 8)}   ${pad("added p50", 9)} ${pad("added p90", 9)} ${pad("added p99", 9)}`)
   for (const mode of modes) {
     const addedCells = mode === "direct" ? "" : `   ${pad(signed(added("p50", mode)), 9)} ${pad(signed(added("p90", mode)), 9)} ${pad(signed(added("p99", mode)), 9)}`
