@@ -43,6 +43,10 @@
 #define PAYLOAD_BYTES 1024
 #define MAX_TARGETS 64
 #define MAX_SOCKETS 1024
+/** Connections open at once over every target (each holds a 16 KiB buffer; a test compiles a lower one). */
+#ifndef MAX_CONNS
+#define MAX_CONNS 4096
+#endif
 #define MAX_HOST_HEADER 256
 #define MAX_COMMAND 4096
 #define MAX_HEAD 16384
@@ -92,6 +96,7 @@ struct Target {
 };
 
 static Target targets[MAX_TARGETS];
+static int openConns;
 static int epfd;
 static int timerfd;
 
@@ -142,6 +147,7 @@ static void closeConn(Conn *c) {
         break;
       }
   }
+  openConns--;
   t->conns[c->slot] = t->conns[--t->open];
   t->conns[c->slot]->slot = c->slot;
   free(c);
@@ -221,6 +227,7 @@ static void openConn(Target *t, long i, int64_t now) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   *c = (Conn){ .fd = fd, .state = CONNECTING, .watching = EPOLLOUT, .target = t, .slot = t->open, .request = i, .len = 0 };
   t->conns[t->open++] = c;
+  openConns++;
   struct epoll_event ev = { .events = EPOLLOUT, .data.ptr = c };
   epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
   if (connect(fd, (struct sockaddr *)&t->addr, sizeof t->addr) == 0) {
@@ -232,11 +239,24 @@ static void openConn(Target *t, long i, int64_t now) {
   }
 }
 
-/** Hands the queued requests, in order, to idle connections (the most recently used first) or new ones. */
+/** Closes the least recently used idle connection of a target other than `t`; 0 if there is none. */
+static int evictIdle(Target *t) {
+  for (int k = 0; k < MAX_TARGETS; k++)
+    if (&targets[k] != t && targets[k].used && targets[k].idleCount > 0) {
+      closeConn(targets[k].idle[0]);
+      return 1;
+    }
+  return 0;
+}
+
+/**
+ * Hands the queued requests, in order, to idle connections (the most recently used first) or new
+ * ones (at MAX_CONNS over all targets, another target's idle one is closed for it).
+ */
 static void dispatch(Target *t, int64_t now) {
   while (run.queued < run.next) {
     if (t->idleCount > 0) startRequest(t->idle[--t->idleCount], run.queued++, now);
-    else if (t->open < t->maxSockets) openConn(t, run.queued++, now);
+    else if (t->open < t->maxSockets && (openConns < MAX_CONNS || evictIdle(t))) openConn(t, run.queued++, now);
     else return;
   }
 }

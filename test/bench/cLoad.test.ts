@@ -4,7 +4,7 @@
 // server sends (garbage, an endless header block, a close mid-body), and an nginx pair where nginx
 // is installed. Without a C compiler the suite skips with the reason (in CI, where
 // scripts/test-tools.sh installs gcc, it fails).
-import { spawnSync } from "node:child_process"
+import { execFileSync, spawnSync } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import * as http from "node:http"
 import * as net from "node:net"
@@ -12,7 +12,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { performance } from "node:perf_hooks"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { buildOpenLoop, type CLoad, CLoadRefused, startCLoad } from "../../bench/sidecar/cLoad.ts"
+import { buildOpenLoop, C_SOURCE, type CLoad, CLoadRefused, startCLoad } from "../../bench/sidecar/cLoad.ts"
 import { GENERATORS, startGenerator } from "../../bench/sidecar/generator.ts"
 import { makeTarget, openLoop } from "../../bench/sidecar/nodeLoad.ts"
 import { parseArgs } from "../../bench/sidecar/options.ts"
@@ -278,6 +278,35 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     expect(await load.command("run 0 0 10 0 10")).toMatchObject({ error: expect.stringMatching(/^rate must be/) })
     const { port } = await httpServer(echo)
     expect(await load.run(await target(port), 200, 0, 25, 2000)).toMatchObject({ sent: 5, errors: 0 })
+  })
+
+  it("at its cap of connections over all targets, closes another target's idle one for a new one", async () => {
+    // The generator compiled with a cap of 4 (MAX_CONNS), beside the suite's.
+    const dir = mkdtempSync(join(tmpdir(), "cload-cap-"))
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+    const binary = join(dir, "openloop")
+    execFileSync(cc, ["-O2", "-DMAX_CONNS=4", "-o", binary, C_SOURCE])
+    const capped = await startCLoad(binary)
+    cleanups.push(capped.close)
+    // Each server answers only once 4 requests wait: 4 requests need 4 connections at once.
+    const inFours = () =>
+      httpServer((body, req, res) => {
+        held.push(() => echo(body, req, res))
+        if (held.length === 4) for (const answer of held.splice(0)) answer()
+      })
+    const held: Array<() => void> = []
+    const first = await inFours()
+    let closes = 0
+    const firstsClosed = new Promise<void>((resolve) => first.server.on("connection", (socket: net.Socket) => socket.on("close", () => ++closes === 4 && resolve())))
+    const second = await inFours()
+    await capped.target(0, HOST, first.port, undefined, 4)
+    await capped.target(1, HOST, second.port, undefined, 4)
+    expect(await capped.run(0, 1000, 0, 4, 2000)).toMatchObject({ sent: 4, errors: 0 })
+    expect(await capped.run(1, 1000, 0, 4, 2000)).toMatchObject({ sent: 4, errors: 0 })
+    expect([first.seen.connections, second.seen.connections]).toStrictEqual([4, 4])
+    // The first target's four idle connections went for the second's (the test's bound if not).
+    await firstsClosed
+    expect(closes).toBe(4)
   })
 
   const nginx = findExecutable("nginx")
