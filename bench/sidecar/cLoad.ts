@@ -1,4 +1,4 @@
-// The sidecar bench's default open-loop generator: bench/sidecar/openLoop.c, compiled with the
+// The sidecar bench's default open-loop generator: bench/sidecar/openLoop.c (with httpAnswer.c), compiled with the
 // machine's C compiler once per change of its source (into a cache dir under the temp dir), run as
 // one long-lived child the bench drives over its line protocol (the C file's header), slice after
 // slice on different targets. Its samples are nodeLoad.ts's OpenSample, so turns.ts's mergeOpen and
@@ -14,7 +14,9 @@ import { Data } from "effect"
 import { type OpenSample, summarizeLatencies } from "./nodeLoad.ts"
 import { findExecutable } from "./which.ts"
 
-export const C_SOURCE = fileURLToPath(new URL("./openLoop.c", import.meta.url))
+/** The generator's sources (httpAnswer.h is included by both: it is hashed with them). */
+export const C_SOURCES: ReadonlyArray<string> = ["openLoop.c", "httpAnswer.c"].map((name) => fileURLToPath(new URL(`./${name}`, import.meta.url)))
+const C_HEADER = fileURLToPath(new URL("./httpAnswer.h", import.meta.url))
 export const CC_INSTALL_HINT = "apt-get install gcc"
 
 /** The generator could not be built, or died, or answered what the bench cannot read. */
@@ -32,21 +34,22 @@ export const findCc = (): string | undefined => process.env.CC ?? findExecutable
  */
 export const buildOpenLoop = (cc: string | undefined = findCc()): string | undefined => {
   if (cc === undefined) return undefined
-  const source = readFileSync(C_SOURCE)
-  const dir = join(tmpdir(), `iip-mesh-openloop-${createHash("sha256").update(source).digest("hex").slice(0, 16)}`)
+  const hash = createHash("sha256")
+  for (const file of [...C_SOURCES, C_HEADER]) hash.update(readFileSync(file))
+  const dir = join(tmpdir(), `iip-mesh-openloop-${hash.digest("hex").slice(0, 16)}`)
   const binary = join(dir, "openloop")
   if (existsSync(binary)) return binary
   mkdirSync(dir, { recursive: true })
   // Built beside it and renamed, so a bench or test building at the same moment never runs half a file.
   const partial = join(dir, `openloop.${process.pid}.partial`)
   try {
-    execFileSync(cc, ["-O2", "-Wall", "-Wextra", "-o", partial, C_SOURCE], { stdio: ["ignore", "pipe", "pipe"] })
+    execFileSync(cc, ["-O2", "-Wall", "-Wextra", "-o", partial, ...C_SOURCES], { stdio: ["ignore", "pipe", "pipe"] })
     chmodSync(partial, 0o755)
     renameSync(partial, binary)
   } catch (error) {
     rmSync(partial, { force: true })
     const stderr = (error as { stderr?: Buffer }).stderr?.toString().trim().slice(0, 2000)
-    throw new CLoadFailed({ message: `${cc} could not compile ${C_SOURCE}: ${stderr ?? String(error)}` })
+    throw new CLoadFailed({ message: `${cc} could not compile ${C_SOURCES.join(" ")}: ${stderr ?? String(error)}` })
   }
   return binary
 }

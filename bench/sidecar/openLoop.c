@@ -16,10 +16,10 @@
 //         "dueMs":[epoch ms (CLOCK_REALTIME-based), ...],"ms":[latency ms, ...]}
 //   anything else -> {"error":"..."}; stdin's end -> exit.
 // Each request is nodeLoad.ts's, byte for byte (POST /echo, 1 KiB body, Connection: keep-alive);
-// each answer is checked as there: status 200 and exactly 1,024 body bytes (Content-Length, chunked
-// or until close). The peers are proxies under test, some broken on purpose: every length is
-// bounded (header block 16 KiB, chunk-size line 1 KiB, a body 1 MiB, a command line 4 KiB) and a
-// bad answer is an error of its request and closes its connection, never a crash.
+// each answer is read by httpAnswer.c and checked as there: status 200 and exactly 1,024 body bytes.
+// The peers are proxies under test, some broken on purpose: every length is bounded (httpAnswer.h's;
+// a command line 4 KiB; connections per target and over all) and a bad answer is an error of its
+// request and closes its connection, never a crash.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "httpAnswer.h"
+
 #define PATH "/echo"
 #define PAYLOAD_BYTES 1024
 #define MAX_TARGETS 64
@@ -49,14 +51,9 @@
 #endif
 #define MAX_HOST_HEADER 256
 #define MAX_COMMAND 4096
-#define MAX_HEAD 16384
-#define MAX_CHUNK_LINE 1024
-#define MAX_BODY (1 << 20)
 #define MAX_REQUESTS 2000000L
 #define MAX_ERROR 200
 
-/** Where a connection's answer parser is. */
-enum Phase { HEAD, BODY_LENGTH, BODY_UNTIL_CLOSE, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS };
 enum State { CONNECTING, BUSY, IDLE };
 
 typedef struct Target Target;
@@ -72,14 +69,8 @@ typedef struct Conn {
   /** The request on it (index in the run), or -1. */
   long request;
   size_t written;
-  enum Phase phase;
-  int status;
-  int closeAfter;
-  long long remaining;
-  long long body;
-  /** Read bytes not yet parsed: the header block, a chunk-size line or trailers wait here whole. */
-  size_t len;
-  char buf[MAX_HEAD];
+  /** Its answer as read so far. */
+  Answer answer;
 } Conn;
 
 struct Target {
@@ -159,8 +150,8 @@ static void finishRequest(Conn *c, const char *error, int64_t now) {
   c->request = -1;
   run.outstanding--;
   if (error != NULL) noteError("%s", error);
-  else if (c->status != 200) noteError("status %d", c->status);
-  else if (c->body != PAYLOAD_BYTES) noteError("echoed %lld bytes", c->body);
+  else if (c->answer.status != 200) noteError("status %d", c->answer.status);
+  else if (c->answer.body != PAYLOAD_BYTES) noteError("echoed %lld bytes", c->answer.body);
   else {
     int64_t due = dueOf(i);
     if (due >= run.measureStart) run.latency[i] = (double)(now - due) / 1e6;
@@ -206,10 +197,7 @@ static void startRequest(Conn *c, long i, int64_t now) {
   c->request = i;
   c->state = BUSY;
   c->written = 0;
-  c->phase = HEAD;
-  c->status = 0;
-  c->closeAfter = 0;
-  c->body = 0;
+  answerReset(&c->answer);
   writeRequest(c, now);
 }
 
@@ -225,7 +213,7 @@ static void openConn(Target *t, long i, int64_t now) {
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  *c = (Conn){ .fd = fd, .state = CONNECTING, .watching = EPOLLOUT, .target = t, .slot = t->open, .request = i, .len = 0 };
+  *c = (Conn){ .fd = fd, .state = CONNECTING, .watching = EPOLLOUT, .target = t, .slot = t->open, .request = i };
   t->conns[t->open++] = c;
   openConns++;
   struct epoll_event ev = { .events = EPOLLOUT, .data.ptr = c };
@@ -261,190 +249,10 @@ static void dispatch(Target *t, int64_t now) {
   }
 }
 
-/** A header's value matches `token` (case-insensitive) as one of its comma-separated items. */
-static int hasToken(const char *value, size_t len, const char *token) {
-  size_t tl = strlen(token);
-  size_t i = 0;
-  while (i < len) {
-    while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ',')) i++;
-    size_t start = i;
-    while (i < len && value[i] != ',') i++;
-    size_t end = i;
-    while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t')) end--;
-    if (end - start == tl && strncasecmp(value + start, token, tl) == 0) return 1;
-  }
-  return 0;
-}
-
-/** Reads the header block in buf[0, headLen): status, framing, keep-alive. Returns an error or NULL. */
-static const char *parseHead(Conn *c, size_t headLen) {
-  char *p = c->buf;
-  char *end = c->buf + headLen;
-  if (headLen < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ' ||
-      p[9] < '0' || p[9] > '9' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
-    return "malformed status line";
-  int http10 = p[7] == '0';
-  c->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
-  long long length = -1;
-  int chunked = 0, otherCoding = 0, keepAlive = 0;
-  c->closeAfter = 0;
-  char *line = memchr(p, '\n', (size_t)(end - p));
-  while (line != NULL && line + 1 < end) {
-    char *start = line + 1;
-    char *eol = memchr(start, '\n', (size_t)(end - start));
-    if (eol == NULL) break;
-    char *stop = eol > start && eol[-1] == '\r' ? eol - 1 : eol;
-    line = eol;
-    if (stop == start) break;
-    char *colon = memchr(start, ':', (size_t)(stop - start));
-    if (colon == NULL || colon == start) return "malformed header line";
-    size_t nameLen = (size_t)(colon - start);
-    char *value = colon + 1;
-    while (value < stop && (*value == ' ' || *value == '\t')) value++;
-    size_t valueLen = (size_t)(stop - value);
-    while (valueLen > 0 && (value[valueLen - 1] == ' ' || value[valueLen - 1] == '\t')) valueLen--;
-    if (nameLen == 14 && strncasecmp(start, "content-length", 14) == 0) {
-      if (valueLen == 0 || valueLen > 15) return "bad content-length";
-      long long n = 0;
-      for (size_t k = 0; k < valueLen; k++) {
-        if (value[k] < '0' || value[k] > '9') return "bad content-length";
-        n = n * 10 + (value[k] - '0');
-      }
-      if (length >= 0 && length != n) return "conflicting content-length headers";
-      length = n;
-    } else if (nameLen == 17 && strncasecmp(start, "transfer-encoding", 17) == 0) {
-      // Chunked must be the last coding; any other framing means the body runs until close.
-      chunked = valueLen >= 7 && strncasecmp(value + valueLen - 7, "chunked", 7) == 0;
-      otherCoding = !chunked;
-    } else if (nameLen == 10 && strncasecmp(start, "connection", 10) == 0) {
-      if (hasToken(value, valueLen, "close")) c->closeAfter = 1;
-      if (hasToken(value, valueLen, "keep-alive")) keepAlive = 1;
-    }
-  }
-  if (http10 && !keepAlive) c->closeAfter = 1;
-  if ((chunked || otherCoding) && length >= 0) return "both transfer-encoding and content-length";
-  if (c->status == 204 || c->status == 304) {
-    c->phase = BODY_LENGTH;
-    c->remaining = 0;
-  } else if (chunked) {
-    c->phase = CHUNK_SIZE;
-  } else if (length >= 0) {
-    if (length > MAX_BODY) return "content-length over 1 MiB";
-    c->phase = BODY_LENGTH;
-    c->remaining = length;
-  } else {
-    c->phase = BODY_UNTIL_CLOSE;
-    c->closeAfter = 1;
-  }
-  return NULL;
-}
-
-/** Counts `n` body bytes; an error once the body is over the bound. */
-static const char *countBody(Conn *c, size_t n) {
-  c->body += (long long)n;
-  return c->body > MAX_BODY ? "body over 1 MiB" : NULL;
-}
-
-/** Where the line starting at buf[from] ends (its '\n'), or NULL while it is incomplete. */
-static char *lineEnd(Conn *c, size_t from) { return memchr(c->buf + from, '\n', c->len - from); }
-
-enum Parsed { NEED_MORE, COMPLETE, FAILED };
-
-/**
- * Parses buf[0, len): consumes what it can (the rest moved to the front). COMPLETE: the answer is
- * whole (bytes after it are left in buf); FAILED: *error says why.
- */
-static enum Parsed parse(Conn *c, const char **error) {
-  size_t at = 0;
-  enum Parsed result = NEED_MORE;
-  for (;;) {
-    size_t avail = c->len - at;
-    if (c->phase == HEAD) {
-      char *end = avail >= 4 ? memmem(c->buf + at, avail, "\r\n\r\n", 4) : NULL;
-      if (end == NULL) {
-        if (avail >= MAX_HEAD) return *error = "header block over 16384 bytes", FAILED;
-        break;
-      }
-      size_t headLen = (size_t)(end + 4 - (c->buf + at));
-      if (at != 0) {
-        memmove(c->buf, c->buf + at, c->len - at);
-        c->len -= at;
-        at = 0;
-      }
-      if ((*error = parseHead(c, headLen)) != NULL) return FAILED;
-      at = headLen;
-      // An interim answer (100 Continue): the real one follows.
-      if (c->status >= 100 && c->status < 200 && c->status != 101) c->phase = HEAD;
-      else if (c->status == 101) return *error = "status 101 (an upgrade)", FAILED;
-    } else if (c->phase == BODY_LENGTH) {
-      size_t n = avail < (size_t)c->remaining ? avail : (size_t)c->remaining;
-      c->remaining -= (long long)n;
-      at += n;
-      if ((*error = countBody(c, n)) != NULL) return FAILED;
-      if (c->remaining > 0) break;
-      result = COMPLETE;
-      break;
-    } else if (c->phase == BODY_UNTIL_CLOSE) {
-      at += avail;
-      if ((*error = countBody(c, avail)) != NULL) return FAILED;
-      break;
-    } else if (c->phase == CHUNK_SIZE) {
-      char *eol = lineEnd(c, at);
-      if (eol == NULL) {
-        if (avail > MAX_CHUNK_LINE) return *error = "chunk-size line over 1024 bytes", FAILED;
-        break;
-      }
-      char *p = c->buf + at;
-      long long size = 0;
-      int digits = 0;
-      for (; p < eol; p++, digits++) {
-        int d = *p >= '0' && *p <= '9' ? *p - '0' : (*p | 0x20) >= 'a' && (*p | 0x20) <= 'f' ? (*p | 0x20) - 'a' + 10 : -1;
-        if (d < 0) break;
-        if (digits >= 8) return *error = "chunk size too large", FAILED;
-        size = size * 16 + d;
-      }
-      if (digits == 0 || (p < eol && *p != ';' && *p != '\r' && *p != ' ' && *p != '\t')) return *error = "bad chunk size", FAILED;
-      at = (size_t)(eol + 1 - c->buf);
-      if (size == 0) c->phase = TRAILERS;
-      else {
-        c->phase = CHUNK_DATA;
-        c->remaining = size;
-      }
-    } else if (c->phase == CHUNK_DATA) {
-      size_t n = avail < (size_t)c->remaining ? avail : (size_t)c->remaining;
-      c->remaining -= (long long)n;
-      at += n;
-      if ((*error = countBody(c, n)) != NULL) return FAILED;
-      if (c->remaining > 0) break;
-      c->phase = CHUNK_END;
-    } else if (c->phase == CHUNK_END) {
-      if (avail < 2) break;
-      if (memcmp(c->buf + at, "\r\n", 2) != 0) return *error = "no CRLF after chunk data", FAILED;
-      at += 2;
-      c->phase = CHUNK_SIZE;
-    } else {
-      // TRAILERS: lines until an empty one; all of them must fit the buffer.
-      char *eol = lineEnd(c, at);
-      if (eol == NULL) {
-        if (avail >= MAX_HEAD) return *error = "trailers over 16384 bytes", FAILED;
-        break;
-      }
-      size_t lineLen = (size_t)(eol - (c->buf + at));
-      at = (size_t)(eol + 1 - c->buf);
-      if (lineLen == 0 || (lineLen == 1 && eol[-1] == '\r')) {
-        result = COMPLETE;
-        break;
-      }
-    }
-  }
-  memmove(c->buf, c->buf + at, c->len - at);
-  c->len -= at;
-  return result;
-}
-
 /** Bytes arrived on (or the peer closed) `c`. */
 static void onReadable(Conn *c, int64_t now) {
-  ssize_t n = read(c->fd, c->buf + c->len, sizeof c->buf - c->len);
+  Answer *a = &c->answer;
+  ssize_t n = read(c->fd, a->buf + a->len, sizeof a->buf - a->len);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
   if (c->state == IDLE) {
     // The server closed an idle connection, or sent bytes nobody asked for: it is not reused.
@@ -458,20 +266,20 @@ static void onReadable(Conn *c, int64_t now) {
     return;
   }
   if (n == 0) {
-    if (c->phase == BODY_UNTIL_CLOSE) {
+    if (a->phase == BODY_UNTIL_CLOSE) {
       finishRequest(c, NULL, now);
       closeConn(c);
-    } else failConn(c, c->phase == HEAD && c->len == 0 ? "connection closed before the answer" : "connection closed mid-answer", now);
+    } else failConn(c, a->phase == HEAD && a->len == 0 ? "connection closed before the answer" : "connection closed mid-answer", now);
     return;
   }
-  c->len += (size_t)n;
+  a->len += (size_t)n;
   const char *error = NULL;
-  enum Parsed parsed = parse(c, &error);
+  enum Parsed parsed = answerParse(a, &error);
   if (parsed == FAILED) failConn(c, error, now);
   else if (parsed == COMPLETE) {
     finishRequest(c, NULL, now);
     // Unasked-for bytes after the answer, or the server's close: the connection is not reused.
-    if (c->closeAfter || c->len > 0 || c->written < c->target->requestLen) closeConn(c);
+    if (a->closeAfter || a->len > 0 || c->written < c->target->requestLen) closeConn(c);
     else {
       c->state = IDLE;
       c->target->idle[c->target->idleCount++] = c;

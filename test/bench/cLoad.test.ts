@@ -12,7 +12,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { performance } from "node:perf_hooks"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { buildOpenLoop, C_SOURCE, type CLoad, CLoadRefused, startCLoad } from "../../bench/sidecar/cLoad.ts"
+import { buildOpenLoop, C_SOURCES, type CLoad, CLoadRefused, startCLoad } from "../../bench/sidecar/cLoad.ts"
 import { GENERATORS, startGenerator } from "../../bench/sidecar/generator.ts"
 import { makeTarget, openLoop } from "../../bench/sidecar/nodeLoad.ts"
 import { parseArgs } from "../../bench/sidecar/options.ts"
@@ -285,7 +285,7 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     const dir = mkdtempSync(join(tmpdir(), "cload-cap-"))
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
     const binary = join(dir, "openloop")
-    execFileSync(cc, ["-O2", "-DMAX_CONNS=4", "-o", binary, C_SOURCE])
+    execFileSync(cc, ["-O2", "-DMAX_CONNS=4", "-o", binary, ...C_SOURCES])
     const capped = await startCLoad(binary)
     cleanups.push(capped.close)
     // Each server answers only once 4 requests wait: 4 requests need 4 connections at once.
