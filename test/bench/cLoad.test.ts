@@ -269,6 +269,42 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     })
   }
 
+  it("survives 60 mangled answers (seeded: cut, bytes flipped, random framing), each request ending once", async () => {
+    let seed = 14
+    const random = () => {
+      // mulberry32: the same answers every run.
+      seed = (seed + 0x6d2b79f5) | 0
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    }
+    const pick = <A>(all: ReadonlyArray<A>): A => all[Math.floor(random() * all.length)]!
+    const mangled = (): Buffer => {
+      const framing = pick([
+        `content-length: ${pick([0, 1, 1023, 1024, 1025, 99999999])}\r\n`,
+        `transfer-encoding: chunked\r\n`,
+        `transfer-encoding: gzip, chunked\r\n`,
+        ``
+      ])
+      const body = framing.startsWith("transfer") ? Buffer.from(`${pick(["400", "fffffff", "-1", "0", "400;x=y"])}\r\n${"b".repeat(1024)}\r\n0\r\n${pick(["", "x: y\r\n"])}\r\n`) : payload
+      const answer = Buffer.concat([Buffer.from(`HTTP/1.${pick(["0", "1", "9"])} ${pick(["200", "100", "101", "204", "2000", "abc"])} OK\r\n${framing}${pick(["connection: close\r\n", "connection: keep-alive\r\n", ""])}\r\n`), body])
+      const cut = answer.subarray(0, random() < 0.3 ? Math.floor(random() * answer.length) : answer.length)
+      for (let flips = random() < 0.5 ? Math.floor(random() * 8) : 0; flips > 0; flips--) cut[Math.floor(random() * cut.length)] = Math.floor(random() * 256)
+      return cut
+    }
+    const port = await rawServer((socket, data) => {
+      if (data.includes("\r\n\r\n")) socket.end(mangled())
+    })
+    const id = await target(port, 4)
+    for (let i = 0; i < 60; i++) {
+      const sample = await load.run(id, 1000, 0, 1, 1000)
+      expect(sample.sent).toBe(1)
+      expect(sample.errors + sample.calls.ms.length).toBe(1)
+    }
+    const { port: good } = await httpServer(echo)
+    expect(await load.run(await target(good), 200, 0, 25, 2000)).toMatchObject({ sent: 5, errors: 0 })
+  })
+
   it("refuses a malformed command, a line over 4 KiB and an unknown target with an error line, and goes on", async () => {
     expect(await load.command("launch 1 2 3")).toMatchObject({ error: expect.stringMatching(/^unknown or malformed command/) })
     expect(await load.command(`target 0 ${HOST} 80 ${"h".repeat(5000)} 1`)).toStrictEqual({ error: "command line over 4096 bytes" })
