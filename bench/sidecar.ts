@@ -293,7 +293,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
         const generatorCpu = order.reduce((sum, mode) => sum + spent.get(mode)!.usage.client.cpu, 0)
         log(
           `  round ${round + 1} generator (${generatorName}): ${us((generatorCpu * 1e6) / sent)} us CPU per request over its measured slices` +
-            (generator.kind === "node" ? " (this whole process: the loop, the priming's leftovers, the bench's own work)" : "")
+            (generator.kind === "node" ? " (this whole process: the loop and the bench's own work)" : "")
         )
       }
       // Its connections (and the C child) go before saturation, as each round's did before the next.

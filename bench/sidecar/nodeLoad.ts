@@ -1,7 +1,9 @@
 // The Node load generator of the sidecar bench, run in the bench's own process: an open loop at a
-// fixed rate (latency from the intended send time, so queueing is not hidden) for every row, and a
-// closed loop for priming each path (and for saturation where wrk is not installed). Every answer is
-// checked: status 200 and the 1 KiB body back. The loops take any `Send` (the gRPC bench's calls).
+// fixed rate (latency from the intended send time, so queueing is not hidden; the sidecar bench's
+// with --generator node or without a C compiler, else cLoad.ts's C one, which gives the same
+// OpenSample), and a closed loop for priming each path (and for saturation where wrk is not
+// installed). Every answer is checked: status 200 and the 1 KiB body back. The loops take any
+// `Send` (the gRPC bench's calls).
 import * as http from "node:http"
 import { performance } from "node:perf_hooks"
 import { PATH, PAYLOAD_BYTES } from "./request.ts"
