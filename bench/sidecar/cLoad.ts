@@ -65,17 +65,22 @@ export interface CLoad {
   /** One open loop on target `id`, the answer as nodeLoad.ts's openLoop gives it. */
   readonly run: (id: number, rate: number, warmupMs: number, measureMs: number, giveUpMs: number) => Promise<OpenSample>
   /** Sends a raw command line and resolves with the answer's JSON (tests use it for what the bench never sends). */
-  readonly command: (line: string) => Promise<unknown>
+  readonly command: (line: string, withinMs?: number) => Promise<unknown>
   readonly close: () => Promise<void>
 }
 
 interface Waiter {
   readonly resolve: (answer: unknown) => void
   readonly reject: (error: CLoadFailed) => void
+  readonly deadline: NodeJS.Timeout
 }
 
-/** Starts the generator `binary` (from buildOpenLoop). */
-export const startCLoad = (binary: string): Promise<CLoad> =>
+/**
+ * Starts the generator `binary` (from buildOpenLoop). A command unanswered `graceMs` past the time
+ * it may take (a run: its warm-up, window and give-up) means the generator hangs: it is killed and
+ * every command waiting fails, so the bench never waits forever.
+ */
+export const startCLoad = (binary: string, graceMs = 10_000): Promise<CLoad> =>
   new Promise((resolve, reject) => {
     const child: ChildProcess = spawn(binary, [], { stdio: ["pipe", "pipe", "pipe"] })
     const waiters: Array<Waiter> = []
@@ -85,7 +90,10 @@ export const startCLoad = (binary: string): Promise<CLoad> =>
     let gone: CLoadFailed | undefined
     const fail = (error: CLoadFailed) => {
       gone ??= error
-      for (const waiter of waiters.splice(0)) waiter.reject(gone)
+      for (const waiter of waiters.splice(0)) {
+        clearTimeout(waiter.deadline)
+        waiter.reject(gone)
+      }
     }
     child.stderr!.setEncoding("utf8").on("data", (text: string) => (stderr = (stderr + text).slice(-2000)))
     child.stdout!.setEncoding("utf8").on("data", (text: string) => {
@@ -101,6 +109,7 @@ export const startCLoad = (binary: string): Promise<CLoad> =>
         out = out.slice(nl + 1)
         const waiter = waiters.shift()
         if (waiter === undefined) return fail(new CLoadFailed({ message: `the generator printed a line nobody asked for: ${line.slice(0, 200)}` }))
+        clearTimeout(waiter.deadline)
         try {
           waiter.resolve(JSON.parse(line))
         } catch {
@@ -121,15 +130,19 @@ export const startCLoad = (binary: string): Promise<CLoad> =>
         done()
       })
     )
-    const command = (line: string): Promise<unknown> =>
+    const command = (line: string, withinMs = 0): Promise<unknown> =>
       new Promise((ok, no) => {
         if (gone !== undefined) return no(gone)
-        waiters.push({ resolve: ok, reject: no })
+        const deadline = setTimeout(() => {
+          fail(new CLoadFailed({ message: `the generator gave no answer to "${line.slice(0, 60)}" within ${(withinMs + graceMs) / 1000} s; killed it` }))
+          child.kill("SIGKILL")
+        }, withinMs + graceMs)
+        waiters.push({ resolve: ok, reject: no, deadline })
         child.stdin!.write(`${line}\n`)
       })
-    /** A command's answer, or its refusal as an error. */
-    const expect = async (line: string): Promise<Record<string, unknown>> => {
-      const answer = (await command(line)) as Record<string, unknown>
+    /** A command's answer (due within `withinMs` and the grace), or its refusal as an error. */
+    const expect = async (line: string, withinMs = 0): Promise<Record<string, unknown>> => {
+      const answer = (await command(line, withinMs)) as Record<string, unknown>
       if (typeof answer !== "object" || answer === null) throw new CLoadFailed({ message: `the generator answered ${JSON.stringify(answer)}` })
       if (typeof answer.error === "string") throw new CLoadRefused({ message: `${line.split(" ")[0]}: ${answer.error}` })
       return answer
@@ -141,7 +154,8 @@ export const startCLoad = (binary: string): Promise<CLoad> =>
         target: async (id, host, port, hostHeader, maxSockets) => {
           await expect(`target ${id} ${host} ${port} ${hostHeader ?? "-"} ${Math.min(maxSockets, MAX_SOCKETS)}`)
         },
-        run: async (id, rate, warmupMs, measureMs, giveUpMs) => sampleOf(await expect(`run ${id} ${rate} ${Math.round(measureMs)} ${Math.round(warmupMs)} ${Math.round(giveUpMs)}`)),
+        run: async (id, rate, warmupMs, measureMs, giveUpMs) =>
+          sampleOf(await expect(`run ${id} ${rate} ${Math.round(measureMs)} ${Math.round(warmupMs)} ${Math.round(giveUpMs)}`, warmupMs + measureMs + giveUpMs)),
         close: async () => {
           if (child.exitCode === null && child.signalCode === null) {
             child.stdin!.end()

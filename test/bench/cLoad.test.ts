@@ -5,7 +5,7 @@
 // is installed. Without a C compiler the suite skips with the reason (in CI, where
 // scripts/test-tools.sh installs gcc, it fails).
 import { execFileSync, spawnSync } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
@@ -361,6 +361,25 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     expect(sample.calls.ms.length).toBe(300)
     expect(seen.wrong).toStrictEqual([])
     expect(seen.requests).toBe(400)
+  })
+})
+
+describe("the generator's driver (cLoad.ts)", () => {
+  it("kills a generator that stops answering and fails what waited on it, past the run's time and the grace", async () => {
+    // A stand-in that reads its commands and never answers (a hung generator).
+    const dir = mkdtempSync(join(tmpdir(), "cload-hung-"))
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+    const binary = join(dir, "hung")
+    writeFileSync(binary, "#!/bin/sh\nexec cat > /dev/null\n", { mode: 0o755 })
+    const hung = await startCLoad(binary, 200)
+    cleanups.push(hung.close)
+    const started = performance.now()
+    await expect(hung.run(0, 100, 0, 100, 100)).rejects.toThrow(/the generator gave no answer to "run 0 100 100 0 100" within 0\.4 s; killed it/)
+    expect(performance.now() - started).toBeGreaterThanOrEqual(400)
+    // Killed: what comes next fails at once.
+    await expect(hung.target(0, HOST, 1, undefined, 1)).rejects.toThrow(/gave no answer/)
+    await hung.close()
+    expect(() => process.kill(hung.pid, 0)).toThrow(/ESRCH/)
   })
 })
 
