@@ -20,18 +20,19 @@
 // Processes: the echo app (bench/sidecar/app.ts), each path's two proxies (sidecars.ts: `node
 // <sidecar main> sidecar ...`, its ready line giving the addresses; proxies.ts: nginx and haproxy
 // from configs generated into a temp dir, on free ports), the open-loop generator (a C child, or
-// the Node one here), the Node closed loop here for priming, and wrk as a child. Each path runs in turn, never two at once. Phases, rounds alternating the order of the
-// paths (tables show the median over rounds):
+// the Node one here), the Node closed loop here for priming, and wrk as a child. Each path runs in
+// turn, never two at once. Phases, rounds alternating the order of the paths (tables show the
+// median over rounds):
 //   0. priming: every path gets a short closed-loop run, not measured, its answers checked (a cold
 //      sidecar is slow for its first few thousand requests, which at a fixed rate becomes a backlog).
 //   1. open loop at --rate req/s (default 1,000), from --generator c (default: sidecar/openLoop.c,
 //      a single-threaded epoll program compiled with the machine's cc on first use, driven by
 //      cLoad.ts; it keeps the generator's GC pauses and timer lateness, and most of its CPU, out of
 //      the tails; without cc the bench says so and falls back) or --generator node (nodeLoad.ts,
-//      in this process; the header line says which ran, and each round its CPU per request): requests go out
-//      on a fixed schedule whether or not earlier ones answered, latency runs from the intended send
-//      time (queueing is not hidden); a warm-up, then the measuring window of each path, both
-//      in slices of --slice s (default 0.25), the paths taking turns (every other turn with
+//      in this process; the header line says which ran, and each round its CPU per request):
+//      requests go out on a fixed schedule whether or not earlier ones answered, latency runs
+//      from the intended send time (queueing is not hidden); a warm-up, then the measuring window
+//      of each path, both in slices of --slice s (default 0.25), the paths taking turns (every other turn with
 //      neighbours swapped: A B C D, then B A D C), so that a burst of other work on the machine,
 //      or a pause of this process, falls on every path alike and no path always follows the same
 //      one; each path's slices pooled into its sample for the round; p50 / p90 / p99 and what each
@@ -62,8 +63,8 @@
 // microseconds (utime + stime from /proc/<pid>/stat; for wrk, this process's reaped children's) and
 // read + write system calls (syscr/syscw of /proc/<pid>/io), which say where the throughput goes on
 // a shared machine better than req/s alone; and the proxies' share of a core at the fixed rate.
-// Every answer of the open-loop generators (C or Node) and of priming is checked (status 200, 1,024 bytes back); wrk's errors and
-// non-2xx answers are counted; more than 1% of a run failing aborts the bench.
+// Every answer of the open loop (C or Node) and of priming is checked (status 200, 1,024 bytes
+// back); wrk's errors and non-2xx answers are counted; more than 1% of a run failing aborts the bench.
 //
 //   npm run -s bench -- sidecar            2 s warm-up + 10 s per window, 3 rounds (~8.5 min)
 //   npm run -s bench -- sidecar --quick    1 s warm-up + 3 s per window, 1 round (~90 s)
@@ -127,7 +128,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   log(`sidecars: ${Object.entries(options.sidecarEnv).map(([k, v]) => `${k}=${v} `).join("")}node ${options.sidecarNodeFlags.join(" ")} ${options.sidecarMain}`)
   const payload = makePayload()
   const wrk = findExecutable("wrk")
-  // The open loop's generator, started once (its child, if C, lives until the end).
+  // The open loop's generator, started once for the whole open phase (a C child is built first if need be).
   const { generator, note } = options.phases.includes("open") ? await startGenerator<Mode>(options.generator) : { generator: undefined, note: undefined }
   if (note !== undefined) log(`  ${note}`)
   const generatorName = generator === undefined ? "-" : generator.kind === "c" ? `C generator, pid ${generator.pid}` : "Node generator"
@@ -144,7 +145,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   // Every child's stop, whatever happens: run in `finally`, and on SIGINT/SIGTERM of the bench.
   const spawned: Array<() => Promise<void>> = []
   let app: Child | undefined
-  // Callers first (the open loop's generator, proxy A, then B, then the app), so no sidecar sees its peer vanish and redials.
+  // Callers first (the open loop's generator, proxy A, then B, then the app), so no sidecar sees
+  // its peer vanish and redials.
   const stopAll = async () => {
     await generator?.close()
     for (const stop of [...spawned].reverse()) await stop()
