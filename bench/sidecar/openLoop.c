@@ -417,7 +417,9 @@ static void handleEvents(struct epoll_event *events, int n, int64_t now) {
 static void runLoop(long id, double rate, long ms, long warmupMs, long giveupMs) {
   if (id < 0 || id >= MAX_TARGETS || !targets[id].used) return answerError("no target %ld", id);
   if (!(rate > 0 && rate <= 1000000)) return answerError("rate must be over 0 and at most 1000000");
-  if (ms < 0 || warmupMs < 0 || ms + warmupMs > 3600000 || giveupMs < 0 || giveupMs > 600000) return answerError("bad durations");
+  // Each bounded before they are added: sscanf clamps an over-long number to LONG_MAX, and a sum
+  // past it would wrap negative, pass, and leave a run that never ends.
+  if (ms < 0 || warmupMs < 0 || ms > 3600000 || warmupMs > 3600000 - ms || giveupMs < 0 || giveupMs > 600000) return answerError("bad durations");
   // Rounded as nodeLoad.ts's Math.round (no libm: cLoad.ts links nothing else).
   long total = (long)((double)(warmupMs + ms) / 1000.0 * rate + 0.5);
   if (total > MAX_REQUESTS) return answerError("over %ld requests in one run", MAX_REQUESTS);

@@ -311,9 +311,13 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     expect(await load.command(`target 0 ${HOST} 80 ${"h".repeat(300)} 1`)).toStrictEqual({ error: "host header over 256 bytes" })
     expect(await load.command("target 0 localhost 80 - 1")).toStrictEqual({ error: "host must be an IPv4 address" })
     await expect(load.run(63, 100, 0, 10, 10)).rejects.toThrow(CLoadRefused)
-    expect(await load.command("run 0 0 10 0 10")).toMatchObject({ error: expect.stringMatching(/^rate must be/) })
-    const { port } = await httpServer(echo)
-    expect(await load.run(await target(port), 200, 0, 25, 2000)).toMatchObject({ sent: 5, errors: 0 })
+    const good = await httpServer(echo)
+    const id = await target(good.port)
+    expect(await load.command(`run ${id} 0 10 0 10`)).toMatchObject({ error: expect.stringMatching(/^rate must be/) })
+    // Each duration within bounds alone, their sum past a long's range: refused, not wrapped negative.
+    expect(await load.command(`run ${id} 1000 9223372036854775807 1 0`, 2000)).toStrictEqual({ error: "bad durations" })
+    expect(await load.command(`run ${id} 1000 1 9223372036854775807 0`, 2000)).toStrictEqual({ error: "bad durations" })
+    expect(await load.run(id, 200, 0, 25, 2000)).toMatchObject({ sent: 5, errors: 0 })
   })
 
   it("at its cap of connections over all targets, closes another target's idle one for a new one", async () => {
