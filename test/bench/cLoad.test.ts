@@ -132,15 +132,16 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
 
   it("counts only the requests due after the warm-up, and keeps its connections alive across runs", async () => {
     const { seen, port } = await httpServer(echo)
-    const id = await target(port)
+    // One connection at most: every request of both runs on it, however late the server answers
+    // on a loaded machine (with more allowed, a stall would open more and prove nothing).
+    const id = await target(port, 1)
     const first = await load.run(id, 200, 100, 100, 2000)
     const second = await load.run(id, 200, 0, 100, 2000)
     expect(first).toMatchObject({ sent: 40, errors: 0 })
     expect(first.calls.ms.length).toBe(20)
     expect(second).toMatchObject({ sent: 20, errors: 0 })
     expect(seen.requests).toBe(60)
-    // One at a time at 200 req/s: kept-alive connections carry them, a new one only while all are busy.
-    expect(seen.connections).toBeLessThan(15)
+    expect(seen.connections).toBe(1)
   })
 
   it("sends nodeLoad.ts's request byte for byte, the Host header given or host:port", async () => {
