@@ -36,8 +36,10 @@ static int hasToken(const char *value, size_t len, const char *token) {
 static const char *parseHead(Answer *a, size_t headLen) {
   char *p = a->buf;
   char *end = a->buf + headLen;
-  if (headLen < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ' ||
-      p[9] < '0' || p[9] > '9' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
+  // Exactly three digits (a fourth would read "2000" as 200): then the reason's space or the line's end.
+  if (headLen < 13 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ' ||
+      p[9] < '0' || p[9] > '9' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9' ||
+      (p[12] != ' ' && p[12] != '\r' && p[12] != '\n'))
     return "malformed status line";
   int http10 = p[7] == '0';
   a->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');

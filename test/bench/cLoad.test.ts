@@ -249,6 +249,7 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
 
   const malformed: ReadonlyArray<readonly [string, (socket: net.Socket) => void, string]> = [
     ["garbage", (socket) => socket.write("garbage that is no answer\r\n\r\n"), "malformed status line"],
+    ["a status of four digits", (socket) => socket.write(Buffer.concat([Buffer.from("HTTP/1.1 2000 OK\r\ncontent-length: 1024\r\n\r\n"), payload])), "malformed status line"],
     ["a header block over 16 KiB", (socket) => socket.write(`HTTP/1.1 200 OK\r\nx-long: ${"a".repeat(20_000)}`), "header block over 16384 bytes"],
     ["a close mid-body", (socket) => socket.end("HTTP/1.1 200 OK\r\ncontent-length: 1024\r\n\r\nonly this"), "connection closed mid-answer"],
     ["a close before any answer", (socket) => socket.end(), "connection closed before the answer"],
