@@ -1,12 +1,12 @@
 // The sidecar bench's default open-loop generator: bench/sidecar/openLoop.c (with httpAnswer.c), compiled with the
-// machine's C compiler once per change of its source (into a cache dir under the temp dir), run as
+// machine's C compiler once per change of its source or compiler (into a cache dir under the temp dir), run as
 // one long-lived child the bench drives over its line protocol (the C file's header), slice after
 // slice on different targets. Its samples are nodeLoad.ts's OpenSample, so turns.ts's mergeOpen and
 // the reports take them as they take the Node loop's. The point: the generator runs outside the
 // bench's Node process, so neither its GC pauses nor its timers' lateness land in the tails.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { createHash } from "node:crypto"
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs"
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -29,17 +29,25 @@ export class CLoadRefused extends Data.TaggedError("CLoadRefused")<{ readonly me
 export const findCc = (): string | undefined => process.env.CC ?? findExecutable("cc")
 
 /**
- * The generator's binary, compiled if this source has not been yet: `<tmp>/iip-mesh-openloop-<hash>/openloop`.
- * Undefined when there is no C compiler (the caller falls back to the Node loop and says how to get one).
+ * The generator's binary, compiled if this source has not been yet by this compiler:
+ * `<cacheRoot>/iip-mesh-openloop-<hash>/openloop`, the temp dir by default. Undefined when there is
+ * no C compiler (the caller falls back to the Node loop and says how to get one).
  */
-export const buildOpenLoop = (cc: string | undefined = findCc()): string | undefined => {
+export const buildOpenLoop = (cc: string | undefined = findCc(), cacheRoot: string = tmpdir()): string | undefined => {
   if (cc === undefined) return undefined
-  const hash = createHash("sha256")
+  // The compiler is in the key: another CC (clang, a sanitizing wrapper) gets its own binary, not this one's.
+  const hash = createHash("sha256").update(`${cc}\0`)
   for (const file of [...C_SOURCES, C_HEADER]) hash.update(readFileSync(file))
-  const dir = join(tmpdir(), `iip-mesh-openloop-${hash.digest("hex").slice(0, 16)}`)
+  const dir = join(cacheRoot, `iip-mesh-openloop-${hash.digest("hex").slice(0, 16)}`)
   const binary = join(dir, "openloop")
+  mkdirSync(dir, { recursive: true, mode: 0o700 })
+  // The temp dir is everyone's and the name is known: a binary is run only from a directory that is
+  // this user's and that nobody else may write to, or anyone could have put their program there.
+  const stat = lstatSync(dir)
+  if (!stat.isDirectory() || stat.uid !== process.getuid?.() || (stat.mode & 0o022) !== 0) {
+    throw new CLoadFailed({ message: `${dir}: not a directory of this user's, or writable by others; remove it to build the generator afresh` })
+  }
   if (existsSync(binary)) return binary
-  mkdirSync(dir, { recursive: true })
   // Built beside it and renamed, so a bench or test building at the same moment never runs half a file.
   const partial = join(dir, `openloop.${process.pid}.partial`)
   try {

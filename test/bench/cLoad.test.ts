@@ -5,14 +5,14 @@
 // is installed. Without a C compiler the suite skips with the reason (in CI, where
 // scripts/test-tools.sh installs gcc, it fails).
 import { execFileSync, spawnSync } from "node:child_process"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 import { performance } from "node:perf_hooks"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { buildOpenLoop, C_SOURCES, type CLoad, CLoadRefused, startCLoad } from "../../bench/sidecar/cLoad.ts"
+import { buildOpenLoop, C_SOURCES, type CLoad, CLoadFailed, CLoadRefused, startCLoad } from "../../bench/sidecar/cLoad.ts"
 import { GENERATORS, startGenerator } from "../../bench/sidecar/generator.ts"
 import { makeTarget, openLoop } from "../../bench/sidecar/nodeLoad.ts"
 import { parseArgs } from "../../bench/sidecar/options.ts"
@@ -371,6 +371,34 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
 })
 
 describe("the generator's driver (cLoad.ts)", () => {
+  /** A cache root of its own (the real one, the temp dir, is shared with the bench). */
+  const cacheRoot = () => {
+    const root = mkdtempSync(join(tmpdir(), "cload-cache-"))
+    cleanups.push(() => rmSync(root, { recursive: true, force: true }))
+    return root
+  }
+
+  it.skipIf(compiled.skip)("builds a binary of its own for another compiler, and reuses each", () => {
+    const root = cacheRoot()
+    // Another compiler (as a sanitizing wrapper would be): the same sources, its own binary.
+    const wrapper = join(root, "other-cc")
+    writeFileSync(wrapper, `#!/bin/sh\nexec ${cc} "$@"\n`, { mode: 0o755 })
+    const plain = buildOpenLoop(cc, root)
+    const wrapped = buildOpenLoop(wrapper, root)
+    expect(wrapped).not.toBe(plain)
+    expect(buildOpenLoop(cc, root)).toBe(plain)
+    expect(buildOpenLoop(wrapper, root)).toBe(wrapped)
+  })
+
+  it.skipIf(compiled.skip)("never runs a cached binary from a directory others may write to", () => {
+    const root = cacheRoot()
+    const binary = buildOpenLoop(cc, root)!
+    // Anyone could have put their own program there since.
+    chmodSync(dirname(binary), 0o777)
+    expect(() => buildOpenLoop(cc, root)).toThrow(CLoadFailed)
+    expect(() => buildOpenLoop(cc, root)).toThrow(/writable by others/)
+  })
+
   it("kills a generator that stops answering and fails what waited on it, past the run's time and the grace", async () => {
     // A stand-in that reads its commands and never answers (a hung generator).
     const dir = mkdtempSync(join(tmpdir(), "cload-hung-"))
