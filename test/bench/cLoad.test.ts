@@ -247,6 +247,14 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     expect(await load.run(await target(port), 200, 0, 50, 2000)).toMatchObject({ sent: 10, errors: 0 })
   })
 
+  it("counts a connection refused after connect's EINPROGRESS as an error of its request, each one", async () => {
+    // A port nobody listens on any more: the refusal comes back through the socket's error, later.
+    const server = net.createServer()
+    const port = await new Promise<number>((resolve) => server.listen(0, HOST, () => resolve((server.address() as net.AddressInfo).port)))
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+    expect(await load.run(await target(port, 4), 500, 0, 20, 1000)).toMatchObject({ sent: 10, errors: 10, firstError: "connect: Connection refused" })
+  })
+
   const malformed: ReadonlyArray<readonly [string, (socket: net.Socket) => void, string]> = [
     ["garbage", (socket) => socket.write("garbage that is no answer\r\n\r\n"), "malformed status line"],
     ["a status of four digits", (socket) => socket.write(Buffer.concat([Buffer.from("HTTP/1.1 2000 OK\r\ncontent-length: 1024\r\n\r\n"), payload])), "malformed status line"],
