@@ -6,7 +6,6 @@
 // scripts/test-tools.sh installs gcc, it fails).
 import { execFileSync, spawnSync } from "node:child_process"
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import * as http from "node:http"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
@@ -17,8 +16,9 @@ import { GENERATORS, startGenerator } from "../../bench/sidecar/generator.ts"
 import { makeTarget, openLoop } from "../../bench/sidecar/nodeLoad.ts"
 import { parseArgs } from "../../bench/sidecar/options.ts"
 import { startProxyPair } from "../../bench/sidecar/proxies.ts"
-import { makePayload, PATH, SERVICE_HOST } from "../../bench/sidecar/request.ts"
+import { makePayload, SERVICE_HOST } from "../../bench/sidecar/request.ts"
 import { findExecutable } from "../../bench/sidecar/which.ts"
+import { type Answer, benchRequestServer, echo } from "../support/benchRequestServer.ts"
 import { assertCapability, type Capability, gate } from "../support/netnsProcess.ts"
 
 const cc = process.env.CC ?? "cc"
@@ -38,30 +38,8 @@ const listen = async <S extends net.Server>(server: S): Promise<number> => {
   return (server.address() as net.AddressInfo).port
 }
 
-/** A node:http server answering each whole request with `answer`; counts requests and connections. */
-const httpServer = async (answer: (body: Buffer, req: http.IncomingMessage, res: http.ServerResponse) => void) => {
-  const seen = { requests: 0, connections: 0, wrong: [] as Array<string> }
-  const server = http.createServer((req, res) => {
-    const parts: Array<Buffer> = []
-    req.on("data", (chunk: Buffer) => parts.push(chunk))
-    req.on("end", () => {
-      seen.requests++
-      const body = Buffer.concat(parts)
-      if (req.method !== "POST" || req.url !== PATH || req.headers["content-type"] !== "application/octet-stream" || !body.equals(payload)) {
-        if (seen.wrong.length < 3) seen.wrong.push(`${req.method} ${req.url} ${req.headers["content-type"]} ${body.length} B`)
-      }
-      answer(body, req, res)
-    })
-  })
-  server.on("connection", () => seen.connections++)
-  cleanups.push(() => server.closeAllConnections())
-  return { seen, port: await listen(server), server }
-}
-
-const echo = (body: Buffer, _req: http.IncomingMessage, res: http.ServerResponse) => {
-  res.writeHead(200, { "content-length": body.length })
-  res.end(body)
-}
+/** The bench's request checked and answered (echoed by default); cleaned up after the test. */
+const httpServer = (answer?: Answer) => benchRequestServer(cleanups, answer)
 
 /** A raw server: each connection's bytes go to `onData` with its socket (answers no HTTP server would send). */
 const rawServer = async (onData: (socket: net.Socket, data: Buffer) => void) => {

@@ -2,15 +2,14 @@
 // (captured into fixtures/: latencies in us, ms and s, non-2xx answers, timeouts), and the Lua
 // script it writes making wrk send the bench's own request byte for byte to a real server.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
-import * as http from "node:http"
-import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { parseArgs } from "../../bench/sidecar/options.ts"
-import { makePayload, PATH, SERVICE_HOST } from "../../bench/sidecar/request.ts"
+import { SERVICE_HOST } from "../../bench/sidecar/request.ts"
 import { findExecutable } from "../../bench/sidecar/which.ts"
 import { parseWrkOutput, runWrk, WrkFailed, writeWrkScript } from "../../bench/sidecar/wrk.ts"
+import { benchRequestServer, echo } from "../support/benchRequestServer.ts"
 
 const fixture = (name: string) => readFileSync(join(import.meta.dirname, "fixtures", name), "utf8")
 
@@ -58,29 +57,12 @@ describe("wrk run", () => {
 
   const wrk = findExecutable("wrk")
   it.skipIf(wrk === undefined)("sends the bench's request: POST, the 1 KiB payload byte for byte, Host of the service", async () => {
-    const payload = makePayload()
-    const seen = { requests: 0, wrong: [] as Array<string> }
-    const server = http.createServer((req, res) => {
-      const parts: Array<Buffer> = []
-      req.on("data", (chunk: Buffer) => parts.push(chunk))
-      req.on("end", () => {
-        seen.requests++
-        const body = Buffer.concat(parts)
-        if (req.method !== "POST" || req.url !== PATH || req.headers.host !== SERVICE_HOST || !body.equals(payload)) {
-          if (seen.wrong.length < 3) seen.wrong.push(`${req.method} ${req.url} host ${req.headers.host} ${body.length} B`)
-        }
-        res.writeHead(200, { "content-length": body.length })
-        res.end(body)
-      })
-    })
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
-    cleanups.push(() => server.closeAllConnections())
+    const { seen, port } = await benchRequestServer(cleanups, echo, (req) => req.headers.host === SERVICE_HOST)
     const dir = mkdtempSync(join(tmpdir(), "wrk-test-"))
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
 
     const script = writeWrkScript(dir, "request", SERVICE_HOST)
-    const report = await runWrk({ binary: wrk!, host: "127.0.0.1", port: (server.address() as AddressInfo).port, script, connections: 2, seconds: 1 })
+    const report = await runWrk({ binary: wrk!, host: "127.0.0.1", port, script, connections: 2, seconds: 1 })
 
     expect(seen.wrong).toStrictEqual([])
     expect(report.requests).toBeGreaterThan(0)
