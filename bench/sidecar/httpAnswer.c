@@ -103,6 +103,14 @@ static const char *countBody(Answer *a, size_t n) {
   return a->body > ANSWER_MAX_BODY ? "body over 1 MiB" : NULL;
 }
 
+/** Takes what is here of the `remaining` body bytes (Content-Length's or a chunk's) from `avail`; advances *at. */
+static const char *takeRemaining(Answer *a, size_t avail, size_t *at) {
+  size_t n = avail < (size_t)a->remaining ? avail : (size_t)a->remaining;
+  a->remaining -= (long long)n;
+  *at += n;
+  return countBody(a, n);
+}
+
 /** Where the line starting at buf[from] ends (its '\n'), or NULL while it is incomplete. */
 static char *lineEnd(Answer *a, size_t from) { return memchr(a->buf + from, '\n', a->len - from); }
 
@@ -130,10 +138,7 @@ enum Parsed answerParse(Answer *a, const char **error) {
       if (a->status >= 100 && a->status < 200 && a->status != 101) a->phase = HEAD;
       else if (a->status == 101) return *error = "status 101 (an upgrade)", FAILED;
     } else if (a->phase == BODY_LENGTH) {
-      size_t n = avail < (size_t)a->remaining ? avail : (size_t)a->remaining;
-      a->remaining -= (long long)n;
-      at += n;
-      if ((*error = countBody(a, n)) != NULL) return FAILED;
+      if ((*error = takeRemaining(a, avail, &at)) != NULL) return FAILED;
       if (a->remaining > 0) break;
       result = COMPLETE;
       break;
@@ -164,10 +169,7 @@ enum Parsed answerParse(Answer *a, const char **error) {
         a->remaining = size;
       }
     } else if (a->phase == CHUNK_DATA) {
-      size_t n = avail < (size_t)a->remaining ? avail : (size_t)a->remaining;
-      a->remaining -= (long long)n;
-      at += n;
-      if ((*error = countBody(a, n)) != NULL) return FAILED;
+      if ((*error = takeRemaining(a, avail, &at)) != NULL) return FAILED;
       if (a->remaining > 0) break;
       a->phase = CHUNK_END;
     } else if (a->phase == CHUNK_END) {
