@@ -167,7 +167,8 @@ export const startCLoad = (binary: string, graceMs = 10_000): Promise<CLoad> =>
         close: async () => {
           if (child.exitCode === null && child.signalCode === null) {
             child.stdin!.end()
-            // It exits on its stdin's end; a run in progress ends within its give-up time first.
+            // It exits on its stdin's end, read only between commands: a run in progress (its give-up
+            // alone may be longer) is cut short by the kill.
             const force = setTimeout(() => child.kill("SIGKILL"), 5000)
             await exited
             clearTimeout(force)
