@@ -114,6 +114,12 @@ static int64_t nowNs(clockid_t clock) {
 
 static int64_t dueOf(long i) { return run.start + (int64_t)((double)i * run.intervalNs + 0.5); }
 
+/** `text` made fit for a JSON string as it is: what would need escaping becomes '?'. */
+static void jsonSafe(char *text) {
+  for (char *c = text; *c != '\0'; c++)
+    if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) *c = '?';
+}
+
 static void noteError(const char *format, ...) {
   run.errors++;
   if (run.firstError[0] != '\0') return;
@@ -121,9 +127,7 @@ static void noteError(const char *format, ...) {
   va_start(args, format);
   vsnprintf(run.firstError, sizeof run.firstError, format, args);
   va_end(args);
-  // It goes into a JSON string: nothing that needs escaping.
-  for (char *c = run.firstError; *c != '\0'; c++)
-    if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) *c = '?';
+  jsonSafe(run.firstError);
 }
 
 static void closeConn(Conn *c) {
@@ -359,8 +363,7 @@ static void answerError(const char *format, ...) {
   va_start(args, format);
   vsnprintf(message, sizeof message, format, args);
   va_end(args);
-  for (char *c = message; *c != '\0'; c++)
-    if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) *c = '?';
+  jsonSafe(message);
   emit("{\"error\":\"%s\"}", message);
   flushLine();
 }
