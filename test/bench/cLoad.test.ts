@@ -213,6 +213,31 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     expect(sample.max).toBeGreaterThan(100)
   })
 
+  it("measures the requests due while it could not send (the generator stopped) from when they were due", async () => {
+    // At the server's 50th request the generator is stopped for 200 ms: the requests that fall due
+    // meanwhile go out late, and their latency must include the wait (no coordinated omission).
+    let stoppedMs = 0
+    let answered = 0
+    const { port } = await httpServer((body, req, res) => {
+      echo(body, req, res)
+      if (++answered !== 50) return
+      process.kill(load.pid, "SIGSTOP")
+      const stoppedAt = performance.now()
+      setTimeout(() => {
+        process.kill(load.pid, "SIGCONT")
+        stoppedMs = performance.now() - stoppedAt
+      }, 200)
+    })
+    cleanups.push(() => void process.kill(load.pid, "SIGCONT"))
+    const sample = await load.run(await target(port), 1000, 0, 400, 2000)
+    expect(sample).toMatchObject({ sent: 400, errors: 0 })
+    expect(stoppedMs).toBeGreaterThan(150)
+    // A request falls due each ms: those of the stop's first half were sent after it ended, so each
+    // waited half of it at least (measured from sending, only the few in flight would).
+    const late = sample.latencies.filter((ms) => ms >= stoppedMs / 2).length
+    expect(late).toBeGreaterThanOrEqual(Math.floor(stoppedMs / 2) - 20)
+  })
+
   it("ends a run GIVEUP_MS after the last request was due, the unanswered counted as errors, and serves the next command", async () => {
     const silent = await rawServer(() => {})
     const started = performance.now()
