@@ -5,7 +5,7 @@
 // is installed. Without a C compiler the suite skips with the reason (in CI, where
 // scripts/test-tools.sh installs gcc, it fails).
 import { execFileSync, spawnSync } from "node:child_process"
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
@@ -140,6 +140,16 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     expect(heads[1]).toBe(heads[0])
     expect(heads[3]).toBe(heads[2])
     expect(heads[2]).toContain(`host: ${SERVICE_HOST}\r\n`)
+  })
+
+  it("sends with write(2), so the bench's syscall count (/proc/PID/io syscw) sees its sends as it sees the Node loop's", async () => {
+    const { port } = await httpServer()
+    const id = await target(port)
+    const syscw = () => Number(/^syscw: (\d+)$/m.exec(readFileSync(`/proc/${load.pid}/io`, "utf8"))![1])
+    const before = syscw()
+    expect(await load.run(id, 500, 0, 100, 2000)).toMatchObject({ sent: 50, errors: 0 })
+    // Each of the 50 requests takes a write at least (send(2) is not counted: 1, the answer line).
+    expect(syscw() - before).toBeGreaterThanOrEqual(50)
   })
 
   it("counts an answer of status 500 as an error naming the status", async () => {
