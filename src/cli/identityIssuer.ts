@@ -49,20 +49,20 @@ const flags = {
   ),
   maxConnections: Flag.Int("max-connections").pipe(Flag.withDescription("connections open at once; past it new ones are dropped (default 1024)"), Flag.withDefault(1024)),
   maxConnectionsPerSource: Flag.Int("max-connections-per-source").pipe(
-    Flag.withDescription("of those, open from one address at once (TLS handshakes included); past it its new ones are closed (default 64)"),
+    Flag.withDescription("of those, open from one source at once (an IPv4 address, an IPv6 /64; TLS handshakes included); past it its new ones are closed (default 64)"),
     Flag.withDefault(64)
   ),
   handshakeRatePerSource: Flag.Int("handshake-rate-per-source").pipe(
-    Flag.withDescription("TLS handshakes one address may start a second, sustained; past it (and its burst) its new connections are closed at accept, before any TLS (default 20)"),
+    Flag.withDescription("TLS handshakes one source (an IPv4 address, an IPv6 /64) may start a second, sustained; past it (and its burst) its new connections are closed at accept, before any TLS (default 20)"),
     Flag.withDefault(Issuer.issuerDefaults.handshakeRatePerSource)
   ),
   handshakeBurstPerSource: Flag.Int("handshake-burst-per-source").pipe(
-    Flag.withDescription("and at once, from a full bucket: sidecars behind one address (a NAT) starting together (default 40)"),
+    Flag.withDescription("and at once, from a full bucket: sidecars behind one source (a NAT, a node's IPv6 /64) starting together (default 40)"),
     Flag.withDefault(Issuer.issuerDefaults.handshakeBurstPerSource)
   ),
   maxInFlight: Flag.Int("max-in-flight").pipe(Flag.withDescription("signings in progress at once; past it requests are refused overloaded (default 64)"), Flag.withDefault(64)),
   maxInFlightPerSource: Flag.Int("max-in-flight-per-source").pipe(
-    Flag.withDescription("of those, for one address at once (4 at most per connection); past it its requests are refused too-many-requests (default 16)"),
+    Flag.withDescription("of those, for one source at once (an IPv4 address, an IPv6 /64; 4 at most per connection); past it its requests are refused too-many-requests (default 16)"),
     Flag.withDefault(16)
   )
 }

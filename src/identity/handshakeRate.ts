@@ -1,31 +1,32 @@
-// How fast one source address may start TLS handshakes with the issuer (issuer.ts): a token bucket
-// per address (a burst, refilled at a sustained rate), asked at the TCP accept, before any TLS
-// work. A handshake costs the issuer a key exchange and a signature (and a client certificate's
-// verification), and the connection share (issuerShares.ts) bounds only the connections open at
-// once: a peer connecting, handshaking and closing in a loop holds a few and takes a core. Only
-// addresses whose bucket is not full are tracked (one that is full is as good as none), at most
-// maxSources of them: a new address past that takes the place of the least recently updated one,
-// so a spray of addresses grows no memory. It does not share one bucket among the addresses past
-// maxSources: a spray (one IPv6 /64 holds 2^64 addresses) would keep the table full and empty
-// that bucket, refusing every sidecar new to the issuer; an address looping is updated at each of
-// its attempts, so it stays at the back and keeps its bucket unless maxSources other addresses
-// connect between two of them (and addresses enough to do that already get far more handshakes,
-// burst and rate each, than one issuer can make: a bound across addresses is not this one's).
+// How fast one source (an IPv4 address, an IPv6 /64: sourceKey.ts; the issuer passes the key) may
+// start TLS handshakes with the issuer (issuer.ts): a token bucket (tokenBucket.ts) per source (a
+// burst, refilled at a sustained rate), asked at the TCP accept, before any TLS work. A handshake
+// costs the issuer a key exchange and a signature (and a client certificate's verification), and
+// the connection share (issuerShares.ts) bounds only the connections open at once: a peer
+// connecting, handshaking and closing in a loop holds a few and takes a core. Only sources whose
+// bucket is not full are tracked (one that is full is as good as none), at most maxSources of
+// them: a new source past that takes the place of the least recently updated one, so a spray of
+// sources grows no memory. It does not share one bucket among the sources past maxSources: a
+// spray (a host routed an IPv6 /48 holds 65,536 /64s) would keep the table full and empty that
+// bucket, refusing every sidecar new to the issuer; a source looping is updated at each of its
+// attempts, so it stays at the back and keeps its bucket unless maxSources other sources connect
+// between two of them (and sources enough to do that already get far more handshakes, burst and
+// rate each, than one issuer can make: a bound across sources is not this one's).
 import { TokenBucket } from "../iip/tokenBucket.ts"
 
-/** Addresses tracked at most (an entry is ~220 bytes, measured: ~2.2 MB at most). */
+/** Sources tracked at most (an entry is ~220 bytes, measured: ~2.2 MB at most). */
 export const handshakeSourcesTracked = 10_000
 
 export interface HandshakeRateLimits {
-  /** Handshakes one address may start a second, sustained (a whole number). */
+  /** Handshakes one source may start a second, sustained (a whole number). */
   readonly ratePerSecond: number
-  /** And at once from a full bucket: sidecars behind one address (a NAT) starting together. */
+  /** And at once from a full bucket: sidecars behind one source (a NAT, a node's /64) starting together. */
   readonly burst: number
-  /** Addresses tracked at once; past it a new one takes the least recently updated one's place (default handshakeSourcesTracked). */
+  /** Sources tracked at once; past it a new one takes the least recently updated one's place (default handshakeSourcesTracked). */
   readonly maxSources?: number
 }
 
-/** Admitted, or refused by the address's bucket. */
+/** Admitted, or refused by the source's bucket. */
 export type HandshakeVerdict = "admitted" | "over-rate"
 
 export class HandshakeRate {
@@ -46,7 +47,7 @@ export class HandshakeRate {
     this.now = now
   }
 
-  /** Addresses tracked now (those whose bucket may not be full). */
+  /** Sources tracked now (those whose bucket may not be full). */
   get tracked(): number {
     return this.buckets.size
   }
@@ -57,7 +58,7 @@ export class HandshakeRate {
     this.forgetFull(now)
     let bucket = this.buckets.get(source)
     if (bucket === undefined) {
-      // The least recently updated first: its address has waited longest since its last attempt.
+      // The least recently updated first: its source has waited longest since its last attempt.
       if (this.buckets.size >= this.maxSources) this.buckets.delete(this.buckets.keys().next().value!)
       bucket = new TokenBucket(this.ratePerSecond, this.burst, now)
     } else this.buckets.delete(source)

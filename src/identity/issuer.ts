@@ -16,7 +16,8 @@
 // end, that certificate is what earns the renewal of the same service's identity. Every input is
 // bounded: body size, request time, the TokenReview call's time and answer, the signings in
 // flight and the connections, each in all and per peer (issuerShares.ts), and the rate at which one
-// peer starts TLS handshakes (handshakeRate.ts).
+// peer starts TLS handshakes (handshakeRate.ts); a peer is a source (sourceKey.ts): an IPv4
+// address, or an IPv6 /64.
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -35,6 +36,7 @@ import { defaultLeafLifetimeMs, generateKeyPair, issueLeaf, validFromNow } from 
 import { readCertificateRequest, RequestMalformed } from "./certificateRequest.ts"
 import { HandshakeRate } from "./handshakeRate.ts"
 import { IssuerShares } from "./issuerShares.ts"
+import { sourceKeyOf } from "./sourceKey.ts"
 import { checkJoinToken, type JoinToken, ProofRefused, type RefusalReason, refusalReasons, reviewServiceAccountToken, type TokenReviewOptions } from "./proofs.ts"
 import { certificatesOfPem } from "./trustBundle.ts"
 import { issuerSpiffeId, kubernetesSpiffeId, parseSpiffeId, serviceSpiffeId, spiffeIdOfCertificate } from "./spiffe.ts"
@@ -81,16 +83,16 @@ export interface IssuerOptions {
   /** Signings in progress at once; past it requests are refused `overloaded` (default 64). */
   readonly maxInFlight: number
   /**
-   * Of those, in progress for one source address at once; past it its requests are refused
+   * Of those, in progress for one source (an IPv4 address, an IPv6 /64: sourceKey.ts) at once; past it its requests are refused
    * `too-many-requests` (default 16; one connection holds 4 at most: maxInFlightPerConnection).
    */
   readonly maxInFlightPerSource: number
   /** Connections open at once; past it new ones are dropped (default 1024). */
   readonly maxConnections: number
-  /** Of those, open from one source address at once, handshakes included; past it new ones are closed (default 64). */
+  /** Of those, open from one source at once, handshakes included; past it new ones are closed (default 64). */
   readonly maxConnectionsPerSource: number
   /**
-   * TLS handshakes one source address may start a second, sustained (default 20), and at once
+   * TLS handshakes one source may start a second, sustained (default 20), and at once
    * (default 40); past them its new connections are closed at accept, before any TLS work.
    */
   readonly handshakeRatePerSource: number
@@ -299,24 +301,25 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       response.end(text)
     }
 
-    const refuse = (response: ServerResponse, remote: string | undefined, error: unknown) => {
+    const refuse = (response: ServerResponse, remote: string | undefined, source: string, error: unknown) => {
       const refusal = error instanceof ProofRefused ? error : new ProofRefused({ reason: "bad-request", detail: `unexpected: ${loggable(error instanceof Error ? error.message : String(error))}` })
       refused[refusal.reason]++
       const busy = refusal.reason === "too-many-requests" || refusal.reason === "overloaded"
       const admitted = refusalLines[refusal.reason].admit()
-      if (admitted !== undefined) options.log("identity-refused", { reason: refusal.reason, detail: refusal.detail, remote, ...admitted })
+      if (admitted !== undefined) options.log("identity-refused", { reason: refusal.reason, detail: refusal.detail, remote, source, ...admitted })
       answer(response, statusOf[refusal.reason], { error: refusal.reason, message: refusal.detail }, "application/json", busy)
     }
 
+    /** Logs a connection closed at accept: its address (`remote`) and the source its limits count it under. */
     const connectionRefused = (limit: "total" | "per_source" | "handshake_rate", remote: string | undefined) => {
       const admitted = connectionLines[limit].admit()
       if (admitted === undefined) return
       const detail = limit === "total"
         ? `all ${options.maxConnections} connections are taken`
         : limit === "per_source"
-        ? `this address's share of connections (${options.maxConnectionsPerSource}) is taken`
-        : `this address's TLS handshakes are past ${options.handshakeRatePerSource}/s, burst ${options.handshakeBurstPerSource}`
-      options.log("identity-connection-refused", { limit, detail, remote, ...admitted })
+        ? `this source's share of connections (${options.maxConnectionsPerSource}) is taken`
+        : `this source's TLS handshakes are past ${options.handshakeRatePerSource}/s, burst ${options.handshakeBurstPerSource}`
+      options.log("identity-connection-refused", { limit, detail, remote, source: remote === undefined ? undefined : sourceKeyOf(remote), ...admitted })
     }
 
     const joinTokenReloadsText = (): Array<string> => {
@@ -350,12 +353,12 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         "# HELP iip_mesh_issuer_connections Connections open now, TLS handshakes in progress included.",
         "# TYPE iip_mesh_issuer_connections gauge",
         `iip_mesh_issuer_connections ${shares.connections}`,
-        "# HELP iip_mesh_issuer_connections_refused_total Connections closed at accept: past --max-connections in all, past --max-connections-per-source from one address, or past its --handshake-rate-per-source.",
+        "# HELP iip_mesh_issuer_connections_refused_total Connections closed at accept: past --max-connections in all, past --max-connections-per-source from one source (an IPv4 address, an IPv6 /64), or past its --handshake-rate-per-source.",
         "# TYPE iip_mesh_issuer_connections_refused_total counter",
         `iip_mesh_issuer_connections_refused_total{limit="total"} ${shares.connectionsRefused.total}`,
         `iip_mesh_issuer_connections_refused_total{limit="per_source"} ${shares.connectionsRefused.per_source}`,
         `iip_mesh_issuer_connections_refused_total{limit="handshake_rate"} ${handshakeRate.refused}`,
-        "# HELP iip_mesh_issuer_handshake_rate_sources Source addresses whose TLS handshake bucket is tracked now (not full again yet).",
+        "# HELP iip_mesh_issuer_handshake_rate_sources Sources (IPv4 addresses, IPv6 /64s) whose TLS handshake bucket is tracked now (not full again yet).",
         "# TYPE iip_mesh_issuer_handshake_rate_sources gauge",
         `iip_mesh_issuer_handshake_rate_sources ${handshakeRate.tracked}`,
         ...joinTokenReloadsText(),
@@ -404,7 +407,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       // A slot is taken once the body is in: a client that sends its body slowly (or never) holds
       // a connection, bounded by the connection limits and the request timeout, never a signing
       // slot; one that leaves while signed gives its slot back (departureOf).
-      const source = remote ?? "unknown"
+      const source = remote === undefined ? "unknown" : sourceKeyOf(remote)
       let departure: AbortSignal | undefined
       readBody(request, options.maxRequestBytes)
         .then((body) => {
@@ -416,7 +419,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         .then(
           (signedResponse) => answer(response, 200, signedResponse),
           // Aborted because the client left: no one to answer, and not the API server's refusal.
-          (error) => (departure?.aborted === true && error instanceof ProofRefused && error.reason === "token-review-unavailable" ? void abandoned++ : refuse(response, remote, error))
+          (error) => (departure?.aborted === true && error instanceof ProofRefused && error.reason === "token-review-unavailable" ? void abandoned++ : refuse(response, remote, source, error))
         )
     })
     // Before the HTTP layer takes the connection, so its first request finds the tag.
@@ -430,19 +433,20 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     server.maxConnections = options.maxConnections
     server.on("tlsClientError", () => {})
     /** Closes a connection refused at accept (counted and logged, by `limit`, unless its peer had already gone); false. */
-    const closeAtAccept = (socket: net.Socket, source?: string, limit?: "per_source" | "handshake_rate"): false => {
+    const closeAtAccept = (socket: net.Socket, remote?: string, limit?: "per_source" | "handshake_rate"): false => {
       socket.destroy()
-      if (limit !== undefined) connectionRefused(limit, source)
+      if (limit !== undefined) connectionRefused(limit, remote)
       return false
     }
     /** Whether a connection just accepted may go on to its TLS handshake; one that may not is closed. */
     const admit = (socket: net.Socket): boolean => {
-      const source = socket.remoteAddress
+      const remote = socket.remoteAddress
       // No address: the peer is already gone.
-      if (source === undefined) return closeAtAccept(socket)
+      if (remote === undefined) return closeAtAccept(socket)
+      const source = sourceKeyOf(remote)
       // The rate first: a connection it refuses never holds a place in the shares.
-      if (handshakeRate.take(source) !== "admitted") return closeAtAccept(socket, source, "handshake_rate")
-      if (!shares.admit(source)) return closeAtAccept(socket, source, "per_source")
+      if (handshakeRate.take(source) !== "admitted") return closeAtAccept(socket, remote, "handshake_rate")
+      if (!shares.admit(source)) return closeAtAccept(socket, remote, "per_source")
       socket.once("close", () => shares.closed(source))
       return true
     }
