@@ -44,10 +44,17 @@ let nextId = 1
 /** Two addresses of one /64, and one of another. */
 const addresses = () => ({ a: `${prefix}1::a`, b: `${prefix}1::b`, c: `${prefix}2::c` })
 
+/** Removes the blackhole route (idempotent; also on process exit, should the test not get to afterAll). */
+const releasePrefix = () => {
+  if (prefix !== "") spawnSync("ip", ["-6", "route", "del", "blackhole", `${prefix}:/48`], { stdio: "ignore" })
+  prefix = ""
+}
+
 beforeAll(async () => {
   if (suite.skip) return
   assertCapability(capability, "unshare -rn and root")
   prefix = claimPrefix()
+  process.once("exit", releasePrefix)
   const { a, b, c } = addresses()
   const setup = ["ip link set lo up", ...[`${a}/64`, `${b}/64`, `${c}/64`].map((address) => `ip -6 addr add ${address} dev lo`)].join(" && ")
   agent = new JsonLineProcess("issuer-agent", "unshare", ["-rn", "sh", "-c", `${setup} && exec "$0" "$@"`, process.execPath, agentScript, prefix])
@@ -57,7 +64,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await agent?.close()
-  if (prefix !== "") spawnSync("ip", ["-6", "route", "del", "blackhole", `${prefix}:/48`], { stdio: "ignore" })
+  releasePrefix()
+  process.removeListener("exit", releasePrefix)
 })
 
 /** Sends a command to the agent and waits for its answer (or its error). */

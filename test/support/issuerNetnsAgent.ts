@@ -25,11 +25,11 @@ import { TestClock } from "effect/testing"
 import * as https from "node:https"
 import * as net from "node:net"
 import os from "node:os"
-import * as readline from "node:readline"
 import * as tls from "node:tls"
 import * as Issuer from "../../src/identity/issuer.ts"
 import { makeIssuingCa, trustDomain } from "./identityTest.ts"
 import { collectLog } from "./meshTest.ts"
+import { readJsonLines } from "./netnsProcess.ts"
 
 const out = (data: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(data)}\n`)
 
@@ -144,17 +144,11 @@ const run = async (command: Record<string, unknown>): Promise<Record<string, unk
   }
 }
 
-const lines = readline.createInterface({ input: process.stdin })
-lines.on("line", (line) => {
-  let command: Record<string, unknown>
-  try {
-    command = JSON.parse(line) as Record<string, unknown>
-  } catch {
-    return out({ type: "error", message: `not JSON: ${line.slice(0, 200)}` })
-  }
+readJsonLines(process.stdin, (command) => {
+  if (command.type === "text") return out({ type: "error", message: `not JSON: ${String(command.text).slice(0, 200)}` })
   run(command).then(out, (error: unknown) => out({ type: "error", id: command.id, message: error instanceof Error ? error.message : String(error) }))
 })
-lines.on("close", () => {
+process.stdin.once("end", () => {
   for (const socket of held) socket.destroy()
   void Promise.all([...issuers.values()].map((running) => Effect.runPromise(Scope.close(running.scope, Exit.void)))).then(() => process.exit(0))
 })
