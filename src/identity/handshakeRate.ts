@@ -1,6 +1,6 @@
-// How fast one source (an IPv4 address, an IPv6 /64: sourceKey.ts; the issuer passes the key) may
-// start TLS handshakes with the issuer (issuer.ts): a token bucket (tokenBucket.ts) per source (a
-// burst, refilled at a sustained rate), asked at the TCP accept, before any TLS work. A handshake
+// How fast one source (an IPv4 address, an IPv6 /64: src/iip/sourceKey.ts; the issuer passes the
+// key) may start TLS handshakes with the issuer (issuer.ts): a token bucket (src/iip/tokenBucket.ts)
+// per source (a burst, refilled at a sustained rate), asked at the TCP accept, before any TLS work. A handshake
 // costs the issuer a key exchange and a signature (and a client certificate's verification), and
 // the connection share (issuerShares.ts) bounds only the connections open at once: a peer
 // connecting, handshaking and closing in a loop holds a few and takes a core. Only sources whose

@@ -16,8 +16,8 @@
 // end, that certificate is what earns the renewal of the same service's identity. Every input is
 // bounded: body size, request time, the TokenReview call's time and answer, the signings in
 // flight and the connections, each in all and per peer (issuerShares.ts), and the rate at which one
-// peer starts TLS handshakes (handshakeRate.ts); a peer is a source (sourceKey.ts): an IPv4
-// address, or an IPv6 /64.
+// peer starts TLS handshakes (handshakeRate.ts); a peer is a source (src/iip/sourceKey.ts): an
+// IPv4 address, or an IPv6 /64.
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -30,13 +30,13 @@ import { ListenFailed } from "../iip/server.ts"
 import type { DocumentLoad } from "../iip/documentFile.ts"
 import { type Log, LogThrottle } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
+import { sourceKeyOf } from "../iip/sourceKey.ts"
 import { monotonicMillisOf } from "../mux/clock.ts"
 import type { IssuingCa } from "./caDirectory.ts"
 import { defaultLeafLifetimeMs, generateKeyPair, issueLeaf, validFromNow } from "./certificates.ts"
 import { readCertificateRequest, RequestMalformed } from "./certificateRequest.ts"
 import { HandshakeRate } from "./handshakeRate.ts"
 import { IssuerShares } from "./issuerShares.ts"
-import { sourceKeyOf } from "./sourceKey.ts"
 import { checkJoinToken, type JoinToken, ProofRefused, type RefusalReason, refusalReasons, reviewServiceAccountToken, type TokenReviewOptions } from "./proofs.ts"
 import { certificatesOfPem } from "./trustBundle.ts"
 import { issuerSpiffeId, kubernetesSpiffeId, parseSpiffeId, serviceSpiffeId, spiffeIdOfCertificate } from "./spiffe.ts"
@@ -83,8 +83,9 @@ export interface IssuerOptions {
   /** Signings in progress at once; past it requests are refused `overloaded` (default 64). */
   readonly maxInFlight: number
   /**
-   * Of those, in progress for one source (an IPv4 address, an IPv6 /64: sourceKey.ts) at once; past it its requests are refused
-   * `too-many-requests` (default 16; one connection holds 4 at most: maxInFlightPerConnection).
+   * Of those, in progress for one source (an IPv4 address, an IPv6 /64: src/iip/sourceKey.ts) at
+   * once; past it its requests are refused `too-many-requests` (default 16; one connection holds 4
+   * at most: maxInFlightPerConnection).
    */
   readonly maxInFlightPerSource: number
   /** Connections open at once; past it new ones are dropped (default 1024). */

@@ -1,4 +1,4 @@
-// The issuer's per-source limits count an IPv6 peer by its /64 (src/identity/sourceKey.ts): any
+// The issuer's per-source limits count an IPv6 peer by its /64 (src/iip/sourceKey.ts): any
 // IPv6 host can usually send from every address of its /64, so per full address they bound
 // nothing. Real connections from real addresses: a network namespace of the test's own
 // (`unshare -rn`) whose loopback holds two addresses of one /64 and one of another, all under a

@@ -1,9 +1,10 @@
-// The key the issuer's per-source limits count a peer under (src/identity/sourceKey.ts): IPv4 per
-// address, IPv6 per /64 in one printed form whatever form the address came in (compressed,
-// expanded, upper case, an IPv4 tail), an IPv4-mapped address as its IPv4 address, a zone kept;
-// text that is no address is its own key, and nothing throws.
+// The key per-peer limits count a peer under (src/iip/sourceKey.ts: the issuer's per-source limits,
+// the admin listeners' per-client cap): IPv4 per address, IPv6 per /64 in one printed form
+// whatever form the address came in (compressed, expanded, upper case, an IPv4 tail), an
+// IPv4-mapped address as its IPv4 address, a link-local one's zone kept; text that is no address
+// is its own key, and nothing throws.
 import { describe, expect, it } from "vitest"
-import { sourceKeyOf } from "../../src/identity/sourceKey.ts"
+import { sourceKeyOf } from "../../src/iip/sourceKey.ts"
 
 describe("sourceKeyOf", () => {
   it("an IPv4 address is its own key", () => {
@@ -30,17 +31,24 @@ describe("sourceKeyOf", () => {
     for (const form of forms) expect(sourceKeyOf(form), form).toBe("2001:db8:1:2::/64")
   })
 
+  /** Each address and the key it must have. */
+  const keys = (pairs: ReadonlyArray<readonly [string, string]>) => {
+    for (const [address, key] of pairs) expect(sourceKeyOf(address), address).toBe(key)
+  }
+
   it("the /64 is printed as RFC 5952 would: zero hextets that end it join the `::`, others stay 0", () => {
-    expect(sourceKeyOf("2001:db8::1")).toBe("2001:db8::/64")
-    expect(sourceKeyOf("2001:db8:0:0:1::")).toBe("2001:db8::/64")
-    expect(sourceKeyOf("2001:0:0:1::5")).toBe("2001:0:0:1::/64")
-    expect(sourceKeyOf("0:0:0:1::5")).toBe("0:0:0:1::/64")
-    expect(sourceKeyOf("1::")).toBe("1::/64")
-    expect(sourceKeyOf("::1")).toBe("::/64")
-    expect(sourceKeyOf("::")).toBe("::/64")
-    // ::a.b.c.d (IPv4-compatible, deprecated) is IPv6: the /64 of ::.
-    expect(sourceKeyOf("::1.2.3.4")).toBe("::/64")
-    expect(sourceKeyOf("fd00:77:1:2:3:4:5:6")).toBe("fd00:77:1:2::/64")
+    keys([
+      ["2001:db8::1", "2001:db8::/64"],
+      ["2001:db8:0:0:1::", "2001:db8::/64"],
+      ["2001:0:0:1::5", "2001:0:0:1::/64"],
+      ["0:0:0:1::5", "0:0:0:1::/64"],
+      ["1::", "1::/64"],
+      ["::1", "::/64"],
+      ["::", "::/64"],
+      // ::a.b.c.d (IPv4-compatible, deprecated) is IPv6: the /64 of ::.
+      ["::1.2.3.4", "::/64"],
+      ["fd00:77:1:2:3:4:5:6", "fd00:77:1:2::/64"]
+    ])
   })
 
   it("addresses of two /64s have two keys", () => {
@@ -48,11 +56,19 @@ describe("sourceKeyOf", () => {
     expect(sourceKeyOf("2001:db8:1:2::1")).not.toBe(sourceKeyOf("2001:db9:1:2::1"))
   })
 
-  it("a zone id stays in the key (the same link-local /64 on two interfaces is two links); the address before it is read as any other", () => {
-    expect(sourceKeyOf("fe80::1%eth0")).toBe("fe80::%eth0/64")
-    expect(sourceKeyOf("FE80::2%eth0")).toBe("fe80::%eth0/64")
-    expect(sourceKeyOf("fe80::1%eth1")).toBe("fe80::%eth1/64")
-    expect(sourceKeyOf("fe80::1%2")).toBe("fe80::%2/64")
+  it("a link-local address keeps its zone id (fe80::/64 on two interfaces is two links); the address before it is read as any other", () => {
+    keys([
+      ["fe80::1%eth0", "fe80::%eth0/64"],
+      ["FE80::2%eth0", "fe80::%eth0/64"],
+      ["fe80::1%eth1", "fe80::%eth1/64"],
+      ["fe80::1%2", "fe80::%2/64"],
+      ["febf:0:0:1::1%eth0", "febf:0:0:1::%eth0/64"],
+      ["fe80::1", "fe80::/64"]
+    ])
+  })
+
+  it("a zone on a wider scope names nothing and is dropped", () => {
+    keys([["2001:db8:1:2::1%eth0", "2001:db8:1:2::/64"], ["fec0::1%eth0", "fec0::/64"]])
   })
 
   it("text that is no address is its own key, and nothing throws", () => {

@@ -1,11 +1,13 @@
-// The source a connection to the identity issuer (issuer.ts) is counted under by its per-source
-// limits (issuerShares.ts: signings and connections; handshakeRate.ts: TLS handshakes), and the
-// `source` its log lines print. An IPv4 peer is its address. An IPv6 peer is its /64: Kubernetes
-// gives a node a /64 of pod addresses, and any IPv6 host can usually send from every address of its
-// /64 (2^64 of them), so a limit per full IPv6 address bounds nothing. An IPv4-mapped IPv6 address
-// (`::ffff:a.b.c.d`, what a dual-stack listener sees of an IPv4 peer) is that IPv4 address, so a
-// peer counts the same on either kind of listener. A zone (`fe80::1%eth0`) stays in the key: the
-// same link-local /64 on two interfaces is two links. Pure; a text that is no IP address (node
+// The source a peer's address counts as wherever a limit is kept per peer: the identity issuer's
+// per-source limits (src/identity: issuerShares.ts, handshakeRate.ts, printed as `source` in its
+// log lines) and the admin listeners' connections per client (src/admin/listenerLimits.ts). An
+// IPv4 peer is its address. An IPv6 peer is its /64: Kubernetes gives a node a /64 of pod
+// addresses, and any IPv6 host can usually send from every address of its /64 (2^64 of them), so
+// a limit per full IPv6 address bounds nothing. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`,
+// what a dual-stack listener sees of an IPv4 peer) is that IPv4 address, so a peer counts the
+// same on either kind of listener (not in the /64 all of IPv4 would share). A link-local address
+// keeps its zone (`fe80::1%eth0`): fe80::/64 is every link's, and two interfaces are two links;
+// a zone on a wider scope names nothing and is dropped. Pure; a text that is no IP address (node
 // always gives one; "unknown" when it gives none) is its own key.
 
 const hextet = /^[0-9a-f]{1,4}$/
@@ -52,7 +54,7 @@ const ipv6Hextets = (text: string): Array<number> | undefined => {
 
 /**
  * The key of a peer's address: `10.0.0.1` for IPv4 (and for `::ffff:10.0.0.1`), the /64 in its
- * RFC 5952 form for IPv6 (`2001:db8:1:2::/64`, `fe80::%eth0/64`).
+ * RFC 5952 form for IPv6 (`2001:db8:1:2::/64`; a link-local one with its zone, `fe80::%eth0/64`).
  */
 export const sourceKeyOf = (address: string): string => {
   if (!address.includes(":")) return address
@@ -63,9 +65,11 @@ export const sourceKeyOf = (address: string): string => {
   if (groups[0] === 0 && groups[1] === 0 && groups[2] === 0 && groups[3] === 0 && groups[4] === 0 && groups[5] === 0xffff) {
     return `${groups[6]! >> 8}.${groups[6]! & 0xff}.${groups[7]! >> 8}.${groups[7]! & 0xff}`
   }
+  // fe80::/10: link-local, the one scope whose zone tells links apart.
+  const linkLocal = (groups[0]! & 0xffc0) === 0xfe80
   // The last 64 bits are zero, the longest run of zero hextets there can be (RFC 5952 4.2.3): it
   // takes in the zero hextets that end the first 64 bits, and becomes the `::`.
   let kept = 4
   while (kept > 0 && groups[kept - 1] === 0) kept--
-  return `${groups.slice(0, kept).map((group) => group.toString(16)).join(":")}::${zone}/64`
+  return `${groups.slice(0, kept).map((group) => group.toString(16)).join(":")}::${linkLocal ? zone : ""}/64`
 }
