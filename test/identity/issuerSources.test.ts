@@ -79,7 +79,12 @@ const ask = async (command: Record<string, unknown>): Promise<Record<string, unk
 
 const startIssuer = async (options: Record<string, unknown>): Promise<number> => Number((await ask({ op: "start", options })).id)
 const connectFrom = async (issuer: number, from: string): Promise<unknown> => (await ask({ op: "connect", issuer, from })).outcome
-const metricsOf = async (issuer: number): Promise<string> => String((await ask({ op: "metrics", issuer })).text)
+const requestFrom = async (issuer: number, from: string, method: string, path: string, body = "") => {
+  const answer = await ask({ op: "request", issuer, from, method, path, body })
+  return { status: Number(answer.status), body: String(answer.body) }
+}
+/** /metrics, from 127.0.0.1 (a source of its own). */
+const metricsOf = async (issuer: number): Promise<string> => (await requestFrom(issuer, "127.0.0.1", "GET", "/metrics")).body
 const eventsOf = async (issuer: number) => (await ask({ op: "events", issuer })).events as Array<{ event: string; fields: Record<string, unknown> }>
 const counter = (text: string, name: string): number => Number(text.match(new RegExp(`^${name.replace(/[{}]/g, "\\$&")} (\\d+)$`, "m"))?.[1] ?? NaN)
 
@@ -123,5 +128,14 @@ describe.skipIf(suite.skip)(suite.title, () => {
     } finally {
       await ask({ op: "release" })
     }
+  })
+
+  it("a request's refusal is logged with the /64 its signing share is counted under", async () => {
+    const { a } = addresses()
+    const issuer = await startIssuer({})
+    const refused = await requestFrom(issuer, a, "POST", "/v1/sign", "not json")
+    expect(refused.status).toBe(400)
+    const lines = (await eventsOf(issuer)).filter((e) => e.event === "identity-refused")
+    expect(lines.map((e) => e.fields)).toMatchObject([{ reason: "bad-request", remote: a, source: `${prefix}1::/64` }])
   })
 })

@@ -8,14 +8,15 @@
 //   {"type":"ready"}
 //   {"type":"started","id":N,"port":P}
 //   {"type":"connection","id":N,"outcome":"secured"|"closed"}   a secured connection is held until "release"
-//   {"type":"metrics","id":N,"text":T}  /metrics, fetched from 127.0.0.1
+//   {"type":"answer","id":N,"status":S,"body":B}
 //   {"type":"events","id":N,"events":[{event,fields}...]}
 //   {"type":"released","id":N}
 //   {"type":"error","id":N,"message":M}  /  {"type":"fatal","reason":R}
 // stdin, JSON lines:
 //   {"op":"start","id":N,"options":{...}}  an issuer with these IssuerOptions over the defaults
 //   {"op":"connect","id":N,"issuer":I,"from":A}  a TLS connection from address A to [A]:port of issuer I (its start's id)
-//   {"op":"metrics","id":N,"issuer":I}  /  {"op":"events","id":N,"issuer":I}  /  {"op":"release","id":N}
+//   {"op":"request","id":N,"issuer":I,"from":A,"method":M,"path":P,"body":B}  an HTTPS request from A to [A]:port
+//   {"op":"events","id":N,"issuer":I}  /  {"op":"release","id":N}
 // Exits when stdin closes.
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -104,16 +105,18 @@ const connect = (port: number, from: string) =>
     })
   })
 
-const metrics = (port: number) =>
-  new Promise<string>((resolve, reject) => {
-    const request = https.get({ host: "127.0.0.1", port, localAddress: "127.0.0.1", path: "/metrics", ca: ca.trustBundlePem, checkServerIdentity: () => undefined, agent: false, timeout: commandTimeoutMs }, (response) => {
-      let body = ""
+/** One HTTPS request from `from` (its own connection): the status and body. */
+const request = (port: number, from: string, method: string, path: string, body: string) =>
+  new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const sent = https.request({ host: from, port, localAddress: from, method, path, ca: ca.trustBundlePem, checkServerIdentity: () => undefined, agent: false, timeout: commandTimeoutMs }, (response) => {
+      let text = ""
       response.setEncoding("utf8")
-      response.on("data", (chunk: string) => (body += chunk))
-      response.on("end", () => resolve(body))
+      response.on("data", (chunk: string) => (text += chunk))
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body: text }))
     })
-    request.on("timeout", () => request.destroy(new Error(`no answer within ${commandTimeoutMs} ms`)))
-    request.on("error", reject)
+    sent.on("timeout", () => sent.destroy(new Error(`no answer within ${commandTimeoutMs} ms`)))
+    sent.on("error", reject)
+    sent.end(body)
   })
 
 const issuerOf = (id: unknown): RunningIssuer => {
@@ -132,8 +135,8 @@ const run = async (command: Record<string, unknown>): Promise<Record<string, unk
     }
     case "connect":
       return { type: "connection", id, outcome: await connect(issuerOf(command.issuer).issuer.port, String(command.from)) }
-    case "metrics":
-      return { type: "metrics", id, text: await metrics(issuerOf(command.issuer).issuer.port) }
+    case "request":
+      return { type: "answer", id, ...(await request(issuerOf(command.issuer).issuer.port, String(command.from), String(command.method), String(command.path), String(command.body ?? ""))) }
     case "events":
       return { type: "events", id, events: issuerOf(command.issuer).events }
     case "release":
