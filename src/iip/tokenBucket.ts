@@ -7,7 +7,7 @@
 // Tokens are counted in whole thousandths: `perSecond` tokens a second is `perSecond` thousandths a
 // ms, so a whole ms at a whole rate refills a whole number of them and the sums stay exact over
 // any number of steps. A float count drifts: 0.1 a ms added ten times is 0.9999999999999999, and
-// a bucket of 100/s asked every ms admitted 9,091 a 100 s, not 10,000, each refusal saying a
+// a bucket of 100/s asked every ms admitted 9,091 in 100 s, not 10,000, each refusal saying a
 // token was 1e-13 ms away. What a refill earns besides whole thousandths (a rate under one
 // thousandth a ms, such as 0.5 a second, or a clock read at fractions of a ms: performance.now())
 // is kept as the part of a thousandth earned, below 1, so nothing is lost between two close asks
