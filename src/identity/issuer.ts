@@ -17,7 +17,7 @@
 // bounded: body size, request time, the TokenReview call's time and answer, the signings in
 // flight and the connections, each in all and per peer (issuerShares.ts), and the rate at which one
 // peer starts TLS handshakes (handshakeRate.ts); a peer is a source (src/iip/sourceKey.ts): an
-// IPv4 address, or an IPv6 /64.
+// IPv4 address, or an IPv6 prefix (ipv6SourcePrefix, a /64 by default).
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -30,7 +30,7 @@ import { ListenFailed } from "../iip/server.ts"
 import type { DocumentLoad } from "../iip/documentFile.ts"
 import { type Log, LogThrottle } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
-import { sourceKeyOf } from "../iip/sourceKey.ts"
+import { IPV6_SOURCE_PREFIX, sourceKeyOf } from "../iip/sourceKey.ts"
 import { monotonicMillisOf } from "../mux/clock.ts"
 import type { IssuingCa } from "./caDirectory.ts"
 import { defaultLeafLifetimeMs, generateKeyPair, issueLeaf, validFromNow } from "./certificates.ts"
@@ -83,7 +83,7 @@ export interface IssuerOptions {
   /** Signings in progress at once; past it requests are refused `overloaded` (default 64). */
   readonly maxInFlight: number
   /**
-   * Of those, in progress for one source (an IPv4 address, an IPv6 /64: src/iip/sourceKey.ts) at
+   * Of those, in progress for one source (an IPv4 address, an IPv6 prefix: src/iip/sourceKey.ts) at
    * once; past it its requests are refused `too-many-requests` (default 16; one connection holds 4
    * at most: maxInFlightPerConnection).
    */
@@ -98,6 +98,13 @@ export interface IssuerOptions {
    */
   readonly handshakeRatePerSource: number
   readonly handshakeBurstPerSource: number
+  /**
+   * The prefix an IPv6 peer's address is counted by in the per-source limits (src/iip/sourceKey.ts;
+   * default 64, the block an IPv6 host on a LAN can send from; 80 where a node is given a /80 in a
+   * /64 shared with other nodes, as on EKS; 128 where the network lets a peer send from its own
+   * address only).
+   */
+  readonly ipv6SourcePrefix: number
   readonly log: Log
 }
 
@@ -114,7 +121,8 @@ export const issuerDefaults = {
   // more a second, pass; a loop at full speed (300-340 a second measured, from 8 connections at a
   // time, the loop and the issuer in one process) is held to 20 a second.
   handshakeRatePerSource: 20,
-  handshakeBurstPerSource: 40
+  handshakeBurstPerSource: 40,
+  ipv6SourcePrefix: IPV6_SOURCE_PREFIX.default
 } as const
 
 export interface Issuer {
@@ -250,6 +258,8 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     const refusalLines = Object.fromEntries(refusalReasons.map((reason) => [reason, new LogThrottle(floodLines, floodWindowMs)])) as Record<RefusalReason, LogThrottle>
     const connectionLines = { total: new LogThrottle(floodLines, floodWindowMs), per_source: new LogThrottle(floodLines, floodWindowMs), handshake_rate: new LogThrottle(floodLines, floodWindowMs) }
     const clock = yield* Clock.Clock
+    /** The source a peer's address is counted under by the per-source limits. */
+    const sourceOf = (remote: string) => sourceKeyOf(remote, options.ipv6SourcePrefix)
     const handshakeRate = new HandshakeRate({ ratePerSecond: options.handshakeRatePerSource, burst: options.handshakeBurstPerSource }, () => monotonicMillisOf(clock))
 
     /** The identity a proof earns for a CSR naming `requestedId` (or nothing), and whether a presented certificate earned it. */
@@ -320,7 +330,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         : limit === "per_source"
         ? `this source's share of connections (${options.maxConnectionsPerSource}) is taken`
         : `this source's TLS handshakes are past ${options.handshakeRatePerSource}/s, burst ${options.handshakeBurstPerSource}`
-      options.log("identity-connection-refused", { limit, detail, remote, source: remote === undefined ? undefined : sourceKeyOf(remote), ...admitted })
+      options.log("identity-connection-refused", { limit, detail, remote, source: remote === undefined ? undefined : sourceOf(remote), ...admitted })
     }
 
     const joinTokenReloadsText = (): Array<string> => {
@@ -354,12 +364,12 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         "# HELP iip_mesh_issuer_connections Connections open now, TLS handshakes in progress included.",
         "# TYPE iip_mesh_issuer_connections gauge",
         `iip_mesh_issuer_connections ${shares.connections}`,
-        "# HELP iip_mesh_issuer_connections_refused_total Connections closed at accept: past --max-connections in all, past --max-connections-per-source from one source (an IPv4 address, an IPv6 /64), or past its --handshake-rate-per-source.",
+        "# HELP iip_mesh_issuer_connections_refused_total Connections closed at accept: past --max-connections in all, past --max-connections-per-source from one source (an IPv4 address, an IPv6 prefix), or past its --handshake-rate-per-source.",
         "# TYPE iip_mesh_issuer_connections_refused_total counter",
         `iip_mesh_issuer_connections_refused_total{limit="total"} ${shares.connectionsRefused.total}`,
         `iip_mesh_issuer_connections_refused_total{limit="per_source"} ${shares.connectionsRefused.per_source}`,
         `iip_mesh_issuer_connections_refused_total{limit="handshake_rate"} ${handshakeRate.refused}`,
-        "# HELP iip_mesh_issuer_handshake_rate_sources Sources (IPv4 addresses, IPv6 /64s) whose TLS handshake bucket is tracked now (not full again yet).",
+        "# HELP iip_mesh_issuer_handshake_rate_sources Sources (IPv4 addresses, IPv6 prefixes) whose TLS handshake bucket is tracked now (not full again yet).",
         "# TYPE iip_mesh_issuer_handshake_rate_sources gauge",
         `iip_mesh_issuer_handshake_rate_sources ${handshakeRate.tracked}`,
         ...joinTokenReloadsText(),
@@ -408,7 +418,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       // A slot is taken once the body is in: a client that sends its body slowly (or never) holds
       // a connection, bounded by the connection limits and the request timeout, never a signing
       // slot; one that leaves while signed gives its slot back (departureOf).
-      const source = remote === undefined ? "unknown" : sourceKeyOf(remote)
+      const source = remote === undefined ? "unknown" : sourceOf(remote)
       let departure: AbortSignal | undefined
       readBody(request, options.maxRequestBytes)
         .then((body) => {
@@ -444,7 +454,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       const remote = socket.remoteAddress
       // No address: the peer is already gone.
       if (remote === undefined) return closeAtAccept(socket)
-      const source = sourceKeyOf(remote)
+      const source = sourceOf(remote)
       // The rate first: a connection it refuses never holds a place in the shares.
       if (handshakeRate.take(source) !== "admitted") return closeAtAccept(socket, remote, "handshake_rate")
       if (!shares.admit(source)) return closeAtAccept(socket, remote, "per_source")

@@ -3,7 +3,7 @@
 // (maxConnections in all, dropped by node past it; a share per source, counted from the
 // TCP accept, so a TLS handshake not yet finished holds its place too). A peer flooding the issuer
 // holds its share at most, and an honest sidecar from another source still finds a slot and a
-// connection. A source is the key src/iip/sourceKey.ts gives an address (an IPv4 address, an IPv6 /64).
+// connection. A source is the key src/iip/sourceKey.ts gives an address (an IPv4 address, an IPv6 prefix, a /64 by default).
 // Nothing waits here: a signing past a share is refused `too-many-requests` (the peer retries
 // later) or, past the whole, `overloaded`; a connection past its source's share is closed.
 import { ProofRefused } from "./proofs.ts"

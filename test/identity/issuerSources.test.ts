@@ -41,8 +41,8 @@ const claimPrefix = (): string => {
 let prefix = ""
 let agent: JsonLineProcess | undefined
 let nextId = 1
-/** Two addresses of one /64, and one of another. */
-const addresses = () => ({ a: `${prefix}1::a`, b: `${prefix}1::b`, c: `${prefix}2::c` })
+/** Two addresses of one /64 (and of one /80 in it), one of another /80 of that /64, and one of another /64. */
+const addresses = () => ({ a: `${prefix}1::a`, b: `${prefix}1::b`, d: `${prefix}1:1::d`, c: `${prefix}2::c` })
 
 /** Removes the blackhole route (idempotent; also on process exit, should the test not get to afterAll). */
 const releasePrefix = () => {
@@ -55,8 +55,8 @@ beforeAll(async () => {
   assertCapability(capability, "unshare -rn and root")
   prefix = claimPrefix()
   process.once("exit", releasePrefix)
-  const { a, b, c } = addresses()
-  const setup = ["ip link set lo up", ...[`${a}/64`, `${b}/64`, `${c}/64`].map((address) => `ip -6 addr add ${address} dev lo`)].join(" && ")
+  const { a, b, c, d } = addresses()
+  const setup = ["ip link set lo up", ...[`${a}/64`, `${b}/64`, `${d}/64`, `${c}/64`].map((address) => `ip -6 addr add ${address} dev lo`)].join(" && ")
   agent = new JsonLineProcess("issuer-agent", "unshare", ["-rn", "sh", "-c", `${setup} && exec "$0" "$@"`, process.execPath, agentScript, prefix])
   const ready = await agent.log.waitFor((data) => data.type === "ready" || data.type === "fatal" || data.type === "exit", 30_000, "the agent")
   if (ready.data.type !== "ready") throw new Error(`agent failed: ${JSON.stringify(ready.data)} ${agent.stderr}`)
@@ -125,6 +125,22 @@ describe.skipIf(suite.skip)(suite.title, () => {
       expect(counter(text, "iip_mesh_issuer_connections")).toBe(5)
       const refused = (await eventsOf(issuer)).filter((e) => e.event === "identity-connection-refused")
       expect(refused.map((e) => e.fields)).toMatchObject([{ limit: "per_source", source: `${prefix}1::/64`, remote: a }, { limit: "per_source", source: `${prefix}1::/64`, remote: b }])
+    } finally {
+      await ask({ op: "release" })
+    }
+  })
+
+  it("with ipv6SourcePrefix 80 (nodes given a /80 each in one /64, as on EKS) an address of another /80 of the /64 has its own bucket", async () => {
+    const { a, b, d } = addresses()
+    const issuer = await startIssuer({ handshakeRatePerSource: 1, handshakeBurstPerSource: 1, ipv6SourcePrefix: 80 })
+    try {
+      expect(await connectFrom(issuer, a)).toBe("secured")
+      // b is in a's /80: its bucket is empty.
+      expect(await connectFrom(issuer, b)).toBe("closed")
+      // d is in a's /64, not in its /80.
+      expect(await connectFrom(issuer, d)).toBe("secured")
+      const refused = (await eventsOf(issuer)).filter((e) => e.event === "identity-connection-refused")
+      expect(refused.map((e) => e.fields)).toMatchObject([{ limit: "handshake_rate", source: `${prefix}1::/80`, remote: b }])
     } finally {
       await ask({ op: "release" })
     }

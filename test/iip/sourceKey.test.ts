@@ -51,6 +51,27 @@ describe("sourceKeyOf", () => {
     ])
   })
 
+  it("another prefix length, as the issuer's --ipv6-source-prefix gives it: the bits past it are zero, printed as RFC 5952 would", () => {
+    const pairs: ReadonlyArray<readonly [string, number, string]> = [
+      // EKS: a node's /80 in the subnet's /64; two nodes, two keys.
+      ["2001:db8:1:2:aaaa:1:2:3", 80, "2001:db8:1:2:aaaa::/80"],
+      ["2001:db8:1:2:bbbb:1:2:3", 80, "2001:db8:1:2:bbbb::/80"],
+      // Calico's /122 and Cilium's /120: a cut inside a hextet keeps only its high bits.
+      ["fd00:10:20:30:40:50:60:7fff", 122, "fd00:10:20:30:40:50:60:7fc0/122"],
+      ["fd00:10:20:30:40:50:60:7fff", 120, "fd00:10:20:30:40:50:60:7f00/120"],
+      // The whole address: itself, in its RFC 5952 form (the longest run of zeros, the first of equal ones).
+      ["2001:0DB8:0:0:1:0:0:1", 128, "2001:db8::1:0:0:1/128"],
+      ["2001:db8:0:1:0:0:0:1", 128, "2001:db8:0:1::1/128"],
+      ["2001:db8:1:2:3:4:5:6", 128, "2001:db8:1:2:3:4:5:6/128"],
+      ["2001:db8:ffff::1", 40, "2001:db8:ff00::/40"],
+      ["fe80::1%eth0", 128, "fe80::1%eth0/128"]
+    ]
+    for (const [address, bits, key] of pairs) expect(sourceKeyOf(address, bits), `${address} /${bits}`).toBe(key)
+    // IPv4 and IPv4-mapped addresses are their IPv4 address whatever the length.
+    expect(sourceKeyOf("::ffff:10.0.0.1", 128)).toBe("10.0.0.1")
+    expect(sourceKeyOf("10.0.0.1", 80)).toBe("10.0.0.1")
+  })
+
   it("addresses of two /64s have two keys", () => {
     expect(sourceKeyOf("2001:db8:1:2::1")).not.toBe(sourceKeyOf("2001:db8:1:3::1"))
     expect(sourceKeyOf("2001:db8:1:2::1")).not.toBe(sourceKeyOf("2001:db9:1:2::1"))
