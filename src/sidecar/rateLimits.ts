@@ -14,7 +14,7 @@
 //       direction: outbound       # or inbound (default outbound)
 //       route: pricing-canary     # outbound only: just the requests this route matched
 //       perSecond: 100            # tokens added a second (0.001 - 1,000,000)
-//       burst: 100                # the bucket's size (default: perSecond, at least 1)
+//       burst: 100                # the bucket's size (default: perSecond rounded up, at least 1)
 //       key: { header: x-user }   # or "caller"; a missing header is one more value, ""
 //
 // The buckets of a keyed limit are bounded (the `rateLimitKeys` setting): a caller who invents
