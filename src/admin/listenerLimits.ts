@@ -9,7 +9,8 @@
 // client from taking every place, and at either cap a newcomer evicts the connection idle longest,
 // so idle connections from many addresses cannot keep the kubelet's probes and Prometheus out.
 import type * as http from "node:http"
-import * as net from "node:net"
+import type * as net from "node:net"
+import { sourceKeyOf } from "../iip/sourceKey.ts"
 
 export const ADMIN_LIMITS = {
   /** A request's head must come whole within this... */
@@ -24,7 +25,7 @@ export const ADMIN_LIMITS = {
   keepAliveTimeoutMs: 5_000,
   /** Connections a listener holds at once; past it a new one evicts the connection idle longest (capConnections). */
   maxConnections: 256,
-  /** Connections one client address (an IPv6 one's /64: clientOf) holds at once on a listener; past it a new one evicts that address's idle longest. */
+  /** Connections one client address (an IPv6 one's /64: sourceKeyOf) holds at once on a listener; past it a new one evicts that address's idle longest. */
   connectionsPerAddress: 32,
   /** Requests a connection may have unanswered at once (pipelined); the next is answered 503 and the connection closed. */
   maxPipelined: 4
@@ -95,35 +96,6 @@ const MAX_REFUSED_OPEN = 32
 /** A refused connection is destroyed this long after its 503, whether or not the client closed. */
 const REFUSED_LINGER_MS = 1_000
 
-/** The 16-bit groups of an IPv6 address's part before or after its `::`, an IPv4 tail as two. */
-const groupsOf = (part: string | undefined): Array<number> =>
-  part === undefined || part === ""
-    ? []
-    : part.split(":").flatMap((group) => {
-      if (!group.includes(".")) return [parseInt(group, 16)]
-      const [a = 0, b = 0, c = 0, d = 0] = group.split(".").map(Number)
-      return [(a << 8) | b, (c << 8) | d]
-    })
-
-/**
- * The client a peer address counts as for connectionsPerAddress: an IPv4 address itself; an IPv6
- * one its /64, the block one host is given (per full address, one host with 2^64 addresses walked
- * past the cap); an IPv4-mapped one (an IPv4 client of a dual-stack listener) its IPv4 address,
- * not the /64 that all of IPv4 would share.
- */
-export const clientOf = (address: string): string => {
-  const bare = address.split("%")[0]!
-  if (!net.isIPv6(bare)) return address
-  const [head, tail] = bare.split("::")
-  const front = groupsOf(head)
-  const back = groupsOf(tail)
-  const groups = [...front, ...Array<number>(8 - front.length - back.length).fill(0), ...back]
-  if (groups.slice(0, 5).every((group) => group === 0) && groups[5] === 0xffff) {
-    return `${groups[6]! >> 8}.${groups[6]! & 255}.${groups[7]! >> 8}.${groups[7]! & 255}`
-  }
-  return `${groups.slice(0, 4).map((group) => group.toString(16)).join(":")}::/64`
-}
-
 /** Connections an address holds on a listener; `idle` are those of them without a request in progress. */
 interface AddressHeld {
   held: number
@@ -151,7 +123,7 @@ export const capConnections = (server: http.Server): ((socket: net.Socket) => bo
   let held = 0
   let refusedOpen = 0
 
-  const addressOf = (socket: net.Socket) => clientOf(socket.remoteAddress ?? "")
+  const addressOf = (socket: net.Socket) => sourceKeyOf(socket.remoteAddress ?? "")
   const release = (socket: net.Socket) => {
     if (!inProgress.has(socket)) return
     inProgress.delete(socket)

@@ -10,6 +10,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { Command, Flag } from "effect/cli"
 import { messageOf, stderrLog } from "../iip/log.ts"
+import { IPV6_SOURCE_PREFIX } from "../iip/sourceKey.ts"
 import { caDirectoryVersion, checkTrustDomain, loadIssuingCa } from "../identity/caDirectory.ts"
 import * as Issuer from "../identity/issuer.ts"
 import { type JoinTokensWatch, watchJoinTokensFile } from "../identity/joinTokensFile.ts"
@@ -49,20 +50,24 @@ const flags = {
   ),
   maxConnections: Flag.Int("max-connections").pipe(Flag.withDescription("connections open at once; past it new ones are dropped (default 1024)"), Flag.withDefault(1024)),
   maxConnectionsPerSource: Flag.Int("max-connections-per-source").pipe(
-    Flag.withDescription("of those, open from one address at once (TLS handshakes included); past it its new ones are closed (default 64)"),
+    Flag.withDescription("of those, open from one source at once (an IPv4 address, an IPv6 --ipv6-source-prefix; TLS handshakes included); past it its new ones are closed (default 64)"),
     Flag.withDefault(64)
   ),
   handshakeRatePerSource: Flag.Int("handshake-rate-per-source").pipe(
-    Flag.withDescription("TLS handshakes one address may start a second, sustained; past it (and its burst) its new connections are closed at accept, before any TLS (default 20)"),
+    Flag.withDescription("TLS handshakes one source (an IPv4 address, an IPv6 --ipv6-source-prefix) may start a second, sustained; past it (and its burst) its new connections are closed at accept, before any TLS (default 20)"),
     Flag.withDefault(Issuer.issuerDefaults.handshakeRatePerSource)
   ),
   handshakeBurstPerSource: Flag.Int("handshake-burst-per-source").pipe(
-    Flag.withDescription("and at once, from a full bucket: sidecars behind one address (a NAT) starting together (default 40)"),
+    Flag.withDescription("and at once, from a full bucket: sidecars behind one source (a NAT, an IPv6 --ipv6-source-prefix) starting together (default 40)"),
     Flag.withDefault(Issuer.issuerDefaults.handshakeBurstPerSource)
+  ),
+  ipv6SourcePrefix: Flag.Int("ipv6-source-prefix").pipe(
+    Flag.withDescription("the per-source limits count an IPv6 peer by this prefix of its address: 64, a LAN host's block; 80 where nodes share a /64, a /80 each (EKS); 128 where a peer can send from its own address only (default 64)"),
+    Flag.withDefault(Issuer.issuerDefaults.ipv6SourcePrefix)
   ),
   maxInFlight: Flag.Int("max-in-flight").pipe(Flag.withDescription("signings in progress at once; past it requests are refused overloaded (default 64)"), Flag.withDefault(64)),
   maxInFlightPerSource: Flag.Int("max-in-flight-per-source").pipe(
-    Flag.withDescription("of those, for one address at once (4 at most per connection); past it its requests are refused too-many-requests (default 16)"),
+    Flag.withDescription("of those, for one source at once (an IPv4 address, an IPv6 --ipv6-source-prefix; 4 at most per connection); past it its requests are refused too-many-requests (default 16)"),
     Flag.withDefault(16)
   )
 }
@@ -112,6 +117,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
     const maxConnectionsPerSource = yield* parseWith(() => bounded("max-connections-per-source", input.maxConnectionsPerSource, 1, 1_000_000))
     const handshakeRatePerSource = yield* parseWith(() => bounded("handshake-rate-per-source", input.handshakeRatePerSource, 1, 1_000_000))
     const handshakeBurstPerSource = yield* parseWith(() => bounded("handshake-burst-per-source", input.handshakeBurstPerSource, 1, 1_000_000))
+    const ipv6SourcePrefix = yield* parseWith(() => bounded("ipv6-source-prefix", input.ipv6SourcePrefix, IPV6_SOURCE_PREFIX.min, IPV6_SOURCE_PREFIX.max))
     const caReloadMs = yield* parseWith(() => bounded("ca-reload-interval", parseDuration(input.caReloadInterval), 100, 3_600_000))
     const joinTokenTtlMs = yield* parseWith(() => bounded("join-token-ttl", parseDuration(input.joinTokenTtl, 366 * 86_400_000), 60_000, 366 * 86_400_000))
     const ca = yield* Effect.try({ try: () => loadIssuingCa(input.caDir), catch: (error) => error })
@@ -161,6 +167,7 @@ export const identityIssuer = Command.make("identity", flags, (input) =>
       maxConnectionsPerSource,
       handshakeRatePerSource,
       handshakeBurstPerSource,
+      ipv6SourcePrefix,
       log: stderrLog
     })
     yield* Effect.forkScoped(watchCaDirectory(input.caDir, trustDomain, caReloadMs, issuer))

@@ -16,7 +16,8 @@
 // end, that certificate is what earns the renewal of the same service's identity. Every input is
 // bounded: body size, request time, the TokenReview call's time and answer, the signings in
 // flight and the connections, each in all and per peer (issuerShares.ts), and the rate at which one
-// peer starts TLS handshakes (handshakeRate.ts).
+// peer starts TLS handshakes (handshakeRate.ts); a peer is a source (src/iip/sourceKey.ts): an
+// IPv4 address, or an IPv6 prefix (ipv6SourcePrefix, a /64 by default).
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -29,6 +30,7 @@ import { ListenFailed } from "../iip/server.ts"
 import type { DocumentLoad } from "../iip/documentFile.ts"
 import { type Log, LogThrottle } from "../iip/log.ts"
 import { loggable } from "../iip/redact.ts"
+import { IPV6_SOURCE_PREFIX, sourceKeyOf } from "../iip/sourceKey.ts"
 import { monotonicMillisOf } from "../mux/clock.ts"
 import type { IssuingCa } from "./caDirectory.ts"
 import { defaultLeafLifetimeMs, generateKeyPair, issueLeaf, validFromNow } from "./certificates.ts"
@@ -81,20 +83,28 @@ export interface IssuerOptions {
   /** Signings in progress at once; past it requests are refused `overloaded` (default 64). */
   readonly maxInFlight: number
   /**
-   * Of those, in progress for one source address at once; past it its requests are refused
-   * `too-many-requests` (default 16; one connection holds 4 at most: maxInFlightPerConnection).
+   * Of those, in progress for one source (an IPv4 address, an IPv6 prefix: src/iip/sourceKey.ts) at
+   * once; past it its requests are refused `too-many-requests` (default 16; one connection holds 4
+   * at most: maxInFlightPerConnection).
    */
   readonly maxInFlightPerSource: number
   /** Connections open at once; past it new ones are dropped (default 1024). */
   readonly maxConnections: number
-  /** Of those, open from one source address at once, handshakes included; past it new ones are closed (default 64). */
+  /** Of those, open from one source at once, handshakes included; past it new ones are closed (default 64). */
   readonly maxConnectionsPerSource: number
   /**
-   * TLS handshakes one source address may start a second, sustained (default 20), and at once
+   * TLS handshakes one source may start a second, sustained (default 20), and at once
    * (default 40); past them its new connections are closed at accept, before any TLS work.
    */
   readonly handshakeRatePerSource: number
   readonly handshakeBurstPerSource: number
+  /**
+   * The prefix an IPv6 peer's address is counted by in the per-source limits (src/iip/sourceKey.ts;
+   * default 64, the block an IPv6 host on a LAN can send from; 80 where a node is given a /80 in a
+   * /64 shared with other nodes, as on EKS; 128 where the network lets a peer send from its own
+   * address only).
+   */
+  readonly ipv6SourcePrefix: number
   readonly log: Log
 }
 
@@ -111,7 +121,8 @@ export const issuerDefaults = {
   // more a second, pass; a loop at full speed (300-340 a second measured, from 8 connections at a
   // time, the loop and the issuer in one process) is held to 20 a second.
   handshakeRatePerSource: 20,
-  handshakeBurstPerSource: 40
+  handshakeBurstPerSource: 40,
+  ipv6SourcePrefix: IPV6_SOURCE_PREFIX.default
 } as const
 
 export interface Issuer {
@@ -247,6 +258,8 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     const refusalLines = Object.fromEntries(refusalReasons.map((reason) => [reason, new LogThrottle(floodLines, floodWindowMs)])) as Record<RefusalReason, LogThrottle>
     const connectionLines = { total: new LogThrottle(floodLines, floodWindowMs), per_source: new LogThrottle(floodLines, floodWindowMs), handshake_rate: new LogThrottle(floodLines, floodWindowMs) }
     const clock = yield* Clock.Clock
+    /** The source a peer's address is counted under by the per-source limits. */
+    const sourceOf = (remote: string) => sourceKeyOf(remote, options.ipv6SourcePrefix)
     const handshakeRate = new HandshakeRate({ ratePerSecond: options.handshakeRatePerSource, burst: options.handshakeBurstPerSource }, () => monotonicMillisOf(clock))
 
     /** The identity a proof earns for a CSR naming `requestedId` (or nothing), and whether a presented certificate earned it. */
@@ -299,24 +312,25 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       response.end(text)
     }
 
-    const refuse = (response: ServerResponse, remote: string | undefined, error: unknown) => {
+    const refuse = (response: ServerResponse, remote: string | undefined, source: string, error: unknown) => {
       const refusal = error instanceof ProofRefused ? error : new ProofRefused({ reason: "bad-request", detail: `unexpected: ${loggable(error instanceof Error ? error.message : String(error))}` })
       refused[refusal.reason]++
       const busy = refusal.reason === "too-many-requests" || refusal.reason === "overloaded"
       const admitted = refusalLines[refusal.reason].admit()
-      if (admitted !== undefined) options.log("identity-refused", { reason: refusal.reason, detail: refusal.detail, remote, ...admitted })
+      if (admitted !== undefined) options.log("identity-refused", { reason: refusal.reason, detail: refusal.detail, remote, source, ...admitted })
       answer(response, statusOf[refusal.reason], { error: refusal.reason, message: refusal.detail }, "application/json", busy)
     }
 
+    /** Logs a connection closed at accept: its address (`remote`) and the source its limits count it under. */
     const connectionRefused = (limit: "total" | "per_source" | "handshake_rate", remote: string | undefined) => {
       const admitted = connectionLines[limit].admit()
       if (admitted === undefined) return
       const detail = limit === "total"
         ? `all ${options.maxConnections} connections are taken`
         : limit === "per_source"
-        ? `this address's share of connections (${options.maxConnectionsPerSource}) is taken`
-        : `this address's TLS handshakes are past ${options.handshakeRatePerSource}/s, burst ${options.handshakeBurstPerSource}`
-      options.log("identity-connection-refused", { limit, detail, remote, ...admitted })
+        ? `this source's share of connections (${options.maxConnectionsPerSource}) is taken`
+        : `this source's TLS handshakes are past ${options.handshakeRatePerSource}/s, burst ${options.handshakeBurstPerSource}`
+      options.log("identity-connection-refused", { limit, detail, remote, source: remote === undefined ? undefined : sourceOf(remote), ...admitted })
     }
 
     const joinTokenReloadsText = (): Array<string> => {
@@ -350,12 +364,12 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         "# HELP iip_mesh_issuer_connections Connections open now, TLS handshakes in progress included.",
         "# TYPE iip_mesh_issuer_connections gauge",
         `iip_mesh_issuer_connections ${shares.connections}`,
-        "# HELP iip_mesh_issuer_connections_refused_total Connections closed at accept: past --max-connections in all, past --max-connections-per-source from one address, or past its --handshake-rate-per-source.",
+        "# HELP iip_mesh_issuer_connections_refused_total Connections closed at accept: past --max-connections in all, past --max-connections-per-source from one source (an IPv4 address, an IPv6 prefix), or past its --handshake-rate-per-source.",
         "# TYPE iip_mesh_issuer_connections_refused_total counter",
         `iip_mesh_issuer_connections_refused_total{limit="total"} ${shares.connectionsRefused.total}`,
         `iip_mesh_issuer_connections_refused_total{limit="per_source"} ${shares.connectionsRefused.per_source}`,
         `iip_mesh_issuer_connections_refused_total{limit="handshake_rate"} ${handshakeRate.refused}`,
-        "# HELP iip_mesh_issuer_handshake_rate_sources Source addresses whose TLS handshake bucket is tracked now (not full again yet).",
+        "# HELP iip_mesh_issuer_handshake_rate_sources Sources (IPv4 addresses, IPv6 prefixes) whose TLS handshake bucket is tracked now (not full again yet).",
         "# TYPE iip_mesh_issuer_handshake_rate_sources gauge",
         `iip_mesh_issuer_handshake_rate_sources ${handshakeRate.tracked}`,
         ...joinTokenReloadsText(),
@@ -404,7 +418,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
       // A slot is taken once the body is in: a client that sends its body slowly (or never) holds
       // a connection, bounded by the connection limits and the request timeout, never a signing
       // slot; one that leaves while signed gives its slot back (departureOf).
-      const source = remote ?? "unknown"
+      const source = remote === undefined ? "unknown" : sourceOf(remote)
       let departure: AbortSignal | undefined
       readBody(request, options.maxRequestBytes)
         .then((body) => {
@@ -416,7 +430,7 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
         .then(
           (signedResponse) => answer(response, 200, signedResponse),
           // Aborted because the client left: no one to answer, and not the API server's refusal.
-          (error) => (departure?.aborted === true && error instanceof ProofRefused && error.reason === "token-review-unavailable" ? void abandoned++ : refuse(response, remote, error))
+          (error) => (departure?.aborted === true && error instanceof ProofRefused && error.reason === "token-review-unavailable" ? void abandoned++ : refuse(response, remote, source, error))
         )
     })
     // Before the HTTP layer takes the connection, so its first request finds the tag.
@@ -430,19 +444,20 @@ export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed
     server.maxConnections = options.maxConnections
     server.on("tlsClientError", () => {})
     /** Closes a connection refused at accept (counted and logged, by `limit`, unless its peer had already gone); false. */
-    const closeAtAccept = (socket: net.Socket, source?: string, limit?: "per_source" | "handshake_rate"): false => {
+    const closeAtAccept = (socket: net.Socket, remote?: string, limit?: "per_source" | "handshake_rate"): false => {
       socket.destroy()
-      if (limit !== undefined) connectionRefused(limit, source)
+      if (limit !== undefined) connectionRefused(limit, remote)
       return false
     }
     /** Whether a connection just accepted may go on to its TLS handshake; one that may not is closed. */
     const admit = (socket: net.Socket): boolean => {
-      const source = socket.remoteAddress
+      const remote = socket.remoteAddress
       // No address: the peer is already gone.
-      if (source === undefined) return closeAtAccept(socket)
+      if (remote === undefined) return closeAtAccept(socket)
+      const source = sourceOf(remote)
       // The rate first: a connection it refuses never holds a place in the shares.
-      if (handshakeRate.take(source) !== "admitted") return closeAtAccept(socket, source, "handshake_rate")
-      if (!shares.admit(source)) return closeAtAccept(socket, source, "per_source")
+      if (handshakeRate.take(source) !== "admitted") return closeAtAccept(socket, remote, "handshake_rate")
+      if (!shares.admit(source)) return closeAtAccept(socket, remote, "per_source")
       socket.once("close", () => shares.closed(source))
       return true
     }

@@ -1,10 +1,11 @@
 // The issuer's (issuer.ts) shared resources split between its peers: the signings in progress
-// (maxInFlight in all; a share per connection and per source address) and the connections
-// (maxConnections in all, dropped by node past it; a share per source address, counted from the
+// (maxInFlight in all; a share per connection and per source) and the connections
+// (maxConnections in all, dropped by node past it; a share per source, counted from the
 // TCP accept, so a TLS handshake not yet finished holds its place too). A peer flooding the issuer
-// holds its share at most, and an honest sidecar from another address still finds a slot and a
-// connection. Nothing waits here: a signing past a share is refused `too-many-requests` (the peer
-// retries later) or, past the whole, `overloaded`; a connection past its address's share is closed.
+// holds its share at most, and an honest sidecar from another source still finds a slot and a
+// connection. A source is the key src/iip/sourceKey.ts gives an address (an IPv4 address, an IPv6 prefix, a /64 by default).
+// Nothing waits here: a signing past a share is refused `too-many-requests` (the peer retries
+// later) or, past the whole, `overloaded`; a connection past its source's share is closed.
 import { ProofRefused } from "./proofs.ts"
 
 /**
@@ -58,7 +59,7 @@ export class IssuerShares {
       return new ProofRefused({ reason: "too-many-requests", detail: `this connection's share of signings in progress (${maxInFlightPerConnection}) is taken` })
     }
     if ((this.inFlightBySource.get(source) ?? 0) >= this.limits.maxInFlightPerSource) {
-      return new ProofRefused({ reason: "too-many-requests", detail: `this address's share of signings in progress (${this.limits.maxInFlightPerSource}) is taken` })
+      return new ProofRefused({ reason: "too-many-requests", detail: `this source's share of signings in progress (${this.limits.maxInFlightPerSource}) is taken` })
     }
     if (this.inFlightNow >= this.limits.maxInFlight) return new ProofRefused({ reason: "overloaded", detail: `${this.limits.maxInFlight} signings in progress` })
     this.inFlightNow++

@@ -14,7 +14,7 @@
 //       direction: outbound       # or inbound (default outbound)
 //       route: pricing-canary     # outbound only: just the requests this route matched
 //       perSecond: 100            # tokens added a second (0.001 - 1,000,000)
-//       burst: 100                # the bucket's size (default: perSecond, at least 1)
+//       burst: 100                # the bucket's size (default: perSecond rounded up, at least 1)
 //       key: { header: x-user }   # or "caller"; a missing header is one more value, ""
 //
 // The buckets of a keyed limit are bounded (the `rateLimitKeys` setting): a caller who invents
@@ -24,6 +24,7 @@
 import type { IncomingHttpHeaders } from "node:http"
 import * as Schema from "effect/Schema"
 import { type Failure, failure } from "../iip/server.ts"
+import { TokenBucket } from "../iip/tokenBucket.ts"
 import type { Direction, MeshMetrics } from "../telemetry/metrics.ts"
 import type { HeaderPair } from "./headerFilter.ts"
 import { AppErrorCode, ProxyError } from "./proxyError.ts"
@@ -49,47 +50,6 @@ export const RateLimitSpec = Schema.Struct({
   ]))
 })
 export type RateLimitSpec = typeof RateLimitSpec.Type
-
-/**
- * A token bucket on a clock the caller passes (ms, monotonic): `burst` tokens at most, `perSecond`
- * added a second; a request takes one. Pure arithmetic, no timer.
- */
-export class TokenBucket {
-  private readonly perMs: number
-  private readonly burst: number
-  private tokens: number
-  private updated: number
-
-  constructor(perSecond: number, burst: number, now: number) {
-    this.perMs = perSecond / 1000
-    this.burst = burst
-    this.tokens = burst
-    this.updated = now
-  }
-
-  /** 0 when a token was taken; else how long (ms) until one is there (nothing taken). */
-  take(now: number): number {
-    this.refill(now)
-    if (this.tokens >= 1) {
-      this.tokens -= 1
-      return 0
-    }
-    return (1 - this.tokens) / this.perMs
-  }
-
-  /** Refilled to the brim: the same as a new bucket. */
-  isFull(now: number): boolean {
-    this.refill(now)
-    return this.tokens >= this.burst
-  }
-
-  private refill(now: number): void {
-    const elapsed = now - this.updated
-    if (elapsed <= 0) return
-    this.tokens = Math.min(this.burst, this.tokens + elapsed * this.perMs)
-    this.updated = now
-  }
-}
 
 /** One bucket per key, at most `maxKeys` of them, and one overflow bucket the keys past that share. */
 export class BucketTable {

@@ -57,6 +57,18 @@ describe("HandshakeRate", () => {
     expect(takes(rate, "10.0.0.1", 20).every((verdict) => verdict === "admitted")).toBe(true)
   })
 
+  it("an address is forgotten once what it took has refilled, not a whole burst's refill later", () => {
+    const { clock, rate } = onClock({ ratePerSecond: 10, burst: 20 })
+    rate.take("10.0.0.1")
+    // One handshake at 10/s is back in 100 ms: full again then (a burst of 20 from empty would take 2 s).
+    clock.now += 99
+    rate.take("10.0.0.2")
+    expect(rate.tracked).toBe(2)
+    clock.now += 1
+    rate.take("10.0.0.2")
+    expect(rate.tracked).toBe(1)
+  })
+
   it("a spray of a million addresses tracks maxSources of them, the least recently updated making room; each address's first handshake is admitted", () => {
     const { clock, rate } = onClock({ ratePerSecond: 20, burst: 40, maxSources: 1_000 })
     let admitted = 0

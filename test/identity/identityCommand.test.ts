@@ -245,15 +245,15 @@ describe("iip-mesh identity", () => {
 
   it("--max-connections-per-source closes an address's connection past it at accept (logged); out-of-range per-source limits do not start", async () => {
     // 127.0.0.1's one connection, held without a handshake: the signer's, from the same address, is closed.
-    await closedAtAccept(["--max-connections-per-source", "1"], /"event":"identity-connection-refused","limit":"per_source","detail":"this address's share of connections \(1\) is taken","remote":"127\.0\.0\.1"/)
+    await closedAtAccept(["--max-connections-per-source", "1"], /"event":"identity-connection-refused","limit":"per_source","detail":"this source's share of connections \(1\) is taken","remote":"127\.0\.0\.1"/)
     await refusedOutOfRange(["--max-in-flight-per-source", "1..100000"], ["--max-connections-per-source", "1..1000000"])
   }, TEST_MS)
 
   it("--handshake-rate-per-source / --handshake-burst-per-source close an address's connection past its bucket at accept (logged); out-of-range values do not start", async () => {
     // 127.0.0.1's one handshake of the burst, taken by a connection that never starts it: the
     // signer's, right after (well within the second a token takes to come back), is closed.
-    await closedAtAccept(["--handshake-rate-per-source", "1", "--handshake-burst-per-source", "1"], /"event":"identity-connection-refused","limit":"handshake_rate","detail":"this address's TLS handshakes are past 1\/s, burst 1","remote":"127\.0\.0\.1"/)
-    await refusedOutOfRange(["--handshake-rate-per-source", "1..1000000"], ["--handshake-burst-per-source", "1..1000000"])
+    await closedAtAccept(["--handshake-rate-per-source", "1", "--handshake-burst-per-source", "1"], /"event":"identity-connection-refused","limit":"handshake_rate","detail":"this source's TLS handshakes are past 1\/s, burst 1","remote":"127\.0\.0\.1"/)
+    await refusedOutOfRange(["--handshake-rate-per-source", "1..1000000"], ["--handshake-burst-per-source", "1..1000000"], ["--ipv6-source-prefix", "16..128"])
   }, TEST_MS)
 
   it("refuses to start with no proof it could take, with --kubernetes on outside a cluster, or with another trust domain", async () => {

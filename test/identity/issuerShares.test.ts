@@ -177,7 +177,7 @@ describe("issuer: one peer cannot take every signing slot", () => {
     expect(api.held).toHaveLength(16)
     // The refused learn it at once, before anything held is released.
     await until(() => attackers.filter((attacker) => attacker.statuses()[0] === 429).length === 48)
-    expect(attackers.find((attacker) => attacker.statuses()[0] === 429)!.state.text).toContain(`"message":"this address's share of signings in progress (16) is taken"`)
+    expect(attackers.find((attacker) => attacker.statuses()[0] === 429)!.state.text).toContain(`"message":"this source's share of signings in progress (16) is taken"`)
   })
 })
 
@@ -189,7 +189,7 @@ describe("issuer: what our client sees past its share", () => {
     await until(() => api.held.length === 1)
     const refusal = await honestSign(running).then(() => undefined, (error: unknown) => error)
     expect(refusal).toBeInstanceOf(IssuerRefused)
-    expect(refusal).toMatchObject({ status: 429, reason: "too-many-requests", detail: "this address's share of signings in progress (1) is taken", retryAfterMs: 1_000 })
+    expect(refusal).toMatchObject({ status: 429, reason: "too-many-requests", detail: "this source's share of signings in progress (1) is taken", retryAfterMs: 1_000 })
     api.release()
     await expect(first).rejects.toMatchObject({ _tag: "IssuerRefused", status: 401, reason: "unauthenticated" })
     expect((await honestSign(running)).spiffeId).toBe(`spiffe://${trustDomain}/svc/catalog`)
@@ -216,14 +216,14 @@ describe("issuer: one peer cannot take every connection", () => {
     expect(lines[0]!.fields).toMatchObject({ limit: "per_source", remote: attackerAddress })
   })
 
-  it("on a dual-stack listener an IPv4 peer is its mapped address (::ffff:127.0.0.2) on every connection: one source, held to its share", async () => {
+  it("on a dual-stack listener an IPv4 peer is its mapped address (::ffff:127.0.0.2) on every connection: one source, its IPv4 address, held to its share", async () => {
     const { running } = await startHeldIssuer({ host: "::", maxConnectionsPerSource: 2 })
     const held = Array.from({ length: 2 }, () => attackerTcp(running.issuer.port))
     await Promise.all(held.map((attacker) => attacker.connected))
     const late = attackerTcp(running.issuer.port)
     await until(() => late.state.closed)
     expect(held.every((attacker) => !attacker.state.closed)).toBe(true)
-    expect(running.events.find((e) => e.event === "identity-connection-refused")!.fields).toMatchObject({ limit: "per_source", remote: `::ffff:${attackerAddress}` })
+    expect(running.events.find((e) => e.event === "identity-connection-refused")!.fields).toMatchObject({ limit: "per_source", remote: `::ffff:${attackerAddress}`, source: attackerAddress })
   })
 
   it("past maxConnections in all a new connection is dropped by node, counted and logged as the total's", async () => {

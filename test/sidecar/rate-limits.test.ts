@@ -1,5 +1,5 @@
-// Rate limits (src/sidecar/rateLimits.ts): the token bucket on Effect's TestClock (100/s under
-// 300/s offered holds within 5 %), the bounded bucket table (a caller inventing header values
+// Rate limits (src/sidecar/rateLimits.ts; its token bucket has its own tests: tokenBucket.test.ts
+// in test/iip): the bounded bucket table (a caller inventing header values
 // grows nothing past the bound), the document's checks; then through real sidecars and real
 // apps: an outbound limit of 30/s under 90/s offered load (checked on the times the sidecar
 // asked the limit at, so a loaded machine's stalls do not count as refill time), the
@@ -16,42 +16,28 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest"
 import type { SidecarConfig } from "../../src/config/sidecarConfig.ts"
-import { BucketTable, CompiledLimit, TokenBucket } from "../../src/sidecar/rateLimits.ts"
+import { TokenBucket } from "../../src/iip/tokenBucket.ts"
+import { BucketTable, CompiledLimit } from "../../src/sidecar/rateLimits.ts"
 import { parseRoutesDocument } from "../../src/sidecar/routes.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { type Answer, call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
-describe("token bucket (on TestClock)", () => {
-  effectIt.effect("100/s with a burst of 10 under 300/s offered for 10 s admits 100/s within 5 % (after the burst)", () =>
+describe("a limit under 1 a second (on TestClock)", () => {
+  effectIt.effect("0.5/s (burst 1, the default under 1/s): one request every 2 s, asked every 100 ms for 10 s; each refusal waits until the next token", () =>
     Effect.gen(function*() {
-      const bucket = new TokenBucket(100, 10, yield* Clock.currentTimeMillis)
-      let admitted = 0
-      let refused = 0
-      // 300/s: three requests every 10 ms, for 10 s.
-      for (let tick = 0; tick < 1000; tick++) {
-        const now = yield* Clock.currentTimeMillis
-        for (let i = 0; i < 3; i++) {
-          if (bucket.take(now) === 0) admitted++
-          else refused++
-        }
-        yield* TestClock.adjust(10)
+      const limit = new CompiledLimit({ name: "slow", service: "pricing", perSecond: 0.5 }, 1024, yield* Clock.currentTimeMillis)
+      expect(limit.burst).toBe(1)
+      const admitted: Array<number> = []
+      const waits: Array<number> = []
+      for (let ms = 0; ms < 10_000; ms += 100) {
+        const wait = limit.take(() => "", yield* Clock.currentTimeMillis)
+        if (wait === 0) admitted.push(ms)
+        else waits.push(wait)
+        yield* TestClock.adjust(100)
       }
-      expect(admitted + refused).toBe(3000)
-      const rate = (admitted - 10) / 10
-      expect(Math.abs(rate - 100) / 100).toBeLessThanOrEqual(0.05)
-      // Pure arithmetic: the exact figure (the burst, then one token every 10 ms).
-      expect(admitted).toBe(10 + 999)
-    }))
-
-  effectIt.effect("a refused take says how long until a token is there; nothing is taken meanwhile", () =>
-    Effect.gen(function*() {
-      const bucket = new TokenBucket(4, 1, yield* Clock.currentTimeMillis)
-      expect(bucket.take(yield* Clock.currentTimeMillis)).toBe(0)
-      expect(bucket.take(yield* Clock.currentTimeMillis)).toBeCloseTo(250)
-      yield* TestClock.adjust(100)
-      expect(bucket.take(yield* Clock.currentTimeMillis)).toBeCloseTo(150)
-      yield* TestClock.adjust(150)
-      expect(bucket.take(yield* Clock.currentTimeMillis)).toBe(0)
+      expect(admitted).toStrictEqual([0, 2_000, 4_000, 6_000, 8_000])
+      // 100 ms after a token was taken: 1,900 ms to the next (retry-after: 2 s), then 1,800, ... 100.
+      expect(waits.slice(0, 19)).toStrictEqual(Array.from({ length: 19 }, (_, i) => 1_900 - i * 100))
     }))
 })
 
