@@ -31,6 +31,7 @@ import type { AnswerHolds, Held } from "./answerHolds.ts"
 import { type AppH2Request, rawHeadOf } from "./appH2RequestHead.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
+import { acceptsEventStream } from "./eventStream.ts"
 import { grpcStatusIn, isGrpcPairs } from "./grpcStatus.ts"
 import { resetCancelled } from "./h2Reset.ts"
 import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
@@ -67,6 +68,11 @@ export interface H2Leg {
   /** The places among the streams open to the app (appH2.ts): at most maxStreams, as many again waiting. */
   readonly maxStreams: number
   admit(exchange: AppH2Exchange): boolean | undefined
+  /** Long-lived streams' share of the places (appH2.ts): refused past it (counted), or counted from admit to their end. */
+  refuseLongStream(): boolean
+  longStreamShare(): number
+  longStreamTaken(): void
+  longStreamEnded(): void
   leftWaiting(exchange: AppH2Exchange): void
   streamClosed(session: http2.ClientHttp2Session): void
 }
@@ -120,6 +126,8 @@ export class AppH2Exchange implements Expiring, Held {
   waitingForPlace = false
   /** Holds one of those places, until node closes its stream. */
   private placeHeld = false
+  /** Counted among the leg's long-lived streams (a method seen to stream, a streamed body, an event stream) until its place goes back. */
+  private longLived = false
   /** The session its stream opened on, whose places it holds. */
   private session: http2.ClientHttp2Session | undefined = undefined
   /** Armed while the streamed answer's app stream is paused (answerPaused). */
@@ -137,10 +145,16 @@ export class AppH2Exchange implements Expiring, Held {
     const { request, leg } = this
     // Cancelled already (the first call waits for node:http2 to load): nothing goes to the app.
     if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
+    // Known to live long before it opens (a method not yet seen to stream is known once its answer shows it: noteMessages).
+    const longLived = request.body instanceof IncomingStream || (this.grpc ? leg.streams(request.path) : request.method === "GET" && pairsAcceptEventStream(request.headers))
+    if (longLived && leg.refuseLongStream()) {
+      return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams (methods seen to stream, streamed request bodies, event streams) to the app at ${leg.address} hold half its places (${leg.longStreamShare()}), the most they may; retry elsewhere`, false)
+    }
     const admitted = leg.admit(this)
     if (admitted === undefined) {
       return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `as many requests wait for a stream to the app at ${leg.address} as it may have open (--app-h2-max-streams ${leg.maxStreams}, or fewer its SETTINGS_MAX_CONCURRENT_STREAMS allows); retry elsewhere`, false)
     }
+    if (longLived) this.countLongLived()
     // A gRPC call's deadline covers the whole call (its wait for a place too); any other request's only its answer's head.
     leg.deadlines.add(this, request.timeLeftMs)
     // The exchange listens itself (handleEvent), until it ends (finish).
@@ -245,7 +259,20 @@ export class AppH2Exchange implements Expiring, Held {
   private releasePlace(): void {
     if (!this.placeHeld) return
     this.placeHeld = false
+    this.endLongLived()
     this.leg.streamClosed(this.session!)
+  }
+
+  /** Counted among the long-lived streams, until its place goes back or it leaves the waiting line. */
+  private countLongLived(): void {
+    this.longLived = true
+    this.leg.longStreamTaken()
+  }
+
+  private endLongLived(): void {
+    if (!this.longLived) return
+    this.longLived = false
+    this.leg.longStreamEnded()
   }
 
   /** Reset without an error code (or closed before its end): settled here, whatever happened. */
@@ -284,6 +311,8 @@ export class AppH2Exchange implements Expiring, Held {
     }
     if (this.bytes > this.firstMessageEnd) {
       this.leg.noteStreaming(this.request.path)
+      // Known to stream now (its method's first call, or the first since the methods were forgotten): counted from here.
+      if (!this.longLived && this.placeHeld) this.countLongLived()
       this.firstMessageEnd = Infinity
       // The longer wait was for trailers after one message: a second one means a stream, which goes on now.
       if (this.waitsLonger) this.streamAnswer()
@@ -490,6 +519,7 @@ export class AppH2Exchange implements Expiring, Held {
     }
     if (this.waitingForPlace) {
       this.waitingForPlace = false
+      this.endLongLived()
       this.leg.leftWaiting(this)
     }
     this.leg.deadlines.remove(this)
@@ -549,6 +579,24 @@ function onStreamError(this: ExchangeStream, error: NodeJS.ErrnoException): void
 }
 function onStreamClose(this: ExchangeStream): void {
   this[EXCHANGE].onClose()
+}
+
+/** `name` is "accept" in any case; compared by code (a case-blind regex's test allocates about 56 bytes per other 6-letter name: pragma, cookie, origin). */
+const isAccept = (name: string): boolean => {
+  if (name.length !== 6) return false
+  if (name === "accept") return true
+  // Every letter of "accept" is lower-case a-z: `| 0x20` maps only its upper-case letter onto it.
+  for (let k = 0; k < 6; k++) if ((name.charCodeAt(k) | 0x20) !== ACCEPT.charCodeAt(k)) return false
+  return true
+}
+const ACCEPT = "accept"
+
+/** Whether a request's accept names text/event-stream (an EventSource's GET: it lives as long as it is read), its name in any case. */
+const pairsAcceptEventStream = (pairs: ReadonlyArray<readonly [string, string]>): boolean => {
+  for (let i = 0; i < pairs.length; i++) {
+    if (isAccept(pairs[i]![0]) && acceptsEventStream(pairs[i]![1])) return true
+  }
+  return false
 }
 
 /** The length in a gRPC message's 5-byte prefix (a flag byte, then 4 bytes big-endian), read across the first parts (5 bytes or more in all). */
