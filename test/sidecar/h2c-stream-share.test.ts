@@ -5,7 +5,8 @@
 // iip_mesh_app_long_streams_refused_total, and unary calls keep the other half. Before, server
 // streams that never end took every place (4 of 4 here) and a unary call waited out its deadline.
 // A place comes back as its stream ends: the caller's cancel, the app's end, the app's reset, its
-// session lost, the deadline. Event streams to an h2c app take the same share. A method's first
+// session lost, the deadline; and as a call still waiting for a place leaves the line (its cancel).
+// Event streams to an h2c app take the same share. A method's first
 // call is not known to stream until its second message: taken as an ordinary call, counted then.
 // Real peers: a grpc-js client -> sidecar A -> sidecar B -> a grpc-js app (or a node:http2 one).
 // Synchronised on events (a message received, a status, the app's handler cancelled, B's stream
@@ -16,6 +17,14 @@ import * as http from "node:http"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import type { AbortListener } from "../../src/mux/cancellation.ts"
+import { type Failure, PendingOutcome } from "../../src/mux/request.ts"
+import { MeshErrorCode } from "../../src/protocol/mesh.ts"
+import { AppH2Leg } from "../../src/sidecar/appH2.ts"
+import { InboundObservation } from "../../src/sidecar/observe.ts"
+import { makeMetrics } from "../../src/telemetry/metrics.ts"
+import { TraceStore } from "../../src/telemetry/traceStore.ts"
+import { makeTracing } from "../../src/telemetry/tracing.ts"
 import { identity, rawMethod } from "../support/grpcRaw.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { parsePrometheusText, value } from "../support/prometheusText.ts"
@@ -322,5 +331,59 @@ describe("a node:http2 app, a share of one place", () => {
     expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the method's first watch")).toBe("streaming")
     expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the second watch")).toBe("14 inbound; reason=overloaded")
     expect(await get("/events", "text/event-stream")).toBe("503 inbound; reason=overloaded")
+  })
+})
+
+/**
+ * The leg itself (appH2.ts), for a long-lived call that never got a place: its share comes back as
+ * it leaves the waiting line (here its caller's cancel), read at once from the leg's own count of
+ * refusals (nothing of it is seen from outside B: the app never saw the call). 2 places, share 1.
+ */
+describe("the h2c leg: a long-lived call leaving the waiting line", () => {
+  let cleanup: Cleanup
+  beforeEach(() => {
+    cleanup = new Cleanup()
+  })
+  afterEach(() => cleanup.run())
+
+  it("gives its share back: the next long-lived call waits in its turn, not refused", async () => {
+    // An app that holds every stream, unanswered.
+    const app = http2.createServer()
+    const sessions: Array<http2.ServerHttp2Session> = []
+    app.on("session", (session) => sessions.push(session))
+    app.on("stream", (stream) => stream.on("error", () => {}))
+    await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
+    cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
+    cleanup.add(() => sessions.forEach((session) => session.destroy()))
+    const leg = new AppH2Leg(LOOPBACK, (app.address() as net.AddressInfo).port, undefined, 5000, 2)
+    cleanup.add(() => leg.close())
+    const tracing = makeTracing({ service: "inventory", store: new TraceStore(), env: {}, enabled: false })
+    const telemetry = { tracing, metrics: makeMetrics(), traces: new TraceStore() }
+    const grpcHead: ReadonlyArray<readonly [string, string]> = [["content-type", "application/grpc"]]
+    /** A call through the leg as inbound.ts makes it, and its caller's cancel. */
+    const send = (path: string) => {
+      const listeners = new Set<AbortListener>()
+      const cancel = { aborted: false, addEventListener: (_: "abort", l: AbortListener) => void listeners.add(l), removeEventListener: (_: "abort", l: AbortListener) => void listeners.delete(l) }
+      const pending = new PendingOutcome()
+      leg.forward({ method: "POST", path, authority: "inventory", headers: grpcHead, body: Buffer.alloc(5), timeLeftMs: LONG, maxMetaBytes: 8192, plain: false, trailers: true },
+        new InboundObservation(telemetry, "inventory", "POST", path, grpcHead, "127.0.0.1:40000"), cancel, pending)
+      return { pending, cancel: () => [...listeners].forEach((l) => l.handleEvent()) }
+    }
+    leg.noteStreaming(METHODS.watch.path)
+    // Two unary calls take both places (the second waits for the new session's SETTINGS, or holds one).
+    send(METHODS.echo.path)
+    send(METHODS.echo.path)
+    const waiting = send(METHODS.watch.path)
+    expect(leg.waitingStreams).toBeGreaterThanOrEqual(1)
+    const refused = send(METHODS.watch.path)
+    expect(leg.longStreamsRefused).toBe(1)
+    expect(((await withTimeout(Promise.resolve(refused.pending), 5000, "the refusal")) as Failure).code).toBe(MeshErrorCode.overloaded)
+    waiting.cancel()
+    expect(((await withTimeout(Promise.resolve(waiting.pending), 5000, "the cancelled call's outcome")) as Failure).code).toBe(MeshErrorCode.cancelled)
+    // Its share came back with it: the next watch waits in its turn.
+    send(METHODS.watch.path)
+    expect(leg.longStreamsRefused).toBe(1)
+    send(METHODS.watch.path)
+    expect(leg.longStreamsRefused).toBe(2)
   })
 })
