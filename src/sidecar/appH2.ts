@@ -11,12 +11,14 @@
 // not processed (a gRPC caller reads UNAVAILABLE), and counted. node's session would take them all: its nghttp2 queue of streams
 // past the app's limit has no bound.
 // Long-lived streams hold a place for as long as they live (a watch, a subscription; or a peer's on
-// purpose): gRPC calls of a method seen to stream, requests whose body streams, event streams. They
+// purpose): gRPC calls of a method seen to stream (a second message either way; not a unary call's
+// large message, which streams too: counted, a burst of uploads was refused), other requests whose
+// body streams, event streams. They
 // take half the places at most (at least one), waiting or open, as event streams take half the
 // HTTP/1.1 pool (appPool.ts); past that one is refused at once, `overloaded`, not processed, and
 // counted, and the other calls keep the rest. Without it four server streams that never end took
 // all four places and every unary call waited out its deadline (h2c-stream-share.test.ts). A
-// method's calls before B sees one of its answers carry a second message are not known to stream:
+// method's calls before B sees one of its answers or requests carry a second message are not known to stream:
 // each is an ordinary call, and joins the share as that message comes (it may pass the share then;
 // B never cuts a call it took).
 import * as http2 from "node:http2"
@@ -59,7 +61,7 @@ export class AppH2Leg implements H2Leg {
   readonly deadlines = new Deadlines<AppH2Exchange>((exchange) => exchange.deadlinePassed())
   readonly holds = new AnswerHolds(WHOLE_ANSWER_WAIT_MS)
   readonly oneMessageHolds = new AnswerHolds(ONE_MESSAGE_WAIT_MS)
-  /** gRPC methods (paths) one of whose answers carried a second message: theirs never wait past the first wait. */
+  /** gRPC methods (paths) one of whose answers or requests carried a second message: theirs never wait past the first wait (a client stream's one answer message too: it streams if its trailers are late). */
   private readonly streamingMethods = new Set<string>()
 
   /** A streamed answer whose stream stays paused this long (the mesh takes nothing of it) is given up: the answer idle timeout. */
@@ -271,7 +273,7 @@ export class AppH2Leg implements H2Leg {
     return this.streamingMethods.has(path)
   }
 
-  /** An answer of `path` carried a second message. */
+  /** An answer or a request of `path` carried a second message. */
   noteStreaming(path: string): void {
     if (this.streamingMethods.size >= STREAMING_METHODS_KEPT) this.streamingMethods.clear()
     this.streamingMethods.add(path)

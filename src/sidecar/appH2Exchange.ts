@@ -62,7 +62,7 @@ export interface H2Leg {
   readonly answerIdleMs: number
   /** The session a stream that took its place opens on (the pooled one, made again once the last one closed, failed or went away), counted there until streamClosed. */
   sessionForStream(): http2.ClientHttp2Session
-  /** A gRPC method (path) one of whose answers carried a second message. */
+  /** A gRPC method (path) one of whose answers or requests carried a second message. */
   streams(path: string): boolean
   noteStreaming(path: string): void
   /** The places among the streams open to the app (appH2.ts): at most maxStreams, as many again waiting. */
@@ -91,7 +91,7 @@ export interface CancelSource {
 export class AppH2Exchange implements Expiring, Held {
   private readonly leg: H2Leg
   private readonly request: AppH2Request
-  private readonly observation: InboundObservation
+  readonly observation: InboundObservation
   private readonly pending: PendingOutcome
   private readonly grpc: boolean
   private stream: http2.ClientHttp2Stream | undefined = undefined
@@ -107,6 +107,10 @@ export class AppH2Exchange implements Expiring, Held {
   private parts: Array<Buffer> = []
   /** Where a gRPC answer's first message ends (its 5-byte prefix read), -1 before; Infinity once a second one came or is not looked for. */
   private firstMessageEnd = -1
+  /** The same for a gRPC request's streamed body (requestChunk), of a method not known to stream; its first bytes until its prefix is read. */
+  private requestFirstEnd = Infinity
+  private requestHead: Array<Buffer> | undefined = undefined
+  private requestBytes = 0
   /** Waiting in the leg's oneMessageHolds (the first wait is over). */
   private waitsLonger = false
   private bytes = 0
@@ -145,8 +149,13 @@ export class AppH2Exchange implements Expiring, Held {
     const { request, leg } = this
     // Cancelled already (the first call waits for node:http2 to load): nothing goes to the app.
     if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
-    // Known to live long before it opens (a method not yet seen to stream is known once its answer shows it: noteMessages).
-    const longLived = request.body instanceof IncomingStream || (this.grpc ? leg.streams(request.path) : request.method === "GET" && pairsAcceptEventStream(request.headers))
+    // Known to live long before it opens: a gRPC method seen to stream (one not yet seen is known
+    // once a second message shows it either way: noteMessages, requestChunk), any other request
+    // whose body streams, an event stream. A gRPC body streams for a unary call too (its one message
+    // past A's 64 KiB, or not come within its head's turn): counted so, a burst of uploads was refused.
+    const streamedBody = request.body instanceof IncomingStream
+    const longLived = this.grpc ? leg.streams(request.path) : streamedBody || (request.method === "GET" && pairsAcceptEventStream(request.headers))
+    if (this.grpc && streamedBody && !longLived) this.requestFirstEnd = -1
     if (longLived && leg.refuseLongStream()) {
       return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams (methods seen to stream, streamed request bodies, event streams) to the app at ${leg.address} hold half its places (${leg.longStreamShare()}), the most they may; retry elsewhere`, false)
     }
@@ -202,7 +211,7 @@ export class AppH2Exchange implements Expiring, Held {
       stream.end(body)
       return
     }
-    void pump(body, stream, this.observation).catch((error: unknown) =>
+    void pump(body, stream, this).catch((error: unknown) =>
       this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, `request body broke off: ${String(error)}`)
     )
   }
@@ -310,12 +319,32 @@ export class AppH2Exchange implements Expiring, Held {
       this.firstMessageEnd = 5 + prefixedLength(this.parts)
     }
     if (this.bytes > this.firstMessageEnd) {
-      this.leg.noteStreaming(this.request.path)
-      // Known to stream now (its method's first call, or the first since the methods were forgotten): counted from here.
-      if (!this.longLived && this.placeHeld) this.countLongLived()
+      this.knownStreaming()
       this.firstMessageEnd = Infinity
       // The longer wait was for trailers after one message: a second one means a stream, which goes on now.
       if (this.waitsLonger) this.streamAnswer()
+    }
+  }
+
+  /** A method's call showed a second message (its answer's or its request's): its method streams, and the call is counted from here (its method's first, or the first since the methods were forgotten). */
+  private knownStreaming(): void {
+    this.leg.noteStreaming(this.request.path)
+    if (!this.longLived && this.placeHeld) this.countLongLived()
+  }
+
+  /** A chunk of a gRPC request's streamed body on its way to the app (pump): past its first message, the method streams. */
+  requestChunk(chunk: Buffer): void {
+    if (this.requestFirstEnd === Infinity || this.done) return
+    this.requestBytes += chunk.length
+    if (this.requestFirstEnd < 0) {
+      ;(this.requestHead ??= []).push(chunk)
+      if (this.requestBytes < 5) return
+      this.requestFirstEnd = 5 + prefixedLength(this.requestHead)
+      this.requestHead = undefined
+    }
+    if (this.requestBytes > this.requestFirstEnd) {
+      this.requestFirstEnd = Infinity
+      this.knownStreaming()
     }
   }
 
@@ -602,11 +631,13 @@ const prefixedLength = (parts: ReadonlyArray<Buffer>): number => {
   return length
 }
 
-/** The peer's streamed body written to the app's stream, waiting on its flow control. */
-const pump = async (body: IncomingStream, stream: http2.ClientHttp2Stream, observation: InboundObservation): Promise<void> => {
+/** The peer's streamed body written to the app's stream, waiting on its flow control; each chunk shown to its exchange (a gRPC request's second message). */
+const pump = async (body: IncomingStream, stream: http2.ClientHttp2Stream, exchange: AppH2Exchange): Promise<void> => {
+  const observation = exchange.observation
   for await (const chunk of body) {
     if (stream.destroyed) return
     observation.requestBytes(chunk.length)
+    exchange.requestChunk(chunk)
     if (!stream.write(chunk)) {
       await drainedOrClosed(stream)
     }

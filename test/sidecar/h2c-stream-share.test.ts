@@ -1,5 +1,5 @@
 // Long-lived calls to an h2c app (appH2.ts): gRPC calls B knows to stream (a method one of whose
-// answers carried a second message, or a request whose body streams) hold at most half of the
+// answers or requests carried a second message; not a unary call whose one large message streams) hold at most half of the
 // app's places (--app-h2-max-streams, or fewer the app's SETTINGS allow); past that a new one is
 // refused at once, UNAVAILABLE `inbound; reason=overloaded`, not processed, counted in
 // iip_mesh_app_long_streams_refused_total, and unary calls keep the other half. Before, server
@@ -7,7 +7,7 @@
 // A place comes back as its stream ends: the caller's cancel, the app's end, the app's reset, its
 // session lost, the deadline; and as a call still waiting for a place leaves the line (its cancel).
 // Event streams to an h2c app take the same share. A method's first
-// call is not known to stream until its second message: taken as an ordinary call, counted then.
+// call is not known to stream until its second message (either way): taken as an ordinary call, counted then.
 // Real peers: a grpc-js client -> sidecar A -> sidecar B -> a grpc-js app (or a node:http2 one).
 // Synchronised on events (a message received, a status, the app's handler cancelled, B's stream
 // to the app closed), never on time.
@@ -31,8 +31,16 @@ import { parsePrometheusText, value } from "../support/prometheusText.ts"
 import { LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const method = (name: string, requestStream: boolean, responseStream: boolean) => rawMethod("demo.Inventory", name, requestStream, responseStream)
-/** Watch sends two messages and then nothing (until told to end); Chat echoes each message; Echo answers. */
-const METHODS = { watch: method("Watch", false, true), chat: method("Chat", true, true), echo: method("Echo", false, false) }
+/**
+ * Watch sends two messages and then nothing (until told to end); Echo answers; Gather answers each call with its message's size once four calls came (a burst served
+ * only if all four are taken at once); Collect answers nothing (its caller's messages are counted).
+ */
+const METHODS = {
+  watch: method("Watch", false, true),
+  echo: method("Echo", false, false),
+  gather: method("Gather", false, false),
+  collect: method("Collect", true, false)
+}
 const InventoryClient = grpc.makeGenericClientConstructor(METHODS, "Inventory")
 /** Far longer than any test: a stream ends only as the test ends it. */
 const LONG = 120_000
@@ -42,13 +50,28 @@ interface Outcome {
   readonly hop: string | undefined
 }
 
-/** The calls the app is serving: each Watch and Chat as it started, its end (the app's) and whether grpc-js saw it cancelled. */
+/** The calls the app is serving: each Watch and Collect as it started, its end (the app's) and whether grpc-js saw it cancelled. */
 class AppCalls {
   readonly started: Array<{ readonly path: string; readonly end: () => void; readonly cancelled: Promise<void> }> = []
+  /** Gather's calls waiting for the fourth. */
+  readonly gathered: Array<() => void> = []
+  /** Messages Collect's calls received, and who waits for a count of them. */
+  collected = 0
+  private collectWaiters: Array<{ readonly count: number; readonly resolve: () => void }> = []
 
-  track(path: string, call: grpc.ServerWritableStream<Buffer, Buffer> | grpc.ServerDuplexStream<Buffer, Buffer>): void {
+  collect(): void {
+    this.collected++
+    this.collectWaiters = this.collectWaiters.filter((w) => (w.count <= this.collected ? (w.resolve(), false) : true))
+  }
+
+  /** Resolves once Collect's calls received `count` messages in all. */
+  collectedAtLeast(count: number): Promise<void> {
+    return count <= this.collected ? Promise.resolve() : new Promise((resolve) => this.collectWaiters.push({ count, resolve }))
+  }
+
+  track(path: string, call: grpc.ServerWritableStream<Buffer, Buffer> | grpc.ServerReadableStream<Buffer, Buffer>, end: () => void): void {
     const cancelled = new Promise<void>((resolve) => call.on("cancelled", () => resolve()))
-    this.started.push({ path, end: () => call.end(), cancelled })
+    this.started.push({ path, end, cancelled })
   }
 }
 
@@ -56,15 +79,19 @@ const startApp = async (cleanup: Cleanup, calls: AppCalls): Promise<number> => {
   const server = new grpc.Server()
   server.addService(METHODS, {
     watch: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
-      calls.track(METHODS.watch.path, call)
+      calls.track(METHODS.watch.path, call, () => call.end())
       call.write(Buffer.from("a"))
       call.write(Buffer.from("b"))
     },
-    chat: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
-      calls.track(METHODS.chat.path, call)
-      call.on("data", (message: Buffer) => call.write(message))
+    echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request),
+    gather: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
+      calls.gathered.push(() => callback(null, Buffer.from(String(call.request.length))))
+      if (calls.gathered.length === 4) calls.gathered.forEach((answer) => answer())
     },
-    echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => callback(null, call.request)
+    collect: (call: grpc.ServerReadableStream<Buffer, Buffer>) => {
+      calls.track(METHODS.collect.path, call, () => {})
+      call.on("data", () => calls.collect())
+    }
   })
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`${LOOPBACK}:0`, grpc.ServerCredentials.createInsecure(), (error, bound) => (error === null ? resolve(bound) : reject(error)))
@@ -206,19 +233,36 @@ describe("long-lived calls to an h2c app hold half its places at most", () => {
     expect((await withTimeout(watch().outcome, 10_000, "the watch past the share")).code).toBe(grpc.status.UNAVAILABLE)
   })
 
-  it("a call whose request body streams counts from its first call: the third of its kind is refused, unary calls are answered", async () => {
-    const chat = () => {
-      const call = client.makeBidiStreamRequest(METHODS.chat.path, identity, identity, new grpc.Metadata(), { deadline: Date.now() + LONG })
+  it("a client stream counts once its request shows a second message, its method's later calls from their start: the third is refused, unary calls are answered", async () => {
+    // Collect answers nothing: only the requests' messages can show that the method streams.
+    const collect = () => {
+      const call = client.makeClientStreamRequest(METHODS.collect.path, identity, identity, new grpc.Metadata(), { deadline: Date.now() + LONG }, () => {})
       cleanup.add(() => call.cancel())
-      const echoed = messages(call, 1)
-      call.write(Buffer.from("hi"))
-      return { call, echoed, outcome: outcomeOf(call) }
+      const outcome = new Promise<Outcome>((resolve) => call.on("status", (status: grpc.StatusObject) => resolve({ code: status.code, hop: status.metadata.get("x-iip-mesh-error")[0]?.toString() })))
+      call.write(Buffer.from("m1"))
+      call.write(Buffer.from("m2"))
+      return outcome
     }
-    const open = [chat(), chat()]
-    for (const c of open) expect(await withTimeout(c.echoed, 10_000, "a chat's echo")).toStrictEqual(["hi"])
-    expect(await withTimeout(chat().outcome, 10_000, "the chat past the share")).toStrictEqual({ code: grpc.status.UNAVAILABLE, hop: "inbound; reason=overloaded" })
+    collect()
+    await withTimeout(calls.collectedAtLeast(2), 10_000, "the first collect's two messages")
+    collect()
+    await withTimeout(calls.collectedAtLeast(4), 10_000, "the second collect's two messages")
+    expect(await withTimeout(collect(), 10_000, "the collect past the share")).toStrictEqual({ code: grpc.status.UNAVAILABLE, hop: "inbound; reason=overloaded" })
     expect(await withTimeout(Promise.all([echo("u0", 3000), echo("u1", 3000)]), 10_000, "the unary calls")).toStrictEqual(["u0", "u1"])
     expect(calls.started.length).toBe(2)
+    expect(await refusedCount()).toBe(1)
+  })
+
+  it("unary calls whose one message is past A's 64 KiB (their body streams) are ordinary calls: a burst of four takes all 4 places, none refused", async () => {
+    // Before, each counted as long-lived from its start: the third and fourth refused UNAVAILABLE
+    // at once, not processed, and the two taken waited for the four the app gathers.
+    const upload = () =>
+      new Promise<string>((resolve) =>
+        client.makeUnaryRequest(METHODS.gather.path, identity, identity, Buffer.alloc(100_000, 1), new grpc.Metadata(), { deadline: Date.now() + 5000 }, (error, answer) =>
+          resolve(error === null ? answer!.toString() : `${error.code} ${error.details}`)))
+    const answers = await withTimeout(Promise.all([upload(), upload(), upload(), upload()]), 10_000, "the uploads")
+    expect(answers).toStrictEqual(["100000", "100000", "100000", "100000"])
+    expect(await refusedCount()).toBe(0)
   })
 })
 
