@@ -61,8 +61,14 @@ export class AppH2Leg implements H2Leg {
   readonly deadlines = new Deadlines<AppH2Exchange>((exchange) => exchange.deadlinePassed())
   readonly holds = new AnswerHolds(WHOLE_ANSWER_WAIT_MS)
   readonly oneMessageHolds = new AnswerHolds(ONE_MESSAGE_WAIT_MS)
-  /** gRPC methods (paths) one of whose answers or requests carried a second message: theirs never wait past the first wait (a client stream's one answer message too: it streams if its trailers are late). */
+  /** gRPC methods (paths) one of whose answers carried a second message: theirs never wait past the first wait. */
   private readonly streamingMethods = new Set<string>()
+  /**
+   * Those one of whose requests did (client streams: long-lived, appH2Exchange.ts), kept apart: a
+   * caller sends two messages on any path it invents (the app answers UNIMPLEMENTED), and 1,024 of
+   * them in one set forgot every method known to stream, its share reopened (h2c-stream-share.test.ts).
+   */
+  private readonly streamingRequests = new Set<string>()
 
   /** A streamed answer whose stream stays paused this long (the mesh takes nothing of it) is given up: the answer idle timeout. */
   readonly answerIdleMs: number
@@ -273,10 +279,21 @@ export class AppH2Leg implements H2Leg {
     return this.streamingMethods.has(path)
   }
 
-  /** An answer or a request of `path` carried a second message. */
+  /** An answer of `path` carried a second message. */
   noteStreaming(path: string): void {
     if (this.streamingMethods.size >= STREAMING_METHODS_KEPT) this.streamingMethods.clear()
     this.streamingMethods.add(path)
+  }
+
+  requestsStream(path: string): boolean {
+    return this.streamingRequests.has(path)
+  }
+
+  /** A request of `path` carried a second message (bounded as the answers' are). */
+  noteStreamingRequest(path: string): void {
+    if (this.streamingRequests.has(path)) return
+    if (this.streamingRequests.size >= STREAMING_METHODS_KEPT) this.streamingRequests.clear()
+    this.streamingRequests.add(path)
   }
 
   close(): Promise<void> {

@@ -62,9 +62,12 @@ export interface H2Leg {
   readonly answerIdleMs: number
   /** The session a stream that took its place opens on (the pooled one, made again once the last one closed, failed or went away), counted there until streamClosed. */
   sessionForStream(): http2.ClientHttp2Session
-  /** A gRPC method (path) one of whose answers or requests carried a second message. */
+  /** A gRPC method (path) one of whose answers carried a second message. */
   streams(path: string): boolean
   noteStreaming(path: string): void
+  /** One of whose requests did (kept apart: appH2.ts). */
+  requestsStream(path: string): boolean
+  noteStreamingRequest(path: string): void
   /** The places among the streams open to the app (appH2.ts): at most maxStreams, as many again waiting. */
   readonly maxStreams: number
   admit(exchange: AppH2Exchange): boolean | undefined
@@ -154,7 +157,7 @@ export class AppH2Exchange implements Expiring, Held {
     // whose body streams, an event stream. A gRPC body streams for a unary call too (its one message
     // past A's 64 KiB, or not come within its head's turn): counted so, a burst of uploads was refused.
     const streamedBody = request.body instanceof IncomingStream
-    const longLived = this.grpc ? leg.streams(request.path) : streamedBody || (request.method === "GET" && pairsAcceptEventStream(request.headers))
+    const longLived = this.grpc ? leg.streams(request.path) || leg.requestsStream(request.path) : streamedBody || (request.method === "GET" && pairsAcceptEventStream(request.headers))
     if (this.grpc && streamedBody && !longLived) this.requestFirstEnd = -1
     if (longLived && leg.refuseLongStream()) {
       return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams (methods seen to stream, streamed request bodies, event streams) to the app at ${leg.address} hold half its places (${leg.longStreamShare()}), the most they may; retry elsewhere`, false)
@@ -319,6 +322,7 @@ export class AppH2Exchange implements Expiring, Held {
       this.firstMessageEnd = 5 + prefixedLength(this.parts)
     }
     if (this.bytes > this.firstMessageEnd) {
+      this.leg.noteStreaming(this.request.path)
       this.knownStreaming()
       this.firstMessageEnd = Infinity
       // The longer wait was for trailers after one message: a second one means a stream, which goes on now.
@@ -326,9 +330,8 @@ export class AppH2Exchange implements Expiring, Held {
     }
   }
 
-  /** A method's call showed a second message (its answer's or its request's): its method streams, and the call is counted from here (its method's first, or the first since the methods were forgotten). */
+  /** The call showed a second message (its answer's or its request's): counted from here (its method's first, or the first since the methods were forgotten). */
   private knownStreaming(): void {
-    this.leg.noteStreaming(this.request.path)
     if (!this.longLived && this.placeHeld) this.countLongLived()
   }
 
@@ -344,6 +347,7 @@ export class AppH2Exchange implements Expiring, Held {
     }
     if (this.requestBytes > this.requestFirstEnd) {
       this.requestFirstEnd = Infinity
+      this.leg.noteStreamingRequest(this.request.path)
       this.knownStreaming()
     }
   }

@@ -253,6 +253,25 @@ describe("long-lived calls to an h2c app hold half its places at most", () => {
     expect(await refusedCount()).toBe(1)
   })
 
+  it("client streams to methods the app does not have (UNIMPLEMENTED) teach B nothing: 1,100 of them, two messages each, do not flush the methods it knows stream", async () => {
+    await openWatches(2)
+    // Invented paths, five at a time (the 2 places the watches leave, 4 waiting): had B learned each as
+    // streaming from its request, the 1,024 it keeps would have been forgotten (Watch with them),
+    // and the next watch taken as an ordinary call, past the share.
+    const invented = (i: number) =>
+      new Promise<number>((resolve) => {
+        const call = client.makeClientStreamRequest(`/demo.Inventory/Invented${i}`, identity, identity, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, () => {})
+        call.on("status", (status: grpc.StatusObject) => resolve(status.code))
+        call.write(Buffer.from("m1"))
+        call.write(Buffer.from("m2"))
+      })
+    for (let i = 0; i < 1100; i += 5) {
+      const five = [0, 1, 2, 3, 4].map((k) => invented(i + k))
+      expect(await withTimeout(Promise.all(five), 10_000, `invented calls ${i}`)).toStrictEqual(Array(5).fill(grpc.status.UNIMPLEMENTED))
+    }
+    expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the watch past the share")).toBe("14 inbound; reason=overloaded")
+  })
+
   it("unary calls whose one message is past A's 64 KiB (their body streams) are ordinary calls: a burst of four takes all 4 places, none refused", async () => {
     // Before, each counted as long-lived from its start: the third and fourth refused UNAVAILABLE
     // at once, not processed, and the two taken waited for the four the app gathers.
