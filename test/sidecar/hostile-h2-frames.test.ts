@@ -119,7 +119,9 @@ const writeFlood = (socket: net.Socket, isClosed: () => boolean, flood: Buffer, 
   withTimeout(
     new Promise((resolve) => {
       let quiet: NodeJS.Timeout | undefined
+      let over = false
       const end = (verdict: "taken" | "closed" | "stopped") => {
+        over = true
         clearTimeout(quiet)
         socket.off("close", onClose)
         resolve(verdict)
@@ -137,7 +139,8 @@ const writeFlood = (socket: net.Socket, isClosed: () => boolean, flood: Buffer, 
       for (let at = 0; at < flood.length; at += part) {
         // A callback with an error: the socket was destroyed, its close settles it.
         socket.write(flood.subarray(at, at + part), (error) => {
-          if (error !== undefined && error !== null) return
+          // A part taken after the verdict ("stopped", then read again) arms nothing: a timer left for the next test otherwise.
+          if (over || (error !== undefined && error !== null)) return
           if (--left === 0) end("taken")
           else progress()
         })
