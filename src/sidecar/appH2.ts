@@ -179,6 +179,14 @@ export class AppH2Leg implements H2Leg {
     while (this.waiting.size > 0 && this.mayOpen()) {
       const next = this.waiting.values().next().value!
       this.waiting.delete(next)
+      // A long-lived call taken while the share was larger (before the session's SETTINGS told the
+      // app's limit: half of B's until then) is past it now: refused, not left in the line ahead of
+      // the unary calls behind it until a long-lived stream ends (h2c-stream-share.test.ts).
+      if (next.longLived && this.longStreams > this.longStreamShare()) {
+        this.longStreamsRefused++
+        next.pastShare()
+        continue
+      }
       this.openStreams++
       next.open()
     }

@@ -133,8 +133,8 @@ export class AppH2Exchange implements Expiring, Held {
   waitingForPlace = false
   /** Holds one of those places, until node closes its stream. */
   private placeHeld = false
-  /** Counted among the leg's long-lived streams (a method seen to stream, a streamed body, an event stream) until its place goes back. */
-  private longLived = false
+  /** Counted among the leg's long-lived streams (a method seen to stream, a streamed body, an event stream) until its place goes back (the leg's line reads it). */
+  longLived = false
   /** The session its stream opened on, whose places it holds. */
   private session: http2.ClientHttp2Session | undefined = undefined
   /** Armed while the streamed answer's app stream is paused (answerPaused). */
@@ -174,6 +174,11 @@ export class AppH2Exchange implements Expiring, Held {
     cancel.addEventListener("abort", this)
     if (admitted) this.open()
     else this.waitingForPlace = true
+  }
+
+  /** A long-lived call whose turn came with the share smaller than when it was taken (appH2.ts): nothing went to the app. */
+  pastShare(): void {
+    this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams to the app at ${this.leg.address} hold half its places (${this.leg.longStreamShare()}, fewer than when this call was taken), the most they may; retry elsewhere`, false)
   }
 
   /** The leg closed while this waited for a place: nothing went to the app. */

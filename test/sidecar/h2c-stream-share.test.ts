@@ -398,32 +398,39 @@ describe("a node:http2 app, a share of one place", () => {
 })
 
 /**
- * The leg itself (appH2.ts), for a long-lived call that never got a place: its share comes back as
- * it leaves the waiting line (here its caller's cancel), read at once from the leg's own count of
- * refusals (nothing of it is seen from outside B: the app never saw the call). 2 places, share 1.
+ * The leg itself (appH2.ts), for long-lived calls that wait for a place: read at once from the
+ * leg's own count of refusals (nothing of it is seen from outside B: the app never saw the call).
+ * An app that holds every stream unanswered, but Echo's, which it answers whole.
  */
-describe("the h2c leg: a long-lived call leaving the waiting line", () => {
+describe("the h2c leg: long-lived calls waiting for a place", () => {
   let cleanup: Cleanup
   beforeEach(() => {
     cleanup = new Cleanup()
   })
   afterEach(() => cleanup.run())
 
-  it("gives its share back: the next long-lived call waits in its turn, not refused", async () => {
-    // An app that holds every stream, unanswered.
-    const app = http2.createServer()
+  /** The app (its SETTINGS `settings`), a leg to it of `maxStreams` places, and `send`: a call through the leg as inbound.ts makes it, and its caller's cancel. */
+  const legTo = async (settings: http2.Settings, maxStreams: number) => {
+    const app = http2.createServer({ settings })
     const sessions: Array<http2.ServerHttp2Session> = []
+    const seen: Array<string> = []
     app.on("session", (session) => sessions.push(session))
-    app.on("stream", (stream) => stream.on("error", () => {}))
+    app.on("stream", (stream, headers) => {
+      stream.on("error", () => {})
+      seen.push(headers[":path"]!)
+      if (headers[":path"] !== METHODS.echo.path) return
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true })
+      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }))
+      stream.end(Buffer.from([0, 0, 0, 0, 1, 0x61]))
+    })
     await new Promise<void>((resolve) => app.listen(0, LOOPBACK, resolve))
     cleanup.add(() => new Promise<void>((resolve) => app.close(() => resolve())))
     cleanup.add(() => sessions.forEach((session) => session.destroy()))
-    const leg = new AppH2Leg(LOOPBACK, (app.address() as net.AddressInfo).port, undefined, 5000, 2)
+    const leg = new AppH2Leg(LOOPBACK, (app.address() as net.AddressInfo).port, undefined, 5000, maxStreams)
     cleanup.add(() => leg.close())
     const tracing = makeTracing({ service: "inventory", store: new TraceStore(), env: {}, enabled: false })
     const telemetry = { tracing, metrics: makeMetrics(), traces: new TraceStore() }
     const grpcHead: ReadonlyArray<readonly [string, string]> = [["content-type", "application/grpc"]]
-    /** A call through the leg as inbound.ts makes it, and its caller's cancel. */
     const send = (path: string) => {
       const listeners = new Set<AbortListener>()
       const cancel = { aborted: false, addEventListener: (_: "abort", l: AbortListener) => void listeners.add(l), removeEventListener: (_: "abort", l: AbortListener) => void listeners.delete(l) }
@@ -433,9 +440,14 @@ describe("the h2c leg: a long-lived call leaving the waiting line", () => {
       return { pending, cancel: () => [...listeners].forEach((l) => l.handleEvent()) }
     }
     leg.noteStreaming(METHODS.watch.path)
+    return { leg, send, seen }
+  }
+
+  it("one leaving the line (its caller's cancel) gives its share back: the next long-lived call waits in its turn, not refused (2 places, share 1)", async () => {
+    const { leg, send } = await legTo({}, 2)
     // Two unary calls take both places (the second waits for the new session's SETTINGS, or holds one).
-    send(METHODS.echo.path)
-    send(METHODS.echo.path)
+    send(METHODS.watch.path.replace("Watch", "Hold"))
+    send(METHODS.watch.path.replace("Watch", "Hold"))
     const waiting = send(METHODS.watch.path)
     expect(leg.waitingStreams).toBeGreaterThanOrEqual(1)
     const refused = send(METHODS.watch.path)
@@ -448,5 +460,21 @@ describe("the h2c leg: a long-lived call leaving the waiting line", () => {
     expect(leg.longStreamsRefused).toBe(1)
     send(METHODS.watch.path)
     expect(leg.longStreamsRefused).toBe(2)
+  })
+
+  it("a burst before the app's SETTINGS (its 4 places, B's 1,024): those past the share of 4 are refused as the SETTINGS come, not left in the line ahead of a unary call", async () => {
+    const { leg, send, seen } = await legTo({ maxConcurrentStreams: 4 }, 1024)
+    // Before its SETTINGS the share is half of B's 1,024: all six taken, one open (it makes the session), five waiting.
+    for (let i = 0; i < 6; i++) send(METHODS.watch.path)
+    expect(leg.longStreamsRefused).toBe(0)
+    // Before, the SETTINGS opened three more (4 watches on 4 places) and left two waiting, ahead of
+    // this call until a watch ended: it waited out its deadline, every place the app has held.
+    const unary = send(METHODS.echo.path)
+    const answer = await withTimeout(Promise.resolve(unary.pending), 5000, "the unary call's answer")
+    expect((answer as { readonly _tag: string })._tag).toBe("Reply")
+    expect(leg.longStreamsRefused).toBe(4)
+    // Not processed: the app saw two watches (the call that made the session, and one as the
+    // SETTINGS came: the share's two places), then the unary call.
+    expect(seen).toStrictEqual([METHODS.watch.path, METHODS.watch.path, METHODS.echo.path])
   })
 })
