@@ -11,14 +11,14 @@
 // not processed (a gRPC caller reads UNAVAILABLE), and counted. node's session would take them all: its nghttp2 queue of streams
 // past the app's limit has no bound.
 // Long-lived streams hold a place for as long as they live (a watch, a subscription; or a peer's on
-// purpose): gRPC calls of a method seen to stream (a second message either way; not a unary call's
-// large message, which streams too: counted, a burst of uploads was refused), other requests whose
-// body streams, event streams. They
+// purpose): gRPC calls of a method seen to stream (an answer's second message) or from their
+// request's second message (not a unary call's large message, which streams too: counted, a burst
+// of uploads was refused), other requests whose body streams, event streams. They
 // take half the places at most (at least one), waiting or open, as event streams take half the
 // HTTP/1.1 pool (appPool.ts); past that one is refused at once, `overloaded`, not processed, and
 // counted, and the other calls keep the rest. Without it four server streams that never end took
 // all four places and every unary call waited out its deadline (h2c-stream-share.test.ts). A
-// method's calls before B sees one of its answers or requests carry a second message are not known to stream:
+// method's calls before B sees one of its answers carry a second message are not known to stream:
 // each is an ordinary call, and joins the share as that message comes (it may pass the share then;
 // B never cuts a call it took).
 import * as http2 from "node:http2"
@@ -63,12 +63,6 @@ export class AppH2Leg implements H2Leg {
   readonly oneMessageHolds = new AnswerHolds(ONE_MESSAGE_WAIT_MS)
   /** gRPC methods (paths) one of whose answers carried a second message: theirs never wait past the first wait. */
   private readonly streamingMethods = new Set<string>()
-  /**
-   * Those one of whose requests did (client streams: long-lived, appH2Exchange.ts), kept apart: a
-   * caller sends two messages on any path it invents (the app answers UNIMPLEMENTED), and 1,024 of
-   * them in one set forgot every method known to stream, its share reopened (h2c-stream-share.test.ts).
-   */
-  private readonly streamingRequests = new Set<string>()
 
   /** A streamed answer whose stream stays paused this long (the mesh takes nothing of it) is given up: the answer idle timeout. */
   readonly answerIdleMs: number
@@ -291,17 +285,6 @@ export class AppH2Leg implements H2Leg {
   noteStreaming(path: string): void {
     if (this.streamingMethods.size >= STREAMING_METHODS_KEPT) this.streamingMethods.clear()
     this.streamingMethods.add(path)
-  }
-
-  requestsStream(path: string): boolean {
-    return this.streamingRequests.has(path)
-  }
-
-  /** A request of `path` carried a second message (bounded as the answers' are). */
-  noteStreamingRequest(path: string): void {
-    if (this.streamingRequests.has(path)) return
-    if (this.streamingRequests.size >= STREAMING_METHODS_KEPT) this.streamingRequests.clear()
-    this.streamingRequests.add(path)
   }
 
   close(): Promise<void> {

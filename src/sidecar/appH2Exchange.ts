@@ -65,9 +65,6 @@ export interface H2Leg {
   /** A gRPC method (path) one of whose answers carried a second message. */
   streams(path: string): boolean
   noteStreaming(path: string): void
-  /** One of whose requests did (kept apart: appH2.ts). */
-  requestsStream(path: string): boolean
-  noteStreamingRequest(path: string): void
   /** The places among the streams open to the app (appH2.ts): at most maxStreams, as many again waiting. */
   readonly maxStreams: number
   admit(exchange: AppH2Exchange): boolean | undefined
@@ -152,12 +149,13 @@ export class AppH2Exchange implements Expiring, Held {
     const { request, leg } = this
     // Cancelled already (the first call waits for node:http2 to load): nothing goes to the app.
     if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
-    // Known to live long before it opens: a gRPC method seen to stream (one not yet seen is known
-    // once a second message shows it either way: noteMessages, requestChunk), any other request
-    // whose body streams, an event stream. A gRPC body streams for a unary call too (its one message
-    // past A's 64 KiB, or not come within its head's turn): counted so, a burst of uploads was refused.
+    // Known to live long before it opens: a gRPC method one of whose answers carried a second message,
+    // any other request whose body streams, an event stream. A gRPC call is counted too once a
+    // second message shows it streams, its answer's (noteMessages: its method learned) or its
+    // request's (requestChunk). A gRPC body streams for a unary call too (its one message past A's
+    // 64 KiB, or not come within its head's turn): counted so, a burst of uploads was refused.
     const streamedBody = request.body instanceof IncomingStream
-    const longLived = this.grpc ? leg.streams(request.path) || leg.requestsStream(request.path) : streamedBody || (request.method === "GET" && pairsAcceptEventStream(request.headers))
+    const longLived = this.grpc ? leg.streams(request.path) : streamedBody || (request.method === "GET" && pairsAcceptEventStream(request.headers))
     if (this.grpc && streamedBody && !longLived) this.requestFirstEnd = -1
     if (longLived && leg.refuseLongStream()) {
       return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams (methods seen to stream, streamed request bodies, event streams) to the app at ${leg.address} hold half its places (${leg.longStreamShare()}), the most they may; retry elsewhere`, false)
@@ -340,7 +338,7 @@ export class AppH2Exchange implements Expiring, Held {
     if (!this.longLived && this.placeHeld) this.countLongLived()
   }
 
-  /** A chunk of a gRPC request's streamed body on its way to the app (pump): past its first message, the method streams. */
+  /** A chunk of a gRPC request's streamed body on its way to the app (pump): past its first message, the call streams. */
   requestChunk(chunk: Buffer): void {
     if (this.requestFirstEnd === Infinity || this.done) return
     this.requestBytes += chunk.length
@@ -350,9 +348,12 @@ export class AppH2Exchange implements Expiring, Held {
       this.requestFirstEnd = 5 + prefixedLength(this.requestHead)
       this.requestHead = undefined
     }
+    // Its method is not learned from it: a caller sends two messages on any path, a unary method's
+    // too (the app refuses the call), and every later call of that method was then long-lived,
+    // refused past the share; nor does an app (grpc-js, grpc-go) send a client stream's head before
+    // its answer, which could have told a method it took. Each such call counts from its second message.
     if (this.requestBytes > this.requestFirstEnd) {
       this.requestFirstEnd = Infinity
-      this.leg.noteStreamingRequest(this.request.path)
       this.knownStreaming()
     }
   }

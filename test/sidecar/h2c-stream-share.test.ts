@@ -1,5 +1,5 @@
 // Long-lived calls to an h2c app (appH2.ts): gRPC calls B knows to stream (a method one of whose
-// answers or requests carried a second message; not a unary call whose one large message streams) hold at most half of the
+// answers carried a second message, or a call from its request's second message; not a unary call whose one large message streams) hold at most half of the
 // app's places (--app-h2-max-streams, or fewer the app's SETTINGS allow); past that a new one is
 // refused at once, UNAVAILABLE `inbound; reason=overloaded`, not processed, counted in
 // iip_mesh_app_long_streams_refused_total, and unary calls keep the other half. Before, server
@@ -33,7 +33,8 @@ import { LOOPBACK, type RunningSidecar, sidecarConfig, startSidecar } from "../s
 const method = (name: string, requestStream: boolean, responseStream: boolean) => rawMethod("demo.Inventory", name, requestStream, responseStream)
 /**
  * Watch sends two messages and then nothing (until told to end); Echo answers; Gather answers each call with its message's size once four calls came (a burst served
- * only if all four are taken at once); Collect answers nothing (its caller's messages are counted).
+ * only if all four are taken at once); Collect answers nothing (its caller's
+ * messages are counted).
  */
 const METHODS = {
   watch: method("Watch", false, true),
@@ -233,27 +234,22 @@ describe("long-lived calls to an h2c app hold half its places at most", () => {
     expect((await withTimeout(watch().outcome, 10_000, "the watch past the share")).code).toBe(grpc.status.UNAVAILABLE)
   })
 
-  it("a client stream counts once its request shows a second message, its method's later calls from their start: the third is refused, unary calls are answered", async () => {
-    // Collect answers nothing: only the requests' messages can show that the method streams.
-    const collect = () => {
-      const call = client.makeClientStreamRequest(METHODS.collect.path, identity, identity, new grpc.Metadata(), { deadline: Date.now() + LONG }, () => {})
-      cleanup.add(() => call.cancel())
-      const outcome = new Promise<Outcome>((resolve) => call.on("status", (status: grpc.StatusObject) => resolve({ code: status.code, hop: status.metadata.get("x-iip-mesh-error")[0]?.toString() })))
-      call.write(Buffer.from("m1"))
-      call.write(Buffer.from("m2"))
-      return outcome
-    }
-    collect()
-    await withTimeout(calls.collectedAtLeast(2), 10_000, "the first collect's two messages")
-    collect()
-    await withTimeout(calls.collectedAtLeast(4), 10_000, "the second collect's two messages")
-    expect(await withTimeout(collect(), 10_000, "the collect past the share")).toStrictEqual({ code: grpc.status.UNAVAILABLE, hop: "inbound; reason=overloaded" })
+  it("a client stream counts from its request's second message: with a watch open and one such call, the next watch is refused; unary calls are answered", async () => {
+    await openWatches(1)
+    // Collect answers nothing: only its request's messages show that the call streams.
+    const collect = client.makeClientStreamRequest(METHODS.collect.path, identity, identity, new grpc.Metadata(), { deadline: Date.now() + LONG }, () => {})
+    cleanup.add(() => collect.cancel())
+    collect.on("error", () => {})
+    collect.write(Buffer.from("m1"))
+    collect.write(Buffer.from("m2"))
+    // B counted it as it wrote the second message to the app (before the app read it).
+    await withTimeout(calls.collectedAtLeast(2), 10_000, "the collect's two messages")
+    expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the watch past the share")).toBe("14 inbound; reason=overloaded")
     expect(await withTimeout(Promise.all([echo("u0", 3000), echo("u1", 3000)]), 10_000, "the unary calls")).toStrictEqual(["u0", "u1"])
-    expect(calls.started.length).toBe(2)
     expect(await refusedCount()).toBe(1)
   })
 
-  it("client streams to methods the app does not have (UNIMPLEMENTED) teach B nothing: 1,100 of them, two messages each, do not flush the methods it knows stream", async () => {
+  it("client streams to methods the app does not have (UNIMPLEMENTED) teach B nothing: 1,100 of them, two messages each, do not flush the methods it knows stream (1,024 kept)", async () => {
     await openWatches(2)
     // Invented paths, five at a time (the 2 places the watches leave, 4 waiting): had B learned each as
     // streaming from its request, the 1,024 it keeps would have been forgotten (Watch with them),
@@ -270,6 +266,24 @@ describe("long-lived calls to an h2c app hold half its places at most", () => {
       expect(await withTimeout(Promise.all(five), 10_000, `invented calls ${i}`)).toStrictEqual(Array(5).fill(grpc.status.UNIMPLEMENTED))
     }
     expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the watch past the share")).toBe("14 inbound; reason=overloaded")
+  })
+
+  it("a unary method a caller sent two messages (the app refuses the call, trailers-only) is not learned as streaming: four calls of it at once all taken", async () => {
+    const poison = await withTimeout(new Promise<number>((resolve) => {
+      const call = client.makeClientStreamRequest(METHODS.gather.path, identity, identity, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, () => {})
+      call.on("status", (status: grpc.StatusObject) => resolve(status.code))
+      // 80 KB in all: past A's 64 KiB, the body streams to B (a whole one is not looked at).
+      call.write(Buffer.alloc(40_000, 1))
+      call.write(Buffer.alloc(40_000, 2))
+      call.end()
+    }), 10_000, "the two-message call's status")
+    expect(poison).not.toBe(grpc.status.OK)
+    const gather = () =>
+      new Promise<string>((resolve) =>
+        client.makeUnaryRequest(METHODS.gather.path, identity, identity, Buffer.from("g"), new grpc.Metadata(), { deadline: Date.now() + 5000 }, (error, answer) =>
+          resolve(error === null ? answer!.toString() : `${error.code} ${error.details}`)))
+    expect(await withTimeout(Promise.all([gather(), gather(), gather(), gather()]), 10_000, "the gathered calls")).toStrictEqual(["1", "1", "1", "1"])
+    expect(await refusedCount()).toBe(0)
   })
 
   it("unary calls whose one message is past A's 64 KiB (their body streams) are ordinary calls: a burst of four takes all 4 places, none refused", async () => {
