@@ -1,0 +1,166 @@
+// HTTP/1.1 byte streams read by node's llhttp binding (strict, node's header size limit), for the
+// framing fuzz (test/sidecar/framing-fuzz.test.ts): the client's bytes read as a strict server
+// reads them (what the client sent), the bytes sidecar B wrote to the app read as the app reads
+// them, and the answers a client reads. Independent of src/ (which wraps the same binding): the
+// test's view of framing is llhttp's, not the sidecar's rules on top of it.
+import { createRequire } from "node:module"
+
+interface Parser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void
+  execute(data: Buffer): number | Error
+  finish(): number | Error | undefined
+  close(): void
+  [key: number]: unknown
+}
+
+interface ParserClass {
+  new (): Parser
+  readonly REQUEST: number
+  readonly RESPONSE: number
+  readonly kLenientNone: number
+  readonly kOnMessageBegin: number
+  readonly kOnHeaders: number
+  readonly kOnHeadersComplete: number
+  readonly kOnBody: number
+  readonly kOnMessageComplete: number
+}
+
+const common = createRequire(import.meta.url)("_http_common") as { readonly HTTPParser: ParserClass; readonly methods: ReadonlyArray<string> }
+const { HTTPParser } = common
+/** node's http.maxHeaderSize default, as the sidecar runs with it. */
+const MAX_HEADER_SIZE = 16 * 1024
+
+export interface H1Message {
+  readonly method: string
+  readonly url: string
+  readonly status: number
+  readonly versionMajor: number
+  readonly versionMinor: number
+  /** Flat name, value list as llhttp gave it. */
+  readonly headers: ReadonlyArray<string>
+  /** Trailer fields after a chunked body (flat). */
+  trailers: ReadonlyArray<string>
+  body: Buffer
+  readonly upgrade: boolean
+  readonly keepAlive: boolean
+}
+
+/**
+ * An incremental llhttp reader of one connection's bytes. Every message it completes goes to
+ * `onMessage`; after a parse error (`error`) or an upgrade's head (`upgraded`, with the bytes after
+ * it in `rest`) it reads nothing more. `bodiless` says a response has no body (the answer to HEAD).
+ */
+export class H1Stream {
+  error: Error | undefined = undefined
+  upgraded = false
+  rest: Buffer = Buffer.alloc(0)
+  /** A message has begun and not ended. */
+  midMessage = false
+  private readonly parser: Parser
+  private pendingHeaders: Array<string> = []
+  private pendingUrl = ""
+  private current: H1Message | undefined = undefined
+  private parts: Array<Buffer> = []
+  private closed = false
+
+  constructor(kind: "request" | "response", onMessage: (message: H1Message) => void, bodiless: (status: number) => boolean = () => false) {
+    const parser = new HTTPParser()
+    parser.initialize(kind === "request" ? HTTPParser.REQUEST : HTTPParser.RESPONSE, {}, MAX_HEADER_SIZE, HTTPParser.kLenientNone)
+    parser[HTTPParser.kOnMessageBegin] = () => {
+      this.midMessage = true
+    }
+    parser[HTTPParser.kOnHeaders] = (headers: Array<string>, url: string) => {
+      for (const one of headers) this.pendingHeaders.push(one)
+      this.pendingUrl += url
+    }
+    parser[HTTPParser.kOnHeadersComplete] = (
+      major: number,
+      minor: number,
+      headers: Array<string> | undefined,
+      method: number,
+      url: string | undefined,
+      status: number,
+      _statusMessage: unknown,
+      upgrade: boolean,
+      keepAlive: boolean
+    ): number => {
+      const all = this.pendingHeaders.concat(headers ?? [])
+      this.pendingHeaders = []
+      const target = `${this.pendingUrl}${url ?? ""}`
+      this.pendingUrl = ""
+      this.parts = []
+      this.current = { method: common.methods[method] ?? String(method), url: target, status, versionMajor: major, versionMinor: minor, headers: all, trailers: [], body: Buffer.alloc(0), upgrade, keepAlive }
+      // As node's server with an 'upgrade' listener (and the sidecar): no body is read for an upgrade, the rest is the new protocol's.
+      if (kind === "request" && upgrade) return 2
+      return kind === "response" && bodiless(status) ? 1 : 0
+    }
+    parser[HTTPParser.kOnBody] = (chunk: Buffer) => void this.parts.push(Buffer.from(chunk))
+    parser[HTTPParser.kOnMessageComplete] = () => {
+      const message = this.current
+      this.current = undefined
+      this.midMessage = false
+      if (message === undefined) return
+      message.body = Buffer.concat(this.parts)
+      this.parts = []
+      // Fields flushed after the body are its trailers.
+      message.trailers = this.pendingHeaders
+      this.pendingHeaders = []
+      onMessage(message)
+    }
+    this.parser = parser
+  }
+
+  /** Reads `data`; false once the stream reads nothing more (an error or an upgrade). */
+  push(data: Buffer): boolean {
+    if (this.error !== undefined || this.upgraded) {
+      if (this.upgraded) this.rest = Buffer.concat([this.rest, data])
+      return false
+    }
+    const parsed = this.parser.execute(data)
+    if (parsed instanceof Error) {
+      this.error = parsed
+      return false
+    }
+    if (parsed < data.length) {
+      // node's binding stops without an error only after an upgrade's head.
+      this.upgraded = true
+      this.rest = Buffer.from(data.subarray(parsed))
+      return false
+    }
+    return true
+  }
+
+  /** The end of input: a response read to the close ends here; a message cut short is an error. */
+  finish(): void {
+    if (this.error !== undefined || this.upgraded) return
+    const result = this.parser.finish()
+    if (result instanceof Error) this.error = result
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.parser.close()
+  }
+}
+
+export interface ReadRequests {
+  readonly requests: Array<H1Message>
+  /** How the bytes end: after a whole request, within one, at bytes llhttp refuses, or at an upgrade's head. */
+  readonly end: "clean" | "incomplete" | "error" | "upgrade"
+  /** The bytes after an upgrade's head. */
+  readonly rest: Buffer
+}
+
+/** Every request llhttp reads in `bytes`, and how the bytes end. */
+export const readRequests = (bytes: Buffer): ReadRequests => {
+  const requests: Array<H1Message> = []
+  const stream = new H1Stream("request", (message) => requests.push(message))
+  try {
+    stream.push(bytes)
+    const end = stream.error !== undefined ? "error" : stream.upgraded ? "upgrade" : stream.midMessage ? "incomplete" : "clean"
+    return { requests, end, rest: stream.rest }
+  } finally {
+    stream.close()
+  }
+}

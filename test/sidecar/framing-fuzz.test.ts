@@ -1,0 +1,436 @@
+// A differential fuzz of HTTP/1.1 framing through two sidecars (client -> A's outbound listener ->
+// IIP -> B's inbound -> B's app leg -> app): no request may be smuggled, split or merged on its way.
+// Each case is one generated request (test/helpers/framingCases.ts) and a plain canary behind it,
+// on one raw connection to A. What was sent is what llhttp (strict) reads in the client's bytes;
+// the app is a raw TCP server that reads what B wrote with llhttp too and answers every request it
+// reads 200 with its sequence number (`x-seq`). Per case:
+// (a) A answers each request it reads in order: the app's answer, or its own refusal (then it may close);
+// (b) an app answer is for a request the app read exactly as the client's parse says (method,
+//     path, body bytes), and no request reaches the app that the client did not send (a smuggled
+//     one, a body cut short and framed as whole, the canary merged into a body);
+// (c) the canary, when A kept the connection open up to it, gets the app's answer;
+// (d) the bytes B writes on an app connection always parse (whole requests, case after case).
+// Seeds are fixed per run and printed; FRAMING_FUZZ_SEED and FRAMING_FUZZ_CASES change them. A
+// failing case prints its bytes JSON-escaped, to become a fixed regression case below.
+// When nginx is installed the same cases go through it (one proxy in front of another raw app) and
+// the cases where it and the mesh disagree on accepting the first request are printed by class.
+import { type ChildProcess, spawn } from "node:child_process"
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import * as net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { canary, framingCase } from "../helpers/framingCases.ts"
+import { H1Stream, type H1Message, readRequests } from "../helpers/h1Stream.ts"
+import { prng } from "../helpers/prng.ts"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { startMesh } from "../support/sidecarHarness.ts"
+
+const CASES = Number(process.env["FRAMING_FUZZ_CASES"] ?? 2000)
+const SEED = Number(process.env["FRAMING_FUZZ_SEED"] ?? 0x5eed1)
+/** Cases in flight at once, each on its own connection. */
+const LANES = 4
+/** A case that has not ended by then hangs (a violation of its own). */
+const CASE_LIMIT_MS = 5000
+/** nginx reads some bytes llhttp refuses as a request still to come: its cases end here, unanswered. */
+const NGINX_CASE_LIMIT_MS = 1000
+
+const header = (flat: ReadonlyArray<string>, name: string): Array<string> => {
+  const out: Array<string> = []
+  for (let i = 0; i + 1 < flat.length; i += 2) if (flat[i]!.toLowerCase() === name) out.push(flat[i + 1]!)
+  return out
+}
+
+/** Framing and hop-by-hop names that must never reach the app as trailers (RFC 9110 §6.5.1). */
+const FORBIDDEN_TRAILERS = new Set(["content-length", "transfer-encoding", "host", "connection", "te", "trailer", "upgrade", "expect", "keep-alive"])
+
+interface AppRequest {
+  readonly seq: number
+  readonly connection: number
+  readonly message: H1Message
+  claimed: boolean
+}
+
+interface AppConnection {
+  readonly id: number
+  readonly received: Array<Buffer>
+  stream: H1Stream
+  closed: boolean
+}
+
+/** The raw app: every byte each connection receives, read by llhttp; each request answered 200 with its number. */
+const startRecordingApp = async (cleanup: Cleanup) => {
+  const requests: Array<AppRequest> = []
+  const connections: Array<AppConnection> = []
+  const violations: Array<string> = []
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on("error", () => {})
+    const connection: AppConnection = { id: connections.length, received: [], stream: undefined as unknown as H1Stream, closed: false }
+    connections.push(connection)
+    socket.once("close", () => {
+      sockets.delete(socket)
+      connection.closed = true
+      connection.stream.close()
+    })
+    const onMessage = (message: H1Message) => {
+      const seq = requests.length
+      requests.push({ seq, connection: connection.id, message, claimed: false })
+      if (!socket.destroyed) socket.write(`HTTP/1.1 200 OK\r\nx-seq: ${seq}\r\ncontent-length: 2\r\n\r\n${message.method === "HEAD" ? "" : "ok"}`, "latin1")
+      if (!message.keepAlive && !message.upgrade) socket.end()
+    }
+    const read = (data: Buffer) => {
+      if (connection.stream.push(data)) return
+      const { stream } = connection
+      if (stream.error !== undefined) {
+        violations.push(`app connection ${connection.id}: B wrote bytes llhttp refuses (${(stream.error as { code?: string }).code}): ${JSON.stringify(Buffer.concat(connection.received).toString("latin1").slice(-600))}`)
+        socket.destroy()
+        return
+      }
+      // An upgrade the app declines (its 200): the connection stays HTTP/1.1, the bytes after the head are the next request's.
+      stream.close()
+      connection.stream = new H1Stream("request", onMessage)
+      if (stream.rest.length > 0) read(stream.rest)
+    }
+    connection.stream = new H1Stream("request", onMessage)
+    socket.on("data", (data: Buffer) => {
+      connection.received.push(data)
+      read(data)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  cleanup.add(() => {
+    for (const socket of sockets) socket.destroy()
+    for (const connection of connections) connection.stream.close()
+    return new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+  return { port: (server.address() as net.AddressInfo).port, requests, connections, violations }
+}
+
+type RecordingApp = Awaited<ReturnType<typeof startRecordingApp>>
+
+/** How a proxy took a case's first request: forwarded (the app answered it), refused with a status, or no answer. */
+type Outcome = "forwarded" | `refused ${number}` | "no answer"
+
+interface CaseResult {
+  readonly outcome: Outcome
+  readonly violations: Array<string>
+}
+
+/** The path the app must see for a target: an absolute URI's path and query (as a proxy makes it origin-form), else the target. */
+const expectedPath = (url: string): string => {
+  if (url.startsWith("/") || !URL.canParse(url)) return url
+  const parsed = new URL(url)
+  return `${parsed.pathname}${parsed.search}`
+}
+
+/** Sends one case on a fresh connection to `port` and checks what came back and what the app read. */
+const runCase = (port: number, app: RecordingApp, one: Case, optional: Array<H1Message>, reference: Reference | undefined): Promise<CaseResult> => {
+  const limitMs = reference === undefined ? CASE_LIMIT_MS : NGINX_CASE_LIMIT_MS
+  const { id, bytes, cuts, afterFirstAnswer } = one
+  const sent = readRequests(bytes)
+  const violations: Array<string> = []
+  // The requests owed an answer: up to the first that ends the connection (no keep-alive) or switches protocols.
+  let owed = 0
+  for (const request of sent.requests) {
+    owed++
+    if (!request.keepAlive || request.upgrade) break
+  }
+  // After an upgrade's head the bytes are the new protocol's, or (declined) the next requests: either may reach the app.
+  if (sent.end === "upgrade") for (const request of readRequests(sent.rest).requests) optional.push(request)
+  const canaryAt = sent.requests.findIndex((request) => request.url === `/canary${id}`)
+  return new Promise<CaseResult>((resolve) => {
+    const socket = net.connect(port, "127.0.0.1")
+    socket.on("error", () => {})
+    let answered = 0
+    let outcome: Outcome = "no answer"
+    let refused = false
+    let done = false
+    const finish = () => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      socket.destroy()
+      responses.close()
+      resolve({ outcome, violations })
+    }
+    const timer = setTimeout(() => {
+      violations.push(`hang: ${answered} of ${owed} answers after ${limitMs} ms, the connection still open (the client's bytes end: ${sent.end})`)
+      finish()
+    }, limitMs)
+    const onAnswer = (message: H1Message) => {
+      if (message.status < 200) return
+      const k = answered++
+      if (k === 0 && afterFirstAnswer !== undefined) setImmediate(write, cuts.length)
+      const seq = header(message.headers, "x-seq")[0]
+      if (k === 0) outcome = seq !== undefined ? "forwarded" : `refused ${message.status}`
+      if (seq === undefined) {
+        refused = true
+        if (message.status < 400) violations.push(`answer ${k}: status ${message.status} from the proxy itself, neither the app's nor a refusal`)
+        if (k === canaryAt) violations.push(`the canary was refused ${message.status}`)
+        // The refusal of the bytes llhttp refuses comes in their place, after the requests read before them.
+        if (k >= owed && !(sent.end === "error" && k === sent.requests.length)) violations.push(`answer ${k} (${message.status}) to no request the client sent (${sent.requests.length} sent, ${owed} owed answers)`)
+        return
+      }
+      const request = sent.requests[k]
+      if (request === undefined || k >= owed) return void violations.push(`the app's answer ${k} to no request the client sent (${sent.requests.length} sent, ${owed} owed answers)`)
+      const atApp = app.requests[Number(seq)]
+      if (atApp === undefined) return void violations.push(`answer ${k} names app request ${seq}, which the app never read`)
+      if (atApp.claimed) violations.push(`app request ${seq} answers two requests`)
+      atApp.claimed = true
+      const got = atApp.message
+      if (got.method !== request.method) violations.push(`request ${k}: the app read method ${got.method}, the client sent ${request.method}`)
+      if (got.url !== expectedPath(request.url)) violations.push(`request ${k}: the app read ${JSON.stringify(got.url)}, the client sent ${JSON.stringify(request.url)}`)
+      if (!request.upgrade && !got.body.equals(request.body)) {
+        violations.push(`request ${k}: the app read a body of ${JSON.stringify(got.body.toString("latin1"))}, the client sent ${JSON.stringify(request.body.toString("latin1"))}`)
+      }
+      for (let i = 0; i + 1 < got.trailers.length; i += 2) {
+        if (FORBIDDEN_TRAILERS.has(got.trailers[i]!.toLowerCase())) violations.push(`request ${k}: the app read a ${got.trailers[i]} trailer`)
+      }
+    }
+    const responses = new H1Stream("response", onAnswer, (status) => status >= 200 && sent.requests[answered]?.method === "HEAD")
+    // Every answer owed is in: the rest of the bytes (cut short, or after an upgrade) make no request to wait for.
+    // Bytes llhttp refuses are answered by a refusal and the close: waited for.
+    const maybeDone = () => {
+      if ((answered >= owed && sent.end !== "error") || (reference !== undefined && answered > 0)) finish()
+    }
+    socket.on("data", (data: Buffer) => {
+      if (!responses.push(data) && responses.error !== undefined) violations.push(`answers llhttp cannot read (${(responses.error as { code?: string }).code})`)
+      maybeDone()
+    })
+    socket.once("close", () => {
+      responses.finish()
+      if (answered < owed && !refused) violations.push(`closed after ${answered} of ${owed} answers with nothing refused: requests dropped without an answer`)
+      finish()
+    })
+    // In pieces, a turn apart: A reads the first with its socket's 'data', the rest through llhttp's own reads (consume mode).
+    // A case that asks for it (afterFirstAnswer) sends the rest only once the first answer is in.
+    let at = 0
+    const write = (i: number) => {
+      if (done) return
+      const end = i < cuts.length ? cuts[i]! : i === cuts.length && afterFirstAnswer !== undefined && at < afterFirstAnswer ? afterFirstAnswer : bytes.length
+      socket.write(bytes.subarray(at, end))
+      at = end
+      if (end < bytes.length && end !== afterFirstAnswer) setImmediate(write, i + 1)
+    }
+    write(0)
+    maybeDone()
+  })
+}
+
+interface Case {
+  readonly id: number
+  readonly tags: ReadonlyArray<string>
+  readonly bytes: Buffer
+  /** Where the bytes are cut into the writes that send them. */
+  readonly cuts: ReadonlyArray<number>
+  /** The bytes from here on are sent once the first answer is in (after the cuts, which come before it). */
+  readonly afterFirstAnswer?: number
+}
+
+/** The run's cases: one generated request (now and then two, pipelined), the canary, and the places the writes cut them. */
+const generate = (seed: number, count: number): Array<Case> => {
+  const rng = prng(seed)
+  return Array.from({ length: count }, (_, id) => {
+    const first = framingCase(rng, id)
+    const second = rng.next() < 0.15 ? framingCase(rng, id) : undefined
+    const bytes = Buffer.concat([first.bytes, ...(second === undefined ? [] : [second.bytes]), canary(id)])
+    const cuts = Array.from({ length: rng.int(0, 3) }, () => rng.int(1, bytes.length - 1)).sort((a, b) => a - b)
+    return { id, tags: second === undefined ? first.tags : [...first.tags, "+", ...second.tags], bytes, cuts }
+  })
+}
+
+/** A proxy the mesh is compared with: only how it takes each case's first request is wanted (its first answer ends the case). */
+type Reference = "nginx"
+
+/** All cases through `port`, LANES at a time: the outcome of each first request and every violation. */
+const runAll = async (port: number, app: RecordingApp, cases: ReadonlyArray<Case>, reference?: Reference) => {
+  // The app's record from this run on: runs share the app.
+  const firstRequest = app.requests.length
+  const firstViolation = app.violations.length
+  const outcomes: Array<Outcome> = []
+  const failures: Array<string> = []
+  const optional: Array<H1Message> = []
+  let next = 0
+  const lane = async () => {
+    while (next < cases.length) {
+      const one = cases[next++]!
+      const result = await runCase(port, app, one, optional, reference)
+      outcomes[one.id] = result.outcome
+      if (result.violations.length > 0) failures.push(`case ${one.id} [${one.tags.join(" ")}] ${JSON.stringify(one.bytes.toString("latin1"))}\n  ${result.violations.join("\n  ")}`)
+    }
+  }
+  await Promise.all(Array.from({ length: LANES }, lane))
+  // (d): every app connection at a request boundary or closed, once the cases are over.
+  await withTimeout(
+    new Promise<void>((resolve) => {
+      const check = () => (app.connections.every((c) => c.closed || !c.stream.midMessage) ? resolve() : setTimeout(check, 5))
+      check()
+    }),
+    5000,
+    "app connections at a request boundary"
+  ).catch((error: unknown) => failures.push(String(error)))
+  for (const request of app.requests.slice(firstRequest)) {
+    if (request.claimed) continue
+    const m = request.message
+    const fromUpgrade = optional.findIndex((o) => o.method === m.method && o.url === m.url && o.body.equals(m.body))
+    if (fromUpgrade !== -1) {
+      optional.splice(fromUpgrade, 1)
+      continue
+    }
+    failures.push(`the app read a request no client got the answer to (smuggled, or framed whole from a cut body): ${m.method} ${JSON.stringify(m.url)} body ${JSON.stringify(m.body.toString("latin1"))} on app connection ${request.connection}`)
+  }
+  return { outcomes, failures: [...failures, ...app.violations.slice(firstViolation)] }
+}
+
+/** nginx as one proxy in front of `appPort`, from a config in a temp dir; undefined when it is not installed. */
+const startNginx = async (cleanup: Cleanup, appPort: number): Promise<number | undefined> => {
+  const binary = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].find((path) => existsSync(path))
+  if (binary === undefined) return undefined
+  const dir = mkdtempSync(join(tmpdir(), "framing-fuzz-nginx-"))
+  cleanup.add(() => rmSync(dir, { recursive: true, force: true }))
+  // nginx takes no port 0: the kernel's pick, released for it to bind (as bench/sidecar/proxies.ts does).
+  const port = await new Promise<number>((resolve) => {
+    const probe = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as net.AddressInfo
+      probe.close(() => resolve(port))
+    })
+  })
+  writeFileSync(join(dir, "nginx.conf"), `
+worker_processes 1;
+daemon off;
+master_process off;
+pid ${join(dir, "nginx.pid")};
+error_log ${join(dir, "error.log")} warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path ${join(dir, "body")};
+  proxy_temp_path ${join(dir, "proxy")};
+  fastcgi_temp_path ${join(dir, "fastcgi")};
+  uwsgi_temp_path ${join(dir, "uwsgi")};
+  scgi_temp_path ${join(dir, "scgi")};
+  upstream app { server 127.0.0.1:${appPort}; keepalive 16; }
+  server {
+    listen 127.0.0.1:${port};
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+`)
+  const child: ChildProcess = spawn(binary, ["-p", dir, "-c", join(dir, "nginx.conf"), "-e", join(dir, "error.log")], { stdio: "ignore" })
+  cleanup.add(
+    () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve()
+        child.once("exit", () => resolve())
+        child.kill("SIGKILL")
+      })
+  )
+  // Listening once a connection is taken (bounded; nginx exiting first fails at once).
+  await withTimeout(
+    new Promise<void>((resolve, reject) => {
+      child.once("exit", (code) => reject(new Error(`nginx exited (${code}) before listening on ${port}`)))
+      const attempt = () => {
+        const socket = net.connect(port, "127.0.0.1")
+        socket.once("connect", () => {
+          socket.destroy()
+          resolve()
+        })
+        socket.once("error", () => {
+          socket.destroy()
+          setTimeout(attempt, 10)
+        })
+      }
+      attempt()
+    }),
+    5000,
+    "nginx to listen"
+  )
+  return port
+}
+
+/**
+ * Cases the fuzz found, fixed here as they were printed (each failed before its fix). The id is the
+ * one the case was generated with: the canary and hidden requests are named after it.
+ */
+const REGRESSIONS: ReadonlyArray<{ readonly name: string; readonly id: number; readonly bytes: string; readonly afterFirstAnswer?: string }> = [
+  {
+    // B's upgrade request to the app, for a method node's client frames as chunked by default
+    // (POST), went with `Transfer-Encoding: chunked` and an empty chunked body: "0\r\n\r\n" were
+    // the first bytes of the upgraded connection to an app that switched (found by the fuzz).
+    name: "a POST upgrade reaches the app with no body framing and no body bytes",
+    id: 241,
+    bytes: "POST /f241 HTTP/1.1\r\nHOST: catalog\r\nConnection: Upgrade, close\r\nUpgrade: tls/1.0\r\n\r\nGET /canary241 HTTP/1.1\r\nHost: catalog\r\n\r\n"
+  }
+]
+
+/** Outcomes counted: "forwarded 1204, refused 400 611, ...". */
+const tally = (outcomes: ReadonlyArray<Outcome>): string => {
+  const counts = new Map<string, number>()
+  for (const outcome of outcomes) counts.set(outcome, (counts.get(outcome) ?? 0) + 1)
+  return [...counts].sort((a, b) => b[1] - a[1]).map(([outcome, n]) => `${outcome} ${n}`).join(", ")
+}
+
+describe("HTTP/1.1 framing through two sidecars (differential fuzz)", () => {
+  const cleanup = new Cleanup()
+  let meshPort: number
+  let meshApp: RecordingApp
+  const cases = generate(SEED, CASES)
+  let meshOutcomes: Array<Outcome> | undefined
+  beforeAll(async () => {
+    meshApp = await startRecordingApp(cleanup)
+    const mesh = await startMesh(cleanup, () => {}, { a: { tracing: false }, b: { tracing: false, app: `127.0.0.1:${meshApp.port}` } })
+    meshPort = mesh.a.outboundPort
+  })
+  afterAll(() => cleanup.run())
+
+  it.each(REGRESSIONS)("fixed case: $name", async ({ id, bytes, afterFirstAnswer }) => {
+    const all = Buffer.from(bytes + (afterFirstAnswer ?? ""), "latin1")
+    const run = await runAll(meshPort, meshApp, [{ id, tags: [], bytes: all, cuts: [], ...(afterFirstAnswer === undefined ? {} : { afterFirstAnswer: bytes.length }) }])
+    expect(run.failures).toStrictEqual([])
+  })
+
+  it(`${CASES} generated requests and a canary each: nothing smuggled, split or merged`, { timeout: 300_000 }, async () => {
+    const started = performance.now()
+    const run = await runAll(meshPort, meshApp, cases)
+    meshOutcomes = run.outcomes
+    console.log(`framing fuzz: seed ${SEED} (FRAMING_FUZZ_SEED), ${CASES} cases (FRAMING_FUZZ_CASES) in ${Math.round(performance.now() - started)} ms; first requests: ${tally(run.outcomes)}; ${meshApp.requests.length} requests at the app over ${meshApp.connections.length} connections`)
+    if (run.failures.length > 0) console.log(`framing fuzz: ${run.failures.length} violations (seed ${SEED}):\n${run.failures.slice(0, 40).join("\n")}`)
+    expect(run.failures).toStrictEqual([])
+  })
+
+  it("nginx, one proxy in front of the same kind of app, on the same cases: where it and the mesh disagree", { timeout: 300_000 }, async (context) => {
+    if (meshOutcomes === undefined) return context.skip("the mesh run did not complete: nothing to compare")
+    const app = await startRecordingApp(cleanup)
+    const port = await startNginx(cleanup, app.port)
+    if (port === undefined) return context.skip("nginx is not installed (apt-get install nginx-light): no comparison")
+    const run = await runAll(port, app, cases, "nginx")
+    // By mutation: how many disagreements drew it, each way, and the one with the fewest mutations as the example.
+    const byTag = new Map<string, { meshOnly: number; nginxOnly: number; example: Case; outcomes: string }>()
+    let disagreements = 0
+    for (const one of cases) {
+      const mesh = meshOutcomes[one.id]!
+      const nginx = run.outcomes[one.id]!
+      if ((mesh === "forwarded") === (nginx === "forwarded")) continue
+      disagreements++
+      for (const tag of new Set(one.tags.length === 0 ? ["(none)"] : one.tags)) {
+        if (tag === "hidden-request" || tag === "+") continue
+        const entry = byTag.get(tag) ?? { meshOnly: 0, nginxOnly: 0, example: one, outcomes: "" }
+        if (mesh === "forwarded") entry.meshOnly++
+        else entry.nginxOnly++
+        if (entry.outcomes === "" || one.tags.length < entry.example.tags.length) {
+          entry.example = one
+          entry.outcomes = `mesh ${mesh}, nginx ${nginx}`
+        }
+        byTag.set(tag, entry)
+      }
+    }
+    const lines = [...byTag]
+      .sort((a, b) => b[1].meshOnly + b[1].nginxOnly - (a[1].meshOnly + a[1].nginxOnly))
+      .map(([tag, e]) => `${tag}: forwarded by the mesh alone ${e.meshOnly}, by nginx alone ${e.nginxOnly}; e.g. (${e.outcomes}) [${e.example.tags.join(" ")}] ${JSON.stringify(e.example.bytes.toString("latin1"))}`)
+    console.log(`framing fuzz vs nginx (seed ${SEED}): nginx first requests: ${tally(run.outcomes)}; ${disagreements} disagreements on forwarding the first request, by mutation:\n${lines.join("\n")}`)
+    // What the comparison needs: nginx answered (or was timed out on) every case.
+    expect(run.outcomes.filter((o) => o !== undefined).length).toBe(cases.length)
+  })
+})
