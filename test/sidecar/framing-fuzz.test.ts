@@ -362,6 +362,19 @@ const REGRESSIONS: ReadonlyArray<{ readonly name: string; readonly id: number; r
     name: "a POST upgrade reaches the app with no body framing and no body bytes",
     id: 241,
     bytes: "POST /f241 HTTP/1.1\r\nHOST: catalog\r\nConnection: Upgrade, close\r\nUpgrade: tls/1.0\r\n\r\nGET /canary241 HTTP/1.1\r\nHost: catalog\r\n\r\n"
+  },
+  {
+    // A refused upgrade (here: it declares a body) after an answered request on the same
+    // connection was reset with no answer: "an answer has begun" was any byte written on the
+    // connection, the answers to the requests before it included (found by the fuzz).
+    name: "an upgrade refused after a kept-alive request gets its refusal, not a reset",
+    id: 2308,
+    bytes: "OPTIONS /f2308 HTTP/1.1\r\nhost: catalog\r\nContent-Length: 42\r\n\r\nGET /hidden2308 HTTP/1.1\r\nHost: catalog\r\n\rPOST /f2308 HTTP/1.1\r\nhost: catalog\r\nTransfer-Encoding: chunked;q=1\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n1c\r\nGET /hidden2308 HTTP/1.1\r\nHo\r\na\r\nGET /hidde\r\n0 \r\ncontent-legth: 5\r\n\rGET /canary2308 HTTP/1.1\r\nHost: catalog\r\n\r\n"
+  },
+  {
+    name: "a WebSocket upgrade to a service with no endpoint, second on its connection, gets its 503",
+    id: 7,
+    bytes: "GET /f7 HTTP/1.1\r\nHost: catalog\r\n\r\nGET /f7 HTTP/1.1\r\nHost: nowhere\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
   }
 ]
 
