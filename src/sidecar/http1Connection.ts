@@ -457,6 +457,15 @@ export class Connection implements CallConnection {
     const answer = code === "HPE_HEADER_OVERFLOW" ? TOO_LARGE : code === "HPE_CHUNK_EXTENSIONS_OVERFLOW" ? EXTENSIONS_TOO_LARGE : BAD_REQUEST
     if (this.carriedRequest) this.listener.options.onStray()
     const { parsing } = this
+    // The body of a request answered already (refused before its body was read) broke: it has had
+    // its one answer, and a 400 now would read as the answer to the caller's next request. The
+    // connection ends after that answer, with no other.
+    if (parsing !== undefined && parsing !== this.current && this.waiting.last !== parsing) {
+      this.parsing = undefined
+      parsing.failBody()
+      this.gone = true
+      return this.endAfterWrites()
+    }
     // The body of the request being answered cut short: it fails as that request's (the 400 its answer, if none has begun).
     if ((parsing !== undefined && parsing === this.current) || (this.current === undefined && this.waiting.length === 0)) return this.fail(answer)
     if (parsing !== undefined) {
