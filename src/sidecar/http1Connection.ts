@@ -109,6 +109,9 @@ export class Connection implements CallConnection {
     parser[HTTPParser.kOnHeadersComplete] = this.onHeadersComplete.bind(this)
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.parsing?.pushBody(chunk)
     parser[HTTPParser.kOnMessageComplete] = () => {
+      // Fields llhttp hands over after a chunked body are its trailers, which the mesh does not
+      // carry from an HTTP/1.1 caller: dropped, never kept as the next request's first fields.
+      if (this.pendingHeaders.length > 0) this.pendingHeaders = []
       this.inMessage = false
       this.headersDone = false
       this.completedInRead = true

@@ -41,6 +41,9 @@ const header = (flat: ReadonlyArray<string>, name: string): Array<string> => {
   return out
 }
 
+/** Fields the hops add to a request on its way (forwarding, framing, deadline, tracing, identity): the app's others are the client's. */
+const ADDED_BY_HOPS = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "host", "connection", "content-length", "transfer-encoding", "iip-timeout", "traceparent", "tracestate", "x-iip-mesh-client-id"])
+
 /** Framing and hop-by-hop names that must never reach the app as trailers (RFC 9110 §6.5.1). */
 const FORBIDDEN_TRAILERS = new Set(["content-length", "transfer-encoding", "host", "connection", "te", "trailer", "upgrade", "expect", "keep-alive"])
 
@@ -184,6 +187,18 @@ const runCase = (port: number, app: RecordingApp, one: Case, optional: Array<H1M
       if (got.url !== expectedPath(request.url)) violations.push(`request ${k}: the app read ${JSON.stringify(got.url)}, the client sent ${JSON.stringify(request.url)}`)
       if (!request.upgrade && !got.body.equals(request.body)) {
         violations.push(`request ${k}: the app read a body of ${JSON.stringify(got.body.toString("latin1"))}, the client sent ${JSON.stringify(request.body.toString("latin1"))}`)
+      }
+      // A field the client did not send in this request's head (one of another message's, a trailer) is injected.
+      const sentNames = new Set<string>()
+      for (let i = 0; i < request.headers.length; i += 2) sentNames.add(request.headers[i]!.toLowerCase())
+      for (let i = 0; i < got.headers.length; i += 2) {
+        const name = got.headers[i]!.toLowerCase()
+        if (!sentNames.has(name) && !ADDED_BY_HOPS.has(name)) violations.push(`request ${k}: the app read a ${got.headers[i]} field the client did not send in its head`)
+      }
+      const sentHosts = header(request.headers, "host")
+      const gotHost = header(got.headers, "host")
+      if (request.url.startsWith("/") && sentHosts.length === 1 && (gotHost.length !== 1 || gotHost[0] !== sentHosts[0]!.trim())) {
+        violations.push(`request ${k}: the app read host ${JSON.stringify(gotHost)}, the client sent ${JSON.stringify(sentHosts)}`)
       }
       for (let i = 0; i + 1 < got.trailers.length; i += 2) {
         if (FORBIDDEN_TRAILERS.has(got.trailers[i]!.toLowerCase())) violations.push(`request ${k}: the app read a ${got.trailers[i]} trailer`)
@@ -384,6 +399,20 @@ const REGRESSIONS: ReadonlyArray<{ readonly name: string; readonly id: number; r
     id: 33,
     bytes: "POST /f33 HTTP/1.1\r\nHost: atalog\r\ntransfer-encoding: chunked\r\n\r\n",
     afterFirstAnswer: "6\r\n5\r\nhel\r\n1e\r\nGET /hidden33 HTTP/1.1\r\nHost: \r\n0\r\n:\nGET /canary33 HTTP/1.1\r\nHost: catalog\r\n\r\n"
+  },
+  {
+    // The trailer fields of a chunked request became header fields of the next request on the
+    // connection (llhttp hands trailers over as it does a long head's first fields, and they were
+    // kept for the next head): here the first request's `host: evil` made the second's Host (it
+    // sent none), and the second's made the canary's Host twice, refused 400 (found by the fuzz).
+    name: "a request's trailers are not the next request's headers (Host)",
+    id: 550,
+    bytes: "POST /f550 HTTP/1.1\r\nHOST: catalog\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nhost: evil\r\n\r\nGET /f550 HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n23\r\n5\r\nhello\r\nb\r\nb0\r\n\r\na0\r\n\r\nGET /hidde\r\n0\r\nhost: evil\r\n\r\nGET /canary550 HTTP/1.1\r\nHost: catalog\r\n\r\n"
+  },
+  {
+    name: "a request's trailers are not the next request's headers (any field)",
+    id: 9,
+    bytes: "POST /f9 HTTP/1.1\r\nHost: catalog\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Injected: from the first request\r\nAuthorization: Basic ZXZpbDpldmls\r\n\r\nGET /canary9 HTTP/1.1\r\nHost: catalog\r\n\r\n"
   }
 ]
 
