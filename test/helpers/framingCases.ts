@@ -159,7 +159,7 @@ export const framingCase = (rng: Prng, id: number): FramingCase => {
   }
   // Field syntax (RFC 9112 §5): bytes a field must not hold, space before the colon, obs-fold.
   if (chance(rng, 0.12)) {
-    const kind = rng.pick(["value-byte", "name-byte", "space-before-colon", "obs-fold", "empty-name", "no-colon", "long-value", "te-fold", "cl-fold"])
+    const kind = rng.pick(["value-byte", "name-byte", "space-before-colon", "obs-fold", "empty-name", "no-colon", "long-value", "te-fold", "cl-fold", "many-fields"])
     tags.push(`field:${kind}`)
     const byte = rng.pick(FIELD_BYTES)
     if (kind === "value-byte") fields.push(`X-V: a${byte}b`)
@@ -169,6 +169,8 @@ export const framingCase = (rng: Prng, id: number): FramingCase => {
     else if (kind === "empty-name") fields.push(": x")
     else if (kind === "no-colon") fields.push("X-No-Colon")
     else if (kind === "long-value") fields.push(`X-L: ${"l".repeat(rng.pick([100, 8000, 17_000]))}`)
+    // Past 32 fields llhttp hands a head over in parts (kOnHeaders); past 1,000 the sidecar keeps the first 1,000.
+    else if (kind === "many-fields") for (let i = rng.pick([33, 64, 1001]); i > 1; i--) fields.push(`X-M${i}: ${i}`)
     else if (kind === "te-fold") fields.push("Transfer-Encoding:", " chunked")
     else fields.push("Content-Length:", " 0")
     // At any place among the others.

@@ -244,15 +244,14 @@ interface Case {
   readonly afterFirstAnswer?: number
 }
 
-/** The run's cases: one generated request (now and then two, pipelined), the canary, and the places the writes cut them. */
+/** The run's cases: one generated request (now and then two or three, pipelined), the canary, and the places the writes cut them. */
 const generate = (seed: number, count: number): Array<Case> => {
   const rng = prng(seed)
   return Array.from({ length: count }, (_, id) => {
-    const first = framingCase(rng, id)
-    const second = rng.next() < 0.15 ? framingCase(rng, id) : undefined
-    const bytes = Buffer.concat([first.bytes, ...(second === undefined ? [] : [second.bytes]), canary(id)])
+    const requests = Array.from({ length: rng.pick([1, 1, 1, 1, 1, 2, 2, 3]) }, () => framingCase(rng, id))
+    const bytes = Buffer.concat([...requests.map((request) => request.bytes), canary(id)])
     const cuts = Array.from({ length: rng.int(0, 3) }, () => rng.int(1, bytes.length - 1)).sort((a, b) => a - b)
-    return { id, tags: second === undefined ? first.tags : [...first.tags, "+", ...second.tags], bytes, cuts }
+    return { id, tags: requests.flatMap((request, i) => (i === 0 ? request.tags : ["+", ...request.tags])), bytes, cuts }
   })
 }
 
