@@ -6,6 +6,7 @@
 #   kubectl   test/deploy renders the manifests with `kubectl kustomize` (kustomize v5)
 #   curl      test/sidecar/grpc.test.ts sends `curl --http2-prior-knowledge` to the outbound port
 #   gcc       test/cli/mallocTrim.test.ts compiles the optional memory trim (native/malloc_trim.c)
+#   nginx     test/sidecar/framing-fuzz.test.ts runs its cases through nginx too, to compare (nginx-light)
 # Not root, or no apt: it says what is missing; the tests that need a tool then skip with the reason
 # (in CI, CI=true, they fail instead, so a skip never hides a failure there).
 set -euo pipefail
@@ -23,6 +24,7 @@ command -v nft >/dev/null || missing+=(nftables)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v curl >/dev/null || missing+=(curl)
 command -v "${CC:-cc}" >/dev/null || missing+=(gcc)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
   if can_install; then
     echo "test-tools: installing ${missing[*]} (apt)" >&2
