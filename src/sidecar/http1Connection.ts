@@ -322,6 +322,10 @@ export class Connection implements CallConnection {
       call.writeHead(501, [])
       return call.end()
     }
+    // RFC 9112 6.1: a Transfer-Encoding in an HTTP/1.0 message makes its framing faulty (a 1.0 hop
+    // before the sidecar may have framed it otherwise): processed, then the connection closes, a
+    // keep-alive it asked for or not, so nothing after it is read as a request.
+    if (codings !== undefined && !http11) call.keepAlive = false
     const expect = call.headers.expect
     if (http11 && expect !== undefined) {
       if (!CONTINUE_EXPECTATION.test(expect)) {
