@@ -93,8 +93,11 @@ const chunkedBody = (rng: Prng, id: number, tags: Array<string>): string => {
   return out
 }
 
-/** One request, then whatever the case's framing makes of the bytes after it. */
-export const framingCase = (rng: Prng, id: number): FramingCase => {
+/**
+ * One request, then whatever the case's framing makes of the bytes after it. `service` is the one
+ * its Host names (a service with no endpoint has A refuse it before reading its body).
+ */
+export const framingCase = (rng: Prng, id: number, service = "catalog"): FramingCase => {
   heat = rng.pick(HEATS)
   const tags: Array<string> = []
   let method = rng.pick(["GET", "POST", "POST", "PUT"])
@@ -114,7 +117,7 @@ export const framingCase = (rng: Prng, id: number): FramingCase => {
   }
   const fields: Array<string> = []
   if (chance(rng, 0.05)) tags.push("no-host")
-  else fields.push(rng.pick(["Host: catalog", "host: catalog", "HOST: catalog"]))
+  else fields.push(`${rng.pick(["Host", "host", "HOST"])}: ${service}`)
   if (chance(rng, 0.04)) {
     fields.push(rng.pick(["Host: catalog", "Host: other", "Host: catalog, other", "Host:", "Host: cat alog"]))
     tags.push("host-2")

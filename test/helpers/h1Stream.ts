@@ -110,6 +110,11 @@ export class H1Stream {
     this.parser = parser
   }
 
+  /** A message's head is read and its body is not over. */
+  get inBody(): boolean {
+    return this.current !== undefined
+  }
+
   /** Reads `data`; false once the stream reads nothing more (an error or an upgrade). */
   push(data: Buffer): boolean {
     if (this.error !== undefined || this.upgraded) {
@@ -150,6 +155,20 @@ export interface ReadRequests {
   readonly end: "clean" | "incomplete" | "error" | "upgrade"
   /** The bytes after an upgrade's head. */
   readonly rest: Buffer
+}
+
+/** Where the first request's head ends in `bytes` when llhttp reads it whole (its body, if any, not yet read); undefined if it does not. */
+export const firstHeadEnd = (bytes: Buffer): number | undefined => {
+  const end = bytes.indexOf("\r\n\r\n")
+  if (end === -1) return undefined
+  let whole = false
+  const stream = new H1Stream("request", () => (whole = true))
+  try {
+    stream.push(bytes.subarray(0, end + 4))
+    return stream.error === undefined && !stream.upgraded && (whole || stream.inBody) ? end + 4 : undefined
+  } finally {
+    stream.close()
+  }
 }
 
 /** Every request llhttp reads in `bytes`, and how the bytes end. */
