@@ -63,7 +63,8 @@ export class H1Stream {
   private parts: Array<Buffer> = []
   private closed = false
 
-  constructor(kind: "request" | "response", onMessage: (message: H1Message) => void, bodiless: (status: number) => boolean = () => false) {
+  /** `onHead`: a message's head is read (its body, trailers and end to come, into the same object). */
+  constructor(kind: "request" | "response", onMessage: (message: H1Message) => void, bodiless: (status: number) => boolean = () => false, onHead?: (message: H1Message) => void) {
     const parser = new HTTPParser()
     parser.initialize(kind === "request" ? HTTPParser.REQUEST : HTTPParser.RESPONSE, {}, MAX_HEADER_SIZE, HTTPParser.kLenientNone)
     parser[HTTPParser.kOnMessageBegin] = () => {
@@ -90,6 +91,7 @@ export class H1Stream {
       this.pendingUrl = ""
       this.parts = []
       this.current = { method: common.methods[method] ?? String(method), url: target, status, versionMajor: major, versionMinor: minor, headers: all, trailers: [], body: Buffer.alloc(0), upgrade, keepAlive }
+      onHead?.(this.current)
       // As node's server with an 'upgrade' listener (and the sidecar): no body is read for an upgrade, the rest is the new protocol's.
       if (kind === "request" && upgrade) return 2
       return kind === "response" && bodiless(status) ? 1 : 0
