@@ -153,6 +153,8 @@ export class H1Stream {
 
 export interface ReadRequests {
   readonly requests: Array<H1Message>
+  /** Every request whose head llhttp read, whole or not (an answer to HEAD has no body even when the request's body broke). */
+  readonly heads: Array<H1Message>
   /** How the bytes end: after a whole request, within one, at bytes llhttp refuses, or at an upgrade's head. */
   readonly end: "clean" | "incomplete" | "error" | "upgrade"
   /** The bytes after an upgrade's head. */
@@ -176,11 +178,12 @@ export const firstHeadEnd = (bytes: Buffer): number | undefined => {
 /** Every request llhttp reads in `bytes`, and how the bytes end. */
 export const readRequests = (bytes: Buffer): ReadRequests => {
   const requests: Array<H1Message> = []
-  const stream = new H1Stream("request", (message) => requests.push(message))
+  const heads: Array<H1Message> = []
+  const stream = new H1Stream("request", (message) => requests.push(message), undefined, (message) => heads.push(message))
   try {
     stream.push(bytes)
     const end = stream.error !== undefined ? "error" : stream.upgraded ? "upgrade" : stream.midMessage ? "incomplete" : "clean"
-    return { requests, end, rest: stream.rest }
+    return { requests, heads, end, rest: stream.rest }
   } finally {
     stream.close()
   }

@@ -10,8 +10,9 @@
 //     one, a body cut short and framed as whole, the canary merged into a body);
 // (c) the canary, when A kept the connection open up to it, gets the app's answer;
 // (d) the bytes B writes on an app connection always parse (whole requests, case after case).
-// Seeds are fixed per run and printed; FRAMING_FUZZ_SEED and FRAMING_FUZZ_CASES change them. A
-// failing case prints its bytes JSON-escaped, to become a fixed regression case below.
+// Seeds are fixed per run and printed; FRAMING_FUZZ_SEED and FRAMING_FUZZ_CASES change them, and
+// FRAMING_FUZZ_ONLY=id replays one case of a run. A failing case prints its bytes JSON-escaped, to
+// become a fixed regression case below.
 // When nginx is installed the same cases go through it (one proxy in front of another raw app) and
 // the cases where it and the mesh disagree on accepting the first request are printed by class.
 import { type ChildProcess, spawn } from "node:child_process"
@@ -238,7 +239,7 @@ const runCase = (port: number, app: RecordingApp, one: Case, optional: Array<H1M
       // Checked once the run is over: an answer given at the head may come before the body is all read.
       deferred.push(() => compare(k, request, atApp, app, violations))
     }
-    const responses = new H1Stream("response", onAnswer, (status) => status >= 200 && sent.requests[answered]?.method === "HEAD")
+    const responses = new H1Stream("response", onAnswer, (status) => status >= 200 && sent.heads[answered]?.method === "HEAD")
     // Every answer owed is in: the rest of the bytes (cut short, or after an upgrade) make no request to wait for.
     // Bytes llhttp refuses are answered by a refusal and the close, and a request that ends the connection by the close: waited for.
     const maybeDone = () => {
@@ -492,7 +493,9 @@ describe("HTTP/1.1 framing through two sidecars (differential fuzz)", () => {
   const cleanup = new Cleanup()
   let meshPort: number
   let meshApp: RecordingApp
-  const cases = generate(SEED, CASES)
+  // FRAMING_FUZZ_ONLY=id replays one case of the seed's run (its bytes, cuts and holds as generated).
+  const only = process.env["FRAMING_FUZZ_ONLY"]
+  const cases = generate(SEED, CASES).filter((one) => only === undefined || one.id === Number(only))
   let meshOutcomes: Array<Outcome> | undefined
   beforeAll(async () => {
     meshApp = await startRecordingApp(cleanup)
