@@ -150,14 +150,16 @@ const expectedPath = (url: string): string => {
 }
 
 /** What the app read of request `k` against what the client sent (its body only once the app read its end). */
-const compare = (k: number, request: H1Message, atApp: AppRequest, app: RecordingApp, violations: Array<string>): void => {
+const compare = (k: number, request: H1Message, whole: boolean, atApp: AppRequest, app: RecordingApp, violations: Array<string>): void => {
   const got = atApp.message
   if (got.method !== request.method) violations.push(`request ${k}: the app read method ${got.method}, the client sent ${request.method}`)
   if (got.url !== expectedPath(request.url)) violations.push(`request ${k}: the app read ${JSON.stringify(got.url)}, the client sent ${JSON.stringify(request.url)}`)
+  // A request the client never finished (its body cut short or broken) is never one the app reads whole.
+  if (!whole && atApp.complete) violations.push(`request ${k}: the app read it whole, the client's body for it was cut short or broken`)
   // Answered at its head, a request whose body then stopped (the hop gave it up) ends with its connection, never with a next request on it.
   if (!atApp.complete) {
     if (!atApp.early || !app.connections[atApp.connection]!.closed) violations.push(`request ${k}: answered by the app, which never read its end, on a connection still open`)
-  } else if (!request.upgrade && !got.body.equals(request.body)) {
+  } else if (whole && !request.upgrade && !got.body.equals(request.body)) {
     violations.push(`request ${k}: the app read a body of ${JSON.stringify(got.body.toString("latin1"))}, the client sent ${JSON.stringify(request.body.toString("latin1"))}`)
   }
   // A field the client did not send in this request's head (one of another message's, a trailer) is injected.
@@ -230,14 +232,16 @@ const runCase = (port: number, app: RecordingApp, one: Case, optional: Array<H1M
         if (k >= owed && !(sent.end === "error" && k === sent.requests.length)) violations.push(`answer ${k} (${message.status}) to no request the client sent (${sent.requests.length} sent, ${owed} owed answers)`)
         return
       }
-      const request = sent.requests[k]
-      if (request === undefined || k >= owed) return void violations.push(`the app's answer ${k} to no request the client sent (${sent.requests.length} sent, ${owed} owed answers)`)
+      // The request answered: a whole one, or (answered at its head by the app) the one whose body the client cut or broke.
+      const request = sent.heads[k]
+      const whole = k < sent.requests.length
+      if (request === undefined || (whole && k >= owed)) return void violations.push(`the app's answer ${k} to no request the client sent (${sent.requests.length} sent, ${owed} owed answers)`)
       const atApp = app.requests[Number(seq)]
       if (atApp === undefined) return void violations.push(`answer ${k} names app request ${seq}, which the app never read`)
       if (atApp.claimed) violations.push(`app request ${seq} answers two requests`)
       atApp.claimed = true
       // Checked once the run is over: an answer given at the head may come before the body is all read.
-      deferred.push(() => compare(k, request, atApp, app, violations))
+      deferred.push(() => compare(k, request, whole, atApp, app, violations))
     }
     const responses = new H1Stream("response", onAnswer, (status) => status >= 200 && sent.heads[answered]?.method === "HEAD")
     // Every answer owed is in: the rest of the bytes (cut short, or after an upgrade) make no request to wait for.
