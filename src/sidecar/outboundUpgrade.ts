@@ -327,7 +327,7 @@ class OutboundUpgrade {
     this.source.stop()
     // No answer of this one begun: its refusal goes out, even after answers to requests before it on a kept-alive connection.
     if (this.socket.writable && this.socket.bytesWritten === this.writtenBefore) {
-      writeProxyError(this.socket, proxyError)
+      writeProxyError(this.socket, proxyError, this.method === "HEAD")
       this.closeAfterAnswer()
     } else this.socket.destroy()
     this.finish(proxyError.status, proxyError)
