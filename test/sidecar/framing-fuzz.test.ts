@@ -302,7 +302,8 @@ const generate = (seed: number, count: number): Array<Case> => {
     const afterFirstAnswer = answeredFirst && headEnd < bytes.length ? headEnd : undefined
     const cuts = Array.from({ length: rng.int(0, 3) }, () => rng.int(1, (afterFirstAnswer ?? bytes.length) - 1)).sort((a, b) => a - b)
     const tags = requests.flatMap((request, i) => (i === 0 ? request.tags : ["+", ...request.tags]))
-    return afterFirstAnswer === undefined ? { id, tags, bytes, cuts } : { id, tags: ["refused-before-body", ...tags], bytes, cuts, afterFirstAnswer }
+    if (refusedFirst) tags.unshift(afterFirstAnswer === undefined ? "no-endpoint" : "refused-before-body")
+    return afterFirstAnswer === undefined ? { id, tags, bytes, cuts } : { id, tags, bytes, cuts, afterFirstAnswer }
   })
 }
 
@@ -552,7 +553,7 @@ describe("HTTP/1.1 framing through two sidecars (differential fuzz)", () => {
       const mesh = meshOutcomes[one.id]!
       const nginx = run.outcomes[one.id]!
       // A service with no endpoint is the mesh's refusal alone (nginx has one upstream): no disagreement.
-      if ((mesh === "forwarded") === (nginx === "forwarded") || one.afterFirstAnswer !== undefined) continue
+      if ((mesh === "forwarded") === (nginx === "forwarded") || one.tags.includes("no-endpoint") || one.tags.includes("refused-before-body")) continue
       disagreements++
       for (const tag of new Set(one.tags.length === 0 ? ["(none)"] : one.tags)) {
         if (tag === "hidden-request" || tag === "+") continue
