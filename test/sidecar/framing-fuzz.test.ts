@@ -1,27 +1,28 @@
 // A differential fuzz of HTTP/1.1 framing through two sidecars (client -> A's outbound listener ->
 // IIP -> B's inbound -> B's app leg -> app): no request may be smuggled, split or merged on its way.
-// Each case is one generated request (test/helpers/framingCases.ts) and a plain canary behind it,
-// on one raw connection to A. What was sent is what llhttp (strict) reads in the client's bytes;
-// the app is a raw TCP server that reads what B wrote with llhttp too and answers every request it
-// reads 200 with its sequence number (`x-seq`). Per case:
-// (a) A answers each request it reads in order: the app's answer, or its own refusal (then it may close);
+// Each case is one to three generated requests (test/helpers/framingCases.ts) and a plain canary
+// behind them, on one raw connection to A, in writes cut at random places. What was sent is what
+// llhttp (strict) reads in the client's bytes; the app (test/helpers/framingPeers.ts) is a raw TCP
+// server that reads what B wrote with llhttp too and answers every request it reads 200 with its
+// sequence number (`x-seq`), one in five at its head, before its body. Per case:
+// (a) A answers each request it reads, once, in order: the app's answer, or its own refusal (then
+//     it may close); it closes where the request says the connection ends;
 // (b) an app answer is for a request the app read exactly as the client's parse says (method,
-//     path, body bytes), and no request reaches the app that the client did not send (a smuggled
-//     one, a body cut short and framed as whole, the canary merged into a body);
+//     path, body bytes, no field the client did not send in that head, its Host), and no request
+//     reaches the app that the client did not send (a smuggled one, a body cut short and framed
+//     as whole, the canary merged into a body);
 // (c) the canary, when A kept the connection open up to it, gets the app's answer;
-// (d) the bytes B writes on an app connection always parse (whole requests, case after case).
+// (d) the bytes B writes on an app connection always parse (whole requests, case after case), and
+//     each app connection ends the run at a request boundary or closed.
 // Seeds are fixed per run and printed; FRAMING_FUZZ_SEED and FRAMING_FUZZ_CASES change them, and
 // FRAMING_FUZZ_ONLY=id replays one case of a run. A failing case prints its bytes JSON-escaped, to
 // become a fixed regression case below.
 // When nginx is installed the same cases go through it (one proxy in front of another raw app) and
 // the cases where it and the mesh disagree on accepting the first request are printed by class.
-import { type ChildProcess, spawn } from "node:child_process"
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as net from "node:net"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { canary, framingCase } from "../helpers/framingCases.ts"
+import { type AppRequest, type RecordingApp, startNginx, startRecordingApp } from "../helpers/framingPeers.ts"
 import { firstHeadEnd, H1Stream, type H1Message, readRequests } from "../helpers/h1Stream.ts"
 import { prng } from "../helpers/prng.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
@@ -48,89 +49,6 @@ const ADDED_BY_HOPS = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwar
 /** Framing and hop-by-hop names that must never reach the app as trailers (RFC 9110 §6.5.1). */
 const FORBIDDEN_TRAILERS = new Set(["content-length", "transfer-encoding", "host", "connection", "te", "trailer", "upgrade", "expect", "keep-alive"])
 
-interface AppRequest {
-  readonly seq: number
-  readonly connection: number
-  readonly message: H1Message
-  /** Its end read (body and trailers whole). */
-  complete: boolean
-  /** Answered once its head was read, before its body (as an app refusing an upload does). */
-  readonly early: boolean
-  claimed: boolean
-}
-
-/** Every this many requests the app answers one at its head, before its body. */
-const EARLY_EVERY = 5
-
-interface AppConnection {
-  readonly id: number
-  readonly received: Array<Buffer>
-  stream: H1Stream
-  closed: boolean
-}
-
-/** The raw app: every byte each connection receives, read by llhttp; each request answered 200 with its number. */
-const startRecordingApp = async (cleanup: Cleanup) => {
-  const requests: Array<AppRequest> = []
-  const connections: Array<AppConnection> = []
-  const violations: Array<string> = []
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer((socket) => {
-    sockets.add(socket)
-    socket.on("error", () => {})
-    const connection: AppConnection = { id: connections.length, received: [], stream: undefined as unknown as H1Stream, closed: false }
-    connections.push(connection)
-    socket.once("close", () => {
-      sockets.delete(socket)
-      connection.closed = true
-      connection.stream.close()
-    })
-    const answer = (record: AppRequest) => {
-      if (!socket.destroyed) socket.write(`HTTP/1.1 200 OK\r\nx-seq: ${record.seq}\r\ncontent-length: 2\r\n\r\n${record.message.method === "HEAD" ? "" : "ok"}`, "latin1")
-    }
-    let current: AppRequest | undefined
-    const onHead = (message: H1Message) => {
-      const seq = requests.length
-      current = { seq, connection: connection.id, message, complete: false, early: !message.upgrade && seq % EARLY_EVERY === EARLY_EVERY - 1, claimed: false }
-      requests.push(current)
-      if (current.early) answer(current)
-    }
-    const onMessage = (message: H1Message) => {
-      const record = current!
-      current = undefined
-      record.complete = true
-      if (!record.early) answer(record)
-      if (!message.keepAlive && !message.upgrade) socket.end()
-    }
-    const read = (data: Buffer) => {
-      if (connection.stream.push(data)) return
-      const { stream } = connection
-      if (stream.error !== undefined) {
-        violations.push(`app connection ${connection.id}: B wrote bytes llhttp refuses (${(stream.error as { code?: string }).code}): ${JSON.stringify(Buffer.concat(connection.received).toString("latin1").slice(-600))}`)
-        socket.destroy()
-        return
-      }
-      // An upgrade the app declines (its 200): the connection stays HTTP/1.1, the bytes after the head are the next request's.
-      stream.close()
-      connection.stream = new H1Stream("request", onMessage, undefined, onHead)
-      if (stream.rest.length > 0) read(stream.rest)
-    }
-    connection.stream = new H1Stream("request", onMessage, undefined, onHead)
-    socket.on("data", (data: Buffer) => {
-      connection.received.push(data)
-      read(data)
-    })
-  })
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  cleanup.add(() => {
-    for (const socket of sockets) socket.destroy()
-    for (const connection of connections) connection.stream.close()
-    return new Promise<void>((resolve) => server.close(() => resolve()))
-  })
-  return { port: (server.address() as net.AddressInfo).port, requests, connections, violations }
-}
-
-type RecordingApp = Awaited<ReturnType<typeof startRecordingApp>>
 
 /** How a proxy took a case's first request: forwarded (the app answered it), refused with a status, or no answer. */
 type Outcome = "forwarded" | `refused ${number}` | "no answer"
@@ -354,72 +272,6 @@ const runAll = async (port: number, app: RecordingApp, cases: ReadonlyArray<Case
     failures.push(`the app read a request no client got the answer to (smuggled, or framed whole from a cut body): ${m.method} ${JSON.stringify(m.url)} body ${JSON.stringify(m.body.toString("latin1"))} on app connection ${request.connection}`)
   }
   return { outcomes, failures: [...failures, ...app.violations.slice(firstViolation)] }
-}
-
-/** nginx as one proxy in front of `appPort`, from a config in a temp dir; undefined when it is not installed. */
-const startNginx = async (cleanup: Cleanup, appPort: number): Promise<number | undefined> => {
-  const binary = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].find((path) => existsSync(path))
-  if (binary === undefined) return undefined
-  const dir = mkdtempSync(join(tmpdir(), "framing-fuzz-nginx-"))
-  cleanup.add(() => rmSync(dir, { recursive: true, force: true }))
-  // nginx takes no port 0: the kernel's pick, released for it to bind (as bench/sidecar/proxies.ts does).
-  const port = await new Promise<number>((resolve) => {
-    const probe = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as net.AddressInfo
-      probe.close(() => resolve(port))
-    })
-  })
-  writeFileSync(join(dir, "nginx.conf"), `
-worker_processes 1;
-daemon off;
-master_process off;
-pid ${join(dir, "nginx.pid")};
-error_log ${join(dir, "error.log")} warn;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${join(dir, "body")};
-  proxy_temp_path ${join(dir, "proxy")};
-  fastcgi_temp_path ${join(dir, "fastcgi")};
-  uwsgi_temp_path ${join(dir, "uwsgi")};
-  scgi_temp_path ${join(dir, "scgi")};
-  upstream app { server 127.0.0.1:${appPort}; keepalive 16; }
-  server {
-    listen 127.0.0.1:${port};
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-`)
-  const child: ChildProcess = spawn(binary, ["-p", dir, "-c", join(dir, "nginx.conf"), "-e", join(dir, "error.log")], { stdio: "ignore" })
-  cleanup.add(
-    () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve()
-        child.once("exit", () => resolve())
-        child.kill("SIGKILL")
-      })
-  )
-  // Listening once a connection is taken (bounded; nginx exiting first fails at once).
-  await withTimeout(
-    new Promise<void>((resolve, reject) => {
-      child.once("exit", (code) => reject(new Error(`nginx exited (${code}) before listening on ${port}`)))
-      const attempt = () => {
-        const socket = net.connect(port, "127.0.0.1")
-        socket.once("connect", () => {
-          socket.destroy()
-          resolve()
-        })
-        socket.once("error", () => {
-          socket.destroy()
-          setTimeout(attempt, 10)
-        })
-      }
-      attempt()
-    }),
-    5000,
-    "nginx to listen"
-  )
-  return port
 }
 
 /**
