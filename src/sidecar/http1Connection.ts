@@ -278,14 +278,18 @@ export class Connection implements CallConnection {
       this.messageStarted = performance.now()
     }
     const name = methodNames[method] ?? ""
+    // llhttp also reads HTTP/0.9 and HTTP/2.0 request lines, with HTTP/1.0's keep-alive rules; the
+    // mesh speaks 1.0 and 1.1 (1.1's rules, Host required among them, would be skipped): answered
+    // 505 in its turn (start), no upgrade, and its body and all after it left unread (the close).
+    const unsupported = major !== 1 || minor > 1
     // No keep-alive and no switch for an upgrade to h2c alone; its body is read as any other's (0).
     const ordinary = upgrade && name !== "CONNECT" && asksOnlyH2c(raw)
-    if (ordinary) this.lastRequest = true
-    const call = new Http1Call(this, name, target, major, minor, raw, shouldKeepAlive && !ordinary, upgrade && !ordinary)
+    if (ordinary || unsupported) this.lastRequest = true
+    const call = new Http1Call(this, name, target, major, minor, raw, shouldKeepAlive && !ordinary && !unsupported, upgrade && !ordinary && !unsupported)
     this.carriedRequest = true
     this.waiting.push(call)
-    // An upgrade's head ends what llhttp reads here (2: no body, stop).
-    if (call.upgrade) return 2
+    // An upgrade's head (or one in a version not spoken) ends what llhttp reads here (2: no body, stop).
+    if (call.upgrade || unsupported) return 2
     this.parsing = call
     return 0
   }
@@ -306,6 +310,11 @@ export class Connection implements CallConnection {
   }
 
   private start(call: Http1Call): void {
+    // RFC 9110 15.6.6 (onHeadersComplete read no further).
+    if (call.httpVersionMajor !== 1 || call.httpVersionMinor > 1) {
+      call.writeHead(505, [])
+      return call.end()
+    }
     const http11 = call.httpVersionMajor === 1 && call.httpVersionMinor === 1
     if (http11 && call.headers.host === undefined) {
       call.keepAlive = false

@@ -105,12 +105,13 @@ const runCase = (port: number, app: RecordingApp, one: Case, optional: Array<H1M
   const violations: Array<string> = []
   // The requests owed an answer: up to the first that ends the connection (no keep-alive; HTTP/1.0
   // with a Transfer-Encoding, whose framing RFC 9112 §6.1 has the server take for faulty: closed
-  // after it) or switches protocols.
+  // after it; a version besides 1.0 and 1.1 that llhttp reads, HTTP/0.9 or HTTP/2.0: 505 and the
+  // close) or switches protocols.
   let owed = 0
   let mustClose = false
   for (const request of sent.requests) {
     owed++
-    mustClose = !request.keepAlive || (request.versionMinor === 0 && header(request.headers, "transfer-encoding").length > 0)
+    mustClose = !request.keepAlive || request.versionMajor !== 1 || (request.versionMinor === 0 && header(request.headers, "transfer-encoding").length > 0)
     if (mustClose || request.upgrade) break
   }
   // After an upgrade's head the bytes are the new protocol's, or (declined) the next requests: either may reach the app.
