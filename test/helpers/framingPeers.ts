@@ -94,19 +94,18 @@ export const startRecordingApp = async (cleanup: Cleanup) => {
 
 export type RecordingApp = Awaited<ReturnType<typeof startRecordingApp>>
 
-/** nginx as one proxy in front of `appPort`, from a config in a temp dir; undefined when it is not installed. */
-export const startNginx = async (cleanup: Cleanup, appPort: number): Promise<number | undefined> => {
+/**
+ * nginx as one proxy in front of `appPort`, from a config in a temp dir: the path of the Unix socket
+ * it listens on; undefined when it is not installed.
+ */
+export const startNginx = async (cleanup: Cleanup, appPort: number): Promise<string | undefined> => {
   const binary = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].find((path) => existsSync(path))
   if (binary === undefined) return undefined
   const dir = mkdtempSync(join(tmpdir(), "framing-fuzz-nginx-"))
   cleanup.add(() => rmSync(dir, { recursive: true, force: true }))
-  // nginx takes no port 0: the kernel's pick, released for it to bind (as bench/sidecar/proxies.ts does).
-  const port = await new Promise<number>((resolve) => {
-    const probe = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as net.AddressInfo
-      probe.close(() => resolve(port))
-    })
-  })
+  // nginx takes no TCP port 0: a socket in its own dir has no port another process can take
+  // between a pick and nginx's bind (the run's comparison would fail, or reach that process).
+  const listening = join(dir, "nginx.sock")
   writeFileSync(join(dir, "nginx.conf"), `
 worker_processes 1;
 daemon off;
@@ -123,7 +122,7 @@ http {
   scgi_temp_path ${join(dir, "scgi")};
   upstream app { server 127.0.0.1:${appPort}; keepalive 16; }
   server {
-    listen 127.0.0.1:${port};
+    listen unix:${listening};
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
@@ -140,9 +139,9 @@ http {
   // Listening once a connection is taken (bounded; nginx exiting first fails at once).
   await withTimeout(
     new Promise<void>((resolve, reject) => {
-      child.once("exit", (code) => reject(new Error(`nginx exited (${code}) before listening on ${port}`)))
+      child.once("exit", (code) => reject(new Error(`nginx exited (${code}) before listening on ${listening}`)))
       const attempt = () => {
-        const socket = net.connect(port, "127.0.0.1")
+        const socket = net.connect(listening)
         socket.once("connect", () => {
           socket.destroy()
           resolve()
@@ -157,5 +156,5 @@ http {
     5000,
     "nginx to listen"
   )
-  return port
+  return listening
 }

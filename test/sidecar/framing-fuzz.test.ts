@@ -97,8 +97,11 @@ const compare = (k: number, request: H1Message, whole: boolean, atApp: AppReques
   }
 }
 
-/** Sends one case on a fresh connection to `port` and checks what came back and what the app read. */
-const runCase = (port: number, app: RecordingApp, one: Case, optional: Array<H1Message>, reference: Reference | undefined): Promise<CaseResult> => {
+/** A proxy's listener: a port on 127.0.0.1, or a Unix socket's path. */
+type Listening = number | string
+
+/** Sends one case on a fresh connection to `proxy` and checks what came back and what the app read. */
+const runCase = (proxy: Listening, app: RecordingApp, one: Case, optional: Array<H1Message>, reference: Reference | undefined): Promise<CaseResult> => {
   const limitMs = reference === undefined ? CASE_LIMIT_MS : NGINX_CASE_LIMIT_MS
   const { id, bytes, cuts, afterFirstAnswer } = one
   const sent = readRequests(bytes)
@@ -119,7 +122,7 @@ const runCase = (port: number, app: RecordingApp, one: Case, optional: Array<H1M
   const canaryAt = sent.requests.findIndex((request) => request.url === `/canary${id}`)
   const deferred: Array<() => void> = []
   return new Promise<CaseResult>((resolve) => {
-    const socket = net.connect(port, "127.0.0.1")
+    const socket = typeof proxy === "number" ? net.connect(proxy, "127.0.0.1") : net.connect(proxy)
     socket.on("error", () => {})
     let answered = 0
     let outcome: Outcome = "no answer"
@@ -229,8 +232,8 @@ const generate = (seed: number, count: number): Array<Case> => {
 /** A proxy the mesh is compared with: only how it takes each case's first request is wanted (its first answer ends the case). */
 type Reference = "nginx"
 
-/** All cases through `port`, LANES at a time: the outcome of each first request and every violation. */
-const runAll = async (port: number, app: RecordingApp, cases: ReadonlyArray<Case>, reference?: Reference) => {
+/** All cases through `proxy`, LANES at a time: the outcome of each first request and every violation. */
+const runAll = async (proxy: Listening, app: RecordingApp, cases: ReadonlyArray<Case>, reference?: Reference) => {
   // The app's record from this run on: runs share the app.
   const firstRequest = app.requests.length
   const firstViolation = app.violations.length
@@ -242,7 +245,7 @@ const runAll = async (port: number, app: RecordingApp, cases: ReadonlyArray<Case
   const lane = async () => {
     while (next < cases.length) {
       const one = cases[next++]!
-      const result = await runCase(port, app, one, optional, reference)
+      const result = await runCase(proxy, app, one, optional, reference)
       outcomes[one.id] = result.outcome
       results.push({ one, result })
     }
@@ -393,12 +396,12 @@ describe("HTTP/1.1 framing through two sidecars (differential fuzz)", () => {
   it("nginx, one proxy in front of the same kind of app, on the same cases: where it and the mesh disagree", { timeout: 300_000 }, async (context) => {
     if (meshOutcomes === undefined) return context.skip("the mesh run did not complete: nothing to compare")
     const app = await startRecordingApp(cleanup)
-    const port = await startNginx(cleanup, app.port)
+    const nginx = await startNginx(cleanup, app.port)
     // In CI (scripts/test-tools.sh installs it) a missing nginx fails, as the suite's other tools do.
-    if (port === undefined && process.env["CI"] === "true") throw new Error("nginx is not installed (scripts/test-tools.sh installs nginx-light as root)")
-    if (port === undefined) return context.skip("nginx is not installed (apt-get install nginx-light): no comparison")
+    if (nginx === undefined && process.env["CI"] === "true") throw new Error("nginx is not installed (scripts/test-tools.sh installs nginx-light as root)")
+    if (nginx === undefined) return context.skip("nginx is not installed (apt-get install nginx-light): no comparison")
     // All bytes at once: nginx forwards whatever the Host, so it would wait for a body held for its answer.
-    const run = await runAll(port, app, cases.map(({ afterFirstAnswer: _, ...one }) => one), "nginx")
+    const run = await runAll(nginx, app, cases.map(({ afterFirstAnswer: _, ...one }) => one), "nginx")
     // By mutation: how many disagreements drew it, each way, and the one with the fewest mutations as the example.
     const byTag = new Map<string, { meshOnly: number; nginxOnly: number; example: Case; outcomes: string }>()
     let disagreements = 0
