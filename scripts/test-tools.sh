@@ -14,9 +14,25 @@ cd "$(dirname "$0")/.."
 
 can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
 apt_updated=false
+# A package's postinst starts its service wherever nothing forbids it: nginx's would serve its
+# default site on port 80 of every address, left running after the tests (a container without
+# systemd runs it through invoke-rc.d, a machine with systemd through deb-systemd-invoke; both ask
+# policy-rc.d first). Where the machine has no policy-rc.d, one that forbids every start (101) is
+# in place while apt runs, then removed.
+policy_rc_d=/usr/sbin/policy-rc.d
+policy_placed=false
+trap '! $policy_placed || rm -f "$policy_rc_d"' EXIT
 apt_install() {
   if ! $apt_updated; then apt-get update -qq || true; apt_updated=true; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  if [ ! -e "$policy_rc_d" ]; then
+    printf '#!/bin/sh\n# scripts/test-tools.sh: no service starts while it installs test tools\nexit 101\n' >"$policy_rc_d"
+    chmod 755 "$policy_rc_d"
+    policy_placed=true
+  fi
+  local status=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || status=$?
+  if $policy_placed; then rm -f "$policy_rc_d"; policy_placed=false; fi
+  return $status
 }
 
 missing=()
@@ -29,6 +45,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   if can_install; then
     echo "test-tools: installing ${missing[*]} (apt)" >&2
     apt_install "${missing[@]}"
+    # Not started, but enabled for the next boot by systemd's helper: a test tool, never a service.
+    if [[ " ${missing[*]} " == *" nginx-light "* ]] && [ -d /run/systemd/system ]; then systemctl disable nginx.service >/dev/null 2>&1 || true; fi
   else
     echo "test-tools: missing ${missing[*]}; as root, apt-get install ${missing[*]} (the tests that need them skip)" >&2
   fi
