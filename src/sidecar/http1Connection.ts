@@ -103,15 +103,16 @@ export class Connection implements CallConnection {
     const parser = new HTTPParser()
     parser.initialize(HTTPParser.REQUEST, {}, listener.options.maxHeaderSize, HTTPParser.kLenientNone)
     parser[HTTPParser.kOnHeaders] = (headers: Array<string>, url: string) => {
+      // Past the head these are a chunked body's trailers, which the mesh does not carry from an
+      // HTTP/1.1 caller, handed over with the message's URL again (node's binding keeps it until a
+      // flush): neither may become the next request's first fields or the start of its target.
+      if (this.headersDone) return
       for (const one of headers) this.pendingHeaders.push(one)
       this.pendingUrl += url
     }
     parser[HTTPParser.kOnHeadersComplete] = this.onHeadersComplete.bind(this)
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.parsing?.pushBody(chunk)
     parser[HTTPParser.kOnMessageComplete] = () => {
-      // Fields llhttp hands over after a chunked body are its trailers, which the mesh does not
-      // carry from an HTTP/1.1 caller: dropped, never kept as the next request's first fields.
-      if (this.pendingHeaders.length > 0) this.pendingHeaders = []
       this.inMessage = false
       this.headersDone = false
       this.completedInRead = true

@@ -72,7 +72,9 @@ export class H1Stream {
     }
     parser[HTTPParser.kOnHeaders] = (headers: Array<string>, url: string) => {
       for (const one of headers) this.pendingHeaders.push(one)
-      this.pendingUrl += url
+      // After the head (trailers) node's binding hands over the message's URL again, kept since its
+      // head: no part of the next message's target.
+      if (this.current === undefined) this.pendingUrl += url
     }
     parser[HTTPParser.kOnHeadersComplete] = (
       major: number,

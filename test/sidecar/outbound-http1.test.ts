@@ -48,6 +48,22 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
     expect(client.closed).toBe(false)
   })
 
+  it("a chunked request's trailers are no part of the next request: neither their fields nor the URL llhttp hands over with them (its own again)", async () => {
+    const client = await connect()
+    const many = Array.from({ length: 40 }, (_, i) => `x-t${i}: v\r\n`).join("")
+    client.write(
+      "POST /first-url HTTP/1.1\r\nhost: catalog\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-injected: 1\r\n\r\n" +
+        "GET /second-url HTTP/1.1\r\nhost: catalog\r\n\r\n" +
+        // More trailer fields than llhttp hands over at once (32): some go before the message's end.
+        `POST /third-url HTTP/1.1\r\nhost: catalog\r\ntransfer-encoding: chunked\r\n\r\n0\r\n${many}\r\n` +
+        "GET /fourth-url HTTP/1.1\r\nhost: catalog\r\n\r\n"
+    )
+    await client.untilResponses(4)
+    const answers = client.responses.map((r) => JSON.parse(r.body.toString("utf8")) as { url: string; headers: Record<string, string> })
+    expect(answers.map((a) => a.url)).toStrictEqual(["/first-url", "/second-url", "/third-url", "/fourth-url"])
+    for (const answer of answers) expect(Object.keys(answer.headers).filter((name) => name.startsWith("x-t") || name === "x-injected")).toStrictEqual([])
+  })
+
   it("Expect: 100-continue is answered 100 before the body is sent; another expectation 417", async () => {
     const client = await connect()
     client.write("POST /continued HTTP/1.1\r\nhost: catalog\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n")
