@@ -1,32 +1,10 @@
 // HTTP/1.1 byte streams read by node's llhttp binding (strict, node's header size limit), for the
 // framing fuzz (test/sidecar/framing-fuzz.test.ts): the client's bytes read as a strict server
 // reads them (what the client sent), the bytes sidecar B wrote to the app read as the app reads
-// them, and the answers a client reads. Independent of src/ (which wraps the same binding): the
-// test's view of framing is llhttp's, not the sidecar's rules on top of it.
-import { createRequire } from "node:module"
+// them, and the answers a client reads. Only the binding's loader comes from src/ (llhttp.ts, as
+// the sidecar loads it): none of the sidecar's rules on top of it, the test's view of framing is llhttp's.
+import { HTTPParser, type LlhttpParser, methodNames } from "../../src/sidecar/llhttp.ts"
 
-interface Parser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void
-  execute(data: Buffer): number | Error
-  finish(): number | Error | undefined
-  close(): void
-  [key: number]: unknown
-}
-
-interface ParserClass {
-  new (): Parser
-  readonly REQUEST: number
-  readonly RESPONSE: number
-  readonly kLenientNone: number
-  readonly kOnMessageBegin: number
-  readonly kOnHeaders: number
-  readonly kOnHeadersComplete: number
-  readonly kOnBody: number
-  readonly kOnMessageComplete: number
-}
-
-const common = createRequire(import.meta.url)("_http_common") as { readonly HTTPParser: ParserClass; readonly methods: ReadonlyArray<string> }
-const { HTTPParser } = common
 /** node's http.maxHeaderSize default, as the sidecar runs with it. */
 const MAX_HEADER_SIZE = 16 * 1024
 
@@ -56,7 +34,7 @@ export class H1Stream {
   rest: Buffer = Buffer.alloc(0)
   /** A message has begun and not ended. */
   midMessage = false
-  private readonly parser: Parser
+  private readonly parser: LlhttpParser
   private pendingHeaders: Array<string> = []
   private pendingUrl = ""
   private current: H1Message | undefined = undefined
@@ -92,7 +70,7 @@ export class H1Stream {
       const target = `${this.pendingUrl}${url ?? ""}`
       this.pendingUrl = ""
       this.parts = []
-      this.current = { method: common.methods[method] ?? String(method), url: target, status, versionMajor: major, versionMinor: minor, headers: all, trailers: [], body: Buffer.alloc(0), upgrade, keepAlive }
+      this.current = { method: methodNames[method] ?? String(method), url: target, status, versionMajor: major, versionMinor: minor, headers: all, trailers: [], body: Buffer.alloc(0), upgrade, keepAlive }
       onHead?.(this.current)
       // As node's server with an 'upgrade' listener (and the sidecar): no body is read for an upgrade, the rest is the new protocol's.
       if (kind === "request" && upgrade) return 2
