@@ -6,7 +6,8 @@
 #   kubectl   test/deploy renders the manifests with `kubectl kustomize` (kustomize v5)
 #   curl      test/sidecar/grpc.test.ts sends `curl --http2-prior-knowledge` to the outbound port
 #   gcc       test/cli/mallocTrim.test.ts compiles the optional memory trim (native/malloc_trim.c)
-#   nginx     test/sidecar/framing-fuzz.test.ts runs its cases through nginx too, to compare (nginx-light)
+#   nginx     test/sidecar/framing-fuzz.test.ts runs its cases through nginx too, to compare (the package
+#             that holds /usr/sbin/nginx; bookworm's nginx-light is a metapackage: it plus an unused module)
 # Not root, or no apt: it says what is missing; the tests that need a tool then skip with the reason
 # (in CI, CI=true, they fail instead, so a skip never hides a failure there).
 set -euo pipefail
@@ -40,13 +41,13 @@ command -v nft >/dev/null || missing+=(nftables)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v curl >/dev/null || missing+=(curl)
 command -v "${CC:-cc}" >/dev/null || missing+=(gcc)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   if can_install; then
     echo "test-tools: installing ${missing[*]} (apt)" >&2
     apt_install "${missing[@]}"
     # Not started, but enabled for the next boot by systemd's helper: a test tool, never a service.
-    if [[ " ${missing[*]} " == *" nginx-light "* ]] && [ -d /run/systemd/system ]; then systemctl disable nginx.service >/dev/null 2>&1 || true; fi
+    if [[ " ${missing[*]} " == *" nginx "* ]] && [ -d /run/systemd/system ]; then systemctl disable nginx.service >/dev/null 2>&1 || true; fi
   else
     echo "test-tools: missing ${missing[*]}; as root, apt-get install ${missing[*]} (the tests that need them skip)" >&2
   fi

@@ -398,8 +398,8 @@ describe("HTTP/1.1 framing through two sidecars (differential fuzz)", () => {
     const app = await startRecordingApp(cleanup)
     const nginx = await startNginx(cleanup, app.port)
     // In CI (scripts/test-tools.sh installs it) a missing nginx fails, as the suite's other tools do.
-    if (nginx === undefined && process.env["CI"] === "true") throw new Error("nginx is not installed (scripts/test-tools.sh installs nginx-light as root)")
-    if (nginx === undefined) return context.skip("nginx is not installed (apt-get install nginx-light): no comparison")
+    if (nginx === undefined && process.env["CI"] === "true") throw new Error("nginx is not installed (scripts/test-tools.sh installs nginx as root)")
+    if (nginx === undefined) return context.skip("nginx is not installed (apt-get install nginx): no comparison")
     // All bytes at once: nginx forwards whatever the Host, so it would wait for a body held for its answer.
     const run = await runAll(nginx, app, cases.map(({ afterFirstAnswer: _, ...one }) => one), "nginx")
     // By mutation: how many disagreements drew it, each way, and the one with the fewest mutations as the example.
