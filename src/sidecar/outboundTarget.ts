@@ -67,6 +67,13 @@ const sameOrigin = (host: string, authority: string): boolean => {
   return normal(host) === normal(authority)
 }
 
+/**
+ * An absolute-form target (RFC 9112 §3.2.2) as written: `http://`, the authority, then the path and
+ * query up to any fragment. The URL parser also reads `\`, `http:x` and `http:/x` as it does `//`
+ * and `/`, which RFC 3986 does not: such a target is refused rather than read two ways.
+ */
+const ABSOLUTE_FORM = /^http:\/\/[^/?#\\]*([/?][^#]*)?(?:#|$)/i
+
 /** Which service a request is for: the absolute URI's host, else the Host header; `.mesh` and the port dropped. */
 export const targetOf = (req: OutboundRequest): Target => {
   const url = req.url
@@ -81,11 +88,15 @@ export const targetOf = (req: OutboundRequest): Target => {
   let uri = url
   if (!url.startsWith("/")) {
     const absolute = URL.canParse(url) ? new URL(url) : undefined
-    if (absolute === undefined || absolute.protocol !== "http:") {
+    const written = ABSOLUTE_FORM.exec(url)
+    if (absolute === undefined || absolute.protocol !== "http:" || written === null) {
       throw new ProxyError({ status: 400, reason: "bad_target", hop: "outbound", message: `cannot proxy ${JSON.stringify(url.slice(0, 100))}` })
     }
     authority = absolute.host
-    uri = `${absolute.pathname}${absolute.search}`
+    // The path and query as sent, not the parser's (it removes dot segments and percent-encodes
+    // bytes such as `"`): a proxy must not modify them (RFC 9110 §7.7), and an origin-form target
+    // goes to the app as sent too. An empty path is "/".
+    uri = written[1] === undefined || written[1].startsWith("?") ? `/${written[1] ?? ""}` : written[1]
   }
   if (authority !== lastAuthority) {
     lastService = serviceOf(authority)

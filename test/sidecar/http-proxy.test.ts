@@ -220,6 +220,17 @@ describe("sidecar HTTP proxying (app <- B <- A <- client)", () => {
     expect(mismatched.headers.host).toBe("catalog.mesh:81")
   })
 
+  it("an absolute URI's path and query reach the app as sent; one the URL parser reads another way than RFC 3986 is refused", async () => {
+    // A proxy must not modify the path and query (RFC 9110 §7.7): no dot segment removed, nothing percent-encoded.
+    const asSent = echoed(await call(port(), { path: "http://catalog/a/../b/%2e%2e/c\"?q=\"x\"", headers: { host: "catalog" } }))
+    expect(asSent.url).toBe("/a/../b/%2e%2e/c\"?q=\"x\"")
+    expect(echoed(await call(port(), { path: "http://catalog?k=v", headers: { host: "catalog" } })).url).toBe("/?k=v")
+    // The WHATWG parser reads these as http://catalog/...; RFC 3986 does not (no authority, or a `\` in it).
+    for (const path of ["http:/catalog/f", "http:catalog/f", "http://catalog\\@evil/f"]) {
+      expect((await call(port(), { path, headers: { host: "catalog" } })).status, path).toBe(400)
+    }
+  })
+
   it("keep-alive: many requests over one agent socket to the outbound all work", async () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
     const sockets = new Set<net.Socket>()
