@@ -2,7 +2,8 @@
 // a seeded PRNG out of the known smuggling material (RFC 9112 §6 message body length, §7.1 chunked,
 // §5 field syntax): Content-Length and Transfer-Encoding in their conflicting and malformed forms,
 // chunk sizes, extensions and line ends, trailers, bytes a field must not hold, obs-fold, request
-// targets and versions, Expect and Connection, and requests hidden in bodies. Each case names the
+// targets and versions, Expect and Connection, odd but valid end-to-end fields (for the comparison
+// with nginx), and requests hidden in bodies. Each case names the
 // mutations it drew (`tags`), so a disagreement can be grouped by class.
 import type { Prng } from "./prng.ts"
 
@@ -25,6 +26,23 @@ const FIELD_BYTES = ["\x00", "\r", "\n", "\x7f", "\x80", "\xff", "\x0b", "\x0c",
 const CONNECTION = ["close", "keep-alive", "upgrade", "Upgrade, close", "keep-alive, close", "close, keep-alive", "te", "content-length", "transfer-encoding", "host"]
 const UPGRADE = ["websocket", "h2c", "h2c, websocket", "HTTP/2.0", "tls/1.0", "x y"]
 const EXPECT = ["100-continue", "100-Continue", "200-ok", "100-continue, x", ""]
+/**
+ * Fields of the client's own, valid (RFC 9110 §5.5) but odd: lists, quotes, padding, a tab, obs-text,
+ * an empty value, a name on two lines. A proxy passes them on as they are (framingDiff.ts compares).
+ */
+const E2E_FIELDS: ReadonlyArray<ReadonlyArray<string>> = [
+  ["X-E: a, b"],
+  ["X-E: \"q, u\\\"o\""],
+  ["X-E:   padded   "],
+  ["X-E: a\tb"],
+  ["X-E: \x80\xff"],
+  ["X-E:"],
+  ["X-E: 1", "X-E: 2"],
+  ["X-E: 1", "X-Other: x", "x-e: 2"],
+  ["X-E: a;b=c"],
+  ["Content-Type: text/plain; charset=\"utf-8\""]
+]
+
 /** Bytes a random flip puts in: framing's own characters above all. */
 const FLIP_BYTES = [0x00, 0x0a, 0x0d, 0x20, 0x09, 0x3a, 0x3b, 0x2c, 0x30, 0x31, 0x46, 0x7f, 0x80, 0xff, 0x22]
 
@@ -159,6 +177,10 @@ export const framingCase = (rng: Prng, id: number, service = "catalog"): Framing
     const value = rng.pick(EXPECT)
     fields.push(`Expect: ${value}`)
     tags.push(`expect:${value}`)
+  }
+  if (chance(rng, 0.15)) {
+    fields.push(...rng.pick(E2E_FIELDS))
+    tags.push("e2e-field")
   }
   // Field syntax (RFC 9112 §5): bytes a field must not hold, space before the colon, obs-fold.
   if (chance(rng, 0.12)) {

@@ -103,6 +103,13 @@ export const startNginx = async (cleanup: Cleanup, appPort: number): Promise<str
   if (binary === undefined) return undefined
   const dir = mkdtempSync(join(tmpdir(), "framing-fuzz-nginx-"))
   cleanup.add(() => rmSync(dir, { recursive: true, force: true }))
+  // What nginx passes on is compared with what the mesh does (framingDiff.ts), so it is told to pass
+  // the client's request on as sent where it can. proxy_pass without a URI sends the target as the
+  // client wrote it (an absolute URI's path and query), whatever merge_slashes and the percent-
+  // decoding do to the path nginx matches locations on (checked: "/a//b/%2e%2e/c%41?x=%41" and
+  // "/a/../f" arrive as sent). ignore_invalid_headers off: nginx would drop a field whose name is a
+  // valid token but not its own idea of one (an underscore, "!#$%&'*+.^`|~"). What it still changes
+  // by its role (Host, the framing, hop-by-hop fields, trailers) is not compared.
   // nginx takes no TCP port 0: a socket in its own dir has no port another process can take
   // between a pick and nginx's bind (the run's comparison would fail, or reach that process).
   const listening = join(dir, "nginx.sock")
@@ -115,6 +122,7 @@ error_log ${join(dir, "error.log")} warn;
 events { worker_connections 256; }
 http {
   access_log off;
+  ignore_invalid_headers off;
   client_body_temp_path ${join(dir, "body")};
   proxy_temp_path ${join(dir, "proxy")};
   fastcgi_temp_path ${join(dir, "fastcgi")};
