@@ -3,8 +3,8 @@
 // §5 field syntax): Content-Length and Transfer-Encoding in their conflicting and malformed forms,
 // chunk sizes, extensions and line ends, trailers, bytes a field must not hold, obs-fold, request
 // targets and versions, Expect and Connection, odd but valid end-to-end fields (for the comparison
-// with nginx), and requests hidden in bodies. Each case names the
-// mutations it drew (`tags`), so a disagreement can be grouped by class.
+// with nginx), and requests hidden in bodies. Each case names the mutations it drew (`tags`), so a
+// disagreement can be grouped by class.
 import type { Prng } from "./prng.ts"
 
 export interface FramingCase {
