@@ -156,6 +156,15 @@ class Exchange implements AppController {
   }
 }
 
+/** A Connection (or Proxy-Connection, which llhttp reads alike) field among flat name, value pairs. */
+const managesConnection = (fields: ReadonlyArray<string>): boolean => {
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!.toLowerCase()
+    if (name === "connection" || name === "proxy-connection") return true
+  }
+  return false
+}
+
 /** One keep-alive socket to the app and its parser. */
 class Connection {
   readonly socket: net.Socket
@@ -209,10 +218,15 @@ class Connection {
       // disarms it), so the begin callback costs nothing per answer: node's binding calls it only
       // when it is a function. A socket that closes after this answer needs no such watch.
       this.completed = true
-      if (this.keepAlive) this.parser[HTTPParser.kOnMessageBegin] = this.onStrayBegin
       // A chunked answer's trailers: llhttp hands them over as headers, just before this.
       const trailers = this.pendingHeaders
       this.pendingHeaders = []
+      // llhttp reads a Connection field among them as in the head: `close` there ends the connection
+      // for it (every later byte is HPE_CLOSED_CONNECTION), so a socket kept after it would fail the
+      // next exchange, another caller's. A trailer that manages the connection is forbidden (RFC 9110
+      // §6.5.1): the socket is not kept, whatever its value.
+      if (trailers.length > 0 && this.keepAlive && managesConnection(trailers)) this.keepAlive = false
+      if (this.keepAlive) this.parser[HTTPParser.kOnMessageBegin] = this.onStrayBegin
       const exchange = this.current
       if (exchange !== undefined && !exchange.ended) {
         exchange.over()

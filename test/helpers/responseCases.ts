@@ -239,7 +239,27 @@ export type Reading =
  */
 export const strictReading = (bytes: Buffer, method: Method): Reading => {
   const first = readIn(bytes, method, -1)
-  return first.endPiece === -1 ? first.reading : readIn(bytes, method, first.endPiece).reading
+  const reading = first.endPiece === -1 ? first.reading : readIn(bytes, method, first.endPiece).reading
+  if (reading.kind !== "answer" || !reading.keepAlive) return reading
+  return { ...reading, keepAlive: takesMore(bytes.subarray(0, bytes.length - reading.extra), method) }
+}
+
+/**
+ * Whether llhttp reads another answer after this one on the connection: its keep-alive view at the
+ * END of the answer, after trailers (a `connection: close` trailer ends it there, which the head's
+ * view, taken at the head, does not show).
+ */
+const takesMore = (answer: Buffer, method: Method): boolean => {
+  const parser = new HTTPParser()
+  parser.initialize(HTTPParser.RESPONSE, {}, nodeHttp.maxHeaderSize, HTTPParser.kLenientNone)
+  parser[HTTPParser.kOnHeadersComplete] = (_ma: number, _mi: number, _h: unknown, _m: unknown, _u: unknown, code: number) => (method === "HEAD" && code >= 200 ? 1 : 0)
+  try {
+    parser.execute(answer)
+    const result = parser.execute(Buffer.from("HTTP/1.1 204 No Content\r\n\r\n"))
+    return !(result instanceof Error)
+  } finally {
+    parser.close()
+  }
 }
 
 const STEP = 4096
