@@ -128,6 +128,9 @@ const startRawApp = async (cleanup: Cleanup, cases: Map<number, Prepared>) => {
   return { port: (server.address() as net.AddressInfo).port, violations, connections: () => connections }
 }
 
+/** Fields a trailer must not carry (framing, routing, connection management: RFC 9110 §6.5.1). */
+const FORBIDDEN_TRAILERS = new Set(["content-length", "transfer-encoding", "host", "connection", "proxy-connection", "keep-alive", "te", "trailer", "upgrade"])
+
 interface Got {
   readonly status: number
   readonly headers: ReadonlyArray<string>
@@ -156,16 +159,24 @@ const exchange = (port: number, requests: ReadonlyArray<{ readonly method: Metho
     const socket = net.connect({ port, host: "127.0.0.1", noDelay: true })
     const parser = new HTTPParser()
     parser.initialize(HTTPParser.RESPONSE, {}, nodeHttp.maxHeaderSize, HTTPParser.kLenientNone)
-    parser[HTTPParser.kOnHeaders] = (more: Array<string>) => void headers.push(...more)
+    let trailers: Array<string> = []
+    let inBody = false
+    // llhttp hands over a long head's first fields, and a chunked answer's trailers, through this.
+    parser[HTTPParser.kOnHeaders] = (more: Array<string>) => void (inBody ? trailers : headers).push(...more)
     parser[HTTPParser.kOnHeadersComplete] = (_ma: number, _mi: number, h: Array<string> | undefined, _m: unknown, _u: unknown, code: number) => {
       status = code
+      inBody = true
       if (h !== undefined) headers.push(...h)
       return requests[answers.length]?.method === "HEAD" && code >= 200 ? 1 : 0
     }
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => void body.push(Buffer.from(chunk))
     parser[HTTPParser.kOnMessageComplete] = () => {
       const got = { status, headers, body: Buffer.concat(body) }
+      // A framing or connection field among the trailers A wrote would reach a client's parser as in a head (RFC 9110 §6.5.1).
+      for (let i = 0; i < trailers.length; i += 2) if (FORBIDDEN_TRAILERS.has(trailers[i]!.toLowerCase())) error ??= `a trailer that must not be one reached the client: ${JSON.stringify(`${trailers[i]}: ${trailers[i + 1]}`)}`
       headers = []
+      trailers = []
+      inBody = false
       body = []
       if (got.status < 200 && got.status !== 101) return
       answers.push(got)
