@@ -2,12 +2,14 @@
 // (llhttp, strict) -> IIP -> sidecar A -> client. The app reads each request B writes (llhttp) and
 // answers a case's request with generated, often malformed bytes (test/helpers/responseCases.ts),
 // and `GET /canary/<id>` with a recognisable answer. Each case is one raw keep-alive client
-// connection to A: the case's request, then the canary (on a new connection if A closed the first).
+// connection to A: the case's request, then the canary (after the first answer, or at once behind
+// the request for odd ids; on a new connection if A closed the first without answering it).
 // What the client reads is parsed by llhttp (strict). Per case:
 // (a) the first answer is the app's answer as a strict reading takes it (status and body bytes), or
 //     a 5xx naming the hop (`x-iip-mesh-error`), or a cut connection when that reading found no
 //     whole answer; never a mix;
-// (b) the canary's answer is the app's canary answer or a mesh error, never the injected answer;
+// (b) the canary's answer is the app's canary answer: never the injected one, nor a mesh error
+//     (the app answered it soundly: an error there is the case's answer reaching past its exchange);
 // (c) A's bytes always parse: the client connection stays at an answer boundary or is closed;
 // (d) an app connection that carried an answer a strict reader cannot end cleanly (invalid, cut,
 //     bytes after it) never carries another request.
@@ -147,7 +149,7 @@ const field = (flat: ReadonlyArray<string>, name: string): string | undefined =>
  * ended, parsing what comes back with llhttp (strict; interim 1xx passed over). Resolves with the
  * final answers read, whether the connection closed, and what did not parse.
  */
-const exchange = (port: number, requests: ReadonlyArray<{ readonly method: Method; readonly bytes: Buffer }>) =>
+const exchange = (port: number, requests: ReadonlyArray<{ readonly method: Method; readonly bytes: Buffer }>, pipelined = false) =>
   new Promise<{ answers: Array<Got>; closed: boolean; error: string | undefined; raw: Buffer }>((resolve) => {
     const answers: Array<Got> = []
     const raw: Array<Buffer> = []
@@ -182,7 +184,7 @@ const exchange = (port: number, requests: ReadonlyArray<{ readonly method: Metho
       answers.push(got)
       if (answers.length > requests.length) error = `an answer nobody asked for: ${got.status} ${JSON.stringify(got.body.toString("latin1"))}`
       else if (sent < requests.length) socket.write(requests[sent++]!.bytes)
-      else socket.end()
+      else if (answers.length === requests.length) socket.end()
     }
     const timer = setTimeout(() => {
       error = `no end within ${CASE_LIMIT_MS} ms (${answers.length} answers)`
@@ -210,7 +212,8 @@ const exchange = (port: number, requests: ReadonlyArray<{ readonly method: Metho
       parser.close()
       resolve({ answers, closed: true, error, raw: Buffer.concat(raw) })
     })
-    socket.write(requests[sent++]!.bytes)
+    if (pipelined) while (sent < requests.length) socket.write(requests[sent++]!.bytes)
+    else socket.write(requests[sent++]!.bytes)
   })
 
 const requestBytes = (method: Method, path: string, bodyLength: number): Buffer =>
@@ -229,7 +232,8 @@ const runCase = async (port: number, prepared: Prepared, proxy: "mesh" | "nginx"
   const { one, reading } = prepared
   const violations: Array<string> = []
   const canary = { method: "GET" as const, bytes: requestBytes("GET", `/canary/${one.id}`, 0) }
-  const first = await exchange(port, [{ method: one.method, bytes: requestBytes(one.method, `/case/${one.id}`, one.requestBody) }, canary])
+  // Every other case sends the canary behind its request at once (pipelined), as a client may.
+  const first = await exchange(port, [{ method: one.method, bytes: requestBytes(one.method, `/case/${one.id}`, one.requestBody) }, canary], one.id % 2 === 1)
   if (first.error !== undefined) violations.push(`(c) ${first.error}; A wrote ${JSON.stringify(first.raw.toString("latin1").slice(0, 400))}`)
   const answer = first.answers[0]
   let outcome: Outcome = "cut"
