@@ -6,6 +6,8 @@
 #   kubectl   test/deploy renders the manifests with `kubectl kustomize` (kustomize v5)
 #   curl      test/sidecar/grpc.test.ts sends `curl --http2-prior-knowledge` to the outbound port
 #   gcc       test/cli/mallocTrim.test.ts compiles the optional memory trim (native/malloc_trim.c)
+#   nginx     test/sidecar/framing-fuzz.test.ts runs its cases through nginx too, to compare (the package
+#             that holds /usr/sbin/nginx; bookworm's nginx-light is a metapackage: it plus an unused module)
 # Not root, or no apt: it says what is missing; the tests that need a tool then skip with the reason
 # (in CI, CI=true, they fail instead, so a skip never hides a failure there).
 set -euo pipefail
@@ -13,9 +15,25 @@ cd "$(dirname "$0")/.."
 
 can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
 apt_updated=false
+# A package's postinst starts its service wherever nothing forbids it: nginx's would serve its
+# default site on port 80 of every address, left running after the tests (a container without
+# systemd runs it through invoke-rc.d, a machine with systemd through deb-systemd-invoke; both ask
+# policy-rc.d first). Where the machine has no policy-rc.d, one that forbids every start (101) is
+# in place while apt runs, then removed.
+policy_rc_d=/usr/sbin/policy-rc.d
+policy_placed=false
+trap '! $policy_placed || rm -f "$policy_rc_d"' EXIT
 apt_install() {
   if ! $apt_updated; then apt-get update -qq || true; apt_updated=true; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  if [ ! -e "$policy_rc_d" ]; then
+    printf '#!/bin/sh\n# scripts/test-tools.sh: no service starts while it installs test tools\nexit 101\n' >"$policy_rc_d"
+    chmod 755 "$policy_rc_d"
+    policy_placed=true
+  fi
+  local status=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || status=$?
+  if $policy_placed; then rm -f "$policy_rc_d"; policy_placed=false; fi
+  return $status
 }
 
 missing=()
@@ -23,10 +41,13 @@ command -v nft >/dev/null || missing+=(nftables)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v curl >/dev/null || missing+=(curl)
 command -v "${CC:-cc}" >/dev/null || missing+=(gcc)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   if can_install; then
     echo "test-tools: installing ${missing[*]} (apt)" >&2
     apt_install "${missing[@]}"
+    # Not started, but enabled for the next boot by systemd's helper: a test tool, never a service.
+    if [[ " ${missing[*]} " == *" nginx "* ]] && [ -d /run/systemd/system ]; then systemctl disable nginx.service >/dev/null 2>&1 || true; fi
   else
     echo "test-tools: missing ${missing[*]}; as root, apt-get install ${missing[*]} (the tests that need them skip)" >&2
   fi

@@ -381,10 +381,10 @@ const decodeRecent = (view: Buffer, at: number, length: number, recent: Array<st
 
 /**
  * Metadata entries from `start` to `end` of `view` into `entries`; throws EnvelopeError when one is
- * malformed. An envelope's go into a MetaEntries (a message's few entries without a hash table),
- * a trailers chunk's into a Map (what a stream's trailers are: meshStreamOut relays a Map).
+ * malformed. An envelope's and a trailers chunk's alike (a message's few entries without a hash
+ * table; every reader takes a Meta, and meshStreamOut relays a MetaEntries as it does a Map).
  */
-const decodeMetaEntries = <M extends MetaEntries | Map<string, string>>(view: Buffer, start: number, end: number, entries: M): M => {
+const decodeMetaEntries = (view: Buffer, start: number, end: number, entries: MetaEntries): MetaEntries => {
   let offset = start
   let place = 0
   while (offset < end) {
@@ -421,7 +421,8 @@ export const decodeTrailersChunk = (data: Buffer, maxMetaBytes: number): Meta =>
   const metaBytes = data.readUInt16BE(1)
   if (metaBytes > maxMetaBytes) throw new EnvelopeError({ message: `trailers of ${metaBytes} bytes exceed the ${maxMetaBytes}-byte limit` })
   if (3 + metaBytes !== data.length) throw new EnvelopeError({ message: `trailers length ${metaBytes} does not match the chunk` })
-  return decodeMetaEntries(data, 3, data.length, new Map<string, string>())
+  // No entries: the shared empty block, as an envelope's (a relay then sends a plain last packet).
+  return metaBytes === 0 ? emptyMeta : decodeMetaEntries(data, 3, data.length, new MetaEntries())
 }
 
 /**

@@ -10,6 +10,17 @@
 // wait for a place, in order, within their deadlines; past that a request is refused `overloaded`,
 // not processed (a gRPC caller reads UNAVAILABLE), and counted. node's session would take them all: its nghttp2 queue of streams
 // past the app's limit has no bound.
+// Long-lived streams hold a place for as long as they live (a watch, a subscription; or a peer's on
+// purpose): gRPC calls of a method seen to stream (an answer's second message) or from their
+// request's second message (not a unary call's large message, which streams too: counted, a burst
+// of uploads was refused), other requests whose body streams, event streams. They
+// take half the places at most (at least one), waiting or open, as event streams take half the
+// HTTP/1.1 pool (appPool.ts); past that one is refused at once, `overloaded`, not processed, and
+// counted, and the other calls keep the rest. Without it four server streams that never end took
+// all four places and every unary call waited out its deadline (h2c-stream-share.test.ts). A
+// method's calls before B sees one of its answers carry a second message are not known to stream:
+// each is an ordinary call, and joins the share as that message comes (it may pass the share then;
+// B never cuts a call it took).
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { Deadlines } from "../mux/deadlines.ts"
@@ -72,6 +83,10 @@ export class AppH2Leg implements H2Leg {
   private readonly waiting = new Set<AppH2Exchange>()
   /** Requests refused for want of a place (a counter reads it). */
   refused = 0
+  /** Long-lived streams admitted now, open or waiting (appH2Exchange.ts says which are). */
+  private longStreams = 0
+  /** Long-lived streams refused past their share (a counter reads it). */
+  longStreamsRefused = 0
   /** The current session's app's SETTINGS_MAX_CONCURRENT_STREAMS, kept from its 'remoteSettings' (node's getter builds an object per read). */
   private announcedStreams = Infinity
   /** The current session's SETTINGS came in: until then it carries only the stream that made it. */
@@ -116,6 +131,31 @@ export class AppH2Leg implements H2Leg {
     return false
   }
 
+  /**
+   * Whether a long-lived stream is refused now (counted): half the places, at least one, are held by
+   * long-lived streams already. Asked before admit; one admitted is counted by longStreamTaken.
+   */
+  refuseLongStream(): boolean {
+    if (this.longStreams < this.longStreamShare()) return false
+    this.longStreamsRefused++
+    return true
+  }
+
+  /** The places long-lived streams may hold: half of those there are now, at least one. */
+  longStreamShare(): number {
+    return Math.max(1, Math.floor(this.placesNow() / 2))
+  }
+
+  /** A long-lived stream took a place or waits for one (admitted, or known to stream once open). */
+  longStreamTaken(): void {
+    this.longStreams++
+  }
+
+  /** A long-lived stream gave its place back, or left the waiting line. */
+  longStreamEnded(): void {
+    this.longStreams--
+  }
+
   /** A waiting exchange ended where it waited (its deadline, a cancel). */
   leftWaiting(exchange: AppH2Exchange): void {
     this.waiting.delete(exchange)
@@ -133,6 +173,14 @@ export class AppH2Leg implements H2Leg {
     while (this.waiting.size > 0 && this.mayOpen()) {
       const next = this.waiting.values().next().value!
       this.waiting.delete(next)
+      // A long-lived call taken while the share was larger (before the session's SETTINGS told the
+      // app's limit: half of B's until then) is past it now: refused, not left in the line ahead of
+      // the unary calls behind it until a long-lived stream ends (h2c-stream-share.test.ts).
+      if (next.longLived && this.longStreams > this.longStreamShare()) {
+        this.longStreamsRefused++
+        next.pastShare()
+        continue
+      }
       this.openStreams++
       next.open()
     }

@@ -31,6 +31,7 @@ import type { AnswerHolds, Held } from "./answerHolds.ts"
 import { type AppH2Request, rawHeadOf } from "./appH2RequestHead.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
+import { acceptsEventStream, isAcceptName } from "./eventStream.ts"
 import { grpcStatusIn, isGrpcPairs } from "./grpcStatus.ts"
 import { resetCancelled } from "./h2Reset.ts"
 import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
@@ -67,6 +68,11 @@ export interface H2Leg {
   /** The places among the streams open to the app (appH2.ts): at most maxStreams, as many again waiting. */
   readonly maxStreams: number
   admit(exchange: AppH2Exchange): boolean | undefined
+  /** Long-lived streams' share of the places (appH2.ts): refused past it (counted), or counted from admit to their end. */
+  refuseLongStream(): boolean
+  longStreamShare(): number
+  longStreamTaken(): void
+  longStreamEnded(): void
   leftWaiting(exchange: AppH2Exchange): void
   streamClosed(session: http2.ClientHttp2Session): void
 }
@@ -85,7 +91,7 @@ export interface CancelSource {
 export class AppH2Exchange implements Expiring, Held {
   private readonly leg: H2Leg
   private readonly request: AppH2Request
-  private readonly observation: InboundObservation
+  readonly observation: InboundObservation
   private readonly pending: PendingOutcome
   private readonly grpc: boolean
   private stream: http2.ClientHttp2Stream | undefined = undefined
@@ -101,6 +107,10 @@ export class AppH2Exchange implements Expiring, Held {
   private parts: Array<Buffer> = []
   /** Where a gRPC answer's first message ends (its 5-byte prefix read), -1 before; Infinity once a second one came or is not looked for. */
   private firstMessageEnd = -1
+  /** The same for a gRPC request's streamed body (requestChunk), of a method not known to stream; its first bytes until its prefix is read. */
+  private requestFirstEnd = Infinity
+  private requestHead: Array<Buffer> | undefined = undefined
+  private requestBytes = 0
   /** Waiting in the leg's oneMessageHolds (the first wait is over). */
   private waitsLonger = false
   private bytes = 0
@@ -120,6 +130,8 @@ export class AppH2Exchange implements Expiring, Held {
   waitingForPlace = false
   /** Holds one of those places, until node closes its stream. */
   private placeHeld = false
+  /** Counted among the leg's long-lived streams (a method seen to stream, a streamed body, an event stream) until its place goes back (the leg's line reads it). */
+  longLived = false
   /** The session its stream opened on, whose places it holds. */
   private session: http2.ClientHttp2Session | undefined = undefined
   /** Armed while the streamed answer's app stream is paused (answerPaused). */
@@ -137,10 +149,22 @@ export class AppH2Exchange implements Expiring, Held {
     const { request, leg } = this
     // Cancelled already (the first call waits for node:http2 to load): nothing goes to the app.
     if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
+    // Known to live long before it opens: a gRPC method one of whose answers carried a second message,
+    // any other request whose body streams, an event stream. A gRPC call is counted too once a
+    // second message shows it streams, its answer's (noteMessages: its method learned) or its
+    // request's (requestChunk). A gRPC body streams for a unary call too (its one message past A's
+    // 64 KiB, or not come within its head's turn): counted so, a burst of uploads was refused.
+    const streamedBody = request.body instanceof IncomingStream
+    const longLived = this.grpc ? leg.streams(request.path) : streamedBody || (request.method === "GET" && pairsAcceptEventStream(request.headers))
+    if (this.grpc && streamedBody && !longLived) this.requestFirstEnd = -1
+    if (longLived && leg.refuseLongStream()) {
+      return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams (methods seen to stream, streamed request bodies, event streams) to the app at ${leg.address} hold half its places (${leg.longStreamShare()}), the most they may; retry elsewhere`, false)
+    }
     const admitted = leg.admit(this)
     if (admitted === undefined) {
       return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `as many requests wait for a stream to the app at ${leg.address} as it may have open (--app-h2-max-streams ${leg.maxStreams}, or fewer its SETTINGS_MAX_CONCURRENT_STREAMS allows); retry elsewhere`, false)
     }
+    if (longLived) this.countLongLived()
     // A gRPC call's deadline covers the whole call (its wait for a place too); any other request's only its answer's head.
     leg.deadlines.add(this, request.timeLeftMs)
     // The exchange listens itself (handleEvent), until it ends (finish).
@@ -148,6 +172,11 @@ export class AppH2Exchange implements Expiring, Held {
     cancel.addEventListener("abort", this)
     if (admitted) this.open()
     else this.waitingForPlace = true
+  }
+
+  /** A long-lived call whose turn came with the share smaller than when it was taken (appH2.ts): nothing went to the app. */
+  pastShare(): void {
+    this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams to the app at ${this.leg.address} hold half its places (${this.leg.longStreamShare()}, fewer than when this call was taken), the most they may; retry elsewhere`, false)
   }
 
   /** The leg closed while this waited for a place: nothing went to the app. */
@@ -188,7 +217,7 @@ export class AppH2Exchange implements Expiring, Held {
       stream.end(body)
       return
     }
-    void pump(body, stream, this.observation).catch((error: unknown) =>
+    void pump(body, stream, this).catch((error: unknown) =>
       this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, `request body broke off: ${String(error)}`)
     )
   }
@@ -245,7 +274,20 @@ export class AppH2Exchange implements Expiring, Held {
   private releasePlace(): void {
     if (!this.placeHeld) return
     this.placeHeld = false
+    this.endLongLived()
     this.leg.streamClosed(this.session!)
+  }
+
+  /** Counted among the long-lived streams, until its place goes back or it leaves the waiting line. */
+  private countLongLived(): void {
+    this.longLived = true
+    this.leg.longStreamTaken()
+  }
+
+  private endLongLived(): void {
+    if (!this.longLived) return
+    this.longLived = false
+    this.leg.longStreamEnded()
   }
 
   /** Reset without an error code (or closed before its end): settled here, whatever happened. */
@@ -284,9 +326,35 @@ export class AppH2Exchange implements Expiring, Held {
     }
     if (this.bytes > this.firstMessageEnd) {
       this.leg.noteStreaming(this.request.path)
+      this.knownStreaming()
       this.firstMessageEnd = Infinity
       // The longer wait was for trailers after one message: a second one means a stream, which goes on now.
       if (this.waitsLonger) this.streamAnswer()
+    }
+  }
+
+  /** The call showed a second message (its answer's or its request's): counted from here (its method's first, or the first since the methods were forgotten). */
+  private knownStreaming(): void {
+    if (!this.longLived && this.placeHeld) this.countLongLived()
+  }
+
+  /** A chunk of a gRPC request's streamed body on its way to the app (pump): past its first message, the call streams. */
+  requestChunk(chunk: Buffer): void {
+    if (this.requestFirstEnd === Infinity || this.done) return
+    this.requestBytes += chunk.length
+    if (this.requestFirstEnd < 0) {
+      ;(this.requestHead ??= []).push(chunk)
+      if (this.requestBytes < 5) return
+      this.requestFirstEnd = 5 + prefixedLength(this.requestHead)
+      this.requestHead = undefined
+    }
+    // Its method is not learned from it: a caller sends two messages on any path, a unary method's
+    // too (the app refuses the call), and every later call of that method was then long-lived,
+    // refused past the share; nor does an app (grpc-js, grpc-go) send a client stream's head before
+    // its answer, which could have told a method it took. Each such call counts from its second message.
+    if (this.requestBytes > this.requestFirstEnd) {
+      this.requestFirstEnd = Infinity
+      this.knownStreaming()
     }
   }
 
@@ -490,6 +558,7 @@ export class AppH2Exchange implements Expiring, Held {
     }
     if (this.waitingForPlace) {
       this.waitingForPlace = false
+      this.endLongLived()
       this.leg.leftWaiting(this)
     }
     this.leg.deadlines.remove(this)
@@ -551,6 +620,14 @@ function onStreamClose(this: ExchangeStream): void {
   this[EXCHANGE].onClose()
 }
 
+/** Whether a request's accept names text/event-stream (an EventSource's GET: it lives as long as it is read), its name in any case. */
+const pairsAcceptEventStream = (pairs: ReadonlyArray<readonly [string, string]>): boolean => {
+  for (let i = 0; i < pairs.length; i++) {
+    if (isAcceptName(pairs[i]![0]) && acceptsEventStream(pairs[i]![1])) return true
+  }
+  return false
+}
+
 /** The length in a gRPC message's 5-byte prefix (a flag byte, then 4 bytes big-endian), read across the first parts (5 bytes or more in all). */
 const prefixedLength = (parts: ReadonlyArray<Buffer>): number => {
   const first = parts[0]!
@@ -564,11 +641,13 @@ const prefixedLength = (parts: ReadonlyArray<Buffer>): number => {
   return length
 }
 
-/** The peer's streamed body written to the app's stream, waiting on its flow control. */
-const pump = async (body: IncomingStream, stream: http2.ClientHttp2Stream, observation: InboundObservation): Promise<void> => {
+/** The peer's streamed body written to the app's stream, waiting on its flow control; each chunk shown to its exchange (a gRPC request's second message). */
+const pump = async (body: IncomingStream, stream: http2.ClientHttp2Stream, exchange: AppH2Exchange): Promise<void> => {
+  const observation = exchange.observation
   for await (const chunk of body) {
     if (stream.destroyed) return
     observation.requestBytes(chunk.length)
+    exchange.requestChunk(chunk)
     if (!stream.write(chunk)) {
       await drainedOrClosed(stream)
     }

@@ -22,7 +22,7 @@
 import * as net from "node:net"
 import { type AppPoolRequest, EXPECTS_PAYLOAD, writeHead } from "./appRequestHead.ts"
 import { drainedOrClosed } from "./drained.ts"
-import { acceptsEventStream } from "./eventStream.ts"
+import { acceptsEventStream, isAcceptName } from "./eventStream.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser } from "./llhttp.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
@@ -72,7 +72,7 @@ const isEventStream = (request: AppPoolRequest): boolean => {
   const headers = request.headers
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i]!
-    if (name.length === 6 && (name === "accept" || /^accept$/i.test(name)) && acceptsEventStream(headers[i + 1]!)) return true
+    if (isAcceptName(name) && acceptsEventStream(headers[i + 1]!)) return true
   }
   return false
 }

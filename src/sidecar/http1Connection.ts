@@ -103,6 +103,10 @@ export class Connection implements CallConnection {
     const parser = new HTTPParser()
     parser.initialize(HTTPParser.REQUEST, {}, listener.options.maxHeaderSize, HTTPParser.kLenientNone)
     parser[HTTPParser.kOnHeaders] = (headers: Array<string>, url: string) => {
+      // Past the head these are a chunked body's trailers, which the mesh does not carry from an
+      // HTTP/1.1 caller, handed over with the message's URL again (node's binding keeps it until a
+      // flush): neither may become the next request's first fields or the start of its target.
+      if (this.headersDone) return
       for (const one of headers) this.pendingHeaders.push(one)
       this.pendingUrl += url
     }
@@ -275,14 +279,18 @@ export class Connection implements CallConnection {
       this.messageStarted = performance.now()
     }
     const name = methodNames[method] ?? ""
+    // llhttp also reads HTTP/0.9 and HTTP/2.0 request lines, with HTTP/1.0's keep-alive rules; the
+    // mesh speaks 1.0 and 1.1 (1.1's rules, Host required among them, would be skipped): answered
+    // 505 in its turn (start), no upgrade, and its body and all after it left unread (the close).
+    const unsupported = major !== 1 || minor > 1
     // No keep-alive and no switch for an upgrade to h2c alone; its body is read as any other's (0).
     const ordinary = upgrade && name !== "CONNECT" && asksOnlyH2c(raw)
-    if (ordinary) this.lastRequest = true
-    const call = new Http1Call(this, name, target, major, minor, raw, shouldKeepAlive && !ordinary, upgrade && !ordinary)
+    if (ordinary || unsupported) this.lastRequest = true
+    const call = new Http1Call(this, name, target, major, minor, raw, shouldKeepAlive && !ordinary && !unsupported, upgrade && !ordinary && !unsupported)
     this.carriedRequest = true
     this.waiting.push(call)
-    // An upgrade's head ends what llhttp reads here (2: no body, stop).
-    if (call.upgrade) return 2
+    // An upgrade's head (or one in a version not spoken) ends what llhttp reads here (2: no body, stop).
+    if (call.upgrade || unsupported) return 2
     this.parsing = call
     return 0
   }
@@ -303,6 +311,11 @@ export class Connection implements CallConnection {
   }
 
   private start(call: Http1Call): void {
+    // RFC 9110 15.6.6 (onHeadersComplete read no further).
+    if (call.httpVersionMajor !== 1 || call.httpVersionMinor > 1) {
+      call.writeHead(505, [])
+      return call.end()
+    }
     const http11 = call.httpVersionMajor === 1 && call.httpVersionMinor === 1
     if (http11 && call.headers.host === undefined) {
       call.keepAlive = false
@@ -319,6 +332,10 @@ export class Connection implements CallConnection {
       call.writeHead(501, [])
       return call.end()
     }
+    // RFC 9112 6.1: a Transfer-Encoding in an HTTP/1.0 message makes its framing faulty (a 1.0 hop
+    // before the sidecar may have framed it otherwise): processed, then the connection closes, a
+    // keep-alive it asked for or not, so nothing after it is read as a request.
+    if (codings !== undefined && !http11) call.keepAlive = false
     const expect = call.headers.expect
     if (http11 && expect !== undefined) {
       if (!CONTINUE_EXPECTATION.test(expect)) {
@@ -457,6 +474,15 @@ export class Connection implements CallConnection {
     const answer = code === "HPE_HEADER_OVERFLOW" ? TOO_LARGE : code === "HPE_CHUNK_EXTENSIONS_OVERFLOW" ? EXTENSIONS_TOO_LARGE : BAD_REQUEST
     if (this.carriedRequest) this.listener.options.onStray()
     const { parsing } = this
+    // The body of a request answered already (refused before its body was read) broke: it has had
+    // its one answer, and a 400 now would read as the answer to the caller's next request. The
+    // connection ends after that answer, with no other.
+    if (parsing !== undefined && parsing !== this.current && this.waiting.last !== parsing) {
+      this.parsing = undefined
+      parsing.failBody()
+      this.gone = true
+      return this.endAfterWrites()
+    }
     // The body of the request being answered cut short: it fails as that request's (the 400 its answer, if none has begun).
     if ((parsing !== undefined && parsing === this.current) || (this.current === undefined && this.waiting.length === 0)) return this.fail(answer)
     if (parsing !== undefined) {

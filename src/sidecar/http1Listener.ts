@@ -23,7 +23,10 @@
 //   connections, the bytes of the answers held so count in one budget (`maxHeldAnswerBytes`): past
 //   it a new request is refused 503 overloaded before it is forwarded, so many slow readers, each
 //   holding one large answer, cannot grow the process without end;
-// - HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body;
+// - a request line in HTTP/0.9 or HTTP/2.0 (llhttp reads them; no other besides 1.0 and 1.1) is
+//   answered 505 and closed, never routed;
+// - HTTP/1.0 and `Connection: close` end the connection after the answer (HTTP/1.0 with a
+//   Transfer-Encoding too, keep-alive or not: its framing is faulty, RFC 9112 6.1); HEAD gets no body;
 // - Upgrade requests hand the socket to outboundUpgrade.ts (CONNECT is answered 400 bad_target and
 //   closed); one that asks for h2c alone (curl --http2 on http://) is no upgrade here, as the mesh never switches to h2c: an
 //   ordinary request, its body read as any other's (chunked or with a length: in another coding it

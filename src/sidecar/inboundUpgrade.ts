@@ -71,6 +71,12 @@ export interface AppUpgradeRequest {
 }
 
 const noBody = Buffer.alloc(0)
+/**
+ * Methods node's client sends without body framing when none is given. For the others (POST, PUT...)
+ * it would declare `transfer-encoding: chunked` and end with an empty chunk, whose "0\r\n\r\n" an
+ * app that switches reads as the upgraded connection's first bytes: they declare `content-length: 0`.
+ */
+const UNFRAMED_BY_NODE = new Set(["GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"])
 
 /** Runs one upgrade with the app; resolves with the answer the peer gets (a 101 streams the app's bytes). */
 export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: AppUpgradeRequest, observation: InboundObservation, deadlineMs: number): Promise<HandlerValue> =>
@@ -118,7 +124,9 @@ export const upgradeApp = (leg: AppUpgradeLeg, request: IncomingRequest, app: Ap
         port: leg.appPort,
         method: app.method,
         path: app.path,
-        headers: [...app.headers, "connection", "upgrade", "upgrade", app.protocols],
+        headers: UNFRAMED_BY_NODE.has(app.method)
+          ? [...app.headers, "connection", "upgrade", "upgrade", app.protocols]
+          : [...app.headers, "connection", "upgrade", "upgrade", app.protocols, "content-length", "0"],
         agent: false,
         setHost: false
       })

@@ -85,6 +85,8 @@ class OutboundUpgrade {
   /** Why the tunnel was ended here, once its caller took none of the far app's bytes for the stall timeout. */
   private stall: ProxyError | undefined = undefined
   private finished = false
+  /** The answers to the requests before this one on its connection (keep-alive): an answer of this one has begun once more is written. */
+  private readonly writtenBefore: number
 
   constructor(options: OutboundUpgradeOptions, req: OutboundRequest, socket: net.Socket, head: Buffer) {
     this.options = options
@@ -93,6 +95,7 @@ class OutboundUpgrade {
     this.method = req.method
     this.observation = new OutboundObservation(options.telemetry, this.method, req.headers)
     this.source = new SocketSource(socket, head)
+    this.writtenBefore = socket.bytesWritten
   }
 
   run(req: OutboundRequest): void {
@@ -322,8 +325,9 @@ class OutboundUpgrade {
       ? new ProxyError({ status: 400, reason: "headers_too_large", hop: "outbound", message: error.message })
       : proxyErrorOf(error, this.endpointName)
     this.source.stop()
-    if (this.socket.writable && this.socket.bytesWritten === 0) {
-      writeProxyError(this.socket, proxyError)
+    // No answer of this one begun: its refusal goes out, even after answers to requests before it on a kept-alive connection.
+    if (this.socket.writable && this.socket.bytesWritten === this.writtenBefore) {
+      writeProxyError(this.socket, proxyError, this.method === "HEAD")
       this.closeAfterAnswer()
     } else this.socket.destroy()
     this.finish(proxyError.status, proxyError)

@@ -133,15 +133,17 @@ const errorBody = (error: ProxyError, reason: string): string => JSON.stringify(
 
 /**
  * The same answer written on a raw socket (an upgrade request, whose socket the outbound listener handed over),
- * then the socket ends: nothing the caller sends after it is read as a request. Never throws.
+ * then the socket ends: nothing the caller sends after it is read as a request. `head`: the request
+ * was a HEAD, whose answer has no content (RFC 9110 9.3.2): the head alone, its length still said.
+ * Never throws.
  */
-export const writeProxyError = (socket: net.Socket, error: ProxyError): void => {
+export const writeProxyError = (socket: net.Socket, error: ProxyError, head = false): void => {
   const reason = safeReason(error.reason)
   const body = errorBody(error, reason)
   try {
     socket.end(
       `HTTP/1.1 ${error.status} ${nodeHttp.STATUS_CODES[error.status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-        `${MESH_ERROR_HEADER}: ${error.hop}; reason=${reason}\r\n${retryAfterLine(error)}connection: close\r\n\r\n${body}`
+        `${MESH_ERROR_HEADER}: ${error.hop}; reason=${reason}\r\n${retryAfterLine(error)}connection: close\r\n\r\n${head ? "" : body}`
     )
   } catch {
     socket.destroy()

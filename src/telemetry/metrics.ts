@@ -90,10 +90,11 @@ export type Direction = "outbound" | "inbound"
 export type H2ResetReason = "answer_stalled"
 /** The bound an upgrade was refused by (sidecar/tunnelSeats.ts): maxTunnels, maxTunnelsPerPeer, the tunnels' pool of unread bytes. */
 export type TunnelLimit = "tunnels" | "per_peer" | "bytes" | "channels"
-/** Requests waiting for a stream to an h2c app, and those refused for want of one (sidecar/appH2.ts); event streams refused for the HTTP/1.1 pool's share (sidecar/appPool.ts). */
+/** Requests waiting for a stream to an h2c app, those refused for want of one, and long-lived ones refused for their share (sidecar/appH2.ts); event streams refused for the HTTP/1.1 pool's share (sidecar/appPool.ts). */
 export interface AppStreamCounts {
   readonly waiting: number
   readonly refused: number
+  readonly longStreamsRefused: number
   readonly eventStreamsRefused: number
 }
 /** Bytes of whole answers the outbound listener holds unsent for callers that do not read them, and the requests refused past their budget (sidecar/http1Connection.ts). */
@@ -485,7 +486,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readBundleRefreshes: (() => Readonly<Record<BundleRefreshResult, number>>) | undefined
   let readAnswerBytes = () => 0
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
-  let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, eventStreamsRefused: 0 })
+  let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, longStreamsRefused: 0, eventStreamsRefused: 0 })
   let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0 })
   let readOutboundEventStreamRefusals: () => number = () => 0
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
@@ -580,6 +581,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     Object.entries(readDroppedLines()).map(([stream, value]) => ({ labels: { stream }, value })))
   fromTallies(registry, "gauge", "iip_mesh_app_streams_waiting", "Requests waiting for a stream to the h2c app (past --app-h2-max-streams open, or the app's own SETTINGS_MAX_CONCURRENT_STREAMS); at most as many again.", [], () => [{ labels: {}, value: readAppStreams().waiting }])
   fromTallies(registry, "counter", "iip_mesh_app_streams_refused_total", "Requests refused 503 overloaded (gRPC UNAVAILABLE) before the h2c app saw them: as many waited for a stream to it as may.", [], () => [{ labels: {}, value: readAppStreams().refused }])
+  fromTallies(registry, "counter", "iip_mesh_app_long_streams_refused_total", "Long-lived streams (gRPC calls of a method seen to stream, other requests whose body streams, event streams) refused 503 overloaded (gRPC UNAVAILABLE), not processed, before the h2c app saw them: half its places (--app-h2-max-streams, or fewer its SETTINGS allow) held by long-lived streams already.", [], () => [{ labels: {}, value: readAppStreams().longStreamsRefused }])
   fromTallies(registry, "counter", "iip_mesh_app_event_streams_refused_total", "Event streams (GETs accepting text/event-stream) refused 503 overloaded, not processed, before the app saw them: half the app pool's sockets (--app-pool-size) held by event streams already.", [], () => [{ labels: {}, value: readAppStreams().eventStreamsRefused }])
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 

@@ -24,10 +24,12 @@ import {
   MaxDeadlineMs,
   MeshFeatures,
   decodeTrailersChunk,
+  emptyMeta,
   encodeTrailersChunk,
   parseDeadlineMs,
   scanMeta
 } from "../../src/protocol/mesh.ts"
+import { MetaEntries } from "../../src/protocol/metaEntries.ts"
 import { encodePacket } from "../../src/protocol/packet.ts"
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex")
@@ -184,7 +186,14 @@ describe("mesh vectors", () => {
     const trailers = new Map([["http-trailers", '[["grpc-status","0"]]']])
     const chunk = encodeTrailersChunk(trailers, 8192)
     expect(hex(encodePacket(7, "/x", 1, chunk))).toBe(`072f780000000001000000280300250d${json("http-trailers")}0015${json('[["grpc-status","0"]]')}`)
-    expect(decodeTrailersChunk(chunk, 8192)).toStrictEqual(trailers)
+    // Decoded as every other metadata block is: a MetaEntries (its entries, in order), not a Map.
+    const decoded = decodeTrailersChunk(chunk, 8192)
+    expect(decoded).toBeInstanceOf(MetaEntries)
+    expect([...decoded]).toStrictEqual([...trailers])
+    // Re-encoded from what it decoded to (a relay's last packet): the same bytes.
+    expect(encodeTrailersChunk(decoded, 8192).equals(chunk)).toBe(true)
+    // An empty block (no sender of ours writes one; a peer may): the shared empty metadata, as an envelope's.
+    expect(decodeTrailersChunk(Buffer.of(3, 0, 0), 8192)).toBe(emptyMeta)
     expect(() => encodeTrailersChunk(trailers, 16)).toThrow(EnvelopeError)
     expect(() => decodeTrailersChunk(chunk, 16)).toThrow(/exceed the 16-byte limit/)
     expect(() => decodeTrailersChunk(chunk.subarray(0, 10), 8192)).toThrow(/does not match/)

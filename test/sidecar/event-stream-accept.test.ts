@@ -1,7 +1,8 @@
 // acceptsEventStream (eventStream.ts): the accept value A and B both read to tell an event stream,
-// scanned from hyphen to hyphen with its letters folded (media types are case-blind, RFC 9110 8.3.1).
+// scanned from hyphen to hyphen with its letters folded (media types are case-blind, RFC 9110 8.3.1);
+// isAcceptName: B's test of the header's name, in any case (field names are case-blind, RFC 9110 5.1).
 import { expect, it } from "vitest"
-import { acceptsEventStream } from "../../src/sidecar/eventStream.ts"
+import { acceptsEventStream, isAcceptName } from "../../src/sidecar/eventStream.ts"
 
 it("names text/event-stream in any case, anywhere in the list, and nothing else", () => {
   const yes = ["text/event-stream", "TEXT/EVENT-STREAM", "Text/Event-Stream", "text/html, text/event-stream", "application/signed-exchange;v=b3, text/Event-Stream;q=0.9"]
@@ -11,4 +12,12 @@ it("names text/event-stream in any case, anywhere in the list, and nothing else"
   // Only letters fold: a control byte is not "/" or "-" (0x0f | 0x20 is "/", 0x0d | 0x20 is "-").
   expect(acceptsEventStream("text\x0fevent-stream")).toBe(false)
   expect(acceptsEventStream("text/event\x0dstream")).toBe(false)
+})
+
+it("isAcceptName: accept in any case, and no other name", () => {
+  const yes = ["accept", "Accept", "ACCEPT", "aCcEpT"]
+  // Six letters each, or near it; "@", "`" and control bytes are no letters of it however they fold.
+  const no = ["", "accep", "accepts", "pragma", "cookie", "origin", "@ccept", "`ccept", "acc\x05pt", "accep\x14"]
+  expect(yes.map(isAcceptName)).toEqual(yes.map(() => true))
+  expect(no.map(isAcceptName)).toEqual(no.map(() => false))
 })

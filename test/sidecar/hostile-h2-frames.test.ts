@@ -18,7 +18,7 @@ import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { h2Frame } from "../support/h2Raw.ts"
-import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { call, echoRequest, type Mesh, startMesh } from "../support/sidecarHarness.ts"
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
@@ -103,28 +103,51 @@ const connectRaw = async (cleanup: Cleanup, port: number) => {
   return { socket, frames, until, isClosed: () => closed }
 }
 
+/** A flood with none of it taken for this long after the last part taken counts as no longer read. */
+const STOPPED_MS = 1000
+
 /**
- * Waits until `done` holds ("done") or the peer stops reading from `socket` ("stopped"): bytes left
- * unsent that do not shrink over ten checks 100 ms apart. The sidecar runs in this process: every
- * check comes after a turn of the event loop in which it could have read, so an unchanged count is
- * its choice, not a slow machine's.
+ * Writes `flood` (frames of `frameBytes`) on `socket` in parts of 1,000 frames (the same bytes, in
+ * order; one callback each, as the kernel takes the part) and resolves with what ends it: "taken" (the last
+ * part taken: the sidecar read it all), "closed" (the connection closed), or "stopped" (no part
+ * taken for STOPPED_MS after the one before: the sidecar stopped reading). No polling: the events
+ * decide, and the one timer, armed again by each part taken, only says that none came. The sidecar
+ * runs in this process: that timer fires after turns of the event loop in which it could have read,
+ * so no progress is its choice, not a slow machine's.
  */
-const stoppedReading = (socket: net.Socket, done: () => boolean): Promise<"done" | "stopped"> =>
+const writeFlood = (socket: net.Socket, isClosed: () => boolean, flood: Buffer, frameBytes: number, what: string): Promise<"taken" | "closed" | "stopped"> =>
   withTimeout(
     new Promise((resolve) => {
-      let unsent = -1
-      let still = 0
-      const check = () => {
-        if (done()) return resolve("done")
-        still = socket.writableLength === unsent ? still + 1 : 0
-        unsent = socket.writableLength
-        if (still === 10) return resolve("stopped")
-        setTimeout(check, 100)
+      let quiet: NodeJS.Timeout | undefined
+      let over = false
+      const end = (verdict: "taken" | "closed" | "stopped") => {
+        over = true
+        clearTimeout(quiet)
+        socket.off("close", onClose)
+        resolve(verdict)
       }
-      check()
+      const onClose = () => end("closed")
+      const progress = () => {
+        clearTimeout(quiet)
+        quiet = setTimeout(() => end("stopped"), STOPPED_MS)
+      }
+      if (isClosed()) return end("closed")
+      socket.once("close", onClose)
+      const part = 1000 * frameBytes
+      let left = Math.ceil(flood.length / part)
+      progress()
+      for (let at = 0; at < flood.length; at += part) {
+        // A callback with an error: the socket was destroyed, its close settles it.
+        socket.write(flood.subarray(at, at + part), (error) => {
+          // A part taken after the verdict ("stopped", then read again) arms nothing: a timer left for the next test otherwise.
+          if (over || (error !== undefined && error !== null)) return
+          if (--left === 0) end("taken")
+          else progress()
+        })
+      }
     }),
     20_000,
-    "the sidecar to take the pings, end the session, or stop reading"
+    what
   )
 
 /** A GET on a session of node's own client: its status. */
@@ -203,12 +226,10 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
     // while its output waits): bounded both ways. Never both bursts taken and the session left open.
     raw.socket.pause()
     const ping = h2Frame(Type.ping, 0, 0, Buffer.alloc(8))
-    const burst = Buffer.concat(Array.from({ length: 20_000 }, () => ping))
-    raw.socket.write(burst)
-    let taken = false
-    raw.socket.write(burst, () => void (taken = true))
-    const verdict = await stoppedReading(raw.socket, () => taken || raw.isClosed())
-    if (verdict === "done") {
+    // Two bursts of 20,000.
+    const flood = Buffer.concat(Array.from({ length: 40_000 }, () => ping))
+    const verdict = await writeFlood(raw.socket, raw.isClosed, flood, ping.length, "the sidecar to take the pings, end the session, or stop reading")
+    if (verdict !== "stopped") {
       raw.socket.resume()
       await raw.until((frames) => frames.some((f) => f.type === Type.goaway), "the GOAWAY")
     }
@@ -239,10 +260,8 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
     for (const [name, frame] of floods) {
       const raw = await connectRaw(cleanup, mesh.a.outboundPort)
       raw.socket.pause()
-      let taken = false
-      raw.socket.write(Buffer.concat(Array.from({ length: 20_000 }, () => frame)), () => void (taken = true))
-      const verdict = await stoppedReading(raw.socket, () => taken || raw.isClosed())
-      if (verdict === "done") {
+      const verdict = await writeFlood(raw.socket, raw.isClosed, Buffer.concat(Array.from({ length: 20_000 }, () => frame)), frame.length, `the sidecar to take the ${name} flood, end the session, or stop reading`)
+      if (verdict !== "stopped") {
         raw.socket.resume()
         await raw.until((frames) => frames.some((f) => f.type === Type.goaway), `the GOAWAY after the ${name} flood`)
       } else {
@@ -279,8 +298,13 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
 
   it("a HEADERS flood past --h2-max-streams: the extra streams are refused (REFUSED_STREAM), the app sees that many and no more", async () => {
     const held: Array<() => void> = []
+    let fourHeld: () => void = () => {}
+    const fourReached = new Promise<void>((resolve) => (fourHeld = resolve))
     // Requests held unanswered: every stream stays open.
-    const holding = await startMesh(cleanup, (_req, res) => void held.push(() => res.end()), { a: { h2MaxStreams: 4 } })
+    const holding = await startMesh(cleanup, (_req, res) => {
+      held.push(() => res.end())
+      if (held.length === 4) fourHeld()
+    }, { a: { h2MaxStreams: 4 } })
     cleanup.add(() => held.forEach((release) => release()))
     const raw = await connectRaw(cleanup, holding.a.outboundPort)
     // Its SETTINGS first (max concurrent streams 4), as a client must wait for.
@@ -290,7 +314,8 @@ describe("raw HTTP/2 frames on the outbound listener", () => {
     const refused = (frames: ReadonlyArray<Frame>) => frames.filter((f) => f.type === Type.rst && f.payload.readUInt32BE(0) === http2.constants.NGHTTP2_REFUSED_STREAM)
     // Refused by nghttp2 before node makes a stream of them: nothing of ours runs for them.
     await raw.until((frames) => refused(frames).length === 146, "146 streams refused")
-    await waitFor(() => holding.app.seen.length === 4, 2000, "the 4 streams allowed to reach the app")
+    // The 4 not refused reach the app (146 + 4: none is left to come).
+    await withTimeout(fourReached, 2000, "the 4 streams allowed to reach the app")
     expect(holding.app.seen.map((r) => r.url)).toEqual(["/flood0", "/flood1", "/flood2", "/flood3"])
   })
 })

@@ -4,6 +4,7 @@
 // the body is sent, other expectations 417; a body in a coding besides chunked 501; no Host (or two) on HTTP/1.1, Transfer-Encoding with
 // Content-Length: 400 and the close, the app seeing nothing; CONNECT: 400 bad_target and the close
 // (it was cut without an answer); a head over node's 16 KiB: 431;
+// a request line in HTTP/0.9 or HTTP/2.0: 505 and the close, never routed;
 // HTTP/1.0 and `Connection: close` end the connection after the answer; HEAD gets no body and the
 // connection goes on. On the listener alone, with short timeouts: a slow head or a slow body is
 // answered 408 and closed, an idle keep-alive connection closed; one request at a time (the next
@@ -47,6 +48,22 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
     expect(client.closed).toBe(false)
   })
 
+  it("a chunked request's trailers are no part of the next request: neither their fields nor the URL llhttp hands over with them (its own again)", async () => {
+    const client = await connect()
+    const many = Array.from({ length: 40 }, (_, i) => `x-t${i}: v\r\n`).join("")
+    client.write(
+      "POST /first-url HTTP/1.1\r\nhost: catalog\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-injected: 1\r\n\r\n" +
+        "GET /second-url HTTP/1.1\r\nhost: catalog\r\n\r\n" +
+        // More trailer fields than llhttp hands over at once (32): some go before the message's end.
+        `POST /third-url HTTP/1.1\r\nhost: catalog\r\ntransfer-encoding: chunked\r\n\r\n0\r\n${many}\r\n` +
+        "GET /fourth-url HTTP/1.1\r\nhost: catalog\r\n\r\n"
+    )
+    await client.untilResponses(4)
+    const answers = client.responses.map((r) => JSON.parse(r.body.toString("utf8")) as { url: string; headers: Record<string, string> })
+    expect(answers.map((a) => a.url)).toStrictEqual(["/first-url", "/second-url", "/third-url", "/fourth-url"])
+    for (const answer of answers) expect(Object.keys(answer.headers).filter((name) => name.startsWith("x-t") || name === "x-injected")).toStrictEqual([])
+  })
+
   it("Expect: 100-continue is answered 100 before the body is sent; another expectation 417", async () => {
     const client = await connect()
     client.write("POST /continued HTTP/1.1\r\nhost: catalog\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n")
@@ -80,6 +97,28 @@ describe("outbound HTTP/1.1 through the sidecars", () => {
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/no-host")
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/two-hosts")
     expect(mesh.app.seen.map((r) => r.url)).not.toContain("/smuggle")
+  })
+
+  it("a request line whose version is neither HTTP/1.0 nor HTTP/1.1 (llhttp lets HTTP/0.9 and HTTP/2.0 through) is answered 505 and the close, after the answers owed before it; the app sees none", async () => {
+    for (const bytes of [
+      "GET /v09 HTTP/0.9\r\nhost: catalog\r\nconnection: keep-alive\r\n\r\nGET /after-version HTTP/1.1\r\nhost: catalog\r\n\r\n",
+      "POST /v20 HTTP/2.0\r\nhost: catalog\r\nconnection: keep-alive\r\ncontent-length: 5\r\n\r\nhelloGET /after-version HTTP/1.1\r\nhost: catalog\r\n\r\n",
+      "POST /v20 HTTP/2.0\r\nhost: catalog\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /after-version HTTP/1.1\r\nhost: catalog\r\n\r\n",
+      "GET /v20-upgrade HTTP/2.0\r\nhost: catalog\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nGET /after-version HTTP/1.1\r\nhost: catalog\r\n\r\n"
+    ]) {
+      const client = await connect()
+      client.write(bytes)
+      await waitFor(() => client.closed, 5000, "the close after a 505")
+      expect(client.responses.map((r) => r.startLine), bytes).toStrictEqual(["HTTP/1.1 505 HTTP Version Not Supported"])
+    }
+    // Behind a request kept alive: its answer first, then the 505 in its turn, then the close.
+    const client = await connect()
+    client.write("GET /before-version HTTP/1.1\r\nhost: catalog\r\n\r\nGET /v20 HTTP/2.0\r\nhost: catalog\r\n\r\n")
+    await waitFor(() => client.closed, 5000, "the close after a 505")
+    expect(client.responses.map((r) => r.startLine)).toStrictEqual(["HTTP/1.1 200 OK", "HTTP/1.1 505 HTTP Version Not Supported"])
+    const seen = mesh.app.seen.map((r) => r.url)
+    expect(seen).toContain("/before-version")
+    for (const url of ["/v09", "/v20", "/v20-upgrade", "/after-version"]) expect(seen).not.toContain(url)
   })
 
   it("a body in a transfer coding besides chunked (gzip, chunked; or split over two fields) is answered 501 and the close: the mesh would drop the coding and hand the app gzip bytes as plain; the app sees none", async () => {
