@@ -156,11 +156,16 @@ class Exchange implements AppController {
   }
 }
 
-/** A Connection (or Proxy-Connection, which llhttp reads alike) field among flat name, value pairs. */
-const managesConnection = (fields: ReadonlyArray<string>): boolean => {
+/**
+ * A trailer among flat name, value pairs that llhttp reads as it would in the head, so that its
+ * keep-alive verdict at the answer's end can differ from the head's (node's binding reports only
+ * the head's): Connection and Proxy-Connection (`close`), and Transfer-Encoding (not ending in
+ * `chunked`, the answer becomes one read to the close). Content-Length there is a parse error.
+ */
+const trailerEndsKeepAlive = (fields: ReadonlyArray<string>): boolean => {
   for (let i = 0; i < fields.length; i += 2) {
     const name = fields[i]!.toLowerCase()
-    if (name === "connection" || name === "proxy-connection") return true
+    if (name === "connection" || name === "proxy-connection" || name === "transfer-encoding") return true
   }
   return false
 }
@@ -221,11 +226,10 @@ class Connection {
       // A chunked answer's trailers: llhttp hands them over as headers, just before this.
       const trailers = this.pendingHeaders
       this.pendingHeaders = []
-      // llhttp reads a Connection field among them as in the head: `close` there ends the connection
-      // for it (every later byte is HPE_CLOSED_CONNECTION), so a socket kept after it would fail the
-      // next exchange, another caller's. A trailer that manages the connection is forbidden (RFC 9110
-      // §6.5.1): the socket is not kept, whatever its value.
-      if (trailers.length > 0 && this.keepAlive && managesConnection(trailers)) this.keepAlive = false
+      // llhttp may end the connection at such a trailer (every later byte is HPE_CLOSED_CONNECTION),
+      // so a socket kept after it would fail the next exchange, another caller's. These fields are
+      // forbidden in trailers (RFC 9110 §6.5.1): the socket is not kept, whatever their values.
+      if (trailers.length > 0 && this.keepAlive && trailerEndsKeepAlive(trailers)) this.keepAlive = false
       if (this.keepAlive) this.parser[HTTPParser.kOnMessageBegin] = this.onStrayBegin
       const exchange = this.current
       if (exchange !== undefined && !exchange.ended) {

@@ -128,7 +128,7 @@ const generate = (rng: Prng, cls: (typeof CLASSES)[number], method: Method, id: 
       return `${head(ok, ["transfer-encoding: chunked"])}${size}${eol}${body}\r\n0\r\n\r\n`
     }
     case "trailers": {
-      const trailer = rng.pick(["x-trailer: 1\r\n", "content-length: 5\r\n", "transfer-encoding: chunked\r\n", "host: evil\r\n", "x-t: a\r\n b\r\n", "x-t\x00: 1\r\n", "x-t: 1\n", ": empty\r\n", "connection: close\r\n", "proxy-connection: close\r\n", "connection: keep-alive\r\n", "keep-alive: timeout=0\r\n"])
+      const trailer = rng.pick(["x-trailer: 1\r\n", "content-length: 5\r\n", "transfer-encoding: chunked\r\n", "transfer-encoding: gzip\r\n", "transfer-encoding: identity\r\n", "host: evil\r\n", "x-t: a\r\n b\r\n", "x-t\x00: 1\r\n", "x-t: 1\n", ": empty\r\n", "connection: close\r\n", "proxy-connection: close\r\n", "connection: keep-alive\r\n", "keep-alive: timeout=0\r\n"])
       return head(ok, ["transfer-encoding: chunked", "trailer: x-trailer"]) + chunked(body, "", trailer)
     }
     case "header-bytes": {

@@ -363,6 +363,15 @@ const REGRESSIONS: ReadonlyArray<{ readonly name: string; readonly cls: string; 
     cls: "trailers",
     method: "GET",
     answer: "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-trailer\r\n\r\na\r\n0123456789\r\n0\r\nconnection: close\r\n\r\n"
+  },
+  {
+    // A Transfer-Encoding trailer that does not end in `chunked` makes llhttp's answer one read to
+    // the close (F_TRANSFER_ENCODING without F_CHUNKED: llhttp_message_needs_eof) at its end: the
+    // same HPE_CLOSED_CONNECTION for the next caller, past the first fix, which looked at Connection only.
+    name: "a `transfer-encoding: gzip` trailer: the app connection is not used again (the next caller's request failed HPE_CLOSED_CONNECTION on it)",
+    cls: "trailers",
+    method: "GET",
+    answer: "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\ntransfer-encoding: gzip\r\n\r\n"
   }
 ]
 
