@@ -15,22 +15,21 @@
 //     bytes after it) never carries another request.
 // RESPONSE_FUZZ_SEED and RESPONSE_FUZZ_CASES change the run (seed printed); RESPONSE_FUZZ_ONLY=id
 // replays one case. A failing case prints its bytes JSON-escaped, to become a fixed case below.
-// With nginx installed the same cases go through it in front of the same app: the cases where it
-// and the mesh disagree on accepting the first answer are printed by class.
-import { spawn } from "node:child_process"
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+// With nginx installed the first NGINX_CASES go through it in front of the same app: an answer both
+// pass on that the strict reading finds clean must reach the client alike (status, body bytes, the
+// app's x- fields); the cases where they disagree on passing it on are printed by class.
 import * as nodeHttp from "node:http"
 import * as net from "node:net"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { HTTPParser } from "../../src/sidecar/llhttp.ts"
+import { startNginx } from "../helpers/framingPeers.ts"
 import { prng } from "../helpers/prng.ts"
 import { canaryAnswer, canaryBody, INJECTED, type Method, type Reading, type ResponseCase, responseCase, splitPoints, strictReading } from "../helpers/responseCases.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { startMesh } from "../support/sidecarHarness.ts"
 
-const CASES = Number(process.env["RESPONSE_FUZZ_CASES"] ?? 2000)
+/** 1,000 by default keeps the file within CI's budget on a loaded 2-core machine; long runs set more. */
+const CASES = Number(process.env["RESPONSE_FUZZ_CASES"] ?? 1000)
 const SEED = Number(process.env["RESPONSE_FUZZ_SEED"] ?? 0x2e5b0)
 const LANES = 8
 /**
@@ -39,12 +38,22 @@ const LANES = 8
  */
 const NGINX_LANES = 32
 const NGINX_CASES = Number(process.env["RESPONSE_FUZZ_NGINX_CASES"] ?? 400)
+/** nginx's wait for the rest of an answer it finds incomplete (its 60 s default would outlast the test). */
+const NGINX_READ_TIMEOUT_MS = 200
 /** A case not over by then hangs (a violation of its own). */
 const CASE_LIMIT_MS = 6000
+/**
+ * nginx takes a 1xx it does not know (99, 103) for the final answer and then waits for the client:
+ * such a case ends only at the client's limit. Its outcomes are not held to the invariants, so a
+ * shorter limit (several times its read timeout) only costs it cases to compare.
+ */
+const NGINX_CASE_LIMIT_MS = 1500
 
 interface Prepared {
   readonly one: ResponseCase
   readonly reading: Reading
+  /** The strict reading ends this answer cleanly: a whole answer, nothing but empty lines after it, the connection kept. */
+  readonly clean: boolean
   /** The strict reading cannot end this answer cleanly: its connection must never carry another request. */
   readonly poisons: boolean
   /** The app closes after writing it (the reading waits for more, or reads to the close). */
@@ -60,7 +69,7 @@ const prepare = (one: ResponseCase): Prepared => {
   const rest = one.answer.subarray(consumed).toString("latin1")
   const clean = reading.kind === "answer" && /^[\r\n]*$/.test(rest) && !reading.toClose && reading.keepAlive && one.later === undefined
   const splits = splitPoints(prng(SEED ^ (one.id * 0x9e3779b1)), consumed)
-  return { one, reading, poisons: !clean && !one.early, closes: reading.kind === "cut" || (reading.kind === "answer" && reading.toClose), splits }
+  return { one, reading, clean, poisons: !clean && !one.early, closes: reading.kind === "cut" || (reading.kind === "answer" && reading.toClose), splits }
 }
 
 /** Writes `bytes` cut at `splits`, a turn of the event loop between pieces; then ends the socket when `end`. */
@@ -145,6 +154,22 @@ interface Got {
   readonly body: Buffer
 }
 
+/**
+ * The end-to-end fields the app itself sent (its `x-` ones), in order, lower-cased: what the
+ * comparison holds both proxies to. Not compared: framing (Content-Length, Transfer-Encoding: an
+ * intermediary may re-frame, RFC 9112 §6), hop-by-hop fields (RFC 9110 §7.6.1), fields a proxy adds
+ * or replaces (Date, Server, the mesh's x-iip-*), and trailers (nginx drops them; RFC 9110 §6.5.1
+ * lets a recipient discard them).
+ */
+const appFields = (got: Got): Array<string> => {
+  const fields: Array<string> = []
+  for (let i = 0; i + 1 < got.headers.length; i += 2) {
+    const name = got.headers[i]!.toLowerCase()
+    if (name.startsWith("x-") && !name.startsWith("x-iip-")) fields.push(`${name}: ${got.headers[i + 1]}`)
+  }
+  return fields
+}
+
 const field = (flat: ReadonlyArray<string>, name: string): string | undefined => {
   for (let i = 0; i + 1 < flat.length; i += 2) if (flat[i]!.toLowerCase() === name) return flat[i + 1]
   return undefined
@@ -155,7 +180,7 @@ const field = (flat: ReadonlyArray<string>, name: string): string | undefined =>
  * ended, parsing what comes back with llhttp (strict; interim 1xx passed over). Resolves with the
  * final answers read, whether the connection closed, and what did not parse.
  */
-const exchange = (port: number, requests: ReadonlyArray<{ readonly method: Method; readonly bytes: Buffer }>, pipelined = false) =>
+const exchange = (proxy: Proxy, requests: ReadonlyArray<{ readonly method: Method; readonly bytes: Buffer }>, pipelined = false) =>
   new Promise<{ answers: Array<Got>; closed: boolean; error: string | undefined; raw: Buffer }>((resolve) => {
     const answers: Array<Got> = []
     const raw: Array<Buffer> = []
@@ -164,7 +189,7 @@ const exchange = (port: number, requests: ReadonlyArray<{ readonly method: Metho
     let headers: Array<string> = []
     let body: Array<Buffer> = []
     let sent = 0
-    const socket = net.connect({ port, host: "127.0.0.1", noDelay: true })
+    const socket = typeof proxy.at === "number" ? net.connect({ port: proxy.at, host: "127.0.0.1", noDelay: true }) : net.connect({ path: proxy.at })
     const parser = new HTTPParser()
     parser.initialize(HTTPParser.RESPONSE, {}, nodeHttp.maxHeaderSize, HTTPParser.kLenientNone)
     let trailers: Array<string> = []
@@ -193,9 +218,9 @@ const exchange = (port: number, requests: ReadonlyArray<{ readonly method: Metho
       else if (answers.length === requests.length) socket.end()
     }
     const timer = setTimeout(() => {
-      error = `no end within ${CASE_LIMIT_MS} ms (${answers.length} answers)`
+      error = `no end within ${proxy.limitMs} ms (${answers.length} answers)`
       socket.destroy()
-    }, CASE_LIMIT_MS)
+    }, proxy.limitMs)
     socket.on("error", () => {})
     socket.on("data", (data: Buffer) => {
       raw.push(data)
@@ -228,18 +253,26 @@ const requestBytes = (method: Method, path: string, bodyLength: number): Buffer 
     Buffer.alloc(method === "POST" ? bodyLength : 0, 0x62)
   ])
 
+/** Where a proxy listens: sidecar A's port, or nginx's Unix socket. */
+interface Proxy {
+  readonly name: "mesh" | "nginx"
+  readonly at: number | string
+  /** How long a case's connection may last. */
+  readonly limitMs: number
+}
+
 /** A proxy's own error answer for the first request (the mesh names the hop; nginx's are bare 502/504). */
-const isProxyError = (got: Got, proxy: "mesh" | "nginx"): boolean => (proxy === "mesh" ? field(got.headers, "x-iip-mesh-error") !== undefined : got.status === 502 || got.status === 504)
+const isProxyError = (got: Got, proxy: Proxy): boolean => (proxy.name === "mesh" ? field(got.headers, "x-iip-mesh-error") !== undefined : got.status === 502 || got.status === 504)
 
 type Outcome = "passed" | "refused" | "cut"
 
-/** One case through `port`: its outcome and its violations of (a)-(c). */
-const runCase = async (port: number, prepared: Prepared, proxy: "mesh" | "nginx"): Promise<{ outcome: Outcome; violations: Array<string> }> => {
+/** One case through `proxy`: its outcome, the first answer, and its violations of (a)-(c). */
+const runCase = async (proxy: Proxy, prepared: Prepared): Promise<{ outcome: Outcome; answer: Got | undefined; violations: Array<string> }> => {
   const { one, reading } = prepared
   const violations: Array<string> = []
   const canary = { method: "GET" as const, bytes: requestBytes("GET", `/canary/${one.id}`, 0) }
   // Every other case sends the canary behind its request at once (pipelined), as a client may.
-  const first = await exchange(port, [{ method: one.method, bytes: requestBytes(one.method, `/case/${one.id}`, one.requestBody) }, canary], one.id % 2 === 1)
+  const first = await exchange(proxy, [{ method: one.method, bytes: requestBytes(one.method, `/case/${one.id}`, one.requestBody) }, canary], one.id % 2 === 1)
   if (first.error !== undefined) violations.push(`(c) ${first.error}; A wrote ${JSON.stringify(first.raw.toString("latin1").slice(0, 400))}`)
   const answer = first.answers[0]
   let outcome: Outcome = "cut"
@@ -249,37 +282,40 @@ const runCase = async (port: number, prepared: Prepared, proxy: "mesh" | "nginx"
     if (reading.kind !== "answer") violations.push(`(a) an answer a strict reader finds ${reading.kind === "cut" ? "cut" : `invalid (${reading.why})`} was passed on as ${answer.status} ${JSON.stringify(answer.body.toString("latin1"))}`)
     else if (answer.status !== reading.status || !answer.body.equals(reading.body))
       violations.push(`(a) passed on as ${answer.status} ${JSON.stringify(answer.body.toString("latin1"))}, the app's answer reads ${reading.status} ${JSON.stringify(reading.body.toString("latin1"))}`)
-  } else if (reading.kind === "answer" && proxy === "mesh") violations.push(`(a) the app's whole answer (${reading.status} ${JSON.stringify(reading.body.toString("latin1"))}) was cut, neither passed on nor refused`)
+  } else if (reading.kind === "answer" && proxy.name === "mesh") violations.push(`(a) the app's whole answer (${reading.status} ${JSON.stringify(reading.body.toString("latin1"))}) was cut, neither passed on nor refused`)
   // (b): the canary, on this connection if it got there, else on a fresh one.
   let canaryGot = first.answers[1]
   if (canaryGot === undefined && first.error === undefined) {
-    const again = await exchange(port, [canary])
+    const again = await exchange(proxy, [canary])
     if (again.error !== undefined) violations.push(`(c) the canary's own connection: ${again.error}`)
     canaryGot = again.answers[0]
     if (canaryGot === undefined) violations.push("(b) the canary on a fresh connection got no answer")
   }
   // The canary's request is sound and its answer too: anything but that answer (a mesh error as well)
   // is the case's answer reaching past its own exchange. nginx may refuse it (it has its own rules).
-  if (canaryGot !== undefined && !(proxy === "nginx" && isProxyError(canaryGot, proxy)) && (canaryGot.status !== 200 || canaryGot.body.toString("latin1") !== canaryBody(one.id)))
+  if (canaryGot !== undefined && !(proxy.name === "nginx" && isProxyError(canaryGot, proxy)) && (canaryGot.status !== 200 || canaryGot.body.toString("latin1") !== canaryBody(one.id)))
     violations.push(`(b) the canary got ${canaryGot.status} ${field(canaryGot.headers, "x-iip-mesh-error") ?? ""} ${JSON.stringify(canaryGot.body.toString("latin1").slice(0, 300))}${canaryGot.body.includes(INJECTED) ? " (the injected answer)" : ""}`)
-  return { outcome, violations }
+  return { outcome, answer, violations }
 }
 
-const runAll = async (port: number, cases: ReadonlyArray<Prepared>, proxy: "mesh" | "nginx", lanes = LANES) => {
+/** Runs `cases` on `lanes` connections at a time; keeps the first answers passed on for the first NGINX_CASES (the comparison's). */
+const runAll = async (proxy: Proxy, cases: ReadonlyArray<Prepared>, lanes = LANES) => {
   const outcomes = new Map<number, Outcome>()
+  const passed = new Map<number, Got>()
   const failures: Array<string> = []
   let next = 0
   const lane = async () => {
     while (next < cases.length) {
       const prepared = cases[next++]!
-      const result = await runCase(port, prepared, proxy)
+      const result = await runCase(proxy, prepared)
       outcomes.set(prepared.one.id, result.outcome)
+      if (result.outcome === "passed" && prepared.one.id < NGINX_CASES) passed.set(prepared.one.id, result.answer!)
       if (result.violations.length > 0)
         failures.push(`case ${prepared.one.id} [${prepared.one.cls} ${prepared.one.method}${prepared.one.method === "POST" ? ` ${prepared.one.requestBody} B` : ""}] ${JSON.stringify(prepared.one.answer.toString("latin1"))}\n  ${result.violations.join("\n  ")}`)
     }
   }
   await Promise.all(Array.from({ length: lanes }, lane))
-  return { outcomes, failures }
+  return { outcomes, passed, failures }
 }
 
 /** An answer's bytes JSON-escaped, its long middle elided (the large class). */
@@ -292,64 +328,6 @@ const tally = (outcomes: Map<number, Outcome>): string => {
   const counts: Record<string, number> = {}
   for (const outcome of outcomes.values()) counts[outcome] = (counts[outcome] ?? 0) + 1
   return JSON.stringify(counts)
-}
-
-/** nginx in front of the app (no port 0 in its config: the kernel's pick, released for it). */
-const startNginx = async (cleanup: Cleanup, appPort: number): Promise<number | undefined> => {
-  const binary = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].find((path) => existsSync(path))
-  if (binary === undefined) return undefined
-  const dir = mkdtempSync(join(tmpdir(), "response-fuzz-nginx-"))
-  cleanup.add(() => rmSync(dir, { recursive: true, force: true }))
-  const port = await new Promise<number>((resolve) => {
-    const probe = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as net.AddressInfo
-      probe.close(() => resolve(port))
-    })
-  })
-  writeFileSync(
-    join(dir, "nginx.conf"),
-    `worker_processes 1;
-daemon off;
-master_process off;
-pid ${join(dir, "nginx.pid")};
-error_log ${join(dir, "error.log")} crit;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${join(dir, "body")};
-  proxy_temp_path ${join(dir, "proxy")};
-  fastcgi_temp_path ${join(dir, "fastcgi")};
-  uwsgi_temp_path ${join(dir, "uwsgi")};
-  scgi_temp_path ${join(dir, "scgi")};
-  upstream app { server 127.0.0.1:${appPort}; keepalive 16; }
-  server {
-    listen 127.0.0.1:${port};
-    proxy_read_timeout 500ms;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-`
-  )
-  const child = spawn(binary, ["-p", dir, "-c", join(dir, "nginx.conf")], { stdio: "ignore" })
-  cleanup.add(
-    () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve()
-        child.once("exit", () => resolve())
-        child.kill("SIGKILL")
-      })
-  )
-  // Listening: a connection is accepted (bounded wait, no sleep as synchronisation).
-  const deadline = performance.now() + 5000
-  for (;;) {
-    const up = await new Promise<boolean>((resolve) => {
-      const probe = net.connect({ port, host: "127.0.0.1" }, () => (probe.destroy(), resolve(true)))
-      probe.once("error", () => resolve(false))
-    })
-    if (up) return port
-    if (performance.now() > deadline || child.exitCode !== null) throw new Error("nginx did not start listening")
-    await new Promise((resolve) => setImmediate(resolve))
-  }
 }
 
 /** Cases the fuzz found, fixed here as printed (each failed before its fix): the class, the method and the app's bytes. */
@@ -382,27 +360,27 @@ describe("HTTP/1.1 answers from a hostile app back through two sidecars (differe
   const generated = Array.from({ length: CASES }, (_, id) => responseCase(rng, id)).filter((one) => only === undefined || one.id === Number(only))
   const fixed = REGRESSIONS.map((r, i) => ({ id: 1_000_000 + i, cls: r.cls, method: r.method, requestBody: r.method === "POST" ? 10 : 0, early: false, later: undefined, answer: Buffer.from(r.answer.replaceAll("{ID}", String(1_000_000 + i)), "latin1") }))
   const cases = new Map<number, Prepared>([...generated, ...fixed].map((one) => [one.id, prepare(one)]))
-  let meshPort: number
-  let meshOutcomes: Map<number, Outcome> | undefined
+  let mesh: Proxy
+  let meshRun: Awaited<ReturnType<typeof runAll>> | undefined
   let app: Awaited<ReturnType<typeof startRawApp>>
   beforeAll(async () => {
     app = await startRawApp(cleanup, cases)
-    const mesh = await startMesh(cleanup, () => {}, { a: { tracing: false, requestTimeoutMs: 4000 }, b: { tracing: false, app: `127.0.0.1:${app.port}` } })
-    meshPort = mesh.a.outboundPort
+    const sidecars = await startMesh(cleanup, () => {}, { a: { tracing: false, requestTimeoutMs: 4000 }, b: { tracing: false, app: `127.0.0.1:${app.port}` } })
+    mesh = { name: "mesh", at: sidecars.a.outboundPort, limitMs: CASE_LIMIT_MS }
   })
   afterAll(() => cleanup.run())
 
   it.each(REGRESSIONS.map((r, i) => ({ ...r, key: 1_000_000 + i })))("fixed case: $name", async ({ key }) => {
     const before = app.violations.length
-    const run = await runAll(meshPort, [cases.get(key)!], "mesh")
+    const run = await runAll(mesh, [cases.get(key)!])
     expect([...run.failures, ...app.violations.slice(before)]).toStrictEqual([])
   })
 
   it(`${CASES} generated answers and a canary each: none split, merged, smuggled or given to the wrong request`, { timeout: 300_000 }, async () => {
     const started = performance.now()
     const before = app.violations.length
-    const run = await runAll(meshPort, generated.map((one) => cases.get(one.id)!), "mesh")
-    meshOutcomes = run.outcomes
+    const run = await runAll(mesh, generated.map((one) => cases.get(one.id)!))
+    meshRun = run
     const failures = [...run.failures, ...app.violations.slice(before)]
     console.log(`response fuzz: seed ${SEED} (RESPONSE_FUZZ_SEED), ${generated.length} cases (RESPONSE_FUZZ_CASES) in ${Math.round(performance.now() - started)} ms; first answers: ${tally(run.outcomes)}; ${app.connections()} app connections`)
     // Not violations, but worth a look: clean answers (by the strict reading) the mesh refused, by class.
@@ -419,18 +397,27 @@ describe("HTTP/1.1 answers from a hostile app back through two sidecars (differe
     expect(failures).toStrictEqual([])
   })
 
-  it("nginx in front of the same app, on the same cases: where it and the mesh disagree", { timeout: 300_000 }, async (context) => {
-    if (meshOutcomes === undefined) return context.skip("the mesh run did not complete: nothing to compare")
+  it("nginx in front of the same app: an answer both pass on, clean by the strict reading, reaches the client alike (status, body, the app's own fields)", { timeout: 300_000 }, async (context) => {
+    if (meshRun === undefined) return context.skip("the mesh run did not complete: nothing to compare")
     const nginxApp = await startRawApp(cleanup, cases)
-    const port = await startNginx(cleanup, nginxApp.port)
-    if (port === undefined && process.env["CI"] === "true") throw new Error("nginx is not installed (scripts/test-tools.sh installs nginx-light as root)")
-    if (port === undefined) return context.skip("nginx is not installed (apt-get install nginx-light): no comparison")
+    const listening = await startNginx(cleanup, nginxApp.port, NGINX_READ_TIMEOUT_MS)
+    if (listening === undefined && process.env["CI"] === "true") throw new Error("nginx is not installed (scripts/test-tools.sh installs it as root)")
+    if (listening === undefined) return context.skip("nginx is not installed (apt-get install nginx-light): no comparison")
     const compared = generated.slice(0, NGINX_CASES)
-    const run = await runAll(port, compared.map((one) => cases.get(one.id)!), "nginx", NGINX_LANES)
+    const run = await runAll({ name: "nginx", at: listening, limitMs: NGINX_CASE_LIMIT_MS }, compared.map((one) => cases.get(one.id)!), NGINX_LANES)
     const byClass = new Map<string, { meshOnly: number; nginxOnly: number; examples: Array<string> }>()
+    const differences: Array<string> = []
+    let alike = 0
     for (const one of compared) {
-      const mesh = meshOutcomes.get(one.id)
+      const mesh = meshRun.outcomes.get(one.id)
       const nginx = run.outcomes.get(one.id)
+      if (mesh === "passed" && nginx === "passed" && cases.get(one.id)!.clean) {
+        alike++
+        const a = meshRun.passed.get(one.id)!
+        const b = run.passed.get(one.id)!
+        if (a.status !== b.status || !a.body.equals(b.body) || JSON.stringify(appFields(a)) !== JSON.stringify(appFields(b)))
+          differences.push(`case ${one.id} [${one.cls} ${one.method}] ${shown(one.answer)}\n  mesh ${a.status} ${JSON.stringify(appFields(a))} ${shown(a.body)}\n  nginx ${b.status} ${JSON.stringify(appFields(b))} ${shown(b.body)}`)
+      }
       if ((mesh === "passed") === (nginx === "passed")) continue
       const entry = byClass.get(one.cls) ?? { meshOnly: 0, nginxOnly: 0, examples: [] }
       if (mesh === "passed") entry.meshOnly++
@@ -438,9 +425,11 @@ describe("HTTP/1.1 answers from a hostile app back through two sidecars (differe
       if (entry.examples.length < 3) entry.examples.push(`mesh ${mesh}, nginx ${nginx}: ${shown(one.answer)}`)
       byClass.set(one.cls, entry)
     }
+    // Which answers each refuses is each proxy's own rule (no assertion): printed, by class, to learn from.
     const lines = [...byClass].map(([cls, e]) => `${cls}: passed by the mesh alone ${e.meshOnly}, by nginx alone ${e.nginxOnly}\n    ${e.examples.join("\n    ")}`)
-    console.log(`response fuzz vs nginx (seed ${SEED}, the first ${compared.length} cases, RESPONSE_FUZZ_NGINX_CASES): nginx first answers ${tally(run.outcomes)}; disagreements by class:\n${lines.join("\n")}`)
-    // The comparison is a report; what it needs is that nginx answered every case.
-    expect(run.outcomes.size).toBe(compared.length)
+    console.log(`response fuzz vs nginx (seed ${SEED}, the first ${compared.length} cases, RESPONSE_FUZZ_NGINX_CASES): nginx first answers ${tally(run.outcomes)}; ${alike} clean answers both passed on, compared; disagreements on passing by class:\n${lines.join("\n")}`)
+    expect(differences).toStrictEqual([])
+    // Not vacuous: the generated cases hold clean answers (most classes' unmutated picks).
+    expect(alike).toBeGreaterThan(0)
   })
 })
