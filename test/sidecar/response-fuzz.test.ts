@@ -18,11 +18,10 @@
 // With nginx installed the first NGINX_CASES go through it in front of the same app: an answer both
 // pass on that the strict reading finds clean must reach the client alike (status, body bytes, the
 // app's x- fields); the cases where they disagree on passing it on are printed by class.
-import * as nodeHttp from "node:http"
 import * as net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { HTTPParser } from "../../src/sidecar/llhttp.ts"
 import { startNginx } from "../helpers/framingPeers.ts"
+import { H1Stream, type H1Message } from "../helpers/h1Stream.ts"
 import { prng } from "../helpers/prng.ts"
 import { canaryAnswer, canaryBody, INJECTED, type Method, type Reading, type ResponseCase, responseCase, splitPoints, strictReading } from "../helpers/responseCases.ts"
 import { Cleanup } from "../support/iipRaw.ts"
@@ -39,7 +38,7 @@ const LANES = 8
 const NGINX_LANES = 32
 const NGINX_CASES = Number(process.env["RESPONSE_FUZZ_NGINX_CASES"] ?? 400)
 /** nginx's wait for the rest of an answer it finds incomplete (its 60 s default would outlast the test). */
-const NGINX_READ_TIMEOUT_MS = 200
+const NGINX_READ_TIMEOUT_MS = 500
 /** A case not over by then hangs (a violation of its own). */
 const CASE_LIMIT_MS = 6000
 /**
@@ -97,15 +96,14 @@ const startRawApp = async (cleanup: Cleanup, cases: Map<number, Prepared>) => {
     socket.on("error", () => {})
     socket.once("close", () => {
       sockets.delete(socket)
-      parser.close()
+      stream.close()
     })
     /** The case whose answer poisoned this connection. */
     let poisonedBy: number | undefined
-    let url = ""
     let answeredAtHead = false
     /** The rest of a second answer the last one began: written when this connection carries another request. */
     let later: Buffer | undefined
-    const answer = (): void => {
+    const answer = (url: string): void => {
       if (socket.destroyed) return
       const canary = /^\/canary\/(\d+)$/.exec(url)
       if (canary !== null) return void socket.write(canaryAnswer(Number(canary[1])), "latin1")
@@ -115,26 +113,19 @@ const startRawApp = async (cleanup: Cleanup, cases: Map<number, Prepared>) => {
       later = prepared.one.later
       writeSplit(socket, prepared.one.answer, prepared.splits, prepared.closes)
     }
-    const parser = new HTTPParser()
-    parser.initialize(HTTPParser.REQUEST, {}, nodeHttp.maxHeaderSize, HTTPParser.kLenientNone)
-    parser[HTTPParser.kOnHeadersComplete] = (_ma: number, _mi: number, _h: unknown, _m: unknown, target: string) => {
-      url = target
-      if (poisonedBy !== undefined) violations.push(`(d) app connection ${connection} carried ${JSON.stringify(target)} after case ${poisonedBy}'s answer, which a strict reader cannot end cleanly`)
+    const onHead = ({ url }: H1Message): void => {
+      if (poisonedBy !== undefined) violations.push(`(d) app connection ${connection} carried ${JSON.stringify(url)} after case ${poisonedBy}'s answer, which a strict reader cannot end cleanly`)
       if (later !== undefined) socket.write(later)
       later = undefined
-      answeredAtHead = /^\/case\/\d+$/.test(target) && cases.get(Number(target.slice(6)))?.one.early === true
-      if (answeredAtHead) answer()
-      return 0
+      answeredAtHead = /^\/case\/\d+$/.test(url) && cases.get(Number(url.slice(6)))?.one.early === true
+      if (answeredAtHead) answer(url)
     }
-    parser[HTTPParser.kOnMessageComplete] = () => {
-      if (!answeredAtHead) answer()
-    }
+    const stream = new H1Stream("request", ({ url }) => (answeredAtHead ? undefined : answer(url)), undefined, onHead)
     socket.on("data", (data: Buffer) => {
-      const result = parser.execute(data)
-      if (result instanceof Error) {
-        violations.push(`app connection ${connection}: B wrote bytes llhttp refuses (${(result as { code?: string }).code})`)
-        socket.destroy()
-      }
+      // B never asks the app to upgrade: a stop without an error is as wrong as one with.
+      if (stream.push(data)) return
+      violations.push(`app connection ${connection}: B wrote bytes llhttp refuses (${(stream.error as { code?: string } | undefined)?.code ?? "an upgrade"})`)
+      socket.destroy()
     })
   })
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
@@ -185,38 +176,18 @@ const exchange = (proxy: Proxy, requests: ReadonlyArray<{ readonly method: Metho
     const answers: Array<Got> = []
     const raw: Array<Buffer> = []
     let error: string | undefined
-    let status = 0
-    let headers: Array<string> = []
-    let body: Array<Buffer> = []
     let sent = 0
     const socket = typeof proxy.at === "number" ? net.connect({ port: proxy.at, host: "127.0.0.1", noDelay: true }) : net.connect({ path: proxy.at })
-    const parser = new HTTPParser()
-    parser.initialize(HTTPParser.RESPONSE, {}, nodeHttp.maxHeaderSize, HTTPParser.kLenientNone)
-    let trailers: Array<string> = []
-    let inBody = false
-    // llhttp hands over a long head's first fields, and a chunked answer's trailers, through this.
-    parser[HTTPParser.kOnHeaders] = (more: Array<string>) => void (inBody ? trailers : headers).push(...more)
-    parser[HTTPParser.kOnHeadersComplete] = (_ma: number, _mi: number, h: Array<string> | undefined, _m: unknown, _u: unknown, code: number) => {
-      status = code
-      inBody = true
-      if (h !== undefined) headers.push(...h)
-      return requests[answers.length]?.method === "HEAD" && code >= 200 ? 1 : 0
-    }
-    parser[HTTPParser.kOnBody] = (chunk: Buffer) => void body.push(Buffer.from(chunk))
-    parser[HTTPParser.kOnMessageComplete] = () => {
-      const got = { status, headers, body: Buffer.concat(body) }
+    const onMessage = ({ status, headers, body, trailers }: H1Message): void => {
       // A framing or connection field among the trailers A wrote would reach a client's parser as in a head (RFC 9110 §6.5.1).
       for (let i = 0; i < trailers.length; i += 2) if (FORBIDDEN_TRAILERS.has(trailers[i]!.toLowerCase())) error ??= `a trailer that must not be one reached the client: ${JSON.stringify(`${trailers[i]}: ${trailers[i + 1]}`)}`
-      headers = []
-      trailers = []
-      inBody = false
-      body = []
-      if (got.status < 200 && got.status !== 101) return
-      answers.push(got)
-      if (answers.length > requests.length) error = `an answer nobody asked for: ${got.status} ${JSON.stringify(got.body.toString("latin1"))}`
+      if (status < 200 && status !== 101) return
+      answers.push({ status, headers, body })
+      if (answers.length > requests.length) error = `an answer nobody asked for: ${status} ${JSON.stringify(body.toString("latin1"))}`
       else if (sent < requests.length) socket.write(requests[sent++]!.bytes)
       else if (answers.length === requests.length) socket.end()
     }
+    const stream = new H1Stream("response", onMessage, (status) => requests[answers.length]?.method === "HEAD" && status >= 200)
     const timer = setTimeout(() => {
       error = `no end within ${proxy.limitMs} ms (${answers.length} answers)`
       socket.destroy()
@@ -224,23 +195,19 @@ const exchange = (proxy: Proxy, requests: ReadonlyArray<{ readonly method: Metho
     socket.on("error", () => {})
     socket.on("data", (data: Buffer) => {
       raw.push(data)
-      if (error !== undefined) return
-      const result = parser.execute(data)
-      if (result instanceof Error) {
-        error = `A's bytes do not parse (${(result as { code?: string }).code})`
-        socket.destroy()
-      }
+      if (error !== undefined || stream.push(data)) return
+      // No request here asks for an upgrade: bytes after a 101 (nginx passes one on) do not parse either.
+      error = `A's bytes do not parse (${(stream.error as { code?: string } | undefined)?.code ?? "past a 101"})`
+      socket.destroy()
     })
     socket.once("end", () => {
-      if (error === undefined) {
-        const result = parser.finish()
-        if (result instanceof Error) error = undefined // a cut answer: told by the count of answers
-      }
+      // An answer read to the close ends here; a cut one is told by the count of answers, not by the reader's error.
+      if (error === undefined) stream.finish()
       socket.end()
     })
     socket.once("close", () => {
       clearTimeout(timer)
-      parser.close()
+      stream.close()
       resolve({ answers, closed: true, error, raw: Buffer.concat(raw) })
     })
     if (pipelined) while (sent < requests.length) socket.write(requests[sent++]!.bytes)
