@@ -164,8 +164,11 @@ class Exchange implements AppController {
  */
 const trailerEndsKeepAlive = (fields: ReadonlyArray<string>): boolean => {
   for (let i = 0; i < fields.length; i += 2) {
-    const name = fields[i]!.toLowerCase()
-    if (name === "connection" || name === "proxy-connection" || name === "transfer-encoding") return true
+    const name = fields[i]!
+    // By length first, as for the head's fields: no lower-cased copy of every other trailer's name.
+    if (name.length === 10 && name.toLowerCase() === "connection") return true
+    if (name.length === 16 && name.toLowerCase() === "proxy-connection") return true
+    if (name.length === 17 && name.toLowerCase() === "transfer-encoding") return true
   }
   return false
 }
