@@ -303,7 +303,7 @@ const REGRESSIONS: ReadonlyArray<{ readonly name: string; readonly cls: string; 
     // llhttp takes a `connection: close` trailer as it would the header (F_CONNECTION_CLOSE at the
     // answer's end) and refuses every byte after it, while B read keep-alive from the head and put
     // the socket back: the next request on it, another caller's, failed 502 HPE_CLOSED_CONNECTION
-    // (seed 1, case 1320; seed 189872 cases 1376, 1672, 1697).
+    // (seed 1, case 1320; seed 189872 cases 1376, 1672, 1697, before the generator took more trailers).
     name: "a `connection: close` trailer: the app connection is not used again (the next caller's request failed HPE_CLOSED_CONNECTION on it)",
     cls: "trailers",
     method: "GET",
@@ -325,7 +325,7 @@ describe("HTTP/1.1 answers from a hostile app back through two sidecars (differe
   const only = process.env["RESPONSE_FUZZ_ONLY"]
   const rng = prng(SEED)
   const generated = Array.from({ length: CASES }, (_, id) => responseCase(rng, id)).filter((one) => only === undefined || one.id === Number(only))
-  const fixed = REGRESSIONS.map((r, i) => ({ id: 1_000_000 + i, cls: r.cls, method: r.method, requestBody: r.method === "POST" ? 10 : 0, early: false, later: undefined, answer: Buffer.from(r.answer.replaceAll("{ID}", String(1_000_000 + i)), "latin1") }))
+  const fixed = REGRESSIONS.map((r, i) => ({ id: 1_000_000 + i, cls: r.cls, method: r.method, requestBody: r.method === "POST" ? 10 : 0, early: false, later: undefined, answer: Buffer.from(r.answer, "latin1") }))
   const cases = new Map<number, Prepared>([...generated, ...fixed].map((one) => [one.id, prepare(one)]))
   let mesh: Proxy
   let meshRun: Awaited<ReturnType<typeof runAll>> | undefined
@@ -370,7 +370,8 @@ describe("HTTP/1.1 answers from a hostile app back through two sidecars (differe
     const listening = await startNginx(cleanup, nginxApp.port, NGINX_READ_TIMEOUT_MS)
     if (listening === undefined && process.env["CI"] === "true") throw new Error("nginx is not installed (scripts/test-tools.sh installs it as root)")
     if (listening === undefined) return context.skip("nginx is not installed (apt-get install nginx-light): no comparison")
-    const compared = generated.slice(0, NGINX_CASES)
+    // By id, as the runs keep the answers passed on (RESPONSE_FUZZ_ONLY leaves one case of any id).
+    const compared = generated.filter((one) => one.id < NGINX_CASES)
     const run = await runAll({ name: "nginx", at: listening, limitMs: NGINX_CASE_LIMIT_MS }, compared.map((one) => cases.get(one.id)!), NGINX_LANES)
     const byClass = new Map<string, { meshOnly: number; nginxOnly: number; examples: Array<string> }>()
     const differences: Array<string> = []
@@ -394,9 +395,9 @@ describe("HTTP/1.1 answers from a hostile app back through two sidecars (differe
     }
     // Which answers each refuses is each proxy's own rule (no assertion): printed, by class, to learn from.
     const lines = [...byClass].map(([cls, e]) => `${cls}: passed by the mesh alone ${e.meshOnly}, by nginx alone ${e.nginxOnly}\n    ${e.examples.join("\n    ")}`)
-    console.log(`response fuzz vs nginx (seed ${SEED}, the first ${compared.length} cases, RESPONSE_FUZZ_NGINX_CASES): nginx first answers ${tally(run.outcomes)}; ${alike} clean answers both passed on, compared; disagreements on passing by class:\n${lines.join("\n")}`)
+    console.log(`response fuzz vs nginx (seed ${SEED}, ${compared.length} cases of ids under ${NGINX_CASES}, RESPONSE_FUZZ_NGINX_CASES): nginx first answers ${tally(run.outcomes)}; ${alike} clean answers both passed on, compared; disagreements on passing by class:\n${lines.join("\n")}`)
     expect(differences).toStrictEqual([])
-    // Not vacuous: the generated cases hold clean answers (most classes' unmutated picks).
-    expect(alike).toBeGreaterThan(0)
+    // Not vacuous: a hundred generated cases hold clean answers (most classes' unmutated picks; 45-87 of 400 seen).
+    if (compared.length >= 100) expect(alike).toBeGreaterThan(0)
   })
 })
