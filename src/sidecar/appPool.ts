@@ -156,6 +156,23 @@ class Exchange implements AppController {
   }
 }
 
+/**
+ * A trailer among flat name, value pairs that llhttp reads as it would in the head, so that its
+ * keep-alive verdict at the answer's end can differ from the head's (node's binding reports only
+ * the head's): Connection and Proxy-Connection (`close`), and Transfer-Encoding (not ending in
+ * `chunked`, the answer becomes one read to the close). Content-Length there is a parse error.
+ */
+const trailerEndsKeepAlive = (fields: ReadonlyArray<string>): boolean => {
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!
+    // By length first, as for the head's fields: no lower-cased copy of every other trailer's name.
+    if (name.length === 10 && name.toLowerCase() === "connection") return true
+    if (name.length === 16 && name.toLowerCase() === "proxy-connection") return true
+    if (name.length === 17 && name.toLowerCase() === "transfer-encoding") return true
+  }
+  return false
+}
+
 /** One keep-alive socket to the app and its parser. */
 class Connection {
   readonly socket: net.Socket
@@ -209,10 +226,14 @@ class Connection {
       // disarms it), so the begin callback costs nothing per answer: node's binding calls it only
       // when it is a function. A socket that closes after this answer needs no such watch.
       this.completed = true
-      if (this.keepAlive) this.parser[HTTPParser.kOnMessageBegin] = this.onStrayBegin
       // A chunked answer's trailers: llhttp hands them over as headers, just before this.
       const trailers = this.pendingHeaders
       this.pendingHeaders = []
+      // llhttp may end the connection at such a trailer (every later byte is HPE_CLOSED_CONNECTION),
+      // so a socket kept after it would fail the next exchange, another caller's. These fields are
+      // forbidden in trailers (RFC 9110 §6.5.1): the socket is not kept, whatever their values.
+      if (trailers.length > 0 && this.keepAlive && trailerEndsKeepAlive(trailers)) this.keepAlive = false
+      if (this.keepAlive) this.parser[HTTPParser.kOnMessageBegin] = this.onStrayBegin
       const exchange = this.current
       if (exchange !== undefined && !exchange.ended) {
         exchange.over()

@@ -96,9 +96,10 @@ export type RecordingApp = Awaited<ReturnType<typeof startRecordingApp>>
 
 /**
  * nginx as one proxy in front of `appPort`, from a config in a temp dir: the path of the Unix socket
- * it listens on; undefined when it is not installed.
+ * it listens on; undefined when it is not installed. `readTimeoutMs` bounds its wait for an app's
+ * answer it finds incomplete (its default, 60 s, would outlast the test).
  */
-export const startNginx = async (cleanup: Cleanup, appPort: number): Promise<string | undefined> => {
+export const startNginx = async (cleanup: Cleanup, appPort: number, readTimeoutMs = 60_000): Promise<string | undefined> => {
   const binary = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].find((path) => existsSync(path))
   if (binary === undefined) return undefined
   const dir = mkdtempSync(join(tmpdir(), "framing-fuzz-nginx-"))
@@ -131,6 +132,7 @@ http {
   upstream app { server 127.0.0.1:${appPort}; keepalive 16; }
   server {
     listen unix:${listening};
+    proxy_read_timeout ${readTimeoutMs}ms;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
