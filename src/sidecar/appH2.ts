@@ -283,6 +283,9 @@ export class AppH2Leg implements H2Leg {
 
   /** An answer of `path` carried a second message. */
   noteStreaming(path: string): void {
+    // Emptied only to make room for a new one: every later answer of a method already kept would
+    // otherwise empty a full set again and again.
+    if (this.streamingMethods.has(path)) return
     if (this.streamingMethods.size >= STREAMING_METHODS_KEPT) this.streamingMethods.clear()
     this.streamingMethods.add(path)
   }

@@ -492,3 +492,21 @@ describe("the h2c leg: long-lived calls waiting for a place", () => {
     expect(seen).toStrictEqual([METHODS.watch.path, METHODS.watch.path, METHODS.echo.path])
   })
 })
+
+describe("the methods B learned stream", () => {
+  it("a method already learned, seen streaming again with the set full, keeps the others (the set is emptied only to make room for a new one)", async () => {
+    // No app: the leg makes no session until a call is forwarded.
+    const leg = new AppH2Leg(LOOPBACK, 1, undefined, 5000, 16)
+    try {
+      for (let i = 0; i < 1024; i++) leg.noteStreaming(`/svc.S/M${i}`)
+      leg.noteStreaming("/svc.S/M7")
+      expect(leg.streams("/svc.S/M0")).toBe(true)
+      expect(leg.streams("/svc.S/M1023")).toBe(true)
+      leg.noteStreaming("/svc.S/New")
+      expect(leg.streams("/svc.S/New")).toBe(true)
+      expect(leg.streams("/svc.S/M0")).toBe(false)
+    } finally {
+      await leg.close()
+    }
+  })
+})
