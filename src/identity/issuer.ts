@@ -29,6 +29,7 @@ import type { TLSSocket } from "node:tls"
 import { ListenFailed } from "../iip/server.ts"
 import type { DocumentLoad } from "../iip/documentFile.ts"
 import { type Log, LogThrottle } from "../iip/log.ts"
+import { amount, checkOptions, count, durationMs, type Limits } from "../iip/optionLimits.ts"
 import { loggable } from "../iip/redact.ts"
 import { IPV6_SOURCE_PREFIX, sourceKeyOf } from "../iip/sourceKey.ts"
 import { monotonicMillisOf } from "../mux/clock.ts"
@@ -124,6 +125,25 @@ export const issuerDefaults = {
   handshakeBurstPerSource: 40,
   ipv6SourcePrefix: IPV6_SOURCE_PREFIX.default
 } as const
+
+/**
+ * The numeric options' ranges, the CLI's (src/cli/identityIssuer.ts) for those it takes: a library
+ * caller's NaN, Infinity or negative would otherwise switch a bound off (every limit is `x > limit`).
+ */
+const issuerLimits: Limits<IssuerOptions> = {
+  port: count(0, 65_535),
+  // A second at least: tests renew leaves of a few seconds; the CLI asks a minute.
+  leafLifetimeMs: amount(1_000, 366 * 86_400_000),
+  maxRequestBytes: count(4096, 1024 * 1024),
+  requestTimeoutMs: durationMs(1, 300_000),
+  maxInFlight: count(1, 100_000),
+  maxInFlightPerSource: count(1, 100_000),
+  maxConnections: count(1, 1_000_000),
+  maxConnectionsPerSource: count(1, 1_000_000),
+  handshakeRatePerSource: count(1, 1_000_000),
+  handshakeBurstPerSource: count(1, 1_000_000),
+  ipv6SourcePrefix: count(IPV6_SOURCE_PREFIX.min, IPV6_SOURCE_PREFIX.max)
+}
 
 export interface Issuer {
   readonly host: string
@@ -247,8 +267,10 @@ const presentedService = (socket: TLSSocket, trustDomain: string, now: number): 
   return segments.length === 3 && segments[1] === "svc" ? segments[2] : undefined
 }
 
+/** Dies with OptionInvalid for a numeric option out of its range (src/iip/optionLimits.ts's rule for Effect constructors). */
 export const make = (options: IssuerOptions): Effect.Effect<Issuer, ListenFailed, Scope.Scope> =>
   Effect.gen(function*() {
+    checkOptions("Issuer", issuerLimits, options)
     let ca = options.ca
     const signed: Record<ProofKind, number> = { kubernetes: 0, join: 0 }
     const refused = Object.fromEntries(refusalReasons.map((reason) => [reason, 0])) as Record<RefusalReason, number>
