@@ -44,6 +44,9 @@ const held = (socket: net.Socket): number => socket.writableLength
 
 
 /** One connection from the app. */
+/** HTTP/1.0 or 1.1: the versions the listener speaks (llhttp also reads 0.9 and 2.0 request lines). */
+const spokenVersion = (major: number, minor: number): boolean => major === 1 && minor <= 1
+
 export class Connection implements CallConnection {
   readonly socket: net.Socket
   readonly remoteAddress: string
@@ -282,7 +285,7 @@ export class Connection implements CallConnection {
     // llhttp also reads HTTP/0.9 and HTTP/2.0 request lines, with HTTP/1.0's keep-alive rules; the
     // mesh speaks 1.0 and 1.1 (1.1's rules, Host required among them, would be skipped): answered
     // 505 in its turn (start), no upgrade, and its body and all after it left unread (the close).
-    const unsupported = major !== 1 || minor > 1
+    const unsupported = !spokenVersion(major, minor)
     // No keep-alive and no switch for an upgrade to h2c alone; its body is read as any other's (0).
     const ordinary = upgrade && name !== "CONNECT" && asksOnlyH2c(raw)
     if (ordinary || unsupported) this.lastRequest = true
@@ -312,7 +315,7 @@ export class Connection implements CallConnection {
 
   private start(call: Http1Call): void {
     // RFC 9110 15.6.6 (onHeadersComplete read no further).
-    if (call.httpVersionMajor !== 1 || call.httpVersionMinor > 1) {
+    if (!spokenVersion(call.httpVersionMajor, call.httpVersionMinor)) {
       call.writeHead(505, [])
       return call.end()
     }
