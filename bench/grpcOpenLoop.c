@@ -20,7 +20,7 @@
 // Echo's answer) and then a HEADERS frame with END_STREAM (the trailers) ends the stream. Anything
 // else is an error of that call, named: a trailers-only answer (HEADERS with END_STREAM first: a gRPC
 // error), other bytes or a wrong count, DATA ending the stream, RST_STREAM, a GOAWAY past its stream,
-// a connection cut or failed.
+// a connection cut or failed. The echoed bytes with a non-zero grpc-status in the trailers would pass.
 //
 // The peer is a proxy under test, some broken on purpose: every frame's length is bounded by what we
 // advertise (16,384, the default), a header block (HEADERS and its CONTINUATIONs) by 64 KiB, a
