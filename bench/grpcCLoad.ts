@@ -1,4 +1,4 @@
-// The gRPC bench's C open-loop generator (grpcOpenLoop.c; its header says what it sends and what it
+// The gRPC bench's C open-loop generator (grpcOpenLoop.c with grpcFrames.c; its header says what it sends and what it
 // checks of an answer), built and driven as the sidecar bench's (sidecar/cLoad.ts): compiled once per
 // change of its source or compiler, one long-lived child for the whole open loop, one target per
 // path, each slice a `run`. bench/grpc.ts runs it beside its Node generators; without a C compiler,
@@ -9,7 +9,11 @@ import type { OpenSample } from "./sidecar/nodeLoad.ts"
 
 const here = (name: string): string => fileURLToPath(new URL(`./${name}`, import.meta.url))
 
-export const GRPC_OPEN_LOOP: CProgram = { name: "grpcopenloop", sources: [here("grpcOpenLoop.c"), here("sidecar/loopCore.c")], headers: [here("sidecar/loopCore.h")] }
+export const GRPC_OPEN_LOOP: CProgram = {
+  name: "grpcopenloop",
+  sources: ["grpcOpenLoop.c", "grpcFrames.c", "sidecar/loopCore.c"].map(here),
+  headers: ["grpcH2.h", "sidecar/loopCore.h"].map(here)
+}
 
 /** The largest message it sends: one DATA frame of 16,384 bytes, the least every peer takes, with the 5-byte prefix. */
 export const C_MAX_MESSAGE_BYTES = 16_384 - 5

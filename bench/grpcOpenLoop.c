@@ -1,5 +1,6 @@
-// The gRPC bench's open-loop load generator in C (grpcCLoad.ts compiles it with sidecar/loopCore.c,
-// spawns it once and drives it; bench/grpc.ts runs it beside its Node generators): unary gRPC calls
+// The gRPC bench's open-loop load generator in C (grpcCLoad.ts compiles it with grpcFrames.c, which
+// reads the server's frames, and sidecar/loopCore.c, spawns it once and drives it; bench/grpc.ts runs
+// it beside its Node generators): here its targets, connections and calls sent. Unary gRPC calls
 // over cleartext HTTP/2 with prior knowledge, as grpc-js sends them, from outside the bench's Node
 // process, so that neither a Node client's GC pauses nor its timers' lateness land in the tails.
 // The schedule, the `run` command and its answer are loopCore.c's (its header).
@@ -40,93 +41,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "grpcH2.h"
 #include "sidecar/loopCore.h"
 
 #define MAX_TARGETS 64
 #define MAX_AUTHORITY 256
 #define MAX_PATH 256
 #define MAX_MESSAGE (16384 - 5)
-/** Calls in flight on a connection at most (a stream's slot is its id / 2 modulo this). */
-#define MAX_STREAMS 1024
-/** The largest frame we take (we do not raise SETTINGS_MAX_FRAME_SIZE from its default). */
-#define OUR_MAX_FRAME 16384
-/** Our stream windows (SETTINGS_INITIAL_WINDOW_SIZE) and the connection's, raised to it at once. */
-#define OUR_WINDOW (1 << 30)
-/** Connection-level DATA consumed before we give it back in a WINDOW_UPDATE. */
-#define WINDOW_REFILL (1 << 20)
-#define MAX_HEADER_BLOCK 65536
-#define OUT_MAX (256 * 1024)
-#define IN_CAP (64 * 1024)
-
-enum { DATA = 0, HEADERS = 1, RST_STREAM = 3, SETTINGS = 4, PUSH_PROMISE = 5, PING = 6, GOAWAY = 7, WINDOW_UPDATE = 8, CONTINUATION = 9 };
-enum { END_STREAM = 0x1, ACK = 0x1, END_HEADERS = 0x4, PADDED = 0x8, PRIORITY = 0x20 };
-enum ConnState { CONNECTING, PREFACED, OPEN };
-
-/** A call in flight: its request's index, its stream and how much of the answer came. */
-typedef struct Stream {
-  long request; /* -1: free slot */
-  uint32_t id;
-  uint32_t got;
-  int same;
-  int headed;
-} Stream;
-
-typedef struct Target Target;
-
-typedef struct Conn {
-  int fd;
-  enum ConnState state;
-  uint32_t watching;
-  Target *target;
-  /** After a GOAWAY: no new calls, closed when its last one ends. */
-  int draining;
-  struct Conn *nextOfTarget;
-  uint32_t nextId;
-  int inFlight;
-  /** The server's settings and our send window on the connection. */
-  uint32_t peerMaxStreams;
-  int64_t peerInitialWindow;
-  int64_t sendWindow;
-  /** DATA bytes received and not yet given back. */
-  int64_t consumed;
-  /** The header block in progress (HEADERS without END_HEADERS): its stream, its bytes, its END_STREAM. */
-  uint32_t blockStream;
-  size_t blockBytes;
-  int blockEndsStream;
-  size_t inLen;
-  size_t outAt, outLen;
-  uint8_t in[IN_CAP];
-  uint8_t out[OUT_MAX];
-  Stream streams[MAX_STREAMS];
-} Conn;
-
-struct Target {
-  int used;
-  struct sockaddr_in addr;
-  /** A call's frames (HEADERS, then DATA with the message), stream ids patched per call. */
-  uint8_t *call;
-  size_t callLen, headersLen;
-  /** The answer each call must get back: the DATA payload sent. */
-  const uint8_t *expected;
-  uint32_t expectedLen;
-  /** The connection new calls go on (NULL: none yet), and every connection (draining ones too). */
-  Conn *current;
-  Conn *conns;
-};
 
 const char *const loopName = "grpcopenloop";
 static Target targets[MAX_TARGETS];
-
-static void put24(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 16); p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)v; }
-static void put32(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v; }
-static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-
-static void frameHead(uint8_t *p, uint32_t length, int type, int flags, uint32_t stream) {
-  put24(p, length);
-  p[3] = (uint8_t)type;
-  p[4] = (uint8_t)flags;
-  put32(p + 5, stream & 0x7fffffffu);
-}
 
 static void watch(Conn *c, uint32_t events) {
   if (c->watching == events) return;
@@ -135,7 +59,7 @@ static void watch(Conn *c, uint32_t events) {
   epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
-static void closeConn(Conn *c) {
+void closeConn(Conn *c) {
   Target *t = c->target;
   epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
@@ -149,7 +73,7 @@ static void closeConn(Conn *c) {
 }
 
 /** The call on `s` ends: answered right (error NULL) or with `error`. */
-static void endStream(Conn *c, Stream *s, const char *error, int64_t now) {
+void endStream(Conn *c, Stream *s, const char *error, int64_t now) {
   long i = s->request;
   s->request = -1;
   c->inFlight--;
@@ -159,7 +83,7 @@ static void endStream(Conn *c, Stream *s, const char *error, int64_t now) {
 }
 
 /** The connection fails: each call on it is an error with `error`; it closes. Before it was set up, the calls waiting for it fail too. */
-static void failConn(Conn *c, const char *error, int64_t now) {
+void failConn(Conn *c, const char *error, int64_t now) {
   for (int k = 0; k < MAX_STREAMS && c->inFlight > 0; k++)
     if (c->streams[k].request >= 0) endStream(c, &c->streams[k], error, now);
   if (c->state != OPEN && c == c->target->current)
@@ -170,14 +94,14 @@ static void failConn(Conn *c, const char *error, int64_t now) {
   closeConn(c);
 }
 
-static void failConnErrno(Conn *c, const char *what, int error, int64_t now) {
+void failConnErrno(Conn *c, const char *what, int error, int64_t now) {
   char message[MAX_ERROR];
   snprintf(message, sizeof message, "%s: %s", what, error != 0 ? strerror(error) : "nothing written");
   failConn(c, message, now);
 }
 
 /** Writes what waits in the output buffer; what the socket does not take waits for EPOLLOUT. 0: the connection failed. */
-static int flush(Conn *c, int64_t now) {
+int flush(Conn *c, int64_t now) {
   while (c->outAt < c->outLen) {
     // write(2), as openLoop.c: the bench counts write-family system calls from /proc/PID/io.
     ssize_t n = write(c->fd, c->out + c->outAt, c->outLen - c->outAt);
@@ -209,13 +133,13 @@ static int outRoom(Conn *c, size_t n) {
 }
 
 /** Queues a control frame (an ack, a window update); a peer that makes them pile up past the buffer has its connection failed. */
-static int control(Conn *c, int type, int flags, uint32_t stream, const uint8_t *payload, uint32_t length, int64_t now) {
+int control(Conn *c, int type, int flags, uint32_t stream, const uint8_t *payload, uint32_t length, int64_t now) {
   if (!outRoom(c, 9 + length)) {
     failConn(c, "output over 256 KiB: the peer does not read", now);
     return 0;
   }
   frameHead(c->out + c->outLen, length, type, flags, stream);
-  memcpy(c->out + c->outLen + 9, payload, length);
+  if (length > 0) memcpy(c->out + c->outLen + 9, payload, length); // a SETTINGS ack has no payload (NULL)
   c->outLen += 9 + length;
   return 1;
 }
@@ -301,216 +225,6 @@ void loopDispatch(long id, int64_t now) {
     sent = 1;
   }
   if (sent) flush(c, now);
-}
-
-static Stream *streamOf(Conn *c, uint32_t id) {
-  Stream *s = &c->streams[(id >> 1) % MAX_STREAMS];
-  return (id & 1) && s->request >= 0 && s->id == id ? s : NULL;
-}
-
-/** A DATA frame's payload (padding stripped) for stream `s` (NULL: a call that ended already). 0: the connection failed. */
-static int onData(Conn *c, Stream *s, const uint8_t *data, uint32_t length, int ends, int64_t now) {
-  if (s == NULL) return 1;
-  const Target *t = c->target;
-  if (s->got + length > t->expectedLen) {
-    s->same = 0;
-    s->got = t->expectedLen + 1;
-  } else {
-    if (s->same && memcmp(t->expected + s->got, data, length) != 0) s->same = 0;
-    s->got += length;
-  }
-  if (s->same) {
-    if (ends) endStream(c, s, "the answer ended without trailers (DATA with END_STREAM)", now);
-    return 1;
-  }
-  // The answer is wrong already: the call ends now and its stream is cancelled (unless the server ended it).
-  uint32_t id = s->id;
-  endStream(c, s, s->got > t->expectedLen ? "answered more bytes than were sent" : "answer's bytes differ", now);
-  if (ends) return 1;
-  uint8_t code[4];
-  put32(code, 0x8);
-  return control(c, RST_STREAM, 0, id, code, 4, now);
-}
-
-/** A whole header block on stream `id` has come (its END_STREAM as said): the answer's head, or its trailers. */
-static void onHeaderBlock(Conn *c, uint32_t id, int endsStream, int64_t now) {
-  Stream *s = streamOf(c, id);
-  if (s == NULL) return;
-  if (!endsStream) {
-    s->headed = 1;
-    return;
-  }
-  if (!s->headed) return endStream(c, s, "trailers-only answer (a gRPC error; grpc-status not decoded)", now);
-  if (s->got != c->target->expectedLen) {
-    char message[MAX_ERROR];
-    snprintf(message, sizeof message, "answered %u bytes of %u", s->got, c->target->expectedLen);
-    return endStream(c, s, message, now);
-  }
-  endStream(c, s, NULL, now);
-}
-
-/** Handles one frame (its payload whole in `p`). 0: the connection failed and is closed. */
-static int onFrame(Conn *c, int type, int flags, uint32_t stream, const uint8_t *p, uint32_t length, int64_t now) {
-  char message[MAX_ERROR];
-  if (c->blockStream != 0 && (type != CONTINUATION || stream != c->blockStream)) {
-    failConn(c, "protocol error: a header block interrupted", now);
-    return 0;
-  }
-  if (type == DATA || type == HEADERS) {
-    if (stream == 0) {
-      failConn(c, "protocol error: DATA or HEADERS on stream 0", now);
-      return 0;
-    }
-    uint32_t pad = 0;
-    if (flags & PADDED) {
-      pad = length > 0 ? p[0] + 1u : 1u;
-      if (pad > length) {
-        failConn(c, "protocol error: padding over the frame", now);
-        return 0;
-      }
-    }
-    if (type == DATA) {
-      c->consumed += length;
-      if (c->consumed >= WINDOW_REFILL) {
-        uint8_t increment[4];
-        put32(increment, (uint32_t)c->consumed);
-        c->consumed = 0;
-        if (!control(c, WINDOW_UPDATE, 0, 0, increment, 4, now)) return 0;
-      }
-      return onData(c, streamOf(c, stream), p + (pad > 0 ? 1 : 0), length - pad, flags & END_STREAM, now);
-    }
-    uint32_t skip = (pad > 0 ? 1 : 0) + ((flags & PRIORITY) ? 5 : 0);
-    if (skip + (pad > 0 ? pad - 1 : 0) > length) {
-      failConn(c, "protocol error: HEADERS shorter than its padding and priority", now);
-      return 0;
-    }
-    c->blockBytes = length;
-    c->blockEndsStream = flags & END_STREAM;
-    if (flags & END_HEADERS) onHeaderBlock(c, stream, c->blockEndsStream, now);
-    else c->blockStream = stream;
-    return 1;
-  }
-  if (type == CONTINUATION) {
-    if (c->blockStream == 0) {
-      failConn(c, "protocol error: CONTINUATION without HEADERS", now);
-      return 0;
-    }
-    c->blockBytes += length;
-    if (c->blockBytes > MAX_HEADER_BLOCK) {
-      failConn(c, "header block over 65536 bytes", now);
-      return 0;
-    }
-    if (flags & END_HEADERS) {
-      c->blockStream = 0;
-      onHeaderBlock(c, stream, c->blockEndsStream, now);
-    }
-    return 1;
-  }
-  if (type == RST_STREAM) {
-    Stream *s = length == 4 ? streamOf(c, stream) : NULL;
-    if (s != NULL) {
-      snprintf(message, sizeof message, "stream reset by the server (RST_STREAM code %u)", get32(p));
-      endStream(c, s, message, now);
-    }
-    return 1;
-  }
-  if (type == SETTINGS) {
-    if (flags & ACK) return 1;
-    if (length % 6 != 0 || stream != 0) {
-      failConn(c, "protocol error: malformed SETTINGS", now);
-      return 0;
-    }
-    for (uint32_t at = 0; at < length; at += 6) {
-      uint32_t id = (uint32_t)p[at] << 8 | p[at + 1], value = get32(p + at + 2);
-      if (id == 3) c->peerMaxStreams = value;
-      else if (id == 4 && value > 0x7fffffffu) {
-        failConn(c, "protocol error: INITIAL_WINDOW_SIZE over 2^31-1", now);
-        return 0;
-      } else if (id == 4) c->peerInitialWindow = value;
-      else if (id == 5 && (value < 16384 || value > 16777215)) {
-        failConn(c, "protocol error: MAX_FRAME_SIZE out of range", now);
-        return 0;
-      }
-      // MAX_FRAME_SIZE at or over 16,384 (the range's least): our frames fit whatever it says.
-    }
-    if (!control(c, SETTINGS, ACK, 0, NULL, 0, now)) return 0;
-    c->state = OPEN;
-    return 1;
-  }
-  if (type == PING) {
-    if (length != 8) {
-      failConn(c, "protocol error: PING not of 8 bytes", now);
-      return 0;
-    }
-    return (flags & ACK) || control(c, PING, ACK, 0, p, 8, now);
-  }
-  if (type == GOAWAY) {
-    if (length < 8) {
-      failConn(c, "protocol error: GOAWAY under 8 bytes", now);
-      return 0;
-    }
-    uint32_t last = get32(p) & 0x7fffffffu;
-    snprintf(message, sizeof message, "GOAWAY (code %u) before the call's stream was taken", get32(p + 4));
-    for (int k = 0; k < MAX_STREAMS; k++)
-      if (c->streams[k].request >= 0 && c->streams[k].id > last) endStream(c, &c->streams[k], message, now);
-    // Later calls go on a new connection; this one closes once what the server took is answered.
-    c->draining = 1;
-    if (c->target->current == c) c->target->current = NULL;
-    return 1;
-  }
-  if (type == WINDOW_UPDATE) {
-    if (length != 4) {
-      failConn(c, "protocol error: WINDOW_UPDATE not of 4 bytes", now);
-      return 0;
-    }
-    // A stream's window is not tracked: each call sends its one DATA frame whole when it starts.
-    if (stream == 0) c->sendWindow += get32(p) & 0x7fffffffu;
-    if (c->sendWindow > 0x7fffffff) {
-      failConn(c, "protocol error: connection window over 2^31-1", now);
-      return 0;
-    }
-    return 1;
-  }
-  if (type == PUSH_PROMISE) {
-    failConn(c, "protocol error: PUSH_PROMISE though push is off", now);
-    return 0;
-  }
-  return 1; // PRIORITY and unknown types: nothing to do
-}
-
-/** Bytes arrived on (or the peer closed) `c`: its whole frames handled, a partial one kept. */
-static void onReadable(Conn *c, int64_t now) {
-  ssize_t n = read(c->fd, c->in + c->inLen, IN_CAP - c->inLen);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-  if (n <= 0) {
-    if (n < 0) failConnErrno(c, "read", errno, now);
-    else failConn(c, c->state == OPEN ? "connection closed by the server" : "connection closed before the server's SETTINGS", now);
-    return;
-  }
-  c->inLen += (size_t)n;
-  size_t at = 0;
-  if (c->state == PREFACED && c->inLen >= 9 && c->in[3] != SETTINGS) {
-    failConn(c, "protocol error: the server's first frame is not SETTINGS", now);
-    return;
-  }
-  while (c->inLen - at >= 9) {
-    const uint8_t *f = c->in + at;
-    uint32_t length = (uint32_t)f[0] << 16 | (uint32_t)f[1] << 8 | f[2];
-    if (length > OUR_MAX_FRAME) {
-      char message[MAX_ERROR];
-      snprintf(message, sizeof message, "frame of %u bytes over the 16384 we take", length);
-      failConn(c, message, now);
-      return;
-    }
-    if (c->inLen - at < 9 + length) break;
-    if (!onFrame(c, f[3], f[4], get32(f + 5) & 0x7fffffffu, f + 9, length, now)) return;
-    at += 9 + length;
-  }
-  memmove(c->in, c->in + at, c->inLen - at);
-  c->inLen -= at;
-  if (c->draining && c->inFlight == 0) return closeConn(c);
-  // Acks and window updates, and the calls that waited for the connection, a stream or the window.
-  if (c->outLen > c->outAt && !flush(c, now)) return;
 }
 
 void loopOnEvent(void *ptr, uint32_t events, int64_t now) {

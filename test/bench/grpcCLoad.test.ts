@@ -246,6 +246,41 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     })
   }
 
+  it("survives 60 mangled answers (seeded: random frames, flags, lengths, cuts), each call ending once", async () => {
+    let seed = 17
+    const random = () => {
+      // mulberry32: the same answers every run.
+      seed = (seed + 0x6d2b79f5) | 0
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    }
+    const below = (n: number) => Math.floor(random() * n)
+    const mangled = (id: number, message: Buffer): Buffer => {
+      const frames: Array<Buffer> = []
+      for (let k = 0, count = 1 + below(6); k < count; k++) {
+        const type = below(11)
+        const payload = type === DATA && random() < 0.5 ? message.subarray(0, below(message.length + 1)) : Buffer.from(Array.from({ length: below(40) }, () => below(256)))
+        frames.push(frame(type, below(256), random() < 0.8 ? id : below(8), payload))
+      }
+      const answer = Buffer.concat(frames)
+      // Now and then a length field lies or the bytes stop short.
+      if (random() < 0.2) answer.writeUIntBE(below(1 << 24), 0, 3)
+      return answer.subarray(0, random() < 0.3 ? below(answer.length) : answer.length)
+    }
+    const { port } = await rawServer((socket, id, message, done) => {
+      socket.end(mangled(id, message))
+      done()
+    })
+    const id = await target(port)
+    for (let i = 0; i < 60; i++) {
+      const sample = await load.run(id, 1000, 1)
+      expect(sample.sent).toBe(1)
+      expect(sample.errors + sample.calls.ms.length).toBe(1)
+    }
+    await stillServes()
+  })
+
   it("ends a run GIVEUP_MS after the last call was due when nothing answers (no SETTINGS either), each call an error", async () => {
     const sockets: Array<net.Socket> = []
     const server = net.createServer((socket) => void sockets.push(socket.on("error", () => {})))
