@@ -203,7 +203,7 @@ void loopDispatch(long id, int64_t now) {
   int sent = 0;
   while (run.queued < run.next && c->inFlight < MAX_STREAMS && (uint32_t)c->inFlight < c->peerMaxStreams) {
     Stream *s = &c->streams[(c->nextId >> 1) % MAX_STREAMS];
-    if (s->request >= 0 || c->nextId > 0x7fffffffu) break;
+    if (s->request >= 0 || c->nextId > 0x7fffffffu) break; // its slot still taken, or no id left
     if (c->sendWindow < t->expectedLen) break;
     if (c->peerInitialWindow < t->expectedLen) {
       // The server's stream window can never take one message in one frame: each call is an error.
@@ -224,7 +224,13 @@ void loopDispatch(long id, int64_t now) {
     c->inFlight++;
     sent = 1;
   }
-  if (sent) flush(c, now);
+  if (sent && !flush(c, now)) return;
+  if (c->nextId > 0x7fffffffu) {
+    // Its stream ids are spent: later calls go on a new connection; this one closes once answered.
+    c->draining = 1;
+    t->current = NULL;
+    if (c->inFlight == 0) closeConn(c);
+  }
 }
 
 void loopOnEvent(void *ptr, uint32_t events, int64_t now) {

@@ -38,7 +38,7 @@ const frame = (type: number, flags: number, stream: number, payload: Buffer = Bu
   head.writeUInt32BE(stream, 5)
   return Buffer.concat([head, payload])
 }
-const [DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, CONTINUATION] = [0, 1, 3, 4, 6, 7, 9]
+const [DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION] = [0, 1, 3, 4, 6, 7, 8, 9]
 const [END_STREAM, END_HEADERS, PADDED] = [0x1, 0x4, 0x8]
 /** A head block: `:status 200` indexed (the generator does not decode it; any bytes would do). */
 const STATUS_200 = Buffer.from([0x88])
@@ -56,6 +56,9 @@ interface RawSeen {
   maxOpen: number
   /** PING acks received. */
   pingAcks: number
+  /** The client's SETTINGS (id -> value), and its connection WINDOW_UPDATE increments. */
+  readonly settings: Map<number, number>
+  readonly windowUpdates: Array<number>
 }
 
 /**
@@ -64,7 +67,7 @@ interface RawSeen {
  * and message; `onStream` calls `done()` when that stream is over for the server's count of open ones.
  */
 const rawServer = async (answer: (socket: net.Socket, id: number, message: Buffer, done: () => void) => void, settings: ReadonlyArray<readonly [number, number]> = []) => {
-  const seen: RawSeen = { connections: 0, streams: [], maxOpen: 0, pingAcks: 0 }
+  const seen: RawSeen = { connections: 0, streams: [], maxOpen: 0, pingAcks: 0, settings: new Map(), windowUpdates: [] }
   const sockets = new Set<net.Socket>()
   const server = net.createServer((socket) => {
     seen.connections++
@@ -94,6 +97,8 @@ const rawServer = async (answer: (socket: net.Socket, id: number, message: Buffe
         const payload = buffered.subarray(9, 9 + length)
         buffered = buffered.subarray(9 + length)
         if (type === PING && flags & 1) seen.pingAcks++
+        if (type === SETTINGS && !(flags & 1)) for (let at = 0; at + 6 <= length; at += 6) seen.settings.set(payload.readUInt16BE(at), payload.readUInt32BE(at + 2))
+        if (type === WINDOW_UPDATE && id === 0) seen.windowUpdates.push(payload.readUInt32BE(0))
         if (type === HEADERS) {
           messages.set(id, [])
           seen.maxOpen = Math.max(seen.maxOpen, ++open)
@@ -131,6 +136,12 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     const id = nextId++
     await load.target(id, HOST, port, authority, echo.path, MESSAGE_BYTES)
     return id
+  }
+  /** A generator of the test's own, for runs with their own give-up (the suite's waits 15 s). */
+  const rawLoad = async () => {
+    const raw = await startCLoad(buildOpenLoop(cc, undefined, GRPC_OPEN_LOOP)!)
+    cleanups.push(raw.close)
+    return raw
   }
   /** The generator still serves a run against the real server, every call right. */
   const stillServes = async () => expect(await load.run(await target(grpcPort), 500, 20)).toMatchObject({ sent: 10, errors: 0 })
@@ -219,6 +230,39 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     expect(seen.pingAcks).toBeGreaterThanOrEqual(9)
   })
 
+  it("sends its SETTINGS (push off, 1 GiB stream windows) and gives back the connection's window as answers consume it", async () => {
+    const { port, seen } = await rawServer((socket, id, message, done) => {
+      // The request's bytes given back to the client's connection window, as real servers do.
+      const increment = Buffer.alloc(4)
+      increment.writeUInt32BE(message.length)
+      socket.write(Buffer.concat([frame(WINDOW_UPDATE, 0, 0, increment), rightAnswer(id, message)]))
+      done()
+    })
+    // 1,100 answers of 1,029 bytes: over the 1 MiB consumed after which the window is given back.
+    expect(await load.run(await target(port), 5000, 220)).toMatchObject({ sent: 1100, errors: 0 })
+    expect(Object.fromEntries(seen.settings)).toStrictEqual({ 2: 0, 4: 2 ** 30 })
+    // The connection's window raised to 1 GiB at once, then what 1 MiB of answers consumed.
+    expect(seen.windowUpdates[0]).toBe(2 ** 30 - 65_535)
+    expect(seen.windowUpdates.slice(1).reduce((sum, n) => sum + n, 0)).toBeGreaterThanOrEqual(1 << 20)
+  })
+
+  it("sends no more than the server's connection window lets it, and calls a message over its stream window errors", async () => {
+    // No WINDOW_UPDATE from this server: 65,535 bytes take 63 calls of 1,029 bytes, the rest wait.
+    const { port } = await rawServer((socket, id, message, done) => {
+      socket.write(rightAnswer(id, message))
+      done()
+    })
+    const raw = await rawLoad()
+    await raw.ask(`target 0 ${HOST} ${port} - ${echo.path} ${MESSAGE_BYTES}`)
+    expect(await raw.run(0, 1000, 0, 80, 300)).toMatchObject({ sent: 80, errors: 17, firstError: "17 requests unanswered 300 ms after the last was due" })
+    const small = await rawServer((socket, id, message, done) => {
+      socket.write(rightAnswer(id, message))
+      done()
+    }, [[4, 100]])
+    expect(await load.run(await target(small.port), 500, 10)).toMatchObject({ sent: 5, errors: 5, firstError: "the server's stream window (100) is below one message" })
+    await stillServes()
+  })
+
   const wrong: ReadonlyArray<readonly [string, (socket: net.Socket, id: number, message: Buffer) => void, string | RegExp]> = [
     ["other bytes", (socket, id, message) => socket.write(rightAnswer(id, Buffer.concat([message.subarray(0, 500), Buffer.from("x"), message.subarray(501)]))), "answer's bytes differ"],
     ["a short answer", (socket, id, message) => socket.write(rightAnswer(id, message.subarray(0, 1000))), "answered 1000 bytes of 1029"],
@@ -287,8 +331,7 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     await new Promise<void>((resolve) => server.listen(0, HOST, resolve))
     cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
     cleanups.push(() => sockets.forEach((socket) => socket.destroy()))
-    const raw = await startCLoad(buildOpenLoop(cc, undefined, GRPC_OPEN_LOOP)!)
-    cleanups.push(raw.close)
+    const raw = await rawLoad()
     await raw.ask(`target 0 ${HOST} ${(server.address() as net.AddressInfo).port} - ${echo.path} 8`)
     const started = performance.now()
     expect(await raw.run(0, 200, 0, 50, 300)).toMatchObject({ sent: 10, errors: 10, firstError: "10 requests unanswered 300 ms after the last was due" })
