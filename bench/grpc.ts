@@ -8,7 +8,8 @@
 // messages as asked) and Chat (bidirectional: each message echoed as it comes). The client runs in
 // this process (which serves nothing) on one channel per path (one HTTP/2 connection, as an app
 // would have); so do the open loop's other generators, on one HTTP/2 connection per path. Phases (tables show the median over rounds):
-//   0. priming: a short closed loop per path, not measured, every answer checked.
+//   0. priming: a short closed loop per path (an open one for the C generator), not measured,
+//      every answer checked.
 //   1. unary open loop at --rate calls/s (default 1,000; nodeLoad.ts's loop: calls go out on
 //      schedule, latency from the intended send time): p50 / p90 / p99 and what the mesh adds,
 //      for each load generator asked for (--generators, default c,lean; grpc-js too on request):
@@ -20,7 +21,7 @@
 //      request as raw HTTP/2 on one node:http2 session, a pre-encoded message, little allocated
 //      per call, every answer checked: grpc-status 0 and the bytes back). Issue 17's target: added p99 at 1,000 calls/s
 //      <= 2 ms, judged and printed for each generator (not judged when direct's p99 is above
-//      meshed's by more than that: noise). All four paths take turns in the same slices. As in
+//      meshed's by more than that: noise). All the paths take turns in the same slices. As in
 //      the sidecar bench (its header says why; sidecar/turns.ts), the warm-up and the window run in slices of --slice s
 //      (default 0.25), the paths taking turns, each path's slices pooled per round: a burst of
 //      other work, or a pause of this process, falls on both paths alike. (Until 2026-12 each path
