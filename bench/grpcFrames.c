@@ -103,7 +103,8 @@ static int onFrame(Conn *c, int type, int flags, uint32_t stream, const uint8_t 
       failConn(c, "protocol error: CONTINUATION without HEADERS", now);
       return 0;
     }
-    c->blockBytes += length;
+    // Each frame's head counts too: empty CONTINUATIONs add no bytes, and would go on forever.
+    c->blockBytes += 9 + length;
     if (c->blockBytes > MAX_HEADER_BLOCK) {
       failConn(c, "header block over 65536 bytes", now);
       return 0;

@@ -24,7 +24,7 @@
 // a connection cut or failed. The echoed bytes with a non-zero grpc-status in the trailers would pass.
 //
 // The peer is a proxy under test, some broken on purpose: every frame's length is bounded by what we
-// advertise (16,384, the default), a header block (HEADERS and its CONTINUATIONs) by 64 KiB, a
+// advertise (16,384, the default), a header block (HEADERS and its CONTINUATIONs, 9 bytes counted for each frame) by 64 KiB, a
 // frame breaking the protocol ends the connection with an error for each call on it; our output
 // (requests, acks) waits in a 256 KiB buffer at most; calls in flight per connection 1,024 at most.
 // Never a crash or a hang: what is unanswered GIVEUP_MS after the last call was due is an error.

@@ -290,6 +290,16 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     })
   }
 
+  it("fails a connection whose header block is an endless run of empty CONTINUATION frames, within the run", async () => {
+    // Empty frames add no bytes to the block: only a bound on its frames as well ends it before the give-up.
+    const { port } = await rawServer((socket, id) => {
+      socket.write(Buffer.concat([frame(HEADERS, 0, id, STATUS_200), ...Array.from({ length: 8000 }, () => frame(CONTINUATION, 0, id))]))
+    })
+    const raw = await rawLoad()
+    await raw.ask(`target 0 ${HOST} ${port} - ${echo.path} ${MESSAGE_BYTES}`)
+    expect(await raw.run(0, 1000, 0, 1, 2000)).toMatchObject({ sent: 1, errors: 1, firstError: "header block over 65536 bytes" })
+  })
+
   it("survives 60 mangled answers (seeded: random frames, flags, lengths, cuts), each call ending once", async () => {
     let seed = 17
     const random = () => {
