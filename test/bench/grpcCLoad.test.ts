@@ -13,7 +13,9 @@ import * as net from "node:net"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { GRPC_OPEN_LOOP, type GrpcCLoad, grpcCLoadOf, startGrpcCLoad } from "../../bench/grpcCLoad.ts"
 import { buildOpenLoop, startCLoad } from "../../bench/sidecar/cLoad.ts"
+import { prng } from "../helpers/prng.ts"
 import { rawMethod } from "../support/grpcRaw.ts"
+import { h2Frame as frame, STATUS_200 } from "../support/h2Raw.ts"
 import { assertCapability, type Capability, gate } from "../support/netnsProcess.ts"
 
 const cc = process.env.CC ?? "cc"
@@ -30,18 +32,8 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
 })
 
-const frame = (type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer => {
-  const head = Buffer.alloc(9)
-  head.writeUIntBE(payload.length, 0, 3)
-  head[3] = type
-  head[4] = flags
-  head.writeUInt32BE(stream, 5)
-  return Buffer.concat([head, payload])
-}
 const [DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION] = [0, 1, 3, 4, 6, 7, 8, 9]
 const [END_STREAM, END_HEADERS, PADDED] = [0x1, 0x4, 0x8]
-/** A head block: `:status 200` indexed (the generator does not decode it; any bytes would do). */
-const STATUS_200 = Buffer.from([0x88])
 /** A trailer block: grpc-status 0 as a literal without indexing. */
 const GRPC_OK = Buffer.concat([Buffer.from([0x00, 11]), Buffer.from("grpc-status"), Buffer.from([1]), Buffer.from("0")])
 /** The right answer to stream `id`: head, the message back, trailers. */
@@ -301,14 +293,8 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
   })
 
   it("survives 60 mangled answers (seeded: random frames, flags, lengths, cuts), each call ending once", async () => {
-    let seed = 17
-    const random = () => {
-      // mulberry32: the same answers every run.
-      seed = (seed + 0x6d2b79f5) | 0
-      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-    }
+    // Seeded: the same answers every run.
+    const random = prng(17).next
     const below = (n: number) => Math.floor(random() * n)
     const mangled = (id: number, message: Buffer): Buffer => {
       const frames: Array<Buffer> = []
