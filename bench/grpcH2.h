@@ -18,6 +18,11 @@
 #define WINDOW_REFILL (1 << 20)
 #define MAX_HEADER_BLOCK 65536
 #define OUT_MAX (256 * 1024)
+/**
+ * Output calls leave free for control frames (acks, window updates): a server that is slow to read
+ * while it PINGs or refills windows must not find our output full of calls and lose its connection.
+ */
+#define CONTROL_RESERVE 8192
 #define IN_CAP (64 * 1024)
 
 enum { DATA = 0, HEADERS = 1, RST_STREAM = 3, SETTINGS = 4, PUSH_PROMISE = 5, PING = 6, GOAWAY = 7, WINDOW_UPDATE = 8, CONTINUATION = 9 };

@@ -26,7 +26,8 @@
 // The peer is a proxy under test, some broken on purpose: every frame's length is bounded by what we
 // advertise (16,384, the default), a header block (HEADERS and its CONTINUATIONs, 9 bytes counted for each frame) by 64 KiB, a
 // frame breaking the protocol ends the connection with an error for each call on it; our output
-// (requests, acks) waits in a 256 KiB buffer at most; calls in flight per connection 1,024 at most.
+// (requests, acks) waits in a 256 KiB buffer at most, of which calls leave 8 KiB to acks and window
+// updates; calls in flight per connection 1,024 at most.
 // Never a crash or a hang: what is unanswered GIVEUP_MS after the last call was due is an error.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -212,7 +213,7 @@ void loopDispatch(long id, int64_t now) {
       noteError("the server's stream window (%lld) is below one message", (long long)c->peerInitialWindow);
       continue;
     }
-    if (!outRoom(c, t->callLen)) break;
+    if (!outRoom(c, t->callLen + CONTROL_RESERVE)) break;
     uint8_t *p = c->out + c->outLen;
     memcpy(p, t->call, t->callLen);
     put32(p + 5, c->nextId);

@@ -9,6 +9,7 @@
 import * as grpc from "@grpc/grpc-js"
 import { spawnSync } from "node:child_process"
 import * as http2 from "node:http2"
+import { readFileSync } from "node:fs"
 import * as net from "node:net"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { GRPC_OPEN_LOOP, type GrpcCLoad, grpcCLoadOf, startGrpcCLoad } from "../../bench/grpcCLoad.ts"
@@ -290,6 +291,65 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     const raw = await rawLoad()
     await raw.ask(`target 0 ${HOST} ${port} - ${echo.path} ${MESSAGE_BYTES}`)
     expect(await raw.run(0, 1000, 0, 1, 2000)).toMatchObject({ sent: 1, errors: 1, firstError: "header block over 65536 bytes" })
+  })
+
+  it("acks a server's PINGs while its output is full of calls the server has not read yet, every call answered", async () => {
+    // The server reads nothing until the kernel's buffers and the generator's output are full of
+    // calls (its receive queue stays the same for 50 ms), then PINGs 400 times (6,800 bytes of acks,
+    // more than one call of 6 KB) and reads and answers all: each ack must find room in the output.
+    const bytes = 6000
+    const message = Buffer.concat([Buffer.from([0, 0, 0, bytes >> 8, bytes & 0xff]), Buffer.alloc(bytes, 0x63)])
+    let pinged = 0
+    const sockets = new Set<net.Socket>()
+    const server = net.createServer((socket) => {
+      sockets.add(socket)
+      socket.on("error", () => {})
+      socket.pause()
+      const increment = Buffer.alloc(4)
+      increment.writeUInt32BE(2 ** 31 - 1 - 65_535)
+      socket.write(Buffer.concat([frame(SETTINGS, 0, 0), frame(WINDOW_UPDATE, 0, 0, increment)]))
+      const port = (n: number) => `:${n.toString(16).toUpperCase().padStart(4, "0")}`
+      /** The bytes waiting in this socket's receive queue (/proc/net/tcp), -1 if it is not listed. */
+      const received = (): number => {
+        for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n")) {
+          const fields = line.trim().split(/\s+/)
+          if (fields[1]?.endsWith(port(socket.localPort!)) && fields[2]?.endsWith(port(socket.remotePort!))) return Number.parseInt(fields[4]!.split(":")[1]!, 16)
+        }
+        return -1
+      }
+      let last = -1
+      let same = 0
+      const poll = setInterval(() => {
+        const now = received()
+        same = now > 0 && now === last ? same + 1 : 0
+        last = now
+        if (same < 5) return
+        clearInterval(poll)
+        pinged++
+        socket.write(Buffer.concat(Array.from({ length: 400 }, () => frame(PING, 0, 0, Buffer.alloc(8)))))
+        let buffered = Buffer.alloc(0)
+        let prefaced = false
+        socket.on("data", (data) => {
+          buffered = Buffer.concat([buffered, data])
+          if (!prefaced && buffered.length >= 24) [prefaced, buffered] = [true, buffered.subarray(24)]
+          if (!prefaced) return
+          while (buffered.length >= 9 && buffered.length >= 9 + buffered.readUIntBE(0, 3)) {
+            const [type, flags, id] = [buffered[3]!, buffered[4]!, buffered.readUInt32BE(5) & 0x7fffffff]
+            buffered = buffered.subarray(9 + buffered.readUIntBE(0, 3))
+            if (type === DATA && flags & END_STREAM) socket.write(rightAnswer(id, message))
+          }
+        })
+        socket.resume()
+      }, 10)
+      socket.on("close", () => clearInterval(poll))
+    })
+    await new Promise<void>((resolve) => server.listen(0, HOST, resolve))
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    cleanups.push(() => sockets.forEach((socket) => socket.destroy()))
+    const raw = await rawLoad()
+    await raw.ask(`target 0 ${HOST} ${(server.address() as net.AddressInfo).port} - ${echo.path} ${bytes}`)
+    const sample = await raw.run(0, 20_000, 0, 60, 10_000)
+    expect({ sent: sample.sent, errors: sample.errors, firstError: sample.firstError, pinged, connections: sockets.size }).toStrictEqual({ sent: 1200, errors: 0, firstError: undefined, pinged: 1, connections: 1 })
   })
 
   it("survives 60 mangled answers (seeded: random frames, flags, lengths, cuts), each call ending once", async () => {
