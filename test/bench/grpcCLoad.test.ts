@@ -264,7 +264,8 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     ["RST_STREAM", (socket, id) => socket.write(frame(RST_STREAM, 0, id, Buffer.from([0, 0, 0, 2]))), "stream reset by the server (RST_STREAM code 2)"],
     ["a GOAWAY taking no stream", (socket) => socket.write(frame(GOAWAY, 0, 0, Buffer.from([0, 0, 0, 0, 0, 0, 0, 0]))), "GOAWAY (code 0) before the call's stream was taken"],
     ["a frame over 16 KiB", (socket, id) => socket.write(frame(DATA, 0, id, Buffer.alloc(20_000))), "frame of 20000 bytes over the 16384 we take"],
-    ["a cut connection", (socket) => socket.destroy(), "connection closed by the server"],
+    // A FIN, or a RST when the server cut it with the client's later calls unread (small socket buffers).
+    ["a cut connection", (socket) => socket.destroy(), /^(connection closed by the server|read: Connection reset by peer)$/],
     ["a header block over 64 KiB", (socket, id) => socket.write(Buffer.concat([frame(HEADERS, 0, id, Buffer.alloc(16_000)), ...Array.from({ length: 4 }, () => frame(CONTINUATION, 0, id, Buffer.alloc(16_000)))])), "header block over 65536 bytes"]
   ]
   for (const [what, answer, error] of wrong) {
@@ -274,7 +275,7 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
         done()
       })
       const sample = await load.run(await target(port), 200, 25)
-      expect(sample).toMatchObject({ sent: 5, errors: 5, firstError: error })
+      expect(sample).toMatchObject({ sent: 5, errors: 5, firstError: typeof error === "string" ? error : expect.stringMatching(error) })
       expect(sample.calls.ms.length).toBe(0)
       expect(seen.streams.length).toBeGreaterThanOrEqual(1)
       // A GOAWAY or a failed connection: later calls go on a new one.
