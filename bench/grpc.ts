@@ -519,6 +519,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     inflight,
     messages,
     messageBytes,
+    // The grpc-js client's, as in every run before the other generators came (its meaning kept, so
+    // runs compare): its open-loop figures are null unless --generators has grpc-js; see unaryC.
     unary: {
       direct: { p50: round(direct.p50, 3), p99: round(direct.p99, 3), callsPerSecond: Math.round(med(saturated.get("direct")!)) },
       meshed: { p50: round(meshed.p50, 3), p99: round(meshed.p99, 3), callsPerSecond: Math.round(med(saturated.get("meshed")!)) },
