@@ -223,6 +223,25 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     expect(seen.pingAcks).toBeGreaterThanOrEqual(9)
   })
 
+  it("skips the padding and priority fields of HEADERS (head and trailers) and empty frames of every kind", async () => {
+    const PRIORITY = 0x20
+    /** A header block with PADDED (2 bytes of padding) and PRIORITY (5 bytes) around it. */
+    const wrapped = (block: Buffer) => Buffer.concat([Buffer.from([2]), Buffer.from([0, 0, 0, 0, 15]), block, Buffer.alloc(2)])
+    const { port } = await rawServer((socket, id, message, done) => {
+      socket.write(Buffer.concat([
+        frame(SETTINGS, 0, 0),
+        frame(DATA, 0, id),
+        frame(HEADERS, END_HEADERS | PADDED | PRIORITY, id, wrapped(STATUS_200)),
+        frame(DATA, 0, id),
+        frame(DATA, 0, id, message),
+        frame(WINDOW_UPDATE, 0, 0, Buffer.alloc(4)),
+        frame(HEADERS, END_HEADERS | END_STREAM | PADDED | PRIORITY, id, wrapped(GRPC_OK))
+      ]))
+      done()
+    })
+    expect(await load.run(await target(port), 500, 10)).toMatchObject({ sent: 5, errors: 0 })
+  })
+
   it("sends its SETTINGS (push off, 1 GiB stream windows) and gives back the connection's window as answers consume it", async () => {
     const { port, seen } = await rawServer((socket, id, message, done) => {
       // The request's bytes given back to the client's connection window, as real servers do.
