@@ -7,10 +7,12 @@
 // Without a C compiler the suite skips with the reason (in CI, where scripts/test-tools.sh installs
 // gcc, it fails).
 import * as grpc from "@grpc/grpc-js"
-import { spawnSync } from "node:child_process"
+import { execFileSync, spawnSync } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import * as http2 from "node:http2"
-import { readFileSync } from "node:fs"
 import * as net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { GRPC_OPEN_LOOP, type GrpcCLoad, grpcCLoadOf, startGrpcCLoad } from "../../bench/grpcCLoad.ts"
 import { buildOpenLoop, startCLoad } from "../../bench/sidecar/cLoad.ts"
@@ -370,6 +372,24 @@ describe.skipIf(compiled.skip)(compiled.title, () => {
     await raw.ask(`target 0 ${HOST} ${(server.address() as net.AddressInfo).port} - ${echo.path} ${bytes}`)
     const sample = await raw.run(0, 20_000, 0, 60, 10_000)
     expect({ sent: sample.sent, errors: sample.errors, firstError: sample.firstError, pinged, connections: sockets.size }).toStrictEqual({ sent: 1200, errors: 0, firstError: undefined, pinged: 1, connections: 1 })
+  })
+
+  it("moves later calls to a new connection once a connection's stream ids are spent, none of them lost", async () => {
+    // Compiled to start each connection at stream 2^31 - 15: its ids last 8 calls.
+    const dir = mkdtempSync(join(tmpdir(), "grpccload-ids-"))
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+    const binary = join(dir, "grpcopenloop")
+    execFileSync(cc, ["-O2", "-DFIRST_STREAM_ID=0x7ffffff1u", "-o", binary, ...GRPC_OPEN_LOOP.sources])
+    const spent = await startCLoad(binary)
+    cleanups.push(spent.close)
+    const { port, seen } = await rawServer((socket, id, message, done) => {
+      socket.write(rightAnswer(id, message))
+      done()
+    })
+    await spent.ask(`target 0 ${HOST} ${port} - ${echo.path} ${MESSAGE_BYTES}`)
+    expect(await spent.run(0, 1000, 0, 20, 2000)).toMatchObject({ sent: 20, errors: 0 })
+    expect(seen.connections).toBe(3)
+    expect(seen.streams.slice(0, 8)).toStrictEqual(Array.from({ length: 8 }, (_, i) => 0x7ffffff1 + 2 * i))
   })
 
   it("survives 60 mangled answers (seeded: random frames, flags, lengths, cuts), each call ending once", async () => {
