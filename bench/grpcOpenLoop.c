@@ -107,20 +107,14 @@ void failConnErrno(Conn *c, const char *what, int error, int64_t now) {
 
 /** Writes what waits in the output buffer; what the socket does not take waits for EPOLLOUT. 0: the connection failed. */
 int flush(Conn *c, int64_t now) {
-  while (c->outAt < c->outLen) {
-    // write(2), as openLoop.c: the bench counts write-family system calls from /proc/PID/io.
-    ssize_t n = write(c->fd, c->out + c->outAt, c->outLen - c->outAt);
-    if (n > 0) {
-      c->outAt += (size_t)n;
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      watch(c, EPOLLIN | EPOLLOUT);
-      return 1;
-    }
-    failConnErrno(c, "write", n < 0 ? errno : 0, now);
+  int done = writeRest(c->fd, c->out, c->outLen, &c->outAt);
+  if (done < 0) {
+    failConnErrno(c, "write", errno, now);
     return 0;
+  }
+  if (done == 0) {
+    watch(c, EPOLLIN | EPOLLOUT);
+    return 1;
   }
   c->outAt = c->outLen = 0;
   watch(c, EPOLLIN);

@@ -57,6 +57,23 @@ void noteAnswered(long i, int64_t now) {
   if (due >= run.measureStart) run.latency[i] = (double)(now - due) / 1e6;
 }
 
+int writeRest(int fd, const void *buf, size_t len, size_t *at) {
+  while (*at < len) {
+    // write(2), not send(2): the bench counts a client's system calls from /proc/PID/io, whose syscw
+    // counts write-family calls only (the Node loop's are). SIGPIPE is ignored: a gone peer is EPIPE.
+    ssize_t n = write(fd, (const char *)buf + *at, len - *at);
+    if (n > 0) {
+      *at += (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    if (n == 0) errno = 0;
+    return -1;
+  }
+  return 1;
+}
+
 /** When the timer is set to fire (re-arming it to the same time would cost a system call a loop). */
 static int64_t armedAt = -1;
 

@@ -5,6 +5,7 @@
 #ifndef LOOP_CORE_H
 #define LOOP_CORE_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -42,6 +43,11 @@ void jsonSafe(char *text);
 void noteError(const char *format, ...) __attribute__((format(printf, 1, 2)));
 /** Request `i` was answered right at `now`: its latency from its due time is kept if measured. */
 void noteAnswered(long i, int64_t now);
+/**
+ * Writes what is left of `buf` (from *at to len) to the non-blocking socket `fd`: 1 when all of it
+ * went, 0 when the socket took only part (wait for EPOLLOUT), -1 on a failure (errno; 0: nothing written).
+ */
+int writeRest(int fd, const void *buf, size_t len, size_t *at);
 /** Appends to the answer line; flushLine ends and writes it (exits when the bench is gone). */
 void emit(const char *format, ...) __attribute__((format(printf, 1, 2)));
 void flushLine(void);

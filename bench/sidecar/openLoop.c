@@ -127,24 +127,12 @@ static void watch(Conn *c, uint32_t events) {
 
 /** Sends what is left of the request; waits for EPOLLOUT if the socket takes only part. */
 static void writeRequest(Conn *c, int64_t now) {
-  Target *t = c->target;
-  while (c->written < t->requestLen) {
-    // write(2), not send(2): the bench counts a client's system calls from /proc/PID/io, whose syscw
-    // counts write-family calls only (the Node loop's are). SIGPIPE is ignored: a gone peer is EPIPE.
-    ssize_t n = write(c->fd, t->request + c->written, t->requestLen - c->written);
-    if (n > 0) {
-      c->written += (size_t)n;
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      watch(c, EPOLLIN | EPOLLOUT);
-      return;
-    }
+  int done = writeRest(c->fd, c->target->request, c->target->requestLen, &c->written);
+  if (done == 0) return watch(c, EPOLLIN | EPOLLOUT);
+  if (done < 0) {
     char message[MAX_ERROR];
-    snprintf(message, sizeof message, "write: %s", n < 0 ? strerror(errno) : "nothing written");
-    failConn(c, message, now);
-    return;
+    snprintf(message, sizeof message, "write: %s", errno != 0 ? strerror(errno) : "nothing written");
+    return failConn(c, message, now);
   }
   watch(c, EPOLLIN);
 }
