@@ -392,10 +392,12 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
       // Nothing sent, nothing connected: a try the request does not pay for (FREE_REFUSED_DIALS).
       const free = refusal !== undefined && this.freeTries < FREE_REFUSED_DIALS
       if (free) this.freeTries++
-      // An event stream B refused unsent for want of a place (its app pool's share for event
-      // streams held): no failure of B either, else a burst of them ejected it and its plain
-      // requests, which it answers, went elsewhere. Another endpoint may take it (notProcessed).
-      if (error instanceof RemoteError && error.code === MeshErrorCode.overloaded && !error.processed && isEventStream(this.req)) lease!.release()
+      // An event stream B refused for want of a place (its app pool's share for event streams
+      // held): no failure of B either, else a burst of them ejected it and its plain requests,
+      // which it answers, went elsewhere. Refused unsent, another endpoint may take it
+      // (notProcessed); or closed at its answer head, a request that did not say it was one (a
+      // POST): processed, the only overloaded refusal B sends a mesh caller as processed.
+      if (error instanceof RemoteError && error.code === MeshErrorCode.overloaded && (error.processed || isEventStream(this.req))) lease!.release()
       else this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
       const safe = notProcessed(error) || (IDEMPOTENT.has(method) && (transportFailure(error) || this.perTryDeadlinePassed(error)))
       const retry = safe && this.whole && this.triesLeft() && !this.appGone && monotonicMs() < this.deadline && (free || this.options.registry.allowRetry(this.service))

@@ -1,0 +1,148 @@
+// Event streams known only by their answer (appPool.ts): B held GETs accepting text/event-stream to
+// half its app pool from their start, but a request nothing in whose head says it will last (a POST,
+// as fetch-based SSE clients send; a GET with no `accept`) whose answer is text/event-stream held
+// its pool socket outside that share until its deadline. Measured before, a pool of 8 (the attack,
+// each stream one POST): 8 opened, every socket held, and 4 plain GETs beside them 504 at their 3 s
+// deadline. Now such a stream counts in the share from its answer head: past it the exchange is
+// closed there (the app sees its socket close), the caller gets 503 `inbound; reason=overloaded`
+// as processed (the app saw the request: A retries it nowhere), counted in
+// iip_mesh_app_event_streams_refused_total, and the plain requests keep the rest of the pool.
+// Real peers: a node:http app and node:http callers, through two sidecars.
+import * as http from "node:http"
+import { afterEach, beforeEach, expect, it } from "vitest"
+import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+
+const POOL = 8
+
+let cleanup: Cleanup
+beforeEach(() => {
+  cleanup = new Cleanup()
+})
+afterEach(() => cleanup.run())
+
+interface Opened {
+  readonly status: number
+  readonly error: string | undefined
+  readonly close: () => void
+}
+
+/** A request through A's outbound port to /events: its status once its first body bytes came (an event, or a refusal's body). */
+const open = (port: number, method: string, headers: http.OutgoingHttpHeaders): Promise<Opened> =>
+  new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, method, path: "/events", headers: { host: "catalog", "iip-timeout": "10000", ...headers }, agent: false })
+    cleanup.add(() => req.destroy())
+    const timer = setTimeout(() => reject(new Error(`no answer to ${method} /events within 5 s`)), 5000)
+    req.on("error", reject)
+    req.on("response", (res) => {
+      res.once("data", () => {
+        clearTimeout(timer)
+        resolve({ status: res.statusCode ?? 0, error: res.headers["x-iip-mesh-error"] as string | undefined, close: () => req.destroy() })
+      })
+    })
+    req.end(method === "POST" ? "subscribe" : undefined)
+  })
+
+/** An app whose /events answers any method with an event stream that never ends; other paths "plain". `ended`: streams it saw close. */
+const startEventsApp = async () => {
+  const ended = { events: 0 }
+  const app = await startApp(cleanup, (req, res) => {
+    if (req.url !== "/events") return res.end("plain")
+    req.resume()
+    res.on("close", () => ended.events++)
+    res.writeHead(200, { "Content-Type": "text/event-stream; charset=utf-8" })
+    res.write("data: hi\n\n")
+  })
+  return { address: app.address, ended }
+}
+
+const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
+  const { body } = await sidecar.sidecar.telemetry.metrics.text()
+  const line = body.split("\n").find((l) => pattern.test(l))
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
+}
+
+const plainGets = (port: number, count: number) =>
+  Promise.all(Array.from({ length: count }, () => call(port, { path: "/items", headers: { host: "catalog", "iip-timeout": "3000" }, timeoutMs: 5000 })))
+
+const mesh = async (app: { address: string }) => {
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: POOL }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  return { a, b }
+}
+
+it.each([
+  ["POST", {}],
+  ["GET without accept", {}],
+  ["POST accepting text/event-stream", { accept: "text/event-stream" }]
+])("a %s answered by an event stream counts in B's share from its answer head: past it closed, 503 overloaded, and plain requests keep their sockets", async (kind, headers) => {
+  const app = await startEventsApp()
+  const { a, b } = await mesh(app)
+  const method = kind.startsWith("POST") ? "POST" : "GET"
+  // As many as the pool has sockets, one after another (before: all 8 open, every socket held).
+  const streams: Array<Opened> = []
+  for (let i = 0; i < POOL; i++) streams.push(await open(a.outboundPort, method, headers))
+  expect(streams.map((s) => [s.status, s.error])).toEqual([...Array(POOL / 2).fill([200, undefined]), ...Array(POOL / 2).fill([503, "inbound; reason=overloaded"])])
+  expect(await metric(b, /^iip_mesh_app_event_streams_refused_total /)).toBe(POOL / 2)
+  expect(await metric(a, /^iip_mesh_endpoint_ejections_total/)).toBe(0)
+  // The app saw the refused ones close: their sockets are free again.
+  await waitFor(() => app.ended.events === POOL / 2, 3000, "the app to see the refused streams close")
+  const started = performance.now()
+  const plain = await plainGets(a.outboundPort, POOL / 2)
+  expect(plain.map((p) => [p.status, p.body.toString()])).toEqual(Array(POOL / 2).fill([200, "plain"]))
+  expect(performance.now() - started).toBeLessThan(2000)
+})
+
+it("event streams known from their start and from their answer share one count; a closed one gives its place back", async () => {
+  const app = await startEventsApp()
+  const { a } = await mesh(app)
+  const gets = [await open(a.outboundPort, "GET", { accept: "text/event-stream" }), await open(a.outboundPort, "GET", { accept: "text/event-stream" })]
+  const posts = [await open(a.outboundPort, "POST", {}), await open(a.outboundPort, "POST", {})]
+  expect([...gets, ...posts].map((s) => s.status)).toEqual([200, 200, 200, 200])
+  // The share is full either way in.
+  expect((await open(a.outboundPort, "POST", {})).status).toBe(503)
+  expect((await open(a.outboundPort, "GET", { accept: "text/event-stream" })).status).toBe(503)
+  // A POST stream its caller leaves gives its place back.
+  posts[0]!.close()
+  await waitFor(() => app.ended.events === 2, 3000, "the app to see the left stream and the refused one close")
+  // (the refused POST closed at the app; the refused GET never reached it)
+  expect((await open(a.outboundPort, "POST", {})).status).toBe(200)
+  expect((await open(a.outboundPort, "POST", {})).status).toBe(503)
+})
+
+it("a finite answer of another type, or an event stream the app ends, holds no place after its end", async () => {
+  const app = await startApp(cleanup, (req, res) => {
+    req.resume()
+    if (req.url === "/events") return res.writeHead(200, { "content-type": "text/event-stream" }).end("data: bye\n\n")
+    res.writeHead(200, { "content-type": "text/event-streams" }).end("not one")
+  })
+  const { a, b } = await mesh(app)
+  for (let i = 0; i < 3 * POOL; i++) {
+    const [ended, other] = await Promise.all([
+      call(a.outboundPort, { method: "POST", path: "/events", headers: { host: "catalog" }, body: "x" }),
+      call(a.outboundPort, { method: "POST", path: "/other", headers: { host: "catalog" }, body: "x" })
+    ])
+    expect([ended.status, other.status]).toEqual([200, 200])
+  }
+  expect(await metric(b, /^iip_mesh_app_event_streams_refused_total /)).toBe(0)
+})
+
+it("event streams B closes at their answer head are no failure of B: A ejects neither endpoint, and plain requests still go to both", async () => {
+  const app = await startEventsApp()
+  // Two catalog sidecars with one event stream's place each (a pool of 2 sockets).
+  const b1 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-1", app: app.address, appPoolSize: 2 }))
+  const b2 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-2", app: app.address, appPoolSize: 2 }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b1.inboundAddress, weight: 1 }, { address: b2.inboundAddress, weight: 1 }] } }))
+  // 20 POSTs one after another: 2 open, 18 closed at their answer head (before: those refusals were
+  // failures of B, and A ejected an endpoint).
+  const streams: Array<Opened> = []
+  for (let i = 0; i < 20; i++) streams.push(await open(a.outboundPort, "POST", {}))
+  expect(streams.filter((s) => s.status === 200)).toHaveLength(2)
+  expect(new Set(streams.filter((s) => s.status !== 200).map((s) => `${s.status} ${s.error}`))).toEqual(new Set(["503 inbound; reason=overloaded"]))
+  const { body } = await a.sidecar.telemetry.metrics.text()
+  expect(body.split("\n").filter((l) => /^iip_mesh_endpoint_ejections_total/.test(l) && !l.endsWith(" 0"))).toEqual([])
+  // Processed: retried nowhere, so each refused POST reached the app once.
+  expect(await metric(b1, /^iip_mesh_app_event_streams_refused_total /) + await metric(b2, /^iip_mesh_app_event_streams_refused_total /)).toBe(18)
+  expect((await plainGets(a.outboundPort, 8)).map((p) => p.status)).toEqual(Array(8).fill(200))
+  await waitFor(() => app.ended.events === 18, 3000, "the app to see the refused streams close")
+})
