@@ -19,8 +19,8 @@
 // counted, and the other calls keep the rest. Without it four server streams that never end took
 // all four places and every unary call waited out its deadline (h2c-stream-share.test.ts). A
 // method's calls before B sees one of its answers carry a second message are not known to stream:
-// each is an ordinary call, and joins the share as that message comes (it may pass the share then;
-// B never cuts a call it took).
+// each is an ordinary call, and joins the share as that message comes, or is cut then past it
+// (appH2Exchange.ts knownStreaming): kept, first calls of new streaming methods took every place.
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { Deadlines } from "../mux/deadlines.ts"

@@ -333,9 +333,17 @@ export class AppH2Exchange implements Expiring, Held {
     }
   }
 
-  /** The call showed a second message (its answer's or its request's): counted from here (its method's first, or the first since the methods were forgotten). */
+  /**
+   * The call showed a second message (its answer's or its request's): counted from here (its
+   * method's first, or the first since the methods were forgotten), or, with long-lived calls
+   * holding the share already, cut here (counted): else first calls, of a method not yet seen to
+   * stream (or of many such methods), took every place, since no call was refused at its start.
+   * The app saw it: refused as processed. No unary call is cut: it has one message each way.
+   */
   private knownStreaming(): void {
-    if (!this.longLived && this.placeHeld) this.countLongLived()
+    if (this.longLived || !this.placeHeld) return
+    if (!this.leg.refuseLongStream()) return this.countLongLived()
+    this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams (methods seen to stream, streamed request bodies, event streams) to the app at ${this.leg.address} hold half its places (${this.leg.longStreamShare()}), the most they may: this call, shown to stream by its second message, was cut; retry elsewhere`)
   }
 
   /** A chunk of a gRPC request's streamed body on its way to the app (pump): past its first message, the call streams. */
@@ -381,7 +389,11 @@ export class AppH2Exchange implements Expiring, Held {
     if (this.answer !== undefined) {
       this.observation.responseBytes(chunk.length)
       this.bytes += chunk.length
-      if (this.grpc && this.firstMessageEnd !== Infinity) this.noteMessages()
+      if (this.grpc && this.firstMessageEnd !== Infinity) {
+        this.noteMessages()
+        // Cut past the share (knownStreaming): nothing more goes to the caller.
+        if (this.done) return
+      }
       return this.answer.push(chunk)
     }
     this.parts.push(chunk)
@@ -648,6 +660,8 @@ const pump = async (body: IncomingStream, stream: http2.ClientHttp2Stream, excha
     if (stream.destroyed) return
     observation.requestBytes(chunk.length)
     exchange.requestChunk(chunk)
+    // Cut past the share at its second message (knownStreaming): the stream is reset, nothing more written.
+    if (stream.destroyed) return
     if (!stream.write(chunk)) {
       await drainedOrClosed(stream)
     }

@@ -395,8 +395,10 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
       // An event stream B refused for want of a place (its app pool's share for event streams
       // held): no failure of B either, else a burst of them ejected it and its plain requests,
       // which it answers, went elsewhere. Refused unsent, another endpoint may take it
-      // (notProcessed); or closed at its answer head, a request that did not say it was one (a
-      // POST): processed, the only overloaded refusal B sends a mesh caller as processed.
+      // (notProcessed); or cut once it showed it would last (processed: an answer head saying
+      // text/event-stream for a request that did not say it was one, appPool.ts; a gRPC call's
+      // second message, appH2Exchange.ts): the only overloaded refusals B sends a mesh caller as
+      // processed, each its share for long-lived streams held.
       if (error instanceof RemoteError && error.code === MeshErrorCode.overloaded && (error.processed || isEventStream(this.req))) lease!.release()
       else this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
       const safe = notProcessed(error) || (IDEMPOTENT.has(method) && (transportFailure(error) || this.perTryDeadlinePassed(error)))
