@@ -31,7 +31,7 @@ import type { AnswerHolds, Held } from "./answerHolds.ts"
 import { type AppH2Request, rawHeadOf } from "./appH2RequestHead.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
-import { acceptsEventStream, isAcceptName } from "./eventStream.ts"
+import { acceptsEventStream, isAcceptName, isEventStreamType } from "./eventStream.ts"
 import { grpcStatusIn, isGrpcPairs } from "./grpcStatus.ts"
 import { resetCancelled } from "./h2Reset.ts"
 import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
@@ -334,16 +334,18 @@ export class AppH2Exchange implements Expiring, Held {
   }
 
   /**
-   * The call showed a second message (its answer's or its request's): counted from here (its
+   * The call showed it will last (`shownBy`: a gRPC call's second message, its answer's or its
+   * request's; another request's answer head saying text/event-stream): counted from here (its
    * method's first, or the first since the methods were forgotten), or, with long-lived calls
    * holding the share already, cut here (counted): else first calls, of a method not yet seen to
-   * stream (or of many such methods), took every place, since no call was refused at its start.
-   * The app saw it: refused as processed. No unary call is cut: it has one message each way.
+   * stream (or of many such methods), and POSTs answered by event streams took every place, since
+   * none was refused at its start. The app saw it: refused as processed. No unary call is cut: it
+   * has one message each way.
    */
-  private knownStreaming(): void {
+  private knownStreaming(shownBy = "its second message"): void {
     if (this.longLived || !this.placeHeld) return
     if (!this.leg.refuseLongStream()) return this.countLongLived()
-    this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams (methods seen to stream, streamed request bodies, event streams) to the app at ${this.leg.address} hold half its places (${this.leg.longStreamShare()}), the most they may: this call, shown to stream by its second message, was cut; retry elsewhere`)
+    this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams (methods seen to stream, streamed request bodies, event streams) to the app at ${this.leg.address} hold half its places (${this.leg.longStreamShare()}), the most they may: this call, shown to stream by ${shownBy}, was cut; retry elsewhere`)
   }
 
   /** A chunk of a gRPC request's streamed body on its way to the app (pump): past its first message, the call streams. */
@@ -373,6 +375,15 @@ export class AppH2Exchange implements Expiring, Held {
     this.declared = head["content-length"]
     if (this.status < 200 || this.status > 599) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
+    }
+    // An event stream its request did not announce (a POST, a GET without accept): long-lived from
+    // here, unless its head ended it. (A field the app sent twice may come as a list: not one.)
+    if (!this.grpc && !this.longLived && !this.stream!.endAfterHeaders) {
+      const type: unknown = head["content-type"]
+      if (typeof type === "string" && isEventStreamType(type)) {
+        this.knownStreaming("its answer's text/event-stream")
+        if (this.done) return
+      }
     }
     // A head that ended the stream is the whole answer; otherwise one that is over soon goes back
     // whole: its wait begins at the turn's end, unless the answer is over by then.

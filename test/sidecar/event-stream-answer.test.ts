@@ -7,8 +7,13 @@
 // closed there (the app sees its socket close), the caller gets 503 `inbound; reason=overloaded`
 // as processed (the app saw the request: A retries it nowhere), counted in
 // iip_mesh_app_event_streams_refused_total, and the plain requests keep the rest of the pool.
+// The same hole to an h2c app (--app-protocol h2c, 4 places): four POST event streams held every
+// place and plain GETs 504; now such a stream joins the long-lived share from its answer head, cut
+// past it (iip_mesh_app_long_streams_refused_total).
 // Real peers: a node:http app and node:http callers, through two sidecars.
 import * as http from "node:http"
+import * as http2 from "node:http2"
+import type * as net from "node:net"
 import { afterEach, beforeEach, expect, it } from "vitest"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
@@ -145,4 +150,30 @@ it("event streams B closes at their answer head are no failure of B: A ejects ne
   expect(await metric(b1, /^iip_mesh_app_event_streams_refused_total /) + await metric(b2, /^iip_mesh_app_event_streams_refused_total /)).toBe(18)
   expect((await plainGets(a.outboundPort, 8)).map((p) => p.status)).toEqual(Array(8).fill(200))
   await waitFor(() => app.ended.events === 18, 3000, "the app to see the refused streams close")
+})
+
+it("to an h2c app (--app-protocol h2c): a POST answered by an event stream counts in the long-lived share from its answer head; past it cut, 503 overloaded; a plain GET is answered", async () => {
+  const app = http2.createServer()
+  const sessions: Array<http2.ServerHttp2Session> = []
+  app.on("session", (session) => sessions.push(session))
+  app.on("stream", (stream, headers) => {
+    stream.on("error", () => {})
+    if (headers[":path"] !== "/events") return void stream.respond({ ":status": 200 }, { endStream: true })
+    stream.respond({ ":status": 200, "content-type": "text/event-stream" })
+    stream.write("data: hi\n\n")
+  })
+  await new Promise<void>((listening) => app.listen(0, "127.0.0.1", listening))
+  cleanup.add(() => new Promise<void>((closed) => app.close(() => closed())))
+  cleanup.add(() => sessions.forEach((session) => session.destroy()))
+  const port = (app.address() as net.AddressInfo).port
+  // 4 places to the app: 2 for long-lived streams.
+  const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: `127.0.0.1:${port}`, appProtocol: "h2c", appH2MaxStreams: 4 }))
+  const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
+  const streams: Array<Opened> = []
+  for (let i = 0; i < 4; i++) streams.push(await open(a.outboundPort, "POST", {}))
+  // Before: all 4 open, every place held, and the GETs below 504 at their deadline.
+  expect(streams.map((s) => [s.status, s.error])).toEqual([[200, undefined], [200, undefined], [503, "inbound; reason=overloaded"], [503, "inbound; reason=overloaded"]])
+  expect(await metric(b, /^iip_mesh_app_long_streams_refused_total /)).toBe(2)
+  const plain = await plainGets(a.outboundPort, 2)
+  expect(plain.map((p) => p.status)).toEqual([200, 200])
 })
