@@ -392,14 +392,16 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
       // Nothing sent, nothing connected: a try the request does not pay for (FREE_REFUSED_DIALS).
       const free = refusal !== undefined && this.freeTries < FREE_REFUSED_DIALS
       if (free) this.freeTries++
-      // An event stream B refused for want of a place (its app pool's share for event streams
-      // held): no failure of B either, else a burst of them ejected it and its plain requests,
-      // which it answers, went elsewhere. Refused unsent, another endpoint may take it
-      // (notProcessed); or cut once it showed it would last (processed: an answer head saying
-      // text/event-stream for a request that did not say it was one, appPool.ts; a gRPC call's
-      // second message, appH2Exchange.ts): the only overloaded refusals B sends a mesh caller as
-      // processed, each its share for long-lived streams held.
-      if (error instanceof RemoteError && error.code === MeshErrorCode.overloaded && (error.processed || isEventStream(this.req))) lease!.release()
+      // An event stream B refused unsent for want of a place (its app pool's share for event
+      // streams held): no failure of B either, else a burst of them ejected it and its plain
+      // requests, which it answers, went elsewhere. Another endpoint may take it (notProcessed).
+      // One B cut once it showed it would last (processed: an answer head saying text/event-stream
+      // for a request that did not say so, appPool.ts; a gRPC call's second message,
+      // appH2Exchange.ts) is a failure of B, as an app's own 503 is: released instead, a B that
+      // refuses everything so (a broken app answering all with event streams, a hostile B) was
+      // never ejected nor penalised (a refusal is no latency sample, so it stayed a cold endpoint
+      // every first draw takes) and kept its share of traffic for ever (event-stream-answer.test.ts).
+      if (error instanceof RemoteError && error.code === MeshErrorCode.overloaded && !error.processed && isEventStream(this.req)) lease!.release()
       else this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
       const safe = notProcessed(error) || (IDEMPOTENT.has(method) && (transportFailure(error) || this.perTryDeadlinePassed(error)))
       const retry = safe && this.whole && this.triesLeft() && !this.appGone && monotonicMs() < this.deadline && (free || this.options.registry.allowRetry(this.service))

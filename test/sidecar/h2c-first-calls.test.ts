@@ -6,7 +6,7 @@
 // calls of one such method at once. Now a call that shows it streams (its answer's second message,
 // or its request's) while long-lived calls hold the share already is cut there: B resets the
 // app's stream and the caller gets UNAVAILABLE `inbound; reason=overloaded` (processed: the app
-// saw it; A retries it nowhere and ejects no endpoint), counted in
+// saw it; A retries it nowhere), counted in
 // iip_mesh_app_long_streams_refused_total. A unary call is never cut: it has one message each way.
 // Left open, by design: a call that answers at most one message and then holds its stream (a watch
 // with nothing to say yet) cannot be told from a slow unary call until it ends, and only its
@@ -99,7 +99,7 @@ it("first calls of four distinct streaming methods: two stream, the next two are
   expect(served).toStrictEqual(WATCHES.map((m) => m.path))
   expect(await refusedCount()).toBe(2)
   expect(await withTimeout(Promise.all(["u0", "u1", "u2", "u3"].map(echo)), 10_000, "the unary calls")).toStrictEqual(["u0", "u1", "u2", "u3"])
-  // B's own bound, no failure of B.
+  // A failure of B at A, but the only endpoint is never ejected (the outlier detector's cap).
   const { body } = await a.sidecar.telemetry.metrics.text()
   expect(body.split("\n").filter((l) => /^iip_mesh_endpoint_ejections_total/.test(l) && !l.endsWith(" 0"))).toStrictEqual([])
 })
