@@ -377,8 +377,9 @@ export class AppH2Exchange implements Expiring, Held {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
     }
     // An event stream its request did not announce (a POST, a GET without accept): long-lived from
-    // here, unless its head ended it. (A field the app sent twice may come as a list: not one.)
-    if (!this.grpc && !this.longLived && !this.stream!.endAfterHeaders) {
+    // here, unless its head ended it or stated its length (over soon, it holds nothing). (A field
+    // the app sent twice may come as a list: not one.)
+    if (!this.grpc && !this.longLived && !this.stream!.endAfterHeaders && head["content-length"] === undefined) {
       const type: unknown = head["content-type"]
       if (typeof type === "string" && isEventStreamType(type)) {
         this.knownStreaming("its answer's text/event-stream")

@@ -378,8 +378,9 @@ class Connection {
     const framesBody = (status === 204 || status === 304) && (chunked || (contentLength !== undefined && contentLength !== "0"))
     this.keepAlive = shouldKeepAlive && !upgrade && status >= 200 && idleMs > 0 && !framesBody
     this.idleMs = idleMs
-    // An event stream its request did not announce: in the share from now (a HEAD's answer has no body to last).
-    if (eventStream && !exchange.eventStream && exchange.request.method !== "HEAD") {
+    // An event stream its request did not announce: in the share from now. Not an answer with no
+    // body to last (a HEAD's, a 204, a 304) nor one of a stated length: over soon, it holds nothing.
+    if (eventStream && !exchange.eventStream && contentLength === undefined && status !== 204 && status !== 304 && exchange.request.method !== "HEAD") {
       const refused = this.pool.admitEventStream(exchange, true)
       if (refused !== undefined) {
         this.fail(refused)

@@ -160,6 +160,10 @@ it("to an h2c app (--app-protocol h2c): a POST answered by an event stream count
   app.on("session", (session) => sessions.push(session))
   app.on("stream", (stream, headers) => {
     stream.on("error", () => {})
+    if (headers[":path"] === "/batch") {
+      stream.respond({ ":status": 200, "content-type": "text/event-stream", "content-length": "11" })
+      return void stream.end("data: one\n\n")
+    }
     if (headers[":path"] !== "/events") return void stream.respond({ ":status": 200 }, { endStream: true })
     stream.respond({ ":status": 200, "content-type": "text/event-stream" })
     stream.write("data: hi\n\n")
@@ -178,6 +182,9 @@ it("to an h2c app (--app-protocol h2c): a POST answered by an event stream count
   expect(await metric(b, /^iip_mesh_app_long_streams_refused_total /)).toBe(2)
   const plain = await plainGets(a.outboundPort, 2)
   expect(plain.map((p) => p.status)).toEqual([200, 200])
+  // A finite one (its length stated) holds nothing: answered, not cut (before: 503).
+  const batch = await call(a.outboundPort, { method: "POST", path: "/batch", headers: { host: "catalog" }, body: "x" })
+  expect([batch.status, batch.body.toString()]).toEqual([200, "data: one\n\n"])
 })
 
 it("an endpoint whose every answer is refused overloaded (processed) gets less traffic: of three, the one refusing everything takes few of 90 POSTs", async () => {
@@ -211,4 +218,24 @@ it("an endpoint whose every answer is refused overloaded (processed) gets less t
   // Before: about a third (30 measured: 28-33). The failure penalty steers traffic off it.
   expect(refused).toBeLessThan(10)
   expect(await metric(b3, /^iip_mesh_app_event_streams_refused_total /)).toBe(refused)
+})
+
+it("with the share held, an answer saying text/event-stream that is finite (a content-length, a 304) is answered, not cut", async () => {
+  // Before: any answer head naming the type joined the share, so past it a finite one (a fixed batch
+  // of events with its length, a 304 to a conditional GET) was closed 503 though it held nothing.
+  const app = await startApp(cleanup, (req, res) => {
+    req.resume()
+    if (req.url === "/events") {
+      res.writeHead(200, { "content-type": "text/event-stream" })
+      return void res.write("data: hi\n\n")
+    }
+    if (req.url === "/batch") return void res.writeHead(200, { "content-type": "text/event-stream", "content-length": "11" }).end("data: one\n\n")
+    res.writeHead(304, { "content-type": "text/event-stream" }).end()
+  })
+  const { a } = await mesh(app)
+  for (let i = 0; i < POOL / 2; i++) expect((await open(a.outboundPort, "GET", { accept: "text/event-stream" })).status).toBe(200)
+  const batch = await call(a.outboundPort, { method: "POST", path: "/batch", headers: { host: "catalog" }, body: "x" })
+  expect([batch.status, batch.body.toString()]).toEqual([200, "data: one\n\n"])
+  const notModified = await call(a.outboundPort, { path: "/cached", headers: { host: "catalog", "if-none-match": "\"1\"" } })
+  expect(notModified.status).toBe(304)
 })
