@@ -75,6 +75,10 @@ export interface H2Leg {
   longStreamEnded(): void
   leftWaiting(exchange: AppH2Exchange): void
   streamClosed(session: http2.ClientHttp2Session): void
+  /** A new call is refused (counted): no session to the app may take another stream's reset (appH2.ts). */
+  refuseForResets(): boolean
+  /** B reset a stream on `session`: counted against the app's bound on a client's resets. */
+  resetSent(session: http2.ClientHttp2Session): void
 }
 
 /** What cancels the exchange: the caller went away or the mesh's deadline passed (the request's Cancellation). */
@@ -159,6 +163,9 @@ export class AppH2Exchange implements Expiring, Held {
     if (this.grpc && streamedBody && !longLived) this.requestFirstEnd = -1
     if (longLived && leg.refuseLongStream()) {
       return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams (methods seen to stream, streamed request bodies, event streams) to the app at ${leg.address} hold half its places (${leg.longStreamShare()}), the most they may; retry elsewhere`, false)
+    }
+    if (leg.refuseForResets()) {
+      return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `B's sessions to the app at ${leg.address} are out of resets (its HTTP/2 server ends a session that sends it too many: cancelled, timed-out and cut calls) and as many drain as may; retry elsewhere`, false)
     }
     const admitted = leg.admit(this)
     if (admitted === undefined) {
@@ -561,7 +568,10 @@ export class AppH2Exchange implements Expiring, Held {
     const stream = this.stream
     // Reset with no END_STREAM before it: close(CANCEL) ended the request body first, and an app
     // took the part of a body that had come (its caller gone mid-body) as all of it.
-    if (stream !== undefined && !stream.destroyed) resetCancelled(stream)
+    if (stream !== undefined && !stream.destroyed) {
+      resetCancelled(stream)
+      this.leg.resetSent(this.session!)
+    }
     const body = this.request.body
     if (body instanceof IncomingStream) body.discard()
     if (this.answer !== undefined) this.answer.fail(new RemoteError({ code, message, processed: true }))
