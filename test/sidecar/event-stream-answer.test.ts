@@ -15,7 +15,7 @@ import * as http from "node:http"
 import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, expect, it } from "vitest"
-import { Cleanup, waitFor } from "../support/iipRaw.ts"
+import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
 import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const POOL = 8
@@ -238,4 +238,25 @@ it("with the share held, an answer saying text/event-stream that is finite (a co
   expect([batch.status, batch.body.toString()]).toEqual([200, "data: one\n\n"])
   const notModified = await call(a.outboundPort, { path: "/cached", headers: { host: "catalog", "if-none-match": "\"1\"" } })
   expect(notModified.status).toBe(304)
+})
+
+it("a POST whose body still streams when its event-stream answer is closed past the share: the caller gets 503 at once, mid-body, and the pool serves on", async () => {
+  const app = await startEventsApp()
+  const { a, b } = await mesh(app)
+  for (let i = 0; i < POOL / 2; i++) expect((await open(a.outboundPort, "GET", { accept: "text/event-stream" })).status).toBe(200)
+  // A body that never ends: 64 KiB sent, the rest held back.
+  const answered = new Promise<{ status: number; error: string | undefined }>((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port: a.outboundPort, method: "POST", path: "/events", headers: { host: "catalog", "iip-timeout": "10000", "transfer-encoding": "chunked" }, agent: false })
+    cleanup.add(() => req.destroy())
+    req.on("error", reject)
+    req.on("response", (res) => {
+      res.resume()
+      resolve({ status: res.statusCode ?? 0, error: res.headers["x-iip-mesh-error"] as string | undefined })
+    })
+    req.write(Buffer.alloc(64 * 1024, 1))
+  })
+  expect(await withTimeout(answered, 5000, "the streaming POST's answer")).toEqual({ status: 503, error: "inbound; reason=overloaded" })
+  expect(await metric(b, /^iip_mesh_app_event_streams_refused_total /)).toBe(1)
+  await waitFor(() => app.ended.events === 1, 3000, "the app to see the refused stream close")
+  expect((await plainGets(a.outboundPort, POOL / 2)).map((p) => p.status)).toEqual(Array(POOL / 2).fill(200))
 })
