@@ -16,7 +16,8 @@ import * as http2 from "node:http2"
 import type * as net from "node:net"
 import { afterEach, beforeEach, expect, it } from "vitest"
 import { Cleanup, waitFor, withTimeout } from "../support/iipRaw.ts"
-import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { metric, plainGets, startEventsApp } from "../support/eventStreamApp.ts"
+import { call, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
 
 const POOL = 8
 
@@ -48,28 +49,6 @@ const open = (port: number, method: string, headers: http.OutgoingHttpHeaders): 
     req.end(method === "POST" ? "subscribe" : undefined)
   })
 
-/** An app whose /events answers any method with an event stream that never ends; other paths "plain". `ended`: streams it saw close. */
-const startEventsApp = async () => {
-  const ended = { events: 0 }
-  const app = await startApp(cleanup, (req, res) => {
-    if (req.url !== "/events") return res.end("plain")
-    req.resume()
-    res.on("close", () => ended.events++)
-    res.writeHead(200, { "Content-Type": "text/event-stream; charset=utf-8" })
-    res.write("data: hi\n\n")
-  })
-  return { address: app.address, ended }
-}
-
-const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
-  const { body } = await sidecar.sidecar.telemetry.metrics.text()
-  const line = body.split("\n").find((l) => pattern.test(l))
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
-}
-
-const plainGets = (port: number, count: number) =>
-  Promise.all(Array.from({ length: count }, () => call(port, { path: "/items", headers: { host: "catalog", "iip-timeout": "3000" }, timeoutMs: 5000 })))
-
 const mesh = async (app: { address: string }) => {
   const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize: POOL }))
   const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
@@ -81,7 +60,7 @@ it.each([
   ["GET without accept", {}],
   ["POST accepting text/event-stream", { accept: "text/event-stream" }]
 ])("a %s answered by an event stream counts in B's share from its answer head: past it closed, 503 overloaded, and plain requests keep their sockets", async (kind, headers) => {
-  const app = await startEventsApp()
+  const app = await startEventsApp(cleanup, { contentType: "Text/Event-Stream; charset=utf-8" })
   const { a, b } = await mesh(app)
   const method = kind.startsWith("POST") ? "POST" : "GET"
   // As many as the pool has sockets, one after another (before: all 8 open, every socket held).
@@ -99,7 +78,7 @@ it.each([
 })
 
 it("event streams known from their start and from their answer share one count; a closed one gives its place back", async () => {
-  const app = await startEventsApp()
+  const app = await startEventsApp(cleanup, { contentType: "Text/Event-Stream; charset=utf-8" })
   const { a } = await mesh(app)
   const gets = [await open(a.outboundPort, "GET", { accept: "text/event-stream" }), await open(a.outboundPort, "GET", { accept: "text/event-stream" })]
   const posts = [await open(a.outboundPort, "POST", {}), await open(a.outboundPort, "POST", {})]
@@ -133,7 +112,7 @@ it("a finite answer of another type, or an event stream the app ends, holds no p
 })
 
 it("event streams B closes at their answer head are failures of B, as an app's 503 is: at most one of two endpoints is ejected, and plain requests are answered", async () => {
-  const app = await startEventsApp()
+  const app = await startEventsApp(cleanup, { contentType: "Text/Event-Stream; charset=utf-8" })
   // Two catalog sidecars with one event stream's place each (a pool of 2 sockets).
   const b1 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-1", app: app.address, appPoolSize: 2 }))
   const b2 = await startSidecar(cleanup, sidecarConfig({ service: "catalog", node: "catalog-2", app: app.address, appPoolSize: 2 }))
@@ -241,7 +220,7 @@ it("with the share held, an answer saying text/event-stream that is finite (a co
 })
 
 it("a POST whose body still streams when its event-stream answer is closed past the share: the caller gets 503 at once, mid-body, and the pool serves on", async () => {
-  const app = await startEventsApp()
+  const app = await startEventsApp(cleanup, { contentType: "Text/Event-Stream; charset=utf-8" })
   const { a, b } = await mesh(app)
   for (let i = 0; i < POOL / 2; i++) expect((await open(a.outboundPort, "GET", { accept: "text/event-stream" })).status).toBe(200)
   // A body that never ends: 64 KiB sent, the rest held back.
