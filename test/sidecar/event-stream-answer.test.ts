@@ -39,7 +39,10 @@ const open = (port: number, method: string, headers: http.OutgoingHttpHeaders): 
     const req = http.request({ host: "127.0.0.1", port, method, path: "/events", headers: { host: "catalog", "iip-timeout": "10000", ...headers }, agent: false })
     cleanup.add(() => req.destroy())
     const timer = setTimeout(() => reject(new Error(`no answer to ${method} /events within 5 s`)), 5000)
-    req.on("error", reject)
+    req.on("error", (error) => {
+      clearTimeout(timer)
+      reject(error)
+    })
     req.on("response", (res) => {
       res.once("data", () => {
         clearTimeout(timer)
