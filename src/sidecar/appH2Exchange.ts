@@ -652,6 +652,10 @@ function onStreamError(this: ExchangeStream, error: NodeJS.ErrnoException): void
 }
 function onStreamClose(this: ExchangeStream): void {
   this[EXCHANGE].onClose()
+  // The closed stream lets go of its exchange: node keeps a closed stream's objects through young
+  // collections until a full one (bench/alloc.ts --survivors), and through this name they kept
+  // the whole call (its request, answer parts, observation) too.
+  ;(this as { [EXCHANGE]: AppH2Exchange | undefined })[EXCHANGE] = undefined
 }
 
 /** Whether a request's accept names text/event-stream (an EventSource's GET: it lives as long as it is read), its name in any case. */

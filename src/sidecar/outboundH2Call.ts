@@ -40,6 +40,8 @@ const CALL = Symbol("call")
 type CallStream = http2.ServerHttp2Stream & { [CALL]: StreamCall }
 function onStreamClose(this: CallStream): void {
   this[CALL].closed()
+  // The closed stream lets go of its call (as appH2Exchange.ts's streams do of their exchanges).
+  ;(this as { [CALL]: StreamCall | undefined })[CALL] = undefined
 }
 function onWantTrailers(this: CallStream): void {
   this[CALL].sendTrailers()
