@@ -92,7 +92,8 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     // The socket as accepted, read through session.socket (a proxy that passes reads on to it, as
     // node documents): not a variable accept() sets around its emit, which held only while node
     // emits 'session' within that emit (node 24 does; nothing documents it).
-    ;(session as SweptSession)[SOCKET] = (session.socket as AcceptedSocket)[ACCEPTED]
+    const accepted = (session.socket as AcceptedSocket)[ACCEPTED]
+    ;(session as SweptSession)[SOCKET] = accepted
     ;(session as SweptSession)[OPEN] = open
     ;(session as SweptSession)[QUIET_SINCE] = performance.now()
     ;(session as SweptSession)[STREAMED] = false
@@ -111,6 +112,13 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
         streamSincePing = false
       } else if (now - lastPing < MIN_PING_INTERVAL_MS && ++pingStrikes > PING_STRIKES) return endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_PINGS)
       lastPing = now
+    })
+    // The caller's FIN: HTTP/2 half-closes streams, never the connection (RFC 9113 §5.1), so a stream
+    // still waiting for its request's frames gets none now. node keeps such a stream (the listener
+    // takes half-open sockets), and its request stayed in flight to its deadline: it is cut as a
+    // caller gone. A whole request's answer still goes out.
+    accepted.once("end", () => {
+      for (const call of open) call.callerEnded()
     })
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true

@@ -6,7 +6,7 @@
 import * as http2 from "node:http2"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
-import { resetFailed } from "./h2Reset.ts"
+import { resetCancelled, resetFailed } from "./h2Reset.ts"
 import { TurnEnd } from "./turnEnd.ts"
 
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
@@ -219,6 +219,16 @@ export class StreamCall implements OutboundCall {
     this.cutReason = ANSWER_STALLED
     this.stream.close(http2.constants.NGHTTP2_CANCEL)
     this.stream.destroy()
+  }
+
+  /**
+   * The caller's connection ended (its FIN): a request whose END_STREAM has not come never gets it,
+   * and ends as a caller gone (RST_STREAM CANCEL). One answered already (a body cut at its limit)
+   * has its reset from onCutAnswered.
+   */
+  callerEnded(): void {
+    const stream = this.stream
+    if (!this.writableEnded && !stream.destroyed && stream.state.remoteClose !== 1) resetCancelled(stream)
   }
 
   get remoteAddress(): string {
