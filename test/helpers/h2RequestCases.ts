@@ -138,6 +138,8 @@ const mutate = (rng: Prng, d: Draft, withBody: boolean, grpc: boolean): void => 
     case 3: {
       // No :authority (nor Host) is no malformation (§8.3.1), only a request A cannot route.
       const [gone] = d.pseudo.splice(rng.int(0, d.pseudo.length - 1), 1)
+      // Every copy of it (a duplicated one would otherwise be whole again).
+      d.pseudo = d.pseudo.filter(([n]) => n !== gone![0])
       return tag(`pseudo-missing${gone![0]}`, gone![0] === ":authority" ? "either" : "refused")
     }
     case 4: { const p = rng.pick(d.pseudo); d.pseudo.push([p[0], p[0] === ":path" ? "/other" : p[1]]); return tag("pseudo-duplicated", "refused") }
