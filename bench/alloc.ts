@@ -9,6 +9,8 @@
 // (default 1 KiB), `--connections` calls outstanding at a time on that channel, every answer checked.
 // `--site-depth N` names each site with N - 1 of its callers (who reaches node's internals);
 // `--keep-profiles DIR` keeps each sidecar's whole sampled profile there (alloc-<pid>.heapprofile).
+// `--survivors` counts only what outlived a scavenge (promoted, or alive at the end): the bytes per
+// request that fill the old generation and so set how often a sidecar stops for a full GC.
 import type * as grpc from "@grpc/grpc-js"
 import * as http from "node:http"
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
@@ -110,7 +112,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const sidecarOptions = parseSidecarArgs(args)
   const keep = value("--keep-profiles")
   const dir = mkdtempSync(join(tmpdir(), "iip-alloc-"))
-  const options = { ...sidecarOptions, sidecarNodeFlags: [...sidecarOptions.sidecarNodeFlags, PROBE], sidecarEnv: { ...sidecarOptions.sidecarEnv, ALLOC_PROBE_DIR: dir, ALLOC_PROBE_DEPTH: String(Math.round(number("--site-depth", 1))), ...(keep === undefined ? {} : { ALLOC_PROBE_KEEP: keep }) } }
+  const options = { ...sidecarOptions, sidecarNodeFlags: [...sidecarOptions.sidecarNodeFlags, PROBE], sidecarEnv: { ...sidecarOptions.sidecarEnv, ALLOC_PROBE_DIR: dir, ALLOC_PROBE_DEPTH: String(Math.round(number("--site-depth", 1))), ...(args.includes("--survivors") ? { ALLOC_PROBE_SURVIVORS: "1" } : {}), ...(keep === undefined ? {} : { ALLOC_PROBE_KEEP: keep }) } }
   const spawned: Array<() => Promise<void>> = []
   let path: Path | undefined
   try {

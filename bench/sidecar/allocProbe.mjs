@@ -54,7 +54,10 @@ const start = async () => {
   })
   observer.observe({ entryTypes: ["gc"] })
   await post("HeapProfiler.enable")
-  await post("HeapProfiler.startSampling", { samplingInterval: SAMPLING_INTERVAL, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+  // ALLOC_PROBE_SURVIVORS: only what outlived a scavenge (promoted to the old generation, or alive at
+  // the end), i.e. what the mark-compactor will have to collect: the sites behind full GCs.
+  const survivors = process.env.ALLOC_PROBE_SURVIVORS === "1"
+  await post("HeapProfiler.startSampling", { samplingInterval: SAMPLING_INTERVAL, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: !survivors })
   writeFileSync(join(dir, `alloc-${process.pid}.started`), "")
 }
 

@@ -1,9 +1,10 @@
-// The sidecar bench's default open-loop generator: bench/sidecar/openLoop.c (with httpAnswer.c), compiled with the
+// The sidecar bench's default open-loop generator: bench/sidecar/openLoop.c (with httpAnswer.c and loopCore.c), compiled with the
 // machine's C compiler once per change of its source or compiler (into a cache dir under the temp dir), run as
 // one long-lived child the bench drives over its line protocol (the C file's header), slice after
 // slice on different targets. Its samples are nodeLoad.ts's OpenSample, so turns.ts's mergeOpen and
 // the reports take them as they take the Node loop's. The point: the generator runs outside the
-// bench's Node process, so neither its GC pauses nor its timers' lateness land in the tails.
+// bench's Node process, so neither its GC pauses nor its timers' lateness land in the tails. The gRPC
+// bench's C generator (../grpcCLoad.ts) is built and driven by the same code, another CProgram.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { createHash } from "node:crypto"
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs"
@@ -14,9 +15,18 @@ import { Data } from "effect"
 import { type OpenSample, summarizeLatencies } from "./nodeLoad.ts"
 import { findExecutable } from "./which.ts"
 
-/** The generator's sources (httpAnswer.h is included by both: it is hashed with them). */
-export const C_SOURCES: ReadonlyArray<string> = ["openLoop.c", "httpAnswer.c"].map((name) => fileURLToPath(new URL(`./${name}`, import.meta.url)))
-const C_HEADER = fileURLToPath(new URL("./httpAnswer.h", import.meta.url))
+/** A C generator: its binary's name, the sources compiled into it and the headers they include (hashed with them). */
+export interface CProgram {
+  readonly name: string
+  readonly sources: ReadonlyArray<string>
+  readonly headers: ReadonlyArray<string>
+}
+
+const here = (name: string): string => fileURLToPath(new URL(`./${name}`, import.meta.url))
+
+/** The sidecar bench's HTTP/1.1 generator. */
+export const OPEN_LOOP: CProgram = { name: "openloop", sources: ["openLoop.c", "httpAnswer.c", "loopCore.c"].map(here), headers: ["httpAnswer.h", "loopCore.h"].map(here) }
+export const C_SOURCES = OPEN_LOOP.sources
 export const CC_INSTALL_HINT = "apt-get install gcc"
 
 /** The generator could not be built, or died, or answered what the bench cannot read. */
@@ -30,16 +40,16 @@ export const findCc = (): string | undefined => process.env.CC ?? findExecutable
 
 /**
  * The generator's binary, compiled if this source has not been yet by this compiler:
- * `<cacheRoot>/iip-mesh-openloop-<hash>/openloop`, the temp dir by default. Undefined when there is
- * no C compiler (the caller falls back to the Node loop and says how to get one).
+ * `<cacheRoot>/iip-mesh-<name>-<hash>/<name>`, the temp dir by default. Undefined when there is
+ * no C compiler (the caller falls back to a Node generator and says how to get one).
  */
-export const buildOpenLoop = (cc: string | undefined = findCc(), cacheRoot: string = tmpdir()): string | undefined => {
+export const buildOpenLoop = (cc: string | undefined = findCc(), cacheRoot: string = tmpdir(), program: CProgram = OPEN_LOOP): string | undefined => {
   if (cc === undefined) return undefined
   // The compiler is in the key: another CC (clang, a sanitizing wrapper) gets its own binary, not this one's.
   const hash = createHash("sha256").update(`${cc}\0`)
-  for (const file of [...C_SOURCES, C_HEADER]) hash.update(readFileSync(file))
-  const dir = join(cacheRoot, `iip-mesh-openloop-${hash.digest("hex").slice(0, 16)}`)
-  const binary = join(dir, "openloop")
+  for (const file of [...program.sources, ...program.headers]) hash.update(readFileSync(file))
+  const dir = join(cacheRoot, `iip-mesh-${program.name}-${hash.digest("hex").slice(0, 16)}`)
+  const binary = join(dir, program.name)
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   // The temp dir is everyone's and the name is known: a binary is run only from a directory that is
   // this user's and that nobody else may write to, or anyone could have put their program there.
@@ -49,15 +59,15 @@ export const buildOpenLoop = (cc: string | undefined = findCc(), cacheRoot: stri
   }
   if (existsSync(binary)) return binary
   // Built beside it and renamed, so a bench or test building at the same moment never runs half a file.
-  const partial = join(dir, `openloop.${process.pid}.partial`)
+  const partial = join(dir, `${program.name}.${process.pid}.partial`)
   try {
-    execFileSync(cc, ["-O2", "-Wall", "-Wextra", "-o", partial, ...C_SOURCES], { stdio: ["ignore", "pipe", "pipe"] })
+    execFileSync(cc, ["-O2", "-Wall", "-Wextra", "-o", partial, ...program.sources], { stdio: ["ignore", "pipe", "pipe"] })
     chmodSync(partial, 0o755)
     renameSync(partial, binary)
   } catch (error) {
     rmSync(partial, { force: true })
     const stderr = (error as { stderr?: Buffer }).stderr?.toString().trim().slice(0, 2000)
-    throw new CLoadFailed({ message: `${cc} could not compile ${C_SOURCES.join(" ")}: ${stderr ?? String(error)}` })
+    throw new CLoadFailed({ message: `${cc} could not compile ${program.sources.join(" ")}: ${stderr ?? String(error)}` })
   }
   return binary
 }
@@ -74,6 +84,8 @@ export interface CLoad {
   readonly run: (id: number, rate: number, warmupMs: number, measureMs: number, giveUpMs: number) => Promise<OpenSample>
   /** Sends a raw command line and resolves with the answer's JSON (tests use it for what the bench never sends). */
   readonly command: (line: string, withinMs?: number) => Promise<unknown>
+  /** Sends a command line; its answer, or its refusal as CLoadRefused (another generator's own `target` line, say). */
+  readonly ask: (line: string, withinMs?: number) => Promise<Record<string, unknown>>
   readonly close: () => Promise<void>
 }
 
@@ -159,6 +171,7 @@ export const startCLoad = (binary: string, graceMs = 10_000): Promise<CLoad> =>
       resolve({
         pid: child.pid!,
         command,
+        ask: expect,
         target: async (id, host, port, hostHeader, maxSockets) => {
           await expect(`target ${id} ${host} ${port} ${hostHeader ?? "-"} ${Math.min(maxSockets, MAX_SOCKETS)}`)
         },

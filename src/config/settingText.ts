@@ -118,6 +118,7 @@ export const fromText = (key: Key, values: ReadonlyArray<string>): unknown => {
     case "h2MaxStreams":
     case "appH2MaxStreams":
     case "rateLimitKeys":
+    case "ipv6SourcePrefix":
     case "goldenRoutes":
     case "tapListeners":
     case "tapRate":

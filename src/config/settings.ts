@@ -4,6 +4,7 @@
 import { hostname } from "node:os"
 import { pickerNames } from "../balancer/serviceBalancer.ts"
 import { OUTPUT_FLUSH_MS } from "../iip/outputLines.ts"
+import { IPV6_SOURCE_PREFIX } from "../iip/sourceKey.ts"
 import type { SidecarConfig } from "./sidecarConfig.ts"
 
 /** Where each setting comes from, in README order. */
@@ -102,6 +103,7 @@ export const settings = [
   { key: "h2MaxStreams", env: "IIP_MESH_H2_MAX_STREAMS", flag: "--h2-max-streams", help: "streams open at once on one HTTP/2 connection from the app (default 256)" },
   { key: "kubernetesRoutes", env: "IIP_MESH_KUBERNETES_ROUTES", flag: "--kubernetes-routes", help: "namespaces whose HTTPRoutes (attached to Services) apply as routes, in-cluster, comma-separated or repeated (default none)" },
   { key: "rateLimitKeys", env: "IIP_MESH_RATE_LIMIT_KEYS", flag: "--rate-limit-keys", help: "buckets one keyed rate limit keeps (per caller or header value) at most; later values share one (default 1024)" },
+  { key: "ipv6SourcePrefix", env: "IIP_MESH_IPV6_SOURCE_PREFIX", flag: "--ipv6-source-prefix", help: "an IPv6 caller without an identity counts in a rate limit keyed by caller by its prefix of this many bits, 16-128 (default 64)" },
   { key: "traceStoreBytes", env: "IIP_MESH_TRACE_STORE_BYTES", flag: "--trace-store-bytes", help: "bytes the admin's trace store keeps spans in, outside the JS heap; the oldest trace goes first (default 2MiB)" },
   { key: "readSlabPoolBytes", env: "IIP_MESH_READ_SLAB_POOL_BYTES", flag: "--read-slab-pool-bytes", help: "free 64 KiB read slabs the process keeps to read plain TCP IIP connections into again (default 8MiB; 0: none)" }
 ] as const
@@ -212,6 +214,7 @@ export const configDefaults = (): Omit<SidecarConfig, "service"> => ({
   appH2MaxStreams: 1024,
   kubernetesRoutes: [],
   rateLimitKeys: 1024,
+  ipv6SourcePrefix: IPV6_SOURCE_PREFIX.default,
   traceStoreBytes: 2 * 1024 * 1024,
   readSlabPoolBytes: 8 * 1024 * 1024
 })

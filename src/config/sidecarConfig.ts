@@ -4,6 +4,7 @@
 import * as Schema from "effect/Schema"
 import { isIPv4 } from "node:net"
 import { pickerNames } from "../balancer/serviceBalancer.ts"
+import { IPV6_SOURCE_PREFIX } from "../iip/sourceKey.ts"
 import {
   Address,
   Bytes,
@@ -264,6 +265,8 @@ export const SidecarConfigSchema = Schema.Struct({
   ))))),
   /** Buckets one keyed rate limit keeps at most (src/sidecar/rateLimits.ts); later keys share one. At most 100,000: a sweep of refilled buckets walks them all. */
   rateLimitKeys: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 100_000 }))),
+  /** The prefix an IPv6 caller without an identity counts by in a rate limit keyed by caller (src/iip/sourceKey.ts: a /64 by default, as the issuer's). */
+  ipv6SourcePrefix: Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: IPV6_SOURCE_PREFIX.min, maximum: IPV6_SOURCE_PREFIX.max }))),
   /** How the inbound side speaks to its app: HTTP/1.1, or cleartext HTTP/2 (gRPC apps). */
   appProtocol: Schema.Literals(["http1", "h2c", "auto"]),
   /** Streams one HTTP/2 connection from the app may have open at once (its SETTINGS_MAX_CONCURRENT_STREAMS). */

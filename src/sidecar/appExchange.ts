@@ -286,8 +286,9 @@ export class AppExchange implements AppPoolHandler {
     if (this.mode === "waiting") {
       const code = (error as NodeJS.ErrnoException).code
       if (error instanceof EventStreamsFull) {
-        // The pool's share for event streams is held: refused before anything was sent, another endpoint may take it.
-        this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, failure(MeshErrorCode.overloaded, `${error.message}; retry later`, false))
+        // The pool's share for event streams is held: refused before anything was sent (another
+        // endpoint may take it), or closed at an answer head that said it was one (processed).
+        this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, failure(MeshErrorCode.overloaded, `${error.message}; retry later`, error.processed))
         return this.abort(error)
       }
       if (error instanceof InvalidRequestHead) {

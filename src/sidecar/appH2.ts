@@ -19,8 +19,15 @@
 // counted, and the other calls keep the rest. Without it four server streams that never end took
 // all four places and every unary call waited out its deadline (h2c-stream-share.test.ts). A
 // method's calls before B sees one of its answers carry a second message are not known to stream:
-// each is an ordinary call, and joins the share as that message comes (it may pass the share then;
-// B never cuts a call it took).
+// each is an ordinary call, and joins the share as that message comes, or is cut then past it
+// (appH2Exchange.ts knownStreaming): kept, first calls of new streaming methods took every place.
+// Every call B cuts, or its caller cancels, or its deadline ends, is a reset B sends the app, and
+// nghttp2 (node's HTTP/2 server, grpc-js's) bounds a client's resets: past them the app sends GOAWAY
+// INTERNAL_ERROR and node's client destroys the session, every call on it, other callers' too (one
+// caller's 1,200 cancels ended another's call: h2c-reset-budget.test.ts). B keeps each session's
+// count as nghttp2 does, and opens no stream on a session whose budget could not reset every stream
+// open there: the next goes on a fresh session, the old one drains (its streams finish there, each
+// still able to be reset). A few drain at once; past that new calls are refused `overloaded`.
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { Deadlines } from "../mux/deadlines.ts"
@@ -50,6 +57,16 @@ const STREAMING_METHODS_KEPT = 1024
 
 /** The app's connection window at B: the most HTTP/2 allows (RFC 9113 6.9.1), which no answer spends. */
 const CONNECTION_WINDOW = 2 ** 31 - 1
+
+/**
+ * The resets a session may send the app at once, and those it may send a second after: under
+ * nghttp2's own (stream_reset_burst 1,000, stream_reset_rate 33 a second, since 1.57; node 24
+ * bundles 1.70), by a margin, as nghttp2 refills by whole seconds and B's count is its own view.
+ */
+const APP_RESET_BURST = 900
+const APP_RESET_PER_SECOND = 30
+/** Sessions drained for their resets at once, beyond those B's limit needs to spread its streams over (each carries at most APP_RESET_BURST). */
+const RESET_DRAINS = 2
 
 const LENIENT_FIELDS = { strictSingleValueFields: false } as http2.ClientSessionOptions
 
@@ -93,6 +110,18 @@ export class AppH2Leg implements H2Leg {
   private settled = false
   /** A stream went out on the current session before its SETTINGS (the one that made it). */
   private unsettledStreamOut = false
+  /** The resets the current session may still send the app (its bucket, as nghttp2 keeps it), as of resetsAt (performance.now()). */
+  private resetTokens = APP_RESET_BURST
+  private resetsAt = 0
+  /** Sessions left to drain for want of resets, until they close: the streams still open on each. */
+  private readonly resetDrains = new Map<http2.ClientHttp2Session, number>()
+  /** Their bound: enough to spread B's places over (APP_RESET_BURST each), and RESET_DRAINS more. */
+  private readonly maxResetDrains: number
+  /** Armed while exchanges wait for the current session's budget to refill (as many drain as may): the next reset's worth of time. */
+  private refillTimer: NodeJS.Timeout | undefined = undefined
+  /** Sessions drained for their resets, and calls refused with as many draining as may (counters read them). */
+  sessionsRotated = 0
+  resetRefused = 0
 
   private readonly host: string
   private readonly port: number
@@ -106,6 +135,34 @@ export class AppH2Leg implements H2Leg {
     this.onInvalid = onInvalid
     this.answerIdleMs = answerIdleMs
     this.maxStreams = maxStreams
+    this.maxResetDrains = Math.ceil(maxStreams / APP_RESET_BURST) + RESET_DRAINS
+  }
+
+  /**
+   * Whether the current session could reset one more stream beside all those open on it (no session
+   * yet: a fresh one can). Refills its bucket to now.
+   */
+  private resetRoom(): boolean {
+    if (this.session === undefined) return true
+    const now = performance.now()
+    this.resetTokens = Math.min(APP_RESET_BURST, this.resetTokens + ((now - this.resetsAt) * APP_RESET_PER_SECOND) / 1000)
+    this.resetsAt = now
+    return this.resetTokens >= this.currentStreams + 1
+  }
+
+  /** B reset a stream on `session`: one of its budget spent (a draining one's was kept for its streams). */
+  resetSent(session: http2.ClientHttp2Session): void {
+    if (session === this.session) this.resetTokens--
+  }
+
+  /**
+   * Whether a new call is refused (counted): the current session has no reset to spare for it and as
+   * many sessions drain for theirs as may. Asked before admit.
+   */
+  refuseForResets(): boolean {
+    if (this.resetRoom() || this.resetDrains.size < this.maxResetDrains) return false
+    this.resetRefused++
+    return true
   }
 
   /** Exchanges waiting for a place now (a gauge reads it). */
@@ -165,6 +222,7 @@ export class AppH2Leg implements H2Leg {
   streamClosed(session: http2.ClientHttp2Session): void {
     this.openStreams--
     if (session === this.session) this.currentStreams--
+    else this.drainedStreamClosed(session)
     this.openWaiting()
   }
 
@@ -193,7 +251,16 @@ export class AppH2Leg implements H2Leg {
    * come first thing, so the wait is one round trip.
    */
   private mayOpen(): boolean {
-    return this.openStreams < this.maxStreams && this.currentStreams < this.announcedStreams && (this.settled || !this.unsettledStreamOut)
+    if (this.openStreams >= this.maxStreams) return false
+    // No reset to spare on the current session: the stream goes on a fresh one (sessionForStream),
+    // if another may drain; else it waits for a stream there to end or the budget to refill (no
+    // stream may end: a timer opens the line again then).
+    if (!this.resetRoom()) {
+      if (this.resetDrains.size < this.maxResetDrains) return true
+      this.refillTimer ??= setTimeout(this.onRefill, Math.ceil(1000 / APP_RESET_PER_SECOND))
+      return false
+    }
+    return this.currentStreams < this.announcedStreams && (this.settled || !this.unsettledStreamOut)
   }
 
   /**
@@ -219,9 +286,44 @@ export class AppH2Leg implements H2Leg {
 
   /** The session a stream that took its place (admit, openWaiting) opens on, counted there: the pooled one, made again once the last one closed, failed or went away. */
   sessionForStream(): http2.ClientHttp2Session {
+    // (One closing already is made again by current(): its 'close' would never come to end a drain.)
+    const open = this.session
+    if (open !== undefined && !open.closed && !open.destroyed && !this.resetRoom()) this.drainForResets(open)
     const session = this.current()
     this.currentStreams++
     return session
+  }
+
+  /**
+   * The current session has no reset to spare for another stream: it takes no more (the next makes
+   * a fresh one) and closes once its streams end, each still able to be reset within its budget.
+   * Not closed now: closed in the turn its last streams were requested, the app never took those
+   * (measured: node's close() sends GOAWAY, and their HEADERS went after it or not at all).
+   */
+  private drainForResets(session: http2.ClientHttp2Session): void {
+    this.sessionsRotated++
+    this.resetDrains.set(session, this.currentStreams)
+    session.once("close", () => {
+      this.resetDrains.delete(session)
+      if (this.waiting.size > 0) this.openWaiting()
+    })
+    // current() makes the next session, its count and its budget afresh; this one's 'close' and
+    // 'goaway' no longer touch the leg (sessionGone: not the current session).
+    this.session = undefined
+    if (this.currentStreams === 0) session.close()
+  }
+
+  private readonly onRefill = (): void => {
+    this.refillTimer = undefined
+    if (this.waiting.size > 0) this.openWaiting()
+  }
+
+  /** A stream closed on a session that is not the current one: a session drained for its resets closes after its last. */
+  private drainedStreamClosed(session: http2.ClientHttp2Session): void {
+    const left = this.resetDrains.get(session)
+    if (left === undefined) return
+    this.resetDrains.set(session, left - 1)
+    if (left === 1) session.close()
   }
 
   private current(): http2.ClientHttp2Session {
@@ -255,6 +357,8 @@ export class AppH2Leg implements H2Leg {
     this.announcedStreams = Infinity
     this.currentStreams = 0
     this.settled = false
+    this.resetTokens = APP_RESET_BURST
+    this.resetsAt = performance.now()
     // The caller opens the session's first stream now.
     this.unsettledStreamOut = true
     session.on("remoteSettings", (settings: http2.Settings) => {
@@ -298,6 +402,7 @@ export class AppH2Leg implements H2Leg {
     // The leg's timers go with it: the deadlines' one timer stays armed for a finished call's
     // deadline (deadlines.ts re-arms lazily), which kept the process alive that long after a stop.
     this.deadlines.clear()
+    if (this.refillTimer !== undefined) clearTimeout(this.refillTimer)
     this.holds.clear()
     this.oneMessageHolds.clear()
     // The inbound side has drained (or its drain timeout passed): what is still open to the app is

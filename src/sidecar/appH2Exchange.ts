@@ -31,7 +31,7 @@ import type { AnswerHolds, Held } from "./answerHolds.ts"
 import { type AppH2Request, rawHeadOf } from "./appH2RequestHead.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
-import { acceptsEventStream, isAcceptName } from "./eventStream.ts"
+import { acceptsEventStream, isAcceptName, isEventStreamType } from "./eventStream.ts"
 import { grpcStatusIn, isGrpcPairs } from "./grpcStatus.ts"
 import { resetCancelled } from "./h2Reset.ts"
 import { endToEndHeaders, type OnInvalidHeader, RawListCache } from "./headerFilter.ts"
@@ -75,6 +75,10 @@ export interface H2Leg {
   longStreamEnded(): void
   leftWaiting(exchange: AppH2Exchange): void
   streamClosed(session: http2.ClientHttp2Session): void
+  /** A new call is refused (counted): no session to the app may take another stream's reset (appH2.ts). */
+  refuseForResets(): boolean
+  /** B reset a stream on `session`: counted against the app's bound on a client's resets. */
+  resetSent(session: http2.ClientHttp2Session): void
 }
 
 /** What cancels the exchange: the caller went away or the mesh's deadline passed (the request's Cancellation). */
@@ -159,6 +163,9 @@ export class AppH2Exchange implements Expiring, Held {
     if (this.grpc && streamedBody && !longLived) this.requestFirstEnd = -1
     if (longLived && leg.refuseLongStream()) {
       return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams (methods seen to stream, streamed request bodies, event streams) to the app at ${leg.address} hold half its places (${leg.longStreamShare()}), the most they may; retry elsewhere`, false)
+    }
+    if (leg.refuseForResets()) {
+      return this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `B's sessions to the app at ${leg.address} are out of resets (its HTTP/2 server ends a session that sends it too many: cancelled, timed-out and cut calls) and as many drain as may; retry elsewhere`, false)
     }
     const admitted = leg.admit(this)
     if (admitted === undefined) {
@@ -333,9 +340,19 @@ export class AppH2Exchange implements Expiring, Held {
     }
   }
 
-  /** The call showed a second message (its answer's or its request's): counted from here (its method's first, or the first since the methods were forgotten). */
-  private knownStreaming(): void {
-    if (!this.longLived && this.placeHeld) this.countLongLived()
+  /**
+   * The call showed it will last (`shownBy`: a gRPC call's second message, its answer's or its
+   * request's; another request's answer head saying text/event-stream): counted from here (its
+   * method's first, or the first since the methods were forgotten), or, with long-lived calls
+   * holding the share already, cut here (counted): else first calls, of a method not yet seen to
+   * stream (or of many such methods), and POSTs answered by event streams took every place, since
+   * none was refused at its start. The app saw it: refused as processed. No unary call is cut: it
+   * has one message each way.
+   */
+  private knownStreaming(shownBy = "its second message"): void {
+    if (this.longLived || !this.placeHeld) return
+    if (!this.leg.refuseLongStream()) return this.countLongLived()
+    this.fail(503, { hop: "inbound", reason: MeshErrorCode.overloaded }, MeshErrorCode.overloaded, `long-lived streams (methods seen to stream, streamed request bodies, event streams) to the app at ${this.leg.address} hold half its places (${this.leg.longStreamShare()}), the most they may: this call, shown to stream by ${shownBy}, was cut; retry elsewhere`)
   }
 
   /** A chunk of a gRPC request's streamed body on its way to the app (pump): past its first message, the call streams. */
@@ -366,6 +383,16 @@ export class AppH2Exchange implements Expiring, Held {
     if (this.status < 200 || this.status > 599) {
       return this.fail(502, { hop: "app", reason: AppErrorCode.failed }, AppErrorCode.failed, `app at ${this.leg.address} answered with status ${this.status}`)
     }
+    // An event stream its request did not announce (a POST, a GET without accept): long-lived from
+    // here, unless its head ended it or stated its length (over soon, it holds nothing). (A field
+    // the app sent twice may come as a list: not one.)
+    if (!this.grpc && !this.longLived && !this.stream!.endAfterHeaders && head["content-length"] === undefined) {
+      const type: unknown = head["content-type"]
+      if (typeof type === "string" && isEventStreamType(type)) {
+        this.knownStreaming("its answer's text/event-stream")
+        if (this.done) return
+      }
+    }
     // A head that ended the stream is the whole answer; otherwise one that is over soon goes back
     // whole: its wait begins at the turn's end, unless the answer is over by then.
     if (!this.stream!.endAfterHeaders) headsThisTurn.add(this)
@@ -381,7 +408,11 @@ export class AppH2Exchange implements Expiring, Held {
     if (this.answer !== undefined) {
       this.observation.responseBytes(chunk.length)
       this.bytes += chunk.length
-      if (this.grpc && this.firstMessageEnd !== Infinity) this.noteMessages()
+      if (this.grpc && this.firstMessageEnd !== Infinity) {
+        this.noteMessages()
+        // Cut past the share (knownStreaming): nothing more goes to the caller.
+        if (this.done) return
+      }
       return this.answer.push(chunk)
     }
     this.parts.push(chunk)
@@ -537,7 +568,10 @@ export class AppH2Exchange implements Expiring, Held {
     const stream = this.stream
     // Reset with no END_STREAM before it: close(CANCEL) ended the request body first, and an app
     // took the part of a body that had come (its caller gone mid-body) as all of it.
-    if (stream !== undefined && !stream.destroyed) resetCancelled(stream)
+    if (stream !== undefined && !stream.destroyed) {
+      resetCancelled(stream)
+      this.leg.resetSent(this.session!)
+    }
     const body = this.request.body
     if (body instanceof IncomingStream) body.discard()
     if (this.answer !== undefined) this.answer.fail(new RemoteError({ code, message, processed: true }))
@@ -648,6 +682,8 @@ const pump = async (body: IncomingStream, stream: http2.ClientHttp2Stream, excha
     if (stream.destroyed) return
     observation.requestBytes(chunk.length)
     exchange.requestChunk(chunk)
+    // Cut past the share at its second message (knownStreaming): the stream is reset, nothing more written.
+    if (stream.destroyed) return
     if (!stream.write(chunk)) {
       await drainedOrClosed(stream)
     }

@@ -18,11 +18,14 @@
 // Event streams (a GET accepting text/event-stream: an EventSource) hold a socket for their whole
 // life: at most half the sockets, counted from dispatch to their end; past that one is refused at
 // once (EventStreamsFull) and the other requests keep the rest. Without it 256 of them took the
-// shipped pool and every other request to the app waited for its deadline.
+// shipped pool and every other request to the app waited for its deadline. A request nothing in
+// whose head says it will last (a POST, a GET without accept) is one too once its answer head says
+// text/event-stream: counted from then, and past the share closed there (the app saw it: refused
+// as processed), else such streams took every socket outside the share.
 import * as net from "node:net"
 import { type AppPoolRequest, EXPECTS_PAYLOAD, writeHead } from "./appRequestHead.ts"
 import { drainedOrClosed } from "./drained.ts"
-import { acceptsEventStream, isAcceptName } from "./eventStream.ts"
+import { acceptsEventStream, isAcceptName, isContentTypeName, isEventStreamType } from "./eventStream.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser } from "./llhttp.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
 
@@ -57,9 +60,14 @@ export class AppSocketError extends Error {
   }
 }
 
-/** An event stream refused: the pool's share for them is held; nothing was sent. */
+/** An event stream refused: the pool's share for them is held; nothing was sent, or (`processed`) its answer head said it was one and it was closed there. */
 export class EventStreamsFull extends Error {
   readonly code = "EVENT_STREAMS_FULL"
+  readonly processed: boolean
+  constructor(message: string, processed: boolean) {
+    super(message)
+    this.processed = processed
+  }
 }
 
 /**
@@ -350,9 +358,11 @@ class Connection {
     let contentLength: string | undefined
     let chunked = false
     let idleMs = DEFAULT_IDLE_MS
+    let eventStream = false
     for (let i = 0; i + 1 < raw.length; i += 2) {
       const name = raw[i]!
       if (name.length === 14 && name.toLowerCase() === "content-length") contentLength = raw[i + 1]
+      else if (isContentTypeName(name)) eventStream = isEventStreamType(raw[i + 1]!)
       else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") {
         // The mesh carries the body decoded of its framing only: any other coding (gzip, chunked)
         // would reach the caller as plain bytes, its header dropped as hop-by-hop (nginx refuses it too).
@@ -368,6 +378,15 @@ class Connection {
     const framesBody = (status === 204 || status === 304) && (chunked || (contentLength !== undefined && contentLength !== "0"))
     this.keepAlive = shouldKeepAlive && !upgrade && status >= 200 && idleMs > 0 && !framesBody
     this.idleMs = idleMs
+    // An event stream its request did not announce: in the share from now. Not an answer with no
+    // body to last (a HEAD's, a 204, a 304) nor one of a stated length: over soon, it holds nothing.
+    if (eventStream && !exchange.eventStream && contentLength === undefined && status !== 204 && status !== 304 && exchange.request.method !== "HEAD") {
+      const refused = this.pool.admitEventStream(exchange, true)
+      if (refused !== undefined) {
+        this.fail(refused)
+        return 2
+      }
+    }
     exchange.handler.onResponseStart(exchange, status, raw, contentLength)
     // The handler gives up on a status outside 200-599 (it aborts: this socket is gone).
     if (upgrade || exchange.ended) return 2
@@ -533,18 +552,29 @@ export class AppPool {
     if (invalid !== undefined) return exchange.end(invalid)
     if (this.destroyed) return exchange.end(new AppSocketError("the app pool is closed", "POOL_CLOSED"))
     if (isEventStream(request)) {
-      if (this.eventStreams >= this.maxEventStreams) {
-        this.eventStreamsRefused++
-        return exchange.end(new EventStreamsFull(`${this.eventStreams} event streams to the app at ${this.authority} hold half its ${this.size} pool sockets (--app-pool-size), the most they may`))
-      }
-      this.eventStreams++
-      exchange.eventStream = true
-      exchange.pool = this
+      const refused = this.admitEventStream(exchange, false)
+      if (refused !== undefined) return exchange.end(refused)
     }
     const idle = this.idleSockets.pop()
     if (idle !== undefined) return idle.run(exchange)
     if (this.connections.size < this.size) return void this.connections.add(new Connection(this, exchange))
     this.waiting.push(exchange)
+  }
+
+  /**
+   * Counts `exchange` among the event streams until it ends, or refuses it (counted) past the share:
+   * at dispatch, nothing sent; or once its answer head says text/event-stream (`answered`), processed.
+   */
+  admitEventStream(exchange: Exchange, answered: boolean): EventStreamsFull | undefined {
+    if (this.eventStreams >= this.maxEventStreams) {
+      this.eventStreamsRefused++
+      const held = `${this.eventStreams} event streams to the app at ${this.authority} hold half its ${this.size} pool sockets (--app-pool-size), the most they may`
+      return new EventStreamsFull(answered ? `the app answered a ${exchange.request.method} with an event stream, closed: ${held}` : held, answered)
+    }
+    this.eventStreams++
+    exchange.eventStream = true
+    exchange.pool = this
+    return undefined
   }
 
   /** A socket finished its exchange and stays open: the next waiting request takes it, else it idles. */

@@ -1,6 +1,8 @@
 // Whether a request is an event stream (a GET whose accept names text/event-stream, as EventSource
 // sends it): it holds what it uses for as long as it lives, so both sides bound it (outbound.ts: A's
 // stream places; appPool.ts: half of B's app pool). Both ask the same question of the same value, here.
+// B also asks it of an answer's content-type (appPool.ts): a request nothing in whose head says it
+// will last (a POST, a GET without accept) is an event stream once its answer says so.
 // Media types are case-blind (RFC 9110 8.3.1): `Text/Event-Stream` is one too. Asked per GET on
 // both hot paths: no regex and no lower-cased copy. The scan goes from hyphen to hyphen (one
 // native indexOf; a browser's ~130-byte accept has one or none): measured on the bench machine,
@@ -42,4 +44,28 @@ export const acceptsEventStream = (accept: string): boolean => {
     if (mediaAt(accept, h - HYPHEN)) return true
   }
   return false
+}
+
+const CONTENT_TYPE = "content-type"
+
+/** Whether a header name is `content-type`, in any case: compared by code (asked of every answer head at B), no allocation. */
+export const isContentTypeName = (name: string): boolean => {
+  if (name.length !== CONTENT_TYPE.length) return false
+  if (name === CONTENT_TYPE) return true
+  for (let k = 0; k < CONTENT_TYPE.length; k++) {
+    const c = name.charCodeAt(k)
+    const t = CONTENT_TYPE.charCodeAt(k)
+    if (c !== t && (t < 97 || t > 122 || (c | 0x20) !== t)) return false
+  }
+  return true
+}
+
+/** Whether a content-type value's media type is text/event-stream, in any case, with or without parameters. */
+export const isEventStreamType = (value: string): boolean => {
+  let at = 0
+  while (value.charCodeAt(at) === 32 || value.charCodeAt(at) === 9) at++
+  if (!mediaAt(value, at)) return false
+  // The type ends there: parameters, spaces, or nothing (`text/event-streams` is another type).
+  const next = value.charCodeAt(at + MEDIA.length)
+  return Number.isNaN(next) || next === 59 || next === 32 || next === 9
 }

@@ -291,5 +291,5 @@ export const makeInboundHandler = (options: InboundOptions): InboundHandler => {
   return { handle, close: async () => {
     await (await h2Leg)?.close()
     await pool.destroy()
-  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0, longStreamsRefused: h2Loaded?.longStreamsRefused ?? 0, eventStreamsRefused: pool.eventStreamsRefused }) }
+  }, answerBytes: () => leg.answers.held, tunnels: upgradeLeg.tunnels, appStreams: () => ({ waiting: h2Loaded?.waitingStreams ?? 0, refused: h2Loaded?.refused ?? 0, longStreamsRefused: h2Loaded?.longStreamsRefused ?? 0, sessionsRotated: h2Loaded?.sessionsRotated ?? 0, resetRefused: h2Loaded?.resetRefused ?? 0, eventStreamsRefused: pool.eventStreamsRefused }) }
 }

@@ -395,6 +395,12 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
       // An event stream B refused unsent for want of a place (its app pool's share for event
       // streams held): no failure of B either, else a burst of them ejected it and its plain
       // requests, which it answers, went elsewhere. Another endpoint may take it (notProcessed).
+      // One B cut once it showed it would last (processed: an answer head saying text/event-stream
+      // for a request that did not say so, appPool.ts; a gRPC call's second message,
+      // appH2Exchange.ts) is a failure of B, as an app's own 503 is: released instead, a B that
+      // refuses everything so (a broken app answering all with event streams, a hostile B) was
+      // never ejected nor penalised (a refusal is no latency sample, so it stayed a cold endpoint
+      // every first draw takes) and kept its share of traffic for ever (event-stream-answer.test.ts).
       if (error instanceof RemoteError && error.code === MeshErrorCode.overloaded && !error.processed && isEventStream(this.req)) lease!.release()
       else this.endLease(lease!, tryStarted, this.appGone || refusedByPolicy(error), refusedOrDraining(error))
       const safe = notProcessed(error) || (IDEMPOTENT.has(method) && (transportFailure(error) || this.perTryDeadlinePassed(error)))

@@ -3,7 +3,9 @@
 // (all of them, or those one route matched); an inbound limit caps the calls into a service at its
 // own sidecar (a document shared by every sidecar applies each inbound limit where its service
 // is served). A limit with a `key` keeps one bucket per value: the caller (inbound: its verified
-// identity, else its address; outbound: the app connection's address) or a header's value. A
+// identity, else its address, an IPv6 one's prefix, a /64 by default: sourceKeyOf, since an IPv6
+// host can usually send from every address of its /64; outbound: the app connection's address)
+// or a header's value. A
 // request over any limit that applies is answered 429 with `retry-after` and
 // `x-iip-mesh-error: <hop>; reason=rate_limited`, never reaches the balancer (outbound) or the app
 // (inbound), and is counted (iip_mesh_rate_limited_total).
@@ -24,6 +26,7 @@
 import type { IncomingHttpHeaders } from "node:http"
 import * as Schema from "effect/Schema"
 import { type Failure, failure } from "../iip/server.ts"
+import { sourceKeyOf } from "../iip/sourceKey.ts"
 import { TokenBucket } from "../iip/tokenBucket.ts"
 import type { Direction, MeshMetrics } from "../telemetry/metrics.ts"
 import type { HeaderPair } from "./headerFilter.ts"
@@ -209,14 +212,26 @@ const pairText = (headers: ReadonlyArray<HeaderPair>, name: string): string => {
  * The inbound check, for requests to this sidecar's own service: the refusal for one over its
  * limits (sent as processed, as the authorization's is, so the caller's sidecar neither retries it
  * elsewhere nor blames the endpoint), or undefined. The caller's sidecar answers 429 (proxyError.ts).
+ * A caller without an identity counts by its source (sourceKeyOf, `ipv6SourcePrefix` bits of an
+ * IPv6 address): the last peer's key is kept, since a peer sidecar's requests come in runs over
+ * its few connections, and an IPv6 address's key is a few allocations to make.
  */
-export const makeInboundLimiter = (limitsOf: () => RateLimits | undefined, metrics: MeshMetrics, service: string) =>
-  (identity: string | undefined, remoteAddress: string, headers: ReadonlyArray<HeaderPair>): Failure | undefined => {
+export const makeInboundLimiter = (limitsOf: () => RateLimits | undefined, metrics: MeshMetrics, service: string, ipv6SourcePrefix: number) => {
+  let lastRemote = ""
+  let lastSource = ""
+  const sourceOf = (remoteAddress: string): string => {
+    if (remoteAddress !== lastRemote) {
+      lastSource = sourceKeyOf(hostOf(remoteAddress), ipv6SourcePrefix)
+      lastRemote = remoteAddress
+    }
+    return lastSource
+  }
+  return (identity: string | undefined, remoteAddress: string, headers: ReadonlyArray<HeaderPair>): Failure | undefined => {
     const list = limitsOf()?.inbound.get(service)
     if (list === undefined) return undefined
     const now = performance.now()
     for (const limit of list) {
-      const waitMs = limit.take((key) => (key._tag === "Caller" ? identity ?? hostOf(remoteAddress) : key._tag === "Header" ? pairText(headers, key.name) : ""), now)
+      const waitMs = limit.take((key) => (key._tag === "Caller" ? identity ?? sourceOf(remoteAddress) : key._tag === "Header" ? pairText(headers, key.name) : ""), now)
       if (waitMs === 0) continue
       limit.refused++
       metrics.rateLimited("inbound", service, limit.name)
@@ -224,3 +239,4 @@ export const makeInboundLimiter = (limitsOf: () => RateLimits | undefined, metri
     }
     return undefined
   }
+}

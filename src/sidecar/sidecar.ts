@@ -373,7 +373,7 @@ export const make = (
       appProtocol: config.appProtocol,
       onInvalidHeaders: (count) => telemetry.metrics.invalidHeaders("inbound", count),
       authorization,
-      ...(routes === undefined ? {} : { rateLimit: makeInboundLimiter(() => routes().limits, telemetry.metrics, config.service) })
+      ...(routes === undefined ? {} : { rateLimit: makeInboundLimiter(() => routes().limits, telemetry.metrics, config.service, config.ipv6SourcePrefix) })
     })
     if (appLeg !== undefined) {
       yield* Effect.addFinalizer(() => Effect.promise(() => appLeg.close()))

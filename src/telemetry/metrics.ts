@@ -95,6 +95,9 @@ export interface AppStreamCounts {
   readonly waiting: number
   readonly refused: number
   readonly longStreamsRefused: number
+  /** Sessions to the h2c app drained for want of resets, and calls refused with as many draining as may (appH2.ts). */
+  readonly sessionsRotated: number
+  readonly resetRefused: number
   readonly eventStreamsRefused: number
 }
 /** Bytes of whole answers the outbound listener holds unsent for callers that do not read them, and the requests refused past their budget (sidecar/http1Connection.ts). */
@@ -486,7 +489,7 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
   let readBundleRefreshes: (() => Readonly<Record<BundleRefreshResult, number>>) | undefined
   let readAnswerBytes = () => 0
   let readTunnelBytes: () => Record<Direction, number> = () => ({ outbound: 0, inbound: 0 })
-  let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, longStreamsRefused: 0, eventStreamsRefused: 0 })
+  let readAppStreams: () => AppStreamCounts = () => ({ waiting: 0, refused: 0, longStreamsRefused: 0, sessionsRotated: 0, resetRefused: 0, eventStreamsRefused: 0 })
   let readHeldAnswers: () => HeldAnswers = () => ({ bytes: 0, refused: 0 })
   let readOutboundEventStreamRefusals: () => number = () => 0
   let readTunnelRefusals: () => Record<Direction, Readonly<Record<TunnelLimit, number>>> = () => ({ outbound: NO_TUNNEL_REFUSALS, inbound: NO_TUNNEL_REFUSALS })
@@ -581,8 +584,10 @@ export const makeMetrics = (options: MetricsOptions = {}): MeshMetrics => {
     Object.entries(readDroppedLines()).map(([stream, value]) => ({ labels: { stream }, value })))
   fromTallies(registry, "gauge", "iip_mesh_app_streams_waiting", "Requests waiting for a stream to the h2c app (past --app-h2-max-streams open, or the app's own SETTINGS_MAX_CONCURRENT_STREAMS); at most as many again.", [], () => [{ labels: {}, value: readAppStreams().waiting }])
   fromTallies(registry, "counter", "iip_mesh_app_streams_refused_total", "Requests refused 503 overloaded (gRPC UNAVAILABLE) before the h2c app saw them: as many waited for a stream to it as may.", [], () => [{ labels: {}, value: readAppStreams().refused }])
-  fromTallies(registry, "counter", "iip_mesh_app_long_streams_refused_total", "Long-lived streams (gRPC calls of a method seen to stream, other requests whose body streams, event streams) refused 503 overloaded (gRPC UNAVAILABLE), not processed, before the h2c app saw them: half its places (--app-h2-max-streams, or fewer its SETTINGS allow) held by long-lived streams already.", [], () => [{ labels: {}, value: readAppStreams().longStreamsRefused }])
-  fromTallies(registry, "counter", "iip_mesh_app_event_streams_refused_total", "Event streams (GETs accepting text/event-stream) refused 503 overloaded, not processed, before the app saw them: half the app pool's sockets (--app-pool-size) held by event streams already.", [], () => [{ labels: {}, value: readAppStreams().eventStreamsRefused }])
+  fromTallies(registry, "counter", "iip_mesh_app_long_streams_refused_total", "Long-lived streams (gRPC calls of a method seen to stream, other requests whose body streams, event streams) refused 503 overloaded (gRPC UNAVAILABLE): half the h2c app's places (--app-h2-max-streams, or fewer its SETTINGS allow) held by long-lived streams already. Refused before the app saw them (not processed), or, a gRPC call not known to stream at its start, cut as its second message showed it did (processed).", [], () => [{ labels: {}, value: readAppStreams().longStreamsRefused }])
+  fromTallies(registry, "counter", "iip_mesh_app_sessions_rotated_total", "Sessions to the h2c app that took no more streams, left to drain, for want of resets: the app's HTTP/2 server (nghttp2) ends a session that sends it too many (cancelled, timed-out and cut calls), every call on it.", [], () => [{ labels: {}, value: readAppStreams().sessionsRotated }])
+  fromTallies(registry, "counter", "iip_mesh_app_reset_refused_total", "Requests refused 503 overloaded (gRPC UNAVAILABLE) before the h2c app saw them: no session to it had a reset to spare for another stream, and as many drained as may.", [], () => [{ labels: {}, value: readAppStreams().resetRefused }])
+  fromTallies(registry, "counter", "iip_mesh_app_event_streams_refused_total", "Event streams refused 503 overloaded: half the app pool's sockets (--app-pool-size) held by event streams already. GETs accepting text/event-stream are refused before the app sees them (not processed); other requests whose answer head says text/event-stream are closed there (processed).", [], () => [{ labels: {}, value: readAppStreams().eventStreamsRefused }])
   fromTallies(registry, "gauge", "iip_mesh_open_channels", "IIP channels open now (outbound: on dialed connections, inbound: on accepted ones).", ["direction"], connectionGauge("channels"))
 
   return {

@@ -6,37 +6,15 @@
 // started outside the namespace by mistake fails locally); the issuer and its TLS clients run
 // inside it (test/support/issuerNetnsAgent.ts), the issuer on a TestClock nobody moves, so no
 // handshake token refills while the test looks.
-import { execFileSync, spawnSync } from "node:child_process"
 import { resolve } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { assertCapability, type Capability, gate, JsonLineProcess } from "../support/netnsProcess.ts"
+import { claimPrefix, probeIpv6Namespace, releasePrefix } from "../support/ipv6Prefix.ts"
+import { assertCapability, gate, JsonLineProcess } from "../support/netnsProcess.ts"
 
 const agentScript = resolve(import.meta.dirname, "../support/issuerNetnsAgent.ts")
 
-const probe = (): Capability => {
-  if (process.getuid?.() !== 0) return { ok: false, reason: "not root (the blackhole route in the root namespace needs root)" }
-  const result = spawnSync("unshare", ["-rn", "ip", "-6", "addr", "add", "fd00:77:ffff:1::1/64", "dev", "lo"], { encoding: "utf8", timeout: 10_000 })
-  if (result.error !== undefined) return { ok: false, reason: `unshare: ${result.error.message}` }
-  if (result.status !== 0) return { ok: false, reason: `unshare -rn with an IPv6 address on lo failed (${result.status}): ${result.stderr.trim()}` }
-  return { ok: true }
-}
-const capability = probe()
+const capability = probeIpv6Namespace()
 const suite = gate("issuer: IPv6 sources counted per /64, in a network namespace", capability)
-
-/**
- * Claims a ULA /48, fd00:77:X::/48, in no root-namespace address or route (the machine's own may be
- * under fd00::), by adding its blackhole route; `ip route add` fails if another run claimed it
- * first, and the next candidate is tried. Returns "fd00:77:X:".
- */
-const claimPrefix = (): string => {
-  const used = `${execFileSync("ip", ["-br", "addr"], { encoding: "utf8" })}\n${execFileSync("ip", ["-6", "route", "show", "table", "all"], { encoding: "utf8" })}`
-  for (let attempt = 0; attempt < 64; attempt++) {
-    const x = (1 + Math.floor(Math.random() * 0xfffe)).toString(16)
-    if (used.includes(`fd00:77:${x}:`)) continue
-    if (spawnSync("ip", ["-6", "route", "add", "blackhole", `fd00:77:${x}::/48`], { stdio: "ignore" }).status === 0) return `fd00:77:${x}:`
-  }
-  throw new Error("no free fd00:77:X::/48")
-}
 
 let prefix = ""
 let agent: JsonLineProcess | undefined
@@ -45,8 +23,8 @@ let nextId = 1
 const addresses = () => ({ a: `${prefix}1::a`, b: `${prefix}1::b`, d: `${prefix}1:1::d`, c: `${prefix}2::c` })
 
 /** Removes the blackhole route (idempotent; also on process exit, should the test not get to afterAll). */
-const releasePrefix = () => {
-  if (prefix !== "") spawnSync("ip", ["-6", "route", "del", "blackhole", `${prefix}:/48`], { stdio: "ignore" })
+const release = () => {
+  releasePrefix(prefix)
   prefix = ""
 }
 
@@ -54,7 +32,7 @@ beforeAll(async () => {
   if (suite.skip) return
   assertCapability(capability, "unshare -rn and root")
   prefix = claimPrefix()
-  process.once("exit", releasePrefix)
+  process.once("exit", release)
   const { a, b, c, d } = addresses()
   const setup = ["ip link set lo up", ...[`${a}/64`, `${b}/64`, `${d}/64`, `${c}/64`].map((address) => `ip -6 addr add ${address} dev lo`)].join(" && ")
   agent = new JsonLineProcess("issuer-agent", "unshare", ["-rn", "sh", "-c", `${setup} && exec "$0" "$@"`, process.execPath, agentScript, prefix])
@@ -64,8 +42,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await agent?.close()
-  releasePrefix()
-  process.removeListener("exit", releasePrefix)
+  release()
+  process.removeListener("exit", release)
 })
 
 /** Sends a command to the agent and waits for its answer (or its error). */

@@ -14,7 +14,8 @@ import * as http from "node:http"
 import { afterEach, beforeEach, expect, it } from "vitest"
 import { REQUEST_CHANNELS_PER_CONNECTION } from "../../src/sidecar/endpoints.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
-import { call, type RunningSidecar, sidecarConfig, startApp, startSidecar } from "../support/sidecarHarness.ts"
+import { metric, plainGets, startEventsApp } from "../support/eventStreamApp.ts"
+import { call, sidecarConfig, startSidecar } from "../support/sidecarHarness.ts"
 
 const POOL = 8
 
@@ -40,29 +41,6 @@ const openEventStream = (cleanup: Cleanup, port: number, accept: string | Array<
     })
     req.end()
   })
-
-/** An app whose /events sends one event and holds the stream open, and whose other paths `other` answers ("plain"); `ended`: event streams it saw end. */
-const startEventsApp = async (cleanup: Cleanup, other: http.RequestListener = (_, res) => res.end("plain")) => {
-  const ended = { events: 0 }
-  const app = await startApp(cleanup, (req, res) => {
-    if (req.url !== "/events") return other(req, res)
-    res.on("close", () => ended.events++)
-    res.writeHead(200, { "content-type": "text/event-stream" })
-    res.write("data: hi\n\n")
-  })
-  return { address: app.address, ended }
-}
-
-/** The value of the first line of a sidecar's metrics matching `pattern` (0: none). */
-const metric = async (sidecar: RunningSidecar, pattern: RegExp): Promise<number> => {
-  const { body } = await sidecar.sidecar.telemetry.metrics.text()
-  const line = body.split("\n").find((l) => pattern.test(l))
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(" ") + 1))
-}
-
-/** `count` plain GETs to catalog through A at once, each with a 3 s deadline. */
-const plainGets = (port: number, count: number) =>
-  Promise.all(Array.from({ length: count }, () => call(port, { path: "/items", headers: { host: "catalog", "iip-timeout": "3000" }, timeoutMs: 5000 })))
 
 it("event streams take at most half of B's app pool: past it refused at once (503 overloaded), and plain requests keep their sockets", async () => {
   const app = await startEventsApp(cleanup)
@@ -189,12 +167,12 @@ it.each([
   // B's share 512; A's 12 stream places on its two connections to B (B takes 140 channels a connection).
   { places: "A's stream places", appPoolSize: 1024, open: 12, refused: "outbound; reason=overloaded" }
 ])("an event stream the app ends or refuses (a plain 200 or 404, a reset, its deadline) gives $places back: as many open after as before", async ({ appPoolSize, open, refused }) => {
-  const app = await startEventsApp(cleanup, (req, res) => {
+  const app = await startEventsApp(cleanup, { other: (req, res) => {
     if (req.url === "/plain-200") res.end("not a stream")
     else if (req.url === "/plain-404") res.writeHead(404).end()
     else if (req.url === "/reset") req.socket.destroy()
     // "/silent": no answer before A's deadline.
-  })
+  } })
   const b = await startSidecar(cleanup, sidecarConfig({ service: "catalog", app: app.address, appPoolSize, maxChannelsPerConnection: 2 * (REQUEST_CHANNELS_PER_CONNECTION + 6) }))
   const a = await startSidecar(cleanup, sidecarConfig({ service: "store", endpoints: { catalog: [{ address: b.inboundAddress, weight: 1 }] } }))
   const asked = (path: string, timeout = "3000") => call(a.outboundPort, { path, headers: { host: "catalog", accept: "text/event-stream", "iip-timeout": timeout }, timeoutMs: 5000 })

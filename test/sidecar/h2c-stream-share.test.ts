@@ -7,7 +7,8 @@
 // A place comes back as its stream ends: the caller's cancel, the app's end, the app's reset, its
 // session lost, the deadline; and as a call still waiting for a place leaves the line (its cancel).
 // Event streams to an h2c app take the same share. A method's first
-// call is not known to stream until its second message (either way): taken as an ordinary call, counted then.
+// call is not known to stream until its second message (either way): taken as an ordinary call,
+// counted then, or cut then past the share (h2c-first-calls.test.ts).
 // Real peers: a grpc-js client -> sidecar A -> sidecar B -> a grpc-js app (or a node:http2 one).
 // Synchronised on events (a message received, a status, the app's handler cancelled, B's stream
 // to the app closed), never on time.
@@ -250,10 +251,16 @@ describe("long-lived calls to an h2c app hold half its places at most", () => {
   })
 
   it("client streams to methods the app does not have (UNIMPLEMENTED) teach B nothing: 1,100 of them, two messages each, do not flush the methods it knows stream (1,024 kept)", async () => {
-    await openWatches(2)
-    // Invented paths, five at a time (the 2 places the watches leave, 4 waiting): had B learned each as
-    // streaming from its request, the 1,024 it keeps would have been forgotten (Watch with them),
-    // and the next watch taken as an ordinary call, past the share.
+    // Watch learned, then its places given back: the invented calls below have the share's room,
+    // so B cuts none (a cut resets the app's stream, and past about 1,000 resets at once node's
+    // server, nghttp2's rapid-reset bound, ends B's session to it, the watches with it).
+    for (const open of await openWatches(2)) {
+      const closed = nextClose()
+      open.call.cancel()
+      await closed
+    }
+    // Invented paths, two at a time: had B learned each as streaming from its request, the 1,024
+    // it keeps would have been forgotten (Watch with them), and a watch taken as an ordinary call.
     const invented = (i: number) =>
       new Promise<number>((resolve) => {
         const call = client.makeClientStreamRequest(`/demo.Inventory/Invented${i}`, identity, identity, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, () => {})
@@ -261,11 +268,16 @@ describe("long-lived calls to an h2c app hold half its places at most", () => {
         call.write(Buffer.from("m1"))
         call.write(Buffer.from("m2"))
       })
-    for (let i = 0; i < 1100; i += 5) {
-      const five = [0, 1, 2, 3, 4].map((k) => invented(i + k))
-      expect(await withTimeout(Promise.all(five), 10_000, `invented calls ${i}`)).toStrictEqual(Array(5).fill(grpc.status.UNIMPLEMENTED))
+    for (let i = 0; i < 1100; i += 2) {
+      const codes = await withTimeout(Promise.all([invented(i), invented(i + 1)]), 10_000, `invented calls ${i}`)
+      expect(codes).toStrictEqual([grpc.status.UNIMPLEMENTED, grpc.status.UNIMPLEMENTED])
     }
+    // Still known to stream: two watches take the share, the third is refused before the app sees it
+    // (a watch taken as an ordinary call reaches the app, and is cut only at its second message).
+    await openWatches(2)
+    const seen = calls.started.length
     expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the watch past the share")).toBe("14 inbound; reason=overloaded")
+    expect(calls.started).toHaveLength(seen)
   })
 
   it("a unary method a caller sent two messages (the app refuses the call, trailers-only) is not learned as streaming: four calls of it at once all taken", async () => {
@@ -403,10 +415,19 @@ describe("a node:http2 app, a share of one place", () => {
     expect(await get("/plain", "*/*")).toBe("200 -")
   })
 
-  it("a method's first call is not known to stream: taken as an ordinary call (past the share), counted once its second message shows it; the next is refused", async () => {
+  it("a method's first call is not known to stream: taken as an ordinary call, cut as its second message shows it streaming past the share (the app saw it); the next is refused at its start", async () => {
     expect(await get("/events", "text/event-stream")).toBe("200 -")
-    expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the method's first watch")).toBe("streaming")
+    // Before, taken past the share and kept: with the event stream, both places held.
+    expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the method's first watch")).toBe("14 inbound; reason=overloaded")
+    expect(held).toHaveLength(2)
     expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the second watch")).toBe("14 inbound; reason=overloaded")
+    // Learned from the first: refused before the app saw it.
+    expect(held).toHaveLength(2)
+    expect(await get("/plain", "*/*")).toBe("200 -")
+  })
+
+  it("a method's first call within the share is counted as its second message shows it: the next event stream is refused", async () => {
+    expect(await withTimeout(streamsOrEnds(watch()), 10_000, "the method's first watch")).toBe("streaming")
     expect(await get("/events", "text/event-stream")).toBe("503 inbound; reason=overloaded")
   })
 })
