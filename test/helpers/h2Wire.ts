@@ -3,20 +3,15 @@
 // indexing, indexed fields, size updates, Huffman coding for the characters of the table below),
 // and a frame reader for what comes back. No HTTP/2 library: node's own refuses to send most of
 // what a fuzz must send, and one of ours would share the sidecar's view of the protocol.
+import { h2Frame } from "../support/h2Raw.ts"
 
 export const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
 export const Type = { data: 0, headers: 1, priority: 2, rst: 3, settings: 4, ping: 6, goaway: 7, windowUpdate: 8, continuation: 9 } as const
 export const Flag = { endStream: 1, ack: 1, endHeaders: 4, padded: 8, priority: 0x20 } as const
 export const ErrorCode = { noError: 0, protocol: 1, internal: 2, flowControl: 3, streamClosed: 5, frameSize: 6, refusedStream: 7, cancel: 8, compression: 9, enhanceYourCalm: 11 } as const
 
-export const frame = (type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer => {
-  const head = Buffer.alloc(9)
-  head.writeUIntBE(payload.length, 0, 3)
-  head[3] = type
-  head[4] = flags
-  head.writeUInt32BE(stream >>> 0, 5)
-  return Buffer.concat([head, payload])
-}
+/** One frame: its 9-byte head, then the payload (the raw h2 app's encoder, test/support/h2Raw.ts). */
+export const frame = h2Frame
 
 const u32 = (value: number): Buffer => {
   const out = Buffer.alloc(4)
@@ -65,7 +60,7 @@ const huffman = (text: string): Buffer | undefined => {
 }
 
 /** An integer with an N-bit prefix (RFC 7541 §5.1). */
-const hpackInt = (value: number, prefixBits: number, first: number): Array<number> => {
+export const hpackInt = (value: number, prefixBits: number, first: number): Array<number> => {
   const max = (1 << prefixBits) - 1
   if (value < max) return [first | value]
   const out = [first | max]
