@@ -59,6 +59,9 @@ export interface H2Options {
   readonly onStalled: (streams: number, session: http2.ServerHttp2Session) => void
 }
 
+/** A stream of a caller gone (its FIN) that still waits for its request's frames is cut (StreamCall.callerEnded). */
+const cutWaiting = (call: StreamCall): void => call.callerEnded()
+
 /** HTTP/2 connections handed over by the outbound listener (`accept`); each stream goes to `handler`, as HTTP/1.1 requests do. */
 export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Options): H2Listener => {
   // strictSingleValueFields off: a field HTTP/2 names single-value (content-type, etag...) that a
@@ -117,13 +120,20 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     // still waiting for its request's frames gets none now. node keeps such a stream (the listener
     // takes half-open sockets), and its request stayed in flight to its deadline: it is cut as a
     // caller gone. A whole request's answer still goes out.
+    // A FIN read before the session took the socket (it came while node:http2 loaded, the first h2c
+    // connection) ends it before its streams come: those come after it, and are cut as they come.
+    let callerGone = false
     accepted.once("end", () => {
+      callerGone = true
       for (const call of open) call.callerEnded()
     })
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true
       ;(session as SweptSession)[STREAMED] = true
-      handler(new StreamCall(stream, headers, flags, rawHeaders, open, taking))
+      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking)
+      handler(call)
+      // Once the frames read with its head are all in (its END_STREAM may follow in them: then it is whole).
+      if (callerGone) setImmediate(cutWaiting, call)
     })
     // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive
     // connection; its open streams may finish. One whose streams cannot (a caller that grants no

@@ -432,6 +432,30 @@ for (const appProtocol of ["http1", "h2c"] as const) {
       expect(violations).toStrictEqual([])
     })
 
+    // The FIN in the same write as the head and part of the body: the stream comes to A with the
+    // connection's end (on a first h2c connection, while A loads node:http2, after it), and must end
+    // with it too (RST_STREAM CANCEL), not wait out its deadline (failed so in 2 of 2 runs before);
+    // a whole request (END_STREAM before the FIN) is answered.
+    it.each([false, true])("a caller whose FIN comes with its request's head and body (whole: %s): a cut stream is reset, a whole one answered, none left in flight", async (whole) => {
+      const socket = net.connect(port, "127.0.0.1")
+      socket.on("error", () => {})
+      const reader = new FrameReader()
+      let reset: number | undefined
+      let status: number | "other" | undefined
+      socket.on("data", (data: Buffer) => reader.push(data, (f) => {
+        if (f.type === Type.rst && f.stream === 1) reset = f.payload.readUInt32BE(0)
+        else if (f.type === Type.headers && f.stream === 1) status ??= indexedStatus(f.payload)
+      }))
+      try {
+        socket.end(Buffer.concat([PREFACE, settings(), fixedHead(whole ? 100_013 : 100_012, 1, [], false), frame(Type.data, whole ? Flag.endStream : 0, 1, PART)]))
+        await waitFor(() => reset !== undefined || status !== undefined, 2000, "an answer or RST_STREAM on the request's stream")
+        await waitFor(() => inFlight()[0] + inFlight()[1] === 0, 1000, "nothing in flight after the caller's FIN")
+        expect({ reset, status }).toStrictEqual(whole ? { reset: undefined, status: 200 } : { reset: ErrorCode.cancel, status: undefined })
+      } finally {
+        socket.destroy()
+      }
+    })
+
     // The reset requests hold A's places for the endpoint until B has ended them (a request right
     // after the burst is refused `overloaded`, a typed error: load shedding); they must all end,
     // within a bound, and the next request be answered.
