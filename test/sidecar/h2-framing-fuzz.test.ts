@@ -36,6 +36,7 @@ import { type RecordingApp, startRecordingApp } from "../helpers/framingPeers.ts
 import { canaryHead, canaryPath, casePath, type H2Case, h2Case, type PlannedStream } from "../helpers/h2RequestCases.ts"
 import { ErrorCode, Flag, type Frame, frame, FrameReader, HpackEncoder, indexedStatus, PREFACE, rst, settings, settingsAck, Type, windowUpdate } from "../helpers/h2Wire.ts"
 import { prng } from "../helpers/prng.ts"
+import { listenH2App } from "../support/h2AppListen.ts"
 import { Cleanup, waitFor } from "../support/iipRaw.ts"
 import { startMesh } from "../support/sidecarHarness.ts"
 
@@ -95,21 +96,8 @@ const startH2App = async (cleanup: Cleanup) => {
       }
     })
   })
-  const sessions = new Set<http2.ServerHttp2Session>()
-  // A session of B's the app's server ended for breaking its rules (too many resets, invalid
-  // frames, refused streams: every stream on it fails, other callers' too).
-  const sessionErrors: Array<string> = []
-  server.on("session", (session) => {
-    sessions.add(session)
-    session.on("close", () => sessions.delete(session))
-    session.on("error", (error: NodeJS.ErrnoException) => sessionErrors.push(`${error.code}: ${error.message}`))
-  })
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  cleanup.add(() => {
-    for (const session of sessions) session.destroy()
-    return new Promise<void>((resolve) => server.close(() => resolve()))
-  })
-  return { port: (server.address() as net.AddressInfo).port, seen, open: () => open, sessionErrors }
+  const { port, sessionErrors } = await listenH2App(cleanup, server)
+  return { port, seen, open: () => open, sessionErrors }
 }
 
 /** The HTTP/1.1 app's requests as Seen. */

@@ -10,15 +10,15 @@
 // Real parts: an HTTP/1.1 caller -> A -> B -> a node:http2 app.
 import * as http from "node:http"
 import * as http2 from "node:http2"
-import type * as net from "node:net"
 import { afterAll, beforeAll, expect, it } from "vitest"
+import { listenH2App } from "../support/h2AppListen.ts"
 import { Cleanup } from "../support/iipRaw.ts"
 import { call, startMesh } from "../support/sidecarHarness.ts"
 
 const cleanup = new Cleanup()
 let port = 0
 /** The app's sessions (B's) its server ended for an error. */
-const sessionErrors: Array<string> = []
+let sessionErrors: ReadonlyArray<string> = []
 /** Requests the app read, by :authority. */
 const authorities: Array<string> = []
 
@@ -30,18 +30,9 @@ beforeAll(async () => {
     stream.respond({ ":status": 200 })
     stream.end("ok")
   })
-  const sessions = new Set<http2.ServerHttp2Session>()
-  server.on("session", (session) => {
-    sessions.add(session)
-    session.on("close", () => sessions.delete(session))
-    session.on("error", (error: NodeJS.ErrnoException) => sessionErrors.push(`${error.code}: ${error.message}`))
-  })
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  cleanup.add(() => {
-    for (const session of sessions) session.destroy()
-    return new Promise<void>((resolve) => server.close(() => resolve()))
-  })
-  const mesh = await startMesh(cleanup, () => {}, { a: { tracing: false }, b: { tracing: false, app: `127.0.0.1:${(server.address() as net.AddressInfo).port}`, appProtocol: "h2c" } })
+  const app = await listenH2App(cleanup, server)
+  sessionErrors = app.sessionErrors
+  const mesh = await startMesh(cleanup, () => {}, { a: { tracing: false }, b: { tracing: false, app: `127.0.0.1:${app.port}`, appProtocol: "h2c" } })
   port = mesh.a.outboundPort
 })
 afterAll(() => cleanup.run())
