@@ -40,7 +40,8 @@ for (const c of "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-
  * Why the app's HTTP/2 server would reset this request's stream as malformed (PROTOCOL_ERROR), or
  * undefined. Each such stream counts against B's session there: node's server ends the session
  * past 1,000 (maxSessionInvalidFrames), every stream on it with it, other callers' too
- * (h2c-app-authority.test.ts). The path is an origin-form target or "*" already (inbound.ts).
+ * (h2c-app-authority.test.ts). The path is an origin-form target already: inbound.ts checks it,
+ * and only paths under "/" come to the app's leg (sidecar.ts), never "*".
  */
 export const h2HeadRefusal = (request: AppH2Request): string | undefined => {
   const authority = request.authority
@@ -49,7 +50,6 @@ export const h2HeadRefusal = (request: AppH2Request): string | undefined => {
     const c = authority.charCodeAt(i)
     if (c >= 128 || AUTHORITY_CHARS[c] === 0) return `the authority ${JSON.stringify(authority.slice(0, 100))} is no HTTP/2 :authority (a host and port, no userinfo: RFC 9113 §8.3.1)`
   }
-  if (request.path === "*" && request.method !== "OPTIONS") return "an HTTP/2 request's :path is \"*\" for OPTIONS only (RFC 9113 §8.3.1)"
   return undefined
 }
 

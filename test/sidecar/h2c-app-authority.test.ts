@@ -11,12 +11,17 @@
 import * as http from "node:http"
 import * as http2 from "node:http2"
 import { afterAll, beforeAll, expect, it } from "vitest"
+import { RemoteError } from "../../src/mux/meshSession.ts"
+import { requestMeta } from "../../src/sidecar/httpEnvelope.ts"
 import { listenH2App } from "../support/h2AppListen.ts"
 import { Cleanup } from "../support/iipRaw.ts"
+import { rejection, startClient } from "../support/meshTest.ts"
 import { call, startMesh } from "../support/sidecarHarness.ts"
 
 const cleanup = new Cleanup()
 let port = 0
+/** B's inbound port, for a peer's request straight to it. */
+let bPort = 0
 /** The app's sessions (B's) its server ended for an error. */
 let sessionErrors: ReadonlyArray<string> = []
 /** Requests the app read, by :authority. */
@@ -34,6 +39,7 @@ beforeAll(async () => {
   sessionErrors = app.sessionErrors
   const mesh = await startMesh(cleanup, () => {}, { a: { tracing: false }, b: { tracing: false, app: `127.0.0.1:${app.port}`, appProtocol: "h2c" } })
   port = mesh.a.outboundPort
+  bPort = Number(mesh.b.inboundAddress.split(":")[1])
 })
 afterAll(() => cleanup.run())
 
@@ -54,4 +60,13 @@ it("1,100 requests whose Host is no :authority do not end B's session to the app
   }
   const after = await call(port, { agent })
   expect({ statuses: [...statuses], after: after.status, body: after.body.toString(), sessionErrors }).toStrictEqual({ statuses: [[502, 1100]], after: 200, body: "ok", sessionErrors: [] })
+})
+
+// An empty :authority is malformed too (nghttp2 resets it). A refuses a request naming no service; a peer may send one to B.
+it("a peer's request with an empty authority is refused bad_request at B, not processed, the app reads nothing", async () => {
+  const client = startClient(cleanup, bPort)
+  const before = authorities.length
+  const error = await rejection(client.stream("/empty", (async function* () {})(), { meta: requestMeta("GET", "", []), timeoutMs: 5000 }))
+  expect(error).toBeInstanceOf(RemoteError)
+  expect({ code: (error as RemoteError).code, processed: (error as RemoteError).processed, read: authorities.length - before }).toStrictEqual({ code: "bad_request", processed: false, read: 0 })
 })
