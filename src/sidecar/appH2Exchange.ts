@@ -28,7 +28,7 @@ import { IncomingStream } from "../mux/streams.ts"
 import { MeshErrorCode } from "../protocol/mesh.ts"
 import type { MetaEntries } from "../protocol/metaEntries.ts"
 import type { AnswerHolds, Held } from "./answerHolds.ts"
-import { type AppH2Request, rawHeadOf } from "./appH2RequestHead.ts"
+import { type AppH2Request, h2HeadRefusal, rawHeadOf } from "./appH2RequestHead.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { acceptsEventStream, isAcceptName, isEventStreamType } from "./eventStream.ts"
@@ -153,6 +153,9 @@ export class AppH2Exchange implements Expiring, Held {
     const { request, leg } = this
     // Cancelled already (the first call waits for node:http2 to load): nothing goes to the app.
     if (cancel.aborted) return this.fail(502, { hop: "inbound", reason: MeshErrorCode.cancelled }, MeshErrorCode.cancelled, "request aborted")
+    // A head the app's server would reset as malformed never goes: each counts against the session, which it ends past its bound.
+    const malformed = h2HeadRefusal(request)
+    if (malformed !== undefined) return this.fail(400, { hop: "inbound", reason: MeshErrorCode.badRequest }, MeshErrorCode.badRequest, malformed, false)
     // Known to live long before it opens: a gRPC method one of whose answers carried a second message,
     // any other request whose body streams, an event stream. A gRPC call is counted too once a
     // second message shows it streams, its answer's (noteMessages: its method learned) or its

@@ -29,6 +29,31 @@ export interface AppH2Request {
 const NOT_IN_H2 = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host", "te"])
 
 /**
+ * The characters nghttp2 takes in an :authority (nghttp2_check_authority: RFC 3986's host and port,
+ * unreserved, sub-delims, ":", "[", "]", "%"; no userinfo, RFC 9113 §8.3.1). An HTTP/1.1 Host
+ * may hold others (a space, "@", Latin-1), and B's checks take any field value.
+ */
+const AUTHORITY_CHARS = new Uint8Array(128)
+for (const c of "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%") AUTHORITY_CHARS[c.charCodeAt(0)] = 1
+
+/**
+ * Why the app's HTTP/2 server would reset this request's stream as malformed (PROTOCOL_ERROR), or
+ * undefined. Each such stream counts against B's session there: node's server ends the session
+ * past 1,000 (maxSessionInvalidFrames), every stream on it with it, other callers' too
+ * (h2c-app-authority.test.ts). The path is an origin-form target already: inbound.ts checks it,
+ * and only paths under "/" come to the app's leg (sidecar.ts), never "*".
+ */
+export const h2HeadRefusal = (request: AppH2Request): string | undefined => {
+  const authority = request.authority
+  if (authority.length === 0) return "an HTTP/2 request's :authority cannot be empty"
+  for (let i = 0; i < authority.length; i++) {
+    const c = authority.charCodeAt(i)
+    if (c >= 128 || AUTHORITY_CHARS[c] === 0) return `the authority ${JSON.stringify(authority.slice(0, 100))} is no HTTP/2 :authority (a host and port, no userinfo: RFC 9113 §8.3.1)`
+  }
+  return undefined
+}
+
+/**
  * The request's head as node:http2 takes it with the least work: a flat name, value list (its
  * pseudo-headers, then the pairs; repeated names repeat), pseudo-headers never from pairs. A gRPC
  * call's `te` and `grpc-timeout` are the hop's own.

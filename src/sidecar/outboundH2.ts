@@ -59,6 +59,9 @@ export interface H2Options {
   readonly onStalled: (streams: number, session: http2.ServerHttp2Session) => void
 }
 
+/** A stream of a caller gone (its FIN) that still waits for its request's frames is cut (StreamCall.callerEnded). */
+const cutWaiting = (call: StreamCall): void => call.callerEnded()
+
 /** HTTP/2 connections handed over by the outbound listener (`accept`); each stream goes to `handler`, as HTTP/1.1 requests do. */
 export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Options): H2Listener => {
   // strictSingleValueFields off: a field HTTP/2 names single-value (content-type, etag...) that a
@@ -92,7 +95,8 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
     // The socket as accepted, read through session.socket (a proxy that passes reads on to it, as
     // node documents): not a variable accept() sets around its emit, which held only while node
     // emits 'session' within that emit (node 24 does; nothing documents it).
-    ;(session as SweptSession)[SOCKET] = (session.socket as AcceptedSocket)[ACCEPTED]
+    const accepted = (session.socket as AcceptedSocket)[ACCEPTED]
+    ;(session as SweptSession)[SOCKET] = accepted
     ;(session as SweptSession)[OPEN] = open
     ;(session as SweptSession)[QUIET_SINCE] = performance.now()
     ;(session as SweptSession)[STREAMED] = false
@@ -112,10 +116,24 @@ export const makeH2c = (handler: (call: OutboundCall) => void, options: H2Option
       } else if (now - lastPing < MIN_PING_INTERVAL_MS && ++pingStrikes > PING_STRIKES) return endSession(session, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, TOO_MANY_PINGS)
       lastPing = now
     })
+    // The caller's FIN: HTTP/2 half-closes streams, never the connection (RFC 9113 §5.1), so a stream
+    // still waiting for its request's frames gets none now. node keeps such a stream (the listener
+    // takes half-open sockets), and its request stayed in flight to its deadline: it is cut as a
+    // caller gone. A whole request's answer still goes out.
+    // A FIN read before the session took the socket (it came while node:http2 loaded, the first h2c
+    // connection) ends it before its streams come: those come after it, and are cut as they come.
+    let callerGone = false
+    accepted.once("end", () => {
+      callerGone = true
+      for (const call of open) call.callerEnded()
+    })
     session.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: Array<string>) => {
       streamSincePing = true
       ;(session as SweptSession)[STREAMED] = true
-      handler(new StreamCall(stream, headers, flags, rawHeaders, open, taking))
+      const call = new StreamCall(stream, headers, flags, rawHeaders, open, taking)
+      handler(call)
+      // Once the frames read with its head are all in (its END_STREAM may follow in them: then it is whole).
+      if (callerGone) setImmediate(cutWaiting, call)
     })
     // A session with no frame either way this long is asked to go (GOAWAY), like an idle keep-alive
     // connection; its open streams may finish. One whose streams cannot (a caller that grants no

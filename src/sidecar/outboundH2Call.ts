@@ -6,7 +6,7 @@
 import * as http2 from "node:http2"
 import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
-import { resetFailed } from "./h2Reset.ts"
+import { resetCancelled, resetFailed } from "./h2Reset.ts"
 import { TurnEnd } from "./turnEnd.ts"
 
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
@@ -92,6 +92,16 @@ function resetCut(this: http2.ServerHttp2Stream): void {
 
 const EMPTY = Buffer.alloc(0)
 const closedBeforeEnd = (): Error => new Error("the stream closed before its body's end")
+
+/**
+ * The body of a stream the caller reset before its END_STREAM: node ends a reset stream's readable
+ * side as an END_STREAM ends it ('aborted', then 'end'), and what had come is no whole body (RFC
+ * 9113 §8.1: a request ends with END_STREAM). Read, it fails as a body that broke off; taken for
+ * whole, the app read a complete request with its body cut short (h2-framing-fuzz.test.ts).
+ */
+const BROKEN_BODY: AsyncIterable<Buffer> = {
+  [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(closedBeforeEnd()) })
+}
 
 /** respond()'s options, one object per combination (node only reads them): none made per call. */
 const END = { endStream: true, waitForTrailers: false } as const
@@ -213,6 +223,16 @@ export class StreamCall implements OutboundCall {
     this.stream.destroy()
   }
 
+  /**
+   * The caller's connection ended (its FIN): a request whose END_STREAM has not come never gets it,
+   * and ends as a caller gone (RST_STREAM CANCEL). One answered already (a body cut at its limit)
+   * has its reset from onCutAnswered.
+   */
+  callerEnded(): void {
+    const stream = this.stream
+    if (!this.writableEnded && !stream.destroyed && stream.state.remoteClose !== 1) resetCancelled(stream)
+  }
+
   get remoteAddress(): string {
     return this.stream.session?.socket.remoteAddress ?? ""
   }
@@ -261,6 +281,8 @@ export class StreamCall implements OutboundCall {
       stream.on("data", onData)
       stream.once("end", () => {
         this.stopReading = undefined
+        // Reset before its END_STREAM (BROKEN_BODY): what came is not the body.
+        if (stream.aborted) return reject(closedBeforeEnd())
         resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total))
       })
       stream.once("error", reject)
@@ -306,7 +328,8 @@ export class StreamCall implements OutboundCall {
     this.holder = undefined
     this.stream.off("data", onHeldData)
     this.stream.off("end", onHeldEnd)
-    holder.bodyHeld(this.takeHeld() ?? EMPTY)
+    const held = this.takeHeld()
+    holder.bodyHeld(this.stream.aborted ? BROKEN_BODY : held ?? EMPTY)
   }
 
   /** The turn ended (or the limit passed) before the body did: what came so far is put back (unshift) and the body streams. */
@@ -318,7 +341,8 @@ export class StreamCall implements OutboundCall {
     stream.off("data", onHeldData)
     stream.off("end", onHeldEnd)
     const held = this.takeHeld()
-    // A stream reset meanwhile has nothing to put back: its reader sees the reset.
+    // A stream reset meanwhile has nothing to put back, and its readable side may have ended as if whole: BROKEN_BODY.
+    if (stream.aborted) return holder.bodyHeld(BROKEN_BODY)
     if (!stream.destroyed) {
       stream.pause()
       if (held !== undefined) stream.unshift(held)

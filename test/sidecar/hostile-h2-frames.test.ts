@@ -17,27 +17,10 @@
 import * as http2 from "node:http2"
 import * as net from "node:net"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { Flag, hpackInt, PREFACE, Type } from "../helpers/h2Wire.ts"
 import { h2Frame } from "../support/h2Raw.ts"
 import { Cleanup, withTimeout } from "../support/iipRaw.ts"
 import { call, echoRequest, type Mesh, startMesh } from "../support/sidecarHarness.ts"
-
-const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
-const Type = { data: 0, headers: 1, priority: 2, rst: 3, settings: 4, ping: 6, goaway: 7, windowUpdate: 8, continuation: 9 } as const
-const Flag = { endStream: 1, ack: 1, endHeaders: 4 } as const
-
-/** HPACK: an integer with an N-bit prefix (RFC 7541 §5.1). */
-const hpackInt = (value: number, prefixBits: number, first: number): Array<number> => {
-  const max = (1 << prefixBits) - 1
-  if (value < max) return [first | value]
-  const out = [first | max]
-  let rest = value - max
-  while (rest >= 128) {
-    out.push((rest % 128) + 128)
-    rest = Math.floor(rest / 128)
-  }
-  out.push(rest)
-  return out
-}
 
 /** HPACK: every field a literal without indexing, new name, no Huffman coding (RFC 7541 §6.2.2): any bytes at all. */
 const headerBlock = (fields: ReadonlyArray<readonly [string, string]>): Buffer => {
