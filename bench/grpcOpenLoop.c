@@ -235,9 +235,7 @@ void loopDispatch(long id, int64_t now) {
 void loopOnEvent(void *ptr, uint32_t events, int64_t now) {
   Conn *c = ptr;
   if (c->state == CONNECTING) {
-    int error = 0;
-    socklen_t len = sizeof error;
-    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &len);
+    int error = connectResult(c->fd);
     if (error != 0) return failConnErrno(c, "connect", error, now);
     if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
     c->state = PREFACED;

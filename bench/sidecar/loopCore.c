@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -55,6 +56,13 @@ void noteError(const char *format, ...) {
 void noteAnswered(long i, int64_t now) {
   int64_t due = dueOf(i);
   if (due >= run.measureStart) run.latency[i] = (double)(now - due) / 1e6;
+}
+
+int connectResult(int fd) {
+  int error = 0;
+  socklen_t len = sizeof error;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) return errno;
+  return error;
 }
 
 int writeRest(int fd, const void *buf, size_t len, size_t *at) {

@@ -48,6 +48,8 @@ void noteAnswered(long i, int64_t now);
  * went, 0 when the socket took only part (wait for EPOLLOUT), -1 on a failure (errno; 0: nothing written).
  */
 int writeRest(int fd, const void *buf, size_t len, size_t *at);
+/** A non-blocking connect's outcome once its socket reports: 0, or the errno it failed with. */
+int connectResult(int fd);
 /** Appends to the answer line; flushLine ends and writes it (exits when the bench is gone). */
 void emit(const char *format, ...) __attribute__((format(printf, 1, 2)));
 void flushLine(void);

@@ -235,9 +235,7 @@ static void onReadable(Conn *c, int64_t now) {
 void loopOnEvent(void *ptr, uint32_t events, int64_t now) {
   Conn *c = ptr;
   if (c->state == CONNECTING) {
-    int error = 0;
-    socklen_t len = sizeof error;
-    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &len);
+    int error = connectResult(c->fd);
     if (error != 0) {
       char message[MAX_ERROR];
       snprintf(message, sizeof message, "connect: %s", strerror(error));
