@@ -370,7 +370,11 @@ export class StreamCall implements OutboundCall {
     // Its window, given back from now on, is the caller reading this answer's tail: looked at from the next PING.
     this.taking.at = performance.now()
     this.taking.window = -1
-    this.closeListener?.(this.writableEnded && this.stream.rstCode === http2.constants.NGHTTP2_NO_ERROR)
+    const listener = this.closeListener
+    // Told once; let go of it, and of the exchange it holds, since node may keep the closed stream
+    // (and so this call) a while longer (onStreamClose above).
+    this.closeListener = undefined
+    listener?.(this.writableEnded && this.stream.rstCode === http2.constants.NGHTTP2_NO_ERROR)
   }
 
   /** The stream asks for the trailers (the head was sent with waitForTrailers). */
