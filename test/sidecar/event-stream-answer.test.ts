@@ -38,14 +38,10 @@ const open = (port: number, method: string, headers: http.OutgoingHttpHeaders): 
   new Promise((resolve, reject) => {
     const req = http.request({ host: "127.0.0.1", port, method, path: "/events", headers: { host: "catalog", "iip-timeout": "10000", ...headers }, agent: false })
     cleanup.add(() => req.destroy())
-    const timer = setTimeout(() => reject(new Error(`no answer to ${method} /events within 5 s`)), 5000)
-    req.on("error", (error) => {
-      clearTimeout(timer)
-      reject(error)
-    })
+    // Bounded by the mesh: its iip-timeout answers 504 with a body, which resolves this too.
+    req.on("error", reject)
     req.on("response", (res) => {
       res.once("data", () => {
-        clearTimeout(timer)
         resolve({ status: res.statusCode ?? 0, error: res.headers["x-iip-mesh-error"] as string | undefined, close: () => req.destroy() })
       })
     })
