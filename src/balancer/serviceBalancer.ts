@@ -33,6 +33,7 @@ import {
   uriParam
 } from "./pickers.ts"
 import { RetryBudget, type RetryBudgetOptions } from "./retryBudget.ts"
+import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** The pickers by configuration name; the reference's methods under their Go names. */
 export const pickerNames = [
@@ -82,6 +83,9 @@ class Member<E extends BalancedEndpoint> extends EndpointStats {
   }
 }
 
+/** Keeps the hidden class of MemberLease alive while idle (shapeAnchor.ts). */
+const leaseShape = new ShapeAnchor<MemberLease<BalancedEndpoint>>()
+
 /**
  * A pick's lease as one object per request (issue 14: it was an object literal closing over its
  * state, with two closures and their context, ~250 bytes a request at sidecar A).
@@ -94,6 +98,7 @@ class MemberLease<E extends BalancedEndpoint> implements Lease<E> {
   private over = false
 
   constructor(balancer: ServiceBalancer<E>, member: Member<E>, expectedMs: number) {
+    leaseShape.newest = this
     this.endpoint = member.endpoint
     this.expectedMs = expectedMs
     this.balancer = balancer

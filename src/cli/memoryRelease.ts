@@ -13,7 +13,8 @@
 // (/proc/self/status's RssAnon) by more than a young generation holds is due as well, but with a
 // backoff: the next burst takes that memory again, so bursts a few seconds apart each got their
 // release (1,500 requests every 6 s: 11-22 releases in 200 s against 2-4 on the RSS test alone),
-// each a pause that throws away the code of the maps that died; so each such release within 30 s of
+// each a pause (which once threw away the request path's optimized code too: no longer, see
+// mux/shapeAnchor.ts); so each such release within 30 s of
 // the last release doubles the quiet the next one waits for (2, then 4, 8, 16 s), which the next
 // burst usually breaks, and the backoff ends once the process slept 30 s without a request. Its pause
 // (30-230 ms measured) stops every request then in the process, so it runs only when there is

@@ -7,11 +7,15 @@ import { Cancelled, type MeshReply, type OwnChannel } from "../mux/meshSession.t
 import { emptyMeta, type Meta } from "../protocol/mesh.ts"
 import type { ClientCallback, ClientError } from "./clientOptions.ts"
 import type { Pooled } from "./connectionPool.ts"
+import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** Requests sent and not yet answered, one counter per client (each Pending holds it to count itself out). */
 export interface PendingCount {
   value: number
 }
+
+/** Keeps the hidden class of Pending alive while idle (shapeAnchor.ts). */
+const pendingShape = new ShapeAnchor<Pending>()
 
 /**
  * One request on its way, kept whole so it can wait, or move to another connection. Its answer
@@ -56,6 +60,7 @@ export class Pending {
     onStream: ((error: ClientError | undefined, reply: MeshReply | undefined) => void) | undefined,
     onAnswer: ClientCallback | undefined
   ) {
+    pendingShape.newest = this
     this.count = count
     this.path = path
     this.data = data

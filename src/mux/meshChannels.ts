@@ -10,6 +10,7 @@ import { Cancellation, type CancelSignal } from "./cancellation.ts"
 import type { ConnectionClosed, Overloaded, RequestTimeout } from "./errors.ts"
 import { type Failure, IncomingRequest, type RequestContext } from "./request.ts"
 import type { IncomingStream, SendWindow, StreamFailed } from "./streams.ts"
+import { ShapeAnchor } from "./shapeAnchor.ts"
 
 /** The peer answered with a typed error. `processed: false` means it never ran the handler. */
 export class RemoteError extends Data.TaggedError("RemoteError")<{
@@ -73,6 +74,9 @@ export interface Call {
   onAbort: (() => void) | undefined
 }
 
+/** Keeps the hidden class of OwnChannel alive while idle (shapeAnchor.ts). */
+const ownChannelShape = new ShapeAnchor<OwnChannel>()
+
 /** A channel this side opened: its calls in the order they were sent. */
 export class OwnChannel {
   readonly id: number
@@ -92,6 +96,7 @@ export class OwnChannel {
   tunnelOpening = false
 
   constructor(id: number) {
+    ownChannelShape.newest = this
     this.id = id
   }
 
@@ -105,6 +110,9 @@ export class OwnChannel {
     return this.sending !== undefined || this.fifo[0]?.incoming !== undefined
   }
 }
+
+/** Keeps the hidden class of Served alive while idle (shapeAnchor.ts). */
+const servedShape = new ShapeAnchor<Served>()
 
 /**
  * A request being served on a peer's channel. It is also the request's context (what the handler
@@ -159,6 +167,7 @@ export class Served extends Cancellation implements RequestContext {
     receivedAt: number
   ) {
     super()
+    servedShape.newest = this
     this.remoteAddress = remoteAddress
     this.peerIdentity = peerIdentity
     this.maxMetaBytes = maxMetaBytes
@@ -193,6 +202,9 @@ export class Served extends Cancellation implements RequestContext {
   }
 }
 
+/** Keeps the hidden class of PeerChannel alive while idle (shapeAnchor.ts). */
+const peerChannelShape = new ShapeAnchor<PeerChannel>()
+
 /** A channel the peer opened: its requests, served one at a time in order. */
 export class PeerChannel {
   readonly id: number
@@ -209,6 +221,7 @@ export class PeerChannel {
   refused = false
 
   constructor(id: number) {
+    peerChannelShape.newest = this
     this.id = id
   }
 }

@@ -4,6 +4,7 @@ import { type Meta, emptyMeta } from "../protocol/mesh.ts"
 import type { CancelSignal } from "./cancellation.ts"
 import { type ParsedRequestPath, parseQuery } from "../protocol/requestPath.ts"
 import type { IncomingStream } from "./streams.ts"
+import { ShapeAnchor } from "./shapeAnchor.ts"
 
 export interface RequestContext {
   readonly remoteAddress: string
@@ -50,6 +51,9 @@ export interface RequestContext {
   readonly longLived: () => void
 }
 
+/** Keeps the hidden class of IncomingRequest alive while idle (shapeAnchor.ts). */
+const incomingShape = new ShapeAnchor<IncomingRequest>()
+
 export class IncomingRequest {
   private parsedQuery: Map<string, Array<string>> | undefined
   readonly channelId: number
@@ -62,6 +66,7 @@ export class IncomingRequest {
   readonly context: RequestContext
 
   constructor(channelId: number, rawPath: string, parsed: ParsedRequestPath, data: Buffer, context: RequestContext) {
+    incomingShape.newest = this
     this.channelId = channelId
     this.rawPath = rawPath
     this.path = parsed.path

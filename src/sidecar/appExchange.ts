@@ -27,6 +27,7 @@ import { answerMetaPast, responseMeta, trailersMeta } from "./httpEnvelope.ts"
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode, appDeadlineMessage } from "./proxyError.ts"
 import { PausingByteQueue } from "./byteQueue.ts"
+import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** Answers up to this size (declared by the app) go back as one message; larger or chunked ones stream. */
 const WHOLE_BODY_LIMIT = 64 * 1024
@@ -84,6 +85,9 @@ export interface AppRequest {
 
 type Mode = "waiting" | "collect" | "stream" | "drop"
 
+/** Keeps the hidden class of AppExchange alive while idle (shapeAnchor.ts). */
+const exchangeShape = new ShapeAnchor<AppExchange>()
+
 /**
  * One exchange, as the pool's handler. `settle` gets the outcome exactly once; the
  * observation ends exactly once, when the answer has come in whole or the exchange broke off.
@@ -121,6 +125,7 @@ export class AppExchange implements AppPoolHandler {
   private cancelSource: CancelSignal | undefined = undefined
 
   constructor(leg: AppLeg, request: AppRequest, observation: InboundObservation, pending: PendingOutcome) {
+    exchangeShape.newest = this
     this.leg = leg
     this.request = request
     this.observation = observation

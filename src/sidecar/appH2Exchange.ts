@@ -39,6 +39,7 @@ import { answerMetaPast, responseMeta, trailersMeta, withTrailers } from "./http
 import type { Failure, InboundObservation } from "./observe.ts"
 import { AppErrorCode, appDeadlineMessage } from "./proxyError.ts"
 import { TurnEnd } from "./turnEnd.ts"
+import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** An answer held to go back whole streams instead once this much of it came (or once its hold is over: appH2.ts). */
 const WHOLE_ANSWER_LIMIT = 64 * 1024
@@ -87,6 +88,9 @@ export interface CancelSource {
   addEventListener(type: "abort", listener: AbortListener): void
   removeEventListener(type: "abort", listener: AbortListener): void
 }
+
+/** Keeps the hidden class of AppH2Exchange alive while idle (shapeAnchor.ts). */
+const exchangeShape = new ShapeAnchor<AppH2Exchange>()
 
 /**
  * One stream to the app, from the request to the answer's end. `pending` gets the outcome once
@@ -142,6 +146,7 @@ export class AppH2Exchange implements Expiring, Held {
   private stall: NodeJS.Timeout | undefined = undefined
 
   constructor(leg: H2Leg, request: AppH2Request, observation: InboundObservation, pending: PendingOutcome) {
+    exchangeShape.newest = this
     this.leg = leg
     this.request = request
     this.observation = observation

@@ -28,6 +28,7 @@ import { drainedOrClosed } from "./drained.ts"
 import { acceptsEventStream, isAcceptName, isContentTypeName, isEventStreamType } from "./eventStream.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser } from "./llhttp.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
+import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** Until the app accepts the connection. */
 const CONNECT_TIMEOUT_MS = 10_000
@@ -106,6 +107,9 @@ export interface AppPoolHandler {
   onResponseError(controller: AppController, error: Error): void
 }
 
+/** Keeps the hidden class of Exchange alive while idle (shapeAnchor.ts). */
+const exchangeShape = new ShapeAnchor<Exchange>()
+
 /** One request, from dispatch to its end: the controller the handler holds. */
 class Exchange implements AppController {
   readonly request: AppPoolRequest
@@ -126,6 +130,7 @@ class Exchange implements AppController {
   interims = 0
 
   constructor(request: AppPoolRequest, handler: AppPoolHandler) {
+    exchangeShape.newest = this
     this.request = request
     this.handler = handler
   }
@@ -181,6 +186,9 @@ const trailerEndsKeepAlive = (fields: ReadonlyArray<string>): boolean => {
   return false
 }
 
+/** Keeps the hidden class of Connection alive while idle (shapeAnchor.ts). */
+const connectionShape = new ShapeAnchor<Connection>()
+
 /** One keep-alive socket to the app and its parser. */
 class Connection {
   readonly socket: net.Socket
@@ -213,6 +221,7 @@ class Connection {
   private strayBegun = false
 
   constructor(pool: AppPool, exchange: Exchange) {
+    connectionShape.newest = this
     this.pool = pool
     this.parser = new HTTPParser()
     this.parser.initialize(HTTPParser.RESPONSE, {}, nodeHttp.maxHeaderSize, HTTPParser.kLenientNone)

@@ -12,6 +12,7 @@ import { drainedOrClosed } from "./drained.ts"
 import { pairsMatchFlat } from "./headerFilter.ts"
 import type { OutboundCall } from "./outboundCall.ts"
 import { nodeHttp } from "../toolkit/nodeHttp.ts"
+import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** A body is held (or queued for its reader) up to about this much before the app is paused. */
 const BODY_HIGH_WATER = 64 * 1024
@@ -154,6 +155,9 @@ const lastAnswerHead = new AnswerHead()
 /** The last kept-alive answer's whole head (finalHead), for the next answer with the same one. */
 const lastKeptAlive = { head: "", tail: "", whole: "" }
 
+/** Keeps the hidden class of Http1Call alive while idle (shapeAnchor.ts). */
+const callShape = new ShapeAnchor<Http1Call>()
+
 export class Http1Call implements OutboundCall {
   readonly method: string
   readonly url: string
@@ -197,6 +201,7 @@ export class Http1Call implements OutboundCall {
   private over = false
 
   constructor(connection: CallConnection, method: string, url: string, major: number, minor: number, rawHeaders: ReadonlyArray<string>, keepAlive: boolean, upgrade: boolean) {
+    callShape.newest = this
     this.connection = connection
     this.method = method
     this.url = url

@@ -15,6 +15,7 @@ import { queuedInLibuv } from "./drained.ts"
 import { Fifo } from "./fifo.ts"
 import { closeParserSoon, HTTPParser, type LlhttpParser, methodNames } from "./llhttp.ts"
 import { ProxyError, sendProxyError, writeProxyError } from "./proxyError.ts"
+import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1")
 /** Past the announced keep-alive timeout, as node:http waits before closing an idle connection. */
@@ -46,6 +47,9 @@ const held = (socket: net.Socket): number => socket.writableLength
 /** One connection from the app. */
 /** HTTP/1.0 or 1.1: the versions the listener speaks (llhttp also reads 0.9 and 2.0 request lines). */
 const spokenVersion = (major: number, minor: number): boolean => major === 1 && minor <= 1
+
+/** Keeps the hidden class of Connection alive while idle (shapeAnchor.ts). */
+const connectionShape = new ShapeAnchor<Connection>()
 
 export class Connection implements CallConnection {
   readonly socket: net.Socket
@@ -98,6 +102,7 @@ export class Connection implements CallConnection {
   private carriedRequest = false
 
   constructor(listener: Http1Listener, socket: net.Socket, now: number) {
+    connectionShape.newest = this
     this.listener = listener
     this.socket = socket
     this.remoteAddress = socket.remoteAddress ?? ""

@@ -22,6 +22,7 @@ import type { Tracing } from "../telemetry/tracing.ts"
 import type { Meta } from "../protocol/mesh.ts"
 import { grpcStatusIn, isGrpc, rpcAttributes } from "./grpcStatus.ts"
 import { trailersOf } from "./httpEnvelope.ts"
+import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /**
  * A span's name, "METHOD service": the pair repeats request after request, so the last one's text
@@ -97,6 +98,9 @@ const settle = (span: SpanRecord, status: number, failure: Failure | undefined):
   }
 }
 
+/** Keeps the hidden class of OutboundObservation alive while idle (shapeAnchor.ts). */
+const outboundObservationShape = new ShapeAnchor<OutboundObservation>()
+
 /** One outbound request: the app's call to another service. */
 export class OutboundObservation {
   private readonly telemetry: SidecarTelemetry
@@ -114,6 +118,7 @@ export class OutboundObservation {
 
   /** `started`: when the request began (performance.now()), as its caller read it. */
   constructor(telemetry: SidecarTelemetry, method: string, appHeaders: HeaderRecord, started: number = performance.now()) {
+    outboundObservationShape.newest = this
     this.telemetry = telemetry
     this.method = method
     this.started = started
@@ -223,6 +228,9 @@ export class OutboundObservation {
   }
 }
 
+/** Keeps the hidden class of InboundObservation alive while idle (shapeAnchor.ts). */
+const inboundObservationShape = new ShapeAnchor<InboundObservation>()
+
 /** One inbound request: a peer's call, served by the local app. */
 export class InboundObservation {
   private readonly telemetry: SidecarTelemetry
@@ -240,6 +248,7 @@ export class InboundObservation {
   private ended = false
 
   constructor(telemetry: SidecarTelemetry, service: string, method: string, path: string, headers: HeaderPairs, remoteAddress: string) {
+    inboundObservationShape.newest = this
     this.telemetry = telemetry
     this.method = method
     this.path = path

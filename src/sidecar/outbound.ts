@@ -49,6 +49,7 @@ import { sendMirror } from "./mirror.ts"
 import type { RouteCounters } from "./routeCounters.ts"
 import type { SubsetChoice } from "./routing.ts"
 import { slowTryAfterMs, TryWatch } from "./slowTry.ts"
+import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** Bodies up to this size travel as one message; larger or unknown-length ones stream. */
 const WHOLE_BODY_LIMIT = 64 * 1024
@@ -62,6 +63,9 @@ const statusOf = (meta: MeshReply["meta"]): number | undefined => {
   const text = meta.get(HttpMeta.status)
   return text !== undefined && /^[2-5]\d\d$/.test(text) ? Number(text) : undefined
 }
+
+/** Keeps the hidden class of OutboundExchange alive while idle (shapeAnchor.ts). */
+const exchangeShape = new ShapeAnchor<OutboundExchange>()
 
 /**
  * One request from the app, from its head to the end of its answer. A class rather than closures:
@@ -127,6 +131,7 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
   bodyLate = false
 
   constructor(options: OutboundOptions, req: OutboundRequest, res: OutboundResponse, deadlines: Deadlines<BodyGather>) {
+    exchangeShape.newest = this
     this.options = options
     this.bodyDeadlines = deadlines
     this.req = req

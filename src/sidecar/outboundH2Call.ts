@@ -8,6 +8,7 @@ import type { HeldBodyReceiver, OutboundCall } from "./outboundCall.ts"
 import { drainedOrClosed } from "./drained.ts"
 import { resetCancelled, resetFailed } from "./h2Reset.ts"
 import { TurnEnd } from "./turnEnd.ts"
+import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** Trailers as node's sendTrailers takes them: an object, a repeated name with all its values. */
 const fieldsOf = (pairs: ReadonlyArray<readonly [string, string]>): Record<string, string | Array<string>> => {
@@ -124,6 +125,9 @@ export interface AnswerTaking {
   window: number
 }
 
+/** Keeps the hidden class of StreamCall alive while idle (shapeAnchor.ts). */
+const callShape = new ShapeAnchor<StreamCall>()
+
 /** One HTTP/2 stream as outbound.ts reads and answers a request (outboundCall.ts), on node's core stream API. */
 export class StreamCall implements OutboundCall {
   readonly httpVersionMajor = 2
@@ -164,6 +168,7 @@ export class StreamCall implements OutboundCall {
   private stopReading: (() => void) | undefined = undefined
 
   constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking) {
+    callShape.newest = this
     this.stream = stream
     this.open = open
     this.taking = taking

@@ -28,6 +28,7 @@ import type { SamplerSettings } from "./otelEnv.ts"
 import { otelCore, otelSdkTraceBase } from "./otelSdk.ts"
 import { formatTraceparent, type TraceParent } from "./propagation.ts"
 import type { Origin, StoredSpan, TraceStore } from "./traceStore.ts"
+import { ShapeAnchor } from "../mux/shapeAnchor.ts"
 
 /** Random bytes for ids, refilled a page at a time. */
 const idBytes = Buffer.allocUnsafe(4096)
@@ -71,6 +72,9 @@ const noEvents: StoredSpan["events"] = []
 /** The attributes of every span that is not recording: nothing may be written to them. */
 const notRecorded: Attributes = Object.freeze({})
 
+/** Keeps the hidden class of SpanRecord alive while idle (shapeAnchor.ts). */
+const spanShape = new ShapeAnchor<SpanRecord>()
+
 /** One span of the request path. Mutable until it ends; the store keeps it as it is. */
 export class SpanRecord implements StoredSpan, TraceParent {
   readonly traceId: string
@@ -108,6 +112,7 @@ export class SpanRecord implements StoredSpan, TraceParent {
     kind: SpanKind,
     origin: Origin
   ) {
+    spanShape.newest = this
     this.traceId = traceId
     this.spanId = randomId(8)
     this.parentSpanId = parentSpanId
