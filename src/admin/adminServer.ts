@@ -159,6 +159,8 @@ export interface AdminOptions {
   readonly mesh?: () => ReadonlyArray<Sidecar>
   /** Where a request the admin server failed on is reported (default: stderr). */
   readonly log?: Log
+  /** The prefix an IPv6 client counts by in the per-address connection cap (--ipv6-source-prefix; default a /64). */
+  readonly ipv6SourcePrefix?: number
 }
 
 const listen = (server: http.Server, listenOn: string, what: string) => {
@@ -265,7 +267,7 @@ export const make = (listeners: AdminListeners, current: () => Sidecar | undefin
   const server = (route: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>) => {
     const created = nodeHttp.createServer(serverOptions)
     created.on("connect", refuseConnect)
-    created.on("request", limitPipelining(capConnections(created), totalHandler(route, log)))
+    created.on("request", limitPipelining(capConnections(created, options.ipv6SourcePrefix), totalHandler(route, log)))
     return created
   }
   return Effect.gen(function*() {

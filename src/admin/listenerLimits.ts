@@ -1,6 +1,6 @@
 // Connection limits of the two admin listeners (adminServer.ts applies them to each): a deadline
 // for every request, head and body, caps on connections, per listener and per client address (an
-// IPv6 client's /64), and on the requests a connection pipelines.
+// IPv6 client's prefix: --ipv6-source-prefix, a /64 by default), and on the requests a connection pipelines.
 // The read-only listener is on the pod address, open to anyone who reaches the pod: node's defaults
 // (60 s for a head, 300 s for a whole request, checked every 30 s, no cap) let a client keep as many
 // sockets open as it likes, and every one is a file descriptor of the sidecar's process, which the
@@ -10,7 +10,7 @@
 // so idle connections from many addresses cannot keep the kubelet's probes and Prometheus out.
 import type * as http from "node:http"
 import type * as net from "node:net"
-import { sourceKeyOf } from "../iip/sourceKey.ts"
+import { IPV6_SOURCE_PREFIX, sourceKeyOf } from "../iip/sourceKey.ts"
 
 export const ADMIN_LIMITS = {
   /** A request's head must come whole within this... */
@@ -25,7 +25,7 @@ export const ADMIN_LIMITS = {
   keepAliveTimeoutMs: 5_000,
   /** Connections a listener holds at once; past it a new one evicts the connection idle longest (capConnections). */
   maxConnections: 256,
-  /** Connections one client address (an IPv6 one's /64: sourceKeyOf) holds at once on a listener; past it a new one evicts that address's idle longest. */
+  /** Connections one client address (an IPv6 one's prefix, a /64 unless --ipv6-source-prefix says otherwise: sourceKeyOf) holds at once on a listener; past it a new one evicts that address's idle longest. */
   connectionsPerAddress: 32,
   /** Requests a connection may have unanswered at once (pipelined); the next is answered 503 and the connection closed. */
   maxPipelined: 4
@@ -114,7 +114,7 @@ interface AddressHeld {
  * open. Returns whether a socket was admitted: a refused socket's requests must not be handled
  * (node's parser still reads them).
  */
-export const capConnections = (server: http.Server): ((socket: net.Socket) => boolean) => {
+export const capConnections = (server: http.Server, ipv6SourcePrefix: number = IPV6_SOURCE_PREFIX.default): ((socket: net.Socket) => boolean) => {
   /** Every admitted connection without a request in progress, the one idle longest first. */
   const idle = new Set<net.Socket>()
   const addresses = new Map<string, AddressHeld>()
@@ -123,7 +123,7 @@ export const capConnections = (server: http.Server): ((socket: net.Socket) => bo
   let held = 0
   let refusedOpen = 0
 
-  const addressOf = (socket: net.Socket) => sourceKeyOf(socket.remoteAddress ?? "")
+  const addressOf = (socket: net.Socket) => sourceKeyOf(socket.remoteAddress ?? "", ipv6SourcePrefix)
   const release = (socket: net.Socket) => {
     if (!inProgress.has(socket)) return
     inProgress.delete(socket)

@@ -199,7 +199,7 @@ const startSidecar = (service: string, app: App | undefined, weight: number, ver
     if (Result.isFailure(loaded)) return yield* new DemoFailed({ message: loaded.failure.message })
     let sidecar: Sidecar | undefined
     // Both admin listeners on loopback, no token: the control one serves the dashboard.
-    const admin = yield* Admin.make({ admin: loaded.success.admin, control: loaded.success.adminControl, token: undefined }, () => sidecar, { mesh: () => mesh.sidecars })
+    const admin = yield* Admin.make({ admin: loaded.success.admin, control: loaded.success.adminControl, token: undefined }, () => sidecar, { mesh: () => mesh.sidecars, ipv6SourcePrefix: loaded.success.ipv6SourcePrefix })
     sidecar = yield* SidecarLive.make(loaded.success, quietRoutesLog, { traces: mesh.traces, env: otelEnv, credentials, ownListeners: [admin.readOnly, admin.control] })
     mesh.sidecars.push(sidecar)
     app?.useSidecar(`http://${sidecar.outbound.host}:${sidecar.outbound.port}`)

@@ -48,7 +48,7 @@ export const runSidecar = (argv: ReadonlyArray<string>) =>
       return
     }
     let sidecar: Sidecar | undefined
-    const admin = yield* Admin.make(listeners.success, () => sidecar)
+    const admin = yield* Admin.make(listeners.success, () => sidecar, { ipv6SourcePrefix: config.ipv6SourcePrefix })
     // The identity comes first: a sidecar that is to speak mTLS does not start without its
     // certificate (the admin says not ready meanwhile; the client retries an unreachable issuer).
     let identity: IdentityClient | undefined

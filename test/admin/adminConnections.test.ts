@@ -256,4 +256,13 @@ describe("admin listeners' per-address cap and IPv6", () => {
       ipv4Evicted: 0
     })
   })
+  it.skipIf(ipv6.skip)("real sockets, --ipv6-source-prefix 128: the /64's second address is a client of its own and evicts nothing", async () => {
+    // Before, the admin listeners counted by /64 whatever the flag said (the issuer and the inbound limiter followed it).
+    const child = resolve(import.meta.dirname, "../support/ipv6ClientChild.ts")
+    const { stdout } = await promisify(execFile)("unshare", ["-rn", "sh", "-c", `${setup} && exec "$0" "$@"`, process.execPath, child], {
+      timeout: 20_000,
+      env: { ...process.env, IPV6_SOURCE_PREFIX: "128" }
+    })
+    expect(JSON.parse(stdout.trim().split("\n").at(-1)!)).toMatchObject({ fromSameBlock: "200", sameBlockEvicted: 0, firstEvicted: false })
+  })
 })

@@ -2,14 +2,14 @@
 // `lo` holds 2001:db8:0:1::a and ::b (one /64) and 2001:db8:0:2::a: the machine's own loopback has
 // ::1 alone, and adding addresses there would change the shared machine. A listener capped by
 // capConnections on [::] (dual-stack), and idle connections from those addresses, ::1 and
-// 127.0.0.1; prints one JSON line: how many of the held connections (their server sides) each
+// 127.0.0.1, counted by the IPv6 prefix IPV6_SOURCE_PREFIX says (default 64); prints one JSON line: how many of the held connections (their server sides) each
 // newcomer evicted.
 import * as http from "node:http"
 import * as net from "node:net"
 import { ADMIN_LIMITS, capConnections, limitPipelining, serverOptions } from "../../src/admin/listenerLimits.ts"
 
 const server = http.createServer(serverOptions)
-server.on("request", limitPipelining(capConnections(server), (_req, res) => res.writeHead(200, { "content-length": 2 }).end("ok")))
+server.on("request", limitPipelining(capConnections(server, Number(process.env.IPV6_SOURCE_PREFIX ?? 64)), (_req, res) => res.writeHead(200, { "content-length": 2 }).end("ok")))
 /** The server's side of every connection, by the client's address and port. */
 const serverSides = new Map<string, net.Socket>()
 server.on("connection", (socket: net.Socket) => serverSides.set(`${socket.remoteAddress} ${socket.remotePort}`, socket))
