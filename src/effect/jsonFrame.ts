@@ -14,6 +14,8 @@ export interface JsonCheck {
   readonly request: boolean
   /** The most values (array items, object keys and values) the frame may hold. */
   readonly maxValues: number
+  /** The most keys any one object of the frame may hold (default: no bound but `maxValues`). */
+  readonly maxObjectKeys?: number
 }
 
 const quote = 0x22
@@ -43,6 +45,8 @@ for (const c of [quote, openArray, openObject]) kinds[c] = start
 // Whether each open container is an object (1) or an array (0), the innermost last. One for all
 // scans: a scan is synchronous and runs to its end, so none shares it with another.
 const isObject = new Uint8Array(maxJsonDepth)
+// The keys each open object has held so far, by its depth, as `isObject`.
+const keysAt = new Uint32Array(maxJsonDepth)
 
 /**
  * Where the string begun before `from` ends: its first quote that no backslash escapes (one after
@@ -75,7 +79,9 @@ const headersField = 2
  * Why `bytes` (one frame: a JSON value, or several, as NDJSON lines) may not go to JSON.parse, or
  * undefined. A loop over the bytes, no recursion, nothing allocated: strings are skipped to their
  * closing quote (not one a backslash escapes), so brackets in them count for nothing.
- * Refused: nesting past `maxJsonDepth`, more than `check.maxValues` values; with `check.request`,
+ * Refused: nesting past `maxJsonDepth`, more than `check.maxValues` values, an object of more than
+ * `check.maxObjectKeys` keys (JSON.parse makes such an object a dictionary, ~0.7 µs a key against
+ * ~20 ns an array item); with `check.request`,
  * a message's `headers` list past `maxRequestHeaderPairs` items and more than
  * `maxValuesOutsidePayload` values outside its `payload` (counted as MessagePack's check counts
  * them: each key and each value, the payload's own value included). A key spelled with an escape
@@ -95,6 +101,7 @@ export const plainJsonProblem = (bytes: Uint8Array, check: JsonCheck): string | 
   let fieldsAt = 1
   let field = noField
   const maxValues = check.maxValues
+  const maxObjectKeys = check.maxObjectKeys ?? Infinity
   let payloadFrom = notInPayload
   let headersAt = 0
   let headers = 0
@@ -123,6 +130,8 @@ export const plainJsonProblem = (bytes: Uint8Array, check: JsonCheck): string | 
         if (++outside > maxValuesOutsidePayload) return `holds a Request with more than ${maxValuesOutsidePayload} values outside its payload`
       }
       if (++values > maxValues) return `holds a Request with more than ${maxValues} values`
+      // A key: only a string may be one, anything else JSON.parse refuses.
+      if (key && ++keysAt[depth - 1]! > maxObjectKeys) return `holds a Request with an object of more than ${maxObjectKeys} keys`
     }
     if (kind === other) {
       // A number or a literal (true, false, null): one value, to the next byte that is not its.
@@ -146,6 +155,7 @@ export const plainJsonProblem = (bytes: Uint8Array, check: JsonCheck): string | 
         headers = 0
       }
     }
+    keysAt[depth] = 0
     isObject[depth++] = c === openObject ? 1 : 0
     key = c === openObject
   }

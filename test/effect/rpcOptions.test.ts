@@ -1,6 +1,6 @@
 // The RPC protocols' limits (src/effect/rpc.ts) checked once, when the protocol is built
-// (src/iip/optionLimits.ts): a maxFrameBytes or maxRequestValues of NaN switched the frame size
-// limit or the pre-decode value count off (every check is `x > limit`); Infinity, 0, negatives,
+// (src/iip/optionLimits.ts): a maxFrameBytes, maxRequestValues or maxObjectKeys of NaN switched the
+// frame size limit or the pre-decode value or key count off (every check is `x > limit`); Infinity, 0, negatives,
 // fractions and frame sizes a 4-byte length cannot state are refused too. Building the protocol
 // dies with OptionInvalid naming the option and the value. Real TCP on 127.0.0.1, port 0.
 import { assert, describe, it } from "@effect/vitest"
@@ -22,7 +22,11 @@ const refused: ReadonlyArray<[keyof RpcOverIipOptions, number]> = [
   ["maxFrameBytes", 2 ** 32],
   ["maxRequestValues", NaN],
   ["maxRequestValues", Infinity],
-  ["maxRequestValues", 0]
+  ["maxRequestValues", 0],
+  ["maxObjectKeys", NaN],
+  ["maxObjectKeys", -1],
+  ["maxObjectKeys", 0],
+  ["maxObjectKeys", 2.5]
 ]
 
 /** The defect building `layer` died with; asserts it died, and failed with nothing typed. */
@@ -47,11 +51,11 @@ describe("RPC over IIP options", () => {
         assert.instanceOf(served, OptionInvalid)
         assert.strictEqual((served as OptionInvalid).option, `RPC over IIP ${option}`)
         assert.isTrue(Object.is((served as OptionInvalid).value, value))
-        if (option === "maxRequestValues") continue // the server's only
+        if (option === "maxRequestValues" || option === "maxObjectKeys") continue // the server's only
         const called = yield* defectOf(layerClientProtocol(options).pipe(Layer.provide([client, RpcSerialization.layerNdjson])))
         assert.strictEqual((called as OptionInvalid).option, `RPC over IIP ${option}`)
       }
       // In range, they build.
-      yield* Layer.build(layerServerProtocol({ maxFrameBytes: 2 ** 32 - 1, maxRequestValues: 1 }).pipe(Layer.provide([Layer.succeedContext(server), RpcSerialization.layerNdjson])))
+      yield* Layer.build(layerServerProtocol({ maxFrameBytes: 2 ** 32 - 1, maxRequestValues: 1, maxObjectKeys: 1 }).pipe(Layer.provide([Layer.succeedContext(server), RpcSerialization.layerNdjson])))
     })))
 })
