@@ -49,7 +49,8 @@ export interface RpcOverIipOptions {
    * 50,000): counted in the same scan. Decoding makes an object of many keys a dictionary, ~0.7 µs
    * a key (JSON.parse or msgpackr) against ~20 ns an array item, so one object of 499,990 keys,
    * within `maxRequestValues`, held the event loop 0.5-1.5 s; records that share their keys cost
-   * ~60 ns a key and are bounded by `maxRequestValues` alone.
+   * ~60 ns a key and are bounded by `maxRequestValues` alone. Distinct keys spread over many
+   * small objects are not bounded by either yet (README, Effect RPC).
    */
   readonly maxObjectKeys?: number
 }
