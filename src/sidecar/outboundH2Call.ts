@@ -103,6 +103,19 @@ const BROKEN_BODY: AsyncIterable<Buffer> = {
   [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(closedBeforeEnd()) })
 }
 
+/**
+ * The decoded size of a request's field section as RFC 9113 §6.5.2 counts it (and node, once its
+ * SETTINGS_MAX_HEADER_LIST_SIZE applies): each field's name and value and 32 octets, pseudo-headers
+ * included; whatever HPACK made of it on the wire (CONTINUATION frames, a dynamic table's entries
+ * referenced again and again: RFC 7541 §7.3). node gives fields as one-byte strings: a length is
+ * their bytes. A loop over lengths, nothing allocated.
+ */
+const fieldSectionSize = (rawHeaders: ReadonlyArray<string>): number => {
+  let size = 16 * rawHeaders.length
+  for (let i = 0; i < rawHeaders.length; i++) size += rawHeaders[i]!.length
+  return size
+}
+
 /** respond()'s options, one object per combination (node only reads them): none made per call. */
 const END = { endStream: true, waitForTrailers: false } as const
 const END_AND_TRAILERS = { endStream: true, waitForTrailers: true } as const
@@ -134,6 +147,7 @@ export class StreamCall implements OutboundCall {
   readonly headers: http2.IncomingHttpHeaders
   readonly rawHeaders: ReadonlyArray<string>
   readonly hasBody: boolean
+  readonly headPastLimit: number
   private readonly stream: http2.ServerHttp2Stream
   private status = 200
   private head: ReadonlyArray<readonly [string, string]> = []
@@ -163,7 +177,7 @@ export class StreamCall implements OutboundCall {
   /** Ends readBody's reading as past its limit (stopBody), while it reads. */
   private stopReading: (() => void) | undefined = undefined
 
-  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking) {
+  constructor(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: ReadonlyArray<string>, open: Set<StreamCall>, taking: AnswerTaking, headLimit: number) {
     this.stream = stream
     this.open = open
     this.taking = taking
@@ -178,6 +192,7 @@ export class StreamCall implements OutboundCall {
     // As node gives it: the header filter leaves its pseudo-headers out (no copy without them per call).
     this.rawHeaders = rawHeaders
     this.hasBody = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) === 0
+    this.headPastLimit = fieldSectionSize(rawHeaders) > headLimit ? headLimit : 0
     stream.on("error", ignore)
     // `on`, not `once`: a stream closes once, and once() binds a wrapper per call.
     stream.on("close", onStreamClose)

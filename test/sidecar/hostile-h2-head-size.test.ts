@@ -1,0 +1,148 @@
+// An h2c request head past the outbound listener's HTTP/1.1 head limit (node's http.maxHeaderSize,
+// 16 KiB: llhttp answers a larger HTTP/1.1 head 431) is refused at A, before it crosses the mesh
+// (outboundH2.ts, outboundH2Call.ts). Before: A advertised no SETTINGS_MAX_HEADER_LIST_SIZE and
+// node let heads up to its own bound through (128 fields, 64 KiB a field), so a 20,000-byte header
+// went to B and its app, which refused it there. Now A advertises the limit (RFC 9113 §6.5.2) and:
+// - a request whose decoded field section (RFC 9113 §6.5.2: names, values and 32 octets a field,
+//   pseudo-headers too) is past it gets 431 `outbound; reason=headers_too_large`, counted in
+//   iip_mesh_request_errors_total, whether it came in one HEADERS, over CONTINUATION frames, or
+//   as a small block that decodes large through the HPACK dynamic table (RFC 7541 §7.3); its
+//   connection and the other streams on it go on;
+// - once the caller has acknowledged A's SETTINGS, node refuses such a head itself, before A sees
+//   the stream: RST_STREAM ENHANCE_YOUR_CALM (no answer can be written for a stream node never hands over);
+// - curl --http2-prior-knowledge (a peer nobody here wrote) gets the 431; a 12,000-byte header passes.
+import { execFile, spawnSync } from "node:child_process"
+import * as http2 from "node:http2"
+import { afterEach, beforeEach, describe, expect, it } from "vitest"
+import { Flag, type Frame, frame, hpackInt, Type } from "../helpers/h2Wire.ts"
+import { connectRawH2, headerFrames, requestBlock, resetCode, streamOver } from "../helpers/h2RawClient.ts"
+import { gate } from "../support/netnsProcess.ts"
+import { Cleanup, withTimeout } from "../support/iipRaw.ts"
+import { parsePrometheusText, value } from "../support/prometheusText.ts"
+import { echoRequest, type Mesh, startMesh } from "../support/sidecarHarness.ts"
+
+/** The outbound listener's HTTP/1.1 head limit (node's default http.maxHeaderSize), which A's h2c side now shares. */
+const LIMIT = 16_384
+const SETTINGS_MAX_HEADER_LIST_SIZE = 6
+
+const curlGate = gate(
+  "curl --http2-prior-knowledge with a 20,000-byte header gets 431 from A; one of 12,000 bytes reaches the app",
+  spawnSync("curl", ["--version"]).status === 0 ? { ok: true } : { ok: false, reason: "no curl (apt curl)" }
+)
+
+/** The :status of an answer's HEADERS as nghttp2 writes a status outside the static table: a literal with the indexed name :status, its 3 digits not Huffman-coded (no shorter so). */
+const statusOf = (frames: ReadonlyArray<Frame>, stream: number): string => {
+  const head = frames.find((f) => f.type === Type.headers && f.stream === stream)
+  if (head === undefined) return "none"
+  const at = head.payload.indexOf(Buffer.from([0x48, 0x03]))
+  return at < 0 ? `other ${head.payload.subarray(0, 8).toString("hex")}` : head.payload.subarray(at + 2, at + 5).toString("latin1")
+}
+
+const bodyOf = (frames: ReadonlyArray<Frame>, stream: number): string =>
+  Buffer.concat(frames.filter((f) => f.type === Type.data && f.stream === stream).map((f) => f.payload)).toString()
+
+describe("h2c request heads past the outbound listener's head limit", () => {
+  let cleanup: Cleanup
+  let mesh: Mesh
+  beforeEach(async () => {
+    cleanup = new Cleanup()
+    mesh = await startMesh(cleanup, echoRequest)
+  })
+  afterEach(() => cleanup.run())
+
+  const refusals = async (): Promise<number> =>
+    value(parsePrometheusText((await mesh.a.sidecar.telemetry.metrics.text()).body), "iip_mesh_request_errors_total", { code: "431", hop: "outbound", reason: "headers_too_large" })
+
+  it("A advertises SETTINGS_MAX_HEADER_LIST_SIZE of its HTTP/1.1 head limit", async () => {
+    const raw = await connectRawH2(cleanup, mesh.a.outboundPort, false)
+    await raw.until((frames) => frames.some((f) => f.type === Type.settings && (f.flags & Flag.ack) === 0), "A's SETTINGS")
+    const settings = raw.frames.find((f) => f.type === Type.settings && (f.flags & Flag.ack) === 0)!.payload
+    const advertised = new Map<number, number>()
+    for (let at = 0; at + 6 <= settings.length; at += 6) advertised.set(settings.readUInt16BE(at), settings.readUInt32BE(at + 2))
+    expect(advertised.get(SETTINGS_MAX_HEADER_LIST_SIZE)).toBe(LIMIT)
+  })
+
+  it("a head past it, in one frame, over CONTINUATION frames, or an HPACK bomb, is answered 431 before the mesh; another stream open on the session goes on; the session serves the next", async () => {
+    const raw = await connectRawH2(cleanup, mesh.a.outboundPort, false)
+    // Stream 1: a POST whose body is still to come, open across the refusals.
+    raw.socket.write(headerFrames(1, requestBlock("POST", "/open", [["content-length", "5"]]), false))
+    // Stream 3: one field of 20,000 bytes, over HEADERS and a CONTINUATION (no frame may pass 16 KiB).
+    raw.socket.write(headerFrames(3, requestBlock("GET", "/big", [["x-big", "b".repeat(20_000)]]), true))
+    await raw.until(streamOver(3), "stream 3's answer")
+    // Stream 5: 20 fields of 1,000 bytes, none large, over a HEADERS and four CONTINUATIONs of 5,000 bytes.
+    const many = Array.from({ length: 20 }, (_, i) => [`x-f${i}`, "f".repeat(1000)] as const)
+    raw.socket.write(headerFrames(5, requestBlock("GET", "/many", many), true, 5000))
+    await raw.until(streamOver(5), "stream 5's answer")
+    // Stream 7: an HPACK bomb within node's own bounds: a 4,000-byte value added to the dynamic
+    // table (RFC 7541 §6.2.1, index 62), then referenced 5 times (0xBE): 24 KB of fields from 4 KB.
+    const value = "v".repeat(4000)
+    const bomb = Buffer.concat([requestBlock("GET", "/bomb"), Buffer.from([0x40, ...hpackInt(3, 7, 0), ...Buffer.from("x-v"), ...hpackInt(value.length, 7, 0), ...Buffer.from(value)]), Buffer.alloc(5, 0xbe)])
+    expect(bomb.length).toBeLessThan(LIMIT / 3)
+    raw.socket.write(frame(Type.headers, Flag.endHeaders | Flag.endStream, 7, bomb))
+    await raw.until(streamOver(7), "stream 7's answer")
+    // The first 431 is written as a literal; nghttp2 then indexes it (the counter below counts all three as 431s).
+    expect(statusOf(raw.frames, 3)).toBe("431")
+    for (const stream of [3, 5, 7]) {
+      expect(JSON.parse(bodyOf(raw.frames, stream))).toEqual(expect.objectContaining({ error: "headers_too_large", hop: "outbound" }))
+    }
+    // Stream 1's body, then a clean request on stream 9: both answered by the app.
+    raw.socket.write(frame(Type.data, Flag.endStream, 1, Buffer.from("hello")))
+    raw.socket.write(headerFrames(9, requestBlock("GET", "/clean", [["x-fine", "f".repeat(12_000)]]), true))
+    await raw.until((frames) => streamOver(1)(frames) && streamOver(9)(frames), "streams 1 and 9 answered")
+    expect(resetCode(raw.frames, 1)).toBeUndefined()
+    expect(resetCode(raw.frames, 9)).toBeUndefined()
+    expect(raw.frames.some((f) => f.type === Type.goaway)).toBe(false)
+    expect(mesh.app.seen.map((r) => [r.method, r.url])).toEqual([["POST", "/open"], ["GET", "/clean"]])
+    expect(await refusals()).toBe(3)
+  })
+
+  it("after the caller acknowledged A's SETTINGS node refuses such a head itself (RST_STREAM ENHANCE_YOUR_CALM); the session goes on", async () => {
+    const raw = await connectRawH2(cleanup, mesh.a.outboundPort, true)
+    raw.socket.write(headerFrames(1, requestBlock("GET", "/big", [["x-big", "b".repeat(20_000)]]), true))
+    await raw.until(streamOver(1), "stream 1's end")
+    expect(resetCode(raw.frames, 1)).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
+    raw.socket.write(headerFrames(3, requestBlock("GET", "/clean"), true))
+    await raw.until(streamOver(3), "stream 3's answer")
+    expect(resetCode(raw.frames, 3)).toBeUndefined()
+    expect(mesh.app.seen.map((r) => r.url)).toEqual(["/clean"])
+  })
+
+  it("node's client: a head past the limit gets 431 (its first request, before the settings take effect), the session's next request is answered", async () => {
+    const session = http2.connect(`http://127.0.0.1:${mesh.a.outboundPort}`)
+    cleanup.add(() => session.destroy())
+    session.on("error", () => {})
+    const ask = (headers: http2.OutgoingHttpHeaders): Promise<string> =>
+      withTimeout(
+        new Promise<string>((resolve, reject) => {
+          const s = session.request({ ":path": "/node", ":authority": "catalog", ...headers })
+          s.on("response", (h) => resolve(`${String(h[":status"])} ${String(h["x-iip-mesh-error"])}`))
+          s.on("error", reject)
+          s.resume()
+        }),
+        5000,
+        "node's request"
+      )
+    // Refused by A itself (the mesh error header names it), not by the app behind B.
+    expect(await ask({ "x-big": "b".repeat(20_000) })).toBe("431 outbound; reason=headers_too_large")
+    expect(await ask({})).toBe("200 undefined")
+    expect(mesh.app.seen.length).toBe(1)
+    expect(await refusals()).toBe(1)
+  })
+
+  it.skipIf(curlGate.skip)(curlGate.title, async () => {
+    const curl = (header: string): Promise<string> =>
+      withTimeout(
+        new Promise<string>((resolve) =>
+          execFile("curl", ["-sS", "--http2-prior-knowledge", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_version} %{http_code} %header{x-iip-mesh-error}", "-H", "Host: catalog", "-H", header, `http://127.0.0.1:${mesh.a.outboundPort}/curl`], (error, stdout, stderr) =>
+            resolve(`${stdout}${error === null ? "" : ` exit ${String(error.code)} ${stderr}`}`))
+        ),
+        10_000,
+        "curl"
+      )
+    expect(await curl(`x-big: ${"b".repeat(20_000)}`)).toBe("2 431 outbound; reason=headers_too_large")
+    expect(mesh.app.seen).toEqual([])
+    expect(await curl(`x-fine: ${"f".repeat(12_000)}`)).toBe("2 200 ")
+    expect(mesh.app.seen.length).toBe(1)
+    expect(await refusals()).toBe(1)
+  })
+})
