@@ -208,6 +208,11 @@ class OutboundExchange implements HeldBodyReceiver, BodyGather {
     }
   }
 
+  /** Total: the caller reset the request while its body was held (heldBody): it ends cancelled, nothing sent. */
+  bodyReset(): void {
+    this.fail(new Cancelled({ message: "the caller reset its stream before its body's end" }))
+  }
+
   /**
    * A body not here with the head: gathered (up to the whole-body limit) or streamed; then sent.
    * Gathered, the request's deadline runs from now: the body must come within it.

@@ -56,9 +56,11 @@ export interface OutboundRequest {
   readonly headPastLimit?: number
 }
 
-/** Told once of a held body (OutboundRequest.heldBody). */
+/** Told once of a held body (OutboundRequest.heldBody): the body, or that the caller reset the request while it was held. */
 export interface HeldBodyReceiver {
   bodyHeld(body: Buffer | AsyncIterable<Buffer>): void
+  /** The caller reset the request before its body's end while the body was held: nothing of it went anywhere. */
+  bodyReset(): void
 }
 
 export interface OutboundResponse {

@@ -94,16 +94,6 @@ const EMPTY = Buffer.alloc(0)
 const closedBeforeEnd = (): Error => new Error("the stream closed before its body's end")
 
 /**
- * The body of a stream the caller reset before its END_STREAM: node ends a reset stream's readable
- * side as an END_STREAM ends it ('aborted', then 'end'), and what had come is no whole body (RFC
- * 9113 §8.1: a request ends with END_STREAM). Read, it fails as a body that broke off; taken for
- * whole, the app read a complete request with its body cut short (h2-framing-fuzz.test.ts).
- */
-const BROKEN_BODY: AsyncIterable<Buffer> = {
-  [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(closedBeforeEnd()) })
-}
-
-/**
  * The decoded size of a request's field section as RFC 9113 §6.5.2 counts it (and node, once its
  * SETTINGS_MAX_HEADER_LIST_SIZE applies): each field's name and value and 32 octets, pseudo-headers
  * included; whatever HPACK made of it on the wire (CONTINUATION frames, a dynamic table's entries
@@ -296,7 +286,8 @@ export class StreamCall implements OutboundCall {
       stream.on("data", onData)
       stream.once("end", () => {
         this.stopReading = undefined
-        // Reset before its END_STREAM (BROKEN_BODY): what came is not the body.
+        // Reset before its END_STREAM (node ends a reset stream's readable side as an END_STREAM
+        // ends it: 'aborted', then 'end'): what came is not the body (RFC 9113 §8.1).
         if (stream.aborted) return reject(closedBeforeEnd())
         resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total))
       })
@@ -336,7 +327,13 @@ export class StreamCall implements OutboundCall {
     if (this.heldBytes > this.holdLimit) this.streamOn()
   }
 
-  /** The held body ended within its turn: it goes whole. */
+  /**
+   * The held body ended within its turn: it goes whole. Or the caller reset the stream before its
+   * END_STREAM (node ends a reset stream's readable side as an END_STREAM ends it: 'aborted', then
+   * 'end'): what came is no request (RFC 9113 §8.1), and none of it has gone anywhere, so nothing
+   * goes (bodyReset). Sent on as a body that broke off, its head cost B an exchange and the app a
+   * stream B then reset, one of B's reset budget to an h2c app (hostile-h2-held-reset.test.ts).
+   */
   heldEnd(): void {
     const holder = this.holder
     if (holder === undefined) return
@@ -344,7 +341,8 @@ export class StreamCall implements OutboundCall {
     this.stream.off("data", onHeldData)
     this.stream.off("end", onHeldEnd)
     const held = this.takeHeld()
-    holder.bodyHeld(this.stream.aborted ? BROKEN_BODY : held ?? EMPTY)
+    if (this.stream.aborted) holder.bodyReset()
+    else holder.bodyHeld(held ?? EMPTY)
   }
 
   /** The turn ended (or the limit passed) before the body did: what came so far is put back (unshift) and the body streams. */
@@ -356,8 +354,8 @@ export class StreamCall implements OutboundCall {
     stream.off("data", onHeldData)
     stream.off("end", onHeldEnd)
     const held = this.takeHeld()
-    // A stream reset meanwhile has nothing to put back, and its readable side may have ended as if whole: BROKEN_BODY.
-    if (stream.aborted) return holder.bodyHeld(BROKEN_BODY)
+    // Reset meanwhile, while still held: nothing of it has gone anywhere, and nothing goes (as heldEnd).
+    if (stream.aborted) return holder.bodyReset()
     if (!stream.destroyed) {
       stream.pause()
       if (held !== undefined) stream.unshift(held)
